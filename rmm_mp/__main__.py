@@ -1,0 +1,5 @@
+"""`python -m rmm_mp` is the rmm-mp command."""
+
+from rmm_mp.cli import main
+
+main(prog_name="rmm-mp")

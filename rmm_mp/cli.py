@@ -1,0 +1,141 @@
+"""The rmm-mp command line (click). It parses, calls into the package, and prints.
+
+Every piece of logic a subcommand needs lives in an importable module (workload.run,
+hw.platform, hw.orphans) so that tests reach it without a shell.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from rmm_mp import __version__
+from rmm_mp.hw import orphans, platform as platforms, segment
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.stats.report import format_table
+from rmm_mp.workload import run as runner
+from rmm_mp.workload.builtin import BUILTINS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rmm-mp")
+def main() -> None:
+    """A multi-core runtime of the Arm CCA Realm Management Monitor (RMM 1.0-rel0).
+
+    Every simulated CPU is an OS process; granules, the GPT and realm memory live in shared
+    memory behind per-granule locks. Use it to stress-test lock correctness, run multi-realm
+    workloads and measure per-CPU call latency.
+    """
+
+
+@main.command()
+@click.argument("workload", metavar="WORKLOAD")
+@click.option("--platform", "platform_name", default="host", show_default=True,
+              help="Bundled platform name (rmm-mp platform list) or a path to a platform TOML file.")
+@click.option("--cpus", type=int, default=None, help="Simulated CPUs, one process each [default: all of the platform's].")
+@click.option("--seconds", type=float, default=None, help="Run for this long [default: 5 unless --iterations is given].")
+@click.option("--iterations", type=int, default=None, help="Stop each CPU after this many iterations instead.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every CPU's random choices.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the report as JSON to this file.")
+@click.option("--progress/--no-progress", default=None, help="Show the progress bar [default: when stderr is a terminal].")
+def run(workload: str, platform_name: str, cpus: int | None, seconds: float | None, iterations: int | None,
+        seed: int, json_path: str | None, progress: bool | None) -> None:
+    """Run WORKLOAD on a fresh machine and report per-CPU, per-call latency.
+
+    Bundled workloads: delegate-churn (every CPU delegates and undelegates granules, some
+    shared between CPUs and some private). Exit status: 0 when every CPU finished, every check
+    passed and every invariant held; 1 otherwise; 2 for bad arguments.
+    """
+    if seconds is None and iterations is None:
+        seconds = 5.0
+    try:
+        result = runner.run_builtin(workload, platform_name, cpus, seconds, iterations, seed, progress)
+    except (ValueError, MachineError) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"workload {result.workload} on platform {result.platform}: {result.cpus} CPUs, "
+               f"seed {result.seed}, {result.elapsed_s:.2f} s")
+    click.echo(format_table(result.latency))
+    click.echo(f"\n{result.total_calls:,} calls, {result.calls_per_second:,.0f} calls/s in total")
+    for cpu, counters in result.counters.items():
+        shown = ", ".join(f"{k} {v:,}" for k, v in counters.items())
+        click.echo(f"cpu {cpu}: {shown}")
+    for failure in result.failures:
+        click.echo(failure.describe(), err=True)
+    for problem in result.problems:
+        click.echo(f"check failed: {problem}", err=True)
+    if result.invariants is not None:
+        click.echo(str(result.invariants), err=not result.invariants.ok)
+    if result.interrupted:
+        click.echo("interrupted", err=True)
+    if json_path:
+        result.write_json(json_path)
+        click.echo(f"report written to {json_path}")
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def clean(dry_run: bool) -> None:
+    """Remove shared memory left by machines whose creator died (e.g. killed with SIGKILL)."""
+    if dry_run:
+        found = [m for m in segment.list_machines() if orphans.is_orphan(m)]
+    else:
+        found = orphans.remove_orphans()
+    verb = "would remove" if dry_run else "removed"
+    for machine in found:
+        click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, {len(machine.paths)} segments)")
+    if not found:
+        click.echo("no orphaned rmm-mp shared memory")
+
+
+@main.group(name="platform")
+def platform_group() -> None:
+    """List and show platform descriptions."""
+
+
+@platform_group.command(name="list")
+def platform_list() -> None:
+    """List the bundled platforms."""
+    for name in platforms.bundled_platforms():
+        plat = platforms.load(name)
+        click.echo(f"{name:8} {plat.cpus:3} CPUs  {plat.dram.size / 2**20:7.0f} MiB  {plat.description}")
+
+
+@platform_group.command(name="show")
+@click.argument("name")
+def platform_show(name: str) -> None:
+    """Validate and show platform NAME (a bundled name or a path)."""
+    try:
+        plat = platforms.load(name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"{plat.name}: {plat.description}\nsource: {plat.source}")
+    click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}")
+    click.echo(f"dram [{plat.dram.base:#x}, {plat.dram.end:#x}) = {plat.granule_count:,} granules")
+    for region in plat.mmio:
+        click.echo(f"mmio [{region.base:#x}, {region.end:#x})")
+    for region in plat.secure:
+        click.echo(f"secure [{region.base:#x}, {region.end:#x})")
+    f = plat.features
+    click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: s2sz {f.s2sz}, lpa2 {f.lpa2}, sve {f.sve}, "
+               f"pmu {f.pmu} ({f.pmu_counters} counters), {f.breakpoints} breakpoints, {f.watchpoints} "
+               f"watchpoints, hashes {', '.join(f.hash_algorithms)}, {f.gic_list_registers} GIC list registers")
+    click.echo(f"attestation keys: {plat.attestation.keys}")
+
+
+@main.group(name="workloads")
+def workloads_group() -> None:
+    """List the bundled workloads."""
+
+
+@workloads_group.command(name="list")
+def workloads_list() -> None:
+    """List the bundled workloads."""
+    for name, builtin in sorted(BUILTINS.items()):
+        click.echo(f"{name:16} {builtin.description}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""EL3 of one CPU: SMC routing and the world switch between Non-secure and Realm.
+
+From the Normal world (host) an SMC with an RMI function ID (SMC64, function numbers
+0x150..0x18F, the SMCCC SVE hint bit 16 ignored) is forwarded to the RMM; every other ID gets
+SMC_UNKNOWN from EL3 with X1..X4 as the caller left them (TF-A's SMC_RET1 writes X0 only).
+
+A forwarded call follows TF-A's RMMD:
+  1. save the Non-secure context (X0..X7) in this CPU's shared area;
+  2. load the Realm context: X0 = FID, X1..X7 = the Non-secure X1..X7;
+  3. enter the RMM, which runs the command and ends with SMC RMM_RMI_REQ_COMPLETE whose
+     X1..X5 are the RMI results X0..X4 (here: the RMM entry point returns those five values);
+  4. save the Realm context (X0 = REQ_COMPLETE, X1..X5 = results);
+  5. restore the Non-secure context with X0..X4 = the results; X5..X7 keep their values.
+
+From the Realm world (the RMM) EL3 serves the RMM-EL3 interface: GTSI delegate/undelegate
+now, attestation services later. These return to the Realm world without a switch.
+
+Each forwarded call is timed: EL3 (everything outside the RMM), the RMM handler, and the lock
+wait the RMM reported. A Python exception escaping the RMM is an RMM crash: the machine is
+marked dead and the caller gets RmmInternalError.
+
+This module owns the switch and routing. It must not touch RMM state.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Protocol
+
+from rmm_mp.abi.el3 import RmmEl3Fid, RmmEl3Status
+from rmm_mp.abi.rmi import RMI_FID_BASE, RMI_FID_LAST
+from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT, U64_MASK
+from rmm_mp.el3.gtsi import Gtsi
+from rmm_mp.hw.control import Control
+from rmm_mp.hw.cpuarea import LOCK_STATS, OFF_LOCK_STATS, OFF_NS_CTX, OFF_REALM_CTX
+from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.hw.granule import LockStats
+from rmm_mp.stats.histogram import Recorder
+
+_CTX8 = struct.Struct("<8Q")
+_CTX6 = struct.Struct("<6Q")
+_RESULT5 = struct.Struct("<5Q")
+
+Result = tuple[int, int, int, int, int]
+
+_REQ_COMPLETE = int(RmmEl3Fid.RMM_RMI_REQ_COMPLETE)
+_GTSI_DELEGATE = int(RmmEl3Fid.RMM_GTSI_DELEGATE)
+_GTSI_UNDELEGATE = int(RmmEl3Fid.RMM_GTSI_UNDELEGATE)
+_E_RMM_UNK = int(RmmEl3Status.E_RMM_UNK)
+
+
+class RmmEntry(Protocol):
+    """The RMM as EL3 sees it: takes X0..X6 of an RMI call, returns REQ_COMPLETE's X1..X5."""
+
+    def __call__(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result: ...
+
+
+class Monitor:
+    """EL3 running on one CPU."""
+
+    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "recorder", "lock_stats", "_clock")
+
+    def __init__(self, cpu: int, area_buf: memoryview, control: Control, gtsi: Gtsi) -> None:
+        self.cpu = cpu
+        self.buf = area_buf
+        self.control = control
+        self.gtsi = gtsi
+        self.rmm: RmmEntry | None = None
+        self.recorder: Recorder | None = None
+        self.lock_stats = LockStats()
+        self._clock = time.perf_counter_ns
+
+    def smc_from_ns(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
+        """An SMC from the Normal world; arguments are already 64-bit values."""
+        clock = self._clock
+        t0 = clock()
+        buf = self.buf
+        _CTX8.pack_into(buf, OFF_NS_CTX, fid, x1, x2, x3, x4, x5, x6, 0)
+        decoded = fid & ~SMCCC_SVE_HINT
+        rmm = self.rmm
+        if not RMI_FID_BASE <= decoded <= RMI_FID_LAST or rmm is None:
+            return (SMC_UNKNOWN, x1, x2, x3, x4)
+        # Enter the Realm world: X0 = FID, X1..X7 = the Non-secure X1..X7.
+        _CTX8.pack_into(buf, OFF_REALM_CTX, fid, x1, x2, x3, x4, x5, x6, 0)
+        lock_stats = self.lock_stats
+        wait0 = lock_stats.wait_ns
+        t1 = clock()
+        try:
+            result = rmm(fid, x1, x2, x3, x4, x5, x6)
+        except Exception as exc:
+            raise RmmInternalError(self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)) from exc
+        except BaseException as exc:
+            # Ctrl-C or exit inside a handler leaves its locks and state half done.
+            self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)
+            raise
+        t2 = clock()
+        # RMM_RMI_REQ_COMPLETE: Realm X1..X5 carry the results; EL3 restores the Non-secure
+        # context with X0..X4 = those results (X5..X7 keep the caller's values).
+        r0, r1, r2, r3, r4 = result
+        _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
+        _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
+        recorder = self.recorder
+        if recorder is not None:
+            t3 = clock()
+            wait = lock_stats.wait_ns - wait0
+            recorder.record((decoded & 0xFFFF) - 0x150, t3 - t0, (t1 - t0) + (t3 - t2), t2 - t1 - wait, wait, r0 != 0)
+            if t3 > recorder.next_flush:
+                recorder.flush(t3)
+                self.publish_lock_stats()
+        return result
+
+    def publish_lock_stats(self) -> None:
+        """Copy this CPU's lock contention counters into its shared area."""
+        s = self.lock_stats
+        LOCK_STATS.pack_into(self.buf, OFF_LOCK_STATS, s.contended, s.wait_ns, s.max_wait_ns, s.max_wait_idx & U64_MASK)
+
+    def _crash(self, fid: int, args: tuple[int, ...], exc: BaseException) -> str:
+        """Mark the machine dead (EL3 treats a crashed RMM as gone on every CPU); return why."""
+        shown = ", ".join(f"{a:#x}" for a in args)
+        if isinstance(exc, RmmInternalError):
+            reason = f"RMM bug on CPU {self.cpu} in FID {fid:#x}({shown}): {exc}"
+        elif isinstance(exc, Exception):
+            reason = f"RMM crashed on CPU {self.cpu} in FID {fid:#x}({shown}): {type(exc).__name__}: {exc}"
+        else:
+            reason = f"interrupted ({type(exc).__name__}) inside the RMM on CPU {self.cpu} in FID {fid:#x}({shown})"
+        self.control.mark_dead(reason)
+        return reason
+
+    def smc_from_realm(self, fid: int, x1: int = 0, x2: int = 0, x3: int = 0) -> tuple[int, int]:
+        """An SMC from the RMM to EL3 (RMM-EL3 interface); returns (X0, X1), X0 signed."""
+        if fid == _GTSI_DELEGATE:
+            return self.gtsi.delegate(x1), 0
+        if fid == _GTSI_UNDELEGATE:
+            return self.gtsi.undelegate(x1), 0
+        return _E_RMM_UNK, 0

@@ -1,0 +1,113 @@
+"""The machine control block: the one shared page every process reads first.
+
+Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
+
+    0x0000  magic "RMMMPCTL", layout version u32, cpus u32
+    0x0010  creator pid u32, creator start time (ms since the epoch) u64
+    0x0020  per-CPU area size u64, platform JSON length u32
+    0x0040  dead flag u32 (0 alive, 1 dead), dead reason length u32
+    0x0080  run control: stop flag u32
+    0x1000  dead reason, UTF-8 (4 KiB)
+    0x2000  platform description as JSON (24 KiB)
+    0x8000  VMID bitmap, 65,536 bits (8 KiB), for the RMM
+    0x10000 reserved for later shared structures
+
+This module owns the control block's layout and its atomic words. It must not know what a
+realm is (the VMID bitmap is storage lent to the RMM).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import atomicshm
+
+MAGIC = b"RMMMPCTL"
+LAYOUT_VERSION = 1
+SIZE = 1 << 20
+
+_HEADER = struct.Struct("<8sII")
+_CREATOR = struct.Struct("<IxxxxQ")
+_AREA = struct.Struct("<QI")
+OFF_CREATOR = 0x10
+OFF_AREA = 0x20
+OFF_DEAD = 0x40
+OFF_DEAD_LEN = 0x44
+OFF_STOP = 0x80
+OFF_REASON, REASON_MAX = 0x1000, 0x1000
+OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
+OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000
+
+
+class Control:
+    """Typed access to one machine's control block."""
+
+    __slots__ = ("buf", "view")
+
+    def __init__(self, buf: memoryview, view: atomicshm.AtomicView) -> None:
+        self.buf = buf
+        self.view = view
+
+    def initialise(self, cpus: int, creator_pid: int, creator_start_ms: int, area_size: int, platform_json: str) -> None:
+        data = platform_json.encode()
+        if len(data) > PLATFORM_MAX:
+            raise ValueError(f"platform description is {len(data)} bytes as JSON; at most {PLATFORM_MAX} fit")
+        _HEADER.pack_into(self.buf, 0, MAGIC, LAYOUT_VERSION, cpus)
+        _CREATOR.pack_into(self.buf, OFF_CREATOR, creator_pid, creator_start_ms)
+        _AREA.pack_into(self.buf, OFF_AREA, area_size, len(data))
+        self.buf[OFF_PLATFORM:OFF_PLATFORM + len(data)] = data
+
+    def check_magic(self) -> None:
+        magic, version, _ = _HEADER.unpack_from(self.buf, 0)
+        if magic != MAGIC or version != LAYOUT_VERSION:
+            raise ValueError(f"not an rmm-mp machine of layout {LAYOUT_VERSION} (magic {magic!r}, layout {version})")
+
+    @property
+    def cpus(self) -> int:
+        return _HEADER.unpack_from(self.buf, 0)[2]
+
+    @property
+    def creator(self) -> tuple[int, int]:
+        """(pid, start time in ms since the epoch) of the creating process."""
+        return _CREATOR.unpack_from(self.buf, OFF_CREATOR)
+
+    @property
+    def area_size(self) -> int:
+        return _AREA.unpack_from(self.buf, OFF_AREA)[0]
+
+    def platform_json(self) -> str:
+        length = _AREA.unpack_from(self.buf, OFF_AREA)[1]
+        return bytes(self.buf[OFF_PLATFORM:OFF_PLATFORM + length]).decode()
+
+    # -- dead flag: set once, by whoever sees the RMM crash ---------------------------
+
+    @property
+    def dead(self) -> bool:
+        return self.view.load_u32(OFF_DEAD) != 0
+
+    def mark_dead(self, reason: str) -> None:
+        """Record the first crash; later crashes keep the first reason."""
+        if self.view.cas_u32(OFF_DEAD, 0, 2) != 0:
+            return
+        data = reason.encode()[:REASON_MAX]
+        self.buf[OFF_REASON:OFF_REASON + len(data)] = data
+        self.view.store_u32(OFF_DEAD_LEN, len(data))
+        self.view.store_u32(OFF_DEAD, 1)
+
+    def dead_reason(self) -> str:
+        if self.view.load_u32(OFF_DEAD) == 0:
+            return ""
+        length = self.view.load_u32(OFF_DEAD_LEN)
+        return bytes(self.buf[OFF_REASON:OFF_REASON + length]).decode(errors="replace")
+
+    # -- run control ---------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.view.load_u32(OFF_STOP) != 0
+
+    def request_stop(self) -> None:
+        self.view.store_u32(OFF_STOP, 1)
+
+    def clear_stop(self) -> None:
+        self.view.store_u32(OFF_STOP, 0)

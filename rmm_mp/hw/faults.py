@@ -1,0 +1,43 @@
+"""Faults the simulated machine raises to its caller.
+
+These are not RMI statuses: a GranuleProtectionFault is what the hardware does to a Normal-world
+access outside the Non-secure PAS, and an RmmInternalError is a crashed RMM (the machine is then
+dead, as EL3 treats an RMM that panicked).
+"""
+
+from __future__ import annotations
+
+
+class GranuleProtectionFault(Exception):
+    """A host access touched memory outside DRAM or outside the Non-secure PAS.
+
+    Attributes:
+        pa: the first physical address of the access that failed the check.
+        reason: what the granule protection check found there.
+    """
+
+    def __init__(self, pa: int, reason: str) -> None:
+        super().__init__(f"granule protection fault at PA {pa:#x}: {reason}")
+        self.pa = pa
+        self.reason = reason
+
+
+class RmmInternalError(Exception):
+    """The RMM hit a bug: an exception inside a handler or a broken internal invariant.
+
+    It is never mapped to an RMI status. Once raised, the machine is dead and every later smc
+    on any CPU raises it again.
+    """
+
+
+class MachineError(Exception):
+    """The machine cannot be created, attached or used as asked (not an RMM bug)."""
+
+
+class CpuBusyError(MachineError):
+    """A simulated CPU is already bound to another live process."""
+
+    def __init__(self, cpu: int, pid: int) -> None:
+        super().__init__(f"CPU {cpu} is bound to live process {pid}; pick another CPU or end that process")
+        self.cpu = cpu
+        self.pid = pid

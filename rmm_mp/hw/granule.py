@@ -1,0 +1,341 @@
+"""The shared granule table and its per-granule locks.
+
+One 8-byte descriptor per 4 KiB DRAM granule, in a shared segment:
+
+    +0  u32 lock word    0 = free; CPU n holds it as n + 1; an unbound host process (NS memory
+                         copies done by Machine.ns_read/ns_write) holds it as 0x8000_0000 | pid
+    +4  u32 state word   bits [23:16] state (opaque here; the RMM gives the values meaning),
+                         bits [15:0] refcount
+
+The state changes only under the lock (an atomic XOR of the changed bits, as TF-RMM does),
+because the refcount bits of the same word may change concurrently without the lock (REC exit,
+REC_DESTROY's decrement of the RD). The refcount changes by atomic add.
+
+Locking rules (after TF-RMM's granule_types.h and locking.rst, numbered so that checkers and
+messages can quote them):
+
+  1. External granules (NS, DELEGATED, RD, REC: states an RMI argument may name) are locked
+     before any internal granule (RTT, DATA, REC_AUX: reached only through a locked or
+     referenced object).
+  2. Two external granules are locked in ascending physical address order (lock_two).
+  3. After locking an external granule its state is checked at once; on a mismatch it is
+     unlocked and the command takes no further locks.
+  4. Internal granules are locked by class in the order RTT -> DATA -> REC_AUX.
+  5. RTTs are locked within one tree only, root to leaf, hand over hand (the walker locks the
+     child before it releases the parent); concatenated roots in ascending address order.
+     At most one DATA granule at a time, after its RTT; REC_AUX in aux index order.
+  6. A granule's state changes only while its lock is held, and only when its refcount is 0.
+  7. An unlocked DELEGATED granule reads as all zeros.
+  8. A lock taken to copy Non-secure memory (params, run and source pages, host ns_read and
+     ns_write) is a leaf: nothing else is locked while it is held except other such NS locks,
+     taken in address order.
+
+Acquire is a compare-and-swap, then a bounded spin, then os.sched_yield() between tries, then
+short sleeps, so that many CPU processes on few host cores still progress while a holder is
+descheduled. Blocking, not try-lock: deadlock freedom comes from the rules above, as in TF-RMM.
+
+Every acquire and release passes one instrumentation point: ``GranuleTable.observer``. When it
+is None (nothing listens) the cost is that single attribute test.
+
+This module owns lock words, state/refcount words and the lock API. It must not know what a
+state means, nor touch granule contents.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Protocol
+
+import atomicshm
+
+from rmm_mp.hw.faults import RmmInternalError
+
+GRANULE_SIZE = 4096
+DESCRIPTOR_SIZE = 8
+STATE_SHIFT = 16
+STATE_MASK = 0xFF
+REFCOUNT_MASK = 0xFFFF
+HOST_OWNER_FLAG = 0x8000_0000
+
+SPIN_TRIES = 64
+YIELD_TRIES = 512
+SLEEP_MAX_S = 0.0005
+
+
+def cpu_owner(cpu: int) -> int:
+    """Lock-word value that means 'held by CPU cpu'."""
+    return cpu + 1
+
+
+def host_owner(pid: int) -> int:
+    """Lock-word value that means 'held by the unbound host process pid'."""
+    return HOST_OWNER_FLAG | (pid & 0x7FFF_FFFF)
+
+
+def describe_owner(word: int) -> str:
+    """Human-readable holder of a lock word."""
+    if word == 0:
+        return "nobody"
+    if word & HOST_OWNER_FLAG:
+        return f"host process {word & 0x7FFF_FFFF}"
+    return f"CPU {word - 1}"
+
+
+class LockObserver(Protocol):
+    """What the instrumentation point calls (lock-order checker, statistics, scheduler)."""
+
+    def acquired(self, table: "GranuleTable", idx: int, waited_ns: int) -> None: ...
+
+    def released(self, table: "GranuleTable", idx: int) -> None: ...
+
+
+class LockStats:
+    """Contention counters of one owner, kept in the owning process (see stats for export)."""
+
+    __slots__ = ("contended", "wait_ns", "max_wait_ns", "max_wait_idx")
+
+    def __init__(self) -> None:
+        self.contended = 0
+        self.wait_ns = 0
+        self.max_wait_ns = 0
+        self.max_wait_idx = -1
+
+
+class GranuleTable:
+    """The granule descriptors as seen by one lock owner.
+
+    Every process (and every CPU handle in it) has its own instance over the same shared view;
+    ``owner`` is the lock-word value it writes.
+    """
+
+    __slots__ = (
+        "view", "buf", "base", "count", "end", "owner", "observer", "stats",
+        "_cas", "_xchg", "_load", "_xor", "_add",
+    )
+
+    def __init__(self, view: atomicshm.AtomicView, buf: memoryview, base: int, count: int, owner: int) -> None:
+        self.view = view
+        self.buf = buf
+        self.base = base
+        self.count = count
+        self.end = base + count * GRANULE_SIZE
+        self.owner = owner
+        self.observer: LockObserver | None = None
+        self.stats = LockStats()
+        self._cas = view.cas_u32
+        self._xchg = view.exchange_u32
+        self._load = view.load_u32
+        self._xor = view.fetch_xor_u32
+        self._add = view.fetch_add_u32
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def lock(self, idx: int) -> None:
+        """Acquire granule idx's lock (blocking)."""
+        if self._cas(idx << 3, 0, self.owner) != 0:
+            self._lock_contended(idx)
+        elif self.observer is not None:
+            self.observer.acquired(self, idx, 0)
+
+    def _lock_contended(self, idx: int) -> None:
+        offset = idx << 3
+        cas = self._cas
+        owner = self.owner
+        start = time.perf_counter_ns()
+        tries = 0
+        while True:
+            holder = cas(offset, 0, owner)
+            if holder == 0:
+                break
+            if holder == owner:
+                raise RmmInternalError(
+                    f"{describe_owner(owner)} tried to lock granule {idx} that it already holds "
+                    "(recursive lock: on hardware this spins forever)")
+            tries += 1
+            if tries <= SPIN_TRIES:
+                continue
+            if tries <= SPIN_TRIES + YIELD_TRIES:
+                os.sched_yield()
+            else:
+                time.sleep(min(SLEEP_MAX_S, 0.000_01 * (tries - SPIN_TRIES - YIELD_TRIES)))
+        waited = time.perf_counter_ns() - start
+        stats = self.stats
+        stats.contended += 1
+        stats.wait_ns += waited
+        if waited > stats.max_wait_ns:
+            stats.max_wait_ns = waited
+            stats.max_wait_idx = idx
+        if self.observer is not None:
+            self.observer.acquired(self, idx, waited)
+
+    def unlock(self, idx: int) -> None:
+        """Release granule idx's lock; releasing a lock this owner does not hold is an RMM bug."""
+        if self.observer is not None:
+            self.observer.released(self, idx)
+        holder = self._xchg(idx << 3, 0)
+        if holder != self.owner:
+            raise RmmInternalError(
+                f"{describe_owner(self.owner)} released granule {idx} held by {describe_owner(holder)}")
+
+    def holder(self, idx: int) -> int:
+        """The lock word of granule idx (0 when free). Racy by nature: for reports and checks."""
+        return self._load(idx << 3)
+
+    def held_by(self, owner: int) -> list[int]:
+        """Indices of every granule whose lock word is ``owner`` (a scan: for reports only)."""
+        load = self._load
+        return [i for i in range(self.count) if load(i << 3) == owner]
+
+    # -- state and refcount ----------------------------------------------------------------
+
+    def state(self, idx: int) -> int:
+        return (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
+
+    def set_state(self, idx: int, new: int) -> None:
+        """Change the state; caller holds the lock (rule 6)."""
+        offset = (idx << 3) + 4
+        old = (self._load(offset) >> STATE_SHIFT) & STATE_MASK
+        self._xor(offset, (old ^ new) << STATE_SHIFT)
+
+    def refcount(self, idx: int) -> int:
+        return self._load((idx << 3) + 4) & REFCOUNT_MASK
+
+    def refcount_add(self, idx: int, delta: int) -> int:
+        """Atomically add delta to the refcount; returns the old count. Underflow is an RMM bug."""
+        old = self._add((idx << 3) + 4, delta) & REFCOUNT_MASK
+        if not 0 <= old + delta <= REFCOUNT_MASK:
+            self._add((idx << 3) + 4, -delta)
+            raise RmmInternalError(f"refcount of granule {idx} would go from {old} to {old + delta}")
+        return old
+
+    def word(self, idx: int) -> int:
+        """The raw state word (state and refcount together)."""
+        return self._load((idx << 3) + 4)
+
+    def snapshot(self) -> tuple[list[int], list[int]]:
+        """(lock words, state words) of every granule, copied at once (for checks and reports).
+
+        Not atomic as a whole: meaningful on a quiescent machine.
+        """
+        raw = self.buf[: self.count * DESCRIPTOR_SIZE]
+        words_view = raw.cast("I")
+        try:
+            words = words_view.tolist()
+        finally:
+            words_view.release()
+            raw.release()
+        return words[0::2], words[1::2]
+
+    # -- TF-RMM vocabulary: address lookup and guards ----------------------------------
+
+    def find(self, addr: int) -> int:
+        """Index of the granule at PA addr, or -1 if addr is unaligned or not delegable DRAM."""
+        if addr & (GRANULE_SIZE - 1) or not self.base <= addr < self.end:
+            return -1
+        return (addr - self.base) >> 12
+
+    def addr(self, idx: int) -> int:
+        return self.base + (idx << 12)
+
+    def find_lock(self, addr: int, expected_state: int) -> "Granule | None":
+        """Find, lock and check the state (rule 3): None, holding nothing, on any failure.
+
+        The lock is taken before the state is compared, as TF-RMM's find_lock_granule does: a
+        wrong-state address still contends for the lock. (Hot path: find, lock and state are
+        written out inline.)
+        """
+        if addr & (GRANULE_SIZE - 1) or not self.base <= addr < self.end:
+            return None
+        idx = (addr - self.base) >> 12
+        offset = idx << 3
+        if self._cas(offset, 0, self.owner) != 0:
+            self._lock_contended(idx)
+        elif self.observer is not None:
+            self.observer.acquired(self, idx, 0)
+        if (self._load(offset + 4) >> STATE_SHIFT) & STATE_MASK != expected_state:
+            self.unlock(idx)
+            return None
+        return Granule(self, idx, addr)
+
+    def lock_two(self, addr_a: int, state_a: int, addr_b: int, state_b: int) -> "tuple[Granule, Granule] | None":
+        """Lock two external granules in ascending address order (rule 2), checking each state.
+
+        Returns the guards in argument order, or None holding nothing: when the addresses are
+        equal, either is not a granule, or either has the wrong state.
+        """
+        if addr_a == addr_b:
+            return None
+        idx_a, idx_b = self.find(addr_a), self.find(addr_b)
+        if idx_a < 0 or idx_b < 0:
+            return None
+        if addr_a < addr_b:
+            first = self.find_lock(addr_a, state_a)
+            if first is None:
+                return None
+            second = self.find_lock(addr_b, state_b)
+            if second is None:
+                first.unlock()
+                return None
+            return first, second
+        first = self.find_lock(addr_b, state_b)
+        if first is None:
+            return None
+        second = self.find_lock(addr_a, state_a)
+        if second is None:
+            first.unlock()
+            return None
+        return second, first
+
+    def lock_known(self, idx: int) -> "Granule":
+        """Lock a granule reached through a locked or referenced object (its state is known)."""
+        self.lock(idx)
+        return Granule(self, idx, self.base + (idx << 12))
+
+
+class Granule:
+    """A locked granule: the guard find_lock and lock_two return.
+
+    Use it as a context manager or call unlock()/unlock_transition() exactly once.
+    """
+
+    __slots__ = ("table", "idx", "addr")
+
+    def __init__(self, table: GranuleTable, idx: int, addr: int) -> None:
+        self.table = table
+        self.idx = idx
+        self.addr = addr
+
+    def __enter__(self) -> "Granule":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.table.unlock(self.idx)
+
+    def __repr__(self) -> str:
+        return f"Granule({self.addr:#x})"
+
+    @property
+    def state(self) -> int:
+        return self.table.state(self.idx)
+
+    def set_state(self, new: int) -> None:
+        self.table.set_state(self.idx, new)
+
+    @property
+    def refcount(self) -> int:
+        return self.table.refcount(self.idx)
+
+    def refcount_add(self, delta: int) -> int:
+        return self.table.refcount_add(self.idx, delta)
+
+    def unlock(self) -> None:
+        self.table.unlock(self.idx)
+
+    def unlock_transition(self, new_state: int) -> None:
+        """Set the state, then release the lock (granule_unlock_transition)."""
+        table = self.table
+        offset = (self.idx << 3) + 4
+        old = (table._load(offset) >> STATE_SHIFT) & STATE_MASK
+        table._xor(offset, (old ^ new_state) << STATE_SHIFT)
+        table.unlock(self.idx)

@@ -1,0 +1,108 @@
+"""Physical memory: DRAM contents by physical address, and the Normal world's checked access.
+
+DRAM is one shared segment, granule_count * 4 KiB, mapped by every process. The RMM reaches
+granule contents through ``granule(idx)`` (a memoryview of those 4 KiB). Normal-world access
+(``ns_read``/``ns_write``, used by Machine and by the RMM when it copies a host structure) goes
+through the granule protection check, atomically against a concurrent DELEGATE: each granule of
+the range is locked (locking rule 8 of hw.granule: a leaf lock), its GPT entry checked, the
+bytes copied, the lock released. A delegated granule therefore never ends up holding host bytes.
+
+This module owns byte access to DRAM. It must not change granule states or GPT entries.
+"""
+
+from __future__ import annotations
+
+from rmm_mp.hw.faults import GranuleProtectionFault
+from rmm_mp.hw.gpt import Gpt, Pas
+from rmm_mp.hw.granule import GRANULE_SIZE, GranuleTable
+
+ZERO_GRANULE = bytes(GRANULE_SIZE)
+
+
+class PhysicalMemory:
+    """DRAM contents. Callers hold whatever lock protects the bytes they touch."""
+
+    __slots__ = ("buf", "base", "count", "end")
+
+    def __init__(self, buf: memoryview, base: int, count: int) -> None:
+        self.buf = buf
+        self.base = base
+        self.count = count
+        self.end = base + count * GRANULE_SIZE
+
+    def granule(self, idx: int) -> memoryview:
+        start = idx << 12
+        return self.buf[start:start + GRANULE_SIZE]
+
+    def zero(self, idx: int) -> None:
+        start = idx << 12
+        self.buf[start:start + GRANULE_SIZE] = ZERO_GRANULE
+
+    def is_zero(self, idx: int) -> bool:
+        start = idx << 12
+        return self.buf[start:start + GRANULE_SIZE] == ZERO_GRANULE
+
+    def read(self, pa: int, size: int) -> bytes:
+        start = pa - self.base
+        return bytes(self.buf[start:start + size])
+
+    def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
+        start = pa - self.base
+        self.buf[start:start + len(data)] = data
+
+
+class NsAccess:
+    """Normal-world access to DRAM through the granule protection check.
+
+    ``table`` decides whose name goes into the lock words while a copy runs: a CPU's table for
+    the RMM's own copies, a host-owner table for Machine.ns_read/ns_write.
+    """
+
+    __slots__ = ("memory", "table", "gpt")
+
+    def __init__(self, memory: PhysicalMemory, table: GranuleTable, gpt: Gpt) -> None:
+        self.memory = memory
+        self.table = table
+        self.gpt = gpt
+
+    def _granules(self, pa: int, size: int) -> range:
+        """Indices the range covers; GranuleProtectionFault if any byte is outside DRAM."""
+        memory = self.memory
+        if size < 0:
+            raise ValueError(f"size = {size}: expected a byte count >= 0")
+        if size == 0:
+            return range(0)
+        if pa < memory.base or pa >= memory.end:
+            raise GranuleProtectionFault(pa, "not DRAM")
+        if pa + size > memory.end:
+            raise GranuleProtectionFault(memory.end, "not DRAM (the access runs past the end of DRAM)")
+        return range((pa - memory.base) >> 12, ((pa + size - 1 - memory.base) >> 12) + 1)
+
+    def _lock_checked(self, indices: range) -> None:
+        """Lock every granule in address order and check its PAS; on a fault hold nothing."""
+        table, gpt = self.table, self.gpt
+        for n, idx in enumerate(indices):
+            table.lock(idx)
+            pas = gpt.pas(idx)
+            if pas != Pas.NS:
+                for held in indices[: n + 1]:
+                    table.unlock(held)
+                raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
+
+    def read(self, pa: int, size: int) -> bytes:
+        indices = self._granules(pa, size)
+        self._lock_checked(indices)
+        try:
+            return self.memory.read(pa, size)
+        finally:
+            for idx in indices:
+                self.table.unlock(idx)
+
+    def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
+        indices = self._granules(pa, len(data))
+        self._lock_checked(indices)
+        try:
+            self.memory.write(pa, data)
+        finally:
+            for idx in indices:
+                self.table.unlock(idx)

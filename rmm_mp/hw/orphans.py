@@ -1,0 +1,50 @@
+"""Finding and removing the shared memory of machines whose creator is gone.
+
+A creator killed with SIGKILL cannot unlink its segments. Every Machine.create and
+`rmm-mp clean` therefore looks at each rmm-mp machine in /dev/shm: if its creator (pid from
+the name, start time from the control block) is not running, the machine is an orphan and all
+its segments are unlinked. Processes still attached keep their mappings until they exit.
+
+This module owns orphan detection. It must not create machines.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from rmm_mp.hw import process
+from rmm_mp.hw.control import MAGIC, OFF_CREATOR
+from rmm_mp.hw.segment import MachineSegments, list_machines, segment_path, unlink_machine
+
+
+def creator_start_ms(prefix: str) -> int | None:
+    """The creator start time stored in a machine's control block, if readable."""
+    try:
+        fd = os.open(segment_path(prefix, "ctl"), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        header = os.pread(fd, 0x20, 0)
+    finally:
+        os.close(fd)
+    if len(header) < 0x20 or header[:8] != MAGIC:
+        return None
+    return struct.unpack_from("<Q", header, OFF_CREATOR + 8)[0]
+
+
+def is_orphan(machine: MachineSegments) -> bool:
+    if not process.alive(machine.creator_pid):
+        return True
+    started = creator_start_ms(machine.prefix)
+    return started is not None and not process.alive(machine.creator_pid, started)
+
+
+def remove_orphans() -> list[MachineSegments]:
+    """Unlink every orphaned machine; returns what was removed."""
+    removed = []
+    for machine in list_machines():
+        if machine.creator_pid != os.getpid() and is_orphan(machine):
+            unlink_machine(machine)
+            removed.append(machine)
+    return removed

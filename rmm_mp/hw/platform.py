@@ -1,0 +1,318 @@
+"""Platform descriptions: what simulated hardware a machine has.
+
+A platform is a TOML file (platform/NAME.toml in the repository, shipped in the package as
+rmm_mp/platforms/). Loading validates every key before anything is created; an error names the
+file, the line, the key, the value and what was expected (ConfigError, a ValueError).
+
+Counts versus encodings: the file states breakpoints, watchpoints and GIC list registers as
+counts, as a board description would; RMI_FEATURES reports them "minus one"
+(FeatureRegister0.NUM_BPS = breakpoints - 1). The SVE vector length is given in bits.
+
+This module owns the schema and the derived feature register. It must not create memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rmm_mp.abi.rmi import FeatureRegister0
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, locate
+
+GRANULE_SIZE = 4096
+PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
+"""Physical address widths ID_AA64MMFR0_EL1.PARange can report."""
+HASH_NAMES = ("sha-256", "sha-512")
+KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB|TiB)?\s*$")
+_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+@dataclass(frozen=True)
+class Region:
+    """A physical address range [base, base + size)."""
+
+    base: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.size
+
+    def contains(self, pa: int) -> bool:
+        return self.base <= pa < self.base + self.size
+
+
+@dataclass(frozen=True)
+class Features:
+    """What RMI_FEATURES index 0 reports, as counts (see the module docstring)."""
+
+    s2sz: int
+    lpa2: bool
+    sve: bool
+    sve_vector_length: int
+    pmu: bool
+    pmu_counters: int
+    breakpoints: int
+    watchpoints: int
+    hash_algorithms: tuple[str, ...]
+    gic_list_registers: int
+    max_recs_order: int
+
+    def register0(self) -> int:
+        """RmiFeatureRegister0 (DEN0137 B4.4.6) for these features."""
+        return FeatureRegister0.encode(
+            s2sz=self.s2sz,
+            lpa2=int(self.lpa2),
+            sve_en=int(self.sve),
+            sve_vl=(self.sve_vector_length // 128 - 1) if self.sve else 0,
+            num_bps=self.breakpoints - 1,
+            num_wps=self.watchpoints - 1,
+            pmu_en=int(self.pmu),
+            pmu_num_ctrs=self.pmu_counters if self.pmu else 0,
+            hash_sha_256=int("sha-256" in self.hash_algorithms),
+            hash_sha_512=int("sha-512" in self.hash_algorithms),
+            gicv3_num_lrs=self.gic_list_registers - 1,
+            max_recs_order=self.max_recs_order,
+        )
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """Where the platform's attestation keys come from (used by EL3's attestation service)."""
+
+    keys: str
+    rak_seed: str = ""
+    platform_key_seed: str = ""
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A validated platform description."""
+
+    name: str
+    source: str
+    description: str
+    cpus: int
+    pa_bits: int
+    dram: Region
+    mmio: tuple[Region, ...]
+    secure: tuple[Region, ...]
+    features: Features
+    attestation: Attestation
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def granule_count(self) -> int:
+        return self.dram.size // GRANULE_SIZE
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Platform":
+        raw = json.loads(text)
+        return cls(
+            name=raw["name"],
+            source=raw["source"],
+            description=raw["description"],
+            cpus=raw["cpus"],
+            pa_bits=raw["pa_bits"],
+            dram=Region(**raw["dram"]),
+            mmio=tuple(Region(**r) for r in raw["mmio"]),
+            secure=tuple(Region(**r) for r in raw["secure"]),
+            features=Features(**{**raw["features"], "hash_algorithms": tuple(raw["features"]["hash_algorithms"])}),
+            attestation=Attestation(**raw["attestation"]),
+        )
+
+
+def platform_dir() -> Path:
+    """The directory of bundled platform files (installed package or source checkout)."""
+    packaged = resources.files("rmm_mp") / "platforms"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "platform"
+
+
+def bundled_platforms() -> list[str]:
+    return sorted(p.stem for p in platform_dir().glob("*.toml"))
+
+
+def resolve(name_or_path: str | os.PathLike[str]) -> Path:
+    """Find a platform by bundled name or by path; ConfigError (a ValueError) if neither."""
+    text = os.fspath(name_or_path)
+    if os.sep in text or text.endswith(".toml"):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError("platform", "platform", text, "a platform file that exists")
+        return path
+    path = platform_dir() / f"{text}.toml"
+    if not path.is_file():
+        names = ", ".join(bundled_platforms())
+        raise ConfigError("platform", "platform", text, f"a bundled platform ({names}) or a path to a .toml file")
+    return path
+
+
+def load(name_or_path: str | os.PathLike[str]) -> Platform:
+    """Load and validate a platform; every problem raises ConfigError before anything is built."""
+    path = resolve(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str) -> Platform:
+    """Validate TOML ``text`` read from ``source`` (used in messages)."""
+    v = _Validator(text, source)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(file)", str(exc), "valid TOML") from None
+    return v.platform(raw)
+
+
+class _Validator:
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+
+    def fail(self, key: str, value: object, expected: str) -> ConfigError:
+        line = locate(self.text, key)
+        if line is None and "." in key:
+            line = locate(self.text, key.rsplit(".", 1)[0])
+        return ConfigError(self.source, key, value, expected, line)
+
+    def keys(self, table: dict[str, Any], prefix: str, allowed: set[str], required: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                where = f"{prefix}.{key}" if prefix else key
+                raise self.fail(where, table[key], f"no such key; known keys here: {', '.join(sorted(allowed))}")
+        for key in sorted(required - table.keys()):
+            where = f"{prefix}.{key}" if prefix else key
+            raise self.fail(where, MISSING, "a value: the key is required")
+
+    def integer(self, table: dict[str, Any], key: str, where: str, lo: int, hi: int, what: str) -> int:
+        value = table[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise self.fail(where, value, f"{what}, an integer in {lo}..{hi}")
+        return value
+
+    def boolean(self, table: dict[str, Any], key: str, where: str) -> bool:
+        value = table[key]
+        if not isinstance(value, bool):
+            raise self.fail(where, value, "true or false")
+        return value
+
+    def size(self, value: object, where: str) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+            number = int(m.group(1)) * _UNITS[m.group(2)]
+        else:
+            raise self.fail(where, value, "a size: an integer number of bytes or a string such as '256 MiB'")
+        if number <= 0 or number % GRANULE_SIZE:
+            raise self.fail(where, value, "a positive multiple of the 4 KiB granule size")
+        return number
+
+    def region(self, raw: object, where: str, pa_bits: int) -> Region:
+        if not isinstance(raw, dict):
+            raise self.fail(where, raw, "a table with keys base and size")
+        self.keys(raw, where, {"base", "size", "name"}, {"base", "size"})
+        base = raw["base"]
+        if not isinstance(base, int) or isinstance(base, bool) or base < 0 or base % GRANULE_SIZE:
+            raise self.fail(f"{where}.base", base, "a 4 KiB-aligned physical address")
+        region = Region(base, self.size(raw["size"], f"{where}.size"))
+        if region.end > 1 << pa_bits:
+            raise self.fail(f"{where}.size", raw["size"], f"a range ending at or below 2^pa_bits = {1 << pa_bits:#x}")
+        return region
+
+    def platform(self, raw: dict[str, Any]) -> Platform:
+        top = {"name", "description", "cpus", "pa_bits", "dram", "mmio", "secure", "features", "attestation"}
+        self.keys(raw, "", top, {"name", "cpus", "pa_bits", "dram", "features", "attestation"})
+        name = raw["name"]
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+            raise self.fail("name", name, "a lower-case identifier such as 'host'")
+        description = raw.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail("description", description, "a string")
+        cpus = self.integer(raw, "cpus", "cpus", 1, 256, "the number of CPUs")
+        pa_bits = raw["pa_bits"]
+        if pa_bits not in PA_WIDTHS or isinstance(pa_bits, bool):
+            raise self.fail("pa_bits", pa_bits, f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {PA_WIDTHS}")
+        dram = self.region(raw["dram"], "dram", pa_bits)
+        mmio = self.regions(raw.get("mmio", []), "mmio", pa_bits)
+        secure = self.regions(raw.get("secure", []), "secure", pa_bits)
+        for i, region in enumerate(mmio):
+            if region.base < dram.end and dram.base < region.end:
+                raise self.fail(f"mmio[{i}].base", region.base, f"an MMIO range outside DRAM [{dram.base:#x}, {dram.end:#x})")
+        for i, region in enumerate(secure):
+            if not (dram.base <= region.base and region.end <= dram.end):
+                raise self.fail(f"secure[{i}].base", region.base, f"a Secure range inside DRAM [{dram.base:#x}, {dram.end:#x})")
+        features = self.features(raw["features"], pa_bits)
+        attestation = self.attestation(raw["attestation"])
+        return Platform(name, self.source, description, cpus, pa_bits, dram, mmio, secure, features, attestation)
+
+    def regions(self, raw: object, where: str, pa_bits: int) -> tuple[Region, ...]:
+        if not isinstance(raw, list):
+            raise self.fail(where, raw, f"an array of tables ([[{where}]] with base and size)")
+        return tuple(self.region(item, f"{where}[{i}]", pa_bits) for i, item in enumerate(raw))
+
+    def features(self, raw: object, pa_bits: int) -> Features:
+        if not isinstance(raw, dict):
+            raise self.fail("features", raw, "a table")
+        names = {f for f in Features.__dataclass_fields__}
+        self.keys(raw, "features", names, names - {"sve_vector_length", "max_recs_order"})
+        lpa2 = self.boolean(raw, "lpa2", "features.lpa2")
+        s2sz = self.integer(raw, "s2sz", "features.s2sz", 32, 52 if lpa2 else 48,
+                            "the maximum realm IPA width in bits (52 needs lpa2)")
+        if s2sz > pa_bits:
+            raise self.fail("features.s2sz", s2sz, f"at most pa_bits ({pa_bits}): TF-RMM derives S2SZ from the PA range")
+        sve = self.boolean(raw, "sve", "features.sve")
+        vl = raw.get("sve_vector_length", 128 if sve else 0)
+        if sve and (not isinstance(vl, int) or isinstance(vl, bool) or vl % 128 or not 128 <= vl <= 2048):
+            raise self.fail("features.sve_vector_length", vl, "the maximum SVE vector length in bits, a multiple of 128 in 128..2048")
+        if not sve and vl != 0:
+            raise self.fail("features.sve_vector_length", vl, "0 (or no key) when sve = false")
+        pmu = self.boolean(raw, "pmu", "features.pmu")
+        counters = self.integer(raw, "pmu_counters", "features.pmu_counters", 0, 31, "the number of PMU event counters")
+        bps = self.integer(raw, "breakpoints", "features.breakpoints", 2, 64,
+                           "a count of breakpoints (NUM_BPS = count - 1; 0 is reserved)")
+        wps = self.integer(raw, "watchpoints", "features.watchpoints", 2, 64,
+                           "a count of watchpoints (NUM_WPS = count - 1; 0 is reserved)")
+        hashes = raw["hash_algorithms"]
+        if (not isinstance(hashes, list) or not hashes or any(h not in HASH_NAMES for h in hashes)
+                or len(set(hashes)) != len(hashes)):
+            raise self.fail("features.hash_algorithms", hashes, f"a non-empty list drawn from {list(HASH_NAMES)}")
+        lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", 1, 16,
+                           "a count of GICv3 list registers (GICV3_NUM_LRS = count - 1)")
+        order = raw.get("max_recs_order", 10)
+        if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= 10:
+            raise self.fail("features.max_recs_order", order,
+                            "an integer in 1..10 (MAX_RECS = 2^order - 1; the REC refcount field has 10 bits)")
+        return Features(s2sz, lpa2, sve, vl, pmu, counters, bps, wps, tuple(hashes), lrs, order)
+
+    def attestation(self, raw: object) -> Attestation:
+        if not isinstance(raw, dict):
+            raise self.fail("attestation", raw, "a table")
+        self.keys(raw, "attestation", {"keys", "rak_seed", "platform_key_seed"}, {"keys"})
+        keys = raw["keys"]
+        if keys not in KEY_SOURCES:
+            raise self.fail("attestation.keys", keys, f"one of {list(KEY_SOURCES)}")
+        if keys == "seeds":
+            for key in ("rak_seed", "platform_key_seed"):
+                seed = raw.get(key)
+                if not isinstance(seed, str) or not seed:
+                    raise self.fail(f"attestation.{key}", seed if seed is not None else MISSING,
+                                    "a non-empty string from which the key is derived (keys = 'seeds')")
+            return Attestation(keys, raw["rak_seed"], raw["platform_key_seed"])
+        extra = set(raw) - {"keys"}
+        if extra:
+            key = sorted(extra)[0]
+            raise self.fail(f"attestation.{key}", raw[key], f"no seed when keys = {keys!r} (the keys are fixed)")
+        return Attestation(keys)

@@ -1,0 +1,132 @@
+"""Named POSIX shared-memory segments, and finding the ones a dead creator left behind.
+
+A segment is a file in /dev/shm mapped with mmap. We do not use
+multiprocessing.shared_memory: on Python 3.11/3.12 every SharedMemory registers with the
+resource tracker, which then unlinks the segment when an unrelated process that merely
+attached exits. Mapping the files directly keeps ownership explicit: the creator unlinks,
+attachers never do.
+
+Names: every machine has a prefix ``rmm-mp-<creator pid>-<8 hex>``; its segments are
+``<prefix>.<part>``. The creator pid in the name lets any process decide whether a machine is
+orphaned; the creator's start time, stored in the control segment by the caller, guards
+against pid reuse.
+
+This module owns /dev/shm naming and mapping. It must not know what the segments contain.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from dataclasses import dataclass
+
+SHM_DIR = "/dev/shm"
+NAME_PREFIX = "rmm-mp-"
+_NAME_RE = re.compile(r"^rmm-mp-(?P<pid>\d+)-(?P<tag>[0-9a-f]{8})\.(?P<part>[a-z]+)$")
+
+
+def machine_prefix(pid: int, tag: str) -> str:
+    """The name shared by all segments of one machine."""
+    return f"{NAME_PREFIX}{pid}-{tag}"
+
+
+def segment_path(prefix: str, part: str) -> str:
+    return os.path.join(SHM_DIR, f"{prefix}.{part}")
+
+
+class Segment:
+    """One mapped segment. ``buf`` is a memoryview of the whole mapping."""
+
+    __slots__ = ("path", "size", "_mmap", "buf")
+
+    def __init__(self, path: str, size: int, mapping: mmap.mmap) -> None:
+        self.path = path
+        self.size = size
+        self._mmap = mapping
+        self.buf = memoryview(mapping)
+
+    @classmethod
+    def create(cls, prefix: str, part: str, size: int) -> "Segment":
+        """Create and map a new zero-filled segment; it fails if the name exists.
+
+        ftruncate makes a sparse file: no page is touched, so DRAM of any size costs nothing
+        until it is written.
+        """
+        path = segment_path(prefix, part)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            mapping = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(path)
+            raise
+        os.close(fd)
+        return cls(path, size, mapping)
+
+    @classmethod
+    def attach(cls, prefix: str, part: str) -> "Segment":
+        """Map an existing segment; raises FileNotFoundError if it is gone."""
+        path = segment_path(prefix, part)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            mapping = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(path, size, mapping)
+
+    def close(self) -> None:
+        """Unmap. Every view derived from ``buf`` must have been released first."""
+        if self._mmap is None:
+            return
+        self.buf.release()
+        self._mmap.close()
+        self._mmap = None
+
+    def unlink(self) -> None:
+        _unlink_quietly(self.path)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass(frozen=True)
+class MachineSegments:
+    """All /dev/shm entries of one machine prefix."""
+
+    prefix: str
+    creator_pid: int
+    paths: tuple[str, ...]
+
+
+def list_machines() -> list[MachineSegments]:
+    """Every rmm-mp machine present in /dev/shm, grouped by prefix."""
+    groups: dict[str, tuple[int, list[str]]] = {}
+    try:
+        names = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        match = _NAME_RE.match(name)
+        if match is None:
+            continue
+        prefix = name.rsplit(".", 1)[0]
+        groups.setdefault(prefix, (int(match["pid"]), []))[1].append(os.path.join(SHM_DIR, name))
+    return [MachineSegments(p, pid, tuple(sorted(paths))) for p, (pid, paths) in sorted(groups.items())]
+
+
+def unlink_machine(segments: MachineSegments) -> None:
+    for path in segments.paths:
+        _unlink_quietly(path)
+
+
+def free_bytes() -> int:
+    """Bytes that can still be allocated in /dev/shm."""
+    stat = os.statvfs(SHM_DIR)
+    return stat.f_bavail * stat.f_frsize

@@ -1,0 +1,109 @@
+"""Errors for TOML input files that point at the offending line.
+
+tomllib returns plain dicts without positions, so a key's line is found again in the source
+text: table headers are tracked ([a.b] and [[a]] with their occurrence count) and the first
+``key =`` line inside the right table wins. That covers the files we accept (no inline tables
+spanning lines for keys we report on), and keeps the parser in the standard library.
+
+This module owns error wording and key location. It must not know any schema.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+
+
+class ConfigError(ValueError):
+    """A value in a TOML file (or an argument standing in for one) is not acceptable.
+
+    The message names the file, the line when known, the key, the value and what was expected.
+    """
+
+    def __init__(self, source: str, key: str, value: object, expected: str, line: int | None = None) -> None:
+        where = f"{source}:{line}" if line else source
+        shown = _show(value)
+        super().__init__(f"{where}: {key} = {shown}: expected {expected}")
+        self.source = source
+        self.key = key
+        self.value = value
+        self.expected = expected
+        self.line = line
+
+
+def _show(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 4096:
+        return f"{value:#x}"
+    if isinstance(value, str):
+        return repr(value)
+    if value is _MISSING:
+        return "(missing)"
+    return repr(value)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(missing)"
+
+
+_MISSING = _Missing()
+MISSING: object = _MISSING
+"""Stands for a required key that is absent, in ConfigError values."""
+
+
+def locate(text: str, key: str) -> int | None:
+    """Line number (1-based) of dotted ``key`` in TOML ``text``, or None.
+
+    ``key`` looks like ``features.breakpoints`` or ``mmio[1].base`` (array-of-tables index).
+    A key that names a table (``features``) gives its header line.
+    """
+    found = _locate(text, *_split(key))
+    if found is None and "." not in key.split("[")[0]:
+        found = _locate(text, _indexed(key), None)
+    return found
+
+
+def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
+    seen: dict[str, int] = {}
+    current: tuple[str, int] | None = ("", 0)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0] if '"' not in raw else raw
+        header = _HEADER.match(line)
+        if header:
+            name = header.group(2).replace('"', "").replace(" ", "")
+            if header.group(1) == "[[":
+                seen[name] = seen.get(name, -1) + 1
+                current = (name, seen[name])
+            else:
+                current = (name, 0)
+            if leaf is None and current == table:
+                return number
+            continue
+        if leaf is None or current != table:
+            continue
+        match = _KEYLINE.match(line)
+        if match and match.group(1).strip('"') == leaf:
+            return number
+    return None
+
+
+def _split(key: str) -> tuple[tuple[str, int], str | None]:
+    parts = key.split(".")
+    path: list[str] = []
+    index = 0
+    for part in parts[:-1]:
+        name, index = _indexed(part)
+        path.append(name)
+    last_name, last_index = _indexed(parts[-1])
+    if "[" in parts[-1]:
+        return (".".join(path + [last_name]), last_index), None
+    return (".".join(path), index), last_name
+
+
+def _indexed(part: str) -> tuple[str, int]:
+    if part.endswith("]") and "[" in part:
+        name, idx = part[:-1].split("[", 1)
+        return name, int(idx)
+    return part, 0

@@ -1,0 +1,504 @@
+"""The public Machine API (docs: DESIGN.md section 3, a contract relied on outside the package).
+
+A Machine is a set of shared-memory segments (control block, granule table, GPT, DRAM, per-CPU
+areas) plus, in each process that uses it, the objects that reach them. ``Machine.create`` makes
+the segments and starts no CPU process; any process can ``Machine.attach(name)``; a CPU is used
+by binding it (``m.cpu(i)``) and calling ``smc`` on the handle, which runs the whole path: EL3
+world switch, RMM dispatch and handler, REQ_COMPLETE, restore of the Non-secure context.
+
+Lifetime: the creator unlinks every segment on close(), at interpreter exit, on an exception
+unwinding a ``with`` block, on Ctrl-C and on SIGTERM/SIGHUP. Attachers never unlink and never
+involve multiprocessing's resource tracker (hw.segment maps the files itself). A creator killed
+with SIGKILL leaves an orphan that the next ``Machine.create`` or ``rmm-mp clean`` removes.
+
+This module wires hw, el3, rmm and stats together. It must not hold RMM logic.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import atomicshm
+
+from rmm_mp.abi.smccc import U64_MASK
+from rmm_mp.el3.gtsi import Gtsi
+from rmm_mp.el3.monitor import Monitor
+from rmm_mp.hw import control as ctl
+from rmm_mp.hw import cpuarea, orphans, process, segment
+from rmm_mp.hw.control import OFF_DEAD, Control
+from rmm_mp.hw.cpuarea import CpuArea
+from rmm_mp.hw.faults import CpuBusyError, MachineError, RmmInternalError
+from rmm_mp.hw.gpt import Gpt, Pas
+from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, cpu_owner, host_owner
+from rmm_mp.hw.memory import NsAccess, PhysicalMemory
+from rmm_mp.hw.platform import Platform, load as load_platform
+from rmm_mp.hw.segment import Segment
+from rmm_mp.rmm.cpu import RmmCpu
+from rmm_mp.stats.histogram import REGION_BYTES, Recorder
+
+_S64_MIN = -(1 << 63)
+_U64_MAX = U64_MASK
+_MAX_ARGS = 6
+
+_live: "set[Machine]" = set()
+_fork_generation = 0
+_handlers_installed = False
+_previous_handlers: dict[int, Any] = {}
+
+
+def _page_round(size: int) -> int:
+    return (size + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
+
+
+def _segment_sizes(platform: Platform, cpus: int) -> dict[str, int]:
+    count = platform.granule_count
+    return {
+        "ctl": ctl.SIZE,
+        "granules": _page_round(count * DESCRIPTOR_SIZE),
+        "gpt": _page_round(count),
+        "dram": count * GRANULE_SIZE,
+        "cpus": cpus * cpuarea.area_size(REGION_BYTES),
+    }
+
+
+class Machine:
+    """A simulated machine in shared memory, as seen from this process."""
+
+    def __init__(self, prefix: str, platform: Platform, cpus: int, segments: dict[str, Segment],
+                 creator: bool) -> None:
+        self.name = prefix
+        self.platform = platform
+        self.cpus = cpus
+        self._segments = segments
+        self._creator_pid = os.getpid() if creator else 0
+        self._closed = False
+        self._generation = _fork_generation
+        self._handles: dict[int, Cpu] = {}
+        self._views = {part: atomicshm.AtomicView(segments[part].buf) for part in ("ctl", "granules", "gpt", "cpus")}
+        self.control = Control(segments["ctl"].buf, self._views["ctl"])
+        self.memory = PhysicalMemory(segments["dram"].buf, platform.dram.base, platform.granule_count)
+        self.gpt = Gpt(self._views["gpt"], segments["gpt"].buf, platform.granule_count)
+        self._area_size = cpuarea.area_size(REGION_BYTES)
+        self._host_ns = self._make_host_ns()
+        self._features0 = platform.features.register0()
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, platform: "str | os.PathLike[str] | Platform" = "host", cpus: int | None = None) -> "Machine":
+        """Make a new machine's shared memory; starts no CPU process.
+
+        Args:
+            platform: a bundled platform name (platform/NAME.toml), a path to a TOML file, or
+                a loaded Platform.
+            cpus: how many CPUs, 1..the platform's count (default: all of them).
+
+        Raises:
+            ValueError (ConfigError) for an unknown or invalid platform or a bad cpus value,
+            before anything is created; MachineError when /dev/shm lacks the space.
+        """
+        plat = platform if isinstance(platform, Platform) else load_platform(platform)
+        if cpus is None:
+            cpus = plat.cpus
+        if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= plat.cpus:
+            raise ValueError(f"cpus = {cpus!r}: expected an integer in 1..{plat.cpus} "
+                             f"(platform {plat.name!r} has {plat.cpus} CPUs)")
+        orphans.remove_orphans()
+        sizes = _segment_sizes(plat, cpus)
+        _check_free_space(plat, sizes)
+        prefix = segment.machine_prefix(os.getpid(), secrets.token_hex(4))
+        created: dict[str, Segment] = {}
+        try:
+            for part, size in sizes.items():
+                created[part] = Segment.create(prefix, part, size)
+            machine = cls(prefix, plat, cpus, created, creator=True)
+            machine.control.initialise(cpus, os.getpid(), process.own_start_ms(),
+                                       machine._area_size, plat.to_json())
+            for region in plat.secure:
+                first = (region.base - plat.dram.base) // GRANULE_SIZE
+                machine.gpt.set_range(first, region.size // GRANULE_SIZE, Pas.SECURE)
+        except BaseException:
+            for seg in created.values():
+                seg.unlink()
+            raise
+        _register(machine)
+        return machine
+
+    @classmethod
+    def attach(cls, name: str) -> "Machine":
+        """Map an existing machine by name; closing the result unlinks nothing.
+
+        Raises:
+            MachineError if no such machine exists (or it is not an rmm-mp machine).
+        """
+        if not isinstance(name, str) or not name.startswith(segment.NAME_PREFIX) or "/" in name:
+            raise ValueError(f"name = {name!r}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
+        attached: dict[str, Segment] = {}
+        try:
+            for part in ("ctl", "granules", "gpt", "dram", "cpus"):
+                attached[part] = Segment.attach(name, part)
+        except FileNotFoundError:
+            for seg in attached.values():
+                seg.close()
+            raise MachineError(f"no machine named {name!r} in {segment.SHM_DIR} (it was closed, or never existed)") from None
+        view = atomicshm.AtomicView(attached["ctl"].buf)
+        try:
+            control = Control(attached["ctl"].buf, view)
+            control.check_magic()
+            plat = Platform.from_json(control.platform_json())
+            cpus = control.cpus
+        except ValueError as exc:
+            view.close()
+            for seg in attached.values():
+                seg.close()
+            raise MachineError(f"{name!r}: {exc}") from None
+        view.close()
+        machine = cls(name, plat, cpus, attached, creator=False)
+        _register(machine)
+        return machine
+
+    def _make_host_ns(self) -> NsAccess:
+        table = GranuleTable(self._views["granules"], self._segments["granules"].buf, self.platform.dram.base,
+                             self.platform.granule_count, host_owner(os.getpid()))
+        return NsAccess(self.memory, table, self.gpt)
+
+    # -- facts (DESIGN.md section 3) -------------------------------------------------------
+
+    @property
+    def granule_size(self) -> int:
+        return GRANULE_SIZE
+
+    @property
+    def dram_base(self) -> int:
+        return self.platform.dram.base
+
+    @property
+    def granule_count(self) -> int:
+        return self.platform.granule_count
+
+    @property
+    def pa_bits(self) -> int:
+        return self.platform.pa_bits
+
+    @property
+    def mmio_regions(self) -> list[tuple[int, int]]:
+        return [(r.base, r.size) for r in self.platform.mmio]
+
+    @property
+    def secure_regions(self) -> list[tuple[int, int]]:
+        return [(r.base, r.size) for r in self.platform.secure]
+
+    @property
+    def is_creator(self) -> bool:
+        return self._creator_pid == os.getpid()
+
+    @property
+    def dead(self) -> bool:
+        """Whether the RMM has crashed on some CPU (every smc then raises RmmInternalError)."""
+        self._check_open()
+        return self.control.dead
+
+    @property
+    def dead_reason(self) -> str:
+        self._check_open()
+        return self.control.dead_reason()
+
+    def granule_table(self, owner: int) -> GranuleTable:
+        """A view of the granule table that writes ``owner`` into lock words (internal use)."""
+        self._check_open()
+        return GranuleTable(self._views["granules"], self._segments["granules"].buf, self.platform.dram.base,
+                            self.platform.granule_count, owner)
+
+    def cpu_area(self, cpu: int) -> CpuArea:
+        """CPU ``cpu``'s shared area; the caller releases it (internal use: reports, checks)."""
+        self._check_open()
+        return CpuArea(cpu, self._segments["cpus"].buf, self._views["cpus"], self._area_size)
+
+    # -- CPUs -----------------------------------------------------------------------------
+
+    def cpu(self, i: int) -> "Cpu":
+        """Bind simulated CPU i to this process and return its handle.
+
+        Raises:
+            ValueError if i is not a CPU id of this machine; CpuBusyError if another live
+            process holds CPU i.
+        """
+        self._check_open()
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.cpus:
+            raise ValueError(f"cpu = {i!r}: expected a CPU id in 0..{self.cpus - 1}")
+        handle = self._handles.get(i)
+        if handle is not None:
+            return handle
+        area = self.cpu_area(i)
+        pid = os.getpid()
+        word = cpuarea.binding_word(pid, process.own_start_ms())
+        try:
+            _claim(area, i, pid, word, self)
+            handle = Cpu(self, i, area, word)
+        except BaseException:
+            area.release()
+            raise
+        self._handles[i] = handle
+        return handle
+
+    # -- Normal-world memory ------------------------------------------------------------
+
+    def ns_read(self, pa: int, size: int) -> bytes:
+        """The host reading NS memory; GranuleProtectionFault if any byte is not NS DRAM."""
+        self._check_open()
+        return self._host_ns.read(_int_arg("pa", pa), _int_arg("size", size))
+
+    def ns_write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
+        """The host writing NS memory; GranuleProtectionFault (and no change) if any byte is not NS DRAM."""
+        self._check_open()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expected bytes-like, got {type(data).__name__}")
+        self._host_ns.write(_int_arg("pa", pa), data)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MachineError(f"machine {self.name} is closed")
+        if self._generation != _fork_generation:
+            # A forked child inherits the mappings but not the right to use our lock identity.
+            self._generation = _fork_generation
+            self._creator_pid = 0
+            self._handles.clear()
+            self._host_ns = self._make_host_ns()
+
+    def close(self) -> None:
+        """Release this process's CPU bindings and mappings; the creator also unlinks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _live.discard(self)
+        inherited = self._generation != _fork_generation
+        if self._creator_pid == os.getpid() and not inherited:
+            for seg in self._segments.values():
+                seg.unlink()
+        if not inherited:
+            for handle in list(self._handles.values()):
+                handle.close()
+        self._handles.clear()
+        for view in self._views.values():
+            view.close()
+        for seg in self._segments.values():
+            try:
+                seg.close()
+            except BufferError:
+                # A view someone kept alive pins the mapping; the files are already unlinked
+                # and the memory goes when this process does.
+                pass
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("creator" if self.is_creator else "attached")
+        return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
+
+
+class Cpu:
+    """A simulated CPU bound to this process: host-side entry to EL3 through ``smc``."""
+
+    __slots__ = ("machine", "id", "granules", "area", "monitor", "rmm", "recorder", "_word", "_generation",
+                 "_closed", "_dead", "_enter")
+
+    def __init__(self, machine: Machine, cpu: int, area: CpuArea, word: int) -> None:
+        self.machine = machine
+        self.id = cpu
+        self.area = area
+        self._word = word
+        self._generation = _fork_generation
+        self._closed = False
+        plat = machine.platform
+        self.granules = machine.granule_table(cpu_owner(cpu))
+        self.monitor = Monitor(cpu, area.buf, machine.control, Gtsi(machine.gpt, plat.dram.base, plat.granule_count))
+        self.monitor.lock_stats = self.granules.stats
+        ns = NsAccess(machine.memory, self.granules, machine.gpt)
+        self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control)
+        self.monitor.rmm = self.rmm.handle_rmi
+        self.recorder: Recorder | None = Recorder(area.stats_region())
+        self.monitor.recorder = self.recorder
+        self._dead = machine.control.view.load_u32
+        self._enter = self.monitor.smc_from_ns
+
+    def smc(self, fid: int, *args: int) -> tuple[int, int, int, int, int]:
+        """Issue an SMC from the Normal world on this CPU; returns exactly (X0, X1, X2, X3, X4).
+
+        Args:
+            fid: X0, the function ID.
+            args: X1..X6; missing registers are 0. Each value is an int in [-2^63, 2^64),
+                stored modulo 2^64.
+
+        Raises:
+            TypeError / ValueError for a bad register value; RmmInternalError if the RMM has
+            crashed (now or earlier, on any CPU); MachineError if the handle is unusable here.
+        """
+        if self._generation != _fork_generation or self._closed:
+            self._unusable()
+        if self._dead(OFF_DEAD):
+            raise RmmInternalError(self.machine.control.dead_reason())
+        n = len(args)
+        if n > _MAX_ARGS:
+            raise TypeError(f"smc takes X1..X6 (at most 6 registers after the FID); got {n}")
+        regs = (fid, *args)
+        for value in regs:
+            if value.__class__ is not int or value < 0 or value > _U64_MAX:
+                regs = _normalise(regs)
+                break
+        return self._enter(*regs, *_PAD[n])
+
+    def set_recording(self, enabled: bool) -> None:
+        """Switch latency recording on this CPU on or off (it is on by default)."""
+        if enabled and self.recorder is None:
+            self.recorder = Recorder(self.area.stats_region())
+        elif not enabled and self.recorder is not None:
+            self.recorder.flush(0)
+            self.recorder.release()
+            self.recorder = None
+        self.monitor.recorder = self.recorder
+
+    def flush_statistics(self) -> None:
+        """Publish this CPU's latency histograms and lock statistics to shared memory now."""
+        if self.recorder is not None:
+            self.recorder.flush(0)
+        self.monitor.publish_lock_stats()
+
+    def _unusable(self) -> None:
+        if self._closed:
+            raise MachineError(f"CPU {self.id} handle is closed")
+        raise MachineError(f"CPU {self.id} handle belongs to process {self.machine._creator_pid or 'parent'}; "
+                           f"a forked child must Machine.attach({self.machine.name!r}) and bind its own CPU")
+
+    def close(self) -> None:
+        """Release the binding. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._generation == _fork_generation:
+            self.flush_statistics()
+            self.area.release_binding(self._word)
+        if self.recorder is not None:
+            self.recorder.release()
+            self.recorder = None
+        self.area.release()
+        self.machine._handles.pop(self.id, None)
+
+    def __repr__(self) -> str:
+        return f"<Cpu {self.id} of {self.machine.name}>"
+
+
+_PAD = tuple((0,) * (_MAX_ARGS - n) for n in range(_MAX_ARGS + 1))
+
+
+def _normalise(regs: tuple[object, ...]) -> tuple[int, ...]:
+    """Check register values and reduce them modulo 2^64 (the slow path of Cpu.smc)."""
+    out = []
+    for index, value in enumerate(regs):
+        if not isinstance(value, int) or isinstance(value, bool):
+            _bad_register(index, value)
+        value = int(value)  # an IntEnum such as RmiFid
+        if not _S64_MIN <= value <= _U64_MAX:
+            _bad_register(index, value)
+        out.append(value & _U64_MAX)
+    return tuple(out)
+
+
+def _bad_register(index: int, value: object) -> None:
+    name = "fid (X0)" if index == 0 else f"X{index}"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} = {value!r}: expected an int in [-2^63, 2^64)")
+    raise ValueError(f"{name} = {value:#x}: expected an int in [-2^63, 2^64)")
+
+
+def _int_arg(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} = {value!r}: expected an int")
+    return value
+
+
+def _claim(area: CpuArea, cpu: int, pid: int, word: int, machine: Machine) -> None:
+    """Take CPU ``cpu``'s binding for this process, reclaiming it from a dead holder."""
+    while True:
+        current = area.binding()
+        if current == 0:
+            if area.claim(0, word):
+                return
+            continue
+        holder = current & 0xFFFF_FFFF
+        if holder == pid:
+            raise CpuBusyError(cpu, pid)
+        if process.alive(holder) and cpuarea.binding_matches(current, process.start_ms(holder)):
+            raise CpuBusyError(cpu, holder)
+        if area.claim(current, word):
+            return
+
+
+def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:
+    needed = sum(sizes.values())
+    free = segment.free_bytes()
+    if needed > free:
+        raise MachineError(
+            f"platform {plat.name!r} needs {needed / 2**20:.0f} MiB of shared memory but {segment.SHM_DIR} "
+            f"has {free / 2**20:.0f} MiB free: remove leftovers with `rmm-mp clean`, use a smaller "
+            f"platform or fewer CPUs, or enlarge {segment.SHM_DIR}")
+
+
+# -- process-wide lifetime hooks ------------------------------------------------------------
+
+def _register(machine: Machine) -> None:
+    _live.add(machine)
+    _install_handlers()
+
+
+def close_all() -> None:
+    """Close every machine this process created or attached (atexit and signal path)."""
+    for machine in list(_live):
+        machine.close()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    close_all()
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+        return
+    if previous == signal.SIG_IGN:
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_handlers() -> None:
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(close_all)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous = signal.getsignal(signum)
+        if previous == signal.SIG_IGN:
+            continue
+        _previous_handlers[signum] = previous
+        signal.signal(signum, _on_signal)
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,36 @@
+"""The RMM as it runs on one CPU: the objects its handlers use, and its RMI entry point.
+
+Everything here is per CPU and per process; the state it works on lives in shared memory
+(granule table, DRAM). The handlers receive this object as ``rmm``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rmm_mp.el3.monitor import Monitor, Result
+from rmm_mp.hw.control import Control
+from rmm_mp.hw.granule import GranuleTable
+from rmm_mp.hw.memory import NsAccess, PhysicalMemory
+from rmm_mp.rmm.dispatch import dispatch, log
+
+
+class RmmCpu:
+    """Per-CPU RMM context: what a handler may use."""
+
+    __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "control", "log")
+
+    def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
+                 el3: Monitor, features0: int, control: Control) -> None:
+        self.cpu = cpu
+        self.granules = granules
+        self.memory = memory
+        self.ns = ns
+        self.el3 = el3
+        self.features0 = features0
+        self.control = control
+        self.log = log.isEnabledFor(logging.DEBUG)
+
+    def handle_rmi(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
+        """The RMM's RMI entry point (what EL3 enters); returns REQ_COMPLETE's X1..X5."""
+        return dispatch(self, fid, x1, x2, x3, x4, x5, x6)

@@ -1,0 +1,115 @@
+"""The RMI dispatch table and the one place where results are packed into registers.
+
+Each row: function ID, handler (None = not implemented yet), number of inputs (X1..) and
+outputs (X1..), and whether to log on execution and on error. A test checks that the table
+covers exactly the RMI 1.0 function IDs.
+
+Register rules (TF-RMM rel0, rmi.md 1.2): X0 = status | index << 8; X1..X3 read 0 unless the
+command writes them; X4 keeps the caller's X4 unless the command writes it. An ID with no
+handler, or one not implemented yet, returns SMC_UNKNOWN: RMM 1.0 has no "not supported" status.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from rmm_mp.abi.rmi import RmiFid, RmiStatus
+from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT
+from rmm_mp.rmm.errors import RmiError
+from rmm_mp.rmm.handlers.rmi_granule import rmi_granule_delegate, rmi_granule_undelegate
+from rmm_mp.rmm.handlers.rmi_system import rmi_features, rmi_version
+
+if TYPE_CHECKING:
+    from rmm_mp.rmm.cpu import RmmCpu
+
+log = logging.getLogger("rmm_mp.rmm")
+
+_SUCCESS = int(RmiStatus.RMI_SUCCESS)
+
+Handler = Callable[..., "tuple[int, ...] | None"]
+Result = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Command:
+    fid: RmiFid
+    handler: Handler | None
+    inputs: int
+    outputs: int
+    log_exec: bool = False
+    log_error: bool = True
+
+    @property
+    def implemented(self) -> bool:
+        return self.handler is not None
+
+
+def _row(fid: RmiFid, handler: Handler | None, inputs: int, outputs: int, log_exec: bool = False) -> Command:
+    return Command(fid, handler, inputs, outputs, log_exec)
+
+
+F = RmiFid
+COMMANDS: dict[int, Command] = {c.fid: c for c in (
+    _row(F.RMI_VERSION, rmi_version, 1, 2),
+    _row(F.RMI_GRANULE_DELEGATE, rmi_granule_delegate, 1, 0),
+    _row(F.RMI_GRANULE_UNDELEGATE, rmi_granule_undelegate, 1, 0),
+    _row(F.RMI_DATA_CREATE, None, 5, 0),
+    _row(F.RMI_DATA_CREATE_UNKNOWN, None, 3, 0),
+    _row(F.RMI_DATA_DESTROY, None, 2, 2),
+    _row(F.RMI_REALM_ACTIVATE, None, 1, 0, True),
+    _row(F.RMI_REALM_CREATE, None, 2, 0, True),
+    _row(F.RMI_REALM_DESTROY, None, 1, 0, True),
+    _row(F.RMI_REC_CREATE, None, 3, 0, True),
+    _row(F.RMI_REC_DESTROY, None, 1, 0, True),
+    _row(F.RMI_REC_ENTER, None, 2, 0),
+    _row(F.RMI_RTT_CREATE, None, 4, 0),
+    _row(F.RMI_RTT_DESTROY, None, 3, 2),
+    _row(F.RMI_RTT_MAP_UNPROTECTED, None, 4, 0),
+    _row(F.RMI_RTT_READ_ENTRY, None, 3, 4),
+    _row(F.RMI_RTT_UNMAP_UNPROTECTED, None, 3, 1),
+    _row(F.RMI_PSCI_COMPLETE, None, 3, 0),
+    _row(F.RMI_FEATURES, rmi_features, 1, 1),
+    _row(F.RMI_RTT_FOLD, None, 3, 1),
+    _row(F.RMI_REC_AUX_COUNT, None, 1, 1),
+    _row(F.RMI_RTT_INIT_RIPAS, None, 3, 1),
+    _row(F.RMI_RTT_SET_RIPAS, None, 4, 1),
+)}
+
+
+def dispatch(rmm: "RmmCpu", fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
+    """Run one RMI call on ``rmm``'s CPU; returns X0..X4 (the REQ_COMPLETE arguments)."""
+    cmd = COMMANDS.get(fid & ~SMCCC_SVE_HINT)
+    if cmd is None or cmd.handler is None:
+        return (SMC_UNKNOWN, 0, 0, 0, x4)
+    handler = cmd.handler
+    inputs = cmd.inputs
+    try:
+        if inputs == 1:
+            out = handler(rmm, x1)
+        elif inputs == 2:
+            out = handler(rmm, x1, x2)
+        elif inputs == 3:
+            out = handler(rmm, x1, x2, x3)
+        elif inputs == 4:
+            out = handler(rmm, x1, x2, x3, x4)
+        else:
+            out = handler(rmm, x1, x2, x3, x4, x5)
+    except RmiError as err:
+        if rmm.log and cmd.log_error:
+            log.debug("CPU %d %s -> %s index %d", rmm.cpu, cmd.fid.name, err.status.name, err.index)
+        return _pack(int(err.status) | (err.index << 8), err.outputs, x4)
+    if rmm.log and cmd.log_exec:
+        log.debug("CPU %d %s(%s) -> RMI_SUCCESS", rmm.cpu, cmd.fid.name,
+                  ", ".join(hex(a) for a in (x1, x2, x3, x4, x5)[:inputs]))
+    if not out:
+        return (_SUCCESS, 0, 0, 0, x4)
+    return _pack(_SUCCESS, out, x4)
+
+
+def _pack(x0: int, out: "tuple[int, ...] | None", x4: int) -> Result:
+    if not out:
+        return (x0, 0, 0, 0, x4)
+    n = len(out)
+    return (x0, out[0], out[1] if n > 1 else 0, out[2] if n > 2 else 0, out[3] if n > 3 else x4)

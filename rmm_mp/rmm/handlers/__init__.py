@@ -1,0 +1,1 @@
+"""RMI and RSI command handlers, one module per command group, functions named rmi_<command>."""

@@ -1,0 +1,241 @@
+"""CPU processes: one OS process per simulated CPU, each running a callable on its bound CPU.
+
+``run_cpus`` starts the processes from an explicit ``spawn`` or ``forkserver`` context (never the
+platform default, which changes between Python versions). Each child attaches the machine by
+name, binds its CPU, runs ``target(cpu, *args)`` and sends back its return value. The parent
+waits, calls ``on_tick`` for progress, asks every CPU to stop (the control block's stop flag)
+when time is up, on Ctrl-C, or when one CPU dies, and then collects a report.
+
+When a CPU dies (an exception, a non-zero exit, a signal such as SIGKILL) the run reports which
+CPU, how, the traceback if there is one, and the granules whose locks that CPU still held, then
+ends cleanly: the others are stopped (terminated after a grace period) and the machine is left
+to its creator, which unlinks it as usual.
+
+This sits beside machine.py rather than in hw/: a CPU process runs the whole stack (host, EL3,
+RMM), so its runtime must be able to attach a Machine.
+
+Children die with their parent (PR_SET_PDEATHSIG), ignore SIGINT (the parent handles Ctrl-C and
+stops them between calls, so no handler is interrupted half-way), and exit by returning.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from rmm_mp.hw.granule import cpu_owner
+from rmm_mp.machine import Cpu, Machine
+
+CONTEXTS = ("spawn", "forkserver")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class CpuFailure:
+    """How one CPU process died."""
+
+    cpu: int
+    how: str
+    traceback: str
+    held_locks: tuple[int, ...]
+
+    def describe(self) -> str:
+        locks = ", ".join(f"{pa:#x}" for pa in self.held_locks) or "none"
+        text = f"CPU {self.cpu} {self.how}; locks still held: {locks}"
+        return text + ("\n" + self.traceback.rstrip() if self.traceback else "")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run of CPU processes produced."""
+
+    results: dict[int, Any]
+    failures: tuple[CpuFailure, ...]
+    interrupted: bool
+    elapsed_s: float
+    stopped_by: str = ""
+    exit_codes: dict[int, int | None] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.interrupted
+
+
+def _set_parent_death_signal() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the stop flag still ends the run
+        pass
+
+
+def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[Any, ...],
+              conn: multiprocessing.connection.Connection) -> None:
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    machine = Machine.attach(name)
+    code = 0
+    try:
+        cpu = machine.cpu(cpu_id)
+        result = target(cpu, *args)
+        cpu.flush_statistics()
+        conn.send(("ok", result))
+    except BaseException as exc:  # report everything, RmmInternalError included, then exit
+        code = 1
+        try:
+            conn.send(("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+        machine.close()
+    if code:
+        os._exit(code)
+
+
+def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,
+             args: tuple[Any, ...] = (), *, context: str = "spawn",
+             on_tick: Callable[[float], None] | None = None, tick_s: float = 0.1,
+             timeout_s: float | None = None, grace_s: float = 10.0) -> RunResult:
+    """Run ``target(cpu, *args)`` on one process per CPU and wait for all of them.
+
+    Args:
+        machine: a machine this process created or attached.
+        target: a picklable top-level callable; it should return when the control block's stop
+            flag is set (``cpu.machine.control.stop_requested``).
+        cpus: CPU ids to use (default: all of the machine's).
+        context: "spawn" or "forkserver".
+        on_tick: called about every tick_s seconds with the elapsed time, for progress.
+        timeout_s: request a stop after this many seconds.
+        grace_s: how long stopped CPUs get to return before they are terminated.
+    """
+    if context not in CONTEXTS:
+        raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
+    ids = list(range(machine.cpus)) if cpus is None else list(cpus)
+    for cpu_id in ids:
+        if isinstance(cpu_id, bool) or not isinstance(cpu_id, int) or not 0 <= cpu_id < machine.cpus:
+            raise ValueError(f"cpus: {cpu_id!r} is not a CPU id in 0..{machine.cpus - 1}")
+    ctx = multiprocessing.get_context(context)
+    control = machine.control
+    control.clear_stop()
+    procs: dict[int, multiprocessing.process.BaseProcess] = {}
+    pipes: dict[int, multiprocessing.connection.Connection] = {}
+    for cpu_id in ids:
+        reader, writer = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
+                           args=(machine.name, cpu_id, target, tuple(args), writer), daemon=True)
+        proc.start()
+        writer.close()
+        procs[cpu_id], pipes[cpu_id] = proc, reader
+    return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s).wait()
+
+
+class _Supervisor:
+    def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
+                 on_tick: Callable[[float], None] | None, tick_s: float, timeout_s: float | None,
+                 grace_s: float) -> None:
+        self.machine = machine
+        self.procs = procs
+        self.pipes = pipes
+        self.on_tick = on_tick
+        self.tick_s = tick_s
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.results: dict[int, Any] = {}
+        self.errors: dict[int, tuple[str, str]] = {}
+        self.failures: list[CpuFailure] = []
+        self.interrupted = False
+        self.stopped_by = ""
+        self.stop_at: float | None = None
+        self.terminated: set[int] = set()
+
+    def stop(self, why: str) -> None:
+        if self.stop_at is None:
+            self.machine.control.request_stop()
+            self.stopped_by = why
+            self.stop_at = time.monotonic()
+
+    def wait(self) -> RunResult:
+        start = time.monotonic()
+        live = dict(self.procs)
+        while live:
+            try:
+                self._step(live, start)
+            except KeyboardInterrupt:
+                if self.interrupted:
+                    self._terminate(live)
+                self.interrupted = True
+                self.stop("interrupted (Ctrl-C)")
+        for pipe in self.pipes.values():
+            pipe.close()
+        elapsed = time.monotonic() - start
+        codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
+        return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes)
+
+    def _step(self, live: dict[int, Any], start: float) -> None:
+        waitables = [p.sentinel for p in live.values()] + [self.pipes[c] for c in live if not self.pipes[c].closed]
+        multiprocessing.connection.wait(waitables, timeout=self.tick_s)
+        for cpu, pipe in self.pipes.items():
+            if cpu in live and not pipe.closed and pipe.poll():
+                self._receive(cpu, pipe)
+        for cpu, proc in list(live.items()):
+            if proc.exitcode is None:
+                continue
+            proc.join()
+            pipe = self.pipes[cpu]
+            while not pipe.closed and pipe.poll():
+                self._receive(cpu, pipe)
+            del live[cpu]
+            if proc.exitcode != 0 or cpu in self.errors:
+                self.failures.append(self._failure(cpu, proc.exitcode))
+                self.stop(f"CPU {cpu} died")
+        now = time.monotonic()
+        if self.on_tick is not None:
+            self.on_tick(now - start)
+        if self.timeout_s is not None and now - start >= self.timeout_s:
+            self.stop("time is up")
+        if self.stop_at is not None and now - self.stop_at > self.grace_s:
+            self._terminate(live)
+
+    def _receive(self, cpu: int, pipe: Any) -> None:
+        try:
+            message = pipe.recv()
+        except (EOFError, OSError):
+            pipe.close()
+            return
+        if message[0] == "ok":
+            self.results[cpu] = message[1]
+        else:
+            self.errors[cpu] = (message[1], message[2])
+
+    def _failure(self, cpu: int, code: int | None) -> CpuFailure:
+        if cpu in self.errors:
+            how, tb = self.errors[cpu]
+        elif cpu in self.terminated:
+            how, tb = f"did not stop within {self.grace_s:g} s of being asked and was terminated", ""
+        elif code is not None and code < 0:
+            how, tb = f"was killed by {signal.Signals(-code).name}", ""
+        else:
+            how, tb = f"exited with status {code}", ""
+        table = self.machine.granule_table(cpu_owner(cpu))
+        held = tuple(table.addr(idx) for idx in table.held_by(cpu_owner(cpu)))
+        return CpuFailure(cpu, how, tb, held)
+
+    def _terminate(self, live: dict[int, Any]) -> None:
+        for cpu, proc in live.items():
+            if proc.exitcode is None:
+                self.terminated.add(cpu)
+                proc.terminate()
+        deadline = time.monotonic() + 2.0
+        for proc in live.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()

@@ -1,0 +1,43 @@
+"""Which histogram slot each measured call uses, and its spec name.
+
+Slots are computed from the function ID by arithmetic so that recording needs no lookup:
+RMI function numbers 0x150..0x16F use slots 0..31, RSI 0x190..0x1AF slots 32..63, PSCI
+function numbers 0x00..0x1F slots 64..95, REC exit reasons slots 96..111, host activities
+112..127.
+
+This module owns the slot map and names. It must not record anything.
+"""
+
+from __future__ import annotations
+
+from rmm_mp.abi.rmi import RmiFid
+
+SLOTS = 128
+RMI_BASE, RSI_BASE, PSCI_BASE, EXIT_BASE, HOST_BASE = 0, 32, 64, 96, 112
+
+_RMI_FN0 = 0x150
+_RSI_FN0 = 0x190
+
+_names: dict[int, str] = {fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiFid}
+
+
+def rmi_slot(fid: int) -> int:
+    """Slot of an RMI function ID (SVE hint already stripped); -1 if not an RMI 1.0 number."""
+    slot = (fid & 0xFFFF) - _RMI_FN0
+    return slot if 0 <= slot < 32 else -1
+
+
+def name(slot: int) -> str:
+    """Spec name of the call measured in ``slot`` (RMI_GRANULE_DELEGATE, EXIT_HOST_CALL ...)."""
+    return _names.get(slot, f"SLOT_{slot}")
+
+
+def register(slot: int, spec_name: str) -> None:
+    """Name a slot (used by the RSI, PSCI, exit and host tables as they are defined)."""
+    if not 0 <= slot < SLOTS:
+        raise ValueError(f"slot = {slot}: expected 0..{SLOTS - 1}")
+    _names[slot] = spec_name
+
+
+def named_slots() -> dict[int, str]:
+    return dict(_names)
