@@ -48,7 +48,8 @@ _MAX_ARGS = 6
 
 _live: "set[Machine]" = set()
 _fork_generation = 0
-_handlers_installed = False
+_atexit_registered = False
+_signals_installed = False
 _previous_handlers: dict[int, Any] = {}
 
 
@@ -481,13 +482,18 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _install_handlers() -> None:
-    global _handlers_installed
-    if _handlers_installed:
+    """Register close_all at exit once, and the signal handlers once from the main thread.
+
+    Signal handlers can only be installed by the main thread; a machine first made in a worker
+    thread leaves them for the next create or attach that runs on the main thread.
+    """
+    global _atexit_registered, _signals_installed
+    if not _atexit_registered:
+        _atexit_registered = True
+        atexit.register(close_all)
+    if _signals_installed or threading.current_thread() is not threading.main_thread():
         return
-    _handlers_installed = True
-    atexit.register(close_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
+    _signals_installed = True
     for signum in (signal.SIGTERM, signal.SIGHUP):
         previous = signal.getsignal(signum)
         if previous == signal.SIG_IGN:

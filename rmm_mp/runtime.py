@@ -14,8 +14,12 @@ to its creator, which unlinks it as usual.
 This sits beside machine.py rather than in hw/: a CPU process runs the whole stack (host, EL3,
 RMM), so its runtime must be able to attach a Machine.
 
-Children die with their parent (PR_SET_PDEATHSIG), ignore SIGINT (the parent handles Ctrl-C and
-stops them between calls, so no handler is interrupted half-way), and exit by returning.
+Children die with the process that started them: each holds the read end of a lifeline pipe
+whose only writer is the parent, and a watcher thread blocked on it ends the child when it sees
+end-of-file (the parent died, whatever the signal). This works for forkserver children too,
+whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG. Children ignore
+SIGINT (the parent handles Ctrl-C and stops them between calls, so no handler is interrupted
+half-way) and exit by returning.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -76,9 +81,23 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+LIFELINE_EXIT = 70
+"""Exit status of a CPU process whose parent died under it."""
+
+
+def _watch_lifeline(lifeline: multiprocessing.connection.Connection) -> None:
+    try:
+        lifeline.recv()
+    except (EOFError, OSError):
+        pass
+    os._exit(LIFELINE_EXIT)
+
+
 def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[Any, ...],
-              conn: multiprocessing.connection.Connection) -> None:
+              conn: multiprocessing.connection.Connection,
+              lifeline: multiprocessing.connection.Connection) -> None:
     _set_parent_death_signal()
+    threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     machine = Machine.attach(name)
     code = 0
@@ -127,14 +146,26 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     control.clear_stop()
     procs: dict[int, multiprocessing.process.BaseProcess] = {}
     pipes: dict[int, multiprocessing.connection.Connection] = {}
-    for cpu_id in ids:
-        reader, writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
-                           args=(machine.name, cpu_id, target, tuple(args), writer), daemon=True)
-        proc.start()
-        writer.close()
-        procs[cpu_id], pipes[cpu_id] = proc, reader
-    return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s).wait()
+    lifelines: list[multiprocessing.connection.Connection] = []
+    try:
+        for cpu_id in ids:
+            reader, writer = ctx.Pipe(duplex=False)
+            life_reader, life_writer = ctx.Pipe(duplex=False)
+            lifelines.append(life_writer)
+            proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
+                               args=(machine.name, cpu_id, target, tuple(args), writer, life_reader), daemon=True)
+            proc.start()
+            writer.close()
+            life_reader.close()
+            procs[cpu_id], pipes[cpu_id] = proc, reader
+        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s).wait()
+    finally:
+        for proc in procs.values():
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+        for life_writer in lifelines:
+            life_writer.close()
 
 
 class _Supervisor:

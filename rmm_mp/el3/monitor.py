@@ -1,8 +1,9 @@
 """EL3 of one CPU: SMC routing and the world switch between Non-secure and Realm.
 
 From the Normal world (host) an SMC with an RMI function ID (SMC64, function numbers
-0x150..0x18F, the SMCCC SVE hint bit 16 ignored) is forwarded to the RMM; every other ID gets
-SMC_UNKNOWN from EL3 with X1..X4 as the caller left them (TF-A's SMC_RET1 writes X0 only).
+0x150..0x18F, the SMCCC SVE hint bit 16 ignored; the ID is W0, so X0 bits [63:32] are ignored
+as SMCCC specifies) is forwarded to the RMM with X0 = W0; every other ID gets SMC_UNKNOWN from
+EL3 with X1..X4 as the caller left them (TF-A's SMC_RET1 writes X0 only).
 
 A forwarded call follows TF-A's RMMD:
   1. save the Non-secure context (X0..X7) in this CPU's shared area;
@@ -36,11 +37,14 @@ from rmm_mp.hw.control import Control
 from rmm_mp.hw.cpuarea import LOCK_STATS, OFF_LOCK_STATS, OFF_NS_CTX, OFF_REALM_CTX
 from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.hw.granule import LockStats
+from rmm_mp.stats.calls import RMI_UNUSED_SLOT
 from rmm_mp.stats.histogram import Recorder
 
 _CTX8 = struct.Struct("<8Q")
 _CTX6 = struct.Struct("<6Q")
 _RESULT5 = struct.Struct("<5Q")
+_X0 = struct.Struct("<Q")
+_W0_NO_SVE_HINT = 0xFFFF_FFFF & ~SMCCC_SVE_HINT
 
 Result = tuple[int, int, int, int, int]
 
@@ -77,17 +81,19 @@ class Monitor:
         t0 = clock()
         buf = self.buf
         _CTX8.pack_into(buf, OFF_NS_CTX, fid, x1, x2, x3, x4, x5, x6, 0)
-        decoded = fid & ~SMCCC_SVE_HINT
+        # SMCCC passes the function ID in W0: bits [63:32] of X0 are not part of it.
+        decoded = fid & _W0_NO_SVE_HINT
         rmm = self.rmm
         if not RMI_FID_BASE <= decoded <= RMI_FID_LAST or rmm is None:
+            _X0.pack_into(buf, OFF_NS_CTX, SMC_UNKNOWN)  # TF-A's SMC_RET1: X0 only
             return (SMC_UNKNOWN, x1, x2, x3, x4)
         # Enter the Realm world: X0 = FID, X1..X7 = the Non-secure X1..X7.
-        _CTX8.pack_into(buf, OFF_REALM_CTX, fid, x1, x2, x3, x4, x5, x6, 0)
+        _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
         lock_stats = self.lock_stats
         wait0 = lock_stats.wait_ns
         t1 = clock()
         try:
-            result = rmm(fid, x1, x2, x3, x4, x5, x6)
+            result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
         except Exception as exc:
             raise RmmInternalError(self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)) from exc
         except BaseException as exc:
@@ -104,7 +110,7 @@ class Monitor:
         if recorder is not None:
             t3 = clock()
             wait = lock_stats.wait_ns - wait0
-            recorder.record((decoded & 0xFFFF) - 0x150, t3 - t0, (t1 - t0) + (t3 - t2), t2 - t1 - wait, wait, r0 != 0)
+            recorder.record(min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT), t3 - t0, (t1 - t0) + (t3 - t2), t2 - t1 - wait, wait, r0 != 0)
             if t3 > recorder.next_flush:
                 recorder.flush(t3)
                 self.publish_lock_stats()

@@ -111,7 +111,7 @@ class GranuleTable:
 
     __slots__ = (
         "view", "buf", "base", "count", "end", "owner", "observer", "stats",
-        "_cas", "_xchg", "_load", "_xor", "_add",
+        "_cas", "_load", "_xor", "_add",
     )
 
     def __init__(self, view: atomicshm.AtomicView, buf: memoryview, base: int, count: int, owner: int) -> None:
@@ -124,7 +124,6 @@ class GranuleTable:
         self.observer: LockObserver | None = None
         self.stats = LockStats()
         self._cas = view.cas_u32
-        self._xchg = view.exchange_u32
         self._load = view.load_u32
         self._xor = view.fetch_xor_u32
         self._add = view.fetch_add_u32
@@ -173,8 +172,9 @@ class GranuleTable:
         """Release granule idx's lock; releasing a lock this owner does not hold is an RMM bug."""
         if self.observer is not None:
             self.observer.released(self, idx)
-        holder = self._xchg(idx << 3, 0)
+        holder = self._cas(idx << 3, self.owner, 0)
         if holder != self.owner:
+            # Leave the word alone: it names the real holder, which the report needs.
             raise RmmInternalError(
                 f"{describe_owner(self.owner)} released granule {idx} held by {describe_owner(holder)}")
 

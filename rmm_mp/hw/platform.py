@@ -2,7 +2,8 @@
 
 A platform is a TOML file (platform/NAME.toml in the repository, shipped in the package as
 rmm_mp/platforms/). Loading validates every key before anything is created; an error names the
-file, the line, the key, the value and what was expected (ConfigError, a ValueError).
+file, the line (of the key, or of its table when the key is missing; none for a missing
+top-level key), the key, the value and what was expected (ConfigError, a ValueError).
 
 Counts versus encodings: the file states breakpoints, watchpoints and GIC list registers as
 counts, as a board description would; RMI_FEATURES reports them "minus one"
@@ -229,7 +230,8 @@ class _Validator:
             raise self.fail(f"{where}.base", base, "a 4 KiB-aligned physical address")
         region = Region(base, self.size(raw["size"], f"{where}.size"))
         if region.end > 1 << pa_bits:
-            raise self.fail(f"{where}.size", raw["size"], f"a range ending at or below 2^pa_bits = {1 << pa_bits:#x}")
+            raise self.fail(f"{where}.size", raw["size"], f"a size that keeps [{base:#x}, base + size) at or "
+                                                          f"below 2^pa_bits = {1 << pa_bits:#x}")
         return region
 
     def platform(self, raw: dict[str, Any]) -> Platform:

@@ -1,7 +1,8 @@
 """Which histogram slot each measured call uses, and its spec name.
 
 Slots are computed from the function ID by arithmetic so that recording needs no lookup:
-RMI function numbers 0x150..0x16F use slots 0..31, RSI 0x190..0x1AF slots 32..63, PSCI
+RMI function numbers 0x150..0x16E use slots 0..30 and every higher RMI number (no command in
+RMI 1.0) shares slot 31, RSI 0x190..0x1AF slots 32..63, PSCI
 function numbers 0x00..0x1F slots 64..95, REC exit reasons slots 96..111, host activities
 112..127.
 
@@ -18,13 +19,16 @@ RMI_BASE, RSI_BASE, PSCI_BASE, EXIT_BASE, HOST_BASE = 0, 32, 64, 96, 112
 _RMI_FN0 = 0x150
 _RSI_FN0 = 0x190
 
-_names: dict[int, str] = {fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiFid}
+RMI_UNUSED_SLOT = RMI_BASE + 31
+
+_names: dict[int, str] = {slot: f"RMI_UNUSED_{_RMI_FN0 + slot:#x}" for slot in range(31)}
+_names.update({fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiFid})
+_names[RMI_UNUSED_SLOT] = "RMI_UNUSED_0x16f_0x18f"
 
 
 def rmi_slot(fid: int) -> int:
-    """Slot of an RMI function ID (SVE hint already stripped); -1 if not an RMI 1.0 number."""
-    slot = (fid & 0xFFFF) - _RMI_FN0
-    return slot if 0 <= slot < 32 else -1
+    """Slot of a function ID in the RMI range 0x150..0x18F (SVE hint already stripped)."""
+    return min((fid & 0xFFFF) - _RMI_FN0, RMI_UNUSED_SLOT)
 
 
 def name(slot: int) -> str:

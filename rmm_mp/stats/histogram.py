@@ -133,6 +133,8 @@ class CallStats:
         for bucket, n in enumerate(self.buckets):
             seen += n
             if seen >= rank:
+                if bucket == BUCKETS - 1:  # the open-ended last bucket: only max is an upper bound
+                    return self.max_ns
                 return min(bucket_bounds(bucket)[1], self.max_ns)
         return self.max_ns
 
