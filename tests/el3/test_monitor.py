@@ -1,0 +1,216 @@
+"""EL3: the world switch's saved contexts and the GTSI service (RMM -> EL3).
+
+World switch (TF-A RMMD, rmm_mp/el3/monitor.py): a forwarded RMI call saves the Non-secure
+context, enters the RMM with X0 = FID, and returns through RMM_RMI_REQ_COMPLETE, whose X1..X5
+carry the RMI results X0..X4. EL3 restores the Non-secure context with X0..X4 = the results and
+X5..X7 as the caller left them. Saved contexts are 8-byte little-endian registers in the CPU's
+shared area (rmm_mp/hw/cpuarea.py).
+
+GTSI (TF-A rmm-el3 interface): delegate moves a DRAM granule NS -> Realm PAS, undelegate
+Realm -> NS; a PA that is not an aligned DRAM granule is E_RMM_BAD_ADDR, a granule not in the
+source PAS is E_RMM_BAD_PAS, an unknown function is E_RMM_UNK.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from conftest import snapshot
+from rmm_mp import Machine
+from rmm_mp.abi.el3 import RmmEl3Fid, RmmEl3Status
+from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
+from rmm_mp.abi.smccc import SMC_UNKNOWN
+from rmm_mp.hw.cpuarea import OFF_NS_CTX, OFF_REALM_CTX
+from rmm_mp.hw.gpt import Pas
+
+REQ_COMPLETE = 0xC400_018F
+SUCCESS = pack_return(RmiStatus.RMI_SUCCESS)
+ERROR_INPUT = pack_return(RmiStatus.RMI_ERROR_INPUT)
+X1, X2, X3, X4, X5, X6 = (0x1111_1111, 0x2222_2222, 0x3333_3333, 0x4444_4444_4444_4444,
+                          0x5555_5555_5555_5555, 0x6666_6666_6666_6666)
+
+DELEGATE = RmmEl3Fid.RMM_GTSI_DELEGATE
+UNDELEGATE = RmmEl3Fid.RMM_GTSI_UNDELEGATE
+
+
+def _ctx(cpu, offset: int, n: int) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
+    return struct.unpack_from(f"<{n}Q", cpu.area.buf, offset)
+
+
+def _pa(machine: Machine, idx: int) -> int:
+    return machine.dram_base + idx * machine.granule_size
+
+
+# -- world switch ----------------------------------------------------------------------------
+
+
+def test_req_complete_value() -> None:
+    """RMM_RMI_REQ_COMPLETE is FID 0xC400018F (RMI offset 0x3F)."""
+    assert int(RmmEl3Fid.RMM_RMI_REQ_COMPLETE) == REQ_COMPLETE
+
+
+def test_contexts_after_successful_call(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """After RMI_VERSION(1.0) with X2..X6 set: the saved NS context holds X0..X4 = the results
+    and X5, X6 = the caller's X5, X6; the saved Realm context holds X0 = REQ_COMPLETE and
+    X1..X5 = the results."""
+    regs = cpu0.smc(RmiFid.RMI_VERSION, 0x10000, X2, X3, X4, X5, X6)
+    assert regs == (SUCCESS, 0x10000, 0x10000, 0, X4)
+    assert _ctx(cpu0, OFF_NS_CTX, 7) == (*regs, X5, X6)
+    assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *regs)
+
+
+def test_contexts_after_failing_call(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """After a failing RMI_GRANULE_DELEGATE (unaligned PA): the NS context holds
+    (ERROR_INPUT, 0, 0, 0, X4, X5, X6) and the Realm context (REQ_COMPLETE, ERROR_INPUT, 0, 0,
+    0, X4)."""
+    regs = cpu0.smc(RmiFid.RMI_GRANULE_DELEGATE, machine.dram_base + 8, X2, X3, X4, X5, X6)
+    assert regs == (ERROR_INPUT, 0, 0, 0, X4)
+    assert _ctx(cpu0, OFF_NS_CTX, 7) == (ERROR_INPUT, 0, 0, 0, X4, X5, X6)
+    assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, ERROR_INPUT, 0, 0, 0, X4)
+
+
+def test_contexts_follow_each_call(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """Two calls in a row: the saved contexts describe the latest call (FEATURES after
+    VERSION), not a mix of both."""
+    cpu0.smc(RmiFid.RMI_VERSION, 0x10000, X2, X3, X4, X5, X6)
+    regs = cpu0.smc(RmiFid.RMI_FEATURES, 0, 7, 8, 9, 10, 11)
+    assert regs[0] == SUCCESS and regs[2:] == (0, 0, 9)
+    assert _ctx(cpu0, OFF_NS_CTX, 7) == (*regs, 10, 11)
+    assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *regs)
+
+
+def test_contexts_are_per_cpu(machine: Machine) -> None:
+    """A call on CPU 1 fills CPU 1's area only: CPU 0's saved contexts keep its own last call."""
+    cpu0, cpu1 = machine.cpu(0), machine.cpu(1)
+    r0 = cpu0.smc(RmiFid.RMI_VERSION, 0x10000, 0, 0, X4, X5, X6)
+    r1 = cpu1.smc(RmiFid.RMI_FEATURES, 5, 0, 0, 44, 55, 66)
+    assert _ctx(cpu0, OFF_NS_CTX, 7) == (*r0, X5, X6)
+    assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *r0)
+    assert _ctx(cpu1, OFF_NS_CTX, 7) == (*r1, 55, 66)
+    assert _ctx(cpu1, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *r1)
+
+
+def test_non_rmi_call_does_not_enter_realm_world(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """An RSI FID from the host is answered by EL3 (SMC_UNKNOWN, X1..X4 as passed) without a
+    world switch: the saved Realm context still holds the previous RMI call's completion."""
+    regs = cpu0.smc(RmiFid.RMI_VERSION, 0x10000)
+    realm_before = _ctx(cpu0, OFF_REALM_CTX, 6)
+    assert realm_before == (REQ_COMPLETE, *regs)
+    assert cpu0.smc(0xC400_0190, X1, X2, X3, X4, X5, X6) == (SMC_UNKNOWN, X1, X2, X3, X4)
+    assert _ctx(cpu0, OFF_REALM_CTX, 6) == realm_before
+
+
+# -- GTSI --------------------------------------------------------------------------------------
+
+
+def test_gtsi_delegate_ns_granule(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_DELEGATE of an NS DRAM granule -> E_RMM_OK (X1 = 0) and its PAS becomes Realm; no
+    other GPT entry changes and EL3 does not touch granule states."""
+    idx = 30
+    before = snapshot(machine)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, _pa(machine, idx)) == (RmmEl3Status.E_RMM_OK, 0)
+    after = snapshot(machine)
+    assert machine.gpt.pas(idx) == Pas.REALM
+    assert [i for i, (a, b) in enumerate(zip(before.gpt, after.gpt)) if a != b] == [idx]
+    assert before.words == after.words and before.locks == after.locks
+
+
+def test_gtsi_delegate_realm_granule(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_DELEGATE of a granule already in the Realm PAS -> E_RMM_BAD_PAS, PAS unchanged."""
+    pa = _pa(machine, 31)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, pa)[0] == RmmEl3Status.E_RMM_OK
+    before = snapshot(machine)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, pa)[0] == RmmEl3Status.E_RMM_BAD_PAS
+    assert before.diff(snapshot(machine)) == []
+    assert machine.gpt.pas(31) == Pas.REALM
+
+
+def test_gtsi_delegate_secure_granule(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_DELEGATE of a DRAM granule in the Secure region -> E_RMM_BAD_PAS, still Secure."""
+    base, size = machine.secure_regions[0]
+    before = snapshot(machine)
+    for pa in (base, base + size - machine.granule_size):
+        assert cpu0.monitor.smc_from_realm(DELEGATE, pa)[0] == RmmEl3Status.E_RMM_BAD_PAS
+        assert machine.gpt.pas((pa - machine.dram_base) // machine.granule_size) == Pas.SECURE
+    assert before.diff(snapshot(machine)) == []
+
+
+@pytest.mark.parametrize("where", ["unaligned", "mmio", "below-dram", "past-dram", "beyond-pa-range"])
+def test_gtsi_bad_address(machine: Machine, cpu0, where: str) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_DELEGATE and GTSI_UNDELEGATE of an unaligned or non-DRAM PA -> E_RMM_BAD_ADDR and no
+    GPT entry changes."""
+    dram_end = machine.dram_base + machine.granule_count * machine.granule_size
+    pa = {
+        "unaligned": machine.dram_base + 0x10,
+        "mmio": machine.mmio_regions[0][0],
+        "below-dram": machine.dram_base - machine.granule_size,
+        "past-dram": dram_end,
+        "beyond-pa-range": 1 << machine.pa_bits,
+    }[where]
+    before = snapshot(machine)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, pa)[0] == RmmEl3Status.E_RMM_BAD_ADDR
+    assert cpu0.monitor.smc_from_realm(UNDELEGATE, pa)[0] == RmmEl3Status.E_RMM_BAD_ADDR
+    assert before.diff(snapshot(machine)) == []
+
+
+def test_gtsi_undelegate_ns_granule(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_UNDELEGATE of a granule in the NS PAS -> E_RMM_BAD_PAS, PAS unchanged."""
+    before = snapshot(machine)
+    assert cpu0.monitor.smc_from_realm(UNDELEGATE, _pa(machine, 32))[0] == RmmEl3Status.E_RMM_BAD_PAS
+    assert machine.gpt.pas(32) == Pas.NS
+    assert before.diff(snapshot(machine)) == []
+
+
+def test_gtsi_undelegate_secure_granule(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_UNDELEGATE of a Secure granule -> E_RMM_BAD_PAS: EL3 never moves Secure memory."""
+    base, _ = machine.secure_regions[0]
+    assert cpu0.monitor.smc_from_realm(UNDELEGATE, base)[0] == RmmEl3Status.E_RMM_BAD_PAS
+    assert machine.gpt.pas((base - machine.dram_base) // machine.granule_size) == Pas.SECURE
+
+
+def test_gtsi_round_trip(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """GTSI_DELEGATE then GTSI_UNDELEGATE of one granule: E_RMM_OK twice, PAS back to NS."""
+    pa = _pa(machine, 33)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0)
+    assert cpu0.monitor.smc_from_realm(UNDELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0)
+    assert machine.gpt.pas(33) == Pas.NS
+
+
+@pytest.mark.parametrize("fid", [0xC400_01BF, 0xC400_01C0, 0xC400_0150, 0x8400_0000, 0])
+def test_gtsi_unknown_fid(machine: Machine, cpu0, fid: int) -> None:  # type: ignore[no-untyped-def]
+    """An RMM -> EL3 SMC with a FID EL3 does not serve -> E_RMM_UNK (-1), nothing changes."""
+    assert fid not in {int(f) for f in RmmEl3Fid}
+    pa = _pa(machine, 34)
+    before = snapshot(machine)
+    assert cpu0.monitor.smc_from_realm(fid, pa) == (RmmEl3Status.E_RMM_UNK, 0)
+    assert before.diff(snapshot(machine)) == []
+
+
+def test_unused_rmi_numbers_do_not_land_in_rsi_slots(machine) -> None:  # type: ignore[no-untyped-def]
+    """RMI numbers with no 1.0 command (0x170..0x18F) are counted in the shared 'unused RMI'
+    slot, never in the RSI slots 32..63."""
+    from rmm_mp.stats.calls import RMI_UNUSED_SLOT
+    from rmm_mp.stats.histogram import read_region
+    cpu = machine.cpu(0)
+    cpu.smc(0xC400_0170)
+    cpu.smc(0xC400_018F)
+    cpu.flush_statistics()
+    region = cpu.area.stats_region()
+    try:
+        slots = set(read_region(region))
+    finally:
+        region.release()
+    assert slots == {RMI_UNUSED_SLOT}
+
+
+def test_el3_answer_writes_smc_unknown_into_saved_ns_x0(machine) -> None:  # type: ignore[no-untyped-def]
+    """An SMC EL3 answers itself (here an RSI ID from the host) leaves SMC_UNKNOWN in the saved
+    Non-secure X0, as TF-A's SMC_RET1 does, and the caller's X1..X4 untouched."""
+    import struct
+    from rmm_mp.abi.smccc import SMC_UNKNOWN
+    from rmm_mp.hw.cpuarea import OFF_NS_CTX
+    cpu = machine.cpu(0)
+    assert cpu.smc(0xC400_0190, 1, 2, 3, 4) == (SMC_UNKNOWN, 1, 2, 3, 4)
+    assert struct.unpack_from("<5Q", cpu.area.buf, OFF_NS_CTX) == (SMC_UNKNOWN, 1, 2, 3, 4)

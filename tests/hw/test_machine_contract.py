@@ -1,0 +1,853 @@
+"""The public Machine API contract (DESIGN.md section 3), rule by rule, from one test process.
+
+Creation, platform facts, CPU binding, smc argument and result rules, RMM crashes
+(RmmInternalError), checked Normal-world memory access and attaching by name. Where another
+process is needed (a binding held elsewhere, attach from elsewhere) it is a short subprocess
+or an os.fork child; everything that kills creators or checks /dev/shm after process death
+lives in tests/stress/test_shm_lifetime.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from conftest import snapshot
+from rmm_mp import Cpu, GranuleProtectionFault, Machine, RmmInternalError
+from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
+from rmm_mp.hw import segment
+from rmm_mp.hw.cpuarea import OFF_NS_CTX
+from rmm_mp.hw.platform import platform_dir
+from rmm_mp.rmm import dispatch
+
+U64 = (1 << 64) - 1
+SMC_UNKNOWN = 0xFFFF_FFFF_FFFF_FFFF
+VERSION = int(RmiFid.RMI_VERSION)
+FEATURES = int(RmiFid.RMI_FEATURES)
+DELEGATE = int(RmiFid.RMI_GRANULE_DELEGATE)
+UNDELEGATE = int(RmiFid.RMI_GRANULE_UNDELEGATE)
+SUCCESS = int(RmiStatus.RMI_SUCCESS)
+ERROR_INPUT = int(RmiStatus.RMI_ERROR_INPUT)
+V10 = RMI_ABI_VERSION
+HOST_CPUS = 4
+CHILD_TIMEOUT_S = 30.0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def my_shm_entries() -> set[str]:
+    """/dev/shm entries of machines whose creator is this test process."""
+    mine = f"{segment.NAME_PREFIX}{os.getpid()}-"
+    return {name for name in os.listdir(segment.SHM_DIR) if name.startswith(mine)}
+
+
+def entries_of(name: str) -> set[str]:
+    """/dev/shm entries of machine ``name`` (its segments are ``<name>.<part>``)."""
+    return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
+
+
+def start_child(script: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -> str:
+    """One line of the child's stdout; fails (with its stderr) if it exits or stays silent."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"child {proc.pid} printed no line within {timeout:g} s (got {data!r})")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1)
+        if not chunk:
+            proc.wait(CHILD_TIMEOUT_S)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError(f"child {proc.pid} exited with {proc.returncode} before a line "
+                                 f"(got {data!r}); stderr:\n{err}")
+        data += chunk
+    return data.decode().strip()
+
+
+def tell(proc: subprocess.Popen[bytes], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line.encode() + b"\n")
+    proc.stdin.flush()
+
+
+def finish(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the child if it still runs and reap it (always called from a finally block)."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except (ValueError, OSError):
+        proc.wait(CHILD_TIMEOUT_S)
+
+
+def create_fails(exc_type: type[BaseException], *args: object, **kwargs: object) -> str:
+    """Machine.create(*args, **kwargs) must raise exc_type; returns the message. A machine
+    created against expectation is closed before the test fails, so nothing leaks."""
+    try:
+        m = Machine.create(*args, **kwargs)  # type: ignore[arg-type]
+    except exc_type as exc:
+        return str(exc)
+    m.close()
+    pytest.fail(f"Machine.create{args!r} {kwargs!r} made {m.name} instead of raising {exc_type.__name__}")
+
+
+# A process that attaches machine argv[1], binds CPU argv[2], reports, then obeys stdin:
+# "close" closes the machine handle and reports "closed"; an empty line ends the process.
+BINDER = r"""
+import os, sys
+from rmm_mp import Machine
+m = Machine.attach(sys.argv[1])
+cpu = m.cpu(int(sys.argv[2]))
+print("bound", os.getpid(), flush=True)
+for line in sys.stdin:
+    if line.strip() == "close":
+        m.close()
+        print("closed", flush=True)
+    else:
+        break
+"""
+
+
+@pytest.fixture
+def small_machine() -> Iterator[Machine]:
+    """A `host` machine with 2 CPUs, closed after the test."""
+    with Machine.create("host", cpus=2) as m:
+        yield m
+
+
+# -- creation ------------------------------------------------------------------------------
+
+def test_create_makes_shared_memory_and_starts_no_process() -> None:
+    """Machine.create makes the machine's segments in /dev/shm (named after m.name) and starts
+    no process: this process has the same children before and after."""
+    me = psutil.Process()
+    children_before = {p.pid for p in me.children(recursive=True)}
+    with Machine.create("host", cpus=HOST_CPUS) as m:
+        assert entries_of(m.name), f"no /dev/shm entry named {m.name}.*"
+        assert entries_of(m.name) <= my_shm_entries()
+        children_after = {p.pid for p in me.children(recursive=True)}
+        assert children_after == children_before
+    assert not entries_of(m.name)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, HOST_CPUS])
+def test_create_accepts_every_cpu_count_up_to_the_platform(cpus: int) -> None:
+    """cpus may be anything in 1..the platform's CPU count; the machine then has exactly those
+    CPU ids: the last one binds and answers RMI_VERSION, the next one is rejected."""
+    with Machine.create("host", cpus=cpus) as m:
+        assert m.cpus == cpus
+        assert m.cpu(cpus - 1).smc(VERSION, V10)[0] == SUCCESS
+        with pytest.raises(ValueError):
+            m.cpu(cpus)
+
+
+@pytest.mark.parametrize("cpus", [0, HOST_CPUS + 1, -1, True, "2", 2.0])
+def test_create_rejects_cpus_out_of_range(cpus: object) -> None:
+    """cpus outside 1..4 (or not an int) raises a ValueError naming the argument, the value and
+    the valid range, and creates nothing in /dev/shm."""
+    before = my_shm_entries()
+    text = create_fails(ValueError, "host", cpus=cpus)
+    assert "cpus" in text
+    assert repr(cpus) in text or str(cpus) in text
+    assert f"1..{HOST_CPUS}" in text
+    assert my_shm_entries() == before
+
+
+def test_create_rejects_unknown_platform_name_before_creating_anything() -> None:
+    """An unknown platform name raises a ValueError naming the argument, the value and the
+    bundled platforms to choose from; nothing appears in /dev/shm."""
+    before = my_shm_entries()
+    text = create_fails(ValueError, "no-such-platform", cpus=1)
+    assert "platform" in text and "no-such-platform" in text
+    assert "host" in text  # the valid choices are named
+    assert my_shm_entries() == before
+
+
+def test_create_rejects_missing_platform_file_before_creating_anything(tmp_path: Path) -> None:
+    """A path to a platform file that does not exist raises a ValueError naming the argument and
+    the path; nothing appears in /dev/shm."""
+    missing = tmp_path / "absent.toml"
+    before = my_shm_entries()
+    for arg in (str(missing), missing):
+        text = create_fails(ValueError, arg, cpus=1)
+        assert "platform" in text and str(missing) in text
+    assert my_shm_entries() == before
+
+
+def test_create_rejects_invalid_platform_file_before_creating_anything(tmp_path: Path) -> None:
+    """A platform file whose cpus key is 0 raises a ValueError naming the file, the key, the
+    value and the valid range; nothing appears in /dev/shm."""
+    text = (platform_dir() / "host.toml").read_text()
+    bad = re.sub(r"(?m)^cpus = 4\b", "cpus = 0", text)
+    assert bad != text
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    before = my_shm_entries()
+    message = create_fails(ValueError, str(path), cpus=1)
+    assert str(path) in message and "cpus" in message and "0" in message and "1..256" in message
+    assert my_shm_entries() == before
+
+
+def test_create_from_a_platform_file_path(tmp_path: Path) -> None:
+    """A platform can be given as a path to a TOML file (str or Path); a copy of host.toml with
+    2 CPUs gives a 2-CPU machine with host's DRAM."""
+    text = (platform_dir() / "host.toml").read_text()
+    path = tmp_path / "two.toml"
+    path.write_text(re.sub(r"(?m)^cpus = 4\b", "cpus = 2", text))
+    for arg in (str(path), path):
+        with Machine.create(arg, cpus=2) as m:
+            assert m.cpus == 2 and m.granule_count == 16384
+            create_fails(ValueError, arg, cpus=3)
+
+
+@pytest.mark.parametrize("cpu", [HOST_CPUS, -1, True, "0", 0.0])
+def test_cpu_id_out_of_range_is_rejected(machine: Machine, cpu: object) -> None:
+    """m.cpu(i) with i not in 0..3 raises a ValueError naming the argument, the value and the
+    valid range, and binds nothing (CPU 0 is still free to bind afterwards)."""
+    with pytest.raises(ValueError) as info:
+        machine.cpu(cpu)  # type: ignore[arg-type]
+    text = str(info.value)
+    assert "cpu" in text and repr(cpu) in text and f"0..{HOST_CPUS - 1}" in text
+    assert machine.cpu(0).smc(VERSION, V10)[0] == SUCCESS
+
+
+# -- facts ----------------------------------------------------------------------------------
+
+def test_machine_facts(machine: Machine) -> None:
+    """The host machine states its facts: a unique name other processes can use, 4 KiB
+    granules, granule-aligned DRAM base, at least 4,096 granules, 48-bit PAs, MMIO regions
+    outside DRAM and below 2^48, Secure regions granule-aligned and inside DRAM."""
+    assert isinstance(machine.name, str)
+    assert re.fullmatch(rf"rmm-mp-{os.getpid()}-[0-9a-f]+", machine.name), machine.name
+    assert machine.granule_size == 4096
+    base = machine.dram_base
+    assert base % 4096 == 0
+    assert machine.granule_count >= 4096
+    assert machine.pa_bits == 48
+    end = base + machine.granule_count * machine.granule_size
+    assert end <= 1 << machine.pa_bits
+    assert len(machine.mmio_regions) >= 1
+    for mbase, size in machine.mmio_regions:
+        assert size > 0
+        assert mbase + size <= base or mbase >= end, f"MMIO [{mbase:#x}, +{size:#x}) overlaps DRAM"
+        assert mbase + size <= 1 << machine.pa_bits
+    assert len(machine.secure_regions) >= 1
+    for sbase, size in machine.secure_regions:
+        assert size > 0 and sbase % 4096 == 0 and size % 4096 == 0
+        assert base <= sbase and sbase + size <= end, f"Secure [{sbase:#x}, +{size:#x}) not in DRAM"
+
+
+def test_machine_names_are_unique() -> None:
+    """Two machines alive at once in one process have different names and different segments."""
+    with Machine.create("host", cpus=1) as a, Machine.create("host", cpus=1) as b:
+        assert a.name != b.name
+        assert entries_of(a.name) and entries_of(b.name)
+        assert not entries_of(a.name) & entries_of(b.name)
+
+
+# -- binding -------------------------------------------------------------------------------
+
+def test_cpu_returns_the_same_handle_twice(machine: Machine) -> None:
+    """m.cpu(i) called twice in the same process returns the very same handle, and different
+    CPUs get different handles."""
+    first = machine.cpu(1)
+    assert machine.cpu(1) is first
+    assert machine.cpu(2) is not first
+    assert first.smc(VERSION, V10)[0] == SUCCESS
+
+
+def test_cpu_held_by_another_live_process_names_its_pid(small_machine: Machine) -> None:
+    """While a subprocess that attached the machine holds CPU 1, m.cpu(1) raises an error that
+    names the subprocess's pid; CPU 0 can still be bound here."""
+    proc = start_child(BINDER, small_machine.name, "1")
+    try:
+        line = read_line(proc)
+        assert line == f"bound {proc.pid}"
+        with pytest.raises(Exception) as info:
+            small_machine.cpu(1)
+        assert str(proc.pid) in str(info.value)
+        assert small_machine.cpu(0).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        finish(proc)
+
+
+def test_closing_the_other_processes_machine_releases_its_cpu(small_machine: Machine) -> None:
+    """A subprocess binds CPU 1 (m.cpu(1) fails here), then closes its machine handle while it
+    keeps running: CPU 1 is free and binds here."""
+    proc = start_child(BINDER, small_machine.name, "1")
+    try:
+        assert read_line(proc) == f"bound {proc.pid}"
+        with pytest.raises(Exception):
+            small_machine.cpu(1)
+        tell(proc, "close")
+        assert read_line(proc) == "closed"
+        assert proc.poll() is None
+        assert small_machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        finish(proc)
+
+
+def test_process_ending_releases_its_cpu(small_machine: Machine) -> None:
+    """A subprocess binds CPU 1 and ends normally without closing anything: CPU 1 binds here."""
+    proc = start_child(BINDER, small_machine.name, "1")
+    try:
+        assert read_line(proc) == f"bound {proc.pid}"
+        tell(proc, "")
+        assert proc.wait(CHILD_TIMEOUT_S) == 0
+        assert small_machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        finish(proc)
+
+
+def test_binding_of_a_sigkilled_process_is_reclaimed(small_machine: Machine) -> None:
+    """A subprocess binds CPU 1 and is killed with SIGKILL (and reaped), so it never released
+    the binding: m.cpu(1) reclaims the CPU and its smc works."""
+    proc = start_child(BINDER, small_machine.name, "1")
+    try:
+        assert read_line(proc) == f"bound {proc.pid}"
+        with pytest.raises(Exception):
+            small_machine.cpu(1)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(CHILD_TIMEOUT_S) == -signal.SIGKILL
+        assert small_machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        finish(proc)
+
+
+def test_binding_of_a_killed_unreaped_process_is_reclaimed(small_machine: Machine) -> None:
+    """A subprocess binds CPU 1 and is killed with SIGKILL but not yet reaped (a zombie, as CPU
+    processes are until their runtime joins them): the binding is reclaimed all the same."""
+    proc = start_child(BINDER, small_machine.name, "1")
+    try:
+        assert read_line(proc) == f"bound {proc.pid}"
+        os.kill(proc.pid, signal.SIGKILL)
+        zombie = psutil.Process(proc.pid)
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        while zombie.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        assert small_machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        finish(proc)
+
+
+def test_closing_handles_releases_bindings_within_one_process(machine: Machine) -> None:
+    """A second Machine object of the same machine in this process: CPU 1 bound through one is
+    busy for the other (the error names this pid); closing the CPU handle, or the Machine
+    handle, frees the CPU for the other."""
+    other = Machine.attach(machine.name)
+    try:
+        held = other.cpu(1)
+        with pytest.raises(Exception) as info:
+            machine.cpu(1)
+        assert str(os.getpid()) in str(info.value)
+        held.close()
+        held.close()  # idempotent
+        assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+
+        other.cpu(2)
+        with pytest.raises(Exception):
+            machine.cpu(2)
+        other.close()
+        assert machine.cpu(2).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        other.close()
+
+
+def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
+    """After os.fork the child's smc on the parent's CPU 0 handle raises (and does not kill the
+    machine); binding CPU 0 in the child names the parent's pid; the child can bind CPU 1 and
+    use it. The parent's handle keeps working, and after the child exits CPU 1 binds here."""
+    cpu0 = machine.cpu(0)
+    assert cpu0.smc(VERSION, V10)[0] == SUCCESS
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        try:
+            os.close(reader)
+            report: dict[str, object] = {}
+            try:
+                report["parent_handle"] = ["returned", list(cpu0.smc(VERSION, V10))]
+            except BaseException as exc:
+                report["parent_handle"] = [type(exc).__name__, str(exc)]
+            try:
+                machine.cpu(0)
+                report["cpu0"] = ["bound", ""]
+            except BaseException as exc:
+                report["cpu0"] = [type(exc).__name__, str(exc)]
+            try:
+                report["cpu1"] = ["ok", list(machine.cpu(1).smc(VERSION, V10))]
+            except BaseException as exc:
+                report["cpu1"] = [type(exc).__name__, str(exc)]
+            os.write(writer, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    chunks = []
+    while chunk := os.read(reader, 65536):
+        chunks.append(chunk)
+    os.close(reader)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    report = json.loads(b"".join(chunks))
+    kind, detail = report["parent_handle"]
+    assert kind not in ("returned", "RmmInternalError"), report
+    kind, detail = report["cpu0"]
+    assert kind != "bound" and str(os.getpid()) in detail, report
+    assert report["cpu1"] == ["ok", [SUCCESS, V10, V10, 0, 0]], report
+    assert not machine.dead
+    assert cpu0.smc(VERSION, V10)[0] == SUCCESS
+    assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+
+
+# -- smc arguments and results -----------------------------------------------------------------
+
+@pytest.mark.parametrize("x4, stored", [
+    (-1, U64), (-3, U64 - 2), (-(1 << 63), 1 << 63), (U64, U64), ((1 << 63) - 1, (1 << 63) - 1),
+    (0x1234, 0x1234), (0, 0),
+])
+def test_smc_stores_registers_modulo_2_64(cpu0: Cpu, x4: int, stored: int) -> None:
+    """A register value in [-2^63, 2^64) is stored modulo 2^64: RMI_VERSION writes X0..X3 only,
+    so the X4 it returns is the caller's X4 as the CPU saw it, and on the failing path
+    (request -1, i.e. 0xFFFF_FFFF_FFFF_FFFF, is not 1.0) as well."""
+    assert cpu0.smc(VERSION, V10, 0, 0, x4) == (SUCCESS, V10, V10, 0, stored)
+    assert cpu0.smc(VERSION, -1, 0, 0, x4) == (ERROR_INPUT, V10, V10, 0, stored)
+
+
+def test_smc_stores_x5_and_x6_modulo_2_64(cpu0: Cpu) -> None:
+    """X5 and X6 (not results of any RMI command) are stored modulo 2^64 too: EL3's saved
+    Non-secure context of the CPU shows them after the call, X0..X4 being the results."""
+    result = cpu0.smc(VERSION, V10, 0, 0, -2, -5, -(1 << 63))
+    assert result == (SUCCESS, V10, V10, 0, U64 - 1)
+    saved = [int.from_bytes(cpu0.area.buf[OFF_NS_CTX + 8 * i:OFF_NS_CTX + 8 * i + 8], "little") for i in range(7)]
+    assert saved[:5] == list(result)
+    assert saved[5:] == [U64 - 4, 1 << 63]
+
+
+def test_smc_missing_registers_are_zero(cpu0: Cpu) -> None:
+    """Registers the caller leaves out are 0, not whatever the previous call passed: after a
+    call with X4 = 0x1234, a call with X1 only returns X4 = 0, and RMI_VERSION with no X1 at
+    all is a request for version 0 (which fails with lower = higher = 1.0)."""
+    assert cpu0.smc(VERSION, V10, 7, 8, 0x1234, 9, 10)[4] == 0x1234
+    assert cpu0.smc(VERSION, V10) == (SUCCESS, V10, V10, 0, 0)
+    assert cpu0.smc(VERSION, V10, 0, 0, -1)[4] == U64
+    assert cpu0.smc(VERSION) == (ERROR_INPUT, V10, V10, 0, 0)
+
+
+@pytest.mark.parametrize("bad", [1.0, "1", None, True, False, b"\x01", 1j])
+@pytest.mark.parametrize("position", [0, 1, 4, 6])
+def test_smc_rejects_non_int_registers_with_type_error(cpu0: Cpu, bad: object, position: int) -> None:
+    """A register (the FID or any of X1..X6) that is not an int - float, str, None, bool,
+    bytes, complex - raises TypeError and the machine stays alive."""
+    regs: list[object] = [VERSION, V10, 0, 0, 0, 0, 0]
+    regs[position] = bad
+    with pytest.raises(TypeError):
+        cpu0.smc(*regs)
+    assert not cpu0.machine.dead
+    assert cpu0.smc(VERSION, V10)[0] == SUCCESS
+
+
+@pytest.mark.parametrize("bad", [1 << 64, -(1 << 63) - 1, 1 << 100, -(1 << 100)])
+@pytest.mark.parametrize("position", [0, 1, 4, 6])
+def test_smc_rejects_out_of_range_registers_with_value_error(cpu0: Cpu, bad: int, position: int) -> None:
+    """An int register outside [-2^63, 2^64) (2^64, -2^63 - 1, and far beyond) raises
+    ValueError and the machine stays alive."""
+    regs: list[int] = [VERSION, V10, 0, 0, 0, 0, 0]
+    regs[position] = bad
+    with pytest.raises(ValueError):
+        cpu0.smc(*regs)
+    assert not cpu0.machine.dead
+    assert cpu0.smc(VERSION, V10)[0] == SUCCESS
+
+
+def test_smc_rejects_more_than_six_registers(cpu0: Cpu) -> None:
+    """smc takes X1..X6 after the FID; a seventh argument raises TypeError; six are fine."""
+    with pytest.raises(TypeError):
+        cpu0.smc(VERSION, V10, 0, 0, 0, 0, 0, 0)
+    assert cpu0.smc(VERSION, V10, 0, 0, 0, 0, 0) == (SUCCESS, V10, V10, 0, 0)
+
+
+def test_smc_accepts_int_enum_fid(cpu0: Cpu) -> None:
+    """The FID may be given as the RmiFid enum member or its int value, with the same result."""
+    assert cpu0.smc(RmiFid.RMI_VERSION, V10) == cpu0.smc(VERSION, V10) == (SUCCESS, V10, V10, 0, 0)
+
+
+def test_smc_results_are_exactly_five_ints(machine: Machine) -> None:
+    """Whatever path a call takes (success, RMI failure, DELEGATE/UNDELEGATE, FEATURES, an
+    ID EL3 does not forward, an unused RMI ID), the result is a tuple of exactly five plain
+    ints, each a 64-bit register value."""
+    cpu = machine.cpu(0)
+    pa = machine.dram_base + 5 * machine.granule_size
+    calls = [
+        (VERSION, V10), (RmiFid.RMI_VERSION, -1), (FEATURES, 0), (FEATURES, 1),
+        (DELEGATE, pa), (DELEGATE, pa), (UNDELEGATE, pa), (DELEGATE, 1),
+        (0x8400_0000, -1, -2, -3, -4), (0xC400_018F, 1, 2, 3, 4), (-1,),
+    ]
+    for call in calls:
+        result = cpu.smc(*call)
+        assert isinstance(result, tuple) and len(result) == 5, (call, result)
+        for value in result:
+            assert type(value) is int and 0 <= value <= U64, (call, result)
+
+
+def test_smc_routing_of_non_rmi_ids(cpu0: Cpu) -> None:
+    """The host may call RMI IDs only: with the SVE hint bit 16 set RMI_VERSION still works;
+    its SMC32 form, a PSCI ID, an RSI ID and an unused RMI offset return SMC_UNKNOWN."""
+    hint = 1 << 16
+    assert cpu0.smc(VERSION | hint, V10)[:3] == (SUCCESS, V10, V10)
+    for fid in (VERSION & ~(1 << 30), 0x8400_0000, 0xC400_0003, 0xC400_0190, 0xC400_018F, 0xC400_0160):
+        assert cpu0.smc(fid, V10)[0] == SMC_UNKNOWN, hex(fid)
+    assert not cpu0.machine.dead
+
+
+# -- RMM bugs are not statuses ---------------------------------------------------------------
+
+def _boom(rmm, req):  # type: ignore[no-untyped-def]
+    raise RuntimeError("handler exploded")
+
+
+def _invariant(rmm, req):  # type: ignore[no-untyped-def]
+    raise RmmInternalError("an internal invariant is broken")
+
+
+@pytest.mark.parametrize("handler, what", [(_boom, "handler exploded"), (_invariant, "invariant is broken")])
+def test_handler_exception_is_rmm_internal_error_and_kills_the_machine(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, handler, what: str) -> None:  # type: ignore[no-untyped-def]
+    """RMI_VERSION's handler raises (an arbitrary exception, or RmmInternalError for a broken
+    invariant): cpu.smc raises RmmInternalError naming the FID, the arguments and the CPU; the
+    machine is marked dead with that reason; every later smc, on any CPU and any FID, raises
+    RmmInternalError, also through a Machine attached afterwards and after the handler is
+    repaired."""
+    monkeypatch.setitem(dispatch.COMMANDS, RmiFid.RMI_VERSION,
+                        dispatch.Command(RmiFid.RMI_VERSION, handler, 1, 2))
+    cpu2 = machine.cpu(2)
+    assert not machine.dead
+    assert machine.dead_reason == ""
+    with pytest.raises(RmmInternalError) as info:
+        cpu2.smc(VERSION, 0xABCDEF, 0x42, 0, -1)
+    text = str(info.value)
+    assert f"{VERSION:#x}" in text.lower()
+    assert "0xabcdef" in text.lower() and "0x42" in text.lower() and f"{U64:#x}" in text.lower()
+    assert "CPU 2" in text
+    assert what in text
+    assert machine.dead
+    assert "CPU 2" in machine.dead_reason and f"{VERSION:#x}" in machine.dead_reason.lower()
+
+    monkeypatch.undo()
+    for cpu_id, fid, args in ((2, VERSION, (V10,)), (0, FEATURES, (0,)), (1, 0x8400_0000, ()),
+                              (1, DELEGATE, (machine.dram_base,))):
+        with pytest.raises(RmmInternalError):
+            machine.cpu(cpu_id).smc(fid, *args)
+    other = Machine.attach(machine.name)
+    try:
+        assert other.dead
+        assert other.dead_reason == machine.dead_reason
+        with pytest.raises(RmmInternalError):
+            other.cpu(3).smc(VERSION, V10)
+    finally:
+        other.close()
+
+
+def test_crash_on_one_machine_leaves_another_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead flag belongs to one machine: after machine A's RMM crashes, machine B created
+    in the same process still serves smc."""
+    with Machine.create("host", cpus=1) as a, Machine.create("host", cpus=1) as b:
+        with monkeypatch.context() as patch:
+            patch.setitem(dispatch.COMMANDS, RmiFid.RMI_VERSION,
+                          dispatch.Command(RmiFid.RMI_VERSION, _boom, 1, 2))
+            with pytest.raises(RmmInternalError):
+                a.cpu(0).smc(VERSION, V10)
+        assert a.dead and not b.dead
+        assert b.cpu(0).smc(VERSION, V10)[0] == SUCCESS
+
+
+# -- NS memory -----------------------------------------------------------------------------
+
+def _secure(m: Machine, pa: int) -> bool:
+    return any(base <= pa < base + size for base, size in m.secure_regions)
+
+
+def _last_ns_end(m: Machine) -> int:
+    """The end of the last NS granule of DRAM (the host platform's Secure region may end DRAM)."""
+    pa = m.dram_base + m.granule_count * m.granule_size
+    while _secure(m, pa - 1):
+        pa -= m.granule_size
+    return pa
+
+
+def test_ns_write_and_read_round_trip(machine: Machine) -> None:
+    """ns_write then ns_read of NS DRAM (within a granule, across granules, the first byte of
+    DRAM, the last NS byte before the Secure region, several granules at once) returns the
+    bytes written, and the raw DRAM view holds them."""
+    g = machine.granule_size
+    sec_base, _ = machine.secure_regions[0]
+    cases = [
+        (machine.dram_base, b"\x01\x02\x03"),
+        (machine.dram_base + 7 * g + 100, bytes(range(256))),
+        (machine.dram_base + 9 * g - 5, b"straddling two granules"),
+        (machine.dram_base + 20 * g, bytes([0xA5]) * (3 * g)),
+        (sec_base - 4, b"edge"),
+        (_last_ns_end(machine) - 4, b"last"),
+    ]
+    for pa, data in cases:
+        machine.ns_write(pa, data)
+        assert machine.ns_read(pa, len(data)) == data
+        assert machine.memory.read(pa, len(data)) == data
+    machine.ns_write(machine.dram_base + 30 * g, bytearray(b"ba"))
+    machine.ns_write(machine.dram_base + 31 * g, memoryview(b"mv"))
+    assert machine.ns_read(machine.dram_base + 30 * g, 2) == b"ba"
+    assert machine.ns_read(machine.dram_base + 31 * g, 2) == b"mv"
+
+
+def _faulting_ranges(m: Machine, delegated: int) -> list[tuple[str, int, int]]:
+    """(what, pa, size) ranges with at least one byte outside NS DRAM."""
+    g = m.granule_size
+    base = m.dram_base
+    end = base + m.granule_count * g
+    mmio_base, mmio_size = m.mmio_regions[0]
+    sec_base, sec_size = m.secure_regions[0]
+    ranges = [
+        ("below DRAM", base - 16, 8),
+        ("straddling the start of DRAM", base - 2, 4),
+        ("at PA 0", 0, 4),
+        ("MMIO", mmio_base, 4),
+        ("end of MMIO", mmio_base + mmio_size - 4, 4),
+        ("at the end of DRAM", end, 4),
+        ("straddling the end of DRAM", end - 2, 4),
+        ("far beyond DRAM", 1 << m.pa_bits, 4),
+        ("Secure", sec_base, 4),
+        ("straddling into Secure", sec_base - 2, 4),
+        ("two NS granules then Secure", sec_base - 2 * g, 2 * g + 1),
+        ("delegated", delegated, 4),
+        ("straddling into a delegated granule", delegated - 2, 4),
+        ("straddling out of a delegated granule", delegated + g - 2, 4),
+        ("NS, delegated, NS", delegated - g, 3 * g),
+    ]
+    if sec_base + sec_size < end:
+        ranges.append(("straddling out of Secure", sec_base + sec_size - 2, 4))
+    ns_end = _last_ns_end(m)
+    if ns_end < end:  # DRAM ends in the Secure region: NS bytes, then Secure, then past DRAM
+        ranges.append(("from NS over Secure past the end of DRAM", ns_end - 2, end - ns_end + 4))
+    return ranges
+
+
+def _prepare_fault_ranges(m: Machine) -> int:
+    """Fill NS DRAM around every boundary with a pattern; delegate one granule; return its PA."""
+    g = m.granule_size
+    sec_base, sec_size = m.secure_regions[0]
+    delegated = m.dram_base + 40 * g
+    for pa in (m.dram_base, _last_ns_end(m) - g, sec_base - 2 * g, sec_base - g, sec_base + sec_size,
+               delegated - g, delegated + g):
+        if m.dram_base <= pa < _last_ns_end(m) and not _secure(m, pa):
+            m.ns_write(pa, bytes([0x5A]) * g)
+    assert m.cpu(0).smc(DELEGATE, delegated)[0] == SUCCESS
+    return delegated
+
+
+def _window(m: Machine, pa: int, size: int) -> list[tuple[int, bytes]]:
+    """Raw DRAM bytes from one granule before to one granule after [pa, pa + size), DRAM only."""
+    g = m.granule_size
+    lo = max(pa - g, m.dram_base)
+    hi = min(pa + size + g, m.dram_base + m.granule_count * g)
+    return [(lo, m.memory.read(lo, hi - lo))] if lo < hi else []
+
+
+def test_ns_write_outside_ns_dram_faults_and_changes_nothing(machine: Machine) -> None:
+    """ns_write of a range with any byte outside DRAM (below it, MMIO, at or past its end, at
+    2^pa_bits) or outside the Non-secure PAS (Secure region, delegated granule), including
+    ranges whose first bytes are NS DRAM, raises GranuleProtectionFault and changes nothing:
+    the raw DRAM around the range, every granule's lock and state word and the GPT are as
+    before, and the NS bytes next to the range are still writable."""
+    delegated = _prepare_fault_ranges(machine)
+    g = machine.granule_size
+    for what, pa, size in _faulting_ranges(machine, delegated):
+        window = _window(machine, pa, size)
+        before = snapshot(machine, delegated)
+        with pytest.raises(GranuleProtectionFault):
+            machine.ns_write(pa, b"\xEE" * size)
+        assert before.diff(snapshot(machine, delegated)) == [], what
+        assert all(machine.memory.read(lo, len(data)) == data for lo, data in window), what
+    # No granule lock was left held: the NS neighbours can be written and delegated.
+    machine.ns_write(delegated - 1, b"\x01")
+    assert machine.cpu(0).smc(DELEGATE, delegated - g)[0] == SUCCESS
+    assert machine.cpu(0).smc(UNDELEGATE, delegated - g)[0] == SUCCESS
+
+
+def test_ns_read_outside_ns_dram_faults_and_changes_nothing(machine: Machine) -> None:
+    """ns_read of a range with any byte outside DRAM or outside the Non-secure PAS raises
+    GranuleProtectionFault and leaves the footprint (locks, states, GPT, contents) unchanged."""
+    delegated = _prepare_fault_ranges(machine)
+    for what, pa, size in _faulting_ranges(machine, delegated):
+        before = snapshot(machine, delegated, delegated - machine.granule_size)
+        with pytest.raises(GranuleProtectionFault):
+            machine.ns_read(pa, size)
+        assert before.diff(snapshot(machine, delegated, delegated - machine.granule_size)) == [], what
+    assert machine.ns_read(delegated - 4, 4) == b"\x5A" * 4
+
+
+def test_ns_access_past_the_end_of_dram_faults_when_dram_ends_non_secure(tmp_path: Path) -> None:
+    """On a platform whose last DRAM granule is NS (host.toml with the Secure region moved to
+    the middle of DRAM), an access that starts in NS DRAM and runs past its end raises
+    GranuleProtectionFault for ns_read and ns_write, and the NS bytes are left as they were."""
+    text = (platform_dir() / "host.toml").read_text()
+    moved = re.sub(r"(?m)^base = 0x83F0_0000", "base = 0x8100_0000", text)
+    assert moved != text
+    path = tmp_path / "ns_end.toml"
+    path.write_text(moved)
+    with Machine.create(path, cpus=1) as m:
+        end = m.dram_base + m.granule_count * m.granule_size
+        assert not _secure(m, end - 1)
+        m.ns_write(end - 8, b"tail-end")
+        for pa, size in ((end - 8, 9), (end - 1, 2), (end - m.granule_size, 2 * m.granule_size)):
+            with pytest.raises(GranuleProtectionFault):
+                m.ns_write(pa, b"\xEE" * size)
+            with pytest.raises(GranuleProtectionFault):
+                m.ns_read(pa, size)
+            assert m.memory.read(end - 8, 8) == b"tail-end"
+        assert m.ns_read(end - 8, 8) == b"tail-end"
+
+
+def test_ns_access_works_again_after_undelegate(machine: Machine) -> None:
+    """A granule is NS, then delegated (host access faults; the raw contents are zero, not the
+    host's bytes), then undelegated (host access works again and reads zeros)."""
+    pa = machine.dram_base + 50 * machine.granule_size
+    machine.ns_write(pa, b"host secret")
+    cpu = machine.cpu(0)
+    assert cpu.smc(DELEGATE, pa)[0] == SUCCESS
+    with pytest.raises(GranuleProtectionFault):
+        machine.ns_write(pa, b"again")
+    with pytest.raises(GranuleProtectionFault):
+        machine.ns_read(pa, 1)
+    assert machine.memory.read(pa, 11) == bytes(11)
+    assert cpu.smc(UNDELEGATE, pa)[0] == SUCCESS
+    assert machine.ns_read(pa, 11) == bytes(11)
+    machine.ns_write(pa, b"mine again")
+    assert machine.ns_read(pa, 10) == b"mine again"
+
+
+# -- attach and lifetime ------------------------------------------------------------------------
+
+def test_attach_in_the_same_process_shares_memory_and_unlinks_nothing(machine: Machine) -> None:
+    """Machine.attach(m.name) in the same process sees the same facts and the same NS memory
+    both ways; closing it (twice) unlinks no segment and the creator keeps working."""
+    segments = entries_of(machine.name)
+    other = Machine.attach(machine.name)
+    try:
+        assert other.name == machine.name
+        assert (other.granule_count, other.dram_base, other.pa_bits) == \
+               (machine.granule_count, machine.dram_base, machine.pa_bits)
+        assert other.mmio_regions == machine.mmio_regions
+        assert other.secure_regions == machine.secure_regions
+        machine.ns_write(machine.dram_base + 100, b"from creator")
+        assert other.ns_read(machine.dram_base + 100, 12) == b"from creator"
+        other.ns_write(machine.dram_base + 200, b"from attacher")
+        assert machine.ns_read(machine.dram_base + 200, 13) == b"from attacher"
+        assert other.cpu(3).smc(VERSION, V10)[0] == SUCCESS
+    finally:
+        other.close()
+        other.close()
+    assert entries_of(machine.name) == segments
+    assert machine.ns_read(machine.dram_base + 200, 13) == b"from attacher"
+    assert machine.cpu(3).smc(VERSION, V10)[0] == SUCCESS
+
+
+ATTACH_AND_REPORT = r"""
+import json, sys
+from rmm_mp import Machine
+m = Machine.attach(sys.argv[1])
+data = m.ns_read(int(sys.argv[2]), 5).hex()
+m.ns_write(int(sys.argv[2]) + 8, b"child")
+regs = list(m.cpu(1).smc(0xC4000150, 0x10000))
+print(json.dumps({"name": m.name, "granules": m.granule_count, "data": data, "regs": regs}), flush=True)
+m.close()
+"""
+
+
+def test_attach_from_another_process(small_machine: Machine) -> None:
+    """A subprocess attaches by name, reads what the creator wrote, writes NS memory the creator
+    then reads, calls RMI_VERSION on CPU 1, and exits: nothing is unlinked and CPU 1 binds
+    here afterwards."""
+    m = small_machine
+    pa = m.dram_base + 3 * m.granule_size
+    m.ns_write(pa, b"hello")
+    segments = entries_of(m.name)
+    proc = start_child(ATTACH_AND_REPORT, m.name, str(pa))
+    try:
+        report = json.loads(read_line(proc))
+        assert proc.wait(CHILD_TIMEOUT_S) == 0
+    finally:
+        finish(proc)
+    assert report == {"name": m.name, "granules": m.granule_count, "data": b"hello".hex(),
+                      "regs": [SUCCESS, V10, V10, 0, 0]}
+    assert m.ns_read(pa + 8, 5) == b"child"
+    assert entries_of(m.name) == segments
+    assert m.cpu(1).smc(VERSION, V10)[0] == SUCCESS
+
+
+@pytest.mark.parametrize("name", ["rmm-mp-1-00000000", "rmm-mp-999999999-deadbeef", "not-a-machine", ""])
+def test_attach_of_an_unknown_name_raises(name: str) -> None:
+    """Machine.attach of a name no machine has (or that is not an rmm-mp name) raises."""
+    with pytest.raises(Exception) as info:
+        Machine.attach(name)
+    assert name in str(info.value)
+
+
+def test_attach_after_the_creator_closed_raises() -> None:
+    """Once the creator has closed a machine, attaching its name raises."""
+    with Machine.create("host", cpus=1) as m:
+        name = m.name
+    assert not entries_of(name)
+    with pytest.raises(Exception):
+        Machine.attach(name)
+
+
+def test_close_is_idempotent_and_unlinks_everything() -> None:
+    """The creator's close() removes every segment of the machine; a second close() is a no-op;
+    using the closed machine raises instead of touching unmapped memory."""
+    m = Machine.create("host", cpus=2)
+    try:
+        cpu = m.cpu(0)
+        assert entries_of(m.name)
+    finally:
+        m.close()
+    assert not entries_of(m.name)
+    m.close()
+    with pytest.raises(Exception):
+        m.ns_read(m.dram_base, 1)
+    with pytest.raises(Exception):
+        m.cpu(1)
+    with pytest.raises(Exception):
+        cpu.smc(VERSION, V10)
+
+
+def test_exception_in_with_block_unlinks() -> None:
+    """An exception unwinding a `with Machine.create()` block propagates unchanged and the
+    machine's segments are gone."""
+    name = ""
+    with pytest.raises(KeyError, match="unwind"):
+        with Machine.create("host", cpus=1) as m:
+            name = m.name
+            assert entries_of(name)
+            raise KeyError("unwind")
+    assert name and not entries_of(name)

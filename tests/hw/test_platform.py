@@ -1,0 +1,227 @@
+"""Platform descriptions (rmm_mp/hw/platform.py, platform/*.toml; DESIGN.md section 3).
+
+The bundled platforms load with the facts the suite relies on. Every kind of mistake in a
+platform file is a ConfigError (a ValueError) whose message names the file, the line, the
+dotted key, the bad value and what was expected. Bad files are made by editing one line of
+platform/host.toml and written into tmp_path (the large platform is validated, never created).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import FeatureRegister0
+from rmm_mp.hw import platform as plat
+from rmm_mp.hw import segment
+from rmm_mp.hw.platform import Platform, load
+from rmm_mp.hw.tomlsrc import ConfigError
+
+HOST_TOML = plat.platform_dir() / "host.toml"
+GRANULE = 4096
+
+
+def _fields(register: int) -> dict[str, int]:
+    names = ("S2SZ", "LPA2", "SVE_EN", "SVE_VL", "NUM_BPS", "NUM_WPS", "PMU_EN", "PMU_NUM_CTRS",
+             "HASH_SHA_256", "HASH_SHA_512", "GICV3_NUM_LRS", "MAX_RECS_ORDER")
+    return {n: FeatureRegister0.field(register, n) for n in names}
+
+
+# -- bundled platforms ---------------------------------------------------------------------------
+
+
+def test_bundled_platform_names() -> None:
+    """The package ships the host, fvp and large platforms."""
+    assert {"host", "fvp", "large"} <= set(plat.bundled_platforms())
+
+
+def test_host_platform() -> None:
+    """host (DESIGN 3): 4 CPUs; >= 4096 DRAM granules in one bank; pa_bits 48; feature register
+    0 with S2SZ 48, LPA2 off, SHA-256 and SHA-512, breakpoints 6 -> NUM_BPS 5, watchpoints 4 ->
+    NUM_WPS 3; one MMIO region outside DRAM; one Secure region inside DRAM."""
+    p = load("host")
+    assert p.name == "host"
+    assert p.cpus == 4
+    assert p.pa_bits == 48
+    assert p.dram.base % GRANULE == 0 and p.dram.size % GRANULE == 0
+    assert p.granule_count == p.dram.size // GRANULE >= 4096
+    f = p.features
+    assert (f.breakpoints, f.watchpoints) == (6, 4)
+    reg = _fields(f.register0())
+    assert reg["S2SZ"] == 48
+    assert reg["LPA2"] == 0
+    assert reg["HASH_SHA_256"] == 1 and reg["HASH_SHA_512"] == 1
+    assert reg["NUM_BPS"] == 5 >= 5
+    assert reg["NUM_WPS"] == 3 >= 3
+    assert len(p.mmio) == 1
+    mmio = p.mmio[0]
+    assert mmio.end <= p.dram.base or mmio.base >= p.dram.end
+    assert mmio.end <= 1 << p.pa_bits
+    assert len(p.secure) == 1
+    secure = p.secure[0]
+    assert p.dram.base <= secure.base and secure.end <= p.dram.end
+    assert secure.base % GRANULE == 0 and secure.size % GRANULE == 0
+
+
+def test_fvp_platform() -> None:
+    """fvp: 8 CPUs, 256 MiB of DRAM, SVE with a 2048-bit vector length (SVE_VL 15)."""
+    p = load("fvp")
+    assert p.cpus == 8
+    assert p.dram.size == 256 << 20
+    reg = _fields(p.features.register0())
+    assert (reg["SVE_EN"], reg["SVE_VL"]) == (1, 15)
+    assert reg["S2SZ"] == 48
+
+
+def test_large_platform_validates() -> None:
+    """large: 64 CPUs, 4 GiB of DRAM (validated only; the suite never creates it)."""
+    p = load("large")
+    assert p.cpus == 64
+    assert p.dram.size == 4 << 30
+    assert p.granule_count == 1 << 20
+
+
+@pytest.mark.parametrize("name", ["host", "fvp", "large"])
+def test_json_round_trip(name: str) -> None:
+    """Platform.to_json / from_json give back an equal Platform (machines store it in shared
+    memory for attachers), including its feature register."""
+    p = load(name)
+    q = Platform.from_json(p.to_json())
+    assert q == p
+    assert q.features.register0() == p.features.register0()
+    assert q.mmio == p.mmio and q.secure == p.secure
+
+
+def test_load_by_path(tmp_path: Path) -> None:
+    """A platform file given by path loads like the bundled one of the same content."""
+    path = tmp_path / "copy.toml"
+    path.write_text(HOST_TOML.read_text())
+    p = load(path)
+    assert p.source == str(path)
+    assert Platform.from_json(p.to_json()).features == load("host").features
+
+
+def test_unknown_platform_name() -> None:
+    """An unknown platform name is a ConfigError naming the value and the known platforms."""
+    with pytest.raises(ConfigError) as info:
+        load("no-such-platform")
+    assert "no-such-platform" in str(info.value) and "host" in str(info.value)
+    assert "expected" in str(info.value)
+
+
+# -- bad files -----------------------------------------------------------------------------------
+
+# (id, line pattern to replace (anchored at line start), replacement, dotted key, value as shown)
+# The error's line is the replaced line unless the case says otherwise (see BAD_LINE below).
+BAD = [
+    ("missing-required-key", r"pmu = true\n", "", "features.pmu", "(missing)"),
+    ("missing-region-base", r"base = 0x8000_0000\n", "", "dram.base", "(missing)"),
+    ("unknown-top-level-key", r"pa_bits = 48\n", "pa_bits = 48\nbogus = 1\n", "bogus", "1"),
+    ("unknown-feature-key", r"lpa2 = false\n", "lpa2 = false\nlpa3 = true\n", "features.lpa3", "True"),
+    ("wrong-type-cpus", r"cpus = 4", 'cpus = "four"', "cpus", "'four'"),
+    ("wrong-type-bool", r"lpa2 = false", "lpa2 = 0", "features.lpa2", "0"),
+    ("wrong-type-hashes", r'hash_algorithms = \["sha-256", "sha-512"\]', 'hash_algorithms = "sha-256"',
+     "features.hash_algorithms", "'sha-256'"),
+    ("breakpoints-1", r"breakpoints = 6", "breakpoints = 1", "features.breakpoints", "1"),
+    ("breakpoints-65", r"breakpoints = 6", "breakpoints = 65", "features.breakpoints", "65"),
+    ("watchpoints-1", r"watchpoints = 4", "watchpoints = 1", "features.watchpoints", "1"),
+    ("gic-lrs-0", r"gic_list_registers = 4", "gic_list_registers = 0", "features.gic_list_registers", "0"),
+    ("gic-lrs-17", r"gic_list_registers = 4", "gic_list_registers = 17", "features.gic_list_registers", "17"),
+    ("pmu-counters-32", r"pmu_counters = 31", "pmu_counters = 32", "features.pmu_counters", "32"),
+    ("cpus-0", r"cpus = 4", "cpus = 0", "cpus", "0"),
+    ("s2sz-above-pa-bits", r"pa_bits = 48", "pa_bits = 40", "features.s2sz", "48"),
+    ("s2sz-52-without-lpa2", r"s2sz = 48", "s2sz = 52", "features.s2sz", "52"),
+    ("pa-bits-47", r"pa_bits = 48", "pa_bits = 47", "pa_bits", "47"),
+    ("unaligned-dram-base", r"base = 0x8000_0000", "base = 0x8000_0800", "dram.base", "0x80000800"),
+    ("unaligned-mmio-base", r"base = 0x1C09_0000", "base = 0x1C09_0100", "mmio[0].base", "0x1c090100"),
+    ("size-1-MB", r'size = "64 MiB"', 'size = "1 MB"', "dram.size", "'1 MB'"),
+    ("size-negative", r'size = "64 MiB"', 'size = "-4 KiB"', "dram.size", "'-4 KiB'"),
+    ("size-4097", r'size = "64 MiB"', "size = 4097", "dram.size", "0x1001"),
+    ("mmio-overlaps-dram", r"base = 0x1C09_0000", "base = 0x83FF_0000", "mmio[0].base", "0x83ff0000"),
+    ("secure-outside-dram", r"base = 0x83F0_0000", "base = 0x9000_0000", "secure[0].base", "0x90000000"),
+    ("secure-straddles-dram-end", r"base = 0x83F0_0000", "base = 0x83FF_F000", "secure[0].base", "0x83fff000"),
+    ("region-past-pa-range", r'size = "64 KiB"', 'size = "256 TiB"', "mmio[0].size", "'256 TiB'"),
+    ("dram-past-pa-range", r'size = "64 MiB"', 'size = "256 TiB"', "dram.size", "'256 TiB'"),
+    ("bad-attestation-keys", r'keys = "seeds"', 'keys = "random"', "attestation.keys", "'random'"),
+    ("seeds-missing", r"rak_seed = .*\n", "", "attestation.rak_seed", "(missing)"),
+    ("empty-seed", r"platform_key_seed = .*", 'platform_key_seed = ""', "attestation.platform_key_seed", "''"),
+]
+
+# Where the error points when that is not the replaced line: a missing key points at its
+# table's header.
+BAD_LINE = {
+    "missing-required-key": r"\[features\]",
+    "missing-region-base": r"\[dram\]",
+    "s2sz-above-pa-bits": r"s2sz = 48",
+    "seeds-missing": r"\[attestation\]",
+}
+
+
+def _line_of(text: str, pattern: str) -> int:
+    lines = [n for n, line in enumerate(text.splitlines(), start=1) if re.match(pattern, line)]
+    assert len(lines) == 1, f"pattern {pattern!r} matches lines {lines}"
+    return lines[0]
+
+
+def _write_bad(tmp_path: Path, pattern: str, replacement: str) -> tuple[Path, str]:
+    text, n = re.subn(f"(?m)^{pattern}", replacement, HOST_TOML.read_text(), count=1)
+    assert n == 1, f"pattern {pattern!r} not found in host.toml"
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path, text
+
+
+@pytest.mark.parametrize("case, pattern, replacement, key, shown", BAD, ids=[b[0] for b in BAD])
+def test_bad_platform_file(tmp_path: Path, case: str, pattern: str, replacement: str, key: str,
+                           shown: str) -> None:
+    """One mistake in an otherwise valid host.toml -> ConfigError (a ValueError) whose message
+    contains 'file:line', 'dotted.key = bad value' and 'expected'; the attributes agree."""
+    path, text = _write_bad(tmp_path, pattern, replacement)
+    if case in BAD_LINE:
+        line = _line_of(text, BAD_LINE[case])
+    else:
+        line = _line_of(text, re.escape(replacement.strip().split("\n")[-1]) if replacement else pattern)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    err = info.value
+    message = str(err)
+    assert isinstance(err, ValueError)
+    assert f"{path}:{line}:" in message
+    assert f"{key} = {shown}:" in message
+    assert "expected" in message
+    assert (err.source, err.key, err.line) == (str(path), key, line)
+
+
+def test_invalid_toml_syntax(tmp_path: Path) -> None:
+    """A TOML syntax error -> ConfigError naming the file, the line of the error (from the
+    parser) and 'expected valid TOML'."""
+    path, text = _write_bad(tmp_path, r"cpus = 4", "cpus = = 4")
+    line = _line_of(text, r"cpus = = 4")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"line {line}" in message
+    assert "expected valid TOML" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A path to a file that does not exist -> ConfigError naming the path."""
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(path) in str(info.value) and "expected" in str(info.value)
+
+
+def test_bad_file_is_rejected_before_create(tmp_path: Path) -> None:
+    """Machine.create with a bad platform file raises the ConfigError and creates nothing."""
+    path, _ = _write_bad(tmp_path, r"pa_bits = 48", "pa_bits = 47")
+    before = {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()}
+    with pytest.raises(ConfigError):
+        Machine.create(path, cpus=1)
+    after = {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()}
+    assert after == before

@@ -1,0 +1,192 @@
+"""Properties of the log-linear latency histograms (rmm_mp/stats/histogram.py), by hypothesis.
+
+Buckets: one per value below 64; above, 32 per power of two (relative width <= 1/32), up to
+2^41 ns, beyond which everything shares the last bucket. Percentiles are reported as the upper
+edge of the bucket holding the nearest-rank percentile, capped at the exact maximum.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmm_mp.stats.calls import SLOTS
+from rmm_mp.stats.histogram import (
+    BUCKETS,
+    LINEAR,
+    REGION_BYTES,
+    CallStats,
+    Recorder,
+    bucket_bounds,
+    bucket_of,
+    read_region,
+    read_slot,
+)
+
+# Fixed inputs (tests/README.md): hypothesis runs derandomized and without an example database.
+FIXED = settings(derandomize=True, database=None, deadline=None)
+
+LIMIT = 1 << 41
+"""Values below this have a bucket of their own width (no overflow bucket)."""
+
+values = st.integers(0, LIMIT - 1)
+any_values = st.integers(0, (1 << 64) - 1)
+
+
+def _region() -> memoryview:
+    return memoryview(bytearray(REGION_BYTES))
+
+
+def _true_percentile(samples: list[int], p: float) -> int:
+    """Nearest-rank percentile: the smallest sample with at least p% of samples <= it."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(len(ordered) * p / 100))
+    return ordered[rank - 1]
+
+
+def _record_all(samples: list[int], slot: int = 0) -> CallStats:
+    region = _region()
+    rec = Recorder(region)
+    for v in samples:
+        rec.record(slot, v, 0, v, 0, False)
+    rec.flush(0)
+    rec.release()
+    return read_slot(region, slot)
+
+
+def test_bucket_constants() -> None:
+    """Values 0..63 map to themselves; 64 starts the log part; 2^41 - 1 is in the last bucket."""
+    assert LINEAR == 64
+    assert [bucket_of(v) for v in range(64)] == list(range(64))
+    assert bucket_of(64) == 64
+    assert bucket_of(LIMIT - 1) == BUCKETS - 1
+    assert bucket_bounds(BUCKETS - 1)[1] == LIMIT - 1
+
+
+@settings(FIXED)
+@given(a=any_values, b=any_values)
+def test_bucket_of_is_monotonic(a: int, b: int) -> None:
+    """bucket_of is non-decreasing: a <= b implies bucket_of(a) <= bucket_of(b); every bucket
+    index is in [0, BUCKETS)."""
+    lo, hi = min(a, b), max(a, b)
+    assert 0 <= bucket_of(lo) <= bucket_of(hi) < BUCKETS
+
+
+@settings(FIXED)
+@given(v=st.integers(0, LIMIT - 2))
+def test_bucket_of_adjacent_values(v: int) -> None:
+    """v and v + 1 fall in the same or consecutive buckets (no bucket is skipped)."""
+    assert bucket_of(v + 1) - bucket_of(v) in (0, 1)
+
+
+@settings(FIXED)
+@given(v=values)
+def test_value_within_its_bucket_bounds(v: int) -> None:
+    """For v < 2^41, low <= v <= high where (low, high) = bucket_bounds(bucket_of(v))."""
+    low, high = bucket_bounds(bucket_of(v))
+    assert low <= v <= high
+
+
+@settings(FIXED)
+@given(bucket=st.integers(0, BUCKETS - 1))
+def test_bounds_map_back_to_bucket(bucket: int) -> None:
+    """Both edges of every bucket map back to that bucket, and buckets tile the line: a
+    bucket's low edge is one above the previous bucket's high edge."""
+    low, high = bucket_bounds(bucket)
+    assert low <= high
+    assert bucket_of(low) == bucket == bucket_of(high)
+    if bucket:
+        assert bucket_bounds(bucket - 1)[1] == low - 1
+
+
+@settings(FIXED)
+@given(bucket=st.integers(LINEAR, BUCKETS - 1))
+def test_bucket_relative_width(bucket: int) -> None:
+    """Above 64, a bucket's width relative to its low bound is at most 1/32."""
+    low, high = bucket_bounds(bucket)
+    assert low >= 64
+    assert (high - low + 1) * 32 <= low
+
+
+@settings(FIXED, max_examples=200)
+@given(samples=st.lists(values, min_size=1, max_size=200), slot=st.integers(0, SLOTS - 1))
+def test_record_flush_read_slot_exact(samples: list[int], slot: int) -> None:
+    """Recorder.record then flush then read_slot gives count, sum and max exactly, bucket
+    counts summing to count, each value counted in its own bucket, and nothing in other slots."""
+    region = _region()
+    rec = Recorder(region)
+    for v in samples:
+        rec.record(slot, v, 1, 2, 3, v % 2 == 1)
+    rec.flush(0)
+    rec.release()
+    stats = read_slot(region, slot)
+    assert stats.count == len(samples)
+    assert stats.sum_ns == sum(samples)
+    assert stats.max_ns == max(samples)
+    assert (stats.el3_ns, stats.handler_ns, stats.lockwait_ns) == (len(samples), 2 * len(samples), 3 * len(samples))
+    assert stats.errors == sum(v % 2 for v in samples)
+    assert sum(stats.buckets) == len(samples)
+    expected = [0] * BUCKETS
+    for v in samples:
+        expected[bucket_of(v)] += 1
+    assert list(stats.buckets) == expected
+    assert set(read_region(region)) == {slot}
+
+
+def test_nothing_visible_before_flush() -> None:
+    """Recording stays local until flush: the shared region reads empty before, full after."""
+    region = _region()
+    rec = Recorder(region)
+    rec.record(3, 1000, 0, 1000, 0, False)
+    assert read_slot(region, 3).count == 0
+    rec.flush(0)
+    assert read_slot(region, 3).count == 1
+    rec.release()
+
+
+@settings(FIXED, max_examples=300)
+@given(samples=st.lists(values, min_size=1, max_size=300),
+       p=st.one_of(st.sampled_from([50.0, 90.0, 99.0, 99.9, 100.0]),
+                   st.floats(min_value=0.001, max_value=100.0, allow_nan=False)))
+def test_percentile_bounds(samples: list[int], p: float) -> None:
+    """CallStats.percentile(p) is >= the true nearest-rank p-th percentile of the recorded
+    values, <= the exact maximum, and <= true * (1 + 1/32) + 1."""
+    stats = _record_all(samples)
+    true = _true_percentile(samples, p)
+    got = stats.percentile(p)
+    assert true <= got <= max(samples)
+    assert got <= true * (1 + 1 / 32) + 1
+
+
+@settings(FIXED)
+@given(samples=st.lists(st.integers(0, LINEAR - 1), min_size=1, max_size=100),
+       p=st.floats(min_value=0.001, max_value=100.0, allow_nan=False))
+def test_percentile_exact_below_64(samples: list[int], p: float) -> None:
+    """Values below 64 have one bucket each, so the percentile is exact."""
+    assert _record_all(samples).percentile(p) == _true_percentile(samples, p)
+
+
+def test_percentile_empty() -> None:
+    """An empty slot reports 0 for every percentile."""
+    assert _record_all([]).percentile(99) == 0
+
+
+@settings(FIXED)
+@given(a=st.lists(values, max_size=50), b=st.lists(values, max_size=50))
+def test_merged_equals_recording_both(a: list[int], b: list[int]) -> None:
+    """CallStats.merged of two slots equals one slot that recorded both lists."""
+    assert _record_all(a).merged(_record_all(b)) == _record_all(a + b)
+
+
+def test_percentile_in_open_last_bucket_is_not_below_true_value() -> None:
+    """Values of 2^41 ns and more share the last bucket; a percentile landing there is the
+    exact maximum, never the bucket's nominal edge (which would be below the true value)."""
+    region = memoryview(bytearray(REGION_BYTES))
+    recorder = Recorder(region)
+    for value in (1 << 41, 1 << 42):
+        recorder.record(0, value, 0, value, 0, False)
+    recorder.flush(0)
+    recorder.release()
+    assert read_slot(region, 0).percentile(50) == 1 << 42
