@@ -81,9 +81,10 @@ class Machine:
         self._closed = False
         self._generation = _fork_generation
         self._handles: dict[int, Cpu] = {}
-        self._views = {part: atomicshm.AtomicView(segments[part].buf) for part in ("ctl", "granules", "gpt", "cpus")}
+        self._views = {part: atomicshm.AtomicView(segments[part].buf) for part in ("ctl", "granules", "gpt", "cpus", "dram")}
         self.control = Control(segments["ctl"].buf, self._views["ctl"])
-        self.memory = PhysicalMemory(segments["dram"].buf, platform.dram.base, platform.granule_count)
+        self.memory = PhysicalMemory(segments["dram"].buf, platform.dram.base, platform.granule_count,
+                                     self._views["dram"])
         self.gpt = Gpt(self._views["gpt"], segments["gpt"].buf, platform.granule_count)
         self._area_size = cpuarea.area_size(REGION_BYTES)
         self._host_ns = self._make_host_ns()
@@ -327,7 +328,8 @@ class Cpu:
         self.monitor = Monitor(cpu, area.buf, machine.control, Gtsi(machine.gpt, plat.dram.base, plat.granule_count))
         self.monitor.lock_stats = self.granules.stats
         ns = NsAccess(machine.memory, self.granules, machine.gpt)
-        self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control)
+        self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
+                          plat)
         self.monitor.rmm = self.rmm.handle_rmi
         self.recorder: Recorder | None = Recorder(area.stats_region())
         self.monitor.recorder = self.recorder

@@ -1,6 +1,7 @@
 """The invariant checker: what must hold on a quiescent machine, granule by granule.
 
-Rules checked now (each violation names its rule):
+Rules checked granule by granule here (each violation names its rule), then the realm
+structure rules of check/_realms.py (RTT trees, refcounts, REC ownership, VMIDs):
   lock-free       no granule lock is held
   state-known     the state field holds a GranuleState value
   gpt             NS granules are in the NS PAS (or Secure, for the platform's Secure
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import GRANULE_SIZE, REFCOUNT_MASK, STATE_MASK, STATE_SHIFT, describe_owner
+from rmm_mp.check._realms import check_realms
 from rmm_mp.rmm.granule_state import GranuleState
 
 if TYPE_CHECKING:
@@ -92,6 +94,9 @@ def invariants(machine: "Machine") -> InvariantReport:
                                                         f"at most {_MAX_REFCOUNT[state]} allowed"))
         if state == GranuleState.DELEGATED and not machine.memory.is_zero(idx):
             violations.append(Violation("delegated-zero", pa, "DELEGATED granule holds non-zero bytes"))
+    states = [(w >> STATE_SHIFT) & STATE_MASK for w in words]
+    refcounts = [w & REFCOUNT_MASK for w in words]
+    check_realms(machine, states, refcounts, lambda rule, pa, detail: violations.append(Violation(rule, pa, detail)))
     return InvariantReport(len(locks), tuple(violations), counts)
 
 

@@ -10,7 +10,13 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x1000  dead reason, UTF-8 (4 KiB)
     0x2000  platform description as JSON (24 KiB)
     0x8000  VMID bitmap, 65,536 bits (8 KiB), for the RMM
-    0x10000 reserved for later shared structures
+    0x10000 host: VMID bitmap, 65,536 bits (8 KiB) (the hypervisor's own VMID allocator)
+    0x12000 host: allocator state (hints, counters; 8 KiB)
+    0x20000 host: NS granule allocation bitmap, one bit per DRAM granule (128 KiB: 4 GiB of DRAM)
+    0x40000 reserved for later shared structures (run queues, trace buffers)
+
+The host areas are Normal-world bookkeeping that every CPU's host shares; they live here rather
+than in simulated DRAM so that a host bug cannot corrupt them through the RMM's own memory.
 
 This module owns the control block's layout and its atomic words. It must not know what a
 realm is (the VMID bitmap is storage lent to the RMM).
@@ -37,6 +43,10 @@ OFF_STOP = 0x80
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
 OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
 OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000
+OFF_HOST_VMIDS, HOST_VMIDS_BYTES = 0x10000, 0x2000
+OFF_HOST_ALLOC_STATE, HOST_ALLOC_STATE_BYTES = 0x12000, 0x2000
+OFF_HOST_GRANULES, HOST_GRANULES_BYTES = 0x20000, 0x20000
+OFF_FREE = 0x40000
 
 
 class Control:

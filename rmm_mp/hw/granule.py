@@ -26,9 +26,10 @@ messages can quote them):
      At most one DATA granule at a time, after its RTT; REC_AUX in aux index order.
   6. A granule's state changes only while its lock is held, and only when its refcount is 0.
   7. An unlocked DELEGATED granule reads as all zeros.
-  8. A lock taken to copy Non-secure memory (params, run and source pages, host ns_read and
-     ns_write) is a leaf: nothing else is locked while it is held except other such NS locks,
-     taken in address order.
+  8. Non-secure memory (params, run and source pages; host ns_read and ns_write) is copied
+     while holding no other granule lock: the copy locks each granule of the range in address
+     order. (A page's lock is also the lock lock_two takes once the page is DELEGATED, and
+     lock_two holds it while waiting for an RD; a copy made under an RD could close a cycle.)
 
 Acquire is a compare-and-swap, then a bounded spin, then os.sched_yield() between tries, then
 short sleeps, so that many CPU processes on few host cores still progress while a holder is
@@ -286,6 +287,29 @@ class GranuleTable:
             first.unlock()
             return None
         return second, first
+
+    def lock_sorted(self, wanted: "list[tuple[int, int]]") -> "list[Granule] | None":
+        """Lock external granules [(addr, state), ...] in ascending address order (rule 2).
+
+        Returns the guards in the order asked, or None holding nothing if any address is not a
+        granule, appears twice, or has the wrong state.
+        """
+        order = sorted(range(len(wanted)), key=lambda i: wanted[i][0])
+        addrs = [wanted[i][0] for i in order]
+        if len(set(addrs)) != len(addrs) or any(self.find(a) < 0 for a in addrs):
+            return None
+        held: list[Granule] = []
+        for i in order:
+            guard = self.find_lock(*wanted[i])
+            if guard is None:
+                for g in reversed(held):
+                    g.unlock()
+                return None
+            held.append(guard)
+        result: list[Granule] = [held[0]] * len(wanted)
+        for position, i in enumerate(order):
+            result[i] = held[position]
+        return result
 
     def lock_known(self, idx: int) -> "Granule":
         """Lock a granule reached through a locked or referenced object (its state is known)."""

@@ -4,13 +4,15 @@ DRAM is one shared segment, granule_count * 4 KiB, mapped by every process. The 
 granule contents through ``granule(idx)`` (a memoryview of those 4 KiB). Normal-world access
 (``ns_read``/``ns_write``, used by Machine and by the RMM when it copies a host structure) goes
 through the granule protection check, atomically against a concurrent DELEGATE: each granule of
-the range is locked (locking rule 8 of hw.granule: a leaf lock), its GPT entry checked, the
-bytes copied, the lock released. A delegated granule therefore never ends up holding host bytes.
+the range is locked in address order (the caller holds no other granule lock: locking rule 8
+of hw.granule), its GPT entry checked, the bytes copied, the lock released. A delegated granule therefore never ends up holding host bytes.
 
 This module owns byte access to DRAM. It must not change granule states or GPT entries.
 """
 
 from __future__ import annotations
+
+import atomicshm
 
 from rmm_mp.hw.faults import GranuleProtectionFault
 from rmm_mp.hw.gpt import Gpt, Pas
@@ -20,12 +22,18 @@ ZERO_GRANULE = bytes(GRANULE_SIZE)
 
 
 class PhysicalMemory:
-    """DRAM contents. Callers hold whatever lock protects the bytes they touch."""
+    """DRAM contents. Callers hold whatever lock protects the bytes they touch.
 
-    __slots__ = ("buf", "base", "count", "end")
+    ``view`` gives single-copy-atomic 64-bit loads and stores (offsets from the DRAM base), for
+    words another CPU may read without a lock: stage-2 table entries (read by a realm's
+    translation like a hardware walker) and the realm state REC_ENTER reads lock-free.
+    """
 
-    def __init__(self, buf: memoryview, base: int, count: int) -> None:
+    __slots__ = ("buf", "view", "base", "count", "end")
+
+    def __init__(self, buf: memoryview, base: int, count: int, view: atomicshm.AtomicView | None = None) -> None:
         self.buf = buf
+        self.view = view
         self.base = base
         self.count = count
         self.end = base + count * GRANULE_SIZE

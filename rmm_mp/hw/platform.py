@@ -66,6 +66,7 @@ class Features:
     hash_algorithms: tuple[str, ...]
     gic_list_registers: int
     max_recs_order: int
+    vmid_bits: int = 16
 
     def register0(self) -> int:
         """RmiFeatureRegister0 (DEN0137 B4.4.6) for these features."""
@@ -269,10 +270,12 @@ class _Validator:
         if not isinstance(raw, dict):
             raise self.fail("features", raw, "a table")
         names = {f for f in Features.__dataclass_fields__}
-        self.keys(raw, "features", names, names - {"sve_vector_length", "max_recs_order"})
+        self.keys(raw, "features", names, names - {"sve_vector_length", "max_recs_order", "vmid_bits"})
         lpa2 = self.boolean(raw, "lpa2", "features.lpa2")
-        s2sz = self.integer(raw, "s2sz", "features.s2sz", 32, 52 if lpa2 else 48,
-                            "the maximum realm IPA width in bits (52 needs lpa2)")
+        if lpa2:
+            raise self.fail("features.lpa2", lpa2, "false: rmm-mp does not model FEAT_LPA2 (52-bit IPAs, "
+                                                   "start level -1); see docs/deviations.md")
+        s2sz = self.integer(raw, "s2sz", "features.s2sz", 32, 48, "the maximum realm IPA width in bits")
         if s2sz > pa_bits:
             raise self.fail("features.s2sz", s2sz, f"at most pa_bits ({pa_bits}): TF-RMM derives S2SZ from the PA range")
         sve = self.boolean(raw, "sve", "features.sve")
@@ -297,7 +300,10 @@ class _Validator:
         if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= 10:
             raise self.fail("features.max_recs_order", order,
                             "an integer in 1..10 (MAX_RECS = 2^order - 1; the REC refcount field has 10 bits)")
-        return Features(s2sz, lpa2, sve, vl, pmu, counters, bps, wps, tuple(hashes), lrs, order)
+        vmid_bits = raw.get("vmid_bits", 16)
+        if vmid_bits not in (8, 16) or isinstance(vmid_bits, bool):
+            raise self.fail("features.vmid_bits", vmid_bits, "8 or 16 (VMIDs a realm may use: 0..2^vmid_bits - 1)")
+        return Features(s2sz, lpa2, sve, vl, pmu, counters, bps, wps, tuple(hashes), lrs, order, vmid_bits)
 
     def attestation(self, raw: object) -> Attestation:
         if not isinstance(raw, dict):

@@ -12,17 +12,22 @@ from rmm_mp.el3.monitor import Monitor, Result
 from rmm_mp.hw.control import Control
 from rmm_mp.hw.granule import GranuleTable
 from rmm_mp.hw.memory import NsAccess, PhysicalMemory
+from rmm_mp.hw.platform import Platform
 from rmm_mp.rmm.dispatch import dispatch, log
 
 
 class RmmCpu:
     """Per-CPU RMM context: what a handler may use."""
 
-    __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "control", "log")
+    __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "control", "log", "pa_bits", "vmid_bits",
+                 "platform")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
-                 el3: Monitor, features0: int, control: Control) -> None:
+                 el3: Monitor, features0: int, control: Control, platform: Platform) -> None:
         self.cpu = cpu
+        self.platform = platform
+        self.pa_bits = platform.pa_bits
+        self.vmid_bits = platform.features.vmid_bits
         self.granules = granules
         self.memory = memory
         self.ns = ns

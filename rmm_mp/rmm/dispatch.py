@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Callable
 from rmm_mp.abi.rmi import RmiFid, RmiStatus
 from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT
 from rmm_mp.rmm.errors import RmiError
-from rmm_mp.rmm.handlers.rmi_granule import rmi_granule_delegate, rmi_granule_undelegate
-from rmm_mp.rmm.handlers.rmi_system import rmi_features, rmi_version
+from rmm_mp.rmm.handlers import (
+    rmi_data, rmi_granule, rmi_psci, rmi_realm, rmi_rec, rmi_ripas, rmi_rtt, rmi_system,
+)
 
 if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
@@ -30,6 +31,9 @@ _SUCCESS = int(RmiStatus.RMI_SUCCESS)
 
 Handler = Callable[..., "tuple[int, ...] | None"]
 Result = tuple[int, int, int, int, int]
+
+HANDLER_MODULES = (rmi_system, rmi_granule, rmi_realm, rmi_rec, rmi_rtt, rmi_data, rmi_ripas, rmi_psci)
+"""Where handlers live: RMI_FOO_BAR is the function rmi_foo_bar of one of these modules."""
 
 
 @dataclass(frozen=True)
@@ -46,36 +50,59 @@ class Command:
         return self.handler is not None
 
 
-def _row(fid: RmiFid, handler: Handler | None, inputs: int, outputs: int, log_exec: bool = False) -> Command:
-    return Command(fid, handler, inputs, outputs, log_exec)
+def _find_handler(fid: RmiFid) -> Handler | None:
+    found = [getattr(m, fid.name.lower()) for m in HANDLER_MODULES if hasattr(m, fid.name.lower())]
+    if len(found) > 1:
+        raise ImportError(f"{fid.name} is defined in more than one handler module")
+    return found[0] if found else None
+
+
+def _row(fid: RmiFid, inputs: int, outputs: int, log_exec: bool = False) -> Command:
+    return Command(fid, _find_handler(fid), inputs, outputs, log_exec)
 
 
 F = RmiFid
 COMMANDS: dict[int, Command] = {c.fid: c for c in (
-    _row(F.RMI_VERSION, rmi_version, 1, 2),
-    _row(F.RMI_GRANULE_DELEGATE, rmi_granule_delegate, 1, 0),
-    _row(F.RMI_GRANULE_UNDELEGATE, rmi_granule_undelegate, 1, 0),
-    _row(F.RMI_DATA_CREATE, None, 5, 0),
-    _row(F.RMI_DATA_CREATE_UNKNOWN, None, 3, 0),
-    _row(F.RMI_DATA_DESTROY, None, 2, 2),
-    _row(F.RMI_REALM_ACTIVATE, None, 1, 0, True),
-    _row(F.RMI_REALM_CREATE, None, 2, 0, True),
-    _row(F.RMI_REALM_DESTROY, None, 1, 0, True),
-    _row(F.RMI_REC_CREATE, None, 3, 0, True),
-    _row(F.RMI_REC_DESTROY, None, 1, 0, True),
-    _row(F.RMI_REC_ENTER, None, 2, 0),
-    _row(F.RMI_RTT_CREATE, None, 4, 0),
-    _row(F.RMI_RTT_DESTROY, None, 3, 2),
-    _row(F.RMI_RTT_MAP_UNPROTECTED, None, 4, 0),
-    _row(F.RMI_RTT_READ_ENTRY, None, 3, 4),
-    _row(F.RMI_RTT_UNMAP_UNPROTECTED, None, 3, 1),
-    _row(F.RMI_PSCI_COMPLETE, None, 3, 0),
-    _row(F.RMI_FEATURES, rmi_features, 1, 1),
-    _row(F.RMI_RTT_FOLD, None, 3, 1),
-    _row(F.RMI_REC_AUX_COUNT, None, 1, 1),
-    _row(F.RMI_RTT_INIT_RIPAS, None, 3, 1),
-    _row(F.RMI_RTT_SET_RIPAS, None, 4, 1),
+    _row(F.RMI_VERSION, 1, 2),
+    _row(F.RMI_GRANULE_DELEGATE, 1, 0),
+    _row(F.RMI_GRANULE_UNDELEGATE, 1, 0),
+    _row(F.RMI_DATA_CREATE, 5, 0),
+    _row(F.RMI_DATA_CREATE_UNKNOWN, 3, 0),
+    _row(F.RMI_DATA_DESTROY, 2, 2),
+    _row(F.RMI_REALM_ACTIVATE, 1, 0, True),
+    _row(F.RMI_REALM_CREATE, 2, 0, True),
+    _row(F.RMI_REALM_DESTROY, 1, 0, True),
+    _row(F.RMI_REC_CREATE, 3, 0, True),
+    _row(F.RMI_REC_DESTROY, 1, 0, True),
+    _row(F.RMI_REC_ENTER, 2, 0),
+    _row(F.RMI_RTT_CREATE, 4, 0),
+    _row(F.RMI_RTT_DESTROY, 3, 2),
+    _row(F.RMI_RTT_MAP_UNPROTECTED, 4, 0),
+    _row(F.RMI_RTT_READ_ENTRY, 3, 4),
+    _row(F.RMI_RTT_UNMAP_UNPROTECTED, 3, 1),
+    _row(F.RMI_PSCI_COMPLETE, 3, 0),
+    _row(F.RMI_FEATURES, 1, 1),
+    _row(F.RMI_RTT_FOLD, 3, 1),
+    _row(F.RMI_REC_AUX_COUNT, 1, 1),
+    _row(F.RMI_RTT_INIT_RIPAS, 3, 1),
+    _row(F.RMI_RTT_SET_RIPAS, 4, 1),
 )}
+
+
+def lock_sequences() -> dict[str, tuple[str, str]]:
+    """{command: (lock sequence, why it cannot deadlock)} as each handler module declares it."""
+    found: dict[str, tuple[str, str]] = {}
+    for module in HANDLER_MODULES:
+        found.update(getattr(module, "LOCK_SEQUENCES", {}))
+    return found
+
+
+def failure_conditions() -> dict[str, tuple[str, ...]]:
+    """{command: spec failure-condition labels in the order the handler checks them}."""
+    found: dict[str, tuple[str, ...]] = {}
+    for module in HANDLER_MODULES:
+        found.update(getattr(module, "FAILURE_CONDITIONS", {}))
+    return found
 
 
 def dispatch(rmm: "RmmCpu", fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:

@@ -21,6 +21,12 @@ _GTSI_DELEGATE = int(RmmEl3Fid.RMM_GTSI_DELEGATE)
 _GTSI_UNDELEGATE = int(RmmEl3Fid.RMM_GTSI_UNDELEGATE)
 _E_RMM_OK = int(RmmEl3Status.E_RMM_OK)
 
+LOCK_SEQUENCES = {
+    "RMI_GRANULE_DELEGATE": ("the granule (NS), held across EL3's GPT change and the zeroing",
+                             "one lock; EL3's service takes none"),
+    "RMI_GRANULE_UNDELEGATE": ("the granule (DELEGATED), held across the wipe and EL3's GPT change",
+                               "one lock; EL3's service takes none"),
+}
 FAILURE_CONDITIONS = {
     "RMI_GRANULE_DELEGATE": ("gran_align", "gran_bound", "gran_state", "gran_gpt"),
     "RMI_GRANULE_UNDELEGATE": ("gran_align", "gran_bound", "gran_state"),

@@ -11,6 +11,13 @@ if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
 
 
+LOCK_SEQUENCES = {
+    "RMI_VERSION": ("none", "takes no lock"),
+    "RMI_FEATURES": ("none", "takes no lock"),
+}
+FAILURE_CONDITIONS: dict[str, tuple[str, ...]] = {"RMI_VERSION": (), "RMI_FEATURES": ()}
+
+
 def rmi_version(rmm: "RmmCpu", req: int) -> tuple[int, int]:
     """Version handshake; outputs (lower, higher).
 

@@ -1,0 +1,220 @@
+"""Byte layouts of the structures passed by address (DEN0137 1.0-rel0 B4.4 and B5.4).
+
+Each layout is data: named fields at explicit byte offsets with the spec's width, little-endian,
+in a zero-filled structure of the spec's size. Unused bytes are SBZ (host to RMM) or MBZ (RMM to
+host); readers here take each field at the spec's width and ignore the rest, which is where
+TF-RMM rel0 differs for some UInt8 fields it reads as 32 bits (docs/deviations.md).
+
+    RMI_REALM_PARAMS  RmiRealmParams (REALM_CREATE X2), 0x1000 bytes
+    RMI_REC_PARAMS    RmiRecParams (REC_CREATE X3), 0x1000 bytes
+    RMI_REC_ENTER     RmiRecEnter, the first 0x800 bytes of RmiRecRun (REC_ENTER X2)
+    RMI_REC_EXIT      RmiRecExit, at offset 0x800 of RmiRecRun
+    RSI_REALM_CONFIG  RsiRealmConfig (RSI_REALM_CONFIG X1), 0x1000 bytes
+    RSI_HOST_CALL     RsiHostCall (RSI_HOST_CALL X1), 0x100 bytes
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    """One member: ``fmt`` is a struct code ('Q', 'B', 'H', 'I', 'q', '64s'); ``count`` > 1
+    makes an array (gprs[31] is Field("gprs", 0x200, "Q", 31))."""
+
+    name: str
+    offset: int
+    fmt: str
+    count: int = 1
+
+    @property
+    def struct(self) -> struct.Struct:
+        return struct.Struct("<" + (f"{self.count}{self.fmt}" if self.count > 1 else self.fmt))
+
+    @property
+    def size(self) -> int:
+        return self.struct.size
+
+
+class Layout:
+    """A structure of ``size`` bytes with fields at fixed offsets."""
+
+    def __init__(self, name: str, size: int, fields: tuple[Field, ...]) -> None:
+        self.name = name
+        self.size = size
+        self.fields = {f.name: f for f in fields}
+        self._structs = {f.name: f.struct for f in fields}
+        ends = sorted((f.offset, f.offset + f.size, f.name) for f in fields)
+        for (_, end, a), (start, _, b) in zip(ends, ends[1:]):
+            if start < end:
+                raise ValueError(f"{name}: {a} overlaps {b}")
+        if ends and ends[-1][1] > size:
+            raise ValueError(f"{name}: {ends[-1][2]} runs past {size:#x}")
+
+    def offset(self, name: str) -> int:
+        return self.fields[name].offset
+
+    def pack(self, **values: Any) -> bytearray:
+        """A zero-filled structure with the given fields set (arrays as sequences)."""
+        data = bytearray(self.size)
+        for name, value in values.items():
+            self.pack_into(data, 0, name, value)
+        return data
+
+    def pack_into(self, buf: Any, base: int, name: str, value: Any) -> None:
+        fld = self.fields[name]
+        packer = self._structs[name]
+        if fld.count > 1 and fld.fmt != "s":
+            values = list(value) + [0] * (fld.count - len(value))
+            packer.pack_into(buf, base + fld.offset, *values)
+        else:
+            packer.pack_into(buf, base + fld.offset, value)
+
+    def get(self, buf: Any, name: str, base: int = 0) -> Any:
+        """One field from ``buf`` (a scalar, bytes, or a tuple for arrays)."""
+        fld = self.fields[name]
+        values = self._structs[name].unpack_from(buf, base + fld.offset)
+        return values if fld.count > 1 else values[0]
+
+    def unpack(self, buf: Any, base: int = 0) -> dict[str, Any]:
+        return {name: self.get(buf, name, base) for name in self.fields}
+
+
+RMI_REALM_PARAMS = Layout("RmiRealmParams", 0x1000, (
+    Field("flags", 0x000, "Q"),
+    Field("s2sz", 0x008, "B"),
+    Field("sve_vl", 0x010, "B"),
+    Field("num_bps", 0x018, "B"),
+    Field("num_wps", 0x020, "B"),
+    Field("pmu_num_ctrs", 0x028, "B"),
+    Field("hash_algo", 0x030, "B"),
+    Field("rpv", 0x400, "64s"),
+    Field("vmid", 0x800, "H"),
+    Field("rtt_base", 0x808, "Q"),
+    Field("rtt_level_start", 0x810, "q"),
+    Field("rtt_num_start", 0x818, "I"),
+))
+
+RMI_REC_PARAMS = Layout("RmiRecParams", 0x1000, (
+    Field("flags", 0x000, "Q"),
+    Field("mpidr", 0x100, "Q"),
+    Field("pc", 0x200, "Q"),
+    Field("gprs", 0x300, "Q", 8),
+    Field("num_aux", 0x800, "Q"),
+    Field("aux", 0x808, "Q", 16),
+))
+
+RMI_REC_ENTER = Layout("RmiRecEnter", 0x800, (
+    Field("flags", 0x000, "Q"),
+    Field("gprs", 0x200, "Q", 31),
+    Field("gicv3_hcr", 0x300, "Q"),
+    Field("gicv3_lrs", 0x308, "Q", 16),
+))
+
+REC_EXIT_OFFSET = 0x800
+"""RmiRecExit starts here inside RmiRecRun."""
+
+RMI_REC_EXIT = Layout("RmiRecExit", 0x800, (
+    Field("exit_reason", 0x000, "Q"),
+    Field("esr", 0x100, "Q"),
+    Field("far", 0x108, "Q"),
+    Field("hpfar", 0x110, "Q"),
+    Field("gprs", 0x200, "Q", 31),
+    Field("gicv3_hcr", 0x300, "Q"),
+    Field("gicv3_lrs", 0x308, "Q", 16),
+    Field("gicv3_misr", 0x388, "Q"),
+    Field("gicv3_vmcr", 0x390, "Q"),
+    Field("cntp_ctl", 0x400, "Q"),
+    Field("cntp_cval", 0x408, "Q"),
+    Field("cntv_ctl", 0x410, "Q"),
+    Field("cntv_cval", 0x418, "Q"),
+    Field("ripas_base", 0x500, "Q"),
+    Field("ripas_top", 0x508, "Q"),
+    Field("ripas_value", 0x510, "B"),
+    Field("imm", 0x600, "H"),
+    Field("pmu_ovf_status", 0x700, "B"),
+))
+
+RSI_REALM_CONFIG = Layout("RsiRealmConfig", 0x1000, (
+    Field("ipa_width", 0x000, "Q"),
+    Field("hash_algo", 0x008, "B"),
+    Field("rpv", 0x200, "64s"),
+))
+
+RSI_HOST_CALL = Layout("RsiHostCall", 0x100, (
+    Field("imm", 0x000, "H"),
+    Field("gprs", 0x008, "Q", 31),
+))
+
+
+class RmiRealmFlags(enum.IntFlag):
+    LPA2 = 1 << 0
+    SVE = 1 << 1
+    PMU = 1 << 2
+
+
+class RmiRecCreateFlags(enum.IntFlag):
+    RUNNABLE = 1 << 0
+
+
+class RmiRecEnterFlags(enum.IntFlag):
+    EMUL_MMIO = 1 << 0
+    INJECT_SEA = 1 << 1
+    TRAP_WFI = 1 << 2
+    TRAP_WFE = 1 << 3
+    RIPAS_RESPONSE = 1 << 4
+
+
+class RmiRecExitReason(enum.IntEnum):
+    RMI_EXIT_SYNC = 0
+    RMI_EXIT_IRQ = 1
+    RMI_EXIT_FIQ = 2
+    RMI_EXIT_PSCI = 3
+    RMI_EXIT_RIPAS_CHANGE = 4
+    RMI_EXIT_HOST_CALL = 5
+    RMI_EXIT_SERROR = 6
+
+
+class RmiRipas(enum.IntEnum):
+    EMPTY = 0
+    RAM = 1
+    DESTROYED = 2
+
+
+class RmiRttEntryState(enum.IntEnum):
+    UNASSIGNED = 0
+    ASSIGNED = 1
+    TABLE = 2
+
+
+class RmiHashAlgorithm(enum.IntEnum):
+    RMI_HASH_SHA_256 = 0
+    RMI_HASH_SHA_512 = 1
+
+
+class RmiDataFlags(enum.IntEnum):
+    RMI_NO_MEASURE_CONTENT = 0
+    RMI_MEASURE_CONTENT = 1
+
+
+class RmiResponse(enum.IntEnum):
+    ACCEPT = 0
+    REJECT = 1
+
+
+def mpidr_to_rec_index(mpidr: int) -> int:
+    """REC index of an RmiRecMpidr value: Aff0[3:0] | Aff1 << 4 | Aff2 << 12 | Aff3 << 20."""
+    return (mpidr & 0xF) | (((mpidr >> 8) & 0xFF) << 4) | (((mpidr >> 16) & 0xFF) << 12) | (((mpidr >> 24) & 0xFF) << 20)
+
+
+def rec_index_to_mpidr(index: int) -> int:
+    """The RmiRecMpidr value of REC ``index`` (inverse of mpidr_to_rec_index)."""
+    return (index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16) | (((index >> 20) & 0xFF) << 24)
+
+
+RMI_REC_MPIDR_SBZ = 0xFFFF_FFFF_0000_00F0
+"""Bits of RmiRecMpidr that must be zero (Aff0[7:4] and bits [63:32])."""

@@ -1,0 +1,176 @@
+"""Invariants over realm structures: what every RD, RTT, DATA, REC and REC_AUX granule must agree on.
+
+Rules (each violation names its rule):
+  rtt-tree        every RTT granule belongs to exactly one realm's tree (a root, or named by
+                  exactly one TABLE entry), and every TABLE entry names an RTT granule
+  rtt-refcount    an RTT's refcount equals its live entries (TABLE and protected ASSIGNED)
+  data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
+                  each DATA granule is named by exactly one entry
+  rd-refcount     an RD's refcount equals the number of RECs whose owner it is
+  rec-owner       every REC's owner is an RD; every REC_AUX granule is listed by exactly one REC
+  rec-running     no REC holds the running reference on a quiescent machine
+  vmid            each realm's VMID is reserved, no two realms share one, no VMID is reserved
+                  without a realm
+
+The tables are read from the machine's memory without locks: run this on a quiescent machine.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from rmm_mp.hw.control import OFF_VMID_BITMAP, VMID_BITMAP_BYTES
+from rmm_mp.hw.granule import GRANULE_SIZE
+from rmm_mp.rmm import s2tt, vmid
+from rmm_mp.rmm.granule_state import GranuleState as GS
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.rmm.s2tt import Kind
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Machine
+
+Report = Callable[[str, int, str], None]
+
+
+@dataclass
+class _Scan:
+    """What the walk of every realm found, to be compared with the granule table."""
+
+    machine: "Machine"
+    states: list[int]
+    refcounts: list[int]
+    report: Report
+    rtt_owners: Counter[int] = field(default_factory=Counter)
+    data_refs: Counter[int] = field(default_factory=Counter)
+    aux_refs: Counter[int] = field(default_factory=Counter)
+
+    def pa(self, idx: int) -> int:
+        return self.machine.dram_base + idx * GRANULE_SIZE
+
+    def idx(self, pa: int) -> int:
+        offset = pa - self.machine.dram_base
+        return offset // GRANULE_SIZE if 0 <= offset < self.machine.granule_count * GRANULE_SIZE else -1
+
+
+def check_realms(machine: "Machine", states: list[int], refcounts: list[int], report: Report) -> None:
+    """Walk every realm and cross-check it with the granule states and refcounts."""
+    scan = _Scan(machine, states, refcounts, report)
+    rds = [i for i, s in enumerate(states) if s == GS.RD]
+    for rd_idx in rds:
+        _check_realm(scan, rd_idx)
+    _check_recs(scan, set(rds))
+    _check_references(scan)
+    _check_vmids(scan, rds)
+
+
+def _check_realm(scan: _Scan, rd_idx: int) -> None:
+    params = Rd(scan.machine.memory, rd_idx).params()
+    ctx = params.s2ctx()
+    first = scan.idx(params.rtt_base)
+    if first < 0:
+        scan.report("rtt-tree", scan.pa(rd_idx), f"root RTT {params.rtt_base:#x} is not DRAM")
+        return
+    for n in range(params.rtt_num_start):
+        root = first + n
+        scan.rtt_owners[root] += 1
+        if scan.states[root] != GS.RTT:
+            scan.report("rtt-tree", scan.pa(root), f"root RTT {n} of RD {scan.pa(rd_idx):#x} is "
+                                                   f"{GS.name(scan.states[root])}")
+            continue
+        _check_table(scan, root, ctx.start_level, n * s2tt.ENTRIES * s2tt.block_size(ctx.start_level), ctx)
+
+
+def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2Ctx) -> None:
+    """Check one table and recurse into its children."""
+    entries = s2tt.entries(scan.machine.memory, idx)
+    size = s2tt.block_size(level)
+    live = 0
+    for i, desc in enumerate(entries):
+        ipa = first_ipa + i * size
+        if ipa >= ctx.ipa_size:
+            break
+        kind, _ = s2tt.decode(desc, level)
+        if kind == Kind.TABLE:
+            live += 1
+            child = scan.idx(s2tt.output_address(desc, level))
+            scan.rtt_owners[child] += 1
+            if child < 0 or scan.states[child] != GS.RTT:
+                scan.report("rtt-tree", scan.pa(idx), f"entry for IPA {ipa:#x} names {desc & s2tt.OA_MASK:#x}, not an RTT")
+            elif scan.rtt_owners[child] == 1:
+                _check_table(scan, child, level + 1, ipa, ctx)
+        elif kind == Kind.ASSIGNED:
+            live += 1
+            _count_data(scan, idx, desc, level, ipa)
+    if scan.refcounts[idx] != live:
+        scan.report("rtt-refcount", scan.pa(idx), f"level {level} RTT has refcount {scan.refcounts[idx]} "
+                                                  f"but {live} live entries")
+
+
+def _count_data(scan: _Scan, table: int, desc: int, level: int, ipa: int) -> None:
+    base = scan.idx(s2tt.output_address(desc, level))
+    count = s2tt.block_size(level) // GRANULE_SIZE
+    for idx in range(base, base + count) if base >= 0 else ():
+        scan.data_refs[idx] += 1
+        if scan.states[idx] != GS.DATA:
+            scan.report("data-mapping", scan.pa(table), f"IPA {ipa:#x} maps {scan.pa(idx):#x}, which is "
+                                                        f"{GS.name(scan.states[idx])}, not DATA")
+    if base < 0:
+        scan.report("data-mapping", scan.pa(table), f"IPA {ipa:#x} maps {desc & s2tt.OA_MASK:#x}, not DRAM")
+
+
+def _check_recs(scan: _Scan, rds: set[int]) -> None:
+    owners: Counter[int] = Counter()
+    for idx, state in enumerate(scan.states):
+        if state != GS.REC:
+            continue
+        rec = Rec(scan.machine.memory, idx)
+        owner = scan.idx(rec.owner_rd)
+        owners[owner] += 1
+        if owner not in rds:
+            scan.report("rec-owner", scan.pa(idx), f"REC's owner {rec.owner_rd:#x} is not an RD")
+        if scan.refcounts[idx]:
+            scan.report("rec-running", scan.pa(idx), "REC still holds the running reference")
+        for aux in rec.aux():
+            scan.aux_refs[scan.idx(aux)] += 1
+    for rd in rds:
+        if scan.refcounts[rd] != owners[rd]:
+            scan.report("rd-refcount", scan.pa(rd), f"RD refcount {scan.refcounts[rd]} but {owners[rd]} RECs")
+
+
+def _check_references(scan: _Scan) -> None:
+    """Every internal granule is referenced exactly once, and only internal granules are."""
+    expected = {GS.RTT: scan.rtt_owners, GS.DATA: scan.data_refs, GS.REC_AUX: scan.aux_refs}
+    rules = {GS.RTT: "rtt-tree", GS.DATA: "data-mapping", GS.REC_AUX: "rec-owner"}
+    for idx, state in enumerate(scan.states):
+        refs = expected.get(state)
+        if refs is not None and refs[idx] != 1:
+            scan.report(rules[state], scan.pa(idx), f"{GS.name(state)} granule is referenced {refs[idx]} times, "
+                                                    "expected once")
+    for state, refs in expected.items():
+        for idx, n in refs.items():
+            if n and 0 <= idx < len(scan.states) and scan.states[idx] != state and state != GS.DATA:
+                scan.report(rules[state], scan.pa(idx), f"referenced as {GS.name(state)} but is "
+                                                        f"{GS.name(scan.states[idx])}")
+
+
+def _check_vmids(scan: _Scan, rds: list[int]) -> None:
+    seen: Counter[int] = Counter()
+    control = scan.machine.control
+    for rd in rds:
+        v = Rd(scan.machine.memory, rd).params().vmid
+        seen[v] += 1
+        if not vmid.in_use(control, v):
+            scan.report("vmid", scan.pa(rd), f"realm's VMID {v} is not reserved")
+    for v, n in seen.items():
+        if n > 1:
+            scan.report("vmid", 0, f"VMID {v} is used by {n} realms")
+    bitmap = int.from_bytes(control.buf[OFF_VMID_BITMAP:OFF_VMID_BITMAP + VMID_BITMAP_BYTES], "little")
+    v = 0
+    while bitmap:
+        if bitmap & 1 and v not in seen:
+            scan.report("vmid", 0, f"VMID {v} is reserved but no realm uses it")
+        bitmap >>= 1
+        v += 1

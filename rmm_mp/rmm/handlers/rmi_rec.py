@@ -1,0 +1,254 @@
+"""RMI_REC_CREATE, RMI_REC_DESTROY, RMI_REC_AUX_COUNT and RMI_REC_ENTER (DEN0137 1.0-rel0
+B4.3.12, B4.3.13, B4.3.11, B4.3.14).
+
+This module owns a REC's life as the host sees it: creation with its auxiliary granules,
+destruction, and entry up to the point where the realm runs (rmm.realm_run owns the run itself).
+
+Refcounts (granule_state): the RD's counts the realm's RECs; REC_CREATE adds one under the RD
+lock, REC_DESTROY takes it away after releasing the REC, without the RD lock (atomically, so a
+transiently high count is possible and harmless: REALM_DESTROY then refuses). A REC's refcount is
+its running flag: REC_ENTER sets it under the REC lock, releases the lock, and owns the REC
+through that reference until it drops it (atomically, without the lock) after the exit is
+written. rec_count (the next REC index) only grows: indices are never reused.
+
+Check order is TF-RMM rel0's with its later fixes, which fits the specification's partial
+orders, except where the specification decides otherwise:
+- REC_CREATE: a bad aux granule at index i > 0 puts aux[0..i-1] back to DELEGATED, each locked
+  alone, and leaves no lock held (post-rel0 fix 8b591834). num_aux above 16 is refused before the
+  aux loop (TF-RMM bounds its array first), a num_aux below 16 only after the RD checks, so
+  "num_aux" appears twice in FAILURE_CONDITIONS.
+- REC_ENTER: the run page is read first (run_* precede rec_state in B4.3.14.2.1). INJECT_SEA
+  never fails the command: B4.3.14 has no such failure condition and B1.6 says a command with no
+  failure condition true succeeds (rel0 returns RMI_ERROR_REC when the last exit was not a data
+  abort at an unprotected IPA). EMUL_MMIO is ignored when INJECT_SEA is set (A4.2.3), and fails
+  with RMI_ERROR_REC unless the last exit was an emulatable data abort (rec_mmio).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rmm_mp.abi.rmi import FeatureRegister0 as FR0
+from rmm_mp.abi.structs import (
+    REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, RmiRecCreateFlags,
+    RmiRecEnterFlags, mpidr_to_rec_index,
+)
+from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.rmm import realm_run
+from rmm_mp.rmm.errors import RmiError
+from rmm_mp.rmm.granule_state import GranuleState
+from rmm_mp.rmm.measurement import rim_extend_rec
+from rmm_mp.rmm.nsbuf import read_ns, write_ns
+from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
+from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
+
+if TYPE_CHECKING:
+    from rmm_mp.hw.granule import Granule
+    from rmm_mp.rmm.cpu import RmmCpu
+
+DELEGATED, RD, REC, REC_AUX = GranuleState.DELEGATED, GranuleState.RD, GranuleState.REC, GranuleState.REC_AUX
+_NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
+_RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
+_EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
+
+ESR_EC_SHIFT = 26
+ESR_EC_DATA_ABORT_LOWER = 0x24
+ESR_ISV = 1 << 24
+
+LOCK_SEQUENCES = {
+    "RMI_REC_CREATE": ("each aux granule alone, in index order (lock DELEGATED, REC_AUX, unlock); the REC "
+                       "(DELEGATED) and the RD in ascending address order, the RD refcount raised under the RD "
+                       "lock; on a failure each aux granule again alone (back to DELEGATED)",
+                       "at most one granule held during the aux steps; then two externals in address order "
+                       "(rule 2)"),
+    "RMI_REC_DESTROY": ("the REC; each aux granule in turn, in index order (scrub, DELEGATED); the REC becomes "
+                        "DELEGATED; the RD refcount drops after, without the RD lock",
+                        "external before internal (rules 1, 4); the RD is never locked"),
+    "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
+    "RMI_REC_ENTER": ("the run page (NS copy); the REC (refcount raised, lock released); the realm state read "
+                      "without a lock; the run page again for the exit; the refcount dropped without the lock",
+                      "one lock at a time; NS copies are made holding no other lock (rule 8); the run holds no lock"),
+}
+FAILURE_CONDITIONS = {
+    "RMI_REC_CREATE": ("params_align", "params_bound", "params_pas", "num_aux", "aux_align", "aux_alias",
+                       "aux_state", "rec_align", "rec_bound", "rec_state", "rd_align", "rd_bound", "rd_state",
+                       "num_recs", "realm_state", "mpidr_index", "num_aux"),
+    "RMI_REC_DESTROY": ("rec_align", "rec_bound", "rec_gran_state", "rec_state"),
+    "RMI_REC_AUX_COUNT": ("rd_align", "rd_bound", "rd_state"),
+    "RMI_REC_ENTER": ("run_align", "run_bound", "run_pas", "rec_align", "rec_bound", "rec_gran_state",
+                      "rec_state", "realm_new", "system_off", "rec_runnable", "rec_psci", "rec_gicv3",
+                      "rec_mmio"),
+}
+
+
+def _index(rmm: "RmmCpu", pa: int) -> int:
+    """Granule index of a PA the RMM stored itself (a REC's RD or aux): not finding it is a bug."""
+    idx = rmm.granules.find(pa)
+    if idx < 0:
+        raise RmmInternalError(f"CPU {rmm.cpu}: REC metadata names {pa:#x}, which is not a DRAM granule")
+    return idx
+
+
+# -- REC_CREATE ---------------------------------------------------------------------------------
+
+def _claim_aux(rmm: "RmmCpu", aux: tuple[int, ...]) -> list[int] | None:
+    """aux_align, aux_alias, aux_state: each aux granule alone, DELEGATED -> REC_AUX.
+
+    A duplicate fails at its second copy (already REC_AUX). On a failure the granules already
+    claimed go back to DELEGATED and None is returned, holding nothing.
+    """
+    claimed: list[int] = []
+    for addr in aux:
+        g = rmm.granules.find_lock(addr, DELEGATED)
+        if g is None:
+            _release_aux(rmm, claimed, scrub=False)
+            return None
+        g.unlock_transition(REC_AUX)
+        claimed.append(g.idx)
+    return claimed
+
+
+def _release_aux(rmm: "RmmCpu", indices: list[int], scrub: bool) -> None:
+    """REC_AUX -> DELEGATED, one granule at a time; ``scrub`` zeroes it first (a rollback need
+    not: the granule was never written, so it is still zero)."""
+    for idx in indices:
+        g = rmm.granules.lock_known(idx)
+        if scrub:
+            rmm.memory.zero(idx)
+        g.unlock_transition(DELEGATED)
+
+
+def _create_refusal(rmm: "RmmCpu", rd_g: "Granule", rd: Rd, mpidr: int, num_aux: int) -> RmiError | None:
+    """num_recs, realm_state, mpidr_index, num_aux, checked with the RD locked."""
+    if rd_g.refcount == (1 << FR0.field(rmm.features0, "MAX_RECS_ORDER")) - 1:
+        return RmiError.realm()
+    if rd.state != _NEW:
+        return RmiError.realm()
+    if mpidr & RMI_REC_MPIDR_SBZ or mpidr_to_rec_index(mpidr) != rd.rec_count:
+        return RmiError.input()
+    if num_aux != rd.num_rec_aux:
+        return RmiError.input()
+    return None
+
+
+def rmi_rec_create(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) -> None:
+    """Create REC ``rec_addr`` (DELEGATED -> REC) with its aux granules in the NEW realm ``rd_addr``."""
+    raw = read_ns(rmm, params_ptr, RMI_REC_PARAMS.size)
+    if raw is None:
+        raise RmiError.input()
+    p = RMI_REC_PARAMS.unpack(raw)
+    num_aux = p["num_aux"]
+    if num_aux > AUX_MAX:
+        raise RmiError.input()
+    aux = p["aux"][:num_aux]
+    claimed = _claim_aux(rmm, aux)
+    if claimed is None:
+        raise RmiError.input()
+    pair = rmm.granules.lock_two(rec_addr, DELEGATED, rd_addr, RD)
+    if pair is None:
+        _release_aux(rmm, claimed, scrub=False)
+        raise RmiError.input()
+    rec_g, rd_g = pair
+    rd = Rd(rmm.memory, rd_g.idx)
+    refusal = _create_refusal(rmm, rd_g, rd, p["mpidr"], num_aux)
+    if refusal is not None:
+        rd_g.unlock()
+        rec_g.unlock()
+        _release_aux(rmm, claimed, scrub=False)
+        raise refusal
+    params = rd.params()
+    index = rd.rec_count
+    runnable = bool(p["flags"] & _RUNNABLE)
+    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"], runnable, p["pc"], p["gprs"], aux,
+                                          params.s2ctx(), params.hash_algo)
+    if runnable:    # B4.3.12.4: only a runnable REC is measured
+        rim = rim_extend_rec(params.hash_algo, rd.measurement(RIM_SLOT), p["flags"], p["pc"], p["gprs"])
+        rd.set_measurement(RIM_SLOT, rim)
+    rd_g.refcount_add(1)    # atomic even under the lock: REC_DESTROY drops it without the lock
+    rd.set_rec_count(index + 1)
+    rd_g.unlock()
+    rec_g.unlock_transition(REC)
+
+
+# -- REC_DESTROY, REC_AUX_COUNT -------------------------------------------------------------------
+
+def rmi_rec_destroy(rmm: "RmmCpu", rec_addr: int) -> None:
+    """Destroy a REC that is not running: aux granules and the REC become DELEGATED (zeroed)."""
+    g = rmm.granules.find_lock(rec_addr, REC)
+    if g is None:
+        raise RmiError.input()
+    if g.refcount != 0:
+        g.unlock()
+        raise RmiError.rec()
+    rec = Rec(rmm.memory, g.idx)
+    rd_idx = _index(rmm, rec.owner_rd)
+    _release_aux(rmm, [_index(rmm, pa) for pa in rec.aux()], scrub=True)
+    rmm.memory.zero(g.idx)
+    g.unlock_transition(DELEGATED)
+    # After the REC is gone, without the RD lock: the realm's REC count may read high for a moment.
+    rmm.granules.refcount_add(rd_idx, -1)
+
+
+def rmi_rec_aux_count(rmm: "RmmCpu", rd_addr: int) -> tuple[int]:
+    """Number of aux granules a REC of this realm needs (X1)."""
+    g = rmm.granules.find_lock(rd_addr, RD)
+    if g is None:
+        raise RmiError.input()
+    count = Rd(rmm.memory, g.idx).num_rec_aux
+    g.unlock()
+    return (count,)
+
+
+# -- REC_ENTER ------------------------------------------------------------------------------------
+
+def _emul_mmio_allowed(rec: Rec, flags: int) -> bool:
+    """rec_mmio (A4.2.3): EMUL_MMIO needs the last exit to be an emulatable data abort (a data
+    abort from the realm whose saved ESR has ISV set); it is ignored when INJECT_SEA is set."""
+    if not flags & _EMUL_MMIO or flags & _INJECT_SEA:
+        return True
+    esr = rec.last_exit()[0]
+    return (esr >> ESR_EC_SHIFT) & 0x3F == ESR_EC_DATA_ABORT_LOWER and bool(esr & ESR_ISV)
+
+
+def _checked_run(rmm: "RmmCpu", rec: Rec, enter: dict[str, Any]) -> dict[str, Any]:
+    """realm_new, system_off, rec_runnable, rec_psci, rec_gicv3, rec_mmio; then the run.
+
+    Caller holds the REC's running reference, which also keeps the RD alive: its state is read
+    without the RD lock (an atomic load).
+    """
+    rd = Rd(rmm.memory, _index(rmm, rec.owner_rd))
+    state = rd.state
+    if state == _NEW:
+        raise RmiError.realm(0)
+    if state == _SYSTEM_OFF:
+        raise RmiError.realm(1)
+    if not rec.runnable or rec.psci_pending:
+        raise RmiError.rec()
+    num_lrs = FR0.field(rmm.features0, "GICV3_NUM_LRS")
+    if not realm_run.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs):
+        raise RmiError.rec()
+    if not _emul_mmio_allowed(rec, enter["flags"]):
+        raise RmiError.rec()
+    return realm_run.run_rec(rmm, rec, rd, enter)
+
+
+def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
+    """Enter a REC; on SUCCESS the exit is in run_ptr + 0x800 (RmiRecExit)."""
+    raw = read_ns(rmm, run_ptr, RMI_REC_ENTER.size)
+    if raw is None:
+        raise RmiError.input()
+    g = rmm.granules.find_lock(rec_addr, REC)
+    if g is None:
+        raise RmiError.input()
+    if g.refcount != 0:     # running on another CPU
+        g.unlock()
+        raise RmiError.rec()
+    g.refcount_add(1)
+    g.unlock()
+    try:
+        fields = _checked_run(rmm, Rec(rmm.memory, g.idx), RMI_REC_ENTER.unpack(raw))
+        # A4.3.3: the realm has run even if the exit cannot be delivered.
+        if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack(**fields), REC_EXIT_OFFSET):
+            raise RmiError.input()
+    finally:
+        rmm.granules.refcount_add(g.idx, -1)

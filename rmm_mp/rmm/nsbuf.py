@@ -1,0 +1,44 @@
+"""Copying host structures in and out of Non-secure memory (params, run and source pages).
+
+TF-RMM checks that the page is NS without its lock, then copies; if EL3 moved the page to
+another PAS in between, the copy takes a granule protection fault and the command fails with
+RMI_ERROR_INPUT. Here the copy goes through hw.memory.NsAccess, which checks the GPT and copies
+while holding the granule's lock: the same outcomes, with no window.
+
+Locking rule 8: a handler makes these copies while it holds no other granule lock. The page's
+lock is the same lock other commands take when the page is DELEGATED (lock_two(page, RD) for
+RTT_CREATE, DATA_CREATE ...), and those hold it while they wait for an RD; a copy made while
+holding an RD could wait for them in turn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rmm_mp.hw.faults import GranuleProtectionFault
+
+if TYPE_CHECKING:
+    from rmm_mp.rmm.cpu import RmmCpu
+
+
+def read_ns(rmm: "RmmCpu", pa: int, size: int) -> bytes | None:
+    """``size`` bytes from the NS granule at ``pa``; None if pa is not a granule-aligned DRAM
+    address in the Non-secure PAS (params_align, params_bound, params_pas)."""
+    if rmm.granules.find(pa) < 0:
+        return None
+    try:
+        return rmm.ns.read(pa, size)
+    except GranuleProtectionFault:
+        return None
+
+
+def write_ns(rmm: "RmmCpu", pa: int, data: bytes | bytearray, offset: int = 0) -> bool:
+    """Write ``data`` at ``offset`` into the NS granule at ``pa`` (granule aligned); False, with
+    nothing written, if it is not NS DRAM."""
+    if rmm.granules.find(pa) < 0:
+        return False
+    try:
+        rmm.ns.write(pa + offset, data)
+    except GranuleProtectionFault:
+        return False
+    return True

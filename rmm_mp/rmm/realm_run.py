@@ -1,0 +1,144 @@
+"""A REC's run: what happens between REC entry and REC exit (DEN0137 1.0-rel0 A4.2, A4.3, A6.1).
+
+RMI_REC_ENTER (handlers/rmi_rec.py) owns the host-side part: the checks, the REC's running
+reference, and writing the RmiRecExit this module returns into the host's run page. This module
+owns the realm side: ``run_rec`` takes a REC whose checks have passed and returns its exit.
+
+What a run does today: the REC takes a physical IRQ at entry, before it executes anything, and
+exits with RMI_EXIT_IRQ. That is a real outcome on hardware (HCR_EL2.IMO is set for realms, so an
+IRQ pending at the ERET is taken to R-EL2 before the first realm instruction, and the RMM reports
+it; rmi.md 8.7), and it is the only one until realms execute guest code (DESIGN.md section 6).
+Because no instruction runs, the REC's registers, PC and PSTATE are unchanged, and the exit
+carries only what the hardware holds at that moment (A4.3.1: every other field is zero):
+
+- exit_reason RMI_EXIT_IRQ; esr, far, hpfar and gprs zero (A4.3.3: gprs only for PSCI and host
+  call exits);
+- the GIC virtual CPU interface as the entry programmed it (A6.1): gicv3_lrs[0..NUM_LRS] as
+  entered, gicv3_hcr holding the host-controlled bits as entered and EOIcount 0, gicv3_misr the
+  maintenance conditions those values raise, gicv3_vmcr 0 (a REC that has never executed has
+  its reset VMCR);
+- timers and PMU overflow zero (a REC that has never executed has its reset timer state and no
+  counter has overflowed).
+
+The exit is not due to an emulatable data abort, so the REC's last-exit syndrome is cleared:
+a following EMUL_MMIO entry fails and INJECT_SEA has nothing to act on (A4.3, A4.2.3).
+
+Contract for the body that replaces this one when realms execute: it receives ``enter`` as
+validated by REC_ENTER, performs the entry-side completions that depend on the previous exit
+(MMIO read value and PC advance, SEA injection, RIPAS response, sysreg read, host call results;
+A4.2.2, A4.2.3, rmi.md step 11; none is needed while every exit is an IRQ), runs the REC, keeps
+``Rec.last_exit`` holding a data abort's ESR with ISV set only when the abort was emulatable
+(post-rel0 fix 303ee028), and returns the RmiRecExit fields. It runs holding no lock, on a REC
+it owns through the running reference, with the RD kept alive by that reference.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rmm_mp.abi.rmi import FeatureRegister0
+from rmm_mp.abi.structs import RmiRecExitReason
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.rec_desc import Rec
+
+if TYPE_CHECKING:
+    from rmm_mp.rmm.cpu import RmmCpu
+
+_EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
+
+# -- The GIC virtual CPU interface (GICv3 ICH_HCR_EL2, ICH_LR<n>_EL2, ICH_MISR_EL2) -------------
+
+ICH_HCR_NS_MASK = 0x40FE
+"""ICH_HCR_EL2 bits the host controls (A6.1): UIE, LRENPIE, NPIE, VGrp0EIE, VGrp0DIE, VGrp1EIE,
+VGrp1DIE (bits 1..7) and TDIR (bit 14). REC_ENTER refuses any other bit set."""
+_HCR_UIE, _HCR_NPIE, _HCR_VGRP0DIE, _HCR_VGRP1DIE = 1 << 1, 1 << 3, 1 << 5, 1 << 7
+_MISR_EOI, _MISR_U, _MISR_NP, _MISR_VGRP0D, _MISR_VGRP1D = 1 << 0, 1 << 1, 1 << 3, 1 << 5, 1 << 7
+
+LR_STATE_SHIFT = 62
+LR_STATE_PENDING = 1
+LR_HW = 1 << 61
+LR_PRIORITY_SHIFT = 48
+LR_PINTID_MASK = 0x1FFF << 32
+LR_EOI = 1 << 41
+LR_VINTID_MASK = 0xFFFF_FFFF
+
+GIC_PRIORITY_BITS = 5
+"""Virtual priority bits implemented (ICH_VTR_EL2.PRIbits + 1): the GICv3 minimum of 32 levels.
+The unimplemented low-order bits of an LR's priority are RES0. (A platform fact the platform
+files do not carry yet.)"""
+GIC_PRIORITY_RES0 = (1 << (8 - GIC_PRIORITY_BITS)) - 1
+GIC_MAX_VINTID = (1 << 16) - 1
+"""16 virtual INTID bits (ICH_VTR_EL2.IDbits = 0); no extended INTID range (ICC_CTLR_EL1.ExtRange 0)."""
+_MAX_SPI, _MIN_LPI = 1019, 8192
+
+
+def _vintid_valid(intid: int) -> bool:
+    """SGI, PPI, SPI (0..1019) or LPI (8192..max); the extended PPI/SPI ranges are not implemented."""
+    return intid <= _MAX_SPI or _MIN_LPI <= intid <= GIC_MAX_VINTID
+
+
+def gic_state_valid(hcr: int, lrs: tuple[int, ...], num_lrs: int) -> bool:
+    """Gicv3ConfigIsValid (B3.18, A6.1) over the implemented LRs 0..num_lrs (FR0.GICV3_NUM_LRS).
+
+    The rules are TF-RMM rel0's gic_validate_state: no ICH_HCR_EL2 bit outside the host's set;
+    for every LR not in the Invalid state: HW clear, no RES0 priority bit, no pINTID bit but EOI,
+    a vINTID in an implemented range, and no two such LRs with the same vINTID.
+    """
+    if hcr & ~ICH_HCR_NS_MASK:
+        return False
+    seen: set[int] = set()
+    for lr in lrs[:num_lrs + 1]:
+        if lr >> LR_STATE_SHIFT == 0:
+            continue
+        intid = lr & LR_VINTID_MASK
+        if (lr & LR_HW or (lr >> LR_PRIORITY_SHIFT) & GIC_PRIORITY_RES0 or lr & LR_PINTID_MASK & ~LR_EOI
+                or not _vintid_valid(intid) or intid in seen):
+            return False
+        seen.add(intid)
+    return True
+
+
+def _misr(hcr: int, lrs: tuple[int, ...]) -> int:
+    """ICH_MISR_EL2 for these LRs and HCR with EOIcount 0 and VMCR 0 (both virtual groups off)."""
+    states = [lr >> LR_STATE_SHIFT for lr in lrs]
+    misr = 0
+    if any(s == 0 and not lr & LR_HW and lr & LR_EOI for s, lr in zip(states, lrs)):
+        misr |= _MISR_EOI
+    if hcr & _HCR_UIE and sum(1 for s in states if s) <= 1:
+        misr |= _MISR_U
+    if hcr & _HCR_NPIE and LR_STATE_PENDING not in states:
+        misr |= _MISR_NP
+    if hcr & _HCR_VGRP0DIE:     # virtual group 0 disabled (VMCR.VENG0 = 0)
+        misr |= _MISR_VGRP0D
+    if hcr & _HCR_VGRP1DIE:     # virtual group 1 disabled (VMCR.VENG1 = 0)
+        misr |= _MISR_VGRP1D
+    return misr
+
+
+def gic_exit_state(hcr: int, lrs: tuple[int, ...], num_lrs: int) -> dict[str, Any]:
+    """The gicv3_* exit fields when the interface holds what the entry programmed (A6.1)."""
+    implemented = tuple(lrs[:num_lrs + 1])
+    host_bits = hcr & ICH_HCR_NS_MASK
+    return {"gicv3_hcr": host_bits, "gicv3_lrs": implemented, "gicv3_misr": _misr(host_bits, implemented),
+            "gicv3_vmcr": 0}
+
+
+# -- The run ------------------------------------------------------------------------------------
+
+def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str, Any]:
+    """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero).
+
+    Today the REC takes a physical IRQ at entry, before its first instruction (module
+    docstring): RMI_EXIT_IRQ with the GIC state as entered, the REC's state untouched except
+    its last-exit syndrome, which is cleared.
+
+    Args:
+        rmm: the CPU running the REC.
+        rec: the REC, owned through its running reference (refcount 1, lock not held).
+        rd: its realm's RD, alive while the reference is held; only ``state`` may be read
+            without the RD lock.
+        enter: RmiRecEnter as REC_ENTER read and validated it.
+    """
+    rec.set_last_exit(0, 0, 0)
+    num_lrs = FeatureRegister0.field(rmm.features0, "GICV3_NUM_LRS")
+    return {"exit_reason": _EXIT_IRQ, **gic_exit_state(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs)}

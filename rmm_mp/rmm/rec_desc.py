@@ -1,0 +1,133 @@
+"""The Realm Execution Context (REC) as it is kept inside its own 4 KiB granule.
+
+Layout (little-endian offsets in the REC granule):
+
+    0x000  owner_rd       u64  PA of the RD of the realm this REC belongs to
+    0x008  rec_idx        u64
+    0x010  mpidr          u64  RmiRecMpidr as given at REC_CREATE
+    0x018  runnable       u64  0 or 1
+    0x020  psci_pending   u64  0, or the PSCI function ID awaiting RMI_PSCI_COMPLETE
+    0x028  host_call      u64  1 while a host call awaits completion on the next REC_ENTER
+    0x030  ripas_base, ripas_top, ripas_addr, ripas_value, ripas_change_destroyed   u64 each
+    0x058  last_esr, last_far, last_hpfar   u64 each: the last exit's abort syndrome
+    0x070  num_aux        u64
+    0x078  aux[16]        u64 each: PAs of the auxiliary granules
+    0x100  gprs X0..X30   u64 each
+    0x1F8  pc             u64
+    0x200  pstate         u64
+    0x208  ipa_width, rtt_level_start, rtt_num_start, rtt_base, hash_algo: a copy of the
+           realm's translation parameters taken at REC_CREATE, so that a running REC needs no
+           RD lock to translate addresses
+    0x300  reserved for the execution state of later layers (interpreter, token)
+
+Who may touch it: the holder of the REC lock while the REC refcount is 0, or the CPU holding the
+running reference (refcount 1). Never both.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from rmm_mp.hw.memory import PhysicalMemory
+from rmm_mp.rmm.s2tt import S2Ctx
+
+GPRS = 31
+AUX_MAX = 16
+PSTATE_EL1H_DAIF_MASKED = 0x3C5
+"""PSTATE of a REC at creation or CPU_ON: EL1h with D, A, I and F masked."""
+
+_HEAD = struct.Struct("<QQQQQQQQQQQQQQ")   # 0x000 .. 0x070
+_AUX = struct.Struct("<Q16Q")              # 0x070 .. 0x0F8
+_GPRS = struct.Struct("<31Q")              # 0x100 .. 0x1F8
+_PC_PSTATE = struct.Struct("<QQ")          # 0x1F8 .. 0x208
+_REALM = struct.Struct("<QqQQQ")           # 0x208 .. 0x230
+
+OFF_OWNER, OFF_IDX, OFF_MPIDR, OFF_RUNNABLE, OFF_PSCI, OFF_HOST_CALL = 0x000, 0x008, 0x010, 0x018, 0x020, 0x028
+OFF_RIPAS_BASE, OFF_RIPAS_TOP, OFF_RIPAS_ADDR, OFF_RIPAS_VALUE, OFF_RIPAS_DESTROYED = 0x030, 0x038, 0x040, 0x048, 0x050
+OFF_LAST_ESR, OFF_LAST_FAR, OFF_LAST_HPFAR = 0x058, 0x060, 0x068
+OFF_NUM_AUX = 0x070
+OFF_GPRS = 0x100
+OFF_PC = 0x1F8
+OFF_PSTATE = 0x200
+OFF_REALM = 0x208
+_Q = struct.Struct("<Q")
+
+
+class Rec:
+    """Typed access to one REC granule (see the module docstring for who may use it)."""
+
+    __slots__ = ("memory", "idx", "offset")
+
+    def __init__(self, memory: PhysicalMemory, idx: int) -> None:
+        self.memory = memory
+        self.idx = idx
+        self.offset = idx << 12
+
+    def _get(self, off: int) -> int:
+        return _Q.unpack_from(self.memory.buf, self.offset + off)[0]
+
+    def _set(self, off: int, value: int) -> None:
+        _Q.pack_into(self.memory.buf, self.offset + off, value)
+
+    def initialise(self, owner_rd: int, rec_idx: int, mpidr: int, runnable: bool, pc: int,
+                   gprs: tuple[int, ...], aux: tuple[int, ...], s2: S2Ctx, hash_algo: int) -> None:
+        """Write a new REC into a zeroed granule."""
+        buf, base = self.memory.buf, self.offset
+        _HEAD.pack_into(buf, base, owner_rd, rec_idx, mpidr, int(runnable), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        _AUX.pack_into(buf, base + OFF_NUM_AUX, len(aux), *aux, *([0] * (AUX_MAX - len(aux))))
+        _GPRS.pack_into(buf, base + OFF_GPRS, *gprs, *([0] * (GPRS - len(gprs))))
+        _PC_PSTATE.pack_into(buf, base + OFF_PC, pc, PSTATE_EL1H_DAIF_MASKED)
+        _REALM.pack_into(buf, base + OFF_REALM, s2.ipa_width, s2.start_level, s2.num_roots, s2.rtt_base, hash_algo)
+
+    owner_rd = property(lambda self: self._get(OFF_OWNER))
+    rec_idx = property(lambda self: self._get(OFF_IDX))
+    mpidr = property(lambda self: self._get(OFF_MPIDR))
+    runnable = property(lambda self: self._get(OFF_RUNNABLE) != 0,
+                        lambda self, value: self._set(OFF_RUNNABLE, int(value)))
+    psci_pending = property(lambda self: self._get(OFF_PSCI), lambda self, fid: self._set(OFF_PSCI, fid))
+    host_call_pending = property(lambda self: self._get(OFF_HOST_CALL) != 0,
+                                 lambda self, value: self._set(OFF_HOST_CALL, int(value)))
+    pc = property(lambda self: self._get(OFF_PC), lambda self, value: self._set(OFF_PC, value))
+    pstate = property(lambda self: self._get(OFF_PSTATE), lambda self, value: self._set(OFF_PSTATE, value))
+
+    def aux(self) -> tuple[int, ...]:
+        count, *aux = _AUX.unpack_from(self.memory.buf, self.offset + OFF_NUM_AUX)
+        return tuple(aux[:count])
+
+    def gpr(self, n: int) -> int:
+        return self._get(OFF_GPRS + 8 * n)
+
+    def set_gpr(self, n: int, value: int) -> None:
+        self._set(OFF_GPRS + 8 * n, value)
+
+    def gprs(self) -> tuple[int, ...]:
+        return _GPRS.unpack_from(self.memory.buf, self.offset + OFF_GPRS)
+
+    def set_gprs(self, values: tuple[int, ...] | list[int], first: int = 0) -> None:
+        for n, value in enumerate(values, start=first):
+            self._set(OFF_GPRS + 8 * n, value)
+
+    def ripas_request(self) -> tuple[int, int, int, int, int]:
+        """(base, top, addr, value, change_destroyed) of the pending RIPAS change (all 0 if none)."""
+        return struct.unpack_from("<5Q", self.memory.buf, self.offset + OFF_RIPAS_BASE)
+
+    def set_ripas_request(self, base: int, top: int, addr: int, value: int, change_destroyed: int) -> None:
+        struct.pack_into("<5Q", self.memory.buf, self.offset + OFF_RIPAS_BASE, base, top, addr, value, change_destroyed)
+
+    def set_ripas_addr(self, addr: int) -> None:
+        self._set(OFF_RIPAS_ADDR, addr)
+
+    def last_exit(self) -> tuple[int, int, int]:
+        """(esr, far, hpfar) of the last exit's abort syndrome."""
+        return struct.unpack_from("<3Q", self.memory.buf, self.offset + OFF_LAST_ESR)
+
+    def set_last_exit(self, esr: int, far: int, hpfar: int) -> None:
+        struct.pack_into("<3Q", self.memory.buf, self.offset + OFF_LAST_ESR, esr, far, hpfar)
+
+    def s2ctx(self) -> S2Ctx:
+        ipa_width, level, num, base, _ = _REALM.unpack_from(self.memory.buf, self.offset + OFF_REALM)
+        return S2Ctx(ipa_width, level, num, base)
+
+    @property
+    def hash_algo(self) -> int:
+        return _REALM.unpack_from(self.memory.buf, self.offset + OFF_REALM)[4]

@@ -1,0 +1,173 @@
+"""Small, explicit helpers for RMI unit tests: they speak SMC only, one call at a time.
+
+They are deliberately independent of rmm_mp.host (the KVM-like host under test elsewhere), so a
+handler test does not depend on the host library being right.
+
+    t = Rmi(machine)                      # CPU 0, granules handed out from the bottom of DRAM
+    rd = t.realm(s2sz=40)                  # delegate RD + roots, REALM_CREATE -> Realm
+    t.rtts(rd, ipa, 3)                     # create the missing RTTs down to level 3
+    pa = t.delegate()                      # one DELEGATED granule
+    ns = t.ns_page(b"...")                 # one NS granule holding bytes
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, RmiRecCreateFlags, rec_index_to_mpidr
+from rmm_mp.rmm import s2tt
+
+F = RmiFid
+GRANULE = 4096
+SUCCESS = 0
+INPUT = 1
+REALM_ERR = 2
+REC_ERR = 3
+
+
+def rtt_error(level: int) -> int:
+    """X0 of (RMI_ERROR_RTT, level)."""
+    return 4 | ((level & 0xFF) << 8)
+
+
+@dataclass
+class Realm:
+    rd: int
+    roots: tuple[int, ...]
+    s2sz: int
+    start_level: int
+    hash_algo: int
+    vmid: int
+    rtts: dict[tuple[int, int], int] = field(default_factory=dict)
+    recs: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ctx(self) -> s2tt.S2Ctx:
+        return s2tt.S2Ctx(self.s2sz, self.start_level, len(self.roots), self.roots[0])
+
+    @property
+    def unprotected(self) -> int:
+        """The lowest unprotected IPA (the top IPA bit)."""
+        return 1 << (self.s2sz - 1)
+
+
+def start_level_for(s2sz: int) -> int:
+    """The start level a KVM-like host picks: the deepest one that needs at most 16 roots."""
+    for level in (0, 1, 2):
+        if s2tt.start_level_consistent(s2sz, level, 48):
+            return level
+    raise ValueError(f"no start level for s2sz {s2sz}")
+
+
+class Rmi:
+    """SMC-level helpers bound to one CPU of a machine."""
+
+    def __init__(self, machine: Machine, cpu: int = 0, first_granule: int = 0) -> None:
+        self.m = machine
+        self.cpu = machine.cpu(cpu)
+        self.smc = self.cpu.smc
+        self._next = machine.dram_base + first_granule * GRANULE
+        secure = [(b, b + s) for b, s in machine.secure_regions]
+        self._secure = secure
+        self._vmid = 1
+
+    def ns_granule(self) -> int:
+        """A fresh NS granule (never handed out before)."""
+        while True:
+            pa = self._next
+            self._next += GRANULE
+            if not any(lo <= pa < hi for lo, hi in self._secure):
+                return pa
+
+    def ns_granules(self, count: int, align: int = GRANULE) -> int:
+        """``count`` contiguous fresh NS granules starting at an ``align``-aligned PA."""
+        self._next = (self._next + align - 1) // align * align
+        first = self._next
+        for _ in range(count):
+            self.ns_granule()
+        return first
+
+    def ns_page(self, data: bytes = b"") -> int:
+        pa = self.ns_granule()
+        if data:
+            self.m.ns_write(pa, data)
+        return pa
+
+    def delegate(self, pa: int | None = None) -> int:
+        pa = self.ns_granule() if pa is None else pa
+        x0 = self.smc(F.RMI_GRANULE_DELEGATE, pa)[0]
+        assert x0 == SUCCESS, f"DELEGATE({pa:#x}) -> {x0:#x}"
+        return pa
+
+    def realm_params(self, s2sz: int = 40, hash_algo: int = 0, vmid: int | None = None,
+                     rtt_base: int = 0, start_level: int | None = None, num_roots: int | None = None,
+                     **extra: object) -> int:
+        """An NS page holding RmiRealmParams (num_bps = num_wps = 1 unless given)."""
+        level = start_level_for(s2sz) if start_level is None else start_level
+        roots = s2tt.num_root_rtts(s2sz, level) if num_roots is None else num_roots
+        if vmid is None:
+            vmid, self._vmid = self._vmid, self._vmid + 1
+        fields = dict(s2sz=s2sz, num_bps=1, num_wps=1, hash_algo=hash_algo, vmid=vmid, rtt_base=rtt_base,
+                      rtt_level_start=level, rtt_num_start=roots)
+        fields.update(extra)
+        return self.ns_page(bytes(RMI_REALM_PARAMS.pack(**fields)))
+
+    def realm(self, s2sz: int = 40, hash_algo: int = 0, activate: bool = False, start_level: int | None = None,
+              **extra: object) -> Realm:
+        """Delegate the RD and roots and create a realm (start level: the deepest valid one unless
+        given, e.g. 2 for an s2sz 32..34 realm with concatenated level-2 roots)."""
+        level = start_level_for(s2sz) if start_level is None else start_level
+        count = s2tt.num_root_rtts(s2sz, level)
+        first = self.ns_granules(count, align=count * GRANULE)
+        roots = tuple(self.delegate(first + i * GRANULE) for i in range(count))
+        rd = self.delegate()
+        vmid = self._vmid
+        params = self.realm_params(s2sz, hash_algo, rtt_base=roots[0], start_level=level, **extra)
+        x0 = self.smc(F.RMI_REALM_CREATE, rd, params)[0]
+        assert x0 == SUCCESS, f"REALM_CREATE -> {x0:#x}"
+        realm = Realm(rd, roots, s2sz, level, hash_algo, vmid)
+        if activate:
+            assert self.smc(F.RMI_REALM_ACTIVATE, rd)[0] == SUCCESS
+        return realm
+
+    def rtts(self, realm: Realm, ipa: int, level: int) -> list[int]:
+        """Create every missing RTT on the way to ``level`` for ``ipa``; returns the new RTT PAs."""
+        made = []
+        for lvl in range(realm.start_level + 1, level + 1):
+            base = ipa & ~(s2tt.block_size(lvl - 1) - 1)
+            if (base, lvl) in realm.rtts:
+                continue
+            rtt = self.delegate()
+            x0 = self.smc(F.RMI_RTT_CREATE, realm.rd, rtt, base, lvl)[0]
+            if x0 == rtt_error(lvl - 1):  # it exists already (made by another path)
+                self.smc(F.RMI_GRANULE_UNDELEGATE, rtt)
+                continue
+            assert x0 == SUCCESS, f"RTT_CREATE(level {lvl}, ipa {base:#x}) -> {x0:#x}"
+            realm.rtts[(base, lvl)] = rtt
+            made.append(rtt)
+        return made
+
+    def read_entry(self, realm: Realm, ipa: int, level: int = 3) -> tuple[int, int, int, int, int]:
+        return self.smc(F.RMI_RTT_READ_ENTRY, realm.rd, ipa, level)
+
+    def rec_params(self, index: int = 0, runnable: bool = True, pc: int = 0, gprs: tuple[int, ...] = (),
+                   aux: tuple[int, ...] = (), num_aux: int | None = None, mpidr: int | None = None,
+                   flags: int | None = None) -> int:
+        fields = dict(flags=(RmiRecCreateFlags.RUNNABLE if runnable else 0) if flags is None else flags,
+                      mpidr=rec_index_to_mpidr(index) if mpidr is None else mpidr,
+                      pc=pc, gprs=gprs, num_aux=len(aux) if num_aux is None else num_aux, aux=aux)
+        return self.ns_page(bytes(RMI_REC_PARAMS.pack(**fields)))
+
+    def rec(self, realm: Realm, index: int | None = None, runnable: bool = True, pc: int = 0,
+            gprs: tuple[int, ...] = ()) -> int:
+        """Create a REC with 16 delegated aux granules; returns its PA."""
+        index = len(realm.recs) if index is None else index
+        aux = tuple(self.delegate() for _ in range(16))
+        rec = self.delegate()
+        params = self.rec_params(index, runnable, pc, gprs, aux)
+        x0 = self.smc(F.RMI_REC_CREATE, realm.rd, rec, params)[0]
+        assert x0 == SUCCESS, f"REC_CREATE -> {x0:#x}"
+        realm.recs.append((rec, aux))
+        return rec
