@@ -301,12 +301,17 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
 def skip_non_live(memory: "PhysicalMemory", table_idx: int, level: int, index: int, ipa: int) -> int:
     """The 'top' output: ``ipa`` if its entry holds a PA, else the IPA of the next entry in the
     same table that does, or the IPA just past the table."""
-    if has_pa(read(memory, table_idx, index), level):
+    values = entries(memory, table_idx)
+    if _holds_pa(values[index]):
         return ipa
     size = block_size(level)
-    addr = ipa & ~(size - 1)
-    values = entries(memory, table_idx)
     i = index + 1
-    while i < ENTRIES and not has_pa(values[i], level):
+    while i < ENTRIES and not _holds_pa(values[i]):
         i += 1
-    return addr + (i - index) * size
+    return (ipa & ~(size - 1)) + (i - index) * size
+
+
+def _holds_pa(desc: int) -> bool:
+    """has_pa() as two bit tests (this runs over whole tables): any valid descriptor (TABLE,
+    page, block; protected or NS) or an invalid one with HIPAS ASSIGNED."""
+    return bool(desc & DESC_TYPE_MASK) or desc & HIPAS_MASK == HIPAS_ASSIGNED

@@ -89,18 +89,16 @@ def rmi_realm_create(rmm: "RmmCpu", rd_addr: int, params_ptr: int) -> None:
 
 
 def _init_roots(rmm: "RmmCpu", ctx: s2tt.S2Ctx, roots: list[int]) -> None:
-    """Root entries: UNASSIGNED EMPTY over the protected half, UNASSIGNED_NS over the rest."""
+    """Root entries: UNASSIGNED EMPTY over the protected half, UNASSIGNED_NS over the rest, and
+    0 past the IPA space (never reached: every IPA at or above 2^ipa_width is refused)."""
     size = s2tt.block_size(ctx.start_level)
+    protected, total = ctx.par_size // size, ctx.ipa_size // size
     for n, idx in enumerate(roots):
-        first = n * s2tt.ENTRIES * size
-        descs = []
-        for i in range(s2tt.ENTRIES):
-            ipa = first + i * size
-            if ipa >= ctx.ipa_size:
-                descs.append(0)  # never reached: every IPA at or above 2^ipa_width is refused
-            else:
-                descs.append(s2tt.UNASSIGNED_EMPTY if ctx.in_par(ipa) else s2tt.UNASSIGNED_NS)
-        s2tt.fill(rmm.memory, idx, descs)
+        first = n * s2tt.ENTRIES
+        empty = max(0, min(s2tt.ENTRIES, protected - first))
+        ns = max(0, min(s2tt.ENTRIES, total - first) - empty)
+        descs = [s2tt.UNASSIGNED_EMPTY] * empty + [s2tt.UNASSIGNED_NS] * ns
+        s2tt.fill(rmm.memory, idx, descs + [0] * (s2tt.ENTRIES - len(descs)))
 
 
 def rmi_realm_activate(rmm: "RmmCpu", rd_addr: int) -> None:
