@@ -39,6 +39,7 @@ from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, cpu_o
 from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, load as load_platform
 from rmm_mp.hw.segment import Segment
+from rmm_mp.hw.tlb import Tlb
 from rmm_mp.rmm.cpu import RmmCpu
 from rmm_mp.stats.histogram import REGION_BYTES, Recorder
 
@@ -93,13 +94,16 @@ class Machine:
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def create(cls, platform: "str | os.PathLike[str] | Platform" = "host", cpus: int | None = None) -> "Machine":
+    def create(cls, platform: "str | os.PathLike[str] | Platform" = "host", cpus: int | None = None,
+               time_slice: int | None = None) -> "Machine":
         """Make a new machine's shared memory; starts no CPU process.
 
         Args:
             platform: a bundled platform name (platform/NAME.toml), a path to a TOML file, or
                 a loaded Platform.
             cpus: how many CPUs, 1..the platform's count (default: all of them).
+            time_slice: guest instructions a REC runs per entry before an IRQ exit (default:
+                the platform's rec_time_slice).
 
         Raises:
             ValueError (ConfigError) for an unknown or invalid platform or a bad cpus value,
@@ -111,6 +115,9 @@ class Machine:
         if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= plat.cpus:
             raise ValueError(f"cpus = {cpus!r}: expected an integer in 1..{plat.cpus} "
                              f"(platform {plat.name!r} has {plat.cpus} CPUs)")
+        if time_slice is not None and (isinstance(time_slice, bool) or not isinstance(time_slice, int)
+                                       or not 1 <= time_slice <= 10**9):
+            raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in 1..1000000000")
         orphans.remove_orphans()
         sizes = _segment_sizes(plat, cpus)
         _check_free_space(plat, sizes)
@@ -122,6 +129,7 @@ class Machine:
             machine = cls(prefix, plat, cpus, created, creator=True)
             machine.control.initialise(cpus, os.getpid(), process.own_start_ms(),
                                        machine._area_size, plat.to_json())
+            machine.control.set_time_slice(plat.rec_time_slice if time_slice is None else time_slice)
             for region in plat.secure:
                 first = (region.base - plat.dram.base) // GRANULE_SIZE
                 machine.gpt.set_range(first, region.size // GRANULE_SIZE, Pas.SECURE)
@@ -313,7 +321,7 @@ class Machine:
 class Cpu:
     """A simulated CPU bound to this process: host-side entry to EL3 through ``smc``."""
 
-    __slots__ = ("machine", "id", "granules", "area", "monitor", "rmm", "recorder", "_word", "_generation",
+    __slots__ = ("machine", "id", "granules", "area", "monitor", "rmm", "recorder", "tlb", "_word", "_generation",
                  "_closed", "_dead", "_enter")
 
     def __init__(self, machine: Machine, cpu: int, area: CpuArea, word: int) -> None:
@@ -325,11 +333,14 @@ class Cpu:
         self._closed = False
         plat = machine.platform
         self.granules = machine.granule_table(cpu_owner(cpu))
-        self.monitor = Monitor(cpu, area.buf, machine.control, Gtsi(machine.gpt, plat.dram.base, plat.granule_count))
+        views = machine._views
+        self.tlb = Tlb(cpu, views["ctl"], views["cpus"], views["dram"], machine._area_size, machine.cpus)
+        self.monitor = Monitor(cpu, area.buf, machine.control,
+                               Gtsi(machine.gpt, plat.dram.base, plat.granule_count, self.tlb))
         self.monitor.lock_stats = self.granules.stats
         ns = NsAccess(machine.memory, self.granules, machine.gpt)
         self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
-                          plat)
+                          plat, machine.gpt, self.tlb, machine.control.time_slice)
         self.monitor.rmm = self.rmm.handle_rmi
         self.recorder: Recorder | None = Recorder(area.stats_region())
         self.monitor.recorder = self.recorder

@@ -7,13 +7,16 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x0020  per-CPU area size u64, platform JSON length u32
     0x0040  dead flag u32 (0 alive, 1 dead), dead reason length u32
     0x0080  run control: stop flag u32
+    0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64 (hw.tlb)
+    0x0100  REC time slice: guest instructions a REC runs before an IRQ exit u64
     0x1000  dead reason, UTF-8 (4 KiB)
     0x2000  platform description as JSON (24 KiB)
     0x8000  VMID bitmap, 65,536 bits (8 KiB), for the RMM
     0x10000 host: VMID bitmap, 65,536 bits (8 KiB) (the hypervisor's own VMID allocator)
     0x12000 host: allocator state (hints, counters; 8 KiB)
     0x20000 host: NS granule allocation bitmap, one bit per DRAM granule (128 KiB: 4 GiB of DRAM)
-    0x40000 reserved for later shared structures (run queues, trace buffers)
+    0x40000 host: vCPU run queue and realm table (256 KiB; rmm_mp.host owns the layout)
+    0x80000 reserved for later shared structures (trace buffers, checkers)
 
 The host areas are Normal-world bookkeeping that every CPU's host shares; they live here rather
 than in simulated DRAM so that a host bug cannot corrupt them through the RMM's own memory.
@@ -40,13 +43,17 @@ OFF_AREA = 0x20
 OFF_DEAD = 0x40
 OFF_DEAD_LEN = 0x44
 OFF_STOP = 0x80
+OFF_GPT_GENERATION = 0xC0
+OFF_EXECUTING = 0xC8
+OFF_TIME_SLICE = 0x100
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
 OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
 OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000
 OFF_HOST_VMIDS, HOST_VMIDS_BYTES = 0x10000, 0x2000
 OFF_HOST_ALLOC_STATE, HOST_ALLOC_STATE_BYTES = 0x12000, 0x2000
 OFF_HOST_GRANULES, HOST_GRANULES_BYTES = 0x20000, 0x20000
-OFF_FREE = 0x40000
+OFF_HOST_RUN, HOST_RUN_BYTES = 0x40000, 0x40000
+OFF_FREE = 0x80000
 
 
 class Control:
@@ -88,6 +95,13 @@ class Control:
     def platform_json(self) -> str:
         length = _AREA.unpack_from(self.buf, OFF_AREA)[1]
         return bytes(self.buf[OFF_PLATFORM:OFF_PLATFORM + length]).decode()
+
+    @property
+    def time_slice(self) -> int:
+        return self.view.load_u64(OFF_TIME_SLICE)
+
+    def set_time_slice(self, instructions: int) -> None:
+        self.view.store_u64(OFF_TIME_SLICE, instructions)
 
     # -- dead flag: set once, by whoever sees the RMM crash ---------------------------
 

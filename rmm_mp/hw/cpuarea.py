@@ -10,6 +10,8 @@ two CPUs share a cache line. Layout (offsets in the area):
     0x200  saved Realm context: X0..X30
     0x300  lock statistics: contended, wait_ns, max_wait_ns, max_wait_idx  (own cache line)
     0x340  activity counters: 8 u64, written by the workload running on the CPU
+    0x380  realm execution: RD PA of the realm this CPU executes (0: none), the realm TLB and
+           GPT generations it has seen (hw.tlb)                               (own cache line)
     0x1000 statistics region (latency histograms, rmm_mp.stats.histogram)
 
 This module owns the area layout. It must not interpret the histograms it makes room for.
@@ -29,6 +31,9 @@ OFF_REALM_CTX = 0x200
 OFF_LOCK_STATS = 0x300
 OFF_COUNTERS = 0x340
 COUNTERS = 8
+OFF_EXEC_RD = 0x380
+OFF_SEEN_TLB = 0x388
+OFF_SEEN_GPT = 0x390
 OFF_STATS = HW_PART
 
 CALL = struct.Struct("<IxxxxQ6Q")

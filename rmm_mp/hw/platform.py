@@ -109,6 +109,7 @@ class Platform:
     secure: tuple[Region, ...]
     features: Features
     attestation: Attestation
+    rec_time_slice: int = 10_000
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -132,6 +133,7 @@ class Platform:
             secure=tuple(Region(**r) for r in raw["secure"]),
             features=Features(**{**raw["features"], "hash_algorithms": tuple(raw["features"]["hash_algorithms"])}),
             attestation=Attestation(**raw["attestation"]),
+            rec_time_slice=raw["rec_time_slice"],
         )
 
 
@@ -236,7 +238,8 @@ class _Validator:
         return region
 
     def platform(self, raw: dict[str, Any]) -> Platform:
-        top = {"name", "description", "cpus", "pa_bits", "dram", "mmio", "secure", "features", "attestation"}
+        top = {"name", "description", "cpus", "pa_bits", "dram", "mmio", "secure", "features", "attestation",
+               "rec_time_slice"}
         self.keys(raw, "", top, {"name", "cpus", "pa_bits", "dram", "features", "attestation"})
         name = raw["name"]
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
@@ -259,7 +262,12 @@ class _Validator:
                 raise self.fail(f"secure[{i}].base", region.base, f"a Secure range inside DRAM [{dram.base:#x}, {dram.end:#x})")
         features = self.features(raw["features"], pa_bits)
         attestation = self.attestation(raw["attestation"])
-        return Platform(name, self.source, description, cpus, pa_bits, dram, mmio, secure, features, attestation)
+        time_slice = raw.get("rec_time_slice", 10_000)
+        if isinstance(time_slice, bool) or not isinstance(time_slice, int) or not 1 <= time_slice <= 10**9:
+            raise self.fail("rec_time_slice", time_slice, "the number of guest instructions a REC runs before it "
+                                                          "exits with IRQ, an integer in 1..1000000000")
+        return Platform(name, self.source, description, cpus, pa_bits, dram, mmio, secure, features, attestation,
+                        time_slice)
 
     def regions(self, raw: object, where: str, pa_bits: int) -> tuple[Region, ...]:
         if not isinstance(raw, list):

@@ -10,7 +10,9 @@ import logging
 
 from rmm_mp.el3.monitor import Monitor, Result
 from rmm_mp.hw.control import Control
+from rmm_mp.hw.gpt import Gpt
 from rmm_mp.hw.granule import GranuleTable
+from rmm_mp.hw.tlb import Tlb
 from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform
 from rmm_mp.rmm.dispatch import dispatch, log
@@ -20,11 +22,15 @@ class RmmCpu:
     """Per-CPU RMM context: what a handler may use."""
 
     __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "control", "log", "pa_bits", "vmid_bits",
-                 "platform")
+                 "platform", "gpt", "tlb", "time_slice")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
-                 el3: Monitor, features0: int, control: Control, platform: Platform) -> None:
+                 el3: Monitor, features0: int, control: Control, platform: Platform, gpt: Gpt, tlb: Tlb,
+                 time_slice: int) -> None:
         self.cpu = cpu
+        self.gpt = gpt
+        self.tlb = tlb
+        self.time_slice = time_slice
         self.platform = platform
         self.pa_bits = platform.pa_bits
         self.vmid_bits = platform.features.vmid_bits

@@ -14,6 +14,7 @@ Layout (little-endian offsets in the RD granule):
     0x040  num_rec_aux      u64
     0x048  flags            u64  RmiRealmFlags as requested
     0x050  sve_vl, num_bps, num_wps, pmu_num_ctrs   u64 each
+    0x078  tlb_generation   u64  bumped by every TLB invalidation of this realm (hw.tlb)
     0x100  rpv              64 bytes
     0x200  measurements     5 x 64 bytes: RIM, then REM1..REM4 (a SHA-256 value fills the
                             first 32 bytes of its slot, the rest stays zero)
@@ -49,6 +50,7 @@ class RealmState:
 
 OFF_STATE = 0x000
 OFF_REC_COUNT = 0x038
+OFF_TLB_GENERATION = 0x078
 OFF_RPV = 0x100
 OFF_MEASUREMENTS = 0x200
 _FIXED = struct.Struct("<QQqQQQQQQQQQQQ")  # 0x000 .. 0x070

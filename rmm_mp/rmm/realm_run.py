@@ -1,144 +1,212 @@
-"""A REC's run: what happens between REC entry and REC exit (DEN0137 1.0-rel0 A4.2, A4.3, A6.1).
+"""A REC's run: what happens between REC entry and REC exit (DEN0137 1.0-rel0 A4.2, A4.3, A4.4).
 
 RMI_REC_ENTER (handlers/rmi_rec.py) owns the host-side part: the checks, the REC's running
 reference, and writing the RmiRecExit this module returns into the host's run page. This module
-owns the realm side: ``run_rec`` takes a REC whose checks have passed and returns its exit.
+owns the realm side, holding no lock:
 
-What a run does today: the REC takes a physical IRQ at entry, before it executes anything, and
-exits with RMI_EXIT_IRQ. That is a real outcome on hardware (HCR_EL2.IMO is set for realms, so an
-IRQ pending at the ERET is taken to R-EL2 before the first realm instruction, and the RMM reports
-it; rmi.md 8.7), and it is the only one until realms execute guest code (DESIGN.md section 6).
-Because no instruction runs, the REC's registers, PC and PSTATE are unchanged, and the exit
-carries only what the hardware holds at that moment (A4.3.1: every other field is zero):
-
-- exit_reason RMI_EXIT_IRQ; esr, far, hpfar and gprs zero (A4.3.3: gprs only for PSCI and host
-  call exits);
-- the GIC virtual CPU interface as the entry programmed it (A6.1): gicv3_lrs[0..NUM_LRS] as
-  entered, gicv3_hcr holding the host-controlled bits as entered and EOIcount 0, gicv3_misr the
-  maintenance conditions those values raise, gicv3_vmcr 0 (a REC that has never executed has
-  its reset VMCR);
-- timers and PMU overflow zero (a REC that has never executed has its reset timer state and no
-  counter has overflowed).
-
-The exit is not due to an emulatable data abort, so the REC's last-exit syndrome is cleared:
-a following EMUL_MMIO entry fails and INJECT_SEA has nothing to act on (A4.3, A4.2.3).
-
-Contract for the body that replaces this one when realms execute: it receives ``enter`` as
-validated by REC_ENTER, performs the entry-side completions that depend on the previous exit
-(MMIO read value and PC advance, SEA injection, RIPAS response, sysreg read, host call results;
-A4.2.2, A4.2.3, rmi.md step 11; none is needed while every exit is an IRQ), runs the REC, keeps
-``Rec.last_exit`` holding a data abort's ESR with ISV set only when the abort was emulatable
-(post-rel0 fix 303ee028), and returns the RmiRecExit fields. It runs holding no lock, on a REC
-it owns through the running reference, with the RD kept alive by that reference.
+1. entry completions that depend on the previous exit (A4.2.2, A4.2.3): an emulated MMIO read
+   (the host's value into the register, PC past the access) or write (PC past it), an SEA the
+   host asks to inject, the RIPAS change response (X0..X2), the host call results (copied back
+   into the RsiHostCall structure, X0 = SUCCESS);
+2. execution: the guest interpreter runs the REC's code through stage 2 (stage2.Stage2Bus) for
+   at most the machine's time slice of instructions; SMCs go to rsi_dispatch (RSI and PSCI),
+   HVC takes an undefined-instruction exception in the realm, WFI/WFE exit when the host traps
+   them (an untrapped WFI sleeps until an interrupt: an IRQ exit), and aborts are classified:
+   an access to an IPA out of range, to a protected IPA whose RIPAS is EMPTY, or through an
+   unprotected mapping to memory outside the NS PAS takes an SEA inside the realm; an access to
+   unassigned RAM or to a DESTROYED IPA exits with a non-emulatable data abort; an access to an
+   unprotected IPA exits with an emulatable one (ISV, access size, direction; the value of a
+   write in gprs[0]); an instruction fetch from anything but protected RAM takes an SEA, or exits
+   for unassigned RAM and DESTROYED;
+3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the abort
+   syndrome kept only when it was emulatable (post-rel0 fix 303ee028), and the RmiRecExit fields
+   returned with the GIC state (gic.gic_exit_state).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from rmm_mp.abi.psci import rec_index_to_mpidr_el1
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.abi.structs import RmiRecExitReason
-from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.abi.rsi import RsiResponse, RsiRipas, RsiStatus
+from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
+from rmm_mp.guest import interpreter
+from rmm_mp.guest.interpreter import ABORT, HVC, IL, SLICE, SMC, WFE, WFI, Fault, GuestState
+from rmm_mp.guest.isa import INSTRUCTION_SIZE
+from rmm_mp.rmm import gic, stage2
+from rmm_mp.rmm.realm_call import RAM, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd
 from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.rmm.rsi_dispatch import handle_smc
+from rmm_mp.stats.calls import EXIT_BASE
 
 if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
 
+_EXIT_SYNC = int(RmiRecExitReason.RMI_EXIT_SYNC)
 _EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
+_EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
+_TRAP_WFI, _TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_WFE)
+_RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
 
-# -- The GIC virtual CPU interface (GICv3 ICH_HCR_EL2, ICH_LR<n>_EL2, ICH_MISR_EL2) -------------
+EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0x24, 0x25
+ESR_ISV = 1 << 24
+ESR_SF = 1 << 15
+ESR_WNR = 1 << 6
+FSC_TRANSLATION, FSC_PERMISSION, FSC_SEA = 0x04, 0x0C, 0x10
+MPIDR_RES1 = 1 << 31
+_SEA_REASONS = frozenset({stage2.OUT_OF_RANGE, stage2.EMPTY, stage2.NS_GPF})
+_EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
-ICH_HCR_NS_MASK = 0x40FE
-"""ICH_HCR_EL2 bits the host controls (A6.1): UIE, LRENPIE, NPIE, VGrp0EIE, VGrp0DIE, VGrp1EIE,
-VGrp1DIE (bits 1..7) and TDIR (bit 14). REC_ENTER refuses any other bit set."""
-_HCR_UIE, _HCR_NPIE, _HCR_VGRP0DIE, _HCR_VGRP1DIE = 1 << 1, 1 << 3, 1 << 5, 1 << 7
-_MISR_EOI, _MISR_U, _MISR_NP, _MISR_VGRP0D, _MISR_VGRP1D = 1 << 0, 1 << 1, 1 << 3, 1 << 5, 1 << 7
-
-LR_STATE_SHIFT = 62
-LR_STATE_PENDING = 1
-LR_HW = 1 << 61
-LR_PRIORITY_SHIFT = 48
-LR_PINTID_MASK = 0x1FFF << 32
-LR_EOI = 1 << 41
-LR_VINTID_MASK = 0xFFFF_FFFF
-
-GIC_PRIORITY_BITS = 5
-"""Virtual priority bits implemented (ICH_VTR_EL2.PRIbits + 1): the GICv3 minimum of 32 levels.
-The unimplemented low-order bits of an LR's priority are RES0. (A platform fact the platform
-files do not carry yet.)"""
-GIC_PRIORITY_RES0 = (1 << (8 - GIC_PRIORITY_BITS)) - 1
-GIC_MAX_VINTID = (1 << 16) - 1
-"""16 virtual INTID bits (ICH_VTR_EL2.IDbits = 0); no extended INTID range (ICC_CTLR_EL1.ExtRange 0)."""
-_MAX_SPI, _MIN_LPI = 1019, 8192
-
-
-def _vintid_valid(intid: int) -> bool:
-    """SGI, PPI, SPI (0..1019) or LPI (8192..max); the extended PPI/SPI ranges are not implemented."""
-    return intid <= _MAX_SPI or _MIN_LPI <= intid <= GIC_MAX_VINTID
-
-
-def gic_state_valid(hcr: int, lrs: tuple[int, ...], num_lrs: int) -> bool:
-    """Gicv3ConfigIsValid (B3.18, A6.1) over the implemented LRs 0..num_lrs (FR0.GICV3_NUM_LRS).
-
-    The rules are TF-RMM rel0's gic_validate_state: no ICH_HCR_EL2 bit outside the host's set;
-    for every LR not in the Invalid state: HW clear, no RES0 priority bit, no pINTID bit but EOI,
-    a vINTID in an implemented range, and no two such LRs with the same vINTID.
-    """
-    if hcr & ~ICH_HCR_NS_MASK:
-        return False
-    seen: set[int] = set()
-    for lr in lrs[:num_lrs + 1]:
-        if lr >> LR_STATE_SHIFT == 0:
-            continue
-        intid = lr & LR_VINTID_MASK
-        if (lr & LR_HW or (lr >> LR_PRIORITY_SHIFT) & GIC_PRIORITY_RES0 or lr & LR_PINTID_MASK & ~LR_EOI
-                or not _vintid_valid(intid) or intid in seen):
-            return False
-        seen.add(intid)
-    return True
-
-
-def _misr(hcr: int, lrs: tuple[int, ...]) -> int:
-    """ICH_MISR_EL2 for these LRs and HCR with EOIcount 0 and VMCR 0 (both virtual groups off)."""
-    states = [lr >> LR_STATE_SHIFT for lr in lrs]
-    misr = 0
-    if any(s == 0 and not lr & LR_HW and lr & LR_EOI for s, lr in zip(states, lrs)):
-        misr |= _MISR_EOI
-    if hcr & _HCR_UIE and sum(1 for s in states if s) <= 1:
-        misr |= _MISR_U
-    if hcr & _HCR_NPIE and LR_STATE_PENDING not in states:
-        misr |= _MISR_NP
-    if hcr & _HCR_VGRP0DIE:     # virtual group 0 disabled (VMCR.VENG0 = 0)
-        misr |= _MISR_VGRP0D
-    if hcr & _HCR_VGRP1DIE:     # virtual group 1 disabled (VMCR.VENG1 = 0)
-        misr |= _MISR_VGRP1D
-    return misr
-
-
-def gic_exit_state(hcr: int, lrs: tuple[int, ...], num_lrs: int) -> dict[str, Any]:
-    """The gicv3_* exit fields when the interface holds what the entry programmed (A6.1)."""
-    implemented = tuple(lrs[:num_lrs + 1])
-    host_bits = hcr & ICH_HCR_NS_MASK
-    return {"gicv3_hcr": host_bits, "gicv3_lrs": implemented, "gicv3_misr": _misr(host_bits, implemented),
-            "gicv3_vmcr": 0}
-
-
-# -- The run ------------------------------------------------------------------------------------
 
 def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str, Any]:
     """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero).
 
-    Today the REC takes a physical IRQ at entry, before its first instruction (module
-    docstring): RMI_EXIT_IRQ with the GIC state as entered, the REC's state untouched except
-    its last-exit syndrome, which is cleared.
-
     Args:
         rmm: the CPU running the REC.
         rec: the REC, owned through its running reference (refcount 1, lock not held).
-        rd: its realm's RD, alive while the reference is held; only ``state`` may be read
-            without the RD lock.
+        rd: its realm's RD, alive while the reference is held.
         enter: RmiRecEnter as REC_ENTER read and validated it.
     """
-    rec.set_last_exit(0, 0, 0)
+    start = time.perf_counter_ns()
+    state = GuestState(rec.gprs(), rec.pc, rec.pstate,
+                       [*rec.sysregs(), rec_index_to_mpidr_el1(rec.rec_idx) | MPIDR_RES1])
+    call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, rec.s2ctx(), enter["flags"])
+    out = _complete_entry(call, enter) or _execute(call)
+    _save(rec, state)
     num_lrs = FeatureRegister0.field(rmm.features0, "GICV3_NUM_LRS")
-    return {"exit_reason": _EXIT_IRQ, **gic_exit_state(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs)}
+    fields = {**out.fields, **gic.gic_exit_state(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs)}
+    recorder = rmm.el3.recorder
+    if recorder is not None:
+        elapsed = time.perf_counter_ns() - start
+        recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, elapsed, 0, False)
+    return fields
+
+
+def _save(rec: Rec, state: GuestState) -> None:
+    rec.set_gprs(state.x[:31])
+    rec.pc = state.pc
+    rec.pstate = (rec.pstate & ~(0xF << 28)) | (state.nzcv << 28)
+    rec.set_sysregs(state.sysregs[:4])
+
+
+# -- 1. entry completions ---------------------------------------------------------------------
+
+def _complete_entry(call: RealmCall, enter: dict[str, Any]) -> Exit | None:
+    rec, state, flags = call.rec, call.state, call.enter_flags
+    esr, _, _ = rec.last_exit()
+    if esr & ESR_ISV:
+        register, size_log2, ipa = rec.pending_abort()
+        if flags & _INJECT_SEA:
+            state.take_exception((EC_DABT_CUR << 26) | IL | FSC_SEA, ipa)
+        elif flags & _EMUL_MMIO:
+            if not esr & ESR_WNR and register != 31:
+                state.x[register] = enter["gprs"][0] & ((1 << (8 << size_log2)) - 1)
+            state.pc += INSTRUCTION_SIZE
+    rec.set_last_exit(0, 0, 0)
+    _complete_ripas(call)
+    if rec.host_call_pending:
+        return _complete_host_call(call, enter)
+    return None
+
+
+def _complete_ripas(call: RealmCall) -> None:
+    """RSI_IPA_STATE_SET's results (B5.3.6): X1 = the first IPA not changed, X2 = the response."""
+    base, top, addr, value, _ = call.rec.ripas_request()
+    if top == 0:
+        return
+    reject = value == RsiRipas.RSI_RAM and addr != top and call.enter_flags & _RIPAS_RESPONSE
+    x = call.state.x
+    x[0], x[1], x[2] = RsiStatus.RSI_SUCCESS, addr, RsiResponse.RSI_REJECT if reject else RsiResponse.RSI_ACCEPT
+    call.rec.set_ripas_request(0, 0, 0, 0, 0)
+
+
+def _complete_host_call(call: RealmCall, enter: dict[str, Any]) -> Exit | None:
+    """Copy the host's gprs back into RsiHostCall; if the page is gone, report it first."""
+    ipa = call.rec.host_call_ipa
+    page = lock_realm_page(call, ipa)
+    if page.kind == RAM:
+        offset = page.pa - call.rmm.memory.base + (ipa & 0xFFF)
+        RSI_HOST_CALL.pack_into(call.rmm.memory.buf, offset, "gprs", enter["gprs"])
+        page.release()
+    elif page.kind != "empty":
+        return stage2_abort_exit(ipa, page.level)
+    call.rec.host_call_pending = False
+    call.state.x[0] = RsiStatus.RSI_SUCCESS
+    return None
+
+
+# -- 2. execution ---------------------------------------------------------------------------
+
+def _execute(call: RealmCall) -> Exit:
+    rmm, state = call.rmm, call.state
+    tlb = rmm.tlb
+    bus = stage2.Stage2Bus(rmm, call.ctx, tlb)
+    generation = (call.rd.idx << 12) + OFF_TLB_GENERATION
+    budget = rmm.time_slice
+    while budget > 0:
+        tlb.enter(call.rd_pa, generation)
+        try:
+            event = interpreter.run(state, bus, budget)
+        finally:
+            tlb.leave()
+        # A fault taken before any instruction completes still uses time: a realm whose vector
+        # is unmapped faults for ever, as on hardware, until its time slice ends.
+        budget -= max(1, event.executed)
+        kind = event.kind
+        if kind == SLICE:
+            break
+        if kind == SMC:
+            out = handle_smc(call)
+            if out is None or out.advance_pc:
+                state.pc += INSTRUCTION_SIZE
+            if out is not None:
+                return out
+        elif kind == HVC:
+            state.take_exception(IL)  # EC 0: unknown reason (an HVC a realm cannot make)
+        elif kind == WFI or kind == WFE:
+            state.pc += INSTRUCTION_SIZE
+            if call.enter_flags & (_TRAP_WFI if kind == WFI else _TRAP_WFE):
+                return Exit({"exit_reason": _EXIT_SYNC, "esr": (EC_WFX << 26) | IL | (kind == WFE)})
+            if kind == WFI:  # the PE sleeps until an interrupt, which the host takes
+                break
+        elif kind == ABORT:
+            assert event.fault is not None
+            out = _abort(call, event.fault)
+            if out is not None:
+                return out
+    return Exit({"exit_reason": _EXIT_IRQ})
+
+
+def _abort(call: RealmCall, fault: Fault) -> Exit | None:
+    """Classify a stage-2 fault: an SEA inside the realm (None) or an exit to the host."""
+    reason, ipa, state = fault.reason, fault.ipa, call.state
+    level = getattr(fault, "level", call.ctx.start_level)
+    protected = call.ctx.in_par(ipa)
+    if fault.fetch:
+        if not protected or reason in _SEA_REASONS:
+            state.take_exception((EC_IABT_CUR << 26) | IL | FSC_SEA, ipa)
+            return None
+        return _exit_abort(call, (EC_IABT_LOW << 26) | IL | (FSC_TRANSLATION + level), ipa, 0)
+    if reason in _SEA_REASONS:
+        state.take_exception((EC_DABT_CUR << 26) | IL | FSC_SEA, ipa)
+        return None
+    wnr = ESR_WNR if fault.write else 0
+    if reason not in _EMULATABLE:
+        return _exit_abort(call, (EC_DABT_LOW << 26) | IL | wnr | (FSC_TRANSLATION + level), ipa, 0)
+    fsc = (FSC_PERMISSION if reason == stage2.PERMISSION else FSC_TRANSLATION) + level
+    esr = ((EC_DABT_LOW << 26) | IL | ESR_ISV | (fault.size_log2 << 22) | (ESR_SF if fault.size_log2 == 3 else 0)
+           | wnr | fsc)
+    call.rec.set_pending_abort(fault.register, fault.size_log2, ipa)
+    value = state.x[fault.register] & ((1 << (8 << fault.size_log2)) - 1) if fault.write else 0
+    return _exit_abort(call, esr, ipa, ipa & 0xFFF, (value,))
+
+
+def _exit_abort(call: RealmCall, esr: int, ipa: int, far: int, gprs: tuple[int, ...] = ()) -> Exit:
+    """A SYNC exit for a stage-2 abort; the REC keeps the syndrome for the next entry."""
+    hpfar = (ipa >> 8) & ~0xF
+    call.rec.set_last_exit(esr, far, hpfar)
+    return Exit({"exit_reason": _EXIT_SYNC, "esr": esr, "far": far, "hpfar": hpfar, "gprs": gprs},
+                advance_pc=False)

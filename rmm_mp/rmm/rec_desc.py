@@ -18,7 +18,10 @@ Layout (little-endian offsets in the REC granule):
     0x208  ipa_width, rtt_level_start, rtt_num_start, rtt_base, hash_algo: a copy of the
            realm's translation parameters taken at REC_CREATE, so that a running REC needs no
            RD lock to translate addresses
-    0x300  reserved for the execution state of later layers (interpreter, token)
+    0x300  guest system registers vbar, elr, esr, far     u64 each
+    0x320  the last emulatable data abort: register (SRT), access size (log2), IPA   u64 each
+    0x338  host_call_ipa  u64  the RsiHostCall structure of the pending host call
+    0x340  reserved for the attestation token state
 
 Who may touch it: the holder of the REC lock while the REC refcount is 0, or the CPU holding the
 running reference (refcount 1). Never both.
@@ -50,7 +53,13 @@ OFF_GPRS = 0x100
 OFF_PC = 0x1F8
 OFF_PSTATE = 0x200
 OFF_REALM = 0x208
+OFF_SYSREGS = 0x300
+OFF_ABORT = 0x320
+OFF_HOST_CALL_IPA = 0x338
+SYSREGS = 4
 _Q = struct.Struct("<Q")
+_SYSREGS = struct.Struct("<4Q")
+_ABORT = struct.Struct("<3Q")
 
 
 class Rec:
@@ -123,6 +132,23 @@ class Rec:
 
     def set_last_exit(self, esr: int, far: int, hpfar: int) -> None:
         struct.pack_into("<3Q", self.memory.buf, self.offset + OFF_LAST_ESR, esr, far, hpfar)
+
+    def sysregs(self) -> tuple[int, ...]:
+        """vbar, elr, esr, far of the guest."""
+        return _SYSREGS.unpack_from(self.memory.buf, self.offset + OFF_SYSREGS)
+
+    def set_sysregs(self, values: "tuple[int, ...] | list[int]") -> None:
+        _SYSREGS.pack_into(self.memory.buf, self.offset + OFF_SYSREGS, *values[:SYSREGS])
+
+    def pending_abort(self) -> tuple[int, int, int]:
+        """(register, size log2, IPA) of the last emulatable data abort."""
+        return _ABORT.unpack_from(self.memory.buf, self.offset + OFF_ABORT)
+
+    def set_pending_abort(self, register: int, size_log2: int, ipa: int) -> None:
+        _ABORT.pack_into(self.memory.buf, self.offset + OFF_ABORT, register, size_log2, ipa)
+
+    host_call_ipa = property(lambda self: self._get(OFF_HOST_CALL_IPA),
+                             lambda self, ipa: self._set(OFF_HOST_CALL_IPA, ipa))
 
     def s2ctx(self) -> S2Ctx:
         ipa_width, level, num, base, _ = _REALM.unpack_from(self.memory.buf, self.offset + OFF_REALM)

@@ -26,6 +26,22 @@ _names.update({fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiF
 _names[RMI_UNUSED_SLOT] = "RMI_UNUSED_0x16f_0x18f"
 
 
+def _register_spec_names() -> None:
+    from rmm_mp.abi.psci import PsciFid
+    from rmm_mp.abi.rsi import RsiFid
+    from rmm_mp.abi.structs import RmiRecExitReason
+    for fid in RsiFid:
+        _names[RSI_BASE + fid - 0xC400_0190] = fid.name
+    for pfid in PsciFid:
+        if pfid != PsciFid.SMCCC_VERSION:
+            _names.setdefault(PSCI_BASE + (pfid & 0x1F), pfid.name.removesuffix("_SMC32"))
+    for reason in RmiRecExitReason:
+        _names[EXIT_BASE + reason] = reason.name.replace("RMI_EXIT_", "EXIT_")
+
+
+_register_spec_names()
+
+
 def rmi_slot(fid: int) -> int:
     """Slot of a function ID in the RMI range 0x150..0x18F (SVE hint already stripped)."""
     return min((fid & 0xFFFF) - _RMI_FN0, RMI_UNUSED_SLOT)

@@ -18,7 +18,7 @@ from conftest import snapshot
 from rmi_helpers import F, INPUT, SUCCESS, Realm, Rmi
 from rmm_mp import Machine
 from rmm_mp.check import invariants
-from rmm_mp.rmm.handlers.rmi_psci import mpidr_el1_to_rec_index
+from rmm_mp.abi.psci import mpidr_el1_to_rec_index
 from rmm_mp.rmm.rec_desc import PSTATE_EL1H_DAIF_MASKED, Rec
 
 X4 = 0x4444_5555_6666_7777

@@ -22,6 +22,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, rec_index_to_mpidr
 from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
+from rmm_mp.guest.isa import Op, encode
 from rmm_mp.rmm import realm_run
 from rmm_mp.rmm.granule_state import GranuleState as S
 from rmm_mp.rmm.realm_desc import RealmState, Rd
@@ -545,13 +546,20 @@ def test_rec_destroy_twice(machine: Machine, t: Rmi) -> None:
 
 # -- RMI_REC_ENTER -------------------------------------------------------------------------------
 
+SPIN = struct.pack("<Q", encode(Op.B, imm=0))
+"""The guest instruction `b .`: a REC entered at it spins until its time slice ends."""
+
+
 class Enter:
-    """An ACTIVE realm with a runnable REC (index 0) and a run page: enter half as given, exit
-    half full of junk so that a write (or its absence) shows."""
+    """An ACTIVE realm with a runnable REC (index 0) whose code at 0x2000 is `b .`, and a run
+    page: enter half as given, exit half full of junk so that a write (or its absence) shows."""
 
     def __init__(self, t: Rmi, activate: bool = True, runnable: bool = True, **enter: object) -> None:
         self.t, self.m = t, t.m
         self.realm = t.realm()
+        t.rtts(self.realm, 0x2000, 3)
+        code = t.delegate()
+        assert t.smc(F.RMI_DATA_CREATE, self.realm.rd, code, 0x2000, t.ns_page(SPIN), 0)[0] == SUCCESS
         self.rec = t.rec(self.realm, runnable=runnable, pc=0x2000, gprs=(3, 1, 4, 1, 5))
         if activate:
             assert t.smc(F.RMI_REALM_ACTIVATE, self.realm.rd)[0] == SUCCESS
@@ -797,11 +805,11 @@ def test_rec_enter_check_order(machine: Machine, t: Rmi) -> None:
 
 
 def test_rec_enter_success_irq_exit(machine: Machine, t: Rmi) -> None:
-    """REC_ENTER of a runnable REC of an ACTIVE realm: SUCCESS (X1..X3 = 0, X4 kept). The REC
-    takes a physical IRQ before executing anything (the realm_run seam): the exit half of the run
-    page is exactly RmiRecExit with exit_reason RMI_EXIT_IRQ and every other byte zero (the junk
-    there is overwritten), the enter half is untouched, the REC's registers, PC and PSTATE are
-    unchanged, its refcount is back to 0, and no other granule changes."""
+    """REC_ENTER of a runnable REC of an ACTIVE realm whose code is `b .`: SUCCESS (X1..X3 = 0,
+    X4 kept). The REC spins until its time slice ends, an IRQ exit: the exit half of the run page
+    is exactly RmiRecExit with exit_reason RMI_EXIT_IRQ and every other byte zero (the junk there
+    is overwritten), the enter half is untouched, the REC's registers, PC (the branch targets
+    itself) and PSTATE are unchanged, its refcount is back to 0, and no other granule changes."""
     e = Enter(t)
     rec = _rec(machine, e.rec)
     regs = (rec.gprs(), rec.pc, rec.pstate, rec.runnable)

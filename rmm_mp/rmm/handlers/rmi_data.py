@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import RmiDataFlags
-from rmm_mp.rmm import s2tt
+from rmm_mp.rmm import s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.handlers.rmi_rtt import lock_rd, walk_from_rd
@@ -178,6 +178,7 @@ def rmi_data_destroy(rmm: "RmmCpu", rd_addr: int, ipa: int) -> tuple[int, int]:
         data_pa = s2tt.output_address(entry, PAGE_LEVEL)
         after = s2tt.UNASSIGNED_EMPTY if ripas == s2tt.RIPAS_EMPTY else s2tt.UNASSIGNED_DESTROYED
         s2tt.write(memory, w.llt.idx, w.index, after)
+        stage2.invalidate(rmm, rd_g.idx)    # no CPU may still reach the page before it is wiped
         w.llt.refcount_add(-1)
         _wipe(rmm, data_pa)
         top = s2tt.skip_non_live(memory, w.llt.idx, PAGE_LEVEL, w.index, ipa)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rmm_mp.abi.psci import AffinityInfo, PsciFid, PsciReturn, mpidr_el1_to_rec_index
 from rmm_mp.abi.smccc import to_u64
 from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.rmm.errors import RmiError
@@ -35,12 +36,12 @@ if TYPE_CHECKING:
 
 REC = GranuleState.REC
 
-PSCI_CPU_ON = frozenset({0xC400_0003, 0x8400_0003})
-PSCI_AFFINITY_INFO = frozenset({0xC400_0004, 0x8400_0004})
-PSCI_SUCCESS = 0
-PSCI_DENIED = to_u64(-3)
-PSCI_ALREADY_ON = to_u64(-4)
-AFFINITY_ON, AFFINITY_OFF = 0, 1
+PSCI_CPU_ON = frozenset({int(PsciFid.PSCI_CPU_ON), int(PsciFid.PSCI_CPU_ON_SMC32)})
+PSCI_AFFINITY_INFO = frozenset({int(PsciFid.PSCI_AFFINITY_INFO), int(PsciFid.PSCI_AFFINITY_INFO_SMC32)})
+PSCI_SUCCESS = int(PsciReturn.PSCI_SUCCESS)
+PSCI_DENIED = to_u64(PsciReturn.PSCI_DENIED)
+PSCI_ALREADY_ON = to_u64(PsciReturn.PSCI_ALREADY_ON)
+AFFINITY_ON, AFFINITY_OFF = int(AffinityInfo.ON), int(AffinityInfo.OFF)
 
 LOCK_SEQUENCES = {
     "RMI_PSCI_COMPLETE": ("the calling and the target REC in ascending address order",
@@ -52,12 +53,6 @@ FAILURE_CONDITIONS = {
     "RMI_PSCI_COMPLETE": ("alias", "calling_align", "calling_bound", "target_align", "target_bound",
                           "calling_state", "target_state", "pending", "owner", "target", "status"),
 }
-
-
-def mpidr_el1_to_rec_index(mpidr: int) -> int:
-    """REC index of an MPIDR_EL1 value: Aff0[3:0] | Aff1[15:8] << 4 | Aff2[23:16] << 12 |
-    Aff3[39:32] << 20 (other bits ignored, as the realm's PSCI arguments carry MT/U bits)."""
-    return (mpidr & 0xF) | ((mpidr >> 8) & 0xFF) << 4 | ((mpidr >> 16) & 0xFF) << 12 | ((mpidr >> 32) & 0xFF) << 20
 
 
 def _cpu_on(caller: Rec, target: Rec, target_on: bool, status: int) -> int:

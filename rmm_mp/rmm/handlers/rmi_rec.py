@@ -34,7 +34,7 @@ from rmm_mp.abi.structs import (
     RmiRecEnterFlags, mpidr_to_rec_index,
 )
 from rmm_mp.hw.faults import RmmInternalError
-from rmm_mp.rmm import realm_run
+from rmm_mp.rmm import gic, realm_run
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
@@ -225,7 +225,7 @@ def _checked_run(rmm: "RmmCpu", rec: Rec, enter: dict[str, Any]) -> dict[str, An
     if not rec.runnable or rec.psci_pending:
         raise RmiError.rec()
     num_lrs = FR0.field(rmm.features0, "GICV3_NUM_LRS")
-    if not realm_run.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs):
+    if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs):
         raise RmiError.rec()
     if not _emul_mmio_allowed(rec, enter["flags"]):
         raise RmiError.rec()

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmm_mp.hw.faults import RmmInternalError
-from rmm_mp.rmm import s2tt
+from rmm_mp.rmm import s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_ripas
@@ -146,7 +146,7 @@ def rmi_rtt_set_ripas(rmm: "RmmCpu", rd_addr: int, rec_addr: int, base: int, top
         if target != s2tt.RIPAS_EMPTY and target != s2tt.RIPAS_RAM:
             raise RmmInternalError(f"REC {rec_addr:#x} holds a RIPAS request for RIPAS {target}: "
                                    "RSI_IPA_STATE_SET accepts only EMPTY (0) and RAM (1)")
-        done = _set_range(rmm, Rd(rmm.memory, rd_g.idx).params().s2ctx(), base, top, target,
+        done = _set_range(rmm, rd_g.idx, Rd(rmm.memory, rd_g.idx).params().s2ctx(), base, top, target,
                           change_destroyed == CHANGE_DESTROYED)
         rec.set_ripas_addr(done)
     finally:
@@ -155,9 +155,11 @@ def rmi_rtt_set_ripas(rmm: "RmmCpu", rd_addr: int, rec_addr: int, base: int, top
     return (done,)
 
 
-def _set_range(rmm: "RmmCpu", ctx: S2Ctx, base: int, top: int, target: int, may_leave_destroyed: bool) -> int:
+def _set_range(rmm: "RmmCpu", rd_idx: int, ctx: S2Ctx, base: int, top: int, target: int,
+               may_leave_destroyed: bool) -> int:
     """Walk to ``base`` and change the entries of that table that fit below ``top``; returns the
-    first IPA not changed. base_align and no_progress fail with (RMI_ERROR_RTT, level)."""
+    first IPA not changed. base_align and no_progress fail with (RMI_ERROR_RTT, level). A RAM
+    page made EMPTY is no longer mapped: the realm's TLBs are invalidated before returning."""
     w = _walk_holding(rmm, ctx, base)
     memory = rmm.memory
     try:
@@ -165,6 +167,7 @@ def _set_range(rmm: "RmmCpu", ctx: S2Ctx, base: int, top: int, target: int, may_
             raise RmiError.rtt(w.level)
         size = s2tt.block_size(w.level)
         addr = base
+        unmapped = False
         for index in range(w.index, ENTRIES):
             if addr + size > top:
                 break
@@ -174,9 +177,12 @@ def _set_range(rmm: "RmmCpu", ctx: S2Ctx, base: int, top: int, target: int, may_
                 break
             if changed != desc:
                 s2tt.write(memory, w.llt.idx, index, changed)
+                unmapped = unmapped or (desc & s2tt.DESC_TYPE_MASK != 0 and changed & s2tt.DESC_TYPE_MASK == 0)
             addr += size
         if addr == base:
             raise RmiError.rtt(w.level)
+        if unmapped:
+            stage2.invalidate(rmm, rd_idx)
         return addr
     finally:
         w.llt.unlock()

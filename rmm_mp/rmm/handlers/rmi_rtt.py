@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import RmiRttEntryState
-from rmm_mp.rmm import s2tt
+from rmm_mp.rmm import s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.realm_desc import RealmParams, Rd
@@ -144,6 +144,7 @@ def rmi_rtt_destroy(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int) -> tuple[
         replacement = s2tt.UNASSIGNED_DESTROYED if ctx.in_par(ipa) else s2tt.UNASSIGNED_NS
         w.llt.refcount_add(-1)
         s2tt.write(memory, w.llt.idx, w.index, replacement)
+        stage2.invalidate(rmm, rd_g.idx)    # the child may have held valid ASSIGNED_NS entries
         memory.zero(child.idx)
         child.unlock_transition(DELEGATED)
         top = s2tt.skip_non_live(memory, w.llt.idx, w.level, w.index, ipa)
@@ -313,6 +314,7 @@ def rmi_rtt_unmap_unprotected(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int)
         if w.level != level or s2tt.decode(entry, level)[0] != Kind.ASSIGNED_NS:
             raise RmiError.rtt(w.level, (s2tt.skip_non_live(memory, w.llt.idx, w.level, w.index, ipa),))
         s2tt.write(memory, w.llt.idx, w.index, s2tt.UNASSIGNED_NS)
+        stage2.invalidate(rmm, rd_g.idx)
         return (s2tt.skip_non_live(memory, w.llt.idx, w.level, w.index, ipa),)
     finally:
         w.llt.unlock()

@@ -1,0 +1,357 @@
+"""The realm guest assembler: text in the syntax of docs/guest-isa.md -> image bytes.
+
+Two passes: the first sizes every line and places the labels, the second encodes. Pseudo
+instructions have a fixed size (``mov xd, =value`` and ``adr xd, label`` are always three
+instructions), so labels never move between passes. Errors name the line and what was expected.
+
+This module owns the text syntax. It must not execute anything.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+import struct
+from dataclasses import dataclass
+
+from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
+
+
+class AssemblerError(ValueError):
+    """A line of guest assembly that cannot be assembled."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int
+    label: str | None
+    op: str | None
+    args: list[str]
+
+
+_LABEL = re.compile(r"^\s*([A-Za-z_.][\w.]*)\s*:(.*)$")
+_REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
+_MEM = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
+_ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
+        "orr": (Op.ORR, Op.ORRI), "eor": (Op.EOR, Op.EORI)}
+_SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.BitOr: operator.or_,
+           ast.BitAnd: operator.and_, ast.BitXor: operator.xor, ast.LShift: operator.lshift,
+           ast.RShift: operator.rshift, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+_DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
+_HERE = re.compile(r"(?<![\w.])\.(?![\w.])")
+
+
+def assemble(text: str, base: int = 0) -> bytes:
+    """Assemble ``text`` into an image to be loaded at IPA ``base``.
+
+    Raises:
+        AssemblerError (a ValueError) naming the line and what was expected.
+    """
+    return _Assembler(text, base).run()
+
+
+class _Assembler:
+    def __init__(self, text: str, base: int) -> None:
+        self.base = base
+        self.lines = [_parse(n, raw) for n, raw in enumerate(text.splitlines(), start=1)]
+        self.symbols: dict[str, int] = {}
+        self.here = base
+
+    def run(self) -> bytes:
+        offset = 0
+        for line in self.lines:
+            self.here = self.base + offset
+            if line.label is not None:
+                if line.label in self.symbols:
+                    raise AssemblerError(line.number, f"label {line.label!r} is defined twice")
+                self.symbols[line.label] = self.base + offset
+            if line.op == ".equ":
+                self._equ(line)
+            elif line.op is not None:
+                offset += self._size(line, offset)
+        out = bytearray()
+        for line in self.lines:
+            self.here = self.base + len(out)
+            if line.op is not None and line.op != ".equ":
+                out += self._emit(line, len(out))
+        return bytes(out)
+
+    # -- pass 1 ------------------------------------------------------------------------------
+
+    def _equ(self, line: _Line) -> None:
+        if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0]):
+            raise AssemblerError(line.number, "expected '.equ NAME, value'")
+        self.symbols[line.args[0]] = self._value(line, line.args[1])
+
+    def _size(self, line: _Line, offset: int) -> int:
+        op = line.op
+        assert op is not None
+        if op in _DATA:
+            return _DATA[op] * max(1, len(line.args))
+        if op in (".ascii", ".asciz"):
+            return len(self._string(line)) + (op == ".asciz")
+        if op == ".zero":
+            return self._value(line, self._one(line))
+        if op == ".align":
+            align = self._value(line, self._one(line))
+            return (-(self.base + offset)) % align if align > 0 else 0
+        if op == ".org":
+            target = self._value(line, self._one(line))
+            if target < offset:
+                raise AssemblerError(line.number, f".org {target:#x} is behind the current offset {offset:#x}")
+            return target - offset
+        if op in ("adr",) or (op == "mov" and len(line.args) == 2 and line.args[1].startswith("=")):
+            return 3 * INSTRUCTION_SIZE
+        return INSTRUCTION_SIZE
+
+    # -- pass 2 ------------------------------------------------------------------------------
+
+    def _emit(self, line: _Line, offset: int) -> bytes:
+        op = line.op
+        assert op is not None
+        if op in _DATA:
+            size = _DATA[op]
+            values = [self._value(line, a) & ((1 << (8 * size)) - 1) for a in line.args] or [0]
+            return b"".join(v.to_bytes(size, "little") for v in values)
+        if op in (".ascii", ".asciz"):
+            return self._string(line) + (b"\0" if op == ".asciz" else b"")
+        if op in (".zero", ".align", ".org"):
+            return bytes(self._size(line, offset))
+        words = self._instruction(line, self.base + offset)
+        return b"".join(struct.pack("<Q", w) for w in words)
+
+    def _instruction(self, line: _Line, pc: int) -> list[int]:
+        op, args = line.op, line.args
+        assert op is not None
+        if op == "nop":
+            return [self._arity(line, 0) or encode(Op.NOP)]
+        if op == "mov":
+            return self._mov(line)
+        if op == "adr":
+            self._arity(line, 2)
+            return self._load_constant(self._reg(line, args[0]), self._target(line, args[1]))
+        if op == "movk":
+            return [self._movk(line)]
+        if op in _ALU:
+            self._arity(line, 3)
+            rd, rn = self._reg(line, args[0]), self._reg(line, args[1])
+            if args[2].startswith("#"):
+                return [encode(_ALU[op][1], rd, rn, imm=self._imm(line, args[2]))]
+            return [encode(_ALU[op][0], rd, rn, self._reg(line, args[2]))]
+        if op in ("lsl", "lsr"):
+            self._arity(line, 3)
+            shift = self._imm(line, args[2])
+            if not 0 <= shift < 64:
+                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]}")
+            return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]), imm=shift)]
+        if op == "mul":
+            self._arity(line, 3)
+            return [encode(Op.MUL, self._reg(line, args[0]), self._reg(line, args[1]), self._reg(line, args[2]))]
+        if op == "cmp":
+            self._arity(line, 2)
+            rn = self._reg(line, args[0])
+            if args[1].startswith("#"):
+                return [encode(Op.CMPI, rn=rn, imm=self._imm(line, args[1]))]
+            return [encode(Op.CMP, rn=rn, rm=self._reg(line, args[1]))]
+        return [self._control(line, pc)]
+
+    def _control(self, line: _Line, pc: int) -> int:
+        op, args = line.op, line.args
+        assert op is not None
+        if op in ("b", "bl"):
+            self._arity(line, 1)
+            return encode(Op.B if op == "b" else Op.BL, imm=self._branch(line, args[0], pc))
+        if op.startswith("b."):
+            self._arity(line, 1)
+            try:
+                cond = Cond[op[2:].upper()]
+            except KeyError:
+                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got {op!r}") from None
+            return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc))
+        if op in ("cbz", "cbnz"):
+            self._arity(line, 2)
+            return encode(Op.CBZ if op == "cbz" else Op.CBNZ, rn=self._reg(line, args[0]),
+                          imm=self._branch(line, args[1], pc))
+        if op == "ret":
+            return self._arity(line, 0) or encode(Op.RET, rn=30)
+        if op == "br":
+            self._arity(line, 1)
+            return encode(Op.BR, rn=self._reg(line, args[0]))
+        if op in _SIZES:
+            return self._memory(line)
+        if op in ("smc", "hvc"):
+            imm = self._imm(line, args[0]) if args else 0
+            return encode(Op.SMC if op == "smc" else Op.HVC, imm=imm)
+        if op in ("wfi", "wfe", "eret", "udf"):
+            self._arity(line, 0)
+            return encode({"wfi": Op.WFI, "wfe": Op.WFE, "eret": Op.ERET, "udf": Op.UDF}[op])
+        if op in ("mrs", "msr"):
+            self._arity(line, 2)
+            reg_arg, sys_arg = (args[0], args[1]) if op == "mrs" else (args[1], args[0])
+            sysreg = self._sysreg(line, sys_arg, write=op == "msr")
+            if op == "mrs":
+                return encode(Op.MRS, rd=self._reg(line, reg_arg), aux=sysreg)
+            return encode(Op.MSR, rn=self._reg(line, reg_arg), aux=sysreg)
+        raise AssemblerError(line.number, f"unknown instruction {op!r}; see docs/guest-isa.md for the list")
+
+    def _mov(self, line: _Line) -> list[int]:
+        self._arity(line, 2)
+        rd, src = self._reg(line, line.args[0]), line.args[1]
+        if src.startswith("="):
+            return self._load_constant(rd, self._value(line, src[1:]))
+        if src.startswith("#"):
+            value = self._imm(line, src)
+            return [encode(Op.MOVI, rd, imm=value)]
+        return [encode(Op.MOV, rd, self._reg(line, src))]
+
+    def _movk(self, line: _Line) -> int:
+        args = line.args
+        if len(args) not in (2, 3):
+            raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'")
+        value = self._value(line, args[1].removeprefix("#"))
+        shift = 0
+        if len(args) == 3:
+            match = re.fullmatch(r"lsl\s+#(\d+)", args[2])
+            shift = int(match.group(1)) if match else -1
+        if shift not in (0, 16, 32, 48) or not 0 <= value <= 0xFFFF:
+            raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]' with imm16 in 0..0xFFFF")
+        return encode(Op.MOVK, self._reg(line, args[0]), aux=shift // 16, imm=value)
+
+    @staticmethod
+    def _load_constant(rd: int, value: int) -> list[int]:
+        value &= (1 << 64) - 1
+        low = value & 0xFFFF_FFFF
+        return [encode(Op.MOVI, rd, imm=low - (1 << 32) if low >> 31 else low),
+                encode(Op.MOVK, rd, aux=2, imm=(value >> 32) & 0xFFFF),
+                encode(Op.MOVK, rd, aux=3, imm=(value >> 48) & 0xFFFF)]
+
+    def _memory(self, line: _Line) -> int:
+        op, args = line.op, line.args
+        assert op is not None
+        if len(args) != 2:
+            raise AssemblerError(line.number, f"expected '{op} xd, [xn{{, #offset}}]'")
+        match = _MEM.fullmatch(args[1])
+        if match is None:
+            raise AssemblerError(line.number, f"expected a memory operand such as [x1] or [x1, #8], got {args[1]!r}")
+        offset = self._imm(line, match.group(2)) if match.group(2) else 0
+        kind = Op.LDR if op.startswith("ldr") else Op.STR
+        return encode(kind, self._reg(line, args[0]), self._reg(line, match.group(1)), aux=_SIZES[op], imm=offset)
+
+    # -- operands ----------------------------------------------------------------------------
+
+    def _arity(self, line: _Line, count: int) -> int:
+        if len(line.args) != count:
+            raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}")
+        return 0
+
+    def _one(self, line: _Line) -> str:
+        self._arity(line, 1)
+        return line.args[0]
+
+    @staticmethod
+    def _reg(line: _Line, text: str) -> int:
+        text = text.strip().lower()
+        if not _REG.fullmatch(text):
+            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {text!r}")
+        if text == "xzr":
+            return ZR
+        return 30 if text == "lr" else int(text[1:])
+
+    @staticmethod
+    def _sysreg(line: _Line, text: str, write: bool) -> int:
+        try:
+            reg = SysReg[text.strip().upper()]
+        except KeyError:
+            raise AssemblerError(line.number, f"expected a system register (vbar, elr, esr, far, mpidr), got {text!r}") from None
+        if write and reg == SysReg.MPIDR:
+            raise AssemblerError(line.number, "mpidr is read only")
+        return int(reg)
+
+    def _imm(self, line: _Line, text: str) -> int:
+        if not text.startswith("#"):
+            raise AssemblerError(line.number, f"expected an immediate such as #42, got {text!r}")
+        value = self._value(line, text[1:])
+        if not -(1 << 31) <= value < (1 << 31):
+            raise AssemblerError(line.number, f"immediate {text} does not fit 32 signed bits; use 'mov xd, =value'")
+        return value
+
+    def _target(self, line: _Line, text: str) -> int:
+        return self._value(line, text)
+
+    def _branch(self, line: _Line, text: str, pc: int) -> int:
+        return self._target(line, text) - pc
+
+    def _string(self, line: _Line) -> bytes:
+        if len(line.args) != 1:
+            raise AssemblerError(line.number, f"expected {line.op} \"text\"")
+        try:
+            value = ast.literal_eval(line.args[0])
+        except (ValueError, SyntaxError):
+            value = None
+        if not isinstance(value, str):
+            raise AssemblerError(line.number, f"expected a quoted string, got {line.args[0]!r}")
+        return value.encode()
+
+    def _value(self, line: _Line, text: str) -> int:
+        """An integer expression over numbers, labels, .equ names and '.' (this address)."""
+        try:
+            tree = ast.parse(_HERE.sub("__here__", text.strip()), mode="eval").body
+        except SyntaxError:
+            raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}") from None
+        return self._eval(line, tree, text)
+
+    def _eval(self, line: _Line, node: ast.AST, text: str) -> int:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id == "__here__":
+                return self.here
+            if node.id not in self.symbols:
+                raise AssemblerError(line.number, f"unknown label or constant {node.id!r}")
+            return self.symbols[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Invert)):
+            value = self._eval(line, node.operand, text)
+            return -value if isinstance(node.op, ast.USub) else ~value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](self._eval(line, node.left, text), self._eval(line, node.right, text))
+        raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}")
+
+
+def _parse(number: int, raw: str) -> _Line:
+    text = re.split(r"//|;", raw, maxsplit=1)[0].strip() if '"' not in raw else raw.split("//", 1)[0].strip()
+    label = None
+    match = _LABEL.match(text)
+    if match and not text.startswith(".equ"):
+        label, text = match.group(1), match.group(2).strip()
+    if not text:
+        return _Line(number, label, None, [])
+    parts = text.split(None, 1)
+    op = parts[0].lower()
+    args = _split_args(parts[1]) if len(parts) > 1 else []
+    return _Line(number, label, op, args)
+
+
+def _split_args(text: str) -> list[str]:
+    """Split on commas outside brackets and quotes."""
+    args, depth, quote, current = [], 0, False, ""
+    for ch in text:
+        if ch == '"':
+            quote = not quote
+        elif not quote and ch == "[":
+            depth += 1
+        elif not quote and ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0 and not quote:
+            args.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    if current.strip():
+        args.append(current.strip())
+    return args

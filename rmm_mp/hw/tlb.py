@@ -1,0 +1,117 @@
+"""Broadcast TLB and GPT-cache invalidation between CPUs that execute realm code.
+
+A CPU executing realm code (the guest interpreter) caches stage-2 translations, as a TLB does.
+When another CPU removes or changes a valid mapping it must invalidate them everywhere, and, as
+TLBI ... IS followed by DSB does on hardware, it must not go on until every CPU has stopped
+using the old translation. The protocol:
+
+- every realm has a TLB generation word (in its RD; the caller passes its DRAM offset), and the
+  machine has one GPT generation (EL3 bumps it after a granule transition, like TLBI PAALLOS);
+- a CPU entering realm code publishes the RD it executes and counts itself in; at every
+  instruction boundary it loads both generations, drops its cached translations if either moved,
+  and publishes the generations it has seen; when it leaves realm code (to handle an RSI call,
+  to exit) it clears the RD first, so it never holds anyone up while it takes locks;
+- an invalidating CPU bumps the generation, then waits until every other CPU executing that
+  realm (or, for the GPT, any realm) has seen the new value. Nothing is waited for while no CPU
+  executes realm code (one load), which keeps DELEGATE cheap.
+
+A CPU that executes realm code never takes a lock while it is counted in, so the wait cannot
+deadlock with the locks the invalidating CPU holds. A CPU process that died counted in would
+stall the wait; its binding is checked every few thousand spins and a dead CPU is skipped.
+
+This module owns the protocol. It must not know what a realm or an RD is.
+"""
+
+from __future__ import annotations
+
+import os
+
+import atomicshm
+
+from rmm_mp.hw import process
+from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION
+from rmm_mp.hw.cpuarea import OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB
+
+_DEAD_CHECK_SPINS = 4096
+
+
+class Tlb:
+    """One CPU's view of the invalidation protocol."""
+
+    __slots__ = ("cpu", "ctl", "cpus", "dram", "area_size", "count", "_mine", "_rd", "_gen_off",
+                 "_seen_tlb", "_seen_gpt", "_load_dram", "_load_ctl", "_store_cpu")
+
+    def __init__(self, cpu: int, ctl: atomicshm.AtomicView, cpus: atomicshm.AtomicView, dram: atomicshm.AtomicView,
+                 area_size: int, count: int) -> None:
+        self.cpu = cpu
+        self.ctl = ctl
+        self.cpus = cpus
+        self.dram = dram
+        self.area_size = area_size
+        self.count = count
+        self._mine = cpu * area_size
+        self._rd = 0
+        self._gen_off = 0
+        self._seen_tlb = -1
+        self._seen_gpt = -1
+        self._load_dram = dram.load_u64
+        self._load_ctl = ctl.load_u64
+        self._store_cpu = cpus.store_u64
+
+    # -- the executing side -------------------------------------------------------------
+
+    def enter(self, rd_pa: int, generation_offset: int) -> None:
+        """Start executing code of the realm whose TLB generation word is at ``generation_offset``
+        (a DRAM offset)."""
+        self.ctl.fetch_add_u64(OFF_EXECUTING, 1)
+        self._store_cpu(self._mine + OFF_SEEN_TLB, 0)
+        self._store_cpu(self._mine + OFF_SEEN_GPT, 0)
+        self._store_cpu(self._mine + OFF_EXEC_RD, rd_pa)
+        self._rd = rd_pa
+        self._gen_off = generation_offset
+        self._seen_tlb = self._seen_gpt = -1
+
+    def sync(self) -> bool:
+        """At an instruction boundary: True if cached translations must be dropped."""
+        tlb = self._load_dram(self._gen_off)
+        gpt = self._load_ctl(OFF_GPT_GENERATION)
+        if tlb == self._seen_tlb and gpt == self._seen_gpt:
+            return False
+        self._seen_tlb, self._seen_gpt = tlb, gpt
+        self._store_cpu(self._mine + OFF_SEEN_TLB, tlb)
+        self._store_cpu(self._mine + OFF_SEEN_GPT, gpt)
+        return True
+
+    def leave(self) -> None:
+        """Stop executing realm code (before taking any lock or exiting)."""
+        self._store_cpu(self._mine + OFF_EXEC_RD, 0)
+        self.ctl.fetch_sub_u64(OFF_EXECUTING, 1)
+        self._rd = 0
+
+    # -- the invalidating side ----------------------------------------------------------
+
+    def invalidate_realm(self, rd_pa: int, generation_offset: int) -> None:
+        """TLBI for one realm: returns once no CPU uses a translation cached before the call."""
+        generation = self.dram.fetch_add_u64(generation_offset, 1) + 1
+        if self._load_ctl(OFF_EXECUTING):
+            self._wait(lambda base: self.cpus.load_u64(base + OFF_EXEC_RD) == rd_pa
+                       and self.cpus.load_u64(base + OFF_SEEN_TLB) < generation)
+
+    def invalidate_gpt(self) -> None:
+        """After a GPT change: returns once no CPU uses a cached translation of the old PAS."""
+        generation = self.ctl.fetch_add_u64(OFF_GPT_GENERATION, 1) + 1
+        if self._load_ctl(OFF_EXECUTING):
+            self._wait(lambda base: self.cpus.load_u64(base + OFF_EXEC_RD) != 0
+                       and self.cpus.load_u64(base + OFF_SEEN_GPT) < generation)
+
+    def _wait(self, behind) -> None:  # type: ignore[no-untyped-def]
+        for cpu in range(self.count):
+            if cpu == self.cpu:
+                continue
+            base = cpu * self.area_size
+            spins = 0
+            while behind(base):
+                spins += 1
+                os.sched_yield()
+                if spins % _DEAD_CHECK_SPINS == 0 and not process.alive(self.cpus.load_u64(base) & 0xFFFF_FFFF):
+                    break

@@ -1,0 +1,97 @@
+"""PSCI from a realm (DEN0137 B6, rsi-attest.md section 2): the RMM emulates PSCI 1.1 for RECs.
+
+Answered inside the RMM: PSCI_VERSION, PSCI_FEATURES, SMCCC_VERSION, AFFINITY_INFO about the
+caller itself, and every function the RMM does not support (NOT_SUPPORTED). Answered, then
+reported to the host as a notification (REC exit PSCI, no RMI_PSCI_COMPLETE expected):
+CPU_SUSPEND, CPU_OFF (the REC stops being runnable), SYSTEM_OFF and SYSTEM_RESET (the realm
+becomes SYSTEM_OFF). Left pending until the host's RMI_PSCI_COMPLETE: CPU_ON and AFFINITY_INFO
+about another REC; the exit shows the host the function and the target MPIDR only.
+"""
+
+from __future__ import annotations
+
+from rmm_mp.abi.psci import (
+    PSCI_VERSION_1_1, SMCCC_VERSION_1_2, AffinityInfo, PsciFid, PsciReturn, mpidr_el1_to_rec_index, u64,
+)
+from rmm_mp.abi.structs import RmiRecExitReason
+from rmm_mp.rmm.realm_call import Exit, RealmCall
+from rmm_mp.rmm.realm_desc import RealmState
+
+F = PsciFid
+_EXIT_PSCI = int(RmiRecExitReason.RMI_EXIT_PSCI)
+_SUCCESS = u64(PsciReturn.PSCI_SUCCESS)
+_NOT_SUPPORTED = u64(PsciReturn.PSCI_NOT_SUPPORTED)
+_INVALID_PARAMETERS = u64(PsciReturn.PSCI_INVALID_PARAMETERS)
+_ALREADY_ON = u64(PsciReturn.PSCI_ALREADY_ON)
+_INVALID_ADDRESS = u64(PsciReturn.PSCI_INVALID_ADDRESS)
+
+SUPPORTED = frozenset(int(f) for f in (
+    F.PSCI_VERSION, F.PSCI_CPU_SUSPEND_SMC32, F.PSCI_CPU_SUSPEND, F.PSCI_CPU_OFF, F.PSCI_CPU_ON_SMC32,
+    F.PSCI_CPU_ON, F.PSCI_AFFINITY_INFO_SMC32, F.PSCI_AFFINITY_INFO, F.PSCI_SYSTEM_OFF,
+    F.PSCI_SYSTEM_RESET, F.PSCI_FEATURES, F.SMCCC_VERSION))
+"""What PSCI_FEATURES reports as implemented."""
+
+
+def _notify(fid: int, target: int = 0) -> Exit:
+    """The PSCI exit: the host sees the function ID (and a target MPIDR), nothing else."""
+    return Exit({"exit_reason": _EXIT_PSCI, "gprs": (fid, target)})
+
+
+def handle_psci(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
+    """A PSCI call ``fid`` (W0) from the running REC; returns X0.. or an exit."""
+    x = call.state.x
+    if fid == F.PSCI_VERSION:
+        return (PSCI_VERSION_1_1,)
+    if fid == F.SMCCC_VERSION:
+        return (SMCCC_VERSION_1_2,)
+    if fid == F.PSCI_FEATURES:
+        return (_SUCCESS if x[1] & 0xFFFF_FFFF in SUPPORTED else _NOT_SUPPORTED,)
+    if fid in (F.PSCI_CPU_SUSPEND, F.PSCI_CPU_SUSPEND_SMC32):
+        x[0] = _SUCCESS
+        return _notify(fid)
+    if fid == F.PSCI_CPU_OFF:
+        call.rec.runnable = False
+        x[0] = _SUCCESS
+        return _notify(fid)
+    if fid in (F.PSCI_SYSTEM_OFF, F.PSCI_SYSTEM_RESET):
+        rd_g = call.rmm.granules.lock_known(call.rd.idx)
+        call.rd.set_state(RealmState.SYSTEM_OFF)
+        rd_g.unlock()
+        return _notify(fid)
+    if fid in (F.PSCI_CPU_ON, F.PSCI_CPU_ON_SMC32):
+        return _cpu_on(call, fid)
+    if fid in (F.PSCI_AFFINITY_INFO, F.PSCI_AFFINITY_INFO_SMC32):
+        return _affinity_info(call, fid)
+    return (_NOT_SUPPORTED,)
+
+
+def _target(call: RealmCall, mpidr: int) -> int:
+    """REC index named by an MPIDR_EL1 value, or -1 if the realm has no such REC."""
+    index = mpidr_el1_to_rec_index(mpidr)
+    return index if index < call.rd.rec_count else -1
+
+
+def _cpu_on(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
+    """X1 target MPIDR, X2 entry point, X3 context id."""
+    x = call.state.x
+    if not call.ctx.in_par(x[2]):
+        return (_INVALID_ADDRESS,)
+    index = _target(call, x[1])
+    if index < 0:
+        return (_INVALID_PARAMETERS,)
+    if index == call.rec.rec_idx:
+        return (_ALREADY_ON,)
+    call.rec.psci_pending = fid
+    return _notify(fid, x[1])
+
+
+def _affinity_info(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
+    """X1 target MPIDR, X2 lowest affinity level (only 0 is supported)."""
+    x = call.state.x
+    index = _target(call, x[1])
+    if x[2] != 0 or index < 0:
+        return (_INVALID_PARAMETERS,)
+    if index == call.rec.rec_idx:
+        return (int(AffinityInfo.ON),)
+    call.rec.psci_pending = fid
+    return _notify(fid, x[1])

@@ -1,0 +1,33 @@
+"""RSI_HOST_CALL (DEN0137 B5.3.4): a call from the realm to its host, through RsiHostCall.
+
+The REC exits with RMI_EXIT_HOST_CALL carrying the structure's imm and gprs; on the next
+REC_ENTER the host's gprs are copied back into the structure and the realm's X0 is SUCCESS
+(realm_run completes it).
+"""
+
+from __future__ import annotations
+
+from rmm_mp.abi.rsi import RsiStatus
+from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecExitReason
+from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+
+_INPUT = int(RsiStatus.RSI_ERROR_INPUT)
+_EXIT_HOST_CALL = int(RmiRecExitReason.RMI_EXIT_HOST_CALL)
+
+
+def rsi_host_call(call: RealmCall) -> "tuple[int, ...] | Exit":
+    """X1 = IPA of an RsiHostCall (256-byte aligned, protected)."""
+    ipa = call.state.x[1]
+    if ipa & 0xFF or not call.ctx.in_par(ipa):
+        return (_INPUT,)
+    page = lock_realm_page(call, ipa)
+    if page.kind == EMPTY:
+        return (_INPUT,)
+    if page.kind == FAULT:
+        return stage2_abort_exit(ipa, page.level)
+    offset = page.pa - call.rmm.memory.base + (ipa & 0xFFF)
+    fields = RSI_HOST_CALL.unpack(call.rmm.memory.buf, offset)
+    page.release()
+    call.rec.host_call_pending = True
+    call.rec.host_call_ipa = ipa
+    return Exit({"exit_reason": _EXIT_HOST_CALL, "imm": fields["imm"], "gprs": fields["gprs"]})
