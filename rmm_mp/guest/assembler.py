@@ -34,7 +34,7 @@ class _Line:
     args: list[str]
 
 
-_LABEL = re.compile(r"^\s*([A-Za-z_.][\w.]*)\s*:(.*)$")
+_LABEL = re.compile(r"^\s*([A-Za-z_][\w]*)\s*:(.*)$")
 _REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 _MEM = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
 _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
@@ -42,7 +42,7 @@ _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.A
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.BitOr: operator.or_,
            ast.BitAnd: operator.and_, ast.BitXor: operator.xor, ast.LShift: operator.lshift,
-           ast.RShift: operator.rshift, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
+           ast.RShift: operator.rshift, ast.Mod: operator.mod}
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
 _HERE = re.compile(r"(?<![\w.])\.(?![\w.])")
 
@@ -68,9 +68,7 @@ class _Assembler:
         for line in self.lines:
             self.here = self.base + offset
             if line.label is not None:
-                if line.label in self.symbols:
-                    raise AssemblerError(line.number, f"label {line.label!r} is defined twice")
-                self.symbols[line.label] = self.base + offset
+                self._define(line, line.label, self.base + offset)
             if line.op == ".equ":
                 self._equ(line)
             elif line.op is not None:
@@ -87,7 +85,12 @@ class _Assembler:
     def _equ(self, line: _Line) -> None:
         if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0]):
             raise AssemblerError(line.number, "expected '.equ NAME, value'")
-        self.symbols[line.args[0]] = self._value(line, line.args[1])
+        self._define(line, line.args[0], self._value(line, line.args[1]))
+
+    def _define(self, line: _Line, name: str, value: int) -> None:
+        if name in self.symbols:
+            raise AssemblerError(line.number, f"{name!r} is already defined (labels and .equ names share one namespace)")
+        self.symbols[name] = value
 
     def _size(self, line: _Line, offset: int) -> int:
         op = line.op
@@ -97,7 +100,10 @@ class _Assembler:
         if op in (".ascii", ".asciz"):
             return len(self._string(line)) + (op == ".asciz")
         if op == ".zero":
-            return self._value(line, self._one(line))
+            count = self._value(line, self._one(line))
+            if count < 0:
+                raise AssemblerError(line.number, f"expected a byte count >= 0 for .zero, got {count}")
+            return count
         if op == ".align":
             align = self._value(line, self._one(line))
             return (-(self.base + offset)) % align if align > 0 else 0
@@ -186,7 +192,10 @@ class _Assembler:
         if op in _SIZES:
             return self._memory(line)
         if op in ("smc", "hvc"):
-            imm = self._imm(line, args[0]) if args else 0
+            self._arity(line, 1)
+            imm = self._imm(line, args[0])
+            if not 0 <= imm <= 0xFFFF:
+                raise AssemblerError(line.number, f"expected an immediate in #0..#0xFFFF for {op}, got {args[0]}")
             return encode(Op.SMC if op == "smc" else Op.HVC, imm=imm)
         if op in ("wfi", "wfe", "eret", "udf"):
             self._arity(line, 0)
@@ -217,7 +226,7 @@ class _Assembler:
         value = self._value(line, args[1].removeprefix("#"))
         shift = 0
         if len(args) == 3:
-            match = re.fullmatch(r"lsl\s+#(\d+)", args[2])
+            match = re.fullmatch(r"lsl\s+#(\d+)", args[2], re.IGNORECASE)
             shift = int(match.group(1)) if match else -1
         if shift not in (0, 16, 32, 48) or not 0 <= value <= 0xFFFF:
             raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]' with imm16 in 0..0xFFFF")
@@ -285,7 +294,10 @@ class _Assembler:
         return self._value(line, text)
 
     def _branch(self, line: _Line, text: str, pc: int) -> int:
-        return self._target(line, text) - pc
+        offset = self._target(line, text) - pc
+        if not -(1 << 31) <= offset < (1 << 31):
+            raise AssemblerError(line.number, f"branch target {text!r} is {offset:#x} bytes away; at most 2 GiB either way")
+        return offset
 
     def _string(self, line: _Line) -> bytes:
         if len(line.args) != 1:
@@ -323,8 +335,19 @@ class _Assembler:
         raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}")
 
 
+def _strip_comment(raw: str) -> str:
+    """The line without a // or ; comment (neither counts inside a quoted string)."""
+    quoted = False
+    for i, ch in enumerate(raw):
+        if ch == '"' and (i == 0 or raw[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and (ch == ";" or raw.startswith("//", i)):
+            return raw[:i]
+    return raw
+
+
 def _parse(number: int, raw: str) -> _Line:
-    text = re.split(r"//|;", raw, maxsplit=1)[0].strip() if '"' not in raw else raw.split("//", 1)[0].strip()
+    text = _strip_comment(raw).strip()
     label = None
     match = _LABEL.match(text)
     if match and not text.startswith(".equ"):

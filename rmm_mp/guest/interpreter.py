@@ -109,6 +109,10 @@ class Bus(Protocol):
 
 
 _decoded: dict[int, tuple[int, int, int, int, int, int]] = {}
+_DECODE_CACHE_MAX = 1 << 16
+_KNOWN = frozenset(int(op) for op in Op)
+_ALU_OPS = frozenset(range(Op.ADD, Op.MUL + 1))
+_BRANCH_OPS = frozenset(range(Op.B, Op.BR + 1))
 
 
 def _cond(nzcv: int, cond: int) -> bool:
@@ -173,7 +177,12 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
         word = _WORD.unpack_from(memory, base + (pc & 0xFFF))[0]
         ins = decoded.get(word)
         if ins is None:
-            ins = decoded[word] = decode(word)
+            if len(decoded) >= _DECODE_CACHE_MAX:
+                decoded.clear()
+            ins = decode(word)
+            if ins[0] not in _KNOWN:  # an undefined opcode decodes as udf
+                ins = (Op.UDF, 0, 0, 0, 0, 0)
+            decoded[word] = ins
         op, rd, rn, rm, aux, imm = ins
         executed += 1
         next_pc = pc + INSTRUCTION_SIZE
@@ -190,7 +199,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 continue
             if rd != ZR:
                 x[rd] = value
-        elif op < Op.CMP:
+        elif op in _ALU_OPS:
             b = x[rm] if op & 1 == 0 else imm & MASK64
             a = x[rn]
             if op <= Op.ADDI:
@@ -207,16 +216,13 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 value = (a << (imm & 63)) & MASK64
             elif op == Op.LSRI:
                 value = a >> (imm & 63)
-            elif op == Op.MUL:
-                value = (a * x[rm]) & MASK64
             else:
-                state.take_exception((EC_UNKNOWN << 26) | IL)
-                continue
+                value = (a * x[rm]) & MASK64
             if rd != ZR:
                 x[rd] = value
-        elif op <= Op.CMPI:
+        elif op == Op.CMP or op == Op.CMPI:
             state.nzcv = _flags(x[rn], x[rm] if op == Op.CMP else imm & MASK64)
-        elif op <= Op.BR:
+        elif op in _BRANCH_OPS:
             if op == Op.B or (op == Op.BCOND and _cond(state.nzcv, aux)) \
                     or (op == Op.CBZ and x[rn] == 0) or (op == Op.CBNZ and x[rn] != 0):
                 next_pc = (pc + imm) & MASK64
@@ -225,7 +231,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 next_pc = (pc + imm) & MASK64
             elif op == Op.RET or op == Op.BR:
                 next_pc = x[rn]
-        elif op <= Op.STR:
+        elif op == Op.LDR or op == Op.STR:
             size_log2 = aux & 3
             ipa = (x[rn] + imm) & MASK64
             if ipa & ((1 << size_log2) - 1):
@@ -256,8 +262,8 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
             return Event(WFE, executed)
         elif op == Op.ERET:
             next_pc = state.sysregs[SysReg.ELR]
-        elif op == Op.MRS:
-            if rd != ZR and aux < len(state.sysregs):
+        elif op == Op.MRS and aux <= SysReg.MPIDR:
+            if rd != ZR:
                 x[rd] = state.sysregs[aux]
         elif op == Op.MSR and aux in (SysReg.VBAR, SysReg.ELR, SysReg.ESR, SysReg.FAR):
             state.sysregs[aux] = x[rn]

@@ -100,6 +100,9 @@ def encode(op: int, rd: int = 0, rn: int = 0, rm: int = 0, aux: int = 0, imm: in
     """One instruction word; imm must fit a signed 32-bit value."""
     if not -(1 << 31) <= imm < (1 << 31):
         raise ValueError(f"immediate {imm} does not fit 32 signed bits")
+    if not (0 <= op < 256 and 0 <= aux < 256 and all(0 <= r < 32 for r in (rd, rn, rm))):
+        raise ValueError(f"op {op}, aux {aux} and registers {rd}, {rn}, {rm} must fit their fields "
+                         "(8, 8 and 5 bits)")
     return (op | (rd << 8) | (rn << 13) | (rm << 18) | (aux << 24)) | ((imm & 0xFFFF_FFFF) << 32)
 
 
