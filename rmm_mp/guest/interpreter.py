@@ -69,6 +69,8 @@ class Fault:
     register: int
     fetch: bool
     reason: str
+    level: int = 0
+    """Where the Bus's translation stopped (a stage-2 walk level), if it says."""
 
 
 class MemoryFault(Exception):
@@ -173,7 +175,8 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
             try:
                 base = fetch_pages[page] = translate(page, False, True)
             except MemoryFault as fault:
-                return Event(ABORT, executed, fault=Fault(pc, False, 3, 0, True, fault.reason))
+                return Event(ABORT, executed, fault=Fault(pc, False, 3, 0, True, fault.reason,
+                                                          getattr(fault, "level", 0)))
         word = _WORD.unpack_from(memory, base + (pc & 0xFFF))[0]
         ins = decoded.get(word)
         if ins is None:
@@ -245,7 +248,8 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 try:
                     base = cache[page] = translate(page, write, False)
                 except MemoryFault as fault:
-                    return Event(ABORT, executed - 1, fault=Fault(ipa, write, size_log2, rd, False, fault.reason))
+                    return Event(ABORT, executed - 1, fault=Fault(ipa, write, size_log2, rd, False, fault.reason,
+                                                                  getattr(fault, "level", 0)))
             if write:
                 _LOAD[size_log2].pack_into(memory, base + (ipa & 0xFFF), x[rd] & ((1 << (8 << size_log2)) - 1))
             else:

@@ -159,7 +159,9 @@ def _execute(call: RealmCall) -> Exit:
         if kind == SLICE:
             break
         if kind == SMC:
+            call.extra["budget"] = budget   # token signing spends the slice too
             out = handle_smc(call)
+            budget = call.extra["budget"]
             if out is None or out.advance_pc:
                 state.pc += INSTRUCTION_SIZE
             if out is not None:
@@ -169,7 +171,7 @@ def _execute(call: RealmCall) -> Exit:
         elif kind == WFI or kind == WFE:
             state.pc += INSTRUCTION_SIZE
             if call.enter_flags & (_TRAP_WFI if kind == WFI else _TRAP_WFE):
-                return Exit({"exit_reason": _EXIT_SYNC, "esr": (EC_WFX << 26) | IL | (kind == WFE)})
+                return Exit({"exit_reason": _EXIT_SYNC, "esr": (EC_WFX << 26) | (kind == WFE)})
             if kind == WFI:  # the PE sleeps until an interrupt, which the host takes
                 break
         elif kind == ABORT:
@@ -181,24 +183,28 @@ def _execute(call: RealmCall) -> Exit:
 
 
 def _abort(call: RealmCall, fault: Fault) -> Exit | None:
-    """Classify a stage-2 fault: an SEA inside the realm (None) or an exit to the host."""
+    """Classify a stage-2 fault: an SEA inside the realm (None) or an exit to the host.
+
+    The ESR a host sees is sanitised (A4.3.4): EC and the fault status code (translation or
+    permission fault at the level the walk stopped) always; ISV, SAS, SF and WnR only for an
+    emulatable abort at an unprotected IPA; never IL.
+    """
     reason, ipa, state = fault.reason, fault.ipa, call.state
-    level = getattr(fault, "level", call.ctx.start_level)
+    level = fault.level
     protected = call.ctx.in_par(ipa)
     if fault.fetch:
         if not protected or reason in _SEA_REASONS:
             state.take_exception((EC_IABT_CUR << 26) | IL | FSC_SEA, ipa)
             return None
-        return _exit_abort(call, (EC_IABT_LOW << 26) | IL | (FSC_TRANSLATION + level), ipa, 0)
+        return _exit_abort(call, (EC_IABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     if reason in _SEA_REASONS:
         state.take_exception((EC_DABT_CUR << 26) | IL | FSC_SEA, ipa)
         return None
-    wnr = ESR_WNR if fault.write else 0
     if reason not in _EMULATABLE:
-        return _exit_abort(call, (EC_DABT_LOW << 26) | IL | wnr | (FSC_TRANSLATION + level), ipa, 0)
+        return _exit_abort(call, (EC_DABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     fsc = (FSC_PERMISSION if reason == stage2.PERMISSION else FSC_TRANSLATION) + level
-    esr = ((EC_DABT_LOW << 26) | IL | ESR_ISV | (fault.size_log2 << 22) | (ESR_SF if fault.size_log2 == 3 else 0)
-           | wnr | fsc)
+    esr = ((EC_DABT_LOW << 26) | ESR_ISV | (fault.size_log2 << 22) | (ESR_SF if fault.size_log2 == 3 else 0)
+           | (ESR_WNR if fault.write else 0) | fsc)
     call.rec.set_pending_abort(fault.register, fault.size_log2, ipa)
     value = state.x[fault.register] & ((1 << (8 << fault.size_log2)) - 1) if fault.write else 0
     return _exit_abort(call, esr, ipa, ipa & 0xFFF, (value,))

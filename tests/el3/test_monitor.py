@@ -17,7 +17,7 @@ import struct
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmm_mp import Machine
 from rmm_mp.abi.el3 import RmmEl3Fid, RmmEl3Status
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
@@ -110,7 +110,7 @@ def test_gtsi_delegate_ns_granule(machine: Machine, cpu0) -> None:  # type: igno
     other GPT entry changes and EL3 does not touch granule states."""
     idx = 30
     before = snapshot(machine)
-    assert cpu0.monitor.smc_from_realm(DELEGATE, _pa(machine, idx)) == (RmmEl3Status.E_RMM_OK, 0)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, _pa(machine, idx)) == (RmmEl3Status.E_RMM_OK, 0, 0)
     after = snapshot(machine)
     assert machine.gpt.pas(idx) == Pas.REALM
     assert [i for i, (a, b) in enumerate(zip(before.gpt, after.gpt)) if a != b] == [idx]
@@ -173,8 +173,8 @@ def test_gtsi_undelegate_secure_granule(machine: Machine, cpu0) -> None:  # type
 def test_gtsi_round_trip(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
     """GTSI_DELEGATE then GTSI_UNDELEGATE of one granule: E_RMM_OK twice, PAS back to NS."""
     pa = _pa(machine, 33)
-    assert cpu0.monitor.smc_from_realm(DELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0)
-    assert cpu0.monitor.smc_from_realm(UNDELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0)
+    assert cpu0.monitor.smc_from_realm(DELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0, 0)
+    assert cpu0.monitor.smc_from_realm(UNDELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0, 0)
     assert machine.gpt.pas(33) == Pas.NS
 
 
@@ -184,7 +184,7 @@ def test_gtsi_unknown_fid(machine: Machine, cpu0, fid: int) -> None:  # type: ig
     assert fid not in {int(f) for f in RmmEl3Fid}
     pa = _pa(machine, 34)
     before = snapshot(machine)
-    assert cpu0.monitor.smc_from_realm(fid, pa) == (RmmEl3Status.E_RMM_UNK, 0)
+    assert cpu0.monitor.smc_from_realm(fid, pa) == (RmmEl3Status.E_RMM_UNK, 0, 0)
     assert before.diff(snapshot(machine)) == []
 
 

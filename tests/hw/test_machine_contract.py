@@ -23,7 +23,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmm_mp import Cpu, GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
 from rmm_mp.hw import segment

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmi_helpers import GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, rtt_error
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F

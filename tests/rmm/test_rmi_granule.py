@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmm_mp import GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.check import invariants

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmi_helpers import F, INPUT, SUCCESS, Realm, Rmi
 from rmm_mp import Machine
 from rmm_mp.check import invariants

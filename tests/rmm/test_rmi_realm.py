@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmi_helpers import GRANULE, Realm, Rmi, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return

@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmi_helpers import F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, rec_index_to_mpidr

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import snapshot
+from footprint import snapshot
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 

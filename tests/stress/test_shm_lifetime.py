@@ -12,15 +12,19 @@ that need an orphan to survive until a given moment retry when someone else remo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -30,19 +34,35 @@ from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
 
 CHILD_TIMEOUT_S = 30.0
-ORPHAN_ATTEMPTS = 5
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def private_shm_dir() -> Iterator[str]:
+    """A segment directory no other process looks in (RMM_MP_SHM_DIR for the children), so
+    that no other test's Machine.create sweeps this test's orphan away first."""
+    path = os.path.join("/dev/shm", f"rmmmp-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def entries_in(directory: str, name: str) -> set[str]:
+    return {entry for entry in os.listdir(directory) if entry.startswith(name + ".")}
+
 
 def entries_of(name: str) -> set[str]:
     """/dev/shm entries of machine ``name`` (its segments are ``<name>.<part>``)."""
     return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
 
 
-def start_child(script: str, *args: str) -> subprocess.Popen[bytes]:
+def start_child(script: str, *args: str, shm_dir: str | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "RMM_MP_SHM_DIR": shm_dir} if shm_dir else None
     return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -> str:
@@ -68,11 +88,11 @@ def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -
     return data.decode().strip()
 
 
-def read_name(proc: subprocess.Popen[bytes]) -> str:
+def read_name(proc: subprocess.Popen[bytes], shm_dir: str = segment.SHM_DIR) -> str:
     """The machine name the child prints first; checks that its segments exist now."""
     name = read_line(proc)
     assert re.fullmatch(rf"rmm-mp-{proc.pid}-[0-9a-f]{{8}}", name), name
-    assert entries_of(name), f"the child's machine {name} has no segment in /dev/shm"
+    assert entries_in(shm_dir, name), f"the child's machine {name} has no segment in {shm_dir}"
     return name
 
 
@@ -414,14 +434,15 @@ def test_attacher_exit_does_not_unlink(how: str) -> None:
 
 # -- the creator is killed with SIGKILL ----------------------------------------------------------
 
-def make_orphan() -> tuple[str, int, set[str]]:
-    """Start a creator, SIGKILL and reap it; (machine name, creator pid, segments still there)."""
-    proc = start_child(CREATOR_WAITS)
+def make_orphan(shm_dir: str) -> tuple[str, int, set[str]]:
+    """Start a creator in ``shm_dir``, SIGKILL and reap it; (machine name, creator pid, segments
+    still there)."""
+    proc = start_child(CREATOR_WAITS, shm_dir=shm_dir)
     try:
-        name = read_name(proc)
+        name = read_name(proc, shm_dir)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(CHILD_TIMEOUT_S) == -signal.SIGKILL
-        return name, proc.pid, entries_of(name)
+        return name, proc.pid, entries_in(shm_dir, name)
     finally:
         finish(proc)
 
@@ -432,7 +453,7 @@ def make_orphan() -> tuple[str, int, set[str]]:
 NEXT_CREATOR = PREAMBLE + r"""
 prefix = sys.stdin.readline().strip() + "."
 def count():
-    return sum(1 for entry in os.listdir("/dev/shm") if entry.startswith(prefix))
+    return sum(1 for entry in os.listdir(os.environ.get("RMM_MP_SHM_DIR", "/dev/shm")) if entry.startswith(prefix))
 before = count()
 with Machine.create("host", cpus=1) as m:
     print(before, count(), m.name, flush=True)
@@ -442,62 +463,39 @@ with Machine.create("host", cpus=1) as m:
 def test_sigkilled_creator_leaves_orphan_that_next_create_removes() -> None:
     """A creator killed with SIGKILL cannot unlink: its segments remain. The next
     Machine.create, in another process, removes them (and creates its own machine, which it
-    then closes). If another test's Machine.create removed the orphan first, the scenario is
-    repeated."""
-    names: list[str] = []
-    try:
-        for _ in range(ORPHAN_ATTEMPTS):
-            nxt = start_child(NEXT_CREATOR)
-            try:
-                name, _, left = make_orphan()
-                names.append(name)
-                if not left:
-                    continue  # another process's create removed the orphan already
-                tell(nxt, name)
-                before, after, new_name = read_line(nxt).split()
-                code, err = wait_exit(nxt)
-                assert code == 0, err
-                assert not entries_of(new_name)
-                if int(before) == 0:
-                    continue  # removed by someone else just before this create
-                assert int(after) == 0, f"Machine.create left the orphan {name}: {entries_of(name)}"
-                assert not entries_of(name)
-                return
-            finally:
-                finish(nxt)
-        pytest.fail(f"every orphan ({names}) was removed by another process before this test's create")
-    finally:
-        for name in names:
-            remove_leftovers(name)
+    then closes). The machines live in a private segment directory (RMM_MP_SHM_DIR), so no
+    other test's create can sweep the orphan first."""
+    with private_shm_dir() as shm_dir:
+        nxt = start_child(NEXT_CREATOR, shm_dir=shm_dir)
+        try:
+            name, _, left = make_orphan(shm_dir)
+            assert left, "the SIGKILLed creator's segments should still be there"
+            tell(nxt, name)
+            before, after, new_name = read_line(nxt).split()
+            code, err = wait_exit(nxt)
+            assert code == 0, err
+            assert int(before) == len(left)
+            assert int(after) == 0, f"Machine.create left the orphan {name}: {entries_in(shm_dir, name)}"
+            assert not entries_in(shm_dir, name) and not entries_in(shm_dir, new_name)
+        finally:
+            finish(nxt)
 
 
 def test_rmm_mp_clean_removes_orphan_and_says_so() -> None:
     """A creator killed with SIGKILL leaves its segments; `rmm-mp clean` (python -m rmm_mp
     clean) removes all of them and prints the machine's name, its creator's pid and the
-    number of segments it removed. If another test's Machine.create removed the orphan first,
-    the scenario is repeated."""
-    names: list[str] = []
-    try:
-        for _ in range(ORPHAN_ATTEMPTS):
-            name, pid, left = make_orphan()
-            names.append(name)
-            if not left:
-                continue
-            done = subprocess.run([sys.executable, "-m", "rmm_mp", "clean"], capture_output=True,
-                                  text=True, timeout=CHILD_TIMEOUT_S)
-            assert done.returncode == 0, done.stderr
-            assert not entries_of(name), f"rmm-mp clean left {entries_of(name)}"
-            if name not in done.stdout:
-                continue  # someone else removed it while clean started up
-            line = next(line for line in done.stdout.splitlines() if name in line)
-            assert line.startswith("removed ")
-            assert f"creator pid {pid}" in line
-            assert f"{len(left)} segments" in line
-            return
-        pytest.fail(f"every orphan ({names}) was removed by another process before rmm-mp clean ran")
-    finally:
-        for name in names:
-            remove_leftovers(name)
+    number of segments it removed (in a private segment directory, as above)."""
+    with private_shm_dir() as shm_dir:
+        name, pid, left = make_orphan(shm_dir)
+        assert left
+        done = subprocess.run([sys.executable, "-m", "rmm_mp", "clean"], capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S, env={**os.environ, "RMM_MP_SHM_DIR": shm_dir})
+        assert done.returncode == 0, done.stderr
+        assert not entries_in(shm_dir, name), f"rmm-mp clean left {entries_in(shm_dir, name)}"
+        line = next(line for line in done.stdout.splitlines() if name in line)
+        assert line.startswith("removed ")
+        assert f"creator pid {pid}" in line
+        assert f"{len(left)} segments" in line
 
 
 # -- not enough room in /dev/shm -----------------------------------------------------------------

@@ -47,11 +47,11 @@ def handle_psci(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
     if fid == F.PSCI_FEATURES:
         return (_SUCCESS if x[1] & 0xFFFF_FFFF in SUPPORTED else _NOT_SUPPORTED,)
     if fid in (F.PSCI_CPU_SUSPEND, F.PSCI_CPU_SUSPEND_SMC32):
-        x[0] = _SUCCESS
+        x[0:4] = [_SUCCESS, 0, 0, 0]    # the result record: X0 = SUCCESS, X1..X3 zero
         return _notify(fid)
     if fid == F.PSCI_CPU_OFF:
         call.rec.runnable = False
-        x[0] = _SUCCESS
+        x[0:4] = [_SUCCESS, 0, 0, 0]
         return _notify(fid)
     if fid in (F.PSCI_SYSTEM_OFF, F.PSCI_SYSTEM_RESET):
         rd_g = call.rmm.granules.lock_known(call.rd.idx)

@@ -1,0 +1,167 @@
+"""Realms that run a guest program, driven through SMC calls only (a test helper, not a test file).
+
+A Guest is a realm built by the KVM-like host (rmm_mp.host) whose image is an assembled guest
+program loaded, measured, at CODE (the start of its RAM), with REC 0 entering there. The test then
+plays the host: it enters RECs with RMI_REC_ENTER and reads the RmiRecExit back, and reads the
+RMM's own records white-box for its assertions (the REC's saved registers, the RD's measurements).
+
+    with Guest.build(machine, '''
+            mov x0, =RSI_VERSION        // every RSI and PSCI FID is predefined (PRELUDE)
+            mov x1, =0x10000
+            smc #0
+            hvc #0
+        ''') as g:
+        x0, ex = g.enter()              # X0 of REC_ENTER, RmiRecExit as a dict
+        assert g.gpr(0) == 0
+
+Every enter() writes RmiRecEnter into a zeroed run page (the exit half may be filled with a byte
+pattern first, to see which exit fields the RMM writes). Leaving the ``with`` block tears the
+realm down (unless the block raised) and frees the host's pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from rmm_mp import Machine
+from rmm_mp.abi.psci import PsciFid
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
+from rmm_mp.guest.assembler import assemble
+from rmm_mp.host import HostRealm, NsAllocator, RealmSpec, create_realm, destroy_realm, fault_in, map_unprotected
+from rmm_mp.rmm import s2tt
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.rec_desc import Rec
+
+F = RmiFid
+GRANULE = 4096
+CODE = 0x8000_0000
+"""IPA of the guest image: the first byte of the realm's RAM, and REC 0's entry point."""
+RAM_SIZE = 4 << 20
+"""Default RAM: [CODE, CODE + 4 MiB), RIPAS RAM; pages beyond the image are unassigned until faulted in."""
+IPA_WIDTH = 40
+UNPROTECTED = 1 << (IPA_WIDTH - 1)
+"""The lowest unprotected IPA of a default Guest (the top IPA bit)."""
+EMPTY_IPA = 0x1000_0000
+"""A protected IPA outside the RAM of a default Guest: RIPAS EMPTY, never mapped."""
+
+PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *PsciFid))
+"""Names for every RSI and PSCI function ID, usable in guest programs (`mov x0, =RSI_HOST_CALL`)."""
+
+
+class Guest:
+    """A realm running an assembled program, entered from one host CPU (see the module docstring)."""
+
+    def __init__(self, machine: Machine, alloc: NsAllocator, realm: HostRealm, cpu: int, program: str) -> None:
+        self.machine = machine
+        self.alloc = alloc
+        self.realm = realm
+        self.cpu = machine.cpu(cpu)
+        self.program = program
+        self.run = alloc.alloc()
+        self.ns_pages: list[int] = []
+        self._labels: dict[str, int] = {}
+
+    @classmethod
+    def build(cls, machine: Machine, program: str, *, num_recs: int = 1, hash_algo: int = 0, rpv: bytes = b"",
+              ram_size: int = RAM_SIZE, gprs: Sequence[int] = (), cpu: int = 0) -> "Guest":
+        """Assemble ``program`` (after PRELUDE) at CODE and build an active realm around it."""
+        image = assemble(PRELUDE + "\n" + program, base=CODE)
+        alloc = NsAllocator(machine, cpu)
+        spec = RealmSpec(ipa_width=IPA_WIDTH, ram_base=CODE, ram_size=ram_size, hash_algo=hash_algo, rpv=rpv,
+                         num_recs=num_recs, image=image, gprs=tuple(gprs))
+        return cls(machine, alloc, create_realm(machine.cpu(cpu), alloc, spec), cpu, program)
+
+    def label(self, name: str) -> int:
+        """IPA of label ``name`` in the program (found by assembling it again with `.quad name` appended)."""
+        if name not in self._labels:
+            image = assemble(PRELUDE + "\n" + self.program + f"\n.quad {name}", base=CODE)
+            self._labels[name] = int.from_bytes(image[-8:], "little")
+        return self._labels[name]
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def enter(self, flags: int = 0, gprs: Sequence[int] = (), *, rec: int = 0, cpu: int | None = None,
+              gicv3_hcr: int = 0, gicv3_lrs: Sequence[int] = (), exit_fill: int = 0) -> tuple[int, dict[str, Any]]:
+        """RMI_REC_ENTER of REC ``rec`` on CPU ``cpu`` (default: the Guest's); returns (X0, exit fields).
+
+        The run page is zeroed, RmiRecEnter written into it, and the exit half filled with the
+        byte ``exit_fill``; the exit fields are read back whatever X0 is.
+        """
+        enter = RMI_REC_ENTER.pack(flags=flags, gprs=list(gprs), gicv3_hcr=gicv3_hcr, gicv3_lrs=list(gicv3_lrs))
+        self.machine.ns_write(self.run, bytes(enter) + bytes([exit_fill]) * (GRANULE - REC_EXIT_OFFSET))
+        host = self.cpu if cpu is None else self.machine.cpu(cpu)
+        x0 = host.smc(F.RMI_REC_ENTER, self.realm.recs[rec].rec, self.run)[0]
+        return x0, RMI_REC_EXIT.unpack(self.machine.ns_read(self.run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
+
+    def smc(self, fid: int, *args: int) -> tuple[int, int, int, int, int]:
+        """An RMI call from the Guest's host CPU."""
+        return self.cpu.smc(fid, *args)
+
+    # -- the host's stage-2 work -----------------------------------------------------------------
+
+    def fault_in(self, ipa: int) -> int:
+        """Back the protected page at ``ipa`` (DATA_CREATE_UNKNOWN, RTTs as needed); its PA."""
+        pa = fault_in(self.cpu, self.alloc, self.realm, ipa & ~(GRANULE - 1))
+        assert pa is not None, f"fault_in({ipa:#x}): the page was already mapped"
+        return pa
+
+    def map_unprotected(self, ipa: int, data: bytes = b"") -> int:
+        """Map a new NS page holding ``data`` (zero padded) at the unprotected ``ipa``; its PA."""
+        pa = self.alloc.alloc()
+        self.machine.ns_write(pa, data.ljust(GRANULE, b"\0"))
+        self.ns_pages.append(pa)
+        assert map_unprotected(self.cpu, self.alloc, self.realm, ipa, pa), f"{ipa:#x} was already mapped"
+        return pa
+
+    # -- white-box views for assertions ----------------------------------------------------------
+
+    def rec_pa(self, n: int = 0) -> int:
+        return self.realm.recs[n].rec
+
+    def rec(self, n: int = 0) -> Rec:
+        """REC ``n`` as the RMM keeps it (valid while the REC is not running)."""
+        return Rec(self.machine.memory, self._idx(self.realm.recs[n].rec))
+
+    def gpr(self, reg: int, rec: int = 0) -> int:
+        return self.rec(rec).gpr(reg)
+
+    def pc(self, rec: int = 0) -> int:
+        return self.rec(rec).pc
+
+    @property
+    def rd(self) -> Rd:
+        return Rd(self.machine.memory, self._idx(self.realm.rd))
+
+    @property
+    def rim(self) -> bytes:
+        """The RIM, as long as the realm's hash (32 or 64 bytes)."""
+        return self.rd.measurement(0)[:32 if self.realm.hash_algo == 0 else 64]
+
+    def peek(self, ipa: int, size: int) -> bytes:
+        """Bytes of realm memory at a protected ``ipa`` backed by a level-3 DATA page (the RTT
+        entry is read with RMI_RTT_READ_ENTRY, the DATA granule white-box)."""
+        x0, level, state, desc, _ = self.smc(F.RMI_RTT_READ_ENTRY, self.realm.rd, ipa & ~(GRANULE - 1), 3)
+        assert (x0, level, state) == (0, 3, 1), f"{ipa:#x} is not an assigned level-3 page: {x0, level, state}"
+        offset = s2tt.output_address(desc, 3) - self.machine.dram_base + (ipa & (GRANULE - 1))
+        return bytes(self.machine.memory.buf[offset:offset + size])
+
+    def _idx(self, pa: int) -> int:
+        return (pa - self.machine.dram_base) // self.machine.granule_size
+
+    # -- teardown --------------------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Tear the realm down (KVM's v12 order) and free the run page and the mapped NS pages."""
+        destroy_realm(self.cpu, self.alloc, self.realm)
+        for pa in (self.run, *self.ns_pages):
+            self.alloc.free(pa)
+        self.ns_pages.clear()
+
+    def __enter__(self) -> "Guest":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.destroy()

@@ -1,0 +1,349 @@
+"""PSCI called by running realms (DEN0137 1.0-rel0 B6, A4.3.7, A4.2.2, B4.3.7; rsi-attest.md section 2).
+
+Guest programs (tests/realm_guests.py) make PSCI calls from REC 0 (and from REC 1 once it is
+on); the test plays the host: it reads the PSCI exits, answers CPU_ON and AFFINITY_INFO with
+RMI_PSCI_COMPLETE and enters the RECs again. Calls answered inside the RMM must not exit: the
+REC runs on to its ``done`` WFI. Both SMC32 and SMC64 function IDs are used where PSCI has both
+(ACS test/command/cmd_cpu_on, cmd_affinity_info, cmd_cpu_suspend, cmd_cpu_off, cmd_psci_features,
+cmd_psci_version).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from realm_guests import CODE, UNPROTECTED, Guest
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.check import invariants
+from rmm_mp.rmm.realm_desc import RealmState
+
+U64 = (1 << 64) - 1
+SUCCESS, NOT_SUPPORTED, INVALID_PARAMETERS, DENIED, ALREADY_ON = 0, -1 & U64, -2 & U64, -3 & U64, -4 & U64
+INVALID_ADDRESS = -9 & U64
+ON, OFF = 0, 1
+RMI_SUCCESS, RMI_INPUT, RMI_REC = 0, 1, 3
+RMI_SYSTEM_OFF = 2 | 1 << 8
+EXIT_IRQ, EXIT_PSCI = 1, 3
+CPU_ON = (0xC400_0003, 0x8400_0003)
+AFFINITY_INFO = (0xC400_0004, 0x8400_0004)
+CPU_SUSPEND = (0xC400_0001, 0x8400_0001)
+CPU_OFF, SYSTEM_OFF, SYSTEM_RESET = 0x8400_0002, 0x8400_0008, 0x8400_0009
+CONTEXT = 0x1234_5678
+MPIDR_RES1 = 1 << 31
+X4 = 0x4444_0000_0000_0004
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=2, time_slice=2000) as m:
+        yield m
+
+
+def call(fid: int, *args: object) -> str:
+    """X1.. = args (X4 = a sentinel), X0 = fid; `call: smc`; `done: wfi`."""
+    lines = [f"mov x4, ={X4}"] + [f"mov x{n}, ={a}" for n, a in enumerate(args, start=1)]
+    return "\n".join(lines + [f"mov x0, ={fid}", "call: smc #0", "done: wfi", "b done"])
+
+
+ENTRY1 = """
+entry1:                 // where REC 1 starts once it is on: keep X0 (the context id), MPIDR, X1
+    mov x20, x0
+    mrs x21, mpidr
+    mov x22, x1
+done1:
+    wfi
+    b done1
+"""
+
+
+def finish(g: Guest, rec: int = 0, done: str = "done") -> None:
+    """Enter ``rec``: it must run to label ``done`` and exit there (its WFI), with no PSCI exit."""
+    x0, ex = g.enter(rec=rec)
+    assert (x0, ex["exit_reason"], ex["gprs"]) == (RMI_SUCCESS, EXIT_IRQ, (0,) * 31), ex
+    assert g.pc(rec) == g.label(done) + 8
+
+
+def psci_exit(g: Guest, gprs: tuple[int, ...], rec: int = 0) -> None:
+    """Enter ``rec``: a PSCI exit whose gprs are ``gprs`` then zeros, every other field zero."""
+    x0, ex = g.enter(rec=rec)
+    assert x0 == RMI_SUCCESS
+    assert ex["exit_reason"] == EXIT_PSCI
+    assert ex["gprs"] == (*gprs, *(0,) * (31 - len(gprs)))
+    assert (ex["esr"], ex["far"], ex["hpfar"], ex["imm"], ex["ripas_top"]) == (0, 0, 0, 0, 0)
+
+
+def complete(g: Guest, caller: int, target: int, status: int = SUCCESS) -> int:
+    return g.smc(F.RMI_PSCI_COMPLETE, g.rec_pa(caller), g.rec_pa(target), status)[0]
+
+
+def answered(g: Guest, x0: int) -> None:
+    """X0 = the PSCI result, X1..X3 zeroed, X4 kept; no other REC was turned on."""
+    assert tuple(g.gpr(n) for n in range(5)) == (x0, 0, 0, 0, X4)
+    assert g.rec(0).psci_pending == 0
+    assert not g.rec(1).runnable
+
+
+def ok(m: Machine) -> None:
+    report = invariants(m)
+    assert report.ok, str(report)
+
+
+# -- answered inside the RMM -----------------------------------------------------------------------
+
+def test_psci_version(machine: Machine) -> None:
+    """PSCI_VERSION -> 1.1 (B6.2: at least 1.1), no exit."""
+    with Guest.build(machine, call(0x8400_0000), num_recs=2) as g:
+        finish(g)
+        answered(g, 0x1_0001)
+
+
+def test_smccc_version(machine: Machine) -> None:
+    """SMCCC_VERSION -> 1.2, no exit."""
+    with Guest.build(machine, call(0x8000_0000), num_recs=2) as g:
+        finish(g)
+        answered(g, 0x1_0002)
+
+
+@pytest.mark.parametrize("fid", [0x8400_0000, *CPU_SUSPEND, CPU_OFF, *CPU_ON, *AFFINITY_INFO, SYSTEM_OFF,
+                                 SYSTEM_RESET, 0x8400_000A, 0x8000_0000])
+def test_psci_features_supported(machine: Machine, fid: int) -> None:
+    """PSCI_FEATURES of a function the RMM implements -> SUCCESS (B6.3.5 func_ok), no exit."""
+    with Guest.build(machine, call(0x8400_000A, fid), num_recs=2) as g:
+        finish(g)
+        answered(g, SUCCESS)
+
+
+@pytest.mark.parametrize("fid", [0x8400_0005, 0x8400_0006, 0x8400_000B, 0xC400_000E, 0xC400_0012, 0xC400_0002,
+                                 0xC400_0008, 0xC400_0000, 0xC400_0190, 0])
+def test_psci_features_not_supported(machine: Machine, fid: int) -> None:
+    """PSCI_FEATURES of MIGRATE, MIGRATE_INFO_TYPE, CPU_FREEZE, SYSTEM_SUSPEND, SYSTEM_RESET2, SMC64
+    forms PSCI does not define, an RSI ID, 0 -> NOT_SUPPORTED (func_not_ok)."""
+    with Guest.build(machine, call(0x8400_000A, fid), num_recs=2) as g:
+        finish(g)
+        answered(g, NOT_SUPPORTED)
+
+
+@pytest.mark.parametrize("fid", [0x8400_0005, 0xC400_0005, 0x8400_0006, 0xC400_000E, 0xC400_0012, 0x8400_001F,
+                                 0xC400_0002, 0xC400_0008, 0xC400_0009])
+def test_unsupported_function(machine: Machine, fid: int) -> None:
+    """A PSCI function the RMM does not implement (A4.3.7: not listed) -> NOT_SUPPORTED, no exit."""
+    with Guest.build(machine, call(fid, 1, 2, 3), num_recs=2) as g:
+        finish(g)
+        answered(g, NOT_SUPPORTED)
+
+
+# -- CPU_ON (B6.3.3) ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fid", CPU_ON)
+@pytest.mark.parametrize("entry", [UNPROTECTED + 0x1000, 1 << 40])
+def test_cpu_on_entry(machine: Machine, fid: int, entry: int) -> None:
+    """entry: an entry point that is not a protected IPA -> INVALID_ADDRESS, no exit."""
+    with Guest.build(machine, call(fid, 1, entry, CONTEXT), num_recs=2) as g:
+        finish(g)
+        answered(g, INVALID_ADDRESS)
+
+
+@pytest.mark.parametrize("fid", CPU_ON)
+@pytest.mark.parametrize("mpidr", [2, 0x100, 1 << 32])
+def test_cpu_on_mpidr(machine: Machine, fid: int, mpidr: int) -> None:
+    """mpidr: no REC has that MPIDR (index 2, 16, 1 << 20 of a 2-REC realm) -> INVALID_PARAMETERS."""
+    with Guest.build(machine, call(fid, mpidr, CODE, CONTEXT), num_recs=2) as g:
+        finish(g)
+        answered(g, INVALID_PARAMETERS)
+
+
+@pytest.mark.parametrize("fid", CPU_ON)
+def test_cpu_on_itself(machine: Machine, fid: int) -> None:
+    """runnable: the caller itself is on -> ALREADY_ON without an exit (TF-RMM psci_cpu_on)."""
+    with Guest.build(machine, call(fid, 0, CODE, CONTEXT), num_recs=2) as g:
+        finish(g)
+        answered(g, ALREADY_ON)
+
+
+@pytest.mark.parametrize("fid", CPU_ON)
+def test_cpu_on_success(machine: Machine, fid: int) -> None:
+    """CPU_ON(REC 1): PSCI exit with gprs[0] = FID, gprs[1] = target MPIDR and nothing else (entry
+    and context stay hidden); the caller's PC is past the SMC, its registers untouched; the
+    caller cannot be entered (ERROR_REC) nor can the target (not runnable) until
+    RMI_PSCI_COMPLETE; then the caller sees X0 = SUCCESS, X1..X3 = 0, and the target runs from
+    the entry point with X0 = context id, X1 = 0 and its own MPIDR."""
+    with Guest.build(machine, call(fid, 1, "entry1", CONTEXT) + ENTRY1, num_recs=2) as g:
+        psci_exit(g, (fid, 1))
+        assert g.pc() == g.label("call") + 8
+        assert tuple(g.gpr(n) for n in range(5)) == (fid, 1, g.label("entry1"), CONTEXT, X4)
+        assert g.enter()[0] == RMI_REC
+        assert g.enter(rec=1)[0] == RMI_REC
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        assert tuple(g.gpr(n) for n in range(5)) == (SUCCESS, 0, 0, 0, X4)
+        finish(g, rec=1, done="done1")
+        assert (g.gpr(20, rec=1), g.gpr(21, rec=1), g.gpr(22, rec=1)) == (CONTEXT, 1 | MPIDR_RES1, 0)
+    ok(machine)
+
+
+def test_cpu_on_denied(machine: Machine) -> None:
+    """The host answers DENIED: the caller sees DENIED, the target stays off."""
+    with Guest.build(machine, call(CPU_ON[0], 1, "entry1", CONTEXT) + ENTRY1, num_recs=2) as g:
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1, DENIED) == RMI_SUCCESS
+        finish(g)
+        answered(g, DENIED)
+        assert g.enter(rec=1)[0] == RMI_REC
+
+
+def test_cpu_on_target_already_on(machine: Machine) -> None:
+    """CPU_ON of a REC that is already on still exits (the RMM cannot know without the host's
+    target REC); the completion answers ALREADY_ON (B4.3.7.3 on_already)."""
+    program = call(CPU_ON[0], 1, "entry1", CONTEXT).replace(
+        "done:", "mov x1, #1\nadr x2, entry1\nmov x0, =PSCI_CPU_ON\nsmc #0\ndone:")
+    with Guest.build(machine, program + ENTRY1, num_recs=2) as g:
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        assert g.gpr(0) == ALREADY_ON
+
+
+# -- AFFINITY_INFO (B6.3.1) -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("fid", AFFINITY_INFO)
+@pytest.mark.parametrize("level", [1, 3, 1 << 32])
+def test_affinity_info_target_bound(machine: Machine, fid: int, level: int) -> None:
+    """target_bound: lowest_affinity_level != 0 -> INVALID_PARAMETERS, no exit."""
+    with Guest.build(machine, call(fid, 1, level), num_recs=2) as g:
+        finish(g)
+        answered(g, INVALID_PARAMETERS)
+
+
+@pytest.mark.parametrize("fid", AFFINITY_INFO)
+def test_affinity_info_target_match(machine: Machine, fid: int) -> None:
+    """target_match: no REC with that MPIDR -> INVALID_PARAMETERS, no exit."""
+    with Guest.build(machine, call(fid, 2, 0), num_recs=2) as g:
+        finish(g)
+        answered(g, INVALID_PARAMETERS)
+
+
+@pytest.mark.parametrize("fid", AFFINITY_INFO)
+def test_affinity_info_itself(machine: Machine, fid: int) -> None:
+    """About the caller itself: ON, answered without an exit (TF-RMM psci_affinity_info)."""
+    with Guest.build(machine, call(fid, 0, 0), num_recs=2) as g:
+        finish(g)
+        answered(g, ON)
+
+
+@pytest.mark.parametrize("fid", AFFINITY_INFO)
+def test_affinity_info_other_rec(machine: Machine, fid: int) -> None:
+    """About REC 1: a pending PSCI exit (FID, target MPIDR); the caller is refused entry until
+    RMI_PSCI_COMPLETE, a completion with a status other than SUCCESS is refused (status), and
+    the result is OFF while REC 1 is off, ON after CPU_ON turned it on."""
+    program = call(fid, 1, 0).replace("done:", f"""
+        mov x20, x0
+        mov x1, #1
+        adr x2, entry1
+        mov x0, =PSCI_CPU_ON
+        smc #0
+        mov x1, #1
+        mov x2, #0
+        mov x0, ={fid}
+        smc #0
+    done:""") + ENTRY1
+    with Guest.build(machine, program, num_recs=2) as g:
+        psci_exit(g, (fid, 1))
+        assert g.enter()[0] == RMI_REC
+        assert complete(g, 0, 1, DENIED) == RMI_INPUT
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        psci_exit(g, (fid, 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        assert (g.gpr(20), g.gpr(0), g.gpr(1)) == (OFF, ON, 0)
+    ok(machine)
+
+
+# -- CPU_OFF, CPU_SUSPEND (B6.3.2, B6.3.4) ------------------------------------------------------------
+
+CPU_OFF_PROGRAM = f"""
+    mov x1, #1                  // REC 0: turn REC 1 on, then off with itself
+    adr x2, entry1
+    mov x0, =PSCI_CPU_ON
+    smc #0
+    mov x0, ={CPU_OFF}
+    smc #0
+    udf                         // never reached
+entry1:                         // REC 1: is REC 0 off? then turn it on again, at entry0
+    mov x1, #0
+    mov x2, #0
+    mov x0, =PSCI_AFFINITY_INFO
+    smc #0
+    mov x20, x0
+    mov x1, #0
+    adr x2, entry0
+    mov x3, ={CONTEXT}
+    mov x0, =PSCI_CPU_ON
+    smc #0
+    mov x21, x0
+done1:
+    wfi
+    b done1
+entry0:
+    mov x20, x0
+done0:
+    wfi
+    b done0
+"""
+
+
+def test_cpu_off(machine: Machine) -> None:
+    """CPU_OFF: a PSCI exit with the FID only; the REC is no longer runnable, REC_ENTER refuses
+    it (ERROR_REC); AFFINITY_INFO from REC 1 reports it OFF; CPU_ON brings it back, running
+    from the new entry point with X0 = context id."""
+    with Guest.build(machine, CPU_OFF_PROGRAM, num_recs=2) as g:
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        psci_exit(g, (CPU_OFF,))
+        assert not g.rec(0).runnable
+        assert g.enter()[0] == RMI_REC
+        psci_exit(g, (AFFINITY_INFO[0], 0), rec=1)
+        assert complete(g, 1, 0) == RMI_SUCCESS
+        psci_exit(g, (CPU_ON[0], 0), rec=1)
+        assert complete(g, 1, 0) == RMI_SUCCESS
+        assert g.rec(0).runnable
+        finish(g, rec=1, done="done1")
+        assert (g.gpr(20, rec=1), g.gpr(21, rec=1)) == (OFF, SUCCESS)
+        finish(g, rec=0, done="done0")
+        assert g.gpr(20) == CONTEXT
+    ok(machine)
+
+
+@pytest.mark.parametrize("fid", CPU_SUSPEND)
+def test_cpu_suspend(machine: Machine, fid: int) -> None:
+    """CPU_SUSPEND(power_state, entry, context): a PSCI exit with the FID only (the arguments are
+    ignored); no RMI_PSCI_COMPLETE is needed: re-entry continues after the SMC with X0 = SUCCESS."""
+    with Guest.build(machine, call(fid, 0x1_0000, "done", CONTEXT), num_recs=2) as g:
+        psci_exit(g, (fid,))
+        assert g.pc() == g.label("call") + 8
+        assert g.rec().psci_pending == 0
+        finish(g)
+        assert (g.gpr(0), g.gpr(4)) == (SUCCESS, X4)
+
+
+# -- SYSTEM_OFF, SYSTEM_RESET (B6.3.6, B6.3.7) ----------------------------------------------------------
+
+@pytest.mark.parametrize("fid", [SYSTEM_OFF, SYSTEM_RESET])
+def test_system_off(machine: Machine, fid: int) -> None:
+    """SYSTEM_OFF / SYSTEM_RESET: a PSCI exit with the FID only; the realm is SYSTEM_OFF, so every
+    later REC_ENTER of any of its RECs fails with (ERROR_REALM, 1) = 0x102 (before the REC's own
+    checks: REC 1 is not runnable); PSCI_COMPLETE has no request to complete (ERROR_INPUT)."""
+    with Guest.build(machine, call(fid), num_recs=2) as g:
+        psci_exit(g, (fid,))
+        assert g.rd.state == RealmState.SYSTEM_OFF
+        for rec in (0, 1, 0):
+            assert g.enter(rec=rec)[0] == RMI_SYSTEM_OFF
+        assert complete(g, 0, 1) == RMI_INPUT
+        assert complete(g, 1, 0) == RMI_INPUT
+    ok(machine)

@@ -1,0 +1,714 @@
+"""RSI commands called by running realms (DEN0137 1.0-rel0 B5.3.*, A4.3, A5.4; rsi-attest.md section 1).
+
+Every test runs a guest program (tests/realm_guests.py): it loads X1.. (X1..X10 start as
+sentinels, so the result-register rule can be checked), makes the call at label ``call`` and
+stops at ``done`` with a WFI, which exits to the host (IRQ). "No exit" means the first exit is
+that WFI's. Per command: the success path with its outputs, then one test per failure condition
+in the spec's table order (ACS test/command/cmd_<command>/rsi_*_data.h), each asserting X0, the
+result registers (X1..X3 zero when not outputs, X4 and above kept) and that the REC continued,
+or the exact REC exit. The attestation token calls are not covered here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Iterator
+
+import pytest
+
+from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.abi.structs import RmiRecEnterFlags
+from rmm_mp.check import invariants
+
+SUCCESS, INPUT = 0, 1
+REJECT, ACCEPT = 1, 0
+EMPTY, RAM, DESTROYED = 0, 1, 2
+EXIT_SYNC, EXIT_IRQ, EXIT_RIPAS_CHANGE, EXIT_HOST_CALL = 0, 1, 4, 5
+SMC_UNKNOWN = (1 << 64) - 1
+VERSION_1_0 = 0x10000
+RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
+MiB = 1 << 20
+UNASSIGNED_L3 = CODE + 0x10_0000
+"""Unassigned RAM whose walk ends at level 3 (the image's level-3 table covers the first 2 MiB)."""
+UNASSIGNED_L2 = CODE + 0x30_0000
+"""Unassigned RAM inside a level-2 RAM block (the second 2 MiB of RAM)."""
+PATTERN = 0xA5A5_A5A5_A5A5_A5A5
+
+
+def sentinel(n: int) -> int:
+    return 0x5E5E_0000_0000_0000 | n
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=2, time_slice=2000) as m:
+        yield m
+
+
+def call_program(fid: str, args: dict[int, object] | None = None, data: str = "") -> str:
+    """X1..X10 = sentinels, then ``args``; X0 = ``fid``; `call: smc`; `done: wfi`; ``data`` at +0x1000."""
+    lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 11)]
+    lines += [f"mov x{n}, ={value}" for n, value in (args or {}).items()]
+    lines += [f"mov x0, ={fid}", "call: smc #0", "done: wfi", "b done", ".org 0x1000", data]
+    return "\n".join(lines)
+
+
+def finish(g: Guest, flags: int = 0, gprs: tuple[int, ...] = ()) -> None:
+    """Enter REC 0; it must run to ``done`` without exiting on the way (its WFI's IRQ exit)."""
+    x0, ex = g.enter(flags, gprs)
+    assert x0 == SUCCESS
+    assert (ex["exit_reason"], ex["esr"], ex["hpfar"]) == (EXIT_IRQ, 0, 0), ex
+    assert g.pc() == g.label("done") + 8
+
+
+def results(g: Guest, *outputs: int) -> None:
+    """X0..X3 are (status, outputs..., zeros); X4..X10 keep their sentinels."""
+    expected = (*outputs, 0, 0, 0)[:4]
+    assert tuple(g.gpr(n) for n in range(4)) == expected
+    assert [g.gpr(n) for n in range(4, 11)] == [sentinel(n) for n in range(4, 11)]
+
+
+def ok(m: Machine) -> None:
+    report = invariants(m)
+    assert report.ok, str(report)
+
+
+def pattern_page() -> str:
+    return ".quad " + ", ".join([hex(PATTERN)] * (GRANULE // 8))
+
+
+def abort_exit(ex: dict, ipa: int, level: int) -> None:
+    """The emulated stage-2 data abort an RSI call reports for an unmapped buffer (rsi-attest 1.4)."""
+    assert ex["exit_reason"] == EXIT_SYNC
+    assert (ex["esr"], ex["far"], ex["hpfar"]) == ((0x24 << 26) | (0x04 + level), 0, ipa >> 8)
+    assert ex["gprs"] == (0,) * 31 and ex["imm"] == 0
+
+
+def destroy_page(g: Guest, ipa: int) -> None:
+    """Fault ``ipa`` in, then DATA_DESTROY it: the active realm's page becomes DESTROYED."""
+    g.fault_in(ipa)
+    x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa)[:2]
+    assert x0 == SUCCESS
+    assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+    g.alloc.free(pa)
+
+
+def read_entry(g: Guest, ipa: int) -> tuple[int, int, int]:
+    """(walk level, HIPAS state, RIPAS) of ``ipa``'s RTT entry."""
+    x0, level, state, _, ripas = g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, ipa, 3)
+    assert x0 == SUCCESS
+    return level, state, ripas
+
+
+def create_rtt(g: Guest, ipa: int, level: int) -> None:
+    """DELEGATE a granule and RTT_CREATE it at ``level`` for ``ipa`` (destroy_realm frees it)."""
+    pa = g.alloc.alloc()
+    assert g.smc(F.RMI_GRANULE_DELEGATE, pa)[0] == SUCCESS
+    base = ipa & ~((1 << (12 + 9 * (4 - level))) - 1)
+    assert g.smc(F.RMI_RTT_CREATE, g.realm.rd, pa, base, level)[0] == SUCCESS
+
+
+def set_ripas(g: Guest, base: int, top: int) -> int:
+    """The host's RMI_RTT_SET_RIPAS loop over [base, top): a missing table (ERROR_RTT below
+    level 3) is created and the call repeated; it stops at (ERROR_RTT, 3). Returns the progress."""
+    addr = base
+    while addr < top:
+        x0, out = g.smc(F.RMI_RTT_SET_RIPAS, g.realm.rd, g.rec_pa(), addr, top)[:2]
+        if x0 == SUCCESS:
+            assert addr < out <= top
+            addr = out
+        elif x0 == 4 | 3 << 8:
+            break
+        else:
+            assert x0 & 0xFF == 4, hex(x0)
+            create_rtt(g, addr, (x0 >> 8) + 1)
+    return addr
+
+
+# -- RSI_VERSION (B5.3.10) ---------------------------------------------------------------------
+
+def test_version_1_0(machine: Machine) -> None:
+    """Requested 1.0: SUCCESS, lower = higher = 1.0 (B2 scenario 1); X3 zeroed, X4.. kept."""
+    with Guest.build(machine, call_program("RSI_VERSION", {1: VERSION_1_0})) as g:
+        finish(g)
+        results(g, SUCCESS, VERSION_1_0, VERSION_1_0)
+    ok(machine)
+
+
+@pytest.mark.parametrize("requested", [0x1_0001, 0x2_0000, 0x2_0001, 0x0_0001])
+def test_version_incompatible(machine: Machine, requested: int) -> None:
+    """1.1, 2.0, 2.1 (B2 outcome b, scenarios 4, 8, 9) and 0.1 (outcome c): ERROR_INPUT with
+    lower = higher = 1.0, the only revision implemented."""
+    with Guest.build(machine, call_program("RSI_VERSION", {1: requested})) as g:
+        finish(g)
+        results(g, INPUT, VERSION_1_0, VERSION_1_0)
+
+
+# -- RSI_FEATURES (B5.3.3) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("index", [0, 1, 0xFFFF_FFFF_FFFF_FFFF])
+def test_features_reads_zero(machine: Machine, index: int) -> None:
+    """Every feature register reads 0 (success condition `index`); no failure conditions."""
+    with Guest.build(machine, call_program("RSI_FEATURES", {1: index})) as g:
+        finish(g)
+        results(g, SUCCESS, 0)
+
+
+# -- RSI_MEASUREMENT_READ (B5.3.8) --------------------------------------------------------------
+
+@pytest.mark.parametrize("hash_algo", [0, 1])
+def test_measurement_read_rim(machine: Machine, hash_algo: int) -> None:
+    """Index 0 reads the RIM: X1..X8 hold the RD's RIM little-endian, zero padded beyond the
+    hash (SHA-256: X5..X8 = 0); X9, X10 kept."""
+    with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: 0}), hash_algo=hash_algo) as g:
+        finish(g)
+        rim = g.rim
+        assert len(rim) == (32, 64)[hash_algo] and rim != bytes(len(rim))
+        value = struct.unpack("<8Q", rim.ljust(64, b"\0"))
+        assert tuple(g.gpr(n) for n in range(9)) == (SUCCESS, *value)
+        assert (g.gpr(9), g.gpr(10)) == (sentinel(9), sentinel(10))
+
+
+@pytest.mark.parametrize("index", [1, 4])
+def test_measurement_read_rem_starts_zero(machine: Machine, index: int) -> None:
+    """A REM no one extended reads as zeros."""
+    with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: index})) as g:
+        finish(g)
+        assert tuple(g.gpr(n) for n in range(9)) == (SUCCESS,) + (0,) * 8
+
+
+@pytest.mark.parametrize("index", [5, 0xFFFF_FFFF_FFFF_FFFF])
+def test_measurement_read_index_bound(machine: Machine, index: int) -> None:
+    """index_bound (ACS cmd_measurement_read): index > 4 -> ERROR_INPUT, X1..X3 zero, X4..X8 kept."""
+    with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: index})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+# -- RSI_MEASUREMENT_EXTEND (B5.3.7) ------------------------------------------------------------
+
+VALUE = bytes(range(0x41, 0x41 + 64))
+
+
+def extend_then_read(index: int, size: int, value: bytes = VALUE) -> str:
+    words = struct.unpack("<8Q", value)
+    regs = "\n".join(f"mov x{3 + i}, ={w}" for i, w in enumerate(words))
+    return f"""
+        mov x1, #{index}
+        mov x2, ={size}
+        {regs}
+        mov x0, =RSI_MEASUREMENT_EXTEND
+        smc #0
+        mov x19, x0
+        mov x0, =RSI_MEASUREMENT_READ
+        mov x1, #{index}
+        smc #0
+    done:
+        wfi
+        b done
+    """
+
+
+@pytest.mark.parametrize("hash_algo, size", [(0, 0), (0, 1), (0, 32), (0, 64), (1, 1), (1, 64)])
+def test_measurement_extend_then_read(machine: Machine, hash_algo: int, size: int) -> None:
+    """EXTEND REM 2 with X3..X10 as 64 bytes: REM = H(REM_old || value[:size]) (B5.3.7.3, rsi-attest
+    3.6, computed here with hashlib); READ returns it; the RIM and the other REMs are unchanged."""
+    with Guest.build(machine, extend_then_read(2, size), hash_algo=hash_algo) as g:
+        rim = g.rim
+        finish(g)
+        name, length = ("sha256", 32) if hash_algo == 0 else ("sha512", 64)
+        expected = hashlib.new(name, bytes(length) + VALUE[:size]).digest()
+        assert g.gpr(19) == SUCCESS
+        assert tuple(g.gpr(n) for n in range(9)) == (SUCCESS, *struct.unpack("<8Q", expected.ljust(64, b"\0")))
+        assert g.rd.measurement(2) == expected.ljust(64, b"\0")
+        assert [g.rd.measurement(i) for i in (1, 3, 4)] == [bytes(64)] * 3
+        assert g.rim == rim
+
+
+def test_measurement_extend_chains(machine: Machine) -> None:
+    """Two extends of REM 4 chain: H(H(0 || a) || b)."""
+    program = extend_then_read(4, 16).replace("done:", "b second\ndone:") + f"""
+    second:
+        mov x1, #4
+        mov x2, #3
+        mov x3, =0x636261
+        mov x0, =RSI_MEASUREMENT_EXTEND
+        smc #0
+        mov x0, =RSI_MEASUREMENT_READ
+        mov x1, #4
+        smc #0
+        b done
+    """
+    with Guest.build(machine, program) as g:
+        finish(g)
+        first = hashlib.sha256(bytes(32) + VALUE[:16]).digest()
+        assert g.rd.measurement(4)[:32] == hashlib.sha256(first + b"abc").digest()
+
+
+@pytest.mark.parametrize("index", [0, 5])
+def test_measurement_extend_index_bound(machine: Machine, index: int) -> None:
+    """index_bound (ACS cmd_measurement_extend): index 0 (the RIM) or > 4 -> ERROR_INPUT; no
+    measurement changes; X1..X3 zero, X4.. kept."""
+    with Guest.build(machine, call_program("RSI_MEASUREMENT_EXTEND", {1: index, 2: 8})) as g:
+        before = [g.rd.measurement(i) for i in range(5)]
+        finish(g)
+        results(g, INPUT)
+        assert [g.rd.measurement(i) for i in range(5)] == before
+
+
+@pytest.mark.parametrize("size", [65, 1 << 63])
+def test_measurement_extend_size_bound(machine: Machine, size: int) -> None:
+    """size_bound: size > 64 -> ERROR_INPUT; REM 1 stays zero."""
+    with Guest.build(machine, call_program("RSI_MEASUREMENT_EXTEND", {1: 1, 2: size})) as g:
+        finish(g)
+        results(g, INPUT)
+        assert g.rd.measurement(1) == bytes(64)
+
+
+# -- RSI_REALM_CONFIG (B5.3.9) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("hash_algo, rpv", [(0, b""), (1, bytes(range(100, 164)))])
+def test_realm_config_writes_its_fields(machine: Machine, hash_algo: int, rpv: bytes) -> None:
+    """ipa_width (0x0), hash_algo (0x8) and rpv (0x200) are written (success conditions
+    ipa_width, hash_algo); the rest of the page keeps what the realm put there (rsi-attest 1.5)."""
+    program = call_program("RSI_REALM_CONFIG", {1: "cfg"}, "cfg:\n" + pattern_page())
+    with Guest.build(machine, program, hash_algo=hash_algo, rpv=rpv) as g:
+        finish(g)
+        results(g, SUCCESS)
+        page = g.peek(g.label("cfg"), GRANULE)
+        fill = PATTERN.to_bytes(8, "little")
+        assert page[:9] == (40).to_bytes(8, "little") + bytes([hash_algo])
+        assert page[9:0x200] == (fill * 64)[9:0x200]
+        assert page[0x200:0x240] == rpv.ljust(64, b"\0")
+        assert page[0x240:] == (fill * 512)[0x240:]
+    ok(machine)
+
+
+@pytest.mark.parametrize("offset", [8, 0x800, 0xFFF])
+def test_realm_config_addr_align(machine: Machine, offset: int) -> None:
+    """addr_align (ACS cmd_realm_config): an address not 4 KiB aligned -> ERROR_INPUT, no exit,
+    the page unchanged."""
+    program = call_program("RSI_REALM_CONFIG", {1: f"cfg + {offset}"}, "cfg:\n" + pattern_page())
+    with Guest.build(machine, program) as g:
+        finish(g)
+        results(g, INPUT)
+        assert g.peek(g.label("cfg"), GRANULE) == PATTERN.to_bytes(8, "little") * 512
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_realm_config_addr_bound(machine: Machine, mapped: bool) -> None:
+    """addr_bound (ACS cmd_realm_config): an unprotected IPA -> ERROR_INPUT, no exit, mapped or
+    not; a mapped NS page is not written."""
+    ipa = UNPROTECTED + 0x2000
+    with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: ipa})) as g:
+        ns = g.map_unprotected(ipa, b"\x77" * GRANULE) if mapped else None
+        finish(g)
+        results(g, INPUT)
+        if ns is not None:
+            assert machine.ns_read(ns, GRANULE) == b"\x77" * GRANULE
+
+
+def test_realm_config_ripas_empty(machine: Machine) -> None:
+    """A protected page whose RIPAS is EMPTY: ERROR_INPUT returned to the realm, no exit
+    (rsi-attest 1.4; TF-RMM handle_rsi_realm_config)."""
+    with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: EMPTY_IPA})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+@pytest.mark.parametrize("ipa, level", [(UNASSIGNED_L3, 3), (UNASSIGNED_L2, 2)])
+def test_realm_config_unmapped_ram(machine: Machine, ipa: int, level: int) -> None:
+    """Unassigned RAM: an emulated stage-2 data abort exit (EC 0x24, translation fault at the
+    level the walk stopped, far 0, hpfar = X1 >> 8), PC still on the SMC and the realm's
+    registers untouched; once the host faults the page in, re-entry repeats the call: SUCCESS
+    and the page is written."""
+    with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: ipa})) as g:
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        abort_exit(ex, ipa, level)
+        assert g.pc() == g.label("call")
+        assert (g.gpr(0), g.gpr(1), g.gpr(2)) == (0xC400_0196, ipa, sentinel(2))
+        g.fault_in(ipa)
+        finish(g)
+        results(g, SUCCESS)
+        assert g.peek(ipa, 9) == (40).to_bytes(8, "little") + b"\0"
+    ok(machine)
+
+
+def test_realm_config_destroyed(machine: Machine) -> None:
+    """A DESTROYED page: the same abort exit (not ERROR_INPUT), and again on every re-entry,
+    since the realm repeats the call."""
+    ipa = UNASSIGNED_L3
+    with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: ipa})) as g:
+        destroy_page(g, ipa)
+        for _ in range(2):
+            x0, ex = g.enter()
+            assert x0 == SUCCESS
+            abort_exit(ex, ipa, 3)
+            assert g.pc() == g.label("call")
+
+
+# -- RSI_IPA_STATE_SET (B5.3.6, A5.4) -----------------------------------------------------------
+
+def state_set(base: object, top: object, ripas: object, flags: object = 0) -> str:
+    return call_program("RSI_IPA_STATE_SET", {1: base, 2: top, 3: ripas, 4: flags})
+
+
+def state_set_refused(g: Guest) -> None:
+    finish(g)
+    assert tuple(g.gpr(n) for n in range(4)) == (INPUT, 0, 0, 0)
+    assert [g.gpr(n) for n in range(5, 11)] == [sentinel(n) for n in range(5, 11)]
+    assert g.rec().ripas_request() == (0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("base", [UNASSIGNED_L3 + 1, UNASSIGNED_L3 + 0x800])
+def test_ipa_state_set_base_align(machine: Machine, base: int) -> None:
+    """base_align (ACS cmd_ipa_state_set): ERROR_INPUT, no exit, nothing recorded in the REC."""
+    with Guest.build(machine, state_set(base, UNASSIGNED_L3 + 0x2000, EMPTY)) as g:
+        state_set_refused(g)
+
+
+def test_ipa_state_set_top_align(machine: Machine) -> None:
+    """top_align: ERROR_INPUT, no exit."""
+    with Guest.build(machine, state_set(UNASSIGNED_L3, UNASSIGNED_L3 + 0x1800, EMPTY)) as g:
+        state_set_refused(g)
+
+
+@pytest.mark.parametrize("top", [UNASSIGNED_L3, UNASSIGNED_L3 - 0x1000])
+def test_ipa_state_set_size_valid(machine: Machine, top: int) -> None:
+    """size_valid: top <= base -> ERROR_INPUT, no exit."""
+    with Guest.build(machine, state_set(UNASSIGNED_L3, top, EMPTY)) as g:
+        state_set_refused(g)
+
+
+@pytest.mark.parametrize("base, top", [(UNASSIGNED_L3, UNPROTECTED + 0x1000),
+                                       (UNPROTECTED, UNPROTECTED + 0x1000)])
+def test_ipa_state_set_rgn_bound(machine: Machine, base: int, top: int) -> None:
+    """rgn_bound (ACS REGION_UNPROTECTED): a range reaching into the unprotected half -> ERROR_INPUT."""
+    with Guest.build(machine, state_set(base, top, EMPTY)) as g:
+        state_set_refused(g)
+
+
+def test_ipa_state_set_rgn_bound_limit(machine: Machine) -> None:
+    """top = 2^(ipa_width-1) is still protected: the request is accepted (RIPAS_CHANGE exit); the
+    host changes nothing and re-enters: X1 = base (no progress), ACCEPT."""
+    base = UNPROTECTED - 0x1000
+    with Guest.build(machine, state_set(base, UNPROTECTED, EMPTY)) as g:
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        assert (ex["exit_reason"], ex["ripas_base"], ex["ripas_top"]) == (EXIT_RIPAS_CHANGE, base, UNPROTECTED)
+        finish(g)
+        assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, base, ACCEPT)
+
+
+@pytest.mark.parametrize("ripas", [DESTROYED, 3, 0xFF])
+def test_ipa_state_set_ripas_valid(machine: Machine, ripas: int) -> None:
+    """ripas_valid (ACS RIPAS_INVALID uses DESTROYED): neither EMPTY nor RAM -> ERROR_INPUT."""
+    with Guest.build(machine, state_set(UNASSIGNED_L3, UNASSIGNED_L3 + 0x1000, ripas)) as g:
+        state_set_refused(g)
+
+
+def test_ipa_state_set_empty_round_trip(machine: Machine) -> None:
+    """IPA_STATE_SET(EMPTY) over 4 pages across two level-3 tables' worth of RAM: RIPAS_CHANGE exit
+    with base/top/value (every other exit field zero, PC past the SMC, the request recorded in
+    the REC); the host's SET_RIPAS loop (creating the level-3 table it needs) changes it all;
+    on re-entry X0 = SUCCESS, X1 = top, X2 = ACCEPT, and IPA_STATE_GET sees EMPTY."""
+    base, top = CODE + 0x1F_E000, CODE + 0x20_2000
+    program = state_set(base, top, EMPTY).replace("done:", f"""
+        mov x20, x0
+        mov x21, x1
+        mov x22, x2
+        mov x1, ={CODE + 0x20_0000}
+        mov x2, ={top}
+        mov x0, =RSI_IPA_STATE_GET
+        smc #0
+    done:""")
+    with Guest.build(machine, program) as g:
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        assert ex["exit_reason"] == EXIT_RIPAS_CHANGE
+        assert (ex["ripas_base"], ex["ripas_top"], ex["ripas_value"]) == (base, top, EMPTY)
+        assert (ex["esr"], ex["far"], ex["hpfar"], ex["gprs"], ex["imm"]) == (0, 0, 0, (0,) * 31, 0)
+        assert g.pc() == g.label("call") + 8
+        assert g.rec().ripas_request() == (base, top, base, EMPTY, 0)
+        assert set_ripas(g, base, top) == top
+        finish(g)
+        assert (g.gpr(20), g.gpr(21), g.gpr(22)) == (SUCCESS, top, ACCEPT)
+        assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, top, EMPTY)
+        assert g.rec().ripas_request() == (0, 0, 0, 0, 0)
+        for ipa in (base, top - 0x1000):
+            assert read_entry(g, ipa) == (3, 0, EMPTY)
+        assert read_entry(g, top)[2] == RAM
+    ok(machine)
+
+
+def test_ipa_state_set_ram_round_trip(machine: Machine) -> None:
+    """IPA_STATE_SET(RAM) over EMPTY IPA space with no tables below level 1: the host creates
+    the level-2 and level-3 tables on ERROR_RTT and completes it; X1 = top, ACCEPT; the page is
+    now unassigned RAM, so a load from it exits (data abort) instead of taking an SEA, and
+    works once the host faults it in."""
+    base, top = EMPTY_IPA, EMPTY_IPA + 0x2000
+    program = state_set(base, top, RAM).replace("done:", f"""
+        mov x20, x0
+        mov x21, x1
+        mov x22, x2
+        mov x9, ={base}
+        ldr x23, [x9]
+    done:""")
+    with Guest.build(machine, program) as g:
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["ripas_value"]) == (SUCCESS, EXIT_RIPAS_CHANGE, RAM)
+        assert set_ripas(g, base, top) == top
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["esr"] >> 26, ex["hpfar"]) == (SUCCESS, EXIT_SYNC, 0x24, base >> 8)
+        assert (g.gpr(20), g.gpr(21), g.gpr(22)) == (SUCCESS, top, ACCEPT)
+        g.fault_in(base)
+        finish(g)
+        assert g.gpr(23) == 0
+    ok(machine)
+
+
+@pytest.mark.parametrize("ripas, done, flags, response", [
+    (RAM, 1, RIPAS_RESPONSE, REJECT),     # partial RAM change, host rejects the rest
+    (RAM, 0, RIPAS_RESPONSE, REJECT),     # nothing changed, rejected: new_base == base
+    (RAM, 1, 0, ACCEPT),                  # partial, not rejected: the realm calls again
+    (RAM, 4, RIPAS_RESPONSE, ACCEPT),     # complete: a reject flag means nothing
+    (EMPTY, 1, RIPAS_RESPONSE, ACCEPT),   # a change to EMPTY cannot be rejected
+])
+def test_ipa_state_set_response(machine: Machine, ripas: int, done: int, flags: int, response: int) -> None:
+    """RecRipasChangeResponse (B3.40, A5.4): X2 = REJECT only for a RAM request not completed
+    when the host set enter.flags.ripas_response; X1 = the REC's progress."""
+    base = EMPTY_IPA if ripas == RAM else UNASSIGNED_L3
+    top = base + 4 * GRANULE
+    with Guest.build(machine, state_set(base, top, ripas)) as g:
+        assert g.enter()[1]["exit_reason"] == EXIT_RIPAS_CHANGE
+        if done:
+            assert set_ripas(g, base, base + done * GRANULE) == base + done * GRANULE
+        finish(g, flags)
+        assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, base + done * GRANULE, response)
+
+
+@pytest.mark.parametrize("flags", [0, 1])
+def test_ipa_state_set_change_destroyed(machine: Machine, flags: int) -> None:
+    """CHANGE_DESTROYED (A5.4): a RAM request over [P - 4K, P + 4K) with page P DESTROYED.
+    Without the flag SET_RIPAS stops at P (progress P, then (ERROR_RTT, 3)); rejected, the
+    realm sees X1 = P, REJECT and P stays DESTROYED. With it P becomes RAM: X1 = top, ACCEPT."""
+    p = UNASSIGNED_L3 + GRANULE
+    base, top = p - GRANULE, p + GRANULE
+    with Guest.build(machine, state_set(base, top, RAM, flags)) as g:
+        destroy_page(g, p)
+        assert g.enter()[1]["exit_reason"] == EXIT_RIPAS_CHANGE
+        assert g.rec().ripas_request() == (base, top, base, RAM, flags)
+        progress = set_ripas(g, base, top)
+        finish(g, RIPAS_RESPONSE)
+        if flags:
+            assert progress == top
+            assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, top, ACCEPT)
+            assert read_entry(g, p) == (3, 0, RAM)
+        else:
+            assert progress == p
+            assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, p, REJECT)
+            assert read_entry(g, p) == (3, 0, DESTROYED)
+    ok(machine)
+
+
+# -- RSI_IPA_STATE_GET (B5.3.5) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("base, end, top, ripas", [
+    (CODE, CODE + 0x1000, CODE + 0x1000, RAM),               # capped at end
+    (CODE, CODE + 4 * MiB, CODE + 2 * MiB, RAM),             # the run ends with the level-3 table
+    (CODE + 2 * MiB, CODE + 1024 * MiB, CODE + 4 * MiB, RAM),   # level-2 blocks, up to the end of RAM
+    (CODE + 4 * MiB, CODE + 6 * MiB, CODE + 6 * MiB, EMPTY),   # EMPTY blocks, capped
+    (EMPTY_IPA, EMPTY_IPA + 0x3000, EMPTY_IPA + 0x3000, EMPTY),  # no table below level 1
+])
+def test_ipa_state_get_runs(machine: Machine, base: int, end: int, top: int, ripas: int) -> None:
+    """X1 = top of the run of equal RIPAS from base (within the last-level table the walk
+    reaches, as TF-RMM) capped at end, X2 = that RIPAS; base < X1 <= end; X3 zeroed."""
+    with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: base, 2: end})) as g:
+        finish(g)
+        results(g, SUCCESS, top, ripas)
+
+
+def test_ipa_state_get_destroyed(machine: Machine) -> None:
+    """A DESTROYED page reads as RIPAS DESTROYED (2), its run ending at the next RAM page."""
+    p = UNASSIGNED_L3
+    with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: p, 2: p + 0x10000})) as g:
+        destroy_page(g, p)
+        finish(g)
+        results(g, SUCCESS, p + GRANULE, DESTROYED)
+
+
+@pytest.mark.parametrize("base", [CODE + 1, CODE + 0x800])
+def test_ipa_state_get_base_align(machine: Machine, base: int) -> None:
+    """base_align (ACS cmd_ipa_state_get): ERROR_INPUT, X1..X3 zero, no exit."""
+    with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: base, 2: CODE + 0x2000})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+def test_ipa_state_get_end_align(machine: Machine) -> None:
+    """end_align: ERROR_INPUT."""
+    with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: CODE, 2: CODE + 0x1001})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+@pytest.mark.parametrize("end", [CODE, CODE - 0x1000])
+def test_ipa_state_get_size_valid(machine: Machine, end: int) -> None:
+    """size_valid: end <= base -> ERROR_INPUT."""
+    with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: CODE, 2: end})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+@pytest.mark.parametrize("base, end", [(CODE, UNPROTECTED + 0x1000), (UNPROTECTED, UNPROTECTED + 0x1000)])
+def test_ipa_state_get_rgn_bound(machine: Machine, base: int, end: int) -> None:
+    """rgn_bound: a range reaching into the unprotected half -> ERROR_INPUT."""
+    with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: base, 2: end})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+# -- RSI_HOST_CALL (B5.3.4, A4.5) -----------------------------------------------------------------
+
+HOST_GPRS = tuple(0xCA11_0000_0000_0000 | n for n in range(31))
+REALM_GPRS = tuple(0x0123_0000_0000_0000 | n for n in range(31))
+HOST_CALL_DATA = ".org 0x1100\nhc:\n.half 0x1234\n.half 0xBEEF\n.word 0\n.quad " + ", ".join(map(hex, REALM_GPRS))
+"""An RsiHostCall at page offset 0x100: imm 0x1234 (bytes 2..7 reserved, holding junk), gprs."""
+
+
+def test_host_call_round_trip(machine: Machine) -> None:
+    """HOST_CALL exit: imm and gprs[0..30] from the structure, every other exit field zero, the
+    realm's registers as they were (X0 still the FID), PC past the SMC; re-entry copies
+    enter.gprs into the structure (imm untouched) and the realm sees X0 = SUCCESS."""
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA)) as g:
+        hc = g.label("hc")
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        assert (ex["exit_reason"], ex["imm"], ex["gprs"]) == (EXIT_HOST_CALL, 0x1234, REALM_GPRS)
+        assert (ex["esr"], ex["far"], ex["hpfar"], ex["ripas_base"], ex["ripas_top"]) == (0, 0, 0, 0, 0)
+        assert g.pc() == g.label("call") + 8
+        assert (g.gpr(0), g.gpr(1), g.gpr(2)) == (0xC400_0199, hc, sentinel(2))
+        assert g.rec().host_call_pending
+        finish(g, gprs=HOST_GPRS)
+        assert [g.gpr(n) for n in range(5)] == [SUCCESS, hc, sentinel(2), sentinel(3), sentinel(4)]
+        assert g.peek(hc, 8) == struct.pack("<HHI", 0x1234, 0xBEEF, 0)
+        assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
+        assert not g.rec().host_call_pending
+    ok(machine)
+
+
+@pytest.mark.parametrize("offset", [8, 0x80, 0xFF])
+def test_host_call_addr_align(machine: Machine, offset: int) -> None:
+    """addr_align (ACS cmd_host_call): not 256-byte aligned -> ERROR_INPUT, no exit."""
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: f"hc + {offset}"}, HOST_CALL_DATA)) as g:
+        finish(g)
+        results(g, INPUT)
+        assert not g.rec().host_call_pending
+
+
+def test_host_call_addr_bound(machine: Machine) -> None:
+    """addr_bound (ACS cmd_host_call): an unprotected IPA, even mapped -> ERROR_INPUT, no exit."""
+    ipa = UNPROTECTED + 0x1000
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: ipa + 0x100})) as g:
+        g.map_unprotected(ipa)
+        finish(g)
+        results(g, INPUT)
+
+
+def test_host_call_ripas_empty(machine: Machine) -> None:
+    """A structure in a RIPAS EMPTY page: ERROR_INPUT, no exit (rsi-attest 1.4)."""
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: EMPTY_IPA + 0x100})) as g:
+        finish(g)
+        results(g, INPUT)
+
+
+def test_host_call_unmapped(machine: Machine) -> None:
+    """A structure in unassigned RAM: abort exit (hpfar = X1 >> 8, in-page bits included), PC
+    on the SMC; after fault_in the call repeats: HOST_CALL exit with the zero page's imm and
+    gprs; completion writes the host's gprs there."""
+    ipa = UNASSIGNED_L3 + 0x300
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: ipa})) as g:
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        abort_exit(ex, ipa, 3)
+        assert g.pc() == g.label("call") and not g.rec().host_call_pending
+        g.fault_in(ipa)
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["imm"], ex["gprs"]) == (SUCCESS, EXIT_HOST_CALL, 0, (0,) * 31)
+        finish(g, gprs=HOST_GPRS)
+        assert g.gpr(0) == SUCCESS
+        assert g.peek(ipa + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
+    ok(machine)
+
+
+def test_host_call_page_destroyed_before_completion(machine: Machine) -> None:
+    """The structure's page is destroyed between the HOST_CALL exit and the next entry (A4.2.2):
+    REC_ENTER succeeds with an abort exit for it, without running the realm (PC, X0 as they
+    were) and the host call still pending."""
+    ipa = UNASSIGNED_L3 + 0x200
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: ipa})) as g:
+        g.fault_in(ipa)
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa & ~0xFFF)[:2]
+        assert x0 == SUCCESS
+        assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        g.alloc.free(pa)
+        x0, ex = g.enter(gprs=HOST_GPRS)
+        assert x0 == SUCCESS
+        abort_exit(ex, ipa, 3)
+        assert g.pc() == g.label("call") + 8
+        assert g.gpr(0) == 0xC400_0199 and g.rec().host_call_pending
+
+
+# -- the result-register rule, unknown SMCs, the SVE hint -----------------------------------------
+
+def test_result_registers_measurement_read_writes_x1_to_x8(machine: Machine) -> None:
+    """MEASUREMENT_READ writes X1..X8 (X4 included); X9, X10 keep their values."""
+    with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: 3})) as g:
+        finish(g)
+        assert [g.gpr(n) for n in range(11)] == [0] * 9 + [sentinel(9), sentinel(10)]
+
+
+@pytest.mark.parametrize("fid, args, x0", [
+    ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: 4}, SUCCESS),   # no outputs: X1..X3 zeroed, inputs X4.. kept
+    ("RSI_REALM_CONFIG", {1: CODE + 8}, INPUT),          # an error: X1..X3 zeroed
+    ("RSI_IPA_STATE_GET", {1: CODE, 2: CODE}, INPUT),
+])
+def test_result_registers(machine: Machine, fid: str, args: dict[int, object], x0: int) -> None:
+    """rsi-attest 1.2 / TF-RMM's result record: X0 status, X1..X3 outputs or 0, X4.. untouched."""
+    with Guest.build(machine, call_program(fid, args)) as g:
+        finish(g)
+        results(g, x0)
+
+
+@pytest.mark.parametrize("fid", [0xC400_019A, 0xC400_01AF, 0xC400_0150, 0x8200_0000, 0x0, 0xC500_0000])
+def test_unknown_smc(machine: Machine, fid: int) -> None:
+    """An SMC that is neither RSI nor PSCI (a 1.1-only RSI ID, the end of the RSI range, RMI_VERSION,
+    SiP, 0, another owner) -> X0 = SMC_UNKNOWN (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, no exit."""
+    with Guest.build(machine, call_program(hex(fid), {1: 1})) as g:
+        finish(g)
+        results(g, SMC_UNKNOWN)
+
+
+def test_fid_is_w0(machine: Machine) -> None:
+    """The function ID is W0: bits [63:32] of X0 are ignored (SMCCC)."""
+    with Guest.build(machine, call_program(hex(0xFFFF_FFFF_C400_0190), {1: VERSION_1_0})) as g:
+        finish(g)
+        results(g, SUCCESS, VERSION_1_0, VERSION_1_0)
+
+
+@pytest.mark.parametrize("fid, args, outputs", [
+    (0xC400_0190, {1: VERSION_1_0}, (SUCCESS, VERSION_1_0, VERSION_1_0)),   # RSI_VERSION
+    (0xC400_0198, {1: CODE, 2: CODE + 0x1000}, (SUCCESS, CODE + 0x1000, RAM)),   # RSI_IPA_STATE_GET
+    (0x8000_0000, {}, (0x10002,)),                                          # SMCCC_VERSION
+    (0x8400_0000, {}, (0x10001,)),                                          # PSCI_VERSION
+])
+def test_sve_hint_ignored(machine: Machine, fid: int, args: dict[int, object], outputs: tuple[int, ...]) -> None:
+    """The SMCCC SVE hint (bit 16 of the FID) is ignored: the call behaves as without it."""
+    with Guest.build(machine, call_program(hex(fid | 1 << 16), args)) as g:
+        finish(g)
+        results(g, *outputs)
