@@ -11,6 +11,8 @@ import sys
 import click
 
 from rmm_mp import __version__
+from rmm_mp.attest.cli import attest_group
+from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.stats.report import format_table
@@ -105,12 +107,18 @@ def platform_list() -> None:
 
 @platform_group.command(name="show")
 @click.argument("name")
-def platform_show(name: str) -> None:
+@click.option("--public-key", "public_key", is_flag=True,
+              help="Print only the key that verifies this platform's CCA platform tokens (SPKI PEM), "
+                   "for `rmm-mp attest verify --platform-key`.")
+def platform_show(name: str, public_key: bool) -> None:
     """Validate and show platform NAME (a bundled name or a path)."""
     try:
         plat = platforms.load(name)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if public_key:
+        click.echo(AttestationKeys(plat).platform_public_key_pem().decode(), nl=False)
+        return
     click.echo(f"{plat.name}: {plat.description}\nsource: {plat.source}")
     click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}")
     click.echo(f"dram [{plat.dram.base:#x}, {plat.dram.end:#x}) = {plat.granule_count:,} granules")
@@ -136,6 +144,8 @@ def workloads_list() -> None:
     for name, builtin in sorted(BUILTINS.items()):
         click.echo(f"{name:16} {builtin.description}")
 
+
+main.add_command(attest_group)
 
 if __name__ == "__main__":
     main()

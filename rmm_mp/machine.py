@@ -27,6 +27,7 @@ from typing import Any
 import atomicshm
 
 from rmm_mp.abi.smccc import U64_MASK
+from rmm_mp.el3.attest import AttestationKeys, AttestationService
 from rmm_mp.el3.gtsi import Gtsi
 from rmm_mp.el3.monitor import Monitor
 from rmm_mp.hw import control as ctl
@@ -336,7 +337,8 @@ class Cpu:
         views = machine._views
         self.tlb = Tlb(cpu, views["ctl"], views["cpus"], views["dram"], machine._area_size, machine.cpus)
         self.monitor = Monitor(cpu, area.buf, machine.control,
-                               Gtsi(machine.gpt, plat.dram.base, plat.granule_count, self.tlb))
+                               Gtsi(machine.gpt, plat.dram.base, plat.granule_count, self.tlb),
+                               AttestationService(attestation_keys(plat)))
         self.monitor.lock_stats = self.granules.stats
         ns = NsAccess(machine.memory, self.granules, machine.gpt)
         self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
@@ -427,6 +429,17 @@ def _normalise(regs: tuple[object, ...]) -> tuple[int, ...]:
             _bad_register(index, value)
         out.append(value & _U64_MAX)
     return tuple(out)
+
+
+_attestation_keys: dict[str, AttestationKeys] = {}
+
+
+def attestation_keys(plat: Platform) -> AttestationKeys:
+    """The platform's attestation material, derived once per process (it never changes)."""
+    key = plat.to_json()
+    if key not in _attestation_keys:
+        _attestation_keys[key] = AttestationKeys(plat)
+    return _attestation_keys[key]
 
 
 def _bad_register(index: int, value: object) -> None:

@@ -13,8 +13,8 @@ A forwarded call follows TF-A's RMMD:
   4. save the Realm context (X0 = REQ_COMPLETE, X1..X5 = results);
   5. restore the Non-secure context with X0..X4 = the results; X5..X7 keep their values.
 
-From the Realm world (the RMM) EL3 serves the RMM-EL3 interface: GTSI delegate/undelegate
-now, attestation services later. These return to the Realm world without a switch.
+From the Realm world (the RMM) EL3 serves the RMM-EL3 interface: GTSI delegate/undelegate and
+the attestation services (el3.attest). These return to the Realm world without a switch.
 
 Each forwarded call is timed: EL3 (everything outside the RMM), the RMM handler, and the lock
 wait the RMM reported. A Python exception escaping the RMM is an RMM crash: the machine is
@@ -32,6 +32,7 @@ from typing import Protocol
 from rmm_mp.abi.el3 import RmmEl3Fid, RmmEl3Status
 from rmm_mp.abi.rmi import RMI_FID_BASE, RMI_FID_LAST
 from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT, U64_MASK
+from rmm_mp.el3.attest import AttestationService
 from rmm_mp.el3.gtsi import Gtsi
 from rmm_mp.hw.control import Control
 from rmm_mp.hw.cpuarea import LOCK_STATS, OFF_LOCK_STATS, OFF_NS_CTX, OFF_REALM_CTX
@@ -51,6 +52,8 @@ Result = tuple[int, int, int, int, int]
 _REQ_COMPLETE = int(RmmEl3Fid.RMM_RMI_REQ_COMPLETE)
 _GTSI_DELEGATE = int(RmmEl3Fid.RMM_GTSI_DELEGATE)
 _GTSI_UNDELEGATE = int(RmmEl3Fid.RMM_GTSI_UNDELEGATE)
+_GET_REALM_KEY = int(RmmEl3Fid.RMM_ATTEST_GET_REALM_KEY)
+_GET_PLAT_TOKEN = int(RmmEl3Fid.RMM_ATTEST_GET_PLAT_TOKEN)
 _E_RMM_UNK = int(RmmEl3Status.E_RMM_UNK)
 
 
@@ -63,13 +66,15 @@ class RmmEntry(Protocol):
 class Monitor:
     """EL3 running on one CPU."""
 
-    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "recorder", "lock_stats", "_clock")
+    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "attest", "recorder", "lock_stats", "_clock")
 
-    def __init__(self, cpu: int, area_buf: memoryview, control: Control, gtsi: Gtsi) -> None:
+    def __init__(self, cpu: int, area_buf: memoryview, control: Control, gtsi: Gtsi,
+                 attest: AttestationService | None = None) -> None:
         self.cpu = cpu
         self.buf = area_buf
         self.control = control
         self.gtsi = gtsi
+        self.attest = attest
         self.rmm: RmmEntry | None = None
         self.recorder: Recorder | None = None
         self.lock_stats = LockStats()
@@ -133,10 +138,17 @@ class Monitor:
         self.control.mark_dead(reason)
         return reason
 
-    def smc_from_realm(self, fid: int, x1: int = 0, x2: int = 0, x3: int = 0) -> tuple[int, int]:
-        """An SMC from the RMM to EL3 (RMM-EL3 interface); returns (X0, X1), X0 signed."""
+    def smc_from_realm(self, fid: int, x1: int = 0, x2: int = 0, x3: int = 0) -> tuple[int, int, int]:
+        """An SMC from the RMM to EL3 (RMM-EL3 interface); returns (X0, X1, X2), X0 signed.
+
+        The attestation calls address EL3's shared buffer by offset (attest.AttestationService).
+        """
         if fid == _GTSI_DELEGATE:
-            return self.gtsi.delegate(x1), 0
+            return self.gtsi.delegate(x1), 0, 0
         if fid == _GTSI_UNDELEGATE:
-            return self.gtsi.undelegate(x1), 0
-        return _E_RMM_UNK, 0
+            return self.gtsi.undelegate(x1), 0, 0
+        if fid == _GET_REALM_KEY and self.attest is not None:
+            return (*self.attest.get_realm_key(x1, x2, x3), 0)
+        if fid == _GET_PLAT_TOKEN and self.attest is not None:
+            return self.attest.get_platform_token(x1, x2, x3)
+        return _E_RMM_UNK, 0, 0

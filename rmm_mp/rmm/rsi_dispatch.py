@@ -13,11 +13,13 @@ import time
 from rmm_mp.abi.psci import is_psci
 from rmm_mp.abi.rsi import RsiFid
 from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT
-from rmm_mp.rmm.handlers import psci, rsi_config, rsi_host_call, rsi_measurement, rsi_memory, rsi_system
+from rmm_mp.rmm.handlers import (
+    psci, rsi_attest, rsi_config, rsi_host_call, rsi_measurement, rsi_memory, rsi_system,
+)
 from rmm_mp.rmm.realm_call import Exit, RealmCall
 from rmm_mp.stats.calls import PSCI_BASE, RSI_BASE
 
-RSI_MODULES = (rsi_system, rsi_measurement, rsi_config, rsi_memory, rsi_host_call)
+RSI_MODULES = (rsi_system, rsi_measurement, rsi_config, rsi_memory, rsi_host_call, rsi_attest)
 RSI_HANDLERS = {int(fid): getattr(m, fid.name.lower()) for fid in RsiFid for m in RSI_MODULES
                 if hasattr(m, fid.name.lower())}
 _W0 = 0xFFFF_FFFF & ~SMCCC_SVE_HINT

@@ -1,0 +1,183 @@
+"""Strict decoding of one CBOR data item (RFC 8949), and the shapes of decoded values.
+
+cbor2 accepts two things a verifier must not: bytes after the first data item (it stops
+reading) and duplicate map keys (it keeps the last one). Either lets two verifiers see two
+different claim sets in one signed payload, so every CBOR item this package reads from a
+token goes through `loads_exact`: a walk over the item heads checks that the bytes are one
+well-formed item, no deeper than MAX_DEPTH, with no map key twice and no value-sharing tag
+(cbor2 would build a cyclic value from one); only then does cbor2 build the values.
+
+cbor2 5 decodes arrays to lists and maps to dicts; cbor2 6 gives tuples and frozendicts inside
+tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor2 version.
+`to_json` turns a decoded value into something `json.dumps` accepts (bytes as hex).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import cbor2
+
+from rmm_mp.attest.errors import TokenFormatError
+
+MAX_DEPTH: Final = 32
+"""Nesting limit; a CCA claim set nests 4 deep (map, sw-components array, component map)."""
+
+REFUSED_TAGS: Final = {28: "shareable value", 29: "shared-value reference"}
+"""Tags cbor2 resolves into object references (http://cbor.schmorp.de/value-sharing). A token
+has no use for them, and they can make a value contain itself."""
+
+_BREAK: Final = 0xFF
+
+
+def is_array(value: object) -> bool:
+    """True for a decoded CBOR array (list with cbor2 5, possibly tuple with cbor2 6)."""
+    return isinstance(value, (list, tuple))
+
+
+def is_map(value: object) -> bool:
+    """True for a decoded CBOR map (dict, or cbor2 6's frozendict)."""
+    return isinstance(value, Mapping)
+
+
+def to_json(value: Any) -> Any:
+    """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
+    strings, tags {"tag": n, "value": ...}; ints, text, bools, floats and None stay."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if is_map(value):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if is_array(value):
+        return [to_json(v) for v in value]
+    if isinstance(value, cbor2.CBORTag):
+        return {"tag": value.tag, "value": to_json(value.value)}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def loads_exact(data: bytes, what: str) -> Any:
+    """Decode `data` as exactly one well-formed CBOR item with no duplicate map keys.
+
+    Args:
+        data: the encoded item.
+        what: the name of the part, for error messages ("realm token payload").
+
+    Raises:
+        TokenFormatError: truncated or malformed input, bytes after the item, nesting
+            deeper than MAX_DEPTH, a map with the same key twice, or a REFUSED_TAGS tag.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise TokenFormatError(f"{what}: expected CBOR bytes, got {type(data).__name__}")
+    data = bytes(data)
+    end = _skip(data, 0, what, 0)
+    if end != len(data):
+        raise TokenFormatError(f"{what}: the first CBOR item ends at byte {end} but the input has "
+                               f"{len(data)} bytes; expected exactly one CBOR item (is this CBOR at all?)")
+    try:
+        return cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
+        raise TokenFormatError(f"{what}: not valid CBOR ({exc})") from None
+
+
+def _head(data: bytes, pos: int, what: str) -> tuple[int, int | None, int]:
+    """(major type, argument or None for indefinite length / break, position after the head)."""
+    if pos >= len(data):
+        raise TokenFormatError(f"{what}: truncated CBOR: expected a data item at byte {pos}, "
+                               f"input has {len(data)} bytes")
+    major, info = data[pos] >> 5, data[pos] & 0x1F
+    if info < 24:
+        return major, info, pos + 1
+    if info <= 27:
+        size = 1 << (info - 24)
+        if pos + 1 + size > len(data):
+            raise TokenFormatError(f"{what}: truncated CBOR: head at byte {pos} needs {size} more bytes")
+        return major, int.from_bytes(data[pos + 1:pos + 1 + size], "big"), pos + 1 + size
+    if info == 31 and major in (2, 3, 4, 5, 7):
+        return major, None, pos + 1
+    raise TokenFormatError(f"{what}: malformed CBOR: byte {data[pos]:#04x} at {pos} uses reserved "
+                           f"additional information {info}")
+
+
+def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
+    """Position after the item that starts at `pos`, checking it on the way."""
+    if depth > MAX_DEPTH:
+        raise TokenFormatError(f"{what}: CBOR nested deeper than {MAX_DEPTH} levels at byte {pos}")
+    start = pos
+    major, arg, pos = _head(data, pos, what)
+    if major in (0, 1):
+        return pos
+    if major in (2, 3):
+        return _skip_string(data, pos, major, arg, what)
+    if major == 4:
+        return _skip_items(data, pos, arg, what, depth)
+    if major == 5:
+        return _skip_map(data, pos, arg, what, depth)
+    if major == 6:
+        if arg in REFUSED_TAGS:
+            raise TokenFormatError(f"{what}: CBOR tag {arg} ({REFUSED_TAGS[arg]}) at byte {start} is not "
+                                   "allowed in an attestation token")
+        return _skip(data, pos, what, depth + 1)
+    if arg is None:
+        raise TokenFormatError(f"{what}: malformed CBOR: 'break' (0xff) at byte {start} outside an "
+                               "indefinite-length item")
+    return pos
+
+
+def _skip_string(data: bytes, pos: int, major: int, arg: int | None, what: str) -> int:
+    if arg is not None:
+        if pos + arg > len(data):
+            raise TokenFormatError(f"{what}: truncated CBOR: string at byte {pos} claims {arg} bytes, "
+                                   f"{len(data) - pos} remain")
+        return pos + arg
+    while pos < len(data) and data[pos] != _BREAK:
+        chunk_major, size, pos = _head(data, pos, what)
+        if chunk_major != major or size is None:
+            raise TokenFormatError(f"{what}: malformed CBOR: indefinite string chunk before byte {pos} "
+                                   "is not a definite string of the same type")
+        pos = _skip_string(data, pos, major, size, what)
+    return _expect_break(data, pos, what)
+
+
+def _skip_items(data: bytes, pos: int, count: int | None, what: str, depth: int) -> int:
+    done = 0
+    while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
+        pos = _skip(data, pos, what, depth + 1)
+        done += 1
+    return pos if count is not None else _expect_break(data, pos, what)
+
+
+def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -> int:
+    seen: set[object] = set()
+    done = 0
+    while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
+        key_start = pos
+        pos = _skip(data, pos, what, depth + 1)
+        key = _key_identity(data[key_start:pos])
+        if key in seen:
+            raise TokenFormatError(f"{what}: map has key {data[key_start:pos].hex()} more than once "
+                                   f"(at byte {key_start}); a CBOR map must not repeat a key")
+        seen.add(key)
+        pos = _skip(data, pos, what, depth + 1)
+        done += 1
+    return pos if count is not None else _expect_break(data, pos, what)
+
+
+def _key_identity(encoded: bytes) -> object:
+    """What cbor2 would make of a map key, so that 1 and a non-minimal 1 count as one key."""
+    try:
+        value = cbor2.loads(encoded)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
+        raise TokenFormatError(f"map key {encoded.hex()} is not valid CBOR ({exc})") from None
+    try:
+        hash(value)
+    except TypeError:
+        return ("encoded", encoded)
+    return value
+
+
+def _expect_break(data: bytes, pos: int, what: str) -> int:
+    if pos >= len(data):
+        raise TokenFormatError(f"{what}: truncated CBOR: indefinite-length item has no 'break' (0xff)")
+    return pos + 1

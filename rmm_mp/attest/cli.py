@@ -1,0 +1,172 @@
+"""`rmm-mp attest`: verify or inspect a CCA attestation token from the command line.
+
+The lead's CLI adds the group with `main.add_command(attest_group)`. The commands parse,
+call verify.py, print, and choose the exit status; all logic lives in the package.
+
+A token whose realm side checks out but whose platform signature could not be checked (no
+--platform-key) must not look like success: it exits 3, not 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from rmm_mp.attest.errors import TokenFormatError
+from rmm_mp.attest.platform_claims import lifecycle_state
+from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNVERIFIED: Final = 3
+_EXIT_BY_VERDICT: Final = {"ok": EXIT_OK, "failed": EXIT_FAILED, "incomplete": EXIT_UNVERIFIED}
+_NAME_WIDTH: Final = 32
+
+
+def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
+    """click callback: HEX option -> bytes (an optional 0x prefix and spaces are allowed)."""
+    if value is None:
+        return None
+    digits = "".join(value.split()).removeprefix("0x").removeprefix("0X")
+    try:
+        data = bytes.fromhex(digits)
+    except ValueError:
+        data = b""
+    if not data:
+        raise click.BadParameter(f"{value!r} is not a hex byte string; expected an even number of hex "
+                                 "digits, e.g. 'abab...' (64 bytes = 128 digits for a challenge)")
+    return data
+
+
+def _read_token(path: str) -> bytes:
+    data = Path(path).read_bytes()
+    if not data:
+        raise click.BadParameter(f"{path} is empty; expected a CCA token (CBOR tag 399 or 907)",
+                                 param_hint="TOKEN")
+    return data
+
+
+@click.group("attest", context_settings={"help_option_names": ["-h", "--help"]})
+def attest_group() -> None:
+    """Verify and inspect Arm CCA attestation tokens.
+
+    Reads RMM 1.0 tokens (CBOR tag 399: platform and realm COSE_Sign1 tokens in byte strings)
+    and the newer CMW form (tag 907).
+    """
+
+
+@attest_group.command("verify")
+@click.argument("token", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--platform-key", type=click.Path(exists=True, dir_okay=False, readable=True), default=None,
+              help="Platform key (trust anchor): PEM public/private key, DER, JWK, veraison trust-anchor "
+                   "list JSON, or a hex EC point. Without it the platform signature is not verified.")
+@click.option("--challenge", callback=_hex_bytes, metavar="HEX",
+              help="The challenge the realm was given; realm claim 10 must equal it.")
+@click.option("--expect-rim", callback=_hex_bytes, metavar="HEX",
+              help="The expected realm initial measurement; realm claim 44238 must equal it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
+@click.pass_context
+def verify_command(ctx: click.Context, token: str, platform_key: str | None, challenge: bytes | None,
+                   expect_rim: bytes | None, as_json: bool) -> None:
+    """Verify TOKEN: claims, platform signature, realm signature (with the RAK of realm claim
+    44237) and the binding (platform challenge == hash of the RAK claim).
+
+    \b
+    Exit status:
+      0  every check passed
+      1  a check failed; its reason is printed
+      2  usage error: a file is unreadable, TOKEN is not a CCA token, or HEX is bad
+      3  no check failed, but the platform signature was NOT verified (no --platform-key)
+    """
+    data = _read_token(token)
+    key = Path(platform_key).read_bytes() if platform_key else None
+    try:
+        result = verify_token(data, key, expected_challenge=challenge, expected_rim=expect_rim,
+                              key_name=platform_key or "platform key")
+    except TokenFormatError as exc:
+        raise click.BadParameter(f"{token}: {exc}", param_hint="TOKEN") from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_result(token, len(data), result)
+    ctx.exit(_EXIT_BY_VERDICT[result.verdict])
+
+
+@attest_group.command("inspect")
+@click.argument("token", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the decoded token as JSON instead of tables.")
+def inspect_command(token: str, as_json: bool) -> None:
+    """Decode TOKEN and print its claims WITHOUT verifying anything.
+
+    Exit status: 0 when TOKEN decodes; 2 when it is unreadable or not a CCA token.
+    """
+    data = _read_token(token)
+    try:
+        decoded = inspect_token(data)
+    except TokenFormatError as exc:
+        raise click.BadParameter(f"{token}: {exc}", param_hint="TOKEN") from None
+    if as_json:
+        click.echo(json.dumps(decoded, indent=2))
+        return
+    click.echo(f"CCA token {token}: tag {decoded['tag']}, {len(data)} bytes (NOT verified)")
+    for side in ("platform", "realm"):
+        part = decoded[side]
+        _print_claims(f"{side.capitalize()} token ({part['alg']}) claims", part["claims"])
+
+
+def _print_result(token: str, size: int, result: VerificationResult) -> None:
+    click.echo(f"CCA token {token}: tag {result.tag}, {size} bytes")
+    for title, claims in (("Platform claims", result.platform_claims), ("Realm claims", result.realm_claims)):
+        if claims is not None:
+            _print_claims(title, claims)
+    click.echo("\nChecks")
+    for check in result.checks:
+        click.echo(f"  {_status(check):<12} {check.name:<20} {check.reason}")
+    click.echo("")
+    click.echo(_summary(result))
+
+
+def _status(check: Check) -> str:
+    return {True: "PASS", False: "FAIL", None: "NOT CHECKED"}[check.passed]
+
+
+def _summary(result: VerificationResult) -> str:
+    if result.verdict == "ok":
+        return "Result: VERIFIED (every check passed)"
+    if result.verdict == "failed":
+        failed = ", ".join(c.name for c in result.checks if c.passed is False)
+        return f"Result: FAILED ({failed})"
+    unchecked = ", ".join(c.name for c in result.checks if c.passed is None)
+    return (f"Result: NOT VERIFIED: no check failed, but {unchecked} was not checked"
+            + (" (give --platform-key)" if "platform signature" in unchecked else ""))
+
+
+def _print_claims(title: str, claims: dict[str, Any]) -> None:
+    click.echo(f"\n{title}")
+    for name, value in claims.items():
+        for line in _claim_lines(name, value):
+            click.echo(f"  {line}")
+
+
+def _claim_lines(name: str, value: Any) -> list[str]:
+    if name == "lifecycle" and isinstance(value, int) and not isinstance(value, bool):
+        return [f"{name:<{_NAME_WIDTH}} {value} ({value:#06x}, {lifecycle_state(value) or 'no defined state'})"]
+    if not isinstance(value, list):
+        return [f"{name:<{_NAME_WIDTH}} {_scalar(value)}"]
+    lines = [f"{name:<{_NAME_WIDTH}} {len(value)} {'entry' if len(value) == 1 else 'entries'}"]
+    for i, item in enumerate(value):
+        index = f"[{i}]"
+        if not isinstance(item, dict):
+            lines.append(f"  {index:<{_NAME_WIDTH - 2}} {_scalar(item)}")
+            continue
+        for j, (key, field) in enumerate(item.items()):
+            lines.append(f"  {index if j == 0 else '':<5} {key:<{_NAME_WIDTH - 8}} {_scalar(field)}")
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

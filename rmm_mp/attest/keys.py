@@ -1,0 +1,184 @@
+"""Platform keys (trust anchors) for the platform token's signature, from the files people have.
+
+`load_trust_anchors` reads any of:
+
+* a PEM public key (SPKI, e.g. cca_platform.pub) or PEM private key (SEC1 or PKCS#8, e.g.
+  cca_platform.pem; only its public half is kept), or the same in binary DER;
+* one JWK object (RFC 7518 section 6.2: kty "EC", crv P-256/P-384/P-521, x, y; a private
+  "d" is ignored), e.g. cpak.json, testIAK.jwk;
+* a veraison trust-anchor list: a JSON array of objects with a "pkey" JWK and optional
+  "implementation-id" / "instance-id" hex strings (ta-tfa.json, ta-02-ok.json);
+* hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
+
+Every failure raises PlatformKeyError with a message starting "platform key invalid:", including
+a point that is not on its curve (ta-02-bad.json): a broken trust anchor is a failed
+verification, never a crash. A list with one bad entry is refused whole, because quietly
+using the others would hide a corrupted trust store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import string
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from rmm_mp.attest.errors import PlatformKeyError
+
+JWK_CURVES: Final = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+POINT_CURVES: Final = {65: ec.SECP256R1(), 97: ec.SECP384R1(), 133: ec.SECP521R1()}
+"""Length of an uncompressed point 04 || X || Y -> its curve."""
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    """A platform public key, where it came from, and the platform identities it is for
+    (None: any). `verify_token` only tries anchors whose identities match the token's."""
+
+    key: ec.EllipticCurvePublicKey
+    source: str
+    implementation_id: bytes | None = None
+    instance_id: bytes | None = None
+
+
+def load_trust_anchors(data: bytes, name: str = "platform key") -> tuple[TrustAnchor, ...]:
+    """Parse a platform key file in any of the module's formats.
+
+    Args:
+        data: the file's bytes.
+        name: how to call the file in messages (usually its path).
+
+    Raises:
+        PlatformKeyError: unknown format, not an EC key, unsupported curve, bad field, or a
+            point that is not on its curve.
+    """
+    raw = bytes(data)
+    text = raw.decode("ascii", errors="replace").strip()
+    if text.startswith("-----BEGIN"):
+        return (TrustAnchor(_pem_key(text.encode(), name), f"{name} (PEM)"),)
+    if text[:1] in ("{", "["):
+        return _json_anchors(text, name)
+    if text and all(c in string.hexdigits or c.isspace() for c in text):
+        return (TrustAnchor(_hex_point(text, name), f"{name} (hex point)"),)
+    return (TrustAnchor(_der_key(raw, name), f"{name} (DER)"),)
+
+
+def public_key_from_point(point: bytes, name: str = "platform key") -> ec.EllipticCurvePublicKey:
+    """The public key of an uncompressed point 04 || X || Y; the curve follows from the length.
+
+    Raises:
+        PlatformKeyError: wrong length or prefix, or not on the curve.
+    """
+    curve = POINT_CURVES.get(len(point))
+    if curve is None or point[:1] != b"\x04":
+        raise PlatformKeyError(f"platform key invalid: {name}: an uncompressed EC point is 04 || X || Y "
+                               f"of 65, 97 or 133 bytes; got {len(point)} bytes starting {point[:1].hex()}")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+    except ValueError:
+        raise PlatformKeyError(f"platform key invalid: {name}: point {point.hex()} is not on "
+                               f"curve {curve.name}") from None
+
+
+def _hex_point(text: str, name: str) -> ec.EllipticCurvePublicKey:
+    digits = "".join(text.split())
+    if len(digits) % 2:
+        raise PlatformKeyError(f"platform key invalid: {name} holds {len(digits)} hex digits; a hex EC point "
+                               "needs an even number")
+    return public_key_from_point(bytes.fromhex(digits), name)
+
+
+def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
+    try:
+        if b"PRIVATE KEY-----" in pem.split(b"\n", 1)[0]:
+            key: Any = serialization.load_pem_private_key(pem, password=None).public_key()
+        else:
+            key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise PlatformKeyError(f"platform key invalid: {name}: unreadable PEM ({exc})") from None
+    return _ec_only(key, name)
+
+
+def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:
+    try:
+        key: Any = serialization.load_der_public_key(der)
+    except ValueError:
+        try:
+            key = serialization.load_der_private_key(der, password=None).public_key()
+        except (ValueError, TypeError):
+            raise PlatformKeyError(f"platform key invalid: {name} is not a PEM or DER key, a JWK, a trust-anchor "
+                                   "list (JSON array of {\"pkey\": JWK}) or a hex EC point") from None
+    return _ec_only(key, name)
+
+
+def _ec_only(key: Any, name: str) -> ec.EllipticCurvePublicKey:
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise PlatformKeyError(f"platform key invalid: {name} holds a {type(key).__name__}; "
+                               "CCA platform keys are EC (P-256, P-384 or P-521)")
+    return key
+
+
+def _json_anchors(text: str, name: str) -> tuple[TrustAnchor, ...]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlatformKeyError(f"platform key invalid: {name}: not valid JSON ({exc})") from None
+    if isinstance(doc, dict) and "pkey" not in doc:
+        return (TrustAnchor(jwk_public_key(doc, name), f"{name} (JWK)"),)
+    entries = doc if isinstance(doc, list) else [doc]
+    if not entries:
+        raise PlatformKeyError(f"platform key invalid: {name} is an empty trust-anchor list")
+    return tuple(_anchor(entry, f"{name} trust anchor {i}") for i, entry in enumerate(entries))
+
+
+def _anchor(entry: object, name: str) -> TrustAnchor:
+    if not isinstance(entry, dict) or not isinstance(entry.get("pkey"), dict):
+        raise PlatformKeyError(f"platform key invalid: {name} must be an object with a \"pkey\" JWK")
+    ids = {}
+    for field in ("implementation-id", "instance-id"):
+        value = entry.get(field)
+        try:
+            ids[field] = None if value is None else bytes.fromhex(value)
+        except (TypeError, ValueError):
+            raise PlatformKeyError(f"platform key invalid: {name}: \"{field}\" must be a hex string, "
+                                   f"got {value!r}") from None
+    return TrustAnchor(jwk_public_key(entry["pkey"], name), name, ids["implementation-id"], ids["instance-id"])
+
+
+def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePublicKey:
+    """The public key of an EC JWK (kty "EC", crv, x, y; "d" ignored).
+
+    Raises:
+        PlatformKeyError: not an EC JWK, unknown crv, bad base64url, wrong coordinate
+            length, or a point that is not on the curve.
+    """
+    if jwk.get("kty") != "EC":
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK kty is {jwk.get('kty')!r}, expected \"EC\"")
+    curve = JWK_CURVES.get(jwk.get("crv"))  # type: ignore[arg-type]
+    if curve is None:
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK crv is {jwk.get('crv')!r}, "
+                               f"expected one of {', '.join(JWK_CURVES)}")
+    size = (curve.key_size + 7) // 8
+    x, y = (_b64url(jwk.get(c), f"{name}: JWK {c}", size) for c in ("x", "y"))
+    try:
+        return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
+    except ValueError:
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK point (x={x:#x}, y={y:#x}) is not on "
+                               f"curve {jwk['crv']}") from None
+
+
+def _b64url(value: object, what: str, size: int) -> int:
+    if not isinstance(value, str):
+        raise PlatformKeyError(f"platform key invalid: {what} must be a base64url string, got {value!r}")
+    try:
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise PlatformKeyError(f"platform key invalid: {what} is not base64url: {value!r}") from None
+    if len(raw) != size:
+        raise PlatformKeyError(f"platform key invalid: {what} decodes to {len(raw)} bytes, expected {size}")
+    return int.from_bytes(raw, "big")

@@ -1,0 +1,115 @@
+"""The Realm Attestation Key (RAK) in realm claim 44237, and the key it comes from.
+
+TF-RMM receives the RAK from EL3 as a 48-byte P-384 private scalar (rsi-attest.md 4.6). The
+RMM 1.0 realm profile puts its public half in claim 44237 as a COSE_Key (RFC 9053)
+{1: 2 (EC2), -1: 2 (P-384), -2: x, -3: y}, exactly 107 bytes in that key order; legacy tokens
+(no profile claim) put the raw uncompressed point 04 || X || Y, 97 bytes (rsi-attest.md 4.3).
+The platform token's challenge is a hash of these exact bytes (4.5), so `encode_cose_key`
+must reproduce TF-RMM's bytes, and verifiers must hash the claim as received.
+
+Structure (`cose_key_problems`) and curve membership (`rak_public_key`) are checked
+separately: the first is a claim-set rule, the second is needed only to verify the realm
+signature.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import cbor2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from rmm_mp.abi.cca_token import (COSE_CRV_P384, COSE_KEY_CRV, COSE_KEY_KTY, COSE_KEY_X, COSE_KEY_Y,
+                                  COSE_KTY_EC2)
+from rmm_mp.attest._cbor import is_map, loads_exact
+from rmm_mp.attest.errors import TokenFormatError
+
+P384_COORDINATE_SIZE: Final = 48
+COSE_KEY_SIZE: Final = 107
+RAW_POINT_SIZE: Final = 1 + 2 * P384_COORDINATE_SIZE
+COSE_KEY_D: Final = -4
+"""COSE_Key label of an EC2 private key; it must never appear in a token."""
+
+
+def private_key_from_scalar(scalar: bytes) -> ec.EllipticCurvePrivateKey:
+    """The P-384 private key of a 48-byte big-endian scalar (how EL3 hands the RAK to the RMM).
+
+    Raises:
+        ValueError: not 48 bytes, or not a valid P-384 scalar (0 or >= the group order).
+    """
+    if len(scalar) != P384_COORDINATE_SIZE:
+        raise ValueError(f"RAK private scalar must be {P384_COORDINATE_SIZE} bytes (P-384), got {len(scalar)}")
+    return ec.derive_private_key(int.from_bytes(scalar, "big"), ec.SECP384R1())
+
+
+def encode_cose_key(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """The 107-byte COSE_Key {1: 2, -1: 2, -2: x, -3: y} of a P-384 public key, byte-identical
+    to TF-RMM's realm claim 44237 (rsi-attest.md 4.3, 7.4).
+
+    Raises:
+        ValueError: the key is not on P-384.
+    """
+    if not isinstance(public_key.curve, ec.SECP384R1):
+        raise ValueError(f"the RAK must be a P-384 key, got one on {public_key.curve.name}")
+    numbers = public_key.public_numbers()
+    size = P384_COORDINATE_SIZE
+    return cbor2.dumps({COSE_KEY_KTY: COSE_KTY_EC2, COSE_KEY_CRV: COSE_CRV_P384,
+                           COSE_KEY_X: numbers.x.to_bytes(size, "big"), COSE_KEY_Y: numbers.y.to_bytes(size, "big")})
+
+
+def raw_point(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """The uncompressed point 04 || X || Y: legacy tokens' claim 44237 (97 bytes on P-384)."""
+    return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def cose_key_problems(data: bytes) -> list[str]:
+    """What keeps `data` from being an RMM 1.0 RAK COSE_Key (EC2, P-384, 48-byte x and y, no
+    private part); empty when it is one. Curve membership is not checked here."""
+    try:
+        key = loads_exact(data, "realm claim 44237 (RAK COSE_Key)")
+    except TokenFormatError as exc:
+        return [str(exc)]
+    if not is_map(key):
+        return [f"realm claim 44237 (RAK) must encode a COSE_Key map, found {type(key).__name__}"]
+    problems = []
+    for label, expected, what in ((COSE_KEY_KTY, COSE_KTY_EC2, "kty (1)"), (COSE_KEY_CRV, COSE_CRV_P384, "crv (-1)")):
+        if key.get(label) != expected or isinstance(key.get(label), bool):
+            problems.append(f"RAK COSE_Key {what} is {key.get(label)!r}, expected {expected} "
+                            f"({'EC2' if label == COSE_KEY_KTY else 'P-384'})")
+    for label, what in ((COSE_KEY_X, "x (-2)"), (COSE_KEY_Y, "y (-3)")):
+        value = key.get(label)
+        if not isinstance(value, bytes) or len(value) != P384_COORDINATE_SIZE:
+            problems.append(f"RAK COSE_Key {what} must be a {P384_COORDINATE_SIZE}-byte string, got {_shape(value)}")
+    if COSE_KEY_D in key:
+        problems.append("RAK COSE_Key carries a private key d (-4); a token must hold the public key only")
+    return problems
+
+
+def rak_public_key(claim: bytes) -> ec.EllipticCurvePublicKey:
+    """The P-384 public key in claim 44237, in either form (97-byte point or COSE_Key).
+
+    Raises:
+        ValueError: neither form, or the point is not on P-384.
+    """
+    if len(claim) == RAW_POINT_SIZE and claim[:1] == b"\x04":
+        try:
+            return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP384R1(), claim)
+        except ValueError:
+            raise ValueError(f"RAK claim 44237 (raw point {claim.hex()}) is not on P-384") from None
+    problems = cose_key_problems(claim)
+    if problems:
+        raise ValueError("RAK claim 44237 is neither a 97-byte P-384 point nor a valid COSE_Key: "
+                         + "; ".join(problems))
+    key = cbor2.loads(claim)
+    x, y = (int.from_bytes(key[label], "big") for label in (COSE_KEY_X, COSE_KEY_Y))
+    try:
+        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
+    except ValueError:
+        raise ValueError(f"RAK COSE_Key point (x={x:#x}, y={y:#x}) is not on P-384") from None
+
+
+def _shape(value: object) -> str:
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    return "nothing" if value is None else type(value).__name__

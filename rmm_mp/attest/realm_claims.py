@@ -1,0 +1,144 @@
+"""The realm token's claim set (DEN0137 1.0-rel0 A7.2.3.1; rsi-attest.md 4.3): check, show, produce.
+
+Rules `check_realm_claims` applies (the veraison verifiers' rules, made explicit):
+
+* mandatory: challenge (10, 64 bytes), personalization value (44235, 64 bytes), RAK (44237),
+  realm hash algorithm (44236) and RAK hash algorithm (44240), each "sha-256", "sha-384" or
+  "sha-512", RIM (44238, 32/48/64 bytes), REMs (44239, an array of 4 byte strings as long as
+  the RIM);
+* profile (265) is optional: absent means a legacy token, whose RAK is a 97-byte raw point;
+  present it must be "tag:arm.com,2023:realm#1.0.0", whose RAK is a COSE_Key (EC2, P-384);
+* claims this profile does not define are ignored (upstream decodes them successfully).
+
+The RIM's length is not tied to claim 44236: veraison's own valid vectors pair "sha-256" with
+64-byte measurements, so the verifier accepts that (the RMM side always produces matching
+lengths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import cbor2
+
+from rmm_mp.abi.cca_token import (REALM_CHALLENGE, REALM_CLAIM_ORDER, REALM_EXTENSIBLE_MEASUREMENTS,
+                                  REALM_HASH_ALGO_ID, REALM_INITIAL_MEASUREMENT, REALM_PERSONALIZATION_VALUE,
+                                  REALM_PROFILE, REALM_PROFILE_1_0, REALM_PUBLIC_KEY,
+                                  REALM_PUBLIC_KEY_HASH_ALGO_ID)
+from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, tstr_problem
+from rmm_mp.attest._cbor import is_array, is_map, to_json
+from rmm_mp.attest.digest import HASH_ALGORITHMS
+from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems
+
+CHALLENGE_SIZE: Final = 64
+RPV_SIZE: Final = 64
+MEASUREMENT_SIZES: Final = (32, 48, 64)
+REM_COUNT: Final = 4
+
+REALM_CLAIM_NAMES: Final = {
+    REALM_CHALLENGE: "challenge",
+    REALM_PERSONALIZATION_VALUE: "personalization_value",
+    REALM_PUBLIC_KEY: "public_key",
+    REALM_HASH_ALGO_ID: "hash_algo_id",
+    REALM_PUBLIC_KEY_HASH_ALGO_ID: "public_key_hash_algo_id",
+    REALM_PROFILE: "profile",
+    REALM_INITIAL_MEASUREMENT: "initial_measurement",
+    REALM_EXTENSIBLE_MEASUREMENTS: "extensible_measurements",
+}
+"""Claim key -> the name used in the JSON form and the CLI table."""
+
+MANDATORY: Final = {k: v for k, v in REALM_CLAIM_NAMES.items() if k != REALM_PROFILE}
+
+
+def rak_form(claims: Mapping[Any, Any]) -> str:
+    """'cose_key' when the realm profile claim is present (RMM 1.0), else 'raw' (legacy)."""
+    return "cose_key" if REALM_PROFILE in claims else "raw"
+
+
+def check_realm_claims(claims: Any) -> list[str]:
+    """Every way `claims` breaks the module's rules; an empty list means valid."""
+    if not is_map(claims):
+        return [f"realm claims must be a CBOR map, found {describe(claims)}"]
+    problems = missing(claims, MANDATORY, "realm")
+    rules = {
+        REALM_CHALLENGE: lambda v, w: bstr_problem(v, w, (CHALLENGE_SIZE,)),
+        REALM_PERSONALIZATION_VALUE: lambda v, w: bstr_problem(v, w, (RPV_SIZE,)),
+        REALM_HASH_ALGO_ID: lambda v, w: tstr_problem(v, w, HASH_ALGORITHMS),
+        REALM_PUBLIC_KEY_HASH_ALGO_ID: lambda v, w: tstr_problem(v, w, HASH_ALGORITHMS),
+        REALM_PROFILE: lambda v, w: tstr_problem(v, w, (REALM_PROFILE_1_0,)),
+        REALM_INITIAL_MEASUREMENT: lambda v, w: bstr_problem(v, w, MEASUREMENT_SIZES),
+    }
+    for key, rule in rules.items():
+        if key in claims:
+            problem = rule(claims[key], f"realm claim {key} ({REALM_CLAIM_NAMES[key]})")
+            if problem:
+                problems.append(problem)
+    if REALM_EXTENSIBLE_MEASUREMENTS in claims:
+        problems += _rem_problems(claims[REALM_EXTENSIBLE_MEASUREMENTS], claims.get(REALM_INITIAL_MEASUREMENT))
+    if REALM_PUBLIC_KEY in claims:
+        problems += _rak_problems(claims[REALM_PUBLIC_KEY], rak_form(claims))
+    return problems
+
+
+def _rem_problems(rems: Any, rim: Any) -> list[str]:
+    what = f"realm claim {REALM_EXTENSIBLE_MEASUREMENTS} (extensible_measurements)"
+    if not is_array(rems) or len(rems) != REM_COUNT:
+        return [f"{what} must be an array of {REM_COUNT} byte strings, found {describe(rems)}"]
+    sizes = (len(rim),) if isinstance(rim, bytes) and len(rim) in MEASUREMENT_SIZES else MEASUREMENT_SIZES
+    problems = [bstr_problem(rem, f"{what}[{i}]", sizes) for i, rem in enumerate(rems)]
+    return [p + " (REMs are as long as the RIM)" for p in problems if p]
+
+
+def _rak_problems(rak: Any, form: str) -> list[str]:
+    what = f"realm claim {REALM_PUBLIC_KEY} (public_key)"
+    if not isinstance(rak, bytes):
+        return [f"{what} must be a byte string, found {describe(rak)}"]
+    if form == "raw":
+        if len(rak) != RAW_POINT_SIZE:
+            return [f"{what} of a legacy token (no profile claim) must be a {RAW_POINT_SIZE}-byte raw "
+                    f"P-384 point, found {len(rak)} bytes"]
+        return []
+    return [f"{what} of profile {REALM_PROFILE_1_0!r} must be a COSE_Key: {p}" for p in cose_key_problems(rak)]
+
+
+def realm_claims_json(claims: Mapping[Any, Any]) -> dict[str, Any]:
+    """The claims by name (REALM_CLAIM_NAMES, in TF-RMM order), bytes as hex; claims the
+    profile does not define follow as "unknown claim <key>"."""
+    out = {name: to_json(claims[key]) for key, name in
+           sorted(REALM_CLAIM_NAMES.items(), key=lambda kv: REALM_CLAIM_ORDER.index(kv[0])) if key in claims}
+    out.update({f"unknown claim {key!r}": to_json(v) for key, v in claims.items() if key not in REALM_CLAIM_NAMES})
+    return out
+
+
+def encode_realm_claims(*, challenge: bytes, personalization_value: bytes, public_key: bytes,
+                        hash_algo_id: str, initial_measurement: bytes, extensible_measurements: Sequence[bytes],
+                        public_key_hash_algo_id: str = "sha-256", profile: str | None = REALM_PROFILE_1_0) -> bytes:
+    """The realm token payload: the claims map in TF-RMM rel0's key order (rsi-attest.md 4.3, 7.7).
+
+    Args:
+        challenge: the 64 bytes of RSI_ATTESTATION_TOKEN_INIT's X1..X8.
+        personalization_value: RmiRealmParams.rpv (64 bytes).
+        public_key: claim 44237 bytes, `encode_cose_key(rak.public_key())` for RMM 1.0.
+        hash_algo_id: the realm's measurement algorithm ("sha-256" or "sha-512").
+        initial_measurement: the RIM, truncated to the hash length.
+        extensible_measurements: the 4 REMs, each as long as the RIM.
+        public_key_hash_algo_id: how the platform challenge was derived from `public_key`
+            (TF-RMM: always "sha-256").
+        profile: the realm profile claim; None leaves it out (legacy tokens, raw RAK).
+
+    Raises:
+        ValueError: the claims break `check_realm_claims`; the message lists every problem.
+    """
+    values = {
+        REALM_CHALLENGE: bytes(challenge), REALM_PERSONALIZATION_VALUE: bytes(personalization_value),
+        REALM_PUBLIC_KEY: bytes(public_key), REALM_HASH_ALGO_ID: hash_algo_id,
+        REALM_PUBLIC_KEY_HASH_ALGO_ID: public_key_hash_algo_id, REALM_PROFILE: profile,
+        REALM_INITIAL_MEASUREMENT: bytes(initial_measurement),
+        REALM_EXTENSIBLE_MEASUREMENTS: [bytes(m) for m in extensible_measurements],
+    }
+    claims = {key: values[key] for key in REALM_CLAIM_ORDER if not (key == REALM_PROFILE and profile is None)}
+    problems = check_realm_claims(claims)
+    if problems:
+        raise ValueError("cannot encode realm claims: " + "; ".join(problems))
+    return cbor2.dumps(claims)

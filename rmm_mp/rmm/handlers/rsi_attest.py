@@ -1,0 +1,86 @@
+"""RSI_ATTESTATION_TOKEN_INIT and RSI_ATTESTATION_TOKEN_CONTINUE (DEN0137 B5.3.2, B5.3.1; A7.2).
+
+INIT takes the 64-byte challenge in X1..X8, snapshots the measurements and RPV under the RD lock
+and (re)starts a token in the REC (rmm.attestation.TokenState); X1 = the token's upper bound.
+CONTINUE first finishes signing, step by step out of the REC's time slice (an IRQ exit with
+X0 = RSI_INCOMPLETE when the slice runs out; the realm calls again, on whatever CPU runs it
+next), then copies the CCA token out: min(X3, bytes left) at IPA X1 + X2, X1 = bytes written,
+X0 = RSI_INCOMPLETE until the last byte, then RSI_SUCCESS and the token is done.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from rmm_mp.abi import cca_token as T
+from rmm_mp.abi.rsi import RsiStatus
+from rmm_mp.abi.structs import RmiRecExitReason
+from rmm_mp.rmm import attestation
+from rmm_mp.rmm.attestation import PHASE_COPYING, PHASE_NONE, PHASE_SIGNING, SIGNING_STEPS, STEP_COST, TokenState
+from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+
+_SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
+_STATE, _INCOMPLETE = int(RsiStatus.RSI_ERROR_STATE), int(RsiStatus.RSI_INCOMPLETE)
+_EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
+_REGS8 = struct.Struct("<8Q")
+GRANULE = 4096
+
+
+def _state(call: RealmCall) -> TokenState:
+    return TokenState(call.rmm.memory, call.rec.aux()[0])
+
+
+def rsi_attestation_token_init(call: RealmCall) -> tuple[int, ...]:
+    """X1..X8 = challenge (little-endian per register); output X1 = TOKEN_BUFFER_SIZE."""
+    challenge = _REGS8.pack(*call.state.x[1:9])
+    rd_g = call.rmm.granules.lock_known(call.rd.idx)
+    measurements = [call.rd.measurement(slot) for slot in range(5)]
+    rd_g.unlock()
+    _state(call).start(challenge, measurements, call.rd.rpv, call.rec.hash_algo)
+    return _SUCCESS, T.TOKEN_BUFFER_SIZE
+
+
+def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
+    """X1 = IPA of a 4 KiB granule, X2 = offset in it, X3 = bytes the realm can take."""
+    x = call.state.x
+    ipa, offset, size = x[1], x[2], x[3]
+    if ipa & (GRANULE - 1) or not call.ctx.in_par(ipa) or offset >= GRANULE or offset + size > GRANULE:
+        return (_INPUT,)
+    state = _state(call)
+    phase, steps, length, copied, algo = state.head()
+    if phase == PHASE_NONE:
+        return (_STATE,)
+    if phase == PHASE_SIGNING:
+        budget = call.extra.get("budget", SIGNING_STEPS * STEP_COST)
+        while steps < SIGNING_STEPS and budget >= STEP_COST:
+            steps += 1
+            budget -= STEP_COST
+        call.extra["budget"] = budget
+        if steps < SIGNING_STEPS:
+            state.set_head(PHASE_SIGNING, steps, 0, 0, algo)
+            x[0], x[1] = _INCOMPLETE, 0
+            return Exit({"exit_reason": _EXIT_IRQ})
+        length = state.build(attestation.material(call.rmm))
+        state.set_head(PHASE_COPYING, steps, length, 0, algo)
+    return _copy_out(call, state, ipa, offset, size)
+
+
+def _copy_out(call: RealmCall, state: TokenState, ipa: int, offset: int, size: int) -> "tuple[int, ...] | Exit":
+    phase, steps, length, copied, algo = state.head()
+    if size == 0:
+        return _INCOMPLETE, 0
+    page = lock_realm_page(call, ipa)
+    if page.kind == EMPTY:
+        return (_INPUT,)
+    if page.kind == FAULT:
+        return stage2_abort_exit(ipa, page.level)
+    count = min(size, length - copied)
+    start = page.pa - call.rmm.memory.base + offset
+    call.rmm.memory.buf[start:start + count] = state.token(copied, count)
+    page.release()
+    copied += count
+    if copied < length:
+        state.set_head(PHASE_COPYING, steps, length, copied, algo)
+        return _INCOMPLETE, count
+    state.set_head(PHASE_NONE, 0, 0, 0, algo)
+    return _SUCCESS, count

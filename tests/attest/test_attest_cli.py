@@ -1,0 +1,142 @@
+"""`rmm-mp attest verify|inspect` through click's runner: output, --json and exit codes.
+
+(Named test_attest_cli.py, not test_cli.py: tests/cli/test_cli.py exists and the test
+folders have no __init__.py, so two modules called test_cli would collide.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from rmm_mp.attest.cli import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE, attest_group
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "ccatoken"
+TESTDATA = VECTORS / "veraison-rust-ccatoken" / "testdata"
+FFM = TESTDATA / "cca-token-draft-ffm-00.cbor"
+TA_TFA = TESTDATA / "ta-tfa.json"
+BUG33 = TESTDATA / "bug-33-repro.cbor"
+FFM_CHALLENGE = ("6e86d6d97cc713bc6dd43dbce491a6b40311c027a8bf85a39da63e9ce44c132a"
+                 "8a119d296fae6a6999e9bf3e4471b0ce01245d889424c31e89793b3b1d6b1504")
+FFM_RIM = "311314ab73620350cf758834ae5c65d9e8c2dc7febe6e7d9654bbe864e300d49"
+
+
+def _run(*args: str | Path) -> Result:
+    return CliRunner().invoke(attest_group, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_verify_good_token_prints_claims_and_checks_and_exits_0() -> None:
+    """verify cca-token-draft-ffm-00.cbor --platform-key ta-tfa.json: the claims tables (with
+    the lifecycle state and the software components), five PASS lines, 'VERIFIED', exit 0."""
+    result = _run("verify", FFM, "--platform-key", TA_TFA)
+    assert result.exit_code == EXIT_OK, result.output
+    for text in ("Platform claims", "Realm claims", "implementation_id", "12291 (0x3003, secured)",
+                 "measurement_type", "RSE_BL1_2", f"initial_measurement{' ' * 14}{FFM_RIM}", "Result: VERIFIED"):
+        assert text in result.output
+    assert result.output.count("  PASS ") == 5 and "FAIL" not in result.output
+
+
+def test_verify_broken_binding_exits_1_with_the_reason() -> None:
+    """verify bug-33-repro.cbor with its key: the binding FAILs with both hashes, exit 1."""
+    result = _run("verify", BUG33, "--platform-key", TA_TFA)
+    assert result.exit_code == EXIT_FAILED
+    assert "FAIL         binding" in result.output and "not issued for this realm token's RAK" in result.output
+    assert "Result: FAILED (binding)" in result.output
+
+
+def test_verify_without_platform_key_is_not_success() -> None:
+    """verify without --platform-key: realm checks pass, the platform signature is NOT
+    CHECKED, the summary says so and asks for --platform-key, and the exit status is 3."""
+    result = _run("verify", FFM)
+    assert result.exit_code == EXIT_UNVERIFIED
+    assert "NOT CHECKED  platform signature" in result.output
+    assert "NOT VERIFIED" in result.output and "give --platform-key" in result.output
+
+
+def test_verify_json() -> None:
+    """--json prints one JSON document: ok, verdict, every check with name/passed/reason, and
+    the claims with bytes as hex; the exit status is the same as without --json."""
+    result = _run("verify", FFM, "--platform-key", TA_TFA, "--json")
+    assert result.exit_code == EXIT_OK
+    doc = json.loads(result.output)
+    assert doc["ok"] is True and doc["verdict"] == "ok" and doc["tag"] == 399
+    assert [c["name"] for c in doc["checks"]] == ["platform claims", "platform signature", "realm claims",
+                                                  "realm signature", "binding"]
+    assert doc["realm_claims"]["initial_measurement"] == FFM_RIM and len(doc["platform_claims"]["sw_components"]) == 13
+    unverified = _run("verify", FFM, "--json")
+    assert unverified.exit_code == EXIT_UNVERIFIED and json.loads(unverified.output)["verdict"] == "incomplete"
+
+
+@pytest.mark.parametrize("option, good", [("--challenge", FFM_CHALLENGE), ("--expect-rim", FFM_RIM)])
+def test_expected_values_match_or_fail(option: str, good: str) -> None:
+    """--challenge / --expect-rim: the token's value passes (exit 0, with 0x prefix allowed); a
+    different value fails with both values shown (exit 1)."""
+    ok = _run("verify", FFM, "--platform-key", TA_TFA, option, "0x" + good.upper())
+    assert ok.exit_code == EXIT_OK, ok.output
+    wrong = "00" + good[2:]
+    bad = _run("verify", FFM, "--platform-key", TA_TFA, option, wrong)
+    assert bad.exit_code == EXIT_FAILED
+    assert f"is {good} (" in bad.output and f"expected {wrong}" in bad.output
+
+
+@pytest.mark.parametrize("value", ["xyz", "abc", ""])
+def test_bad_hex_is_a_usage_error_naming_the_option(value: str) -> None:
+    """--challenge that is not an even number of hex digits: exit 2, naming the option."""
+    result = _run("verify", FFM, "--challenge", value)
+    assert result.exit_code == EXIT_USAGE
+    assert "Invalid value for '--challenge'" in result.output and "not a hex byte string" in result.output
+
+
+def test_invalid_platform_key_fails_verification() -> None:
+    """cca-token-02.cbor with ta-02-bad.json (off-curve point): a failed check, not a crash
+    and not a usage error: exit 1 with 'platform key invalid'."""
+    result = _run("verify", TESTDATA / "cca-token-02.cbor", "--platform-key", TESTDATA / "ta-02-bad.json")
+    assert result.exit_code == EXIT_FAILED and "platform key invalid" in result.output
+
+
+def test_inspect_prints_claims_without_verifying() -> None:
+    """inspect: both claim tables with the algorithms, marked NOT verified, no checks, exit 0;
+    --json gives alg, protected header, signature and claims per token."""
+    result = _run("inspect", BUG33)
+    assert result.exit_code == EXIT_OK
+    assert "NOT verified" in result.output and "Platform token (ES384) claims" in result.output
+    assert "Realm token (ES384) claims" in result.output and "Checks" not in result.output
+    doc = json.loads(_run("inspect", BUG33, "--json").output)
+    assert doc["platform"]["protected"] == "a1013822" and doc["realm"]["claims"]["hash_algo_id"] == "sha-512"
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+@pytest.mark.parametrize("make, phrase", [
+    (lambda d: d / "missing.cbor", "does not exist"),
+    (lambda d: d, "is a directory"),
+    (lambda d: _write(d / "empty.cbor", b""), "is empty; expected a CCA token"),
+    (lambda d: _write(d / "text.cbor", b"# not cbor\n"), "expected exactly one CBOR item"),
+    (lambda d: _write(d / "hello.cbor", b"hello"), "truncated CBOR"),
+    (lambda d: VECTORS / "tf-a-fvp-sample" / "fvp_sample_platform_token.cbor", "found tag 18"),
+    (lambda d: VECTORS / "veraison-ccatoken" / "extracted" / "test_common" / "testBadUnwrappedTokens.cbor",
+     "must be [263, byte string"),
+])
+def test_bad_token_files_are_usage_errors(tmp_path: Path, command: str, make, phrase: str) -> None:  # type: ignore[no-untyped-def]
+    """A missing file, a directory, an empty file, non-CBOR, a bare COSE_Sign1 (wrong tag) and
+    veraison's unwrapped-entries token: exit 2 with a message naming the file and what a CCA
+    token must be."""
+    path = make(tmp_path)
+    result = _run(command, path)
+    assert result.exit_code == EXIT_USAGE
+    assert phrase in result.output and Path(path).name in result.output
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_help_documents_the_exit_codes() -> None:
+    """verify --help lists exit statuses 0, 1, 2 and 3 with their meaning."""
+    text = _run("verify", "--help").output
+    for line in ("0  every check passed", "1  a check failed", "2  usage error",
+                 "3  no check failed, but the platform signature was NOT verified"):
+        assert line in text

@@ -1,0 +1,162 @@
+"""Malformed input: strict CBOR, the outer envelope and COSE_Sign1 headers.
+
+A verifier's parser is attack surface: these tests build broken tokens around the TF-A
+sample platform token and RAK and check that each is refused with the reason, never
+accepted and never a crash.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Callable
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from rmm_mp.attest import (TokenFormatError, check_realm_claims, decode_cca_token, decode_sign1, encode_cca_token,
+                           sign_cose_sign1, verify_token)
+
+
+def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None, unprotected: Any = None,
+          tag: int | None = 18, signature: bytes | None = None) -> bytes:
+    """A COSE_Sign1 built by hand (independently of sign_cose_sign1), ES384 unless told."""
+    prot = cbor2.dumps({1: -35} if protected is None else protected)
+    tbs = cbor2.dumps(["Signature1", prot, b"", payload])
+    r, s = decode_dss_signature(key.sign(tbs, ec.ECDSA(hashes.SHA384())))
+    sig = signature if signature is not None else r.to_bytes(48, "big") + s.to_bytes(48, "big")
+    body = [prot, {} if unprotected is None else unprotected, payload, sig]
+    return cbor2.dumps(body if tag is None else cbor2.CBORTag(tag, body))
+
+
+@pytest.mark.parametrize("data, phrase", [
+    (b"", "truncated CBOR"),
+    (bytes.fromhex("d9018fa2"), "truncated CBOR"),
+    (bytes.fromhex("d9018fa0") + b"\x00", "first CBOR item ends at byte 4 but the input has 5 bytes"),
+    (b"\x81" * 40 + b"\x00", "nested deeper than 32"),
+    (bytes.fromhex("d9018fa219acca4019acca40"), "more than once"),
+    (bytes.fromhex("5f4101ff"), "expected CBOR tag 399"),
+    (bytes.fromhex("5f6101ff"), "indefinite string chunk"),
+    (bytes.fromhex("ff"), "'break' (0xff) at byte 0"),
+    (bytes.fromhex("1c"), "reserved additional information 28"),
+    (bytes.fromhex("5bffffffffffffffff"), "claims 18446744073709551615 bytes"),
+    (bytes.fromhex("d9018fd81ca101d81d00"), "tag 28 (shareable value) at byte 3 is not allowed"),
+])
+def test_malformed_cbor_is_refused_with_the_reason(data: bytes, phrase: str) -> None:
+    """Truncated items, trailing bytes, nesting bombs, duplicate map keys, bad indefinite
+    strings, stray breaks, reserved heads, absurd lengths and a self-referencing value (tags
+    28/29, which cbor2 would turn into a cycle): TokenFormatError, with a message that says which."""
+    with pytest.raises(TokenFormatError, match="CCA token") as info:
+        decode_cca_token(data)
+    assert phrase in str(info.value)
+
+
+def test_indefinite_length_forms_are_accepted(sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes,
+                                              cpak_pub: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """Indefinite-length map and chunked byte strings are well-formed CBOR (RFC 8949 3.2): a
+    token written that way still verifies."""
+    realm = sign_cose_sign1(realm_claims(), sample_rak)
+    chunked = b"\x5f" + cbor2.dumps(realm[:100]) + cbor2.dumps(realm[100:]) + b"\xff"
+    token = bytes.fromhex("d9018fbf19acca") + cbor2.dumps(sample_platform_token) + bytes.fromhex("19acd1") + chunked + b"\xff"
+    assert verify_token(token, cpak_pub).ok
+
+
+@pytest.mark.parametrize("build, phrase", [
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(400, {44234: p, 44241: r})), "expected CBOR tag 399 (RMM 1.0) or 907"),
+    (lambda p, r: cbor2.dumps({44234: p, 44241: r}), "found untagged a map of 2 entries"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(399, {44234: p})), "exactly the keys 44234 (platform) and 44241"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(399, {44234: p, 44241: r, 1: b""})), "exactly the keys"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(399, [p, r])), "found an array of 2"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(399, {44234: [263, p], 44241: r})), "platform token entry of a tag 399"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(907, {44234: p, 44241: [263, r]})), "must be [263, byte string"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(907, {44234: [263, p], 44241: [264, r]})), "found [264, a "),
+])
+def test_wrong_envelopes_are_refused(build: Callable[[bytes, bytes], bytes], phrase: str, sample_rak: ec.EllipticCurvePrivateKey,
+                                     sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """Another tag, no tag, missing or extra entries, an array, or entries in the other tag's
+    form: TokenFormatError naming what was found and what tag 399 / 907 require."""
+    with pytest.raises(TokenFormatError) as info:
+        decode_cca_token(build(sample_platform_token, sign_cose_sign1(realm_claims(), sample_rak)))
+    assert phrase in str(info.value)
+
+
+def test_907_form_round_trips(sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, cpak_pub: bytes,
+                              realm_claims: Callable[..., bytes]) -> None:
+    """The same inner tokens in the CMW form (tag 907, [263, bstr] entries) verify like the 399 form."""
+    realm = sign_cose_sign1(realm_claims(), sample_rak)
+    token = cbor2.dumps(cbor2.CBORTag(907, {44234: [263, sample_platform_token], 44241: [263, realm]}))
+    result = verify_token(token, cpak_pub)
+    assert result.ok and result.tag == 907
+
+
+COSE_DEFECTS = {
+    "untagged": (dict(tag=None), "expected a COSE_Sign1 with tag 18, found list"),
+    "wrong tag": (dict(tag=17), "found tag 17"),
+    "unknown alg": (dict(protected={1: -37}), "alg (1) is -37; expected one of ES256 (-7), ES384 (-35), ES512 (-36)"),
+    "no alg": (dict(protected={}), "alg (1) is None"),
+    "crit": (dict(protected={1: -35, 2: [99]}), "crit (2)"),
+    "alg also unprotected": (dict(unprotected={1: -35}), "protected header only"),
+    "unprotected not a map": (dict(unprotected=[]), "unprotected header must be a map"),
+}
+
+
+@pytest.mark.parametrize("defect", COSE_DEFECTS)
+def test_realm_cose_defects_fail_the_realm_claims_check(defect: str, sample_rak: ec.EllipticCurvePrivateKey,
+                                                        sample_platform_token: bytes, cpak_pub: bytes,
+                                                        realm_claims: Callable[..., bytes]) -> None:
+    """A realm token that is not a proper tagged ES256/384/512 COSE_Sign1: 'realm claims' fails
+    with the reason, the realm signature and binding are not checked, and the platform side
+    still passes."""
+    kwargs, phrase = COSE_DEFECTS[defect]
+    token = encode_cca_token(sample_platform_token, _cose(realm_claims(), sample_rak, **kwargs))
+    result = verify_token(token, cpak_pub)
+    assert phrase in result.check("realm claims").reason and result.check("realm claims").passed is False
+    assert result.check("realm signature").passed is None and result.check("binding").passed is None
+    assert result.check("platform signature").passed is True and result.verdict == "failed"
+
+
+def test_detached_payload_is_refused(sample_rak: ec.EllipticCurvePrivateKey) -> None:
+    """A COSE_Sign1 with a nil payload (detached content) is not a CCA token part."""
+    message = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35}), {}, None, b"\x00" * 96]))
+    with pytest.raises(TokenFormatError, match="payload must be a byte string, found NoneType"):
+        decode_sign1(message, "realm token")
+
+
+def test_signature_of_the_wrong_length_or_curve_fails_the_realm_signature(
+        sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """A 95-byte ES384 signature, or an ES256 header over a P-384 RAK: the realm signature check
+    fails and says why (length; curve mismatch)."""
+    short = _cose(realm_claims(), sample_rak, signature=b"\x01" * 95)
+    check = verify_token(encode_cca_token(sample_platform_token, short)).check("realm signature")
+    assert check.passed is False and "must be 96 bytes (r || s), got 95" in check.reason
+    es256 = _cose(realm_claims(), sample_rak, protected={1: -7})
+    check = verify_token(encode_cca_token(sample_platform_token, es256)).check("realm signature")
+    assert check.passed is False and "ES256 needs a secp256r1 key" in check.reason
+
+
+def test_duplicate_claim_in_a_signed_payload_is_refused(sample_rak: ec.EllipticCurvePrivateKey,
+                                                        sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """A correctly signed realm payload whose map holds claim 10 twice (cbor2 alone would keep
+    the second): 'realm claims' fails with 'more than once', nothing is taken from the payload."""
+    payload = bytearray(realm_claims())
+    payload[0] += 1  # one more map entry
+    payload += cbor2.dumps(10) + cbor2.dumps(b"\xee" * 64)
+    result = verify_token(encode_cca_token(sample_platform_token, _cose(bytes(payload), sample_rak)))
+    assert result.check("realm claims").passed is False and "more than once" in result.check("realm claims").reason
+    assert result.realm_claims is None and result.check("realm signature").passed is None
+
+
+def test_payload_that_is_not_a_map_fails_the_claims_check(sample_rak: ec.EllipticCurvePrivateKey,
+                                                          sample_platform_token: bytes) -> None:
+    """A signed realm payload that is a CBOR array: 'realm claims must be a CBOR map'."""
+    result = verify_token(encode_cca_token(sample_platform_token, _cose(cbor2.dumps([1, 2]), sample_rak)))
+    assert result.check("realm claims").reason == "realm claims must be a CBOR map, found an array of 2"
+
+
+def test_claim_checks_accept_cbor2_6_shapes(realm_claims: Callable[..., bytes]) -> None:
+    """cbor2 6 gives tuples and frozen mappings inside tags: the claim rules accept them."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[44239] = tuple(claims[44239])
+    assert check_realm_claims(MappingProxyType(claims)) == []

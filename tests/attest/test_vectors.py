@@ -1,0 +1,345 @@
+"""The verifier against external CCA token vectors (tests/vectors/ccatoken; provenance in its README).
+
+expected-verification.json was produced by an independent check (not rmm-mp code), so these
+tests hold the verifier to outcomes it did not compute itself: which check passes for each
+real token, the claim values, and which check fails when one byte is flipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from rmm_mp.attest import (PlatformKeyError, TokenFormatError, VerificationResult, check_platform_claims,
+                           check_realm_claims, decode_cca_token, decode_sign1, inspect_token, load_trust_anchors,
+                           verify_token)
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "ccatoken"
+EXPECTED = json.loads((VECTORS / "expected-verification.json").read_text())
+TESTDATA = "veraison-rust-ccatoken/testdata"
+TEST_COMMON = "veraison-ccatoken/extracted/test_common"
+PRETTY = "veraison-ccatoken/extracted/pretty_test_vectors"
+CPAK_FILES = ("veraison-ccatoken/realm/testvectors/tf-rmm/cca_platform.pub",
+              "veraison-ccatoken/realm/testvectors/tf-rmm/cca_platform.pem",
+              f"{TESTDATA}/cpak.json", f"{TESTDATA}/ta-tfa.json", f"{TEST_COMMON}/testRMMCPAK.jwk")
+
+
+def _read(rel: str) -> bytes:
+    return (VECTORS / rel).read_bytes()
+
+
+def _name(entry: dict[str, Any]) -> str:
+    return str(entry["token"]).rsplit("/", 1)[-1]
+
+
+def _passed(result: VerificationResult) -> dict[str, bool | None]:
+    return {c.name: c.passed for c in result.checks}
+
+
+@pytest.mark.parametrize("entry", EXPECTED, ids=_name)
+def test_each_token_verifies_as_the_vector_file_says(entry: dict[str, Any]) -> None:
+    """Every token of expected-verification.json, with the key it names: the platform
+    signature, realm signature and binding checks come out exactly as the file says, the
+    claim sets are valid, and the result is ok only when all three hold."""
+    result = verify_token(_read(entry["token"]), _read(entry["platform_key"]))
+    assert result.tag == entry["outer_tag"]
+    assert _passed(result) == {
+        "platform claims": True,
+        "platform signature": entry["platform"]["signature_valid"],
+        "realm claims": True,
+        "realm signature": entry["realm"]["signature_valid_with_embedded_rak"],
+        "binding": entry["binding_platform_nonce_equals_hash_of_rak_claim"],
+    }
+    assert result.ok is all(_passed(result).values())
+
+
+@pytest.mark.parametrize("entry", EXPECTED, ids=_name)
+def test_claim_values_come_out_of_the_decoder(entry: dict[str, Any]) -> None:
+    """The claim values expected-verification.json lists (profiles, nonces, ids, lifecycle,
+    hash algorithms, RPV, RIM, REMs, RAK form and length, protected headers, claim order) are
+    what verify_token / inspect_token / decode_sign1 report."""
+    token = _read(entry["token"])
+    result, decoded = verify_token(token), inspect_token(token)
+    plat, realm, want_p, want_r = result.platform_claims, result.realm_claims, entry["platform"], entry["realm"]
+    assert plat is not None and realm is not None
+    assert (plat["profile"], plat["challenge"], plat["implementation_id"], plat["instance_id"]) == (
+        want_p["profile"], want_p["nonce_hex"], want_p["implementation_id_hex"], want_p["instance_id_hex"])
+    assert (plat["lifecycle"], plat["hash_algo_id"], plat["verification_service"], len(plat["sw_components"])) == (
+        want_p["lifecycle"], want_p["hash_algo_id"], want_p["verification_service"], want_p["num_sw_components"])
+    assert (realm.get("profile"), realm["challenge"], realm["personalization_value"]) == (
+        want_r["profile"], want_r["challenge_hex"], want_r["rpv_hex"])
+    assert (realm["initial_measurement"], realm["extensible_measurements"]) == (want_r["rim_hex"], want_r["rems_hex"])
+    assert (realm["hash_algo_id"], realm["public_key_hash_algo_id"]) == (want_r["hash_algo_id"], want_r["rak_hash_algo_id"])
+    assert len(bytes.fromhex(realm["public_key"])) == want_r["rak_claim_len"]
+    assert (want_r["rak_format"] == "cose_key") is ("profile" in realm)
+    for side, want in (("platform", want_p), ("realm", want_r)):
+        assert (decoded[side]["protected"], decoded[side]["alg"]) == (want["protected_hex"],
+                                                                       {-7: "ES256", -35: "ES384"}[want["alg"]])
+    realm_token = decode_sign1(decode_cca_token(token).realm_token, "realm token")
+    assert list(cbor2.loads(realm_token.payload)) == want_r["claim_key_order"]
+
+
+# --- one flipped byte -------------------------------------------------------------------------
+
+def _flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1:]
+
+
+def _parts(token: bytes) -> tuple[Any, Any, dict[Any, Any], dict[Any, Any]]:
+    envelope = decode_cca_token(token)
+    platform = decode_sign1(envelope.platform_token, "platform")
+    realm = decode_sign1(envelope.realm_token, "realm")
+    return platform, realm, cbor2.loads(platform.payload), cbor2.loads(realm.payload)
+
+
+def _at(token: bytes, container: bytes, needle: bytes, index: int) -> int:
+    """Offset in `token` of byte `index` of the first `needle` inside `container` (a signed
+    payload or a signature, itself found in the token)."""
+    base, inner = token.find(container), container.find(needle)
+    assert base >= 0 and inner >= 0
+    return base + inner + index
+
+
+TAMPERING = {
+    # what is flipped: (its offset, the checks that must then fail, a phrase of their reasons)
+    "platform signature": (lambda t, p, r, pc, rc: _at(t, p.signature, p.signature, 7),
+                           {"platform signature"}, "does not verify"),
+    "realm signature": (lambda t, p, r, pc, rc: _at(t, r.signature, r.signature, 40),
+                        {"realm signature"}, "does not verify"),
+    "platform payload": (lambda t, p, r, pc, rc: _at(t, p.payload, pc[2400].encode(), 3),
+                         {"platform signature"}, "does not verify"),
+    "platform challenge": (lambda t, p, r, pc, rc: _at(t, p.payload, pc[10], 3),
+                           {"platform signature", "binding"}, "does not verify"),
+    "realm payload": (lambda t, p, r, pc, rc: _at(t, r.payload, rc[44235], 9),
+                      {"realm signature"}, "does not verify"),
+    "realm RAK claim": (lambda t, p, r, pc, rc: _at(t, r.payload, rc[44237], len(rc[44237]) - 60),
+                        {"realm signature", "binding"}, "not on P-384"),
+}
+
+
+@pytest.mark.parametrize("target", TAMPERING)
+@pytest.mark.parametrize("entry", EXPECTED, ids=_name)
+def test_one_flipped_byte_fails_the_right_check(entry: dict[str, Any], target: str) -> None:
+    """A copy of each vector token with one bit flipped in a signature, a signed payload, the
+    platform challenge or the RAK claim: exactly the checks that byte feeds turn to failed
+    (the others keep the vector's outcome), with a reason that says why."""
+    token, key = _read(entry["token"]), _read(entry["platform_key"])
+    where, broken, phrase = TAMPERING[target]
+    baseline = _passed(verify_token(token, key))
+    result = verify_token(_flip(token, where(token, *_parts(token))), key)
+    assert _passed(result) == {name: (False if name in broken else ok) for name, ok in baseline.items()}
+    assert phrase in " ".join(result.check(name).reason for name in broken)
+
+
+def _flip_key_file(data: bytes) -> bytes:
+    """The key file with one bit of the public point's y coordinate flipped."""
+    text = data.decode()
+    if text.startswith("-----BEGIN"):
+        key = load_trust_anchors(data)[0].key
+        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        flipped = base64.encodebytes(_flip(der, len(der) - 3))
+        return b"-----BEGIN PUBLIC KEY-----\n" + flipped + b"-----END PUBLIC KEY-----\n"
+    doc = json.loads(text)
+    jwk = doc[0]["pkey"] if isinstance(doc, list) else doc
+    y = bytearray(base64.urlsafe_b64decode(jwk["y"] + "=="))
+    y[-3] ^= 0x01
+    jwk["y"] = base64.urlsafe_b64encode(bytes(y)).rstrip(b"=").decode()
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("entry", EXPECTED, ids=_name)
+def test_one_flipped_byte_in_the_platform_key_is_an_invalid_key(entry: dict[str, Any]) -> None:
+    """The platform key file with one bit of its point flipped (the point leaves the curve):
+    the platform signature check fails with 'platform key invalid'; nothing crashes and the
+    realm-side checks keep their outcome."""
+    token = _read(entry["token"])
+    baseline = _passed(verify_token(token, _read(entry["platform_key"])))
+    result = verify_token(token, _flip_key_file(_read(entry["platform_key"])))
+    assert result.check("platform signature").passed is False
+    assert result.check("platform signature").reason.startswith("platform key invalid:")
+    assert {n: p for n, p in _passed(result).items() if n != "platform signature"} == {
+        n: p for n, p in baseline.items() if n != "platform signature"}
+
+
+def test_the_wrong_platform_key_fails_the_platform_signature() -> None:
+    """testGoodCCAToken.cbor with testAltIAK.jwk (a valid P-256 key, but not the signer):
+    platform signature fails ('does not verify'); the realm side still passes."""
+    result = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), _read(f"{TEST_COMMON}/testAltIAK.jwk"))
+    assert _passed(result) == {"platform claims": True, "platform signature": False, "realm claims": True,
+                               "realm signature": True, "binding": True}
+    assert "does not verify" in result.check("platform signature").reason
+
+
+def test_ta_02_bad_is_platform_key_invalid() -> None:
+    """cca-token-02.cbor with ta-02-bad.json (x of one key, y of another: off the curve): the
+    platform signature check fails with 'platform key invalid ... not on curve P-256', and
+    load_trust_anchors raises PlatformKeyError with the same message."""
+    token, bad = _read(f"{TESTDATA}/cca-token-02.cbor"), _read(f"{TESTDATA}/ta-02-bad.json")
+    check = verify_token(token, bad).check("platform signature")
+    assert check.passed is False
+    assert check.reason.startswith("platform key invalid:") and "not on curve P-256" in check.reason
+    with pytest.raises(PlatformKeyError, match="not on curve P-256"):
+        load_trust_anchors(bad, "ta-02-bad.json")
+
+
+def test_trust_anchor_for_another_platform_is_not_used() -> None:
+    """ta.json names instance id 01AA..AA: for cca-token-02.cbor (instance 0102..02) no trust
+    anchor applies, and the platform signature fails saying so."""
+    check = verify_token(_read(f"{TESTDATA}/cca-token-02.cbor"), _read(f"{TESTDATA}/ta.json")).check("platform signature")
+    assert check.passed is False and "no trust anchor" in check.reason and "0102020202" in check.reason
+
+
+def test_every_key_format_loads_the_same_cpak() -> None:
+    """SPKI PEM, SEC1 private PEM, JWK, trust-anchor list, private JWK, DER and a hex point of
+    the TF-M/FVP platform key all give the same public key."""
+    keys = [load_trust_anchors(_read(f))[0].key for f in CPAK_FILES]
+    point = keys[0].public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    der = keys[0].public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    keys += [load_trust_anchors(point.hex().encode())[0].key, load_trust_anchors(der)[0].key]
+    assert len({k.public_numbers() for k in keys}) == 1
+    assert keys[0].curve.name == "secp384r1"
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"not a key", "not a PEM or DER key"), (b'{"kty": "RSA"}', "kty is 'RSA'"),
+    (b'{"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}', "crv is 'P-192'"),
+    (b"[]", "empty trust-anchor list"), (b'[{"key": {}}]', '"pkey" JWK'), (b"04" + b"00" * 96, "not on curve"),
+    (b"0400", "65, 97 or 133 bytes"), (b"\x30\x03\x02\x01\x00", "not a PEM or DER key"), (b"041", "even number"),
+])
+def test_unreadable_platform_keys_are_refused_with_the_reason(content: bytes, phrase: str) -> None:
+    """Key files that are not an EC public key in a supported format raise PlatformKeyError
+    starting 'platform key invalid:' and naming what is wrong."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(content, "k")
+    assert phrase in str(info.value)
+
+
+def test_bad_unwrapped_tokens_are_refused() -> None:
+    """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
+    byte string) is not a CCA token: TokenFormatError naming the entry and the expected form."""
+    with pytest.raises(TokenFormatError, match=r"platform token entry .* must be \[263, byte string"):
+        verify_token(_read(f"{TEST_COMMON}/testBadUnwrappedTokens.cbor"))
+
+
+# --- unsigned claim sets ----------------------------------------------------------------------
+
+CLAIM_SETS = {
+    # file: (realm or platform, None if valid else a phrase of the reason)
+    f"{PRETTY}/CcaRealmClaimsAll.cbor": ("realm", None),
+    f"{PRETTY}/CcaRealmLegacyClaimsAll.cbor": ("realm", None),
+    f"{PRETTY}/CcaClaimsMissingMandExtendedMeas.cbor": ("realm", "44239 (extensible_measurements) is missing"),
+    f"{PRETTY}/CcaClaimsMissingMandHashAlgID.cbor": ("realm", "44236 (hash_algo_id) is missing"),
+    f"{PRETTY}/CcaClaimsMissingMandInitialMeas.cbor": ("realm", "44238 (initial_measurement) is missing"),
+    f"{PRETTY}/CcaClaimsMissingMandPubKey.cbor": ("realm", "44237 (public_key) is missing"),
+    f"{PRETTY}/CcaRealmClaimsMissingMandNonce.cbor": ("realm", "claim 10 (challenge) is missing"),
+    f"{PRETTY}/CcaPlatformClaimsAll.cbor": ("platform", None),
+    f"{PRETTY}/CcaPlatformClaimsMandatoryOnly.cbor": ("platform", None),
+    f"{PRETTY}/CcaPlatformLegacyClaimsAll.cbor": ("platform", None),
+    f"{PRETTY}/CcaPlatformLegacyClaimsMandatoryOnly.cbor": ("platform", None),
+    f"{PRETTY}/CcaPlatformClaimsInvalidMultiNonce.cbor": ("platform", "claim 10 (challenge) must be a byte string"),
+    f"{PRETTY}/CcaPlatformClaimsMissingMandatoryNonce.cbor": ("platform", "claim 10 (challenge) is missing"),
+    f"{TESTDATA}/realm-claims.cbor": ("realm", None),
+    f"{TESTDATA}/platform-claims.cbor": ("platform", None),
+    f"{TESTDATA}/realm-claims-missing-challenge.cbor": ("realm", "claim 10 (challenge) is missing"),
+    f"{TESTDATA}/realm-claims+spurious-numeric-key.cbor": ("realm", None),
+    f"{TESTDATA}/realm-claims+spurious-text-key.cbor": ("realm", None),
+}
+CHECKERS = {"realm": check_realm_claims, "platform": check_platform_claims}
+
+
+@pytest.mark.parametrize("rel", CLAIM_SETS, ids=lambda r: r.rsplit("/", 1)[-1])
+def test_unsigned_cbor_claim_sets_are_judged_as_the_readme_says(rel: str) -> None:
+    """Each unsigned claim map of the vectors is valid, or invalid with a problem naming the
+    defect its file name announces (README: 'Claim sets without signatures')."""
+    side, phrase = CLAIM_SETS[rel]
+    problems = CHECKERS[side](cbor2.loads(_read(rel)))
+    if phrase is None:
+        assert problems == []
+    else:
+        assert problems and phrase in problems[0], problems
+
+
+REALM_JSON = {"cca-realm-challenge": 10, "cca-realm-personalization-value": 44235, "cca-realm-public-key": 44237,
+              "cca-realm-hash-algo-id": 44236, "cca-realm-public-key-hash-algo-id": 44240,
+              "cca-realm-profile": 265, "cca-realm-initial-measurement": 44238,
+              "cca-realm-extensible-measurements": 44239}
+PLATFORM_JSON = {"cca-platform-profile": 265, "cca-platform-challenge": 10, "cca-platform-implementation-id": 2396,
+                 "cca-platform-instance-id": 256, "cca-platform-config": 2401, "cca-platform-lifecycle": 2395,
+                 "cca-platform-sw-components": 2399, "cca-platform-service-indicator": 2400,
+                 "cca-platform-hash-algo-id": 2402}
+SW_JSON = {"measurement-type": 1, "measurement-value": 2, "version": 4, "signer-id": 5, "measurement-description": 6}
+BINARY = {10, 44235, 44237, 44238, 44239, 2396, 256, 2401, 2, 5}
+
+
+def _from_json(value: Any, names: dict[str, int]) -> dict[Any, Any]:
+    """veraison's JSON claims -> a CBOR-style claim map (base64 byte strings, strictly decoded)."""
+    out: dict[Any, Any] = {}
+    for name, v in value.items():
+        key = names.get(name, name)
+        if key == 2399:
+            v = [_from_json(c, SW_JSON) for c in v]
+        elif key in BINARY:
+            v = [base64.b64decode(x, validate=True) for x in v] if isinstance(v, list) else base64.b64decode(v, validate=True)
+        out[key] = v
+    return out
+
+
+JSON_SETS = {
+    "realm/testvectors/json/test-cca-claims-all-valid.json": None,
+    "realm/testvectors/json/test-invalid-extended-meas.json": "44239 (extensible_measurements)[0] must be 64 bytes",
+    "realm/testvectors/json/test-invalid-initial-meas.json": "44238 (initial_measurement) must be 32 or 48 or 64 bytes long, found 95",
+    "realm/testvectors/json/test-invalid-nonce.json": "claim 10 (challenge) must be 64 bytes long, found 95",
+    "realm/testvectors/json/test-invalid-personalization-val.json": "44235 (personalization_value) must be 64 bytes long, found 95",
+    "realm/testvectors/json/test-invalid-public-key.json": "44237 (public_key) of a legacy token",
+    "realm/testvectors/json/test-missing-extended-meas.json": "44239 (extensible_measurements) is missing",
+    "realm/testvectors/json/test-missing-hash-alg-id.json": "44236 (hash_algo_id) is missing",
+    "realm/testvectors/json/test-missing-initial-meas.json": "44238 (initial_measurement) is missing",
+    "realm/testvectors/json/test-missing-nonce.json": "claim 10 (challenge) is missing",
+    "realm/testvectors/json/test-missing-personalization-val.json": "44235 (personalization_value) is missing",
+    "realm/testvectors/json/test-missing-public-key-alg-id.json": "44240 (public_key_hash_algo_id) is missing",
+    "realm/testvectors/json/test-missing-public-key.json": "44237 (public_key) is missing",
+    "platform/testvectors/json/test-token-valid-full.json": None,
+    "platform/testvectors/json/test-config-missing.json": "2401 (config) is missing",
+    "platform/testvectors/json/test-hash-algid-invalid.json": "2402 (hash_algo_id) is 'none'",
+    "platform/testvectors/json/test-hash-algid-missing.json": "2402 (hash_algo_id) is missing",
+    "platform/testvectors/json/test-implementation-id-invalid-long.json": "2396 (implementation_id) must be 32 bytes long, found 34",
+    "platform/testvectors/json/test-implementation-id-invalid-missing.json": "2396 (implementation_id) is missing",
+    "platform/testvectors/json/test-instance-id-invalid.json": "256 (instance_id) must be 33 bytes long, found 3",
+    "platform/testvectors/json/test-instance-id-missing.json": "256 (instance_id) is missing",
+    "platform/testvectors/json/test-invalid-profile.json": "265 (profile) is 'http://arm.com/PSA-SSD/1.0.0'",
+    "platform/testvectors/json/test-invalid-psa-claims.json": "2396 (implementation_id) is missing",
+    "platform/testvectors/json/test-lifecycle-invalid.json": "2395 (lifecycle) is 0x7f35",
+    "platform/testvectors/json/test-no-sw-components.json": "2399 (sw_components) is missing",
+    "platform/testvectors/json/test-nonce-invalid.json": "claim 10 (challenge) must be 32 or 48 or 64 bytes long, found 50",
+    "platform/testvectors/json/test-sw-components-invalid-missing.json": "2399 (sw_components) is missing",
+    "platform/testvectors/json/test-vsi-invalid-empty.json": "2400 (verification_service) must not be empty",
+}
+
+
+@pytest.mark.parametrize("rel", JSON_SETS)
+def test_json_claim_sets_are_judged_as_the_readme_says(rel: str) -> None:
+    """veraison's JSON claim files, turned into claim maps: the '-valid' ones pass, every other
+    one fails with a first problem naming the defect of its file name."""
+    side = rel.split("/", 1)[0]
+    claims = _from_json(json.loads(_read(f"veraison-ccatoken/{rel}")), REALM_JSON if side == "realm" else PLATFORM_JSON)
+    problems = CHECKERS[side](claims)
+    if JSON_SETS[rel] is None:
+        assert problems == []
+    else:
+        assert problems and JSON_SETS[rel] in problems[0], problems
+
+
+def test_json_sw_component_with_broken_base64_is_rejected() -> None:
+    """test-sw-components-invalid-combo.json: its measurement value is not valid base64 (data
+    after the padding), so the claim set cannot even be built; the JSON set above covers every
+    other platform JSON file."""
+    doc = json.loads(_read("veraison-ccatoken/platform/testvectors/json/test-sw-components-invalid-combo.json"))
+    with pytest.raises(binascii.Error):
+        _from_json(doc, PLATFORM_JSON)
