@@ -31,7 +31,7 @@ from rmm_mp.el3.attest import AttestationKeys, AttestationService
 from rmm_mp.el3.gtsi import Gtsi
 from rmm_mp.el3.monitor import Monitor
 from rmm_mp.hw import control as ctl
-from rmm_mp.hw import cpuarea, orphans, process, segment
+from rmm_mp.hw import cpuarea, orphans, process, segment, trace
 from rmm_mp.hw.control import OFF_DEAD, Control
 from rmm_mp.hw.cpuarea import CpuArea
 from rmm_mp.hw.faults import CpuBusyError, MachineError, RmmInternalError
@@ -59,15 +59,19 @@ def _page_round(size: int) -> int:
     return (size + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
 
 
-def _segment_sizes(platform: Platform, cpus: int) -> dict[str, int]:
+def _segment_sizes(platform: Platform, cpus: int, trace_capacity: int) -> dict[str, int]:
     count = platform.granule_count
-    return {
+    sizes = {
         "ctl": ctl.SIZE,
         "granules": _page_round(count * DESCRIPTOR_SIZE),
         "gpt": _page_round(count),
         "dram": count * GRANULE_SIZE,
         "cpus": cpus * cpuarea.area_size(REGION_BYTES),
     }
+    if trace_capacity:
+        # Only machines made for tracing pay for the rings.
+        sizes["trace"] = cpus * trace.region_size(trace_capacity)
+    return sizes
 
 
 class Machine:
@@ -96,7 +100,7 @@ class Machine:
 
     @classmethod
     def create(cls, platform: "str | os.PathLike[str] | Platform" = "host", cpus: int | None = None,
-               time_slice: int | None = None) -> "Machine":
+               time_slice: int | None = None, trace_capacity: int = 0) -> "Machine":
         """Make a new machine's shared memory; starts no CPU process.
 
         Args:
@@ -105,6 +109,8 @@ class Machine:
             cpus: how many CPUs, 1..the platform's count (default: all of them).
             time_slice: guest instructions a REC runs per entry before an IRQ exit (default:
                 the platform's rec_time_slice).
+            trace_capacity: records per CPU trace ring (hw.trace); 0 (the default) makes no
+                trace segment and Cpu.set_tracing is then unavailable.
 
         Raises:
             ValueError (ConfigError) for an unknown or invalid platform or a bad cpus value,
@@ -119,8 +125,10 @@ class Machine:
         if time_slice is not None and (isinstance(time_slice, bool) or not isinstance(time_slice, int)
                                        or not 1 <= time_slice <= 10**9):
             raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in 1..1000000000")
+        if isinstance(trace_capacity, bool) or not isinstance(trace_capacity, int) or not 0 <= trace_capacity <= 1 << 24:
+            raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in 0..16777216")
         orphans.remove_orphans()
-        sizes = _segment_sizes(plat, cpus)
+        sizes = _segment_sizes(plat, cpus, trace_capacity)
         _check_free_space(plat, sizes)
         prefix = segment.machine_prefix(os.getpid(), secrets.token_hex(4))
         created: dict[str, Segment] = {}
@@ -131,6 +139,7 @@ class Machine:
             machine.control.initialise(cpus, os.getpid(), process.own_start_ms(),
                                        machine._area_size, plat.to_json())
             machine.control.set_time_slice(plat.rec_time_slice if time_slice is None else time_slice)
+            machine.control.set_trace_capacity(trace_capacity)
             for region in plat.secure:
                 first = (region.base - plat.dram.base) // GRANULE_SIZE
                 machine.gpt.set_range(first, region.size // GRANULE_SIZE, Pas.SECURE)
@@ -164,7 +173,9 @@ class Machine:
             control.check_magic()
             plat = Platform.from_json(control.platform_json())
             cpus = control.cpus
-        except ValueError as exc:
+            if control.trace_capacity:
+                attached["trace"] = Segment.attach(name, "trace")
+        except (ValueError, FileNotFoundError) as exc:
             view.close()
             for seg in attached.values():
                 seg.close()
@@ -225,6 +236,30 @@ class Machine:
         self._check_open()
         return GranuleTable(self._views["granules"], self._segments["granules"].buf, self.platform.dram.base,
                             self.platform.granule_count, owner)
+
+    @property
+    def trace_capacity(self) -> int:
+        """Records per CPU trace ring; 0 when the machine was made without tracing."""
+        return self.control.trace_capacity
+
+    def trace_region(self, cpu: int) -> memoryview:
+        """CPU ``cpu``'s trace ring (hw.trace); release the view when done with it."""
+        self._check_open()
+        capacity = self.trace_capacity
+        if not capacity:
+            raise MachineError(f"machine {self.name} has no trace rings (create it with trace_capacity > 0)")
+        if not 0 <= cpu < self.cpus:
+            raise ValueError(f"cpu = {cpu!r}: expected 0..{self.cpus - 1}")
+        size = trace.region_size(capacity)
+        return self._segments["trace"].buf[cpu * size:(cpu + 1) * size]
+
+    def read_trace(self, cpu: int) -> list[tuple[int, int, int, int, int]]:
+        """(start_ns, duration_ns, kind, code, arg) of every record in CPU ``cpu``'s ring, oldest first."""
+        region = self.trace_region(cpu)
+        try:
+            return trace.read_ring(region, self.trace_capacity)
+        finally:
+            region.release()
 
     def cpu_area(self, cpu: int) -> CpuArea:
         """CPU ``cpu``'s shared area; the caller releases it (internal use: reports, checks)."""
@@ -322,8 +357,8 @@ class Machine:
 class Cpu:
     """A simulated CPU bound to this process: host-side entry to EL3 through ``smc``."""
 
-    __slots__ = ("machine", "id", "granules", "area", "monitor", "rmm", "recorder", "tlb", "_word", "_generation",
-                 "_closed", "_dead", "_enter")
+    __slots__ = ("machine", "id", "granules", "area", "monitor", "rmm", "recorder", "tracer", "tlb", "_word",
+                 "_generation", "_closed", "_dead", "_enter")
 
     def __init__(self, machine: Machine, cpu: int, area: CpuArea, word: int) -> None:
         self.machine = machine
@@ -346,6 +381,7 @@ class Cpu:
         self.monitor.rmm = self.rmm.handle_rmi
         self.recorder: Recorder | None = Recorder(area.stats_region())
         self.monitor.recorder = self.recorder
+        self.tracer: trace.Tracer | None = None
         self._dead = machine.control.view.load_u32
         self._enter = self.monitor.smc_from_ns
 
@@ -385,6 +421,20 @@ class Cpu:
             self.recorder = None
         self.monitor.recorder = self.recorder
 
+    def set_tracing(self, enabled: bool) -> None:
+        """Switch this CPU's trace ring on or off (off by default; needs trace_capacity > 0).
+
+        While on, every RMI call, RSI/PSCI call, REC run and contended lock wait on this CPU
+        appends a record (hw.trace); the ring keeps the newest ``trace_capacity`` of them.
+        """
+        if enabled and self.tracer is None:
+            self.tracer = trace.Tracer(self.machine.trace_region(self.id), self.machine.trace_capacity)
+        elif not enabled and self.tracer is not None:
+            self.tracer.release()
+            self.tracer = None
+        self.monitor.tracer = self.tracer
+        self.granules.tracer = self.tracer
+
     def flush_statistics(self) -> None:
         """Publish this CPU's latency histograms and lock statistics to shared memory now."""
         if self.recorder is not None:
@@ -408,6 +458,8 @@ class Cpu:
         if self.recorder is not None:
             self.recorder.release()
             self.recorder = None
+        if self.tracer is not None:
+            self.set_tracing(False)
         self.area.release()
         self.machine._handles.pop(self.id, None)
 

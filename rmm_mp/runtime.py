@@ -28,12 +28,15 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+import psutil
 
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Cpu, Machine
@@ -67,10 +70,56 @@ class RunResult:
     elapsed_s: float
     stopped_by: str = ""
     exit_codes: dict[int, int | None] = field(default_factory=dict)
+    usage: dict[int, "ProcessUsage"] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failures and not self.interrupted
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """What one CPU process cost the host, measured by the process itself as it finished."""
+
+    user_s: float
+    system_s: float
+    voluntary_switches: int
+    involuntary_switches: int
+    peak_rss_bytes: int
+    pinned_core: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user_s": round(self.user_s, 4), "system_s": round(self.system_s, 4),
+                "voluntary_switches": self.voluntary_switches, "involuntary_switches": self.involuntary_switches,
+                "peak_rss_bytes": self.peak_rss_bytes, "pinned_core": self.pinned_core}
+
+
+def _own_usage(pinned: int | None) -> ProcessUsage:
+    me = psutil.Process()
+    times, switches = me.cpu_times(), me.num_ctx_switches()
+    # psutil has no peak RSS on Linux; getrusage does (in KiB there).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return ProcessUsage(times.user, times.system, switches.voluntary, switches.involuntary, peak, pinned)
+
+
+def host_cores() -> list[int]:
+    """The host cores this process may run on."""
+    try:
+        return sorted(psutil.Process().cpu_affinity() or [])
+    except (AttributeError, psutil.Error):  # no affinity support on this OS
+        return list(range(psutil.cpu_count(logical=True) or 1))
+
+
+def _pin(cpu_id: int, cores: list[int]) -> int | None:
+    """Pin this process to one host core (CPU i -> the i-th allowed core, wrapping); None if we cannot."""
+    if not cores:
+        return None
+    core = cores[cpu_id % len(cores)]
+    try:
+        psutil.Process().cpu_affinity([core])
+    except (AttributeError, psutil.Error, OSError):
+        return None
+    return core
 
 
 def _set_parent_death_signal() -> None:
@@ -95,17 +144,20 @@ def _watch_lifeline(lifeline: multiprocessing.connection.Connection) -> None:
 
 def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[Any, ...],
               conn: multiprocessing.connection.Connection,
-              lifeline: multiprocessing.connection.Connection) -> None:
+              lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
     _set_parent_death_signal()
     threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pinned = _pin(cpu_id, pin_cores) if pin_cores is not None else None
     machine = Machine.attach(name)
     code = 0
     try:
         cpu = machine.cpu(cpu_id)
+        if tracing:
+            cpu.set_tracing(True)
         result = target(cpu, *args)
         cpu.flush_statistics()
-        conn.send(("ok", result))
+        conn.send(("ok", result, _own_usage(pinned)))
     except BaseException as exc:  # report everything, RmmInternalError included, then exit
         code = 1
         try:
@@ -122,7 +174,8 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[An
 def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,
              args: tuple[Any, ...] = (), *, context: str = "spawn",
              on_tick: Callable[[float], None] | None = None, tick_s: float = 0.1,
-             timeout_s: float | None = None, grace_s: float = 10.0) -> RunResult:
+             timeout_s: float | None = None, grace_s: float = 10.0, pin: bool = False,
+             tracing: bool = False) -> RunResult:
     """Run ``target(cpu, *args)`` on one process per CPU and wait for all of them.
 
     Args:
@@ -134,6 +187,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         on_tick: called about every tick_s seconds with the elapsed time, for progress.
         timeout_s: request a stop after this many seconds.
         grace_s: how long stopped CPUs get to return before they are terminated.
+        pin: pin CPU process i to the i-th host core this process may use (wrapping round);
+            a process that cannot be pinned runs unpinned (its usage says pinned_core None).
+        tracing: switch every CPU's trace ring on (the machine needs trace_capacity > 0).
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -141,6 +197,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     for cpu_id in ids:
         if isinstance(cpu_id, bool) or not isinstance(cpu_id, int) or not 0 <= cpu_id < machine.cpus:
             raise ValueError(f"cpus: {cpu_id!r} is not a CPU id in 0..{machine.cpus - 1}")
+    if tracing and not machine.trace_capacity:
+        raise ValueError("tracing = True: the machine has no trace rings (Machine.create(trace_capacity=...))")
+    cores = host_cores() if pin else None
     ctx = multiprocessing.get_context(context)
     control = machine.control
     control.clear_stop()
@@ -153,7 +212,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             life_reader, life_writer = ctx.Pipe(duplex=False)
             lifelines.append(life_writer)
             proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
-                               args=(machine.name, cpu_id, target, tuple(args), writer, life_reader), daemon=True)
+                               args=(machine.name, cpu_id, target, tuple(args), writer, life_reader, cores, tracing),
+                               daemon=True)
             proc.start()
             writer.close()
             life_reader.close()
@@ -180,6 +240,7 @@ class _Supervisor:
         self.timeout_s = timeout_s
         self.grace_s = grace_s
         self.results: dict[int, Any] = {}
+        self.usage: dict[int, ProcessUsage] = {}
         self.errors: dict[int, tuple[str, str]] = {}
         self.failures: list[CpuFailure] = []
         self.interrupted = False
@@ -208,7 +269,8 @@ class _Supervisor:
             pipe.close()
         elapsed = time.monotonic() - start
         codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
-        return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes)
+        return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes,
+                         dict(self.usage))
 
     def _step(self, live: dict[int, Any], start: float) -> None:
         waitables = [p.sentinel for p in live.values()] + [self.pipes[c] for c in live if not self.pipes[c].closed]
@@ -243,6 +305,7 @@ class _Supervisor:
             return
         if message[0] == "ok":
             self.results[cpu] = message[1]
+            self.usage[cpu] = message[2]
         else:
             self.errors[cpu] = (message[1], message[2])
 

@@ -35,9 +35,10 @@ from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT, U64_MASK
 from rmm_mp.el3.attest import AttestationService
 from rmm_mp.el3.gtsi import Gtsi
 from rmm_mp.hw.control import Control
-from rmm_mp.hw.cpuarea import LOCK_STATS, OFF_LOCK_STATS, OFF_NS_CTX, OFF_REALM_CTX
+from rmm_mp.hw.cpuarea import LOCK_CLASS, LOCK_STATS, OFF_LOCK_CLASSES, OFF_LOCK_STATS, OFF_NS_CTX, OFF_REALM_CTX
 from rmm_mp.hw.faults import RmmInternalError
-from rmm_mp.hw.granule import LockStats
+from rmm_mp.hw.granule import CLASSES, LockStats
+from rmm_mp.hw.trace import KIND_RMI, Tracer
 from rmm_mp.stats.calls import RMI_UNUSED_SLOT
 from rmm_mp.stats.histogram import Recorder
 
@@ -66,7 +67,7 @@ class RmmEntry(Protocol):
 class Monitor:
     """EL3 running on one CPU."""
 
-    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "attest", "recorder", "lock_stats", "_clock")
+    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "attest", "recorder", "tracer", "lock_stats", "_clock")
 
     def __init__(self, cpu: int, area_buf: memoryview, control: Control, gtsi: Gtsi,
                  attest: AttestationService | None = None) -> None:
@@ -77,6 +78,7 @@ class Monitor:
         self.attest = attest
         self.rmm: RmmEntry | None = None
         self.recorder: Recorder | None = None
+        self.tracer: Tracer | None = None
         self.lock_stats = LockStats()
         self._clock = time.perf_counter_ns
 
@@ -115,16 +117,24 @@ class Monitor:
         if recorder is not None:
             t3 = clock()
             wait = lock_stats.wait_ns - wait0
-            recorder.record(min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT), t3 - t0, (t1 - t0) + (t3 - t2), t2 - t1 - wait, wait, r0 != 0)
+            slot = min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT)
+            recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2), t2 - t1 - wait, wait, r0 != 0)
+            if self.tracer is not None:
+                self.tracer.record(KIND_RMI, slot, t0, t3 - t0, x1)
             if t3 > recorder.next_flush:
                 recorder.flush(t3)
                 self.publish_lock_stats()
+        elif self.tracer is not None:
+            self.tracer.record(KIND_RMI, min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT), t0, clock() - t0, x1)
         return result
 
     def publish_lock_stats(self) -> None:
-        """Copy this CPU's lock contention counters into its shared area."""
+        """Copy this CPU's lock counters (overall and per class) into its shared area."""
         s = self.lock_stats
         LOCK_STATS.pack_into(self.buf, OFF_LOCK_STATS, s.contended, s.wait_ns, s.max_wait_ns, s.max_wait_idx & U64_MASK)
+        for cls in range(CLASSES):
+            LOCK_CLASS.pack_into(self.buf, OFF_LOCK_CLASSES + 32 * cls, s.acquired[cls], s.contended_by_class[cls],
+                                 s.wait_by_class[cls], s.max_wait_by_class[cls])
 
     def _crash(self, fid: int, args: tuple[int, ...], exc: BaseException) -> str:
         """Mark the machine dead (EL3 treats a crashed RMM as gone on every CPU); return why."""

@@ -9,6 +9,7 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x0080  run control: stop flag u32
     0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64 (hw.tlb)
     0x0100  REC time slice: guest instructions a REC runs before an IRQ exit u64
+    0x0108  trace ring capacity per CPU (records) u64 (hw.trace)
     0x1000  dead reason, UTF-8 (4 KiB)
     0x2000  platform description as JSON (24 KiB)
     0x8000  VMID bitmap, 65,536 bits (8 KiB), for the RMM
@@ -46,6 +47,7 @@ OFF_STOP = 0x80
 OFF_GPT_GENERATION = 0xC0
 OFF_EXECUTING = 0xC8
 OFF_TIME_SLICE = 0x100
+OFF_TRACE_CAPACITY = 0x108
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
 OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
 OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000
@@ -102,6 +104,13 @@ class Control:
 
     def set_time_slice(self, instructions: int) -> None:
         self.view.store_u64(OFF_TIME_SLICE, instructions)
+
+    @property
+    def trace_capacity(self) -> int:
+        return self.view.load_u64(OFF_TRACE_CAPACITY)
+
+    def set_trace_capacity(self, records: int) -> None:
+        self.view.store_u64(OFF_TRACE_CAPACITY, records)
 
     # -- dead flag: set once, by whoever sees the RMM crash ---------------------------
 

@@ -12,6 +12,8 @@ two CPUs share a cache line. Layout (offsets in the area):
     0x340  activity counters: 8 u64, written by the workload running on the CPU
     0x380  realm execution: RD PA of the realm this CPU executes (0: none), the realm TLB and
            GPT generations it has seen (hw.tlb)                               (own cache line)
+    0x400  lock statistics per lock class (16 classes): acquired, contended, wait_ns,
+           max_wait_ns, u64 each (512 bytes; published by the CPU's EL3 with the histograms)
     0x1000 statistics region (latency histograms, rmm_mp.stats.histogram)
 
 This module owns the area layout. It must not interpret the histograms it makes room for.
@@ -34,6 +36,8 @@ COUNTERS = 8
 OFF_EXEC_RD = 0x380
 OFF_SEEN_TLB = 0x388
 OFF_SEEN_GPT = 0x390
+OFF_LOCK_CLASSES = 0x400
+LOCK_CLASS = struct.Struct("<4Q")
 OFF_STATS = HW_PART
 
 CALL = struct.Struct("<IxxxxQ6Q")
@@ -95,6 +99,10 @@ class CpuArea:
 
     def lock_stats(self) -> tuple[int, int, int, int]:
         return LOCK_STATS.unpack_from(self.buf, OFF_LOCK_STATS)
+
+    def lock_class_stats(self, classes: int) -> list[tuple[int, int, int, int]]:
+        """Per lock class: (acquired, contended, wait_ns, max_wait_ns) as last published."""
+        return [LOCK_CLASS.unpack_from(self.buf, OFF_LOCK_CLASSES + 32 * c) for c in range(classes)]
 
     def stats_region(self) -> memoryview:
         return self.buf[OFF_STATS:]

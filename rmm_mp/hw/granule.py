@@ -83,6 +83,12 @@ def describe_owner(word: int) -> str:
     return f"CPU {word - 1}"
 
 
+class LockTracer(Protocol):
+    """Where contended acquisitions are reported for timelines (rmm_mp.hw.trace)."""
+
+    def lock_wait(self, start_ns: int, waited_ns: int, cls: int, pa: int) -> None: ...
+
+
 class LockObserver(Protocol):
     """What the instrumentation point calls (lock-order checker, statistics, scheduler)."""
 
@@ -91,12 +97,27 @@ class LockObserver(Protocol):
     def released(self, table: "GranuleTable", idx: int) -> None: ...
 
 
-class LockStats:
-    """Contention counters of one owner, kept in the owning process (see stats for export)."""
+CLASSES = 16
+OTHER_CLASS = CLASSES - 1
+"""Lock statistics are kept per lock class: the granule state the locker expects (an opaque
+number here; the RMM gives states meaning). A plain lock() (NS copies) counts as OTHER_CLASS."""
 
-    __slots__ = ("contended", "wait_ns", "max_wait_ns", "max_wait_idx")
+
+class LockStats:
+    """Lock counters of one owner, kept in the owning process (published by its CPU's EL3).
+
+    Per class: acquisitions, contended acquisitions, total and longest wait; overall: the
+    longest wait and the granule it was for.
+    """
+
+    __slots__ = ("acquired", "contended_by_class", "wait_by_class", "max_wait_by_class",
+                 "contended", "wait_ns", "max_wait_ns", "max_wait_idx")
 
     def __init__(self) -> None:
+        self.acquired = [0] * CLASSES
+        self.contended_by_class = [0] * CLASSES
+        self.wait_by_class = [0] * CLASSES
+        self.max_wait_by_class = [0] * CLASSES
         self.contended = 0
         self.wait_ns = 0
         self.max_wait_ns = 0
@@ -111,7 +132,7 @@ class GranuleTable:
     """
 
     __slots__ = (
-        "view", "buf", "base", "count", "end", "owner", "observer", "stats",
+        "view", "buf", "base", "count", "end", "owner", "observer", "stats", "tracer", "_acquired",
         "_cas", "_load", "_xor", "_add",
     )
 
@@ -124,6 +145,8 @@ class GranuleTable:
         self.owner = owner
         self.observer: LockObserver | None = None
         self.stats = LockStats()
+        self._acquired = self.stats.acquired
+        self.tracer: LockTracer | None = None
         self._cas = view.cas_u32
         self._load = view.load_u32
         self._xor = view.fetch_xor_u32
@@ -131,14 +154,15 @@ class GranuleTable:
 
     # -- locks ---------------------------------------------------------------------------
 
-    def lock(self, idx: int) -> None:
-        """Acquire granule idx's lock (blocking)."""
+    def lock(self, idx: int, cls: int = OTHER_CLASS) -> None:
+        """Acquire granule idx's lock (blocking), counted under lock class ``cls``."""
+        self._acquired[cls] += 1
         if self._cas(idx << 3, 0, self.owner) != 0:
-            self._lock_contended(idx)
+            self._lock_contended(idx, cls)
         elif self.observer is not None:
             self.observer.acquired(self, idx, 0)
 
-    def _lock_contended(self, idx: int) -> None:
+    def _lock_contended(self, idx: int, cls: int = OTHER_CLASS) -> None:
         offset = idx << 3
         cas = self._cas
         owner = self.owner
@@ -159,13 +183,20 @@ class GranuleTable:
                 os.sched_yield()
             else:
                 time.sleep(min(SLEEP_MAX_S, 0.000_01 * (tries - SPIN_TRIES - YIELD_TRIES)))
-        waited = time.perf_counter_ns() - start
+        end = time.perf_counter_ns()
+        waited = end - start
         stats = self.stats
         stats.contended += 1
         stats.wait_ns += waited
+        stats.contended_by_class[cls] += 1
+        stats.wait_by_class[cls] += waited
+        if waited > stats.max_wait_by_class[cls]:
+            stats.max_wait_by_class[cls] = waited
         if waited > stats.max_wait_ns:
             stats.max_wait_ns = waited
             stats.max_wait_idx = idx
+        if self.tracer is not None:
+            self.tracer.lock_wait(start, waited, cls, self.base + (idx << 12))
         if self.observer is not None:
             self.observer.acquired(self, idx, waited)
 
@@ -250,8 +281,9 @@ class GranuleTable:
             return None
         idx = (addr - self.base) >> 12
         offset = idx << 3
+        self._acquired[expected_state] += 1
         if self._cas(offset, 0, self.owner) != 0:
-            self._lock_contended(idx)
+            self._lock_contended(idx, expected_state)
         elif self.observer is not None:
             self.observer.acquired(self, idx, 0)
         if (self._load(offset + 4) >> STATE_SHIFT) & STATE_MASK != expected_state:
@@ -311,9 +343,14 @@ class GranuleTable:
             result[i] = held[position]
         return result
 
-    def lock_known(self, idx: int) -> "Granule":
-        """Lock a granule reached through a locked or referenced object (its state is known)."""
-        self.lock(idx)
+    def lock_known(self, idx: int, state: int) -> "Granule":
+        """Lock a granule reached through a locked or referenced object, whose state is known
+        to be ``state`` (TF-RMM's granule_lock): a different state is an RMM bug."""
+        self.lock(idx, state)
+        if (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK != state:
+            found = (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
+            self.unlock(idx)
+            raise RmmInternalError(f"granule {self.base + (idx << 12):#x} reached as state {state} is in state {found}")
         return Granule(self, idx, self.base + (idx << 12))
 
 

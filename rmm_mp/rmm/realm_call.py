@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.s2tt import Kind
+from rmm_mp.rmm.granule_state import GranuleState
 
 if TYPE_CHECKING:
     from rmm_mp.guest.interpreter import GuestState
@@ -69,7 +70,7 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     and the last-level table still locked (the caller releases it), EMPTY and unmapped ones
     with the level where the walk stopped and nothing locked."""
     rmm, ctx = call.rmm, call.ctx
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base))
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
     walk = s2tt.walk(rmm.granules, rmm.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
     desc = s2tt.read(rmm.memory, walk.llt.idx, walk.index)
     kind, ripas = s2tt.decode(desc, walk.level)

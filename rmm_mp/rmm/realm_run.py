@@ -35,6 +35,7 @@ from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
 from rmm_mp.guest import interpreter
 from rmm_mp.guest.interpreter import ABORT, HVC, IL, SLICE, SMC, WFE, WFI, Fault, GuestState
 from rmm_mp.guest.isa import INSTRUCTION_SIZE
+from rmm_mp.hw.trace import KIND_REC_RUN
 from rmm_mp.rmm import gic, stage2
 from rmm_mp.rmm.realm_call import RAM, Exit, RealmCall, lock_realm_page, stage2_abort_exit
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd
@@ -78,10 +79,13 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     _save(rec, state)
     num_lrs = FeatureRegister0.field(rmm.features0, "GICV3_NUM_LRS")
     fields = {**out.fields, **gic.gic_exit_state(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs)}
-    recorder = rmm.el3.recorder
-    if recorder is not None:
+    recorder, tracer = rmm.el3.recorder, rmm.el3.tracer
+    if recorder is not None or tracer is not None:
         elapsed = time.perf_counter_ns() - start
-        recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, elapsed, 0, False)
+        if recorder is not None:
+            recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, elapsed, 0, False)
+        if tracer is not None:
+            tracer.record(KIND_REC_RUN, fields["exit_reason"], start, elapsed, rmm.memory.base + (rec.idx << 12))
     return fields
 
 

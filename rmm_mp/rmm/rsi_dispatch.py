@@ -13,6 +13,7 @@ import time
 from rmm_mp.abi.psci import is_psci
 from rmm_mp.abi.rsi import RsiFid
 from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT
+from rmm_mp.hw.trace import KIND_RSI
 from rmm_mp.rmm.handlers import (
     psci, rsi_attest, rsi_config, rsi_host_call, rsi_measurement, rsi_memory, rsi_system,
 )
@@ -28,9 +29,9 @@ _W0 = 0xFFFF_FFFF & ~SMCCC_SVE_HINT
 def handle_smc(call: RealmCall) -> Exit | None:
     """Handle the SMC the REC stopped at; None means: continue after it (PC += one instruction)."""
     x = call.state.x
-    fid = x[0] & _W0
-    recorder = call.rmm.el3.recorder
-    start = time.perf_counter_ns() if recorder is not None else 0
+    fid, arg1 = x[0] & _W0, x[1]
+    recorder, tracer = call.rmm.el3.recorder, call.rmm.el3.tracer
+    start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
     handler = RSI_HANDLERS.get(fid)
     if handler is not None:
         out = handler(call)
@@ -41,9 +42,12 @@ def handle_smc(call: RealmCall) -> Exit | None:
     else:
         out = (SMC_UNKNOWN,)
         slot = -1
-    if recorder is not None and slot >= 0:
+    if slot >= 0 and (recorder is not None or tracer is not None):
         elapsed = time.perf_counter_ns() - start
-        recorder.record(slot, elapsed, 0, elapsed, 0, not isinstance(out, Exit) and out[0] not in (0,))
+        if recorder is not None:
+            recorder.record(slot, elapsed, 0, elapsed, 0, not isinstance(out, Exit) and out[0] != 0)
+        if tracer is not None:
+            tracer.record(KIND_RSI, slot, start, elapsed, arg1)
     if isinstance(out, Exit):
         return out
     x[0] = out[0]

@@ -29,6 +29,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rmm_mp.rmm.granule_state import GranuleState
+
 if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule, GranuleTable
     from rmm_mp.hw.memory import PhysicalMemory
@@ -71,6 +73,7 @@ OA_MASK = ((1 << MAX_PA_BITS) - 1) & ~((1 << GRANULE_SHIFT) - 1)
 RIPAS_EMPTY, RIPAS_RAM, RIPAS_DESTROYED = 0, 1, 2
 
 _ENTRY = struct.Struct("<Q")
+_RTT_STATE = GranuleState.RTT
 _TABLE = struct.Struct(f"<{ENTRIES}Q")
 
 
@@ -281,7 +284,7 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
     root_no, index = ctx.root_slot(ipa)
     current = root0
     if root_no:
-        current = granules.lock_known(root0.idx + root_no)
+        current = granules.lock_known(root0.idx + root_no, _RTT_STATE)
         root0.unlock()
     level = ctx.start_level
     view = memory.view
@@ -290,7 +293,7 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
         desc = view.load_u64((current.idx << GRANULE_SHIFT) + (index << 3))
         if desc & DESC_TYPE_MASK != DESC_TABLE:
             break
-        child = granules.lock_known((((desc & OA_MASK) - granules.base) >> GRANULE_SHIFT))
+        child = granules.lock_known(((desc & OA_MASK) - granules.base) >> GRANULE_SHIFT, _RTT_STATE)
         current.unlock()
         current = child
         level += 1

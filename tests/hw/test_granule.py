@@ -349,7 +349,7 @@ def test_observer_once_per_acquire_and_release(machine: Machine) -> None:
     g = table.find_lock(_pa(machine, 41), NS)
     assert g is not None
     g.unlock()
-    with table.lock_known(42):
+    with table.lock_known(42, NS):
         pass
     table.observer = None
     table.lock(43)

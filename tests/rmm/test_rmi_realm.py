@@ -661,7 +661,7 @@ def test_activate_realm_state_system_off(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _create(t)
     table = machine.granule_table(host_owner(os.getpid()))
-    with table.lock_known(_idx(machine, realm.rd)):
+    with table.lock_known(_idx(machine, realm.rd), GranuleState.RD):
         Rd(machine.memory, _idx(machine, realm.rd)).set_state(RealmState.SYSTEM_OFF)
     _activate_fails(machine, t, realm.rd, ERROR_REALM)
     assert Rd(machine.memory, _idx(machine, realm.rd)).state == RealmState.SYSTEM_OFF
@@ -776,7 +776,7 @@ def test_destroy_success(machine: Machine, state: str, s2sz: int, level: int) ->
     if state == "ACTIVE":
         assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd)[0] == SUCCESS
     elif state == "SYSTEM_OFF":
-        with machine.granule_table(host_owner(os.getpid())).lock_known(_idx(machine, realm.rd)):
+        with machine.granule_table(host_owner(os.getpid())).lock_known(_idx(machine, realm.rd), GranuleState.RD):
             Rd(machine.memory, _idx(machine, realm.rd)).set_state(RealmState.SYSTEM_OFF)
     before = snapshot(machine)
     assert t.smc(F.RMI_REALM_DESTROY, realm.rd, 0x22, X3, X4) == (SUCCESS, 0, 0, 0, X4)

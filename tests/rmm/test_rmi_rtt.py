@@ -91,7 +91,7 @@ def _wb_write(machine: Machine, rtt: int, descs: dict[int, int], refcount_delta:
     """White box: write entries of the RTT at ``rtt`` under its lock, adjusting its refcount."""
     table = _owner(machine)
     idx = table.find(rtt)
-    with table.lock_known(idx):
+    with table.lock_known(idx, GranuleState.RTT):
         for i, desc in descs.items():
             s2tt.write(machine.memory, idx, i, desc)
         if refcount_delta:

@@ -329,7 +329,7 @@ class _Tree:
         """Delegate granule idx (RMI_GRANULE_DELEGATE), then white box: state RTT under its lock,
         512 entries of ``filler``."""
         assert self.cpu.smc(RmiFid.RMI_GRANULE_DELEGATE, self.table.addr(idx))[0] == 0
-        with self.table.lock_known(idx):
+        with self.table.lock_known(idx, GranuleState.DELEGATED):
             self.table.set_state(idx, GranuleState.RTT)
             s2tt.fill(self.machine.memory, idx, [filler] * ENTRIES)
         return idx
@@ -349,7 +349,7 @@ class _Tree:
                 self.alloc[0] += 1
                 self.model[child] = {}
                 self.model[current][index] = child
-                with self.table.lock_known(current):
+                with self.table.lock_known(current, GranuleState.RTT):
                     s2tt.write(self.machine.memory, current, index, s2tt.table(self.table.addr(child)))
             current, index = child, (ipa // entry_size(level)) % ENTRIES
 
@@ -413,7 +413,7 @@ def test_walk_matches_reference() -> None:
                 tree.add_path(ipa, depth, fillers)
             granules = tree.table
             for ipa, target in queries:
-                root0 = granules.lock_known(tree.roots[0])
+                root0 = granules.lock_known(tree.roots[0], GranuleState.RTT)
                 walk = s2tt.walk(granules, machine.memory, tree.ctx, root0, ipa, target)
                 try:
                     assert (walk.level, walk.llt.idx, walk.index) == tree.reference_walk(ipa, target)
@@ -434,7 +434,7 @@ def _recycle(machine: Machine) -> int:
     cpu = machine.cpu(0)
     for idx in range(machine.granule_count):
         if table.state(idx) == GranuleState.RTT:
-            with table.lock_known(idx):
+            with table.lock_known(idx, GranuleState.RTT):
                 machine.memory.zero(idx)
                 table.set_state(idx, GranuleState.DELEGATED)
             assert cpu.smc(RmiFid.RMI_GRANULE_UNDELEGATE, table.addr(idx))[0] == 0

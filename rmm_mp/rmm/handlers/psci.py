@@ -16,6 +16,7 @@ from rmm_mp.abi.psci import (
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm.realm_call import Exit, RealmCall
 from rmm_mp.rmm.realm_desc import RealmState
+from rmm_mp.rmm.granule_state import GranuleState
 
 F = PsciFid
 _EXIT_PSCI = int(RmiRecExitReason.RMI_EXIT_PSCI)
@@ -54,7 +55,7 @@ def handle_psci(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
         x[0:4] = [_SUCCESS, 0, 0, 0]
         return _notify(fid)
     if fid in (F.PSCI_SYSTEM_OFF, F.PSCI_SYSTEM_RESET):
-        rd_g = call.rmm.granules.lock_known(call.rd.idx)
+        rd_g = call.rmm.granules.lock_known(call.rd.idx, GranuleState.RD)
         call.rd.set_state(RealmState.SYSTEM_OFF)
         rd_g.unlock()
         return _notify(fid)

@@ -79,7 +79,7 @@ def _page_ipa_ok(ctx: S2Ctx, ipa: int) -> bool:
 
 def _walk_holding_rd(rmm: "RmmCpu", ctx: S2Ctx, ipa: int) -> Walk:
     """Lock root RTT 0 and walk towards level 3; the caller keeps the RD locked."""
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base))
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
     return s2tt.walk(rmm.granules, rmm.memory, ctx, root0, ipa, PAGE_LEVEL)
 
 
@@ -189,6 +189,6 @@ def rmi_data_destroy(rmm: "RmmCpu", rd_addr: int, ipa: int) -> tuple[int, int]:
 
 def _wipe(rmm: "RmmCpu", data_pa: int) -> None:
     """DATA -> DELEGATED, zeroed; the caller holds the level-3 table that mapped it."""
-    data_g: "Granule" = rmm.granules.lock_known(rmm.granules.find(data_pa))
+    data_g: "Granule" = rmm.granules.lock_known(rmm.granules.find(data_pa), DATA)
     rmm.memory.zero(data_g.idx)
     data_g.unlock_transition(DELEGATED)

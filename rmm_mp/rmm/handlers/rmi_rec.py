@@ -112,7 +112,7 @@ def _release_aux(rmm: "RmmCpu", indices: list[int], scrub: bool) -> None:
     """REC_AUX -> DELEGATED, one granule at a time; ``scrub`` zeroes it first (a rollback need
     not: the granule was never written, so it is still zero)."""
     for idx in indices:
-        g = rmm.granules.lock_known(idx)
+        g = rmm.granules.lock_known(idx, REC_AUX)
         if scrub:
             rmm.memory.zero(idx)
         g.unlock_transition(DELEGATED)

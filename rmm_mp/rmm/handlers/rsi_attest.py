@@ -18,6 +18,7 @@ from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import attestation
 from rmm_mp.rmm.attestation import PHASE_COPYING, PHASE_NONE, PHASE_SIGNING, SIGNING_STEPS, STEP_COST, TokenState
 from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 _STATE, _INCOMPLETE = int(RsiStatus.RSI_ERROR_STATE), int(RsiStatus.RSI_INCOMPLETE)
@@ -33,7 +34,7 @@ def _state(call: RealmCall) -> TokenState:
 def rsi_attestation_token_init(call: RealmCall) -> tuple[int, ...]:
     """X1..X8 = challenge (little-endian per register); output X1 = TOKEN_BUFFER_SIZE."""
     challenge = _REGS8.pack(*call.state.x[1:9])
-    rd_g = call.rmm.granules.lock_known(call.rd.idx)
+    rd_g = call.rmm.granules.lock_known(call.rd.idx, GranuleState.RD)
     measurements = [call.rd.measurement(slot) for slot in range(5)]
     rd_g.unlock()
     _state(call).start(challenge, measurements, call.rd.rpv, call.rec.hash_algo)

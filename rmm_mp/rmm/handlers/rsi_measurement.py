@@ -10,6 +10,7 @@ import struct
 from rmm_mp.abi.rsi import MAX_MEASUREMENT_EXTEND, MEASUREMENT_SLOTS, RsiStatus
 from rmm_mp.rmm.measurement import HASH_SIZES, rem_extend
 from rmm_mp.rmm.realm_call import RealmCall
+from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 _REGS8 = struct.Struct("<8Q")
@@ -20,7 +21,7 @@ def rsi_measurement_read(call: RealmCall) -> tuple[int, ...]:
     index = call.state.x[1]
     if index >= MEASUREMENT_SLOTS:
         return (_INPUT,)
-    rd_g = call.rmm.granules.lock_known(call.rd.idx)
+    rd_g = call.rmm.granules.lock_known(call.rd.idx, GranuleState.RD)
     value = call.rd.measurement(index)
     rd_g.unlock()
     size = HASH_SIZES[call.rec.hash_algo]
@@ -34,7 +35,7 @@ def rsi_measurement_extend(call: RealmCall) -> tuple[int, ...]:
     if not 1 <= index < MEASUREMENT_SLOTS or size > MAX_MEASUREMENT_EXTEND:
         return (_INPUT,)
     value = _REGS8.pack(*x[3:11])
-    rd_g = call.rmm.granules.lock_known(call.rd.idx)
+    rd_g = call.rmm.granules.lock_known(call.rd.idx, GranuleState.RD)
     call.rd.set_measurement(index, rem_extend(call.rec.hash_algo, call.rd.measurement(index), value, size))
     rd_g.unlock()
     return (_SUCCESS,)

@@ -12,6 +12,7 @@ from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.realm_call import Exit, RealmCall
 from rmm_mp.rmm.s2tt import Kind
+from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 _EXIT_RIPAS_CHANGE = int(RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE)
@@ -43,7 +44,7 @@ def rsi_ipa_state_get(call: RealmCall) -> tuple[int, ...]:
     if not _range_ok(call, base, end):
         return (_INPUT,)
     rmm, ctx = call.rmm, call.ctx
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base))
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
     walk = s2tt.walk(rmm.granules, rmm.memory, ctx, root0, base, s2tt.PAGE_LEVEL)
     try:
         entries = s2tt.entries(rmm.memory, walk.llt.idx)
