@@ -10,6 +10,7 @@ This module owns the text syntax. It must not execute anything.
 from __future__ import annotations
 
 import ast
+import keyword
 import operator
 import re
 import struct
@@ -313,7 +314,9 @@ class _Assembler:
     def _value(self, line: _Line, text: str) -> int:
         """An integer expression over numbers, labels, .equ names and '.' (this address)."""
         try:
-            tree = ast.parse(_HERE.sub("__here__", text.strip()), mode="eval").body
+            # A label may be any identifier, Python keywords included (`b.hs pass`): rename them
+            # for ast and back in _eval.
+            tree = ast.parse(_KEYWORD.sub(_hide_keyword, _HERE.sub("__here__", text.strip())), mode="eval").body
         except SyntaxError:
             raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}") from None
         return self._eval(line, tree, text)
@@ -324,15 +327,25 @@ class _Assembler:
         if isinstance(node, ast.Name):
             if node.id == "__here__":
                 return self.here
-            if node.id not in self.symbols:
-                raise AssemblerError(line.number, f"unknown label or constant {node.id!r}")
-            return self.symbols[node.id]
+            name = node.id.removeprefix(_KW_PREFIX)
+            if name not in self.symbols:
+                raise AssemblerError(line.number, f"unknown label or constant {name!r}")
+            return self.symbols[name]
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Invert)):
             value = self._eval(line, node.operand, text)
             return -value if isinstance(node.op, ast.USub) else ~value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             return _BINOPS[type(node.op)](self._eval(line, node.left, text), self._eval(line, node.right, text))
         raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}")
+
+
+_KEYWORD = re.compile(r"\b[A-Za-z_]\w*\b")
+_KW_PREFIX = "__kw_"
+
+
+def _hide_keyword(match: "re.Match[str]") -> str:
+    word = match.group(0)
+    return _KW_PREFIX + word if keyword.iskeyword(word) or keyword.issoftkeyword(word) else word
 
 
 def _strip_comment(raw: str) -> str:

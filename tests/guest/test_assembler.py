@@ -507,3 +507,13 @@ def test_random_programs_decode_to_their_fields(program: tuple[str, list], base:
     branches to any line) assembles, one word per line, and decoding gives back the fields."""
     text, expected = program
     assert [decode(w) for w in words(text, base=base)] == expected
+
+
+@pytest.mark.parametrize("name", ["pass", "if", "None", "match", "lambda"])
+def test_a_label_may_be_a_python_keyword(name: str) -> None:
+    """Operands are parsed with ast, yet labels named like Python keywords still resolve (a guest
+    once had to rename `pass`); an unknown one is reported by its own name."""
+    assert words(f"b {name}\nnop\n{name}: b.hs {name}", base=0x4000) == [
+        encode(Op.B, imm=16), encode(Op.NOP), encode(Op.BCOND, aux=Cond.HS, imm=0)]
+    with pytest.raises(AssemblerError, match=f"unknown label or constant '{name}x?'"):
+        assemble(f"b {name}x")

@@ -1,0 +1,192 @@
+"""What the host offers a running realm besides memory: an MMIO device model and a host-call service.
+
+Both keep their state in the realm's entry of the run queue's realm table (runqueue.py, fields
+R_DEVICE, R_CONSOLE, R_RESULT, R_LOG), so whichever CPU handles an exit serves the access, and
+the parent reads the outcome when the CPUs are done (``realm_status``).
+
+Device window: DEVICE_OFFSET above the shared bit, that is unprotected IPA
+2^(ipa_width-1) + 0x0900_0000, two 4 KiB register pages (offsets from the window):
+
+    console (UART-like)   0x0000 DATA     W: append the low byte to the console; R: 0 (no input)
+                          0x0008 STATUS   R: 1 (transmitter ready)
+                          0x0010 COUNT    R: bytes written so far
+    doorbell / counter    0x1000 RING     W: rings += 1 and LAST = the value; R: rings
+                          0x1008 LAST     R: the value of the last ring
+                          0x1010 SCRATCH  R/W: a 64-bit register
+                          0x1018 ID       R: DEVICE_ID ("RMMP")
+
+Any other offset in the window reads as zero and ignores writes (RAZ/WI). A read returns the
+register masked to the access size; the RMM puts it into the realm's register when the host
+re-enters the REC with EMUL_MMIO (DEN0137 A4.2.3). The console keeps the first CONSOLE_BYTES
+bytes; COUNT goes on counting.
+
+Host calls (RSI_HOST_CALL, DEN0137 B5.3.4; the imm field selects the service; the results are
+the gprs the host returns in RmiRecEnter, which the RMM copies back into RsiHostCall):
+
+    1 LOG     append (REC index, X0..X3) to the realm's log (the first LOG_RECORDS are kept);
+              gprs unchanged
+    2 QUERY   X0 selects: 0 the number of vCPUs the host runs for the realm, 1 the realm's
+              slot, 2 the device window's IPA, 3 the shared bit (the lowest unprotected IPA);
+              the answer replaces X0 (all ones for an unknown selector)
+    3 REPORT  X0 = result code (0 = pass), X1 = detail: becomes the realm's result; gprs unchanged
+    other     X0 = all ones
+
+This module owns the device registers and the host-call services. It speaks no SMC.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rmm_mp.host.runqueue import (
+    CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, MAX_VCPUS, R_CONSOLE, R_DEVICE, R_END, R_LOG, R_RECS,
+    R_RESULT, R_RD, R_STATE, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
+)
+
+if TYPE_CHECKING:
+    from rmm_mp.host.realm import HostRealm
+    from rmm_mp.host.runqueue import RunQueue
+
+DEVICE_OFFSET = 0x0900_0000
+DEVICE_SIZE = 0x2000
+CONSOLE, DOORBELL = 0x0000, 0x1000
+CONSOLE_DATA, CONSOLE_STATUS, CONSOLE_COUNT = 0x00, 0x08, 0x10
+DOORBELL_RING, DOORBELL_LAST, DOORBELL_SCRATCH, DOORBELL_ID = 0x1000, 0x1008, 0x1010, 0x1018
+DEVICE_ID = 0x524D_4D50
+_D_CONSOLE, _D_RINGS, _D_LAST, _D_SCRATCH = 0, 8, 16, 24
+
+HOST_CALL_LOG, HOST_CALL_QUERY, HOST_CALL_REPORT = 1, 2, 3
+QUERY_VCPUS, QUERY_SLOT, QUERY_DEVICE, QUERY_SHARED_BIT = 0, 1, 2, 3
+ALL_ONES = (1 << 64) - 1
+
+
+def device_base(realm: "HostRealm") -> int:
+    """IPA of the device window of ``realm``."""
+    return realm.par_size + DEVICE_OFFSET
+
+
+def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int, value: int) -> int:
+    """Emulate one access at ``offset`` in the device window; returns the value a read loads."""
+    view = queue.view
+    dev = queue.realm_offset(slot) + R_DEVICE
+    if write:
+        if offset == CONSOLE_DATA:
+            n = view.fetch_add_u64(dev + _D_CONSOLE, 1)
+            if n < CONSOLE_BYTES:
+                view.store_u8(dev - R_DEVICE + R_CONSOLE + n, value & 0xFF)
+        elif offset == DOORBELL_RING:
+            view.store_u64(dev + _D_LAST, value)
+            view.fetch_add_u64(dev + _D_RINGS, 1)
+        elif offset == DOORBELL_SCRATCH:
+            view.store_u64(dev + _D_SCRATCH, value)
+        return 0
+    if offset == CONSOLE_STATUS:
+        result = 1
+    elif offset == CONSOLE_COUNT:
+        result = view.load_u64(dev + _D_CONSOLE)
+    elif offset == DOORBELL_RING:
+        result = view.load_u64(dev + _D_RINGS)
+    elif offset == DOORBELL_LAST:
+        result = view.load_u64(dev + _D_LAST)
+    elif offset == DOORBELL_SCRATCH:
+        result = view.load_u64(dev + _D_SCRATCH)
+    elif offset == DOORBELL_ID:
+        result = DEVICE_ID
+    else:
+        result = 0
+    return result & ((1 << (8 << size_log2)) - 1)
+
+
+def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int, ...]") -> list[int]:
+    """Serve host call ``imm`` of REC ``rec``; returns the 31 gprs to hand back."""
+    out = list(gprs)
+    base = queue.realm_offset(slot)
+    view = queue.view
+    queue.count(slot, "host_calls")
+    if imm == HOST_CALL_LOG:
+        n = view.fetch_add_u64(base + R_LOG, 1)
+        if n < LOG_RECORDS:
+            struct.pack_into("<5Q", queue.buf, base + R_LOG + 8 + LOG_RECORD * n, rec, *gprs[:4])
+    elif imm == HOST_CALL_QUERY:
+        out[0] = _query(queue, slot, gprs[0])
+    elif imm == HOST_CALL_REPORT:
+        view.store_u64(base + R_RESULT + 8, gprs[0])
+        view.store_u64(base + R_RESULT + 16, gprs[1])
+        view.fetch_add_u64(base + R_RESULT, 1)
+    else:
+        out[0] = ALL_ONES
+    return out
+
+
+def _query(queue: "RunQueue", slot: int, selector: int) -> int:
+    if selector == QUERY_VCPUS:
+        return queue.offered(slot)
+    if selector == QUERY_SLOT:
+        return slot
+    if selector == QUERY_DEVICE:
+        return device_base(queue.realm(slot))
+    if selector == QUERY_SHARED_BIT:
+        return queue.realm(slot).par_size
+    return ALL_ONES
+
+
+# -- reading the outcome -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One LOG host call: which REC logged, and X0..X3 of its RsiHostCall."""
+
+    rec: int
+    values: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class RealmStatus:
+    """A snapshot of one realm's entry in the realm table (read without stopping the CPUs)."""
+
+    slot: int
+    rd: int
+    state: str
+    end: str
+    vcpu_states: tuple[str, ...]
+    vcpu_ends: tuple[str, ...]
+    counters: dict[str, int]
+    console: bytes
+    device: tuple[int, int, int, int]
+    """(console bytes written, doorbell rings, last doorbell value, scratch register)."""
+    reports: int
+    result: tuple[int, int]
+    """(code, detail) of the last REPORT host call; code 0 is a pass."""
+    log: tuple[LogRecord, ...]
+    log_count: int
+    shared_pages: tuple[tuple[int, int], ...]
+    """(IPA, NS PA) of every page the host mapped at an unprotected IPA of the realm."""
+
+    @property
+    def passed(self) -> bool:
+        """The realm reported at least once, and its last report was a pass."""
+        return self.reports > 0 and self.result[0] == 0
+
+
+def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
+    """What the realm in ``slot`` did so far, from its entry in the realm table."""
+    base = queue.realm_offset(slot)
+    view, buf = queue.view, queue.buf
+    vcpus = [base + R_VCPUS + i * VCPU_BYTES for i in range(min(view.load_u32(base + R_RECS), MAX_VCPUS))]
+    device = struct.unpack_from("<4Q", buf, base + R_DEVICE)
+    reports, code, detail = struct.unpack_from("<3Q", buf, base + R_RESULT)
+    log_count = view.load_u64(base + R_LOG)
+    records = (struct.unpack_from("<5Q", buf, base + R_LOG + 8 + LOG_RECORD * i)
+               for i in range(min(log_count, LOG_RECORDS)))
+    return RealmStatus(
+        slot=slot, rd=view.load_u64(base + R_RD), state=REALM_STATES[view.load_u32(base + R_STATE)],
+        end=REALM_ENDS[view.load_u32(base + R_END)],
+        vcpu_states=tuple(VCPU_STATES[view.load_u32(v + VF_STATE)] for v in vcpus),
+        vcpu_ends=tuple(VCPU_ENDS[view.load_u32(v + VF_END)] for v in vcpus),
+        counters={name: queue.counter(slot, name) for name in COUNTERS},
+        console=bytes(buf[base + R_CONSOLE:base + R_CONSOLE + min(device[0], CONSOLE_BYTES)]),
+        device=device, reports=reports, result=(code, detail),
+        log=tuple(LogRecord(r[0], (r[1], r[2], r[3], r[4])) for r in records), log_count=log_count,
+        shared_pages=queue.shared_pages(slot))

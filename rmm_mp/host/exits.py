@@ -1,0 +1,287 @@
+"""REC exit handling, as Linux KVM's handle_rme_exit does it (kvm-client.md section 1.3).
+
+``handle_exit`` gets the RmiRecExit of one REC_ENTER and decides three things: what the next
+entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes of the vCPU
+(back in the run queue, off, or done). By exit reason (DEN0137 A4.3, B4.4.17):
+
+    SYNC, data abort (EC 0x24) with ISV: an unprotected IPA. In the device window (devices.py)
+          it is emulated: a write is applied, a read's value goes in enter.gprs[0], and the next
+          entry sets EMUL_MMIO. In a range the realm's entry declares shared, a zeroed NS page is
+          mapped there (map_unprotected) and the access retried. Anywhere else: INJECT_SEA.
+    SYNC, data abort without ISV: a protected IPA (unassigned RAM, a DESTROYED entry, or the
+          buffer of an RSI call): fault_in (DELEGATE + DATA_CREATE_UNKNOWN, RTTs created
+          lazily). A lost race (another vCPU mapped it) re-enters; if the entry turns out to
+          be DESTROYED (RMI_RTT_READ_ENTRY), the vCPU fails, since no page can be given there.
+    SYNC, WFx: re-enter. SYNC, anything else (an instruction abort included): the vCPU fails,
+          as KVM reports an internal error.
+    IRQ, FIQ: re-enter.
+    PSCI: CPU_ON -> RMI_PSCI_COMPLETE(caller, target, SUCCESS) and the target vCPU started, or
+          DENIED for a REC the host does not run (RunQueue.add_realm's ``vcpus``); AFFINITY_INFO ->
+          PSCI_COMPLETE(SUCCESS) (the RMM answers ON or OFF); CPU_OFF -> the vCPU goes off;
+          CPU_SUSPEND -> re-enter; SYSTEM_OFF / SYSTEM_RESET -> the realm is marked off and the
+          vCPU done (the others drain).
+    RIPAS_CHANGE: RMI_RTT_SET_RIPAS from the REC's progress until the top, creating RTTs down
+          to find_map_level on (ERROR_RTT, level) as KVM does; for EMPTY, the private pages of
+          each completed chunk are destroyed (DATA_DESTROY + UNDELEGATE). A change that cannot
+          complete (an entry without RIPAS, or DESTROYED without the realm's permission) stops
+          there; for RAM the next entry says REJECT (RIPAS_RESPONSE).
+    HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
+    SERROR, anything else: the vCPU fails.
+
+A status a correct RMM cannot return raises HostError; RmmInternalError passes through. A vCPU
+failure is the realm's doing (what it asked cannot be served): the vCPU ends with an error
+message and the others go on.
+
+This module owns the exit policy. It speaks SMC only.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from rmm_mp.abi.psci import PsciFid, PsciReturn, mpidr_el1_to_rec_index
+from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.abi.structs import RMI_REC_EXIT, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
+from rmm_mp.host import devices
+from rmm_mp.host.realm import (
+    ERROR_RTT, GRANULE, PAGE_LEVEL, SUCCESS, HostError, HostRealm, create_rtt_levels, fault_in, find_map_level,
+    index, map_unprotected, release_granule, status,
+)
+from rmm_mp.host.realm_teardown import _split_block
+from rmm_mp.host.runqueue import END_SYSTEM_OFF, END_SYSTEM_RESET, MAX_VCPUS
+
+if TYPE_CHECKING:
+    from rmm_mp.host.nsalloc import NsAllocator
+    from rmm_mp.host.runqueue import RunQueue
+    from rmm_mp.machine import Cpu
+
+REQUEUE, STOP, END = 0, 1, 2
+"""What becomes of the vCPU: back in the queue, off (PSCI CPU_OFF), or done."""
+
+_E = RmiRecExitReason
+EXIT_SYNC, EXIT_IRQ, EXIT_FIQ, EXIT_PSCI = int(_E.RMI_EXIT_SYNC), int(_E.RMI_EXIT_IRQ), int(_E.RMI_EXIT_FIQ), \
+    int(_E.RMI_EXIT_PSCI)
+EXIT_RIPAS_CHANGE, EXIT_HOST_CALL = int(_E.RMI_EXIT_RIPAS_CHANGE), int(_E.RMI_EXIT_HOST_CALL)
+EMUL_MMIO, INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
+RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
+RIPAS_EMPTY, RIPAS_RAM, RIPAS_DESTROYED = int(RmiRipas.EMPTY), int(RmiRipas.RAM), int(RmiRipas.DESTROYED)
+PSCI_COMPLETE, SET_RIPAS = int(F.RMI_PSCI_COMPLETE), int(F.RMI_RTT_SET_RIPAS)
+DATA_DESTROY, READ_ENTRY = int(F.RMI_DATA_DESTROY), int(F.RMI_RTT_READ_ENTRY)
+UNMAP_UNPROTECTED = int(F.RMI_RTT_UNMAP_UNPROTECTED)
+PSCI_SUCCESS, PSCI_DENIED = int(PsciReturn.PSCI_SUCCESS), int(PsciReturn.PSCI_DENIED) & ((1 << 64) - 1)
+_P = PsciFid
+CPU_ON = frozenset({int(_P.PSCI_CPU_ON), int(_P.PSCI_CPU_ON_SMC32)})
+AFFINITY_INFO = frozenset({int(_P.PSCI_AFFINITY_INFO), int(_P.PSCI_AFFINITY_INFO_SMC32)})
+CPU_SUSPEND = frozenset({int(_P.PSCI_CPU_SUSPEND), int(_P.PSCI_CPU_SUSPEND_SMC32)})
+CPU_OFF, SYSTEM_OFF, SYSTEM_RESET = int(_P.PSCI_CPU_OFF), int(_P.PSCI_SYSTEM_OFF), int(_P.PSCI_SYSTEM_RESET)
+EC_WFX, EC_DABT_LOW = 0x01, 0x24
+ESR_ISV, ESR_WNR = 1 << 24, 1 << 6
+
+
+def _exit_struct() -> struct.Struct:
+    """The RmiRecExit fields the host reads, in one struct (offsets from RMI_REC_EXIT)."""
+    fmt, pos = "<", 0
+    for name in ("exit_reason", "esr", "far", "hpfar", "gprs", "ripas_base", "ripas_top", "ripas_value", "imm"):
+        fld = RMI_REC_EXIT.fields[name]
+        fmt += f"{fld.offset - pos}x" if fld.offset > pos else ""
+        fmt += f"{fld.count}{fld.fmt}" if fld.count > 1 else fld.fmt
+        pos = fld.offset + fld.size
+    return struct.Struct(fmt)
+
+
+EXIT = _exit_struct()
+"""Unpacks to (exit_reason, esr, far, hpfar, gprs[0..30], ripas_base, ripas_top, ripas_value, imm)."""
+X_REASON, X_ESR, X_FAR, X_HPFAR, X_GPRS, X_RIPAS_BASE, X_RIPAS_TOP, X_RIPAS_VALUE, X_IMM = 0, 1, 2, 3, 4, 35, 36, 37, 38
+
+Outcome = tuple[int, int, "tuple[int, ...] | list[int] | None", str]
+"""(REQUEUE / STOP / END, enter flags, enter gprs or None, error message: non-empty = the vCPU fails)."""
+_AGAIN: Outcome = (REQUEUE, 0, None, "")
+
+
+class ExitContext:
+    """What the exit handlers of one CPU process work with."""
+
+    __slots__ = ("cpu", "smc", "alloc", "queue", "machine")
+
+    def __init__(self, cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue") -> None:
+        self.cpu = cpu
+        self.smc = cpu.smc
+        self.alloc = alloc
+        self.queue = queue
+        self.machine = cpu.machine
+
+
+def handle_exit(h: ExitContext, vcpu: int, ex: tuple[int, ...]) -> Outcome:
+    """Decide what follows the exit ``ex`` (EXIT.unpack of the run page) of ``vcpu``."""
+    reason = ex[X_REASON]
+    slot = vcpu // MAX_VCPUS
+    if reason == EXIT_HOST_CALL:
+        return REQUEUE, 0, devices.host_call(h.queue, slot, vcpu % MAX_VCPUS, ex[X_IMM], ex[X_GPRS:X_GPRS + 31]), ""
+    if reason == EXIT_IRQ or reason == EXIT_FIQ:
+        return _AGAIN
+    realm = h.queue.realm(slot)
+    if reason == EXIT_SYNC:
+        return _sync(h, slot, realm, ex)
+    if reason == EXIT_PSCI:
+        return _psci(h, vcpu, realm, ex)
+    if reason == EXIT_RIPAS_CHANGE:
+        return _ripas_change(h, vcpu, realm, ex[X_RIPAS_BASE], ex[X_RIPAS_TOP], ex[X_RIPAS_VALUE])
+    return END, 0, None, f"exit reason {reason} (SError or unknown): the host cannot continue the vCPU"
+
+
+# -- SYNC --------------------------------------------------------------------------------------
+
+def _sync(h: ExitContext, slot: int, realm: HostRealm, ex: tuple[int, ...]) -> Outcome:
+    esr = ex[X_ESR]
+    ec = esr >> 26 & 0x3F
+    # HPFAR_EL2.FIPA holds IPA[47:12] at [39:4]; its low bits are not part of the IPA.
+    page = (ex[X_HPFAR] & ~0xF) << 8
+    if ec == EC_DABT_LOW and esr & ESR_ISV:
+        return _unprotected(h, slot, realm, page | (ex[X_FAR] & 0xFFF), esr, ex[X_GPRS])
+    if ec == EC_DABT_LOW:
+        return _protected(h, slot, realm, page)
+    if ec == EC_WFX:
+        return _AGAIN
+    return END, 0, None, f"SYNC exit with ESR {esr:#x} (EC {ec:#x}) at IPA {page:#x}: not a fault the host resolves"
+
+
+def _protected(h: ExitContext, slot: int, realm: HostRealm, ipa: int) -> Outcome:
+    """A protected IPA without a page: back it (KVM realm_map_protected, 4 KiB)."""
+    q = h.queue
+    q.count(slot, "faults")
+    if fault_in(h.cpu, h.alloc, realm, ipa) is not None:
+        return _AGAIN
+    q.count(slot, "fault_races")
+    x0, _, _, _, ripas = h.smc(READ_ENTRY, realm.rd, ipa, PAGE_LEVEL)
+    if x0 == SUCCESS and ripas == RIPAS_DESTROYED:
+        return END, 0, None, f"data abort at IPA {ipa:#x}, whose RIPAS is DESTROYED: no page can be given there"
+    return _AGAIN
+
+
+def _unprotected(h: ExitContext, slot: int, realm: HostRealm, ipa: int, esr: int, value: int) -> Outcome:
+    """An emulatable data abort: the device model, a shared page, or an SEA."""
+    q = h.queue
+    offset = ipa - realm.par_size - devices.DEVICE_OFFSET
+    if 0 <= offset < devices.DEVICE_SIZE:
+        write = bool(esr & ESR_WNR)
+        q.count(slot, "mmio_writes" if write else "mmio_reads")
+        result = devices.mmio(q, slot, offset, write, esr >> 22 & 3, value)
+        return REQUEUE, EMUL_MMIO, None if write else (result,), ""
+    page = ipa & ~(GRANULE - 1)
+    if any(base <= page < base + size for base, size in q.shared_ranges(slot)):
+        return _map_shared(h, slot, realm, page)
+    q.count(slot, "sea_injected")
+    return REQUEUE, INJECT_SEA, None, ""
+
+
+def _map_shared(h: ExitContext, slot: int, realm: HostRealm, page: int) -> Outcome:
+    """Back a shared IPA with a zeroed NS page (KVM realm_map_non_secure); the page is the
+    realm entry's until release_realm."""
+    ns = h.alloc.alloc()
+    h.machine.ns_write(ns, bytes(GRANULE))
+    if not map_unprotected(h.cpu, h.alloc, realm, page, ns):
+        h.alloc.free(ns)            # another vCPU mapped it first
+        return _AGAIN
+    if not h.queue.add_shared_page(slot, page, ns):
+        x0 = h.smc(UNMAP_UNPROTECTED, realm.rd, page, PAGE_LEVEL)[0]
+        if x0 != SUCCESS:
+            raise HostError(UNMAP_UNPROTECTED, (realm.rd, page, PAGE_LEVEL), x0, "this CPU has just mapped it")
+        h.alloc.free(ns)
+        return END, 0, None, f"shared page at IPA {page:#x}: the realm table's list of shared pages is full"
+    h.queue.count(slot, "shared_maps")
+    return _AGAIN
+
+
+# -- PSCI ----------------------------------------------------------------------------------------
+
+def _psci(h: ExitContext, vcpu: int, realm: HostRealm, ex: tuple[int, ...]) -> Outcome:
+    fid = ex[X_GPRS] & 0xFFFF_FFFF
+    slot = vcpu // MAX_VCPUS
+    if fid in CPU_ON or fid in AFFINITY_INFO:
+        return _psci_complete(h, vcpu, realm, fid, ex[X_GPRS + 1])
+    if fid == CPU_OFF:
+        return STOP, 0, None, ""
+    if fid in CPU_SUSPEND:
+        return _AGAIN
+    if fid == SYSTEM_OFF or fid == SYSTEM_RESET:
+        h.queue.system_off(slot, END_SYSTEM_OFF if fid == SYSTEM_OFF else END_SYSTEM_RESET)
+        return END, 0, None, ""
+    raise HostError("RMI_REC_ENTER", (realm.recs[vcpu % MAX_VCPUS].rec,), SUCCESS,
+                    f"a PSCI exit for function {fid:#x}, which the RMM answers without exiting")
+
+
+def _psci_complete(h: ExitContext, vcpu: int, realm: HostRealm, fid: int, mpidr: int) -> Outcome:
+    """CPU_ON or AFFINITY_INFO naming another REC of the realm (the RMM checked that it exists)."""
+    q = h.queue
+    slot = vcpu // MAX_VCPUS
+    target = mpidr_el1_to_rec_index(mpidr)
+    if target >= len(realm.recs):
+        raise HostError("RMI_REC_ENTER", (realm.recs[vcpu % MAX_VCPUS].rec,), SUCCESS,
+                        f"a PSCI exit naming MPIDR {mpidr:#x} (REC {target}); the realm has {len(realm.recs)} RECs")
+    tv = slot * MAX_VCPUS + target
+    # DENIED only for a REC the host never runs: the RMM refuses DENIED for a target that is on
+    # (B3.27), and a vCPU that is done may still be runnable in the RMM (its realm went off).
+    answer = PSCI_DENIED if fid in CPU_ON and target >= q.offered(slot) else PSCI_SUCCESS
+    caller, callee = realm.recs[vcpu % MAX_VCPUS].rec, realm.recs[target].rec
+    x0 = h.smc(PSCI_COMPLETE, caller, callee, answer)[0]
+    if x0 != SUCCESS:
+        raise HostError(PSCI_COMPLETE, (caller, callee, answer), x0,
+                        "the caller has this request pending and is not running; the target is its realm's REC")
+    if fid in AFFINITY_INFO:
+        q.count(slot, "affinity_info")
+    elif answer == PSCI_SUCCESS:
+        q.count(slot, "cpu_on")
+        q.start(tv)         # False for a vCPU that is done: it stays done
+    else:
+        q.count(slot, "cpu_on_denied")
+    return _AGAIN
+
+
+# -- RIPAS change --------------------------------------------------------------------------------
+
+def _ripas_change(h: ExitContext, vcpu: int, realm: HostRealm, base: int, top: int, value: int) -> Outcome:
+    """RTT_SET_RIPAS over [base, top) (KVM kvm_complete_ripas_change)."""
+    q, smc = h.queue, h.smc
+    slot = vcpu // MAX_VCPUS
+    rec = realm.recs[vcpu % MAX_VCPUS].rec
+    q.count(slot, "ripas_changes")
+    addr = base
+    last_error: tuple[int, int] | None = None
+    while addr < top:
+        x0, done = smc(SET_RIPAS, realm.rd, rec, addr, top)[:2]
+        if x0 == SUCCESS:
+            if value == RIPAS_EMPTY:
+                _destroy_private(h, slot, realm, addr, done)
+            addr = done
+            continue
+        if status(x0) != ERROR_RTT:
+            raise HostError(SET_RIPAS, (realm.rd, rec, addr, top), x0,
+                            "the REC has this request pending, is not running and the range is its own")
+        level = index(x0)
+        if level >= PAGE_LEVEL or (addr, level) == last_error:
+            break       # an entry without RIPAS, or DESTROYED without the realm's permission
+        last_error = (addr, level)
+        made = create_rtt_levels(h.cpu, h.alloc, realm, addr, level, max(level + 1, find_map_level(realm, addr, top)))
+        q.count(slot, "rtts_created", made)
+    if addr < top:
+        q.count(slot, "ripas_rejects")
+        return REQUEUE, RIPAS_RESPONSE if value == RIPAS_RAM else 0, None, ""
+    return _AGAIN
+
+
+def _destroy_private(h: ExitContext, slot: int, realm: HostRealm, start: int, end: int) -> None:
+    """DATA_DESTROY + UNDELEGATE every private page in [start, end), now RIPAS EMPTY (KVM
+    realm_unmap_private_range); an assigned block there is split first."""
+    ipa = start
+    while ipa < end:
+        x0, pa, top = h.smc(DATA_DESTROY, realm.rd, ipa)[:3]
+        if x0 == SUCCESS:
+            release_granule(h.cpu, h.alloc, pa)
+            h.queue.count(slot, "ripas_destroyed")
+        elif status(x0) == ERROR_RTT and top == ipa and index(x0) < PAGE_LEVEL:
+            _split_block(h.cpu, h.alloc, realm, ipa, index(x0))
+            continue
+        elif status(x0) != ERROR_RTT:
+            raise HostError(DATA_DESTROY, (realm.rd, ipa), x0, "the IPA is protected and aligned")
+        ipa = top if top > ipa else ipa + GRANULE

@@ -1,0 +1,276 @@
+"""The host's run loop: every CPU process takes runnable vCPUs from the shared run queue, enters
+each once (RMI_REC_ENTER) and handles its exit, like a KVM vCPU thread that may run anywhere.
+
+One step of ``run_loop`` (KVM kvm_rec_pre_enter / kvm_rec_enter / handle_rme_exit):
+
+1. take a vCPU from the run queue (RunQueue.take: it is now RUNNING here and nowhere else);
+   a vCPU whose realm went off is done at once (it drains);
+2. REC_ENTER(rec, run page). The run page's enter half already holds what this entry needs: the
+   CPU that handled the previous exit, wherever it ran, wrote it. (ERROR_REALM, 1) is the
+   expected race with another vCPU's SYSTEM_OFF and ends this vCPU; (ERROR_REALM, 0) (a realm
+   never activated) fails the vCPU; ERROR_REC right after a spurious wake-up (a CPU_ON that the RMM answered ALREADY_ON while this vCPU turned itself
+   off) means the REC is off, and so is the vCPU; any other failure raises HostError;
+3. read the exit half, count the exit (per CPU and reason, in the run queue's area), decide
+   with exits.handle_exit, write the next entry's flags (and gprs when they matter) into the
+   run page, and put the vCPU back in the queue, turn it off, or end it.
+
+The loop ends when no realm is live (every registered realm DONE), the machine's stop flag is
+set, or the step budget (REC entries on this CPU) is spent; it returns a LoopSummary. When the
+queue is empty but realms are live (their vCPUs run on other CPUs) it yields, then sleeps
+briefly, so idle CPU processes leave the cores to busy ones. With LoopPlan.gather the loops of
+several CPU processes wait for each other before taking a vCPU (spawned processes start seconds
+apart; without it the first one would run a small realm alone).
+
+``run_realms`` registers realms, runs the loop on N CPU processes (rmm_mp.runtime.run_cpus) and
+collects what each CPU and each realm did.
+
+This module owns the loop and its records. It speaks SMC only.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.structs import REC_EXIT_OFFSET
+from rmm_mp.host.devices import RealmStatus, realm_status
+from rmm_mp.host.exits import EXIT, REQUEUE, STOP, ExitContext, handle_exit
+from rmm_mp.host.nsalloc import NsAllocator
+from rmm_mp.host.realm import ERROR_REALM, ERROR_REC, SUCCESS, HostError, HostRealm
+from rmm_mp.host.runqueue import (
+    END_SYSTEM_OFF, EXIT_SLOTS, MAX_CPUS, MAX_VCPUS, OFF_ARRIVED, OFF_EXITS, RUNNING, VEND_DRAINED, VEND_ERROR,
+    VEND_RACE, VEND_SYSTEM_OFF, RunQueue,
+)
+from rmm_mp.runtime import CpuFailure, run_cpus
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Cpu, Machine
+
+REC_ENTER = int(RmiFid.RMI_REC_ENTER)
+FAILED_ENTRY = EXIT_SLOTS - 1
+"""Exit-count slot of REC_ENTERs that did not run the realm."""
+_ENTER_FULL = struct.Struct("<Q504x31Q")   # RmiRecEnter flags at 0x000 and gprs at 0x200
+_ENTER_FLAGS = struct.Struct("<Q")
+_SYSTEM_OFF_RACE = ERROR_REALM | 1 << 8
+_REALM_NEW = ERROR_REALM
+_YIELDS_BEFORE_SLEEP = 32
+_IDLE_SLEEP_S = 0.0002
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    """What run_loop does on each CPU.
+
+    Attributes:
+        budget: REC entries this CPU makes at most (None: no limit).
+        gather: wait until this many CPU loops have started (counted in the run queue's header,
+            which run_realms resets) before taking a vCPU, so that CPU processes that spawn at
+            different times share the work from the start; 0 for no barrier.
+    """
+
+    budget: int | None = None
+    gather: int = 0
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
+                                        or self.budget < 0):
+            raise ValueError(f"LoopPlan.budget = {self.budget!r}: expected a number of REC entries >= 0, or None")
+        if isinstance(self.gather, bool) or not isinstance(self.gather, int) or not 0 <= self.gather <= MAX_CPUS:
+            raise ValueError(f"LoopPlan.gather = {self.gather!r}: expected a number of CPU loops in 0..{MAX_CPUS}")
+
+
+@dataclass(frozen=True)
+class LoopSummary:
+    """What one CPU's run loop did.
+
+    Attributes:
+        exits: REC exits it handled per RmiRecExitReason (0 SYNC .. 6 SERROR), then REC_ENTERs
+            that did not run the realm.
+        ended: "done" (no realm live), "stop" (the stop flag) or "budget".
+        errors: one line per vCPU that failed on this CPU (exits.py says which exits do).
+    """
+
+    cpu: int
+    entries: int
+    exits: tuple[int, ...]
+    ended: str
+    idle_polls: int
+    elapsed_ns: int
+    errors: tuple[str, ...] = ()
+
+
+class RunLoop:
+    """One CPU's run-loop state: ``queue.take(cpu.id)`` then ``step(vcpu)`` is one iteration of
+    run_loop (tools drive it directly to time single steps)."""
+
+    def __init__(self, cpu: "Cpu") -> None:
+        if cpu.id >= MAX_CPUS:
+            raise ValueError(f"CPU {cpu.id}: the run queue counts exits for CPUs 0..{MAX_CPUS - 1}")
+        self.cpu = cpu
+        self.queue = RunQueue(cpu.machine)
+        self.ctx = ExitContext(cpu, NsAllocator.for_cpu(cpu), self.queue)
+        self.exits = [0] * EXIT_SLOTS
+        self.entries = 0
+        self.errors: list[str] = []
+
+    def step(self, vcpu: int) -> None:
+        """One REC_ENTER of ``vcpu`` and its exit handling."""
+        q, machine = self.queue, self.cpu.machine
+        slot = vcpu // MAX_VCPUS
+        if q.realm_state(slot) != RUNNING:
+            q.end(vcpu, VEND_DRAINED)
+            return
+        rec, run = q.vcpu_pages(vcpu)
+        x0 = self.cpu.smc(REC_ENTER, rec, run)[0]
+        self.entries += 1
+        q.count(slot, "entries")
+        if x0 != SUCCESS:
+            self._count(FAILED_ENTRY)
+            self._entry_failed(vcpu, rec, run, x0)
+            return
+        q.take_woken(vcpu)
+        ex = EXIT.unpack(machine.ns_read(run + REC_EXIT_OFFSET, EXIT.size))
+        self._count(ex[0])
+        action, flags, gprs, error = handle_exit(self.ctx, vcpu, ex)
+        if gprs is not None:
+            values = list(gprs) + [0] * (31 - len(gprs))
+            machine.ns_write(run, _ENTER_FULL.pack(flags, *values))
+            q.set_enter_flags(vcpu, flags)
+        elif flags != q.enter_flags(vcpu):
+            machine.ns_write(run, _ENTER_FLAGS.pack(flags))
+            q.set_enter_flags(vcpu, flags)
+        if error:
+            self._fail(vcpu, error)
+        elif action == REQUEUE:
+            q.requeue(vcpu)
+        elif action == STOP:
+            q.stop(vcpu)
+        else:                   # END: the vCPU turned its realm off
+            q.end(vcpu, VEND_SYSTEM_OFF)
+
+    def _count(self, reason: int) -> None:
+        """Count an exit here and in this CPU's line of the run queue's exit counts."""
+        reason = min(reason, FAILED_ENTRY)
+        self.exits[reason] += 1
+        self.queue.view.store_u64(OFF_EXITS + self.cpu.id * 64 + 8 * reason, self.exits[reason])
+
+    def _entry_failed(self, vcpu: int, rec: int, run: int, x0: int) -> None:
+        q = self.queue
+        if x0 == _SYSTEM_OFF_RACE:
+            q.system_off(vcpu // MAX_VCPUS, END_SYSTEM_OFF)
+            q.end(vcpu, VEND_RACE)
+        elif x0 == _REALM_NEW:
+            self._fail(vcpu, "REC_ENTER returned ERROR_REALM: the realm is NEW (not activated)")
+        elif x0 == ERROR_REC and q.take_woken(vcpu):
+            q.stop(vcpu)
+        else:
+            raise HostError(REC_ENTER, (rec, run), x0, f"vCPU {vcpu} runs on no other CPU, its realm is active, "
+                                                       f"and it is runnable with no PSCI request pending")
+
+    def _fail(self, vcpu: int, error: str) -> None:
+        self.errors.append(f"realm slot {vcpu // MAX_VCPUS} REC {vcpu % MAX_VCPUS}: {error}")
+        self.queue.end(vcpu, VEND_ERROR)
+
+
+def run_loop(cpu: "Cpu", plan: LoopPlan = LoopPlan()) -> LoopSummary:
+    """Run vCPUs from the machine's run queue on ``cpu`` until no realm is live, the stop flag
+    is set or ``plan.budget`` entries are made (a CPU target for rmm_mp.runtime.run_cpus, or
+    called in-process)."""
+    loop = RunLoop(cpu)
+    control = cpu.machine.control
+    queue = loop.queue
+    budget = plan.budget
+    idle = yields = 0
+    start = time.perf_counter_ns()
+    if plan.gather:
+        queue.view.fetch_add_u64(OFF_ARRIVED, 1)
+        while queue.view.load_u64(OFF_ARRIVED) < plan.gather and not control.stop_requested:
+            time.sleep(_IDLE_SLEEP_S)
+    while True:
+        if control.stop_requested:
+            ended = "stop"
+            break
+        if budget is not None and loop.entries >= budget:
+            ended = "budget"
+            break
+        vcpu = queue.take(cpu.id)
+        if vcpu is None:
+            if queue.live_realms == 0:
+                ended = "done"
+                break
+            idle += 1
+            yields += 1
+            if yields < _YIELDS_BEFORE_SLEEP:
+                os.sched_yield()
+            else:
+                time.sleep(_IDLE_SLEEP_S)
+            continue
+        yields = 0
+        loop.step(vcpu)
+    return LoopSummary(cpu.id, loop.entries, tuple(loop.exits), ended, idle, time.perf_counter_ns() - start,
+                       tuple(loop.errors))
+
+
+def exit_counts(queue: RunQueue, cpu: int) -> tuple[int, ...]:
+    """REC exits per RmiRecExitReason (0..6) that CPU ``cpu``'s run loops handled, then failed
+    entries (as published by the loop after every exit)."""
+    return tuple(queue.view.load_u64(OFF_EXITS + cpu * 64 + 8 * r) for r in range(EXIT_SLOTS))
+
+
+# -- several realms on N CPU processes ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What run_realms produced: per CPU, per realm, and how the run ended."""
+
+    slots: tuple[int, ...]
+    loops: dict[int, LoopSummary]
+    realms: tuple[RealmStatus, ...]
+    failures: tuple[CpuFailure, ...]
+    elapsed_s: float
+    stopped_by: str = ""
+    exits: tuple[int, ...] = field(default=(0,) * EXIT_SLOTS)
+    """REC exits per reason over all CPUs (then failed entries)."""
+
+    @property
+    def ok(self) -> bool:
+        """No CPU failed, every realm is DONE and no vCPU failed."""
+        return (not self.failures and all(r.state == "DONE" for r in self.realms)
+                and not any(s.errors for s in self.loops.values()))
+
+
+def run_realms(machine: "Machine", realms: Sequence[HostRealm], cpus: int | Sequence[int] | None = None, *,
+               budget: int | None = None, vcpus: int | None = None, timeout_s: float | None = None,
+               context: str = "spawn") -> RunSummary:
+    """Register ``realms`` in the run queue and run them on CPU processes until they are done.
+
+    The caller must not hold the CPUs bound (close its handles first). Afterwards the realms are
+    still registered: destroy each (destroy_realm), then give its pages back with
+    RunQueue.release_realm(alloc, slot).
+
+    Args:
+        cpus: how many CPU processes (CPUs 0..N-1), or which CPU ids (default: all); they
+            start taking vCPUs together (LoopPlan.gather).
+        budget: REC entries per CPU at most (LoopPlan.budget).
+        vcpus: RECs per realm the host runs (RunQueue.add_realm); default all.
+        timeout_s: ask the CPUs to stop after this many seconds.
+        context: "spawn" or "forkserver" (rmm_mp.runtime.run_cpus).
+
+    Raises:
+        CapacityError if the realms do not fit the run queue; ValueError for bad arguments.
+    """
+    ids = list(range(machine.cpus)) if cpus is None else list(range(cpus)) if isinstance(cpus, int) else list(cpus)
+    plan = LoopPlan(budget, gather=len(ids))
+    queue = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slots = tuple(queue.add_realm(alloc, realm, vcpus=vcpus) for realm in realms)
+    queue.view.store_u64(OFF_ARRIVED, 0)
+    result = run_cpus(machine, run_loop, ids, args=(plan,), context=context, timeout_s=timeout_s)
+    loops: dict[int, LoopSummary] = dict(result.results)
+    exits = tuple(sum(loop.exits[r] for loop in loops.values()) for r in range(EXIT_SLOTS))
+    return RunSummary(slots, loops, tuple(realm_status(queue, s) for s in slots), result.failures,
+                      result.elapsed_s, result.stopped_by, exits)

@@ -1,0 +1,450 @@
+"""The vCPU run queue and the realm table, shared by the host on every CPU process.
+
+Any CPU takes any runnable vCPU (a REC), enters it once (RMI_REC_ENTER), handles its exit and
+puts it back if it is still runnable, so vCPUs migrate between CPUs as they run. What the CPUs
+share for this lives in the control block's host area OFF_HOST_RUN (hw/control.py, 256 KiB),
+never in a Python object. Offsets from OFF_HOST_RUN, little-endian:
+
+    0x00000  header: init flag u32 (0 none, 1 being set up, 2 ready), live realms u64 at +8,
+             CPU loops arrived u64 at +0x10 (runloop.py's start barrier)
+    0x00040  enqueue position u64 (own cache line)      0x00080  dequeue position u64
+    0x00100  REC exits per CPU: MAX_CPUS lines of 8 u64, one per RmiRecExitReason, the eighth
+             counting REC_ENTERs that did not run the realm; written by that CPU only
+    0x02000  the ring: RING_SLOTS cells of (sequence u64, vCPU id u64)
+    0x0A000  the realm table: MAX_REALMS entries of 4 KiB (layout at R_* below)
+
+The queue is Vyukov's bounded multi-producer multi-consumer ring: a cell's sequence number says
+whose turn it is (== position: free for the producer of that position; == position + 1: full,
+for its consumer), a producer or consumer claims a position with one compare-and-swap, so no
+lock is held and no CPU waits for another unless a producer is between its claim and its store.
+A vCPU is in the ring at most once, which its state word enforces (one CAS per transition):
+
+    OFF --start--> QUEUED --take--> RUNNING --requeue--> QUEUED
+                                    RUNNING --stop (CPU_OFF)--> OFF
+                                    RUNNING --start--> WOKEN (started again while it ran: the
+                                             next stop requeues it instead of turning it off)
+                  RUNNING, WOKEN --end--> DONE (SYSTEM_OFF, a drained or failed vCPU)
+
+A realm counts its vCPUs that are QUEUED, RUNNING or WOKEN; the CPU that brings the count to 0
+marks the realm DONE. A vCPU is only started by its realm's registration or by the exit handling
+of another vCPU of the realm that is RUNNING at the time, so the count never touches 0 early.
+The ring holds RING_SLOTS >= MAX_REALMS * MAX_VCPUS cells, so it cannot fill up.
+
+This module owns the layout and the state transitions. The exit handling that drives them is in
+runloop.py and exits.py; devices.py gives meaning to the device, result and log fields.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rmm_mp.abi.structs import rec_index_to_mpidr
+from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
+from rmm_mp.hw.control import HOST_RUN_BYTES, OFF_HOST_RUN
+
+if TYPE_CHECKING:
+    from rmm_mp.host.nsalloc import NsAllocator
+    from rmm_mp.machine import Machine
+
+_B = OFF_HOST_RUN
+_INIT, _LIVE, _ENQ, _DEQ = _B, _B + 0x08, _B + 0x40, _B + 0x80
+OFF_ARRIVED = _B + 0x10
+OFF_EXITS, MAX_CPUS, EXIT_SLOTS = _B + 0x100, 64, 8     # written by runloop.py
+_RING, RING_SLOTS, _MASK = _B + 0x2000, 2048, 2047
+_REALMS, REALM_BYTES = _B + 0xA000, 0x1000
+MAX_REALMS = (HOST_RUN_BYTES - 0xA000) // REALM_BYTES
+MAX_VCPUS = 32
+"""vCPUs (RECs) per realm the host runs; vCPU id = realm slot * MAX_VCPUS + REC index."""
+
+# Realm entry layout (offsets inside one 4 KiB entry).
+R_STATE, R_GEN, R_RECS, R_OFFERED, R_ACTIVE, R_END = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14
+R_IPA_WIDTH, R_START_LEVEL, R_NUM_ROOTS, R_VMID, R_HASH, R_NUM_AUX, R_NSHARED = (
+    0x18, 0x1C, 0x20, 0x24, 0x28, 0x2C, 0x30)
+R_RD, R_RTT_BASE, R_RAM_BASE, R_RAM_SIZE = 0x38, 0x40, 0x48, 0x50
+R_SHARED, MAX_SHARED_RANGES = 0x80, 4          # (base IPA, size) pairs of unprotected IPAs backed by NS pages
+R_COUNTERS = 0xC0                               # 20 u64, named by COUNTERS
+R_DEVICE = 0x160                                # device registers (devices.py), 4 u64
+R_RESULT = 0x180                                # host-call reports: count, last code, last detail
+R_LOG, LOG_RECORDS, LOG_RECORD = 0x1A0, 24, 40  # count u64, then (REC index, x0..x3) records
+R_PAGES, MAX_SHARED_PAGES = 0x580, 16           # count u64, then (IPA, NS PA) pairs
+R_VCPUS, VCPU_BYTES = 0x700, 40                 # per vCPU, VF_* below
+VF_STATE, VF_WOKEN, VF_REC, VF_RUN, VF_END, VF_FLAGS, VF_CPU = 0, 4, 8, 16, 24, 28, 32
+"""vCPU entry: state u32, woken mark u32, REC PA u64, run page PA u64, end reason u32, the enter
+flags its run page holds u32, the CPU that last ran it + 1 u32 (0: never ran)."""
+R_CONSOLE, CONSOLE_BYTES = 0xC00, 0x400
+
+COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "shared_maps", "sea_injected",
+            "ripas_changes", "ripas_destroyed", "ripas_rejects", "cpu_on", "cpu_on_denied", "affinity_info",
+            "host_calls", "vcpu_errors", "rtts_created", "migrations")
+C = {name: i for i, name in enumerate(COUNTERS)}
+
+# Realm states, realm end reasons, vCPU states and vCPU end reasons (stored as u32).
+FREE, SETUP, RUNNING, SYSTEM_OFF, DONE = 0, 1, 2, 3, 4
+REALM_STATES = ("FREE", "SETUP", "RUNNING", "SYSTEM_OFF", "DONE")
+END_NONE, END_SYSTEM_OFF, END_SYSTEM_RESET, END_ALL_OFF, END_ERROR = 0, 1, 2, 3, 4
+REALM_ENDS = ("", "SYSTEM_OFF", "SYSTEM_RESET", "ALL_OFF", "ERROR")
+V_OFF, V_QUEUED, V_RUNNING, V_WOKEN, V_DONE = 0, 1, 2, 3, 4
+VCPU_STATES = ("OFF", "QUEUED", "RUNNING", "WOKEN", "DONE")
+VEND_NONE, VEND_SYSTEM_OFF, VEND_DRAINED, VEND_RACE, VEND_ERROR = 0, 1, 2, 3, 4
+VCPU_ENDS = ("", "SYSTEM_OFF", "DRAINED", "SYSTEM_OFF_RACE", "ERROR")
+_U32 = 0xFFFF_FFFF
+
+
+class RunQueueError(RuntimeError):
+    """The host's run queue was used against its rules (a host bug, never a realm's doing)."""
+
+
+class CapacityError(RunQueueError):
+    """The run queue's shared tables have no room for the request."""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queued: int
+    enqueued: int
+    dequeued: int
+    live_realms: int
+    realms: int
+
+
+class RunQueue:
+    """One process's handle on the machine's run queue and realm table.
+
+    Args:
+        machine: a machine this process created or attached; the shared area is set up the
+            first time any process makes a handle.
+    """
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.view = machine.control.view
+        self.buf = machine.control.buf
+        self._realms: dict[int, tuple[int, HostRealm]] = {}
+        self._initialise()
+
+    def _initialise(self) -> None:
+        view = self.view
+        if view.load_u32(_INIT) == 2:
+            return
+        if view.cas_u32(_INIT, 0, 1) == 0:
+            for i in range(RING_SLOTS):
+                view.store_u64(_RING + 16 * i, i)
+            view.store_u32(_INIT, 2)
+            return
+        while view.load_u32(_INIT) != 2:
+            os.sched_yield()
+
+    # -- the ring ---------------------------------------------------------------------------
+
+    def _enqueue(self, vcpu: int) -> None:
+        view = self.view
+        pos = view.load_u64(_ENQ)
+        while True:
+            cell = _RING + 16 * (pos & _MASK)
+            seq = view.load_u64(cell)
+            if seq == pos:
+                prev = view.cas_u64(_ENQ, pos, pos + 1)
+                if prev == pos:
+                    break
+                pos = prev
+            elif seq < pos:   # the cell's last consumer has not released it yet
+                if view.load_u64(_ENQ) - view.load_u64(_DEQ) >= RING_SLOTS:
+                    raise CapacityError(f"run queue ring is full ({RING_SLOTS} vCPUs queued): a vCPU was queued twice")
+                os.sched_yield()
+                pos = view.load_u64(_ENQ)
+            else:
+                pos = view.load_u64(_ENQ)
+        view.store_u64(cell + 8, vcpu)
+        view.store_u64(cell, pos + 1)
+
+    def _dequeue(self) -> int | None:
+        view = self.view
+        pos = view.load_u64(_DEQ)
+        while True:
+            cell = _RING + 16 * (pos & _MASK)
+            seq = view.load_u64(cell)
+            if seq == pos + 1:
+                prev = view.cas_u64(_DEQ, pos, pos + 1)
+                if prev == pos:
+                    break
+                pos = prev
+            elif seq < pos + 1:
+                return None
+            else:
+                pos = view.load_u64(_DEQ)
+        vcpu = view.load_u64(cell + 8)
+        view.store_u64(cell, pos + RING_SLOTS)
+        return vcpu
+
+    # -- vCPU transitions -------------------------------------------------------------------
+
+    def _vcpu(self, vcpu: int) -> int:
+        slot, index = divmod(vcpu, MAX_VCPUS)
+        if not 0 <= slot < MAX_REALMS:
+            raise RunQueueError(f"vCPU {vcpu}: no such vCPU (realm slot {slot} out of 0..{MAX_REALMS - 1})")
+        return _REALMS + slot * REALM_BYTES + R_VCPUS + index * VCPU_BYTES
+
+    def vcpu_state(self, vcpu: int) -> int:
+        return self.view.load_u32(self._vcpu(vcpu) + VF_STATE)
+
+    def vcpu_pages(self, vcpu: int) -> tuple[int, int]:
+        """(REC PA, run page PA) of a vCPU."""
+        off = self._vcpu(vcpu)
+        return self.view.load_u64(off + VF_REC), self.view.load_u64(off + VF_RUN)
+
+    def start(self, vcpu: int) -> bool:
+        """Make a vCPU runnable: OFF -> QUEUED, RUNNING -> WOKEN; False if it is DONE."""
+        view, off = self.view, self._vcpu(vcpu) + VF_STATE
+        while True:
+            state = view.load_u32(off)
+            if state == V_DONE:
+                return False
+            if state in (V_QUEUED, V_WOKEN):
+                return True
+            if state == V_OFF and view.cas_u32(off, V_OFF, V_QUEUED) == V_OFF:
+                self._realm_add(vcpu // MAX_VCPUS, R_ACTIVE, 1)
+                self._enqueue(vcpu)
+                return True
+            if state == V_RUNNING and view.cas_u32(off, V_RUNNING, V_WOKEN) == V_RUNNING:
+                return True
+
+    def take(self, cpu: int) -> int | None:
+        """The next queued vCPU, now RUNNING on CPU ``cpu``; None if the queue is empty. A vCPU
+        that last ran on another CPU counts as a migration of its realm."""
+        vcpu = self._dequeue()
+        if vcpu is None:
+            return None
+        off = self._vcpu(vcpu)
+        prev = self.view.cas_u32(off + VF_STATE, V_QUEUED, V_RUNNING)
+        if prev != V_QUEUED:
+            raise RunQueueError(f"vCPU {vcpu} came out of the queue in state {VCPU_STATES[prev]}, not QUEUED")
+        last = self.view.exchange_u32(off + VF_CPU, cpu + 1)
+        if last and last != cpu + 1:
+            self.count(vcpu // MAX_VCPUS, "migrations")
+        return vcpu
+
+    def _leave_running(self, vcpu: int, to: int) -> int:
+        """RUNNING or WOKEN -> ``to``; returns the state it left."""
+        view, off = self.view, self._vcpu(vcpu) + VF_STATE
+        while True:
+            state = view.load_u32(off)
+            if state not in (V_RUNNING, V_WOKEN):
+                raise RunQueueError(f"vCPU {vcpu} is {VCPU_STATES[state]}: only the CPU running it may put it back")
+            if view.cas_u32(off, state, to) == state:
+                return state
+
+    def requeue(self, vcpu: int) -> None:
+        """Put a vCPU that is still runnable back at the tail of the queue."""
+        if self._leave_running(vcpu, V_QUEUED) == V_WOKEN:
+            self.view.store_u32(self._vcpu(vcpu) + VF_WOKEN, 1)
+        self._enqueue(vcpu)
+
+    def stop(self, vcpu: int) -> None:
+        """The vCPU turned itself off (PSCI CPU_OFF): OFF, or back in the queue if it was woken."""
+        view, off = self.view, self._vcpu(vcpu) + VF_STATE
+        while True:
+            state = view.load_u32(off)
+            if state == V_RUNNING and view.cas_u32(off, V_RUNNING, V_OFF) == V_RUNNING:
+                self._retire(vcpu // MAX_VCPUS)
+                return
+            if state == V_WOKEN:
+                self.requeue(vcpu)
+                return
+            if state not in (V_RUNNING, V_WOKEN):
+                raise RunQueueError(f"vCPU {vcpu} is {VCPU_STATES[state]}: only the CPU running it may stop it")
+
+    def end(self, vcpu: int, reason: int) -> None:
+        """The vCPU will not run again (VEND_*)."""
+        self._leave_running(vcpu, V_DONE)
+        self.view.store_u32(self._vcpu(vcpu) + VF_END, reason)
+        if reason == VEND_ERROR:
+            self.count(vcpu // MAX_VCPUS, "vcpu_errors")
+        self._retire(vcpu // MAX_VCPUS)
+
+    def take_woken(self, vcpu: int) -> bool:
+        """Whether the vCPU was requeued by a start while it ran; clears the mark."""
+        return self.view.exchange_u32(self._vcpu(vcpu) + VF_WOKEN, 0) != 0
+
+    def enter_flags(self, vcpu: int) -> int:
+        """The RmiRecEnter flags the vCPU's run page holds now (devices written by the host)."""
+        return self.view.load_u32(self._vcpu(vcpu) + VF_FLAGS)
+
+    def set_enter_flags(self, vcpu: int, flags: int) -> None:
+        self.view.store_u32(self._vcpu(vcpu) + VF_FLAGS, flags)
+
+    def _retire(self, slot: int) -> None:
+        """One fewer active vCPU; the last one marks the realm DONE."""
+        if self._realm_add(slot, R_ACTIVE, -1) != 1:
+            return
+        base = _REALMS + slot * REALM_BYTES
+        end = END_ERROR if self.counter(slot, "vcpu_errors") else END_ALL_OFF
+        self.view.cas_u32(base + R_END, END_NONE, end)
+        self.view.store_u32(base + R_STATE, DONE)
+        self.view.fetch_sub_u64(_LIVE, 1)
+
+    # -- realms --------------------------------------------------------------------------------
+
+    def add_realm(self, alloc: "NsAllocator", realm: HostRealm, *, vcpus: int | None = None,
+                  shared: tuple[tuple[int, int], ...] | None = None) -> int:
+        """Register an active realm: a zeroed run page per REC, then REC 0 queued.
+
+        Args:
+            alloc: where the run pages come from (they go back in release_realm).
+            vcpus: how many of its RECs the host will run (default all); a CPU_ON naming any
+                other REC is answered DENIED.
+            shared: unprotected IPA ranges (base, size) the host backs with NS pages when the
+                realm touches them (default: the unprotected alias of the realm's RAM).
+
+        Returns:
+            The realm's slot in the table.
+
+        Raises:
+            CapacityError when the table is full or the realm has more than MAX_VCPUS RECs.
+        """
+        recs = len(realm.recs)
+        if recs > MAX_VCPUS:
+            raise CapacityError(f"realm {realm.rd:#x} has {recs} RECs; the run queue runs at most {MAX_VCPUS} "
+                                f"per realm")
+        offered = recs if vcpus is None else vcpus
+        if not 0 <= offered <= recs:
+            raise ValueError(f"vcpus = {vcpus!r}: expected 0..{recs} (the realm's RECs)")
+        ranges = ((realm.par_size + realm.ram[0], realm.ram[1]),) if shared is None else tuple(shared)
+        if len(ranges) > MAX_SHARED_RANGES:
+            raise CapacityError(f"{len(ranges)} shared ranges: the realm table holds at most {MAX_SHARED_RANGES}")
+        slot = self._claim_slot()
+        base = _REALMS + slot * REALM_BYTES
+        pages: list[int] = []
+        try:
+            for _ in range(recs):
+                pages.append(alloc.alloc())
+                self.machine.ns_write(pages[-1], bytes(GRANULE))
+        except BaseException:
+            for pa in pages:
+                alloc.free(pa)
+            self.view.store_u32(base + R_STATE, FREE)
+            raise
+        self._fill(base, realm, offered, ranges, pages)
+        self.view.fetch_add_u64(_LIVE, 1)
+        self.view.store_u32(base + R_STATE, RUNNING)
+        if offered:
+            self.start(slot * MAX_VCPUS)
+        else:
+            self._realm_add(slot, R_ACTIVE, 1)
+            self._retire(slot)
+        return slot
+
+    def _claim_slot(self) -> int:
+        for slot in range(MAX_REALMS):
+            if self.view.cas_u32(_REALMS + slot * REALM_BYTES + R_STATE, FREE, SETUP) == FREE:
+                return slot
+        raise CapacityError(f"the realm table is full ({MAX_REALMS} realms registered): release finished realms "
+                            f"with RunQueue.release_realm after destroying them")
+
+    def _fill(self, base: int, realm: HostRealm, offered: int, ranges: tuple[tuple[int, int], ...],
+              pages: list[int]) -> None:
+        buf = self.buf
+        buf[base + 0x18:base + REALM_BYTES] = bytes(REALM_BYTES - 0x18)
+        struct.pack_into("<7I", buf, base + R_IPA_WIDTH, realm.ipa_width, realm.start_level & _U32, realm.num_roots,
+                         realm.vmid, realm.hash_algo, realm.num_aux, len(ranges))
+        struct.pack_into("<4Q", buf, base + R_RD, realm.rd, realm.rtt_base, *realm.ram)
+        for i, (ipa, size) in enumerate(ranges):
+            struct.pack_into("<2Q", buf, base + R_SHARED + 16 * i, ipa, size)
+        for i, rec in enumerate(realm.recs):
+            struct.pack_into("<IIQQIII", buf, base + R_VCPUS + i * VCPU_BYTES, V_OFF, 0, rec.rec, pages[i], 0, 0, 0)
+        struct.pack_into("<3I", buf, base + R_RECS, len(realm.recs), offered, 0)
+        struct.pack_into("<I", buf, base + R_END, END_NONE)
+        self.view.fetch_add_u32(base + R_GEN, 1)
+
+    def release_realm(self, alloc: "NsAllocator", slot: int) -> None:
+        """Free a DONE realm's run pages and the NS pages mapped into it, and its slot. Call it
+        after destroy_realm, which unmaps those pages from the realm."""
+        base = self.realm_offset(slot)
+        state = self.view.load_u32(base + R_STATE)
+        if state != DONE:
+            raise RunQueueError(f"realm slot {slot} is {REALM_STATES[state]}: only a DONE realm can be released")
+        for i in range(self.view.load_u32(base + R_RECS)):
+            alloc.free(self.view.load_u64(base + R_VCPUS + i * VCPU_BYTES + VF_RUN))
+        for _, pa in self.shared_pages(slot):
+            alloc.free(pa)
+        self.view.store_u32(base + R_STATE, FREE)
+
+    def realm_offset(self, slot: int) -> int:
+        """Offset of the realm's entry in the control block (devices.py stores its registers there)."""
+        if not 0 <= slot < MAX_REALMS:
+            raise RunQueueError(f"realm slot {slot}: expected 0..{MAX_REALMS - 1}")
+        return _REALMS + slot * REALM_BYTES
+
+    def realm(self, slot: int) -> HostRealm:
+        """The realm in ``slot`` as a HostRealm (RECs without their aux granules: for running,
+        not for teardown); cached per process until the slot is reused."""
+        base = self.realm_offset(slot)
+        gen = self.view.load_u32(base + R_GEN)
+        cached = self._realms.get(slot)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
+        width, level, roots, vmid, algo, aux, _ = struct.unpack_from("<7I", self.buf, base + R_IPA_WIDTH)
+        rd, rtt_base, ram_base, ram_size = struct.unpack_from("<4Q", self.buf, base + R_RD)
+        recs = tuple(HostRec(self.view.load_u64(base + R_VCPUS + i * VCPU_BYTES + VF_REC), (), rec_index_to_mpidr(i))
+                     for i in range(self.view.load_u32(base + R_RECS)))
+        realm = HostRealm(rd, rtt_base, roots, level - (1 << 32) if level >> 31 else level, width, vmid, algo, aux,
+                          recs, ram=(ram_base, ram_size))
+        self._realms[slot] = (gen, realm)
+        return realm
+
+    def realm_state(self, slot: int) -> int:
+        """RUNNING, SYSTEM_OFF, DONE (or FREE, SETUP for an unused slot)."""
+        return self.view.load_u32(_REALMS + slot * REALM_BYTES + R_STATE)
+
+    def offered(self, slot: int) -> int:
+        """How many of the realm's RECs (REC 0 upwards) the host runs."""
+        return self.view.load_u32(_REALMS + slot * REALM_BYTES + R_OFFERED)
+
+    def shared_ranges(self, slot: int) -> tuple[tuple[int, int], ...]:
+        base = self.realm_offset(slot)
+        count = self.view.load_u32(base + R_NSHARED)
+        return tuple(struct.unpack_from("<2Q", self.buf, base + R_SHARED + 16 * i) for i in range(count))
+
+    def system_off(self, slot: int, reason: int) -> None:
+        """The realm turned itself off (END_SYSTEM_OFF / END_SYSTEM_RESET): its vCPUs drain."""
+        base = _REALMS + slot * REALM_BYTES
+        self.view.cas_u32(base + R_END, END_NONE, reason)
+        self.view.cas_u32(base + R_STATE, RUNNING, SYSTEM_OFF)
+
+    @property
+    def live_realms(self) -> int:
+        """Realms registered and not DONE."""
+        return self.view.load_u64(_LIVE)
+
+    # -- counters and records ----------------------------------------------------------------
+
+    def _realm_add(self, slot: int, field: int, delta: int) -> int:
+        return self.view.fetch_add_u32(_REALMS + slot * REALM_BYTES + field, delta & _U32)
+
+    def count(self, slot: int, name: str, n: int = 1) -> None:
+        self.view.fetch_add_u64(_REALMS + slot * REALM_BYTES + R_COUNTERS + 8 * C[name], n)
+
+    def counter(self, slot: int, name: str) -> int:
+        return self.view.load_u64(_REALMS + slot * REALM_BYTES + R_COUNTERS + 8 * C[name])
+
+    def add_shared_page(self, slot: int, ipa: int, pa: int) -> bool:
+        """Remember an NS page mapped at ``ipa`` (freed by release_realm); False if the list is full."""
+        off = _REALMS + slot * REALM_BYTES + R_PAGES
+        n = self.view.fetch_add_u64(off, 1)
+        if n >= MAX_SHARED_PAGES:
+            self.view.fetch_sub_u64(off, 1)
+            return False
+        struct.pack_into("<2Q", self.buf, off + 8 + 16 * n, ipa, pa)
+        return True
+
+    def shared_pages(self, slot: int) -> tuple[tuple[int, int], ...]:
+        off = _REALMS + slot * REALM_BYTES + R_PAGES
+        count = min(self.view.load_u64(off), MAX_SHARED_PAGES)
+        return tuple(struct.unpack_from("<2Q", self.buf, off + 8 + 16 * i) for i in range(count))
+
+    def statistics(self) -> QueueStats:
+        enq, deq = self.view.load_u64(_ENQ), self.view.load_u64(_DEQ)
+        realms = sum(self.realm_state(s) != FREE for s in range(MAX_REALMS))
+        return QueueStats(enq - deq, enq, deq, self.live_realms, realms)

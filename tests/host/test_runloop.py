@@ -1,0 +1,632 @@
+"""The host's run queue, run loop and exit handling (rmm_mp.host.runqueue / runloop / exits /
+devices), on one CPU in this process.
+
+Scenarios: each bundled guest (workloads/guests) runs to SYSTEM_OFF and its observable results
+are checked (console bytes, host-call log and report, the measurement it reads, the final RIPAS of
+the pages it flipped via RMI_RTT_READ_ENTRY, the NS page shared with it); the run queue's rules
+(FIFO, a vCPU queued at most once, wake-ups while running, stop, end, realm DONE, capacity
+errors, a second handle seeing the same queue); and every exit handler with a small guest of its
+own: faults (won, lost, DESTROYED), device reads and writes, shared pages, injected SEAs, WFI and
+time-slice IRQs, instruction aborts, PSCI CPU_ON (SUCCESS and DENIED), CPU_SUSPEND, SYSTEM_RESET,
+the SYSTEM_OFF race, a spurious wake-up, RIPAS changes that create RTTs or are rejected, and
+the host-call services. Every test tears its realm down and checks the invariants and that the
+NS allocator is empty again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.abi.psci import PsciFid
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.check import invariants
+from rmm_mp.guest.assembler import assemble
+from rmm_mp.host import (
+    GUESTS, CapacityError, HostError, HostRealm, HostRec, LoopPlan, NsAllocator, RealmSpec, RunQueue,
+    RunQueueError, create_realm, destroy_realm, guest_source, load_guest, measure_constants, realm_status,
+    run_loop,
+)
+from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
+from rmm_mp.host.exits import EXIT, ExitContext, handle_exit
+from rmm_mp.host.runloop import exit_counts
+from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
+from rmm_mp.rmm.realm_desc import Rd
+
+F = RmiFid
+G = 4096
+MiB = 1 << 20
+BASE = 0x8000_0000
+PAR = 1 << 39                      # the shared bit of a 40-bit realm
+SYNC, IRQ, PSCI, RIPAS_CHANGE, HOST_CALL = 0, 1, 3, 4, 5
+UNASSIGNED, ASSIGNED = 0, 1
+EMPTY, RAM, DESTROYED = 0, 1, 2
+PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *PsciFid)) + "\n"
+TAIL = """
+report:                             // REPORT(x19, x20), SYSTEM_OFF
+    adr x1, hostcall
+    mov x2, #3
+    strh x2, [x1]
+    str x19, [x1, #8]
+    str x20, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+    .align 256
+hostcall:
+    .zero 256
+"""
+
+
+def program(body: str) -> bytes:
+    """A test guest: the RSI/PSCI names, ``body``, then the REPORT-and-SYSTEM_OFF tail."""
+    return assemble(PRELUDE + body + TAIL, base=BASE)
+
+
+@dataclass
+class Booted:
+    machine: Machine
+    cpu: object
+    alloc: NsAllocator
+    realm: HostRealm
+    queue: RunQueue
+    slot: int
+
+    def run(self, budget: int = 2000):  # type: ignore[no-untyped-def]
+        """Run the loop on CPU 0 in this process; the budget bounds a test whose realm misbehaves."""
+        return run_loop(self.cpu, LoopPlan(budget=budget))  # type: ignore[arg-type]
+
+    def status(self):  # type: ignore[no-untyped-def]
+        return realm_status(self.queue, self.slot)
+
+    def entry(self, ipa: int) -> tuple[int, int, int, int]:
+        """RMI_RTT_READ_ENTRY at level 3: (walk level, state, desc, RIPAS)."""
+        x0, level, state, desc, ripas = self.cpu.smc(F.RMI_RTT_READ_ENTRY, self.realm.rd, ipa, 3)  # type: ignore
+        assert x0 == 0
+        return level, state, desc, ripas
+
+    def finish(self) -> None:
+        """Teardown, release, then: invariants hold, nothing delegated, allocator empty."""
+        destroy_realm(self.cpu, self.alloc, self.realm)  # type: ignore[arg-type]
+        self.queue.release_realm(self.alloc, self.slot)
+        report = invariants(self.machine)
+        assert report.ok, str(report)
+        assert report.state_counts == {"NS": self.machine.granule_count}, report.state_counts
+        assert self.alloc.statistics().granules_in_use == 0
+
+
+def boot(machine: Machine, image: bytes, *, recs: int = 1, vcpus: int | None = None, hash_algo: int = 0,
+         ram: int = 2 * MiB) -> Booted:
+    cpu = machine.cpu(0)
+    alloc = NsAllocator(machine, 0)
+    realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=BASE, ram_size=ram, image=image,
+                                               num_recs=recs, hash_algo=hash_algo))
+    queue = RunQueue(machine)
+    return Booted(machine, cpu, alloc, realm, queue, queue.add_realm(alloc, realm, vcpus=vcpus))
+
+
+def fake_realm(recs: int, rd: int = 0x8000_0000) -> HostRealm:
+    """A HostRealm record that only the run queue sees (no RMI call is made with it)."""
+    return HostRealm(rd, rd + G, 2, 1, 40, 0, 0, 16, tuple(HostRec(rd + (2 + i) * G, (), i) for i in range(recs)),
+                     ram=(BASE, 2 * MiB))
+
+
+# -- the bundled guests -------------------------------------------------------------------------
+
+def test_every_bundled_guest_assembles_from_its_source() -> None:
+    """Each guest of workloads/guests assembles with the assembler as it is on disk, and through
+    load_guest; an unknown guest and an unknown constant are refused with their names."""
+    for name in GUESTS:
+        assert assemble(guest_source(name), base=BASE) == load_guest(name)
+    assert load_guest("smp-boot", WORK=0) == load_guest("smp-boot")
+    with pytest.raises(ValueError, match="nope"):
+        load_guest("nope")
+    with pytest.raises(ValueError, match="NOT_THERE is not an .equ constant"):
+        load_guest("hello", NOT_THERE=1)
+
+
+def test_hello_reports_success_and_turns_itself_off(machine: Machine) -> None:
+    """hello: RSI_VERSION 1.0, REALM_CONFIG (IPA width 40, SHA-256) logged, REPORT pass, then
+    SYSTEM_OFF: three entries (two host calls and the PSCI exit), counted per reason on CPU 0."""
+    b = boot(machine, load_guest("hello"))
+    summary = b.run()
+    st = b.status()
+    assert summary.ended == "done" and summary.errors == ()
+    assert st.state == "DONE" and st.end == "SYSTEM_OFF" and st.vcpu_ends == ("SYSTEM_OFF",)
+    assert st.passed and st.result == (0, 40)
+    assert [(r.rec, r.values) for r in st.log] == [(0, (0x10000, 40, 0, 0))]
+    assert summary.exits == (0, 0, 0, 1, 0, 2, 0, 0) == exit_counts(b.queue, 0)
+    assert summary.entries == st.counters["entries"] == 3 and st.counters["host_calls"] == 2
+    assert b.queue.live_realms == 0
+    b.finish()
+
+
+def test_smp_boot_starts_and_stops_every_secondary(machine: Machine) -> None:
+    """smp-boot with 4 RECs: REC 0 CPU_ONs RECs 1..3, each touches its own page (faulted in by
+    the host), logs and turns itself off; REC 0 sees them OFF through AFFINITY_INFO, checks their
+    slots and reports 4. The secondaries' pages are ASSIGNED RAM afterwards."""
+    b = boot(machine, load_guest("smp-boot"), recs=4)
+    summary = b.run()
+    st = b.status()
+    assert summary.errors == () and st.passed and st.result == (0, 4)
+    assert st.vcpu_states == ("DONE", "OFF", "OFF", "OFF") and st.end == "SYSTEM_OFF"
+    pattern = 0x0DDBA11000000000
+    assert sorted((r.rec, r.values[:3]) for r in st.log) == [(i, (i, i, pattern + i)) for i in (1, 2, 3)]
+    c = st.counters
+    assert c["cpu_on"] == 3 and c["affinity_info"] >= 3 and c["faults"] == 3 and c["cpu_on_denied"] == 0
+    for i in (1, 2, 3):
+        level, state, _, ripas = b.entry(BASE + MiB + i * G)
+        assert (level, state, ripas) == (3, ASSIGNED, RAM)
+    b.finish()
+
+
+def test_ripas_flip_gives_memory_back_uses_devices_and_a_shared_page(machine: Machine) -> None:
+    """ripas-flip: its 4 pages are destroyed when flipped to EMPTY and RAM again at the end
+    (the first re-faulted as a zero page, the others unassigned), the console holds its text,
+    the doorbell rang once with 0x1234, scratch holds 0xDEADBEEF, and the NS page the host
+    mapped at the shared alias holds the pattern the realm wrote through it."""
+    b = boot(machine, load_guest("ripas-flip"))
+    summary = b.run()
+    st = b.status()
+    assert summary.errors == () and st.passed, st.result
+    assert st.console == b"ripas-flip ok\n"
+    assert st.device == (14, 1, 0x1234, 0xDEADBEEF)
+    c = st.counters
+    assert c["ripas_changes"] == 2 and c["ripas_destroyed"] == 4 and c["ripas_rejects"] == 0
+    assert c["mmio_writes"] == 16 and c["mmio_reads"] == 4 and c["shared_maps"] == 1
+    rng = BASE + MiB
+    assert b.entry(rng)[1::2] == (ASSIGNED, RAM)
+    for i in (1, 2, 3):
+        assert b.entry(rng + i * G)[1::2] == (UNASSIGNED, RAM)
+    ((ipa, pa),) = st.shared_pages
+    assert ipa == PAR | rng
+    assert struct.unpack("<Q", machine.ns_read(pa, 8))[0] == 0x5AA5F00DCAFE0001
+    assert b.entry(PAR | rng)[1:] == (ASSIGNED, pa | (0x6 << 2) | (0x3 << 6), EMPTY)
+    b.finish()
+
+
+@pytest.mark.parametrize("hash_algo", [0, 1])
+def test_measure_reads_back_the_rem_the_host_computed(machine: Machine, hash_algo: int) -> None:
+    """measure: REM1 extended with a 64-byte value reads back as H(zeros || value), which the
+    host computed and placed in the image; the RD holds the same REM."""
+    value = bytes(range(64))
+    constants = measure_constants(value, hash_algo)
+    b = boot(machine, load_guest("measure", **constants), hash_algo=hash_algo)
+    assert b.run().errors == ()
+    st = b.status()
+    assert st.passed and st.end == "SYSTEM_OFF", st.result
+    h = hashlib.sha256 if hash_algo == 0 else hashlib.sha512
+    expected = h(bytes(h().digest_size) + value).digest()
+    rd = Rd(machine.memory, (b.realm.rd - machine.dram_base) // G)
+    assert rd.measurement(1)[:len(expected)] == expected
+    assert struct.pack("<8Q", *(constants[f"EXPECTED{i}"] for i in range(8))) == expected.ljust(64, b"\0")
+    b.finish()
+
+
+def test_measure_reports_a_mismatch(machine: Machine) -> None:
+    """measure in a SHA-512 realm with the image's SHA-256 expectation: word 0 differs, so the
+    guest reports code 3 with the word it read: the comparison is real."""
+    b = boot(machine, load_guest("measure"), hash_algo=1)
+    b.run()
+    st = b.status()
+    assert st.reports == 1 and st.result[0] == 3 and not st.passed
+    b.finish()
+
+
+# -- the run queue ----------------------------------------------------------------------------------
+
+def test_queue_is_fifo_and_holds_a_vcpu_once(machine: Machine) -> None:
+    """REC 0 is queued at registration; starting RECs 2 and 1 queues them behind it; starting a
+    queued vCPU again does not queue it twice; take() returns them in order, then None."""
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(3))
+    v0 = slot * MAX_VCPUS
+    assert q.start(v0 + 2) and q.start(v0 + 1) and q.start(v0 + 2)
+    assert q.statistics().queued == 3
+    assert [q.take(0), q.take(1), q.take(0), q.take(0)] == [v0, v0 + 2, v0 + 1, None]
+    assert all(q.vcpu_state(v0 + i) == V_RUNNING for i in range(3))
+    assert q.realm(slot).recs[2].rec == 0x8000_0000 + 4 * G
+    q.requeue(v0 + 1)
+    assert q.take(1) == v0 + 1
+    for i in range(3):
+        q.end(v0 + i, 2)
+    assert q.realm_state(slot) == 4 and q.live_realms == 0
+    q.release_realm(alloc, slot)
+    assert alloc.statistics().granules_in_use == 0
+
+
+def test_a_start_while_running_requeues_a_stopping_vcpu(machine: Machine) -> None:
+    """A CPU_ON that reaches a vCPU while it runs marks it WOKEN; its CPU_OFF then puts it back in
+    the queue (with the woken mark) instead of turning it off; a plain stop turns it OFF, and the
+    last active vCPU going off makes the realm DONE with end ALL_OFF."""
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    v = q.take(0)
+    assert v == slot * MAX_VCPUS and q.start(v) and q.vcpu_state(v) == V_WOKEN
+    q.stop(v)
+    assert q.vcpu_state(v) == V_QUEUED and q.take(0) == v and q.take_woken(v) and not q.take_woken(v)
+    q.stop(v)
+    assert q.vcpu_state(v) == V_OFF and q.take(0) is None
+    st = realm_status(q, slot)
+    assert st.state == "DONE" and st.end == "ALL_OFF" and q.live_realms == 0
+    q.release_realm(alloc, slot)
+
+
+def test_queue_misuse_and_capacity_errors_are_clear(machine: Machine) -> None:
+    """Putting back a vCPU that is not running, releasing a live realm, a realm with more RECs
+    than MAX_VCPUS and a full realm table are refused with errors that name the limit; a done
+    vCPU cannot be started; another handle on the machine sees the same queue."""
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(2))
+    v = slot * MAX_VCPUS
+    with pytest.raises(RunQueueError, match="only the CPU running it"):
+        q.requeue(v)
+    with pytest.raises(RunQueueError, match="only a DONE realm"):
+        q.release_realm(alloc, slot)
+    with pytest.raises(CapacityError, match=f"at most {MAX_VCPUS} per realm"):
+        q.add_realm(alloc, fake_realm(MAX_VCPUS + 1))
+    with pytest.raises(ValueError, match="vcpus = 3"):
+        q.add_realm(alloc, fake_realm(2), vcpus=3)
+    with Machine.attach(machine.name) as other:
+        assert RunQueue(other).take(3) == v
+    q.end(v, 2)
+    assert not q.start(v) and q.vcpu_state(v) == V_DONE
+    extra = [q.add_realm(alloc, fake_realm(1), vcpus=0) for _ in range(MAX_REALMS - 1)]
+    with pytest.raises(CapacityError, match=f"realm table is full \\({MAX_REALMS} realms"):
+        q.add_realm(alloc, fake_realm(1))
+    assert q.live_realms == 0
+    for s in (slot, *extra):
+        q.release_realm(alloc, s)
+    assert q.statistics().realms == 0 and alloc.statistics().granules_in_use == 0
+
+
+# -- exit handlers ---------------------------------------------------------------------------------
+
+def test_time_slice_and_wfi_exits_requeue_the_vcpu() -> None:
+    """A loop of 3,000 instructions on a 1,000-instruction slice and an untrapped WFI: IRQ exits,
+    each re-entered; the loop's count survives them."""
+    with Machine.create("host", cpus=1, time_slice=1000) as m:
+        b = boot(m, program("""
+            mov x20, #0
+        spin:
+            add x20, x20, #1
+            cmp x20, #1000
+            b.ne spin
+            wfi
+            mov x19, #0
+            b report
+        """))
+        summary = b.run()
+        st = b.status()
+        assert st.passed and st.result == (0, 1000)
+        assert summary.exits[IRQ] >= 4 and summary.exits[HOST_CALL] == 1 and summary.exits[PSCI] == 1
+        b.finish()
+
+
+def test_device_registers_and_unknown_offsets(machine: Machine) -> None:
+    """Console COUNT and STATUS, doorbell ID and an unknown offset (RAZ) read through EMUL_MMIO; a
+    write to an unknown offset is ignored; a 1-byte read of ID is masked to its low byte."""
+    b = boot(machine, program(f"""
+            mov x24, ={PAR + DEVICE_OFFSET:#x}
+            mov x2, #0x41
+            strb x2, [x24]
+            strb x2, [x24]
+            ldr x21, [x24, #0x10]
+            ldr x22, [x24, #0x8]
+            str x2, [x24, #0x800]
+            ldr x23, [x24, #0x800]
+            ldrb x25, [x24, #0x1018]
+            ldrw x26, [x24, #0x1018]
+            mov x19, #1
+            cmp x21, #2
+            b.ne report
+            cmp x22, #1
+            b.ne report
+            cbnz x23, report
+            cmp x25, #{DEVICE_ID & 0xFF}
+            b.ne report
+            mov x20, x26
+            mov x19, #0
+            b report
+        """))
+    assert b.run().errors == ()
+    st = b.status()
+    assert st.passed and st.result == (0, DEVICE_ID) and st.console == b"AA"
+    assert st.counters["mmio_reads"] == 5 and st.counters["mmio_writes"] == 3
+    b.finish()
+
+
+def test_unprotected_access_outside_shared_memory_gets_an_sea(machine: Machine) -> None:
+    """A load from an unprotected IPA that is neither the device window nor shared RAM: the host
+    re-enters with INJECT_SEA and the realm's vector sees a data abort (EC 0x25) with FAR = IPA."""
+    bad = PAR + 0x4000_0000
+    b = boot(machine, program(f"""
+            adr x2, vector
+            msr vbar, x2
+            mov x3, ={bad:#x}
+            ldr x4, [x3]
+            mov x19, #1
+            b report
+            .align 0x800
+        vector:
+            .zero 0x200
+            mrs x20, esr
+            mrs x21, far
+            mov x19, #2
+            mov x22, ={bad:#x}
+            cmp x21, x22
+            b.ne report
+            mov x19, #0
+            b report
+        """))
+    b.run()
+    st = b.status()
+    assert st.passed and st.result[1] >> 26 == 0x25, st.result
+    assert st.counters["sea_injected"] == 1 and st.shared_pages == ()
+    b.finish()
+
+
+def test_fault_races_and_destroyed_pages() -> None:
+    """handle_exit on a data abort at a page another CPU has already mapped re-enters (a lost
+    race, counted); at a DESTROYED entry the vCPU fails with a message naming the IPA."""
+    with Machine.create("host", cpus=1) as m:
+        b = boot(m, program("mov x19, #0\nb report"))
+        ctx = ExitContext(b.cpu, b.alloc, b.queue)  # type: ignore[arg-type]
+        ipa = BASE + MiB
+        abort = [0] * len(EXIT.unpack(bytes(EXIT.size)))
+        abort[1], abort[3] = 0x24 << 26 | 1 << 25 | 0x7, (ipa >> 8) | 0x3
+        assert handle_exit(ctx, 0, tuple(abort)) == (0, 0, None, "")        # faulted in
+        assert handle_exit(ctx, 0, tuple(abort)) == (0, 0, None, "")        # lost race
+        x0, pa = b.cpu.smc(F.RMI_DATA_DESTROY, b.realm.rd, ipa)[:2]          # RAM -> DESTROYED
+        assert x0 == 0 and b.cpu.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0
+        b.alloc.free(pa)
+        assert handle_exit(ctx, 0, tuple(abort))[3] == ""                   # DESTROYED, unassigned: backed
+        action, _, _, error = handle_exit(ctx, 0, tuple(abort))
+        assert action == 2 and f"IPA {ipa:#x}" in error and "DESTROYED" in error
+        c = b.status().counters
+        assert c["faults"] == 4 and c["fault_races"] == 2
+        b.run()
+        b.finish()
+
+
+def test_exits_the_host_does_not_resolve(machine: Machine) -> None:
+    """handle_exit on a trapped WFI (EC 0x01) re-enters; an SError exit, an unknown exit reason
+    and a SYNC exit of another class (EC 0x16) end the vCPU with a message naming what came."""
+    b = boot(machine, program("mov x19, #0\nb report"))
+    ctx = ExitContext(b.cpu, b.alloc, b.queue)  # type: ignore[arg-type]
+    blank = [0] * len(EXIT.unpack(bytes(EXIT.size)))
+    wfi = list(blank)
+    wfi[1] = 0x01 << 26 | 1 << 25
+    assert handle_exit(ctx, 0, tuple(wfi)) == (0, 0, None, "")
+    for reason, esr, words in ((6, 0, "SError"), (9, 0, "exit reason 9"), (0, 0x16 << 26, "EC 0x16")):
+        ex = list(blank)
+        ex[0], ex[1] = reason, esr
+        action, flags, gprs, error = handle_exit(ctx, 0, tuple(ex))
+        assert (action, flags, gprs) == (2, 0, None) and words in error
+    b.run()
+    assert b.status().passed
+    b.finish()
+
+
+def test_instruction_abort_fails_the_vcpu(machine: Machine) -> None:
+    """A branch into unpopulated RAM exits with an instruction abort, which the host does not
+    resolve (as KVM): the vCPU ends in error, the loop reports it, the realm ends ERROR."""
+    b = boot(machine, program(f"""
+            mov x2, ={BASE + MiB:#x}
+            br x2
+        """))
+    summary = b.run()
+    st = b.status()
+    assert len(summary.errors) == 1 and "EC 0x20" in summary.errors[0]
+    assert st.vcpu_ends == ("ERROR",) and st.end == "ERROR" and st.state == "DONE"
+    assert st.counters["vcpu_errors"] == 1
+    b.finish()
+
+
+def test_cpu_on_of_a_rec_the_host_does_not_run_is_denied(machine: Machine) -> None:
+    """With 2 RECs but vcpus=1, the realm's CPU_ON of REC 1 is completed with DENIED, which the
+    realm sees in X0; QUERY 0 says 1 vCPU."""
+    b = boot(machine, program("""
+            mov x0, =PSCI_CPU_ON
+            mov x1, #1
+            adr x2, report
+            mov x3, #0
+            smc #0
+            mov x20, x0
+            adr x1, hostcall
+            mov x2, #2
+            strh x2, [x1]
+            str xzr, [x1, #8]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            adr x1, hostcall
+            ldr x19, [x1, #8]
+            b report
+        """), recs=2, vcpus=1)
+    b.run()
+    st = b.status()
+    assert st.result == (1, (1 << 64) - 3) and st.counters["cpu_on_denied"] == 1
+    assert st.vcpu_states == ("DONE", "OFF")
+    b.finish()
+
+
+def test_cpu_suspend_and_system_reset(machine: Machine) -> None:
+    """CPU_SUSPEND exits as a notification and the vCPU is re-entered (X0 = SUCCESS);
+    SYSTEM_RESET ends the realm like SYSTEM_OFF, with end reason SYSTEM_RESET."""
+    b = boot(machine, program("""
+            mov x0, =PSCI_CPU_SUSPEND
+            mov x1, #0
+            smc #0
+            mov x19, x0
+            adr x1, hostcall
+            mov x2, #1
+            strh x2, [x1]
+            str x19, [x1, #8]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            mov x0, =PSCI_SYSTEM_RESET
+            smc #0
+            b report
+        """))
+    summary = b.run()
+    st = b.status()
+    assert st.end == "SYSTEM_RESET" and st.log[0].values[0] == 0 and st.reports == 0
+    assert summary.exits[PSCI] == 2
+    b.finish()
+
+
+def test_system_off_race_ends_the_vcpu(machine: Machine) -> None:
+    """A vCPU re-entered after its realm turned itself off, before the host saw the exit:
+    REC_ENTER returns (ERROR_REALM, 1), the vCPU ends (SYSTEM_OFF_RACE), the realm is done."""
+    b = boot(machine, load_guest("hello"))
+    v = b.queue.take(0)
+    rec, run = b.queue.vcpu_pages(v)
+    for _ in range(3):                                  # the host-call and SYSTEM_OFF exits, unhandled
+        assert b.cpu.smc(F.RMI_REC_ENTER, rec, run)[0] == 0  # type: ignore[attr-defined]
+    b.queue.requeue(v)
+    summary = b.run()
+    st = b.status()
+    assert summary.exits[7] == 1 and summary.errors == ()
+    assert st.vcpu_ends == ("SYSTEM_OFF_RACE",) and st.end == "SYSTEM_OFF" and st.state == "DONE"
+    b.finish()
+
+
+def test_spurious_wake_turns_the_vcpu_off_and_other_rec_errors_raise(machine: Machine) -> None:
+    """A vCPU woken while running (a CPU_ON the RMM answered ALREADY_ON) that had turned itself
+    off gets ERROR_REC on entry: it goes OFF. The same ERROR_REC without a wake-up is a host
+    bug the loop raises as HostError."""
+    b = boot(machine, load_guest("smp-boot"), recs=2)
+    v1 = b.slot * MAX_VCPUS + 1
+    assert b.queue.start(v1)
+    first = b.queue.take(0)
+    b.queue.requeue(first)
+    assert b.queue.take(0) == v1
+    assert b.queue.start(v1)                            # WOKEN
+    b.queue.stop(v1)                                    # requeued, marked
+    b.run(budget=2)                                     # REC 0, then REC 1: ERROR_REC -> OFF
+    assert b.queue.vcpu_state(v1) == V_OFF
+    b.run()
+    assert b.status().passed
+    b.finish()
+    with Machine.create("host", cpus=1) as m:
+        b = boot(m, load_guest("smp-boot"), recs=2)
+        assert b.queue.start(b.slot * MAX_VCPUS + 1) and b.queue.take(0) == 0 and b.queue.requeue(0) is None
+        with pytest.raises(HostError, match="ERROR_REC"):
+            b.run()
+
+
+def test_ripas_change_creates_tables_and_rejects_what_cannot_change(machine: Machine) -> None:
+    """IPA_STATE_SET EMPTY over two untouched pages inside a level-2 RAM block: the host creates
+    the level-3 table (as KVM on ERROR_RTT) and completes it. Then a RAM request whose first page
+    the host made DESTROYED meanwhile (DATA_DESTROY while the realm waits in a host call) cannot
+    progress: the realm sees progress = base and REJECT."""
+    page = BASE + 3 * MiB               # in the second 2 MiB block of RAM, which has no level-3 table
+    b = boot(machine, program(f"""
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, ={page + 2 * G:#x}
+            mov x2, ={page + 4 * G:#x}
+            mov x3, #0
+            mov x4, #0
+            smc #0
+            mov x19, #1
+            mov x20, x1
+            cbnz x0, report
+            mov x2, ={page:#x}
+            str x2, [x2]
+            adr x1, hostcall
+            mov x2, #1
+            strh x2, [x1]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, ={page:#x}
+            mov x2, ={page + G:#x}
+            mov x3, #1
+            mov x4, #0
+            smc #0
+            mov x19, x2
+            mov x20, x1
+            b report
+        """), ram=4 * MiB)
+    b.run(budget=3)                                     # RIPAS change, fault, LOG host call
+    st = b.status()
+    assert st.counters["rtts_created"] == 1 and st.log_count == 1
+    assert b.entry(page + 2 * G)[1::2] == (UNASSIGNED, EMPTY) and b.entry(page + 4 * G)[3] == RAM
+    x0, pa = b.cpu.smc(F.RMI_DATA_DESTROY, b.realm.rd, page)[:2]  # type: ignore[attr-defined]
+    assert x0 == 0 and b.cpu.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0  # type: ignore[attr-defined]
+    b.alloc.free(pa)
+    b.run()
+    st = b.status()
+    assert st.result == (1, page) and st.counters["ripas_rejects"] == 1
+    assert b.entry(page)[1::2] == (UNASSIGNED, DESTROYED)
+    b.finish()
+
+
+def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
+    """QUERY 1..3 give the realm's slot, device window and shared bit; QUERY 9 and imm 7 answer
+    all ones; each answer comes back through enter.gprs into the RsiHostCall."""
+    b = boot(machine, program("""
+            adr x9, answers
+            mov x10, #1
+        ask:
+            adr x1, hostcall
+            mov x2, #2
+            strh x2, [x1]
+            str x10, [x1, #8]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            adr x1, hostcall
+            ldr x2, [x1, #8]
+            str x2, [x9]
+            add x9, x9, #8
+            add x10, x10, #1
+            cmp x10, #4
+            b.ne ask
+            mov x10, #9
+            adr x1, hostcall
+            str x10, [x1, #8]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            adr x1, hostcall
+            ldr x21, [x1, #8]
+            mov x2, #7
+            strh x2, [x1]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            adr x1, hostcall
+            ldr x22, [x1, #8]
+            adr x9, answers
+            adr x1, hostcall
+            mov x2, #1
+            strh x2, [x1]
+            ldr x2, [x9]
+            str x2, [x1, #8]
+            ldr x2, [x9, #8]
+            str x2, [x1, #16]
+            ldr x2, [x9, #16]
+            str x2, [x1, #24]
+            and x2, x21, x22
+            str x2, [x1, #32]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            mov x19, #0
+            b report
+            .align 8
+        answers:
+            .zero 24
+        """))
+    b.run()
+    st = b.status()
+    assert st.log[0].values == (b.slot, PAR + DEVICE_OFFSET, PAR, (1 << 64) - 1)
+    assert st.counters["host_calls"] == 7
+    b.finish()
