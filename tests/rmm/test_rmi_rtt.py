@@ -194,7 +194,10 @@ def _map(t: Rmi, realm: Realm, ipa: int, level: int, desc: int) -> None:
 
 
 def _read(t: Rmi, realm: Realm, ipa: int, level: int) -> tuple[int, int, int, int, int]:
-    return t.smc(F.RMI_RTT_READ_ENTRY, realm.rd, ipa, level, X4)
+    regs = t.smc(F.RMI_RTT_READ_ENTRY, realm.rd, ipa, level, X4)
+    # Registers hold plain ints: an enum member leaking out would print and compare differently.
+    assert [type(r) for r in regs] == [int] * 5, regs
+    return regs
 
 
 def _table(realm: Realm, ipa: int, level: int) -> int:

@@ -246,20 +246,26 @@ def rmi_rtt_read_entry(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int) -> tup
     return (w.level & 0xFFFF_FFFF_FFFF_FFFF, *_entry_outputs(desc, w.level))
 
 
+_UNASSIGNED = int(RmiRttEntryState.UNASSIGNED)
+_ASSIGNED = int(RmiRttEntryState.ASSIGNED)
+_TABLE = int(RmiRttEntryState.TABLE)
+
+
 def _entry_outputs(desc: int, level: int) -> tuple[int, int, int]:
-    """(state, desc, ripas) as RMI_RTT_READ_ENTRY reports an entry (B4.3.20)."""
+    """(state, desc, ripas) as RMI_RTT_READ_ENTRY reports an entry (B4.3.20); plain ints, never
+    enum members, since they go into registers."""
     kind, ripas = s2tt.decode(desc, level)
     if kind == Kind.UNASSIGNED:
-        return RmiRttEntryState.UNASSIGNED, 0, ripas
+        return _UNASSIGNED, 0, ripas
     if kind == Kind.UNASSIGNED_NS:
-        return RmiRttEntryState.UNASSIGNED, 0, s2tt.RIPAS_EMPTY
+        return _UNASSIGNED, 0, s2tt.RIPAS_EMPTY
     if kind == Kind.ASSIGNED:
         # The PA even for RIPAS DESTROYED (spec; TF-RMM rel0 reported 0, fixed in f5257c6e).
-        return RmiRttEntryState.ASSIGNED, s2tt.output_address(desc, level), ripas
+        return _ASSIGNED, s2tt.output_address(desc, level), ripas
     if kind == Kind.ASSIGNED_NS:
         host = desc & ((s2tt.OA_MASK & ~(s2tt.block_size(level) - 1)) | s2tt.NS_HOST_ATTRS)
-        return RmiRttEntryState.ASSIGNED, host, s2tt.RIPAS_EMPTY
-    return RmiRttEntryState.TABLE, s2tt.output_address(desc, level), s2tt.RIPAS_EMPTY
+        return _ASSIGNED, host, s2tt.RIPAS_EMPTY
+    return _TABLE, s2tt.output_address(desc, level), s2tt.RIPAS_EMPTY
 
 
 # -- RTT_MAP_UNPROTECTED / RTT_UNMAP_UNPROTECTED ---------------------------------------------
