@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rmm_mp.guest.assembler import assemble
 
-GUESTS = ("hello", "smp-boot", "ripas-flip", "measure")
+GUESTS = ("hello", "smp-boot", "ripas-flip", "measure", "attest")
 DEFAULT_BASE = 0x8000_0000
 """The IPA the guests are written for (the start of RealmSpec's default RAM)."""
 

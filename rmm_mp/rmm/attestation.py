@@ -64,14 +64,16 @@ class Material:
     platform_token: bytes
 
 
-_material: dict[int, Material] = {}
-
-
 def material(rmm: "RmmCpu") -> Material:
-    """The RAK, its claim and the platform token, fetched from EL3 on first use in this process."""
-    found = _material.get(id(rmm.platform))
+    """The RAK, its claim and the platform token, fetched from EL3 on this CPU's first token.
+
+    Kept on the RmmCpu, which lives exactly as long as the CPU binding to one machine: a cache
+    keyed by anything longer-lived could hand one platform's keys to another machine's realm.
+    """
+    found = rmm.attest_material
     if found is None:
-        found = _material[id(rmm.platform)] = _fetch(rmm)
+        found = rmm.attest_material = _fetch(rmm)
+    assert isinstance(found, Material)
     return found
 
 

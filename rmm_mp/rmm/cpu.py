@@ -22,7 +22,7 @@ class RmmCpu:
     """Per-CPU RMM context: what a handler may use."""
 
     __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "control", "log", "pa_bits", "vmid_bits",
-                 "platform", "gpt", "tlb", "time_slice")
+                 "platform", "gpt", "tlb", "time_slice", "attest_material")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
                  el3: Monitor, features0: int, control: Control, platform: Platform, gpt: Gpt, tlb: Tlb,
@@ -31,6 +31,8 @@ class RmmCpu:
         self.gpt = gpt
         self.tlb = tlb
         self.time_slice = time_slice
+        self.attest_material: object = None
+        """rmm.attestation.Material once this CPU's RMM has fetched it from EL3 (first token)."""
         self.platform = platform
         self.pa_bits = platform.pa_bits
         self.vmid_bits = platform.features.vmid_bits

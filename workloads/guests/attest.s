@@ -32,14 +32,15 @@
 // REPORT codes (detail in brackets): 0 pass [token length]; 1 REALM_CONFIG failed [X0];
 // 2 MEASUREMENT_EXTEND failed [X0]; 3 TOKEN_INIT failed [X0]; 4 TOKEN_CONTINUE failed [X0];
 // 5 the token did not fit the INIT_SIZE bytes INIT promised [bytes received]; 6 the LOG host
-// call failed [X0]. On a failure no LOG is made.
+// call failed [X0]. After failures 1 to 5 no LOG is made.
 //
 // Constants (`.equ`, rewritten by rmm_mp.host.load_guest): CHALLENGE0..7; EXTEND_REM (0, or
 // 1..4), EXTEND_SIZE (0..64), EXTEND0..7; CHUNK (1..4096 bytes per call; 0 would never
 // finish); OFFSET (0..4095); BUFFER_OFFSET and SHARED_OFFSET (granule aligned, with room for
 // OFFSET + 4096 bytes and for the token inside the realm's RAM; the defaults need 2 MiB + 4 KiB
 // of RAM after the image's start). Registers: x19 report code, x20 detail, x21 shared bit,
-// x22 token start, x23 next byte, x24 end of the promised buffer, x25 CHUNK.
+// x22 token start, x23 next byte, x24 end of the promised buffer, x25 CHUNK, x26 the shared
+// copy, x27 token length.
 
     .equ CHALLENGE0, 0x6120706d2d6d6d72     // "rmm-mp attest guest: 64-byte challenge the host put in its image"
     .equ CHALLENGE1, 0x7567207473657474

@@ -53,13 +53,18 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
         return (_STATE,)
     if phase == PHASE_SIGNING:
         budget = call.extra.get("budget", SIGNING_STEPS * STEP_COST)
-        while steps < SIGNING_STEPS and budget >= STEP_COST:
+        # At least one step per call, as TF-RMM signs once before it looks for a pending IRQ:
+        # otherwise a time slice shorter than a step would never finish a token.
+        while True:
             steps += 1
-            budget -= STEP_COST
+            budget = max(0, budget - STEP_COST)
+            if steps >= SIGNING_STEPS or budget < STEP_COST:
+                break
         call.extra["budget"] = budget
         if steps < SIGNING_STEPS:
             state.set_head(PHASE_SIGNING, steps, 0, 0, algo)
-            x[0], x[1] = _INCOMPLETE, 0
+            # The IRQ exit carries the call's result (TF-RMM's UPDATE_REC_EXIT_TO_HOST): X1..X3 = 0.
+            x[0], x[1], x[2], x[3] = _INCOMPLETE, 0, 0, 0
             return Exit({"exit_reason": _EXIT_IRQ})
         length = state.build(attestation.material(call.rmm))
         state.set_head(PHASE_COPYING, steps, length, 0, algo)
@@ -68,13 +73,16 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
 
 def _copy_out(call: RealmCall, state: TokenState, ipa: int, offset: int, size: int) -> "tuple[int, ...] | Exit":
     phase, steps, length, copied, algo = state.head()
-    if size == 0:
-        return _INCOMPLETE, 0
+    # The buffer is walked before the size is looked at (TF-RMM rel0): an unmapped buffer exits
+    # to the host and an EMPTY one fails even when X3 = 0.
     page = lock_realm_page(call, ipa)
     if page.kind == EMPTY:
         return (_INPUT,)
     if page.kind == FAULT:
         return stage2_abort_exit(ipa, page.level)
+    if size == 0:
+        page.release()
+        return _INCOMPLETE, 0
     count = min(size, length - copied)
     start = page.pa - call.rmm.memory.base + offset
     call.rmm.memory.buf[start:start + count] = state.token(copied, count)

@@ -1,0 +1,782 @@
+"""RSI_ATTESTATION_TOKEN_INIT and RSI_ATTESTATION_TOKEN_CONTINUE called by running realms
+(DEN0137 1.0-rel0 B5.3.2, B5.3.1, A7.2; rsi-attest.md sections 1.7, 3 and 4).
+
+Three groups of scenarios:
+
+1. The commands, with small guest programs (tests/realm_guests.py) on a machine whose time slice
+   is long enough that nothing is interrupted: INIT's outputs (it has no failure conditions);
+   each CONTINUE failure condition of B5.3.1.2 in the table's order, alone, asserting X0, X1..X3
+   zero, X4.. kept, no REC exit, an unchanged footprint (the REC's token state in its first aux
+   granule, the buffer pages, every granule's state and the GPT) and that a token in progress
+   is still intact afterwards; then the copy-out protocol: chunks of 1, 100 and 4096 bytes at
+   several offsets (every call's X0 and X1, the bytes exactly where asked and nowhere else),
+   X3 = 0, ERROR_STATE after SUCCESS until a new INIT, INIT restarting a token in progress, a
+   RIPAS EMPTY buffer, an unmapped buffer (emulated stage-2 abort exit, retried after fault-in).
+2. A realm running the bundled guest workloads/guests/attest.s under the host's run loop
+   (rmm_mp.host.run_loop) on the "fvp" and "host" platforms, SHA-256 and SHA-512: its token
+   verifies completely (platform signature with the platform's public key, realm signature,
+   binding), carries the guest's challenge, the realm's RPV, its hash algorithm, the REM the
+   guest extended before INIT and a RIM equal to a reference computed here from rsi-attest.md
+   section 3 with hashlib and struct (not with rmm_mp.rmm.measurement); the claims decode with
+   the verifier's inspect_token.
+3. Determinism across IRQ exits: the same realm on a machine with a short time slice, entered
+   alternately from two CPU handles, has its signing interrupted several times (counted: IRQ
+   exits taken with the REC just after its CONTINUE, X0 = RSI_INCOMPLETE and X1 = 0) and still
+   produces a token byte for byte equal to the one an uninterrupted run produces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+import rmm_mp
+from footprint import snapshot
+from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
+from rmm_mp.attest.verify import CHECK_NAMES, inspect_token, verify_token
+from rmm_mp.check import invariants
+from rmm_mp.el3.attest import AttestationKeys
+from rmm_mp.guest.assembler import assemble
+from rmm_mp.host import (
+    LoopPlan, NsAllocator, RealmSpec, RunQueue, create_realm, destroy_realm, fault_in, map_unprotected,
+    realm_status, run_loop,
+)
+from rmm_mp.host.guests import guest_dir
+from rmm_mp.hw.platform import load
+from rmm_mp.rmm.rec_desc import Rec
+
+SUCCESS, INPUT, STATE, INCOMPLETE = 0, 1, 2, 3
+EXIT_SYNC, EXIT_IRQ, EXIT_PSCI, EXIT_HOST_CALL = 0, 1, 3, 5
+TOKEN_BUFFER_SIZE = 4096
+SLICE = 1_000_000
+"""Time slice of the command tests: no program here is interrupted by it."""
+MiB = 1 << 20
+BUF = CODE + 0x2000
+"""Two pages of the image filled with PATTERN: the token buffer of the command tests."""
+PATTERN = 0xA5A5_A5A5_A5A5_A5A5
+LOG = CODE + 0x18_0000
+"""Unassigned RAM (faulted in by the tests that use it) where programs store each call's X0, X1."""
+LOG_PAGES = 8
+UNASSIGNED_L3 = CODE + 0x10_0000
+"""Unassigned RAM whose walk ends at level 3 (the image's level-3 table covers the first 2 MiB)."""
+UNASSIGNED_L2 = CODE + 0x30_0000
+"""Unassigned RAM inside a level-2 RAM block (the second 2 MiB of the 4 MiB RAM)."""
+CHALLENGE = bytes(range(0x40, 0x80))
+CHALLENGE_B = bytes(range(0xC0, 0x100))
+HOST_KEY = AttestationKeys(load("host")).platform_public_key_pem()
+FVP_KEY = (Path(rmm_mp.__file__).resolve().parent / "data" / "tf-a-fvp-sample" / "cca_platform.pub").read_bytes()
+
+
+def words(challenge: bytes) -> tuple[int, ...]:
+    return struct.unpack("<8Q", challenge)
+
+
+def sentinel(n: int) -> int:
+    return 0x5E5E_0000_0000_0000 | n
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=2, time_slice=SLICE) as m:
+        yield m
+
+
+# -- guest program pieces ---------------------------------------------------------------------------
+
+def init_code(challenge: bytes = CHALLENGE) -> str:
+    """RSI_ATTESTATION_TOKEN_INIT with ``challenge`` in X1..X8 (little-endian words)."""
+    regs = "\n".join(f"mov x{i + 1}, ={w}" for i, w in enumerate(words(challenge)))
+    return f"{regs}\nmov x0, =RSI_ATTESTATION_TOKEN_INIT\nsmc #0\n"
+
+
+def copy_loop(name: str, buf: int, chunk: int, log: int = 0) -> str:
+    """CONTINUE from IPA ``buf`` on, X3 = min(chunk, room left in the granule), until X0 is not
+    RSI_INCOMPLETE (the spec's A7.2.2 loop); x11 ends at buf + bytes written. With ``log``, each
+    call's X0 and X1 are stored there (16 bytes a call). Uses x0..x3 and x11..x13 only."""
+    store = "str x0, [x13]\n    str x1, [x13, #8]\n    add x13, x13, #16" if log else ""
+    return f"""
+    mov x11, ={buf}
+    mov x12, ={chunk}
+    mov x13, ={log}
+{name}:
+    and x1, x11, #-4096
+    and x2, x11, #4095
+    mov x3, #4096
+    sub x3, x3, x2
+    cmp x3, x12
+    b.ls {name}_sized
+    mov x3, x12
+{name}_sized:
+    mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE
+{name}_call:
+    smc #0
+    {store}
+    add x11, x11, x1
+    cmp x0, #3
+    b.eq {name}
+"""
+
+
+def pattern_pages(at: int = BUF - CODE, pages: int = 2) -> str:
+    page = ".quad " + ", ".join([hex(PATTERN)] * (GRANULE // 8))
+    return f".org {at:#x}\n" + "\n".join([page] * pages)
+
+
+# -- driving and reading ------------------------------------------------------------------------------
+
+def stop_at(g: Guest, label: str) -> None:
+    """Enter REC 0: its first exit must be the IRQ exit of the WFI at ``label``."""
+    x0, ex = g.enter()
+    assert x0 == SUCCESS
+    assert (ex["exit_reason"], ex["esr"], ex["hpfar"]) == (EXIT_IRQ, 0, 0), ex
+    assert g.pc() == g.label(label) + 8, f"stopped at {g.pc():#x}, not at {label}"
+
+
+def realm_bytes(g: Guest, ipa: int, size: int) -> bytes:
+    """Bytes of protected realm memory (level-3 DATA pages) from ``ipa``, across pages."""
+    out = b""
+    while size:
+        n = min(size, GRANULE - (ipa & 0xFFF))
+        out += g.peek(ipa, n)
+        ipa, size = ipa + n, size - n
+    return out
+
+
+def data_pa(g: Guest, ipa: int) -> int:
+    x0, level, state, desc, _ = g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, ipa, 3)
+    assert (x0, level, state) == (SUCCESS, 3, 1)
+    return desc & 0xFFFF_FFFF_F000
+
+
+def check_token(g: Guest, token: bytes, challenge: bytes = CHALLENGE) -> None:
+    """``token`` verifies completely, for ``challenge`` and the realm's RIM."""
+    result = verify_token(token, HOST_KEY, expected_challenge=challenge, expected_rim=g.rim)
+    assert result.ok, [c for c in result.checks if c.passed is not True]
+
+
+def token_after(g: Guest, buf: int = BUF) -> bytes:
+    """The token the program's copy loop wrote from ``buf`` (x11 = where it stopped)."""
+    assert g.gpr(0) == SUCCESS, f"the copy loop ended with X0 = {g.gpr(0)}"
+    return realm_bytes(g, buf, g.gpr(11) - buf)
+
+
+def ok(m: Machine) -> None:
+    report = invariants(m)
+    assert report.ok, str(report)
+
+
+def _h(algo: int, data: bytes) -> bytes:
+    """H(data) with a realm's algorithm (0 SHA-256, 1 SHA-512)."""
+    return (hashlib.sha256 if algo == 0 else hashlib.sha512)(data).digest()
+
+
+# == 1. The commands ==================================================================================
+
+# -- RSI_ATTESTATION_TOKEN_INIT (B5.3.2) --------------------------------------------------------------
+
+@pytest.mark.parametrize("challenge", [CHALLENGE, bytes(64), b"\xff" * 64], ids=["bytes", "zeros", "ones"])
+def test_init(machine: Machine, challenge: bytes) -> None:
+    """INIT has no failure conditions (ACS cmd_attestation_token_init: INIT, then the A7.2.2 loop
+    must succeed): any challenge gives SUCCESS, X1 = 4096 (the token's upper bound), X2 = X3 = 0,
+    X4..X8 (challenge inputs) and X9, X10 kept; no exit; measurements unchanged. Success
+    condition `challenge`: the token then carries X1..X8 as its challenge."""
+    program = "\n".join(f"mov x{n}, ={sentinel(n)}" for n in range(9, 11)) + "\n" + init_code(challenge)
+    program += "done: wfi\n" + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
+    with Guest.build(machine, program) as g:
+        before = [g.rd.measurement(i) for i in range(5)]
+        stop_at(g, "done")
+        assert [g.gpr(n) for n in range(4)] == [SUCCESS, TOKEN_BUFFER_SIZE, 0, 0]
+        assert [g.gpr(n) for n in range(4, 9)] == list(words(challenge)[3:])
+        assert [g.gpr(9), g.gpr(10)] == [sentinel(9), sentinel(10)]
+        assert [g.rd.measurement(i) for i in range(5)] == before
+        stop_at(g, "end")
+        check_token(g, token_after(g), challenge)
+    ok(machine)
+
+
+# -- RSI_ATTESTATION_TOKEN_CONTINUE failure conditions (B5.3.1.2), in the table's order ----------------
+
+def failing_program(args: dict[int, int], init: bool) -> str:
+    """Sentinels; INIT (when ``init``); `before: wfi`; X1..X3 = args; `call: smc`; `done: wfi`;
+    then INIT if there was none, and a full copy-out into BUF; `end: wfi`."""
+    lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 11)]
+    lines += [init_code() if init else "", "before: wfi"]
+    lines += [f"mov x{n}, ={value}" for n, value in {1: BUF, 2: 0, 3: 4096, **args}.items()]
+    lines += ["mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE", "call: smc #0", "done: wfi"]
+    lines += ["" if init else init_code(), copy_loop("out", BUF, 4096), "end: wfi", "b end", pattern_pages()]
+    return "\n".join(lines)
+
+
+def check_failure(machine: Machine, args: dict[int, int], status: int, init: bool = True,
+                  prepare: Callable[[Guest], object] | None = None) -> None:
+    """The CONTINUE at `call` returns ``status`` with X1..X3 = 0 and X4.. kept, without a REC exit,
+    and changes nothing: the token state (aux granule 0), the buffer pages, granule states,
+    refcounts and the GPT are as before. The token (in progress or started afterwards) then
+    copies out whole from its first byte."""
+    with Guest.build(machine, failing_program(args, init)) as g:
+        if prepare is not None:
+            prepare(g)
+        stop_at(g, "before")
+        pas = (g.realm.recs[0].aux[0], data_pa(g, BUF), data_pa(g, BUF + GRANULE))
+        before = snapshot(machine, *pas)
+        stop_at(g, "done")
+        assert [g.gpr(n) for n in range(4)] == [status, 0, 0, 0]
+        kept = list(words(CHALLENGE)[3:]) if init else [sentinel(n) for n in range(4, 9)]
+        assert [g.gpr(n) for n in range(4, 11)] == kept + [sentinel(9), sentinel(10)]
+        assert snapshot(machine, *pas).diff(before) == []
+        stop_at(g, "end")
+        check_token(g, token_after(g))
+    ok(machine)
+
+
+@pytest.mark.parametrize("addr", [BUF + 1, BUF + 8, BUF + 0x800, BUF + 0xFFF])
+def test_continue_addr_align(machine: Machine, addr: int) -> None:
+    """addr_align (ACS cmd_attestation_token_continue: the buffer's IPA + 1): X1 not granule
+    aligned -> RSI_ERROR_INPUT."""
+    check_failure(machine, {1: addr}, INPUT)
+
+
+@pytest.mark.parametrize("addr", [UNPROTECTED, UNPROTECTED + 0x5000, 1 << 40, 0xFFFF_FFFF_FFFF_F000],
+                         ids=["shared-bit-mapped", "unprotected", "beyond-ipa-space", "top"])
+def test_continue_addr_bound(machine: Machine, addr: int) -> None:
+    """addr_bound (ACS cmd_attestation_token_continue: 1 << (ipa_width - 1)): X1 not a protected
+    IPA (that lowest unprotected IPA, mapped to an NS page here; another unprotected one; beyond
+    the 40-bit IPA space; the top granule) -> RSI_ERROR_INPUT."""
+    check_failure(machine, {1: addr}, INPUT, prepare=lambda g: g.map_unprotected(UNPROTECTED))
+
+
+@pytest.mark.parametrize("offset, size", [(4096, 0), (0xFFFF_FFFF_FFFF_FFFF, 0), (4097, 4096)])
+def test_continue_offset_bound(machine: Machine, offset: int, size: int) -> None:
+    """offset_bound: X2 >= 4096 -> RSI_ERROR_INPUT; with X3 = 0 no other condition holds; the
+    last case is ACS cmd_attestation_token_continue's (offset 4097, size 4096; size_bound too)."""
+    check_failure(machine, {2: offset, 3: size}, INPUT)
+
+
+@pytest.mark.parametrize("offset, size", [(8, 0xFFFF_FFFF_FFFF_FFFC), (0xFFF, 0xFFFF_FFFF_FFFF_F002),
+                                          (0, 0xFFFF_FFFF_FFFF_FFFF)])
+def test_continue_size_overflow(machine: Machine, offset: int, size: int) -> None:
+    """size_overflow: offset + size wraps past 2^64 (to 4 and 1, so that size_bound does not hold
+    in 64-bit arithmetic) -> RSI_ERROR_INPUT. The last case is ACS cmd_attestation_token_continue's
+    (size ~0 at offset 0: no wrap, size_bound holds)."""
+    check_failure(machine, {2: offset, 3: size}, INPUT)
+
+
+@pytest.mark.parametrize("offset, size", [(0, 4097), (4000, 97), (4095, 2)])
+def test_continue_size_bound(machine: Machine, offset: int, size: int) -> None:
+    """size_bound (ACS cmd_attestation_token_continue: size 4097 at offset 0): offset + size >
+    4096 -> RSI_ERROR_INPUT."""
+    check_failure(machine, {2: offset, 3: size}, INPUT)
+
+
+def test_continue_state(machine: Machine) -> None:
+    """state: no INIT before (rec.attest_state is not ATTEST_IN_PROGRESS) -> RSI_ERROR_STATE;
+    nothing written (the ACS has no case for it). `unknown`, an IMPDEF failure to generate the
+    token, cannot be provoked."""
+    check_failure(machine, {}, STATE, init=False)
+
+
+# -- RSI_ATTESTATION_TOKEN_CONTINUE: the copy-out protocol (B5.3.1.3, A7.2.2; rsi-attest 1.7) ----------
+
+def call_log(g: Guest, calls: int) -> list[tuple[int, int]]:
+    """The (X0, X1) pairs a program stored at LOG."""
+    raw = realm_bytes(g, LOG, 16 * calls)
+    return [struct.unpack_from("<2Q", raw, 16 * i) for i in range(calls)]
+
+
+@pytest.mark.parametrize("chunk, offset", [(1, 0xFFD), (100, 0x7), (100, 0xC00), (4096, 0), (4096, 0xF00)])
+def test_copy_out_in_chunks(machine: Machine, chunk: int, offset: int) -> None:
+    """The A7.2.2 loop with X3 = min(chunk, room left in the granule), from BUF + offset: every
+    call but the last returns RSI_INCOMPLETE with X1 = X3 (the bytes written); the last returns
+    RSI_SUCCESS with X1 = the bytes that were left; at a granule boundary the loop names the next
+    granule. The bytes are exactly at BUF + offset ..: the pattern before and after them is
+    intact, and they are the whole token (it verifies)."""
+    program = init_code() + copy_loop("out", BUF + offset, chunk, LOG) + "end: wfi\nb end\n" + pattern_pages()
+    with Guest.build(machine, program) as g:
+        for page in range(LOG_PAGES):
+            g.fault_in(LOG + page * GRANULE)
+        stop_at(g, "end")
+        token = token_after(g, BUF + offset)
+        check_token(g, token)
+        expected, addr, left = [], BUF + offset, len(token)
+        while left:
+            n = min(chunk, GRANULE - (addr & 0xFFF), left)
+            left -= n
+            addr += n
+            expected.append((INCOMPLETE if left else SUCCESS, n))
+        assert call_log(g, len(expected) + 1) == expected + [(0, 0)]   # and no further call was logged
+        both = realm_bytes(g, BUF, 2 * GRANULE)
+        pattern = struct.pack("<Q", PATTERN) * (2 * GRANULE // 8)
+        assert both[:offset] == pattern[:offset]
+        assert both[offset + len(token):] == pattern[offset + len(token):]
+    ok(machine)
+
+
+def test_size_zero(machine: Machine) -> None:
+    """X3 = 0 after INIT (signing not done yet) and again once the token is being copied out:
+    RSI_INCOMPLETE with X1 = 0 and nothing written; the copy-out goes on from where it was."""
+    zero = "mov x1, ={buf}\nmov x2, #0\nmov x3, #0\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n" \
+           "mov x{r0}, x0\nmov x{r1}, x1\n"
+    program = (init_code() + zero.format(buf=BUF, r0=19, r1=20) + "first: wfi\n"
+               + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
+               + "mov x21, x0\nmov x22, x1\n" + zero.format(buf=BUF, r0=23, r1=24) + "second: wfi\n"
+               + copy_loop("out", BUF + 100, 4096) + "end: wfi\nb end\n" + pattern_pages())
+    with Guest.build(machine, program) as g:
+        stop_at(g, "first")
+        assert (g.gpr(19), g.gpr(20)) == (INCOMPLETE, 0)
+        assert realm_bytes(g, BUF, 8) == struct.pack("<Q", PATTERN)
+        stop_at(g, "second")
+        assert (g.gpr(21), g.gpr(22), g.gpr(23), g.gpr(24)) == (INCOMPLETE, 100, INCOMPLETE, 0)
+        assert realm_bytes(g, BUF + 100, 8) == struct.pack("<Q", PATTERN)
+        stop_at(g, "end")
+        check_token(g, token_after(g))
+    ok(machine)
+
+
+def test_error_state_after_success_until_init(machine: Machine) -> None:
+    """Success condition `complete`: after the call that returns RSI_SUCCESS the REC has no token
+    in progress: CONTINUE returns RSI_ERROR_STATE (X1 = 0, nothing written), twice; a new INIT
+    starts again and, the measurements being unchanged, yields the same token byte for byte."""
+    state_call = "mov x1, ={buf}\nmov x2, #0\nmov x3, #4096\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
+    spare = BUF + 2 * GRANULE
+    program = (init_code() + copy_loop("first", BUF, 4096) + "mov x14, x11\n"
+               + state_call.format(buf=spare) + "mov x19, x0\nmov x20, x1\n"
+               + state_call.format(buf=spare) + "mov x21, x0\nmov x22, x1\n"
+               + init_code() + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages(pages=3))
+    with Guest.build(machine, program) as g:
+        stop_at(g, "end")
+        assert (g.gpr(19), g.gpr(20), g.gpr(21), g.gpr(22)) == (STATE, 0, STATE, 0)
+        assert realm_bytes(g, spare, GRANULE) == struct.pack("<Q", PATTERN) * (GRANULE // 8)
+        first = realm_bytes(g, BUF, g.gpr(14) - BUF)
+        check_token(g, first)
+        assert token_after(g, BUF + GRANULE) == first
+    ok(machine)
+
+
+def test_init_restarts_token_in_progress(machine: Machine) -> None:
+    """A7.2.2: INIT while a token is being copied out terminates it: after 2 chunks of 100 bytes
+    of the token for challenge A, INIT with challenge B, and the copy-out starts again from the
+    first byte of the token for B."""
+    part = "mov x1, ={}\nmov x2, #{}\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
+    program = (init_code(CHALLENGE) + part.format(BUF, 0) + "mov x19, x0\nmov x20, x1\n" + part.format(BUF, 100)
+               + "mov x21, x0\nmov x22, x1\n" + init_code(CHALLENGE_B) + copy_loop("out", BUF + GRANULE, 4096)
+               + "end: wfi\nb end\n" + pattern_pages())
+    with Guest.build(machine, program) as g:
+        stop_at(g, "end")
+        assert (g.gpr(19), g.gpr(20), g.gpr(21), g.gpr(22)) == (INCOMPLETE, 100, INCOMPLETE, 100)
+        token = token_after(g, BUF + GRANULE)
+        check_token(g, token, CHALLENGE_B)
+        assert inspect_token(token)["realm"]["claims"]["challenge"] == CHALLENGE_B.hex()
+    ok(machine)
+
+
+def test_ripas_empty_buffer(machine: Machine) -> None:
+    """A buffer granule whose RIPAS is EMPTY: RSI_ERROR_INPUT, X1 = 0, no exit (rsi-attest 1.4);
+    nothing is consumed: the copy-out that follows starts from the token's first byte."""
+    program = (init_code() + f"mov x1, ={EMPTY_IPA}\nmov x2, #0\nmov x3, #4096\n"
+               + "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\nmov x19, x0\nmov x20, x1\n"
+               + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages())
+    with Guest.build(machine, program) as g:
+        stop_at(g, "end")
+        assert (g.gpr(19), g.gpr(20)) == (INPUT, 0)
+        check_token(g, token_after(g))
+    ok(machine)
+
+
+@pytest.mark.parametrize("buf, level", [(UNASSIGNED_L3 + 0xC00, 3), (UNASSIGNED_L2 + 0xC00, 2)],
+                         ids=["level3", "level2-block"])
+def test_unmapped_buffer(machine: Machine, buf: int, level: int) -> None:
+    """A buffer granule that is unassigned RAM: the REC exits with an emulated stage-2 data abort
+    (SYNC, ESR EC 0x24 with a translation fault at the level the walk stopped, FAR 0, HPFAR = X1
+    >> 8; rsi-attest 1.4), PC on the SMC and X0..X3 as the realm set them. After the host faults
+    the page in, the call repeats; the token crosses into the next granule, which is unmapped
+    too (now at level 3), and so on until the token is complete."""
+    program = init_code() + copy_loop("out", buf, 4096) + "end: wfi\nb end\n"
+    with Guest.build(machine, program) as g:
+        for page, walk_level in ((buf & ~0xFFF, level), ((buf & ~0xFFF) + GRANULE, 3)):
+            x0, ex = g.enter()
+            assert x0 == SUCCESS
+            assert (ex["exit_reason"], ex["esr"], ex["far"], ex["hpfar"]) == \
+                (EXIT_SYNC, (0x24 << 26) | (0x04 + walk_level), 0, page >> 8)
+            assert g.pc() == g.label("out_call")
+            offset = (buf & 0xFFF) if page == buf & ~0xFFF else 0
+            assert [g.gpr(n) for n in range(4)] == [0xC400_0195, page, offset, GRANULE - offset]
+            g.fault_in(page)
+        stop_at(g, "end")
+        check_token(g, token_after(g, buf))
+    ok(machine)
+
+
+
+def extend_code(rem: int, value: bytes) -> str:
+    regs = "\n".join(f"mov x{3 + i}, ={w}" for i, w in enumerate(words(value.ljust(64, b"\0"))))
+    return f"mov x1, #{rem}\nmov x2, #{len(value)}\n{regs}\nmov x0, =RSI_MEASUREMENT_EXTEND\nsmc #0\n"
+
+
+@pytest.mark.parametrize("hash_algo", [0, 1], ids=["sha256", "sha512"])
+def test_measurements_are_taken_at_init(machine: Machine, hash_algo: int) -> None:
+    """INIT takes the RIM and REMs as they are then (rsi-attest 1.7): REM1 extended with a
+    before INIT and with b after it gives a token whose REM1 is H(0 || a); a second INIT gives
+    H(H(0 || a) || b), the RD's value. RIM and the other REMs are the RD's, as long as the hash."""
+    a, b = b"extended before INIT", b"and this after it"
+    program = (extend_code(1, a) + init_code() + extend_code(1, b) + copy_loop("first", BUF, 4096) + "mov x14, x11\n"
+               + init_code() + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages())
+    with Guest.build(machine, program, hash_algo=hash_algo) as g:
+        stop_at(g, "end")
+        size = (32, 64)[hash_algo]
+        first, second = realm_bytes(g, BUF, g.gpr(14) - BUF), token_after(g, BUF + GRANULE)
+        before = _h(hash_algo, bytes(size) + a)
+        after = _h(hash_algo, before + b)
+        assert g.rd.measurement(1)[:size] == after
+        for token, rem1 in ((first, before), (second, after)):
+            check_token(g, token)
+            claims = inspect_token(token)["realm"]["claims"]
+            assert claims["extensible_measurements"] == [rem1.hex()] + [bytes(size).hex()] * 3
+            assert claims["initial_measurement"] == g.rim.hex()
+            assert claims["hash_algo_id"] == ("sha-256", "sha-512")[hash_algo]
+    ok(machine)
+
+
+# == 2. The bundled guest, run by the host ==============================================================
+
+RPV = b"rmm-mp test realm personalisation value".ljust(64, b"\0")
+RAM_SIZE = 4 * MiB
+PAR = 1 << 39
+"""The shared bit of the 40-bit realms built here."""
+SYSTEM_OFF = 0x8400_0008
+TOKEN_TAG = 0x4E45_4B4F_54
+SHARED_OFFSET, BUFFER_OFFSET, OFFSET = 0x20_0000, 0x10_0000, 0xC00
+"""attest.s's defaults: the token is written from CODE + BUFFER_OFFSET + OFFSET and copied to
+the unprotected alias of CODE + SHARED_OFFSET."""
+
+
+def attest_guest(**constants: int) -> tuple[bytes, str]:
+    """workloads/guests/attest.s with some of its `.equ` constants replaced (as load_guest does),
+    assembled at CODE; and the text, for label addresses."""
+    text = (guest_dir() / "attest.s").read_text(encoding="utf-8")
+    for key, value in constants.items():
+        text, found = re.subn(rf"^(\s*\.equ\s+{key}\s*,).*$", lambda mm: f"{mm.group(1)} {value:#x}", text,
+                              flags=re.M)
+        assert found == 1, f"attest.s has no .equ {key}"
+    return assemble(text, base=CODE), text
+
+
+def label_of(text: str, name: str) -> int:
+    return int.from_bytes(assemble(text + f"\n.quad {name}\n", base=CODE)[-8:], "little")
+
+
+def challenge_constants(challenge: bytes) -> dict[str, int]:
+    return {f"CHALLENGE{i}": w for i, w in enumerate(words(challenge))}
+
+
+def _descriptor(algo: int, rim: bytes, kind: int, body: bytes) -> bytes:
+    """rsi-attest 3.3: RIM' = H(256-byte descriptor: type, len 0x100, old RIM (64 B), body at 0x50)."""
+    desc = bytearray(0x100)
+    struct.pack_into("<B7xQ64s", desc, 0, kind, 0x100, rim.ljust(64, b"\0"))
+    desc[0x50:0x50 + len(body)] = body
+    return _h(algo, bytes(desc))
+
+
+def reference_rim(fr0: int, spec: RealmSpec) -> bytes:
+    """The RIM of create_realm's build of ``spec``, from rsi-attest.md 3.2-3.3 with hashlib only.
+
+    REALM_CREATE: the measured RmiRealmParams fields as KVM fills them from RMI_FEATURES (B4.4.6
+    bits: NUM_BPS 14..19, NUM_WPS 20..25, PMU_EN 26, PMU_NUM_CTRS 27..31; the PMU flag, bit 2,
+    only with counters; no SVE, no LPA2). INIT_RIPAS over 2 MiB aligned RAM: one descriptor per
+    2 MiB level-2 entry (the tables go no deeper before the image is loaded). One DATA descriptor
+    per image page (MEASURE_CONTENT, content hash). REC 0, runnable, pc = the image, gprs zero.
+    """
+    algo, block = spec.hash_algo, 2 * MiB
+    assert spec.ram_base % block == 0 and spec.ram_size % block == 0
+    ctrs = (fr0 >> 27 & 0x1F) if fr0 >> 26 & 1 else 0
+    params = bytearray(GRANULE)
+    struct.pack_into("<6QB", params, 0, 4 if ctrs else 0, spec.ipa_width, 0, fr0 >> 14 & 0x3F, fr0 >> 20 & 0x3F,
+                     ctrs, algo)
+    rim = _h(algo, bytes(params))
+    for base in range(spec.ram_base, spec.ram_base + spec.ram_size, block):
+        rim = _descriptor(algo, rim, 2, struct.pack("<QQ", base, base + block))
+    for n in range(0, len(spec.image), GRANULE):
+        page = spec.image[n:n + GRANULE].ljust(GRANULE, b"\0")
+        rim = _descriptor(algo, rim, 0, struct.pack("<QQ", spec.load_ipa + n, 1) + _h(algo, page).ljust(64, b"\0"))
+    rec = bytearray(GRANULE)
+    struct.pack_into("<Q", rec, 0, 1)
+    struct.pack_into("<Q", rec, 0x200, spec.entry_pc)
+    return _descriptor(algo, rim, 1, _h(algo, bytes(rec)).ljust(64, b"\0"))
+
+
+def protected_bytes(m: Machine, cpu, rd: int, ipa: int, size: int) -> bytes:  # type: ignore[no-untyped-def]
+    """Realm memory at protected ``ipa`` (level-3 DATA pages, found with RMI_RTT_READ_ENTRY)."""
+    out = b""
+    while size:
+        x0, level, state, desc, _ = cpu.smc(F.RMI_RTT_READ_ENTRY, rd, ipa & ~0xFFF, 3)
+        assert (x0, level, state) == (SUCCESS, 3, 1), hex(ipa)
+        n = min(size, GRANULE - (ipa & 0xFFF))
+        out += m.memory.read((desc & 0xFFFF_FFFF_F000) + (ipa & 0xFFF), n)
+        ipa, size = ipa + n, size - n
+    return out
+
+
+EXTEND_VALUE = b"REM2 extended by the attest guest before INIT: 48 b"[:48]
+
+
+@pytest.mark.parametrize("platform", ["fvp", "host"])
+@pytest.mark.parametrize("hash_algo", [0, 1], ids=["sha256", "sha512"])
+def test_guest_token_verifies(platform: str, hash_algo: int) -> None:
+    """attest.s under the host's run loop (faults in the buffer, maps the shared page, serves LOG
+    and REPORT, stops at SYSTEM_OFF), with REM2 extended by 48 bytes before INIT. The LOG host
+    call names the shared copy and the protected buffer, which hold the same bytes; the token
+    verifies completely with the platform's key (fvp: TF-A's cca_platform.pub; host: the seeded
+    key), every check performed, for the guest's challenge and the reference RIM; RPV, hash
+    algorithm and REMs are the realm's; inspect_token decodes the same claims, and the platform
+    challenge is SHA-256 of the RAK claim."""
+    ext = {"EXTEND_REM": 2, "EXTEND_SIZE": len(EXTEND_VALUE),
+           **{f"EXTEND{i}": w for i, w in enumerate(words(EXTEND_VALUE.ljust(64, b"\0")))}}
+    image, _ = attest_guest(**challenge_constants(CHALLENGE_B), **ext)
+    spec = RealmSpec(ipa_width=40, ram_base=CODE, ram_size=RAM_SIZE, hash_algo=hash_algo, rpv=RPV, image=image)
+    key = FVP_KEY if platform == "fvp" else AttestationKeys(load("host")).platform_public_key_pem()
+    with Machine.create(platform, cpus=1) as m:
+        cpu, alloc = m.cpu(0), NsAllocator(m, 0)
+        fr0 = cpu.smc(F.RMI_FEATURES, 0)[1]
+        realm = create_realm(cpu, alloc, spec)
+        queue = RunQueue(m)
+        slot = queue.add_realm(alloc, realm)
+        summary = run_loop(cpu, LoopPlan(budget=200))
+        status = realm_status(queue, slot)
+        assert (summary.ended, summary.errors, status.end) == ("done", (), "SYSTEM_OFF"), (summary, status)
+        assert len(status.log) == 1 and status.log[0].rec == 0
+        tag, shared_ipa, length, buf_ipa = status.log[0].values
+        assert (tag, shared_ipa, buf_ipa) == (TOKEN_TAG, PAR | (CODE + SHARED_OFFSET), CODE + BUFFER_OFFSET + OFFSET)
+        assert status.result == (0, length) and 0 < length <= TOKEN_BUFFER_SIZE
+        ns = dict(status.shared_pages)[shared_ipa]
+        token = m.ns_read(ns, length)
+        assert protected_bytes(m, cpu, realm.rd, buf_ipa, length) == token
+        size = 32 if hash_algo == 0 else 64
+        rim = reference_rim(fr0, spec)
+        result = verify_token(token, key, expected_challenge=CHALLENGE_B, expected_rim=rim)
+        assert result.ok and tuple(c.name for c in result.checks) == CHECK_NAMES, result.checks
+        claims = result.realm_claims
+        assert claims is not None
+        assert claims["challenge"] == CHALLENGE_B.hex() and claims["personalization_value"] == RPV.hex()
+        assert claims["hash_algo_id"] == ("sha-256", "sha-512")[hash_algo]
+        assert claims["initial_measurement"] == rim.hex() and len(rim) == size
+        rem2 = _h(hash_algo, bytes(size) + EXTEND_VALUE)
+        assert claims["extensible_measurements"] == [bytes(size).hex(), rem2.hex(), bytes(size).hex(),
+                                                     bytes(size).hex()]
+        inspected = inspect_token(token)
+        assert inspected["tag"] == 399 and inspected["realm"]["alg"] == "ES384"
+        assert inspected["realm"]["claims"] == claims
+        platform_claims = inspected["platform"]["claims"]
+        assert platform_claims == result.platform_claims
+        assert platform_claims["challenge"] == hashlib.sha256(bytes.fromhex(claims["public_key"])).hexdigest()
+        destroy_realm(cpu, alloc, realm)
+        queue.release_realm(alloc, slot)
+        report = invariants(m)
+        assert report.ok and report.state_counts == {"NS": m.granule_count}, str(report)
+        assert alloc.statistics().granules_in_use == 0
+
+
+
+def test_guest_reports_a_failed_continue(machine: Machine) -> None:
+    """attest.s with its buffer outside the realm's RAM (RIPAS EMPTY): CONTINUE returns
+    RSI_ERROR_INPUT, the guest makes no LOG host call and REPORTs code 4 with X0 as the detail,
+    then SYSTEM_OFF."""
+    image, _ = attest_guest(BUFFER_OFFSET=2 * RAM_SIZE)
+    cpu, alloc = machine.cpu(0), NsAllocator(machine, 0)
+    realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=CODE, ram_size=RAM_SIZE, image=image))
+    queue = RunQueue(machine)
+    slot = queue.add_realm(alloc, realm)
+    summary = run_loop(cpu, LoopPlan(budget=50))
+    status = realm_status(queue, slot)
+    assert (summary.ended, status.end, status.log, status.result) == ("done", "SYSTEM_OFF", (), (4, INPUT))
+    destroy_realm(cpu, alloc, realm)
+    queue.release_realm(alloc, slot)
+    ok(machine)
+
+# == 3. Interrupted signing, a REC that moves between CPUs ===============================================
+
+SHORT_SLICE = 2500
+"""Guest instructions per entry in the interrupted runs: enough for one signing step (the RMM's
+STEP_COST, 2,000) after the few instructions the guest runs before it repeats CONTINUE, so each
+entry makes exactly one step. (A slice that leaves less than a step at the SMC never finishes
+the token: reported as an RMM defect.)"""
+
+
+@dataclass
+class Drive:
+    """What drive() saw: the token, each entry's (CPU, exit reason), and the CPU of every IRQ
+    exit taken while the RMM was signing (the REC just after its CONTINUE with X0 =
+    RSI_INCOMPLETE and X1 = 0, which the guest's nonzero chunks never produce otherwise)."""
+
+    token: bytes = b""
+    exits: list[tuple[int, int]] = field(default_factory=list)
+    interrupted: list[int] = field(default_factory=list)
+    ns_pages: list[int] = field(default_factory=list)
+
+
+def drive(m: Machine, alloc: NsAllocator, realm, cpus: list, continue_call: int) -> Drive:  # type: ignore
+    """Enter REC 0 from ``cpus`` in turn until SYSTEM_OFF, as a host does: protected faults are
+    faulted in, unprotected ones get a zeroed NS page, IRQs re-enter, host calls are answered
+    with their own gprs. The token is read from the shared page the LOG host call names."""
+    out = Drive()
+    run = alloc.alloc()
+    rec = Rec(m.memory, (realm.recs[0].rec - m.dram_base) // GRANULE)
+    shared: dict[int, int] = {}
+    enter, log = RMI_REC_ENTER.pack(), None
+    for n in range(2000):
+        cpu = cpus[n % len(cpus)]
+        m.ns_write(run, bytes(enter) + bytes(GRANULE - REC_EXIT_OFFSET))
+        assert cpu.smc(F.RMI_REC_ENTER, realm.recs[0].rec, run)[0] == SUCCESS
+        ex = RMI_REC_EXIT.unpack(m.ns_read(run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
+        reason, enter = ex["exit_reason"], RMI_REC_ENTER.pack()
+        out.exits.append((cpu.id, reason))
+        if reason == EXIT_IRQ:
+            if (rec.pc, rec.gpr(0), rec.gpr(1)) == (continue_call + 8, INCOMPLETE, 0):
+                out.interrupted.append(cpu.id)
+        elif reason == EXIT_SYNC:
+            page = (ex["hpfar"] & ~0xF) << 8
+            if page < PAR:
+                assert fault_in(cpu, alloc, realm, page) is not None
+            else:
+                shared[page] = alloc.alloc()
+                m.ns_write(shared[page], bytes(GRANULE))
+                assert map_unprotected(cpu, alloc, realm, page, shared[page])
+        elif reason == EXIT_HOST_CALL:
+            log = ex["gprs"][:4] if ex["imm"] == 1 else log
+            assert ex["imm"] != 3 or ex["gprs"][0] == 0, f"the guest reported failure {ex['gprs'][:2]}"
+            enter = RMI_REC_ENTER.pack(gprs=list(ex["gprs"]))
+        else:
+            assert (reason, ex["gprs"][0]) == (EXIT_PSCI, SYSTEM_OFF), ex
+            break
+    alloc.free(run)
+    assert log is not None and log[0] == TOKEN_TAG
+    out.token = m.ns_read(shared[log[1] & ~0xFFF] + (log[1] & 0xFFF), log[2])
+    out.ns_pages = list(shared.values())
+    return out
+
+
+def run_realm(platform: str, cpus: int, time_slice: int | None, image: bytes, continue_call: int) -> Drive:
+    """Build the attest.s realm on a fresh machine, drive it from CPUs 0..cpus-1 in turn, tear
+    it down; the invariants must hold."""
+    spec = RealmSpec(ipa_width=40, ram_base=CODE, ram_size=RAM_SIZE, rpv=RPV, image=image)
+    with Machine.create(platform, cpus=cpus, time_slice=time_slice) as m:
+        alloc = NsAllocator(m, 0)
+        realm = create_realm(m.cpu(0), alloc, spec)
+        result = drive(m, alloc, realm, [m.cpu(i) for i in range(cpus)], continue_call)
+        destroy_realm(m.cpu(0), alloc, realm)
+        for pa in result.ns_pages:
+            alloc.free(pa)
+        report = invariants(m)
+        assert report.ok and report.state_counts == {"NS": m.granule_count}, str(report)
+    return result
+
+
+@pytest.mark.parametrize("platform", ["host", "fvp"])
+def test_interrupted_migrating_token_is_identical(platform: str) -> None:
+    """The same attest.s realm twice: once on one CPU with the platform's time slice (signing is
+    never interrupted), once with a SHORT_SLICE slice entered alternately from CPU handles 0 and
+    1, so that its signing is interrupted by IRQ exits on both CPUs and finished on another CPU
+    than it started on. The tokens are byte for byte the same (RFC 6979 signing over the same
+    inputs), and it verifies."""
+    image, text = attest_guest()
+    continue_call = label_of(text, "continue_call")
+    calm = run_realm(platform, 1, None, image, continue_call)
+    assert calm.interrupted == []
+    busy = run_realm(platform, 2, SHORT_SLICE, image, continue_call)
+    assert len(busy.interrupted) >= 2 and set(busy.interrupted) == {0, 1}, busy.exits
+    assert busy.exits.count((0, EXIT_IRQ)) + busy.exits.count((1, EXIT_IRQ)) > len(busy.interrupted)
+    assert busy.token == calm.token
+    key = FVP_KEY if platform == "fvp" else HOST_KEY
+    at = label_of(text, "challenge") - CODE
+    result = verify_token(busy.token, key, expected_challenge=image[at:at + 64])   # the host placed it there
+    assert result.ok, result.checks
+
+
+def test_signing_interrupted_by_the_time_slice() -> None:
+    """A7.2.2: when the slice runs out while the RMM signs, the REC exits with RMI_EXIT_IRQ (ESR 0)
+    and the realm sees RSI_INCOMPLETE with X1 = 0 written, PC after the SMC, X4.. kept; it calls
+    again on the next entry, from whichever CPU, until the token is done."""
+    program = (init_code() + "mov x9, #9\nmov x10, #10\n" + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
+               + "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\n"
+               + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages())
+    with Machine.create("host", cpus=2, time_slice=SHORT_SLICE) as m:
+        with Guest.build(m, program) as g:
+            x0, ex = g.enter()
+            assert (x0, ex["exit_reason"], ex["esr"]) == (SUCCESS, EXIT_IRQ, 0)
+            assert (g.pc(), g.gpr(0), g.gpr(1)) == (g.label("call") + 8, INCOMPLETE, 0)
+            assert [g.gpr(n) for n in range(4, 11)] == list(words(CHALLENGE)[3:]) + [9, 10]
+            entries = 1
+            while g.pc() != g.label("end") + 8:
+                assert entries < 50, "the token never completed"
+                x0, ex = g.enter(cpu=entries % 2)
+                assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_IRQ)
+                entries += 1
+            assert entries >= 3
+            check_token(g, token_after(g))
+        ok(m)
+
+
+# -- regressions of RMM defects found while writing these tests ---------------------------------------
+
+def test_a_slice_shorter_than_a_signing_step_still_finishes_the_token() -> None:
+    """A time slice of 2,000 instructions left less than one signing step's cost at the SMC, so
+    no step was ever made and the realm looped on IRQ exits for ever; TF-RMM signs once before
+    it looks for a pending interrupt, and so does rmm-mp now."""
+    with Machine.create("host", cpus=1, time_slice=2000) as m:
+        program = init_code() + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
+        with Guest.build(m, program) as g:
+            for _ in range(200):
+                g.enter()
+                if g.pc() == g.label("end") + 8:
+                    break
+            assert g.pc() == g.label("end") + 8, "the token never completed"
+
+
+def test_the_irq_exit_while_signing_zeroes_x1_to_x3() -> None:
+    """The IRQ exit taken while signing carries the call's result record (TF-RMM
+    UPDATE_REC_EXIT_TO_HOST): X0 = INCOMPLETE and X1..X3 = 0, whatever X2 and X3 held."""
+    with Machine.create("host", cpus=1, time_slice=SHORT_SLICE) as m:
+        program = (init_code() + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
+                   "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\nb done\n" + pattern_pages())
+        with Guest.build(m, program) as g:
+            g.enter()
+            assert g.pc() == g.label("call") + 8
+            assert [g.gpr(n) for n in range(4)] == [INCOMPLETE, 0, 0, 0]
+
+
+@pytest.mark.parametrize("ipa", [UNASSIGNED_L3, EMPTY_IPA], ids=["unmapped", "ripas-empty"])
+def test_size_zero_walks_the_buffer_first(ipa: int) -> None:
+    """TF-RMM walks the buffer before it looks at X3 = 0: an unmapped buffer gives a stage-2
+    abort exit with the PC on the SMC, a RIPAS EMPTY one ERROR_INPUT."""
+    with Machine.create("host", cpus=1, time_slice=1_000_000) as m:
+        program = (init_code() + f"mov x1, ={ipa}\nmov x2, #0\nmov x3, #0\n"
+                   "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\nb done\n")
+        with Guest.build(m, program) as g:
+            x0, ex = g.enter()
+            if ipa == EMPTY_IPA:
+                assert g.gpr(0) == INPUT and ex["exit_reason"] != EXIT_SYNC  # returned to the realm
+            else:
+                assert ex["exit_reason"] == EXIT_SYNC and g.pc() == g.label("call")
+
+
+def test_each_machine_signs_with_its_own_platforms_material() -> None:
+    """The RMM once cached the RAK and platform token per process under id(platform); Python
+    reuses ids, so a host machine made after a freed fvp one signed with fvp's material. Machines
+    of both platforms alternate here, each token must verify with its own platform's key."""
+    import gc
+
+    image, text = attest_guest()
+    cc = label_of(text, "continue_call")
+    for i in range(12):
+        platform = ("host", "fvp")[i % 2]
+        token = run_realm(platform, 1, None, image, cc).token
+        gc.collect()
+        result = verify_token(token, FVP_KEY if platform == "fvp" else HOST_KEY)
+        assert result.ok, f"iteration {i}: a {platform} machine made a {len(token)}-byte token: {result.checks}"
