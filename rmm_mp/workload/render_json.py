@@ -1,0 +1,147 @@
+"""The JSON and CSV views of a RunReport: one document, every figure derived once.
+
+``to_json`` builds the document docs/report-schema.json describes ({"schema":
+"rmm-mp-run-report/1", ...}); the text report (render_text) is drawn from the same document, so
+the terminal and the file cannot disagree. Times are integer ns in "latency", "time_split" and
+"locks", seconds (float) in "processes" and the run metadata.
+
+Decisions the issue leaves open, recorded here and in docs/latency.md:
+- "latency" holds an "all" record per call even when one CPU ran, so totals are always found
+  by cpu == "all"; the text table leaves that duplicate row out.
+- "time_split" covers RMI calls only: RSI and PSCI calls and REC runs happen inside an
+  RMI_REC_ENTER, so counting them again would add the same time twice.
+- "locks" has a record per (class, CPU) with at least one acquisition, an "all" CPU record per
+  class, and class "all" records (per CPU and in total) summing every class.
+- "invariants.violations" keeps the first MAX_VIOLATIONS; "violation_count" has them all.
+
+This module owns the document's shape. It must not run anything or touch a machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from typing import Any
+
+from rmm_mp.stats import report as latency
+from rmm_mp.workload.report import LockClassStats, RunReport
+
+SCHEMA = "rmm-mp-run-report/1"
+MAX_VIOLATIONS = 100
+
+
+def oversubscription_warning(report: RunReport) -> str:
+    return (f"{report.cpus} simulated CPUs on {report.host_cores} host cores: latency includes time a CPU "
+            f"process was not scheduled")
+
+
+def warnings(report: RunReport) -> list[str]:
+    """What makes the figures less trustworthy than they look (shown as WARNING lines)."""
+    out = []
+    if report.oversubscribed:
+        out.append(oversubscription_warning(report))
+    if report.pinned:
+        unpinned = sorted(cpu for cpu, u in report.usage.items() if u.pinned_core is None)
+        if unpinned:
+            cpus = ", ".join(str(c) for c in unpinned)
+            out.append(f"pinning was asked (--pin) but was not possible for CPU {cpus}: they ran unpinned")
+    return out
+
+
+def _lock_record(cpu: int | str, cls: str, s: LockClassStats) -> dict[str, Any]:
+    share = s.contended / s.acquired if s.acquired else 0.0
+    return {"cpu": cpu, "class": cls, "acquired": s.acquired, "contended": s.contended,
+            "contended_share": round(share, 6), "wait_ns": s.wait_ns, "max_wait_ns": s.max_wait_ns}
+
+
+def _sum_locks(items: list[LockClassStats]) -> LockClassStats:
+    return LockClassStats(sum(s.acquired for s in items), sum(s.contended for s in items),
+                          sum(s.wait_ns for s in items), max((s.max_wait_ns for s in items), default=0))
+
+
+def lock_records(locks: dict[int, dict[int, LockClassStats]]) -> list[dict[str, Any]]:
+    """Per class (by class number): a record per CPU then "all"; then class "all" per CPU and in total."""
+    out: list[dict[str, Any]] = []
+    for cls in sorted({c for per_cpu in locks.values() for c in per_cpu}):
+        name = latency.lock_class_name(cls)
+        per_cpu = [(cpu, locks[cpu][cls]) for cpu in sorted(locks) if cls in locks[cpu]]
+        out.extend(_lock_record(cpu, name, s) for cpu, s in per_cpu)
+        out.append(_lock_record("all", name, _sum_locks([s for _, s in per_cpu])))
+    if out:
+        cpus = sorted(locks)
+        out.extend(_lock_record(cpu, "all", _sum_locks(list(locks[cpu].values()))) for cpu in cpus)
+        out.append(_lock_record("all", "all", _sum_locks([s for cpu in cpus for s in locks[cpu].values()])))
+    return out
+
+
+def _split_record(cpu: int | str, split: latency.TimeSplit) -> dict[str, Any]:
+    return {"cpu": cpu, "calls": split.calls, "total_ns": split.total_ns, "el3_ns": split.el3_ns,
+            "rmm_ns": split.rmm_ns, "lock_wait_ns": split.lock_wait_ns}
+
+
+def time_split_records(report: RunReport) -> list[dict[str, Any]]:
+    if not report.latency_recorded:
+        return []
+    out = [_split_record(cpu, latency.time_split(report.stats[cpu])) for cpu in sorted(report.stats)]
+    out.append(_split_record("all", latency.time_split(latency.merged(report.stats))))
+    return out
+
+
+def _invariants(report: RunReport) -> dict[str, Any] | None:
+    inv = report.invariants
+    if inv is None:
+        return None
+    return {"ok": inv.ok, "granules": inv.granules, "violation_count": len(inv.violations),
+            "violations": [str(v) for v in inv.violations[:MAX_VIOLATIONS]], "state_counts": dict(inv.state_counts)}
+
+
+def _run(report: RunReport) -> dict[str, Any]:
+    return {
+        "workload": report.workload, "source": report.source, "platform": report.platform, "cpus": report.cpus,
+        "seed": report.seed, "seconds": report.seconds, "iterations": report.iterations,
+        "elapsed_s": round(report.elapsed_s, 6), "interrupted": report.interrupted,
+        "total_calls": report.total_calls, "calls_per_second": round(report.calls_per_second, 1),
+        "latency_recorded": report.latency_recorded, "pin_requested": report.pinned,
+        "host": {"cores": report.host_cores, **report.host},
+    }
+
+
+def to_json(report: RunReport) -> dict[str, Any]:
+    """The report as a JSON-ready document (docs/report-schema.json)."""
+    records = latency.call_records(report.stats) if report.latency_recorded else []
+    return {
+        "schema": SCHEMA,
+        **_run(report),
+        "ok": report.ok,
+        "warnings": warnings(report),
+        "latency_unit": "ns",
+        "latency": [asdict(r) for r in records],
+        "time_split": time_split_records(report),
+        "locks": lock_records(report.locks),
+        "processes": [{"cpu": cpu, **report.usage[cpu].to_json()} for cpu in sorted(report.usage)],
+        "realms": [{"name": r.name, "recs": r.recs, "ok": r.ok, "detail": r.detail, "counters": dict(r.counters)}
+                   for r in report.realms],
+        "counters": [{"cpu": cpu, "values": dict(report.counters[cpu])} for cpu in sorted(report.counters)],
+        "failures": [{"cpu": f.cpu, "how": f.how, "traceback": f.traceback,
+                      "held_locks": [f"{pa:#x}" for pa in f.held_locks]} for f in report.failures],
+        "problems": list(report.problems),
+        "invariants": _invariants(report),
+        "outputs": dict(report.outputs),
+    }
+
+
+def write_json(report: RunReport, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(to_json(report), out, indent=2)
+        out.write("\n")
+
+
+def write_csv(report: RunReport, path: str) -> None:
+    """One row per latency record (the JSON "latency" columns, times in ns), header first."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(latency.RECORD_FIELDS)
+        if report.latency_recorded:
+            for r in latency.call_records(report.stats):
+                writer.writerow([getattr(r, name) for name in latency.RECORD_FIELDS])

@@ -1,0 +1,225 @@
+"""The text report printed at the end of `rmm-mp run`: fixed-width tables, units in every title.
+
+Every figure comes from the JSON document (render_json.to_json) so that the terminal and the
+file agree; only the run's failure descriptions come from the RunReport itself. Lines stay
+within about 120 columns for the usual call names and figures.
+
+Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, REC exits, host
+activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
+split of RMI calls; lock contention per class; CPU processes; realms (every failed one, and
+at most MAX_OK_REALMS that succeeded: the JSON has them all); host activity counters per CPU;
+failures, problems, invariants; files written; the verdict.
+
+This module owns the layout. It must not compute figures the document does not have.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Collection, Sequence
+
+from rmm_mp.workload.render_json import to_json
+from rmm_mp.workload.report import RunReport
+
+MAX_OK_REALMS = 20
+WIDTH = 118
+
+_KIND_TITLES = {
+    "RMI": "RMI calls (EL3 entry to EL3 exit)",
+    "RSI": "RSI calls from realms (timed in the RMM)",
+    "PSCI": "PSCI calls from realms (timed in the RMM)",
+    "EXIT": "REC runs by exit reason (REC entry to REC exit, inside RMI_REC_ENTER)",
+    "HOST": "Host activities",
+}
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int | Collection[int] = 1) -> list[str]:
+    """Header, a dashed rule, then the rows; text columns (the first ``left``, or those listed)
+    flush left, figures flush right."""
+    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+    texts = set(range(left)) if isinstance(left, int) else set(left)
+
+    def fmt(line: Sequence[str]) -> str:
+        cells = [c.ljust(w) if i in texts else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
+
+
+def us(ns: int) -> str:
+    return f"{ns / 1000:,.2f}"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}" if whole else "-"
+
+
+def _header(doc: dict[str, Any]) -> list[str]:
+    limit = []
+    if doc["seconds"] is not None:
+        limit.append(f"{doc['seconds']:g} s")
+    if doc["iterations"] is not None:
+        limit.append(f"{doc['iterations']:,} iterations")
+    host = doc["host"]
+    lines = [
+        f"workload {doc['workload']} ({doc['source']})",
+        f"platform {doc['platform']}: {doc['cpus']} CPUs on {host['cores']} host cores, seed {doc['seed']}, "
+        f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'}), "
+        f"{doc['total_calls']:,} calls, {doc['calls_per_second']:,.0f} calls/s",
+        f"latency recorded: {'yes' if doc['latency_recorded'] else 'no (--no-latency)'}; "
+        f"pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}",
+    ]
+    facts = [f"{label}{host[k]}" for k, label in (("machine", ""), ("python", "Python "), ("date", "")) if k in host]
+    if facts:
+        lines.append("host: " + ", ".join(facts))
+    if doc["interrupted"]:
+        lines.append("INTERRUPTED: the run was stopped before its end (Ctrl-C)")
+    lines.extend(f"WARNING: {w}" for w in doc["warnings"])
+    return lines
+
+
+def _without_lone_totals(records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Drop the "all" record of a group (same ``key``) that has only one CPU record: it repeats it."""
+    per_group: dict[Any, int] = {}
+    for r in records:
+        if r["cpu"] != "all":
+            per_group[r[key]] = per_group.get(r[key], 0) + 1
+    return [r for r in records if r["cpu"] != "all" or per_group.get(r[key], 0) > 1]
+
+
+def _latency(doc: dict[str, Any]) -> list[str]:
+    if not doc["latency_recorded"]:
+        return ["", "Latency was not recorded (--no-latency): no per-call figures and no time split."]
+    records = _without_lone_totals(doc["latency"], "call")
+    if not records:
+        return ["", "No calls were made."]
+    out = ["", "Latency per call and CPU in us; percentiles are the upper edges of histogram buckets "
+               "(at most ~3 % above the true value)"]
+    for kind, title in _KIND_TITLES.items():
+        rows = [(r["call"], str(r["cpu"]), f"{r['count']:,}", f"{r['errors']:,}", us(r["p50"]), us(r["p90"]),
+                 us(r["p99"]), us(r["p999"]), us(r["max"]), us(r["mean"])) for r in records if r["kind"] == kind]
+        if rows:
+            out += ["", title]
+            out += table(("call", "cpu", "count", "errors", "p50", "p90", "p99", "p99.9", "max", "mean"), rows, 2)
+    return out
+
+
+def _split_row(label: str, cpu: str, calls: int, total: int, el3: int, rmm: int, lock: int) -> tuple[str, ...]:
+    n = max(calls, 1)
+    return (label, cpu, f"{calls:,}", us(total // n), us(el3 // n), _pct(el3, total), us(rmm // n), _pct(rmm, total),
+            us(lock // n), _pct(lock, total))
+
+
+def _time_split(doc: dict[str, Any]) -> list[str]:
+    rows = [_split_row(r["call"], "all", r["count"], r["mean"] * r["count"], r["el3_mean"] * r["count"],
+                       r["rmm_mean"] * r["count"], r["lock_wait_mean"] * r["count"])
+            for r in doc["latency"] if r["kind"] == "RMI" and r["cpu"] == "all"]
+    if not rows:
+        return []
+    totals = [s for s in doc["time_split"] if s["cpu"] == "all" or len(doc["time_split"]) > 2]
+    rows += [_split_row("all RMI calls", str(s["cpu"]), s["calls"], s["total_ns"], s["el3_ns"], s["rmm_ns"],
+                        s["lock_wait_ns"]) for s in totals]
+    return ["", "Time split of RMI calls (mean per call in us, and % of the calls' time): EL3 world switch, "
+                "RMM handler, lock wait",
+            *table(("call", "cpu", "calls", "mean", "el3", "el3 %", "rmm", "rmm %", "lock", "lock %"), rows, 2)]
+
+
+def _locks(doc: dict[str, Any]) -> list[str]:
+    if not doc["locks"]:
+        return ["", "Lock contention: no granule lock was taken."]
+    rows = [("all classes" if r["class"] == "all" else r["class"], str(r["cpu"]), f"{r['acquired']:,}",
+             f"{r['contended']:,}", f"{100 * r['contended_share']:.2f}", us(r["wait_ns"]), us(r["max_wait_ns"]))
+            for r in _without_lone_totals(doc["locks"], "class")]
+    return ["", "Lock contention per granule class (class = state the lock was taken for; OTHER = NS copies; "
+                "waits in us)",
+            *table(("class", "cpu", "acquired", "contended", "share %", "total wait", "longest"), rows, 2)]
+
+
+def _processes(doc: dict[str, Any]) -> list[str]:
+    if not doc["processes"]:
+        return []
+    rows = [(str(p["cpu"]), f"{p['user_s']:.2f}", f"{p['system_s']:.2f}", f"{p['involuntary_switches']:,}",
+             f"{p['voluntary_switches']:,}", f"{p['peak_rss_bytes'] / 2**20:,.1f}",
+             "-" if p["pinned_core"] is None else str(p["pinned_core"])) for p in doc["processes"]]
+    return ["", "CPU processes (CPU time in s, peak RSS in MiB, host core when pinned)",
+            *table(("cpu", "user s", "system s", "involuntary cs", "voluntary cs", "peak RSS", "core"), rows)]
+
+
+def _counters(values: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in values.items()) or "-"
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= WIDTH else line[:WIDTH - 3] + "..."
+
+
+def _realms(doc: dict[str, Any]) -> list[str]:
+    """Failed realms in full; realms that succeeded clipped to the width, at most MAX_OK_REALMS."""
+    realms = doc["realms"]
+    if not realms:
+        return []
+    failed = sum(not r["ok"] for r in realms)
+    shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"]][:MAX_OK_REALMS]
+    rows = [(r["name"], str(r["recs"]), "ok" if r["ok"] else "FAILED", _counters(r["counters"]), r["detail"] or "-")
+            for r in shown]
+    head, rule, *body = table(("realm", "RECs", "result", "counters", "detail"), rows, (0, 2, 3, 4))
+    out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule,
+           *(line if not r["ok"] else _clip(line) for r, line in zip(shown, body))]
+    if len(realms) > len(shown):
+        out.append(f"... and {len(realms) - len(shown):,} more realms, all ok (the JSON report lists every realm)")
+    return out
+
+
+def _cpu_counters(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for entry in doc["counters"]:
+        if entry["values"]:
+            out += textwrap.wrap(f"cpu {entry['cpu']}: {_counters(entry['values'])}", WIDTH, subsequent_indent="    ")
+    return ["", "Host activity counters per CPU", *out] if out else []
+
+
+def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if report.failures:
+        out += ["", "CPU failures"] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
+    if report.problems:
+        out += ["", "Problems found by the workload's checks"] + [f"  {p}" for p in report.problems]
+    out += ["", "invariants: not checked (the run did not end cleanly)" if report.invariants is None
+            else f"invariants: {report.invariants}"]
+    if doc["outputs"]:
+        out += ["", "Written: " + ", ".join(f"{kind} {path}" for kind, path in doc["outputs"].items())]
+    out += ["", _verdict(report, doc)]
+    return out
+
+
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def _verdict(report: RunReport, doc: dict[str, Any]) -> str:
+    if doc["ok"]:
+        warned = len(doc["warnings"])
+        return "result: OK" + (f" ({_count(warned, 'warning')} above)" if warned else "")
+    why = []
+    failed = sum(not r.ok for r in report.realms)
+    if failed:
+        why.append(_count(failed, "realm") + " failed")
+    if report.failures:
+        why.append(_count(len(report.failures), "CPU process", "CPU processes") + " failed")
+    if report.problems:
+        why.append(_count(len(report.problems), "problem"))
+    if report.invariants is None:
+        why.append("invariants not checked")
+    elif not report.invariants.ok:
+        why.append(_count(len(report.invariants.violations), "invariant violation"))
+    if report.interrupted:
+        why.append("interrupted")
+    return "result: FAILED: " + ", ".join(why)
+
+
+def format_report(report: RunReport) -> str:
+    """Everything printed at the end of a run (see the module docstring for the sections)."""
+    doc = to_json(report)
+    lines = [*_header(doc), *_latency(doc), *_time_split(doc), *_locks(doc),
+             *_processes(doc), *_realms(doc), *_cpu_counters(doc), *_outcome(report, doc)]
+    return "\n".join(lines)

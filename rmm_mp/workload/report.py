@@ -1,0 +1,108 @@
+"""The record of one `rmm-mp run`, and the figures read from the machine to fill it.
+
+``RunReport`` is what a run produced: what ran (workload, platform, CPUs, seed), the raw
+figures read from shared memory once the CPUs have stopped (latency histograms, lock statistics
+per class, trace ring contents are not kept here: they go straight to the trace file), what each
+CPU process cost the host, what each realm did, and whether anything failed.
+
+This module owns the record and the collection of figures from a quiescent machine. Rendering
+(text tables, JSON, CSV, PNG, trace files) lives in workload.render; running lives in workload.run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rmm_mp.check import InvariantReport
+from rmm_mp.hw.granule import CLASSES
+from rmm_mp.runtime import CpuFailure, ProcessUsage
+from rmm_mp.stats import report as latency
+from rmm_mp.stats.histogram import CallStats
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Machine
+
+
+@dataclass(frozen=True)
+class LockClassStats:
+    """One CPU's lock figures for one lock class (a granule state, or OTHER for NS copies)."""
+
+    acquired: int
+    contended: int
+    wait_ns: int
+    max_wait_ns: int
+
+
+@dataclass(frozen=True)
+class RealmOutcome:
+    """What one realm of the workload did (a realm made and destroyed in a loop counts once per
+    instance; ``name`` then carries the instance number, e.g. ``vm#17``)."""
+
+    name: str
+    recs: int
+    ok: bool
+    detail: str
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    workload: str
+    source: str
+    platform: str
+    cpus: int
+    seed: int
+    seconds: float | None
+    iterations: int | None
+    elapsed_s: float
+    latency_recorded: bool
+    stats: dict[int, dict[int, CallStats]]
+    """{cpu: {slot: CallStats}} as stats.report.collect reads them."""
+    locks: dict[int, dict[int, LockClassStats]]
+    """{cpu: {lock class: figures}} for every class with at least one acquisition."""
+    usage: dict[int, ProcessUsage]
+    host_cores: int
+    pinned: bool
+    counters: dict[int, dict[str, int]]
+    """Per CPU: what its host activities did ({"realms created": 12, ...})."""
+    realms: tuple[RealmOutcome, ...]
+    failures: tuple[CpuFailure, ...]
+    problems: tuple[str, ...]
+    invariants: InvariantReport | None
+    interrupted: bool
+    outputs: dict[str, str] = field(default_factory=dict)
+    """What was written where: {"json": path, "trace": path, "tokens": dir, ...}."""
+    host: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (not self.failures and not self.problems and not self.interrupted
+                and all(r.ok for r in self.realms)
+                and self.invariants is not None and self.invariants.ok)
+
+    @property
+    def oversubscribed(self) -> bool:
+        """More simulated CPUs than host cores: latency then includes time a CPU was not scheduled."""
+        return self.cpus > self.host_cores
+
+    @property
+    def total_calls(self) -> int:
+        return latency.total_calls(self.stats)
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.total_calls / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def collect_locks(machine: "Machine", cpus: list[int]) -> dict[int, dict[int, LockClassStats]]:
+    """Per CPU and lock class, the figures each CPU last published (Cpu.flush_statistics)."""
+    out: dict[int, dict[int, LockClassStats]] = {}
+    for cpu in cpus:
+        area = machine.cpu_area(cpu)
+        try:
+            rows = area.lock_class_stats(CLASSES)
+        finally:
+            area.release()
+        out[cpu] = {cls: LockClassStats(*row) for cls, row in enumerate(rows) if row[0]}
+    return out

@@ -1,0 +1,109 @@
+"""Report records of rmm_mp/stats/report.py for `rmm-mp run`: kinds, lock class names, CallRecord
+lists with "all" totals, and the time split.
+
+Scenarios: every slot range maps to its kind; lock class names agree with the RMM's granule
+states; call_records orders by kind, name and CPU, always adds an "all" record, and gives the
+percentiles, means and split the histograms hold; time_split sums RMI calls only (RSI, PSCI and
+REC runs are nested inside RMI_REC_ENTER) and its parts add up; the original rows() and
+format_table() are unchanged.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from report_samples import slot_of, stats_of
+from rmm_mp.abi.psci import PsciFid
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.hw.granule import CLASSES, OTHER_CLASS
+from rmm_mp.rmm.granule_state import GranuleState
+from rmm_mp.stats import calls
+from rmm_mp.stats import report as latency
+
+DELEGATE = slot_of(int(RmiFid.RMI_GRANULE_DELEGATE))
+ENTER = slot_of(int(RmiFid.RMI_REC_ENTER))
+HOST_CALL = slot_of(int(RsiFid.RSI_HOST_CALL))
+CPU_ON = slot_of(int(PsciFid.PSCI_CPU_ON))
+
+
+@pytest.mark.parametrize(("slot", "kind"), [
+    (0, "RMI"), (calls.RMI_UNUSED_SLOT, "RMI"), (calls.RSI_BASE, "RSI"), (HOST_CALL, "RSI"), (CPU_ON, "PSCI"),
+    (calls.PSCI_BASE + 31, "PSCI"), (calls.EXIT_BASE, "EXIT"), (calls.EXIT_BASE + 15, "EXIT"),
+    (calls.HOST_BASE, "HOST"), (calls.SLOTS - 1, "HOST")])
+def test_kind_follows_the_slot_ranges(slot: int, kind: str) -> None:
+    """RMI 0..31, RSI 32..63, PSCI 64..95, EXIT 96..111, HOST 112..127 (stats.calls)."""
+    assert latency.kind(slot) == kind
+
+
+def test_kind_rejects_a_slot_outside_the_table() -> None:
+    with pytest.raises(ValueError, match="slot = 128"):
+        latency.kind(calls.SLOTS)
+
+
+def test_lock_class_names_are_the_granule_states() -> None:
+    """Classes below 7 are named as rmm.granule_state names the states; OTHER_CLASS is OTHER."""
+    assert latency.LOCK_CLASS_NAMES == GranuleState.NAMES
+    assert [latency.lock_class_name(c) for c in range(7)] == list(GranuleState.NAMES)
+    assert latency.lock_class_name(OTHER_CLASS) == "OTHER"
+    assert latency.lock_class_name(7) == "CLASS_7"
+    with pytest.raises(ValueError, match="lock class = 16"):
+        latency.lock_class_name(CLASSES)
+
+
+def test_call_records_order_totals_and_figures() -> None:
+    """Records come by kind (RMI before RSI before PSCI), then name, then CPU, with "all" after
+    each call's CPUs; figures are what the histograms hold (percentile = bucket upper edge)."""
+    stats = {
+        1: {DELEGATE: stats_of(DELEGATE, [1000] * 10, el3=0.2, lock=0.1, errors=2)},
+        0: {CPU_ON: stats_of(CPU_ON, [5000]), DELEGATE: stats_of(DELEGATE, [2000] * 10, el3=0.5),
+            HOST_CALL: stats_of(HOST_CALL, [3000])},
+    }
+    records = latency.call_records(stats)
+    assert [(r.call, r.cpu) for r in records] == [
+        ("RMI_GRANULE_DELEGATE", 0), ("RMI_GRANULE_DELEGATE", 1), ("RMI_GRANULE_DELEGATE", "all"),
+        ("RSI_HOST_CALL", 0), ("RSI_HOST_CALL", "all"), ("PSCI_CPU_ON", 0), ("PSCI_CPU_ON", "all")]
+    total = records[2]
+    assert (total.kind, total.count, total.errors, total.max, total.mean) == ("RMI", 20, 2, 2000, 1500)
+    assert total.p50 == 1007  # 1000 lies in bucket [992, 1007]: the upper edge is reported
+    assert total.p90 == total.p99 == total.p999 == 2000  # [1984, 2015] capped at the exact max
+    assert (total.el3_mean, total.rmm_mean, total.lock_wait_mean) == (600, 850, 50)
+    assert total.el3_mean + total.rmm_mean + total.lock_wait_mean == total.mean
+    assert [f for f in latency.RECORD_FIELDS] == ["cpu", "call", "kind", "count", "errors", "p50", "p90", "p99",
+                                                    "p999", "max", "mean", "el3_mean", "rmm_mean", "lock_wait_mean"]
+
+
+def test_a_single_cpu_still_gets_an_all_record() -> None:
+    """Consumers find totals by cpu == "all" whatever the CPU count."""
+    records = latency.call_records({0: {DELEGATE: stats_of(DELEGATE, [100, 200])}})
+    assert [(r.cpu, r.count) for r in records] == [(0, 2), ("all", 2)]
+
+
+def test_time_split_covers_rmi_calls_only_and_adds_up() -> None:
+    """An RSI call and a REC run happen inside RMI_REC_ENTER: the split leaves them out."""
+    per_slot = {DELEGATE: stats_of(DELEGATE, [1000] * 4, el3=0.25, lock=0.5),
+                ENTER: stats_of(ENTER, [10_000], el3=0.1),
+                HOST_CALL: stats_of(HOST_CALL, [3000]),
+                calls.EXIT_BASE + 5: stats_of(calls.EXIT_BASE + 5, [8000])}
+    split = latency.time_split(per_slot)
+    assert (split.calls, split.total_ns) == (5, 14_000)
+    assert (split.el3_ns, split.rmm_ns, split.lock_wait_ns) == (1000 + 1000, 1000 + 9000, 2000)
+    assert split.el3_ns + split.rmm_ns + split.lock_wait_ns == split.total_ns
+
+
+def test_merged_sums_every_cpu() -> None:
+    stats = {0: {DELEGATE: stats_of(DELEGATE, [100])}, 3: {DELEGATE: stats_of(DELEGATE, [300, 500])}}
+    total = latency.merged(stats)[DELEGATE]
+    assert (total.count, total.sum_ns, total.max_ns) == (3, 900, 500)
+
+
+def test_the_original_rows_and_table_are_unchanged() -> None:
+    """tools/ and the old CLI use rows(), format_table(), as_records(): same fields as before."""
+    stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])}, 1: {DELEGATE: stats_of(DELEGATE, [4000])}}
+    rows = latency.rows(stats)
+    assert [(r.cpu, r.call, r.count) for r in rows] == [
+        (0, "RMI_GRANULE_DELEGATE", 1), (1, "RMI_GRANULE_DELEGATE", 1), ("all", "RMI_GRANULE_DELEGATE", 2)]
+    assert set(latency.as_records(rows)[0]) == {"cpu", "call", "count", "errors", "p50", "p90", "p99", "p999",
+                                                 "max", "mean", "el3_mean", "handler_mean", "lockwait_mean"}
+    assert latency.format_table(rows).splitlines()[0].split()[:4] == ["cpu", "call", "count", "errors"]
+    assert latency.total_calls(stats) == 2

@@ -1,0 +1,71 @@
+"""The latency PNG (rmm_mp/stats/plot.py) and render.write_plot.
+
+Scenarios: a report's plot is a real PNG of some size; with more calls than panels only the
+busiest get one and the rest are named; the cumulative line steps at bucket upper edges (capped
+at the maximum) and reaches 1; x limits span whole decades; without matplotlib (its import made
+to fail) PlotUnavailable says how to install it and no file is written; a report without
+latency cannot be plotted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from report_samples import hand_built, stats_of
+from rmm_mp.stats import calls, plot
+from rmm_mp.workload import render
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_plot_makes_a_png(tmp_path: Path) -> None:
+    """A two-CPU report with every kind of call becomes a PNG of more than 20 kB."""
+    path = tmp_path / "latency.png"
+    render.write_plot(hand_built(), str(path))
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 20_000
+    render.check_plot()  # matplotlib is there: no error
+
+
+def test_only_the_busiest_calls_get_a_panel(tmp_path: Path) -> None:
+    """Five calls with 5..1 calls each and room for three: the two quietest are left out, by name."""
+    stats = {0: {slot: stats_of(slot, [1000 * slot + 500] * (6 - slot)) for slot in range(1, 6)}}
+    shown, left_out = plot.busiest(stats, 3)
+    assert shown == [1, 2, 3] and left_out == [4, 5]
+    path = tmp_path / "few.png"
+    assert plot.write_plot(stats, str(path), "t", max_calls=3) == [calls.name(4), calls.name(5)]
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cdf_steps_at_bucket_upper_edges() -> None:
+    """Samples 1000 x3 and 2000 x1: steps at 1.007 us (bucket [992, 1007]) and at the max 2.0 us."""
+    xs, ys = plot.cdf(stats_of(0, [1000, 1000, 1000, 2000]))
+    assert xs == [1.007, 2.0] and ys == [0.75, 1.0]
+    assert plot.decades(1.007, 2.0) == (1.0, 10.0)
+    assert plot.decades(0.5, 150.0) == (0.1, 1000.0)
+    assert plot.decades(10.0, 10.0) == (10.0, 100.0)
+
+
+def test_missing_matplotlib_raises_plot_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With matplotlib unimportable the error names the extra to install, and nothing is written."""
+    # None in sys.modules makes an import fail; submodules an earlier test imported are cached
+    # under their own names, so every one of them is blocked too.
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    path = tmp_path / "latency.png"
+    with pytest.raises(render.PlotUnavailable, match=r"pip install 'rmm-mp\[plot\]'") as info:
+        render.write_plot(hand_built(), str(path))
+    assert isinstance(info.value, RuntimeError)
+    with pytest.raises(render.PlotUnavailable, match="matplotlib"):
+        render.check_plot()
+    assert not path.exists()
+
+
+def test_a_report_without_latency_cannot_be_plotted(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--no-latency"):
+        render.write_plot(hand_built(latency_recorded=False, stats={}), str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="no calls"):
+        plot.write_plot({}, str(tmp_path / "x.png"))

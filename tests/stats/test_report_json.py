@@ -1,0 +1,130 @@
+"""The JSON and CSV views of a run report (rmm_mp/workload/render_json.py) against
+docs/report-schema.json, for hand-built reports and for a report of a real short run.
+
+Scenarios: a full hand-built report, and variants (no latency recorded, invariants not checked,
+one CPU, pinning asked but impossible, more CPUs than host cores, nothing at all recorded) each
+validate; the document carries the figures the report holds (seed, host facts, warnings, locks
+with their "all" sums, processes, realms, failures, the RMI time split); write_json writes the
+same document; the CSV has one row per latency record with the JSON's columns; a real run (a
+realm on CPU 0, then two CPU processes delegating, pinned) validates and its records count the
+calls that were made.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from report_samples import hand_built, real_run
+from rmm_mp import Machine
+from rmm_mp.runtime import ProcessUsage
+from rmm_mp.workload import render
+from schema_subset import errors
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "report-schema.json").read_text())
+
+
+def _valid(doc: dict[str, Any]) -> dict[str, Any]:
+    found = errors(doc, SCHEMA)
+    assert found == [], found
+    return doc
+
+
+UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0), 1: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None)}
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"latency_recorded": False, "stats": {}},
+    {"invariants": None, "interrupted": True},
+    {"cpus": 1, "host_cores": 1, "host": {}, "outputs": {}},
+    {"pinned": True, "usage": UNPINNED},
+    {"cpus": 4, "host_cores": 2},
+    {"stats": {}, "locks": {}, "usage": {}, "counters": {}, "realms": (), "failures": (), "problems": ()},
+], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty"])
+def test_hand_built_reports_validate(changes: dict[str, Any]) -> None:
+    """Every shape a report can take gives a document the schema accepts."""
+    _valid(render.to_json(hand_built(**changes)))
+
+
+def test_document_carries_the_report() -> None:
+    """Metadata, seed and host facts; records in ns; lock sums; processes; realms; failures; ok."""
+    doc = _valid(render.to_json(hand_built()))
+    assert doc["schema"] == "rmm-mp-run-report/1" and doc["latency_unit"] == "ns"
+    assert (doc["workload"], doc["seed"], doc["cpus"], doc["ok"]) == ("smp-realms", 7, 2, False)
+    assert doc["host"] == {"cores": 2, "machine": "x86_64", "python": "3.11.7", "date": "2026-11-27 10:00:00 +0000"}
+    assert doc["warnings"] == []
+    delegate = [r for r in doc["latency"] if r["call"] == "RMI_GRANULE_DELEGATE"]
+    assert [(r["cpu"], r["count"], r["errors"], r["max"]) for r in delegate] == [
+        (0, 100, 3, 50_000), (1, 40, 0, 2500), ("all", 140, 3, 50_000)]
+    assert {r["kind"] for r in doc["latency"]} == {"RMI", "RSI", "PSCI", "EXIT", "HOST"}
+    rtt = [r for r in doc["locks"] if r["class"] == "RTT"]
+    assert [(r["cpu"], r["acquired"], r["contended"], r["max_wait_ns"]) for r in rtt] == [
+        (0, 1000, 10, 20_000), (1, 500, 25, 40_000), ("all", 1500, 35, 40_000)]
+    assert rtt[2]["contended_share"] == pytest.approx(35 / 1500, abs=1e-6)  # rounded to 6 places
+    grand = doc["locks"][-1]
+    assert (grand["cpu"], grand["class"], grand["acquired"], grand["wait_ns"]) == ("all", "all", 1514, 200_900)
+    assert [(p["cpu"], p["involuntary_switches"]) for p in doc["processes"]] == [(0, 340), (1, 120)]
+    assert [(r["name"], r["ok"]) for r in doc["realms"]] == [("vm0", True), ("vm1", False)]
+    assert doc["failures"] == [{"cpu": 1, "how": "raised RuntimeError", "held_locks": ["0x88012000"],
+                                "traceback": "Traceback (most recent call last):\n  boom\n"}]
+    assert doc["invariants"]["violation_count"] == 1 and not doc["invariants"]["ok"]
+    split = doc["time_split"][-1]
+    assert split["cpu"] == "all" and split["el3_ns"] + split["rmm_ns"] + split["lock_wait_ns"] == split["total_ns"]
+    assert split["calls"] == sum(r["count"] for r in doc["latency"] if r["kind"] == "RMI" and r["cpu"] == "all")
+
+
+def test_warnings_for_oversubscription_and_impossible_pinning() -> None:
+    """Both warnings appear in the JSON list, worded as the issue asks."""
+    doc = _valid(render.to_json(hand_built(cpus=4, host_cores=2, pinned=True, usage=UNPINNED)))
+    assert doc["warnings"] == [
+        "4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled",
+        "pinning was asked (--pin) but was not possible for CPU 1: they ran unpinned"]
+    assert render.warnings(hand_built(pinned=True, usage={0: UNPINNED[0]})) == []
+
+
+def test_without_latency_the_latency_parts_are_empty() -> None:
+    doc = _valid(render.to_json(hand_built(latency_recorded=False)))
+    assert doc["latency"] == [] and doc["time_split"] == [] and doc["latency_recorded"] is False
+    assert doc["locks"]  # lock statistics do not depend on latency recording
+
+
+def test_write_json_and_csv(tmp_path: Path) -> None:
+    """write_json writes to_json's document; the CSV has the record columns and one row per record."""
+    report = hand_built()
+    render.write_json(report, str(tmp_path / "r.json"))
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc == render.to_json(report)
+    render.write_csv(report, str(tmp_path / "r.csv"))
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(doc["latency"][0])
+    assert len(rows) == 1 + len(doc["latency"])
+    assert [dict(zip(rows[0], r)) for r in rows[1:]] == [{k: str(v) for k, v in rec.items()} for rec in doc["latency"]]
+    render.write_csv(hand_built(latency_recorded=False), str(tmp_path / "none.csv"))
+    assert (tmp_path / "none.csv").read_text().splitlines() == [",".join(rows[0])]
+
+
+@pytest.mark.multiprocess
+def test_a_real_run_report_validates(tmp_path: Path) -> None:
+    """A realm entered on CPU 0, then two pinned CPU processes each making 200 DELEGATE +
+    UNDELEGATE pairs: the document validates, counts those calls, and its text shows them."""
+    with Machine.create("host", cpus=2) as m:
+        report = real_run(m, rounds=200)
+    doc = _valid(render.to_json(report))
+    assert doc["ok"], render.format_report(report)
+    by_call = {(r["call"], r["cpu"]): r for r in doc["latency"]}
+    assert by_call[("RMI_GRANULE_DELEGATE", 1)]["count"] == 200
+    assert by_call[("RMI_GRANULE_DELEGATE", "all")]["count"] >= 400  # the realm's build delegated more on CPU 0
+    for call in ("RMI_REC_ENTER", "RSI_VERSION", "RSI_HOST_CALL", "PSCI_SYSTEM_OFF", "EXIT_HOST_CALL", "EXIT_PSCI"):
+        assert by_call[(call, 0)]["count"] >= 1, call
+    assert [p["cpu"] for p in doc["processes"]] == [0, 1]
+    assert any(r["class"] == "DELEGATED" and r["cpu"] == 1 and r["acquired"] == 200 for r in doc["locks"])
+    render.write_csv(report, str(tmp_path / "r.csv"))
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + len(doc["latency"])
+    text = render.format_report(report)
+    assert "RMI_GRANULE_DELEGATE" in text and "EXIT_HOST_CALL" in text and text.endswith("result: OK")

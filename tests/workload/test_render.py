@@ -1,0 +1,136 @@
+"""The text report of a run (rmm_mp/workload/render.py format_report, drawn by render_text.py).
+
+Scenarios, on hand-built reports (tests/stats/report_samples.py): the header names workload,
+source, platform, CPUs, host cores, seed, time, rate, latency recording and pinning; every kind
+of call gets its table with per-CPU rows and an "all" row only where more than one CPU made the
+call, figures in us; the RMI time split and its shares; lock contention per class and CPU;
+CPU processes; WARNING lines for oversubscription and impossible pinning; the --no-latency
+message instead of tables; realms capped with the rest counted; failures, problems, invariants,
+outputs and the verdict; every line within 120 columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rmm_mp.check import InvariantReport
+from rmm_mp.runtime import ProcessUsage
+from rmm_mp.workload.render import format_report
+from rmm_mp.workload.report import RealmOutcome
+from stats.report_samples import hand_built
+
+GOOD = dict(failures=(), problems=(), invariants=InvariantReport(4096, (), {"NS": 4096}),
+            realms=(RealmOutcome("vm0", 2, True, "SYSTEM_OFF", {"exits": 40}),))
+
+
+def _section(text: str, title: str) -> list[str]:
+    """The lines of the section whose title starts with ``title``, up to the next blank line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next((i for i in range(start, len(lines)) if not lines[i]), len(lines))
+    return lines[start:end]
+
+
+def _row(lines: list[str], *first: str) -> list[str]:
+    return next(line.split() for line in lines if line.split()[:len(first)] == list(first))
+
+
+def test_header_says_what_ran() -> None:
+    text = format_report(hand_built(**GOOD))
+    head = text.splitlines()[:4]
+    assert head[0] == "workload smp-realms (workloads/smp-realms.toml)"
+    assert head[1] == ("platform host: 2 CPUs on 2 host cores, seed 7, ran 2.01 s (limit 2 s), 200 calls, "
+                       "99 calls/s")
+    assert head[2] == "latency recorded: yes; pinning: off"
+    assert head[3] == "host: x86_64, Python 3.11.7, 2026-11-27 10:00:00 +0000"
+    assert "WARNING" not in text and text.endswith("result: OK")
+    assert format_report(hand_built(cpus=3, **GOOD)).endswith("result: OK (1 warning above)")
+
+
+def test_latency_tables_per_kind_in_us() -> None:
+    """DELEGATE on CPUs 0 and 1 has an "all" row; UNDELEGATE (CPU 0 only) has none."""
+    text = format_report(hand_built())
+    rmi = _section(text, "RMI calls (EL3 entry to EL3 exit)")
+    assert rmi[1].split() == ["call", "cpu", "count", "errors", "p50", "p90", "p99", "p99.9", "max", "mean"]
+    assert _row(rmi, "RMI_GRANULE_DELEGATE", "0") == ["RMI_GRANULE_DELEGATE", "0", "100", "3", "2.62", "2.62",
+                                                      "4.03", "50.00", "50.00", "3.20"]
+    assert _row(rmi, "RMI_GRANULE_DELEGATE", "all")[2] == "140"
+    assert [line.split()[1] for line in rmi if line.startswith("RMI_GRANULE_UNDELEGATE")] == ["0"]
+    for title, call in [("RSI calls", "RSI_HOST_CALL"), ("PSCI calls", "PSCI_CPU_ON"),
+                        ("REC runs by exit reason", "EXIT_HOST_CALL"), ("Host activities", "SLOT_112")]:
+        assert _row(_section(text, title), call, "0")[0] == call
+    assert "percentiles are the upper edges of histogram buckets" in text
+
+
+def test_time_split_of_rmi_calls() -> None:
+    """Mean per call in us and shares of the calls' time, per call and in total per CPU and overall."""
+    split = _section(format_report(hand_built()), "Time split of RMI calls")
+    delegate = _row(split, "RMI_GRANULE_DELEGATE", "all")
+    assert delegate[2:] == ["140", "3.00", "0.79", "26.2", "2.10", "70.0", "0.11", "3.8"]
+    total = _row(split, "all", "RMI", "calls", "all")
+    assert total[4] == "194"
+    assert abs(sum(float(total[i]) for i in (7, 9, 11)) - 100) < 0.3
+    assert _row(split, "all", "RMI", "calls", "0")[4] == "153"
+
+
+def test_lock_contention_per_class_and_cpu() -> None:
+    locks = _section(format_report(hand_built()), "Lock contention per granule class")
+    assert _row(locks, "RTT", "all") == ["RTT", "all", "1,500", "35", "2.33", "200.00", "40.00"]
+    assert _row(locks, "DATA", "1") == ["DATA", "1", "4", "1", "25.00", "0.90", "0.90"]
+    assert not any(line.split()[:2] == ["DATA", "all"] for line in locks)  # one CPU: no total row
+    assert _row(locks, "all", "classes", "all")[3] == "1,514"
+
+
+def test_cpu_processes() -> None:
+    procs = _section(format_report(hand_built(pinned=True, usage={0: ProcessUsage(1.5, 0.25, 12, 340, 60 << 20, 1)})),
+                     "CPU processes")
+    assert procs[1].split() == ["cpu", "user", "s", "system", "s", "involuntary", "cs", "voluntary", "cs", "peak",
+                                "RSS", "core"]
+    assert procs[3].split() == ["0", "1.50", "0.25", "340", "12", "60.0", "1"]
+
+
+def test_warnings_are_printed_near_the_top() -> None:
+    text = format_report(hand_built(cpus=4, host_cores=2, pinned=True,
+                                    usage={0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None)}))
+    warnings = [line for line in text.splitlines()[:8] if line.startswith("WARNING: ")]
+    assert warnings == [
+        "WARNING: 4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled",
+        "WARNING: pinning was asked (--pin) but was not possible for CPU 0: they ran unpinned"]
+
+
+def test_no_latency_says_so_instead_of_empty_tables() -> None:
+    text = format_report(hand_built(latency_recorded=False, stats={}, **GOOD))
+    assert "latency recorded: no (--no-latency)" in text
+    assert "Latency was not recorded (--no-latency): no per-call figures and no time split." in text
+    assert "RMI calls (" not in text and "Time split" not in text
+    assert "Lock contention per granule class" in text
+
+
+def test_realms_are_capped_with_the_rest_counted() -> None:
+    """30 ok realms and one failed: the failed one and 20 ok ones are shown, 10 are counted."""
+    realms = tuple(RealmOutcome(f"vm#{n}", 1, True, "SYSTEM_OFF", {"exits": n}) for n in range(30))
+    failed = RealmOutcome("vm#bad", 1, False, "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + "x" * 150)
+    section = _section(format_report(hand_built(realms=(*realms, failed))), "Realms: 30 of 31 ok")
+    names = [line.split()[0] for line in section[3:]]
+    assert names[0] == "vm#bad" and names[1:21] == [f"vm#{n}" for n in range(20)]
+    assert section[-1] == "... and 10 more realms, all ok (the JSON report lists every realm)"
+    assert section[3].endswith("x" * 150)  # a failed realm's detail is never clipped
+
+
+def test_failures_problems_invariants_outputs_and_verdict() -> None:
+    text = format_report(hand_built(interrupted=True))
+    assert "  CPU 1 raised RuntimeError; locks still held: 0x88012000\n  Traceback" in text
+    assert "  vm1 did not reach SYSTEM_OFF" in text
+    assert "invariants: 1 invariant violations:\n[lock-held] granule 0x88012000: locked by CPU 1" in text
+    assert "Written: json out/report.json, trace out/trace.json" in text
+    assert "INTERRUPTED" in text.splitlines()[4]
+    assert text.splitlines()[-1] == ("result: FAILED: 1 realm failed, 1 CPU process failed, 1 problem, "
+                                     "1 invariant violation, interrupted")
+    unchecked = format_report(replace(hand_built(**GOOD), invariants=None))
+    assert "invariants: not checked" in unchecked and unchecked.endswith("result: FAILED: invariants not checked")
+
+
+def test_lines_fit_in_120_columns() -> None:
+    for report in (hand_built(), hand_built(cpus=8, host_cores=2), hand_built(latency_recorded=False)):
+        long = [line for line in format_report(report).splitlines() if len(line) > 120]
+        assert long == [], long
