@@ -1,12 +1,11 @@
 """The rmm-mp command line (click). It parses, calls into the package, and prints.
 
 Every piece of logic a subcommand needs lives in an importable module (workload.run,
-hw.platform, hw.orphans) so that tests reach it without a shell.
+hw.platform, hw.orphans) so that tests reach it without a shell. `run` and the `workloads` group
+are defined in workload/cli.py and registered here.
 """
 
 from __future__ import annotations
-
-import sys
 
 import click
 
@@ -14,10 +13,7 @@ from rmm_mp import __version__
 from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
-from rmm_mp.hw.faults import MachineError
-from rmm_mp.stats.report import format_table
-from rmm_mp.workload import run as runner
-from rmm_mp.workload.builtin import BUILTINS
+from rmm_mp.workload import cli as workload_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,52 +25,6 @@ def main() -> None:
     memory behind per-granule locks. Use it to stress-test lock correctness, run multi-realm
     workloads and measure per-CPU call latency.
     """
-
-
-@main.command()
-@click.argument("workload", metavar="WORKLOAD")
-@click.option("--platform", "platform_name", default="host", show_default=True,
-              help="Bundled platform name (rmm-mp platform list) or a path to a platform TOML file.")
-@click.option("--cpus", type=int, default=None, help="Simulated CPUs, one process each [default: all of the platform's].")
-@click.option("--seconds", type=float, default=None, help="Run for this long [default: 5 unless --iterations is given].")
-@click.option("--iterations", type=int, default=None, help="Stop each CPU after this many iterations instead.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every CPU's random choices.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write the report as JSON to this file.")
-@click.option("--progress/--no-progress", default=None, help="Show the progress bar [default: when stderr is a terminal].")
-def run(workload: str, platform_name: str, cpus: int | None, seconds: float | None, iterations: int | None,
-        seed: int, json_path: str | None, progress: bool | None) -> None:
-    """Run WORKLOAD on a fresh machine and report per-CPU, per-call latency.
-
-    Bundled workloads: delegate-churn (every CPU delegates and undelegates granules, some
-    shared between CPUs and some private). Exit status: 0 when every CPU finished, every check
-    passed and every invariant held; 1 otherwise; 2 for bad arguments.
-    """
-    if seconds is None and iterations is None:
-        seconds = 5.0
-    try:
-        result = runner.run_builtin(workload, platform_name, cpus, seconds, iterations, seed, progress)
-    except (ValueError, MachineError) as exc:
-        raise click.UsageError(str(exc)) from None
-    click.echo(f"workload {result.workload} on platform {result.platform}: {result.cpus} CPUs, "
-               f"seed {result.seed}, {result.elapsed_s:.2f} s")
-    click.echo(format_table(result.latency))
-    click.echo(f"\n{result.total_calls:,} calls, {result.calls_per_second:,.0f} calls/s in total")
-    for cpu, counters in result.counters.items():
-        shown = ", ".join(f"{k} {v:,}" for k, v in counters.items())
-        click.echo(f"cpu {cpu}: {shown}")
-    for failure in result.failures:
-        click.echo(failure.describe(), err=True)
-    for problem in result.problems:
-        click.echo(f"check failed: {problem}", err=True)
-    if result.invariants is not None:
-        click.echo(str(result.invariants), err=not result.invariants.ok)
-    if result.interrupted:
-        click.echo("interrupted", err=True)
-    if json_path:
-        result.write_json(json_path)
-        click.echo(f"report written to {json_path}")
-    sys.exit(0 if result.ok else 1)
 
 
 @main.command()
@@ -133,19 +83,9 @@ def platform_show(name: str, public_key: bool) -> None:
     click.echo(f"attestation keys: {plat.attestation.keys}")
 
 
-@main.group(name="workloads")
-def workloads_group() -> None:
-    """List the bundled workloads."""
-
-
-@workloads_group.command(name="list")
-def workloads_list() -> None:
-    """List the bundled workloads."""
-    for name, builtin in sorted(BUILTINS.items()):
-        click.echo(f"{name:16} {builtin.description}")
-
-
 main.add_command(attest_group)
+main.add_command(workload_cli.run)
+main.add_command(workload_cli.workloads_group)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,9 @@ Every CPU works on two pools of NS granules:
 Calls go through cpu.smc only (the host speaks SMC). Counters are published to the CPU's
 shared area every batch so that the parent can show progress.
 
+``delegate_churn`` is a CPU target that loops; ``ChurnStep`` is one iteration at a time (the
+workload engine's delegate-churn activity); ``settle`` checks the balance afterwards.
+
 This module owns the churn activity. It must not reach into RMM internals.
 """
 
@@ -65,29 +68,67 @@ class ChurnResult:
 def delegate_churn(cpu: Cpu, plan: ChurnPlan) -> ChurnResult:
     """Run churn on ``cpu`` until the stop flag is set or ``plan.iterations`` are done."""
     rng = random.Random(plan.seed * 1_000_003 + cpu.id)
-    machine = cpu.machine
-    stop_word = machine.control
-    smc = cpu.smc
-    shared, private = plan.shared, plan.private_for(cpu.id)
-    pattern = (b"rmm-mp churn cpu %d " % cpu.id) * 8
-    zero = bytes(len(pattern))
-    counts = [0] * COUNTERS
+    stop_word = cpu.machine.control
+    one = ChurnStep(cpu, plan.shared, plan.private_for(cpu.id), rng, plan.check_wipe)
+    counts = one.counts
     limit = plan.iterations
     while not stop_word.stop_requested and (limit is None or counts[ITERATIONS] < limit):
         batch = BATCH if limit is None else min(BATCH, limit - counts[ITERATIONS])
         for _ in range(batch):
-            counts[ITERATIONS] += 1
-            if private and (not shared or rng.random() < 0.5):
-                _private_round(machine, smc, rng.choice(private), pattern, zero, plan.check_wipe)
-                counts[PRIVATE_ROUNDS] += 1
-                continue
-            pa = rng.choice(shared)
-            if rng.random() < 0.5:
-                counts[SHARED_DELEGATED if _raced(smc(DELEGATE, pa)[0], "DELEGATE", pa) else SHARED_DELEGATE_LOST] += 1
-            else:
-                counts[SHARED_UNDELEGATED if _raced(smc(UNDELEGATE, pa)[0], "UNDELEGATE", pa) else SHARED_UNDELEGATE_LOST] += 1
+            one.step()
         _COUNTERS.pack_into(cpu.area.buf, OFF_COUNTERS, *counts)
-    return ChurnResult(cpu.id, *counts[:6])
+    return one.result()
+
+
+class ChurnStep:
+    """One CPU's churn state: ``step()`` is one iteration (a private round, or one DELEGATE or
+    UNDELEGATE of a shared granule); workload engines call it one iteration at a time."""
+
+    def __init__(self, cpu: Cpu, shared: tuple[int, ...], private: tuple[int, ...], rng: random.Random,
+                 check_wipe: bool = True) -> None:
+        self.cpu_id = cpu.id
+        self.machine = cpu.machine
+        self.smc = cpu.smc
+        self.shared, self.private = shared, private
+        self.rng = rng
+        self.check_wipe = check_wipe
+        self.pattern = (b"rmm-mp churn cpu %d " % cpu.id) * 8
+        self.zero = bytes(len(self.pattern))
+        self.counts = [0] * COUNTERS
+
+    def step(self) -> None:
+        counts, rng, smc = self.counts, self.rng, self.smc
+        counts[ITERATIONS] += 1
+        if self.private and (not self.shared or rng.random() < 0.5):
+            _private_round(self.machine, smc, rng.choice(self.private), self.pattern, self.zero, self.check_wipe)
+            counts[PRIVATE_ROUNDS] += 1
+            return
+        pa = rng.choice(self.shared)
+        if rng.random() < 0.5:
+            counts[SHARED_DELEGATED if _raced(smc(DELEGATE, pa)[0], "DELEGATE", pa) else SHARED_DELEGATE_LOST] += 1
+        else:
+            counts[SHARED_UNDELEGATED if _raced(smc(UNDELEGATE, pa)[0], "UNDELEGATE", pa) else SHARED_UNDELEGATE_LOST] += 1
+
+    def result(self) -> ChurnResult:
+        return ChurnResult(self.cpu_id, *self.counts[:6])
+
+
+def settle(cpu: Cpu, shared: tuple[int, ...], private: tuple[int, ...], results: list[ChurnResult],
+           complete: bool = True) -> list[str]:
+    """After churn on a quiescent machine: check that the shared granules' success counts
+    balance with what is left delegated (only when ``complete``: every CPU's results are in),
+    that no private granule is left delegated, and undelegate the shared ones. Returns the
+    problems found (empty when all is well)."""
+    problems: list[str] = []
+    delegated = sum(r.shared_delegated for r in results) - sum(r.shared_undelegated for r in results)
+    left = [pa for pa in shared if cpu.smc(UNDELEGATE, pa)[0] == _SUCCESS]
+    if complete and len(left) != delegated:
+        problems.append(f"success counts do not balance: {delegated} more DELEGATE than UNDELEGATE "
+                        f"successes on shared granules, but {len(left)} were left delegated")
+    for pa in private:
+        if cpu.smc(UNDELEGATE, pa)[0] == _SUCCESS:
+            problems.append(f"private granule {pa:#x} was left delegated")
+    return problems
 
 
 def _raced(x0: int, name: str, pa: int) -> bool:

@@ -1,150 +1,249 @@
-"""Running a workload on a fresh machine and producing its report.
+"""Running a resolved workload on a fresh machine and producing its RunReport.
 
-``run_builtin`` validates its arguments before anything is created, makes the machine, runs one
-CPU process per CPU, checks the outcome (the workload's own check, then the invariant checker),
-and returns a RunReport. The machine is closed (and its shared memory unlinked) whatever
-happens, Ctrl-C included.
+``run_workload`` is the whole sequence, in the parent process:
 
-This module owns the run sequence and the report record. The CLI only parses and prints.
+1. make the machine (trace rings only with a trace file), build every realm instance of the
+   file on CPU 0 with latency recording off (so the build is not in CPU 0's figures), allocate
+   the delegate-churn pools, and make the RunPlan every CPU gets and each CPU's own CpuPart
+   (the lifecycle instances it owns);
+2. run one CPU process per CPU (engine.cpu_main), with the progress bar;
+3. read the figures: latency histograms and lock statistics per CPU, the trace rings (to the
+   trace file), each realm instance's outcome;
+4. check the quiescent machine (rmm_mp.check.invariants), then tear everything down: drain the
+   run queue, destroy every realm still built, free the pages the churn held, settle the
+   delegate-churn balance; afterwards every granule must be NS again and the host's allocator
+   empty (anything else is a problem in the report);
+5. return the RunReport (render.py turns it into text, JSON, CSV, PNG).
+
+When a CPU failed or the RMM crashed, nothing is torn down (a dead CPU may hold granule locks):
+the report says what happened, and closing the machine unlinks its shared memory as always.
+Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted.
+
+This module owns the run sequence. It does not render anything.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform as host_platform
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
-import psutil
-
-from rmm_mp.check import InvariantReport, invariants
-from rmm_mp.hw import platform as platforms
-from rmm_mp.hw.cpuarea import COUNTERS
+from rmm_mp.check import invariants
+from rmm_mp.el3.attest import AttestationKeys
+from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
+from rmm_mp.host.churn import ChurnResult, settle
+from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import CpuFailure, run_cpus
+from rmm_mp.runtime import host_cores, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
-from rmm_mp.workload.builtin import BUILTINS, Builtin
+from rmm_mp.stats.trace_export import write_trace
+from rmm_mp.workload import programs, realms
+from rmm_mp.workload.cpustate import CpuPart, CpuResult, RunPlan
+from rmm_mp.workload.engine import cpu_main
+from rmm_mp.workload.realms import Finished, Instance
+from rmm_mp.workload.report import RealmOutcome, RunReport, collect_locks
+from rmm_mp.workload.resolve import DELEGATE_PRIVATE, DELEGATE_SHARED, Workload
+from rmm_mp.workload.spec import RealmTemplate
 
+if TYPE_CHECKING:
+    from rmm_mp.machine import Cpu
 
-def resolve(name: str) -> Builtin:
-    if name not in BUILTINS:
-        raise ValueError(f"workload = {name!r}: expected a bundled workload ({', '.join(sorted(BUILTINS))})")
-    return BUILTINS[name]
+TRACE_CAPACITY = 1 << 16
+"""Records per CPU trace ring with --trace: the newest 65,536 events of each CPU (2 MiB each)."""
 
 
 @dataclass(frozen=True)
-class RunReport:
-    workload: str
-    platform: str
-    cpus: int
-    seed: int
-    seconds: float | None
-    iterations: int | None
-    elapsed_s: float
-    latency: list[latency.LatencyRow]
-    total_calls: int
-    counters: dict[int, dict[str, int]]
-    failures: tuple[CpuFailure, ...]
-    problems: tuple[str, ...]
-    invariants: InvariantReport | None
-    interrupted: bool
-    host: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return (not self.failures and not self.problems and not self.interrupted
-                and self.invariants is not None and self.invariants.ok)
-
-    @property
-    def calls_per_second(self) -> float:
-        return self.total_calls / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "workload": self.workload,
-            "platform": self.platform,
-            "cpus": self.cpus,
-            "seed": self.seed,
-            "seconds": self.seconds,
-            "iterations": self.iterations,
-            "elapsed_s": round(self.elapsed_s, 6),
-            "total_calls": self.total_calls,
-            "calls_per_second": round(self.calls_per_second, 1),
-            "ok": self.ok,
-            "interrupted": self.interrupted,
-            "latency_unit": "ns",
-            "latency": latency.as_records(self.latency),
-            "counters": {str(cpu): c for cpu, c in self.counters.items()},
-            "failures": [{"cpu": f.cpu, "how": f.how, "traceback": f.traceback,
-                          "held_locks": [hex(pa) for pa in f.held_locks]} for f in self.failures],
-            "problems": list(self.problems),
-            "invariants": None if self.invariants is None else {
-                "ok": self.invariants.ok, "granules": self.invariants.granules,
-                "violations": [str(v) for v in self.invariants.violations[:100]],
-            },
-            "host": self.host,
-        }
-
-    def write_json(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as out:
-            json.dump(self.to_json(), out, indent=2)
-            out.write("\n")
+class RunOptions:
+    progress: bool | None = None
+    """Progress bar: None = when stderr is a terminal."""
+    recording: bool = True
+    pin: bool = False
+    trace_path: str | None = None
+    tokens_dir: str | None = None
+    context: str = "spawn"
 
 
-def _host_facts() -> dict[str, Any]:
-    return {"machine": host_platform.machine(), "python": host_platform.python_version(),
-            "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+def ripas_template() -> RealmTemplate:
+    """The realm every CPU doing ripas-churn builds for itself: ripas-loop, one REC, 2 MiB."""
+    return RealmTemplate("", "ripas-churn", "ripas-loop", 1, 2 << 20, 40, "sha256", b"", True, (), 1, False, None,
+                         "v12", programs.image(programs.RIPAS_LOOP, {}))
 
 
-def run_builtin(name: str, platform: str = "host", cpus: int | None = None, seconds: float | None = 5.0,
-                iterations: int | None = None, seed: int = 0, progress: bool | None = None,
-                context: str = "spawn", on_machine: Callable[[Machine], None] | None = None) -> RunReport:
-    """Run a built-in workload on a new machine; validation errors raise ValueError first."""
-    workload = resolve(name)
-    plat = platforms.load(platform)
-    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= plat.cpus):
-        raise ValueError(f"--cpus = {cpus!r}: expected an integer in 1..{plat.cpus} (platform {plat.name!r})")
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"--seconds = {seconds!r}: expected a duration > 0")
-    if iterations is not None and iterations < 1:
-        raise ValueError(f"--iterations = {iterations!r}: expected an integer >= 1")
-    if seconds is None and iterations is None:
-        raise ValueError("give --seconds or --iterations: a run needs an end")
-    with Machine.create(plat, cpus) as machine:
+def run_workload(w: Workload, options: RunOptions = RunOptions(),
+                 on_machine: Callable[[Machine], None] | None = None) -> RunReport:
+    """Run ``w`` (already resolved and checked) on a new machine; see the module docstring."""
+    if options.tokens_dir is not None:
+        os.makedirs(options.tokens_dir, exist_ok=True)
+    ids = list(range(w.cpus))
+    with Machine.create(w.platform, w.cpus, time_slice=w.time_slice,
+                        trace_capacity=TRACE_CAPACITY if options.trace_path else 0) as machine:
         if on_machine is not None:
             on_machine(machine)
-        args = workload.plan(machine, seed, iterations)
-        ids = list(range(machine.cpus))
-        bar = Progress(machine, ids, seconds, enabled=progress)
+        plan, parts, pools = _prepare(machine, w, options)
+        resident = plan.resident
+        machine.control.view.store_u64(OFF_ARRIVED, 0)
+        bar = Progress(machine, ids, w.seconds, enabled=options.progress)
+        t0 = time.perf_counter_ns()
         try:
-            result = run_cpus(machine, workload.target, ids, args, context=context, on_tick=bar.tick,
-                              timeout_s=seconds)
+            result = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=bar.tick,
+                              pin=options.pin, tracing=options.trace_path is not None)
         finally:
             bar.close()
-        # Read the figures before the check: its cleanup calls must not count as workload calls.
+        results: dict[int, CpuResult] = dict(result.results)
         stats = latency.collect(machine, ids)
+        locks = collect_locks(machine, ids)
+        outputs: dict[str, str] = {}
+        live = list(resident) + [i for r in results.values() for i in r.live]
+        finished = [f for r in results.values() for f in r.finished]
+        if options.trace_path:
+            names = _pa_names(live)
+            write_trace(machine, ids, options.trace_path, min((r.started_ns for r in results.values()), default=t0),
+                        names)
+            outputs["trace"] = options.trace_path
+        if options.tokens_dir is not None:
+            outputs["tokens"] = options.tokens_dir
+        errors = realms.Errors()
+        for r in results.values():
+            for slot, gen, message in r.errors:
+                errors.add(slot, gen, message)
+        healthy = not result.failures and not machine.dead
+        checked = invariants(machine) if healthy else None
         problems: list[str] = []
-        checked: InvariantReport | None = None
-        if not result.failures and not machine.dead:
-            problems = workload.check(machine, args, result.results)
-            checked = invariants(machine)
-        elif machine.dead:
-            problems = [f"the RMM crashed: {machine.dead_reason}"]
-        counters = {}
-        for cpu in ids:
-            area = machine.cpu_area(cpu)
-            try:
-                values = area.counters()
-            finally:
-                area.release()
-            counters[cpu] = {label: values[i] for i, label in enumerate(workload.counters[:COUNTERS])}
-        return RunReport(name, plat.name, machine.cpus, seed, seconds, iterations, result.elapsed_s,
-                         latency.rows(stats), latency.total_calls(stats), counters, result.failures,
-                         tuple(problems), checked, result.interrupted, _host_facts())
+        if machine.dead:
+            problems.append(f"the RMM crashed: {machine.dead_reason}")
+        outcomes, teardown_problems = _finish(machine, w, plan, live, finished, errors, results, pools, healthy)
+        problems += teardown_problems
+        if healthy and len(results) < len(ids):
+            problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
+        elapsed = _window(results) or result.elapsed_s
+        return RunReport(
+            workload=w.name, source=w.file.source, platform=w.platform.name, cpus=w.cpus, seed=w.seed,
+            seconds=w.seconds, iterations=w.iterations, elapsed_s=elapsed, latency_recorded=options.recording,
+            stats=stats, locks=locks, usage=dict(result.usage), host_cores=len(host_cores()), pinned=options.pin,
+            counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
+            realms=tuple(outcomes), failures=result.failures, problems=tuple(problems), invariants=checked,
+            interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by))
 
 
-def host_cores() -> int:
-    return psutil.cpu_count(logical=True) or 1
+def _prepare(machine: Machine, w: Workload, options: RunOptions) -> tuple[RunPlan, tuple[CpuPart, ...],
+                                                                          tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
+    """Build every instance and the delegate-churn pools on CPU 0 (recording off); the plan."""
+    cpu = machine.cpu(0)
+    try:
+        cpu.set_recording(False)
+        alloc, queue = NsAllocator(machine, 0), RunQueue(machine)
+        built = [realms.build(cpu, alloc, queue, t, r, index, 0, w.seed)
+                 for r, t in enumerate(w.realms) for index in range(t.instances)]
+        shared: tuple[int, ...] = ()
+        private: dict[int, tuple[int, ...]] = {}
+        if w.uses("delegate-churn"):
+            shared = tuple(alloc.alloc() for _ in range(DELEGATE_SHARED))
+            private = {c: tuple(alloc.alloc() for _ in range(DELEGATE_PRIVATE))
+                       for c in range(w.cpus) if w.uses("delegate-churn", c)}
+    finally:
+        cpu.close()
+    key = AttestationKeys(w.platform).platform_public_key_pem() if any(t.attest for t in w.realms) else None
+    ripas = ripas_template() if w.uses("ripas-churn") else None
+    resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
+    plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
+                   key)
+    parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()))
+                  for c in range(w.cpus))
+    return plan, parts, (shared, private)
+
+
+def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
+            errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
+            healthy: bool) -> tuple[list[RealmOutcome], list[str]]:
+    """Outcomes of every instance; then, on a healthy machine, the teardown and its checks."""
+    problems: list[str] = []
+    queue = RunQueue(machine)
+    ended: list[tuple[Finished, bool]] = [(f, False) for f in finished]
+    for inst in live:
+        template = w.realms[inst.realm] if inst.realm >= 0 else None
+        running = queue.realm_state(inst.slot) != DONE or template is None
+        ended.append((realms.finish(machine, queue, inst, template, platform_key=plan.platform_key,
+                                    tokens_dir=plan.tokens_dir), running))
+    ended.sort(key=lambda item: item[0].order)
+    outcomes = [realms.outcome(f, errors.of(f), running) for f, running in ended]
+    if not healthy:
+        return outcomes, problems
+    cpu = machine.cpu(0)
+    try:
+        cpu.set_recording(False)
+        problems += _teardown(cpu, w, live, results, pools)
+    except Exception as exc:    # the RMM crashed or refused a teardown step: a finding, not a crash
+        problems.append(f"teardown stopped: {type(exc).__name__}: {exc}")
+    finally:
+        cpu.close()
+    return outcomes, problems
+
+
+def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],
+              pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]]) -> list[str]:
+    """Drain the run queue, destroy every live realm, free what the churn held, settle the
+    delegate-churn balance; then check for leaks."""
+    problems: list[str] = []
+    machine = cpu.machine
+    queue, alloc = RunQueue(machine), NsAllocator(machine, 0)
+    realms.drain(queue, 0)
+    for inst in live:
+        try:
+            realms.destroy(cpu, alloc, queue, inst)
+        except (HostError, RunQueueError) as exc:
+            problems.append(f"tearing down {inst.name} failed: {exc}")
+    for r in results.values():
+        for pa in r.leftovers:
+            alloc.free(pa)
+    shared, private = pools
+    if shared:
+        mine = tuple(pa for pool in private.values() for pa in pool)
+        outs = [ChurnResult(c, *r.delegate) for c, r in results.items() if r.delegate is not None]
+        problems += settle(cpu, shared, mine, outs, complete=len(results) == w.cpus)
+        for pa in shared + mine:
+            alloc.free(pa)
+    return problems + _leaks(machine, alloc)
+
+
+def _leaks(machine: Machine, alloc: NsAllocator) -> list[str]:
+    """After teardown every granule is NS and the host allocator holds nothing."""
+    out = []
+    report = invariants(machine)
+    if not report.ok:
+        out.append(f"after teardown: {report}")
+    others = {k: v for k, v in report.state_counts.items() if k != "NS"}
+    if others:
+        out.append(f"after teardown granules are left in states {others}")
+    stats = alloc.statistics()
+    if stats.granules_in_use or stats.vmids_in_use:
+        out.append(f"after teardown the host allocator still holds {stats.granules_in_use} granules and "
+                   f"{stats.vmids_in_use} VMIDs")
+    return out
+
+
+def _pa_names(live: list[Instance]) -> dict[int, str]:
+    """RD and REC PAs -> realm name for the trace, for the realms alive at the end (resident
+    ones for the whole run). Realms torn down earlier are left out: their granules went back
+    to the host and may since have been anything else."""
+    names: dict[int, str] = {}
+    for inst in live:
+        names[inst.host.rd] = inst.name
+        names.update((rec.rec, f"{inst.name} REC {n}") for n, rec in enumerate(inst.host.recs))
+    return names
+
+
+def _window(results: dict[int, CpuResult]) -> float:
+    """Seconds from the first CPU's start to the last CPU's end (the spawn time excluded)."""
+    if not results:
+        return 0.0
+    return (max(r.ended_ns for r in results.values()) - min(r.started_ns for r in results.values())) / 1e9
+
+
+def _host_facts(machine: Machine, w: Workload, stopped_by: str) -> dict[str, Any]:
+    return {"machine": host_platform.machine(), "python": host_platform.python_version(),
+            "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "time_slice": machine.control.time_slice, "phases": ", ".join(p.name for p in w.phases),
+            "overrides": " ".join(w.overrides), "stopped_by": stopped_by}

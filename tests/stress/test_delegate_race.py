@@ -9,9 +9,8 @@ from __future__ import annotations
 from rmm_mp import GranuleProtectionFault, Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.check import invariants
-from rmm_mp.host.churn import ChurnPlan, delegate_churn
+from rmm_mp.host.churn import ChurnPlan, delegate_churn, settle
 from rmm_mp.runtime import run_cpus
-from rmm_mp.workload.builtin import BUILTINS
 
 DELEGATE = int(RmiFid.RMI_GRANULE_DELEGATE)
 UNDELEGATE = int(RmiFid.RMI_GRANULE_UNDELEGATE)
@@ -35,7 +34,9 @@ def test_cpus_race_delegate_undelegate_on_shared_granules() -> None:
         assert wins > 0 and losses > 0, "the CPUs never raced on a shared granule"
         report = invariants(m)
         assert report.ok, str(report)
-        problems = BUILTINS["delegate-churn"].check(m, (plan,), result.results)
+        cpu = m.cpu(0)
+        problems = settle(cpu, plan.shared, tuple(pa for p in plan.private for pa in p), outcomes)
+        cpu.close()
         assert problems == []
         assert invariants(m).state_counts.get("DELEGATED", 0) == 0
 

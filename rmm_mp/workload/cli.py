@@ -1,0 +1,148 @@
+"""The `rmm-mp run` command and the `rmm-mp workloads` group (click).
+
+Both parse, call spec/resolve/run/render and print; rmm_mp/cli.py registers them. A bad
+workload file or option is a usage error (exit 2) with the message spec and resolve produce
+(file:line, key, value, expected); nothing is created for it.
+
+This module owns the command-line surface of workloads. The logic lives in the modules it calls.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from rmm_mp.host import AllocatorError, HostError, RunQueueError
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.workload import render, spec
+from rmm_mp.workload.describe import describe, summary
+from rmm_mp.workload.resolve import Workload, resolve
+from rmm_mp.workload.run import RunOptions, run_workload
+
+_PATH = click.Path(dir_okay=False)
+
+
+def _resolve(workload: str, **options: object) -> Workload:
+    try:
+        return resolve(spec.load(workload), **options)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.command()
+@click.argument("workload", metavar="WORKLOAD")
+@click.option("--platform", "platform_name", default=None,
+              help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
+                   "[default: the workload's, else host].")
+@click.option("--cpus", type=int, default=None,
+              help="CPU processes, one per simulated CPU [default: the workload's, else all of the platform's].")
+@click.option("--seconds", type=float, default=None,
+              help="Run for this long instead of the workload's length (phases keep their proportions).")
+@click.option("--iterations", type=int, default=None,
+              help="Run this many activity steps per CPU instead (phases keep their proportions).")
+@click.option("--seed", type=int, default=None, help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
+@click.option("--json", "json_path", type=_PATH, default=None, help="Also write the report as JSON (docs/report-schema.json).")
+@click.option("--csv", "csv_path", type=_PATH, default=None, help="Also write the latency records as CSV.")
+@click.option("--plot", "plot_path", type=_PATH, default=None,
+              help="Also draw latency distributions as a PNG (needs matplotlib: pip install 'rmm-mp[plot]').")
+@click.option("--trace", "trace_path", type=_PATH, default=None,
+              help="Also write a Trace Event Format timeline (Perfetto, chrome://tracing): one track per CPU with "
+                   "its newest 65,536 calls, REC runs and lock waits.")
+@click.option("--no-latency", is_flag=True, help="Do not record latency (measures what recording costs).")
+@click.option("--pin", is_flag=True, help="Pin CPU process i to the i-th host core this process may use (wrapping "
+                                         "round; the report shows each process's core).")
+@click.option("--save-tokens", "tokens_dir", type=click.Path(file_okay=False), default=None,
+              help="Save every attestation token a realm obtained to this directory (CBOR, one file each: "
+                   "REALM-INSTANCE-GENERATION.cbor).")
+@click.option("--progress/--no-progress", default=None, help="Show the progress bar [default: when stderr is a terminal].")
+def run(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None, iterations: int | None,
+        seed: int | None, json_path: str | None, csv_path: str | None, plot_path: str | None, trace_path: str | None,
+        no_latency: bool, pin: bool, tokens_dir: str | None, progress: bool | None) -> None:
+    """Run WORKLOAD on a fresh machine and report per-CPU, per-call latency.
+
+    WORKLOAD is a bundled workload (rmm-mp workloads list) or a path to a workload TOML file
+    (docs/workloads.md). The file is checked completely before anything is created; the options
+    override its values and are checked the same way.
+
+    The report gives, per CPU and call (RMI, RSI, PSCI, REC exit by reason), count, p50, p90,
+    p99, p99.9 and max; the time split into EL3 world switch, RMM handler and lock wait; lock
+    contention per granule class and per CPU; each CPU process's CPU time, context switches and
+    peak RSS; what every realm did; and the invariant check (docs/latency.md).
+
+    Exit status: 0 when every CPU finished, every realm is fine, every check passed and the
+    invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, or the run
+    was interrupted; 2 for a bad workload file or bad options.
+    """
+    w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
+    if plot_path:
+        if no_latency:
+            raise click.UsageError("--plot draws latency: it cannot be combined with --no-latency")
+        try:
+            render.check_plot()
+        except render.PlotUnavailable as exc:
+            raise click.UsageError(str(exc)) from None
+    options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
+                         tokens_dir=tokens_dir)
+    try:
+        report = run_workload(w, options)
+    except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
+        # building the file's realms failed before the CPUs started (the machine is gone again)
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    files = [(key, path, write) for key, path, write in (("json", json_path, render.write_json),
+                                                          ("csv", csv_path, render.write_csv),
+                                                          ("plot", plot_path, render.write_plot)) if path]
+    report.outputs.update((key, path) for key, path, _ in files)   # so that every output lists them all
+    for _, path, write in files:
+        write(report, path)
+    click.echo(render.format_report(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@click.group(name="workloads")
+def workloads_group() -> None:
+    """List, show and check workload files (docs/workloads.md)."""
+
+
+@workloads_group.command(name="list")
+def workloads_list() -> None:
+    """List the bundled workloads with their descriptions."""
+    for name in spec.bundled():
+        click.echo(summary(spec.load(name)))
+
+
+@workloads_group.command(name="show")
+@click.argument("workload", metavar="NAME|FILE")
+@click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
+@click.option("--cpus", type=int, default=None, help="Show it resolved for this many CPUs.")
+@click.option("--seconds", type=float, default=None, help="Show it resolved for this length.")
+@click.option("--iterations", type=int, default=None, help="Show it resolved for this many steps per CPU.")
+@click.option("--seed", type=int, default=None, help="Show it resolved with this seed.")
+def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,
+                   iterations: int | None, seed: int | None) -> None:
+    """Check NAME|FILE and show it fully resolved: every realm with every value, each phase's
+    activity weights per CPU and the owner of every lifecycle realm (the options are those of
+    `rmm-mp run`)."""
+    click.echo(describe(_resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds,
+                                 iterations=iterations, seed=seed)))
+
+
+@workloads_group.command(name="validate")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+def workloads_validate(files: tuple[str, ...]) -> None:
+    """Check each FILE (or bundled name) completely, as `rmm-mp run` would before it starts
+    anything: exit 0 if all are valid, 2 after printing the first error of each bad one."""
+    bad = 0
+    for name in files:
+        try:
+            w = resolve(spec.load(name))
+        except ConfigError as exc:
+            bad += 1
+            click.echo(str(exc), err=True)
+            continue
+        length = f"{w.seconds:g} s" if w.seconds is not None else f"{w.iterations:,} steps per CPU"
+        click.echo(f"{name}: valid ({len(w.realms)} realm kinds, {w.cpus} CPUs, {len(w.phases)} phase"
+                   f"{'s' if len(w.phases) > 1 else ''}, {length})")
+    if bad:
+        sys.exit(2)

@@ -1,0 +1,221 @@
+"""What one CPU process's host keeps while it runs a workload, and what it hands back.
+
+    RunPlan    what the parent gives every CPU: the phases, the realm templates, the resident
+               realms, the shared delegate-churn pool, the run options
+    CpuPart    what it gives one CPU: the lifecycle instances it owns (built by the parent) and
+               its private delegate-churn pool
+    CpuJob     both, as one CPU sees them
+    CpuResult  what the CPU returns: counters, the instances it tore down (Finished), the ones
+               it leaves alive, vCPU errors it saw, pages to free after the final teardown
+    Host       the state the activities share on this CPU: the run loop (one REC_ENTER of a
+               queued vCPU at a time), owned instances and their generations, churn windows
+
+Ownership is what keeps CPUs from tearing a realm down under each other: a lifecycle instance is
+built, turned off, torn down and churned only by its owner CPU; resident realms (lifecycle =
+false) live for the whole run, so any CPU may churn them; any CPU runs any vCPU.
+
+This module owns the per-CPU state. It speaks SMC only (through the host library).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rmm_mp.host import RunLoop
+from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
+from rmm_mp.workload import realms
+from rmm_mp.workload.realms import Finished, Instance
+from rmm_mp.workload.resolve import Phase
+from rmm_mp.workload.spec import RealmTemplate
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Cpu
+
+_YIELDS_BEFORE_SLEEP = 32
+_IDLE_SLEEP_S = 0.0002
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What every CPU gets (sent once per CPU process; CpuPart is each one's own share)."""
+
+    seed: int
+    cpus: int
+    phases: tuple[Phase, ...]
+    realms: tuple[RealmTemplate, ...]
+    resident: tuple[Instance, ...]
+    delegate_shared: tuple[int, ...] = ()
+    ripas_template: RealmTemplate | None = None
+    recording: bool = True
+    tokens_dir: str | None = None
+    platform_key: bytes | None = None
+
+    def job(self, cpu: int, part: "CpuPart") -> "CpuJob":
+        return CpuJob(cpu, self.seed, self.cpus, self.phases, self.realms, part.owned, self.resident,
+                      self.delegate_shared if part.delegate_private else (), part.delegate_private,
+                      self.ripas_template, self.recording, self.tokens_dir, self.platform_key)
+
+
+@dataclass(frozen=True)
+class CpuPart:
+    """One CPU's own share of the plan: the lifecycle instances it owns, its private pool."""
+
+    owned: tuple[Instance, ...] = ()
+    delegate_private: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CpuJob:
+    cpu: int
+    seed: int
+    cpus: int
+    phases: tuple[Phase, ...]
+    realms: tuple[RealmTemplate, ...]
+    owned: tuple[Instance, ...]
+    resident: tuple[Instance, ...]
+    delegate_shared: tuple[int, ...] = ()
+    delegate_private: tuple[int, ...] = ()
+    ripas_template: RealmTemplate | None = None
+    recording: bool = True
+    tokens_dir: str | None = None
+    platform_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class CpuResult:
+    cpu: int
+    counters: dict[str, int]
+    finished: tuple[Finished, ...]
+    live: tuple[Instance, ...]
+    """Instances this CPU owned that are still built (the parent tears them down)."""
+    errors: tuple[tuple[int, int, str], ...]
+    """(slot, slot generation, message) of every vCPU that failed on this CPU."""
+    leftovers: tuple[int, ...]
+    """NS pages this CPU holds for resident or still-live realms; free them after teardown."""
+    delegate: tuple[int, ...] | None
+    """delegate-churn's ChurnResult fields (iterations, ... private rounds), if it ran."""
+    started_ns: int
+    ended_ns: int
+
+
+@dataclass
+class Window:
+    """One CPU's churn space in one realm: a 2 MiB protected range for rtt-churn (backed by a
+    2 MiB run of NS granules that become its DATA pages) and 16 unprotected pages for map-shared."""
+
+    base: int
+    ns_base: int
+    ready: bool = False
+    backing: int | None = None
+    assigned: set[int] = field(default_factory=set)
+    ns_pages: dict[int, int] = field(default_factory=dict)
+    mapped: set[int] = field(default_factory=set)
+    unprotected_ready: bool = False
+
+    def leftovers(self) -> list[int]:
+        """Pages this window holds that a teardown does not free: backing pages that are not a
+        realm's DATA right now, and the NS pages mapped into the realm."""
+        pages = list(self.ns_pages.values())
+        if self.backing is not None:
+            pages += [self.backing + i * 4096 for i in range(512) if i not in self.assigned]
+        return pages
+
+
+class Host:
+    """One CPU's host: the activities' shared state."""
+
+    def __init__(self, cpu: "Cpu", job: CpuJob) -> None:
+        self.cpu = cpu
+        self.job = job
+        self.machine = cpu.machine
+        self.smc = cpu.smc
+        self.loop = RunLoop(cpu)
+        self.queue = self.loop.queue
+        self.alloc = self.loop.ctx.alloc
+        self.counters: Counter[str] = Counter()
+        self.finished: list[Finished] = []
+        self.errors: list[tuple[int, int, str]] = []
+        self.owned: dict[tuple[int, int], Instance | None] = {(i.realm, i.index): i for i in job.owned}
+        self.generation = {key: 1 for key in self.owned}
+        self.turned_off: set[tuple[int, int]] = set()
+        self.private: list[Instance] = []
+        self.windows: dict[tuple[int, int], Window] = {}
+        self.delegate: tuple[int, ...] | None = None
+        self._idle = 0
+
+    # -- running vCPUs -------------------------------------------------------------------------
+
+    def run_one(self) -> bool:
+        """Take a queued vCPU and enter it once (RunLoop.step); False if the queue was empty."""
+        vcpu = self.queue.take(self.cpu.id)
+        if vcpu is None:
+            self._idle += 1
+            if self._idle < _YIELDS_BEFORE_SLEEP:
+                os.sched_yield()
+            else:
+                time.sleep(_IDLE_SLEEP_S)   # leave the core to CPUs with work
+            return False
+        self._idle = 0
+        slot = vcpu // MAX_VCPUS
+        # Read before the step: once the realm is DONE its owner may rebuild it in the slot.
+        gen = self.queue.view.load_u32(self.queue.realm_offset(slot) + R_GEN)
+        seen = len(self.loop.errors)
+        self.loop.step(vcpu)
+        if len(self.loop.errors) > seen:
+            self.errors.append((slot, gen, self.loop.errors[-1]))
+        return True
+
+    # -- lifecycle instances -------------------------------------------------------------------
+
+    def build(self, key: tuple[int, int]) -> Instance:
+        generation = self.generation[key]
+        self.generation[key] += 1
+        inst = realms.build(self.cpu, self.alloc, self.queue, self.job.realms[key[0]], key[0], key[1], generation,
+                            self.job.seed)
+        self.owned[key] = inst
+        self.turned_off.discard(key)
+        return inst
+
+    def reap(self, key: tuple[int, int]) -> None:
+        """Read what a DONE instance did, tear it down, free the pages its churn held."""
+        inst = self.owned[key]
+        assert inst is not None
+        t = self.job.realms[key[0]]
+        self.finished.append(realms.finish(self.machine, self.queue, inst, t, platform_key=self.job.platform_key,
+                                           tokens_dir=self.job.tokens_dir, turned_off=key in self.turned_off))
+        pages = self.forget(inst)
+        realms.destroy(self.cpu, self.alloc, self.queue, inst)
+        for pa in pages:
+            self.alloc.free(pa)
+        self.owned[key] = None
+
+    # -- churn -------------------------------------------------------------------------------
+
+    def churn_targets(self) -> list[Instance]:
+        """Realms this CPU may churn: every resident realm and the live instances it owns."""
+        owned = [self.owned[k] for k in sorted(self.owned)]
+        return list(self.job.resident) + [i for i in owned if i is not None]
+
+    def window(self, inst: Instance) -> Window:
+        key = (inst.slot, inst.gen)
+        win = self.windows.get(key)
+        if win is None:
+            offset = 0x4000_0000 + self.cpu.id * (2 << 20)   # below RAM (2 GiB): RIPAS EMPTY, unused by guests
+            win = self.windows[key] = Window(offset, inst.host.par_size + offset)
+        return win
+
+    def forget(self, inst: Instance) -> list[int]:
+        win = self.windows.pop((inst.slot, inst.gen), None)
+        return win.leftovers() if win is not None else []
+
+    def result(self, started_ns: int, ended_ns: int) -> CpuResult:
+        live = [i for i in self.owned.values() if i is not None] + self.private
+        leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
+        counters = dict(self.counters)
+        counters["REC entries"] = self.loop.entries
+        return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
+                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns)

@@ -1,0 +1,84 @@
+"""Text views of workloads for `rmm-mp workloads list|show|validate`.
+
+    summary(file)      one line: name and description
+    describe(w)        the resolved workload: platform, length, seed, every realm with every
+                       value filled in, each phase's weights per CPU (CPUs with the same weights
+                       share a line) and the owner of every lifecycle instance
+
+This module owns these texts. It runs nothing.
+"""
+
+from __future__ import annotations
+
+from rmm_mp.workload import programs
+from rmm_mp.workload.resolve import Workload
+from rmm_mp.workload.spec import RealmTemplate, Weights, WorkloadFile
+
+
+def summary(file: WorkloadFile) -> str:
+    return f"{file.name:18} {file.description}"
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB"
+
+
+def _ranges(cpus: list[int]) -> str:
+    out: list[str] = []
+    start = prev = cpus[0]
+    for c in cpus[1:] + [-2]:
+        if c != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = c
+        prev = c
+    return ",".join(out)
+
+
+def _weights(weights: Weights) -> str:
+    return ", ".join(f"{name} {weight:g}" for name, weight in weights)
+
+
+def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
+    guest = t.guest if t.guest in programs.guest_names() else f"file {t.guest}"
+    kind = "lifecycle" if t.lifecycle else "resident"
+    lines = [f"  {t.name}: {kind}, {t.instances} instance{'s' if t.instances > 1 else ''}, guest {guest}, "
+             f"{t.recs} REC{'s' if t.recs > 1 else ''}, RAM {_size(t.ram)} at {programs.RAM_BASE:#x}, "
+             f"IPA width {t.ipa_width}, {t.hash}, teardown {t.teardown}, image {len(t.image):,} bytes "
+             f"({'measured' if t.measure else 'not measured'})"]
+    if t.rpv:
+        lines.append(f"    rpv {t.rpv.hex()}")
+    if t.constants:
+        lines.append("    constants " + ", ".join(f"{k} = {v:#x}" for k, v in t.constants))
+    if t.lifetime:
+        lines.append(f"    lifetime {t.lifetime:,} REC entries")
+    if t.lifecycle:
+        owners = [f"[{i}] CPU {w.owner(r, i)}" if t.instances > 1 else f"CPU {w.owner(r, i)}"
+                  for i in range(t.instances)]
+        lines.append("    owned by " + ", ".join(owners))
+    return lines
+
+
+def describe(w: Workload) -> str:
+    f = w.file
+    length = f"{w.seconds:g} s" if w.seconds is not None else f"{w.iterations:,} steps per CPU"
+    slice_ = w.time_slice or w.platform.rec_time_slice
+    lines = [f"workload {w.name} ({f.source})"]
+    if f.description:
+        lines.append(f"  {f.description}")
+    lines += [f"platform {w.platform.name}: {w.cpus} of its {w.platform.cpus} CPUs, REC time slice "
+              f"{slice_:,} guest instructions",
+              f"length {length}, seed {w.seed}"
+              + (f" (from the command line: {', '.join(w.overrides)})" if w.overrides else "")]
+    lines.append("realms:" if w.realms else "realms: none")
+    for r, t in enumerate(w.realms):
+        lines += _realm(w, r, t)
+    lines.append("phases:")
+    for phase in w.phases:
+        end = f"{phase.seconds:g} s" if phase.seconds is not None else f"{phase.iterations:,} steps per CPU"
+        lines.append(f"  {phase.name}: {end}")
+        same: dict[Weights, list[int]] = {}
+        for cpu, weights in enumerate(phase.weights):
+            same.setdefault(weights, []).append(cpu)
+        for weights, cpus in same.items():
+            lines.append(f"    CPU {_ranges(cpus)}: {_weights(weights)}")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The CPU target of a workload run: one CPU process follows its seeded plan, phase by phase.
+
+``cpu_main(cpu, plan, parts)`` (run by rmm_mp.runtime.run_cpus in each CPU process) makes its
+CpuJob from the common RunPlan and its own CpuPart, waits at a start barrier until every CPU process has started (spawned processes start up to
+seconds apart; the phases are timed from the moment all have arrived), then for each phase picks
+an activity per step (plan.Chooser), runs one unit of it and counts it, until the stop flag is
+set, the phase's time is up (phases are timed from the common start, so CPUs change phase
+together) or its step count is done (counted per CPU). It returns a CpuResult.
+
+With ``recording`` off the CPU does not record latency (Cpu.set_recording(False)).
+
+This module owns the per-CPU run sequence. It speaks SMC only (through the activities).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+from rmm_mp.host.runqueue import OFF_ARRIVED
+from rmm_mp.workload.activities import Lifecycle, RipasChurn, Run
+from rmm_mp.workload.churning import DELEGATE_COUNTERS, DelegateChurn, MapShared, RttChurn
+from rmm_mp.workload.cpustate import CpuPart, CpuResult, Host, RunPlan
+from rmm_mp.workload.plan import Chooser
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Cpu
+
+_BARRIER_SLEEP_S = 0.0002
+
+FACTORIES: dict[str, Callable[[Host], object]] = {
+    "run": Run,
+    "lifecycle": lambda h: Lifecycle(h, attest=False),
+    "attest": lambda h: Lifecycle(h, attest=True),
+    "rtt-churn": RttChurn,
+    "ripas-churn": RipasChurn,
+    "map-shared": MapShared,
+    "delegate-churn": DelegateChurn,
+}
+
+
+def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult:
+    """Run this CPU's part of the workload (a CPU target for rmm_mp.runtime.run_cpus)."""
+    job = plan.job(cpu.id, parts[cpu.id])
+    if not job.recording:
+        cpu.set_recording(False)
+    host = Host(cpu, job)
+    names = {name for phase in job.phases for name, _ in phase.weights[cpu.id]}
+    units = {name: FACTORIES[name](host).unit for name in sorted(names)}  # type: ignore[attr-defined]
+    control = cpu.machine.control
+    view = host.queue.view
+    view.fetch_add_u64(OFF_ARRIVED, 1)
+    while view.load_u64(OFF_ARRIVED) < job.cpus and not control.stop_requested:
+        time.sleep(_BARRIER_SLEEP_S)
+    started = time.perf_counter_ns()
+    deadline = started
+    counts = host.counters
+    for phase in job.phases:
+        chooser = Chooser(job.seed, cpu.id, phase.name, phase.weights[cpu.id])
+        limit = phase.iterations
+        deadline += int(phase.seconds * 1e9) if phase.seconds is not None else 0
+        timed = phase.seconds is not None
+        done = 0
+        while not control.stop_requested:
+            if timed:
+                if time.perf_counter_ns() >= deadline:
+                    break
+            elif done >= limit:  # type: ignore[operator]
+                break
+            name = chooser.next()
+            units[name]()
+            counts[f"{name} steps"] += 1
+            done += 1
+        if len(job.phases) > 1:
+            counts[f"phase {phase.name} steps"] += done
+        if control.stop_requested:
+            break
+    ended = time.perf_counter_ns()
+    if host.delegate is not None:
+        counts.update(dict(zip(DELEGATE_COUNTERS, host.delegate)))
+    return host.result(started, ended)

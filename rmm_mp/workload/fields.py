@@ -1,0 +1,169 @@
+"""Checking single values of a workload file: each check returns the value or raises ConfigError
+naming the file and line, the key, the value and what was expected.
+
+    Fields(text, source)   the file being checked; .fail(key, value, expected) builds the error
+    .keys                  unknown keys (with "did you mean" when one is close) and missing ones
+    .integer .number .boolean .string .name .size .hex_bytes .cpu_set .weights
+
+This module owns value syntax (sizes such as "4M", CPU sets such as "0-3", weight tables). It
+knows nothing of what a workload does with the values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from typing import Any, Iterable
+
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError
+from rmm_mp.workload.locate import locate
+
+ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
+"""Host activities a CPU can be given, in the order reports list them (docs/workloads.md)."""
+
+GRANULE = 4096
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?)?\s*$")
+_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+_CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+U64 = (1 << 64) - 1
+
+
+def suggestion(word: str, known: Iterable[str]) -> str:
+    """' (did you mean "x"?)' when ``word`` is close to one of ``known``, else ''."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Fields:
+    """Checks for one workload file (or for command-line options, with text "")."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+
+    def fail(self, key: str, value: object, expected: str) -> ConfigError:
+        line = locate(self.text, key) if self.text else None
+        return ConfigError(self.source, key, value, expected, line)
+
+    def keys(self, table: dict[str, Any], prefix: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+        allowed = tuple(allowed)
+        for key in table:
+            if key not in allowed:
+                where = f"{prefix}.{key}" if prefix else key
+                raise self.fail(where, table[key], f"no such key{suggestion(key, allowed)}; "
+                                                   f"keys here: {', '.join(allowed)}")
+        for key in required:
+            if key not in table:
+                where = f"{prefix}.{key}" if prefix else key
+                raise self.fail(where, MISSING, "a value: the key is required")
+
+    def table(self, value: object, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, value, "a table")
+        return value
+
+    def integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int:
+        if not is_int(value) or not lo <= value <= hi:  # type: ignore[operator]
+            raise self.fail(key, value, f"{what}, an integer in {lo}..{hi}")
+        return value  # type: ignore[return-value]
+
+    def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:
+        """A positive int or float in (lo, hi]."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not lo < value <= hi:
+            raise self.fail(key, value, f"{what}, a number greater than {lo:g} and at most {hi:g}")
+        return float(value)
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "true or false")
+        return value
+
+    def string(self, value: object, key: str, what: str = "a string") -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, value, what)
+        return value
+
+    def name(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise self.fail(key, value, "a name of 1..32 letters, digits, '-' or '_', starting with a letter")
+        return value
+
+    def choice(self, value: object, key: str, choices: tuple[str, ...]) -> str:
+        if value not in choices or not isinstance(value, str):
+            hint = suggestion(value, choices) if isinstance(value, str) else ""
+            raise self.fail(key, value, f"one of {', '.join(repr(c) for c in choices)}{hint}")
+        return value
+
+    def size(self, value: object, key: str, lo: int, hi: int) -> int:
+        """Bytes: an integer, or a string such as "4M", "512K", "2 MiB" (binary units), a
+        multiple of 4 KiB in lo..hi."""
+        if is_int(value):
+            number = value
+        elif isinstance(value, str) and (m := _SIZE.match(value)):
+            number = int(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
+        else:
+            raise self.fail(key, value, 'a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB"')
+        if number % GRANULE or not lo <= number <= hi:  # type: ignore[operator]
+            raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}")
+        return number  # type: ignore[return-value]
+
+    def hex_bytes(self, value: object, key: str, most: int) -> bytes:
+        """A hex string ("0x" optional, "_" allowed between digits) of at most ``most`` bytes."""
+        if isinstance(value, str):
+            digits = value.strip().lower().removeprefix("0x").replace("_", "")
+            if len(digits) % 2 == 0 and re.fullmatch(r"[0-9a-f]*", digits) and len(digits) // 2 <= most:
+                return bytes.fromhex(digits)
+        raise self.fail(key, value, f'a hex string of at most {most} bytes (an even number of digits), '
+                                    f'e.g. "0x5265616c6d"')
+
+    def cpu_set(self, value: object, key: str) -> frozenset[int] | None:
+        """CPU ids: a list of integers, or a string such as "0-3", "0,2,5-7" or "all" (None)."""
+        if value == "all":
+            return None
+        cpus: set[int] = set()
+        if isinstance(value, list) and value and all(is_int(v) and 0 <= v < 256 for v in value):
+            cpus.update(value)
+        elif isinstance(value, str) and value.strip():
+            for part in value.split(","):
+                m = _CPU_RANGE.match(part)
+                if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+                    cpus.clear()
+                    break
+                cpus.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+        if not cpus:
+            raise self.fail(key, value, 'CPU ids: a non-empty list of integers such as [0, 1], a string such as '
+                                        '"0-3" or "0,2,4-5", or "all"')
+        return frozenset(cpus)
+
+    def weights(self, value: object, key: str) -> tuple[tuple[str, float], ...]:
+        """An activity table {name: weight >= 0}, at least one weight > 0; returned in ACTIVITIES
+        order without the zero weights."""
+        table = self.table(value, key)
+        if not table:
+            raise self.fail(key, value, f"a table of activity weights, e.g. {{ run = 3, rtt-churn = 1 }}; "
+                                        f"activities: {', '.join(ACTIVITIES)}")
+        for name, weight in table.items():
+            if name not in ACTIVITIES:
+                raise self.fail(f"{key}.{name}", weight, f"a known activity{suggestion(name, ACTIVITIES)}; "
+                                                         f"activities: {', '.join(ACTIVITIES)}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or weight < 0:
+                raise self.fail(f"{key}.{name}", weight, "a weight: a number >= 0")
+        if not any(table.values()):
+            raise self.fail(key, value, "at least one weight greater than 0 (every weight is 0)")
+        return tuple((name, float(table[name])) for name in ACTIVITIES if table.get(name))
+
+
+def _mib(n: int) -> str:
+    if n % (1 << 30) == 0:
+        return f"{n >> 30} GiB"
+    if n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    return f"{n >> 10} KiB"

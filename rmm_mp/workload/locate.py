@@ -1,0 +1,127 @@
+"""Line numbers of keys in a workload file, for error messages.
+
+tomllib gives no positions, so the key is found again in the source text (hw/tomlsrc.py does
+the same for platform files). Workload files nest arrays of tables ([[phase]] with
+[[phase.group]], [[realm]] with [realm.constants]), which hw.tomlsrc.locate does not follow, so
+this module tracks the full table path with each array's element index: after the second
+[[realm]] header a [realm.constants] header opens ``realm[1].constants``. Keys of inline tables
+(``activities = { run = 3 }``) are found on the line of their table's key.
+
+A key path looks like ``realm[1].constants.WORK`` or ``phase[0].group[2].cpus``. When the key
+itself is absent the nearest enclosing table that is present gives the line.
+
+This module owns finding lines. It knows no schema.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*(\"[^\"]+\"|[A-Za-z0-9_\-]+)\s*=")
+
+
+def _strip_comment(raw: str) -> str:
+    """The line without a trailing comment (a # inside a string is kept)."""
+    quoted = False
+    for i, ch in enumerate(raw):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted:
+            return raw[:i]
+    return raw
+
+
+def _parts(key: str) -> list[str]:
+    """``realm[1].constants.WORK`` -> ["realm[1]", "constants", "WORK"] (quoted parts kept whole)."""
+    return re.findall(r'"[^"]*"|[^.]+', key)
+
+
+def _table_paths(text: str) -> list[tuple[int, str]]:
+    """Each header line with the indexed path it opens: (line, "phase[0].group[1]")."""
+    counts: dict[str, int] = {}
+    out: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        match = _HEADER.match(_strip_comment(raw))
+        if not match:
+            continue
+        names = [n.strip().strip('"') for n in match.group(2).split(".")]
+        # Resolve every enclosing array of tables to its latest element.
+        resolved: list[str] = []
+        for depth, name in enumerate(names[:-1]):
+            plain = ".".join(names[:depth + 1])
+            resolved.append(f"{name}[{counts[plain]}]" if plain in counts else name)
+        last, plain = names[-1], ".".join(names)
+        if match.group(1) == "[[":
+            counts[plain] = counts.get(plain, -1) + 1
+            # A new element of an outer array starts the arrays nested in it afresh.
+            for other in [k for k in counts if k.startswith(plain + ".")]:
+                del counts[other]
+            resolved.append(f"{last}[{counts[plain]}]")
+        else:
+            resolved.append(last)
+        out.append((number, ".".join(resolved)))
+    return out
+
+
+def locate(text: str, key: str) -> int | None:
+    """Line (1-based) of ``key`` in ``text``, else of its nearest enclosing table; None if
+    neither is in the file (a top-level key that is absent)."""
+    parts = _parts(key)
+    lines = text.splitlines()
+    headers = _table_paths(text)
+    for cut in range(len(parts), 0, -1):
+        found = _find(lines, headers, parts[:cut])
+        if found is not None:
+            return found
+    return None
+
+
+def _find(lines: list[str], headers: list[tuple[int, str]], parts: list[str]) -> int | None:
+    whole = ".".join(parts)
+    for number, path in headers:
+        if path == whole:
+            return number
+    # key = value lines (and keys of inline tables) inside the table that holds them
+    for split in range(len(parts) - 1, -1, -1):
+        table, rest = ".".join(parts[:split]), parts[split:]
+        found = _find_key(lines, headers, table, rest)
+        if found is not None:
+            return found
+    return None
+
+
+def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest: list[str]) -> int | None:
+    """``rest[0] = ...`` in ``table`` (the top level for ""); deeper parts must be keys of an
+    inline table on that line."""
+    bounds = _bounds(lines, headers, table)
+    if bounds is None:
+        return None
+    first, last = bounds
+    head = rest[0].strip('"')
+    for number in range(first, last + 1):
+        line = _strip_comment(lines[number - 1])
+        match = _KEY.match(line)
+        if not match or match.group(1).strip('"') != head:
+            continue
+        tail = line[match.end():]
+        for sub in rest[1:]:
+            sub_match = re.search(rf'[{{,]\s*"?{re.escape(sub.strip(chr(34)))}"?\s*=', tail)
+            if sub_match is None:
+                return None
+            tail = tail[sub_match.end():]
+        return number
+    return None
+
+
+def _bounds(lines: list[str], headers: list[tuple[int, str]], table: str) -> tuple[int, int] | None:
+    """First and last line of ``table``'s own keys (before the next header)."""
+    starts = [n for n, path in headers if path == table]
+    if table == "":
+        end = headers[0][0] - 1 if headers else len(lines)
+        return (1, end) if end >= 1 else None
+    if not starts:
+        return None
+    start = starts[0]
+    later = [n for n, _ in headers if n > start]
+    return start + 1, (later[0] - 1 if later else len(lines))

@@ -1,0 +1,234 @@
+"""Guest programs for workload realms: bundled ones, files, and the engine's own loop guest.
+
+    guest_names      the names a workload's ``guest`` key accepts (workloads/guests plus ripas-loop)
+    guest_text       the source of a named or path guest
+    equ_names        the ``.equ`` constants a program defines
+    image            a program assembled at the realms' RAM base with constants replaced
+    min_ram          the RAM a bundled guest needs (checked before anything is built)
+    challenge, attest_constants
+                     the per-instance challenge an attest realm puts in its token
+
+``ripas-loop`` (RIPAS_LOOP below) is written for the engine: it never turns itself off, so a
+realm running it keeps its RECs busy for the whole run (contention, churn) and the ripas-churn
+activity can enter it one REC_ENTER at a time. Every REC gives its own pages back to the host
+and takes them again, forever: it reads each page (which must be zero: a fresh page), writes a
+pattern and reads it back, RSI_IPA_STATE_SET(EMPTY) over its pages (the host destroys them),
+RSI_IPA_STATE_SET(RAM), then LOGs (REC index, round). REC 0 first starts the other RECs the
+host runs (host call QUERY 0, PSCI CPU_ON). Any failure REPORTs a code (3 a page was not zero or
+did not hold the pattern, 4 the EMPTY change failed, 5 the RAM change failed, 2 a CPU_ON failed;
+detail: the value or status) and turns the realm off.
+
+This module owns finding, checking and assembling guest programs. It speaks no SMC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from pathlib import Path
+
+from rmm_mp.guest.assembler import assemble
+from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source
+
+RAM_BASE = DEFAULT_BASE
+"""IPA of every workload realm's RAM (the bundled guests are written for it)."""
+
+RIPAS_LOOP = r"""
+// ripas-loop: every REC gives its pages back and takes them again, forever (rmm_mp.workload.programs).
+    .equ IMAGE_BASE, .
+    .equ RANGE, IMAGE_BASE + 0x100000       // REC i uses PAGES pages from RANGE + i * PAGES * 4 KiB
+    .equ PAGES, 4
+    .equ MAX_RECS, 16
+    .equ WORK, 0                            // spin iterations (3 instructions each) per round
+    .equ PATTERN, 0x0DDBA11000000000
+    .equ RSI_IPA_STATE_SET, 0xC4000197
+    .equ RSI_HOST_CALL, 0xC4000199
+    .equ PSCI_CPU_ON, 0xC4000003
+    .equ PSCI_SYSTEM_OFF, 0x84000008
+    .equ HOST_LOG, 1
+    .equ HOST_QUERY, 2
+    .equ HOST_REPORT, 3
+    .equ RIPAS_EMPTY, 0
+    .equ RIPAS_RAM, 1
+
+start:
+    mov x19, #0                     // REC 0
+    mov x15, #1
+    adr x1, hostcalls
+    mov x2, #HOST_QUERY
+    strh x2, [x1]
+    mov x2, #0
+    str x2, [x1, #8]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    adr x1, hostcalls
+    ldr x20, [x1, #8]               // the vCPUs the host runs (0 for ripas-churn's realm)
+    cmp x20, #1
+    b.ls main
+    cmp x20, #MAX_RECS
+    b.ls boot
+    mov x20, #MAX_RECS
+boot:
+    mov x15, #2
+    mov x21, #1
+on_loop:
+    cmp x21, x20
+    b.hs main
+    mov x0, =PSCI_CPU_ON
+    mov x1, x21
+    adr x2, secondary
+    mov x3, x21
+    smc #0
+    mov x16, x0
+    cbnz x0, fail
+    add x21, x21, #1
+    b on_loop
+
+secondary:                          // X0 = context id = this REC's index
+    mov x19, x0
+main:
+    mov x21, =RANGE
+    mov x2, #PAGES * 0x1000
+    mul x2, x2, x19
+    add x21, x21, x2                // x21: this REC's first page
+    mov x22, #PAGES * 0x1000
+    add x22, x21, x22               // x22: the top of its pages
+    adr x1, hostcalls
+    lsl x2, x19, #8
+    add x26, x1, x2                 // x26: its RsiHostCall
+    mov x25, #0                     // rounds done
+round:
+    mov x9, =WORK
+spin:
+    cbz x9, touch
+    sub x9, x9, #1
+    b spin
+touch:
+    mov x15, #3
+    mov x23, x21
+    mov x24, =PATTERN
+    add x24, x24, x25
+touch_loop:
+    ldr x16, [x23]
+    cbnz x16, fail                  // a page given back must come back zeroed
+    str x24, [x23]
+    ldr x16, [x23]
+    cmp x16, x24
+    b.ne fail
+    add x23, x23, #0x1000
+    cmp x23, x22
+    b.lo touch_loop
+    mov x15, #4
+    mov x3, #RIPAS_EMPTY
+    bl set_range
+    mov x15, #5
+    mov x3, #RIPAS_RAM
+    bl set_range
+    add x25, x25, #1
+    mov x2, #HOST_LOG
+    strh x2, [x26]
+    str x19, [x26, #8]
+    str x25, [x26, #16]
+    mov x1, x26
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    b round
+
+set_range:                          // RSI_IPA_STATE_SET(x21, x22, x3) to the top, else fail
+    mov x10, x3
+    mov x1, x21
+set_loop:
+    mov x0, =RSI_IPA_STATE_SET
+    mov x2, x22
+    mov x3, x10
+    mov x4, #0
+    smc #0
+    mov x16, x0
+    cbnz x0, fail
+    add x16, x2, #0x100
+    cbnz x2, fail                   // the host rejected the change
+    cmp x1, x22
+    b.lo set_loop
+    ret
+
+fail:                               // REPORT(x15, x16) from this REC's RsiHostCall, SYSTEM_OFF
+    adr x1, hostcalls
+    lsl x3, x19, #8
+    add x1, x1, x3
+    mov x2, #HOST_REPORT
+    strh x2, [x1]
+    str x15, [x1, #8]
+    str x16, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+
+    .align 4096
+hostcalls:                          // one RsiHostCall per REC
+    .zero 256 * MAX_RECS
+"""
+
+ENGINE_GUESTS = {"ripas-loop": RIPAS_LOOP}
+MiB = 1 << 20
+_PAGES_PER_REC = 4 * 4096
+
+
+def guest_names() -> tuple[str, ...]:
+    return tuple(GUESTS) + tuple(ENGINE_GUESTS)
+
+
+def guest_text(guest: str) -> str:
+    """Source of a bundled guest name, the engine's ripas-loop, or an absolute .s path."""
+    if guest in ENGINE_GUESTS:
+        return ENGINE_GUESTS[guest]
+    if guest in GUESTS:
+        return guest_source(guest)
+    return Path(guest).read_text(encoding="utf-8")
+
+
+def equ_names(text: str) -> list[str]:
+    return re.findall(r"^\s*\.equ\s+(\w+)\s*,", text, re.M)
+
+
+def with_constants(text: str, constants: dict[str, int]) -> str:
+    """``text`` with the ``.equ`` lines of ``constants`` rewritten (as host.load_guest does)."""
+    for key, value in constants.items():
+        pattern = re.compile(rf"^(\s*\.equ\s+{re.escape(key)}\s*,).*$", re.M)
+        text, found = pattern.subn(lambda m: f"{m.group(1)} {value:#x}", text)
+        if not found:
+            raise ValueError(f"{key} is not an .equ constant of the guest")
+    return text
+
+
+def image(text: str, constants: dict[str, int]) -> bytes:
+    """The program assembled at RAM_BASE; AssemblerError (a ValueError) if it does not assemble."""
+    return assemble(with_constants(text, constants), base=RAM_BASE)
+
+
+def min_ram(guest: str, recs: int, image_size: int) -> int:
+    """Bytes of RAM (from RAM_BASE) the guest touches: its image and, for the bundled guests,
+    the pages they use beyond it (each guest's header says where)."""
+    need = image_size
+    if guest == "smp-boot":
+        need = max(need, MiB + recs * 4096)
+    elif guest == "ripas-flip":
+        need = max(need, MiB + 4 * 4096)
+    elif guest == "attest":
+        need = max(need, 2 * MiB + 4096)
+    elif guest == "ripas-loop":
+        need = max(need, MiB + min(recs, 16) * _PAGES_PER_REC)
+    return need
+
+
+def challenge(seed: int, realm: str, index: int, generation: int) -> bytes:
+    """The 64-byte challenge of one attest realm instance: a function of the seed and the
+    instance, so a rerun with the same seed asks for tokens with the same challenges."""
+    return hashlib.sha512(f"rmm-mp workload seed {seed} realm {realm}[{index}]#{generation}".encode()).digest()
+
+
+def attest_constants(value: bytes) -> dict[str, int]:
+    """CHALLENGE0..7 of the attest guest for a 64-byte challenge (little-endian words)."""
+    return {f"CHALLENGE{i}": w for i, w in enumerate(struct.unpack("<8Q", value))}

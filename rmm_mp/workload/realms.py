@@ -1,0 +1,200 @@
+"""Realm instances of a workload: building one, reading what it did, its token, and tearing it down.
+
+    Instance     a realm built from a [[realm]] template, registered in the run queue (picklable:
+                 the parent builds the first instances and hands them to the CPUs that own them)
+    build        create_realm + RunQueue.add_realm (an attest realm gets its own challenge)
+    finish       what the instance did, from its realm-table entry -> Finished; an attest
+                 realm's token is read from the shared page its LOG named, verified, and saved
+    destroy      destroy_realm in the instance's teardown order + RunQueue.release_realm
+    drain        end every queued vCPU (after the CPUs stopped) so every realm is DONE
+    outcome      Finished + the vCPU errors seen on any CPU -> report.RealmOutcome
+
+An instance's name is its template's name, with ``[index]`` when the template has several
+instances and ``#generation`` when it is a lifecycle realm (rebuilt: generation 0 is the one the
+parent built before the run): ``vm``, ``vm[2]``, ``vm#7``, ``vm[1]#3``.
+
+This module owns instance records and outcomes. It speaks SMC only (through the host library).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from rmm_mp.attest.verify import verify_token
+from rmm_mp.host import RealmSpec, create_realm, destroy_realm, realm_status
+from rmm_mp.host.devices import RealmStatus
+from rmm_mp.host.realm import HostRealm
+from rmm_mp.host.runqueue import DONE, R_GEN, VEND_DRAINED
+from rmm_mp.workload import programs
+from rmm_mp.workload.report import RealmOutcome
+from rmm_mp.workload.spec import RealmTemplate
+
+if TYPE_CHECKING:
+    from rmm_mp.host import NsAllocator, RunQueue
+    from rmm_mp.machine import Cpu, Machine
+
+TOKEN_TAG = 0x4E45_4B4F_54
+"""X0 of the attest guest's LOG host call that names its token ("TOKEN")."""
+GRANULE = 4096
+
+
+@dataclass(frozen=True)
+class Instance:
+    realm: int
+    """Index of its [[realm]] template; -1 for a CPU's private ripas-churn realm."""
+    index: int
+    generation: int
+    name: str
+    host: HostRealm
+    slot: int
+    gen: int
+    """The run-queue slot's generation when it was registered (vCPU errors carry it)."""
+    challenge: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What an instance did, read when it was torn down (or at the end of the run)."""
+
+    name: str
+    recs: int
+    slot: int
+    gen: int
+    state: str
+    end: str
+    reports: int
+    result: tuple[int, int]
+    counters: dict[str, int]
+    turned_off: bool = False
+    """The lifecycle turned it off (its lifetime was reached)."""
+    token: int = 0
+    """Bytes of the token the instance produced (attest realms)."""
+    token_problem: str = ""
+    token_file: str = ""
+    console: bytes = b""
+    order: tuple[int, int, int] = (0, 0, 0)
+    """(template, instance, generation): how the report sorts realms (private realms last)."""
+
+
+def instance_name(t: RealmTemplate, index: int, generation: int) -> str:
+    name = f"{t.name}[{index}]" if t.instances > 1 else t.name
+    return f"{name}#{generation}" if t.lifecycle else name
+
+
+def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate, realm: int, index: int,
+          generation: int, seed: int, vcpus: int | None = None, name: str | None = None) -> Instance:
+    """Build instance ``index`` (``generation``) of template ``t`` (the file's realm number
+    ``realm``; -1 for a CPU's private ripas-churn realm) and register it."""
+    challenge = programs.challenge(seed, t.name, index, generation) if t.attest else None
+    image = t.image
+    if challenge is not None:
+        constants = {**dict(t.constants), **programs.attest_constants(challenge)}
+        image = programs.image(programs.guest_text(t.guest), constants)
+    spec = RealmSpec(ipa_width=t.ipa_width, ram_base=programs.RAM_BASE, ram_size=t.ram, hash_algo=t.hash_algo,
+                     rpv=t.rpv, num_recs=t.recs, image=image, measure=t.measure, teardown=t.teardown_for(generation))
+    host = create_realm(cpu, alloc, spec)
+    try:
+        slot = queue.add_realm(alloc, host, vcpus=vcpus)
+    except BaseException:
+        destroy_realm(cpu, alloc, host)
+        raise
+    gen = queue.view.load_u32(queue.realm_offset(slot) + R_GEN)
+    return Instance(realm, index, generation, name or instance_name(t, index, generation), host, slot, gen, challenge)
+
+
+def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTemplate | None, *,
+           platform_key: bytes | None = None, tokens_dir: str | None = None, turned_off: bool = False) -> Finished:
+    """Read what ``inst`` did (before it is destroyed: its shared pages hold an attest token)."""
+    st = realm_status(queue, inst.slot)
+    counters = {k: v for k, v in st.counters.items() if v}
+    base = Finished(inst.name, len(inst.host.recs), inst.slot, inst.gen, st.state, st.end, st.reports, st.result,
+                    counters, turned_off, console=st.console, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation))
+    if t is None or not t.attest:
+        return base
+    token, problem = _token(machine, st)
+    if token is None:
+        ended_well = st.state == "DONE" and st.end == "SYSTEM_OFF" and st.reports and st.result[0] == 0
+        return replace(base, token_problem=problem if ended_well else "")
+    result = verify_token(token, platform_key, expected_challenge=inst.challenge)
+    path = ""
+    if tokens_dir is not None:
+        path = os.path.join(tokens_dir, f"{t.name}-{inst.index}-{inst.generation:06d}.cbor")
+        with open(path, "wb") as out:
+            out.write(token)
+    return replace(base, token=len(token), token_file=path,
+                    token_problem="" if result.ok else f"the token does not verify: {result.verdict()}")
+
+
+def _token(machine: "Machine", st: RealmStatus) -> tuple[bytes | None, str]:
+    """The token an attest realm copied to its shared page, from the LOG record naming it."""
+    named = [r.values for r in st.log if r.values[0] == TOKEN_TAG]
+    if not named:
+        return None, "it reported a pass but logged no token"
+    _, ipa, length, _ = named[-1]
+    pages = dict(st.shared_pages)
+    data = b""
+    for offset in range(0, length, GRANULE):
+        pa = pages.get(ipa + offset)
+        if pa is None:
+            return None, f"its token at IPA {ipa + offset:#x} is on no page the host shared with it"
+        data += machine.ns_read(pa, min(GRANULE, length - offset))
+    return data, ""
+
+
+def destroy(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", inst: Instance) -> None:
+    """Tear a DONE instance down in its order and free its run-queue slot and pages."""
+    destroy_realm(cpu, alloc, inst.host)
+    queue.release_realm(alloc, inst.slot)
+
+
+def drain(queue: "RunQueue", cpu: int) -> int:
+    """End every vCPU still queued (no CPU runs any more), so that every realm becomes DONE."""
+    drained = 0
+    while (vcpu := queue.take(cpu)) is not None:
+        queue.end(vcpu, VEND_DRAINED)
+        drained += 1
+    return drained
+
+
+def is_done(queue: "RunQueue", inst: Instance) -> bool:
+    return queue.realm_state(inst.slot) == DONE
+
+
+@dataclass
+class Errors:
+    """vCPU failures reported by the CPUs, by (slot, slot generation)."""
+
+    by_instance: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+
+    def add(self, slot: int, gen: int, message: str) -> None:
+        self.by_instance.setdefault((slot, gen), []).append(message)
+
+    def of(self, f: Finished) -> list[str]:
+        return self.by_instance.get((f.slot, f.gen), [])
+
+
+def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
+    """The report's record of one instance: failed if a vCPU failed, the guest REPORTed a
+    failure, or an attest realm's token is missing or does not verify."""
+    problems = []
+    if errors or f.counters.get("vcpu_errors") or f.end == "ERROR":
+        problems.append("a vCPU failed: " + ("; ".join(errors) or f"{f.counters.get('vcpu_errors', 0)} vCPU errors"))
+    if f.reports and f.result[0] != 0:
+        problems.append(f"the guest reported failure code {f.result[0]} (detail {f.result[1]:#x})")
+    if f.token_problem:
+        problems.append(f.token_problem)
+    if problems:
+        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters)
+    if f.turned_off:
+        detail = f"turned off by the lifecycle after {f.counters.get('entries', 0)} REC entries"
+    elif running:
+        detail = f"running when the run ended ({f.counters.get('entries', 0)} REC entries)"
+    elif f.end == "SYSTEM_OFF":
+        detail = "turned itself off" + (f", reported pass (detail {f.result[1]:#x})" if f.reports else "")
+    else:
+        detail = f"{f.state.lower()} ({f.end or 'no end'})"
+    if f.token:
+        detail += f"; token of {f.token:,} bytes verified" + (f", saved as {f.token_file}" if f.token_file else "")
+    return RealmOutcome(f.name, f.recs, True, detail, f.counters)

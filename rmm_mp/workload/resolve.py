@@ -1,0 +1,284 @@
+"""A checked workload file plus the platform and the command line: the workload that runs.
+
+    resolve(file, platform=, cpus=, seconds=, iterations=, seed=) -> Workload
+
+Command-line options override the file and are checked the same way (their errors name the
+option, e.g. ``command line: --cpus = 9: expected ...``). Then what depends on the platform and
+the CPU count is checked: realm IPA widths, hash algorithms and REC counts against RMI_FEATURES;
+each CPU's activity weights in each phase; which CPU owns each lifecycle realm; that every
+activity has something to work on; the run queue's capacity; and an upper bound of the host
+memory the run needs against the platform's DRAM. Every error is a ConfigError; nothing has
+been created yet.
+
+This module owns resolution and the limits. It must not create a machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_SHARED_PAGES
+from rmm_mp.hw import platform as platforms
+from rmm_mp.hw.platform import Platform
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError
+from rmm_mp.workload import programs
+from rmm_mp.workload.fields import U64, Fields
+from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
+
+GRANULE = 4096
+CHURN_WINDOW_GRANULES = 512 + 4
+"""rtt-churn: one 2 MiB run of backing pages per CPU and realm, plus its tables."""
+MAP_WINDOW_GRANULES = 16 + 4
+"""map-shared: the NS pages one CPU maps into one realm at most, plus tables."""
+DELEGATE_SHARED, DELEGATE_PRIVATE = 32, 32
+"""delegate-churn pools: granules every CPU races on, and granules each CPU has to itself."""
+MAX_AUX = 16
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float | None
+    iterations: int | None
+    weights: tuple[Weights, ...]
+    """Per CPU id: the activities with a weight > 0, in ACTIVITIES order."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload ready to run: every value final and checked."""
+
+    file: WorkloadFile
+    platform: Platform
+    cpus: int
+    seed: int
+    time_slice: int | None
+    phases: tuple[Phase, ...]
+    owners: tuple[tuple[tuple[int, int], int], ...]
+    """((realm index, instance index), CPU) of every lifecycle realm instance."""
+    overrides: tuple[str, ...] = ()
+    """The command-line options that replaced values of the file."""
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def realms(self) -> tuple[RealmTemplate, ...]:
+        return self.file.realms
+
+    @property
+    def seconds(self) -> float | None:
+        return sum(p.seconds for p in self.phases) if self.phases[0].seconds is not None else None  # type: ignore[misc]
+
+    @property
+    def iterations(self) -> int | None:
+        return sum(p.iterations for p in self.phases) if self.phases[0].iterations is not None else None  # type: ignore[misc]
+
+    def owner(self, realm: int, index: int) -> int | None:
+        return dict(self.owners).get((realm, index))
+
+    def uses(self, activity: str, cpu: int | None = None) -> bool:
+        """Whether ``cpu`` (or any CPU) has a weight for ``activity`` in some phase."""
+        cpus = range(self.cpus) if cpu is None else (cpu,)
+        return any(activity in dict(p.weights[c]) for p in self.phases for c in cpus)
+
+
+def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = None, seconds: float | None = None,
+            iterations: int | None = None, seed: int | None = None) -> Workload:
+    f, cl = file.fields, Fields("", "command line")
+    plat = _platform(file, platform)
+    limit = min(plat.cpus, MAX_CPUS)
+    expected = f"an integer in 1..{limit} (platform {plat.name!r} has {plat.cpus} CPUs)"
+    if cpus is not None:
+        cpus = cl.integer(cpus, "--cpus", 1, limit, f"the number of CPU processes (platform {plat.name!r} has "
+                                                    f"{plat.cpus} CPUs)")
+    elif file.cpus is not None:
+        if file.cpus > limit:
+            raise f.fail("cpus", file.cpus, expected)
+        cpus = file.cpus
+    count = cpus if cpus is not None else limit
+    overrides = tuple(name for name, value in (("--platform", platform), ("--cpus", cpus), ("--seconds", seconds),
+                                               ("--iterations", iterations), ("--seed", seed)) if value is not None)
+    if seed is not None:
+        seed = cl.integer(seed, "--seed", 0, U64, "the seed of every random choice")
+    phases = _phases(file, count, _length(file, cl, seconds, iterations))
+    for realm in file.realms:
+        _fits_platform(f, realm, plat)
+    workload = Workload(file, plat, count, seed if seed is not None else file.seed or 0, file.time_slice,
+                        phases, _owners(file, phases, count), overrides)
+    _targets(workload)
+    _capacity(workload)
+    return workload
+
+
+def _platform(file: WorkloadFile, option: str | None) -> Platform:
+    value = option if option is not None else file.platform if file.platform is not None else "host"
+    if option is None and file.platform is not None and (os.sep in value or value.endswith(".toml")):
+        value = str((Path(file.source).resolve().parent / value))
+    try:
+        return platforms.load(value)
+    except ConfigError as exc:
+        if exc.source != "platform":     # a problem inside the platform file: its own message
+            raise
+        if option is not None:
+            raise ConfigError("command line", "--platform", option, exc.expected) from None
+        raise file.fields.fail("platform", file.platform, exc.expected) from None
+
+
+def _length(file: WorkloadFile, cl: Fields, seconds: float | None,
+            iterations: int | None) -> tuple[float | None, int | None, bool]:
+    """(seconds, iterations, from the command line)."""
+    if seconds is not None and iterations is not None:
+        raise cl.fail("--iterations", iterations, "either --seconds or --iterations, not both")
+    if seconds is not None:
+        return cl.number(seconds, "--seconds", 0, MAX_SECONDS, "a duration in seconds"), None, True
+    if iterations is not None:
+        return None, cl.integer(iterations, "--iterations", 1, MAX_ITERATIONS, "activity steps per CPU"), True
+    return file.seconds, file.iterations, False
+
+
+def _phases(file: WorkloadFile, cpus: int, length: tuple[float | None, int | None, bool]) -> tuple[Phase, ...]:
+    seconds, iterations, from_cli = length
+    specs = file.phases or (PhaseSpec("", "main", seconds, iterations, None, ()),)
+    if not file.phases and seconds is None and iterations is None:
+        raise ConfigError(file.source, "seconds", MISSING, "a length: seconds or iterations in the file, or "
+                                                           "--seconds / --iterations on the command line")
+    shares = [p.seconds if p.seconds is not None else float(p.iterations or 0) for p in specs]
+    total = sum(shares)
+    out = []
+    for spec, share in zip(specs, shares):
+        sec, its = spec.seconds, spec.iterations
+        if from_cli and file.phases:         # the phases keep their proportions of the new length
+            sec = seconds * share / total if seconds is not None else None
+            its = max(1, round(iterations * share / total)) if iterations is not None else None
+        out.append(Phase(spec.name, sec, its, tuple(_weights(file, spec, cpu)[0] for cpu in range(cpus))))
+    return tuple(out)
+
+
+def _weights(file: WorkloadFile, phase: PhaseSpec, cpu: int) -> tuple[Weights, str]:
+    """CPU ``cpu``'s weights in ``phase`` and the key they come from: the phase's group naming
+    the CPU, the phase's activities, the file's group naming the CPU, the file's activities."""
+    for group in phase.groups:
+        if group.cpus is None or cpu in group.cpus:
+            return group.weights, f"{group.key}.activities"
+    if phase.activities is not None:
+        return phase.activities, f"{phase.key}.activities"
+    for group in file.groups:
+        if group.cpus is None or cpu in group.cpus:
+            return group.weights, f"{group.key}.activities"
+    if file.activities is not None:
+        return file.activities, "activities"
+    raise file.fields.fail(f"{phase.key}.activities" if phase.key else "activities", MISSING,
+                           f"activity weights for CPU {cpu}" + (f" in phase {phase.name!r}" if phase.key else "")
+                           + ": an activities table, or a group naming the CPU")
+
+
+def _fits_platform(f: Fields, realm: RealmTemplate, plat: Platform) -> None:
+    feat = plat.features
+    if realm.ipa_width > feat.s2sz:
+        raise f.fail(f"{realm.key}.ipa_width", realm.ipa_width, f"at most {feat.s2sz} (RMI_FEATURES S2SZ of "
+                                                                f"platform {plat.name!r})")
+    if realm.hash.replace("sha", "sha-") not in feat.hash_algorithms:
+        raise f.fail(f"{realm.key}.hash", realm.hash, f"a hash algorithm platform {plat.name!r} offers: "
+                                                      f"{', '.join(h.replace('-', '') for h in feat.hash_algorithms)}")
+    most = (1 << feat.max_recs_order) - 1
+    if realm.recs > most:
+        raise f.fail(f"{realm.key}.recs", realm.recs, f"at most {most} (MAX_RECS of platform {plat.name!r})")
+
+
+def _owners(file: WorkloadFile, phases: tuple[Phase, ...], cpus: int) -> tuple[tuple[tuple[int, int], int], ...]:
+    """Lifecycle instances go round-robin to the CPUs with a weight for their activity ("attest"
+    for attest realms, else "lifecycle") in some phase, in file order."""
+    owners: list[tuple[tuple[int, int], int]] = []
+    turn = {"lifecycle": 0, "attest": 0}
+    for r, realm in enumerate(file.realms):
+        if not realm.lifecycle:
+            continue
+        activity = "attest" if realm.attest else "lifecycle"
+        able = [c for c in range(cpus) if any(activity in dict(p.weights[c]) for p in phases)]
+        if not able:
+            raise file.fields.fail(f"{realm.key}.lifecycle", True, f"a CPU with a weight for {activity!r} to "
+                                                                  f"build, run and destroy it (no CPU has one)")
+        for index in range(realm.instances):
+            owners.append(((r, index), able[turn[activity] % len(able)]))
+            turn[activity] += 1
+    return tuple(owners)
+
+
+def _targets(w: Workload) -> None:
+    """Every activity a CPU may pick has something to work on."""
+    f = w.file.fields
+    resident = [r for r in w.realms if not r.lifecycle]
+    owned = {cpu for _, cpu in w.owners}
+    specs = w.file.phases or (PhaseSpec("", "main", None, None, None, ()),)
+    for phase, spec in zip(w.phases, specs):
+        for cpu in range(w.cpus):
+            for activity, weight in phase.weights[cpu]:
+                why = ""
+                if activity in ("run", "lifecycle", "attest") and not w.realms:
+                    why = "the file has no [[realm]] to run"
+                elif activity == "lifecycle" and not any(r.lifecycle and not r.attest for r in w.realms):
+                    why = "no realm has lifecycle = true (attest realms go to the 'attest' activity)"
+                elif activity == "attest" and not any(r.lifecycle and r.attest for r in w.realms):
+                    why = "no realm with guest = 'attest' has lifecycle = true"
+                elif activity in ("rtt-churn", "map-shared") and not resident and cpu not in owned:
+                    why = (f"CPU {cpu} may only churn resident realms (lifecycle = false) or lifecycle realms it "
+                           f"owns, and there are none")
+                if why:
+                    shown = int(weight) if weight.is_integer() else weight
+                    raise f.fail(f"{_weights(w.file, spec, cpu)[1]}.{activity}", shown, f"an activity with "
+                                 f"something to work on: {why}")
+
+
+def _capacity(w: Workload) -> None:
+    f = w.file.fields
+    ripas = sum(w.uses("ripas-churn", c) for c in range(w.cpus))
+    realms = sum(r.instances for r in w.realms) + ripas
+    biggest = max(w.realms, key=lambda r: r.instances, default=None)
+    where = f"{biggest.key}.instances" if biggest is not None else "activities"
+    if realms > MAX_REALMS:
+        raise f.fail(where, realms, f"at most {MAX_REALMS} realms alive at once, the run queue's capacity "
+                                      f"(instances of every [[realm]], plus one per CPU doing ripas-churn)")
+    need, parts = _memory(w)
+    plat = w.platform
+    usable = plat.granule_count - sum(r.size // GRANULE for r in plat.secure) - 64
+    if need > usable:
+        shown = ", ".join(f"{k} {v * GRANULE / (1 << 20):.1f} MiB" for k, v in parts.items() if v)
+        raise f.fail(where, f"{need * GRANULE / (1 << 20):.1f} MiB",
+                     f"at most the {usable * GRANULE / (1 << 20):.1f} MiB of NS DRAM platform {plat.name!r} has "
+                     f"(upper bound of what the run needs: {shown}); use fewer or smaller realms, or a bigger "
+                     f"platform")
+
+
+def _memory(w: Workload) -> tuple[int, dict[str, int]]:
+    """An upper bound, in granules, of the NS DRAM the host hands out during the run."""
+    parts = {"realms": sum(r.instances * realm_granules(r) for r in w.realms)}
+    windows = maps = delegate = ripas = 0
+    for cpu in range(w.cpus):
+        eligible = sum(r.instances for r in w.realms if not r.lifecycle) + \
+            sum(1 for _, owner in w.owners if owner == cpu)
+        windows += eligible * CHURN_WINDOW_GRANULES if w.uses("rtt-churn", cpu) else 0
+        maps += eligible * MAP_WINDOW_GRANULES if w.uses("map-shared", cpu) else 0
+        delegate += DELEGATE_PRIVATE if w.uses("delegate-churn", cpu) else 0
+        ripas += ripas_granules() if w.uses("ripas-churn", cpu) else 0
+    if delegate:
+        delegate += DELEGATE_SHARED
+    parts.update({"rtt-churn windows": windows, "map-shared pages": maps, "delegate-churn pools": delegate,
+                  "ripas-churn realms": ripas})
+    return sum(parts.values()), parts
+
+
+def realm_granules(r: RealmTemplate) -> int:
+    """Granules one realm can hold: RD, roots, RECs with aux granules and run pages, RTTs, the
+    pages its guest touches (all of its RAM for a guest from a file), shared pages."""
+    pages = r.ram if os.sep in r.guest else programs.min_ram(r.guest, r.recs, len(r.image))
+    tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20)
+    return 1 + 16 + r.recs * (2 + MAX_AUX) + (pages + GRANULE - 1) // GRANULE + tables + MAX_SHARED_PAGES
+
+
+def ripas_granules() -> int:
+    return 1 + 16 + 2 + MAX_AUX + programs.min_ram("ripas-loop", 1, 2 * GRANULE) // GRANULE + 8
+

@@ -1,0 +1,329 @@
+"""Workload files (TOML, docs/workloads.md): reading one and checking every key.
+
+    bundled()            names of the workloads in workloads/*.toml
+    find(name_or_path)   the file of a bundled name or a path
+    load(name_or_path)   read and check it -> WorkloadFile
+    parse(text, source)  the same for text in hand
+
+Everything that can be checked without the platform or the command line is checked here: key
+names (unknown keys are errors, with a "did you mean"), types, ranges, sizes, guests and their
+constants (each guest is assembled), CPU sets, weight tables, phases. resolve.py then applies
+the platform and the command-line options and checks what depends on them. Every error is a
+ConfigError naming file:line, the key, the value and what was expected; nothing is created in
+shared memory before both have passed.
+
+This module owns the file format. It must not create a machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rmm_mp.guest.assembler import AssemblerError
+from rmm_mp.host.realm import TEARDOWN_ORDERS
+from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
+from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.workload import programs
+from rmm_mp.workload.fields import U64, Fields, is_int, suggestion
+
+Weights = tuple[tuple[str, float], ...]
+TOP_KEYS = ("description", "platform", "cpus", "seconds", "iterations", "seed", "time_slice", "activities",
+            "group", "realm", "phase")
+REALM_KEYS = ("name", "guest", "recs", "ram", "ipa_width", "hash", "rpv", "measure", "constants", "instances",
+              "lifecycle", "lifetime", "teardown")
+GROUP_KEYS = ("cpus", "activities")
+PHASE_KEYS = ("name", "seconds", "iterations", "activities", "group")
+HASHES = ("sha256", "sha512")
+TEARDOWNS = TEARDOWN_ORDERS + ("alternate",)
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_ITERATIONS = 10**12
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RealmTemplate:
+    """One [[realm]] entry: what every instance of it is built from."""
+
+    key: str
+    name: str
+    guest: str
+    """A bundled guest name, "ripas-loop", or the absolute path of a .s file."""
+    recs: int
+    ram: int
+    ipa_width: int
+    hash: str
+    rpv: bytes
+    measure: bool
+    constants: tuple[tuple[str, int], ...]
+    instances: int
+    lifecycle: bool
+    lifetime: int | None
+    teardown: str
+    image: bytes
+    """Assembled with the constants (an attest realm's challenge is replaced per instance)."""
+
+    @property
+    def hash_algo(self) -> int:
+        return HASHES.index(self.hash)
+
+    @property
+    def attest(self) -> bool:
+        return self.guest == "attest"
+
+    def teardown_for(self, generation: int) -> str:
+        if self.teardown == "alternate":
+            return TEARDOWN_ORDERS[generation % 2]
+        return self.teardown
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    cpus: frozenset[int] | None
+    """None: every CPU."""
+    weights: Weights
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    key: str
+    name: str
+    seconds: float | None
+    iterations: int | None
+    activities: Weights | None
+    groups: tuple[Group, ...]
+
+
+@dataclass(frozen=True)
+class WorkloadFile:
+    """A checked workload file, before the platform and the command line are applied."""
+
+    name: str
+    source: str
+    text: str
+    description: str
+    platform: str | None
+    cpus: int | None
+    seconds: float | None
+    iterations: int | None
+    seed: int | None
+    time_slice: int | None
+    activities: Weights | None
+    groups: tuple[Group, ...]
+    realms: tuple[RealmTemplate, ...]
+    phases: tuple[PhaseSpec, ...]
+
+    @property
+    def fields(self) -> Fields:
+        return Fields(self.text, self.source)
+
+
+def workload_dir() -> Path:
+    """The bundled workloads: the installed package's data, else the repository's."""
+    packaged = resources.files("rmm_mp") / "workloads"
+    if packaged.is_dir() and any(Path(str(packaged)).glob("*.toml")):
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "workloads"
+
+
+def bundled() -> list[str]:
+    return sorted(p.stem for p in workload_dir().glob("*.toml"))
+
+
+def find(name_or_path: str | os.PathLike[str]) -> Path:
+    """The file of a bundled workload name or of a path; ConfigError if there is none."""
+    text = os.fspath(name_or_path)
+    if os.sep in text or text.endswith(".toml"):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError("command line", "WORKLOAD", text, "a workload file that exists")
+        return path
+    path = workload_dir() / f"{text}.toml"
+    if not path.is_file():
+        names = bundled()
+        raise ConfigError("command line", "WORKLOAD", text, f"a bundled workload ({', '.join(names)}){suggestion(text, names)} "
+                                                            f"or a path to a .toml file")
+    return path
+
+
+def load(name_or_path: str | os.PathLike[str]) -> WorkloadFile:
+    path = find(name_or_path)
+    return parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse(text: str, source: str) -> WorkloadFile:
+    """Check workload ``text`` read from ``source`` (a path: guest paths are relative to its directory)."""
+    f = Fields(text, source)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
+    f.keys(raw, "", TOP_KEYS)
+    base_dir = Path(source).resolve().parent
+    seconds, iterations = _length(f, raw, "")
+    realms = _realms(f, raw.get("realm", []), base_dir)
+    phases = _phases(f, raw.get("phase", []))
+    if phases and (seconds is not None or iterations is not None):
+        key = "seconds" if seconds is not None else "iterations"
+        raise f.fail(key, raw[key], "no top-level length when the file has [[phase]] entries: each phase "
+                                    "gives its own seconds or iterations")
+    return WorkloadFile(
+        name=Path(source).stem, source=source, text=text,
+        description=f.string(raw.get("description", ""), "description"),
+        platform=f.string(raw["platform"], "platform", "a platform name or a path to a platform .toml file")
+        if "platform" in raw else None,
+        cpus=f.integer(raw["cpus"], "cpus", 1, 256, "the number of CPU processes") if "cpus" in raw else None,
+        seconds=seconds, iterations=iterations,
+        seed=f.integer(raw["seed"], "seed", 0, U64, "the seed of every random choice") if "seed" in raw else None,
+        time_slice=f.integer(raw["time_slice"], "time_slice", 1, 10**9, "guest instructions a REC runs per "
+                             "entry before an IRQ exit") if "time_slice" in raw else None,
+        activities=f.weights(raw["activities"], "activities") if "activities" in raw else None,
+        groups=_groups(f, raw.get("group", []), "group"),
+        realms=realms, phases=phases)
+
+
+def _length(f: Fields, table: dict[str, Any], prefix: str) -> tuple[float | None, int | None]:
+    sk, ik = f"{prefix}seconds", f"{prefix}iterations"
+    if "seconds" in table and "iterations" in table:
+        raise f.fail(ik, table["iterations"], "either seconds or iterations, not both")
+    seconds = f.number(table["seconds"], sk, 0, MAX_SECONDS, "a duration in seconds") if "seconds" in table else None
+    iterations = f.integer(table["iterations"], ik, 1, MAX_ITERATIONS, "activity steps per CPU") \
+        if "iterations" in table else None
+    return seconds, iterations
+
+
+def _array(f: Fields, value: object, key: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise f.fail(key, value, f"an array of tables ([[{key}]] entries)")
+    return value
+
+
+def _groups(f: Fields, value: object, key: str) -> tuple[Group, ...]:
+    groups: list[Group] = []
+    claimed: dict[int, str] = {}
+    for i, raw in enumerate(_array(f, value, key)):
+        where = f"{key}[{i}]"
+        f.keys(raw, where, GROUP_KEYS, GROUP_KEYS)
+        cpus = f.cpu_set(raw["cpus"], f"{where}.cpus")
+        for cpu in sorted(cpus) if cpus is not None else ():
+            if cpu in claimed:
+                raise f.fail(f"{where}.cpus", raw["cpus"], f"CPUs that no other group names (CPU {cpu} is in "
+                                                           f"{claimed[cpu]} too)")
+            claimed[cpu] = where
+        if cpus is None and len(_array(f, value, key)) > 1:
+            raise f.fail(f"{where}.cpus", raw["cpus"], '"all" only in a lone group (other groups name CPUs too)')
+        groups.append(Group(where, cpus, f.weights(raw["activities"], f"{where}.activities")))
+    return tuple(groups)
+
+
+def _phases(f: Fields, value: object) -> tuple[PhaseSpec, ...]:
+    phases: list[PhaseSpec] = []
+    for i, raw in enumerate(_array(f, value, "phase")):
+        where = f"phase[{i}]"
+        f.keys(raw, where, PHASE_KEYS, ("name",))
+        name = f.name(raw["name"], f"{where}.name")
+        if any(p.name == name for p in phases):
+            raise f.fail(f"{where}.name", name, "a name no other phase has")
+        seconds, iterations = _length(f, raw, f"{where}.")
+        if seconds is None and iterations is None:
+            raise f.fail(where, name, "an end: seconds or iterations")
+        if phases and (seconds is None) != (phases[0].seconds is None):
+            unit = "seconds" if phases[0].seconds is not None else "iterations"
+            raise f.fail(f"{where}.{'iterations' if seconds is None else 'seconds'}", seconds or iterations,
+                         f"{unit}, like phase[0]: the phases of a file are all timed or all counted")
+        activities = f.weights(raw["activities"], f"{where}.activities") if "activities" in raw else None
+        phases.append(PhaseSpec(where, name, seconds, iterations, activities,
+                                _groups(f, raw.get("group", []), f"{where}.group")))
+    return tuple(phases)
+
+
+def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ...]:
+    out: list[RealmTemplate] = []
+    for i, raw in enumerate(_array(f, value, "realm")):
+        realm = _realm(f, raw, f"realm[{i}]", base_dir)
+        if any(r.name == realm.name for r in out):
+            raise f.fail(f"realm[{i}].name", realm.name, "a name no other realm has")
+        out.append(realm)
+    return tuple(out)
+
+
+def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmTemplate:
+    f.keys(raw, where, REALM_KEYS, ("name", "guest"))
+    name = f.name(raw["name"], f"{where}.name")
+    guest, text = _guest(f, raw["guest"], f"{where}.guest", base_dir)
+    recs = f.integer(raw.get("recs", 1), f"{where}.recs", 1, MAX_VCPUS,
+                     f"RECs per realm (the host's run queue runs at most {MAX_VCPUS})")
+    ipa_width = f.integer(raw.get("ipa_width", 40), f"{where}.ipa_width", 33, 48,
+                          "the realm's IPA width in bits (RAM starts at 2 GiB, so at least 33)")
+    par = 1 << (ipa_width - 1)
+    ram = f.size(raw.get("ram", 2 * MiB), f"{where}.ram", 4096, min(par - programs.RAM_BASE, 1 << 30))
+    constants = _constants(f, raw.get("constants", {}), f"{where}.constants", guest, text)
+    try:
+        image = programs.image(text, dict(constants))
+    except (AssemblerError, ValueError) as exc:
+        raise f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})") from None
+    need = programs.min_ram(guest, recs, len(image))
+    if ram < need:
+        raise f.fail(f"{where}.ram", raw.get("ram", ram), f"at least {_kib(need)} for guest {raw['guest']!r} "
+                                                           f"with {recs} REC{'s' if recs > 1 else ''} (its image and the pages it uses)")
+    lifecycle = f.boolean(raw.get("lifecycle", False), f"{where}.lifecycle")
+    lifetime = None
+    if "lifetime" in raw:
+        lifetime = f.integer(raw["lifetime"], f"{where}.lifetime", 1, 10**9, "REC entries after which the "
+                             "lifecycle turns the realm off")
+        if not lifecycle:
+            raise f.fail(f"{where}.lifetime", lifetime, "no lifetime unless lifecycle = true (only a lifecycle "
+                                                        "realm is turned off and rebuilt)")
+    return RealmTemplate(
+        key=where, name=name, guest=guest, recs=recs, ram=ram, ipa_width=ipa_width,
+        hash=f.choice(raw.get("hash", "sha256"), f"{where}.hash", HASHES),
+        rpv=f.hex_bytes(raw.get("rpv", ""), f"{where}.rpv", 64),
+        measure=f.boolean(raw.get("measure", True), f"{where}.measure"),
+        constants=constants,
+        instances=f.integer(raw.get("instances", 1), f"{where}.instances", 1, MAX_REALMS,
+                            f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)"),
+        lifecycle=lifecycle, lifetime=lifetime,
+        teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image)
+
+
+def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str]:
+    names = programs.guest_names()
+    expected = f"a bundled guest ({', '.join(names)}) or the path of a .s file"
+    if not isinstance(value, str) or not value:
+        raise f.fail(key, value, expected)
+    if value in names:
+        return value, programs.guest_text(value)
+    if value.endswith(".s") or os.sep in value:
+        path = (base_dir / value).resolve()
+        if not path.is_file():
+            raise f.fail(key, value, f"a .s file that exists (looked for {path})")
+        return str(path), path.read_text(encoding="utf-8")
+    raise f.fail(key, value, expected + suggestion(value, names))
+
+
+def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tuple[tuple[str, int], ...]:
+    table = f.table(value, key)
+    defined = programs.equ_names(text)
+    out = []
+    for name, number in table.items():
+        if name not in defined:
+            raise f.fail(f"{key}.{name}", number, f"an .equ constant of guest {os.path.basename(guest)!r}"
+                                                  f"{suggestion(name, defined)}: {', '.join(defined)}")
+        if guest == "attest" and name.startswith("CHALLENGE"):
+            raise f.fail(f"{key}.{name}", number, "no CHALLENGE constant: the engine gives each attest realm "
+                                                  "its own challenge from the seed")
+        if not is_int(number) or not 0 <= number <= U64:
+            raise f.fail(f"{key}.{name}", number, "an integer in 0..2^64-1")
+        out.append((name, number))
+    return tuple(out)
+
+
+def _kib(n: int) -> str:
+    return f"{n // MiB} MiB" if n % MiB == 0 else f"{(n + 1023) // 1024} KiB"

@@ -1,0 +1,204 @@
+"""`rmm-mp run` and `rmm-mp workloads list|show|validate`, through click's runner and, for the
+main job, as a real process: exit statuses 0 / 1 / 2, what is printed and written, and that a
+refused workload creates no shared memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from rmm_mp.cli import main
+from rmm_mp.hw import segment
+from rmm_mp.workload import spec
+
+ROOT = Path(__file__).resolve().parents[2]
+FAILING_GUEST = """
+    .equ RSI_HOST_CALL, 0xC4000199
+    .equ PSCI_SYSTEM_OFF, 0x84000008
+start:
+    adr x1, hostcall
+    mov x2, #3
+    strh x2, [x1]
+    mov x2, #9
+    str x2, [x1, #8]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+    .align 256
+hostcall:
+    .zero 256
+"""
+
+
+def no_segments_of(pid: int) -> bool:
+    return not [m for m in segment.list_machines() if m.creator_pid == pid]
+
+
+@pytest.mark.multiprocess
+def test_run_quickstart_as_a_process(tmp_path: Path) -> None:
+    """The README's main job, briefly: `python -m rmm_mp run quickstart --seconds 1 --json F`
+    exits 0, prints the latency tables, the realms, the invariant check and the verdict, writes
+    the JSON report (latency records with spec names), and leaves no shared memory."""
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "run", "quickstart", "--seconds", "1", "--json", str(out),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout + stderr
+    for text in ("workload quickstart", "RMI_REC_ENTER", "RSI_IPA_STATE_SET", "EXIT_RIPAS_CHANGE", "p99.9",
+                 "loop", "boot#0", "invariants hold", "result: OK"):
+        assert text in stdout, text
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["workload"] == "quickstart" and report["cpus"] == 4
+    assert report["seed"] == 1 and report["seconds"] == 1
+    calls = {r["call"] for r in report["latency"]}
+    assert {"RMI_REC_ENTER", "RSI_HOST_CALL", "EXIT_HOST_CALL", "PSCI_CPU_ON"} <= calls
+    assert {r["name"] for r in report["realms"]} >= {"loop", "boot#0"}
+    assert no_segments_of(proc.pid)
+
+
+@pytest.mark.multiprocess
+def test_run_writes_json_and_csv_and_exits_0(tmp_path: Path) -> None:
+    """`run delegate-churn --cpus 2 --iterations 300 --json --csv`: exit 0, both files written
+    and listed, the JSON's per-CPU counts match the activity counters."""
+    j, c = tmp_path / "r.json", tmp_path / "r.csv"
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "2", "--iterations", "300", "--json", str(j),
+                                       "--csv", str(c), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"json {j}" in result.output and f"csv {c}" in result.output
+    doc = json.loads(j.read_text())
+    assert doc["outputs"]["json"] == str(j) and doc["iterations"] == 300
+    delegates = {r["cpu"]: r["count"] for r in doc["latency"] if r["call"] == "RMI_GRANULE_DELEGATE"}
+    counters = {entry["cpu"]: entry["values"] for entry in doc["counters"]}
+    for cpu in (0, 1):
+        k = counters[cpu]
+        assert delegates[cpu] == sum(k.get(n, 0) for n in ("private rounds", "shared delegated", "shared delegate lost"))
+    lines = c.read_text().splitlines()
+    assert lines[0].startswith("cpu,call,") and any(",RMI_GRANULE_DELEGATE," in line for line in lines)
+    assert no_segments_of(os.getpid())
+
+
+@pytest.mark.multiprocess
+def test_run_exits_1_when_a_realm_fails(tmp_path: Path) -> None:
+    (tmp_path / "fail.s").write_text(FAILING_GUEST)
+    (tmp_path / "w.toml").write_text('iterations = 20\ncpus = 1\nactivities = { run = 1 }\n'
+                                     '[[realm]]\nname = "bad"\nguest = "fail.s"\n')
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "w.toml"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "reported failure code 9" in result.output
+    assert no_segments_of(os.getpid())
+
+
+def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
+    """A bad workload file is a usage error naming file:line, key, value and expectation;
+    nothing is created."""
+    (tmp_path / "w.toml").write_text('seconds = 1\nactivities = { run = 1 }\n[[realm]]\nname = "a"\nguest = "hello"\n'
+                                     'recs = 0\n')
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "w.toml")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'w.toml'}:6: realm[0].recs = 0: expected" in result.output
+    assert no_segments_of(os.getpid())
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["run", "delegate-churn", "--cpus", "9"], "--cpus = 9: expected the number of CPU processes (platform 'host' has 4"),
+    (["run", "no-such-workload"], "a bundled workload (attestation-storm, churn, contention, delegate-churn"),
+    (["run", "delegate-churn", "--platform", "nope"], "--platform = 'nope': expected a bundled platform (fvp, host"),
+    (["run", "delegate-churn", "--plot", "x.png", "--no-latency"], "cannot be combined with --no-latency"),
+    (["run", "delegate-churn", "--seconds", "1", "--iterations", "2"], "either --seconds or --iterations"),
+])
+def test_run_refuses_bad_options_with_exit_2(args: list[str], shown: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and shown in result.output, result.output
+    assert no_segments_of(os.getpid())
+
+
+def test_workloads_list_names_every_bundled_workload() -> None:
+    result = CliRunner().invoke(main, ["workloads", "list"])
+    assert result.exit_code == 0
+    for name in spec.bundled():
+        assert name in result.output
+    assert "2 realms on 4 CPUs" in result.output
+
+
+def test_workloads_show_resolves_everything() -> None:
+    """`workloads show quickstart --cpus 2`: realms with every value, owners, per-CPU weights."""
+    result = CliRunner().invoke(main, ["workloads", "show", "quickstart", "--cpus", "2"])
+    assert result.exit_code == 0, result.output
+    for text in ("platform host: 2 of its 4 CPUs", "seed 1", "loop: resident, 1 instance, guest ripas-loop, 2 RECs",
+                 "boot: lifecycle", "owned by CPU 0", "CPU 0: run 8, lifecycle 4", "CPU 1: run 12",
+                 "constants WORK = 0x7d0", "(from the command line: --cpus)"):
+        assert text in result.output, text
+    assert CliRunner().invoke(main, ["workloads", "show", "nope"]).exit_code == 2
+
+
+def test_workloads_validate_exit_status(tmp_path: Path) -> None:
+    """Valid files and bundled names pass (exit 0); one bad file makes it exit 2 with its error."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seconds = 1\nactivities = { runn = 1 }\n")
+    ok = CliRunner().invoke(main, ["workloads", "validate", *spec.bundled()])
+    assert ok.exit_code == 0 and ok.output.count(": valid (") == len(spec.bundled())
+    mixed = CliRunner().invoke(main, ["workloads", "validate", "quickstart", str(bad)])
+    assert mixed.exit_code == 2
+    assert "quickstart: valid" in mixed.output and f"{bad}:2: activities.runn = 1" in mixed.output
+    assert CliRunner().invoke(main, ["workloads", "validate"]).exit_code == 2
+
+
+def test_run_help_names_every_option() -> None:
+    result = CliRunner().invoke(main, ["run", "--help"])
+    for option in ("--platform", "--cpus", "--seconds", "--iterations", "--seed", "--json", "--csv", "--plot",
+                   "--trace", "--no-latency", "--pin", "--save-tokens", "--progress / --no-progress"):
+        assert option in result.output, option
+
+
+@pytest.mark.multiprocess
+def test_ctrl_c_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """SIGINT while the CPU processes run: the CPUs stop between calls, the report is printed
+    and says the run was interrupted, the exit status is 1, and the shared memory is gone."""
+    proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "run", "delegate-churn", "--cpus", "2", "--seconds", "120",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    # Wait until both CPU processes (spawned: "spawn_main" in their command line) are running.
+    while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stdout + stderr
+    assert "interrupted" in (stdout + stderr).lower()
+    assert no_segments_of(proc.pid)
+
+
+@pytest.mark.multiprocess
+def test_run_exits_1_when_an_invariant_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """White-box: the invariant checker reports a violation after a clean run; the command
+    prints it and exits 1."""
+    from rmm_mp.check import InvariantReport, Violation
+    from rmm_mp.workload import run as runner
+
+    real = runner.invariants
+
+    def broken(machine):  # type: ignore[no-untyped-def]
+        found = real(machine)
+        return InvariantReport(found.granules, (Violation("planted", machine.dram_base, "by the test"),),
+                               found.state_counts)
+
+    monkeypatch.setattr(runner, "invariants", broken)
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "1", "--iterations", "50", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "planted" in result.output
+    assert no_segments_of(os.getpid())

@@ -1,0 +1,34 @@
+"""docs/workloads.md stays true: every TOML example in it is a valid workload, and every key
+and activity the code accepts is documented there."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rmm_mp.workload import spec
+from rmm_mp.workload.fields import ACTIVITIES
+from rmm_mp.workload.resolve import resolve
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "workloads.md"
+TEXT = DOC.read_text()
+EXAMPLES = re.findall(r"```toml\n(.*?)```", TEXT, re.S)
+
+
+def test_the_doc_has_examples() -> None:
+    assert len(EXAMPLES) >= 5
+
+
+@pytest.mark.parametrize("n", range(len(EXAMPLES)))
+def test_every_toml_example_validates(n: int, tmp_path: Path) -> None:
+    path = tmp_path / f"example{n}.toml"
+    path.write_text(EXAMPLES[n])
+    w = resolve(spec.load(str(path)))
+    assert w.phases and w.cpus >= 1
+
+
+def test_every_key_and_activity_is_documented() -> None:
+    for key in spec.TOP_KEYS + spec.REALM_KEYS + spec.GROUP_KEYS + spec.PHASE_KEYS + ACTIVITIES:
+        assert f"`{key}`" in TEXT or f"`[[{key}]]`" in TEXT, key

@@ -1,0 +1,159 @@
+"""The workload engine end to end on CPU processes (rmm_mp.workload.run / engine / activities):
+the report's per-call counts equal the calls the activities counted; a run is reproducible for
+one seed; a realm whose guest reports failure, a vCPU the host cannot continue and a broken
+invariant each make the report fail; everything is torn down afterwards.
+
+Each test runs a small workload for a fixed number of steps per CPU (no timing assertion).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rmm_mp.check import InvariantReport, Violation
+from rmm_mp.workload import render, run, spec
+from rmm_mp.workload.report import RunReport
+from rmm_mp.workload.resolve import resolve
+from rmm_mp.workload.run import RunOptions, run_workload
+
+pytestmark = pytest.mark.multiprocess
+
+REPORT_FAILURE = """
+    .equ RSI_HOST_CALL, 0xC4000199
+    .equ PSCI_SYSTEM_OFF, 0x84000008
+start:
+    adr x1, hostcall
+    mov x2, #3                      // REPORT
+    strh x2, [x1]
+    mov x2, #7                      // code 7: failed
+    str x2, [x1, #8]
+    mov x2, #0x55
+    str x2, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+    .align 256
+hostcall:
+    .zero 256
+"""
+
+JUMP_TO_UNBACKED_RAM = """
+start:
+    mov x0, =0x80100000             // RIPAS RAM, never populated: an instruction abort for the host
+    br x0
+"""
+
+
+def go(tmp_path: Path, text: str, **options: object) -> RunReport:
+    path = tmp_path / "w.toml"
+    path.write_text(text)
+    return run_workload(resolve(spec.load(str(path)), **options), RunOptions(progress=False))  # type: ignore[arg-type]
+
+
+def records(report: RunReport) -> dict[tuple[object, str], int]:
+    return {(r["cpu"], r["call"]): r["count"] for r in render.to_json(report)["latency"]}
+
+
+def test_delegate_churn_counts_match_the_calls(tmp_path: Path) -> None:
+    """delegate-churn, 2 CPUs x 400 steps: per CPU the JSON's DELEGATE count is the private
+    rounds plus the shared DELEGATE wins and losses (UNDELEGATE likewise), the error count is
+    the losses, total_calls sums the records, and the balance check and teardown leave no problem."""
+    report = go(tmp_path, "iterations = 400\ncpus = 2\nactivities = { delegate-churn = 1 }\n")
+    assert report.ok, (report.problems, report.failures)
+    doc = render.to_json(report)
+    counts = records(report)
+    errors = {(r["cpu"], r["call"]): r["errors"] for r in doc["latency"]}
+    for cpu in (0, 1):
+        c = report.counters[cpu]
+        assert c["iterations"] == c["delegate-churn steps"] == 400
+        assert counts[(cpu, "RMI_GRANULE_DELEGATE")] == c["private rounds"] + c["shared delegated"] + c["shared delegate lost"]
+        assert counts[(cpu, "RMI_GRANULE_UNDELEGATE")] == \
+            c["private rounds"] + c["shared undelegated"] + c["shared undelegate lost"]
+        assert errors[(cpu, "RMI_GRANULE_DELEGATE")] == c["shared delegate lost"]
+    assert doc["total_calls"] == sum(n for (cpu, _), n in counts.items() if cpu != "all")
+    assert (doc["seed"], doc["iterations"], doc["cpus"]) == (0, 400, 2)
+
+
+def test_run_counts_every_rec_entry_and_exit(tmp_path: Path) -> None:
+    """A resident ripas-loop realm (2 RECs) run by 2 CPUs for 150 steps each: per CPU, REC_ENTER
+    calls = the REC entries the run steps made = the REC exits by reason; run steps = entries +
+    empty-queue polls. The realm is still running at the end: ok, and torn down afterwards."""
+    report = go(tmp_path, 'iterations = 150\ncpus = 2\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "loop"\nguest = "ripas-loop"\nrecs = 2\n')
+    assert report.ok, (report.problems, report.failures, report.realms)
+    counts = records(report)
+    for cpu in (0, 1):
+        c = report.counters[cpu]
+        exits = sum(n for (who, call), n in counts.items() if who == cpu and call.startswith("EXIT_"))
+        assert counts.get((cpu, "RMI_REC_ENTER"), 0) == c.get("REC entries", 0) == exits
+        assert c["run steps"] == 150 == c.get("REC entries", 0) + c.get("queue empty", 0)
+    (loop,) = report.realms
+    assert loop.ok and loop.name == "loop" and "running when the run ended" in loop.detail
+    assert loop.counters["entries"] == sum(report.counters[c].get("REC entries", 0) for c in (0, 1))
+
+
+def test_ripas_churn_enters_its_own_realm(tmp_path: Path) -> None:
+    """ripas-churn on 1 CPU for 60 steps: 60 REC_ENTERs of the CPU's private ripas-loop realm,
+    whose RIPAS changes the host answers with RTT_SET_RIPAS; the realm is reported ok."""
+    report = go(tmp_path, "iterations = 60\ncpus = 1\nactivities = { ripas-churn = 1 }\n")
+    assert report.ok, (report.problems, report.failures, report.realms)
+    counts = records(report)
+    assert counts[(0, "RMI_REC_ENTER")] == report.counters[0]["ripas-churn entries"] == 60
+    assert counts[(0, "RMI_RTT_SET_RIPAS")] >= 2 and counts[(0, "EXIT_RIPAS_CHANGE")] >= 2
+    (realm,) = report.realms
+    assert realm.ok and realm.name == "ripas-churn.cpu0" and realm.counters["ripas_changes"] >= 2
+
+
+def test_one_cpu_run_is_reproducible_for_a_seed(tmp_path: Path) -> None:
+    """On one CPU nothing races, so a seed fixes everything: the same counters twice for seed 3
+    (rtt-churn, map-shared and delegate-churn on a resident realm), other counters for seed 4."""
+    text = ('iterations = 300\ncpus = 1\nactivities = { rtt-churn = 2, map-shared = 1, delegate-churn = 1 }\n'
+            '[[realm]]\nname = "r"\nguest = "hello"\n')
+    first, second, other = (go(tmp_path, text, seed=s) for s in (3, 3, 4))
+    assert first.ok and second.ok and other.ok, (first.problems, second.problems, other.problems)
+    assert first.counters == second.counters
+    assert other.counters != first.counters
+    assert first.seed == 3 and render.to_json(first)["seed"] == 3
+
+
+def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
+    """A guest (a .s file next to the workload) that REPORTs code 7: its outcome is a failure
+    naming the code and detail, so the report is not ok; the rest of the run is fine."""
+    (tmp_path / "fails.s").write_text(REPORT_FAILURE)
+    report = go(tmp_path, 'iterations = 20\ncpus = 1\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "bad"\nguest = "fails.s"\n')
+    (bad,) = report.realms
+    assert not bad.ok and "reported failure code 7 (detail 0x55)" in bad.detail
+    assert not report.ok and not report.failures and not report.problems and report.invariants.ok  # type: ignore[union-attr]
+
+
+def test_a_failed_vcpu_fails_its_realm(tmp_path: Path) -> None:
+    """A guest that jumps into RAM the host never populated: the instruction abort ends its
+    vCPU, the realm's outcome quotes the run loop's message, the report is not ok."""
+    (tmp_path / "jump.s").write_text(JUMP_TO_UNBACKED_RAM)
+    report = go(tmp_path, 'iterations = 10\ncpus = 1\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "j"\nguest = "jump.s"\n')
+    (j,) = report.realms
+    assert not j.ok and "a vCPU failed" in j.detail and "not a fault the host resolves" in j.detail
+    assert not report.ok and not report.failures
+
+
+def test_a_broken_invariant_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """White-box: the invariant checker (as run.py calls it) reports a violation; the report
+    keeps it and is not ok, though every CPU and realm was fine."""
+    real = run.invariants
+
+    def broken(machine):  # type: ignore[no-untyped-def]
+        found = real(machine)
+        return InvariantReport(found.granules, (Violation("planted", machine.dram_base, "by the test"),),
+                               found.state_counts)
+
+    monkeypatch.setattr(run, "invariants", broken)
+    report = go(tmp_path, "iterations = 50\ncpus = 1\nactivities = { delegate-churn = 1 }\n")
+    assert report.invariants is not None and not report.invariants.ok
+    assert not report.failures and all(r.ok for r in report.realms)
+    assert not report.ok

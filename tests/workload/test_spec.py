@@ -1,0 +1,366 @@
+"""Workload files: every kind of mistake is refused before anything exists, with file:line, the
+key, the value and what was expected; command-line options are checked the same way; the
+resolved workload has every default filled in (rmm_mp.workload.spec / resolve / locate).
+
+Each bad-file test writes a small file, loads and resolves it in this process, and asserts the
+ConfigError's line, key, value and expectation, and that this process created no shared memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rmm_mp.hw import segment
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError
+from rmm_mp.workload import spec
+from rmm_mp.workload.locate import locate
+from rmm_mp.workload.resolve import Workload, resolve
+
+ROOT = Path(__file__).resolve().parents[2]
+OK_REALM = '[[realm]]\nname = "a"\nguest = "hello"\n'
+HEAD = 'seconds = 1\nactivities = { run = 1 }\n'
+
+
+def segments() -> list[str]:
+    return [m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()]
+
+
+def load(tmp_path: Path, text: str, name: str = "w.toml", **options: object) -> Workload:
+    path = tmp_path / name
+    path.write_text(text)
+    return resolve(spec.load(str(path)), **options)  # type: ignore[arg-type]
+
+
+def refused(tmp_path: Path, text: str, line: int | None, key: str, value: object, expected: str,
+            **options: object) -> ConfigError:
+    """The file is refused with exactly this line, key and value, an expectation containing
+    ``expected``, a message starting with file:line, and no shared memory made."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, **options)
+    err = info.value
+    assert (err.line, err.key, err.value) == (line, key, value), str(err)
+    assert expected in err.expected, str(err)
+    where = f"{tmp_path / 'w.toml'}:{line}" if line else str(tmp_path / "w.toml")
+    assert str(err).startswith(f"{where}: {key} = "), str(err)
+    assert segments() == []
+    return err
+
+
+# -- keys and types ------------------------------------------------------------------------------
+
+def test_unknown_key_with_suggestion(tmp_path: Path) -> None:
+    """A misspelt realm key is refused at its line, naming the close match and the known keys."""
+    refused(tmp_path, HEAD + OK_REALM + "rec = 2\n", 6, "realm[0].rec", 2, 'no such key (did you mean "recs"?)')
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    """An unknown top-level key is refused even when nothing is close to it."""
+    err = refused(tmp_path, HEAD + "colour = 3\n", 3, "colour", 3, "no such key; keys here: description")
+    assert "did you mean" not in err.expected
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    """A realm without a guest is refused at the realm's header line."""
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\n', 3, "realm[0].guest", MISSING, "the key is required")
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    """seconds given as a string."""
+    refused(tmp_path, 'seconds = "1"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1", "a duration in seconds")
+
+
+def test_out_of_range(tmp_path: Path) -> None:
+    """More RECs than the run queue runs per realm (32)."""
+    refused(tmp_path, HEAD + OK_REALM + "recs = 33\n", 6, "realm[0].recs", 33, "at most 32), an integer in 1..32")
+
+
+@pytest.mark.parametrize("ram, expected", [("4 megabytes", "a size: bytes as an integer, or a string"),
+                                           (5000, "a multiple of 4 KiB")])
+def test_bad_size(tmp_path: Path, ram: object, expected: str) -> None:
+    """A size string that is not one, and a size that is not a whole number of granules."""
+    shown = f'"{ram}"' if isinstance(ram, str) else ram
+    refused(tmp_path, HEAD + OK_REALM + f"ram = {shown}\n", 6, "realm[0].ram", ram, expected)
+
+
+def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    """An unclosed inline table: tomllib's message, at the line it names."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, "seconds = 1\nactivities = { run = 1\n")
+    err = info.value
+    assert err.line == 2 and err.key == "(file)" and "Unclosed inline table" in str(err.value)
+    assert str(err).startswith(f"{tmp_path / 'w.toml'}:2: ")
+    assert segments() == []
+
+
+# -- guests ---------------------------------------------------------------------------------------
+
+def test_unknown_guest(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "helo"\n', 5, "realm[0].guest", "helo",
+            'or the path of a .s file (did you mean "hello"?)')
+
+
+def test_guest_file_missing(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "mine.s"\n', 5, "realm[0].guest", "mine.s",
+            "a .s file that exists")
+
+
+def test_guest_file_that_does_not_assemble(tmp_path: Path) -> None:
+    """A guest file (relative to the workload file) with an unknown mnemonic."""
+    (tmp_path / "bad.s").write_text("start:\n    frobnicate x0\n")
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "bad.s"\n', 5, "realm[0].guest", "bad.s",
+            "a guest that assembles")
+
+
+def test_unknown_constant(tmp_path: Path) -> None:
+    """A [realm.constants] key the guest does not define, in the second realm (its own table)."""
+    text = HEAD + OK_REALM + '[[realm]]\nname = "b"\nguest = "smp-boot"\nrecs = 2\n[realm.constants]\nWROK = 3\n'
+    refused(tmp_path, text, 11, "realm[1].constants.WROK", 3, 'an .equ constant of guest \'smp-boot\' (did you mean "WORK"?)')
+
+
+def test_constant_out_of_range(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + OK_REALM.replace('"hello"', '"smp-boot"') + "constants = { WORK = -3 }\n", 6,
+            "realm[0].constants.WORK", -3, "an integer in 0..2^64-1")
+
+
+def test_attest_challenge_is_the_engines(tmp_path: Path) -> None:
+    """The attest guest's challenge comes from the seed: a CHALLENGE constant is refused."""
+    text = HEAD + '[[realm]]\nname = "a"\nguest = "attest"\nram = "4M"\nconstants = { CHALLENGE0 = 1 }\n'
+    refused(tmp_path, text, 7, "realm[0].constants.CHALLENGE0", 1, "the engine gives each attest realm")
+
+
+def test_ram_too_small_for_the_guest(tmp_path: Path) -> None:
+    """attest needs its buffer and shared copy 1 and 2 MiB into RAM."""
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\n', 3, "realm[0].ram", 2 << 20,
+            "at least 2052 KiB for guest 'attest' with 1 REC")
+
+
+# -- activities, groups, phases -------------------------------------------------------------------
+
+def test_unknown_activity(tmp_path: Path) -> None:
+    refused(tmp_path, "seconds = 1\nactivities = { runn = 1 }\n" + OK_REALM, 2, "activities.runn", 1,
+            'a known activity (did you mean "run"?)')
+
+
+def test_weights_all_zero(tmp_path: Path) -> None:
+    refused(tmp_path, "seconds = 1\nactivities = { run = 0, rtt-churn = 0 }\n" + OK_REALM, 2, "activities",
+            {"run": 0, "rtt-churn": 0}, "at least one weight greater than 0")
+
+
+def test_negative_weight(tmp_path: Path) -> None:
+    refused(tmp_path, "seconds = 1\nactivities = { run = -1 }\n" + OK_REALM, 2, "activities.run", -1,
+            "a weight: a number >= 0")
+
+
+def test_phase_without_an_end(tmp_path: Path) -> None:
+    text = 'activities = { delegate-churn = 1 }\n\n[[phase]]\nname = "warm"\n'
+    refused(tmp_path, text, 3, "phase[0]", "warm", "an end: seconds or iterations")
+
+
+def test_phases_mix_seconds_and_iterations(tmp_path: Path) -> None:
+    text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
+            '[[phase]]\nname = "b"\niterations = 10\n')
+    refused(tmp_path, text, 7, "phase[1].iterations", 10, "seconds, like phase[0]")
+
+
+def test_top_level_length_with_phases(tmp_path: Path) -> None:
+    text = 'seconds = 3\nactivities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
+    refused(tmp_path, text, 1, "seconds", 3, "no top-level length when the file has [[phase]] entries")
+
+
+def test_duplicate_phase_names(tmp_path: Path) -> None:
+    text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
+            '[[phase]]\nname = "a"\nseconds = 1\n')
+    refused(tmp_path, text, 6, "phase[1].name", "a", "a name no other phase has")
+
+
+def test_cpu_in_two_groups_of_a_later_phase(tmp_path: Path) -> None:
+    """Lines inside nested arrays of tables: the second phase's second group."""
+    text = (HEAD + OK_REALM + '[[phase]]\nname = "p"\nseconds = 1\n[[phase.group]]\ncpus = [0]\nactivities = { run = 1 }\n'
+            '[[phase]]\nname = "q"\nseconds = 1\n[[phase.group]]\ncpus = "0-1"\nactivities = { run = 1 }\n'
+            '[[phase.group]]\ncpus = [1]\nactivities = { run = 1 }\n')
+    text = text.replace("seconds = 1\nactivities = { run = 1 }\n", "activities = { run = 1 }\n", 1)
+    refused(tmp_path, text, 18, "phase[1].group[1].cpus", [1], "CPU 1 is in phase[1].group[0] too")
+
+
+def test_bad_cpu_set(tmp_path: Path) -> None:
+    text = HEAD + OK_REALM + '[[group]]\ncpus = "3-1"\nactivities = { run = 1 }\n'
+    refused(tmp_path, text, 7, "group[0].cpus", "3-1", "CPU ids: a non-empty list of integers")
+
+
+def test_cpu_without_activities(tmp_path: Path) -> None:
+    """Only CPU 0 has weights (a group) and there is no default table: CPU 1 has nothing to do."""
+    text = 'seconds = 1\n' + OK_REALM + '[[group]]\ncpus = [0]\nactivities = { run = 1 }\n'
+    refused(tmp_path, text, None, "activities", MISSING,
+            "activity weights for CPU 1")
+
+
+def test_activity_with_nothing_to_work_on(tmp_path: Path) -> None:
+    refused(tmp_path, "seconds = 1\nactivities = { rtt-churn = 1 }\n", 2, "activities.rtt-churn", 1,
+            "an activity with something to work on")
+
+
+def test_lifecycle_realm_without_an_owner(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + OK_REALM + "lifecycle = true\n", 6, "realm[0].lifecycle", True,
+            "a CPU with a weight for 'lifecycle'")
+
+
+def test_lifetime_without_lifecycle(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + OK_REALM + "lifetime = 10\n", 6, "realm[0].lifetime", 10, "no lifetime unless lifecycle")
+
+
+# -- realms ----------------------------------------------------------------------------------------
+
+def test_duplicate_realm_names(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + OK_REALM + OK_REALM, 7, "realm[1].name", "a", "a name no other realm has")
+
+
+@pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65])
+def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
+    refused(tmp_path, HEAD + OK_REALM + f'rpv = "{rpv}"\n', 6, "realm[0].rpv", rpv, "a hex string of at most 64 bytes")
+
+
+def test_bad_hash_name(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + OK_REALM + 'hash = "sha384"\n', 6, "realm[0].hash", "sha384", "one of 'sha256', 'sha512'")
+
+
+def test_too_many_realms_for_the_run_queue(tmp_path: Path) -> None:
+    text = HEAD + OK_REALM + "instances = 40\n" + OK_REALM.replace('"a"', '"b"') + "instances = 20\n"
+    refused(tmp_path, text, 6, "realm[0].instances", 60, "at most 54 realms alive at once")
+
+
+def test_too_many_cpus_for_the_platform(tmp_path: Path) -> None:
+    refused(tmp_path, "cpus = 8\n" + HEAD + OK_REALM, 1, "cpus", 8, "an integer in 1..4 (platform 'host' has 4 CPUs)")
+
+
+def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
+    """20 resident realms churned by 4 CPUs need 2 MiB of backing per CPU and realm: more than
+    the 63 MiB of NS DRAM of `host`."""
+    text = "seconds = 1\nactivities = { run = 1, rtt-churn = 1 }\n" + OK_REALM + "instances = 20\n"
+    err = refused(tmp_path, text, 6, "realm[0].instances", "165.9 MiB", "of NS DRAM platform 'host' has")
+    assert "rtt-churn windows 161.2 MiB" in err.expected
+
+
+def small_platform(tmp_path: Path) -> None:
+    """`host` with S2SZ 40, SHA-256 only and MAX_RECS 3."""
+    text = (ROOT / "platform" / "host.toml").read_text()
+    text = text.replace('name = "host"', 'name = "small"').replace("s2sz = 48", "s2sz = 40")
+    text = text.replace('hash_algorithms = ["sha-256", "sha-512"]', 'hash_algorithms = ["sha-256"]')
+    (tmp_path / "small.toml").write_text(text.replace("max_recs_order = 10", "max_recs_order = 2"))
+
+
+@pytest.mark.parametrize("line, key, value, expected", [
+    ("ipa_width = 44", "realm[0].ipa_width", 44, "at most 40 (RMI_FEATURES S2SZ of platform 'small')"),
+    ('hash = "sha512"', "realm[0].hash", "sha512", "a hash algorithm platform 'small' offers: sha256"),
+    ("recs = 4", "realm[0].recs", 4, "at most 3 (MAX_RECS of platform 'small')"),
+])
+def test_realm_beyond_the_platforms_features(tmp_path: Path, line: str, key: str, value: object, expected: str) -> None:
+    """A platform file next to the workload (platform = "small.toml") whose RMI_FEATURES are smaller."""
+    small_platform(tmp_path)
+    refused(tmp_path, 'platform = "small.toml"\n' + HEAD + OK_REALM.replace('"hello"', '"smp-boot"') + line + "\n",
+            7, key, value, expected)
+
+
+def test_unknown_platform_in_the_file(tmp_path: Path) -> None:
+    refused(tmp_path, 'platform = "hots"\n' + HEAD + OK_REALM, 1, "platform", "hots", "a bundled platform")
+
+
+def test_no_length_anywhere(tmp_path: Path) -> None:
+    refused(tmp_path, "activities = { run = 1 }\n" + OK_REALM, None, "seconds",
+            MISSING, "or --seconds / --iterations")
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, key, value, expected", [
+    ({"cpus": 9}, "--cpus", 9, "an integer in 1..4"),
+    ({"cpus": 0}, "--cpus", 0, "an integer in 1..4"),
+    ({"seconds": 0.0}, "--seconds", 0.0, "a number greater than 0"),
+    ({"iterations": 0}, "--iterations", 0, "an integer in 1.."),
+    ({"seconds": 1.0, "iterations": 5}, "--iterations", 5, "either --seconds or --iterations"),
+    ({"seed": -1}, "--seed", -1, "an integer in 0..18446744073709551615"),
+    ({"platform": "nope"}, "--platform", "nope", "a bundled platform (fvp, host, large)"),
+])
+def test_command_line_options_are_checked_like_the_file(tmp_path: Path, options: dict[str, object], key: str,
+                                                        value: object, expected: str) -> None:
+    (tmp_path / "w.toml").write_text(HEAD + OK_REALM)
+    with pytest.raises(ConfigError) as info:
+        resolve(spec.load(str(tmp_path / "w.toml")), **options)  # type: ignore[arg-type]
+    err = info.value
+    assert (err.source, err.key, err.value, err.line) == ("command line", key, value, None), str(err)
+    assert expected in err.expected and str(err).startswith(f"command line: {key} = ")
+    assert segments() == []
+
+
+def test_unknown_workload_name_lists_the_bundled_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        spec.load("quickstrat")
+    assert 'did you mean "quickstart"' in str(info.value) and "delegate-churn" in str(info.value)
+
+
+# -- what a valid file becomes ---------------------------------------------------------------------
+
+def test_defaults_overrides_and_weights(tmp_path: Path) -> None:
+    """Defaults fill every realm key; a group overrides the table for its CPUs; CPU ids past the
+    run's CPUs are ignored; --cpus / --seed / --seconds replace the file's values and are listed."""
+    text = ("seconds = 4\nseed = 9\nactivities = { run = 3, map-shared = 1 }\n" + OK_REALM +
+            '[[group]]\ncpus = "1,3-7"\nactivities = { run = 1 }\n')
+    w = load(tmp_path, text)
+    t = w.realms[0]
+    assert (w.cpus, w.seed, w.seconds, w.iterations, w.platform.name) == (4, 9, 4.0, None, "host")
+    assert (t.recs, t.ram, t.ipa_width, t.hash, t.rpv, t.measure, t.instances, t.lifecycle, t.teardown) == \
+        (1, 2 << 20, 40, "sha256", b"", True, 1, False, "v12")
+    assert [dict(wt) for wt in w.phases[0].weights] == [{"run": 3.0, "map-shared": 1.0}, {"run": 1.0},
+                                                        {"run": 3.0, "map-shared": 1.0}, {"run": 1.0}]
+    w = load(tmp_path, text, cpus=2, seed=5, iterations=100)
+    assert (w.cpus, w.seed, w.seconds, w.iterations, w.overrides) == (2, 5, None, 100, ("--cpus", "--iterations", "--seed"))
+
+
+def test_phases_keep_their_proportions_under_seconds(tmp_path: Path) -> None:
+    text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 3\n'
+            '[[phase]]\nname = "b"\nseconds = 1\nactivities = { delegate-churn = 2 }\n')
+    w = load(tmp_path, text, seconds=2.0)
+    assert [(p.name, p.seconds) for p in w.phases] == [("a", 1.5), ("b", 0.5)]
+    assert w.seconds == 2.0
+    w = load(tmp_path, text, iterations=8)
+    assert [(p.name, p.seconds, p.iterations) for p in w.phases] == [("a", None, 6), ("b", None, 2)]
+
+
+def test_lifecycle_instances_are_shared_round_robin(tmp_path: Path) -> None:
+    """Lifecycle instances go to the CPUs with a lifecycle weight, in turn; attest ones to the
+    CPUs with an attest weight."""
+    text = ("seconds = 1\nactivities = { run = 1 }\n[[group]]\ncpus = [1, 2]\nactivities = { lifecycle = 1 }\n"
+            "[[group]]\ncpus = [3]\nactivities = { attest = 1 }\n"
+            + OK_REALM + "instances = 3\nlifecycle = true\n"
+            + '[[realm]]\nname = "t"\nguest = "attest"\nram = "4M"\ninstances = 2\nlifecycle = true\n')
+    w = load(tmp_path, text)
+    assert w.owners == (((0, 0), 1), ((0, 1), 2), ((0, 2), 1), ((1, 0), 3), ((1, 1), 3))
+
+
+def test_locate_follows_nested_arrays_of_tables() -> None:
+    text = ('x = 1\n[[phase]]\nname = "a"\n[[phase.group]]\ncpus = [0]\n[[phase]]\nname = "b"\n'
+            '[[phase.group]]\ncpus = [1]\nactivities = { run = 1, "rtt-churn" = 2 }\n[[realm]]\n[realm.constants]\nW = 1\n')
+    assert locate(text, "x") == 1
+    assert locate(text, "phase[1].group[0].cpus") == 9
+    assert locate(text, "phase[1].group[0].activities.rtt-churn") == 10
+    assert locate(text, "phase[0].group[0].cpus") == 5
+    assert locate(text, "realm[0].constants.W") == 13
+    assert locate(text, "phase[1].missing") == 6
+    assert locate(text, "absent") is None
+
+
+def test_every_bundled_workload_validates_and_describes() -> None:
+    """Each workloads/*.toml resolves on its platform with its own values, and `show`'s text
+    names every realm and phase."""
+    from rmm_mp.workload.describe import describe
+    names = spec.bundled()
+    assert {"quickstart", "kvm-lifecycle", "smp-realms", "contention", "attestation-storm", "churn",
+            "delegate-churn"} <= set(names)
+    for name in names:
+        w = resolve(spec.load(name))
+        text = describe(w)
+        assert all(t.name in text for t in w.realms) and all(p.name in text for p in w.phases)
+        assert w.file.description
+    assert segments() == []
