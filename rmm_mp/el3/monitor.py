@@ -20,6 +20,10 @@ Each forwarded call is timed: EL3 (everything outside the RMM), the RMM handler,
 wait the RMM reported. A Python exception escaping the RMM is an RMM crash: the machine is
 marked dead and the caller gets RmmInternalError.
 
+``smc_from_ns_published`` is the same entry that also publishes the call (FID, X1..X6, a count
+of calls started) in the CPU's shared area, for watchdogs and reports of other processes; the
+stress tool makes it the CPU's entry point (Cpu._enter), so that ordinary runs pay nothing.
+
 This module owns the switch and routing. It must not touch RMM state.
 """
 
@@ -35,7 +39,10 @@ from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT, U64_MASK
 from rmm_mp.el3.attest import AttestationService
 from rmm_mp.el3.gtsi import Gtsi
 from rmm_mp.hw.control import Control
-from rmm_mp.hw.cpuarea import LOCK_CLASS, LOCK_STATS, OFF_LOCK_CLASSES, OFF_LOCK_STATS, OFF_NS_CTX, OFF_REALM_CTX
+from rmm_mp.hw.cpuarea import (
+    CALL, LOCK_CLASS, LOCK_STATS, OFF_CALL, OFF_CALLS_STARTED, OFF_LOCK_CLASSES, OFF_LOCK_STATS, OFF_NS_CTX,
+    OFF_REALM_CTX,
+)
 from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.hw.granule import CLASSES, LockStats
 from rmm_mp.hw.trace import KIND_RMI, Tracer
@@ -46,6 +53,7 @@ _CTX8 = struct.Struct("<8Q")
 _CTX6 = struct.Struct("<6Q")
 _RESULT5 = struct.Struct("<5Q")
 _X0 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
 _W0_NO_SVE_HINT = 0xFFFF_FFFF & ~SMCCC_SVE_HINT
 
 Result = tuple[int, int, int, int, int]
@@ -67,7 +75,8 @@ class RmmEntry(Protocol):
 class Monitor:
     """EL3 running on one CPU."""
 
-    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "attest", "recorder", "tracer", "lock_stats", "_clock")
+    __slots__ = ("cpu", "buf", "control", "rmm", "gtsi", "attest", "recorder", "tracer", "lock_stats", "_clock",
+                 "_started")
 
     def __init__(self, cpu: int, area_buf: memoryview, control: Control, gtsi: Gtsi,
                  attest: AttestationService | None = None) -> None:
@@ -81,6 +90,7 @@ class Monitor:
         self.tracer: Tracer | None = None
         self.lock_stats = LockStats()
         self._clock = time.perf_counter_ns
+        self._started = 0
 
     def smc_from_ns(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
         """An SMC from the Normal world; arguments are already 64-bit values."""
@@ -126,6 +136,17 @@ class Monitor:
                 self.publish_lock_stats()
         elif self.tracer is not None:
             self.tracer.record(KIND_RMI, min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT), t0, clock() - t0, x1)
+        return result
+
+    def smc_from_ns_published(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
+        """smc_from_ns, publishing the call in the shared area first (cpuarea OFF_CALL: in_call
+        stays 1 if the RMM crashes, so the report names the call the CPU died in)."""
+        buf = self.buf
+        CALL.pack_into(buf, OFF_CALL, 1, fid, x1, x2, x3, x4, x5, x6)
+        self._started += 1
+        _X0.pack_into(buf, OFF_CALLS_STARTED, self._started)
+        result = self.smc_from_ns(fid, x1, x2, x3, x4, x5, x6)
+        _U32.pack_into(buf, OFF_CALL, 0)
         return result
 
     def publish_lock_stats(self) -> None:

@@ -14,7 +14,17 @@ two CPUs share a cache line. Layout (offsets in the area):
            GPT generations it has seen (hw.tlb)                               (own cache line)
     0x400  lock statistics per lock class (16 classes): acquired, contended, wait_ns,
            max_wait_ns, u64 each (512 bytes; published by the CPU's EL3 with the histograms)
+    0x600  stress watch, written only while the stress tool runs (rmm_mp.stress): waiting-for
+           u32 (granule index + 1 of the lock this CPU spins on, 0 none), in-RSI u32, spins
+           of the current wait u64, RMI calls started u64, RSI fid u64 and X1..X3 u64 each
+           (the realm call in progress inside REC_ENTER)                      (own cache line)
+    0x640  lock-order edges seen by this CPU: 16 x 16 bits, row = class held, bit = class
+           taken (32 bytes; rmm_mp.stress.lockdep owns the class numbering)
     0x1000 statistics region (latency histograms, rmm_mp.stats.histogram)
+
+The current call (0x040) is written by EL3 only when the stress tool asks for it
+(el3.monitor.Monitor.smc_from_ns_published): in_call is 1 from entry to a normal return and
+stays 1 when the RMM crashes, so a report names the call a dead or stuck CPU was in.
 
 This module owns the area layout. It must not interpret the histograms it makes room for.
 """
@@ -38,6 +48,14 @@ OFF_SEEN_TLB = 0x388
 OFF_SEEN_GPT = 0x390
 OFF_LOCK_CLASSES = 0x400
 LOCK_CLASS = struct.Struct("<4Q")
+OFF_WAITING_FOR = 0x600
+OFF_IN_RSI = 0x604
+OFF_WAIT_SPINS = 0x608
+OFF_CALLS_STARTED = 0x610
+OFF_RSI_CALL = 0x618
+RSI_CALL = struct.Struct("<4Q")
+OFF_LOCK_EDGES = 0x640
+LOCK_EDGES = struct.Struct("<16H")
 OFF_STATS = HW_PART
 
 CALL = struct.Struct("<IxxxxQ6Q")
@@ -96,6 +114,26 @@ class CpuArea:
         """(in_call, fid, (x1..x6)) as last published by the CPU."""
         in_call, fid, *args = CALL.unpack_from(self.buf, OFF_CALL)
         return in_call, fid, tuple(args)
+
+    def waiting_for(self) -> int:
+        """Granule index of the lock this CPU spins on, or -1 (published by the stress tool)."""
+        return self.view.load_u32(self.base + OFF_WAITING_FOR) - 1
+
+    def wait_spins(self) -> int:
+        return self.view.load_u64(self.base + OFF_WAIT_SPINS)
+
+    def calls_started(self) -> int:
+        """RMI calls this CPU has entered while its calls were published."""
+        return self.view.load_u64(self.base + OFF_CALLS_STARTED)
+
+    def rsi_call(self) -> tuple[int, int, tuple[int, ...]]:
+        """(in_rsi, fid, (x1..x3)) of the realm call in progress, as last published."""
+        fid, *args = RSI_CALL.unpack_from(self.buf, OFF_RSI_CALL)
+        return self.view.load_u32(self.base + OFF_IN_RSI), fid, tuple(args)
+
+    def lock_edges(self) -> tuple[int, ...]:
+        """The 16 rows of this CPU's lock-order edge matrix."""
+        return LOCK_EDGES.unpack_from(self.buf, OFF_LOCK_EDGES)
 
     def lock_stats(self) -> tuple[int, int, int, int]:
         return LOCK_STATS.unpack_from(self.buf, OFF_LOCK_STATS)

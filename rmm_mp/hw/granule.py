@@ -24,7 +24,9 @@ messages can quote them):
   5. RTTs are locked within one tree only, root to leaf, hand over hand (the walker locks the
      child before it releases the parent); concatenated roots in ascending address order.
      At most one DATA granule at a time, after its RTT; REC_AUX in aux index order.
-  6. A granule's state changes only while its lock is held, and only when its refcount is 0.
+  6. A granule's state changes only while its lock is held; a granule whose refcount counts
+     references to it (RD, REC, RTT) leaves its state only at refcount 0 (a new RTT takes the
+     references of the block it replaces while it is still DELEGATED and locked).
   7. An unlocked DELEGATED granule reads as all zeros.
   8. Non-secure memory (params, run and source pages; host ns_read and ns_write) is copied
      while holding no other granule lock: the copy locks each granule of the range in address
@@ -36,7 +38,11 @@ short sleeps, so that many CPU processes on few host cores still progress while 
 descheduled. Blocking, not try-lock: deadlock freedom comes from the rules above, as in TF-RMM.
 
 Every acquire and release passes one instrumentation point: ``GranuleTable.observer``. When it
-is None (nothing listens) the cost is that single attribute test.
+is None (nothing listens) the cost is that single attribute test. ``lock_known`` takes a
+subclass hint (``sub``: an RTT's level, ``| SUB_ROOT`` for a root) that the lock itself ignores:
+the stress tool (rmm_mp.stress) replaces the lock methods at start-up in its CPU processes and
+hands the hint and the expected state to its lock-order checker, so the hint costs an argument.
+``racy_state`` is the one declared lock-free read of a state (a hint, re-checked under the lock).
 
 This module owns lock words, state/refcount words and the lock API. It must not know what a
 state means, nor touch granule contents.
@@ -96,6 +102,11 @@ class LockObserver(Protocol):
 
     def released(self, table: "GranuleTable", idx: int) -> None: ...
 
+
+SUB_ROOT = 0x10
+"""Flag in a lock_known subclass hint: the RTT is a root of its realm (not reached through a table)."""
+NO_SUB = -1
+"""lock_known's hint when the caller names no subclass."""
 
 CLASSES = 16
 OTHER_CLASS = CLASSES - 1
@@ -224,6 +235,11 @@ class GranuleTable:
     def state(self, idx: int) -> int:
         return (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
 
+    def racy_state(self, idx: int) -> int:
+        """The state read without the lock: a hint the caller re-checks under the lock (declared
+        lock-free, so the stress tool's ownership checker accepts it)."""
+        return (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
+
     def set_state(self, idx: int, new: int) -> None:
         """Change the state; caller holds the lock (rule 6)."""
         offset = (idx << 3) + 4
@@ -343,12 +359,20 @@ class GranuleTable:
             result[i] = held[position]
         return result
 
-    def lock_known(self, idx: int, state: int) -> "Granule":
+    def lock_known(self, idx: int, state: int, sub: int = NO_SUB) -> "Granule":
         """Lock a granule reached through a locked or referenced object, whose state is known
-        to be ``state`` (TF-RMM's granule_lock): a different state is an RMM bug."""
-        self.lock(idx, state)
-        if (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK != state:
-            found = (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
+        to be ``state`` (TF-RMM's granule_lock): a different state is an RMM bug.
+
+        ``sub`` names the lock's subclass for checkers (an RTT's level, | SUB_ROOT for a root);
+        the lock ignores it. (Hot path: lock() is written out inline.)
+        """
+        self._acquired[state] += 1
+        if self._cas(idx << 3, 0, self.owner) != 0:
+            self._lock_contended(idx, state)
+        elif self.observer is not None:
+            self.observer.acquired(self, idx, 0)
+        found = (self._load((idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
+        if found != state:
             self.unlock(idx)
             raise RmmInternalError(f"granule {self.base + (idx << 12):#x} reached as state {state} is in state {found}")
         return Granule(self, idx, self.base + (idx << 12))

@@ -11,6 +11,7 @@ handler, or one not implemented yet, returns SMC_UNKNOWN: RMM 1.0 has no "not su
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -87,6 +88,15 @@ COMMANDS: dict[int, Command] = {c.fid: c for c in (
     _row(F.RMI_RTT_INIT_RIPAS, 3, 1),
     _row(F.RMI_RTT_SET_RIPAS, 4, 1),
 )}
+
+
+def replace_handler(fid: int, handler: Handler) -> Handler | None:
+    """Make ``handler`` run RMI command ``fid`` from now on in this process; returns the one it
+    replaces. For tools that swap a handler at start-up (rmm_mp.stress injects catalogued bugs
+    this way), so that dispatch itself never tests for them."""
+    cmd = COMMANDS[int(fid)]
+    COMMANDS[int(fid)] = dataclasses.replace(cmd, handler=handler)
+    return cmd.handler
 
 
 def lock_sequences() -> dict[str, tuple[str, str]]:

@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rmm_mp.hw.granule import SUB_ROOT
 from rmm_mp.rmm.granule_state import GranuleState
 
 if TYPE_CHECKING:
@@ -277,14 +278,15 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
          ipa: int, target_level: int) -> Walk:
     """Walk from the start level towards ``target_level``, hand over hand.
 
-    The caller holds ``root0`` (root RTT 0) locked; on return it is released unless it is the
-    table the walk stopped in, which is returned locked. The walk stops early at the first
-    entry that is not a table.
+    The caller holds ``root0`` (root RTT 0) locked (with the hint ``root_hint(ctx)``); on
+    return it is released unless it is the table the walk stopped in, which is returned locked.
+    The walk stops early at the first entry that is not a table. Each lock names the table's
+    level as its subclass (hw.granule: lock-order checkers read it; the lock ignores it).
     """
     root_no, index = ctx.root_slot(ipa)
     current = root0
     if root_no:
-        current = granules.lock_known(root0.idx + root_no, _RTT_STATE)
+        current = granules.lock_known(root0.idx + root_no, _RTT_STATE, ctx.start_level | SUB_ROOT)
         root0.unlock()
     level = ctx.start_level
     view = memory.view
@@ -293,12 +295,17 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
         desc = view.load_u64((current.idx << GRANULE_SHIFT) + (index << 3))
         if desc & DESC_TYPE_MASK != DESC_TABLE:
             break
-        child = granules.lock_known(((desc & OA_MASK) - granules.base) >> GRANULE_SHIFT, _RTT_STATE)
+        child = granules.lock_known(((desc & OA_MASK) - granules.base) >> GRANULE_SHIFT, _RTT_STATE, level + 1)
         current.unlock()
         current = child
         level += 1
         index = (ipa >> level_shift(level)) & (ENTRIES - 1)
     return Walk(current, level, index)
+
+
+def root_hint(ctx: S2Ctx) -> int:
+    """The subclass hint of a root RTT of this stage 2 (lock_known's ``sub``)."""
+    return ctx.start_level | SUB_ROOT
 
 
 def skip_non_live(memory: "PhysicalMemory", table_idx: int, level: int, index: int, ipa: int) -> int:

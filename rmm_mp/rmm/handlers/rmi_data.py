@@ -79,7 +79,7 @@ def _page_ipa_ok(ctx: S2Ctx, ipa: int) -> bool:
 
 def _walk_holding_rd(rmm: "RmmCpu", ctx: S2Ctx, ipa: int) -> Walk:
     """Lock root RTT 0 and walk towards level 3; the caller keeps the RD locked."""
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT, s2tt.root_hint(ctx))
     return s2tt.walk(rmm.granules, rmm.memory, ctx, root0, ipa, PAGE_LEVEL)
 
 
@@ -92,7 +92,7 @@ def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_a
     if flags != NO_MEASURE_CONTENT and flags != MEASURE_CONTENT:
         raise RmiError.input()
     src = rmm.granules.find(src_addr)
-    if src < 0 or rmm.granules.state(src) != NS:
+    if src < 0 or rmm.granules.racy_state(src) != NS:     # lock-free, as TF-RMM
         raise RmiError.input()
     content = read_ns(rmm, src_addr, GRANULE_SIZE)   # holding no lock: see the module docstring
     _create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True)

@@ -128,7 +128,7 @@ def rmi_realm_destroy(rmm: "RmmCpu", rd_addr: int) -> None:
     roots = range(first, first + params.rtt_num_start)
     live = 0
     for idx in roots:
-        root = rmm.granules.lock_known(idx, RTT)
+        root = rmm.granules.lock_known(idx, RTT, s2tt.root_hint(params.s2ctx()))
         live += root.refcount
         root.unlock()
     if live:
@@ -136,7 +136,7 @@ def rmi_realm_destroy(rmm: "RmmCpu", rd_addr: int) -> None:
         raise RmiError.realm()
     vmid.free(rmm.control, params.vmid)
     for idx in roots:
-        root = rmm.granules.lock_known(idx, RTT)
+        root = rmm.granules.lock_known(idx, RTT, s2tt.root_hint(params.s2ctx()))
         rmm.memory.zero(idx)
         root.unlock_transition(DELEGATED)
     rmm.memory.zero(g.idx)

@@ -65,7 +65,7 @@ FAILURE_CONDITIONS = {
 
 def _walk_holding(rmm: "RmmCpu", ctx: S2Ctx, base: int) -> Walk:
     """Lock root RTT 0 and walk to the deepest table for ``base`` (the caller keeps its locks)."""
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT, s2tt.root_hint(ctx))
     return s2tt.walk(rmm.granules, rmm.memory, ctx, root0, base, s2tt.PAGE_LEVEL)
 
 

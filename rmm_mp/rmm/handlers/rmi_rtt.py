@@ -69,7 +69,7 @@ def lock_rd(rmm: "RmmCpu", rd_addr: int, outputs: tuple[int, ...] = ()) -> "tupl
 
 def walk_from_rd(rmm: "RmmCpu", rd_g: "Granule", ctx: S2Ctx, ipa: int, level: int) -> Walk:
     """Lock root RTT 0, release the RD, walk towards ``level``; returns the locked last table."""
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), RTT)
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), RTT, s2tt.root_hint(ctx))
     rd_g.unlock()
     return s2tt.walk(rmm.granules, rmm.memory, ctx, root0, ipa, level)
 
@@ -137,7 +137,7 @@ def rmi_rtt_destroy(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int) -> tuple[
         if w.level != level - 1 or not s2tt.is_table(parent, level - 1):
             raise RmiError.rtt(w.level, (0, s2tt.skip_non_live(memory, w.llt.idx, w.level, w.index, ipa)))
         child_pa = s2tt.output_address(parent, level - 1)
-        child = rmm.granules.lock_known(rmm.granules.find(child_pa), RTT)
+        child = rmm.granules.lock_known(rmm.granules.find(child_pa), RTT, level)
         if child.refcount != 0:
             child.unlock()
             raise RmiError.rtt(level, (0, ipa))
@@ -172,7 +172,7 @@ def rmi_rtt_fold(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int) -> tuple[int
         if not s2tt.is_table(parent, level - 1):
             raise RmiError.rtt(level - 1)
         child_pa = s2tt.output_address(parent, level - 1)
-        child = rmm.granules.lock_known(rmm.granules.find(child_pa), RTT)
+        child = rmm.granules.lock_known(rmm.granules.find(child_pa), RTT, level)
         try:
             folded, release = _fold(s2tt.entries(memory, child.idx), child.refcount, level)
         except RmiError:

@@ -1,0 +1,104 @@
+"""The bug-injection catalog: known locking mistakes, switched on by name, each with the checker
+that must catch it.
+
+A bug is installed at start-up in every CPU process of a run that asks for it, by swapping one
+handler (rmm.dispatch.replace_handler) or one library function (a class or module attribute)
+for its buggy copy in stress.bugs_rmi. Nothing on any path tests whether a bug is on, so the
+catalog costs an ordinary run nothing; ``Probe.restore`` takes the swap back.
+
+To add a bug: write the wrong copy in bugs_rmi.py (mark the mistake with ``# BUG:``), add a
+Bug here naming the checker that must catch it and a workload that reaches the code, and add
+its recorded seed to tests/stresstool/test_bugs.py (docs/stress.md, "Adding a bug").
+
+This module owns the catalog. It must not contain buggy code itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.hw.granule import GranuleTable
+from rmm_mp.rmm import dispatch, s2tt
+from rmm_mp.stress import bugs_rmi as B
+
+if TYPE_CHECKING:
+    from rmm_mp.stress.probe import Probe
+
+F = RmiFid
+
+
+@dataclass(frozen=True)
+class Bug:
+    """One catalogued mistake.
+
+    Attributes:
+        name: what --inject takes.
+        summary: the mistake, in one line.
+        checker: the checker that catches it (stress.findings.CHECKERS).
+        rule: what that checker reports (a locking rule, an invariant, deadlock ...).
+        workload: a bundled workload that reaches the buggy code quickly.
+        target: what is swapped: ("handler", fid) or (owner, attribute name).
+        replacement: the buggy function.
+    """
+
+    name: str
+    summary: str
+    checker: str
+    rule: str
+    workload: str
+    target: tuple[Any, Any]
+    replacement: Callable[..., Any]
+
+    def install(self, probe: "Probe") -> None:
+        owner, attr = self.target
+        if owner == "handler":
+            previous = dispatch.replace_handler(attr, self.replacement)
+            assert previous is not None
+            probe.on_restore(lambda: dispatch.replace_handler(attr, previous))
+        else:
+            probe.patch(owner, attr, self.replacement)
+
+
+BUGS: dict[str, Bug] = {b.name: b for b in (
+    Bug("rec-create-no-rd-lock", "REC_CREATE uses the RD (refcount, REC count, RIM) without locking it",
+        "ownership", "unlocked read", "lifecycle", ("handler", F.RMI_REC_CREATE), B.rec_create_no_rd_lock),
+    Bug("lock-two-unordered", "two external granules are locked in argument order, not address order",
+        "lockdep", "rule 2", "tables", (GranuleTable, "lock_two"), B.lock_two_unordered),
+    Bug("walk-unlock-parent-first", "the RTT walk releases the parent table before it locks the child",
+        "lockdep", "rule 5", "tables", (s2tt, "walk"), B.walk_unlock_parent_first),
+    Bug("rec-enter-not-running", "REC_ENTER runs the REC without taking its running reference",
+        "ownership", "unlocked read", "realms", ("handler", F.RMI_REC_ENTER), B.rec_enter_not_running),
+    Bug("rtt-destroy-refcount-unlocked", "RTT_DESTROY checks the child table's refcount before locking it",
+        "ownership", "unlocked read", "tables", ("handler", F.RMI_RTT_DESTROY), B.rtt_destroy_refcount_unlocked),
+    Bug("psci-complete-unordered", "PSCI_COMPLETE locks the calling REC, then the target, whatever their addresses",
+        "lockdep", "rule 2", "lifecycle", ("handler", F.RMI_PSCI_COMPLETE), B.psci_complete_unordered),
+    Bug("delegate-state-before-pas", "DELEGATE changes the state before EL3 has moved the granule to the Realm PAS",
+        "ownership", "transition", "lifecycle", ("handler", F.RMI_GRANULE_DELEGATE), B.delegate_state_before_pas),
+    Bug("rd-refcount-plain-rmw", "REC_DESTROY drops the RD's refcount with a plain read and store, not an atomic",
+        "ownership", "unlocked read", "lifecycle", ("handler", F.RMI_REC_DESTROY), B.rec_destroy_plain_rmw),
+    Bug("rtt-create-parent-released-early", "RTT_CREATE releases the parent table before it writes the TABLE entry",
+        "invariants", "rtt-refcount", "rtts", ("handler", F.RMI_RTT_CREATE), B.rtt_create_parent_released_early),
+    Bug("data-create-copy-under-rd", "DATA_CREATE copies the NS source page while it holds the RD",
+        "lockdep", "rule 8", "lifecycle", ("handler", F.RMI_DATA_CREATE), B.data_create_copy_under_rd),
+    Bug("map-unprotected-leaks-lock", "RTT_MAP_UNPROTECTED returns with the table still locked when the entry is taken",
+        "watchdog", "leaked-lock", "tables", ("handler", F.RMI_RTT_MAP_UNPROTECTED), B.map_unprotected_leaks_lock),
+    Bug("data-create-rtt-before-rd", "DATA_CREATE_UNKNOWN locks root RTT 0 before the RD and the DATA granule",
+        "lockdep", "rule 1", "tables", ("handler", F.RMI_DATA_CREATE_UNKNOWN), B.data_create_unknown_rtt_first),
+)}
+
+
+def install(names: "tuple[str, ...] | list[str]", probe: "Probe") -> None:
+    """Switch the named bugs on in this process (undone by probe.restore)."""
+    for name in names:
+        BUGS[name].install(probe)
+
+
+def catalog_text() -> str:
+    """The catalog as `rmm-mp stress --list-bugs` prints it."""
+    width = max(len(n) for n in BUGS)
+    lines = []
+    for bug in BUGS.values():
+        lines.append(f"{bug.name:<{width}}  {bug.checker:<10}  {bug.summary}")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""`rmm-mp stress` and `rmm-mp check` (click commands; rmm_mp/cli.py registers them).
+
+    rmm-mp stress [WORKLOAD] --cpus N --seconds S --seed S [--schedule free|random|pct]
+                  [--steps N] [--inject BUG]... [--checkers LIST] [--replay FILE] [--shrink]
+                  [--trace F.json] [--save-schedule F] [--json F] [--list-bugs]
+    rmm-mp check MACHINE_NAME [--json F]
+
+Exit status of `stress`: 0 no finding, 1 findings (or a replay that did not reproduce its
+recording), 2 bad usage. Of `check`: 0 the invariants hold, 1 they do not, 2 no such machine.
+
+This module parses and prints; the work is in stress.runner, stress.shrink, stress.schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from rmm_mp.check import invariants
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.stress import schedule as schedule_file
+from rmm_mp.stress import timeline
+from rmm_mp.stress.bugs import BUGS, catalog_text
+from rmm_mp.stress.config import CHECKERS, DEFAULT_CHECKERS, SCHEDULES, StressConfig
+from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.runner import run
+from rmm_mp.stress.shared import StressSegment
+from rmm_mp.stress.shrink import shrink
+
+DETERMINISTIC_SECONDS = 600.0
+"""The safety limit of a deterministic run when --seconds is not given (its budget is in steps)."""
+
+
+def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        wanted = set(DEFAULT_CHECKERS)
+        wanted.update(BUGS[b].checker for b in inject if BUGS[b].checker in CHECKERS)
+        return tuple(c for c in CHECKERS if c in wanted)
+    if value == "all":
+        return CHECKERS
+    return tuple(c.strip() for c in value.split(",") if c.strip())
+
+
+@click.command()
+@click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)))
+@click.option("--cpus", type=click.IntRange(2, 16), default=2, show_default=True, help="CPU processes.")
+@click.option("--seconds", type=float, default=None,
+              help="Free-running: how long to run (default 10). Deterministic: a safety limit (default 600).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Drives the operations and the schedule.")
+@click.option("--schedule", "schedule", type=click.Choice([s for s in SCHEDULES if s != "replay"]), default="free",
+              show_default=True, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
+                                      "replayable.")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), default=20_000, show_default=True,
+              help="Step budget of a deterministic run.")
+@click.option("--pct-depth", type=click.IntRange(1, 64), default=3, show_default=True, help="PCT bug depth.")
+@click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")
+@click.option("--checkers", default=None,
+              help=f"Comma-separated subset of {', '.join(CHECKERS)}, or 'all' (the default).")
+@click.option("--quiescent-every", type=float, default=None,
+              help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
+                   "seconds (free-running, default 2); 0 for none.")
+@click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Replay a schedule file and compare with its recorded findings.")
+@click.option("--shrink", "do_shrink", is_flag=True, help="Shrink a failing deterministic run's schedule.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the (shrunk) failing interleaving as a Trace Event Format timeline.")
+@click.option("--save-schedule", type=click.Path(dir_okay=False), default=None,
+              help="Where a deterministic run writes its schedule (default: stress-WORKLOAD-SEED.schedule.json "
+                   "when it found something).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--list-bugs", is_flag=True, help="List the bug-injection catalog and exit.")
+def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
+           pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
+           replay: str | None, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
+           json_path: str | None, list_bugs: bool) -> None:
+    """Lock-correctness stress test: CPUs race every RMI and RSI path on shared realms while the
+    lock-order, ownership and invariant checkers and the watchdog look on (docs/stress.md)."""
+    if list_bugs:
+        click.echo(catalog_text())
+        return
+    try:
+        config, recorded = _config(workload, cpus, seconds, seed, schedule, steps, pct_depth, inject, checkers,
+                                   quiescent_every, replay, trace_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    progress = _progress(config)
+    report = run(config, on_tick=progress)
+    if progress is not None:
+        click.echo("", err=True)
+    click.echo(report.text())
+    failed = not report.ok
+    if recorded is not None:
+        same = "\n".join(f.text() for f in recorded) == report.findings_text()
+        click.echo("replay reproduced the recorded findings" if same else
+                   "replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
+        failed = failed or not same
+    if do_shrink and report.first() is not None and config.deterministic:
+        result = shrink(report, on_attempt=lambda n, r: click.echo(f"  shrink attempt {n}: "
+                                                                    f"{_brief(r)}", err=True))
+        click.echo(result.describe())
+        report = result.report
+        click.echo(report.findings_text())
+    if config.deterministic and (save_schedule or (report.first() is not None and (recorded is None or do_shrink))):
+        path = save_schedule or f"stress-{config.workload}-{config.seed}.schedule.json"
+        schedule_file.write(report, path)
+        click.echo(f"schedule: {path}\nreplay: {report.replay_command(path)}")
+    if trace_path:
+        if config.deterministic:
+            timeline.write(report, trace_path)
+            click.echo(f"timeline: {trace_path} (Perfetto: ui.perfetto.dev)")
+        else:
+            click.echo("--trace needs a deterministic run (--schedule random or pct, or --replay)", err=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    if failed:
+        raise SystemExit(1)
+
+
+def _progress(config: StressConfig) -> "Callable[[float, StressSegment], None] | None":
+    """A once-a-second progress line on a terminal's stderr (nothing when it is not one)."""
+    if not sys.stderr.isatty():
+        return None
+    shown = [0]
+
+    def tick(elapsed: float, seg: StressSegment) -> None:
+        if int(elapsed) <= shown[0]:
+            return
+        shown[0] = int(elapsed)
+        ops = sum(seg.ops(c) for c in range(seg.cpus))
+        steps = f", {seg.step} steps" if config.deterministic else ""
+        click.echo(f"\r  {elapsed:4.0f} s: {ops} operations{steps}   ", err=True, nl=False)
+    return tick
+
+
+def _brief(report: StressReport) -> str:
+    f = report.first()
+    return f"{f.headline()[:100]}" if f is not None else "no finding"
+
+
+def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
+            pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
+            replay: str | None, trace_path: str | None) -> tuple[StressConfig, Any]:
+    if replay is not None:
+        data = schedule_file.read(replay)
+        limit = seconds if seconds is not None else DETERMINISTIC_SECONDS
+        return schedule_file.replay_config(data, seconds=limit, log_points=bool(trace_path)), \
+            schedule_file.recorded_findings(data)
+    det = schedule != "free"
+    if quiescent_every is None:
+        quiescent_every = 2000 if det else 2.0
+    return StressConfig(
+        workload=workload or (BUGS[inject[0]].workload if inject else "mixed"), cpus=cpus,
+        seconds=seconds if seconds is not None else (DETERMINISTIC_SECONDS if det else 10.0), seed=seed,
+        schedule=schedule, steps=steps, pct_depth=pct_depth, inject=inject, checkers=_checkers(checkers, inject),
+        quiescent_every=quiescent_every, log_points=bool(trace_path) and det), None
+
+
+@click.command()
+@click.argument("machine_name")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+def check(machine_name: str, json_path: str | None) -> None:
+    """Attach to a live machine and run the invariant checker on it.
+
+    The invariants hold on a quiescent machine (no CPU inside a call): on a machine that is
+    running, a violation may be a call in progress; CPUs inside calls are listed.
+    """
+    from rmm_mp.machine import Machine
+    from rmm_mp.stress.watchdog import snapshots
+    try:
+        machine = Machine.attach(machine_name)
+    except (MachineError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    with machine:
+        report = invariants(machine)
+        snaps = snapshots(machine)
+        busy = [s for s in snaps if s.call or s.held]
+        click.echo(str(report))
+        if machine.dead:
+            click.echo(f"the machine is dead: {machine.dead_reason}")
+        for s in busy:
+            click.echo(s.describe())
+        if json_path:
+            Path(json_path).write_text(json.dumps({
+                "machine": machine_name, "ok": report.ok, "granules": report.granules,
+                "state_counts": report.state_counts, "dead": machine.dead,
+                "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
+                "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}, indent=1) + "\n")
+    if not report.ok:
+        raise SystemExit(1)

@@ -1,0 +1,148 @@
+"""What the stress tool's checkers report: findings, and the names of the calls they happened in.
+
+A Finding is one problem one checker saw: which checker and rule, on which CPU, in which call
+(RMI command or realm call with its arguments), at which source line, with detail lines (held
+locks, the edges of a cycle, ...). Its text holds nothing that changes between two runs of the
+same schedule (no pid, no time, no machine name), so a replay's report can be compared with
+the original's line for line.
+
+This module owns the Finding record and call naming. It must not check anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmm_mp.abi.psci import PsciFid
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.rsi import RsiFid
+
+CHECKERS = ("lockdep", "ownership", "invariants", "watchdog", "functional")
+"""Every checker name a Finding may carry ("functional": a crash inside the RMM, or a status or
+realm result a correct RMM cannot give)."""
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STRESS = os.path.join(_PACKAGE_ROOT, "stress") + os.sep
+_SKIP_FILES = tuple(os.path.join(_PACKAGE_ROOT, "hw", name) for name in ("granule.py", "memory.py")) + tuple(
+    _STRESS + name for name in ("instrument.py", "ownership.py", "lockdep.py", "probe.py", "sched.py", "findings.py"))
+"""Frames of the lock API, the accessors and the stress tool's own machinery; a site is the
+first frame outside them (the catalogued bugs in stress/bugs_rmi.py count as RMM code)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem a checker saw."""
+
+    checker: str
+    rule: str
+    message: str
+    cpu: int | None = None
+    call: str = ""
+    site: str = ""
+    details: tuple[str, ...] = ()
+    step: int | None = None
+
+    def key(self) -> tuple[str, str, str]:
+        """What makes two findings the same problem (shrinking keeps it)."""
+        return self.checker, self.rule, self.site
+
+    def headline(self) -> str:
+        where = f"CPU {self.cpu}" if self.cpu is not None else "machine"
+        step = f" at step {self.step}" if self.step is not None else ""
+        return f"[{self.checker}: {self.rule}] {where}{step}: {self.message}"
+
+    def text(self) -> str:
+        lines = [self.headline()]
+        if self.call:
+            lines.append(f"    in {self.call}")
+        if self.site:
+            lines.append(f"    at {self.site}")
+        lines.extend(f"    {line}" for line in self.details)
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checker": self.checker, "rule": self.rule, "message": self.message, "cpu": self.cpu,
+                "call": self.call, "site": self.site, "details": list(self.details), "step": self.step}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Finding":
+        return cls(data["checker"], data["rule"], data["message"], data.get("cpu"), data.get("call", ""),
+                   data.get("site", ""), tuple(data.get("details", ())), data.get("step"))
+
+
+@dataclass
+class FindingLog:
+    """Findings of one process, each problem once (by checker, rule and site)."""
+
+    limit: int = 50
+    items: list[Finding] = field(default_factory=list)
+    _seen: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def add(self, finding: Finding) -> bool:
+        """Record a finding; False if the same problem was recorded already (or the log is full)."""
+        key = finding.key()
+        if key in self._seen or len(self.items) >= self.limit:
+            return False
+        self._seen.add(key)
+        self.items.append(finding)
+        return True
+
+
+def fid_name(fid: int) -> str:
+    """Spec name of an RMI, RSI or PSCI function ID (hex if none)."""
+    fid &= 0xFFFF_FFFF
+    for enum in (RmiFid, RsiFid, PsciFid):
+        try:
+            return enum(fid).name
+        except ValueError:
+            continue
+    return f"FID {fid:#x}"
+
+
+def call_text(fid: int, args: "tuple[int, ...] | list[int]", inputs: int | None = None) -> str:
+    """``RMI_REC_CREATE(0x..., 0x..., 0x...)``; trailing zero arguments are dropped unless
+    ``inputs`` says how many the call takes."""
+    shown = list(args)
+    if inputs is not None:
+        shown = shown[:inputs]
+    else:
+        while shown and shown[-1] == 0:
+            shown.pop()
+    return f"{fid_name(fid)}({', '.join(f'{a:#x}' for a in shown)})"
+
+
+_ENTRY_PREFIXES = ("rmi_", "rsi_", "handle_psci")
+
+
+def site(depth: int = 1) -> str:
+    """The innermost caller outside the lock API, the accessors and the stress tool, then the
+    innermost command or realm-call handler if it is another frame: ``rmm_mp/rmm/s2tt.py:298
+    (walk) <- rmm_mp/rmm/handlers/rmi_rtt.py:135 (rmi_rtt_destroy)``. Costly (a frame walk):
+    call it only when something new is recorded."""
+    frame = sys._getframe(depth)
+    inner = None
+    handler = None
+    while frame is not None and handler is None:
+        path = frame.f_code.co_filename
+        if not path.startswith(_SKIP_FILES):
+            here = f"{_short(path)}:{frame.f_lineno} ({frame.f_code.co_name})"
+            if inner is None:
+                inner = here
+            if frame.f_code.co_name.startswith(_ENTRY_PREFIXES) and (os.sep + "rmm" + os.sep in path
+                                                                       or path.endswith("bugs_rmi.py")):
+                handler = here
+        frame = frame.f_back
+    if inner is None:
+        return ""
+    return inner if handler in (None, inner) else f"{inner} <- {handler}"
+
+
+def _short(path: str) -> str:
+    """A path relative to the package's parent (rmm_mp/rmm/s2tt.py), or the file name."""
+    parent = os.path.dirname(_PACKAGE_ROOT)
+    if path.startswith(parent + os.sep):
+        return path[len(parent) + 1:]
+    return os.path.basename(path)

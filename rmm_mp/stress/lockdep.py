@@ -1,0 +1,214 @@
+"""Lock-order checker in the spirit of Linux lockdep: which lock classes are taken while others
+are held, on every CPU, and whether that breaks the locking rules or could close a cycle.
+
+In each CPU process (``LockOrder.check``, called by the Probe for every acquisition):
+  - every class held -> class taken pair is an edge; the first time a CPU sees an edge it
+    records the call (RMI command and arguments, or realm call) and the source site, and sets
+    the bit in its edge matrix in the shared area (hw.cpuarea OFF_LOCK_EDGES), so the parent
+    has the edges of a CPU that died too;
+  - each acquisition is checked against the rules of docs/locking.md (hw.granule numbering):
+      rule 1  an external class (NS, DELEGATED, RD, REC) taken while an internal one is held
+      rule 2  an external granule taken while holding an external one at a higher address
+      rule 4  internal classes out of order (RTT, then DATA, then REC_AUX)
+      rule 5  an RTT below the root taken without its parent table held (hand over hand), or
+              while a table at its level or deeper is held; roots out of address order; a
+              second DATA granule
+      rule 8  an NS memory copy holding any other lock, or its pages out of address order
+    A violation is reported even if no deadlock happened: lockdep's point.
+
+In the parent (``analyse``): the union of every CPU's edges, searched for cycles. Edges between
+two external classes and edges within one class are left out of the search: those locks are
+ordered by address (rules 2 and 5), which the per-acquisition check enforces, and their class
+graph has cycles by design (lock_two takes RD then DELEGATED, or DELEGATED then RD).
+
+Limits: classes are per state (and RTT level), not per realm: two realms' RTTs share a class.
+Rule 3 (no further locks after a state mismatch) and rule 6 (state changes under the lock)
+are the ownership checker's; rule 7 the invariant checker's.
+
+This module owns the rules and the graph. It must not take locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_LOCK_EDGES
+from rmm_mp.stress import classes as C
+from rmm_mp.stress.findings import Finding, site
+
+if TYPE_CHECKING:
+    from rmm_mp.stress.probe import Held, Probe
+
+_ROW = LOCK_EDGES.size // 16
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A lock-order edge and where one CPU first saw it."""
+
+    src: int
+    dst: int
+    cpu: int | None
+    call: str
+    site: str
+    step: int | None = None
+
+    def describe(self) -> str:
+        where = f"first seen on CPU {self.cpu}" if self.cpu is not None else "seen"
+        if self.step is not None:
+            where += f" at step {self.step}"
+        call = f" in {self.call}" if self.call else ""
+        at = f" at {self.site}" if self.site else ""
+        return f"{C.name(self.src)} -> {C.name(self.dst)}: {where}{call}{at}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"from": C.name(self.src), "to": C.name(self.dst), "cpu": self.cpu, "call": self.call,
+                "site": self.site, "step": self.step}
+
+
+class LockOrder:
+    """One CPU's lock-order bookkeeping."""
+
+    def __init__(self, probe: "Probe") -> None:
+        self.probe = probe
+        self.rows = [0] * 16
+        self.edges: dict[tuple[int, int], Edge] = {}
+        self._view = probe.cpu.area.view
+        self._base = probe.cpu.area.base + OFF_LOCK_EDGES
+
+    def check(self, new: "Held", held: "list[Held]") -> None:
+        rows = self.rows
+        bit = 1 << new.cls
+        for h in held:
+            if not rows[h.cls] & bit:
+                self._edge(h.cls, new.cls)
+        if held or (C.is_rtt(new.cls) and not new.root):
+            problem = violation(new, held)
+            if problem is not None:
+                rule, message = problem
+                self.probe.finding("lockdep", rule, message, site())
+
+    def _edge(self, src: int, dst: int) -> None:
+        self.rows[src] |= 1 << dst
+        self._view.store_u16(self._base + _ROW * src, self.rows[src])
+        sched = self.probe.sched
+        self.edges[(src, dst)] = Edge(src, dst, self.probe.cpu_id, self.probe.current_call(), site(),
+                                      sched.step if sched is not None else None)
+
+
+def violation(new: "Held", held: "list[Held]") -> tuple[str, str] | None:
+    """(rule, message) if taking ``new`` while holding ``held`` breaks a rule, else None."""
+    cls = new.cls
+    if cls == C.NS_COPY:
+        others = [h for h in held if h.cls != C.NS_COPY]
+        if others:
+            return "rule 8", f"NS memory copied ({new.addr:#x}) while holding {_list(others)}"
+        if any(h.addr > new.addr for h in held):
+            return "rule 8", f"NS copy locks {new.addr:#x} after a higher page"
+        return None
+    if any(h.cls == C.NS_COPY for h in held):
+        return "rule 8", f"{new.describe()} taken during an NS memory copy"
+    if cls in C.EXTERNAL:
+        internal = [h for h in held if h.cls not in C.EXTERNAL]
+        if internal:
+            return "rule 1", f"external {new.describe()} taken while holding internal {_list(internal)}"
+        higher = [h for h in held if h.addr > new.addr]
+        if higher:
+            return "rule 2", f"{new.describe()} taken while holding {_list(higher)} at a higher address"
+        return None
+    above = [h for h in held if h.cls not in C.EXTERNAL and C.rank(h.cls) > C.rank(cls)]
+    if above:
+        return "rule 4", f"{new.describe()} taken while holding {_list(above)} (order is RTT, DATA, REC_AUX)"
+    if C.is_rtt(cls):
+        return _rtt_violation(new, [h for h in held if C.is_rtt(h.cls)])
+    if cls == C.DATA and any(h.cls == C.DATA for h in held):
+        return "rule 5", f"{new.describe()} taken while holding another DATA granule"
+    return None
+
+
+def _rtt_violation(new: "Held", rtts: "list[Held]") -> tuple[str, str] | None:
+    if new.root:
+        below = [h for h in rtts if not h.root]
+        if below:
+            return "rule 5", f"root {new.describe()} taken while holding {_list(below)} (root to leaf only)"
+        if any(h.addr > new.addr for h in rtts):
+            return "rule 5", f"root {new.describe()} taken after a root at a higher address"
+        return None
+    level = C.rtt_level(new.cls)
+    if level < 0:
+        return None
+    # A root whose locker named no level (RTT[?]) may be the parent: it cannot be checked.
+    if not any(C.rtt_level(h.cls) in (level - 1, -1) for h in rtts):
+        return "rule 5", (f"{new.describe()} taken without its parent level-{level - 1} table held "
+                          "(hand over hand: lock the child before releasing the parent)")
+    deeper = [h for h in rtts if not h.root and C.rtt_level(h.cls) >= level]
+    if deeper:
+        return "rule 5", f"{new.describe()} taken while holding {_list(deeper)} (root to leaf only)"
+    return None
+
+
+def _list(held: "Iterable[Held]") -> str:
+    return ", ".join(h.describe() for h in held)
+
+
+# -- the parent: merged graph and cycles ------------------------------------------------------------
+
+def matrix_edges(rows: "Iterable[int]") -> set[tuple[int, int]]:
+    """Edges of one CPU's published matrix (hw.cpuarea lock_edges)."""
+    return {(src, dst) for src, row in enumerate(rows) for dst in range(16) if row >> dst & 1}
+
+
+def _order(edge: Edge) -> tuple[int, int]:
+    return (edge.step if edge.step is not None else 1 << 62, edge.cpu if edge.cpu is not None else 1 << 30)
+
+
+def _ordered_by_address(src: int, dst: int) -> bool:
+    return src == dst or (src in C.EXTERNAL and dst in C.EXTERNAL)
+
+
+def cycles(edges: "Iterable[tuple[int, int]]") -> list[tuple[int, ...]]:
+    """Every elementary cycle of the class graph (ignoring address-ordered edges), each once,
+    rotated to start at its smallest class; shortest first."""
+    graph: dict[int, set[int]] = {}
+    for src, dst in edges:
+        if not _ordered_by_address(src, dst):
+            graph.setdefault(src, set()).add(dst)
+    found: set[tuple[int, ...]] = set()
+    for start in sorted(graph):
+        stack: list[tuple[int, list[int]]] = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph.get(node, ())):
+                if nxt == start:
+                    found.add(tuple(path))
+                elif nxt > start and nxt not in path and len(path) < 12:
+                    stack.append((nxt, path + [nxt]))
+    return sorted(found, key=lambda c: (len(c), c))
+
+
+def analyse(edges: dict[tuple[int, int], Edge]) -> list[Finding]:
+    """A finding per cycle of the merged edge set, naming where each edge was first seen."""
+    out = []
+    for cycle in cycles(edges):
+        pairs = list(zip(cycle, cycle[1:] + cycle[:1]))
+        names = " -> ".join(C.name(c) for c in cycle + cycle[:1])
+        details = tuple(edges[p].describe() for p in pairs)
+        out.append(Finding("lockdep", "cycle", f"lock classes can deadlock: {names}", None, "", "", details))
+    return out
+
+
+def merge(per_cpu: "Iterable[Iterable[Edge]]", matrices: "dict[int, tuple[int, ...]]") -> dict[tuple[int, int], Edge]:
+    """One Edge per (src, dst): of the records the CPUs returned, the earliest (by step, then
+    CPU: the same on every replay), plus bare edges that only a shared matrix shows (a CPU that
+    died before returning its records)."""
+    merged: dict[tuple[int, int], Edge] = {}
+    for records in per_cpu:
+        for edge in records:
+            known = merged.get((edge.src, edge.dst))
+            if known is None or _order(edge) < _order(known):
+                merged[(edge.src, edge.dst)] = edge
+    for cpu, rows in sorted(matrices.items()):
+        for pair in matrix_edges(rows):
+            merged.setdefault(pair, Edge(pair[0], pair[1], cpu, "", ""))
+    return merged

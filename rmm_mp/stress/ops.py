@@ -1,0 +1,277 @@
+"""The operations a stress CPU draws from: every RMI path, and realms running with RSI calls.
+
+Each operation is a few RMI calls on the shared population (stress.population), made by the
+KVM-like host where one exists (rmm_mp.host: run loop, realm build and teardown, fault-in) and
+directly otherwise. Every status is checked against what a correct RMM may answer in that race
+(``allowed``): anything else is a functional finding, as is a HostError from the host library
+or a guest realm that ends without a passing report.
+
+    vcpu       take a vCPU from the run queue and run it once (REC_ENTER, exit handling: faults,
+               RIPAS changes, MMIO, host calls, PSCI_COMPLETE); relaunch a finished guest
+    tables     RTT_CREATE / RTT_DESTROY / RTT_FOLD of T's level-3 tables
+    data       runs of DATA_CREATE_UNKNOWN or DATA_DESTROY in T's contested ranges
+    map        RTT_MAP_UNPROTECTED / RTT_UNMAP_UNPROTECTED of T's unprotected page; READ_ENTRY
+    recs       REC_CREATE (index from a shared hint) / REC_DESTROY / REC_AUX_COUNT on N, and
+               REALM_DESTROY of N (refused: N has RECs)
+    measured   DATA_CREATE (measured) / DATA_DESTROY / RTT_INIT_RIPAS on N's 32 shared pages
+    delegate   DELEGATE / UNDELEGATE of the shared pool
+    wrong      calls naming objects of the wrong kind (the RMM must refuse them without harm)
+    lifecycle  build a one-REC realm and tear it down in either order
+
+This module owns the operations and their allowed answers. It must not check locks.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Callable
+
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.abi.structs import RMI_REC_PARAMS, rec_index_to_mpidr
+from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, create_realm, destroy_realm, realm_status
+from rmm_mp.host.runqueue import DONE
+from rmm_mp.stress.findings import Finding, call_text
+from rmm_mp.stress.population import G, MiB, NEW_BASE, NEW_PAGES, TABLE_BASE, Population, guest_specs
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Cpu
+    from rmm_mp.stress.shared import StressSegment
+
+F = RmiFid
+SUCCESS, INPUT, REALM, REC = 0, 1, 2, 3
+NS_ATTRS = (0x6 << 2) | (0x3 << 6)
+
+
+def rtt(level: int) -> int:
+    return 4 | level << 8
+
+
+WORKLOADS: dict[str, dict[str, float]] = {
+    "mixed": {"vcpu": 5, "tables": 2, "data": 2, "map": 1, "recs": 1, "measured": 2, "delegate": 2, "wrong": 1,
+              "lifecycle": 0.05},
+    "tables": {"tables": 4, "data": 3, "map": 1},
+    "rtts": {"tables": 1},
+    "realms": {"vcpu": 1},
+    "lifecycle": {"recs": 3, "measured": 2, "delegate": 2, "wrong": 1, "lifecycle": 0.3},
+}
+"""Bundled stress workloads: the weight of each operation."""
+
+
+class Unexpected(Exception):
+    """An operation saw what a correct RMM cannot produce (carries the finding)."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+class Operations:
+    """One CPU's operations on the population."""
+
+    def __init__(self, cpu: "Cpu", pop: Population, seg: "StressSegment") -> None:
+        self.cpu = cpu
+        self.smc = cpu.smc
+        self.pop = pop
+        self.seg = seg
+        self.alloc = NsAllocator.for_cpu(cpu)
+        self.loop = RunLoop(cpu)
+        self.queue = self.loop.queue
+        self.errors_seen = 0
+        self.counts: dict[str, int] = {}
+        """Operations by kind (and "vcpu-idle", "relaunch")."""
+        n = cpu.machine.cpus
+        self.guests = {slot: (name, realm) for i, (name, slot, realm) in enumerate(pop.guests) if i % n == cpu.id}
+        self.my_recs: list[tuple[int, tuple[int, ...]]] = []
+        self.run_page = 0
+        self.table = {
+            "vcpu": self.vcpu, "tables": self.tables, "data": self.data, "map": self.map, "recs": self.recs,
+            "measured": self.measured, "delegate": self.delegate, "wrong": self.wrong, "lifecycle": self.lifecycle,
+        }
+
+    def pick(self, weights: dict[str, float]) -> "list[Callable[[random.Random], None]]":
+        return [self.table[name] for name in weights]
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def call(self, fid: int, allowed: "set[int] | frozenset[int]", *args: int) -> tuple[int, ...]:
+        regs = self.smc(fid, *args)
+        if regs[0] not in allowed:
+            shown = ", ".join(f"{a:#x}" for a in sorted(allowed))
+            raise Unexpected(Finding("functional", "status", f"returned X0 = {regs[0]:#x}; a correct RMM answers one "
+                                     f"of {{{shown}}} here", self.cpu.id, call_text(fid, args, len(args))))
+        return regs
+
+    def delegated(self) -> int:
+        pa = self.alloc.alloc()
+        self.call(F.RMI_GRANULE_DELEGATE, {SUCCESS}, pa)
+        return pa
+
+    def release(self, pa: int) -> None:
+        self.call(F.RMI_GRANULE_UNDELEGATE, {SUCCESS}, pa)
+        self.alloc.free(pa)
+
+    # -- realms running ---------------------------------------------------------------------
+
+    def vcpu(self, rng: random.Random) -> None:
+        vcpu = self.queue.take(self.cpu.id)
+        if vcpu is None:
+            self._count("vcpu-idle")
+            self._relaunch()
+            return
+        self._count("rec-enter")
+        self.loop.step(vcpu)
+        if len(self.loop.errors) > self.errors_seen:
+            self.errors_seen = len(self.loop.errors)
+            raise Unexpected(Finding("functional", "vcpu", f"a vCPU failed: {self.loop.errors[-1]}", self.cpu.id))
+
+    def _relaunch(self) -> None:
+        """Rebuild a finished guest realm whose slot this CPU owns (after checking its result)."""
+        for slot, (name, realm) in list(self.guests.items()):
+            if self.queue.realm_state(slot) != DONE:
+                continue
+            status = realm_status(self.queue, slot)
+            if not status.passed:
+                raise Unexpected(Finding("functional", "realm", f"guest {name} (slot {slot}) ended {status.end} "
+                                         f"with result {status.result} and vCPUs {status.vcpu_ends}", self.cpu.id))
+            destroy_realm(self.cpu, self.alloc, realm)
+            self.queue.release_realm(self.alloc, slot)
+            fresh = create_realm(self.cpu, self.alloc, guest_specs()[name])
+            del self.guests[slot]
+            self._count("relaunch")
+            self.guests[self.queue.add_realm(self.alloc, fresh)] = (name, fresh)
+            return
+
+    # -- realm T: tables, data, unprotected mappings --------------------------------------------
+
+    def tables(self, rng: random.Random) -> None:
+        block = rng.choice((*self.pop.table_ranges, self.pop.bare_range, self.pop.bare_range))
+        rd = self.pop.table_realm.rd
+        op = rng.random()
+        if op < 0.5:
+            pa = self.delegated()
+            if self.call(F.RMI_RTT_CREATE, {SUCCESS, rtt(2)}, rd, pa, block, 3)[0] != SUCCESS:
+                self.release(pa)
+            return
+        fid = F.RMI_RTT_DESTROY if op < 0.75 else F.RMI_RTT_FOLD
+        x0, pa = self.call(fid, {SUCCESS, rtt(2), rtt(3)}, rd, block, 3)[:2]
+        if x0 == SUCCESS:
+            self.release(pa)
+
+    def data(self, rng: random.Random) -> None:
+        block = rng.choice(self.pop.table_ranges)
+        first, count = (0, 512) if rng.random() < 0.03 else (rng.randrange(512), rng.randint(1, 8))
+        fill = rng.random() < 0.55
+        rd = self.pop.table_realm.rd
+        for i in range(first, min(first + count, 512)):
+            ipa = block + i * G
+            pa = self.pop.table_backing + (ipa - TABLE_BASE)
+            if fill:
+                if self.call(F.RMI_GRANULE_DELEGATE, {SUCCESS, INPUT}, pa)[0] != SUCCESS:
+                    continue
+                if self.call(F.RMI_DATA_CREATE_UNKNOWN, {SUCCESS, rtt(2), rtt(3)}, rd, pa, ipa)[0] != SUCCESS:
+                    self.call(F.RMI_GRANULE_UNDELEGATE, {SUCCESS}, pa)
+            else:
+                x0, out = self.call(F.RMI_DATA_DESTROY, {SUCCESS, rtt(2), rtt(3)}, rd, ipa)[:2]
+                if x0 == SUCCESS:
+                    if out != pa:
+                        raise Unexpected(Finding("functional", "output", f"DATA_DESTROY returned {out:#x}, but "
+                                                 f"{pa:#x} was mapped there", self.cpu.id, call_text(F.RMI_DATA_DESTROY,
+                                                                                                     (rd, ipa))))
+                    self.call(F.RMI_GRANULE_UNDELEGATE, {SUCCESS}, pa)
+
+    def map(self, rng: random.Random) -> None:
+        pop, rd = self.pop, self.pop.table_realm.rd
+        op = rng.random()
+        if op < 0.4:
+            self.call(F.RMI_RTT_MAP_UNPROTECTED, {SUCCESS, rtt(3)}, rd, pop.ns_ipa, 3, pop.ns_page | NS_ATTRS)
+        elif op < 0.8:
+            self.call(F.RMI_RTT_UNMAP_UNPROTECTED, {SUCCESS, rtt(3)}, rd, pop.ns_ipa, 3)
+        else:
+            ipa = rng.choice(pop.table_ranges) + rng.randrange(512) * G
+            self.call(F.RMI_RTT_READ_ENTRY, {SUCCESS}, rd, ipa, 3)
+
+    # -- realm N: RECs, measured data, RIPAS ------------------------------------------------------
+
+    def recs(self, rng: random.Random) -> None:
+        rd = self.pop.new_realm.rd
+        op = rng.random()
+        if op < 0.45 or not self.my_recs and op < 0.8:
+            self._rec_create(rd)
+        elif op < 0.8:
+            rec, aux = self.my_recs.pop(rng.randrange(len(self.my_recs)))
+            self.call(F.RMI_REC_DESTROY, {SUCCESS}, rec)
+            for pa in (rec, *aux):
+                self.release(pa)
+        elif op < 0.9:
+            self.call(F.RMI_REC_AUX_COUNT, {SUCCESS}, rd)
+        else:
+            self.call(F.RMI_REALM_DESTROY, {REALM}, rd)
+
+    def _rec_create(self, rd: int) -> None:
+        index = self.seg.rec_hint()
+        granules = [self.delegated() for _ in range(1 + self.pop.new_realm.num_aux)]
+        params = self.alloc.alloc()
+        try:
+            self.cpu.machine.ns_write(params, bytes(RMI_REC_PARAMS.pack(
+                flags=0, mpidr=rec_index_to_mpidr(index), pc=0, gprs=(), num_aux=len(granules) - 1,
+                aux=tuple(granules[1:]))))
+            x0 = self.call(F.RMI_REC_CREATE, {SUCCESS, INPUT, REALM}, rd, granules[0], params)[0]
+        finally:
+            self.alloc.free(params)
+        if x0 == SUCCESS:
+            self.seg.advance_rec_hint(index)
+            self.my_recs.append((granules[0], tuple(granules[1:])))
+            return
+        for pa in granules:
+            self.release(pa)
+
+    def measured(self, rng: random.Random) -> None:
+        pop, rd = self.pop, self.pop.new_realm.rd
+        ipa = NEW_BASE + rng.randrange(NEW_PAGES) * G
+        op = rng.random()
+        if op < 0.45:
+            pa = self.delegated()
+            if self.call(F.RMI_DATA_CREATE, {SUCCESS, rtt(3)}, rd, pa, ipa, pop.src_page, rng.randrange(2))[0]:
+                self.release(pa)
+        elif op < 0.85:
+            x0, pa = self.call(F.RMI_DATA_DESTROY, {SUCCESS, rtt(3)}, rd, ipa)[:2]
+            if x0 == SUCCESS:
+                self.release(pa)
+        else:
+            top = min(ipa + rng.randint(1, 8) * G, NEW_BASE + NEW_PAGES * G)
+            self.call(F.RMI_RTT_INIT_RIPAS, {SUCCESS, rtt(3)}, rd, ipa, top)
+
+    # -- granules, wrong objects, whole realms ------------------------------------------------------
+
+    def delegate(self, rng: random.Random) -> None:
+        pa = rng.choice(self.pop.pool)
+        fid = F.RMI_GRANULE_DELEGATE if rng.random() < 0.5 else F.RMI_GRANULE_UNDELEGATE
+        self.call(fid, {SUCCESS, INPUT}, pa)
+
+    def wrong(self, rng: random.Random) -> None:
+        t, n = self.pop.table_realm, self.pop.new_realm
+        recs = [t.recs[0].rec, n.recs[0].rec]
+        rng.shuffle(recs)
+        if not self.run_page:
+            self.run_page = self.alloc.alloc()
+            self.cpu.machine.ns_write(self.run_page, bytes(G))
+        choice = rng.randrange(6)
+        if choice == 0:
+            self.call(F.RMI_PSCI_COMPLETE, {INPUT}, recs[0], recs[1], 0)
+        elif choice == 1:
+            # ERROR_REC: another CPU holds the REC's running reference while it makes the same call.
+            self.call(F.RMI_REC_ENTER, {REALM, REC}, n.recs[0].rec, self.run_page)
+        elif choice == 2:
+            self.call(F.RMI_GRANULE_DELEGATE if rng.random() < 0.5 else F.RMI_GRANULE_UNDELEGATE, {INPUT}, n.rd)
+        elif choice == 3:
+            self.call(F.RMI_REALM_ACTIVATE, {REALM}, t.rd)
+        elif choice == 4:
+            self.call(F.RMI_DATA_CREATE_UNKNOWN, {INPUT}, t.rd, n.rd, TABLE_BASE)
+        else:
+            self.call(F.RMI_RTT_CREATE, {INPUT}, n.rd, recs[0], NEW_BASE, 3)
+
+    def lifecycle(self, rng: random.Random) -> None:
+        spec = RealmSpec(ipa_width=rng.choice((33, 40)), ram_base=0x8000_0000, ram_size=MiB, num_recs=rng.randint(1, 2),
+                         image=bytes(G), teardown=rng.choice(("legacy", "v12")))
+        destroy_realm(self.cpu, self.alloc, create_realm(self.cpu, self.alloc, spec))

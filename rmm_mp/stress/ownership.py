@@ -1,0 +1,275 @@
+"""Ownership checker in the spirit of ThreadSanitizer: every access to a granule's state,
+refcount or contents must be made by a CPU that owns it at that moment.
+
+Owning a granule means holding its lock (the Probe's list of held locks, which covers the
+host's NS copies too), or, for a REC and its auxiliary granules, holding the REC's running
+reference (refcount 1, taken under the REC lock by REC_ENTER: the Probe notes it when this CPU
+raises a REC's refcount while holding its lock, and forgets it when the CPU drops it). Declared
+exceptions, each a documented lock-free access of the code:
+
+  - refcount_add is atomic (REC exit, REC_DESTROY's decrement of the RD) and racy_state is the
+    declared lock-free state read (DATA_CREATE's source check);
+  - an RD's state and REC count are atomic loads (realm_desc: read lock-free under a REC
+    reference); its parameters, RPV and aux count never change after REALM_CREATE and may be
+    read by a CPU running one of the realm's RECs.
+
+Checked accesses (wrapped at start-up in the CPU process, only when the checker is on):
+GranuleTable state / refcount / word / set_state, Granule.unlock_transition, PhysicalMemory
+granule / zero / is_zero / read / write, every public accessor of Rd and Rec, and s2tt read /
+write / entries / fill / skip_non_live (an RTT's entries belong to its lock holder; the realm's
+own translation reads them lock-free through stage2, which is not an RMM access). A state change
+must also happen at refcount 0 (locking rule 6) and agree with the GPT: no granule leaves NS
+before EL3 moved it to the Realm PAS, and none becomes NS before it is back in the NS PAS.
+
+Limits: accesses through raw memoryviews (realm pages written by RSI handlers under their RTT
+lock, the attestation state in a REC's first aux granule) and code outside the RMM's accessors
+are not seen; a violation is reported once per rule and source line.
+
+This module owns the ownership rules. It must not take locks.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any, Callable
+
+from rmm_mp.hw.gpt import Pas
+from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_MASK, STATE_SHIFT, Granule, GranuleTable
+from rmm_mp.hw.memory import PhysicalMemory
+from rmm_mp.rmm import s2tt
+from rmm_mp.rmm.granule_state import GranuleState as GS
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, OFF_OWNER, Rec
+from rmm_mp.stress.findings import site
+
+if TYPE_CHECKING:
+    from rmm_mp.stress.probe import Probe
+
+RD_ATOMIC = frozenset({"state", "rec_count"})
+COUNTED = frozenset({GS.RD, GS.REC, GS.RTT})
+"""States whose refcount counts references to the object: it may leave the state only at 0 (a
+new RTT takes its 512 references while still DELEGATED, before it becomes an RTT)."""
+RD_IMMUTABLE = frozenset({"params", "rpv", "num_rec_aux"})
+_AUX = struct.Struct("<Q16Q")
+_Q = struct.Struct("<Q")
+
+
+class Ownership:
+    """The checker of one CPU process."""
+
+    def __init__(self, probe: "Probe") -> None:
+        self.probe = probe
+        cpu = probe.cpu
+        self.table = cpu.granules
+        self.memory = cpu.machine.memory
+        self.gpt = cpu.machine.gpt
+        self.base = self.memory.base
+        self.aux_of: dict[int, int] = {}
+        """aux granule index -> REC granule index, for RECs this CPU runs."""
+
+    # -- who owns what ----------------------------------------------------------------------
+
+    def owns(self, idx: int) -> bool:
+        probe = self.probe
+        return probe.holds(idx) or idx in probe.running or self.aux_of.get(idx, -1) in probe.running
+
+    def _word(self, idx: int) -> int:
+        return self.table._load((idx << 3) + 4)
+
+    def report(self, rule: str, message: str) -> None:
+        self.probe.finding("ownership", rule, message, site())
+
+    def access(self, idx: int, what: str, write: bool) -> None:
+        if not self.probe.checking or self.owns(idx):
+            return
+        state = GS.name((self._word(idx) >> STATE_SHIFT) & STATE_MASK)
+        verb = "write" if write else "read"
+        self.report(f"unlocked {verb}", f"{verb} of {what} of {state} granule {self.base + (idx << 12):#x} without "
+                                        "its lock or the REC's running reference")
+
+    def transition(self, idx: int, new: int) -> None:
+        """A state change: owner, no references to what it was (rule 6), and the GPT agrees."""
+        if not self.probe.checking:
+            return
+        pa = self.base + (idx << 12)
+        if not self.probe.holds(idx):
+            self.report("rule 6", f"state of {pa:#x} changed to {GS.name(new)} without its lock")
+        word = self._word(idx)
+        old = (word >> STATE_SHIFT) & STATE_MASK
+        if word & REFCOUNT_MASK and old in COUNTED:
+            self.report("rule 6", f"{GS.name(old)} {pa:#x} became {GS.name(new)} with {word & REFCOUNT_MASK} "
+                                  "references left")
+        pas = self.gpt.pas(idx)
+        if (new == GS.NS) != (pas != Pas.REALM):
+            self.report("transition", f"{pa:#x} becomes {GS.name(new)} while the GPT has it in the "
+                                      f"{Pas(pas).name} PAS")
+
+    def running_changed(self, idx: int, delta: int) -> None:
+        """refcount_add on a REC: this CPU takes (under the lock) or drops its running reference."""
+        if (self._word(idx) >> STATE_SHIFT) & STATE_MASK != GS.REC:
+            return
+        probe = self.probe
+        offset = idx << 12
+        if delta > 0 and probe.holds(idx):
+            probe.running[idx] = self.table.find(_Q.unpack_from(self.memory.buf, offset + OFF_OWNER)[0])
+            count, *aux = _AUX.unpack_from(self.memory.buf, offset + OFF_NUM_AUX)
+            for pa in aux[:count]:
+                self.aux_of[self.table.find(pa)] = idx
+        elif delta < 0 and idx in probe.running:
+            del probe.running[idx]
+            for aux in [a for a, rec in self.aux_of.items() if rec == idx]:
+                del self.aux_of[aux]
+
+    def rd_access(self, rd: Rd, name: str) -> None:
+        if not self.probe.checking or name in RD_ATOMIC:
+            return
+        if name in RD_IMMUTABLE and rd.idx in self.probe.running.values():
+            return
+        self.access(rd.idx, f"RD field {name}", write=name.startswith("set_") or name == "initialise")
+
+
+def install(probe: "Probe") -> Ownership:
+    """Wrap every checked accessor in this process (see the module docstring)."""
+    own = Ownership(probe)
+    _wrap_table(probe, own)
+    _wrap_memory(probe, own)
+    _wrap_descriptor(probe, Rd, lambda obj, name: own.rd_access(obj, name))
+    _wrap_descriptor(probe, Rec, lambda obj, name: own.access(obj.idx, f"REC field {name}",
+                                                              name.startswith("set_") or name == "initialise"))
+    _wrap_rtt(probe, own)
+    return own
+
+
+def _wrap_table(probe: "Probe", own: Ownership) -> None:
+    T = GranuleTable
+    state, refcount, word, set_state, refcount_add = T.state, T.refcount, T.word, T.set_state, T.refcount_add
+    unlock_transition = Granule.unlock_transition
+
+    def c_state(self: GranuleTable, idx: int) -> int:
+        own.access(idx, "the state", False)
+        return state(self, idx)
+
+    def c_refcount(self: GranuleTable, idx: int) -> int:
+        own.access(idx, "the refcount", False)
+        return refcount(self, idx)
+
+    def c_word(self: GranuleTable, idx: int) -> int:
+        own.access(idx, "the state word", False)
+        return word(self, idx)
+
+    def c_set_state(self: GranuleTable, idx: int, new: int) -> None:
+        own.transition(idx, new)
+        set_state(self, idx, new)
+
+    def c_refcount_add(self: GranuleTable, idx: int, delta: int) -> int:
+        old = refcount_add(self, idx, delta)
+        own.running_changed(idx, delta)
+        return old
+
+    def c_unlock_transition(self: Granule, new_state: int) -> None:
+        own.transition(self.idx, new_state)
+        unlock_transition(self, new_state)
+
+    probe.patch(T, "state", c_state)
+    probe.patch(T, "refcount", c_refcount)
+    probe.patch(T, "word", c_word)
+    probe.patch(T, "set_state", c_set_state)
+    probe.patch(T, "refcount_add", c_refcount_add)
+    probe.patch(Granule, "unlock_transition", c_unlock_transition)
+
+
+def _wrap_memory(probe: "Probe", own: Ownership) -> None:
+    M = PhysicalMemory
+    granule, zero, is_zero, read, write = M.granule, M.zero, M.is_zero, M.read, M.write
+
+    def span(memory: PhysicalMemory, pa: int, size: int, verb: str) -> None:
+        first = (pa - memory.base) >> 12
+        last = (pa + max(size, 1) - 1 - memory.base) >> 12
+        for idx in range(first, last + 1):
+            own.access(idx, f"the contents ({verb} {size} bytes at {pa:#x})", verb == "write")
+
+    def c_granule(self: PhysicalMemory, idx: int) -> memoryview:
+        own.access(idx, "the contents", True)
+        return granule(self, idx)
+
+    def c_zero(self: PhysicalMemory, idx: int) -> None:
+        own.access(idx, "the contents (zeroing)", True)
+        zero(self, idx)
+
+    def c_is_zero(self: PhysicalMemory, idx: int) -> bool:
+        own.access(idx, "the contents", False)
+        return is_zero(self, idx)
+
+    def c_read(self: PhysicalMemory, pa: int, size: int) -> bytes:
+        span(self, pa, size, "read")
+        return read(self, pa, size)
+
+    def c_write(self: PhysicalMemory, pa: int, data: Any) -> None:
+        span(self, pa, len(data), "write")
+        write(self, pa, data)
+
+    for name, fn in (("granule", c_granule), ("zero", c_zero), ("is_zero", c_is_zero), ("read", c_read),
+                     ("write", c_write)):
+        probe.patch(M, name, fn)
+
+
+def _wrap_descriptor(probe: "Probe", cls: type, check: Callable[[Any, str], None]) -> None:
+    """Wrap every public method and property of an RD or REC accessor class."""
+    for name, value in list(vars(cls).items()):
+        if name.startswith("_") or isinstance(value, (staticmethod, classmethod)):
+            continue
+        if isinstance(value, property):
+            probe.patch(cls, name, _checked_property(value, name, check))
+        elif callable(value):
+            probe.patch(cls, name, _checked_method(value, name, check))
+
+
+def _checked_property(prop: property, name: str, check: Callable[[Any, str], None]) -> property:
+    fget, fset = prop.fget, prop.fset
+
+    def getter(self: Any) -> Any:
+        check(self, name)
+        return fget(self)  # type: ignore[misc]
+
+    def setter(self: Any, value: Any) -> None:
+        check(self, "set_" + name)
+        fset(self, value)  # type: ignore[misc]
+
+    return property(getter, setter if fset is not None else None)
+
+
+def _checked_method(fn: Callable[..., Any], name: str, check: Callable[[Any, str], None]) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        check(self, name)
+        return fn(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+def _wrap_rtt(probe: "Probe", own: Ownership) -> None:
+    read, write, entries, fill, skip = s2tt.read, s2tt.write, s2tt.entries, s2tt.fill, s2tt.skip_non_live
+
+    def c_read(memory: Any, table_idx: int, index: int) -> int:
+        own.access(table_idx, "an RTT entry", False)
+        return read(memory, table_idx, index)
+
+    def c_write(memory: Any, table_idx: int, index: int, desc: int) -> None:
+        own.access(table_idx, "an RTT entry", True)
+        write(memory, table_idx, index, desc)
+
+    def c_entries(memory: Any, table_idx: int) -> Any:
+        own.access(table_idx, "the RTT entries", False)
+        return entries(memory, table_idx)
+
+    def c_fill(memory: Any, table_idx: int, descs: Any) -> None:
+        own.access(table_idx, "the RTT entries", True)
+        fill(memory, table_idx, descs)
+
+    def c_skip(memory: Any, table_idx: int, level: int, index: int, ipa: int) -> int:
+        own.access(table_idx, "the RTT entries", False)
+        return skip(memory, table_idx, level, index, ipa)
+
+    for name, fn in (("read", c_read), ("write", c_write), ("entries", c_entries), ("fill", c_fill),
+                     ("skip_non_live", c_skip)):
+        probe.patch(s2tt, name, fn)
+

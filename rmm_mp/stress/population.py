@@ -1,0 +1,117 @@
+"""The objects a stress run shares between its CPUs, built by the parent before the CPUs start.
+
+Every CPU races on the same granules, so the population is small and shared on purpose:
+
+  guests    realms running bundled guest programs (workloads/guests: smp-boot with three RECs,
+            so CPU_ON and AFFINITY_INFO exits and PSCI_COMPLETE; ripas-flip, so RSI IPA state
+            changes, RTT_SET_RIPAS, MMIO and unprotected mappings; measure, so the RD lock from
+            RSI; attest, so a REM extension and an attestation token signed across REC entries),
+            registered in the host's run queue (any CPU runs any vCPU). A guest realm
+            that has finished is checked (it must have reported a pass) and built anew by the
+            CPU that owns its slot (slot modulo CPUs), so realms keep running all along.
+  tables    realm T (ACTIVE, one REC, never run): two 2 MiB ranges whose level-3 tables and
+            DATA granules every CPU creates, folds and destroys (an NS run backs them at
+            a fixed offset), a third ("bare") whose empty level-3 table they create and destroy
+            over and over, and an unprotected page that every CPU maps and unmaps.
+  new       realm N (NEW, REC 0 created): CPUs race REC_CREATE (each proposing the index a
+            shared hint names), REC_DESTROY, measured DATA_CREATE and DATA_DESTROY on 32
+            pages of one level-3 table, RTT_INIT_RIPAS on them, and REALM_DESTROY (refused:
+            N always has a REC).
+  pool      NS granules that every CPU delegates and undelegates at random.
+  src       an NS page of known bytes, the source of measured DATA_CREATEs.
+
+This module owns the population's shape and its construction. Building is deterministic: the
+same seed gives the same machine contents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rmm_mp.host import NsAllocator, RealmSpec, RunQueue, create_realm, load_guest, measure_constants
+from rmm_mp.host.realm import HostRealm, create_rtt_levels
+from rmm_mp.host.runqueue import OFF_ARRIVED
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Machine
+
+MiB = 1 << 20
+G = 4096
+GUEST_BASE = 0x8000_0000
+TABLE_BASE = 0x4000_0000
+TABLE_BLOCKS = 2
+NEW_BASE = 0x4000_0000
+NEW_PAGES = 32
+POOL = 8
+MEASURE_VALUE = bytes(range(64))
+
+
+def guest_specs() -> dict[str, RealmSpec]:
+    """The guest realms, by name (each is rebuilt from its spec when it finishes)."""
+    ram = 2 * MiB
+    return {
+        "smp-boot": RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=ram, num_recs=3,
+                              image=load_guest("smp-boot", WORK=150)),
+        "ripas-flip": RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=ram,
+                                image=load_guest("ripas-flip")),
+        "measure": RealmSpec(ipa_width=33, ram_base=GUEST_BASE, ram_size=ram,
+                             image=load_guest("measure", **measure_constants(MEASURE_VALUE))),
+        "attest": RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=4 * MiB, image=load_guest("attest", EXTEND_REM=2)),
+    }
+
+
+@dataclass(frozen=True)
+class Population:
+    """What every CPU process is told about the shared objects (picklable)."""
+
+    guests: tuple[tuple[str, int, HostRealm], ...]
+    """(spec name, run-queue slot, realm as built by the parent)."""
+    table_realm: HostRealm
+    table_backing: int
+    """PA of the 2 MiB aligned NS run backing T's contested ranges: pa(ipa) = backing + ipa - TABLE_BASE."""
+    ns_ipa: int
+    ns_page: int
+    new_realm: HostRealm
+    src_page: int
+    pool: tuple[int, ...]
+
+    @property
+    def table_ranges(self) -> tuple[int, ...]:
+        return tuple(TABLE_BASE + b * 2 * MiB for b in range(TABLE_BLOCKS))
+
+    @property
+    def bare_range(self) -> int:
+        """A 2 MiB range of T under the same level-2 table, never given DATA."""
+        return TABLE_BASE + TABLE_BLOCKS * 2 * MiB
+
+
+def build(machine: "Machine", guests: bool = True) -> Population:
+    """Build the population on CPU 0 (which is released again), before any CPU process starts."""
+    cpu = machine.cpu(0)
+    try:
+        alloc = NsAllocator(machine, 0)
+        queue = RunQueue(machine)
+        placed = []
+        if guests:
+            for name, spec in guest_specs().items():
+                realm = create_realm(cpu, alloc, spec)
+                placed.append((name, queue.add_realm(alloc, realm), realm))
+        queue.view.store_u64(OFF_ARRIVED, 0)
+        table = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=2 * MiB,
+                                                   image=bytes(G)))
+        for block in range(TABLE_BLOCKS):
+            create_rtt_levels(cpu, alloc, table, TABLE_BASE + block * 2 * MiB, table.start_level, 2)
+        ns_ipa = table.par_size + 0x4000_0000
+        create_rtt_levels(cpu, alloc, table, ns_ipa, table.start_level, 3)
+        backing = alloc.alloc(TABLE_BLOCKS * 512, 512)
+        new = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=0, activate=False))
+        create_rtt_levels(cpu, alloc, new, NEW_BASE, new.start_level, 3)
+        src = alloc.alloc()
+        machine.ns_write(src, bytes((i * 7) & 0xFF for i in range(G)))
+        pool = tuple(alloc.alloc() for _ in range(POOL))
+        ns_page = alloc.alloc()
+        return Population(tuple(placed), table, backing, ns_ipa, ns_page, new, src, pool)
+    finally:
+        cpu.close()
+

@@ -1,0 +1,101 @@
+"""The result of a stress run: findings, what ran, and how to replay it.
+
+``StressReport.text()`` is what `rmm-mp stress` prints. Its findings part
+(``findings_text``) holds nothing that differs between two runs of one schedule, so a replay
+is checked by comparing it. ``to_json`` is the machine-readable form.
+
+This module owns the report's shape and its text. It must not run anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmm_mp.stress.config import StressConfig
+from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.lockdep import Edge
+
+
+@dataclass(frozen=True)
+class StressReport:
+    """What one stress run found and did.
+
+    Attributes:
+        ended: why the run ended: "time" (free-running time was up), "budget" (the step budget
+            was spent and the CPUs finished their operation), "finding" (a finding stopped it),
+            "aborted" (deadlock, crash or watchdog), "timeout" (a deterministic run hit its
+            safety limit in seconds: not reproducible).
+        schedule: context switches (step, CPU to run next) of a deterministic run.
+        points: per CPU, every schedule point (step, kind, argument) when the run logged them.
+    """
+
+    config: StressConfig
+    findings: tuple[Finding, ...]
+    ended: str
+    elapsed_s: float
+    ops: dict[int, int]
+    steps: int = 0
+    switches: int = 0
+    preemptions: int = 0
+    quiescent_checks: int = 0
+    schedule: tuple[tuple[int, int], ...] = ()
+    points: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    edges: tuple[Edge, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)
+    """Operations and events by kind, over all CPUs (rec-enter, relaunch, ...)."""
+    cpu_seconds: float = 0.0
+    """CPU time (user + system) the CPU processes used, as each measured itself at its end."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def first(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def checkers_fired(self) -> set[str]:
+        return {f.checker for f in self.findings}
+
+    def findings_text(self) -> str:
+        return "\n".join(f.text() for f in self.findings)
+
+    def summary(self) -> str:
+        cfg = self.config
+        mode = "free-running" if not cfg.deterministic else f"deterministic ({cfg.schedule})"
+        ops = sum(self.ops.values())
+        line = (f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {ops} operations "
+                f"in {self.elapsed_s:.1f} s")
+        if cfg.deterministic:
+            line += f"; {self.steps} steps, {self.switches} switches ({self.preemptions} preemptions)"
+        if cfg.inject:
+            line += f"; injected: {', '.join(cfg.inject)}"
+        line += f"; checkers: {', '.join(cfg.checkers) or 'none'}"
+        if self.quiescent_checks:
+            line += f"; {self.quiescent_checks} quiescent invariant checks"
+        return line + f"; ended: {self.ended}"
+
+    def text(self) -> str:
+        lines = [self.summary()]
+        if self.ok:
+            lines.append("no findings")
+        else:
+            lines.append(f"{len(self.findings)} finding(s):")
+            lines.append(self.findings_text())
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "workload": cfg.workload, "cpus": cfg.cpus, "seed": cfg.seed, "schedule": cfg.schedule,
+            "steps_budget": cfg.steps, "inject": list(cfg.inject), "checkers": list(cfg.checkers),
+            "ended": self.ended, "elapsed_s": round(self.elapsed_s, 3), "operations": self.ops,
+            "steps": self.steps, "switches": self.switches, "preemptions": self.preemptions,
+            "quiescent_checks": self.quiescent_checks, "counts": self.counts,
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "findings": [f.to_json() for f in self.findings],
+            "lock_edges": [e.to_json() for e in self.edges],
+        }
+
+    def replay_command(self, schedule_file: str) -> str:
+        return f"rmm-mp stress --replay {schedule_file}"

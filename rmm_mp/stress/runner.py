@@ -1,0 +1,332 @@
+"""``rmm_mp.stress.run``: one stress run, from an empty machine to a StressReport.
+
+The parent builds the machine and the population (stress.population), creates the stress
+segment, starts one CPU process per CPU (rmm_mp.runtime.run_cpus with stress.worker's target)
+and, while they run, supervises them every tick: in deterministic mode it hands out the first
+turn once every CPU is ready and watches that the running CPU keeps reaching schedule points
+(a CPU-time bound); free-running, it runs the watchdog (stress.watchdog) and, every
+``quiescent_every`` seconds, parks all CPUs between operations to check the invariants. At the
+end it merges the CPUs' lock-order edges and looks for cycles, checks the invariants of the
+quiescent machine, and returns the report with the schedule a replay needs.
+
+Children get PYTHONHASHSEED=0, so nothing in them depends on a random hash seed.
+
+This module owns the run's sequence. It must not hold checker logic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import psutil
+
+from rmm_mp.check import invariants
+from rmm_mp.hw import process
+from rmm_mp.hw.platform import load as load_platform
+from rmm_mp.machine import Machine
+from rmm_mp.runtime import CpuFailure, RunResult, run_cpus
+from rmm_mp.stress import lockdep
+from rmm_mp.stress.config import StressConfig
+from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.population import build
+from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
+from rmm_mp.stress.shared import (
+    DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, READY, STRATEGIES, StressSegment,
+)
+from rmm_mp.stress.watchdog import Watchdog, snapshots
+from rmm_mp.stress.worker import CpuPlan, CpuResult, stress_cpu
+
+HANG_CPU_S = 20.0
+"""A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
+
+
+def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None) -> StressReport:
+    """Run ``config`` and return its report (see the module docstring)."""
+    plat = load_platform(config.platform)
+    if config.cpus > plat.cpus:
+        plat = dataclasses.replace(plat, cpus=config.cpus)
+    with Machine.create(plat, cpus=config.cpus, time_slice=config.time_slice) as machine:
+        population = build(machine, guests=config.guests)
+        det = config.deterministic
+        strategy = "replay" if config.schedule == "replay" else config.schedule
+        seed_state = splitmix64(config.seed * 0x9E37_79B9 + 1)[1]
+        seg = StressSegment.create(machine.name, config.cpus, MODE_DETERMINISTIC if det else MODE_FREE,
+                                   STRATEGIES.index(strategy) if det else 0, config.steps, seed_state)
+        try:
+            return _supervised(machine, seg, config, population, on_tick)
+        finally:
+            seg.close()
+
+
+def _sched_plan(config: StressConfig, seg: StressSegment) -> SchedPlan | None:
+    if not config.deterministic:
+        return None
+    strategy = "replay" if config.schedule == "replay" else config.schedule
+    priorities: tuple[int, ...] = ()
+    changes: tuple[int, ...] = ()
+    if strategy == "pct":
+        state = config.seed ^ 0x5C5C_5C5C
+        order = list(range(config.cpus))
+        for i in range(len(order) - 1, 0, -1):
+            state, out = splitmix64(state)
+            j = out % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        priorities = tuple(config.pct_depth + order.index(c) for c in range(config.cpus))
+        points = set()
+        while len(points) < config.pct_depth - 1:
+            state, out = splitmix64(state)
+            points.add(1 + out % max(1, config.steps))
+        changes = tuple(sorted(points))
+        for cpu, p in enumerate(priorities):
+            seg.set_priority(cpu, p)
+    every = int(config.quiescent_every) if config.on("invariants") else 0
+    seg.set_quiesce_at(every)
+    return SchedPlan(strategy, config.steps, priorities, changes, config.switches, config.log_points, every)
+
+
+@contextmanager
+def _hash_seed() -> Iterator[None]:
+    previous = os.environ.get("PYTHONHASHSEED")
+    os.environ["PYTHONHASHSEED"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["PYTHONHASHSEED"]
+        else:
+            os.environ["PYTHONHASHSEED"] = previous
+
+
+def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, population: object,
+                on_tick: Callable[[float, StressSegment], None] | None) -> StressReport:
+    plan = _sched_plan(config, seg)
+    ctx = multiprocessing.get_context("spawn")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(config.cpus)] if plan is not None else []
+    cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes), tuple(w for _, w in pipes))  # type: ignore[arg-type]
+    sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick)
+    start = time.monotonic()
+    try:
+        with _hash_seed():
+            result = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
+                              timeout_s=config.seconds, grace_s=5.0 if plan is None else 2.0)
+    finally:
+        for r, w in pipes:
+            r.close()
+            w.close()
+    return _report(machine, seg, config, result, sup, time.monotonic() - start)
+
+
+class _Supervisor:
+    """The parent's tick: first turn, hang watch, watchdog, quiescent pauses."""
+
+    def __init__(self, machine: Machine, seg: StressSegment, config: StressConfig, plan: SchedPlan | None,
+                 wakes: tuple[object, ...], on_tick: Callable[[float, StressSegment], None] | None) -> None:
+        self.machine, self.seg, self.config, self.plan, self.wakes = machine, seg, config, plan, wakes
+        self.on_tick = on_tick
+        self.started = False
+        self.first = -1
+        self.findings: list[Finding] = []
+        self.watchdog = Watchdog(machine) if plan is None and config.on("watchdog") else None
+        self.quiescent_checks = 0
+        self._next_look = 0.5
+        self._next_pause = config.quiescent_every or 0.0
+        self._hang: tuple[int, int, float] | None = None
+        self.timed_out = False
+
+    def tick(self, elapsed: float) -> None:
+        seg = self.seg
+        if seg.end != END_ABORT and self._a_cpu_died():
+            self._abort()
+        if self.plan is not None:
+            self._deterministic(elapsed)
+        elif elapsed >= self._next_look:
+            self._next_look = elapsed + 0.5
+            self._free(elapsed)
+        if elapsed >= self.config.seconds and self.plan is not None and seg.end != END_ABORT:
+            self.timed_out = True
+        if self.on_tick is not None:
+            self.on_tick(elapsed, seg)
+
+    def _a_cpu_died(self) -> bool:
+        """Whether a CPU process that bound its CPU is gone (the runtime reports how)."""
+        for cpu in range(self.config.cpus):
+            area = self.machine.cpu_area(cpu)
+            try:
+                pid = area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+            if pid and self.seg.status(cpu) != DONE and not process.alive(pid):
+                return True
+        return False
+
+    def _abort(self) -> None:
+        """End the run now: spinning CPUs leave their call, parked ones wake up and leave."""
+        self.seg.set_end(END_ABORT)
+        self.machine.control.request_stop()
+        for wake in self.wakes:
+            try:
+                os.write(wake.fileno(), b"\0")  # type: ignore[attr-defined]
+            except OSError:
+                pass
+
+    def _deterministic(self, elapsed: float) -> None:
+        seg, plan = self.seg, self.plan
+        assert plan is not None
+        if not self.started:
+            if seg.registered < self.config.cpus:
+                return
+            first = pick(plan.strategy, 0, list(range(self.config.cpus)), -1, seg, dict(plan.switches))
+            self.started = True
+            self.first = first
+            seg.set_turn(first)
+            os.write(self.wakes[first].fileno(), b"\0")  # type: ignore[attr-defined]
+            return
+        self._watch_hang()
+
+    def _watch_hang(self) -> None:
+        """The running CPU must reach a schedule point within HANG_CPU_S of its own CPU time."""
+        seg = self.seg
+        turn, step = seg.turn, seg.step
+        if turn >= self.config.cpus or seg.end == END_ABORT:
+            return
+        used = _cpu_time(self.machine, turn)
+        if used is None:
+            return
+        if self._hang is None or self._hang[:2] != (turn, step):
+            self._hang = (turn, step, used)
+        elif used - self._hang[2] > HANG_CPU_S:
+            snaps = snapshots(self.machine, seg)
+            self.findings.append(Finding("watchdog", "stuck-call", f"CPU {turn} used {used - self._hang[2]:.0f} s "
+                                         "of CPU time without reaching a schedule point", turn,
+                                         snaps[turn].call, "", tuple(s.describe() for s in snaps), step))
+            self._abort()
+
+    def _free(self, elapsed: float) -> None:
+        if self.watchdog is not None and self.seg.end != END_ABORT:
+            finding = self.watchdog.tick()
+            if finding is not None:
+                self.findings.append(finding)
+                self._abort()
+                return
+        if self._next_pause and elapsed >= self._next_pause and self.seg.end == END_RUNNING:
+            self._next_pause = elapsed + self.config.quiescent_every
+            self._pause_and_check()
+
+    def _pause_and_check(self) -> None:
+        """Park every CPU between operations, check the invariants, let them go on."""
+        seg, m = self.seg, self.machine
+        seg.set_pause(True)
+        try:
+            deadline = time.monotonic() + 2.0
+            live = [c for c in range(self.config.cpus) if seg.status(c) == READY]
+            while seg.paused < len(live) and time.monotonic() < deadline and not m.control.stop_requested:
+                time.sleep(0.001)
+                live = [c for c in range(self.config.cpus) if seg.status(c) == READY]
+            if not live or seg.paused < len(live):
+                return
+            report = invariants(m)
+            self.quiescent_checks += 1
+            for v in report.violations[:8]:
+                self.findings.append(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",)))
+            if report.violations:
+                seg.set_end(END_DRAIN)
+                m.control.request_stop()
+        finally:
+            seg.set_pause(False)
+
+
+def _cpu_time(machine: Machine, cpu: int) -> float | None:
+    area = machine.cpu_area(cpu)
+    try:
+        pid = area.binding() & 0xFFFF_FFFF
+    finally:
+        area.release()
+    if not pid:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: RunResult, sup: _Supervisor,
+            elapsed: float) -> StressReport:
+    results: dict[int, CpuResult] = {c: r for c, r in result.results.items() if isinstance(r, CpuResult)}
+    findings: list[Finding] = []
+    for cpu in sorted(results):
+        findings.extend(results[cpu].findings)
+    findings.extend(sup.findings)
+    findings.extend(_failure(f, machine) for f in result.failures)
+    edges = _edges(machine, results, config)
+    findings.extend(lockdep.analyse(edges))
+    ended = _ended(seg, config, results, sup, findings)
+    if not machine.dead and ended not in ("aborted", "timeout"):
+        report = invariants(machine)
+        findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
+                        for v in report.violations[:20])
+    findings.sort(key=lambda f: (f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
+    schedule: list[tuple[int, int]] = []
+    if sup.plan is not None and sup.started:
+        schedule = [(0, sup.first)] + sorted(s for r in results.values() for s in r.switches)
+    return StressReport(config, tuple(_unique(findings)), ended, elapsed, {c: r.ops for c, r in results.items()},
+                        seg.step, seg.switches, seg.preemptions, seg.quiescent_checks + sup.quiescent_checks,
+                        tuple(schedule), {c: r.points for c, r in results.items() if r.points},
+                        tuple(edges.values()), _counts(results),
+                        sum(u.user_s + u.system_s for u in result.usage.values()))
+
+
+def _counts(results: dict[int, CpuResult]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in results.values():
+        for k, n in r.counts.items():
+            total[k] = total.get(k, 0) + n
+    return dict(sorted(total.items()))
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    seen, out = set(), []
+    for f in findings:
+        if f.text() not in seen:
+            seen.add(f.text())
+            out.append(f)
+    return out
+
+
+def _edges(machine: Machine, results: dict[int, CpuResult], config: StressConfig) -> dict[tuple[int, int], lockdep.Edge]:
+    if not config.on("lockdep"):
+        return {}
+    matrices = {}
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            matrices[cpu] = area.lock_edges()
+        finally:
+            area.release()
+    return lockdep.merge((results[c].edges for c in sorted(results)), matrices)
+
+
+def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResult], sup: _Supervisor,
+           findings: list[Finding]) -> str:
+    if sup.timed_out:
+        return "timeout"
+    if seg.end == END_ABORT or any(r.ended in ("aborted", "crashed") for r in results.values()):
+        return "aborted"
+    if findings:
+        return "finding"
+    return "budget" if config.deterministic else "time"
+
+
+def _failure(failure: CpuFailure, machine: Machine) -> Finding:
+    """A CPU process that died: the watchdog's report of it."""
+    snaps = snapshots(machine)
+    held = ", ".join(f"{pa:#x}" for pa in failure.held_locks) or "none"
+    return Finding("watchdog", "cpu-died", f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
+                   failure.cpu, snaps[failure.cpu].call if failure.cpu < len(snaps) else "", "",
+                   tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]))

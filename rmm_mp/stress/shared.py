@@ -1,0 +1,272 @@
+"""The stress segment: the scheduler's and the run's shared words, next to the machine's segments.
+
+One extra segment ``<machine prefix>.stress`` (hw.segment naming, so `rmm-mp clean` and orphan
+removal take it with the machine), created by the runner and attached by every CPU process.
+Little-endian; every word is read and written with atomic loads and stores:
+
+    0x000  magic "RMMSTRSS", layout version u32, CPUs u32
+    0x010  mode u32 (0 free-running, 1 deterministic), strategy u32 (0 random, 1 PCT, 2 replay)
+    0x018  CPUs registered u32
+    0x020  step u64: schedule points passed (deterministic mode)
+    0x028  turn u32: the CPU that may run; end u32: 0 running, 1 draining (no new operation
+           starts), 2 aborted (parked CPUs leave their call at once)
+    0x030  the scheduler's random state u64 (splitmix64), shared so that whichever CPU decides
+           draws the next number
+    0x038  step budget u64; 0x040 context switches u64; 0x048 preemptions u64
+    0x050  step at which the run ended u64; 0x058 quiescent invariant checks made u64
+    0x060  pause request u32, CPUs paused u32 (free-running quiescent points)
+    0x068  relaunch claims: one u32 per run-queue slot (16), 0 free, CPU + 1 while relaunching
+    0x0A8  the highest REC index created in the population's NEW realm u32 (a hint for the
+           next REC_CREATE: CPUs race to create index + 1)
+    0x0B0  quiescent check pending u32 (deterministic: CPUs park between operations until all
+           are there); 0x0B8 step at which the next quiescent check is due u64
+    0x100  per CPU, 64 bytes each: status u32, blocked-on u32 (granule index + 1), last point
+           kind u32, op count u32, last point argument u64, priority u64, steps run u64
+
+This module owns the layout. It must not decide anything.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import atomicshm
+
+from rmm_mp.hw.segment import Segment
+
+MAGIC: Final = b"RMMSTRSS"
+VERSION: Final = 1
+PART: Final = "stress"
+SIZE: Final = 0x1000
+MAX_CPUS: Final = 60
+
+MODE_FREE, MODE_DETERMINISTIC = 0, 1
+STRATEGIES: Final = ("random", "pct", "replay")
+END_RUNNING, END_DRAIN, END_ABORT = 0, 1, 2
+
+# per-CPU status
+ABSENT, READY, RUNNING, BLOCKED, DONE = 0, 1, 2, 3, 4
+STATUS_NAMES: Final = ("absent", "ready", "running", "blocked", "done")
+
+_MODE, _STRATEGY, _REGISTERED = 0x10, 0x14, 0x18
+_STEP, _TURN, _END, _RNG, _BUDGET = 0x20, 0x28, 0x2C, 0x30, 0x38
+_SWITCHES, _PREEMPTIONS, _END_STEP, _QUIESCENT = 0x40, 0x48, 0x50, 0x58
+_PAUSE, _PAUSED, _CLAIMS = 0x60, 0x64, 0x68
+MAX_CLAIMS: Final = 16
+_REC_HINT = 0xA8
+_QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
+_CPU, _CPU_SIZE = 0x100, 64
+C_STATUS, C_BLOCKED, C_KIND, C_OPS, C_ARG, C_PRIORITY, C_STEPS = 0, 4, 8, 12, 16, 24, 32
+
+
+class StressSegment:
+    """Typed access to one machine's stress segment."""
+
+    __slots__ = ("segment", "view", "cpus", "creator")
+
+    def __init__(self, segment: Segment, creator: bool) -> None:
+        self.segment = segment
+        self.view = atomicshm.AtomicView(segment.buf)
+        self.cpus = self.view.load_u32(0x0C)
+        self.creator = creator
+
+    @classmethod
+    def create(cls, prefix: str, cpus: int, mode: int, strategy: int, budget: int, seed_state: int) -> "StressSegment":
+        if not 1 <= cpus <= MAX_CPUS:
+            raise ValueError(f"cpus = {cpus}: the stress segment holds 1..{MAX_CPUS} CPUs")
+        segment = Segment.create(prefix, PART, SIZE)
+        segment.buf[0:8] = MAGIC
+        view = atomicshm.AtomicView(segment.buf)
+        view.store_u32(0x08, VERSION)
+        view.store_u32(0x0C, cpus)
+        view.store_u32(_MODE, mode)
+        view.store_u32(_STRATEGY, strategy)
+        view.store_u64(_BUDGET, budget)
+        view.store_u64(_RNG, seed_state)
+        view.store_u32(_TURN, 0xFFFF_FFFF)
+        view.close()
+        return cls(segment, creator=True)
+
+    @classmethod
+    def attach(cls, prefix: str) -> "StressSegment":
+        segment = Segment.attach(prefix, PART)
+        if bytes(segment.buf[0:8]) != MAGIC:
+            segment.close()
+            raise ValueError(f"{prefix}.{PART} is not a stress segment")
+        return cls(segment, creator=False)
+
+    def close(self) -> None:
+        self.view.close()
+        if self.creator:
+            self.segment.unlink()
+        self.segment.close()
+
+    @property
+    def machine_name(self) -> str:
+        """The name of the machine this segment belongs to."""
+        return self.segment.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+    # -- run-wide words ----------------------------------------------------------------------
+
+    @property
+    def mode(self) -> int:
+        return self.view.load_u32(_MODE)
+
+    @property
+    def strategy(self) -> int:
+        return self.view.load_u32(_STRATEGY)
+
+    def register(self) -> int:
+        return self.view.fetch_add_u32(_REGISTERED, 1) + 1
+
+    @property
+    def registered(self) -> int:
+        return self.view.load_u32(_REGISTERED)
+
+    @property
+    def step(self) -> int:
+        return self.view.load_u64(_STEP)
+
+    def next_step(self) -> int:
+        return self.view.fetch_add_u64(_STEP, 1) + 1
+
+    @property
+    def turn(self) -> int:
+        return self.view.load_u32(_TURN)
+
+    def set_turn(self, cpu: int) -> None:
+        self.view.store_u32(_TURN, cpu)
+
+    @property
+    def end(self) -> int:
+        return self.view.load_u32(_END)
+
+    def set_end(self, how: int) -> None:
+        """Raise the end level (running < draining < aborted); the first end records its step."""
+        current = self.view.load_u32(_END)
+        while how > current:
+            previous = self.view.cas_u32(_END, current, how)
+            if previous == current:
+                if current == END_RUNNING:
+                    self.view.store_u64(_END_STEP, self.view.load_u64(_STEP))
+                return
+            current = previous
+
+    @property
+    def end_step(self) -> int:
+        return self.view.load_u64(_END_STEP)
+
+    @property
+    def rng(self) -> int:
+        return self.view.load_u64(_RNG)
+
+    def set_rng(self, state: int) -> None:
+        self.view.store_u64(_RNG, state)
+
+    @property
+    def budget(self) -> int:
+        return self.view.load_u64(_BUDGET)
+
+    def count_switch(self, preemption: bool) -> None:
+        self.view.fetch_add_u64(_SWITCHES, 1)
+        if preemption:
+            self.view.fetch_add_u64(_PREEMPTIONS, 1)
+
+    @property
+    def switches(self) -> int:
+        return self.view.load_u64(_SWITCHES)
+
+    @property
+    def preemptions(self) -> int:
+        return self.view.load_u64(_PREEMPTIONS)
+
+    def count_quiescent(self) -> int:
+        return self.view.fetch_add_u64(_QUIESCENT, 1) + 1
+
+    @property
+    def quiescent_checks(self) -> int:
+        return self.view.load_u64(_QUIESCENT)
+
+    # -- free-running pauses and relaunch claims ----------------------------------------------
+
+    @property
+    def pause_requested(self) -> bool:
+        return self.view.load_u32(_PAUSE) != 0
+
+    def set_pause(self, on: bool) -> None:
+        self.view.store_u32(_PAUSE, int(on))
+
+    def add_paused(self, delta: int) -> None:
+        self.view.fetch_add_u32(_PAUSED, delta & 0xFFFF_FFFF)
+
+    @property
+    def paused(self) -> int:
+        return self.view.load_u32(_PAUSED)
+
+    def claim(self, slot: int, cpu: int) -> bool:
+        return self.view.cas_u32(_CLAIMS + 4 * (slot % MAX_CLAIMS), 0, cpu + 1) == 0
+
+    def unclaim(self, slot: int) -> None:
+        self.view.store_u32(_CLAIMS + 4 * (slot % MAX_CLAIMS), 0)
+
+    @property
+    def quiescing(self) -> bool:
+        return self.view.load_u32(_QUIESCING) != 0
+
+    def set_quiescing(self, on: bool) -> None:
+        self.view.store_u32(_QUIESCING, int(on))
+
+    @property
+    def quiesce_at(self) -> int:
+        return self.view.load_u64(_QUIESCE_AT)
+
+    def set_quiesce_at(self, step: int) -> None:
+        self.view.store_u64(_QUIESCE_AT, step)
+
+    def rec_hint(self) -> int:
+        """The REC index to propose next in the NEW realm."""
+        return self.view.load_u32(_REC_HINT) + 1
+
+    def advance_rec_hint(self, index: int) -> None:
+        self.view.cas_u32(_REC_HINT, index - 1, index)
+
+    # -- per CPU ------------------------------------------------------------------------------
+
+    def _cpu(self, cpu: int) -> int:
+        return _CPU + cpu * _CPU_SIZE
+
+    def status(self, cpu: int) -> int:
+        return self.view.load_u32(self._cpu(cpu) + C_STATUS)
+
+    def set_status(self, cpu: int, status: int, blocked_on: int = -1) -> None:
+        base = self._cpu(cpu)
+        self.view.store_u32(base + C_BLOCKED, blocked_on + 1)
+        self.view.store_u32(base + C_STATUS, status)
+
+    def blocked_on(self, cpu: int) -> int:
+        return self.view.load_u32(self._cpu(cpu) + C_BLOCKED) - 1
+
+    def set_point(self, cpu: int, kind: int, arg: int) -> None:
+        base = self._cpu(cpu)
+        self.view.store_u32(base + C_KIND, kind)
+        self.view.store_u64(base + C_ARG, arg & 0xFFFF_FFFF_FFFF_FFFF)
+        self.view.fetch_add_u64(base + C_STEPS, 1)
+
+    def point(self, cpu: int) -> tuple[int, int]:
+        base = self._cpu(cpu)
+        return self.view.load_u32(base + C_KIND), self.view.load_u64(base + C_ARG)
+
+    def steps_of(self, cpu: int) -> int:
+        return self.view.load_u64(self._cpu(cpu) + C_STEPS)
+
+    def priority(self, cpu: int) -> int:
+        return self.view.load_u64(self._cpu(cpu) + C_PRIORITY)
+
+    def set_priority(self, cpu: int, value: int) -> None:
+        self.view.store_u64(self._cpu(cpu) + C_PRIORITY, value)
+
+    def count_op(self, cpu: int) -> None:
+        self.view.fetch_add_u32(self._cpu(cpu) + C_OPS, 1)
+
+    def ops(self, cpu: int) -> int:
+        return self.view.load_u32(self._cpu(cpu) + C_OPS)

@@ -1,0 +1,112 @@
+"""Shrinking a failing deterministic run: a schedule with fewer steps and fewer preemptions that
+still produces the same finding.
+
+The target is the first finding's key (checker, rule, source site). A candidate schedule is the
+recorded switch list with some switches removed (delta debugging: halves first, then quarters,
+down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
+CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
+key no later than before. The step budget shrinks with it: a replay stops starting operations
+at the step the finding was made. Each candidate is a full run of the CPU processes (about a
+second), so the number of attempts is bounded.
+
+This module owns the search. It must not change how a run is checked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from rmm_mp.stress.config import StressConfig
+from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.runner import run
+
+
+@dataclass(frozen=True)
+class ShrinkResult:
+    """The smallest failing run found, and the search that found it."""
+
+    original: StressReport
+    report: StressReport
+    attempts: int
+    accepted: int
+
+    def describe(self) -> str:
+        o, r = self.original, self.report
+        f, g = o.first(), r.first()
+        return (f"shrunk in {self.attempts} replays ({self.accepted} kept): finding at step "
+                f"{f.step if f else '?'} -> {g.step if g else '?'}, {len(o.schedule)} -> {len(r.schedule)} switches, "
+                f"{o.preemptions} -> {r.preemptions} preemptions")
+
+
+def _score(report: StressReport) -> tuple[int, int, int]:
+    first = report.first()
+    return (first.step if first is not None and first.step is not None else 1 << 62, report.preemptions,
+            len(report.schedule))
+
+
+def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 120.0,
+           on_attempt: Callable[[int, StressReport], None] | None = None) -> ShrinkResult:
+    """Shrink a deterministic run that produced a finding (see the module docstring)."""
+    first = report.first()
+    if not report.config.deterministic or first is None or not report.schedule:
+        raise ValueError("only a deterministic run with a finding can be shrunk")
+    target = first.key()
+    best = report
+    attempts = accepted = 0
+    deadline = time.monotonic() + max_seconds
+
+    tried: set[tuple[tuple[int, int], ...]] = set()
+
+    def attempt(switches: tuple[tuple[int, int], ...]) -> bool:
+        nonlocal best, attempts, accepted
+        if switches in tried:
+            return False
+        tried.add(switches)
+        attempts += 1
+        step = best.first().step if best.first() is not None else None  # type: ignore[union-attr]
+        cfg = _replay_config(best.config, switches, step)
+        candidate = run(cfg)
+        if on_attempt is not None:
+            on_attempt(attempts, candidate)
+        found = candidate.first()
+        if found is not None and found.key() == target and _score(candidate) < _score(best):
+            best = candidate
+            accepted += 1
+            return True
+        return False
+
+    # No preemption at all: one CPU runs until it blocks or finishes (the finder's CPU first).
+    cpus = sorted(range(report.config.cpus), key=lambda c: c != first.cpu)
+    for cpu in cpus:
+        if attempts >= min(max_attempts, report.config.cpus) or time.monotonic() >= deadline:
+            break
+        if attempt(((0, cpu),)):
+            break
+    chunks = 2
+    while attempts < max_attempts and time.monotonic() < deadline:
+        switches = best.schedule[1:]
+        if not switches:
+            break
+        size = max(1, len(switches) // chunks)
+        removed = False
+        for start in range(len(switches) - size, -1, -size) if size else ():
+            if attempts >= max_attempts or time.monotonic() >= deadline:
+                break
+            kept = best.schedule[:1] + switches[:start] + switches[start + size:]
+            if attempt(kept):
+                removed = True
+                break
+        if removed:
+            chunks = max(2, chunks - 1)
+        elif size == 1:
+            break
+        else:
+            chunks = min(len(switches), chunks * 2)
+    return ShrinkResult(report, best, attempts, accepted)
+
+
+def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:
+    budget = min(cfg.steps, step) if step else cfg.steps
+    return cfg.replace(schedule="replay", switches=switches, steps=max(1, budget))

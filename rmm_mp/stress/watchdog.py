@@ -1,0 +1,239 @@
+"""The watchdog: CPUs that wait too long, hang or die, and what every CPU was doing then.
+
+Deterministic mode needs no clock: a CPU that finds a lock held is blocked (stress.sched), and
+when no CPU can run while one is blocked, the run is stuck. ``stuck_finding`` tells a deadlock
+(the wait-for graph has a cycle) from a leaked lock (the holder is not waiting: it finished, or
+holds the lock between calls) and names every CPU's held locks and call.
+
+Free-running mode (``Watchdog``, polled by the parent every tick): each CPU publishes the lock
+it spins on and its spin count (stress.instrument replaces the contended path of the lock) and
+the call it is in (EL3). Bounds are in spins and CPU time, never in wall time, so an
+oversubscribed host, where a lock holder may wait seconds for a core, raises no alarm:
+  deadlock     a cycle of CPUs each spinning on a lock the next one holds, seen on two
+               consecutive ticks with spin counts still rising;
+  leaked lock  a CPU spinning on a lock whose holder is between calls (published in_call 0),
+               on two consecutive ticks;
+  stuck call   a CPU in the same RMI call (its count of calls started unchanged) that used
+               more than ``cpu_bound_s`` seconds of CPU time meanwhile;
+A CPU process that dies is reported by the runtime (rmm_mp.runtime CpuFailure) and turned into
+a finding with the same snapshot. On any of these the run ends cleanly: the stress segment says
+abort, spinning CPUs leave their call, and the others stop between operations.
+
+This module owns the stuck analysis and the snapshots. It must not change the machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psutil
+
+from rmm_mp.hw.granule import HOST_OWNER_FLAG, describe_owner
+from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.probe import describe_call
+from rmm_mp.stress.shared import BLOCKED, STATUS_NAMES, StressSegment
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Machine
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """What one CPU was doing: its call, the lock it waits for, the locks it holds."""
+
+    cpu: int
+    status: str
+    call: str
+    waiting_for: int
+    held: tuple[int, ...]
+
+    def describe(self) -> str:
+        wait = f", waiting for {self.waiting_for:#x}" if self.waiting_for >= 0 else ""
+        held = ", ".join(f"{pa:#x}" for pa in self.held) or "none"
+        call = self.call or "between calls"
+        return f"CPU {self.cpu} ({self.status}): {call}{wait}; holds {held}"
+
+
+def owner_cpu(machine: "Machine", word: int) -> int:
+    """The CPU a lock word names: CPU n + 1, or a host owner whose pid holds a CPU binding."""
+    if word == 0:
+        return -1
+    if not word & HOST_OWNER_FLAG:
+        return word - 1
+    pid = word & 0x7FFF_FFFF
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            if area.binding() & 0xFFFF_FFFF == pid:
+                return cpu
+        finally:
+            area.release()
+    return -1
+
+
+def owner_text(machine: "Machine", word: int) -> str:
+    """Who a lock word names, by CPU (a host-owner word: the host process bound to that CPU), so
+    that no pid appears in a report."""
+    cpu = owner_cpu(machine, word)
+    if cpu < 0:
+        return describe_owner(word)
+    return f"CPU {cpu}" if not word & HOST_OWNER_FLAG else f"the host process of CPU {cpu}"
+
+
+def snapshots(machine: "Machine", seg: StressSegment | None = None,
+              waiting: dict[int, int] | None = None) -> list[CpuSnapshot]:
+    """Every CPU's snapshot. Locks are found by scanning lock words (a host-owner word counts
+    for the CPU bound to that process); ``waiting`` overrides the published wait (granule PA)."""
+    table = machine.granule_table(0)
+    locks, _ = table.snapshot()
+    held: dict[int, list[int]] = {}
+    for idx, word in enumerate(locks):
+        if word:
+            held.setdefault(owner_cpu(machine, word), []).append(table.addr(idx))
+    out = []
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            call = describe_call(area.buf)
+            wait_idx = area.waiting_for()
+        finally:
+            area.release()
+        status = "running"
+        if seg is not None:
+            status = STATUS_NAMES[seg.status(cpu)]
+            if seg.status(cpu) == BLOCKED:
+                wait_idx = seg.blocked_on(cpu)
+        wait = table.addr(wait_idx) if wait_idx >= 0 else -1
+        if waiting is not None and cpu in waiting:
+            wait = waiting[cpu]
+        out.append(CpuSnapshot(cpu, status, call, wait, tuple(held.get(cpu, ()))))
+    return out
+
+
+def _holder(machine: "Machine", pa: int) -> tuple[int, int]:
+    table = machine.granule_table(0)
+    word = table.holder(table.find(pa))
+    return word, owner_cpu(machine, word)
+
+
+def wait_cycle(machine: "Machine", snaps: list[CpuSnapshot]) -> list[int]:
+    """CPUs forming a cycle of waits (each waits for a lock the next holds), or []."""
+    waits_on = {}
+    for s in snaps:
+        if s.waiting_for >= 0:
+            waits_on[s.cpu] = _holder(machine, s.waiting_for)[1]
+    for start in waits_on:
+        seen, cpu = [], start
+        while cpu in waits_on and cpu not in seen:
+            seen.append(cpu)
+            cpu = waits_on[cpu]
+        if cpu in seen:
+            return seen[seen.index(cpu):]
+    return []
+
+
+def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
+    """Deterministic mode: no CPU can run while some are blocked. Deadlock or leaked lock."""
+    snaps = snapshots(machine, seg)
+    cycle = wait_cycle(machine, snaps)
+    details = tuple(s.describe() for s in snaps)
+    if cycle:
+        chain = " -> ".join(f"CPU {c}" for c in cycle + cycle[:1])
+        return Finding("watchdog", "deadlock", f"CPUs wait for each other's locks: {chain}", cycle[0], "", "",
+                       details, step)
+    blocked = [s for s in snaps if s.waiting_for >= 0]
+    victim = blocked[0] if blocked else snaps[0]
+    word, holder = _holder(machine, victim.waiting_for) if blocked else (0, -1)
+    return Finding("watchdog", "leaked-lock",
+                   f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by {owner_text(machine, word)}, "
+                   f"which {'is not in a call' if holder >= 0 else 'is no CPU of this run'}",
+                   victim.cpu, victim.call, "", details, step)
+
+
+class Watchdog:
+    """Free-running mode: the parent's periodic look at every CPU (see the module docstring)."""
+
+    def __init__(self, machine: "Machine", cpu_bound_s: float = 10.0) -> None:
+        self.machine = machine
+        self.cpu_bound_s = cpu_bound_s
+        self._suspect: tuple[str, tuple[int, ...]] | None = None
+        self._spins: dict[int, int] = {}
+        self._calls: dict[int, tuple[int, float]] = {}
+        self._procs: dict[int, psutil.Process] = {}
+
+    def tick(self) -> Finding | None:
+        """Look once; a finding when something is wrong for sure."""
+        m = self.machine
+        snaps = snapshots(m)
+        spins = {}
+        for s in snaps:
+            area = m.cpu_area(s.cpu)
+            try:
+                spins[s.cpu] = area.wait_spins()
+            finally:
+                area.release()
+        rising = {c for c, n in spins.items() if n > self._spins.get(c, -1)}
+        self._spins = spins
+        suspect = self._suspicion(snaps)
+        confirmed = suspect is not None and suspect == self._suspect and set(suspect[1]) <= rising
+        self._suspect = suspect
+        if confirmed and suspect is not None:
+            return self._finding(suspect, snaps)
+        return self._stuck_call(snaps)
+
+    def _suspicion(self, snaps: list[CpuSnapshot]) -> tuple[str, tuple[int, ...]] | None:
+        cycle = wait_cycle(self.machine, snaps)
+        if cycle:
+            return "deadlock", tuple(cycle)
+        for s in snaps:
+            if s.waiting_for < 0:
+                continue
+            word, holder = _holder(self.machine, s.waiting_for)
+            if holder >= 0 and holder != s.cpu and not snaps[holder].call and snaps[holder].waiting_for < 0:
+                return "leaked-lock", (s.cpu,)
+        return None
+
+    def _finding(self, suspect: tuple[str, tuple[int, ...]], snaps: list[CpuSnapshot]) -> Finding:
+        kind, cpus = suspect
+        details = tuple(s.describe() for s in snaps)
+        if kind == "deadlock":
+            chain = " -> ".join(f"CPU {c}" for c in cpus + cpus[:1])
+            return Finding("watchdog", "deadlock", f"CPUs wait for each other's locks: {chain}", cpus[0], "", "",
+                           details)
+        victim = snaps[cpus[0]]
+        word, _ = _holder(self.machine, victim.waiting_for)
+        return Finding("watchdog", "leaked-lock", f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by "
+                       f"{owner_text(self.machine, word)}, which is not in a call", victim.cpu, victim.call, "",
+                       details)
+
+    def _stuck_call(self, snaps: list[CpuSnapshot]) -> Finding | None:
+        for s in snaps:
+            area = self.machine.cpu_area(s.cpu)
+            try:
+                started, pid = area.calls_started(), area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+            used = self._cpu_time(s.cpu, pid)
+            if not s.call or used is None:
+                self._calls.pop(s.cpu, None)
+                continue
+            first = self._calls.setdefault(s.cpu, (started, used))
+            if first[0] != started:
+                self._calls[s.cpu] = (started, used)
+            elif used - first[1] > self.cpu_bound_s:
+                return Finding("watchdog", "stuck-call", f"CPU {s.cpu} used {used - first[1]:.1f} s of CPU time in "
+                               "one call without returning", s.cpu, s.call, "", tuple(x.describe() for x in snaps))
+        return None
+
+    def _cpu_time(self, cpu: int, pid: int) -> float | None:
+        if not pid:
+            return None
+        proc = self._procs.get(cpu)
+        try:
+            if proc is None or proc.pid != pid:
+                proc = self._procs[cpu] = psutil.Process(pid)
+            times = proc.cpu_times()
+        except psutil.Error:
+            return None
+        return times.user + times.system

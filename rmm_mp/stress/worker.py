@@ -1,0 +1,198 @@
+"""A stress CPU process: instrument it, run the workload's operations, hand back what it saw.
+
+``stress_cpu`` is the target rmm_mp.runtime.run_cpus starts on every CPU. It installs the
+instrumentation (stress.instrument), the injected bugs, the checkers the run asked for and, in
+deterministic mode, the scheduler; then draws operations (stress.ops) from the seed until the
+run ends: time is up (free-running), the step budget is spent (deterministic: the operation in
+progress finishes first), or a finding stopped the run. A finding never raises out of the
+process: crashes inside the RMM, unexpected statuses and aborted waits become findings, so the
+parent always gets a CpuResult.
+
+This module owns the CPU side of a run. It must not decide how a run is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from rmm_mp.check import invariants
+from rmm_mp.host.nsalloc import AllocatorError
+from rmm_mp.host.realm import HostError
+from rmm_mp.host.runqueue import RunQueueError
+from rmm_mp.hw import points
+from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.stress import bugs, instrument, ownership
+from rmm_mp.stress.config import StressConfig
+from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.lockdep import Edge, LockOrder
+from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
+from rmm_mp.stress.population import Population
+from rmm_mp.stress.probe import Probe, StressAbort
+from rmm_mp.stress.sched import SchedPlan, Scheduler
+from rmm_mp.stress.shared import DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_FREE, READY, StressSegment
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Cpu
+
+MAX_POINTS = 1_000_000
+"""Schedule points kept per CPU for a timeline (the newest are dropped beyond this)."""
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """What every CPU process is given (the same for all; each picks its own pipe)."""
+
+    config: StressConfig
+    population: Population
+    sched: SchedPlan | None
+    parks: tuple[Connection, ...] = ()
+    wakes: tuple[Connection, ...] = ()
+
+
+@dataclass
+class CpuResult:
+    cpu: int
+    ops: int = 0
+    ended: str = "done"
+    counts: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    switches: list[tuple[int, int]] = field(default_factory=list)
+    points: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
+    """The CPU target (see the module docstring)."""
+    cfg = plan.config
+    seg = StressSegment.attach(cpu.machine.name)
+    probe = instrument.install(cpu, None if cfg.deterministic else seg, watchdog=cfg.on("watchdog"))
+    result = CpuResult(cpu.id)
+    sched = None
+    try:
+        probe.on_finding = lambda: _stop(cpu, seg)
+        bugs.install(cfg.inject, probe)
+        if cfg.on("lockdep"):
+            probe.lockdep = LockOrder(probe)
+        if cfg.on("ownership"):
+            ownership.install(probe)
+        if plan.sched is not None:
+            sched = _scheduler(cpu, plan, seg, probe)
+        ops = Operations(cpu, plan.population, seg)
+        if sched is None:
+            seg.set_status(cpu.id, READY)
+        try:
+            result.ended = _run(cpu, cfg, ops, seg, probe, sched, result)
+        finally:
+            result.counts = dict(ops.counts)
+    finally:
+        if sched is None:
+            seg.set_status(cpu.id, DONE)
+        if sched is not None:
+            if result.ended != "aborted":
+                try:
+                    sched.finish()
+                except StressAbort:
+                    result.ended = "aborted"
+            result.switches, result.points = sched.switch_log, sched.log[:MAX_POINTS]
+        instrument.uninstall(probe)
+        result.findings = list(probe.findings.items)
+        if probe.lockdep is not None:
+            result.edges = list(probe.lockdep.edges.values())
+        seg.close()
+    return result
+
+
+def _stop(cpu: "Cpu", seg: StressSegment) -> None:
+    """A finding ends the run: no CPU starts another operation."""
+    seg.set_end(END_DRAIN)
+    if seg.mode == MODE_FREE:
+        cpu.machine.control.request_stop()
+
+
+def _scheduler(cpu: "Cpu", plan: CpuPlan, seg: StressSegment, probe: Probe) -> Scheduler:
+    assert plan.sched is not None
+    load = cpu.granules._load
+    sched = Scheduler(seg, cpu.id, plan.sched, tuple(c.fileno() for c in plan.wakes), plan.parks[cpu.id].fileno(),
+                      lambda idx: load(idx << 3), probe)
+    if plan.sched.quiescent_every:
+        sched.on_quiescent = lambda: _quiescent_check(cpu, probe, seg)
+    instrument.install_scheduler(probe, sched)
+    return sched
+
+
+def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
+    """Every CPU is parked between operations: the invariants must hold now."""
+    probe.checking = False
+    try:
+        report = invariants(cpu.machine)
+    finally:
+        probe.checking = True
+    seg.count_quiescent()
+    for v in report.violations[:8]:
+        probe.findings.add(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",),
+                                   probe.sched.step if probe.sched is not None else None))
+    if report.violations:
+        seg.set_end(END_DRAIN)
+
+
+def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, probe: Probe,
+         sched: Scheduler | None, result: CpuResult) -> str:
+    weights = WORKLOADS[cfg.workload]
+    fns, w = ops.pick(weights), list(weights.values())
+    rng = random.Random(cfg.seed * 1_000_003 + cpu.id)
+    control = cpu.machine.control
+    try:
+        if sched is not None:
+            sched.start()
+        while True:
+            if sched is not None:
+                sched.point(points.OP, result.ops)
+            if seg.end != END_RUNNING or control.stop_requested:
+                return "stopped" if seg.end == END_RUNNING else "drained"
+            if sched is None and seg.pause_requested:
+                _pause(seg, control)
+            rng.choices(fns, w)[0](rng)
+            result.ops += 1
+            seg.count_op(cpu.id)
+    except StressAbort:
+        return "aborted"
+    except Unexpected as exc:
+        probe.findings.add(dataclasses.replace(exc.finding, step=_step(sched)))
+    except RmmInternalError as exc:
+        reason = cpu.machine.control.dead_reason() or str(exc)
+        if f"on CPU {cpu.id} " in reason:
+            probe.findings.add(Finding("functional", "crash", reason, cpu.id, probe.current_call(), "",
+                                       (f"{type(exc.__cause__).__name__ if exc.__cause__ else 'RmmInternalError'}",),
+                                       _step(sched)))
+        _abort(seg, sched)
+        return "crashed"
+    except (HostError, RunQueueError, AllocatorError) as exc:
+        probe.findings.add(Finding("functional", type(exc).__name__, str(exc), cpu.id, "", "", (), _step(sched)))
+    _stop(cpu, seg)
+    return "finding"
+
+
+def _step(sched: Scheduler | None) -> int | None:
+    return sched.step if sched is not None else None
+
+
+def _abort(seg: StressSegment, sched: Scheduler | None) -> None:
+    if sched is not None:
+        sched.abort_all()
+    else:
+        seg.set_end(END_ABORT)
+
+
+def _pause(seg: StressSegment, control: object) -> None:
+    """Free-running quiescent point: park between operations while the parent checks."""
+    seg.add_paused(1)
+    try:
+        while seg.pause_requested and not control.stop_requested:  # type: ignore[attr-defined]
+            time.sleep(0.0005)
+    finally:
+        seg.add_paused(-1)

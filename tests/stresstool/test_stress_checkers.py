@@ -1,0 +1,169 @@
+"""The lock-order and ownership checkers, in this process on one bound CPU (no CPU processes).
+
+The stress instrumentation patches classes of this process; every test undoes it (the
+``probe`` fixture), and one test checks that undoing it restores every original.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.hw import points
+from rmm_mp.hw.cpuarea import CALL, OFF_CALL
+from rmm_mp.hw.granule import SUB_ROOT, Granule, GranuleTable
+from rmm_mp.hw.memory import PhysicalMemory
+from rmm_mp.rmm import dispatch, s2tt
+from rmm_mp.rmm.granule_state import GranuleState as GS
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.stress import bugs, classes, instrument, lockdep, ownership
+from rmm_mp.stress.lockdep import LockOrder, cycles, violation
+from rmm_mp.stress.probe import Held, Probe
+
+RD_IDX, RTT_IDX, REC_IDX, NS_IDX = 400, 401, 402, 403
+
+
+@pytest.fixture
+def probe(machine: Machine) -> Iterator[Probe]:
+    cpu = machine.cpu(0)
+    p = instrument.install(cpu)
+    try:
+        yield p
+    finally:
+        instrument.uninstall(p)
+
+
+def _set_state(table: GranuleTable, idx: int, state: int) -> None:
+    table.lock(idx)
+    table.set_state(idx, state)
+    table.unlock(idx)
+
+
+def test_constructed_inversion_is_reported_though_it_never_deadlocked(machine: Machine, probe: Probe) -> None:
+    """One CPU takes RD then a root RTT, later a root RTT then the RD (one after the other, so
+    nothing ever waits): the second order breaks rule 1 at once, both edges reach the CPU's
+    matrix in the shared area, and the merged graph has the cycle RD -> RTT[L1] -> RD with the
+    call site of each edge (this file)."""
+    probe.lockdep = LockOrder(probe)
+    table = probe.cpu.granules
+    _set_state(table, RD_IDX, GS.RD)
+    _set_state(table, RTT_IDX, GS.RTT)
+    with table.lock_known(RD_IDX, GS.RD):
+        with table.lock_known(RTT_IDX, GS.RTT, 1 | SUB_ROOT):
+            pass
+    with table.lock_known(RTT_IDX, GS.RTT, 1 | SUB_ROOT):
+        with table.lock_known(RD_IDX, GS.RD):
+            pass
+    found = probe.findings.items
+    assert [(f.checker, f.rule) for f in found] == [("lockdep", "rule 1")], [f.text() for f in found]
+    assert "external RD" in found[0].message and "test_stress_checkers.py" in found[0].site
+    rows = probe.cpu.area.lock_edges()
+    assert lockdep.matrix_edges(rows) == {(classes.RD, classes.RTT_L0 + 1), (classes.RTT_L0 + 1, classes.RD)}
+    merged = lockdep.merge([probe.lockdep.edges.values()], {0: rows})
+    cycle = lockdep.analyse(merged)
+    assert len(cycle) == 1 and cycle[0].rule == "cycle", cycle
+    assert "RD -> RTT[L1] -> RD" in cycle[0].message
+    assert all("first seen on CPU 0" in d and "test_stress_checkers.py" in d for d in cycle[0].details)
+
+
+def _held(cls: int, addr: int, sub: int = -1, root: bool = False) -> Held:
+    return Held(addr >> 12, cls, sub, addr, root)
+
+
+@pytest.mark.parametrize("case, rule", [
+    ("rtt then rd", "rule 1"), ("high then low", "rule 2"), ("data then rtt", "rule 4"),
+    ("child without parent", "rule 5"), ("two data", "rule 5"), ("copy under rd", "rule 8"),
+    ("lock during copy", "rule 8"), ("roots out of order", "rule 5"), ("hand over hand", None),
+    ("low then high", None), ("rd then roots", None),
+])
+def test_each_rule(case: str, rule: str | None) -> None:
+    """violation() on one acquisition: each rule of docs/locking.md it checks, and legal orders."""
+    C = classes
+    rd, data, rtt2, rtt3 = _held(C.RD, 0x1000), _held(C.DATA, 0x5000), _held(C.RTT_L0 + 2, 0x2000, 2), \
+        _held(C.RTT_L0 + 3, 0x3000, 3)
+    root = _held(C.RTT_L0 + 1, 0x8000, 1 | SUB_ROOT, True)
+    new, held = {
+        "rtt then rd": (rd, [root]),
+        "high then low": (_held(C.DELEGATED, 0x800), [rd]),
+        "data then rtt": (rtt3, [rtt2, data]),
+        "child without parent": (rtt3, [root]),
+        "two data": (_held(C.DATA, 0x6000), [rtt3, data]),
+        "copy under rd": (_held(C.NS_COPY, 0x9000), [rd]),
+        "lock during copy": (rd, [_held(C.NS_COPY, 0x9000)]),
+        "roots out of order": (_held(C.RTT_L0 + 1, 0x7000, 1 | SUB_ROOT, True), [root]),
+        "hand over hand": (rtt3, [rtt2]),
+        "low then high": (_held(C.DELEGATED, 0x4000), [rd]),
+        "rd then roots": (_held(C.RTT_L0 + 1, 0x9000, 1 | SUB_ROOT, True), [rd, root]),
+    }[case]
+    found = violation(new, held)
+    assert (found[0] if found else None) == rule, found
+
+
+def test_cycles_ignore_address_ordered_edges() -> None:
+    """Edges between two external classes and within one class are ordered by address, so
+    they never make a cycle; an internal -> external edge closes one."""
+    C = classes
+    assert cycles([(C.RD, C.DELEGATED), (C.DELEGATED, C.RD), (C.RTT_L0, C.RTT_L0)]) == []
+    assert cycles([(C.RD, C.RTT_L0), (C.RTT_L0, C.DATA), (C.DATA, C.RD)]) == [(C.RD, C.RTT_L0, C.DATA)]
+
+
+def test_ownership_of_state_contents_and_running_references(machine: Machine, probe: Probe) -> None:
+    """A REC field read without the REC lock is reported; under the lock, or holding the REC's
+    running reference (raised under the lock), it is not; once the reference is dropped it is
+    again. A granule marked DELEGATED while the GPT still has it in the NS PAS is reported as a
+    transition that runs ahead of EL3."""
+    table, memory = probe.cpu.granules, machine.memory
+    _set_state(table, REC_IDX, GS.REC)         # white-box, before the checker is on
+    ownership.install(probe)
+    rec = Rec(memory, REC_IDX)
+    assert rec.runnable is False                                     # 1: unlocked
+    with table.lock_known(REC_IDX, GS.REC):
+        assert rec.runnable is False                                 # locked
+    with table.lock_known(REC_IDX, GS.REC) as g:
+        g.refcount_add(1)
+    assert REC_IDX in probe.running and rec.pc == 0                  # running reference
+    table.refcount_add(REC_IDX, -1)
+    assert rec.psci_pending == 0                                     # 2: reference dropped
+    table.lock(NS_IDX)
+    table.set_state(NS_IDX, GS.DELEGATED)                            # 3: PAS still NS
+    table.set_state(NS_IDX, GS.NS)
+    table.unlock(NS_IDX)
+    rules = [(f.rule, f.message.split(" without")[0]) for f in probe.findings.items]
+    assert rules == [("unlocked read", f"read of REC field runnable of REC granule {table.addr(REC_IDX):#x}"),
+                     ("unlocked read", f"read of REC field psci_pending of REC granule {table.addr(REC_IDX):#x}"),
+                     ("transition", f"{table.addr(NS_IDX):#x} becomes DELEGATED while the GPT has it in the NS PAS")]
+
+
+def test_published_call_and_restore(machine: Machine) -> None:
+    """While installed, an RMI call is published in the CPU's area (in_call 0 after it returns,
+    the FID and X1 kept); a bug swaps its handler. Uninstalling restores every class and module
+    attribute, the handler and the hook."""
+    originals = {(GranuleTable, n): GranuleTable.__dict__[n] for n in ("lock", "find_lock", "lock_known", "unlock",
+                                                                         "_lock_contended", "state", "set_state")}
+    originals.update({(s2tt, n): getattr(s2tt, n) for n in ("read", "write", "walk")})
+    originals.update({(Rd, "state"): Rd.__dict__["state"], (Rec, "runnable"): Rec.__dict__["runnable"],
+                      (Granule, "unlock_transition"): Granule.__dict__["unlock_transition"],
+                      (PhysicalMemory, "zero"): PhysicalMemory.__dict__["zero"]})
+    handler = dispatch.COMMANDS[int(dispatch.RmiFid.RMI_RTT_CREATE)].handler
+    cpu = machine.cpu(1)
+    p = instrument.install(cpu, watchdog=True)
+    try:
+        ownership.install(p)
+        bugs.install(["walk-unlock-parent-first", "rtt-create-parent-released-early"], p)
+        assert s2tt.walk is not originals[(s2tt, "walk")] and points.hook is not None
+        assert dispatch.COMMANDS[int(dispatch.RmiFid.RMI_RTT_CREATE)].handler is not handler
+        cpu.smc(dispatch.RmiFid.RMI_GRANULE_DELEGATE, machine.dram_base + 0x10_0000)
+        in_call, fid, *args = CALL.unpack_from(cpu.area.buf, OFF_CALL)
+        assert (in_call, fid, args[0]) == (0, int(dispatch.RmiFid.RMI_GRANULE_DELEGATE), machine.dram_base + 0x10_0000)
+    finally:
+        instrument.uninstall(p)
+    for (owner, name), value in originals.items():
+        current = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+        assert current is value, name
+    assert dispatch.COMMANDS[int(dispatch.RmiFid.RMI_RTT_CREATE)].handler is handler
+    assert points.hook is None and cpu._enter == cpu.monitor.smc_from_ns
+    assert cpu.granules.observer is None
+    cpu.smc(dispatch.RmiFid.RMI_GRANULE_UNDELEGATE, machine.dram_base + 0x10_0000)

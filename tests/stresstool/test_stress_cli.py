@@ -1,0 +1,85 @@
+"""`rmm-mp stress` and `rmm-mp check`, through click's runner (the click objects of
+rmm_mp/stress/cli.py, which rmm_mp/cli.py registers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rmm_mp import Machine
+from rmm_mp.stress import BUGS
+from rmm_mp.stress.cli import check, stress
+
+
+def test_list_bugs() -> None:
+    """--list-bugs prints every catalogued bug with the checker that catches it, and exits 0."""
+    res = CliRunner().invoke(stress, ["--list-bugs"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == len(BUGS)
+    for name, bug in BUGS.items():
+        assert any(line.split()[:2] == [name, bug.checker] for line in lines), name
+
+
+@pytest.mark.multiprocess
+def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(tmp_path: Path) -> None:
+    """An injected bug under the random schedule: exit 1, the finding and the replay command are
+    printed, the schedule file, the timeline and the JSON report are written; --replay of the
+    file exits 1 (the finding again) and says the recording was reproduced."""
+    sched, trace, report = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
+    runner = CliRunner()
+    res = runner.invoke(stress, ["--inject", "walk-unlock-parent-first", "--schedule", "random", "--steps", "2000",
+                                 "--seed", "1", "--save-schedule", str(sched), "--trace", str(trace),
+                                 "--json", str(report)])
+    assert res.exit_code == 1, res.output
+    assert "[lockdep: rule 5]" in res.output and f"replay: rmm-mp stress --replay {sched}" in res.output
+    data = json.loads(report.read_text())
+    assert data["inject"] == ["walk-unlock-parent-first"] and data["findings"][0]["rule"] == "rule 5"
+    assert json.loads(trace.read_text())["traceEvents"]
+    res = runner.invoke(stress, ["--replay", str(sched)])
+    assert res.exit_code == 1, res.output
+    assert "replay reproduced the recorded findings" in res.output
+
+
+@pytest.mark.multiprocess
+def test_clean_free_running_run_exits_zero() -> None:
+    """Two CPUs free-running the tables workload for a second: no finding, exit 0."""
+    res = CliRunner().invoke(stress, ["tables", "--seconds", "1", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert "free-running" in res.output and "no findings" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkers", "lockdep,bogus"], "unknown bogus"),
+    (["--inject", "no-such-bug"], "no-such-bug"),
+    (["nowhere"], "nowhere"),
+])
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    """A bad checker, bug or workload name is a usage error naming it (exit 2), before any run."""
+    res = CliRunner().invoke(stress, args)
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_check_a_live_machine(machine: Machine, tmp_path: Path) -> None:
+    """`rmm-mp check NAME` attaches: exit 0 while the invariants hold; with a lock held by CPU 2
+    exit 1, the lock-free violation and the holder listed (and in the JSON); an unknown name
+    exits 2."""
+    runner = CliRunner()
+    res = runner.invoke(check, [machine.name])
+    assert res.exit_code == 0 and "invariants hold" in res.output, res.output
+    table = machine.granule_table(3)
+    table.lock(500)
+    try:
+        res = runner.invoke(check, [machine.name, "--json", str(tmp_path / "c.json")])
+    finally:
+        table.unlock(500)
+    assert res.exit_code == 1, res.output
+    assert "[lock-free]" in res.output and "lock held by CPU 2" in res.output
+    assert f"CPU 2 (running): between calls; holds {table.addr(500):#x}" in res.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert not data["ok"] and data["cpus"][2]["held"] == [table.addr(500)]
+    res = runner.invoke(check, ["rmm-mp-1-00000000"])
+    assert res.exit_code == 2 and "no machine named" in res.output

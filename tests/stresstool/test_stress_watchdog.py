@@ -1,0 +1,141 @@
+"""The watchdog: a deliberately leaked lock is reported with the CPU that holds it, a deadlock
+with every CPU's call and locks, and the run ends cleanly in both modes.
+
+The free-running case drives the pieces by hand (two CPU processes, the CPU targets live in this
+module: spawned processes import it by name): CPU 0 takes a granule lock outside any call and
+keeps it, CPU 1 then asks to DELEGATE that granule and spins; the parent's Watchdog, polled as
+`rmm-mp stress` polls it, must name CPU 0 as the holder, and CPU 1 must leave its call when the
+run is aborted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.runtime import run_cpus
+from rmm_mp.stress import StressConfig, instrument, run
+from rmm_mp.stress import schedule as schedule_file
+from rmm_mp.stress.probe import StressAbort
+from rmm_mp.stress.shared import END_ABORT, MODE_FREE, StressSegment
+from rmm_mp.stress.watchdog import Watchdog, snapshots
+
+pytestmark = pytest.mark.multiprocess
+
+LEAKED = 200
+"""Granule index CPU 0 leaks (an NS granule of the host platform)."""
+
+
+def leak_or_wait(cpu) -> str:  # type: ignore[no-untyped-def]
+    """CPU 0: lock granule LEAKED and keep it until the run ends. CPU 1: once it is held,
+    DELEGATE it (through EL3, as a host would) and spin until the watchdog aborts the run."""
+    seg = StressSegment.attach(cpu.machine.name)
+    probe = instrument.install(cpu, seg, watchdog=True)
+    table = cpu.granules
+    try:
+        if cpu.id == 0:
+            table.lock(LEAKED)
+            while seg.end != END_ABORT:
+                time.sleep(0.005)
+            return "held"
+        while table.holder(LEAKED) == 0:
+            time.sleep(0.001)
+        try:
+            cpu.smc(RmiFid.RMI_GRANULE_DELEGATE, table.addr(LEAKED))
+        except StressAbort:
+            return "aborted"
+        return "delegated"
+    finally:
+        instrument.uninstall(probe)
+        seg.close()
+
+
+def test_free_running_watchdog_names_the_holder_of_a_leaked_lock() -> None:
+    """CPU 1 spins on a lock CPU 0 leaked between calls: on two consecutive looks the watchdog
+    sees it and reports "leaked-lock" naming CPU 0 as the holder and CPU 1's DELEGATE call; the
+    abort makes CPU 1 leave its call, so both CPU processes return."""
+    with Machine.create("host", cpus=2) as m:
+        seg = StressSegment.create(m.name, 2, MODE_FREE, 0, 0, 1)
+        try:
+            dog = Watchdog(m)
+            found = []
+
+            def tick(elapsed: float) -> None:
+                if not found and m.granule_table(0).holder(LEAKED):
+                    finding = dog.tick()
+                    if finding is not None:
+                        found.append(finding)
+                        seg.set_end(END_ABORT)
+
+            result = run_cpus(m, leak_or_wait, on_tick=tick, tick_s=0.05, timeout_s=60)
+        finally:
+            seg.close()
+    assert found, "the watchdog never reported"
+    finding = found[0]
+    assert (finding.checker, finding.rule, finding.cpu) == ("watchdog", "leaked-lock", 1), finding.text()
+    assert "held by CPU 0, which is not in a call" in finding.message
+    assert finding.call.startswith("RMI_GRANULE_DELEGATE(")
+    assert any(line.startswith("CPU 0 (running): between calls; holds") for line in finding.details)
+    assert result.results == {0: "held", 1: "aborted"}
+
+
+def test_deterministic_deadlock_is_reported_and_replays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """DATA_CREATE_UNKNOWN locking root RTT 0 before the RD (a catalogued bug), with only the
+    watchdog on: under the random schedule two CPUs block on each other's locks; the report
+    names the cycle, each CPU's call and held locks, the run is aborted, and its schedule
+    replays to the same report."""
+    cfg = StressConfig(workload="tables", seed=1, schedule="random", steps=4000, seconds=120,
+                       inject=("data-create-rtt-before-rd",), checkers=("watchdog",))
+    report = run(cfg)
+    first = report.first()
+    assert first is not None and (first.checker, first.rule) == ("watchdog", "deadlock"), report.text()
+    assert "CPU 0 -> CPU 1 -> CPU 0" in first.message
+    assert len([d for d in first.details if "(blocked)" in d and "waiting for" in d]) == 2, first.details
+    assert report.ended == "aborted"
+    replay = run(schedule_file.replay_config(schedule_file.to_json(report)))
+    assert replay.findings_text() == report.findings_text()
+
+
+def test_snapshots_name_held_locks_and_calls(machine: Machine) -> None:
+    """snapshots() lists for each CPU the locks whose words name it, and "between calls" when
+    its area publishes no call."""
+    table = machine.granule_table(2)        # CPU 1's lock word
+    table.lock(300)
+    try:
+        snaps = snapshots(machine)
+    finally:
+        table.unlock(300)
+    assert snaps[1].held == (table.addr(300),) and snaps[0].held == ()
+    assert snaps[1].describe().endswith(f"between calls; holds {table.addr(300):#x}")
+
+
+def test_a_cpu_process_that_dies_is_reported_and_the_run_ends() -> None:
+    """CPU 1's process is killed (SIGKILL) in the middle of a free-running run: the report has a
+    "cpu-died" finding for CPU 1 saying so, with the locks it still held and every CPU's call,
+    and the run ends at once (aborted), long before its 60 seconds."""
+    killed: list[int] = []
+
+    def tick(elapsed: float, seg: StressSegment) -> None:
+        if killed or seg.ops(1) < 20:
+            return
+        with Machine.attach(seg.machine_name) as m:
+            area = m.cpu_area(1)
+            try:
+                pid = area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    report = run(StressConfig(workload="tables", seed=1, seconds=60), on_tick=tick)
+    assert killed
+    died = [f for f in report.findings if f.rule == "cpu-died"]
+    assert died and died[0].cpu == 1 and "was killed by SIGKILL; locks it still held:" in died[0].message, \
+        report.text()
+    assert any(line.startswith("CPU 0 ") for line in died[0].details)
+    assert report.ended == "aborted" and report.elapsed_s < 30
