@@ -41,7 +41,12 @@ class Field:
 
 
 class Layout:
-    """A structure of ``size`` bytes with fields at fixed offsets."""
+    """A structure of ``size`` bytes with fields at fixed offsets.
+
+    The structs are compiled once: one per field, and one for the whole structure (the fields
+    in offset order with pad bytes between) that ``unpack`` reads with a single call. ``pack``
+    starts from a zero-filled structure and writes only the fields it is given.
+    """
 
     def __init__(self, name: str, size: int, fields: tuple[Field, ...]) -> None:
         self.name = name
@@ -54,25 +59,57 @@ class Layout:
                 raise ValueError(f"{name}: {a} overlaps {b}")
         if ends and ends[-1][1] > size:
             raise ValueError(f"{name}: {ends[-1][2]} runs past {size:#x}")
+        # name -> (struct, offset, element count of an array or 0 for a single value)
+        self._packers = {f.name: (f.struct, f.offset, f.count if f.count > 1 and f.fmt != "s" else 0)
+                         for f in fields}
+        self._whole, self._items = _whole_struct(sorted(fields, key=lambda f: f.offset))
+        self._plans: dict[tuple[str, ...], tuple[struct.Struct, tuple[tuple[str, int], ...]]] = {}
 
     def offset(self, name: str) -> int:
         return self.fields[name].offset
 
     def pack(self, **values: Any) -> bytearray:
-        """A zero-filled structure with the given fields set (arrays as sequences)."""
-        data = bytearray(self.size)
-        for name, value in values.items():
-            self.pack_into(data, 0, name, value)
-        return data
+        """A zero-filled structure with the given fields set (arrays as sequences, shorter ones
+        padded with zeros).
+
+        One struct per set of field names (compiled the first time that set is packed: the
+        fields in offset order, zero pad bytes between and after) packs the whole structure in
+        one call.
+        """
+        plan = self._plans.get(tuple(values))
+        if plan is None:
+            plan = self._plan(tuple(values))
+        packer, order = plan
+        args: list[Any] = []
+        for name, count in order:
+            value = values[name]
+            if not count:
+                args.append(value)
+            elif len(value) == count:
+                args += value
+            else:
+                args += value
+                args += [0] * (count - len(value))
+        return bytearray(packer.pack(*args))
+
+    def _plan(self, names: tuple[str, ...]) -> tuple[struct.Struct, tuple[tuple[str, int], ...]]:
+        chosen = sorted((self.fields[name] for name in names), key=lambda f: f.offset)   # KeyError: no such field
+        whole, _ = _whole_struct(chosen)
+        pad = self.size - (chosen[-1].offset + chosen[-1].size) if chosen else self.size
+        plan = (struct.Struct(whole.format + (f"{pad}x" if pad else "")),
+                tuple((f.name, self._packers[f.name][2]) for f in chosen))
+        if len(self._plans) < 64:   # callers use a handful of sets; never grow without bound
+            self._plans[names] = plan
+        return plan
 
     def pack_into(self, buf: Any, base: int, name: str, value: Any) -> None:
-        fld = self.fields[name]
-        packer = self._structs[name]
-        if fld.count > 1 and fld.fmt != "s":
-            values = list(value) + [0] * (fld.count - len(value))
-            packer.pack_into(buf, base + fld.offset, *values)
+        packer, offset, count = self._packers[name]
+        if not count:
+            packer.pack_into(buf, base + offset, value)
+        elif len(value) == count:
+            packer.pack_into(buf, base + offset, *value)
         else:
-            packer.pack_into(buf, base + fld.offset, value)
+            packer.pack_into(buf, base + offset, *value, *([0] * (count - len(value))))
 
     def get(self, buf: Any, name: str, base: int = 0) -> Any:
         """One field from ``buf`` (a scalar, bytes, or a tuple for arrays)."""
@@ -80,8 +117,30 @@ class Layout:
         values = self._structs[name].unpack_from(buf, base + fld.offset)
         return values if fld.count > 1 else values[0]
 
+    def values(self, buf: Any, base: int = 0) -> tuple[Any, ...]:
+        """Every field's values in offset order, flat (arrays spread out), in one unpack."""
+        return self._whole.unpack_from(buf, base)
+
     def unpack(self, buf: Any, base: int = 0) -> dict[str, Any]:
-        return {name: self.get(buf, name, base) for name in self.fields}
+        """Every field, read with one unpack of the structure up to its last field."""
+        values = self._whole.unpack_from(buf, base)
+        return {name: values[start] if stop == 0 else values[start:stop] for name, start, stop in self._items}
+
+
+def _whole_struct(ordered: list[Field]) -> tuple[struct.Struct, tuple[tuple[str, int, int], ...]]:
+    """One struct over fields sorted by offset (pad bytes between them; it ends with the last
+    field), and per field (name, index of its first value, index past its last value or 0 for
+    a field that unpacks to a single value)."""
+    fmt, pos, index, items = "<", 0, 0, []
+    for f in ordered:
+        if f.offset > pos:
+            fmt += f"{f.offset - pos}x"
+        fmt += f"{f.count}{f.fmt}" if f.count > 1 else f.fmt
+        pos = f.offset + f.size
+        width = len(f.struct.unpack(bytes(f.size)))
+        items.append((f.name, index, index + width if f.count > 1 else 0))
+        index += width
+    return struct.Struct(fmt), tuple(items)
 
 
 RMI_REALM_PARAMS = Layout("RmiRealmParams", 0x1000, (

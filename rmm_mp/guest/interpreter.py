@@ -15,6 +15,26 @@ What a guest does to itself never leaves the interpreter: an undefined instructi
 unknown opcode), a misaligned access or PC take a synchronous exception to vbar + 0x200 with
 ELR/ESR/FAR set, as an EL1 exception would on hardware.
 
+Translations are cached per page and kind of access (fetch, read, write) for the length of one
+``run``, as a TLB caches them. ``Bus.sync`` is the only place where the cache learns of a TLB
+invalidation: it returns True when one happened since the last call (the caches are then
+dropped), and it is how this CPU acknowledges the invalidation to the CPU that issued it (hw.tlb:
+that CPU's RMI command does not return before every CPU executing the realm has synced). So
+whatever the sync points, no translation cached before an invalidation is used after the command
+that invalidated returned: the acknowledgement and the drop are one step. The sync points only
+decide how long the invalidating CPU waits; they are:
+
+- before the first instruction of every ``run`` (the caches are new, but the RMM also needs the
+  generations published: hw.tlb counts a CPU as behind until it syncs);
+- before the instruction after any change of PC other than +8: a taken branch, bl, ret, br,
+  eret, or an exception taken in the realm;
+- when sequential execution crosses into another page (a new instruction fetch translation).
+
+A realm's code therefore syncs at least once per loop iteration, and at the latest every 512
+instructions (one page of straight-line code), or when ``run`` returns (end of slice, SMC, abort):
+the invalidating CPU waits for a few instructions at most, not for a time slice. Between two sync
+points the interpreter checks nothing, which is what makes the per-instruction cost low.
+
 This module owns guest execution. It must not know realms, RTTs or the RMM.
 """
 
@@ -35,7 +55,6 @@ DFSC_ALIGNMENT: Final = 0x21
 IL: Final = 1 << 25
 
 SMC, HVC, WFI, WFE, ABORT, SLICE = "SMC", "HVC", "WFI", "WFE", "ABORT", "SLICE"
-_WORD = struct.Struct("<Q")
 _LOAD = {0: struct.Struct("<B"), 1: struct.Struct("<H"), 2: struct.Struct("<I"), 3: struct.Struct("<Q")}
 
 
@@ -46,10 +65,10 @@ class GuestState:
 
     def __init__(self, gprs: "tuple[int, ...] | list[int]", pc: int, pstate: int,
                  sysregs: "tuple[int, ...] | list[int]") -> None:
-        self.x = list(gprs[:31]) + [0] * (32 - min(31, len(gprs)))
+        self.x = [*gprs[:31], 0] if len(gprs) >= 31 else [*gprs, *[0] * (32 - len(gprs))]
         self.pc = pc
         self.nzcv = (pstate >> 28) & 0xF
-        self.sysregs = list(sysregs) + [0] * (5 - len(sysregs))
+        self.sysregs = [*sysregs, *[0] * (5 - len(sysregs))]
 
     def take_exception(self, esr: int, far: int = 0) -> None:
         """Enter the guest's synchronous exception vector (EL1 to itself)."""
@@ -82,8 +101,10 @@ class MemoryFault(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
+    """What stopped ``run`` (one per run: not frozen, which would cost more to make)."""
+
     kind: str
     executed: int
     imm: int = 0
@@ -93,13 +114,15 @@ class Event:
 class Bus(Protocol):
     """Stage-2 translation for the interpreter: IPA page -> offset of its page in ``memory``.
 
-    The interpreter caches translations per page and calls ``sync`` before every instruction:
-    it returns True when a TLB invalidation happened since the last call, and the caches are
-    dropped. ``sync`` is also where the Bus tells invalidating CPUs that this CPU has passed an
-    instruction boundary (their TLBI completes only then, as a DSB after TLBI would).
+    The interpreter caches translations per page and calls ``sync`` at the sync points the
+    module docstring lists: it returns True when a TLB invalidation happened since the last
+    call, and the caches are dropped. ``sync`` is also where the Bus tells invalidating CPUs
+    that this CPU has dropped what it cached before (their TLBI completes only then, as a DSB
+    after TLBI would).
     """
 
     memory: memoryview
+    """Guest-visible memory, a whole number of 8-byte words long."""
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
         """Byte offset of IPA ``page`` (4 KiB aligned) in ``memory``; MemoryFault if it does not
@@ -113,8 +136,27 @@ class Bus(Protocol):
 _decoded: dict[int, tuple[int, int, int, int, int, int]] = {}
 _DECODE_CACHE_MAX = 1 << 16
 _KNOWN = frozenset(int(op) for op in Op)
-_ALU_OPS = frozenset(range(Op.ADD, Op.MUL + 1))
-_BRANCH_OPS = frozenset(range(Op.B, Op.BR + 1))
+
+# Opcodes as plain ints: the loop compares them for every instruction, and an IntEnum comparison
+# costs several times an int one (granule_state.py's docstring).
+_MOVI, _MOVK, _MOV = int(Op.MOVI), int(Op.MOVK), int(Op.MOV)
+_ADDI, _SUBI, _ANDI, _ORRI, _EORI = int(Op.ADDI), int(Op.SUBI), int(Op.ANDI), int(Op.ORRI), int(Op.EORI)
+_LSLI, _LSRI, _ALU_LAST = int(Op.LSLI), int(Op.LSRI), int(Op.MUL)
+_CMP, _CMPI = int(Op.CMP), int(Op.CMPI)
+_B, _BCOND, _CBZ, _CBNZ, _BL, _RET, _BR = (int(Op.B), int(Op.BCOND), int(Op.CBZ), int(Op.CBNZ), int(Op.BL),
+                                          int(Op.RET), int(Op.BR))
+_LDR, _STR = int(Op.LDR), int(Op.STR)
+_SMC, _HVC, _WFI, _WFE, _ERET, _MRS, _MSR, _UDF = (int(Op.SMC), int(Op.HVC), int(Op.WFI), int(Op.WFE),
+                                                   int(Op.ERET), int(Op.MRS), int(Op.MSR), int(Op.UDF))
+_MPIDR, _ELR = int(SysReg.MPIDR), int(SysReg.ELR)
+_MSR_WRITABLE = frozenset(int(r) for r in (SysReg.VBAR, SysReg.ELR, SysReg.ESR, SysReg.FAR))
+_PAGE_MASK = ~0xFFF
+_NO_PAGE = -1 << 80
+"""The current fetch page after a non-sequential PC change: no PC is in it, so the next
+instruction takes the sync point and a fresh fetch translation."""
+_SIZES = tuple(_LOAD[n] for n in range(4))
+_SIZE_MASKS = tuple((1 << (8 << n)) - 1 for n in range(4))
+_STOPS = {_SMC: SMC, _HVC: HVC, _WFI: WFI, _WFE: WFE}
 
 
 def _cond(nzcv: int, cond: int) -> bool:
@@ -148,131 +190,170 @@ def _flags(a: int, b: int) -> int:
     return (n << 3) | (z << 2) | (c << 1) | v
 
 
+def _decode(word: int) -> tuple[int, int, int, int, int, int]:
+    """decode() through a bounded cache; an undefined opcode decodes as udf."""
+    if len(_decoded) >= _DECODE_CACHE_MAX:
+        _decoded.clear()
+    ins = decode(word)
+    if ins[0] not in _KNOWN:
+        ins = (_UDF, 0, 0, 0, 0, 0)
+    _decoded[word] = ins
+    return ins
+
+
 def run(state: GuestState, bus: Bus, budget: int) -> Event:
-    """Execute at most ``budget`` instructions; return the event that stopped execution."""
+    """Execute at most ``budget`` instructions; return the event that stopped execution.
+
+    PC and flags live in locals while the loop runs and go back into ``state`` before anything
+    else can see them (a return, an exception taken in the realm).
+    """
     x = state.x
     memory = bus.memory
+    # Instruction words by index (memory offset / 8): an item read costs less than an unpack.
+    # Native byte order, as hw's atomic views assume too: the host is little-endian like the guest.
+    words = memory.cast("Q")
     translate = bus.translate
     sync = bus.sync
     decoded = _decoded
     fetch_pages: dict[int, int] = {}
     read_pages: dict[int, int] = {}
     write_pages: dict[int, int] = {}
+    pc = state.pc
+    nzcv = state.nzcv
+    page = _NO_PAGE
+    base = 0
     executed = 0
-    while executed < budget:
-        if sync():
-            fetch_pages.clear()
-            read_pages.clear()
-            write_pages.clear()
-        pc = state.pc
-        if pc & (INSTRUCTION_SIZE - 1):
-            state.take_exception((EC_PC_ALIGN << 26) | IL, pc)
-            executed += 1
-            continue
-        page = pc & ~0xFFF
-        base = fetch_pages.get(page)
-        if base is None:
-            try:
-                base = fetch_pages[page] = translate(page, False, True)
-            except MemoryFault as fault:
-                return Event(ABORT, executed, fault=Fault(pc, False, 3, 0, True, fault.reason,
-                                                          getattr(fault, "level", 0)))
-        word = _WORD.unpack_from(memory, base + (pc & 0xFFF))[0]
-        ins = decoded.get(word)
-        if ins is None:
-            if len(decoded) >= _DECODE_CACHE_MAX:
-                decoded.clear()
-            ins = decode(word)
-            if ins[0] not in _KNOWN:  # an undefined opcode decodes as udf
-                ins = (Op.UDF, 0, 0, 0, 0, 0)
-            decoded[word] = ins
-        op, rd, rn, rm, aux, imm = ins
-        executed += 1
-        next_pc = pc + INSTRUCTION_SIZE
-        if op <= Op.MOV:
-            if op == Op.MOVI:
-                value = imm & MASK64
-            elif op == Op.MOVK:
-                shift = 16 * (aux & 3)
-                value = (x[rd] & ~(0xFFFF << shift) & MASK64) | ((imm & 0xFFFF) << shift)
-            elif op == Op.MOV:
-                value = x[rn]
-            else:
-                state.pc = next_pc
-                continue
-            if rd != ZR:
-                x[rd] = value
-        elif op in _ALU_OPS:
-            b = x[rm] if op & 1 == 0 else imm & MASK64
-            a = x[rn]
-            if op <= Op.ADDI:
-                value = (a + b) & MASK64
-            elif op <= Op.SUBI:
-                value = (a - b) & MASK64
-            elif op <= Op.ANDI:
-                value = a & b
-            elif op <= Op.ORRI:
-                value = a | b
-            elif op <= Op.EORI:
-                value = a ^ b
-            elif op == Op.LSLI:
-                value = (a << (imm & 63)) & MASK64
-            elif op == Op.LSRI:
-                value = a >> (imm & 63)
-            else:
-                value = (a * x[rm]) & MASK64
-            if rd != ZR:
-                x[rd] = value
-        elif op == Op.CMP or op == Op.CMPI:
-            state.nzcv = _flags(x[rn], x[rm] if op == Op.CMP else imm & MASK64)
-        elif op in _BRANCH_OPS:
-            if op == Op.B or (op == Op.BCOND and _cond(state.nzcv, aux)) \
-                    or (op == Op.CBZ and x[rn] == 0) or (op == Op.CBNZ and x[rn] != 0):
-                next_pc = (pc + imm) & MASK64
-            elif op == Op.BL:
-                x[30] = next_pc
-                next_pc = (pc + imm) & MASK64
-            elif op == Op.RET or op == Op.BR:
-                next_pc = x[rn]
-        elif op == Op.LDR or op == Op.STR:
-            size_log2 = aux & 3
-            ipa = (x[rn] + imm) & MASK64
-            if ipa & ((1 << size_log2) - 1):
-                state.take_exception((EC_DABT_CUR << 26) | IL | DFSC_ALIGNMENT, ipa)
-                continue
-            write = op == Op.STR
-            cache = write_pages if write else read_pages
-            page = ipa & ~0xFFF
-            base = cache.get(page)
-            if base is None:
-                try:
-                    base = cache[page] = translate(page, write, False)
-                except MemoryFault as fault:
-                    return Event(ABORT, executed - 1, fault=Fault(ipa, write, size_log2, rd, False, fault.reason,
+    try:
+        while executed < budget:
+            offset = pc - page
+            if not 0 <= offset < 4096:
+                # A sync point (module docstring): the first instruction, a PC that moved other
+                # than by +8, or the next page of straight-line code.
+                if sync():
+                    fetch_pages.clear()
+                    read_pages.clear()
+                    write_pages.clear()
+                if pc & (INSTRUCTION_SIZE - 1):
+                    state.pc, state.nzcv = pc, nzcv
+                    state.take_exception((EC_PC_ALIGN << 26) | IL, pc)
+                    pc = state.pc
+                    page = _NO_PAGE
+                    executed += 1
+                    continue
+                page = pc & _PAGE_MASK
+                offset = pc - page
+                base = fetch_pages.get(page)    # type: ignore[assignment]
+                if base is None:
+                    try:
+                        base = fetch_pages[page] = translate(page, False, True)
+                    except MemoryFault as fault:
+                        state.pc, state.nzcv = pc, nzcv
+                        return Event(ABORT, executed, fault=Fault(pc, False, 3, 0, True, fault.reason,
                                                                   getattr(fault, "level", 0)))
-            if write:
-                _LOAD[size_log2].pack_into(memory, base + (ipa & 0xFFF), x[rd] & ((1 << (8 << size_log2)) - 1))
-            else:
-                value = _LOAD[size_log2].unpack_from(memory, base + (ipa & 0xFFF))[0]
+            word = words[(base + offset) >> 3]
+            ins = decoded.get(word)
+            if ins is None:
+                ins = _decode(word)
+            op, rd, rn, rm, aux, imm = ins
+            executed += 1
+            if op <= _MOV:
+                if op == _MOVI:
+                    if rd != ZR:
+                        x[rd] = imm & MASK64
+                elif op == _MOVK:
+                    if rd != ZR:
+                        shift = 16 * (aux & 3)
+                        x[rd] = (x[rd] & ~(0xFFFF << shift) & MASK64) | ((imm & 0xFFFF) << shift)
+                elif op == _MOV:
+                    if rd != ZR:
+                        x[rd] = x[rn]
+                pc += INSTRUCTION_SIZE
+            elif op <= _ALU_LAST:            # ADD .. MUL (0x04..0x0F decode as udf: _KNOWN)
+                b = x[rm] if op & 1 == 0 else imm & MASK64
+                a = x[rn]
+                if op <= _ADDI:
+                    value = (a + b) & MASK64
+                elif op <= _SUBI:
+                    value = (a - b) & MASK64
+                elif op <= _ANDI:
+                    value = a & b
+                elif op <= _ORRI:
+                    value = a | b
+                elif op <= _EORI:
+                    value = a ^ b
+                elif op == _LSLI:
+                    value = (a << (imm & 63)) & MASK64
+                elif op == _LSRI:
+                    value = a >> (imm & 63)
+                else:
+                    value = (a * x[rm]) & MASK64
                 if rd != ZR:
                     x[rd] = value
-        elif op == Op.SMC:
-            return Event(SMC, executed, imm=imm)
-        elif op == Op.HVC:
-            return Event(HVC, executed, imm=imm)
-        elif op == Op.WFI:
-            return Event(WFI, executed)
-        elif op == Op.WFE:
-            return Event(WFE, executed)
-        elif op == Op.ERET:
-            next_pc = state.sysregs[SysReg.ELR]
-        elif op == Op.MRS and aux <= SysReg.MPIDR:
-            if rd != ZR:
-                x[rd] = state.sysregs[aux]
-        elif op == Op.MSR and aux in (SysReg.VBAR, SysReg.ELR, SysReg.ESR, SysReg.FAR):
-            state.sysregs[aux] = x[rn]
-        else:
-            state.take_exception((EC_UNKNOWN << 26) | IL)
-            continue
-        state.pc = next_pc
-    return Event(SLICE, executed)
+                pc += INSTRUCTION_SIZE
+            elif op == _CMP:
+                nzcv = _flags(x[rn], x[rm])
+                pc += INSTRUCTION_SIZE
+            elif op == _CMPI:
+                nzcv = _flags(x[rn], imm & MASK64)
+                pc += INSTRUCTION_SIZE
+            elif _B <= op <= _BR:
+                if op == _B or (op == _BCOND and _cond(nzcv, aux)) or (op == _CBZ and x[rn] == 0) \
+                        or (op == _CBNZ and x[rn] != 0):
+                    pc = (pc + imm) & MASK64
+                    page = _NO_PAGE
+                elif op == _BL:
+                    x[30] = pc + INSTRUCTION_SIZE
+                    pc = (pc + imm) & MASK64
+                    page = _NO_PAGE
+                elif op == _RET or op == _BR:
+                    pc = x[rn]
+                    page = _NO_PAGE
+                else:
+                    pc += INSTRUCTION_SIZE
+            elif op == _LDR or op == _STR:
+                size_log2 = aux & 3
+                ipa = (x[rn] + imm) & MASK64
+                if ipa & ((1 << size_log2) - 1):
+                    state.pc, state.nzcv = pc, nzcv
+                    state.take_exception((EC_DABT_CUR << 26) | IL | DFSC_ALIGNMENT, ipa)
+                    pc, page = state.pc, _NO_PAGE
+                    continue
+                write = op == _STR
+                cache = write_pages if write else read_pages
+                data_page = ipa & _PAGE_MASK
+                data = cache.get(data_page)
+                if data is None:
+                    try:
+                        data = cache[data_page] = translate(data_page, write, False)
+                    except MemoryFault as fault:
+                        state.pc, state.nzcv = pc, nzcv
+                        return Event(ABORT, executed - 1, fault=Fault(ipa, write, size_log2, rd, False, fault.reason,
+                                                                      getattr(fault, "level", 0)))
+                if write:
+                    _SIZES[size_log2].pack_into(memory, data + (ipa & 0xFFF), x[rd] & _SIZE_MASKS[size_log2])
+                else:
+                    value = _SIZES[size_log2].unpack_from(memory, data + (ipa & 0xFFF))[0]
+                    if rd != ZR:
+                        x[rd] = value
+                pc += INSTRUCTION_SIZE
+            elif op == _SMC or op == _HVC or op == _WFI or op == _WFE:
+                state.pc, state.nzcv = pc, nzcv
+                return Event(_STOPS[op], executed, imm=imm if op == _SMC or op == _HVC else 0)
+            elif op == _ERET:
+                pc = state.sysregs[_ELR]
+                page = _NO_PAGE
+            elif op == _MRS and aux <= _MPIDR:
+                if rd != ZR:
+                    x[rd] = state.sysregs[aux]
+                pc += INSTRUCTION_SIZE
+            elif op == _MSR and aux in _MSR_WRITABLE:
+                state.sysregs[aux] = x[rn]
+                pc += INSTRUCTION_SIZE
+            else:
+                state.pc, state.nzcv = pc, nzcv
+                state.take_exception((EC_UNKNOWN << 26) | IL)
+                pc, page = state.pc, _NO_PAGE
+        state.pc, state.nzcv = pc, nzcv
+        return Event(SLICE, executed)
+    finally:
+        words.release()

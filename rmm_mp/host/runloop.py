@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.structs import REC_EXIT_OFFSET
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER
 from rmm_mp.host.devices import RealmStatus, realm_status
-from rmm_mp.host.exits import EXIT, REQUEUE, STOP, ExitContext, handle_exit
+from rmm_mp.host.exits import EXIT, REQUEUE, STOP, X_REASON, ExitContext, handle_exit
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.host.realm import ERROR_REALM, ERROR_REC, SUCCESS, HostError, HostRealm
 from rmm_mp.host.runqueue import (
@@ -55,10 +55,18 @@ FAILED_ENTRY = EXIT_SLOTS - 1
 """Exit-count slot of REC_ENTERs that did not run the realm."""
 _ENTER_FULL = struct.Struct("<Q504x31Q")   # RmiRecEnter flags at 0x000 and gprs at 0x200
 _ENTER_FLAGS = struct.Struct("<Q")
+_ENTER_GPRS = struct.Struct("<31Q")
+_GPRS_OFFSET = RMI_REC_ENTER.offset("gprs")
+
 _SYSTEM_OFF_RACE = ERROR_REALM | 1 << 8
 _REALM_NEW = ERROR_REALM
 _YIELDS_BEFORE_SLEEP = 32
 _IDLE_SLEEP_S = 0.0002
+
+
+def _padded(gprs: "Sequence[int]") -> "Sequence[int]":
+    """enter.gprs: the values given, then zeros up to 31."""
+    return gprs if len(gprs) == 31 else [*gprs, *[0] * (31 - len(gprs))]
 
 
 @dataclass(frozen=True)
@@ -116,16 +124,18 @@ class RunLoop:
         self.exits = [0] * EXIT_SLOTS
         self.entries = 0
         self.errors: list[str] = []
+        self._exit_counts = OFF_EXITS + cpu.id * 64
 
     def step(self, vcpu: int) -> None:
         """One REC_ENTER of ``vcpu`` and its exit handling."""
-        q, machine = self.queue, self.cpu.machine
+        q, cpu = self.queue, self.cpu
+        machine = cpu.machine
         slot = vcpu // MAX_VCPUS
         if q.realm_state(slot) != RUNNING:
             q.end(vcpu, VEND_DRAINED)
             return
         rec, run = q.vcpu_pages(vcpu)
-        x0 = self.cpu.smc(REC_ENTER, rec, run)[0]
+        x0 = cpu.smc(REC_ENTER, rec, run)[0]
         self.entries += 1
         q.count(slot, "entries")
         if x0 != SUCCESS:
@@ -134,12 +144,16 @@ class RunLoop:
             return
         q.take_woken(vcpu)
         ex = EXIT.unpack(machine.ns_read(run + REC_EXIT_OFFSET, EXIT.size))
-        self._count(ex[0])
+        self._count(ex[X_REASON])
         action, flags, gprs, error = handle_exit(self.ctx, vcpu, ex)
         if gprs is not None:
-            values = list(gprs) + [0] * (31 - len(gprs))
-            machine.ns_write(run, _ENTER_FULL.pack(flags, *values))
-            q.set_enter_flags(vcpu, flags)
+            # Only the registers the RMM reads back change; the flags are written with them
+            # when they change (the run page keeps the last ones: RunQueue.enter_flags).
+            if flags == q.enter_flags(vcpu):
+                machine.ns_write(run + _GPRS_OFFSET, _ENTER_GPRS.pack(*_padded(gprs)))
+            else:
+                machine.ns_write(run, _ENTER_FULL.pack(flags, *_padded(gprs)))
+                q.set_enter_flags(vcpu, flags)
         elif flags != q.enter_flags(vcpu):
             machine.ns_write(run, _ENTER_FLAGS.pack(flags))
             q.set_enter_flags(vcpu, flags)
@@ -154,9 +168,10 @@ class RunLoop:
 
     def _count(self, reason: int) -> None:
         """Count an exit here and in this CPU's line of the run queue's exit counts."""
-        reason = min(reason, FAILED_ENTRY)
-        self.exits[reason] += 1
-        self.queue.view.store_u64(OFF_EXITS + self.cpu.id * 64 + 8 * reason, self.exits[reason])
+        if reason > FAILED_ENTRY:
+            reason = FAILED_ENTRY
+        n = self.exits[reason] = self.exits[reason] + 1
+        self.queue.view.store_u64(self._exit_counts + 8 * reason, n)
 
     def _entry_failed(self, vcpu: int, rec: int, run: int, x0: int) -> None:
         q = self.queue

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import rec_index_to_mpidr
 from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
+from rmm_mp.hw import points
 from rmm_mp.hw.control import HOST_RUN_BYTES, OFF_HOST_RUN
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "sh
             "ripas_changes", "ripas_destroyed", "ripas_rejects", "cpu_on", "cpu_on_denied", "affinity_info",
             "host_calls", "vcpu_errors", "rtts_created", "migrations")
 C = {name: i for i, name in enumerate(COUNTERS)}
+_COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
 
 # Realm states, realm end reasons, vCPU states and vCPU end reasons (stored as u32).
 FREE, SETUP, RUNNING, SYSTEM_OFF, DONE = 0, 1, 2, 3, 4
@@ -123,6 +125,7 @@ class RunQueue:
         self.view = machine.control.view
         self.buf = machine.control.buf
         self._realms: dict[int, tuple[int, HostRealm]] = {}
+        self._offsets: dict[int, int] = {}
         self._initialise()
 
     def _initialise(self) -> None:
@@ -140,6 +143,8 @@ class RunQueue:
     # -- the ring ---------------------------------------------------------------------------
 
     def _enqueue(self, vcpu: int) -> None:
+        if points.hook is not None:
+            points.hook(points.QUEUE, vcpu)
         view = self.view
         pos = view.load_u64(_ENQ)
         while True:
@@ -182,10 +187,14 @@ class RunQueue:
     # -- vCPU transitions -------------------------------------------------------------------
 
     def _vcpu(self, vcpu: int) -> int:
-        slot, index = divmod(vcpu, MAX_VCPUS)
-        if not 0 <= slot < MAX_REALMS:
-            raise RunQueueError(f"vCPU {vcpu}: no such vCPU (realm slot {slot} out of 0..{MAX_REALMS - 1})")
-        return _REALMS + slot * REALM_BYTES + R_VCPUS + index * VCPU_BYTES
+        """Offset of the vCPU's entry (remembered: every step of the run loop asks several times)."""
+        off = self._offsets.get(vcpu)
+        if off is None:
+            slot, index = divmod(vcpu, MAX_VCPUS)
+            if not 0 <= slot < MAX_REALMS:
+                raise RunQueueError(f"vCPU {vcpu}: no such vCPU (realm slot {slot} out of 0..{MAX_REALMS - 1})")
+            off = self._offsets[vcpu] = _REALMS + slot * REALM_BYTES + R_VCPUS + index * VCPU_BYTES
+        return off
 
     def vcpu_state(self, vcpu: int) -> int:
         return self.view.load_u32(self._vcpu(vcpu) + VF_STATE)
@@ -214,15 +223,17 @@ class RunQueue:
     def take(self, cpu: int) -> int | None:
         """The next queued vCPU, now RUNNING on CPU ``cpu``; None if the queue is empty. A vCPU
         that last ran on another CPU counts as a migration of its realm."""
+        if points.hook is not None:
+            points.hook(points.QUEUE, cpu)
         vcpu = self._dequeue()
         if vcpu is None:
             return None
-        off = self._vcpu(vcpu)
-        prev = self.view.cas_u32(off + VF_STATE, V_QUEUED, V_RUNNING)
+        view, off = self.view, self._vcpu(vcpu)
+        prev = view.cas_u32(off + VF_STATE, V_QUEUED, V_RUNNING)
         if prev != V_QUEUED:
             raise RunQueueError(f"vCPU {vcpu} came out of the queue in state {VCPU_STATES[prev]}, not QUEUED")
-        last = self.view.exchange_u32(off + VF_CPU, cpu + 1)
-        if last and last != cpu + 1:
+        last = view.exchange_u32(off + VF_CPU, cpu + 1)
+        if last != cpu + 1 and last:
             self.count(vcpu // MAX_VCPUS, "migrations")
         return vcpu
 
@@ -238,8 +249,10 @@ class RunQueue:
 
     def requeue(self, vcpu: int) -> None:
         """Put a vCPU that is still runnable back at the tail of the queue."""
-        if self._leave_running(vcpu, V_QUEUED) == V_WOKEN:
-            self.view.store_u32(self._vcpu(vcpu) + VF_WOKEN, 1)
+        view, off = self.view, self._vcpu(vcpu)
+        if view.cas_u32(off + VF_STATE, V_RUNNING, V_QUEUED) != V_RUNNING:    # WOKEN, or misused
+            if self._leave_running(vcpu, V_QUEUED) == V_WOKEN:
+                view.store_u32(off + VF_WOKEN, 1)
         self._enqueue(vcpu)
 
     def stop(self, vcpu: int) -> None:
@@ -424,7 +437,7 @@ class RunQueue:
         return self.view.fetch_add_u32(_REALMS + slot * REALM_BYTES + field, delta & _U32)
 
     def count(self, slot: int, name: str, n: int = 1) -> None:
-        self.view.fetch_add_u64(_REALMS + slot * REALM_BYTES + R_COUNTERS + 8 * C[name], n)
+        self.view.fetch_add_u64(_REALMS + slot * REALM_BYTES + R_COUNTERS + _COUNTER_OFFSETS[name], n)
 
     def counter(self, slot: int, name: str) -> int:
         return self.view.load_u64(_REALMS + slot * REALM_BYTES + R_COUNTERS + 8 * C[name])

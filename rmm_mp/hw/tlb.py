@@ -7,13 +7,22 @@ using the old translation. The protocol:
 
 - every realm has a TLB generation word (in its RD; the caller passes its DRAM offset), and the
   machine has one GPT generation (EL3 bumps it after a granule transition, like TLBI PAALLOS);
-- a CPU entering realm code publishes the RD it executes and counts itself in; at every
-  instruction boundary it loads both generations, drops its cached translations if either moved,
-  and publishes the generations it has seen; when it leaves realm code (to handle an RSI call,
-  to exit) it clears the RD first, so it never holds anyone up while it takes locks;
+- a CPU entering realm code publishes the RD it executes and counts itself in; at its sync
+  points (guest.interpreter: the first instruction of a run, any PC change other than +8, a new
+  page of straight-line code) it loads both generations, drops its cached translations if either
+  moved, and publishes the generations it has seen; when it leaves realm code (to handle an RSI
+  call, to exit) it clears the RD first, so it never holds anyone up while it takes locks;
 - an invalidating CPU bumps the generation, then waits until every other CPU executing that
   realm (or, for the GPT, any realm) has seen the new value. Nothing is waited for while no CPU
   executes realm code (one load), which keeps DELEGATE cheap.
+
+Publishing a generation and dropping what was cached before it are one step (sync), so when the
+invalidating CPU's command returns, no CPU uses a translation cached before its change, however
+far apart the sync points are; their spacing only bounds how long that CPU waits (a few guest
+instructions, at most one page of straight-line code, at most a time slice). A CPU may also use
+a translation it made at generation G while it still reads G (the RMM's copy into a host call's
+structure, realm_call.py): it is counted in, so a change made since cannot complete before its
+next sync.
 
 A CPU that executes realm code never takes a lock while it is counted in, so the wait cannot
 deadlock with the locks the invalidating CPU holds. A CPU process that died counted in would
@@ -39,7 +48,7 @@ class Tlb:
     """One CPU's view of the invalidation protocol."""
 
     __slots__ = ("cpu", "ctl", "cpus", "dram", "area_size", "count", "_mine", "_rd", "_gen_off",
-                 "_seen_tlb", "_seen_gpt", "_load_dram", "_load_ctl", "_store_cpu")
+                 "_seen_tlb", "_seen_gpt", "_load_dram", "_load_ctl", "_store_cpu", "_off_rd", "_off_tlb", "_off_gpt")
 
     def __init__(self, cpu: int, ctl: atomicshm.AtomicView, cpus: atomicshm.AtomicView, dram: atomicshm.AtomicView,
                  area_size: int, count: int) -> None:
@@ -50,6 +59,8 @@ class Tlb:
         self.area_size = area_size
         self.count = count
         self._mine = cpu * area_size
+        self._off_rd, self._off_tlb, self._off_gpt = (self._mine + OFF_EXEC_RD, self._mine + OFF_SEEN_TLB,
+                                                      self._mine + OFF_SEEN_GPT)
         self._rd = 0
         self._gen_off = 0
         self._seen_tlb = -1
@@ -63,28 +74,33 @@ class Tlb:
     def enter(self, rd_pa: int, generation_offset: int) -> None:
         """Start executing code of the realm whose TLB generation word is at ``generation_offset``
         (a DRAM offset)."""
+        store = self._store_cpu
         self.ctl.fetch_add_u64(OFF_EXECUTING, 1)
-        self._store_cpu(self._mine + OFF_SEEN_TLB, 0)
-        self._store_cpu(self._mine + OFF_SEEN_GPT, 0)
-        self._store_cpu(self._mine + OFF_EXEC_RD, rd_pa)
+        store(self._off_tlb, 0)     # before the RD: a stale value must never look like an acknowledgement
+        store(self._off_gpt, 0)
+        store(self._off_rd, rd_pa)
         self._rd = rd_pa
         self._gen_off = generation_offset
         self._seen_tlb = self._seen_gpt = -1
 
     def sync(self) -> bool:
-        """At an instruction boundary: True if cached translations must be dropped."""
+        """At a sync point: True if cached translations must be dropped (the caller drops them
+        before it translates again)."""
         tlb = self._load_dram(self._gen_off)
         gpt = self._load_ctl(OFF_GPT_GENERATION)
         if tlb == self._seen_tlb and gpt == self._seen_gpt:
             return False
         self._seen_tlb, self._seen_gpt = tlb, gpt
-        self._store_cpu(self._mine + OFF_SEEN_TLB, tlb)
-        self._store_cpu(self._mine + OFF_SEEN_GPT, gpt)
+        self._store_cpu(self._off_tlb, tlb)
+        self._store_cpu(self._off_gpt, gpt)
         return True
 
     def leave(self) -> None:
-        """Stop executing realm code (before taking any lock or exiting)."""
-        self._store_cpu(self._mine + OFF_EXEC_RD, 0)
+        """Stop executing realm code (before taking any lock or exiting); a no-op when this CPU
+        is not counted in."""
+        if not self._rd:
+            return
+        self._store_cpu(self._off_rd, 0)
         self.ctl.fetch_sub_u64(OFF_EXECUTING, 1)
         self._rd = 0
 

@@ -5,6 +5,22 @@ reference and no lock. A handler may take the RD lock (measurements, SYSTEM_OFF)
 realm's RTTs from root 0 hand over hand and keep the last-level table locked while it touches a
 realm page (REALM_CONFIG, HOST_CALL), which keeps a concurrent DATA_DESTROY out; never both.
 
+One walk per host call. RSI_HOST_CALL reads its RsiHostCall under the locked walk (as TF-RMM's
+realm_ipa_to_pa does), and the next REC_ENTER must write the host's results into the same
+structure. That second access does not walk again while nothing can have changed the mapping:
+rsi_host_call reads the realm's TLB generation (hw.tlb) before its walk, and the REC keeps it
+with the PA. Every change that removes or changes a valid stage-2 mapping (DATA_DESTROY,
+RTT_DESTROY, SET_RIPAS of a RAM page to EMPTY) bumps that generation after writing the entry,
+and waits for every CPU executing the realm to sync before the page can be wiped or given away.
+A generation read before the walk is therefore older than any such change the walk did not
+see. At the completion, a CPU that is counted in as executing the realm (Tlb.enter) and still
+reads the generation it kept knows that the mapping is what the walk found, and that no unmap
+can finish before its next sync point, which comes after the copy: the guarantee the realm's
+own stores through stage 2 have (a fold or an unfold keeps the PA and does not invalidate). If
+the generation moved, the completion walks again, with locks, counted out. What the locks
+protected is still protected: the call's read holds the last-level table as before, and the
+completion's write is covered by the invalidation protocol instead of the lock.
+
 Handlers return either the values of X0, X1, ... (the REC continues after the SMC; unwritten
 X1..X3 read 0 and X4 keeps its value, as TF-RMM's result record does) or an Exit: the REC exits to
 the host with these RmiRecExit fields, its PC advanced past the SMC or not.
@@ -15,9 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rmm_mp.hw.granule import SUB_ROOT
 from rmm_mp.rmm import s2tt
-from rmm_mp.rmm.s2tt import Kind
 from rmm_mp.rmm.granule_state import GranuleState
+from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
+from rmm_mp.rmm.s2tt import Kind
 
 if TYPE_CHECKING:
     from rmm_mp.guest.interpreter import GuestState
@@ -28,11 +46,18 @@ if TYPE_CHECKING:
     from rmm_mp.rmm.s2tt import S2Ctx
 
 RAM, EMPTY, FAULT = "ram", "empty", "fault"
+_RTT = GranuleState.RTT
+_PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
+_SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exit:
-    """A REC exit decided by a handler: RmiRecExit fields, and whether the PC moves on."""
+    """A REC exit decided by a handler: RmiRecExit fields, and whether the PC moves on.
+
+    (One per exit, so not frozen, which would cost more to make; realm_run adds the GIC fields
+    to ``fields``, a dict the handler made for this exit.)
+    """
 
     fields: dict[str, Any]
     advance_pc: bool = True
@@ -69,18 +94,55 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     """Walk to ``ipa``'s entry holding locks hand over hand; RAM pages come back with their PA
     and the last-level table still locked (the caller releases it), EMPTY and unmapped ones
     with the level where the walk stopped and nothing locked."""
-    rmm, ctx = call.rmm, call.ctx
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
-    walk = s2tt.walk(rmm.granules, rmm.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
-    desc = s2tt.read(rmm.memory, walk.llt.idx, walk.index)
-    kind, ripas = s2tt.decode(desc, walk.level)
+    llt, level, desc = _walk_locked(call.rmm, call.ctx, ipa)
+    if desc & _DESC_TYPE_MASK and not desc & s2tt.NS and (level < _PAGE_LEVEL or desc & _DESC_TYPE_MASK == _PAGE):
+        kind, ripas = Kind.ASSIGNED, s2tt.RIPAS_RAM     # a valid protected page or block (s2tt.decode)
+    else:
+        kind, ripas = s2tt.decode(desc, level)
     if kind == Kind.ASSIGNED and ripas == s2tt.RIPAS_RAM:
-        pa = s2tt.output_address(desc, walk.level) + (ipa & (s2tt.block_size(walk.level) - 1) & ~0xFFF)
-        return RealmPage(RAM, walk.level, pa, walk.llt)
-    walk.llt.unlock()
+        size = 1 << _SHIFTS[level]
+        return RealmPage(RAM, level, (desc & s2tt.OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF), llt)
+    llt.unlock()
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
-        return RealmPage(EMPTY, walk.level, 0, None)
-    return RealmPage(FAULT, walk.level, 0, None)
+        return RealmPage(EMPTY, level, 0, None)
+    return RealmPage(FAULT, level, 0, None)
+
+
+def _walk_locked(rmm: "RmmCpu", ctx: "S2Ctx", ipa: int) -> "tuple[Granule, int, int]":
+    """(last-level table, locked; its level; ipa's entry in it): s2tt.walk from root 0 to the
+    page level, the same locks in the same order with the same hints (locking rule 5: root 0,
+    the root covering ipa, then each table, the child locked before its parent is released),
+    written out for this hot path (RSI_HOST_CALL walks once per call)."""
+    granules = rmm.granules
+    load = rmm.memory.view.load_u64  # type: ignore[union-attr]
+    base = granules.base
+    level = ctx.start_level
+    table = (ctx.rtt_base - base) >> 12
+    held = granules.lock_known(table, _RTT, level | SUB_ROOT)
+    sl_index = (ipa & ((1 << ctx.ipa_width) - 1)) >> _SHIFTS[level]
+    if sl_index >> s2tt.STRIDE:
+        table += sl_index >> s2tt.STRIDE
+        child = granules.lock_known(table, _RTT, level | SUB_ROOT)
+        held.unlock()
+        held = child
+    index = sl_index & (s2tt.ENTRIES - 1)
+    while True:
+        desc = load((table << 12) + (index << 3))
+        if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != s2tt.DESC_TABLE:
+            return held, level, desc
+        table = ((desc & s2tt.OA_MASK) - base) >> 12
+        level += 1
+        child = granules.lock_known(table, _RTT, level)
+        held.unlock()
+        held = child
+        index = (ipa >> _SHIFTS[level]) & (s2tt.ENTRIES - 1)
+
+
+def realm_generation(call: RealmCall) -> int:
+    """The realm's TLB generation (bumped by every invalidation of its stage 2)."""
+    memory = call.rmm.memory
+    assert memory.view is not None
+    return memory.view.load_u64((call.rd.idx << 12) + OFF_TLB_GENERATION)
 
 
 def stage2_abort_exit(ipa: int, level: int) -> Exit:

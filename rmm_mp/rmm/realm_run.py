@@ -35,11 +35,15 @@ from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
 from rmm_mp.guest import interpreter
 from rmm_mp.guest.interpreter import ABORT, HVC, IL, SLICE, SMC, WFE, WFI, Fault, GuestState
 from rmm_mp.guest.isa import INSTRUCTION_SIZE
+from rmm_mp.hw import points
 from rmm_mp.hw.trace import KIND_REC_RUN
 from rmm_mp.rmm import gic, stage2
-from rmm_mp.rmm.realm_call import RAM, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.realm_call import EMPTY, RAM, Exit, RealmCall, lock_realm_page, stage2_abort_exit
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd
-from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.rmm.rec_desc import (
+    H_HOST_CALL, H_IDX, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
+    R_GPRS, R_PC, R_PSTATE, R_SYSREGS, SYSREGS, Rec,
+)
 from rmm_mp.rmm.rsi_dispatch import handle_smc
 from rmm_mp.stats.calls import EXIT_BASE
 
@@ -51,6 +55,9 @@ _EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
 _TRAP_WFI, _TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_WFE)
 _RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
+_RSI_SUCCESS = int(RsiStatus.RSI_SUCCESS)
+_HOST_CALL_GPRS = RSI_HOST_CALL.fields["gprs"].struct
+_HOST_CALL_GPRS_OFFSET = RSI_HOST_CALL.offset("gprs")
 
 EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0x24, 0x25
 ESR_ISV = 1 << 24
@@ -72,13 +79,15 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
         enter: RmiRecEnter as REC_ENTER read and validated it.
     """
     start = time.perf_counter_ns()
-    state = GuestState(rec.gprs(), rec.pc, rec.pstate,
-                       [*rec.sysregs(), rec_index_to_mpidr_el1(rec.rec_idx) | MPIDR_RES1])
-    call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, rec.s2ctx(), enter["flags"])
-    out = _complete_entry(call, enter) or _execute(call)
-    _save(rec, state)
-    num_lrs = FeatureRegister0.field(rmm.features0, "GICV3_NUM_LRS")
-    fields = {**out.fields, **gic.gic_exit_state(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs)}
+    v = rec.run_state()
+    state = GuestState(v[R_GPRS:R_PC], v[R_PC], v[R_PSTATE], (*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_el1(v[H_IDX])))
+    call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, Rec.s2ctx_of(v), enter["flags"])
+    if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:
+        _complete_entry(call, enter, v)
+    out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
+    rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
+    fields = out.fields
+    fields.update(_gic_exit_state(rmm.features0, enter["gicv3_hcr"], enter["gicv3_lrs"]))
     recorder, tracer = rmm.el3.recorder, rmm.el3.tracer
     if recorder is not None or tracer is not None:
         elapsed = time.perf_counter_ns() - start
@@ -89,18 +98,41 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     return fields
 
 
-def _save(rec: Rec, state: GuestState) -> None:
-    rec.set_gprs(state.x[:31])
-    rec.pc = state.pc
-    rec.pstate = (rec.pstate & ~(0xF << 28)) | (state.nzcv << 28)
-    rec.set_sysregs(state.sysregs[:4])
+_mpidr_cache: dict[int, int] = {}
+_gic_cache: dict[tuple[int, int, tuple[int, ...]], dict[str, Any]] = {}
+_CACHE_MAX = 1024
+
+
+def _mpidr_el1(rec_index: int) -> int:
+    """MPIDR_EL1 of REC ``rec_index`` as its realm reads it (memoised: a pure function)."""
+    value = _mpidr_cache.get(rec_index)
+    if value is None:
+        if len(_mpidr_cache) >= _CACHE_MAX:
+            _mpidr_cache.clear()
+        value = _mpidr_cache[rec_index] = rec_index_to_mpidr_el1(rec_index) | MPIDR_RES1
+    return value
+
+
+def _gic_exit_state(features0: int, hcr: int, lrs: tuple[int, ...]) -> dict[str, Any]:
+    """gic.gic_exit_state for this CPU's number of LRs, memoised: a host re-enters with the
+    same GIC state entry after entry, and the answer depends on nothing else. Callers copy it."""
+    key = (features0, hcr, lrs)
+    fields = _gic_cache.get(key)
+    if fields is None:
+        if len(_gic_cache) >= _CACHE_MAX:
+            _gic_cache.clear()
+        fields = _gic_cache[key] = gic.gic_exit_state(hcr, lrs, FeatureRegister0.field(features0, "GICV3_NUM_LRS"))
+    return fields
 
 
 # -- 1. entry completions ---------------------------------------------------------------------
 
-def _complete_entry(call: RealmCall, enter: dict[str, Any]) -> Exit | None:
+def _complete_entry(call: RealmCall, enter: dict[str, Any], head: tuple[int, ...]) -> None:
+    """The completions of A4.2.2 and A4.2.3 that need no realm memory (MMIO, SEA, RIPAS), when
+    the last exit left a syndrome or a RIPAS request (``head``: Rec.run_state()); the host
+    call's results are copied in _execute, where realm memory is reached."""
     rec, state, flags = call.rec, call.state, call.enter_flags
-    esr, _, _ = rec.last_exit()
+    esr = head[H_LAST_ESR]
     if esr & ESR_ISV:
         register, size_log2, ipa = rec.pending_abort()
         if flags & _INJECT_SEA:
@@ -109,53 +141,77 @@ def _complete_entry(call: RealmCall, enter: dict[str, Any]) -> Exit | None:
             if not esr & ESR_WNR and register != 31:
                 state.x[register] = enter["gprs"][0] & ((1 << (8 << size_log2)) - 1)
             state.pc += INSTRUCTION_SIZE
-    rec.set_last_exit(0, 0, 0)
-    _complete_ripas(call)
-    if rec.host_call_pending:
-        return _complete_host_call(call, enter)
-    return None
+    if esr or head[H_LAST_FAR] or head[H_LAST_HPFAR]:
+        rec.set_last_exit(0, 0, 0)
+    if head[H_RIPAS_TOP]:
+        _complete_ripas(call, head)
 
 
-def _complete_ripas(call: RealmCall) -> None:
+def _complete_ripas(call: RealmCall, head: tuple[int, ...]) -> None:
     """RSI_IPA_STATE_SET's results (B5.3.6): X1 = the first IPA not changed, X2 = the response."""
-    base, top, addr, value, _ = call.rec.ripas_request()
-    if top == 0:
-        return
+    top, addr, value = head[H_RIPAS_TOP], head[H_RIPAS_ADDR], head[H_RIPAS_VALUE]
     reject = value == RsiRipas.RSI_RAM and addr != top and call.enter_flags & _RIPAS_RESPONSE
     x = call.state.x
     x[0], x[1], x[2] = RsiStatus.RSI_SUCCESS, addr, RsiResponse.RSI_REJECT if reject else RsiResponse.RSI_ACCEPT
     call.rec.set_ripas_request(0, 0, 0, 0, 0)
 
 
-def _complete_host_call(call: RealmCall, enter: dict[str, Any]) -> Exit | None:
-    """Copy the host's gprs back into RsiHostCall; if the page is gone, report it first."""
-    ipa = call.rec.host_call_ipa
-    page = lock_realm_page(call, ipa)
-    if page.kind == RAM:
-        offset = page.pa - call.rmm.memory.base + (ipa & 0xFFF)
-        RSI_HOST_CALL.pack_into(call.rmm.memory.buf, offset, "gprs", enter["gprs"])
-        page.release()
-    elif page.kind != "empty":
-        return stage2_abort_exit(ipa, page.level)
-    call.rec.host_call_pending = False
-    call.state.x[0] = RsiStatus.RSI_SUCCESS
+def _complete_host_call(call: RealmCall, gprs: tuple[int, ...], generation: int) -> Exit | None:
+    """Copy the host's gprs back into RsiHostCall (B5.3.4), counted in as executing the realm;
+    if the page is gone, report it first (returning the exit, counted out).
+
+    While the realm's TLB generation is the one rsi_host_call read before its locked walk, the
+    mapping that walk found is still in place (realm_call.py, "one walk per host call"), and
+    since this CPU is counted in, a DATA_DESTROY that unmaps the page now cannot finish (nor
+    wipe the page) before this CPU's next sync point, after the copy. Otherwise the page is
+    looked up again with the locked walk, counted out (no lock is taken counted in), and the
+    CPU counts itself in again unless it returns the exit.
+    """
+    rmm, rec = call.rmm, call.rec
+    memory = rmm.memory
+    ipa, pa, seen = rec.host_call()
+    if memory.view.load_u64(generation) == seen:    # type: ignore[union-attr]
+        _HOST_CALL_GPRS.pack_into(memory.buf, pa - memory.base + (ipa & 0xFFF) + _HOST_CALL_GPRS_OFFSET, *gprs)
+    else:
+        rmm.tlb.leave()
+        page = lock_realm_page(call, ipa)
+        if page.kind == RAM:
+            _HOST_CALL_GPRS.pack_into(memory.buf, page.pa - memory.base + (ipa & 0xFFF) + _HOST_CALL_GPRS_OFFSET,
+                                      *gprs)
+            page.release()
+        elif page.kind != EMPTY:
+            return stage2_abort_exit(ipa, page.level)
+        rmm.tlb.enter(call.rd_pa, generation)
+    rec.clear_host_call()
+    call.state.x[0] = _RSI_SUCCESS
     return None
 
 
 # -- 2. execution ---------------------------------------------------------------------------
 
-def _execute(call: RealmCall) -> Exit:
+def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
+    """Run the REC's code for its time slice; ``host_call_gprs`` are the host's results of a
+    pending host call, copied in first."""
     rmm, state = call.rmm, call.state
     tlb = rmm.tlb
     bus = stage2.Stage2Bus(rmm, call.ctx, tlb)
     generation = (call.rd.idx << 12) + OFF_TLB_GENERATION
     budget = rmm.time_slice
-    while budget > 0:
+    while True:
+        # Outside tlb.enter/leave: a CPU parked here by the stress tool's scheduler must not
+        # count as executing the realm, or another CPU's TLB wait would stall on it.
+        if points.hook is not None:
+            points.hook(points.REC_RUN, call.rd_pa)
         tlb.enter(call.rd_pa, generation)
         try:
+            if host_call_gprs is not None:
+                out = _complete_host_call(call, host_call_gprs, generation)
+                host_call_gprs = None
+                if out is not None:
+                    return out
             event = interpreter.run(state, bus, budget)
         finally:
-            tlb.leave()
+            tlb.leave()     # a no-op if the completion has left already
         # A fault taken before any instruction completes still uses time: a realm whose vector
         # is unmapped faults for ever, as on hardware, until its time slice ends.
         budget -= max(1, event.executed)
@@ -183,6 +239,8 @@ def _execute(call: RealmCall) -> Exit:
             out = _abort(call, event.fault)
             if out is not None:
                 return out
+        if budget <= 0:
+            break
     return Exit({"exit_reason": _EXIT_IRQ})
 
 

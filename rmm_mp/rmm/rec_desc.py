@@ -21,7 +21,10 @@ Layout (little-endian offsets in the REC granule):
     0x300  guest system registers vbar, elr, esr, far     u64 each
     0x320  the last emulatable data abort: register (SRT), access size (log2), IPA   u64 each
     0x338  host_call_ipa  u64  the RsiHostCall structure of the pending host call
-    0x340  reserved for the attestation token state
+    0x340  host_call_pa   u64  where the RMM found it when the realm made the call (locked walk)
+    0x348  host_call_gen  u64  the realm's TLB generation read before that walk (realm_call.py:
+                               the completion may reuse the PA while the generation is unchanged)
+    0x350  reserved
 
 Who may touch it: the holder of the REC lock while the REC refcount is 0, or the CPU holding the
 running reference (refcount 1). Never both.
@@ -44,6 +47,8 @@ _AUX = struct.Struct("<Q16Q")              # 0x070 .. 0x0F8
 _GPRS = struct.Struct("<31Q")              # 0x100 .. 0x1F8
 _PC_PSTATE = struct.Struct("<QQ")          # 0x1F8 .. 0x208
 _REALM = struct.Struct("<QqQQQ")           # 0x208 .. 0x230
+_CONTEXT = struct.Struct("<33Q")           # 0x100 .. 0x208: gprs, pc, pstate
+_RUN_STATE = struct.Struct("<14Q144x33QQqQQ216x4Q")   # 0x000 .. 0x320 (run_state): H_* and R_* below
 
 OFF_OWNER, OFF_IDX, OFF_MPIDR, OFF_RUNNABLE, OFF_PSCI, OFF_HOST_CALL = 0x000, 0x008, 0x010, 0x018, 0x020, 0x028
 OFF_RIPAS_BASE, OFF_RIPAS_TOP, OFF_RIPAS_ADDR, OFF_RIPAS_VALUE, OFF_RIPAS_DESTROYED = 0x030, 0x038, 0x040, 0x048, 0x050
@@ -60,6 +65,19 @@ SYSREGS = 4
 _Q = struct.Struct("<Q")
 _SYSREGS = struct.Struct("<4Q")
 _ABORT = struct.Struct("<3Q")
+_HOST_CALL = struct.Struct("<3Q")          # 0x338 .. 0x350
+_RIPAS = struct.Struct("<5Q")
+_LAST_EXIT = struct.Struct("<3Q")
+
+# Positions in run_state(): the words 0x000 .. 0x070 (the head of the layout), then X0 .. X30,
+# pc, pstate, the stage-2 parameters (4 values) and the system registers.
+H_OWNER, H_IDX, H_MPIDR, H_RUNNABLE, H_PSCI, H_HOST_CALL = 0, 1, 2, 3, 4, 5
+H_RIPAS_BASE, H_RIPAS_TOP, H_RIPAS_ADDR, H_RIPAS_VALUE, H_RIPAS_DESTROYED = 6, 7, 8, 9, 10
+H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR = 11, 12, 13
+R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS = 14, 45, 46, 47, 51
+
+_s2ctx_cache: dict[tuple[int, int, int, int], S2Ctx] = {}
+_S2CTX_CACHE_MAX = 1024
 
 
 class Rec:
@@ -88,12 +106,14 @@ class Rec:
         _PC_PSTATE.pack_into(buf, base + OFF_PC, pc, PSTATE_EL1H_DAIF_MASKED)
         _REALM.pack_into(buf, base + OFF_REALM, s2.ipa_width, s2.start_level, s2.num_roots, s2.rtt_base, hash_algo)
 
-    owner_rd = property(lambda self: self._get(OFF_OWNER))
+    # REC_ENTER reads these three on every entry: one unpack each, no helper in between.
+    owner_rd = property(lambda self: _Q.unpack_from(self.memory.buf, self.offset + OFF_OWNER)[0])
     rec_idx = property(lambda self: self._get(OFF_IDX))
     mpidr = property(lambda self: self._get(OFF_MPIDR))
-    runnable = property(lambda self: self._get(OFF_RUNNABLE) != 0,
+    runnable = property(lambda self: _Q.unpack_from(self.memory.buf, self.offset + OFF_RUNNABLE)[0] != 0,
                         lambda self, value: self._set(OFF_RUNNABLE, int(value)))
-    psci_pending = property(lambda self: self._get(OFF_PSCI), lambda self, fid: self._set(OFF_PSCI, fid))
+    psci_pending = property(lambda self: _Q.unpack_from(self.memory.buf, self.offset + OFF_PSCI)[0],
+                            lambda self, fid: self._set(OFF_PSCI, fid))
     host_call_pending = property(lambda self: self._get(OFF_HOST_CALL) != 0,
                                  lambda self, value: self._set(OFF_HOST_CALL, int(value)))
     pc = property(lambda self: self._get(OFF_PC), lambda self, value: self._set(OFF_PC, value))
@@ -113,25 +133,42 @@ class Rec:
         return _GPRS.unpack_from(self.memory.buf, self.offset + OFF_GPRS)
 
     def set_gprs(self, values: tuple[int, ...] | list[int], first: int = 0) -> None:
-        for n, value in enumerate(values, start=first):
-            self._set(OFF_GPRS + 8 * n, value)
+        """X<first> .. X<first + len(values) - 1>; the other registers keep their values."""
+        if first == 0 and len(values) == GPRS:
+            _GPRS.pack_into(self.memory.buf, self.offset + OFF_GPRS, *values)
+        elif values:
+            struct.pack_into(f"<{len(values)}Q", self.memory.buf, self.offset + OFF_GPRS + 8 * first, *values)
+
+    def run_state(self) -> tuple[int, ...]:
+        """What REC entry reads, in one unpack: the head (positions H_*), X0..X30 (R_GPRS), pc
+        (R_PC), pstate (R_PSTATE), ipa_width, rtt_level_start, rtt_num_start, rtt_base (R_S2;
+        s2ctx_of() makes the S2Ctx) and the guest system registers (R_SYSREGS)."""
+        return _RUN_STATE.unpack_from(self.memory.buf, self.offset)
+
+    def save_context(self, gprs: "list[int] | tuple[int, ...]", pc: int, pstate: int,
+                     sysregs: "list[int] | tuple[int, ...]") -> None:
+        """X0 .. X30 (the first 31 of ``gprs``), pc, pstate and the guest system registers, in
+        two writes (what a REC exit saves)."""
+        buf, base = self.memory.buf, self.offset
+        _CONTEXT.pack_into(buf, base + OFF_GPRS, *gprs[:GPRS], pc, pstate)
+        _SYSREGS.pack_into(buf, base + OFF_SYSREGS, *sysregs[:SYSREGS])
 
     def ripas_request(self) -> tuple[int, int, int, int, int]:
         """(base, top, addr, value, change_destroyed) of the pending RIPAS change (all 0 if none)."""
-        return struct.unpack_from("<5Q", self.memory.buf, self.offset + OFF_RIPAS_BASE)
+        return _RIPAS.unpack_from(self.memory.buf, self.offset + OFF_RIPAS_BASE)
 
     def set_ripas_request(self, base: int, top: int, addr: int, value: int, change_destroyed: int) -> None:
-        struct.pack_into("<5Q", self.memory.buf, self.offset + OFF_RIPAS_BASE, base, top, addr, value, change_destroyed)
+        _RIPAS.pack_into(self.memory.buf, self.offset + OFF_RIPAS_BASE, base, top, addr, value, change_destroyed)
 
     def set_ripas_addr(self, addr: int) -> None:
         self._set(OFF_RIPAS_ADDR, addr)
 
     def last_exit(self) -> tuple[int, int, int]:
         """(esr, far, hpfar) of the last exit's abort syndrome."""
-        return struct.unpack_from("<3Q", self.memory.buf, self.offset + OFF_LAST_ESR)
+        return _LAST_EXIT.unpack_from(self.memory.buf, self.offset + OFF_LAST_ESR)
 
     def set_last_exit(self, esr: int, far: int, hpfar: int) -> None:
-        struct.pack_into("<3Q", self.memory.buf, self.offset + OFF_LAST_ESR, esr, far, hpfar)
+        _LAST_EXIT.pack_into(self.memory.buf, self.offset + OFF_LAST_ESR, esr, far, hpfar)
 
     def sysregs(self) -> tuple[int, ...]:
         """vbar, elr, esr, far of the guest."""
@@ -150,10 +187,40 @@ class Rec:
     host_call_ipa = property(lambda self: self._get(OFF_HOST_CALL_IPA),
                              lambda self, ipa: self._set(OFF_HOST_CALL_IPA, ipa))
 
+    def host_call(self) -> tuple[int, int, int]:
+        """(IPA, PA, realm TLB generation) of the pending host call's RsiHostCall."""
+        return _HOST_CALL.unpack_from(self.memory.buf, self.offset + OFF_HOST_CALL_IPA)
+
+    def clear_host_call(self) -> None:
+        """The pending host call is complete."""
+        _Q.pack_into(self.memory.buf, self.offset + OFF_HOST_CALL, 0)
+
+    def set_host_call(self, ipa: int, pa: int, generation: int) -> None:
+        """Record a host call: the flag, and where its RsiHostCall is (rsi_host_call)."""
+        buf, base = self.memory.buf, self.offset
+        _Q.pack_into(buf, base + OFF_HOST_CALL, 1)
+        _HOST_CALL.pack_into(buf, base + OFF_HOST_CALL_IPA, ipa, pa, generation)
+
     def s2ctx(self) -> S2Ctx:
         ipa_width, level, num, base, _ = _REALM.unpack_from(self.memory.buf, self.offset + OFF_REALM)
-        return S2Ctx(ipa_width, level, num, base)
+        return _s2ctx(ipa_width, level, num, base)
+
+    @staticmethod
+    def s2ctx_of(run_state: tuple[int, ...]) -> S2Ctx:
+        """s2ctx() from a run_state() tuple."""
+        return _s2ctx(*run_state[R_S2:R_S2 + 4])
 
     @property
     def hash_algo(self) -> int:
         return _REALM.unpack_from(self.memory.buf, self.offset + OFF_REALM)[4]
+
+
+def _s2ctx(ipa_width: int, level: int, num: int, base: int) -> S2Ctx:
+    """The S2Ctx of these values: S2Ctx is immutable, and making one costs more than finding it."""
+    key = (ipa_width, level, num, base)
+    ctx = _s2ctx_cache.get(key)
+    if ctx is None:
+        if len(_s2ctx_cache) >= _S2CTX_CACHE_MAX:
+            _s2ctx_cache.clear()
+        ctx = _s2ctx_cache[key] = S2Ctx(ipa_width, level, num, base)
+    return ctx

@@ -9,10 +9,12 @@ the realm's registers: X0 = status, X1..X3 = outputs or 0, X4 and above only whe
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rmm_mp.abi.psci import is_psci
 from rmm_mp.abi.rsi import RsiFid
 from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT
+from rmm_mp.hw import points
 from rmm_mp.hw.trace import KIND_RSI
 from rmm_mp.rmm.handlers import (
     psci, rsi_attest, rsi_config, rsi_host_call, rsi_measurement, rsi_memory, rsi_system,
@@ -20,37 +22,64 @@ from rmm_mp.rmm.handlers import (
 from rmm_mp.rmm.realm_call import Exit, RealmCall
 from rmm_mp.stats.calls import PSCI_BASE, RSI_BASE
 
+if TYPE_CHECKING:
+    from rmm_mp.el3.monitor import Monitor
+
 RSI_MODULES = (rsi_system, rsi_measurement, rsi_config, rsi_memory, rsi_host_call, rsi_attest)
 RSI_HANDLERS = {int(fid): getattr(m, fid.name.lower()) for fid in RsiFid for m in RSI_MODULES
                 if hasattr(m, fid.name.lower())}
 _W0 = 0xFFFF_FFFF & ~SMCCC_SVE_HINT
+_RSI_FIRST = 0xC400_0190
+_RSI_ERRORS = frozenset({1, 2})
+"""RSI_ERROR_INPUT and RSI_ERROR_STATE; RSI_SUCCESS and RSI_INCOMPLETE are not failures."""
 
 
 def handle_smc(call: RealmCall) -> Exit | None:
     """Handle the SMC the REC stopped at; None means: continue after it (PC += one instruction)."""
     x = call.state.x
-    fid, arg1 = x[0] & _W0, x[1]
-    recorder, tracer = call.rmm.el3.recorder, call.rmm.el3.tracer
-    start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
+    fid = x[0] & _W0
+    if points.hook is not None:
+        points.hook(points.RSI_ENTRY, fid)
+    el3 = call.rmm.el3
+    timed = el3.recorder is not None or el3.tracer is not None
+    start = time.perf_counter_ns() if timed else 0
     handler = RSI_HANDLERS.get(fid)
     if handler is not None:
         out = handler(call)
-        slot = RSI_BASE + (fid - 0xC400_0190)
+        slot = RSI_BASE + (fid - _RSI_FIRST)
     elif is_psci(fid):
         out = psci.handle_psci(call, fid)
         slot = PSCI_BASE + (fid & 0x1F)
     else:
         out = (SMC_UNKNOWN,)
         slot = -1
-    if slot >= 0 and (recorder is not None or tracer is not None):
-        elapsed = time.perf_counter_ns() - start
-        if recorder is not None:
-            recorder.record(slot, elapsed, 0, elapsed, 0, not isinstance(out, Exit) and out[0] != 0)
-        if tracer is not None:
-            tracer.record(KIND_RSI, slot, start, elapsed, arg1)
-    if isinstance(out, Exit):
-        return out
-    x[0] = out[0]
-    for n in range(1, max(4, len(out))):
-        x[n] = out[n] if n < len(out) else 0
+    if points.hook is not None:
+        points.hook(points.RSI_EXIT, fid)
+    if timed and slot >= 0:
+        _record(el3, slot, start, x[1], out)
+    if out.__class__ is Exit:
+        return out      # type: ignore[return-value]
+    n = len(out)        # type: ignore[arg-type]
+    x[0] = out[0]       # type: ignore[index]
+    x[1] = out[1] if n > 1 else 0       # type: ignore[index]
+    x[2] = out[2] if n > 2 else 0       # type: ignore[index]
+    x[3] = out[3] if n > 3 else 0       # type: ignore[index]
+    for i in range(4, n):
+        x[i] = out[i]   # type: ignore[index]
     return None
+
+
+def _record(el3: "Monitor", slot: int, start: int, arg1: int, out: "tuple[int, ...] | Exit") -> None:
+    elapsed = time.perf_counter_ns() - start
+    if el3.recorder is not None:
+        if out.__class__ is Exit:
+            error = False
+        elif slot >= PSCI_BASE:
+            # PSCI returns values (VERSION, AFFINITY_INFO's states) as well as statuses: only
+            # the negative ones are errors.
+            error = out[0] >> 63 != 0      # type: ignore[index]
+        else:
+            error = out[0] in _RSI_ERRORS      # type: ignore[index]
+        el3.recorder.record(slot, elapsed, 0, elapsed, 0, error)
+    if el3.tracer is not None:
+        el3.tracer.record(KIND_RSI, slot, start, elapsed, arg1)

@@ -49,46 +49,69 @@ class WalkFault(MemoryFault):
         self.level = level
 
 
-class Stage2Bus:
-    """The Bus (rmm_mp.guest.interpreter) of one REC run."""
+_DESC_TYPE_MASK, _DESC_TABLE, _PAGE_DESC = s2tt.DESC_TYPE_MASK, s2tt.DESC_TABLE, s2tt.DESC_PAGE
+_OA_MASK, _PAGE_LEVEL = s2tt.OA_MASK, s2tt.PAGE_LEVEL
+_NS = s2tt.NS
+_SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
+_NS_PAS = int(Pas.NS)
 
-    __slots__ = ("memory", "_view", "_base", "_ctx", "_root", "_gpt", "_tlb")
+
+class Stage2Bus:
+    """The Bus (rmm_mp.guest.interpreter) of one REC run.
+
+    ``translate`` handles the common case inline (a valid protected page or block: RAM) and
+    leaves everything else to the general classification (``_classify``).
+    """
+
+    __slots__ = ("memory", "sync", "_load", "_base", "_ctx", "_root", "_gpt", "_ipa_size", "_par_size", "_start",
+                 "_sl_shift", "_sl_mask")
 
     def __init__(self, rmm: "RmmCpu", ctx: S2Ctx, tlb: "Tlb") -> None:
         self.memory = rmm.memory.buf
-        self._view = rmm.memory.view
-        self._base = rmm.memory.base
+        assert rmm.memory.view is not None
+        self._load = rmm.memory.view.load_u64
+        self._base = base = rmm.memory.base
         self._ctx = ctx
-        self._root = (ctx.rtt_base - rmm.memory.base) >> 12
         self._gpt = rmm.gpt
-        self._tlb = tlb
+        self.sync = tlb.sync        # the interpreter calls it at its sync points: no wrapper
+        self._root = (ctx.rtt_base - base) >> 12
+        self._start = ctx.start_level
+        self._sl_shift = _SHIFTS[ctx.start_level]
+        self._ipa_size = 1 << ctx.ipa_width
+        self._sl_mask = self._ipa_size - 1
+        self._par_size = self._ipa_size >> 1
 
-    def sync(self) -> bool:
-        return self._tlb.sync()
-
-    def lookup(self, ipa: int) -> tuple[int, int, Kind, int]:
-        """(level, entry, kind, ripas) of the entry the walk for ``ipa`` stops at."""
-        ctx = self._ctx
-        root_no, index = ctx.root_slot(ipa)
-        table = self._root + root_no
-        level = ctx.start_level
-        load = self._view.load_u64  # type: ignore[union-attr]
+    def _walk(self, ipa: int) -> tuple[int, int]:
+        """(level, entry) where the lock-free walk for ``ipa`` (< 2^ipa_width) stops."""
+        sl_index = (ipa & self._sl_mask) >> self._sl_shift
+        table = self._root + (sl_index >> s2tt.STRIDE)
+        index = sl_index & (s2tt.ENTRIES - 1)
+        level = self._start
+        load = self._load
         while True:
             desc = load((table << 12) + (index << 3))
-            if level < s2tt.PAGE_LEVEL and desc & s2tt.DESC_TYPE_MASK == s2tt.DESC_TABLE:
-                table = ((desc & s2tt.OA_MASK) - self._base) >> 12
-                level += 1
-                index = (ipa >> s2tt.level_shift(level)) & (s2tt.ENTRIES - 1)
-                continue
-            kind, ripas = s2tt.decode(desc, level)
-            return level, desc, kind, ripas
+            if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != _DESC_TABLE:
+                return level, desc
+            table = ((desc & _OA_MASK) - self._base) >> 12
+            level += 1
+            index = (ipa >> _SHIFTS[level]) & (s2tt.ENTRIES - 1)
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
         """DRAM offset of IPA ``page``, or WalkFault (see the reasons above)."""
+        if page >= self._ipa_size:
+            raise WalkFault(page, OUT_OF_RANGE, self._start)
+        level, desc = self._walk(page)
+        if page < self._par_size and desc & _DESC_TYPE_MASK and not desc & _NS \
+                and (level < _PAGE_LEVEL or desc & _DESC_TYPE_MASK == _PAGE_DESC):
+            # A valid protected page or block: ASSIGNED, RIPAS RAM (s2tt.decode).
+            size = 1 << _SHIFTS[level]
+            return (desc & _OA_MASK & ~(size - 1)) + (page & (size - 1)) - self._base
+        return self._classify(page, write, fetch, level, desc)
+
+    def _classify(self, page: int, write: bool, fetch: bool, level: int, desc: int) -> int:
+        """translate() for what its fast path does not recognise (s2tt.decode's general rules)."""
         ctx = self._ctx
-        if page >= ctx.ipa_size:
-            raise WalkFault(page, OUT_OF_RANGE, ctx.start_level)
-        level, desc, kind, ripas = self.lookup(page)
+        kind, ripas = s2tt.decode(desc, level)
         if ctx.in_par(page):
             if kind == Kind.ASSIGNED and ripas == s2tt.RIPAS_RAM:
                 return s2tt.output_address(desc, level) + (page & (s2tt.block_size(level) - 1)) - self._base
@@ -101,6 +124,6 @@ class Stage2Bus:
             raise WalkFault(page, PERMISSION, level)
         pa = s2tt.output_address(desc, level) + (page & (s2tt.block_size(level) - 1))
         offset = pa - self._base
-        if not 0 <= offset < len(self.memory) or self._gpt.pas(offset >> 12) != Pas.NS:
+        if not 0 <= offset < len(self.memory) or self._gpt.pas(offset >> 12) != _NS_PAS:
             raise WalkFault(page, NS_GPF, level)
         return offset

@@ -597,11 +597,12 @@ loop:   ldr x4, [x1]
 
 def test_translations_are_cached_per_page_and_access() -> None:
     """Within a run each page is translated once per kind of access (fetch, read, write),
-    however many instructions use it, and sync() is called before every instruction."""
+    however many instructions use it; sync() is called at the sync points only (module
+    docstring): before the first instruction and after each of the 3 taken cbnz."""
     state, event, bus = execute(CACHE_PROGRAM)
     assert event.kind == SMC
     assert bus.translations == [(0, False, True), (DATA, False, False), (DATA, True, False), (DATA2, False, False)]
-    assert bus.syncs == 3 + 4 * 6 + 1
+    assert bus.syncs == 1 + 3
 
 
 def test_code_on_two_pages() -> None:
@@ -623,22 +624,82 @@ def test_sync_true_drops_the_caches() -> None:
     """When sync() returns True, every cached translation is dropped: each page is translated
     again the next time it is used."""
     bus = RamBus()
-    bus.invalidate_on = {10}       # before the 10th instruction (the second time round the loop)
+    bus.invalidate_on = {2}        # after the first taken cbnz (the second time round the loop)
     state, event, bus = execute(CACHE_PROGRAM, bus=bus)
     assert event.kind == SMC
     first = [(0, False, True), (DATA, False, False), (DATA, True, False), (DATA2, False, False)]
     assert bus.translations == first + first
 
 
-def test_sync_true_every_instruction() -> None:
-    """With an invalidation before every instruction, every fetch and access translates again."""
+def test_sync_true_at_every_sync_point() -> None:
+    """With an invalidation at every sync point, each loop iteration (a taken branch away)
+    translates its fetch page and every data page again, and only once per iteration."""
     bus = RamBus()
     bus.always_invalidate = True
     state, event, bus = execute(CACHE_PROGRAM, bus=bus)
     fetches = [t for t in bus.translations if t[2]]
-    assert len(fetches) == 3 + 4 * 6 + 1 == bus.syncs
-    assert bus.translations.count((DATA, False, False)) == 8
+    assert len(fetches) == 4 == bus.syncs
+    assert bus.translations.count((DATA, False, False)) == 4
     assert bus.translations.count((DATA, True, False)) == 4
+
+
+def test_straight_line_code_syncs_only_when_it_crosses_a_page() -> None:
+    """Sequential execution syncs at the first instruction and where it falls through into the
+    next page, which it translates then: no sync between."""
+    state, event, bus = execute(f"""
+        b start
+        .org {PAGE - 24}
+    start: nop              // PAGE - 24, - 16, - 8, then PAGE ..
+        nop
+        nop
+        nop
+        nop
+        smc #0
+    """)
+    assert bus.translations == [(0, False, True), (PAGE, False, True)]
+    assert bus.syncs == 1 + 1 + 1       # entry, the taken b, the page crossing
+
+
+def test_untaken_branches_are_not_sync_points() -> None:
+    """A branch that falls through does not sync; one that is taken does, even to the next
+    instruction (the PC was computed, not incremented)."""
+    _, event, bus = execute("""
+        mov x1, #1
+        cbz x1, never
+        b.eq never
+        cbnz x1, next
+    next: smc #0
+    never: udf
+    """)
+    assert event.kind == SMC
+    assert bus.syncs == 1 + 1
+
+
+def test_exceptions_and_eret_are_sync_points() -> None:
+    """An exception taken in the realm (udf) and the eret that returns from it each move the PC
+    other than by +8: both are followed by a sync."""
+    _, event, bus = execute(f"""
+        udf
+        smc #0
+        .org {VECTOR}
+        mrs x1, elr
+        add x1, x1, #8
+        msr elr, x1
+        eret
+    """)
+    assert event.kind == SMC
+    assert bus.syncs == 1 + 1 + 1
+
+
+def test_a_misaligned_pc_is_a_sync_point_too() -> None:
+    """A loop of PC alignment exceptions (vbar itself misaligned) still syncs before each, so a
+    CPU waiting for this one to acknowledge an invalidation is not held up for the slice."""
+    state, bus = boot("smc #0")
+    state.sysregs[SysReg.VBAR] = 0x104 - 0x200
+    state.pc = 0x104
+    event = run(state, bus, 5)
+    assert event.kind == SLICE
+    assert bus.syncs == 5
 
 
 # -- property: the interpreter against a reference evaluator ---------------------------------

@@ -12,6 +12,8 @@ every exit field not set is zero.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -508,3 +510,60 @@ def test_cpu_suspend_zeroes_x1_to_x3(slice_machine: Machine, fid: int) -> None:
         assert g.enter()[1]["exit_reason"] == 3
         g.enter()
         assert [g.gpr(n) for n in range(4)] == [0, 0, 0, 0]
+
+
+# -- TLB invalidation by another CPU while the REC runs (hw/tlb.py, guest/interpreter.py) ----------
+
+STORE_LOOP = """
+    mov x1, ={ipa}
+    mov x3, #1
+loop:
+    str x3, [x1]
+    add x3, x3, #1
+    b loop
+"""
+
+
+@pytest.mark.parametrize("change", ["data_destroy", "unmap_unprotected"])
+def test_invalidation_by_another_cpu_is_seen_at_the_next_sync_point(change: str) -> None:
+    """A REC on CPU 1 stores a counter to a page in a loop (a taken branch, so a sync point,
+    every 3 instructions) with a time slice far longer than the test. CPU 0 removes the mapping
+    (DATA_DESTROY of the protected page, or UNMAP_UNPROTECTED of an NS page) once the counter
+    moves. When that command returns, the page holds its last value (zeros, wiped, for the
+    DATA granule) and never changes again: the REC's next store took the new translation and
+    exited (a non-emulatable abort on the now DESTROYED IPA, or an emulatable one on the
+    unmapped unprotected IPA), long before its time slice could end. A CPU that acknowledged the
+    TLBI while keeping its cached translation would write the page after the command returned;
+    one that synced only at the end of the slice would exit with IRQ."""
+    ipa = UNASSIGNED if change == "data_destroy" else MMIO
+    with Machine.create("host", cpus=2, time_slice=50_000_000) as m:
+        with Guest.build(m, STORE_LOOP.format(ipa=ipa)) as g:
+            pa = g.fault_in(ipa) if change == "data_destroy" else g.map_unprotected(ipa)
+            offset = pa - m.dram_base
+            exits: list[tuple[int, dict]] = []
+            runner = threading.Thread(target=lambda: exits.append(g.enter(cpu=1)))
+            runner.start()
+            deadline = time.monotonic() + 60
+            while m.memory.buf[offset:offset + 8] == bytes(8) and time.monotonic() < deadline:
+                time.sleep(0.001)           # let the REC's thread run until it has stored
+            if change == "data_destroy":
+                x0 = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa)[0]
+            else:
+                x0 = g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, ipa, 3)[0]
+            after = bytes(m.memory.buf[offset:offset + GRANULE])
+            runner.join(60)
+            assert x0 == SUCCESS and not runner.is_alive()
+            assert bytes(m.memory.buf[offset:offset + GRANULE]) == after
+            x0, ex = exits[0]
+            assert (x0, ex["exit_reason"], ex["hpfar"]) == (SUCCESS, EXIT_SYNC, (ipa >> 8) & ~0xF)
+            if change == "data_destroy":
+                assert after == bytes(GRANULE)
+                assert ex["esr"] == (EC_DABT_LOW << 26) | 0x07         # no ISV: DESTROYED, level 3
+                assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+                g.alloc.free(pa)
+            else:
+                assert int.from_bytes(after[:8], "little") > 0
+                assert ex["esr"] == (EC_DABT_LOW << 26) | ISV | 3 << 22 | SF | WNR | 0x07
+                assert ex["far"] == ipa & 0xFFF
+        report = invariants(m)
+        assert report.ok, str(report)

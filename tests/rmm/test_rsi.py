@@ -22,6 +22,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import RmiRecEnterFlags
 from rmm_mp.check import invariants
+from rmm_mp.rmm.granule_state import GranuleState
 
 SUCCESS, INPUT = 0, 1
 REJECT, ACCEPT = 1, 0
@@ -664,6 +665,55 @@ def test_host_call_page_destroyed_before_completion(machine: Machine) -> None:
         assert g.gpr(0) == 0xC400_0199 and g.rec().host_call_pending
 
 
+def rtt_locks(g: Guest) -> int:
+    """RTT lock acquisitions so far on the Guest's host CPU (hw.granule counts them per class)."""
+    return g.cpu.granules.stats.acquired[GranuleState.RTT]
+
+
+def test_host_call_completion_reuses_the_calls_walk(machine: Machine) -> None:
+    """One locked walk per host call (realm_call.py): RSI_HOST_CALL walks the RTTs with locks
+    to read the structure; the entry that completes it, with no invalidation of the realm's
+    stage 2 in between, writes the host's gprs where that walk found the structure without
+    taking any RTT lock."""
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA)) as g:
+        hc = g.label("hc")
+        before = rtt_locks(g)
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        walked = rtt_locks(g) - before
+        assert walked >= 1
+        before = rtt_locks(g)
+        finish(g, gprs=HOST_GPRS)
+        assert rtt_locks(g) == before
+        assert g.gpr(0) == SUCCESS
+        assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
+    ok(machine)
+
+
+def test_host_call_completion_walks_again_after_an_invalidation(machine: Machine) -> None:
+    """The host destroys another page of the realm between the HOST_CALL exit and the next
+    entry: DATA_DESTROY invalidates the realm's TLBs (its TLB generation moves), so the
+    completion does not trust what the call's walk found: it walks again with locks (as many
+    RTT locks as the call's walk took), then writes the host's gprs into the structure."""
+    other = UNASSIGNED_L3 + 0x5000
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA)) as g:
+        hc = g.label("hc")
+        g.fault_in(other)
+        before = rtt_locks(g)
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        walked = rtt_locks(g) - before
+        x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, other)[:2]
+        assert x0 == SUCCESS
+        assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        g.alloc.free(pa)
+        before = rtt_locks(g)
+        finish(g, gprs=HOST_GPRS)
+        assert rtt_locks(g) - before == walked
+        assert g.gpr(0) == SUCCESS
+        assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
+        assert not g.rec().host_call_pending
+    ok(machine)
+
+
 # -- the result-register rule, unknown SMCs, the SVE hint -----------------------------------------
 
 def test_result_registers_measurement_read_writes_x1_to_x8(machine: Machine) -> None:
@@ -712,3 +762,35 @@ def test_sve_hint_ignored(machine: Machine, fid: int, args: dict[int, object], o
     with Guest.build(machine, call_program(hex(fid | 1 << 16), args)) as g:
         finish(g)
         results(g, *outputs)
+
+
+# -- what the latency histograms count as an error ------------------------------------------------
+
+def test_histograms_count_only_failures_as_errors(machine: Machine) -> None:
+    """PSCI_VERSION and AFFINITY_INFO return values, not statuses: neither counts as an error
+    (they once did: any X0 != 0 was one); RSI_ERROR_INPUT and PSCI_NOT_SUPPORTED do."""
+    from rmm_mp.stats import calls
+    from rmm_mp.stats.report import collect, kind
+
+    program = """
+        mov x0, =PSCI_VERSION
+        smc #0
+        mov x0, =PSCI_AFFINITY_INFO
+        mov x1, #0
+        mov x2, #0
+        smc #0
+        mov x0, =PSCI_FEATURES
+        mov x1, #0x12345
+        smc #0
+        mov x0, =RSI_MEASUREMENT_READ
+        mov x1, #9
+        smc #0
+    done: wfi
+        b done
+    """
+    with Guest.build(machine, program) as g:
+        finish(g)
+        g.cpu.flush_statistics()
+        stats = collect(machine, [0])[0]
+    errors = {calls.name(slot): s.errors for slot, s in stats.items() if kind(slot) in ("RSI", "PSCI")}
+    assert errors == {"PSCI_VERSION": 0, "PSCI_AFFINITY_INFO": 0, "PSCI_FEATURES": 1, "RSI_MEASUREMENT_READ": 1}

@@ -3,13 +3,18 @@
 The REC exits with RMI_EXIT_HOST_CALL carrying the structure's imm and gprs; on the next
 REC_ENTER the host's gprs are copied back into the structure and the realm's X0 is SUCCESS
 (realm_run completes it).
+
+The structure is found with a locked walk, as TF-RMM rel0 does (realm_ipa_to_pa). The REC keeps
+what the walk found, with the realm's TLB generation read before it, so that the completion can
+write the results without a second walk while no invalidation happened in between
+(realm_call.py, "one walk per host call").
 """
 
 from __future__ import annotations
 
 from rmm_mp.abi.rsi import RsiStatus
 from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecExitReason
-from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, realm_generation, stage2_abort_exit
 
 _INPUT = int(RsiStatus.RSI_ERROR_INPUT)
 _EXIT_HOST_CALL = int(RmiRecExitReason.RMI_EXIT_HOST_CALL)
@@ -20,14 +25,13 @@ def rsi_host_call(call: RealmCall) -> "tuple[int, ...] | Exit":
     ipa = call.state.x[1]
     if ipa & 0xFF or not call.ctx.in_par(ipa):
         return (_INPUT,)
+    generation = realm_generation(call)     # before the walk (realm_call.py says why)
     page = lock_realm_page(call, ipa)
     if page.kind == EMPTY:
         return (_INPUT,)
     if page.kind == FAULT:
         return stage2_abort_exit(ipa, page.level)
-    offset = page.pa - call.rmm.memory.base + (ipa & 0xFFF)
-    fields = RSI_HOST_CALL.unpack(call.rmm.memory.buf, offset)
+    values = RSI_HOST_CALL.values(call.rmm.memory.buf, page.pa - call.rmm.memory.base + (ipa & 0xFFF))
     page.release()
-    call.rec.host_call_pending = True
-    call.rec.host_call_ipa = ipa
-    return Exit({"exit_reason": _EXIT_HOST_CALL, "imm": fields["imm"], "gprs": fields["gprs"]})
+    call.rec.set_host_call(ipa, page.pa, generation)
+    return Exit({"exit_reason": _EXIT_HOST_CALL, "imm": values[0], "gprs": values[1:]})     # imm, gprs[31]

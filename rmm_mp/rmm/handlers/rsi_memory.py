@@ -44,7 +44,7 @@ def rsi_ipa_state_get(call: RealmCall) -> tuple[int, ...]:
     if not _range_ok(call, base, end):
         return (_INPUT,)
     rmm, ctx = call.rmm, call.ctx
-    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT)
+    root0 = rmm.granules.lock_known(rmm.granules.find(ctx.rtt_base), GranuleState.RTT, s2tt.root_hint(ctx))
     walk = s2tt.walk(rmm.granules, rmm.memory, ctx, root0, base, s2tt.PAGE_LEVEL)
     try:
         entries = s2tt.entries(rmm.memory, walk.llt.idx)

@@ -1,0 +1,110 @@
+"""The structure layouts of rmm_mp/abi/structs.py: what pack, unpack, values and get produce.
+
+Layout compiles one struct per set of fields it packs and one for the whole structure it
+unpacks; these tests check them against a reference written here from the field list alone
+(each field put at its offset with its own format, every other byte zero), for every layout and
+random field values and subsets (hypothesis, derandomized).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmm_mp.abi.structs import (
+    RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RSI_HOST_CALL, RSI_REALM_CONFIG, Field, Layout,
+)
+
+FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=60)
+LAYOUTS = [RMI_REALM_PARAMS, RMI_REC_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RSI_REALM_CONFIG, RSI_HOST_CALL]
+BITS = {"B": 8, "H": 16, "I": 32, "Q": 64}
+
+
+def value_of(fld: Field) -> st.SearchStrategy[object]:
+    """A value for one field: bytes for 's' fields, signed ints for 'q', a sequence (possibly
+    shorter than the array) for arrays."""
+    if fld.fmt.endswith("s"):
+        return st.binary(max_size=int(fld.fmt[:-1]))
+    scalar = (st.integers(-(1 << 63), (1 << 63) - 1) if fld.fmt == "q"
+              else st.integers(0, (1 << BITS[fld.fmt]) - 1))
+    if fld.count > 1:
+        return st.lists(scalar, max_size=fld.count).map(tuple)
+    return scalar
+
+
+@st.composite
+def field_values(draw: st.DrawFn, layout: Layout) -> dict[str, object]:
+    names = draw(st.lists(st.sampled_from(sorted(layout.fields)), unique=True))
+    return {name: draw(value_of(layout.fields[name])) for name in names}
+
+
+def reference(layout: Layout, values: dict[str, object]) -> bytes:
+    """The structure built field by field from the field list."""
+    data = bytearray(layout.size)
+    for name, value in values.items():
+        fld = layout.fields[name]
+        fmt = "<" + (f"{fld.count}{fld.fmt}" if fld.count > 1 else fld.fmt)
+        if fld.count > 1:
+            items = list(value) + [0] * (fld.count - len(value))      # type: ignore[arg-type]
+            struct.pack_into(fmt, data, fld.offset, *items)
+        else:
+            struct.pack_into(fmt, data, fld.offset, value)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: lay.name)
+@FIXED
+@given(data=st.data())
+def test_pack_matches_the_field_by_field_reference(layout: Layout, data: st.DataObject) -> None:
+    """pack(**values) of any subset of fields, in any order, with short arrays: exactly the
+    reference bytes (zeros everywhere else), as a bytearray of the structure's size; pack_into
+    at an offset writes the same bytes there."""
+    values = data.draw(field_values(layout))
+    packed = layout.pack(**values)
+    assert isinstance(packed, bytearray) and len(packed) == layout.size
+    assert bytes(packed) == reference(layout, values)
+    buf = bytearray(layout.size + 24)
+    for name, value in values.items():
+        layout.pack_into(buf, 24, name, value)
+    assert bytes(buf[24:]) == reference(layout, values)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: lay.name)
+@FIXED
+@given(data=st.data())
+def test_unpack_and_values_read_what_get_reads(layout: Layout, data: st.DataObject) -> None:
+    """unpack(buf, base) is {name: get(buf, name, base)} for every field (tuples for arrays,
+    bytes for byte strings), over seeded random bytes; values() is the same values flat, in offset order."""
+    base = data.draw(st.integers(0, 64))
+    raw = random.Random(data.draw(st.integers(0, 2**32))).randbytes(base + layout.size)
+    unpacked = layout.unpack(raw, base)
+    assert unpacked == {name: layout.get(raw, name, base) for name in layout.fields}
+    flat: list[object] = []
+    for fld in sorted(layout.fields.values(), key=lambda f: f.offset):
+        got = unpacked[fld.name]
+        flat.extend(got if fld.count > 1 else [got])    # type: ignore[arg-type]
+    assert list(layout.values(raw, base)) == flat
+
+
+def test_pack_refuses_what_it_cannot_place() -> None:
+    """A field the layout does not have is a KeyError; an array longer than the field is a
+    struct.error; neither is silently dropped."""
+    with pytest.raises(KeyError):
+        RMI_REC_EXIT.pack(exit_reason=1, no_such_field=2)
+    with pytest.raises(struct.error):
+        RMI_REC_EXIT.pack(gprs=(0,) * 32)
+    with pytest.raises(struct.error):
+        RMI_REC_EXIT.pack_into(bytearray(RMI_REC_EXIT.size), 0, "gicv3_lrs", (1,) * 17)
+
+
+def test_unpack_needs_only_the_bytes_up_to_the_last_field() -> None:
+    """The whole-structure unpack ends at the last field, as reading field by field did: an
+    RsiHostCall (imm, gprs) unpacks from its 256 bytes; fewer is an error."""
+    raw = struct.pack("<H6x31Q", 7, *range(31))
+    assert RSI_HOST_CALL.unpack(raw) == {"imm": 7, "gprs": tuple(range(31))}
+    with pytest.raises(struct.error):
+        RSI_HOST_CALL.unpack(raw[:-1])
