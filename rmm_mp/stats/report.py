@@ -1,12 +1,9 @@
 """Latency reports: per CPU and per call, read from the shared histograms.
 
-A report row is one (CPU, call) pair with count, errors, percentiles (the upper edge of the
-bucket holding them; see stats.histogram), maximum, mean, and the mean split into EL3 world
-switch, RMM handler and lock wait. Rows are frozen records; the table and JSON are views of them.
-
-Two record shapes exist: ``LatencyRow`` (rows(), format_table(), as_records(): the original
-shape, used by tools/) and ``CallRecord`` (call_records(): the shape of the `rmm-mp run` report,
-docs/report-schema.json), which adds the call's kind and names the split as the report does.
+A record (``CallRecord``, from call_records()) is one (CPU, call) pair with the call's kind,
+count, errors, percentiles (the upper edge of the bucket holding them; see stats.histogram),
+maximum, mean, and the mean split into EL3 world switch, RMM handler and lock wait: the shape of
+the `rmm-mp run` report (docs/report-schema.json); its text, JSON and CSV are views of them.
 The time split only adds up for RMI calls: RSI and PSCI calls and REC runs are timed inside the
 RMM (inside an RMI_REC_ENTER), so their whole time counts as RMM time and ``time_split`` leaves
 them out rather than count it twice.
@@ -15,12 +12,12 @@ Lock classes are named here too (lock_class_name): a class below 7 is the granul
 lock was taken for (DEN0137 A2.2, values as rmm.granule_state.GranuleState; this layer may not
 import rmm, and tests/stats checks the two lists agree), OTHER_CLASS a plain lock (NS copies).
 
-This module owns report records and their formats. It must not run anything.
+This module owns report records. It must not run anything, nor format them (workload.render).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Iterable
 
 from rmm_mp.hw.granule import CLASSES, OTHER_CLASS
@@ -31,29 +28,6 @@ if TYPE_CHECKING:
     from rmm_mp.machine import Machine
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
-
-
-@dataclass(frozen=True)
-class LatencyRow:
-    cpu: int | str
-    call: str
-    count: int
-    errors: int
-    p50: int
-    p90: int
-    p99: int
-    p999: int
-    max: int
-    mean: int
-    el3_mean: int
-    handler_mean: int
-    lockwait_mean: int
-
-    @classmethod
-    def of(cls, cpu: int | str, call: str, s: CallStats) -> "LatencyRow":
-        n = max(s.count, 1)
-        return cls(cpu, call, s.count, s.errors, *(s.percentile(p) for _, p in PERCENTILES),
-                   s.max_ns, s.sum_ns // n, s.el3_ns // n, s.handler_ns // n, s.lockwait_ns // n)
 
 
 def collect(machine: "Machine", cpus: Iterable[int] | None = None) -> dict[int, dict[int, CallStats]]:
@@ -68,47 +42,6 @@ def collect(machine: "Machine", cpus: Iterable[int] | None = None) -> dict[int, 
             region.release()
             area.release()
     return out
-
-
-def rows(stats: dict[int, dict[int, CallStats]], with_totals: bool = True) -> list[LatencyRow]:
-    """One row per CPU and call, ordered by CPU then call name; plus an 'all' row per call."""
-    out: list[LatencyRow] = []
-    merged: dict[int, CallStats] = {}
-    for cpu in sorted(stats):
-        for slot in sorted(stats[cpu], key=calls.name):
-            s = stats[cpu][slot]
-            out.append(LatencyRow.of(cpu, calls.name(slot), s))
-            merged[slot] = merged[slot].merged(s) if slot in merged else s
-    if with_totals and len(stats) > 1:
-        out.extend(LatencyRow.of("all", calls.name(slot), merged[slot]) for slot in sorted(merged, key=calls.name))
-    return out
-
-
-def _us(ns: int) -> str:
-    return f"{ns / 1000:.2f}"
-
-
-def format_table(report: list[LatencyRow]) -> str:
-    """A fixed-width table; times in microseconds."""
-    header = ("cpu", "call", "count", "errors", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us",
-              "el3 us", "rmm us", "lock us")
-    lines = [header]
-    for r in report:
-        lines.append((str(r.cpu), r.call, f"{r.count:,}", f"{r.errors:,}", _us(r.p50), _us(r.p90), _us(r.p99),
-                      _us(r.p999), _us(r.max), _us(r.el3_mean), _us(r.handler_mean), _us(r.lockwait_mean)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = []
-    for n, line in enumerate(lines):
-        cells = [line[i].ljust(widths[i]) if i < 2 else line[i].rjust(widths[i]) for i in range(len(header))]
-        text.append("  ".join(cells).rstrip())
-        if n == 0:
-            text.append("  ".join("-" * w for w in widths))
-    return "\n".join(text)
-
-
-def as_records(report: list[LatencyRow]) -> list[dict[str, object]]:
-    """JSON-ready records {cpu, call, count, errors, p50, ..., max, ...}; times in ns."""
-    return [asdict(r) for r in report]
 
 
 def total_calls(stats: dict[int, dict[int, CallStats]]) -> int:

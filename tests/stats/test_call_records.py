@@ -5,7 +5,7 @@ Scenarios: every slot range maps to its kind; lock class names agree with the RM
 states; call_records orders by kind, name and CPU, always adds an "all" record, and gives the
 percentiles, means and split the histograms hold; time_split sums RMI calls only (RSI, PSCI and
 REC runs are nested inside RMI_REC_ENTER) and its parts add up; the original rows() and
-format_table() are unchanged.
+format_table() are gone: the report is drawn from call_records.
 """
 
 from __future__ import annotations
@@ -97,13 +97,6 @@ def test_merged_sums_every_cpu() -> None:
     assert (total.count, total.sum_ns, total.max_ns) == (3, 900, 500)
 
 
-def test_the_original_rows_and_table_are_unchanged() -> None:
-    """tools/ and the old CLI use rows(), format_table(), as_records(): same fields as before."""
-    stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])}, 1: {DELEGATE: stats_of(DELEGATE, [4000])}}
-    rows = latency.rows(stats)
-    assert [(r.cpu, r.call, r.count) for r in rows] == [
-        (0, "RMI_GRANULE_DELEGATE", 1), (1, "RMI_GRANULE_DELEGATE", 1), ("all", "RMI_GRANULE_DELEGATE", 2)]
-    assert set(latency.as_records(rows)[0]) == {"cpu", "call", "count", "errors", "p50", "p90", "p99", "p999",
-                                                 "max", "mean", "el3_mean", "handler_mean", "lockwait_mean"}
-    assert latency.format_table(rows).splitlines()[0].split()[:4] == ["cpu", "call", "count", "errors"]
-    assert latency.total_calls(stats) == 2
+def test_total_calls_counts_every_cpu_and_slot() -> None:
+    stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])}, 1: {DELEGATE: stats_of(DELEGATE, [4000, 10])}}
+    assert latency.total_calls(stats) == 3
