@@ -127,8 +127,10 @@ class Monitor:
         if recorder is not None:
             t3 = clock()
             wait = lock_stats.wait_ns - wait0
-            slot = min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT)
-            recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2), t2 - t1 - wait, wait, r0 != 0)
+            slot = (decoded & 0xFFFF) - 0x150     # calls.rmi_slot, without a call
+            if slot > RMI_UNUSED_SLOT:
+                slot = RMI_UNUSED_SLOT
+            recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2), wait, r0 != 0)
             if self.tracer is not None:
                 self.tracer.record(KIND_RMI, slot, t0, t3 - t0, x1)
             if t3 > recorder.next_flush:

@@ -92,7 +92,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     if recorder is not None or tracer is not None:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
-            recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, elapsed, 0, False)
+            recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, 0, False)
         if tracer is not None:
             tracer.record(KIND_REC_RUN, fields["exit_reason"], start, elapsed, rmm.memory.base + (rec.idx << 12))
     return fields

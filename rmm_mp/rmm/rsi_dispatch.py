@@ -80,6 +80,6 @@ def _record(el3: "Monitor", slot: int, start: int, arg1: int, out: "tuple[int, .
             error = out[0] >> 63 != 0      # type: ignore[index]
         else:
             error = out[0] in _RSI_ERRORS      # type: ignore[index]
-        el3.recorder.record(slot, elapsed, 0, elapsed, 0, error)
+        el3.recorder.record(slot, elapsed, 0, 0, error)
     if el3.tracer is not None:
         el3.tracer.record(KIND_RSI, slot, start, elapsed, arg1)

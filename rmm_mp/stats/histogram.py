@@ -9,9 +9,10 @@ Buckets: values below 64 ns have a bucket each; above, each power of two is spli
 buckets (relative width at most 1/32, about 3 %). Values of 2^41 ns (about 37 minutes) and more
 share the last bucket; max_ns is exact.
 
-Recording happens in the CPU's own process into plain Python lists (a list item update costs
-less than half of a shared-memory one) and is copied into the shared region at most every
-FLUSH_INTERVAL_NS and at the end of a run, so a reader sees figures at most that old.
+Recording happens in the CPU's own process: each call's total is appended to a plain Python
+list, and the histograms are built from those lists and copied into the shared region at most
+every FLUSH_INTERVAL_NS (at the first recorded RMI call after it) and at the end of a run, so a
+reader sees figures at most that old.
 Percentiles are reported as the upper edge of the bucket that holds them, capped at the exact
 maximum: a conservative figure, never below the true value.
 
@@ -21,6 +22,9 @@ This module owns the bucket math and the shared layout. It must not know what th
 from __future__ import annotations
 
 from array import array
+from collections import Counter
+from itertools import repeat
+from operator import rshift
 from dataclasses import dataclass
 
 from rmm_mp.stats.calls import SLOTS
@@ -36,7 +40,6 @@ REGION_BYTES = SLOTS * SLOT_BYTES
 FLUSH_INTERVAL_NS = 50_000_000
 
 H_COUNT, H_SUM, H_MAX, H_EL3, H_HANDLER, H_LOCKWAIT, H_ERRORS, H_FLUSHES = range(HEADER_Q)
-assert (H_COUNT, H_SUM, H_MAX, H_EL3, H_HANDLER, H_LOCKWAIT, H_ERRORS) == (0, 1, 2, 3, 4, 5, 6)  # Recorder.record
 
 
 def bucket_of(value: int) -> int:
@@ -58,67 +61,87 @@ def bucket_bounds(bucket: int) -> tuple[int, int]:
 
 
 class Recorder:
-    """Accumulates one CPU's measurements locally and publishes them to its shared region."""
+    """Accumulates one CPU's measurements locally and publishes them to its shared region.
 
-    __slots__ = ("_shared", "_local", "_dirty", "next_flush")
+    The hot path (``record``) only appends the call's total to a per-slot list and adds its
+    EL3 and lock-wait parts to per-slot sums; the histograms are built at ``flush`` (count,
+    sum, minimum and maximum by C builtins, bucket counts as _add_to_buckets says) and only the
+    header and the span of buckets that changed are written to shared memory. The handler part
+    is not stored: it is total - EL3 - lock wait for every call, so its sum is derived.
+    """
+
+    __slots__ = ("_shared", "_local", "_pending", "_el3", "_lockwait", "_errors", "next_flush")
 
     def __init__(self, region: memoryview) -> None:
         self._shared = region.cast("Q")
         self._local: list[list[int] | None] = [None] * SLOTS
-        self._dirty: set[int] = set()
+        self._pending: list[list[int]] = [[] for _ in range(SLOTS)]
+        self._el3 = [0] * SLOTS
+        self._lockwait = [0] * SLOTS
+        self._errors = [0] * SLOTS
         self.next_flush = 0
 
-    def _load(self, slot: int) -> list[int]:
-        base = slot * SLOT_Q
-        values = self._shared[base:base + SLOT_Q].tolist()
-        self._local[slot] = values
-        return values
-
-    def record(self, slot: int, total: int, el3: int, handler: int, lockwait: int, error: bool) -> None:
-        """Account one call of ``total`` ns split into EL3, handler and lock-wait ns.
-
-        (Hot path: up to three calls per REC entry. Header positions are written as literals,
-        H_COUNT .. H_ERRORS = 0 .. 6, and zero parts are not added.)
-        """
-        h = self._local[slot]
-        if h is None:
-            h = self._load(slot)
-            self._dirty.add(slot)
-        elif slot not in self._dirty:
-            self._dirty.add(slot)
-        h[0] += 1
-        h[1] += total
-        if total > h[2]:
-            h[2] = total
+    def record(self, slot: int, total: int, el3: int, lockwait: int, error: bool) -> None:
+        """Account one call of ``total`` ns, of which ``el3`` ns in EL3 and ``lockwait`` ns
+        waiting for locks (the rest is the handler's). Hot path: up to three calls per REC entry."""
+        self._pending[slot].append(total)
         if el3:
-            h[3] += el3
-        if handler:
-            h[4] += handler
+            self._el3[slot] += el3
         if lockwait:
-            h[5] += lockwait
+            self._lockwait[slot] += lockwait
         if error:
-            h[6] += 1
-        if total < LINEAR:
-            h[HEADER_Q + total] += 1
-        else:
-            exp = total.bit_length() - (SUB_BITS + 1)
-            h[HEADER_Q + ((exp << SUB_BITS) + (total >> exp) if exp <= MAX_EXP else BUCKETS - 1)] += 1
+            self._errors[slot] += 1
 
     def flush(self, now_ns: int) -> None:
-        """Copy every slot changed since the last flush into shared memory."""
+        """Fold the calls recorded since the last flush into the histograms and copy every
+        changed slot into shared memory."""
         shared = self._shared
-        for slot in self._dirty:
+        for slot, values in enumerate(self._pending):
+            if not values:
+                continue
             h = self._local[slot]
-            assert h is not None
+            if h is None:
+                base = slot * SLOT_Q
+                h = self._local[slot] = shared[base:base + SLOT_Q].tolist()
+            total, low, high = sum(values), min(values), max(values)
+            el3, lockwait = self._el3[slot], self._lockwait[slot]
+            h[H_COUNT] += len(values)
+            h[H_SUM] += total
+            if high > h[H_MAX]:
+                h[H_MAX] = high
+            h[H_EL3] += el3
+            h[H_HANDLER] += total - el3 - lockwait
+            h[H_LOCKWAIT] += lockwait
+            h[H_ERRORS] += self._errors[slot]
             h[H_FLUSHES] += 1
+            self._el3[slot] = self._lockwait[slot] = self._errors[slot] = 0
+            _add_to_buckets(values, low, h)
+            values.clear()
+            # Write the header and only the buckets between the lowest and the highest value's:
+            # a whole slot is 9.5 KiB.
             base = slot * SLOT_Q
-            shared[base:base + SLOT_Q] = array("Q", h)
-        self._dirty.clear()
+            lo, hi = HEADER_Q + bucket_of(low), HEADER_Q + bucket_of(high) + 1
+            shared[base + lo:base + hi] = array("Q", h[lo:hi])
+            shared[base:base + HEADER_Q] = array("Q", h[:HEADER_Q])
         self.next_flush = now_ns + FLUSH_INTERVAL_NS
 
     def release(self) -> None:
         """Drop the shared view (the segment cannot be unmapped while it exists)."""
         self._shared.release()
+
+
+def _add_to_buckets(values: list[int], low: int, h: list[int]) -> None:
+    """Count each of ``values`` (whose minimum is ``low``) in its bucket h[HEADER_Q + bucket_of(value)].
+
+    A value's bucket depends only on its bits from (bit length - 6) up, and no value is shorter
+    than ``low``, so every value can first be shifted right by low's bit length - 6 without
+    changing its bucket. Shifting and counting run in C (map, Counter) and collapse the values
+    of a busy slot into a few dozen keys; only those reach the Python loop.
+    """
+    shift = max(0, low.bit_length() - (SUB_BITS + 1))
+    counts = Counter(map(rshift, values, repeat(shift)) if shift else values)
+    for key, n in counts.items():
+        h[HEADER_Q + bucket_of(key << shift)] += n
 
 
 @dataclass(frozen=True)

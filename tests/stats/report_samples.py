@@ -62,7 +62,7 @@ def stats_of(slot: int, samples: list[int], el3: float = 0.0, lock: float = 0.0,
     rec = Recorder(region)
     for n, total in enumerate(samples):
         e, w = int(total * el3), int(total * lock)
-        rec.record(slot, total, e, total - e - w, w, n < errors)
+        rec.record(slot, total, e, w, n < errors)
     rec.flush(0)
     rec.release()
     return read_slot(region, slot)

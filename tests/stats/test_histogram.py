@@ -50,7 +50,7 @@ def _record_all(samples: list[int], slot: int = 0) -> CallStats:
     region = _region()
     rec = Recorder(region)
     for v in samples:
-        rec.record(slot, v, 0, v, 0, False)
+        rec.record(slot, v, 0, 0, False)
     rec.flush(0)
     rec.release()
     return read_slot(region, slot)
@@ -113,19 +113,22 @@ def test_bucket_relative_width(bucket: int) -> None:
 @settings(FIXED, max_examples=200)
 @given(samples=st.lists(values, min_size=1, max_size=200), slot=st.integers(0, SLOTS - 1))
 def test_record_flush_read_slot_exact(samples: list[int], slot: int) -> None:
-    """Recorder.record then flush then read_slot gives count, sum and max exactly, bucket
-    counts summing to count, each value counted in its own bucket, and nothing in other slots."""
+    """Recorder.record then flush then read_slot gives count, sum, max and the EL3 / handler /
+    lock-wait split exactly, bucket counts summing to count, each value counted in its own
+    bucket, and nothing in other slots."""
     region = _region()
     rec = Recorder(region)
     for v in samples:
-        rec.record(slot, v, 1, 2, 3, v % 2 == 1)
+        rec.record(slot, v, v // 4, v // 8, v % 2 == 1)
     rec.flush(0)
     rec.release()
     stats = read_slot(region, slot)
     assert stats.count == len(samples)
     assert stats.sum_ns == sum(samples)
     assert stats.max_ns == max(samples)
-    assert (stats.el3_ns, stats.handler_ns, stats.lockwait_ns) == (len(samples), 2 * len(samples), 3 * len(samples))
+    assert stats.el3_ns == sum(v // 4 for v in samples)
+    assert stats.lockwait_ns == sum(v // 8 for v in samples)
+    assert stats.handler_ns == sum(v - v // 4 - v // 8 for v in samples)  # derived: total - EL3 - lock wait
     assert stats.errors == sum(v % 2 for v in samples)
     assert sum(stats.buckets) == len(samples)
     expected = [0] * BUCKETS
@@ -139,7 +142,7 @@ def test_nothing_visible_before_flush() -> None:
     """Recording stays local until flush: the shared region reads empty before, full after."""
     region = _region()
     rec = Recorder(region)
-    rec.record(3, 1000, 0, 1000, 0, False)
+    rec.record(3, 1000, 0, 0, False)
     assert read_slot(region, 3).count == 0
     rec.flush(0)
     assert read_slot(region, 3).count == 1
@@ -186,7 +189,31 @@ def test_percentile_in_open_last_bucket_is_not_below_true_value() -> None:
     region = memoryview(bytearray(REGION_BYTES))
     recorder = Recorder(region)
     for value in (1 << 41, 1 << 42):
-        recorder.record(0, value, 0, value, 0, False)
+        recorder.record(0, value, 0, 0, False)
     recorder.flush(0)
     recorder.release()
     assert read_slot(region, 0).percentile(50) == 1 << 42
+
+
+@settings(FIXED, max_examples=100)
+@given(chunks=st.lists(st.lists(st.integers(0, 1 << 50), max_size=60), min_size=1, max_size=5))
+def test_flushes_accumulate(chunks: list[list[int]]) -> None:
+    """Recording in several flushes gives the same slot as recording everything before one
+    flush (the histogram is built at flush from the values since the previous one), values in
+    the open last bucket included; only the flush counter differs."""
+    region = _region()
+    rec = Recorder(region)
+    for chunk in chunks:
+        for v in chunk:
+            rec.record(7, v, v // 4, v // 8, v % 3 == 0)
+        rec.flush(0)
+    rec.release()
+    every = [v for chunk in chunks for v in chunk]
+    once = _region()
+    rec = Recorder(once)
+    for v in every:
+        rec.record(7, v, v // 4, v // 8, v % 3 == 0)
+    rec.flush(0)
+    rec.release()
+    assert read_slot(region, 7) == read_slot(once, 7)
+    assert read_slot(region, 7).count == len(every)
