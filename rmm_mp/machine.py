@@ -420,6 +420,15 @@ class Cpu:
             self.recorder.release()
             self.recorder = None
         self.monitor.recorder = self.recorder
+        self._select_entry()
+
+    def _select_entry(self) -> None:
+        """Enter EL3 through its untimed entry while nothing on this CPU uses the clock. An
+        entry the stress tool put in place (a wrapper) is left alone: it calls the timed one."""
+        monitor = self.monitor
+        if self._enter == monitor.smc_from_ns or self._enter == monitor.smc_from_ns_untimed:
+            timed = self.recorder is not None or self.tracer is not None
+            self._enter = monitor.smc_from_ns if timed else monitor.smc_from_ns_untimed
 
     def set_tracing(self, enabled: bool) -> None:
         """Switch this CPU's trace ring on or off (off by default; needs trace_capacity > 0).
@@ -434,6 +443,7 @@ class Cpu:
             self.tracer = None
         self.monitor.tracer = self.tracer
         self.granules.tracer = self.tracer
+        self._select_entry()
 
     def flush_statistics(self) -> None:
         """Publish this CPU's latency histograms and lock statistics to shared memory now."""

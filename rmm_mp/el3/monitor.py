@@ -17,7 +17,8 @@ From the Realm world (the RMM) EL3 serves the RMM-EL3 interface: GTSI delegate/u
 the attestation services (el3.attest). These return to the Realm world without a switch.
 
 Each forwarded call is timed: EL3 (everything outside the RMM), the RMM handler, and the lock
-wait the RMM reported. A Python exception escaping the RMM is an RMM crash: the machine is
+wait the RMM reported; ``smc_from_ns_untimed`` is the same entry without the clock, for a CPU
+that neither records latency nor traces. A Python exception escaping the RMM is an RMM crash: the machine is
 marked dead and the caller gets RmmInternalError.
 
 ``smc_from_ns_published`` is the same entry that also publishes the call (FID, X1..X6, a count
@@ -138,6 +139,30 @@ class Monitor:
                 self.publish_lock_stats()
         elif self.tracer is not None:
             self.tracer.record(KIND_RMI, min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT), t0, clock() - t0, x1)
+        return result
+
+    def smc_from_ns_untimed(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
+        """smc_from_ns without the clock: the CPU's entry while it neither records latency nor
+        traces (Cpu.set_recording, Cpu.set_tracing), so that `--no-latency` measures a run
+        that reads no clock per call. The same steps as smc_from_ns, written out again
+        because a shared helper would add a Python call to the timed path."""
+        buf = self.buf
+        _CTX8.pack_into(buf, OFF_NS_CTX, fid, x1, x2, x3, x4, x5, x6, 0)
+        rmm = self.rmm
+        if not RMI_FID_BASE <= fid & _W0_NO_SVE_HINT <= RMI_FID_LAST or rmm is None:
+            _X0.pack_into(buf, OFF_NS_CTX, SMC_UNKNOWN)
+            return (SMC_UNKNOWN, x1, x2, x3, x4)
+        _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
+        try:
+            result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
+        except Exception as exc:
+            raise RmmInternalError(self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)) from exc
+        except BaseException as exc:
+            self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)
+            raise
+        r0, r1, r2, r3, r4 = result
+        _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
+        _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
         return result
 
     def smc_from_ns_published(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:

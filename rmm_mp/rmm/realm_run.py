@@ -78,7 +78,8 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
         rd: its realm's RD, alive while the reference is held.
         enter: RmiRecEnter as REC_ENTER read and validated it.
     """
-    start = time.perf_counter_ns()
+    recorder, tracer = rmm.el3.recorder, rmm.el3.tracer
+    start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
     v = rec.run_state()
     state = GuestState(v[R_GPRS:R_PC], v[R_PC], v[R_PSTATE], (*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_el1(v[H_IDX])))
     call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, Rec.s2ctx_of(v), enter["flags"])
@@ -88,8 +89,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
     fields.update(_gic_exit_state(rmm.features0, enter["gicv3_hcr"], enter["gicv3_lrs"]))
-    recorder, tracer = rmm.el3.recorder, rmm.el3.tracer
-    if recorder is not None or tracer is not None:
+    if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
             recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, 0, False)

@@ -43,6 +43,18 @@ def _pa(machine: Machine, idx: int) -> int:
     return machine.dram_base + idx * machine.granule_size
 
 
+@pytest.fixture(params=["timed", "untimed"])
+def cpu0(machine: Machine, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """CPU 0 entering EL3 through the timed entry (recording on, the default) and through the
+    untimed one (recording and tracing off): both must switch worlds identically."""
+    cpu = machine.cpu(0)
+    if request.param == "untimed":
+        cpu.set_recording(False)
+    expected = cpu.monitor.smc_from_ns if request.param == "timed" else cpu.monitor.smc_from_ns_untimed
+    assert cpu._enter == expected
+    return cpu
+
+
 # -- world switch ----------------------------------------------------------------------------
 
 
@@ -214,3 +226,41 @@ def test_el3_answer_writes_smc_unknown_into_saved_ns_x0(machine) -> None:  # typ
     cpu = machine.cpu(0)
     assert cpu.smc(0xC400_0190, 1, 2, 3, 4) == (SMC_UNKNOWN, 1, 2, 3, 4)
     assert struct.unpack_from("<5Q", cpu.area.buf, OFF_NS_CTX) == (SMC_UNKNOWN, 1, 2, 3, 4)
+
+
+def test_entry_follows_recording_and_tracing() -> None:
+    """A CPU enters EL3 untimed exactly while it neither records latency nor traces, and an
+    untimed call leaves the histograms as they were; recording again times calls again."""
+    from rmm_mp.stats.report import collect
+    with Machine.create("host", cpus=1, trace_capacity=16) as m:
+        cpu = m.cpu(0)
+        monitor = cpu.monitor
+        assert cpu._enter == monitor.smc_from_ns
+        cpu.smc(RmiFid.RMI_VERSION, 0x10000)
+        cpu.set_recording(False)
+        assert cpu._enter == monitor.smc_from_ns_untimed
+        cpu.smc(RmiFid.RMI_VERSION, 0x10000)
+        cpu.set_tracing(True)
+        assert cpu._enter == monitor.smc_from_ns
+        cpu.set_tracing(False)
+        assert cpu._enter == monitor.smc_from_ns_untimed
+        cpu.set_recording(True)
+        assert cpu._enter == monitor.smc_from_ns
+        cpu.smc(RmiFid.RMI_VERSION, 0x10000)
+        cpu.flush_statistics()
+        counts = {slot: s.count for slot, s in collect(m, [0])[0].items()}
+        assert counts == {0: 2}     # RMI_VERSION: the first and the last call, not the untimed one
+
+
+def test_entry_selection_leaves_a_wrapped_entry_alone() -> None:
+    """An entry someone else installed (the stress tool wraps the published entry) survives
+    switching recording off and on."""
+    with Machine.create("host", cpus=1) as m:
+        cpu = m.cpu(0)
+        wrapped = cpu.monitor.smc_from_ns_published
+        cpu._enter = wrapped
+        cpu.set_recording(False)
+        assert cpu._enter == wrapped
+        cpu.set_recording(True)
+        assert cpu._enter == wrapped
+        assert cpu.smc(RmiFid.RMI_VERSION, 0x10000)[0] == SUCCESS

@@ -531,17 +531,20 @@ def _invariant(rmm, req):  # type: ignore[no-untyped-def]
     raise RmmInternalError("an internal invariant is broken")
 
 
+@pytest.mark.parametrize("recording", [True, False], ids=["timed", "untimed"])
 @pytest.mark.parametrize("handler, what", [(_boom, "handler exploded"), (_invariant, "invariant is broken")])
 def test_handler_exception_is_rmm_internal_error_and_kills_the_machine(
-        machine: Machine, monkeypatch: pytest.MonkeyPatch, handler, what: str) -> None:  # type: ignore[no-untyped-def]
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, handler, what: str,  # type: ignore[no-untyped-def]
+        recording: bool) -> None:
     """RMI_VERSION's handler raises (an arbitrary exception, or RmmInternalError for a broken
     invariant): cpu.smc raises RmmInternalError naming the FID, the arguments and the CPU; the
     machine is marked dead with that reason; every later smc, on any CPU and any FID, raises
     RmmInternalError, also through a Machine attached afterwards and after the handler is
-    repaired."""
+    repaired. The same through EL3's timed entry and its untimed one (recording off)."""
     monkeypatch.setitem(dispatch.COMMANDS, RmiFid.RMI_VERSION,
                         dispatch.Command(RmiFid.RMI_VERSION, handler, 1, 2))
     cpu2 = machine.cpu(2)
+    cpu2.set_recording(recording)
     assert not machine.dead
     assert machine.dead_reason == ""
     with pytest.raises(RmmInternalError) as info:
