@@ -1,0 +1,45 @@
+"""Smoke test of every benchmark in tools/: each runs with tiny options (seconds, not minutes),
+ends with exit status 0 (targets met) or 1 (a target missed: tiny runs are noisy, so either is
+allowed), prints no traceback, prints a PASS or MISS line where it has a target, and writes its
+JSON. Real figures come from full runs (docs/performance.md); this only keeps the tools working.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+# tool, tiny options, whether it prints a PASS/MISS verdict, a key its JSON must have
+CASES = [
+    ("bench_lock.py", ["--runs", "1", "--pairs", "2000"], True, "lock_unlock"),
+    ("bench_delegate.py", ["--seconds", "0.3", "--repeat", "1", "--warmup", "0.1", "--calls", "500",
+                           "--latency-repeat", "1"], True, "throughput"),
+    ("bench_rec.py", ["--trips", "200", "--warmup", "20", "--repeat", "1", "--slice", "2000", "--entries", "1",
+                      "--profile-trips", "50"], True, "verdict"),
+    ("bench_realm.py", ["--seconds", "0.5", "--repeat", "1", "--warmup", "0.1"], False, "calls_per_realm"),
+    ("bench_attest.py", ["--tokens", "2", "--warmup", "0", "--repeat", "1"], False, "figures"),
+    ("bench_stress.py", ["--steps", "200", "--only", "b"], False, "step_rate"),
+    ("bench_run.py", ["--iterations", "100", "--seconds", "0.3", "--repeat", "1", "--skip-large"], True, "overhead"),
+]
+
+
+@pytest.mark.parametrize("tool, options, verdict, key", CASES, ids=[c[0] for c in CASES])
+def test_benchmark_tool_runs(tool: str, options: list[str], verdict: bool, key: str, tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / tool), *options, "--json", str(out)],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1), text
+    assert "Traceback" not in text, text
+    if verdict:
+        assert "PASS" in proc.stdout or "MISS" in proc.stdout, text
+        assert (proc.returncode == 1) == ("MISS" in proc.stdout), text
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert key in figures
+    assert figures.get("benchmark", tool.removesuffix(".py")) == tool.removesuffix(".py")
