@@ -112,11 +112,8 @@ class Monitor:
         t1 = clock()
         try:
             result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
-        except Exception as exc:
-            raise RmmInternalError(self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)) from exc
         except BaseException as exc:
-            # Ctrl-C or exit inside a handler leaves its locks and state half done.
-            self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)
+            self._escape(fid, (x1, x2, x3, x4, x5, x6), exc)
             raise
         t2 = clock()
         # RMM_RMI_REQ_COMPLETE: Realm X1..X5 carry the results; EL3 restores the Non-secure
@@ -155,10 +152,8 @@ class Monitor:
         _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
         try:
             result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
-        except Exception as exc:
-            raise RmmInternalError(self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)) from exc
         except BaseException as exc:
-            self._crash(fid, (x1, x2, x3, x4, x5, x6), exc)
+            self._escape(fid, (x1, x2, x3, x4, x5, x6), exc)
             raise
         r0, r1, r2, r3, r4 = result
         _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
@@ -183,6 +178,14 @@ class Monitor:
         for cls in range(CLASSES):
             LOCK_CLASS.pack_into(self.buf, OFF_LOCK_CLASSES + 32 * cls, s.acquired[cls], s.contended_by_class[cls],
                                  s.wait_by_class[cls], s.max_wait_by_class[cls])
+
+    def _escape(self, fid: int, args: tuple[int, ...], exc: BaseException) -> None:
+        """An exception left the RMM: mark the machine dead, and turn an Exception into
+        RmmInternalError. Ctrl-C or an exit inside a handler (which leaves its locks and state
+        half done) also kills the machine, and the caller re-raises it as it is."""
+        reason = self._crash(fid, args, exc)
+        if isinstance(exc, Exception):
+            raise RmmInternalError(reason) from exc
 
     def _crash(self, fid: int, args: tuple[int, ...], exc: BaseException) -> str:
         """Mark the machine dead (EL3 treats a crashed RMM as gone on every CPU); return why."""
