@@ -572,6 +572,30 @@ def test_handler_exception_is_rmm_internal_error_and_kills_the_machine(
         other.close()
 
 
+def _interrupt(rmm, req):  # type: ignore[no-untyped-def]
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["timed", "untimed"])
+def test_interrupt_inside_a_handler_propagates_and_kills_the_machine(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, recording: bool) -> None:
+    """Ctrl-C inside a handler (which may leave locks and state half done) reaches the caller
+    as KeyboardInterrupt, not as an RmmInternalError, and the machine is marked dead with a
+    reason that says it was interrupted, on which CPU and in which call."""
+    monkeypatch.setitem(dispatch.COMMANDS, RmiFid.RMI_VERSION,
+                        dispatch.Command(RmiFid.RMI_VERSION, _interrupt, 1, 2))
+    cpu1 = machine.cpu(1)
+    cpu1.set_recording(recording)
+    with pytest.raises(KeyboardInterrupt):
+        cpu1.smc(VERSION, V10)
+    assert machine.dead
+    assert "interrupted (KeyboardInterrupt)" in machine.dead_reason and "CPU 1" in machine.dead_reason
+    assert f"{VERSION:#x}" in machine.dead_reason.lower()
+    monkeypatch.undo()
+    with pytest.raises(RmmInternalError):
+        machine.cpu(0).smc(VERSION, V10)
+
+
 def test_crash_on_one_machine_leaves_another_alive(monkeypatch: pytest.MonkeyPatch) -> None:
     """The dead flag belongs to one machine: after machine A's RMM crashes, machine B created
     in the same process still serves smc."""
