@@ -18,8 +18,9 @@ the attestation services (el3.attest). These return to the Realm world without a
 
 Each forwarded call is timed: EL3 (everything outside the RMM), the RMM handler, and the lock
 wait the RMM reported; ``smc_from_ns_untimed`` is the same entry without the clock, for a CPU
-that neither records latency nor traces. A Python exception escaping the RMM is an RMM crash: the machine is
-marked dead and the caller gets RmmInternalError.
+that neither records latency nor traces. A Python exception escaping the RMM is an RMM crash:
+the machine is marked dead and the caller gets RmmInternalError (Ctrl-C inside the RMM also
+marks it dead, and reaches the caller as it is).
 
 ``smc_from_ns_published`` is the same entry that also publishes the call (FID, X1..X6, a count
 of calls started) in the CPU's shared area, for watchdogs and reports of other processes; the

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
+from dataclasses import dataclass
 from itertools import repeat
 from operator import rshift
-from dataclasses import dataclass
 
 from rmm_mp.stats.calls import SLOTS
 
