@@ -3,7 +3,8 @@
 
 (a) Recording overhead. The same workload (default quickstart on --overhead-cpus CPUs), bounded
     by --iterations steps per CPU (so both variants do the same planned work for one seed), run
-    with latency recording on and off (RunOptions.recording, as `--no-latency`), alternately,
+    with latency recording on and off (RunOptions.recording, as `--no-latency`; off, EL3 and
+    the REC run read no clock at all: docs/latency.md), alternately,
     --repeat times each, each on a fresh machine. Two figures per run: the elapsed time (from
     the CPUs' start barrier to the last CPU's end, RunReport.elapsed_s) and the CPU time of the
     CPU processes (user + system, each measured by the process itself as it ends, so time the
@@ -20,7 +21,7 @@
     python tools/bench_run.py [--iterations 8000] [--seconds 5] [--repeat 5] [--json FILE]
 
 Everything runs through rmm_mp.workload.run.run_workload, exactly what `rmm-mp run` does.
-Exit status 1 if a target is missed: (a) on either figure, or (c).
+Exit status 1 if a target is missed ((a) on either figure, or (c)), 2 if a run failed.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _run(workload: str, recording: bool = True, **options: Any) -> Any:
     w = resolve(spec.load(workload), **options)
     report = run_workload(w, RunOptions(progress=False, recording=recording))
     if not report.ok:
-        sys.exit(f"{workload} {options} did not run clean: failures {report.failures}, problems {report.problems}")
+        print(f"{workload} {options} did not run clean: failures {report.failures}, problems {report.problems}",
+              file=sys.stderr)
+        sys.exit(2)
     return report
 
 
