@@ -19,12 +19,11 @@ import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, locate
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate
 
 GRANULE_SIZE = 4096
 PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
@@ -139,29 +138,16 @@ class Platform:
 
 def platform_dir() -> Path:
     """The directory of bundled platform files (installed package or source checkout)."""
-    packaged = resources.files("rmm_mp") / "platforms"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "platform"
+    return bundled_dir("platforms", "platform")
 
 
 def bundled_platforms() -> list[str]:
-    return sorted(p.stem for p in platform_dir().glob("*.toml"))
+    return bundled_names(platform_dir())
 
 
 def resolve(name_or_path: str | os.PathLike[str]) -> Path:
     """Find a platform by bundled name or by path; ConfigError (a ValueError) if neither."""
-    text = os.fspath(name_or_path)
-    if os.sep in text or text.endswith(".toml"):
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError("platform", "platform", text, "a platform file that exists")
-        return path
-    path = platform_dir() / f"{text}.toml"
-    if not path.is_file():
-        names = ", ".join(bundled_platforms())
-        raise ConfigError("platform", "platform", text, f"a bundled platform ({names}) or a path to a .toml file")
-    return path
+    return find_toml(name_or_path, platform_dir(), "platform", "platform", "platform")
 
 
 def load(name_or_path: str | os.PathLike[str]) -> Platform:

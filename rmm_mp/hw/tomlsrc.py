@@ -5,12 +5,21 @@ text: table headers are tracked ([a.b] and [[a]] with their occurrence count) an
 ``key =`` line inside the right table wins. That covers the files we accept (no inline tables
 spanning lines for keys we report on), and keeps the parser in the standard library.
 
-This module owns error wording and key location. It must not know any schema.
+It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
+else the source checkout's.
+
+This module owns error wording, key location and finding bundled files. It must not know any
+schema.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
 _KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
@@ -107,3 +116,40 @@ def _indexed(part: str) -> tuple[str, int]:
         name, idx = part[:-1].split("[", 1)
         return name, int(idx)
     return part, 0
+
+
+def suggestion(word: str, known: Iterable[str]) -> str:
+    """' (did you mean "x"?)' when ``word`` is close to one of ``known``, else ''."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def bundled_dir(package_dir: str, checkout_dir: str) -> Path:
+    """The bundled files: rmm_mp/``package_dir`` of the installed package when it holds any
+    .toml file, else ``checkout_dir`` at the top of the source checkout."""
+    packaged = resources.files("rmm_mp") / package_dir
+    if packaged.is_dir() and any(Path(str(packaged)).glob("*.toml")):
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / checkout_dir
+
+
+def bundled_names(directory: Path) -> list[str]:
+    """The names (file stems) of the .toml files in ``directory``, sorted."""
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
+    """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
+    separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither."""
+    text = os.fspath(name_or_path)
+    if os.sep in text or text.endswith(".toml"):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(source, key, text, f"a {kind} file that exists")
+        return path
+    path = directory / f"{text}.toml"
+    if not path.is_file():
+        names = bundled_names(directory)
+        raise ConfigError(source, key, text, f"a bundled {kind} ({', '.join(names)}){suggestion(text, names)} "
+                                             "or a path to a .toml file")
+    return path

@@ -11,12 +11,11 @@ knows nothing of what a workload does with the values.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from typing import Any, Iterable
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, suggestion
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
@@ -28,12 +27,6 @@ _UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 U64 = (1 << 64) - 1
-
-
-def suggestion(word: str, known: Iterable[str]) -> str:
-    """' (did you mean "x"?)' when ``word`` is close to one of ``known``, else ''."""
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def is_int(value: object) -> bool:

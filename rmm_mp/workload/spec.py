@@ -21,16 +21,15 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
-from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, suggestion
 from rmm_mp.workload import programs
-from rmm_mp.workload.fields import U64, Fields, is_int, suggestion
+from rmm_mp.workload.fields import U64, Fields, is_int
 
 Weights = tuple[tuple[str, float], ...]
 TOP_KEYS = ("description", "platform", "cpus", "seconds", "iterations", "seed", "time_slice", "activities",
@@ -126,30 +125,16 @@ class WorkloadFile:
 
 def workload_dir() -> Path:
     """The bundled workloads: the installed package's data, else the repository's."""
-    packaged = resources.files("rmm_mp") / "workloads"
-    if packaged.is_dir() and any(Path(str(packaged)).glob("*.toml")):
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "workloads"
+    return bundled_dir("workloads", "workloads")
 
 
 def bundled() -> list[str]:
-    return sorted(p.stem for p in workload_dir().glob("*.toml"))
+    return bundled_names(workload_dir())
 
 
 def find(name_or_path: str | os.PathLike[str]) -> Path:
     """The file of a bundled workload name or of a path; ConfigError if there is none."""
-    text = os.fspath(name_or_path)
-    if os.sep in text or text.endswith(".toml"):
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError("command line", "WORKLOAD", text, "a workload file that exists")
-        return path
-    path = workload_dir() / f"{text}.toml"
-    if not path.is_file():
-        names = bundled()
-        raise ConfigError("command line", "WORKLOAD", text, f"a bundled workload ({', '.join(names)}){suggestion(text, names)} "
-                                                            f"or a path to a .toml file")
-    return path
+    return find_toml(name_or_path, workload_dir(), "command line", "WORKLOAD", "workload")
 
 
 def load(name_or_path: str | os.PathLike[str]) -> WorkloadFile:

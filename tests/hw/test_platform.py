@@ -113,6 +113,13 @@ def test_unknown_platform_name() -> None:
     assert "expected" in str(info.value)
 
 
+def test_misspelt_platform_name_gets_a_suggestion() -> None:
+    """A name close to a bundled one is answered with it, as workload names are."""
+    with pytest.raises(ConfigError) as info:
+        load("hots")
+    assert 'did you mean "host"?' in str(info.value)
+
+
 # -- bad files -----------------------------------------------------------------------------------
 
 # (id, line pattern to replace (anchored at line start), replacement, dotted key, value as shown)
