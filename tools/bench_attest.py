@@ -41,15 +41,14 @@ import struct
 import sys
 import time
 
-from bench_delegate import host_info
+from benchlib import host_info, slot_named, window
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm, fault_in
 from rmm_mp.machine import Machine
-from rmm_mp.stats import calls, report
-from rmm_mp.stats.histogram import CallStats
+from rmm_mp.stats import report
 
 REC_ENTER = int(RmiFid.RMI_REC_ENTER)
 BASE = 0x8000_0000
@@ -114,20 +113,6 @@ def guest(chunk: int) -> bytes:
     return assemble(GUEST.format(chunk=chunk, challenge=regs, buffer=BUFFER), base=BASE)
 
 
-def _slot(name: str) -> int:
-    return next(slot for slot, n in calls.named_slots().items() if n == name)
-
-
-def _window(before: dict[int, CallStats], after: dict[int, CallStats], slot: int) -> CallStats:
-    """The calls recorded in ``slot`` between two snapshots (max is the later snapshot's)."""
-    a, b = before.get(slot), after[slot]
-    if a is None:
-        return b
-    return CallStats(b.count - a.count, b.sum_ns - a.sum_ns, b.max_ns, b.el3_ns - a.el3_ns,
-                     b.handler_ns - a.handler_ns, b.lockwait_ns - a.lockwait_ns, b.errors - a.errors,
-                     tuple(y - x for x, y in zip(a.buckets, b.buckets)))
-
-
 def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: int) -> dict[str, object]:
     """One run on a fresh machine: ``warmup`` + ``tokens`` tokens; per-token figures."""
     with Machine.create(platform, cpus=1, time_slice=time_slice) as m:
@@ -174,7 +159,7 @@ def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: 
         alloc.free(run_page)
     timed = samples[warmup:]
     ns = sorted(s[0] for s in timed)
-    hist = {name: _window(before or {}, after, _slot(name))
+    hist = {name: window(before or {}, after, slot_named(name))
             for name in ("RSI_ATTESTATION_TOKEN_INIT", "RSI_ATTESTATION_TOKEN_CONTINUE")}
     cont = hist["RSI_ATTESTATION_TOKEN_CONTINUE"]
     return {

@@ -34,21 +34,18 @@ re-import this file (as __mp_main__ when it is run as a script), so keep the mai
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 
-import rmm_mp
+from benchlib import host_info, steady_window
+
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.machine import Cpu, Machine
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stats import calls, report
@@ -66,9 +63,6 @@ FIRST_GRANULE = 1024        # granule index of the first private granule (4 MiB 
 SPREAD = 2048               # granules between two CPUs' pools with --layout spread (8 MiB)
 BATCH = 32                  # round trips between two looks at the shared words
 
-# Activity counters of a CPU area (u64 each, written only by the CPU itself).
-C_PHASE = 0
-PHASE_READY, PHASE_DONE = 1, 2
 
 
 # -- the CPU target (runs in the spawned CPU processes) -----------------------------------
@@ -87,134 +81,37 @@ class LoopResult:
     window_calls: int      # calls recorded in the histograms during the window
     window_ns: int         # window length, perf_counter_ns
     window_cpu_ns: int     # CPU time this process got during the window (process_time_ns)
-    total_calls: int       # calls made by this process in the whole run (warm-up included)
+    total_calls: int       # calls made by this process in the whole run (warm-up included; 0 if stopped)
     preempted: int = 0     # involuntary context switches of this process during the window
     migrations: int = 0    # moves of this process between host cores during the window
     host_ticks: tuple[int, ...] = ()  # /proc/stat "cpu" line deltas over the window (all cores)
 
 
-def _sched_counters() -> tuple[int, int]:
-    """(involuntary context switches, migrations) of this process, from /proc (Linux), or (0, 0)."""
-    switches = migrations = 0
-    try:
-        with open("/proc/self/sched", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("se.nr_migrations"):
-                    migrations = int(line.split(":")[1])
-                elif line.startswith("nr_involuntary_switches"):
-                    switches = int(line.split(":")[1])
-    except (OSError, ValueError):
-        pass
-    return switches, migrations
-
-
-def _host_ticks() -> list[int]:
-    """user, nice, system, idle, iowait, irq, softirq, steal ticks of all cores, or []."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as f:
-            return [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return []
-
-
 def delegate_loop(cpu: Cpu, plan: LoopPlan) -> LoopResult:
-    """CPU target: DELEGATE + UNDELEGATE round trips over this CPU's private granules."""
-    machine = cpu.machine
-    control = machine.control
-    view = cpu.area.view
-    size = control.area_size
-    own = cpu.id * size + OFF_COUNTERS
-    peers = [p * size + OFF_COUNTERS for p in plan.peers]
+    """CPU target: DELEGATE + UNDELEGATE round trips over this CPU's private granules, through
+    the common steady-state window (benchlib.steady_window)."""
     pas = plan.granules[cpu.id]
     # Batches walk the pool cyclically, BATCH granules at a time, so every granule is used.
     cyclic = list(pas) * BATCH
     slices = [tuple(cyclic[j:j + BATCH]) for j in range(0, len(cyclic), BATCH)]
     smc = cpu.smc
-    clock = time.perf_counter_ns
-    made = 0
     turn = 0
 
     def batch() -> None:
-        nonlocal made, turn
+        nonlocal turn
         for pa in slices[turn]:
             if smc(DELEGATE, pa)[0] or smc(UNDELEGATE, pa)[0]:
                 raise RuntimeError(f"CPU {cpu.id}: DELEGATE/UNDELEGATE of private granule {pa:#x} failed")
         turn = (turn + 1) % len(slices)
-        made += 2 * BATCH
 
-    def histogram_calls() -> int:
-        cpu.flush_statistics()
-        return report.total_calls(report.collect(machine, [cpu.id]))
-
-    def all_at(phase: int) -> bool:
-        return all(view.load_u64(p + 8 * C_PHASE) >= phase for p in peers)
-
-    gc.disable()
-    stop_at = clock() + int(plan.warmup * 1e9)
-    while clock() < stop_at and not control.stop_requested:
-        batch()
-    view.store_u64(own + 8 * C_PHASE, PHASE_READY)
-    while not all_at(PHASE_READY):
-        if control.stop_requested:
-            return LoopResult(cpu.id, 0, 0, 0, made)
-        batch()
-    c0 = histogram_calls()
-    sw0, mig0 = _sched_counters()
-    ticks0 = _host_ticks()
-    cpu0 = time.process_time_ns()
-    t0 = clock()
-    end = t0 + int(plan.seconds * 1e9)
-    while clock() < end:
-        batch()
-    t1 = clock()
-    cpu1 = time.process_time_ns()
-    ticks1 = _host_ticks()
-    sw1, mig1 = _sched_counters()
-    c1 = histogram_calls()
-    view.store_u64(own + 8 * C_PHASE, PHASE_DONE)
-    while not all_at(PHASE_DONE) and not control.stop_requested:
-        batch()
-    gc.enable()
-    ticks = tuple(b - a for a, b in zip(ticks0, ticks1))
-    return LoopResult(cpu.id, c1 - c0, t1 - t0, cpu1 - cpu0, made, sw1 - sw0, mig1 - mig0, ticks)
+    w = steady_window(cpu, plan.peers, plan.warmup, plan.seconds, batch)
+    if w is None:
+        return LoopResult(cpu.id, 0, 0, 0, 0)
+    return LoopResult(cpu.id, w.calls, w.ns, w.cpu_ns, 2 * BATCH * w.total_units, w.preempted, w.migrations,
+                      w.host_ticks)
 
 
 # -- the parent -----------------------------------------------------------------------------
-
-def host_info() -> dict[str, object]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "revision": source_revision(),
-    }
-
-
-def source_revision() -> str:
-    """The git commit of the rmm_mp being measured, with "+dirty" if its files are modified."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rmm_mp.__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "rmm_mp"], capture_output=True,
-                               text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
 
 def private_granules(machine: Machine, cpus: int, per_cpu: int, layout: str) -> tuple[tuple[int, ...], ...]:
     """PAs of each CPU's private pool: 'spread' keeps pools 8 MiB apart (no shared cache line in

@@ -20,57 +20,20 @@ lock+unlock <= 300 ns per pair (docs/performance.md).
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
-import rmm_mp
+from benchlib import host_info
+
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
 from rmm_mp.rmm.granule_state import GranuleState
 
 TARGET_NS = 300
 GRANULE_INDEX = 100  # a DRAM granule of the host platform, far from the Secure carve-out
-
-
-def host_info() -> dict[str, object]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "revision": source_revision(),
-    }
-
-
-def source_revision() -> str:
-    """The git commit of the rmm_mp being measured, with "+dirty" if its files are modified."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(rmm_mp.__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "rmm_mp"], capture_output=True,
-                               text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def time_lock_unlock(table, idx: int, pairs: int) -> int:  # type: ignore[no-untyped-def]

@@ -30,18 +30,15 @@ re-import this file (as __mp_main__ when it is run as a script), so keep the mai
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
-from bench_delegate import _host_ticks, host_info
+from benchlib import host_info, steady_window
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
-from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.machine import Cpu, Machine
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stats import report
@@ -49,8 +46,6 @@ from rmm_mp.stats import report
 PLATFORM = "fvp"
 IMAGE = bytes((i * 131 + 7) & 0xFF for i in range(64 * 1024))
 QUIET_CORES = 0.15          # a window is "quiet" when other processes used less than this many cores
-C_PHASE = 0
-PHASE_READY, PHASE_DONE = 1, 2
 
 
 def realm_spec(order: str) -> RealmSpec:
@@ -80,16 +75,10 @@ class LoopResult:
 
 
 def realm_loop(cpu: Cpu, plan: LoopPlan) -> LoopResult:
-    """CPU target: build and destroy realms until the window (and every peer's) is over."""
-    machine = cpu.machine
-    control = machine.control
-    view = cpu.area.view
-    size = control.area_size
-    own = cpu.id * size + OFF_COUNTERS
-    peers = [p * size + OFF_COUNTERS for p in plan.peers]
+    """CPU target: build and destroy realms through the common steady-state window
+    (benchlib.steady_window)."""
     alloc = NsAllocator.for_cpu(cpu)
     specs = {o: realm_spec(o) for o in ("legacy", "v12")}
-    clock = time.perf_counter_ns
     made = 0
 
     def one_realm() -> None:
@@ -98,39 +87,10 @@ def realm_loop(cpu: Cpu, plan: LoopPlan) -> LoopResult:
         destroy_realm(cpu, alloc, create_realm(cpu, alloc, specs[order]))
         made += 1
 
-    def histogram_calls() -> int:
-        cpu.flush_statistics()
-        return report.total_calls(report.collect(machine, [cpu.id]))
-
-    def all_at(phase: int) -> bool:
-        return all(view.load_u64(p + 8 * C_PHASE) >= phase for p in peers)
-
-    gc.disable()
-    stop_at = clock() + int(plan.warmup * 1e9)
-    while clock() < stop_at and not control.stop_requested:
-        one_realm()
-    view.store_u64(own + 8 * C_PHASE, PHASE_READY)
-    while not all_at(PHASE_READY):
-        if control.stop_requested:
-            return LoopResult(cpu.id, 0, 0, 0, 0, made)
-        one_realm()
-    c0, r0 = histogram_calls(), made
-    ticks0 = _host_ticks()
-    cpu0 = time.process_time_ns()
-    t0 = clock()
-    end = t0 + int(plan.seconds * 1e9)
-    while clock() < end:
-        one_realm()
-    t1 = clock()
-    cpu1 = time.process_time_ns()
-    ticks1 = _host_ticks()
-    c1, r1 = histogram_calls(), made
-    view.store_u64(own + 8 * C_PHASE, PHASE_DONE)
-    while not all_at(PHASE_DONE) and not control.stop_requested:
-        one_realm()
-    gc.enable()
-    ticks = tuple(b - a for a, b in zip(ticks0, ticks1))
-    return LoopResult(cpu.id, c1 - c0, r1 - r0, t1 - t0, cpu1 - cpu0, made, ticks)
+    w = steady_window(cpu, plan.peers, plan.warmup, plan.seconds, one_realm)
+    if w is None:
+        return LoopResult(cpu.id, 0, 0, 0, 0, made)
+    return LoopResult(cpu.id, w.calls, w.units, w.ns, w.cpu_ns, made, w.host_ticks)
 
 
 # -- the parent -----------------------------------------------------------------------------

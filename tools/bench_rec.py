@@ -36,13 +36,12 @@ import statistics
 import sys
 import time
 
-from bench_delegate import host_info
+from benchlib import host_info, slot_named, window
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, RunQueue, create_realm
 from rmm_mp.machine import Machine
-from rmm_mp.stats import calls, report
-from rmm_mp.stats.histogram import CallStats
+from rmm_mp.stats import report
 
 TARGET_P50_NS = 15_000
 BASE = 0x8000_0000
@@ -76,20 +75,6 @@ def _realm(m: Machine, image: bytes) -> tuple[RunLoop, "object"]:
     return RunLoop(cpu), cpu
 
 
-def _slot(name: str) -> int:
-    return next(slot for slot, n in calls.named_slots().items() if n == name)
-
-
-def _window(before: dict[int, CallStats], after: dict[int, CallStats], slot: int) -> CallStats:
-    """The calls recorded in ``slot`` between two snapshots (max is the later snapshot's)."""
-    a, b = before.get(slot), after[slot]
-    if a is None:
-        return b
-    return CallStats(b.count - a.count, b.sum_ns - a.sum_ns, b.max_ns, b.el3_ns - a.el3_ns,
-                     b.handler_ns - a.handler_ns, b.lockwait_ns - a.lockwait_ns, b.errors - a.errors,
-                     tuple(y - x for x, y in zip(a.buckets, b.buckets)))
-
-
 def round_trips(trips: int, warmup: int) -> dict[str, float]:
     """One repeat of (a) on a fresh machine; times in ns."""
     with Machine.create("host", cpus=1) as m:
@@ -112,7 +97,7 @@ def round_trips(trips: int, warmup: int) -> dict[str, float]:
         after = report.collect(m, [0])[0]
         if loop.exits[5] != warmup + trips:
             raise SystemExit(f"expected {warmup + trips} host-call exits, the loop saw {loop.exits}")
-    enter, exit_hc = (_window(before, after, _slot(name)) for name in ("RMI_REC_ENTER", "EXIT_HOST_CALL"))
+    enter, exit_hc = (window(before, after, slot_named(name)) for name in ("RMI_REC_ENTER", "EXIT_HOST_CALL"))
     samples.sort()
     return {"p50": _percentile(samples, 50), "p99": _percentile(samples, 99), "mean": sum(samples) / trips,
             "rec_enter_p50": enter.percentile(50), "rec_enter_p99": enter.percentile(99),

@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from bench_delegate import host_info
+from benchlib import host_info
 
 from rmm_mp.workload import spec
 from rmm_mp.workload.resolve import resolve

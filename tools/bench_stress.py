@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_lock import host_info  # noqa: E402
+from benchlib import host_info  # noqa: E402
 
 from rmm_mp.stress import BUGS, StressConfig, run  # noqa: E402
 from rmm_mp.stress.config import CHECKERS  # noqa: E402

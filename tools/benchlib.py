@@ -1,0 +1,178 @@
+"""What the benchmark tools in tools/ share: the host description every tool prints, /proc
+readings, histogram-slot helpers, and the steady-state window of the multi-process tools.
+
+steady_window runs inside a spawned CPU process: each CPU calls ``unit`` through a warm-up,
+marks itself ready in its CPU area's activity counters, keeps calling until every peer is ready,
+then times a window of ``seconds``, marks itself done and keeps calling until every peer is done,
+so that no CPU's window ever sees a peer idle. Calls in the window come from the CPU's own
+histograms (flushed at the window edges).
+
+This module owns those helpers. It must not know what a tool measures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import rmm_mp
+from rmm_mp.hw.cpuarea import OFF_COUNTERS
+from rmm_mp.machine import Cpu
+from rmm_mp.stats import calls, report
+from rmm_mp.stats.histogram import CallStats
+
+# Activity counters of a CPU area (u64 each, written only by the CPU itself).
+C_PHASE = 0
+PHASE_READY, PHASE_DONE = 1, 2
+
+
+def host_info() -> dict[str, object]:
+    """The host and the rmm_mp revision a figure was measured on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "revision": source_revision(),
+    }
+
+
+def source_revision() -> str:
+    """The git commit of the rmm_mp being measured, with "+dirty" if its files are modified."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rmm_mp.__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "rmm_mp"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def host_ticks() -> list[int]:
+    """user, nice, system, idle, iowait, irq, softirq, steal ticks of all cores, or []."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def sched_counters() -> tuple[int, int]:
+    """(involuntary context switches, migrations) of this process, from /proc (Linux), or (0, 0)."""
+    switches = migrations = 0
+    try:
+        with open("/proc/self/sched", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("se.nr_migrations"):
+                    migrations = int(line.split(":")[1])
+                elif line.startswith("nr_involuntary_switches"):
+                    switches = int(line.split(":")[1])
+    except (OSError, ValueError):
+        pass
+    return switches, migrations
+
+
+def slot_named(name: str) -> int:
+    """The histogram slot of a call's spec name (RSI_HOST_CALL, EXIT_HOST_CALL ...)."""
+    return next(slot for slot, n in calls.named_slots().items() if n == name)
+
+
+def window(before: dict[int, CallStats], after: dict[int, CallStats], slot: int) -> CallStats:
+    """The calls recorded in ``slot`` between two snapshots (max is the later snapshot's)."""
+    a, b = before.get(slot), after[slot]
+    if a is None:
+        return b
+    return CallStats(b.count - a.count, b.sum_ns - a.sum_ns, b.max_ns, b.el3_ns - a.el3_ns,
+                     b.handler_ns - a.handler_ns, b.lockwait_ns - a.lockwait_ns, b.errors - a.errors,
+                     tuple(y - x for x, y in zip(a.buckets, b.buckets)))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One CPU's steady-state window."""
+
+    calls: int          # calls recorded in the CPU's histograms during the window
+    units: int          # units run during the window
+    ns: int             # window length, perf_counter_ns
+    cpu_ns: int         # CPU time this process got during the window (process_time_ns)
+    total_units: int    # units run in the whole run (warm-up and tail included); 0 if stopped early
+    preempted: int      # involuntary context switches of this process during the window
+    migrations: int     # moves of this process between host cores during the window
+    host_ticks: tuple[int, ...]  # /proc/stat "cpu" line deltas over the window (all cores)
+
+
+def steady_window(cpu: Cpu, peers: tuple[int, ...], warmup: float, seconds: float,
+                  unit: Callable[[], None]) -> Window | None:
+    """Run ``unit`` on this CPU through a warm-up, the common steady-state window and the tail
+    (module docstring); None if the machine was told to stop before the window began."""
+    machine = cpu.machine
+    control = machine.control
+    view = cpu.area.view
+    size = control.area_size
+    own = cpu.id * size + OFF_COUNTERS
+    peer_words = [p * size + OFF_COUNTERS for p in peers]
+    clock = time.perf_counter_ns
+    made = 0
+
+    def step() -> None:
+        nonlocal made
+        unit()
+        made += 1
+
+    def histogram_calls() -> int:
+        cpu.flush_statistics()
+        return report.total_calls(report.collect(machine, [cpu.id]))
+
+    def all_at(phase: int) -> bool:
+        return all(view.load_u64(p + 8 * C_PHASE) >= phase for p in peer_words)
+
+    gc.disable()
+    try:
+        stop_at = clock() + int(warmup * 1e9)
+        while clock() < stop_at and not control.stop_requested:
+            step()
+        view.store_u64(own + 8 * C_PHASE, PHASE_READY)
+        while not all_at(PHASE_READY):
+            if control.stop_requested:
+                return None
+            step()
+        c0, u0 = histogram_calls(), made
+        sw0, mig0 = sched_counters()
+        ticks0 = host_ticks()
+        cpu0 = time.process_time_ns()
+        t0 = clock()
+        end = t0 + int(seconds * 1e9)
+        while clock() < end:
+            step()
+        t1 = clock()
+        cpu1 = time.process_time_ns()
+        ticks1 = host_ticks()
+        sw1, mig1 = sched_counters()
+        c1, u1 = histogram_calls(), made
+        view.store_u64(own + 8 * C_PHASE, PHASE_DONE)
+        while not all_at(PHASE_DONE) and not control.stop_requested:
+            step()
+    finally:
+        gc.enable()
+    return Window(c1 - c0, u1 - u0, t1 - t0, cpu1 - cpu0, made, sw1 - sw0, mig1 - mig0,
+                  tuple(b - a for a, b in zip(ticks0, ticks1)))
