@@ -11,7 +11,11 @@ unwinding a ``with`` block, on Ctrl-C and on SIGTERM/SIGHUP. Attachers never unl
 involve multiprocessing's resource tracker (hw.segment maps the files itself). A creator killed
 with SIGKILL leaves an orphan that the next ``Machine.create`` or ``rmm-mp clean`` removes.
 
-This module wires hw, el3, rmm and stats together. It must not hold RMM logic.
+The CPU handle itself (its layers, ``smc``, its binding and the fork generation) is
+rmm_mp.cpu_handle.
+
+This module owns the segments, attaching, binding CPUs and the process-wide lifetime hooks. It
+must not hold RMM logic.
 """
 
 from __future__ import annotations
@@ -26,30 +30,21 @@ from typing import Any
 
 import atomicshm
 
-from rmm_mp.abi.smccc import U64_MASK
-from rmm_mp.el3.attest import AttestationKeys, AttestationService
-from rmm_mp.el3.gtsi import Gtsi
-from rmm_mp.el3.monitor import Monitor
+from rmm_mp import cpu_handle
+from rmm_mp.cpu_handle import Cpu
 from rmm_mp.hw import control as ctl
 from rmm_mp.hw import cpuarea, orphans, process, segment, trace
-from rmm_mp.hw.control import OFF_DEAD, Control
+from rmm_mp.hw.control import Control
 from rmm_mp.hw.cpuarea import CpuArea
-from rmm_mp.hw.faults import CpuBusyError, MachineError, RmmInternalError
+from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.gpt import Gpt, Pas
-from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, cpu_owner, host_owner
+from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, host_owner
 from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, load as load_platform
 from rmm_mp.hw.segment import Segment
-from rmm_mp.hw.tlb import Tlb
-from rmm_mp.rmm.cpu import RmmCpu
-from rmm_mp.stats.histogram import REGION_BYTES, Recorder
-
-_S64_MIN = -(1 << 63)
-_U64_MAX = U64_MASK
-_MAX_ARGS = 6
+from rmm_mp.stats.histogram import REGION_BYTES
 
 _live: "set[Machine]" = set()
-_fork_generation = 0
 _atexit_registered = False
 _signals_installed = False
 _previous_handlers: dict[int, Any] = {}
@@ -85,7 +80,7 @@ class Machine:
         self._segments = segments
         self._creator_pid = os.getpid() if creator else 0
         self._closed = False
-        self._generation = _fork_generation
+        self._generation = cpu_handle.fork_generation()
         self._handles: dict[int, Cpu] = {}
         self._views = {part: atomicshm.AtomicView(segments[part].buf) for part in ("ctl", "granules", "gpt", "cpus", "dram")}
         self.control = Control(segments["ctl"].buf, self._views["ctl"])
@@ -285,7 +280,7 @@ class Machine:
         pid = os.getpid()
         word = cpuarea.binding_word(pid, process.own_start_ms())
         try:
-            _claim(area, i, pid, word, self)
+            cpu_handle.claim(area, i, pid, word)
             handle = Cpu(self, i, area, word)
         except BaseException:
             area.release()
@@ -312,9 +307,10 @@ class Machine:
     def _check_open(self) -> None:
         if self._closed:
             raise MachineError(f"machine {self.name} is closed")
-        if self._generation != _fork_generation:
+        generation = cpu_handle.fork_generation()
+        if self._generation != generation:
             # A forked child inherits the mappings but not the right to use our lock identity.
-            self._generation = _fork_generation
+            self._generation = generation
             self._creator_pid = 0
             self._handles.clear()
             self._host_ns = self._make_host_ns()
@@ -325,7 +321,7 @@ class Machine:
             return
         self._closed = True
         _live.discard(self)
-        inherited = self._generation != _fork_generation
+        inherited = self._generation != cpu_handle.fork_generation()
         if self._creator_pid == os.getpid() and not inherited:
             for seg in self._segments.values():
                 seg.unlink()
@@ -354,184 +350,10 @@ class Machine:
         return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
 
 
-class Cpu:
-    """A simulated CPU bound to this process: host-side entry to EL3 through ``smc``."""
-
-    __slots__ = ("machine", "id", "granules", "area", "monitor", "rmm", "recorder", "tracer", "tlb", "_word",
-                 "_generation", "_closed", "_dead", "_enter")
-
-    def __init__(self, machine: Machine, cpu: int, area: CpuArea, word: int) -> None:
-        self.machine = machine
-        self.id = cpu
-        self.area = area
-        self._word = word
-        self._generation = _fork_generation
-        self._closed = False
-        plat = machine.platform
-        self.granules = machine.granule_table(cpu_owner(cpu))
-        views = machine._views
-        self.tlb = Tlb(cpu, views["ctl"], views["cpus"], views["dram"], machine._area_size, machine.cpus)
-        self.monitor = Monitor(cpu, area.buf, machine.control,
-                               Gtsi(machine.gpt, plat.dram.base, plat.granule_count, self.tlb),
-                               AttestationService(attestation_keys(plat)))
-        self.monitor.lock_stats = self.granules.stats
-        ns = NsAccess(machine.memory, self.granules, machine.gpt)
-        self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
-                          plat, machine.gpt, self.tlb, machine.control.time_slice)
-        self.monitor.rmm = self.rmm.handle_rmi
-        self.recorder: Recorder | None = Recorder(area.stats_region())
-        self.monitor.recorder = self.recorder
-        self.tracer: trace.Tracer | None = None
-        self._dead = machine.control.view.load_u32
-        self._enter = self.monitor.smc_from_ns
-
-    def smc(self, fid: int, *args: int) -> tuple[int, int, int, int, int]:
-        """Issue an SMC from the Normal world on this CPU; returns exactly (X0, X1, X2, X3, X4).
-
-        Args:
-            fid: X0, the function ID.
-            args: X1..X6; missing registers are 0. Each value is an int in [-2^63, 2^64),
-                stored modulo 2^64.
-
-        Raises:
-            TypeError / ValueError for a bad register value; RmmInternalError if the RMM has
-            crashed (now or earlier, on any CPU); MachineError if the handle is unusable here.
-        """
-        if self._generation != _fork_generation or self._closed:
-            self._unusable()
-        if self._dead(OFF_DEAD):
-            raise RmmInternalError(self.machine.control.dead_reason())
-        n = len(args)
-        if n > _MAX_ARGS:
-            raise TypeError(f"smc takes X1..X6 (at most 6 registers after the FID); got {n}")
-        regs = (fid, *args)
-        for value in regs:
-            if value.__class__ is not int or value < 0 or value > _U64_MAX:
-                regs = _normalise(regs)
-                break
-        return self._enter(*regs, *_PAD[n])
-
-    def set_recording(self, enabled: bool) -> None:
-        """Switch latency recording on this CPU on or off (it is on by default)."""
-        if enabled and self.recorder is None:
-            self.recorder = Recorder(self.area.stats_region())
-        elif not enabled and self.recorder is not None:
-            self.recorder.flush(0)
-            self.recorder.release()
-            self.recorder = None
-        self.monitor.recorder = self.recorder
-        self._select_entry()
-
-    def _select_entry(self) -> None:
-        """Enter EL3 through its untimed entry while nothing on this CPU uses the clock. An
-        entry the stress tool put in place (a wrapper) is left alone: it calls the timed one."""
-        monitor = self.monitor
-        if self._enter == monitor.smc_from_ns or self._enter == monitor.smc_from_ns_untimed:
-            timed = self.recorder is not None or self.tracer is not None
-            self._enter = monitor.smc_from_ns if timed else monitor.smc_from_ns_untimed
-
-    def set_tracing(self, enabled: bool) -> None:
-        """Switch this CPU's trace ring on or off (off by default; needs trace_capacity > 0).
-
-        While on, every RMI call, RSI/PSCI call, REC run and contended lock wait on this CPU
-        appends a record (hw.trace); the ring keeps the newest ``trace_capacity`` of them.
-        """
-        if enabled and self.tracer is None:
-            self.tracer = trace.Tracer(self.machine.trace_region(self.id), self.machine.trace_capacity)
-        elif not enabled and self.tracer is not None:
-            self.tracer.release()
-            self.tracer = None
-        self.monitor.tracer = self.tracer
-        self.granules.tracer = self.tracer
-        self._select_entry()
-
-    def flush_statistics(self) -> None:
-        """Publish this CPU's latency histograms and lock statistics to shared memory now."""
-        if self.recorder is not None:
-            self.recorder.flush(0)
-        self.monitor.publish_lock_stats()
-
-    def _unusable(self) -> None:
-        if self._closed:
-            raise MachineError(f"CPU {self.id} handle is closed")
-        raise MachineError(f"CPU {self.id} handle belongs to process {self.machine._creator_pid or 'parent'}; "
-                           f"a forked child must Machine.attach({self.machine.name!r}) and bind its own CPU")
-
-    def close(self) -> None:
-        """Release the binding. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._generation == _fork_generation:
-            self.flush_statistics()
-            self.area.release_binding(self._word)
-        if self.recorder is not None:
-            self.recorder.release()
-            self.recorder = None
-        if self.tracer is not None:
-            self.set_tracing(False)
-        self.area.release()
-        self.machine._handles.pop(self.id, None)
-
-    def __repr__(self) -> str:
-        return f"<Cpu {self.id} of {self.machine.name}>"
-
-
-_PAD = tuple((0,) * (_MAX_ARGS - n) for n in range(_MAX_ARGS + 1))
-
-
-def _normalise(regs: tuple[object, ...]) -> tuple[int, ...]:
-    """Check register values and reduce them modulo 2^64 (the slow path of Cpu.smc)."""
-    out = []
-    for index, value in enumerate(regs):
-        if not isinstance(value, int) or isinstance(value, bool):
-            _bad_register(index, value)
-        value = int(value)  # an IntEnum such as RmiFid
-        if not _S64_MIN <= value <= _U64_MAX:
-            _bad_register(index, value)
-        out.append(value & _U64_MAX)
-    return tuple(out)
-
-
-_attestation_keys: dict[str, AttestationKeys] = {}
-
-
-def attestation_keys(plat: Platform) -> AttestationKeys:
-    """The platform's attestation material, derived once per process (it never changes)."""
-    key = plat.to_json()
-    if key not in _attestation_keys:
-        _attestation_keys[key] = AttestationKeys(plat)
-    return _attestation_keys[key]
-
-
-def _bad_register(index: int, value: object) -> None:
-    name = "fid (X0)" if index == 0 else f"X{index}"
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} = {value!r}: expected an int in [-2^63, 2^64)")
-    raise ValueError(f"{name} = {value:#x}: expected an int in [-2^63, 2^64)")
-
-
 def _int_arg(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} = {value!r}: expected an int")
     return value
-
-
-def _claim(area: CpuArea, cpu: int, pid: int, word: int, machine: Machine) -> None:
-    """Take CPU ``cpu``'s binding for this process, reclaiming it from a dead holder."""
-    while True:
-        current = area.binding()
-        if current == 0:
-            if area.claim(0, word):
-                return
-            continue
-        holder = current & 0xFFFF_FFFF
-        if holder == pid:
-            raise CpuBusyError(cpu, pid)
-        if process.alive(holder) and cpuarea.binding_matches(current, process.start_ms(holder)):
-            raise CpuBusyError(cpu, holder)
-        if area.claim(current, word):
-            return
 
 
 def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:
@@ -588,11 +410,3 @@ def _install_handlers() -> None:
             continue
         _previous_handlers[signum] = previous
         signal.signal(signum, _on_signal)
-
-
-def _after_fork_in_child() -> None:
-    global _fork_generation
-    _fork_generation += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
