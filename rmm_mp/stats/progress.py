@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from rmm_mp.stats.histogram import total_count
+from rmm_mp.stats.report import read_stats
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
@@ -44,16 +45,7 @@ class Progress:
         self.drawn = False
 
     def counts(self) -> dict[int, int]:
-        out = {}
-        for cpu in self.cpus:
-            area = self.machine.cpu_area(cpu)
-            region = area.stats_region()
-            try:
-                out[cpu] = total_count(region)
-            finally:
-                region.release()
-                area.release()
-        return out
+        return {cpu: read_stats(self.machine, cpu, total_count) for cpu in self.cpus}
 
     def tick(self, elapsed: float) -> None:
         if not self.enabled or elapsed - self.last_time < 0.25:

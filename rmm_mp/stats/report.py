@@ -18,7 +18,7 @@ This module owns report records. It must not run anything, nor format them (work
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 from rmm_mp.hw.granule import CLASSES, OTHER_CLASS
 from rmm_mp.stats import calls
@@ -27,21 +27,25 @@ from rmm_mp.stats.histogram import CallStats, read_region
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
 
+T = TypeVar("T")
+
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def read_stats(machine: "Machine", cpu: int, reader: Callable[[memoryview], T]) -> T:
+    """``reader`` applied to CPU ``cpu``'s statistics region, released afterwards."""
+    area = machine.cpu_area(cpu)
+    region = area.stats_region()
+    try:
+        return reader(region)
+    finally:
+        region.release()
+        area.release()
 
 
 def collect(machine: "Machine", cpus: Iterable[int] | None = None) -> dict[int, dict[int, CallStats]]:
     """{cpu: {slot: CallStats}} for every CPU (default: all) and every slot with calls."""
-    out: dict[int, dict[int, CallStats]] = {}
-    for cpu in range(machine.cpus) if cpus is None else cpus:
-        area = machine.cpu_area(cpu)
-        region = area.stats_region()
-        try:
-            out[cpu] = read_region(region)
-        finally:
-            region.release()
-            area.release()
-    return out
+    return {cpu: read_stats(machine, cpu, read_region) for cpu in (range(machine.cpus) if cpus is None else cpus)}
 
 
 def total_calls(stats: dict[int, dict[int, CallStats]]) -> int:
