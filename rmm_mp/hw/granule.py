@@ -70,6 +70,18 @@ YIELD_TRIES = 512
 SLEEP_MAX_S = 0.0005
 
 
+def backoff(tries: int) -> None:
+    """Wait before compare-and-swap try number ``tries`` of a contended lock: nothing for the
+    first SPIN_TRIES, then sched_yield for YIELD_TRIES, then sleeps growing by 10 us a try up to
+    SLEEP_MAX_S (a busy holder may be waiting for a core that spinning CPUs keep)."""
+    if tries <= SPIN_TRIES:
+        return
+    if tries <= SPIN_TRIES + YIELD_TRIES:
+        os.sched_yield()
+    else:
+        time.sleep(min(SLEEP_MAX_S, 0.000_01 * (tries - SPIN_TRIES - YIELD_TRIES)))
+
+
 def cpu_owner(cpu: int) -> int:
     """Lock-word value that means 'held by CPU cpu'."""
     return cpu + 1
@@ -188,12 +200,8 @@ class GranuleTable:
                     f"{describe_owner(owner)} tried to lock granule {idx} that it already holds "
                     "(recursive lock: on hardware this spins forever)")
             tries += 1
-            if tries <= SPIN_TRIES:
-                continue
-            if tries <= SPIN_TRIES + YIELD_TRIES:
-                os.sched_yield()
-            else:
-                time.sleep(min(SLEEP_MAX_S, 0.000_01 * (tries - SPIN_TRIES - YIELD_TRIES)))
+            if tries > SPIN_TRIES:
+                backoff(tries)
         end = time.perf_counter_ns()
         waited = end - start
         stats = self.stats

@@ -21,14 +21,13 @@ This module owns the wiring. It must not decide what is a finding.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from rmm_mp.hw import points
 from rmm_mp.hw.cpuarea import OFF_IN_RSI, OFF_RSI_CALL, OFF_WAIT_SPINS, OFF_WAITING_FOR
 from rmm_mp.hw.granule import (
-    NO_SUB, OTHER_CLASS, SLEEP_MAX_S, SPIN_TRIES, YIELD_TRIES, GranuleTable,
+    NO_SUB, OTHER_CLASS, SPIN_TRIES, GranuleTable, backoff,
 )
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.realm_desc import Rd
@@ -124,12 +123,8 @@ def _watched_spin(probe: Probe, seg: StressSegment) -> None:
                     view.store_u64(base + OFF_WAIT_SPINS, tries)
                     if seg.end == END_ABORT:
                         raise StressAbort(f"the run was aborted while CPU {probe.cpu_id} waited for granule {idx}")
-                if tries <= SPIN_TRIES:
-                    continue
-                if tries <= SPIN_TRIES + YIELD_TRIES:
-                    os.sched_yield()
-                else:
-                    time.sleep(min(SLEEP_MAX_S, 0.000_01 * (tries - SPIN_TRIES - YIELD_TRIES)))
+                if tries > SPIN_TRIES:
+                    backoff(tries)
         finally:
             view.store_u32(base + OFF_WAITING_FOR, 0)
             view.store_u64(base + OFF_WAIT_SPINS, 0)
