@@ -8,7 +8,7 @@ printing all of it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Callable
 
 from rmm_mp.attest._cbor import is_array, is_map
 
@@ -58,3 +58,18 @@ def tstr_problem(value: Any, what: str, allowed: Iterable[str] | None = None) ->
     if not value:
         return f"{what} must not be empty"
     return None
+
+
+Rule = Callable[[Any, str], "str | None"]
+
+
+def rule_problems(claims: Mapping[Any, Any], rules: Mapping[int, Rule], what: str,
+                  names: Mapping[int, str]) -> list[str]:
+    """The problems ``rules`` find in the claims present, each named '{what} claim KEY (NAME)'."""
+    problems = []
+    for key, rule in rules.items():
+        if key in claims:
+            problem = rule(claims[key], f"{what} claim {key} ({names[key]})")
+            if problem:
+                problems.append(problem)
+    return problems

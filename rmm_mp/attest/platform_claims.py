@@ -30,7 +30,7 @@ from rmm_mp.abi.cca_token import (LIFECYCLE_RANGES, PLATFORM_CHALLENGE, PLATFORM
                                   PLATFORM_PROFILE, PLATFORM_PROFILE_1_0, PLATFORM_PROFILE_LEGACY,
                                   PLATFORM_SW_COMPONENTS, PLATFORM_VERIFICATION_SERVICE, SW_MEASUREMENT_DESCRIPTION,
                                   SW_MEASUREMENT_TYPE, SW_MEASUREMENT_VALUE, SW_SIGNER_ID, SW_VERSION)
-from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, tstr_problem
+from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, rule_problems, tstr_problem
 from rmm_mp.attest._cbor import is_array, is_map, to_json
 from rmm_mp.attest.digest import HASH_ALGORITHMS
 
@@ -93,11 +93,7 @@ def check_platform_claims(claims: Any) -> list[str]:
         PLATFORM_VERIFICATION_SERVICE: tstr_problem,
         PLATFORM_HASH_ALGO_ID: lambda v, w: tstr_problem(v, w, HASH_ALGORITHMS),
     }
-    for key, rule in rules.items():
-        if key in claims:
-            problem = rule(claims[key], f"platform claim {key} ({PLATFORM_CLAIM_NAMES[key]})")
-            if problem:
-                problems.append(problem)
+    problems += rule_problems(claims, rules, "platform", PLATFORM_CLAIM_NAMES)
     return problems
 
 

@@ -26,7 +26,7 @@ from rmm_mp.abi.cca_token import (REALM_CHALLENGE, REALM_CLAIM_ORDER, REALM_EXTE
                                   REALM_HASH_ALGO_ID, REALM_INITIAL_MEASUREMENT, REALM_PERSONALIZATION_VALUE,
                                   REALM_PROFILE, REALM_PROFILE_1_0, REALM_PUBLIC_KEY,
                                   REALM_PUBLIC_KEY_HASH_ALGO_ID)
-from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, tstr_problem
+from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, rule_problems, tstr_problem
 from rmm_mp.attest._cbor import is_array, is_map, to_json
 from rmm_mp.attest.digest import HASH_ALGORITHMS
 from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems
@@ -69,11 +69,7 @@ def check_realm_claims(claims: Any) -> list[str]:
         REALM_PROFILE: lambda v, w: tstr_problem(v, w, (REALM_PROFILE_1_0,)),
         REALM_INITIAL_MEASUREMENT: lambda v, w: bstr_problem(v, w, MEASUREMENT_SIZES),
     }
-    for key, rule in rules.items():
-        if key in claims:
-            problem = rule(claims[key], f"realm claim {key} ({REALM_CLAIM_NAMES[key]})")
-            if problem:
-                problems.append(problem)
+    problems += rule_problems(claims, rules, "realm", REALM_CLAIM_NAMES)
     if REALM_EXTENSIBLE_MEASUREMENTS in claims:
         problems += _rem_problems(claims[REALM_EXTENSIBLE_MEASUREMENTS], claims.get(REALM_INITIAL_MEASUREMENT))
     if REALM_PUBLIC_KEY in claims:
