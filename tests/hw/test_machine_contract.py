@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Iterator
 import psutil
 import pytest
 
+from children import CHILD_TIMEOUT_S, entries_of, finish, read_line, start_child, tell
 from footprint import snapshot
 from rmm_mp import Cpu, GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
@@ -41,7 +41,6 @@ SUCCESS = int(RmiStatus.RMI_SUCCESS)
 ERROR_INPUT = int(RmiStatus.RMI_ERROR_INPUT)
 V10 = RMI_ABI_VERSION
 HOST_CPUS = 4
-CHILD_TIMEOUT_S = 30.0
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -50,55 +49,6 @@ def my_shm_entries() -> set[str]:
     """/dev/shm entries of machines whose creator is this test process."""
     mine = f"{segment.NAME_PREFIX}{os.getpid()}-"
     return {name for name in os.listdir(segment.SHM_DIR) if name.startswith(mine)}
-
-
-def entries_of(name: str) -> set[str]:
-    """/dev/shm entries of machine ``name`` (its segments are ``<name>.<part>``)."""
-    return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
-
-
-def start_child(script: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -> str:
-    """One line of the child's stdout; fails (with its stderr) if it exits or stays silent."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"child {proc.pid} printed no line within {timeout:g} s (got {data!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(fd, 1)
-        if not chunk:
-            proc.wait(CHILD_TIMEOUT_S)
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise AssertionError(f"child {proc.pid} exited with {proc.returncode} before a line "
-                                 f"(got {data!r}); stderr:\n{err}")
-        data += chunk
-    return data.decode().strip()
-
-
-def tell(proc: subprocess.Popen[bytes], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line.encode() + b"\n")
-    proc.stdin.flush()
-
-
-def finish(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the child if it still runs and reap it (always called from a finally block)."""
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.communicate(timeout=CHILD_TIMEOUT_S)
-    except (ValueError, OSError):
-        proc.wait(CHILD_TIMEOUT_S)
 
 
 def create_fails(exc_type: type[BaseException], *args: object, **kwargs: object) -> str:

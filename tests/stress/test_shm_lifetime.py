@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -29,11 +28,11 @@ from typing import Iterator
 import psutil
 import pytest
 
+from children import CHILD_TIMEOUT_S, entries_of, finish, read_line, start_child, tell
 from rmm_mp import Machine
 from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
 
-CHILD_TIMEOUT_S = 30.0
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -54,40 +53,6 @@ def entries_in(directory: str, name: str) -> set[str]:
     return {entry for entry in os.listdir(directory) if entry.startswith(name + ".")}
 
 
-def entries_of(name: str) -> set[str]:
-    """/dev/shm entries of machine ``name`` (its segments are ``<name>.<part>``)."""
-    return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
-
-
-def start_child(script: str, *args: str, shm_dir: str | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RMM_MP_SHM_DIR": shm_dir} if shm_dir else None
-    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -> str:
-    """One line of the child's stdout; fails (with its stderr) if it exits or stays silent."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"child {proc.pid} printed no line within {timeout:g} s (got {data!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(fd, 1)
-        if not chunk:
-            proc.wait(CHILD_TIMEOUT_S)
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise AssertionError(f"child {proc.pid} exited with {proc.returncode} before a line "
-                                 f"(got {data!r}); stderr:\n{err}")
-        data += chunk
-    return data.decode().strip()
-
-
 def read_name(proc: subprocess.Popen[bytes], shm_dir: str = segment.SHM_DIR) -> str:
     """The machine name the child prints first; checks that its segments exist now."""
     name = read_line(proc)
@@ -96,26 +61,10 @@ def read_name(proc: subprocess.Popen[bytes], shm_dir: str = segment.SHM_DIR) -> 
     return name
 
 
-def tell(proc: subprocess.Popen[bytes], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line.encode() + b"\n")
-    proc.stdin.flush()
-
-
 def wait_exit(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     """Wait for the child to end on its own; (return code, stderr)."""
     _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     return proc.returncode, err.decode(errors="replace")
-
-
-def finish(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the child if it still runs and reap it (always called from a finally block)."""
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.communicate(timeout=CHILD_TIMEOUT_S)
-    except (ValueError, OSError):
-        proc.wait(CHILD_TIMEOUT_S)
 
 
 def remove_leftovers(name: str) -> None:

@@ -1,0 +1,65 @@
+"""Helpers for tests that drive a child Python process line by line (machine lifetime tests):
+start it, read what it prints with a deadline, tell it what to do, reap it."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+from rmm_mp.hw import segment
+
+CHILD_TIMEOUT_S = 30.0
+
+
+def entries_of(name: str) -> set[str]:
+    """/dev/shm entries of machine ``name`` (its segments are ``<name>.<part>``)."""
+    return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
+
+
+def start_child(script: str, *args: str, shm_dir: str | None = None) -> subprocess.Popen[bytes]:
+    """``python -c script args...`` with pipes; with ``shm_dir``, RMM_MP_SHM_DIR set to it."""
+    env = {**os.environ, "RMM_MP_SHM_DIR": shm_dir} if shm_dir else None
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -> str:
+    """One line of the child's stdout; fails (with its stderr) if it exits or stays silent."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"child {proc.pid} printed no line within {timeout:g} s (got {data!r})")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1)
+        if not chunk:
+            proc.wait(CHILD_TIMEOUT_S)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError(f"child {proc.pid} exited with {proc.returncode} before a line "
+                                 f"(got {data!r}); stderr:\n{err}")
+        data += chunk
+    return data.decode().strip()
+
+
+def tell(proc: subprocess.Popen[bytes], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line.encode() + b"\n")
+    proc.stdin.flush()
+
+
+def finish(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the child if it still runs and reap it (always called from a finally block)."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except (ValueError, OSError):
+        proc.wait(CHILD_TIMEOUT_S)
