@@ -122,21 +122,19 @@ class Monitor:
         r0, r1, r2, r3, r4 = result
         _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
         _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
+        t3 = clock()
+        slot = (decoded & 0xFFFF) - 0x150     # calls.rmi_slot, without a call
+        if slot > RMI_UNUSED_SLOT:
+            slot = RMI_UNUSED_SLOT
         recorder = self.recorder
         if recorder is not None:
-            t3 = clock()
             wait = lock_stats.wait_ns - wait0
-            slot = (decoded & 0xFFFF) - 0x150     # calls.rmi_slot, without a call
-            if slot > RMI_UNUSED_SLOT:
-                slot = RMI_UNUSED_SLOT
             recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2), wait, r0 != 0)
-            if self.tracer is not None:
-                self.tracer.record(KIND_RMI, slot, t0, t3 - t0, x1)
             if t3 > recorder.next_flush:
                 recorder.flush(t3)
                 self.publish_lock_stats()
-        elif self.tracer is not None:
-            self.tracer.record(KIND_RMI, min((decoded & 0xFFFF) - 0x150, RMI_UNUSED_SLOT), t0, clock() - t0, x1)
+        if self.tracer is not None:
+            self.tracer.record(KIND_RMI, slot, t0, t3 - t0, x1)
         return result
 
     def smc_from_ns_untimed(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
