@@ -16,9 +16,10 @@ A forwarded call follows TF-A's RMMD:
 From the Realm world (the RMM) EL3 serves the RMM-EL3 interface: GTSI delegate/undelegate and
 the attestation services (el3.attest). These return to the Realm world without a switch.
 
-Each forwarded call is timed: EL3 (everything outside the RMM), the RMM handler, and the lock
-wait the RMM reported; ``smc_from_ns_untimed`` is the same entry without the clock, for a CPU
-that neither records latency nor traces. A Python exception escaping the RMM is an RMM crash:
+Each forwarded call is timed: its total and the lock wait the RMM reported, and on a sample of
+calls its split into EL3 (everything outside the RMM) and the RMM handler;
+``smc_from_ns_untimed`` is the same entry without the clock, for a CPU that neither records
+latency nor traces. A Python exception escaping the RMM is an RMM crash:
 the machine is marked dead and the caller gets RmmInternalError (Ctrl-C inside the RMM also
 marks it dead, and reaches the caller as it is).
 
@@ -57,6 +58,9 @@ _RESULT5 = struct.Struct("<5Q")
 _X0 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _W0_NO_SVE_HINT = 0xFFFF_FFFF & ~SMCCC_SVE_HINT
+SPLIT_EVERY = 16
+"""One RMI call in about this many has its EL3 / RMM split measured (a power of two)."""
+_SPLIT_MASK = SPLIT_EVERY - 1
 
 Result = tuple[int, int, int, int, int]
 
@@ -110,13 +114,18 @@ class Monitor:
         _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
         lock_stats = self.lock_stats
         wait0 = lock_stats.wait_ns
-        t1 = clock()
+        recorder = self.recorder
+        # The EL3 / RMM split costs two more clock reads, so it is measured on a sample: the
+        # calls whose start time is a multiple of SPLIT_EVERY ns, and the first call of each
+        # flush interval. The recorder estimates the others' (docs/latency.md).
+        split = recorder is not None and (not t0 & _SPLIT_MASK or t0 > recorder.next_flush)
+        t1 = clock() if split else 0
         try:
             result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
         except BaseException as exc:
             self._escape(fid, (x1, x2, x3, x4, x5, x6), exc)
             raise
-        t2 = clock()
+        t2 = clock() if split else 0
         # RMM_RMI_REQ_COMPLETE: Realm X1..X5 carry the results; EL3 restores the Non-secure
         # context with X0..X4 = those results (X5..X7 keep the caller's values).
         r0, r1, r2, r3, r4 = result
@@ -126,10 +135,9 @@ class Monitor:
         slot = (decoded & 0xFFFF) - 0x150     # calls.rmi_slot, without a call
         if slot > RMI_UNUSED_SLOT:
             slot = RMI_UNUSED_SLOT
-        recorder = self.recorder
         if recorder is not None:
-            wait = lock_stats.wait_ns - wait0
-            recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2), wait, r0 != 0)
+            recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2) if split else None, lock_stats.wait_ns - wait0,
+                            r0 != 0)
             if t3 > recorder.next_flush:
                 recorder.flush(t3)
                 self.publish_lock_stats()

@@ -10,9 +10,9 @@ buckets (relative width at most 1/32, about 3 %). Values of 2^41 ns (about 37 mi
 share the last bucket; max_ns is exact.
 
 Recording happens in the CPU's own process: each call's total is appended to a plain Python
-list, and the histograms are built from those lists and copied into the shared region at most
-every FLUSH_INTERVAL_NS (at the first recorded RMI call after it) and at the end of a run, so a
-reader sees figures at most that old.
+list, and those lists are folded into the histograms in the shared region at most every
+FLUSH_INTERVAL_NS (at the first recorded RMI call after it) and at the end of a run, so a
+reader sees figures at most that old (and, while a flush runs, a slot may be half updated).
 Percentiles are reported as the upper edge of the bucket that holds them, capped at the exact
 maximum: a conservative figure, never below the true value.
 
@@ -21,7 +21,6 @@ This module owns the bucket math and the shared layout. It must not know what th
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
@@ -64,84 +63,122 @@ class Recorder:
     """Accumulates one CPU's measurements locally and publishes them to its shared region.
 
     The hot path (``record``) only appends the call's total to a per-slot list and adds its
-    EL3 and lock-wait parts to per-slot sums; the histograms are built at ``flush`` (count,
-    sum, minimum and maximum by C builtins, bucket counts as _add_to_buckets says) and only the
-    header and the span of buckets that changed are written to shared memory. The handler part
-    is not stored: it is total - EL3 - lock wait for every call, so its sum is derived.
+    EL3 and lock-wait parts to per-slot sums; ``flush`` folds them into the histograms in
+    shared memory (count, sum, minimum and maximum by C builtins, bucket counts as
+    _add_to_buckets says), touching only the slots that had calls.
+
+    The EL3 part may be sampled: a call recorded with ``el3`` None had it not measured, and a
+    slot's EL3 sum is then estimated as its measured calls' mean times its count (a slot with
+    no measured call yet uses the mean of every measured call with an EL3 part on this CPU).
+    The handler part is not stored: it is total - EL3 - lock wait, so its sum is derived.
     """
 
-    __slots__ = ("_shared", "_local", "_pending", "_el3", "_lockwait", "_errors", "next_flush")
+    __slots__ = ("_shared", "_seen", "_pending", "_el3", "_measured", "_el3_total", "_measured_total",
+                 "_lockwait", "_errors", "next_flush")
 
     def __init__(self, region: memoryview) -> None:
         self._shared = region.cast("Q")
-        self._local: list[list[int] | None] = [None] * SLOTS
+        self._seen = [False] * SLOTS
         self._pending: list[list[int]] = [[] for _ in range(SLOTS)]
         self._el3 = [0] * SLOTS
+        self._measured = [0] * SLOTS
+        self._el3_total = [0] * SLOTS
+        self._measured_total = [0] * SLOTS
         self._lockwait = [0] * SLOTS
         self._errors = [0] * SLOTS
         self.next_flush = 0
 
-    def record(self, slot: int, total: int, el3: int, lockwait: int, error: bool) -> None:
-        """Account one call of ``total`` ns, of which ``el3`` ns in EL3 and ``lockwait`` ns
-        waiting for locks (the rest is the handler's). Hot path: up to three calls per REC entry."""
+    def record(self, slot: int, total: int, el3: int | None, lockwait: int, error: bool) -> None:
+        """Account one call of ``total`` ns, of which ``el3`` ns in EL3 (None: not measured for
+        this call) and ``lockwait`` ns waiting for locks (the rest is the handler's).
+        Hot path: up to three calls per REC entry."""
         self._pending[slot].append(total)
-        if el3:
+        if el3 is not None:
             self._el3[slot] += el3
+            self._measured[slot] += 1
         if lockwait:
             self._lockwait[slot] += lockwait
         if error:
             self._errors[slot] += 1
 
     def flush(self, now_ns: int) -> None:
-        """Fold the calls recorded since the last flush into the histograms and copy every
-        changed slot into shared memory."""
-        shared = self._shared
+        """Fold the calls recorded since the last flush into the histograms, in place in shared
+        memory (a flush runs with the CPU's caches full of the workload: a local copy of the
+        slots to update and then copy would be one more 9.5 KiB per slot to pull in)."""
+        q = self._shared
+        changed = []
         for slot, values in enumerate(self._pending):
             if not values:
                 continue
-            h = self._local[slot]
-            if h is None:
-                base = slot * SLOT_Q
-                h = self._local[slot] = shared[base:base + SLOT_Q].tolist()
-            total, low, high = sum(values), min(values), max(values)
-            el3, lockwait = self._el3[slot], self._lockwait[slot]
-            h[H_COUNT] += len(values)
-            h[H_SUM] += total
-            if high > h[H_MAX]:
-                h[H_MAX] = high
-            h[H_EL3] += el3
-            h[H_HANDLER] += total - el3 - lockwait
-            h[H_LOCKWAIT] += lockwait
-            h[H_ERRORS] += self._errors[slot]
-            h[H_FLUSHES] += 1
-            self._el3[slot] = self._lockwait[slot] = self._errors[slot] = 0
-            _add_to_buckets(values, low, h)
-            values.clear()
-            # Write the header and only the buckets between the lowest and the highest value's:
-            # a whole slot is 9.5 KiB.
             base = slot * SLOT_Q
-            lo, hi = HEADER_Q + bucket_of(low), HEADER_Q + bucket_of(high) + 1
-            shared[base + lo:base + hi] = array("Q", h[lo:hi])
-            shared[base:base + HEADER_Q] = array("Q", h[:HEADER_Q])
+            if not self._seen[slot]:
+                # Calls a previous recorder published count as measured, with their EL3 sum.
+                self._seen[slot] = True
+                self._el3_total[slot], self._measured_total[slot] = q[base + H_EL3], q[base + H_COUNT]
+            low, high = min(values), max(values)
+            q[base + H_COUNT] += len(values)
+            q[base + H_SUM] += sum(values)
+            if high > q[base + H_MAX]:
+                q[base + H_MAX] = high
+            if self._lockwait[slot]:
+                q[base + H_LOCKWAIT] += self._lockwait[slot]
+            if self._errors[slot]:
+                q[base + H_ERRORS] += self._errors[slot]
+            q[base + H_FLUSHES] += 1
+            self._el3_total[slot] += self._el3[slot]
+            self._measured_total[slot] += self._measured[slot]
+            self._el3[slot] = self._measured[slot] = self._lockwait[slot] = self._errors[slot] = 0
+            _add_to_buckets(values, low, q, base + HEADER_Q)
+            values.clear()
+            changed.append(slot)
+        fallback: float | None = None
+        for slot in changed:
+            base = slot * SLOT_Q
+            count, total, lockwait = q[base + H_COUNT], q[base + H_SUM], q[base + H_LOCKWAIT]
+            measured = self._measured_total[slot]
+            if measured:
+                el3 = self._el3_total[slot] * count // measured
+            else:
+                if fallback is None:
+                    fallback = self._mean_el3()
+                el3 = int(fallback * count)
+            el3 = min(el3, total - lockwait)
+            q[base + H_EL3] = el3
+            q[base + H_HANDLER] = total - el3 - lockwait
         self.next_flush = now_ns + FLUSH_INTERVAL_NS
+
+    def _mean_el3(self) -> float:
+        """Mean EL3 time of the measured calls of the slots that have an EL3 part at all."""
+        with_el3 = [n for n, el3 in enumerate(self._el3_total) if el3]
+        measured = sum(self._measured_total[n] for n in with_el3)
+        return sum(self._el3_total[n] for n in with_el3) / measured if measured else 0.0
 
     def release(self) -> None:
         """Drop the shared view (the segment cannot be unmapped while it exists)."""
         self._shared.release()
 
 
-def _add_to_buckets(values: list[int], low: int, h: list[int]) -> None:
-    """Count each of ``values`` (whose minimum is ``low``) in its bucket h[HEADER_Q + bucket_of(value)].
+_FEW = 24
+"""A slot with fewer values than this in a flush has them counted one by one."""
+
+
+def _add_to_buckets(values: list[int], low: int, h: "list[int] | memoryview", first: int) -> None:
+    """Count each of ``values`` (whose minimum is ``low``) in its bucket h[first + bucket_of(value)].
 
     A value's bucket depends only on its bits from (bit length - 6) up, and no value is shorter
     than ``low``, so every value can first be shifted right by low's bit length - 6 without
     changing its bucket. Shifting and counting run in C (map, Counter) and collapse the values
-    of a busy slot into a few dozen keys; only those reach the Python loop.
+    of a busy slot into a few dozen keys; only those reach the Python loop. A slot with only a
+    few values (most slots, in most flushes) skips the Counter, which costs more than it saves.
     """
+    if len(values) < _FEW:
+        for value in values:
+            h[first + bucket_of(value)] += 1
+        return
     shift = max(0, low.bit_length() - (SUB_BITS + 1))
     counts = Counter(map(rshift, values, repeat(shift)) if shift else values)
     for key, n in counts.items():
-        h[HEADER_Q + bucket_of(key << shift)] += n
+        h[first + bucket_of(key << shift)] += n
 
 
 @dataclass(frozen=True)

@@ -264,3 +264,36 @@ def test_entry_selection_leaves_a_wrapped_entry_alone() -> None:
         cpu.set_recording(True)
         assert cpu._enter == wrapped
         assert cpu.smc(RmiFid.RMI_VERSION, 0x10000)[0] == SUCCESS
+
+
+class _PlannedClock:
+    """A clock that returns planned readings, to see which ones an RMI call takes."""
+
+    def __init__(self, *readings: int) -> None:
+        self.readings = list(readings)
+
+    def __call__(self) -> int:
+        return self.readings.pop(0)
+
+
+def test_el3_split_is_measured_on_a_sample() -> None:
+    """The timed entry reads t1 and t2 (the EL3 / RMM split) only on the first call of a flush
+    interval and on calls whose t0 is a multiple of SPLIT_EVERY ns; the others read t0 and t3
+    alone, and the recorder estimates their EL3 part from the measured calls."""
+    from rmm_mp.el3.monitor import SPLIT_EVERY
+    from rmm_mp.stats.report import collect
+    assert SPLIT_EVERY == 16
+    with Machine.create("host", cpus=1) as m:
+        cpu = m.cpu(0)
+        cpu.monitor._clock = clock = _PlannedClock(
+            1000, 1100, 1500, 1600,     # first call: split (its flush interval starts); EL3 200
+            2001, 2601,                 # t0 not a multiple of 16: total only
+            3008, 3108, 3408, 3508,     # t0 = 16 * 188: split; EL3 200
+        )
+        for _ in range(3):
+            assert cpu.smc(RmiFid.RMI_VERSION, 0x10000)[0] == SUCCESS
+        assert clock.readings == []
+        cpu.flush_statistics()
+        version = collect(m, [0])[0][0]
+    assert (version.count, version.sum_ns) == (3, 600 + 600 + 500)
+    assert (version.el3_ns, version.handler_ns) == (400 * 3 // 2, 1700 - 600)

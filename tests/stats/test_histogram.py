@@ -217,3 +217,74 @@ def test_flushes_accumulate(chunks: list[list[int]]) -> None:
     rec.release()
     assert read_slot(region, 7) == read_slot(once, 7)
     assert read_slot(region, 7).count == len(every)
+
+
+# -- the sampled EL3 split (el3 None: not measured for that call) ------------------------------
+
+
+@settings(FIXED, max_examples=200)
+@given(calls=st.lists(st.tuples(st.integers(0, 1 << 40), st.none() | st.integers(0, 1 << 40)), min_size=1,
+                      max_size=80).filter(lambda calls: any(el3 is not None for _, el3 in calls)))
+def test_unmeasured_el3_is_estimated_from_the_slots_samples(calls: list[tuple[int, int | None]]) -> None:
+    """A slot's EL3 sum is its measured calls' mean EL3 times its count (capped at its total),
+    and the handler part is what is left, so the three parts still add up."""
+    region = _region()
+    rec = Recorder(region)
+    for total, el3 in calls:
+        rec.record(5, total, el3, 0, False)
+    rec.flush(0)
+    rec.release()
+    stats = read_slot(region, 5)
+    measured = [el3 for _, el3 in calls if el3 is not None]
+    total = sum(t for t, _ in calls)
+    assert stats.el3_ns == min(sum(measured) * len(calls) // len(measured), total)
+    assert stats.el3_ns + stats.handler_ns + stats.lockwait_ns == stats.sum_ns == total
+
+
+def test_slot_without_samples_uses_the_cpus_mean_of_calls_with_an_el3_part() -> None:
+    """A slot none of whose calls was measured gets the mean EL3 time of the CPU's measured
+    calls, over the slots that have an EL3 part at all: a slot measured with EL3 0 (RSI, PSCI,
+    REC runs) neither pulls the mean down nor gets a share itself."""
+    region = _region()
+    rec = Recorder(region)
+    rec.record(1, 1000, 100, 0, False)
+    rec.record(1, 1000, 300, 0, False)     # slot 1: mean EL3 200
+    for _ in range(5):
+        rec.record(40, 2000, 0, 0, False)  # an RSI-like slot: measured, no EL3 part
+    for _ in range(4):
+        rec.record(2, 1000, None, 50, False)
+    rec.flush(0)
+    rec.release()
+    two, rsi = read_slot(region, 2), read_slot(region, 40)
+    assert (two.el3_ns, two.lockwait_ns, two.handler_ns) == (800, 200, 3000)
+    assert (rsi.el3_ns, rsi.handler_ns) == (0, 10000)
+
+
+def test_estimate_is_capped_at_the_slots_time() -> None:
+    """An estimate above the slot's time minus its lock wait is capped there: EL3 never
+    exceeds the calls' time and the handler part never goes negative."""
+    region = _region()
+    rec = Recorder(region)
+    rec.record(3, 1000, 900, 0, False)
+    for _ in range(9):
+        rec.record(3, 100, None, 10, False)
+    rec.flush(0)
+    rec.release()
+    stats = read_slot(region, 3)
+    assert (stats.sum_ns, stats.lockwait_ns, stats.el3_ns, stats.handler_ns) == (1900, 90, 1810, 0)
+
+
+def test_new_recorder_counts_published_calls_as_measured() -> None:
+    """A recorder over a region another recorder published into (recording switched off and on
+    again) takes the published calls as measured, with their EL3 sum."""
+    region = _region()
+    first = Recorder(region)
+    first.record(6, 1000, 100, 0, False)
+    first.record(6, 1000, 300, 0, False)
+    first.flush(0)
+    first.release()
+    second = Recorder(region)
+    second.record(6, 1000, None, 0, False)
+    second.flush(0)
+    second.release()
+    assert read_slot(region, 6).el3_ns == 400 * 3 // 2
