@@ -25,7 +25,8 @@ CASES = [
     ("bench_realm.py", ["--seconds", "0.5", "--repeat", "1", "--warmup", "0.1"], False, "calls_per_realm"),
     ("bench_attest.py", ["--tokens", "2", "--warmup", "0", "--repeat", "1"], False, "figures"),
     ("bench_stress.py", ["--steps", "200", "--only", "b"], False, "step_rate"),
-    ("bench_run.py", ["--iterations", "100", "--seconds", "0.3", "--repeat", "1", "--skip-large"], True, "overhead"),
+    ("bench_run.py", ["--iterations", "100", "--overhead-repeat", "1", "--seconds", "0.3", "--repeat", "1",
+                      "--skip-large"], True, "overhead"),
 ]
 
 
@@ -43,3 +44,6 @@ def test_benchmark_tool_runs(tool: str, options: list[str], verdict: bool, key: 
     figures = json.loads(out.read_text(encoding="utf-8"))
     assert key in figures
     assert figures.get("benchmark", tool.removesuffix(".py")) == tool.removesuffix(".py")
+    if tool == "bench_run.py":
+        # On 1 CPU recording must not change what the workload does, or (a) compares two works.
+        assert figures["overhead"]["cpus"] == 1 and figures["overhead"]["same_work"], figures["overhead"]

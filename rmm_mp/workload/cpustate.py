@@ -100,6 +100,8 @@ class CpuResult:
     """delegate-churn's ChurnResult fields (iterations, ... private rounds), if it ran."""
     started_ns: int
     ended_ns: int
+    cpu_ns: int
+    """CPU time this process used from started_ns to ended_ns (time.process_time_ns)."""
 
 
 @dataclass
@@ -212,10 +214,10 @@ class Host:
         win = self.windows.pop((inst.slot, inst.gen), None)
         return win.leftovers() if win is not None else []
 
-    def result(self, started_ns: int, ended_ns: int) -> CpuResult:
+    def result(self, started_ns: int, ended_ns: int, cpu_ns: int) -> CpuResult:
         live = [i for i in self.owned.values() if i is not None] + self.private
         leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
         counters = dict(self.counters)
         counters["REC entries"] = self.loop.entries
         return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
-                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns)
+                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns)

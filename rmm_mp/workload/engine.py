@@ -53,6 +53,7 @@ def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult
     while view.load_u64(OFF_ARRIVED) < job.cpus and not control.stop_requested:
         time.sleep(_BARRIER_SLEEP_S)
     started = time.perf_counter_ns()
+    cpu_started = time.process_time_ns()
     deadline = started
     counts = host.counters
     for phase in job.phases:
@@ -76,6 +77,7 @@ def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult
         if control.stop_requested:
             break
     ended = time.perf_counter_ns()
+    cpu_ns = time.process_time_ns() - cpu_started
     if host.delegate is not None:
         counts.update(dict(zip(DELEGATE_COUNTERS, host.delegate)))
-    return host.result(started, ended)
+    return host.result(started, ended, cpu_ns)

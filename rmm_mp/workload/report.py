@@ -74,6 +74,9 @@ class RunReport:
     outputs: dict[str, str] = field(default_factory=dict)
     """What was written where: {"json": path, "trace": path, "tokens": dir, ...}."""
     host: dict[str, Any] = field(default_factory=dict)
+    window_cpu_s: dict[int, float] = field(default_factory=dict)
+    """Per CPU: CPU time its process used from the start barrier to its end, start-up and
+    teardown excluded (what tools/bench_run.py compares with recording on and off)."""
 
     @property
     def ok(self) -> bool:

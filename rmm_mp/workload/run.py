@@ -125,7 +125,8 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
             stats=stats, locks=locks, usage=dict(result.usage), host_cores=len(host_cores()), pinned=options.pin,
             counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
             realms=tuple(outcomes), failures=result.failures, problems=tuple(problems), invariants=checked,
-            interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by))
+            interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by),
+            window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)})
 
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions) -> tuple[RunPlan, tuple[CpuPart, ...],

@@ -76,6 +76,9 @@ def test_delegate_churn_counts_match_the_calls(tmp_path: Path) -> None:
         assert errors[(cpu, "RMI_GRANULE_DELEGATE")] == c["shared delegate lost"]
     assert doc["total_calls"] == sum(n for (cpu, _), n in counts.items() if cpu != "all")
     assert (doc["seed"], doc["iterations"], doc["cpus"]) == (0, 400, 2)
+    # Each CPU's CPU time over its window: spent, and no more than the window lasted.
+    assert set(report.window_cpu_s) == {0, 1}
+    assert all(0 < used <= report.elapsed_s + 0.01 for used in report.window_cpu_s.values()), report.window_cpu_s
 
 
 def test_run_counts_every_rec_entry_and_exit(tmp_path: Path) -> None:
@@ -118,6 +121,19 @@ def test_one_cpu_run_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     assert first.counters == second.counters
     assert other.counters != first.counters
     assert first.seed == 3 and render.to_json(first)["seed"] == 3
+
+
+def test_recording_does_not_change_a_one_cpu_run(tmp_path: Path) -> None:
+    """With latency recording off (`--no-latency`) a 1-CPU run does the same work as with it on
+    (tools/bench_run.py compares the two and relies on this), and records nothing."""
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 200\ncpus = 1\nactivities = { run = 2, rtt-churn = 1 }\n'
+                    '[[realm]]\nname = "r"\nguest = "ripas-loop"\n')
+    on, off = (run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, recording=recording))
+               for recording in (True, False))
+    assert on.ok and off.ok, (on.problems, off.problems)
+    assert on.counters == off.counters and on.counters[0]["REC entries"] > 0
+    assert on.total_calls > 0 and off.total_calls == 0
 
 
 def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
