@@ -162,7 +162,7 @@ _FEW = 24
 """A slot with fewer values than this in a flush has them counted one by one."""
 
 
-def _add_to_buckets(values: list[int], low: int, h: "list[int] | memoryview", first: int) -> None:
+def _add_to_buckets(values: list[int], low: int, h: memoryview, first: int) -> None:
     """Count each of ``values`` (whose minimum is ``low``) in its bucket h[first + bucket_of(value)].
 
     A value's bucket depends only on its bits from (bit length - 6) up, and no value is shorter
