@@ -107,6 +107,15 @@ class Guest:
         assert pa is not None, f"fault_in({ipa:#x}): the page was already mapped"
         return pa
 
+    def destroy_page(self, ipa: int) -> None:
+        """Fault ``ipa`` in, then DATA_DESTROY it: the active realm's page becomes DESTROYED
+        (its granule undelegated and given back to the allocator)."""
+        pa = self.fault_in(ipa)
+        x0, data_pa = self.smc(F.RMI_DATA_DESTROY, self.realm.rd, ipa)[:2]
+        assert x0 == 0 and data_pa == pa, (x0, data_pa, pa)
+        assert self.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0
+        self.alloc.free(pa)
+
     def map_unprotected(self, ipa: int, data: bytes = b"") -> int:
         """Map a new NS page holding ``data`` (zero padded) at the unprotected ``ipa``; its PA."""
         pa = self.alloc.alloc()

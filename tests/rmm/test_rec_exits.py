@@ -116,14 +116,6 @@ def mmio_exit(ex: dict, ipa: int, size_log2: int, write: bool, value: int = 0) -
     assert ex["gprs"] == ((value & ((1 << (8 << size_log2)) - 1)) if write else 0,) + (0,) * 30
 
 
-def destroy_page(g: Guest, ipa: int) -> None:
-    g.fault_in(ipa)
-    x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa)[:2]
-    assert x0 == SUCCESS
-    assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
-    g.alloc.free(pa)
-
-
 def ok(m: Machine) -> None:
     report = invariants(m)
     assert report.ok, str(report)
@@ -154,7 +146,7 @@ def test_data_abort_unassigned_ram(machine: Machine, ins: str, ipa: int) -> None
 def test_data_abort_destroyed(machine: Machine) -> None:
     """An access to a DESTROYED page: the same non-emulatable exit, again on every re-entry."""
     with Guest.build(machine, access("ldr x6, [x1]", UNASSIGNED)) as g:
-        destroy_page(g, UNASSIGNED)
+        g.destroy_page(UNASSIGNED)
         for _ in range(2):
             x0, ex = g.enter()
             assert x0 == SUCCESS
@@ -308,7 +300,7 @@ def test_fetch_unassigned_ram(machine: Machine) -> None:
 def test_fetch_destroyed(machine: Machine) -> None:
     """A branch to a DESTROYED page: SYNC exit EC 0x20."""
     with Guest.build(machine, access("br x1", UNASSIGNED)) as g:
-        destroy_page(g, UNASSIGNED)
+        g.destroy_page(UNASSIGNED)
         x0, ex = g.enter()
         assert x0 == SUCCESS
         stage2_exit(ex, EC_IABT_LOW, UNASSIGNED)

@@ -88,15 +88,6 @@ def abort_exit(ex: dict, ipa: int, level: int) -> None:
     assert ex["gprs"] == (0,) * 31 and ex["imm"] == 0
 
 
-def destroy_page(g: Guest, ipa: int) -> None:
-    """Fault ``ipa`` in, then DATA_DESTROY it: the active realm's page becomes DESTROYED."""
-    g.fault_in(ipa)
-    x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa)[:2]
-    assert x0 == SUCCESS
-    assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
-    g.alloc.free(pa)
-
-
 def read_entry(g: Guest, ipa: int) -> tuple[int, int, int]:
     """(walk level, HIPAS state, RIPAS) of ``ipa``'s RTT entry."""
     x0, level, state, _, ripas = g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, ipa, 3)
@@ -344,7 +335,7 @@ def test_realm_config_destroyed(machine: Machine) -> None:
     since the realm repeats the call."""
     ipa = UNASSIGNED_L3
     with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: ipa})) as g:
-        destroy_page(g, ipa)
+        g.destroy_page(ipa)
         for _ in range(2):
             x0, ex = g.enter()
             assert x0 == SUCCESS
@@ -500,7 +491,7 @@ def test_ipa_state_set_change_destroyed(machine: Machine, flags: int) -> None:
     p = UNASSIGNED_L3 + GRANULE
     base, top = p - GRANULE, p + GRANULE
     with Guest.build(machine, state_set(base, top, RAM, flags)) as g:
-        destroy_page(g, p)
+        g.destroy_page(p)
         assert g.enter()[1]["exit_reason"] == EXIT_RIPAS_CHANGE
         assert g.rec().ripas_request() == (base, top, base, RAM, flags)
         progress = set_ripas(g, base, top)
@@ -537,7 +528,7 @@ def test_ipa_state_get_destroyed(machine: Machine) -> None:
     """A DESTROYED page reads as RIPAS DESTROYED (2), its run ending at the next RAM page."""
     p = UNASSIGNED_L3
     with Guest.build(machine, call_program("RSI_IPA_STATE_GET", {1: p, 2: p + 0x10000})) as g:
-        destroy_page(g, p)
+        g.destroy_page(p)
         finish(g)
         results(g, SUCCESS, p + GRANULE, DESTROYED)
 
