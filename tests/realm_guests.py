@@ -50,6 +50,32 @@ PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *Psci
 """Names for every RSI and PSCI function ID, usable in guest programs (`mov x0, =RSI_HOST_CALL`)."""
 
 
+def failing_guest(code: int, detail: int = 0) -> str:
+    """A standalone guest program (for a workload's .s file) that REPORTs failure ``code`` with
+    ``detail`` in its RsiHostCall (workload/programs.py's protocol: imm 3, gprs[0], gprs[1]),
+    then SYSTEM_OFF."""
+    return f"""
+    .equ RSI_HOST_CALL, {int(RsiFid.RSI_HOST_CALL):#x}
+    .equ PSCI_SYSTEM_OFF, {int(PsciFid.PSCI_SYSTEM_OFF):#x}
+start:
+    adr x1, hostcall
+    mov x2, #3                      // REPORT
+    strh x2, [x1]
+    mov x2, #{code}
+    str x2, [x1, #8]
+    mov x2, #{detail}
+    str x2, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+    .align 256
+hostcall:
+    .zero 256
+"""
+
+
 class Guest:
     """A realm running an assembled program, entered from one host CPU (see the module docstring)."""
 

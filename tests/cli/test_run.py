@@ -16,29 +16,12 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from realm_guests import failing_guest
 from rmm_mp.cli import main
 from rmm_mp.hw import segment
 from rmm_mp.workload import spec
 
 ROOT = Path(__file__).resolve().parents[2]
-FAILING_GUEST = """
-    .equ RSI_HOST_CALL, 0xC4000199
-    .equ PSCI_SYSTEM_OFF, 0x84000008
-start:
-    adr x1, hostcall
-    mov x2, #3
-    strh x2, [x1]
-    mov x2, #9
-    str x2, [x1, #8]
-    mov x0, =RSI_HOST_CALL
-    smc #0
-    mov x0, =PSCI_SYSTEM_OFF
-    smc #0
-    b .
-    .align 256
-hostcall:
-    .zero 256
-"""
 
 
 def no_segments_of(pid: int) -> bool:
@@ -91,7 +74,7 @@ def test_run_writes_json_and_csv_and_exits_0(tmp_path: Path) -> None:
 
 @pytest.mark.multiprocess
 def test_run_exits_1_when_a_realm_fails(tmp_path: Path) -> None:
-    (tmp_path / "fail.s").write_text(FAILING_GUEST)
+    (tmp_path / "fail.s").write_text(failing_guest(9))
     (tmp_path / "w.toml").write_text('iterations = 20\ncpus = 1\nactivities = { run = 1 }\n'
                                      '[[realm]]\nname = "bad"\nguest = "fail.s"\n')
     result = CliRunner().invoke(main, ["run", str(tmp_path / "w.toml"), "--no-progress"])

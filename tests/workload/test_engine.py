@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from realm_guests import failing_guest
 from rmm_mp.check import InvariantReport, Violation
 from rmm_mp.workload import render, run, spec
 from rmm_mp.workload.report import RunReport
@@ -19,27 +20,6 @@ from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, run_workload
 
 pytestmark = pytest.mark.multiprocess
-
-REPORT_FAILURE = """
-    .equ RSI_HOST_CALL, 0xC4000199
-    .equ PSCI_SYSTEM_OFF, 0x84000008
-start:
-    adr x1, hostcall
-    mov x2, #3                      // REPORT
-    strh x2, [x1]
-    mov x2, #7                      // code 7: failed
-    str x2, [x1, #8]
-    mov x2, #0x55
-    str x2, [x1, #16]
-    mov x0, =RSI_HOST_CALL
-    smc #0
-    mov x0, =PSCI_SYSTEM_OFF
-    smc #0
-    b .
-    .align 256
-hostcall:
-    .zero 256
-"""
 
 JUMP_TO_UNBACKED_RAM = """
 start:
@@ -139,7 +119,7 @@ def test_recording_does_not_change_a_one_cpu_run(tmp_path: Path) -> None:
 def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
     """A guest (a .s file next to the workload) that REPORTs code 7: its outcome is a failure
     naming the code and detail, so the report is not ok; the rest of the run is fine."""
-    (tmp_path / "fails.s").write_text(REPORT_FAILURE)
+    (tmp_path / "fails.s").write_text(failing_guest(7, 0x55))
     report = go(tmp_path, 'iterations = 20\ncpus = 1\nactivities = { run = 1 }\n'
                           '[[realm]]\nname = "bad"\nguest = "fails.s"\n')
     (bad,) = report.realms
