@@ -73,17 +73,17 @@ class Recorder:
     The handler part is not stored: it is total - EL3 - lock wait, so its sum is derived.
     """
 
-    __slots__ = ("_shared", "_seen", "_pending", "_el3", "_measured", "_el3_total", "_measured_total",
-                 "_lockwait", "_errors", "next_flush")
+    __slots__ = ("_shared", "_pending", "_el3", "_measured", "_el3_total", "_measured_total", "_lockwait",
+                 "_errors", "next_flush")
 
     def __init__(self, region: memoryview) -> None:
-        self._shared = region.cast("Q")
-        self._seen = [False] * SLOTS
+        self._shared = q = region.cast("Q")
         self._pending: list[list[int]] = [[] for _ in range(SLOTS)]
         self._el3 = [0] * SLOTS
         self._measured = [0] * SLOTS
-        self._el3_total = [0] * SLOTS
-        self._measured_total = [0] * SLOTS
+        # Calls a previous recorder published in this region count as measured, with their EL3 sum.
+        self._el3_total = [q[slot * SLOT_Q + H_EL3] for slot in range(SLOTS)]
+        self._measured_total = [q[slot * SLOT_Q + H_COUNT] for slot in range(SLOTS)]
         self._lockwait = [0] * SLOTS
         self._errors = [0] * SLOTS
         self.next_flush = 0
@@ -111,10 +111,6 @@ class Recorder:
             if not values:
                 continue
             base = slot * SLOT_Q
-            if not self._seen[slot]:
-                # Calls a previous recorder published count as measured, with their EL3 sum.
-                self._seen[slot] = True
-                self._el3_total[slot], self._measured_total[slot] = q[base + H_EL3], q[base + H_COUNT]
             low, high = min(values), max(values)
             q[base + H_COUNT] += len(values)
             q[base + H_SUM] += sum(values)
