@@ -29,6 +29,7 @@ from rmm_mp.host import (
 )
 from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.runtime import run_cpus
+from table_churn import TableChurner
 
 pytestmark = pytest.mark.multiprocess
 
@@ -130,56 +131,12 @@ DELEGATE of a backing page: ours, or another CPU holds it (INPUT). DATA_CREATE_U
 DATA_DESTROY: done, no level-3 table (2), or the entry is (not) assigned (3)."""
 
 
-class Racer:
-    def __init__(self, cpu, plan: RacePlan) -> None:  # type: ignore[no-untyped-def]
-        self.smc = cpu.smc
-        self.plan = plan
-        self.alloc = NsAllocator.for_cpu(cpu)
-        self.seen: Counter = Counter()
-
-    def call(self, name: str, *args: int) -> tuple[int, ...]:
-        regs = self.smc(getattr(F, "RMI_" + ("GRANULE_" if name == "DELEGATE" else "") + name), *args)
-        x0 = regs[0]
-        assert x0 in ALLOWED[name], f"{name}({', '.join(hex(a) for a in args)}) returned {x0:#x}"
-        self.seen[(name, x0)] += 1
-        return regs
-
-    def release(self, pa: int) -> None:
-        assert self.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS, f"UNDELEGATE({pa:#x})"
-
-    def create_table(self, block: int) -> None:
-        pa = self.alloc.alloc()
-        assert self.smc(F.RMI_GRANULE_DELEGATE, pa)[0] == SUCCESS
-        if self.call("RTT_CREATE", self.plan.rd, pa, block, 3)[0] != SUCCESS:
-            self.release(pa)
-            self.alloc.free(pa)
-
-    def drop_table(self, name: str, block: int) -> None:
-        x0, pa = self.call(name, self.plan.rd, block, 3)[:2]
-        if x0 == SUCCESS:
-            self.release(pa)
-            self.alloc.free(pa)
-
-    def fill(self, ipa: int) -> None:
-        pa = self.plan.backing + (ipa - self.plan.base)
-        if self.call("DELEGATE", pa)[0] != SUCCESS:
-            return
-        if self.call("DATA_CREATE_UNKNOWN", self.plan.rd, pa, ipa)[0] != SUCCESS:
-            self.release(pa)
-
-    def empty(self, ipa: int) -> None:
-        x0, pa = self.call("DATA_DESTROY", self.plan.rd, ipa)[:2]
-        if x0 == SUCCESS:
-            assert pa == self.plan.backing + (ipa - self.plan.base), f"DATA_DESTROY({ipa:#x}) returned {pa:#x}"
-            self.release(pa)
-
-
 def race_tables(cpu, plan: RacePlan) -> Counter:  # type: ignore[no-untyped-def]
     """CPU target: first RTT_CREATE on every block, then ``plan.ops`` random operations: table
     create / destroy / fold, and runs of DATA_CREATE_UNKNOWN or DATA_DESTROY (a whole block
     now and then, so that folds of full tables happen)."""
     rng = random.Random(plan.seed * 7919 + cpu.id)
-    me = Racer(cpu, plan)
+    me = TableChurner(cpu, plan.rd, plan.base, plan.backing, ALLOWED)
     start_together(cpu)
     for b in range(plan.blocks):
         me.create_table(plan.base + b * 2 * MiB)

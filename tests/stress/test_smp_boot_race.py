@@ -37,6 +37,7 @@ from rmm_mp.host.runloop import exit_counts
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.runtime import run_cpus
+from table_churn import TableChurner
 
 pytestmark = pytest.mark.multiprocess
 
@@ -59,7 +60,7 @@ ALLOWED = {
     "RTT_CREATE": {SUCCESS, rtt(2)},
     "RTT_DESTROY": {SUCCESS, rtt(2), rtt(3)},
     "RTT_FOLD": {SUCCESS, rtt(2), rtt(3)},
-    "DELEGATE": {SUCCESS},
+    "DELEGATE": {SUCCESS, INPUT},
     "DATA_CREATE_UNKNOWN": {SUCCESS, rtt(2), rtt(3)},
     "DATA_DESTROY": {SUCCESS, rtt(2), rtt(3)},
     "RTT_MAP_UNPROTECTED": {SUCCESS, rtt(3)},
@@ -67,7 +68,8 @@ ALLOWED = {
 }
 """What the RMM may answer the churning CPU. Whether a level-3 table exists at a block (or it is
 folded into a block entry), and whether an entry is assigned, depends on the churn's own earlier
-steps; a running REC of the realm changes none of it, so anything else is an RMM bug."""
+steps; a running REC of the realm changes none of it, so anything else is an RMM bug (DELEGATE of
+a backing page: done, or the page is assigned already, INPUT)."""
 
 
 @dataclass(frozen=True)
@@ -80,48 +82,10 @@ class ChurnPlan:
     seed: int
 
 
-class Churn:
+class Churn(TableChurner):
     def __init__(self, cpu, plan: ChurnPlan) -> None:  # type: ignore[no-untyped-def]
-        self.smc = cpu.smc
-        self.plan = plan
-        self.alloc = NsAllocator.for_cpu(cpu)
-        self.seen: Counter = Counter()
-
-    def call(self, name: str, *args: int) -> tuple[int, ...]:
-        fid = getattr(F, "RMI_GRANULE_DELEGATE" if name == "DELEGATE" else "RMI_" + name)
-        regs = self.smc(fid, *args)
-        assert regs[0] in ALLOWED[name], f"{name}({', '.join(hex(a) for a in args)}) returned {regs[0]:#x}"
-        self.seen[(name, regs[0])] += 1
-        return regs
-
-    def release(self, pa: int) -> None:
-        assert self.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS, f"UNDELEGATE({pa:#x})"
-
-    def create_table(self, block: int) -> None:
-        pa = self.alloc.alloc()
-        self.call("DELEGATE", pa)
-        if self.call("RTT_CREATE", self.plan.rd, pa, block, 3)[0] != SUCCESS:
-            self.release(pa)
-            self.alloc.free(pa)
-
-    def drop_table(self, name: str, block: int) -> None:
-        x0, pa = self.call(name, self.plan.rd, block, 3)[:2]
-        if x0 == SUCCESS:
-            self.release(pa)
-            self.alloc.free(pa)
-
-    def fill(self, ipa: int) -> None:
-        pa = self.plan.backing + (ipa - CHURN_BASE)
-        if self.smc(F.RMI_GRANULE_DELEGATE, pa)[0] != SUCCESS:
-            return                  # this page is assigned already (only this CPU uses the backing)
-        if self.call("DATA_CREATE_UNKNOWN", self.plan.rd, pa, ipa)[0] != SUCCESS:
-            self.release(pa)
-
-    def empty(self, ipa: int) -> None:
-        x0, pa = self.call("DATA_DESTROY", self.plan.rd, ipa)[:2]
-        if x0 == SUCCESS:
-            assert pa == self.plan.backing + (ipa - CHURN_BASE), f"DATA_DESTROY({ipa:#x}) returned {pa:#x}"
-            self.release(pa)
+        super().__init__(cpu, plan.rd, CHURN_BASE, plan.backing, ALLOWED)
+        self.ns_page = plan.ns_page
 
     def step(self, rng: random.Random) -> None:
         block = CHURN_BASE + rng.randrange(2) * 2 * MiB
@@ -134,9 +98,9 @@ class Churn:
             self.drop_table("RTT_FOLD", block)
         elif op < 0.4:
             if rng.random() < 0.5:
-                self.call("RTT_MAP_UNPROTECTED", self.plan.rd, NS_IPA, 3, self.plan.ns_page | NS_ATTRS)
+                self.call("RTT_MAP_UNPROTECTED", self.rd, NS_IPA, 3, self.ns_page | NS_ATTRS)
             else:
-                self.call("RTT_UNMAP_UNPROTECTED", self.plan.rd, NS_IPA, 3)
+                self.call("RTT_UNMAP_UNPROTECTED", self.rd, NS_IPA, 3)
         else:
             first, count = (0, 512) if rng.random() < 0.1 else (rng.randrange(512), rng.randint(1, 24))
             work = self.fill if op < 0.75 else self.empty
