@@ -70,12 +70,10 @@ class RttChurn:
 
     def unit(self) -> None:
         h, rng = self.host, self.rng
-        targets = h.churn_targets()
-        if not targets:
-            h.counters["rtt-churn idle"] += 1
+        picked = h.pick_window(rng, "rtt-churn")
+        if picked is None:
             return
-        inst = targets[rng.randrange(len(targets))]
-        win = h.window(inst)
+        inst, win = picked
         realm = inst.host
         if not win.ready:       # the level-2 table over the windows (another CPU may make it first)
             create_rtt_levels(h.cpu, h.alloc, realm, win.base, realm.start_level, 2)
@@ -139,12 +137,10 @@ class MapShared:
 
     def unit(self) -> None:
         h, rng = self.host, self.rng
-        targets = h.churn_targets()
-        if not targets:
-            h.counters["map-shared idle"] += 1
+        picked = h.pick_window(rng, "map-shared")
+        if picked is None:
             return
-        inst = targets[rng.randrange(len(targets))]
-        win = h.window(inst)
+        inst, win = picked
         i = rng.randrange(MAP_PAGES)
         ipa = win.ns_base + i * G
         if i in win.mapped:

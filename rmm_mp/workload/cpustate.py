@@ -20,6 +20,7 @@ This module owns the per-CPU state. It speaks SMC only (through the host library
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -201,6 +202,16 @@ class Host:
         """Realms this CPU may churn: every resident realm and the live instances it owns."""
         owned = [self.owned[k] for k in sorted(self.owned)]
         return list(self.job.resident) + [i for i in owned if i is not None]
+
+    def pick_window(self, rng: random.Random, activity: str) -> tuple[Instance, Window] | None:
+        """A churn target drawn with ``rng`` and this CPU's window in it; None (counted as
+        "<activity> idle") when there is nothing to churn."""
+        targets = self.churn_targets()
+        if not targets:
+            self.counters[f"{activity} idle"] += 1
+            return None
+        inst = targets[rng.randrange(len(targets))]
+        return inst, self.window(inst)
 
     def window(self, inst: Instance) -> Window:
         key = (inst.slot, inst.gen)
