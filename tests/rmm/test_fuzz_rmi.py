@@ -122,6 +122,22 @@ def _smc_ok(t: Rmi, fid: int, *args: int) -> tuple[int, ...]:
     return regs
 
 
+def _first_table(pop: Population, realm: Realm) -> None:
+    """The level-3 table at IPA 0 that realms A and B share the layout of: RIPAS RAM over
+    0x2000..0x5000, a DATA granule at 0 (measured content), an unknown one at 0x1000, and
+    0x4000 DESTROYED (its granule back to DELEGATED)."""
+    t = pop.t
+    t.rtts(realm, 0, 3)
+    _smc_ok(t, F.RMI_RTT_INIT_RIPAS, realm.rd, 0x2000, 0x5000)
+    data, unknown, gone = t.delegate(), t.delegate(), t.delegate()
+    _smc_ok(t, F.RMI_DATA_CREATE, realm.rd, data, 0, pop.roles["src"][0], MEASURE_CONTENT)
+    _smc_ok(t, F.RMI_DATA_CREATE_UNKNOWN, realm.rd, unknown, 0x1000)
+    _smc_ok(t, F.RMI_DATA_CREATE_UNKNOWN, realm.rd, gone, 0x4000)
+    _smc_ok(t, F.RMI_DATA_DESTROY, realm.rd, 0x4000)
+    pop.add("data", data, unknown)
+    pop.add("delegated", gone)
+
+
 def _realm_a(pop: Population) -> None:
     """Realm A: NEW, s2sz 40, start level 1 (2 concatenated roots). At protected IPA 0 a level-3
     table with DATA (measured) at 0, DATA (unknown, RIPAS EMPTY) at 0x1000, RIPAS RAM at
@@ -129,15 +145,7 @@ def _realm_a(pop: Population) -> None:
     folded); at 4 MiB a level-3 table all UNASSIGNED RAM (foldable); an ASSIGNED_NS level-2
     block at the first unprotected IPA; REC A0."""
     t, a = pop.t, pop.realms["A"]
-    t.rtts(a, 0, 3)
-    _smc_ok(t, F.RMI_RTT_INIT_RIPAS, a.rd, 0x2000, 0x5000)
-    data, unknown, gone = t.delegate(), t.delegate(), t.delegate()
-    _smc_ok(t, F.RMI_DATA_CREATE, a.rd, data, 0, pop.roles["src"][0], MEASURE_CONTENT)
-    _smc_ok(t, F.RMI_DATA_CREATE_UNKNOWN, a.rd, unknown, 0x1000)
-    _smc_ok(t, F.RMI_DATA_CREATE_UNKNOWN, a.rd, gone, 0x4000)
-    _smc_ok(t, F.RMI_DATA_DESTROY, a.rd, 0x4000)
-    pop.add("data", data, unknown)
-    pop.add("delegated", gone)
+    _first_table(pop, a)
     t.rtts(a, L2, 3)
     first = t.ns_granules(s2tt.ENTRIES, align=L2)
     for i in range(s2tt.ENTRIES):
@@ -159,15 +167,7 @@ def _realm_b(pop: Population) -> None:
     page at the first unprotected IPA and, 2 MiB above, a level-3 table all UNASSIGNED_NS
     (foldable); RECs B0, B1, B3, B4 runnable, B2 not."""
     t, b = pop.t, pop.realms["B"]
-    t.rtts(b, 0, 3)
-    _smc_ok(t, F.RMI_RTT_INIT_RIPAS, b.rd, 0x2000, 0x5000)
-    data, unknown, gone = t.delegate(), t.delegate(), t.delegate()
-    _smc_ok(t, F.RMI_DATA_CREATE, b.rd, data, 0, pop.roles["src"][0], MEASURE_CONTENT)
-    _smc_ok(t, F.RMI_DATA_CREATE_UNKNOWN, b.rd, unknown, 0x1000)
-    _smc_ok(t, F.RMI_DATA_CREATE_UNKNOWN, b.rd, gone, 0x4000)
-    _smc_ok(t, F.RMI_DATA_DESTROY, b.rd, 0x4000)
-    pop.add("data", data, unknown)
-    pop.add("delegated", gone)
+    _first_table(pop, b)
     t.rtts(b, 2 * L2, 3)
     t.rtts(b, b.unprotected, 3)
     t.rtts(b, b.unprotected + L2, 3)
