@@ -43,8 +43,10 @@ class ConfigError(ValueError):
 
 
 def _show(value: object) -> str:
+    # Decimal as well as hex: a CPU count or a seed is typed in decimal, an address or a
+    # size often in hex, and the message should show the value in the form its writer knows.
     if isinstance(value, int) and not isinstance(value, bool) and value > 4096:
-        return f"{value:#x}"
+        return f"{value} ({value:#x})"
     if isinstance(value, str):
         return repr(value)
     if value is _MISSING:

@@ -96,6 +96,8 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, shown", [
     (["run", "delegate-churn", "--cpus", "9"], "--cpus = 9: expected the number of CPU processes (platform 'host' has 4"),
+    # A large value is shown as typed (decimal) and in hex, never only in hex.
+    (["run", "delegate-churn", "--cpus", "100000"], "--cpus = 100000 (0x186a0): expected the number of CPU processes"),
     (["run", "no-such-workload"], "a bundled workload (attestation-storm, churn, contention, delegate-churn"),
     (["run", "delegate-churn", "--platform", "nope"], "--platform = 'nope': expected a bundled platform (fvp, host"),
     (["run", "delegate-churn", "--plot", "x.png", "--no-latency"], "cannot be combined with --no-latency"),
