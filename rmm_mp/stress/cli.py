@@ -22,6 +22,7 @@ import click
 
 from rmm_mp.check import invariants
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.outpaths import check_output
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
@@ -84,6 +85,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         click.echo(catalog_text())
         return
     try:
+        for option, path in (("--trace", trace_path), ("--save-schedule", save_schedule), ("--json", json_path)):
+            check_output(option, path)
         config, recorded = _config(workload, cpus, seconds, seed, schedule, steps, pct_depth, inject, checkers,
                                    quiescent_every, replay, trace_path)
     except ValueError as exc:
@@ -171,6 +174,10 @@ def check(machine_name: str, json_path: str | None) -> None:
     """
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
+    try:
+        check_output("--json", json_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         machine = Machine.attach(machine_name)
     except (MachineError, ValueError) as exc:

@@ -10,18 +10,34 @@ This module owns the command-line surface of workloads. The logic lives in the m
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.outpaths import check_output
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, summary
 from rmm_mp.workload.resolve import Workload, resolve
+from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.run import RunOptions, run_workload
 
 _PATH = click.Path(dir_okay=False)
+
+
+def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunReport, str], None]]]) -> list[str]:
+    """Write the report's extra files; the messages of those that failed (checked before the
+    run, a path can still fail: disk full, a directory removed meanwhile)."""
+    failed = []
+    for key, path, write in files:
+        try:
+            write(report, path)
+        except OSError as exc:
+            report.outputs.pop(key, None)
+            failed.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
+    return failed
 
 
 def _resolve(workload: str, **options: object) -> Workload:
@@ -72,10 +88,17 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     peak RSS; what every realm did; and the invariant check (docs/latency.md).
 
     Exit status: 0 when every CPU finished, every realm is fine, every check passed and the
-    invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, or the run
-    was interrupted; 2 for a bad workload file or bad options.
+    invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, the run
+    was interrupted, or a report file could not be written; 2 for a bad workload file or bad
+    options (an output path whose directory does not exist or is not writable is one).
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
+    try:
+        for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot_path), ("--trace", trace_path)):
+            check_output(option, path)
+        check_output("--save-tokens", tokens_dir, directory=True)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     if plot_path:
         if no_latency:
             raise click.UsageError("--plot draws latency: it cannot be combined with --no-latency")
@@ -94,10 +117,11 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
                                                           ("csv", csv_path, render.write_csv),
                                                           ("plot", plot_path, render.write_plot)) if path]
     report.outputs.update((key, path) for key, path, _ in files)   # so that every output lists them all
-    for _, path, write in files:
-        write(report, path)
+    failed = _write_outputs(report, files)
     click.echo(render.format_report(report))
-    sys.exit(0 if report.ok else 1)
+    for message in failed:
+        click.echo(f"Error: {message}", err=True)
+    sys.exit(0 if report.ok and not failed else 1)
 
 
 @click.group(name="workloads")

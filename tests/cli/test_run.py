@@ -109,6 +109,60 @@ def test_run_refuses_bad_options_with_exit_2(args: list[str], shown: str) -> Non
     assert no_segments_of(os.getpid())
 
 
+@pytest.mark.parametrize("option, where, shown", [
+    ("--json", "missing/r.json", "a file that can be written (No such file or directory)"),
+    ("--csv", "missing/r.csv", "a file that can be written (No such file or directory)"),
+    ("--plot", "missing/r.png", "a file that can be written (No such file or directory)"),
+    ("--trace", "missing/t.json", "a file that can be written (No such file or directory)"),
+    ("--save-tokens", "afile/tokens", "a directory that exists or can be created (Not a directory)"),
+])
+def test_run_refuses_an_unwritable_output_path_before_running(tmp_path: Path, option: str, where: str,
+                                                               shown: str) -> None:
+    """An output path the run could not write is a usage error (exit 2) naming the option, the
+    path and why, given before any CPU starts: no shared memory, and the probe leaves nothing."""
+    (tmp_path / "afile").write_text("")
+    path = str(tmp_path / where)
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--iterations", "10", option, path])
+    assert result.exit_code == 2, result.output
+    assert f"command line: {option} = '{path}': expected {shown}" in result.output
+    assert "workload delegate-churn" not in result.output   # no report: nothing ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert no_segments_of(os.getpid())
+
+
+def test_output_probe_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A writable path passes the check, and the probe removes the file it created (an
+    existing file is left as it was)."""
+    from rmm_mp.outpaths import check_output
+    check_output("--json", str(tmp_path / "new.json"))
+    (tmp_path / "old.json").write_text("kept")
+    check_output("--json", str(tmp_path / "old.json"))
+    check_output("--save-tokens", str(tmp_path / "a" / "b"), directory=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "old.json"]
+    assert (tmp_path / "old.json").read_text() == "kept" and (tmp_path / "a" / "b").is_dir()
+
+
+@pytest.mark.multiprocess
+def test_run_reports_a_failed_write_after_the_run_and_exits_1(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report file that cannot be written after the run (checked before it, the disk can still
+    fill up) does not lose the run: the report is printed without it, the error names the
+    file and the reason, and the exit status is 1. The other files are written."""
+    from rmm_mp.workload import render
+
+    def disk_full(report: object, path: str) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(render, "write_json", disk_full)
+    j, c = tmp_path / "r.json", tmp_path / "r.csv"
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", "--json", str(j),
+                                       "--csv", str(c), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "result: OK" in result.output and f"csv {c}" in result.output and f"json {j}" not in result.output
+    assert f"Error: could not write the json report to {j}: No space left on device" in result.output
+    assert c.exists() and not j.exists()
+    assert no_segments_of(os.getpid())
+
+
 def test_workloads_list_names_every_bundled_workload() -> None:
     result = CliRunner().invoke(main, ["workloads", "list"])
     assert result.exit_code == 0

@@ -63,6 +63,22 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert res.exit_code == 2 and message in res.output, res.output
 
 
+@pytest.mark.parametrize("option", ["--trace", "--save-schedule", "--json"])
+def test_unwritable_output_path_is_a_usage_error_before_any_run(tmp_path: Path, option: str) -> None:
+    """An output file in a directory that does not exist: exit 2 naming the option and the
+    path, before any run (nothing is printed of one)."""
+    path = str(tmp_path / "missing" / "out.json")
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--steps", "10", option, path])
+    assert res.exit_code == 2, res.output
+    assert f"{option} = '{path}': expected a file that can be written (No such file or directory)" in res.output
+    assert "operations" not in res.output and not (tmp_path / "missing").exists()
+
+
+def test_check_refuses_an_unwritable_json_path(machine: Machine, tmp_path: Path) -> None:
+    res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "missing" / "c.json")])
+    assert res.exit_code == 2 and "--json = " in res.output and "No such file or directory" in res.output, res.output
+
+
 def test_check_a_live_machine(machine: Machine, tmp_path: Path) -> None:
     """`rmm-mp check NAME` attaches: exit 0 while the invariants hold; with a lock held by CPU 2
     exit 1, the lock-free violation and the holder listed (and in the JSON); an unknown name

@@ -1,0 +1,41 @@
+"""Output paths named on the command line: checked before a run starts.
+
+A run of minutes must not end in a traceback over a mistyped directory, so every command that
+writes files after its run (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`) probes each path
+first and refuses a bad one as a usage error. The probe creates the path, since permission
+bits alone say nothing for root or for /proc; a file the probe created is removed again, a
+directory stays (the run would create it anyway).
+
+This module owns that check. It must not write anything else.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rmm_mp.hw.tomlsrc import ConfigError
+
+
+def check_output(option: str, path: str | None, directory: bool = False) -> None:
+    """Raise ConfigError (naming ``option``, the path and why) if ``path`` cannot be written:
+    as a file, or with ``directory`` as a directory that exists or can be created. None passes."""
+    if path is None:
+        return
+    try:
+        if directory:
+            os.makedirs(path, exist_ok=True)
+            problem = "" if os.access(path, os.W_OK | os.X_OK) else "it is not writable"
+        elif os.path.isdir(path):
+            problem = "it is a directory"
+        else:
+            existed = os.path.exists(path)
+            with open(path, "ab"):
+                pass
+            if not existed:
+                os.unlink(path)
+            problem = ""
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    if problem:
+        kind = "a directory that exists or can be created" if directory else "a file that can be written"
+        raise ConfigError("command line", option, path, f"{kind} ({problem})")
