@@ -36,7 +36,7 @@ class ShrinkResult:
         o, r = self.original, self.report
         f, g = o.first(), r.first()
         return (f"shrunk in {self.attempts} replays ({self.accepted} kept): finding at step "
-                f"{f.step if f else '?'} -> {g.step if g else '?'}, {len(o.schedule)} -> {len(r.schedule)} switches, "
+                f"{f.step if f else '?'} -> {g.step if g else '?'}, {o.switches} -> {r.switches} switches, "
                 f"{o.preemptions} -> {r.preemptions} preemptions")
 
 

@@ -55,6 +55,10 @@ def test_shrink_keeps_the_finding_with_fewer_steps_and_preemptions() -> None:
     assert result.report.preemptions < report.preemptions
     replay = run(schedule_file.replay_config(schedule_file.to_json(result.report)))
     assert replay.findings_text() == result.report.findings_text()
+    # The summary counts switches as the reports' headers do (the schedule's first entry is
+    # the initial pick, not a switch).
+    assert f", {report.switches} -> {result.report.switches} switches, " in result.describe()
+    assert f"{report.switches} switches (" in report.text()
 
 
 def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
