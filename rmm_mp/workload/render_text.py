@@ -161,9 +161,11 @@ def _realms(doc: dict[str, Any]) -> list[str]:
         return []
     failed = sum(not r["ok"] for r in realms)
     shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"]][:MAX_OK_REALMS]
-    rows = [(r["name"], str(r["recs"]), "ok" if r["ok"] else "FAILED", _counters(r["counters"]), r["detail"] or "-")
+    # The detail (how the realm ended) comes before the counters, so that clipping an ok realm's
+    # line to the width cuts the tail of its counter list, not its outcome.
+    rows = [(r["name"], str(r["recs"]), "ok" if r["ok"] else "FAILED", r["detail"] or "-", _counters(r["counters"]))
             for r in shown]
-    head, rule, *body = table(("realm", "RECs", "result", "counters", "detail"), rows, (0, 2, 3, 4))
+    head, rule, *body = table(("realm", "RECs", "result", "detail", "counters"), rows, (0, 2, 3, 4))
     out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule,
            *(line if not r["ok"] else _clip(line) for r, line in zip(shown, body))]
     if len(realms) > len(shown):

@@ -114,7 +114,19 @@ def test_realms_are_capped_with_the_rest_counted() -> None:
     names = [line.split()[0] for line in section[3:]]
     assert names[0] == "vm#bad" and names[1:21] == [f"vm#{n}" for n in range(20)]
     assert section[-1] == "... and 10 more realms, all ok (the JSON report lists every realm)"
-    assert section[3].endswith("x" * 150)  # a failed realm's detail is never clipped
+    assert "x" * 150 in section[3]  # a failed realm's detail is never clipped
+
+
+def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
+    """An ok realm with a long counter list: its line is clipped to the width, and what is cut is
+    the end of the counters, not how the realm ended."""
+    counters = {f"counter{n}": 1000 + n for n in range(20)}
+    realm = RealmOutcome("vm#0", 4, True, "turned itself off, reported pass (detail 0x0)", counters)
+    section = _section(format_report(hand_built(realms=(realm,))), "Realms: 1 of 1 ok")
+    assert section[1].split() == ["realm", "RECs", "result", "detail", "counters"]
+    line = section[3]
+    assert len(line) <= 120 and line.endswith("...")
+    assert "turned itself off, reported pass (detail 0x0)" in line and "counter0 1,000" in line
 
 
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
