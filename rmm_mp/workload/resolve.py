@@ -89,6 +89,9 @@ class Workload:
 def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = None, seconds: float | None = None,
             iterations: int | None = None, seed: int | None = None) -> Workload:
     f, cl = file.fields, Fields("", "command line")
+    # Which options were given, before ``cpus`` takes the file's value when the option was not.
+    overrides = tuple(name for name, value in (("--platform", platform), ("--cpus", cpus), ("--seconds", seconds),
+                                               ("--iterations", iterations), ("--seed", seed)) if value is not None)
     plat = _platform(file, platform)
     limit = min(plat.cpus, MAX_CPUS)
     expected = f"an integer in 1..{limit} (platform {plat.name!r} has {plat.cpus} CPUs)"
@@ -100,8 +103,6 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
             raise f.fail("cpus", file.cpus, expected)
         cpus = file.cpus
     count = cpus if cpus is not None else limit
-    overrides = tuple(name for name, value in (("--platform", platform), ("--cpus", cpus), ("--seconds", seconds),
-                                               ("--iterations", iterations), ("--seed", seed)) if value is not None)
     if seed is not None:
         seed = cl.integer(seed, "--seed", 0, U64, "the seed of every random choice")
     phases = _phases(file, count, _length(file, cl, seconds, iterations))

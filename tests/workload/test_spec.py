@@ -316,6 +316,9 @@ def test_defaults_overrides_and_weights(tmp_path: Path) -> None:
                                                         {"run": 3.0, "map-shared": 1.0}, {"run": 1.0}]
     w = load(tmp_path, text, cpus=2, seed=5, iterations=100)
     assert (w.cpus, w.seed, w.seconds, w.iterations, w.overrides) == (2, 5, None, 100, ("--cpus", "--iterations", "--seed"))
+    # A file that sets cpus itself has no override to list when no option is given.
+    assert load(tmp_path, "cpus = 3\n" + text).overrides == ()
+    assert load(tmp_path, "cpus = 3\n" + text, seed=1).overrides == ("--seed",)
 
 
 def test_phases_keep_their_proportions_under_seconds(tmp_path: Path) -> None:
