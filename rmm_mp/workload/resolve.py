@@ -240,18 +240,21 @@ def _capacity(w: Workload) -> None:
     realms = sum(r.instances for r in w.realms) + ripas
     biggest = max(w.realms, key=lambda r: r.instances, default=None)
     where = f"{biggest.key}.instances" if biggest is not None else "activities"
+    # The error names the biggest kind's instances with its own value; the totals go in the text.
     if realms > MAX_REALMS:
-        raise f.fail(where, realms, f"at most {MAX_REALMS} realms alive at once, the run queue's capacity "
-                                      f"(instances of every [[realm]], plus one per CPU doing ripas-churn)")
+        raise f.fail(where, biggest.instances if biggest is not None else realms,
+                     f"at most {MAX_REALMS} realms alive at once, the run queue's capacity; this run would have "
+                     f"{realms} (instances of every [[realm]], plus one per CPU doing ripas-churn)")
     need, parts = _memory(w)
     plat = w.platform
     usable = plat.granule_count - sum(r.size // GRANULE for r in plat.secure) - 64
     if need > usable:
+        mib = f"{need * GRANULE / (1 << 20):.1f} MiB"
         shown = ", ".join(f"{k} {v * GRANULE / (1 << 20):.1f} MiB" for k, v in parts.items() if v)
-        raise f.fail(where, f"{need * GRANULE / (1 << 20):.1f} MiB",
-                     f"at most the {usable * GRANULE / (1 << 20):.1f} MiB of NS DRAM platform {plat.name!r} has "
-                     f"(upper bound of what the run needs: {shown}); use fewer or smaller realms, or a bigger "
-                     f"platform")
+        raise f.fail(where, biggest.instances if biggest is not None else mib,
+                     f"realms that fit in the {usable * GRANULE / (1 << 20):.1f} MiB of NS DRAM platform "
+                     f"{plat.name!r} has; the run would need up to {mib} ({shown}); use fewer or smaller realms, "
+                     f"or a bigger platform")
 
 
 def _memory(w: Workload) -> tuple[int, dict[str, int]]:

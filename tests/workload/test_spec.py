@@ -228,7 +228,8 @@ def test_bad_hash_name(tmp_path: Path) -> None:
 
 def test_too_many_realms_for_the_run_queue(tmp_path: Path) -> None:
     text = HEAD + OK_REALM + "instances = 40\n" + OK_REALM.replace('"a"', '"b"') + "instances = 20\n"
-    refused(tmp_path, text, 6, "realm[0].instances", 60, "at most 54 realms alive at once")
+    err = refused(tmp_path, text, 6, "realm[0].instances", 40, "at most 54 realms alive at once")
+    assert "this run would have 60" in err.expected
 
 
 def test_too_many_cpus_for_the_platform(tmp_path: Path) -> None:
@@ -239,8 +240,8 @@ def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
     """20 resident realms churned by 4 CPUs need 2 MiB of backing per CPU and realm: more than
     the 63 MiB of NS DRAM of `host`."""
     text = "seconds = 1\nactivities = { run = 1, rtt-churn = 1 }\n" + OK_REALM + "instances = 20\n"
-    err = refused(tmp_path, text, 6, "realm[0].instances", "165.9 MiB", "of NS DRAM platform 'host' has")
-    assert "rtt-churn windows 161.2 MiB" in err.expected
+    err = refused(tmp_path, text, 6, "realm[0].instances", 20, "of NS DRAM platform 'host' has")
+    assert "the run would need up to 165.9 MiB (" in err.expected and "rtt-churn windows 161.2 MiB" in err.expected
 
 
 def small_platform(tmp_path: Path) -> None:
