@@ -12,7 +12,8 @@ or a guest realm that ends without a passing report.
     data       runs of DATA_CREATE_UNKNOWN or DATA_DESTROY in T's contested ranges
     map        RTT_MAP_UNPROTECTED / RTT_UNMAP_UNPROTECTED of T's unprotected page; READ_ENTRY
     recs       REC_CREATE (index from a shared hint) / REC_DESTROY / REC_AUX_COUNT on N, and
-               REALM_DESTROY of N (refused: N has RECs)
+               REALM_DESTROY of N (refused: N has RECs); a CPU keeps at most MY_RECS of its
+               RECs alive, destroying one instead of creating another when it has that many
     measured   DATA_CREATE (measured) / DATA_DESTROY / RTT_INIT_RIPAS on N's 32 shared pages
     delegate   DELEGATE / UNDELEGATE of the shared pool
     wrong      calls naming objects of the wrong kind (the RMM must refuse them without harm)
@@ -55,6 +56,11 @@ WORKLOADS: dict[str, dict[str, float]] = {
     "lifecycle": {"recs": 3, "measured": 2, "delegate": 2, "wrong": 1, "lifecycle": 0.3},
 }
 """Bundled stress workloads: the weight of each operation."""
+
+MY_RECS = 8
+"""RECs of realm N one CPU keeps alive at most. Creating is drawn more often than destroying
+(a REC_CREATE may be refused in a race), so without a bound a long run kept adding RECs, each
+with its aux granules, until the host ran out of memory (a false finding, OutOfGranules)."""
 
 
 class Unexpected(Exception):
@@ -196,7 +202,8 @@ class Operations:
     def recs(self, rng: random.Random) -> None:
         rd = self.pop.new_realm.rd
         op = rng.random()
-        if op < 0.45 or not self.my_recs and op < 0.8:
+        full = len(self.my_recs) >= MY_RECS
+        if op < 0.45 and not full or not self.my_recs and op < 0.8:
             self._rec_create(rd)
         elif op < 0.8:
             rec, aux = self.my_recs.pop(rng.randrange(len(self.my_recs)))
