@@ -85,6 +85,11 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         click.echo(catalog_text())
         return
     try:
+        if schedule == "free" and replay is None:
+            # Refused before the run: a free-running run has no schedule to save, shrink or draw.
+            for option, given in (("--trace", trace_path), ("--save-schedule", save_schedule), ("--shrink", do_shrink)):
+                if given:
+                    raise ValueError(f"{option} needs a deterministic run (--schedule random or pct, or --replay)")
         for option, path in (("--trace", trace_path), ("--save-schedule", save_schedule), ("--json", json_path)):
             check_output(option, path)
         config, recorded = _config(workload, cpus, seconds, seed, schedule, steps, pct_depth, inject, checkers,
@@ -102,7 +107,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         click.echo("replay reproduced the recorded findings" if same else
                    "replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
         failed = failed or not same
-    if do_shrink and report.first() is not None and config.deterministic:
+    if do_shrink and report.first() is not None:
         result = shrink(report, on_attempt=lambda n, r: click.echo(f"  shrink attempt {n}: "
                                                                     f"{_brief(r)}", err=True))
         click.echo(result.describe())
@@ -113,11 +118,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         schedule_file.write(report, path)
         click.echo(f"schedule: {path}\nreplay: {report.replay_command(path)}")
     if trace_path:
-        if config.deterministic:
-            timeline.write(report, trace_path)
-            click.echo(f"timeline: {trace_path} (Perfetto: ui.perfetto.dev)")
-        else:
-            click.echo("--trace needs a deterministic run (--schedule random or pct, or --replay)", err=True)
+        timeline.write(report, trace_path)
+        click.echo(f"timeline: {trace_path} (Perfetto: ui.perfetto.dev)")
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_json(), indent=1) + "\n")
     if failed:

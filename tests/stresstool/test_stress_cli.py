@@ -56,9 +56,13 @@ def test_clean_free_running_run_exits_zero() -> None:
     (["--checkers", "lockdep,bogus"], "unknown bogus"),
     (["--inject", "no-such-bug"], "no-such-bug"),
     (["nowhere"], "nowhere"),
+    (["--trace", "t.json"], "--trace needs a deterministic run (--schedule random or pct, or --replay)"),
+    (["--save-schedule", "s.json"], "--save-schedule needs a deterministic run"),
+    (["--shrink"], "--shrink needs a deterministic run"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
-    """A bad checker, bug or workload name is a usage error naming it (exit 2), before any run."""
+    """A bad checker, bug or workload name, or an option only a deterministic run can honour on a
+    free-running one, is a usage error naming it (exit 2), before any run."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2 and message in res.output, res.output
 
