@@ -86,20 +86,28 @@ class ProcessUsage:
     voluntary_switches: int
     involuntary_switches: int
     peak_rss_bytes: int
+    """Peak resident set size. It counts the machine's shared memory (DRAM, tables) as far as
+    this process touched it, so it grows towards the platform's DRAM size on a long run."""
     pinned_core: int | None
+    private_bytes: int
+    """Resident memory of the process's own at the end (RSS minus file-backed and shared
+    pages): its heap and stacks, what grows if the process itself leaks."""
 
     def to_json(self) -> dict[str, Any]:
         return {"user_s": round(self.user_s, 4), "system_s": round(self.system_s, 4),
                 "voluntary_switches": self.voluntary_switches, "involuntary_switches": self.involuntary_switches,
-                "peak_rss_bytes": self.peak_rss_bytes, "pinned_core": self.pinned_core}
+                "peak_rss_bytes": self.peak_rss_bytes, "private_bytes": self.private_bytes,
+                "pinned_core": self.pinned_core}
 
 
 def _own_usage(pinned: int | None) -> ProcessUsage:
     me = psutil.Process()
-    times, switches = me.cpu_times(), me.num_ctx_switches()
+    times, switches, memory = me.cpu_times(), me.num_ctx_switches(), me.memory_info()
     # psutil has no peak RSS on Linux; getrusage does (in KiB there).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return ProcessUsage(times.user, times.system, switches.voluntary, switches.involuntary, peak, pinned)
+    # memory_info().shared exists on Linux only (file-backed and shared-memory pages).
+    private = max(0, memory.rss - getattr(memory, "shared", 0))
+    return ProcessUsage(times.user, times.system, switches.voluntary, switches.involuntary, peak, pinned, private)
 
 
 def host_cores() -> list[int]:

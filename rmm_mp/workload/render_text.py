@@ -141,9 +141,12 @@ def _processes(doc: dict[str, Any]) -> list[str]:
         return []
     rows = [(str(p["cpu"]), f"{p['user_s']:.2f}", f"{p['system_s']:.2f}", f"{p['involuntary_switches']:,}",
              f"{p['voluntary_switches']:,}", f"{p['peak_rss_bytes'] / 2**20:,.1f}",
+             f"{p['private_bytes'] / 2**20:,.1f}",
              "-" if p["pinned_core"] is None else str(p["pinned_core"])) for p in doc["processes"]]
-    return ["", "CPU processes (CPU time in s, peak RSS in MiB, host core when pinned)",
-            *table(("cpu", "user s", "system s", "involuntary cs", "voluntary cs", "peak RSS", "core"), rows)]
+    return ["", "CPU processes (CPU time in s; MiB: peak RSS with the shared memory it touched, private at the end; "
+                "core if pinned)",
+            *table(("cpu", "user s", "system s", "involuntary cs", "voluntary cs", "peak RSS", "private", "core"),
+                   rows)]
 
 
 def _counters(values: dict[str, int]) -> str:

@@ -101,6 +101,8 @@ def test_run_cpus_traces_pins_and_reports_usage() -> None:
             usage = result.usage[cpu]
             assert usage.user_s + usage.system_s > 0
             assert usage.peak_rss_bytes > 1 << 20
+            # The process's own memory (a Python interpreter: megabytes) is part of its RSS.
+            assert 1 << 20 < usage.private_bytes < usage.peak_rss_bytes
             assert usage.pinned_core is not None
         # Two CPUs on at least one allowed core: they get the first cores in order, wrapping.
         assert result.usage[0].pinned_core != result.usage[1].pinned_core or len(

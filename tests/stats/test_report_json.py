@@ -34,7 +34,8 @@ def _valid(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0), 1: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None)}
+UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0, 20 << 20),
+            1: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None, 20 << 20)}
 
 
 @pytest.mark.parametrize("changes", [

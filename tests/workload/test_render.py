@@ -82,16 +82,16 @@ def test_lock_contention_per_class_and_cpu() -> None:
 
 
 def test_cpu_processes() -> None:
-    procs = _section(format_report(hand_built(pinned=True, usage={0: ProcessUsage(1.5, 0.25, 12, 340, 60 << 20, 1)})),
-                     "CPU processes")
+    usage = {0: ProcessUsage(1.5, 0.25, 12, 340, 60 << 20, 1, 20 << 20)}
+    procs = _section(format_report(hand_built(pinned=True, usage=usage)), "CPU processes")
     assert procs[1].split() == ["cpu", "user", "s", "system", "s", "involuntary", "cs", "voluntary", "cs", "peak",
-                                "RSS", "core"]
-    assert procs[3].split() == ["0", "1.50", "0.25", "340", "12", "60.0", "1"]
+                                "RSS", "private", "core"]
+    assert procs[3].split() == ["0", "1.50", "0.25", "340", "12", "60.0", "20.0", "1"]
 
 
 def test_warnings_are_printed_near_the_top() -> None:
     text = format_report(hand_built(cpus=4, host_cores=2, pinned=True,
-                                    usage={0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None)}))
+                                    usage={0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None, 20 << 20)}))
     warnings = [line for line in text.splitlines()[:8] if line.startswith("WARNING: ")]
     assert warnings == [
         "WARNING: 4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled",
