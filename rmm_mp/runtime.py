@@ -18,8 +18,10 @@ Children die with the process that started them: each holds the read end of a li
 whose only writer is the parent, and a watcher thread blocked on it ends the child when it sees
 end-of-file (the parent died, whatever the signal). This works for forkserver children too,
 whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG. Children ignore
-SIGINT (the parent handles Ctrl-C and stops them between calls, so no handler is interrupted
-half-way) and exit by returning.
+SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job send to the whole
+process group: the parent handles them and stops the children between calls, so no handler
+is interrupted half-way. Children exit by returning; one that does not stop within the grace
+time is killed (SIGKILL: it ignores SIGTERM).
 """
 
 from __future__ import annotations
@@ -156,6 +158,9 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[An
     _set_parent_death_signal()
     threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Before Machine.attach, whose SIGTERM handler would otherwise end the process at once
+    # (it leaves an ignored signal alone).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pinned = _pin(cpu_id, pin_cores) if pin_cores is not None else None
     machine = Machine.attach(name)
     code = 0
@@ -268,11 +273,13 @@ class _Supervisor:
         while live:
             try:
                 self._step(live, start)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 if self.interrupted:
                     self._terminate(live)
                 self.interrupted = True
-                self.stop("interrupted (Ctrl-C)")
+                # A caller that turns another signal into KeyboardInterrupt names it in the
+                # exception (`rmm-mp run` does for SIGTERM).
+                self.stop(f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})")
         for pipe in self.pipes.values():
             pipe.close()
         elapsed = time.monotonic() - start
@@ -331,13 +338,10 @@ class _Supervisor:
         return CpuFailure(cpu, how, tb, held)
 
     def _terminate(self, live: dict[int, Any]) -> None:
+        # SIGKILL: the children ignore SIGTERM (see the module docstring).
         for cpu, proc in live.items():
             if proc.exitcode is None:
                 self.terminated.add(cpu)
-                proc.terminate()
-        deadline = time.monotonic() + 2.0
-        for proc in live.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.exitcode is None:
                 proc.kill()
-                proc.join()
+        for proc in live.values():
+            proc.join()

@@ -73,7 +73,9 @@ def _header(doc: dict[str, Any]) -> list[str]:
     if facts:
         lines.append("host: " + ", ".join(facts))
     if doc["interrupted"]:
-        lines.append("INTERRUPTED: the run was stopped before its end (Ctrl-C)")
+        stopped_by = host.get("stopped_by", "")
+        how = stopped_by.removeprefix("interrupted ") if stopped_by.startswith("interrupted (") else "(Ctrl-C)"
+        lines.append(f"INTERRUPTED: the run was stopped before its end {how}")
     lines.extend(f"WARNING: {w}" for w in doc["warnings"])
     return lines
 

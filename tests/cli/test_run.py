@@ -202,12 +202,17 @@ def test_run_help_names_every_option() -> None:
 
 
 @pytest.mark.multiprocess
-def test_ctrl_c_stops_the_run_cleanly(tmp_path: Path) -> None:
-    """SIGINT while the CPU processes run: the CPUs stop between calls, the report is printed
-    and says the run was interrupted, the exit status is 1, and the shared memory is gone."""
+@pytest.mark.parametrize("signum, name, group", [(signal.SIGINT, "Ctrl-C", False), (signal.SIGINT, "Ctrl-C", True),
+                                                 (signal.SIGTERM, "SIGTERM", False), (signal.SIGTERM, "SIGTERM", True)],
+                         ids=["sigint", "sigint-group", "sigterm", "sigterm-group"])
+def test_ctrl_c_or_sigterm_stops_the_run_cleanly(tmp_path: Path, signum: int, name: str, group: bool) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (`timeout`, a cancelled CI job) to the parent, or to the whole
+    process group as a terminal and `timeout` send them, while the CPU processes run: the CPUs
+    stop between calls (none is reported failed), the report is printed and says the run was
+    interrupted and by what, the exit status is 1, and the shared memory is gone."""
     proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "run", "delegate-churn", "--cpus", "2", "--seconds", "120",
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=group)
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 120
     # Wait until both CPU processes (spawned: "spawn_main" in their command line) are running.
@@ -215,10 +220,14 @@ def test_ctrl_c_stops_the_run_cleanly(tmp_path: Path) -> None:
             and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stdout + stderr
-    assert "interrupted" in (stdout + stderr).lower()
+    assert f"INTERRUPTED: the run was stopped before its end ({name})" in stdout, stdout + stderr
+    assert "result: FAILED: interrupted" in stdout
     assert no_segments_of(proc.pid)
 
 

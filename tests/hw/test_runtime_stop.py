@@ -1,0 +1,54 @@
+"""How run_cpus ends CPU processes: those that stop when asked return; one that does not is
+killed after the grace time; a SIGTERM sent to a CPU process (as `timeout` or a cancelled
+job sends it to the whole process group) does not end it: the parent decides."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.runtime import run_cpus
+
+VERSION = 0xC4000150
+
+
+def _ignore_the_stop_flag(cpu) -> int:  # type: ignore[no-untyped-def]
+    """A CPU target that never looks at the stop flag (a hung CPU)."""
+    while True:
+        cpu.smc(VERSION, 0x10000)
+        time.sleep(0.01)
+
+
+def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Send this process SIGTERM, then run until asked to stop: it must still be running."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    calls = 0
+    while not cpu.machine.control.stop_requested:
+        cpu.smc(VERSION, 0x10000)
+        calls += 1
+        time.sleep(0.01)
+    return calls
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_that_does_not_stop_is_killed_after_the_grace_time() -> None:
+    with Machine.create("host", cpus=2) as m:
+        started = time.monotonic()
+        result = run_cpus(m, _ignore_the_stop_flag, timeout_s=0.5, grace_s=1.0)
+        elapsed = time.monotonic() - started
+        assert [f.how for f in result.failures] == ["did not stop within 1 s of being asked and was terminated"] * 2
+        assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
+        assert result.stopped_by == "time is up"
+        assert elapsed < 30
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _sigterm_myself_then_stop, timeout_s=1.0)
+        assert result.ok, [f.describe() for f in result.failures]
+        assert all(calls > 0 for calls in result.results.values()) and sorted(result.results) == [0, 1]
