@@ -325,6 +325,9 @@ class Machine:
         if self._creator_pid == os.getpid() and not inherited:
             for seg in self._segments.values():
                 seg.unlink()
+            # Segments other code made under the machine's name (the stress tool's) go with it:
+            # on SIGTERM the machine's handler is the only cleanup that runs.
+            segment.unlink_parts(self.name)
         if not inherited:
             for handle in list(self._handles.values()):
                 handle.close()

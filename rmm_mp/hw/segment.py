@@ -128,6 +128,18 @@ def unlink_machine(segments: MachineSegments) -> None:
         _unlink_quietly(path)
 
 
+def unlink_parts(prefix: str) -> None:
+    """Unlink every segment named ``prefix.*``: a machine's own parts and those that tools made
+    under its name (the stress tool's ``.stress``)."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefix + "."):
+            _unlink_quietly(os.path.join(SHM_DIR, name))
+
+
 def free_bytes() -> int:
     """Bytes that can still be allocated in /dev/shm."""
     stat = os.statvfs(SHM_DIR)

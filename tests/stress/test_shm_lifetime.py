@@ -117,8 +117,10 @@ with Machine.create("host", cpus=2) as m:
 """
 
 CREATOR_SLEEPS = PREAMBLE + r"""
+from rmm_mp.stress.shared import StressSegment
 m = Machine.create("host", cpus=2)
 m.cpu(1)
+StressSegment.create(m.name, 2, 0, 0, 0, 0)   # a segment a tool made under the machine's name
 print(m.name, flush=True)
 time.sleep(60)
 print("the signal did not end the sleep", flush=True)
@@ -166,10 +168,11 @@ def test_exception_out_of_with_block_and_script_leaves_nothing() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_signal_to_the_creator_leaves_nothing(signum: signal.Signals) -> None:
-    """A creator that made a machine without `with` (and bound a CPU) sleeps and receives
-    Ctrl-C (SIGINT), SIGTERM or SIGHUP: it ends (for SIGTERM/SIGHUP by that signal, as its
-    default action would, and not by finishing the sleep) and nothing of its machine is left
-    in /dev/shm."""
+    """A creator that made a machine without `with` (and bound a CPU, and made a stress
+    segment under the machine's name as `rmm-mp stress` does) sleeps and receives Ctrl-C
+    (SIGINT), SIGTERM or SIGHUP: it ends (for SIGTERM/SIGHUP by that signal, as its default
+    action would, and not by finishing the sleep) and nothing of its machine is left in
+    /dev/shm, the stress segment included."""
     proc = start_child(CREATOR_SLEEPS)
     name = ""
     try:

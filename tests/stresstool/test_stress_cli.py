@@ -4,12 +4,20 @@ rmm_mp/stress/cli.py, which rmm_mp/cli.py registers)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import psutil
 
 import pytest
 from click.testing import CliRunner
 
 from rmm_mp import Machine
+from rmm_mp.hw import segment
 from rmm_mp.stress import BUGS
 from rmm_mp.stress.cli import check, stress
 
@@ -103,3 +111,33 @@ def test_check_a_live_machine(machine: Machine, tmp_path: Path) -> None:
     assert not data["ok"] and data["cpus"][2]["held"] == [table.addr(500)]
     res = runner.invoke(check, ["rmm-mp-1-00000000"])
     assert res.exit_code == 2 and "no machine named" in res.output
+
+
+@pytest.mark.multiprocess
+def test_sigterm_to_the_process_group_leaves_no_shared_memory(tmp_path: Path) -> None:
+    """`timeout` ends a free-running stress run with SIGTERM to its process group: the parent's
+    machine handler frees the machine, the stress segment made under its name included, and
+    the CPU processes end with it."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "stress", "mixed", "--seconds", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = parent.children()
+    prefix = f"{segment.NAME_PREFIX}{proc.pid}-"
+    try:
+        assert any(name.startswith(prefix) and name.endswith(".stress") for name in os.listdir(segment.SHM_DIR))
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGTERM
+        psutil.wait_procs(children, timeout=30)
+        assert not [c for c in children if c.is_running()]
+        assert not [name for name in os.listdir(segment.SHM_DIR) if name.startswith(prefix)]
+    finally:
+        for name in os.listdir(segment.SHM_DIR):   # what a failure left, so no later test trips on it
+            if name.startswith(prefix):
+                os.unlink(os.path.join(segment.SHM_DIR, name))
