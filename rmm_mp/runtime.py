@@ -20,7 +20,8 @@ end-of-file (the parent died, whatever the signal). This works for forkserver ch
 whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG. Children ignore
 SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job send to the whole
 process group: the parent handles them and stops the children between calls, so no handler
-is interrupted half-way. Children exit by returning; one that does not stop within the grace
+is interrupted half-way. Children start with both blocked (a signal sent while one is still
+importing waits, and is discarded once it ignores them). Children exit by returning; one that does not stop within the grace
 time is killed (SIGKILL: it ignores SIGTERM).
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import resource
 import signal
@@ -140,6 +142,10 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+"""What a terminal (Ctrl-C) and `timeout` send to the whole process group: the parent handles
+them, CPU processes ignore them."""
+
 LIFELINE_EXIT = 70
 """Exit status of a CPU process whose parent died under it."""
 
@@ -157,10 +163,12 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[An
               lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
     _set_parent_death_signal()
     threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
+    # Ignored before Machine.attach, whose SIGTERM handler would otherwise end the process at
+    # once (it leaves an ignored signal alone). The parent started this process with both
+    # blocked, so one sent while it was starting up is pending: ignoring discards it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Before Machine.attach, whose SIGTERM handler would otherwise end the process at once
-    # (it leaves an ignored signal alone).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     pinned = _pin(cpu_id, pin_cores) if pin_cores is not None else None
     machine = Machine.attach(name)
     code = 0
@@ -219,6 +227,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     procs: dict[int, multiprocessing.process.BaseProcess] = {}
     pipes: dict[int, multiprocessing.connection.Connection] = {}
     lifelines: list[multiprocessing.connection.Connection] = []
+    # A CPU process can only ignore these once its interpreter has started: until then they are
+    # blocked, which it inherits (and the parent gets any that came meanwhile once the
+    # supervisor unblocks them, inside its Ctrl-C handling).
+    # The resource tracker first: multiprocessing starts it at the first spawn and then
+    # unblocks these two signals outright (not restoring the mask it found).
+    multiprocessing.resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         for cpu_id in ids:
             reader, writer = ctx.Pipe(duplex=False)
@@ -231,8 +246,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             writer.close()
             life_reader.close()
             procs[cpu_id], pipes[cpu_id] = proc, reader
-        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s).wait()
+        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask).wait()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for proc in procs.values():
             if proc.exitcode is None:
                 proc.kill()
@@ -244,8 +260,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
 class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
                  on_tick: Callable[[float], None] | None, tick_s: float, timeout_s: float | None,
-                 grace_s: float) -> None:
+                 grace_s: float, mask: set[signal.Signals] | None = None) -> None:
         self.machine = machine
+        self.mask = mask
+        """The signal mask to restore once waiting has begun (run_cpus blocked SIGINT and SIGTERM)."""
         self.procs = procs
         self.pipes = pipes
         self.on_tick = on_tick
@@ -272,6 +290,9 @@ class _Supervisor:
         live = dict(self.procs)
         while live:
             try:
+                if self.mask is not None:
+                    mask, self.mask = self.mask, None
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 self._step(live, start)
             except KeyboardInterrupt as exc:
                 if self.interrupted:
