@@ -133,6 +133,11 @@ def take_turns(cpu, plan: Plan) -> list[Turn]:  # type: ignore[no-untyped-def]
         if turn % len(CPUS) != cpu.id:
             os.sched_yield()
             continue
+        # Checked again: the other CPU may have seen SYSTEM_OFF between the loop's check and
+        # reading the turn (it publishes DONE before TURNS, so a turn read here that counts
+        # its last entry comes with DONE visible).
+        if any(_counter(cpu, c, DONE) for c in CPUS):
+            break
         mine.append(step(cpu, plan, turn))
         if mine[-1].reason == EXIT_PSCI:
             _publish(cpu, DONE, 1)
