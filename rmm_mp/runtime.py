@@ -20,7 +20,8 @@ end-of-file (the parent died, whatever the signal). This works for forkserver ch
 whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG. Children ignore
 SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job send to the whole
 process group: the parent handles them and stops the children between calls, so no handler
-is interrupted half-way. Children start with both blocked (a signal sent while one is still
+is interrupted half-way (with ``sigterm_stops``, which the command-line tools ask for, the
+parent takes SIGTERM as it takes Ctrl-C while it waits). Children start with both blocked (a signal sent while one is still
 importing waits, and is discarded once it ignores them). Children exit by returning; one that does not stop within the grace
 time is killed (SIGKILL: it ignores SIGTERM).
 """
@@ -196,7 +197,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
              args: tuple[Any, ...] = (), *, context: str = "spawn",
              on_tick: Callable[[float], None] | None = None, tick_s: float = 0.1,
              timeout_s: float | None = None, grace_s: float = 10.0, pin: bool = False,
-             tracing: bool = False) -> RunResult:
+             tracing: bool = False, sigterm_stops: bool = False) -> RunResult:
     """Run ``target(cpu, *args)`` on one process per CPU and wait for all of them.
 
     Args:
@@ -211,6 +212,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         pin: pin CPU process i to the i-th host core this process may use (wrapping round);
             a process that cannot be pinned runs unpinned (its usage says pinned_core None).
         tracing: switch every CPU's trace ring on (the machine needs trace_capacity > 0).
+        sigterm_stops: while waiting, take SIGTERM as Ctrl-C (stop the CPUs, return a result
+            marked interrupted) instead of letting it end the process (the machine's handler):
+            what a command-line tool wants, so that it can still report what ran.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -246,7 +250,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             writer.close()
             life_reader.close()
             procs[cpu_id], pipes[cpu_id] = proc, reader
-        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask).wait()
+        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops).wait()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for proc in procs.values():
@@ -257,11 +261,27 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             life_writer.close()
 
 
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _take_sigterm() -> Any:
+    """Take SIGTERM (`timeout`, a cancelled job, `kill`) as Ctrl-C while the supervisor waits
+    (run_cpus's sigterm_stops): the CPUs stop between calls and the caller gets its report,
+    where the machine's own handler would free everything and end the process at once.
+    Returns the handler to put back (None off the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    return signal.SIG_DFL if previous is None else previous
+
+
 class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
                  on_tick: Callable[[float], None] | None, tick_s: float, timeout_s: float | None,
-                 grace_s: float, mask: set[signal.Signals] | None = None) -> None:
+                 grace_s: float, mask: set[signal.Signals] | None = None, sigterm_stops: bool = False) -> None:
         self.machine = machine
+        self.sigterm_stops = sigterm_stops
         self.mask = mask
         """The signal mask to restore once waiting has begun (run_cpus blocked SIGINT and SIGTERM)."""
         self.procs = procs
@@ -288,19 +308,22 @@ class _Supervisor:
     def wait(self) -> RunResult:
         start = time.monotonic()
         live = dict(self.procs)
-        while live:
-            try:
-                if self.mask is not None:
-                    mask, self.mask = self.mask, None
-                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                self._step(live, start)
-            except KeyboardInterrupt as exc:
-                if self.interrupted:
-                    self._terminate(live)
-                self.interrupted = True
-                # A caller that turns another signal into KeyboardInterrupt names it in the
-                # exception (`rmm-mp run` does for SIGTERM).
-                self.stop(f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})")
+        previous = _take_sigterm() if self.sigterm_stops else None
+        try:
+            while live:
+                try:
+                    if self.mask is not None:
+                        mask, self.mask = self.mask, None
+                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                    self._step(live, start)
+                except KeyboardInterrupt as exc:
+                    if self.interrupted:
+                        self._terminate(live)
+                    self.interrupted = True
+                    self.stop(f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         for pipe in self.pipes.values():
             pipe.close()
         elapsed = time.monotonic() - start

@@ -97,11 +97,11 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     progress = _progress(config)
-    report = run(config, on_tick=progress)
+    report = run(config, on_tick=progress, sigterm_stops=True)
     if progress is not None:
         click.echo("", err=True)
     click.echo(report.text())
-    failed = not report.ok
+    failed = not report.ok or report.ended == "interrupted"
     if recorded is not None:
         same = "\n".join(f.text() for f in recorded) == report.findings_text()
         click.echo("replay reproduced the recorded findings" if same else

@@ -46,8 +46,10 @@ HANG_CPU_S = 20.0
 """A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
 
 
-def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None) -> StressReport:
-    """Run ``config`` and return its report (see the module docstring)."""
+def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None,
+        sigterm_stops: bool = False) -> StressReport:
+    """Run ``config`` and return its report (see the module docstring); with ``sigterm_stops``
+    SIGTERM stops the CPUs as Ctrl-C does (run_cpus), and the report is still made."""
     plat = load_platform(config.platform)
     if config.cpus > plat.cpus:
         plat = dataclasses.replace(plat, cpus=config.cpus)
@@ -59,7 +61,7 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
         seg = StressSegment.create(machine.name, config.cpus, MODE_DETERMINISTIC if det else MODE_FREE,
                                    STRATEGIES.index(strategy) if det else 0, config.steps, seed_state)
         try:
-            return _supervised(machine, seg, config, population, on_tick)
+            return _supervised(machine, seg, config, population, on_tick, sigterm_stops)
         finally:
             seg.close()
 
@@ -104,7 +106,7 @@ def _hash_seed() -> Iterator[None]:
 
 
 def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, population: object,
-                on_tick: Callable[[float, StressSegment], None] | None) -> StressReport:
+                on_tick: Callable[[float, StressSegment], None] | None, sigterm_stops: bool) -> StressReport:
     plan = _sched_plan(config, seg)
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.cpus)] if plan is not None else []
@@ -114,7 +116,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     try:
         with _hash_seed():
             result = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
-                              timeout_s=config.seconds, grace_s=5.0 if plan is None else 2.0)
+                              timeout_s=config.seconds, grace_s=5.0 if plan is None else 2.0,
+                              sigterm_stops=sigterm_stops)
     finally:
         for r, w in pipes:
             r.close()
@@ -266,7 +269,7 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     findings.extend(_failure(f, machine) for f in result.failures)
     edges = _edges(machine, results, config)
     findings.extend(lockdep.analyse(edges))
-    ended = _ended(seg, config, results, sup, findings)
+    ended = _ended(seg, config, results, sup, findings, result.interrupted)
     if not machine.dead and ended not in ("aborted", "timeout"):
         report = invariants(machine)
         findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
@@ -313,13 +316,15 @@ def _edges(machine: Machine, results: dict[int, CpuResult], config: StressConfig
 
 
 def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResult], sup: _Supervisor,
-           findings: list[Finding]) -> str:
+           findings: list[Finding], interrupted: bool) -> str:
     if sup.timed_out:
         return "timeout"
     if seg.end == END_ABORT or any(r.ended in ("aborted", "crashed") for r in results.values()):
         return "aborted"
     if findings:
         return "finding"
+    if interrupted:
+        return "interrupted"
     return "budget" if config.deterministic else "time"
 
 

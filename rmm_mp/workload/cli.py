@@ -9,10 +9,8 @@ This module owns the command-line surface of workloads. The logic lives in the m
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
@@ -40,30 +38,6 @@ def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunR
             report.outputs.pop(key, None)
             failed.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
     return failed
-
-
-class _SigtermAsInterrupt:
-    """While the run runs, SIGTERM (`timeout`, a cancelled CI job, `kill`) stops it as Ctrl-C
-    does: the CPUs stop between calls and the report of what ran is still printed. Installed
-    once the machine exists (its own SIGTERM handler, which frees the shared memory and ends
-    the process without a report, is installed when the first machine is made, and comes
-    back when the run is over)."""
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-
-    def install(self, machine: object) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._interrupt)
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
-
-    @staticmethod
-    def _interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt("SIGTERM")
 
 
 def _resolve(workload: str, **options: object) -> Workload:
@@ -133,13 +107,9 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         except render.PlotUnavailable as exc:
             raise click.UsageError(str(exc)) from None
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
-                         tokens_dir=tokens_dir)
-    sigterm = _SigtermAsInterrupt()
+                         tokens_dir=tokens_dir, sigterm_stops=True)
     try:
-        try:
-            report = run_workload(w, options, on_machine=sigterm.install)
-        finally:
-            sigterm.restore()
+        report = run_workload(w, options)
     except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
         # building the file's realms failed before the CPUs started (the machine is gone again)
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None

@@ -64,6 +64,9 @@ class RunOptions:
     trace_path: str | None = None
     tokens_dir: str | None = None
     context: str = "spawn"
+    sigterm_stops: bool = False
+    """Take SIGTERM as Ctrl-C while the CPUs run (run_cpus), so the report is still made:
+    `rmm-mp run` asks for it."""
 
 
 def ripas_template() -> RealmTemplate:
@@ -89,7 +92,8 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         t0 = time.perf_counter_ns()
         try:
             result = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=bar.tick,
-                              pin=options.pin, tracing=options.trace_path is not None)
+                              pin=options.pin, tracing=options.trace_path is not None,
+                              sigterm_stops=options.sigterm_stops)
         finally:
             bar.close()
         results: dict[int, CpuResult] = dict(result.results)

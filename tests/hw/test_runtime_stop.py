@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -52,3 +53,30 @@ def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
         result = run_cpus(m, _sigterm_myself_then_stop, timeout_s=1.0)
         assert result.ok, [f.describe() for f in result.failures]
         assert all(calls > 0 for calls in result.results.values()) and sorted(result.results) == [0, 1]
+
+
+def _until_stopped(cpu) -> int:  # type: ignore[no-untyped-def]
+    calls = 0
+    while not cpu.machine.control.stop_requested:
+        cpu.smc(VERSION, 0x10000)
+        calls += 1
+        time.sleep(0.01)
+    return calls
+
+
+@pytest.mark.multiprocess
+def test_sigterm_stops_the_run_when_asked_and_its_handler_comes_back() -> None:
+    """run_cpus(sigterm_stops=True): a SIGTERM to the parent while it waits stops the CPUs as
+    Ctrl-C does (they return; the result is interrupted, by SIGTERM), and the SIGTERM handler
+    in place before is in place again afterwards."""
+    with Machine.create("host", cpus=2) as m:
+        before = signal.getsignal(signal.SIGTERM)
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            result = run_cpus(m, _until_stopped, timeout_s=60, sigterm_stops=True)
+        finally:
+            timer.cancel()
+        assert result.interrupted and result.stopped_by == "interrupted (SIGTERM)"
+        assert not result.failures and sorted(result.results) == [0, 1]
+        assert signal.getsignal(signal.SIGTERM) is before
