@@ -31,3 +31,20 @@ def test_rates_come_from_published_counts() -> None:
         silent.tick(0.5)
         silent.close()
         assert quiet.getvalue() == ""
+
+
+def test_time_counts_from_the_start_barrier() -> None:
+    """With `started`, the line says the CPU processes are starting until it is true, and the
+    run's time counts from the last tick before that (the run's length excludes start-up)."""
+    with Machine.create("host", cpus=2) as m:
+        out = io.StringIO()
+        ready = [False]
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, started=lambda: ready[0])
+        bar.tick(0.5)
+        assert out.getvalue().startswith("\rstarting 2 CPU processes ...  0.5 s")
+        ready[0] = True
+        bar.tick(1.0)
+        bar.tick(3.0)
+        lines = out.getvalue().split("\r")[1:]
+        assert lines[1].startswith("[#.......................]   0.5/10 s  0 calls")
+        assert lines[2].startswith("[######..................]   2.5/10 s")
