@@ -17,6 +17,7 @@ import click
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.machine import Machine
 from rmm_mp.outpaths import check_output
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, summary
@@ -38,6 +39,11 @@ def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunR
             report.outputs.pop(key, None)
             failed.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
     return failed
+
+
+def _announce(machine: Machine) -> None:
+    """Name the machine on stderr before it runs, so that `rmm-mp check` can attach to it."""
+    click.echo(f"machine {machine.name} (inspect it while it runs: rmm-mp check {machine.name})", err=True)
 
 
 def _resolve(workload: str, **options: object) -> Workload:
@@ -109,7 +115,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
                          tokens_dir=tokens_dir, sigterm_stops=True)
     try:
-        report = run_workload(w, options)
+        report = run_workload(w, options, on_machine=_announce)
     except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
         # building the file's realms failed before the CPUs started (the machine is gone again)
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None

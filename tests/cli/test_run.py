@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def test_run_quickstart_as_a_process(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["ok"] is True and report["workload"] == "quickstart" and report["cpus"] == 4
     assert report["seed"] == 1 and report["seconds"] == 1
+    # The machine is named on stderr before it runs, so that `rmm-mp check` can attach to it.
+    assert re.search(r"^machine (rmm-mp-\d+-[0-9a-f]{8}) \(inspect it while it runs: rmm-mp check \1\)$", stderr,
+                     re.MULTILINE), stderr
     calls = {r["call"] for r in report["latency"]}
     assert {"RMI_REC_ENTER", "RSI_HOST_CALL", "EXIT_HOST_CALL", "PSCI_CPU_ON"} <= calls
     assert {r["name"] for r in report["realms"]} >= {"loop", "boot#0"}
