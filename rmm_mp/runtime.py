@@ -17,13 +17,15 @@ RMM), so its runtime must be able to attach a Machine.
 Children die with the process that started them: each holds the read end of a lifeline pipe
 whose only writer is the parent, and a watcher thread blocked on it ends the child when it sees
 end-of-file (the parent died, whatever the signal). This works for forkserver children too,
-whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG. Children ignore
-SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job send to the whole
-process group: the parent handles them and stops the children between calls, so no handler
-is interrupted half-way (with ``sigterm_stops``, which the command-line tools ask for, the
-parent takes SIGTERM as it takes Ctrl-C while it waits). Children start with both blocked (a signal sent while one is still
-importing waits, and is discarded once it ignores them). Children exit by returning; one that does not stop within the grace
-time is killed (SIGKILL: it ignores SIGTERM).
+whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG.
+
+Children ignore SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job
+send to the whole process group: the parent handles them and stops the children between
+calls, so no handler is interrupted half-way (with ``sigterm_stops``, which the command-line
+tools ask for, the parent takes SIGTERM as it takes Ctrl-C while it waits). Children start
+with both blocked: one sent while a child is still importing waits, and is discarded once the
+child ignores them. Children exit by returning; one that does not stop within the grace time
+is killed (SIGKILL, since it ignores SIGTERM).
 """
 
 from __future__ import annotations
@@ -233,9 +235,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     lifelines: list[multiprocessing.connection.Connection] = []
     # A CPU process can only ignore these once its interpreter has started: until then they are
     # blocked, which it inherits (and the parent gets any that came meanwhile once the
-    # supervisor unblocks them, inside its Ctrl-C handling).
-    # The resource tracker first: multiprocessing starts it at the first spawn and then
-    # unblocks these two signals outright (not restoring the mask it found).
+    # supervisor unblocks them, inside its Ctrl-C handling). The resource tracker is started
+    # first: multiprocessing starts it at the first spawn and then unblocks these two signals
+    # outright, not restoring the mask it found.
     multiprocessing.resource_tracker.ensure_running()
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
