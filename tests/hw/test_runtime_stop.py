@@ -24,15 +24,20 @@ def _ignore_the_stop_flag(cpu) -> int:  # type: ignore[no-untyped-def]
         time.sleep(0.01)
 
 
-def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
-    """Send this process SIGTERM, then run until asked to stop: it must still be running."""
-    os.kill(os.getpid(), signal.SIGTERM)
+def _until_stopped(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Call until asked to stop; the number of calls."""
     calls = 0
     while not cpu.machine.control.stop_requested:
         cpu.smc(VERSION, 0x10000)
         calls += 1
         time.sleep(0.01)
     return calls
+
+
+def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Send this process SIGTERM, then run until asked to stop: it must still be running."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    return _until_stopped(cpu)
 
 
 @pytest.mark.multiprocess
@@ -53,15 +58,6 @@ def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
         result = run_cpus(m, _sigterm_myself_then_stop, timeout_s=1.0)
         assert result.ok, [f.describe() for f in result.failures]
         assert all(calls > 0 for calls in result.results.values()) and sorted(result.results) == [0, 1]
-
-
-def _until_stopped(cpu) -> int:  # type: ignore[no-untyped-def]
-    calls = 0
-    while not cpu.machine.control.stop_requested:
-        cpu.smc(VERSION, 0x10000)
-        calls += 1
-        time.sleep(0.01)
-    return calls
 
 
 @pytest.mark.multiprocess
