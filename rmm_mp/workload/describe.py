@@ -48,7 +48,9 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
     if t.rpv:
         lines.append(f"    rpv {t.rpv.hex()}")
     if t.constants:
-        lines.append("    constants " + ", ".join(f"{k} = {v:#x}" for k, v in t.constants))
+        # As written in a workload file (decimal, usually), with hex beside large values.
+        lines.append("    constants " + ", ".join(f"{k} = {v}" + (f" ({v:#x})" if v > 4096 else "")
+                                                for k, v in t.constants))
     if t.lifetime:
         lines.append(f"    lifetime {t.lifetime:,} REC entries")
     if t.lifecycle:

@@ -181,7 +181,7 @@ def test_workloads_show_resolves_everything() -> None:
     assert result.exit_code == 0, result.output
     for text in ("platform host: 2 of its 4 CPUs", "seed 1", "loop: resident, 1 instance, guest ripas-loop, 2 RECs",
                  "boot: lifecycle", "owned by CPU 0", "CPU 0: run 8, lifecycle 4", "CPU 1: run 12",
-                 "constants WORK = 0x7d0", "(from the command line: --cpus)"):
+                 "constants WORK = 2000", "(from the command line: --cpus)"):
         assert text in result.output, text
     assert CliRunner().invoke(main, ["workloads", "show", "nope"]).exit_code == 2
 
