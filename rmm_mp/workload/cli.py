@@ -100,7 +100,8 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
     try:
-        for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot_path), ("--trace", trace_path)):
+        for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot_path),
+                             ("--trace", trace_path)):
             check_output(option, path)
         check_output("--save-tokens", tokens_dir, directory=True)
     except ConfigError as exc:

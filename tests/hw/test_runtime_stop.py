@@ -43,13 +43,10 @@ def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
 @pytest.mark.multiprocess
 def test_a_cpu_that_does_not_stop_is_killed_after_the_grace_time() -> None:
     with Machine.create("host", cpus=2) as m:
-        started = time.monotonic()
         result = run_cpus(m, _ignore_the_stop_flag, timeout_s=0.5, grace_s=1.0)
-        elapsed = time.monotonic() - started
         assert [f.how for f in result.failures] == ["did not stop within 1 s of being asked and was terminated"] * 2
         assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
         assert result.stopped_by == "time is up"
-        assert elapsed < 30
 
 
 @pytest.mark.multiprocess
