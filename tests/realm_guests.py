@@ -50,21 +50,13 @@ PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *Psci
 """Names for every RSI and PSCI function ID, usable in guest programs (`mov x0, =RSI_HOST_CALL`)."""
 
 
-def failing_guest(code: int, detail: int = 0) -> str:
-    """A standalone guest program (for a workload's .s file) that REPORTs failure ``code`` with
-    ``detail`` in its RsiHostCall (workload/programs.py's protocol: imm 3, gprs[0], gprs[1]),
-    then SYSTEM_OFF."""
-    return f"""
-    .equ RSI_HOST_CALL, {int(RsiFid.RSI_HOST_CALL):#x}
-    .equ PSCI_SYSTEM_OFF, {int(PsciFid.PSCI_SYSTEM_OFF):#x}
-start:
+REPORT_TAIL = """
+report:                             // REPORT(x19, x20), SYSTEM_OFF
     adr x1, hostcall
-    mov x2, #3                      // REPORT
+    mov x2, #3
     strh x2, [x1]
-    mov x2, #{code}
-    str x2, [x1, #8]
-    mov x2, #{detail}
-    str x2, [x1, #16]
+    str x19, [x1, #8]
+    str x20, [x1, #16]
     mov x0, =RSI_HOST_CALL
     smc #0
     mov x0, =PSCI_SYSTEM_OFF
@@ -74,6 +66,19 @@ start:
 hostcall:
     .zero 256
 """
+"""A `report` routine for guest programs (after PRELUDE): REPORT host call (imm 3) with code X19
+and detail X20 in its RsiHostCall (workload/programs.py's protocol), then SYSTEM_OFF."""
+
+
+def failing_guest(code: int, detail: int = 0) -> str:
+    """A standalone guest program (for a workload's .s file) that REPORTs failure ``code`` with
+    ``detail``, then SYSTEM_OFF."""
+    return f"""{PRELUDE}
+start:
+    mov x19, #{code}
+    mov x20, #{detail}
+    b report
+{REPORT_TAIL}"""
 
 
 class Guest:

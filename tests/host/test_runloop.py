@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from realm_guests import PRELUDE, REPORT_TAIL
 from rmm_mp import Machine
-from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.rsi import RsiFid
 from rmm_mp.check import invariants
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import (
@@ -46,28 +45,11 @@ PAR = 1 << 39                      # the shared bit of a 40-bit realm
 SYNC, IRQ, PSCI, RIPAS_CHANGE, HOST_CALL = 0, 1, 3, 4, 5
 UNASSIGNED, ASSIGNED = 0, 1
 EMPTY, RAM, DESTROYED = 0, 1, 2
-PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *PsciFid)) + "\n"
-TAIL = """
-report:                             // REPORT(x19, x20), SYSTEM_OFF
-    adr x1, hostcall
-    mov x2, #3
-    strh x2, [x1]
-    str x19, [x1, #8]
-    str x20, [x1, #16]
-    mov x0, =RSI_HOST_CALL
-    smc #0
-    mov x0, =PSCI_SYSTEM_OFF
-    smc #0
-    b .
-    .align 256
-hostcall:
-    .zero 256
-"""
 
 
 def program(body: str) -> bytes:
     """A test guest: the RSI/PSCI names, ``body``, then the REPORT-and-SYSTEM_OFF tail."""
-    return assemble(PRELUDE + body + TAIL, base=BASE)
+    return assemble(PRELUDE + "\n" + body + REPORT_TAIL, base=BASE)
 
 
 @dataclass
