@@ -19,7 +19,9 @@ set, or the step budget (REC entries on this CPU) is spent; it returns a LoopSum
 queue is empty but realms are live (their vCPUs run on other CPUs) it yields, then sleeps
 briefly, so idle CPU processes leave the cores to busy ones. With LoopPlan.gather the loops of
 several CPU processes wait for each other before taking a vCPU (spawned processes start seconds
-apart; without it the first one would run a small realm alone).
+apart; without it the first one would run a small realm alone). Before each step (and while it
+gathers) the loop is at a quiescent point (hw.quiesce): it parks there while `rmm-mp check`
+inspects the machine.
 
 ``run_realms`` registers realms, runs the loop on N CPU processes (rmm_mp.runtime.run_cpus) and
 collects what each CPU and each realm did.
@@ -45,6 +47,7 @@ from rmm_mp.host.runqueue import (
     END_SYSTEM_OFF, EXIT_SLOTS, MAX_CPUS, MAX_VCPUS, OFF_ARRIVED, OFF_EXITS, RUNNING, VEND_DRAINED, VEND_ERROR,
     VEND_RACE, VEND_SYSTEM_OFF, RunQueue,
 )
+from rmm_mp.hw.quiesce import Participant
 from rmm_mp.runtime import CpuFailure, run_cpus
 
 if TYPE_CHECKING:
@@ -201,31 +204,34 @@ def run_loop(cpu: "Cpu", plan: LoopPlan = LoopPlan()) -> LoopSummary:
     budget = plan.budget
     idle = yields = 0
     start = time.perf_counter_ns()
-    if plan.gather:
-        queue.view.fetch_add_u64(OFF_ARRIVED, 1)
-        while queue.view.load_u64(OFF_ARRIVED) < plan.gather and not control.stop_requested:
-            time.sleep(_IDLE_SLEEP_S)
-    while True:
-        if control.stop_requested:
-            ended = "stop"
-            break
-        if budget is not None and loop.entries >= budget:
-            ended = "budget"
-            break
-        vcpu = queue.take(cpu.id)
-        if vcpu is None:
-            if queue.live_realms == 0:
-                ended = "done"
-                break
-            idle += 1
-            yields += 1
-            if yields < _YIELDS_BEFORE_SLEEP:
-                os.sched_yield()
-            else:
+    with Participant(control) as part:
+        if plan.gather:
+            queue.view.fetch_add_u64(OFF_ARRIVED, 1)
+            while queue.view.load_u64(OFF_ARRIVED) < plan.gather and not control.stop_requested:
+                part.point()
                 time.sleep(_IDLE_SLEEP_S)
-            continue
-        yields = 0
-        loop.step(vcpu)
+        while True:
+            part.point()
+            if control.stop_requested:
+                ended = "stop"
+                break
+            if budget is not None and loop.entries >= budget:
+                ended = "budget"
+                break
+            vcpu = queue.take(cpu.id)
+            if vcpu is None:
+                if queue.live_realms == 0:
+                    ended = "done"
+                    break
+                idle += 1
+                yields += 1
+                if yields < _YIELDS_BEFORE_SLEEP:
+                    os.sched_yield()
+                else:
+                    time.sleep(_IDLE_SLEEP_S)
+                continue
+            yields = 0
+            loop.step(vcpu)
     return LoopSummary(cpu.id, loop.entries, tuple(loop.exits), ended, idle, time.perf_counter_ns() - start,
                        tuple(loop.errors))
 

@@ -10,6 +10,7 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64 (hw.tlb)
     0x0100  REC time slice: guest instructions a REC runs before an IRQ exit u64
     0x0108  trace ring capacity per CPU (records) u64 (hw.trace)
+    0x0140  quiescent points: 8 requester deadlines u64, participants u32, parked u32 (hw.quiesce)
     0x1000  dead reason, UTF-8 (4 KiB)
     0x2000  platform description as JSON (24 KiB)
     0x8000  VMID bitmap, 65,536 bits (8 KiB), for the RMM
@@ -33,7 +34,7 @@ import struct
 import atomicshm
 
 MAGIC = b"RMMMPCTL"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 SIZE = 1 << 20
 
 _HEADER = struct.Struct("<8sII")
@@ -48,6 +49,8 @@ OFF_GPT_GENERATION = 0xC0
 OFF_EXECUTING = 0xC8
 OFF_TIME_SLICE = 0x100
 OFF_TRACE_CAPACITY = 0x108
+OFF_QUIESCE_SLOTS, QUIESCE_SLOTS = 0x140, 8
+OFF_QUIESCE_COUNT = 0x180
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
 OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
 OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000

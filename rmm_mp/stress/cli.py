@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ import click
 
 from rmm_mp.check import invariants
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.quiesce import Pause, QuiesceError
 from rmm_mp.outpaths import check_output
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
@@ -32,6 +34,7 @@ from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
 from rmm_mp.stress.shared import StressSegment
 from rmm_mp.stress.shrink import shrink
+from rmm_mp.workload.cli import announce
 
 DETERMINISTIC_SECONDS = 600.0
 """The safety limit of a deterministic run when --seconds is not given (its budget is in steps)."""
@@ -97,7 +100,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     progress = _progress(config)
-    report = run(config, on_tick=progress, sigterm_stops=True)
+    report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
     if progress is not None:
         click.echo("", err=True)
     click.echo(report.text())
@@ -168,11 +171,24 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
 @click.command()
 @click.argument("machine_name")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
-def check(machine_name: str, json_path: str | None) -> None:
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds to wait for every CPU to park at a quiescent point before checking anyway.")
+@click.option("--no-pause", is_flag=True, help="Check without parking the CPUs (a running machine's violations may "
+                                               "then be calls in progress).")
+def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
     """Attach to a live machine and run the invariant checker on it.
 
-    The invariants hold on a quiescent machine (no CPU inside a call): on a machine that is
-    running, a violation may be a call in progress; CPUs inside calls are listed.
+    The invariants hold on a quiescent machine, with no CPU inside a call. So the check first
+    asks every CPU of the machine to park at its next quiescent point, between two calls
+    (`rmm-mp run` CPUs park between activity steps, free-running `rmm-mp stress` CPUs between
+    operations). It checks once all are parked, then lets them go on. A CPU that is not parked
+    within --wait seconds (a deterministic stress run has no such points) makes the check run
+    anyway, saying so: a violation may then be a call in progress. CPUs inside calls or holding
+    locks are listed.
+
+    Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
+    that was not quiescent (not parked in time, or --no-pause), so they may be calls in
+    progress; 2 no such machine, a bad option, or every pause slot taken.
     """
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
@@ -185,10 +201,35 @@ def check(machine_name: str, json_path: str | None) -> None:
     except (MachineError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-    with machine:
+    with machine, ExitStack() as stack:
+        quiescent = False
+        participants = parked = 0
+        if not no_pause:
+            try:
+                pause = stack.enter_context(Pause(machine.control))
+            except QuiesceError as exc:
+                click.echo(f"error: {exc}", err=True)
+                raise SystemExit(2) from None
+            quiescent = pause.wait(wait_s)
+            participants, parked = pause.participants, pause.parked
         report = invariants(machine)
         snaps = snapshots(machine)
+        if not no_pause:
+            # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
+            quiescent = quiescent and not machine.control.stop_requested and pause.quiescent()
+        stack.close()
+        if no_pause:
+            state = "not paused (--no-pause): a violation may be a call in progress"
+        elif not participants:
+            state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
+            quiescent = False
+        elif quiescent:
+            state = f"quiescent: {parked} of {participants} CPUs parked between calls"
+        else:
+            state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
+                     "a violation may be a call in progress")
         busy = [s for s in snaps if s.call or s.held]
+        click.echo(state)
         click.echo(str(report))
         if machine.dead:
             click.echo(f"the machine is dead: {machine.dead_reason}")
@@ -196,9 +237,10 @@ def check(machine_name: str, json_path: str | None) -> None:
             click.echo(s.describe())
         if json_path:
             Path(json_path).write_text(json.dumps({
-                "machine": machine_name, "ok": report.ok, "granules": report.granules,
+                "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
+                "parked": parked, "granules": report.granules,
                 "state_counts": report.state_counts, "dead": machine.dead,
                 "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
                 "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}, indent=1) + "\n")
     if not report.ok:
-        raise SystemExit(1)
+        raise SystemExit(1 if quiescent or not (no_pause or participants) else 3)

@@ -28,6 +28,7 @@ import psutil
 from rmm_mp.check import invariants
 from rmm_mp.hw import process
 from rmm_mp.hw.platform import load as load_platform
+from rmm_mp.hw.quiesce import Participant, Pause
 from rmm_mp.machine import Machine
 from rmm_mp.runtime import CpuFailure, RunResult, run_cpus
 from rmm_mp.stress import lockdep
@@ -37,7 +38,7 @@ from rmm_mp.stress.population import build
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
 from rmm_mp.stress.shared import (
-    DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, READY, STRATEGIES, StressSegment,
+    DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, STRATEGIES, StressSegment,
 )
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 from rmm_mp.stress.worker import CpuPlan, CpuResult, stress_cpu
@@ -47,14 +48,19 @@ HANG_CPU_S = 20.0
 
 
 def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None,
-        sigterm_stops: bool = False) -> StressReport:
+        sigterm_stops: bool = False, on_machine: Callable[[Machine], None] | None = None) -> StressReport:
     """Run ``config`` and return its report (see the module docstring); with ``sigterm_stops``
-    SIGTERM stops the CPUs as Ctrl-C does (run_cpus), and the report is still made."""
+    SIGTERM stops the CPUs as Ctrl-C does (run_cpus), and the report is still made.
+    ``on_machine`` is called with the new machine before anything is built on it."""
     plat = load_platform(config.platform)
     if config.cpus > plat.cpus:
         plat = dataclasses.replace(plat, cpus=config.cpus)
     with Machine.create(plat, cpus=config.cpus, time_slice=config.time_slice) as machine:
-        population = build(machine, guests=config.guests)
+        if on_machine is not None:
+            on_machine(machine)
+        # A participant without points: a pause (`rmm-mp check`) waits until the build is done.
+        with Participant(machine.control):
+            population = build(machine, guests=config.guests)
         det = config.deterministic
         strategy = "replay" if config.schedule == "replay" else config.schedule
         seed_state = splitmix64(config.seed * 0x9E37_79B9 + 1)[1]
@@ -222,26 +228,18 @@ class _Supervisor:
             self._pause_and_check()
 
     def _pause_and_check(self) -> None:
-        """Park every CPU between operations, check the invariants, let them go on."""
-        seg, m = self.seg, self.machine
-        seg.set_pause(True)
-        try:
-            deadline = time.monotonic() + 2.0
-            live = [c for c in range(self.config.cpus) if seg.status(c) == READY]
-            while seg.paused < len(live) and time.monotonic() < deadline and not m.control.stop_requested:
-                time.sleep(0.001)
-                live = [c for c in range(self.config.cpus) if seg.status(c) == READY]
-            if not live or seg.paused < len(live):
+        """Park every CPU between operations (hw.quiesce), check the invariants, let them go on."""
+        m = self.machine
+        with Pause(m.control) as pause:
+            if not pause.participants or not pause.wait(2.0):
                 return
             report = invariants(m)
             self.quiescent_checks += 1
             for v in report.violations[:8]:
                 self.findings.append(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",)))
             if report.violations:
-                seg.set_end(END_DRAIN)
+                self.seg.set_end(END_DRAIN)
                 m.control.request_stop()
-        finally:
-            seg.set_pause(False)
 
 
 def _cpu_time(machine: Machine, cpu: int) -> float | None:

@@ -14,7 +14,7 @@ Little-endian; every word is read and written with atomic loads and stores:
            draws the next number
     0x038  step budget u64; 0x040 context switches u64; 0x048 preemptions u64
     0x050  step at which the run ended u64; 0x058 quiescent invariant checks made u64
-    0x060  pause request u32, CPUs paused u32 (free-running quiescent points)
+    0x060  reserved
     0x068  relaunch claims: one u32 per run-queue slot (16), 0 free, CPU + 1 while relaunching
     0x0A8  the highest REC index created in the population's NEW realm u32 (a hint for the
            next REC_CREATE: CPUs race to create index + 1)
@@ -51,7 +51,7 @@ STATUS_NAMES: Final = ("absent", "ready", "running", "blocked", "done")
 _MODE, _STRATEGY, _REGISTERED = 0x10, 0x14, 0x18
 _STEP, _TURN, _END, _RNG, _BUDGET = 0x20, 0x28, 0x2C, 0x30, 0x38
 _SWITCHES, _PREEMPTIONS, _END_STEP, _QUIESCENT = 0x40, 0x48, 0x50, 0x58
-_PAUSE, _PAUSED, _CLAIMS = 0x60, 0x64, 0x68
+_CLAIMS = 0x68
 MAX_CLAIMS: Final = 16
 _REC_HINT = 0xA8
 _QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
@@ -187,21 +187,7 @@ class StressSegment:
     def quiescent_checks(self) -> int:
         return self.view.load_u64(_QUIESCENT)
 
-    # -- free-running pauses and relaunch claims ----------------------------------------------
-
-    @property
-    def pause_requested(self) -> bool:
-        return self.view.load_u32(_PAUSE) != 0
-
-    def set_pause(self, on: bool) -> None:
-        self.view.store_u32(_PAUSE, int(on))
-
-    def add_paused(self, delta: int) -> None:
-        self.view.fetch_add_u32(_PAUSED, delta & 0xFFFF_FFFF)
-
-    @property
-    def paused(self) -> int:
-        return self.view.load_u32(_PAUSED)
+    # -- relaunch claims -------------------------------------------------------------------------
 
     def claim(self, slot: int, cpu: int) -> bool:
         return self.view.cas_u32(_CLAIMS + 4 * (slot % MAX_CLAIMS), 0, cpu + 1) == 0

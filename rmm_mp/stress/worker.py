@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from rmm_mp.host.realm import HostError
 from rmm_mp.host.runqueue import RunQueueError
 from rmm_mp.hw import points
 from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
@@ -86,7 +86,8 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
         if sched is None:
             seg.set_status(cpu.id, READY)
         try:
-            result.ended = _run(cpu, cfg, ops, seg, probe, sched, result)
+            with Participant(cpu.machine.control) as part:
+                result.ended = _run(cpu, cfg, ops, seg, probe, sched, part, result)
         finally:
             result.counts = dict(ops.counts)
     finally:
@@ -141,7 +142,7 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
 
 
 def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, probe: Probe,
-         sched: Scheduler | None, result: CpuResult) -> str:
+         sched: Scheduler | None, part: Participant, result: CpuResult) -> str:
     weights = WORKLOADS[cfg.workload]
     fns, w = ops.pick(weights), list(weights.values())
     rng = random.Random(cfg.seed * 1_000_003 + cpu.id)
@@ -154,8 +155,10 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
                 sched.point(points.OP, result.ops)
             if seg.end != END_RUNNING or control.stop_requested:
                 return "stopped" if seg.end == END_RUNNING else "drained"
-            if sched is None and seg.pause_requested:
-                _pause(seg, control)
+            if sched is None:
+                # Free-running: park here while the parent (or `rmm-mp check`) checks. A
+                # deterministic run has no such point: parking would hold up the schedule.
+                part.point()
             rng.choices(fns, w)[0](rng)
             result.ops += 1
             seg.count_op(cpu.id)
@@ -186,13 +189,3 @@ def _abort(seg: StressSegment, sched: Scheduler | None) -> None:
         sched.abort_all()
     else:
         seg.set_end(END_ABORT)
-
-
-def _pause(seg: StressSegment, control: object) -> None:
-    """Free-running quiescent point: park between operations while the parent checks."""
-    seg.add_paused(1)
-    try:
-        while seg.pause_requested and not control.stop_requested:  # type: ignore[attr-defined]
-            time.sleep(0.0005)
-    finally:
-        seg.add_paused(-1)

@@ -41,7 +41,7 @@ def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunR
     return failed
 
 
-def _announce(machine: Machine) -> None:
+def announce(machine: Machine) -> None:
     """Name the machine on stderr before it runs, so that `rmm-mp check` can attach to it."""
     click.echo(f"machine {machine.name} (inspect it while it runs: rmm-mp check {machine.name})", err=True)
 
@@ -116,7 +116,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
                          tokens_dir=tokens_dir, sigterm_stops=True)
     try:
-        report = run_workload(w, options, on_machine=_announce)
+        report = run_workload(w, options, on_machine=announce)
     except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
         # building the file's realms failed before the CPUs started (the machine is gone again)
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None

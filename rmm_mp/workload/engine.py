@@ -5,7 +5,9 @@ CpuJob from the common RunPlan and its own CpuPart, waits at a start barrier unt
 seconds apart; the phases are timed from the moment all have arrived), then for each phase picks
 an activity per step (plan.Chooser), runs one unit of it and counts it, until the stop flag is
 set, the phase's time is up (phases are timed from the common start, so CPUs change phase
-together) or its step count is done (counted per CPU). It returns a CpuResult.
+together) or its step count is done (counted per CPU). It returns a CpuResult. Between steps (and
+at the barrier) it is at a quiescent point (hw.quiesce): it parks there while `rmm-mp check`
+inspects the machine.
 
 With ``recording`` off the CPU does not record latency (Cpu.set_recording(False)).
 
@@ -14,13 +16,15 @@ This module owns the per-CPU run sequence. It speaks SMC only (through the activ
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Callable
 
 from rmm_mp.host.runqueue import OFF_ARRIVED
+from rmm_mp.hw.quiesce import Participant
 from rmm_mp.workload.activities import Lifecycle, RipasChurn, Run
 from rmm_mp.workload.churning import DELEGATE_COUNTERS, DelegateChurn, MapShared, RttChurn
-from rmm_mp.workload.cpustate import CpuPart, CpuResult, Host, RunPlan
+from rmm_mp.workload.cpustate import CpuJob, CpuPart, CpuResult, Host, RunPlan
 from rmm_mp.workload.plan import Chooser
 
 if TYPE_CHECKING:
@@ -41,7 +45,13 @@ FACTORIES: dict[str, Callable[[Host], object]] = {
 
 def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult:
     """Run this CPU's part of the workload (a CPU target for rmm_mp.runtime.run_cpus)."""
-    job = plan.job(cpu.id, parts[cpu.id])
+    control = cpu.machine.control
+    with Participant(control) as part:
+        part.point()
+        return _run(cpu, plan.job(cpu.id, parts[cpu.id]), part)
+
+
+def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
     if not job.recording:
         cpu.set_recording(False)
     host = Host(cpu, job)
@@ -51,6 +61,7 @@ def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult
     view = host.queue.view
     view.fetch_add_u64(OFF_ARRIVED, 1)
     while view.load_u64(OFF_ARRIVED) < job.cpus and not control.stop_requested:
+        part.point()
         time.sleep(_BARRIER_SLEEP_S)
     started = time.perf_counter_ns()
     cpu_started = time.process_time_ns()
@@ -63,6 +74,7 @@ def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult
         timed = phase.seconds is not None
         done = 0
         while not control.stop_requested:
+            part.point()
             if timed:
                 if time.perf_counter_ns() >= deadline:
                     break
@@ -80,4 +92,8 @@ def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult
     cpu_ns = time.process_time_ns() - cpu_started
     if host.delegate is not None:
         counts.update(dict(zip(DELEGATE_COUNTERS, host.delegate)))
+    if part.parked_s:
+        # Time the CPU spent parked while `rmm-mp check` inspected the machine: it is in the
+        # run's elapsed time, so the report says how much.
+        counts["ms parked for checks"] = math.ceil(part.parked_s * 1000)
     return host.result(started, ended, cpu_ns)

@@ -17,7 +17,9 @@
 
 When a CPU failed or the RMM crashed, nothing is torn down (a dead CPU may hold granule locks):
 the report says what happened, and closing the machine unlinks its shared memory as always.
-Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted.
+Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted. While it builds
+and tears down realms the parent is at a quiescent point (hw.quiesce) between two instances, so
+`rmm-mp check` can park it as it parks the CPUs.
 
 This module owns the run sequence. It does not render anything.
 """
@@ -35,6 +37,7 @@ from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
 from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
+from rmm_mp.hw.quiesce import Participant
 from rmm_mp.machine import Machine
 from rmm_mp.runtime import host_cores, run_cpus
 from rmm_mp.stats import report as latency
@@ -85,7 +88,9 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
                         trace_capacity=TRACE_CAPACITY if options.trace_path else 0) as machine:
         if on_machine is not None:
             on_machine(machine)
-        plan, parts, pools = _prepare(machine, w, options)
+        # The parent builds and tears down realms on CPU 0: a participant in pauses while it does.
+        with Participant(machine.control) as part:
+            plan, parts, pools = _prepare(machine, w, options, part)
         resident = plan.resident
         machine.control.view.store_u64(OFF_ARRIVED, 0)
         arrived = machine.control.view.load_u64
@@ -120,7 +125,9 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         problems: list[str] = []
         if machine.dead:
             problems.append(f"the RMM crashed: {machine.dead_reason}")
-        outcomes, teardown_problems = _finish(machine, w, plan, live, finished, errors, results, pools, healthy)
+        with Participant(machine.control) as part:
+            outcomes, teardown_problems = _finish(machine, w, plan, live, finished, errors, results, pools, healthy,
+                                                  part)
         problems += teardown_problems
         if healthy and len(results) < len(ids):
             problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
@@ -135,15 +142,18 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
             window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)})
 
 
-def _prepare(machine: Machine, w: Workload, options: RunOptions) -> tuple[RunPlan, tuple[CpuPart, ...],
+def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],
                                                                           tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
     """Build every instance and the delegate-churn pools on CPU 0 (recording off); the plan."""
     cpu = machine.cpu(0)
     try:
         cpu.set_recording(False)
         alloc, queue = NsAllocator(machine, 0), RunQueue(machine)
-        built = [realms.build(cpu, alloc, queue, t, r, index, 0, w.seed)
-                 for r, t in enumerate(w.realms) for index in range(t.instances)]
+        built = []
+        for r, t in enumerate(w.realms):
+            for index in range(t.instances):
+                part.point()
+                built.append(realms.build(cpu, alloc, queue, t, r, index, 0, w.seed))
         shared: tuple[int, ...] = ()
         private: dict[int, tuple[int, ...]] = {}
         if w.uses("delegate-churn"):
@@ -164,7 +174,7 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions) -> tuple[RunPla
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool) -> tuple[list[RealmOutcome], list[str]]:
+            healthy: bool, part: Participant) -> tuple[list[RealmOutcome], list[str]]:
     """Outcomes of every instance; then, on a healthy machine, the teardown and its checks."""
     problems: list[str] = []
     queue = RunQueue(machine)
@@ -181,7 +191,7 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
     cpu = machine.cpu(0)
     try:
         cpu.set_recording(False)
-        problems += _teardown(cpu, w, live, results, pools)
+        problems += _teardown(cpu, w, live, results, pools, part)
     except Exception as exc:    # the RMM crashed or refused a teardown step: a finding, not a crash
         problems.append(f"teardown stopped: {type(exc).__name__}: {exc}")
     finally:
@@ -190,7 +200,7 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
 
 
 def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],
-              pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]]) -> list[str]:
+              pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]], part: Participant) -> list[str]:
     """Drain the run queue, destroy every live realm, free what the churn held, settle the
     delegate-churn balance; then check for leaks."""
     problems: list[str] = []
@@ -198,6 +208,7 @@ def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, 
     queue, alloc = RunQueue(machine), NsAllocator(machine, 0)
     realms.drain(queue, 0)
     for inst in live:
+        part.point()
         try:
             realms.destroy(cpu, alloc, queue, inst)
         except (HostError, RunQueueError) as exc:

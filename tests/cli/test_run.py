@@ -18,7 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from realm_guests import failing_guest
+from rmm_mp import Machine
 from rmm_mp.cli import main
+from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw import segment
 from rmm_mp.workload import spec
 
@@ -53,6 +55,41 @@ def test_run_quickstart_as_a_process(tmp_path: Path) -> None:
     assert {"RMI_REC_ENTER", "RSI_HOST_CALL", "EXIT_HOST_CALL", "PSCI_CPU_ON"} <= calls
     assert {r["name"] for r in report["realms"]} >= {"loop", "boot#0"}
     assert no_segments_of(proc.pid)
+
+
+@pytest.mark.multiprocess
+def test_check_parks_a_running_workload(tmp_path: Path) -> None:
+    """`rmm-mp check NAME` on a running `rmm-mp run contention` (both CPUs on one realm:
+    faults, RIPAS changes, fold/unfold): every CPU parks between calls, the check says the
+    machine was quiescent and the invariants hold (exit 0, JSON quiescent), the run goes on to
+    its end (exit 0), and its counters show the time each CPU spent parked."""
+    out, checked = tmp_path / "report.json", tmp_path / "check.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "run", "contention", "--cpus", "2", "--seconds", "5",
+                             "--json", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stderr is not None
+        name = ""
+        for line in proc.stderr:
+            if match := re.match(r"^machine (rmm-mp-\d+-[0-9a-f]{8}) ", line):
+                name = match.group(1)
+                break
+        assert name, "the run did not name its machine"
+        with Machine.attach(name) as machine:     # wait until both CPUs are past the start barrier
+            deadline = time.monotonic() + 120
+            while machine.control.view.load_u64(OFF_ARRIVED) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            res = CliRunner().invoke(main, ["check", name, "--wait", "60", "--json", str(checked)])
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert res.exit_code == 0, res.output
+    assert "quiescent: 2 of 2 CPUs parked between calls" in res.output and "invariants hold" in res.output
+    data = json.loads(checked.read_text())
+    assert data["ok"] and data["quiescent"] and (data["participants"], data["parked"]) == (2, 2)
+    assert proc.returncode == 0, stdout + stderr
+    counters = {entry["cpu"]: entry["values"] for entry in json.loads(out.read_text())["counters"]}
+    assert all(counters[cpu]["ms parked for checks"] >= 1 for cpu in (0, 1)), counters
 
 
 @pytest.mark.multiprocess

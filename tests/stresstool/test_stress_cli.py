@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 from rmm_mp import Machine
 from rmm_mp.hw import segment
+from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import BUGS
 from rmm_mp.stress.cli import check, stress
 
@@ -111,6 +113,47 @@ def test_check_a_live_machine(machine: Machine, tmp_path: Path) -> None:
     assert not data["ok"] and data["cpus"][2]["held"] == [table.addr(500)]
     res = runner.invoke(check, ["rmm-mp-1-00000000"])
     assert res.exit_code == 2 and "no machine named" in res.output
+
+
+def test_check_says_when_the_machine_is_not_quiescent(machine: Machine, tmp_path: Path) -> None:
+    """A participant that never reaches a quiescent point: after --wait the check runs anyway
+    and says the machine was NOT quiescent (JSON quiescent false, 0 of 1 parked); with
+    --no-pause it does not ask; on a machine where nothing takes part it says so. Violations
+    seen without a quiescent machine exit 3, not 1."""
+    stop = threading.Event()
+    entered = threading.Event()
+
+    def busy() -> None:
+        with Participant(machine.control):
+            entered.set()
+            stop.wait(30)
+
+    thread = threading.Thread(target=busy, daemon=True)
+    runner = CliRunner()
+    res = runner.invoke(check, [machine.name, "--wait", "0"])
+    assert res.exit_code == 0 and res.output.startswith("nothing to pause: no CPU"), res.output
+    thread.start()
+    entered.wait(5)
+    try:
+        res = runner.invoke(check, [machine.name, "--wait", "0.2", "--json", str(tmp_path / "c.json")])
+        assert res.exit_code == 0, res.output
+        assert res.output.startswith("NOT quiescent: 0 of 1 CPUs parked after 0.2 s; a violation may be a call "
+                                     "in progress\ninvariants hold"), res.output
+        data = json.loads((tmp_path / "c.json").read_text())
+        assert data["ok"] and not data["quiescent"] and (data["participants"], data["parked"]) == (1, 0)
+        res = runner.invoke(check, [machine.name, "--no-pause"])
+        assert res.exit_code == 0 and res.output.startswith("not paused (--no-pause)"), res.output
+        table = machine.granule_table(3)
+        table.lock(500)
+        try:    # violations on a machine that is not quiescent may be calls in progress: exit 3
+            for options in (["--wait", "0.1"], ["--no-pause"]):
+                res = runner.invoke(check, [machine.name, *options])
+                assert res.exit_code == 3 and "[lock-free]" in res.output, (options, res.output)
+        finally:
+            table.unlock(500)
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 @pytest.mark.multiprocess

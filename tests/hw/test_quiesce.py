@@ -1,0 +1,139 @@
+"""Quiescent points (rmm_mp.hw.quiesce): participants park between calls while a requester
+holds a pause, and a requester that dies cannot keep them parked.
+
+Participants run as threads here: the protocol is words in the shared control block, so a
+thread exercises the same atomics as a CPU process (the multi-process path is covered by the
+`rmm-mp check` tests on a running workload)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.hw.control import OFF_QUIESCE_SLOTS, QUIESCE_SLOTS
+from rmm_mp.hw.quiesce import Participant, Pause, QuiesceError
+
+
+class Worker(threading.Thread):
+    """A participant that counts its steps and calls point() between them."""
+
+    def __init__(self, machine: Machine, points: bool = True) -> None:
+        super().__init__(daemon=True)
+        self.machine = machine
+        self.points = points
+        self.steps = 0
+        self.entered = threading.Event()
+        self.leave = threading.Event()
+        self.parked_s = 0.0
+
+    def run(self) -> None:
+        with Participant(self.machine.control) as part:
+            self.entered.set()
+            while not self.leave.is_set():
+                if self.points:
+                    part.point()
+                self.steps += 1
+                time.sleep(0.0002)
+            self.parked_s = part.parked_s
+
+
+@pytest.fixture
+def worker(machine: Machine):  # type: ignore[no-untyped-def]
+    w = Worker(machine)
+    w.start()
+    w.entered.wait(5)
+    yield w
+    w.leave.set()
+    w.join(10)
+
+
+def _steps_during(w: Worker, seconds: float) -> int:
+    before = w.steps
+    time.sleep(seconds)
+    return w.steps - before
+
+
+def test_no_pause_no_parking(machine: Machine, worker: Worker) -> None:
+    assert _steps_during(worker, 0.05) > 0
+    assert machine.control.view.load_u32(OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS) == 1   # one participant
+
+
+def test_a_pause_parks_every_participant_until_it_ends(machine: Machine, worker: Worker) -> None:
+    with Pause(machine.control) as pause:
+        assert pause.wait(5.0)
+        assert (pause.participants, pause.parked) == (1, 1)
+        assert _steps_during(worker, 0.1) == 0
+    assert _steps_during(worker, 0.1) > 0
+    assert machine.control.view.load_u32(OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS + 4) == 0   # none parked
+
+
+def test_a_participant_without_points_is_not_quiescent(machine: Machine) -> None:
+    w = Worker(machine, points=False)
+    w.start()
+    w.entered.wait(5)
+    try:
+        with Pause(machine.control) as pause:
+            assert not pause.wait(0.2)
+            assert (pause.participants, pause.parked) == (1, 0)
+            assert _steps_during(w, 0.05) > 0
+    finally:
+        w.leave.set()
+        w.join(10)
+
+
+def test_the_stop_flag_releases_parked_participants(machine: Machine, worker: Worker) -> None:
+    with Pause(machine.control) as pause:
+        assert pause.wait(5.0)
+        machine.control.request_stop()
+        try:
+            assert _steps_during(worker, 0.1) > 0
+            assert not pause.wait(0.1)      # a requester stops waiting once the run stops
+        finally:
+            machine.control.clear_stop()
+
+
+def test_the_lease_is_renewed_while_the_requester_lives(machine: Machine, worker: Worker) -> None:
+    with Pause(machine.control, lease_ns=200_000_000) as pause:
+        assert pause.wait(5.0)
+        assert _steps_during(worker, 0.6) == 0      # three leases long
+
+
+def test_a_dead_requesters_pause_expires(machine: Machine, worker: Worker) -> None:
+    """A requester killed before it released its slot leaves a deadline nobody renews: the
+    participants go on once it passes, and the expired slot is taken again."""
+    view = machine.control.view
+    for i in range(QUIESCE_SLOTS):
+        view.store_u64(OFF_QUIESCE_SLOTS + 8 * i, time.monotonic_ns() + 300_000_000)
+    assert _steps_during(worker, 0.1) == 0
+    time.sleep(0.3)
+    assert _steps_during(worker, 0.1) > 0
+    with Pause(machine.control) as pause:
+        assert pause.wait(5.0)
+
+
+def test_one_requester_ending_does_not_end_anothers_pause(machine: Machine, worker: Worker) -> None:
+    with Pause(machine.control) as first:
+        assert first.wait(5.0)
+        with Pause(machine.control) as second:
+            assert second.wait(5.0)
+        assert _steps_during(worker, 0.1) == 0
+    assert _steps_during(worker, 0.1) > 0
+    worker.leave.set()
+    worker.join(10)
+    assert worker.parked_s >= 0.1       # Participant.parked_s counts the time parked
+
+
+def test_every_slot_held_is_an_error(machine: Machine) -> None:
+    pauses = [Pause(machine.control) for _ in range(QUIESCE_SLOTS)]
+    for p in pauses:
+        p.__enter__()
+    try:
+        with pytest.raises(QuiesceError, match=f"all {QUIESCE_SLOTS} pause slots"):
+            Pause(machine.control).__enter__()
+    finally:
+        for p in pauses:
+            p.__exit__(None, None, None)
+    assert bytes(machine.control.buf[OFF_QUIESCE_SLOTS:OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS]) == bytes(64)
