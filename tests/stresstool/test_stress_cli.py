@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,10 +57,12 @@ def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(t
 
 @pytest.mark.multiprocess
 def test_clean_free_running_run_exits_zero() -> None:
-    """Two CPUs free-running the tables workload for a second: no finding, exit 0."""
+    """Two CPUs free-running the tables workload for a second: no finding, exit 0; the machine
+    is named on stderr first, so that `rmm-mp check` can attach to it."""
     res = CliRunner().invoke(stress, ["tables", "--seconds", "1", "--seed", "3"])
     assert res.exit_code == 0, res.output
     assert "free-running" in res.output and "no findings" in res.output
+    assert re.match(r"machine (rmm-mp-\d+-[0-9a-f]{8}) \(inspect it while it runs: rmm-mp check \1\)\n", res.stderr)
 
 
 @pytest.mark.parametrize("args, message", [
