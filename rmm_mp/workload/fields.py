@@ -122,6 +122,9 @@ class Fields:
             return None
         cpus: set[int] = set()
         if isinstance(value, list) and value and all(is_int(v) and 0 <= v < 256 for v in value):
+            twice = sorted({v for v in value if value.count(v) > 1})
+            if twice:   # a typo more often than not ([0, 0] for [0, 1])
+                raise self.fail(key, value, f"CPU ids, each once (CPU {twice[0]} is listed twice)")
             cpus.update(value)
         elif isinstance(value, str) and value.strip():
             for part in value.split(","):

@@ -190,6 +190,12 @@ def test_bad_cpu_set(tmp_path: Path) -> None:
     refused(tmp_path, text, 7, "group[0].cpus", "3-1", "CPU ids: a non-empty list of integers")
 
 
+def test_cpu_listed_twice(tmp_path: Path) -> None:
+    """[0, 0] is most likely a typo for [0, 1]: refused, naming the CPU."""
+    text = HEAD + OK_REALM + '[[group]]\ncpus = [0, 1, 0]\nactivities = { run = 1 }\n'
+    refused(tmp_path, text, 7, "group[0].cpus", [0, 1, 0], "CPU ids, each once (CPU 0 is listed twice)")
+
+
 def test_cpu_without_activities(tmp_path: Path) -> None:
     """Only CPU 0 has weights (a group) and there is no default table: CPU 1 has nothing to do."""
     text = 'seconds = 1\n' + OK_REALM + '[[group]]\ncpus = [0]\nactivities = { run = 1 }\n'
