@@ -147,7 +147,8 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     if os.sep in text or text.endswith(".toml"):
         path = Path(text)
         if not path.is_file():
-            raise ConfigError(source, key, text, f"a {kind} file that exists")
+            why = "it is a directory" if path.is_dir() else "no such file"
+            raise ConfigError(source, key, text, f"a {kind} file that exists ({why})")
         return path
     path = directory / f"{text}.toml"
     if not path.is_file():

@@ -141,6 +141,10 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "delegate-churn", "--cpus", "100000"], "--cpus = 100000 (0x186a0): expected the number of CPU processes"),
     (["run", "no-such-workload"], "a bundled workload (attestation-storm, churn, contention, delegate-churn"),
     (["run", "delegate-churn", "--platform", "nope"], "--platform = 'nope': expected a bundled platform (fvp, host"),
+    (["run", "/"], "WORKLOAD = '/': expected a workload file that exists (it is a directory)"),
+    (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a workload file that exists (no such file)"),
+    (["run", "delegate-churn", "--platform", "/"], "--platform = '/': expected a platform file that exists (it is a "
+                                                   "directory)"),
     (["run", "delegate-churn", "--plot", "x.png", "--no-latency"], "cannot be combined with --no-latency"),
     (["run", "delegate-churn", "--seconds", "1", "--iterations", "2"], "either --seconds or --iterations"),
 ])
