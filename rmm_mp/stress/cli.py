@@ -53,9 +53,9 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
 @click.command()
 @click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)))
 @click.option("--cpus", type=click.IntRange(2, 16), default=2, show_default=True, help="CPU processes.")
-@click.option("--seconds", type=float, default=None,
+@click.option("--seconds", type=click.FloatRange(0, 86_400, min_open=True), default=None,
               help="Free-running: how long to run (default 10). Deterministic: a safety limit (default 600).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Drives the operations and the schedule.")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True, help="Drives the operations and the schedule.")
 @click.option("--schedule", "schedule", type=click.Choice([s for s in SCHEDULES if s != "replay"]), default="free",
               show_default=True, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
                                       "replayable.")
@@ -65,7 +65,7 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")
 @click.option("--checkers", default=None,
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, or 'all' (the default).")
-@click.option("--quiescent-every", type=float, default=None,
+@click.option("--quiescent-every", type=click.FloatRange(min=0), default=None,
               help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
                    "seconds (free-running, default 2); 0 for none.")
 @click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -72,10 +72,14 @@ def test_clean_free_running_run_exits_zero() -> None:
     (["--trace", "t.json"], "--trace needs a deterministic run (--schedule random or pct, or --replay)"),
     (["--save-schedule", "s.json"], "--save-schedule needs a deterministic run"),
     (["--shrink"], "--shrink needs a deterministic run"),
+    (["--seconds", "0"], "Invalid value for '--seconds': 0.0 is not in the range 0<x<=86400"),
+    (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=18446744073709551615"),
+    (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1.0 is not in the range x>=0"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
-    """A bad checker, bug or workload name, or an option only a deterministic run can honour on a
-    free-running one, is a usage error naming it (exit 2), before any run."""
+    """A bad checker, bug or workload name, an option out of its range (named as typed), or an
+    option only a deterministic run can honour on a free-running one, is a usage error naming it
+    (exit 2), before any run."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2 and message in res.output, res.output
 
