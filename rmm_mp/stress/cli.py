@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
@@ -204,6 +205,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     with machine, ExitStack() as stack:
         quiescent = False
         participants = parked = 0
+        paused_at = time.monotonic()
         if not no_pause:
             try:
                 pause = stack.enter_context(Pause(machine.control))
@@ -218,13 +220,14 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
             quiescent = quiescent and not machine.control.stop_requested and pause.quiescent()
         stack.close()
+        paused_ms = (time.monotonic() - paused_at) * 1000
         if no_pause:
             state = "not paused (--no-pause): a violation may be a call in progress"
         elif not participants:
             state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
             quiescent = False
         elif quiescent:
-            state = f"quiescent: {parked} of {participants} CPUs parked between calls"
+            state = f"quiescent: {parked} of {participants} CPUs parked between calls (paused for {paused_ms:.0f} ms)"
         else:
             state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
                      "a violation may be a call in progress")
