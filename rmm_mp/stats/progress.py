@@ -2,13 +2,18 @@
 
 It reads each CPU's published call count (stats.histogram.total_count, refreshed by the CPUs
 every flush interval) and redraws one line on a terminal. On anything that is not a terminal it
-stays silent unless forced, so logs and CI output are not flooded with carriage returns.
+stays silent unless forced, so logs and CI output are not flooded with carriage returns. The
+line never reaches the terminal's last column: a line that wrapped could not be redrawn in
+place (a carriage return goes back to the start of its last row only), so the per-CPU rates
+shown are those that fit, then "...".
 
 This module owns the display. It must not change the machine.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from typing import TYPE_CHECKING, Callable, TextIO
 
@@ -19,6 +24,9 @@ if TYPE_CHECKING:
     from rmm_mp.machine import Machine
 
 BAR = 24
+NARROW_BAR = 10
+WIDE = 110
+"""Lines narrower than this get the narrow bar."""
 
 
 def _short(rate: float) -> str:
@@ -39,8 +47,11 @@ class Progress:
 
     def __init__(self, machine: "Machine", cpus: list[int], seconds: float | None,
                  stream: TextIO | None = None, enabled: bool | None = None,
-                 started: Callable[[], bool] | None = None) -> None:
+                 started: Callable[[], bool] | None = None, width: int | None = None) -> None:
         self.machine = machine
+        self.width = width
+        """Characters a line may take; None: the columns of the stream's terminal - 1, read at
+        each redraw."""
         self.cpus = cpus
         self.seconds = seconds
         self.stream = stream or sys.stderr
@@ -51,6 +62,7 @@ class Progress:
         self.last_time = 0.0
         self.rates: dict[int, float] = {cpu: 0.0 for cpu in cpus}
         self.drawn = False
+        self._drawn_len = 0
 
     def counts(self) -> dict[int, int]:
         return {cpu: read_stats(self.machine, cpu, total_count) for cpu in self.cpus}
@@ -71,19 +83,39 @@ class Progress:
         self.last, self.last_time = counts, elapsed
         total = sum(counts.values())
         ran = elapsed - self.origin
+        width = self._width()
         if self.seconds:
-            done = min(1.0, ran / self.seconds)
-            bar = "#" * int(done * BAR) + "." * (BAR - int(done * BAR))
-            head = f"[{bar}] {ran:5.1f}/{self.seconds:g} s"
+            size = BAR if width >= WIDE else NARROW_BAR
+            done = int(min(1.0, ran / self.seconds) * size)
+            head = f"[{'#' * done}{'.' * (size - done)}] {ran:5.1f}/{self.seconds:g} s"
         else:
             head = f"{ran:6.1f} s"
-        per_cpu = " ".join(f"cpu{cpu} {_short(self.rates[cpu])}/s" for cpu in self.cpus[:8])
-        more = " ..." if len(self.cpus) > 8 else ""
-        self._draw(f"{head}  {total:,} calls  {_short(sum(self.rates.values()))} calls/s  {per_cpu}{more}")
+        # The rates per CPU follow in the order of self.cpus: compact, so that 4 fit in 80 columns.
+        line = f"{head}  {total:,} calls  {_short(sum(self.rates.values()))}/s  per CPU"
+        for n, cpu in enumerate(self.cpus):
+            item = f" {_short(self.rates[cpu])}"
+            room = width - len(" ...") if n < len(self.cpus) - 1 else width
+            if len(line) + len(item) > room:
+                line += " ..."
+                break
+            line += item
+        self._draw(line)
+
+    def _width(self) -> int:
+        if self.width is not None:
+            return self.width
+        try:    # the stream's own terminal: stdout (which shutil asks) is often a file
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = shutil.get_terminal_size((100, 24)).columns
+        return max(40, columns - 1)
 
     def _draw(self, line: str) -> None:
-        self.stream.write("\r" + line[:200].ljust(80))
+        line = line[:self._width()]
+        # Blanks over what is left of a longer previous line.
+        self.stream.write("\r" + line.ljust(self._drawn_len))
         self.stream.flush()
+        self._drawn_len = len(line)
         self.drawn = True
 
     def close(self) -> None:

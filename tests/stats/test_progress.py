@@ -11,21 +11,21 @@ from rmm_mp.stats.progress import Progress
 
 
 def test_rates_come_from_published_counts() -> None:
-    """After CPU 0 publishes 3 calls and CPU 1 none, a tick 0.5 s in shows 3 calls in all and
-    6 calls/s for CPU 0; a disabled bar writes nothing."""
+    """After CPU 0 publishes 3 calls and CPU 1 none, a tick 0.5 s in shows 3 calls in all,
+    6 calls/s, and per CPU 6 and 0 calls/s; a disabled bar writes nothing."""
     with Machine.create("host", cpus=2) as m:
         cpu = m.cpu(0)
         for _ in range(3):
             cpu.smc(RmiFid.RMI_VERSION, 0x10000)
         cpu.flush_statistics()
         out = io.StringIO()
-        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True)
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, width=120)
         assert bar.counts() == {0: 3, 1: 0}
         bar.tick(0.5)
         bar.close()
         text = out.getvalue()
         assert text.startswith("\r[") and text.endswith("\n")
-        assert "3 calls" in text and "cpu0 6/s" in text and "cpu1 0/s" in text
+        assert "  3 calls  6/s  per CPU 6 0" in text
         quiet = io.StringIO()
         silent = Progress(m, [0, 1], 10.0, stream=quiet, enabled=False)
         silent.tick(0.5)
@@ -39,7 +39,7 @@ def test_time_counts_from_the_start_barrier() -> None:
     with Machine.create("host", cpus=2) as m:
         out = io.StringIO()
         ready = [False]
-        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, started=lambda: ready[0])
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, started=lambda: ready[0], width=120)
         bar.tick(0.5)
         assert out.getvalue().startswith("\rstarting 2 CPU processes ...  0.5 s")
         ready[0] = True
@@ -48,3 +48,23 @@ def test_time_counts_from_the_start_barrier() -> None:
         lines = out.getvalue().split("\r")[1:]
         assert lines[1].startswith("[#.......................]   0.5/10 s  0 calls")
         assert lines[2].startswith("[######..................]   2.5/10 s")
+
+
+def test_the_line_fits_the_terminal() -> None:
+    """A line that wrapped could not be redrawn in place. At 80 columns a 4-CPU run's line has
+    the narrow bar and every CPU's rate; at 54 the rates that fit, then "..."; at 120 the wide
+    bar. No drawn line is longer than its width, and a shorter line blanks what is left of the
+    longer one before it."""
+    with Machine.create("host", cpus=4) as m:
+        out = io.StringIO()
+        bar = Progress(m, [0, 1, 2, 3], 10.0, stream=out, enabled=True, width=80)
+        for width, elapsed in ((80, 0.5), (120, 1.0), (54, 1.5)):
+            bar.width = width
+            bar.tick(elapsed)
+        bar.close()
+        narrow, wide, cut = out.getvalue().rstrip("\n").split("\r")[1:]
+        assert narrow == "[..........]   0.5/10 s  0 calls  0/s  per CPU 0 0 0 0", narrow
+        assert wide.startswith("[##......................]   1.0/10 s  0 calls") and wide.endswith("per CPU 0 0 0 0")
+        assert cut.rstrip() == "[#.........]   1.5/10 s  0 calls  0/s  per CPU 0 0 ...", cut
+        assert len(cut.rstrip()) <= 54
+        assert len(cut) == len(wide)      # blanks over the rest of the longer line
