@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
 
 import atomicshm
 
@@ -134,13 +133,13 @@ class Pause:
         """Every participant is parked (a participant that joins now parks at its first point)."""
         return self.parked >= self.participants
 
-    def wait(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False) -> bool:
-        """Wait until every participant is parked; False after ``timeout_s``, when the machine's
-        stop flag is set (parked CPUs then leave) or when ``give_up()``."""
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until every participant is parked; False after ``timeout_s`` or once the
+        machine's stop flag is set (parked participants then leave)."""
         deadline = time.monotonic() + timeout_s
         control = self.control
         while not self.quiescent():
-            if time.monotonic() >= deadline or control.stop_requested or give_up():
+            if time.monotonic() >= deadline or control.stop_requested:
                 return False
             time.sleep(0.001)
         return True
