@@ -21,7 +21,7 @@ CASES = [
     ("bench_delegate.py", ["--seconds", "0.3", "--repeat", "1", "--warmup", "0.1", "--calls", "500",
                            "--latency-repeat", "1"], True, "throughput"),
     ("bench_rec.py", ["--trips", "200", "--warmup", "20", "--repeat", "1", "--slice", "2000", "--entries", "1",
-                      "--profile-trips", "50"], True, "verdict"),
+                      "--profile-trips", "50", "--cost-trips", "50", "--cost-repeat", "1"], True, "recording_cost"),
     ("bench_realm.py", ["--seconds", "0.5", "--repeat", "1", "--warmup", "0.1"], False, "calls_per_realm"),
     ("bench_attest.py", ["--tokens", "2", "--warmup", "0", "--repeat", "1"], False, "figures"),
     ("bench_stress.py", ["--steps", "200", "--only", "b"], False, "step_rate"),

@@ -17,6 +17,12 @@
     RMI_EXIT_IRQ, so instructions = entries * slice; the rate is that over the wall time of
     the entries (run loop included, a negligible share at this slice).
 
+(c) What latency recording costs a round trip. On one machine, blocks of --cost-trips round
+    trips with recording on and off (Cpu.set_recording) alternate, --cost-repeat blocks each;
+    the cost is median(on) - median(off) of the blocks' mean round trip, and its share of
+    median(off). Alternating in one process keeps the two variants on the same heap and code
+    layout (from one process to the next the round trip itself moves by about 1 us).
+
 If the round-trip target is missed, the tool profiles --profile-trips round trips with cProfile
 and prints where the time goes (file:function, own time), split into the RMM's REC_ENTER (the
 time inside Cpu.smc) and the host's part. With --profile it always does.
@@ -106,6 +112,26 @@ def round_trips(trips: int, warmup: int) -> dict[str, float]:
             "exit_host_call_count": exit_hc.count}
 
 
+def recording_cost(trips: int, repeat: int) -> dict[str, float]:
+    """(c): the mean round trip with recording on and off, alternating blocks on one machine."""
+    with Machine.create("host", cpus=1) as m:
+        loop, cpu = _realm(m, HOST_CALL_LOOP)
+        take, step, clock = loop.queue.take, loop.step, time.perf_counter_ns
+        for _ in range(trips):
+            step(take(0))
+        blocks: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(repeat):
+            for on in (True, False):
+                cpu.set_recording(on)       # type: ignore[attr-defined]
+                t0 = clock()
+                for _ in range(trips):
+                    step(take(0))
+                blocks[on].append((clock() - t0) / trips)
+    on, off = statistics.median(blocks[True]), statistics.median(blocks[False])
+    return {"on_ns": on, "off_ns": off, "cost_ns": on - off, "cost_share": (on - off) / off,
+            "on_blocks": blocks[True], "off_blocks": blocks[False]}
+
+
 def instructions_per_second(slice_: int, entries: int) -> dict[str, float]:
     with Machine.create("host", cpus=1, time_slice=slice_) as m:
         loop, _ = _realm(m, SPIN)
@@ -139,7 +165,7 @@ def profile(trips: int) -> tuple[list[tuple[str, float, float]], float, float]:
     for (path, line, func), (_, _, own, cum, _) in stats.items():
         where = os.path.relpath(path, root) if path.startswith(root) else path
         rows.append((f"{where}:{func}", own / trips * 1e6, cum / trips * 1e6))
-        if func == "smc" and path.endswith("machine.py"):
+        if func == "smc" and path.endswith("cpu_handle.py"):
             smc = cum / trips * 1e6
         if func == "step" and path.endswith("runloop.py"):
             total = cum / trips * 1e6
@@ -154,12 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="repeats of (a), each on a fresh machine (default 5)")
     ap.add_argument("--slice", type=int, default=1_000_000, help="time slice for (b), instructions (default 1e6)")
     ap.add_argument("--entries", type=int, default=5, help="REC entries (time slices) timed in (b) (default 5)")
+    ap.add_argument("--cost-trips", type=int, default=5_000, help="round trips per block in (c) (default 5,000)")
+    ap.add_argument("--cost-repeat", type=int, default=9, help="blocks of each variant in (c) (default 9)")
     ap.add_argument("--profile", action="store_true", help="profile even if the target is met")
     ap.add_argument("--profile-trips", type=int, default=5_000, help="round trips profiled (default 5,000)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
-    if min(args.trips, args.repeat, args.slice, args.entries, args.profile_trips) < 1 or args.warmup < 0:
-        ap.error("--trips, --repeat, --slice, --entries and --profile-trips must be positive, --warmup not negative")
+    if min(args.trips, args.repeat, args.slice, args.entries, args.profile_trips, args.cost_trips,
+           args.cost_repeat) < 1 or args.warmup < 0:
+        ap.error("--trips, --repeat, --slice, --entries, --profile-trips, --cost-trips and --cost-repeat must be "
+                 "positive, --warmup not negative")
 
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), usable {info['usable_cpus']}, "
@@ -188,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     shown = ", ".join(f"{r['ips']:,.0f}" for r in ips_runs)
     print(f"\n(b) guest instructions per second, time slice {args.slice:,}: {shown}; median {ips:,.0f}")
 
+    cost = recording_cost(args.cost_trips, args.cost_repeat)
+    print(f"\n(c) latency recording, {args.cost_repeat} alternating blocks of {args.cost_trips:,} round trips each: "
+          f"on {cost['on_ns'] / 1e3:.2f} us, off {cost['off_ns'] / 1e3:.2f} us (medians of the blocks' means); "
+          f"recording costs {cost['cost_ns'] / 1e3:.2f} us a round trip ({cost['cost_share']:+.1%})")
+
     prof_rows: list[tuple[str, float, float]] = []
     if verdict == "MISS" or args.profile:
         prof_rows, smc_us, total_us = profile(args.profile_trips)
@@ -200,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"benchmark": "bench_rec", "host": info, "options": vars(args), "runs": runs, "median": med,
-                       "verdict": verdict, "ips_runs": ips_runs, "ips": ips,
+                       "verdict": verdict, "ips_runs": ips_runs, "ips": ips, "recording_cost": cost,
                        "profile": [{"where": w, "own_us": o, "cum_us": c} for w, o, c in prof_rows[:40]]}, f,
                       indent=2)
             f.write("\n")
