@@ -97,20 +97,50 @@ class NsAccess:
                     table.unlock(held)
                 raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
 
+    def _lock_one(self, idx: int) -> None:
+        """_lock_checked for one granule."""
+        table = self.table
+        table.lock(idx)
+        pas = self.gpt.pas(idx)
+        if pas != Pas.NS:
+            table.unlock(idx)
+            raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
+
     def read(self, pa: int, size: int) -> bytes:
+        memory = self.memory
+        offset = pa - memory.base
+        # One granule inside DRAM, the common case (a run page, a host-call page, a structure):
+        # the same lock and check without building a range of indices.
+        if 0 < size and 0 <= offset and pa + size <= memory.end and offset >> 12 == (offset + size - 1) >> 12:
+            idx = offset >> 12
+            self._lock_one(idx)
+            try:
+                return bytes(memory.buf[offset:offset + size])
+            finally:
+                self.table.unlock(idx)
         indices = self._granules(pa, size)
         self._lock_checked(indices)
         try:
-            return self.memory.read(pa, size)
+            return memory.read(pa, size)
         finally:
             for idx in indices:
                 self.table.unlock(idx)
 
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
-        indices = self._granules(pa, len(data))
+        memory = self.memory
+        offset, size = pa - memory.base, len(data)
+        if 0 < size and 0 <= offset and pa + size <= memory.end and offset >> 12 == (offset + size - 1) >> 12:
+            idx = offset >> 12
+            self._lock_one(idx)
+            try:
+                memory.buf[offset:offset + size] = data
+            finally:
+                self.table.unlock(idx)
+            return
+        indices = self._granules(pa, size)
         self._lock_checked(indices)
         try:
-            self.memory.write(pa, data)
+            memory.write(pa, data)
         finally:
             for idx in indices:
                 self.table.unlock(idx)
