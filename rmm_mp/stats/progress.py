@@ -111,9 +111,11 @@ class Progress:
         return max(40, columns - 1)
 
     def _draw(self, line: str) -> None:
-        line = line[:self._width()]
-        # Blanks over what is left of a longer previous line.
-        self.stream.write("\r" + line.ljust(self._drawn_len))
+        width = self._width()
+        line = line[:width]
+        # Blanks over what is left of a longer previous line (no further than the width: the
+        # terminal may have narrowed since).
+        self.stream.write("\r" + line.ljust(min(self._drawn_len, width)))
         self.stream.flush()
         self._drawn_len = len(line)
         self.drawn = True
