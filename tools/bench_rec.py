@@ -41,6 +41,7 @@ import pstats
 import statistics
 import sys
 import time
+from typing import Any
 
 from benchlib import host_info, slot_named, window
 
@@ -112,7 +113,7 @@ def round_trips(trips: int, warmup: int) -> dict[str, float]:
             "exit_host_call_count": exit_hc.count}
 
 
-def recording_cost(trips: int, repeat: int) -> dict[str, float]:
+def recording_cost(trips: int, repeat: int) -> dict[str, Any]:
     """(c): the mean round trip with recording on and off, alternating blocks on one machine."""
     with Machine.create("host", cpus=1) as m:
         loop, cpu = _realm(m, HOST_CALL_LOOP)
