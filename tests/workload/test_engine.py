@@ -8,12 +8,16 @@ Each test runs a small workload for a fixed number of steps per CPU (no timing a
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from realm_guests import failing_guest
-from rmm_mp.check import InvariantReport, Violation
+from rmm_mp import Machine
+from rmm_mp.check import InvariantReport, Violation, invariants
+from rmm_mp.hw.quiesce import Pause
 from rmm_mp.workload import render, run, spec
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.resolve import resolve
@@ -153,3 +157,36 @@ def test_a_broken_invariant_fails_the_run(tmp_path: Path, monkeypatch: pytest.Mo
     assert report.invariants is not None and not report.invariants.ok
     assert not report.failures and all(r.ok for r in report.realms)
     assert not report.ok
+
+
+def test_the_parent_parks_before_building_a_realm() -> None:
+    """While a pause is held (as `rmm-mp check` holds one), the parent of a run parks before it
+    builds each realm instance: nothing is built (every granule still NS) and it is the one
+    parked participant; once the pause ends, the run builds, runs and ends OK."""
+    w = resolve(spec.load("quickstart"), cpus=2, iterations=20)
+    made: list[Machine] = []
+    paused = threading.Event()
+    ready = threading.Event()
+
+    def hold(machine: Machine) -> None:
+        made.append(machine)
+        ready.set()
+        paused.wait(60)
+
+    result: list[RunReport] = []
+    worker = threading.Thread(target=lambda: result.append(run_workload(w, RunOptions(progress=False), hold)))
+    worker.start()
+    try:
+        assert ready.wait(60)
+        with Pause(made[0].control) as pause:
+            paused.set()
+            deadline = time.monotonic() + 20
+            while pause.parked < 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.2)
+            assert (pause.participants, pause.parked) == (1, 1) and pause.quiescent()
+            assert set(invariants(made[0]).state_counts) == {"NS"}
+    finally:
+        paused.set()
+        worker.join(300)
+    assert result and result[0].ok, render.format_report(result[0]) if result else "the run raised"
