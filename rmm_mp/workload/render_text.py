@@ -65,7 +65,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"workload {doc['workload']} ({doc['source']})",
         f"platform {doc['platform']}: {doc['cpus']} CPUs on {host['cores']} host cores, seed {doc['seed']}, "
         f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'}), "
-        f"{doc['total_calls']:,} calls, {doc['calls_per_second']:,.0f} calls/s",
+        + (f"{doc['total_calls']:,} calls, {doc['calls_per_second']:,.0f} calls/s" if doc["latency_recorded"]
+           else "calls not counted (--no-latency)"),
         f"latency recorded: {'yes' if doc['latency_recorded'] else 'no (--no-latency)'}; "
         f"pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}",
     ]

@@ -101,6 +101,7 @@ def test_warnings_are_printed_near_the_top() -> None:
 def test_no_latency_says_so_instead_of_empty_tables() -> None:
     text = format_report(hand_built(latency_recorded=False, stats={}, **GOOD))
     assert "latency recorded: no (--no-latency)" in text
+    assert "calls not counted (--no-latency)" in text and "calls/s" not in text
     assert "Latency was not recorded (--no-latency): no per-call figures and no time split." in text
     assert "RMI calls (" not in text and "Time split" not in text
     assert "Lock contention per granule class" in text
