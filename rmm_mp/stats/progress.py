@@ -47,8 +47,11 @@ class Progress:
 
     def __init__(self, machine: "Machine", cpus: list[int], seconds: float | None,
                  stream: TextIO | None = None, enabled: bool | None = None,
-                 started: Callable[[], bool] | None = None, width: int | None = None) -> None:
+                 started: Callable[[], bool] | None = None, width: int | None = None,
+                 counted: bool = True) -> None:
         self.machine = machine
+        self.counted = counted
+        """Whether the CPUs count their calls (they do while they record latency)."""
         self.width = width
         """Characters a line may take; None: the columns of the stream's terminal - 1, read at
         each redraw."""
@@ -90,6 +93,9 @@ class Progress:
             head = f"[{'#' * done}{'.' * (size - done)}] {ran:5.1f}/{self.seconds:g} s"
         else:
             head = f"{ran:6.1f} s"
+        if not self.counted:
+            self._draw(f"{head}  calls not counted (--no-latency)")
+            return
         # The rates per CPU follow in the order of self.cpus: compact, so that 4 fit in 80 columns.
         line = f"{head}  {total:,} calls  {_short(sum(self.rates.values()))}/s  per CPU"
         for n, cpu in enumerate(self.cpus):

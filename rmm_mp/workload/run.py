@@ -95,7 +95,7 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         machine.control.view.store_u64(OFF_ARRIVED, 0)
         arrived = machine.control.view.load_u64
         bar = Progress(machine, ids, w.seconds, enabled=options.progress,
-                       started=lambda: arrived(OFF_ARRIVED) >= len(ids))
+                       started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
         t0 = time.perf_counter_ns()
         try:
             result = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=bar.tick,

@@ -68,3 +68,14 @@ def test_the_line_fits_the_terminal() -> None:
         assert len(narrow) == len(wide)     # blanks over the rest of the longer line
         assert cut.rstrip() == "[#.........]   1.5/10 s  0 calls  0/s  per CPU 0 0 ...", cut
         assert len(cut) == 54               # ... but not past the (narrower) width
+
+
+def test_a_run_without_latency_recording_says_its_calls_are_not_counted() -> None:
+    """The CPUs count calls in their latency histograms: with --no-latency the bar shows the
+    time and says the calls are not counted, instead of 0 calls at 0/s."""
+    with Machine.create("host", cpus=2) as m:
+        out = io.StringIO()
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, width=120, counted=False)
+        bar.tick(0.5)
+        bar.close()
+        assert out.getvalue() == "\r[#.......................]   0.5/10 s  calls not counted (--no-latency)\n"
