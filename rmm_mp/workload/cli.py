@@ -41,6 +41,10 @@ def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunR
     return failed
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def announce(machine: Machine) -> None:
     """Name the machine on stderr before it runs, so that `rmm-mp check` can attach to it."""
     click.echo(f"machine {machine.name} (inspect it while it runs: rmm-mp check {machine.name})", err=True)
@@ -173,7 +177,7 @@ def workloads_validate(files: tuple[str, ...]) -> None:
             click.echo(str(exc), err=True)
             continue
         length = f"{w.seconds:g} s" if w.seconds is not None else f"{w.iterations:,} steps per CPU"
-        click.echo(f"{name}: valid ({len(w.realms)} realm kinds, {w.cpus} CPUs, {len(w.phases)} phase"
-                   f"{'s' if len(w.phases) > 1 else ''}, {length})")
+        click.echo(f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
+                   f"{_count(len(w.phases), 'phase')}, {length})")
     if bad:
         sys.exit(2)

@@ -236,7 +236,12 @@ def test_workloads_validate_exit_status(tmp_path: Path) -> None:
     assert ok.exit_code == 0 and ok.output.count(": valid (") == len(spec.bundled())
     mixed = CliRunner().invoke(main, ["workloads", "validate", "quickstart", str(bad)])
     assert mixed.exit_code == 2
-    assert "quickstart: valid" in mixed.output and f"{bad}:2: activities.runn = 1" in mixed.output
+    assert "quickstart: valid (2 realm kinds, 4 CPUs, 1 phase, 10 s)" in mixed.output
+    assert f"{bad}:2: activities.runn = 1" in mixed.output
+    one = tmp_path / "one.toml"
+    one.write_text('cpus = 1\nseconds = 1\nactivities = { run = 1 }\n[[realm]]\nname = "r"\nguest = "hello"\n')
+    single = CliRunner().invoke(main, ["workloads", "validate", str(one)])
+    assert single.output == f"{one}: valid (1 realm kind, 1 CPU, 1 phase, 1 s)\n", single.output
     assert CliRunner().invoke(main, ["workloads", "validate"]).exit_code == 2
 
 
