@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.el3.monitor import Monitor, Result
 from rmm_mp.hw.control import Control
 from rmm_mp.hw.gpt import Gpt
@@ -21,8 +22,8 @@ from rmm_mp.rmm.dispatch import dispatch, log
 class RmmCpu:
     """Per-CPU RMM context: what a handler may use."""
 
-    __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "control", "log", "pa_bits", "vmid_bits",
-                 "platform", "gpt", "tlb", "time_slice", "attest_material")
+    __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "num_lrs", "control", "log", "pa_bits",
+                 "vmid_bits", "platform", "gpt", "tlb", "time_slice", "attest_material")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
                  el3: Monitor, features0: int, control: Control, platform: Platform, gpt: Gpt, tlb: Tlb,
@@ -41,6 +42,8 @@ class RmmCpu:
         self.ns = ns
         self.el3 = el3
         self.features0 = features0
+        self.num_lrs = FeatureRegister0.field(features0, "GICV3_NUM_LRS")
+        """GICV3_NUM_LRS, which every REC entry and exit needs: read by name once, not per entry."""
         self.control = control
         self.log = log.isEnabledFor(logging.DEBUG)
 

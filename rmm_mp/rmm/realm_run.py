@@ -29,7 +29,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rmm_mp.abi.psci import rec_index_to_mpidr_el1
-from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.abi.rsi import RsiResponse, RsiRipas, RsiStatus
 from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
 from rmm_mp.guest import interpreter
@@ -88,7 +87,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
-    fields.update(_gic_exit_state(rmm.features0, enter["gicv3_hcr"], enter["gicv3_lrs"]))
+    fields.update(_gic_exit_state(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"]))
     if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
@@ -113,15 +112,15 @@ def _mpidr_el1(rec_index: int) -> int:
     return value
 
 
-def _gic_exit_state(features0: int, hcr: int, lrs: tuple[int, ...]) -> dict[str, Any]:
+def _gic_exit_state(num_lrs: int, hcr: int, lrs: tuple[int, ...]) -> dict[str, Any]:
     """gic.gic_exit_state for this CPU's number of LRs, memoised: a host re-enters with the
     same GIC state entry after entry, and the answer depends on nothing else. Callers copy it."""
-    key = (features0, hcr, lrs)
+    key = (num_lrs, hcr, lrs)
     fields = _gic_cache.get(key)
     if fields is None:
         if len(_gic_cache) >= _CACHE_MAX:
             _gic_cache.clear()
-        fields = _gic_cache[key] = gic.gic_exit_state(hcr, lrs, FeatureRegister0.field(features0, "GICV3_NUM_LRS"))
+        fields = _gic_cache[key] = gic.gic_exit_state(hcr, lrs, num_lrs)
     return fields
 
 

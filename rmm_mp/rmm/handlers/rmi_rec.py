@@ -50,8 +50,6 @@ DELEGATED, RD, REC, REC_AUX = GranuleState.DELEGATED, GranuleState.RD, GranuleSt
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
-_NUM_LRS: dict[int, int] = {}
-"""GICV3_NUM_LRS by feature register 0 value (one per platform in a process)."""
 
 ESR_EC_SHIFT = 26
 ESR_EC_DATA_ABORT_LOWER = 0x24
@@ -226,10 +224,7 @@ def _checked_run(rmm: "RmmCpu", rec: Rec, enter: dict[str, Any]) -> dict[str, An
         raise RmiError.realm(1)
     if not rec.runnable or rec.psci_pending:
         raise RmiError.rec()
-    num_lrs = _NUM_LRS.get(rmm.features0)
-    if num_lrs is None:     # the field by name costs a lookup of its position on every entry
-        num_lrs = _NUM_LRS[rmm.features0] = FR0.field(rmm.features0, "GICV3_NUM_LRS")
-    if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], num_lrs):
+    if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], rmm.num_lrs):
         raise RmiError.rec()
     if not _emul_mmio_allowed(rec, enter["flags"]):
         raise RmiError.rec()
