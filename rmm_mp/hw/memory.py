@@ -97,23 +97,28 @@ class NsAccess:
                     table.unlock(held)
                 raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
 
-    def _lock_one(self, idx: int) -> None:
-        """_lock_checked for one granule."""
+    def _lock_single(self, offset: int, size: int) -> int:
+        """For an access of ``size`` bytes at ``offset`` into DRAM that lies inside one granule
+        (the common case: a run page, a host-call page, a structure), _lock_checked of that
+        granule without building a range of indices: its index. -1 for any other access, which
+        takes the general path."""
+        if not (0 < size and 0 <= offset and offset + size <= self.memory.end - self.memory.base
+                and offset >> 12 == (offset + size - 1) >> 12):
+            return -1
+        idx = offset >> 12
         table = self.table
         table.lock(idx)
         pas = self.gpt.pas(idx)
         if pas != Pas.NS:
             table.unlock(idx)
             raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
+        return idx
 
     def read(self, pa: int, size: int) -> bytes:
         memory = self.memory
         offset = pa - memory.base
-        # One granule inside DRAM, the common case (a run page, a host-call page, a structure):
-        # the same lock and check without building a range of indices.
-        if 0 < size and 0 <= offset and pa + size <= memory.end and offset >> 12 == (offset + size - 1) >> 12:
-            idx = offset >> 12
-            self._lock_one(idx)
+        idx = self._lock_single(offset, size)
+        if idx >= 0:
             try:
                 return bytes(memory.buf[offset:offset + size])
             finally:
@@ -129,9 +134,8 @@ class NsAccess:
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         memory = self.memory
         offset, size = pa - memory.base, len(data)
-        if 0 < size and 0 <= offset and pa + size <= memory.end and offset >> 12 == (offset + size - 1) >> 12:
-            idx = offset >> 12
-            self._lock_one(idx)
+        idx = self._lock_single(offset, size)
+        if idx >= 0:
             try:
                 memory.buf[offset:offset + size] = data
             finally:
