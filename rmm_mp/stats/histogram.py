@@ -9,10 +9,12 @@ Buckets: values below 64 ns have a bucket each; above, each power of two is spli
 buckets (relative width at most 1/32, about 3 %). Values of 2^41 ns (about 37 minutes) and more
 share the last bucket; max_ns is exact.
 
-Recording happens in the CPU's own process: each call's total is appended to a plain Python
-list, and those lists are folded into the histograms in the shared region at most every
-FLUSH_INTERVAL_NS (at the first recorded RMI call after it) and at the end of a run, so a
-reader sees figures at most that old (and, while a flush runs, a slot may be half updated).
+Recording happens in the CPU's own process: each call's total is appended to a per-slot
+array('q') (a list would keep every total alive as an int object until the flush, which costs
+more than the append itself: docs/performance.md), and those arrays are folded into the
+histograms in the shared region at most every FLUSH_INTERVAL_NS (at the first recorded RMI
+call after it) and at the end of a run, so a reader sees figures at most that old (and, while a
+flush runs, a slot may be half updated).
 Percentiles are reported as the upper edge of the bucket that holds them, capped at the exact
 maximum: a conservative figure, never below the true value.
 
@@ -21,6 +23,7 @@ This module owns the bucket math and the shared layout. It must not know what th
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
@@ -62,7 +65,7 @@ def bucket_bounds(bucket: int) -> tuple[int, int]:
 class Recorder:
     """Accumulates one CPU's measurements locally and publishes them to its shared region.
 
-    The hot path (``record``) only appends the call's total to a per-slot list and adds its
+    The hot path (``record``) only appends the call's total to a per-slot array and adds its
     EL3 and lock-wait parts to per-slot sums; ``flush`` folds them into the histograms in
     shared memory (count, sum, minimum and maximum by C builtins, bucket counts as
     _add_to_buckets says), touching only the slots that had calls.
@@ -71,14 +74,18 @@ class Recorder:
     slot's EL3 sum is then estimated as its measured calls' mean times its count (a slot with
     no measured call yet uses the mean of every measured call with an EL3 part on this CPU).
     The handler part is not stored: it is total - EL3 - lock wait, so its sum is derived.
+
+    A call with its EL3 part not measured (None), no lock wait and no error needs only the
+    append: ``pending[slot].append(total)`` is the same as ``record`` for it, and EL3's
+    smc_from_ns, which makes most of the calls, does that itself to save a Python call.
     """
 
-    __slots__ = ("_shared", "_pending", "_el3", "_measured", "_el3_total", "_measured_total", "_lockwait",
+    __slots__ = ("_shared", "pending", "_el3", "_measured", "_el3_total", "_measured_total", "_lockwait",
                  "_errors", "next_flush")
 
     def __init__(self, region: memoryview) -> None:
         self._shared = q = region.cast("Q")
-        self._pending: list[list[int]] = [[] for _ in range(SLOTS)]
+        self.pending: list[array[int]] = [array("q") for _ in range(SLOTS)]
         self._el3 = [0] * SLOTS
         self._measured = [0] * SLOTS
         # Calls a previous recorder published in this region count as measured, with their EL3 sum.
@@ -92,7 +99,7 @@ class Recorder:
         """Account one call of ``total`` ns, of which ``el3`` ns in EL3 (None: not measured for
         this call) and ``lockwait`` ns waiting for locks (the rest is the handler's).
         Hot path: up to three calls per REC entry."""
-        self._pending[slot].append(total)
+        self.pending[slot].append(total)
         if el3 is not None:
             self._el3[slot] += el3
             self._measured[slot] += 1
@@ -107,9 +114,13 @@ class Recorder:
         slots to update and then copy would be one more 9.5 KiB per slot to pull in)."""
         q = self._shared
         changed = []
-        for slot, values in enumerate(self._pending):
-            if not values:
+        for slot, pending in enumerate(self.pending):
+            if not pending:
                 continue
+            # One conversion in C: min, max, sum and the bucket count then run over ints that
+            # already exist instead of making one per value for each of them.
+            values = pending.tolist()
+            del pending[:]
             base = slot * SLOT_Q
             low, high = min(values), max(values)
             q[base + H_COUNT] += len(values)
@@ -125,7 +136,6 @@ class Recorder:
             self._measured_total[slot] += self._measured[slot]
             self._el3[slot] = self._measured[slot] = self._lockwait[slot] = self._errors[slot] = 0
             _add_to_buckets(values, low, q, base + HEADER_Q)
-            values.clear()
             changed.append(slot)
         fallback: float | None = None
         for slot in changed:

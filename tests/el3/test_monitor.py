@@ -297,3 +297,31 @@ def test_el3_split_is_measured_on_a_sample() -> None:
         version = collect(m, [0])[0][0]
     assert (version.count, version.sum_ns) == (3, 600 + 600 + 500)
     assert (version.el3_ns, version.handler_ns) == (400 * 3 // 2, 1700 - 600)
+
+
+def test_unsampled_calls_count_their_errors() -> None:
+    """A call outside the EL3 / RMM sample is recorded without Recorder.record when it succeeded
+    (EL3 appends its total itself); a failing one still counts as an error, and both land in
+    the slot of their command with their exact totals."""
+    from rmm_mp.stats.calls import rmi_slot
+    from rmm_mp.stats.report import collect
+    with Machine.create("host", cpus=1) as m:
+        cpu = m.cpu(0)
+        bad = m.dram_base + 1           # not granule-aligned: ERROR_INPUT
+        cpu.monitor._clock = _PlannedClock(
+            1000, 1100, 1500, 1600,     # the first call of the flush interval: split, success
+            2001, 2301,                 # unsampled, success: 300
+            3003, 3703,                 # unsampled, ERROR_INPUT: 700
+            4005, 4405,                 # unsampled, success: 400
+        )
+        assert cpu.smc(RmiFid.RMI_GRANULE_DELEGATE, _pa(m, 40))[0] == SUCCESS
+        assert cpu.smc(RmiFid.RMI_GRANULE_UNDELEGATE, _pa(m, 40))[0] == SUCCESS
+        assert cpu.smc(RmiFid.RMI_GRANULE_DELEGATE, bad)[0] == ERROR_INPUT
+        assert cpu.smc(RmiFid.RMI_GRANULE_DELEGATE, _pa(m, 41))[0] == SUCCESS
+        cpu.flush_statistics()
+        stats = collect(m, [0])[0]
+    delegate = stats[rmi_slot(RmiFid.RMI_GRANULE_DELEGATE)]
+    undelegate = stats[rmi_slot(RmiFid.RMI_GRANULE_UNDELEGATE)]
+    assert (delegate.count, delegate.sum_ns, delegate.max_ns, delegate.errors) == (3, 600 + 700 + 400, 700, 1)
+    assert (undelegate.count, undelegate.sum_ns, undelegate.errors) == (1, 300, 0)
+    assert sum(undelegate.buckets) == 1 and sum(delegate.buckets) == 3
