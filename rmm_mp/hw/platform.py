@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate, read_source
 
 GRANULE_SIZE = 4096
 PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
@@ -153,8 +153,7 @@ def resolve(name_or_path: str | os.PathLike[str]) -> Path:
 def load(name_or_path: str | os.PathLike[str]) -> Platform:
     """Load and validate a platform; every problem raises ConfigError before anything is built."""
     path = resolve(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    return parse(text, str(path))
+    return parse(read_source(path, "platform"), str(path))
 
 
 def parse(text: str, source: str) -> Platform:

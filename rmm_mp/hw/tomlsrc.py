@@ -6,14 +6,15 @@ text: table headers are tracked ([a.b] and [[a]] with their occurrence count) an
 spanning lines for keys we report on), and keeps the parser in the standard library.
 
 It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
-else the source checkout's.
+else the source checkout's, and reads input files as UTF-8 text (read_source).
 
-This module owns error wording, key location and finding bundled files. It must not know any
-schema.
+This module owns error wording, key location, finding bundled files and reading input files.
+It must not know any schema.
 """
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -124,6 +125,27 @@ def suggestion(word: str, known: Iterable[str]) -> str:
     """' (did you mean "x"?)' when ``word`` is close to one of ``known``, else ''."""
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def read_source(path: Path, kind: str) -> str:
+    """The text of input file ``path`` (a ``kind`` file: TOML or guest source), which must be
+    UTF-8 as TOML requires. A leading byte-order mark, which some editors write, is dropped.
+    A file that cannot be read, or is not UTF-8, is a ConfigError naming the file (and the
+    line, column and byte of the first bad byte) instead of a decoder's traceback."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", str(path), f"a {kind} file that can be read ({exc.strerror})") from None
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError(str(path), "(file)", f"byte {data[exc.start]:#04x} at line {line}, column {column}",
+                          f"UTF-8 text (a {kind} file is UTF-8)", line) from None
 
 
 def bundled_dir(package_dir: str, checkout_dir: str) -> Path:

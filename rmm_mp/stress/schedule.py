@@ -46,15 +46,15 @@ def write(report: StressReport, path: "str | Path") -> Path:
     if not report.config.deterministic:
         raise ValueError("only a deterministic run (--schedule random or pct) has a schedule to write")
     out = Path(path)
-    out.write_text(json.dumps(to_json(report), indent=1) + "\n")
+    out.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
     return out
 
 
 def read(path: "str | Path") -> dict[str, Any]:
     """Load and check a schedule file; ValueError naming what is wrong."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable schedule file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise ValueError(f"{path}: not an {FORMAT} file of version {VERSION}")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source
+from rmm_mp.hw.tomlsrc import read_source
 
 RAM_BASE = DEFAULT_BASE
 """IPA of every workload realm's RAM (the bundled guests are written for it)."""
@@ -186,7 +187,7 @@ def guest_text(guest: str) -> str:
         return ENGINE_GUESTS[guest]
     if guest in GUESTS:
         return guest_source(guest)
-    return Path(guest).read_text(encoding="utf-8")
+    return read_source(Path(guest), "guest")
 
 
 def equ_names(text: str) -> list[str]:

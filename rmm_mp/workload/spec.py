@@ -27,7 +27,7 @@ from typing import Any
 from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
-from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, suggestion
+from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, read_source, suggestion
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
 
@@ -139,7 +139,7 @@ def find(name_or_path: str | os.PathLike[str]) -> Path:
 
 def load(name_or_path: str | os.PathLike[str]) -> WorkloadFile:
     path = find(name_or_path)
-    return parse(path.read_text(encoding="utf-8"), str(path))
+    return parse(read_source(path, "workload"), str(path))
 
 
 def parse(text: str, source: str) -> WorkloadFile:
@@ -289,7 +289,7 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         path = (base_dir / value).resolve()
         if not path.is_file():
             raise f.fail(key, value, f"a .s file that exists (looked for {path})")
-        return str(path), path.read_text(encoding="utf-8")
+        return str(path), read_source(path, "guest")
     raise f.fail(key, value, expected + suggestion(value, names))
 
 

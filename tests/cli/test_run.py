@@ -125,6 +125,20 @@ def test_run_exits_1_when_a_realm_fails(tmp_path: Path) -> None:
     assert no_segments_of(os.getpid())
 
 
+def test_files_that_are_not_utf8_are_usage_errors(tmp_path: Path) -> None:
+    """A workload or platform file that is not UTF-8: exit 2 with file:line and the byte, as for
+    any bad file (it used to end in a UnicodeDecodeError traceback); nothing is created."""
+    (tmp_path / "w.toml").write_bytes(b'description = "caf\xe9"\nseconds = 1\n')
+    for args in (["run", str(tmp_path / "w.toml")], ["workloads", "validate", str(tmp_path / "w.toml")],
+                 ["run", "delegate-churn", "--platform", str(tmp_path / "w.toml")]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"{tmp_path / 'w.toml'}:1: (file) = 'byte 0xe9 at line 1, column 19': expected UTF-8 text" in \
+            result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert no_segments_of(os.getpid())
+
+
 def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     """A bad workload file is a usage error naming file:line, key, value and expectation;
     nothing is created."""

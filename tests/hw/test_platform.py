@@ -8,6 +8,7 @@ platform/host.toml and written into tmp_path (the large platform is validated, n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -215,6 +216,28 @@ def test_invalid_toml_syntax(tmp_path: Path) -> None:
     assert str(path) in message
     assert f"line {line}" in message
     assert "expected valid TOML" in message
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """A platform file with a Latin-1 byte -> ConfigError naming the file, the line and column
+    of the byte and 'expected UTF-8 text' (not a UnicodeDecodeError naming nothing)."""
+    text = HOST_TOML.read_text()
+    line = _line_of(text, r'name = "host"')
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(re.sub(r'(?m)^name = "host"', 'name = "h\xf4st"', text, count=1).encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    err = info.value
+    assert (err.source, err.line, err.key) == (str(path), line, "(file)")
+    assert str(err) == f"{path}:{line}: (file) = 'byte 0xf4 at line {line}, column 10': expected UTF-8 text (a " \
+                       "platform file is UTF-8)"
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark before host.toml's text: the same platform."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + HOST_TOML.read_bytes())
+    assert dataclasses.replace(load(path), source=str(HOST_TOML)) == load(HOST_TOML)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -92,5 +92,8 @@ def test_schedule_file_errors(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "rmm-mp-schedule", "version": 1, "config": {}, "switches": [1]}))
     with pytest.raises(ValueError, match="'switches' must be a list"):
         schedule_file.read(bad)
+    bad.write_bytes(b'{"format": "\xff"}')         # not UTF-8, which JSON is
+    with pytest.raises(ValueError, match="bad.json: not a readable schedule file .*can't decode byte 0xff"):
+        schedule_file.read(bad)
     with pytest.raises(ValueError, match="needs the recorded switches"):
         StressConfig(schedule="replay")

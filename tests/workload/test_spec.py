@@ -95,6 +95,31 @@ def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
     assert segments() == []
 
 
+def test_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    """TOML is UTF-8: a Latin-1 byte is refused with its line and column (in characters: the
+    "é" before it is one), not a decoder's traceback; nothing is created."""
+    path = tmp_path / "w.toml"
+    path.write_bytes(HEAD.encode() + b'description = "\xc3\xa9\xe9"\n')     # "é" in UTF-8, then in Latin-1
+    with pytest.raises(ConfigError) as info:
+        spec.load(str(path))
+    err = info.value
+    assert (err.line, err.key, err.value) == (3, "(file)", "byte 0xe9 at line 3, column 17"), str(err)
+    assert str(err) == f"{path}:3: (file) = 'byte 0xe9 at line 3, column 17': expected UTF-8 text (a workload file is UTF-8)"
+    assert segments() == []
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Some editors begin UTF-8 files with a byte-order mark; it is not part of the TOML (tomllib
+    alone would call it an invalid statement), and line numbers are unchanged."""
+    path = tmp_path / "w.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEAD + OK_REALM).encode())
+    assert [r.name for r in resolve(spec.load(str(path))).realms] == ["a"]
+    path.write_bytes(b"\xef\xbb\xbf" + (HEAD + OK_REALM + "recs = 0\n").encode())
+    with pytest.raises(ConfigError) as info:
+        spec.load(str(path))
+    assert (info.value.line, info.value.key) == (6, "realm[0].recs")
+
+
 # -- guests ---------------------------------------------------------------------------------------
 
 def test_unknown_guest(tmp_path: Path) -> None:
@@ -105,6 +130,17 @@ def test_unknown_guest(tmp_path: Path) -> None:
 def test_guest_file_missing(tmp_path: Path) -> None:
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "mine.s"\n', 5, "realm[0].guest", "mine.s",
             "a .s file that exists")
+
+
+def test_guest_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """A guest file with a byte that is not UTF-8: the guest file, its line and the byte."""
+    (tmp_path / "mine.s").write_bytes(b"start:\n    b start // \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "mine.s"\n')
+    err = info.value
+    assert (err.source, err.line, err.value) == (str(tmp_path / "mine.s"), 2, "byte 0xff at line 2, column 16"), str(err)
+    assert "expected UTF-8 text (a guest file is UTF-8)" in str(err)
+    assert segments() == []
 
 
 def test_guest_file_that_does_not_assemble(tmp_path: Path) -> None:
