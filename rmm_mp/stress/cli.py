@@ -48,7 +48,36 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(c for c in CHECKERS if c in wanted)
     if value == "all":
         return CHECKERS
-    return tuple(c.strip() for c in value.split(",") if c.strip())
+    named = tuple(c.strip() for c in value.split(",") if c.strip())
+    if not named:
+        raise ValueError(f"--checkers = {value!r}: expected a comma-separated subset of {', '.join(CHECKERS)}, "
+                         "or 'all'")
+    return named
+
+
+_REPLAYED = (("workload", "WORKLOAD"), ("cpus", "--cpus"), ("seed", "--seed"), ("schedule", "--schedule"),
+             ("steps", "--steps"), ("pct_depth", "--pct-depth"), ("inject", "--inject"), ("checkers", "--checkers"),
+             ("quiescent_every", "--quiescent-every"))
+"""What a schedule file fixes: given with --replay, they would be silently ignored."""
+
+
+def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | None) -> None:
+    """Refuse an option typed on the command line that this run would not use, rather than
+    run without it: what a replay takes from its file, --steps on a free-running run (its
+    length is --seconds), --pct-depth on a schedule other than pct."""
+    def typed(name: str) -> bool:
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    if replay is not None:
+        for name, shown in _REPLAYED:
+            if typed(name):
+                raise ValueError(f"{shown} cannot be combined with --replay: a replay runs the workload, CPUs, seed, "
+                                 f"schedule, steps, bugs and checkers recorded in {replay}")
+        return
+    if typed("steps") and schedule == "free":
+        raise ValueError("--steps is the budget of a deterministic run (--schedule random or pct); a free-running "
+                         "run lasts --seconds")
+    if typed("pct_depth") and schedule != "pct":
+        raise ValueError(f"--pct-depth applies to --schedule pct only (this run's schedule is {schedule})")
 
 
 @click.command()
@@ -89,6 +118,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         click.echo(catalog_text())
         return
     try:
+        _refuse_ignored_options(click.get_current_context(), schedule, replay)
         if schedule == "free" and replay is None:
             # Refused before the run: a free-running run has no schedule to save, shrink or draw.
             for option, given in (("--trace", trace_path), ("--save-schedule", save_schedule), ("--shrink", do_shrink)):

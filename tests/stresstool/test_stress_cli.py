@@ -75,6 +75,13 @@ def test_clean_free_running_run_exits_zero() -> None:
     (["--seconds", "0"], "Invalid value for '--seconds': 0.0 is not in the range 0<x<=86400"),
     (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=18446744073709551615"),
     (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1.0 is not in the range x>=0"),
+    # An option the run would not use is refused, not ignored.
+    (["--checkers", ""], "--checkers = '': expected a comma-separated subset of lockdep, ownership, invariants"),
+    (["--checkers", " , "], "--checkers = ' , ': expected a comma-separated subset"),
+    (["--steps", "50"], "--steps is the budget of a deterministic run (--schedule random or pct)"),
+    (["--pct-depth", "2"], "--pct-depth applies to --schedule pct only (this run's schedule is free)"),
+    (["--schedule", "random", "--pct-depth", "2"], "--pct-depth applies to --schedule pct only (this run's schedule "
+                                                   "is random)"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     """A bad checker, bug or workload name, an option out of its range (named as typed), or an
@@ -82,6 +89,25 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     (exit 2), before any run."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+@pytest.mark.parametrize("extra, shown", [
+    (["tables"], "WORKLOAD"), (["--cpus", "3"], "--cpus"), (["--seed", "1"], "--seed"),
+    (["--schedule", "pct"], "--schedule"), (["--steps", "10"], "--steps"), (["--pct-depth", "2"], "--pct-depth"),
+    (["--inject", "lock-two-unordered"], "--inject"), (["--checkers", "lockdep"], "--checkers"),
+    (["--quiescent-every", "5"], "--quiescent-every"),
+])
+def test_replay_refuses_what_its_file_fixes(tmp_path: Path, extra: list[str], shown: str) -> None:
+    """A replay runs its file's configuration; an option that would change it is refused by
+    name (it used to be ignored without a word), before any run. --seconds, the safety limit,
+    still applies."""
+    sched = tmp_path / "s.json"
+    sched.write_text(json.dumps({"format": "rmm-mp-schedule", "version": 1, "config": {}, "switches": []}))
+    res = CliRunner().invoke(stress, ["--replay", str(sched), *extra])
+    assert res.exit_code == 2, res.output
+    assert f"{shown} cannot be combined with --replay: a replay runs the workload, CPUs, seed, schedule, steps, " \
+           f"bugs and checkers recorded in {sched}" in res.output
+    assert "operations" not in res.output
 
 
 @pytest.mark.parametrize("option", ["--trace", "--save-schedule", "--json"])
