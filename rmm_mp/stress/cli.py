@@ -48,10 +48,12 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(c for c in CHECKERS if c in wanted)
     if value == "all":
         return CHECKERS
+    if value == "none":
+        return ()
     named = tuple(c.strip() for c in value.split(",") if c.strip())
     if not named:
         raise ValueError(f"--checkers = {value!r}: expected a comma-separated subset of {', '.join(CHECKERS)}, "
-                         "or 'all'")
+                         "'all' or 'none'")
     return named
 
 
@@ -94,7 +96,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--pct-depth", type=click.IntRange(1, 64), default=3, show_default=True, help="PCT bug depth.")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")
 @click.option("--checkers", default=None,
-              help=f"Comma-separated subset of {', '.join(CHECKERS)}, or 'all' (the default).")
+              help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
+                   "operations alone, e.g. to measure what the checkers cost).")
 @click.option("--quiescent-every", type=click.FloatRange(min=0), default=None,
               help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
                    "seconds (free-running, default 2); 0 for none.")

@@ -76,7 +76,8 @@ def test_clean_free_running_run_exits_zero() -> None:
     (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=18446744073709551615"),
     (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1.0 is not in the range x>=0"),
     # An option the run would not use is refused, not ignored.
-    (["--checkers", ""], "--checkers = '': expected a comma-separated subset of lockdep, ownership, invariants"),
+    (["--checkers", ""], "--checkers = '': expected a comma-separated subset of lockdep, ownership, invariants, "
+                         "watchdog, 'all' or 'none'"),
     (["--checkers", " , "], "--checkers = ' , ': expected a comma-separated subset"),
     (["--steps", "50"], "--steps is the budget of a deterministic run (--schedule random or pct)"),
     (["--pct-depth", "2"], "--pct-depth applies to --schedule pct only (this run's schedule is free)"),
@@ -89,6 +90,13 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     (exit 2), before any run."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_checkers_none_runs_the_operations_alone() -> None:
+    """--checkers none: a run with no checker, said in the report."""
+    res = CliRunner().invoke(stress, ["tables", "--seconds", "0.5", "--checkers", "none"])
+    assert res.exit_code == 0, res.output
+    assert "checkers: none;" in res.output
 
 
 @pytest.mark.parametrize("extra, shown", [
