@@ -187,6 +187,15 @@ def _cpu_counters(doc: dict[str, Any]) -> list[str]:
     return ["", "Host activity counters per CPU", *out] if out else []
 
 
+def _output(kind: str, path: str, report: RunReport) -> str:
+    if kind != "tokens":
+        return f"{kind} {path}"
+    # The directory is made even when no realm obtains a token: say so rather than "written".
+    n = report.tokens_saved
+    return f"tokens {path} ({n:,} token{'s' if n != 1 else ''})" if n else \
+        f"tokens {path} (none: no realm of this run obtained a token; only the attest guest asks for one)"
+
+
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if report.failures:
@@ -196,7 +205,7 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
     out += ["", "invariants: not checked (the run did not end cleanly)" if report.invariants is None
             else f"invariants: {report.invariants}"]
     if doc["outputs"]:
-        out += ["", "Written: " + ", ".join(f"{kind} {path}" for kind, path in doc["outputs"].items())]
+        out += ["", "Written: " + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items())]
     out += ["", _verdict(report, doc)]
     return out
 

@@ -77,6 +77,8 @@ class RunReport:
     window_cpu_s: dict[int, float] = field(default_factory=dict)
     """Per CPU: CPU time its process used from the start barrier to its end, start-up and
     teardown excluded (what tools/bench_run.py compares with recording on and off)."""
+    tokens_saved: int = 0
+    """Attestation tokens written to outputs["tokens"] (--save-tokens)."""
 
     @property
     def ok(self) -> bool:

@@ -126,8 +126,8 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         if machine.dead:
             problems.append(f"the RMM crashed: {machine.dead_reason}")
         with Participant(machine.control) as part:
-            outcomes, teardown_problems = _finish(machine, w, plan, live, finished, errors, results, pools, healthy,
-                                                  part)
+            outcomes, teardown_problems, tokens_saved = _finish(machine, w, plan, live, finished, errors, results,
+                                                                pools, healthy, part)
         problems += teardown_problems
         if healthy and len(results) < len(ids):
             problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
@@ -139,7 +139,7 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
             counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
             realms=tuple(outcomes), failures=result.failures, problems=tuple(problems), invariants=checked,
             interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by),
-            window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)})
+            window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved)
 
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],
@@ -174,8 +174,9 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool, part: Participant) -> tuple[list[RealmOutcome], list[str]]:
-    """Outcomes of every instance; then, on a healthy machine, the teardown and its checks."""
+            healthy: bool, part: Participant) -> tuple[list[RealmOutcome], list[str], int]:
+    """Outcomes of every instance and how many tokens were saved; then, on a healthy machine,
+    the teardown and its checks."""
     problems: list[str] = []
     queue = RunQueue(machine)
     ended: list[tuple[Finished, bool]] = [(f, False) for f in finished]
@@ -186,8 +187,9 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
                                     tokens_dir=plan.tokens_dir), running))
     ended.sort(key=lambda item: item[0].order)
     outcomes = [realms.outcome(f, errors.of(f), running) for f, running in ended]
+    saved = sum(1 for f, _ in ended if f.token_file)
     if not healthy:
-        return outcomes, problems
+        return outcomes, problems, saved
     cpu = machine.cpu(0)
     try:
         cpu.set_recording(False)
@@ -196,7 +198,7 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
         problems.append(f"teardown stopped: {type(exc).__name__}: {exc}")
     finally:
         cpu.close()
-    return outcomes, problems
+    return outcomes, problems, saved
 
 
 def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],

@@ -75,9 +75,20 @@ def test_attestation_storm_saves_verifiable_tokens(tmp_path: Path) -> None:
     report = brief("attestation-storm", str(out))
     files = sorted(os.listdir(out))
     assert files and len(files) == sum("token of" in r.detail for r in report.realms)
+    assert report.tokens_saved == len(files)
+    assert f"Written: tokens {out} ({len(files):,} tokens)" in render.format_report(report)
     key = AttestationKeys(resolve(spec.load("attestation-storm")).platform).platform_public_key_pem()
     for name in files:
         realm, index, generation = name.removesuffix(".cbor").rsplit("-", 2)
         challenge = programs.challenge(report.seed, realm, int(index), int(generation))
         result = verify_token((out / name).read_bytes(), key, expected_challenge=challenge)
         assert result.ok, (name, result.verdict())
+
+
+def test_save_tokens_on_a_workload_without_attest_realms_says_none_were_saved(tmp_path: Path) -> None:
+    """The directory exists afterwards but holds nothing, and the report says so instead of
+    listing it as written."""
+    out = tmp_path / "tokens"
+    report = brief("delegate-churn", str(out))
+    assert os.listdir(out) == [] and report.tokens_saved == 0
+    assert f"Written: tokens {out} (none: no realm of this run obtained a token" in render.format_report(report)
