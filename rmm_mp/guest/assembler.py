@@ -124,8 +124,17 @@ class _Assembler:
         assert op is not None
         if op in _DATA:
             size = _DATA[op]
-            values = [self._value(line, a) & ((1 << (8 * size)) - 1) for a in line.args] or [0]
-            return b"".join(v.to_bytes(size, "little") for v in values)
+            bits = 8 * size
+            values = []
+            for arg in line.args:
+                value = self._value(line, arg)
+                # Signed or unsigned, as long as it fits: silently keeping the low bits of a
+                # larger value would hide a mistake (GNU as at least warns).
+                if not -(1 << (bits - 1)) <= value < 1 << bits:
+                    raise AssemblerError(line.number, f"{op} {arg} = {value:#x} does not fit {bits} bits; expected "
+                                                      f"{-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
+                values.append(value & ((1 << bits) - 1))
+            return b"".join(v.to_bytes(size, "little") for v in values or [0])
         if op in (".ascii", ".asciz"):
             return self._string(line) + (b"\0" if op == ".asciz" else b"")
         if op in (".zero", ".align", ".org"):

@@ -275,6 +275,30 @@ def test_labels_do_not_move_between_passes() -> None:
 
 # -- directives -------------------------------------------------------------------------------
 
+@settings(derandomize=True, database=None, deadline=None)
+@given(data=st.data(), directive=st.sampled_from([(".byte", 1), (".half", 2), (".word", 4), (".quad", 8)]))
+def test_data_value_fits_or_is_refused(data: st.DataObject, directive: tuple[str, int]) -> None:
+    """A data value assembles to its low bits exactly when it fits the size signed or unsigned
+    (-2^(n-1) .. 2^n - 1); any other value is an error, never silently truncated."""
+    op, size = directive
+    bits = 8 * size
+    value = data.draw(st.integers(-(1 << (bits + 2)), 1 << (bits + 2)))
+    fits = -(1 << (bits - 1)) <= value < 1 << bits
+    try:
+        image = assemble(f"{op} {value}")
+    except AssemblerError as err:
+        assert not fits and "does not fit" in str(err)
+    else:
+        assert fits and image == (value & ((1 << bits) - 1)).to_bytes(size, "little")
+
+
+def test_public_entry_is_rmm_mp_guest_assemble() -> None:
+    """docs/guest-isa.md and the issue name rmm_mp.guest.assemble: it is the assembler's."""
+    import rmm_mp.guest as guest
+    assert guest.assemble is assemble and guest.AssemblerError is AssemblerError
+    assert guest.assemble("nop") == encode(Op.NOP).to_bytes(8, "little")
+
+
 def test_data_directives_are_little_endian_and_sized() -> None:
     """.quad/.word/.half/.byte emit each value in 8/4/2/1 little-endian bytes, several per line,
     negative values as two's complement; labels are addresses."""
@@ -388,6 +412,11 @@ ERRORS = [
     ("call in expression", ".quad len(1)", 1, "expected a number, a label or an expression"),
     ("bad .equ", ".equ 1A, 2", 1, "expected '.equ NAME, value'"),
     (".equ without value", "nop\n.equ A", 2, "expected '.equ NAME, value'"),
+    (".byte too big", "nop\n.byte 1, 256", 2, ".byte 256 = 0x100 does not fit 8 bits; expected -0x80..0xff"),
+    (".byte too small", ".byte -129", 1, ".byte -129 = -0x81 does not fit 8 bits"),
+    (".half too big", ".half 0x10000", 1, ".half 0x10000 = 0x10000 does not fit 16 bits; expected -0x8000..0xffff"),
+    (".word too big", ".word 1 << 32", 1, ".word 1 << 32 = 0x100000000 does not fit 32 bits"),
+    (".quad too big", ".quad 1 << 64", 1, "does not fit 64 bits"),
 ]
 
 
