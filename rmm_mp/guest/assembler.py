@@ -45,6 +45,9 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.BitAnd: operator.and_, ast.BitXor: operator.xor, ast.LShift: operator.lshift,
            ast.RShift: operator.rshift, ast.Mod: operator.mod}
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
+MAX_IMAGE = 1 << 30
+"""Largest image (bytes): a workload realm's RAM is at most 1 GiB, and a bigger .zero or .org
+would only be a typo that allocates it all."""
 _HERE = re.compile(r"(?<![\w.])\.(?![\w.])")
 
 
@@ -74,6 +77,9 @@ class _Assembler:
                 self._equ(line)
             elif line.op is not None:
                 offset += self._size(line, offset)
+                if offset > MAX_IMAGE:
+                    raise AssemblerError(line.number, f"the image would be {offset:#x} bytes; expected at most "
+                                                      f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM)")
         out = bytearray()
         for line in self.lines:
             self.here = self.base + len(out)
@@ -107,12 +113,20 @@ class _Assembler:
             return count
         if op == ".align":
             align = self._value(line, self._one(line))
-            return (-(self.base + offset)) % align if align > 0 else 0
+            if align < 1 or align & (align - 1):
+                raise AssemblerError(line.number, f"expected a power of two for .align (a number of bytes, as GNU "
+                                                  f"as's .balign), got {align}")
+            return (-(self.base + offset)) % align
         if op == ".org":
             target = self._value(line, self._one(line))
             if target < offset:
                 raise AssemblerError(line.number, f".org {target:#x} is behind the current offset {offset:#x}")
             return target - offset
+        # An instruction: the PC is always 8-byte aligned, so one placed anywhere else (after
+        # data of another size) could never run; GNU as refuses unaligned A64 opcodes too.
+        if (self.base + offset) % INSTRUCTION_SIZE:
+            raise AssemblerError(line.number, f"{op} at {self.base + offset:#x} is not {INSTRUCTION_SIZE}-byte aligned; "
+                                              f"expected '.align {INSTRUCTION_SIZE}' after data before an instruction")
         if op in ("adr",) or (op == "mov" and len(line.args) == 2 and line.args[1].startswith("=")):
             return 3 * INSTRUCTION_SIZE
         return INSTRUCTION_SIZE
@@ -223,7 +237,11 @@ class _Assembler:
         self._arity(line, 2)
         rd, src = self._reg(line, line.args[0]), line.args[1]
         if src.startswith("="):
-            return self._load_constant(rd, self._value(line, src[1:]))
+            value = self._value(line, src[1:])
+            if not -(1 << 63) <= value < 1 << 64:
+                raise AssemblerError(line.number, f"mov {src} = {value:#x} does not fit 64 bits; expected "
+                                                  f"{-(1 << 63):#x}..{(1 << 64) - 1:#x}")
+            return self._load_constant(rd, value)
         if src.startswith("#"):
             value = self._imm(line, src)
             return [encode(Op.MOVI, rd, imm=value)]

@@ -292,6 +292,13 @@ def test_data_value_fits_or_is_refused(data: st.DataObject, directive: tuple[str
         assert fits and image == (value & ((1 << bits) - 1)).to_bytes(size, "little")
 
 
+def test_align_pads_to_a_multiple_of_its_bytes_from_base() -> None:
+    """.align N pads to the next address (base + offset) that is a multiple of N bytes, so an
+    instruction can follow data again."""
+    assert assemble(".byte 1\n.align 8\nnop") == b"\x01" + bytes(7) + encode(Op.NOP).to_bytes(8, "little")
+    assert len(assemble(".byte 1\n.align 16", base=0x8000_0008)) == 8       # 0x8000_0009 -> 0x8000_0010
+
+
 def test_public_entry_is_rmm_mp_guest_assemble() -> None:
     """docs/guest-isa.md and the issue name rmm_mp.guest.assemble: it is the assembler's."""
     import rmm_mp.guest as guest
@@ -417,6 +424,14 @@ ERRORS = [
     (".half too big", ".half 0x10000", 1, ".half 0x10000 = 0x10000 does not fit 16 bits; expected -0x8000..0xffff"),
     (".word too big", ".word 1 << 32", 1, ".word 1 << 32 = 0x100000000 does not fit 32 bits"),
     (".quad too big", ".quad 1 << 64", 1, "does not fit 64 bits"),
+    ("mov = too big", "nop\nmov x0, =1 << 64", 2, "mov =1 << 64 = 0x10000000000000000 does not fit 64 bits"),
+    (".align not a power of two", ".align 3", 1, "expected a power of two for .align (a number of bytes"),
+    (".align 0", "nop\n.align 0", 2, "expected a power of two for .align"),
+    ("instruction after odd data", ".byte 1\nnop", 2, "nop at 0x1 is not 8-byte aligned; expected '.align 8'"),
+    ("instruction after a string", '.asciz "ab"\nb .', 2, "b at 0x3 is not 8-byte aligned"),
+    (".zero beyond 1 GiB", "nop\n.zero 1 << 40", 2, "the image would be 0x10000000008 bytes; expected at most "
+                                                   "0x40000000"),
+    (".org beyond 1 GiB", ".org (1 << 30) + 1", 1, "the image would be 0x40000001 bytes"),
 ]
 
 
