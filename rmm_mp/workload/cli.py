@@ -63,7 +63,8 @@ def _resolve(workload: str, **options: object) -> Workload:
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
                    "[default: the workload's, else host].")
 @click.option("--cpus", type=int, default=None,
-              help="CPU processes, one per simulated CPU [default: the workload's, else all of the platform's].")
+              help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
+                   "platform's, at most 64].")
 @click.option("--seconds", type=float, default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
 @click.option("--iterations", type=int, default=None,
