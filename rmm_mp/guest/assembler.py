@@ -78,7 +78,7 @@ class _Assembler:
             elif line.op is not None:
                 offset += self._size(line, offset)
                 if offset > MAX_IMAGE:
-                    raise AssemblerError(line.number, f"the image would be {offset:#x} bytes; expected at most "
+                    raise AssemblerError(line.number, f"the image would be {_shown(offset)} bytes; expected at most "
                                                       f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM)")
         out = bytearray()
         for line in self.lines:
@@ -109,7 +109,7 @@ class _Assembler:
         if op == ".zero":
             count = self._value(line, self._one(line))
             if count < 0:
-                raise AssemblerError(line.number, f"expected a byte count >= 0 for .zero, got {count}")
+                raise AssemblerError(line.number, f"expected a byte count >= 0 for .zero, got {_shown(count, 10)}")
             return count
         if op == ".align":
             align = self._value(line, self._one(line))
@@ -120,13 +120,14 @@ class _Assembler:
         if op == ".org":
             target = self._value(line, self._one(line))
             if target < offset:
-                raise AssemblerError(line.number, f".org {target:#x} is behind the current offset {offset:#x}")
+                raise AssemblerError(line.number, f".org {_shown(target)} is behind the current offset {offset:#x}")
             return target - offset
         # An instruction: the PC is always 8-byte aligned, so one placed anywhere else (after
         # data of another size) could never run; GNU as refuses unaligned A64 opcodes too.
         if (self.base + offset) % INSTRUCTION_SIZE:
-            raise AssemblerError(line.number, f"{op} at {self.base + offset:#x} is not {INSTRUCTION_SIZE}-byte aligned; "
-                                              f"expected '.align {INSTRUCTION_SIZE}' after data before an instruction")
+            raise AssemblerError(line.number, f"{op} at {self.base + offset:#x} is not {INSTRUCTION_SIZE}-byte "
+                                              f"aligned; expected '.align {INSTRUCTION_SIZE}' after data before an "
+                                              "instruction")
         if op in ("adr",) or (op == "mov" and len(line.args) == 2 and line.args[1].startswith("=")):
             return 3 * INSTRUCTION_SIZE
         return INSTRUCTION_SIZE
@@ -145,8 +146,8 @@ class _Assembler:
                 # Signed or unsigned, as long as it fits: silently keeping the low bits of a
                 # larger value would hide a mistake (GNU as at least warns).
                 if not -(1 << (bits - 1)) <= value < 1 << bits:
-                    raise AssemblerError(line.number, f"{op} {arg} = {value:#x} does not fit {bits} bits; expected "
-                                                      f"{-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
+                    raise AssemblerError(line.number, f"{op} {arg} = {_shown(value)} does not fit {bits} bits; "
+                                                      f"expected {-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
                 values.append(value & ((1 << bits) - 1))
             return b"".join(v.to_bytes(size, "little") for v in values or [0])
         if op in (".ascii", ".asciz"):
@@ -239,7 +240,7 @@ class _Assembler:
         if src.startswith("="):
             value = self._value(line, src[1:])
             if not -(1 << 63) <= value < 1 << 64:
-                raise AssemblerError(line.number, f"mov {src} = {value:#x} does not fit 64 bits; expected "
+                raise AssemblerError(line.number, f"mov {src} = {_shown(value)} does not fit 64 bits; expected "
                                                   f"{-(1 << 63):#x}..{(1 << 64) - 1:#x}")
             return self._load_constant(rd, value)
         if src.startswith("#"):
@@ -324,7 +325,8 @@ class _Assembler:
     def _branch(self, line: _Line, text: str, pc: int) -> int:
         offset = self._target(line, text) - pc
         if not -(1 << 31) <= offset < (1 << 31):
-            raise AssemblerError(line.number, f"branch target {text!r} is {offset:#x} bytes away; at most 2 GiB either way")
+            away = f"{offset:#x} bytes" if offset.bit_length() <= 64 else "far more than 2 GiB"
+            raise AssemblerError(line.number, f"branch target {text!r} is {away} away; at most 2 GiB either way")
         return offset
 
     def _string(self, line: _Line) -> bytes:
@@ -362,8 +364,28 @@ class _Assembler:
             value = self._eval(line, node.operand, text)
             return -value if isinstance(node.op, ast.USub) else ~value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](self._eval(line, node.left, text), self._eval(line, node.right, text))
+            left, right = self._eval(line, node.left, text), self._eval(line, node.right, text)
+            if isinstance(node.op, (ast.LShift, ast.RShift)) and not 0 <= right <= _MAX_SHIFT:
+                # A negative count is an error in Python, and a huge one would build a number of
+                # that many bits: neither is a value for a 64-bit machine.
+                raise AssemblerError(line.number, f"shift count {_shown(right, 10)} in {text!r}: expected 0..{_MAX_SHIFT}")
+            if isinstance(node.op, ast.Mod) and right == 0:
+                raise AssemblerError(line.number, f"modulo by zero in {text!r}")
+            return _BINOPS[type(node.op)](left, right)
         raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}")
+
+
+_MAX_SHIFT = 127
+"""Largest shift count in an expression: intermediate values may pass 64 bits ((1 << 64) - 1),
+not grow without bound."""
+
+
+def _shown(value: int, base: int = 16) -> str:
+    """A value in an error message, in hex (or decimal, for counts), or only its size when it
+    would be longer than a line."""
+    if value.bit_length() > 128:
+        return f"a {value.bit_length()}-bit number"
+    return f"{value:#x}" if base == 16 else str(value)
 
 
 _KEYWORD = re.compile(r"\b[A-Za-z_]\w*\b")

@@ -292,6 +292,15 @@ def test_data_value_fits_or_is_refused(data: st.DataObject, directive: tuple[str
         assert fits and image == (value & ((1 << bits) - 1)).to_bytes(size, "little")
 
 
+def test_values_past_64_bits_stay_usable_in_expressions_and_short_in_errors() -> None:
+    """(1 << 64) - 1 is a 64-bit value through a 65-bit one; a value of hundreds of bits is
+    refused with its size, not printed digit by digit."""
+    assert assemble(".quad (1 << 64) - 1") == b"\xff" * 8
+    with pytest.raises(AssemblerError) as info:
+        assemble(".quad " + " * ".join(["0xFFFFFFFFFFFFFFFF"] * 8))
+    assert "= a 512-bit number does not fit 64 bits" in str(info.value) and len(str(info.value)) < 400
+
+
 def test_align_pads_to_a_multiple_of_its_bytes_from_base() -> None:
     """.align N pads to the next address (base + offset) that is a multiple of N bytes, so an
     instruction can follow data again."""
@@ -432,6 +441,9 @@ ERRORS = [
     (".zero beyond 1 GiB", "nop\n.zero 1 << 40", 2, "the image would be 0x10000000008 bytes; expected at most "
                                                    "0x40000000"),
     (".org beyond 1 GiB", ".org (1 << 30) + 1", 1, "the image would be 0x40000001 bytes"),
+    ("negative shift count", "nop\n.quad 7 >> -1", 2, "shift count -1 in '7 >> -1': expected 0..127"),
+    ("huge shift count", ".quad 1 << 100000000", 1, "shift count 100000000 in '1 << 100000000': expected 0..127"),
+    ("modulo by zero", ".equ A, 0\nmov x0, #5 % A", 2, "modulo by zero in '5 % A'"),
 ]
 
 
