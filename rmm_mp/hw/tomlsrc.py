@@ -2,8 +2,9 @@
 
 tomllib returns plain dicts without positions, so a key's line is found again in the source
 text: table headers are tracked ([a.b] and [[a]] with their occurrence count) and the first
-``key =`` line inside the right table wins. That covers the files we accept (no inline tables
-spanning lines for keys we report on), and keeps the parser in the standard library.
+``key =`` line inside the right table wins (a dotted ``a.key =`` counts as the key it spells
+out). That covers the files we accept (no inline tables spanning lines for keys we report on),
+and keeps the parser in the standard library.
 
 It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
 else the source checkout's, and reads input files as UTF-8 text (read_source).
@@ -23,7 +24,9 @@ from importlib import resources
 from pathlib import Path
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
-_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+_PART = r'"[^"]+"|[A-Za-z0-9_\-]+'
+_KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
+"""A key line, its key plain or dotted (``features.s2sz =``)."""
 
 
 class ConfigError(ValueError):
@@ -78,6 +81,7 @@ def locate(text: str, key: str) -> int | None:
 
 
 def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
+    wanted = [p for p in table[0].split(".") if p] + ([leaf] if leaf is not None else [])
     seen: dict[str, int] = {}
     current: tuple[str, int] | None = ("", 0)
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -93,10 +97,17 @@ def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
             if leaf is None and current == table:
                 return number
             continue
-        if leaf is None or current != table:
-            continue
         match = _KEYLINE.match(line)
-        if match and match.group(1).strip('"') == leaf:
+        if match is None or current is None:
+            continue
+        # The key's whole path: the table's, then the (possibly dotted) key. It matches when it
+        # is the key looked for or lies inside it (a table built by dotted keys), in the same
+        # element of an array of tables.
+        here = [p for p in current[0].split(".") if p]
+        path = here + [p.strip('"') for p in re.findall(_PART, match.group(1))]
+        if len(path) < len(wanted) or path[:len(wanted)] != wanted or (leaf is None and len(path) == len(wanted)):
+            continue
+        if current == table or (len(here) < len(wanted) and table[1] == 0 and current[1] == 0):
             return number
     return None
 

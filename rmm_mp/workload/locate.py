@@ -5,7 +5,8 @@ the same for platform files). Workload files nest arrays of tables ([[phase]] wi
 [[phase.group]], [[realm]] with [realm.constants]), which hw.tomlsrc.locate does not follow, so
 this module tracks the full table path with each array's element index: after the second
 [[realm]] header a [realm.constants] header opens ``realm[1].constants``. Keys of inline tables
-(``activities = { run = 3 }``) are found on the line of their table's key.
+(``activities = { run = 3 }``) are found on the line of their table's key, and dotted keys
+(``activities.run = 3``) on their own line.
 
 A key path looks like ``realm[1].constants.WORK`` or ``phase[0].group[2].cpus``. When the key
 itself is absent the nearest enclosing table that is present gives the line.
@@ -18,7 +19,9 @@ from __future__ import annotations
 import re
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*(\"[^\"]+\"|[A-Za-z0-9_\-]+)\s*=")
+_PART = r'"[^"]+"|[A-Za-z0-9_\-]+'
+_KEY = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
+"""A key line: ``key =``, or with a dotted key ``activities.run =`` / ``constants."A" =``."""
 
 
 def _strip_comment(raw: str) -> str:
@@ -92,20 +95,25 @@ def _find(lines: list[str], headers: list[tuple[int, str]], parts: list[str]) ->
 
 
 def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest: list[str]) -> int | None:
-    """``rest[0] = ...`` in ``table`` (the top level for ""); deeper parts must be keys of an
-    inline table on that line."""
+    """``rest[0] = ...`` in ``table`` (the top level for ""), or a dotted key that starts with
+    ``rest`` (``rest[0].rest[1] = ...``, or a longer one inside the table ``rest`` names); parts
+    beyond the dotted key must be keys of an inline table on that line."""
     bounds = _bounds(lines, headers, table)
     if bounds is None:
         return None
     first, last = bounds
-    head = rest[0].strip('"')
+    wanted = [part.strip('"') for part in rest]
     for number in range(first, last + 1):
         line = _strip_comment(lines[number - 1])
         match = _KEY.match(line)
-        if not match or match.group(1).strip('"') != head:
+        if not match:
+            continue
+        dotted = [part.strip('"') for part in re.findall(_PART, match.group(1))]
+        common = min(len(dotted), len(wanted))
+        if dotted[:common] != wanted[:common]:
             continue
         tail = line[match.end():]
-        for sub in rest[1:]:
+        for sub in rest[len(dotted):]:
             sub_match = re.search(rf'[{{,]\s*"?{re.escape(sub.strip(chr(34)))}"?\s*=', tail)
             if sub_match is None:
                 return None

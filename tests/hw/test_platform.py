@@ -240,6 +240,38 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     assert dataclasses.replace(load(path), source=str(HOST_TOML)) == load(HOST_TOML)
 
 
+def test_locate_finds_dotted_keys() -> None:
+    """Keys written dotted (features.s2sz = 48 at the top level, or base.x inside [[mmio]]) are
+    found on their own line, in the right element of an array of tables; plain keys as before."""
+    from rmm_mp.hw.tomlsrc import locate
+    text = ('name = "p"\nfeatures.s2sz = 48\nfeatures . "lpa2" = false\n[[mmio]]\nbase = 1\n[[mmio]]\nbase = 2\n'
+            '[attestation]\nkeys.seed = "x"\n')
+    assert locate(text, "features.s2sz") == 2
+    assert locate(text, "features.lpa2") == 3
+    assert locate(text, "features") == 2
+    assert locate(text, "mmio[0].base") == 5
+    assert locate(text, "mmio[1].base") == 7
+    assert locate(text, "attestation.keys.seed") == 9
+    assert locate(text, "attestation") == 8
+    assert locate(text, "name") == 1
+    assert locate(text, "absent") is None
+
+
+def test_dotted_feature_key_names_its_line(tmp_path: Path) -> None:
+    """A [features] table written as dotted keys at the top level: the bad value's own line."""
+    text = HOST_TOML.read_text()
+    body = re.search(r"(?ms)^\[features\][^\n]*\n(.*?)^\[", text)
+    assert body is not None
+    dotted = "".join(f"features.{line}\n" for line in body.group(1).splitlines() if re.match(r"\w+\s*=", line))
+    text = text.replace(body.group(0)[:-1], "").replace("\n[dram]", "\n" + dotted + "[dram]", 1)
+    text = text.replace("features.s2sz = 48", "features.s2sz = 99")
+    path = tmp_path / "dotted.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (info.value.key, info.value.line) == ("features.s2sz", _line_of(text, "features.s2sz = 99"))
+
+
 def test_missing_file(tmp_path: Path) -> None:
     """A path to a file that does not exist -> ConfigError naming the path."""
     path = tmp_path / "nope.toml"

@@ -397,6 +397,26 @@ def test_locate_follows_nested_arrays_of_tables() -> None:
     assert locate(text, "absent") is None
 
 
+def test_locate_finds_dotted_keys() -> None:
+    """TOML's dotted keys (activities.run = 1, constants."W" = 2) are found on their own line,
+    also when the key looked for names the table they build; they used to give no line (top
+    level) or the enclosing table's header."""
+    text = ('seconds = 1\nactivities.run = 1\nactivities . "rtt-churn" = 2\n[[realm]]\nname = "a"\n'
+            'constants."W" = 1\nconstants.X = { Y = 3 }\n')
+    assert locate(text, "activities.run") == 2
+    assert locate(text, "activities.rtt-churn") == 3
+    assert locate(text, "activities") == 2
+    assert locate(text, "realm[0].constants.W") == 6
+    assert locate(text, "realm[0].constants.X.Y") == 7
+    assert locate(text, "realm[0].constants.Z") == 6        # absent: the line that builds its table
+    assert locate(text, "realm[0].name") == 5
+
+
+def test_misspelt_dotted_activity_names_its_line(tmp_path: Path) -> None:
+    refused(tmp_path, 'seconds = 1\nactivities.runn = 1\n' + OK_REALM, 2, "activities.runn", 1,
+            'a known activity (did you mean "run"?)')
+
+
 def test_every_bundled_workload_validates_and_describes() -> None:
     """Each workloads/*.toml resolves on its platform with its own values, and `show`'s text
     names every realm and phase."""
