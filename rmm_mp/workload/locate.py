@@ -5,8 +5,9 @@ the same for platform files). Workload files nest arrays of tables ([[phase]] wi
 [[phase.group]], [[realm]] with [realm.constants]), which hw.tomlsrc.locate does not follow, so
 this module tracks the full table path with each array's element index: after the second
 [[realm]] header a [realm.constants] header opens ``realm[1].constants``. Keys of inline tables
-(``activities = { run = 3 }``) are found on the line of their table's key, and dotted keys
-(``activities.run = 3``) on their own line.
+(``activities = { run = 3 }``) are found on the line of their table's key, dotted keys
+(``activities.run = 3``) on their own line, and the elements of an array of inline tables
+(``realm = [{ name = "a" }, { name = "b" }]``) on the line where each opens.
 
 A key path looks like ``realm[1].constants.WORK`` or ``phase[0].group[2].cpus``. When the key
 itself is absent the nearest enclosing table that is present gives the line.
@@ -73,10 +74,52 @@ def locate(text: str, key: str) -> int | None:
     parts = _parts(key)
     lines = text.splitlines()
     headers = _table_paths(text)
+    element = _inline_element(lines, headers, parts)
+    if element is not None:
+        return element
     for cut in range(len(parts), 0, -1):
         found = _find(lines, headers, parts[:cut])
         if found is not None:
             return found
+    return None
+
+
+def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: list[str]) -> int | None:
+    """For ``realm[1]...`` written as an array of inline tables (``realm = [{...}, {...}]``, on
+    one line or several): the line where element 1 opens, which holds all its keys (TOML keeps
+    an inline table on one line). None when the file has no such array."""
+    head = re.fullmatch(r"([A-Za-z0-9_\-]+)\[(\d+)\]", parts[0])
+    if head is None or any(path == parts[0] or path.startswith(parts[0] + ".") for _, path in headers):
+        return None
+    name, index = head.group(1), int(head.group(2))
+    bounds = _bounds(lines, headers, "")
+    if bounds is None:
+        return None
+    for number in range(bounds[0], bounds[1] + 1):
+        line = _strip_comment(lines[number - 1])
+        match = _KEY.match(line)
+        if match is None or [p.strip('"') for p in re.findall(_PART, match.group(1))] != [name]:
+            continue
+        # Walk the array's text, skipping strings, and count the inline tables at its top level.
+        depth, seen, quoted = 0, -1, False
+        for at in range(number, len(lines) + 1):
+            text = _strip_comment(lines[at - 1]) if at > number else line[match.end():]
+            for ch in text:
+                if ch == '"':
+                    quoted = not quoted
+                if quoted:
+                    continue
+                if ch in "[{":
+                    if ch == "{" and depth == 1:
+                        seen += 1
+                        if seen == index:
+                            return at
+                    depth += 1
+                elif ch in "]}":
+                    depth -= 1
+                    if depth == 0:
+                        return None
+        return None
     return None
 
 

@@ -412,6 +412,23 @@ def test_locate_finds_dotted_keys() -> None:
     assert locate(text, "realm[0].name") == 5
 
 
+def test_locate_finds_elements_of_an_array_of_inline_tables() -> None:
+    """realm = [{...}, {...}] is the same TOML as two [[realm]] tables: each element's keys are
+    on the line where it opens, on one line or over several (braces in strings do not count)."""
+    one = 'seconds = 1\nrealm = [{ name = "{a}", guest = "hello" }, { name = "b", recs = 0 }]\n'
+    assert locate(one, "realm[1].recs") == 2 and locate(one, "realm[0].name") == 2
+    several = 'seconds = 1\nrealm = [\n  { name = "{", guest = "hello" },  # {\n\n  { name = "b", recs = 0 },\n]\nx = 1\n'
+    assert locate(several, "realm[0].guest") == 3
+    assert locate(several, "realm[1].recs") == 5
+    assert locate(several, "realm[2].recs") is None              # no third element
+    assert locate(several, "x") == 7
+
+
+def test_bad_value_in_an_inline_realm_names_its_line(tmp_path: Path) -> None:
+    text = HEAD + 'realm = [\n  { name = "a", guest = "hello" },\n  { name = "b", guest = "hello", recs = 0 },\n]\n'
+    refused(tmp_path, text, 5, "realm[1].recs", 0, "an integer in 1..32")
+
+
 def test_misspelt_dotted_activity_names_its_line(tmp_path: Path) -> None:
     refused(tmp_path, 'seconds = 1\nactivities.runn = 1\n' + OK_REALM, 2, "activities.runn", 1,
             'a known activity (did you mean "run"?)')
