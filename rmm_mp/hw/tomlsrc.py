@@ -53,6 +53,8 @@ def _show(value: object) -> str:
         return f"{value} ({value:#x})"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, bool):     # as the file spells it, not Python's True
+        return "true" if value else "false"
     if value is _MISSING:
         return "(missing)"
     return repr(value)

@@ -129,7 +129,7 @@ BAD = [
     ("missing-required-key", r"pmu = true\n", "", "features.pmu", "(missing)"),
     ("missing-region-base", r"base = 0x8000_0000\n", "", "dram.base", "(missing)"),
     ("unknown-top-level-key", r"pa_bits = 48\n", "pa_bits = 48\nbogus = 1\n", "bogus", "1"),
-    ("unknown-feature-key", r"lpa2 = false\n", "lpa2 = false\nlpa3 = true\n", "features.lpa3", "True"),
+    ("unknown-feature-key", r"lpa2 = false\n", "lpa2 = false\nlpa3 = true\n", "features.lpa3", "true"),   # as TOML spells it
     ("wrong-type-cpus", r"cpus = 4", 'cpus = "four"', "cpus", "'four'"),
     ("wrong-type-bool", r"lpa2 = false", "lpa2 = 0", "features.lpa2", "0"),
     ("wrong-type-hashes", r'hash_algorithms = \["sha-256", "sha-512"\]', 'hash_algorithms = "sha-256"',

@@ -85,6 +85,11 @@ def test_bad_size(tmp_path: Path, ram: object, expected: str) -> None:
     refused(tmp_path, HEAD + OK_REALM + f"ram = {shown}\n", 6, "realm[0].ram", ram, expected)
 
 
+def test_a_boolean_is_shown_as_toml_spells_it(tmp_path: Path) -> None:
+    err = refused(tmp_path, "cpus = true\n" + HEAD + OK_REALM, 1, "cpus", True, "the number of CPU processes")
+    assert "cpus = true: expected" in str(err)
+
+
 def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
     """An unclosed inline table: tomllib's message, at the line it names."""
     with pytest.raises(ConfigError) as info:
