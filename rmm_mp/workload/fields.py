@@ -26,6 +26,8 @@ _SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?)?\s*$")
 _UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+MAX_CPU_ID = 255
+"""The largest CPU id a group may name (platforms have at most 256 CPUs)."""
 U64 = (1 << 64) - 1
 
 
@@ -121,7 +123,7 @@ class Fields:
         if value == "all":
             return None
         cpus: set[int] = set()
-        if isinstance(value, list) and value and all(is_int(v) and 0 <= v < 256 for v in value):
+        if isinstance(value, list) and value and all(is_int(v) and 0 <= v <= MAX_CPU_ID for v in value):
             twice = sorted({v for v in value if value.count(v) > 1})
             if twice:   # a typo more often than not ([0, 0] for [0, 1])
                 raise self.fail(key, value, f"CPU ids, each once (CPU {twice[0]} is listed twice)")
@@ -129,13 +131,19 @@ class Fields:
         elif isinstance(value, str) and value.strip():
             for part in value.split(","):
                 m = _CPU_RANGE.match(part)
-                if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+                low, high = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (1, 0)
+                # Ids past 255 are no CPU any platform has (and "0-100000000" would build a set
+                # of that many).
+                if not low <= high < MAX_CPU_ID + 1:
                     cpus.clear()
                     break
-                cpus.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+                again = cpus.intersection(range(low, high + 1))
+                if again:
+                    raise self.fail(key, value, f"CPU ids, each once (CPU {min(again)} is listed twice)")
+                cpus.update(range(low, high + 1))
         if not cpus:
-            raise self.fail(key, value, 'CPU ids: a non-empty list of integers such as [0, 1], a string such as '
-                                        '"0-3" or "0,2,4-5", or "all"')
+            raise self.fail(key, value, f'CPU ids 0..{MAX_CPU_ID}: a non-empty list of integers such as [0, 1], a '
+                                        'string such as "0-3" or "0,2,4-5" (ranges low-high), or "all"')
         return frozenset(cpus)
 
     def weights(self, value: object, key: str) -> tuple[tuple[str, float], ...]:

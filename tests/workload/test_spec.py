@@ -226,15 +226,21 @@ def test_cpu_in_two_groups_of_a_later_phase(tmp_path: Path) -> None:
     refused(tmp_path, text, 18, "phase[1].group[1].cpus", [1], "CPU 1 is in phase[1].group[0] too")
 
 
-def test_bad_cpu_set(tmp_path: Path) -> None:
-    text = HEAD + OK_REALM + '[[group]]\ncpus = "3-1"\nactivities = { run = 1 }\n'
-    refused(tmp_path, text, 7, "group[0].cpus", "3-1", "CPU ids: a non-empty list of integers")
+@pytest.mark.parametrize("cpus", ["3-1", "256", "0-100000000", "0,,1"])
+def test_bad_cpu_set(tmp_path: Path, cpus: str) -> None:
+    """A reversed range, an id no platform has, or an empty part. "0-100000000" used to build a
+    set of 10^8 ids (MemoryError under a 4 GB limit) before anything said it was wrong."""
+    text = HEAD + OK_REALM + f'[[group]]\ncpus = "{cpus}"\nactivities = {{ run = 1 }}\n'
+    refused(tmp_path, text, 7, "group[0].cpus", cpus, "CPU ids 0..255: a non-empty list of integers")
 
 
-def test_cpu_listed_twice(tmp_path: Path) -> None:
-    """[0, 0] is most likely a typo for [0, 1]: refused, naming the CPU."""
-    text = HEAD + OK_REALM + '[[group]]\ncpus = [0, 1, 0]\nactivities = { run = 1 }\n'
-    refused(tmp_path, text, 7, "group[0].cpus", [0, 1, 0], "CPU ids, each once (CPU 0 is listed twice)")
+@pytest.mark.parametrize("cpus, shown, twice", [([0, 1, 0], "[0, 1, 0]", 0), ("1,1", '"1,1"', 1),
+                                                ("0-2,1", '"0-2,1"', 1), ("4, 2-5", '"4, 2-5"', 4)])
+def test_cpu_listed_twice(tmp_path: Path, cpus: object, shown: str, twice: int) -> None:
+    """[0, 0] is most likely a typo for [0, 1]: refused, naming the CPU; the same in the string
+    form, where overlapping ranges count too."""
+    text = HEAD + OK_REALM + f'[[group]]\ncpus = {shown}\nactivities = {{ run = 1 }}\n'
+    refused(tmp_path, text, 7, "group[0].cpus", cpus, f"CPU ids, each once (CPU {twice} is listed twice)")
 
 
 def test_cpu_without_activities(tmp_path: Path) -> None:
