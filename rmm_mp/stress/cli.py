@@ -195,6 +195,9 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
     det = schedule != "free"
     if quiescent_every is None:
         quiescent_every = 2000 if det else 2.0
+    elif det and quiescent_every != int(quiescent_every):
+        raise ValueError(f"--quiescent-every = {quiescent_every:g}: a deterministic run checks every N steps; expected "
+                         "a whole number of steps (0 for no checks)")
     return StressConfig(
         workload=workload or (BUGS[inject[0]].workload if inject else "mixed"), cpus=cpus,
         seconds=seconds if seconds is not None else (DETERMINISTIC_SECONDS if det else 10.0), seed=seed,

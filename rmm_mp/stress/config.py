@@ -83,6 +83,10 @@ class StressConfig:
             raise ValueError("schedule = 'replay' needs the recorded switches of a schedule file")
         if self.quiescent_every < 0:
             raise ValueError(f"quiescent_every = {self.quiescent_every!r}: expected >= 0")
+        if self.deterministic and self.quiescent_every != int(self.quiescent_every):
+            # Counted in steps: 0.5 used to become 0, which silently turned the checks off.
+            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: a deterministic run checks every N "
+                             "steps; expected a whole number of steps (0 for no checks)")
 
     @property
     def deterministic(self) -> bool:

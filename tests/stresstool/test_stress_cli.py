@@ -83,6 +83,9 @@ def test_clean_free_running_run_exits_zero() -> None:
     (["--pct-depth", "2"], "--pct-depth applies to --schedule pct only (this run's schedule is free)"),
     (["--schedule", "random", "--pct-depth", "2"], "--pct-depth applies to --schedule pct only (this run's schedule "
                                                    "is random)"),
+    # Counted in steps: 0.5 used to become 0 and turn the checks off without a word.
+    (["--schedule", "random", "--quiescent-every", "0.5"], "--quiescent-every = 0.5: a deterministic run checks every "
+                                                           "N steps; expected a whole number of steps"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     """A bad checker, bug or workload name, an option out of its range (named as typed), or an

@@ -97,3 +97,9 @@ def test_schedule_file_errors(tmp_path: Path) -> None:
         schedule_file.read(bad)
     with pytest.raises(ValueError, match="needs the recorded switches"):
         StressConfig(schedule="replay")
+    # A deterministic run counts its quiescent checks in steps: a fraction is refused (it used
+    # to round to 0, no checks); a free-running run counts seconds, where it is fine.
+    with pytest.raises(ValueError, match="quiescent_every = 0.5: a deterministic run checks every N steps"):
+        StressConfig(schedule="random", quiescent_every=0.5)
+    assert StressConfig(schedule="random", quiescent_every=2000.0).quiescent_every == 2000
+    assert StressConfig(schedule="free", quiescent_every=0.5).quiescent_every == 0.5
