@@ -178,6 +178,8 @@ def bundled_names(directory: Path) -> list[str]:
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
     """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
     separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither."""
+    if not isinstance(name_or_path, (str, os.PathLike)):     # e.g. Machine.create(123)
+        raise ConfigError(source, key, name_or_path, f"a bundled {kind} name or the path of a .toml file")
     text = os.fspath(name_or_path)
     if os.sep in text or text.endswith(".toml"):
         path = Path(text)

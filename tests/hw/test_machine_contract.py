@@ -134,6 +134,16 @@ def test_create_rejects_unknown_platform_name_before_creating_anything() -> None
     assert my_shm_entries() == before
 
 
+@pytest.mark.parametrize("platform", [123, None, b"host"])
+def test_create_rejects_a_platform_that_is_no_name_or_path(platform: object) -> None:
+    """A platform argument of another type is a ValueError naming the argument and the value
+    (it used to be os.fspath's TypeError, naming neither); nothing appears in /dev/shm."""
+    before = my_shm_entries()
+    text = create_fails(ValueError, platform, cpus=1)
+    assert f"platform = {platform!r}: expected a bundled platform name or the path of a .toml file" in text
+    assert my_shm_entries() == before
+
+
 def test_create_rejects_missing_platform_file_before_creating_anything(tmp_path: Path) -> None:
     """A path to a platform file that does not exist raises a ValueError naming the argument and
     the path; nothing appears in /dev/shm."""
