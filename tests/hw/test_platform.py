@@ -233,6 +233,21 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
                        "platform file is UTF-8)"
 
 
+def test_file_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError while reading (say EACCES, which root never sees) is a ConfigError naming the
+    file and the system's reason, not a traceback."""
+    from rmm_mp.hw import tomlsrc
+    path = tmp_path / "locked.toml"
+    path.write_text(HOST_TOML.read_text())
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(tomlsrc.Path, "read_bytes", refuse)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: (file) = '{path}': expected a platform file that can be read (Permission denied)"
+
+
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     """A UTF-8 byte-order mark before host.toml's text: the same platform."""
     path = tmp_path / "bom.toml"
