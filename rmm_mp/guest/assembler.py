@@ -122,12 +122,6 @@ class _Assembler:
             if target < offset:
                 raise AssemblerError(line.number, f".org {_shown(target)} is behind the current offset {offset:#x}")
             return target - offset
-        # An instruction: the PC is always 8-byte aligned, so one placed anywhere else (after
-        # data of another size) could never run; GNU as refuses unaligned A64 opcodes too.
-        if (self.base + offset) % INSTRUCTION_SIZE:
-            raise AssemblerError(line.number, f"{op} at {self.base + offset:#x} is not {INSTRUCTION_SIZE}-byte "
-                                              f"aligned; expected '.align {INSTRUCTION_SIZE}' after data before an "
-                                              "instruction")
         if op in ("adr",) or (op == "mov" and len(line.args) == 2 and line.args[1].startswith("=")):
             return 3 * INSTRUCTION_SIZE
         return INSTRUCTION_SIZE
@@ -155,6 +149,13 @@ class _Assembler:
         if op in (".zero", ".align", ".org"):
             return bytes(self._size(line, offset))
         words = self._instruction(line, self.base + offset)
+        # The PC is always 8-byte aligned, so an instruction placed anywhere else (after data of
+        # another size) could never run; GNU as refuses unaligned A64 opcodes too. Checked once
+        # the instruction is known to be one, so that a typo is reported as a typo.
+        if (self.base + offset) % INSTRUCTION_SIZE:
+            raise AssemblerError(line.number, f"{op} at {self.base + offset:#x} is not {INSTRUCTION_SIZE}-byte "
+                                              f"aligned; expected '.align {INSTRUCTION_SIZE}' after data before an "
+                                              "instruction")
         return b"".join(struct.pack("<Q", w) for w in words)
 
     def _instruction(self, line: _Line, pc: int) -> list[int]:

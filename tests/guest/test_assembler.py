@@ -438,6 +438,7 @@ ERRORS = [
     (".align 0", "nop\n.align 0", 2, "expected a power of two for .align"),
     ("instruction after odd data", ".byte 1\nnop", 2, "nop at 0x1 is not 8-byte aligned; expected '.align 8'"),
     ("instruction after a string", '.asciz "ab"\nb .', 2, "b at 0x3 is not 8-byte aligned"),
+    ("unknown directive after odd data", ".byte 1\n.float 2", 2, "unknown instruction '.float'"),   # not 'unaligned'
     (".zero beyond 1 GiB", "nop\n.zero 1 << 40", 2, "the image would be 0x10000000008 bytes; expected at most "
                                                    "0x40000000"),
     (".org beyond 1 GiB", ".org (1 << 30) + 1", 1, "the image would be 0x40000001 bytes"),
