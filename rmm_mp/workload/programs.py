@@ -7,6 +7,7 @@
     min_ram          the RAM a bundled guest needs (checked before anything is built)
     challenge, attest_constants
                      the per-instance challenge an attest realm puts in its token
+    measure_expected the REM the measure guest must read back, for its realm's hash
 
 ``ripas-loop`` (RIPAS_LOOP below) is written for the engine: it never turns itself off, so a
 realm running it keeps its RECs busy for the whole run (contention, churn) and the ripas-churn
@@ -29,7 +30,7 @@ import struct
 from pathlib import Path
 
 from rmm_mp.guest.assembler import assemble
-from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source
+from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
 from rmm_mp.hw.tomlsrc import read_source
 
 RAM_BASE = DEFAULT_BASE
@@ -228,6 +229,19 @@ def challenge(seed: int, realm: str, index: int, generation: int) -> bytes:
     """The 64-byte challenge of one attest realm instance: a function of the seed and the
     instance, so a rerun with the same seed asks for tokens with the same challenges."""
     return hashlib.sha512(f"rmm-mp workload seed {seed} realm {realm}[{index}]#{generation}".encode()).digest()
+
+
+def measure_expected(text: str, constants: dict[str, int], hash_algo: int) -> dict[str, int]:
+    """EXPECTED0..7 of the measure guest ``text``: the REM1 it must read back after extending it
+    with its value (VALUE0..7 and SIZE from ``constants``, else its own ``.equ`` lines) in a realm
+    that measures with ``hash_algo``, as host.measure_constants computes it for a host that loads
+    the guest itself. The guest's own EXPECTED lines hold SHA-256 of its default value only."""
+    own = {name: int(value.replace("_", ""), 0) for name, value in
+           re.findall(r"^\s*\.equ\s+(\w+)\s*,\s*(0[xX][0-9a-fA-F_]+|\d+)\s*(?://.*)?$", text, re.M)}
+    words = [constants.get(f"VALUE{i}", own[f"VALUE{i}"]) for i in range(8)]
+    size = constants.get("SIZE", own["SIZE"])
+    value = struct.pack("<8Q", *words)[:size]
+    return {k: v for k, v in measure_constants(value, hash_algo).items() if k.startswith("EXPECTED")}
 
 
 def attest_constants(value: bytes) -> dict[str, int]:

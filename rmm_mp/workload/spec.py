@@ -250,8 +250,17 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
     par = 1 << (ipa_width - 1)
     ram = f.size(raw.get("ram", 2 * MiB), f"{where}.ram", 4096, min(par - programs.RAM_BASE, 1 << 30))
     constants = _constants(f, raw.get("constants", {}), f"{where}.constants", guest, text)
+    hash_name = f.choice(raw.get("hash", "sha256"), f"{where}.hash", HASHES)
+    derived: dict[str, int] = {}
+    if guest == "measure":
+        # The REM the guest compares with depends on the realm's hash (and its value): derived
+        # here, as the attest guest's challenge is, so that a sha512 realm passes too.
+        size = dict(constants).get("SIZE")
+        if size is not None and size > 64:
+            raise f.fail(f"{where}.constants.SIZE", size, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)")
+        derived = programs.measure_expected(text, dict(constants), HASHES.index(hash_name))
     try:
-        image = programs.image(text, dict(constants))
+        image = programs.image(text, {**dict(constants), **derived})
     except (AssemblerError, ValueError) as exc:
         raise f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})") from None
     need = programs.min_ram(guest, recs, len(image))
@@ -268,7 +277,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
                                                         "realm is turned off and rebuilt)")
     return RealmTemplate(
         key=where, name=name, guest=guest, recs=recs, ram=ram, ipa_width=ipa_width,
-        hash=f.choice(raw.get("hash", "sha256"), f"{where}.hash", HASHES),
+        hash=hash_name,
         rpv=f.hex_bytes(raw.get("rpv", ""), f"{where}.rpv", 64),
         measure=f.boolean(raw.get("measure", True), f"{where}.measure"),
         constants=constants,
@@ -304,6 +313,9 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
         if guest == "attest" and name.startswith("CHALLENGE"):
             raise f.fail(f"{key}.{name}", number, "no CHALLENGE constant: the engine gives each attest realm "
                                                   "its own challenge from the seed")
+        if guest == "measure" and name.startswith("EXPECTED"):
+            raise f.fail(f"{key}.{name}", number, "no EXPECTED constant: the engine computes EXPECTED0..7 from the "
+                                                  "realm's hash and VALUE0..7 and SIZE")
         if not is_int(number) or not 0 <= number <= U64:
             raise f.fail(f"{key}.{name}", number, "an integer in 0..2^64-1")
         out.append((name, number))

@@ -131,6 +131,19 @@ def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
     assert not report.ok and not report.failures and not report.problems and report.invariants.ok  # type: ignore[union-attr]
 
 
+def test_measure_guest_passes_with_any_hash_and_value(tmp_path: Path) -> None:
+    """The measure guest compares REM1 with EXPECTED0..7, which depend on the realm's hash and
+    the value it extends with: the engine derives them, so a SHA-512 realm and one with its own
+    VALUE/SIZE pass (both used to fail with code 3, the guest's SHA-256 default differing)."""
+    report = go(tmp_path, 'iterations = 20\ncpus = 1\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "s512"\nguest = "measure"\nhash = "sha512"\n'
+                          '[[realm]]\nname = "own"\nguest = "measure"\nconstants = { SIZE = 5, VALUE0 = 0x1234567890 }\n'
+                          '[[realm]]\nname = "own512"\nguest = "measure"\nhash = "sha512"\nconstants = { SIZE = 0 }\n')
+    assert [(r.name, r.ok) for r in report.realms] == [("s512", True), ("own", True), ("own512", True)], \
+        [r.detail for r in report.realms]
+    assert all("reported pass" in r.detail for r in report.realms)
+
+
 def test_a_failed_vcpu_fails_its_realm(tmp_path: Path) -> None:
     """A guest that jumps into RAM the host never populated: the instruction abort ends its
     vCPU, the realm's outcome quotes the run loop's message, the report is not ok."""

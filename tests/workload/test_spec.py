@@ -161,6 +161,15 @@ def test_unknown_constant(tmp_path: Path) -> None:
     refused(tmp_path, text, 11, "realm[1].constants.WROK", 3, 'an .equ constant of guest \'smp-boot\' (did you mean "WORK"?)')
 
 
+def test_measure_guest_constants(tmp_path: Path) -> None:
+    """EXPECTED0..7 are the engine's (derived from the hash and the value); SIZE is 0..64."""
+    measure = '[[realm]]\nname = "m"\nguest = "measure"\n'
+    refused(tmp_path, HEAD + measure + "constants = { EXPECTED0 = 1 }\n", 6, "realm[0].constants.EXPECTED0", 1,
+            "no EXPECTED constant: the engine computes EXPECTED0..7")
+    refused(tmp_path, HEAD + measure + "constants = { SIZE = 65 }\n", 6, "realm[0].constants.SIZE", 65,
+            "a size in 0..64 bytes")
+
+
 def test_constant_out_of_range(tmp_path: Path) -> None:
     refused(tmp_path, HEAD + OK_REALM.replace('"hello"', '"smp-boot"') + "constants = { WORK = -3 }\n", 6,
             "realm[0].constants.WORK", -3, "an integer in 0..2^64-1")
