@@ -41,7 +41,7 @@ RIPAS_LOOP = r"""
     .equ IMAGE_BASE, .
     .equ RANGE, IMAGE_BASE + 0x100000       // REC i uses PAGES pages from RANGE + i * PAGES * 4 KiB
     .equ PAGES, 4
-    .equ MAX_RECS, 16
+    .equ MAX_RECS, 32                       // the run queue's limit of vCPUs per realm
     .equ WORK, 0                            // spin iterations (3 instructions each) per round
     .equ PATTERN, 0x0DDBA11000000000
     .equ RSI_IPA_STATE_SET, 0xC4000197
@@ -78,7 +78,10 @@ on_loop:
     cmp x21, x20
     b.hs main
     mov x0, =PSCI_CPU_ON
-    mov x1, x21
+    and x1, x21, #0xF               // REC i's MPIDR: Aff1 = i / 16, Aff0 = i % 16
+    lsr x9, x21, #4
+    lsl x9, x9, #8
+    orr x1, x1, x9
     adr x2, secondary
     mov x3, x21
     smc #0

@@ -144,6 +144,18 @@ def test_measure_guest_passes_with_any_hash_and_value(tmp_path: Path) -> None:
     assert all("reported pass" in r.detail for r in report.realms)
 
 
+def test_smp_guests_start_every_rec_past_16(tmp_path: Path) -> None:
+    """smp-boot and ripas-loop CPU_ON every secondary, naming REC i by its MPIDR (Aff1 = i / 16,
+    Aff0 = i % 16): with 20 RECs all 19 secondaries start and smp-boot reports 20. They used to
+    stop at 16 RECs, naming REC i by MPIDR i, and the rest never ran."""
+    report = go(tmp_path, 'iterations = 1200\ncpus = 2\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "smp"\nguest = "smp-boot"\nrecs = 20\n'
+                          '[[realm]]\nname = "loop"\nguest = "ripas-loop"\nrecs = 20\nram = "4M"\n')
+    smp, loop = report.realms
+    assert smp.ok and "reported pass (detail 0x14)" in smp.detail, smp.detail
+    assert smp.counters["cpu_on"] == 19 and loop.counters["cpu_on"] == 19, (smp.counters, loop.counters)
+
+
 def test_a_failed_vcpu_fails_its_realm(tmp_path: Path) -> None:
     """A guest that jumps into RAM the host never populated: the instruction abort ends its
     vCPU, the realm's outcome quotes the run loop's message, the report is not ok."""

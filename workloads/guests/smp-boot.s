@@ -3,16 +3,17 @@
 // REC 0 (the only runnable REC at activation) asks the host how many vCPUs it runs (QUERY 0,
 // at most MAX_RECS are used), CPU_ONs RECs 1..N-1 at `secondary` with the REC index as context
 // id, polls AFFINITY_INFO for each until it reports OFF, checks every secondary's slot, REPORTs
-// and calls SYSTEM_OFF. Each secondary writes a pattern into its own page (PAGES + index * 4 KiB,
-// RIPAS RAM outside the image, so the host faults it in), reads it back, LOGs (index, MPIDR
-// Aff0, value read), writes SLOT_MAGIC + index into its slot (no atomics in the ISA: one slot per
-// REC), and calls CPU_OFF. Every REC has its own RsiHostCall (hostcalls + index * 256).
+// and calls SYSTEM_OFF. REC i's MPIDR is Aff1 = i / 16, Aff0 = i % 16 (the host's REC_CREATE
+// MPIDRs, as KVM assigns them). Each secondary writes a pattern into its own page (PAGES +
+// index * 4 KiB, RIPAS RAM outside the image, so the host faults it in), reads it back, LOGs
+// (index, the index its MPIDR names, value read), writes SLOT_MAGIC + index into its slot (no
+// atomics in the ISA: one slot per REC), and calls CPU_OFF. Every REC has its own RsiHostCall (hostcalls + index * 256).
 // REPORT code: 0 pass; 1 the QUERY host call failed; 2 a CPU_ON failed (detail: its X0);
 // 3 a slot is wrong (detail: the REC index); detail of a pass: N.
 
     .equ IMAGE_BASE, .
     .equ PAGES, IMAGE_BASE + 0x100000       // per-secondary pages, 1 MiB into RAM
-    .equ MAX_RECS, 16                       // the MPIDR of REC i is i for i < 16
+    .equ MAX_RECS, 32                       // the run queue's limit of vCPUs per realm
     .equ SLOT_MAGIC, 0x5EC0DA7A00000000
     .equ PATTERN, 0x0DDBA11000000000
     .equ WORK, 0                            // loop iterations (3 instructions each) a secondary
@@ -52,7 +53,7 @@ on_loop:
     cmp x21, x20
     b.hs wait
     mov x0, =PSCI_CPU_ON
-    mov x1, x21                     // target MPIDR
+    bl mpidr_of_x21                 // x1: the target's MPIDR
     adr x2, secondary               // entry point
     mov x3, x21                     // context id: the REC index
     smc #0
@@ -70,7 +71,7 @@ wait_loop:
     b.hs check
 poll:
     mov x0, =PSCI_AFFINITY_INFO
-    mov x1, x21
+    bl mpidr_of_x21
     mov x2, #0
     smc #0
     cmp x0, #AFFINITY_OFF
@@ -121,7 +122,11 @@ work:
     b work
 worked:
     mrs x20, mpidr
-    and x20, x20, #0xF              // Aff0
+    and x9, x20, #0xF               // Aff0
+    lsr x20, x20, #8
+    and x20, x20, #0xFF             // Aff1
+    lsl x20, x20, #4
+    orr x20, x20, x9                // the REC index the MPIDR names
     mov x21, =PAGES
     lsl x22, x19, #12
     add x21, x21, x22               // this REC's page
@@ -156,6 +161,13 @@ off:
     mov x0, =PSCI_CPU_OFF
     smc #0
     b off                           // CPU_OFF does not return
+
+mpidr_of_x21:                       // x1 = MPIDR of REC x21: Aff1 = x21 / 16, Aff0 = x21 % 16
+    and x1, x21, #0xF
+    lsr x9, x21, #4
+    lsl x9, x9, #8
+    orr x1, x1, x9
+    ret
 
     .align 4096
 slots:                              // one u64 per REC
