@@ -70,6 +70,15 @@ MISSING: object = _MISSING
 """Stands for a required key that is absent, in ConfigError values."""
 
 
+def line_key(line: str) -> tuple[list[str], int] | None:
+    """The key a ``key = value`` line sets, as its parts with quotes dropped (``a."b".c =`` ->
+    [a, b, c]), and where the value starts; None for any other line."""
+    match = _KEYLINE.match(line)
+    if match is None:
+        return None
+    return [p.strip('"') for p in re.findall(_PART, match.group(1))], match.end()
+
+
 def locate(text: str, key: str) -> int | None:
     """Line number (1-based) of dotted ``key`` in TOML ``text``, or None.
 
@@ -99,14 +108,14 @@ def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
             if leaf is None and current == table:
                 return number
             continue
-        match = _KEYLINE.match(line)
-        if match is None or current is None:
+        found = line_key(line)
+        if found is None or current is None:
             continue
         # The key's whole path: the table's, then the (possibly dotted) key. It matches when it
         # is the key looked for or lies inside it (a table built by dotted keys), in the same
         # element of an array of tables.
         here = [p for p in current[0].split(".") if p]
-        path = here + [p.strip('"') for p in re.findall(_PART, match.group(1))]
+        path = here + found[0]
         if len(path) < len(wanted) or path[:len(wanted)] != wanted or (leaf is None and len(path) == len(wanted)):
             continue
         if current == table or (len(here) < len(wanted) and table[1] == 0 and current[1] == 0):

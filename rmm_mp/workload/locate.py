@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import re
 
+from rmm_mp.hw.tomlsrc import line_key
+
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
-_PART = r'"[^"]+"|[A-Za-z0-9_\-]+'
-_KEY = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
-"""A key line: ``key =``, or with a dotted key ``activities.run =`` / ``constants."A" =``."""
 
 
 def _strip_comment(raw: str) -> str:
@@ -97,13 +96,13 @@ def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: lis
         return None
     for number in range(bounds[0], bounds[1] + 1):
         line = _strip_comment(lines[number - 1])
-        match = _KEY.match(line)
-        if match is None or [p.strip('"') for p in re.findall(_PART, match.group(1))] != [name]:
+        found = line_key(line)
+        if found is None or found[0] != [name]:
             continue
         # Walk the array's text, skipping strings, and count the inline tables at its top level.
         depth, seen, quoted = 0, -1, False
         for at in range(number, len(lines) + 1):
-            text = _strip_comment(lines[at - 1]) if at > number else line[match.end():]
+            text = _strip_comment(lines[at - 1]) if at > number else line[found[1]:]
             for ch in text:
                 if ch == '"':
                     quoted = not quoted
@@ -148,14 +147,14 @@ def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest
     wanted = [part.strip('"') for part in rest]
     for number in range(first, last + 1):
         line = _strip_comment(lines[number - 1])
-        match = _KEY.match(line)
-        if not match:
+        found = line_key(line)
+        if found is None:
             continue
-        dotted = [part.strip('"') for part in re.findall(_PART, match.group(1))]
+        dotted, value_at = found
         common = min(len(dotted), len(wanted))
         if dotted[:common] != wanted[:common]:
             continue
-        tail = line[match.end():]
+        tail = line[value_at:]
         for sub in rest[len(dotted):]:
             sub_match = re.search(rf'[{{,]\s*"?{re.escape(sub.strip(chr(34)))}"?\s*=', tail)
             if sub_match is None:
