@@ -29,7 +29,7 @@ from rmm_mp.outpaths import check_output
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
-from rmm_mp.stress.config import CHECKERS, DEFAULT_CHECKERS, SCHEDULES, StressConfig
+from rmm_mp.stress.config import CHECKERS, DEFAULT_CHECKERS, SCHEDULES, StressConfig, quiescent_every_problem
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
@@ -195,9 +195,8 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
     det = schedule != "free"
     if quiescent_every is None:
         quiescent_every = 2000 if det else 2.0
-    elif det and quiescent_every != int(quiescent_every):
-        raise ValueError(f"--quiescent-every = {quiescent_every:g}: a deterministic run checks every N steps; expected "
-                         "a whole number of steps (0 for no checks)")
+    elif problem := quiescent_every_problem(quiescent_every, det):
+        raise ValueError(f"--quiescent-every = {quiescent_every:g}: {problem}")     # named as typed
     return StressConfig(
         workload=workload or (BUGS[inject[0]].workload if inject else "mixed"), cpus=cpus,
         seconds=seconds if seconds is not None else (DETERMINISTIC_SECONDS if det else 10.0), seed=seed,

@@ -19,6 +19,14 @@ DEFAULT_CHECKERS = CHECKERS
 testing": together they cost a free-running run 20 to 40 % of its operations per CPU second)."""
 
 
+def quiescent_every_problem(value: float, deterministic: bool) -> str | None:
+    """What is wrong with a quiescent-check interval, or None. A deterministic run counts it in
+    steps, so a fraction is refused: 0.5 used to become 0, which turned the checks off silently."""
+    if deterministic and value != int(value):
+        return "a deterministic run checks every N steps; expected a whole number of steps (0 for no checks)"
+    return None
+
+
 @dataclass(frozen=True)
 class StressConfig:
     """Options of one stress run.
@@ -83,10 +91,9 @@ class StressConfig:
             raise ValueError("schedule = 'replay' needs the recorded switches of a schedule file")
         if self.quiescent_every < 0:
             raise ValueError(f"quiescent_every = {self.quiescent_every!r}: expected >= 0")
-        if self.deterministic and self.quiescent_every != int(self.quiescent_every):
-            # Counted in steps: 0.5 used to become 0, which silently turned the checks off.
-            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: a deterministic run checks every N "
-                             "steps; expected a whole number of steps (0 for no checks)")
+        problem = quiescent_every_problem(self.quiescent_every, self.deterministic)
+        if problem:
+            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: {problem}")
 
     @property
     def deterministic(self) -> bool:
