@@ -20,7 +20,7 @@ from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Machine
 from rmm_mp.outpaths import check_output
 from rmm_mp.workload import render, spec
-from rmm_mp.workload.describe import describe, summary
+from rmm_mp.workload.describe import describe, length, summary
 from rmm_mp.workload.resolve import Workload, resolve
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.run import RunOptions, run_workload
@@ -177,8 +177,7 @@ def workloads_validate(files: tuple[str, ...]) -> None:
             bad += 1
             click.echo(str(exc), err=True)
             continue
-        length = f"{w.seconds:g} s" if w.seconds is not None else f"{w.iterations:,} steps per CPU"
         click.echo(f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
-                   f"{_count(len(w.phases), 'phase')}, {length})")
+                   f"{_count(len(w.phases), 'phase')}, {length(w.seconds, w.iterations)})")
     if bad:
         sys.exit(2)

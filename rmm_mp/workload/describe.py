@@ -4,6 +4,7 @@
     describe(w)        the resolved workload: platform, length, seed, every realm with every
                        value filled in, each phase's weights per CPU (CPUs with the same weights
                        share a line) and the owner of every lifecycle instance
+    length(s, n)       a length: "2.5 s" or "1 step per CPU"
 
 This module owns these texts. It runs nothing.
 """
@@ -60,24 +61,29 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
     return lines
 
 
+def length(seconds: float | None, iterations: int | None) -> str:
+    """A run's or a phase's length as people read it: "2.5 s", "1 step per CPU", "1,000 steps per CPU"."""
+    if seconds is not None:
+        return f"{seconds:g} s"
+    return f"{iterations:,} step{'' if iterations == 1 else 's'} per CPU"
+
+
 def describe(w: Workload) -> str:
     f = w.file
-    length = f"{w.seconds:g} s" if w.seconds is not None else f"{w.iterations:,} steps per CPU"
     slice_ = w.time_slice or w.platform.rec_time_slice
     lines = [f"workload {w.name} ({f.source})"]
     if f.description:
         lines.append(f"  {f.description}")
     lines += [f"platform {w.platform.name}: {w.cpus} of its {w.platform.cpus} CPUs, REC time slice "
               f"{slice_:,} guest instructions",
-              f"length {length}, seed {w.seed}"
+              f"length {length(w.seconds, w.iterations)}, seed {w.seed}"
               + (f" (from the command line: {', '.join(w.overrides)})" if w.overrides else "")]
     lines.append("realms:" if w.realms else "realms: none")
     for r, t in enumerate(w.realms):
         lines += _realm(w, r, t)
     lines.append("phases:")
     for phase in w.phases:
-        end = f"{phase.seconds:g} s" if phase.seconds is not None else f"{phase.iterations:,} steps per CPU"
-        lines.append(f"  {phase.name}: {end}")
+        lines.append(f"  {phase.name}: {length(phase.seconds, phase.iterations)}")
         same: dict[Weights, list[int]] = {}
         for cpu, weights in enumerate(phase.weights):
             same.setdefault(weights, []).append(cpu)

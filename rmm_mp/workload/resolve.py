@@ -149,14 +149,35 @@ def _phases(file: WorkloadFile, cpus: int, length: tuple[float | None, int | Non
                                                            "--seconds / --iterations on the command line")
     shares = [p.seconds if p.seconds is not None else float(p.iterations or 0) for p in specs]
     total = sum(shares)
+    steps: list[int | None] = [p.iterations for p in specs]
+    if from_cli and file.phases and iterations is not None:
+        if iterations < len(specs):
+            raise ConfigError("command line", "--iterations", iterations,
+                              f"at least {len(specs)}: one activity step per CPU for each of the file's phases")
+        steps = list(_apportion(iterations, shares))
     out = []
-    for spec, share in zip(specs, shares):
-        sec, its = spec.seconds, spec.iterations
+    for spec, share, its in zip(specs, shares, steps):
+        sec = spec.seconds
         if from_cli and file.phases:         # the phases keep their proportions of the new length
             sec = seconds * share / total if seconds is not None else None
-            its = max(1, round(iterations * share / total)) if iterations is not None else None
         out.append(Phase(spec.name, sec, its, tuple(_weights(file, spec, cpu)[0] for cpu in range(cpus))))
     return tuple(out)
+
+
+def _apportion(steps: int, shares: list[float]) -> tuple[int, ...]:
+    """Split ``steps`` (at least one per share) into whole parts proportional to ``shares`` that
+    add up to ``steps`` exactly: each part starts at its exact share rounded down (at least 1),
+    and the steps left go to the largest remainders, earlier phases first on a tie."""
+    total = sum(shares)
+    exact = [steps * share / total for share in shares]
+    parts = [max(1, int(e)) for e in exact]
+    while sum(parts) < steps:
+        i = max(range(len(parts)), key=lambda n: (exact[n] - parts[n], -n))
+        parts[i] += 1
+    while sum(parts) > steps:        # only when a minimum of 1 lifted a part above its share
+        i = max((n for n in range(len(parts)) if parts[n] > 1), key=lambda n: (parts[n] - exact[n], -n))
+        parts[i] -= 1
+    return tuple(parts)
 
 
 def _weights(file: WorkloadFile, phase: PhaseSpec, cpu: int) -> tuple[Weights, str]:

@@ -242,6 +242,16 @@ def test_workloads_show_resolves_everything() -> None:
     assert CliRunner().invoke(main, ["workloads", "show", "nope"]).exit_code == 2
 
 
+def test_workloads_show_counts_steps_in_words() -> None:
+    """A counted length reads "1 step per CPU" (not "1 steps"), and --iterations is the whole
+    run's exact length however the phases share it."""
+    result = CliRunner().invoke(main, ["workloads", "show", "churn", "--iterations", "5"])
+    assert result.exit_code == 0, result.output
+    assert "length 5 steps per CPU" in result.output
+    assert "  tables: 2 steps per CPU\n" in result.output and "  everything: 1 step per CPU\n" in result.output
+    assert "1 steps" not in result.output
+
+
 def test_workloads_validate_exit_status(tmp_path: Path) -> None:
     """Valid files and bundled names pass (exit 0); one bad file makes it exit 2 with its error."""
     bad = tmp_path / "bad.toml"

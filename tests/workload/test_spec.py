@@ -12,12 +12,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError
 from rmm_mp.workload import spec
 from rmm_mp.workload.locate import locate
-from rmm_mp.workload.resolve import Workload, resolve
+from rmm_mp.workload.resolve import Workload, _apportion, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 OK_REALM = '[[realm]]\nname = "a"\nguest = "hello"\n'
@@ -392,6 +394,40 @@ def test_phases_keep_their_proportions_under_seconds(tmp_path: Path) -> None:
     assert w.seconds == 2.0
     w = load(tmp_path, text, iterations=8)
     assert [(p.name, p.seconds, p.iterations) for p in w.phases] == [("a", None, 6), ("b", None, 2)]
+
+
+def test_phases_share_iterations_exactly(tmp_path: Path) -> None:
+    """--iterations N gives the run exactly N steps per CPU: the phases' rounded shares add up
+    (largest remainders first), each phase keeps at least one step, and fewer steps than phases
+    is refused by name rather than silently lengthened."""
+    phases = "".join(f'[[phase]]\nname = "{name}"\nseconds = {sec}\n' for name, sec in
+                     (("a", 3), ("b", 3), ("c", 2), ("d", 2)))
+    text = "activities = { delegate-churn = 1 }\n" + phases
+    for steps, expected in ((41, [13, 12, 8, 8]), (7, [2, 2, 2, 1]), (4, [1, 1, 1, 1]), (1000, [300, 300, 200, 200])):
+        w = load(tmp_path, text, iterations=steps)
+        assert [p.iterations for p in w.phases] == expected
+        assert w.iterations == steps
+    skewed = ("activities = { delegate-churn = 1 }\n[[phase]]\nname = \"long\"\niterations = 100\n"
+              "[[phase]]\nname = \"x\"\niterations = 1\n[[phase]]\nname = \"y\"\niterations = 1\n")
+    assert [p.iterations for p in load(tmp_path, skewed, iterations=4).phases] == [2, 1, 1]
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, iterations=3)
+    assert (info.value.key, info.value.value) == ("--iterations", 3)
+    assert str(info.value).startswith("command line: --iterations = 3: expected at least 4: one activity step")
+    assert segments() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 10_000), min_size=1, max_size=12), st.integers(0, 100_000))
+def test_apportion_adds_up_and_stays_within_a_step(shares: list[int], extra: int) -> None:
+    """Property: the parts add up to the steps, none is below 1, and where every exact share is
+    at least one step each part is its exact share rounded down or up."""
+    steps = len(shares) + extra
+    parts = _apportion(steps, [float(x) for x in shares])
+    assert sum(parts) == steps and min(parts) >= 1
+    exact = [steps * x / sum(shares) for x in shares]
+    if min(exact) >= 1:
+        assert all(abs(part - e) < 1 for part, e in zip(parts, exact))
 
 
 def test_lifecycle_instances_are_shared_round_robin(tmp_path: Path) -> None:
