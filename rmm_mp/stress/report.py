@@ -65,15 +65,16 @@ class StressReport:
         cfg = self.config
         mode = "free-running" if not cfg.deterministic else f"deterministic ({cfg.schedule})"
         ops = sum(self.ops.values())
-        line = (f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {ops} operations "
+        line = (f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {_count(ops, 'operation')} "
                 f"in {self.elapsed_s:.1f} s")
         if cfg.deterministic:
-            line += f"; {self.steps} steps, {self.switches} switches ({self.preemptions} preemptions)"
+            line += (f"; {_count(self.steps, 'step')}, {_count(self.switches, 'switch', 'switches')} "
+                     f"({_count(self.preemptions, 'preemption')})")
         if cfg.inject:
             line += f"; injected: {', '.join(cfg.inject)}"
         line += f"; checkers: {', '.join(cfg.checkers) or 'none'}"
         if self.quiescent_checks:
-            line += f"; {self.quiescent_checks} quiescent invariant checks"
+            line += f"; {_count(self.quiescent_checks, 'quiescent invariant check')}"
         return line + f"; ended: {self.ended}"
 
     def text(self) -> str:
@@ -100,3 +101,7 @@ class StressReport:
 
     def replay_command(self, schedule_file: str) -> str:
         return f"rmm-mp stress --replay {schedule_file}"
+
+
+def _count(n: int, noun: str, plural: str = "") -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -231,3 +231,18 @@ def test_sigterm_to_the_process_group_stops_the_run_cleanly(tmp_path: Path) -> N
         for name in os.listdir(segment.SHM_DIR):   # what a failure left, so no later test trips on it
             if name.startswith(prefix):
                 os.unlink(os.path.join(segment.SHM_DIR, name))
+
+
+def test_summary_counts_in_words() -> None:
+    """One of anything is singular in the summary line ("1 quiescent invariant check", "1 step"),
+    several are plural."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    one = StressReport(StressConfig(schedule="random", steps=1), (), "budget", 0.1, {0: 1}, steps=1, switches=1,
+                       preemptions=1, quiescent_checks=1).summary()
+    assert "; 1 operation in" in one and "; 1 step, 1 switch (1 preemption)" in one
+    assert "; 1 quiescent invariant check;" in one
+    two = StressReport(StressConfig(schedule="random", steps=2), (), "budget", 0.1, {0: 2}, steps=2, switches=2,
+                       preemptions=0, quiescent_checks=2).summary()
+    assert "; 2 operations in" in two and "; 2 steps, 2 switches (0 preemptions)" in two
+    assert "; 2 quiescent invariant checks;" in two
