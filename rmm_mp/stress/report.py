@@ -15,6 +15,7 @@ from typing import Any
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.lockdep import Edge
+from rmm_mp.words import count as _count
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,3 @@ class StressReport:
 
     def replay_command(self, schedule_file: str) -> str:
         return f"rmm-mp stress --replay {schedule_file}"
-
-
-def _count(n: int, noun: str, plural: str = "") -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -19,6 +19,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Machine
 from rmm_mp.outpaths import check_output
+from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
 from rmm_mp.workload.resolve import Workload, resolve
@@ -39,10 +40,6 @@ def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunR
             report.outputs.pop(key, None)
             failed.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
     return failed
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def announce(machine: Machine) -> None:

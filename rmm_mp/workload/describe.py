@@ -11,6 +11,7 @@ This module owns these texts. It runs nothing.
 
 from __future__ import annotations
 
+from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.resolve import Workload
 from rmm_mp.workload.spec import RealmTemplate, Weights, WorkloadFile
@@ -65,7 +66,7 @@ def length(seconds: float | None, iterations: int | None) -> str:
     """A run's or a phase's length as people read it: "2.5 s", "1 step per CPU", "1,000 steps per CPU"."""
     if seconds is not None:
         return f"{seconds:g} s"
-    return f"{iterations:,} step{'' if iterations == 1 else 's'} per CPU"
+    return f"{_count(iterations or 0, 'step')} per CPU"
 
 
 def describe(w: Workload) -> str:

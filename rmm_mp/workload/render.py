@@ -20,6 +20,7 @@ from __future__ import annotations
 from rmm_mp.stats import plot
 from rmm_mp.stats.plot import PlotUnavailable
 from rmm_mp.workload.render_json import SCHEMA, to_json, warnings, write_csv, write_json
+from rmm_mp.words import count as _count
 from rmm_mp.workload.render_text import format_report
 from rmm_mp.workload.report import RunReport
 
@@ -41,6 +42,6 @@ def write_plot(report: RunReport, path: str) -> None:
     """
     if not report.latency_recorded:
         raise ValueError("latency was not recorded (--no-latency): there is nothing to plot")
-    title = (f"rmm-mp run {report.workload} on {report.platform}: {report.cpus} CPUs, seed {report.seed}, "
+    title = (f"rmm-mp run {report.workload} on {report.platform}: {_count(report.cpus, 'CPU')}, seed {report.seed}, "
              f"{report.elapsed_s:.1f} s")
     plot.write_plot(report.stats, path, title)

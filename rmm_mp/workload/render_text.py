@@ -18,6 +18,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Collection, Sequence
 
+from rmm_mp.words import count as _count
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.report import RunReport
 
@@ -63,7 +64,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
     host = doc["host"]
     lines = [
         f"workload {doc['workload']} ({doc['source']})",
-        f"platform {doc['platform']}: {doc['cpus']} CPUs on {host['cores']} host cores, seed {doc['seed']}, "
+        f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
+        f"seed {doc['seed']}, "
         f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'}), "
         + (f"{doc['total_calls']:,} calls, {doc['calls_per_second']:,.0f} calls/s" if doc["latency_recorded"]
            else "calls not counted (--no-latency)"),
@@ -208,10 +210,6 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
         out += ["", "Written: " + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items())]
     out += ["", _verdict(report, doc)]
     return out
-
-
-def _count(n: int, word: str, plural: str = "") -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _verdict(report: RunReport, doc: dict[str, Any]) -> str:

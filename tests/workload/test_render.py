@@ -45,6 +45,9 @@ def test_header_says_what_ran() -> None:
     assert head[3] == "host: x86_64, Python 3.11.7, 2026-11-27 10:00:00 +0000"
     assert "WARNING" not in text and text.endswith("result: OK")
     assert format_report(hand_built(cpus=3, **GOOD)).endswith("result: OK (1 warning above)")
+    # One CPU (the benchmark's and many a first run's) reads in the singular.
+    one = format_report(hand_built(cpus=1, **GOOD)).splitlines()[1]
+    assert one.startswith("platform host: 1 CPU on 2 host cores, seed 7,"), one
 
 
 def test_latency_tables_per_kind_in_us() -> None:
