@@ -263,6 +263,9 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         image = programs.image(text, {**dict(constants), **derived})
     except (AssemblerError, ValueError) as exc:
         raise f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})") from None
+    if not image:
+        raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
+                                                     "the image, and this file assembles to nothing")
     need = programs.min_ram(guest, recs, len(image))
     if ram < need:
         raise f.fail(f"{where}.ram", raw.get("ram", ram), f"at least {_kib(need)} for guest {raw['guest']!r} "
@@ -308,8 +311,9 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
     out = []
     for name, number in table.items():
         if name not in defined:
+            known = f": {', '.join(defined)}" if defined else " (it has no .equ lines)"
             raise f.fail(f"{key}.{name}", number, f"an .equ constant of guest {os.path.basename(guest)!r}"
-                                                  f"{suggestion(name, defined)}: {', '.join(defined)}")
+                                                  f"{suggestion(name, defined)}{known}")
         if guest == "attest" and name.startswith("CHALLENGE"):
             raise f.fail(f"{key}.{name}", number, "no CHALLENGE constant: the engine gives each attest realm "
                                                   "its own challenge from the seed")

@@ -157,6 +157,22 @@ def test_guest_file_that_does_not_assemble(tmp_path: Path) -> None:
             "a guest that assembles")
 
 
+def test_guest_file_with_no_code(tmp_path: Path) -> None:
+    """A guest file that assembles to nothing (empty, or comments and .equ lines only) would
+    start REC 0 in unpopulated RAM: refused before anything starts."""
+    (tmp_path / "empty.s").write_text("// nothing yet\n.equ WORK, 3\n")
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "empty.s"\n', 5, "realm[0].guest", "empty.s",
+            "a guest with code in it")
+
+
+def test_constant_of_a_guest_without_constants(tmp_path: Path) -> None:
+    """A constant for a guest file with no .equ lines says so, instead of listing nothing."""
+    (tmp_path / "spin.s").write_text("loop:\n    b loop\n")
+    err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "spin.s"\nconstants = { X = 1 }\n', 6,
+                  "realm[0].constants.X", 1, "an .equ constant of guest 'spin.s' (it has no .equ lines)")
+    assert not str(err).endswith(": ")
+
+
 def test_unknown_constant(tmp_path: Path) -> None:
     """A [realm.constants] key the guest does not define, in the second realm (its own table)."""
     text = HEAD + OK_REALM + '[[realm]]\nname = "b"\nguest = "smp-boot"\nrecs = 2\n[realm.constants]\nWROK = 3\n'
