@@ -2,7 +2,8 @@
 
 A run of minutes must not end in a traceback over a mistyped directory, so every command that
 writes files after its run (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`) probes each path
-first and refuses a bad one as a usage error. The probe creates the path, since permission
+first and refuses a bad one as a usage error, as it refuses two options naming one file (the
+second would overwrite the first's output without a word). The probe creates the path, since permission
 bits alone say nothing for root or for /proc; a file the probe created is removed again, a
 directory stays (the run would create it anyway).
 
@@ -12,6 +13,7 @@ This module owns that check. It must not write anything else.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from rmm_mp.hw.tomlsrc import ConfigError
 
@@ -39,3 +41,17 @@ def check_output(option: str, path: str | None, directory: bool = False) -> None
     if problem:
         kind = "a directory that exists or can be created" if directory else "a file that can be written"
         raise ConfigError("command line", option, path, f"{kind} ({problem})")
+
+
+def check_outputs(outputs: Iterable[tuple[str, str | None]]) -> None:
+    """check_output for each (option, file path), and no file named by two options (compared
+    after resolving links and relative paths). None paths are skipped."""
+    seen: dict[str, str] = {}
+    for option, path in outputs:
+        check_output(option, path)
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise ConfigError("command line", option, path, f"a file of its own ({seen[key]} writes it too)")
+        seen[key] = option

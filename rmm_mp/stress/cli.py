@@ -25,7 +25,7 @@ import click
 from rmm_mp.check import invariants
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
-from rmm_mp.outpaths import check_output
+from rmm_mp.outpaths import check_output, check_outputs
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
@@ -127,8 +127,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
             for option, given in (("--trace", trace_path), ("--save-schedule", save_schedule), ("--shrink", do_shrink)):
                 if given:
                     raise ValueError(f"{option} needs a deterministic run (--schedule random or pct, or --replay)")
-        for option, path in (("--trace", trace_path), ("--save-schedule", save_schedule), ("--json", json_path)):
-            check_output(option, path)
+        check_outputs((("--trace", trace_path), ("--save-schedule", save_schedule), ("--json", json_path)))
         config, recorded = _config(workload, cpus, seconds, seed, schedule, steps, pct_depth, inject, checkers,
                                    quiescent_every, replay, trace_path)
     except ValueError as exc:

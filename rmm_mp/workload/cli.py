@@ -18,7 +18,7 @@ from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Machine
-from rmm_mp.outpaths import check_output
+from rmm_mp.outpaths import check_output, check_outputs
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
@@ -98,13 +98,12 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     Exit status: 0 when every CPU finished, every realm is fine, every check passed and the
     invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, the run
     was interrupted, or a report file could not be written; 2 for a bad workload file or bad
-    options (an output path whose directory does not exist or is not writable is one).
+    options (an output path whose directory does not exist or is not writable is one, and so is
+    one file named by two options).
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
     try:
-        for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot_path),
-                             ("--trace", trace_path)):
-            check_output(option, path)
+        check_outputs((("--json", json_path), ("--csv", csv_path), ("--plot", plot_path), ("--trace", trace_path)))
         check_output("--save-tokens", tokens_dir, directory=True)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -190,6 +190,19 @@ def test_run_refuses_an_unwritable_output_path_before_running(tmp_path: Path, op
     assert no_segments_of(os.getpid())
 
 
+def test_run_refuses_one_file_for_two_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json r.json --csv ./r.json used to write the JSON and then overwrite it with the CSV;
+    now the second option naming a file (however spelt) is a usage error before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--iterations", "10", "--json", "r.json",
+                                       "--csv", str(tmp_path / "r.json")])
+    assert result.exit_code == 2, result.output
+    assert f"command line: --csv = '{tmp_path / 'r.json'}': expected a file of its own (--json writes it too)" \
+        in result.output
+    assert "workload delegate-churn" not in result.output and list(tmp_path.iterdir()) == []
+    assert no_segments_of(os.getpid())
+
+
 def test_output_probe_leaves_no_file_behind(tmp_path: Path) -> None:
     """A writable path passes the check, and the probe removes the file it created (an
     existing file is left as it was)."""

@@ -132,6 +132,15 @@ def test_unwritable_output_path_is_a_usage_error_before_any_run(tmp_path: Path, 
     assert "operations" not in res.output and not (tmp_path / "missing").exists()
 
 
+def test_one_file_for_two_outputs_is_a_usage_error(tmp_path: Path) -> None:
+    """--trace and --json naming one file: the second would overwrite the first after the run."""
+    path = str(tmp_path / "out.json")
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--steps", "10", "--trace", path, "--json", path])
+    assert res.exit_code == 2, res.output
+    assert f"--json = '{path}': expected a file of its own (--trace writes it too)" in res.output
+    assert "operations" not in res.output and list(tmp_path.iterdir()) == []
+
+
 def test_check_refuses_an_unwritable_json_path(machine: Machine, tmp_path: Path) -> None:
     res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "missing" / "c.json")])
     assert res.exit_code == 2 and "--json = " in res.output and "No such file or directory" in res.output, res.output
