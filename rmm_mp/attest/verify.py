@@ -40,6 +40,7 @@ from rmm_mp.attest.keys import TrustAnchor, load_trust_anchors
 from rmm_mp.attest.platform_claims import check_platform_claims, platform_claims_json
 from rmm_mp.attest.rak import rak_public_key
 from rmm_mp.attest.realm_claims import check_realm_claims, realm_claims_json
+from rmm_mp.words import count
 
 PLATFORM_CLAIMS: Final = "platform claims"
 PLATFORM_SIGNATURE: Final = "platform signature"
@@ -236,8 +237,8 @@ def _expected_check(name: str, realm: _Part, key: int, expected: bytes) -> Check
     what = f"realm claim {key} ({'challenge' if key == REALM_CHALLENGE else 'initial_measurement'})"
     if actual == expected:
         return Check(name, True, f"{what} equals the expected {expected.hex()}")
-    shown = f"{actual.hex()} ({len(actual)} bytes)" if isinstance(actual, bytes) else describe(actual)
-    return Check(name, False, f"{what} is {shown}; expected {expected.hex()} ({len(expected)} bytes)")
+    shown = f"{actual.hex()} ({count(len(actual), 'byte')})" if isinstance(actual, bytes) else describe(actual)
+    return Check(name, False, f"{what} is {shown}; expected {expected.hex()} ({count(len(expected), 'byte')})")
 
 
 def _hex(value: Any) -> str:

@@ -79,7 +79,9 @@ def test_expected_values_match_or_fail(option: str, good: str) -> None:
     wrong = "00" + good[2:]
     bad = _run("verify", FFM, "--platform-key", TA_TFA, option, wrong)
     assert bad.exit_code == EXIT_FAILED
-    assert f"is {good} (" in bad.output and f"expected {wrong}" in bad.output
+    assert f"is {good} ({len(good) // 2} bytes); expected {wrong} ({len(wrong) // 2} bytes)" in bad.output
+    one = _run("verify", FFM, "--platform-key", TA_TFA, option, "00")      # one byte reads as one
+    assert one.exit_code == EXIT_FAILED and "; expected 00 (1 byte)" in one.output, one.output
 
 
 @pytest.mark.parametrize("value", ["xyz", "abc", ""])
