@@ -136,11 +136,11 @@ class Monitor:
         if slot > RMI_UNUSED_SLOT:
             slot = RMI_UNUSED_SLOT
         if recorder is not None:
-            lockwait = lock_stats.wait_ns - wait0
-            if split or lockwait or r0:
-                recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2) if split else None, lockwait, r0 != 0)
+            if split or r0 or lock_stats.wait_ns != wait0:
+                recorder.record(slot, t3 - t0, (t1 - t0) + (t3 - t2) if split else None, lock_stats.wait_ns - wait0,
+                                r0 != 0)
             else:
-                recorder.pending[slot].append(t3 - t0)  # all that record does for such a call
+                recorder.appends[slot](t3 - t0)     # all that record does for such a call
             if t3 > recorder.next_flush:
                 recorder.flush(t3)
                 self.publish_lock_stats()

@@ -219,6 +219,27 @@ def test_flushes_accumulate(chunks: list[list[int]]) -> None:
     assert read_slot(region, 7).count == len(every)
 
 
+@settings(FIXED, max_examples=100)
+@given(chunks=st.lists(st.lists(st.integers(0, 1 << 50), max_size=60), min_size=1, max_size=4),
+       slot=st.integers(0, SLOTS - 1))
+def test_appends_are_record_for_a_plain_call_across_flushes(chunks: list[list[int]], slot: int) -> None:
+    """appends[slot](total), EL3's shortcut for an unsampled call without lock wait or error,
+    leaves the same slot as record(slot, total, None, 0, False), flush after flush (a flush
+    empties the pending arrays in place, so the bound appends stay theirs)."""
+    short, long = _region(), _region()
+    fast, slow = Recorder(short), Recorder(long)
+    for chunk in chunks:
+        for v in chunk:
+            fast.appends[slot](v)
+            slow.record(slot, v, None, 0, False)
+        fast.flush(0)
+        slow.flush(0)
+    fast.release()
+    slow.release()
+    assert read_slot(short, slot) == read_slot(long, slot)
+    assert read_slot(short, slot).count == sum(map(len, chunks))
+
+
 # -- the sampled EL3 split (el3 None: not measured for that call) ------------------------------
 
 
