@@ -22,6 +22,7 @@ from typing import Any
 from rmm_mp.stats import calls
 from rmm_mp.stats.histogram import CallStats, bucket_bounds
 from rmm_mp.stats.report import merged
+from rmm_mp.words import count
 
 MAX_CALLS = 12
 COLUMNS = 3
@@ -126,10 +127,15 @@ def write_plot(stats: dict[int, dict[int, CallStats]], path: str, title: str = "
     canvas_cls(fig)
     for n, slot in enumerate(shown):
         _panel(fig.add_subplot(rows, columns, n + 1), slot, stats, total[slot])
-    heading = title + ("\n" if title else "") + "share of calls at most x us (histogram bucket upper edges)"
-    if left_out:
-        names = ", ".join(calls.name(slot) for slot in left_out)
-        heading += f"\nnot shown ({len(left_out)} calls with fewer calls): {names}"
-    fig.suptitle(heading, fontsize=9, wrap=True)
+    fig.suptitle(heading(title, left_out), fontsize=9, wrap=True)
     fig.savefig(path, format="png")
     return [calls.name(slot) for slot in left_out]
+
+
+def heading(title: str, left_out: list[int]) -> str:
+    """The figure's title: the run, what the curves show, and the calls without a panel."""
+    text = title + ("\n" if title else "") + "share of calls at most x us (histogram bucket upper edges)"
+    if left_out:
+        names = ", ".join(calls.name(slot) for slot in left_out)
+        text += f"\nno panel for {count(len(left_out), 'more call')}, each made fewer times than those shown: {names}"
+    return text

@@ -40,6 +40,16 @@ def test_only_the_busiest_calls_get_a_panel(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
+def test_heading_names_the_calls_without_a_panel() -> None:
+    """The title says how many calls got no panel and names them, in English for one as for
+    several (it used to say "20 calls with fewer calls")."""
+    assert plot.heading("run", []) == "run\nshare of calls at most x us (histogram bucket upper edges)"
+    several = plot.heading("run", [4, 5]).splitlines()[-1]
+    assert several == (f"no panel for 2 more calls, each made fewer times than those shown: "
+                       f"{calls.name(4)}, {calls.name(5)}")
+    assert plot.heading("", [4]).splitlines()[-1].startswith("no panel for 1 more call, each")
+
+
 def test_cdf_steps_at_bucket_upper_edges() -> None:
     """Samples 1000 x3 and 2000 x1: steps at 1.007 us (bucket [992, 1007]) and at the max 2.0 us."""
     xs, ys = plot.cdf(stats_of(0, [1000, 1000, 1000, 2000]))
