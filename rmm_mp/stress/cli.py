@@ -40,6 +40,10 @@ from rmm_mp.workload.cli import announce
 DETERMINISTIC_SECONDS = 600.0
 """The safety limit of a deterministic run when --seconds is not given (its budget is in steps)."""
 
+_UNSETTLED = ("a violation may be a call in progress, or a change made while the check read the machine "
+              "(the scan is not atomic)")
+
+
 
 def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
     if value is None:
@@ -218,12 +222,13 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     (`rmm-mp run` CPUs park between activity steps, free-running `rmm-mp stress` CPUs between
     operations). It checks once all are parked, then lets them go on. A CPU that is not parked
     within --wait seconds (a deterministic stress run has no such points) makes the check run
-    anyway, saying so: a violation may then be a call in progress. CPUs inside calls or holding
-    locks are listed.
+    anyway, saying so: a violation may then be a call in progress, or a change made while the
+    check read the machine (the scan is not atomic). CPUs inside calls or holding locks are
+    listed.
 
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
-    progress; 2 no such machine, a bad option, or every pause slot taken.
+    progress or changes made during the scan; 2 no such machine, a bad option, or every pause slot taken.
     """
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
@@ -256,7 +261,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         stack.close()
         paused_ms = (time.monotonic() - paused_at) * 1000
         if no_pause:
-            state = "not paused (--no-pause): a violation may be a call in progress"
+            state = f"not paused (--no-pause): {_UNSETTLED}"
         elif not participants:
             state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
             quiescent = False
@@ -264,7 +269,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             state = f"quiescent: {parked} of {participants} CPUs parked between calls (paused for {paused_ms:.0f} ms)"
         else:
             state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
-                     "a violation may be a call in progress")
+                     f"{_UNSETTLED}")
         busy = [s for s in snaps if s.call or s.held]
         click.echo(state)
         click.echo(str(report))
