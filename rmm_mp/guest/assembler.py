@@ -2,7 +2,10 @@
 
 Two passes: the first sizes every line and places the labels, the second encodes. Pseudo
 instructions have a fixed size (``mov xd, =value`` and ``adr xd, label`` are always three
-instructions), so labels never move between passes. Errors name the line and what was expected.
+instructions), so labels never move between passes. An ``.equ`` that uses a name defined
+further down (``.equ SIZE, end - start`` at the top, as GNU as allows) gets its value at the
+end of the first pass; only sizes (.zero, .org, .align) must be known where they stand. Errors
+name the line and what was expected.
 
 This module owns the text syntax. It must not execute anything.
 """
@@ -25,6 +28,11 @@ class AssemblerError(ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
+        self.message = message
+
+
+class _NotYet(AssemblerError):
+    """A name that the text defines, but further down than the first pass has reached."""
 
 
 @dataclass(frozen=True)
@@ -65,21 +73,31 @@ class _Assembler:
         self.base = base
         self.lines = [_parse(n, raw) for n, raw in enumerate(text.splitlines(), start=1)]
         self.symbols: dict[str, int] = {}
+        self.declared = {line.label for line in self.lines if line.label is not None} | \
+            {line.args[0] for line in self.lines if line.op == ".equ" and line.args}
         self.here = base
 
     def run(self) -> bytes:
         offset = 0
+        later: list[tuple[_Line, int]] = []     # .equ lines that use names defined further down, with their '.'
         for line in self.lines:
             self.here = self.base + offset
             if line.label is not None:
                 self._define(line, line.label, self.base + offset)
             if line.op == ".equ":
-                self._equ(line)
+                try:
+                    self._equ(line)
+                except _NotYet:
+                    later.append((line, self.here))
             elif line.op is not None:
-                offset += self._size(line, offset)
+                try:
+                    offset += self._size(line, offset)
+                except _NotYet as exc:
+                    raise AssemblerError(exc.line, exc.message) from None
                 if offset > MAX_IMAGE:
                     raise AssemblerError(line.number, f"the image would be {_shown(offset)} bytes; expected at most "
                                                       f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM)")
+        self._resolve(later)
         out = bytearray()
         for line in self.lines:
             self.here = self.base + len(out)
@@ -93,6 +111,24 @@ class _Assembler:
         if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0]):
             raise AssemblerError(line.number, "expected '.equ NAME, value'")
         self._define(line, line.args[0], self._value(line, line.args[1]))
+
+    def _resolve(self, later: list[tuple[_Line, int]]) -> None:
+        """Give the deferred .equ lines their values, each with its own '.', in as many rounds
+        as their references to each other need; what is left refers to itself in a cycle."""
+        while later:
+            waiting = []
+            for line, here in later:
+                self.here = here
+                try:
+                    self._equ(line)
+                except _NotYet:
+                    waiting.append((line, here))
+            if len(waiting) == len(later):
+                line = waiting[0][0]
+                raise AssemblerError(line.number, f"no value for these .equ names: they need each other in a "
+                                                  f"cycle (or need a name that does): "
+                                                  f"{', '.join(w[0].args[0] for w in waiting)}")
+            later = waiting
 
     def _define(self, line: _Line, name: str, value: int) -> None:
         if name in self.symbols:
@@ -359,6 +395,10 @@ class _Assembler:
                 return self.here
             name = node.id.removeprefix(_KW_PREFIX)
             if name not in self.symbols:
+                if name in self.declared:
+                    raise _NotYet(line.number, f"{name!r} has no value yet here (it is defined further down, or "
+                                               f"from names that are), but a size (.zero, .org, .align) must "
+                                               f"be known where it stands")
                 raise AssemblerError(line.number, f"unknown label or constant {name!r}")
             return self.symbols[name]
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Invert)):

@@ -220,6 +220,42 @@ def test_equ_and_expressions() -> None:
     ]
 
 
+def test_equ_may_use_names_defined_further_down() -> None:
+    """`.equ SIZE, end - start` at the top (GNU as allows it): a .equ that uses a later label or
+    .equ gets its value at the end of the first pass, with '.' still its own line's address,
+    through chains of such names in any order. It used to be "unknown label or constant 'end'"."""
+    text = """
+        .equ SIZE, end - start          ; both labels below
+        .equ TWICE, HALF * 4            ; HALF is itself deferred
+        .equ HALF, SIZE >> 1
+        .equ AT, .                      ; this line's address: 0
+    start:
+        nop
+        nop
+    end:
+        mov x0, #SIZE
+        mov x1, #TWICE
+        mov x2, #AT + 1
+    """
+    assert words(text, base=0)[2:] == [encode(Op.MOVI, 0, imm=16), encode(Op.MOVI, 1, imm=32),
+                                       encode(Op.MOVI, 2, imm=1)]
+
+
+@pytest.mark.parametrize("text, line, says", [
+    (".equ A, B\n.equ B, A + 1\nnop", 1, "no value for these .equ names: they need each other in a cycle (or need "
+                                        "a name that does): A, B"),
+    (".zero N\n.equ N, 8\nnop", 1, "'N' has no value yet here (it is defined further down, or from names that are)"),
+    (".equ N, end\n.org N\nend: nop", 2, "but a size (.zero, .org, .align) must be known where it stands"),
+    (".equ A, later + 1\nnop", 1, "unknown label or constant 'later'"),
+])
+def test_equ_forward_references_that_cannot_resolve(text: str, line: int, says: str) -> None:
+    """A cycle of .equ names, a size that needs a value from further down, and a name that is
+    never defined: each an AssemblerError at its line (not the private deferral type)."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(text)
+    assert type(info.value) is AssemblerError and info.value.line == line and says in str(info.value), info.value
+
+
 # -- pseudo instructions ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [0, 1, -1, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 1 << 32,
