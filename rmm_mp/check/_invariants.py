@@ -23,6 +23,7 @@ from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import GRANULE_SIZE, REFCOUNT_MASK, STATE_MASK, STATE_SHIFT, describe_owner
 from rmm_mp.check._realms import check_realms
 from rmm_mp.rmm.granule_state import GranuleState
+from rmm_mp.words import count
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
@@ -58,7 +59,7 @@ class InvariantReport:
             return f"invariants hold over {self.granules} granules"
         shown = "\n".join(str(v) for v in self.violations[:20])
         more = f"\n... and {len(self.violations) - 20} more" if len(self.violations) > 20 else ""
-        return f"{len(self.violations)} invariant violations:\n{shown}{more}"
+        return f"{count(len(self.violations), 'invariant violation')}:\n{shown}{more}"
 
 
 def invariants(machine: "Machine") -> InvariantReport:

@@ -27,6 +27,7 @@ from rmm_mp.host import RealmSpec, create_realm, destroy_realm, realm_status
 from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
 from rmm_mp.host.runqueue import DONE, R_GEN, VEND_DRAINED
+from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.report import RealmOutcome
 from rmm_mp.workload.spec import RealmTemplate
@@ -188,9 +189,9 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     if problems:
         return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters)
     if f.turned_off:
-        detail = f"turned off by the lifecycle after {f.counters.get('entries', 0)} REC entries"
+        detail = f"turned off by the lifecycle after {_count(f.counters.get('entries', 0), 'REC entry', 'REC entries')}"
     elif running:
-        detail = f"running when the run ended ({f.counters.get('entries', 0)} REC entries)"
+        detail = f"running when the run ended ({_count(f.counters.get('entries', 0), 'REC entry', 'REC entries')})"
     elif f.end == "SYSTEM_OFF":
         detail = "turned itself off" + (f", reported pass (detail {f.result[1]:#x})" if f.reports else "")
     else:

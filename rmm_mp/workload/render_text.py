@@ -158,8 +158,14 @@ def _counters(values: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in values.items()) or "-"
 
 
-def _clip(line: str) -> str:
-    return line if len(line) <= WIDTH else line[:WIDTH - 3] + "..."
+def _clip(line: str, start: int) -> str:
+    """``line`` cut to the width after its last whole counter (counters begin at column
+    ``start`` and are separated by ", "), so that no figure is cut short: "faults 1,6..." would
+    read as a smaller number."""
+    if len(line) <= WIDTH:
+        return line
+    cut = line.rfind(", ", start, WIDTH - 4)
+    return line[:cut] + ", ..." if cut > start else line[:WIDTH - 3] + "..."
 
 
 def _realms(doc: dict[str, Any]) -> list[str]:
@@ -174,8 +180,9 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     rows = [(r["name"], str(r["recs"]), "ok" if r["ok"] else "FAILED", r["detail"] or "-", _counters(r["counters"]))
             for r in shown]
     head, rule, *body = table(("realm", "RECs", "result", "detail", "counters"), rows, (0, 2, 3, 4))
+    start = head.index("counters")
     out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule,
-           *(line if not r["ok"] else _clip(line) for r, line in zip(shown, body))]
+           *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
     if len(realms) > len(shown):
         out.append(f"... and {len(realms) - len(shown):,} more realms, all ok (the JSON report lists every realm)")
     return out

@@ -215,3 +215,15 @@ def test_the_parent_parks_before_building_a_realm() -> None:
         paused.set()
         worker.join(300)
     assert result and result[0].ok, render.format_report(result[0]) if result else "the run raised"
+
+
+def test_realm_details_count_entries_in_words() -> None:
+    """How a realm ended reads "(1 REC entry)" or "(12,345 REC entries)", as the rest of the
+    report writes counts (it said "(12345 REC entries)")."""
+    from rmm_mp.workload.realms import Finished, outcome
+    def finished(entries: int, turned_off: bool = False) -> Finished:
+        return Finished("vm", 1, 0, 0, "ACTIVE", "", 0, (0, 0), {"entries": entries}, turned_off=turned_off)
+    assert outcome(finished(12_345), [], running=True).detail == "running when the run ended (12,345 REC entries)"
+    assert outcome(finished(1), [], running=True).detail == "running when the run ended (1 REC entry)"
+    assert outcome(finished(1, turned_off=True), [], running=False).detail == \
+        "turned off by the lifecycle after 1 REC entry"

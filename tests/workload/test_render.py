@@ -129,15 +129,19 @@ def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
     section = _section(format_report(hand_built(realms=(realm,))), "Realms: 1 of 1 ok")
     assert section[1].split() == ["realm", "RECs", "result", "detail", "counters"]
     line = section[3]
-    assert len(line) <= 120 and line.endswith("...")
+    assert len(line) <= 120 and line.endswith(", ...")
     assert "turned itself off, reported pass (detail 0x0)" in line and "counter0 1,000" in line
+    # Cut after a whole counter: the last one shown has its full value (counterN 1,00N).
+    last = line.removesuffix(", ...").rsplit(", ", 1)[1]
+    name, value = last.split()
+    assert value == f"{counters[name]:,}", line
 
 
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
     text = format_report(hand_built(interrupted=True))
     assert "  CPU 1 raised RuntimeError; locks still held: 0x88012000\n  Traceback" in text
     assert "  vm1 did not reach SYSTEM_OFF" in text
-    assert "invariants: 1 invariant violations:\n[lock-held] granule 0x88012000: locked by CPU 1" in text
+    assert "invariants: 1 invariant violation:\n[lock-held] granule 0x88012000: locked by CPU 1" in text
     assert "Written: json out/report.json, trace out/trace.json" in text
     assert "INTERRUPTED" in text.splitlines()[4]
     assert text.splitlines()[-1] == ("result: FAILED: 1 realm failed, 1 CPU process failed, 1 problem, "
