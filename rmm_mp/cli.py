@@ -78,9 +78,11 @@ def platform_show(name: str, public_key: bool) -> None:
     for region in plat.secure:
         click.echo(f"secure [{region.base:#x}, {region.end:#x})")
     f = plat.features
-    click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: s2sz {f.s2sz}, lpa2 {f.lpa2}, sve {f.sve}, "
+    sve = f"sve True (vectors up to {f.sve_vector_length} bits)" if f.sve else "sve False"
+    click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: s2sz {f.s2sz}, lpa2 {f.lpa2}, {sve}, "
                f"pmu {f.pmu} ({f.pmu_counters} counters), {f.breakpoints} breakpoints, {f.watchpoints} "
-               f"watchpoints, hashes {', '.join(f.hash_algorithms)}, {f.gic_list_registers} GIC list registers")
+               f"watchpoints, hashes {', '.join(f.hash_algorithms)}, {f.gic_list_registers} GIC list registers, "
+               f"max_recs_order {f.max_recs_order} (MAX_RECS {(1 << f.max_recs_order) - 1})")
     click.echo(f"attestation keys: {plat.attestation.keys}")
 
 

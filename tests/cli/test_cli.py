@@ -26,6 +26,9 @@ def test_platform_list_and_show() -> None:
         assert name in listed.output
     shown = runner.invoke(main, ["platform", "show", "host"])
     assert shown.exit_code == 0 and "0x0000028ffc314030" in shown.output and "16,384 granules" in shown.output
+    assert "sve False," in shown.output and "max_recs_order 10 (MAX_RECS 1023)" in shown.output
+    fvp = runner.invoke(main, ["platform", "show", "fvp"])   # SVE_VL 15 in the register: 2048-bit vectors
+    assert "0x000002bffcf3fe30" in fvp.output and "sve True (vectors up to 2048 bits)" in fvp.output
     assert runner.invoke(main, ["platform", "show", "nope"]).exit_code == 2
 
 
