@@ -3,9 +3,9 @@
 A run of minutes must not end in a traceback over a mistyped directory, so every command that
 writes files after its run (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`) probes each path
 first and refuses a bad one as a usage error, as it refuses two options naming one file (the
-second would overwrite the first's output without a word). The probe creates the path, since permission
-bits alone say nothing for root or for /proc; a file the probe created is removed again, a
-directory stays (the run would create it anyway).
+second would overwrite the first's output without a word). The probe creates the path, since
+permission bits alone say nothing for root or for /proc; a file the probe created is removed
+again, a directory stays (the run would create it anyway).
 
 This module owns that check. It must not write anything else.
 """

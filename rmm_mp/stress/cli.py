@@ -44,7 +44,6 @@ _UNSETTLED = ("a violation may be a call in progress, or a change made while the
               "(the scan is not atomic)")
 
 
-
 def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
     if value is None:
         wanted = set(DEFAULT_CHECKERS)
@@ -228,7 +227,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
-    progress or changes made during the scan; 2 no such machine, a bad option, or every pause slot taken.
+    progress or changes made during the scan; 2 no such machine, a bad option, or every pause
+    slot taken.
     """
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
