@@ -80,7 +80,11 @@ class StressReport:
 
     def text(self) -> str:
         lines = [self.summary()]
-        if self.ok:
+        if self.ok and not sum(self.ops.values()):
+            # As pytest says when it collected nothing: a pass that tested nothing is not one.
+            lines.append("no findings, but no operation completed: nothing was tested "
+                         "(give the run more --seconds or --steps)")
+        elif self.ok:
             lines.append("no findings")
         else:
             lines.append(f"{len(self.findings)} finding(s):")

@@ -243,6 +243,17 @@ def test_sigterm_to_the_process_group_stops_the_run_cleanly(tmp_path: Path) -> N
                 os.unlink(os.path.join(segment.SHM_DIR, name))
 
 
+def test_a_run_without_operations_says_it_tested_nothing() -> None:
+    """0 operations (say --seconds 0.01) is not reported as a plain "no findings": the text
+    says nothing was tested and how to give the run room."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    empty = StressReport(StressConfig(seconds=0.01), (), "time", 0.6, {0: 0, 1: 0}).text()
+    assert empty.splitlines()[1] == ("no findings, but no operation completed: nothing was tested (give the run "
+                                     "more --seconds or --steps)")
+    assert StressReport(StressConfig(), (), "time", 1.0, {0: 3, 1: 0}).text().splitlines()[1] == "no findings"
+
+
 def test_summary_counts_in_words() -> None:
     """One of anything is singular in the summary line ("1 quiescent invariant check", "1 step"),
     several are plural."""
