@@ -94,6 +94,7 @@ class StressReport:
     def to_json(self) -> dict[str, Any]:
         cfg = self.config
         return {
+            "ok": self.ok,
             "workload": cfg.workload, "cpus": cfg.cpus, "seed": cfg.seed, "schedule": cfg.schedule,
             "steps_budget": cfg.steps, "inject": list(cfg.inject), "checkers": list(cfg.checkers),
             "ended": self.ended, "elapsed_s": round(self.elapsed_s, 3), "operations": self.ops,

@@ -49,6 +49,7 @@ def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(t
     assert "[lockdep: rule 5]" in res.output and f"replay: rmm-mp stress --replay {sched}" in res.output
     data = json.loads(report.read_text())
     assert data["inject"] == ["walk-unlock-parent-first"] and data["findings"][0]["rule"] == "rule 5"
+    assert data["ok"] is False
     assert json.loads(trace.read_text())["traceEvents"]
     res = runner.invoke(stress, ["--replay", str(sched)])
     assert res.exit_code == 1, res.output
@@ -251,7 +252,8 @@ def test_a_run_without_operations_says_it_tested_nothing() -> None:
     empty = StressReport(StressConfig(seconds=0.01), (), "time", 0.6, {0: 0, 1: 0}).text()
     assert empty.splitlines()[1] == ("no findings, but no operation completed: nothing was tested (give the run "
                                      "more --seconds or --steps)")
-    assert StressReport(StressConfig(), (), "time", 1.0, {0: 3, 1: 0}).text().splitlines()[1] == "no findings"
+    clean = StressReport(StressConfig(), (), "time", 1.0, {0: 3, 1: 0})
+    assert clean.text().splitlines()[1] == "no findings" and clean.to_json()["ok"] is True
 
 
 def test_summary_counts_in_words() -> None:
