@@ -188,10 +188,11 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
         problems.append(f.token_problem)
     if problems:
         return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters)
+    entries = _count(f.counters.get("entries", 0), "REC entry", "REC entries")
     if f.turned_off:
-        detail = f"turned off by the lifecycle after {_count(f.counters.get('entries', 0), 'REC entry', 'REC entries')}"
+        detail = f"turned off by the lifecycle after {entries}"
     elif running:
-        detail = f"running when the run ended ({_count(f.counters.get('entries', 0), 'REC entry', 'REC entries')})"
+        detail = f"running when the run ended ({entries})"
     elif f.end == "SYSTEM_OFF":
         detail = "turned itself off" + (f", reported pass (detail {f.result[1]:#x})" if f.reports else "")
     else:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from rmm_mp.stats import plot
 from rmm_mp.stats.plot import PlotUnavailable
-from rmm_mp.workload.render_json import SCHEMA, to_json, warnings, write_csv, write_json
 from rmm_mp.words import count as _count
+from rmm_mp.workload.render_json import SCHEMA, to_json, warnings, write_csv, write_json
 from rmm_mp.workload.render_text import format_report
 from rmm_mp.workload.report import RunReport
 
