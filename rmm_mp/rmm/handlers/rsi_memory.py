@@ -52,6 +52,7 @@ def rsi_ipa_state_get(call: RealmCall) -> tuple[int, ...]:
         walk.llt.unlock()
     size = s2tt.block_size(walk.level)
     ripas = _ripas(entries[walk.index], walk.level)
+    assert ripas is not None, "the walk for base stopped at a TABLE entry"
     addr = (base & ~(size - 1)) + size
     index = walk.index + 1
     while addr < end and index < s2tt.ENTRIES and _ripas(entries[index], walk.level) == ripas:
@@ -60,6 +61,8 @@ def rsi_ipa_state_get(call: RealmCall) -> tuple[int, ...]:
     return _SUCCESS, min(addr, end), ripas
 
 
-def _ripas(desc: int, level: int) -> int:
+def _ripas(desc: int, level: int) -> int | None:
+    """The entry's RIPAS, or None for an entry that has none: a TABLE entry ends the run, since
+    the table below it may hold any RIPAS (the walk for base never stops on one)."""
     kind, ripas = s2tt.decode(desc, level)
-    return ripas if kind in (Kind.ASSIGNED, Kind.UNASSIGNED) else s2tt.RIPAS_EMPTY
+    return ripas if kind in (Kind.ASSIGNED, Kind.UNASSIGNED) else None
