@@ -4,9 +4,11 @@ Each row: function ID, handler (None = not implemented yet), number of inputs (X
 outputs (X1..), and whether to log on execution and on error. A test checks that the table
 covers exactly the RMI 1.0 function IDs.
 
-Register rules (TF-RMM rel0, rmi.md 1.2): X0 = status | index << 8; X1..X3 read 0 unless the
-command writes them; X4 keeps the caller's X4 unless the command writes it. An ID with no
-handler, or one not implemented yet, returns SMC_UNKNOWN: RMM 1.0 has no "not supported" status.
+Register rules: X0 = status | index << 8; X1..X4 read 0 unless the command writes them (spec
+B1.2: on return from an RMI command every register that is not an output MBZ; TF-RMM rel0 and
+the shared digest rmi.md 1.2 keep the caller's X4 instead, docs/deviations.md). An ID with no
+handler, or one not implemented yet, returns SMC_UNKNOWN (X1..X3 = 0, X4 kept: it is no RMI
+command, so the SMCCC rule applies): RMM 1.0 has no "not supported" status.
 """
 
 from __future__ import annotations
@@ -136,17 +138,17 @@ def dispatch(rmm: "RmmCpu", fid: int, x1: int, x2: int, x3: int, x4: int, x5: in
     except RmiError as err:
         if rmm.log and cmd.log_error:
             log.debug("CPU %d %s -> %s index %d", rmm.cpu, cmd.fid.name, err.status.name, err.index)
-        return _pack(int(err.status) | (err.index << 8), err.outputs, x4)
+        return _pack(int(err.status) | (err.index << 8), err.outputs)
     if rmm.log and cmd.log_exec:
         log.debug("CPU %d %s(%s) -> RMI_SUCCESS", rmm.cpu, cmd.fid.name,
                   ", ".join(hex(a) for a in (x1, x2, x3, x4, x5)[:inputs]))
     if not out:
-        return (_SUCCESS, 0, 0, 0, x4)
-    return _pack(_SUCCESS, out, x4)
+        return (_SUCCESS, 0, 0, 0, 0)
+    return _pack(_SUCCESS, out)
 
 
-def _pack(x0: int, out: "tuple[int, ...] | None", x4: int) -> Result:
+def _pack(x0: int, out: "tuple[int, ...] | None") -> Result:
     if not out:
-        return (x0, 0, 0, 0, x4)
+        return (x0, 0, 0, 0, 0)
     n = len(out)
-    return (x0, out[0], out[1] if n > 1 else 0, out[2] if n > 2 else 0, out[3] if n > 3 else x4)
+    return (x0, out[0], out[1] if n > 1 else 0, out[2] if n > 2 else 0, out[3] if n > 3 else 0)

@@ -21,9 +21,9 @@ the generation moved, the completion walks again, with locks, counted out. What 
 protected is still protected: the call's read holds the last-level table as before, and the
 completion's write is covered by the invalidation protocol instead of the lock.
 
-Handlers return either the values of X0, X1, ... (the REC continues after the SMC; unwritten
-X1..X3 read 0 and X4 keeps its value, as TF-RMM's result record does) or an Exit: the REC exits to
-the host with these RmiRecExit fields, its PC advanced past the SMC or not.
+Handlers return either the values of X0, X1, ... (the REC continues after the SMC; for an RSI
+command every other register up to X16 reads 0, set_rsi_results; PSCI keeps SMCCC's rule) or an
+Exit: the REC exits to the host with these RmiRecExit fields, its PC advanced past the SMC or not.
 """
 
 from __future__ import annotations
@@ -49,6 +49,25 @@ RAM, EMPTY, FAULT = "ram", "empty", "fault"
 _RTT = GranuleState.RTT
 _PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
+
+RSI_RESULT_REGS = 17
+"""X0..X16: the registers an RSI command's return defines (spec B1.2)."""
+RSI_ZEROS = (0,) * RSI_RESULT_REGS
+
+
+def set_rsi_results(x: list[int], out: tuple[int, ...]) -> None:
+    """Write an RSI command's results into the realm's registers: X0 and the command's outputs,
+    and 0 in every other register up to X16.
+
+    Spec B1.2: on return from an RSI command, any of X0..X16 that is not an output MBZ. TF-RMM
+    rel0 (and the shared digest rsi-attest.md 1.2) zero only X1..X3 and keep X4 and above, as
+    SMCCC asks of an SMC that returns fewer results; the specification decides
+    (docs/deviations.md). PSCI calls and SMCCC_VERSION are not RSI commands and keep SMCCC's
+    rule (rsi_dispatch).
+    """
+    n = len(out)
+    x[:n] = out
+    x[n:RSI_RESULT_REGS] = RSI_ZEROS[n:]
 
 
 @dataclass(slots=True)

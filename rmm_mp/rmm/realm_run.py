@@ -37,7 +37,9 @@ from rmm_mp.guest.isa import INSTRUCTION_SIZE
 from rmm_mp.hw import points
 from rmm_mp.hw.trace import KIND_REC_RUN
 from rmm_mp.rmm import gic, stage2
-from rmm_mp.rmm.realm_call import EMPTY, RAM, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.realm_call import (
+    EMPTY, RAM, RSI_RESULT_REGS, RSI_ZEROS, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit,
+)
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd
 from rmm_mp.rmm.rec_desc import (
     H_HOST_CALL, H_IDX, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
@@ -54,7 +56,7 @@ _EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
 _TRAP_WFI, _TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_WFE)
 _RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
-_RSI_SUCCESS = int(RsiStatus.RSI_SUCCESS)
+assert RsiStatus.RSI_SUCCESS == 0, "a host call completes by zeroing X0..X16"
 _HOST_CALL_GPRS = RSI_HOST_CALL.fields["gprs"].struct
 _HOST_CALL_GPRS_OFFSET = RSI_HOST_CALL.offset("gprs")
 
@@ -151,7 +153,7 @@ def _complete_ripas(call: RealmCall, head: tuple[int, ...]) -> None:
     top, addr, value = head[H_RIPAS_TOP], head[H_RIPAS_ADDR], head[H_RIPAS_VALUE]
     reject = value == RsiRipas.RSI_RAM and addr != top and call.enter_flags & _RIPAS_RESPONSE
     x = call.state.x
-    x[0], x[1], x[2] = RsiStatus.RSI_SUCCESS, addr, RsiResponse.RSI_REJECT if reject else RsiResponse.RSI_ACCEPT
+    set_rsi_results(x, (RsiStatus.RSI_SUCCESS, addr, RsiResponse.RSI_REJECT if reject else RsiResponse.RSI_ACCEPT))
     call.rec.set_ripas_request(0, 0, 0, 0, 0)
 
 
@@ -182,7 +184,7 @@ def _complete_host_call(call: RealmCall, gprs: tuple[int, ...], generation: int)
             return stage2_abort_exit(ipa, page.level)
         rmm.tlb.enter(call.rd_pa, generation)
     rec.clear_host_call()
-    call.state.x[0] = _RSI_SUCCESS
+    call.state.x[:RSI_RESULT_REGS] = RSI_ZEROS     # X0 = RSI_SUCCESS, no outputs (set_rsi_results)
     return None
 
 

@@ -2,8 +2,11 @@
 
 The function ID is W0 with the SMCCC SVE hint cleared. RSI IDs go to their handler (found by
 name: RSI_FOO is rsi_foo in a handlers.rsi_* module), PSCI IDs to handlers.psci, any other ID
-returns SMC_UNKNOWN to the realm without an exit. Only this module writes a call's results into
-the realm's registers: X0 = status, X1..X3 = outputs or 0, X4 and above only when written.
+returns SMC_UNKNOWN to the realm without an exit. This module writes a call's results into the
+realm's registers: for an RSI command X0 = status and X1..X16 = outputs or 0 (spec B1.2,
+realm_call.set_rsi_results); for PSCI and any other ID, as SMCCC asks, X0 = status, X1..X3 =
+outputs or 0, X4 and above only when written. (Results an entry completes, of IPA_STATE_SET
+and HOST_CALL, are written by realm_run the same way.)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from rmm_mp.hw.trace import KIND_RSI
 from rmm_mp.rmm.handlers import (
     psci, rsi_attest, rsi_config, rsi_host_call, rsi_measurement, rsi_memory, rsi_system,
 )
-from rmm_mp.rmm.realm_call import Exit, RealmCall
+from rmm_mp.rmm.realm_call import Exit, RealmCall, set_rsi_results
 from rmm_mp.stats.calls import PSCI_BASE, RSI_BASE
 
 if TYPE_CHECKING:
@@ -59,6 +62,9 @@ def handle_smc(call: RealmCall) -> Exit | None:
         _record(el3, slot, start, x[1], out)
     if out.__class__ is Exit:
         return out      # type: ignore[return-value]
+    if handler is not None:
+        set_rsi_results(x, out)     # type: ignore[arg-type]
+        return None
     n = len(out)        # type: ignore[arg-type]
     x[0] = out[0]       # type: ignore[index]
     x[1] = out[1] if n > 1 else 0       # type: ignore[index]

@@ -68,19 +68,19 @@ def test_contexts_after_successful_call(machine: Machine, cpu0) -> None:  # type
     and X5, X6 = the caller's X5, X6; the saved Realm context holds X0 = REQ_COMPLETE and
     X1..X5 = the results."""
     regs = cpu0.smc(RmiFid.RMI_VERSION, 0x10000, X2, X3, X4, X5, X6)
-    assert regs == (SUCCESS, 0x10000, 0x10000, 0, X4)
+    assert regs == (SUCCESS, 0x10000, 0x10000, 0, 0)
     assert _ctx(cpu0, OFF_NS_CTX, 7) == (*regs, X5, X6)
     assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *regs)
 
 
 def test_contexts_after_failing_call(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
     """After a failing RMI_GRANULE_DELEGATE (unaligned PA): the NS context holds
-    (ERROR_INPUT, 0, 0, 0, X4, X5, X6) and the Realm context (REQ_COMPLETE, ERROR_INPUT, 0, 0,
-    0, X4)."""
+    (ERROR_INPUT, 0, 0, 0, 0, X5, X6) and the Realm context (REQ_COMPLETE, ERROR_INPUT, 0, 0,
+    0, 0): X4 is no output, so it reads 0 (spec B1.2); X5 and X6 are EL3's to restore."""
     regs = cpu0.smc(RmiFid.RMI_GRANULE_DELEGATE, machine.dram_base + 8, X2, X3, X4, X5, X6)
-    assert regs == (ERROR_INPUT, 0, 0, 0, X4)
-    assert _ctx(cpu0, OFF_NS_CTX, 7) == (ERROR_INPUT, 0, 0, 0, X4, X5, X6)
-    assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, ERROR_INPUT, 0, 0, 0, X4)
+    assert regs == (ERROR_INPUT, 0, 0, 0, 0)
+    assert _ctx(cpu0, OFF_NS_CTX, 7) == (ERROR_INPUT, 0, 0, 0, 0, X5, X6)
+    assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, ERROR_INPUT, 0, 0, 0, 0)
 
 
 def test_contexts_follow_each_call(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +88,7 @@ def test_contexts_follow_each_call(machine: Machine, cpu0) -> None:  # type: ign
     VERSION), not a mix of both."""
     cpu0.smc(RmiFid.RMI_VERSION, 0x10000, X2, X3, X4, X5, X6)
     regs = cpu0.smc(RmiFid.RMI_FEATURES, 0, 7, 8, 9, 10, 11)
-    assert regs[0] == SUCCESS and regs[2:] == (0, 0, 9)
+    assert regs[0] == SUCCESS and regs[2:] == (0, 0, 0)
     assert _ctx(cpu0, OFF_NS_CTX, 7) == (*regs, 10, 11)
     assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *regs)
 

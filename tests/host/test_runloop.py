@@ -556,27 +556,28 @@ def test_ripas_change_creates_tables_and_rejects_what_cannot_change(machine: Mac
 
 def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
     """QUERY 1..3 give the realm's slot, device window and shared bit; QUERY 9 and imm 7 answer
-    all ones; each answer comes back through enter.gprs into the RsiHostCall."""
+    all ones; each answer comes back through enter.gprs into the RsiHostCall. (The loop keeps its
+    state in x23, x24: an RSI command returns X1..X16 as outputs or 0, spec B1.2.)"""
     b = boot(machine, program("""
-            adr x9, answers
-            mov x10, #1
+            adr x23, answers
+            mov x24, #1
         ask:
             adr x1, hostcall
             mov x2, #2
             strh x2, [x1]
-            str x10, [x1, #8]
+            str x24, [x1, #8]
             mov x0, =RSI_HOST_CALL
             smc #0
             adr x1, hostcall
             ldr x2, [x1, #8]
-            str x2, [x9]
-            add x9, x9, #8
-            add x10, x10, #1
-            cmp x10, #4
+            str x2, [x23]
+            add x23, x23, #8
+            add x24, x24, #1
+            cmp x24, #4
             b.ne ask
-            mov x10, #9
+            mov x24, #9
             adr x1, hostcall
-            str x10, [x1, #8]
+            str x24, [x1, #8]
             mov x0, =RSI_HOST_CALL
             smc #0
             adr x1, hostcall
@@ -587,15 +588,15 @@ def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
             smc #0
             adr x1, hostcall
             ldr x22, [x1, #8]
-            adr x9, answers
+            adr x23, answers
             adr x1, hostcall
             mov x2, #1
             strh x2, [x1]
-            ldr x2, [x9]
+            ldr x2, [x23]
             str x2, [x1, #8]
-            ldr x2, [x9, #8]
+            ldr x2, [x23, #8]
             str x2, [x1, #16]
-            ldr x2, [x9, #16]
+            ldr x2, [x23, #16]
             str x2, [x1, #24]
             and x2, x21, x22
             str x2, [x1, #32]

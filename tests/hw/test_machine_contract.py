@@ -34,6 +34,7 @@ from rmm_mp.rmm import dispatch
 U64 = (1 << 64) - 1
 SMC_UNKNOWN = 0xFFFF_FFFF_FFFF_FFFF
 VERSION = int(RmiFid.RMI_VERSION)
+PSCI_VERSION = 0x8400_0000   # outside the RMI range: EL3 answers SMC_UNKNOWN, registers untouched
 FEATURES = int(RmiFid.RMI_FEATURES)
 DELEGATE = int(RmiFid.RMI_GRANULE_DELEGATE)
 UNDELEGATE = int(RmiFid.RMI_GRANULE_UNDELEGATE)
@@ -388,18 +389,19 @@ def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
     (0x1234, 0x1234), (0, 0),
 ])
 def test_smc_stores_registers_modulo_2_64(cpu0: Cpu, x4: int, stored: int) -> None:
-    """A register value in [-2^63, 2^64) is stored modulo 2^64: RMI_VERSION writes X0..X3 only,
-    so the X4 it returns is the caller's X4 as the CPU saw it, and on the failing path
-    (request -1, i.e. 0xFFFF_FFFF_FFFF_FFFF, is not 1.0) as well."""
-    assert cpu0.smc(VERSION, V10, 0, 0, x4) == (SUCCESS, V10, V10, 0, stored)
-    assert cpu0.smc(VERSION, -1, 0, 0, x4) == (ERROR_INPUT, V10, V10, 0, stored)
+    """A register value in [-2^63, 2^64) is stored modulo 2^64: an SMC outside the RMI range
+    (PSCI_VERSION) returns SMC_UNKNOWN with X1..X4 as the CPU saw them, and RMI_VERSION reads
+    X1 = -1 as 0xFFFF_FFFF_FFFF_FFFF, which is not 1.0."""
+    assert cpu0.smc(PSCI_VERSION, x4, 0, 0, x4) == (SMC_UNKNOWN, stored, 0, 0, stored)
+    assert cpu0.smc(VERSION, -1, 0, 0, x4) == (ERROR_INPUT, V10, V10, 0, 0)
+    assert cpu0.smc(VERSION, x4, 0, 0, x4)[0] == (SUCCESS if stored == V10 else ERROR_INPUT)
 
 
 def test_smc_stores_x5_and_x6_modulo_2_64(cpu0: Cpu) -> None:
     """X5 and X6 (not results of any RMI command) are stored modulo 2^64 too: EL3's saved
     Non-secure context of the CPU shows them after the call, X0..X4 being the results."""
     result = cpu0.smc(VERSION, V10, 0, 0, -2, -5, -(1 << 63))
-    assert result == (SUCCESS, V10, V10, 0, U64 - 1)
+    assert result == (SUCCESS, V10, V10, 0, 0)
     saved = [int.from_bytes(cpu0.area.buf[OFF_NS_CTX + 8 * i:OFF_NS_CTX + 8 * i + 8], "little") for i in range(7)]
     assert saved[:5] == list(result)
     assert saved[5:] == [U64 - 4, 1 << 63]
@@ -409,9 +411,10 @@ def test_smc_missing_registers_are_zero(cpu0: Cpu) -> None:
     """Registers the caller leaves out are 0, not whatever the previous call passed: after a
     call with X4 = 0x1234, a call with X1 only returns X4 = 0, and RMI_VERSION with no X1 at
     all is a request for version 0 (which fails with lower = higher = 1.0)."""
-    assert cpu0.smc(VERSION, V10, 7, 8, 0x1234, 9, 10)[4] == 0x1234
+    assert cpu0.smc(PSCI_VERSION, 5, 7, 8, 0x1234, 9, 10) == (SMC_UNKNOWN, 5, 7, 8, 0x1234)
+    assert cpu0.smc(PSCI_VERSION, 5) == (SMC_UNKNOWN, 5, 0, 0, 0)
+    assert cpu0.smc(PSCI_VERSION, 0, 0, 0, -1)[4] == U64
     assert cpu0.smc(VERSION, V10) == (SUCCESS, V10, V10, 0, 0)
-    assert cpu0.smc(VERSION, V10, 0, 0, -1)[4] == U64
     assert cpu0.smc(VERSION) == (ERROR_INPUT, V10, V10, 0, 0)
 
 

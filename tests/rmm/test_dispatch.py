@@ -2,7 +2,8 @@
 
 - The table covers exactly the 23 RMI 1.0 function IDs with the handler signatures of rmi.md 2.
 - Unused RMI offsets and 1.0 commands not implemented yet return SMC_UNKNOWN (RMM 1.0 has no
-  "not supported" status); X1..X3 read 0 and X4 keeps the caller's value (rmi.md 1.2).
+  "not supported" status); X1..X3 read 0 and X4 keeps the caller's value (rmi.md 1.2: they are
+  no RMI commands, so SMCCC's rule holds; a command's unused X4 reads 0, spec B1.2).
 - Any other ID from the host (RSI, PSCI, SMC32 forms, random) gets SMC_UNKNOWN from EL3, which
   writes X0 only.
 - The SMCCC SVE hint (bit 16) is ignored.
@@ -122,7 +123,8 @@ def test_implemented_flag_matches_handler() -> None:
 
 def test_unused_rmi_offsets_return_smc_unknown(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
     """rmi.md 1.1: an RMI offset with no 1.0 command (0x156, 0x160, 0x163, 0x16A..0x18F) ->
-    (SMC_UNKNOWN, 0, 0, 0, X4): the RMM zeroes X1..X3 and keeps X4; nothing changes."""
+    (SMC_UNKNOWN, 0, 0, 0, X4): the RMM zeroes X1..X3 and keeps X4 (no RMI command, so the SMCCC
+    rule); nothing changes."""
     pa = machine.dram_base
     before = snapshot(machine, pa)
     for fid in UNUSED_RMI_FIDS:
@@ -168,10 +170,10 @@ def test_sve_hint_is_ignored_delegate(machine: Machine, cpu0) -> None:  # type: 
     pa = machine.dram_base + 4 * machine.granule_size
     delegate = int(RmiFid.RMI_GRANULE_DELEGATE) | SMCCC_SVE_HINT
     undelegate = int(RmiFid.RMI_GRANULE_UNDELEGATE) | SMCCC_SVE_HINT
-    assert cpu0.smc(delegate, pa, 0, 0, X4) == (SUCCESS, 0, 0, 0, X4)
+    assert cpu0.smc(delegate, pa, 0, 0, X4) == (SUCCESS, 0, 0, 0, 0)
     assert table.state(4) == GranuleState.DELEGATED
     assert cpu0.smc(delegate, pa, 0, 0, X4) == cpu0.smc(RmiFid.RMI_GRANULE_DELEGATE, pa, 0, 0, X4)
-    assert cpu0.smc(undelegate, pa, 0, 0, X4) == (SUCCESS, 0, 0, 0, X4)
+    assert cpu0.smc(undelegate, pa, 0, 0, X4) == (SUCCESS, 0, 0, 0, 0)
     assert table.state(4) == GranuleState.NS
 
 
@@ -227,7 +229,7 @@ def test_smc_property_never_raises() -> None:
             elif not is_command:
                 assert result == (SMC_UNKNOWN, 0, 0, 0, passed[3])
             else:
-                assert result[4] == passed[3] or COMMANDS[decoded].outputs == 4
+                assert result[4] == 0 or COMMANDS[decoded].outputs == 4   # B1.2: no output, MBZ
             if before is not None:
                 assert before.diff(snapshot(m)) == []
             assert not m.dead

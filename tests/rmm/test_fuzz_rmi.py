@@ -18,8 +18,8 @@ Checked after EVERY call of a sequence (``Runner.call``):
 1. ``cpu.smc`` does not raise (no RmmInternalError), returns 5 ints in [0, 2^64), the machine
    is not dead, and no granule lock is held;
 2. X0 is an RMI 1.0 return code: status 0..4, index 0 except (RMI_ERROR_RTT, level 0..3) and
-   (RMI_ERROR_REALM, 0 or 1) from REC_ENTER; X1..X3 beyond the command's outputs read 0 and X4
-   keeps the caller's value unless the command writes it (rmi.md 1.2);
+   (RMI_ERROR_REALM, 0 or 1) from REC_ENTER; X1..X4 beyond the command's outputs read 0 (spec
+   B1.2; the caller's X4 is junk that must not come back);
 3. a call that does not return RMI_SUCCESS leaves the footprint unchanged: footprint.snapshot
    (every granule's state word and lock, the GPT, the contents of every population granule)
    and the VMID bitmap. No failing RMM 1.0 command may change state here: the one exception,
@@ -69,7 +69,7 @@ U64 = (1 << 64) - 1
 X4 = 0x4444_5555_6666_7777
 PAD = [0x1111_DEAD_0000_0001, 0x2222_DEAD_0000_0002, 0x3333_DEAD_0000_0003, X4, 0x5555_DEAD_0000_0005,
        0x6666_DEAD_0000_0006]
-"""X1..X6 beyond a command's inputs: junk the command must ignore, and X4 it must keep."""
+"""X1..X6 beyond a command's inputs: junk the command must ignore (X4 must come back as 0)."""
 L2 = s2tt.block_size(2)
 NORMAL_RW = s2tt.MEMATTR_FWB_NORMAL_WB | 0xC0
 """Host attributes of an NS mapping: MemAttr Normal write-back, S2AP read/write."""
@@ -492,7 +492,7 @@ class Runner:
         except RmmInternalError as exc:
             raise AssertionError(f"{text}\n  raised RmmInternalError: {exc}") from exc
         assert not self.m.dead, f"{text}\n  left the machine dead: {self.m.dead_reason}"
-        _check_registers(fid, regs, regs_in, text)
+        _check_registers(fid, regs, text)
         after = self._state()
         snap, _ = after
         assert not any(snap.locks), f"{text}\n  returned holding granule locks: " + \
@@ -519,8 +519,8 @@ class Runner:
         assert report.ok, f"after the sequence\n  {report}"
 
 
-def _check_registers(fid: RmiFid, regs: tuple[int, ...], regs_in: list[int], text: str) -> None:
-    """Properties 1 and 2: five u64s, an RMI 1.0 return code, unused outputs 0, X4 kept."""
+def _check_registers(fid: RmiFid, regs: tuple[int, ...], text: str) -> None:
+    """Properties 1 and 2: five u64s, an RMI 1.0 return code, unused outputs (X4 too) 0."""
     assert isinstance(regs, tuple) and len(regs) == 5, f"{text}\n  returned {regs!r}"
     assert all(isinstance(r, int) and 0 <= r <= U64 for r in regs), f"{text}\n  returned {regs!r}"
     x0 = regs[0]
@@ -533,9 +533,7 @@ def _check_registers(fid: RmiFid, regs: tuple[int, ...], regs_in: list[int], tex
     else:
         assert index == 0, f"{text}\n  X0 {x0:#x}: index {index} with status {RmiStatus(status).name}"
     outputs = COMMANDS[fid].outputs
-    assert all(r == 0 for r in regs[outputs + 1:4]), f"{text}\n  X1..X3 {regs[1:4]} beyond {outputs} outputs"
-    if outputs < 4:
-        assert regs[4] == regs_in[3], f"{text}\n  X4 {regs[4]:#x} not kept ({regs_in[3]:#x})"
+    assert all(r == 0 for r in regs[outputs + 1:5]), f"{text}\n  X1..X4 {regs[1:]} beyond {outputs} outputs"
 
 
 def _attempt(calls: list[Call], log: bool = False) -> str | None:
@@ -670,12 +668,10 @@ def test_fuzz_any_sequence() -> None:
 # == explicit wrong-object cases =================================================================
 
 def _refused(pop: Population, name: str, args: tuple[Arg, ...], x0: int = INPUT) -> None:
-    """The call returns exactly (x0, 0, 0, 0, X4 as passed), leaves no footprint, holds no lock
-    and the machine lives (Runner.call checks all but the exact registers)."""
-    runner = Runner(pop)
-    regs = runner.call(name, args)
-    x4 = runner.resolve(args[3]) if len(args) > 3 else X4
-    assert regs == (x0, 0, 0, 0, x4), f"{name}{args} -> {regs}"
+    """The call returns exactly (x0, 0, 0, 0, 0), leaves no footprint, holds no lock and the
+    machine lives (Runner.call checks all but the exact registers)."""
+    regs = Runner(pop).call(name, args)
+    assert regs == (x0, 0, 0, 0, 0), f"{name}{args} -> {regs}"
 
 
 def _accepted(pop: Population, name: str, args: tuple[Arg, ...]) -> None:

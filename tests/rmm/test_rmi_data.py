@@ -98,12 +98,13 @@ def _data_create(t: Rmi, realm: Realm, **override: int) -> tuple[int, ...]:
 def _expect_failure(t: Rmi, realm: Realm, fid: F, args: tuple[int, ...], x0: int,
                     outputs: tuple[int, int, int] = (0, 0, 0), *pas: int) -> None:
     """Call ``fid`` with ``args`` (all made beforehand); X0 must be ``x0``, X1..X3 ``outputs``,
-    X4 the caller's, the footprint unchanged and the invariants kept."""
+    X4 0 (spec B1.2: X4 is no output of these commands), the footprint unchanged and the
+    invariants kept."""
     before = _footprint(t, realm, *pas)
     ret = t.smc(fid, *args)
     assert ret[0] == x0, f"X0 {ret[0]:#x}, expected {x0:#x}"
     assert tuple(ret[1:4]) == outputs
-    assert ret[4] == (args[3] if len(args) > 3 else 0)
+    assert ret[4] == 0
     assert _footprint(t, realm, *pas).diff(before) == []
     report = invariants(t.m)
     assert report.ok, report
@@ -255,7 +256,7 @@ def test_data_create_success(machine: Machine, ripas: int) -> None:
     rd = Rd(machine.memory, _idx(machine, realm.rd))
     rim = rd.measurement(0)
     data, src = t.delegate(), t.ns_page(PATTERN)
-    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (SUCCESS, 0, 0, 0, src)
+    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (SUCCESS, 0, 0, 0, 0)
     assert table.state(_idx(machine, data)) == GS.DATA
     assert bytes(machine.memory.granule(_idx(machine, data))) == PATTERN
     assert t.read_entry(realm, IPA) == (SUCCESS, 3, ASSIGNED, data, RAM)

@@ -2,7 +2,7 @@
 
 Failure conditions are tested one per test, in the spec's order (gran_align, gran_bound,
 gran_state, gran_gpt), each named after the ARM cca-rmm-acs check it mirrors. Every failing
-call must return (RMI_ERROR_INPUT, 0, 0, 0, caller's X4) and leave the footprint unchanged.
+call must return (RMI_ERROR_INPUT, 0, 0, 0, 0) and leave the footprint unchanged.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ UNDELEGATE = RmiFid.RMI_GRANULE_UNDELEGATE
 ERROR_INPUT = pack_return(RmiStatus.RMI_ERROR_INPUT, 0)
 SUCCESS = pack_return(RmiStatus.RMI_SUCCESS, 0)
 
-# Junk in the registers the commands do not read; X4 must come back unchanged.
+# Junk in the registers the commands do not read; X4 is no output, so it must come back as 0 (B1.2).
 X2, X3, X4 = 0x2222_2222_2222_2222, 0x3333_3333_3333_3333, 0x4444_5555_6666_7777
-FAILED = (ERROR_INPUT, 0, 0, 0, X4)
-DONE = (SUCCESS, 0, 0, 0, X4)
+FAILED = (ERROR_INPUT, 0, 0, 0, 0)
+DONE = (SUCCESS, 0, 0, 0, 0)
 
 PATTERN = bytes(range(256)) * 16
 
@@ -145,7 +145,7 @@ def test_delegate_gran_gpt_realm(machine: Machine, cpu0) -> None:  # type: ignor
 
 
 def test_delegate_success(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
-    """DELEGATE of an NS granule holding host bytes: SUCCESS (X1..X3 = 0, X4 kept), state
+    """DELEGATE of an NS granule holding host bytes: SUCCESS (X1..X4 = 0), state
     DELEGATED, GPT Realm, contents zeroed, host access now faults, and no other granule's
     state, lock, PAS or contents changes."""
     idx = 11
@@ -176,7 +176,7 @@ def test_delegate_success(machine: Machine, cpu0) -> None:  # type: ignore[no-un
 
 
 def test_delegate_ignores_unused_registers(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
-    """DELEGATE reads X1 only: junk in X2..X6 does not change the outcome, and X4 comes back."""
+    """DELEGATE reads X1 only: junk in X2..X6 does not change the outcome, and X4 comes back as 0."""
     pa = _pa(machine, 13)
     assert cpu0.smc(DELEGATE, pa, X2, X3, X4, 0x55, 0x66) == DONE
     assert machine.granule_table(0).state(13) == GranuleState.DELEGATED
@@ -235,7 +235,7 @@ def test_undelegate_after_undelegate(machine: Machine, cpu0) -> None:  # type: i
 
 
 def test_undelegate_success(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
-    """UNDELEGATE of a DELEGATED granule: SUCCESS (X4 kept), state NS, GPT NS, the host reads
+    """UNDELEGATE of a DELEGATED granule: SUCCESS (X4 = 0), state NS, GPT NS, the host reads
     zeros where it wrote a pattern before DELEGATE, and no other granule changes."""
     idx = 21
     pa = _pa(machine, idx)

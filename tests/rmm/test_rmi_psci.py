@@ -2,7 +2,7 @@
 
 One test per failure condition in the order of the spec's table (ACS
 test/command/cmd_psci_complete/rmi_psci_complete_data.h), each asserting the exact X0, X1..X3 = 0,
-X4 kept and an unchanged footprint (granule states, refcounts, locks, GPT, and the contents of
+X4 = 0 and an unchanged footprint (granule states, refcounts, locks, GPT, and the contents of
 both RECs); then the success cases of B4.3.7.3 and an invariant check.
 
 Until realms execute, the realm's side of the PSCI exchange is set white-box: the calling REC's
@@ -89,7 +89,7 @@ class Psci:
               more: tuple[int, ...] = ()) -> None:
         pas = (self.caller, self.target, self.third, self.realm.rd, *more)
         before = snapshot(self.m, *pas)
-        assert self.call(status, caller, target) == (INPUT, 0, 0, 0, X4)
+        assert self.call(status, caller, target) == (INPUT, 0, 0, 0, 0)
         assert before.diff(snapshot(self.m, *pas)) == []
 
 
@@ -274,7 +274,7 @@ def test_psci_complete_cpu_on_success(machine: Machine, fid: int) -> None:
     p.request(fid)
     untouched = snapshot(machine, p.third, p.realm.rd)
 
-    assert p.call(PSCI_SUCCESS) == (SUCCESS, 0, 0, 0, X4)
+    assert p.call(PSCI_SUCCESS) == (SUCCESS, 0, 0, 0, 0)
 
     assert (target.pc, target.runnable, target.pstate) == (ENTRY, True, PSTATE_EL1H_DAIF_MASKED)
     assert target.gprs() == (CONTEXT,) + (0,) * 30
@@ -293,7 +293,7 @@ def test_psci_complete_cpu_on_denied(machine: Machine) -> None:
     p = Psci(machine)
     p.request()
     before = snapshot(machine, p.target)
-    assert p.call(PSCI_DENIED) == (SUCCESS, 0, 0, 0, X4)
+    assert p.call(PSCI_DENIED) == (SUCCESS, 0, 0, 0, 0)
     _caller_done(machine, p, PSCI_DENIED)
     assert before.diff(snapshot(machine, p.target)) == []
     assert not _rec(machine, p.target).runnable
@@ -312,7 +312,7 @@ def test_psci_complete_cpu_on_already_on(machine: Machine, how: str) -> None:
         _refcount_add(machine, p.target, 1)
     p.request()
     before = snapshot(machine, p.target)
-    assert p.call(PSCI_SUCCESS) == (SUCCESS, 0, 0, 0, X4)
+    assert p.call(PSCI_SUCCESS) == (SUCCESS, 0, 0, 0, 0)
     _caller_done(machine, p, PSCI_ALREADY_ON)
     assert before.diff(snapshot(machine, p.target)) == []
     if how == "running":
@@ -332,7 +332,7 @@ def test_psci_complete_affinity_info(machine: Machine, fid: int, how: str, resul
         _refcount_add(machine, p.target, 1)
     p.request(fid)
     before = snapshot(machine, p.target)
-    assert p.call(PSCI_SUCCESS) == (SUCCESS, 0, 0, 0, X4)
+    assert p.call(PSCI_SUCCESS) == (SUCCESS, 0, 0, 0, 0)
     _caller_done(machine, p, result)
     assert before.diff(snapshot(machine, p.target)) == []
     if how == "running":

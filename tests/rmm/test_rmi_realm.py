@@ -5,7 +5,7 @@ One test per failure condition (parametrized over the stimuli of that label), ea
 the ARM cca-rmm-acs check it mirrors (test/command/cmd_realm_*/rmi_realm_*_data.h). REALM_CREATE's
 tests follow the order rmm-mp checks the conditions in (rmi_realm.FAILURE_CONDITIONS, which is
 TF-RMM rel0's; B4.3.9.2.1 fixes no order); ACTIVATE's and DESTROY's follow the spec's tables.
-Every failing call must return exactly (status | index << 8, 0, 0, 0, caller's X4) and leave the
+Every failing call must return exactly (status | index << 8, 0, 0, 0, 0) and leave the
 footprint unchanged (granule table, GPT, contents of the granules involved). After every
 REALM_CREATE failure the VMID it named is free again: a REALM_CREATE with the same VMID succeeds
 (and the invariant checker's `vmid` rule finds no VMID reserved without a realm).
@@ -91,7 +91,7 @@ def _create(t: Rmi, s2sz: int = 48, level: int | None = None, vmid_: int = 100, 
     """REALM_CREATE with valid inputs; asserts SUCCESS and returns the realm."""
     rd, base, fields = _inputs(t, s2sz, level, vmid_, **extra)
     regs = t.smc(F.RMI_REALM_CREATE, rd, _params(t, fields), X3, X4)
-    assert regs == (SUCCESS, 0, 0, 0, X4), f"REALM_CREATE(s2sz {s2sz}) -> {regs[0]:#x}"
+    assert regs == (SUCCESS, 0, 0, 0, 0), f"REALM_CREATE(s2sz {s2sz}) -> {regs[0]:#x}"
     count, level_, algo = (int(fields[k]) for k in  # type: ignore[call-overload]
                            ("rtt_num_start", "rtt_level_start", "hash_algo"))
     return Realm(rd, tuple(base + i * GRANULE for i in range(count)), s2sz, level_, algo, vmid_)
@@ -102,12 +102,12 @@ def _destroy(t: Rmi, realm: Realm) -> None:
 
 
 def _create_fails(machine: Machine, t: Rmi, rd: int, params: int, *pas: int) -> None:
-    """REALM_CREATE(rd, params) with junk in X3/X4 -> (RMI_ERROR_INPUT, 0, 0, 0, X4) and no
+    """REALM_CREATE(rd, params) with junk in X3/X4 -> (RMI_ERROR_INPUT, 0, 0, 0, 0) and no
     change to the granule table, the GPT, or the contents of rd, params and ``pas``."""
     before = snapshot(machine, rd, params, *pas)
     regs = t.smc(F.RMI_REALM_CREATE, rd, params, X3, X4)
     after = snapshot(machine, rd, params, *pas)
-    assert regs == (ERROR_INPUT, 0, 0, 0, X4)
+    assert regs == (ERROR_INPUT, 0, 0, 0, 0)
     assert before.diff(after) == []
 
 
@@ -501,7 +501,7 @@ GEOMETRIES = [(32, 2, 4), (34, 2, 16), (39, 1, 1), (40, 1, 2), (40, 0, 1), (43, 
 def test_create_success_geometry(machine: Machine, s2sz: int, level: int, count: int) -> None:
     """REALM_CREATE for every start level (s2sz 32: level 2, 4 concatenated roots; 34: level 2,
     16; 39: level 1, 1; 40: level 1, 2 and level 0, 1; 43: level 1, 16; 44 and 48: level 0, 1):
-    SUCCESS with X1..X3 = 0 and X4 kept; RD state RD with refcount 0, roots state RTT with
+    SUCCESS with X1..X4 = 0; RD state RD with refcount 0, roots state RTT with
     refcount 0; realm NEW, rec_count 0, REC aux count 16; parameters and RPV stored; REMs zero;
     RIM = SHA-256 of the measured params image. RTT_READ_ENTRY at the start level reads every
     root entry as (walk level SL, UNASSIGNED, desc 0, RIPAS EMPTY); decoded, the protected half
@@ -511,7 +511,7 @@ def test_create_success_geometry(machine: Machine, s2sz: int, level: int, count:
     base = _roots(t, count)
     rd = t.delegate()
     fields = _fields(s2sz, level, count, vmid_=42, rtt_base=base, rpv=RPV, num_bps=2, num_wps=3)
-    assert t.smc(F.RMI_REALM_CREATE, rd, _params(t, fields), X3, X4) == (SUCCESS, 0, 0, 0, X4)
+    assert t.smc(F.RMI_REALM_CREATE, rd, _params(t, fields), X3, X4) == (SUCCESS, 0, 0, 0, 0)
 
     table = machine.granule_table(0)
     assert (table.state(_idx(machine, rd)), table.refcount(_idx(machine, rd))) == (GranuleState.RD, 0)
@@ -610,7 +610,7 @@ def test_create_unused_fields_are_measured_not_checked(machine: Machine) -> None
 def _activate_fails(machine: Machine, t: Rmi, rd: int, expected: int, *pas: int) -> None:
     before = snapshot(machine, rd, *pas)
     regs = t.smc(F.RMI_REALM_ACTIVATE, rd, 0x22, X3, X4)
-    assert regs == (expected, 0, 0, 0, X4)
+    assert regs == (expected, 0, 0, 0, 0)
     assert before.diff(snapshot(machine, rd, *pas)) == []
 
 
@@ -668,14 +668,14 @@ def test_activate_realm_state_system_off(machine: Machine) -> None:
 
 
 def test_activate_success(machine: Machine) -> None:
-    """REALM_ACTIVATE of a NEW realm: SUCCESS (X1..X3 = 0, X4 kept), realm ACTIVE; no granule's
+    """REALM_ACTIVATE of a NEW realm: SUCCESS (X1..X4 = 0), realm ACTIVE; no granule's
     state, refcount, lock or PAS changes, and the RIM is unchanged."""
     t = Rmi(machine)
     realm = _create(t)
     rd = Rd(machine.memory, _idx(machine, realm.rd))
     rim = rd.measurement(0)
     before = snapshot(machine, *realm.roots)
-    assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd, 0x22, X3, X4) == (SUCCESS, 0, 0, 0, X4)
+    assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd, 0x22, X3, X4) == (SUCCESS, 0, 0, 0, 0)
     assert before.diff(snapshot(machine, *realm.roots)) == []
     assert (rd.state, rd.measurement(0)) == (RealmState.ACTIVE, rim)
     assert invariants(machine).ok
@@ -687,7 +687,7 @@ def test_activate_success(machine: Machine) -> None:
 def _destroy_fails(machine: Machine, t: Rmi, rd: int, expected: int, *pas: int) -> None:
     before = snapshot(machine, rd, *pas)
     regs = t.smc(F.RMI_REALM_DESTROY, rd, 0x22, X3, X4)
-    assert regs == (expected, 0, 0, 0, X4)
+    assert regs == (expected, 0, 0, 0, 0)
     assert before.diff(snapshot(machine, rd, *pas)) == []
 
 
@@ -765,7 +765,7 @@ def test_destroy_realm_live_rtt(machine: Machine, s2sz: int, level: int, ipa: in
 def test_destroy_success(machine: Machine, state: str, s2sz: int, level: int) -> None:
     """REALM_DESTROY of a NEW, ACTIVE or SYSTEM_OFF realm (no realm-state check, B4.3.10) with 1,
     2 or 4 roots, after an RTT was created and destroyed again (root entry UNASSIGNED DESTROYED,
-    refcount back to 0): SUCCESS (X4 kept); the RD and every root become DELEGATED with refcount
+    refcount back to 0): SUCCESS (X4 = 0); the RD and every root become DELEGATED with refcount
     0 and zero contents; the VMID is freed (a new realm can use it); invariants hold. Only the
     RD and root granules change."""
     t = Rmi(machine)
@@ -779,7 +779,7 @@ def test_destroy_success(machine: Machine, state: str, s2sz: int, level: int) ->
         with machine.granule_table(host_owner(os.getpid())).lock_known(_idx(machine, realm.rd), GranuleState.RD):
             Rd(machine.memory, _idx(machine, realm.rd)).set_state(RealmState.SYSTEM_OFF)
     before = snapshot(machine)
-    assert t.smc(F.RMI_REALM_DESTROY, realm.rd, 0x22, X3, X4) == (SUCCESS, 0, 0, 0, X4)
+    assert t.smc(F.RMI_REALM_DESTROY, realm.rd, 0x22, X3, X4) == (SUCCESS, 0, 0, 0, 0)
     after = snapshot(machine)
     table = machine.granule_table(0)
     mine = [_idx(machine, pa) for pa in (realm.rd, *realm.roots)]

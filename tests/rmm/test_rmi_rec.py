@@ -3,7 +3,7 @@ B4.3.13, B4.3.11, B4.3.14).
 
 Per command: one test per failure condition in the order of the spec's table (each names the
 ARM cca-rmm-acs case it mirrors: test/command/cmd_rec_*/rmi_rec_*_data.h), asserting the exact
-X0, X1..X3 = 0, X4 kept, and an unchanged footprint (every granule's state, refcount and lock,
+X0, X1..X4 = 0, and an unchanged footprint (every granule's state, refcount and lock,
 the GPT, and the contents of the granules involved); then the success post-conditions and an
 invariant check. White-box steps (realm state SYSTEM_OFF, a REC's refcount, a
 pending PSCI request, a last-exit syndrome) say so where they happen.
@@ -75,7 +75,7 @@ def _call(t: Rmi, fid: int, *args: int) -> tuple[int, ...]:
 def _fails(m: Machine, t: Rmi, x0: int, fid: int, *args: int, pas: tuple[int, ...] = ()) -> None:
     """The command returns exactly (x0, 0, 0, 0, X4) and the footprint does not change."""
     before = snapshot(m, *pas)
-    assert _call(t, fid, *args) == (x0, 0, 0, 0, X4)
+    assert _call(t, fid, *args) == (x0, 0, 0, 0, 0)
     assert before.diff(snapshot(m, *pas)) == []
 
 
@@ -363,7 +363,7 @@ def test_rec_create_aux_state(machine: Machine, t: Rmi, kind: str, index: int) -
 
 @pytest.mark.parametrize("hash_algo", [0, 1])
 def test_rec_create_success_runnable(machine: Machine, t: Rmi, hash_algo: int) -> None:
-    """REC_CREATE of a runnable REC (index 0): SUCCESS (X1..X3 = 0, X4 kept); REC and aux states,
+    """REC_CREATE of a runnable REC (index 0): SUCCESS (X1..X4 = 0); REC and aux states,
     RD refcount 1 and rec_count 1, REC refcount 0, the REC's contents (B4.3.12.3), and the RIM
     extended with the REC descriptor (compared with an independent hashlib computation)."""
     realm = t.realm(hash_algo=hash_algo)
@@ -375,7 +375,7 @@ def test_rec_create_success_runnable(machine: Machine, t: Rmi, hash_algo: int) -
     rd = _rd(machine, realm)
     old_rim = rd.measurement(0)
 
-    assert _call(t, F.RMI_REC_CREATE, realm.rd, rec, params) == (SUCCESS, 0, 0, 0, X4)
+    assert _call(t, F.RMI_REC_CREATE, realm.rd, rec, params) == (SUCCESS, 0, 0, 0, 0)
 
     assert _state(machine, rec) == S.REC and _refcount(machine, rec) == 0
     assert all(_state(machine, a) == S.REC_AUX and _refcount(machine, a) == 0 for a in aux)
@@ -463,11 +463,11 @@ def test_rec_aux_count_rd_state(machine: Machine, t: Rmi, kind: str) -> None:
 
 @pytest.mark.parametrize("activate", [False, True])
 def test_rec_aux_count_success(machine: Machine, t: Rmi, activate: bool) -> None:
-    """REC_AUX_COUNT of an RD (NEW or ACTIVE): SUCCESS with X1 = 16, X2, X3 = 0, X4 kept; nothing
+    """REC_AUX_COUNT of an RD (NEW or ACTIVE): SUCCESS with X1 = 16, X2..X4 = 0; nothing
     changes."""
     realm = t.realm(activate=activate)
     before = snapshot(machine, realm.rd)
-    assert _call(t, F.RMI_REC_AUX_COUNT, realm.rd) == (SUCCESS, 16, 0, 0, X4)
+    assert _call(t, F.RMI_REC_AUX_COUNT, realm.rd) == (SUCCESS, 16, 0, 0, 0)
     assert before.diff(snapshot(machine, realm.rd)) == []
     _ok(machine)
 
@@ -512,7 +512,7 @@ def test_rec_destroy_rec_state(machine: Machine, t: Rmi) -> None:
 
 
 def test_rec_destroy_success(machine: Machine, t: Rmi) -> None:
-    """REC_DESTROY of an idle REC: SUCCESS (X4 kept); the REC and its 16 aux granules are
+    """REC_DESTROY of an idle REC: SUCCESS (X4 = 0); the REC and its 16 aux granules are
     DELEGATED and zero, the RD refcount drops to 0 but rec_count stays 1; another REC of the
     realm is untouched; the realm can then be destroyed once its other REC is gone too."""
     realm = t.realm()
@@ -521,7 +521,7 @@ def test_rec_destroy_success(machine: Machine, t: Rmi) -> None:
     aux0 = realm.recs[0][1]
     keep = snapshot(machine, rec1, *realm.recs[1][1])
 
-    assert _call(t, F.RMI_REC_DESTROY, rec0) == (SUCCESS, 0, 0, 0, X4)
+    assert _call(t, F.RMI_REC_DESTROY, rec0) == (SUCCESS, 0, 0, 0, 0)
 
     for pa in (rec0, *aux0):
         assert _state(machine, pa) == S.DELEGATED and machine.memory.is_zero(_idx(machine, pa))
@@ -658,8 +658,8 @@ def test_rec_enter_rec_state(machine: Machine, t: Rmi) -> None:
     e = Enter(t)
     _set_refcount(machine, e.rec, 1)
     before = snapshot(machine, *e.footprint())
-    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (REC_ERR, 0, 0, 0, X4)
-    assert machine.cpu(1).smc(F.RMI_REC_ENTER, e.rec, e.run, JUNK, X4) == (REC_ERR, 0, 0, 0, X4)
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (REC_ERR, 0, 0, 0, 0)
+    assert machine.cpu(1).smc(F.RMI_REC_ENTER, e.rec, e.run, JUNK, X4) == (REC_ERR, 0, 0, 0, 0)
     assert before.diff(snapshot(machine, *e.footprint())) == []
     assert _refcount(machine, e.rec) == 1
     _set_refcount(machine, e.rec, -1)
@@ -798,15 +798,14 @@ def test_rec_enter_check_order(machine: Machine, t: Rmi) -> None:
     e.fails(INPUT, run=secure)                                   # run_pas < system_off
     _set_refcount(machine, e.rec, 1)
     before = snapshot(machine, *e.footprint())
-    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (REC_ERR, 0, 0, 0, X4)   # rec_state < system_off
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (REC_ERR, 0, 0, 0, 0)   # rec_state < system_off
     assert before.diff(snapshot(machine, *e.footprint())) == []
     _set_refcount(machine, e.rec, -1)
     _ok(machine)
 
 
 def test_rec_enter_success_irq_exit(machine: Machine, t: Rmi) -> None:
-    """REC_ENTER of a runnable REC of an ACTIVE realm whose code is `b .`: SUCCESS (X1..X3 = 0,
-    X4 kept). The REC spins until its time slice ends, an IRQ exit: the exit half of the run page
+    """REC_ENTER of a runnable REC of an ACTIVE realm whose code is `b .`: SUCCESS (X1..X4 = 0). The REC spins until its time slice ends, an IRQ exit: the exit half of the run page
     is exactly RmiRecExit with exit_reason RMI_EXIT_IRQ and every other byte zero (the junk there
     is overwritten), the enter half is untouched, the REC's registers, PC (the branch targets
     itself) and PSTATE are unchanged, its refcount is back to 0, and no other granule changes."""
@@ -815,7 +814,7 @@ def test_rec_enter_success_irq_exit(machine: Machine, t: Rmi) -> None:
     regs = (rec.gprs(), rec.pc, rec.pstate, rec.runnable)
     before = snapshot(machine, e.rec, e.realm.rd, *e.realm.recs[0][1])
 
-    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (SUCCESS, 0, 0, 0, X4)
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (SUCCESS, 0, 0, 0, 0)
 
     assert e.exit_half() == bytes(RMI_REC_EXIT.pack(exit_reason=IRQ))
     assert RMI_REC_EXIT.unpack(e.exit_half())["exit_reason"] == IRQ
@@ -862,7 +861,7 @@ def test_rec_enter_exit_write_fault(machine: Machine, t: Rmi, monkeypatch: pytes
         return real_run(*args)
 
     monkeypatch.setattr(realm_run, "run_rec", run_then_lose_page)
-    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (INPUT, 0, 0, 0, X4)
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (INPUT, 0, 0, 0, 0)
     assert _refcount(machine, e.rec) == 0
     assert _rec(machine, e.rec).last_exit() == (0, 0, 0)
     assert bytes(machine.memory.granule(run_idx)[0x800:]) == EXIT_JUNK

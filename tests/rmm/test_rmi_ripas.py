@@ -430,7 +430,7 @@ def test_set_ripas_changes_entries(machine: Machine, target: int, active: bool) 
     if active:
         assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd)[0] == SUCCESS
     rim = _rim(t, realm)
-    assert _set(t, realm, rec, BASE, BASE + 4 * GRANULE) == (SUCCESS, BASE + 4 * GRANULE, 0, 0, BASE + 4 * GRANULE)
+    assert _set(t, realm, rec, BASE, BASE + 4 * GRANULE) == (SUCCESS, BASE + 4 * GRANULE, 0, 0, 0)
     assert _progress(t, rec) == BASE + 4 * GRANULE
     assert _entries(t, realm, BASE, 5) == [(UNASSIGNED, target), (ASSIGNED, target), (UNASSIGNED, target),
                                            (ASSIGNED, target), (UNASSIGNED, EMPTY)]

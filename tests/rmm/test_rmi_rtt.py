@@ -4,8 +4,8 @@ RMI_RTT_UNMAP_UNPROTECTED (DEN0137 1.0-rel0 B4.3.15, B4.3.16, B4.3.17, B4.3.20, 
 Per command: one test per failure condition in the order of the spec's failure-condition table
 (each names the cca-rmm-acs check it mirrors, test/command/cmd_rtt_*/rmi_rtt_*_data.h), asserting
 the exact X0 (RMI_ERROR_RTT with the level as index), the outputs the spec and TF-RMM rel0 give on
-that failure (RTT_DESTROY's and UNMAP_UNPROTECTED's `top`, rmi.md sections 5 and 6.6; X4 echoes
-the caller unless the command writes it) and an unchanged footprint; then the success paths with
+that failure (RTT_DESTROY's and UNMAP_UNPROTECTED's `top`, rmi.md sections 5 and 6.6; X4 reads 0
+unless the command writes it, spec B1.2) and an unchanged footprint; then the success paths with
 their post-conditions, read back through RMI_RTT_READ_ENTRY and the granule table.
 
 Entries are made with real commands only: DATA_CREATE_UNKNOWN for ASSIGNED entries (it keeps
@@ -190,7 +190,7 @@ def _assigned_block(machine: Machine, t: Rmi, realm: Realm, ipa: int, ripas: int
 
 def _map(t: Rmi, realm: Realm, ipa: int, level: int, desc: int) -> None:
     regs = t.smc(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc)
-    assert regs == (SUCCESS, 0, 0, 0, desc), f"MAP({ipa:#x}, {level}, {desc:#x}) -> {regs[0]:#x}"
+    assert regs == (SUCCESS, 0, 0, 0, 0), f"MAP({ipa:#x}, {level}, {desc:#x}) -> {regs[0]:#x}"
 
 
 def _read(t: Rmi, realm: Realm, ipa: int, level: int) -> tuple[int, int, int, int, int]:
@@ -257,7 +257,7 @@ def test_create_rd_align(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd + 8, rtt, 0, 1), (INPUT, 0, 0, 0, 1), *_pas(realm, rtt))
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd + 8, rtt, 0, 1), (INPUT, 0, 0, 0, 0), *_pas(realm, rtt))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -266,7 +266,7 @@ def test_create_rd_bound(machine: Machine, where: str) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, _bad_pa(machine, where), rtt, 0, 1), (INPUT, 0, 0, 0, 1),
+    _fails(machine, t, (F.RMI_RTT_CREATE, _bad_pa(machine, where), rtt, 0, 1), (INPUT, 0, 0, 0, 0),
            *_pas(realm, rtt))
 
 
@@ -278,7 +278,7 @@ def test_create_rd_state(machine: Machine, state: str) -> None:
     realm = _realm(t)
     states = _States(machine, t, realm)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, states.pa[state], rtt, 0, 1), (INPUT, 0, 0, 0, 1), *_pas(realm, rtt))
+    _fails(machine, t, (F.RMI_RTT_CREATE, states.pa[state], rtt, 0, 1), (INPUT, 0, 0, 0, 0), *_pas(realm, rtt))
     _ok(machine)
 
 
@@ -291,7 +291,7 @@ def test_create_level_bound(machine: Machine, s2sz: int, start: int, level: int)
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, level), (INPUT, 0, 0, 0, level & MASK64),
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, level), (INPUT, 0, 0, 0, 0),
            *_pas(realm, rtt))
 
 
@@ -303,7 +303,7 @@ def test_create_ipa_align(machine: Machine, ipa: int, level: int) -> None:
     realm = _realm(t)
     t.rtts(realm, 0, 2)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level), (INPUT, 0, 0, 0, level), *_pas(realm, rtt))
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level), (INPUT, 0, 0, 0, 0), *_pas(realm, rtt))
 
 
 @pytest.mark.parametrize("s2sz, start, level, ipa", [(48, 0, 1, 1 << 48), (48, 0, 3, 1 << 48),
@@ -314,7 +314,7 @@ def test_create_ipa_bound(machine: Machine, s2sz: int, start: int, level: int, i
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level), (INPUT, 0, 0, 0, level), *_pas(realm, rtt))
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level), (INPUT, 0, 0, 0, 0), *_pas(realm, rtt))
 
 
 def test_create_rtt_align(machine: Machine) -> None:
@@ -323,7 +323,7 @@ def test_create_rtt_align(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt + 8, 0, 1), (INPUT, 0, 0, 0, 1), *_pas(realm, rtt))
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt + 8, 0, 1), (INPUT, 0, 0, 0, 0), *_pas(realm, rtt))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -332,7 +332,7 @@ def test_create_rtt_bound(machine: Machine, where: str) -> None:
     covers rtt_bound2, an RTT at or above 2^48 without LPA2) -> RMI_ERROR_INPUT, unchanged."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, _bad_pa(machine, where), 0, 1), (INPUT, 0, 0, 0, 1),
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, _bad_pa(machine, where), 0, 1), (INPUT, 0, 0, 0, 0),
            *_pas(realm))
 
 
@@ -348,7 +348,7 @@ def test_create_rtt_state(machine: Machine, state: str) -> None:
     rtt = realm.rd if state == "same-as-rd" else states.pa[state]
     if state == "RTT":
         rtt = realm.roots[0]
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, 1), (INPUT, 0, 0, 0, 1), *_pas(realm), *_pas(other))
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, 1), (INPUT, 0, 0, 0, 0), *_pas(realm), *_pas(other))
     _ok(machine)
 
 
@@ -368,7 +368,7 @@ def test_create_rtt_walk(machine: Machine, made: int, ipa: int, level: int, inde
     if made:
         t.rtts(realm, 0, made)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level), (rtt_err(index), 0, 0, 0, level),
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level), (rtt_err(index), 0, 0, 0, 0),
            *_pas(realm, rtt))
     assert machine.memory.is_zero(_idx(machine, rtt))
 
@@ -379,7 +379,7 @@ def test_create_rtt_walk_concatenated(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t, 40, 1)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 1 << 39, 3), (rtt_err(1), 0, 0, 0, 3), *_pas(realm, rtt))
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 1 << 39, 3), (rtt_err(1), 0, 0, 0, 0), *_pas(realm, rtt))
 
 
 def test_create_rtte_state_concatenated(machine: Machine) -> None:
@@ -389,7 +389,7 @@ def test_create_rtte_state_concatenated(machine: Machine) -> None:
     realm = _realm(t, 32, 2)
     t.rtts(realm, (3 << 30) + L2, 3)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, (3 << 30) + L2, 3), (rtt_err(2), 0, 0, 0, 3),
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, (3 << 30) + L2, 3), (rtt_err(2), 0, 0, 0, 0),
            *_pas(realm, rtt))
 
 
@@ -402,7 +402,7 @@ def test_create_rtte_state(machine: Machine, level: int) -> None:
     realm = _realm(t)
     t.rtts(realm, 0, level)
     rtt = t.delegate()
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, level), (rtt_err(level - 1), 0, 0, 0, level),
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, level), (rtt_err(level - 1), 0, 0, 0, 0),
            *_pas(realm, rtt))
 
 
@@ -415,9 +415,9 @@ def test_create_check_order(machine: Machine) -> None:
     rtt = t.delegate()
     pas = _pas(realm, rtt)
     _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 0, 0), (INPUT, 0, 0, 0, 0), *pas)
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 1 << 48, 3), (INPUT, 0, 0, 0, 3), *pas)
-    _fails(machine, t, (F.RMI_RTT_CREATE, rtt, realm.rd, 0, 3), (INPUT, 0, 0, 0, 3), *pas)
-    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, t.ns_page(), 0, 3), (INPUT, 0, 0, 0, 3), *pas)
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, rtt, 1 << 48, 3), (INPUT, 0, 0, 0, 0), *pas)
+    _fails(machine, t, (F.RMI_RTT_CREATE, rtt, realm.rd, 0, 3), (INPUT, 0, 0, 0, 0), *pas)
+    _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, t.ns_page(), 0, 3), (INPUT, 0, 0, 0, 0), *pas)
 
 
 # -- RMI_RTT_CREATE: success and unfolding (A5.5.7, rmi.md 6.4) ----------------------------------
@@ -456,7 +456,7 @@ def test_create_unfold_unassigned(machine: Machine, level: int, ripas: int) -> N
     assert _read(t, realm, ipa, level - 1) == (SUCCESS, level - 1, UNASSIGNED, 0, ripas)
     count = _refcount(machine, parent)
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, level)
+    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
     _check_child(machine, t, realm, rtt, ipa, level, [(UNASSIGNED, 0, ripas)] * s2tt.ENTRIES)
     children = s2tt.entries(machine.memory, _idx(machine, rtt))
     assert all(s2tt.decode(d, level) == (Kind.UNASSIGNED, ripas) for d in children)
@@ -478,7 +478,7 @@ def test_create_unfold_unassigned_ns(machine: Machine, s2sz: int, start: int, ip
     parent = _table(realm, ipa, level - 1)
     counts = {pa: _refcount(machine, pa) for pa in (*realm.roots, parent)}
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, level)
+    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
     _check_child(machine, t, realm, rtt, ipa, level, [(UNASSIGNED, 0, EMPTY)] * 4)
     children = s2tt.entries(machine.memory, _idx(machine, rtt))
     assert all(s2tt.decode(d, level) == (Kind.UNASSIGNED_NS, 0) for d in children)
@@ -502,7 +502,7 @@ def test_create_unfold_assigned_block(machine: Machine, ripas: int) -> None:
     assert _read(t, realm, ipa, 2) == (SUCCESS, 2, ASSIGNED, base, ripas)
     count = _refcount(machine, parent)
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, 3) == (SUCCESS, 0, 0, 0, 3)
+    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, 3) == (SUCCESS, 0, 0, 0, 0)
     _check_child(machine, t, realm, rtt, ipa, 3, [(ASSIGNED, base + i * L3, ripas) for i in range(s2tt.ENTRIES)])
     assert (_refcount(machine, parent), _refcount(machine, rtt)) == (count, s2tt.ENTRIES)
     assert all(_state(machine, base + i * L3) == GranuleState.DATA for i in range(s2tt.ENTRIES))
@@ -524,7 +524,7 @@ def test_create_unfold_assigned_ns_block(machine: Machine, level: int, attrs: in
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, level)
+    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
     step = s2tt.block_size(level)
     _check_child(machine, t, realm, rtt, ipa, level,
                  [(ASSIGNED, (oa + i * step) | attrs, 0) for i in range(s2tt.ENTRIES)])
@@ -544,14 +544,14 @@ def test_create_in_every_root(machine: Machine) -> None:
     for n, root in enumerate(realm.roots):
         ipa = n * L1 + 9 * L2
         rtt = t.delegate()
-        assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, 3) == (SUCCESS, 0, 0, 0, 3)
+        assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, 3) == (SUCCESS, 0, 0, 0, 0)
         assert _read(t, realm, ipa, 2) == (SUCCESS, 2, TABLE, rtt, 0)
         assert [_refcount(machine, r) for r in realm.roots] == [1] * (n + 1) + [0] * (3 - n)
     _ok(machine)
 
 
 # == RMI_RTT_DESTROY (B4.3.16) =================================================================
-# Outputs: X1 = rtt (SUCCESS only), X2 = top; X4 is not written (the caller's X4 comes back).
+# Outputs: X1 = rtt (SUCCESS only), X2 = top; X4 is not an output: it reads 0 (B1.2).
 
 
 def test_destroy_rd_align(machine: Machine) -> None:
@@ -560,7 +560,7 @@ def test_destroy_rd_align(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 1)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd + 8, 0, 1, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd + 8, 0, 1, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -569,7 +569,7 @@ def test_destroy_rd_bound(machine: Machine, where: str) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 1)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, _bad_pa(machine, where), 0, 1, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, _bad_pa(machine, where), 0, 1, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("state", ["NS", "DELEGATED", "RTT", "REC", "DATA"])
@@ -580,7 +580,7 @@ def test_destroy_rd_state(machine: Machine, state: str) -> None:
     realm = _realm(t)
     t.rtts(realm, 0, 1)
     states = _States(machine, t, realm)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, states.pa[state], 0, 1, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, states.pa[state], 0, 1, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -591,7 +591,7 @@ def test_destroy_level_bound(machine: Machine, s2sz: int, start: int, level: int
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("ipa, level", [(L3, 3), (L2, 2), (L1, 1), (8, 3)])
@@ -601,7 +601,7 @@ def test_destroy_ipa_align(machine: Machine, ipa: int, level: int) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("s2sz, start, level, ipa", [(48, 0, 1, 1 << 48), (48, 0, 3, 1 << 48), (40, 1, 2, 1 << 40)])
@@ -609,7 +609,7 @@ def test_destroy_ipa_bound(machine: Machine, s2sz: int, start: int, level: int, 
     """ACS ipa_bound (IPA_OUT_OF_PERMITTED_IPA): ipa >= 2^s2sz -> RMI_ERROR_INPUT, top 0, unchanged."""
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 def test_destroy_rtt_walk(machine: Machine) -> None:
@@ -622,11 +622,11 @@ def test_destroy_rtt_walk(machine: Machine) -> None:
     realm = _realm(t)
     t.rtts(realm, 0, 1)
     t.rtts(realm, 5 * L1, 2)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 3, X4), (rtt_err(1), 0, 5 * L1, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 3, X4), (rtt_err(1), 0, 5 * L1, 0, 0), *_pas(realm))
     t.rtts(realm, 3 * L0, 1)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, L0, 3, X4), (rtt_err(0), 0, 3 * L0, 0, X4), *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 4 * L0, 2, X4), (rtt_err(0), 0, 1 << 48, 0, X4), *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 6 * L1, 3, X4), (rtt_err(1), 0, L0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, L0, 3, X4), (rtt_err(0), 0, 3 * L0, 0, 0), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 4 * L0, 2, X4), (rtt_err(0), 0, 1 << 48, 0, 0), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 6 * L1, 3, X4), (rtt_err(1), 0, L0, 0, 0), *_pas(realm))
 
 
 def test_destroy_rtte_state_unassigned(machine: Machine) -> None:
@@ -636,12 +636,12 @@ def test_destroy_rtte_state_unassigned(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 4 * L2, 3, X4), (rtt_err(2), 0, L1, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 4 * L2, 3, X4), (rtt_err(2), 0, L1, 0, 0), *_pas(realm))
     t.rtts(realm, 9 * L2, 3)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 4 * L2, 3, X4), (rtt_err(2), 0, 9 * L2, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 4 * L2, 3, X4), (rtt_err(2), 0, 9 * L2, 0, 0), *_pas(realm))
     assert t.smc(F.RMI_RTT_DESTROY, realm.rd, 9 * L2, 3)[0] == SUCCESS
     del realm.rtts[(9 * L2, 3)]
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 9 * L2, 3, X4), (rtt_err(2), 0, L1, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 9 * L2, 3, X4), (rtt_err(2), 0, L1, 0, 0), *_pas(realm))
 
 
 def test_destroy_rtte_state_concatenated(machine: Machine) -> None:
@@ -650,10 +650,10 @@ def test_destroy_rtte_state_concatenated(machine: Machine) -> None:
     level-3 RTT further on in root 1 -> top = its IPA."""
     t = Rmi(machine)
     realm = _realm(t, 32, 2)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, L1 + 3 * L2, 3, X4), (rtt_err(2), 0, 2 * L1, 0, X4),
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, L1 + 3 * L2, 3, X4), (rtt_err(2), 0, 2 * L1, 0, 0),
            *_pas(realm))
     t.rtts(realm, L1 + 100 * L2, 3)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, L1 + 3 * L2, 3, X4), (rtt_err(2), 0, L1 + 100 * L2, 0, X4),
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, L1 + 3 * L2, 3, X4), (rtt_err(2), 0, L1 + 100 * L2, 0, 0),
            *_pas(realm))
 
 
@@ -664,10 +664,10 @@ def test_destroy_rtte_state_block(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     _assigned_block(machine, t, realm, 6 * L2, RAM)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 6 * L2, 3, X4), (rtt_err(2), 0, 6 * L2, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 6 * L2, 3, X4), (rtt_err(2), 0, 6 * L2, 0, 0), *_pas(realm))
     t.rtts(realm, U48, 2)
     _map(t, realm, U48 + L2, 2, 0x4000_0000 | NORMAL_RW)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, U48 + L2, 3, X4), (rtt_err(2), 0, U48 + L2, 0, X4),
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, U48 + L2, 3, X4), (rtt_err(2), 0, U48 + L2, 0, 0),
            *_pas(realm))
     _ok(machine)
 
@@ -678,8 +678,8 @@ def test_destroy_rtt_live_table(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 5 * L2, 3)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 2, X4), (rtt_err(2), 0, 0, 0, X4), *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 1, X4), (rtt_err(1), 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 2, X4), (rtt_err(2), 0, 0, 0, 0), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 1, X4), (rtt_err(1), 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("ripas", [EMPTY, RAM, DESTROYED])
@@ -689,7 +689,7 @@ def test_destroy_rtt_live_assigned(machine: Machine, ripas: int) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     _assigned_page(t, realm, 2 * L2 + 77 * L3, ripas)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 2 * L2, 3, X4), (rtt_err(3), 0, 2 * L2, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 2 * L2, 3, X4), (rtt_err(3), 0, 2 * L2, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -698,8 +698,8 @@ def test_destroy_check_order(machine: Machine) -> None:
     would stop early: RMI_ERROR_INPUT with top 0."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 0, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 1 << 48, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 0, 0, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_DESTROY, realm.rd, 1 << 48, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 # -- RMI_RTT_DESTROY: success ---------------------------------------------------------------
@@ -707,12 +707,12 @@ def test_destroy_check_order(machine: Machine) -> None:
 
 def _destroy_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, top: int, parent_entry: Kind,
                 ripas: int = 0) -> int:
-    """RTT_DESTROY succeeds with X1 = the RTT, X2 = top, X4 kept; the RTT becomes DELEGATED, zero,
+    """RTT_DESTROY succeeds with X1 = the RTT, X2 = top, X4 = 0; the RTT becomes DELEGATED, zero,
     refcount 0; the parent loses one reference and its entry becomes ``parent_entry``."""
     rtt = _table(realm, ipa, level)
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
-    assert t.smc(F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4) == (SUCCESS, rtt, top, 0, X4)
+    assert t.smc(F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4) == (SUCCESS, rtt, top, 0, 0)
     del realm.rtts[(ipa, level)]
     assert (_state(machine, rtt), _refcount(machine, rtt)) == (GranuleState.DELEGATED, 0)
     assert machine.memory.is_zero(_idx(machine, rtt))
@@ -805,7 +805,7 @@ def test_fold_rd_align(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd + 8, 0, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd + 8, 0, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -814,7 +814,7 @@ def test_fold_rd_bound(machine: Machine, where: str) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_FOLD, _bad_pa(machine, where), 0, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, _bad_pa(machine, where), 0, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("state", ["NS", "DELEGATED", "RTT", "REC", "DATA"])
@@ -824,7 +824,7 @@ def test_fold_rd_state(machine: Machine, state: str) -> None:
     realm = _realm(t)
     t.rtts(realm, 0, 3)
     states = _States(machine, t, realm)
-    _fails(machine, t, (F.RMI_RTT_FOLD, states.pa[state], 0, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, states.pa[state], 0, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -834,7 +834,7 @@ def test_fold_level_bound(machine: Machine, s2sz: int, start: int, level: int) -
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 0, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 0, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("ipa, level", [(L3, 3), (L2, 2), (L1, 1)])
@@ -843,14 +843,14 @@ def test_fold_ipa_align(machine: Machine, ipa: int, level: int) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 def test_fold_ipa_bound(machine: Machine) -> None:
     """ACS ipa_bound (IPA_OUT_OF_BOUND): ipa = 2^s2sz -> RMI_ERROR_INPUT, footprint unchanged."""
     t = Rmi(machine)
     realm = _realm(t, 40, 1)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 1 << 40, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 1 << 40, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 def test_fold_rtt_walk(machine: Machine) -> None:
@@ -859,8 +859,8 @@ def test_fold_rtt_walk(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 1)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, L0, 3, X4), (rtt_err(0), 0, 0, 0, X4), *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 0, 3, X4), (rtt_err(1), 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, L0, 3, X4), (rtt_err(0), 0, 0, 0, 0), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 0, 3, X4), (rtt_err(1), 0, 0, 0, 0), *_pas(realm))
 
 
 def test_fold_rtte_state(machine: Machine) -> None:
@@ -869,12 +869,12 @@ def test_fold_rtte_state(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 2)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 2 * L2, 3, X4), (rtt_err(2), 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 2 * L2, 3, X4), (rtt_err(2), 0, 0, 0, 0), *_pas(realm))
     _assigned_block(machine, t, realm, 5 * L2, EMPTY)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 5 * L2, 3, X4), (rtt_err(2), 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 5 * L2, 3, X4), (rtt_err(2), 0, 0, 0, 0), *_pas(realm))
     t.rtts(realm, U48, 2)
     _map(t, realm, U48, 2, 0x20_0000 | NORMAL_RW)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, U48, 3, X4), (rtt_err(2), 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, U48, 3, X4), (rtt_err(2), 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -944,7 +944,7 @@ def test_fold_rtt_homo(machine: Machine, case: str) -> None:
     realm = _realm(t)
     ipa = _homo_case(machine, t, realm, case)
     level = 2 if case == "child-table" else 3
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, ipa, level, X4), (rtt_err(level), 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, ipa, level, X4), (rtt_err(level), 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -961,7 +961,7 @@ def test_fold_level1_assigned_ns_refused(machine: Machine) -> None:
         _map(t, realm, U48 + i * L1, 1, (i * L1) | NORMAL_RW)
     before = snapshot(machine, *_pas(realm))
     regs = t.smc(F.RMI_RTT_FOLD, realm.rd, U48, 1, X4)
-    assert regs == (rtt_err(1), 0, 0, 0, X4)
+    assert regs == (rtt_err(1), 0, 0, 0, 0)
     assert before.diff(snapshot(machine, *_pas(realm))) == []
     assert _read(t, realm, U48 + 5 * L1, 1) == (SUCCESS, 1, ASSIGNED, (5 * L1) | NORMAL_RW, 0)
     _ok(machine)
@@ -979,7 +979,7 @@ def test_fold_level1_assigned_refused(machine: Machine) -> None:
     _wb_write(machine, rtt, {i: s2tt.assigned(i * L1, 1, DESTROYED) for i in range(s2tt.ENTRIES)}, s2tt.ENTRIES)
     before = snapshot(machine, *_pas(realm))
     regs = t.smc(F.RMI_RTT_FOLD, realm.rd, 0, 1, X4)
-    assert regs == (rtt_err(1), 0, 0, 0, X4)
+    assert regs == (rtt_err(1), 0, 0, 0, 0)
     assert before.diff(snapshot(machine, *_pas(realm))) == []
     _wb_write(machine, rtt, {i: s2tt.UNASSIGNED_EMPTY for i in range(s2tt.ENTRIES)}, -s2tt.ENTRIES)
     _ok(machine)
@@ -990,9 +990,9 @@ def test_fold_check_order(machine: Machine) -> None:
     level) at an unmapped IPA -> RMI_ERROR_INPUT, not RMI_ERROR_RTT."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, L0, 0, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, L0, 0, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
     t.rtts(realm, 0, 2)
-    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 0, 0, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_FOLD, realm.rd, 0, 0, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 # -- RMI_RTT_FOLD: success ------------------------------------------------------------------
@@ -1000,12 +1000,12 @@ def test_fold_check_order(machine: Machine) -> None:
 
 def _fold_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, entry: tuple[int, int, int, int, int],
              parent_delta: int) -> None:
-    """RTT_FOLD succeeds with X1 = the RTT (X4 kept); the RTT is DELEGATED, zero, refcount 0; the
+    """RTT_FOLD succeeds with X1 = the RTT (X4 = 0); the RTT is DELEGATED, zero, refcount 0; the
     parent entry reads back as ``entry``; the parent's refcount changes by ``parent_delta``."""
     rtt = _table(realm, ipa, level)
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
-    assert t.smc(F.RMI_RTT_FOLD, realm.rd, ipa, level, X4) == (SUCCESS, rtt, 0, 0, X4)
+    assert t.smc(F.RMI_RTT_FOLD, realm.rd, ipa, level, X4) == (SUCCESS, rtt, 0, 0, 0)
     del realm.rtts[(ipa, level)]
     assert (_state(machine, rtt), _refcount(machine, rtt)) == (GranuleState.DELEGATED, 0)
     assert machine.memory.is_zero(_idx(machine, rtt))
@@ -1138,10 +1138,10 @@ def test_fold_then_unfold_round_trip(machine: Machine, kind: str) -> None:
 
 
 def test_read_rd_align(machine: Machine) -> None:
-    """ACS rd_align: READ_ENTRY with rd + 8 -> RMI_ERROR_INPUT; X1..X3 0 and the caller's X4."""
+    """ACS rd_align: READ_ENTRY with rd + 8 -> RMI_ERROR_INPUT; X1..X4 0."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd + 8, 0, 0, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd + 8, 0, 0, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -1149,7 +1149,7 @@ def test_read_rd_bound(machine: Machine, where: str) -> None:
     """ACS rd_bound (RD_DEV_MEM, RD_OUTSIDE_OF_PERMITTED_PA) -> RMI_ERROR_INPUT."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, _bad_pa(machine, where), 0, 0, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, _bad_pa(machine, where), 0, 0, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("state", ["NS", "DELEGATED", "RTT", "REC", "DATA"])
@@ -1158,7 +1158,7 @@ def test_read_rd_state(machine: Machine, state: str) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     states = _States(machine, t, realm)
-    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, states.pa[state], 0, 0, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, states.pa[state], 0, 0, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -1168,7 +1168,7 @@ def test_read_level_bound(machine: Machine, s2sz: int, start: int, level: int) -
     0 and 1 on a level-2 realm; the start level itself is readable) -> RMI_ERROR_INPUT."""
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
-    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd, 0, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd, 0, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("ipa, level", [(8, 3), (L3, 2), (L2, 1), (L1, 0), (0x800, 3)])
@@ -1177,7 +1177,7 @@ def test_read_ipa_align(machine: Machine, ipa: int, level: int) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, 0, 3)
-    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("s2sz, start, ipa", [(48, 0, 1 << 48), (40, 1, 1 << 40), (32, 2, 1 << 32), (39, 1, 1 << 39)])
@@ -1185,7 +1185,7 @@ def test_read_ipa_bound(machine: Machine, s2sz: int, start: int, ipa: int) -> No
     """ACS ipa_bound (IPA_OOB): ipa = 2^s2sz at level 3 -> RMI_ERROR_INPUT."""
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
-    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd, ipa, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_READ_ENTRY, realm.rd, ipa, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 def test_read_every_entry_kind(machine: Machine) -> None:
@@ -1247,7 +1247,7 @@ def test_read_concatenated_roots(machine: Machine) -> None:
 
 
 # == RMI_RTT_MAP_UNPROTECTED (B4.3.19) ==========================================================
-# Inputs X1..X4 = rd, ipa, level, desc; nothing is written back, so X4 = desc on every outcome.
+# Inputs X1..X4 = rd, ipa, level, desc; X4 is not an output, so it reads 0 on every outcome (B1.2).
 
 
 BAD_DESC_BITS = {
@@ -1261,12 +1261,12 @@ BAD_DESC_BITS = {
 def test_map_attr_valid_bits(machine: Machine, bit: str) -> None:
     """ACS attr_valid (MEM_ATTR_INVALID), B3.56: a descriptor with a bit set outside the host-
     controlled fields (OA, MemAttr[4:2], S2AP[7:6]), including OA bits 48/49 above a 48-bit PA
-    (addr_bound) -> RMI_ERROR_INPUT, X4 = desc, footprint unchanged."""
+    (addr_bound) -> RMI_ERROR_INPUT, X4 = 0, footprint unchanged."""
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, U48, 3)
     desc = 0x8000_0000 | NORMAL_RW | BAD_DESC_BITS[bit]
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, 3, desc), (INPUT, 0, 0, 0, desc), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, 3, desc), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 def test_map_attr_valid_reserved_memattr(machine: Machine) -> None:
@@ -1276,17 +1276,17 @@ def test_map_attr_valid_reserved_memattr(machine: Machine) -> None:
     t.rtts(realm, U48, 3)
     for level in (1, 2, 3):
         desc = 0x4000_0000 | (0b100 << 2) | 0xC0
-        _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, level, desc), (INPUT, 0, 0, 0, desc),
+        _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, level, desc), (INPUT, 0, 0, 0, 0),
                *_pas(realm))
 
 
 def test_map_rd_align(machine: Machine) -> None:
-    """ACS rd_align: MAP_UNPROTECTED with rd + 8 -> RMI_ERROR_INPUT, X4 = desc, unchanged."""
+    """ACS rd_align: MAP_UNPROTECTED with rd + 8 -> RMI_ERROR_INPUT, X4 = 0, unchanged."""
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, U48, 3)
     desc = 0x8000_0000 | NORMAL_RW
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd + 8, U48, 3, desc), (INPUT, 0, 0, 0, desc), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd + 8, U48, 3, desc), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -1295,7 +1295,7 @@ def test_map_rd_bound(machine: Machine, where: str) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     desc = 0x8000_0000 | NORMAL_RW
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, _bad_pa(machine, where), U48, 3, desc), (INPUT, 0, 0, 0, desc),
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, _bad_pa(machine, where), U48, 3, desc), (INPUT, 0, 0, 0, 0),
            *_pas(realm))
 
 
@@ -1307,7 +1307,7 @@ def test_map_rd_state(machine: Machine, state: str) -> None:
     t.rtts(realm, U48, 3)
     states = _States(machine, t, realm)
     desc = 0x8000_0000 | NORMAL_RW
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, states.pa[state], U48, 3, desc), (INPUT, 0, 0, 0, desc),
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, states.pa[state], U48, 3, desc), (INPUT, 0, 0, 0, 0),
            *_pas(realm))
     _ok(machine)
 
@@ -1322,7 +1322,7 @@ def test_map_level_bound(machine: Machine, s2sz: int, start: int, level: int, ip
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
     desc = 0
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc), (INPUT, 0, 0, 0, desc), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc), (INPUT, 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -1334,7 +1334,7 @@ def test_map_addr_align(machine: Machine, level: int, oa: int) -> None:
     realm = _realm(t)
     t.rtts(realm, U48, 2)
     desc = oa | NORMAL_RW
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, level, desc), (INPUT, 0, 0, 0, desc), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, level, desc), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("ipa, level", [(U48 + 8, 3), (U48 + L3, 2), (U48 + L2, 1)])
@@ -1367,7 +1367,7 @@ def test_map_rtt_walk(machine: Machine, made: int, level: int, index: int) -> No
     if made:
         t.rtts(realm, ipa, made)
     desc = (7 * s2tt.block_size(level)) | NORMAL_RW
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc), (rtt_err(index), 0, 0, 0, desc),
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc), (rtt_err(index), 0, 0, 0, 0),
            *_pas(realm))
 
 
@@ -1378,13 +1378,13 @@ def test_map_rtte_state(machine: Machine) -> None:
     realm = _realm(t)
     t.rtts(realm, U48, 3)
     _map(t, realm, U48, 3, 0x8000_0000 | NORMAL_RW)
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, 3, 0x9000_0000), (rtt_err(3), 0, 0, 0, 0x9000_0000),
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, 3, 0x9000_0000), (rtt_err(3), 0, 0, 0, 0),
            *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, 2, 0x4000_0000), (rtt_err(2), 0, 0, 0, 0x4000_0000),
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48, 2, 0x4000_0000), (rtt_err(2), 0, 0, 0, 0),
            *_pas(realm))
     _map(t, realm, U48 + L2, 2, 0x4000_0000)
     _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48 + L2, 2, 0x4020_0000),
-           (rtt_err(2), 0, 0, 0, 0x4020_0000), *_pas(realm))
+           (rtt_err(2), 0, 0, 0, 0), *_pas(realm))
     assert _read(t, realm, U48, 3) == (SUCCESS, 3, ASSIGNED, 0x8000_0000 | NORMAL_RW, EMPTY)
 
 
@@ -1395,7 +1395,7 @@ def test_map_check_order(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     for ipa, level, desc in ((0, 3, 0), (1 << 48, 3, 0), (U48, 0, 0), (U48, 3, 1)):
-        _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc), (INPUT, 0, 0, 0, desc),
+        _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc), (INPUT, 0, 0, 0, 0),
                *_pas(realm))
 
 
@@ -1404,7 +1404,7 @@ def test_map_check_order(machine: Machine) -> None:
 
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_map_success(machine: Machine, level: int) -> None:
-    """MAP_UNPROTECTED at level 1 (1 GiB block), 2 (2 MiB block), 3 (page): SUCCESS, X4 = desc;
+    """MAP_UNPROTECTED at level 1 (1 GiB block), 2 (2 MiB block), 3 (page): SUCCESS, X4 = 0;
     the entry is ASSIGNED_NS (READ_ENTRY: ASSIGNED, desc = the host's OA | MemAttr | S2AP, RIPAS
     EMPTY); the stored descriptor is valid (block or page type) with AF, NS, XN and inner
     shareability added by the RMM; no refcount and no other granule changes."""
@@ -1416,7 +1416,7 @@ def test_map_success(machine: Machine, level: int) -> None:
     table = _table(realm, ipa, level)
     desc = (9 * s2tt.block_size(level)) | NORMAL_RW
     before = snapshot(machine)
-    assert t.smc(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc) == (SUCCESS, 0, 0, 0, desc)
+    assert t.smc(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, level, desc) == (SUCCESS, 0, 0, 0, 0)
     assert before.words == snapshot(machine).words
     assert _read(t, realm, ipa, level) == (SUCCESS, level, ASSIGNED, desc, EMPTY)
     raw = s2tt.read(machine.memory, _idx(machine, table), s2tt.entry_index(ipa, level))
@@ -1460,7 +1460,7 @@ def test_unmap_rd_align(machine: Machine) -> None:
     realm = _realm(t)
     t.rtts(realm, U48, 3)
     _map(t, realm, U48, 3, 0x8000_0000)
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd + 8, U48, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd + 8, U48, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
@@ -1468,7 +1468,7 @@ def test_unmap_rd_bound(machine: Machine, where: str) -> None:
     """ACS rd_bound (RD_OUTSIDE_OF_PERMITTED_PA, RD_DEV_MEM) -> RMI_ERROR_INPUT, top 0."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, _bad_pa(machine, where), U48, 3, X4), (INPUT, 0, 0, 0, X4),
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, _bad_pa(machine, where), U48, 3, X4), (INPUT, 0, 0, 0, 0),
            *_pas(realm))
 
 
@@ -1480,7 +1480,7 @@ def test_unmap_rd_state(machine: Machine, state: str) -> None:
     t.rtts(realm, U48, 3)
     _map(t, realm, U48, 3, 0x8000_0000)
     states = _States(machine, t, realm)
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, states.pa[state], U48, 3, X4), (INPUT, 0, 0, 0, X4),
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, states.pa[state], U48, 3, X4), (INPUT, 0, 0, 0, 0),
            *_pas(realm))
     _ok(machine)
 
@@ -1493,7 +1493,7 @@ def test_unmap_level_bound(machine: Machine, s2sz: int, start: int, level: int, 
     top 0, footprint unchanged, no lock left held."""
     t = Rmi(machine)
     realm = _realm(t, s2sz, start)
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
     _ok(machine)
 
 
@@ -1503,7 +1503,7 @@ def test_unmap_ipa_align(machine: Machine, ipa: int, level: int) -> None:
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, U48, 3)
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 @pytest.mark.parametrize("ipa", [0, U48 - L3, 1 << 48])
@@ -1512,7 +1512,7 @@ def test_unmap_ipa_bound(machine: Machine, ipa: int) -> None:
     2^s2sz -> RMI_ERROR_INPUT, top 0."""
     t = Rmi(machine)
     realm = _realm(t)
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, 3, X4), (INPUT, 0, 0, 0, X4), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
 def test_unmap_rtt_walk(machine: Machine) -> None:
@@ -1524,17 +1524,17 @@ def test_unmap_rtt_walk(machine: Machine) -> None:
     realm = _realm(t)
     t.rtts(realm, U48, 2)
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 3 * L2, 3, X4),
-           (rtt_err(2), U48 + L1, 0, 0, X4), *_pas(realm))
+           (rtt_err(2), U48 + L1, 0, 0, 0), *_pas(realm))
     t.rtts(realm, U48 + 8 * L2, 3)
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 3 * L2, 3, X4),
-           (rtt_err(2), U48 + 8 * L2, 0, 0, X4), *_pas(realm))
+           (rtt_err(2), U48 + 8 * L2, 0, 0, 0), *_pas(realm))
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 2 * L0, 2, X4),
-           (rtt_err(0), 1 << 48, 0, 0, X4), *_pas(realm))
+           (rtt_err(0), 1 << 48, 0, 0, 0), *_pas(realm))
     _map(t, realm, U48 + 5 * L2, 2, 0x4020_0000)
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 5 * L2, 3, X4),
-           (rtt_err(2), U48 + 5 * L2, 0, 0, X4), *_pas(realm))
+           (rtt_err(2), U48 + 5 * L2, 0, 0, 0), *_pas(realm))
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 5 * L2 + 3 * L3, 3, X4),
-           (rtt_err(2), U48 + 5 * L2 + 3 * L3, 0, 0, X4), *_pas(realm))
+           (rtt_err(2), U48 + 5 * L2 + 3 * L3, 0, 0, 0), *_pas(realm))
 
 
 def test_unmap_rtte_state(machine: Machine) -> None:
@@ -1546,11 +1546,11 @@ def test_unmap_rtte_state(machine: Machine) -> None:
     realm = _realm(t)
     t.rtts(realm, U48, 3)
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 2 * L3, 3, X4),
-           (rtt_err(3), U48 + L2, 0, 0, X4), *_pas(realm))
+           (rtt_err(3), U48 + L2, 0, 0, 0), *_pas(realm))
     _map(t, realm, U48 + 7 * L3, 3, 0x8000_0000)
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48 + 2 * L3, 3, X4),
-           (rtt_err(3), U48 + 7 * L3, 0, 0, X4), *_pas(realm))
-    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48, 2, X4), (rtt_err(2), U48, 0, 0, X4), *_pas(realm))
+           (rtt_err(3), U48 + 7 * L3, 0, 0, 0), *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48, 2, X4), (rtt_err(2), U48, 0, 0, 0), *_pas(realm))
 
 
 # -- RMI_RTT_UNMAP_UNPROTECTED: success ----------------------------------------------------
@@ -1560,7 +1560,7 @@ def test_unmap_rtte_state(machine: Machine) -> None:
 def test_unmap_success(machine: Machine, level: int) -> None:
     """UNMAP_UNPROTECTED of an ASSIGNED_NS page or block at its own level: SUCCESS, X1 = top > ipa
     (the next live entry of the RTT: a second mapping three entries on, then after it is unmapped
-    too, the end of the RTT), X4 kept; the entry is UNASSIGNED_NS again; no refcount changes."""
+    too, the end of the RTT), X4 = 0; the entry is UNASSIGNED_NS again; no refcount changes."""
     t = Rmi(machine)
     realm = _realm(t)
     size = s2tt.block_size(level)
@@ -1570,9 +1570,9 @@ def test_unmap_success(machine: Machine, level: int) -> None:
     _map(t, realm, ipa, level, 2 * size)
     _map(t, realm, ipa + 3 * size, level, 5 * size | NORMAL_RW)
     words = snapshot(machine).words
-    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4) == (SUCCESS, ipa + 3 * size, 0, 0, X4)
+    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4) == (SUCCESS, ipa + 3 * size, 0, 0, 0)
     end = (ipa & ~(s2tt.block_size(level - 1) - 1)) + s2tt.block_size(level - 1)
-    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa + 3 * size, level, X4) == (SUCCESS, end, 0, 0, X4)
+    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa + 3 * size, level, X4) == (SUCCESS, end, 0, 0, 0)
     assert snapshot(machine).words == words
     for at in (ipa, ipa + 3 * size):
         assert _read(t, realm, at, level) == (SUCCESS, level, UNASSIGNED, 0, EMPTY)
@@ -1587,5 +1587,5 @@ def test_unmap_start_level_2_realm(machine: Machine) -> None:
     t = Rmi(machine)
     realm = _realm(t, 32, 2)
     _map(t, realm, (3 << 30) + 4 * L2, 2, 0x4020_0000)
-    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, (3 << 30) + 4 * L2, 2, X4) == (SUCCESS, 1 << 32, 0, 0, X4)
+    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, (3 << 30) + 4 * L2, 2, X4) == (SUCCESS, 1 << 32, 0, 0, 0)
     _ok(machine)

@@ -54,9 +54,9 @@ def test_host_feature_register_literal_is_consistent() -> None:
 
 def test_version_1_0_succeeds(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
     """B2 outcome (a): request 1.0 (0x10000) -> RMI_SUCCESS, lower = higher = 0x10000, X3 = 0,
-    X4 kept; no footprint."""
+    X4 = 0; no footprint."""
     before = snapshot(machine)
-    assert cpu0.smc(VERSION, V1_0, 0x22, 0x33, X4) == (SUCCESS, V1_0, V1_0, 0, X4)
+    assert cpu0.smc(VERSION, V1_0, 0x22, 0x33, X4) == (SUCCESS, V1_0, V1_0, 0, 0)
     assert before.diff(snapshot(machine)) == []
 
 
@@ -67,9 +67,9 @@ def test_version_1_0_succeeds(machine: Machine, cpu0) -> None:  # type: ignore[n
 )
 def test_version_other_request_fails(machine: Machine, cpu0, request_version: int) -> None:  # type: ignore[no-untyped-def]
     """B2 outcomes (b)/(c) with 1.0 the only supported revision: any request other than 1.0 ->
-    RMI_ERROR_INPUT with lower = higher = 0x10000 (X3 = 0, X4 kept); no footprint."""
+    RMI_ERROR_INPUT with lower = higher = 0x10000 (X3 = X4 = 0); no footprint."""
     before = snapshot(machine)
-    assert cpu0.smc(VERSION, request_version, 0, 0, X4) == (ERROR_INPUT, V1_0, V1_0, 0, X4)
+    assert cpu0.smc(VERSION, request_version, 0, 0, X4) == (ERROR_INPUT, V1_0, V1_0, 0, 0)
     assert before.diff(snapshot(machine)) == []
 
 
@@ -90,9 +90,9 @@ def test_version_negative_argument_is_modulo_2_64(machine: Machine, cpu0) -> Non
 
 def test_features_index0_host(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
     """B4.3.4: index 0 returns RmiFeatureRegister0 of the host platform (literal computed from
-    platform/host.toml), status SUCCESS, X2 = X3 = 0, X4 kept; no footprint."""
+    platform/host.toml), status SUCCESS, X2 = X3 = X4 = 0; no footprint."""
     before = snapshot(machine)
-    assert cpu0.smc(FEATURES, 0, 0x22, 0x33, X4) == (SUCCESS, HOST_FEATURE_REGISTER0, 0, 0, X4)
+    assert cpu0.smc(FEATURES, 0, 0x22, 0x33, X4) == (SUCCESS, HOST_FEATURE_REGISTER0, 0, 0, 0)
     assert before.diff(snapshot(machine)) == []
 
 
@@ -100,7 +100,7 @@ def test_features_index0_host(machine: Machine, cpu0) -> None:  # type: ignore[n
 def test_features_other_index_reads_zero(machine: Machine, cpu0, index: int) -> None:  # type: ignore[no-untyped-def]
     """B4.3.4 success condition 'index': index != 0 -> RMI_SUCCESS with value 0 (no failure
     conditions exist)."""
-    assert cpu0.smc(FEATURES, index, 0x22, 0x33, X4) == (SUCCESS, 0, 0, 0, X4)
+    assert cpu0.smc(FEATURES, index, 0x22, 0x33, X4) == (SUCCESS, 0, 0, 0, 0)
 
 
 def test_features_index0_fvp() -> None:

@@ -1,11 +1,11 @@
 """RSI commands called by running realms (DEN0137 1.0-rel0 B5.3.*, A4.3, A5.4; rsi-attest.md section 1).
 
-Every test runs a guest program (tests/realm_guests.py): it loads X1.. (X1..X10 start as
+Every test runs a guest program (tests/realm_guests.py): it loads X1.. (X1..X18 start as
 sentinels, so the result-register rule can be checked), makes the call at label ``call`` and
 stops at ``done`` with a WFI, which exits to the host (IRQ). "No exit" means the first exit is
 that WFI's. Per command: the success path with its outputs, then one test per failure condition
 in the spec's table order (ACS test/command/cmd_<command>/rsi_*_data.h), each asserting X0, the
-result registers (X1..X3 zero when not outputs, X4 and above kept) and that the REC continued,
+result registers (X1..X16 zero when not outputs, spec B1.2; X17 and above kept) and that the REC continued,
 or the exact REC exit. The attestation token calls are not covered here.
 """
 
@@ -50,8 +50,8 @@ def machine() -> Iterator[Machine]:
 
 
 def call_program(fid: str, args: dict[int, object] | None = None, data: str = "") -> str:
-    """X1..X10 = sentinels, then ``args``; X0 = ``fid``; `call: smc`; `done: wfi`; ``data`` at +0x1000."""
-    lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 11)]
+    """X1..X18 = sentinels, then ``args``; X0 = ``fid``; `call: smc`; `done: wfi`; ``data`` at +0x1000."""
+    lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 19)]
     lines += [f"mov x{n}, ={value}" for n, value in (args or {}).items()]
     lines += [f"mov x0, ={fid}", "call: smc #0", "done: wfi", "b done", ".org 0x1000", data]
     return "\n".join(lines)
@@ -66,10 +66,22 @@ def finish(g: Guest, flags: int = 0, gprs: tuple[int, ...] = ()) -> None:
 
 
 def results(g: Guest, *outputs: int) -> None:
-    """X0..X3 are (status, outputs..., zeros); X4..X10 keep their sentinels."""
-    expected = (*outputs, 0, 0, 0)[:4]
-    assert tuple(g.gpr(n) for n in range(4)) == expected
-    assert [g.gpr(n) for n in range(4, 11)] == [sentinel(n) for n in range(4, 11)]
+    """X0..X16 are (status, outputs..., zeros) (spec B1.2: registers that are no outputs MBZ);
+    X17 and X18 keep their sentinels."""
+    assert tuple(g.gpr(n) for n in range(17)) == (*outputs, *[0] * (17 - len(outputs)))
+    assert kept(g)
+
+
+def smccc_results(g: Guest, *outputs: int) -> None:
+    """An SMC that is no RSI command (PSCI, SMCCC_VERSION, an unknown ID) follows SMCCC: X0..X3 are
+    (status, outputs..., zeros) and X4..X18 keep their sentinels."""
+    assert tuple(g.gpr(n) for n in range(4)) == (*outputs, 0, 0, 0)[:4]
+    assert [g.gpr(n) for n in range(4, 19)] == [sentinel(n) for n in range(4, 19)]
+
+
+def kept(g: Guest) -> bool:
+    """X17 and X18, beyond the registers an RSI command returns, keep their sentinels."""
+    return [g.gpr(17), g.gpr(18)] == [sentinel(17), sentinel(18)]
 
 
 def ok(m: Machine) -> None:
@@ -123,7 +135,7 @@ def set_ripas(g: Guest, base: int, top: int) -> int:
 # -- RSI_VERSION (B5.3.10) ---------------------------------------------------------------------
 
 def test_version_1_0(machine: Machine) -> None:
-    """Requested 1.0: SUCCESS, lower = higher = 1.0 (B2 scenario 1); X3 zeroed, X4.. kept."""
+    """Requested 1.0: SUCCESS, lower = higher = 1.0 (B2 scenario 1); X3..X16 zeroed, X17.. kept."""
     with Guest.build(machine, call_program("RSI_VERSION", {1: VERSION_1_0})) as g:
         finish(g)
         results(g, SUCCESS, VERSION_1_0, VERSION_1_0)
@@ -154,14 +166,13 @@ def test_features_reads_zero(machine: Machine, index: int) -> None:
 @pytest.mark.parametrize("hash_algo", [0, 1])
 def test_measurement_read_rim(machine: Machine, hash_algo: int) -> None:
     """Index 0 reads the RIM: X1..X8 hold the RD's RIM little-endian, zero padded beyond the
-    hash (SHA-256: X5..X8 = 0); X9, X10 kept."""
+    hash (SHA-256: X5..X8 = 0); X9..X16 = 0, X17 and X18 kept."""
     with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: 0}), hash_algo=hash_algo) as g:
         finish(g)
         rim = g.rim
         assert len(rim) == (32, 64)[hash_algo] and rim != bytes(len(rim))
         value = struct.unpack("<8Q", rim.ljust(64, b"\0"))
-        assert tuple(g.gpr(n) for n in range(9)) == (SUCCESS, *value)
-        assert (g.gpr(9), g.gpr(10)) == (sentinel(9), sentinel(10))
+        results(g, SUCCESS, *value)
 
 
 @pytest.mark.parametrize("index", [1, 4])
@@ -243,7 +254,7 @@ def test_measurement_extend_chains(machine: Machine) -> None:
 @pytest.mark.parametrize("index", [0, 5])
 def test_measurement_extend_index_bound(machine: Machine, index: int) -> None:
     """index_bound (ACS cmd_measurement_extend): index 0 (the RIM) or > 4 -> ERROR_INPUT; no
-    measurement changes; X1..X3 zero, X4.. kept."""
+    measurement changes; X1..X16 zero, X17.. kept."""
     with Guest.build(machine, call_program("RSI_MEASUREMENT_EXTEND", {1: index, 2: 8})) as g:
         before = [g.rd.measurement(i) for i in range(5)]
         finish(g)
@@ -351,8 +362,7 @@ def state_set(base: object, top: object, ripas: object, flags: object = 0) -> st
 
 def state_set_refused(g: Guest) -> None:
     finish(g)
-    assert tuple(g.gpr(n) for n in range(4)) == (INPUT, 0, 0, 0)
-    assert [g.gpr(n) for n in range(5, 11)] == [sentinel(n) for n in range(5, 11)]
+    results(g, INPUT)
     assert g.rec().ripas_request() == (0, 0, 0, 0, 0)
 
 
@@ -587,7 +597,7 @@ def test_host_call_round_trip(machine: Machine) -> None:
         assert (g.gpr(0), g.gpr(1), g.gpr(2)) == (0xC400_0199, hc, sentinel(2))
         assert g.rec().host_call_pending
         finish(g, gprs=HOST_GPRS)
-        assert [g.gpr(n) for n in range(5)] == [SUCCESS, hc, sentinel(2), sentinel(3), sentinel(4)]
+        results(g, SUCCESS)       # X1 (addr) included: RSI_HOST_CALL has no output register
         assert g.peek(hc, 8) == struct.pack("<HHI", 0x1234, 0xBEEF, 0)
         assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
         assert not g.rec().host_call_pending
@@ -709,19 +719,21 @@ def test_host_call_completion_walks_again_after_an_invalidation(machine: Machine
 # -- the result-register rule, unknown SMCs, the SVE hint -----------------------------------------
 
 def test_result_registers_measurement_read_writes_x1_to_x8(machine: Machine) -> None:
-    """MEASUREMENT_READ writes X1..X8 (X4 included); X9, X10 keep their values."""
+    """MEASUREMENT_READ writes X1..X8 (X4 included); X9..X16 read 0; X17, X18 keep their values."""
     with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: 3})) as g:
         finish(g)
-        assert [g.gpr(n) for n in range(11)] == [0] * 9 + [sentinel(9), sentinel(10)]
+        assert [g.gpr(n) for n in range(17)] == [0] * 17
+        assert kept(g)
 
 
 @pytest.mark.parametrize("fid, args, x0", [
-    ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: 4}, SUCCESS),   # no outputs: X1..X3 zeroed, inputs X4.. kept
-    ("RSI_REALM_CONFIG", {1: CODE + 8}, INPUT),          # an error: X1..X3 zeroed
+    ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: 4}, SUCCESS),   # no outputs: X1..X16 zeroed, inputs X3..X10 too
+    ("RSI_REALM_CONFIG", {1: CODE + 8}, INPUT),          # an error: X1..X16 zeroed
     ("RSI_IPA_STATE_GET", {1: CODE, 2: CODE}, INPUT),
 ])
 def test_result_registers(machine: Machine, fid: str, args: dict[int, object], x0: int) -> None:
-    """rsi-attest 1.2 / TF-RMM's result record: X0 status, X1..X3 outputs or 0, X4.. untouched."""
+    """Spec B1.2: on return from an RSI command X0 is the status and X1..X16 are outputs or 0
+    (TF-RMM rel0 and rsi-attest.md 1.2 zero X1..X3 only and keep X4 and above); X17.. untouched."""
     with Guest.build(machine, call_program(fid, args)) as g:
         finish(g)
         results(g, x0)
@@ -730,10 +742,11 @@ def test_result_registers(machine: Machine, fid: str, args: dict[int, object], x
 @pytest.mark.parametrize("fid", [0xC400_019A, 0xC400_01AF, 0xC400_0150, 0x8200_0000, 0x0, 0xC500_0000])
 def test_unknown_smc(machine: Machine, fid: int) -> None:
     """An SMC that is neither RSI nor PSCI (a 1.1-only RSI ID, the end of the RSI range, RMI_VERSION,
-    SiP, 0, another owner) -> X0 = SMC_UNKNOWN (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, no exit."""
+    SiP, 0, another owner) -> X0 = SMC_UNKNOWN (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, X4 and
+    above kept (no RSI command, so SMCCC's rule), no exit."""
     with Guest.build(machine, call_program(hex(fid), {1: 1})) as g:
         finish(g)
-        results(g, SMC_UNKNOWN)
+        smccc_results(g, SMC_UNKNOWN)
 
 
 def test_fid_is_w0(machine: Machine) -> None:
@@ -753,7 +766,10 @@ def test_sve_hint_ignored(machine: Machine, fid: int, args: dict[int, object], o
     """The SMCCC SVE hint (bit 16 of the FID) is ignored: the call behaves as without it."""
     with Guest.build(machine, call_program(hex(fid | 1 << 16), args)) as g:
         finish(g)
-        results(g, *outputs)
+        if fid >> 24 == 0xC4:
+            results(g, *outputs)
+        else:
+            smccc_results(g, *outputs)
 
 
 # -- what the latency histograms count as an error ------------------------------------------------

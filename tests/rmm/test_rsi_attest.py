@@ -5,8 +5,8 @@ Three groups of scenarios:
 
 1. The commands, with small guest programs (tests/realm_guests.py) on a machine whose time slice
    is long enough that nothing is interrupted: INIT's outputs (it has no failure conditions);
-   each CONTINUE failure condition of B5.3.1.2 in the table's order, alone, asserting X0, X1..X3
-   zero, X4.. kept, no REC exit, an unchanged footprint (the REC's token state in its first aux
+   each CONTINUE failure condition of B5.3.1.2 in the table's order, alone, asserting X0, X1..X16
+   zero (spec B1.2), X17.. kept, no REC exit, an unchanged footprint (the REC's token state in its first aux
    granule, the buffer pages, every granule's state and the GPT) and that a token in progress
    is still intact afterwards; then the copy-out protocol: chunks of 1, 100 and 4096 bytes at
    several offsets (every call's X0 and X1, the bytes exactly where asked and nowhere else),
@@ -100,27 +100,28 @@ def init_code(challenge: bytes = CHALLENGE) -> str:
 
 def copy_loop(name: str, buf: int, chunk: int, log: int = 0) -> str:
     """CONTINUE from IPA ``buf`` on, X3 = min(chunk, room left in the granule), until X0 is not
-    RSI_INCOMPLETE (the spec's A7.2.2 loop); x11 ends at buf + bytes written. With ``log``, each
-    call's X0 and X1 are stored there (16 bytes a call). Uses x0..x3 and x11..x13 only."""
-    store = "str x0, [x13]\n    str x1, [x13, #8]\n    add x13, x13, #16" if log else ""
+    RSI_INCOMPLETE (the spec's A7.2.2 loop); x25 ends at buf + bytes written. With ``log``, each
+    call's X0 and X1 are stored there (16 bytes a call). Uses x0..x3 and x25..x27 only: what must
+    survive a call lives above X16, since an RSI command returns X1..X16 as outputs or 0 (B1.2)."""
+    store = "str x0, [x27]\n    str x1, [x27, #8]\n    add x27, x27, #16" if log else ""
     return f"""
-    mov x11, ={buf}
-    mov x12, ={chunk}
-    mov x13, ={log}
+    mov x25, ={buf}
+    mov x26, ={chunk}
+    mov x27, ={log}
 {name}:
-    and x1, x11, #-4096
-    and x2, x11, #4095
+    and x1, x25, #-4096
+    and x2, x25, #4095
     mov x3, #4096
     sub x3, x3, x2
-    cmp x3, x12
+    cmp x3, x26
     b.ls {name}_sized
-    mov x3, x12
+    mov x3, x26
 {name}_sized:
     mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE
 {name}_call:
     smc #0
     {store}
-    add x11, x11, x1
+    add x25, x25, x1
     cmp x0, #3
     b.eq {name}
 """
@@ -164,9 +165,9 @@ def check_token(g: Guest, token: bytes, challenge: bytes = CHALLENGE) -> None:
 
 
 def token_after(g: Guest, buf: int = BUF) -> bytes:
-    """The token the program's copy loop wrote from ``buf`` (x11 = where it stopped)."""
+    """The token the program's copy loop wrote from ``buf`` (x25 = where it stopped)."""
     assert g.gpr(0) == SUCCESS, f"the copy loop ended with X0 = {g.gpr(0)}"
-    return realm_bytes(g, buf, g.gpr(11) - buf)
+    return realm_bytes(g, buf, g.gpr(25) - buf)
 
 
 def ok(m: Machine) -> None:
@@ -186,17 +187,16 @@ def _h(algo: int, data: bytes) -> bytes:
 @pytest.mark.parametrize("challenge", [CHALLENGE, bytes(64), b"\xff" * 64], ids=["bytes", "zeros", "ones"])
 def test_init(machine: Machine, challenge: bytes) -> None:
     """INIT has no failure conditions (ACS cmd_attestation_token_init: INIT, then the A7.2.2 loop
-    must succeed): any challenge gives SUCCESS, X1 = 4096 (the token's upper bound), X2 = X3 = 0,
-    X4..X8 (challenge inputs) and X9, X10 kept; no exit; measurements unchanged. Success
+    must succeed): any challenge gives SUCCESS, X1 = 4096 (the token's upper bound), X2..X16 = 0
+    (the challenge inputs X2..X8 too, spec B1.2), X17 and X18 kept; no exit; measurements unchanged. Success
     condition `challenge`: the token then carries X1..X8 as its challenge."""
-    program = "\n".join(f"mov x{n}, ={sentinel(n)}" for n in range(9, 11)) + "\n" + init_code(challenge)
+    program = "\n".join(f"mov x{n}, ={sentinel(n)}" for n in range(9, 19)) + "\n" + init_code(challenge)
     program += "done: wfi\n" + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
     with Guest.build(machine, program) as g:
         before = [g.rd.measurement(i) for i in range(5)]
         stop_at(g, "done")
-        assert [g.gpr(n) for n in range(4)] == [SUCCESS, TOKEN_BUFFER_SIZE, 0, 0]
-        assert [g.gpr(n) for n in range(4, 9)] == list(words(challenge)[3:])
-        assert [g.gpr(9), g.gpr(10)] == [sentinel(9), sentinel(10)]
+        assert [g.gpr(n) for n in range(17)] == [SUCCESS, TOKEN_BUFFER_SIZE] + [0] * 15
+        assert [g.gpr(17), g.gpr(18)] == [sentinel(17), sentinel(18)]
         assert [g.rd.measurement(i) for i in range(5)] == before
         stop_at(g, "end")
         check_token(g, token_after(g), challenge)
@@ -208,7 +208,7 @@ def test_init(machine: Machine, challenge: bytes) -> None:
 def failing_program(args: dict[int, int], init: bool) -> str:
     """Sentinels; INIT (when ``init``); `before: wfi`; X1..X3 = args; `call: smc`; `done: wfi`;
     then INIT if there was none, and a full copy-out into BUF; `end: wfi`."""
-    lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 11)]
+    lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 19)]
     lines += [init_code() if init else "", "before: wfi"]
     lines += [f"mov x{n}, ={value}" for n, value in {1: BUF, 2: 0, 3: 4096, **args}.items()]
     lines += ["mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE", "call: smc #0", "done: wfi"]
@@ -218,7 +218,8 @@ def failing_program(args: dict[int, int], init: bool) -> str:
 
 def check_failure(machine: Machine, args: dict[int, int], status: int, init: bool = True,
                   prepare: Callable[[Guest], object] | None = None) -> None:
-    """The CONTINUE at `call` returns ``status`` with X1..X3 = 0 and X4.. kept, without a REC exit,
+    """The CONTINUE at `call` returns ``status`` with X1..X16 = 0 (spec B1.2) and X17, X18 kept,
+    without a REC exit,
     and changes nothing: the token state (aux granule 0), the buffer pages, granule states,
     refcounts and the GPT are as before. The token (in progress or started afterwards) then
     copies out whole from its first byte."""
@@ -229,9 +230,8 @@ def check_failure(machine: Machine, args: dict[int, int], status: int, init: boo
         pas = (g.realm.recs[0].aux[0], data_pa(g, BUF), data_pa(g, BUF + GRANULE))
         before = snapshot(machine, *pas)
         stop_at(g, "done")
-        assert [g.gpr(n) for n in range(4)] == [status, 0, 0, 0]
-        kept = list(words(CHALLENGE)[3:]) if init else [sentinel(n) for n in range(4, 9)]
-        assert [g.gpr(n) for n in range(4, 11)] == kept + [sentinel(9), sentinel(10)]
+        assert [g.gpr(n) for n in range(17)] == [status] + [0] * 16
+        assert [g.gpr(17), g.gpr(18)] == [sentinel(17), sentinel(18)]
         assert snapshot(machine, *pas).diff(before) == []
         stop_at(g, "end")
         check_token(g, token_after(g))
@@ -347,7 +347,7 @@ def test_error_state_after_success_until_init(machine: Machine) -> None:
     starts again and, the measurements being unchanged, yields the same token byte for byte."""
     state_call = "mov x1, ={buf}\nmov x2, #0\nmov x3, #4096\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
     spare = BUF + 2 * GRANULE
-    program = (init_code() + copy_loop("first", BUF, 4096) + "mov x14, x11\n"
+    program = (init_code() + copy_loop("first", BUF, 4096) + "mov x28, x25\n"
                + state_call.format(buf=spare) + "mov x19, x0\nmov x20, x1\n"
                + state_call.format(buf=spare) + "mov x21, x0\nmov x22, x1\n"
                + init_code() + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages(pages=3))
@@ -355,7 +355,7 @@ def test_error_state_after_success_until_init(machine: Machine) -> None:
         stop_at(g, "end")
         assert (g.gpr(19), g.gpr(20), g.gpr(21), g.gpr(22)) == (STATE, 0, STATE, 0)
         assert realm_bytes(g, spare, GRANULE) == struct.pack("<Q", PATTERN) * (GRANULE // 8)
-        first = realm_bytes(g, BUF, g.gpr(14) - BUF)
+        first = realm_bytes(g, BUF, g.gpr(28) - BUF)
         check_token(g, first)
         assert token_after(g, BUF + GRANULE) == first
     ok(machine)
@@ -427,12 +427,12 @@ def test_measurements_are_taken_at_init(machine: Machine, hash_algo: int) -> Non
     before INIT and with b after it gives a token whose REM1 is H(0 || a); a second INIT gives
     H(H(0 || a) || b), the RD's value. RIM and the other REMs are the RD's, as long as the hash."""
     a, b = b"extended before INIT", b"and this after it"
-    program = (extend_code(1, a) + init_code() + extend_code(1, b) + copy_loop("first", BUF, 4096) + "mov x14, x11\n"
+    program = (extend_code(1, a) + init_code() + extend_code(1, b) + copy_loop("first", BUF, 4096) + "mov x28, x25\n"
                + init_code() + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages())
     with Guest.build(machine, program, hash_algo=hash_algo) as g:
         stop_at(g, "end")
         size = (32, 64)[hash_algo]
-        first, second = realm_bytes(g, BUF, g.gpr(14) - BUF), token_after(g, BUF + GRANULE)
+        first, second = realm_bytes(g, BUF, g.gpr(28) - BUF), token_after(g, BUF + GRANULE)
         before = _h(hash_algo, bytes(size) + a)
         after = _h(hash_algo, before + b)
         assert g.rd.measurement(1)[:size] == after
@@ -701,7 +701,7 @@ def test_interrupted_migrating_token_is_identical(platform: str) -> None:
 
 def test_signing_interrupted_by_the_time_slice() -> None:
     """A7.2.2: when the slice runs out while the RMM signs, the REC exits with RMI_EXIT_IRQ (ESR 0)
-    and the realm sees RSI_INCOMPLETE with X1 = 0 written, PC after the SMC, X4.. kept; it calls
+    and the realm sees RSI_INCOMPLETE with X1..X16 = 0 written, PC after the SMC; it calls
     again on the next entry, from whichever CPU, until the token is done."""
     program = (init_code() + "mov x9, #9\nmov x10, #10\n" + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
                + "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\n"
@@ -711,7 +711,7 @@ def test_signing_interrupted_by_the_time_slice() -> None:
             x0, ex = g.enter()
             assert (x0, ex["exit_reason"], ex["esr"]) == (SUCCESS, EXIT_IRQ, 0)
             assert (g.pc(), g.gpr(0), g.gpr(1)) == (g.label("call") + 8, INCOMPLETE, 0)
-            assert [g.gpr(n) for n in range(4, 11)] == list(words(CHALLENGE)[3:]) + [9, 10]
+            assert [g.gpr(n) for n in range(2, 17)] == [0] * 15    # spec B1.2, X9 and X10 too
             entries = 1
             while g.pc() != g.label("end") + 8:
                 assert entries < 50, "the token never completed"

@@ -145,21 +145,23 @@ report:
 
 // set_range: RSI_IPA_STATE_SET(RANGE, RANGE + RANGE_PAGES pages, x3) from the progress the RMM
 // returns until the top; x0 = 0, or 1 with x20 = the RSI status or 0x100 + the response.
+// What must survive the call is kept in x17 and x18: an RSI command returns X1..X16 as its
+// outputs or 0 (spec B1.2).
 set_range:
-    mov x10, x3
-    mov x11, =RANGE + RANGE_PAGES * 0x1000
+    mov x17, x3
+    mov x18, =RANGE + RANGE_PAGES * 0x1000
     mov x1, =RANGE
 set_loop:
     mov x0, =RSI_IPA_STATE_SET
-    mov x2, x11
-    mov x3, x10
+    mov x2, x18
+    mov x3, x17
     mov x4, #0
     smc #0
     mov x20, x0
     cbnz x0, set_failed
     add x20, x2, #0x100
     cbnz x2, set_failed             // REJECT
-    cmp x1, x11
+    cmp x1, x18
     b.lo set_loop
     mov x0, #0
     ret
@@ -170,7 +172,7 @@ set_failed:
 // check_range: RSI_IPA_STATE_GET(RANGE, top) must return (SUCCESS, top, x3); x0 = 0 or 1
 // (x20 = what came back wrong).
 check_range:
-    mov x10, x3
+    mov x17, x3
     mov x0, =RSI_IPA_STATE_GET
     mov x1, =RANGE
     mov x2, =RANGE + RANGE_PAGES * 0x1000
@@ -182,7 +184,7 @@ check_range:
     cmp x1, x11
     b.ne check_failed
     mov x20, x2
-    cmp x2, x10
+    cmp x2, x17
     b.ne check_failed
     mov x0, #0
     ret

@@ -17,7 +17,7 @@ from rmm_mp.abi.rsi import RsiStatus
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import attestation
 from rmm_mp.rmm.attestation import PHASE_COPYING, PHASE_NONE, PHASE_SIGNING, SIGNING_STEPS, STEP_COST, TokenState
-from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit
 from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
@@ -63,8 +63,8 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
         call.extra["budget"] = budget
         if steps < SIGNING_STEPS:
             state.set_head(PHASE_SIGNING, steps, 0, 0, algo)
-            # The IRQ exit carries the call's result (TF-RMM's UPDATE_REC_EXIT_TO_HOST): X1..X3 = 0.
-            x[0], x[1], x[2], x[3] = _INCOMPLETE, 0, 0, 0
+            # The IRQ exit carries the call's result (TF-RMM's UPDATE_REC_EXIT_TO_HOST).
+            set_rsi_results(x, (_INCOMPLETE,))
             return Exit({"exit_reason": _EXIT_IRQ})
         length = state.build(attestation.material(call.rmm))
         state.set_head(PHASE_COPYING, steps, length, 0, algo)
