@@ -10,8 +10,10 @@ _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 
 
 def rsi_realm_config(call: RealmCall) -> "tuple[int, ...] | Exit":
-    """X1 = IPA of a 4 KiB-aligned protected page: ipa_width, hash_algo and rpv are written
-    there (the rest of the page is left as it was, as TF-RMM does)."""
+    """X1 = IPA of a 4 KiB-aligned protected page: the whole RsiRealmConfig is written there,
+    ipa_width, hash_algo and rpv, and zeros in every other byte of the page (B5.4.5: "Unused
+    bits of the RsiRealmConfig structure MBZ"; TF-RMM rel0 writes the three fields only and
+    leaves the rest as it was, docs/deviations.md)."""
     ipa = call.state.x[1]
     if ipa & 0xFFF or not call.ctx.in_par(ipa):
         return (_INPUT,)
@@ -20,9 +22,8 @@ def rsi_realm_config(call: RealmCall) -> "tuple[int, ...] | Exit":
         return (_INPUT,)
     if page.kind == FAULT:
         return stage2_abort_exit(ipa, page.level)
-    buf, offset = call.rmm.memory.buf, page.pa - call.rmm.memory.base
-    RSI_REALM_CONFIG.pack_into(buf, offset, "ipa_width", call.ctx.ipa_width)
-    RSI_REALM_CONFIG.pack_into(buf, offset, "hash_algo", call.rec.hash_algo)
-    RSI_REALM_CONFIG.pack_into(buf, offset, "rpv", call.rd.rpv)
+    offset = page.pa - call.rmm.memory.base
+    call.rmm.memory.buf[offset:offset + RSI_REALM_CONFIG.size] = RSI_REALM_CONFIG.pack(
+        ipa_width=call.ctx.ipa_width, hash_algo=call.rec.hash_algo, rpv=call.rd.rpv)
     page.release()
     return (_SUCCESS,)
