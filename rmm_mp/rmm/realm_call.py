@@ -168,6 +168,7 @@ def stage2_abort_exit(ipa: int, level: int) -> Exit:
     """The emulated data abort an RSI call reports when its buffer is not mapped (A4.4): the PC
     stays on the SMC, so the realm repeats the call once the host has mapped the page."""
     esr = (0x24 << 26) | (0x04 + level)
-    # HPFAR from the address as the realm passed it: TF-RMM lets in-page offset bits of a
-    # host-call structure leak into HPFAR[3:0], and hosts mask them (rsi-attest.md 1.4).
-    return Exit({"exit_reason": 0, "esr": esr, "far": 0, "hpfar": ipa >> 8}, advance_pc=False)
+    # exit.hpfar holds what HPFAR_EL2 would (A4.3.4): FIPA, IPA[51:12] at bits [43:4], with
+    # RES0 bits [3:0]. TF-RMM rel0 (and rsi-attest.md 1.4) shift X1 as the realm passed it, so
+    # the in-page offset of a host-call structure leaks into bits [3:0] (docs/deviations.md).
+    return Exit({"exit_reason": 0, "esr": esr, "far": 0, "hpfar": (ipa >> 8) & ~0xF}, advance_pc=False)

@@ -94,9 +94,10 @@ def pattern_page() -> str:
 
 
 def abort_exit(ex: dict, ipa: int, level: int) -> None:
-    """The emulated stage-2 data abort an RSI call reports for an unmapped buffer (rsi-attest 1.4)."""
+    """The emulated stage-2 data abort an RSI call reports for an unmapped buffer (rsi-attest 1.4):
+    HPFAR as HPFAR_EL2 holds it, IPA[51:12] at [43:4] and RES0 bits [3:0] zero (A4.3.4)."""
     assert ex["exit_reason"] == EXIT_SYNC
-    assert (ex["esr"], ex["far"], ex["hpfar"]) == ((0x24 << 26) | (0x04 + level), 0, ipa >> 8)
+    assert (ex["esr"], ex["far"], ex["hpfar"]) == ((0x24 << 26) | (0x04 + level), 0, (ipa >> 8) & ~0xF)
     assert ex["gprs"] == (0,) * 31 and ex["imm"] == 0
 
 
@@ -325,7 +326,7 @@ def test_realm_config_ripas_empty(machine: Machine) -> None:
 @pytest.mark.parametrize("ipa, level", [(UNASSIGNED_L3, 3), (UNASSIGNED_L2, 2)])
 def test_realm_config_unmapped_ram(machine: Machine, ipa: int, level: int) -> None:
     """Unassigned RAM: an emulated stage-2 data abort exit (EC 0x24, translation fault at the
-    level the walk stopped, far 0, hpfar = X1 >> 8), PC still on the SMC and the realm's
+    level the walk stopped, far 0, hpfar = the page's IPA >> 8), PC still on the SMC and the realm's
     registers untouched; once the host faults the page in, re-entry repeats the call: SUCCESS
     and the page is written."""
     with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: ipa})) as g:
@@ -630,7 +631,7 @@ def test_host_call_ripas_empty(machine: Machine) -> None:
 
 
 def test_host_call_unmapped(machine: Machine) -> None:
-    """A structure in unassigned RAM: abort exit (hpfar = X1 >> 8, in-page bits included), PC
+    """A structure in unassigned RAM: abort exit (hpfar = the page's IPA >> 8, no in-page bits), PC
     on the SMC; after fault_in the call repeats: HOST_CALL exit with the zero page's imm and
     gprs; completion writes the host's gprs there."""
     ipa = UNASSIGNED_L3 + 0x300
