@@ -276,4 +276,5 @@ def rec_index_to_mpidr(index: int) -> int:
 
 
 RMI_REC_MPIDR_SBZ = 0xFFFF_FFFF_0000_00F0
-"""Bits of RmiRecMpidr that must be zero (Aff0[7:4] and bits [63:32])."""
+"""Bits of RmiRecMpidr that should be zero (Aff0[7:4] and bits [63:32], SBZ): REC_CREATE ignores
+them (no failure condition names them) and keeps the MPIDR without them."""

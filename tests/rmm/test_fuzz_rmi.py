@@ -229,7 +229,7 @@ def _spares(pop: Population) -> None:
                    {"rtt_base": pop.realms["B"].roots[0]}, {"rtt_base": loose[1]}):
         pop.add("realm_params", t.ns_page(bytes(RMI_REALM_PARAMS.pack(**{**valid, **broken}))))
     ns_aux = aux[:5] + (r["ns"][0],) + aux[6:]
-    for broken in ({}, {"runnable": False}, {"index": 0}, {"mpidr": 0xF1}, {"num_aux": 17}, {"aux": aux[:15]},
+    for broken in ({}, {"runnable": False}, {"index": 0}, {"mpidr": 0x2}, {"num_aux": 17}, {"aux": aux[:15]},
                    {"aux": aux[:3] + (aux[3] + 0x800,) + aux[4:]}, {"aux": ns_aux}):
         fields: dict = {"index": 1, "pc": 0x1000, "aux": aux, **broken}
         pop.add("rec_params", t.rec_params(**fields))

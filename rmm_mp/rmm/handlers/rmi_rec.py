@@ -124,7 +124,9 @@ def _create_refusal(rmm: "RmmCpu", rd_g: "Granule", rd: Rd, mpidr: int, num_aux:
         return RmiError.realm()
     if rd.state != _NEW:
         return RmiError.realm()
-    if mpidr & RMI_REC_MPIDR_SBZ or mpidr_to_rec_index(mpidr) != rd.rec_count:
+    # RecIndex (B3.38) reads the affinity fields only: the SBZ bits (Aff0[7:4], [63:32]) are
+    # no failure condition, so junk there is ignored (B1.6; TF-RMM rel0 refuses it).
+    if mpidr_to_rec_index(mpidr) != rd.rec_count:
         return RmiError.input()
     if num_aux != rd.num_rec_aux:
         return RmiError.input()
@@ -159,7 +161,7 @@ def rmi_rec_create(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) 
     params = rd.params()
     index = rd.rec_count
     runnable = bool(p["flags"] & _RUNNABLE)
-    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"], runnable, p["pc"], p["gprs"], aux,
+    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"] & ~RMI_REC_MPIDR_SBZ, runnable, p["pc"], p["gprs"], aux,
                                           params.s2ctx(), params.hash_algo)
     if runnable:    # B4.3.12.4: only a runnable REC is measured
         rim = rim_extend_rec(params.hash_algo, rd.measurement(RIM_SLOT), p["flags"], p["pc"], p["gprs"])
