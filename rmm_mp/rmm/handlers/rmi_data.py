@@ -59,10 +59,11 @@ LOCK_SEQUENCES = {
                          "(rule 4)"),
 }
 FAILURE_CONDITIONS = {
-    # flags_valid is TF-RMM's check of RmiDataFlags bits 63:1 (SBZ in the specification).
+    # TF-RMM rel0 checks RmiDataFlags bits 63:1 first (flags_valid): B4.3.1 has no such failure
+    # condition, so they are ignored here (B1.6; docs/deviations.md).
     # src_pas is checked twice, as TF-RMM does: the granule state (lock-free) up front, and the
     # granule protection check of the copy after rtte_state.
-    "RMI_DATA_CREATE": ("flags_valid", "src_align", "src_bound", "src_pas", "data_align", "data_bound",
+    "RMI_DATA_CREATE": ("src_align", "src_bound", "src_pas", "data_align", "data_bound",
                         "data_state", "rd_align", "rd_bound", "rd_state", "realm_state", "ipa_bound",
                         "ipa_align", "data_bound2", "rtt_walk", "rtte_state", "src_pas"),
     "RMI_DATA_CREATE_UNKNOWN": ("data_align", "data_bound", "data_state", "rd_align", "rd_bound", "rd_state",
@@ -88,9 +89,8 @@ def _walk_holding_rd(rmm: "RmmCpu", ctx: S2Ctx, ipa: int) -> Walk:
 def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_addr: int,
                     flags: int) -> None:
     """Create a DATA granule at ``ipa`` holding a copy of the NS page ``src_addr``; the RIM is
-    extended with a DATA descriptor (content hash only with MEASURE_CONTENT). B4.3.1."""
-    if flags != NO_MEASURE_CONTENT and flags != MEASURE_CONTENT:
-        raise RmiError.input()
+    extended with a DATA descriptor (content hash only when flags bit 0, MEASURE_CONTENT, is
+    set; the SBZ bits 63:1 are ignored, but the descriptor holds flags as passed). B4.3.1."""
     src = rmm.granules.find(src_addr)
     if src < 0 or rmm.granules.racy_state(src) != NS:     # lock-free, as TF-RMM
         raise RmiError.input()
@@ -127,7 +127,7 @@ def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
                     raise RmiError.input()
                 rmm.memory.write(data_addr, content)
                 rim = rim_extend_data(params.hash_algo, rd.measurement(RIM_SLOT), ipa, flags,
-                                      content if flags == MEASURE_CONTENT else None)
+                                      content if flags & MEASURE_CONTENT else None)
                 rd.set_measurement(RIM_SLOT, rim)
                 ripas = s2tt.RIPAS_RAM
             else:
