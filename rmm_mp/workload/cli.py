@@ -29,17 +29,18 @@ from rmm_mp.workload.run import RunOptions, run_workload
 _PATH = click.Path(dir_okay=False)
 
 
-def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunReport, str], None]]]) -> list[str]:
-    """Write the report's extra files; the messages of those that failed (checked before the
-    run, a path can still fail: disk full, a directory removed meanwhile)."""
-    failed = []
-    for key, path, write in files:
+def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunReport, str], None]]]) -> None:
+    """Write the report's extra files, the JSON last, so that its ``outputs`` names only the
+    files that were written and its ``ok`` and ``output_errors`` count the others (checked
+    before the run, a path can still fail: disk full, a directory removed meanwhile). A failure
+    goes to report.output_errors: the text report shows it and the run exits 1."""
+    for key, path, write in sorted(files, key=lambda f: f[0] == "json"):
+        report.outputs[key] = path
         try:
             write(report, path)
         except OSError as exc:
             report.outputs.pop(key, None)
-            failed.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
-    return failed
+            report.output_errors.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
 
 
 def announce(machine: Machine) -> None:
@@ -124,12 +125,11 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     files = [(key, path, write) for key, path, write in (("json", json_path, render.write_json),
                                                           ("csv", csv_path, render.write_csv),
                                                           ("plot", plot_path, render.write_plot)) if path]
-    report.outputs.update((key, path) for key, path, _ in files)   # so that every output lists them all
-    failed = _write_outputs(report, files)
+    _write_outputs(report, files)
     click.echo(render.format_report(report))
-    for message in failed:
+    for message in report.output_errors:
         click.echo(f"Error: {message}", err=True)
-    sys.exit(0 if report.ok and not failed else 1)
+    sys.exit(0 if report.ok else 1)
 
 
 @click.group(name="workloads")

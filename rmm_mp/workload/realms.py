@@ -74,6 +74,8 @@ class Finished:
     """Bytes of the token the instance produced (attest realms)."""
     token_problem: str = ""
     token_file: str = ""
+    token_write_error: str = ""
+    """Why the token could not be saved to --save-tokens' directory (a report-file failure)."""
     console: bytes = b""
     order: tuple[int, int, int] = (0, 0, 0)
     """(template, instance, generation): how the report sorts realms (private realms last)."""
@@ -119,12 +121,15 @@ def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTempla
         ended_well = st.state == "DONE" and st.end == "SYSTEM_OFF" and st.reports and st.result[0] == 0
         return replace(base, token_problem=problem if ended_well else "")
     result = verify_token(token, platform_key, expected_challenge=inst.challenge)
-    path = ""
+    path, write_error = "", ""
     if tokens_dir is not None:
         path = os.path.join(tokens_dir, f"{t.name}-{inst.index}-{inst.generation:06d}.cbor")
-        with open(path, "wb") as out:
-            out.write(token)
-    return replace(base, token=len(token), token_file=path,
+        try:
+            with open(path, "wb") as out:
+                out.write(token)
+        except OSError as exc:  # the directory went away, the disk is full: a file not written
+            path, write_error = "", f"{path}: {exc.strerror or exc}"
+    return replace(base, token=len(token), token_file=path, token_write_error=write_error,
                     token_problem="" if result.ok else f"the token does not verify: {result.verdict()}")
 
 

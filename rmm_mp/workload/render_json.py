@@ -128,6 +128,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "problems": list(report.problems),
         "invariants": _invariants(report),
         "outputs": dict(report.outputs),
+        "output_errors": list(report.output_errors),
     }
 
 

@@ -211,6 +211,8 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
         out += ["", "CPU failures"] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
     if report.problems:
         out += ["", "Problems found by the workload's checks"] + [f"  {p}" for p in report.problems]
+    if report.output_errors:
+        out += ["", "Report files not written"] + [f"  {e}" for e in report.output_errors]
     out += ["", "invariants: not checked (the run did not end cleanly)" if report.invariants is None
             else f"invariants: {report.invariants}"]
     if doc["outputs"]:
@@ -237,6 +239,8 @@ def _verdict(report: RunReport, doc: dict[str, Any]) -> str:
         why.append(_count(len(report.invariants.violations), "invariant violation"))
     if report.interrupted:
         why.append("interrupted")
+    if report.output_errors:
+        why.append(_count(len(report.output_errors), "report file") + " not written")
     return "result: FAILED: " + ", ".join(why)
 
 

@@ -79,10 +79,13 @@ class RunReport:
     teardown excluded (what tools/bench_run.py compares with recording on and off)."""
     tokens_saved: int = 0
     """Attestation tokens written to outputs["tokens"] (--save-tokens)."""
+    output_errors: list[str] = field(default_factory=list)
+    """Report files (trace, tokens, JSON, CSV, plot) that could not be written, and why: the
+    paths were checked before the run, but a disk can fill or a directory go away meanwhile."""
 
     @property
     def ok(self) -> bool:
-        return (not self.failures and not self.problems and not self.interrupted
+        return (not self.failures and not self.problems and not self.interrupted and not self.output_errors
                 and all(r.ok for r in self.realms)
                 and self.invariants is not None and self.invariants.ok)
 

@@ -109,13 +109,15 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         outputs: dict[str, str] = {}
         live = list(resident) + [i for r in results.values() for i in r.live]
         finished = [f for r in results.values() for f in r.finished]
+        output_errors: list[str] = []
         if options.trace_path:
             names = _pa_names(live)
-            write_trace(machine, ids, options.trace_path, min((r.started_ns for r in results.values()), default=t0),
-                        names)
-            outputs["trace"] = options.trace_path
-        if options.tokens_dir is not None:
-            outputs["tokens"] = options.tokens_dir
+            try:
+                write_trace(machine, ids, options.trace_path,
+                            min((r.started_ns for r in results.values()), default=t0), names)
+                outputs["trace"] = options.trace_path
+            except OSError as exc:  # checked before the run; a disk can still fill up meanwhile
+                output_errors.append(f"could not write the trace to {options.trace_path}: {exc.strerror or exc}")
         errors = realms.Errors()
         for r in results.values():
             for slot, gen, message in r.errors:
@@ -126,8 +128,13 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         if machine.dead:
             problems.append(f"the RMM crashed: {machine.dead_reason}")
         with Participant(machine.control) as part:
-            outcomes, teardown_problems, tokens_saved = _finish(machine, w, plan, live, finished, errors, results,
-                                                                pools, healthy, part)
+            outcomes, teardown_problems, tokens_saved, unsaved = _finish(
+                machine, w, plan, live, finished, errors, results, pools, healthy, part)
+        if options.tokens_dir is not None and (tokens_saved or not unsaved):
+            outputs["tokens"] = options.tokens_dir
+        if unsaved:
+            output_errors.append(f"could not save {unsaved[0]} of {unsaved[0] + tokens_saved} tokens to "
+                                 f"{options.tokens_dir} (the first: {unsaved[1]})")
         problems += teardown_problems
         if healthy and len(results) < len(ids):
             problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
@@ -139,7 +146,8 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
             counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
             realms=tuple(outcomes), failures=result.failures, problems=tuple(problems), invariants=checked,
             interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by),
-            window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved)
+            window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
+            output_errors=output_errors)
 
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],
@@ -174,9 +182,9 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool, part: Participant) -> tuple[list[RealmOutcome], list[str], int]:
-    """Outcomes of every instance and how many tokens were saved; then, on a healthy machine,
-    the teardown and its checks."""
+            healthy: bool, part: Participant) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None]:
+    """Outcomes of every instance, how many tokens were saved and (count, first reason) of
+    those that could not be; then, on a healthy machine, the teardown and its checks."""
     problems: list[str] = []
     queue = RunQueue(machine)
     ended: list[tuple[Finished, bool]] = [(f, False) for f in finished]
@@ -188,8 +196,10 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
     ended.sort(key=lambda item: item[0].order)
     outcomes = [realms.outcome(f, errors.of(f), running) for f, running in ended]
     saved = sum(1 for f, _ in ended if f.token_file)
+    unsaved_reasons = [f.token_write_error for f, _ in ended if f.token_write_error]
+    unsaved = (len(unsaved_reasons), unsaved_reasons[0]) if unsaved_reasons else None
     if not healthy:
-        return outcomes, problems, saved
+        return outcomes, problems, saved, unsaved
     cpu = machine.cpu(0)
     try:
         cpu.set_recording(False)
@@ -198,7 +208,7 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
         problems.append(f"teardown stopped: {type(exc).__name__}: {exc}")
     finally:
         cpu.close()
-    return outcomes, problems, saved
+    return outcomes, problems, saved, unsaved
 
 
 def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],

@@ -219,8 +219,9 @@ def test_output_probe_leaves_no_file_behind(tmp_path: Path) -> None:
 def test_run_reports_a_failed_write_after_the_run_and_exits_1(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A report file that cannot be written after the run (checked before it, the disk can still
-    fill up) does not lose the run: the report is printed without it, the error names the
-    file and the reason, and the exit status is 1. The other files are written."""
+    fill up) does not lose the run: the report is printed without it, says so in its verdict,
+    the error names the file and the reason, and the exit status is 1. The other files are
+    written."""
     from rmm_mp.workload import render
 
     def disk_full(report: object, path: str) -> None:
@@ -230,9 +231,40 @@ def test_run_reports_a_failed_write_after_the_run_and_exits_1(tmp_path: Path,
     result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", "--json", str(j),
                                        "--csv", str(c), "--no-progress"])
     assert result.exit_code == 1, result.output
-    assert "result: OK" in result.output and f"csv {c}" in result.output and f"json {j}" not in result.output
+    assert "result: FAILED: 1 report file not written" in result.output
+    assert f"csv {c}" in result.output and f"json {j}" not in result.output
     assert f"Error: could not write the json report to {j}: No space left on device" in result.output
     assert c.exists() and not j.exists()
+    assert no_segments_of(os.getpid())
+
+
+@pytest.mark.multiprocess
+def test_a_report_file_that_fails_is_in_the_json_and_the_verdict(tmp_path: Path) -> None:
+    """The JSON is written last: a CSV and a trace that could not be written (here /dev/full)
+    are missing from its outputs, listed in its output_errors, and make its ok false, as the
+    text's verdict and the exit status say. The report is still printed in full."""
+    j = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", "--json", str(j),
+                                       "--csv", "/dev/full", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "Report files not written" in result.output and "result: FAILED: 1 report file not written" in result.output
+    doc = json.loads(j.read_text())
+    assert doc["ok"] is False and doc["outputs"] == {"json": str(j)}
+    assert doc["output_errors"] == ["could not write the csv report to /dev/full: No space left on device"]
+    assert no_segments_of(os.getpid())
+
+
+@pytest.mark.multiprocess
+def test_a_trace_that_cannot_be_written_does_not_lose_the_run(tmp_path: Path) -> None:
+    """--trace /dev/full: the trace is written while the machine still exists, inside the run;
+    its failure is reported like any report file's (it raised OSError out of the run before,
+    with no report at all)."""
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "1", "--iterations", "20",
+                                       "--trace", "/dev/full", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "invariants: invariants hold" in result.output
+    assert "Error: could not write the trace to /dev/full: No space left on device" in result.output
+    assert "result: FAILED: 1 report file not written" in result.output
     assert no_segments_of(os.getpid())
 
 

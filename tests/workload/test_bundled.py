@@ -85,6 +85,21 @@ def test_attestation_storm_saves_verifiable_tokens(tmp_path: Path) -> None:
         assert result.ok, (name, result.verdict())
 
 
+def test_tokens_that_cannot_be_saved_are_a_report_file_error(tmp_path: Path) -> None:
+    """The tokens directory goes away once the machine exists: every token write fails (in the
+    CPU processes, or in the parent for realms still alive). The run is not lost and no CPU
+    fails: the report counts the tokens not saved with the first reason, does not list the
+    directory as written, and is not ok."""
+    out = tmp_path / "tokens"
+    w = resolve(spec.load("attestation-storm"), iterations=STEPS["attestation-storm"])
+    report = run_workload(w, RunOptions(progress=False, tokens_dir=str(out)), on_machine=lambda m: out.rmdir())
+    assert not report.failures and not report.ok and report.tokens_saved == 0
+    assert "tokens" not in report.outputs
+    [error] = report.output_errors
+    assert error.startswith("could not save ") and f"tokens to {out} (the first: {out}/" in error
+    assert error.endswith(": No such file or directory)")
+
+
 def test_save_tokens_on_a_workload_without_attest_realms_says_none_were_saved(tmp_path: Path) -> None:
     """The directory exists afterwards but holds nothing, and the report says so instead of
     listing it as written."""
