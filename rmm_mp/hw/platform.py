@@ -234,7 +234,7 @@ class _Validator:
             raise self.fail("description", description, "a string")
         cpus = self.integer(raw, "cpus", "cpus", 1, 256, "the number of CPUs")
         pa_bits = raw["pa_bits"]
-        if pa_bits not in PA_WIDTHS or isinstance(pa_bits, bool):
+        if type(pa_bits) is not int or pa_bits not in PA_WIDTHS:     # 48.0 == 48, but is no width
             raise self.fail("pa_bits", pa_bits, f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {PA_WIDTHS}")
         dram = self.region(raw["dram"], "dram", pa_bits)
         mmio = self.regions(raw.get("mmio", []), "mmio", pa_bits)
@@ -294,7 +294,7 @@ class _Validator:
             raise self.fail("features.max_recs_order", order,
                             "an integer in 1..10 (MAX_RECS = 2^order - 1; the REC refcount field has 10 bits)")
         vmid_bits = raw.get("vmid_bits", 16)
-        if vmid_bits not in (8, 16) or isinstance(vmid_bits, bool):
+        if type(vmid_bits) is not int or vmid_bits not in (8, 16):
             raise self.fail("features.vmid_bits", vmid_bits, "8 or 16 (VMIDs a realm may use: 0..2^vmid_bits - 1)")
         return Features(s2sz, lpa2, sve, vl, pmu, counters, bps, wps, tuple(hashes), lrs, order, vmid_bits)
 

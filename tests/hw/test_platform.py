@@ -144,6 +144,8 @@ BAD = [
     ("s2sz-above-pa-bits", r"pa_bits = 48", "pa_bits = 40", "features.s2sz", "48"),
     ("s2sz-52-without-lpa2", r"s2sz = 48", "s2sz = 52", "features.s2sz", "52"),
     ("pa-bits-47", r"pa_bits = 48", "pa_bits = 47", "pa_bits", "47"),
+    ("pa-bits-float", r"pa_bits = 48", "pa_bits = 48.0", "pa_bits", "48.0"),       # == 48, but no width
+    ("vmid-bits-float", r"vmid_bits = 8 ", "vmid_bits = 8.0 ", "features.vmid_bits", "8.0"),
     ("unaligned-dram-base", r"base = 0x8000_0000", "base = 0x8000_0800", "dram.base", "2147485696 (0x80000800)"),
     ("unaligned-mmio-base", r"base = 0x1C09_0000", "base = 0x1C09_0100", "mmio[0].base", "470352128 (0x1c090100)"),
     ("size-1-MB", r'size = "64 MiB"', 'size = "1 MB"', "dram.size", "'1 MB'"),
