@@ -37,12 +37,17 @@ class Chooser:
 
     def __init__(self, seed: int, cpu: int, phase: str, weights: Weights) -> None:
         self.names = tuple(name for name, _ in weights)
-        self.cumulative = tuple(itertools.accumulate(w for _, w in weights))
+        # Weights relative to the largest: any finite weights > 0 the file may hold (5e-324, or
+        # two of 1e308 whose sum overflows) give a finite total in (0, len(weights)].
+        top = max(w for _, w in weights)
+        self.cumulative = tuple(itertools.accumulate(w / top for _, w in weights))
         self.total = self.cumulative[-1]
         self.random = plan_rng(seed, cpu, phase).random
 
     def next(self) -> str:
-        return self.names[bisect.bisect_right(self.cumulative, self.random() * self.total)]
+        # random() < 1, but random() * total can round up to total: that is the last activity.
+        i = bisect.bisect_right(self.cumulative, self.random() * self.total)
+        return self.names[i] if i < len(self.names) else self.names[-1]
 
 
 def plan(seed: int, cpu: int, phase: str, weights: Weights, steps: int) -> list[str]:

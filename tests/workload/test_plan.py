@@ -41,6 +41,17 @@ def test_single_activity_and_chooser_agree() -> None:
     assert [chooser.next() for _ in range(300)] == plan(3, 1, "p", WEIGHTS, 300)
 
 
+def test_extreme_weights_still_choose() -> None:
+    """Any finite weights >= 0 the file format accepts give a plan: a subnormal lone weight
+    (5e-324, whose product with random() can reach the total) and two of 1e308 (whose sum
+    overflows to inf) once raised IndexError in Chooser.next, killing the CPU process."""
+    assert set(plan(1, 0, "main", (("run", 5e-324),), 2000)) == {"run"}
+    counts = Counter(plan(1, 0, "main", (("run", 1e308), ("rtt-churn", 1e308)), 4000))
+    assert set(counts) == {"run", "rtt-churn"} and abs(counts["run"] / 4000 - 0.5) < 0.05
+    counts = Counter(plan(1, 0, "main", (("run", 1.0), ("rtt-churn", 5e-324)), 2000))
+    assert counts == {"run": 2000}
+
+
 def test_activity_generators_are_separate_from_the_plan() -> None:
     """An activity's generator depends on (seed, CPU, activity) only."""
     a, b = activity_rng(5, 0, "rtt-churn"), activity_rng(5, 0, "rtt-churn")
