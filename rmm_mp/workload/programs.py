@@ -213,19 +213,34 @@ def image(text: str, constants: dict[str, int]) -> bytes:
     return assemble(with_constants(text, constants), base=RAM_BASE)
 
 
-def min_ram(guest: str, recs: int, image_size: int) -> int:
+def min_ram(guest: str, recs: int, image_size: int, text: str = "") -> int:
     """Bytes of RAM (from RAM_BASE) the guest touches: its image and, for the bundled guests,
-    the pages they use beyond it (each guest's header says where)."""
+    the pages they use beyond it (each guest's header says where). ``text`` is the guest's
+    source with the workload's constants applied (with_constants): the pages follow its
+    RANGE, RANGE_PAGES, PAGES and *_OFFSET values; without it, the guests' defaults."""
     need = image_size
     if guest == "smp-boot":
-        need = max(need, MiB + recs * 4096)
+        (pages,) = _equ_values(text, ("PAGES",)) if text else (RAM_BASE + MiB,)
+        need = max(need, pages - RAM_BASE + recs * 4096)
     elif guest == "ripas-flip":
-        need = max(need, MiB + 4 * 4096)
+        start, count = _equ_values(text, ("RANGE", "RANGE_PAGES")) if text else (RAM_BASE + MiB, 4)
+        need = max(need, start - RAM_BASE + count * 4096)
     elif guest == "attest":
-        need = max(need, 2 * MiB + 4096)
+        # The token buffer (at most 4 KiB from BUFFER_OFFSET + OFFSET) and the RAM whose shared
+        # alias receives the copy (4 KiB from SHARED_OFFSET).
+        buffer, offset, shared = _equ_values(text, ("BUFFER_OFFSET", "OFFSET", "SHARED_OFFSET")) if text \
+            else (MiB, 0xC00, 2 * MiB)
+        need = max(need, buffer + offset + 4096, shared + 4096)
     elif guest == "ripas-loop":
         need = max(need, MiB + min(recs, 16) * _PAGES_PER_REC)
     return need
+
+
+def _equ_values(text: str, names: tuple[str, ...]) -> tuple[int, ...]:
+    """What ``names`` evaluate to in ``text`` (assembled at RAM_BASE), read back from a copy of
+    it with their values appended as data: the assembler's own rules, no second parser."""
+    probe = assemble(text + "\n" + "\n".join(f".quad {name}" for name in names) + "\n", base=RAM_BASE)
+    return struct.unpack_from(f"<{len(names)}Q", probe, len(probe) - 8 * len(names))
 
 
 def challenge(seed: int, realm: str, index: int, generation: int) -> bytes:

@@ -299,7 +299,7 @@ def _memory(w: Workload) -> tuple[int, dict[str, int]]:
 def realm_granules(r: RealmTemplate) -> int:
     """Granules one realm can hold: RD, roots, RECs with aux granules and run pages, RTTs, the
     pages its guest touches (all of its RAM for a guest from a file), shared pages."""
-    pages = r.ram if os.sep in r.guest else programs.min_ram(r.guest, r.recs, len(r.image))
+    pages = r.ram if os.sep in r.guest else r.touched or programs.min_ram(r.guest, r.recs, len(r.image))
     tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20)
     return 1 + 16 + r.recs * (2 + MAX_AUX) + (pages + GRANULE - 1) // GRANULE + tables + MAX_SHARED_PAGES
 

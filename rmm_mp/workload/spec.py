@@ -66,6 +66,9 @@ class RealmTemplate:
     teardown: str
     image: bytes
     """Assembled with the constants (an attest realm's challenge is replaced per instance)."""
+    touched: int = 0
+    """Bytes of RAM from its base the guest touches, its constants applied (programs.min_ram);
+    0: not computed (the engine's own ripas-loop template)."""
 
     @property
     def hash_algo(self) -> int:
@@ -260,13 +263,14 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
             raise f.fail(f"{where}.constants.SIZE", size, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)")
         derived = programs.measure_expected(text, dict(constants), HASHES.index(hash_name))
     try:
-        image = programs.image(text, {**dict(constants), **derived})
+        source = programs.with_constants(text, {**dict(constants), **derived})
+        image = programs.image(source, {})
     except (AssemblerError, ValueError) as exc:
         raise f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})") from None
     if not image:
         raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
                                                      "the image, and this file assembles to nothing")
-    need = programs.min_ram(guest, recs, len(image))
+    need = programs.min_ram(guest, recs, len(image), source)
     if ram < need:
         raise f.fail(f"{where}.ram", raw.get("ram", ram), f"at least {_kib(need)} for guest {raw['guest']!r} "
                                                            f"with {recs} REC{'s' if recs > 1 else ''} (its image and the pages it uses)")
@@ -287,7 +291,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         instances=f.integer(raw.get("instances", 1), f"{where}.instances", 1, MAX_REALMS,
                             f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)"),
         lifecycle=lifecycle, lifetime=lifetime,
-        teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image)
+        teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image, touched=need)
 
 
 def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str]:

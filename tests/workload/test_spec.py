@@ -205,6 +205,35 @@ def test_ram_too_small_for_the_guest(tmp_path: Path) -> None:
             "at least 2052 KiB for guest 'attest' with 1 REC")
 
 
+@pytest.mark.parametrize("guest, ram, constants, need", [
+    ("ripas-flip", "2M", "{ RANGE_PAGES = 100000 }", "401024 KiB"),           # RANGE + 100,000 pages
+    ("ripas-flip", "2M", "{ RANGE = 0x801FE000 }", "2056 KiB"),                # 4 pages from 2040 KiB in
+    ("smp-boot", "2M", "{ PAGES = 0x801FF000 }", "2056 KiB"),                  # 3 RECs' pages past 2 MiB
+    ("attest", "4M", "{ SHARED_OFFSET = 0x40_0000 }", "4100 KiB"),
+    ("attest", "4M", "{ BUFFER_OFFSET = 0x3F_F000 }", "4099 KiB"),             # + OFFSET 3 KiB + 4 KiB
+])
+def test_ram_must_hold_what_the_constants_make_the_guest_touch(tmp_path: Path, guest: str, ram: str,
+                                                               constants: str, need: str) -> None:
+    """The pages a bundled guest touches beyond its image follow its constants (RANGE,
+    RANGE_PAGES, PAGES, BUFFER_OFFSET, OFFSET, SHARED_OFFSET): the file is refused before
+    anything is built (with the default page counts, such a realm validated and then ran past
+    its RAM, or ran the host's allocator dry)."""
+    recs = "\nrecs = 3" if guest == "smp-boot" else ""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"{recs}\nram = "{ram}"\nconstants = {constants}\n'
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.key == "realm[0].ram" and f"at least {need} for guest '{guest}'" in str(info.value)
+
+
+def test_the_pages_the_constants_place_count_in_the_memory_bound(tmp_path: Path) -> None:
+    """ripas-flip over 20,000 pages fits its 512 MiB of RAM, but not the host platform's 64 MiB
+    of DRAM: refused before anything starts (it ran the host's allocator dry before)."""
+    text = HEAD + '[[realm]]\nname = "a"\nguest = "ripas-flip"\nram = "512M"\nconstants = { RANGE_PAGES = 20000 }\n'
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.key == "realm[0].instances" and "NS DRAM platform 'host' has" in str(info.value)
+
+
 # -- activities, groups, phases -------------------------------------------------------------------
 
 def test_unknown_activity(tmp_path: Path) -> None:
