@@ -43,15 +43,22 @@ def check_output(option: str, path: str | None, directory: bool = False) -> None
         raise ConfigError("command line", option, path, f"{kind} ({problem})")
 
 
-def check_outputs(outputs: Iterable[tuple[str, str | None]]) -> None:
-    """check_output for each (option, file path), and no file named by two options (compared
-    after resolving links and relative paths). None paths are skipped."""
+def check_outputs(outputs: Iterable[tuple[str, str | None]],
+                  directories: Iterable[tuple[str, str | None]] = ()) -> None:
+    """check_output for each (option, file path) and each (option, directory path), and no path
+    named by two options (compared after resolving links and relative paths): the second would
+    overwrite the first's output, or find a directory where it writes a file. Every comparison
+    comes before any probe, which creates a directory. None paths are skipped."""
     seen: dict[str, str] = {}
-    for option, path in outputs:
-        check_output(option, path)
+    files, dirs = list(outputs), list(directories)
+    for option, path in [*dirs, *files]:
         if path is None:
             continue
         key = os.path.realpath(path)
         if key in seen:
             raise ConfigError("command line", option, path, f"a file of its own ({seen[key]} writes it too)")
         seen[key] = option
+    for option, path in files:
+        check_output(option, path)
+    for option, path in dirs:
+        check_output(option, path, directory=True)

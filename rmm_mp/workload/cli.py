@@ -18,7 +18,7 @@ from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Machine
-from rmm_mp.outpaths import check_output, check_outputs
+from rmm_mp.outpaths import check_outputs
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
@@ -103,18 +103,21 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     one file named by two options).
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
-    try:
-        check_outputs((("--json", json_path), ("--csv", csv_path), ("--plot", plot_path), ("--trace", trace_path)))
-        check_output("--save-tokens", tokens_dir, directory=True)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    # Every check that creates nothing comes first: the output probes below create directories.
     if plot_path:
         if no_latency:
-            raise click.UsageError("--plot draws latency: it cannot be combined with --no-latency")
+            raise click.UsageError(str(ConfigError("command line", "--plot", plot_path,
+                                                   "no --plot with --no-latency (the plot draws latency, which "
+                                                   "--no-latency does not record)")))
         try:
             render.check_plot()
         except render.PlotUnavailable as exc:
             raise click.UsageError(str(exc)) from None
+    try:
+        check_outputs((("--json", json_path), ("--csv", csv_path), ("--plot", plot_path), ("--trace", trace_path)),
+                      directories=(("--save-tokens", tokens_dir),))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
                          tokens_dir=tokens_dir, sigterm_stops=True)
     try:

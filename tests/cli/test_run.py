@@ -160,7 +160,8 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a workload file that exists (no such file)"),
     (["run", "delegate-churn", "--platform", "/"], "--platform = '/': expected a platform file that exists (it is a "
                                                    "directory)"),
-    (["run", "delegate-churn", "--plot", "x.png", "--no-latency"], "cannot be combined with --no-latency"),
+    (["run", "delegate-churn", "--plot", "x.png", "--no-latency"],
+     "command line: --plot = 'x.png': expected no --plot with --no-latency"),
     (["run", "delegate-churn", "--seconds", "1", "--iterations", "2"], "either --seconds or --iterations"),
 ])
 def test_run_refuses_bad_options_with_exit_2(args: list[str], shown: str) -> None:
@@ -201,6 +202,22 @@ def test_run_refuses_one_file_for_two_outputs(tmp_path: Path, monkeypatch: pytes
         in result.output
     assert "workload delegate-churn" not in result.output and list(tmp_path.iterdir()) == []
     assert no_segments_of(os.getpid())
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["--save-tokens", "out", "--json", "out"], "--json = 'out': expected a file of its own (--save-tokens writes it too)"),
+    (["--save-tokens", "tok", "--plot", "tok.png", "--no-latency"], "--plot = 'tok.png': expected no --plot"),
+])
+def test_run_refuses_before_it_creates_the_tokens_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           args: list[str], shown: str) -> None:
+    """--save-tokens' directory and a report file with one path (the run ended in 'Is a
+    directory' for the JSON), and --plot with --no-latency, are usage errors before anything is
+    created: the tokens directory was made first, then the conflict refused."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "attestation-storm", "--iterations", "10", *args])
+    assert result.exit_code == 2, result.output
+    assert f"command line: {shown}" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_output_probe_leaves_no_file_behind(tmp_path: Path) -> None:
