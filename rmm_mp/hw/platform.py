@@ -27,6 +27,8 @@ from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, 
 
 GRANULE_SIZE = 4096
 PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
+MIN_NS_DRAM = 1 << 20
+"""DRAM the Secure ranges must leave to the Non-secure PAS: below it no host could build a realm."""
 """Physical address widths ID_AA64MMFR0_EL1.PARange can report."""
 HASH_NAMES = ("sha-256", "sha-512")
 KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
@@ -245,6 +247,15 @@ class _Validator:
         for i, region in enumerate(secure):
             if not (dram.base <= region.base and region.end <= dram.end):
                 raise self.fail(f"secure[{i}].base", region.base, f"a Secure range inside DRAM [{dram.base:#x}, {dram.end:#x})")
+            for j, other in enumerate(secure[:i]):
+                if region.base < other.end and other.base < region.end:
+                    raise self.fail(f"secure[{i}].base", region.base, f"a Secure range that does not overlap "
+                                                                     f"secure[{j}] [{other.base:#x}, {other.end:#x})")
+        ns = dram.size - sum(r.size for r in secure)
+        if ns < MIN_NS_DRAM:
+            raise self.fail(f"secure[{len(secure) - 1}].size", raw["secure"][-1]["size"],
+                            f"Secure ranges that leave at least {MIN_NS_DRAM >> 20} MiB of DRAM to the Non-secure "
+                            f"PAS, for the host's pages (they leave {ns >> 10} KiB)")
         features = self.features(raw["features"], pa_bits)
         attestation = self.attestation(raw["attestation"])
         time_slice = raw.get("rec_time_slice", 10_000)

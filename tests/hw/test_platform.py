@@ -157,6 +157,10 @@ BAD = [
      "2214588416 (0x83fff000)"),
     ("region-past-pa-range", r'size = "64 KiB"', 'size = "256 TiB"', "mmio[0].size", "'256 TiB'"),
     ("dram-past-pa-range", r'size = "64 MiB"', 'size = "256 TiB"', "dram.size", "'256 TiB'"),
+    ("secure-overlap", r"\[\[secure\]\].*\n", '[[secure]]\nbase = 0x83F8_0000\nsize = "64 KiB"\n\n[[secure]]\n',
+     "secure[1].base", "2213543936 (0x83f00000)"),
+    ("secure-leaves-no-ns-dram", r"base = 0x83F0_0000\nsize = .*", 'base = 0x8000_0000\nsize = "65024 KiB"',
+     "secure[0].size", "'65024 KiB'"),
     ("bad-attestation-keys", r'keys = "seeds"', 'keys = "random"', "attestation.keys", "'random'"),
     ("seeds-missing", r"rak_seed = .*\n", "", "attestation.rak_seed", "(missing)"),
     ("empty-seed", r"platform_key_seed = .*", 'platform_key_seed = ""', "attestation.platform_key_seed", "''"),
@@ -169,6 +173,8 @@ BAD_LINE = {
     "missing-region-base": r"\[dram\]",
     "s2sz-above-pa-bits": r"s2sz = 48",
     "seeds-missing": r"\[attestation\]",
+    "secure-overlap": r"base = 0x83F0_0000",
+    "secure-leaves-no-ns-dram": r'size = "65024 KiB"',
 }
 
 
