@@ -25,6 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rmm_mp.stats import report as latency
+from rmm_mp.words import count as _count
 from rmm_mp.workload.report import LockClassStats, RunReport
 
 SCHEMA = "rmm-mp-run-report/1"
@@ -32,8 +33,8 @@ MAX_VIOLATIONS = 100
 
 
 def oversubscription_warning(report: RunReport) -> str:
-    return (f"{report.cpus} simulated CPUs on {report.host_cores} host cores: latency includes time a CPU "
-            f"process was not scheduled")
+    return (f"{_count(report.cpus, 'simulated CPU')} on {_count(report.host_cores, 'host core')}: latency "
+            f"includes time a CPU process was not scheduled")
 
 
 def warnings(report: RunReport) -> list[str]:

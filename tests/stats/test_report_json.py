@@ -86,6 +86,8 @@ def test_warnings_for_oversubscription_and_impossible_pinning() -> None:
         "4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled",
         "pinning was asked (--pin) but was not possible for CPU 1: they ran unpinned"]
     assert render.warnings(hand_built(pinned=True, usage={0: UNPINNED[0]})) == []
+    assert render.warnings(hand_built(cpus=2, host_cores=1)) == [
+        "2 simulated CPUs on 1 host core: latency includes time a CPU process was not scheduled"]
 
 
 def test_without_latency_the_latency_parts_are_empty() -> None:
