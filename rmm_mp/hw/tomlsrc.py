@@ -184,6 +184,16 @@ def bundled_names(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.toml"))
 
 
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` is no regular file to read: a FIFO or a device such as /dev/zero exists, but
+    reading it could block or never end, so it is refused as well."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists():
+        return "it is not a regular file"
+    return "no such file"
+
+
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
     """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
     separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither."""
@@ -193,8 +203,7 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     if os.sep in text or text.endswith(".toml"):
         path = Path(text)
         if not path.is_file():
-            why = "it is a directory" if path.is_dir() else "no such file"
-            raise ConfigError(source, key, text, f"a {kind} file that exists ({why})")
+            raise ConfigError(source, key, text, f"a {kind} file that exists ({why_not_a_file(path)})")
         return path
     path = directory / f"{text}.toml"
     if not path.is_file():

@@ -27,7 +27,7 @@ from typing import Any
 from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
-from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, read_source, suggestion
+from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, read_source, suggestion, why_not_a_file
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
 
@@ -304,7 +304,7 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
     if value.endswith(".s") or os.sep in value:
         path = (base_dir / value).resolve()
         if not path.is_file():
-            raise f.fail(key, value, f"a .s file that exists (looked for {path})")
+            raise f.fail(key, value, f"a .s file that exists (looked for {path}: {why_not_a_file(path)})")
         return str(path), read_source(path, "guest")
     raise f.fail(key, value, expected + suggestion(value, names))
 

@@ -158,6 +158,9 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "delegate-churn", "--platform", "nope"], "--platform = 'nope': expected a bundled platform (fvp, host"),
     (["run", "/"], "WORKLOAD = '/': expected a workload file that exists (it is a directory)"),
     (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a workload file that exists (no such file)"),
+    (["run", "/dev/zero"], "WORKLOAD = '/dev/zero': expected a workload file that exists (it is not a regular file)"),
+    (["run", "delegate-churn", "--platform", "/dev/null"],
+     "--platform = '/dev/null': expected a platform file that exists (it is not a regular file)"),
     (["run", "delegate-churn", "--platform", "/"], "--platform = '/': expected a platform file that exists (it is a "
                                                    "directory)"),
     (["run", "delegate-churn", "--plot", "x.png", "--no-latency"],
