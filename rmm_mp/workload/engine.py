@@ -9,7 +9,9 @@ together) or its step count is done (counted per CPU). It returns a CpuResult. B
 at the barrier) it is at a quiescent point (hw.quiesce): it parks there while `rmm-mp check`
 inspects the machine.
 
-With ``recording`` off the CPU does not record latency (Cpu.set_recording(False)).
+With ``recording`` off the CPU does not record latency (Cpu.set_recording(False)). With it on,
+each step is recorded too, in the HOST slot of its activity (HOST_RUN, HOST_RTT_CHURN ...):
+time.perf_counter_ns around the step, every SMC, REC run and host-side action in it included.
 
 This module owns the per-CPU run sequence. It speaks SMC only (through the activities).
 """
@@ -22,15 +24,22 @@ from typing import TYPE_CHECKING, Callable
 
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
+from rmm_mp.stats import calls
 from rmm_mp.workload.activities import Lifecycle, RipasChurn, Run
 from rmm_mp.workload.churning import DELEGATE_COUNTERS, DelegateChurn, MapShared, RttChurn
 from rmm_mp.workload.cpustate import CpuJob, CpuPart, CpuResult, Host, RunPlan
+from rmm_mp.workload.fields import ACTIVITIES
 from rmm_mp.workload.plan import Chooser
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
 
 _BARRIER_SLEEP_S = 0.0002
+
+HOST_SLOTS = {name: calls.HOST_BASE + i for i, name in enumerate(ACTIVITIES)}
+"""The latency slot of each activity's steps (stats.calls: host activities are 112..127)."""
+for _name, _slot in HOST_SLOTS.items():
+    calls.register(_slot, "HOST_" + _name.upper().replace("-", "_"))
 
 FACTORIES: dict[str, Callable[[Host], object]] = {
     "run": Run,
@@ -81,7 +90,13 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
             elif done >= limit:  # type: ignore[operator]
                 break
             name = chooser.next()
-            units[name]()
+            recorder = cpu.recorder
+            if recorder is None:
+                units[name]()
+            else:
+                t0 = time.perf_counter_ns()
+                units[name]()
+                recorder.record(HOST_SLOTS[name], time.perf_counter_ns() - t0, None, 0, False)
             counts[f"{name} steps"] += 1
             done += 1
         if len(job.phases) > 1:

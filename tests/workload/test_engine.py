@@ -120,6 +120,23 @@ def test_recording_does_not_change_a_one_cpu_run(tmp_path: Path) -> None:
     assert on.total_calls > 0 and off.total_calls == 0
 
 
+def test_every_step_is_recorded_as_its_activity(tmp_path: Path) -> None:
+    """docs/latency.md's HOST kind: each step is one record in its activity's slot (HOST_RUN,
+    HOST_RTT_CHURN ...), so per CPU a HOST record counts exactly the steps the counters report."""
+    report = go(tmp_path, 'iterations = 120\ncpus = 2\nactivities = { run = 2, rtt-churn = 1, map-shared = 1 }\n'
+                          '[[realm]]\nname = "r"\nguest = "ripas-loop"\nrecs = 2\n')
+    assert report.ok, (report.problems, report.failures)
+    counts = records(report)
+    for cpu in (0, 1):
+        steps = {k.removesuffix(" steps"): v for k, v in report.counters[cpu].items() if k.endswith(" steps")}
+        host = {call.removeprefix("HOST_").lower().replace("_", "-"): n for (c, call), n in counts.items()
+                if c == cpu and call.startswith("HOST_")}
+        assert host == steps and sum(host.values()) == 120, (host, steps)
+    doc = render.to_json(report)
+    kinds = {r["call"]: r["kind"] for r in doc["latency"]}
+    assert kinds["HOST_RUN"] == "HOST" and "Host activities" in render.format_report(report)
+
+
 def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
     """A guest (a .s file next to the workload) that REPORTs code 7: its outcome is a failure
     naming the code and detail, so the report is not ok; the rest of the run is fine."""
