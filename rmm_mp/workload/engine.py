@@ -24,22 +24,16 @@ from typing import TYPE_CHECKING, Callable
 
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
-from rmm_mp.stats import calls
 from rmm_mp.workload.activities import Lifecycle, RipasChurn, Run
 from rmm_mp.workload.churning import DELEGATE_COUNTERS, DelegateChurn, MapShared, RttChurn
 from rmm_mp.workload.cpustate import CpuJob, CpuPart, CpuResult, Host, RunPlan
-from rmm_mp.workload.fields import ACTIVITIES
 from rmm_mp.workload.plan import Chooser
+from rmm_mp.workload.report import HOST_SLOTS
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
 
 _BARRIER_SLEEP_S = 0.0002
-
-HOST_SLOTS = {name: calls.HOST_BASE + i for i, name in enumerate(ACTIVITIES)}
-"""The latency slot of each activity's steps (stats.calls: host activities are 112..127)."""
-for _name, _slot in HOST_SLOTS.items():
-    calls.register(_slot, "HOST_" + _name.upper().replace("-", "_"))
 
 FACTORIES: dict[str, Callable[[Host], object]] = {
     "run": Run,

@@ -17,11 +17,20 @@ from typing import TYPE_CHECKING, Any
 from rmm_mp.check import InvariantReport
 from rmm_mp.hw.granule import CLASSES
 from rmm_mp.runtime import CpuFailure, ProcessUsage
+from rmm_mp.stats import calls
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.histogram import CallStats
+from rmm_mp.workload.fields import ACTIVITIES
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
+
+
+HOST_SLOTS = {name: calls.HOST_BASE + i for i, name in enumerate(ACTIVITIES)}
+"""The latency slot of each activity's steps (stats.calls: host activities are 112..127); named
+here, where every reader of a run's figures looks, as HOST_RUN, HOST_RTT_CHURN ..."""
+for _name, _slot in HOST_SLOTS.items():
+    calls.register(_slot, "HOST_" + _name.upper().replace("-", "_"))
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def test_latency_tables_per_kind_in_us() -> None:
     assert _row(rmi, "RMI_GRANULE_DELEGATE", "all")[2] == "140"
     assert [line.split()[1] for line in rmi if line.startswith("RMI_GRANULE_UNDELEGATE")] == ["0"]
     for title, call in [("RSI calls", "RSI_HOST_CALL"), ("PSCI calls", "PSCI_CPU_ON"),
-                        ("REC runs by exit reason", "EXIT_HOST_CALL"), ("Host activities", "SLOT_112")]:
+                        ("REC runs by exit reason", "EXIT_HOST_CALL"), ("Host activities", "HOST_RUN")]:
         assert _row(_section(text, title), call, "0")[0] == call
     assert "percentiles are the upper edges of histogram buckets" in text
 
