@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate, read_source
+from rmm_mp.hw.tomlsrc import loads as toml_loads
 
 GRANULE_SIZE = 4096
 PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
@@ -161,10 +161,7 @@ def load(name_or_path: str | os.PathLike[str]) -> Platform:
 def parse(text: str, source: str) -> Platform:
     """Validate TOML ``text`` read from ``source`` (used in messages)."""
     v = _Validator(text, source)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "(file)", str(exc), "valid TOML") from None
+    raw = toml_loads(text, source)
     return v.platform(raw)
 
 

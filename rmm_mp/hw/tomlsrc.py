@@ -19,7 +19,9 @@ import codecs
 import difflib
 import os
 import re
+import tomllib
 from collections.abc import Iterable
+from typing import Any
 from importlib import resources
 from pathlib import Path
 
@@ -177,6 +179,16 @@ def bundled_dir(package_dir: str, checkout_dir: str) -> Path:
     if packaged.is_dir() and any(Path(str(packaged)).glob("*.toml")):
         return Path(str(packaged))
     return Path(__file__).resolve().parents[2] / checkout_dir
+
+
+def loads(text: str, source: str) -> dict[str, Any]:
+    """tomllib.loads, with a syntax error as ConfigError(source, "(file)", ...) at the line the
+    parser names, so that it reads 'file:line: ...' like every other mistake in the file."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
 
 
 def bundled_names(directory: Path) -> list[str]:

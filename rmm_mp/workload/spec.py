@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, read_source, suggestion, why_not_a_file
+from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
 
@@ -148,11 +148,7 @@ def load(name_or_path: str | os.PathLike[str]) -> WorkloadFile:
 def parse(text: str, source: str) -> WorkloadFile:
     """Check workload ``text`` read from ``source`` (a path: guest paths are relative to its directory)."""
     f = Fields(text, source)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        found = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
+    raw = toml_loads(text, source)
     f.keys(raw, "", TOP_KEYS)
     base_dir = Path(source).resolve().parent
     seconds, iterations = _length(f, raw, "")
