@@ -43,5 +43,5 @@ def write_plot(report: RunReport, path: str) -> None:
     if not report.latency_recorded:
         raise ValueError("latency was not recorded (--no-latency): there is nothing to plot")
     title = (f"rmm-mp run {report.workload} on {report.platform}: {_count(report.cpus, 'CPU')}, seed {report.seed}, "
-             f"{report.elapsed_s:.1f} s")
+             f"{report.elapsed_s:.2f} s")
     plot.write_plot(report.stats, path, title)
