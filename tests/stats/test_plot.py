@@ -30,6 +30,16 @@ def test_write_plot_makes_a_png(tmp_path: Path) -> None:
     render.check_plot()  # matplotlib is there: no error
 
 
+def test_title_gives_the_runs_length_as_the_text_report_does(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.03 s run is titled '0.03 s' (it was '0.0 s'), as the text header says 'ran 0.03 s'."""
+    from dataclasses import replace
+    titles: list[str] = []
+    monkeypatch.setattr(plot, "write_plot", lambda stats, path, title: titles.append(title) or [])
+    render.write_plot(replace(hand_built(), elapsed_s=0.031), str(tmp_path / "x.png"))
+    assert titles[0].endswith(", 0.03 s")
+
+
 def test_only_the_busiest_calls_get_a_panel(tmp_path: Path) -> None:
     """Five calls with 5..1 calls each and room for three: the two quietest are left out, by name."""
     stats = {0: {slot: stats_of(slot, [1000 * slot + 500] * (6 - slot)) for slot in range(1, 6)}}
