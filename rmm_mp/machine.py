@@ -155,6 +155,7 @@ class Machine:
         if not isinstance(name, str) or not name.startswith(segment.NAME_PREFIX) or "/" in name:
             raise ValueError(f"name = {name!r}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
         attached: dict[str, Segment] = {}
+        part = ""
         try:
             for part in ("ctl", "granules", "gpt", "dram", "cpus"):
                 attached[part] = Segment.attach(name, part)
@@ -162,6 +163,14 @@ class Machine:
             for seg in attached.values():
                 seg.close()
             raise MachineError(f"no machine named {name!r} in {segment.SHM_DIR} (it was closed, or never existed)") from None
+        except (OSError, ValueError) as exc:
+            # A name too long for the file system, an unreadable or empty (truncated) segment:
+            # no machine to attach to either, and the message says which and why.
+            for seg in attached.values():
+                seg.close()
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise MachineError(f"no machine named {name!r} can be attached: its {part} segment in "
+                               f"{segment.SHM_DIR}: {why}") from None
         view = atomicshm.AtomicView(attached["ctl"].buf)
         try:
             control = Control(attached["ctl"].buf, view)

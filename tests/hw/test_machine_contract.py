@@ -803,6 +803,24 @@ def test_attach_of_an_unknown_name_raises(name: str) -> None:
     assert name in str(info.value)
 
 
+def test_attach_of_a_name_no_file_can_hold_or_of_a_truncated_machine_is_a_machine_error() -> None:
+    """A name too long for the file system, and an empty control segment (a machine whose
+    creator died while making it), raise MachineError naming the machine and the reason, as
+    `rmm-mp check` shows it (an OSError or ValueError escaped before: a traceback)."""
+    from rmm_mp.hw.faults import MachineError
+    long = "rmm-mp-" + "9" * 300 + "-deadbeef"
+    with pytest.raises(MachineError, match="File name too long"):
+        Machine.attach(long)
+    name = "rmm-mp-1-0badc0de"
+    path = Path(segment.SHM_DIR) / f"{name}.ctl"
+    path.touch()
+    try:
+        with pytest.raises(MachineError, match=f"'{name}' can be attached: its ctl segment in {segment.SHM_DIR}: "):
+            Machine.attach(name)
+    finally:
+        path.unlink()
+
+
 def test_attach_after_the_creator_closed_raises() -> None:
     """Once the creator has closed a machine, attaching its name raises."""
     with Machine.create("host", cpus=1) as m:
