@@ -13,10 +13,10 @@ This module owns the text syntax. It must not execute anything.
 from __future__ import annotations
 
 import ast
-import keyword
 import operator
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
@@ -49,14 +49,25 @@ _MEM = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
 _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
         "orr": (Op.ORR, Op.ORRI), "eor": (Op.EOR, Op.EORI)}
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.BitOr: operator.or_,
-           ast.BitAnd: operator.and_, ast.BitXor: operator.xor, ast.LShift: operator.lshift,
-           ast.RShift: operator.rshift, ast.Mod: operator.mod}
+_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "%": operator.mod, "<<": operator.lshift,
+           ">>": operator.rshift, "&": operator.and_, "^": operator.xor, "|": operator.or_}
+_UNARY = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
+# Python's precedence (the expressions used to be Python's own, and guests rely on it): unary
+# operators (kept on the stack as "u-", "u+", "u~") bind tightest, then * %, + -, << >>, &, ^, |.
+_PRECEDENCE = {"|": 1, "^": 2, "&": 3, "<<": 4, ">>": 4, "+": 5, "-": 5, "*": 6, "%": 6, "u-": 7, "u+": 7, "u~": 7}
+# A number is ASCII only: int() would also read other scripts' digits, which Python's syntax does not.
+_TOKEN = re.compile(r"\s*(?:(?P<number>[0-9][0-9A-Za-z_]*)|(?P<name>[A-Za-z_]\w*)|(?P<op><<|>>|[-+*%&^|~().]))")
+# A double-quoted string whose escapes are all ones Python reads without a warning (an octal
+# escape at most \377), so that ast.literal_eval gives its text or a SyntaxError, nothing else.
+_STRING = re.compile(r'"(?:[^"\\]|\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?![0-7])|x[0-9A-Fa-f]{2}'
+                     r'|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]+\}))*"')
+# GNU as directives that place code in sections or describe symbols for a linker: an image is one
+# section in source order and nothing links it, so they are refused by name rather than as typos.
+_UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl", ".type", ".size"})
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
 MAX_IMAGE = 1 << 30
 """Largest image (bytes): a workload realm's RAM is at most 1 GiB, and a bigger .zero or .org
 would only be a typo that allocates it all."""
-_HERE = re.compile(r"(?<![\w.])\.(?![\w.])")
 
 
 def assemble(text: str, base: int = 0) -> bytes:
@@ -139,7 +150,11 @@ class _Assembler:
         op = line.op
         assert op is not None
         if op in _DATA:
-            return _DATA[op] * max(1, len(line.args))
+            # At least one value: a bare '.quad' used to emit a zero, which the syntax
+            # (v[, v...]) does not allow and which hides a value left out.
+            if not line.args:
+                raise AssemblerError(line.number, f"expected '{op} value[, value...]', got no value")
+            return _DATA[op] * len(line.args)
         if op in (".ascii", ".asciz"):
             return len(self._string(line)) + (op == ".asciz")
         if op == ".zero":
@@ -176,10 +191,10 @@ class _Assembler:
                 # Signed or unsigned, as long as it fits: silently keeping the low bits of a
                 # larger value would hide a mistake (GNU as at least warns).
                 if not -(1 << (bits - 1)) <= value < 1 << bits:
-                    raise AssemblerError(line.number, f"{op} {arg} = {_shown(value)} does not fit {bits} bits; "
+                    raise AssemblerError(line.number, f"{op} {_short(arg)} = {_shown(value)} does not fit {bits} bits; "
                                                       f"expected {-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
                 values.append(value & ((1 << bits) - 1))
-            return b"".join(v.to_bytes(size, "little") for v in values or [0])
+            return b"".join(v.to_bytes(size, "little") for v in values)
         if op in (".ascii", ".asciz"):
             return self._string(line) + (b"\0" if op == ".asciz" else b"")
         if op in (".zero", ".align", ".org"):
@@ -203,7 +218,8 @@ class _Assembler:
             return self._mov(line)
         if op == "adr":
             self._arity(line, 2)
-            return self._load_constant(self._reg(line, args[0]), self._target(line, args[1]))
+            return self._load_constant(self._reg(line, args[0]), self._fit64(line, f"adr {args[1]}",
+                                                                              self._target(line, args[1])))
         if op == "movk":
             return [self._movk(line)]
         if op in _ALU:
@@ -269,17 +285,16 @@ class _Assembler:
             if op == "mrs":
                 return encode(Op.MRS, rd=self._reg(line, reg_arg), aux=sysreg)
             return encode(Op.MSR, rn=self._reg(line, reg_arg), aux=sysreg)
+        if op in _UNNEEDED:
+            raise AssemblerError(line.number, f"{op} is a GNU as directive this assembler does not need (an image is "
+                                              "one section, in source order, with no linker); remove it")
         raise AssemblerError(line.number, f"unknown instruction {op!r}; see docs/guest-isa.md for the list")
 
     def _mov(self, line: _Line) -> list[int]:
         self._arity(line, 2)
         rd, src = self._reg(line, line.args[0]), line.args[1]
         if src.startswith("="):
-            value = self._value(line, src[1:])
-            if not -(1 << 63) <= value < 1 << 64:
-                raise AssemblerError(line.number, f"mov {src} = {_shown(value)} does not fit 64 bits; expected "
-                                                  f"{-(1 << 63):#x}..{(1 << 64) - 1:#x}")
-            return self._load_constant(rd, value)
+            return self._load_constant(rd, self._fit64(line, f"mov {src}", self._value(line, src[1:])))
         if src.startswith("#"):
             value = self._imm(line, src)
             return [encode(Op.MOVI, rd, imm=value)]
@@ -289,7 +304,10 @@ class _Assembler:
         args = line.args
         if len(args) not in (2, 3):
             raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'")
-        value = self._value(line, args[1].removeprefix("#"))
+        if not args[1].startswith("#"):
+            # Not _imm: its 32-bit limit would hide the 16-bit one that the message below names.
+            raise AssemblerError(line.number, f"expected an immediate such as #42, got {args[1]!r}")
+        value = self._value(line, args[1][1:])
         shift = 0
         if len(args) == 3:
             match = re.fullmatch(r"lsl\s+#(\d+)", args[2], re.IGNORECASE)
@@ -297,6 +315,15 @@ class _Assembler:
         if shift not in (0, 16, 32, 48) or not 0 <= value <= 0xFFFF:
             raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]' with imm16 in 0..0xFFFF")
         return encode(Op.MOVK, self._reg(line, args[0]), aux=shift // 16, imm=value)
+
+    @staticmethod
+    def _fit64(line: _Line, what: str, value: int) -> int:
+        """value, if it fits 64 bits signed or unsigned: _load_constant keeps only the low 64
+        bits, which for a larger value would silently load another one."""
+        if not -(1 << 63) <= value < 1 << 64:
+            raise AssemblerError(line.number, f"{_short(what)} = {_shown(value)} does not fit 64 bits; expected "
+                                              f"{-(1 << 63):#x}..{(1 << 64) - 1:#x}")
+        return value
 
     @staticmethod
     def _load_constant(rd: int, value: int) -> list[int]:
@@ -360,65 +387,154 @@ class _Assembler:
         return self._value(line, text)
 
     def _branch(self, line: _Line, text: str, pc: int) -> int:
-        offset = self._target(line, text) - pc
+        target = self._target(line, text)
+        offset = target - pc
         if not -(1 << 31) <= offset < (1 << 31):
             away = f"{offset:#x} bytes" if offset.bit_length() <= 64 else "far more than 2 GiB"
-            raise AssemblerError(line.number, f"branch target {text!r} is {away} away; at most 2 GiB either way")
+            raise AssemblerError(line.number, f"branch target {_short(text)!r} is {away} away; expected an offset "
+                                              f"in -0x80000000..0x7ffffff8 (a signed 32-bit immediate: 2 GiB back, "
+                                              f"2 GiB - 8 forward)")
+        # Every instruction is 8-byte aligned, so any other target would only take a
+        # misaligned-PC exception when the branch is taken. (A branch that is not aligned itself
+        # is reported as such by _emit, as any instruction.)
+        if target % INSTRUCTION_SIZE and not pc % INSTRUCTION_SIZE:
+            raise AssemblerError(line.number, f"branch target {_short(text)!r} = {_shown(target)} is not "
+                                              f"{INSTRUCTION_SIZE}-byte aligned; expected the address of an "
+                                              "instruction")
         return offset
 
     def _string(self, line: _Line) -> bytes:
         if len(line.args) != 1:
             raise AssemblerError(line.number, f"expected {line.op} \"text\"")
-        try:
-            value = ast.literal_eval(line.args[0])
-        except (ValueError, SyntaxError):
-            value = None
+        text = line.args[0]
+        value = None
+        if _STRING.fullmatch(text):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):        # such as an unknown \N{name}
+                pass
         if not isinstance(value, str):
-            raise AssemblerError(line.number, f"expected a quoted string, got {line.args[0]!r}")
-        return value.encode()
+            raise AssemblerError(line.number, f"expected a quoted string, got {_short(text)!r}")
+        try:
+            return value.encode()
+        except UnicodeEncodeError:                  # a lone surrogate, such as \ud800
+            raise AssemblerError(line.number, f"expected text that UTF-8 can encode, got {_short(text)!r}") from None
 
     def _value(self, line: _Line, text: str) -> int:
         """An integer expression over numbers, labels, .equ names and '.' (this address)."""
-        try:
-            # A label may be any identifier, Python keywords included (`b.hs pass`): rename them
-            # for ast and back in _eval.
-            tree = ast.parse(_KEYWORD.sub(_hide_keyword, _HERE.sub("__here__", text.strip())), mode="eval").body
-        except SyntaxError:
-            raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}") from None
-        return self._eval(line, tree, text)
+        values: list[int] = []
+        for item in self._postfix(line, text):
+            if isinstance(item, int):
+                values.append(item)
+            elif item == ".":
+                values.append(self.here)
+            elif item in _PRECEDENCE:
+                self._apply(line, item, values, text)
+            else:
+                values.append(self._symbol(line, item))
+        return values[0]
 
-    def _eval(self, line: _Line, node: ast.AST, text: str) -> int:
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.Name):
-            if node.id == "__here__":
-                return self.here
-            name = node.id.removeprefix(_KW_PREFIX)
-            if name not in self.symbols:
-                if name in self.declared:
-                    raise _NotYet(line.number, f"{name!r} has no value yet here (it is defined further down, or "
-                                               f"from names that are), but a size (.zero, .org, .align) must "
-                                               f"be known where it stands")
-                raise AssemblerError(line.number, f"unknown label or constant {name!r}")
-            return self.symbols[name]
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Invert)):
-            value = self._eval(line, node.operand, text)
-            return -value if isinstance(node.op, ast.USub) else ~value
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            left, right = self._eval(line, node.left, text), self._eval(line, node.right, text)
-            if isinstance(node.op, (ast.LShift, ast.RShift)) and not 0 <= right <= _MAX_SHIFT:
+    @staticmethod
+    def _postfix(line: _Line, text: str) -> list[int | str]:
+        """The numbers (as ints), names, '.' and operators ("u-" for unary minus) of text in
+        postfix order, so the whole syntax is checked before any name is looked up.
+
+        Shunting-yard with explicit stacks, not recursive descent: an expression of any length
+        or nesting costs time in proportion to its text, never a RecursionError (the ast-based
+        parser this replaced failed at about 1000 terms or nested operators)."""
+        if not text.strip():
+            raise AssemblerError(line.number, "expected a number, a label or an expression, got an empty value")
+        out: list[int | str] = []
+        pending: list[str] = []     # operators not yet output: "(", binary ones, and unary ones as "u-"
+        operand = True              # an operand (or a prefix operator) comes next, not an operator
+        pos = depth = 0             # depth: the "(" in pending
+        while (match := _TOKEN.match(text, pos)) is not None:
+            pos, kind, token = match.end(), match.lastgroup, match.group(match.lastgroup or 0)
+            if operand and kind == "number":
+                out.append(_Assembler._number(line, token, text))
+            elif operand and (kind == "name" or token == "."):
+                out.append(token)
+            elif operand and token in ("(", "-", "+", "~"):
+                pending.append(token if token == "(" else "u" + token)
+                depth += token == "("
+                continue
+            elif not operand and token in _BINARY:
+                while pending and pending[-1] != "(" and _PRECEDENCE[pending[-1]] >= _PRECEDENCE[token]:
+                    out.append(pending.pop())
+                pending.append(token)
+                operand = True
+                continue
+            elif not operand and token == ")" and depth:
+                while (op := pending.pop()) != "(":
+                    out.append(op)
+                depth -= 1
+                continue
+            else:
+                pos = match.start()     # a token out of place: left over, so refused below
+                break
+            operand = False
+        if operand or text[pos:].strip() or depth:
+            raise AssemblerError(line.number, f"expected a number, a label or an expression, got {_short(text)!r}")
+        out.extend(reversed(pending))
+        return out
+
+    @staticmethod
+    def _number(line: _Line, token: str, text: str) -> int:
+        """A number as Python writes an integer: 42, 0x2a, 0o52, 0b101010, 1_000."""
+        try:
+            value = int(token, 0)
+        except ValueError:
+            if re.fullmatch(r"0[0-9_]*", token):
+                raise AssemblerError(line.number, f"expected a number, got {token!r}: leading zeros are not allowed "
+                                                  f"(GNU as would read it as octal; write 0o... for that)") from None
+            if not re.fullmatch(r"[1-9](?:_?[0-9])*", token):
+                raise AssemblerError(line.number, f"expected a number, a label or an expression, got "
+                                                  f"{_short(text)!r}") from None
+            value = 1 << _MAX_BITS      # more decimal digits than int() converts: past the bound anyway
+        return _Assembler._bounded(line, value, text)
+
+    def _symbol(self, line: _Line, name: str) -> int:
+        if name not in self.symbols:
+            if name in self.declared:
+                raise _NotYet(line.number, f"{name!r} has no value yet here (it is defined further down, or "
+                                           f"from names that are), but a size (.zero, .org, .align) must "
+                                           f"be known where it stands")
+            raise AssemblerError(line.number, f"unknown label or constant {name!r}")
+        return self.symbols[name]
+
+    @staticmethod
+    def _apply(line: _Line, op: str, values: list[int], text: str) -> None:
+        """Replace the operand(s) on top of values with the result of op."""
+        if op.startswith("u"):
+            values[-1] = _UNARY[op[1:]](values[-1])
+        else:
+            right = values.pop()
+            if op in ("<<", ">>") and not 0 <= right <= _MAX_SHIFT:
                 # A negative count is an error in Python, and a huge one would build a number of
                 # that many bits: neither is a value for a 64-bit machine.
-                raise AssemblerError(line.number, f"shift count {_shown(right, 10)} in {text!r}: expected 0..{_MAX_SHIFT}")
-            if isinstance(node.op, ast.Mod) and right == 0:
-                raise AssemblerError(line.number, f"modulo by zero in {text!r}")
-            return _BINOPS[type(node.op)](left, right)
-        raise AssemblerError(line.number, f"expected a number, a label or an expression, got {text!r}")
+                raise AssemblerError(line.number, f"shift count {_shown(right, 10)} in {_short(text)!r}: "
+                                                  f"expected 0..{_MAX_SHIFT}")
+            if op == "%" and right == 0:
+                raise AssemblerError(line.number, f"modulo by zero in {_short(text)!r}")
+            values[-1] = _BINARY[op](values[-1], right)
+        _Assembler._bounded(line, values[-1], text)
+
+    @staticmethod
+    def _bounded(line: _Line, value: int, text: str) -> int:
+        # Each operation is bounded by the shift count, but products of .equ names that are
+        # products themselves grow exponentially down the lines, to a MemoryError.
+        if value.bit_length() > _MAX_BITS:
+            raise AssemblerError(line.number, f"{_short(text)!r} reaches a value of more than {_MAX_BITS} bits; "
+                                              f"expected at most {_MAX_BITS} bits on the way")
+        return value
 
 
 _MAX_SHIFT = 127
 """Largest shift count in an expression: intermediate values may pass 64 bits ((1 << 64) - 1),
 not grow without bound."""
+_MAX_BITS = 1024
+"""Largest value (in bits, sign apart) anywhere in an expression, far more than any 64-bit
+value needs on the way."""
 
 
 def _shown(value: int, base: int = 16) -> str:
@@ -429,22 +545,31 @@ def _shown(value: int, base: int = 16) -> str:
     return f"{value:#x}" if base == 16 else str(value)
 
 
-_KEYWORD = re.compile(r"\b[A-Za-z_]\w*\b")
-_KW_PREFIX = "__kw_"
+def _short(text: str) -> str:
+    """Text for an error message: a very long expression only by its start and length."""
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
 
 
-def _hide_keyword(match: "re.Match[str]") -> str:
-    word = match.group(0)
-    return _KW_PREFIX + word if keyword.iskeyword(word) or keyword.issoftkeyword(word) else word
+def _unquoted(text: str) -> Iterator[int]:
+    """The indexes of the characters of text outside "string literals", where a backslash
+    escapes the next character: neither \\" nor \\\\" starts or ends a string."""
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped = ch == "\\"
+            quoted = ch != '"'
+        elif ch == '"':
+            quoted = True
+        else:
+            yield i
 
 
 def _strip_comment(raw: str) -> str:
     """The line without a // or ; comment (neither counts inside a quoted string)."""
-    quoted = False
-    for i, ch in enumerate(raw):
-        if ch == '"' and (i == 0 or raw[i - 1] != "\\"):
-            quoted = not quoted
-        elif not quoted and (ch == ";" or raw.startswith("//", i)):
+    for i in _unquoted(raw):
+        if raw[i] == ";" or raw.startswith("//", i):
             return raw[:i]
     return raw
 
@@ -464,20 +589,16 @@ def _parse(number: int, raw: str) -> _Line:
 
 
 def _split_args(text: str) -> list[str]:
-    """Split on commas outside brackets and quotes."""
-    args, depth, quote, current = [], 0, False, ""
-    for ch in text:
-        if ch == '"':
-            quote = not quote
-        elif not quote and ch == "[":
+    """Split on commas outside brackets and quoted strings. Every comma separates two operands,
+    so a trailing one leaves an empty last operand, which is then an error like `1,,2`."""
+    args, depth, start = [], 0, 0
+    for i in _unquoted(text):
+        if text[i] == "[":
             depth += 1
-        elif not quote and ch == "]":
+        elif text[i] == "]":
             depth -= 1
-        if ch == "," and depth == 0 and not quote:
-            args.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    if current.strip():
-        args.append(current.strip())
+        elif text[i] == "," and depth == 0:
+            args.append(text[start:i].strip())
+            start = i + 1
+    args.append(text[start:].strip())
     return args

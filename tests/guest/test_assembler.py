@@ -12,7 +12,9 @@ Hypothesis runs derandomized with no example database (tests/README.md: fixed se
 
 from __future__ import annotations
 
+import operator
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -182,6 +184,21 @@ def test_dot_is_the_address_of_the_current_line() -> None:
     ]
 
 
+def test_branch_reach_is_exactly_the_signed_32_bit_offset() -> None:
+    """docs/guest-isa.md: a branch reaches from 2 GiB back to 2 GiB - 8 forward (the offset is a
+    signed 32-bit immediate and a multiple of 8). It used to say "at most 2 GiB either way" when
+    refusing exactly 2 GiB forward; the error test cases check the refusals beyond both ends."""
+    assert words("b . + 0x7ffffff8\nb . - 0x80000000\ncbz x1, . + 0x7ffffff8", base=BASE) == [
+        encode(Op.B, imm=0x7FFF_FFF8), encode(Op.B, imm=-0x8000_0000), encode(Op.CBZ, rn=1, imm=0x7FFF_FFF8)]
+
+
+def test_a_label_named_like_the_old_internal_name_for_dot() -> None:
+    """'.' used to be rewritten to the name __here__, so a label of that name was shadowed by the
+    address of the line using it (`b __here__` branched to itself). Any identifier is a label."""
+    assert words("__here__: nop\nnop\nb __here__\n.equ __here__x, __here__ + 8\nmov x0, #__here__x",
+                 base=0x4000) == [encode(Op.NOP), encode(Op.NOP), encode(Op.B, imm=-16), encode(Op.MOVI, 0, imm=0x4008)]
+
+
 def test_label_on_its_own_line_and_with_an_instruction() -> None:
     """A label alone names the next line's address; labels may share a line with an instruction."""
     assert words("a:\n  nop\nb: b a\n  b b") == [encode(Op.NOP), encode(Op.B, imm=-8), encode(Op.B, imm=-8)]
@@ -218,6 +235,114 @@ def test_equ_and_expressions() -> None:
         encode(Op.MOVI, 5, imm=0x10),
         encode(Op.ADDI, 6, 6, imm=8),
     ]
+
+
+def test_unary_plus() -> None:
+    """docs/guest-isa.md lists '+' among the operators; as a prefix it was refused ('+5')."""
+    assert words("mov x0, #+5\nmov x1, #-+5\nmov x2, #+(2 * +3)") == [
+        encode(Op.MOVI, 0, imm=5), encode(Op.MOVI, 1, imm=-5), encode(Op.MOVI, 2, imm=6)]
+    assert assemble(".quad + - + ~0") == (1).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("expression, value", [
+    ("1+" * 1200 + "1", 1201),                            # 1201 terms: a CLI traceback (RecursionError)
+    (" + ".join(["0x10"] * 100_000), 0x10 * 100_000),
+    ("~" * 5000 + "1", 1),                                # RecursionError during ast construction
+    ("-" * 100_001 + "1", -1 & MASK64),                    # MemoryError
+    ("(" * 100_000 + "7" + ")" * 100_000, 7),
+    ("-(" * 50_000 + "1" + ")" * 50_000, 1),
+    ("1 - " * 3000 + "1", 1 - 3000 & MASK64),             # left to right: ((1 - 1) - 1) ...
+], ids=["1201 terms", "100000 terms", "5000 ~", "100001 -", "100000 parentheses", "50000 -(", "3000 -"])
+def test_long_and_deeply_nested_expressions(expression: str, value: int) -> None:
+    """An expression of any length or nesting is evaluated without recursion: the ast-based
+    evaluator raised RecursionError from about 1000 terms or nested operators, MemoryError for
+    100000 unary minuses."""
+    assert assemble(f".quad {expression}") == value.to_bytes(8, "little")
+
+
+def test_an_error_in_a_long_expression_is_an_assembler_error_of_one_short_line() -> None:
+    """A syntax error at the end of a very long expression is an AssemblerError naming the line,
+    and the message shows the start of the expression, not all of it."""
+    with pytest.raises(AssemblerError) as info:
+        assemble("nop\n.quad " + "1+" * 100_000 + "(")
+    assert info.value.line == 2 and "expected a number, a label or an expression" in str(info.value)
+    assert "(200001 characters)" in str(info.value) and len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("text, line", [
+    # Each line multiplies the last value by itself eight times: 127, 1016, 8128 bits, then
+    # (without the bound) 65024, ... bits, exponential down the lines.
+    (".equ A, 1 << 127\n.equ B, A*A*A*A*A*A*A*A\n.equ C, B*B*B*B*B*B*B*B\n.equ D, C*C*C*C*C*C*C*C", 3),
+    ("nop\n.quad " + "9" * 5000, 2),                      # more digits than Python's int() converts
+    (".quad 0x1" + "0" * 256, 1),                         # 1025 bits
+    (".quad " + " * ".join(["(1 << 127)"] * 9) + " >> 127" * 9, 1),  # 1144 bits on the way, 1 at the end
+], ids=["equ products", "5000 digits", "1025-bit number", "1144 bits on the way"])
+def test_no_value_passes_1024_bits(text: str, line: int) -> None:
+    """Values may pass 64 bits on the way, but not 1024 bits: .equ names that multiply each other
+    could otherwise grow exponentially down the lines to a MemoryError."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(text)
+    assert info.value.line == line and "reaches a value of more than 1024 bits" in str(info.value), info.value
+    # 1 << 1016, a 1017-bit value, on the way is allowed
+    assert assemble(".quad " + " * ".join(["(1 << 127)"] * 8) + " >> 127" * 8) == (1).to_bytes(8, "little")
+
+
+class _Limited(int):
+    """An int whose operators keep to the limits that docs/guest-isa.md sets on expressions (a
+    shift count 0..127, no value past 1024 bits; Python itself refuses % 0 and negative shift
+    counts): Python's own eval over these is the oracle for the assembler's expressions,
+    precedence included."""
+
+
+def _limited_op(fn: Callable[..., int], shift: bool = False) -> Callable[..., _Limited]:
+    def method(*operands: int) -> _Limited:
+        if shift and operands[1] > 127:
+            raise ArithmeticError("shift count past 127")
+        value = fn(*(int(o) for o in operands))
+        if value.bit_length() > 1024:
+            raise ArithmeticError("past 1024 bits")
+        return _Limited(value)
+    return method
+
+
+for _name, _fn in [("add", operator.add), ("sub", operator.sub), ("mul", operator.mul), ("mod", operator.mod),
+                   ("and", operator.and_), ("or", operator.or_), ("xor", operator.xor), ("neg", operator.neg),
+                   ("pos", operator.pos), ("invert", operator.invert)]:
+    setattr(_Limited, f"__{_name}__", _limited_op(_fn))
+for _name, _fn in [("lshift", operator.lshift), ("rshift", operator.rshift)]:
+    setattr(_Limited, f"__{_name}__", _limited_op(_fn, shift=True))
+
+_LEAVES = st.integers(0, 1 << 70).flatmap(
+    lambda n: st.sampled_from([str(n), hex(n), bin(n), f"{n:_}"]).map(lambda text: (text, f"L({n})")))
+
+
+def _extend(children: st.SearchStrategy[tuple[str, str]]) -> st.SearchStrategy[tuple[str, str]]:
+    unary = st.tuples(st.sampled_from(["-", "+", "~"]), children).map(lambda u: (u[0] + u[1][0], u[0] + u[1][1]))
+    binary = st.tuples(children, st.sampled_from(["+", "-", "*", "%", "<<", ">>", "&", "^", "|"]), children).map(
+        lambda b: (f"{b[0][0]} {b[1]} {b[2][0]}", f"{b[0][1]} {b[1]} {b[2][1]}"))
+    parenthesized = children.map(lambda c: (f"({c[0]})", f"({c[1]})"))
+    return st.one_of(unary, binary, parenthesized)
+
+
+@FIXED
+@given(st.recursive(_LEAVES, _extend, max_leaves=12))
+def test_expressions_evaluate_as_python_would(expression: tuple[str, str]) -> None:
+    """Property: an expression of numbers (decimal, hex, binary, with underscores), unary and
+    binary operators and parentheses has the value Python gives it, precedence included, or is
+    refused exactly when it breaks a documented limit (shift count, % 0, 1024 bits). The
+    assembler evaluated expressions with Python's ast before, and guests rely on its rules."""
+    text, oracle = expression
+    try:
+        expected: int | None = eval(oracle, {"L": _Limited}) & MASK64      # the test's own text
+    except (ArithmeticError, ValueError):
+        expected = None
+    try:
+        got = assemble(f".quad ({text}) & {MASK64:#x}")
+    except AssemblerError as err:
+        assert expected is None, err
+        assert any(s in str(err) for s in ("shift count", "modulo by zero", "more than 1024 bits")), err
+    else:
+        assert expected is not None and got == expected.to_bytes(8, "little"), text
 
 
 def test_equ_may_use_names_defined_further_down() -> None:
@@ -292,6 +417,14 @@ def test_adr_and_mov_label_forward_and_backward() -> None:
     assert constant_of(out[7:10]) == (3, BASE)
     assert constant_of(out[10:13]) == (4, BASE + 8)
     assert out[13] == encode(Op.NOP)
+
+
+@pytest.mark.parametrize("value", ["-1", "(1 << 64) - 1", "-(1 << 63)", "0x1234_5678_9abc_def0"])
+def test_adr_takes_any_64_bit_value(value: str) -> None:
+    """adr loads any value that fits 64 bits, signed or unsigned, as `mov xd, =value` does (a
+    larger one is refused: see the error cases, where it used to be truncated silently)."""
+    assert words(f"adr x5, {value}") == words(f"mov x5, ={value}")
+    assert constant_of(words(f"adr x5, {value}"))[1] == eval(value.replace("_", "")) & MASK64
 
 
 def test_labels_do_not_move_between_passes() -> None:
@@ -371,6 +504,20 @@ def test_strings() -> None:
     assert assemble('.ascii "hi"\n.asciz "a,b\\n"\n.asciz ""') == b"hia,b\n\0\0"
 
 
+@pytest.mark.parametrize("text, image", [
+    ('.ascii "back\\\\" // comment', b"back\\"),    # an escaped backslash before the closing quote
+    ('.ascii "x\\",y"', b'x",y'),                    # an escaped quote, then a comma
+    ('.asciz "a;b//c" ; comment', b"a;b//c\0"),
+    ('msg: .ascii "\\"; \\\\ //\\"" // "quoted" ; comment', b'"; \\ //"'),
+    ('.ascii "tab\\t\\x41\\101\\0\\u00e9"', b"tab\tAA\0\xc3\xa9"),
+])
+def test_strings_with_escapes_and_comment_characters(text: str, image: bytes) -> None:
+    """Comment stripping and operand splitting skip whole string literals, escapes included:
+    `"back\\\\"` ends at its last quote (the comment after it used to be kept, and the string
+    refused), and `\\"` neither ends a string nor lets a comma in it split the operands."""
+    assert assemble(text) == image
+
+
 def test_zero() -> None:
     """.zero n emits n zero bytes (an expression), and the next label is after them."""
     image = assemble(".byte 1\n.zero 2 + 3\nafter: .byte 2\n.quad after")
@@ -444,7 +591,15 @@ ERRORS = [
     ("smc operand count", "smc #1, #2", 1, "smc takes 1 operand(s)"),
     ("bare smc", "smc", 1, "smc takes 1 operand(s)"),
     ("smc immediate", "smc #0x10000", 1, "expected an immediate in #0..#0xFFFF"),
-    ("branch too far", "b 0x100000000", 1, "at most 2 GiB either way"),
+    ("branch too far", "b 0x100000000", 1, "expected an offset in -0x80000000..0x7ffffff8"),
+    ("branch exactly 2 GiB forward", "nop\nb . + 0x80000000", 2,
+     "is 0x80000000 bytes away; expected an offset in -0x80000000..0x7ffffff8 (a signed 32-bit immediate: "
+     "2 GiB back, 2 GiB - 8 forward)"),
+    ("branch 2 GiB + 8 back", "b . - 0x80000008", 1, "is -0x80000008 bytes away"),
+    ("unaligned branch target", "nop\nb 3", 2, "branch target '3' = 0x3 is not 8-byte aligned; expected the "
+                                               "address of an instruction"),
+    ("unaligned conditional target", "x: b.eq x + 4", 1, "branch target 'x + 4' = 0x4 is not 8-byte aligned"),
+    ("unaligned cbz target", "cbz x0, 12", 1, "branch target '12' = 0xc is not 8-byte aligned"),
     ("negative .zero", ".zero -8", 1, "expected a byte count >= 0"),
     ("memory operand without brackets", "nop\nldr x0, x1", 2, "expected a memory operand such as [x1] or [x1, #8]"),
     ("memory operand unclosed", "str x0, [x1", 1, "expected a memory operand such as [x1] or [x1, #8]"),
@@ -454,14 +609,38 @@ ERRORS = [
     ("movk shift 64", "movk x0, #1, lsl #64", 1, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'"),
     ("movk imm too big", "nop\nmovk x0, #0x10000", 2, "with imm16 in 0..0xFFFF"),
     ("movk imm negative", "movk x0, #-1", 1, "with imm16 in 0..0xFFFF"),
+    ("movk immediate without #", "nop\nmovk x0, 5", 2, "expected an immediate such as #42, got '5'"),
+    ("movk immediate without # and lsl", "movk x0, 5, lsl #16", 1, "expected an immediate such as #42, got '5'"),
     ("mpidr written", "nop\nmsr mpidr, x0", 2, "mpidr is read only"),
     ("unknown system register", "mrs x0, sctlr", 1,
      "expected a system register (vbar, elr, esr, far, mpidr), got 'sctlr'"),
     (".org backwards", "nop\nnop\n.org 8", 3, ".org 0x8 is behind the current offset 0x10"),
     ("unquoted string", "nop\n.ascii hello", 2, "expected a quoted string, got 'hello'"),
     ("string with two operands", '.asciz "a", "b"', 1, 'expected .asciz "text"'),
+    ("single-quoted string", ".ascii 'hi'", 1, "expected a quoted string, got \"'hi'\""),
+    ("two strings side by side", '.ascii "a" "b"', 1, "expected a quoted string, got '\"a\" \"b\"'"),
+    ("prefixed string", '.ascii r"a"', 1, "expected a quoted string"),
+    ("unknown escape", '.ascii "a\\q"', 1, "expected a quoted string, got '\"a\\\\q\"'"),
+    ("octal escape past 0o377", '.ascii "\\400"', 1, "expected a quoted string"),
+    ("unknown character name", '.ascii "\\N{NO SUCH NAME}"', 1, "expected a quoted string"),
+    ("escaped closing quote", '.ascii "abc\\"', 1, "expected a quoted string"),
+    ("lone surrogate", 'nop\n.asciz "\\ud800"', 2, "expected text that UTF-8 can encode"),
     ("bad expression", "mov x0, #1 +", 1, "expected a number, a label or an expression, got '1 +'"),
     ("call in expression", ".quad len(1)", 1, "expected a number, a label or an expression"),
+    ("two numbers", ".quad 1 2", 1, "expected a number, a label or an expression, got '1 2'"),
+    ("power", ".quad 2 ** 3", 1, "expected a number, a label or an expression"),
+    ("unclosed parenthesis", ".quad (1 + (2)", 1, "expected a number, a label or an expression"),
+    ("extra parenthesis", ".quad (1))", 1, "expected a number, a label or an expression"),
+    ("float", ".quad 1e3", 1, "expected a number, a label or an expression"),
+    ("non-ASCII digit", ".quad 1\u0661", 1, "expected a number, a label or an expression"),
+    ("leading zero", "nop\nmov x0, #010", 2, "expected a number, got '010': leading zeros are not allowed (GNU as "
+                                            "would read it as octal"),
+    ("leading zero in .equ", ".equ A, 1 + 007", 1, "leading zeros are not allowed"),
+    ("GNU as .text", ".text\nnop", 1, ".text is a GNU as directive this assembler does not need (an image is one "
+                                      "section, in source order, with no linker); remove it"),
+    ("GNU as .global", "nop\n.global start\nstart: nop", 2, ".global is a GNU as directive this assembler does "
+                                                            "not need"),
+    ("GNU as .section", '.section .rodata', 1, ".section is a GNU as directive"),
     ("bad .equ", ".equ 1A, 2", 1, "expected '.equ NAME, value'"),
     (".equ without value", "nop\n.equ A", 2, "expected '.equ NAME, value'"),
     (".byte too big", "nop\n.byte 1, 256", 2, ".byte 256 = 0x100 does not fit 8 bits; expected -0x80..0xff"),
@@ -470,6 +649,16 @@ ERRORS = [
     (".word too big", ".word 1 << 32", 1, ".word 1 << 32 = 0x100000000 does not fit 32 bits"),
     (".quad too big", ".quad 1 << 64", 1, "does not fit 64 bits"),
     ("mov = too big", "nop\nmov x0, =1 << 64", 2, "mov =1 << 64 = 0x10000000000000000 does not fit 64 bits"),
+    ("adr too big", "nop\nadr x0, 1 << 64", 2, "adr 1 << 64 = 0x10000000000000000 does not fit 64 bits; expected "
+                                              "-0x8000000000000000..0xffffffffffffffff"),
+    ("adr too small", "adr x0, -(1 << 63) - 1", 1, "does not fit 64 bits"),
+    (".quad without a value", "nop\n.quad", 2, "expected '.quad value[, value...]', got no value"),
+    (".word without a value", ".word  ; comment", 1, "expected '.word value[, value...]', got no value"),
+    (".half without a value", ".half", 1, "expected '.half value[, value...]', got no value"),
+    (".byte without a value", "x: .byte", 1, "expected '.byte value[, value...]', got no value"),
+    (".byte with a trailing comma", ".byte 1,", 1, "expected a number, a label or an expression, got an empty value"),
+    (".quad with an empty value", ".quad 1, , 2", 1, "got an empty value"),
+    ("empty immediate", "mov x0, #", 1, "got an empty value"),
     (".align not a power of two", ".align 3", 1, "expected a power of two for .align (a number of bytes"),
     (".align 0", "nop\n.align 0", 2, "expected a power of two for .align"),
     ("instruction after odd data", ".byte 1\nnop", 2, "nop at 0x1 is not 8-byte aligned; expected '.align 8'"),
