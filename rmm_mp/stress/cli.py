@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
@@ -29,7 +29,10 @@ from rmm_mp.outpaths import check_output, check_outputs
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
-from rmm_mp.stress.config import CHECKERS, DEFAULT_CHECKERS, SCHEDULES, StressConfig, quiescent_every_problem
+from rmm_mp.stress.config import (
+    CHECKERS, DEFAULT_CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
+)
+from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
@@ -49,15 +52,26 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
         wanted = set(DEFAULT_CHECKERS)
         wanted.update(BUGS[b].checker for b in inject if BUGS[b].checker in CHECKERS)
         return tuple(c for c in CHECKERS if c in wanted)
-    if value == "all":
+    named = [c.strip() for c in value.split(",")]
+    if named == ["all"]:
         return CHECKERS
-    if value == "none":
+    if named == ["none"]:
         return ()
-    named = tuple(c.strip() for c in value.split(",") if c.strip())
-    if not named:
-        raise ValueError(f"--checkers = {value!r}: expected a comma-separated subset of {', '.join(CHECKERS)}, "
-                         "'all' or 'none'")
-    return named
+    expected = f"expected a comma-separated subset of {', '.join(CHECKERS)}, 'all' or 'none'"
+    if not any(named):
+        raise ValueError(f"--checkers = {value!r}: {expected}")
+    # Refused, not skipped: "lockdep,,ownership" is a list with a name missing (a typo or an
+    # empty shell variable), and the run would not check what was meant.
+    if not all(named):
+        raise ValueError(f"--checkers = {value!r}: {expected} (item {named.index('') + 1} is empty)")
+    special = [c for c in named if c in ("all", "none")]
+    if special:
+        raise ValueError(f"--checkers = {value!r}: '{special[0]}' stands alone and cannot be combined with other "
+                         f"names; {expected}")
+    unknown = [c for c in named if c not in CHECKERS]
+    if unknown:
+        raise ValueError(f"--checkers = {value!r}: unknown {', '.join(unknown)}; {expected}")
+    return tuple(named)
 
 
 _REPLAYED = (("workload", "WORKLOAD"), ("cpus", "--cpus"), ("seed", "--seed"), ("schedule", "--schedule"),
@@ -87,16 +101,19 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 
 @click.command()
 @click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)))
-@click.option("--cpus", type=click.IntRange(2, 16), default=2, show_default=True, help="CPU processes.")
+@click.option("--cpus", type=click.IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True,
+              help="CPU processes.")
 @click.option("--seconds", type=click.FloatRange(0, 86_400, min_open=True), default=None,
               help="Free-running: how long to run (default 10). Deterministic: a safety limit (default 600).")
-@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True, help="Drives the operations and the schedule.")
+@click.option("--seed", type=click.IntRange(*INTEGERS["seed"][:2]), default=0, show_default=True,
+              help="Drives the operations and the schedule.")
 @click.option("--schedule", "schedule", type=click.Choice([s for s in SCHEDULES if s != "replay"]), default="free",
               show_default=True, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
                                       "replayable.")
-@click.option("--steps", type=click.IntRange(1, 100_000_000), default=20_000, show_default=True,
+@click.option("--steps", type=click.IntRange(*INTEGERS["steps"][:2]), default=20_000, show_default=True,
               help="Step budget of a deterministic run.")
-@click.option("--pct-depth", type=click.IntRange(1, 64), default=3, show_default=True, help="PCT bug depth.")
+@click.option("--pct-depth", type=click.IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
+              help="PCT bug depth.")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")
 @click.option("--checkers", default=None,
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
@@ -188,12 +205,12 @@ def _brief(report: StressReport) -> str:
 
 def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
             pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
-            replay: str | None, trace_path: str | None) -> tuple[StressConfig, Any]:
+            replay: str | None, trace_path: str | None) -> tuple[StressConfig, tuple[Finding, ...] | None]:
     if replay is not None:
-        data = schedule_file.read(replay)
+        # Every value of the file is checked here, before a machine exists (stress.schedule).
+        recorded = schedule_file.read(replay)
         limit = seconds if seconds is not None else DETERMINISTIC_SECONDS
-        return schedule_file.replay_config(data, seconds=limit, log_points=bool(trace_path)), \
-            schedule_file.recorded_findings(data)
+        return schedule_file.replay_config(recorded, seconds=limit, log_points=bool(trace_path)), recorded.findings
     det = schedule != "free"
     if quiescent_every is None:
         quiescent_every = 2000 if det else 2.0

@@ -6,10 +6,23 @@ This module owns the options, their defaults and their validation. It must not r
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from rmm_mp.stress.ops import WORKLOADS
+
+INTEGERS: dict[str, tuple[int, int, str]] = {
+    "cpus": (2, 16, "a number of CPU processes"),
+    "seed": (0, 2**64 - 1, "a seed"),
+    "steps": (1, 100_000_000, "a step budget"),
+    "pct_depth": (1, 64, "a PCT bug depth"),
+    "time_slice": (1, 1_000_000_000, "a number of guest instructions per REC entry"),
+}
+"""The whole-number options: name -> (lowest, highest, what it is). StressConfig, the command line
+and a schedule file's loader all take their ranges from here, so they cannot drift apart.
+time_slice's range is the one Machine.create enforces: checked here too, so that a bad value is
+refused before a machine is created rather than by the machine."""
 
 SCHEDULES = ("free", "random", "pct", "replay")
 CHECKERS = ("lockdep", "ownership", "invariants", "watchdog")
@@ -17,6 +30,20 @@ CHECKERS = ("lockdep", "ownership", "invariants", "watchdog")
 DEFAULT_CHECKERS = CHECKERS
 """Every checker is on unless a run asks for fewer (docs/performance.md, "Lock-correctness stress
 testing": together they cost a free-running run 20 to 40 % of its operations per CPU second)."""
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer, not a bool (JSON's true would pass isinstance(value, int))."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A finite int or float, not a bool (a schedule file may spell Infinity or NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _names(value: object) -> bool:
+    return isinstance(value, (tuple, list)) and all(isinstance(n, str) for n in value)
 
 
 def quiescent_every_problem(value: float, deterministic: bool) -> str | None:
@@ -69,31 +96,38 @@ class StressConfig:
 
     def __post_init__(self) -> None:
         from rmm_mp.stress.bugs import BUGS
-        if self.workload not in WORKLOADS:
+        # Types as well as ranges: a wrong type (a seed of "1") used to get past here and fail
+        # in the run, after the machine was created.
+        if not isinstance(self.workload, str) or self.workload not in WORKLOADS:
             raise ValueError(f"workload = {self.workload!r}: expected one of {', '.join(WORKLOADS)}")
-        if isinstance(self.cpus, bool) or not isinstance(self.cpus, int) or not 2 <= self.cpus <= 16:
-            raise ValueError(f"cpus = {self.cpus!r}: expected 2..16 CPU processes")
-        if not 0 < self.seconds <= 86_400:
+        for name, (lo, hi, what) in INTEGERS.items():
+            value = getattr(self, name)
+            if not is_int(value) or not lo <= value <= hi:
+                raise ValueError(f"{name} = {value!r}: expected {what}, an integer in {lo}..{hi}")
+        if not is_number(self.seconds) or not 0 < self.seconds <= 86_400:
             raise ValueError(f"seconds = {self.seconds!r}: expected a duration in (0, 86400]")
-        if self.schedule not in SCHEDULES:
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ValueError(f"schedule = {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        if not 1 <= self.steps <= 100_000_000:
-            raise ValueError(f"steps = {self.steps!r}: expected a step budget in 1..100000000")
-        if not 1 <= self.pct_depth <= 64:
-            raise ValueError(f"pct_depth = {self.pct_depth!r}: expected 1..64")
+        # A string is iterable too: "lockdep" used to be read as the names l, o, c, ...
+        if not _names(self.inject):
+            raise ValueError(f"inject = {self.inject!r}: expected a tuple of bug names")
         unknown = [b for b in self.inject if b not in BUGS]
         if unknown:
             raise ValueError(f"inject: unknown bug(s) {', '.join(unknown)}; `rmm-mp stress --list-bugs` lists them")
+        if not _names(self.checkers):
+            raise ValueError(f"checkers = {self.checkers!r}: expected a tuple of checker names")
         bad = [c for c in self.checkers if c not in CHECKERS]
         if bad:
             raise ValueError(f"checkers: unknown {', '.join(bad)}; expected some of {', '.join(CHECKERS)}")
         if self.schedule == "replay" and not self.switches:
             raise ValueError("schedule = 'replay' needs the recorded switches of a schedule file")
-        if self.quiescent_every < 0:
-            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: expected >= 0")
+        if not is_number(self.quiescent_every) or self.quiescent_every < 0:
+            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: expected a number >= 0")
         problem = quiescent_every_problem(self.quiescent_every, self.deterministic)
         if problem:
             raise ValueError(f"quiescent_every = {self.quiescent_every!r}: {problem}")
+        if not isinstance(self.guests, bool):
+            raise ValueError(f"guests = {self.guests!r}: expected True or False")
 
     @property
     def deterministic(self) -> bool:

@@ -26,8 +26,8 @@ class StressReport:
         ended: why the run ended: "time" (free-running time was up), "budget" (the step budget
             was spent and the CPUs finished their operation), "finding" (a finding stopped it),
             "aborted" (deadlock, crash or watchdog), "timeout" (a deterministic run hit its
-            safety limit in seconds: not reproducible), "interrupted" (Ctrl-C or SIGTERM
-            stopped it before its end, without a finding).
+            safety limit in seconds), "interrupted" (Ctrl-C or SIGTERM stopped it before its
+            end, without a finding).
         schedule: context switches (step, CPU to run next) of a deterministic run.
         points: per CPU, every schedule point (step, kind, argument) when the run logged them.
     """
@@ -48,6 +48,11 @@ class StressReport:
     """Operations and events by kind, over all CPUs (rec-enter, relaunch, ...)."""
     cpu_seconds: float = 0.0
     """CPU time (user + system) the CPU processes used, as each measured itself at its end."""
+    stopped_at: int | None = None
+    """A deterministic run stopped by Ctrl-C, SIGTERM or its time limit: the step at which the
+    first CPU saw the stop between operations. Where the stop lands depends on wall time; from
+    this step on the CPUs behave as at the end of a step budget, so it is the budget that
+    replays the run (stress.schedule writes it). None for a run not stopped so."""
 
     @property
     def ok(self) -> bool:
@@ -96,7 +101,9 @@ class StressReport:
         return {
             "ok": self.ok,
             "workload": cfg.workload, "cpus": cfg.cpus, "seed": cfg.seed, "schedule": cfg.schedule,
-            "steps_budget": cfg.steps, "inject": list(cfg.inject), "checkers": list(cfg.checkers),
+            # A free-running run has no step budget (its length is in seconds).
+            "steps_budget": cfg.steps if cfg.deterministic else None,
+            "inject": list(cfg.inject), "checkers": list(cfg.checkers),
             "ended": self.ended, "elapsed_s": round(self.elapsed_s, 3), "operations": self.ops,
             "steps": self.steps, "switches": self.switches, "preemptions": self.preemptions,
             "quiescent_checks": self.quiescent_checks, "counts": self.counts,

@@ -276,11 +276,12 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     schedule: list[tuple[int, int]] = []
     if sup.plan is not None and sup.started:
         schedule = [(0, sup.first)] + sorted(s for r in results.values() for s in r.switches)
+    stops = [r.stopped_at for r in results.values() if r.stopped_at is not None]
     return StressReport(config, tuple(_unique(findings)), ended, elapsed, {c: r.ops for c, r in results.items()},
                         seg.step, seg.switches, seg.preemptions, seg.quiescent_checks + sup.quiescent_checks,
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _counts(results),
-                        sum(u.user_s + u.system_s for u in result.usage.values()))
+                        sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None))
 
 
 def _counts(results: dict[int, CpuResult]) -> dict[str, int]:

@@ -11,7 +11,14 @@ A schedule file is JSON:
 
 ``switches`` lists every context switch of the run: after schedule point ``step`` CPU ``cpu``
 runs (step 0: the first CPU). The seed still matters on replay: it drives the operations each
-CPU draws. ``result`` is the recorded outcome a replay is compared with.
+CPU draws. ``result`` is the recorded outcome a replay is compared with. ``steps`` in
+``config`` is the budget a replay runs to: for a run stopped early (Ctrl-C, SIGTERM, its time
+limit) the step at which it stopped, so that its replay stops there too.
+
+Loading checks the whole file before anything runs (``parse``): every key the writer writes
+must be there and no other, each value of its type and in its range, and the switches must
+name CPUs of the run. What is wrong is a ConfigError naming the file, the key, the value and
+what was expected (the CLI's usage error, exit 2), never a traceback from deeper down.
 
 This module owns the format. It must not run anything.
 """
@@ -19,21 +26,62 @@ This module owns the format. It must not run anything.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmm_mp.stress.config import StressConfig
+from rmm_mp.hw.tomlsrc import ConfigError, suggestion
+from rmm_mp.stress.bugs import BUGS
+from rmm_mp.stress.config import (
+    CHECKERS, INTEGERS, SCHEDULES, StressConfig, is_int, is_number, quiescent_every_problem,
+)
+from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
 from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.report import StressReport
+from rmm_mp.workload.fields import Fields
 
 FORMAT = "rmm-mp-schedule"
 VERSION = 1
 _KEYS = ("workload", "cpus", "seed", "steps", "pct_depth", "time_slice", "quiescent_every", "guests")
+_CONFIG_KEYS = _KEYS + ("strategy", "inject", "checkers")
+_TOP_KEYS = ("format", "version", "config", "switches", "result")
+_RESULT_KEYS = ("steps", "preemptions", "findings")
+_FINDING_KEYS = ("checker", "rule", "message", "cpu", "call", "site", "details", "step")
+STRATEGIES = tuple(s for s in SCHEDULES if s != "free")
+"""What a recorded run's schedule may have been: a replay follows a deterministic one ("replay":
+the file of a shrunk run, or of a replay)."""
+_U64 = (1 << 64) - 1
+_SHOWN = 80
+"""Characters of a list or object an error message shows (a whole switch list would flood it)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A checked schedule file.
+
+    Attributes:
+        config: the configuration that replays it (schedule "replay", the recorded switches).
+        strategy: the schedule the recorded run followed (random, pct or replay).
+        steps, preemptions: what the recorded run did.
+        findings: the recorded findings a replay is compared with.
+    """
+
+    config: StressConfig
+    strategy: str
+    steps: int
+    preemptions: int
+    findings: tuple[Finding, ...]
 
 
 def to_json(report: StressReport) -> dict[str, Any]:
     cfg = report.config
     config = {k: getattr(cfg, k) for k in _KEYS}
+    if report.stopped_at is not None:
+        # Stopped early by a signal or the time limit: the replay's budget is the step where
+        # the first CPU saw the stop between operations, so it stops at the same points (with
+        # the original budget it would run on past them, and its "reproduced" would be a lie).
+        config["steps"] = min(cfg.steps, report.stopped_at)
     config.update(strategy=cfg.schedule, inject=list(cfg.inject), checkers=list(cfg.checkers))
     return {"format": FORMAT, "version": VERSION, "config": config,
             "switches": [list(s) for s in report.schedule],
@@ -50,29 +98,163 @@ def write(report: StressReport, path: "str | Path") -> Path:
     return out
 
 
-def read(path: "str | Path") -> dict[str, Any]:
-    """Load and check a schedule file; ValueError naming what is wrong."""
+def read(path: "str | Path") -> Schedule:
+    """Load and check a schedule file; ValueError (a ConfigError for a bad value) naming what is
+    wrong."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSON syntax, and an integer of more digits than Python converts.
         raise ValueError(f"{path}: not a readable schedule file ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ValueError(f"{path}: not an {FORMAT} file of version {VERSION}")
-    switches = data.get("switches")
-    if not isinstance(switches, list) or not all(isinstance(s, list) and len(s) == 2 for s in switches):
-        raise ValueError(f"{path}: 'switches' must be a list of [step, cpu] pairs")
-    return data
+    return parse(data, str(path))
 
 
-def replay_config(data: dict[str, Any], **overrides: Any) -> StressConfig:
-    """The StressConfig that replays a loaded schedule file."""
-    c = data["config"]
-    fields = {k: c[k] for k in _KEYS if k in c}
-    fields.update(inject=tuple(c.get("inject", ())), checkers=tuple(c.get("checkers", ())), schedule="replay",
-                  switches=tuple((int(s), int(cpu)) for s, cpu in data["switches"]))
-    fields.update(overrides)
-    return StressConfig(**fields)
+def parse(data: object, source: str) -> Schedule:
+    """Check a loaded schedule file (``source`` names it in errors) and return what it holds."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not is_int(data.get("version")) \
+            or data["version"] != VERSION:     # true == 1 in Python, but is no version
+        raise ValueError(f"{source}: not an {FORMAT} file of version {VERSION}")
+    f = _Checks("", source)
+    f.record(data, "", _TOP_KEYS)
+    c = f.record(data["config"], "config", _CONFIG_KEYS)
+    ints = {k: f.integer(c[k], f"config.{k}", lo, hi, what) for k, (lo, hi, what) in INTEGERS.items()}
+    strategy = f.one_of(c["strategy"], "config.strategy", STRATEGIES,
+                        "a replay follows the switches of a deterministic run")
+    workload = f.one_of(c["workload"], "config.workload", tuple(WORKLOADS))
+    quiescent_every = f.steps_interval(c["quiescent_every"], "config.quiescent_every")
+    guests = f.boolean(c["guests"], "config.guests")
+    inject = f.names(c["inject"], "config.inject", tuple(BUGS), "bug names",
+                     "a catalogued bug (`rmm-mp stress --list-bugs` lists them)")
+    checkers = f.names(c["checkers"], "config.checkers", CHECKERS, "checker names",
+                       f"a checker: one of {', '.join(CHECKERS)}")
+    switches = f.switches(data["switches"], "switches", ints["cpus"])
+    r = f.record(data["result"], "result", _RESULT_KEYS)
+    steps = f.integer(r["steps"], "result.steps", 0, _U64, "the steps the run took")
+    preemptions = f.integer(r["preemptions"], "result.preemptions", 0, _U64, "the preemptions the run made")
+    findings = f.findings(r["findings"], "result.findings", ints["cpus"])
+    try:
+        config = StressConfig(workload=workload, cpus=ints["cpus"], seed=ints["seed"], schedule="replay",
+                              steps=ints["steps"], pct_depth=ints["pct_depth"], inject=inject, checkers=checkers,
+                              switches=switches, quiescent_every=quiescent_every, time_slice=ints["time_slice"],
+                              guests=guests)
+    except ValueError as exc:
+        # Unreachable while the checks above cover StressConfig's; kept so that a check added
+        # there alone still names the file.
+        raise ValueError(f"{source}: config: {exc}") from None
+    return Schedule(config, strategy, steps, preemptions, findings)
 
 
-def recorded_findings(data: dict[str, Any]) -> tuple[Finding, ...]:
-    return tuple(Finding.from_json(f) for f in data.get("result", {}).get("findings", ()))
+def replay_config(schedule: "Schedule | dict[str, Any]", **overrides: Any) -> StressConfig:
+    """The StressConfig that replays a schedule (read from a file, or ``to_json``'s dict, which
+    is checked as a file would be)."""
+    if not isinstance(schedule, Schedule):
+        schedule = parse(schedule, "schedule")
+    return schedule.config.replace(**overrides)
+
+
+def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:
+    if not isinstance(schedule, Schedule):
+        schedule = parse(schedule, "schedule")
+    return schedule.findings
+
+
+class _Shown:
+    """A value as an error message shows it (ConfigError shows the repr)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class _Checks(Fields):
+    """The checks of one schedule file, one per kind of value: Fields' (integer, boolean, keys)
+    and the kinds only a schedule file has. Each returns the value or raises ConfigError."""
+
+    def fail(self, key: str, value: object, expected: str) -> ConfigError:
+        if value is None:
+            value = _Shown("null")          # as the file spells it
+        elif isinstance(value, (list, dict)) and len(repr(value)) > _SHOWN:
+            value = _Shown(repr(value)[:_SHOWN - 4] + " ...")
+        return super().fail(key, value, expected)
+
+    def record(self, value: object, key: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        """A JSON object with exactly ``keys``: a missing one is an error (not a default: a file
+        without its seed used to replay seed 0), and so is an unknown one (it would be ignored)."""
+        if not isinstance(value, dict):
+            raise self.fail(key, value, f"a JSON object with the keys {', '.join(keys)}")
+        self.keys(value, key, keys, keys)
+        return value
+
+    def one_of(self, value: object, key: str, choices: tuple[str, ...], why: str = "") -> str:
+        if not isinstance(value, str) or value not in choices:
+            hint = suggestion(value, choices) if isinstance(value, str) else ""
+            reason = f" ({why})" if why else ""
+            raise self.fail(key, value, f"one of {', '.join(repr(c) for c in choices)}{hint}{reason}")
+        return value
+
+    def steps_interval(self, value: object, key: str) -> int:
+        """Quiescent checks every N steps: a replay is deterministic, so a whole number >= 0."""
+        expected = "a whole number of steps >= 0 between quiescent invariant checks (0 for none)"
+        if not is_number(value) or value < 0 or quiescent_every_problem(value, True):
+            raise self.fail(key, value, expected)
+        return int(value)
+
+    def names(self, value: object, key: str, known: tuple[str, ...], what: str, each: str) -> tuple[str, ...]:
+        """A list of names, each one of ``known`` (a string alone is not a list of one: it used
+        to be taken letter by letter)."""
+        if not isinstance(value, list):
+            example = [value if isinstance(value, str) else known[0]]
+            raise self.fail(key, value, f"a list of {what}, such as {json.dumps(example)}")
+        for i, name in enumerate(value):
+            if not isinstance(name, str) or name not in known:
+                hint = suggestion(name, known) if isinstance(name, str) else ""
+                raise self.fail(f"{key}[{i}]", name, f"{each}{hint}")
+        return tuple(value)
+
+    def switches(self, value: object, key: str, cpus: int) -> tuple[tuple[int, int], ...]:
+        """[step, cpu] pairs: steps in increasing order (a replay keys on the step, so a step
+        given twice would lose one), CPUs of the run's ``cpus`` (a CPU it does not have would
+        never run)."""
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, value, "a non-empty list of [step, cpu] pairs, the first [0, the CPU that ran first]")
+        out: list[tuple[int, int]] = []
+        last = -1
+        for i, pair in enumerate(value):
+            where = f"{key}[{i}]"
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise self.fail(where, pair, "a [step, cpu] pair")
+            step, cpu = pair
+            if not is_int(step) or not last < step <= _U64:
+                after = f"greater than the previous pair's ({last})" if last >= 0 else "an integer >= 0"
+                raise self.fail(where, pair, f"a [step, cpu] pair whose step is {after}")
+            if not is_int(cpu) or not 0 <= cpu < cpus:
+                raise self.fail(where, pair, f"a [step, cpu] pair whose cpu is one of the run's: an integer in "
+                                             f"0..{cpus - 1} (config.cpus = {cpus})")
+            out.append((step, cpu))
+            last = step
+        return tuple(out)
+
+    def findings(self, value: object, key: str, cpus: int) -> tuple[Finding, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, value, "a list of findings (JSON objects)")
+        return tuple(self.finding(item, f"{key}[{i}]", cpus) for i, item in enumerate(value))
+
+    def finding(self, value: object, key: str, cpus: int) -> Finding:
+        """One recorded finding, as Finding.to_json writes it."""
+        d = self.record(value, key, _FINDING_KEYS)
+        self.one_of(d["checker"], f"{key}.checker", FINDING_CHECKERS)
+        for name in ("rule", "message", "call", "site"):
+            self.string(d[name], f"{key}.{name}")
+        self.optional_integer(d["cpu"], f"{key}.cpu", 0, cpus - 1, "the CPU it was seen on")
+        self.optional_integer(d["step"], f"{key}.step", 0, _U64, "the step it was seen at")
+        details = d["details"]
+        if not isinstance(details, list) or not all(isinstance(line, str) for line in details):
+            raise self.fail(f"{key}.details", details, "a list of strings")
+        return Finding.from_json(d)
+
+    def optional_integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int | None:
+        if value is None:
+            return None
+        return self.integer(value, key, lo, hi, f"{what} (or null)")

@@ -64,6 +64,9 @@ class CpuResult:
     edges: list[Edge] = field(default_factory=list)
     switches: list[tuple[int, int]] = field(default_factory=list)
     points: list[tuple[int, int, int]] = field(default_factory=list)
+    stopped_at: int | None = None
+    """Deterministic: the step at which this CPU saw the stop flag (Ctrl-C, SIGTERM, the time
+    limit) between operations, if it stopped for it."""
 
 
 def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
@@ -154,7 +157,13 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
             if sched is not None:
                 sched.point(points.OP, result.ops)
             if seg.end != END_RUNNING or control.stop_requested:
-                return "stopped" if seg.end == END_RUNNING else "drained"
+                if seg.end != END_RUNNING:
+                    return "drained"
+                if sched is not None:
+                    # Stopped here rather than at a step the schedule file records: the
+                    # report turns this into a replay's budget (StressReport.stopped_at).
+                    result.stopped_at = sched.step
+                return "stopped"
             if sched is None:
                 # Free-running: park here while the parent (or `rmm-mp check`) checks. A
                 # deterministic run has no such point: parking would hold up the schedule.

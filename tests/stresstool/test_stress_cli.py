@@ -256,6 +256,16 @@ def test_a_run_without_operations_says_it_tested_nothing() -> None:
     assert clean.text().splitlines()[1] == "no findings" and clean.to_json()["ok"] is True
 
 
+def test_json_has_a_step_budget_only_for_a_deterministic_run() -> None:
+    """A free-running run has no step budget (it lasts --seconds): its JSON says null rather than
+    the unused default."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    assert StressReport(StressConfig(), (), "time", 1.0, {0: 1}).to_json()["steps_budget"] is None
+    det = StressReport(StressConfig(schedule="random", steps=50), (), "budget", 1.0, {0: 1})
+    assert det.to_json()["steps_budget"] == 50
+
+
 def test_summary_counts_in_words() -> None:
     """One of anything is singular in the summary line ("1 quiescent invariant check", "1 step"),
     several are plural."""

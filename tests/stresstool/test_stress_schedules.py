@@ -89,8 +89,9 @@ def test_schedule_file_errors(tmp_path: Path) -> None:
     bad.write_text("{}")
     with pytest.raises(ValueError, match="bad.json: not an rmm-mp-schedule file"):
         schedule_file.read(bad)
+    # Each part is checked (test_stress_inputs.py tampers with every field): here, a part missing.
     bad.write_text(json.dumps({"format": "rmm-mp-schedule", "version": 1, "config": {}, "switches": [1]}))
-    with pytest.raises(ValueError, match="'switches' must be a list"):
+    with pytest.raises(ValueError, match=r"bad.json: result = \(missing\): expected a value: the key is required"):
         schedule_file.read(bad)
     bad.write_bytes(b'{"format": "\xff"}')         # not UTF-8, which JSON is
     with pytest.raises(ValueError, match="bad.json: not a readable schedule file .*can't decode byte 0xff"):
@@ -103,3 +104,19 @@ def test_schedule_file_errors(tmp_path: Path) -> None:
         StressConfig(schedule="random", quiescent_every=0.5)
     assert StressConfig(schedule="random", quiescent_every=2000.0).quiescent_every == 2000
     assert StressConfig(schedule="free", quiescent_every=0.5).quiescent_every == 0.5
+
+
+def test_a_run_stopped_early_replays_up_to_where_it_stopped() -> None:
+    """A deterministic run stopped before its budget by the stop flag (its time limit here;
+    Ctrl-C and SIGTERM raise the same flag): its schedule's budget is the step at which the
+    first CPU stopped between operations (StressReport.stopped_at), so the replay takes the same
+    steps, switches and operations and stops there too. With the original budget the replay used
+    to run on past that point, and still say it reproduced the run."""
+    cfg = StressConfig(workload="tables", seed=4, schedule="random", steps=100_000_000, seconds=3, checkers=())
+    report = run(cfg)
+    assert report.ended == "timeout" and report.stopped_at is not None, report.text()
+    data = schedule_file.to_json(report)
+    assert data["config"]["steps"] == report.stopped_at < cfg.steps
+    replay = run(schedule_file.replay_config(data, seconds=120))
+    assert replay.ended == "budget" and replay.stopped_at is None, replay.text()
+    assert (replay.steps, replay.schedule, replay.ops) == (report.steps, report.schedule, report.ops)

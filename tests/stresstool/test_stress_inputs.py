@@ -1,0 +1,216 @@
+"""Bad input to `rmm-mp stress`: a tampered schedule file, a malformed --checkers list, a
+StressConfig given a wrong type. Each is a usage error (exit 2) naming the field, the value and
+what was expected, before any machine is created; none ends in a traceback. No test here starts
+a CPU process: the run itself is replaced by one that fails the test if it is reached."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from rmm_mp.stress import StressConfig
+from rmm_mp.stress import cli as stress_cli
+from rmm_mp.stress import schedule as schedule_file
+from rmm_mp.stress.cli import stress
+
+U64 = 2**64 - 1
+VALID: dict[str, Any] = {
+    "format": "rmm-mp-schedule", "version": 1,
+    "config": {"workload": "tables", "cpus": 2, "seed": 1, "steps": 6000, "pct_depth": 3, "time_slice": 400,
+               "quiescent_every": 2000, "guests": True, "strategy": "random", "inject": ["lock-two-unordered"],
+               "checkers": ["lockdep", "ownership", "invariants", "watchdog"]},
+    "switches": [[0, 0], [3, 1], [4, 0], [6, 1]],
+    "result": {"steps": 110, "preemptions": 18, "findings": [
+        {"checker": "lockdep", "rule": "rule 2", "message": "RD 0x8008f000 taken while holding DELEGATED 0x82000000",
+         "cpu": 1, "call": "RMI_RTT_CREATE(0x8008f000, 0x82000000, 0x40200000, 0x3)",
+         "site": "rmm_mp/stress/bugs_rmi.py:74 (lock_two_unordered)", "details": ["holding DELEGATED 0x82000000"],
+         "step": 17}]},
+}
+"""The file `rmm-mp stress tables --inject lock-two-unordered --schedule random --steps 6000 --seed
+1 --save-schedule F` writes, its switches cut short."""
+
+DELETE = object()
+"""Stands for "remove this key" in a tampering."""
+
+
+@pytest.fixture(autouse=True)
+def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reaching the run means the input got past validation: fail at once (on the old code these
+    would have started, or crashed in, a run)."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run started: the input was not refused before it")
+    monkeypatch.setattr(stress_cli, "run", refuse)
+
+
+def _tampered(path: tuple[str | int, ...], value: object) -> dict[str, Any]:
+    data = copy.deepcopy(VALID)
+    here: Any = data
+    for key in path[:-1]:
+        here = here[key]
+    if value is DELETE:
+        del here[path[-1]]
+    else:
+        here[path[-1]] = value
+    return data
+
+
+def test_the_untampered_file_loads() -> None:
+    """The base the tamperings start from is a good file (so each refusal below is the
+    tampering's): its configuration replays, its findings are the recorded ones."""
+    loaded = schedule_file.parse(copy.deepcopy(VALID), "f.json")
+    assert loaded.config.schedule == "replay" and loaded.strategy == "random"
+    assert (loaded.config.seed, loaded.config.cpus, loaded.config.steps) == (1, 2, 6000)
+    assert loaded.config.inject == ("lock-two-unordered",) and loaded.config.switches[1] == (3, 1)
+    assert [f.to_json() for f in loaded.findings] == VALID["result"]["findings"]
+    assert schedule_file.replay_config(VALID, seconds=5.0).seconds == 5.0
+
+
+TAMPERED = [
+    # Shape: a missing, wrongly typed or unknown part used to crash (KeyError, AttributeError,
+    # TypeError) with a traceback and exit 1.
+    (("config",), DELETE, "config = (missing): expected a value: the key is required"),
+    (("config",), [1], "config = [1]: expected a JSON object with the keys workload, cpus, seed"),
+    (("result",), "x", "result = 'x': expected a JSON object with the keys steps, preemptions, findings"),
+    (("result", "findings"), [{"x": 1}], "result.findings[0].x = 1: expected no such key; keys here: checker, rule"),
+    (("result", "findings"), "abc", "result.findings = 'abc': expected a list of findings"),
+    (("result", "findings", 0, "cpu"), 7, "result.findings[0].cpu = 7: expected the CPU it was seen on (or null), "
+                                          "an integer in 0..1"),
+    (("config", "sed"), 1, 'config.sed = 1: expected no such key (did you mean "seed"?)'),
+    # A missing required key is an error, not a default (no seed used to replay seed 0).
+    (("config", "seed"), DELETE, "config.seed = (missing): expected a value: the key is required"),
+    # Types: these raised TypeError in config.py, or failed in the run after the machine was made.
+    (("config", "steps"), None, "config.steps = null: expected a step budget, an integer in 1..100000000"),
+    (("config", "pct_depth"), "3", "config.pct_depth = '3': expected a PCT bug depth, an integer in 1..64"),
+    (("config", "quiescent_every"), "x", "config.quiescent_every = 'x': expected a whole number of steps >= 0"),
+    (("config", "quiescent_every"), 0.5, "config.quiescent_every = 0.5: expected a whole number of steps >= 0"),
+    (("config", "quiescent_every"), float("nan"), "config.quiescent_every = nan: expected a whole number"),
+    (("config", "inject"), None, "config.inject = null: expected a list of bug names"),
+    (("config", "guests"), 1, "config.guests = 1: expected true or false"),
+    (("config", "time_slice"), 0, "config.time_slice = 0: expected a number of guest instructions per REC entry, "
+                                  "an integer in 1..1000000000"),
+    (("config", "time_slice"), -1, "config.time_slice = -1: expected a number of guest instructions"),
+    (("config", "time_slice"), "400", "config.time_slice = '400': expected a number of guest instructions"),
+    (("config", "seed"), "1", f"config.seed = '1': expected a seed, an integer in 0..{U64}"),
+    (("config", "seed"), 1.0, f"config.seed = 1.0: expected a seed, an integer in 0..{U64}"),
+    (("config", "seed"), True, f"config.seed = true: expected a seed, an integer in 0..{U64}"),
+    # Values that used to be accepted silently.
+    (("config", "seed"), -5, f"config.seed = -5: expected a seed, an integer in 0..{U64}"),
+    (("config", "seed"), 2**70, f"config.seed = {2**70} ({2**70:#x}): expected a seed, an integer in 0..{U64}"),
+    (("config", "strategy"), "xyz", "config.strategy = 'xyz': expected one of 'random', 'pct', 'replay' (a replay "
+                                    "follows the switches of a deterministic run)"),
+    (("config", "strategy"), "free", "config.strategy = 'free': expected one of 'random', 'pct', 'replay'"),
+    (("config", "workload"), "table", "config.workload = 'table': expected one of 'mixed', 'tables'"),
+    (("config", "cpus"), 17, "config.cpus = 17: expected a number of CPU processes, an integer in 2..16"),
+    # A string is not a list of one name: it was read letter by letter ("unknown l, o, c, ...").
+    (("config", "inject"), "lock-two-unordered", 'config.inject = \'lock-two-unordered\': expected a list of bug '
+                                                 'names, such as ["lock-two-unordered"]'),
+    (("config", "checkers"), "lockdep", 'config.checkers = \'lockdep\': expected a list of checker names, such as '
+                                        '["lockdep"]'),
+    (("config", "inject"), ["lock-two"], "config.inject[0] = 'lock-two': expected a catalogued bug"),
+    (("config", "checkers"), ["lockdep", "bogus"], "config.checkers[1] = 'bogus': expected a checker: one of "
+                                                   "lockdep, ownership, invariants, watchdog"),
+    # Switches: CPUs the run does not have, negative, fractional or string entries, steps out of order.
+    (("switches",), [[0, 5]], "switches[0] = [0, 5]: expected a [step, cpu] pair whose cpu is one of the run's: an "
+                              "integer in 0..1 (config.cpus = 2)"),
+    (("switches",), [[0, 0], [3, -1]], "switches[1] = [3, -1]: expected a [step, cpu] pair whose cpu is one of "
+                                       "the run's"),
+    (("switches",), [[-1, 0]], "switches[0] = [-1, 0]: expected a [step, cpu] pair whose step is an integer >= 0"),
+    (("switches",), [[0.5, 0]], "switches[0] = [0.5, 0]: expected a [step, cpu] pair whose step is an integer >= 0"),
+    (("switches",), [["0", "0"]], "switches[0] = ['0', '0']: expected a [step, cpu] pair whose step is an integer"),
+    (("switches",), [[0, 0], [4, 1], [3, 0]], "switches[2] = [3, 0]: expected a [step, cpu] pair whose step is "
+                                              "greater than the previous pair's (4)"),
+    (("switches",), [[0, 0, 1]], "switches[0] = [0, 0, 1]: expected a [step, cpu] pair"),
+    (("switches",), [], "switches = []: expected a non-empty list of [step, cpu] pairs"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", TAMPERED,
+                         ids=[f"{'.'.join(map(str, p))}={'DELETE' if v is DELETE else v!r}" for p, v, _ in TAMPERED])
+def test_a_tampered_schedule_file_is_a_usage_error(tmp_path: Path, path: tuple[str | int, ...], value: object,
+                                                   message: str) -> None:
+    """--replay of a schedule file with one value tampered: exit 2 with `FILE: field = value:
+    expected ...`, no traceback, and no run (so no machine)."""
+    sched = tmp_path / "s.json"
+    sched.write_text(json.dumps(_tampered(path, value)))
+    res = CliRunner().invoke(stress, ["--replay", str(sched), "--seconds", "20"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"Error: {sched}: {message}" in res.output, res.output
+    assert "Traceback" not in res.output and "machine rmm-mp" not in res.output
+
+
+def test_schedule_values_are_shown_briefly(tmp_path: Path) -> None:
+    """A long list in an error is cut short rather than flooding the message."""
+    with pytest.raises(ValueError) as caught:
+        schedule_file.parse(_tampered(("switches",), {str(i): i for i in range(100)}), "f.json")
+    shown = str(caught.value).split(": expected")[0]
+    assert shown.startswith("f.json: switches = {'0': 0, '1': 1, ") and shown.endswith(" ...") and len(shown) < 110
+
+
+def test_a_number_too_long_to_read_is_refused_with_the_file_named(tmp_path: Path) -> None:
+    """An integer of more digits than Python converts is a ValueError of the JSON reader, not
+    one of its decode errors: it is still an unreadable file, named."""
+    sched = tmp_path / "s.json"
+    sched.write_text(json.dumps(VALID).replace('"seed": 1', '"seed": ' + "9" * 5000))
+    with pytest.raises(ValueError, match=re.escape(f"{sched}: not a readable schedule file (Exceeds the limit")):
+        schedule_file.read(sched)
+
+
+@pytest.mark.parametrize("value, message", [
+    # An empty item used to be skipped: the run checked less than was asked for.
+    ("lockdep,,ownership", "--checkers = 'lockdep,,ownership': expected a comma-separated subset of lockdep, "
+                           "ownership, invariants, watchdog, 'all' or 'none' (item 2 is empty)"),
+    ("lockdep,", "--checkers = 'lockdep,': expected a comma-separated subset"),
+    # 'all' and 'none' are valid alone: combined, they used to be "unknown all, none".
+    ("all,none", "--checkers = 'all,none': 'all' stands alone and cannot be combined with other names; expected a "
+                 "comma-separated subset of lockdep, ownership, invariants, watchdog, 'all' or 'none'"),
+    ("lockdep,none", "--checkers = 'lockdep,none': 'none' stands alone and cannot be combined with other names"),
+    ("lockdep,bogus", "--checkers = 'lockdep,bogus': unknown bogus; expected a comma-separated subset"),
+])
+def test_bad_checkers_lists_are_usage_errors(value: str, message: str) -> None:
+    """--checkers with an empty item, 'all' or 'none' among other names, or an unknown name:
+    exit 2 naming the option and the value as typed, before any run."""
+    res = CliRunner().invoke(stress, ["--checkers", value, "--seconds", "1"])
+    assert res.exit_code == 2 and message in res.output, (res.output, res.exception)
+
+
+@pytest.mark.parametrize("value", ["all", " all ", "none", " lockdep , ownership "])
+def test_good_checkers_lists_get_to_the_run(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """What stays valid reaches the run with the checkers it names (spaces around names are fine)."""
+    seen: list[tuple[str, ...]] = []
+
+    def record(config: StressConfig, **kwargs: object) -> None:
+        seen.append(config.checkers)
+        raise SystemExit(0)
+    monkeypatch.setattr(stress_cli, "run", record)
+    res = CliRunner().invoke(stress, ["--checkers", value, "--seconds", "1"])
+    assert res.exit_code == 0, res.output
+    expected = {"all": ("lockdep", "ownership", "invariants", "watchdog"), "none": ()}
+    assert seen == [expected.get(value.strip(), ("lockdep", "ownership"))]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seed", "1", f"seed = '1': expected a seed, an integer in 0..{U64}"),
+    ("seed", -1, "seed = -1: expected a seed"),
+    ("time_slice", 0, "time_slice = 0: expected a number of guest instructions per REC entry, an integer in "
+                      "1..1000000000"),
+    ("steps", None, "steps = None: expected a step budget, an integer in 1..100000000"),
+    ("cpus", True, "cpus = True: expected a number of CPU processes"),
+    ("inject", "lock-two-unordered", "inject = 'lock-two-unordered': expected a tuple of bug names"),
+    ("checkers", "lockdep", "checkers = 'lockdep': expected a tuple of checker names"),
+    ("quiescent_every", "x", "quiescent_every = 'x': expected a number >= 0"),
+    ("seconds", float("inf"), "seconds = inf: expected a duration in (0, 86400]"),
+    ("workload", ["tables"], "workload = ['tables']: expected one of mixed"),
+    ("guests", "yes", "guests = 'yes': expected True or False"),
+])
+def test_stress_config_refuses_wrong_types(field: str, value: object, message: str) -> None:
+    """StressConfig, what rmm_mp.stress.run takes, checks types as well as ranges: a wrong type
+    used to get through and fail in the run after the machine was created (a seed of "1"), or
+    raise a TypeError."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        StressConfig(**{field: value})
