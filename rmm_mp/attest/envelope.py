@@ -46,7 +46,12 @@ def decode_cca_token(data: bytes) -> CcaToken:
         raise TokenFormatError(f"CCA token: expected CBOR tag {TAG_CCA_TOKEN} (RMM 1.0) or {TAG_CCA_TOKEN_CMW} "
                                f"(CMW collection), found {found}")
     if not is_map(item.value) or set(item.value) != set(_PARTS):
-        keys = sorted(map(repr, item.value)) if is_map(item.value) else describe(item.value)
+        if not is_map(item.value):
+            keys = describe(item.value)
+        elif not item.value:
+            keys = "an empty map"
+        else:
+            keys = "keys " + ", ".join(sorted(map(repr, item.value)))
         raise TokenFormatError(f"CCA token: tag {item.tag} must hold a map with exactly the keys "
                                f"{KEY_PLATFORM_TOKEN} (platform) and {KEY_REALM_TOKEN} (realm), found {keys}")
     parts = {key: _entry(item.tag, item.value[key], name) for key, name in _PARTS.items()}
