@@ -24,7 +24,7 @@ from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError
 from rmm_mp.workload import programs
-from rmm_mp.workload.fields import U64, Fields
+from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
 from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
 
 GRANULE = 4096
@@ -272,10 +272,16 @@ def _capacity(w: Workload) -> None:
     if need > usable:
         mib = f"{need * GRANULE / (1 << 20):.1f} MiB"
         shown = ", ".join(f"{k} {v * GRANULE / (1 << 20):.1f} MiB" for k, v in parts.items() if v)
-        raise f.fail(where, biggest.instances if biggest is not None else mib,
-                     f"realms that fit in the {usable * GRANULE / (1 << 20):.1f} MiB of NS DRAM platform "
-                     f"{plat.name!r} has; the run would need up to {mib} ({shown}); use fewer or smaller realms, "
-                     f"or a bigger platform")
+        room = f"the {usable * GRANULE / (1 << 20):.1f} MiB of NS DRAM platform {plat.name!r} has"
+        if biggest is None:
+            # No realm to blame: the activities' own pages (delegate-churn pools, ripas-churn
+            # realms) are what does not fit.
+            used = ", ".join(a for a in ACTIVITIES if w.uses(a))
+            raise f.fail("activities", used, f"activities whose pages fit in {room}; the run would need up to "
+                                             f"{mib} ({shown}); use fewer CPUs, or a bigger platform")
+        raise f.fail(where, biggest.instances,
+                     f"realms that fit in {room}; the run would need up to {mib} ({shown}); use fewer or smaller "
+                     f"realms, or a bigger platform")
 
 
 def _memory(w: Workload) -> tuple[int, dict[str, int]]:

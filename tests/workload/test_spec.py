@@ -353,6 +353,18 @@ def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
     assert "the run would need up to 165.9 MiB (" in err.expected and "rtt-churn windows 161.2 MiB" in err.expected
 
 
+def test_activities_that_do_not_fit_are_named_as_such(tmp_path: Path) -> None:
+    """With no [[realm]], what does not fit is the activities' own pages (here a ripas-churn
+    realm in 1 MiB of NS DRAM): the error names the activities used, not a size as if it were
+    their value, and does not talk of realms."""
+    text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "tiny"')
+    text = text.replace('size = "64 MiB"', 'size = "2 MiB"').replace("base = 0x83F0_0000", "base = 0x8010_0000")
+    (tmp_path / "tiny.toml").write_text(text)
+    err = refused(tmp_path, 'seconds = 1\ncpus = 1\nplatform = "tiny.toml"\nactivities = { ripas-churn = 1 }\n', 4,
+                  "activities", "ripas-churn", "activities whose pages fit in the 0.8 MiB of NS DRAM platform 'tiny'")
+    assert "ripas-churn realms" in err.expected and "realms that fit" not in err.expected
+
+
 def small_platform(tmp_path: Path) -> None:
     """`host` with S2SZ 40, SHA-256 only and MAX_RECS 3."""
     text = (ROOT / "platform" / "host.toml").read_text()
