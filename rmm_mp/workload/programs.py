@@ -38,6 +38,8 @@ RAM_BASE = DEFAULT_BASE
 
 RIPAS_LOOP = r"""
 // ripas-loop: every REC gives its pages back and takes them again, forever (rmm_mp.workload.programs).
+// What must outlive an RSI call (the failure code x27 and detail x28, set_range's RIPAS x18) is
+// kept above X16: an RSI command returns X1..X16 as its outputs or 0 (spec B1.2).
     .equ IMAGE_BASE, .
     .equ RANGE, IMAGE_BASE + 0x100000       // REC i uses PAGES pages from RANGE + i * PAGES * 4 KiB
     .equ PAGES, 4
@@ -56,7 +58,7 @@ RIPAS_LOOP = r"""
 
 start:
     mov x19, #0                     // REC 0
-    mov x15, #1
+    mov x27, #1
     adr x1, hostcalls
     mov x2, #HOST_QUERY
     strh x2, [x1]
@@ -72,7 +74,7 @@ start:
     b.ls boot
     mov x20, #MAX_RECS
 boot:
-    mov x15, #2
+    mov x27, #2
     mov x21, #1
 on_loop:
     cmp x21, x20
@@ -85,7 +87,7 @@ on_loop:
     adr x2, secondary
     mov x3, x21
     smc #0
-    mov x16, x0
+    mov x28, x0
     cbnz x0, fail
     add x21, x21, #1
     b on_loop
@@ -110,24 +112,24 @@ spin:
     sub x9, x9, #1
     b spin
 touch:
-    mov x15, #3
+    mov x27, #3
     mov x23, x21
     mov x24, =PATTERN
     add x24, x24, x25
 touch_loop:
-    ldr x16, [x23]
-    cbnz x16, fail                  // a page given back must come back zeroed
+    ldr x28, [x23]
+    cbnz x28, fail                  // a page given back must come back zeroed
     str x24, [x23]
-    ldr x16, [x23]
-    cmp x16, x24
+    ldr x28, [x23]
+    cmp x28, x24
     b.ne fail
     add x23, x23, #0x1000
     cmp x23, x22
     b.lo touch_loop
-    mov x15, #4
+    mov x27, #4
     mov x3, #RIPAS_EMPTY
     bl set_range
-    mov x15, #5
+    mov x27, #5
     mov x3, #RIPAS_RAM
     bl set_range
     add x25, x25, #1
@@ -141,30 +143,30 @@ touch_loop:
     b round
 
 set_range:                          // RSI_IPA_STATE_SET(x21, x22, x3) to the top, else fail
-    mov x10, x3
+    mov x18, x3
     mov x1, x21
 set_loop:
     mov x0, =RSI_IPA_STATE_SET
     mov x2, x22
-    mov x3, x10
+    mov x3, x18
     mov x4, #0
     smc #0
-    mov x16, x0
+    mov x28, x0
     cbnz x0, fail
-    add x16, x2, #0x100
+    add x28, x2, #0x100
     cbnz x2, fail                   // the host rejected the change
     cmp x1, x22
     b.lo set_loop
     ret
 
-fail:                               // REPORT(x15, x16) from this REC's RsiHostCall, SYSTEM_OFF
+fail:                               // REPORT(x27, x28) from this REC's RsiHostCall, SYSTEM_OFF
     adr x1, hostcalls
     lsl x3, x19, #8
     add x1, x1, x3
     mov x2, #HOST_REPORT
     strh x2, [x1]
-    str x15, [x1, #8]
-    str x16, [x1, #16]
+    str x27, [x1, #8]
+    str x28, [x1, #16]
     mov x0, =RSI_HOST_CALL
     smc #0
     mov x0, =PSCI_SYSTEM_OFF
