@@ -30,6 +30,13 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def label_problems(claims: Mapping[Any, Any], what: str) -> list[str]:
+    """Claim labels are CBOR integers (A7.2.3): a float such as 10.0 equals 10 in Python, so
+    without this check it would pass for claim 10."""
+    return [f"{what} claim label {key!r} must be an integer, found {describe(key)}"
+            for key in claims if isinstance(key, (float, bool))]
+
+
 def missing(claims: Mapping[Any, Any], mandatory: Mapping[int, str], what: str) -> list[str]:
     """One problem per mandatory claim key absent from `claims`."""
     return [f"{what} claim {key} ({name}) is missing; it is mandatory"

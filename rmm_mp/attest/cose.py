@@ -112,8 +112,11 @@ def _protected_alg(protected: bytes, what: str) -> int:
     if HEADER_CRIT in header:
         raise TokenFormatError(f"{what}: protected header has crit (2) = {header[HEADER_CRIT]!r}; "
                                "no critical header parameter is supported")
+    if any(isinstance(label, (float, bool)) for label in header):
+        raise TokenFormatError(f"{what}: protected header labels must be integers or text, found "
+                               f"{[label for label in header if isinstance(label, (float, bool))]!r}")
     alg = header.get(HEADER_ALG)
-    if isinstance(alg, bool) or alg not in ALGORITHMS:
+    if type(alg) is not int or alg not in ALGORITHMS:      # -35.0 == -35, but is no COSE alg
         names = ", ".join(f"{a.name} ({i})" for i, a in ALGORITHMS.items())
         raise TokenFormatError(f"{what}: protected header alg (1) is {alg!r}; expected one of {names}")
     return alg

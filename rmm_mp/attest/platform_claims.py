@@ -10,7 +10,7 @@ EL3 model that signs its own platform token (with a seeded platform key) and for
 * platform config (2401): a byte string;
 * security lifecycle (2395): an unsigned integer inside one of the defined ranges;
 * software components (2399): a non-empty array of maps, each with a measurement value (2,
-  32/48/64 bytes) and a signer id (5, non-empty bytes); type (1), version (4) and description
+  32/48/64 bytes) and a signer id (5, a hash: 32/48/64 bytes, A7.2.3.2.6); type (1), version (4) and description
   (6) are optional text;
 * verification service (2400): optional, non-empty text;
 * platform hash algorithm (2402): "sha-256", "sha-384" or "sha-512".
@@ -30,7 +30,7 @@ from rmm_mp.abi.cca_token import (LIFECYCLE_RANGES, PLATFORM_CHALLENGE, PLATFORM
                                   PLATFORM_PROFILE, PLATFORM_PROFILE_1_0, PLATFORM_PROFILE_LEGACY,
                                   PLATFORM_SW_COMPONENTS, PLATFORM_VERIFICATION_SERVICE, SW_MEASUREMENT_DESCRIPTION,
                                   SW_MEASUREMENT_TYPE, SW_MEASUREMENT_VALUE, SW_SIGNER_ID, SW_VERSION)
-from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, rule_problems, tstr_problem
+from rmm_mp.attest._claim_rules import bstr_problem, describe, label_problems, missing, rule_problems, tstr_problem
 from rmm_mp.attest._cbor import is_array, is_map, to_json
 from rmm_mp.attest.digest import HASH_ALGORITHMS
 
@@ -81,7 +81,7 @@ def check_platform_claims(claims: Any) -> list[str]:
     """Every way `claims` breaks the module's rules; an empty list means valid."""
     if not is_map(claims):
         return [f"platform claims must be a CBOR map, found {describe(claims)}"]
-    problems = missing(claims, MANDATORY, "platform")
+    problems = label_problems(claims, "platform") + missing(claims, MANDATORY, "platform")
     rules = {
         PLATFORM_PROFILE: lambda v, w: tstr_problem(v, w, (PLATFORM_PROFILE_1_0, PLATFORM_PROFILE_LEGACY)),
         PLATFORM_CHALLENGE: lambda v, w: bstr_problem(v, w, CHALLENGE_SIZES),
@@ -134,7 +134,7 @@ def _sw_component_problem(component: Any, what: str) -> str | None:
         if key not in component:
             return f"{what} has no {SW_COMPONENT_NAMES[key]} ({key}); it is mandatory"
     checks = [bstr_problem(component[SW_MEASUREMENT_VALUE], f"{what} measurement_value (2)", MEASUREMENT_SIZES),
-              bstr_problem(component[SW_SIGNER_ID], f"{what} signer_id (5)")]
+              bstr_problem(component[SW_SIGNER_ID], f"{what} signer_id (5)", MEASUREMENT_SIZES)]
     checks += [tstr_problem(component[key], f"{what} {SW_COMPONENT_NAMES[key]} ({key})")
                for key in (SW_MEASUREMENT_TYPE, SW_VERSION, SW_MEASUREMENT_DESCRIPTION) if key in component]
     return next((p for p in checks if p), None)

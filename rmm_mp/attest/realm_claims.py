@@ -6,8 +6,10 @@ Rules `check_realm_claims` applies (the veraison verifiers' rules, made explicit
   realm hash algorithm (44236) and RAK hash algorithm (44240), each "sha-256", "sha-384" or
   "sha-512", RIM (44238, 32/48/64 bytes), REMs (44239, an array of 4 byte strings as long as
   the RIM);
-* profile (265) is optional: absent means a legacy token, whose RAK is a 97-byte raw point;
-  present it must be "tag:arm.com,2023:realm#1.0.0", whose RAK is a COSE_Key (EC2, P-384);
+* profile (265) is optional: present it must be "tag:arm.com,2023:realm#1.0.0", whose RAK is a
+  COSE_Key (EC2, P-384); absent, the RAK is a COSE_Key too (A7.2.3.1.7 ties its form to no
+  profile) or, in a legacy token, a 97-byte raw point;
+* claim labels are integers (a float label such as 10.0 is refused);
 * claims this profile does not define are ignored (upstream decodes them successfully).
 
 The RIM's length is not tied to claim 44236: veraison's own valid vectors pair "sha-256" with
@@ -26,7 +28,7 @@ from rmm_mp.abi.cca_token import (REALM_CHALLENGE, REALM_CLAIM_ORDER, REALM_EXTE
                                   REALM_HASH_ALGO_ID, REALM_INITIAL_MEASUREMENT, REALM_PERSONALIZATION_VALUE,
                                   REALM_PROFILE, REALM_PROFILE_1_0, REALM_PUBLIC_KEY,
                                   REALM_PUBLIC_KEY_HASH_ALGO_ID)
-from rmm_mp.attest._claim_rules import bstr_problem, describe, missing, rule_problems, tstr_problem
+from rmm_mp.attest._claim_rules import bstr_problem, describe, label_problems, missing, rule_problems, tstr_problem
 from rmm_mp.attest._cbor import is_array, is_map, to_json
 from rmm_mp.attest.digest import HASH_ALGORITHMS
 from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems
@@ -52,15 +54,16 @@ MANDATORY: Final = {k: v for k, v in REALM_CLAIM_NAMES.items() if k != REALM_PRO
 
 
 def rak_form(claims: Mapping[Any, Any]) -> str:
-    """'cose_key' when the realm profile claim is present (RMM 1.0), else 'raw' (legacy)."""
-    return "cose_key" if REALM_PROFILE in claims else "raw"
+    """'cose_key' when the realm profile claim is present (RMM 1.0), else 'either': a COSE_Key
+    (the profile claim is optional, A7.2.3.1.2) or a legacy token's raw point."""
+    return "cose_key" if REALM_PROFILE in claims else "either"
 
 
 def check_realm_claims(claims: Any) -> list[str]:
     """Every way `claims` breaks the module's rules; an empty list means valid."""
     if not is_map(claims):
         return [f"realm claims must be a CBOR map, found {describe(claims)}"]
-    problems = missing(claims, MANDATORY, "realm")
+    problems = label_problems(claims, "realm") + missing(claims, MANDATORY, "realm")
     rules = {
         REALM_CHALLENGE: lambda v, w: bstr_problem(v, w, (CHALLENGE_SIZE,)),
         REALM_PERSONALIZATION_VALUE: lambda v, w: bstr_problem(v, w, (RPV_SIZE,)),
@@ -90,11 +93,11 @@ def _rak_problems(rak: Any, form: str) -> list[str]:
     what = f"realm claim {REALM_PUBLIC_KEY} (public_key)"
     if not isinstance(rak, bytes):
         return [f"{what} must be a byte string, found {describe(rak)}"]
-    if form == "raw":
-        if len(rak) != RAW_POINT_SIZE:
-            return [f"{what} of a legacy token (no profile claim) must be a {RAW_POINT_SIZE}-byte raw "
-                    f"P-384 point, found {len(rak)} bytes"]
-        return []
+    if form == "either":
+        if len(rak) == RAW_POINT_SIZE:
+            return []
+        return [f"{what} of a token without profile claim must be a COSE_Key or, in a legacy token, a "
+                f"{RAW_POINT_SIZE}-byte raw P-384 point: {p}" for p in cose_key_problems(rak)]
     return [f"{what} of profile {REALM_PROFILE_1_0!r} must be a COSE_Key: {p}" for p in cose_key_problems(rak)]
 
 

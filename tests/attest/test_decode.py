@@ -156,6 +156,46 @@ def test_payload_that_is_not_a_map_fails_the_claims_check(sample_rak: ec.Ellipti
     assert result.check("realm claims").reason == "realm claims must be a CBOR map, found an array of 2"
 
 
+def test_the_rak_of_a_token_without_profile_claim_may_be_a_cose_key(sample_rak: ec.EllipticCurvePrivateKey,
+                                                                   sample_platform_token: bytes,
+                                                                   realm_claims: Callable[..., bytes]) -> None:
+    """The realm profile claim is optional (A7.2.3.1.2) and the RAK is a COSE_Key whatever the
+    profile (A7.2.3.1.7): such claims pass; a legacy token's 97-byte raw point does too (the
+    veraison vectors). Only the binding to the sample platform token fails here."""
+    assert check_realm_claims(cbor2.loads(realm_claims(profile=None))) == []
+    raw = dict(cbor2.loads(realm_claims(profile=None)))
+    raw[44237] = b"\x04" + b"\x01" * 96
+    assert check_realm_claims(raw) == []
+    token = encode_cca_token(sample_platform_token, sign_cose_sign1(realm_claims(profile=None), sample_rak))
+    checks = {c.name: c.passed for c in verify_token(token).checks}
+    assert checks["realm claims"] is True and checks["realm signature"] is True, checks
+
+
+def test_claim_labels_are_integers() -> None:
+    """A float label equals the integer in Python (10.0 == 10): it is refused by name, for the
+    realm and the platform claims; a float alg in the protected header is no COSE alg."""
+    from rmm_mp.attest import check_platform_claims
+    assert any("claim label 10.0 must be an integer" in p for p in check_realm_claims({10.0: bytes(64)}))
+    assert any("claim label 2395.0 must be an integer" in p for p in check_platform_claims({2395.0: 12288}))
+    with pytest.raises(TokenFormatError, match="protected header labels must be integers or text"):
+        decode_sign1(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1.0: -35}), {}, b"", bytes(96)])), "realm token")
+    with pytest.raises(TokenFormatError, match=r"alg \(1\) is -35.0"):
+        decode_sign1(cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35.0}), {}, b"", bytes(96)])), "realm token")
+
+
+@pytest.mark.parametrize("size, ok", [(32, True), (48, True), (64, True), (20, False), (1, False)])
+def test_software_component_signer_id_is_a_hash(sample_platform_token: bytes, size: int, ok: bool) -> None:
+    """A7.2.3.2: a software component's signer ID is a hash of 256 bits or more (cca-hash-type:
+    32, 48 or 64 bytes); a 20-byte (SHA-1 sized) or 1-byte one is refused (any length passed)."""
+    from rmm_mp.attest import check_platform_claims
+    claims = dict(cbor2.loads(decode_sign1(sample_platform_token, "platform token").payload))
+    claims[2399] = [{**claims[2399][0], 5: b"\x5a" * size}] + list(claims[2399][1:])
+    problems = check_platform_claims(claims)
+    assert (problems == []) == ok, problems
+    if not ok:
+        assert any(f"signer_id (5) must be 32 or 48 or 64 bytes long, found {size}" in p for p in problems)
+
+
 def test_claim_checks_accept_cbor2_6_shapes(realm_claims: Callable[..., bytes]) -> None:
     """cbor2 6 gives tuples and frozen mappings inside tags: the claim rules accept them."""
     claims = dict(cbor2.loads(realm_claims()))

@@ -297,7 +297,7 @@ JSON_SETS = {
     "realm/testvectors/json/test-invalid-initial-meas.json": "44238 (initial_measurement) must be 32 or 48 or 64 bytes long, found 95",
     "realm/testvectors/json/test-invalid-nonce.json": "claim 10 (challenge) must be 64 bytes long, found 95",
     "realm/testvectors/json/test-invalid-personalization-val.json": "44235 (personalization_value) must be 64 bytes long, found 95",
-    "realm/testvectors/json/test-invalid-public-key.json": "44237 (public_key) of a legacy token",
+    "realm/testvectors/json/test-invalid-public-key.json": "44237 (public_key) of a token without profile claim",
     "realm/testvectors/json/test-missing-extended-meas.json": "44239 (extensible_measurements) is missing",
     "realm/testvectors/json/test-missing-hash-alg-id.json": "44236 (hash_algo_id) is missing",
     "realm/testvectors/json/test-missing-initial-meas.json": "44238 (initial_measurement) is missing",
