@@ -178,7 +178,7 @@ REC_EXIT_OFFSET = 0x800
 """RmiRecExit starts here inside RmiRecRun."""
 
 RMI_REC_EXIT = Layout("RmiRecExit", 0x800, (
-    Field("exit_reason", 0x000, "Q"),
+    Field("exit_reason", 0x000, "B"),      # RmiRecExitReason is 8 bits wide (B4.4.17); 1..7 MBZ
     Field("esr", 0x100, "Q"),
     Field("far", 0x108, "Q"),
     Field("hpfar", 0x110, "Q"),
