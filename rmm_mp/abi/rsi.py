@@ -38,6 +38,9 @@ class RsiRipas(enum.IntEnum):
     RSI_EMPTY = 0
     RSI_RAM = 1
     RSI_DESTROYED = 2
+    RSI_DEV = 3
+    """B5.4.7 (and TF-RMM rel0's RIPAS_DEV): no 1.0 command produces it, and IPA_STATE_SET
+    refuses it (ripas_valid allows EMPTY and RAM only)."""
 
 
 class RsiResponse(enum.IntEnum):
