@@ -16,7 +16,8 @@ A generation read before the walk is therefore older than any such change the wa
 see. At the completion, a CPU that is counted in as executing the realm (Tlb.enter) and still
 reads the generation it kept knows that the mapping is what the walk found, and that no unmap
 can finish before its next sync point, which comes after the copy: the guarantee the realm's
-own stores through stage 2 have (a fold or an unfold keeps the PA and does not invalidate). If
+own stores through stage 2 have (an unfold keeps the PA and does not invalidate; a fold keeps
+the PA too, but invalidates before it frees the folded table, so it moves the generation). If
 the generation moved, the completion walks again, with locks, counted out. What the locks
 protected is still protected: the call's read holds the last-level table as before, and the
 completion's write is covered by the invalidation protocol instead of the lock.

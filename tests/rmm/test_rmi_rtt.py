@@ -23,6 +23,7 @@ more than the platform's 64 MiB).
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import pytest
 
@@ -33,6 +34,7 @@ from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.structs import RMI_REALM_PARAMS
 from rmm_mp.check import invariants
 from rmm_mp.hw.granule import GranuleTable, host_owner
+from rmm_mp.hw.tlb import Tlb
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.s2tt import Kind
@@ -1005,7 +1007,21 @@ def _fold_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, entry
     rtt = _table(realm, ipa, level)
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
-    assert t.smc(F.RMI_RTT_FOLD, realm.rd, ipa, level, X4) == (SUCCESS, rtt, 0, 0, 0)
+    # Break-before-make: the realm's TLBI comes after the parent entry changed and before the
+    # folded table is zeroed and handed back, so a REC's walk in flight never reads it freed.
+    slot = (ipa >> s2tt.level_shift(level - 1)) % s2tt.ENTRIES
+    entries = bytes(machine.memory.granule(_idx(machine, rtt)))
+    seen: list[tuple[int, bool, int]] = []
+    real = Tlb.invalidate_realm
+
+    def spy(tlb: Tlb, rd_pa: int, generation_offset: int) -> None:
+        seen.append((_state(machine, rtt), bytes(machine.memory.granule(_idx(machine, rtt))) == entries,
+                     s2tt.read(machine.memory, _idx(machine, parent), slot)))
+        real(tlb, rd_pa, generation_offset)
+    with mock.patch.object(Tlb, "invalidate_realm", spy):
+        assert t.smc(F.RMI_RTT_FOLD, realm.rd, ipa, level, X4) == (SUCCESS, rtt, 0, 0, 0)
+    assert len(seen) == 1 and seen[0][:2] == (GranuleState.RTT, True), seen
+    assert seen[0][2] == s2tt.read(machine.memory, _idx(machine, parent), slot)   # the new parent entry
     del realm.rtts[(ipa, level)]
     assert (_state(machine, rtt), _refcount(machine, rtt)) == (GranuleState.DELEGATED, 0)
     assert machine.memory.is_zero(_idx(machine, rtt))

@@ -183,6 +183,12 @@ def rmi_rtt_fold(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int) -> tuple[int
         else:
             w.llt.refcount_add(-1)          # the TABLE entry goes; an unassigned entry is not live
         s2tt.write(memory, w.llt.idx, w.index, folded)
+        # Break-before-make's TLBI (rmi.md 6.7): a REC walking stage 2 without locks may have
+        # read the old TABLE entry and be about to read the child; the child may be zeroed and
+        # handed back only once every CPU executing the realm has passed a sync point.
+        # Without it such a walk read a zeroed table (an SEA in the realm) or, once the host
+        # reused the granule, another realm's page.
+        stage2.invalidate(rmm, rd_g.idx)
         memory.zero(child.idx)
         child.unlock_transition(DELEGATED)
     finally:
