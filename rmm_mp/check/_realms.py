@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 Report = Callable[[str, int, str], None]
 
+_MAX_ROOTS = 16
+"""Concatenated root RTTs a realm may have (RMI_REALM_CREATE rtt_num_start)."""
+
 
 @dataclass
 class _Scan:
@@ -60,7 +63,13 @@ def check_realms(machine: "Machine", states: list[int], refcounts: list[int], re
     scan = _Scan(machine, states, refcounts, report)
     rds = [i for i, s in enumerate(states) if s == GS.RD]
     for rd_idx in rds:
-        _check_realm(scan, rd_idx)
+        try:
+            _check_realm(scan, rd_idx)
+        except Exception as exc:    # a structure too broken to walk is a finding, not a crash
+            # The checker never raises (invariants' promise): RD fields or entries so corrupt
+            # that walking them fails are reported with the RD, and the other realms still checked.
+            scan.report("rtt-tree", scan.pa(rd_idx), f"the realm's tables cannot be walked: "
+                                                     f"{type(exc).__name__}: {exc}")
     _check_recs(scan, set(rds))
     _check_references(scan)
     _check_vmids(scan, rds)
@@ -68,10 +77,14 @@ def check_realms(machine: "Machine", states: list[int], refcounts: list[int], re
 
 def _check_realm(scan: _Scan, rd_idx: int) -> None:
     params = Rd(scan.machine.memory, rd_idx).params()
+    if not 0 <= params.rtt_level_start <= s2tt.PAGE_LEVEL or not 1 <= params.rtt_num_start <= _MAX_ROOTS:
+        scan.report("rtt-tree", scan.pa(rd_idx), f"RD holds start level {params.rtt_level_start} and "
+                                                 f"{params.rtt_num_start} root RTTs; expected 0..3 and 1..{_MAX_ROOTS}")
+        return
     ctx = params.s2ctx()
     first = scan.idx(params.rtt_base)
-    if first < 0:
-        scan.report("rtt-tree", scan.pa(rd_idx), f"root RTT {params.rtt_base:#x} is not DRAM")
+    if first < 0 or first + params.rtt_num_start > len(scan.states):
+        scan.report("rtt-tree", scan.pa(rd_idx), f"root RTTs at {params.rtt_base:#x} are not DRAM")
         return
     for n in range(params.rtt_num_start):
         root = first + n
@@ -112,6 +125,10 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
 def _count_data(scan: _Scan, table: int, desc: int, level: int, ipa: int) -> None:
     base = scan.idx(s2tt.output_address(desc, level))
     count = s2tt.block_size(level) // GRANULE_SIZE
+    if base >= 0 and base + count > len(scan.states):
+        scan.report("data-mapping", scan.pa(table), f"IPA {ipa:#x} maps a level-{level} block from "
+                                                    f"{scan.pa(base):#x} that runs past the end of DRAM")
+        count = len(scan.states) - base
     for idx in range(base, base + count) if base >= 0 else ():
         scan.data_refs[idx] += 1
         if scan.states[idx] != GS.DATA:
@@ -133,7 +150,9 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
             scan.report("rec-owner", scan.pa(idx), f"REC's owner {rec.owner_rd:#x} is not an RD")
         if scan.refcounts[idx]:
             scan.report("rec-running", scan.pa(idx), "REC still holds the running reference")
-        for aux in rec.aux():
+        for n, aux in enumerate(rec.aux()):
+            if scan.idx(aux) < 0:
+                scan.report("rec-owner", scan.pa(idx), f"REC's aux granule {n} is {aux:#x}, not DRAM")
             scan.aux_refs[scan.idx(aux)] += 1
     for rd in rds:
         if scan.refcounts[rd] != owners[rd]:
