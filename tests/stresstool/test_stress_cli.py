@@ -103,6 +103,18 @@ def test_checkers_none_runs_the_operations_alone() -> None:
     assert "checkers: none;" in res.output
 
 
+@pytest.mark.parametrize("schedule", [["--seconds", "1.5", "--quiescent-every", "0.3"],
+                                      ["--schedule", "random", "--steps", "6000"]])
+def test_without_the_invariants_checker_no_invariant_is_checked(schedule: list[str]) -> None:
+    """--checkers lockdep leaves the invariants checker out: no quiescent pause and no check at
+    the end, free-running or deterministic, even with a bug that breaks the invariants (a
+    free-running run paused and checked anyway, and the end-of-run check ran for every run)."""
+    res = CliRunner().invoke(stress, ["rtts", "--inject", "rtt-create-parent-released-early", "--checkers", "lockdep",
+                                      "--seed", "2", *schedule])
+    assert "checkers: lockdep;" in res.output and "[invariants" not in res.output, res.output
+    assert "quiescent invariant check" not in res.output, res.output
+
+
 @pytest.mark.parametrize("extra, shown", [
     (["tables"], "WORKLOAD"), (["--cpus", "3"], "--cpus"), (["--seed", "1"], "--seed"),
     (["--schedule", "pct"], "--schedule"), (["--steps", "10"], "--steps"), (["--pct-depth", "2"], "--pct-depth"),
