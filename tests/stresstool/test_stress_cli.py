@@ -105,10 +105,12 @@ def test_checkers_none_runs_the_operations_alone() -> None:
 
 @pytest.mark.parametrize("schedule", [["--seconds", "1.5", "--quiescent-every", "0.3"],
                                       ["--schedule", "random", "--steps", "6000"]])
-def test_without_the_invariants_checker_no_invariant_is_checked(schedule: list[str]) -> None:
+def test_without_the_invariants_checker_no_invariant_is_checked(schedule: list[str], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """--checkers lockdep leaves the invariants checker out: no quiescent pause and no check at
     the end, free-running or deterministic, even with a bug that breaks the invariants (a
     free-running run paused and checked anyway, and the end-of-run check ran for every run)."""
+    monkeypatch.chdir(tmp_path)     # a run with findings saves its schedule in the current directory
     res = CliRunner().invoke(stress, ["rtts", "--inject", "rtt-create-parent-released-early", "--checkers", "lockdep",
                                       "--seed", "2", *schedule])
     assert "checkers: lockdep;" in res.output and "[invariants" not in res.output, res.output
