@@ -109,8 +109,13 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if g.refcount != 0:
         g.unlock()
         raise RmiError.rec()
+    rec = Rec(rmm.memory, g.idx)
+    rd = Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd))
+    refusal = rmi_rec._runnable_refusal(rd, rec)
     g.unlock()                                  # BUG: released without raising the refcount
-    fields = rmi_rec._checked_run(rmm, Rec(rmm.memory, g.idx), RMI_REC_ENTER.unpack(raw))
+    if refusal is not None:
+        raise refusal
+    fields = rmi_rec._checked_run(rmm, rec, rd, RMI_REC_ENTER.unpack(raw))
     if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack(**fields), REC_EXIT_OFFSET):
         raise RmiError.input()
 
