@@ -249,6 +249,9 @@ class _Validator:
                     raise self.fail(f"secure[{i}].base", region.base, f"a Secure range that does not overlap "
                                                                      f"secure[{j}] [{other.base:#x}, {other.end:#x})")
         ns = dram.size - sum(r.size for r in secure)
+        if ns < MIN_NS_DRAM and not secure:
+            raise self.fail("dram.size", raw["dram"]["size"], f"at least {MIN_NS_DRAM >> 20} MiB of DRAM, for the "
+                                                               "host's pages")
         if ns < MIN_NS_DRAM:
             raise self.fail(f"secure[{len(secure) - 1}].size", raw["secure"][-1]["size"],
                             f"Secure ranges that leave at least {MIN_NS_DRAM >> 20} MiB of DRAM to the Non-secure "

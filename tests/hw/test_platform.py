@@ -213,6 +213,19 @@ def test_bad_platform_file(tmp_path: Path, case: str, pattern: str, replacement:
     assert (err.source, err.key, err.line) == (str(path), key, line)
 
 
+def test_dram_smaller_than_1_mib_without_secure_ranges(tmp_path: Path) -> None:
+    """512 KiB of DRAM and no [[secure]] table: refused at dram.size (a KeyError on the missing
+    secure list escaped before)."""
+    text = HOST_TOML.read_text()
+    start = text.index("[[secure]]")
+    text = text[:start] + text[text.index("\n[", start + 1) + 1:]
+    path = tmp_path / "tiny.toml"
+    path.write_text(text.replace('size = "64 MiB"', 'size = "512 KiB"'))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.key == "dram.size" and "at least 1 MiB of DRAM" in str(info.value)
+
+
 def test_invalid_toml_syntax(tmp_path: Path) -> None:
     """A TOML syntax error -> ConfigError naming the file, the line of the error (from the
     parser) and 'expected valid TOML'."""
