@@ -104,6 +104,13 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
     for i, desc in enumerate(entries):
         ipa = first_ipa + i * size
         if ipa >= ctx.ipa_size:
+            # Only a root has entries past the IPA space: REALM_CREATE leaves them 0 and no
+            # command reaches them (every IPA argument is checked against the space first).
+            stray = [(j, d) for j, d in enumerate(entries[i:], start=i) if d]
+            if stray:
+                j, d = stray[0]
+                scan.report("rtt-tree", scan.pa(idx), f"entry {j} lies past the IPA space but holds {d:#x} "
+                                                      f"({len(stray)} such entries); expected 0")
             break
         kind, _ = s2tt.decode(desc, level)
         if kind == Kind.TABLE:

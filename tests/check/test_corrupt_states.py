@@ -76,3 +76,17 @@ def test_an_aux_granule_outside_dram_is_a_violation(machine: Machine) -> None:
     found = _violations(machine)
     assert any(rule == "rec-owner" and pa == rec and f"aux granule 0 is {mmio:#x}, not DRAM" in detail
                for rule, pa, detail in found), found
+
+
+def test_a_root_entry_past_the_ipa_space_is_a_violation(machine: Machine) -> None:
+    """A 36-bit realm has one level-1 root of which entries 64..511 lie past the IPA space: they
+    stay 0 (REALM_CREATE writes 0 there and no command reaches them); a TABLE written there was
+    never read."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=36)
+    root = realm.roots[0]
+    assert invariants(machine).ok
+    s2tt.write(machine.memory, _idx(machine, root), 100, s2tt.table(t.delegate()))
+    found = _violations(machine)
+    assert any(rule == "rtt-tree" and pa == root and "entry 100 lies past the IPA space" in detail
+               for rule, pa, detail in found), found
