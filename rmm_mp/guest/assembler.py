@@ -5,20 +5,23 @@ instructions have a fixed size (``mov xd, =value`` and ``adr xd, label`` are alw
 instructions), so labels never move between passes. An ``.equ`` that uses a name defined
 further down (``.equ SIZE, end - start`` at the top, as GNU as allows) gets its value at the
 end of the first pass; only sizes (.zero, .org, .align) must be known where they stand. Errors
-name the line and what was expected.
+name the line and what was expected. Integer expressions are rmm_mp.guest.expr's.
 
-This module owns the text syntax. It must not execute anything.
+This module owns the text syntax (lines, labels, directives, operands). It must not execute
+anything.
 """
 
 from __future__ import annotations
 
 import ast
-import operator
 import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from rmm_mp.guest import expr
+from rmm_mp.guest.expr import short as _short
+from rmm_mp.guest.expr import shown as _shown
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
 
 
@@ -49,14 +52,6 @@ _MEM = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
 _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
         "orr": (Op.ORR, Op.ORRI), "eor": (Op.EOR, Op.EORI)}
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
-_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "%": operator.mod, "<<": operator.lshift,
-           ">>": operator.rshift, "&": operator.and_, "^": operator.xor, "|": operator.or_}
-_UNARY = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
-# Python's precedence (the expressions used to be Python's own, and guests rely on it): unary
-# operators (kept on the stack as "u-", "u+", "u~") bind tightest, then * %, + -, << >>, &, ^, |.
-_PRECEDENCE = {"|": 1, "^": 2, "&": 3, "<<": 4, ">>": 4, "+": 5, "-": 5, "*": 6, "%": 6, "u-": 7, "u+": 7, "u~": 7}
-# A number is ASCII only: int() would also read other scripts' digits, which Python's syntax does not.
-_TOKEN = re.compile(r"\s*(?:(?P<number>[0-9][0-9A-Za-z_]*)|(?P<name>[A-Za-z_]\w*)|(?P<op><<|>>|[-+*%&^|~().]))")
 # A double-quoted string whose escapes are all ones Python reads without a warning (an octal
 # escape at most \377), so that ast.literal_eval gives its text or a SyntaxError, nothing else.
 _STRING = re.compile(r'"(?:[^"\\]|\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?![0-7])|x[0-9A-Fa-f]{2}'
@@ -422,76 +417,10 @@ class _Assembler:
 
     def _value(self, line: _Line, text: str) -> int:
         """An integer expression over numbers, labels, .equ names and '.' (this address)."""
-        values: list[int] = []
-        for item in self._postfix(line, text):
-            if isinstance(item, int):
-                values.append(item)
-            elif item == ".":
-                values.append(self.here)
-            elif item in _PRECEDENCE:
-                self._apply(line, item, values, text)
-            else:
-                values.append(self._symbol(line, item))
-        return values[0]
-
-    @staticmethod
-    def _postfix(line: _Line, text: str) -> list[int | str]:
-        """The numbers (as ints), names, '.' and operators ("u-" for unary minus) of text in
-        postfix order, so the whole syntax is checked before any name is looked up.
-
-        Shunting-yard with explicit stacks, not recursive descent: an expression of any length
-        or nesting costs time in proportion to its text, never a RecursionError (the ast-based
-        parser this replaced failed at about 1000 terms or nested operators)."""
-        if not text.strip():
-            raise AssemblerError(line.number, "expected a number, a label or an expression, got an empty value")
-        out: list[int | str] = []
-        pending: list[str] = []     # operators not yet output: "(", binary ones, and unary ones as "u-"
-        operand = True              # an operand (or a prefix operator) comes next, not an operator
-        pos = depth = 0             # depth: the "(" in pending
-        while (match := _TOKEN.match(text, pos)) is not None:
-            pos, kind, token = match.end(), match.lastgroup, match.group(match.lastgroup or 0)
-            if operand and kind == "number":
-                out.append(_Assembler._number(line, token, text))
-            elif operand and (kind == "name" or token == "."):
-                out.append(token)
-            elif operand and token in ("(", "-", "+", "~"):
-                pending.append(token if token == "(" else "u" + token)
-                depth += token == "("
-                continue
-            elif not operand and token in _BINARY:
-                while pending and pending[-1] != "(" and _PRECEDENCE[pending[-1]] >= _PRECEDENCE[token]:
-                    out.append(pending.pop())
-                pending.append(token)
-                operand = True
-                continue
-            elif not operand and token == ")" and depth:
-                while (op := pending.pop()) != "(":
-                    out.append(op)
-                depth -= 1
-                continue
-            else:
-                pos = match.start()     # a token out of place: left over, so refused below
-                break
-            operand = False
-        if operand or text[pos:].strip() or depth:
-            raise AssemblerError(line.number, f"expected a number, a label or an expression, got {_short(text)!r}")
-        out.extend(reversed(pending))
-        return out
-
-    @staticmethod
-    def _number(line: _Line, token: str, text: str) -> int:
-        """A number as Python writes an integer: 42, 0x2a, 0o52, 0b101010, 1_000."""
         try:
-            value = int(token, 0)
-        except ValueError:
-            if re.fullmatch(r"0[0-9_]*", token):
-                raise AssemblerError(line.number, f"expected a number, got {token!r}: leading zeros are not allowed "
-                                                  f"(GNU as would read it as octal; write 0o... for that)") from None
-            if not re.fullmatch(r"[1-9](?:_?[0-9])*", token):
-                raise AssemblerError(line.number, f"expected a number, a label or an expression, got "
-                                                  f"{_short(text)!r}") from None
-            value = 1 << _MAX_BITS      # more decimal digits than int() converts: past the bound anyway
-        return _Assembler._bounded(line, value, text)
+            return expr.evaluate(text, lambda name: self._symbol(line, name), self.here)
+        except expr.ExprError as exc:
+            raise AssemblerError(line.number, str(exc)) from None
 
     def _symbol(self, line: _Line, name: str) -> int:
         if name not in self.symbols:
@@ -501,53 +430,6 @@ class _Assembler:
                                            f"be known where it stands")
             raise AssemblerError(line.number, f"unknown label or constant {name!r}")
         return self.symbols[name]
-
-    @staticmethod
-    def _apply(line: _Line, op: str, values: list[int], text: str) -> None:
-        """Replace the operand(s) on top of values with the result of op."""
-        if op.startswith("u"):
-            values[-1] = _UNARY[op[1:]](values[-1])
-        else:
-            right = values.pop()
-            if op in ("<<", ">>") and not 0 <= right <= _MAX_SHIFT:
-                # A negative count is an error in Python, and a huge one would build a number of
-                # that many bits: neither is a value for a 64-bit machine.
-                raise AssemblerError(line.number, f"shift count {_shown(right, 10)} in {_short(text)!r}: "
-                                                  f"expected 0..{_MAX_SHIFT}")
-            if op == "%" and right == 0:
-                raise AssemblerError(line.number, f"modulo by zero in {_short(text)!r}")
-            values[-1] = _BINARY[op](values[-1], right)
-        _Assembler._bounded(line, values[-1], text)
-
-    @staticmethod
-    def _bounded(line: _Line, value: int, text: str) -> int:
-        # Each operation is bounded by the shift count, but products of .equ names that are
-        # products themselves grow exponentially down the lines, to a MemoryError.
-        if value.bit_length() > _MAX_BITS:
-            raise AssemblerError(line.number, f"{_short(text)!r} reaches a value of more than {_MAX_BITS} bits; "
-                                              f"expected at most {_MAX_BITS} bits on the way")
-        return value
-
-
-_MAX_SHIFT = 127
-"""Largest shift count in an expression: intermediate values may pass 64 bits ((1 << 64) - 1),
-not grow without bound."""
-_MAX_BITS = 1024
-"""Largest value (in bits, sign apart) anywhere in an expression, far more than any 64-bit
-value needs on the way."""
-
-
-def _shown(value: int, base: int = 16) -> str:
-    """A value in an error message, in hex (or decimal, for counts), or only its size when it
-    would be longer than a line."""
-    if value.bit_length() > 128:
-        return f"a {value.bit_length()}-bit number"
-    return f"{value:#x}" if base == 16 else str(value)
-
-
-def _short(text: str) -> str:
-    """Text for an error message: a very long expression only by its start and length."""
-    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
 
 
 def _unquoted(text: str) -> Iterator[int]:
