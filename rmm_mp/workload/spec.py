@@ -18,7 +18,6 @@ This module owns the file format. It must not create a machine.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
