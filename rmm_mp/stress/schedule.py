@@ -118,9 +118,9 @@ def parse(data: object, source: str) -> Schedule:
     f.record(data, "", _TOP_KEYS)
     c = f.record(data["config"], "config", _CONFIG_KEYS)
     ints = {k: f.integer(c[k], f"config.{k}", lo, hi, what) for k, (lo, hi, what) in INTEGERS.items()}
-    strategy = f.one_of(c["strategy"], "config.strategy", STRATEGIES,
+    strategy = f.choice(c["strategy"], "config.strategy", STRATEGIES,
                         "a replay follows the switches of a deterministic run")
-    workload = f.one_of(c["workload"], "config.workload", tuple(WORKLOADS))
+    workload = f.choice(c["workload"], "config.workload", tuple(WORKLOADS))
     quiescent_every = f.steps_interval(c["quiescent_every"], "config.quiescent_every")
     guests = f.boolean(c["guests"], "config.guests")
     inject = f.names(c["inject"], "config.inject", tuple(BUGS), "bug names",
@@ -187,13 +187,6 @@ class _Checks(Fields):
         self.keys(value, key, keys, keys)
         return value
 
-    def one_of(self, value: object, key: str, choices: tuple[str, ...], why: str = "") -> str:
-        if not isinstance(value, str) or value not in choices:
-            hint = suggestion(value, choices) if isinstance(value, str) else ""
-            reason = f" ({why})" if why else ""
-            raise self.fail(key, value, f"one of {', '.join(repr(c) for c in choices)}{hint}{reason}")
-        return value
-
     def steps_interval(self, value: object, key: str) -> int:
         """Quiescent checks every N steps: a replay is deterministic, so a whole number >= 0."""
         expected = "a whole number of steps >= 0 between quiescent invariant checks (0 for none)"
@@ -244,7 +237,7 @@ class _Checks(Fields):
     def finding(self, value: object, key: str, cpus: int) -> Finding:
         """One recorded finding, as Finding.to_json writes it."""
         d = self.record(value, key, _FINDING_KEYS)
-        self.one_of(d["checker"], f"{key}.checker", FINDING_CHECKERS)
+        self.choice(d["checker"], f"{key}.checker", FINDING_CHECKERS)
         for name in ("rule", "message", "call", "site"):
             self.string(d[name], f"{key}.{name}")
         self.optional_integer(d["cpu"], f"{key}.cpu", 0, cpus - 1, "the CPU it was seen on")

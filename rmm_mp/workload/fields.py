@@ -90,10 +90,12 @@ class Fields:
             raise self.fail(key, value, "a name of 1..32 letters, digits, '-' or '_', starting with a letter")
         return value
 
-    def choice(self, value: object, key: str, choices: tuple[str, ...]) -> str:
-        if value not in choices or not isinstance(value, str):
+    def choice(self, value: object, key: str, choices: tuple[str, ...], why: str = "") -> str:
+        """One of ``choices``; ``why`` (why only those) follows the list in the error."""
+        if not isinstance(value, str) or value not in choices:
             hint = suggestion(value, choices) if isinstance(value, str) else ""
-            raise self.fail(key, value, f"one of {', '.join(repr(c) for c in choices)}{hint}")
+            reason = f" ({why})" if why else ""
+            raise self.fail(key, value, f"one of {', '.join(repr(c) for c in choices)}{hint}{reason}")
         return value
 
     def size(self, value: object, key: str, lo: int, hi: int) -> int:
