@@ -19,6 +19,7 @@ import codecs
 import difflib
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable
 from typing import Any
@@ -196,14 +197,25 @@ def bundled_names(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.toml"))
 
 
-def why_not_a_file(path: Path) -> str:
-    """Why ``path`` is no regular file to read: a FIFO or a device such as /dev/zero exists, but
-    reading it could block or never end, so it is refused as well."""
-    if path.is_dir():
+def why_not_a_file(path: Path) -> str | None:
+    """None if ``path`` is a regular file to read, else why not. A FIFO or a device such as
+    /dev/zero exists, but reading it could block or never end, so it is refused as well. A
+    path the system cannot even look up (a name longer than the file system allows, a
+    directory that may not be searched) is refused with the system's reason: Path.is_file
+    raises on those instead of answering."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such file"
+    except OSError as exc:
+        return f"it cannot be looked up: {exc.strerror or exc}"
+    except ValueError:      # a NUL character, which TOML strings can hold and no path can
+        return "a path cannot hold a NUL character"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
         return "it is a directory"
-    if path.exists():
-        return "it is not a regular file"
-    return "no such file"
+    return "it is not a regular file"
 
 
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
@@ -214,11 +226,12 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     text = os.fspath(name_or_path)
     if os.sep in text or text.endswith(".toml"):
         path = Path(text)
-        if not path.is_file():
-            raise ConfigError(source, key, text, f"a {kind} file that exists ({why_not_a_file(path)})")
+        why = why_not_a_file(path)
+        if why is not None:
+            raise ConfigError(source, key, text, f"a {kind} file that exists ({why})")
         return path
     path = directory / f"{text}.toml"
-    if not path.is_file():
+    if why_not_a_file(path) is not None:
         names = bundled_names(directory)
         raise ConfigError(source, key, text, f"a bundled {kind} ({', '.join(names)}){suggestion(text, names)} "
                                              "or a path to a .toml file")

@@ -297,9 +297,12 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
     if value in names:
         return value, programs.guest_text(value)
     if value.endswith(".s") or os.sep in value:
+        if "\0" in value:      # TOML strings may hold one; resolve() would raise on it
+            raise f.fail(key, value, "a .s file that exists (a path cannot hold a NUL character)")
         path = (base_dir / value).resolve()
-        if not path.is_file():
-            raise f.fail(key, value, f"a .s file that exists (looked for {path}: {why_not_a_file(path)})")
+        why = why_not_a_file(path)
+        if why is not None:
+            raise f.fail(key, value, f"a .s file that exists (looked for {path}: {why})")
         return str(path), read_source(path, "guest")
     raise f.fail(key, value, expected + suggestion(value, names))
 

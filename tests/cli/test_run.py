@@ -159,6 +159,13 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "/"], "WORKLOAD = '/': expected a workload file that exists (it is a directory)"),
     (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a workload file that exists (no such file)"),
     (["run", "/dev/zero"], "WORKLOAD = '/dev/zero': expected a workload file that exists (it is not a regular file)"),
+    # Names longer than NAME_MAX (255): os.stat raises ENAMETOOLONG, which used to end in a traceback.
+    (["run", "w" * 300], "a bundled workload (attestation-storm, churn"),
+    (["run", f"/tmp/{'w' * 300}/x.toml"], "expected a workload file that exists (it cannot be looked up: File name "
+                                          "too long)"),
+    (["run", "delegate-churn", "--platform", "p" * 300], "expected a bundled platform (fvp, host"),
+    (["workloads", "validate", "w" * 300], "a bundled workload (attestation-storm, churn"),
+    (["platform", "show", "p" * 300], "a bundled platform (fvp, host"),
     (["run", "delegate-churn", "--platform", "/dev/null"],
      "--platform = '/dev/null': expected a platform file that exists (it is not a regular file)"),
     (["run", "delegate-churn", "--platform", "/"], "--platform = '/': expected a platform file that exists (it is a "

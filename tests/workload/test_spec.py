@@ -139,6 +139,19 @@ def test_guest_file_missing(tmp_path: Path) -> None:
             "a .s file that exists")
 
 
+def test_guest_path_the_system_cannot_look_up(tmp_path: Path) -> None:
+    """A guest path with a name longer than the file system allows (NAME_MAX is 255 on Linux):
+    os.stat raises ENAMETOOLONG there, which Path.is_file passed on as an OSError traceback."""
+    name = "g" * 300 + ".s"
+    refused(tmp_path, HEAD + f'[[realm]]\nname = "a"\nguest = "{name}"\n', 5, "realm[0].guest", name,
+            "it cannot be looked up: File name too long")
+
+
+def test_guest_path_with_a_nul(tmp_path: Path) -> None:
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "a\\u0000b.s"\n', 5, "realm[0].guest", "a\0b.s",
+            "a path cannot hold a NUL character")
+
+
 def test_guest_file_that_is_not_utf8(tmp_path: Path) -> None:
     """A guest file with a byte that is not UTF-8: the guest file, its line and the byte."""
     (tmp_path / "mine.s").write_bytes(b"start:\n    b start // \xff\n")
