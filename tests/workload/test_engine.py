@@ -137,6 +137,20 @@ def test_every_step_is_recorded_as_its_activity(tmp_path: Path) -> None:
     assert kinds["HOST_RUN"] == "HOST" and "Host activities" in render.format_report(report)
 
 
+def test_host_steps_have_no_el3_or_lock_wait_part(tmp_path: Path) -> None:
+    """A HOST record is a host-side step, not an SMC: like RSI, PSCI and EXIT records, its whole
+    time is RMM (handler) time and its el3_mean and lock_wait_mean are 0 (docs/report-schema.json:
+    "0 except for RMI"); the EL3 estimate of RMI slots with no sampled call must not reach it."""
+    report = go(tmp_path, 'iterations = 60\ncpus = 1\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "r"\nguest = "ripas-loop"\n')
+    assert report.ok, (report.problems, report.failures)
+    doc = render.to_json(report)
+    host = [r for r in doc["latency"] if r["kind"] == "HOST"]
+    assert host and any(r["kind"] == "RMI" and r["el3_mean"] > 0 for r in doc["latency"])
+    for r in host:
+        assert (r["el3_mean"], r["lock_wait_mean"], r["rmm_mean"]) == (0, 0, r["mean"]), r
+
+
 def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
     """A guest (a .s file next to the workload) that REPORTs code 7: its outcome is a failure
     naming the code and detail, so the report is not ok; the rest of the run is fine."""
