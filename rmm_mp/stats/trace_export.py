@@ -11,7 +11,8 @@ records use; CLOCK_MONOTONIC, one clock for every process on Linux):
     contended lock waits       "lock wait RTT", args {granule, class}
 
 Only what the ring holds is written: X1 but no status (a record has none). ``realm`` appears
-when the caller's ``realms`` map names the REC or RD at X1 (or the REC run's REC). Calls nest
+when the caller's ``realms`` map names the REC or RD at X1 (or the REC run's REC) and the record
+is not older than the name (``named_from``). Calls nest
 on a track: a REC run lies inside its RMI_REC_ENTER, an RSI call inside its REC run, a lock
 wait inside the call that waited, which is what X events allow. A ring keeps the newest
 ``trace_capacity`` records, so a long run's file shows its end; "otherData" says how many
@@ -46,23 +47,27 @@ def _us(ns: int) -> float:
     return round(ns / 1000, 3)
 
 
-def _named(args: dict[str, Any], pa: int, realms: dict[int, str]) -> dict[str, Any]:
-    if pa in realms:
+def _named(args: dict[str, Any], pa: int, start: int, realms: dict[int, str],
+           named_from: dict[int, int] | None) -> dict[str, Any]:
+    if pa in realms and (named_from is None or start >= named_from.get(pa, 0)):
         args["realm"] = realms[pa]
     return args
 
 
-def event(record: tuple[int, int, int, int, int], tid: int, t0_ns: int, realms: dict[int, str]) -> dict[str, Any]:
-    """The X event of one ring record (start_ns, duration_ns, kind, code, arg)."""
+def event(record: tuple[int, int, int, int, int], tid: int, t0_ns: int, realms: dict[int, str],
+          named_from: dict[int, int] | None = None) -> dict[str, Any]:
+    """The X event of one ring record (start_ns, duration_ns, kind, code, arg); ``realm`` is
+    added from ``realms`` only when the record starts at or after ``named_from[pa]`` (if given)."""
     start, duration, kind, code, arg = record
     if kind == trace.KIND_REC_RUN:
         reason = calls.name(calls.EXIT_BASE + code)
-        name, args = f"REC run -> {reason}", _named({"rec": f"{arg:#x}", "exit_reason": reason}, arg, realms)
+        name, args = f"REC run -> {reason}", _named({"rec": f"{arg:#x}", "exit_reason": reason}, arg, start, realms,
+                                                    named_from)
     elif kind == trace.KIND_LOCK_WAIT:
         cls = lock_class_name(code)
         name, args = f"lock wait {cls}", {"granule": f"{arg:#x}", "class": cls}
     elif kind in (trace.KIND_RMI, trace.KIND_RSI):
-        name, args = calls.name(code), _named({"x1": f"{arg:#x}"}, arg, realms)
+        name, args = calls.name(code), _named({"x1": f"{arg:#x}"}, arg, start, realms, named_from)
     else:
         raise ValueError(f"trace record kind = {kind}: expected one of {sorted(_CATEGORY)} (hw.trace)")
     category = "psci" if kind == trace.KIND_RSI and code >= calls.PSCI_BASE else _CATEGORY[kind]
@@ -91,15 +96,15 @@ def _dropped(machine: "Machine", cpu: int) -> int:
 
 
 def track(records: list[tuple[int, int, int, int, int]], cpu: int, t0_ns: int,
-          realms: dict[int, str]) -> list[dict[str, Any]]:
+          realms: dict[int, str], named_from: dict[int, int] | None = None) -> list[dict[str, Any]]:
     """One CPU's events by start time; at equal starts the longer (enclosing) event first."""
-    events = [event(r, TID_BASE + cpu, t0_ns, realms) for r in records]
+    events = [event(r, TID_BASE + cpu, t0_ns, realms, named_from) for r in records]
     events.sort(key=lambda e: (e["ts"], -e["dur"]))
     return events
 
 
 def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
-                realms: dict[int, str] | None = None) -> int:
+                realms: dict[int, str] | None = None, named_from: dict[int, int] | None = None) -> int:
     """Write the rings of ``cpus`` as a Trace Event Format JSON file; returns the number of X events.
 
     Args:
@@ -108,6 +113,9 @@ def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
         path: the file to write.
         t0_ns: time.perf_counter_ns at the start of the run; every ts is relative to it.
         realms: REC PA or RD PA -> realm name, to label REC runs and calls on a known realm.
+        named_from: PA -> perf_counter_ns from which its name in ``realms`` holds (the realm's
+            build); a record that starts earlier is not labelled, since the granule may then
+            have been another realm's. None: the names hold for every record.
 
     Raises:
         MachineError: the machine has no trace rings.
@@ -117,7 +125,7 @@ def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
     written = 0
     dropped: dict[str, int] = {}
     for cpu in cpus:
-        cpu_events = track(machine.read_trace(cpu), cpu, t0_ns, names)
+        cpu_events = track(machine.read_trace(cpu), cpu, t0_ns, names, named_from)
         events.extend(cpu_events)
         written += len(cpu_events)
         dropped[str(cpu)] = _dropped(machine, cpu)

@@ -19,6 +19,7 @@ This module owns instance records and outcomes. It speaks SMC only (through the 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,9 @@ class Instance:
     gen: int
     """The run-queue slot's generation when it was registered (vCPU errors carry it)."""
     challenge: bytes | None = None
+    built_ns: int = 0
+    """time.perf_counter_ns when its build ended: from then until it is destroyed its RD and
+    REC granules are its own (the trace names them only from then: run._pa_names)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate,
         destroy_realm(cpu, alloc, host)
         raise
     gen = queue.view.load_u32(queue.realm_offset(slot) + R_GEN)
-    return Instance(realm, index, generation, name or instance_name(t, index, generation), host, slot, gen, challenge)
+    return Instance(realm, index, generation, name or instance_name(t, index, generation), host, slot, gen, challenge,
+                    time.perf_counter_ns())
 
 
 def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTemplate | None, *,

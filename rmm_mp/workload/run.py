@@ -111,10 +111,10 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         finished = [f for r in results.values() for f in r.finished]
         output_errors: list[str] = []
         if options.trace_path:
-            names = _pa_names(live)
+            names, named_from = _pa_names(live)
             try:
                 write_trace(machine, ids, options.trace_path,
-                            min((r.started_ns for r in results.values()), default=t0), names)
+                            min((r.started_ns for r in results.values()), default=t0), names, named_from)
                 outputs["trace"] = options.trace_path
             except OSError as exc:  # checked before the run; a disk can still fill up meanwhile
                 output_errors.append(f"could not write the trace to {options.trace_path}: {exc.strerror or exc}")
@@ -254,15 +254,20 @@ def _leaks(machine: Machine, alloc: NsAllocator) -> list[str]:
     return out
 
 
-def _pa_names(live: list[Instance]) -> dict[int, str]:
+def _pa_names(live: list[Instance]) -> tuple[dict[int, str], dict[int, int]]:
     """RD and REC PAs -> realm name for the trace, for the realms alive at the end (resident
-    ones for the whole run). Realms torn down earlier are left out: their granules went back
-    to the host and may since have been anything else."""
+    ones for the whole run), and PA -> the time from which that name holds (the end of the
+    realm's build). Realms torn down earlier are left out: their granules went back to the
+    host and may since have been anything else; and before a live realm was built, its
+    granules may have been another realm's (a lifecycle realm's earlier generation)."""
     names: dict[int, str] = {}
+    since: dict[int, int] = {}
     for inst in live:
         names[inst.host.rd] = inst.name
         names.update((rec.rec, f"{inst.name} REC {n}") for n, rec in enumerate(inst.host.recs))
-    return names
+        since[inst.host.rd] = inst.built_ns
+        since.update((rec.rec, inst.built_ns) for rec in inst.host.recs)
+    return names, since
 
 
 def _window(results: dict[int, CpuResult]) -> float:

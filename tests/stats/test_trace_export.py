@@ -127,5 +127,8 @@ def test_one_record_converts_with_exact_ns() -> None:
     got = event(record, 3, t0, {0x8800_0000: "vm"})
     assert got == {"name": "RMI_REC_ENTER", "cat": "rmi", "ph": "X", "pid": 1, "tid": 3, "ts": 1234.567,
                    "dur": 0.891, "args": {"x1": "0x88000000", "realm": "vm"}}
+    # A name that holds only from a later time (the realm was built after the record) is left out.
+    assert "realm" not in event(record, 3, t0, {0x8800_0000: "vm"}, {0x8800_0000: record[0] + 1})["args"]
+    assert event(record, 3, t0, {0x8800_0000: "vm"}, {0x8800_0000: record[0]})["args"]["realm"] == "vm"
     with pytest.raises(ValueError, match="kind = 9"):
         event((t0, 1, 9, 0, 0), 1, t0, {})

@@ -8,6 +8,7 @@ Each test runs a small workload for a fixed number of steps per CPU (no timing a
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -149,6 +150,24 @@ def test_host_steps_have_no_el3_or_lock_wait_part(tmp_path: Path) -> None:
     assert host and any(r["kind"] == "RMI" and r["el3_mean"] > 0 for r in doc["latency"])
     for r in host:
         assert (r["el3_mean"], r["lock_wait_mean"], r["rmm_mean"]) == (0, 0, r["mean"]), r
+
+
+def test_trace_names_a_lifecycle_realm_only_on_its_own_calls(tmp_path: Path) -> None:
+    """A lifecycle realm rebuilt on the same granules: the trace names the generation alive at
+    the end only on records made after it was built, so no more RMI_REC_ENTER and REC runs carry
+    its name than the REC entries it had (earlier generations' entries are not its own)."""
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 150\ncpus = 1\nactivities = { run = 2, lifecycle = 1 }\n'
+                    '[[realm]]\nname = "boot"\nguest = "ripas-flip"\nlifecycle = true\n')
+    trace_path = tmp_path / "t.json"
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, trace_path=str(trace_path)))
+    assert report.ok, (report.problems, report.failures)
+    last = report.realms[-1]
+    assert last.name != "boot#0" and last.detail.startswith("running"), report.realms  # a rebuilt one is alive
+    events = [e for e in json.loads(trace_path.read_text())["traceEvents"] if e["ph"] == "X"]
+    for name in ("RMI_REC_ENTER", "REC run"):
+        labelled = [e for e in events if e["name"].startswith(name) and e["args"].get("realm", "").startswith(last.name)]
+        assert len(labelled) == last.counters.get("entries", 0), (name, len(labelled), last)
 
 
 def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
