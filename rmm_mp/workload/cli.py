@@ -32,15 +32,17 @@ _PATH = click.Path(dir_okay=False)
 def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunReport, str], None]]]) -> None:
     """Write the report's extra files, the JSON last, so that its ``outputs`` names only the
     files that were written and its ``ok`` and ``output_errors`` count the others (checked
-    before the run, a path can still fail: disk full, a directory removed meanwhile). A failure
-    goes to report.output_errors: the text report shows it and the run exits 1."""
+    before the run, a path can still fail: disk full, a directory removed meanwhile; and a plot
+    has nothing to draw when the run was stopped before any call: ValueError). A failure goes to
+    report.output_errors: the text report shows it and the run exits 1."""
     for key, path, write in sorted(files, key=lambda f: f[0] == "json"):
         report.outputs[key] = path
         try:
             write(report, path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             report.outputs.pop(key, None)
-            report.output_errors.append(f"could not write the {key} report to {path}: {exc.strerror or exc}")
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            report.output_errors.append(f"could not write the {key} report to {path}: {reason}")
 
 
 def announce(machine: Machine) -> None:

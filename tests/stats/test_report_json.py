@@ -131,3 +131,20 @@ def test_a_real_run_report_validates(tmp_path: Path) -> None:
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + len(doc["latency"])
     text = render.format_report(report)
     assert "RMI_GRANULE_DELEGATE" in text and "EXIT_HOST_CALL" in text and text.endswith("result: OK")
+
+
+def test_a_plot_of_a_run_without_calls_is_an_output_error_not_a_crash(tmp_path: Path) -> None:
+    """A run stopped before any call was recorded (Ctrl-C or SIGTERM while the CPUs start) with
+    --plot: write_plot has nothing to draw and says so (ValueError). That is one report file not
+    written, as a full disk is: the JSON is still written, last, and names it; the text says so."""
+    from rmm_mp.workload.cli import _write_outputs
+
+    report = hand_built(stats={}, interrupted=True, outputs={})
+    j, png = tmp_path / "r.json", tmp_path / "r.png"
+    _write_outputs(report, [("json", str(j), render.write_json), ("plot", str(png), render.write_plot)])
+    assert not png.exists()
+    doc = json.loads(j.read_text())
+    assert doc["outputs"] == {"json": str(j)} and doc["ok"] is False
+    assert doc["output_errors"] == [f"could not write the plot report to {png}: no calls were recorded: "
+                                    "there is no latency to plot"]
+    assert "Report files not written" in render.format_report(report)
