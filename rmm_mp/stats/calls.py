@@ -3,8 +3,10 @@
 Slots are computed from the function ID by arithmetic so that recording needs no lookup:
 RMI function numbers 0x150..0x16E use slots 0..30 and every higher RMI number (no command in
 RMI 1.0) shares slot 31, RSI 0x190..0x1AF slots 32..63, PSCI
-function numbers 0x00..0x1F slots 64..95, REC exit reasons slots 96..111, host activities
-112..127.
+function numbers 0x00..0x1E slots 64..94, REC exit reasons slots 96..111, host activities
+112..127. Slot 95 is SMCCC_VERSION (0x8000_0000, which the RMM answers with PSCI): its function
+number 0 would otherwise make it PSCI_VERSION; PSCI leaves function number 0x1F unused, and a
+realm's call of it (NOT_SUPPORTED) is counted there too.
 
 This module owns the slot map and names. It must not record anything.
 """
@@ -20,6 +22,8 @@ _RMI_FN0 = 0x150
 _RSI_FN0 = 0x190
 
 RMI_UNUSED_SLOT = RMI_BASE + 31
+SMCCC_VERSION_SLOT = PSCI_BASE + 31
+SMCCC_VERSION_FID = 0x8000_0000
 
 _names: dict[int, str] = {slot: f"RMI_UNUSED_{_RMI_FN0 + slot:#x}" for slot in range(31)}
 _names.update({fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiFid})
@@ -35,6 +39,7 @@ def _register_spec_names() -> None:
     for pfid in PsciFid:
         if pfid != PsciFid.SMCCC_VERSION:
             _names.setdefault(PSCI_BASE + (pfid & 0x1F), pfid.name.removesuffix("_SMC32"))
+    _names[SMCCC_VERSION_SLOT] = "SMCCC_VERSION"
     for reason in RmiRecExitReason:
         _names[EXIT_BASE + reason] = reason.name.replace("RMI_EXIT_", "EXIT_")
 
@@ -45,6 +50,11 @@ _register_spec_names()
 def rmi_slot(fid: int) -> int:
     """Slot of a function ID in the RMI range 0x150..0x18F (SVE hint already stripped)."""
     return min((fid & 0xFFFF) - _RMI_FN0, RMI_UNUSED_SLOT)
+
+
+def psci_slot(fid: int) -> int:
+    """Slot of a PSCI function ID (SMC32 or SMC64 form) or of SMCCC_VERSION."""
+    return SMCCC_VERSION_SLOT if fid == SMCCC_VERSION_FID else PSCI_BASE + (fid & 0x1F)
 
 
 def name(slot: int) -> str:

@@ -53,7 +53,7 @@ def slot_of(fid: int) -> int:
         return calls.rmi_slot(fid)
     if 0xC400_0190 <= fid <= 0xC400_01AF:
         return calls.RSI_BASE + fid - 0xC400_0190
-    return calls.PSCI_BASE + (fid & 0x1F)
+    return calls.psci_slot(fid)
 
 
 def stats_of(slot: int, samples: list[int], el3: float = 0.0, lock: float = 0.0, errors: int = 0) -> CallStats:

@@ -100,3 +100,35 @@ def test_merged_sums_every_cpu() -> None:
 def test_total_calls_counts_every_cpu_and_slot() -> None:
     stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])}, 1: {DELEGATE: stats_of(DELEGATE, [4000, 10])}}
     assert latency.total_calls(stats) == 3
+
+SMCCC_GUEST = """
+    mov x0, =0x80000000             // SMCCC_VERSION: function number 0, as PSCI_VERSION's
+    smc #0
+    mov x0, =0x80000000
+    smc #0
+    mov x0, =PSCI_VERSION
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+"""
+
+
+@pytest.mark.multiprocess
+def test_smccc_version_is_not_counted_as_psci_version() -> None:
+    """A realm's SMCCC_VERSION (0x8000_0000) is answered with the PSCI calls, but it is its own
+    call: its records are SMCCC_VERSION (kind PSCI), not PSCI_VERSION, whose function number it
+    shares; abi.psci and stats.calls agree on its ID."""
+    from realm_guests import Guest
+    from rmm_mp import Machine
+
+    assert int(PsciFid.SMCCC_VERSION) == calls.SMCCC_VERSION_FID
+    with Machine.create("host", cpus=1) as m:
+        with Guest.build(m, SMCCC_GUEST) as g:
+            status, ex = g.enter()
+            assert status == 0 and ex["exit_reason"] == 3, ex    # PSCI_SYSTEM_OFF
+            g.cpu.flush_statistics()
+            stats = latency.collect(m, [0])
+        g.cpu.close()
+    counts = {(r.call, r.kind): r.count for r in latency.call_records(stats) if r.cpu == "all"}
+    assert counts[("SMCCC_VERSION", "PSCI")] == 2 and counts[("PSCI_VERSION", "PSCI")] == 1, counts
