@@ -299,7 +299,8 @@ class _Supervisor:
         self.interrupted = False
         self.stopped_by = ""
         self.stop_at: float | None = None
-        self.terminated: set[int] = set()
+        self.terminated: dict[int, str] = {}
+        """CPU -> why it was killed (the grace time ran out, or a second Ctrl-C or SIGTERM)."""
 
     def stop(self, why: str) -> None:
         if self.stop_at is None:
@@ -319,10 +320,11 @@ class _Supervisor:
                         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
+                    what = exc.args[0] if exc.args else "Ctrl-C"
                     if self.interrupted:
-                        self._terminate(live)
+                        self._terminate(live, f"was killed by a second {what} before it had stopped")
                     self.interrupted = True
-                    self.stop(f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})")
+                    self.stop(f"interrupted ({what})")
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -356,7 +358,7 @@ class _Supervisor:
         if self.timeout_s is not None and now - start >= self.timeout_s:
             self.stop("time is up")
         if self.stop_at is not None and now - self.stop_at > self.grace_s:
-            self._terminate(live)
+            self._terminate(live, f"did not stop within {self.grace_s:g} s of being asked and was terminated")
 
     def _receive(self, cpu: int, pipe: Any) -> None:
         try:
@@ -374,7 +376,7 @@ class _Supervisor:
         if cpu in self.errors:
             how, tb = self.errors[cpu]
         elif cpu in self.terminated:
-            how, tb = f"did not stop within {self.grace_s:g} s of being asked and was terminated", ""
+            how, tb = self.terminated[cpu], ""
         elif code is not None and code < 0:
             how, tb = f"was killed by {signal.Signals(-code).name}", ""
         else:
@@ -383,11 +385,11 @@ class _Supervisor:
         held = tuple(table.addr(idx) for idx in table.held_by(cpu_owner(cpu)))
         return CpuFailure(cpu, how, tb, held)
 
-    def _terminate(self, live: dict[int, Any]) -> None:
+    def _terminate(self, live: dict[int, Any], why: str) -> None:
         # SIGKILL: the children ignore SIGTERM (see the module docstring).
         for cpu, proc in live.items():
             if proc.exitcode is None:
-                self.terminated.add(cpu)
+                self.terminated.setdefault(cpu, why)
                 proc.kill()
         for proc in live.values():
             proc.join()

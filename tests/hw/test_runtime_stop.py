@@ -34,6 +34,13 @@ def _until_stopped(cpu) -> int:  # type: ignore[no-untyped-def]
     return calls
 
 
+def _slow_to_stop(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Runs until asked to stop, then takes a minute to return (a CPU still finishing a call)."""
+    _until_stopped(cpu)
+    time.sleep(60)
+    return 0
+
+
 def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
     """Send this process SIGTERM, then run until asked to stop: it must still be running."""
     os.kill(os.getpid(), signal.SIGTERM)
@@ -47,6 +54,27 @@ def test_a_cpu_that_does_not_stop_is_killed_after_the_grace_time() -> None:
         assert [f.how for f in result.failures] == ["did not stop within 1 s of being asked and was terminated"] * 2
         assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
         assert result.stopped_by == "time is up"
+
+
+@pytest.mark.multiprocess
+def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
+    """A first Ctrl-C asks the CPUs to stop; a second one, well within the grace time, kills
+    those still running, and each is reported as killed by the second Ctrl-C, not as one that
+    "did not stop within 10 s" (the grace time had not run out)."""
+    ticks = []
+
+    def on_tick(elapsed: float) -> None:
+        ticks.append(elapsed)
+        if len(ticks) in (3, 6):       # Ctrl-C, then Ctrl-C again while the CPUs are stopping
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with Machine.create("host", cpus=2) as m:
+        t0 = time.monotonic()
+        result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=10.0)
+        assert time.monotonic() - t0 < 10.0
+        assert result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
+        assert [f.how for f in result.failures] == ["was killed by a second Ctrl-C before it had stopped"] * 2
+        assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
 
 
 @pytest.mark.multiprocess
