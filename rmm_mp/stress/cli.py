@@ -163,9 +163,11 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         click.echo("replay reproduced the recorded findings" if same else
                    "replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
         failed = failed or not same
-    if do_shrink and report.first() is not None:
+    if do_shrink and report.first() is not None and report.interrupted:
+        click.echo("not shrunk: the run was interrupted")
+    elif do_shrink and report.first() is not None:
         result = shrink(report, on_attempt=lambda n, r: click.echo(f"  shrink attempt {n}: "
-                                                                    f"{_brief(r)}", err=True))
+                                                                    f"{_brief(r)}", err=True), sigterm_stops=True)
         click.echo(result.describe())
         report = result.report
         click.echo(report.findings_text())

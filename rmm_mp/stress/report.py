@@ -53,6 +53,9 @@ class StressReport:
     first CPU saw the stop between operations. Where the stop lands depends on wall time; from
     this step on the CPUs behave as at the end of a step budget, so it is the budget that
     replays the run (stress.schedule writes it). None for a run not stopped so."""
+    interrupted: bool = False
+    """Ctrl-C or SIGTERM stopped the run before its end (``ended`` says "interrupted" only when
+    there was no finding: a finding made before the stop takes precedence there)."""
 
     @property
     def ok(self) -> bool:

@@ -283,7 +283,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         seg.step, seg.switches, seg.preemptions, seg.quiescent_checks + sup.quiescent_checks,
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _counts(results),
-                        sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None))
+                        sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
+                        result.interrupted)
 
 
 def _counts(results: dict[int, CpuResult]) -> dict[str, int]:

@@ -7,7 +7,8 @@ down to single switches); it is replayed (stress.sched replay: where a removed s
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
 key no later than before. The step budget shrinks with it: a replay stops starting operations
 at the step the finding was made. Each candidate is a full run of the CPU processes (about a
-second), so the number of attempts is bounded.
+second), so the number of attempts is bounded. Ctrl-C (or, with ``sigterm_stops``, SIGTERM) ends
+the search: the candidate it stopped is dropped and the smallest run found so far is the result.
 
 This module owns the search. It must not change how a run is checked.
 """
@@ -31,11 +32,14 @@ class ShrinkResult:
     report: StressReport
     attempts: int
     accepted: int
+    interrupted: bool = False
+    """Ctrl-C or SIGTERM ended the search before it was done."""
 
     def describe(self) -> str:
         o, r = self.original, self.report
         f, g = o.first(), r.first()
-        return (f"shrunk in {self.attempts} replays ({self.accepted} kept): finding at step "
+        how = "shrinking interrupted after" if self.interrupted else "shrunk in"
+        return (f"{how} {self.attempts} replays ({self.accepted} kept): finding at step "
                 f"{f.step if f else '?'} -> {g.step if g else '?'}, {o.switches} -> {r.switches} switches, "
                 f"{o.preemptions} -> {r.preemptions} preemptions")
 
@@ -47,27 +51,40 @@ def _score(report: StressReport) -> tuple[int, int, int]:
 
 
 def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 120.0,
-           on_attempt: Callable[[int, StressReport], None] | None = None) -> ShrinkResult:
-    """Shrink a deterministic run that produced a finding (see the module docstring)."""
+           on_attempt: Callable[[int, StressReport], None] | None = None,
+           sigterm_stops: bool = False) -> ShrinkResult:
+    """Shrink a deterministic run that produced a finding (see the module docstring).
+    ``sigterm_stops`` is run's: SIGTERM then ends the search as Ctrl-C does."""
     first = report.first()
     if not report.config.deterministic or first is None or not report.schedule:
         raise ValueError("only a deterministic run with a finding can be shrunk")
     target = first.key()
     best = report
     attempts = accepted = 0
+    interrupted = False
     deadline = time.monotonic() + max_seconds
+
+    def over() -> bool:
+        return interrupted or attempts >= max_attempts or time.monotonic() >= deadline
 
     tried: set[tuple[tuple[int, int], ...]] = set()
 
     def attempt(switches: tuple[tuple[int, int], ...]) -> bool:
-        nonlocal best, attempts, accepted
+        nonlocal best, attempts, accepted, interrupted
         if switches in tried:
             return False
         tried.add(switches)
         attempts += 1
         step = best.first().step if best.first() is not None else None  # type: ignore[union-attr]
         cfg = _replay_config(best.config, switches, step)
-        candidate = run(cfg)
+        try:
+            candidate = run(cfg, sigterm_stops=sigterm_stops)
+        except KeyboardInterrupt:     # outside the CPUs' run (while building): run cleaned up
+            interrupted = True
+            return False
+        if candidate.interrupted:     # stopped part-way: says nothing about this schedule
+            interrupted = True
+            return False
         if on_attempt is not None:
             on_attempt(attempts, candidate)
         found = candidate.first()
@@ -80,31 +97,33 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
     # No preemption at all: one CPU runs until it blocks or finishes (the finder's CPU first).
     cpus = sorted(range(report.config.cpus), key=lambda c: c != first.cpu)
     for cpu in cpus:
-        if attempts >= min(max_attempts, report.config.cpus) or time.monotonic() >= deadline:
+        if over() or attempts >= report.config.cpus:
             break
         if attempt(((0, cpu),)):
             break
     chunks = 2
-    while attempts < max_attempts and time.monotonic() < deadline:
+    while not over():
         switches = best.schedule[1:]
         if not switches:
             break
         size = max(1, len(switches) // chunks)
         removed = False
         for start in range(len(switches) - size, -1, -size) if size else ():
-            if attempts >= max_attempts or time.monotonic() >= deadline:
+            if over():
                 break
             kept = best.schedule[:1] + switches[:start] + switches[start + size:]
             if attempt(kept):
                 removed = True
                 break
+        if interrupted:
+            break
         if removed:
             chunks = max(2, chunks - 1)
         elif size == 1:
             break
         else:
             chunks = min(len(switches), chunks * 2)
-    return ShrinkResult(report, best, attempts, accepted)
+    return ShrinkResult(report, best, attempts, accepted, interrupted)
 
 
 def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:

@@ -57,6 +57,32 @@ def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(t
 
 
 @pytest.mark.multiprocess
+def test_an_interrupted_run_with_a_finding_is_not_shrunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C stopped the run after it found something: `--shrink` does not then start up to
+    two minutes of replays; the command says so, saves the schedule and exits 1."""
+    import dataclasses
+
+    from rmm_mp.stress import cli as stress_cli
+
+    real_run = stress_cli.run
+
+    def interrupted(config, **kwargs):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(real_run(config, **kwargs), interrupted=True)
+
+    def no_shrink(*args: object, **kwargs: object) -> None:
+        raise AssertionError("shrink started after an interrupted run")
+
+    monkeypatch.setattr(stress_cli, "run", interrupted)
+    monkeypatch.setattr(stress_cli, "shrink", no_shrink)
+    path = tmp_path / "s.json"
+    result = CliRunner().invoke(stress, ["tables", "--seed", "1", "--schedule", "random", "--steps", "3000",
+                                         "--inject", "lock-two-unordered", "--checkers", "lockdep", "--shrink",
+                                         "--save-schedule", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "not shrunk: the run was interrupted" in result.output
+    assert path.exists()
+
+
 def test_clean_free_running_run_exits_zero() -> None:
     """Two CPUs free-running the tables workload for a second: no finding, exit 0; the machine
     is named on stderr first, so that `rmm-mp check` can attach to it."""

@@ -4,6 +4,8 @@ the finding with fewer steps and preemptions, and the run can be drawn as a time
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from rmm_mp.hw import points
 from rmm_mp.stress import StressConfig, run, timeline
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress.sched import splitmix64
+from rmm_mp.stress import shrink as shrinking
 from rmm_mp.stress.shrink import shrink
 
 pytestmark = pytest.mark.multiprocess
@@ -59,6 +62,33 @@ def test_shrink_keeps_the_finding_with_fewer_steps_and_preemptions() -> None:
     # the initial pick, not a switch).
     assert f", {report.switches} -> {result.report.switches} switches, " in result.describe()
     assert f"{report.switches} switches (" in report.text()
+
+
+def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a shrink replay ends the search there: the stopped replay is not taken for
+    one without the finding, no further replay starts, and the result (the run as it was)
+    says that shrinking was interrupted. The first replay gets SIGINT at its first tick, while
+    its CPUs run (as a terminal's Ctrl-C would)."""
+    report = run(LOCK_TWO)
+    assert report.first() is not None and not report.interrupted, report.text()
+    replays = []
+
+    def interrupted_replay(cfg: StressConfig, **kwargs: object):  # type: ignore[no-untyped-def]
+        replays.append(cfg)
+        sent = []
+
+        def tick(elapsed: float, seg: object) -> None:
+            if not sent:
+                sent.append(elapsed)
+                os.kill(os.getpid(), signal.SIGINT)
+        return run(cfg, on_tick=tick, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shrinking, "run", interrupted_replay)
+    seen = []
+    result = shrink(report, max_attempts=4, on_attempt=lambda n, r: seen.append(r))
+    assert len(replays) == 1 and result.attempts == 1 and not seen
+    assert result.interrupted and result.report is report and result.accepted == 0
+    assert result.describe().startswith("shrinking interrupted after 1 replays (0 kept)")
 
 
 def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
