@@ -45,6 +45,8 @@ from rmm_mp.hw.segment import Segment
 from rmm_mp.stats.histogram import REGION_BYTES
 
 _live: "set[Machine]" = set()
+_creating: set[str] = set()
+"""Prefixes of machines Machine.create is making in this process (not yet in _live)."""
 _atexit_registered = False
 _signals_installed = False
 _previous_handlers: dict[int, Any] = {}
@@ -126,7 +128,14 @@ class Machine:
         sizes = _segment_sizes(plat, cpus, trace_capacity)
         _check_free_space(plat, sizes)
         prefix = segment.machine_prefix(os.getpid(), secrets.token_hex(4))
+        # From the first segment on, a signal or an exception anywhere (even inside
+        # Segment.create, after its file exists) must leave nothing: the SIGTERM/SIGHUP
+        # handlers are in place first, and they and the except clause unlink every part named
+        # after the prefix, not only those already stored below.
+        _install_handlers()
+        _creating.add(prefix)
         created: dict[str, Segment] = {}
+        machine: Machine | None = None
         try:
             for part, size in sizes.items():
                 created[part] = Segment.create(prefix, part, size)
@@ -138,11 +147,14 @@ class Machine:
             for region in plat.secure:
                 first = (region.base - plat.dram.base) // GRANULE_SIZE
                 machine.gpt.set_range(first, region.size // GRANULE_SIZE, Pas.SECURE)
+            _register(machine)
         except BaseException:
-            for seg in created.values():
-                seg.unlink()
+            if machine is not None:
+                machine.close()
+            segment.unlink_parts(prefix)
             raise
-        _register(machine)
+        finally:
+            _creating.discard(prefix)
         return machine
 
     @classmethod
@@ -386,7 +398,10 @@ def _register(machine: Machine) -> None:
 
 
 def close_all() -> None:
-    """Close every machine this process created or attached (atexit and signal path)."""
+    """Close every machine this process created or attached (atexit and signal path), and
+    unlink the segments of one it is creating."""
+    for prefix in list(_creating):
+        segment.unlink_parts(prefix)
     for machine in list(_live):
         machine.close()
 

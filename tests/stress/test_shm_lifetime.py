@@ -190,6 +190,48 @@ def test_signal_to_the_creator_leaves_nothing(signum: signal.Signals) -> None:
             remove_leftovers(name)
 
 
+# Signals itself right after Machine.create made its second segment, before Segment.create
+# has returned it (as a signal arriving there would): the half-made machine must vanish.
+CREATOR_SIGNALLED_WHILE_CREATING = PREAMBLE + r"""
+from rmm_mp.hw import segment
+real = segment.Segment.create.__func__
+made = []
+
+def create(cls, prefix, part, size):
+    seg = real(cls, prefix, part, size)
+    made.append(part)
+    if len(made) == 2:
+        print(prefix, flush=True)
+        os.kill(os.getpid(), int(sys.argv[1]))
+        time.sleep(5)   # SIGTERM and SIGHUP end the process here; SIGINT has raised already
+    return seg
+
+segment.Segment.create = classmethod(create)
+Machine.create("host", cpus=2)
+print("created", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_while_the_machine_is_being_created_leaves_nothing(signum: signal.Signals) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP while Machine.create is making the segments (after the second
+    exists, before it is handed back): the process ends by that signal (SIGINT: by the
+    KeyboardInterrupt) and none of the segments made so far is left behind."""
+    with private_shm_dir() as shm:
+        proc = start_child(CREATOR_SIGNALLED_WHILE_CREATING, str(int(signum)), shm_dir=shm)
+        try:
+            name = read_line(proc)
+            assert re.fullmatch(rf"rmm-mp-{proc.pid}-[0-9a-f]{{8}}", name), name
+            code, err = wait_exit(proc)
+            if signum == signal.SIGINT:
+                assert code == -signal.SIGINT and "KeyboardInterrupt" in err, (code, err)
+            else:
+                assert code == -signum, (code, err)
+            assert not os.listdir(shm), f"left behind: {os.listdir(shm)}"
+        finally:
+            finish(proc)
+
+
 # -- a CPU process dies ---------------------------------------------------------------------------
 
 # Spawned CPU processes import their target by module name: it is written next to the test's
