@@ -160,8 +160,14 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     failed = not report.ok or report.ended == "interrupted"
     if recorded is not None:
         same = "\n".join(f.text() for f in recorded) == report.findings_text()
-        click.echo("replay reproduced the recorded findings" if same else
-                   "replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
+        if same:
+            click.echo("replay reproduced the recorded findings")
+        elif report.interrupted:
+            # Stopped part-way, it neither reproduced nor contradicted the recording.
+            click.echo("replay interrupted before it reproduced the recorded findings:\n"
+                       + "\n".join(f.text() for f in recorded))
+        else:
+            click.echo("replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
         failed = failed or not same
     if do_shrink and report.first() is not None and report.interrupted:
         click.echo("not shrunk: the run was interrupted")

@@ -57,6 +57,35 @@ def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(t
 
 
 @pytest.mark.multiprocess
+def test_an_interrupted_replay_does_not_say_it_diverged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the first tick of a replay (its CPUs stop before the finding): exit 1, and the
+    replay is said to be interrupted, not to have DIVERGED from its recording."""
+    from rmm_mp.stress import cli as stress_cli
+
+    sched = tmp_path / "s.json"
+    runner = CliRunner()
+    res = runner.invoke(stress, ["tables", "--seed", "1", "--schedule", "random", "--steps", "3000",
+                                 "--inject", "lock-two-unordered", "--checkers", "lockdep", "--save-schedule", str(sched)])
+    assert res.exit_code == 1 and sched.exists(), res.output
+    real_run = stress_cli.run
+
+    def interrupted_at_once(config, **kwargs):  # type: ignore[no-untyped-def]
+        sent = []
+
+        def tick(elapsed: float, seg: object) -> None:
+            if not sent:
+                sent.append(elapsed)
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_run(config, **{**kwargs, "on_tick": tick})
+
+    monkeypatch.setattr(stress_cli, "run", interrupted_at_once)
+    res = runner.invoke(stress, ["--replay", str(sched)])
+    assert res.exit_code == 1, res.output
+    assert "replay interrupted before it reproduced the recorded findings" in res.output, res.output
+    assert "DIVERGED" not in res.output
+
+
+@pytest.mark.multiprocess
 def test_an_interrupted_run_with_a_finding_is_not_shrunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C stopped the run after it found something: `--shrink` does not then start up to
     two minutes of replays; the command says so, saves the schedule and exits 1."""
