@@ -52,6 +52,8 @@ EC_DABT_CUR: Final = 0x25
 EC_PC_ALIGN: Final = 0x22
 EC_SP_ALIGN_DABT: Final = 0x25
 DFSC_ALIGNMENT: Final = 0x21
+ESR_WNR: Final = 1 << 6
+"""ISS bit 6 of a data abort: the access was a write (valid for alignment faults, as on AArch64)."""
 IL: Final = 1 << 25
 
 SMC, HVC, WFI, WFE, ABORT, SLICE = "SMC", "HVC", "WFI", "WFE", "ABORT", "SLICE"
@@ -315,7 +317,8 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 ipa = (x[rn] + imm) & MASK64
                 if ipa & ((1 << size_log2) - 1):
                     state.pc, state.nzcv = pc, nzcv
-                    state.take_exception((EC_DABT_CUR << 26) | IL | DFSC_ALIGNMENT, ipa)
+                    state.take_exception((EC_DABT_CUR << 26) | IL | (ESR_WNR if op == _STR else 0) | DFSC_ALIGNMENT,
+                                         ipa)
                     pc, page = state.pc, _NO_PAGE
                     continue
                 write = op == _STR

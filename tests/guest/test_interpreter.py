@@ -37,6 +37,7 @@ IL = 1 << 25
 ESR_UNDEFINED = 0x00 << 26 | IL               # EC 0x00 unknown reason
 ESR_PC_ALIGN = 0x22 << 26 | IL                # EC 0x22 PC alignment fault
 ESR_DATA_ALIGN = 0x25 << 26 | IL | 0x21       # EC 0x25 data abort, same EL; DFSC 0x21 alignment
+ESR_WNR = 1 << 6                              # ISS WnR: the aborted access was a write
 COND_NAMES = ["eq", "ne", "hs", "lo", "mi", "pl", "hi", "ls", "ge", "lt", "gt", "le"]
 
 
@@ -561,12 +562,14 @@ MISALIGNED = [("ldrh", 1), ("ldrw", 2), ("ldrw", 7), ("ldr", 4), ("ldr", 1),
 @pytest.mark.parametrize("name, offset", MISALIGNED)
 def test_misaligned_data_access(name: str, offset: int) -> None:
     """An access not aligned to its size takes a data abort in the realm: esr EC 0x25 with IL and
-    DFSC 0x21 (alignment), far = the address, elr = the access; nothing is loaded or stored."""
+    DFSC 0x21 (alignment), and WnR (bit 6) for a store, as AArch64 reports an alignment fault;
+    far = the address, elr = the access; nothing is loaded or stored."""
     bus = _with_data(DATA2, b"\xcc" * 16)     # DATA2: above the image, which reaches the vector
     state, event, bus = execute(f"nop\n{name} x2, [x1, #{offset}]\nsmc #1\n" + VECTOR_CODE,
                                 {1: DATA2, 2: 0x1122_3344_5566_7788}, bus=bus)
     assert (event.kind, event.imm) == (SMC, 0x77)
-    assert (state.x[10], state.x[11], state.x[12]) == (8, ESR_DATA_ALIGN, DATA2 + offset)
+    esr = ESR_DATA_ALIGN | (ESR_WNR if name.startswith("str") else 0)
+    assert (state.x[10], state.x[11], state.x[12]) == (8, esr, DATA2 + offset)
     assert state.x[2] == 0x1122_3344_5566_7788
     assert bus.ram[DATA2:DATA2 + 16] == b"\xcc" * 16
 
