@@ -59,6 +59,10 @@ _STRING = re.compile(r'"(?:[^"\\]|\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?
 # GNU as directives that place code in sections or describe symbols for a linker: an image is one
 # section in source order and nothing links it, so they are refused by name rather than as typos.
 _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl", ".type", ".size"})
+# Lines end at \n, \r\n or \r only, as an editor counts them: str.splitlines() would also break
+# at a form feed, \x85 or U+2028, so error line numbers after one would be off and such a
+# character in an .ascii string would cut it in two.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
 MAX_IMAGE = 1 << 30
 """Largest image (bytes): a workload realm's RAM is at most 1 GiB, and a bigger .zero or .org
@@ -77,7 +81,7 @@ def assemble(text: str, base: int = 0) -> bytes:
 class _Assembler:
     def __init__(self, text: str, base: int) -> None:
         self.base = base
-        self.lines = [_parse(n, raw) for n, raw in enumerate(text.splitlines(), start=1)]
+        self.lines = [_parse(n, raw) for n, raw in enumerate(_LINE_BREAK.split(text), start=1)]
         self.symbols: dict[str, int] = {}
         self.declared = {line.label for line in self.lines if line.label is not None} | \
             {line.args[0] for line in self.lines if line.op == ".equ" and line.args}

@@ -692,6 +692,19 @@ def test_error_line_counts_comments_and_blank_lines() -> None:
         assemble("// header\n\nnop ; x\n\n  mov x0, x99\nnop\n")
 
 
+@pytest.mark.parametrize("separator", ["\x0c", "\x0b", "\x1c", "\x85", "\u2028", "\u2029"])
+def test_lines_end_only_at_newlines(separator: str) -> None:
+    """Only \\n, \\r\\n and \\r end a line, as an editor counts them: a form feed (or \\x85,
+    U+2028, which str.splitlines() also breaks at) is whitespace in a line and text in a string,
+    so it neither shifts the line number of a later error nor cuts an .ascii string in two."""
+    with pytest.raises(AssemblerError, match=r"^line 3: "):
+        assemble(f"nop\n{separator}\n  mov x0, x99\n")
+    with pytest.raises(AssemblerError, match=r"^line 2: "):
+        assemble(f"nop // {separator} comment\nmov x0, x99")
+    assert assemble(f'.ascii "a{separator}b"') == f"a{separator}b".encode()
+    assert assemble("nop\r\nnop\rnop\n") == bytes(24)
+
+
 # -- property: random programs ----------------------------------------------------------------
 
 _REGS = st.integers(0, 31)
