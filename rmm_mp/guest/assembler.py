@@ -309,8 +309,10 @@ class _Assembler:
         value = self._value(line, args[1][1:])
         shift = 0
         if len(args) == 3:
-            match = re.fullmatch(r"lsl\s+#(\d+)", args[2], re.IGNORECASE)
-            shift = int(match.group(1)) if match else -1
+            # The shift is an immediate like any other (an expression: #0x10, #SHIFT), not
+            # digits read by int(), which took '#016' and non-ASCII digits that expr refuses.
+            match = re.fullmatch(r"lsl\s+#(.*)", args[2], re.IGNORECASE | re.DOTALL)
+            shift = self._value(line, match.group(1)) if match else -1
         if shift not in (0, 16, 32, 48) or not 0 <= value <= 0xFFFF:
             raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]' with imm16 in 0..0xFFFF")
         return encode(Op.MOVK, self._reg(line, args[0]), aux=shift // 16, imm=value)

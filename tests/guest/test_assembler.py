@@ -66,6 +66,8 @@ FORMS = [
     ("movk x4, #1, lsl #16", encode(Op.MOVK, 4, aux=1, imm=1)),
     ("movk x4, #0xffff, lsl #32", encode(Op.MOVK, 4, aux=2, imm=0xFFFF)),
     ("movk x4, #0, lsl #48", encode(Op.MOVK, 4, aux=3, imm=0)),
+    ("movk x4, #2, lsl #0x20", encode(Op.MOVK, 4, aux=2, imm=2)),       # the shift is an expression too
+    ("movk x4, #2, LSL #16 * 3", encode(Op.MOVK, 4, aux=3, imm=2)),
     ("add x1, x2, x3", encode(Op.ADD, 1, 2, 3)),
     ("add x1, x2, #-1", encode(Op.ADDI, 1, 2, imm=-1)),
     ("sub x5, x6, x7", encode(Op.SUB, 5, 6, 7)),
@@ -607,6 +609,9 @@ ERRORS = [
     ("bad condition", "x: b.xx x", 1, "expected a condition such as b.eq or b.ne, got 'b.xx'"),
     ("movk shift 8", "movk x0, #1, lsl #8", 1, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'"),
     ("movk shift 64", "movk x0, #1, lsl #64", 1, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'"),
+    ("movk shift with leading zero", "movk x0, #1, lsl #016", 1, "leading zeros are not allowed"),
+    ("movk shift in non-ASCII digits", "movk x0, #1, lsl #\u0661\u0666", 1,
+     "expected a number, a label or an expression"),
     ("movk imm too big", "nop\nmovk x0, #0x10000", 2, "with imm16 in 0..0xFFFF"),
     ("movk imm negative", "movk x0, #-1", 1, "with imm16 in 0..0xFFFF"),
     ("movk immediate without #", "nop\nmovk x0, 5", 2, "expected an immediate such as #42, got '5'"),
