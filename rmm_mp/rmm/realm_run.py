@@ -137,7 +137,7 @@ def _complete_entry(call: RealmCall, enter: dict[str, Any], head: tuple[int, ...
     if esr & ESR_ISV:
         register, size_log2, ipa = rec.pending_abort()
         if flags & _INJECT_SEA:
-            state.take_exception((EC_DABT_CUR << 26) | IL | FSC_SEA, ipa)
+            state.take_exception(_data_sea_esr(register, size_log2, bool(esr & ESR_WNR)), ipa)
         elif flags & _EMUL_MMIO:
             if not esr & ESR_WNR and register != 31:
                 state.x[register] = enter["gprs"][0] & ((1 << (8 << size_log2)) - 1)
@@ -261,7 +261,7 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
             return None
         return _exit_abort(call, (EC_IABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     if reason in _SEA_REASONS:
-        state.take_exception((EC_DABT_CUR << 26) | IL | FSC_SEA, ipa)
+        state.take_exception(_data_sea_esr(fault.register, fault.size_log2, fault.write), ipa)
         return None
     if reason not in _EMULATABLE:
         return _exit_abort(call, (EC_DABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
@@ -271,6 +271,16 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     call.rec.set_pending_abort(fault.register, fault.size_log2, ipa)
     value = state.x[fault.register] & ((1 << (8 << fault.size_log2)) - 1) if fault.write else 0
     return _exit_abort(call, esr, ipa, ipa & 0xFFF, (value,))
+
+
+def _data_sea_esr(register: int, size_log2: int, write: bool) -> int:
+    """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, outside the IPA space,
+    or the host's INJECT_SEA). TF-RMM (calc_esr_idabort) copies the stage-2 syndrome of the
+    access and replaces only EC (taken at the current EL), the fault status code (SEA), FnV and
+    S1PTW, so the realm still learns ISV, the size (SAS, SF), the register (SRT) and whether it
+    was a write (WnR); every load and store of the guest ISA moves one register, so ISV is set."""
+    return ((EC_DABT_CUR << 26) | IL | ESR_ISV | (size_log2 << 22) | (register << 16)
+            | (ESR_SF if size_log2 == 3 else 0) | (ESR_WNR if write else 0) | FSC_SEA)
 
 
 def _exit_abort(call: RealmCall, esr: int, ipa: int, far: int, gprs: tuple[int, ...] = ()) -> Exit:

@@ -224,14 +224,26 @@ def test_emul_mmio_without_emulatable_abort(machine: Machine, before: str) -> No
         assert g.pc() == pc
 
 
+def data_sea_syndrome(esr: int, register: int, size_log2: int, write: bool) -> None:
+    """An SEA for a data access keeps the access's syndrome, as TF-RMM's calc_esr_idabort
+    copies it from ESR_EL2: IL, ISV, SAS, SRT, SF and WnR, with EC 0x25 and DFSC SEA."""
+    assert esr == ((EC_DABT_CUR << 26) | (1 << 25) | ISV | (size_log2 << 22) | (register << 16)
+                   | (SF if size_log2 == 3 else 0) | (WNR if write else 0) | FSC_SEA), hex(esr)
+
+
 @pytest.mark.parametrize("flags", [INJECT_SEA, INJECT_SEA | EMUL_MMIO])
-def test_inject_sea_after_mmio(machine: Machine, flags: int) -> None:
+@pytest.mark.parametrize("ins, register, size_log2, write", [
+    ("ldr x6, [x1]", 6, 3, False), ("strh x5, [x1]", 5, 1, True), ("strw x5, [x1]", 5, 2, True)])
+def test_inject_sea_after_mmio(machine: Machine, flags: int, ins: str, register: int, size_log2: int,
+                               write: bool) -> None:
     """INJECT_SEA after an emulatable abort: the realm takes an SEA at the access (EC 0x25, DFSC
-    0x10, FAR = the IPA, ELR = the access); EMUL_MMIO is ignored with it (A4.2.3)."""
+    0x10, FAR = the IPA, ELR = the access, the access's syndrome: a store's has WnR set);
+    EMUL_MMIO is ignored with it (A4.2.3)."""
     ipa = MMIO + 0x30
-    with Guest.build(machine, access("ldr x6, [x1]", ipa)) as g:
+    with Guest.build(machine, access(ins, ipa)) as g:
         assert g.enter()[1]["exit_reason"] == EXIT_SYNC
         took_exception(g, flags, EC_DABT_CUR, ipa, g.label("access"))
+        data_sea_syndrome(g.gpr(20), register, size_log2, write)
         assert g.gpr(6) == (1 << 64) - 1
 
 
@@ -253,17 +265,19 @@ def test_inject_sea_without_unprotected_abort(machine: Machine, before: str) -> 
 
 # -- SEAs the realm takes without an exit (A5.2.3, A5.2.6, A5.2.7) -----------------------------------------
 
-@pytest.mark.parametrize("ins, ipa", [
-    ("ldr x6, [x1]", EMPTY_IPA + 0x18),          # protected, RIPAS EMPTY
-    ("strh x5, [x1]", EMPTY_IPA + 0x2A),
-    ("ldr x6, [x1]", (1 << 40) + 0x20),          # beyond the IPA space
-    ("ldrb x6, [x1]", (1 << 63) + 0x21),
+@pytest.mark.parametrize("ins, ipa, syndrome", [
+    ("ldr x6, [x1]", EMPTY_IPA + 0x18, (6, 3, False)),          # protected, RIPAS EMPTY
+    ("strh x5, [x1]", EMPTY_IPA + 0x2A, (5, 1, True)),
+    ("ldr x6, [x1]", (1 << 40) + 0x20, (6, 3, False)),          # beyond the IPA space
+    ("ldrb x6, [x1]", (1 << 63) + 0x21, (6, 0, False)),
+    ("str x5, [x1]", (1 << 40) + 0x28, (5, 3, True)),
 ])
-def test_sea_in_realm(machine: Machine, ins: str, ipa: int) -> None:
+def test_sea_in_realm(machine: Machine, ins: str, ipa: int, syndrome: tuple[int, int, bool]) -> None:
     """A data access to RIPAS EMPTY or outside the IPA space: the realm takes an SEA (EC 0x25,
-    DFSC 0x10, FAR = the IPA, ELR = the access), no exit."""
+    DFSC 0x10, FAR = the IPA, ELR = the access, the access's syndrome), no exit."""
     with Guest.build(machine, access(ins, ipa)) as g:
         took_exception(g, 0, EC_DABT_CUR, ipa, g.label("access"))
+        data_sea_syndrome(g.gpr(20), *syndrome)
         assert g.gpr(6) == (1 << 64) - 1
 
 
