@@ -39,6 +39,12 @@ SLOT_BYTES = SLOT_Q * 8
 REGION_BYTES = SLOTS * SLOT_BYTES
 FLUSH_INTERVAL_NS = 50_000_000
 
+EL3_SAMPLE_LIMIT_NS = 50_000
+"""An EL3 part this long is no EL3 work: EL3's share of an RMI call is a few register copies and
+the routing, about 1 us; a sample this long was taken while the CPU process was preempted (or
+collecting garbage). Such a sample would weigh about SPLIT_EVERY times in its slot's estimate,
+so it is not used for it; the time still counts, in the call's total and its RMM part."""
+
 H_COUNT, H_SUM, H_MAX, H_EL3, H_HANDLER, H_LOCKWAIT, H_ERRORS, H_FLUSHES = range(HEADER_Q)
 
 
@@ -97,10 +103,12 @@ class Recorder:
 
     def record(self, slot: int, total: int, el3: int | None, lockwait: int, error: bool) -> None:
         """Account one call of ``total`` ns, of which ``el3`` ns in EL3 (None: not measured for
-        this call) and ``lockwait`` ns waiting for locks (the rest is the handler's).
+        this call; EL3_SAMPLE_LIMIT_NS or more: measured while the process was not running,
+        so left out of the EL3 estimate) and ``lockwait`` ns waiting for locks (the rest is the
+        handler's).
         Hot path: up to three calls per REC entry."""
         self.pending[slot].append(total)
-        if el3 is not None:
+        if el3 is not None and el3 < EL3_SAMPLE_LIMIT_NS:
             self._el3[slot] += el3
             self._measured[slot] += 1
         if lockwait:
