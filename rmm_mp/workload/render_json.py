@@ -130,6 +130,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "invariants": _invariants(report),
         "outputs": dict(report.outputs),
         "output_errors": list(report.output_errors),
+        "not_done": list(report.not_done),
     }
 
 

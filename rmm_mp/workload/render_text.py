@@ -8,7 +8,7 @@ Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, 
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
 split of RMI calls; lock contention per class; CPU processes; realms (every failed one, and
 at most MAX_OK_REALMS that succeeded: the JSON has them all); host activity counters per CPU;
-failures, problems, invariants; files written; the verdict.
+failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
 This module owns the layout. It must not compute figures the document does not have.
 """
@@ -77,8 +77,13 @@ def _header(doc: dict[str, Any]) -> list[str]:
         lines.append("host: " + ", ".join(facts))
     if doc["interrupted"]:
         stopped_by = host.get("stopped_by", "")
-        how = stopped_by.removeprefix("interrupted ") if stopped_by.startswith("interrupted (") else "(Ctrl-C)"
-        lines.append(f"INTERRUPTED: the run was stopped before its end {how}")
+        how = stopped_by[stopped_by.find("("):] if stopped_by.startswith("interrupted") else "(Ctrl-C)"
+        if stopped_by.startswith("interrupted before the run"):
+            lines.append(f"INTERRUPTED: stopped while the realms were built, before the CPUs started {how}")
+        elif stopped_by.startswith("interrupted after the run"):
+            lines.append(f"INTERRUPTED: the run ended, then the work after it was stopped {how}: see 'Not done' below")
+        else:
+            lines.append(f"INTERRUPTED: the run was stopped before its end {how}")
     lines.extend(f"WARNING: {w}" for w in doc["warnings"])
     return lines
 
@@ -213,7 +218,11 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
         out += ["", "Problems found by the workload's checks"] + [f"  {p}" for p in report.problems]
     if report.output_errors:
         out += ["", "Report files not written"] + [f"  {e}" for e in report.output_errors]
-    out += ["", "invariants: not checked (the run did not end cleanly)" if report.invariants is None
+    if report.not_done:
+        out += ["", "Not done (the run was interrupted)"] + [f"  {n}" for n in report.not_done]
+    skipped = next((n for n in report.not_done if n.startswith("invariants not checked: ")), "")
+    out += ["", f"invariants: not checked: {skipped.removeprefix('invariants not checked: ')}" if skipped
+            else "invariants: not checked (the run did not end cleanly)" if report.invariants is None
             else f"invariants: {report.invariants}"]
     if doc["outputs"]:
         out += ["", "Written: " + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items())]

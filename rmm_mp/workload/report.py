@@ -91,6 +91,10 @@ class RunReport:
     output_errors: list[str] = field(default_factory=list)
     """Report files (trace, tokens, JSON, CSV, plot) that could not be written, and why: the
     paths were checked before the run, but a disk can fill or a directory go away meanwhile."""
+    not_done: tuple[str, ...] = ()
+    """What a Ctrl-C or SIGTERM outside the CPUs' run left undone, each with why ("invariants not
+    checked: interrupted (Ctrl-C)"): the build (the CPUs then never start), or the work after
+    the run (figures, realm outcomes, invariant check, teardown); the run is then interrupted."""
 
     @property
     def ok(self) -> bool:

@@ -17,7 +17,10 @@
 
 When a CPU failed or the RMM crashed, nothing is torn down (a dead CPU may hold granule locks):
 the report says what happened, and closing the machine unlinks its shared memory as always.
-Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted. While it builds
+Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted. Before the CPUs
+start (the build) and after they stop, Ctrl-C (SIGTERM too with sigterm_stops) ends the step
+under way and skips the slow ones left (_Interrupts); the report says what was not done
+(RunReport.not_done). While it builds
 and tears down realms the parent is at a quiescent point (hw.quiesce) between two instances, so
 `rmm-mp check` can park it as it parks the CPUs.
 
@@ -26,8 +29,11 @@ This module owns the run sequence. It does not render anything.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform as host_platform
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -39,7 +45,7 @@ from rmm_mp.host.churn import ChurnResult, settle
 from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import host_cores, run_cpus
+from rmm_mp.runtime import RunResult, host_cores, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
 from rmm_mp.stats.trace_export import write_trace
@@ -68,8 +74,9 @@ class RunOptions:
     tokens_dir: str | None = None
     context: str = "spawn"
     sigterm_stops: bool = False
-    """Take SIGTERM as Ctrl-C while the CPUs run (run_cpus), so the report is still made:
-    `rmm-mp run` asks for it."""
+    """Take SIGTERM as Ctrl-C from the realms' build to the end of the teardown (run_cpus while
+    the CPUs run, _Interrupts before and after), so the report is still made: `rmm-mp run` asks
+    for it."""
 
 
 def ripas_template() -> RealmTemplate:
@@ -88,66 +95,192 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
                         trace_capacity=TRACE_CAPACITY if options.trace_path else 0) as machine:
         if on_machine is not None:
             on_machine(machine)
-        # The parent builds and tears down realms on CPU 0: a participant in pauses while it does.
-        with Participant(machine.control) as part:
-            plan, parts, pools = _prepare(machine, w, options, part)
-        resident = plan.resident
-        machine.control.view.store_u64(OFF_ARRIVED, 0)
-        arrived = machine.control.view.load_u64
-        bar = Progress(machine, ids, w.seconds, enabled=options.progress,
-                       started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
-        t0 = time.perf_counter_ns()
+        with _Interrupts(options.sigterm_stops) as stop:
+            return _run(machine, w, options, ids, stop)
+
+
+class _Interrupts:
+    """Ctrl-C (and SIGTERM with sigterm_stops) outside the CPUs' run: while the parent builds the
+    realms and after the CPUs have stopped (figures, trace, outcomes, invariants, teardown).
+
+    Such a signal ends the step under way at once (KeyboardInterrupt inside ``step``: a hung
+    teardown can always be stopped) and every later step that ``step`` guards is skipped, but
+    for quick reads of what the run left (``read=True``: figures, realm outcomes), so the report
+    is still made, marked interrupted, with what was left undone. Between two steps a signal is
+    only noted (the next step is then skipped), so none escapes as a bare KeyboardInterrupt. While ``passthrough`` runs the CPUs, a signal raises KeyboardInterrupt
+    as usual: run_cpus handles Ctrl-C and SIGTERM itself. A signal ignored when the run began
+    stays ignored; off the main thread (no signal handlers there) nothing is changed."""
+
+    def __init__(self, sigterm: bool) -> None:
+        self.by = ""
+        """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
+        self.armed = False
+        self.passing = False
+        self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                current = signal.getsignal(signum)
+                if current != signal.SIG_IGN:
+                    self.previous[signum] = signal.SIG_DFL if current is None else current
+                    signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if self.passing:
+            raise KeyboardInterrupt(what)
+        self.by = self.by or what
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt(what)
+
+    def step(self, fn: Callable[[], Any], read: bool = False) -> tuple[bool, Any]:
+        """(True, fn()) or, when interrupted during it (or before it, unless ``read``), (False, None)."""
         try:
-            result = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=bar.tick,
-                              pin=options.pin, tracing=options.trace_path is not None,
-                              sigterm_stops=options.sigterm_stops)
-        finally:
-            bar.close()
-        results: dict[int, CpuResult] = dict(result.results)
-        stats = latency.collect(machine, ids)
-        locks = collect_locks(machine, ids)
-        outputs: dict[str, str] = {}
-        live = list(resident) + [i for r in results.values() for i in r.live]
-        finished = [f for r in results.values() for f in r.finished]
-        output_errors: list[str] = []
-        if options.trace_path:
-            names, named_from = _pa_names(live)
-            try:
-                write_trace(machine, ids, options.trace_path,
-                            min((r.started_ns for r in results.values()), default=t0), names, named_from)
-                outputs["trace"] = options.trace_path
-            except OSError as exc:  # checked before the run; a disk can still fill up meanwhile
-                output_errors.append(f"could not write the trace to {options.trace_path}: {exc.strerror or exc}")
-        errors = realms.Errors()
-        for r in results.values():
-            for slot, gen, message in r.errors:
-                errors.add(slot, gen, message)
-        healthy = not result.failures and not machine.dead
-        checked = invariants(machine) if healthy else None
-        problems: list[str] = []
-        if machine.dead:
-            problems.append(f"the RMM crashed: {machine.dead_reason}")
+            self.armed = True
+            if self.by and not read:
+                raise KeyboardInterrupt(self.by)
+            value = fn()
+            self.armed = False
+            return True, value
+        except KeyboardInterrupt as exc:
+            self.armed = False
+            self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
+            return False, None
+
+    def passthrough(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """(True, fn()), a signal raising KeyboardInterrupt meanwhile for fn to handle (``fn``
+        sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""
+        try:
+            self.passing = True
+            value = fn()
+            self.passing = False
+            return True, value
+        except KeyboardInterrupt as exc:
+            self.passing = False
+            self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
+            return False, None
+
+
+def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], stop: _Interrupts) -> RunReport:
+    # The parent builds and tears down realms on CPU 0: a participant in pauses while it does.
+    def prepare() -> tuple[RunPlan, tuple[CpuPart, ...], tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
         with Participant(machine.control) as part:
-            outcomes, teardown_problems, tokens_saved, unsaved = _finish(
-                machine, w, plan, live, finished, errors, results, pools, healthy, part)
-        if options.tokens_dir is not None and (tokens_saved or not unsaved):
-            outputs["tokens"] = options.tokens_dir
-        if unsaved:
-            output_errors.append(f"could not save {unsaved[0]} of {unsaved[0] + tokens_saved} tokens to "
-                                 f"{options.tokens_dir} (the first: {unsaved[1]})")
-        problems += teardown_problems
-        if healthy and len(results) < len(ids):
-            problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
-        elapsed = _window(results) or result.elapsed_s
-        return RunReport(
-            workload=w.name, source=w.file.source, platform=w.platform.name, cpus=w.cpus, seed=w.seed,
-            seconds=w.seconds, iterations=w.iterations, elapsed_s=elapsed, latency_recorded=options.recording,
-            stats=stats, locks=locks, usage=dict(result.usage), host_cores=len(host_cores()), pinned=options.pin,
-            counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
-            realms=tuple(outcomes), failures=result.failures, problems=tuple(problems), invariants=checked,
-            interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by),
-            window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
-            output_errors=output_errors)
+            return _prepare(machine, w, options, part)
+    built, prepared = stop.step(prepare)
+    not_done: list[str] = []
+    if not built:
+        not_done.append(f"the CPUs were not started: interrupted ({stop.by}) while the realms were built")
+        return _report(machine, w, options, RunResult({}, (), True, 0.0, f"interrupted before the run ({stop.by})"),
+                       {}, {}, {},
+                       (), [], None, [], not_done + [f"invariants not checked: interrupted ({stop.by})",
+                                                     f"teardown not done: interrupted ({stop.by})"], 0)
+    plan, parts, pools = prepared
+    resident = plan.resident
+    machine.control.view.store_u64(OFF_ARRIVED, 0)
+    arrived = machine.control.view.load_u64
+    bar = Progress(machine, ids, w.seconds, enabled=options.progress,
+                   started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
+    t0 = time.perf_counter_ns()
+
+    def run() -> RunResult:
+        try:
+            done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=bar.tick,
+                            pin=options.pin, tracing=options.trace_path is not None,
+                            sigterm_stops=options.sigterm_stops)
+            stop.passing = False    # from here on a signal is the work after the run's
+            return done
+        finally:
+            stop.passing = False
+            bar.close()
+    ran, result = stop.passthrough(run)
+    if not ran:     # a signal just as run_cpus ended (it had stopped or killed every CPU): no results
+        result = RunResult({}, (), True, 0.0, f"interrupted ({stop.by})")
+        not_done.append(f"the CPUs' results not received: interrupted ({stop.by})")
+    results: dict[int, CpuResult] = dict(result.results)
+    # After the run, each step reads or checks the stopped machine; an interruption skips the rest.
+    ok, stats = stop.step(lambda: latency.collect(machine, ids), read=True)
+    if not ok:
+        stats = {}
+        not_done.append(f"latency figures not read: interrupted ({stop.by})")
+    ok, locks = stop.step(lambda: collect_locks(machine, ids), read=True)
+    if not ok:
+        locks = {}
+        not_done.append(f"lock figures not read: interrupted ({stop.by})")
+    outputs: dict[str, str] = {}
+    live = list(resident) + [i for r in results.values() for i in r.live]
+    finished = [f for r in results.values() for f in r.finished]
+    output_errors: list[str] = []
+    if options.trace_path:
+        names, named_from = _pa_names(live)
+        trace_path = options.trace_path
+
+        def trace() -> str:
+            try:
+                write_trace(machine, ids, trace_path,
+                            min((r.started_ns for r in results.values()), default=t0), names, named_from)
+                return ""
+            except OSError as exc:  # checked before the run; a disk can still fill up meanwhile
+                return exc.strerror or str(exc)
+        ok, trouble = stop.step(trace)
+        if ok and not trouble:
+            outputs["trace"] = trace_path
+        else:
+            output_errors.append(f"could not write the trace to {trace_path}: "
+                                 + (trouble or f"interrupted ({stop.by})"))
+    errors = realms.Errors()
+    for r in results.values():
+        for slot, gen, message in r.errors:
+            errors.add(slot, gen, message)
+    healthy = not result.failures and not machine.dead
+    checked = None
+    if healthy:
+        ok, checked = stop.step(lambda: invariants(machine))
+        if not ok:
+            not_done.append(f"invariants not checked: interrupted ({stop.by})")
+    problems: list[str] = []
+    if machine.dead:
+        problems.append(f"the RMM crashed: {machine.dead_reason}")
+    with Participant(machine.control) as part:
+        outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
+            machine, w, plan, live, finished, errors, results, pools, healthy, part, stop)
+    not_done += undone
+    if options.tokens_dir is not None and (tokens_saved or not unsaved):
+        outputs["tokens"] = options.tokens_dir
+    if unsaved:
+        output_errors.append(f"could not save {unsaved[0]} of {unsaved[0] + tokens_saved} tokens to "
+                             f"{options.tokens_dir} (the first: {unsaved[1]})")
+    problems += teardown_problems
+    if healthy and ran and len(results) < len(ids):
+        problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
+    if stop.by and not result.interrupted:
+        result = dataclasses.replace(result, interrupted=True, stopped_by=f"interrupted after the run ({stop.by})")
+    return _report(machine, w, options, result, stats, locks, outputs, tuple(outcomes), problems, checked,
+                   output_errors, not_done, tokens_saved)
+
+
+def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResult,
+            stats: dict[int, Any], locks: dict[int, Any], outputs: dict[str, str], outcomes: tuple[RealmOutcome, ...],
+            problems: list[str], checked: Any, output_errors: list[str], not_done: list[str],
+            tokens_saved: int) -> RunReport:
+    results: dict[int, CpuResult] = dict(result.results)
+    elapsed = _window(results) or result.elapsed_s
+    return RunReport(
+        workload=w.name, source=w.file.source, platform=w.platform.name, cpus=w.cpus, seed=w.seed,
+        seconds=w.seconds, iterations=w.iterations, elapsed_s=elapsed, latency_recorded=options.recording,
+        stats=stats, locks=locks, usage=dict(result.usage), host_cores=len(host_cores()), pinned=options.pin,
+        counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
+        realms=outcomes, failures=result.failures, problems=tuple(problems), invariants=checked,
+        interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by),
+        window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
+        output_errors=output_errors, not_done=tuple(not_done))
 
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],
@@ -182,33 +315,53 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool, part: Participant) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None]:
+            healthy: bool, part: Participant, stop: _Interrupts
+            ) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None, list[str]]:
     """Outcomes of every instance, how many tokens were saved and (count, first reason) of
-    those that could not be; then, on a healthy machine, the teardown and its checks."""
+    those that could not be; then, on a healthy machine, the teardown and its checks. Last,
+    what an interruption (``stop``) left undone."""
     problems: list[str] = []
+    not_done: list[str] = []
     queue = RunQueue(machine)
     ended: list[tuple[Finished, bool]] = [(f, False) for f in finished]
+    unread = 0
     for inst in live:
         template = w.realms[inst.realm] if inst.realm >= 0 else None
-        running = queue.realm_state(inst.slot) != DONE or template is None
-        ended.append((realms.finish(machine, queue, inst, template, platform_key=plan.platform_key,
-                                    tokens_dir=plan.tokens_dir), running))
+
+        def read(inst: Instance = inst, template: RealmTemplate | None = template) -> tuple[Finished, bool]:
+            running = queue.realm_state(inst.slot) != DONE or template is None
+            return realms.finish(machine, queue, inst, template, platform_key=plan.platform_key,
+                                 tokens_dir=plan.tokens_dir), running
+        ok, item = stop.step(read, read=True)
+        if ok:
+            ended.append(item)
+        else:
+            unread += 1
+    if unread:
+        not_done.append(f"{unread} of {len(live)} live realm instances not read: interrupted ({stop.by})")
     ended.sort(key=lambda item: item[0].order)
     outcomes = [realms.outcome(f, errors.of(f), running) for f, running in ended]
     saved = sum(1 for f, _ in ended if f.token_file)
     unsaved_reasons = [f.token_write_error for f, _ in ended if f.token_write_error]
     unsaved = (len(unsaved_reasons), unsaved_reasons[0]) if unsaved_reasons else None
     if not healthy:
-        return outcomes, problems, saved, unsaved
-    cpu = machine.cpu(0)
-    try:
-        cpu.set_recording(False)
-        problems += _teardown(cpu, w, live, results, pools, part)
-    except Exception as exc:    # the RMM crashed or refused a teardown step: a finding, not a crash
-        problems.append(f"teardown stopped: {type(exc).__name__}: {exc}")
-    finally:
-        cpu.close()
-    return outcomes, problems, saved, unsaved
+        return outcomes, problems, saved, unsaved, not_done
+
+    def teardown() -> list[str]:
+        cpu = machine.cpu(0)
+        try:
+            cpu.set_recording(False)
+            return _teardown(cpu, w, live, results, pools, part)
+        except Exception as exc:    # the RMM crashed or refused a teardown step: a finding, not a crash
+            return [f"teardown stopped: {type(exc).__name__}: {exc}"]
+        finally:
+            cpu.close()
+    ok, found = stop.step(teardown)
+    if ok:
+        problems += found
+    else:
+        not_done.append(f"teardown not done: interrupted ({stop.by}); the leak checks after it were not made")
+    return outcomes, problems, saved, unsaved, not_done
 
 
 def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],

@@ -399,3 +399,91 @@ def test_run_exits_1_when_an_invariant_breaks(monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 1, result.output
     assert "planted" in result.output
     assert no_segments_of(os.getpid())
+
+
+# Sends a signal to the process itself from inside a function of rmm_mp, at a defined point:
+# argv = [HOOK ...] -- rmm-mp args, each HOOK "SIGNAL@module:attr[:hang]" (attr may be
+# Class.method); with "hang" the hooked function then never returns (a teardown that hangs).
+_DRIVER = r'''
+import importlib, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
+import rmm_mp.cli
+split = sys.argv.index("--")
+for hook in sys.argv[1:split]:
+    name, _, where = hook.partition("@")
+    modname, attr, *mode = where.split(":")
+    owner = importlib.import_module(modname)
+    *path, last = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    real = getattr(owner, last)
+
+    def wrapper(*a, _real=real, _sig=getattr(signal, name), _hang=mode == ["hang"], _fired=[], **k):
+        if not _fired:
+            _fired.append(1)
+            os.kill(os.getpid(), _sig)
+            while _hang:
+                time.sleep(0.01)
+        return _real(*a, **k)
+    setattr(owner, last, wrapper)
+rmm_mp.cli.main(sys.argv[split + 1:], prog_name="rmm-mp")
+'''
+
+
+def _run_with_hooks(tmp_path: Path, hooks: list[str], args: list[str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, *hooks, "--", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    pid = int(re.search(r"^machine rmm-mp-(\d+)-", proc.stderr, re.MULTILINE)[1])  # type: ignore[index]
+    assert no_segments_of(pid) and not [p for p in psutil.process_iter(["cmdline"])
+                                        if f"rmm-mp-{pid}-" in " ".join(p.info["cmdline"] or ())]
+    return proc
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signame, where, undone", [
+    ("SIGINT", "rmm_mp.workload.realms:build", ["the CPUs were not started: interrupted (Ctrl-C) while the "
+                                                "realms were built", "invariants not checked", "teardown not done"]),
+    ("SIGTERM", "rmm_mp.workload.realms:build", ["the CPUs were not started: interrupted (SIGTERM)"]),
+    ("SIGINT", "rmm_mp.stats.report:collect", ["latency figures not read: interrupted (Ctrl-C)",
+                                               "invariants not checked", "teardown not done"]),
+    ("SIGINT", "rmm_mp.workload.run:invariants", ["invariants not checked: interrupted (Ctrl-C)",
+                                                  "teardown not done: interrupted (Ctrl-C)"]),
+    ("SIGTERM", "rmm_mp.workload.run:invariants", ["invariants not checked: interrupted (SIGTERM)"]),
+    ("SIGINT", "rmm_mp.workload.realms:destroy", ["teardown not done: interrupted (Ctrl-C)"]),
+    ("SIGTERM", "rmm_mp.workload.realms:destroy", ["teardown not done: interrupted (SIGTERM)"]),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_signal_outside_the_cpus_run_still_gives_the_report(tmp_path: Path, signame: str, where: str,
+                                                             undone: list[str]) -> None:
+    """Ctrl-C or SIGTERM while the realms are built (before the CPUs start) or after the CPUs
+    have stopped (reading the figures, the invariant check, the teardown): the rest of that work
+    is skipped, the report is still printed (and the JSON written), marked interrupted with what
+    was not done, the exit status is 1, and neither shared memory nor a process is left. (It
+    printed "Aborted!", or died silently of SIGTERM, with no report.)"""
+    j = tmp_path / "r.json"
+    proc = _run_with_hooks(tmp_path, [f"{signame}@{where}"],
+                           ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress", "--json", str(j)])
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "INTERRUPTED: " in out and "Not done (the run was interrupted)" in out, out + proc.stderr
+    assert "result: FAILED: " in out and "interrupted" in out.splitlines()[-1]
+    for text in undone:
+        assert text in out, text
+    doc = json.loads(j.read_text())
+    assert doc["interrupted"] is True and doc["ok"] is False and doc["not_done"]
+    if "invariants not checked" in " ".join(undone):
+        assert doc["invariants"] is None and "invariants: not checked: interrupted" in out
+    if where.endswith(":destroy"):      # the run itself completed: its figures and realms are there
+        assert doc["total_calls"] > 0 and doc["realms"] and doc["invariants"]["ok"] is True
+
+
+@pytest.mark.multiprocess
+def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
+    """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
+    then hangs; a second Ctrl-C stops the teardown, and the report is printed."""
+    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.stats.progress:Progress.tick",
+                                      "SIGINT@rmm_mp.workload.realms:destroy:hang"],
+                           ["run", "quickstart", "--cpus", "2", "--seconds", "60", "--no-progress"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "INTERRUPTED: the run was stopped before its end (Ctrl-C)" in proc.stdout, proc.stdout + proc.stderr
+    assert "teardown not done: interrupted (Ctrl-C)" in proc.stdout
+    assert "invariants: invariants hold" in proc.stdout
