@@ -7,13 +7,20 @@ second would overwrite the first's output without a word). The probe creates the
 permission bits alone say nothing for root or for /proc; a file the probe created is removed
 again, a directory stays (the run would create it anyway).
 
-This module owns that check. It must not write anything else.
+Once the run is over, ``replacing`` writes each file: to a temporary file beside it, renamed
+over the path only when complete, so that a write that fails (disk full) or is interrupted
+(Ctrl-C) leaves no truncated file and keeps whatever the path held before.
+
+This module owns that check and that way of writing. It must not write anything else.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from rmm_mp.hw.tomlsrc import ConfigError
 
@@ -62,3 +69,42 @@ def check_outputs(outputs: Iterable[tuple[str, str | None]],
         check_output(option, path)
     for option, path in dirs:
         check_output(option, path, directory=True)
+
+
+@contextmanager
+def replacing(path: str) -> Iterator[str]:
+    """Yield the name of a new file to write ``path``'s content to: when the block ends, it is
+    renamed over ``path`` (os.replace, atomic); when it raises anything (OSError, Ctrl-C), it is
+    removed and ``path`` is left as it was. A new file gets the permissions open() would give
+    it, a replaced one keeps its own. A path that exists and is not a regular file (/dev/full,
+    /dev/stdout, a FIFO) is written in place: it is yielded itself. A symbolic link is followed:
+    its target is replaced."""
+    target = os.path.realpath(path)
+    try:
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        yield path
+        return
+    folder, name = os.path.split(target)
+    temp = ""
+    try:
+        while True:
+            temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+            try:
+                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:
+                continue
+        if mode is not None:
+            os.chmod(temp, stat.S_IMODE(mode))
+        yield temp
+        os.replace(temp, target)
+    except BaseException:
+        if temp:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+        raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rmm_mp.outpaths import replacing
 from rmm_mp.stats import calls
 from rmm_mp.stats.histogram import CallStats, bucket_bounds
 from rmm_mp.stats.report import merged
@@ -128,7 +129,8 @@ def write_plot(stats: dict[int, dict[int, CallStats]], path: str, title: str = "
     for n, slot in enumerate(shown):
         _panel(fig.add_subplot(rows, columns, n + 1), slot, stats, total[slot])
     fig.suptitle(heading(title, left_out), fontsize=9, wrap=True)
-    fig.savefig(path, format="png")
+    with replacing(path) as temp:
+        fig.savefig(temp, format="png")
     return [calls.name(slot) for slot in left_out]
 
 

@@ -29,6 +29,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from rmm_mp.hw import trace
+from rmm_mp.outpaths import replacing
 from rmm_mp.stats import calls
 from rmm_mp.stats.report import lock_class_name
 
@@ -132,7 +133,7 @@ def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
     doc = {"traceEvents": events, "displayTimeUnit": "ns",
            "otherData": {"format": FORMAT, "machine": machine.name, "platform": machine.platform.name,
                          "t0_ns": str(t0_ns), "capacity": machine.trace_capacity, "dropped": dropped}}
-    with open(path, "w", encoding="utf-8") as out:
+    with replacing(path) as temp, open(temp, "w", encoding="utf-8") as out:
         json.dump(doc, out, separators=(",", ":"))
         out.write("\n")
     return written

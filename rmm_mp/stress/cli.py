@@ -25,7 +25,7 @@ import click
 from rmm_mp.check import invariants
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
-from rmm_mp.outpaths import check_output, check_outputs
+from rmm_mp.outpaths import check_output, check_outputs, replacing
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
@@ -185,7 +185,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         timeline.write(report, trace_path)
         click.echo(f"timeline: {trace_path} (Perfetto: ui.perfetto.dev)")
     if json_path:
-        Path(json_path).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        with replacing(json_path) as temp:
+            Path(temp).write_text(json.dumps(report.to_json(), indent=1) + "\n")
     if failed:
         raise SystemExit(1)
 
@@ -303,11 +304,12 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         for s in busy:
             click.echo(s.describe())
         if json_path:
-            Path(json_path).write_text(json.dumps({
-                "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
-                "parked": parked, "granules": report.granules,
-                "state_counts": report.state_counts, "dead": machine.dead,
-                "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
-                "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}, indent=1) + "\n")
+            with replacing(json_path) as temp:
+                Path(temp).write_text(json.dumps({
+                    "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
+                    "parked": parked, "granules": report.granules,
+                    "state_counts": report.state_counts, "dead": machine.dead,
+                    "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
+                    "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}, indent=1) + "\n")
     if not report.ok:
         raise SystemExit(1 if quiescent or not (no_pause or participants) else 3)

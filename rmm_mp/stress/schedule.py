@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.hw.tomlsrc import ConfigError, suggestion
+from rmm_mp.outpaths import replacing
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, is_int, is_number, quiescent_every_problem,
@@ -94,7 +95,8 @@ def write(report: StressReport, path: "str | Path") -> Path:
     if not report.config.deterministic:
         raise ValueError("only a deterministic run (--schedule random or pct) has a schedule to write")
     out = Path(path)
-    out.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
+    with replacing(str(out)) as temp:
+        Path(temp).write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
     return out
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.hw import points
+from rmm_mp.outpaths import replacing
 from rmm_mp.stress.findings import fid_name
 from rmm_mp.stress.report import StressReport
 
@@ -101,7 +102,8 @@ def write(report: StressReport, path: "str | Path") -> Path:
     if not report.config.deterministic:
         raise ValueError("a timeline needs a deterministic run (--schedule random, pct or --replay)")
     out = Path(path)
-    out.write_text(json.dumps({"traceEvents": events(report), "displayTimeUnit": "ms",
-                               "otherData": {"format": FORMAT, "clock": "schedule steps (1 step = 1 us)",
-                                             "summary": report.summary()}}) + "\n")
+    with replacing(str(out)) as temp:
+        Path(temp).write_text(json.dumps({"traceEvents": events(report), "displayTimeUnit": "ms",
+                                          "otherData": {"format": FORMAT, "clock": "schedule steps (1 step = 1 us)",
+                                                        "summary": report.summary()}}) + "\n")
     return out

@@ -9,7 +9,9 @@ This module owns the command-line surface of workloads. The logic lives in the m
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable
 
 import click
@@ -34,15 +36,35 @@ def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunR
     files that were written and its ``ok`` and ``output_errors`` count the others (checked
     before the run, a path can still fail: disk full, a directory removed meanwhile; and a plot
     has nothing to draw when the run was stopped before any call: ValueError). A failure goes to
-    report.output_errors: the text report shows it and the run exits 1."""
-    for key, path, write in sorted(files, key=lambda f: f[0] == "json"):
-        report.outputs[key] = path
-        try:
-            write(report, path)
-        except (OSError, ValueError) as exc:
-            report.outputs.pop(key, None)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            report.output_errors.append(f"could not write the {key} report to {path}: {reason}")
+    report.output_errors: the text report shows it and the run exits 1. Ctrl-C or SIGTERM ends
+    the file being written and skips the rest, each then "not written: interrupted"; the
+    report is still printed. Each writer leaves a file complete or not at all (outpaths.replacing)."""
+    stopped = ""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) or signal.SIG_DFL
+    try:
+        for key, path, write in sorted(files, key=lambda f: f[0] == "json"):
+            try:
+                if stopped:
+                    raise KeyboardInterrupt(stopped)
+                report.outputs[key] = path
+                write(report, path)
+            except (OSError, ValueError) as exc:
+                report.outputs.pop(key, None)
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                report.output_errors.append(f"could not write the {key} report to {path}: {reason}")
+            except KeyboardInterrupt as exc:
+                report.outputs.pop(key, None)
+                stopped = stopped or (exc.args[0] if exc.args else "Ctrl-C")
+                report.output_errors.append(f"could not write the {key} report to {path}: interrupted ({stopped})")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def announce(machine: Machine) -> None:

@@ -28,6 +28,7 @@ from rmm_mp.host import RealmSpec, create_realm, destroy_realm, realm_status
 from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
 from rmm_mp.host.runqueue import DONE, R_GEN, VEND_DRAINED
+from rmm_mp.outpaths import replacing
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.report import RealmOutcome
@@ -130,7 +131,7 @@ def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTempla
     if tokens_dir is not None:
         path = os.path.join(tokens_dir, f"{t.name}-{inst.index}-{inst.generation:06d}.cbor")
         try:
-            with open(path, "wb") as out:
+            with replacing(path) as temp, open(temp, "wb") as out:
                 out.write(token)
         except OSError as exc:  # the directory went away, the disk is full: a file not written
             path, write_error = "", f"{path}: {exc.strerror or exc}"

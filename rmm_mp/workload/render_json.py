@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from rmm_mp.outpaths import replacing
 from rmm_mp.stats import report as latency
 from rmm_mp.words import count as _count
 from rmm_mp.workload.report import LockClassStats, RunReport
@@ -135,14 +136,14 @@ def to_json(report: RunReport) -> dict[str, Any]:
 
 
 def write_json(report: RunReport, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as out:
+    with replacing(path) as temp, open(temp, "w", encoding="utf-8") as out:
         json.dump(to_json(report), out, indent=2)
         out.write("\n")
 
 
 def write_csv(report: RunReport, path: str) -> None:
     """One row per latency record (the JSON "latency" columns, times in ns), header first."""
-    with open(path, "w", encoding="utf-8", newline="") as out:
+    with replacing(path) as temp, open(temp, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(latency.RECORD_FIELDS)
         if report.latency_recorded:

@@ -487,3 +487,59 @@ def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     assert "INTERRUPTED: the run was stopped before its end (Ctrl-C)" in proc.stdout, proc.stdout + proc.stderr
     assert "teardown not done: interrupted (Ctrl-C)" in proc.stdout
     assert "invariants: invariants hold" in proc.stdout
+
+
+def test_replacing_leaves_a_file_complete_or_not_at_all(tmp_path: Path) -> None:
+    """outpaths.replacing: the content goes to a temporary file beside the path, renamed over
+    it when complete; a failure or Ctrl-C part-way removes it and keeps the earlier file; a
+    replaced file keeps its permissions; a device such as /dev/null is written in place."""
+    from rmm_mp.outpaths import replacing
+    path = tmp_path / "r.json"
+    path.write_text("earlier")
+    path.chmod(0o640)
+    for exc in (KeyboardInterrupt(), OSError(28, "No space left on device")):
+        with pytest.raises(type(exc)):
+            with replacing(str(path)) as temp:
+                Path(temp).write_text("half")
+                raise exc
+        assert path.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    with replacing(str(path)) as temp:
+        Path(temp).write_text("new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    with replacing("/dev/null") as temp:
+        assert temp == "/dev/null"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("module, option, failure", [
+    ("rmm_mp.workload.render_json", "--json", KeyboardInterrupt()),
+    ("rmm_mp.workload.render_json", "--json", OSError(28, "No space left on device")),
+    ("rmm_mp.stats.trace_export", "--trace", KeyboardInterrupt()),
+    ("rmm_mp.stats.trace_export", "--trace", OSError(28, "No space left on device")),
+], ids=["json-ctrl-c", "json-disk-full", "trace-ctrl-c", "trace-disk-full"])
+def test_a_report_file_interrupted_while_written_leaves_the_earlier_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, option: str, failure: BaseException) -> None:
+    """Ctrl-C or a full disk half-way through writing --json or --trace: the earlier file at that
+    path is kept as it was (it was truncated, and a half-written file left, while the report
+    said it was not written), no temporary file is left, the report is printed and names the
+    file and why, and the exit status is 1."""
+    import importlib
+    import types
+    target = importlib.import_module(module)
+
+    def half_then_fail(doc: object, out: object, **kw: object) -> None:
+        out.write('{"traceEvents": [')  # type: ignore[attr-defined]
+        raise failure
+    monkeypatch.setattr(target, "json", types.SimpleNamespace(dump=half_then_fail))
+    path = tmp_path / "r.json"
+    path.write_text("earlier\n")
+    result = CliRunner().invoke(main, ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", option, str(path),
+                                       "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert path.read_text() == "earlier\n" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    why = "interrupted (Ctrl-C)" if isinstance(failure, KeyboardInterrupt) else "No space left on device"
+    kind = "the json report" if option == "--json" else "the trace"
+    assert f"could not write {kind} to {path}: {why}" in result.output, result.output
+    assert "result: FAILED: " in result.output
+    assert no_segments_of(os.getpid())
