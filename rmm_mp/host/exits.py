@@ -12,6 +12,8 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           buffer of an RSI call): fault_in (DELEGATE + DATA_CREATE_UNKNOWN, RTTs created
           lazily). A lost race (another vCPU mapped it) re-enters; if the entry turns out to
           be DESTROYED (RMI_RTT_READ_ENTRY), the vCPU fails, since no page can be given there.
+          An IPA outside the realm's RAM fails the vCPU (no memslot: KVM has no page for it),
+          whatever RIPAS the realm gave it.
     SYNC, WFx: re-enter. SYNC, anything else (an instruction abort included): the vCPU fails,
           as KVM reports an internal error.
     IRQ, FIQ: re-enter.
@@ -147,9 +149,16 @@ def _sync(h: ExitContext, slot: int, realm: HostRealm, ex: tuple[int, ...]) -> O
 
 
 def _protected(h: ExitContext, slot: int, realm: HostRealm, ipa: int) -> Outcome:
-    """A protected IPA without a page: back it (KVM realm_map_protected, 4 KiB)."""
+    """A protected IPA without a page: back it (KVM realm_map_protected, 4 KiB) if it lies in the
+    realm's RAM. Outside it no memory backs the IPA (KVM finds no memslot there and fails the
+    vCPU), even where the realm made the RIPAS RAM: backing it would let a guest take NS memory
+    without bound, beyond what the run's memory bound counts for it."""
     q = h.queue
     q.count(slot, "faults")
+    ram_base, ram_size = realm.ram
+    if not ram_base <= ipa < ram_base + ram_size:
+        return END, 0, None, (f"data abort at IPA {ipa:#x}, outside the realm's RAM [{ram_base:#x}, "
+                              f"{ram_base + ram_size:#x}): no memory backs it")
     if fault_in(h.cpu, h.alloc, realm, ipa) is not None:
         return _AGAIN
     q.count(slot, "fault_races")

@@ -381,6 +381,37 @@ def test_fault_races_and_destroyed_pages() -> None:
         b.finish()
 
 
+def test_a_fault_outside_ram_fails_the_vcpu_whatever_its_ripas(machine: Machine) -> None:
+    """A realm may make protected IPAs outside its RAM RIPAS RAM (IPA_STATE_SET, which the host
+    carries out), but no memory backs them: touching one ends the vCPU in error naming the IPA
+    (KVM finds no memslot), instead of the host handing out NS pages without bound (a guest
+    touching a whole GiB that way used to exhaust the NS allocator and crash the CPU process)."""
+    outside = 0x1000_0000
+    b = boot(machine, program(f"""
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, ={outside:#x}
+            mov x2, ={outside + G:#x}
+            mov x3, #1
+            mov x4, #0
+            smc #0
+            mov x19, #1
+            mov x20, x1
+            cbnz x0, report
+            mov x21, ={outside:#x}
+            str x21, [x21]
+            mov x19, #0
+            b report
+        """))
+    summary = b.run()
+    st = b.status()
+    assert b.entry(outside)[1::2] == (UNASSIGNED, RAM)
+    assert len(summary.errors) == 1 and f"IPA {outside:#x}" in summary.errors[0], summary.errors
+    assert "outside the realm's RAM" in summary.errors[0]
+    assert st.vcpu_ends == ("ERROR",) and st.end == "ERROR" and st.reports == 0
+    assert st.counters["faults"] == 1
+    b.finish()
+
+
 def test_exits_the_host_does_not_resolve(machine: Machine) -> None:
     """handle_exit on a trapped WFI (EC 0x01) re-enters; an SError exit, an unknown exit reason
     and a SYNC exit of another class (EC 0x16) end the vCPU with a message naming what came."""
