@@ -24,7 +24,8 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           vCPU done (the others drain).
     RIPAS_CHANGE: RMI_RTT_SET_RIPAS from the REC's progress until the top, creating RTTs down
           to find_map_level on (ERROR_RTT, level) as KVM does; for EMPTY, the private pages of
-          each completed chunk are destroyed (DATA_DESTROY + UNDELEGATE). A change that cannot
+          each completed chunk that lie in the realm's RAM are destroyed (DATA_DESTROY +
+          UNDELEGATE): the run loop backs nothing outside it, so a page there is not its own. A change that cannot
           complete (an entry without RIPAS, or DESTROYED without the realm's permission) stops
           there; for RAM the next entry says REJECT (RIPAS_RESPONSE).
     HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
@@ -261,7 +262,12 @@ def _ripas_change(h: ExitContext, vcpu: int, realm: HostRealm, base: int, top: i
         x0, done = smc(SET_RIPAS, realm.rd, rec, addr, top)[:2]
         if x0 == SUCCESS:
             if value == RIPAS_EMPTY:
-                _destroy_private(h, slot, realm, addr, done)
+                # Only the realm's RAM holds pages the run loop gave it; a protected page outside
+                # it belongs to another activity (rtt-churn's windows), not to this vCPU's host.
+                ram_base, ram_size = realm.ram
+                start, end = max(addr, ram_base), min(done, ram_base + ram_size)
+                if start < end:
+                    _destroy_private(h, slot, realm, start, end)
             addr = done
             continue
         if status(x0) != ERROR_RTT:

@@ -28,7 +28,7 @@ from rmm_mp.check import invariants
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import (
     GUESTS, CapacityError, HostError, HostRealm, HostRec, LoopPlan, NsAllocator, RealmSpec, RunQueue,
-    RunQueueError, create_realm, destroy_realm, guest_source, load_guest, measure_constants, realm_status,
+    RunQueueError, create_realm, destroy_realm, fault_in, guest_source, load_guest, measure_constants, realm_status,
     run_loop,
 )
 from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
@@ -582,6 +582,54 @@ def test_ripas_change_creates_tables_and_rejects_what_cannot_change(machine: Mac
     st = b.status()
     assert st.result == (1, page) and st.counters["ripas_rejects"] == 1
     assert b.entry(page)[1::2] == (UNASSIGNED, DESTROYED)
+    b.finish()
+
+
+def test_ripas_change_to_empty_destroys_only_pages_in_ram(machine: Machine) -> None:
+    """IPA_STATE_SET EMPTY over a range that covers a page of RAM the realm touched and a page
+    outside its RAM that another host activity assigned (as rtt-churn does in its window): the
+    RIPAS of both becomes EMPTY, but only the RAM page is destroyed and given back; the other
+    stays ASSIGNED to its owner (the run loop used to DATA_DESTROY and free it under rtt-churn)."""
+    outside = 0x4000_0000               # CPU 0's rtt-churn window: below RAM, RIPAS EMPTY
+    b = boot(machine, program(f"""
+            mov x21, ={BASE + MiB:#x}
+            str x21, [x21]
+            mov x21, ={outside:#x}
+            mov x22, ={outside + G:#x}
+            bl empty
+            mov x21, ={BASE + MiB:#x}
+            mov x22, ={BASE + MiB + G:#x}
+            bl empty
+            mov x19, #0
+            b report
+        empty:                          // IPA_STATE_SET EMPTY over [x21, x22), following progress
+            mov x23, lr
+        again:
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, x21
+            mov x2, x22
+            mov x3, #0
+            mov x4, #0
+            smc #0
+            mov x19, #1
+            mov x20, x1
+            cbnz x0, report
+            mov x21, x1
+            cmp x21, x22
+            b.lo again
+            mov lr, x23
+            ret
+        """))
+    pa = fault_in(b.cpu, b.alloc, b.realm, outside)  # type: ignore[arg-type]
+    assert pa is not None
+    b.run()
+    st = b.status()
+    assert st.passed and st.counters["ripas_destroyed"] == 1, st
+    assert b.entry(outside)[1::2] == (ASSIGNED, EMPTY) and b.entry(outside)[2] & ~0xFFF == pa
+    assert b.entry(BASE + MiB)[1::2] == (UNASSIGNED, EMPTY)
+    x0, got = b.cpu.smc(F.RMI_DATA_DESTROY, b.realm.rd, outside)[:2]  # type: ignore[attr-defined]
+    assert x0 == 0 and got == pa and b.cpu.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0  # type: ignore[attr-defined]
+    b.alloc.free(pa)
     b.finish()
 
 
