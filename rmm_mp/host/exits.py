@@ -242,7 +242,7 @@ def _psci_complete(h: ExitContext, vcpu: int, realm: HostRealm, fid: int, mpidr:
         q.count(slot, "affinity_info")
     elif answer == PSCI_SUCCESS:
         q.count(slot, "cpu_on")
-        q.start(tv)         # False for a vCPU that is done: it stays done
+        q.start(tv, maybe_on=True)      # False for a vCPU that is done: it stays done
     else:
         q.count(slot, "cpu_on_denied")
     return _AGAIN

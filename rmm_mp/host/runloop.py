@@ -9,7 +9,8 @@ One step of ``run_loop`` (KVM kvm_rec_pre_enter / kvm_rec_enter / handle_rme_exi
    CPU that handled the previous exit, wherever it ran, wrote it. (ERROR_REALM, 1) is the
    expected race with another vCPU's SYSTEM_OFF and ends this vCPU; (ERROR_REALM, 0) (a realm
    never activated) fails the vCPU; ERROR_REC right after a spurious wake-up (a CPU_ON that the RMM answered ALREADY_ON while this vCPU turned itself
-   off) means the REC is off, and so is the vCPU; any other failure raises HostError;
+   off, whether the start found it still RUNNING or already OFF) means the REC is off, and so is
+   the vCPU; any other failure raises HostError;
 3. read the exit half, count the exit (per CPU and reason, in the run queue's area), decide
    with exits.handle_exit, write the next entry's flags (and gprs when they matter) into the
    run page, and put the vCPU back in the queue, turn it off, or end it.

@@ -25,6 +25,11 @@ A vCPU is in the ring at most once, which its state word enforces (one CAS per t
                                              next stop requeues it instead of turning it off)
                   RUNNING, WOKEN --end--> DONE (SYSTEM_OFF, a drained or failed vCPU)
 
+A vCPU is marked woken (VF_WOKEN) when a start finds it RUNNING, and when a CPU_ON's start
+finds it OFF (start(maybe_on=True)): the RMM may have answered that CPU_ON with ALREADY_ON just
+before the vCPU turned itself off, so its REC may be off. The mark is cleared by the next entry
+that runs; an entry that fails with ERROR_REC while it is set turns the vCPU off.
+
 A realm counts its vCPUs that are QUEUED, RUNNING or WOKEN; the CPU that brings the count to 0
 marks the realm DONE. A vCPU is only started by its realm's registration or by the exit handling
 of another vCPU of the realm that is RUNNING at the time, so the count never touches 0 early.
@@ -204,8 +209,14 @@ class RunQueue:
         off = self._vcpu(vcpu)
         return self.view.load_u64(off + VF_REC), self.view.load_u64(off + VF_RUN)
 
-    def start(self, vcpu: int) -> bool:
-        """Make a vCPU runnable: OFF -> QUEUED, RUNNING -> WOKEN; False if it is DONE."""
+    def start(self, vcpu: int, maybe_on: bool = False) -> bool:
+        """Make a vCPU runnable: OFF -> QUEUED, RUNNING -> WOKEN; False if it is DONE.
+
+        ``maybe_on``: the start follows a CPU_ON whose answer the host cannot see (PSCI_COMPLETE
+        writes it into the caller): the RMM may have found the REC on (ALREADY_ON) and the vCPU
+        may have turned itself off since, so an OFF vCPU is queued marked as woken, and
+        ERROR_REC on its next entry means its REC is off (runloop.py), as for RUNNING -> WOKEN.
+        """
         view, off = self.view, self._vcpu(vcpu) + VF_STATE
         while True:
             state = view.load_u32(off)
@@ -214,6 +225,8 @@ class RunQueue:
             if state in (V_QUEUED, V_WOKEN):
                 return True
             if state == V_OFF and view.cas_u32(off, V_OFF, V_QUEUED) == V_OFF:
+                if maybe_on:
+                    view.store_u32(off - VF_STATE + VF_WOKEN, 1)
                 self._realm_add(vcpu // MAX_VCPUS, R_ACTIVE, 1)
                 self._enqueue(vcpu)
                 return True

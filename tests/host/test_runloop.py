@@ -33,7 +33,7 @@ from rmm_mp.host import (
 )
 from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
 from rmm_mp.host.exits import EXIT, ExitContext, handle_exit
-from rmm_mp.host.runloop import exit_counts
+from rmm_mp.host.runloop import RunLoop, exit_counts
 from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
 from rmm_mp.rmm.realm_desc import Rd
 
@@ -536,6 +536,70 @@ def test_spurious_wake_turns_the_vcpu_off_and_other_rec_errors_raise(machine: Ma
         assert b.queue.start(b.slot * MAX_VCPUS + 1) and b.queue.take(0) == 0 and b.queue.requeue(0) is None
         with pytest.raises(HostError, match="ERROR_REC"):
             b.run()
+
+
+def test_a_cpu_on_answered_already_on_that_starts_a_vcpu_gone_off_meanwhile(machine: Machine,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """REC 0 CPU_ONs REC 1 twice. The second PSCI_COMPLETE finds REC 1 runnable (ALREADY_ON), but
+    before this CPU starts the vCPU, another CPU runs REC 1, which turns itself off (CPU_OFF) and
+    is stopped: the start queues a vCPU whose REC is off. Its entry gets ERROR_REC; that is the
+    spurious wake-up the loop expects, so the vCPU goes OFF again (it used to raise HostError and
+    kill the CPU process: found by a guest whose RECs CPU_ON and CPU_OFF each other at random)."""
+    b = boot(machine, program("""
+            mov x0, =PSCI_CPU_ON
+            mov x1, #1
+            adr x2, secondary
+            mov x3, #0
+            smc #0
+            mov x19, #1
+            mov x20, x0
+            cbnz x0, report
+            mov x0, =PSCI_CPU_ON
+            mov x1, #1
+            adr x2, secondary
+            mov x3, #0
+            smc #0
+            mov x19, #2
+            mov x20, x0
+            cmp x0, #-4                 // ALREADY_ON
+            b.ne report
+        wait:
+            mov x0, =PSCI_AFFINITY_INFO
+            mov x1, #1
+            mov x2, #0
+            smc #0
+            cmp x0, #1                  // OFF
+            b.ne wait
+            mov x19, #0
+            b report
+        secondary:
+            mov x0, =PSCI_CPU_OFF
+            smc #0
+            b secondary
+        """), recs=2)
+    v0, v1 = b.slot * MAX_VCPUS, b.slot * MAX_VCPUS + 1
+    loop = RunLoop(b.cpu)  # type: ignore[arg-type]
+    q = loop.queue
+    assert q.take(0) == v0
+    loop.step(v0)                                       # CPU_ON 1: SUCCESS, vCPU 1 queued
+    assert q.take(0) == v1
+    q.requeue(v1)                                       # not entered yet: REC 0 goes first
+    real_start = q.start
+
+    def start_after_the_target_went_off(vcpu: int, *args: bool, **kwargs: bool) -> bool:
+        assert vcpu == v1 and q.take(0) == v1
+        loop.step(v1)                                   # "another CPU": REC 1 runs CPU_OFF
+        assert q.vcpu_state(v1) == V_OFF
+        return real_start(vcpu, *args, **kwargs)
+
+    monkeypatch.setattr(q, "start", start_after_the_target_went_off)
+    assert q.take(0) == v0
+    loop.step(v0)                                       # CPU_ON 1 again: ALREADY_ON, then the start
+    assert q.vcpu_state(v1) == V_QUEUED and b.status().counters["cpu_on"] == 2
+    b.run()
+    st = b.status()
+    assert st.passed and st.vcpu_states == ("DONE", "OFF"), st
+    b.finish()
 
 
 def test_ripas_change_creates_tables_and_rejects_what_cannot_change(machine: Machine) -> None:
