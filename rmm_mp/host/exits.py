@@ -22,12 +22,12 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           PSCI_COMPLETE(SUCCESS) (the RMM answers ON or OFF); CPU_OFF -> the vCPU goes off;
           CPU_SUSPEND -> re-enter; SYSTEM_OFF / SYSTEM_RESET -> the realm is marked off and the
           vCPU done (the others drain).
-    RIPAS_CHANGE: RMI_RTT_SET_RIPAS from the REC's progress until the top, creating RTTs down
-          to find_map_level on (ERROR_RTT, level) as KVM does; for EMPTY, the private pages of
-          each completed chunk that lie in the realm's RAM are destroyed (DATA_DESTROY +
-          UNDELEGATE): the run loop backs nothing outside it, so a page there is not its own. A change that cannot
-          complete (an entry without RIPAS, or DESTROYED without the realm's permission) stops
-          there; for RAM the next entry says REJECT (RIPAS_RESPONSE).
+    RIPAS_CHANGE: RMI_RTT_SET_RIPAS from the REC's progress until the top or the end of the
+          realm's RAM, creating RTTs down to find_map_level on (ERROR_RTT, level) as KVM does;
+          for EMPTY, the private pages of each completed chunk are destroyed (DATA_DESTROY +
+          UNDELEGATE). A change that cannot complete (an entry without RIPAS, DESTROYED without
+          the realm's permission, or an IPA outside the realm's RAM) stops there; for RAM the
+          next entry says REJECT (RIPAS_RESPONSE).
     HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
     SERROR, anything else: the vCPU fails.
 
@@ -251,33 +251,34 @@ def _psci_complete(h: ExitContext, vcpu: int, realm: HostRealm, fid: int, mpidr:
 # -- RIPAS change --------------------------------------------------------------------------------
 
 def _ripas_change(h: ExitContext, vcpu: int, realm: HostRealm, base: int, top: int, value: int) -> Outcome:
-    """RTT_SET_RIPAS over [base, top) (KVM kvm_complete_ripas_change)."""
+    """RTT_SET_RIPAS over [base, top) (KVM kvm_complete_ripas_change), as far as the realm's RAM
+    reaches: the host backs nothing outside it, and the tables a change there would need are
+    not in the memory the run counts for the realm (a guest changing every 2 MiB of its IPA
+    space would exhaust NS memory), so it stops at the end of RAM, or at base when base lies
+    outside RAM."""
     q, smc = h.queue, h.smc
     slot = vcpu // MAX_VCPUS
     rec = realm.recs[vcpu % MAX_VCPUS].rec
     q.count(slot, "ripas_changes")
+    ram_base, ram_size = realm.ram
+    end = min(top, ram_base + ram_size) if ram_base <= base < ram_base + ram_size else base
     addr = base
     last_error: tuple[int, int] | None = None
-    while addr < top:
-        x0, done = smc(SET_RIPAS, realm.rd, rec, addr, top)[:2]
+    while addr < end:
+        x0, done = smc(SET_RIPAS, realm.rd, rec, addr, end)[:2]
         if x0 == SUCCESS:
             if value == RIPAS_EMPTY:
-                # Only the realm's RAM holds pages the run loop gave it; a protected page outside
-                # it belongs to another activity (rtt-churn's windows), not to this vCPU's host.
-                ram_base, ram_size = realm.ram
-                start, end = max(addr, ram_base), min(done, ram_base + ram_size)
-                if start < end:
-                    _destroy_private(h, slot, realm, start, end)
+                _destroy_private(h, slot, realm, addr, done)
             addr = done
             continue
         if status(x0) != ERROR_RTT:
-            raise HostError(SET_RIPAS, (realm.rd, rec, addr, top), x0,
+            raise HostError(SET_RIPAS, (realm.rd, rec, addr, end), x0,
                             "the REC has this request pending, is not running and the range is its own")
         level = index(x0)
         if level >= PAGE_LEVEL or (addr, level) == last_error:
             break       # an entry without RIPAS, or DESTROYED without the realm's permission
         last_error = (addr, level)
-        made = create_rtt_levels(h.cpu, h.alloc, realm, addr, level, max(level + 1, find_map_level(realm, addr, top)))
+        made = create_rtt_levels(h.cpu, h.alloc, realm, addr, level, max(level + 1, find_map_level(realm, addr, end)))
         q.count(slot, "rtts_created", made)
     if addr < top:
         q.count(slot, "ripas_rejects")

@@ -381,34 +381,24 @@ def test_fault_races_and_destroyed_pages() -> None:
         b.finish()
 
 
-def test_a_fault_outside_ram_fails_the_vcpu_whatever_its_ripas(machine: Machine) -> None:
-    """A realm may make protected IPAs outside its RAM RIPAS RAM (IPA_STATE_SET, which the host
-    carries out), but no memory backs them: touching one ends the vCPU in error naming the IPA
-    (KVM finds no memslot), instead of the host handing out NS pages without bound (a guest
-    touching a whole GiB that way used to exhaust the NS allocator and crash the CPU process)."""
+def test_a_fault_outside_ram_fails_the_vcpu(machine: Machine) -> None:
+    """A data abort at a protected IPA outside the realm's RAM (it can only come from an entry
+    with RIPAS RAM or DESTROYED there) ends the vCPU in error naming the IPA: no memory backs it
+    (KVM finds no memslot). The host used to fault a page in for any protected IPA, so a guest
+    that made a GiB outside its RAM RIPAS RAM and touched it exhausted the NS allocator and
+    crashed the CPU process."""
+    b = boot(machine, program("mov x19, #0\nb report"))
+    ctx = ExitContext(b.cpu, b.alloc, b.queue)  # type: ignore[arg-type]
     outside = 0x1000_0000
-    b = boot(machine, program(f"""
-            mov x0, =RSI_IPA_STATE_SET
-            mov x1, ={outside:#x}
-            mov x2, ={outside + G:#x}
-            mov x3, #1
-            mov x4, #0
-            smc #0
-            mov x19, #1
-            mov x20, x1
-            cbnz x0, report
-            mov x21, ={outside:#x}
-            str x21, [x21]
-            mov x19, #0
-            b report
-        """))
-    summary = b.run()
-    st = b.status()
-    assert b.entry(outside)[1::2] == (UNASSIGNED, RAM)
-    assert len(summary.errors) == 1 and f"IPA {outside:#x}" in summary.errors[0], summary.errors
-    assert "outside the realm's RAM" in summary.errors[0]
-    assert st.vcpu_ends == ("ERROR",) and st.end == "ERROR" and st.reports == 0
-    assert st.counters["faults"] == 1
+    abort = [0] * len(EXIT.unpack(bytes(EXIT.size)))
+    abort[1], abort[3] = 0x24 << 26 | 1 << 25 | 0x7, (outside >> 8) | 0x3
+    in_use = b.alloc.statistics().granules_in_use
+    action, flags, gprs, error = handle_exit(ctx, 0, tuple(abort))
+    assert (action, flags, gprs) == (2, 0, None) and f"IPA {outside:#x}" in error
+    assert "outside the realm's RAM" in error
+    assert b.alloc.statistics().granules_in_use == in_use and b.status().counters["faults"] == 1
+    b.run()
+    assert b.status().passed
     b.finish()
 
 
@@ -649,48 +639,74 @@ def test_ripas_change_creates_tables_and_rejects_what_cannot_change(machine: Mac
     b.finish()
 
 
-def test_ripas_change_to_empty_destroys_only_pages_in_ram(machine: Machine) -> None:
-    """IPA_STATE_SET EMPTY over a range that covers a page of RAM the realm touched and a page
-    outside its RAM that another host activity assigned (as rtt-churn does in its window): the
-    RIPAS of both becomes EMPTY, but only the RAM page is destroyed and given back; the other
-    stays ASSIGNED to its owner (the run loop used to DATA_DESTROY and free it under rtt-churn)."""
+def test_ripas_change_stops_at_the_end_of_ram(machine: Machine) -> None:
+    """The host changes RIPAS only inside the realm's RAM. EMPTY over a page outside it, which
+    another host activity assigned (as rtt-churn does in its window below RAM): no progress
+    (X1 = base, ACCEPT), the page stays assigned to its owner. RAM over the last page of RAM and
+    the one after it: progress to the end of RAM, then REJECT, and no RTT is created beyond it.
+    EMPTY inside RAM destroys the realm's page as before. (The host used to change RIPAS
+    anywhere, creating the tables that takes: a guest changing every 2 MiB of its IPA space
+    exhausted the NS allocator; and it DATA_DESTROYed rtt-churn's pages.)"""
     outside = 0x4000_0000               # CPU 0's rtt-churn window: below RAM, RIPAS EMPTY
+    end = BASE + 2 * MiB
     b = boot(machine, program(f"""
-            mov x21, ={BASE + MiB:#x}
-            str x21, [x21]
-            mov x21, ={outside:#x}
-            mov x22, ={outside + G:#x}
-            bl empty
-            mov x21, ={BASE + MiB:#x}
-            mov x22, ={BASE + MiB + G:#x}
-            bl empty
-            mov x19, #0
-            b report
-        empty:                          // IPA_STATE_SET EMPTY over [x21, x22), following progress
-            mov x23, lr
-        again:
             mov x0, =RSI_IPA_STATE_SET
-            mov x1, x21
-            mov x2, x22
+            mov x1, ={outside:#x}
+            mov x2, ={outside + G:#x}
             mov x3, #0
             mov x4, #0
             smc #0
             mov x19, #1
             mov x20, x1
             cbnz x0, report
-            mov x21, x1
-            cmp x21, x22
-            b.lo again
-            mov lr, x23
-            ret
+            mov x21, ={outside:#x}
+            cmp x1, x21
+            b.ne report
+            mov x19, #2
+            mov x20, x2
+            cbnz x2, report             // ACCEPT
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, ={end - G:#x}
+            mov x2, ={end + G:#x}
+            mov x3, #1
+            mov x4, #0
+            smc #0
+            mov x19, #3
+            mov x20, x1
+            mov x21, ={end:#x}
+            cmp x1, x21
+            b.ne report
+            mov x19, #4
+            mov x20, x2
+            cmp x2, #1                  // REJECT
+            b.ne report
+            mov x21, ={BASE + MiB:#x}
+            str x21, [x21]
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, x21
+            add x2, x21, #{G}
+            mov x3, #0
+            mov x4, #0
+            smc #0
+            mov x19, #5
+            mov x20, x1
+            add x21, x21, #{G}
+            cmp x1, x21
+            b.ne report
+            mov x19, #0
+            b report
         """))
     pa = fault_in(b.cpu, b.alloc, b.realm, outside)  # type: ignore[arg-type]
     assert pa is not None
     b.run()
     st = b.status()
-    assert st.passed and st.counters["ripas_destroyed"] == 1, st
+    assert st.passed, st.result
+    assert st.counters["ripas_destroyed"] == 1 and st.counters["ripas_rejects"] == 2
+    assert st.counters["rtts_created"] == 0
     assert b.entry(outside)[1::2] == (ASSIGNED, EMPTY) and b.entry(outside)[2] & ~0xFFF == pa
-    assert b.entry(BASE + MiB)[1::2] == (UNASSIGNED, EMPTY)
+    assert b.entry(BASE + MiB)[1::2] == (UNASSIGNED, EMPTY) and b.entry(end - G)[3] == RAM
+    level, _, _, ripas = b.entry(end)
+    assert level == 2 and ripas == EMPTY
     x0, got = b.cpu.smc(F.RMI_DATA_DESTROY, b.realm.rd, outside)[:2]  # type: ignore[attr-defined]
     assert x0 == 0 and got == pa and b.cpu.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0  # type: ignore[attr-defined]
     b.alloc.free(pa)
