@@ -7,10 +7,11 @@ One step of ``run_loop`` (KVM kvm_rec_pre_enter / kvm_rec_enter / handle_rme_exi
    a vCPU whose realm went off is done at once (it drains);
 2. REC_ENTER(rec, run page). The run page's enter half already holds what this entry needs: the
    CPU that handled the previous exit, wherever it ran, wrote it. (ERROR_REALM, 1) is the
-   expected race with another vCPU's SYSTEM_OFF and ends this vCPU; (ERROR_REALM, 0) (a realm
-   never activated) fails the vCPU; ERROR_REC right after a spurious wake-up (a CPU_ON that the RMM answered ALREADY_ON while this vCPU turned itself
-   off, whether the start found it still RUNNING or already OFF) means the REC is off, and so is
-   the vCPU; any other failure raises HostError;
+   expected race with another vCPU's SYSTEM_OFF or SYSTEM_RESET and ends this vCPU (the realm's
+   end reason comes from that vCPU's exit); (ERROR_REALM, 0) (a realm never activated) fails
+   the vCPU; ERROR_REC right after a spurious wake-up (a CPU_ON that the RMM answered
+   ALREADY_ON while this vCPU turned itself off, whether the start found it still RUNNING or
+   already OFF) means the REC is off, and so is the vCPU; any other failure raises HostError;
 3. read the exit half, count the exit (per CPU and reason, in the run queue's area), decide
    with exits.handle_exit, write the next entry's flags (and gprs when they matter) into the
    run page, and put the vCPU back in the queue, turn it off, or end it.
@@ -45,7 +46,7 @@ from rmm_mp.host.exits import EXIT, REQUEUE, STOP, X_REASON, ExitContext, handle
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.host.realm import ERROR_REALM, ERROR_REC, SUCCESS, HostError, HostRealm
 from rmm_mp.host.runqueue import (
-    END_SYSTEM_OFF, EXIT_SLOTS, MAX_CPUS, MAX_VCPUS, OFF_ARRIVED, OFF_EXITS, RUNNING, VEND_DRAINED, VEND_ERROR,
+    END_NONE, EXIT_SLOTS, MAX_CPUS, MAX_VCPUS, OFF_ARRIVED, OFF_EXITS, RUNNING, VEND_DRAINED, VEND_ERROR,
     VEND_RACE, VEND_SYSTEM_OFF, RunQueue,
 )
 from rmm_mp.hw.quiesce import Participant
@@ -180,7 +181,9 @@ class RunLoop:
     def _entry_failed(self, vcpu: int, rec: int, run: int, x0: int) -> None:
         q = self.queue
         if x0 == _SYSTEM_OFF_RACE:
-            q.system_off(vcpu // MAX_VCPUS, END_SYSTEM_OFF)
+            # SYSTEM_OFF or SYSTEM_RESET: the exit of the vCPU that called it says which (that
+            # vCPU is still running here or on another CPU, so the realm is not done before).
+            q.system_off(vcpu // MAX_VCPUS, END_NONE)
             q.end(vcpu, VEND_RACE)
         elif x0 == _REALM_NEW:
             self._fail(vcpu, "REC_ENTER returned ERROR_REALM: the realm is NEW (not activated)")

@@ -306,7 +306,10 @@ class RunQueue:
         if self._realm_add(slot, R_ACTIVE, -1) != 1:
             return
         base = _REALMS + slot * REALM_BYTES
-        end = END_ERROR if self.counter(slot, "vcpu_errors") else END_ALL_OFF
+        # A realm off with no reason yet: only a SYSTEM_OFF race saw it (its caller's exit was
+        # never handled).
+        end = END_ERROR if self.counter(slot, "vcpu_errors") else \
+            END_SYSTEM_OFF if self.view.load_u32(base + R_STATE) == SYSTEM_OFF else END_ALL_OFF
         self.view.cas_u32(base + R_END, END_NONE, end)
         self.view.store_u32(base + R_STATE, DONE)
         self.view.fetch_sub_u64(_LIVE, 1)
@@ -434,7 +437,8 @@ class RunQueue:
         return tuple(struct.unpack_from("<2Q", self.buf, base + R_SHARED + 16 * i) for i in range(count))
 
     def system_off(self, slot: int, reason: int) -> None:
-        """The realm turned itself off (END_SYSTEM_OFF / END_SYSTEM_RESET): its vCPUs drain."""
+        """The realm turned itself off (END_SYSTEM_OFF / END_SYSTEM_RESET, or END_NONE when the
+        host cannot tell which: the reason stays for the call's own exit to give): its vCPUs drain."""
         base = _REALMS + slot * REALM_BYTES
         self.view.cas_u32(base + R_END, END_NONE, reason)
         self.view.cas_u32(base + R_STATE, RUNNING, SYSTEM_OFF)

@@ -33,6 +33,7 @@ from rmm_mp.host import (
 )
 from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
 from rmm_mp.host.exits import EXIT, ExitContext, handle_exit
+from rmm_mp.host import runloop
 from rmm_mp.host.runloop import RunLoop, exit_counts
 from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
 from rmm_mp.rmm.realm_desc import Rd
@@ -501,6 +502,48 @@ def test_system_off_race_ends_the_vcpu(machine: Machine) -> None:
     st = b.status()
     assert summary.exits[7] == 1 and summary.errors == ()
     assert st.vcpu_ends == ("SYSTEM_OFF_RACE",) and st.end == "SYSTEM_OFF" and st.state == "DONE"
+    b.finish()
+
+
+def test_system_reset_race_keeps_the_reset_as_the_realms_end(machine: Machine,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """REC 0 calls SYSTEM_RESET while REC 1 is runnable; REC 1 is entered on "another CPU" before
+    the host handles REC 0's exit, and gets (ERROR_REALM, 1). The race cannot tell SYSTEM_OFF
+    from SYSTEM_RESET, so it must not decide the realm's end: the exit of REC 0 says RESET (the
+    race used to record SYSTEM_OFF first, and the report said the realm turned itself off)."""
+    b = boot(machine, program("""
+            mov x0, =PSCI_CPU_ON
+            mov x1, #1
+            adr x2, spin
+            mov x3, #0
+            smc #0
+            mov x0, =PSCI_SYSTEM_RESET
+            smc #0
+        spin:
+            wfi
+            b spin
+        """), recs=2)
+    v0, v1 = b.slot * MAX_VCPUS, b.slot * MAX_VCPUS + 1
+    loop = RunLoop(b.cpu)  # type: ignore[arg-type]
+    q = loop.queue
+    assert q.take(0) == v0
+    loop.step(v0)                                       # CPU_ON 1
+    assert q.take(0) == v1
+    q.requeue(v1)
+    real_handle_exit = runloop.handle_exit
+
+    def other_cpu_enters_rec_1_first(ctx, vcpu, ex):  # type: ignore[no-untyped-def]
+        if vcpu == v0:
+            assert q.take(0) == v1
+            loop.step(v1)                               # (ERROR_REALM, 1): SYSTEM_OFF_RACE
+        return real_handle_exit(ctx, vcpu, ex)
+
+    monkeypatch.setattr(runloop, "handle_exit", other_cpu_enters_rec_1_first)
+    assert q.take(0) == v0
+    loop.step(v0)                                       # the SYSTEM_RESET exit
+    st = b.status()
+    assert loop.exits[7] == 1 and st.state == "DONE", st
+    assert st.vcpu_ends == ("SYSTEM_OFF", "SYSTEM_OFF_RACE") and st.end == "SYSTEM_RESET", st
     b.finish()
 
 
