@@ -211,12 +211,26 @@ def test_cpu_on_target_already_on(machine: Machine) -> None:
 # -- AFFINITY_INFO (B6.3.1) -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("fid", AFFINITY_INFO)
-@pytest.mark.parametrize("level", [1, 3, 1 << 32])
+@pytest.mark.parametrize("level", [1, 3, 1 << 32 | 1])
 def test_affinity_info_target_bound(machine: Machine, fid: int, level: int) -> None:
     """target_bound: lowest_affinity_level != 0 -> INVALID_PARAMETERS, no exit."""
     with Guest.build(machine, call(fid, 1, level), num_recs=2) as g:
         finish(g)
         answered(g, INVALID_PARAMETERS)
+
+
+@pytest.mark.parametrize("fid", AFFINITY_INFO)
+def test_affinity_info_level_is_x2_low_half(machine: Machine, fid: int) -> None:
+    """lowest_affinity_level is X2[31:0] (B6.3.1; X2[63:32] SBZ): X2 = 1 << 32 names level 0,
+    so target_bound does not fail: about the caller, ON; about REC 1, the PSCI exit."""
+    with Guest.build(machine, call(fid, MPIDR_RES1, 1 << 32), num_recs=2) as g:
+        finish(g)
+        answered(g, ON)
+    with Guest.build(machine, call(fid, 1, 1 << 32), num_recs=2) as g:
+        psci_exit(g, (fid, 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        answered(g, OFF)
 
 
 @pytest.mark.parametrize("fid", AFFINITY_INFO)
