@@ -143,7 +143,16 @@ def test_version_1_0(machine: Machine) -> None:
     ok(machine)
 
 
-@pytest.mark.parametrize("requested", [0x1_0001, 0x2_0000, 0x2_0001, 0x0_0001])
+@pytest.mark.parametrize("reserved", [1 << 31, 1 << 32, 0xFFFF_FFFF_8000_0000])
+def test_version_reserved_bits_ignored(machine: Machine, reserved: int) -> None:
+    """RsiInterfaceVersion bits 63:31 are reserved (SBZ, B5.4.4): 1.0 with junk there is still
+    1.0, so SUCCESS (B2 outcome a) with lower = higher = 1.0."""
+    with Guest.build(machine, call_program("RSI_VERSION", {1: reserved | VERSION_1_0})) as g:
+        finish(g)
+        results(g, SUCCESS, VERSION_1_0, VERSION_1_0)
+
+
+@pytest.mark.parametrize("requested", [0x1_0001, 0x2_0000, 0x2_0001, 0x0_0001, 1 << 32 | 0x1_0001])
 def test_version_incompatible(machine: Machine, requested: int) -> None:
     """1.1, 2.0, 2.1 (B2 outcome b, scenarios 4, 8, 9) and 0.1 (outcome c): ERROR_INPUT with
     lower = higher = 1.0, the only revision implemented."""
