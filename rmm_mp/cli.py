@@ -31,16 +31,24 @@ def main() -> None:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def clean(dry_run: bool) -> None:
-    """Remove shared memory left by machines whose creator died (e.g. killed with SIGKILL)."""
+    """Remove shared memory left by machines whose creator died (e.g. killed with SIGKILL).
+
+    An orphan that cannot be removed (another user's, or a directory with a segment's name) is
+    named on stderr with the reason, and the exit status is 1."""
+    failed: list[tuple[segment.MachineSegments, str]] = []
     if dry_run:
         found = [m for m in segment.list_machines() if orphans.is_orphan(m)]
     else:
-        found = orphans.remove_orphans()
+        found, failed = orphans.remove_orphans()
     verb = "would remove" if dry_run else "removed"
     for machine in found:
         click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, {len(machine.paths)} segments)")
-    if not found:
+    for machine, why in failed:
+        click.echo(f"error: could not remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
+    if not found and not failed:
         click.echo("no orphaned rmm-mp shared memory")
+    if failed:
+        raise SystemExit(1)
 
 
 @main.group(name="platform")

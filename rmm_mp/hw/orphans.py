@@ -20,12 +20,16 @@ from rmm_mp.hw.segment import MachineSegments, list_machines, segment_path, unli
 
 def creator_start_ms(prefix: str) -> int | None:
     """The creator start time stored in a machine's control block, if readable."""
+    # Unreadable (another user's, or not a file at all: a directory of that name) is unknown,
+    # never a raise: every Machine.create looks at every machine in the directory.
     try:
         fd = os.open(segment_path(prefix, "ctl"), os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:
         return None
     try:
         header = os.pread(fd, 0x20, 0)
+    except OSError:
+        return None
     finally:
         os.close(fd)
     if len(header) < 0x20 or header[:8] != MAGIC:
@@ -40,11 +44,18 @@ def is_orphan(machine: MachineSegments) -> bool:
     return started is not None and not process.alive(machine.creator_pid, started)
 
 
-def remove_orphans() -> list[MachineSegments]:
-    """Unlink every orphaned machine; returns what was removed."""
-    removed = []
+def remove_orphans() -> tuple[list[MachineSegments], list[tuple[MachineSegments, str]]]:
+    """Unlink every orphaned machine; returns what was removed, and each orphan of which an
+    entry could not be unlinked with why (another user's segment in the sticky /dev/shm, a
+    directory that only looks like a segment). Such an orphan is left as it is: the caller
+    reports it (`rmm-mp clean`) or goes on (Machine.create), never raises."""
+    removed: list[MachineSegments] = []
+    failed: list[tuple[MachineSegments, str]] = []
     for machine in list_machines():
         if machine.creator_pid != os.getpid() and is_orphan(machine):
-            unlink_machine(machine)
-            removed.append(machine)
-    return removed
+            problems = unlink_machine(machine)
+            if problems:
+                failed.append((machine, "; ".join(problems)))
+            else:
+                removed.append(machine)
+    return removed, failed

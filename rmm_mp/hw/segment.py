@@ -123,9 +123,16 @@ def list_machines() -> list[MachineSegments]:
     return [MachineSegments(p, pid, tuple(sorted(paths))) for p, (pid, paths) in sorted(groups.items())]
 
 
-def unlink_machine(segments: MachineSegments) -> None:
+def unlink_machine(segments: MachineSegments) -> list[str]:
+    """Unlink every entry of ``segments``; returns a line for each one that could not be
+    (path and reason), after trying all."""
+    problems = []
     for path in segments.paths:
-        _unlink_quietly(path)
+        try:
+            _unlink_quietly(path)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+    return problems
 
 
 def unlink_parts(prefix: str) -> None:

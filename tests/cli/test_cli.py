@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from rmm_mp import __version__
@@ -50,3 +51,36 @@ def test_python_dash_m_is_the_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "rmm_mp", "--version"], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0 and proc.stdout.strip() == f"rmm-mp, version {__version__}"
+
+
+def _never_a_pid() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read())       # pids are below pid_max: no process has this one
+
+
+def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry of the segment directory that has a segment's name but cannot be unlinked (here
+    a directory; in a shared /dev/shm, another user's segment) of a dead creator: `rmm-mp
+    clean` removes the other orphans, names that one with the reason on stderr and exits 1,
+    without a traceback; Machine.create, which sweeps orphans too, is not stopped by it."""
+    from rmm_mp.hw import segment
+    from rmm_mp.machine import Machine
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    dead = _never_a_pid()
+    stuck = tmp_path / f"rmm-mp-{dead}-0000abcf.ctl"
+    stuck.mkdir()
+    plain = tmp_path / f"rmm-mp-{dead}-0000abce.ctl"
+    plain.write_bytes(b"left by a SIGKILLed creator")
+    dry = CliRunner().invoke(main, ["clean", "--dry-run"])
+    assert dry.exception is None or isinstance(dry.exception, SystemExit), dry.output
+    assert dry.exit_code == 0 and f"would remove rmm-mp-{dead}-0000abcf" in dry.output
+    done = CliRunner().invoke(main, ["clean"])
+    assert isinstance(done.exception, SystemExit) and done.exit_code == 1, done.output
+    assert f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segments)" in done.stdout
+    assert f"error: could not remove rmm-mp-{dead}-0000abcf (creator pid {dead}): {stuck}: Is a directory" \
+        in done.stderr
+    assert not plain.exists() and stuck.is_dir()
+    with Machine.create("host", cpus=1) as m:
+        assert m.name.startswith(f"rmm-mp-{os.getpid()}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stuck.name]
