@@ -14,6 +14,7 @@ This module parses and prints; the work is in stress.runner, stress.shrink, stre
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -24,6 +25,7 @@ import click
 
 from rmm_mp.check import invariants
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
 from rmm_mp.outpaths import check_output, check_outputs, replacing
 from rmm_mp.stress import schedule as schedule_file
@@ -150,6 +152,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         check_outputs((("--trace", trace_path), ("--save-schedule", save_schedule), ("--json", json_path)))
         config, recorded = _config(workload, cpus, seconds, seed, schedule, steps, pct_depth, inject, checkers,
                                    quiescent_every, replay, trace_path)
+        _check_other_paths(config, replay, do_shrink, trace_path, save_schedule, json_path)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     progress = _progress(config)
@@ -178,7 +181,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         report = result.report
         click.echo(report.findings_text())
     if config.deterministic and (save_schedule or (report.first() is not None and (recorded is None or do_shrink))):
-        path = save_schedule or f"stress-{config.workload}-{config.seed}.schedule.json"
+        path = save_schedule or default_schedule_path(config)
         schedule_file.write(report, path)
         click.echo(f"schedule: {path}\nreplay: {report.replay_command(path)}")
     if trace_path:
@@ -189,6 +192,37 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
             Path(temp).write_text(json.dumps(report.to_json(), indent=1) + "\n")
     if failed:
         raise SystemExit(1)
+
+
+def default_schedule_path(config: StressConfig) -> str:
+    """Where a deterministic run that found something writes its schedule without --save-schedule."""
+    return f"stress-{config.workload}-{config.seed}.schedule.json"
+
+
+def _check_other_paths(config: StressConfig, replay: str | None, do_shrink: bool, trace_path: str | None,
+                       save_schedule: str | None, json_path: str | None) -> None:
+    """The paths check_outputs cannot see before the configuration is known: the default
+    schedule file, written (in the current directory) when the run finds something, unless it
+    replays without --shrink; and the --replay file, which --trace or --json would overwrite
+    with something else (a --save-schedule of a replay may replace it: a shrunk schedule is
+    written instead of the original)."""
+    if replay is not None:
+        for option, path in (("--trace", trace_path), ("--json", json_path)):
+            if path is not None and os.path.realpath(path) == os.path.realpath(replay):
+                raise ConfigError("command line", option, path, "a file of its own (it is the --replay file, "
+                                                                "which the run reads)")
+    if not config.deterministic or save_schedule is not None or (replay is not None and not do_shrink):
+        return
+    default = default_schedule_path(config)
+    for option, path in (("--trace", trace_path), ("--json", json_path)):
+        if path is not None and os.path.realpath(path) == os.path.realpath(default):
+            raise ConfigError("command line", option, path, "a file of its own (a run that finds something "
+                                                            "writes its schedule there; name another with "
+                                                            "--save-schedule)")
+    try:
+        check_output("the schedule file (--save-schedule's default)", default)
+    except ConfigError as exc:
+        raise ValueError(f"{exc}; name another with --save-schedule") from None
 
 
 def _progress(config: StressConfig) -> "Callable[[float, StressSegment], None] | None":

@@ -214,3 +214,42 @@ def test_stress_config_refuses_wrong_types(field: str, value: object, message: s
     raise a TypeError."""
     with pytest.raises(ValueError, match=re.escape(message)):
         StressConfig(**{field: value})
+
+
+def test_an_unwritable_default_schedule_path_is_a_usage_error_before_the_run(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run without --save-schedule writes its schedule, when it finds something,
+    to stress-WORKLOAD-SEED.schedule.json in the current directory: a path that cannot be
+    written there (here a directory of that name) is refused before the run, as --save-schedule
+    is, rather than a traceback after it with the schedule lost."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "stress-tables-0.schedule.json").mkdir()
+    res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--schedule", "random"])
+    assert res.exit_code == 2, res.output
+    assert "the schedule file (--save-schedule's default) = 'stress-tables-0.schedule.json': expected a file " \
+           "that can be written (it is a directory); name another with --save-schedule" in res.output
+    # Named with --save-schedule, or a free-running run (no schedule), the default is not used.
+    res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--schedule", "random",
+                                      "--save-schedule", "s.json"])
+    assert "a run started" in str(res.exception)
+
+
+@pytest.mark.parametrize("option", ["--json", "--trace"])
+def test_an_output_naming_the_replay_file_or_the_default_schedule_is_a_usage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str) -> None:
+    """--json or --trace naming the --replay file would overwrite the recording with a report;
+    naming the default schedule path, the schedule (or the report) would be lost when the run
+    finds something. Both are refused before the run and the file is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    sched = tmp_path / "s.json"
+    sched.write_text(json.dumps(VALID))
+    res = CliRunner().invoke(stress, ["--replay", str(sched), option, "./s.json"])
+    assert res.exit_code == 2, res.output
+    assert f"{option} = './s.json': expected a file of its own (it is the --replay file, which the run reads)" \
+           in res.output
+    assert json.loads(sched.read_text()) == VALID
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--seed", "3", option, "stress-mixed-3.schedule.json"])
+    assert res.exit_code == 2, res.output
+    assert f"{option} = 'stress-mixed-3.schedule.json': expected a file of its own (a run that finds something " \
+           "writes its schedule there; name another with --save-schedule)" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
