@@ -56,6 +56,10 @@ class StressReport:
     interrupted: bool = False
     """Ctrl-C or SIGTERM stopped the run before its end (``ended`` says "interrupted" only when
     there was no finding: a finding made before the stop takes precedence there)."""
+    not_done: tuple[str, ...] = ()
+    """What a Ctrl-C or SIGTERM outside the CPUs' run left undone (the CPUs' start, when it came
+    while the population was built; the lock-order analysis or the final invariant check, when
+    it came after the CPUs had stopped)."""
 
     @property
     def ok(self) -> bool:
@@ -90,13 +94,14 @@ class StressReport:
         lines = [self.summary()]
         if self.ok and not sum(self.ops.values()):
             # As pytest says when it collected nothing: a pass that tested nothing is not one.
-            lines.append("no findings, but no operation completed: nothing was tested "
-                         "(give the run more --seconds or --steps)")
+            lines.append("no findings, but no operation completed: nothing was tested"
+                         + ("" if self.interrupted else " (give the run more --seconds or --steps)"))
         elif self.ok:
             lines.append("no findings")
         else:
             lines.append(f"{len(self.findings)} finding(s):")
             lines.append(self.findings_text())
+        lines.extend(f"not done: {what}" for what in self.not_done)
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +118,7 @@ class StressReport:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "findings": [f.to_json() for f in self.findings],
             "lock_edges": [e.to_json() for e in self.edges],
+            "not_done": list(self.not_done),
         }
 
     def replay_command(self, schedule_file: str) -> str:

@@ -42,6 +42,7 @@ from rmm_mp.stress.shared import (
 )
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 from rmm_mp.stress.worker import CpuPlan, CpuResult, stress_cpu
+from rmm_mp.workload.run import Interrupts
 
 HANG_CPU_S = 20.0
 """A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
@@ -58,18 +59,27 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
     with Machine.create(plat, cpus=config.cpus, time_slice=config.time_slice) as machine:
         if on_machine is not None:
             on_machine(machine)
-        # A participant without points: a pause (`rmm-mp check`) waits until the build is done.
-        with Participant(machine.control):
-            population = build(machine, guests=config.guests)
-        det = config.deterministic
-        strategy = "replay" if config.schedule == "replay" else config.schedule
-        seed_state = splitmix64(config.seed * 0x9E37_79B9 + 1)[1]
-        seg = StressSegment.create(machine.name, config.cpus, MODE_DETERMINISTIC if det else MODE_FREE,
-                                   STRATEGIES.index(strategy) if det else 0, config.steps, seed_state)
-        try:
-            return _supervised(machine, seg, config, population, on_tick, sigterm_stops)
-        finally:
-            seg.close()
+        # Ctrl-C (and SIGTERM with sigterm_stops) while the population is built, or after the
+        # CPUs have stopped, still gives a report, marked interrupted (workload.run.Interrupts).
+        with Interrupts(sigterm_stops) as stop:
+            def populate() -> object:
+                # A participant without points: a pause (`rmm-mp check`) waits until the build is done.
+                with Participant(machine.control):
+                    return build(machine, guests=config.guests)
+            built, population = stop.step(populate)
+            if not built:
+                return StressReport(config, (), "interrupted", 0.0, {}, interrupted=True,
+                                    not_done=(f"the CPUs were not started: interrupted ({stop.by}) while the "
+                                              "population was built",))
+            det = config.deterministic
+            strategy = "replay" if config.schedule == "replay" else config.schedule
+            seed_state = splitmix64(config.seed * 0x9E37_79B9 + 1)[1]
+            seg = StressSegment.create(machine.name, config.cpus, MODE_DETERMINISTIC if det else MODE_FREE,
+                                       STRATEGIES.index(strategy) if det else 0, config.steps, seed_state)
+            try:
+                return _supervised(machine, seg, config, population, on_tick, sigterm_stops, stop)
+            finally:
+                seg.close()
 
 
 def _sched_plan(config: StressConfig, seg: StressSegment) -> SchedPlan | None:
@@ -112,23 +122,32 @@ def _hash_seed() -> Iterator[None]:
 
 
 def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, population: object,
-                on_tick: Callable[[float, StressSegment], None] | None, sigterm_stops: bool) -> StressReport:
+                on_tick: Callable[[float, StressSegment], None] | None, sigterm_stops: bool,
+                stop: Interrupts) -> StressReport:
     plan = _sched_plan(config, seg)
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.cpus)] if plan is not None else []
     cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes), tuple(w for _, w in pipes))  # type: ignore[arg-type]
     sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick)
     start = time.monotonic()
-    try:
+
+    def cpus() -> RunResult:
         with _hash_seed():
-            result = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
-                              timeout_s=config.seconds, grace_s=5.0 if plan is None else 2.0,
-                              sigterm_stops=sigterm_stops)
+            done = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
+                            timeout_s=config.seconds, grace_s=5.0 if plan is None else 2.0,
+                            sigterm_stops=sigterm_stops)
+        stop.passing = False    # from here on a signal is the work after the run's
+        return done
+    try:
+        ran, result = stop.passthrough(cpus)
     finally:
         for r, w in pipes:
             r.close()
             w.close()
-    return _report(machine, seg, config, result, sup, time.monotonic() - start)
+    not_done = [] if ran else [f"the CPUs' results not received: interrupted ({stop.by})"]
+    if not ran:
+        result = RunResult({}, (), True, time.monotonic() - start, f"interrupted ({stop.by})")
+    return _report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
 
 
 class _Supervisor:
@@ -260,20 +279,33 @@ def _cpu_time(machine: Machine, cpu: int) -> float | None:
 
 
 def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: RunResult, sup: _Supervisor,
-            elapsed: float) -> StressReport:
+            elapsed: float, stop: Interrupts, not_done: list[str]) -> StressReport:
+    """The report of the CPUs' run. A signal now (``stop``) ends the step under way (reading
+    the lock-order edges, analysing them, the final invariant check) and skips the invariant
+    check if it is still to come; the report is made all the same, marked interrupted and
+    saying what was not done."""
     results: dict[int, CpuResult] = {c: r for c, r in result.results.items() if isinstance(r, CpuResult)}
     findings: list[Finding] = []
     for cpu in sorted(results):
         findings.extend(results[cpu].findings)
     findings.extend(sup.findings)
     findings.extend(_failure(f, machine) for f in result.failures)
-    edges = _edges(machine, results, config)
-    findings.extend(lockdep.analyse(edges))
-    ended = _ended(seg, config, results, sup, findings, result.interrupted)
+    read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
+    analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, None)
+    edges = edges if read else {}
+    if analysed:
+        findings.extend(cycles)
+    elif config.on("lockdep"):
+        not_done.append(f"lock order not analysed: interrupted ({stop.by})")
+    ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by))
     if config.on("invariants") and not machine.dead and ended not in ("aborted", "timeout"):
-        report = invariants(machine)
-        findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
-                        for v in report.violations[:20])
+        checked, report = stop.step(lambda: invariants(machine))
+        if checked:
+            findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
+                            for v in report.violations[:20])
+        else:
+            not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
+            ended = _ended(seg, config, results, sup, findings, True)
     findings.sort(key=lambda f: (f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
     schedule: list[tuple[int, int]] = []
     if sup.plan is not None and sup.started:
@@ -284,7 +316,7 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _counts(results),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
-                        result.interrupted)
+                        result.interrupted or bool(stop.by), tuple(not_done))
 
 
 def _counts(results: dict[int, CpuResult]) -> dict[str, int]:

@@ -19,7 +19,7 @@ When a CPU failed or the RMM crashed, nothing is torn down (a dead CPU may hold 
 the report says what happened, and closing the machine unlinks its shared memory as always.
 Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted. Before the CPUs
 start (the build) and after they stop, Ctrl-C (SIGTERM too with sigterm_stops) ends the step
-under way and skips the slow ones left (_Interrupts); the report says what was not done
+under way and skips the slow ones left (Interrupts); the report says what was not done
 (RunReport.not_done). While it builds
 and tears down realms the parent is at a quiescent point (hw.quiesce) between two instances, so
 `rmm-mp check` can park it as it parks the CPUs.
@@ -75,7 +75,7 @@ class RunOptions:
     context: str = "spawn"
     sigterm_stops: bool = False
     """Take SIGTERM as Ctrl-C from the realms' build to the end of the teardown (run_cpus while
-    the CPUs run, _Interrupts before and after), so the report is still made: `rmm-mp run` asks
+    the CPUs run, Interrupts before and after), so the report is still made: `rmm-mp run` asks
     for it."""
 
 
@@ -95,11 +95,11 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
                         trace_capacity=TRACE_CAPACITY if options.trace_path else 0) as machine:
         if on_machine is not None:
             on_machine(machine)
-        with _Interrupts(options.sigterm_stops) as stop:
+        with Interrupts(options.sigterm_stops) as stop:
             return _run(machine, w, options, ids, stop)
 
 
-class _Interrupts:
+class Interrupts:
     """Ctrl-C (and SIGTERM with sigterm_stops) outside the CPUs' run: while the parent builds the
     realms and after the CPUs have stopped (figures, trace, outcomes, invariants, teardown).
 
@@ -119,7 +119,7 @@ class _Interrupts:
         self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Interrupts":
+    def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 current = signal.getsignal(signum)
@@ -169,7 +169,7 @@ class _Interrupts:
             return False, None
 
 
-def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], stop: _Interrupts) -> RunReport:
+def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], stop: Interrupts) -> RunReport:
     # The parent builds and tears down realms on CPU 0: a participant in pauses while it does.
     def prepare() -> tuple[RunPlan, tuple[CpuPart, ...], tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
         with Participant(machine.control) as part:
@@ -315,7 +315,7 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool, part: Participant, stop: _Interrupts
+            healthy: bool, part: Participant, stop: Interrupts
             ) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None, list[str]]:
     """Outcomes of every instance, how many tokens were saved and (count, first reason) of
     those that could not be; then, on a healthy machine, the teardown and its checks. Last,

@@ -112,6 +112,56 @@ def test_an_interrupted_run_with_a_finding_is_not_shrunk(tmp_path: Path, monkeyp
     assert path.exists()
 
 
+def _signal_when_called(monkeypatch: pytest.MonkeyPatch, module: object, name: str, signum: int) -> list[int]:
+    """Send ``signum`` to this process as ``module.name`` is first called (before the call)."""
+    real = getattr(module, name)
+    calls: list[int] = []
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_after_the_cpus_stopped_still_gives_the_report(monkeypatch: pytest.MonkeyPatch,
+                                                                signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM as the final invariant check starts, the CPUs already stopped: the
+    check is skipped and the report of what ran is printed all the same, marked interrupted and
+    saying what was not done (exit 1), not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM);
+    nothing is left in the segment directory."""
+    from rmm_mp.stress import runner
+    calls = _signal_when_called(monkeypatch, runner, "invariants", signum)
+    before = set(os.listdir(segment.SHM_DIR))
+    res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--quiescent-every", "0"])
+    what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert calls and res.exit_code == 1, res.output
+    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted\n", res.output), res.output
+    assert f"not done: invariants not checked at the end: interrupted ({what})" in res.output
+    assert not {e for e in os.listdir(segment.SHM_DIR) if e.startswith("rmm-mp-")} - before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
+        monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM while the parent builds the population: no CPU is started, and the
+    report says so, marked interrupted (exit 1)."""
+    from rmm_mp.stress import runner
+    _signal_when_called(monkeypatch, runner, "build", signum)
+    monkeypatch.setattr(runner, "run_cpus", lambda *a, **k: pytest.fail("the CPUs were started"))
+    res = CliRunner().invoke(stress, ["--seconds", "1"])
+    what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert res.exit_code == 1, res.output
+    assert "0 operations in 0.0 s; checkers: lockdep, ownership, invariants, watchdog; ended: interrupted" \
+        in res.output
+    assert f"not done: the CPUs were not started: interrupted ({what}) while the population was built" \
+        in res.output
+
+
 def test_clean_free_running_run_exits_zero() -> None:
     """Two CPUs free-running the tables workload for a second: no finding, exit 0; the machine
     is named on stderr first, so that `rmm-mp check` can attach to it."""
