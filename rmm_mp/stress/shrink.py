@@ -8,7 +8,8 @@ CPU that cannot run, the next runnable CPU takes over), and kept if the replay r
 key no later than before. The step budget shrinks with it: a replay stops starting operations
 at the step the finding was made. Each candidate is a full run of the CPU processes (about a
 second), so the number of attempts is bounded. Ctrl-C (or, with ``sigterm_stops``, SIGTERM) ends
-the search: the candidate it stopped is dropped and the smallest run found so far is the result.
+the search, whether it lands during a replay or between two: the candidate it stopped is dropped
+and the smallest run found so far is the result.
 
 This module owns the search. It must not change how a run is checked.
 """
@@ -22,6 +23,7 @@ from typing import Callable
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
+from rmm_mp.workload.run import Interrupts
 
 
 @dataclass(frozen=True)
@@ -58,72 +60,76 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
     first = report.first()
     if not report.config.deterministic or first is None or not report.schedule:
         raise ValueError("only a deterministic run with a finding can be shrunk")
-    target = first.key()
-    best = report
-    attempts = accepted = 0
-    interrupted = False
-    deadline = time.monotonic() + max_seconds
+    # A signal between two replays (in this loop, the progress callback) is noted and ends the
+    # search; one during a replay is run's (it returns a report marked interrupted).
+    with Interrupts(sigterm_stops) as stop:
+        target = first.key()
+        best = report
+        attempts = accepted = 0
+        interrupted = False
+        deadline = time.monotonic() + max_seconds
 
-    def over() -> bool:
-        return interrupted or attempts >= max_attempts or time.monotonic() >= deadline
+        def over() -> bool:
+            return interrupted or bool(stop.by) or attempts >= max_attempts or time.monotonic() >= deadline
 
-    tried: set[tuple[tuple[int, int], ...]] = set()
+        tried: set[tuple[tuple[int, int], ...]] = set()
 
-    def attempt(switches: tuple[tuple[int, int], ...]) -> bool:
-        nonlocal best, attempts, accepted, interrupted
-        if switches in tried:
+        def attempt(switches: tuple[tuple[int, int], ...]) -> bool:
+            nonlocal best, attempts, accepted, interrupted
+            if switches in tried:
+                return False
+            tried.add(switches)
+            attempts += 1
+            step = best.first().step if best.first() is not None else None  # type: ignore[union-attr]
+            cfg = _replay_config(best.config, switches, step)
+            if stop.by:                   # a signal came as this attempt began: no replay for it
+                return False
+            ran, candidate = stop.passthrough(lambda: run(cfg, sigterm_stops=sigterm_stops))
+            if not ran:                   # a signal escaped run (its machine's create or close): run cleaned up
+                interrupted = True
+                return False
+            if candidate.interrupted:     # stopped part-way: says nothing about this schedule
+                interrupted = True
+                return False
+            if on_attempt is not None:
+                on_attempt(attempts, candidate)
+            found = candidate.first()
+            if found is not None and found.key() == target and _score(candidate) < _score(best):
+                best = candidate
+                accepted += 1
+                return True
             return False
-        tried.add(switches)
-        attempts += 1
-        step = best.first().step if best.first() is not None else None  # type: ignore[union-attr]
-        cfg = _replay_config(best.config, switches, step)
-        try:
-            candidate = run(cfg, sigterm_stops=sigterm_stops)
-        except KeyboardInterrupt:     # outside the CPUs' run (while building): run cleaned up
-            interrupted = True
-            return False
-        if candidate.interrupted:     # stopped part-way: says nothing about this schedule
-            interrupted = True
-            return False
-        if on_attempt is not None:
-            on_attempt(attempts, candidate)
-        found = candidate.first()
-        if found is not None and found.key() == target and _score(candidate) < _score(best):
-            best = candidate
-            accepted += 1
-            return True
-        return False
 
-    # No preemption at all: one CPU runs until it blocks or finishes (the finder's CPU first).
-    cpus = sorted(range(report.config.cpus), key=lambda c: c != first.cpu)
-    for cpu in cpus:
-        if over() or attempts >= report.config.cpus:
-            break
-        if attempt(((0, cpu),)):
-            break
-    chunks = 2
-    while not over():
-        switches = best.schedule[1:]
-        if not switches:
-            break
-        size = max(1, len(switches) // chunks)
-        removed = False
-        for start in range(len(switches) - size, -1, -size) if size else ():
-            if over():
+        # No preemption at all: one CPU runs until it blocks or finishes (the finder's CPU first).
+        cpus = sorted(range(report.config.cpus), key=lambda c: c != first.cpu)
+        for cpu in cpus:
+            if over() or attempts >= report.config.cpus:
                 break
-            kept = best.schedule[:1] + switches[:start] + switches[start + size:]
-            if attempt(kept):
-                removed = True
+            if attempt(((0, cpu),)):
                 break
-        if interrupted:
-            break
-        if removed:
-            chunks = max(2, chunks - 1)
-        elif size == 1:
-            break
-        else:
-            chunks = min(len(switches), chunks * 2)
-    return ShrinkResult(report, best, attempts, accepted, interrupted)
+        chunks = 2
+        while not over():
+            switches = best.schedule[1:]
+            if not switches:
+                break
+            size = max(1, len(switches) // chunks)
+            removed = False
+            for start in range(len(switches) - size, -1, -size) if size else ():
+                if over():
+                    break
+                kept = best.schedule[:1] + switches[:start] + switches[start + size:]
+                if attempt(kept):
+                    removed = True
+                    break
+            if interrupted:
+                break
+            if removed:
+                chunks = max(2, chunks - 1)
+            elif size == 1:
+                break
+            else:
+                chunks = min(len(switches), chunks * 2)
+        return ShrinkResult(report, best, attempts, accepted, interrupted or bool(stop.by))
 
 
 def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:

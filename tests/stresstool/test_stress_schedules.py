@@ -91,6 +91,40 @@ def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.describe().startswith("shrinking interrupted after 1 replays (0 kept)")
 
 
+@pytest.mark.parametrize("where", ["between replays", "while a replay builds"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_outside_a_replays_cpus_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch, where: str,
+                                                            signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM (sigterm_stops, as `rmm-mp stress --shrink` asks) outside the CPUs' run
+    of a replay (in the search's own code after a replay, or while a replay's population is
+    built) ends the search as one during a replay does: no further replay, the result says
+    that shrinking was interrupted (no KeyboardInterrupt out of shrink, no death by SIGTERM,
+    which lost the schedule of the original finding)."""
+    from rmm_mp.stress import runner
+    report = run(LOCK_TWO)
+    assert report.first() is not None, report.text()
+    replays: list[StressConfig] = []
+
+    def counted(cfg: StressConfig, **kwargs: object):  # type: ignore[no-untyped-def]
+        replays.append(cfg)
+        return run(cfg, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(shrinking, "run", counted)
+
+    def after_attempt(n: int, r: object) -> None:
+        if where == "between replays" and n == 1:
+            os.kill(os.getpid(), signum)
+    if where == "while a replay builds":
+        real_build = runner.build
+
+        def build(*args: object, **kwargs: object) -> object:
+            os.kill(os.getpid(), signum)
+            return real_build(*args, **kwargs)
+        monkeypatch.setattr(runner, "build", build)
+    result = shrink(report, max_attempts=4, on_attempt=after_attempt, sigterm_stops=True)
+    assert len(replays) == 1 and result.attempts == 1 and result.interrupted
+    assert result.describe().startswith("shrinking interrupted after 1 replays")
+
+
 def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
     """The failing interleaving as Trace Event Format: a track per CPU named as `rmm-mp run
     --trace` names them, RMI calls as complete events in schedule steps, lock holds on their
