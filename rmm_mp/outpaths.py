@@ -9,7 +9,9 @@ again, a directory stays (the run would create it anyway).
 
 Once the run is over, ``replacing`` writes each file: to a temporary file beside it, renamed
 over the path only when complete, so that a write that fails (disk full) or is interrupted
-(Ctrl-C) leaves no truncated file and keeps whatever the path held before.
+(Ctrl-C) leaves no truncated file and keeps whatever the path held before. ``write_files``
+writes a command's files in turn so that one that fails or is interrupted is a message, not a
+traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rmm-mp stress`).
 
 This module owns that check and that way of writing. It must not write anything else.
 """
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import stat
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -108,3 +112,43 @@ def replacing(path: str) -> Iterator[str]:
             except OSError:
                 pass
         raise
+
+
+def write_files(files: Iterable[tuple[str, str, Callable[[str], object]]], outputs: dict[str, str],
+                errors: list[str]) -> str:
+    """Write each (key, path, write) in the order given: ``write(path)`` writes the file (through
+    ``replacing``, so whole or not at all), after ``outputs[key] = path`` so that a file written
+    last (a JSON report) can name itself among the outputs. A write that raises OSError (disk
+    full, a directory removed since the check) or ValueError (nothing to write) takes its key
+    out of ``outputs`` again and appends "could not write the KEY report to PATH: reason" to
+    ``errors``; the next file is still written. Ctrl-C or SIGTERM (taken as Ctrl-C while the
+    files are written; a signal ignored before stays ignored) ends the file being written and
+    skips the rest, each then "...: interrupted (Ctrl-C)" or "(SIGTERM)". Returns what
+    interrupted the writing ("Ctrl-C", "SIGTERM"), "" if nothing did."""
+    stopped = ""
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) or signal.SIG_DFL
+    try:
+        for key, path, write in files:
+            try:
+                if stopped:
+                    raise KeyboardInterrupt(stopped)
+                outputs[key] = path
+                write(path)
+            except (OSError, ValueError) as exc:
+                outputs.pop(key, None)
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                errors.append(f"could not write the {key} report to {path}: {reason}")
+            except KeyboardInterrupt as exc:
+                outputs.pop(key, None)
+                stopped = stopped or (exc.args[0] if exc.args else "Ctrl-C")
+                errors.append(f"could not write the {key} report to {path}: interrupted ({stopped})")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return stopped
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")

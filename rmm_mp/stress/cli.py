@@ -5,14 +5,16 @@
                   [--trace F.json] [--save-schedule F] [--json F] [--list-bugs]
     rmm-mp check MACHINE_NAME [--json F]
 
-Exit status of `stress`: 0 no finding, 1 findings (or a replay that did not reproduce its
-recording), 2 bad usage. Of `check`: 0 the invariants hold, 1 they do not, 2 no such machine.
+Exit status of `stress`: 0 no finding, 1 findings (or an interrupted run, a replay that did not
+reproduce its recording, an output file that could not be written), 2 bad usage. Of `check`: 0
+the invariants hold, 1 they do not, 2 no such machine.
 
 This module parses and prints; the work is in stress.runner, stress.shrink, stress.schedule.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -27,7 +29,7 @@ from rmm_mp.check import invariants
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
-from rmm_mp.outpaths import check_output, check_outputs, replacing
+from rmm_mp.outpaths import check_output, check_outputs, replacing, write_files
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
@@ -181,18 +183,35 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         click.echo(result.describe())
         report = result.report
         click.echo(report.findings_text())
+    # Written as `rmm-mp run` writes its files (outpaths.write_files): one that fails (disk full,
+    # a directory removed during the run) or is interrupted (Ctrl-C, SIGTERM) is named with the
+    # reason, the others are still written (none after a signal), and the exit status is 1.
+    files: list[tuple[str, str, Callable[[str], object]]] = []
     if config.deterministic and (save_schedule or (report.first() is not None and (recorded is None or do_shrink))):
-        path = save_schedule or default_schedule_path(config)
-        schedule_file.write(report, path)
-        click.echo(f"schedule: {path}\nreplay: {report.replay_command(path)}")
+        files.append(("schedule", save_schedule or default_schedule_path(config),
+                      functools.partial(schedule_file.write, report)))
     if trace_path:
-        timeline.write(report, trace_path)
-        click.echo(f"timeline: {trace_path} (Perfetto: ui.perfetto.dev)")
+        files.append(("trace", trace_path, functools.partial(timeline.write, report)))
     if json_path:
-        with replacing(json_path) as temp:
-            Path(temp).write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    if failed:
+        files.append(("json", json_path, functools.partial(_write_json, report)))
+    written: dict[str, str] = {}
+    errors: list[str] = []
+    write_files(files, written, errors)
+    if "schedule" in written:
+        click.echo(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
+    if "trace" in written:
+        click.echo(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
+    if errors:
+        click.echo("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
+        for message in errors:
+            click.echo(f"Error: {message}", err=True)
+    if failed or errors:
         raise SystemExit(1)
+
+
+def _write_json(report: StressReport, path: str) -> None:
+    with replacing(path) as temp:
+        Path(temp).write_text(json.dumps(report.to_json(), indent=1) + "\n")
 
 
 def default_schedule_path(config: StressConfig) -> str:

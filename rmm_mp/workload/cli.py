@@ -9,9 +9,8 @@ This module owns the command-line surface of workloads. The logic lives in the m
 
 from __future__ import annotations
 
-import signal
+import functools
 import sys
-import threading
 from typing import Callable
 
 import click
@@ -20,7 +19,7 @@ from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Machine
-from rmm_mp.outpaths import check_outputs
+from rmm_mp.outpaths import check_outputs, write_files
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
@@ -32,39 +31,16 @@ _PATH = click.Path(dir_okay=False)
 
 
 def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunReport, str], None]]]) -> None:
-    """Write the report's extra files, the JSON last, so that its ``outputs`` names only the
-    files that were written and its ``ok`` and ``output_errors`` count the others (checked
-    before the run, a path can still fail: disk full, a directory removed meanwhile; and a plot
-    has nothing to draw when the run was stopped before any call: ValueError). A failure goes to
-    report.output_errors: the text report shows it and the run exits 1. Ctrl-C or SIGTERM ends
-    the file being written and skips the rest, each then "not written: interrupted"; the
-    report is still printed. Each writer leaves a file complete or not at all (outpaths.replacing)."""
-    stopped = ""
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) or signal.SIG_DFL
-    try:
-        for key, path, write in sorted(files, key=lambda f: f[0] == "json"):
-            try:
-                if stopped:
-                    raise KeyboardInterrupt(stopped)
-                report.outputs[key] = path
-                write(report, path)
-            except (OSError, ValueError) as exc:
-                report.outputs.pop(key, None)
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                report.output_errors.append(f"could not write the {key} report to {path}: {reason}")
-            except KeyboardInterrupt as exc:
-                report.outputs.pop(key, None)
-                stopped = stopped or (exc.args[0] if exc.args else "Ctrl-C")
-                report.output_errors.append(f"could not write the {key} report to {path}: interrupted ({stopped})")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+    """Write the report's extra files (outpaths.write_files), the JSON last, so that its
+    ``outputs`` names only the files that were written and its ``ok`` and ``output_errors``
+    count the others (checked before the run, a path can still fail: disk full, a directory
+    removed meanwhile; and a plot has nothing to draw when the run was stopped before any call:
+    ValueError). A failure goes to report.output_errors: the text report shows it and the run
+    exits 1. Ctrl-C or SIGTERM ends the file being written and skips the rest, each then "not
+    written: interrupted"; the report is still printed."""
+    write_files([(key, path, functools.partial(write, report))
+                 for key, path, write in sorted(files, key=lambda f: f[0] == "json")],
+                report.outputs, report.output_errors)
 
 
 def announce(machine: Machine) -> None:

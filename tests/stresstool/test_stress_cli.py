@@ -162,6 +162,75 @@ def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
         in res.output
 
 
+_FAILING = ["tables", "--seed", "1", "--schedule", "random", "--steps", "3000", "--inject", "lock-two-unordered",
+            "--checkers", "lockdep"]
+"""A short deterministic run that finds something (so it has a schedule and a timeline to write)."""
+
+
+@pytest.mark.multiprocess
+def test_a_file_that_cannot_be_written_after_the_run_is_named_not_a_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json in a directory removed during the run (checked before it, the path can still
+    fail, as a full disk makes it): the report, the schedule and the timeline are still given,
+    the JSON is named with the reason and the exit status is 1, with no traceback and no
+    partial file."""
+    import shutil
+
+    from rmm_mp.stress import cli as stress_cli
+
+    real_run = stress_cli.run
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def run_then_remove_the_directory(config, **kwargs):  # type: ignore[no-untyped-def]
+        report = real_run(config, **kwargs)
+        shutil.rmtree(gone)
+        return report
+
+    monkeypatch.setattr(stress_cli, "run", run_then_remove_the_directory)
+    sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", gone / "r.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
+                                      "--json", str(j)])
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert f"schedule: {sched}\n" in res.stdout and f"timeline: {trace} " in res.stdout
+    message = f"could not write the json report to {j}: No such file or directory"
+    assert f"Report files not written\n  {message}\n" in res.stdout
+    assert f"Error: {message}\n" in res.stderr and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "t.json"]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_while_the_files_are_written_names_the_files_not_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM as the timeline starts to be written: the schedule (written before)
+    is given, the timeline and the JSON after it are named as not written, interrupted, and the
+    exit status is 1: not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM: a handler of the
+    test's own stands in for the default one, which would end pytest); no partial or temporary
+    file is left."""
+    from rmm_mp.stress import timeline
+
+    def outside_the_writing(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM reached the handler in place before the run")
+
+    previous = signal.signal(signal.SIGTERM, outside_the_writing)
+    try:
+        calls = _signal_when_called(monkeypatch, timeline, "write", signum)
+        sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
+        res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
+                                          "--json", str(j)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert f"schedule: {sched}\nreplay: rmm-mp stress --replay {sched}\n" in res.stdout
+    assert "timeline:" not in res.stdout
+    for key, path in (("trace", trace), ("json", j)):
+        message = f"could not write the {key} report to {path}: interrupted ({what})"
+        assert f"  {message}\n" in res.stdout and f"Error: {message}\n" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
 def test_clean_free_running_run_exits_zero() -> None:
     """Two CPUs free-running the tables workload for a second: no finding, exit 0; the machine
     is named on stderr first, so that `rmm-mp check` can attach to it."""
