@@ -42,7 +42,7 @@ from rmm_mp.stress.shared import (
 )
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 from rmm_mp.stress.worker import CpuPlan, CpuResult, stress_cpu
-from rmm_mp.workload.run import Interrupts
+from rmm_mp.interrupts import Interrupts
 
 HANG_CPU_S = 20.0
 """A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
@@ -60,7 +60,7 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
         if on_machine is not None:
             on_machine(machine)
         # Ctrl-C (and SIGTERM with sigterm_stops) while the population is built, or after the
-        # CPUs have stopped, still gives a report, marked interrupted (workload.run.Interrupts).
+        # CPUs have stopped, still gives a report, marked interrupted (rmm_mp.interrupts).
         with Interrupts(sigterm_stops) as stop:
             def populate() -> object:
                 # A participant without points: a pause (`rmm-mp check`) waits until the build is done.

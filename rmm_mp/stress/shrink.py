@@ -23,7 +23,7 @@ from typing import Callable
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
-from rmm_mp.workload.run import Interrupts
+from rmm_mp.interrupts import Interrupts
 
 
 @dataclass(frozen=True)

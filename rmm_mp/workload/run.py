@@ -32,8 +32,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform as host_platform
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -44,6 +42,7 @@ from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
 from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
+from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
 from rmm_mp.runtime import RunResult, host_cores, run_cpus
 from rmm_mp.stats import report as latency
@@ -97,76 +96,6 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
             on_machine(machine)
         with Interrupts(options.sigterm_stops) as stop:
             return _run(machine, w, options, ids, stop)
-
-
-class Interrupts:
-    """Ctrl-C (and SIGTERM with sigterm_stops) outside the CPUs' run: while the parent builds the
-    realms and after the CPUs have stopped (figures, trace, outcomes, invariants, teardown).
-
-    Such a signal ends the step under way at once (KeyboardInterrupt inside ``step``: a hung
-    teardown can always be stopped) and every later step that ``step`` guards is skipped, but
-    for quick reads of what the run left (``read=True``: figures, realm outcomes), so the report
-    is still made, marked interrupted, with what was left undone. Between two steps a signal is
-    only noted (the next step is then skipped), so none escapes as a bare KeyboardInterrupt. While ``passthrough`` runs the CPUs, a signal raises KeyboardInterrupt
-    as usual: run_cpus handles Ctrl-C and SIGTERM itself. A signal ignored when the run began
-    stays ignored; off the main thread (no signal handlers there) nothing is changed."""
-
-    def __init__(self, sigterm: bool) -> None:
-        self.by = ""
-        """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
-        self.armed = False
-        self.passing = False
-        self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "Interrupts":
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.signals:
-                current = signal.getsignal(signum)
-                if current != signal.SIG_IGN:
-                    self.previous[signum] = signal.SIG_DFL if current is None else current
-                    signal.signal(signum, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
-
-    def _handler(self, signum: int, frame: object) -> None:
-        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        if self.passing:
-            raise KeyboardInterrupt(what)
-        self.by = self.by or what
-        if self.armed:
-            self.armed = False
-            raise KeyboardInterrupt(what)
-
-    def step(self, fn: Callable[[], Any], read: bool = False) -> tuple[bool, Any]:
-        """(True, fn()) or, when interrupted during it (or before it, unless ``read``), (False, None)."""
-        try:
-            self.armed = True
-            if self.by and not read:
-                raise KeyboardInterrupt(self.by)
-            value = fn()
-            self.armed = False
-            return True, value
-        except KeyboardInterrupt as exc:
-            self.armed = False
-            self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
-            return False, None
-
-    def passthrough(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
-        """(True, fn()), a signal raising KeyboardInterrupt meanwhile for fn to handle (``fn``
-        sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""
-        try:
-            self.passing = True
-            value = fn()
-            self.passing = False
-            return True, value
-        except KeyboardInterrupt as exc:
-            self.passing = False
-            self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
-            return False, None
 
 
 def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], stop: Interrupts) -> RunReport:

@@ -1,0 +1,88 @@
+"""Ctrl-C, and SIGTERM where a command asks for it, outside the CPUs' run: while a command builds
+what the CPUs will use and after they have stopped (reading figures, checks, teardown).
+
+A command keeps its report when interrupted there: ``Interrupts.step`` ends the step under way
+(a hung teardown can always be stopped) and the steps after it are skipped, and the command
+says what was not done. `rmm-mp run` (workload.run) and `rmm-mp stress` (stress.runner,
+stress.shrink) use it; while the CPUs run, rmm_mp.runtime handles the signals itself.
+
+This module owns that signal handling. It must not know what the steps are.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any, Callable
+
+
+class Interrupts:
+    """Ctrl-C (and SIGTERM with ``sigterm``) outside the CPUs' run: while the parent builds what
+    they will use (realms, a stress population) and after they have stopped (figures, trace,
+    outcomes, invariants, teardown).
+
+    Such a signal ends the step under way at once (KeyboardInterrupt inside ``step``: a hung
+    teardown can always be stopped) and every later step that ``step`` guards is skipped, but
+    for quick reads of what the run left (``read=True``: figures, realm outcomes), so the report
+    is still made, marked interrupted, with what was left undone. Between two steps a signal is
+    only noted (the next step is then skipped), so none escapes as a bare KeyboardInterrupt.
+    While ``passthrough`` runs the CPUs, a signal raises KeyboardInterrupt as usual: run_cpus
+    handles Ctrl-C and SIGTERM itself. A signal ignored when the run began stays ignored; off
+    the main thread (no signal handlers there) nothing is changed."""
+
+    def __init__(self, sigterm: bool) -> None:
+        self.by = ""
+        """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
+        self.armed = False
+        self.passing = False
+        self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                current = signal.getsignal(signum)
+                if current != signal.SIG_IGN:
+                    self.previous[signum] = signal.SIG_DFL if current is None else current
+                    signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if self.passing:
+            raise KeyboardInterrupt(what)
+        self.by = self.by or what
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt(what)
+
+    def step(self, fn: Callable[[], Any], read: bool = False) -> tuple[bool, Any]:
+        """(True, fn()) or, when interrupted during it (or before it, unless ``read``), (False, None)."""
+        try:
+            self.armed = True
+            if self.by and not read:
+                raise KeyboardInterrupt(self.by)
+            value = fn()
+            self.armed = False
+            return True, value
+        except KeyboardInterrupt as exc:
+            self.armed = False
+            self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
+            return False, None
+
+    def passthrough(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """(True, fn()), a signal raising KeyboardInterrupt meanwhile for fn to handle (``fn``
+        sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""
+        try:
+            self.passing = True
+            value = fn()
+            self.passing = False
+            return True, value
+        except KeyboardInterrupt as exc:
+            self.passing = False
+            self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
+            return False, None
