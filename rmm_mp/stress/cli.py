@@ -108,7 +108,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--cpus", type=click.IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True,
               help="CPU processes.")
 @click.option("--seconds", type=click.FloatRange(0, 86_400, min_open=True), default=None,
-              help="Free-running: how long to run, the CPU processes' start-up included (default 10). "
+              help="Free-running: how long to run, from when every CPU process is ready (default 10). "
                    "Deterministic: a safety limit (default 600).")
 @click.option("--seed", type=click.IntRange(*INTEGERS["seed"][:2]), default=0, show_default=True,
               help="Drives the operations and the schedule.")

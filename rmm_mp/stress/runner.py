@@ -38,7 +38,7 @@ from rmm_mp.stress.population import build
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
 from rmm_mp.stress.shared import (
-    DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, STRATEGIES, StressSegment,
+    ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, STRATEGIES, StressSegment,
 )
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 from rmm_mp.stress.worker import CpuPlan, CpuResult, stress_cpu
@@ -133,8 +133,11 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
 
     def cpus() -> RunResult:
         with _hash_seed():
+            # A free-running run's --seconds count from when every CPU is ready (the supervisor
+            # stops it); run_cpus's limit is then only a backstop for a start-up that hangs.
+            limit = config.seconds if plan is not None else config.seconds + START_ALLOWANCE_S
             done = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
-                            timeout_s=config.seconds, grace_s=5.0 if plan is None else 2.0,
+                            timeout_s=limit, grace_s=5.0 if plan is None else 2.0,
                             sigterm_stops=sigterm_stops)
         stop.passing = False    # from here on a signal is the work after the run's
         return done
@@ -148,6 +151,11 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     if not ran:
         result = RunResult({}, (), True, time.monotonic() - start, f"interrupted ({stop.by})")
     return _report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
+
+
+START_ALLOWANCE_S = 60.0
+"""Free-running: how long the CPU processes may take to get ready before run_cpus's own limit
+(``seconds`` + this) stops the run anyway."""
 
 
 class _Supervisor:
@@ -168,6 +176,8 @@ class _Supervisor:
         self._next_pause = (config.quiescent_every or 0.0) if config.on("invariants") else 0.0
         self._hang: tuple[int, int, float] | None = None
         self.timed_out = False
+        self.ready_at: float | None = None
+        """Free-running: the tick time at which every CPU was first seen ready."""
 
     def tick(self, elapsed: float) -> None:
         seg = self.seg
@@ -175,9 +185,11 @@ class _Supervisor:
             self._abort()
         if self.plan is not None:
             self._deterministic(elapsed)
-        elif elapsed >= self._next_look:
-            self._next_look = elapsed + 0.5
-            self._free(elapsed)
+        else:
+            self._free_length(elapsed)
+            if elapsed >= self._next_look:
+                self._next_look = elapsed + 0.5
+                self._free(elapsed)
         if elapsed >= self.config.seconds and self.plan is not None and seg.end != END_ABORT:
             self.timed_out = True
         if self.on_tick is not None:
@@ -236,6 +248,16 @@ class _Supervisor:
                                          "of CPU time without reaching a schedule point", turn,
                                          snaps[turn].call, "", tuple(s.describe() for s in snaps), step))
             self._abort()
+
+    def _free_length(self, elapsed: float) -> None:
+        """End a free-running run ``seconds`` after every CPU is ready (READY or already DONE):
+        counted from spawning, a run of a few seconds on a loaded host could be over before the
+        last CPU process had imported rmm_mp, and complete no operation."""
+        if self.ready_at is None:
+            if all(self.seg.status(cpu) != ABSENT for cpu in range(self.config.cpus)):
+                self.ready_at = elapsed
+        elif elapsed - self.ready_at >= self.config.seconds:
+            self.machine.control.request_stop()
 
     def _free(self, elapsed: float) -> None:
         if self.watchdog is not None and self.seg.end != END_ABORT:
