@@ -192,10 +192,10 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
                       functools.partial(schedule_file.write, report)))
     if trace_path:
         files.append(("trace", trace_path, functools.partial(timeline.write, report)))
-    if json_path:
-        files.append(("json", json_path, functools.partial(_write_json, report)))
     written: dict[str, str] = {}
     errors: list[str] = []
+    if json_path:
+        files.append(("json", json_path, functools.partial(_write_json, report, written, errors)))
     write_files(files, written, errors)
     if "schedule" in written:
         click.echo(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
@@ -209,9 +209,12 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         raise SystemExit(1)
 
 
-def _write_json(report: StressReport, path: str) -> None:
+def _write_json(report: StressReport, written: dict[str, str], errors: list[str], path: str) -> None:
+    """The report as JSON, written last: ``outputs`` names the files written (this one included)
+    and ``output_errors`` the ones that could not be, as `rmm-mp run`'s JSON does."""
+    document = {**report.to_json(), "outputs": dict(written), "output_errors": list(errors)}
     with replacing(path) as temp:
-        Path(temp).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        Path(temp).write_text(json.dumps(document, indent=1) + "\n")
 
 
 def default_schedule_path(config: StressConfig) -> str:

@@ -199,6 +199,26 @@ def test_a_file_that_cannot_be_written_after_the_run_is_named_not_a_traceback(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "t.json"]
 
 
+def test_the_json_names_the_files_written_and_those_that_could_not_be(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The JSON, written last, lists the schedule and itself under ``outputs`` and a timeline
+    that could not be written under ``output_errors``, as `rmm-mp run`'s JSON does: a reader of
+    the JSON alone learns that the trace is missing."""
+    from rmm_mp.stress import cli as stress_cli
+
+    def full(report: object, path: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stress_cli.timeline, "write", full)
+    sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
+                                      "--json", str(j)])
+    assert res.exit_code == 1, res.output
+    document = json.loads(j.read_text())
+    assert document["outputs"] == {"schedule": str(sched), "json": str(j)}
+    assert document["output_errors"] == [f"could not write the trace report to {trace}: No space left on device"]
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_while_the_files_are_written_names_the_files_not_written(
