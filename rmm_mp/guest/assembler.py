@@ -287,6 +287,12 @@ class _Assembler:
         if op in _UNNEEDED:
             raise AssemblerError(line.number, f"{op} is a GNU as directive this assembler does not need (an image is "
                                               "one section, in source order, with no linker); remove it")
+        if op.endswith(":"):     # a label the line syntax did not take as one
+            if line.label is not None:
+                raise AssemblerError(line.number, f"a second label {op!r} after {line.label + ':'!r}: one label "
+                                                  "per line")
+            raise AssemblerError(line.number, f"{op!r} is no label: a label starts with an ASCII letter or _ and "
+                                              "goes on with letters, digits or _")
         raise AssemblerError(line.number, f"unknown instruction {op!r}; see docs/guest-isa.md for the list")
 
     def _mov(self, line: _Line) -> list[int]:

@@ -565,6 +565,10 @@ def test_empty_program() -> None:
 ERRORS = [
     # (kind of mistake, text, line at fault, what the message says)
     ("unknown instruction", "nop\nfrob x1, x2", 2, "unknown instruction 'frob'"),
+    # Used to read "unknown instruction 'b:'" / "'é:'", which hid what was wrong.
+    ("two labels on a line", "a: b: nop", 1, "a second label 'b:' after 'a:': one label per line"),
+    ("a label that is no name", "nop\né1: nop", 2, "'é1:' is no label: a label starts with an ASCII letter or _"),
+    ("a label starting with a digit", "1x:\nnop", 1, "'1x:' is no label"),
     ("unknown directive", ".quad 1\n.float 1", 2, "unknown instruction '.float'"),
     ("register x31", "nop\n\nmov x31, #1", 3, "expected a register x0..x30, lr or xzr, got 'x31'"),
     ("register x32", "add x1, x32, x2", 1, "expected a register x0..x30, lr or xzr, got 'x32'"),
