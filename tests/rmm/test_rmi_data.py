@@ -18,6 +18,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
 from rmm_mp.rmm.granule_state import GranuleState as GS
+from rmm_mp.rmm.handlers import rmi_data
 from rmm_mp.rmm.measurement import rim_extend_data
 from rmm_mp.rmm.realm_desc import RealmState, Rd
 
@@ -249,6 +250,41 @@ def test_data_create_copy_fault_reported_after_rtt_checks(machine: Machine) -> N
     t.rtts(realm, IPA, 2)
     src = machine.secure_regions[0][0]
     _expect_failure(t, realm, F.RMI_DATA_CREATE, _create_args(t, realm, src=src), rtt_error(2))
+
+
+@pytest.mark.parametrize("alias", [True, False])
+def test_data_create_source_delegated_after_the_copy(machine: Machine, monkeypatch: pytest.MonkeyPatch,
+                                                     alias: bool) -> None:
+    """The source is copied before any lock (rule 8); another CPU delegating it between that copy
+    and the RD lock makes src_pas true by the time the command takes effect: INPUT, reported
+    where TF-RMM's copy faults, and nothing changes. The old code returned SUCCESS. With the
+    source as the data granule too (alias) no serial order gives that: DELEGATE first fails
+    src_pas, DATA_CREATE first fails data_state (the granule is NS). Without the alias the same
+    window let the delegated page become another DATA granule of the realm first, so the RIM
+    recorded that DATA_CREATE before this one, though this one had to precede the DELEGATE."""
+    t, realm = _setup(machine)
+    other = Rmi(machine, cpu=1)
+    src = t.ns_page(PATTERN)
+    data = src if alias else t.delegate()
+    copy = rmi_data.read_ns
+
+    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
+        content = copy(rmm, addr, size)
+        assert other.smc(F.RMI_GRANULE_DELEGATE, src)[0] == SUCCESS
+        return content
+
+    monkeypatch.setattr(rmi_data, "read_ns", copy_then_delegate)
+    kept = () if alias else (data,)
+    before = _footprint(t, realm, *kept)
+    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    delegated = f"granule {_idx(machine, src)}: "      # the other CPU's DELEGATE, nothing else
+    assert [d for d in _footprint(t, realm, *kept).diff(before) if not d.startswith(delegated)] == []
+    assert machine.granule_table(0).state(_idx(machine, src)) == GS.DELEGATED
+    assert not any(machine.memory.granule(_idx(machine, src)))
+    assert t.read_entry(realm, IPA)[:3] == (SUCCESS, 3, UNASSIGNED)
+    report = invariants(machine)
+    assert report.ok, report
 
 
 # -- RMI_DATA_CREATE: success ----------------------------------------------------------------

@@ -14,7 +14,9 @@ been delegated. Copying while holding the RD could then close a cycle (this CPU 
 waits for the page; another holds the page as a DELEGATED candidate and waits for the RD). TF-RMM
 copies late because its copy takes no lock (the GPC just faults). Here the copy is taken first,
 holding nothing, and a failed copy is reported where TF-RMM reports it (after the RTT checks),
-so the outcomes are TF-RMM's; the data granule is written only once every check has passed.
+and the source's state is read again at that point, with the data granule and the RD held (a
+source delegated after the copy fails there, as TF-RMM's copy would fault), so the outcomes
+are TF-RMM's; the data granule is written only once every check has passed.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ LOCK_SEQUENCES = {
 FAILURE_CONDITIONS = {
     # TF-RMM rel0 checks RmiDataFlags bits 63:1 first (flags_valid): B4.3.1 has no such failure
     # condition, so they are ignored here (B1.6; docs/deviations.md).
-    # src_pas is checked twice, as TF-RMM does: the granule state (lock-free) up front, and the
-    # granule protection check of the copy after rtte_state.
+    # src_pas is checked twice, as TF-RMM does: the granule state (lock-free) up front, and,
+    # after rtte_state, where TF-RMM's copy faults, the copy's result and the source's state
+    # again (the copy was made before the locks; the source may have been delegated since).
     "RMI_DATA_CREATE": ("src_align", "src_bound", "src_pas", "data_align", "data_bound",
                         "data_state", "rd_align", "rd_bound", "rd_state", "realm_state", "ipa_bound",
                         "ipa_align", "data_bound2", "rtt_walk", "rtte_state", "src_pas"),
@@ -95,7 +98,7 @@ def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_a
     if src < 0 or rmm.granules.racy_state(src) != NS:     # lock-free, as TF-RMM
         raise RmiError.input()
     content = read_ns(rmm, src_addr, GRANULE_SIZE)   # holding no lock: see the module docstring
-    _create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True)
+    _create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src=src)
 
 
 def rmi_data_create_unknown(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int) -> None:
@@ -105,8 +108,9 @@ def rmi_data_create_unknown(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: in
 
 
 def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
-            content: bytes | None, measured: bool) -> None:
-    """Shared body: ``measured`` is DATA_CREATE (content None there means the copy faulted)."""
+            content: bytes | None, measured: bool, src: int = -1) -> None:
+    """Shared body: ``measured`` is DATA_CREATE (content None there means the copy faulted;
+    ``src`` is the source's granule index)."""
     pair = rmm.granules.lock_two(data_addr, DELEGATED, rd_addr, RD)
     if pair is None:
         raise RmiError.input()
@@ -123,7 +127,12 @@ def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
         try:
             entry = _unassigned_leaf(rmm, w)
             if measured:
-                if content is None:
+                # src_pas again, where TF-RMM's copy would fault: the copy above was made
+                # before any lock, so the source may have been delegated since (even as this
+                # very data granule). Still NS here, with the data granule and the RD held, it
+                # was NS when the command takes effect; otherwise no serial order explains a
+                # SUCCESS (DELEGATE first fails src_pas, DATA_CREATE first fails data_state).
+                if content is None or rmm.granules.racy_state(src) != NS:
                     raise RmiError.input()
                 rmm.memory.write(data_addr, content)
                 rim = rim_extend_data(params.hash_algo, rd.measurement(RIM_SLOT), ipa, flags,
