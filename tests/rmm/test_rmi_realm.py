@@ -33,6 +33,7 @@ from rmm_mp.abi.structs import RMI_REALM_PARAMS, RmiRealmFlags
 from rmm_mp.check import invariants
 from rmm_mp.hw.granule import host_owner
 from rmm_mp.rmm import s2tt, vmid
+from rmm_mp.rmm.handlers import rmi_realm
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.realm_desc import RealmState, Rd
 from rmm_mp.rmm.s2tt import Kind
@@ -488,6 +489,42 @@ def test_create_rtt_state_other_states(machine: Machine, state: str) -> None:
         base = other.rd if state == "RD" else other.roots[0]
         _create_fails(machine, t, rd, _params(t, _fields(48, 0, rtt_base=base)), other.rd, other.roots[0])
     assert Rd(machine.memory, _idx(machine, other.rd)).state == RealmState.NEW
+    _vmid_is_free(machine, t, 100)
+
+
+@pytest.mark.parametrize("alias", ["rd", "root", "none"])
+def test_create_params_delegated_after_the_copy(machine: Machine, monkeypatch: pytest.MonkeyPatch,
+                                                alias: str) -> None:
+    """params_pas again: the params are copied before any lock (rule 8); another CPU delegating
+    the page between that copy and the locks fails the command (INPUT, nothing changes, the
+    VMID free again). The old code (and TF-RMM rel0, which never looks at the page again)
+    returned SUCCESS, even with the params page as the RD or the root RTT, which no serial
+    order gives: DELEGATE first fails params_pas, REALM_CREATE first fails rd_state or
+    rtt_state."""
+    t = Rmi(machine)
+    rd, base, fields = _inputs(t, s2sz=48)     # one root
+    params = t.ns_granule()
+    if alias == "root":
+        fields["rtt_base"] = params
+    if alias == "rd":
+        rd = params
+    machine.ns_write(params, bytes(RMI_REALM_PARAMS.pack(**fields)))
+    other = Rmi(machine, cpu=1)
+    copy = rmi_realm.read_ns
+
+    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
+        content = copy(rmm, addr, size)
+        assert other.smc(RmiFid.RMI_GRANULE_DELEGATE, params)[0] == 0
+        return content
+
+    monkeypatch.setattr(rmi_realm, "read_ns", copy_then_delegate)
+    pas = tuple(pa for pa in (rd, base) if pa != params)
+    before = snapshot(machine, *pas)
+    assert t.smc(RmiFid.RMI_REALM_CREATE, rd, params, X3, X4) == (ERROR_INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    delegated = f"granule {_idx(machine, params)}: "     # the other CPU's DELEGATE, nothing else
+    assert [d for d in before.diff(snapshot(machine, *pas)) if not d.startswith(delegated)] == []
+    assert machine.granule_table(0).state(_idx(machine, params)) == GranuleState.DELEGATED
     _vmid_is_free(machine, t, 100)
 
 

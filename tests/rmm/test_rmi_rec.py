@@ -20,12 +20,13 @@ import pytest
 from footprint import snapshot
 from rmi_helpers import F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi
 from rmm_mp import Machine
-from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, rec_index_to_mpidr
+from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import Granule
 from rmm_mp.guest.isa import Op, encode
 from rmm_mp.rmm import realm_run
+from rmm_mp.rmm.handlers import rmi_rec
 from rmm_mp.rmm.granule_state import GranuleState as S
 from rmm_mp.rmm.realm_desc import RealmState, Rd
 from rmm_mp.rmm.rec_desc import PSTATE_EL1H_DAIF_MASKED, Rec
@@ -171,6 +172,39 @@ def test_rec_create_params_pas(machine: Machine, t: Rmi, pas: str) -> None:
     c = Create(t)
     params = t.delegate() if pas == "realm" else machine.secure_regions[0][0]
     c.fails(INPUT, params=params, more=(params,))
+    _ok(machine)
+
+
+@pytest.mark.parametrize("alias", ["rec", "aux", "none"])
+def test_rec_create_params_delegated_after_the_copy(machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch,
+                                                    alias: str) -> None:
+    """params_pas again: the params are copied before any lock (rule 8); another CPU delegating
+    the page between that copy and the REC and RD locks fails the command (INPUT, nothing
+    changes). The old code (and TF-RMM rel0, which never looks at the page again) returned
+    SUCCESS, even with the params page as the REC or as an aux granule, which no serial order
+    gives: DELEGATE first fails params_pas, REC_CREATE first fails rec_state or aux_state."""
+    c = Create(t)
+    params = t.ns_granule()
+    aux = c.aux[:3] + (params,) + c.aux[4:] if alias == "aux" else c.aux
+    machine.ns_write(params, bytes(RMI_REC_PARAMS.pack(flags=1, mpidr=rec_index_to_mpidr(0), num_aux=16, aux=aux)))
+    rec = params if alias == "rec" else c.rec
+    other = Rmi(machine, cpu=1)
+    copy = rmi_rec.read_ns
+
+    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
+        content = copy(rmm, addr, size)
+        assert other.smc(F.RMI_GRANULE_DELEGATE, params)[0] == SUCCESS
+        return content
+
+    monkeypatch.setattr(rmi_rec, "read_ns", copy_then_delegate)
+    pas = (c.realm.rd, *c.realm.roots, *c.aux, c.rec)
+    before = snapshot(machine, *pas)
+    assert t.smc(F.RMI_REC_CREATE, c.realm.rd, rec, params) == (INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    delegated = f"granule {_idx(machine, params)}: "     # the other CPU's DELEGATE, nothing else
+    assert [d for d in before.diff(snapshot(machine, *pas)) if not d.startswith(delegated)] == []
+    assert _state(machine, params) == S.DELEGATED
+    assert _rd(machine, c.realm).rec_count == 0
     _ok(machine)
 
 

@@ -20,7 +20,7 @@ from rmm_mp.rmm.realm_desc import NUM_REC_AUX, RIM_SLOT, RealmParams, RealmState
 if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
 
-DELEGATED, RD, RTT = GranuleState.DELEGATED, GranuleState.RD, GranuleState.RTT
+NS, DELEGATED, RD, RTT = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD, GranuleState.RTT
 
 LOCK_SEQUENCES = {
     "RMI_REALM_CREATE": ("the RD and every root RTT, all DELEGATED, in ascending address order",
@@ -33,7 +33,7 @@ LOCK_SEQUENCES = {
 FAILURE_CONDITIONS = {
     "RMI_REALM_CREATE": ("params_align", "params_bound", "params_pas", "params_valid", "params_supp",
                          "rtt_num_level", "vmid_valid", "alias", "rtt_align", "rd_align", "rd_bound",
-                         "rd_state", "rtt_state"),
+                         "rd_state", "rtt_state", "params_pas"),
     "RMI_REALM_ACTIVATE": ("rd_align", "rd_bound", "rd_state", "realm_state"),
     "RMI_REALM_DESTROY": ("rd_align", "rd_bound", "rd_state", "realm_live"),
 }
@@ -73,6 +73,14 @@ def rmi_realm_create(rmm: "RmmCpu", rd_addr: int, params_ptr: int) -> None:
     locked = None
     if not base <= rd_addr < base + count * 4096 and base % (count * 4096) == 0:
         locked = rmm.granules.lock_sorted([(rd_addr, DELEGATED)] + [(base + i * 4096, DELEGATED) for i in range(count)])
+    if locked is not None and rmm.granules.racy_state(rmm.granules.find(params_ptr)) != NS:
+        # params_pas again, with every granule of the command locked: the params were copied
+        # before any lock (rule 8) and another CPU may have delegated the page since, even as
+        # this RD or a root. Still NS here, it was NS when the command takes effect; otherwise
+        # no serial order explains a SUCCESS. TF-RMM rel0 never looks again (docs/deviations.md).
+        for g in locked:
+            g.unlock()
+        locked = None
     if locked is None:
         vmid.free(rmm.control, p["vmid"])
         raise RmiError.input()

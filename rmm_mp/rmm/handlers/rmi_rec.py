@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
-DELEGATED, RD, REC, REC_AUX = GranuleState.DELEGATED, GranuleState.RD, GranuleState.REC, GranuleState.REC_AUX
+NS, DELEGATED, RD = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD
+REC, REC_AUX = GranuleState.REC, GranuleState.REC_AUX
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
@@ -73,7 +74,7 @@ LOCK_SEQUENCES = {
 FAILURE_CONDITIONS = {
     "RMI_REC_CREATE": ("params_align", "params_bound", "params_pas", "num_aux", "aux_align", "aux_alias",
                        "aux_state", "rec_align", "rec_bound", "rec_state", "rd_align", "rd_bound", "rd_state",
-                       "num_recs", "realm_state", "mpidr_index", "num_aux"),
+                       "params_pas", "num_recs", "realm_state", "mpidr_index", "num_aux"),
     "RMI_REC_DESTROY": ("rec_align", "rec_bound", "rec_gran_state", "rec_state"),
     "RMI_REC_AUX_COUNT": ("rd_align", "rd_bound", "rd_state"),
     "RMI_REC_ENTER": ("run_align", "run_bound", "run_pas", "rec_align", "rec_bound", "rec_gran_state",
@@ -119,6 +120,18 @@ def _release_aux(rmm: "RmmCpu", indices: list[int], scrub: bool) -> None:
         g.unlock_transition(DELEGATED)
 
 
+def _params_gone(rmm: "RmmCpu", params_ptr: int) -> RmiError | None:
+    """params_pas again, once the REC and the RD are locked (the command's moment): the params
+    were copied before any lock (rule 8), and another CPU may have delegated the page since,
+    even as this REC or one of its aux granules. Still NS here, it was NS when the command takes
+    effect; otherwise no serial order explains a SUCCESS (DELEGATE first fails params_pas,
+    REC_CREATE first fails rec_state or aux_state). TF-RMM rel0 copies first too and never
+    looks again (docs/deviations.md)."""
+    if rmm.granules.racy_state(rmm.granules.find(params_ptr)) != NS:
+        return RmiError.input()
+    return None
+
+
 def _create_refusal(rmm: "RmmCpu", rd_g: "Granule", rd: Rd, mpidr: int, num_aux: int) -> RmiError | None:
     """num_recs, realm_state, mpidr_index, num_aux, checked with the RD locked."""
     if rd_g.refcount == (1 << FR0.field(rmm.features0, "MAX_RECS_ORDER")) - 1:
@@ -153,7 +166,7 @@ def rmi_rec_create(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) 
         raise RmiError.input()
     rec_g, rd_g = pair
     rd = Rd(rmm.memory, rd_g.idx)
-    refusal = _create_refusal(rmm, rd_g, rd, p["mpidr"], num_aux)
+    refusal = _params_gone(rmm, params_ptr) or _create_refusal(rmm, rd_g, rd, p["mpidr"], num_aux)
     if refusal is not None:
         rd_g.unlock()
         rec_g.unlock()
