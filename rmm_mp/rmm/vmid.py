@@ -1,9 +1,11 @@
 """The VMID allocator: a bitmap of 65,536 bits in the control block, shared by every CPU.
 
 Reserve is an atomic fetch-or of the VMID's bit (acquire-release) and succeeds only if the bit
-was clear; free is an atomic fetch-and. No lock, as in TF-RMM. REALM_CREATE reserves while it
-validates its parameters and frees on every later failure; REALM_DESTROY frees only once all of
-its checks have passed (TF-RMM fix f7c34940).
+was clear; free is an atomic fetch-and. No lock, as in TF-RMM. REALM_CREATE reserves last,
+holding the RD and the roots, when nothing else can fail (TF-RMM rel0 reserves while it
+validates the parameters and frees on a later failure, so a REALM_CREATE bound to fail could
+make a concurrent valid one fail on the VMID); REALM_DESTROY frees only once all of its checks
+have passed (TF-RMM fix f7c34940).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ B4.3.10).
 One test per failure condition (parametrized over the stimuli of that label), each named after
 the ARM cca-rmm-acs check it mirrors (test/command/cmd_realm_*/rmi_realm_*_data.h). REALM_CREATE's
 tests follow the order rmm-mp checks the conditions in (rmi_realm.FAILURE_CONDITIONS, which is
-TF-RMM rel0's; B4.3.9.2.1 fixes no order); ACTIVATE's and DESTROY's follow the spec's tables.
+TF-RMM rel0's but for vmid_valid, checked last; B4.3.9.2.1 fixes no order); ACTIVATE's and
+DESTROY's follow the spec's tables.
 Every failing call must return exactly (status | index << 8, 0, 0, 0, 0) and leave the
 footprint unchanged (granule table, GPT, contents of the granules involved). After every
 REALM_CREATE failure the VMID it named is free again: a REALM_CREATE with the same VMID succeeds
@@ -31,7 +32,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RmiRealmFlags
 from rmm_mp.check import invariants
-from rmm_mp.hw.granule import host_owner
+from rmm_mp.hw.granule import GranuleTable, host_owner
 from rmm_mp.rmm import s2tt, vmid
 from rmm_mp.rmm.handlers import rmi_realm
 from rmm_mp.rmm.granule_state import GranuleState
@@ -490,6 +491,38 @@ def test_create_rtt_state_other_states(machine: Machine, state: str) -> None:
         _create_fails(machine, t, rd, _params(t, _fields(48, 0, rtt_base=base)), other.rd, other.roots[0])
     assert Rd(machine.memory, _idx(machine, other.rd)).state == RealmState.NEW
     _vmid_is_free(machine, t, 100)
+
+
+def test_create_failing_on_its_rd_never_holds_the_vmid(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A REALM_CREATE bound to fail (its RD is not delegated) must not hold its VMID while it
+    runs: a valid REALM_CREATE naming the same VMID on another CPU, inside that window, succeeds,
+    as it does in either serial order (the failing command has no footprint). The old code
+    reserved the VMID before looking at the RD, as TF-RMM rel0 does, and both failed."""
+    t = Rmi(machine)
+    other = Rmi(machine, cpu=1, first_granule=4000)
+    rd1, base1, fields1 = _inputs(other, vmid_=5)
+    params1 = _params(other, fields1)
+    _, base0, fields0 = _inputs(t, vmid_=5)
+    params0, undelegated_rd = _params(t, fields0), t.ns_granule()
+    lock_sorted = GranuleTable.lock_sorted
+    answers: list[tuple[int, ...]] = []
+    fired: list[bool] = []
+
+    def other_cpu_first(table, wanted):  # type: ignore[no-untyped-def]
+        if not fired:       # once: CPU 0's own REALM_CREATE, after its parameter checks
+            fired.append(True)
+            answers.append(other.smc(RmiFid.RMI_REALM_CREATE, rd1, params1, X3, X4))
+        return lock_sorted(table, wanted)
+
+    monkeypatch.setattr(GranuleTable, "lock_sorted", other_cpu_first)
+    assert t.smc(RmiFid.RMI_REALM_CREATE, undelegated_rd, params0, X3, X4) == (ERROR_INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    assert answers == [(SUCCESS, 0, 0, 0, 0)]
+    assert vmid.in_use(machine.control, 5)
+    assert machine.granule_table(0).state(_idx(machine, rd1)) == GranuleState.RD
+    assert machine.granule_table(0).state(_idx(machine, undelegated_rd)) == GranuleState.NS
+    report = invariants(machine)
+    assert report.ok, str(report)
 
 
 @pytest.mark.parametrize("alias", ["rd", "root", "none"])

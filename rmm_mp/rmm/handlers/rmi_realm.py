@@ -1,7 +1,9 @@
 """RMI_REALM_CREATE, RMI_REALM_ACTIVATE and RMI_REALM_DESTROY (DEN0137 B4.3.9, B4.3.8, B4.3.10).
 
 Checks run in TF-RMM rel0's order (the spec fixes no order for these commands), with the
-specification's rtt_align check that rel0 lacks (docs/deviations.md).
+specification's rtt_align check that rel0 lacks, except that REALM_CREATE reserves its VMID
+(vmid_valid) last, with every granule locked, and looks at the params page's PAS again there
+(docs/deviations.md): all of these failures are RMI_ERROR_INPUT.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ LOCK_SEQUENCES = {
 }
 FAILURE_CONDITIONS = {
     "RMI_REALM_CREATE": ("params_align", "params_bound", "params_pas", "params_valid", "params_supp",
-                         "rtt_num_level", "vmid_valid", "alias", "rtt_align", "rd_align", "rd_bound",
-                         "rd_state", "rtt_state", "params_pas"),
+                         "rtt_num_level", "alias", "rtt_align", "rd_align", "rd_bound", "rd_state",
+                         "rtt_state", "params_pas", "vmid_valid"),
     "RMI_REALM_ACTIVATE": ("rd_align", "rd_bound", "rd_state", "realm_state"),
     "RMI_REALM_DESTROY": ("rd_align", "rd_bound", "rd_state", "realm_live"),
 }
@@ -67,22 +69,27 @@ def rmi_realm_create(rmm: "RmmCpu", rd_addr: int, params_ptr: int) -> None:
     if raw is None:
         raise RmiError.input()
     p = RMI_REALM_PARAMS.unpack(raw)
-    if not _params_supported(rmm, p) or not vmid.reserve(rmm.control, p["vmid"], rmm.vmid_bits):
+    if not _params_supported(rmm, p):
         raise RmiError.input()
     base, count = p["rtt_base"], p["rtt_num_start"]
     locked = None
     if not base <= rd_addr < base + count * 4096 and base % (count * 4096) == 0:
         locked = rmm.granules.lock_sorted([(rd_addr, DELEGATED)] + [(base + i * 4096, DELEGATED) for i in range(count)])
-    if locked is not None and rmm.granules.racy_state(rmm.granules.find(params_ptr)) != NS:
-        # params_pas again, with every granule of the command locked: the params were copied
-        # before any lock (rule 8) and another CPU may have delegated the page since, even as
-        # this RD or a root. Still NS here, it was NS when the command takes effect; otherwise
-        # no serial order explains a SUCCESS. TF-RMM rel0 never looks again (docs/deviations.md).
+    # params_pas again, then vmid_valid, with every granule of the command locked (its moment):
+    # - the params were copied before any lock (rule 8) and another CPU may have delegated the
+    #   page since, even as this RD or a root. Still NS here, it was NS when the command takes
+    #   effect; otherwise no serial order explains a SUCCESS;
+    # - the VMID is reserved only now, by a command that cannot fail any more: reserved earlier
+    #   (as TF-RMM rel0 does, in validate_realm_params), a command bound to fail on its RD or
+    #   roots held it for a moment, and a concurrent valid REALM_CREATE naming it failed too.
+    # Every failure here is RMI_ERROR_INPUT, as are the checks it moved past, so no outcome of
+    # a single command changes (docs/deviations.md).
+    if locked is not None and (rmm.granules.racy_state(rmm.granules.find(params_ptr)) != NS
+                               or not vmid.reserve(rmm.control, p["vmid"], rmm.vmid_bits)):
         for g in locked:
             g.unlock()
         locked = None
     if locked is None:
-        vmid.free(rmm.control, p["vmid"])
         raise RmiError.input()
     rd_g, roots = locked[0], locked[1:]
     params = RealmParams(p["s2sz"], p["rtt_level_start"], count, base, p["vmid"], p["hash_algo"], p["flags"],
