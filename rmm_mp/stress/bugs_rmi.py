@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 
 
 
+def _claim_aux(rmm: "RmmCpu", aux: tuple[int, ...]) -> "list[int] | None":
+    """Each aux granule alone, DELEGATED -> REC_AUX (TF-RMM rel0's aux loop); on a failure the
+    granules already claimed go back to DELEGATED and None is returned, holding nothing."""
+    claimed: list[int] = []
+    for addr in aux:
+        g = rmm.granules.find_lock(addr, GS.DELEGATED)
+        if g is None:
+            rmi_rec._release_aux(rmm, claimed, scrub=False)
+            return None
+        g.unlock_transition(GS.REC_AUX)
+        claimed.append(g.idx)
+    return claimed
+
+
 def rec_create_no_rd_lock(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) -> None:
     """REC_CREATE that locks the REC but not the RD (rmi_rec.rmi_rec_create)."""
     raw = read_ns(rmm, params_ptr, RMI_REC_PARAMS.size)
@@ -36,7 +50,7 @@ def rec_create_no_rd_lock(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr
     if num_aux > AUX_MAX:
         raise RmiError.input()
     aux = p["aux"][:num_aux]
-    claimed = rmi_rec._claim_aux(rmm, aux)
+    claimed = _claim_aux(rmm, aux)
     if claimed is None:
         raise RmiError.input()
     rec_g = rmm.granules.find_lock(rec_addr, GS.DELEGATED)

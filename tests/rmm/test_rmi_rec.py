@@ -23,7 +23,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
-from rmm_mp.hw.granule import Granule
+from rmm_mp.hw.granule import Granule, GranuleTable
 from rmm_mp.guest.isa import Op, encode
 from rmm_mp.rmm import realm_run
 from rmm_mp.rmm.handlers import rmi_rec
@@ -175,6 +175,37 @@ def test_rec_create_params_pas(machine: Machine, t: Rmi, pas: str) -> None:
     _ok(machine)
 
 
+def test_rec_create_bound_to_fail_never_holds_an_aux_granule(machine: Machine, t: Rmi,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A REC_CREATE bound to fail (mpidr names index 5 of a realm with no REC) has no footprint,
+    so another CPU's UNDELEGATE of one of its aux granules succeeds whenever it runs. The old code
+    claimed the aux granules (DELEGATED -> REC_AUX) one by one before it locked the REC and the
+    RD, as TF-RMM rel0 does, and put them back on the failure: an UNDELEGATE between the two
+    (here, when CPU 0 goes on to lock the REC and the RD) got RMI_ERROR_INPUT. Now the granules
+    are locked together and change state only on success, so the UNDELEGATE runs before the
+    command (which then fails aux_state) or waits for its end."""
+    c = Create(t, index=5)
+    other = Rmi(machine, cpu=1)
+    answers: list[int] = []
+
+    def undelegate_first(original):  # type: ignore[no-untyped-def]
+        def hooked(table, *args):  # type: ignore[no-untyped-def]
+            if not answers:     # once, at CPU 0's first multi-granule lock
+                answers.append(-1)
+                answers[0] = other.smc(F.RMI_GRANULE_UNDELEGATE, c.aux[0])[0]
+            return original(table, *args)
+        return hooked
+
+    monkeypatch.setattr(GranuleTable, "lock_two", undelegate_first(GranuleTable.lock_two))
+    monkeypatch.setattr(GranuleTable, "lock_sorted", undelegate_first(GranuleTable.lock_sorted))
+    assert t.smc(F.RMI_REC_CREATE, c.realm.rd, c.rec, c.params) == (INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    assert answers == [SUCCESS]
+    assert _state(machine, c.aux[0]) == S.NS
+    assert all(_state(machine, a) == S.DELEGATED for a in (c.rec, *c.aux[1:]))
+    _ok(machine)
+
+
 @pytest.mark.parametrize("alias", ["rec", "aux", "none"])
 def test_rec_create_params_delegated_after_the_copy(machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch,
                                                     alias: str) -> None:
@@ -220,7 +251,7 @@ def test_rec_create_rec_align(machine: Machine, t: Rmi) -> None:
 @pytest.mark.parametrize("where", BOUND)
 def test_rec_create_rec_bound(machine: Machine, t: Rmi, where: str) -> None:
     """ACS rec_bound (REC_DEV_MEM, REC_OUTSIDE_OF_PERMITTED_PA): rec is not delegable memory ->
-    RMI_ERROR_INPUT, aux rolled back, footprint unchanged."""
+    RMI_ERROR_INPUT, no aux granule changed, footprint unchanged."""
     c = Create(t)
     c.fails(INPUT, rec=_bad_address(machine, where))
     _ok(machine)
@@ -230,7 +261,7 @@ def test_rec_create_rec_bound(machine: Machine, t: Rmi, where: str) -> None:
 def test_rec_create_rec_state(machine: Machine, t: Rmi, kind: str) -> None:
     """ACS rec_state (REC_GRAN_STATE_UNDELEGATED/RD/REC/RTT/DATA): the rec granule is NS, an RD,
     a REC, a root RTT, a DATA granule or another REC's aux granule (or rec == rd) ->
-    RMI_ERROR_INPUT, aux rolled back, footprint unchanged."""
+    RMI_ERROR_INPUT, no aux granule changed, footprint unchanged."""
     c = Create(t)
     other = t.realm()
     other_rec = t.rec(other) if kind in ("rec", "rec_aux") else 0
@@ -337,7 +368,7 @@ def test_rec_create_mpidr_index_not_reused(machine: Machine, t: Rmi) -> None:
 def test_rec_create_num_aux(machine: Machine, t: Rmi, num_aux: int) -> None:
     """ACS num_aux (NUM_AUX_INVALID: aux_count + 1): num_aux is not REC_AUX_COUNT (16) ->
     RMI_ERROR_INPUT, footprint unchanged: above 16 nothing is claimed; below 16 the first
-    num_aux granules are claimed and rolled back after the RD checks."""
+    num_aux granules are locked and released after the RD checks."""
     c = Create(t)
     c.fails(INPUT, params=c.make_params(num_aux=num_aux))
     _ok(machine)
@@ -357,8 +388,8 @@ def test_rec_create_num_aux_order(machine: Machine, t: Rmi) -> None:
 @pytest.mark.parametrize("index", [0, 1, 9, 15])
 def test_rec_create_aux_align(machine: Machine, t: Rmi, index: int) -> None:
     """ACS aux_align (AUX_UNALIGNED): aux[index] is not granule aligned -> RMI_ERROR_INPUT; the
-    aux granules before it, already claimed, are back to DELEGATED and unlocked (post-rel0 fix
-    8b591834), so the footprint is unchanged."""
+    aux granules before it are DELEGATED and unlocked (rel0 claimed them first and got the
+    rollback wrong, post-rel0 fix 8b591834), so the footprint is unchanged."""
     c = Create(t)
     aux = list(c.aux)
     aux[index] += 0x100
@@ -371,8 +402,8 @@ def test_rec_create_aux_align(machine: Machine, t: Rmi, index: int) -> None:
 @pytest.mark.parametrize("alias", ["aux1-is-aux0", "aux15-is-aux3", "aux-is-rec"])
 def test_rec_create_aux_alias(machine: Machine, t: Rmi, alias: str) -> None:
     """ACS aux_alias (AUX_ALIASED: aux[1] = aux[0]), and an aux granule that is the REC granule
-    itself -> RMI_ERROR_INPUT: the second copy is already REC_AUX (or the REC is no longer
-    DELEGATED when it is locked); everything claimed is rolled back, footprint unchanged."""
+    itself -> RMI_ERROR_INPUT: the granules are locked together, and a granule named twice
+    fails that; footprint unchanged."""
     c = Create(t)
     aux = list(c.aux)
     if alias == "aux1-is-aux0":
@@ -390,7 +421,7 @@ def test_rec_create_aux_alias(machine: Machine, t: Rmi, alias: str) -> None:
 def test_rec_create_aux_state(machine: Machine, t: Rmi, kind: str, index: int) -> None:
     """ACS aux_state (AUX_UNDELEGATED/RD/REC/RTT/DATA) plus another REC's aux and an MMIO address, at
     aux index 0, 1 and 15 -> RMI_ERROR_INPUT. With a bad aux at index > 0 the granules 0..i-1
-    were already claimed: they are back to DELEGATED with no lock held (the rel0 rollback bug,
+    stay DELEGATED with no lock held (rel0 claimed them first and got the rollback wrong,
     fixed by 8b591834), which the unchanged footprint shows."""
     c = Create(t)
     other = t.realm()

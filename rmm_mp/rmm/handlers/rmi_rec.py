@@ -13,10 +13,12 @@ written. rec_count (the next REC index) only grows: indices are never reused.
 
 Check order is TF-RMM rel0's with its later fixes, which fits the specification's partial
 orders, except where the specification decides otherwise:
-- REC_CREATE: a bad aux granule at index i > 0 puts aux[0..i-1] back to DELEGATED, each locked
-  alone, and leaves no lock held (post-rel0 fix 8b591834). num_aux above 16 is refused before the
-  aux loop (TF-RMM bounds its array first), a num_aux below 16 only after the RD checks, so
-  "num_aux" appears twice in FAILURE_CONDITIONS.
+- REC_CREATE: the REC, the RD and the aux granules are locked together in address order and
+  no aux granule changes state before every check has passed (rel0 claims each aux granule,
+  DELEGATED -> REC_AUX, before it looks at the REC and the RD, and rolls them back on a later
+  failure: a concurrent command naming one of them saw it REC_AUX for a moment). num_aux above
+  16 is refused before the aux granules are looked at (TF-RMM bounds its array first), a
+  num_aux below 16 only after the RD checks, so "num_aux" appears twice in FAILURE_CONDITIONS.
 - REC_ENTER: the run page is read first (run_* precede rec_state in B4.3.14.2.1). INJECT_SEA
   never fails the command: B4.3.14 has no such failure condition and B1.6 says a command with no
   failure condition true succeeds (rel0 returns RMI_ERROR_REC when the last exit was not a data
@@ -57,11 +59,10 @@ ESR_EC_DATA_ABORT_LOWER = 0x24
 ESR_ISV = 1 << 24
 
 LOCK_SEQUENCES = {
-    "RMI_REC_CREATE": ("each aux granule alone, in index order (lock DELEGATED, REC_AUX, unlock); the REC "
-                       "(DELEGATED) and the RD in ascending address order, the RD refcount raised under the RD "
-                       "lock; on a failure each aux granule again alone (back to DELEGATED)",
-                       "at most one granule held during the aux steps; then two externals in address order "
-                       "(rule 2)"),
+    "RMI_REC_CREATE": ("the REC (DELEGATED), the RD and every aux granule (DELEGATED), all together in "
+                       "ascending address order; the RD refcount raised under the RD lock; the aux granules "
+                       "become REC_AUX and the REC becomes REC only once every check has passed",
+                       "external granules only, taken in address order (rule 2)"),
     "RMI_REC_DESTROY": ("the REC; each aux granule in turn, in index order (scrub, DELEGATED); the REC becomes "
                         "DELEGATED; the RD refcount drops after, without the RD lock",
                         "external before internal (rules 1, 4); the RD is never locked"),
@@ -93,26 +94,9 @@ def _index(rmm: "RmmCpu", pa: int) -> int:
 
 # -- REC_CREATE ---------------------------------------------------------------------------------
 
-def _claim_aux(rmm: "RmmCpu", aux: tuple[int, ...]) -> list[int] | None:
-    """aux_align, aux_alias, aux_state: each aux granule alone, DELEGATED -> REC_AUX.
-
-    A duplicate fails at its second copy (already REC_AUX). On a failure the granules already
-    claimed go back to DELEGATED and None is returned, holding nothing.
-    """
-    claimed: list[int] = []
-    for addr in aux:
-        g = rmm.granules.find_lock(addr, DELEGATED)
-        if g is None:
-            _release_aux(rmm, claimed, scrub=False)
-            return None
-        g.unlock_transition(REC_AUX)
-        claimed.append(g.idx)
-    return claimed
-
-
 def _release_aux(rmm: "RmmCpu", indices: list[int], scrub: bool) -> None:
-    """REC_AUX -> DELEGATED, one granule at a time; ``scrub`` zeroes it first (a rollback need
-    not: the granule was never written, so it is still zero)."""
+    """REC_AUX -> DELEGATED, one granule at a time; ``scrub`` zeroes it first (REC_DESTROY;
+    the stress tool's injected bugs roll back unwritten granules without it)."""
     for idx in indices:
         g = rmm.granules.lock_known(idx, REC_AUX)
         if scrub:
@@ -157,20 +141,20 @@ def rmi_rec_create(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) 
     if num_aux > AUX_MAX:
         raise RmiError.input()
     aux = p["aux"][:num_aux]
-    claimed = _claim_aux(rmm, aux)
-    if claimed is None:
+    # aux_align, aux_alias, aux_state, rec_*, rd_*: every granule locked together, in address
+    # order (rule 2), and nothing changes state before every check has passed. (Claiming each
+    # aux granule DELEGATED -> REC_AUX first, as TF-RMM rel0 does, made a command bound to fail
+    # hold them for a moment: a concurrent UNDELEGATE, DATA_CREATE or REC_CREATE naming one
+    # failed, which no serial order gives.) A duplicate or a wrong state fails lock_sorted.
+    locked = rmm.granules.lock_sorted([(rec_addr, DELEGATED), (rd_addr, RD)] + [(a, DELEGATED) for a in aux])
+    if locked is None:
         raise RmiError.input()
-    pair = rmm.granules.lock_two(rec_addr, DELEGATED, rd_addr, RD)
-    if pair is None:
-        _release_aux(rmm, claimed, scrub=False)
-        raise RmiError.input()
-    rec_g, rd_g = pair
+    rec_g, rd_g = locked[0], locked[1]
     rd = Rd(rmm.memory, rd_g.idx)
     refusal = _params_gone(rmm, params_ptr) or _create_refusal(rmm, rd_g, rd, p["mpidr"], num_aux)
     if refusal is not None:
-        rd_g.unlock()
-        rec_g.unlock()
-        _release_aux(rmm, claimed, scrub=False)
+        for g in locked:
+            g.unlock()
         raise refusal
     params = rd.params()
     index = rd.rec_count
@@ -182,6 +166,8 @@ def rmi_rec_create(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) 
         rd.set_measurement(RIM_SLOT, rim)
     rd_g.refcount_add(1)    # atomic even under the lock: REC_DESTROY drops it without the lock
     rd.set_rec_count(index + 1)
+    for g in locked[2:]:
+        g.unlock_transition(REC_AUX)
     rd_g.unlock()
     rec_g.unlock_transition(REC)
 
