@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS
 from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_SHIFT, Granule, GranuleTable
-from rmm_mp.rmm import s2tt
+from rmm_mp.rmm import realm_run, s2tt
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
@@ -125,11 +125,12 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
     rd = Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd))
-    refusal = rmi_rec._runnable_refusal(rd, rec)
+    enter = RMI_REC_ENTER.unpack(raw)
+    refusal = rmi_rec._entry_refusal(rmm, rd, rec, enter)
     g.unlock()                                  # BUG: released without raising the refcount
     if refusal is not None:
         raise refusal
-    fields = rmi_rec._checked_run(rmm, rec, rd, RMI_REC_ENTER.unpack(raw))
+    fields = realm_run.run_rec(rmm, rec, rd, enter)
     if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack(**fields), REC_EXIT_OFFSET):
         raise RmiError.input()
 

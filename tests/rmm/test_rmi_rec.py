@@ -23,7 +23,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
-from rmm_mp.hw.granule import Granule, GranuleTable
+from rmm_mp.hw.granule import Granule, GranuleTable, cpu_owner
 from rmm_mp.guest.isa import Op, encode
 from rmm_mp.rmm import realm_run
 from rmm_mp.rmm.handlers import rmi_rec
@@ -869,6 +869,44 @@ def test_rec_enter_refused_by_the_rec_or_realm_never_holds_the_running_reference
         x0 = _call(t, F.RMI_REC_ENTER, e.rec, e.run)[0]
     assert x0 == {"realm-new": REALM_ERR, "system-off": REALM_ERR | 1 << 8}.get(why, REC_ERR)
     assert taken == [], taken
+
+
+@pytest.mark.parametrize("why", ["gicv3", "mmio"])
+@pytest.mark.parametrize("other_call", ["destroy", "enter"])
+def test_rec_enter_refused_on_its_gic_state_or_mmio_never_holds_the_running_reference(
+        machine: Machine, t: Rmi, why: str, other_call: str) -> None:
+    """rec_gicv3 and rec_mmio are checked under the REC lock too, before the running reference
+    is taken. A REC_ENTER bound to fail has no footprint, so a concurrent REC_DESTROY of the REC,
+    or a valid REC_ENTER of it, succeeds whenever it runs. The old code (as TF-RMM rel0) took the
+    reference, unlocked the REC and only then checked the GIC state and EMUL_MMIO: another CPU
+    acting on the REC in between (here, right after CPU 0 unlocks it) saw it running and got
+    RMI_ERROR_REC (rec_state), and both commands failed, which no serial order gives."""
+    e = Enter(t, **({"gicv3_hcr": 1} if why == "gicv3" else {"flags": 1}))
+    other = Rmi(machine, cpu=1)
+    good_run = t.ns_page(Enter.page())
+    rec_idx = _idx(machine, e.rec)
+    owner = GranuleTable.unlock
+    answers: list[int] = []
+
+    def then_the_other_cpu(table: GranuleTable, idx: int) -> None:
+        owner(table, idx)
+        if idx == rec_idx and table.owner == cpu_owner(0) and not answers:
+            answers.append(-1)
+            if other_call == "destroy":
+                answers[0] = other.smc(F.RMI_REC_DESTROY, e.rec)[0]
+            else:
+                answers[0] = other.smc(F.RMI_REC_ENTER, e.rec, good_run)[0]
+
+    with mock.patch.object(GranuleTable, "unlock", then_the_other_cpu):
+        x0 = t.smc(F.RMI_REC_ENTER, e.rec, e.run)[0]
+    assert x0 == REC_ERR
+    assert answers == [SUCCESS]
+    if other_call == "destroy":
+        assert _state(machine, e.rec) == S.DELEGATED
+    else:
+        assert _refcount(machine, e.rec) == 0
+        assert RMI_REC_EXIT.get(e.exit_half(good_run), "exit_reason") == IRQ
+    _ok(machine)
 
 
 def test_rec_enter_rec_psci(machine: Machine, t: Rmi) -> None:

@@ -67,8 +67,8 @@ LOCK_SEQUENCES = {
                         "DELEGATED; the RD refcount drops after, without the RD lock",
                         "external before internal (rules 1, 4); the RD is never locked"),
     "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
-    "RMI_REC_ENTER": ("the run page (NS copy); the REC (the realm state read without a lock, the REC's runnable "
-                      "and PSCI checks, then the refcount raised, lock released); the run page again for the exit; "
+    "RMI_REC_ENTER": ("the run page (NS copy); the REC (the realm state read without a lock, the REC's runnable, "
+                      "PSCI, GIC and MMIO checks, then the refcount raised, lock released); the run page again for the exit; "
                       "the refcount dropped without the lock",
                       "one lock at a time; NS copies are made holding no other lock (rule 8); the run holds no lock"),
 }
@@ -212,12 +212,14 @@ def _emul_mmio_allowed(rec: Rec, flags: int) -> bool:
     return (esr >> ESR_EC_SHIFT) & 0x3F == ESR_EC_DATA_ABORT_LOWER and bool(esr & ESR_ISV)
 
 
-def _runnable_refusal(rd: Rd, rec: Rec) -> RmiError | None:
-    """realm_new, system_off, rec_runnable, rec_psci. Checked with the REC locked, before the
-    running reference is taken: RMI_PSCI_COMPLETE counts a REC with a reference as on, so a
-    REC_ENTER bound to fail on a REC that is off must never hold one (it made a concurrent
-    CPU_ON complete with ALREADY_ON and the target never start; TF-RMM rel0 takes the
-    reference first too). The RD is kept alive by the REC; its state is an atomic load."""
+def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any]) -> RmiError | None:
+    """realm_new, system_off, rec_runnable, rec_psci, rec_gicv3, rec_mmio. Checked with the REC
+    locked, before the running reference is taken: a REC_ENTER bound to fail must never hold
+    one, even for a moment. RMI_PSCI_COMPLETE counts a REC with a reference as on (it made a
+    concurrent CPU_ON complete with ALREADY_ON and the target never start), and REC_DESTROY or
+    another REC_ENTER of the REC fail rec_state while it is held (both commands then failed,
+    which no serial order gives). TF-RMM rel0 takes the reference before all of these checks.
+    The RD is kept alive by the REC; its state is an atomic load."""
     state = rd.state
     if state == _NEW:
         return RmiError.realm(0)
@@ -225,16 +227,11 @@ def _runnable_refusal(rd: Rd, rec: Rec) -> RmiError | None:
         return RmiError.realm(1)
     if not rec.runnable or rec.psci_pending:
         return RmiError.rec()
-    return None
-
-
-def _checked_run(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str, Any]:
-    """rec_gicv3, rec_mmio; then the run. Caller holds the REC's running reference."""
     if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], rmm.num_lrs):
-        raise RmiError.rec()
+        return RmiError.rec()
     if not _emul_mmio_allowed(rec, enter["flags"]):
-        raise RmiError.rec()
-    return realm_run.run_rec(rmm, rec, rd, enter)
+        return RmiError.rec()
+    return None
 
 
 def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
@@ -250,14 +247,15 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
     rd = Rd(rmm.memory, _index(rmm, rec.owner_rd))
-    refusal = _runnable_refusal(rd, rec)
+    enter = RMI_REC_ENTER.unpack(raw)
+    refusal = _entry_refusal(rmm, rd, rec, enter)
     if refusal is not None:
         g.unlock()
         raise refusal
     g.refcount_add(1)
     g.unlock()
     try:
-        fields = _checked_run(rmm, rec, rd, RMI_REC_ENTER.unpack(raw))
+        fields = realm_run.run_rec(rmm, rec, rd, enter)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
         if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack(**fields), REC_EXIT_OFFSET):
             raise RmiError.input()
