@@ -1009,6 +1009,36 @@ def test_rec_enter_exit_write_fault(machine: Machine, t: Rmi, monkeypatch: pytes
     _ok(machine)
 
 
+def test_rec_enter_run_page_delegated_after_the_copy(machine: Machine, t: Rmi,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_pas again: the run page is copied before any lock (rule 8); another CPU delegating it
+    between that copy and the REC lock fails the command (INPUT) before the REC runs, so nothing
+    changes but the other CPU's DELEGATE. The old code ran the REC (its last-exit syndrome was
+    reset) and then failed to write the exit (INPUT), which no serial order gives: DELEGATE
+    first fails run_pas with no footprint, REC_ENTER first succeeds. (TF-RMM rel0 copies the
+    page after taking the REC's reference, so its copy faults here before the run.)"""
+    e = Enter(t)
+    _rec(machine, e.rec).set_last_exit(_DABT_ISV, 0, 0)
+    other = Rmi(machine, cpu=1)
+    copy = rmi_rec.read_ns
+
+    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
+        content = copy(rmm, addr, size)
+        assert other.smc(F.RMI_GRANULE_DELEGATE, e.run)[0] == SUCCESS
+        return content
+
+    monkeypatch.setattr(rmi_rec, "read_ns", copy_then_delegate)
+    pas = (e.rec, e.realm.rd, *e.realm.recs[0][1])
+    before = snapshot(machine, *pas)
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    delegated = f"granule {_idx(machine, e.run)}: "     # the other CPU's DELEGATE, nothing else
+    assert [d for d in before.diff(snapshot(machine, *pas)) if not d.startswith(delegated)] == []
+    assert _rec(machine, e.rec).last_exit() == (_DABT_ISV, 0, 0)
+    assert _state(machine, e.run) == S.DELEGATED
+    _ok(machine)
+
+
 def test_rec_enter_two_recs_two_cpus(machine: Machine, t: Rmi) -> None:
     """Two RECs of one realm entered from CPU 0 and CPU 1 with their own run pages: both
     SUCCESS with IRQ exits in their own pages, both refcounts back to 0, RD refcount still 2."""

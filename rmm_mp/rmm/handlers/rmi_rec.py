@@ -19,7 +19,8 @@ orders, except where the specification decides otherwise:
   failure: a concurrent command naming one of them saw it REC_AUX for a moment). num_aux above
   16 is refused before the aux granules are looked at (TF-RMM bounds its array first), a
   num_aux below 16 only after the RD checks, so "num_aux" appears twice in FAILURE_CONDITIONS.
-- REC_ENTER: the run page is read first (run_* precede rec_state in B4.3.14.2.1). INJECT_SEA
+- REC_ENTER: the run page is read first (run_* precede rec_state in B4.3.14.2.1), and its
+  state read again once the REC is locked (delegated since the copy: run_pas, before the run). INJECT_SEA
   never fails the command: B4.3.14 has no such failure condition and B1.6 says a command with no
   failure condition true succeeds (rel0 returns RMI_ERROR_REC when the last exit was not a data
   abort at an unprotected IPA). EMUL_MMIO is ignored when INJECT_SEA is set (A4.2.3), and fails
@@ -67,7 +68,7 @@ LOCK_SEQUENCES = {
                         "DELEGATED; the RD refcount drops after, without the RD lock",
                         "external before internal (rules 1, 4); the RD is never locked"),
     "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
-    "RMI_REC_ENTER": ("the run page (NS copy); the REC (the realm state read without a lock, the REC's runnable, "
+    "RMI_REC_ENTER": ("the run page (NS copy); the REC (the run page's state read again, the realm state read without a lock, the REC's runnable, "
                       "PSCI, GIC and MMIO checks, then the refcount raised, lock released); the run page again for the exit; "
                       "the refcount dropped without the lock",
                       "one lock at a time; NS copies are made holding no other lock (rule 8); the run holds no lock"),
@@ -79,7 +80,7 @@ FAILURE_CONDITIONS = {
     "RMI_REC_DESTROY": ("rec_align", "rec_bound", "rec_gran_state", "rec_state"),
     "RMI_REC_AUX_COUNT": ("rd_align", "rd_bound", "rd_state"),
     "RMI_REC_ENTER": ("run_align", "run_bound", "run_pas", "rec_align", "rec_bound", "rec_gran_state",
-                      "rec_state", "realm_new", "system_off", "rec_runnable", "rec_psci", "rec_gicv3",
+                      "run_pas", "rec_state", "realm_new", "system_off", "rec_runnable", "rec_psci", "rec_gicv3",
                       "rec_mmio"),
 }
 
@@ -241,6 +242,13 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.input()
     g = rmm.granules.find_lock(rec_addr, REC)
     if g is None:
+        raise RmiError.input()
+    # run_pas again, with the REC locked: the page was copied before any lock (rule 8) and
+    # another CPU may have delegated it since. Still NS here, it was NS when the command takes
+    # effect; otherwise the REC would run and its exit could not be written (INPUT after a run),
+    # which no serial order gives. (A page delegated during the run is A4.3.3's case.)
+    if rmm.granules.racy_state(rmm.granules.find(run_ptr)) != NS:
+        g.unlock()
         raise RmiError.input()
     if g.refcount != 0:     # running on another CPU
         g.unlock()
