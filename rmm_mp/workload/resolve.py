@@ -150,6 +150,8 @@ def _phases(file: WorkloadFile, cpus: int, length: tuple[float | None, int | Non
     shares = [p.seconds if p.seconds is not None else float(p.iterations or 0) for p in specs]
     total = sum(shares)
     steps: list[int | None] = [p.iterations for p in specs]
+    if from_cli and file.phases and seconds is not None:
+        steps = [None] * len(specs)        # --seconds times counted phases: their counts no longer apply
     if from_cli and file.phases and iterations is not None:
         if iterations < len(specs):
             raise ConfigError("command line", "--iterations", iterations,

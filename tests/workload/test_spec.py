@@ -466,6 +466,17 @@ def test_phases_keep_their_proportions_under_seconds(tmp_path: Path) -> None:
     assert [(p.name, p.seconds, p.iterations) for p in w.phases] == [("a", None, 6), ("b", None, 2)]
 
 
+def test_counted_phases_under_seconds_are_timed_only(tmp_path: Path) -> None:
+    """--seconds on a file of counted phases times them: each phase gets its share of the time and
+    no step count (the report's limit and JSON `iterations` would otherwise name counts that
+    never bound the run)."""
+    text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\niterations = 100\n'
+            '[[phase]]\nname = "b"\niterations = 300\n')
+    w = load(tmp_path, text, seconds=2.0)
+    assert [(p.name, p.seconds, p.iterations) for p in w.phases] == [("a", 0.5, None), ("b", 1.5, None)]
+    assert (w.seconds, w.iterations) == (2.0, None)
+
+
 def test_phases_share_iterations_exactly(tmp_path: Path) -> None:
     """--iterations N gives the run exactly N steps per CPU: the phases' rounded shares add up
     (largest remainders first), each phase keeps at least one step, and fewer steps than phases
