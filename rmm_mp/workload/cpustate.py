@@ -103,6 +103,9 @@ class CpuResult:
     ended_ns: int
     cpu_ns: int
     """CPU time this process used from started_ns to ended_ns (time.process_time_ns)."""
+    turned_off: tuple[tuple[int, int], ...] = ()
+    """(slot, slot generation) of the live instances the lifecycle turned off (their lifetime
+    was reached) before the run ended: their outcome says so, as a torn-down one's does."""
 
 
 @dataclass
@@ -230,5 +233,6 @@ class Host:
         leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
         counters = dict(self.counters)
         counters["REC entries"] = self.loop.entries
+        off = tuple((i.slot, i.gen) for k, i in self.owned.items() if i is not None and k in self.turned_off)
         return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
-                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns)
+                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off)

@@ -254,13 +254,15 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
     queue = RunQueue(machine)
     ended: list[tuple[Finished, bool]] = [(f, False) for f in finished]
     unread = 0
+    turned_off = {key for r in results.values() for key in r.turned_off}
     for inst in live:
         template = w.realms[inst.realm] if inst.realm >= 0 else None
 
         def read(inst: Instance = inst, template: RealmTemplate | None = template) -> tuple[Finished, bool]:
             running = queue.realm_state(inst.slot) != DONE or template is None
             return realms.finish(machine, queue, inst, template, platform_key=plan.platform_key,
-                                 tokens_dir=plan.tokens_dir), running
+                                 tokens_dir=plan.tokens_dir,
+                                 turned_off=(inst.slot, inst.gen) in turned_off), running
         ok, item = stop.step(read, read=True)
         if ok:
             ended.append(item)

@@ -96,6 +96,21 @@ def test_ripas_churn_enters_its_own_realm(tmp_path: Path) -> None:
     assert realm.ok and realm.name == "ripas-churn.cpu0" and realm.counters["ripas_changes"] >= 2
 
 
+def test_a_realm_turned_off_by_the_lifecycle_says_so_when_the_run_ends_first(tmp_path: Path) -> None:
+    """A lifecycle ripas-loop realm with lifetime 1 on 1 CPU: step 1 runs its vCPU, step 2 turns
+    it off (the REC entry reached its lifetime), step 3 drains its vCPU, step 4 tears it down. A
+    run that ends after step 2 or 3 leaves it alive but turned off by the lifecycle: its outcome
+    says so (not "running when the run ended", nor "turned itself off": ripas-loop never does)."""
+    text = ('cpus = 1\nactivities = { lifecycle = 1 }\n'
+            '[[realm]]\nname = "vm"\nguest = "ripas-loop"\nlifecycle = true\nlifetime = 1\n')
+    for steps in (2, 3):
+        report = go(tmp_path, text, iterations=steps)
+        assert report.ok, (report.problems, report.failures, report.realms)
+        assert report.counters[0]["realms turned off"] == 1
+        (vm,) = report.realms
+        assert vm.name == "vm#0" and vm.detail == "turned off by the lifecycle after 1 REC entry", (steps, vm)
+
+
 def test_one_cpu_run_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     """On one CPU nothing races, so a seed fixes everything: the same counters twice for seed 3
     (rtt-churn, map-shared and delegate-churn on a resident realm), other counters for seed 4."""
