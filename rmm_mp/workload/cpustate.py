@@ -54,11 +54,13 @@ class RunPlan:
     recording: bool = True
     tokens_dir: str | None = None
     platform_key: bytes | None = None
+    phase_counts: bool = False
+    """Count each CPU's steps per phase ("phase NAME steps"): the file has [[phase]] entries."""
 
     def job(self, cpu: int, part: "CpuPart") -> "CpuJob":
         return CpuJob(cpu, self.seed, self.cpus, self.phases, self.realms, part.owned, self.resident,
                       self.delegate_shared if part.delegate_private else (), part.delegate_private,
-                      self.ripas_template, self.recording, self.tokens_dir, self.platform_key)
+                      self.ripas_template, self.recording, self.tokens_dir, self.platform_key, self.phase_counts)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class CpuJob:
     recording: bool = True
     tokens_dir: str | None = None
     platform_key: bytes | None = None
+    phase_counts: bool = False
 
 
 @dataclass(frozen=True)

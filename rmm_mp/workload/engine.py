@@ -95,7 +95,7 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
                 recorder.record(HOST_SLOTS[name], time.perf_counter_ns() - t0, 0, 0, False)
             counts[f"{name} steps"] += 1
             done += 1
-        if len(job.phases) > 1:
+        if job.phase_counts:
             counts[f"phase {phase.name} steps"] += done
         if control.stop_requested:
             break

@@ -236,7 +236,7 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
     ripas = ripas_template() if w.uses("ripas-churn") else None
     resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
     plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
-                   key)
+                   key, phase_counts=bool(w.file.phases))
     parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()))
                   for c in range(w.cpus))
     return plan, parts, (shared, private)

@@ -111,6 +111,16 @@ def test_a_realm_turned_off_by_the_lifecycle_says_so_when_the_run_ends_first(tmp
         assert vm.name == "vm#0" and vm.detail == "turned off by the lifecycle after 1 REC entry", (steps, vm)
 
 
+def test_phase_step_counters_whenever_the_file_has_phases(tmp_path: Path) -> None:
+    """`phase NAME steps` is counted when the file has [[phase]] entries, a single one too
+    (docs/workloads.md), and not for a file without phases (its one phase is the engine's)."""
+    one = go(tmp_path, 'cpus = 1\n[[phase]]\nname = "only"\niterations = 20\nactivities = { delegate-churn = 1 }\n')
+    assert one.ok, (one.problems, one.failures)
+    assert one.counters[0]["phase only steps"] == 20 == one.counters[0]["delegate-churn steps"]
+    none = go(tmp_path, "iterations = 20\nactivities = { delegate-churn = 1 }\n", cpus=1)
+    assert none.ok and not any(k.startswith("phase ") for k in none.counters[0]), none.counters
+
+
 def test_one_cpu_run_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     """On one CPU nothing races, so a seed fixes everything: the same counters twice for seed 3
     (rtt-churn, map-shared and delegate-churn on a resident realm), other counters for seed 4."""
