@@ -7,8 +7,10 @@ every run (``plan`` lists it; tests compare runs). What each activity then finds
 the run queue hands out, whether a lifecycle realm has finished) depends on timing.
 
 Activities draw their own choices (which realm, which table operation) from a separate
-generator per CPU and activity, ``random.Random(f"{seed}:{c}:{activity}")``, so those choices
-do not shift the plan either.
+generator per CPU and activity, ``random.Random(f"{seed}:{c}:activity:{activity}")``, so those
+choices do not shift the plan either. The word ``activity`` keeps the two kinds of stream
+apart: a phase may be named like an activity (``delegate-churn``), and a phase name holds no
+colon, so no activity's stream is ever a plan's.
 
 This module owns the plan. It runs nothing.
 """
@@ -27,7 +29,7 @@ def plan_rng(seed: int, cpu: int, phase: str) -> random.Random:
 
 
 def activity_rng(seed: int, cpu: int, activity: str) -> random.Random:
-    return random.Random(f"{seed}:{cpu}:{activity}")
+    return random.Random(f"{seed}:{cpu}:activity:{activity}")
 
 
 class Chooser:

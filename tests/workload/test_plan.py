@@ -59,6 +59,15 @@ def test_activity_generators_are_separate_from_the_plan() -> None:
     assert activity_rng(5, 0, "map-shared").random() != activity_rng(5, 0, "rtt-churn").random()
 
 
+def test_an_activity_stream_is_never_a_plan_stream() -> None:
+    """A phase may be named like an activity; the plan of phase 'delegate-churn' used to be the
+    very stream delegate-churn drew its own choices from, so the activity's first choice was
+    tied to whether the plan's first step picked it."""
+    from rmm_mp.workload.plan import plan_rng
+    for activity in ("delegate-churn", "rtt-churn", "map-shared", "run"):
+        assert plan_rng(5, 0, activity).random() != activity_rng(5, 0, activity).random()
+
+
 def test_bundled_workload_plans_are_reproducible() -> None:
     """For quickstart, the resolved weights of each CPU give the same first 1,000 steps for one
     seed whenever it is resolved, and a different sequence under --seed 2."""
