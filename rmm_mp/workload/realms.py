@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from rmm_mp.attest.verify import verify_token
+from rmm_mp.attest.verify import VerificationResult, verify_token
 from rmm_mp.host import RealmSpec, create_realm, destroy_realm, realm_status
 from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
@@ -136,7 +136,13 @@ def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTempla
         except OSError as exc:  # the directory went away, the disk is full: a file not written
             path, write_error = "", f"{path}: {exc.strerror or exc}"
     return replace(base, token=len(token), token_file=path, token_write_error=write_error,
-                    token_problem="" if result.ok else f"the token does not verify: {result.verdict()}")
+                    token_problem="" if result.ok else _verify_problem(result))
+
+
+def _verify_problem(result: "VerificationResult") -> str:
+    """Why a saved token does not verify: the verdict and each check that did not pass."""
+    checks = "; ".join(f"{c.name}: {c.reason}" for c in result.checks if c.passed is not True)
+    return f"the token does not verify ({result.verdict}): {checks}"
 
 
 def _token(machine: "Machine", st: RealmStatus) -> tuple[bytes | None, str]:

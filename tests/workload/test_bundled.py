@@ -82,7 +82,23 @@ def test_attestation_storm_saves_verifiable_tokens(tmp_path: Path) -> None:
         realm, index, generation = name.removesuffix(".cbor").rsplit("-", 2)
         challenge = programs.challenge(report.seed, realm, int(index), int(generation))
         result = verify_token((out / name).read_bytes(), key, expected_challenge=challenge)
-        assert result.ok, (name, result.verdict())
+        assert result.ok, (name, result.verdict, result.checks)
+
+
+def test_a_token_that_does_not_verify_fails_its_realm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run verifies each token with the platform's key; given another platform's key (the
+    TF-A FVP sample's), every token's platform signature fails. That is a failed realm whose
+    detail names the check, not a crash: the run once raised TypeError here, calling the
+    VerificationResult.verdict property."""
+    from rmm_mp.el3 import attest
+
+    wrong = (attest.data_dir() / "tf-a-fvp-sample" / "cca_platform.pub").read_bytes()
+    monkeypatch.setattr(attest.AttestationKeys, "platform_public_key_pem", lambda self: wrong)
+    w = resolve(spec.load("attestation-storm"), iterations=60)
+    report = run_workload(w, RunOptions(progress=False))
+    assert report.failures == () and not report.ok
+    failed = [r for r in report.realms if "token" in r.detail and not r.ok]
+    assert failed and all("the token does not verify (failed): platform signature:" in r.detail for r in failed)
 
 
 def test_tokens_that_cannot_be_saved_are_a_report_file_error(tmp_path: Path) -> None:
