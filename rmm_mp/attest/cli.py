@@ -27,6 +27,10 @@ _EXIT_BY_VERDICT: Final = {"ok": EXIT_OK, "failed": EXIT_FAILED, "incomplete": E
 _NAME_WIDTH: Final = 32
 
 
+CHALLENGE_BYTES = 64
+"""RSI_ATTESTATION_TOKEN_INIT's challenge: X1..X8 (B5.3.2)."""
+
+
 def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
     """click callback: HEX option -> bytes (an optional 0x prefix and spaces are allowed)."""
     if value is None:
@@ -65,7 +69,9 @@ def attest_group() -> None:
               help="Platform key (trust anchor): PEM public/private key, DER, JWK, veraison trust-anchor "
                    "list JSON, or a hex EC point. Without it the platform signature is not verified.")
 @click.option("--challenge", callback=_hex_bytes, metavar="HEX",
-              help="The challenge the realm was given; realm claim 10 must equal it.")
+              help="The challenge the realm was given; realm claim 10 must equal it. A shorter one "
+                   "than 64 bytes is zero-padded to 64, as RMM spec A7.2.2 has the relying party do "
+                   "before the realm passes it on.")
 @click.option("--expect-rim", callback=_hex_bytes, metavar="HEX",
               help="The expected realm initial measurement; realm claim 44238 must equal it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
@@ -84,6 +90,9 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     """
     data = _read_token(token)
     key = Path(platform_key).read_bytes() if platform_key else None
+    if challenge is not None and len(challenge) < CHALLENGE_BYTES:
+        # A relying party's 32-byte nonce reaches the token padded (A7.2.2); compare it so.
+        challenge = challenge.ljust(CHALLENGE_BYTES, b"\0")
     try:
         result = verify_token(data, key, expected_challenge=challenge, expected_rim=expect_rim,
                               key_name=platform_key or "platform key")

@@ -81,7 +81,27 @@ def test_expected_values_match_or_fail(option: str, good: str) -> None:
     assert bad.exit_code == EXIT_FAILED
     assert f"is {good} ({len(good) // 2} bytes); expected {wrong} ({len(wrong) // 2} bytes)" in bad.output
     one = _run("verify", FFM, "--platform-key", TA_TFA, option, "00")      # one byte reads as one
-    assert one.exit_code == EXIT_FAILED and "; expected 00 (1 byte)" in one.output, one.output
+    shown = "00" * 64 + " (64 bytes)" if option == "--challenge" else "00 (1 byte)"    # padded: below
+    assert one.exit_code == EXIT_FAILED and f"; expected {shown}" in one.output, one.output
+
+
+def test_a_short_challenge_is_zero_padded_as_the_realm_pads_it(tmp_path: Path, sample_rak,  # type: ignore[no-untyped-def]
+                                                               sample_platform_token: bytes, cpak_pub: bytes,
+                                                               realm_claims) -> None:
+    """A relying party's 32-byte nonce is zero-padded to 64 bytes before the realm calls
+    RSI_ATTESTATION_TOKEN_INIT (A7.2.2): --challenge with the 32 bytes verifies the token, as
+    does the padded form; another 32 bytes fail. (It used to fail on the length.)"""
+    from rmm_mp.attest import encode_cca_token, sign_cose_sign1
+    nonce = bytes(range(100, 132))
+    token = tmp_path / "t.cbor"
+    token.write_bytes(encode_cca_token(sample_platform_token,
+                                       sign_cose_sign1(realm_claims(challenge=nonce + bytes(32)), sample_rak)))
+    key = tmp_path / "platform.pub"
+    key.write_bytes(cpak_pub)
+    for given in (nonce, nonce + bytes(32)):
+        result = _run("verify", token, "--platform-key", key, "--challenge", given.hex())
+        assert result.exit_code == EXIT_OK, result.output
+    assert _run("verify", token, "--platform-key", key, "--challenge", bytes(32).hex()).exit_code == EXIT_FAILED
 
 
 @pytest.mark.parametrize("value", ["xyz", "abc", ""])
