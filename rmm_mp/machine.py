@@ -147,6 +147,9 @@ class Machine:
             for region in plat.secure:
                 first = (region.base - plat.dram.base) // GRANULE_SIZE
                 machine.gpt.set_range(first, region.size // GRANULE_SIZE, Pas.SECURE)
+            # Last: until now an attach (`rmm-mp check` racing the run's start) would see a
+            # half-made machine, e.g. Secure granules still in the NS PAS.
+            machine.control.set_ready()
             _register(machine)
         except BaseException:
             if machine is not None:
@@ -171,6 +174,16 @@ class Machine:
         try:
             for part in ("ctl", "granules", "gpt", "dram", "cpus"):
                 attached[part] = Segment.attach(name, part)
+                if part == "ctl" and _being_created(attached[part]):
+                    raise FileExistsError   # its creator has not finished making it
+        except FileExistsError:
+            for seg in attached.values():
+                seg.close()
+            pid = name[len(segment.NAME_PREFIX):].split("-")[0]
+            if pid.isdigit() and not process.alive(int(pid)):
+                raise MachineError(f"machine {name!r} was never finished: its creator (pid {pid}) died while making "
+                                   "it (`rmm-mp clean` removes it)") from None
+            raise MachineError(f"machine {name!r} is still being created: try again in a moment") from None
         except FileNotFoundError:
             for seg in attached.values():
                 seg.close()
@@ -191,7 +204,12 @@ class Machine:
             cpus = control.cpus
             if control.trace_capacity:
                 attached["trace"] = Segment.attach(name, "trace")
-        except (ValueError, FileNotFoundError) as exc:
+        except FileNotFoundError:   # its trace segment: unlinked as the machine closes
+            view.close()
+            for seg in attached.values():
+                seg.close()
+            raise MachineError(f"no machine named {name!r} in {segment.SHM_DIR} (it was closed, or never existed)") from None
+        except ValueError as exc:
             view.close()
             for seg in attached.values():
                 seg.close()
@@ -372,6 +390,17 @@ class Machine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("creator" if self.is_creator else "attached")
         return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
+
+
+def _being_created(seg: Segment) -> bool:
+    """Whether a control segment is one Machine.create is still filling in: no magic yet, or
+    the magic but not the ready flag (hw.control)."""
+    if seg.size < ctl.OFF_READY + 4:
+        return False                # not a control block at all: check_magic says so
+    header = bytes(seg.buf[:len(ctl.MAGIC)])
+    if header == bytes(len(ctl.MAGIC)):
+        return True
+    return header == ctl.MAGIC and int.from_bytes(seg.buf[ctl.OFF_READY:ctl.OFF_READY + 4], "little") == 0
 
 
 def _int_arg(name: str, value: object) -> int:

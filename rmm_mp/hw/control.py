@@ -10,6 +10,7 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64 (hw.tlb)
     0x0100  REC time slice: guest instructions a REC runs before an IRQ exit u64
     0x0108  trace ring capacity per CPU (records) u64 (hw.trace)
+    0x0110  ready u32: 1 once Machine.create has made the whole machine (attach refuses it before)
     0x0140  quiescent points: 8 requester deadlines u64, participants u32, parked u32 (hw.quiesce)
     0x1000  dead reason, UTF-8 (4 KiB)
     0x2000  platform description as JSON (24 KiB)
@@ -49,6 +50,7 @@ OFF_GPT_GENERATION = 0xC0
 OFF_EXECUTING = 0xC8
 OFF_TIME_SLICE = 0x100
 OFF_TRACE_CAPACITY = 0x108
+OFF_READY = 0x110
 OFF_QUIESCE_SLOTS, QUIESCE_SLOTS = 0x140, 8
 OFF_QUIESCE_COUNT = 0x180
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
@@ -78,6 +80,14 @@ class Control:
         _CREATOR.pack_into(self.buf, OFF_CREATOR, creator_pid, creator_start_ms)
         _AREA.pack_into(self.buf, OFF_AREA, area_size, len(data))
         self.buf[OFF_PLATFORM:OFF_PLATFORM + len(data)] = data
+
+    @property
+    def ready(self) -> bool:
+        """Whether the creator has finished making the machine (set last by Machine.create)."""
+        return self.view.load_u32(OFF_READY) != 0
+
+    def set_ready(self) -> None:
+        self.view.store_u32(OFF_READY, 1)
 
     def check_magic(self) -> None:
         magic, version, _ = _HEADER.unpack_from(self.buf, 0)

@@ -28,6 +28,7 @@ from rmm_mp import Cpu, GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
 from rmm_mp.hw import segment
 from rmm_mp.hw.cpuarea import OFF_NS_CTX
+from rmm_mp.hw.gpt import Gpt
 from rmm_mp.hw.platform import platform_dir
 from rmm_mp.rmm import dispatch
 
@@ -859,3 +860,37 @@ def test_exception_in_with_block_unlinks() -> None:
             assert entries_of(name)
             raise KeyError("unwind")
     assert name and not entries_of(name)
+
+
+def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attach racing Machine.create (`rmm-mp check` as a run starts) is refused until the
+    machine is whole. Before, it attached a machine whose Secure granules were still in the NS
+    PAS and the check reported 256 [gpt] violations, exit status 1, on a valid machine."""
+    from click.testing import CliRunner
+
+    from rmm_mp.cli import main
+    from rmm_mp.hw.faults import MachineError
+    seen: list[tuple[int, str]] = []
+    real = Gpt.set_range
+
+    def early(self: Gpt, *args: object) -> None:
+        if not seen:
+            name = next(n for n in os.listdir(segment.SHM_DIR) if n.startswith(f"rmm-mp-{os.getpid()}-"))
+            result = CliRunner().invoke(main, ["check", name.split(".")[0]])
+            seen.append((result.exit_code, result.output))
+        real(self, *args)
+    monkeypatch.setattr(Gpt, "set_range", early)
+    with Machine.create("host", cpus=1) as m:
+        assert m.platform.secure
+        assert seen == [(2, f"error: machine '{m.name}' is still being created: try again in a moment\n")]
+        with Machine.attach(m.name) as other:     # once made, it attaches
+            assert other.control.ready
+    # A control block whose creator died before it was made is not "being created".
+    name = "rmm-mp-999999999-0badc0de"
+    path = Path(segment.SHM_DIR) / f"{name}.ctl"
+    path.write_bytes(bytes(0x1000))
+    try:
+        with pytest.raises(MachineError, match="never finished: its creator .pid 999999999. died"):
+            Machine.attach(name)
+    finally:
+        path.unlink()
