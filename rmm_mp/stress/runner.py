@@ -63,8 +63,10 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
         # CPUs have stopped, still gives a report, marked interrupted (rmm_mp.interrupts).
         with Interrupts(sigterm_stops) as stop:
             def populate() -> object:
-                # A participant without points: a pause (`rmm-mp check`) waits until the build is done.
-                with Participant(machine.control):
+                # A participant with one point, before the build: a pause (`rmm-mp check`) asked
+                # for now parks it there, one asked for later waits until the build is done.
+                with Participant(machine.control) as part:
+                    part.point()
                     return build(machine, guests=config.guests)
             built, population = stop.step(populate)
             if not built:

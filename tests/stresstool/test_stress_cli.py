@@ -135,6 +135,7 @@ def test_a_signal_after_the_cpus_stopped_still_gives_the_report(monkeypatch: pyt
     saying what was not done (exit 1), not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM);
     nothing is left in the segment directory."""
     from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
     calls = _signal_when_called(monkeypatch, runner, "invariants", signum)
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--quiescent-every", "0"])
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
@@ -151,6 +152,7 @@ def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
     """Ctrl-C or SIGTERM while the parent builds the population: no CPU is started, and the
     report says so, marked interrupted (exit 1)."""
     from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
     _signal_when_called(monkeypatch, runner, "build", signum)
     monkeypatch.setattr(runner, "run_cpus", lambda *a, **k: pytest.fail("the CPUs were started"))
     res = CliRunner().invoke(stress, ["--seconds", "1"])
@@ -526,3 +528,30 @@ def test_summary_counts_in_words() -> None:
                        preemptions=0, quiescent_checks=2).summary()
     assert "; 2 operations in" in two and "; 2 steps, 2 switches (0 preemptions)" in two
     assert "; 2 quiescent invariant checks;" in two
+
+
+def test_the_population_is_not_built_under_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause asked for before the stress run's parent starts building the population (a
+    `rmm-mp check` just after the machine appears: it found no participant, so it is reading
+    the machine as it is) holds the build back until it ends. Before, the parent joined as a
+    participant and built at once, under the check's scan: the check could report the half-made
+    population as violations, with exit status 1 ("nothing to pause")."""
+    from rmm_mp.hw.quiesce import Pause, _requested
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+
+    class Built(Exception):
+        pass
+    under_pause: list[bool] = []
+
+    def build(machine: Machine, guests: bool = True) -> None:
+        under_pause.append(_requested(machine.control.view))
+        raise Built
+
+    def pause_now(machine: Machine) -> None:
+        pause = Pause(machine.control).__enter__()
+        threading.Timer(0.3, pause.__exit__).start()
+    monkeypatch.setattr(runner, "build", build)
+    with pytest.raises(Built):
+        runner.run(StressConfig(cpus=2, schedule="random", steps=10), on_machine=pause_now)
+    assert under_pause == [False]
