@@ -15,7 +15,9 @@ Words in the control block (hw.control owns the offsets):
 A pause is asked for while any slot's deadline lies ahead. A requester claims a free or
 expired slot and a thread of its own renews the deadline every LEASE_NS / 4, so a requester
 that is killed stops renewing and the CPUs go on within LEASE_NS; several requesters (a stress
-run's own checks and a user's `rmm-mp check`) each hold their own slot.
+run's own checks and a user's `rmm-mp check`) each hold their own slot. A requester that was
+stopped or starved past its lease finds out (Pause.held() is False: the CPUs may have gone on
+meanwhile) and never writes into the expired slot once another requester has claimed it.
 
 This module owns the protocol. It must not know what the participants run or what the
 requester checks.
@@ -94,6 +96,12 @@ class Pause:
         self.view = control.view
         self.lease_ns = lease_ns
         self._slot = -1
+        self._deadline = 0
+        """The deadline this requester last stored in its slot."""
+        self.lapsed = False
+        """The lease ran out at least once (this process was stopped or starved for longer than
+        the lease), or another requester took the expired slot: the participants may have gone
+        on in between, whatever they do now."""
         self._done = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -102,8 +110,9 @@ class Pause:
         for i in range(QUIESCE_SLOTS):
             off = OFF_QUIESCE_SLOTS + 8 * i
             old = view.load_u64(off)
-            if old <= time.monotonic_ns() and view.cas_u64(off, old, time.monotonic_ns() + self.lease_ns) == old:
-                self._slot = off
+            deadline = time.monotonic_ns() + self.lease_ns
+            if old <= time.monotonic_ns() and view.cas_u64(off, old, deadline) == old:
+                self._slot, self._deadline = off, deadline
                 break
         else:
             raise QuiesceError(f"all {QUIESCE_SLOTS} pause slots are held by live requesters")
@@ -113,13 +122,35 @@ class Pause:
 
     def _renew(self) -> None:
         while not self._done.wait(self.lease_ns / 4e9):
-            self.view.store_u64(self._slot, time.monotonic_ns() + self.lease_ns)
+            if not self._renew_once():
+                return
+
+    def _renew_once(self) -> bool:
+        """Push the deadline on; False once the slot is no longer this requester's.
+
+        Compare-and-swap on the deadline last stored: after a lapse another requester may have
+        claimed the expired slot, and a plain store would then extend (and __exit__ end) its
+        pause."""
+        now = time.monotonic_ns()
+        if now >= self._deadline:
+            self.lapsed = True
+        new = now + self.lease_ns
+        if self.view.cas_u64(self._slot, self._deadline, new) != self._deadline:
+            self.lapsed = True
+            return False
+        self._deadline = new
+        return True
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         if self._renewer is not None:
             self._renewer.join()
-        self.view.store_u64(self._slot, 0)
+        self.view.cas_u64(self._slot, self._deadline, 0)
+
+    def held(self) -> bool:
+        """The pause has held without a break since it was taken: the lease never ran out, so
+        no participant can have left its point (unless the stop flag was set)."""
+        return not self.lapsed and time.monotonic_ns() < self._deadline
 
     @property
     def participants(self) -> int:

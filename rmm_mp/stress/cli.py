@@ -325,7 +325,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     with machine, ExitStack() as stack:
-        quiescent = False
+        quiescent = lapsed = False
         participants = parked = 0
         paused_at = time.monotonic()
         if not no_pause:
@@ -340,7 +340,10 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         snaps = snapshots(machine)
         if not no_pause:
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
-            quiescent = quiescent and not machine.control.stop_requested and pause.quiescent()
+            # So does a lapsed lease (this process stopped or starved for longer than it): the
+            # CPUs went on meanwhile, and may have parked again by now.
+            lapsed = not pause.held()
+            quiescent = quiescent and not lapsed and not machine.control.stop_requested and pause.quiescent()
         stack.close()
         paused_ms = (time.monotonic() - paused_at) * 1000
         if no_pause:
@@ -348,6 +351,9 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         elif not participants:
             state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
             quiescent = False
+        elif lapsed:
+            state = (f"NOT quiescent: the pause lapsed (this check was held up for longer than its "
+                     f"{pause.lease_ns / 1e9:g} s lease), so the CPUs went on meanwhile; {_UNSETTLED}")
         elif quiescent:
             state = f"quiescent: {parked} of {participants} CPUs parked between calls (paused for {paused_ms:.0f} ms)"
         else:

@@ -279,6 +279,8 @@ class _Supervisor:
             if not pause.participants or not pause.wait(2.0):
                 return
             report = invariants(m)
+            if not pause.held() or not pause.quiescent():
+                return      # the lease lapsed (this process starved past it): the CPUs went on
             self.quiescent_checks += 1
             for v in report.violations[:8]:
                 self.findings.append(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",)))

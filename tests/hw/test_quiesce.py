@@ -141,3 +141,45 @@ def test_every_slot_held_is_an_error(machine: Machine) -> None:
         for p in pauses:
             p.__exit__(None, None, None)
     assert bytes(machine.control.buf[OFF_QUIESCE_SLOTS:OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS]) == bytes(64)
+
+
+def _stalled(machine: Machine, lease_ns: int) -> Pause:
+    """A requester whose renewer never runs: as if its process was stopped (Ctrl-Z) or starved."""
+    pause = Pause(machine.control, lease_ns=lease_ns)
+    pause._renew = lambda: None         # type: ignore[method-assign]
+    return pause.__enter__()
+
+
+def test_a_stalled_requester_does_not_end_the_pause_of_the_one_that_took_its_slot(
+        machine: Machine, worker: Worker) -> None:
+    """A requester held up past its lease: another requester claims the expired slot (the
+    first one). When the first goes on and ends, the second's pause must hold. Before, the
+    first's renewer and __exit__ wrote the slot blindly: the second's pause ended mid-check,
+    the CPUs ran while it read the machine (and a stress run's own check took what it saw
+    for violations)."""
+    first = _stalled(machine, 50_000_000)
+    time.sleep(0.1)                     # its lease has run out
+    assert _steps_during(worker, 0.05) > 0
+    with Pause(machine.control) as second:
+        assert second._slot == first._slot
+        assert second.wait(5.0)
+        first.__exit__(None, None, None)
+        assert _steps_during(worker, 0.1) == 0
+        assert second.wait(0.0) and second.held()
+
+
+def test_a_lapsed_pause_is_not_held(machine: Machine, worker: Worker) -> None:
+    """held() says whether the pause has stood since it was taken; once the lease ran out the
+    participants may have gone on, even if the renewer comes back and they park again."""
+    with Pause(machine.control) as pause:
+        assert pause.wait(5.0) and pause.held()
+    stalled = _stalled(machine, 50_000_000)
+    try:
+        assert stalled.wait(5.0) and stalled.held()
+        time.sleep(0.1)
+        assert not stalled.held()
+        assert stalled._renew_once()    # it comes back: its slot is still free, it renews it
+        assert stalled.wait(5.0) and stalled.lapsed and not stalled.held()
+    finally:
+        stalled.__exit__(None, None, None)
+    assert bytes(machine.control.buf[OFF_QUIESCE_SLOTS:OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS]) == bytes(64)

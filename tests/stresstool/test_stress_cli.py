@@ -555,3 +555,50 @@ def test_the_population_is_not_built_under_a_pause(monkeypatch: pytest.MonkeyPat
     with pytest.raises(Built):
         runner.run(StressConfig(cpus=2, schedule="random", steps=10), on_machine=pause_now)
     assert under_pause == [False]
+
+
+def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check held up for longer than its lease (stopped with Ctrl-Z, starved): the CPUs went
+    on meanwhile. When it goes on, its renewer parks them again, but what it read may be calls
+    in progress: NOT quiescent, and violations exit 3. Before, it said "quiescent: 1 of 1"."""
+    from rmm_mp.hw.quiesce import Pause
+    from rmm_mp.stress import cli as stress_cli
+    leave, gate = threading.Event(), threading.Event()
+    steps = [0]
+
+    def work() -> None:
+        with Participant(machine.control) as part:
+            while not leave.is_set():
+                part.point()
+                steps[0] += 1
+                time.sleep(0.0002)
+    real_renew, real_invariants = Pause._renew, stress_cli.invariants
+
+    def stalled_renew(self: Pause) -> None:
+        gate.wait(10)
+        real_renew(self)
+
+    def late(m: Machine):  # type: ignore[no-untyped-def]
+        before = steps[0]
+        time.sleep(0.2)                 # twice the lease: the participant goes on
+        assert steps[0] > before
+        gate.set()                      # the renewer comes back: it parks again
+        parked = m.control.view.load_u32
+        from rmm_mp.hw.control import OFF_QUIESCE_COUNT
+        deadline = time.monotonic() + 5
+        while parked(OFF_QUIESCE_COUNT + 4) < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return real_invariants(m)
+    monkeypatch.setattr(Pause.__init__, "__defaults__", (100_000_000,))
+    monkeypatch.setattr(Pause, "_renew", stalled_renew)
+    monkeypatch.setattr(stress_cli, "invariants", late)
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        res = CliRunner().invoke(check, [machine.name])
+    finally:
+        leave.set()
+        thread.join(10)
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("NOT quiescent: the pause lapsed (this check was held up for longer than its 0.1 s "
+                                 "lease), so the CPUs went on meanwhile; a violation may be"), res.output
