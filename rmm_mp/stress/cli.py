@@ -26,6 +26,7 @@ from typing import Callable
 import click
 
 from rmm_mp.check import invariants
+from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
@@ -325,7 +326,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     with machine, ExitStack() as stack:
-        quiescent = lapsed = False
+        quiescent = lapsed = stopped = False
         participants = parked = 0
         paused_at = time.monotonic()
         if not no_pause:
@@ -343,7 +344,10 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             # So does a lapsed lease (this process stopped or starved for longer than it): the
             # CPUs went on meanwhile, and may have parked again by now.
             lapsed = not pause.held()
-            quiescent = quiescent and not lapsed and not machine.control.stop_requested and pause.quiescent()
+            stopped = machine.control.stop_requested
+            quiescent = quiescent and not lapsed and not stopped and pause.quiescent()
+        # Its run may have ended and closed the machine meanwhile: the mapping stays readable.
+        closed = not os.path.exists(segment.segment_path(machine_name, "ctl"))
         stack.close()
         paused_ms = (time.monotonic() - paused_at) * 1000
         if no_pause:
@@ -354,6 +358,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         elif lapsed:
             state = (f"NOT quiescent: the pause lapsed (this check was held up for longer than its "
                      f"{pause.lease_ns / 1e9:g} s lease), so the CPUs went on meanwhile; {_UNSETTLED}")
+        elif stopped:
+            state = f"NOT quiescent: the run was stopping (its stop flag is set), so its CPUs did not stay parked; {_UNSETTLED}"
         elif quiescent:
             state = f"quiescent: {parked} of {participants} CPUs parked between calls (paused for {paused_ms:.0f} ms)"
         else:
@@ -362,6 +368,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         busy = [s for s in snaps if s.call or s.held]
         click.echo(state)
         click.echo(str(report))
+        if closed:
+            click.echo("the machine was closed while it was checked (its run ended): this is what it held then")
         if machine.dead:
             click.echo(f"the machine is dead: {machine.dead_reason}")
         for s in busy:
@@ -371,7 +379,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
                 Path(temp).write_text(json.dumps({
                     "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
                     "parked": parked, "granules": report.granules,
-                    "state_counts": report.state_counts, "dead": machine.dead,
+                    "state_counts": report.state_counts, "dead": machine.dead, "closed": closed,
                     "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
                     "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}, indent=1) + "\n")
     if not report.ok:

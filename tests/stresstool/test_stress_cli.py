@@ -602,3 +602,47 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
     assert res.exit_code == 0, res.output
     assert res.output.startswith("NOT quiescent: the pause lapsed (this check was held up for longer than its 0.1 s "
                                  "lease), so the CPUs went on meanwhile; a violation may be"), res.output
+
+
+@pytest.mark.parametrize("closes", [False, True])
+def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run stops (its CPUs leave their points) while the check reads the machine, and may
+    close the machine too: the check says so. Before, it said "NOT quiescent: 1 of 1 CPUs
+    parked after 5 s" (the CPU had parked at once, and no 5 s had passed) and nothing about
+    the machine being gone."""
+    from rmm_mp.stress import cli as stress_cli
+    m = Machine.create("host", cpus=1)
+    leave, entered = threading.Event(), threading.Event()
+
+    def work() -> None:
+        with Participant(m.control) as part:
+            entered.set()
+            while not leave.is_set() and not m.control.stop_requested:
+                part.point()
+                time.sleep(0.0002)
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    entered.wait(5)
+    real = stress_cli.invariants
+
+    def ending(attached: Machine):  # type: ignore[no-untyped-def]
+        m.control.request_stop()
+        if closes:
+            thread.join(10)
+            m.close()
+        return real(attached)
+    monkeypatch.setattr(stress_cli, "invariants", ending)
+    try:
+        res = CliRunner().invoke(check, [m.name, "--json", str(tmp_path / "c.json")])
+    finally:
+        leave.set()
+        thread.join(10)
+        m.close()
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("NOT quiescent: the run was stopping (its stop flag is set), so its CPUs did not "
+                               "stay parked; a violation may be"), res.output
+    gone = "the machine was closed while it was checked (its run ended): this is what it held then"
+    assert (gone in lines) == closes, res.output
+    assert json.loads((tmp_path / "c.json").read_text())["closed"] == closes
