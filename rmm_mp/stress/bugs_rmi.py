@@ -230,7 +230,7 @@ def data_create_copy_under_rd(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: 
     content = read_ns(rmm, src_addr, rmi_data.GRANULE_SIZE)    # BUG: an NS copy under the RD (rule 8)
     for g in pair:
         g.unlock()
-    rmi_data._create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True)
+    rmi_data._create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src=src)
 
 
 def map_unprotected_leaks_lock(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int, desc: int) -> None:

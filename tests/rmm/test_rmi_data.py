@@ -287,6 +287,25 @@ def test_data_create_source_delegated_after_the_copy(machine: Machine, monkeypat
     assert report.ok, report
 
 
+def test_stress_bug_copy_alone_creates_the_page(machine: Machine) -> None:
+    """The stress tool's data-create-copy-under-rd copy (stress.bugs_rmi) is the handler with one
+    mistake, a lock held over the copy: alone, with no other CPU, it succeeds as the handler
+    does. It called rmi_data._create without the source's granule index, which then read the
+    state of granule -1 and crashed the RMM (IndexError) on every DATA_CREATE."""
+    from rmm_mp.rmm import dispatch
+    from rmm_mp.stress import bugs_rmi
+
+    t, realm = _setup(machine)
+    data, src = t.delegate(), t.ns_page(PATTERN)
+    previous = dispatch.replace_handler(F.RMI_DATA_CREATE, bugs_rmi.data_create_copy_under_rd)
+    try:
+        assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (SUCCESS, 0, 0, 0, 0)
+    finally:
+        dispatch.replace_handler(F.RMI_DATA_CREATE, previous)
+    assert machine.granule_table(0).state(_idx(machine, data)) == GS.DATA
+    assert bytes(machine.memory.granule(_idx(machine, data))) == PATTERN
+
+
 # -- RMI_DATA_CREATE: success ----------------------------------------------------------------
 
 @pytest.mark.parametrize("ripas", [EMPTY, RAM, DESTROYED])
