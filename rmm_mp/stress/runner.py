@@ -51,7 +51,9 @@ HANG_CPU_S = 20.0
 def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None,
         sigterm_stops: bool = False, on_machine: Callable[[Machine], None] | None = None) -> StressReport:
     """Run ``config`` and return its report (see the module docstring); with ``sigterm_stops``
-    SIGTERM stops the CPUs as Ctrl-C does (run_cpus), and the report is still made.
+    SIGTERM is taken as Ctrl-C is, from the population's build to the end of the report: it
+    stops the CPUs (run_cpus), or ends the build or the work after the run (rmm_mp.interrupts),
+    and the report is still made, marked interrupted.
     ``on_machine`` is called with the new machine before anything is built on it."""
     plat = load_platform(config.platform)
     if config.cpus > plat.cpus:
