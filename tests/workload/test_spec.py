@@ -147,6 +147,15 @@ def test_guest_path_the_system_cannot_look_up(tmp_path: Path) -> None:
             "it cannot be looked up: File name too long")
 
 
+def test_guest_path_in_a_symlink_loop(tmp_path: Path) -> None:
+    """A guest path the system cannot look up for a symbolic-link loop (ELOOP): Path.resolve
+    raises RuntimeError there (OSError from Python 3.13), which ended in a traceback."""
+    (tmp_path / "a.s").symlink_to("b.s")
+    (tmp_path / "b.s").symlink_to("a.s")
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "a.s"\n', 5, "realm[0].guest", "a.s",
+            "it cannot be looked up: Too many levels of symbolic links")
+
+
 def test_guest_path_with_a_nul(tmp_path: Path) -> None:
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "a\\u0000b.s"\n', 5, "realm[0].guest", "a\0b.s",
             "a path cannot hold a NUL character")
