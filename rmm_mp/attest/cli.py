@@ -17,6 +17,7 @@ import click
 
 from rmm_mp.attest.errors import TokenFormatError
 from rmm_mp.attest.platform_claims import lifecycle_state
+from rmm_mp.attest.realm_claims import CHALLENGE_SIZE
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
 
 EXIT_OK: Final = 0
@@ -25,10 +26,6 @@ EXIT_USAGE: Final = 2
 EXIT_UNVERIFIED: Final = 3
 _EXIT_BY_VERDICT: Final = {"ok": EXIT_OK, "failed": EXIT_FAILED, "incomplete": EXIT_UNVERIFIED}
 _NAME_WIDTH: Final = 32
-
-
-CHALLENGE_BYTES = 64
-"""RSI_ATTESTATION_TOKEN_INIT's challenge: X1..X8 (B5.3.2)."""
 
 
 def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
@@ -90,9 +87,9 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     """
     data = _read_token(token)
     key = Path(platform_key).read_bytes() if platform_key else None
-    if challenge is not None and len(challenge) < CHALLENGE_BYTES:
+    if challenge is not None and len(challenge) < CHALLENGE_SIZE:
         # A relying party's 32-byte nonce reaches the token padded (A7.2.2); compare it so.
-        challenge = challenge.ljust(CHALLENGE_BYTES, b"\0")
+        challenge = challenge.ljust(CHALLENGE_SIZE, b"\0")
     try:
         result = verify_token(data, key, expected_challenge=challenge, expected_rim=expect_rim,
                               key_name=platform_key or "platform key")
