@@ -104,11 +104,11 @@ def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_a
 def rmi_data_create_unknown(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int) -> None:
     """Create a DATA granule at ``ipa`` with unknown (zero) contents, keeping the entry's RIPAS;
     not measured, allowed in any realm state. B4.3.2."""
-    _create(rmm, rd_addr, data_addr, ipa, NO_MEASURE_CONTENT, None, measured=False)
+    _create(rmm, rd_addr, data_addr, ipa, NO_MEASURE_CONTENT, None, measured=False, src=-1)
 
 
 def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
-            content: bytes | None, measured: bool, src: int = -1) -> None:
+            content: bytes | None, measured: bool, src: int) -> None:
     """Shared body: ``measured`` is DATA_CREATE (content None there means the copy faulted;
     ``src`` is the source's granule index)."""
     pair = rmm.granules.lock_two(data_addr, DELEGATED, rd_addr, RD)
