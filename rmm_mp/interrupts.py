@@ -79,10 +79,9 @@ class Interrupts:
         sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""
         try:
             self.passing = True
-            value = fn()
-            self.passing = False
-            return True, value
+            return True, fn()
         except KeyboardInterrupt as exc:
-            self.passing = False
             self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
             return False, None
+        finally:        # whatever fn raised: the steps after it take signals as steps again
+            self.passing = False
