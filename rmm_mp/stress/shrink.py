@@ -78,12 +78,12 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             nonlocal best, attempts, accepted, interrupted
             if switches in tried:
                 return False
+            if stop.by:                   # a signal came as this attempt began: no replay for it
+                return False
             tried.add(switches)
             attempts += 1
             step = best.first().step if best.first() is not None else None  # type: ignore[union-attr]
             cfg = _replay_config(best.config, switches, step)
-            if stop.by:                   # a signal came as this attempt began: no replay for it
-                return False
             ran, candidate = stop.passthrough(lambda: run(cfg, sigterm_stops=sigterm_stops))
             if not ran:                   # a signal escaped run (its machine's create or close): run cleaned up
                 interrupted = True
