@@ -7,7 +7,8 @@
 
 Exit status of `stress`: 0 no finding, 1 findings (or an interrupted run, a replay that did not
 reproduce its recording, an output file that could not be written), 2 bad usage. Of `check`: 0
-the invariants hold, 1 they do not, 2 no such machine.
+the invariants hold, 1 they do not, 3 violations on a machine that was not quiescent, 2 no such
+machine or a --json file that could not be written.
 
 This module parses and prints; the work is in stress.runner, stress.shrink, stress.schedule.
 """
@@ -210,6 +211,11 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         raise SystemExit(1)
 
 
+def _write_document(document: dict[str, object], path: str) -> None:
+    with replacing(path) as temp:
+        Path(temp).write_text(json.dumps(document, indent=1) + "\n")
+
+
 def _write_json(report: StressReport, written: dict[str, str], errors: list[str], path: str) -> None:
     """The report as JSON, written last: ``outputs`` names the files written (this one included)
     and ``output_errors`` the ones that could not be, as `rmm-mp run`'s JSON does."""
@@ -311,8 +317,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
-    progress or changes made during the scan; 2 no such machine, a bad option, or every pause
-    slot taken.
+    progress or changes made during the scan; 2 no such machine, a bad option, every pause
+    slot taken, or the --json file could not be written.
     """
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
@@ -374,13 +380,17 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             click.echo(f"the machine is dead: {machine.dead_reason}")
         for s in busy:
             click.echo(s.describe())
-        if json_path:
-            with replacing(json_path) as temp:
-                Path(temp).write_text(json.dumps({
-                    "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
-                    "parked": parked, "granules": report.granules,
-                    "state_counts": report.state_counts, "dead": machine.dead, "closed": closed,
-                    "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
-                    "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}, indent=1) + "\n")
+        document = {
+            "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
+            "parked": parked, "granules": report.granules,
+            "state_counts": report.state_counts, "dead": machine.dead, "closed": closed,
+            "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
+            "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}
+    if json_path:
+        errors: list[str] = []
+        write_files((("json", json_path, functools.partial(_write_document, document)),), {}, errors)
+        if errors:      # checked before attaching; a disk can still fill up meanwhile
+            click.echo(f"error: {errors[0]}", err=True)
+            raise SystemExit(2)
     if not report.ok:
         raise SystemExit(1 if quiescent or not (no_pause or participants) else 3)

@@ -391,6 +391,23 @@ def test_one_file_for_two_outputs_is_a_usage_error(tmp_path: Path) -> None:
     assert "operations" not in res.output and list(tmp_path.iterdir()) == []
 
 
+def test_check_names_a_json_file_that_fails_when_written(machine: Machine, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json checked before attaching can still fail when written (a full disk): exit 2 with
+    the file and the reason, not a traceback, and no partial file."""
+    from rmm_mp.stress import cli as stress_cli
+
+    def full(document: object, path: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stress_cli, "_write_document", full)
+    target = tmp_path / "c.json"
+    res = CliRunner().invoke(check, [machine.name, "--json", str(target)])
+    assert res.exit_code == 2 and not isinstance(res.exception, OSError), res.output
+    assert f"error: could not write the json report to {target}: No space left on device" in res.stderr
+    assert not target.exists()
+
+
 def test_check_refuses_an_unwritable_json_path(machine: Machine, tmp_path: Path) -> None:
     res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "missing" / "c.json")])
     assert res.exit_code == 2 and "--json = " in res.output and "No such file or directory" in res.output, res.output
