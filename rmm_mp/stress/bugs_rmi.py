@@ -26,22 +26,8 @@ if TYPE_CHECKING:
 
 
 
-def _claim_aux(rmm: "RmmCpu", aux: tuple[int, ...]) -> "list[int] | None":
-    """Each aux granule alone, DELEGATED -> REC_AUX (TF-RMM rel0's aux loop); on a failure the
-    granules already claimed go back to DELEGATED and None is returned, holding nothing."""
-    claimed: list[int] = []
-    for addr in aux:
-        g = rmm.granules.find_lock(addr, GS.DELEGATED)
-        if g is None:
-            rmi_rec._release_aux(rmm, claimed, scrub=False)
-            return None
-        g.unlock_transition(GS.REC_AUX)
-        claimed.append(g.idx)
-    return claimed
-
-
 def rec_create_no_rd_lock(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) -> None:
-    """REC_CREATE that locks the REC but not the RD (rmi_rec.rmi_rec_create)."""
+    """REC_CREATE that locks the REC and its aux granules but not the RD (rmi_rec.rmi_rec_create)."""
     raw = read_ns(rmm, params_ptr, RMI_REC_PARAMS.size)
     if raw is None:
         raise RmiError.input()
@@ -50,30 +36,32 @@ def rec_create_no_rd_lock(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr
     if num_aux > AUX_MAX:
         raise RmiError.input()
     aux = p["aux"][:num_aux]
-    claimed = _claim_aux(rmm, aux)
-    if claimed is None:
-        raise RmiError.input()
-    rec_g = rmm.granules.find_lock(rec_addr, GS.DELEGATED)
+    locked = rmm.granules.lock_sorted([(rec_addr, GS.DELEGATED)] + [(a, GS.DELEGATED) for a in aux])
     rd_idx = rmm.granules.find(rd_addr)
-    if rec_g is None or rd_idx < 0 or rmm.granules.racy_state(rd_idx) != GS.RD:
-        if rec_g is not None:
-            rec_g.unlock()
-        rmi_rec._release_aux(rmm, claimed, scrub=False)
+    if locked is None or rd_idx < 0 or rmm.granules.racy_state(rd_idx) != GS.RD:
+        for g in locked or ():
+            g.unlock()
         raise RmiError.input()
+    rec_g = locked[0]
     rd_g = Granule(rmm.granules, rd_idx, rd_addr)   # BUG: the RD is used without its lock
     rd = Rd(rmm.memory, rd_idx)
-    refusal = rmi_rec._create_refusal(rmm, rd_g, rd, p["mpidr"], num_aux)
+    refusal = rmi_rec._params_gone(rmm, params_ptr) or rmi_rec._create_refusal(rmm, rd_g, rd, p["mpidr"], num_aux)
     if refusal is not None:
-        rec_g.unlock()
-        rmi_rec._release_aux(rmm, claimed, scrub=False)
+        for g in locked:
+            g.unlock()
         raise refusal
     params = rd.params()
     index = rd.rec_count
-    runnable = bool(p["flags"] & 1)
-    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"], runnable, p["pc"], p["gprs"], aux,
-                                          params.s2ctx(), params.hash_algo)
+    runnable = bool(p["flags"] & rmi_rec._RUNNABLE)
+    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"] & ~rmi_rec.RMI_REC_MPIDR_SBZ, runnable, p["pc"],
+                                          p["gprs"], aux, params.s2ctx(), params.hash_algo)
+    if runnable:
+        rim = rmi_rec.rim_extend_rec(params.hash_algo, rd.measurement(rmi_rec.RIM_SLOT), p["flags"], p["pc"], p["gprs"])
+        rd.set_measurement(rmi_rec.RIM_SLOT, rim)
     rd_g.refcount_add(1)
     rd.set_rec_count(index + 1)
+    for g in locked[1:]:
+        g.unlock_transition(GS.REC_AUX)
     rec_g.unlock_transition(GS.REC)
 
 
@@ -119,6 +107,9 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.input()
     g = rmm.granules.find_lock(rec_addr, GS.REC)
     if g is None:
+        raise RmiError.input()
+    if rmm.granules.racy_state(rmm.granules.find(run_ptr)) != GS.NS:
+        g.unlock()
         raise RmiError.input()
     if g.refcount != 0:
         g.unlock()
