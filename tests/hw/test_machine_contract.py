@@ -862,7 +862,7 @@ def test_exception_in_with_block_unlinks() -> None:
     assert name and not entries_of(name)
 
 
-def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An attach racing Machine.create (`rmm-mp check` as a run starts) is refused until the
     machine is whole. Before, it attached a machine whose Secure granules were still in the NS
     PAS and the check reported 256 [gpt] violations, exit status 1, on a valid machine."""
@@ -885,12 +885,13 @@ def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPa
         assert seen == [(2, f"error: machine '{m.name}' is still being created: try again in a moment\n")]
         with Machine.attach(m.name) as other:     # once made, it attaches
             assert other.control.ready
-    # A control block whose creator died before it was made is not "being created".
+    # A control block whose creator died before it was made is not "being created". It is made
+    # in a directory of this test's own: in the shared /dev/shm another pytest worker's
+    # Machine.create sweeps it away as an orphan, and the attach would find no machine at all.
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
     name = "rmm-mp-999999999-0badc0de"
-    path = Path(segment.SHM_DIR) / f"{name}.ctl"
+    path = tmp_path / f"{name}.ctl"
     path.write_bytes(bytes(0x1000))
-    try:
-        with pytest.raises(MachineError, match="never finished: its creator .pid 999999999. died"):
-            Machine.attach(name)
-    finally:
-        path.unlink()
+    with pytest.raises(MachineError, match="never finished: its creator .pid 999999999. died"):
+        Machine.attach(name)
+    assert path.exists()            # attach unlinks nothing
