@@ -231,7 +231,9 @@ def test_an_unwritable_default_schedule_path_is_a_usage_error_before_the_run(tmp
     # Named with --save-schedule, or a free-running run (no schedule), the default is not used.
     res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--schedule", "random",
                                       "--save-schedule", "s.json"])
-    assert "a run started" in str(res.exception)
+    assert "a run started" in str(res.exception), res.output
+    res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered"])
+    assert "a run started" in str(res.exception), res.output
 
 
 @pytest.mark.parametrize("option", ["--json", "--trace"])
