@@ -69,10 +69,10 @@ def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
             os.kill(os.getpid(), signal.SIGINT)
 
     with Machine.create("host", cpus=2) as m:
-        t0 = time.monotonic()
         result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=10.0)
-        assert time.monotonic() - t0 < 10.0
-        assert result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
+        # No bound on the elapsed time: a CPU killed when the grace time ran out is told apart
+        # by its message, which the next lines check.
+        assert len(ticks) >= 6 and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
         assert [f.how for f in result.failures] == ["was killed by a second Ctrl-C before it had stopped"] * 2
         assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
 
