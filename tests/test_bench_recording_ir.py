@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
-sys.path.insert(0, str(TOOLS))
-
-import bench_recording_ir as tool  # noqa: E402
+sys.path.insert(0, str(TOOLS))     # the tool imports benchlib from its own folder
+try:
+    import bench_recording_ir as tool  # noqa: E402
+finally:
+    sys.path.remove(str(TOOLS))
 
 PROBE = """
 from rmm_mp.stats import histogram as h
@@ -47,6 +49,8 @@ def test_sitecustomize_installs_each_variant(tmp_path: Path, variant: str, pendi
 
 
 def test_child_runs_the_workload_and_reports_its_work() -> None:
+    """The process the tool runs under valgrind: one short 1-CPU run that ends clean and prints
+    its activity counters as JSON on its last line (the tool compares them between variants)."""
     proc = subprocess.run([sys.executable, str(TOOLS / "bench_recording_ir.py"), "--child", "delegate-churn", "20",
                            "1", "on"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -157,6 +157,8 @@ def test_guest_path_in_a_symlink_loop(tmp_path: Path) -> None:
 
 
 def test_guest_path_with_a_nul(tmp_path: Path) -> None:
+    """A TOML string may hold a NUL; as a guest path it used to raise ValueError from
+    Path.resolve. It is refused naming the field."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "a\\u0000b.s"\n', 5, "realm[0].guest", "a\0b.s",
             "a path cannot hold a NUL character")
 
