@@ -9,7 +9,7 @@ This module owns the report's shape and its text. It must not run anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rmm_mp.stress.config import StressConfig
@@ -60,6 +60,14 @@ class StressReport:
     """What a Ctrl-C or SIGTERM outside the CPUs' run left undone (the CPUs' start, when it came
     while the population was built; the lock-order analysis or the final invariant check, when
     it came after the CPUs had stopped)."""
+
+    def marked_interrupted(self, not_done: tuple[str, ...] = ()) -> "StressReport":
+        """This report with Ctrl-C or SIGTERM noted: ``interrupted``, and ``ended`` "interrupted"
+        where it said the run reached its end ("budget", "time"); a finding, an abort or a
+        timeout keep their end, as they do when the signal stops the CPUs. ``not_done`` is
+        added to what was left undone."""
+        ended = "interrupted" if self.ended in ("budget", "time") else self.ended
+        return replace(self, ended=ended, interrupted=True, not_done=self.not_done + not_done)
 
     @property
     def ok(self) -> bool:

@@ -81,9 +81,14 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
             seg = StressSegment.create(machine.name, config.cpus, MODE_DETERMINISTIC if det else MODE_FREE,
                                        STRATEGIES.index(strategy) if det else 0, config.steps, seed_state)
             try:
-                return _supervised(machine, seg, config, population, on_tick, sigterm_stops, stop)
+                report = _supervised(machine, seg, config, population, on_tick, sigterm_stops, stop)
             finally:
                 seg.close()
+        # The run's end and its interruption agree whenever the signal came: one noted after
+        # _report computed the end (with the invariants checker off no step follows to take it)
+        # makes a run that ended on its budget or time "interrupted" too. Checked once the
+        # block is left, when no later signal can reach ``stop``.
+        return report.marked_interrupted() if report.interrupted or stop.by else report
 
 
 def _sched_plan(config: StressConfig, seg: StressSegment) -> SchedPlan | None:

@@ -146,6 +146,24 @@ def test_a_signal_after_the_cpus_stopped_still_gives_the_report(monkeypatch: pyt
     assert not [e for e in os.listdir(segment.SHM_DIR) if e.startswith(f"rmm-mp-{os.getpid()}-")]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_after_the_end_was_computed_makes_the_run_end_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM as the runner computes how the run ended (_ended), the CPUs stopped at
+    their budget and the invariants checker off, so no step follows to take the signal: the
+    report says "ended: interrupted", its JSON too, and the exit status is 1 (it said "ended:
+    budget" with interrupted set, and exited 0)."""
+    from rmm_mp.stress import runner
+    calls = _signal_when_called(monkeypatch, runner, "_ended", signum)
+    j = tmp_path / "r.json"
+    res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--checkers", "lockdep",
+                                      "--json", str(j)])
+    assert calls and res.exit_code == 1, res.output
+    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted\nno findings\n", res.output), res.output
+    assert json.loads(j.read_text())["ended"] == "interrupted"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
         monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
