@@ -4,7 +4,8 @@ what the CPUs will use and after they have stopped (reading figures, checks, tea
 A command keeps its report when interrupted there: ``Interrupts.step`` ends the step under way
 (a hung teardown can always be stopped) and the steps after it are skipped, and the command
 says what was not done. `rmm-mp run` (workload.run) and `rmm-mp stress` (stress.runner,
-stress.shrink) use it; while the CPUs run, rmm_mp.runtime handles the signals itself.
+stress.shrink, and stress.cli from the report to the files) use it; while the CPUs run,
+rmm_mp.runtime handles the signals itself.
 
 This module owns that signal handling. It must not know what the steps are.
 """

@@ -31,6 +31,7 @@ from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
+from rmm_mp.interrupts import Interrupts
 from rmm_mp.outpaths import check_output, check_outputs, replacing, write_files
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
@@ -162,32 +163,61 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         raise click.UsageError(str(exc)) from None
     progress = _progress(config)
     report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
-    if progress is not None:
-        click.echo("", err=True)
-    click.echo(report.text())
-    failed = not report.ok or report.ended == "interrupted"
+    # From here on Ctrl-C or SIGTERM gives what one during the files' writing gives, not a
+    # traceback or a silent death (rmm_mp.interrupts, as `rmm-mp run`): it ends the step under
+    # way, a shrinking not yet begun is skipped (once begun, shrink takes signals itself), the
+    # report is marked interrupted, the files are still written and the exit status is 1.
+    with Interrupts(sigterm=True) as stop:
+        _after_run(stop, report, config, recorded, progress is not None, do_shrink, trace_path, save_schedule,
+                   json_path)
+
+
+def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, recorded: tuple[Finding, ...] | None,
+               progressed: bool, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
+               json_path: str | None) -> None:
+    """Print the report, compare a replay with its recording, shrink, write the files, exit.
+    Each piece is a ``stop`` step: a print ends at a signal and the next ones still come (so
+    that the report is given), the shrinking is skipped after one."""
+    def say(text: str, err: bool = False) -> bool:
+        return stop.step(lambda: click.echo(text, err=err), read=True)[0]
+
+    if progressed:
+        say("", err=True)
+    shown = stop.step(lambda: click.echo(report.text()), read=True)[0]
+    failed = not report.ok or report.interrupted
     if recorded is not None:
         same = "\n".join(f.text() for f in recorded) == report.findings_text()
         if same:
-            click.echo("replay reproduced the recorded findings")
+            say("replay reproduced the recorded findings")
         elif report.interrupted:
             # Stopped part-way, it neither reproduced nor contradicted the recording.
-            click.echo("replay interrupted before it reproduced the recorded findings:\n"
-                       + "\n".join(f.text() for f in recorded))
+            say("replay interrupted before it reproduced the recorded findings:\n"
+                + "\n".join(f.text() for f in recorded))
         else:
-            click.echo("replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
+            say("replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
         failed = failed or not same
+    undone: tuple[str, ...] = ()
     if do_shrink and report.first() is not None and report.interrupted:
-        click.echo("not shrunk: the run was interrupted")
+        say("not shrunk: the run was interrupted")
     elif do_shrink and report.first() is not None:
-        result = shrink(report, on_attempt=lambda n, r: click.echo(f"  shrink attempt {n}: "
-                                                                    f"{_brief(r)}", err=True), sigterm_stops=True)
-        click.echo(result.describe())
-        report = result.report
-        click.echo(report.findings_text())
+        shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: click.echo(
+            f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))
+        if shrunk:
+            say(result.describe())
+            report = result.report
+            say(report.findings_text())
+        else:
+            undone = (f"not shrunk: interrupted ({stop.by})",)
+            say(undone[0])
+    if stop.by:
+        # As a signal during the run would have: the report says it was interrupted (the
+        # JSON too), printed again in full if it was not printed before the signal.
+        report = report.marked_interrupted(undone)
+        say(f"interrupted ({stop.by}) after the run; ended: {report.ended}" if shown else report.text())
     # Written as `rmm-mp run` writes its files (outpaths.write_files): one that fails (disk full,
     # a directory removed during the run) or is interrupted (Ctrl-C, SIGTERM) is named with the
-    # reason, the others are still written (none after a signal), and the exit status is 1.
+    # reason, the others are still written (none after a signal during the writing), and the
+    # exit status is 1.
     files: list[tuple[str, str, Callable[[str], object]]] = []
     if config.deterministic and (save_schedule or (report.first() is not None and (recorded is None or do_shrink))):
         files.append(("schedule", save_schedule or default_schedule_path(config),
@@ -198,16 +228,17 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     errors: list[str] = []
     if json_path:
         files.append(("json", json_path, functools.partial(_write_json, report, written, errors)))
-    write_files(files, written, errors)
+    # A step, so that Ctrl-C ends the file being written (write_files takes SIGTERM itself).
+    stop.step(lambda: write_files(files, written, errors), read=True)
     if "schedule" in written:
-        click.echo(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
+        say(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
     if "trace" in written:
-        click.echo(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
+        say(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
     if errors:
-        click.echo("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
+        say("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
         for message in errors:
-            click.echo(f"Error: {message}", err=True)
-    if failed or errors:
+            say(f"Error: {message}", err=True)
+    if failed or errors or stop.by:
         raise SystemExit(1)
 
 

@@ -240,6 +240,63 @@ def test_the_json_names_the_files_written_and_those_that_could_not_be(tmp_path: 
 
 
 @pytest.mark.multiprocess
+def _outside_the_command(signum: int, frame: object) -> None:
+    """Stands in for SIGTERM's default handler in a test, which would end pytest: a SIGTERM that
+    reaches it escaped the command's own handling."""
+    raise KeyboardInterrupt("SIGTERM reached the handler in place before the run")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_as_the_report_is_printed_still_gives_it_marked_interrupted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM after run() returned, as the report's text is made for printing: the
+    report is printed all the same, once, marked interrupted (it had reached its budget), the
+    JSON is still written and says so, and the exit status is 1: not 'Aborted!' with no report
+    (Ctrl-C) or a silent death (SIGTERM)."""
+    from rmm_mp.stress.report import StressReport
+
+    previous = signal.signal(signal.SIGTERM, _outside_the_command)
+    try:
+        calls = _signal_when_called(monkeypatch, StressReport, "text", signum)
+        j = tmp_path / "r.json"
+        res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--json", str(j)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert len(re.findall(r"; [1-9][\d,]* operations? in .*; ended: interrupted\nno findings\n", res.stdout)) == 1, \
+        res.stdout
+    assert "ended: budget" not in res.stdout
+    data = json.loads(j.read_text())
+    assert data["ended"] == "interrupted" and data["outputs"] == {"json": str(j)} and not data["output_errors"]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_before_the_shrinking_skips_it_and_still_writes_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM as --shrink is about to start, the report printed: no shrinking, said
+    so ('not shrunk: interrupted', also under not_done in the JSON), the report marked
+    interrupted after it, the schedule and the JSON still written, exit 1, no traceback."""
+    from rmm_mp.stress import cli as stress_cli
+
+    previous = signal.signal(signal.SIGTERM, _outside_the_command)
+    try:
+        calls = _signal_when_called(monkeypatch, stress_cli, "shrink", signum)
+        sched, j = tmp_path / "s.json", tmp_path / "r.json"
+        res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(sched), "--json", str(j)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert "[lockdep: " in res.stdout and "shrunk in" not in res.stdout and "shrink attempt" not in res.output
+    assert f"not shrunk: interrupted ({what})\ninterrupted ({what}) after the run; ended: finding\n" in res.stdout
+    assert f"schedule: {sched}\nreplay: rmm-mp stress --replay {sched}\n" in res.stdout and sched.exists()
+    data = json.loads(j.read_text())
+    assert data["not_done"] == [f"not shrunk: interrupted ({what})"] and data["findings"]
+    assert data["outputs"] == {"schedule": str(sched), "json": str(j)}
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_while_the_files_are_written_names_the_files_not_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
