@@ -18,6 +18,7 @@ import click
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
 from rmm_mp.outpaths import check_outputs, write_files
 from rmm_mp.words import count as _count
@@ -128,11 +129,18 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     files = [(key, path, write) for key, path, write in (("json", json_path, render.write_json),
                                                           ("csv", csv_path, render.write_csv),
                                                           ("plot", plot_path, render.write_plot)) if path]
-    _write_outputs(report, files)
-    click.echo(render.format_report(report))
-    for message in report.output_errors:
-        click.echo(f"Error: {message}", err=True)
-    sys.exit(0 if report.ok else 1)
+    # Ctrl-C or SIGTERM while the files are written or the report printed: the piece under way
+    # ends (write_files names a file it stopped), the rest is still given, and the exit status
+    # is 1, as for a signal during the run: never a traceback or click's bare "Aborted!".
+    with Interrupts(sigterm=True) as stop:
+        stop.step(lambda: _write_outputs(report, files), read=True)
+        stop.step(lambda: click.echo(render.format_report(report)), read=True)
+        for message in report.output_errors:
+            stop.step(lambda message=message: click.echo(f"Error: {message}", err=True), read=True)
+        if stop.by:
+            stop.step(lambda: click.echo(f"interrupted ({stop.by}) while the report was given: what is above may "
+                                         "be incomplete", err=True), read=True)
+    sys.exit(0 if report.ok and not stop.by else 1)
 
 
 @click.group(name="workloads")

@@ -477,6 +477,23 @@ def test_a_signal_outside_the_cpus_run_still_gives_the_report(tmp_path: Path, si
 
 
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
+def test_a_signal_as_the_report_is_printed_exits_1_without_a_traceback(tmp_path: Path, signame: str,
+                                                                       what: str) -> None:
+    """Ctrl-C or SIGTERM just as the text report is made, after the JSON is written: the JSON
+    stays whole, the report's printing ends, stderr says the output may be incomplete, and the
+    exit status is 1; not click's bare "Aborted!" (Ctrl-C) or a silent death (SIGTERM)."""
+    j = tmp_path / "r.json"
+    proc = _run_with_hooks(tmp_path, [f"{signame}@rmm_mp.workload.render:format_report"],
+                           ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", "--no-progress",
+                            "--json", str(j)])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"interrupted ({what}) while the report was given" in proc.stderr, proc.stderr
+    assert "Aborted!" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(j.read_text())["workload"] == "delegate-churn"
+
+
+@pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
     then hangs; a second Ctrl-C stops the teardown, and the report is printed."""
