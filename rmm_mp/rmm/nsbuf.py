@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmm_mp.hw.faults import GranuleProtectionFault
+from rmm_mp.rmm.granule_state import GranuleState
 
 if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
@@ -30,6 +31,19 @@ def read_ns(rmm: "RmmCpu", pa: int, size: int) -> bytes | None:
         return rmm.ns.read(pa, size)
     except GranuleProtectionFault:
         return None
+
+
+def still_ns(rmm: "RmmCpu", pa: int) -> bool:
+    """Whether the page at ``pa``, copied earlier with read_ns, is still in the NS PAS: one load.
+
+    A copy is made before the handler takes its locks (rule 8), so another CPU may have
+    delegated the page since, even as one of this command's own granules. A handler asks this
+    once it holds its locks, at the command's moment: still NS there, the page was NS when the
+    command took effect; otherwise no serial order explains a success (DELEGATE first fails the
+    page's pas check, the command first fails on its own granule's state), so the command fails
+    the pas check then, as TF-RMM's late copy would fault."""
+    idx = rmm.granules.find(pa)
+    return idx >= 0 and rmm.granules.racy_state(idx) == GranuleState.NS
 
 
 def write_ns(rmm: "RmmCpu", pa: int, data: bytes | bytearray, offset: int = 0) -> bool:

@@ -17,7 +17,7 @@ from rmm_mp.rmm import realm_run, s2tt
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
-from rmm_mp.rmm.nsbuf import read_ns, write_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
 
@@ -108,7 +108,7 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     g = rmm.granules.find_lock(rec_addr, GS.REC)
     if g is None:
         raise RmiError.input()
-    if rmm.granules.racy_state(rmm.granules.find(run_ptr)) != GS.NS:
+    if not still_ns(rmm, run_ptr):
         g.unlock()
         raise RmiError.input()
     if g.refcount != 0:
@@ -210,10 +210,7 @@ def rec_destroy_plain_rmw(rmm: "RmmCpu", rec_addr: int) -> None:
 def data_create_copy_under_rd(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_addr: int,
                               flags: int) -> None:
     """DATA_CREATE copying the source page while it holds the RD (rmi_data.rmi_data_create)."""
-    if flags not in (rmi_data.NO_MEASURE_CONTENT, rmi_data.MEASURE_CONTENT):
-        raise RmiError.input()
-    src = rmm.granules.find(src_addr)
-    if src < 0 or rmm.granules.racy_state(src) != GS.NS:
+    if not still_ns(rmm, src_addr):
         raise RmiError.input()
     pair = rmm.granules.lock_two(data_addr, GS.DELEGATED, rd_addr, GS.RD)
     if pair is None:
@@ -221,7 +218,7 @@ def data_create_copy_under_rd(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: 
     content = read_ns(rmm, src_addr, rmi_data.GRANULE_SIZE)    # BUG: an NS copy under the RD (rule 8)
     for g in pair:
         g.unlock()
-    rmi_data._create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src=src)
+    rmi_data._create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src_addr=src_addr)
 
 
 def map_unprotected_leaks_lock(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int, desc: int) -> None:

@@ -29,7 +29,7 @@ from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.handlers.rmi_rtt import lock_rd, walk_from_rd
 from rmm_mp.rmm.measurement import rim_extend_data
-from rmm_mp.rmm.nsbuf import read_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.s2tt import Kind, S2Ctx, Walk
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
-NS, DELEGATED, RD, DATA = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD, GranuleState.DATA
+DELEGATED, RD, DATA = GranuleState.DELEGATED, GranuleState.RD, GranuleState.DATA
 GRANULE_SIZE = 1 << s2tt.GRANULE_SHIFT
 PAGE_LEVEL = s2tt.PAGE_LEVEL
 NO_MEASURE_CONTENT = int(RmiDataFlags.RMI_NO_MEASURE_CONTENT)
@@ -94,23 +94,22 @@ def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_a
     """Create a DATA granule at ``ipa`` holding a copy of the NS page ``src_addr``; the RIM is
     extended with a DATA descriptor (content hash only when flags bit 0, MEASURE_CONTENT, is
     set; the SBZ bits 63:1 are ignored, but the descriptor holds flags as passed). B4.3.1."""
-    src = rmm.granules.find(src_addr)
-    if src < 0 or rmm.granules.racy_state(src) != NS:     # lock-free, as TF-RMM
+    if not still_ns(rmm, src_addr):     # lock-free, as TF-RMM
         raise RmiError.input()
     content = read_ns(rmm, src_addr, GRANULE_SIZE)   # holding no lock: see the module docstring
-    _create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src=src)
+    _create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src_addr=src_addr)
 
 
 def rmi_data_create_unknown(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int) -> None:
     """Create a DATA granule at ``ipa`` with unknown (zero) contents, keeping the entry's RIPAS;
     not measured, allowed in any realm state. B4.3.2."""
-    _create(rmm, rd_addr, data_addr, ipa, NO_MEASURE_CONTENT, None, measured=False, src=-1)
+    _create(rmm, rd_addr, data_addr, ipa, NO_MEASURE_CONTENT, None, measured=False, src_addr=-1)
 
 
 def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
-            content: bytes | None, measured: bool, src: int) -> None:
+            content: bytes | None, measured: bool, src_addr: int) -> None:
     """Shared body: ``measured`` is DATA_CREATE (content None there means the copy faulted;
-    ``src`` is the source's granule index)."""
+    ``src_addr`` is the source page it was copied from)."""
     pair = rmm.granules.lock_two(data_addr, DELEGATED, rd_addr, RD)
     if pair is None:
         raise RmiError.input()
@@ -127,12 +126,9 @@ def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
         try:
             entry = _unassigned_leaf(rmm, w)
             if measured:
-                # src_pas again, where TF-RMM's copy would fault: the copy above was made
-                # before any lock, so the source may have been delegated since (even as this
-                # very data granule). Still NS here, with the data granule and the RD held, it
-                # was NS when the command takes effect; otherwise no serial order explains a
-                # SUCCESS (DELEGATE first fails src_pas, DATA_CREATE first fails data_state).
-                if content is None or rmm.granules.racy_state(src) != NS:
+                # src_pas again, where TF-RMM's copy would fault (nsbuf.still_ns: delegated
+                # since the copy, even as this very data granule, it fails here).
+                if content is None or not still_ns(rmm, src_addr):
                     raise RmiError.input()
                 rmm.memory.write(data_addr, content)
                 rim = rim_extend_data(params.hash_algo, rd.measurement(RIM_SLOT), ipa, flags,

@@ -16,13 +16,13 @@ from rmm_mp.rmm import s2tt, vmid
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_init
-from rmm_mp.rmm.nsbuf import read_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns
 from rmm_mp.rmm.realm_desc import NUM_REC_AUX, RIM_SLOT, RealmParams, RealmState, Rd
 
 if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
 
-NS, DELEGATED, RD, RTT = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD, GranuleState.RTT
+DELEGATED, RD, RTT = GranuleState.DELEGATED, GranuleState.RD, GranuleState.RTT
 
 LOCK_SEQUENCES = {
     "RMI_REALM_CREATE": ("the RD and every root RTT, all DELEGATED, in ascending address order",
@@ -76,15 +76,14 @@ def rmi_realm_create(rmm: "RmmCpu", rd_addr: int, params_ptr: int) -> None:
     if not base <= rd_addr < base + count * 4096 and base % (count * 4096) == 0:
         locked = rmm.granules.lock_sorted([(rd_addr, DELEGATED)] + [(base + i * 4096, DELEGATED) for i in range(count)])
     # params_pas again, then vmid_valid, with every granule of the command locked (its moment):
-    # - the params were copied before any lock (rule 8) and another CPU may have delegated the
-    #   page since, even as this RD or a root. Still NS here, it was NS when the command takes
-    #   effect; otherwise no serial order explains a SUCCESS;
+    # - the params were copied before any lock (rule 8): nsbuf.still_ns (delegated since, even
+    #   as this RD or a root, they fail params_pas);
     # - the VMID is reserved only now, by a command that cannot fail any more: reserved earlier
     #   (as TF-RMM rel0 does, in validate_realm_params), a command bound to fail on its RD or
     #   roots held it for a moment, and a concurrent valid REALM_CREATE naming it failed too.
     # Every failure here is RMI_ERROR_INPUT, as are the checks it moved past, so no outcome of
     # a single command changes (docs/deviations.md).
-    if locked is not None and (rmm.granules.racy_state(rmm.granules.find(params_ptr)) != NS
+    if locked is not None and (not still_ns(rmm, params_ptr)
                                or not vmid.reserve(rmm.control, p["vmid"], rmm.vmid_bits)):
         for g in locked:
             g.unlock()

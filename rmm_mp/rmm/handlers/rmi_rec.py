@@ -41,7 +41,7 @@ from rmm_mp.rmm import gic, realm_run
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
-from rmm_mp.rmm.nsbuf import read_ns, write_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
-NS, DELEGATED, RD = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD
+DELEGATED, RD = GranuleState.DELEGATED, GranuleState.RD
 REC, REC_AUX = GranuleState.REC, GranuleState.REC_AUX
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
@@ -106,15 +106,10 @@ def _release_aux(rmm: "RmmCpu", indices: list[int], scrub: bool) -> None:
 
 
 def _params_gone(rmm: "RmmCpu", params_ptr: int) -> RmiError | None:
-    """params_pas again, once the REC and the RD are locked (the command's moment): the params
-    were copied before any lock (rule 8), and another CPU may have delegated the page since,
-    even as this REC or one of its aux granules. Still NS here, it was NS when the command takes
-    effect; otherwise no serial order explains a SUCCESS (DELEGATE first fails params_pas,
-    REC_CREATE first fails rec_state or aux_state). TF-RMM rel0 copies first too and never
-    looks again (docs/deviations.md)."""
-    if rmm.granules.racy_state(rmm.granules.find(params_ptr)) != NS:
-        return RmiError.input()
-    return None
+    """params_pas again, once the REC and the RD are locked (nsbuf.still_ns: the page may have
+    been delegated since the copy, even as this REC or one of its aux granules). TF-RMM rel0
+    copies first too and never looks again (docs/deviations.md)."""
+    return None if still_ns(rmm, params_ptr) else RmiError.input()
 
 
 def _create_refusal(rmm: "RmmCpu", rd_g: "Granule", rd: Rd, mpidr: int, num_aux: int) -> RmiError | None:
@@ -243,11 +238,10 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     g = rmm.granules.find_lock(rec_addr, REC)
     if g is None:
         raise RmiError.input()
-    # run_pas again, with the REC locked: the page was copied before any lock (rule 8) and
-    # another CPU may have delegated it since. Still NS here, it was NS when the command takes
-    # effect; otherwise the REC would run and its exit could not be written (INPUT after a run),
-    # which no serial order gives. (A page delegated during the run is A4.3.3's case.)
-    if rmm.granules.racy_state(rmm.granules.find(run_ptr)) != NS:
+    # run_pas again, with the REC locked (nsbuf.still_ns): otherwise the REC would run and its
+    # exit could not be written (INPUT after a run). (A page delegated during the run is
+    # A4.3.3's case.)
+    if not still_ns(rmm, run_ptr):
         g.unlock()
         raise RmiError.input()
     if g.refcount != 0:     # running on another CPU
