@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import stat
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -121,34 +119,24 @@ def write_files(files: Iterable[tuple[str, str, Callable[[str], object]]], outpu
     last (a JSON report) can name itself among the outputs. A write that raises OSError (disk
     full, a directory removed since the check) or ValueError (nothing to write) takes its key
     out of ``outputs`` again and appends "could not write the KEY report to PATH: reason" to
-    ``errors``; the next file is still written. Ctrl-C or SIGTERM (taken as Ctrl-C while the
-    files are written; a signal ignored before stays ignored) ends the file being written and
-    skips the rest, each then "...: interrupted (Ctrl-C)" or "(SIGTERM)". Returns what
-    interrupted the writing ("Ctrl-C", "SIGTERM"), "" if nothing did."""
+    ``errors``; the next file is still written. Ctrl-C (KeyboardInterrupt) ends the file being
+    written and skips the rest, each then "...: interrupted (Ctrl-C)"; a caller that takes
+    SIGTERM as Ctrl-C too runs this as a step of rmm_mp.interrupts.Interrupts (run, stress and
+    check do), whose KeyboardInterrupt names the signal. Returns what interrupted the writing
+    ("Ctrl-C", "SIGTERM"), "" if nothing did."""
     stopped = ""
-    previous = None
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
-        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) or signal.SIG_DFL
-    try:
-        for key, path, write in files:
-            try:
-                if stopped:
-                    raise KeyboardInterrupt(stopped)
-                outputs[key] = path
-                write(path)
-            except (OSError, ValueError) as exc:
-                outputs.pop(key, None)
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                errors.append(f"could not write the {key} report to {path}: {reason}")
-            except KeyboardInterrupt as exc:
-                outputs.pop(key, None)
-                stopped = stopped or (exc.args[0] if exc.args else "Ctrl-C")
-                errors.append(f"could not write the {key} report to {path}: interrupted ({stopped})")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    for key, path, write in files:
+        try:
+            if stopped:
+                raise KeyboardInterrupt(stopped)
+            outputs[key] = path
+            write(path)
+        except (OSError, ValueError) as exc:
+            outputs.pop(key, None)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            errors.append(f"could not write the {key} report to {path}: {reason}")
+        except KeyboardInterrupt as exc:
+            outputs.pop(key, None)
+            stopped = stopped or (exc.args[0] if exc.args else "Ctrl-C")
+            errors.append(f"could not write the {key} report to {path}: interrupted ({stopped})")
     return stopped
-
-
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt("SIGTERM")

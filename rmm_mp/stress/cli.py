@@ -228,7 +228,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rec
     errors: list[str] = []
     if json_path:
         files.append(("json", json_path, functools.partial(_write_json, report, written, errors)))
-    # A step, so that Ctrl-C ends the file being written (write_files takes SIGTERM itself).
+    # A step, so that Ctrl-C or SIGTERM ends the file being written (write_files names it).
     stop.step(lambda: write_files(files, written, errors), read=True)
     if "schedule" in written:
         say(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
@@ -419,7 +419,9 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}
     if json_path:
         errors: list[str] = []
-        write_files((("json", json_path, functools.partial(_write_document, document)),), {}, errors)
+        with Interrupts(sigterm=True) as stop:
+            stop.step(lambda: write_files((("json", json_path, functools.partial(_write_document, document)),),
+                                          {}, errors), read=True)
         if errors:      # checked before attaching; a disk can still fill up meanwhile
             click.echo(f"error: {errors[0]}", err=True)
             raise SystemExit(2)
