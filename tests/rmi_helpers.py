@@ -13,11 +13,15 @@ handler test does not depend on the host library being right.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, RmiRecCreateFlags, rec_index_to_mpidr
 from rmm_mp.rmm import s2tt
+
+if TYPE_CHECKING:
+    import pytest
 
 F = RmiFid
 GRANULE = 4096
@@ -59,6 +63,20 @@ def start_level_for(s2sz: int) -> int:
         if s2tt.start_level_consistent(s2sz, level, 48):
             return level
     raise ValueError(f"no start level for s2sz {s2sz}")
+
+
+def delegate_after_the_copy(monkeypatch: "pytest.MonkeyPatch", handlers: object, other: "Rmi", page: int) -> None:
+    """Make the next NS copy of the handler module ``handlers`` (its ``read_ns``) delegate
+    ``page`` on ``other``'s CPU right after copying: the window between a handler's lock-free
+    copy (locking rule 8) and its locks, forced. ``monkeypatch.undo()`` ends it."""
+    copy = handlers.read_ns      # type: ignore[attr-defined]
+
+    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
+        content = copy(rmm, addr, size)
+        assert other.smc(F.RMI_GRANULE_DELEGATE, page)[0] == SUCCESS
+        return content
+
+    monkeypatch.setattr(handlers, "read_ns", copy_then_delegate)
 
 
 class Rmi:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from footprint import snapshot
-from rmi_helpers import GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, rtt_error
+from rmi_helpers import GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy, rtt_error
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
@@ -266,14 +266,7 @@ def test_data_create_source_delegated_after_the_copy(machine: Machine, monkeypat
     other = Rmi(machine, cpu=1)
     src = t.ns_page(PATTERN)
     data = src if alias else t.delegate()
-    copy = rmi_data.read_ns
-
-    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
-        content = copy(rmm, addr, size)
-        assert other.smc(F.RMI_GRANULE_DELEGATE, src)[0] == SUCCESS
-        return content
-
-    monkeypatch.setattr(rmi_data, "read_ns", copy_then_delegate)
+    delegate_after_the_copy(monkeypatch, rmi_data, other, src)
     kept = () if alias else (data,)
     before = _footprint(t, realm, *kept)
     assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (INPUT, 0, 0, 0, 0)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from footprint import snapshot
-from rmi_helpers import GRANULE, Realm, Rmi, start_level_for
+from rmi_helpers import GRANULE, Realm, Rmi, delegate_after_the_copy, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RmiRealmFlags
@@ -543,14 +543,7 @@ def test_create_params_delegated_after_the_copy(machine: Machine, monkeypatch: p
         rd = params
     machine.ns_write(params, bytes(RMI_REALM_PARAMS.pack(**fields)))
     other = Rmi(machine, cpu=1)
-    copy = rmi_realm.read_ns
-
-    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
-        content = copy(rmm, addr, size)
-        assert other.smc(RmiFid.RMI_GRANULE_DELEGATE, params)[0] == 0
-        return content
-
-    monkeypatch.setattr(rmi_realm, "read_ns", copy_then_delegate)
+    delegate_after_the_copy(monkeypatch, rmi_realm, other, params)
     pas = tuple(pa for pa in (rd, base) if pa != params)
     before = snapshot(machine, *pas)
     assert t.smc(RmiFid.RMI_REALM_CREATE, rd, params, X3, X4) == (ERROR_INPUT, 0, 0, 0, 0)

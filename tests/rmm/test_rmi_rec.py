@@ -18,7 +18,7 @@ from unittest import mock
 import pytest
 
 from footprint import snapshot
-from rmi_helpers import F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi
+from rmi_helpers import F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
@@ -220,14 +220,7 @@ def test_rec_create_params_delegated_after_the_copy(machine: Machine, t: Rmi, mo
     machine.ns_write(params, bytes(RMI_REC_PARAMS.pack(flags=1, mpidr=rec_index_to_mpidr(0), num_aux=16, aux=aux)))
     rec = params if alias == "rec" else c.rec
     other = Rmi(machine, cpu=1)
-    copy = rmi_rec.read_ns
-
-    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
-        content = copy(rmm, addr, size)
-        assert other.smc(F.RMI_GRANULE_DELEGATE, params)[0] == SUCCESS
-        return content
-
-    monkeypatch.setattr(rmi_rec, "read_ns", copy_then_delegate)
+    delegate_after_the_copy(monkeypatch, rmi_rec, other, params)
     pas = (c.realm.rd, *c.realm.roots, *c.aux, c.rec)
     before = snapshot(machine, *pas)
     assert t.smc(F.RMI_REC_CREATE, c.realm.rd, rec, params) == (INPUT, 0, 0, 0, 0)
@@ -1020,14 +1013,7 @@ def test_rec_enter_run_page_delegated_after_the_copy(machine: Machine, t: Rmi,
     e = Enter(t)
     _rec(machine, e.rec).set_last_exit(_DABT_ISV, 0, 0)
     other = Rmi(machine, cpu=1)
-    copy = rmi_rec.read_ns
-
-    def copy_then_delegate(rmm, addr, size):  # type: ignore[no-untyped-def]
-        content = copy(rmm, addr, size)
-        assert other.smc(F.RMI_GRANULE_DELEGATE, e.run)[0] == SUCCESS
-        return content
-
-    monkeypatch.setattr(rmi_rec, "read_ns", copy_then_delegate)
+    delegate_after_the_copy(monkeypatch, rmi_rec, other, e.run)
     pas = (e.rec, e.realm.rd, *e.realm.recs[0][1])
     before = snapshot(machine, *pas)
     assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (INPUT, 0, 0, 0, 0)
