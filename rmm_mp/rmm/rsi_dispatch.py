@@ -23,7 +23,7 @@ from rmm_mp.rmm.handlers import (
     psci, rsi_attest, rsi_config, rsi_host_call, rsi_measurement, rsi_memory, rsi_system,
 )
 from rmm_mp.rmm.realm_call import Exit, RealmCall, set_rsi_results
-from rmm_mp.stats.calls import PSCI_BASE, RSI_BASE, SMCCC_VERSION_FID, SMCCC_VERSION_SLOT
+from rmm_mp.stats.calls import PSCI_BASE, RSI_BASE, psci_slot
 
 if TYPE_CHECKING:
     from rmm_mp.el3.monitor import Monitor
@@ -52,8 +52,7 @@ def handle_smc(call: RealmCall) -> Exit | None:
         slot = RSI_BASE + (fid - _RSI_FIRST)
     elif is_psci(fid):
         out = psci.handle_psci(call, fid)
-        # calls.psci_slot, without a call: SMCCC_VERSION (function number 0) has a slot of its own.
-        slot = PSCI_BASE + (fid & 0x1F) if fid != SMCCC_VERSION_FID else SMCCC_VERSION_SLOT
+        slot = psci_slot(fid)     # a PSCI call is rare next to RSI ones: the call costs nothing here
     else:
         out = (SMC_UNKNOWN,)
         slot = -1
