@@ -250,9 +250,7 @@ def _write_document(document: dict[str, object], path: str) -> None:
 def _write_json(report: StressReport, written: dict[str, str], errors: list[str], path: str) -> None:
     """The report as JSON, written last: ``outputs`` names the files written (this one included)
     and ``output_errors`` the ones that could not be, as `rmm-mp run`'s JSON does."""
-    document = {**report.to_json(), "outputs": dict(written), "output_errors": list(errors)}
-    with replacing(path) as temp:
-        Path(temp).write_text(json.dumps(document, indent=1) + "\n")
+    _write_document({**report.to_json(), "outputs": dict(written), "output_errors": list(errors)}, path)
 
 
 def default_schedule_path(config: StressConfig) -> str:
