@@ -221,9 +221,12 @@ def _binding_check(platform: _Part, realm: _Part) -> Check:
                         (rak, f"realm claim {REALM_PUBLIC_KEY} (RAK)")):
         if not isinstance(value, bytes):
             return Check(BINDING, None, f"not checked: {what} is {'missing' if value is None else describe(value)}")
-    if algo not in HASH_ALGORITHMS:
-        return Check(BINDING, None, f"not checked: realm claim {REALM_PUBLIC_KEY_HASH_ALGO_ID} names hash "
-                     f"{algo!r}, not one of {', '.join(HASH_ALGORITHMS)}")
+    # A decoded claim may be an array or a map: unhashable, so test the type before the lookup.
+    if not isinstance(algo, str) or algo not in HASH_ALGORITHMS:
+        named = (f"names hash {algo!r}" if isinstance(algo, str)
+                 else f"is {'missing' if algo is None else describe(algo)}")
+        return Check(BINDING, None, f"not checked: realm claim {REALM_PUBLIC_KEY_HASH_ALGO_ID} {named}, "
+                     f"not one of {', '.join(HASH_ALGORITHMS)}")
     expected = digest(algo, rak)
     what = f"{algo}(realm claim {REALM_PUBLIC_KEY}, {len(rak)} bytes)"
     if challenge == expected:

@@ -201,3 +201,19 @@ def test_claim_checks_accept_cbor2_6_shapes(realm_claims: Callable[..., bytes]) 
     claims = dict(cbor2.loads(realm_claims()))
     claims[44239] = tuple(claims[44239])
     assert check_realm_claims(MappingProxyType(claims)) == []
+
+
+@pytest.mark.parametrize("algo", [["sha-256"], {"sha-256": 1}], ids=["array", "map"])
+def test_rak_hash_algorithm_that_is_not_text_leaves_the_binding_unchecked(
+        algo: Any, sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes,
+        realm_claims: Callable[..., bytes]) -> None:
+    """Realm claim 44240 (RAK hash algorithm) decoded as an array or a map: the binding check
+    looked it up in a dict and raised TypeError (unhashable), a traceback from `attest verify`.
+    Now 'realm claims' fails and the binding is not checked, naming what the claim holds."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[44240] = algo
+    result = verify_token(encode_cca_token(sample_platform_token, _cose(cbor2.dumps(claims), sample_rak)))
+    assert result.check("realm claims").passed is False
+    binding = result.check("binding")
+    assert binding.passed is None and binding.reason.startswith("not checked: realm claim 44240")
+    assert ("an array of 1" if isinstance(algo, list) else "a map of 1 entries") in binding.reason
