@@ -159,7 +159,9 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
     """
     if jwk.get("kty") != "EC":
         raise PlatformKeyError(f"platform key invalid: {name}: JWK kty is {jwk.get('kty')!r}, expected \"EC\"")
-    curve = JWK_CURVES.get(jwk.get("crv"))  # type: ignore[arg-type]
+    crv = jwk.get("crv")
+    # JSON may give a list or an object here: unhashable, so only text is looked up.
+    curve = JWK_CURVES.get(crv) if isinstance(crv, str) else None
     if curve is None:
         raise PlatformKeyError(f"platform key invalid: {name}: JWK crv is {jwk.get('crv')!r}, "
                                f"expected one of {', '.join(JWK_CURVES)}")

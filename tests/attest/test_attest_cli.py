@@ -119,6 +119,19 @@ def test_invalid_platform_key_fails_verification() -> None:
     assert result.exit_code == EXIT_FAILED and "platform key invalid" in result.output
 
 
+@pytest.mark.parametrize("crv", [["P-384"], {"P-384": 1}], ids=["array", "map"])
+def test_jwk_whose_crv_is_not_text_fails_verification(tmp_path: Path, crv: object) -> None:
+    """A JWK platform key whose "crv" is a JSON array or object was looked up in the curve
+    table as it was: TypeError (unhashable), a traceback. Now it is an invalid platform key,
+    like any other unknown curve: exit 1 naming what "crv" holds."""
+    key = tmp_path / "key.jwk"
+    key.write_text(json.dumps({"kty": "EC", "crv": crv, "x": "AA", "y": "AA"}))
+    result = CliRunner().invoke(attest_group, ["verify", str(FFM), "--platform-key", str(key)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == EXIT_FAILED
+    assert "platform key invalid" in result.output and f"JWK crv is {crv!r}" in result.output
+
+
 def test_inspect_prints_claims_without_verifying() -> None:
     """inspect: both claim tables with the algorithms, marked NOT verified, no checks, exit 0;
     --json gives alg, protected header, signature and claims per token."""
