@@ -133,10 +133,12 @@ class AttestationService:
         """One hunk of the platform token into the shared buffer; (status, hunk size, remaining).
 
         A non-zero ``challenge_size`` (32, 48 or 64) starts over with the challenge read from the
-        buffer at ``offset``; 0 continues a retrieval in progress.
+        buffer at ``offset``, which must hold all of it; 0 continues a retrieval in progress.
         """
         if challenge_size not in (0, 32, 48, 64) or offset < 0 or size <= 0 or offset + size > SHARED_BUFFER_SIZE:
             return _INVAL, 0, 0
+        if offset + challenge_size > SHARED_BUFFER_SIZE:
+            return _INVAL, 0, 0     # a slice would come back short: a challenge nobody gave
         if challenge_size:
             challenge = bytes(self.shared_buffer[offset:offset + challenge_size])
             self._pending = self.keys.platform_token(challenge)

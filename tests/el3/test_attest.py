@@ -1,0 +1,34 @@
+"""EL3's attestation services on one CPU (rmm_mp.el3.attest.AttestationService): the buffer
+rules of RMM_ATTEST_GET_REALM_KEY and RMM_ATTEST_GET_PLAT_TOKEN (rsi-attest.md 5.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmm_mp.abi.el3 import RmmEl3Status
+from rmm_mp.el3.attest import SHARED_BUFFER_SIZE, AttestationKeys, AttestationService
+from rmm_mp.hw.platform import load
+
+OK, INVAL = int(RmmEl3Status.E_RMM_OK), int(RmmEl3Status.E_RMM_INVAL)
+
+
+@pytest.mark.parametrize("platform", ["host", "fvp"])
+@pytest.mark.parametrize("offset, size, challenge_size", [
+    (SHARED_BUFFER_SIZE - 6, 6, 64), (SHARED_BUFFER_SIZE - 32, 32, 48), (SHARED_BUFFER_SIZE - 1, 1, 32)])
+def test_a_challenge_past_the_shared_buffer_is_refused(platform: str, offset: int, size: int,
+                                                       challenge_size: int) -> None:
+    """GET_PLAT_TOKEN with a hunk buffer that fits the shared buffer but a challenge that would
+    run past its end: E_RMM_INVAL and nothing to continue. The challenge used to be read short
+    (Python slicing stops at the end): a seeded platform then raised ValueError from its claims
+    encoder, the FVP sample returned a token for a challenge that was never given."""
+    service = AttestationService(AttestationKeys(load(platform)))
+    assert service.get_platform_token(offset, size, challenge_size) == (INVAL, 0, 0)
+    assert service.get_platform_token(0, SHARED_BUFFER_SIZE, 0) == (INVAL, 0, 0)
+
+
+@pytest.mark.parametrize("platform", ["host", "fvp"])
+def test_the_challenge_may_end_at_the_end_of_the_shared_buffer(platform: str) -> None:
+    """The last 64 bytes of the shared buffer hold a whole challenge: the token starts."""
+    service = AttestationService(AttestationKeys(load(platform)))
+    status, hunk, remaining = service.get_platform_token(SHARED_BUFFER_SIZE - 64, 64, 64)
+    assert (status, hunk) == (OK, 64) and remaining > 0
