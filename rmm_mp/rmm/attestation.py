@@ -5,8 +5,8 @@ Material (A7.2; TF-RMM's attestation init at boot): the RAK private key from EL3
 for the challenge SHA-256(COSE_Key) (RMM_ATTEST_GET_PLAT_TOKEN, hunk by hunk through the shared
 buffer). It never changes, so each process obtains it once, on first use.
 
-Token state lives in the REC's first auxiliary granule, so a token started on one CPU can be
-finished on another (the REC carries it):
+Token state lives in the REC's first two auxiliary granules, so a token started on one CPU can
+be finished on another (the REC carries it). The first holds:
 
     0x000  phase        u64  0 none, 1 signing, 2 copying out
     0x008  steps        u64  signing steps done (SIGNING_STEPS in all)
@@ -16,7 +16,10 @@ finished on another (the REC carries it):
     0x040  challenge    64 bytes
     0x080  RIM, REM1..4 5 x 64 bytes, as INIT saw them
     0x200  RPV          64 bytes
-    0x400  the CCA token (at most 3 KiB here; TOKEN_BUFFER_SIZE is what INIT promises)
+
+and the second the CCA token itself: a whole granule, the TOKEN_BUFFER_SIZE bytes INIT promises
+the realm. A token that would be longer cannot be returned: CONTINUE fails with
+RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`) and drops it.
 
 Signing is done in SIGNING_STEPS steps of STEP_COST guest-instruction equivalents each, taken
 from the REC's time slice: when the slice runs out in the middle, the REC exits with IRQ and
@@ -51,8 +54,8 @@ if TYPE_CHECKING:
 SIGNING_STEPS = 4
 STEP_COST = 2_000
 PHASE_NONE, PHASE_SIGNING, PHASE_COPYING = 0, 1, 2
-TOKEN_OFFSET = 0x400
-TOKEN_CAPACITY = 0x1000 - TOKEN_OFFSET
+TOKEN_CAPACITY = T.TOKEN_BUFFER_SIZE
+"""Bytes of CCA token a REC can hold: its second aux granule, all of what INIT promises."""
 _HEAD = struct.Struct("<5Q")
 _OK = int(RmmEl3Status.E_RMM_OK)
 
@@ -97,13 +100,14 @@ def _fetch(rmm: "RmmCpu") -> Material:
 
 
 class TokenState:
-    """Typed access to the token state in a REC's first auxiliary granule."""
+    """Typed access to the token state in a REC's first two auxiliary granules."""
 
-    __slots__ = ("memory", "offset")
+    __slots__ = ("memory", "offset", "token_offset")
 
-    def __init__(self, memory: "PhysicalMemory", aux0_pa: int) -> None:
+    def __init__(self, memory: "PhysicalMemory", aux0_pa: int, aux1_pa: int) -> None:
         self.memory = memory
         self.offset = aux0_pa - memory.base
+        self.token_offset = aux1_pa - memory.base
 
     def head(self) -> tuple[int, int, int, int, int]:
         """(phase, steps, length, copied, hash_algo)."""
@@ -120,8 +124,9 @@ class TokenState:
         buf[base + 0x200:base + 0x240] = rpv
         self.set_head(PHASE_SIGNING, 0, 0, 0, hash_algo)
 
-    def build(self, mat: Material) -> int:
-        """Sign the realm token from the saved inputs and store the CCA token; returns its length."""
+    def build(self, mat: Material) -> int | None:
+        """Sign the realm token from the saved inputs and store the CCA token; returns its
+        length, or None (nothing stored) when it is longer than TOKEN_CAPACITY."""
         buf, base = self.memory.buf, self.offset
         algo = self.head()[4]
         size = HASH_SIZES[algo]
@@ -132,10 +137,10 @@ class TokenState:
             extensible_measurements=measurements[1:])
         token = encode_cca_token(mat.platform_token, sign_cose_sign1(payload, mat.rak, T.COSE_ALG_ES384))
         if len(token) > TOKEN_CAPACITY:
-            raise RmmInternalError(f"CCA token of {len(token)} bytes does not fit the REC's token buffer")
-        buf[base + TOKEN_OFFSET:base + TOKEN_OFFSET + len(token)] = token
+            return None     # a platform token this large: more than INIT told the realm to expect
+        buf[self.token_offset:self.token_offset + len(token)] = token
         return len(token)
 
     def token(self, start: int, size: int) -> bytes:
-        begin = self.offset + TOKEN_OFFSET + start
+        begin = self.token_offset + start
         return bytes(self.memory.buf[begin:begin + size])

@@ -6,8 +6,8 @@ Three groups of scenarios:
 1. The commands, with small guest programs (tests/realm_guests.py) on a machine whose time slice
    is long enough that nothing is interrupted: INIT's outputs (it has no failure conditions);
    each CONTINUE failure condition of B5.3.1.2 in the table's order, alone, asserting X0, X1..X16
-   zero (spec B1.2), X17.. kept, no REC exit, an unchanged footprint (the REC's token state in its first aux
-   granule, the buffer pages, every granule's state and the GPT) and that a token in progress
+   zero (spec B1.2), X17.. kept, no REC exit, an unchanged footprint (the REC's token state in its first two aux
+   granules, the buffer pages, every granule's state and the GPT) and that a token in progress
    is still intact afterwards; then the copy-out protocol: chunks of 1, 100 and 4096 bytes at
    several offsets (every call's X0 and X1, the bytes exactly where asked and nowhere else),
    X3 = 0, ERROR_STATE after SUCCESS until a new INIT, INIT restarting a token in progress, a
@@ -54,7 +54,7 @@ from rmm_mp.host.guests import guest_dir
 from rmm_mp.hw.platform import load
 from rmm_mp.rmm.rec_desc import Rec
 
-SUCCESS, INPUT, STATE, INCOMPLETE = 0, 1, 2, 3
+SUCCESS, INPUT, STATE, INCOMPLETE, UNKNOWN = 0, 1, 2, 3, 4
 EXIT_SYNC, EXIT_IRQ, EXIT_PSCI, EXIT_HOST_CALL = 0, 1, 3, 5
 TOKEN_BUFFER_SIZE = 4096
 SLICE = 1_000_000
@@ -220,14 +220,14 @@ def check_failure(machine: Machine, args: dict[int, int], status: int, init: boo
                   prepare: Callable[[Guest], object] | None = None) -> None:
     """The CONTINUE at `call` returns ``status`` with X1..X16 = 0 (spec B1.2) and X17, X18 kept,
     without a REC exit,
-    and changes nothing: the token state (aux granule 0), the buffer pages, granule states,
+    and changes nothing: the token state (aux granules 0 and 1), the buffer pages, granule states,
     refcounts and the GPT are as before. The token (in progress or started afterwards) then
     copies out whole from its first byte."""
     with Guest.build(machine, failing_program(args, init)) as g:
         if prepare is not None:
             prepare(g)
         stop_at(g, "before")
-        pas = (g.realm.recs[0].aux[0], data_pa(g, BUF), data_pa(g, BUF + GRANULE))
+        pas = (*g.realm.recs[0].aux[:2], data_pa(g, BUF), data_pa(g, BUF + GRANULE))
         before = snapshot(machine, *pas)
         stop_at(g, "done")
         assert [g.gpr(n) for n in range(17)] == [status] + [0] * 16
@@ -780,3 +780,50 @@ def test_each_machine_signs_with_its_own_platforms_material() -> None:
         gc.collect()
         result = verify_token(token, FVP_KEY if platform == "fvp" else HOST_KEY)
         assert result.ok, f"iteration {i}: a {platform} machine made a {len(token)}-byte token: {result.checks}"
+
+
+def long_named_platform(tmp_path: Path, length: int) -> Path:
+    """host.toml renamed to ``length`` letters: the seeded platform token carries the name in
+    its config claim, so the CCA token grows by about ``length`` bytes."""
+    text = (Path(rmm_mp.__file__).resolve().parents[1] / "platform" / "host.toml").read_text()
+    path = tmp_path / "long.toml"
+    path.write_text(text.replace('name = "host"', f'name = "{"h" * length}"', 1))
+    return path
+
+
+def test_a_token_of_up_to_the_promised_4096_bytes_is_returned(tmp_path: Path) -> None:
+    """INIT promises tokens of up to TOKEN_BUFFER_SIZE (4096) bytes, but the RMM kept the token
+    in the 3 KiB left of the REC's first aux granule: a platform whose token made the CCA token
+    3,226 bytes long (a long platform name, in the config claim) crashed the RMM with
+    RmmInternalError. Such a token now copies out whole and verifies."""
+    path = long_named_platform(tmp_path, 2200)
+    program = init_code() + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
+    with Machine.create(path, cpus=1, time_slice=SLICE) as m:
+        with Guest.build(m, program) as g:
+            stop_at(g, "end")
+            assert not m.dead
+            token = token_after(g)
+            assert 3 * 1024 < len(token) <= TOKEN_BUFFER_SIZE
+            key = AttestationKeys(load(path)).platform_public_key_pem()
+            result = verify_token(token, key, expected_challenge=CHALLENGE, expected_rim=g.rim)
+            assert result.ok, [c for c in result.checks if c.passed is not True]
+        ok(m)
+
+
+def test_a_token_over_the_promised_size_fails_with_error_unknown(tmp_path: Path) -> None:
+    """A CCA token longer than the 4096 bytes INIT promised cannot be produced: CONTINUE returns
+    RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`: generation failed for an IMPDEF reason), X1 = 0,
+    nothing is written, the token is dropped (the next CONTINUE gives RSI_ERROR_STATE) and the
+    RMM lives on; it used to raise RmmInternalError (the machine died)."""
+    path = long_named_platform(tmp_path, 3400)
+    program = (init_code() + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\nmov x17, x0\nmov x18, x1\n"
+               f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\ndone: wfi\nb done\n" + pattern_pages())
+    with Machine.create(path, cpus=1, time_slice=SLICE) as m:
+        with Guest.build(m, program) as g:
+            stop_at(g, "done")
+            assert not m.dead
+            assert (g.gpr(17), g.gpr(18), g.gpr(0)) == (UNKNOWN, 0, STATE)
+            assert g.peek(BUF, GRANULE) == PATTERN.to_bytes(8, "little") * (GRANULE // 8)
+        ok(m)

@@ -5,7 +5,8 @@ and (re)starts a token in the REC (rmm.attestation.TokenState); X1 = the token's
 CONTINUE first finishes signing, step by step out of the REC's time slice (an IRQ exit with
 X0 = RSI_INCOMPLETE when the slice runs out; the realm calls again, on whatever CPU runs it
 next), then copies the CCA token out: min(X3, bytes left) at IPA X1 + X2, X1 = bytes written,
-X0 = RSI_INCOMPLETE until the last byte, then RSI_SUCCESS and the token is done.
+X0 = RSI_INCOMPLETE until the last byte, then RSI_SUCCESS and the token is done. A token longer
+than the TOKEN_BUFFER_SIZE bytes INIT promised fails with RSI_ERROR_UNKNOWN and is dropped.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 _STATE, _INCOMPLETE = int(RsiStatus.RSI_ERROR_STATE), int(RsiStatus.RSI_INCOMPLETE)
+_UNKNOWN = int(RsiStatus.RSI_ERROR_UNKNOWN)
 _EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
 _REGS8 = struct.Struct("<8Q")
 GRANULE = 4096
 
 
 def _state(call: RealmCall) -> TokenState:
-    return TokenState(call.rmm.memory, call.rec.aux()[0])
+    aux = call.rec.aux()
+    return TokenState(call.rmm.memory, aux[0], aux[1])
 
 
 def rsi_attestation_token_init(call: RealmCall) -> tuple[int, ...]:
@@ -67,6 +70,11 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
             set_rsi_results(x, (_INCOMPLETE,))
             return Exit({"exit_reason": _EXIT_IRQ})
         length = state.build(attestation.material(call.rmm))
+        if length is None:
+            # B5.3.1.2 `unknown`: the realm sized its buffer by INIT's bound; a retry would fail
+            # the same way, so the token is dropped (TF-RMM rel0 returns RSI_ERROR_INPUT).
+            state.set_head(PHASE_NONE, 0, 0, 0, algo)
+            return (_UNKNOWN,)
         state.set_head(PHASE_COPYING, steps, length, 0, algo)
     return _copy_out(call, state, ipa, offset, size)
 
