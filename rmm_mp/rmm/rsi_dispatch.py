@@ -33,8 +33,9 @@ RSI_HANDLERS = {int(fid): getattr(m, fid.name.lower()) for fid in RsiFid for m i
                 if hasattr(m, fid.name.lower())}
 _W0 = 0xFFFF_FFFF & ~SMCCC_SVE_HINT
 _RSI_FIRST = 0xC400_0190
-_RSI_ERRORS = frozenset({1, 2})
-"""RSI_ERROR_INPUT and RSI_ERROR_STATE; RSI_SUCCESS and RSI_INCOMPLETE are not failures."""
+_RSI_ERRORS = frozenset({1, 2, 4})
+"""RSI_ERROR_INPUT, RSI_ERROR_STATE and RSI_ERROR_UNKNOWN; RSI_SUCCESS and RSI_INCOMPLETE are
+not failures."""
 
 
 def handle_smc(call: RealmCall) -> Exit | None:

@@ -827,3 +827,26 @@ def test_a_token_over_the_promised_size_fails_with_error_unknown(tmp_path: Path)
             assert (g.gpr(17), g.gpr(18), g.gpr(0)) == (UNKNOWN, 0, STATE)
             assert g.peek(BUF, GRANULE) == PATTERN.to_bytes(8, "little") * (GRANULE // 8)
         ok(m)
+
+
+def test_error_unknown_counts_as_an_error_in_the_histograms(tmp_path: Path) -> None:
+    """The latency histograms counted only RSI_ERROR_INPUT and RSI_ERROR_STATE as errors, so the
+    CONTINUE that fails with RSI_ERROR_UNKNOWN (a token over INIT's bound) showed as a success;
+    it is a failure too. The second CONTINUE's ERROR_STATE counts as before."""
+    from rmm_mp.stats import calls
+    from rmm_mp.stats.report import collect
+
+    path = long_named_platform(tmp_path, 3400)
+    program = (init_code() + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
+               f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\ndone: wfi\nb done\n" + pattern_pages())
+    with Machine.create(path, cpus=1, time_slice=SLICE) as m:
+        with Guest.build(m, program) as g:
+            stop_at(g, "done")
+            g.cpu.flush_statistics()
+            stats = collect(m, [0])[0]
+        ok(m)
+    counted = {calls.name(slot): (s.count, s.errors) for slot, s in stats.items()
+               if calls.name(slot).startswith("RSI_ATTESTATION")}
+    assert counted == {"RSI_ATTESTATION_TOKEN_INIT": (1, 0), "RSI_ATTESTATION_TOKEN_CONTINUE": (2, 2)}
