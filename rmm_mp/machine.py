@@ -111,7 +111,8 @@ class Machine:
 
         Raises:
             ValueError (ConfigError) for an unknown or invalid platform or a bad cpus value,
-            before anything is created; MachineError when /dev/shm lacks the space.
+            before anything is created; MachineError when /dev/shm (RMM_MP_SHM_DIR) is not a
+            usable directory or lacks the space.
         """
         plat = platform if isinstance(platform, Platform) else load_platform(platform)
         if cpus is None:
@@ -124,6 +125,7 @@ class Machine:
             raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in 1..1000000000")
         if isinstance(trace_capacity, bool) or not isinstance(trace_capacity, int) or not 0 <= trace_capacity <= 1 << 24:
             raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in 0..16777216")
+        _check_shm_dir()
         orphans.remove_orphans()
         sizes = _segment_sizes(plat, cpus, trace_capacity)
         _check_free_space(plat, sizes)
@@ -407,6 +409,21 @@ def _int_arg(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} = {value!r}: expected an int")
     return value
+
+
+def _check_shm_dir() -> None:
+    """Refuse a segment directory (RMM_MP_SHM_DIR) that is missing, not a directory or not
+    writable, with a MachineError naming it, before anything looks in it."""
+    where = segment.SHM_DIR
+    if "RMM_MP_SHM_DIR" in os.environ:
+        where = f"{where} (RMM_MP_SHM_DIR)"
+    if not os.path.isdir(segment.SHM_DIR):
+        found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"
+        raise MachineError(f"shared memory cannot be made in {where}: found {found}, expected a directory "
+                           "on a tmpfs")
+    if not os.access(segment.SHM_DIR, os.W_OK | os.X_OK):
+        raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
+                           "create files in")
 
 
 def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:

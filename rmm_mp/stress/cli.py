@@ -162,7 +162,12 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     progress = _progress(config)
-    report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
+    try:
+        report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
+    except MachineError as exc:
+        # the machine could not be made (no usable shared-memory directory, not enough space):
+        # nothing was created, so there is nothing to report but why
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     # From here on Ctrl-C or SIGTERM gives what one during the files' writing gives, not a
     # traceback or a silent death (rmm_mp.interrupts, as `rmm-mp run`): it ends the step under
     # way, a shrinking not yet begun is skipped (once begun, shrink takes signals itself), the

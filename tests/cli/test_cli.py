@@ -84,3 +84,36 @@ def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Pa
     with Machine.create("host", cpus=1) as m:
         assert m.name.startswith(f"rmm-mp-{os.getpid()}-")
     assert sorted(p.name for p in tmp_path.iterdir()) == [stuck.name]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "read-only"])
+@pytest.mark.parametrize("command", [["run", "quickstart", "--cpus", "1", "--seconds", "1"],
+                                     ["stress", "--cpus", "2", "--seconds", "1"]])
+def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   kind: str, command: list[str]) -> None:
+    """RMM_MP_SHM_DIR naming nothing, a file, or a directory the user cannot write: `run` and
+    `stress` exit 1 with one line naming the directory and what was expected, before any CPU
+    starts (before: FileNotFoundError / NotADirectoryError tracebacks, and for stress a
+    MachineError traceback)."""
+    from rmm_mp.hw import segment
+    where = tmp_path / "shm"
+    if kind == "file":
+        where.write_bytes(b"")
+    elif kind == "read-only":
+        where.mkdir()
+        # root may write any directory, so the permission is what access(2) says for this one
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == where
+                            else real_access(path, mode, **kw))
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    result = CliRunner().invoke(main, command)
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    expected = {"missing": "found nothing, expected a directory",
+                "file": "found something that is not a directory",
+                "read-only": "expected a directory this user can create files in"}[kind]
+    assert f"shared memory cannot be made in {where} (RMM_MP_SHM_DIR)" in result.stderr
+    assert expected in result.stderr
+    if kind == "read-only":
+        assert list(where.iterdir()) == []
