@@ -109,6 +109,17 @@ class AttestationKeys:
 
 
 _OK, _BAD_ADDR, _INVAL = int(RmmEl3Status.E_RMM_OK), int(RmmEl3Status.E_RMM_BAD_ADDR), int(RmmEl3Status.E_RMM_INVAL)
+_UNK = int(RmmEl3Status.E_RMM_UNK)
+
+
+def _buffer_status(offset: int, size: int) -> int:
+    """TF-A's buffer rule for both services: the buffer [offset, offset + size) must start and
+    end inside the shared buffer (a size of 0 ends before it starts)."""
+    if not 0 <= offset < SHARED_BUFFER_SIZE:
+        return _BAD_ADDR
+    if not 0 <= offset + size - 1 < SHARED_BUFFER_SIZE:
+        return _INVAL
+    return _OK
 
 
 class AttestationService:
@@ -120,12 +131,19 @@ class AttestationService:
         self._pending: bytes = b""
 
     def get_realm_key(self, offset: int, size: int, curve: int) -> tuple[int, int]:
-        """Write the RAK scalar at ``offset`` of the shared buffer; returns (status, key size)."""
+        """Write the RAK scalar at ``offset`` of the shared buffer; returns (status, key size).
+
+        As TF-A's rmmd: the buffer first (E_RMM_BAD_ADDR for a start outside the shared buffer,
+        E_RMM_INVAL for an end past it), then the curve (E_RMM_INVAL), then the platform's
+        refusal of a buffer too small for the key (E_RMM_UNK)."""
+        status = _buffer_status(offset, size)
+        if status != _OK:
+            return status, 0
         if curve != CURVE_P384:
             return _INVAL, 0
         scalar = self.keys.rak_scalar
-        if offset < 0 or size < len(scalar) or offset + len(scalar) > SHARED_BUFFER_SIZE:
-            return _BAD_ADDR, 0
+        if size < len(scalar):
+            return _UNK, 0
         self.shared_buffer[offset:offset + len(scalar)] = scalar
         return _OK, len(scalar)
 
@@ -134,8 +152,12 @@ class AttestationService:
 
         A non-zero ``challenge_size`` (32, 48 or 64) starts over with the challenge read from the
         buffer at ``offset``, which must hold all of it; 0 continues a retrieval in progress.
+        The buffer is checked first, as for get_realm_key.
         """
-        if challenge_size not in (0, 32, 48, 64) or offset < 0 or size <= 0 or offset + size > SHARED_BUFFER_SIZE:
+        status = _buffer_status(offset, size)
+        if status != _OK:
+            return status, 0, 0
+        if challenge_size not in (0, 32, 48, 64):
             return _INVAL, 0, 0
         if offset + challenge_size > SHARED_BUFFER_SIZE:
             return _INVAL, 0, 0     # a slice would come back short: a challenge nobody gave

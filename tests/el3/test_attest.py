@@ -32,3 +32,47 @@ def test_the_challenge_may_end_at_the_end_of_the_shared_buffer(platform: str) ->
     service = AttestationService(AttestationKeys(load(platform)))
     status, hunk, remaining = service.get_platform_token(SHARED_BUFFER_SIZE - 64, 64, 64)
     assert (status, hunk) == (OK, 64) and remaining > 0
+
+
+BAD_ADDR, UNK = int(RmmEl3Status.E_RMM_BAD_ADDR), int(RmmEl3Status.E_RMM_UNK)
+P384 = 0
+
+
+@pytest.mark.parametrize("offset, size, curve, expected", [
+    (SHARED_BUFFER_SIZE, 48, P384, BAD_ADDR),           # starts past the shared buffer
+    (-8, 48, P384, BAD_ADDR),
+    (SHARED_BUFFER_SIZE, 48, 7, BAD_ADDR),              # the buffer is checked before the curve
+    (0, SHARED_BUFFER_SIZE + 1, P384, INVAL),          # ends past it, though the key would fit
+    (SHARED_BUFFER_SIZE - 48, 49, P384, INVAL),
+    (0, 0, P384, INVAL),                                # an empty buffer ends before it starts
+    (0, 10**6, 7, INVAL),
+    (0, 48, 7, INVAL),                                  # a good buffer, an unknown curve
+    (0, 47, P384, UNK),                                 # too small for the key: the platform refuses
+])
+def test_get_realm_key_checks_the_buffer_then_the_curve_then_the_size(offset: int, size: int, curve: int,
+                                                                       expected: int) -> None:
+    """RMM_ATTEST_GET_REALM_KEY's failures in TF-A rmmd's order, and nothing written. A buffer
+    larger than the shared buffer used to be accepted, the curve was checked first and a
+    too small buffer was E_RMM_BAD_ADDR."""
+    service = AttestationService(AttestationKeys(load("host")))
+    assert service.get_realm_key(offset, size, curve) == (expected, 0)
+    assert service.shared_buffer == bytearray(SHARED_BUFFER_SIZE)
+
+
+def test_get_realm_key_may_fill_the_end_of_the_shared_buffer() -> None:
+    service = AttestationService(AttestationKeys(load("host")))
+    assert service.get_realm_key(SHARED_BUFFER_SIZE - 48, 48, P384) == (OK, 48)
+    assert bytes(service.shared_buffer[-48:]) == service.keys.rak_scalar
+
+
+@pytest.mark.parametrize("offset, size, challenge_size, expected", [
+    (SHARED_BUFFER_SIZE, 64, 64, BAD_ADDR),
+    (SHARED_BUFFER_SIZE, 64, 5, BAD_ADDR),              # the buffer before the challenge size
+    (0, SHARED_BUFFER_SIZE + 1, 64, INVAL),
+    (0, 0, 64, INVAL),
+    (0, 64, 5, INVAL),
+])
+def test_get_platform_token_checks_the_buffer_first(offset: int, size: int, challenge_size: int,
+                                                     expected: int) -> None:
+    service = AttestationService(AttestationKeys(load("host")))
+    assert service.get_platform_token(offset, size, challenge_size) == (expected, 0, 0)
