@@ -5,9 +5,10 @@ after the spec label and the cca-rmm-acs case it mirrors (test/command/cmd_rtt_i
 cmd_rtt_set_ripas), asserting the exact X0 and an unchanged footprint (RTTs, RD with its RIM,
 REC with its RIPAS progress); then the success post-conditions through RMI_RTT_READ_ENTRY.
 
-No realm runs yet (REC_ENTER belongs to another issue), so no REC has a RIPAS request of its
-own: the SET_RIPAS tests write one into the REC white-box (Rec.set_ripas_request), with no lock
-held and nothing running, as RSI_IPA_STATE_SET would leave it.
+The SET_RIPAS tests here write the REC's RIPAS request white-box (Rec.set_ripas_request), with
+no lock held and nothing running, as RSI_IPA_STATE_SET would leave it, so that each failure
+condition can be set up alone; a request a running guest makes with RSI_IPA_STATE_SET and the
+host's SET_RIPAS answer are tested in tests/rmm/test_rsi.py.
 """
 
 from __future__ import annotations
