@@ -213,10 +213,12 @@ def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
             event = interpreter.run(state, bus, budget)
         finally:
             tlb.leave()     # a no-op if the completion has left already
-        # A fault taken before any instruction completes still uses time: a realm whose vector
-        # is unmapped faults for ever, as on hardware, until its time slice ends.
-        budget -= max(1, event.executed)
+        # An abort stops the interpreter before its instruction counts; counted here, it makes
+        # an SEA the realm takes one instruction of the slice, as the interpreter counts the
+        # exceptions it takes itself (misaligned, undefined), wherever it stands in the run. A
+        # realm whose vector is unmapped so faults for ever, as on hardware, until the slice ends.
         kind = event.kind
+        budget -= event.executed + (kind == ABORT)
         if kind == SLICE:
             break
         if kind == SMC:

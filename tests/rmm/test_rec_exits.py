@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
+from realm_guests import CODE, EMPTY_IPA, GRANULE, IPA_WIDTH, UNPROTECTED, Guest
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT, RmiRecEnterFlags
@@ -341,6 +341,53 @@ def test_time_slice_irq() -> None:
                 x0, ex = g.enter()
                 assert (x0, ex["exit_reason"], ex["esr"]) == (SUCCESS, EXIT_IRQ, 0)
                 assert (g.gpr(5), g.pc()) == (500 * n, CODE)
+        ok(m)
+
+
+SLICE = 101
+COUNTED = """
+    adr x9, vectors
+    msr vbar, x9
+    mov x1, ={target}
+    adr x30, after
+    {prefix}
+    {access}
+after:
+loop:
+    add x5, x5, #1
+    b loop
+    .org 0x800
+vectors:
+    .org 0xA00          // vbar + 0x200: back to x30
+    msr elr, x30
+    eret
+"""
+
+
+@pytest.mark.parametrize("prefix", ["", "nop"])
+@pytest.mark.parametrize("access, target, steps", [
+    ("ldr x6, [x1]", EMPTY_IPA + 1, 1),          # misaligned: the interpreter takes it
+    ("ldr x6, [x1]", EMPTY_IPA, 1),              # RIPAS EMPTY: the RMM injects an SEA
+    ("strb x6, [x1]", 1 << IPA_WIDTH, 1),        # outside the IPA space: an SEA
+    ("udf", 0, 1),
+    ("hvc #0", 0, 1),
+    ("br x1", EMPTY_IPA, 2),                      # br, then the fetch that takes an SEA
+    ("br x1", 4, 2),                              # br, then the misaligned PC
+])
+def test_time_slice_counts_an_exception_as_one_instruction(prefix: str, access: str, target: int,
+                                                           steps: int) -> None:
+    """The time slice counts every exception the realm takes as one instruction (the one that
+    took it), whether the interpreter takes it (misaligned, udf) or the RMM injects it (an SEA),
+    and wherever it stands in the slice: the counting loop after it gets what is left, exactly.
+    (An SEA used to count only when it was the first instruction after an earlier event.)"""
+    with Machine.create("host", cpus=1, time_slice=SLICE) as m:
+        program = COUNTED.format(target=target, prefix=prefix, access=access)
+        with Guest.build(m, program) as g:
+            x0, ex = g.enter()
+            assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_IRQ)
+            # adr, msr, mov =, adr: 10 instructions; the prefix; the access; msr elr and eret
+            left = SLICE - 10 - len(prefix.split()) - steps - 2
+            assert (g.gpr(5), g.pc()) == ((left + 1) // 2, g.label("loop") + 8 * (left % 2))
         ok(m)
 
 
