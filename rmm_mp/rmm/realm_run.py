@@ -64,6 +64,8 @@ EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0
 ESR_ISV = 1 << 24
 ESR_SF = 1 << 15
 ESR_WNR = 1 << 6
+ESR_EA = 1 << 9
+"""ISS.EA of an abort: set in every SEA taken to a realm (spec A5.2.7), as TF-RMM's calc_esr_idabort does."""
 FSC_TRANSLATION, FSC_PERMISSION, FSC_SEA = 0x04, 0x0C, 0x10
 MPIDR_RES1 = 1 << 31
 _SEA_REASONS = frozenset({stage2.OUT_OF_RANGE, stage2.EMPTY, stage2.NS_GPF})
@@ -259,7 +261,7 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     protected = call.ctx.in_par(ipa)
     if fault.fetch:
         if not protected or reason in _SEA_REASONS:
-            state.take_exception((EC_IABT_CUR << 26) | IL | FSC_SEA, ipa)
+            state.take_exception((EC_IABT_CUR << 26) | IL | ESR_EA | FSC_SEA, ipa)
             return None
         return _exit_abort(call, (EC_IABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     if reason in _SEA_REASONS:
@@ -279,10 +281,11 @@ def _data_sea_esr(register: int, size_log2: int, write: bool) -> int:
     """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, outside the IPA space,
     or the host's INJECT_SEA). TF-RMM (calc_esr_idabort) copies the stage-2 syndrome of the
     access and replaces only EC (taken at the current EL), the fault status code (SEA), FnV and
-    S1PTW, so the realm still learns ISV, the size (SAS, SF), the register (SRT) and whether it
-    was a write (WnR); every load and store of the guest ISA moves one register, so ISV is set."""
+    S1PTW, and sets EA (A5.2.7), so the realm still learns ISV, the size (SAS, SF), the register
+    (SRT) and whether it was a write (WnR); every load and store of the guest ISA moves one
+    register, so ISV is set."""
     return ((EC_DABT_CUR << 26) | IL | ESR_ISV | (size_log2 << 22) | (register << 16)
-            | (ESR_SF if size_log2 == 3 else 0) | (ESR_WNR if write else 0) | FSC_SEA)
+            | (ESR_SF if size_log2 == 3 else 0) | (ESR_WNR if write else 0) | ESR_EA | FSC_SEA)
 
 
 def _exit_abort(call: RealmCall, esr: int, ipa: int, far: int, gprs: tuple[int, ...] = ()) -> Exit:

@@ -29,7 +29,7 @@ EXIT_SYNC, EXIT_IRQ, EXIT_PSCI, EXIT_RIPAS_CHANGE, EXIT_HOST_CALL = 0, 1, 3, 4, 
 EMUL_MMIO, INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
 TRAP_WFI, TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_WFE)
 EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0x24, 0x25
-ISV, SF, WNR = 1 << 24, 1 << 15, 1 << 6
+ISV, SF, WNR, EA = 1 << 24, 1 << 15, 1 << 6, 1 << 9
 FSC_SEA = 0x10
 UNASSIGNED = CODE + 0x10_0000
 """Unassigned RAM (RIPAS RAM, nothing mapped)."""
@@ -226,9 +226,10 @@ def test_emul_mmio_without_emulatable_abort(machine: Machine, before: str) -> No
 
 def data_sea_syndrome(esr: int, register: int, size_log2: int, write: bool) -> None:
     """An SEA for a data access keeps the access's syndrome, as TF-RMM's calc_esr_idabort
-    copies it from ESR_EL2: IL, ISV, SAS, SRT, SF and WnR, with EC 0x25 and DFSC SEA."""
+    copies it from ESR_EL2: IL, ISV, SAS, SRT, SF and WnR, with EC 0x25, DFSC SEA and EA set
+    (A5.2.7: ESR_EL1.EA == 1 for every SEA taken to a realm)."""
     assert esr == ((EC_DABT_CUR << 26) | (1 << 25) | ISV | (size_log2 << 22) | (register << 16)
-                   | (SF if size_log2 == 3 else 0) | (WNR if write else 0) | FSC_SEA), hex(esr)
+                   | (SF if size_log2 == 3 else 0) | (WNR if write else 0) | EA | FSC_SEA), hex(esr)
 
 
 @pytest.mark.parametrize("flags", [INJECT_SEA, INJECT_SEA | EMUL_MMIO])
@@ -323,11 +324,12 @@ def test_fetch_destroyed(machine: Machine) -> None:
 @pytest.mark.parametrize("target, mapped", [(MMIO + 0x40, False), (MMIO + 0x40, True), (EMPTY_IPA + 0x40, False)])
 def test_fetch_sea(machine: Machine, target: int, mapped: bool) -> None:
     """A branch to an unprotected IPA (mapped or not) or to RIPAS EMPTY: the realm takes an SEA
-    (EC 0x21, IFSC 0x10, FAR = ELR = the target), no exit."""
+    (EC 0x21, IL, EA (A5.2.7), IFSC 0x10, FAR = ELR = the target), no exit."""
     with Guest.build(machine, access("br x1", target)) as g:
         if mapped:
             g.map_unprotected(MMIO)
         took_exception(g, 0, EC_IABT_CUR, target, target)
+        assert g.gpr(20) == (EC_IABT_CUR << 26) | (1 << 25) | EA | FSC_SEA, hex(g.gpr(20))
 
 
 # -- time slice, WFI, WFE, HVC --------------------------------------------------------------------------
