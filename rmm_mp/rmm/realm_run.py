@@ -12,12 +12,13 @@ owns the realm side, holding no lock:
    at most the machine's time slice of instructions; SMCs go to rsi_dispatch (RSI and PSCI),
    HVC takes an undefined-instruction exception in the realm, WFI/WFE exit when the host traps
    them (an untrapped WFI sleeps until an interrupt: an IRQ exit), and aborts are classified:
-   an access to an IPA out of range, to a protected IPA whose RIPAS is EMPTY, or through an
-   unprotected mapping to memory outside the NS PAS takes an SEA inside the realm; an access to
+   an access to an IPA outside the realm's IPA space takes a level-0 address size fault inside
+   the realm (A5.2.8: stage 1 is off); an access to a protected IPA whose RIPAS is EMPTY, or
+   through an unprotected mapping to memory outside the NS PAS takes an SEA there; an access to
    unassigned RAM or to a DESTROYED IPA exits with a non-emulatable data abort; an access to an
    unprotected IPA exits with an emulatable one (ISV, access size, direction; the value of a
-   write in gprs[0]); an instruction fetch from anything but protected RAM takes an SEA, or exits
-   for unassigned RAM and DESTROYED;
+   write in gprs[0]); an instruction fetch inside the IPA space from anything but protected RAM
+   takes an SEA, or exits for unassigned RAM and DESTROYED;
 3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the abort
    syndrome kept only when it was emulatable (post-rel0 fix 303ee028), and the RmiRecExit fields
    returned with the GIC state (gic.gic_exit_state).
@@ -66,9 +67,9 @@ ESR_SF = 1 << 15
 ESR_WNR = 1 << 6
 ESR_EA = 1 << 9
 """ISS.EA of an abort: set in every SEA taken to a realm (spec A5.2.7), as TF-RMM's calc_esr_idabort does."""
-FSC_TRANSLATION, FSC_PERMISSION, FSC_SEA = 0x04, 0x0C, 0x10
+FSC_ADDRESS_SIZE, FSC_TRANSLATION, FSC_PERMISSION, FSC_SEA = 0x00, 0x04, 0x0C, 0x10
 MPIDR_RES1 = 1 << 31
-_SEA_REASONS = frozenset({stage2.OUT_OF_RANGE, stage2.EMPTY, stage2.NS_GPF})
+_SEA_REASONS = frozenset({stage2.EMPTY, stage2.NS_GPF})
 _EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
 
@@ -250,13 +251,19 @@ def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
 
 
 def _abort(call: RealmCall, fault: Fault) -> Exit | None:
-    """Classify a stage-2 fault: an SEA inside the realm (None) or an exit to the host.
+    """Classify a stage-2 fault: an exception inside the realm (None) or an exit to the host.
 
     The ESR a host sees is sanitised (A4.3.4): EC and the fault status code (translation or
     permission fault at the level the walk stopped) always; ISV, SAS, SF and WnR only for an
     emulatable abort at an unprotected IPA; never IL.
     """
     reason, ipa, state = fault.reason, fault.ipa, call.state
+    if reason == stage2.OUT_OF_RANGE:
+        # A5.2.8: with stage 1 off, an access outside the realm's IPA space is a stage 1 level 0
+        # address size fault, taken to the realm (no SEA: EA clear; ISV is 0 at EL1).
+        ec = EC_IABT_CUR if fault.fetch else EC_DABT_CUR
+        state.take_exception((ec << 26) | IL | (ESR_WNR if fault.write else 0) | FSC_ADDRESS_SIZE, ipa)
+        return None
     level = fault.level
     protected = call.ctx.in_par(ipa)
     if fault.fetch:
@@ -278,10 +285,10 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
 
 
 def _data_sea_esr(register: int, size_log2: int, write: bool) -> int:
-    """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, outside the IPA space,
-    or the host's INJECT_SEA). TF-RMM (calc_esr_idabort) copies the stage-2 syndrome of the
-    access and replaces only EC (taken at the current EL), the fault status code (SEA), FnV and
-    S1PTW, and sets EA (A5.2.7), so the realm still learns ISV, the size (SAS, SF), the register
+    """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, a GPF through an
+    unprotected mapping, or the host's INJECT_SEA). TF-RMM (calc_esr_idabort) copies the
+    stage-2 syndrome of the access and replaces only EC (taken at the current EL), the fault
+    status code (SEA), FnV and S1PTW, and sets EA (A5.2.7), so the realm still learns ISV, the size (SAS, SF), the register
     (SRT) and whether it was a write (WnR); every load and store of the guest ISA moves one
     register, so ISV is set."""
     return ((EC_DABT_CUR << 26) | IL | ESR_ISV | (size_log2 << 22) | (register << 16)

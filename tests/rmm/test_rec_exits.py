@@ -84,15 +84,16 @@ def finish(g: Guest, flags: int = 0, gprs: tuple[int, ...] = (), cpu: int | None
     stopped_at(g, "done", x0, ex)
 
 
-def took_exception(g: Guest, flags: int, ec: int, far: int, elr: int) -> None:
+def took_exception(g: Guest, flags: int, ec: int, far: int, elr: int, fsc: int = FSC_SEA) -> None:
     """Entered with ``flags``, the realm took a synchronous exception itself (no exit before its
-    vector's WFI): ESR.EC = ``ec`` (and an SEA's DFSC for the abort classes), FAR, ELR."""
+    vector's WFI): ESR.EC = ``ec`` (and the fault status ``fsc``, an SEA's by default, for the
+    abort classes), FAR, ELR."""
     x0, ex = g.enter(flags)
     stopped_at(g, "vdone", x0, ex)
     esr = g.gpr(20)
     assert esr >> 26 == ec, hex(esr)
     if ec in (EC_IABT_CUR, EC_DABT_CUR):
-        assert esr & 0x3F == FSC_SEA, hex(esr)
+        assert esr & 0x3F == fsc, hex(esr)
     assert (g.gpr(21), g.gpr(22)) == (far, elr)
 
 
@@ -269,16 +270,35 @@ def test_inject_sea_without_unprotected_abort(machine: Machine, before: str) -> 
 @pytest.mark.parametrize("ins, ipa, syndrome", [
     ("ldr x6, [x1]", EMPTY_IPA + 0x18, (6, 3, False)),          # protected, RIPAS EMPTY
     ("strh x5, [x1]", EMPTY_IPA + 0x2A, (5, 1, True)),
-    ("ldr x6, [x1]", (1 << 40) + 0x20, (6, 3, False)),          # beyond the IPA space
-    ("ldrb x6, [x1]", (1 << 63) + 0x21, (6, 0, False)),
-    ("str x5, [x1]", (1 << 40) + 0x28, (5, 3, True)),
 ])
 def test_sea_in_realm(machine: Machine, ins: str, ipa: int, syndrome: tuple[int, int, bool]) -> None:
-    """A data access to RIPAS EMPTY or outside the IPA space: the realm takes an SEA (EC 0x25,
-    DFSC 0x10, FAR = the IPA, ELR = the access, the access's syndrome), no exit."""
+    """A data access to RIPAS EMPTY: the realm takes an SEA (EC 0x25, DFSC 0x10, FAR = the IPA,
+    ELR = the access, the access's syndrome), no exit."""
     with Guest.build(machine, access(ins, ipa)) as g:
         took_exception(g, 0, EC_DABT_CUR, ipa, g.label("access"))
         data_sea_syndrome(g.gpr(20), *syndrome)
+        assert g.gpr(6) == (1 << 64) - 1
+
+
+@pytest.mark.parametrize("ins, ipa, write", [
+    ("ldr x6, [x1]", (1 << IPA_WIDTH) + 0x20, False),
+    ("ldrb x6, [x1]", (1 << 63) + 0x21, False),
+    ("str x5, [x1]", (1 << IPA_WIDTH) + 0x28, True),
+    ("strb x5, [x1]", (1 << 52) + 0x3, True),
+    ("br x1", (1 << IPA_WIDTH) + 0x40, False),
+    ("br x1", (1 << 63) + 0x40, False),
+])
+def test_address_size_fault_outside_the_ipa_space(machine: Machine, ins: str, ipa: int, write: bool) -> None:
+    """A5.2.8: with stage 1 off, an access or fetch at an IPA outside the realm's IPA space is a
+    stage 1 level 0 address size fault taken to the realm, not an SEA: EC 0x25 (0x21 for a
+    fetch), IL, WnR for a store, DFSC 0x00, no ISV and no EA; FAR = the IPA, ELR = the access
+    (the fetch's target); no exit. (It used to be an SEA, as TF-RMM rel0 injects for an IPA
+    below the PA range.)"""
+    fetch = ins.startswith("br")
+    with Guest.build(machine, access(ins, ipa)) as g:
+        ec = EC_IABT_CUR if fetch else EC_DABT_CUR
+        took_exception(g, 0, ec, ipa, ipa if fetch else g.label("access"), fsc=0x00)
+        assert g.gpr(20) == (ec << 26) | (1 << 25) | (WNR if write else 0) | 0x00, hex(g.gpr(20))
         assert g.gpr(6) == (1 << 64) - 1
 
 
@@ -370,7 +390,7 @@ vectors:
 @pytest.mark.parametrize("access, target, steps", [
     ("ldr x6, [x1]", EMPTY_IPA + 1, 1),          # misaligned: the interpreter takes it
     ("ldr x6, [x1]", EMPTY_IPA, 1),              # RIPAS EMPTY: the RMM injects an SEA
-    ("strb x6, [x1]", 1 << IPA_WIDTH, 1),        # outside the IPA space: an SEA
+    ("strb x6, [x1]", 1 << IPA_WIDTH, 1),        # outside the IPA space: an address size fault
     ("udf", 0, 1),
     ("hvc #0", 0, 1),
     ("br x1", EMPTY_IPA, 2),                      # br, then the fetch that takes an SEA
