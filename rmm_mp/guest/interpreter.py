@@ -138,6 +138,8 @@ class Bus(Protocol):
 _decoded: dict[int, tuple[int, int, int, int, int, int]] = {}
 _DECODE_CACHE_MAX = 1 << 16
 _KNOWN = frozenset(int(op) for op in Op)
+_AUX_LIMIT = {int(Op.BCOND): 15, int(Op.LDR): 3, int(Op.STR): 3, int(Op.MOVK): 3}
+"""The largest aux each opcode that reads aux as a number defines (mrs/msr check theirs when run)."""
 
 # Opcodes as plain ints: the loop compares them for every instruction, and an IntEnum comparison
 # costs several times an int one (granule_state.py's docstring).
@@ -193,11 +195,14 @@ def _flags(a: int, b: int) -> int:
 
 
 def _decode(word: int) -> tuple[int, int, int, int, int, int]:
-    """decode() through a bounded cache; an undefined opcode decodes as udf."""
+    """decode() through a bounded cache; an undefined opcode or aux value decodes as udf."""
     if len(_decoded) >= _DECODE_CACHE_MAX:
         _decoded.clear()
     ins = decode(word)
-    if ins[0] not in _KNOWN:
+    op, aux = ins[0], ins[4]
+    if op not in _KNOWN or aux > _AUX_LIMIT.get(op, 255):
+        # An undefined opcode, or a field with no defined meaning: a b.cond condition above
+        # AArch64's 4 bits, a load/store size or movk shift above 3.
         ins = (_UDF, 0, 0, 0, 0, 0)
     _decoded[word] = ins
     return ins

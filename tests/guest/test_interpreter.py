@@ -555,6 +555,34 @@ def test_unknown_opcode_is_undefined(opcode: int) -> None:
     assert state.x[1:4] == [11, DATA, 33]
 
 
+@pytest.mark.parametrize("op, aux", [(Op.BCOND, 16), (Op.BCOND, 200), (Op.BCOND, 255), (Op.LDR, 4), (Op.LDR, 255),
+                                     (Op.STR, 4), (Op.STR, 7), (Op.MOVK, 4), (Op.MOVK, 0x80)])
+def test_an_aux_value_with_no_meaning_is_undefined(op: Op, aux: int) -> None:
+    """A b.cond whose condition is above AArch64's 4 bits, a load or store of size 1 << aux
+    with aux above 3, a movk shift above 3 x 16: undefined instructions, no register or
+    memory changed. They used to run as an always-taken branch and as the aux & 3 forms."""
+    state, bus = boot("")
+    struct.pack_into("<Q", bus.ram, 8, encode(op, rd=1, rn=2, aux=aux, imm=8))
+    state.pc = 8
+    state.x[1:3] = [11, DATA]
+    ram = bytes(bus.ram)
+    assert run(state, bus, 1).kind == SLICE
+    assert (state.pc, state.sysregs[SysReg.ELR], state.sysregs[SysReg.ESR]) == (VECTOR, 8, ESR_UNDEFINED)
+    assert state.x[1:3] == [11, DATA]
+    assert bytes(bus.ram) == ram
+
+
+@pytest.mark.parametrize("cond, taken_when_flags_clear", [(6, False), (7, True), (14, True), (15, True)])
+def test_every_4_bit_condition_is_aarch64s(cond: int, taken_when_flags_clear: bool) -> None:
+    """Condition values the assembler has no name for still run as AArch64 defines them: 6 VS,
+    7 VC, 15 NV (which AArch64 executes as always); 14 is b.al."""
+    state, bus = boot("")
+    struct.pack_into("<Q", bus.ram, 8, encode(Op.BCOND, aux=cond, imm=16))
+    state.pc, state.nzcv = 8, 0
+    run(state, bus, 1)
+    assert state.pc == (24 if taken_when_flags_clear else 16)
+
+
 MISALIGNED = [("ldrh", 1), ("ldrw", 2), ("ldrw", 7), ("ldr", 4), ("ldr", 1),
               ("strh", 3), ("strw", 6), ("str", 2)]
 
