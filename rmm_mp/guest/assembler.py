@@ -46,7 +46,7 @@ class _Line:
     args: list[str]
 
 
-_LABEL = re.compile(r"^\s*([A-Za-z_][\w]*)\s*:(.*)$")
+_LABEL = re.compile(r"^\s*([A-Za-z_]\w*)\s*:(.*)$", re.ASCII)
 _REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 _MEM = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
 _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
@@ -118,7 +118,7 @@ class _Assembler:
     # -- pass 1 ------------------------------------------------------------------------------
 
     def _equ(self, line: _Line) -> None:
-        if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0]):
+        if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0], re.ASCII):
             raise AssemblerError(line.number, "expected '.equ NAME, value'")
         self._define(line, line.args[0], self._value(line, line.args[1]))
 
@@ -292,7 +292,7 @@ class _Assembler:
                 raise AssemblerError(line.number, f"a second label {op!r} after {line.label + ':'!r}: one label "
                                                   "per line")
             raise AssemblerError(line.number, f"{op!r} is no label: a label starts with an ASCII letter or _ and "
-                                              "goes on with letters, digits or _")
+                                              "goes on with ASCII letters, digits or _")
         raise AssemblerError(line.number, f"unknown instruction {op!r}; see docs/guest-isa.md for the list")
 
     def _mov(self, line: _Line) -> list[int]:

@@ -569,6 +569,11 @@ ERRORS = [
     ("two labels on a line", "a: b: nop", 1, "a second label 'b:' after 'a:': one label per line"),
     ("a label that is no name", "nop\né1: nop", 2, "'é1:' is no label: a label starts with an ASCII letter or _"),
     ("a label starting with a digit", "1x:\nnop", 1, "'1x:' is no label"),
+    # Non-ASCII letters and digits after the first character used to pass (Python's \w).
+    ("a label with a non-ASCII letter", "aé:\nnop", 1, "'aé:' is no label: a label starts with an ASCII letter"),
+    ("a label with a non-ASCII digit", "nop\na\u0663: nop", 2, "'a\u0663:' is no label"),
+    ("an .equ name with a non-ASCII letter", ".equ né, 1", 1, "expected '.equ NAME, value'"),
+    ("a non-ASCII name in an expression", "mov x0, #né", 1, "expected a number, a label or an expression, got 'né'"),
     ("unknown directive", ".quad 1\n.float 1", 2, "unknown instruction '.float'"),
     ("register x31", "nop\n\nmov x31, #1", 3, "expected a register x0..x30, lr or xzr, got 'x31'"),
     ("register x32", "add x1, x32, x2", 1, "expected a register x0..x30, lr or xzr, got 'x32'"),
