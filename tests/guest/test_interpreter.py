@@ -829,3 +829,24 @@ def test_random_alu_programs_match_the_reference(program: list[tuple[str, int, i
     expected_regs, expected_nzcv = _reference(program, regs, nzcv)
     assert state.x == expected_regs
     assert state.nzcv == expected_nzcv
+
+
+def test_a_store_into_the_next_instruction_is_what_runs() -> None:
+    """No instruction cache (docs/guest-isa.md): the guest overwrites the instruction after its
+    store with `mov x3, #7`, which then runs instead of the `mov x3, #1` assembled there, and
+    a second pass through the same code runs the new word again."""
+    new = encode(Op.MOVI, rd=3, imm=7)
+    state = until_smc(f"""
+        mov x1, =next
+        mov x2, ={new}
+        mov x4, #2
+    loop:
+        str x2, [x1]
+    next:
+        mov x3, #1
+        add x5, x5, x3
+        sub x4, x4, #1
+        cbnz x4, loop
+        smc #0
+    """)
+    assert (state.x[3], state.x[5]) == (7, 14)
