@@ -5,7 +5,8 @@ every flush interval) and redraws one line on a terminal. On anything that is no
 stays silent unless forced, so logs and CI output are not flooded with carriage returns. The
 line never reaches the terminal's last column: a line that wrapped could not be redrawn in
 place (a carriage return goes back to the start of its last row only), so the per-CPU rates
-shown are those that fit, then "...".
+shown are those that fit, then "...", and on a narrower line the figures that do not fit are
+left out whole, never cut short.
 
 This module owns the display. It must not change the machine.
 """
@@ -96,16 +97,28 @@ class Progress:
         if not self.counted:
             self._draw(f"{head}  calls not counted (--no-latency)")
             return
+        self._draw(self._fitted(head, total, width))
+
+    def _fitted(self, head: str, total: int, width: int) -> str:
+        """The line, with only whole figures: a figure cut short ("calls  38" for 385.9k/s)
+        would read as another number, so one that does not fit is left out, with what follows."""
+        line = head
+        for piece in (f"  {total:,} calls", f"  {_short(sum(self.rates.values()))}/s"):
+            if len(line) + len(piece) > width:
+                return line
+            line += piece
         # The rates per CPU follow in the order of self.cpus: compact, so that 4 fit in 80 columns.
-        line = f"{head}  {total:,} calls  {_short(sum(self.rates.values()))}/s  per CPU"
-        for n, cpu in enumerate(self.cpus):
-            item = f" {_short(self.rates[cpu])}"
-            room = width - len(" ...") if n < len(self.cpus) - 1 else width
+        items = [f" {_short(self.rates[cpu])}" for cpu in self.cpus]
+        label = "  per CPU"
+        if len(line) + len(label) + len(items[0]) + (len(" ...") if len(items) > 1 else 0) > width:
+            return line
+        line += label
+        for n, item in enumerate(items):
+            room = width - len(" ...") if n < len(items) - 1 else width
             if len(line) + len(item) > room:
-                line += " ..."
-                break
+                return line + " ..."
             line += item
-        self._draw(line)
+        return line
 
     def _width(self) -> int:
         if self.width is not None:
@@ -113,6 +126,8 @@ class Progress:
         try:    # the stream's own terminal: stdout (which shutil asks) is often a file
             columns = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
+            columns = 0
+        if columns == 0:    # no terminal, or one nobody sized (script, docker run -t): unknown
             columns = shutil.get_terminal_size((100, 24)).columns
         return max(40, columns - 1)
 

@@ -4,6 +4,9 @@ one redrawn line when enabled, nothing when not."""
 from __future__ import annotations
 
 import io
+import os
+
+import pytest
 
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
@@ -79,3 +82,34 @@ def test_a_run_without_latency_recording_says_its_calls_are_not_counted() -> Non
         bar.tick(0.5)
         bar.close()
         assert out.getvalue() == "\r[#.......................]   0.5/10 s  calls not counted (--no-latency)\n"
+
+
+def test_a_narrow_line_leaves_out_whole_figures() -> None:
+    """At 42 columns the line was cut in the middle of a figure ("... 192,973 calls  38" for a
+    rate of 385.9k/s), which reads as a smaller number, and at 50 in the middle of "per CPU";
+    now a figure that does not fit is left out whole, as the per-CPU rates always were."""
+    with Machine.create("host", cpus=2) as m:
+        out = io.StringIO()
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, width=42)
+        bar.counts = lambda: {0: 115_973, 1: 77_000}    # type: ignore[method-assign]
+        bar.tick(0.5)
+        bar.width = 50
+        bar.tick(1.0)
+        first, second = out.getvalue().split("\r")[1:]
+        assert first.rstrip() == "[..........]   0.5/10 s  192,973 calls", first
+        assert second.rstrip() == "[#.........]   1.0/10 s  192,973 calls  0/s", second
+
+
+def test_a_terminal_of_no_known_width_is_not_taken_for_a_narrow_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pseudo-terminal nobody sized (`script`, `docker run -t`) reports 0 columns; the bar
+    took that for its narrowest width, 40, and cut every line there. Now 0 means unknown: the
+    width comes from COLUMNS or the default, as shutil.get_terminal_size gives it."""
+    monkeypatch.setenv("COLUMNS", "120")
+    main, sub = os.openpty()
+    try:
+        with os.fdopen(sub, "w", closefd=False) as stream, Machine.create("host", cpus=1) as m:
+            assert os.get_terminal_size(sub).columns == 0
+            assert Progress(m, [0], 10.0, stream=stream, enabled=True)._width() == 119
+    finally:
+        os.close(main)
+        os.close(sub)
