@@ -53,17 +53,23 @@ def check_output(option: str, path: str | None, directory: bool = False) -> None
 
 
 def check_outputs(outputs: Iterable[tuple[str, str | None]],
-                  directories: Iterable[tuple[str, str | None]] = ()) -> None:
-    """check_output for each (option, file path) and each (option, directory path), and no path
+                  directories: Iterable[tuple[str, str | None]] = (),
+                  inputs: Iterable[tuple[str, str]] = ()) -> None:
+    """check_output for each (option, file path) and each (option, directory path), no path
     named by two options (compared after resolving links and relative paths): the second would
-    overwrite the first's output, or find a directory where it writes a file. Every comparison
-    comes before any probe, which creates a directory. None paths are skipped."""
+    overwrite the first's output, or find a directory where it writes a file; and no path that
+    is one of the ``inputs`` (what, path) the command reads (its workload file, say): the run
+    would replace the user's file with its report. Every comparison comes before any probe,
+    which creates a directory. None paths are skipped."""
     seen: dict[str, str] = {}
+    read = {os.path.realpath(path): what for what, path in inputs}
     files, dirs = list(outputs), list(directories)
     for option, path in [*dirs, *files]:
         if path is None:
             continue
         key = os.path.realpath(path)
+        if key in read:
+            raise ConfigError("command line", option, path, f"a file the run does not read (it is {read[key]})")
         if key in seen:
             raise ConfigError("command line", option, path, f"a file of its own ({seen[key]} writes it too)")
         seen[key] = option

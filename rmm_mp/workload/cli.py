@@ -101,7 +101,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, the run
     was interrupted, or a report file could not be written; 2 for a bad workload file or bad
     options (an output path whose directory does not exist or is not writable is one, and so is
-    one file named by two options).
+    one file named by two options, or an output path naming a file the run reads).
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
     # Every check that creates nothing comes first: the output probes below create directories.
@@ -116,7 +116,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
             raise click.UsageError(str(exc)) from None
     try:
         check_outputs((("--json", json_path), ("--csv", csv_path), ("--plot", plot_path), ("--trace", trace_path)),
-                      directories=(("--save-tokens", tokens_dir),))
+                      directories=(("--save-tokens", tokens_dir),), inputs=w.inputs())
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,

@@ -80,6 +80,12 @@ class Workload:
     def owner(self, realm: int, index: int) -> int | None:
         return dict(self.owners).get((realm, index))
 
+    def inputs(self) -> tuple[tuple[str, str], ...]:
+        """The files the run reads, as (what it is, path): the workload file, the platform
+        file and each guest file, so that no report is written over one (outpaths)."""
+        return (("the workload file", self.file.source), ("the platform file", self.platform.source),
+                *((f"a guest file of realm {t.name!r}", t.guest) for t in self.realms if os.path.isabs(t.guest)))
+
     def uses(self, activity: str, cpu: int | None = None) -> bool:
         """Whether ``cpu`` (or any CPU) has a weight for ``activity`` in some phase."""
         cpus = range(self.cpus) if cpu is None else (cpu,)

@@ -560,3 +560,28 @@ def test_a_report_file_interrupted_while_written_leaves_the_earlier_one(
     assert f"could not write {kind} to {path}: {why}" in result.output, result.output
     assert "result: FAILED: " in result.output
     assert no_segments_of(os.getpid())
+
+
+@pytest.mark.parametrize("option, target, what", [
+    ("--csv", "w.toml", "the workload file"),
+    ("--json", "plat.toml", "the platform file"),
+    ("--trace", "mine.s", "a guest file of realm 'vm'"),
+])
+def test_run_refuses_to_write_a_report_over_a_file_it_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            option: str, target: str, what: str) -> None:
+    """`rmm-mp run w.toml --csv w.toml` used to run and then replace the workload file with the
+    CSV, exit status 0: the user's file was lost without a word (as the platform file or a
+    guest file was). An output path naming a file the run reads is now a usage error before
+    anything is created, like two options naming one file, and the file stays as it was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plat.toml").write_text((ROOT / "platform" / "host.toml").read_text())
+    (tmp_path / "mine.s").write_text((ROOT / "workloads" / "guests" / "hello.s").read_text())
+    (tmp_path / "w.toml").write_text('platform = "plat.toml"\ncpus = 1\niterations = 5\n'
+                                     'activities = { run = 1 }\n[[realm]]\nname = "vm"\nguest = "mine.s"\n')
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    result = CliRunner().invoke(main, ["run", "w.toml", option, str(tmp_path / target), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert (f"command line: {option} = '{tmp_path / target}': expected a file the run does not read "
+            f"(it is {what})") in result.output
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
+    assert no_segments_of(os.getpid())
