@@ -107,10 +107,14 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     not_done: list[str] = []
     if not built:
         not_done.append(f"the CPUs were not started: interrupted ({stop.by}) while the realms were built")
+        # The trace is written here, not by the command with the other files: named as not
+        # written, as after a signal later on, rather than left out without a word.
+        skipped = [f"could not write the trace to {options.trace_path}: interrupted ({stop.by})"] \
+            if options.trace_path else []
         return _report(machine, w, options, RunResult({}, (), True, 0.0, f"interrupted before the run ({stop.by})"),
                        {}, {}, {},
-                       (), [], None, [], not_done + [f"invariants not checked: interrupted ({stop.by})",
-                                                     f"teardown not done: interrupted ({stop.by})"], 0)
+                       (), [], None, skipped, not_done + [f"invariants not checked: interrupted ({stop.by})",
+                                                          f"teardown not done: interrupted ({stop.by})"], 0)
     plan, parts, pools = prepared
     resident = plan.resident
     machine.control.view.store_u64(OFF_ARRIVED, 0)

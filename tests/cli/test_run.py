@@ -477,6 +477,23 @@ def test_a_signal_outside_the_cpus_run_still_gives_the_report(tmp_path: Path, si
 
 
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("where", ["rmm_mp.workload.realms:build", "rmm_mp.stats.report:collect"])
+def test_a_trace_skipped_by_a_signal_is_named_as_not_written(tmp_path: Path, where: str) -> None:
+    """--trace with SIGTERM while the realms are built: the trace was neither written nor named
+    anywhere (not in the text's 'Report files not written', not in the JSON's output_errors),
+    while a signal after the run named it. Now both say the trace was not written and why."""
+    j, t = tmp_path / "r.json", tmp_path / "t.json"
+    proc = _run_with_hooks(tmp_path, [f"SIGTERM@{where}"],
+                           ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress", "--json", str(j),
+                            "--trace", str(t)])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    message = f"could not write the trace to {t}: interrupted (SIGTERM)"
+    assert message in proc.stdout and f"Error: {message}" in proc.stderr, proc.stdout + proc.stderr
+    doc = json.loads(j.read_text())
+    assert doc["output_errors"] == [message] and "trace" not in doc["outputs"] and not t.exists()
+
+
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
 def test_a_signal_as_the_report_is_printed_exits_1_without_a_traceback(tmp_path: Path, signame: str,
                                                                        what: str) -> None:
