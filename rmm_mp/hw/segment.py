@@ -112,8 +112,8 @@ def list_machines() -> list[MachineSegments]:
     groups: dict[str, tuple[int, list[str]]] = {}
     try:
         names = os.listdir(SHM_DIR)
-    except FileNotFoundError:
-        return []
+    except (FileNotFoundError, NotADirectoryError):
+        return []   # no segment directory: no machine (Machine.create says why it cannot make one)
     for name in names:
         match = _NAME_RE.match(name)
         if match is None:
@@ -140,7 +140,7 @@ def unlink_parts(prefix: str) -> None:
     under its name (the stress tool's ``.stress``)."""
     try:
         names = os.listdir(SHM_DIR)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
         if name.startswith(prefix + "."):

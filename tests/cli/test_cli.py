@@ -117,3 +117,18 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
     assert expected in result.stderr
     if kind == "read-only":
         assert list(where.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_clean_with_no_segment_directory_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        kind: str) -> None:
+    """`rmm-mp clean` with RMM_MP_SHM_DIR naming nothing or a file: no machine can be there, so
+    there is nothing to remove, exit 0 (a file used to give a NotADirectoryError traceback)."""
+    from rmm_mp.hw import segment
+    where = tmp_path / "shm"
+    if kind == "file":
+        where.write_bytes(b"not a directory")
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    result = CliRunner().invoke(main, ["clean"])
+    assert result.exit_code == 0, result.output
+    assert "no orphaned rmm-mp shared memory" in result.stdout
