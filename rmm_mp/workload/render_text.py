@@ -102,7 +102,8 @@ def _latency(doc: dict[str, Any]) -> list[str]:
         return ["", "Latency was not recorded (--no-latency): no per-call figures and no time split."]
     records = _without_lone_totals(doc["latency"], "call")
     if not records:
-        return ["", "No calls were made."]
+        unread = _unread(doc, "latency")
+        return ["", f"Latency: no figures ({unread})." if unread else "No calls were made."]
     out = ["", "Latency per call and CPU in us; percentiles are the upper edges of histogram buckets "
                "(at most ~3 % above the true value)"]
     for kind, title in _KIND_TITLES.items():
@@ -135,9 +136,18 @@ def _time_split(doc: dict[str, Any]) -> list[str]:
             *table(("call", "cpu", "calls", "mean", "el3", "el3 %", "rmm", "rmm %", "lock", "lock %"), rows, 2)]
 
 
+def _unread(doc: dict[str, Any], figures: str) -> str:
+    """Why the run's ``figures`` ("latency", "lock") were not read, if the report says so: an
+    empty table then means nothing about the calls or locks."""
+    return next((n for n in doc["not_done"]
+                 if n.startswith(f"{figures} figures not read") or n.startswith("the CPUs were not started")), "")
+
+
 def _locks(doc: dict[str, Any]) -> list[str]:
     if not doc["locks"]:
-        return ["", "Lock contention: no granule lock was taken."]
+        unread = _unread(doc, "lock")
+        return ["", f"Lock contention: no figures ({unread})." if unread else
+                "Lock contention: no granule lock was taken."]
     rows = [("all classes" if r["class"] == "all" else r["class"], str(r["cpu"]), f"{r['acquired']:,}",
              f"{r['contended']:,}", f"{100 * r['contended_share']:.2f}", us(r["wait_ns"]), us(r["max_wait_ns"]))
             for r in _without_lone_totals(doc["locks"], "class")]

@@ -474,6 +474,12 @@ def test_a_signal_outside_the_cpus_run_still_gives_the_report(tmp_path: Path, si
         assert doc["invariants"] is None and "invariants: not checked: interrupted" in out
     if where.endswith(":destroy"):      # the run itself completed: its figures and realms are there
         assert doc["total_calls"] > 0 and doc["realms"] and doc["invariants"]["ok"] is True
+    if where.endswith((":build", ":collect")):
+        # The latency figures were not read (nor, before the run, the lock figures): the tables
+        # say why, not "No calls were made" and "no granule lock was taken" as they did.
+        assert "Latency: no figures (" in out and "No calls were made" not in out, out
+    if where.endswith(":build"):
+        assert "Lock contention: no figures (" in out and "no granule lock was taken" not in out, out
 
 
 @pytest.mark.multiprocess
