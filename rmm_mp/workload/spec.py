@@ -268,8 +268,11 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
                                                      "the image, and this file assembles to nothing")
     need = programs.min_ram(guest, recs, len(image), source)
     if ram < need:
+        unset = "" if "ram" in raw else \
+            f"; ram is not set, and its default, 2M, is less: set ram = \"{-(-need // MiB)}M\" or more"
         raise f.fail(f"{where}.ram", raw.get("ram", ram), f"at least {_kib(need)} for guest {raw['guest']!r} "
-                                                           f"with {recs} REC{'s' if recs > 1 else ''} (its image and the pages it uses)")
+                                                           f"with {recs} REC{'s' if recs > 1 else ''} (its image and the pages "
+                                                           f"it uses){unset}")
     lifecycle = f.boolean(raw.get("lifecycle", False), f"{where}.lifecycle")
     lifetime = None
     if "lifetime" in raw:

@@ -229,6 +229,16 @@ def test_ram_too_small_for_the_guest(tmp_path: Path) -> None:
             "at least 2052 KiB for guest 'attest' with 1 REC")
 
 
+def test_ram_too_small_says_when_ram_is_the_default(tmp_path: Path) -> None:
+    """A file that does not set ram is told that the default is what is too small, and what to
+    set (the message named a key the user never wrote, with no more); one that sets it is not."""
+    unset = "ram is not set, and its default, 2M, is less: set ram = \"3M\" or more"
+    refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\n', 3, "realm[0].ram", 2 << 20, unset)
+    err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\nram = "2M"\n', 6, "realm[0].ram",
+                  "2M", "at least 2052 KiB")
+    assert "not set" not in str(err)
+
+
 @pytest.mark.parametrize("guest, ram, constants, need", [
     ("ripas-flip", "2M", "{ RANGE_PAGES = 100000 }", "401024 KiB"),           # RANGE + 100,000 pages
     ("ripas-flip", "2M", "{ RANGE = 0x801FE000 }", "2056 KiB"),                # 4 pages from 2040 KiB in
