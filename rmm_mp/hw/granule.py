@@ -38,7 +38,10 @@ short sleeps, so that many CPU processes on few host cores still progress while 
 descheduled. Blocking, not try-lock: deadlock freedom comes from the rules above, as in TF-RMM.
 
 Every acquire and release passes one instrumentation point: ``GranuleTable.observer``. When it
-is None (nothing listens) the cost is that single attribute test. ``lock_known`` takes a
+is None (nothing listens) the cost is that single attribute test. A contended acquire has a
+second one, ``GranuleTable.waiter``: when set, it is called after every failed try instead of
+the backoff, and decides when to try again (the interleaving explorer, rmm_mp.stress.explore,
+hands the turn to another call there); the uncontended path never looks at it. ``lock_known`` takes a
 subclass hint (``sub``: an RTT's level, ``| SUB_ROOT`` for a root) that the lock itself ignores:
 the stress tool (rmm_mp.stress) replaces the lock methods at start-up in its CPU processes and
 hands the hint and the expected state to its lock-order checker, so the hint costs an argument.
@@ -107,6 +110,15 @@ class LockTracer(Protocol):
     def lock_wait(self, start_ns: int, waited_ns: int, cls: int, pa: int) -> None: ...
 
 
+class LockWaiter(Protocol):
+    """What a contended acquire calls after each failed try when ``GranuleTable.waiter`` is set."""
+
+    def wait(self, table: "GranuleTable", idx: int, holder: int) -> None:
+        """Return when granule idx's lock (held by lock word ``holder``) is worth trying again,
+        or raise to abandon the call (it keeps the locks it holds)."""
+        ...
+
+
 class LockObserver(Protocol):
     """What the instrumentation point calls (lock-order checker, statistics, scheduler)."""
 
@@ -155,7 +167,7 @@ class GranuleTable:
     """
 
     __slots__ = (
-        "view", "buf", "base", "count", "end", "owner", "observer", "stats", "tracer", "_acquired",
+        "view", "buf", "base", "count", "end", "owner", "observer", "waiter", "stats", "tracer", "_acquired",
         "_cas", "_load", "_xor", "_add",
     )
 
@@ -167,6 +179,7 @@ class GranuleTable:
         self.end = base + count * GRANULE_SIZE
         self.owner = owner
         self.observer: LockObserver | None = None
+        self.waiter: LockWaiter | None = None
         self.stats = LockStats()
         self._acquired = self.stats.acquired
         self.tracer: LockTracer | None = None
@@ -189,6 +202,7 @@ class GranuleTable:
         offset = idx << 3
         cas = self._cas
         owner = self.owner
+        waiter = self.waiter
         start = time.perf_counter_ns()
         tries = 0
         while True:
@@ -200,7 +214,9 @@ class GranuleTable:
                     f"{describe_owner(owner)} tried to lock granule {idx} that it already holds "
                     "(recursive lock: on hardware this spins forever)")
             tries += 1
-            if tries > SPIN_TRIES:
+            if waiter is not None:
+                waiter.wait(self, idx, holder)
+            elif tries > SPIN_TRIES:
                 backoff(tries)
         end = time.perf_counter_ns()
         waited = end - start
@@ -220,14 +236,17 @@ class GranuleTable:
             self.observer.acquired(self, idx, waited)
 
     def unlock(self, idx: int) -> None:
-        """Release granule idx's lock; releasing a lock this owner does not hold is an RMM bug."""
-        if self.observer is not None:
-            self.observer.released(self, idx)
+        """Release granule idx's lock; releasing a lock this owner does not hold is an RMM bug.
+
+        The observer hears of it once the lock is free: the interleaving explorer lets another
+        call take it there, before this one goes on."""
         holder = self._cas(idx << 3, self.owner, 0)
         if holder != self.owner:
             # Leave the word alone: it names the real holder, which the report needs.
             raise RmmInternalError(
                 f"{describe_owner(self.owner)} released granule {idx} held by {describe_owner(holder)}")
+        if self.observer is not None:
+            self.observer.released(self, idx)
 
     def holder(self, idx: int) -> int:
         """The lock word of granule idx (0 when free). Racy by nature: for reports and checks."""

@@ -24,7 +24,7 @@ from rmm_mp.rmm import dispatch, s2tt
 from rmm_mp.stress import bugs_rmi as B
 
 if TYPE_CHECKING:
-    from rmm_mp.stress.probe import Probe
+    from rmm_mp.stress.probe import Patches
 
 F = RmiFid
 
@@ -51,7 +51,7 @@ class Bug:
     target: tuple[Any, Any]
     replacement: Callable[..., Any]
 
-    def install(self, probe: "Probe") -> None:
+    def install(self, probe: "Patches") -> None:
         owner, attr = self.target
         if owner == "handler":
             previous = dispatch.replace_handler(attr, self.replacement)
@@ -89,7 +89,7 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
 )}
 
 
-def install(names: "tuple[str, ...] | list[str]", probe: "Probe") -> None:
+def install(names: "tuple[str, ...] | list[str]", probe: "Patches") -> None:
     """Switch the named bugs on in this process (undone by probe.restore)."""
     for name in names:
         BUGS[name].install(probe)

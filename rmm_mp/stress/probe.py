@@ -51,10 +51,47 @@ class Held:
         return f"{classes.name(self.cls)} {self.addr:#x}"
 
 
-class Probe:
+class Patches:
+    """Functions, methods or properties swapped for other ones, undone newest first by
+    ``restore``: how the stress tool (Probe) and the interleaving explorer (stress.explore)
+    change a process, and how a catalogued bug (stress.bugs) is switched on."""
+
+    def __init__(self) -> None:
+        self._patches: list[tuple[Any, str, Any]] = []
+
+    def patch(self, owner: Any, name: str, replacement: Any) -> Any:
+        """Replace ``owner.name`` (a class, module or instance attribute); returns what it was
+        (for a class: the function or property object itself), so the replacement can wrap it."""
+        before = getattr(owner, name)
+        try:
+            original = vars(owner).get(name, _MISSING)
+        except TypeError:           # an instance with __slots__
+            original = before
+        self._patches.append((owner, name, original))
+        setattr(owner, name, replacement)
+        return before
+
+    def on_restore(self, undo: Callable[[], Any]) -> None:
+        """Run ``undo`` when the patches are undone (for swaps patch cannot express)."""
+        self._patches.append((undo, "", _CALL))
+
+    def restore(self) -> None:
+        """Undo every patch, newest first."""
+        while self._patches:
+            owner, name, original = self._patches.pop()
+            if original is _CALL:
+                owner()
+            elif original is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+class Probe(Patches):
     """The stress tool's state in one CPU process; also the lock observer of its tables."""
 
     def __init__(self, cpu: "Cpu") -> None:
+        super().__init__()
         self.cpu = cpu
         self.cpu_id = cpu.id
         self.buf = cpu.area.buf
@@ -70,7 +107,6 @@ class Probe:
         """Called after each new finding (the worker ends the run)."""
         self.checking = True
         """False while the probe's own code reads shared state (in-process invariant checks)."""
-        self._patches: list[tuple[Any, str, Any]] = []
 
     # -- the LockObserver protocol (hw.granule) ---------------------------------------------
 
@@ -112,35 +148,6 @@ class Probe:
         if added and self.on_finding is not None:
             self.on_finding()
         return added
-
-    # -- patches ----------------------------------------------------------------------------
-
-    def patch(self, owner: Any, name: str, replacement: Any) -> Any:
-        """Replace ``owner.name`` (a class, module or instance attribute); returns what it was
-        (for a class: the function or property object itself), so the replacement can wrap it."""
-        before = getattr(owner, name)
-        try:
-            original = vars(owner).get(name, _MISSING)
-        except TypeError:           # an instance with __slots__
-            original = before
-        self._patches.append((owner, name, original))
-        setattr(owner, name, replacement)
-        return before
-
-    def on_restore(self, undo: Callable[[], Any]) -> None:
-        """Run ``undo`` when the patches are undone (for swaps patch cannot express)."""
-        self._patches.append((undo, "", _CALL))
-
-    def restore(self) -> None:
-        """Undo every patch, newest first."""
-        while self._patches:
-            owner, name, original = self._patches.pop()
-            if original is _CALL:
-                owner()
-            elif original is _MISSING:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
 
 
 _MISSING = object()

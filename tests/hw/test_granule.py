@@ -451,3 +451,75 @@ def test_wrong_owner_unlock_leaves_the_holder_named(machine) -> None:  # type: i
         intruder.unlock(5)
     assert holder.holder(5) == cpu_owner(1)
     holder.unlock(5)
+
+
+class _Holder:
+    """A LockObserver that records, at each release it hears of, the lock word then."""
+
+    def __init__(self) -> None:
+        self.words: list[int] = []
+
+    def acquired(self, table: GranuleTable, idx: int, waited_ns: int) -> None:
+        pass
+
+    def released(self, table: GranuleTable, idx: int) -> None:
+        self.words.append(table.holder(idx))
+
+
+def test_observer_hears_of_a_release_once_the_lock_is_free(machine: Machine) -> None:
+    """The interleaving explorer lets another call take the lock at that point (stress.explore)."""
+    table = _table(machine)
+    obs = _Holder()
+    table.observer = obs
+    table.lock(3)
+    table.unlock(3)
+    table.observer = None
+    assert obs.words == [0]
+
+
+class _Waiter:
+    """A LockWaiter that releases the lock for the waiter on its second call, after giving up once."""
+
+    def __init__(self, other: GranuleTable) -> None:
+        self.other = other
+        self.calls: list[tuple[int, int]] = []
+
+    def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
+        self.calls.append((idx, holder))
+        if len(self.calls) == 2:
+            self.other.unlock(idx)
+
+
+def test_waiter_decides_when_a_contended_lock_is_tried_again(machine: Machine) -> None:
+    """With a waiter set, each failed try calls it (with the holder's lock word) instead of the
+    backoff; the acquire succeeds on the try after the holder let go."""
+    mine, other = _table(machine, 0), _table(machine, 1)
+    other.lock(5)
+    waiter = _Waiter(other)
+    mine.waiter = waiter
+    with deadline(DEADLINE_S):
+        mine.lock(5)
+    mine.waiter = None
+    assert waiter.calls == [(5, cpu_owner(1)), (5, cpu_owner(1))]
+    assert mine.holder(5) == cpu_owner(0)
+    mine.unlock(5)
+
+
+class _Abandon(BaseException):
+    pass
+
+
+def test_waiter_may_abandon_the_acquire(machine: Machine) -> None:
+    mine, other = _table(machine, 0), _table(machine, 1)
+    other.lock(6)
+
+    class GiveUp:
+        def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
+            raise _Abandon
+
+    mine.waiter = GiveUp()
+    with pytest.raises(_Abandon):
+        mine.lock(6)
+    mine.waiter = None
+    assert mine.holder(6) == cpu_owner(1)
+    other.unlock(6)
