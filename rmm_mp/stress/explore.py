@@ -1,0 +1,392 @@
+"""The interleaving explorer (`rmm-mp explore`): two RMI calls, each interleaving of one with the
+other at a lock event, compared with the two serial orders.
+
+The stress tool's checkers see locking mistakes (order, ownership, invariants, leaks); they
+cannot see a command that reads or does work before it takes its locks, so that two concurrent
+calls give results no serial order gives (a source page copied before a concurrent DELEGATE, a
+VMID reserved before the checks that fail). This explorer looks for exactly that, pair by pair
+(stress.explore_pairs), deterministically:
+
+  * serial: on a fresh machine built by the pair's setup, A on CPU 0 then B on CPU 1; and on
+    another, B then A;
+  * interleaved, for k = 0, 1, ...: A runs until its k-th lock event (just after it acquired or
+    released a granule lock); then B runs until it finishes or fails to get
+    a lock; then A runs while B waits, B trying its lock again at each lock event of A, and
+    running on as soon as it gets it; when A fails to get a lock, B tries again. Only one of the
+    two runs at a time, so the interleaving is a function of k alone (no timing in the verdict).
+    k runs until A finishes before its k-th event;
+  * each outcome, (A's X0..X4, B's X0..X4, the end state: lock words, granule states and
+    refcounts, GPT, the RMM's VMID bitmap, the DRAM the setup handed out), must be one of the
+    two serial outcomes. Anything else is reported, as are a deadlock (each waits for a lock the
+    other holds), a call waiting for a lock nothing running will release (a leaked lock), and a
+    call that neither finishes nor waits for a lock within the time limit.
+
+Only A's lock events are insertion points, and B is inserted once: a lock-free read of A between
+two events is covered (B inserted at the event before it runs before the read; at the event after
+it, after), but two insertions of B, or B interleaved inside its own lock-free windows, are not.
+
+Both calls run in threads of this process on two CPU handles of an in-process Machine; the turn
+passes through the granule table's hooks (GranuleTable.observer, GranuleTable.waiter) of those
+two handles. This module owns the explorer: the turn-taking, the runs and the verdict. It must
+not touch the RMM's handlers, nor any machine or table it did not create (catalogued bugs are
+switched on by the caller, stress.bugs, for the whole exploration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rmm_mp.hw.control import OFF_VMID_BITMAP, VMID_BITMAP_BYTES
+from rmm_mp.hw.granule import GranuleTable, describe_owner
+from rmm_mp.machine import Machine
+
+if TYPE_CHECKING:
+    from rmm_mp.cpu_handle import Cpu
+
+Call = tuple[int, ...]
+"""An SMC: the FID, then X1.."""
+
+DEFAULT_TIMEOUT_S = 20.0
+"""How long one call may run before it finishes or waits for a lock: far above any RMI call here
+(milliseconds), so that only a call that really neither finishes nor waits reaches it."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a pair's setup returns: the two calls and how much DRAM the setup handed out."""
+
+    a: Call
+    b: Call
+    dram_end: int
+    """Every granule below this PA may be touched; its bytes are part of the end state."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A named pair: ``setup`` builds a fresh machine's objects through CPU 0 (the same ones each
+    time: it must be deterministic) and returns the calls A (CPU 0) and B (CPU 1)."""
+
+    name: str
+    summary: str
+    setup: Callable[[Machine], Prepared]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One run: what each call returned, the end state and any trouble (deadlock, leak, time)."""
+
+    a: "tuple[int, ...] | str"
+    """X0..X4, or what ended the call instead (an exception, an abandoned call)."""
+    b: "tuple[int, ...] | str"
+    state: tuple[tuple[str, str], ...]
+    """(part, digest) for each part of the end state."""
+    trouble: str = ""
+
+    def same(self, other: "Outcome") -> bool:
+        return (self.a, self.b, self.state, self.trouble) == (other.a, other.b, other.state, other.trouble)
+
+    def differing_parts(self, other: "Outcome") -> list[str]:
+        return [name for (name, mine), (_, theirs) in zip(self.state, other.state) if mine != theirs]
+
+
+@dataclass(frozen=True)
+class NonSerial:
+    """An interleaving whose outcome neither serial order gives."""
+
+    event: int
+    where: str
+    """The lock event of A where B was inserted ("after A acquired 0x...", "after A released 0x...")."""
+    a: "tuple[int, ...] | str"
+    b: "tuple[int, ...] | str"
+    why: str
+
+
+@dataclass(frozen=True)
+class PairReport:
+    """The exploration of one pair."""
+
+    pair: str
+    a: Call
+    b: Call
+    serial: dict[str, Outcome]
+    """"A;B" and "B;A"."""
+    tried: int
+    """Interleavings run (insertion points of B)."""
+    non_serial: tuple[NonSerial, ...]
+    seconds: float
+    serial_trouble: tuple[str, ...] = field(default=())
+    """A serial run that did not complete (a leaked lock, a crash): "A;B: ..."."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.non_serial and not self.serial_trouble
+
+
+class ExploreAbort(BaseException):
+    """A call abandoned by the explorer (deadlock, leaked lock, time limit, Ctrl-C): raised inside
+    the RMM, so EL3 marks the machine dead, which is then thrown away. A BaseException, so that no
+    handler mistakes it for an RMM error."""
+
+
+# -- taking turns ------------------------------------------------------------------------------
+
+IDLE, RUNNING, BLOCKED, DONE = "idle", "running", "blocked", "done"
+
+
+class _Turns:
+    """Who of the first call (F) and the second (S) runs; one at a time.
+
+    F runs until its ``insert_at``-th lock event (None: until it finishes), then S until it
+    finishes or fails a try for a lock; F runs while S waits, and S tries again at each lock
+    event of F and whenever F fails a try. Two failed tries in a row, with no lock event between,
+    are a deadlock: each waits for a lock the other holds.
+    """
+
+    def __init__(self, insert_at: int | None, timeout: float, names: tuple[str, str] = ("A", "B")) -> None:
+        self.cond = threading.Condition()
+        self.names = {"F": names[0], "S": names[1]}
+        self.insert_at = insert_at
+        self.start_second: Callable[[], None] = lambda: None
+        """Starts S's thread (set by the run, which makes the thread)."""
+        self.timeout = timeout
+        self.turn = "F"
+        self.status = {"F": RUNNING, "S": IDLE}
+        self.events = 0
+        self.stalls = 0
+        self.inserted = ""
+        """The event where S was inserted ("" until it is)."""
+        self.trouble = ""
+
+    def event(self, side: str, what: str) -> None:
+        """A lock event of ``side`` (its own turn)."""
+        self._check()
+        self.stalls = 0
+        if side == "S":
+            return
+        index, self.events = self.events, self.events + 1
+        if index == self.insert_at and self.status["S"] == IDLE:
+            self.inserted = what
+            self._start_second()
+        elif self.status["S"] == BLOCKED:
+            self._switch("F", "S")
+
+    def failed_try(self, side: str, table: GranuleTable, idx: int, holder: int) -> None:
+        """``side`` could not get granule idx's lock: the other goes, or the run is over."""
+        self._check()
+        other = "S" if side == "F" else "F"
+        self.stalls += 1
+        waits = f"{self.names[side]} waits for {table.addr(idx):#x}, held by {describe_owner(holder)}"
+        if self.status[other] in (IDLE, DONE):
+            self.abandon(f"{waits}, which nothing running will release (a leaked lock)")
+        if self.stalls >= 2:
+            self.abandon(f"deadlock: {waits}, while {self.names[other]} waits for a lock {self.names[side]} holds")
+        self.status[side] = BLOCKED
+        self._switch(side, other)
+        self.status[side] = RUNNING
+
+    def finished(self, side: str) -> None:
+        """``side``'s call returned (or raised): the other goes on, or S is started after F."""
+        with self.cond:
+            self.status[side] = DONE
+            if side == "F" and self.status["S"] == IDLE and self.insert_at is None and not self.trouble:
+                self.inserted = "after A returned"
+                self.status["S"] = RUNNING
+                self.turn = "S"
+                self.start_second()
+            else:
+                self.turn = "S" if side == "F" else "F"
+            self.cond.notify_all()
+
+    def abandon(self, why: str) -> None:
+        """End the run: every call raises ExploreAbort at its next turn or lock event."""
+        with self.cond:
+            self.trouble = self.trouble or why
+            self.cond.notify_all()
+        raise ExploreAbort(why)
+
+    def _check(self) -> None:
+        if self.trouble:
+            raise ExploreAbort(self.trouble)
+
+    def _start_second(self) -> None:
+        with self.cond:
+            self.status["S"] = RUNNING
+            self.turn = "S"
+            self.start_second()
+            self._wait_for("F", "S")
+
+    def _switch(self, me: str, other: str) -> None:
+        with self.cond:
+            self.turn = other
+            self.cond.notify_all()
+            self._wait_for(me, other)
+
+    def _wait_for(self, me: str, other: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while self.turn != me and not self.trouble:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.trouble = (f"{self.names[other]} neither finished nor waited for a lock within "
+                                f"{self.timeout:g} s")
+                self.cond.notify_all()
+                break
+            self.cond.wait(left)
+        if self.trouble:
+            raise ExploreAbort(self.trouble)
+
+    def wait_turn(self, me: str) -> None:
+        """Block a thread that has not started its call until it is ``me``'s turn."""
+        with self.cond:
+            self._wait_for(me, "F" if me == "S" else "S")
+
+
+class _Hooks:
+    """The observer and waiter of one side's granule table: they hand every event to _Turns."""
+
+    def __init__(self, turns: _Turns, side: str) -> None:
+        self.turns = turns
+        self.side = side
+
+    def acquired(self, table: GranuleTable, idx: int, waited_ns: int) -> None:
+        self.turns.event(self.side, f"after {self.turns.names[self.side]} acquired {table.addr(idx):#x}")
+
+    def released(self, table: GranuleTable, idx: int) -> None:
+        self.turns.event(self.side, f"after {self.turns.names[self.side]} released {table.addr(idx):#x}")
+
+    def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
+        self.turns.failed_try(self.side, table, idx, holder)
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+@dataclass
+class _Side:
+    cpu: "Cpu"
+    call: Call
+    result: "tuple[int, ...] | str" = "not run"
+
+
+def _run_call(turns: _Turns, side: str, me: _Side, wait_first: bool) -> None:
+    try:
+        if wait_first:
+            turns.wait_turn(side)
+        me.result = tuple(me.cpu.smc(*me.call))
+    except ExploreAbort:
+        me.result = "abandoned"
+    except Exception as exc:       # an RMM crash (RmmInternalError) is an outcome like any other
+        me.result = f"{type(exc).__name__}: {exc}"
+    finally:
+        turns.finished(side)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run: its outcome, where B was inserted ("" if it never was) and the calls made."""
+
+    outcome: Outcome
+    inserted: str
+    calls: tuple[Call, Call]
+
+
+def run_once(pair: Pair, insert_at: int | None, b_first: bool = False,
+             timeout: float = DEFAULT_TIMEOUT_S) -> Run:
+    """One run on a fresh machine, B inserted at A's lock event ``insert_at``; None is a serial
+    run (A then B, or with ``b_first`` B then A)."""
+    with Machine.create("host", cpus=2) as machine:
+        prepared = pair.setup(machine)
+        a, b = _Side(machine.cpu(0), prepared.a), _Side(machine.cpu(1), prepared.b)
+        first, second = (b, a) if b_first else (a, b)
+        threads: list[threading.Thread] = []
+        turns = _Turns(insert_at, timeout, ("B", "A") if b_first else ("A", "B"))
+        second_thread = threading.Thread(target=_run_call, args=(turns, "S", second, True), daemon=True)
+        turns.start_second = lambda: _start(second_thread, threads)
+        tables = (first.cpu.granules, second.cpu.granules)
+        for table, side in zip(tables, ("F", "S")):
+            hooks = _Hooks(turns, side)
+            table.observer, table.waiter = hooks, hooks
+        try:
+            _start(threading.Thread(target=_run_call, args=(turns, "F", first, False), daemon=True), threads)
+            _supervise(turns, threads, timeout)
+        finally:
+            for table in tables:
+                table.observer, table.waiter = None, None
+        state = () if turns.trouble else end_state(machine, prepared.dram_end)
+        return Run(Outcome(a.result, b.result, state, turns.trouble), turns.inserted, (prepared.a, prepared.b))
+
+
+def _start(thread: threading.Thread, threads: list[threading.Thread]) -> None:
+    threads.append(thread)
+    thread.start()
+
+
+def _supervise(turns: _Turns, threads: list[threading.Thread], timeout: float) -> None:
+    """Wait for both calls; on Ctrl-C (or a run far past the limit) abandon them first."""
+    try:
+        deadline = time.monotonic() + 4 * timeout
+        while any(t.is_alive() for t in list(threads)):
+            if time.monotonic() > deadline:
+                _abandon_quietly(turns, f"the run took more than {4 * timeout:g} s")
+                break
+            for t in list(threads):
+                t.join(0.05)
+    except BaseException:
+        _abandon_quietly(turns, "interrupted")
+        raise
+    finally:
+        for t in list(threads):
+            t.join(timeout)
+
+
+def _abandon_quietly(turns: _Turns, why: str) -> None:
+    try:
+        turns.abandon(why)
+    except ExploreAbort:
+        pass
+
+
+def end_state(machine: Machine, dram_end: int) -> tuple[tuple[str, str], ...]:
+    """Digests of what two runs must agree on: lock words, granule state words, GPT, VMIDs, DRAM."""
+    locks, words = machine.granule_table(0).snapshot()
+    vmids = bytes(machine.control.buf[OFF_VMID_BITMAP:OFF_VMID_BITMAP + VMID_BITMAP_BYTES])
+    used = max(0, min(dram_end, machine.platform.dram.end) - machine.dram_base)
+    parts = (("lock words", repr(locks).encode()), ("granule states", repr(words).encode()),
+             ("GPT", machine.gpt.snapshot()), ("VMIDs", vmids), ("memory", bytes(machine.memory.buf[:used])))
+    return tuple((name, hashlib.sha256(data).hexdigest()[:16]) for name, data in parts)
+
+
+# -- a pair ------------------------------------------------------------------------------------
+
+def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = 10_000) -> PairReport:
+    """Run ``pair`` serially both ways and at every lock event of A; report what no serial order gives."""
+    start = time.monotonic()
+    first = run_once(pair, None, timeout=timeout)
+    serial = {"A;B": first.outcome, "B;A": run_once(pair, None, b_first=True, timeout=timeout).outcome}
+    troubles = tuple(f"{order}: {o.trouble}" for order, o in serial.items() if o.trouble)
+    found: list[NonSerial] = []
+    tried = 0
+    for k in range(max_events):
+        run = run_once(pair, k, timeout=timeout)
+        if not run.inserted:
+            break           # A finished before its k-th lock event: that run was A;B
+        tried += 1
+        why = verdict(run.outcome, serial)
+        if why:
+            found.append(NonSerial(k, run.inserted, run.outcome.a, run.outcome.b, why))
+    return PairReport(pair.name, *first.calls, serial, tried, tuple(found), time.monotonic() - start, troubles)
+
+
+def verdict(outcome: Outcome, serial: dict[str, Outcome]) -> str:
+    """Why ``outcome`` is none of the serial ones ("" when it is one)."""
+    if any(outcome.same(s) for s in serial.values()):
+        return ""
+    if outcome.trouble:
+        return outcome.trouble
+    for order, s in serial.items():
+        if (outcome.a, outcome.b) == (s.a, s.b) and not s.trouble:
+            return f"the results of {order}, but the end state differs in: {', '.join(outcome.differing_parts(s))}"
+    return "results that no serial order gives"
