@@ -14,6 +14,7 @@ from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.stress import cli as stress_cli
+from rmm_mp.stress import explore_cli
 from rmm_mp.workload import cli as workload_cli
 
 
@@ -99,6 +100,7 @@ main.add_command(workload_cli.run)
 main.add_command(workload_cli.workloads_group)
 main.add_command(stress_cli.stress)
 main.add_command(stress_cli.check)
+main.add_command(explore_cli.explore)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,149 @@
+"""`rmm-mp explore` (a click command; rmm_mp/cli.py registers it).
+
+    rmm-mp explore [PAIR ...] [--list] [--inject BUG]... [--json FILE] [--timeout S]
+
+Exit status: 0 every interleaving of every pair gave a serial outcome; 1 some did not (or a
+serial run did not complete, or the run was interrupted, or the JSON could not be written);
+2 bad usage (an unknown pair, an unwritable --json path).
+
+This module parses and prints; the work is in stress.explore, the pairs in stress.explore_pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rmm_mp.host.realm import describe_x0
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.outpaths import check_outputs, replacing
+from rmm_mp.rmm.dispatch import COMMANDS
+from rmm_mp.stress.bugs import BUGS
+from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
+from rmm_mp.stress.explore_pairs import PAIRS
+from rmm_mp.stress.findings import call_text
+from rmm_mp.stress.probe import Patches
+
+
+@click.command()
+@click.argument("pairs", nargs=-1, metavar="[PAIR]...")
+@click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit.")
+@click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)),
+              help="Switch a catalogued bug on (repeatable; `rmm-mp stress --list-bugs` lists them).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the results as JSON.")
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds one call may run without finishing or waiting for a lock before the run is "
+                   "abandoned (and reported).")
+def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], json_path: str | None,
+            timeout: float) -> None:
+    """Run each PAIR of RMI calls (default: every pair) serially both ways and interleaved at every
+    lock event of the first, and report each interleaving whose results or end state neither
+    serial order gives (docs/stress.md, "The interleaving explorer")."""
+    if list_pairs:
+        width = max(len(n) for n in PAIRS)
+        for pair in PAIRS.values():
+            click.echo(f"{pair.name:<{width}}  {pair.summary}")
+        return
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown:
+        raise click.UsageError(f"unknown pair{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}: "
+                               "see `rmm-mp explore --list`")
+    try:
+        check_outputs((("--json", json_path),))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    reports, interrupted = _run(tuple(dict.fromkeys(pairs)) or tuple(PAIRS), inject, timeout)
+    failed = interrupted or any(not r.ok for r in reports)
+    if interrupted:
+        click.echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(pairs) or len(PAIRS)} pair(s)")
+    if json_path and not _write_json(json_path, reports, inject, interrupted):
+        failed = True
+    if failed:
+        raise SystemExit(1)
+
+
+def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float) -> tuple[list[PairReport], bool]:
+    """Explore each pair in turn with the bugs switched on; (reports, whether Ctrl-C cut it short).
+    Every machine is closed by then (each run's own ``with``), and the bugs are switched off."""
+    patches = Patches()
+    reports: list[PairReport] = []
+    try:
+        for name in inject:
+            BUGS[name].install(patches)
+        for name in names:
+            report = explore_pair(PAIRS[name], timeout=timeout)
+            reports.append(report)
+            click.echo(report_text(report))
+    except KeyboardInterrupt:
+        return reports, True
+    except MachineError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        patches.restore()
+    return reports, False
+
+
+def result_text(result: "tuple[int, ...] | str") -> str:
+    """``RMI_SUCCESS (0x80007000, 0x200000)``: X0 by name, then X1..X4 up to the last non-zero one."""
+    if isinstance(result, str):
+        return result
+    outputs = list(result[1:])
+    while outputs and outputs[-1] == 0:
+        outputs.pop()
+    shown = f" ({', '.join(f'{v:#x}' for v in outputs)})" if outputs else ""
+    return f"{describe_x0(result[0])}{shown}"
+
+
+def _call_text(call: Call) -> str:
+    cmd = COMMANDS.get(call[0] & 0xFFFF_FFFF)
+    return call_text(call[0], call[1:], cmd.inputs if cmd else None)
+
+
+def _outcome_text(outcome: Outcome) -> str:
+    text = f"A -> {result_text(outcome.a)}; B -> {result_text(outcome.b)}"
+    return f"{text}; {outcome.trouble}" if outcome.trouble else text
+
+
+def report_text(report: PairReport) -> str:
+    lines = [f"{report.pair}:",
+             f"  A = {_call_text(report.a)} on CPU 0; B = {_call_text(report.b)} on CPU 1"]
+    lines += [f"  serial {order}: {_outcome_text(o)}" for order, o in report.serial.items()]
+    lines += [f"  serial run did not complete: {t}" for t in report.serial_trouble]
+    bad = len(report.non_serial)
+    lines.append(f"  {report.tried} interleaving(s) tried in {report.seconds:.2f} s: "
+                 + (f"{bad} NON-SERIAL" if bad else "every one serial"))
+    for n in report.non_serial:
+        lines.append(f"    lock event {n.event} ({n.where}): A -> {result_text(n.a)}; B -> {result_text(n.b)}: "
+                     f"{n.why}")
+    return "\n".join(lines)
+
+
+def _outcome_json(outcome: Outcome) -> dict[str, object]:
+    return {"a": list(outcome.a) if isinstance(outcome.a, tuple) else outcome.a,
+            "b": list(outcome.b) if isinstance(outcome.b, tuple) else outcome.b,
+            "trouble": outcome.trouble}
+
+
+def report_json(report: PairReport) -> dict[str, object]:
+    return {"pair": report.pair, "ok": report.ok, "a": _call_text(report.a), "b": _call_text(report.b),
+            "serial": {order: _outcome_json(o) for order, o in report.serial.items()},
+            "serial_trouble": list(report.serial_trouble), "tried": report.tried,
+            "seconds": round(report.seconds, 3),
+            "non_serial": [{"event": n.event, "where": n.where, "why": n.why,
+                            "a": list(n.a) if isinstance(n.a, tuple) else n.a,
+                            "b": list(n.b) if isinstance(n.b, tuple) else n.b} for n in report.non_serial]}
+
+
+def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], interrupted: bool) -> bool:
+    document = {"ok": not interrupted and all(r.ok for r in reports), "inject": list(inject),
+                "interrupted": interrupted, "pairs": [report_json(r) for r in reports]}
+    try:
+        with replacing(path) as temp:
+            Path(temp).write_text(json.dumps(document, indent=1) + "\n")
+    except OSError as exc:
+        click.echo(f"Error: could not write the json report to {path}: {exc.strerror or exc}", err=True)
+        return False
+    return True
