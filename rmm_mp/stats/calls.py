@@ -24,6 +24,8 @@ _RSI_FN0 = 0x190
 RMI_UNUSED_SLOT = RMI_BASE + 31
 SMCCC_VERSION_SLOT = PSCI_BASE + 31
 SMCCC_VERSION_FID = 0x8000_0000
+_PSCI_FN_RESERVED = 0x1F
+"""The PSCI function number whose slot SMCCC_VERSION takes (reserved in PSCI 1.1)."""
 
 _names: dict[int, str] = {slot: f"RMI_UNUSED_{_RMI_FN0 + slot:#x}" for slot in range(31)}
 _names.update({fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiFid})
@@ -53,8 +55,14 @@ def rmi_slot(fid: int) -> int:
 
 
 def psci_slot(fid: int) -> int:
-    """Slot of a PSCI function ID (SMC32 or SMC64 form) or of SMCCC_VERSION."""
-    return SMCCC_VERSION_SLOT if fid == SMCCC_VERSION_FID else PSCI_BASE + (fid & 0x1F)
+    """Slot of a PSCI function ID (SMC32 or SMC64 form) or of SMCCC_VERSION; -1 (not recorded,
+    as an unknown SMC is not) for PSCI function number 0x1F, reserved in PSCI 1.1, whose slot
+    PSCI_BASE + 31 is SMCCC_VERSION's: counting it there showed SMCCC_VERSION calls the realm
+    never made."""
+    if fid == SMCCC_VERSION_FID:
+        return SMCCC_VERSION_SLOT
+    number = fid & 0x1F
+    return -1 if number == _PSCI_FN_RESERVED else PSCI_BASE + number
 
 
 def name(slot: int) -> str:

@@ -132,3 +132,38 @@ def test_smccc_version_is_not_counted_as_psci_version() -> None:
         g.cpu.close()
     counts = {(r.call, r.kind): r.count for r in latency.call_records(stats) if r.cpu == "all"}
     assert counts[("SMCCC_VERSION", "PSCI")] == 2 and counts[("PSCI_VERSION", "PSCI")] == 1, counts
+
+RESERVED_PSCI_GUEST = """
+    mov x0, =0x8400001F             // PSCI function number 0x1F (reserved): NOT_SUPPORTED
+    smc #0
+    mov x20, x0
+    mov x0, =0xC400001F
+    smc #0
+    mov x21, x0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+"""
+
+
+@pytest.mark.multiprocess
+def test_reserved_psci_function_is_not_counted_as_smccc_version() -> None:
+    """A realm's PSCI call with function number 0x1F (reserved in PSCI 1.1; answered
+    NOT_SUPPORTED) would fall into slot PSCI_BASE + 31, which is SMCCC_VERSION's: it is not
+    recorded (as an unknown SMC is not), so the report shows no SMCCC_VERSION call the realm
+    never made."""
+    from realm_guests import Guest
+    from rmm_mp import Machine
+
+    not_supported = (1 << 64) - 1
+    with Machine.create("host", cpus=1) as m:
+        with Guest.build(m, RESERVED_PSCI_GUEST) as g:
+            status, ex = g.enter()
+            assert status == 0 and ex["exit_reason"] == 3, ex    # PSCI_SYSTEM_OFF
+            assert (g.gpr(20), g.gpr(21)) == (not_supported, not_supported)
+            g.cpu.flush_statistics()
+            stats = latency.collect(m, [0])
+        g.cpu.close()
+    counts = {(r.call, r.kind): r.count for r in latency.call_records(stats) if r.cpu == "all"}
+    assert ("SMCCC_VERSION", "PSCI") not in counts, counts
+    assert counts[("PSCI_SYSTEM_OFF", "PSCI")] == 1, counts
