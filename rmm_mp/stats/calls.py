@@ -32,6 +32,14 @@ _names.update({fid - 0xC400_0000 - _RMI_FN0 + RMI_BASE: fid.name for fid in RmiF
 _names[RMI_UNUSED_SLOT] = "RMI_UNUSED_0x16f_0x18f"
 
 
+_OTHER_PSCI = {0x05: "PSCI_MIGRATE", 0x06: "PSCI_MIGRATE_INFO_TYPE", 0x07: "PSCI_MIGRATE_INFO_UP_CPU",
+               0x0B: "PSCI_CPU_FREEZE", 0x0C: "PSCI_CPU_DEFAULT_SUSPEND", 0x0D: "PSCI_NODE_HW_STATE",
+               0x0E: "PSCI_SYSTEM_SUSPEND", 0x0F: "PSCI_SET_SUSPEND_MODE", 0x10: "PSCI_STAT_RESIDENCY",
+               0x11: "PSCI_STAT_COUNT", 0x12: "PSCI_SYSTEM_RESET2", 0x13: "PSCI_MEM_PROTECT",
+               0x14: "PSCI_MEM_PROTECT_CHECK_RANGE"}
+"""PSCI 1.1's function numbers (ARM DEN 0022, table 5.1) that the realm's PSCI does not implement."""
+
+
 def _register_spec_names() -> None:
     from rmm_mp.abi.psci import PsciFid
     from rmm_mp.abi.rsi import RsiFid
@@ -41,6 +49,12 @@ def _register_spec_names() -> None:
     for pfid in PsciFid:
         if pfid != PsciFid.SMCCC_VERSION:
             _names.setdefault(PSCI_BASE + (pfid & 0x1F), pfid.name.removesuffix("_SMC32"))
+    # The other PSCI 1.1 function numbers: the RMM answers them NOT_SUPPORTED, and the report
+    # names them as the PSCI specification does rather than by slot number.
+    for number, name in _OTHER_PSCI.items():
+        _names.setdefault(PSCI_BASE + number, name)
+    for number in range(0x15, _PSCI_FN_RESERVED):
+        _names.setdefault(PSCI_BASE + number, f"PSCI_UNASSIGNED_{number:#x}")
     _names[SMCCC_VERSION_SLOT] = "SMCCC_VERSION"
     for reason in RmiRecExitReason:
         _names[EXIT_BASE + reason] = reason.name.replace("RMI_EXIT_", "EXIT_")

@@ -167,3 +167,15 @@ def test_reserved_psci_function_is_not_counted_as_smccc_version() -> None:
     counts = {(r.call, r.kind): r.count for r in latency.call_records(stats) if r.cpu == "all"}
     assert ("SMCCC_VERSION", "PSCI") not in counts, counts
     assert counts[("PSCI_SYSTEM_OFF", "PSCI")] == 1, counts
+
+
+@pytest.mark.parametrize("number, expected", [(0x05, "PSCI_MIGRATE"), (0x0E, "PSCI_SYSTEM_SUSPEND"),
+                                              (0x12, "PSCI_SYSTEM_RESET2"), (0x14, "PSCI_MEM_PROTECT_CHECK_RANGE"),
+                                              (0x15, "PSCI_UNASSIGNED_0x15")])
+def test_every_psci_function_number_has_a_name(number: int, expected: str) -> None:
+    """A PSCI call the RMM answers NOT_SUPPORTED is named in the report as PSCI 1.1 names it
+    (or as unassigned), in both calling conventions; it read SLOT_69 and the like. No PSCI
+    slot is left without a name."""
+    assert calls.name(calls.psci_slot(0x8400_0000 + number)) == expected
+    assert calls.name(calls.psci_slot(0xC400_0000 + number)) == expected
+    assert not [n for n in range(0x1F) if calls.name(calls.psci_slot(0x8400_0000 + n)).startswith("SLOT_")]
