@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rmm_mp.stress.shared import StressSegment
 
 F = RmiFid
-SUCCESS, INPUT, REALM, REC = 0, 1, 2, 3
+SUCCESS, INPUT, REALM = 0, 1, 2
 NS_ATTRS = (0x6 << 2) | (0x3 << 6)
 
 
@@ -267,8 +267,10 @@ class Operations:
         if choice == 0:
             self.call(F.RMI_PSCI_COMPLETE, {INPUT}, recs[0], recs[1], 0)
         elif choice == 1:
-            # ERROR_REC: another CPU holds the REC's running reference while it makes the same call.
-            self.call(F.RMI_REC_ENTER, {REALM, REC}, n.recs[0].rec, self.run_page)
+            # Only ERROR_REALM: REC_ENTER checks the realm's state with the REC locked, before it
+            # takes the running reference, so no CPU can hold a NEW realm's REC running (ERROR_REC
+            # here would be that ordering bug come back).
+            self.call(F.RMI_REC_ENTER, {REALM}, n.recs[0].rec, self.run_page)
         elif choice == 2:
             self.call(F.RMI_GRANULE_DELEGATE if rng.random() < 0.5 else F.RMI_GRANULE_UNDELEGATE, {INPUT}, n.rd)
         elif choice == 3:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.host import NsAllocator
 from rmm_mp.stress import population
-from rmm_mp.stress.ops import MY_RECS, Operations
+from rmm_mp.stress.ops import MY_RECS, Operations, Unexpected
 
 
 class _Hint:
@@ -43,3 +46,31 @@ def test_recs_keeps_at_most_my_recs_alive(machine: Machine) -> None:
     assert pop.new_realm.num_aux > 0
     per_rec = 1 + pop.new_realm.num_aux
     assert alloc.in_use - before == len(ops.my_recs) * per_rec <= MY_RECS * per_rec
+
+
+class _Choose(random.Random):
+    """A Random whose randrange always picks ``pick`` (the `wrong` operation's case)."""
+
+    def __init__(self, pick: int) -> None:
+        super().__init__(0)
+        self.pick = pick
+
+    def randrange(self, *args: object, **kwargs: object) -> int:  # type: ignore[override]
+        return self.pick
+
+
+def test_rec_enter_of_a_new_realms_rec_must_fail_with_error_realm(machine: Machine,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wrong`'s REC_ENTER of the NEW realm's REC: the RMM answers ERROR_REALM and the operation
+    accepts it; ERROR_REC is a finding, since REC_ENTER checks the realm's state before it takes
+    the running reference, so no CPU can hold that REC running (the operation once allowed
+    ERROR_REC, which would have hidden that ordering bug coming back)."""
+    pop = population.build(machine, guests=False)
+    ops = Operations(machine.cpu(1), pop, _Hint())  # type: ignore[arg-type]
+    ops.wrong(_Choose(1))
+    real = ops.smc
+    monkeypatch.setattr(ops, "smc", lambda fid, *args: (3, 0, 0, 0, 0) if fid == RmiFid.RMI_REC_ENTER
+                        else real(fid, *args))
+    with pytest.raises(Unexpected) as info:
+        ops.wrong(_Choose(1))
+    assert "RMI_REC_ENTER" in info.value.finding.call and "X0 = 0x3" in info.value.finding.message
