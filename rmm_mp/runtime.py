@@ -4,7 +4,8 @@
 platform default, which changes between Python versions). Each child attaches the machine by
 name, binds its CPU, runs ``target(cpu, *args)`` and sends back its return value. The parent
 waits, calls ``on_tick`` for progress, asks every CPU to stop (the control block's stop flag)
-when time is up, on Ctrl-C, or when one CPU dies, and then collects a report.
+when time is up, when ``on_tick`` says so, on Ctrl-C, or when one CPU dies, and then collects a
+report.
 
 When a CPU dies (an exception, a non-zero exit, a signal such as SIGKILL) the run reports which
 CPU, how, the traceback if there is one, and the granules whose locks that CPU still held, then
@@ -197,7 +198,7 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[An
 
 def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,
              args: tuple[Any, ...] = (), *, context: str = "spawn",
-             on_tick: Callable[[float], None] | None = None, tick_s: float = 0.1,
+             on_tick: Callable[[float], str | None] | None = None, tick_s: float = 0.1,
              timeout_s: float | None = None, grace_s: float = 10.0, pin: bool = False,
              tracing: bool = False, sigterm_stops: bool = False) -> RunResult:
     """Run ``target(cpu, *args)`` on one process per CPU and wait for all of them.
@@ -208,7 +209,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             flag is set (``cpu.machine.control.stop_requested``).
         cpus: CPU ids to use (default: all of the machine's).
         context: "spawn" or "forkserver".
-        on_tick: called about every tick_s seconds with the elapsed time, for progress.
+        on_tick: called about every tick_s seconds with the elapsed time, for progress; it may
+            return a reason to stop the CPUs (a run that times itself from a point only the
+            caller knows, such as a start barrier), which then get the grace time as after
+            timeout_s. None: go on.
         timeout_s: request a stop after this many seconds.
         grace_s: how long stopped CPUs get to return before they are terminated.
         pin: pin CPU process i to the i-th host core this process may use (wrapping round);
@@ -280,7 +284,7 @@ def _take_sigterm() -> Any:
 
 class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
-                 on_tick: Callable[[float], None] | None, tick_s: float, timeout_s: float | None,
+                 on_tick: Callable[[float], str | None] | None, tick_s: float, timeout_s: float | None,
                  grace_s: float, mask: set[signal.Signals] | None = None, sigterm_stops: bool = False) -> None:
         self.machine = machine
         self.sigterm_stops = sigterm_stops
@@ -354,7 +358,9 @@ class _Supervisor:
                 self.stop(f"CPU {cpu} died")
         now = time.monotonic()
         if self.on_tick is not None:
-            self.on_tick(now - start)
+            why = self.on_tick(now - start)
+            if why:
+                self.stop(why)
         if self.timeout_s is not None and now - start >= self.timeout_s:
             self.stop("time is up")
         if self.stop_at is not None and now - self.stop_at > self.grace_s:

@@ -6,7 +6,9 @@
    file on CPU 0 with latency recording off (so the build is not in CPU 0's figures), allocate
    the delegate-churn pools, and make the RunPlan every CPU gets and each CPU's own CpuPart
    (the lifecycle instances it owns);
-2. run one CPU process per CPU (engine.cpu_main), with the progress bar;
+2. run one CPU process per CPU (engine.cpu_main), with the progress bar; a timed run's CPUs
+   stop themselves, and one still running well after the end is asked to stop (TimeUp), then
+   killed and reported once run_cpus's grace time is over;
 3. read the figures: latency histograms and lock statistics per CPU, the trace rings (to the
    trace file), each realm instance's outcome;
 4. check the quiescent machine (rmm_mp.check.invariants), then tear everything down: drain the
@@ -78,6 +80,42 @@ class RunOptions:
     for it."""
 
 
+OVERRUN_S = 5.0
+"""How long past a timed run's end the parent waits before it asks the CPUs to stop."""
+GRACE_S = 10.0
+"""How long CPUs asked to stop (TimeUp, Ctrl-C, a CPU's death) get before they are killed."""
+
+
+class TimeUp:
+    """run_cpus's on_tick verdict for a timed run: "time is up" once ``seconds`` and OVERRUN_S
+    have passed since the parent saw every CPU at the start barrier; None before, and always
+    for a run bounded by steps.
+
+    The CPUs time themselves from the barrier and end between steps, so in a healthy run they
+    are all gone by then. One still running is stuck (stopped with SIGSTOP, or spinning on a
+    lock that is never released): asked to stop, it gets run_cpus's grace time and is then
+    killed and reported, where without the request the run would wait for it for ever. The
+    slack covers the last step of a CPU on an oversubscribed host and a CPU that saw the
+    barrier later than the parent did (a stop between steps is harmless anyway)."""
+
+    def __init__(self, seconds: float | None, arrived: Callable[[], bool]) -> None:
+        self.seconds = seconds
+        self.arrived = arrived
+        self.since: float | None = None
+        """The elapsed time at which the parent first saw every CPU arrived."""
+
+    def __call__(self, elapsed: float) -> str | None:
+        if self.seconds is None:
+            return None
+        if self.since is None:
+            if self.arrived():
+                self.since = elapsed
+            return None
+        if elapsed - self.since >= self.seconds + OVERRUN_S:
+            return f"time is up (CPUs still running {OVERRUN_S:g} s after the run's end)"
+        return None
+
+
 def ripas_template() -> RealmTemplate:
     """The realm every CPU doing ripas-churn builds for itself: ripas-loop, one REC, 2 MiB."""
     return RealmTemplate("", "ripas-churn", "ripas-loop", 1, 2 << 20, 40, "sha256", b"", True, (), 1, False, None,
@@ -121,12 +159,17 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     arrived = machine.control.view.load_u64
     bar = Progress(machine, ids, w.seconds, enabled=options.progress,
                    started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
+    time_up = TimeUp(w.seconds, lambda: arrived(OFF_ARRIVED) >= len(ids))
     t0 = time.perf_counter_ns()
+
+    def tick(elapsed: float) -> str | None:
+        bar.tick(elapsed)
+        return time_up(elapsed)
 
     def run() -> RunResult:
         try:
-            done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=bar.tick,
-                            pin=options.pin, tracing=options.trace_path is not None,
+            done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=tick,
+                            grace_s=GRACE_S, pin=options.pin, tracing=options.trace_path is not None,
                             sigterm_stops=options.sigterm_stops)
             stop.passing = False    # from here on a signal is the work after the run's
             return done

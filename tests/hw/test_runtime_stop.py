@@ -56,6 +56,34 @@ def test_a_cpu_that_does_not_stop_is_killed_after_the_grace_time() -> None:
         assert result.stopped_by == "time is up"
 
 
+def _cpu1_hangs_for_a_while(cpu) -> int:  # type: ignore[no-untyped-def]
+    """CPU 0 stops when asked (or after 30 s); CPU 1 ignores the flag for 30 s: hung, but not
+    for ever, so that a supervisor that never asks them to stop fails the test, not hangs it."""
+    if cpu.id == 1:
+        time.sleep(30)
+        return 0
+    give_up = time.monotonic() + 30
+    while not cpu.machine.control.stop_requested and time.monotonic() < give_up:
+        time.sleep(0.01)
+    return 0
+
+
+@pytest.mark.multiprocess
+def test_on_tick_can_ask_the_cpus_to_stop_and_the_grace_time_follows() -> None:
+    """A caller that times the run itself (`rmm-mp run`, from its start barrier) returns a reason
+    from on_tick: the CPUs are asked to stop and one that does not is killed after the grace time
+    (the return value used to be ignored, and the run waited for the hung CPU)."""
+    def on_tick(elapsed: float) -> str | None:
+        return "time is up (the caller's clock)" if elapsed >= 0.3 else None
+
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _cpu1_hangs_for_a_while, on_tick=on_tick, tick_s=0.05, grace_s=1.0)
+        assert result.stopped_by == "time is up (the caller's clock)"
+        assert [(f.cpu, f.how) for f in result.failures] == \
+            [(1, "did not stop within 1 s of being asked and was terminated")]
+        assert 0 in result.results and not result.interrupted
+
+
 @pytest.mark.multiprocess
 def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
     """A first Ctrl-C asks the CPUs to stop; a second one, well within the grace time, kills

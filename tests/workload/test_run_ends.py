@@ -1,0 +1,81 @@
+"""A timed `rmm-mp run` ends even when a CPU process stops making progress (SIGSTOP, a lock
+that is never released): the parent asks the CPUs to stop a while after the run's end
+(run.TimeUp), and one that still does not return is killed after the grace time and reported,
+where the run used to wait for it for ever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.host.runqueue import OFF_ARRIVED
+from rmm_mp.workload import run, spec
+from rmm_mp.workload.resolve import resolve
+from rmm_mp.workload.run import RunOptions, TimeUp, run_workload
+
+pytestmark = pytest.mark.multiprocess
+
+STUCK = 1
+"""The CPU the test stops with SIGSTOP once every CPU has reached the start barrier."""
+
+
+def _stop_once_running(machine: Machine, released: threading.Event) -> None:
+    """SIGSTOP CPU STUCK's process once the run has begun; SIGCONT it if the run has not ended
+    30 s later (so that code which waits for it for ever fails the test instead of hanging)."""
+    deadline = time.monotonic() + 60
+    pid = 0
+    while time.monotonic() < deadline and not released.is_set():
+        area = machine.cpu_area(STUCK)
+        try:
+            pid = area.binding() & 0xFFFF_FFFF
+        finally:
+            area.release()
+        if pid and machine.control.view.load_u64(OFF_ARRIVED) >= machine.cpus:
+            os.kill(pid, signal.SIGSTOP)
+            break
+        time.sleep(0.005)
+    if pid and not released.wait(30):
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "OVERRUN_S", 0.5)
+    monkeypatch.setattr(run, "GRACE_S", 1.0)
+    path = tmp_path / "w.toml"
+    path.write_text("seconds = 0.5\ncpus = 2\nactivities = { delegate-churn = 1 }\n")
+    released = threading.Event()
+    watchers: list[threading.Thread] = []
+
+    def on_machine(machine: Machine) -> None:
+        watcher = threading.Thread(target=_stop_once_running, args=(machine, released), daemon=True)
+        watchers.append(watcher)
+        watcher.start()
+
+    try:
+        report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
+    finally:
+        released.set()
+        for watcher in watchers:
+            watcher.join(5)
+    stuck = [f for f in report.failures if f.cpu == STUCK]
+    assert [f.how for f in stuck] == ["did not stop within 1 s of being asked and was terminated"]
+    # The other CPU may have been waiting for a granule lock the stopped one held: killed too.
+    assert all(f.how == stuck[0].how for f in report.failures)
+    assert report.host["stopped_by"].startswith("time is up") and not report.ok
+
+
+def test_time_up_counts_from_the_barrier_and_never_ends_a_run_of_steps() -> None:
+    arrived = [False]
+    timed = TimeUp(2.0, lambda: arrived[0])
+    assert timed(100.0) is None                 # start-up: however long it takes
+    arrived[0] = True
+    assert timed(101.0) is None                 # the barrier, seen at 101 s
+    assert timed(101.0 + 2.0 + run.OVERRUN_S - 0.01) is None
+    assert timed(101.0 + 2.0 + run.OVERRUN_S).startswith("time is up")
+    assert TimeUp(None, lambda: True)(1e9) is None
