@@ -146,7 +146,7 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
             # stops it); run_cpus's limit is then only a backstop for a start-up that hangs.
             limit = config.seconds if plan is not None else config.seconds + START_ALLOWANCE_S
             done = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
-                            timeout_s=limit, grace_s=5.0 if plan is None else 2.0,
+                            timeout_s=limit, grace_s=FREE_GRACE_S if plan is None else DETERMINISTIC_GRACE_S,
                             sigterm_stops=sigterm_stops)
         stop.passing = False    # from here on a signal is the work after the run's
         return done
@@ -161,6 +161,12 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
         result = RunResult({}, (), True, time.monotonic() - start, f"interrupted ({stop.by})")
     return _report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
 
+
+FREE_GRACE_S = 5.0
+"""How long the CPUs of a free-running run get to stop once asked (its time is up, Ctrl-C) before
+run_cpus kills them."""
+DETERMINISTIC_GRACE_S = 2.0
+"""The same for a deterministic run (one CPU runs at a time, so one step is all they finish)."""
 
 START_ALLOWANCE_S = 60.0
 """Free-running: how long the CPU processes may take to get ready before run_cpus's own limit
@@ -188,14 +194,17 @@ class _Supervisor:
         self.ready_at: float | None = None
         """Free-running: the tick time at which every CPU was first seen ready."""
 
-    def tick(self, elapsed: float) -> None:
+    def tick(self, elapsed: float) -> str | None:
+        """run_cpus's on_tick: "time is up" once a free-running run's time is (run_cpus then
+        gives the CPUs its grace time and kills one that does not stop); None otherwise."""
         seg = self.seg
+        why = None
         if seg.end != END_ABORT and self._a_cpu_died():
             self._abort()
         if self.plan is not None:
             self._deterministic(elapsed)
         else:
-            self._free_length(elapsed)
+            why = self._free_length(elapsed)
             if elapsed >= self._next_look:
                 self._next_look = elapsed + 0.5
                 self._free(elapsed)
@@ -203,6 +212,7 @@ class _Supervisor:
             self.timed_out = True
         if self.on_tick is not None:
             self.on_tick(elapsed, seg)
+        return why
 
     def _a_cpu_died(self) -> bool:
         """Whether a CPU process that bound its CPU is gone (the runtime reports how)."""
@@ -258,15 +268,18 @@ class _Supervisor:
                                          snaps[turn].call, "", tuple(s.describe() for s in snaps), step))
             self._abort()
 
-    def _free_length(self, elapsed: float) -> None:
+    def _free_length(self, elapsed: float) -> str | None:
         """End a free-running run ``seconds`` after every CPU is ready (READY or already DONE):
         counted from spawning, a run of a few seconds on a loaded host could be over before the
-        last CPU process had imported rmm_mp, and complete no operation."""
+        last CPU process had imported rmm_mp, and complete no operation. The reason goes back
+        to run_cpus, whose grace time then bounds a CPU that does not stop (one stopped with
+        SIGSTOP held the run until run_cpus's own limit, START_ALLOWANCE_S later)."""
         if self.ready_at is None:
             if all(self.seg.status(cpu) != ABSENT for cpu in range(self.config.cpus)):
                 self.ready_at = elapsed
         elif elapsed - self.ready_at >= self.config.seconds:
-            self.machine.control.request_stop()
+            return "time is up"
+        return None
 
     def _free(self, elapsed: float) -> None:
         if self.watchdog is not None and self.seg.end != END_ABORT:

@@ -337,14 +337,6 @@ def test_clean_free_running_run_exits_zero() -> None:
     assert re.match(r"machine (rmm-mp-\d+-[0-9a-f]{8}) \(inspect it while it runs: rmm-mp check \1\)\n", res.stderr)
 
 
-class _Control:
-    def __init__(self) -> None:
-        self.stops = 0
-
-    def request_stop(self) -> None:
-        self.stops += 1
-
-
 class _Seg:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
@@ -356,24 +348,21 @@ class _Seg:
 def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
     """A free-running run's --seconds start when the last CPU process is ready, not at spawning:
     counted from spawning, '--cpus 4 --seconds 2' on a loaded 2-core host completed no
-    operation at all. The supervisor asks the CPUs to stop that long after it first sees every
-    CPU ready (or done already), and not before."""
+    operation at all. The supervisor tells run_cpus to stop the CPUs that long after it first
+    sees every CPU ready (or done already), and not before."""
     from types import SimpleNamespace
 
     from rmm_mp.stress.config import StressConfig
     from rmm_mp.stress.runner import _Supervisor
     from rmm_mp.stress.shared import ABSENT, DONE, READY
-    control = _Control()
     seg = _Seg([ABSENT, ABSENT, ABSENT])
-    sup = _Supervisor(SimpleNamespace(control=control), seg, StressConfig(cpus=3, seconds=2.0), None, (), None)
+    sup = _Supervisor(SimpleNamespace(), seg, StressConfig(cpus=3, seconds=2.0), None, (), None)
     for elapsed, statuses in ((0.5, [READY, ABSENT, ABSENT]), (2.5, [READY, READY, ABSENT]),
                               (3.0, [READY, DONE, READY]), (4.9, [READY, DONE, READY])):
         seg.statuses = statuses
-        sup._free_length(elapsed)
-        assert control.stops == 0, elapsed
+        assert sup._free_length(elapsed) is None, elapsed
     assert sup.ready_at == 3.0
-    sup._free_length(5.0)
-    assert control.stops == 1
+    assert sup._free_length(5.0) == "time is up"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -139,3 +140,36 @@ def test_a_cpu_process_that_dies_is_reported_and_the_run_ends() -> None:
         report.text()
     assert any(line.startswith("CPU 0 ") for line in died[0].details)
     assert report.ended == "aborted" and report.elapsed_s < 30
+
+
+
+def test_a_stopped_cpu_is_killed_once_the_free_running_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free-running run whose CPU 1 is stopped (SIGSTOP) while it runs: once the run's time is
+    up the other CPU returns, CPU 1 is killed after the grace time and reported (cpu-died), and
+    the run ends. It used to run on until run_cpus's own limit, START_ALLOWANCE_S (60 s) later.
+    CPU 1 is let go (SIGCONT) after 30 s, so that such code fails the test rather than hangs it."""
+    from rmm_mp.stress import runner
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    stopped: list[int] = []
+    done = threading.Event()
+
+    def tick(elapsed: float, seg: StressSegment) -> None:
+        if stopped or seg.ops(1) < 20:
+            return
+        with Machine.attach(seg.machine_name) as m:
+            area = m.cpu_area(1)
+            try:
+                pid = area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        threading.Thread(target=lambda: done.wait(30) or os.kill(pid, signal.SIGCONT), daemon=True).start()
+
+    try:
+        report = run(StressConfig(workload="tables", seed=1, seconds=1), on_tick=tick)
+    finally:
+        done.set()
+    assert stopped
+    died = [f for f in report.findings if f.rule == "cpu-died" and f.cpu == 1]
+    assert died and "did not stop within 1 s of being asked and was terminated" in died[0].message, report.text()
