@@ -126,6 +126,19 @@ def host_cores() -> list[int]:
         return list(range(psutil.cpu_count(logical=True) or 1))
 
 
+SLACK_CAP = 6.0
+"""The most oversubscription() stretches a wall-clock allowance."""
+
+
+def oversubscription(cpus: int) -> float:
+    """Simulated CPUs per host core this process may use, between 1 and SLACK_CAP: the factor by
+    which a wall-clock allowance for a CPU's step (stopping after a timed run's end, the grace
+    time before a kill) grows, since a step takes that much longer when the CPU processes share
+    the cores (64 CPUs on 2 cores: a churn step of 3 s was measured). Capped, so that a stuck
+    CPU or a Ctrl-C is still dealt with in a minute or two."""
+    return min(SLACK_CAP, max(1.0, cpus / max(1, len(host_cores()))))
+
+
 def _pin(cpu_id: int, cores: list[int]) -> int | None:
     """Pin this process to one host core (CPU i -> the i-th allowed core, wrapping); None if we cannot."""
     if not cores:

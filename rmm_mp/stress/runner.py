@@ -30,7 +30,7 @@ from rmm_mp.hw import process
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.hw.quiesce import Participant, Pause
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import CpuFailure, RunResult, run_cpus
+from rmm_mp.runtime import CpuFailure, RunResult, oversubscription, run_cpus
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
@@ -146,7 +146,9 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
             # stops it); run_cpus's limit is then only a backstop for a start-up that hangs.
             limit = config.seconds if plan is not None else config.seconds + START_ALLOWANCE_S
             done = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
-                            timeout_s=limit, grace_s=FREE_GRACE_S if plan is None else DETERMINISTIC_GRACE_S,
+                            timeout_s=limit,
+                            grace_s=FREE_GRACE_S * oversubscription(config.cpus) if plan is None
+                            else DETERMINISTIC_GRACE_S,
                             sigterm_stops=sigterm_stops)
         stop.passing = False    # from here on a signal is the work after the run's
         return done
@@ -164,7 +166,9 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
 
 FREE_GRACE_S = 5.0
 """How long the CPUs of a free-running run get to stop once asked (its time is up, Ctrl-C) before
-run_cpus kills them."""
+run_cpus kills them, times runtime.oversubscription (simulated CPUs per host core, 1 to 6: an
+operation takes that much longer on an oversubscribed host, and a CPU killed in one is a
+cpu-died finding)."""
 DETERMINISTIC_GRACE_S = 2.0
 """The same for a deterministic run (one CPU runs at a time, so one step is all they finish)."""
 

@@ -46,7 +46,7 @@ from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import RunResult, host_cores, run_cpus
+from rmm_mp.runtime import RunResult, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
 from rmm_mp.stats.trace_export import write_trace
@@ -81,9 +81,11 @@ class RunOptions:
 
 
 OVERRUN_S = 5.0
-"""How long past a timed run's end the parent waits before it asks the CPUs to stop."""
+"""How long past a timed run's end the parent waits before it asks the CPUs to stop, times
+runtime.oversubscription (simulated CPUs per host core, 1 to 6)."""
 GRACE_S = 10.0
-"""How long CPUs asked to stop (TimeUp, Ctrl-C, a CPU's death) get before they are killed."""
+"""How long CPUs asked to stop (TimeUp, Ctrl-C, a CPU's death) get before they are killed,
+times runtime.oversubscription."""
 
 
 class TimeUp:
@@ -98,9 +100,10 @@ class TimeUp:
     slack covers the last step of a CPU on an oversubscribed host and a CPU that saw the
     barrier later than the parent did (a stop between steps is harmless anyway)."""
 
-    def __init__(self, seconds: float | None, arrived: Callable[[], bool]) -> None:
+    def __init__(self, seconds: float | None, arrived: Callable[[], bool], overrun: float = OVERRUN_S) -> None:
         self.seconds = seconds
         self.arrived = arrived
+        self.overrun = overrun
         self.since: float | None = None
         """The elapsed time at which the parent first saw every CPU arrived."""
 
@@ -111,8 +114,8 @@ class TimeUp:
             if self.arrived():
                 self.since = elapsed
             return None
-        if elapsed - self.since >= self.seconds + OVERRUN_S:
-            return f"time is up (CPUs still running {OVERRUN_S:g} s after the run's end)"
+        if elapsed - self.since >= self.seconds + self.overrun:
+            return f"time is up (CPUs still running {self.overrun:g} s after the run's end)"
         return None
 
 
@@ -159,7 +162,8 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     arrived = machine.control.view.load_u64
     bar = Progress(machine, ids, w.seconds, enabled=options.progress,
                    started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
-    time_up = TimeUp(w.seconds, lambda: arrived(OFF_ARRIVED) >= len(ids))
+    slack = oversubscription(len(ids))
+    time_up = TimeUp(w.seconds, lambda: arrived(OFF_ARRIVED) >= len(ids), OVERRUN_S * slack)
     t0 = time.perf_counter_ns()
 
     def tick(elapsed: float) -> str | None:
@@ -169,7 +173,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     def run() -> RunResult:
         try:
             done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=tick,
-                            grace_s=GRACE_S, pin=options.pin, tracing=options.trace_path is not None,
+                            grace_s=GRACE_S * slack, pin=options.pin, tracing=options.trace_path is not None,
                             sigterm_stops=options.sigterm_stops)
             stop.passing = False    # from here on a signal is the work after the run's
             return done

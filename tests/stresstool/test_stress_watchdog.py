@@ -150,6 +150,7 @@ def test_a_stopped_cpu_is_killed_once_the_free_running_time_is_up(monkeypatch: p
     CPU 1 is let go (SIGCONT) after 30 s, so that such code fails the test rather than hangs it."""
     from rmm_mp.stress import runner
     monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
     stopped: list[int] = []
     done = threading.Event()
 

@@ -47,6 +47,7 @@ def _stop_once_running(machine: Machine, released: threading.Event) -> None:
 def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run, "OVERRUN_S", 0.5)
     monkeypatch.setattr(run, "GRACE_S", 1.0)
+    monkeypatch.setattr(run, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
     path = tmp_path / "w.toml"
     path.write_text("seconds = 0.5\ncpus = 2\nactivities = { delegate-churn = 1 }\n")
     released = threading.Event()
@@ -72,10 +73,23 @@ def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.
 
 def test_time_up_counts_from_the_barrier_and_never_ends_a_run_of_steps() -> None:
     arrived = [False]
-    timed = TimeUp(2.0, lambda: arrived[0])
+    timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S)
     assert timed(100.0) is None                 # start-up: however long it takes
     arrived[0] = True
     assert timed(101.0) is None                 # the barrier, seen at 101 s
     assert timed(101.0 + 2.0 + run.OVERRUN_S - 0.01) is None
     assert timed(101.0 + 2.0 + run.OVERRUN_S).startswith("time is up")
     assert TimeUp(None, lambda: True)(1e9) is None
+
+
+def test_the_allowances_grow_with_the_cpus_per_host_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OVERRUN_S and GRACE_S are stretched by simulated CPUs per host core, 1 to 6: a step takes
+    that much longer on an oversubscribed host, and a CPU killed in one is a failed run."""
+    from rmm_mp import runtime
+    monkeypatch.setattr(runtime, "host_cores", lambda: [0, 1])
+    assert [runtime.oversubscription(n) for n in (1, 2, 3, 4, 12, 64)] == [1.0, 1.0, 1.5, 2.0, 6.0, 6.0]
+    arrived = [True]
+    timed = TimeUp(1.0, lambda: arrived[0], run.OVERRUN_S * runtime.oversubscription(4))
+    assert timed(0.0) is None
+    assert timed(1.0 + 2 * run.OVERRUN_S - 0.01) is None
+    assert timed(1.0 + 2 * run.OVERRUN_S) == f"time is up (CPUs still running {2 * run.OVERRUN_S:g} s after the run's end)"
