@@ -75,6 +75,11 @@ class Interrupts:
             self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
             return False, None
 
+    def run_over(self) -> None:
+        """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal
+        is noted, as between steps, and no longer raised into ``fn``."""
+        self.passing = False
+
     def passthrough(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """(True, fn()), a signal raising KeyboardInterrupt meanwhile for fn to handle (``fn``
         sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""

@@ -213,7 +213,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
              args: tuple[Any, ...] = (), *, context: str = "spawn",
              on_tick: Callable[[float], str | None] | None = None, tick_s: float = 0.1,
              timeout_s: float | None = None, grace_s: float = 10.0, pin: bool = False,
-             tracing: bool = False, sigterm_stops: bool = False) -> RunResult:
+             tracing: bool = False, sigterm_stops: bool = False,
+             on_end: Callable[[], None] | None = None) -> RunResult:
     """Run ``target(cpu, *args)`` on one process per CPU and wait for all of them.
 
     Args:
@@ -234,6 +235,11 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         sigterm_stops: while waiting, take SIGTERM as Ctrl-C (stop the CPUs, return a result
             marked interrupted) instead of letting it end the process (the machine's handler):
             what a command-line tool wants, so that it can still report what ran.
+        on_end: called once every CPU process is gone, before the results are gathered: a
+            caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
+            passthrough) turns that off here, so that a signal from then on cannot take the
+            results with it (a KeyboardInterrupt that escaped run_cpus after its CPUs had ended
+            lost them all).
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -269,7 +275,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             writer.close()
             life_reader.close()
             procs[cpu_id], pipes[cpu_id] = proc, reader
-        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops).wait()
+        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
+                           on_end).wait()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for proc in procs.values():
@@ -298,8 +305,10 @@ def _take_sigterm() -> Any:
 class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
                  on_tick: Callable[[float], str | None] | None, tick_s: float, timeout_s: float | None,
-                 grace_s: float, mask: set[signal.Signals] | None = None, sigterm_stops: bool = False) -> None:
+                 grace_s: float, mask: set[signal.Signals] | None = None, sigterm_stops: bool = False,
+                 on_end: Callable[[], None] | None = None) -> None:
         self.machine = machine
+        self.on_end = on_end
         self.sigterm_stops = sigterm_stops
         self.mask = mask
         """The signal mask to restore once waiting has begun (run_cpus blocked SIGINT and SIGTERM)."""
@@ -330,8 +339,19 @@ class _Supervisor:
         live = dict(self.procs)
         previous = _take_sigterm() if self.sigterm_stops else None
         try:
-            while live:
+            while True:
                 try:
+                    if not live:
+                        # Every CPU is gone: from here a signal must not raise (the results
+                        # would be lost), so SIGTERM gets its handler back and the caller's
+                        # handlers hear that the CPUs' run is over, each at most once more if a
+                        # signal lands first (this except clause takes it, and the loop returns).
+                        if previous is not None:
+                            signal.signal(signal.SIGTERM, previous)
+                            previous = None
+                        if self.on_end is not None:
+                            self.on_end()
+                        break
                     if self.mask is not None:
                         mask, self.mask = self.mask, None
                         signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -149,7 +149,7 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
                             timeout_s=limit,
                             grace_s=FREE_GRACE_S * oversubscription(config.cpus) if plan is None
                             else DETERMINISTIC_GRACE_S,
-                            sigterm_stops=sigterm_stops)
+                            sigterm_stops=sigterm_stops, on_end=stop.run_over)
         stop.passing = False    # from here on a signal is the work after the run's
         return done
     try:

@@ -174,7 +174,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         try:
             done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=tick,
                             grace_s=GRACE_S * slack, pin=options.pin, tracing=options.trace_path is not None,
-                            sigterm_stops=options.sigterm_stops)
+                            sigterm_stops=options.sigterm_stops, on_end=stop.run_over)
             stop.passing = False    # from here on a signal is the work after the run's
             return done
         finally:
