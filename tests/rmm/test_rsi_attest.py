@@ -810,16 +810,22 @@ def test_a_token_of_up_to_the_promised_4096_bytes_is_returned(tmp_path: Path) ->
         ok(m)
 
 
+def _two_continues() -> str:
+    """INIT, then two CONTINUEs of a whole granule at BUF; the first's X0 and X1 kept in x17 and
+    x18; stops at `done`."""
+    return (init_code() + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+            "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\nmov x17, x0\nmov x18, x1\n"
+            f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+            "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\ndone: wfi\nb done\n" + pattern_pages())
+
+
 def test_a_token_over_the_promised_size_fails_with_error_unknown(tmp_path: Path) -> None:
     """A CCA token longer than the 4096 bytes INIT promised cannot be produced: CONTINUE returns
     RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`: generation failed for an IMPDEF reason), X1 = 0,
     nothing is written, the token is dropped (the next CONTINUE gives RSI_ERROR_STATE) and the
     RMM lives on; it used to raise RmmInternalError (the machine died)."""
     path = long_named_platform(tmp_path, 3400)
-    program = (init_code() + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
-               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\nmov x17, x0\nmov x18, x1\n"
-               f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
-               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\ndone: wfi\nb done\n" + pattern_pages())
+    program = _two_continues()
     with Machine.create(path, cpus=1, time_slice=SLICE) as m:
         with Guest.build(m, program) as g:
             stop_at(g, "done")
@@ -837,10 +843,7 @@ def test_error_unknown_counts_as_an_error_in_the_histograms(tmp_path: Path) -> N
     from rmm_mp.stats.report import collect
 
     path = long_named_platform(tmp_path, 3400)
-    program = (init_code() + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
-               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
-               f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
-               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\ndone: wfi\nb done\n" + pattern_pages())
+    program = _two_continues()
     with Machine.create(path, cpus=1, time_slice=SLICE) as m:
         with Guest.build(m, program) as g:
             stop_at(g, "done")

@@ -115,6 +115,16 @@ def test_snapshots_name_held_locks_and_calls(machine: Machine) -> None:
     assert snaps[1].describe().endswith(f"between calls; holds {table.addr(300):#x}")
 
 
+def _cpu_pid(seg: StressSegment, cpu: int) -> int:
+    """The pid of the process bound to ``cpu`` of the stress run's machine."""
+    with Machine.attach(seg.machine_name) as m:
+        area = m.cpu_area(cpu)
+        try:
+            return area.binding() & 0xFFFF_FFFF
+        finally:
+            area.release()
+
+
 def test_a_cpu_process_that_dies_is_reported_and_the_run_ends() -> None:
     """CPU 1's process is killed (SIGKILL) in the middle of a free-running run: the report has a
     "cpu-died" finding for CPU 1 saying so, with the locks it still held and every CPU's call,
@@ -124,12 +134,7 @@ def test_a_cpu_process_that_dies_is_reported_and_the_run_ends() -> None:
     def tick(elapsed: float, seg: StressSegment) -> None:
         if killed or seg.ops(1) < 20:
             return
-        with Machine.attach(seg.machine_name) as m:
-            area = m.cpu_area(1)
-            try:
-                pid = area.binding() & 0xFFFF_FFFF
-            finally:
-                area.release()
+        pid = _cpu_pid(seg, 1)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
@@ -140,7 +145,6 @@ def test_a_cpu_process_that_dies_is_reported_and_the_run_ends() -> None:
         report.text()
     assert any(line.startswith("CPU 0 ") for line in died[0].details)
     assert report.ended == "aborted" and report.elapsed_s < 30
-
 
 
 def test_a_stopped_cpu_is_killed_once_the_free_running_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,12 +161,7 @@ def test_a_stopped_cpu_is_killed_once_the_free_running_time_is_up(monkeypatch: p
     def tick(elapsed: float, seg: StressSegment) -> None:
         if stopped or seg.ops(1) < 20:
             return
-        with Machine.attach(seg.machine_name) as m:
-            area = m.cpu_area(1)
-            try:
-                pid = area.binding() & 0xFFFF_FFFF
-            finally:
-                area.release()
+        pid = _cpu_pid(seg, 1)
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)
         threading.Thread(target=lambda: done.wait(30) or os.kill(pid, signal.SIGCONT), daemon=True).start()
