@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from rmm_mp import __version__
+from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
@@ -86,12 +87,11 @@ def platform_show(name: str, public_key: bool) -> None:
         click.echo(f"mmio [{region.base:#x}, {region.end:#x})")
     for region in plat.secure:
         click.echo(f"secure [{region.base:#x}, {region.end:#x})")
+    # Decoded from the register itself: a file's key the register drops (pmu_counters with
+    # pmu = false) must not show up as if RMI_FEATURES reported it.
     f = plat.features
-    sve = f"sve True (vectors up to {f.sve_vector_length} bits)" if f.sve else "sve False"
-    click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: s2sz {f.s2sz}, lpa2 {f.lpa2}, {sve}, "
-               f"pmu {f.pmu} ({f.pmu_counters} counters), {f.breakpoints} breakpoints, {f.watchpoints} "
-               f"watchpoints, hashes {', '.join(f.hash_algorithms)}, {f.gic_list_registers} GIC list registers, "
-               f"max_recs_order {f.max_recs_order} (MAX_RECS {(1 << f.max_recs_order) - 1})")
+    click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: {FeatureRegister0.describe(f.register0())}")
+    click.echo(f"vmid_bits {f.vmid_bits} (VMIDs 0..{(1 << f.vmid_bits) - 1})")
     click.echo(f"attestation keys: {plat.attestation.keys}")
 
 

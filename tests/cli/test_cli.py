@@ -33,6 +33,27 @@ def test_platform_list_and_show() -> None:
     assert runner.invoke(main, ["platform", "show", "nope"]).exit_code == 2
 
 
+def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
+    """`platform show` reports what RMI_FEATURES index 0 says, not the file's raw keys: with
+    pmu = false the register has PMU_EN 0 and PMU_NUM_CTRS 0 (REALM_CREATE refuses a PMU), so
+    the file's pmu_counters = 5 is not shown as 5 counters; and it names the VMID width, which
+    decides REALM_CREATE's vmid_valid but is in no feature register."""
+    text = (ROOT / "platform" / "host.toml").read_text()
+    for old, new in (("pmu = true", "pmu = false"), ("pmu_counters = 31", "pmu_counters = 5")):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "nopmu.toml"
+    path.write_text(text)
+    shown = CliRunner().invoke(main, ["platform", "show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "= 0x0000028f00314030:" in shown.output   # host's 0x28ffc314030 without bits 31:26
+    assert "pmu False," in shown.output and "counters" not in shown.output
+    assert "vmid_bits 8 (VMIDs 0..255)" in shown.output
+    host = CliRunner().invoke(main, ["platform", "show", "host"]).output
+    assert "pmu True (31 counters)" in host and "6 breakpoints, 4 watchpoints" in host
+    assert "4 GIC list registers" in host
+
+
 def test_workloads_list_clean_version_and_help() -> None:
     """`workloads list`, `clean --dry-run`, `--version` and `--help` work; help names the
     subcommands."""
