@@ -27,9 +27,11 @@ from rmm_mp.hw.tomlsrc import loads as toml_loads
 
 GRANULE_SIZE = 4096
 PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
+"""Physical address widths ID_AA64MMFR0_EL1.PARange can report."""
 MIN_NS_DRAM = 1 << 20
 """DRAM the Secure ranges must leave to the Non-secure PAS: below it no host could build a realm."""
-"""Physical address widths ID_AA64MMFR0_EL1.PARange can report."""
+REALM_PA_BITS = 48
+"""Without FEAT_LPA2 (not modelled) a realm can use no PA at or above 2^48 (DEN0137 A3.1.2)."""
 HASH_NAMES = ("sha-256", "sha-512")
 KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
 
@@ -236,6 +238,13 @@ class _Validator:
         if type(pa_bits) is not int or pa_bits not in PA_WIDTHS:     # 48.0 == 48, but is no width
             raise self.fail("pa_bits", pa_bits, f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {PA_WIDTHS}")
         dram = self.region(raw["dram"], "dram", pa_bits)
+        if dram.end > 1 << REALM_PA_BITS:
+            # pa_bits = 52 allows such DRAM, but RTT_CREATE, DATA_CREATE ... refuse its PAs
+            # (lpa2 is always false here): REALM_CREATE would succeed and nothing after it.
+            key = "dram.base" if dram.base >= 1 << REALM_PA_BITS else "dram.size"
+            raise self.fail(key, raw["dram"][key.split(".")[1]],
+                            f"DRAM below 2^{REALM_PA_BITS} = {1 << REALM_PA_BITS:#x}: without FEAT_LPA2 "
+                            "(lpa2 = false) a realm can use no PA at or above it")
         mmio = self.regions(raw.get("mmio", []), "mmio", pa_bits)
         secure = self.regions(raw.get("secure", []), "secure", pa_bits)
         for i, region in enumerate(mmio):

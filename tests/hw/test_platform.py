@@ -226,6 +226,26 @@ def test_dram_smaller_than_1_mib_without_secure_ranges(tmp_path: Path) -> None:
     assert info.value.key == "dram.size" and "at least 1 MiB of DRAM" in str(info.value)
 
 
+@pytest.mark.parametrize("base, key", [("0x1_0000_0000_0000", "dram.base"), ("0xFFFF_FFE0_0000", "dram.size")],
+                         ids=["dram-at-2^48", "dram-across-2^48"])
+def test_dram_above_48_bit_pa_is_refused(tmp_path: Path, base: str, key: str) -> None:
+    """pa_bits = 52 with DRAM at or across 2^48: without FEAT_LPA2 (lpa2 must be false) a realm
+    can use no PA at or above 2^48 (DEN0137 A3.1.2: RTT_CREATE, DATA_CREATE ... fail), so no realm
+    could be built there. Refused when loaded, naming the DRAM key; before, the file loaded, a
+    REALM_CREATE succeeded and the first RTT_CREATE failed with RMI_ERROR_INPUT."""
+    text = HOST_TOML.read_text().replace("pa_bits = 48", "pa_bits = 52")
+    text = text.replace("base = 0x8000_0000", f"base = {base}").replace("[[secure]]", "[[unused]]")
+    text = text[:text.index("[[unused]]")] + text[text.index("[features]"):]
+    path = tmp_path / "high.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.key == key and "2^48" in str(info.value) and "lpa2" in str(info.value)
+    below = text.replace(f"base = {base}", "base = 0xFFFF_FC00_0000")       # ends exactly at 2^48
+    path.write_text(below)
+    assert load(path).dram.end == 1 << 48
+
+
 def test_invalid_toml_syntax(tmp_path: Path) -> None:
     """A TOML syntax error -> ConfigError naming the file, the line of the error (from the
     parser) and 'expected valid TOML'."""
