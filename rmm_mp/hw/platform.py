@@ -299,6 +299,9 @@ class _Validator:
             raise self.fail("features.sve_vector_length", vl, "0 (or no key) when sve = false")
         pmu = self.boolean(raw, "pmu", "features.pmu")
         counters = self.integer(raw, "pmu_counters", "features.pmu_counters", 0, 31, "the number of PMU event counters")
+        if not pmu and counters:
+            # as for sve_vector_length: the register would say PMU_NUM_CTRS = 0 and drop them
+            raise self.fail("features.pmu_counters", counters, "0 when pmu = false")
         bps = self.integer(raw, "breakpoints", "features.breakpoints", 2, 64,
                            "a count of breakpoints (NUM_BPS = count - 1; 0 is reserved)")
         wps = self.integer(raw, "watchpoints", "features.watchpoints", 2, 64,
