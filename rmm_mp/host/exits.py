@@ -31,6 +31,9 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
     HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
     SERROR, anything else: the vCPU fails.
 
+Every handler counts what it did in the realm's counters (runqueue.COUNTERS); rtts_created
+counts the tables made for faults, shared pages and RIPAS changes alike.
+
 A status a correct RMM cannot return raises HostError; RmmInternalError passes through. A vCPU
 failure is the realm's doing (what it asked cannot be served): the vCPU ends with an error
 message and the others go on.
@@ -48,8 +51,8 @@ from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import RMI_REC_EXIT, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
 from rmm_mp.host import devices
 from rmm_mp.host.realm import (
-    ERROR_RTT, GRANULE, PAGE_LEVEL, SUCCESS, HostError, HostRealm, create_rtt_levels, fault_in, find_map_level,
-    index, map_unprotected, release_granule, status,
+    ERROR_RTT, GRANULE, PAGE_LEVEL, SUCCESS, HostError, HostRealm, create_rtt_levels, find_map_level, index,
+    map_non_secure, map_protected, release_granule, status,
 )
 from rmm_mp.host.realm_teardown import _split_block
 from rmm_mp.host.runqueue import END_SYSTEM_OFF, END_SYSTEM_RESET, MAX_VCPUS
@@ -160,7 +163,10 @@ def _protected(h: ExitContext, slot: int, realm: HostRealm, ipa: int) -> Outcome
     if not ram_base <= ipa < ram_base + ram_size:
         return END, 0, None, (f"data abort at IPA {ipa:#x}, outside the realm's RAM [{ram_base:#x}, "
                               f"{ram_base + ram_size:#x}): no memory backs it")
-    if fault_in(h.cpu, h.alloc, realm, ipa) is not None:
+    pa, made = map_protected(h.cpu, h.alloc, realm, ipa)
+    if made:
+        q.count(slot, "rtts_created", made)
+    if pa is not None:
         return _AGAIN
     q.count(slot, "fault_races")
     x0, _, _, _, ripas = h.smc(READ_ENTRY, realm.rd, ipa, PAGE_LEVEL)
@@ -190,7 +196,10 @@ def _map_shared(h: ExitContext, slot: int, realm: HostRealm, page: int) -> Outco
     realm entry's until release_realm."""
     ns = h.alloc.alloc()
     h.machine.ns_write(ns, bytes(GRANULE))
-    if not map_unprotected(h.cpu, h.alloc, realm, page, ns):
+    mapped, made = map_non_secure(h.cpu, h.alloc, realm, page, ns)
+    if made:
+        h.queue.count(slot, "rtts_created", made)
+    if not mapped:
         h.alloc.free(ns)            # another vCPU mapped it first
         return _AGAIN
     if not h.queue.add_shared_page(slot, page, ns):

@@ -11,7 +11,8 @@ down share:
     HostError      the RMM answered something a correct RMM cannot (names command, arguments, X0)
     create_rtt_levels, fault_in, map_unprotected
                    KVM's realm_create_rtt_levels, realm_map_protected (4 KiB) and
-                   realm_map_non_secure
+                   realm_map_non_secure (map_protected and map_non_secure: the same, also
+                   giving the number of RTTs created, which the run loop counts per realm)
 
 Building is in realm_build.py and teardown in realm_teardown.py. Every call goes through
 ``cpu.smc`` (the host speaks SMC only); every status is checked. Statuses a correct RMM can
@@ -315,16 +316,26 @@ def fault_in(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int) -> in
     Returns:
         The PA of the DATA granule now mapped at ``ipa``, or None if another CPU mapped it.
     """
+    return map_protected(cpu, alloc, realm, ipa)[0]
+
+
+def map_protected(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int) -> tuple[int | None, int]:
+    """fault_in, also saying how many RTTs it created (the run loop counts them per realm).
+
+    Returns:
+        (fault_in's answer, the number of RTTs this call created).
+    """
     if ipa % GRANULE or not 0 <= ipa < realm.par_size:
         raise ValueError(f"fault_in(ipa={ipa:#x}): expected a 4 KiB aligned protected IPA below {realm.par_size:#x}")
     pa = alloc.alloc()
     if cpu.smc(DELEGATE, pa)[0] != SUCCESS:
         alloc.free(pa)
-        return None
+        return None, 0
+    made = 0
     x0 = cpu.smc(DATA_CREATE_UNKNOWN, realm.rd, pa, ipa)[0]
     if status(x0) == ERROR_RTT and index(x0) < PAGE_LEVEL:
         try:
-            create_rtt_levels(cpu, alloc, realm, ipa, index(x0), PAGE_LEVEL)
+            made = create_rtt_levels(cpu, alloc, realm, ipa, index(x0), PAGE_LEVEL)
         except RmmInternalError:
             raise
         except Exception:
@@ -332,10 +343,10 @@ def fault_in(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int) -> in
             raise
         x0 = cpu.smc(DATA_CREATE_UNKNOWN, realm.rd, pa, ipa)[0]
     if x0 == SUCCESS:
-        return pa
+        return pa, made
     release_granule(cpu, alloc, pa)
     if x0 == rtt_error(PAGE_LEVEL):
-        return None
+        return None, made
     raise HostError(DATA_CREATE_UNKNOWN, (realm.rd, pa, ipa), x0,
                     "the level-3 table exists and the page is delegated, so the entry is mapped or already assigned")
 
@@ -350,20 +361,30 @@ def map_unprotected(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int
     Returns:
         True if this call made the mapping.
     """
+    return map_non_secure(cpu, alloc, realm, ipa, ns_pa)[0]
+
+
+def map_non_secure(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int, ns_pa: int) -> tuple[bool, int]:
+    """map_unprotected, also saying how many RTTs it created (the run loop counts them per realm).
+
+    Returns:
+        (map_unprotected's answer, the number of RTTs this call created).
+    """
     if ipa % GRANULE or not realm.par_size <= ipa < realm.ipa_size:
         raise ValueError(f"map_unprotected(ipa={ipa:#x}): expected a 4 KiB aligned IPA in the unprotected range "
                          f"[{realm.par_size:#x}, {realm.ipa_size:#x})")
     if ns_pa % GRANULE:
         raise ValueError(f"map_unprotected(ns_pa={ns_pa:#x}): expected a 4 KiB aligned PA")
     desc = ns_pa | NS_MAP_ATTRS
+    made = 0
     x0 = cpu.smc(MAP_UNPROTECTED, realm.rd, ipa, PAGE_LEVEL, desc)[0]
     if status(x0) == ERROR_RTT and index(x0) < PAGE_LEVEL:
-        create_rtt_levels(cpu, alloc, realm, ipa, index(x0), PAGE_LEVEL)
+        made = create_rtt_levels(cpu, alloc, realm, ipa, index(x0), PAGE_LEVEL)
         x0 = cpu.smc(MAP_UNPROTECTED, realm.rd, ipa, PAGE_LEVEL, desc)[0]
     if x0 == SUCCESS:
-        return True
+        return True, made
     if status(x0) == ERROR_RTT:
-        return False
+        return False, made
     raise HostError(MAP_UNPROTECTED, (realm.rd, ipa, PAGE_LEVEL, desc), x0,
                     "a valid level-3 mapping request either maps or finds the entry in use")
 

@@ -382,6 +382,29 @@ def test_fault_races_and_destroyed_pages() -> None:
         b.finish()
 
 
+def test_rtts_created_counts_the_tables_of_faults_and_shared_maps(machine: Machine) -> None:
+    """rtts_created counts every RTT the host creates for the running realm: a fault in the
+    second 2 MiB block of RAM (a level-2 entry of INIT_RIPAS, no level-3 table) creates one, and
+    the first shared page of the unprotected half creates its level-2 and level-3 tables; the
+    walks of RTT_READ_ENTRY confirm the three tables. (The counter used to count only the tables
+    of RIPAS changes, so a realm whose faults built tables reported none.)"""
+    page = BASE + 3 * MiB
+    b = boot(machine, program(f"""
+            mov x2, ={page:#x}
+            str x2, [x2]
+            mov x3, ={PAR | page:#x}
+            str x2, [x3]
+            mov x19, #0
+            b report
+        """), ram=4 * MiB)
+    assert b.run().errors == ()
+    st = b.status()
+    assert st.passed and st.counters["faults"] == 1 and st.counters["shared_maps"] == 1
+    assert b.entry(page)[0] == 3 and b.entry(PAR | page)[0] == 3
+    assert st.counters["rtts_created"] == 3
+    b.finish()
+
+
 def test_a_fault_outside_ram_fails_the_vcpu(machine: Machine) -> None:
     """A data abort at a protected IPA outside the realm's RAM (it can only come from an entry
     with RIPAS RAM or DESTROYED there) ends the vCPU in error naming the IPA: no memory backs it
