@@ -36,9 +36,13 @@ This module owns the device registers and the host-call services. It speaks no S
 
 from __future__ import annotations
 
+import os
 import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rmm_mp.host.runqueue import (
     CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, MAX_VCPUS, R_CONSOLE, R_DEVICE, R_END, R_LOG, R_RECS,
@@ -112,12 +116,46 @@ def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int
     elif imm == HOST_CALL_QUERY:
         out[0] = _query(queue, slot, gprs[0])
     elif imm == HOST_CALL_REPORT:
-        view.store_u64(base + R_RESULT + 8, gprs[0])
-        view.store_u64(base + R_RESULT + 16, gprs[1])
-        view.fetch_add_u64(base + R_RESULT, 1)
+        # Two RECs of a realm may report at once, on two CPUs: the code and the detail are one
+        # report, so they are stored under the report's lock word (else a reader could see one
+        # REC's code with the other's detail, which no order of the two reports gives).
+        with _report_lock(view, base):
+            view.store_u64(base + R_RESULT + 8, gprs[0])
+            view.store_u64(base + R_RESULT + 16, gprs[1])
+            view.fetch_add_u64(base + R_RESULT, 1)
     else:
         out[0] = ALL_ONES
     return out
+
+
+_REPORT_LOCK = R_RESULT + 24
+"""A host lock word beside the report (count, code, detail): 0 free, else the holder's pid."""
+
+
+@contextmanager
+def _report_lock(view: Any, base: int) -> Iterator[None]:
+    """Hold the realm's report lock; one whose holder process is gone (killed between two
+    stores) is taken over, so that a run's report never waits on a dead CPU."""
+    me = os.getpid()
+    while True:
+        holder = view.cas_u64(base + _REPORT_LOCK, 0, me)
+        if holder == 0 or (not _alive(holder) and view.cas_u64(base + _REPORT_LOCK, holder, me) == holder):
+            break
+        time.sleep(0)   # held for three stores by another CPU process: let it run
+    try:
+        yield
+    finally:
+        view.store_u64(base + _REPORT_LOCK, 0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _query(queue: "RunQueue", slot: int, selector: int) -> int:
@@ -176,7 +214,8 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
     view, buf = queue.view, queue.buf
     vcpus = [base + R_VCPUS + i * VCPU_BYTES for i in range(min(view.load_u32(base + R_RECS), MAX_VCPUS))]
     device = struct.unpack_from("<4Q", buf, base + R_DEVICE)
-    reports, code, detail = struct.unpack_from("<3Q", buf, base + R_RESULT)
+    with _report_lock(view, base):
+        reports, code, detail = struct.unpack_from("<3Q", buf, base + R_RESULT)
     log_count = view.load_u64(base + R_LOG)
     records = (struct.unpack_from("<5Q", buf, base + R_LOG + 8 + LOG_RECORD * i)
                for i in range(min(log_count, LOG_RECORDS)))

@@ -838,3 +838,75 @@ def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
     assert st.log[0].values == (b.slot, PAR + DEVICE_OFFSET, PAR, (1 << 64) - 1)
     assert st.counters["host_calls"] == 7
     b.finish()
+
+
+class _PausingView:
+    """The run queue's view, but the first store of a report's code waits for ``go`` once."""
+
+    def __init__(self, view, code_offset: int, stored, go) -> None:  # type: ignore[no-untyped-def]
+        self._view, self._code, self._stored, self._go = view, code_offset, stored, go
+
+    def store_u64(self, offset: int, value: int) -> None:
+        self._view.store_u64(offset, value)
+        if offset == self._code and not self._stored.is_set():
+            self._stored.set()
+            self._go.wait(10)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._view, name)
+
+
+def test_two_reports_at_once_are_never_torn(machine: Machine) -> None:
+    """REC 0 reports (1, 0x11) on one CPU and REC 1 reports (2, 0x22) on another at the same
+    moment: the realm's result is one of the two reports whole. REC 1's report, made while REC
+    0's had stored its code but not yet its detail, used to give (2, 0x11), which neither
+    report says. REC 0 is let go once REC 1's report is done or 0.5 s have passed (it then waits
+    for REC 0's)."""
+    import threading
+    import types
+
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_RESULT
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(2))
+    stored, go, second_done = threading.Event(), threading.Event(), threading.Event()
+    paused = types.SimpleNamespace(view=_PausingView(q.view, q.realm_offset(slot) + R_RESULT + 8, stored, go),
+                                   realm_offset=q.realm_offset, count=q.count)
+    first = threading.Thread(target=devices.host_call, args=(paused, slot, 0, 3, (1, 0x11) + (0,) * 29))
+    first.start()
+    assert stored.wait(10)
+    second = threading.Thread(target=lambda: (devices.host_call(q, slot, 1, 3, (2, 0x22) + (0,) * 29),
+                                              second_done.set()))
+    second.start()
+    second_done.wait(0.5)
+    go.set()
+    first.join(10)
+    second.join(10)
+    status = realm_status(q, slot)
+    assert status.reports == 2 and status.result in ((1, 0x11), (2, 0x22)), status.result
+    v0 = slot * MAX_VCPUS
+    assert q.start(v0 + 1) and [q.take(0), q.take(0)] == [v0, v0 + 1]
+    for v in (v0, v0 + 1):
+        q.end(v, 2)
+    q.release_realm(alloc, slot)
+
+
+def test_a_report_lock_left_by_a_dead_process_is_taken_over(machine: Machine) -> None:
+    """A CPU process killed between a report's stores leaves the report lock held (its pid):
+    the next report and reading the realm's status take it over instead of waiting for ever."""
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_RESULT
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read())        # no process has this pid
+    q.view.store_u64(q.realm_offset(slot) + R_RESULT + 24, dead)
+    devices.host_call(q, slot, 0, 3, (0, 7) + (0,) * 29)
+    assert realm_status(q, slot).result == (0, 7)
+    assert q.view.load_u64(q.realm_offset(slot) + R_RESULT + 24) == 0
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
