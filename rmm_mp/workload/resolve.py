@@ -314,7 +314,10 @@ def realm_granules(r: RealmTemplate) -> int:
     """Granules one realm can hold: RD, roots, RECs with aux granules and run pages, RTTs, the
     pages its guest touches (all of its RAM for a guest from a file), shared pages."""
     pages = r.ram if os.sep in r.guest else r.touched or programs.min_ram(r.guest, r.recs, len(r.image))
-    tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20)
+    # The protected half's tables (a level 3 table per 2 MiB of RAM, and the levels above it),
+    # and the unprotected half's: each shared page may sit in a 2 MiB block of its own, under a
+    # level 2 and a level 1 table of that half.
+    tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20) + MAX_SHARED_PAGES + 2
     return 1 + 16 + r.recs * (2 + MAX_AUX) + (pages + GRANULE - 1) // GRANULE + tables + MAX_SHARED_PAGES
 
 
