@@ -275,7 +275,9 @@ def run_realms(machine: "Machine", realms: Sequence[HostRealm], cpus: int | Sequ
 
     The caller must not hold the CPUs bound (close its handles first). Afterwards the realms are
     still registered: destroy each (destroy_realm), then give its pages back with
-    RunQueue.release_realm(alloc, slot).
+    RunQueue.release_realm(alloc, slot). A run stopped by ``budget`` or ``timeout_s`` may leave
+    a realm not DONE (vCPUs still queued), which release_realm refuses: end those first
+    (RunQueue.take and RunQueue.end, as rmm_mp.workload.realms.drain does).
 
     Args:
         cpus: how many CPU processes (CPUs 0..N-1), or which CPU ids (default: all); they
