@@ -168,10 +168,10 @@ def _protected(h: ExitContext, slot: int, realm: HostRealm, ipa: int) -> Outcome
         q.count(slot, "rtts_created", made)
     if pa is not None:
         return _AGAIN
-    q.count(slot, "fault_races")
     x0, _, _, _, ripas = h.smc(READ_ENTRY, realm.rd, ipa, PAGE_LEVEL)
     if x0 == SUCCESS and ripas == RIPAS_DESTROYED:
         return END, 0, None, f"data abort at IPA {ipa:#x}, whose RIPAS is DESTROYED: no page can be given there"
+    q.count(slot, "fault_races")    # another vCPU backed the page first
     return _AGAIN
 
 
@@ -290,7 +290,8 @@ def _ripas_change(h: ExitContext, vcpu: int, realm: HostRealm, base: int, top: i
         made = create_rtt_levels(h.cpu, h.alloc, realm, addr, level, max(level + 1, find_map_level(realm, addr, end)))
         q.count(slot, "rtts_created", made)
     if addr < top:
-        q.count(slot, "ripas_rejects")
+        if value == RIPAS_RAM:
+            q.count(slot, "ripas_rejects")      # the entry's RIPAS_RESPONSE is REJECT
         return REQUEUE, RIPAS_RESPONSE if value == RIPAS_RAM else 0, None, ""
     return _AGAIN
 

@@ -85,6 +85,10 @@ R_CONSOLE, CONSOLE_BYTES = 0xC00, 0x400
 COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "shared_maps", "sea_injected",
             "ripas_changes", "ripas_destroyed", "ripas_rejects", "cpu_on", "cpu_on_denied", "affinity_info",
             "host_calls", "vcpu_errors", "rtts_created", "migrations")
+"""Per realm, what the host did for it (host.exits): among them fault_races, faults another vCPU
+had already backed; ripas_rejects, RAM requests answered REJECT (an EMPTY request cut short is
+answered ACCEPT and not counted); rtts_created, tables made for faults, shared pages and RIPAS
+changes alike."""
 C = {name: i for i, name in enumerate(COUNTERS)}
 _COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
 

@@ -377,7 +377,8 @@ def test_fault_races_and_destroyed_pages() -> None:
         action, _, _, error = handle_exit(ctx, 0, tuple(abort))
         assert action == 2 and f"IPA {ipa:#x}" in error and "DESTROYED" in error
         c = b.status().counters
-        assert c["faults"] == 4 and c["fault_races"] == 2
+        # Only the lost race is one: the fault at DESTROYED was counted as a race too.
+        assert c["faults"] == 4 and c["fault_races"] == 1
         b.run()
         b.finish()
 
@@ -767,7 +768,9 @@ def test_ripas_change_stops_at_the_end_of_ram(machine: Machine) -> None:
     b.run()
     st = b.status()
     assert st.passed, st.result
-    assert st.counters["ripas_destroyed"] == 1 and st.counters["ripas_rejects"] == 2
+    # One REJECT (the RAM request past the end of RAM); the EMPTY request outside RAM was
+    # answered ACCEPT with no progress, and counted as a reject too.
+    assert st.counters["ripas_destroyed"] == 1 and st.counters["ripas_rejects"] == 1
     assert st.counters["rtts_created"] == 0
     assert b.entry(outside)[1::2] == (ASSIGNED, EMPTY) and b.entry(outside)[2] & ~0xFFF == pa
     assert b.entry(BASE + MiB)[1::2] == (UNASSIGNED, EMPTY) and b.entry(end - G)[3] == RAM
