@@ -11,6 +11,10 @@ A realm is built step by step (INIT_RIPAS at level 2 and level 3, measured and u
 DATA_CREATE, DATA_CREATE_UNKNOWN, runnable and non-runnable REC_CREATE, RTT commands,
 REALM_ACTIVATE) and the RD's RIM is compared with the reference after every step, for SHA-256
 and SHA-512.
+
+Other RTT shapes (level 1, concatenated roots, table ends), junk in the host's structures, every
+kind of DATA flags, failing commands and random command sequences are compared with a second,
+fuller oracle in test_rim_oracle.py.
 """
 
 from __future__ import annotations
