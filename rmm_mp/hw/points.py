@@ -7,9 +7,11 @@ point with one guarded line:
 
     if points.hook is not None: points.hook(points.RSI_ENTRY, fid)
 
-``hook`` is None unless the stress tool installs one in a CPU process, so an ordinary run pays
-one module attribute load and a test. The hook may switch to another CPU process (deterministic
-scheduling) and publishes the realm call in the CPU's shared area (hw.cpuarea OFF_RSI_CALL).
+``hook`` is None unless the stress tool installs one in a CPU process (or the interleaving
+explorer in its own process, for the run points of a REC_ENTER: stress.explore), so an ordinary
+run pays one module attribute load and a test. The stress tool's hook may switch to another CPU
+process (deterministic scheduling) and publishes the realm call in the CPU's shared area
+(hw.cpuarea OFF_RSI_CALL).
 
 This module owns the point kinds and the hook. It must not know who listens.
 """

@@ -1,5 +1,6 @@
 """The interleaving explorer (`rmm-mp explore`): two RMI calls, each interleaving of one with the
-other at a lock event, compared with the two serial orders.
+other at a lock event, compared with the two serial orders (and, for a REC_ENTER, with the other
+call run whole while the REC runs).
 
 The stress tool's checkers see locking mistakes (order, ownership, invariants, leaks); they
 cannot see a command that reads or does work before it takes its locks, so that two concurrent
@@ -16,10 +17,25 @@ VMID reserved before the checks that fail). This explorer looks for exactly that
     two runs at a time, so the interleaving is a function of k alone (no timing in the verdict).
     k runs until A finishes before its k-th event;
   * each outcome, (A's X0..X4, B's X0..X4, the end state: lock words, granule states and
-    refcounts, GPT, the RMM's VMID bitmap, the DRAM the setup handed out), must be one of the
-    two serial outcomes. Anything else is reported, as are a deadlock (each waits for a lock the
-    other holds), a call waiting for a lock nothing running will release (a leaked lock), and a
-    call that neither finishes nor waits for a lock within the time limit.
+    refcounts, GPT, the RMM's VMID bitmap, the DRAM the setup handed out, and the pair's views
+    of it, such as a REC exit), must be one of the reference outcomes: the two serial ones, and
+    those of a REC_ENTER's overlaps (below). Anything else is reported, as are a deadlock (each
+    waits for a lock the other holds), a call waiting for a lock nothing running will release
+    (a leaked lock), and a call that neither finishes nor waits for a lock within the time limit.
+
+A REC_ENTER is not one atomic step: between its entry (the checks, the REC's running reference
+taken) and its exit the realm runs, and the spec lets any other command take effect while it
+does (a REC_DESTROY of the REC then fails rec_state; a DATA_DESTROY lands between two of the
+realm's accesses). Its run points (hw.points REC_RUN, RSI_ENTRY, RSI_EXIT) are where the REC
+runs and the CPU holds no lock: before each turn of the run loop, before and after each RSI or
+PSCI call. For every run point of one call (counted in the serial run where it goes first), the
+other is run whole at that point, on a fresh machine: those outcomes are references too
+(PairReport.during), as an interleaving that overlaps the run legitimately gives one of them. So
+what is checked of a REC_ENTER is that its entry, its exit and each RSI call are atomic with
+respect to the other call: B inserted at a lock event inside any of them gives what B before or
+after it gives. Those references are the RMM's own outcomes, so a pair may add a rule they must
+keep (Pair.overlap_rule; a reference that breaks it is reported and is no reference). Calls
+other than REC_ENTER have no run points, and their pairs only the serial references.
 
 Only A's lock events are insertion points, and B is inserted once: a lock-free read of A between
 two events is covered (B inserted at the event before it runs before the read; at the event after
@@ -27,8 +43,13 @@ it, after), but two insertions of B, or B interleaved inside its own lock-free w
 
 Both calls run in threads of this process on two CPU handles of an in-process Machine; the turn
 passes through the granule table's hooks (GranuleTable.observer, GranuleTable.waiter) of those
-two handles. This module owns the explorer: the turn-taking, the runs and the verdict. It must
-not touch the RMM's handlers, nor any machine or table it did not create (catalogued bugs are
+two handles, and the run points through hw.points.hook, installed for the run (a thread-local
+says which call's thread passes a point). A realm's guest code between two run points has no
+insertion point: the other call takes effect before or after that stretch, never between two
+of its stage-2 accesses (the stress tool's free-running runs cover that timing).
+
+This module owns the explorer: the turn-taking, the runs and the verdict. It must not touch the
+RMM's handlers, nor any machine or table it did not create (catalogued bugs are
 switched on by the caller, stress.bugs, for the whole exploration).
 """
 
@@ -41,6 +62,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rmm_mp.abi.psci import PsciFid
+from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.hw import points
 from rmm_mp.hw.control import OFF_VMID_BITMAP, VMID_BITMAP_BYTES
 from rmm_mp.hw.granule import GranuleTable, describe_owner
 from rmm_mp.machine import Machine
@@ -56,6 +80,10 @@ DEFAULT_TIMEOUT_S = 20.0
 (milliseconds), so that only a call that really neither finishes nor waits reaches it."""
 
 
+Watch = tuple[str, Callable[[Machine], str]]
+"""A named view of the end state that a pair wants compared and shown (a REC exit, a REM)."""
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What a pair's setup returns: the two calls and how much DRAM the setup handed out."""
@@ -64,6 +92,9 @@ class Prepared:
     b: Call
     dram_end: int
     """Every granule below this PA may be touched; its bytes are part of the end state."""
+    watch: tuple[Watch, ...] = ()
+    """Views read after each run: part of the outcome, so compared, and printed by name. (The
+    bytes they read are in the end state's digest already: a view says what differs.)"""
 
 
 @dataclass(frozen=True)
@@ -74,6 +105,14 @@ class Pair:
     name: str
     summary: str
     setup: Callable[[Machine], Prepared]
+    time_slice: int | None = None
+    """Guest instructions per REC entry (Machine.create; None: the platform's). A pair whose
+    guest loops until its slice ends keeps it small, so that every run stays short."""
+    overlap_rule: "Callable[[tuple[int, ...] | str], str] | None" = None
+    """What the spec requires of a call run whole at a run point of the other (PairReport.during),
+    given its result: "" if it holds, else why not. Those references are the RMM's own outcomes,
+    so without a rule a mistake that shows whenever the calls overlap (REC_DESTROY of a running
+    REC succeeding) would be a reference, not a finding."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +125,16 @@ class Outcome:
     state: tuple[tuple[str, str], ...]
     """(part, digest) for each part of the end state."""
     trouble: str = ""
+    seen: tuple[tuple[str, str], ...] = ()
+    """(name, text) of each of the pair's views (Prepared.watch); empty when the run had trouble."""
 
     def same(self, other: "Outcome") -> bool:
-        return (self.a, self.b, self.state, self.trouble) == (other.a, other.b, other.state, other.trouble)
+        return ((self.a, self.b, self.state, self.seen, self.trouble)
+                == (other.a, other.b, other.state, other.seen, other.trouble))
 
     def differing_parts(self, other: "Outcome") -> list[str]:
-        return [name for (name, mine), (_, theirs) in zip(self.state, other.state) if mine != theirs]
+        parts = [name for (name, mine), (_, theirs) in zip(self.seen, other.seen) if mine != theirs]
+        return parts + [name for (name, mine), (_, theirs) in zip(self.state, other.state) if mine != theirs]
 
 
 @dataclass(frozen=True)
@@ -104,6 +147,8 @@ class NonSerial:
     a: "tuple[int, ...] | str"
     b: "tuple[int, ...] | str"
     why: str
+    seen: tuple[tuple[str, str], ...] = ()
+    """The pair's views of this run's end state (Outcome.seen)."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +165,24 @@ class PairReport:
     non_serial: tuple[NonSerial, ...]
     seconds: float
     serial_trouble: tuple[str, ...] = field(default=())
-    """A serial run that did not complete (a leaked lock, a crash): "A;B: ..."."""
+    """A reference run that did not complete (a leaked lock, a crash): "A;B: ..."."""
+    during: dict[str, Outcome] = field(default_factory=dict)
+    """The other references: one call run whole at a run point of the other, a REC_ENTER
+    ("B at A's rsi-entry 0xc4000199"): the outcomes the spec allows a command that overlaps an
+    entry (module docstring, "a REC_ENTER")."""
+
+    @property
+    def references(self) -> dict[str, Outcome]:
+        """Every outcome an interleaving may have: the serial ones, then the ones during a run."""
+        return {**self.serial, **self.during}
+
+    broken_rules: tuple[str, ...] = ()
+    """Runs at a run point whose outcome broke the pair's overlap rule: "B at A's ...: why"
+    (left out of the references)."""
 
     @property
     def ok(self) -> bool:
-        return not self.non_serial and not self.serial_trouble
+        return not self.non_serial and not self.serial_trouble and not self.broken_rules
 
 
 class ExploreAbort(BaseException):
@@ -147,10 +205,15 @@ class _Turns:
     are a deadlock: each waits for a lock the other holds.
     """
 
-    def __init__(self, insert_at: int | None, timeout: float, names: tuple[str, str] = ("A", "B")) -> None:
+    def __init__(self, insert_at: int | None, timeout: float, names: tuple[str, str] = ("A", "B"),
+                 at_point: bool = False) -> None:
         self.cond = threading.Condition()
         self.names = {"F": names[0], "S": names[1]}
         self.insert_at = insert_at
+        self.at_point = at_point
+        """``insert_at`` counts F's run points (run_point), not its lock events."""
+        self.points = {"F": 0, "S": 0}
+        """Run points each side passed."""
         self.start_second: Callable[[], None] = lambda: None
         """Starts S's thread (set by the run, which makes the thread)."""
         self.timeout = timeout
@@ -169,11 +232,21 @@ class _Turns:
         if side == "S":
             return
         index, self.events = self.events, self.events + 1
-        if index == self.insert_at and self.status["S"] == IDLE:
+        if index == self.insert_at and not self.at_point and self.status["S"] == IDLE:
             self.inserted = what
             self._start_second()
         elif self.status["S"] == BLOCKED:
             self._switch("F", "S")
+
+    def run_point(self, side: str, what: str) -> None:
+        """A run point of ``side`` (a REC it runs is running, and it holds no lock): counted, and
+        where S is started in a run that inserts at run points."""
+        self._check()
+        index = self.points[side]
+        self.points[side] += 1
+        if side == "F" and self.at_point and index == self.insert_at and self.status["S"] == IDLE:
+            self.inserted = what
+            self._start_second()
 
     def failed_try(self, side: str, table: GranuleTable, idx: int, holder: int) -> None:
         """``side`` could not get granule idx's lock: the other goes, or the run is over."""
@@ -262,6 +335,38 @@ class _Hooks:
         self.turns.failed_try(self.side, table, idx, holder)
 
 
+# -- run points --------------------------------------------------------------------------------
+
+RUN_POINTS = {points.REC_RUN: "run loop", points.RSI_ENTRY: "before", points.RSI_EXIT: "after"}
+"""The hw.points a REC_ENTER passes while its REC runs, holding no lock: before each turn of the
+run loop (realm_run), and before and after each RSI or PSCI call of the realm (rsi_dispatch)."""
+
+_SMC_NAMES = {**{int(f): f.name for f in PsciFid}, **{int(f): f.name for f in RsiFid}}
+
+_current = threading.local()
+"""The side (and _Turns) of the call this thread runs, for the point hook."""
+
+
+def point_text(kind: int, argument: int) -> str:
+    """``before RSI_HOST_CALL``, ``run loop``: a run point as a report names it."""
+    if kind == points.REC_RUN:
+        return RUN_POINTS[kind]
+    return f"{RUN_POINTS[kind]} {_SMC_NAMES.get(argument, f'SMC {argument:#x}')}"
+
+
+def _point_hook(previous: "Callable[[int, int], None] | None") -> Callable[[int, int], None]:
+    """hw.points.hook for a run: the run points of the two calls go to their _Turns (chained
+    after a hook already installed in this process)."""
+    def hook(kind: int, argument: int) -> None:
+        if previous is not None:
+            previous(kind, argument)
+        turns: "_Turns | None" = getattr(_current, "turns", None)
+        if turns is not None and kind in RUN_POINTS:
+            side = _current.side
+            turns.run_point(side, f"{turns.names[side]}'s {point_text(kind, argument)} ({turns.points[side]})")
+    return hook
+
+
 # -- one run -----------------------------------------------------------------------------------
 
 @dataclass
@@ -272,6 +377,7 @@ class _Side:
 
 
 def _run_call(turns: _Turns, side: str, me: _Side, wait_first: bool) -> None:
+    _current.turns, _current.side = turns, side
     try:
         if wait_first:
             turns.wait_turn(side)
@@ -286,37 +392,53 @@ def _run_call(turns: _Turns, side: str, me: _Side, wait_first: bool) -> None:
 
 @dataclass(frozen=True)
 class Run:
-    """One run: its outcome, where B was inserted ("" if it never was) and the calls made."""
+    """One run: its outcome, where the second call was inserted ("" if it never was), the calls
+    made, and how many run points each call ("A", "B") passed."""
 
     outcome: Outcome
     inserted: str
     calls: tuple[Call, Call]
+    points: dict[str, int] = field(default_factory=dict)
 
 
 def run_once(pair: Pair, insert_at: int | None, b_first: bool = False,
-             timeout: float = DEFAULT_TIMEOUT_S) -> Run:
+             timeout: float = DEFAULT_TIMEOUT_S, at_point: bool = False) -> Run:
     """One run on a fresh machine, B inserted at A's lock event ``insert_at``; None is a serial
-    run (A then B, or with ``b_first`` B then A)."""
-    with Machine.create("host", cpus=2) as machine:
+    run (A then B, or with ``b_first`` B then A). With ``at_point``, the second call is inserted
+    at the first one's run point ``insert_at`` instead (with ``b_first``: A at B's)."""
+    with Machine.create("host", cpus=2, time_slice=pair.time_slice) as machine:
         prepared = pair.setup(machine)
         a, b = _Side(machine.cpu(0), prepared.a), _Side(machine.cpu(1), prepared.b)
         first, second = (b, a) if b_first else (a, b)
         threads: list[threading.Thread] = []
-        turns = _Turns(insert_at, timeout, ("B", "A") if b_first else ("A", "B"))
+        turns = _Turns(insert_at, timeout, ("B", "A") if b_first else ("A", "B"), at_point)
         second_thread = threading.Thread(target=_run_call, args=(turns, "S", second, True), daemon=True)
         turns.start_second = lambda: _start(second_thread, threads)
         tables = (first.cpu.granules, second.cpu.granules)
         for table, side in zip(tables, ("F", "S")):
             hooks = _Hooks(turns, side)
             table.observer, table.waiter = hooks, hooks
+        previous_hook = points.hook
+        points.hook = _point_hook(previous_hook)
         try:
             _start(threading.Thread(target=_run_call, args=(turns, "F", first, False), daemon=True), threads)
             _supervise(turns, threads, timeout)
         finally:
+            points.hook = previous_hook
             for table in tables:
                 table.observer, table.waiter = None, None
         state = () if turns.trouble else end_state(machine, prepared.dram_end)
-        return Run(Outcome(a.result, b.result, state, turns.trouble), turns.inserted, (prepared.a, prepared.b))
+        seen = () if turns.trouble else tuple((name, _view(read, machine)) for name, read in prepared.watch)
+        counts = {turns.names[side]: n for side, n in turns.points.items()}
+        return Run(Outcome(a.result, b.result, state, turns.trouble, seen), turns.inserted,
+                   (prepared.a, prepared.b), counts)
+
+
+def _view(read: Callable[[Machine], str], machine: Machine) -> str:
+    try:
+        return read(machine)
+    except Exception as exc:    # a view of memory the run moved out of reach is an outcome too
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _start(thread: threading.Thread, threads: list[threading.Thread]) -> None:
@@ -362,11 +484,15 @@ def end_state(machine: Machine, dram_end: int) -> tuple[tuple[str, str], ...]:
 # -- a pair ------------------------------------------------------------------------------------
 
 def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = 10_000) -> PairReport:
-    """Run ``pair`` serially both ways and at every lock event of A; report what no serial order gives."""
+    """Run ``pair`` serially both ways, each call whole at every run point of the other, and B at
+    every lock event of A; report what no serial order (nor a call at a run point) gives."""
     start = time.monotonic()
     first = run_once(pair, None, timeout=timeout)
-    serial = {"A;B": first.outcome, "B;A": run_once(pair, None, b_first=True, timeout=timeout).outcome}
-    troubles = tuple(f"{order}: {o.trouble}" for order, o in serial.items() if o.trouble)
+    second = run_once(pair, None, b_first=True, timeout=timeout)
+    serial = {"A;B": first.outcome, "B;A": second.outcome}
+    during, broken = _during(pair, (first, second), timeout)
+    troubles = tuple(f"{order}: {o.trouble}" for order, o in {**serial, **during}.items() if o.trouble)
+    references = {**serial, **{label: o for label, o in during.items() if label not in broken}}
     found: list[NonSerial] = []
     tried = 0
     for k in range(max_events):
@@ -374,19 +500,43 @@ def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = 10
         if not run.inserted:
             break           # A finished before its k-th lock event: that run was A;B
         tried += 1
-        why = verdict(run.outcome, serial)
+        why = verdict(run.outcome, references)
         if why:
-            found.append(NonSerial(k, run.inserted, run.outcome.a, run.outcome.b, why))
-    return PairReport(pair.name, *first.calls, serial, tried, tuple(found), time.monotonic() - start, troubles)
+            found.append(NonSerial(k, run.inserted, run.outcome.a, run.outcome.b, why, run.outcome.seen))
+    return PairReport(pair.name, *first.calls, serial, tried, tuple(found), time.monotonic() - start, troubles,
+                      during, tuple(f"{label}: {why}" for label, why in broken.items()))
 
 
-def verdict(outcome: Outcome, serial: dict[str, Outcome]) -> str:
-    """Why ``outcome`` is none of the serial ones ("" when it is one)."""
-    if any(outcome.same(s) for s in serial.values()):
+def _during(pair: Pair, serial: tuple[Run, Run], timeout: float) -> tuple[dict[str, Outcome], dict[str, str]]:
+    """Each call run whole at each run point of the other (the run points each passed in the
+    serial run where it went first); the outcomes by label, and the labels whose outcome broke
+    the pair's overlap rule, with why."""
+    during: dict[str, Outcome] = {}
+    broken: dict[str, str] = {}
+    for reference, b_first in zip(serial, (False, True)):
+        for j in range(reference.points["B" if b_first else "A"]):
+            run = run_once(pair, j, b_first=b_first, timeout=timeout, at_point=True)
+            if not run.inserted:
+                continue
+            label = f"{'A' if b_first else 'B'} at {run.inserted}"
+            during[label] = run.outcome
+            inserted = run.outcome.a if b_first else run.outcome.b
+            why = pair.overlap_rule(inserted) if pair.overlap_rule and not run.outcome.trouble else ""
+            if why:
+                broken[label] = why
+    return during, broken
+
+
+def verdict(outcome: Outcome, references: dict[str, Outcome]) -> str:
+    """Why ``outcome`` is none of the references ("" when it is one): the serial outcomes
+    ("A;B", "B;A"), and those of one call run whole at a run point of the other."""
+    if any(outcome.same(s) for s in references.values()):
         return ""
     if outcome.trouble:
         return outcome.trouble
-    for order, s in serial.items():
+    for order, s in references.items():
         if (outcome.a, outcome.b) == (s.a, s.b) and not s.trouble:
             return f"the results of {order}, but the end state differs in: {', '.join(outcome.differing_parts(s))}"
+    if len(references) > 2:
+        return "results that no serial order gives, nor a call at a run point of the other"
     return "results that no serial order gives"

@@ -2,9 +2,10 @@
 
     rmm-mp explore [PAIR ...] [--list] [--inject BUG]... [--json FILE] [--timeout S]
 
-Exit status: 0 every interleaving of every pair gave a serial outcome; 1 some did not (or a
-serial run did not complete, or the run was interrupted, or the JSON could not be written);
-2 bad usage (an unknown pair, an unwritable --json path).
+Exit status: 0 every interleaving of every pair gave a reference outcome (a serial one, or for
+a REC_ENTER one with the other call run while the REC runs); 1 some did not (or a reference run
+did not complete or broke the pair's overlap rule, or the run was interrupted, or the JSON could
+not be written); 2 bad usage (an unknown pair, an unwritable --json path).
 
 This module parses and prints; the work is in stress.explore, the pairs in stress.explore_pairs.
 """
@@ -41,7 +42,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
             timeout: float) -> None:
     """Run each PAIR of RMI calls (default: every pair) serially both ways and interleaved at every
     lock event of the first, and report each interleaving whose results or end state neither
-    serial order gives (docs/stress.md, "The interleaving explorer")."""
+    serial order gives (nor, where a call is a REC_ENTER, the other call run while the REC runs:
+    docs/stress.md, "The interleaving explorer")."""
     if list_pairs:
         width = max(len(n) for n in PAIRS)
         for pair in PAIRS.values():
@@ -102,8 +104,12 @@ def _call_text(call: Call) -> str:
     return call_text(call[0], call[1:], cmd.inputs if cmd else None)
 
 
+def _seen_text(seen: tuple[tuple[str, str], ...]) -> str:
+    return "".join(f"; {name}: {value}" for name, value in seen)
+
+
 def _outcome_text(outcome: Outcome) -> str:
-    text = f"A -> {result_text(outcome.a)}; B -> {result_text(outcome.b)}"
+    text = f"A -> {result_text(outcome.a)}; B -> {result_text(outcome.b)}{_seen_text(outcome.seen)}"
     return f"{text}; {outcome.trouble}" if outcome.trouble else text
 
 
@@ -111,28 +117,33 @@ def report_text(report: PairReport) -> str:
     lines = [f"{report.pair}:",
              f"  A = {_call_text(report.a)} on CPU 0; B = {_call_text(report.b)} on CPU 1"]
     lines += [f"  serial {order}: {_outcome_text(o)}" for order, o in report.serial.items()]
-    lines += [f"  serial run did not complete: {t}" for t in report.serial_trouble]
+    lines += [f"  {label}: {_outcome_text(o)}" for label, o in report.during.items()]
+    lines += [f"  reference run did not complete: {t}" for t in report.serial_trouble]
+    lines += [f"  overlap rule broken: {t}" for t in report.broken_rules]
     bad = len(report.non_serial)
+    good = "every one serial" + (" or at a run point" if report.during else "")
     lines.append(f"  {report.tried} interleaving(s) tried in {report.seconds:.2f} s: "
-                 + (f"{bad} NON-SERIAL" if bad else "every one serial"))
+                 + (f"{bad} NON-SERIAL" if bad else good))
     for n in report.non_serial:
-        lines.append(f"    lock event {n.event} ({n.where}): A -> {result_text(n.a)}; B -> {result_text(n.b)}: "
-                     f"{n.why}")
+        lines.append(f"    lock event {n.event} ({n.where}): A -> {result_text(n.a)}; B -> {result_text(n.b)}"
+                     f"{_seen_text(n.seen)}: {n.why}")
     return "\n".join(lines)
 
 
 def _outcome_json(outcome: Outcome) -> dict[str, object]:
     return {"a": list(outcome.a) if isinstance(outcome.a, tuple) else outcome.a,
             "b": list(outcome.b) if isinstance(outcome.b, tuple) else outcome.b,
-            "trouble": outcome.trouble}
+            "seen": dict(outcome.seen), "trouble": outcome.trouble}
 
 
 def report_json(report: PairReport) -> dict[str, object]:
     return {"pair": report.pair, "ok": report.ok, "a": _call_text(report.a), "b": _call_text(report.b),
             "serial": {order: _outcome_json(o) for order, o in report.serial.items()},
-            "serial_trouble": list(report.serial_trouble), "tried": report.tried,
+            "during": {label: _outcome_json(o) for label, o in report.during.items()},
+            "serial_trouble": list(report.serial_trouble), "broken_rules": list(report.broken_rules),
+            "tried": report.tried,
             "seconds": round(report.seconds, 3),
-            "non_serial": [{"event": n.event, "where": n.where, "why": n.why,
+            "non_serial": [{"event": n.event, "where": n.where, "why": n.why, "seen": dict(n.seen),
                             "a": list(n.a) if isinstance(n.a, tuple) else n.a,
                             "b": list(n.b) if isinstance(n.b, tuple) else n.b} for n in report.non_serial]}
 

@@ -5,26 +5,34 @@ and NS writes of parameter pages, as a host would), with a Builder that hands ou
 from the bottom of DRAM, so the same setup gives the same addresses every time. It returns the
 calls A (run on CPU 0) and B (CPU 1). The pairs are the races where a command could read or do
 work before it takes its locks: a source copied early, a VMID reserved before the checks, aux
-granules claimed before the checks, a table read before it is locked.
+granules claimed before the checks, a table read before it is locked; and the races of a realm
+that runs: REC_ENTER of a small guest (its image a measured DATA page) against a command on
+what the guest or the RMM on its behalf uses (the REC, its run page, a host call structure and
+its table, a page it stores to, the RD of a measurement, the target of a PSCI request). Their
+outcomes include views (Prepared.watch) of the REC exit, the REC and REM1.
 
-This module owns the pairs and the Builder. It must not write the machine's shared memory other
-than through SMCs and Machine.ns_write.
+This module owns the pairs, the Builder and the views. It must not write the machine's shared
+memory other than through SMCs and Machine.ns_write; the views only read it, after a run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rmm_mp.abi.psci import PsciFid, rec_index_to_mpidr_el1
 from rmm_mp.abi.rmi import RmiFid, RmiStatus
 from rmm_mp.abi.rsi import RsiFid, RsiRipas
 from rmm_mp.abi.structs import (
-    REC_EXIT_OFFSET, RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RmiRecCreateFlags,
-    RmiRecExitReason, rec_index_to_mpidr,
+    REC_EXIT_OFFSET, RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RSI_HOST_CALL,
+    RmiRecCreateFlags, RmiRecExitReason, rec_index_to_mpidr,
 )
 from rmm_mp.guest.assembler import assemble
-from rmm_mp.host.realm import NS_MAP_ATTRS, block_size, num_roots, start_level
+from rmm_mp.host.realm import NS_MAP_ATTRS, block_size, describe_x0, num_roots, start_level
 from rmm_mp.machine import Machine
-from rmm_mp.stress.explore import Pair, Prepared
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.stress.explore import Pair, Prepared, Watch
 
 F = RmiFid
 G = 4096
@@ -120,19 +128,33 @@ class Builder:
         self.call(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, ipa)
         return data
 
-    def rec_params(self, index: int, aux: tuple[int, ...], pc: int = 0) -> int:
+    def rec_params(self, index: int, aux: tuple[int, ...], pc: int = 0, runnable: bool = True) -> int:
+        flags = RmiRecCreateFlags.RUNNABLE if runnable else 0
         return self.ns_page(bytes(RMI_REC_PARAMS.pack(
-            flags=RmiRecCreateFlags.RUNNABLE, mpidr=rec_index_to_mpidr(index), pc=pc, num_aux=len(aux), aux=aux)))
+            flags=flags, mpidr=rec_index_to_mpidr(index), pc=pc, num_aux=len(aux), aux=aux)))
 
     def aux_granules(self, realm: BuiltRealm) -> tuple[int, ...]:
         count = self.call(F.RMI_REC_AUX_COUNT, realm.rd)[1]
         return tuple(self.delegate() for _ in range(count))
 
-    def rec(self, realm: BuiltRealm, index: int, pc: int = 0) -> int:
+    def rec(self, realm: BuiltRealm, index: int, pc: int = 0, runnable: bool = True) -> int:
         aux = self.aux_granules(realm)
         rec = self.delegate()
-        self.call(F.RMI_REC_CREATE, realm.rd, rec, self.rec_params(index, aux, pc))
+        self.call(F.RMI_REC_CREATE, realm.rd, rec, self.rec_params(index, aux, pc, runnable))
         return rec
+
+    def data(self, realm: BuiltRealm, ipa: int, content: bytes = b"") -> int:
+        """A measured DATA page at ``ipa`` (RIPAS RAM) holding ``content``; its PA."""
+        data = self.delegate()
+        self.call(F.RMI_DATA_CREATE, realm.rd, data, ipa, self.ns_page(content), 0)
+        return data
+
+    def run_page(self, gprs: tuple[int, ...] = ()) -> int:
+        """An RmiRecRun page for REC_ENTER (flags 0, the host's gprs); its exit reason reads
+        NO_EXIT (0xff, no RmiRecExitReason) until an entry writes the exit."""
+        run = self.ns_page(bytes(RMI_REC_ENTER.pack(flags=0, gprs=gprs + (0,) * (31 - len(gprs)))))
+        self.machine.ns_write(run + REC_EXIT_OFFSET, bytes([NO_EXIT]))
+        return run
 
     def enter(self, rec: int) -> dict[str, int]:
         """REC_ENTER with a fresh run page; the RmiRecExit fields."""
@@ -141,8 +163,61 @@ class Builder:
         return RMI_REC_EXIT.unpack(self.machine.ns_read(run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
 
 
-def _prepared(b: Builder, a_call: tuple[int, ...], b_call: tuple[int, ...]) -> Prepared:
-    return Prepared(tuple(int(r) for r in a_call), tuple(int(r) for r in b_call), b.end)
+NO_EXIT = 0xFF
+"""The exit reason Builder.run_page leaves in a run page: no entry has written an exit there."""
+
+
+def _prepared(b: Builder, a_call: tuple[int, ...], b_call: tuple[int, ...], watch: tuple[Watch, ...] = ()) -> Prepared:
+    return Prepared(tuple(int(r) for r in a_call), tuple(int(r) for r in b_call), b.end, watch)
+
+
+# -- views of the end state (Prepared.watch) ------------------------------------------------------
+
+_EXIT_WORDS = ("esr", "far", "hpfar", "imm", "ripas_base", "ripas_top", "ripas_value")
+"""RmiRecExit fields a view shows when they are not zero (besides the reason and the gprs):
+what a host acts on after an exit. The GIC and timer state is the same in every exit here."""
+
+
+def exit_text(fields: dict[str, int]) -> str:
+    """``HOST_CALL imm=0x11 gprs=(0xa0, 0xa1)``: an RmiRecExit as a view shows it."""
+    reason = fields["exit_reason"]
+    if reason == NO_EXIT:
+        return "none"
+    try:
+        words = [RmiRecExitReason(reason).name.removeprefix("RMI_EXIT_")]
+    except ValueError:
+        words = [f"reason {reason:#x}"]
+    words += [f"{name}={fields[name]:#x}" for name in _EXIT_WORDS if fields[name]]
+    gprs = list(fields["gprs"])
+    while gprs and gprs[-1] == 0:
+        gprs.pop()
+    if gprs:
+        words.append(f"gprs=({', '.join(f'{g:#x}' for g in gprs)})")
+    return " ".join(words)
+
+
+def exit_view(who: str, run: int) -> Watch:
+    """The RmiRecExit in run page ``run`` (``who`` names the call that entered with it)."""
+    return (f"{who}'s exit", lambda m: exit_text(RMI_REC_EXIT.unpack(m.ns_read(run + REC_EXIT_OFFSET,
+                                                                                RMI_REC_EXIT.size))))
+
+
+def rem_view(realm: BuiltRealm, index: int = 1) -> Watch:
+    """REM ``index`` of the realm (its first 8 bytes, the rest is in the end state's digest)."""
+    def read(m: Machine) -> str:
+        value = Rd(m.memory, (realm.rd - m.dram_base) >> 12).measurement(index)
+        return value[:8].hex() if any(value) else "zero"
+    return (f"REM{index}", read)
+
+
+def rec_view(name: str, rec: int) -> Watch:
+    """A REC's saved X0..X2 and PC, whether it is runnable and what it has pending (PSCI, host call)."""
+    def read(m: Machine) -> str:
+        r = Rec(m.memory, (rec - m.dram_base) >> 12)
+        return (f"x0={r.gpr(0):#x} x1={r.gpr(1):#x} x2={r.gpr(2):#x} pc={r.pc:#x} runnable={int(r.runnable)} "
+                f"psci={r.psci_pending:#x} "
+                f"host_call={int(r.host_call_pending)}")
+    return (name, read)
 
 
 # -- the setups --------------------------------------------------------------------------------
@@ -279,6 +354,14 @@ def set_ripas_vs_rtt_destroy(machine: Machine) -> Prepared:
     host answers with RTT_SET_RIPAS while another CPU destroys that table. Built through the ABI:
     the guest image is a measured DATA page at IPA 0, and REC_ENTER runs it to its RIPAS exit."""
     b = Builder(machine)
+    realm, rec = _ripas_request(b)
+    return _prepared(b, (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
+                     (F.RMI_RTT_DESTROY, realm.rd, RIPAS_BASE, 3))
+
+
+def _ripas_request(b: Builder) -> tuple[BuiltRealm, int]:
+    """A realm whose REC 0 has exited asking for RAM over [RIPAS_BASE, RIPAS_TOP) (its guest
+    loops after the request); the REC."""
     realm = b.realm()
     b.tables(realm, 0, 3)
     b.tables(realm, RIPAS_BASE, 3)
@@ -298,8 +381,298 @@ def set_ripas_vs_rtt_destroy(machine: Machine) -> Prepared:
     exit_fields = b.enter(rec)
     if exit_fields["exit_reason"] != RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE:
         raise SetupError(f"the guest exited with reason {exit_fields['exit_reason']}, not a RIPAS change")
-    return _prepared(b, (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
-                     (F.RMI_RTT_DESTROY, realm.rd, RIPAS_BASE, 3))
+    return realm, rec
+
+
+# -- pairs with a REC running a guest ------------------------------------------------------------
+#
+# Each realm's guest image is a measured DATA page at IPA 0 (CODE); other pages are DATA pages
+# of their own. A REC_ENTER call of a pair enters with a run page of the setup's (Builder.run_page),
+# whose RmiRecExit is one of the pair's views. Guests end in `b .`, so that a run that gets there
+# exits with IRQ when its time slice (GUEST_SLICE instructions) is spent.
+
+GUEST_SLICE = 64
+"""Guest instructions per entry for the pairs that run a guest: far more than any guest here
+executes before its last `b .`, and few enough that a run that ends in the loop stays short."""
+
+CODE = 0
+REC1_PC = 0x800
+"""Where REC 1's code starts in the image (REC 0's at CODE)."""
+HOST_CALL_IPA = 1 * G
+"""The RsiHostCall structure's page."""
+HOST_CALL_IMM, HOST_CALL_GPRS, HOST_RESULTS = 0x11, (0xA0, 0xA1), (0xB0, 0xB1)
+"""What the structure holds when the realm is made, and what the host answers a host call with."""
+STORE_IPA = 2 * G
+"""The page the storing guest writes."""
+RAM_TABLE = 2 * L2
+"""A level-3 table of its own, every entry UNASSIGNED RAM (RTT_INIT_RIPAS over its whole range),
+with nothing live: RTT_DESTROY and RTT_FOLD may both take it."""
+HOST_CALL_IN_TABLE = RAM_TABLE + 5 * G
+"""A host call structure in RAM_TABLE: nothing is there, so the realm's call exits with a data abort."""
+
+_HOST_CALL_FID = int(RsiFid.RSI_HOST_CALL)
+
+
+def _host_call(ipa: int) -> str:
+    return f"""
+        mov x1, ={ipa:#x}
+        mov x0, ={_HOST_CALL_FID:#x}
+        smc #0
+    """
+
+
+def _guest_realm(b: Builder, code: str, rec1: bool = False, rec1_runnable: bool = True,
+                 ram_table: bool = False, pages: tuple[tuple[int, bytes], ...] = ()) -> tuple[BuiltRealm, list[int]]:
+    """An active realm running ``code`` (REC 0 at CODE, and REC 1 at REC1_PC if ``rec1``), with
+    DATA ``pages`` (ipa, content), and with RAM_TABLE if ``ram_table``; its RECs."""
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    b.data(realm, CODE, assemble(code, CODE))
+    for ipa, content in pages:
+        b.data(realm, ipa, content)
+    if ram_table:
+        b.tables(realm, RAM_TABLE, 3)
+        if b.call(F.RMI_RTT_INIT_RIPAS, realm.rd, RAM_TABLE, RAM_TABLE + L2)[1] != RAM_TABLE + L2:
+            raise SetupError("RTT_INIT_RIPAS did not cover the whole table")
+    recs = [b.rec(realm, 0, pc=CODE)]
+    if rec1:
+        recs.append(b.rec(realm, 1, pc=REC1_PC, runnable=rec1_runnable))
+    b.call(F.RMI_REALM_ACTIVATE, realm.rd)
+    return realm, recs
+
+
+def _exit_must_be(fields: dict[str, int], reason: RmiRecExitReason) -> None:
+    if fields["exit_reason"] != reason:
+        raise SetupError(f"the guest exited with {exit_text(fields)}, not {reason.name}")
+
+
+def fails_on_running_rec(command: str) -> "Callable[[tuple[int, ...] | str], str]":
+    """An overlap rule: ``command``, naming the other call's REC, fails with RMI_ERROR_REC while
+    that REC runs (its rec_state failure condition: REC_DESTROY B4.3.13, REC_ENTER B4.3.14,
+    RTT_SET_RIPAS B4.3.21)."""
+    def rule(result: "tuple[int, ...] | str") -> str:
+        x0 = result[0] if isinstance(result, tuple) else result
+        if x0 == RmiStatus.RMI_ERROR_REC:
+            return ""
+        shown = describe_x0(x0) if isinstance(x0, int) else x0
+        return f"{command} of the running REC must fail with RMI_ERROR_REC (rec_state), not {shown}"
+    return rule
+
+
+def rec_enter_vs_rec_destroy(machine: Machine) -> Prepared:
+    """REC_ENTER of a REC whose guest loops until its slice ends, vs REC_DESTROY of that REC:
+    serially one of them fails; while the REC runs, REC_DESTROY fails (rec_state: running)."""
+    b = Builder(machine)
+    _, (rec,) = _guest_realm(b, "b .")
+    run = b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
+
+
+def rec_enter_vs_rec_enter(machine: Machine) -> Prepared:
+    """Two REC_ENTERs of one REC (each with its own run page), whose guest counts in X0 until
+    its slice ends: one after the other both run; while the REC runs, the second fails
+    rec_state (and X0 shows one slice)."""
+    b = Builder(machine)
+    _, (rec,) = _guest_realm(b, "count: add x0, x0, #1\nb count")
+    run_a, run_b = b.run_page(), b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run_a), (F.RMI_REC_ENTER, rec, run_b),
+                     (exit_view("A", run_a), exit_view("B", run_b), rec_view("REC", rec)))
+
+
+def rec_enter_vs_set_ripas(machine: Machine) -> Prepared:
+    """The REC of set_ripas_vs_rtt_destroy stopped at its RIPAS request; REC_ENTER (completing the
+    request with the progress so far, in X1, then looping) vs RTT_SET_RIPAS of the range."""
+    b = Builder(machine)
+    realm, rec = _ripas_request(b)
+    run = b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
+                     (exit_view("A", run), rec_view("REC", rec)))
+
+
+def rec_enter_vs_delegate_run_page(machine: Machine) -> Prepared:
+    """REC_ENTER vs DELEGATE of its run page: delegated before the entry looks, the entry fails
+    (run_pas); delegated while the REC runs, the realm has run (its X0 shows it) but its exit
+    cannot be written, so REC_ENTER returns RMI_ERROR_INPUT (A4.3.3)."""
+    b = Builder(machine)
+    _, (rec,) = _guest_realm(b, "mov x0, #7\nb .")
+    run = b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_GRANULE_DELEGATE, run), (rec_view("REC", rec),))
+
+
+_HOST_CALL_PAGE = bytes(RSI_HOST_CALL.pack(imm=HOST_CALL_IMM, gprs=HOST_CALL_GPRS + (0,) * 29))
+_TWO_HOST_CALLS = _host_call(HOST_CALL_IPA) + _host_call(HOST_CALL_IPA) + "b ."
+"""A host call, and another on the same structure: the second call's exit shows in its gprs
+what the host answered the first with (the completion copied them into the structure)."""
+
+
+def _host_call_realm(b: Builder) -> tuple[BuiltRealm, int]:
+    realm, (rec,) = _guest_realm(b, _TWO_HOST_CALLS, pages=((HOST_CALL_IPA, _HOST_CALL_PAGE),))
+    return realm, rec
+
+
+def host_call_vs_data_destroy(machine: Machine) -> Prepared:
+    """REC_ENTER whose guest makes a host call (the RMM walks the realm's RTTs, locked, to the
+    structure and reads it) vs DATA_DESTROY of the structure's page."""
+    b = Builder(machine)
+    realm, rec = _host_call_realm(b)
+    run = b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA),
+                     (exit_view("A", run), rec_view("REC", rec)))
+
+
+def _host_call_answered(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
+    """The realm of _host_call_realm stopped at its first host call; a run page with the host's
+    answer (HOST_RESULTS)."""
+    b = Builder(machine)
+    realm, rec = _host_call_realm(b)
+    _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_HOST_CALL)
+    return b, realm, rec, b.run_page(HOST_RESULTS)
+
+
+def host_call_completion_vs_data_destroy(machine: Machine) -> Prepared:
+    """REC_ENTER completing a host call (the host's gprs copied into the structure, then the
+    guest's second host call reads them back) vs DATA_DESTROY of the structure's page."""
+    b, realm, rec, run = _host_call_answered(machine)
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA),
+                     (exit_view("A", run), rec_view("REC", rec)))
+
+
+def data_destroy_vs_host_call_completion(machine: Machine) -> Prepared:
+    """The same, the other way round: REC_ENTER inserted at DATA_DESTROY's lock events, so that
+    the completion meets the page unmapped but not yet wiped, or wiped but its table still held
+    (the completion writes without a walk only while the realm's TLB generation is unchanged)."""
+    b, realm, rec, run = _host_call_answered(machine)
+    return _prepared(b, (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA), (F.RMI_REC_ENTER, rec, run),
+                     (exit_view("B", run), rec_view("REC", rec)))
+
+
+def _host_call_in_ram_table(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
+    b = Builder(machine)
+    realm, (rec,) = _guest_realm(b, _host_call(HOST_CALL_IN_TABLE) + "b .", ram_table=True)
+    return b, realm, rec, b.run_page()
+
+
+def host_call_vs_rtt_destroy(machine: Machine) -> Prepared:
+    """REC_ENTER whose guest makes a host call on an unassigned page of a table (its walk ends
+    there, at level 3) vs RTT_DESTROY of that table (the walk then ends at level 2)."""
+    b, realm, rec, run = _host_call_in_ram_table(machine)
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_DESTROY, realm.rd, RAM_TABLE, 3),
+                     (exit_view("A", run),))
+
+
+def host_call_vs_rtt_fold(machine: Machine) -> Prepared:
+    """The same host call vs RTT_FOLD of the table (homogeneous: every entry UNASSIGNED RAM)."""
+    b, realm, rec, run = _host_call_in_ram_table(machine)
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_FOLD, realm.rd, RAM_TABLE, 3),
+                     (exit_view("A", run),))
+
+
+_MEASUREMENT_EXTEND_FID = int(RsiFid.RSI_MEASUREMENT_EXTEND)
+
+
+def _extend_rem1(value: int) -> str:
+    """RSI_MEASUREMENT_EXTEND of REM1 with 8 bytes holding ``value`` (it takes the RD lock)."""
+    return f"""
+        mov x1, #1
+        mov x2, #8
+        mov x3, #{value:#x}
+        mov x0, ={_MEASUREMENT_EXTEND_FID:#x}
+        smc #0
+    """
+
+
+_STORE_EXTEND_STORE = f"""
+        mov x1, #{STORE_IPA:#x}
+        mov x2, #0x5a
+        str x2, [x1]
+    {_extend_rem1(0x77)}
+        mov x1, #{STORE_IPA:#x}
+        mov x2, #0xa5
+        str x2, [x1, #8]
+        b .
+"""
+"""Stores to STORE_IPA, extends REM1 (RD lock: lock events while the REC runs), stores again."""
+
+
+def _storing_realm(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
+    b = Builder(machine)
+    realm, (rec,) = _guest_realm(b, _STORE_EXTEND_STORE, pages=((STORE_IPA, b""),))
+    return b, realm, rec, b.run_page()
+
+
+def store_vs_data_destroy(machine: Machine) -> Prepared:
+    """REC_ENTER whose guest stores to a page, extends REM1 and stores to it again, vs
+    DATA_DESTROY of the page: destroyed while the REC runs, the second store must fault (the
+    realm's translation of the page is gone when DATA_DESTROY returns) and the page stay zero."""
+    b, realm, rec, run = _storing_realm(machine)
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, STORE_IPA),
+                     (exit_view("A", run), rem_view(realm)))
+
+
+def data_destroy_vs_store(machine: Machine) -> Prepared:
+    """The same, the other way round: the guest's stores inserted at DATA_DESTROY's lock events."""
+    b, realm, rec, run = _storing_realm(machine)
+    return _prepared(b, (F.RMI_DATA_DESTROY, realm.rd, STORE_IPA), (F.RMI_REC_ENTER, rec, run),
+                     (exit_view("B", run), rem_view(realm)))
+
+
+UNPROTECTED_PAGE = UNPROTECTED + 5 * G
+
+
+def store_unprotected_vs_unmap(machine: Machine) -> Prepared:
+    """REC_ENTER whose guest stores to a mapped unprotected page vs RTT_UNMAP_UNPROTECTED of it:
+    unmapped first, the store exits as an emulatable data abort (ISV, the value in gprs[0])."""
+    b = Builder(machine)
+    realm, (rec,) = _guest_realm(b, f"""
+        mov x1, ={UNPROTECTED_PAGE:#x}
+        mov x2, #0x5a
+        str x2, [x1, #0x18]
+        b .
+    """)
+    b.tables(realm, UNPROTECTED, 3)
+    b.call(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3, b.ns_page() | NS_MAP_ATTRS)
+    run = b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3),
+                     (exit_view("A", run),))
+
+
+def rec_enter_cpu_off_vs_psci_complete(machine: Machine) -> Prepared:
+    """REC 0 asked PSCI_CPU_ON for REC 1 (pending: the host completes it); REC_ENTER of REC 1,
+    whose guest calls PSCI_CPU_OFF, vs PSCI_COMPLETE(REC 0, REC 1, SUCCESS). REC 1 on (runnable
+    or running) when the completion looks: REC 0 gets ALREADY_ON; off: SUCCESS, REC 1 reset."""
+    b = Builder(machine)
+    realm, (rec0, rec1) = _guest_realm(b, f"""
+        mov x1, ={rec_index_to_mpidr_el1(1):#x}
+        mov x2, #{REC1_PC:#x}
+        mov x3, #0x42
+        mov x0, ={int(PsciFid.PSCI_CPU_ON):#x}
+        smc #0
+        b .
+        .org {REC1_PC:#x}
+        mov x0, ={int(PsciFid.PSCI_CPU_OFF):#x}
+        smc #0
+        b .
+    """, rec1=True)
+    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    run = b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
+                     (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+
+
+def rec_enter_vs_rec_enter_extend(machine: Machine) -> Prepared:
+    """REC_ENTER of REC 0 and of REC 1 of one realm, each guest extending REM1 with its own
+    value (under the RD lock): REM1 tells the order the two extensions took."""
+    b = Builder(machine)
+    realm, (rec0, rec1) = _guest_realm(b, f"""
+    {_extend_rem1(0xA)}
+        b .
+        .org {REC1_PC:#x}
+    {_extend_rem1(0xB)}
+        b .
+    """, rec1=True)
+    run0, run1 = b.run_page(), b.run_page()
+    return _prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
+                     (exit_view("A", run0), exit_view("B", run1), rem_view(realm)))
 
 
 PAIRS: dict[str, Pair] = {p.name: p for p in (
@@ -331,4 +704,36 @@ PAIRS: dict[str, Pair] = {p.name: p for p in (
          set_ripas_vs_rtt_destroy),
     Pair("psci-complete-vs-psci-complete", "PSCI_COMPLETE(REC 0, REC 1) vs PSCI_COMPLETE(REC 1, REC 0)",
          psci_complete_vs_psci_complete),
+    Pair("rec-enter-vs-rec-destroy", "REC_ENTER of a looping guest vs REC_DESTROY of its REC",
+         rec_enter_vs_rec_destroy, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),
+    Pair("rec-enter-vs-rec-enter", "REC_ENTER vs REC_ENTER of the same REC (a looping guest)",
+         rec_enter_vs_rec_enter, GUEST_SLICE, fails_on_running_rec("REC_ENTER")),
+    Pair("rec-enter-vs-set-ripas", "REC_ENTER completing a RIPAS request vs RTT_SET_RIPAS answering it",
+         rec_enter_vs_set_ripas, GUEST_SLICE, fails_on_running_rec("RTT_SET_RIPAS")),
+    Pair("rec-enter-vs-delegate-run-page", "REC_ENTER vs DELEGATE of its run page",
+         rec_enter_vs_delegate_run_page, GUEST_SLICE),
+    Pair("host-call-vs-data-destroy", "REC_ENTER whose guest makes a host call vs DATA_DESTROY of the structure's page",
+         host_call_vs_data_destroy, GUEST_SLICE),
+    Pair("host-call-vs-rtt-destroy", "REC_ENTER whose guest makes a host call vs RTT_DESTROY of the structure's table",
+         host_call_vs_rtt_destroy, GUEST_SLICE),
+    Pair("host-call-vs-rtt-fold", "REC_ENTER whose guest makes a host call vs RTT_FOLD of the structure's table",
+         host_call_vs_rtt_fold, GUEST_SLICE),
+    Pair("host-call-completion-vs-data-destroy",
+         "REC_ENTER completing a host call vs DATA_DESTROY of the structure's page",
+         host_call_completion_vs_data_destroy, GUEST_SLICE),
+    Pair("data-destroy-vs-host-call-completion",
+         "DATA_DESTROY of a host call structure's page vs REC_ENTER completing the call",
+         data_destroy_vs_host_call_completion, GUEST_SLICE),
+    Pair("store-vs-data-destroy", "REC_ENTER whose guest stores to a page (twice) vs DATA_DESTROY of the page",
+         store_vs_data_destroy, GUEST_SLICE),
+    Pair("data-destroy-vs-store", "DATA_DESTROY of a page vs REC_ENTER whose guest stores to it (twice)",
+         data_destroy_vs_store, GUEST_SLICE),
+    Pair("store-unprotected-vs-unmap",
+         "REC_ENTER whose guest stores to an unprotected page vs its RTT_UNMAP_UNPROTECTED",
+         store_unprotected_vs_unmap, GUEST_SLICE),
+    Pair("rec-enter-cpu-off-vs-psci-complete",
+         "REC_ENTER of REC 1, which calls PSCI_CPU_OFF, vs PSCI_COMPLETE of REC 0's CPU_ON naming REC 1",
+         rec_enter_cpu_off_vs_psci_complete, GUEST_SLICE),
+    Pair("rec-enter-vs-rec-enter-extend", "REC_ENTER of REC 0 vs REC_ENTER of REC 1, both extending REM1",
+         rec_enter_vs_rec_enter_extend, GUEST_SLICE),
 )}

@@ -1,6 +1,7 @@
 """The interleaving explorer (rmm_mp/stress/explore.py, `rmm-mp explore`): correct pairs give
-serial outcomes only, a catalogued bug of the "work outside the locks" kind and one of lock
-order are reported, and the command's --list, usage errors and --json.
+serial outcomes only (or, with a REC_ENTER, those of the other call run while the REC runs), a
+catalogued bug of the "work outside the locks" kind, one of lock order and one of a REC's
+running reference are reported, and the command's --list, usage errors and --json.
 
 Each pair takes well under a second (a fresh in-process machine per run); the runs are
 deterministic (one call runs at a time), so the counts below are exact.
@@ -20,9 +21,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rmm_mp.hw import segment
+from rmm_mp.abi.rmi import RmiStatus
+from rmm_mp.hw import points, segment
 from rmm_mp.stress.bugs import BUGS
-from rmm_mp.stress.explore import explore
+from rmm_mp.stress.explore import explore, run_once, verdict
 from rmm_mp.stress.explore_cli import explore as explore_command
 from rmm_mp.stress.explore_pairs import PAIRS
 from rmm_mp.stress.probe import Patches
@@ -43,7 +45,8 @@ def _my_segments() -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["rtt-create-vs-rtt-create", "data-create-vs-delegate-src",
-                                  "psci-complete-vs-psci-complete"])
+                                  "psci-complete-vs-psci-complete", "host-call-vs-data-destroy",
+                                  "data-destroy-vs-host-call-completion"])
 def test_correct_pair_gives_serial_outcomes_only(name: str) -> None:
     """Every interleaving of the unmodified RMM is one of the two serial outcomes; the pair has
     more than one insertion point, and the serial runs complete."""
@@ -51,6 +54,56 @@ def test_correct_pair_gives_serial_outcomes_only(name: str) -> None:
     assert report.ok, report
     assert report.tried > 1
     assert not any(o.trouble for o in report.serial.values())
+    assert _my_segments() == []
+
+
+def test_rec_enter_overlaps_are_references() -> None:
+    """REC_ENTER of a looping guest vs REC_DESTROY: B run whole while the REC runs (its one run
+    point) is a reference, REC_DESTROY failing rec_state; the interleavings after A took the
+    running reference give it, which neither serial order does, and are accepted as such. The
+    point hook is put back after the exploration."""
+    pair = PAIRS["rec-enter-vs-rec-destroy"]
+    report = explore(pair)
+    assert report.ok, report
+    assert list(report.during) == ["B at A's run loop (0)"]
+    overlap = report.during["B at A's run loop (0)"]
+    assert overlap.b[0] == RmiStatus.RMI_ERROR_REC and overlap.a[0] == RmiStatus.RMI_SUCCESS
+    assert dict(overlap.seen) == {"A's exit": "IRQ"}
+    assert {o.seen for o in report.serial.values()} == {(("A's exit", "IRQ"),), (("A's exit", "none"),)}
+    overlapping = [k for k in range(report.tried) if verdict(run_once(pair, k).outcome, report.serial)]
+    assert overlapping and len(overlapping) < report.tried
+    assert points.hook is None
+    assert _my_segments() == []
+
+
+def test_views_tell_the_serial_orders_apart() -> None:
+    """The REC exit is part of the outcome: a host call before DATA_DESTROY exits with the
+    structure's imm and gprs, after it with a data abort at the structure's IPA (level 3); two
+    RECs extending REM1 leave a different REM1 in each order, and each run with one REC's entry
+    inside the other's gives one of the two."""
+    report = explore(PAIRS["host-call-vs-data-destroy"])
+    exits = {order: dict(o.seen)["A's exit"] for order, o in report.serial.items()}
+    assert exits == {"A;B": "HOST_CALL imm=0x11 gprs=(0xa0, 0xa1)", "B;A": "SYNC esr=0x90000007 hpfar=0x10"}
+    report = explore(PAIRS["rec-enter-vs-rec-enter-extend"])
+    assert report.ok, report
+    rems = {order: dict(o.seen)["REM1"] for order, o in report.serial.items()}
+    assert len(set(rems.values())) == 2 and "zero" not in rems.values()
+    assert len(report.during) == 8      # each REC_ENTER passes 4 run points
+    assert {dict(o.seen)["REM1"] for o in report.during.values()} == set(rems.values())
+
+
+def test_rec_enter_without_its_running_reference_is_reported() -> None:
+    """rec-enter-not-running: REC_DESTROY run while the REC runs succeeds (the overlap rule of the
+    pair: it must fail rec_state), and inserted just after REC_ENTER released the REC lock it
+    frees the REC the entry goes on to use (an RMM crash). Two REC_ENTERs of one REC both run."""
+    with injected("rec-enter-not-running"):
+        report = explore(PAIRS["rec-enter-vs-rec-destroy"])
+        both = explore(PAIRS["rec-enter-vs-rec-enter"])
+    assert not report.ok
+    assert report.broken_rules == ("B at A's run loop (0): REC_DESTROY of the running REC must fail with "
+                                   "RMI_ERROR_REC (rec_state), not RMI_SUCCESS",)
+    assert report.non_serial and all(str(n.a).startswith("RmmInternalError") for n in report.non_serial)
+    assert [rule.split(":")[0] for rule in both.broken_rules] == ["B at A's run loop (0)", "A at B's run loop (0)"]
     assert _my_segments() == []
 
 
@@ -111,6 +164,19 @@ def test_json_and_exit_status(tmp_path: Path) -> None:
     res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "--json", str(path)])
     assert res.exit_code == 0, res.output
     assert json.loads(path.read_text())["ok"] is True
+
+
+def test_json_of_a_rec_enter_pair(tmp_path: Path) -> None:
+    """The JSON of a pair with run points: the references during the run and the views."""
+    path = tmp_path / "explore.json"
+    res = CliRunner().invoke(explore_command, ["rec-enter-vs-rec-destroy", "--json", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "B at A's run loop (0): A -> RMI_SUCCESS; B -> RMI_ERROR_REC; A's exit: IRQ" in res.output
+    assert "every one serial or at a run point" in res.output
+    [pair] = json.loads(path.read_text())["pairs"]
+    assert pair["during"]["B at A's run loop (0)"]["seen"] == {"A's exit": "IRQ"}
+    assert pair["serial"]["B;A"]["seen"] == {"A's exit": "none"}
+    assert pair["broken_rules"] == []
 
 
 def test_ctrl_c_closes_every_machine() -> None:
