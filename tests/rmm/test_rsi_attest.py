@@ -785,7 +785,9 @@ def test_each_machine_signs_with_its_own_platforms_material() -> None:
 def long_named_platform(tmp_path: Path, length: int) -> Path:
     """host.toml renamed to ``length`` letters: the seeded platform token carries the name in
     its config claim, so the CCA token grows by about ``length`` bytes."""
-    text = (Path(rmm_mp.__file__).resolve().parents[1] / "platform" / "host.toml").read_text()
+    from rmm_mp.hw.platform import resolve
+    # resolve, not a path beside the package: an installed rmm_mp keeps its platforms elsewhere
+    text = resolve("host").read_text()
     path = tmp_path / "long.toml"
     path.write_text(text.replace('name = "host"', f'name = "{"h" * length}"', 1))
     return path
