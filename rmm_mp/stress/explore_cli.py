@@ -13,7 +13,10 @@ This module parses and prints; the work is in stress.explore, the pairs in stres
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,7 +26,7 @@ from rmm_mp.outpaths import check_outputs, replacing
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
-from rmm_mp.stress.explore_pairs import PAIRS
+from rmm_mp.stress.explore_pairs import PAIRS, SetupError
 from rmm_mp.stress.findings import call_text
 from rmm_mp.stress.probe import Patches
 
@@ -57,14 +60,38 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
         check_outputs((("--json", json_path),))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    reports, interrupted = _run(tuple(dict.fromkeys(pairs)) or tuple(PAIRS), inject, timeout)
+    names = tuple(dict.fromkeys(pairs)) or tuple(PAIRS)
+    reports, interrupted = _run(names, inject, timeout)
     failed = interrupted or any(not r.ok for r in reports)
     if interrupted:
-        click.echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(pairs) or len(PAIRS)} pair(s)")
+        click.echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(names)} pair(s)")
     if json_path and not _write_json(json_path, reports, inject, interrupted):
         failed = True
     if failed:
         raise SystemExit(1)
+
+
+class _CtrlC:
+    """SIGINT noted as well as raised: Python drops a KeyboardInterrupt raised inside a callback
+    it runs itself (a finished thread's cleanup, "Exception ignored in ..."), and the command
+    would then go on and exit 0; the note stops it after the pair under way."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.previous: Any = None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
 
 
 def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float) -> tuple[list[PairReport], bool]:
@@ -72,20 +99,25 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float) -> tup
     Every machine is closed by then (each run's own ``with``), and the bugs are switched off."""
     patches = Patches()
     reports: list[PairReport] = []
-    try:
-        for name in inject:
-            BUGS[name].install(patches)
-        for name in names:
-            report = explore_pair(PAIRS[name], timeout=timeout)
-            reports.append(report)
-            click.echo(report_text(report))
-    except KeyboardInterrupt:
-        return reports, True
-    except MachineError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    finally:
-        patches.restore()
-    return reports, False
+    with _CtrlC() as ctrl_c:
+        try:
+            for name in inject:
+                BUGS[name].install(patches)
+            for name in names:
+                report = explore_pair(PAIRS[name], timeout=timeout)
+                if ctrl_c.seen:
+                    break       # a Ctrl-C Python swallowed during the pair: its report may be cut short
+                reports.append(report)
+                click.echo(report_text(report))
+        except KeyboardInterrupt:
+            return reports, True
+        except SetupError as exc:
+            raise click.ClickException(f"pair {name!r} could not be set up: {exc}") from None
+        except MachineError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            patches.restore()
+    return reports, ctrl_c.seen
 
 
 def result_text(result: "tuple[int, ...] | str") -> str:
