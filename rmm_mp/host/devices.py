@@ -48,6 +48,7 @@ from rmm_mp.host.runqueue import (
     CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, MAX_VCPUS, R_CONSOLE, R_DEVICE, R_END, R_LOG, R_RECS,
     R_RESULT, R_RD, R_STATE, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
 )
+from rmm_mp.hw import process
 
 if TYPE_CHECKING:
     from rmm_mp.host.realm import HostRealm
@@ -135,27 +136,18 @@ _REPORT_LOCK = R_RESULT + 24
 @contextmanager
 def _report_lock(view: Any, base: int) -> Iterator[None]:
     """Hold the realm's report lock; one whose holder process is gone (killed between two
-    stores) is taken over, so that a run's report never waits on a dead CPU."""
+    stores; a zombie counts as gone, hw.process.alive) is taken over, so that a run's report
+    never waits on a dead CPU."""
     me = os.getpid()
     while True:
         holder = view.cas_u64(base + _REPORT_LOCK, 0, me)
-        if holder == 0 or (not _alive(holder) and view.cas_u64(base + _REPORT_LOCK, holder, me) == holder):
+        if holder == 0 or (not process.alive(holder) and view.cas_u64(base + _REPORT_LOCK, holder, me) == holder):
             break
         time.sleep(0)   # held for three stores by another CPU process: let it run
     try:
         yield
     finally:
         view.store_u64(base + _REPORT_LOCK, 0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _query(queue: "RunQueue", slot: int, selector: int) -> int:

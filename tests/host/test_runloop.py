@@ -913,3 +913,36 @@ def test_a_report_lock_left_by_a_dead_process_is_taken_over(machine: Machine) ->
     assert q.take(0) == v0
     q.end(v0, 2)
     q.release_realm(alloc, slot)
+
+
+def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
+    """The holder exited but was not reaped yet (a zombie, as a killed CPU process is until the
+    supervisor joins it): it is gone, and its report lock is taken over. os.kill(pid, 0), which
+    the lock used at first, counts a zombie as alive, so the reader would have spun for ever."""
+    import subprocess
+    import sys
+    import threading
+
+    from rmm_mp.host.runqueue import R_RESULT
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        while True:     # exited, not reaped: a zombie
+            with open(f"/proc/{child.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        q.view.store_u64(q.realm_offset(slot) + R_RESULT + 24, child.pid)
+        done: list[object] = []
+        reader = threading.Thread(target=lambda: done.append(realm_status(q, slot)), daemon=True)
+        reader.start()
+        reader.join(10)
+        assert done, "realm_status waited for a zombie's report lock"
+    finally:
+        q.view.store_u64(q.realm_offset(slot) + R_RESULT + 24, 0)
+        child.wait()
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
