@@ -159,7 +159,7 @@ def test_a_stopped_cpu_is_killed_once_the_free_running_time_is_up(monkeypatch: p
     done = threading.Event()
 
     def tick(elapsed: float, seg: StressSegment) -> None:
-        if stopped or seg.ops(1) < 20:
+        if stopped or seg.ops(1) < 1:     # stopped once it works: a starved CPU may not do 20 in 1 s
             return
         pid = _cpu_pid(seg, 1)
         os.kill(pid, signal.SIGSTOP)

@@ -37,7 +37,10 @@ def _stop_once_running(machine: Machine, released: threading.Event) -> None:
         finally:
             area.release()
         if pid and machine.control.view.load_u64(OFF_ARRIVED) >= machine.cpus:
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:      # it ended already (a starved watcher): nothing to let go
+                pid = 0
             break
         time.sleep(0.005)
     if pid and not released.wait(30):
