@@ -163,9 +163,13 @@ def report_text(report: PairReport) -> str:
 
 
 def _outcome_json(outcome: Outcome) -> dict[str, object]:
-    return {"a": list(outcome.a) if isinstance(outcome.a, tuple) else outcome.a,
-            "b": list(outcome.b) if isinstance(outcome.b, tuple) else outcome.b,
+    return {"a": _result_json(outcome.a), "b": _result_json(outcome.b),
             "seen": dict(outcome.seen), "trouble": outcome.trouble}
+
+
+def _result_json(result: "tuple[int, ...] | str") -> "list[int] | str":
+    """X0..X4 as a list, or what ended the call instead."""
+    return list(result) if isinstance(result, tuple) else result
 
 
 def report_json(report: PairReport) -> dict[str, object]:
@@ -176,8 +180,7 @@ def report_json(report: PairReport) -> dict[str, object]:
             "tried": report.tried,
             "seconds": round(report.seconds, 3),
             "non_serial": [{"event": n.event, "where": n.where, "why": n.why, "seen": dict(n.seen),
-                            "a": list(n.a) if isinstance(n.a, tuple) else n.a,
-                            "b": list(n.b) if isinstance(n.b, tuple) else n.b} for n in report.non_serial]}
+                            "a": _result_json(n.a), "b": _result_json(n.b)} for n in report.non_serial]}
 
 
 def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], interrupted: bool) -> bool:
