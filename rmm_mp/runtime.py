@@ -361,7 +361,8 @@ class _Supervisor:
                     if self.interrupted:
                         self._terminate(live, f"was killed by a second {what} before it had stopped")
                     self.interrupted = True
-                    self.stop(f"interrupted ({what})")
+                    # With every CPU gone already, the run was not cut short: only what follows it.
+                    self.stop(f"interrupted ({what})" if live else f"interrupted after the run ({what})")
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -129,3 +129,22 @@ def test_sigterm_stops_the_run_when_asked_and_its_handler_comes_back() -> None:
         assert result.interrupted and result.stopped_by == "interrupted (SIGTERM)"
         assert not result.failures and sorted(result.results) == [0, 1]
         assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_ctrl_c_once_every_cpu_is_gone_is_after_the_run(machine: Machine) -> None:
+    """A Ctrl-C that the supervisor catches when every CPU process has already ended (here raised
+    by on_end, as a signal landing just there would be) does not mark the run as cut short: it
+    is 'interrupted after the run', which the report words as the work after the run being
+    stopped. It read 'interrupted (Ctrl-C)', as if the CPUs had been stopped before their end."""
+    from rmm_mp.runtime import _Supervisor
+    calls: list[int] = []
+
+    def on_end() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("Ctrl-C")
+
+    result = _Supervisor(machine, {}, {}, None, 0.01, None, 1.0, on_end=on_end).wait()
+    assert len(calls) == 2 and result.interrupted
+    assert result.stopped_by == "interrupted after the run (Ctrl-C)"
+    machine.control.clear_stop()
