@@ -87,8 +87,9 @@ COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "sh
             "host_calls", "vcpu_errors", "rtts_created", "migrations")
 """Per realm, what the host did for it (host.exits): among them fault_races, faults another vCPU
 had already backed; ripas_rejects, RAM requests answered REJECT (an EMPTY request cut short is
-answered ACCEPT and not counted); rtts_created, tables made for faults, shared pages and RIPAS
-changes alike."""
+answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
+faults, shared pages and RIPAS changes alike (not those of the map-shared and rtt-churn
+activities, which count their own)."""
 C = {name: i for i, name in enumerate(COUNTERS)}
 _COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
 
