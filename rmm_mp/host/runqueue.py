@@ -88,8 +88,8 @@ COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "sh
 """Per realm, what the host did for it (host.exits): among them fault_races, faults another vCPU
 had already backed; ripas_rejects, RAM requests answered REJECT (an EMPTY request cut short is
 answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
-faults, shared pages and RIPAS changes alike (not those of the map-shared and rtt-churn
-activities, which count their own)."""
+faults, shared pages and RIPAS changes alike (not those the map-shared and rtt-churn activities
+make; rtt-churn's are in its CPU's 'tables created')."""
 C = {name: i for i, name in enumerate(COUNTERS)}
 _COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
 
