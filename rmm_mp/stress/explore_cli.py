@@ -26,7 +26,8 @@ from rmm_mp.outpaths import check_outputs, replacing
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
-from rmm_mp.stress.explore_pairs import PAIRS, SetupError
+from rmm_mp.stress.explore_pairs import PAIRS
+from rmm_mp.stress.explore_setup import SetupError
 from rmm_mp.stress.findings import call_text
 from rmm_mp.stress.probe import Patches
 

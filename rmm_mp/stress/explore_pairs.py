@@ -1,223 +1,34 @@
 """The interleaving explorer's catalog of pairs (stress.explore): named races of two RMI calls.
 
-Each pair's setup builds its objects on a fresh machine through the RMI ABI only (SMCs on CPU 0
-and NS writes of parameter pages, as a host would), with a Builder that hands out NS granules
-from the bottom of DRAM, so the same setup gives the same addresses every time. It returns the
-calls A (run on CPU 0) and B (CPU 1). The pairs are the races where a command could read or do
-work before it takes its locks: a source copied early, a VMID reserved before the checks, aux
-granules claimed before the checks, a table read before it is locked; and the races of a realm
-that runs: REC_ENTER of a small guest (its image a measured DATA page) against a command on
-what the guest or the RMM on its behalf uses (the REC, its run page, a host call structure and
-its table, a page it stores to, the RD of a measurement, the target of a PSCI request). Their
-outcomes include views (Prepared.watch) of the REC exit, the REC and REM1.
+Each pair's setup builds its objects on a fresh machine with stress.explore_setup's Builder (the
+RMI ABI only, the same addresses every time) and returns the calls A (run on CPU 0) and B (CPU
+1). The pairs are the races where a command could read or do work before it takes its locks: a
+source copied early, a VMID reserved before the checks, aux granules claimed before the checks,
+a table read before it is locked; and the races of a realm that runs: REC_ENTER of a small guest
+(its image a measured DATA page) against a command on what the guest or the RMM on its behalf
+uses (the REC, its run page, a host call structure and its table, a page it stores to, the RD of
+a measurement, the target of a PSCI request). Their outcomes include views (Prepared.watch) of
+the REC exit, the REC and REM1.
 
-This module owns the pairs, the Builder and the views. It must not write the machine's shared
-memory other than through SMCs and Machine.ns_write; the views only read it, after a run.
+This module owns the pairs. It must not write the machine's shared memory other than through
+SMCs and Machine.ns_write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from rmm_mp.abi.psci import PsciFid, rec_index_to_mpidr_el1
-from rmm_mp.abi.rmi import RmiFid, RmiStatus
+from rmm_mp.abi.rmi import RmiStatus
 from rmm_mp.abi.rsi import RsiFid, RsiRipas
-from rmm_mp.abi.structs import (
-    REC_EXIT_OFFSET, RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RSI_HOST_CALL,
-    RmiRecCreateFlags, RmiRecExitReason, rec_index_to_mpidr,
-)
+from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecExitReason
 from rmm_mp.guest.assembler import assemble
-from rmm_mp.host.realm import NS_MAP_ATTRS, block_size, describe_x0, num_roots, start_level
+from rmm_mp.host.realm import NS_MAP_ATTRS, describe_x0
 from rmm_mp.machine import Machine
-from rmm_mp.rmm.realm_desc import Rd
-from rmm_mp.rmm.rec_desc import Rec
-from rmm_mp.stress.explore import Pair, Prepared, Watch
-
-F = RmiFid
-G = 4096
-L2 = block_size(2)
-IPA_WIDTH = 40
-UNPROTECTED = 1 << (IPA_WIDTH - 1)
-VMID = 5
-
-
-class SetupError(RuntimeError):
-    """A pair's setup got an answer a correct RMM does not give (the pair cannot be explored)."""
-
-
-@dataclass
-class BuiltRealm:
-    rd: int
-    start_level: int
-    tables: dict[tuple[int, int], int] = field(default_factory=dict)
-    """(ipa of the table's range, level) -> the RTT's PA."""
-
-
-class Builder:
-    """Objects made through SMCs on CPU 0; NS granules handed out upwards from the bottom of DRAM."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-        self.smc = machine.cpu(0).smc
-        self.next = machine.dram_base
-        self.secure = [(base, base + size) for base, size in machine.secure_regions]
-
-    @property
-    def end(self) -> int:
-        """Every granule handed out lies below this PA."""
-        return self.next
-
-    def granule(self) -> int:
-        while True:
-            pa, self.next = self.next, self.next + G
-            if not any(lo <= pa < hi for lo, hi in self.secure):
-                return pa
-
-    def ns_page(self, data: bytes = b"") -> int:
-        pa = self.granule()
-        if data:
-            self.machine.ns_write(pa, data)
-        return pa
-
-    def call(self, *regs: int) -> tuple[int, ...]:
-        """An SMC that must succeed."""
-        result = self.smc(*regs)
-        if result[0] != RmiStatus.RMI_SUCCESS:
-            raise SetupError(f"{F(regs[0]).name}({', '.join(hex(r) for r in regs[1:])}) -> X0 = {result[0]:#x}")
-        return result
-
-    def delegate(self, pa: int | None = None) -> int:
-        pa = self.granule() if pa is None else pa
-        self.call(F.RMI_GRANULE_DELEGATE, pa)
-        return pa
-
-    def realm_params(self, rtt_base: int, vmid: int = VMID) -> int:
-        level = start_level(IPA_WIDTH)
-        return self.ns_page(bytes(RMI_REALM_PARAMS.pack(
-            s2sz=IPA_WIDTH, num_bps=1, num_wps=1, vmid=vmid, rtt_base=rtt_base, rtt_level_start=level,
-            rtt_num_start=num_roots(IPA_WIDTH, level))))
-
-    def roots(self) -> int:
-        """Delegated root RTTs, aligned to their count; the first one's PA."""
-        count = num_roots(IPA_WIDTH, start_level(IPA_WIDTH))
-        self.next = -(-self.next // (count * G)) * (count * G)
-        first = self.granule()
-        self.delegate(first)
-        for _ in range(count - 1):
-            self.delegate()
-        return first
-
-    def realm(self, vmid: int = VMID) -> BuiltRealm:
-        rd = self.delegate()
-        self.call(F.RMI_REALM_CREATE, rd, self.realm_params(self.roots(), vmid))
-        return BuiltRealm(rd, start_level(IPA_WIDTH))
-
-    def tables(self, realm: BuiltRealm, ipa: int, level: int) -> int:
-        """Create every missing RTT down to ``level`` for ``ipa``; the PA of the one at ``level``."""
-        for lvl in range(realm.start_level + 1, level + 1):
-            base = ipa & ~(block_size(lvl - 1) - 1)
-            if (base, lvl) not in realm.tables:
-                rtt = self.delegate()
-                self.call(F.RMI_RTT_CREATE, realm.rd, rtt, base, lvl)
-                realm.tables[(base, lvl)] = rtt
-        return realm.tables[(ipa & ~(block_size(level - 1) - 1), level)]
-
-    def data_unknown(self, realm: BuiltRealm, ipa: int) -> int:
-        data = self.delegate()
-        self.call(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, ipa)
-        return data
-
-    def rec_params(self, index: int, aux: tuple[int, ...], pc: int = 0, runnable: bool = True) -> int:
-        flags = RmiRecCreateFlags.RUNNABLE if runnable else 0
-        return self.ns_page(bytes(RMI_REC_PARAMS.pack(
-            flags=flags, mpidr=rec_index_to_mpidr(index), pc=pc, num_aux=len(aux), aux=aux)))
-
-    def aux_granules(self, realm: BuiltRealm) -> tuple[int, ...]:
-        count = self.call(F.RMI_REC_AUX_COUNT, realm.rd)[1]
-        return tuple(self.delegate() for _ in range(count))
-
-    def rec(self, realm: BuiltRealm, index: int, pc: int = 0, runnable: bool = True) -> int:
-        aux = self.aux_granules(realm)
-        rec = self.delegate()
-        self.call(F.RMI_REC_CREATE, realm.rd, rec, self.rec_params(index, aux, pc, runnable))
-        return rec
-
-    def data(self, realm: BuiltRealm, ipa: int, content: bytes = b"") -> int:
-        """A measured DATA page at ``ipa`` (RIPAS RAM) holding ``content``; its PA."""
-        data = self.delegate()
-        self.call(F.RMI_DATA_CREATE, realm.rd, data, ipa, self.ns_page(content), 0)
-        return data
-
-    def run_page(self, gprs: tuple[int, ...] = ()) -> int:
-        """An RmiRecRun page for REC_ENTER (flags 0, the host's gprs); its exit reason reads
-        NO_EXIT (0xff, no RmiRecExitReason) until an entry writes the exit."""
-        run = self.ns_page(bytes(RMI_REC_ENTER.pack(flags=0, gprs=gprs + (0,) * (31 - len(gprs)))))
-        self.machine.ns_write(run + REC_EXIT_OFFSET, bytes([NO_EXIT]))
-        return run
-
-    def enter(self, rec: int) -> dict[str, int]:
-        """REC_ENTER with a fresh run page; the RmiRecExit fields."""
-        run = self.ns_page(bytes(RMI_REC_ENTER.pack(flags=0)))
-        self.call(F.RMI_REC_ENTER, rec, run)
-        return RMI_REC_EXIT.unpack(self.machine.ns_read(run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
-
-
-NO_EXIT = 0xFF
-"""The exit reason Builder.run_page leaves in a run page: no entry has written an exit there."""
-
-
-def _prepared(b: Builder, a_call: tuple[int, ...], b_call: tuple[int, ...], watch: tuple[Watch, ...] = ()) -> Prepared:
-    return Prepared(tuple(int(r) for r in a_call), tuple(int(r) for r in b_call), b.end, watch)
-
-
-# -- views of the end state (Prepared.watch) ------------------------------------------------------
-
-_EXIT_WORDS = ("esr", "far", "hpfar", "imm", "ripas_base", "ripas_top", "ripas_value")
-"""RmiRecExit fields a view shows when they are not zero (besides the reason and the gprs):
-what a host acts on after an exit. The GIC and timer state is the same in every exit here."""
-
-
-def exit_text(fields: dict[str, int]) -> str:
-    """``HOST_CALL imm=0x11 gprs=(0xa0, 0xa1)``: an RmiRecExit as a view shows it."""
-    reason = fields["exit_reason"]
-    if reason == NO_EXIT:
-        return "none"
-    try:
-        words = [RmiRecExitReason(reason).name.removeprefix("RMI_EXIT_")]
-    except ValueError:
-        words = [f"reason {reason:#x}"]
-    words += [f"{name}={fields[name]:#x}" for name in _EXIT_WORDS if fields[name]]
-    gprs = list(fields["gprs"])
-    while gprs and gprs[-1] == 0:
-        gprs.pop()
-    if gprs:
-        words.append(f"gprs=({', '.join(f'{g:#x}' for g in gprs)})")
-    return " ".join(words)
-
-
-def exit_view(who: str, run: int) -> Watch:
-    """The RmiRecExit in run page ``run`` (``who`` names the call that entered with it)."""
-    return (f"{who}'s exit", lambda m: exit_text(RMI_REC_EXIT.unpack(m.ns_read(run + REC_EXIT_OFFSET,
-                                                                                RMI_REC_EXIT.size))))
-
-
-def rem_view(realm: BuiltRealm, index: int = 1) -> Watch:
-    """REM ``index`` of the realm (its first 8 bytes, the rest is in the end state's digest)."""
-    def read(m: Machine) -> str:
-        value = Rd(m.memory, (realm.rd - m.dram_base) >> 12).measurement(index)
-        return value[:8].hex() if any(value) else "zero"
-    return (f"REM{index}", read)
-
-
-def rec_view(name: str, rec: int) -> Watch:
-    """A REC's saved X0..X2 and PC, whether it is runnable and what it has pending (PSCI, host call)."""
-    def read(m: Machine) -> str:
-        r = Rec(m.memory, (rec - m.dram_base) >> 12)
-        return (f"x0={r.gpr(0):#x} x1={r.gpr(1):#x} x2={r.gpr(2):#x} pc={r.pc:#x} runnable={int(r.runnable)} "
-                f"psci={r.psci_pending:#x} "
-                f"host_call={int(r.host_call_pending)}")
-    return (name, read)
+from rmm_mp.stress.explore import Pair, Prepared
+from rmm_mp.stress.explore_setup import (
+    F, G, L2, UNPROTECTED, VMID, Builder, BuiltRealm, SetupError, exit_text, exit_view, prepared, rec_view, rem_view,
+)
 
 
 # -- the setups --------------------------------------------------------------------------------
@@ -229,7 +40,7 @@ def data_create_vs_delegate_src(machine: Machine) -> Prepared:
     realm = b.realm()
     b.tables(realm, 0, 3)
     src = b.ns_page(b"source" * 600)
-    return _prepared(b, (F.RMI_DATA_CREATE, realm.rd, src, 5 * G, src, 1), (F.RMI_GRANULE_DELEGATE, src))
+    return prepared(b, (F.RMI_DATA_CREATE, realm.rd, src, 5 * G, src, 1), (F.RMI_GRANULE_DELEGATE, src))
 
 
 def data_create_vs_undelegate_data(machine: Machine) -> Prepared:
@@ -238,7 +49,7 @@ def data_create_vs_undelegate_data(machine: Machine) -> Prepared:
     b.tables(realm, 0, 3)
     src = b.ns_page(b"source" * 600)
     data = b.delegate()
-    return _prepared(b, (F.RMI_DATA_CREATE, realm.rd, data, 5 * G, src, 1), (F.RMI_GRANULE_UNDELEGATE, data))
+    return prepared(b, (F.RMI_DATA_CREATE, realm.rd, data, 5 * G, src, 1), (F.RMI_GRANULE_UNDELEGATE, data))
 
 
 def _one_data_page(machine: Machine) -> tuple[Builder, BuiltRealm]:
@@ -251,12 +62,12 @@ def _one_data_page(machine: Machine) -> tuple[Builder, BuiltRealm]:
 
 def data_destroy_vs_rtt_destroy(machine: Machine) -> Prepared:
     b, realm = _one_data_page(machine)
-    return _prepared(b, (F.RMI_DATA_DESTROY, realm.rd, 5 * G), (F.RMI_RTT_DESTROY, realm.rd, 0, 3))
+    return prepared(b, (F.RMI_DATA_DESTROY, realm.rd, 5 * G), (F.RMI_RTT_DESTROY, realm.rd, 0, 3))
 
 
 def data_destroy_vs_rtt_fold(machine: Machine) -> Prepared:
     b, realm = _one_data_page(machine)
-    return _prepared(b, (F.RMI_DATA_DESTROY, realm.rd, 5 * G), (F.RMI_RTT_FOLD, realm.rd, 0, 3))
+    return prepared(b, (F.RMI_DATA_DESTROY, realm.rd, 5 * G), (F.RMI_RTT_FOLD, realm.rd, 0, 3))
 
 
 def rtt_create_vs_rtt_create(machine: Machine) -> Prepared:
@@ -265,14 +76,14 @@ def rtt_create_vs_rtt_create(machine: Machine) -> Prepared:
     realm = b.realm()
     b.tables(realm, 0, 2)
     first, second = b.delegate(), b.delegate()
-    return _prepared(b, (F.RMI_RTT_CREATE, realm.rd, first, 0, 3), (F.RMI_RTT_CREATE, realm.rd, second, 0, 3))
+    return prepared(b, (F.RMI_RTT_CREATE, realm.rd, first, 0, 3), (F.RMI_RTT_CREATE, realm.rd, second, 0, 3))
 
 
 def rtt_destroy_vs_undelegate_table(machine: Machine) -> Prepared:
     b = Builder(machine)
     realm = b.realm()
     table = b.tables(realm, 0, 3)
-    return _prepared(b, (F.RMI_RTT_DESTROY, realm.rd, 0, 3), (F.RMI_GRANULE_UNDELEGATE, table))
+    return prepared(b, (F.RMI_RTT_DESTROY, realm.rd, 0, 3), (F.RMI_GRANULE_UNDELEGATE, table))
 
 
 def map_vs_unmap_unprotected(machine: Machine) -> Prepared:
@@ -282,7 +93,7 @@ def map_vs_unmap_unprotected(machine: Machine) -> Prepared:
     b.tables(realm, UNPROTECTED, 3)
     ns = b.ns_page()
     ipa = UNPROTECTED + 5 * G
-    return _prepared(b, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, ns | NS_MAP_ATTRS),
+    return prepared(b, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, ns | NS_MAP_ATTRS),
                      (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, 3))
 
 
@@ -294,7 +105,7 @@ def realm_create_vs_realm_create(machine: Machine) -> Prepared:
     bad_params = b.realm_params(b.roots())
     rd = b.delegate()
     params = b.realm_params(b.roots())
-    return _prepared(b, (F.RMI_REALM_CREATE, bad_rd, bad_params), (F.RMI_REALM_CREATE, rd, params))
+    return prepared(b, (F.RMI_REALM_CREATE, bad_rd, bad_params), (F.RMI_REALM_CREATE, rd, params))
 
 
 def _failing_rec_create(machine: Machine) -> tuple[Builder, tuple[int, ...], tuple[int, ...]]:
@@ -308,7 +119,7 @@ def _failing_rec_create(machine: Machine) -> tuple[Builder, tuple[int, ...], tup
 
 def rec_create_vs_undelegate_aux(machine: Machine) -> Prepared:
     b, create, aux = _failing_rec_create(machine)
-    return _prepared(b, create, (F.RMI_GRANULE_UNDELEGATE, aux[0]))
+    return prepared(b, create, (F.RMI_GRANULE_UNDELEGATE, aux[0]))
 
 
 def rec_create_vs_delegate_aux(machine: Machine) -> Prepared:
@@ -316,7 +127,7 @@ def rec_create_vs_delegate_aux(machine: Machine) -> Prepared:
     b, create, aux = _failing_rec_create(machine)
     last = aux[-1]
     b.call(F.RMI_GRANULE_UNDELEGATE, last)
-    return _prepared(b, create, (F.RMI_GRANULE_DELEGATE, last))
+    return prepared(b, create, (F.RMI_GRANULE_DELEGATE, last))
 
 
 def _one_rec(machine: Machine) -> tuple[Builder, BuiltRealm, int]:
@@ -327,14 +138,14 @@ def _one_rec(machine: Machine) -> tuple[Builder, BuiltRealm, int]:
 
 def rec_destroy_vs_rec_aux_count(machine: Machine) -> Prepared:
     b, realm, rec = _one_rec(machine)
-    return _prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_AUX_COUNT, realm.rd))
+    return prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_AUX_COUNT, realm.rd))
 
 
 def rec_destroy_vs_rec_create(machine: Machine) -> Prepared:
     b, realm, rec = _one_rec(machine)
     aux = b.aux_granules(realm)
     rec1 = b.delegate()
-    return _prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_CREATE, realm.rd, rec1, b.rec_params(1, aux)))
+    return prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_CREATE, realm.rd, rec1, b.rec_params(1, aux)))
 
 
 def psci_complete_vs_psci_complete(machine: Machine) -> Prepared:
@@ -342,7 +153,7 @@ def psci_complete_vs_psci_complete(machine: Machine) -> Prepared:
     PSCI request pending, so both fail, but only after locking both RECs)."""
     b, realm, rec0 = _one_rec(machine)
     rec1 = b.rec(realm, 1)
-    return _prepared(b, (F.RMI_PSCI_COMPLETE, rec0, rec1, 0), (F.RMI_PSCI_COMPLETE, rec1, rec0, 0))
+    return prepared(b, (F.RMI_PSCI_COMPLETE, rec0, rec1, 0), (F.RMI_PSCI_COMPLETE, rec1, rec0, 0))
 
 
 RIPAS_BASE, RIPAS_TOP = L2, L2 + 16 * G
@@ -355,7 +166,7 @@ def set_ripas_vs_rtt_destroy(machine: Machine) -> Prepared:
     the guest image is a measured DATA page at IPA 0, and REC_ENTER runs it to its RIPAS exit."""
     b = Builder(machine)
     realm, rec = _ripas_request(b)
-    return _prepared(b, (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
+    return prepared(b, (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
                      (F.RMI_RTT_DESTROY, realm.rd, RIPAS_BASE, 3))
 
 
@@ -465,7 +276,7 @@ def rec_enter_vs_rec_destroy(machine: Machine) -> Prepared:
     b = Builder(machine)
     _, (rec,) = _guest_realm(b, "b .")
     run = b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
 
 
 def rec_enter_vs_rec_enter(machine: Machine) -> Prepared:
@@ -475,7 +286,7 @@ def rec_enter_vs_rec_enter(machine: Machine) -> Prepared:
     b = Builder(machine)
     _, (rec,) = _guest_realm(b, "count: add x0, x0, #1\nb count")
     run_a, run_b = b.run_page(), b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run_a), (F.RMI_REC_ENTER, rec, run_b),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run_a), (F.RMI_REC_ENTER, rec, run_b),
                      (exit_view("A", run_a), exit_view("B", run_b), rec_view("REC", rec)))
 
 
@@ -485,7 +296,7 @@ def rec_enter_vs_set_ripas(machine: Machine) -> Prepared:
     b = Builder(machine)
     realm, rec = _ripas_request(b)
     run = b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
                      (exit_view("A", run), rec_view("REC", rec)))
 
 
@@ -496,7 +307,7 @@ def rec_enter_vs_delegate_run_page(machine: Machine) -> Prepared:
     b = Builder(machine)
     _, (rec,) = _guest_realm(b, "mov x0, #7\nb .")
     run = b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_GRANULE_DELEGATE, run), (rec_view("REC", rec),))
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_GRANULE_DELEGATE, run), (rec_view("REC", rec),))
 
 
 _HOST_CALL_PAGE = bytes(RSI_HOST_CALL.pack(imm=HOST_CALL_IMM, gprs=HOST_CALL_GPRS + (0,) * 29))
@@ -516,7 +327,7 @@ def host_call_vs_data_destroy(machine: Machine) -> Prepared:
     b = Builder(machine)
     realm, rec = _host_call_realm(b)
     run = b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA),
                      (exit_view("A", run), rec_view("REC", rec)))
 
 
@@ -533,7 +344,7 @@ def host_call_completion_vs_data_destroy(machine: Machine) -> Prepared:
     """REC_ENTER completing a host call (the host's gprs copied into the structure, then the
     guest's second host call reads them back) vs DATA_DESTROY of the structure's page."""
     b, realm, rec, run = _host_call_answered(machine)
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA),
                      (exit_view("A", run), rec_view("REC", rec)))
 
 
@@ -542,7 +353,7 @@ def data_destroy_vs_host_call_completion(machine: Machine) -> Prepared:
     the completion meets the page unmapped but not yet wiped, or wiped but its table still held
     (the completion writes without a walk only while the realm's TLB generation is unchanged)."""
     b, realm, rec, run = _host_call_answered(machine)
-    return _prepared(b, (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA), (F.RMI_REC_ENTER, rec, run),
+    return prepared(b, (F.RMI_DATA_DESTROY, realm.rd, HOST_CALL_IPA), (F.RMI_REC_ENTER, rec, run),
                      (exit_view("B", run), rec_view("REC", rec)))
 
 
@@ -556,14 +367,14 @@ def host_call_vs_rtt_destroy(machine: Machine) -> Prepared:
     """REC_ENTER whose guest makes a host call on an unassigned page of a table (its walk ends
     there, at level 3) vs RTT_DESTROY of that table (the walk then ends at level 2)."""
     b, realm, rec, run = _host_call_in_ram_table(machine)
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_DESTROY, realm.rd, RAM_TABLE, 3),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_DESTROY, realm.rd, RAM_TABLE, 3),
                      (exit_view("A", run),))
 
 
 def host_call_vs_rtt_fold(machine: Machine) -> Prepared:
     """The same host call vs RTT_FOLD of the table (homogeneous: every entry UNASSIGNED RAM)."""
     b, realm, rec, run = _host_call_in_ram_table(machine)
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_FOLD, realm.rd, RAM_TABLE, 3),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_FOLD, realm.rd, RAM_TABLE, 3),
                      (exit_view("A", run),))
 
 
@@ -605,14 +416,14 @@ def store_vs_data_destroy(machine: Machine) -> Prepared:
     DATA_DESTROY of the page: destroyed while the REC runs, the second store must fault (the
     realm's translation of the page is gone when DATA_DESTROY returns) and the page stay zero."""
     b, realm, rec, run = _storing_realm(machine)
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, STORE_IPA),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, STORE_IPA),
                      (exit_view("A", run), rem_view(realm)))
 
 
 def data_destroy_vs_store(machine: Machine) -> Prepared:
     """The same, the other way round: the guest's stores inserted at DATA_DESTROY's lock events."""
     b, realm, rec, run = _storing_realm(machine)
-    return _prepared(b, (F.RMI_DATA_DESTROY, realm.rd, STORE_IPA), (F.RMI_REC_ENTER, rec, run),
+    return prepared(b, (F.RMI_DATA_DESTROY, realm.rd, STORE_IPA), (F.RMI_REC_ENTER, rec, run),
                      (exit_view("B", run), rem_view(realm)))
 
 
@@ -632,7 +443,7 @@ def store_unprotected_vs_unmap(machine: Machine) -> Prepared:
     b.tables(realm, UNPROTECTED, 3)
     b.call(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3, b.ns_page() | NS_MAP_ATTRS)
     run = b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3),
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3),
                      (exit_view("A", run),))
 
 
@@ -655,7 +466,7 @@ def rec_enter_cpu_off_vs_psci_complete(machine: Machine) -> Prepared:
     """, rec1=True)
     _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
+    return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
                      (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
 
 
@@ -671,7 +482,7 @@ def rec_enter_vs_rec_enter_extend(machine: Machine) -> Prepared:
         b .
     """, rec1=True)
     run0, run1 = b.run_page(), b.run_page()
-    return _prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
+    return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
                      (exit_view("A", run0), exit_view("B", run1), rem_view(realm)))
 
 

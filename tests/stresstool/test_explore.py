@@ -233,7 +233,7 @@ def test_a_pair_whose_setup_fails_is_named_not_a_traceback(monkeypatch: pytest.M
     import dataclasses
 
     from rmm_mp.stress import explore_cli
-    from rmm_mp.stress.explore_pairs import SetupError
+    from rmm_mp.stress.explore_setup import SetupError
 
     def broken(machine):  # type: ignore[no-untyped-def]
         raise SetupError("RMI_GRANULE_DELEGATE answered RMI_ERROR_INPUT")
