@@ -4,11 +4,14 @@ Each pair's setup builds its objects on a fresh machine with stress.explore_setu
 RMI ABI only, the same addresses every time) and returns the calls A (run on CPU 0) and B (CPU
 1). The pairs are the races where a command could read or do work before it takes its locks: a
 source copied early, a VMID reserved before the checks, aux granules claimed before the checks,
-a table read before it is locked; and the races of a realm that runs: REC_ENTER of a small guest
+a table read before it is locked; the races of a fold, an unfold or a teardown (RTT_FOLD,
+RTT_CREATE of a block, RTT_DESTROY, REALM_DESTROY, REC_DESTROY) against a command that creates,
+reads or changes what it takes down, and of RIPAS changes against DATA_CREATE and DATA_DESTROY
+(the RIM and the REC are views there); and the races of a realm that runs: REC_ENTER of a small guest
 (its image a measured DATA page) against a command on what the guest or the RMM on its behalf
 uses (the REC, its run page, a host call structure and its table, a page it stores to, the RD of
 a measurement, the target of a PSCI request). Their outcomes include views (Prepared.watch) of
-the REC exit, the REC and REM1.
+the REC exit, the REC, REM1 and the RIM.
 
 This module owns the pairs. It must not write the machine's shared memory other than through
 SMCs and Machine.ns_write.
@@ -28,6 +31,7 @@ from rmm_mp.machine import Machine
 from rmm_mp.stress.explore import Pair, Prepared
 from rmm_mp.stress.explore_setup import (
     F, G, L2, UNPROTECTED, VMID, Builder, BuiltRealm, SetupError, exit_text, exit_view, prepared, rec_view, rem_view,
+    rim_view,
 )
 
 
@@ -170,16 +174,19 @@ def set_ripas_vs_rtt_destroy(machine: Machine) -> Prepared:
                      (F.RMI_RTT_DESTROY, realm.rd, RIPAS_BASE, 3))
 
 
-def _ripas_request(b: Builder) -> tuple[BuiltRealm, int]:
-    """A realm whose REC 0 has exited asking for RAM over [RIPAS_BASE, RIPAS_TOP) (its guest
-    loops after the request); the REC."""
+def _ripas_request(b: Builder, ripas: RsiRipas = RsiRipas.RSI_RAM,
+                   pages: tuple[int, ...] = ()) -> tuple[BuiltRealm, int]:
+    """A realm whose REC 0 has exited asking for ``ripas`` over [RIPAS_BASE, RIPAS_TOP) (its
+    guest loops after the request), with measured DATA ``pages`` (IPAs) in that range; the REC."""
     realm = b.realm()
     b.tables(realm, 0, 3)
     b.tables(realm, RIPAS_BASE, 3)
+    for ipa in pages:
+        b.data(realm, ipa)
     image = assemble(f"""
         mov x1, #{RIPAS_BASE:#x}
         mov x2, #{RIPAS_TOP:#x}
-        mov x3, #{int(RsiRipas.RSI_RAM)}
+        mov x3, #{int(ripas)}
         mov x4, #0
         mov x0, ={int(RsiFid.RSI_IPA_STATE_SET):#x}
         smc #0
@@ -193,6 +200,167 @@ def _ripas_request(b: Builder) -> tuple[BuiltRealm, int]:
     if exit_fields["exit_reason"] != RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE:
         raise SetupError(f"the guest exited with reason {exit_fields['exit_reason']}, not a RIPAS change")
     return realm, rec
+
+
+# -- RTT structure, RIPAS and teardown races ----------------------------------------------------
+
+def rtt_fold_vs_data_create(machine: Machine) -> Prepared:
+    """RTT_FOLD of a fresh level-3 table (every entry UNASSIGNED EMPTY, nothing live) vs
+    DATA_CREATE of a page in it: folded first, DATA_CREATE's walk ends at level 2 (rtt_walk);
+    created first, the table is live and the fold fails rtt_homo."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    src = b.ns_page(b"source" * 600)
+    data = b.delegate()
+    return prepared(b, (F.RMI_RTT_FOLD, realm.rd, 0, 3), (F.RMI_DATA_CREATE, realm.rd, data, 5 * G, src, 1))
+
+
+def rtt_fold_vs_data_create_unknown(machine: Machine) -> Prepared:
+    """The same fold vs DATA_CREATE_UNKNOWN of a page of the table (which keeps its RIPAS EMPTY)."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    data = b.delegate()
+    return prepared(b, (F.RMI_RTT_FOLD, realm.rd, 0, 3), (F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, 5 * G))
+
+
+def rtt_fold_vs_read_entry(machine: Machine) -> Prepared:
+    """The same fold vs RTT_READ_ENTRY of a page of the table: the reader sees the level-3 entry
+    (before) or the folded level-2 one (after), never a table being torn down."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    return prepared(b, (F.RMI_RTT_FOLD, realm.rd, 0, 3), (F.RMI_RTT_READ_ENTRY, realm.rd, 5 * G, 3))
+
+
+def rtt_create_vs_rtt_destroy_parent(machine: Machine) -> Prepared:
+    """RTT_CREATE of a level-3 table vs RTT_DESTROY of its parent, an empty level-2 table (both
+    commands release the RD once root RTT 0 is locked): created first, the parent is live
+    (rtt_live); destroyed first, the create's walk ends at level 1 (rtt_walk)."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 2)
+    table = b.delegate()
+    return prepared(b, (F.RMI_RTT_CREATE, realm.rd, table, 0, 3), (F.RMI_RTT_DESTROY, realm.rd, 0, 2))
+
+
+def rtt_fold_assigned_vs_data_destroy(machine: Machine) -> Prepared:
+    """RTT_FOLD of a level-3 table whose 512 entries map one 2 MiB block (ASSIGNED EMPTY, made by
+    DATA_CREATE_UNKNOWN) vs DATA_DESTROY of one of its pages: folded first, DATA_DESTROY's walk
+    ends at the level-2 block (rtt_walk); destroyed first, the table is no longer homogeneous."""
+    b = Builder(machine)
+    block = b.delegated_block()
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    b.unknown_block(realm, 0, block)
+    return prepared(b, (F.RMI_RTT_FOLD, realm.rd, 0, 3), (F.RMI_DATA_DESTROY, realm.rd, 5 * G))
+
+
+def rtt_create_unfold_vs_data_destroy(machine: Machine) -> Prepared:
+    """RTT_CREATE of a level-3 table under an ASSIGNED level-2 block (the table of
+    rtt_fold_assigned_vs_data_destroy, folded: the new table is the block unfolded) vs
+    DATA_DESTROY of one of its pages: unfolded first, the page is destroyed; destroyed first,
+    the walk ends at the block (rtt_walk) and the unfold goes on."""
+    b = Builder(machine)
+    block = b.delegated_block()
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    b.unknown_block(realm, 0, block)
+    b.call(F.RMI_RTT_FOLD, realm.rd, 0, 3)
+    table = b.delegate()
+    return prepared(b, (F.RMI_RTT_CREATE, realm.rd, table, 0, 3), (F.RMI_DATA_DESTROY, realm.rd, 5 * G))
+
+
+def rtt_fold_ns_vs_unmap(machine: Machine) -> Prepared:
+    """RTT_FOLD of a level-3 table of 512 ASSIGNED_NS entries (an unprotected 2 MiB mapping,
+    unfolded by RTT_CREATE) vs RTT_UNMAP_UNPROTECTED of one of its pages: folded first, the
+    unmap's walk ends at level 2 (rtt_walk); unmapped first, the table is no longer homogeneous."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, UNPROTECTED, 2)
+    block = (machine.platform.dram.end - L2) & ~(L2 - 1)    # NS memory no granule of the setup is in
+    b.call(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, UNPROTECTED, 2, block | NS_MAP_ATTRS)
+    b.call(F.RMI_RTT_CREATE, realm.rd, b.delegate(), UNPROTECTED, 3)
+    return prepared(b, (F.RMI_RTT_FOLD, realm.rd, UNPROTECTED, 3),
+                     (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, UNPROTECTED + 5 * G, 3))
+
+
+def rtt_destroy_vs_rtt_create(machine: Machine) -> Prepared:
+    """RTT_DESTROY of a level-3 table vs RTT_CREATE of the same table naming that very granule:
+    created first, the granule is still an RTT (rtt_state); destroyed first, it is DELEGATED
+    again and the parent entry UNASSIGNED, so the create succeeds."""
+    b = Builder(machine)
+    realm = b.realm()
+    table = b.tables(realm, 0, 3)
+    return prepared(b, (F.RMI_RTT_DESTROY, realm.rd, 0, 3), (F.RMI_RTT_CREATE, realm.rd, table, 0, 3))
+
+
+def init_ripas_vs_data_create(machine: Machine) -> Prepared:
+    """RTT_INIT_RIPAS over the first 16 pages of a level-3 table vs a measured DATA_CREATE of
+    the sixth: both extend the RIM, in the order they take effect (INIT_RIPAS first: 16 RIPAS
+    descriptors, then the DATA one; DATA_CREATE first: the INIT_RIPAS stops at the page)."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    src = b.ns_page(b"source" * 600)
+    data = b.delegate()
+    return prepared(b, (F.RMI_RTT_INIT_RIPAS, realm.rd, 0, 16 * G),
+                     (F.RMI_DATA_CREATE, realm.rd, data, 5 * G, src, 1), (rim_view(realm),))
+
+
+SET_EMPTY_PAGE = RIPAS_BASE + 2 * G
+"""A DATA page (RIPAS RAM) inside the range whose RIPAS the REC of set_ripas_vs_data_destroy asks to make EMPTY."""
+
+
+def set_ripas_vs_data_destroy(machine: Machine) -> Prepared:
+    """RTT_SET_RIPAS answering a REC's request for EMPTY over [RIPAS_BASE, RIPAS_TOP), which holds
+    a DATA page, vs DATA_DESTROY of that page: set first, the page is ASSIGNED EMPTY and is
+    destroyed UNASSIGNED EMPTY; destroyed first, its entry is DESTROYED and the RIPAS change
+    stops there (the request does not allow leaving DESTROYED)."""
+    b = Builder(machine)
+    realm, rec = _ripas_request(b, RsiRipas.RSI_EMPTY, pages=(SET_EMPTY_PAGE,))
+    return prepared(b, (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
+                     (F.RMI_DATA_DESTROY, realm.rd, SET_EMPTY_PAGE), (rec_view("REC", rec),))
+
+
+def realm_destroy_vs_rtt_create(machine: Machine) -> Prepared:
+    """REALM_DESTROY of a realm with nothing live vs RTT_CREATE of a level-2 table in its
+    second root RTT (the unprotected half): created first, the root is live (realm_live);
+    destroyed first, the RD is gone (rd_state)."""
+    b = Builder(machine)
+    realm = b.realm()
+    table = b.delegate()
+    return prepared(b, (F.RMI_REALM_DESTROY, realm.rd), (F.RMI_RTT_CREATE, realm.rd, table, UNPROTECTED, 2))
+
+
+def rtt_destroy_vs_realm_destroy(machine: Machine) -> Prepared:
+    """RTT_DESTROY of a realm's only table (level 2, in root RTT 0) vs REALM_DESTROY: destroyed
+    last-table first, the realm goes too; the realm first, it is live and stays."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 2)
+    return prepared(b, (F.RMI_RTT_DESTROY, realm.rd, 0, 2), (F.RMI_REALM_DESTROY, realm.rd))
+
+
+def realm_destroy_vs_rec_create(machine: Machine) -> Prepared:
+    """REALM_DESTROY vs REC_CREATE of the realm's first REC: one of them fails (realm_live, or rd_state)."""
+    b = Builder(machine)
+    realm = b.realm()
+    aux = b.aux_granules(realm)
+    rec = b.delegate()
+    return prepared(b, (F.RMI_REALM_DESTROY, realm.rd), (F.RMI_REC_CREATE, realm.rd, rec, b.rec_params(0, aux)))
+
+
+def rec_destroy_vs_rec_create_same_granules(machine: Machine) -> Prepared:
+    """REC_DESTROY of REC 0 vs REC_CREATE of REC 1 with REC 0's granule and aux granules: created
+    first, they are in use (rec_state, aux_state); destroyed first, all are DELEGATED again."""
+    b = Builder(machine)
+    realm = b.realm()
+    aux = b.aux_granules(realm)
+    rec = b.delegate()
+    b.call(F.RMI_REC_CREATE, realm.rd, rec, b.rec_params(0, aux))
+    return prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_CREATE, realm.rd, rec, b.rec_params(1, aux)))
 
 
 # -- pairs with a REC running a guest ------------------------------------------------------------
@@ -547,4 +715,33 @@ PAIRS: dict[str, Pair] = {p.name: p for p in (
          rec_enter_cpu_off_vs_psci_complete, GUEST_SLICE),
     Pair("rec-enter-vs-rec-enter-extend", "REC_ENTER of REC 0 vs REC_ENTER of REC 1, both extending REM1",
          rec_enter_vs_rec_enter_extend, GUEST_SLICE),
+    Pair("rtt-fold-vs-data-create", "RTT_FOLD of an empty level-3 table vs DATA_CREATE of a page in it",
+         rtt_fold_vs_data_create),
+    Pair("rtt-fold-vs-data-create-unknown", "RTT_FOLD of an empty level-3 table vs DATA_CREATE_UNKNOWN in it",
+         rtt_fold_vs_data_create_unknown),
+    Pair("rtt-fold-vs-read-entry", "RTT_FOLD of an empty level-3 table vs RTT_READ_ENTRY of a page in it",
+         rtt_fold_vs_read_entry),
+    Pair("rtt-create-vs-rtt-destroy-parent", "RTT_CREATE of a level-3 table vs RTT_DESTROY of its empty parent",
+         rtt_create_vs_rtt_destroy_parent),
+    Pair("rtt-fold-assigned-vs-data-destroy", "RTT_FOLD of 512 pages of one block vs DATA_DESTROY of one of them",
+         rtt_fold_assigned_vs_data_destroy),
+    Pair("rtt-create-unfold-vs-data-destroy", "RTT_CREATE unfolding an ASSIGNED block vs DATA_DESTROY of a page of it",
+         rtt_create_unfold_vs_data_destroy),
+    Pair("rtt-fold-ns-vs-unmap", "RTT_FOLD of 512 ASSIGNED_NS pages vs RTT_UNMAP_UNPROTECTED of one of them",
+         rtt_fold_ns_vs_unmap),
+    Pair("rtt-destroy-vs-rtt-create", "RTT_DESTROY of a table vs RTT_CREATE of it again with the same granule",
+         rtt_destroy_vs_rtt_create),
+    Pair("init-ripas-vs-data-create", "RTT_INIT_RIPAS of 16 pages vs a measured DATA_CREATE of one of them",
+         init_ripas_vs_data_create),
+    Pair("set-ripas-vs-data-destroy", "RTT_SET_RIPAS to EMPTY over a DATA page vs DATA_DESTROY of the page",
+         set_ripas_vs_data_destroy),
+    Pair("realm-destroy-vs-rtt-create", "REALM_DESTROY vs RTT_CREATE of a table in its second root RTT",
+         realm_destroy_vs_rtt_create),
+    Pair("rtt-destroy-vs-realm-destroy", "RTT_DESTROY of a realm's only table vs REALM_DESTROY",
+         rtt_destroy_vs_realm_destroy),
+    Pair("realm-destroy-vs-rec-create", "REALM_DESTROY vs REC_CREATE of its first REC",
+         realm_destroy_vs_rec_create),
+    Pair("rec-destroy-vs-rec-create-same-granules",
+         "REC_DESTROY vs REC_CREATE of the next REC with the destroyed REC's granule and aux granules",
+         rec_destroy_vs_rec_create_same_granules),
 )}

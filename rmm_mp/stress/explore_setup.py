@@ -19,7 +19,7 @@ from rmm_mp.abi.structs import (
 )
 from rmm_mp.host.realm import block_size, num_roots, start_level
 from rmm_mp.machine import Machine
-from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.realm_desc import RIM_SLOT, Rd
 from rmm_mp.rmm.rec_desc import Rec
 from rmm_mp.stress.explore import Prepared, Watch
 
@@ -117,6 +117,22 @@ class Builder:
         self.call(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, ipa)
         return data
 
+    def delegated_block(self) -> list[int]:
+        """512 delegated granules forming one 2 MiB-aligned block (for a table RTT_FOLD can fold
+        into an ASSIGNED block: unknown_block). Taken first in a setup, it starts at the bottom
+        of DRAM and wastes nothing (the DRAM handed out is part of every end state)."""
+        self.next = -(-self.next // L2) * L2
+        pages = [self.delegate() for _ in range(L2 // G)]
+        if pages[-1] - pages[0] != L2 - G:
+            raise SetupError(f"no 2 MiB of contiguous non-secure DRAM at {pages[0]:#x}")
+        return pages
+
+    def unknown_block(self, realm: BuiltRealm, ipa: int, pages: list[int]) -> None:
+        """DATA_CREATE_UNKNOWN of ``pages`` (delegated_block) at the 512 pages of ``ipa``'s
+        level-3 table, which must exist."""
+        for i, pa in enumerate(pages):
+            self.call(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, pa, ipa + i * G)
+
     def rec_params(self, index: int, aux: tuple[int, ...], pc: int = 0, runnable: bool = True) -> int:
         flags = RmiRecCreateFlags.RUNNABLE if runnable else 0
         return self.ns_page(bytes(RMI_REC_PARAMS.pack(
@@ -207,3 +223,10 @@ def rec_view(name: str, rec: int) -> Watch:
                 f"psci={r.psci_pending:#x} "
                 f"host_call={int(r.host_call_pending)}")
     return (name, read)
+
+
+def rim_view(realm: BuiltRealm) -> Watch:
+    """The realm's RIM (its first 8 bytes): it tells the order of the extensions two commands made."""
+    def read(m: Machine) -> str:
+        return Rd(m.memory, (realm.rd - m.dram_base) >> 12).measurement(RIM_SLOT)[:8].hex()
+    return ("RIM", read)

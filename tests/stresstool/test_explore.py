@@ -133,6 +133,63 @@ def test_psci_complete_in_argument_order_deadlocks() -> None:
     assert _my_segments() == []
 
 
+NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-fold-vs-read-entry",
+             "rtt-create-vs-rtt-destroy-parent", "rtt-fold-assigned-vs-data-destroy",
+             "rtt-create-unfold-vs-data-destroy", "rtt-fold-ns-vs-unmap", "rtt-destroy-vs-rtt-create",
+             "init-ripas-vs-data-create", "set-ripas-vs-data-destroy", "realm-destroy-vs-rtt-create",
+             "rtt-destroy-vs-realm-destroy", "realm-destroy-vs-rec-create", "rec-destroy-vs-rec-create-same-granules"]
+
+
+@pytest.mark.parametrize("name", NEW_PAIRS)
+def test_fold_teardown_and_ripas_pairs_are_serial_and_tell_the_orders_apart(name: str) -> None:
+    """The pairs of RTT folds and unfolds, RTT_CREATE against RTT_DESTROY, RIPAS changes and
+    realm and REC teardown give serial outcomes only on the unmodified RMM, and their two serial
+    orders differ (in a result or the end state): a pair whose orders agree could not tell a
+    non-serial interleaving from a serial one."""
+    report = explore(PAIRS[name])
+    assert report.ok, report
+    assert report.tried > 1
+    assert not any(o.trouble for o in report.serial.values())
+    assert not report.serial["A;B"].same(report.serial["B;A"])
+    assert _my_segments() == []
+
+
+def test_rim_tells_the_order_of_init_ripas_and_data_create() -> None:
+    """RTT_INIT_RIPAS and a measured DATA_CREATE of a page in its range both extend the RIM: the
+    RIM view differs between the two orders (INIT_RIPAS stops at the page DATA_CREATE made)."""
+    report = explore(PAIRS["init-ripas-vs-data-create"])
+    a_first, b_first = report.serial["A;B"], report.serial["B;A"]
+    assert (a_first.a[:2], b_first.a[:2]) == ((0, 0x10000), (0, 0x5000))
+    assert dict(a_first.seen)["RIM"] != dict(b_first.seen)["RIM"]
+
+
+@pytest.mark.parametrize("bug, name", [("rtt-destroy-refcount-unlocked", "rtt-create-vs-rtt-destroy-parent"),
+                                       ("walk-unlock-parent-first", "rtt-create-vs-rtt-destroy-parent"),
+                                       ("rec-create-no-rd-lock", "realm-destroy-vs-rec-create")])
+def test_teardown_against_a_creation_reports_catalogued_bugs(bug: str, name: str) -> None:
+    """rtt-destroy-refcount-unlocked: RTT_DESTROY of a level-2 table reads its refcount (0)
+    while RTT_CREATE holds it and adds a level-3 table: both succeed, which no serial order
+    gives. walk-unlock-parent-first: RTT_DESTROY takes the table from under RTT_CREATE's walk
+    (an RMM crash). rec-create-no-rd-lock: REC_CREATE creates a REC in a realm that REALM_DESTROY
+    is destroying: both succeed."""
+    with injected(bug):
+        report = explore(PAIRS[name])
+    assert not report.ok and report.non_serial
+    assert {n.why for n in report.non_serial} == {"results that no serial order gives"}
+    assert _my_segments() == []
+
+
+def test_data_create_unknown_locking_the_root_first_deadlocks_against_a_fold() -> None:
+    """data-create-rtt-before-rd: DATA_CREATE_UNKNOWN locks root RTT 0 before the RD, RTT_FOLD
+    the RD before root RTT 0: with DATA_CREATE_UNKNOWN inserted after the fold took the RD, each
+    waits for the other."""
+    with injected("data-create-rtt-before-rd"):
+        report = explore(PAIRS["rtt-fold-vs-data-create-unknown"])
+    assert [n.event for n in report.non_serial] == [0]
+    assert report.non_serial[0].why.startswith("deadlock: A waits for ")
+    assert _my_segments() == []
+
+
 def test_list() -> None:
     res = CliRunner().invoke(explore_command, ["--list"])
     assert res.exit_code == 0, res.output
