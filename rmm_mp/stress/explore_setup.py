@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rmm_mp.abi.rmi import RmiFid, RmiStatus
+from rmm_mp.abi.rsi import RsiFid, RsiRipas
 from rmm_mp.abi.structs import (
     REC_EXIT_OFFSET, RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RmiRecCreateFlags, RmiRecExitReason,
     rec_index_to_mpidr,
 )
+from rmm_mp.guest.assembler import assemble
 from rmm_mp.host.realm import block_size, num_roots, start_level
 from rmm_mp.machine import Machine
 from rmm_mp.rmm.realm_desc import RIM_SLOT, Rd
@@ -230,3 +232,35 @@ def rim_view(realm: BuiltRealm) -> Watch:
     def read(m: Machine) -> str:
         return Rd(m.memory, (realm.rd - m.dram_base) >> 12).measurement(RIM_SLOT)[:8].hex()
     return ("RIM", read)
+
+
+RIPAS_BASE, RIPAS_TOP = L2, L2 + 16 * G
+"""The range whose RIPAS the realm of ripas_request asks to change, in a level-3 table of its own."""
+
+
+def ripas_request(b: Builder, ripas: RsiRipas = RsiRipas.RSI_RAM,
+                   pages: tuple[int, ...] = ()) -> tuple[BuiltRealm, int]:
+    """A realm whose REC 0 has exited asking for ``ripas`` over [RIPAS_BASE, RIPAS_TOP) (its
+    guest loops after the request), with measured DATA ``pages`` (IPAs) in that range; the REC."""
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    b.tables(realm, RIPAS_BASE, 3)
+    for ipa in pages:
+        b.data(realm, ipa)
+    image = assemble(f"""
+        mov x1, #{RIPAS_BASE:#x}
+        mov x2, #{RIPAS_TOP:#x}
+        mov x3, #{int(ripas)}
+        mov x4, #0
+        mov x0, ={int(RsiFid.RSI_IPA_STATE_SET):#x}
+        smc #0
+        b .
+    """, 0)
+    src = b.ns_page(image)
+    b.call(F.RMI_DATA_CREATE, realm.rd, b.delegate(), 0, src, 0)
+    rec = b.rec(realm, 0, pc=0)
+    b.call(F.RMI_REALM_ACTIVATE, realm.rd)
+    exit_fields = b.enter(rec)
+    if exit_fields["exit_reason"] != RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE:
+        raise SetupError(f"the guest exited with reason {exit_fields['exit_reason']}, not a RIPAS change")
+    return realm, rec

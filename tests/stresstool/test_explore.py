@@ -44,12 +44,19 @@ def _my_segments() -> list[str]:
     return [m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()]
 
 
-@pytest.mark.parametrize("name", ["rtt-create-vs-rtt-create", "data-create-vs-delegate-src",
-                                  "psci-complete-vs-psci-complete", "host-call-vs-data-destroy",
-                                  "data-destroy-vs-host-call-completion"])
+NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-fold-vs-read-entry",
+             "rtt-create-vs-rtt-destroy-parent", "rtt-fold-assigned-vs-data-destroy",
+             "rtt-create-unfold-vs-data-destroy", "rtt-fold-ns-vs-unmap", "rtt-destroy-vs-rtt-create",
+             "init-ripas-vs-data-create", "set-ripas-vs-data-destroy", "realm-destroy-vs-rtt-create",
+             "rtt-destroy-vs-realm-destroy", "realm-destroy-vs-rec-create", "rec-destroy-vs-rec-create-same-granules"]
+
+
+@pytest.mark.parametrize("name", [n for n in PAIRS if n not in NEW_PAIRS])
 def test_correct_pair_gives_serial_outcomes_only(name: str) -> None:
     """Every interleaving of the unmodified RMM is one of the two serial outcomes; the pair has
-    more than one insertion point, and the serial runs complete."""
+    more than one insertion point, and the serial runs complete. Every pair of the catalog is
+    explored here or in the test of NEW_PAIRS (a setup broken by a refactoring once went
+    unnoticed because only five pairs were)."""
     report = explore(PAIRS[name])
     assert report.ok, report
     assert report.tried > 1
@@ -133,11 +140,6 @@ def test_psci_complete_in_argument_order_deadlocks() -> None:
     assert _my_segments() == []
 
 
-NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-fold-vs-read-entry",
-             "rtt-create-vs-rtt-destroy-parent", "rtt-fold-assigned-vs-data-destroy",
-             "rtt-create-unfold-vs-data-destroy", "rtt-fold-ns-vs-unmap", "rtt-destroy-vs-rtt-create",
-             "init-ripas-vs-data-create", "set-ripas-vs-data-destroy", "realm-destroy-vs-rtt-create",
-             "rtt-destroy-vs-realm-destroy", "realm-destroy-vs-rec-create", "rec-destroy-vs-rec-create-same-granules"]
 
 
 @pytest.mark.parametrize("name", NEW_PAIRS)
