@@ -8,6 +8,7 @@
     destroy      destroy_realm in the instance's teardown order + RunQueue.release_realm
     drain        end every queued vCPU (after the CPUs stopped) so every realm is DONE
     outcome      Finished + the vCPU errors seen on any CPU -> report.RealmOutcome
+    unreported   the outcome of a realm whose owner CPU returned no result (it died)
 
 An instance's name is its template's name, with ``[index]`` when the template has several
 instances and ``#generation`` when it is a lifecycle realm (rebuilt: generation 0 is the one the
@@ -217,3 +218,11 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     if f.token:
         detail += f"; token of {f.token:,} bytes verified" + (f", saved as {f.token_file}" if f.token_file else "")
     return RealmOutcome(f.name, f.recs, True, detail, f.counters)
+
+
+def unreported(name: str, recs: int, cpu: int) -> RealmOutcome:
+    """The outcome of a realm owned by CPU ``cpu``, which returned no result (it died, or its
+    result was lost to a signal): only that CPU knew its instances (their generations, how each
+    ended, whether one is still built), so the report can only say that it does not know."""
+    return RealmOutcome(name, recs, False, f"not reported: CPU {cpu}, which owned it, returned no result "
+                                           f"(what its instances did is unknown)")

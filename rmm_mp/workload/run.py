@@ -18,7 +18,8 @@
 5. return the RunReport (render.py turns it into text, JSON, CSV, PNG).
 
 When a CPU failed or the RMM crashed, nothing is torn down (a dead CPU may hold granule locks):
-the report says what happened, and closing the machine unlinks its shared memory as always.
+the report says what happened (the realms only a CPU that returned no result knew are listed
+as not reported), and closing the machine unlinks its shared memory as always.
 Ctrl-C stops the CPUs (rmm_mp.runtime) and the run is reported as interrupted. Before the CPUs
 start (the build) and after they stop, Ctrl-C (SIGTERM too with sigterm_stops) ends the step
 under way and skips the slow ones left (Interrupts); the report says what was not done
@@ -232,6 +233,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
             machine, w, plan, live, finished, errors, results, pools, healthy, part, stop)
     not_done += undone
+    outcomes += _unreported(w, parts, [cpu for cpu in ids if cpu not in results])
     if options.tokens_dir is not None and (tokens_saved or not unsaved):
         outputs["tokens"] = options.tokens_dir
     if unsaved:
@@ -386,6 +388,20 @@ def _leaks(machine: Machine, alloc: NsAllocator) -> list[str]:
     if stats.granules_in_use or stats.vmids_in_use:
         out.append(f"after teardown the host allocator still holds {stats.granules_in_use} granules and "
                    f"{stats.vmids_in_use} VMIDs")
+    return out
+
+
+def _unreported(w: Workload, parts: tuple[CpuPart, ...], lost: list[int]) -> list[RealmOutcome]:
+    """The realms only a CPU that returned no result knew: the lifecycle instances it owned
+    (every generation after the parent's first was its own) and its private ripas-churn realm.
+    Left out, the report would count the other realms as if they were all there were."""
+    out = []
+    for cpu in lost:
+        for inst in parts[cpu].owned:
+            t = w.realms[inst.realm]
+            out.append(realms.unreported(f"{t.name}[{inst.index}]" if t.instances > 1 else t.name, t.recs, cpu))
+        if w.uses("ripas-churn", cpu):
+            out.append(realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu))
     return out
 
 

@@ -5,6 +5,7 @@ where the run used to wait for it for ever."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
+from rmm_mp.runtime import CpuFailure
 from rmm_mp.workload import run, spec
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, TimeUp, run_workload
@@ -96,3 +98,35 @@ def test_the_allowances_grow_with_the_cpus_per_host_core(monkeypatch: pytest.Mon
     assert timed(0.0) is None
     assert timed(1.0 + 2 * run.OVERRUN_S - 0.01) is None
     assert timed(1.0 + 2 * run.OVERRUN_S) == f"time is up (CPUs still running {2 * run.OVERRUN_S:g} s after the run's end)"
+
+
+LOST = 1
+"""The CPU whose results the test drops, as if its process had died at the run's end."""
+
+
+def test_the_realms_of_a_cpu_that_returned_nothing_are_reported_as_unknown(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead CPU's lifecycle realms (built, run and torn down by it alone) are in no result the
+    parent receives: the report names them as not reported, where it used to leave them out and
+    count "N of N ok" over the others' realms."""
+    real = run.run_cpus
+
+    def one_lost(*args: object, **kwargs: object) -> run.RunResult:
+        done = real(*args, **kwargs)      # type: ignore[arg-type]
+        results = {cpu: r for cpu, r in done.results.items() if cpu != LOST}
+        failure = CpuFailure(LOST, "was killed by SIGKILL", "", ())
+        return dataclasses.replace(done, results=results, failures=(*done.failures, failure))
+    monkeypatch.setattr(run, "run_cpus", one_lost)
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 4\ncpus = 2\nactivities = { lifecycle = 1 }\n'
+                    '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n'
+                    '[[realm]]\nname = "res"\nguest = "hello"\n')
+    w = resolve(spec.load(str(path)))
+    lost_keys = [key for key, cpu in w.owners if cpu == LOST]
+    assert lost_keys, "the workload must give the lost CPU a lifecycle realm"
+    report = run_workload(w, RunOptions(progress=False))
+    unknown = [r for r in report.realms if "not reported" in r.detail]
+    assert [r.name for r in unknown] == ["vm[1]"]
+    assert not unknown[0].ok and f"CPU {LOST}" in unknown[0].detail
+    assert any(r.name.startswith("vm[0]#") for r in report.realms) and any(r.name == "res" for r in report.realms)
+    assert not report.ok
