@@ -5,6 +5,7 @@
     equ_names        the ``.equ`` constants a program defines
     image            a program assembled at the realms' RAM base with constants replaced
     min_ram          the RAM a bundled guest needs (checked before anything is built)
+    guest_pages      where the pages a bundled guest touches beyond its image lie
     challenge, attest_constants
                      the per-instance challenge an attest realm puts in its token
     measure_expected the REM the measure guest must read back, for its realm's hash
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
+from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.hw.tomlsrc import read_source
 
 RAM_BASE = DEFAULT_BASE
@@ -180,7 +182,6 @@ hostcalls:                          // one RsiHostCall per REC
 
 ENGINE_GUESTS = {"ripas-loop": RIPAS_LOOP}
 MiB = 1 << 20
-_PAGES_PER_REC = 4 * 4096
 
 
 def guest_names() -> tuple[str, ...]:
@@ -219,23 +220,43 @@ def min_ram(guest: str, recs: int, image_size: int, text: str = "") -> int:
     """Bytes of RAM (from RAM_BASE) the guest touches: its image and, for the bundled guests,
     the pages they use beyond it (each guest's header says where). ``text`` is the guest's
     source with the workload's constants applied (with_constants): the pages follow its
-    RANGE, RANGE_PAGES, PAGES and *_OFFSET values; without it, the guests' defaults."""
+    RANGE, RANGE_PAGES, PAGES, MAX_RECS and *_OFFSET values; without it, the guests' defaults."""
     need = image_size
+    pages = guest_pages(guest, recs, text)
+    if pages is not None:
+        need = max(need, pages[1])
+    if guest == "attest":
+        # The RAM whose shared alias receives the token's copy (4 KiB from SHARED_OFFSET).
+        (shared,) = _equ_values(text, ("SHARED_OFFSET",)) if text else (2 * MiB,)
+        need = max(need, shared + 4096)
+    return need
+
+
+def guest_pages(guest: str, recs: int, text: str = "") -> tuple[int, int] | None:
+    """[start, end) from RAM_BASE of the protected RAM a bundled guest touches beyond its image
+    (start may be negative: constants can place the pages below RAM), or None for a guest that
+    touches none (hello, measure, a guest file). ``text`` as for min_ram."""
     if guest == "smp-boot":
         (pages,) = _equ_values(text, ("PAGES",)) if text else (RAM_BASE + MiB,)
-        need = max(need, pages - RAM_BASE + recs * 4096)
-    elif guest == "ripas-flip":
+        return pages - RAM_BASE, pages - RAM_BASE + recs * 4096
+    if guest == "ripas-flip":
         start, count = _equ_values(text, ("RANGE", "RANGE_PAGES")) if text else (RAM_BASE + MiB, 4)
-        need = max(need, start - RAM_BASE + count * 4096)
-    elif guest == "attest":
-        # The token buffer (at most 4 KiB from BUFFER_OFFSET + OFFSET) and the RAM whose shared
-        # alias receives the copy (4 KiB from SHARED_OFFSET).
-        buffer, offset, shared = _equ_values(text, ("BUFFER_OFFSET", "OFFSET", "SHARED_OFFSET")) if text \
-            else (MiB, 0xC00, 2 * MiB)
-        need = max(need, buffer + offset + 4096, shared + 4096)
-    elif guest == "ripas-loop":
-        need = max(need, MiB + min(recs, 16) * _PAGES_PER_REC)
-    return need
+        return start - RAM_BASE, start - RAM_BASE + count * 4096
+    if guest == "attest":
+        # The token buffer: at most 4 KiB from BUFFER_OFFSET + OFFSET.
+        buffer, offset = _equ_values(text, ("BUFFER_OFFSET", "OFFSET")) if text else (MiB, 0xC00)
+        return buffer, buffer + offset + 4096
+    if guest == "ripas-loop":
+        # Each REC the guest starts (all of them, up to its MAX_RECS) uses PAGES pages from
+        # RANGE + i * PAGES * 4 KiB; a round touches one page even when PAGES is 0.
+        start, count, most = _equ_values(text, ("RANGE", "PAGES", "MAX_RECS")) if text \
+            else (RAM_BASE + MiB, 4, MAX_VCPUS)
+        return start - RAM_BASE, start - RAM_BASE + min(recs, most) * max(count, 1) * 4096
+    return None
+
+
+PAGE_CONSTANTS = {"smp-boot": "PAGES", "ripas-flip": "RANGE", "attest": "BUFFER_OFFSET", "ripas-loop": "RANGE"}
+"""The constant of each bundled guest that places its pages (guest_pages)."""
 
 
 def _equ_values(text: str, names: tuple[str, ...]) -> tuple[int, ...]:

@@ -266,6 +266,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
     if not image:
         raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
                                                      "the image, and this file assembles to nothing")
+    _pages_after_image(f, raw, where, guest, recs, len(image), source)
     need = programs.min_ram(guest, recs, len(image), source)
     if ram < need:
         unset = "" if "ram" in raw else \
@@ -291,6 +292,26 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
                             f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)"),
         lifecycle=lifecycle, lifetime=lifetime,
         teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image, touched=need)
+
+
+def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,
+                       source: str) -> None:
+    """The pages a bundled guest touches beyond its image must start in its RAM after the image:
+    below RAM the host backs nothing (the guest takes an SEA there, with no vector to take it,
+    and loops on it for ever), and over the image the guest writes over its own code."""
+    pages = programs.guest_pages(guest, recs, source)
+    image_end = -(-image_size // 4096) * 4096
+    if pages is None or pages[0] >= image_end:
+        return
+    constant = programs.PAGE_CONSTANTS[guest]
+    constants = raw.get("constants", {})
+    key, value = (f"{where}.constants.{constant}", constants[constant]) if constant in constants \
+        else (f"{where}.guest", raw["guest"])
+    first = programs.RAM_BASE + pages[0]
+    raise f.fail(key, value, f"pages in the realm's RAM after its image: guest {guest!r} places its pages at "
+                             f"{constant} (IPA {first:#x}), and they must start at or above "
+                             f"{programs.RAM_BASE + image_end:#x} (RAM starts at {programs.RAM_BASE:#x}, "
+                             f"the image takes {_kib(image_end)})")
 
 
 def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str]:

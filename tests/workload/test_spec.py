@@ -259,6 +259,40 @@ def test_ram_must_hold_what_the_constants_make_the_guest_touch(tmp_path: Path, g
     assert info.value.key == "realm[0].ram" and f"at least {need} for guest '{guest}'" in str(info.value)
 
 
+@pytest.mark.parametrize("recs, ram, constants, need", [
+    (32, "1280K", "{ WORK = 0 }", "1536 KiB"),             # RECs 16..31 too: 1 MiB + 32 x 4 pages
+    (2, "2M", "{ PAGES = 256 }", "3 MiB"),                  # REC 1's 256 pages end 3 MiB in
+    (1, "2M", "{ RANGE = 0x8030_0000 }", "3088 KiB"),        # 4 pages from 3 MiB in
+])
+def test_ripas_loop_ram_follows_its_recs_and_constants(tmp_path: Path, recs: int, ram: str, constants: str,
+                                                       need: str) -> None:
+    """ripas-loop's RECs each use PAGES pages from RANGE + i * PAGES * 4 KiB, every REC the
+    realm has (the guest starts them all): the RAM check counted 16 RECs at most and ignored
+    RANGE and PAGES, so such a realm validated and its RECs then touched IPAs past its RAM,
+    where the host backs nothing (found by writing these files and running them)."""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "ripas-loop"\nrecs = {recs}\nram = "{ram}"\n' \
+                  f'constants = {constants}\n'
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.key == "realm[0].ram" and f"at least {need} for guest 'ripas-loop'" in str(info.value)
+
+
+@pytest.mark.parametrize("guest, constant, value", [
+    ("ripas-flip", "RANGE", 0),                     # IPA 0: below RAM
+    ("ripas-loop", "RANGE", 0x8000_0000),           # the image's first page
+    ("smp-boot", "PAGES", 0x7FFF_F000),             # just below RAM
+    ("attest", "BUFFER_OFFSET", 0),                 # the token written over the image
+])
+def test_guest_pages_must_lie_in_ram_after_the_image(tmp_path: Path, guest: str, constant: str,
+                                                     value: int) -> None:
+    """Constants that place a bundled guest's pages below its RAM or over its image are refused
+    at the constant (they validated: the guest then faulted outside RAM, took an SEA with no
+    vector and looped on it, and the run reported the realm ok, 'running when the run ended')."""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\nram = "4M"\nconstants = {{ {constant} = {value} }}\n'
+    err = refused(tmp_path, text, 7, f"realm[0].constants.{constant}", value, "pages in the realm's RAM after its image")
+    assert f"guest '{guest}'" in err.expected
+
+
 def test_the_pages_the_constants_place_count_in_the_memory_bound(tmp_path: Path) -> None:
     """ripas-flip over 20,000 pages fits its 512 MiB of RAM, but not the host platform's 64 MiB
     of DRAM: refused before anything starts (it ran the host's allocator dry before)."""
