@@ -35,7 +35,8 @@ REALM_PA_BITS = 48
 HASH_NAMES = ("sha-256", "sha-512")
 KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB|TiB)?\s*$", re.ASCII)
+"""ASCII digits only: \\d alone takes any Unicode digit, which int() reads as its value."""
 _UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
 

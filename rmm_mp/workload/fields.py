@@ -22,10 +22,11 @@ ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-sha
 """Host activities a CPU can be given, in the order reports list them (docs/workloads.md)."""
 
 GRANULE = 4096
-_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?)?\s*$")
+# ASCII only: \d would take any Unicode digit ("\uff12M", fullwidth) and int() read it as 2.
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?)?\s*$", re.ASCII)
 _UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
-_CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", re.ASCII)
 MAX_CPU_ID = 255
 """The largest CPU id a group may name (platforms have at most 256 CPUs)."""
 U64 = (1 << 64) - 1

@@ -154,6 +154,7 @@ BAD = [
     ("size-1-MB", r'size = "64 MiB"', 'size = "1 MB"', "dram.size", "'1 MB'"),
     ("size-negative", r'size = "64 MiB"', 'size = "-4 KiB"', "dram.size", "'-4 KiB'"),
     ("size-4097", r'size = "64 MiB"', "size = 4097", "dram.size", "4097 (0x1001)"),
+    ("size-fullwidth-digits", r'size = "64 MiB"', 'size = "\uff16\uff14 MiB"', "dram.size", "'\uff16\uff14 MiB'"),
     ("mmio-overlaps-dram", r"base = 0x1C09_0000", "base = 0x83FF_0000", "mmio[0].base", "2214526976 (0x83ff0000)"),
     ("secure-outside-dram", r"base = 0x83F0_0000", "base = 0x9000_0000", "secure[0].base", "2415919104 (0x90000000)"),
     ("secure-straddles-dram-end", r"base = 0x83F0_0000", "base = 0x83FF_F000", "secure[0].base",

@@ -80,9 +80,11 @@ def test_out_of_range(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ram, expected", [("4 megabytes", "a size: bytes as an integer, or a string"),
-                                           (5000, "a multiple of 4 KiB")])
+                                           (5000, "a multiple of 4 KiB"),
+                                           ("\uff12M", "a size: bytes as an integer, or a string")])
 def test_bad_size(tmp_path: Path, ram: object, expected: str) -> None:
-    """A size string that is not one, and a size that is not a whole number of granules."""
+    """A size string that is not one, and a size that is not a whole number of granules. A digit
+    that is not ASCII (fullwidth "\uff12M") is no size either: it was read as "2M"."""
     shown = f'"{ram}"' if isinstance(ram, str) else ram
     refused(tmp_path, HEAD + OK_REALM + f"ram = {shown}\n", 6, "realm[0].ram", ram, expected)
 
@@ -350,10 +352,11 @@ def test_cpu_in_two_groups_of_a_later_phase(tmp_path: Path) -> None:
     refused(tmp_path, text, 18, "phase[1].group[1].cpus", [1], "CPU 1 is in phase[1].group[0] too")
 
 
-@pytest.mark.parametrize("cpus", ["3-1", "256", "0-100000000", "0,,1"])
+@pytest.mark.parametrize("cpus", ["3-1", "256", "0-100000000", "0,,1", "\uff10-1", "\u0661"])
 def test_bad_cpu_set(tmp_path: Path, cpus: str) -> None:
     """A reversed range, an id no platform has, or an empty part. "0-100000000" used to build a
-    set of 10^8 ids (MemoryError under a 4 GB limit) before anything said it was wrong."""
+    set of 10^8 ids (MemoryError under a 4 GB limit) before anything said it was wrong. Digits
+    that are not ASCII (fullwidth, Arabic-Indic) were read as CPU ids."""
     text = HEAD + OK_REALM + f'[[group]]\ncpus = "{cpus}"\nactivities = {{ run = 1 }}\n'
     refused(tmp_path, text, 7, "group[0].cpus", cpus, "CPU ids 0..255: a non-empty list of integers")
 
