@@ -25,7 +25,8 @@ GRANULE = 4096
 # ASCII only: \d would take any Unicode digit ("\uff12M", fullwidth) and int() read it as 2.
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?)?\s*$", re.ASCII)
 _UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+"""Matched whole (fullmatch): a pattern ending in $ would let a final newline through."""
 _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", re.ASCII)
 MAX_CPU_ID = 255
 """The largest CPU id a group may name (platforms have at most 256 CPUs)."""
@@ -87,7 +88,7 @@ class Fields:
         return value
 
     def name(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not _NAME.match(value):
+        if not isinstance(value, str) or not _NAME.fullmatch(value):
             raise self.fail(key, value, "a name of 1..32 letters, digits, '-' or '_', starting with a letter")
         return value
 

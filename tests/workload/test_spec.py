@@ -397,6 +397,16 @@ def test_duplicate_realm_names(tmp_path: Path) -> None:
     refused(tmp_path, HEAD + OK_REALM + OK_REALM, 7, "realm[1].name", "a", "a name no other realm has")
 
 
+def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
+    """name = "vm\\n" passed the name check (its pattern ended in $, which matches before a
+    final newline): the realm ran, its report rows broke across lines and --save-tokens wrote
+    files named "vm\\n-0-000001.cbor". A phase name had the same hole."""
+    refused(tmp_path, HEAD + '[[realm]]\nname = "vm\\n"\nguest = "hello"\n', 4, "realm[0].name", "vm\n",
+            "a name of 1..32 letters")
+    text = OK_REALM + '[[phase]]\nname = "p\\n"\nseconds = 1\nactivities = { run = 1 }\n'
+    refused(tmp_path, text, 5, "phase[0].name", "p\n", "a name of 1..32 letters")
+
+
 @pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65])
 def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
     refused(tmp_path, HEAD + OK_REALM + f'rpv = "{rpv}"\n', 6, "realm[0].rpv", rpv, "a hex string of at most 64 bytes")
