@@ -3,7 +3,7 @@
 tomllib returns plain dicts without positions, so a key's line is found again in the source
 text: table headers are tracked ([a.b] and [[a]] with their occurrence count) and the first
 ``key =`` line inside the right table wins (a dotted ``a.key =`` counts as the key it spells
-out). That covers the files we accept (no inline tables spanning lines for keys we report on),
+out; lines inside a multi-line string are skipped: code_lines). That covers the files we accept (no inline tables spanning lines for keys we report on),
 and keeps the parser in the standard library.
 
 It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
@@ -26,8 +26,8 @@ from typing import Any
 from importlib import resources
 from pathlib import Path
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
-_PART = r'"[^"]+"|[A-Za-z0-9_\-]+'
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+_PART = r'"[^"]+"|\'[^\']+\'|[A-Za-z0-9_\-]+'
 _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 """A key line, its key plain or dotted (``features.s2sz =``)."""
 
@@ -73,13 +73,65 @@ MISSING: object = _MISSING
 """Stands for a required key that is absent, in ConfigError values."""
 
 
+def code_lines(text: str) -> list[str]:
+    """The lines of TOML ``text`` as tomllib numbers them (only \\n ends a line: a U+2028 in a
+    string does not), with every line that starts inside a multi-line string blanked, so that
+    a description holding "[[realm]]" or "recs = 5" is not taken for a header or a key."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    out: list[str] = []
+    closing: str | None = None        # the delimiter of the multi-line string open at a line's start
+    for line in lines:
+        out.append(line if closing is None else "")
+        closing = _open_at_end(line, closing)
+    return out
+
+
+def _open_at_end(line: str, closing: str | None) -> str | None:
+    """The multi-line string delimiter still open after ``line`` (``closing`` if one was open
+    before it), or None. Single-line strings and comments are skipped."""
+    i = 0
+    while i < len(line):
+        if closing is not None:
+            if closing == '"""' and line[i] == "\\":
+                i += 2
+                continue
+            if line.startswith(closing, i):
+                # up to two more quotes just before the delimiter belong to the string
+                run = len(line[i:]) - len(line[i:].lstrip(closing[0]))
+                i += min(run, 5)
+                closing = None
+                continue
+            i += 1
+            continue
+        ch = line[i]
+        if ch == "#":
+            return None
+        if line.startswith('"""', i) or line.startswith("'''", i):
+            closing = line[i:i + 3]
+            i += 3
+            continue
+        if ch in "\"'":
+            end = i + 1
+            while end < len(line) and line[end] != ch:
+                end += 2 if ch == '"' and line[end] == "\\" else 1
+            i = end + 1
+            continue
+        i += 1
+    return closing
+
+
 def line_key(line: str) -> tuple[list[str], int] | None:
     """The key a ``key = value`` line sets, as its parts with quotes dropped (``a."b".c =`` ->
     [a, b, c]), and where the value starts; None for any other line."""
     match = _KEYLINE.match(line)
     if match is None:
         return None
-    return [p.strip('"') for p in re.findall(_PART, match.group(1))], match.end()
+    return [_unquoted(p) for p in re.findall(_PART, match.group(1))], match.end()
+
+
+def _unquoted(part: str) -> str:
+    """A key part without its quotes: "a b" (basic) or 'a b' (literal) -> a b."""
+    return part[1:-1] if part[:1] in "\"'" else part
 
 
 def locate(text: str, key: str) -> int | None:
@@ -98,11 +150,11 @@ def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
     wanted = [p for p in table[0].split(".") if p] + ([leaf] if leaf is not None else [])
     seen: dict[str, int] = {}
     current: tuple[str, int] | None = ("", 0)
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0] if '"' not in raw else raw
+    for number, raw in enumerate(code_lines(text), start=1):
+        line = raw.split("#", 1)[0] if '"' not in raw and "'" not in raw else raw
         header = _HEADER.match(line)
         if header:
-            name = header.group(2).replace('"', "").replace(" ", "")
+            name = header.group(2).replace('"', "").replace("'", "").replace(" ", "")
             if header.group(1) == "[[":
                 seen[name] = seen.get(name, -1) + 1
                 current = (name, seen[name])

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 
-from rmm_mp.hw.tomlsrc import line_key
+from rmm_mp.hw.tomlsrc import code_lines, line_key
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
 
 
 def _strip_comment(raw: str) -> str:
@@ -44,11 +44,11 @@ def _table_paths(text: str) -> list[tuple[int, str]]:
     """Each header line with the indexed path it opens: (line, "phase[0].group[1]")."""
     counts: dict[str, int] = {}
     out: list[tuple[int, str]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(code_lines(text), start=1):
         match = _HEADER.match(_strip_comment(raw))
         if not match:
             continue
-        names = [n.strip().strip('"') for n in match.group(2).split(".")]
+        names = [n.strip().strip("\"'") for n in match.group(2).split(".")]
         # Resolve every enclosing array of tables to its latest element.
         resolved: list[str] = []
         for depth, name in enumerate(names[:-1]):
@@ -71,7 +71,7 @@ def locate(text: str, key: str) -> int | None:
     """Line (1-based) of ``key`` in ``text``, else of its nearest enclosing table; None if
     neither is in the file (a top-level key that is absent)."""
     parts = _parts(key)
-    lines = text.splitlines()
+    lines = code_lines(text)
     headers = _table_paths(text)
     element = _inline_element(lines, headers, parts)
     if element is not None:
@@ -156,7 +156,7 @@ def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest
             continue
         tail = line[value_at:]
         for sub in rest[len(dotted):]:
-            sub_match = re.search(rf'[{{,]\s*"?{re.escape(sub.strip(chr(34)))}"?\s*=', tail)
+            sub_match = re.search(rf'[{{,]\s*["\']?{re.escape(sub.strip(chr(34)))}["\']?\s*=', tail)
             if sub_match is None:
                 return None
             tail = tail[sub_match.end():]

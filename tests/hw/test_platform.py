@@ -318,6 +318,17 @@ def test_locate_finds_dotted_keys() -> None:
     assert locate(text, "absent") is None
 
 
+def test_locate_skips_multi_line_strings_and_reads_literal_keys() -> None:
+    """As in workload files (tests/workload/test_spec.py): a multi-line description holding
+    "[features]" and "s2sz = 1" is no table, 'pmu' = true is the key pmu, and only \\n ends a
+    line."""
+    from rmm_mp.hw.tomlsrc import locate
+    text = 'description = """\n[features]\ns2sz = 1\n"""\nname = "a\u2028b"\n[features]\ns2sz = 48\n\'pmu\' = true\n'
+    assert locate(text, "features.s2sz") == 7
+    assert locate(text, "features.pmu") == 8
+    assert locate(text, "features") == 6
+
+
 def test_dotted_feature_key_names_its_line(tmp_path: Path) -> None:
     """A [features] table written as dotted keys at the top level: the bad value's own line."""
     text = HOST_TOML.read_text()

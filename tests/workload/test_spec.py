@@ -630,6 +630,26 @@ def test_locate_finds_elements_of_an_array_of_inline_tables() -> None:
     assert locate(several, "x") == 7
 
 
+def test_locate_skips_multi_line_strings_and_reads_literal_keys() -> None:
+    """Lines inside a multi-line string are text, not headers or keys (a description holding
+    "[[realm]]" and "recs = 5" put a realm[0].recs error on its line 3); a key in single
+    quotes ('recs' = 0, TOML's literal string) is a key (the error named the table's header);
+    and only \\n ends a line, as for tomllib (a U+2028 inside a string shifted every line after
+    it by one)."""
+    text = ('description = """\n[[realm]]\nrecs = 5\n"""\nnote = \'\'\'\n[x]\n\'\'\'\n'
+            '[[realm]]\nname = "a\u2028b"\n\'recs\' = 0\n')
+    assert locate(text, "realm[0].recs") == 10
+    assert locate(text, "realm[0].name") == 9
+    assert locate(text, "realm[0]") == 8
+    assert locate(text, "x") is None
+    assert locate(text, "note") == 5
+
+
+def test_a_realm_after_a_multi_line_description_names_its_line(tmp_path: Path) -> None:
+    text = 'description = """\n[[realm]]\nrecs = 5\n"""\n' + HEAD + OK_REALM + "recs = 0\n"
+    refused(tmp_path, text, 10, "realm[0].recs", 0, "an integer in 1..32")
+
+
 def test_bad_value_in_an_inline_realm_names_its_line(tmp_path: Path) -> None:
     text = HEAD + 'realm = [\n  { name = "a", guest = "hello" },\n  { name = "b", guest = "hello", recs = 0 },\n]\n'
     refused(tmp_path, text, 5, "realm[1].recs", 0, "an integer in 1..32")
