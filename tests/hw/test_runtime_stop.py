@@ -62,6 +62,7 @@ def _cpu1_hangs_for_a_while(cpu) -> int:  # type: ignore[no-untyped-def]
     if cpu.id == 1:
         time.sleep(30)
         return 0
+    open(os.environ["RMM_MP_TEST_CPU0_READY"], "w").close()
     give_up = time.monotonic() + 30
     while not cpu.machine.control.stop_requested and time.monotonic() < give_up:
         time.sleep(0.01)
@@ -69,12 +70,17 @@ def _cpu1_hangs_for_a_while(cpu) -> int:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.multiprocess
-def test_on_tick_can_ask_the_cpus_to_stop_and_the_grace_time_follows() -> None:
+def test_on_tick_can_ask_the_cpus_to_stop_and_the_grace_time_follows(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A caller that times the run itself (`rmm-mp run`, from its start barrier) returns a reason
     from on_tick: the CPUs are asked to stop and one that does not is killed after the grace time
-    (the return value used to be ignored, and the run waited for the hung CPU)."""
+    (the return value used to be ignored, and the run waited for the hung CPU). The stop waits
+    for CPU 0 to be in its loop, as `rmm-mp run` waits for its barrier: on a loaded host, CPU 0
+    could still be starting 1.3 s after the processes were made, and was terminated too."""
+    ready = tmp_path / "cpu0-ready"
+    monkeypatch.setenv("RMM_MP_TEST_CPU0_READY", str(ready))
+
     def on_tick(elapsed: float) -> str | None:
-        return "time is up (the caller's clock)" if elapsed >= 0.3 else None
+        return "time is up (the caller's clock)" if elapsed >= 0.3 and ready.exists() else None
 
     with Machine.create("host", cpus=2) as m:
         result = run_cpus(m, _cpu1_hangs_for_a_while, on_tick=on_tick, tick_s=0.05, grace_s=1.0)
