@@ -26,6 +26,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from fractions import Fraction
 
 from rmm_mp.stats.calls import SLOTS
 
@@ -200,6 +201,16 @@ def _add_to_buckets(values: list[int], h: memoryview, first: int) -> None:
         i = end
 
 
+def nearest_rank(count: int, p: float) -> int:
+    """The rank (1-based) of the nearest-rank p-th percentile of ``count`` values: ceil(count * p / 100).
+
+    Exact, with ``p`` read as the decimal it is written as: in floats 41,000 * 99.9 / 100 is a
+    little above 40,959, so the ceiling was one rank too high, and a p99.9 could report the
+    first value of the tail instead of the last one below it."""
+    exact = Fraction(str(p)) * count / 100
+    return max(1, -(-exact.numerator // exact.denominator))
+
+
 @dataclass(frozen=True)
 class CallStats:
     """A snapshot of one slot of one CPU."""
@@ -217,7 +228,7 @@ class CallStats:
         """Upper edge of the bucket holding the p-th percentile (0 < p <= 100), capped at max."""
         if self.count == 0:
             return 0
-        rank = max(1, -(-self.count * p // 100))
+        rank = nearest_rank(self.count, p)
         seen = 0
         for bucket, n in enumerate(self.buckets):
             seen += n

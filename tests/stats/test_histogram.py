@@ -8,7 +8,9 @@ edge of the bucket holding the nearest-rank percentile, capped at the exact maxi
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,7 @@ from rmm_mp.stats.histogram import (
     Recorder,
     bucket_bounds,
     bucket_of,
+    nearest_rank,
     read_region,
     read_slot,
 )
@@ -43,7 +46,7 @@ def _region() -> memoryview:
 def _true_percentile(samples: list[int], p: float) -> int:
     """Nearest-rank percentile: the smallest sample with at least p% of samples <= it."""
     ordered = sorted(samples)
-    rank = max(1, math.ceil(len(ordered) * p / 100))
+    rank = max(1, math.ceil(Fraction(str(p)) * len(ordered) / 100))   # exact: floats can round up a rank
     return ordered[rank - 1]
 
 
@@ -185,6 +188,23 @@ def test_percentile_empty() -> None:
 def test_merged_equals_recording_both(a: list[int], b: list[int]) -> None:
     """CallStats.merged of two slots equals one slot that recorded both lists."""
     assert _record_all(a).merged(_record_all(b)) == _record_all(a + b)
+
+
+def test_p999_rank_is_exact_when_the_float_product_rounds_up() -> None:
+    """41,000 calls: p99.9 is the 40,959th value. In floats 41,000 * 99.9 / 100 is a little
+    above 40,959, and its ceiling picked the 40,960th: here the first of 41 slow calls (10 ms),
+    reported as the p99.9 of a slot whose 40,959 fastest calls took 1 us."""
+    stats = _record_all([1000] * 40_959 + [10_000_000] * 41)
+    assert stats.percentile(99.9) == bucket_bounds(bucket_of(1000))[1]
+    assert stats.percentile(100) == 10_000_000
+
+
+@pytest.mark.parametrize("count", [1, 2, 999, 1000, 1001, 41_000, 82_000, 167_000, 10**9 + 7])
+@pytest.mark.parametrize("p", [50.0, 90.0, 99.0, 99.9, 100.0])
+def test_nearest_rank_is_the_exact_ceiling(count: int, p: float) -> None:
+    """nearest_rank(count, p) is ceil(count * p / 100) with p read as the decimal it is written as."""
+    tenths = round(p * 10)
+    assert nearest_rank(count, p) == max(1, -(-count * tenths // 1000))
 
 
 def test_percentile_in_open_last_bucket_is_not_below_true_value() -> None:
