@@ -108,11 +108,26 @@ class ProcessUsage:
                 "pinned_core": self.pinned_core}
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS: Linux's VmHWM, the high-water mark of its own address space.
+
+    Not getrusage's ru_maxrss: Linux carries that over an exec from the address space the exec
+    replaced, and a spawned CPU process is a fork (vfork) of the parent that then execs Python,
+    so ru_maxrss was never below the parent's peak. getrusage only where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024     # "VmHWM:   40704 kB"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
+
+
 def _own_usage(pinned: int | None) -> ProcessUsage:
     me = psutil.Process()
     times, switches, memory = me.cpu_times(), me.num_ctx_switches(), me.memory_info()
-    # psutil has no peak RSS on Linux; getrusage does (in KiB there).
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss_bytes()
     # memory_info().shared exists on Linux only (file-backed and shared-memory pages).
     private = max(0, memory.rss - getattr(memory, "shared", 0))
     return ProcessUsage(times.user, times.system, switches.voluntary, switches.involuntary, peak, pinned, private)

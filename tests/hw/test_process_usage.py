@@ -1,0 +1,31 @@
+"""What run_cpus reports a CPU process cost (runtime.ProcessUsage): its own figures, not its parent's."""
+
+from __future__ import annotations
+
+import resource
+
+from rmm_mp import Machine
+from rmm_mp.runtime import run_cpus
+
+BALLAST = 256 << 20
+"""More than a CPU process that makes no call touches (an interpreter and the machine's control pages)."""
+
+
+def _idle(cpu) -> int:  # type: ignore[no-untyped-def]
+    return 0
+
+
+def test_peak_rss_is_the_cpu_process_own() -> None:
+    """A spawned process starts through fork (vfork) and exec, and Linux's getrusage ru_maxrss
+    carries the parent's peak over the exec: every CPU process then reported at least the
+    parent's peak RSS as its own (the identical "peak RSS" of every CPU in the report)."""
+    ballast = bytearray(BALLAST)
+    for offset in range(0, BALLAST, 4096):     # touch every page: the parent's peak grows by BALLAST
+        ballast[offset] = 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 > BALLAST
+    with Machine.create("host", cpus=1) as m:
+        result = run_cpus(m, _idle)
+    del ballast
+    assert result.ok, [f.describe() for f in result.failures]
+    usage = result.usage[0]
+    assert usage.private_bytes < usage.peak_rss_bytes < BALLAST
