@@ -59,7 +59,9 @@ def bucket_of(value: int) -> int:
 
 
 def bucket_bounds(bucket: int) -> tuple[int, int]:
-    """Inclusive [low, high] of the values that fall in ``bucket``."""
+    """Inclusive [low, high] of the values below 2^41 that fall in ``bucket``. The last bucket
+    also holds every value of 2^41 and more: above ``high``, so only a slot's exact maximum
+    bounds them (CallStats.upper_edge)."""
     if bucket < LINEAR:
         return bucket, bucket
     exp = (bucket >> SUB_BITS) - 1
@@ -233,10 +235,15 @@ class CallStats:
         for bucket, n in enumerate(self.buckets):
             seen += n
             if seen >= rank:
-                if bucket == BUCKETS - 1:  # the open-ended last bucket: only max is an upper bound
-                    return self.max_ns
-                return min(bucket_bounds(bucket)[1], self.max_ns)
+                return self.upper_edge(bucket)
         return self.max_ns
+
+    def upper_edge(self, bucket: int) -> int:
+        """The most any of this slot's values in ``bucket`` can be: the bucket's upper edge,
+        capped at the exact maximum (the maximum itself for the open-ended last bucket)."""
+        if bucket == BUCKETS - 1:
+            return self.max_ns
+        return min(bucket_bounds(bucket)[1], self.max_ns)
 
     def merged(self, other: "CallStats") -> "CallStats":
         return CallStats(

@@ -21,7 +21,7 @@ from typing import Any
 
 from rmm_mp.outpaths import replacing
 from rmm_mp.stats import calls
-from rmm_mp.stats.histogram import CallStats, bucket_bounds
+from rmm_mp.stats.histogram import CallStats
 from rmm_mp.stats.report import merged
 from rmm_mp.words import count
 
@@ -55,14 +55,15 @@ def _formatters() -> Any:
 
 
 def cdf(s: CallStats) -> tuple[list[float], list[float]]:
-    """(x in us, share of calls <= x) at the upper edge of each non-empty bucket, capped at max."""
+    """(x in us, share of calls <= x) at the upper edge of each non-empty bucket, capped at max
+    (CallStats.upper_edge, as the reported percentiles are)."""
     xs: list[float] = []
     ys: list[float] = []
     seen = 0
     for bucket, n in enumerate(s.buckets):
         if n:
             seen += n
-            xs.append(min(bucket_bounds(bucket)[1], s.max_ns) / 1000)
+            xs.append(s.upper_edge(bucket) / 1000)
             ys.append(seen / s.count)
     return xs, ys
 

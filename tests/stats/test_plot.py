@@ -69,6 +69,16 @@ def test_cdf_steps_at_bucket_upper_edges() -> None:
     assert plot.decades(10.0, 10.0) == (10.0, 100.0)
 
 
+def test_cdf_reaches_the_maximum_in_the_open_last_bucket() -> None:
+    """Calls of 2^41 ns and more share the last bucket with the values just below 2^41, so that
+    bucket's nominal upper edge is below them: the step is at the exact maximum, as
+    CallStats.percentile reports it, not at 2^41 - 1 ns (which drew a 2^42 ns call as 2^41)."""
+    stats = stats_of(0, [1000, 1 << 42])
+    xs, ys = plot.cdf(stats)
+    assert xs == [1.007, (1 << 42) / 1000] and ys == [0.5, 1.0]
+    assert xs[-1] * 1000 == stats.percentile(100)
+
+
 def test_missing_matplotlib_raises_plot_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With matplotlib unimportable the error names the extra to install, and nothing is written."""
     # None in sys.modules makes an import fail; submodules an earlier test imported are cached
