@@ -370,3 +370,49 @@ def test_new_recorder_counts_published_calls_as_measured() -> None:
     second.flush(0)
     second.release()
     assert read_slot(region, 6).el3_ns == 400 * 3 // 2
+
+
+EMPTY = CallStats(0, 0, 0, 0, 0, 0, 0, (0,) * BUCKETS)
+
+
+@pytest.mark.parametrize("value", [0, 1, 63, 64, 65, 1000, 1007, 1008, (1 << 41) - 1, 1 << 41, 1 << 50])
+def test_a_single_call_is_every_percentile_exactly(value: int) -> None:
+    """One call: every percentile, the maximum and the mean are its exact time (the bucket's
+    upper edge is capped at the maximum), whichever bucket it falls in."""
+    stats = _record_all([value])
+    assert (stats.count, stats.sum_ns, stats.max_ns) == (1, value, value)
+    assert [stats.percentile(p) for p in (50.0, 90.0, 99.0, 99.9, 100.0)] == [value] * 5
+
+
+def test_zero_ns_calls_count_in_bucket_zero() -> None:
+    """Calls timed at 0 ns (two clock reads in the same tick) are counted, in bucket 0, and
+    their percentiles are 0 while the slower calls' are not."""
+    stats = _record_all([0] * 9 + [5000])
+    assert stats.count == 10 and stats.buckets[0] == 9 and stats.sum_ns == 5000
+    assert stats.percentile(90) == 0 and stats.percentile(99) == 5000
+
+
+def test_flush_without_calls_changes_nothing() -> None:
+    region = _region()
+    rec = Recorder(region)
+    rec.flush(0)
+    rec.flush(1)
+    rec.release()
+    assert read_region(region) == {}
+    assert read_slot(region, 0) == EMPTY
+
+
+def test_merging_with_an_empty_slot_is_the_identity() -> None:
+    stats = _record_all([7, 700, 70_000, 1 << 45])
+    assert stats.merged(EMPTY) == stats == EMPTY.merged(stats)
+    assert EMPTY.merged(EMPTY).percentile(50) == 0
+
+
+def test_merged_percentiles_are_of_all_calls_not_averaged() -> None:
+    """Two CPUs: 99 fast calls on one, 1 slow one on the other. The merged p50 is the fast one's,
+    not the mean of the two p50s; p99 still fast (rank 99 of 100), p99.9 the slow one."""
+    fast, slow = _record_all([1000] * 99), _record_all([1_000_000])
+    both = fast.merged(slow)
+    assert both.percentile(50) == both.percentile(99) == bucket_bounds(bucket_of(1000))[1]
+    assert both.percentile(99.9) == 1_000_000
+    assert (both.count, both.max_ns, both.sum_ns) == (100, 1_000_000, 99 * 1000 + 1_000_000)
