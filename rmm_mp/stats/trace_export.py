@@ -6,13 +6,15 @@ ring record becomes a complete event ("ph": "X") with ``ts`` and ``dur`` in micr
 three decimals (exact ns), counted from ``t0_ns`` (a time.perf_counter_ns reading, the clock the
 records use; CLOCK_MONOTONIC, one clock for every process on Linux):
 
-    RMI, RSI and PSCI calls    named by spec name (RMI_REC_ENTER ...), args {x1, realm?}
+    RMI calls                  named by spec name (RMI_REC_ENTER ...), args {x1, realm?}
+    RSI and PSCI calls         named by spec name (RSI_HOST_CALL ...), args {x1}
     REC runs                   "REC run -> EXIT_HOST_CALL", args {rec, realm?, exit_reason}
     contended lock waits       "lock wait RTT", args {granule, class}
 
 Only what the ring holds is written: X1 but no status (a record has none). ``realm`` appears
-when the caller's ``realms`` map names the REC or RD at X1 (or the REC run's REC) and the record
-is not older than the name (``named_from``). Calls nest
+when the caller's ``realms`` map names the REC or RD at an RMI call's X1 (or the REC run's REC)
+and the record is not older than the name (``named_from``); a realm's own calls pass IPAs and
+values in X1, so a match there would be a coincidence. Calls nest
 on a track: a REC run lies inside its RMI_REC_ENTER, an RSI call inside its REC run, a lock
 wait inside the call that waited, which is what X events allow. A ring keeps the newest
 ``trace_capacity`` records, so a long run's file shows its end; "otherData" says how many
@@ -67,8 +69,12 @@ def event(record: tuple[int, int, int, int, int], tid: int, t0_ns: int, realms: 
     elif kind == trace.KIND_LOCK_WAIT:
         cls = lock_class_name(code)
         name, args = f"lock wait {cls}", {"granule": f"{arg:#x}", "class": cls}
-    elif kind in (trace.KIND_RMI, trace.KIND_RSI):
+    elif kind == trace.KIND_RMI:
         name, args = calls.name(code), _named({"x1": f"{arg:#x}"}, arg, start, realms, named_from)
+    elif kind == trace.KIND_RSI:
+        # A realm's X1 is an IPA or a value, not a host PA: one equal to a live realm's RD or
+        # REC PA is a coincidence, not that realm (its REC run, around it, names the realm).
+        name, args = calls.name(code), {"x1": f"{arg:#x}"}
     else:
         raise ValueError(f"trace record kind = {kind}: expected one of {sorted(_CATEGORY)} (hw.trace)")
     category = "psci" if kind == trace.KIND_RSI and code >= calls.PSCI_BASE else _CATEGORY[kind]

@@ -132,3 +132,14 @@ def test_one_record_converts_with_exact_ns() -> None:
     assert event(record, 3, t0, {0x8800_0000: "vm"}, {0x8800_0000: record[0]})["args"]["realm"] == "vm"
     with pytest.raises(ValueError, match="kind = 9"):
         event((t0, 1, 9, 0, 0), 1, t0, {})
+
+
+@pytest.mark.parametrize("slot", [calls.RSI_BASE + 0x8, calls.PSCI_BASE + 0x3])
+def test_a_realms_call_is_not_named_after_the_host_pa_its_x1_equals(slot: int) -> None:
+    """A realm's RSI or PSCI call passes an IPA or a value in X1 (RSI_IPA_STATE_GET of its RAM
+    base 0x80000000, PSCI_CPU_ON's MPIDR), not a host PA: that it equals the PA of some live
+    realm's RD or REC (the first realm's RD is often at 0x80000000 on host) says nothing about
+    the call, which was labelled with that realm's name. The enclosing REC run names the realm."""
+    t0 = 5_000_000_000
+    record = (t0 + 1000, 500, trace.KIND_RSI, slot, 0x8000_0000)
+    assert event(record, 1, t0, {0x8000_0000: "loop"})["args"] == {"x1": "0x80000000"}
