@@ -360,15 +360,13 @@ class Machine:
         """Release this process's CPU bindings and mappings; the creator also unlinks. Idempotent."""
         if self._closed:
             return
-        self._closed = True
-        _live.discard(self)
         inherited = self._generation != cpu_handle.fork_generation()
         if self._creator_pid == os.getpid() and not inherited:
-            for seg in self._segments.values():
-                seg.unlink()
-            # Segments other code made under the machine's name (the stress tool's) go with it:
-            # on SIGTERM the machine's handler is the only cleanup that runs.
-            segment.unlink_parts(self.name)
+            self._unlink()
+            if self._closed:    # a signal handler's close_all() closed it meanwhile
+                return
+        self._closed = True
+        _live.discard(self)
         if not inherited:
             for handle in list(self._handles.values()):
                 handle.close()
@@ -382,6 +380,19 @@ class Machine:
                 # A view someone kept alive pins the mapping; the files are already unlinked
                 # and the memory goes when this process does.
                 pass
+
+    def _unlink(self) -> None:
+        """Unlink every segment of the machine, even when Ctrl-C interrupts the loop (the
+        KeyboardInterrupt propagates once all are gone). The machine stays open and in the
+        at-exit list until then: a SIGTERM/SIGHUP handler (close_all, then the process dies)
+        or the at-exit hook finishes a close that a signal cut short."""
+        try:
+            for seg in self._segments.values():
+                seg.unlink()
+        finally:
+            # Also the segments other code made under the machine's name (the stress tool's):
+            # on SIGTERM the machine's handler is the only cleanup that runs.
+            segment.unlink_parts(self.name)
 
     def __enter__(self) -> "Machine":
         return self

@@ -850,6 +850,86 @@ def test_close_is_idempotent_and_unlinks_everything() -> None:
         cpu.smc(VERSION, V10)
 
 
+def _interrupt_first_unlink(monkeypatch: pytest.MonkeyPatch, then: "object") -> list[str]:
+    """Make the first Segment.unlink call ``then`` (a callable) instead of unlinking; returns
+    the paths unlink was asked for."""
+    asked: list[str] = []
+    real = segment.Segment.unlink
+
+    def unlink(self: segment.Segment) -> None:
+        asked.append(self.path)
+        if len(asked) == 1:
+            then()  # type: ignore[operator]
+        real(self)
+    monkeypatch.setattr(segment.Segment, "unlink", unlink)
+    return asked
+
+
+def test_ctrl_c_inside_close_still_unlinks_every_segment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (KeyboardInterrupt) raised by the first unlink of close(): every segment is still
+    unlinked and the KeyboardInterrupt propagates. Before, close() had already marked the
+    machine closed and dropped it from the at-exit list, so the other segments stayed in
+    /dev/shm for good."""
+    m = Machine.create("host", cpus=1)
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+    asked = _interrupt_first_unlink(monkeypatch, ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            m.close()
+        assert len(asked) == 1
+        assert not entries_of(m.name)
+        m.close()   # closed: a second close is a no-op
+    finally:
+        segment.unlink_parts(m.name)    # what a failure left
+
+
+def test_signal_handler_inside_close_unlinks_every_segment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM/SIGHUP arriving inside close(): their handler runs close_all() and then kills the
+    process, so close_all() alone must remove everything. Before, the machine being closed was
+    skipped (already marked closed) and its segments leaked."""
+    from rmm_mp import machine as machine_module
+    m = Machine.create("host", cpus=1)
+    left: list[set[str]] = []
+
+    def handler() -> None:
+        machine_module.close_all()
+        left.append(entries_of(m.name))     # what the process would leave if it died now
+    _interrupt_first_unlink(monkeypatch, handler)
+    try:
+        m.close()
+        assert left == [set()]
+        assert not entries_of(m.name)
+    finally:
+        segment.unlink_parts(m.name)
+
+
+def test_a_close_interrupted_twice_is_finished_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in close()'s unlink and again in its sweep of the machine's name: what is left is
+    unlinked by the at-exit hook (close_all), which still knows the machine."""
+    from rmm_mp import machine as machine_module
+    m = Machine.create("host", cpus=1)
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    def sweep(prefix: str) -> None:
+        raise KeyboardInterrupt
+    unlink_parts = segment.unlink_parts
+    _interrupt_first_unlink(monkeypatch, ctrl_c)
+    monkeypatch.setattr(segment, "unlink_parts", sweep)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            m.close()
+        assert entries_of(m.name)
+        monkeypatch.undo()
+        machine_module.close_all()
+        assert not entries_of(m.name)
+    finally:
+        unlink_parts(m.name)
+
+
 def test_exception_in_with_block_unlinks() -> None:
     """An exception unwinding a `with Machine.create()` block propagates unchanged and the
     machine's segments are gone."""
