@@ -72,6 +72,7 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
                     return build(machine, guests=config.guests)
             built, population = stop.step(populate)
             if not built:
+                machine.close()     # under the guard, as below
                 return StressReport(config, (), "interrupted", 0.0, {}, interrupted=True,
                                     not_done=(f"the CPUs were not started: interrupted ({stop.by}) while the "
                                               "population was built",))
@@ -84,6 +85,10 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
                 report = _supervised(machine, seg, config, population, on_tick, sigterm_stops, stop)
             finally:
                 seg.close()
+            # Closed while the guard still holds: a signal as the segments go is only noted
+            # (below), where after the guard it raised out of here (Ctrl-C) or killed the
+            # process (SIGTERM) and the report was lost.
+            machine.close()
         # The run's end and its interruption agree whenever the signal came: one noted after
         # _report computed the end (with the invariants checker off no step follows to take it)
         # makes a run that ended on its budget or time "interrupted" too. Checked once the

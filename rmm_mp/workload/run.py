@@ -137,7 +137,21 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
         if on_machine is not None:
             on_machine(machine)
         with Interrupts(options.sigterm_stops) as stop:
-            return _run(machine, w, options, ids, stop)
+            report = _run(machine, w, options, ids, stop)
+            # Closed while the guard still holds: a signal as the segments go is only noted,
+            # where after the guard it raised out of here (Ctrl-C) or killed the process
+            # (SIGTERM) and the report was lost.
+            machine.close()
+    return _noted(report, stop.by)
+
+
+def _noted(report: RunReport, by: str) -> RunReport:
+    """``report`` marked interrupted after the run when a signal ``by`` came too late for _run
+    to see it (as the machine closed)."""
+    if not by or report.interrupted:
+        return report
+    return dataclasses.replace(report, interrupted=True,
+                               host={**report.host, "stopped_by": f"interrupted after the run ({by})"})
 
 
 def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], stop: Interrupts) -> RunReport:

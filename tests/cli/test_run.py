@@ -626,3 +626,24 @@ def test_a_signal_as_the_cpus_run_ends_keeps_their_results(tmp_path: Path) -> No
     doc = json.loads(j.read_text())
     assert doc["interrupted"] is True and doc["total_calls"] > 0 and doc["realms"]
     assert "after the run" in doc["host"]["stopped_by"], doc["host"]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
+def test_a_signal_as_the_machine_closes_keeps_the_report(tmp_path: Path, signame: str, what: str) -> None:
+    """Ctrl-C or SIGTERM while run_workload closes the machine (after the teardown, before the
+    command prints): the report is still printed and written, marked interrupted after the run,
+    exit status 1, and nothing is left in /dev/shm. The machine used to be closed after the
+    run's signal guard had ended: Ctrl-C raised out of run_workload (click's bare "Aborted!", no
+    report) and SIGTERM killed the process silently."""
+    j = tmp_path / "r.json"
+    proc = _run_with_hooks(tmp_path, [f"{signame}@rmm_mp.hw.segment:Segment.unlink"],
+                           ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", "--no-progress",
+                            "--json", str(j)])
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "Aborted!" not in out + proc.stderr and "Traceback" not in proc.stderr, out + proc.stderr
+    assert f"INTERRUPTED: " in out and "result: FAILED: " in out, out
+    doc = json.loads(j.read_text())
+    assert doc["interrupted"] is True and doc["total_calls"] > 0 and doc["invariants"]["ok"] is True
+    assert doc["host"]["stopped_by"] == f"interrupted after the run ({what})", doc["host"]
