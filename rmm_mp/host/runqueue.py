@@ -16,7 +16,13 @@ never in a Python object. Offsets from OFF_HOST_RUN, little-endian:
 The queue is Vyukov's bounded multi-producer multi-consumer ring: a cell's sequence number says
 whose turn it is (== position: free for the producer of that position; == position + 1: full,
 for its consumer), a producer or consumer claims a position with one compare-and-swap, so no
-lock is held and no CPU waits for another unless a producer is between its claim and its store.
+lock is held. A consumer never waits: a cell not yet published reads as an empty queue. A
+producer waits only for the consumer of the cell's previous lap, which releases it two stores
+after its claim; if that consumer's process was killed in between, the cell never comes free,
+and the producer gives up (RunQueueError) once the run is stopping with a CPU process gone
+(_check_release_wait), instead of spinning until the run's grace time kills it. A producer
+killed between its claim and its publication leaves the queue looking empty from that cell on:
+the CPUs' loops then idle until the stop flag, which the run sets when a CPU process dies.
 A vCPU is in the ring at most once, which its state word enforces (one CAS per transition):
 
     OFF --start--> QUEUED --take--> RUNNING --requeue--> QUEUED
@@ -48,7 +54,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import rec_index_to_mpidr
 from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
-from rmm_mp.hw import points
+from rmm_mp.hw import points, process
 from rmm_mp.hw.control import HOST_RUN_BYTES, OFF_HOST_RUN
 
 if TYPE_CHECKING:
@@ -168,12 +174,33 @@ class RunQueue:
             elif seq < pos:   # the cell's last consumer has not released it yet
                 if view.load_u64(_ENQ) - view.load_u64(_DEQ) >= RING_SLOTS:
                     raise CapacityError(f"run queue ring is full ({RING_SLOTS} vCPUs queued): a vCPU was queued twice")
+                self._check_release_wait(pos)
                 os.sched_yield()
                 pos = view.load_u64(_ENQ)
             else:
                 pos = view.load_u64(_ENQ)
         view.store_u64(cell + 8, vcpu)
         view.store_u64(cell, pos + 1)
+
+    def _check_release_wait(self, pos: int) -> None:
+        """Raise instead of waiting for ever for ring position ``pos``'s cell. Its consumer of
+        the lap before releases it two stores after its claim, unless its process was killed in
+        between: then the cell never comes free. The run's supervisor stops the run when a CPU
+        process dies, so a producer still waiting once the run is stopping and a CPU process
+        bound to the machine is gone gives up (a live consumer, only descheduled, is waited for)."""
+        machine = self.machine
+        if not machine.control.stop_requested:
+            return
+        for cpu in range(machine.cpus):
+            area = machine.cpu_area(cpu)
+            try:
+                pid = area.binding() & _U32
+            finally:
+                area.release()
+            if pid and not process.alive(pid):
+                raise RunQueueError(f"run queue position {pos}: its cell was never released and the run is "
+                                    f"stopping with CPU {cpu}'s process (pid {pid}) gone: claimed by a CPU process "
+                                    "that is gone, killed between taking a vCPU and releasing the cell")
 
     def _dequeue(self) -> int | None:
         view = self.view

@@ -273,6 +273,91 @@ def test_queue_misuse_and_capacity_errors_are_clear(machine: Machine) -> None:
     assert q.statistics().realms == 0 and alloc.statistics().granules_in_use == 0
 
 
+def _ring_cell_left_claimed(q: RunQueue, alloc: NsAllocator) -> tuple[int, int, int]:
+    """A consumer that claims ring position 0 (REC 0 of realm A) and never releases the cell,
+    as a CPU process killed between take()'s compare-and-swap and its release store would;
+    then realm B's vCPU taken and requeued until the next enqueue lands on that cell again,
+    one lap later. Returns (realm A's slot, realm B's slot, B's vCPU, RUNNING here)."""
+    from rmm_mp.host import runqueue
+    a = q.add_realm(alloc, fake_realm(1))
+    assert q.view.cas_u64(runqueue._DEQ, 0, 1) == 0           # the claim, with no release
+    b = q.add_realm(alloc, fake_realm(1, rd=0x8010_0000))
+    vb = b * MAX_VCPUS
+    for _ in range(runqueue.RING_SLOTS - 2):
+        assert q.take(0) == vb
+        q.requeue(vb)
+    assert q.take(0) == vb and q.view.load_u64(runqueue._ENQ) == runqueue.RING_SLOTS
+    return a, b, vb
+
+
+def _count_yields(monkeypatch: pytest.MonkeyPatch, after: int, then: "object") -> list[int]:
+    """Replace the run queue's os.sched_yield: the ``after``-th call runs ``then``; a producer
+    still waiting 100,000 yields later is taken to wait for ever (the test fails, not hangs)."""
+    from rmm_mp.host import runqueue
+    calls: list[int] = []
+
+    def sched_yield() -> None:
+        calls.append(1)
+        if len(calls) == after:
+            then()  # type: ignore[operator]
+        assert len(calls) < 100_000, "the producer still waits for a cell whose consumer is gone"
+    monkeypatch.setattr(runqueue.os, "sched_yield", sched_yield)
+    return calls
+
+
+def _finish_ring(q: RunQueue, alloc: NsAllocator, a: int, b: int) -> None:
+    """Release what _ring_cell_left_claimed left: every realm DONE, released, the stop cleared."""
+    q.machine.control.clear_stop()
+    for slot in (a, b):
+        v = slot * MAX_VCPUS
+        q.view.store_u32(q._vcpu(v), V_RUNNING)
+        q.end(v, 2)
+        q.release_realm(alloc, slot)
+
+
+def test_a_producer_stops_waiting_for_a_cell_a_dead_cpu_claimed(machine: Machine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer killed between its claim and its release leaves the cell's sequence one lap
+    behind; the producer that reaches the cell a lap later waited for ever (sched_yield, no
+    look at the stop flag) until the run's grace time killed it. Once the run is stopping and
+    a CPU process bound to the machine is gone, it now raises RunQueueError instead."""
+    from rmm_mp.hw import cpuarea
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    a, b, vb = _ring_cell_left_claimed(q, alloc)
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read())        # no process has this pid
+    area = machine.cpu_area(3)
+    try:
+        assert area.claim(0, cpuarea.binding_word(dead, 0))      # CPU 3's process, now gone
+        machine.control.request_stop()
+        calls = _count_yields(monkeypatch, 0, None)
+        with pytest.raises(RunQueueError, match="claimed by a CPU process that is gone"):
+            q.requeue(vb)
+        assert len(calls) < 100_000
+    finally:
+        area.release_binding(cpuarea.binding_word(dead, 0))
+        area.release()
+        monkeypatch.undo()
+    _finish_ring(q, alloc, a, b)
+
+
+def test_a_producer_waits_for_a_live_consumer_even_when_the_run_stops(machine: Machine,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same wait with every CPU process alive (a consumer descheduled between its two
+    stores) is not given up when the run stops: the enqueue completes once the cell is released."""
+    from rmm_mp.host import runqueue
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    a, b, vb = _ring_cell_left_claimed(q, alloc)
+    machine.control.request_stop()
+    _count_yields(monkeypatch, 10, lambda: q.view.store_u64(runqueue._RING, runqueue.RING_SLOTS))
+    q.requeue(vb)
+    monkeypatch.undo()
+    assert q.take(0) == vb
+    _finish_ring(q, alloc, a, b)
+
+
 # -- exit handlers ---------------------------------------------------------------------------------
 
 def test_time_slice_and_wfi_exits_requeue_the_vcpu() -> None:
