@@ -2,6 +2,7 @@
 ends with exit status 0 (targets met) or 1 (a target missed: tiny runs are noisy, so either is
 allowed), prints no traceback, prints a PASS or MISS line where it has a target, and writes its
 JSON. Real figures come from full runs (docs/performance.md); this only keeps the tools working.
+The tools' computations (percentiles ...) are tested directly, without timing anything.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from pathlib import Path
 import pytest
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+sys.path.insert(0, str(TOOLS))     # the tools import benchlib from their own folder
+try:
+    import bench_attest  # noqa: E402
+    import bench_rec  # noqa: E402
+    import benchlib  # noqa: E402
+finally:
+    sys.path.remove(str(TOOLS))
 
 # tool, tiny options, whether it prints a PASS/MISS verdict, a key its JSON must have
 CASES = [
@@ -47,3 +56,23 @@ def test_benchmark_tool_runs(tool: str, options: list[str], verdict: bool, key: 
     if tool == "bench_run.py":
         # On 1 CPU recording must not change what the workload does, or (a) compares two works.
         assert figures["overhead"]["cpus"] == 1 and figures["overhead"]["same_work"], figures["overhead"]
+
+
+
+@pytest.mark.parametrize("samples, p, expected", [
+    ([7], 50, 7), ([7], 99, 7),
+    ([1, 2], 50, 1),                            # lower middle: rank ceil(2 * 0.5) = 1, not the maximum
+    ([1, 2], 99, 2),
+    (list(range(1, 101)), 50, 50), (list(range(1, 101)), 99, 99), (list(range(1, 101)), 100, 100),
+    (list(range(1, 201)), 99, 198),             # rank 198 of 200, not 199
+    (list(range(1, 102)), 50, 51), (list(range(1, 102)), 99, 100),
+])
+def test_percentile_is_the_nearest_rank(samples: list[int], p: float, expected: int) -> None:
+    """The round-trip and token percentiles take the same rank as the histograms' p50 and p99
+    printed beside them (CallStats.percentile: nearest rank)."""
+    assert benchlib.percentile(samples, p) == expected
+
+
+def test_tools_take_percentiles_from_benchlib() -> None:
+    """bench_rec and bench_attest compute their sample percentiles with the one helper."""
+    assert bench_rec.percentile is benchlib.percentile and bench_attest.percentile is benchlib.percentile

@@ -41,7 +41,7 @@ import struct
 import sys
 import time
 
-from benchlib import host_info, slot_named, window
+from benchlib import host_info, percentile, slot_named, window
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
@@ -165,7 +165,7 @@ def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: 
     return {
         "platform": platform, "time_slice": time_slice or "platform", "tokens": len(timed),
         "token_bytes": timed[0][3], "first_token_ns": samples[0][0],
-        "p50_ns": ns[len(ns) // 2], "p99_ns": ns[min(len(ns) - 1, len(ns) * 99 // 100)], "mean_ns": sum(ns) / len(ns),
+        "p50_ns": percentile(ns, 50), "p99_ns": percentile(ns, 99), "mean_ns": sum(ns) / len(ns),
         "continue_calls": statistics.median(s[1] for s in timed), "continue_calls_max": max(s[1] for s in timed),
         "irq_exits": statistics.median(s[2] for s in timed), "irq_exits_max": max(s[2] for s in timed),
         "init_p50_ns": hist["RSI_ATTESTATION_TOKEN_INIT"].percentile(50),

@@ -7,9 +7,10 @@
     RMM completes the previous host call, the guest runs up to its next RSI_HOST_CALL, the REC
     exits with RMI_EXIT_HOST_CALL), read the exit, serve the host call, write the results into
     enter.gprs and put the vCPU back. Each is timed with time.perf_counter_ns; p50 and p99 are
-    exact order statistics of those samples. The machine's own histograms give RMI_REC_ENTER
-    (EL3 entry to EL3 return) and EXIT_HOST_CALL (the RMM's part from entry to exit) over the
-    same round trips; their p50 is the upper edge of a histogram bucket (<= ~3 % above).
+    the exact nearest-rank percentiles of those samples (the rank the histograms take). The
+    machine's own histograms give RMI_REC_ENTER (EL3 entry to EL3 return) and EXIT_HOST_CALL
+    (the RMM's part from entry to exit) over the same round trips; their p50 is the upper edge
+    of a histogram bucket (<= ~3 % above).
     Target: round trip p50 <= 15 us (median of --repeat runs, each on a fresh machine).
 
 (b) Guest instructions per second. A guest that only loops (add, b) on a machine whose time
@@ -43,7 +44,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import host_info, slot_named, window
+from benchlib import host_info, percentile, slot_named, window
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, RunQueue, create_realm
@@ -68,10 +69,6 @@ loop:
     add x1, x1, #1
     b loop
 """, base=BASE)
-
-
-def _percentile(sorted_ns: list[int], p: float) -> int:
-    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * p / 100))]
 
 
 def _realm(m: Machine, image: bytes) -> tuple[RunLoop, "object"]:
@@ -106,7 +103,7 @@ def round_trips(trips: int, warmup: int) -> dict[str, float]:
             raise SystemExit(f"expected {warmup + trips} host-call exits, the loop saw {loop.exits}")
     enter, exit_hc = (window(before, after, slot_named(name)) for name in ("RMI_REC_ENTER", "EXIT_HOST_CALL"))
     samples.sort()
-    return {"p50": _percentile(samples, 50), "p99": _percentile(samples, 99), "mean": sum(samples) / trips,
+    return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "mean": sum(samples) / trips,
             "rec_enter_p50": enter.percentile(50), "rec_enter_p99": enter.percentile(99),
             "rec_enter_mean": enter.sum_ns / enter.count, "rec_enter_count": enter.count,
             "exit_host_call_p50": exit_hc.percentile(50), "exit_host_call_p99": exit_hc.percentile(99),

@@ -92,6 +92,14 @@ def sched_counters() -> tuple[int, int]:
     return switches, migrations
 
 
+def percentile(sorted_values: list[int], p: float) -> int:
+    """The nearest-rank p-th percentile (0 < p <= 100) of ascending samples: the smallest value
+    with at least p % of the samples at or below it, so the same rank CallStats.percentile
+    (docs/latency.md) takes in a histogram; p50 of an even count is the lower middle value."""
+    rank = max(1, -(-len(sorted_values) * p // 100))
+    return sorted_values[int(rank) - 1]
+
+
 def slot_named(name: str) -> int:
     """The histogram slot of a call's spec name (RSI_HOST_CALL, EXIT_HOST_CALL ...)."""
     return next(slot for slot, n in calls.named_slots().items() if n == name)
