@@ -7,19 +7,28 @@ The tools' computations (percentiles ...) are tested directly, without timing an
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from rmm_mp.runtime import CpuFailure, RunResult
+from rmm_mp.stress import StressReport
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
 sys.path.insert(0, str(TOOLS))     # the tools import benchlib from their own folder
 try:
     import bench_attest  # noqa: E402
+    import bench_delegate  # noqa: E402
+    import bench_realm  # noqa: E402
     import bench_rec  # noqa: E402
+    import bench_run  # noqa: E402
+    import bench_stress  # noqa: E402
     import benchlib  # noqa: E402
 finally:
     sys.path.remove(str(TOOLS))
@@ -76,3 +85,55 @@ def test_percentile_is_the_nearest_rank(samples: list[int], p: float, expected: 
 def test_tools_take_percentiles_from_benchlib() -> None:
     """bench_rec and bench_attest compute their sample percentiles with the one helper."""
     assert bench_rec.percentile is benchlib.percentile and bench_attest.percentile is benchlib.percentile
+
+
+CUT_SHORT = RunResult({}, (), True, 0.5, "Ctrl-C")
+
+
+@pytest.mark.parametrize("tool", [bench_delegate, bench_realm], ids=["bench_delegate", "bench_realm"])
+def test_ctrl_c_during_a_cpu_run_ends_the_tool_as_interrupted(tool, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A run of CPU processes that Ctrl-C cut short ends the tool with status 130, not with
+    "CPU processes failed:" and nothing after it, status 1 (which means a missed target)."""
+    monkeypatch.setattr(tool, "run_cpus", lambda *a, **k: CUT_SHORT)
+    args = argparse.Namespace(granules=1, layout="spread", seconds=1.0, warmup=0.0, tick=0.1, order="alternate")
+    with pytest.raises(SystemExit) as ended:
+        tool.throughput_run(1, args)
+    assert ended.value.code == benchlib.INTERRUPTED == 130
+
+
+def test_a_failed_cpu_process_ends_the_tool_as_a_failed_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """A CPU process that failed: status 2 (a run failed) and what it reported, not status 1."""
+    failure = CpuFailure(1, "raised RuntimeError: DELEGATE failed", "Traceback ...", ())
+    with pytest.raises(SystemExit) as ended:
+        benchlib.check_cpus(RunResult({}, (failure,), False, 0.5))
+    assert ended.value.code == benchlib.RUN_FAILED == 2
+    assert "DELEGATE failed" in capsys.readouterr().err
+    benchlib.check_cpus(RunResult({0: 1}, (), False, 0.5))     # a complete run: no exit
+
+
+def test_ctrl_c_during_a_workload_run_ends_bench_run_as_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_run: a run Ctrl-C cut short is "interrupted" (130), not "did not run clean" (2)."""
+    monkeypatch.setattr(bench_run, "run_workload", lambda *a, **k: SimpleNamespace(
+        interrupted=True, ok=False, failures=(), problems=()))
+    with pytest.raises(SystemExit) as ended:
+        bench_run._run("quickstart", cpus=1, iterations=1)
+    assert ended.value.code == 130
+
+
+def test_ctrl_c_during_a_stress_run_ends_bench_stress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stress runner returns a report marked interrupted after Ctrl-C; a hunt took it for
+    "not caught yet" and went on from the next seed, and (b) took its steps for a rate."""
+    made: list[object] = []
+
+    def interrupted_run(cfg):  # type: ignore[no-untyped-def]
+        made.append(cfg)
+        return StressReport(cfg, (), "interrupted", 0.5, {}, steps=3, interrupted=True)
+
+    monkeypatch.setattr(bench_stress, "stress_run", interrupted_run)
+    name = next(iter(bench_stress.BUGS))
+    with pytest.raises(SystemExit) as ended:
+        bench_stress.hunt(name, "random", 2, 1000, 60.0, 100)
+    assert ended.value.code == 130 and len(made) == 1
+    with pytest.raises(SystemExit) as ended:
+        bench_stress.step_rate(argparse.Namespace(cpus=2, steps=100))
+    assert ended.value.code == 130 and len(made) == 2

@@ -43,7 +43,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from benchlib import host_info, steady_window
+from benchlib import check_cpus, host_info, steady_window
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.machine import Cpu, Machine
@@ -177,8 +177,7 @@ def throughput_run(ncpus: int, args: argparse.Namespace) -> dict[str, object]:
         result = run_cpus(m, delegate_loop, args=(plan,), tick_s=args.tick,
                           timeout_s=args.warmup + args.seconds + 120)
         self1 = resource.getrusage(resource.RUSAGE_SELF)
-        if not result.ok:
-            raise SystemExit("CPU processes failed:\n" + "\n".join(f.describe() for f in result.failures))
+        check_cpus(result)
         per_cpu: list[LoopResult] = [result.results[c] for c in sorted(result.results)]
         whole = report.total_calls(report.collect(m))
     made = sum(r.total_calls for r in per_cpu)

@@ -36,7 +36,7 @@ import statistics
 import sys
 from dataclasses import asdict, dataclass
 
-from benchlib import host_info, steady_window
+from benchlib import check_cpus, host_info, steady_window
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.machine import Cpu, Machine
@@ -116,8 +116,7 @@ def throughput_run(ncpus: int, args: argparse.Namespace) -> dict[str, object]:
     with Machine.create(PLATFORM, cpus=ncpus) as m:
         plan = LoopPlan(tuple(range(ncpus)), args.seconds, args.warmup, args.order)
         result = run_cpus(m, realm_loop, args=(plan,), timeout_s=args.warmup + args.seconds + 120)
-        if not result.ok:
-            raise SystemExit("CPU processes failed:\n" + "\n".join(f.describe() for f in result.failures))
+        check_cpus(result)
         per_cpu: list[LoopResult] = [result.results[c] for c in sorted(result.results)]
         left = NsAllocator(m, 0).statistics()
     if left.granules_in_use or left.vmids_in_use:

@@ -24,7 +24,8 @@
     python tools/bench_run.py [--iterations 8000] [--overhead-repeat 21] [--seconds 5] [--repeat 5] [--json FILE]
 
 Everything runs through rmm_mp.workload.run.run_workload, exactly what `rmm-mp run` does.
-Exit status 1 if a target is missed ((a) on either figure, or (c)), 2 if a run failed.
+Exit status 1 if a target is missed ((a) on either figure, or (c)), 2 if a run failed, 130 if
+Ctrl-C stopped a run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import host_info
+from benchlib import RUN_FAILED, end_interrupted, host_info
 
 from rmm_mp.workload import spec
 from rmm_mp.workload.resolve import resolve
@@ -48,10 +49,12 @@ from rmm_mp.workload.run import RunOptions, run_workload
 def _run(workload: str, recording: bool = True, **options: Any) -> Any:
     w = resolve(spec.load(workload), **options)
     report = run_workload(w, RunOptions(progress=False, recording=recording))
+    if report.interrupted:
+        end_interrupted()
     if not report.ok:
         print(f"{workload} {options} did not run clean: failures {report.failures}, problems {report.problems}",
               file=sys.stderr)
-        sys.exit(2)
+        sys.exit(RUN_FAILED)
     return report
 
 

@@ -30,10 +30,21 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import host_info  # noqa: E402
+from benchlib import end_interrupted, host_info  # noqa: E402
 
-from rmm_mp.stress import BUGS, StressConfig, run  # noqa: E402
+from rmm_mp.stress import BUGS, StressConfig, StressReport  # noqa: E402
+from rmm_mp.stress import run as stress_run  # noqa: E402
 from rmm_mp.stress.config import CHECKERS  # noqa: E402
+
+
+def run(cfg: StressConfig) -> StressReport:
+    """One stress run; Ctrl-C or SIGTERM during it ends the tool (the stress runner reports the
+    stop as a run that ended early, which a hunt would take for "not found yet" and go on with
+    the next seed, and a rate would take for a figure)."""
+    report = stress_run(cfg)
+    if report.interrupted:
+        end_interrupted()
+    return report
 
 
 def _caught(report, bug) -> bool:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """What the benchmark tools in tools/ share: the host description every tool prints, /proc
-readings, histogram-slot helpers, and the steady-state window of the multi-process tools.
+readings, histogram-slot helpers, the nearest-rank percentile, the exit statuses of a run that
+failed or was interrupted, and the steady-state window of the multi-process tools.
 
 steady_window runs inside a spawned CPU process: each CPU calls ``unit`` through a warm-up,
 marks itself ready in its CPU area's activity counters, keeps calling until every peer is ready,
@@ -17,15 +18,21 @@ import gc
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NoReturn
 
 import rmm_mp
 from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.machine import Cpu
+from rmm_mp.runtime import RunResult
 from rmm_mp.stats import calls, report
 from rmm_mp.stats.histogram import CallStats
+
+# Exit statuses beside 0 (every target met) and 1 (a target missed).
+RUN_FAILED = 2
+INTERRUPTED = 130           # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 # Activity counters of a CPU area (u64 each, written only by the CPU itself).
 C_PHASE = 0
@@ -98,6 +105,23 @@ def percentile(sorted_values: list[int], p: float) -> int:
     (docs/latency.md) takes in a histogram; p50 of an even count is the lower middle value."""
     rank = max(1, -(-len(sorted_values) * p // 100))
     return sorted_values[int(rank) - 1]
+
+
+def end_interrupted(why: str = "") -> NoReturn:
+    """End the tool after Ctrl-C (or SIGTERM) cut a run short: the run's figures would be those
+    of a part-window, and exit status 1 would read as a missed target."""
+    print(f"{why or 'interrupted (Ctrl-C)'}: no figures", file=sys.stderr)
+    raise SystemExit(INTERRUPTED)
+
+
+def check_cpus(result: RunResult) -> None:
+    """Return if every CPU process of ``result`` ran to its end; otherwise end the tool, with
+    INTERRUPTED after Ctrl-C, else RUN_FAILED and what each failed CPU process reported."""
+    if result.interrupted:
+        end_interrupted(result.stopped_by)
+    if result.failures:
+        print("CPU processes failed:\n" + "\n".join(f.describe() for f in result.failures), file=sys.stderr)
+        raise SystemExit(RUN_FAILED)
 
 
 def slot_named(name: str) -> int:
