@@ -15,7 +15,9 @@
     median(off) - 1 for each, from this invocation, with a 95 % bootstrap interval (how far it
     could move between invocations). Target: <= 3 % on both, judged on the medians' ratio.
 (b) Throughput. quickstart for --seconds with 1, 2 and 4 CPUs (alternately, --repeat times
-    each): calls per second = calls counted by the histograms (RMI + RSI + PSCI) / elapsed.
+    each): calls per second = RunReport.total_calls / elapsed, the `rmm-mp run` report's
+    calls/s: every record in the histograms, RMI, RSI and PSCI calls and also REC runs (by exit
+    reason) and host activities (about a fifth of a 1-CPU quickstart run's records).
     On a 2-core host 4 CPUs are oversubscribed; that is the point of measuring it.
 (c) Scale. quickstart on the `large` platform with 64 CPU processes for --large-seconds: every
     CPU must have made calls (progress), and the time to start the 64 processes is shown.
