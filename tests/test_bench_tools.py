@@ -137,3 +137,32 @@ def test_ctrl_c_during_a_stress_run_ends_bench_stress(monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit) as ended:
         bench_stress.step_rate(argparse.Namespace(cpus=2, steps=100))
     assert ended.value.code == 130 and len(made) == 2
+
+
+@pytest.mark.parametrize("tool, options", [
+    (bench_run, ["--overhead-repeat", "0", "--skip-large"]),
+    (bench_run, ["--repeat", "0", "--skip-large"]),
+    (bench_stress, ["--hunts", "0", "--only", "a"]),
+    (bench_stress, ["--only", "x"]),
+    (bench_stress, ["--only", "a", "--bugs", "no-such-bug"]),
+], ids=["run-overhead-repeat-0", "run-repeat-0", "stress-hunts-0", "stress-only-x", "stress-unknown-bug"])
+def test_options_that_leave_nothing_to_measure_are_refused(tool, options: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """A usage error (status 2) before anything runs, not a median of no runs (StatisticsError),
+    a KeyError, or a silent run that measured nothing."""
+    with pytest.raises(SystemExit) as ended:
+        tool.main(options)
+    assert ended.value.code == 2
+
+
+def test_bench_recording_ir_needs_two_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_recording_ir's start-up figure is a 1-step run, so --iterations 1 would divide by
+    the difference of two identical runs: refused before valgrind is looked for."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import bench_recording_ir  # noqa: E402
+    finally:
+        sys.path.remove(str(TOOLS))
+    monkeypatch.setattr(bench_recording_ir.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as ended:
+        bench_recording_ir.main(["--iterations", "1"])
+    assert ended.value.code == 2

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workload", default="quickstart", help="bundled workload or path (default quickstart)")
-    ap.add_argument("--iterations", type=int, default=1000, help="steps of the 1 CPU (default 1,000)")
+    ap.add_argument("--iterations", type=int, default=1000,
+                    help="steps of the 1 CPU, at least 2 (default 1,000; a 1-step run is the start-up measured)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--variants", default="on,off,noflush,norecord,noappend",
                     help=f"comma-separated, from {', '.join(VARIANTS)}; 'off' is always measured")
@@ -134,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or args.iterations < 1 or args.slowdown < 1:
+    # The start-up is a 1-step run: with --iterations 1 the steps' count, the shares' divisor,
+    # would be the difference of two runs of the same thing.
+    if unknown or args.iterations < 2 or args.slowdown < 1:
         ap.error(f"--variants = {args.variants!r}: expected names from {', '.join(VARIANTS)}; "
-                 "--iterations and --slowdown at least 1")
+                 "--iterations at least 2, --slowdown at least 1")
     if "off" not in variants:
         variants.append("off")
     if shutil.which("valgrind") is None:

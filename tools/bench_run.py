@@ -121,7 +121,7 @@ def large(seconds: float, seed: int) -> dict[str, Any]:
             "idle_cpus": idle, "progress": not idle}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", default="quickstart", help="workload of (a) (default quickstart)")
     ap.add_argument("--overhead-cpus", type=int, default=1, help="CPUs of (a) (default 1)")
@@ -133,7 +133,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--json", metavar="FILE")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if min(args.overhead_cpus, args.iterations, args.overhead_repeat, args.repeat) < 1 \
+            or min(args.seconds, args.large_seconds) <= 0:
+        ap.error("--overhead-cpus, --iterations, --overhead-repeat, --repeat, --seconds and --large-seconds "
+                 "must be positive")
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), usable {info['usable_cpus']}, "
           f"{info['implementation']} {info['python']}, {info['date']}, rmm_mp {info['revision']}, "

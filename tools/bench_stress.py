@@ -148,12 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bugs", default="", help="comma-separated bugs for (a) (default all)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
+    names = [b for b in args.bugs.split(",") if b] or list(BUGS)
+    sections = set(args.only.split(","))
+    if min(args.cpus, args.hunts, args.steps) < 1 or min(args.limit, args.seconds) <= 0:
+        ap.error("--cpus, --hunts, --steps, --limit and --seconds must be positive")
+    if not sections <= {"a", "b", "c"}:
+        ap.error(f"--only {args.only}: expected sections from a, b, c")
+    unknown = [b for b in names if b not in BUGS]
+    if unknown:
+        ap.error(f"--bugs: {', '.join(unknown)} not in the catalog ({', '.join(BUGS)})")
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), "
           f"{info['implementation']} {info['python']}, {info['date']}, rmm_mp {info['revision']}")
-    names = [b for b in args.bugs.split(",") if b] or list(BUGS)
     result: dict[str, Any] = {"host": info}
-    sections = set(args.only.split(","))
     if "a" in sections:
         result["time_to_find"] = time_to_find(args, names)
     if "b" in sections:
