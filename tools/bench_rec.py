@@ -16,7 +16,8 @@
 (b) Guest instructions per second. A guest that only loops (add, b) on a machine whose time
     slice is --slice instructions: each REC_ENTER executes exactly one slice and exits with
     RMI_EXIT_IRQ, so instructions = entries * slice; the rate is that over the wall time of
-    the entries (run loop included, a negligible share at this slice).
+    the entries (run loop included, a negligible share at this slice; one untimed entry first).
+    Three runs, each on a fresh machine; the median is printed.
 
 (c) What latency recording costs a round trip. On one machine, blocks of --cost-trips round
     trips with recording on and off (Cpu.set_recording) alternate, --cost-repeat blocks each;
