@@ -28,7 +28,7 @@ from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.machine import Cpu
 from rmm_mp.runtime import RunResult
 from rmm_mp.stats import calls, report
-from rmm_mp.stats.histogram import CallStats
+from rmm_mp.stats.histogram import CallStats, nearest_rank
 
 # Exit statuses beside 0 (every target met) and 1 (a target missed).
 RUN_FAILED = 2
@@ -103,8 +103,7 @@ def percentile(sorted_values: list[int], p: float) -> int:
     """The nearest-rank p-th percentile (0 < p <= 100) of ascending samples: the smallest value
     with at least p % of the samples at or below it, so the same rank CallStats.percentile
     (docs/latency.md) takes in a histogram; p50 of an even count is the lower middle value."""
-    rank = max(1, -(-len(sorted_values) * p // 100))
-    return sorted_values[int(rank) - 1]
+    return sorted_values[nearest_rank(len(sorted_values), p) - 1]
 
 
 def end_interrupted(why: str = "") -> NoReturn:
