@@ -37,7 +37,7 @@ from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
 from rmm_mp.stress.config import (
-    CHECKERS, DEFAULT_CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
+    CHECKERS, DEFAULT_CHECKERS, INTEGERS, SCHEDULES, StressConfig, pct_depth_problem, quiescent_every_problem,
 )
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
@@ -121,7 +121,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--steps", type=click.IntRange(*INTEGERS["steps"][:2]), default=20_000, show_default=True,
               help="Step budget of a deterministic run.")
 @click.option("--pct-depth", type=click.IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
-              help="PCT bug depth.")
+              help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")
 @click.option("--checkers", default=None,
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
@@ -323,6 +323,8 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
         quiescent_every = 2000 if det else 2.0
     elif problem := quiescent_every_problem(quiescent_every, det):
         raise ValueError(f"--quiescent-every = {quiescent_every:g}: {problem}")     # named as typed
+    if schedule == "pct" and (problem := pct_depth_problem(pct_depth, steps)):
+        raise ValueError(f"--pct-depth = {pct_depth} with --steps = {steps}: {problem}")
     return StressConfig(
         workload=workload or (BUGS[inject[0]].workload if inject else "mixed"), cpus=cpus,
         seconds=seconds if seconds is not None else (DETERMINISTIC_SECONDS if det else 10.0), seed=seed,

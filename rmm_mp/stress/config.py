@@ -54,6 +54,16 @@ def quiescent_every_problem(value: float, deterministic: bool) -> str | None:
     return None
 
 
+def pct_depth_problem(pct_depth: int, steps: int) -> str | None:
+    """What is wrong with a PCT depth for a step budget, or None. PCT draws d - 1 distinct
+    change points among the budget's steps: with fewer steps than that the draw never ended
+    (the run hung before its CPUs started, deaf to Ctrl-C)."""
+    if pct_depth - 1 > steps:
+        return (f"PCT needs d - 1 = {pct_depth - 1} distinct priority change points among the {steps} step(s) of "
+                f"the budget; expected a depth of at most steps + 1 ({steps + 1})")
+    return None
+
+
 @dataclass(frozen=True)
 class StressConfig:
     """Options of one stress run.
@@ -119,6 +129,8 @@ class StressConfig:
         bad = [c for c in self.checkers if c not in CHECKERS]
         if bad:
             raise ValueError(f"checkers: unknown {', '.join(bad)}; expected some of {', '.join(CHECKERS)}")
+        if self.schedule == "pct" and (problem := pct_depth_problem(self.pct_depth, self.steps)):
+            raise ValueError(f"pct_depth = {self.pct_depth!r}: {problem}")
         if self.schedule == "replay" and not self.switches:
             raise ValueError("schedule = 'replay' needs the recorded switches of a schedule file")
         if not is_number(self.quiescent_every) or self.quiescent_every < 0:

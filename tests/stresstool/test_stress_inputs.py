@@ -255,3 +255,17 @@ def test_an_output_naming_the_replay_file_or_the_default_schedule_is_a_usage_err
     assert f"{option} = 'stress-mixed-3.schedule.json': expected a file of its own (a run that finds something " \
            "writes its schedule there; name another with --save-schedule)" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_a_pct_depth_beyond_the_step_budget_is_refused() -> None:
+    """PCT draws d - 1 distinct change points among the budget's steps: `--schedule pct
+    --steps 1 --pct-depth 3` used to draw forever, with the machine created and Ctrl-C
+    ignored. Refused before the run (exit 2), and by StressConfig; d - 1 == steps is fine."""
+    res = CliRunner().invoke(stress, ["--schedule", "pct", "--steps", "1", "--pct-depth", "3"])
+    assert res.exit_code == 2, res.output
+    assert "--pct-depth = 3 with --steps = 1: PCT needs d - 1 = 2 distinct priority change points among the 1 " \
+           "step(s) of the budget; expected a depth of at most steps + 1 (2)" in res.output
+    with pytest.raises(ValueError, match=re.escape("pct_depth = 5: PCT needs d - 1 = 4")):
+        StressConfig(schedule="pct", steps=3, pct_depth=5)
+    StressConfig(schedule="pct", steps=2, pct_depth=3)
+    StressConfig(schedule="random", steps=1, pct_depth=64)       # the depth is PCT's alone
