@@ -10,7 +10,8 @@ pid 1), one track per CPU ("CPU n", tid n + 1, as trace_export numbers them), an
     RMI_... calls               complete events from RMI entry to RMI exit, args {x1}
     "lock <PA>"                 complete events from acquire to release, on the CPU's lock
                                 track ("CPU n locks", tid 101 + n), args {granule}
-    "blocked on <PA>"           complete events while the CPU waited for a lock
+    "blocked on <PA>"           complete events while the CPU waited for a lock (to the end,
+                                args {unfinished}, when it still waited: a deadlock)
     findings                    instant events ("ph": "i") at the finding's step, with its text
 
 This module owns the conversion. It must not run anything.
@@ -57,25 +58,41 @@ def _running(schedule: tuple[tuple[int, int], ...], last_step: int) -> list[dict
 
 
 def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> list[dict[str, Any]]:
+    """One CPU's calls, lock holds and waits.
+
+    A LOCK point comes before the attempt, and the CPU may be switched out there: the lock is
+    taken only once it runs again, and then after SPIN points if it was held. So a hold is
+    drawn from the CPU's next point that is not a SPIN (the previous holder's UNLOCK point came
+    before it), and no two CPUs' tracks show one lock held at once. A wait still under way at
+    the end (a deadlock, a leaked lock) is drawn to the end; a lock not yet taken then (still
+    waited for, or its CPU aborted at the LOCK point) is not drawn as held."""
     out: list[dict[str, Any]] = []
     call: tuple[int, int] | None = None
     locks: dict[int, int] = {}
+    taking: int | None = None
     blocked: tuple[int, int] | None = None
     for step, kind, arg in pts:
-        if blocked is not None and kind != points.SPIN:
-            out.append(_x(f"blocked on {blocked[1]:#x}", "lock", TID_BASE + cpu, blocked[0], step))
-            blocked = None
+        if kind != points.SPIN:
+            if blocked is not None:
+                out.append(_x(f"blocked on {blocked[1]:#x}", "lock", TID_BASE + cpu, blocked[0], step))
+                blocked = None
+            if taking is not None:
+                locks[taking] = step            # taken just before this point
+                taking = None
         if kind == points.RMI_ENTRY:
             call = (step, arg)
         elif kind == points.RMI_EXIT and call is not None:
             out.append(_x(fid_name(call[1]), "rmi", TID_BASE + cpu, call[0], step))
             call = None
         elif kind == points.LOCK:
-            locks[arg] = step
+            taking = arg
         elif kind == points.UNLOCK and arg in locks:
             out.append(_x(f"lock {arg:#x}", "lock", LOCK_TID_BASE + cpu, locks.pop(arg), step, {"granule": f"{arg:#x}"}))
         elif kind == points.SPIN and blocked is None:
             blocked = (step, arg)
+    if blocked is not None:
+        out.append(_x(f"blocked on {blocked[1]:#x}", "lock", TID_BASE + cpu, blocked[0], last_step,
+                      {"unfinished": True}))
     if call is not None:
         out.append(_x(fid_name(call[1]), "rmi", TID_BASE + cpu, call[0], last_step, {"unfinished": True}))
     for addr, start in locks.items():

@@ -15,6 +15,7 @@ from rmm_mp.stress import StressConfig, run, timeline
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress.sched import splitmix64
 from rmm_mp.stress import shrink as shrinking
+from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shrink import shrink
 
 pytestmark = pytest.mark.multiprocess
@@ -145,6 +146,42 @@ def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
     logged = sum(len(v) for v in report.points.values())
     assert logged >= report.steps - 1 and all(k in points.NAMES for v in report.points.values() for _, k, _ in v)
     assert data["otherData"]["format"] == timeline.FORMAT
+
+
+def _holds(events: list[dict[str, object]]) -> list[tuple[str, int, int, int]]:
+    """(lock name, tid, start, end) of every lock hold drawn."""
+    return [(str(e["name"]), int(e["tid"]), int(e["ts"]), int(e["ts"]) + int(e["dur"]))  # type: ignore[call-overload]
+            for e in events if e.get("cat") == "lock" and str(e["name"]).startswith("lock ")]
+
+
+def test_timeline_draws_lock_waits_and_no_lock_held_twice() -> None:
+    """Hand-made points (no run): CPU 1 waits for A, which CPU 0 holds, and gets it when CPU 0
+    releases it; CPU 1 is switched out at its LOCK point of B, before it takes B; then the two
+    deadlock on A and B. Every wait is drawn, the one under way at the end (the deadlock's) up
+    to the end and marked unfinished; a lock is drawn held from the CPU's first point after it
+    took it, not from the LOCK point, so no two CPUs hold one lock at once, and a lock still
+    waited for at the end is not drawn as held. The final waits used to be missing, and locks
+    were drawn from the request: both CPUs held both locks of the deadlock."""
+    a, b, fid = 0x8000_1000, 0x8000_2000, 0xC400_0150
+    read = points.RTT_READ
+    cpu0 = [(1, points.RMI_ENTRY, fid), (2, points.LOCK, a), (3, read, 0), (7, points.UNLOCK, a),
+            (11, points.LOCK, a), (12, read, 0), (13, points.LOCK, b), (14, points.SPIN, b)]
+    cpu1 = [(4, points.RMI_ENTRY, fid), (5, points.LOCK, a), (6, points.SPIN, a), (8, read, 0), (9, points.UNLOCK, a),
+            (10, points.LOCK, b), (15, read, 0), (16, points.LOCK, a), (17, points.SPIN, a)]
+    cfg = StressConfig(workload="tables", schedule="random", steps=100)
+    report = StressReport(cfg, (), "aborted", 0.0, {}, steps=17, points={0: cpu0, 1: cpu1},
+                          schedule=((0, 0), (3, 1), (6, 0), (7, 1), (10, 0), (14, 1)))
+    events = timeline.events(report)
+    waits = sorted((e["tid"], e["ts"], e["ts"] + e["dur"], e.get("args", {}).get("unfinished", False))
+                   for e in events if str(e["name"]).startswith("blocked on"))
+    last = report.steps + 1
+    assert waits == [(1, 14, last, True), (2, 6, 8, False), (2, 17, last, True)]
+    holds = _holds(events)
+    assert sorted(holds) == sorted([(f"lock {a:#x}", 101, 3, 7), (f"lock {a:#x}", 102, 8, 9),
+                                    (f"lock {a:#x}", 101, 12, last), (f"lock {b:#x}", 102, 15, last)])
+    for x in holds:
+        for y in holds:
+            assert x is y or x[0] != y[0] or x[1] == y[1] or x[3] <= y[2] or y[3] <= x[2], (x, y)
 
 
 def test_schedule_file_errors(tmp_path: Path) -> None:
