@@ -9,6 +9,7 @@ This module owns the report's shape and its text. It must not run anything.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -130,4 +131,6 @@ class StressReport:
         }
 
     def replay_command(self, schedule_file: str) -> str:
-        return f"rmm-mp stress --replay {schedule_file}"
+        """The command that replays this run, quoted for a POSIX shell: a path with a space or
+        a quote in it must paste as one argument."""
+        return f"rmm-mp stress --replay {shlex.quote(schedule_file)}"

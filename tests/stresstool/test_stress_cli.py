@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -185,6 +186,22 @@ def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
 _FAILING = ["tables", "--seed", "1", "--schedule", "random", "--steps", "3000", "--inject", "lock-two-unordered",
             "--checkers", "lockdep"]
 """A short deterministic run that finds something (so it has a schedule and a timeline to write)."""
+
+
+@pytest.mark.multiprocess
+def test_the_printed_replay_command_pastes_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `replay:` line is a command a shell runs as printed, even for a schedule path with a
+    space and a quote in it (it used to be printed unquoted: pasted, it named other files), and
+    it reproduces the finding."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", "my run's.schedule.json"])
+    assert res.exit_code == 1, res.output
+    command = re.search(r"^replay: (.*)$", res.stdout, re.M)
+    assert command is not None, res.stdout
+    argv = shlex.split(command.group(1))
+    assert argv[:2] == ["rmm-mp", "stress"] and argv[2:] == ["--replay", "my run's.schedule.json"], argv
+    again = CliRunner().invoke(stress, argv[2:])
+    assert "replay reproduced the recorded findings" in again.stdout, again.output
 
 
 @pytest.mark.multiprocess
