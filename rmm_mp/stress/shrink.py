@@ -5,8 +5,9 @@ The target is the first finding's key (checker, rule, source site). A candidate 
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
-key no later than before. The step budget shrinks with it: a replay stops starting operations
-at the step the finding was made. Each candidate is a full run of the CPU processes (about a
+key no later than before, with no more preemptions, and is smaller in one of them or in
+switches. The step budget shrinks with it: a replay stops starting operations at the step the
+finding was made. Each candidate is a full run of the CPU processes (about a
 second), so the number of attempts is bounded. Ctrl-C (or, with ``sigterm_stops``, SIGTERM) ends
 the search, whether it lands during a replay or between two: the candidate it stopped is dropped
 and the smallest run found so far is the result.
@@ -52,6 +53,15 @@ def _score(report: StressReport) -> tuple[int, int, int]:
             len(report.schedule))
 
 
+def _smaller(candidate: StressReport, best: StressReport) -> bool:
+    """The candidate is kept only if it is no worse in any respect and better in one: its finding
+    no later and no more preemptions. (An earlier finding alone used to be enough, so a
+    candidate whose dropped switches turned blocked hand-overs into preemptions could be kept
+    with more preemptions than the run it shrank.)"""
+    mine, theirs = _score(candidate), _score(best)
+    return mine[0] <= theirs[0] and mine[1] <= theirs[1] and mine < theirs
+
+
 def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 120.0,
            on_attempt: Callable[[int, StressReport], None] | None = None,
            sigterm_stops: bool = False) -> ShrinkResult:
@@ -94,7 +104,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             if on_attempt is not None:
                 on_attempt(attempts, candidate)
             found = candidate.first()
-            if found is not None and found.key() == target and _score(candidate) < _score(best):
+            if found is not None and found.key() == target and _smaller(candidate, best):
                 best = candidate
                 accepted += 1
                 return True

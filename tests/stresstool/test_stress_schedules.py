@@ -65,6 +65,26 @@ def test_shrink_keeps_the_finding_with_fewer_steps_and_preemptions() -> None:
     assert f"{report.switches} switches (" in report.text()
 
 
+def test_shrink_never_keeps_a_run_with_more_preemptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays stubbed with made-up reports (no processes): a candidate whose finding (same
+    key) comes earlier but with more preemptions is not kept; one no later with fewer is. The
+    search used to rank by the finding's step first and keep the first, so a "shrunk" run could
+    have more preemptions than the original."""
+    from rmm_mp.stress.findings import Finding
+
+    def report(step: int, preemptions: int, switches: int) -> StressReport:
+        finding = Finding("lockdep", "rule 2", "m", cpu=0, site="x.py:1 (f)", step=step)
+        schedule = tuple((i * 10, i % 2) for i in range(switches + 1))
+        return StressReport(LOCK_TWO, (finding,), "finding", 0.0, {}, steps=step + 5, switches=switches,
+                            preemptions=preemptions, schedule=schedule)
+    original = report(100, 5, 8)
+    replies = iter([report(50, 7, 9), report(100, 4, 8)] + [report(100, 9, 9)] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    result = shrink(original, max_attempts=6)
+    assert (result.report.first().step, result.report.preemptions) == (100, 4)  # type: ignore[union-attr]
+    assert result.accepted == 1
+
+
 def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during a shrink replay ends the search there: the stopped replay is not taken for
     one without the finding, no further replay starts, and the result (the run as it was)
