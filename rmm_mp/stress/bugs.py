@@ -8,7 +8,7 @@ catalog costs an ordinary run nothing; ``Probe.restore`` takes the swap back.
 
 To add a bug: write the wrong copy in bugs_rmi.py (mark the mistake with ``# BUG:``), add a
 Bug here naming the checker that must catch it and a workload that reaches the code, and add
-its recorded seed to tests/stresstool/test_bugs.py (docs/stress.md, "Adding a bug").
+its recorded seed to tests/stresstool/test_stress_bugs.py (docs/stress.md, "Adding a bug").
 
 This module owns the catalog. It must not contain buggy code itself.
 """
