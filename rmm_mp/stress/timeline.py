@@ -4,15 +4,22 @@ interleaving CPU by CPU.
 
 The clock is the schedule: one step is one microsecond, so ``ts`` is the step at which a thing
 happened on any CPU and the picture is the same on every replay. One process ("rmm-mp machine",
-pid 1), one track per CPU ("CPU n", tid n + 1, as trace_export numbers them), and on it:
+pid 1) and, per CPU, these tracks (threads):
 
-    "running"                   complete events: the steps this CPU ran (between switches)
-    RMI_... calls               complete events from RMI entry to RMI exit, args {x1}
-    "lock <PA>"                 complete events from acquire to release, on the CPU's lock
-                                track ("CPU n locks", tid 101 + n), args {granule}
-    "blocked on <PA>"           complete events while the CPU waited for a lock (to the end,
-                                args {unfinished}, when it still waited: a deadlock)
-    findings                    instant events ("ph": "i") at the finding's step, with its text
+    "CPU n" (tid n + 1, as trace_export numbers them)
+        RMI_... calls           complete events from RMI entry to RMI exit
+        "blocked on <PA>"       complete events while the CPU waited for a lock, inside its call
+                                (to the end, args {unfinished}, when it still waited: a deadlock)
+        findings                instant events ("ph": "i") at the finding's step, with its text
+    "CPU n running" (tid 51 + n)
+        "running"               complete events: the steps this CPU ran (between switches)
+    "CPU n locks" (tid 101 + n), "CPU n locks (k + 1)" (tid 101 + n + 100 k)
+        "lock <PA>"             complete events from acquire to release, args {granule}
+
+The Trace Event Format wants the complete events of one thread to nest (Perfetto drops the
+ones that do not), which is why they are spread so: a call spans several running slices, and
+locks taken hand over hand overlap without nesting, so each hold goes to the first of its CPU's
+lock tracks that is free at its start.
 
 This module owns the conversion. It must not run anything.
 """
@@ -30,7 +37,11 @@ from rmm_mp.stress.report import StressReport
 
 PID = 1
 TID_BASE = 1
+RUN_TID_BASE = 51
 LOCK_TID_BASE = 101
+LANE_STRIDE = 100
+"""tid of lock track k of CPU n: LOCK_TID_BASE + n + LANE_STRIDE * k (at most 16 CPUs, so no
+tid is used twice)."""
 FORMAT = "rmm-mp-stress-trace/1"
 
 
@@ -41,24 +52,51 @@ def _x(name: str, cat: str, tid: int, start: int, end: int, args: dict[str, Any]
     return event
 
 
-def _metadata(cpus: list[int]) -> list[dict[str, Any]]:
+def _metadata(lanes: dict[int, int]) -> list[dict[str, Any]]:
+    """Names and order of every track: per CPU (``lanes``: CPU -> its number of lock tracks),
+    its calls, its running slices, then its lock tracks."""
     out: list[dict[str, Any]] = [{"name": "process_name", "ph": "M", "pid": PID, "args": {"name": "rmm-mp machine"}}]
-    for cpu in cpus:
-        for tid, label in ((TID_BASE + cpu, f"CPU {cpu}"), (LOCK_TID_BASE + cpu, f"CPU {cpu} locks")):
+    for cpu, count in lanes.items():
+        tracks = [(TID_BASE + cpu, f"CPU {cpu}"), (RUN_TID_BASE + cpu, f"CPU {cpu} running")]
+        tracks += [(_lock_tid(cpu, k), f"CPU {cpu} locks" + (f" ({k + 1})" if k else "")) for k in range(count)]
+        for order, (tid, label) in enumerate(tracks):
             out.append({"name": "thread_name", "ph": "M", "pid": PID, "tid": tid, "args": {"name": label}})
-            out.append({"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": tid, "args": {"sort_index": tid}})
+            out.append({"name": "thread_sort_index", "ph": "M", "pid": PID, "tid": tid,
+                        "args": {"sort_index": cpu * 1000 + order}})
     return out
+
+
+def _lock_tid(cpu: int, lane: int) -> int:
+    return LOCK_TID_BASE + cpu + LANE_STRIDE * lane
 
 
 def _running(schedule: tuple[tuple[int, int], ...], last_step: int) -> list[dict[str, Any]]:
     out = []
     for (start, cpu), nxt in zip(schedule, list(schedule[1:]) + [(last_step, -1)]):
-        out.append(_x("running", "sched", TID_BASE + cpu, start, nxt[0]))
+        out.append(_x("running", "sched", RUN_TID_BASE + cpu, start, nxt[0]))
     return out
 
 
-def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> list[dict[str, Any]]:
-    """One CPU's calls, lock holds and waits.
+def _in_lanes(cpu: int, holds: list[tuple[int, int, int]]) -> tuple[list[dict[str, Any]], int]:
+    """Lock holds (address, start, end) as events, each on the first lock track of ``cpu`` whose
+    last hold ended by its start, so that no track has two holds overlapping; and how many
+    tracks that took."""
+    ends: list[int] = []
+    out = []
+    for addr, start, end in sorted(holds, key=lambda h: (h[1], h[0])):
+        event = _x(f"lock {addr:#x}", "lock", 0, start, end, {"granule": f"{addr:#x}"})
+        finish = start + event["dur"]
+        lane = next((k for k, busy_until in enumerate(ends) if busy_until <= start), len(ends))
+        if lane == len(ends):
+            ends.append(finish)
+        ends[lane] = finish
+        event["tid"] = _lock_tid(cpu, lane)
+        out.append(event)
+    return out, max(1, len(ends))
+
+
+def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> tuple[list[dict[str, Any]], int]:
+    """One CPU's calls, lock holds and waits, and the number of lock tracks its holds take.
 
     A LOCK point comes before the attempt, and the CPU may be switched out there: the lock is
     taken only once it runs again, and then after SPIN points if it was held. So a hold is
@@ -67,6 +105,7 @@ def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> li
     the end (a deadlock, a leaked lock) is drawn to the end; a lock not yet taken then (still
     waited for, or its CPU aborted at the LOCK point) is not drawn as held."""
     out: list[dict[str, Any]] = []
+    holds: list[tuple[int, int, int]] = []
     call: tuple[int, int] | None = None
     locks: dict[int, int] = {}
     taking: int | None = None
@@ -87,7 +126,7 @@ def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> li
         elif kind == points.LOCK:
             taking = arg
         elif kind == points.UNLOCK and arg in locks:
-            out.append(_x(f"lock {arg:#x}", "lock", LOCK_TID_BASE + cpu, locks.pop(arg), step, {"granule": f"{arg:#x}"}))
+            holds.append((arg, locks.pop(arg), step))
         elif kind == points.SPIN and blocked is None:
             blocked = (step, arg)
     if blocked is not None:
@@ -95,18 +134,20 @@ def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> li
                       {"unfinished": True}))
     if call is not None:
         out.append(_x(fid_name(call[1]), "rmi", TID_BASE + cpu, call[0], last_step, {"unfinished": True}))
-    for addr, start in locks.items():
-        out.append(_x(f"lock {addr:#x}", "lock", LOCK_TID_BASE + cpu, start, last_step, {"granule": f"{addr:#x}"}))
-    return out
+    holds.extend((addr, start, last_step) for addr, start in locks.items())
+    drawn, lanes = _in_lanes(cpu, holds)
+    return out + drawn, lanes
 
 
 def events(report: StressReport) -> list[dict[str, Any]]:
     """Every event of the timeline, metadata first."""
-    cpus = list(range(report.config.cpus))
     last = report.steps + 1
-    out = _metadata(cpus) + _running(report.schedule, last)
-    for cpu in cpus:
-        out.extend(_cpu_events(cpu, report.points.get(cpu, []), last))
+    out = _running(report.schedule, last)
+    lanes: dict[int, int] = {}
+    for cpu in range(report.config.cpus):
+        drawn, lanes[cpu] = _cpu_events(cpu, report.points.get(cpu, []), last)
+        out.extend(drawn)
+    out = _metadata(lanes) + out
     for f in report.findings:
         tid = TID_BASE + (f.cpu if f.cpu is not None else 0)
         out.append({"name": f"{f.checker}: {f.rule}", "cat": "finding", "ph": "i", "s": "g", "pid": PID, "tid": tid,

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,6 +167,7 @@ def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
     logged = sum(len(v) for v in report.points.values())
     assert logged >= report.steps - 1 and all(k in points.NAMES for v in report.points.values() for _, k, _ in v)
     assert data["otherData"]["format"] == timeline.FORMAT
+    assert _improperly_nested(events) == []
 
 
 def _holds(events: list[dict[str, object]]) -> list[tuple[str, int, int, int]]:
@@ -202,6 +204,46 @@ def test_timeline_draws_lock_waits_and_no_lock_held_twice() -> None:
     for x in holds:
         for y in holds:
             assert x is y or x[0] != y[0] or x[1] == y[1] or x[3] <= y[2] or y[3] <= x[2], (x, y)
+
+
+def _improperly_nested(events: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pairs of complete events of one thread that overlap without one containing the other."""
+    bad = []
+    for tid in {e["tid"] for e in events if e["ph"] == "X"}:
+        open_: list[dict[str, Any]] = []
+        for e in sorted((e for e in events if e["ph"] == "X" and e["tid"] == tid), key=lambda e: (e["ts"], -e["dur"])):
+            while open_ and open_[-1]["ts"] + open_[-1]["dur"] <= e["ts"]:
+                open_.pop()
+            if open_ and e["ts"] + e["dur"] > open_[-1]["ts"] + open_[-1]["dur"]:
+                bad.append((open_[-1], e))
+            open_.append(e)
+    return bad
+
+
+def test_timeline_events_of_one_track_nest() -> None:
+    """Hand-made points (no run): CPU 0's call is switched out and in again, and it locks a
+    parent table, then the child, then releases the parent first (hand over hand). The Trace
+    Event Format wants one thread's complete events to nest (Perfetto drops those that do
+    not): the running slices and the call, and the two overlapping holds, used to share a
+    track each. Now the running slices have their own track and the second hold a second lock
+    track, named; every track nests."""
+    parent, child, fid = 0x8000_1000, 0x8000_2000, 0xC400_0150
+    cpu0 = [(1, points.RMI_ENTRY, fid), (2, points.LOCK, parent), (3, points.RTT_READ, 0), (6, points.LOCK, child),
+            (7, points.RTT_READ, 0), (8, points.UNLOCK, parent), (9, points.RTT_WRITE, 0), (10, points.UNLOCK, child),
+            (11, points.RMI_EXIT, fid)]
+    cpu1 = [(4, points.RMI_ENTRY, fid), (5, points.RMI_EXIT, fid)]
+    cfg = StressConfig(workload="tables", schedule="random", steps=100)
+    report = StressReport(cfg, (), "budget", 0.0, {}, steps=11, points={0: cpu0, 1: cpu1},
+                          schedule=((0, 0), (3, 1), (5, 0)))
+    events = timeline.events(report)
+    assert _improperly_nested(events) == []
+    names = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    holds = {(names[e["tid"]], e["name"], e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "lock"}
+    assert holds == {("CPU 0 locks", f"lock {parent:#x}", 3, 8), ("CPU 0 locks (2)", f"lock {child:#x}", 7, 10)}
+    running = [(names[e["tid"]], e["ts"]) for e in events if e["name"] == "running"]
+    assert running == [("CPU 0 running", 0), ("CPU 1 running", 3), ("CPU 0 running", 5)]
+    calls = [(names[e["tid"]], e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "rmi"]
+    assert sorted(calls) == [("CPU 0", 1, 11), ("CPU 1", 4, 5)]
 
 
 def test_schedule_file_errors(tmp_path: Path) -> None:
