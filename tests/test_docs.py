@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from rmm_mp.rmm.dispatch import COMMANDS, failure_conditions, lock_sequences
@@ -28,3 +30,54 @@ def test_every_implemented_command_declares_locks_and_failure_conditions() -> No
             name = cmd.fid.name
             assert name in sequences and all(sequences[name]), name
             assert name in conditions, name
+
+
+# -- paths the docs name ------------------------------------------------------------------------
+
+PROSE = ("README.md", "docs/*.md", "tests/README.md", "workloads/README.md", "workloads/guests/README.md")
+PATH_TOKEN = re.compile(r"`([^`\s]+)`|\]\(([^)\s#]+)")
+"""A path in backticks, or a Markdown link's target."""
+PATH_LIKE = re.compile(r"[\w.-]+(/[\w.*-]+)*/?", re.ASCII)
+INSTALLED_ONLY = {"rmm_mp/platforms", "rmm_mp/workloads"}
+"""Package directories that exist only once installed (pyproject.toml maps platform/ and
+workloads/ onto them)."""
+
+
+def _named_paths(doc: Path) -> Iterator[str]:
+    """Every token of ``doc`` that names a file of this repository: a path whose first part is
+    a directory here (at the top, in rmm_mp/, in tests/ or beside the doc), or a bare module
+    name such as `cpu_handle.py`. Example files (`my.toml`, `out.json`) start nowhere and are
+    not taken."""
+    for match in PATH_TOKEN.finditer(doc.read_text()):
+        token = match.group(1) or match.group(2)
+        if not PATH_LIKE.fullmatch(token) or token.rstrip("/") in INSTALLED_ONLY:
+            continue
+        if "/" not in token:
+            if token.endswith(".py"):
+                yield token
+            continue
+        first = token.split("/")[0]
+        if any((base / first).is_dir() for base in _bases(doc)) and first not in (".", ".."):
+            yield token
+
+
+def _bases(doc: Path) -> tuple[Path, ...]:
+    return ROOT, ROOT / "rmm_mp", ROOT / "tests", doc.parent
+
+
+def _exists(doc: Path, token: str) -> bool:
+    if "/" not in token:       # a module of the package, a test helper or a tool
+        return any(any((ROOT / top).glob(f"**/{token}")) for top in ("rmm_mp", "tests", "tools"))
+    return any(any(base.glob(token.rstrip("/"))) for base in _bases(doc))
+
+
+def test_every_path_the_docs_name_exists() -> None:
+    """A file or directory named in README.md, docs/ or the READMEs of tests/ and workloads/
+    (`hw/granule.py`, `rmm_mp/stress/shared.py`, `tests/rmm/test_rmi_rtt.py`, a link to
+    docs/locking.md) exists: a rename or removal that leaves a doc pointing at nothing fails
+    here."""
+    docs = sorted({p for pattern in PROSE for p in ROOT.glob(pattern)})
+    named = [(doc, token) for doc in docs for token in _named_paths(doc)]
+    assert len(named) > 100, "the scan finds the docs' paths"
+    missing = [f"{doc.relative_to(ROOT)}: {token}" for doc, token in named if not _exists(doc, token)]
+    assert not missing, missing
