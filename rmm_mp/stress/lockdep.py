@@ -22,8 +22,8 @@ ordered by address (rules 2 and 5), which the per-acquisition check enforces, an
 graph has cycles by design (lock_two takes RD then DELEGATED, or DELEGATED then RD).
 
 Limits: classes are per state (and RTT level), not per realm: two realms' RTTs share a class.
-Rule 3 (no further locks after a state mismatch) and rule 6 (state changes under the lock)
-are the ownership checker's; rule 7 the invariant checker's.
+Rule 3 (no further locks after a state mismatch) is not checked; rule 6 (state changes under
+the lock) is the ownership checker's, rule 7 the invariant checker's.
 
 This module owns the rules and the graph. It must not take locks.
 """
