@@ -107,7 +107,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 
 
 @click.command()
-@click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)))
+@click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)), metavar="[WORKLOAD]")
 @click.option("--cpus", type=click.IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True,
               help="CPU processes.")
 @click.option("--seconds", type=click.FloatRange(0, 86_400, min_open=True), default=None,
@@ -144,7 +144,11 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
            replay: str | None, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
            json_path: str | None, list_bugs: bool) -> None:
     """Lock-correctness stress test: CPUs race every RMI and RSI path on shared realms while the
-    lock-order, ownership and invariant checkers and the watchdog look on (docs/stress.md)."""
+    lock-order, ownership and invariant checkers and the watchdog look on (docs/stress.md).
+
+    WORKLOAD is the mix of operations, one of lifecycle, mixed, realms, rtts and tables
+    (docs/stress.md, "Workloads"): mixed by default, or with --inject the first injected bug's
+    own workload (rmm-mp stress --list-bugs)."""
     if list_bugs:
         click.echo(catalog_text())
         return

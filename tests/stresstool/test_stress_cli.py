@@ -36,6 +36,18 @@ def test_list_bugs() -> None:
         assert any(line.split()[:2] == [name, bug.checker] for line in lines), name
 
 
+
+def test_help_names_every_workload() -> None:
+    """--help lists the WORKLOAD choices in its text (the usage line shows [WORKLOAD]): the list
+    is written out there, so a new workload must be added to it."""
+    from rmm_mp.stress.cli import WORKLOADS
+
+    res = CliRunner().invoke(stress, ["--help"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "[WORKLOAD]" in text
+    names = sorted(WORKLOADS)
+    assert f"one of {', '.join(names[:-1])} and {names[-1]}" in text
+
 @pytest.mark.multiprocess
 def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(tmp_path: Path) -> None:
     """An injected bug under the random schedule: exit 1, the finding and the replay command are
