@@ -10,8 +10,10 @@ reads or changes what it takes down, and of RIPAS changes against DATA_CREATE an
 (the RIM and the REC are views there); and the races of a realm that runs: REC_ENTER of a small guest
 (its image a measured DATA page) against a command on what the guest or the RMM on its behalf
 uses (the REC, its run page, a host call structure and its table, a page it stores to, the RD of
-a measurement, the target of a PSCI request). Their outcomes include views (Prepared.watch) of
-the REC exit, the REC, REM1 and the RIM.
+a measurement, the target of a PSCI request), against another REC_ENTER or a PSCI_COMPLETE of
+the same realm (PSCI_SYSTEM_OFF, CPU_ON, CPU_OFF, AFFINITY_INFO), and a REC_ENTER completing a
+RIPAS request or a host call against a fold, an unfold or REC_DESTROY. Their outcomes include
+views (Prepared.watch) of the REC exit, the REC, REM1, the RIM and a page.
 
 This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands; the setups in
 which a REC runs a guest are stress.explore_pairs_rec's. It must not write the machine's shared
@@ -28,11 +30,16 @@ from rmm_mp.stress.explore_setup import (
     F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, BuiltRealm, prepared, rec_view, ripas_request, rim_view,
 )
 from rmm_mp.stress.explore_pairs_rec import (
-    GUEST_SLICE, data_destroy_vs_host_call_completion, data_destroy_vs_store, fails_on_running_rec,
-    host_call_completion_vs_data_destroy, host_call_vs_data_destroy, host_call_vs_rtt_destroy,
-    host_call_vs_rtt_fold, rec_enter_cpu_off_vs_psci_complete, rec_enter_vs_delegate_run_page,
-    rec_enter_vs_rec_destroy, rec_enter_vs_rec_enter, rec_enter_vs_rec_enter_extend, rec_enter_vs_set_ripas,
-    store_unprotected_vs_unmap, store_vs_data_destroy,
+    GUEST_SLICE, affinity_info_complete_vs_cpu_off, cpu_on_vs_rec_enter_target, cpu_on_vs_system_off,
+    data_destroy_vs_host_call_completion, data_destroy_vs_store, fails_on_running_rec,
+    host_call_completion_vs_data_destroy, host_call_completion_vs_rec_destroy, host_call_vs_data_destroy,
+    host_call_vs_rtt_destroy, host_call_vs_rtt_fold, rec_destroy_vs_host_call_completion,
+    rec_enter_cpu_off_vs_psci_complete, rec_enter_vs_delegate_run_page, rec_enter_vs_rec_destroy,
+    rec_enter_target_vs_psci_complete, rec_enter_vs_rec_enter, rec_enter_vs_rec_enter_extend, rec_enter_vs_set_ripas,
+    rec_enter_vs_system_off,
+    ripas_completion_vs_rtt_fold, ripas_completion_vs_rtt_unfold, rtt_fold_assigned_vs_store,
+    store_unprotected_vs_unmap, store_vs_data_destroy, store_vs_rtt_fold_assigned, system_off_vs_psci_complete,
+    system_off_vs_rec_enter,
 )
 
 
@@ -424,4 +431,41 @@ PAIRS: dict[str, Pair] = {p.name: p for p in (
     Pair("rec-destroy-vs-rec-create-same-granules",
          "REC_DESTROY vs REC_CREATE of the next REC with the destroyed REC's granule and aux granules",
          rec_destroy_vs_rec_create_same_granules),
+    Pair("system-off-vs-rec-enter",
+         "REC_ENTER of REC 0, which calls PSCI_SYSTEM_OFF, vs REC_ENTER of REC 1, which extends REM1",
+         system_off_vs_rec_enter, GUEST_SLICE),
+    Pair("rec-enter-vs-system-off",
+         "REC_ENTER of REC 1, which extends REM1, vs REC_ENTER of REC 0, which calls PSCI_SYSTEM_OFF",
+         rec_enter_vs_system_off, GUEST_SLICE),
+    Pair("system-off-vs-psci-complete",
+         "REC_ENTER of REC 2, which calls PSCI_SYSTEM_OFF, vs PSCI_COMPLETE of REC 0's CPU_ON naming REC 1",
+         system_off_vs_psci_complete, GUEST_SLICE),
+    Pair("cpu-on-vs-system-off",
+         "REC_ENTER of REC 0, which calls PSCI_CPU_ON naming REC 1, vs REC_ENTER of REC 2, which calls SYSTEM_OFF",
+         cpu_on_vs_system_off, GUEST_SLICE),
+    Pair("cpu-on-vs-rec-enter-target",
+         "REC_ENTER of REC 0, which calls PSCI_CPU_ON naming REC 1, vs REC_ENTER of REC 1 (not runnable)",
+         cpu_on_vs_rec_enter_target, GUEST_SLICE),
+    Pair("rec-enter-target-vs-psci-complete",
+         "REC_ENTER of REC 1 (off) vs PSCI_COMPLETE of REC 0's CPU_ON naming it",
+         rec_enter_target_vs_psci_complete, GUEST_SLICE),
+    Pair("affinity-info-complete-vs-cpu-off",
+         "REC_ENTER of REC 1, which calls PSCI_CPU_OFF, vs PSCI_COMPLETE of REC 0's AFFINITY_INFO about REC 1",
+         affinity_info_complete_vs_cpu_off, GUEST_SLICE),
+    Pair("host-call-completion-vs-rec-destroy", "REC_ENTER completing a host call vs REC_DESTROY of the REC",
+         host_call_completion_vs_rec_destroy, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),
+    Pair("rec-destroy-vs-host-call-completion", "REC_DESTROY of a REC vs REC_ENTER completing its host call",
+         rec_destroy_vs_host_call_completion, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),
+    Pair("ripas-completion-vs-rtt-fold",
+         "REC_ENTER completing a RIPAS request for a whole table (then a host call in it) vs RTT_FOLD of the table",
+         ripas_completion_vs_rtt_fold, GUEST_SLICE),
+    Pair("ripas-completion-vs-rtt-unfold",
+         "the same with the table folded, vs RTT_CREATE of it again (an unfold)",
+         ripas_completion_vs_rtt_unfold, GUEST_SLICE),
+    Pair("store-vs-rtt-fold-assigned",
+         "REC_ENTER whose guest stores to a page of a 2 MiB block (twice) vs RTT_FOLD of the block's table",
+         store_vs_rtt_fold_assigned, GUEST_SLICE),
+    Pair("rtt-fold-assigned-vs-store",
+         "RTT_FOLD of a 2 MiB block's table vs REC_ENTER whose guest stores to a page of it (twice)",
+         rtt_fold_assigned_vs_store, GUEST_SLICE),
 )}

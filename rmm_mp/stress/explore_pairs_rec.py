@@ -1,9 +1,10 @@
 """The interleaving explorer's pairs in which a REC runs a guest (stress.explore_pairs holds
 the catalog): REC_ENTER of a small guest, its image a measured DATA page, against a command on
 what the guest or the RMM on its behalf uses (the REC, its run page, a host call structure and
-its table, a page it stores to, the RD of a measurement, the target of a PSCI request), or
-against another REC_ENTER. Their outcomes include views (Prepared.watch) of the REC exit, the
-REC and REM1.
+its table, a page it stores to, the RD of a measurement, the target of a PSCI request, the
+table of a RIPAS request or of a 2 MiB block), or against another REC_ENTER or a PSCI_COMPLETE
+of the same realm (PSCI_SYSTEM_OFF, CPU_ON, CPU_OFF, AFFINITY_INFO). Their outcomes include
+views (Prepared.watch) of the REC exit, the REC, REM1 and a page.
 
 This module owns those setups and the rule that a running REC makes some commands fail. It must
 not write the machine's shared memory other than through SMCs and Machine.ns_write.
@@ -11,16 +12,17 @@ not write the machine's shared memory other than through SMCs and Machine.ns_wri
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 from rmm_mp.abi.psci import PsciFid, rec_index_to_mpidr_el1
 from rmm_mp.abi.rmi import RmiStatus
-from rmm_mp.abi.rsi import RsiFid
-from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecExitReason
+from rmm_mp.abi.rsi import RsiFid, RsiRipas
+from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host.realm import NS_MAP_ATTRS, describe_x0
 from rmm_mp.machine import Machine
-from rmm_mp.stress.explore import Prepared
+from rmm_mp.stress.explore import Prepared, Watch
 from rmm_mp.stress.explore_setup import (
     F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, BuiltRealm, SetupError, exit_text, exit_view, prepared,
     rec_view, rem_view, ripas_request,
@@ -64,23 +66,35 @@ def _host_call(ipa: int) -> str:
 
 
 def _guest_realm(b: Builder, code: str, rec1: bool = False, rec1_runnable: bool = True,
-                 ram_table: bool = False, pages: tuple[tuple[int, bytes], ...] = ()) -> tuple[BuiltRealm, list[int]]:
-    """An active realm running ``code`` (REC 0 at CODE, and REC 1 at REC1_PC if ``rec1``), with
-    DATA ``pages`` (ipa, content), and with RAM_TABLE if ``ram_table``; its RECs."""
+                 ram_table: bool = False, pages: tuple[tuple[int, bytes], ...] = (),
+                 more: tuple[tuple[int, bool], ...] = (),
+                 prepare: "Callable[[BuiltRealm], None] | None" = None) -> tuple[BuiltRealm, list[int]]:
+    """An active realm running ``code`` (REC 0 at CODE, REC 1 at REC1_PC if ``rec1``, and a REC
+    for each (pc, runnable) of ``more`` after those), with DATA ``pages`` (ipa, content), with
+    RAM_TABLE if ``ram_table``, and whatever ``prepare`` makes while the realm is NEW; its RECs."""
     realm = b.realm()
     b.tables(realm, 0, 3)
     b.data(realm, CODE, assemble(code, CODE))
     for ipa, content in pages:
         b.data(realm, ipa, content)
     if ram_table:
-        b.tables(realm, RAM_TABLE, 3)
-        if b.call(F.RMI_RTT_INIT_RIPAS, realm.rd, RAM_TABLE, RAM_TABLE + L2)[1] != RAM_TABLE + L2:
-            raise SetupError("RTT_INIT_RIPAS did not cover the whole table")
+        _init_ram(b, realm, RAM_TABLE)
+    if prepare is not None:
+        prepare(realm)
     recs = [b.rec(realm, 0, pc=CODE)]
     if rec1:
         recs.append(b.rec(realm, 1, pc=REC1_PC, runnable=rec1_runnable))
+    for pc, runnable in more:
+        recs.append(b.rec(realm, len(recs), pc=pc, runnable=runnable))
     b.call(F.RMI_REALM_ACTIVATE, realm.rd)
     return realm, recs
+
+
+def _init_ram(b: Builder, realm: BuiltRealm, ipa: int) -> None:
+    """A level-3 table of its own at ``ipa`` (2 MiB aligned), every entry UNASSIGNED RAM."""
+    b.tables(realm, ipa, 3)
+    if b.call(F.RMI_RTT_INIT_RIPAS, realm.rd, ipa, ipa + L2)[1] != ipa + L2:
+        raise SetupError("RTT_INIT_RIPAS did not cover the whole table")
 
 
 def _exit_must_be(fields: dict[str, int], reason: RmiRecExitReason) -> None:
@@ -315,3 +329,264 @@ def rec_enter_vs_rec_enter_extend(machine: Machine) -> Prepared:
     run0, run1 = b.run_page(), b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
                      (exit_view("A", run0), exit_view("B", run1), rem_view(realm)))
+
+
+# -- PSCI and SYSTEM_OFF, RIPAS completions, folds under a running guest, pending host calls ----
+
+REC2_PC = 0xC00
+"""Where REC 2's code starts in the image."""
+CHANGE_TABLE = 2 * L2
+"""A level-3 table of its own, every entry UNASSIGNED EMPTY, whose whole range a guest asks to
+make RAM (RSI_IPA_STATE_SET): once the host has answered, the table is homogeneous (RTT_FOLD)."""
+BLOCK_IPA = 2 * L2
+"""The 2 MiB of ASSIGNED RAM pages (one delegated block) whose level-3 table RTT_FOLD folds."""
+BLOCK_STORE_PAGE = 5
+"""The page of the block the storing guest writes."""
+
+_RSI_IPA_STATE_SET_FID = int(RsiFid.RSI_IPA_STATE_SET)
+
+
+def _smc(fid: int, *args: int) -> str:
+    """An SMC ``fid`` with X1.. = ``args``."""
+    moves = "".join(f"        mov x{i}, ={value:#x}\n" for i, value in enumerate(args, 1))
+    return f"{moves}        mov x0, ={fid:#x}\n        smc #0\n"
+
+
+_SYSTEM_OFF = _smc(int(PsciFid.PSCI_SYSTEM_OFF))
+
+
+def _system_off_realm(machine: Machine) -> tuple[Builder, BuiltRealm, list[int], list[int]]:
+    """REC 0 calls PSCI_SYSTEM_OFF, REC 1 extends REM1 (the RD lock SYSTEM_OFF takes too); the
+    RECs and a run page for each."""
+    b = Builder(machine)
+    realm, recs = _guest_realm(b, f"""
+    {_SYSTEM_OFF}
+        b .
+        .org {REC1_PC:#x}
+    {_extend_rem1(0xB)}
+        b .
+    """, rec1=True)
+    return b, realm, recs, [b.run_page(), b.run_page()]
+
+
+def system_off_vs_rec_enter(machine: Machine) -> Prepared:
+    """REC_ENTER of REC 0, whose guest calls PSCI_SYSTEM_OFF, vs REC_ENTER of REC 1 of the same
+    realm: once the realm is SYSTEM_OFF, REC 1's entry fails (RMI_ERROR_REALM, 1); entered
+    before, REC 1 runs (its REM1 extension shows)."""
+    b, realm, (rec0, rec1), (run0, run1) = _system_off_realm(machine)
+    return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
+                     (exit_view("A", run0), exit_view("B", run1), rem_view(realm)))
+
+
+def rec_enter_vs_system_off(machine: Machine) -> Prepared:
+    """The same, the other way round: SYSTEM_OFF inserted at the lock events of REC 1's entry and
+    of its REM1 extension (which holds the RD lock SYSTEM_OFF needs)."""
+    b, realm, (rec0, rec1), (run0, run1) = _system_off_realm(machine)
+    return prepared(b, (F.RMI_REC_ENTER, rec1, run1), (F.RMI_REC_ENTER, rec0, run0),
+                     (exit_view("A", run1), exit_view("B", run0), rem_view(realm)))
+
+
+_CPU_ON_REC1 = _smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x42)
+_CPU_ON_OR_SYSTEM_OFF = f"""
+    {_CPU_ON_REC1}
+        b .
+        .org {REC1_PC:#x}
+        b .
+        .org {REC2_PC:#x}
+    {_SYSTEM_OFF}
+        b .
+"""
+"""REC 0 asks PSCI_CPU_ON for REC 1 (off: created not runnable), REC 2 calls PSCI_SYSTEM_OFF."""
+
+
+def _cpu_on_realm(machine: Machine) -> tuple[Builder, list[int]]:
+    b = Builder(machine)
+    _, recs = _guest_realm(b, _CPU_ON_OR_SYSTEM_OFF, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
+    return b, recs
+
+
+def system_off_vs_psci_complete(machine: Machine) -> Prepared:
+    """REC 0's CPU_ON of REC 1 pending; REC_ENTER of REC 2, whose guest calls PSCI_SYSTEM_OFF, vs
+    PSCI_COMPLETE(REC 0, REC 1, SUCCESS): RMI_PSCI_COMPLETE has no realm state condition, so it
+    completes the CPU_ON (REC 1 runnable, REC 0's X0 SUCCESS) in every order."""
+    b, (rec0, rec1, rec2) = _cpu_on_realm(machine)
+    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    run = b.run_page()
+    return prepared(b, (F.RMI_REC_ENTER, rec2, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
+                     (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+
+
+def cpu_on_vs_system_off(machine: Machine) -> Prepared:
+    """REC_ENTER of REC 0, whose guest calls PSCI_CPU_ON naming REC 1, vs REC_ENTER of REC 2,
+    whose guest calls PSCI_SYSTEM_OFF: off first, REC 0's entry fails (RMI_ERROR_REALM, 1) and
+    nothing is pending; else REC 0 exits with the CPU_ON pending."""
+    b, (rec0, _, rec2) = _cpu_on_realm(machine)
+    run0, run2 = b.run_page(), b.run_page()
+    return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec2, run2),
+                     (exit_view("A", run0), exit_view("B", run2), rec_view("REC 0", rec0)))
+
+
+def cpu_on_vs_rec_enter_target(machine: Machine) -> Prepared:
+    """REC_ENTER of REC 0, whose guest calls PSCI_CPU_ON naming REC 1, vs REC_ENTER of REC 1
+    (created not runnable): REC 1 is runnable only once the host completes the CPU_ON, so its
+    entry fails rec_runnable (RMI_ERROR_REC) in every order."""
+    b, (rec0, rec1, _) = _cpu_on_realm(machine)
+    run0, run1 = b.run_page(), b.run_page()
+    return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
+                     (exit_view("A", run0), exit_view("B", run1), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+
+
+def affinity_info_complete_vs_cpu_off(machine: Machine) -> Prepared:
+    """REC 0 asked PSCI_AFFINITY_INFO about REC 1 (pending); REC_ENTER of REC 1, whose guest
+    calls PSCI_CPU_OFF, vs PSCI_COMPLETE(REC 0, REC 1, SUCCESS): REC 1 on (runnable or running)
+    when the completion looks, REC 0 gets ON (PSCI_SUCCESS, 0); off, OFF (1). B6.3.1.3."""
+    b = Builder(machine)
+    _, (rec0, rec1) = _guest_realm(b, f"""
+    {_smc(int(PsciFid.PSCI_AFFINITY_INFO), rec_index_to_mpidr_el1(1), 0)}
+        b .
+        .org {REC1_PC:#x}
+    {_smc(int(PsciFid.PSCI_CPU_OFF))}
+        b .
+    """, rec1=True)
+    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    run = b.run_page()
+    return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
+                     (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+
+
+def host_call_completion_vs_rec_destroy(machine: Machine) -> Prepared:
+    """REC_ENTER completing a pending host call (the host's gprs copied into the structure) vs
+    REC_DESTROY of the REC: destroyed first, the entry fails (rec_gran_state) and the structure
+    keeps what the realm wrote; while the REC runs, REC_DESTROY fails rec_state."""
+    b, _, rec, run = _host_call_answered(machine)
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
+
+
+def rec_destroy_vs_host_call_completion(machine: Machine) -> Prepared:
+    """The same, the other way round: the entry inserted at REC_DESTROY's lock events."""
+    b, _, rec, run = _host_call_answered(machine)
+    return prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_ENTER, rec, run), (exit_view("B", run),))
+
+
+RIPAS_RESULTS = 0xF00
+"""Where in its code page the guest of _RIPAS_THEN_HOST_CALL keeps X1 and X2 of its request's
+completion (the first IPA not changed, the host's response)."""
+_RIPAS_THEN_HOST_CALL = f"""
+    {_smc(_RSI_IPA_STATE_SET_FID, CHANGE_TABLE, CHANGE_TABLE + L2, int(RsiRipas.RSI_RAM), 0)}
+        mov x9, #{RIPAS_RESULTS:#x}
+        str x1, [x9]
+        str x2, [x9, #8]
+    {_host_call(CHANGE_TABLE + 5 * G)}
+        b .
+"""
+"""Asks for RAM over CHANGE_TABLE's whole range; once the entry completes the request, keeps
+its results, then makes a host call on an unassigned page there: its locked walk ends in the
+level-3 table, or at level 2 once the table is folded, and the data abort exit says which."""
+
+
+def ripas_results_view(realm: BuiltRealm) -> Watch:
+    """X1 and X2 of the RIPAS request's completion, as the guest kept them (zero until then)."""
+    pa = realm.pages[CODE] + RIPAS_RESULTS
+
+    def read(m: Machine) -> str:
+        top, response = struct.unpack_from("<QQ", m.memory.buf, pa - m.dram_base)
+        return f"x1={top:#x} x2={response:#x}"
+    return ("RIPAS results", read)
+
+
+def _ripas_answered(machine: Machine, fold: bool = False) -> tuple[Builder, BuiltRealm, int, int]:
+    """A realm whose REC asked for RAM over CHANGE_TABLE and the host answered (RTT_SET_RIPAS of
+    the whole range; with ``fold``, the table then folded); a run page whose flags say
+    RIPAS_RESPONSE (REJECT, which B3 RecRipasChangeResponse ignores for a request done whole)."""
+    b = Builder(machine)
+    realm, (rec,) = _guest_realm(b, _RIPAS_THEN_HOST_CALL, prepare=lambda r: _table(b, r, CHANGE_TABLE))
+    _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE)
+    if b.call(F.RMI_RTT_SET_RIPAS, realm.rd, rec, CHANGE_TABLE, CHANGE_TABLE + L2)[1] != CHANGE_TABLE + L2:
+        raise SetupError("RTT_SET_RIPAS did not cover the whole table")
+    if fold:
+        b.call(F.RMI_RTT_FOLD, realm.rd, CHANGE_TABLE, 3)
+    return b, realm, rec, b.run_page(flags=int(RmiRecEnterFlags.RIPAS_RESPONSE))
+
+
+def _table(b: Builder, realm: BuiltRealm, ipa: int) -> None:
+    b.tables(realm, ipa, 3)
+
+
+def ripas_completion_vs_rtt_fold(machine: Machine) -> Prepared:
+    """REC_ENTER completing the RIPAS request (X1 = the top, X2 = ACCEPT) whose guest then makes
+    a host call in the table vs RTT_FOLD of the table (every entry UNASSIGNED RAM)."""
+    b, realm, rec, run = _ripas_answered(machine)
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_FOLD, realm.rd, CHANGE_TABLE, 3),
+                     (exit_view("A", run), ripas_results_view(realm)))
+
+
+def ripas_completion_vs_rtt_unfold(machine: Machine) -> Prepared:
+    """The same with the table folded by the setup, vs RTT_CREATE of it again (the unfold of an
+    UNASSIGNED RAM level-2 entry)."""
+    b, realm, rec, run = _ripas_answered(machine, fold=True)
+    table = b.delegate()
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_CREATE, realm.rd, table, CHANGE_TABLE, 3),
+                     (exit_view("A", run), ripas_results_view(realm)))
+
+
+def _store_extend_store(ipa: int) -> str:
+    """Stores to ``ipa``, extends REM1 (RD lock: lock events while the REC runs), stores again."""
+    return f"""
+        mov x1, ={ipa:#x}
+        mov x2, #0x5a
+        str x2, [x1]
+    {_extend_rem1(0x77)}
+        mov x1, ={ipa:#x}
+        mov x2, #0xa5
+        str x2, [x1, #8]
+        b .
+    """
+
+
+def page_view(name: str, pa: int) -> Watch:
+    """The first 16 bytes of the page at ``pa`` (the rest is in the end state's digest)."""
+    return (name, lambda m: bytes(m.memory.buf[pa - m.dram_base:pa - m.dram_base + 16]).hex())
+
+
+def _storing_block_realm(machine: Machine) -> tuple[Builder, BuiltRealm, int, int, int]:
+    """A realm with 512 ASSIGNED RAM pages (RTT_INIT_RIPAS, then DATA_CREATE_UNKNOWN of one
+    delegated 2 MiB block) in the level-3 table of BLOCK_IPA, whose guest stores to one of them,
+    extends REM1 and stores again; the REC, a run page and the PA of the page stored to."""
+    b = Builder(machine)
+    block = b.delegated_block()
+
+    def prepare(realm: BuiltRealm) -> None:
+        _init_ram(b, realm, BLOCK_IPA)
+        b.unknown_block(realm, BLOCK_IPA, block)
+
+    realm, (rec,) = _guest_realm(b, _store_extend_store(BLOCK_IPA + BLOCK_STORE_PAGE * G), prepare=prepare)
+    return b, realm, rec, b.run_page(), block[BLOCK_STORE_PAGE]
+
+
+def store_vs_rtt_fold_assigned(machine: Machine) -> Prepared:
+    """REC_ENTER whose guest stores to a page of the block, extends REM1 and stores again vs
+    RTT_FOLD of the block's table: the fold keeps every page where it is, so both stores land
+    in the page in every order (only the table differs)."""
+    b, realm, rec, run, page = _storing_block_realm(machine)
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_FOLD, realm.rd, BLOCK_IPA, 3),
+                     (exit_view("A", run), rem_view(realm), page_view("page", page)))
+
+
+def rtt_fold_assigned_vs_store(machine: Machine) -> Prepared:
+    """The same, the other way round: the guest's stores inserted at the fold's lock events."""
+    b, realm, rec, run, page = _storing_block_realm(machine)
+    return prepared(b, (F.RMI_RTT_FOLD, realm.rd, BLOCK_IPA, 3), (F.RMI_REC_ENTER, rec, run),
+                     (exit_view("B", run), rem_view(realm), page_view("page", page)))
+
+
+def rec_enter_target_vs_psci_complete(machine: Machine) -> Prepared:
+    """REC 0's CPU_ON of REC 1 (off) pending; REC_ENTER of REC 1 vs PSCI_COMPLETE(REC 0, REC 1,
+    SUCCESS): entered first, REC 1 is not runnable (RMI_ERROR_REC) and the completion makes it
+    runnable (REC 0 gets SUCCESS); completed first, REC 1 runs from its entry point. A REC_ENTER
+    bound to fail that held the running reference for a moment made the completion see REC 1
+    on (ALREADY_ON), so that REC 1 never started (docs/deviations.md)."""
+    b, (rec0, rec1, _) = _cpu_on_realm(machine)
+    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    run = b.run_page()
+    return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
+                     (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))

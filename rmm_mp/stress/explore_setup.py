@@ -43,6 +43,8 @@ class BuiltRealm:
     start_level: int
     tables: dict[tuple[int, int], int] = field(default_factory=dict)
     """(ipa of the table's range, level) -> the RTT's PA."""
+    pages: dict[int, int] = field(default_factory=dict)
+    """ipa -> PA of each DATA page Builder.data made."""
 
 
 class Builder:
@@ -154,12 +156,13 @@ class Builder:
         """A measured DATA page at ``ipa`` (RIPAS RAM) holding ``content``; its PA."""
         data = self.delegate()
         self.call(F.RMI_DATA_CREATE, realm.rd, data, ipa, self.ns_page(content), 0)
+        realm.pages[ipa] = data
         return data
 
-    def run_page(self, gprs: tuple[int, ...] = ()) -> int:
-        """An RmiRecRun page for REC_ENTER (flags 0, the host's gprs); its exit reason reads
+    def run_page(self, gprs: tuple[int, ...] = (), flags: int = 0) -> int:
+        """An RmiRecRun page for REC_ENTER (``flags``, the host's gprs); its exit reason reads
         NO_EXIT (0xff, no RmiRecExitReason) until an entry writes the exit."""
-        run = self.ns_page(bytes(RMI_REC_ENTER.pack(flags=0, gprs=gprs + (0,) * (31 - len(gprs)))))
+        run = self.ns_page(bytes(RMI_REC_ENTER.pack(flags=flags, gprs=gprs + (0,) * (31 - len(gprs)))))
         self.machine.ns_write(run + REC_EXIT_OFFSET, bytes([NO_EXIT]))
         return run
 

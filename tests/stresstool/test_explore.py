@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.rmi import RmiStatus
 from rmm_mp.hw import points, segment
 from rmm_mp.stress.bugs import BUGS
@@ -189,6 +190,84 @@ def test_data_create_unknown_locking_the_root_first_deadlocks_against_a_fold() -
         report = explore(PAIRS["rtt-fold-vs-data-create-unknown"])
     assert [n.event for n in report.non_serial] == [0]
     assert report.non_serial[0].why.startswith("deadlock: A waits for ")
+    assert _my_segments() == []
+
+
+ERROR_REALM_SYSTEM_OFF = RmiStatus.RMI_ERROR_REALM | 1 << 8
+
+
+@pytest.mark.parametrize("name, other", [("system-off-vs-rec-enter", "B"), ("rec-enter-vs-system-off", "A"),
+                                         ("cpu-on-vs-system-off", "A")])
+def test_a_rec_entered_after_system_off_fails_realm_1(name: str, other: str) -> None:
+    """B4.3.14 system_off: once a REC's PSCI_SYSTEM_OFF has run, REC_ENTER of another REC of the
+    realm returns (RMI_ERROR_REALM, 1) and the REC does not run (no exit, REM1 not extended,
+    CPU_ON not pending); entered before, it runs. So in the serial order with SYSTEM_OFF first,
+    and in each run with the other entry at a run point after SYSTEM_OFF, and in no other."""
+    report = explore(PAIRS[name])
+    assert report.ok, report
+    off_first = "B;A" if other == "A" else "A;B"
+    for label, outcome in report.references.items():
+        result = outcome.a if other == "A" else outcome.b
+        after_off = label == off_first or "after PSCI_SYSTEM_OFF" in label
+        assert (result[0] == ERROR_REALM_SYSTEM_OFF) == after_off, (label, outcome)     # type: ignore[index]
+        assert (dict(outcome.seen)[f"{other}'s exit"] == "none") == after_off, (label, outcome)
+    assert _my_segments() == []
+
+
+def test_psci_completions_answer_by_the_target_s_state() -> None:
+    """PSCI_COMPLETE of AFFINITY_INFO about a REC that calls CPU_OFF: OFF (1) once it is off,
+    ON (PSCI_SUCCESS, 0) while it runs or before (B6.3.1.3); of CPU_ON naming a REC that is off,
+    while another REC calls SYSTEM_OFF: SUCCESS, REC 1 reset to the entry point with the
+    context id in X0, in every order (RMI_PSCI_COMPLETE has no realm state condition)."""
+    report = explore(PAIRS["affinity-info-complete-vs-cpu-off"])
+    assert report.ok, report
+    x0 = {label: dict(o.seen)["REC 0"].split()[0] for label, o in report.references.items()}
+    assert x0 == {label: "x0=0x1" if label == "A;B" else "x0=0x0" for label in x0}
+    report = explore(PAIRS["system-off-vs-psci-complete"])
+    assert report.ok, report
+    assert {dict(o.seen)["REC 1"].split(" psci")[0] for o in report.references.values()} == {
+        "x0=0x42 x1=0x0 x2=0x0 pc=0x800 runnable=1"}
+
+
+def _rec_enter_reference_before_checks(rmm, rec_addr: int, run_ptr: int) -> None:  # type: ignore[no-untyped-def]
+    """RMI_REC_ENTER in TF-RMM rel0's order for an entry bound to fail: the running reference
+    taken and the REC unlocked before realm_new, system_off, rec_runnable, ... are checked
+    (docs/deviations.md). An entry that passes them is left to the real handler (the REC is
+    not running: these pairs enter a REC on one CPU at a time)."""
+    from rmm_mp.abi.structs import RMI_REC_ENTER
+    from rmm_mp.rmm.handlers import rmi_rec
+    from rmm_mp.rmm.nsbuf import read_ns
+    from rmm_mp.rmm.realm_desc import Rd
+    from rmm_mp.rmm.rec_desc import Rec
+    raw = read_ns(rmm, run_ptr, RMI_REC_ENTER.size)
+    g = rmm.granules.find_lock(rec_addr, rmi_rec.REC)
+    g.refcount_add(1)
+    g.unlock()
+    rec = Rec(rmm.memory, g.idx)
+    refusal = rmi_rec._entry_refusal(rmm, Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd)), rec,
+                                     RMI_REC_ENTER.unpack(raw))
+    rmm.granules.refcount_add(g.idx, -1)
+    if refusal is not None:
+        raise refusal
+    rmi_rec.rmi_rec_enter(rmm, rec_addr, run_ptr)
+
+
+def test_rec_enter_holding_a_reference_before_its_checks_is_reported() -> None:
+    """With REC_ENTER's reference taken before its checks (rel0's order), an entry of a REC that
+    is off, bound to fail rec_runnable, makes a PSCI_COMPLETE of CPU_ON naming it, inserted just
+    after the entry released the REC, answer ALREADY_ON: the results of A;B (ERROR_REC, SUCCESS)
+    but REC 1 stays off, which no serial order gives. The same pair passes on the RMM as it is."""
+    from rmm_mp.rmm import dispatch
+    previous = dispatch.replace_handler(F.RMI_REC_ENTER, _rec_enter_reference_before_checks)
+    try:
+        report = explore(PAIRS["rec-enter-target-vs-psci-complete"])
+    finally:
+        dispatch.replace_handler(F.RMI_REC_ENTER, previous)     # type: ignore[arg-type]
+    assert report.non_serial, report
+    assert {n.why for n in report.non_serial} == {
+        "the results of A;B, but the end state differs in: REC 0, REC 1, memory"}
+    already_on = [n for n in report.non_serial if dict(n.seen)["REC 0"].startswith("x0=0xfffffffffffffffc")]
+    assert already_on and all("runnable=0" in dict(n.seen)["REC 1"] for n in already_on)
     assert _my_segments() == []
 
 
