@@ -6,9 +6,10 @@
     rmm-mp check MACHINE_NAME [--json F]
 
 Exit status of `stress`: 0 no finding, 1 findings (or an interrupted run, a replay that did not
-reproduce its recording, an output file that could not be written), 2 bad usage. Of `check`: 0
-the invariants hold, 1 they do not, 3 violations on a machine that was not quiescent, 2 no such
-machine or a --json file that could not be written.
+reproduce its recording, an output file that could not be written), 2 bad usage. A replay of a
+recording with findings exits 1 whether it reproduced them or not: its verdict is in the JSON
+(``replay.verdict``). Of `check`: 0 the invariants hold, 1 they do not, 3 violations on a
+machine that was not quiescent, 2 no such machine or a --json file that could not be written.
 
 This module parses and prints; the work is in stress.runner, stress.shrink, stress.schedule.
 """
@@ -130,7 +131,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
               help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
                    "seconds (free-running, default 2); 0 for none.")
 @click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Replay a schedule file and compare with its recorded findings.")
+              help="Replay a schedule file and compare with its recorded findings (--json: the verdict "
+                   "under replay.verdict).")
 @click.option("--shrink", "do_shrink", is_flag=True, help="Shrink a failing deterministic run's schedule.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
               help="Write the (shrunk) failing interleaving as a Trace Event Format timeline.")
@@ -177,12 +179,12 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     # way, a shrinking not yet begun is skipped (once begun, shrink takes signals itself), the
     # report is marked interrupted, the files are still written and the exit status is 1.
     with Interrupts(sigterm=True) as stop:
-        _after_run(stop, report, config, recorded, progress is not None, do_shrink, trace_path, save_schedule,
-                   json_path)
+        _after_run(stop, report, config, replay, recorded, progress is not None, do_shrink, trace_path,
+                   save_schedule, json_path)
 
 
-def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, recorded: tuple[Finding, ...] | None,
-               progressed: bool, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
+def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, replay: str | None,
+               recorded: tuple[Finding, ...] | None, progressed: bool, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
                json_path: str | None) -> None:
     """Print the report, compare a replay with its recording, shrink, write the files, exit.
     Each piece is a ``stop`` step: a print ends at a signal and the next ones still come (so
@@ -194,17 +196,11 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rec
         say("", err=True)
     shown = stop.step(lambda: click.echo(report.text()), read=True)[0]
     failed = not report.ok or report.interrupted
-    if recorded is not None:
-        same = "\n".join(f.text() for f in recorded) == report.findings_text()
-        if same:
-            say("replay reproduced the recorded findings")
-        elif report.interrupted:
-            # Stopped part-way, it neither reproduced nor contradicted the recording.
-            say("replay interrupted before it reproduced the recorded findings:\n"
-                + "\n".join(f.text() for f in recorded))
-        else:
-            say("replay DIVERGED from the recorded findings:\n" + "\n".join(f.text() for f in recorded))
-        failed = failed or not same
+    verdict = None
+    if replay is not None and recorded is not None:
+        verdict = schedule_file.compare(replay, recorded, report)
+        say(verdict.text())
+        failed = failed or not verdict.reproduced
     undone: tuple[str, ...] = ()
     if do_shrink and report.first() is not None and report.interrupted:
         say("not shrunk: the run was interrupted")
@@ -236,7 +232,8 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rec
     written: dict[str, str] = {}
     errors: list[str] = []
     if json_path:
-        files.append(("json", json_path, functools.partial(_write_json, report, written, errors)))
+        extra = {"replay": verdict.to_json() if verdict is not None else None}
+        files.append(("json", json_path, functools.partial(_write_json, report, extra, written, errors)))
     # A step, so that Ctrl-C or SIGTERM ends the file being written (write_files names it).
     stop.step(lambda: write_files(files, written, errors), read=True)
     if "schedule" in written:
@@ -256,10 +253,13 @@ def _write_document(document: dict[str, object], path: str) -> None:
         Path(temp).write_text(json.dumps(document, indent=1) + "\n")
 
 
-def _write_json(report: StressReport, written: dict[str, str], errors: list[str], path: str) -> None:
-    """The report as JSON, written last: ``outputs`` names the files written (this one included)
-    and ``output_errors`` the ones that could not be, as `rmm-mp run`'s JSON does."""
-    _write_document({**report.to_json(), "outputs": dict(written), "output_errors": list(errors)}, path)
+def _write_json(report: StressReport, extra: dict[str, object], written: dict[str, str], errors: list[str],
+                path: str) -> None:
+    """The report as JSON, written last, with ``extra`` (what the command did beyond the run:
+    ``replay``, the verdict of a replay, null for a run of its own): ``outputs`` names the files
+    written (this one included) and ``output_errors`` the ones that could not be, as
+    `rmm-mp run`'s JSON does."""
+    _write_document({**report.to_json(), **extra, "outputs": dict(written), "output_errors": list(errors)}, path)
 
 
 def default_schedule_path(config: StressConfig) -> str:

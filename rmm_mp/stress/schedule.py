@@ -15,6 +15,9 @@ CPU draws. ``result`` is the recorded outcome a replay is compared with. ``steps
 ``config`` is the budget a replay runs to: for a run stopped early (Ctrl-C, SIGTERM, its time
 limit) the step at which it stopped, so that its replay stops there too.
 
+``compare`` says whether a replay reproduced the recorded findings (``ReplayVerdict``: what
+`rmm-mp stress --replay` prints and writes under ``replay`` in its JSON).
+
 Loading checks the whole file before anything runs (``parse``): every key the writer writes
 must be there and no other, each value of its type and in its range, and the switches must
 name CPUs of the run. What is wrong is a ConfigError naming the file, the key, the value and
@@ -152,6 +155,58 @@ def replay_config(schedule: "Schedule | dict[str, Any]", **overrides: Any) -> St
     if not isinstance(schedule, Schedule):
         schedule = parse(schedule, "schedule")
     return schedule.config.replace(**overrides)
+
+
+VERDICTS = ("reproduced", "diverged", "interrupted")
+"""What a replay's comparison with its recording can say."""
+
+
+@dataclass(frozen=True)
+class ReplayVerdict:
+    """How a replay's findings compare with the ones its schedule file recorded.
+
+    Attributes:
+        file: the schedule file replayed, as named on the command line.
+        verdict: "reproduced" (the same findings), "diverged" (others), "interrupted" (Ctrl-C or
+            SIGTERM stopped the replay before it gave the recorded findings: it neither
+            reproduced nor contradicted them).
+        recorded: the findings the file recorded.
+        seen: the replay's own findings.
+    """
+
+    file: str
+    verdict: str
+    recorded: tuple[Finding, ...]
+    seen: tuple[Finding, ...]
+
+    @property
+    def reproduced(self) -> bool:
+        return self.verdict == "reproduced"
+
+    def text(self) -> str:
+        """The line `rmm-mp stress --replay` prints, with the recorded findings when it did not
+        reproduce them."""
+        if self.reproduced:
+            return "replay reproduced the recorded findings"
+        head = ("replay interrupted before it reproduced the recorded findings:" if self.verdict == "interrupted"
+                else "replay DIVERGED from the recorded findings:")
+        return "\n".join([head] + [f.text() for f in self.recorded])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "verdict": self.verdict, "recorded": [f.to_json() for f in self.recorded],
+                "seen": [f.to_json() for f in self.seen]}
+
+
+def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> ReplayVerdict:
+    """The verdict on ``report``, the replay of the schedule file ``file`` that recorded
+    ``recorded``."""
+    if [f.text() for f in recorded] == [f.text() for f in report.findings]:
+        verdict = "reproduced"
+    elif report.interrupted:
+        verdict = "interrupted"
+    else:
+        verdict = "diverged"
+    return ReplayVerdict(file, verdict, recorded, report.findings)
 
 
 def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:

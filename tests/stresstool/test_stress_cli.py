@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -198,6 +199,41 @@ def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
 _FAILING = ["tables", "--seed", "1", "--schedule", "random", "--steps", "3000", "--inject", "lock-two-unordered",
             "--checkers", "lockdep"]
 """A short deterministic run that finds something (so it has a schedule and a timeline to write)."""
+
+
+def _recorded(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A schedule file of the _FAILING run (saved with its JSON report), and that report."""
+    sched, j = tmp_path / "s.json", tmp_path / "run.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--json", str(j)])
+    assert res.exit_code == 1 and sched.exists(), res.output
+    return sched, json.loads(j.read_text())
+
+
+def _replayed(sched: Path, j: Path) -> tuple[Any, dict[str, Any]]:
+    res = CliRunner().invoke(stress, ["--replay", str(sched), "--json", str(j)])
+    return res, json.loads(j.read_text())
+
+
+@pytest.mark.multiprocess
+def test_the_json_of_a_replay_gives_its_verdict(tmp_path: Path) -> None:
+    """A replay that reproduced its recording and one that diverged from it both exit 1 when
+    there are findings (a script cannot tell them apart by the exit status): the JSON says which
+    (`replay.verdict`), with the recorded findings and the replay's own; a run that is no replay
+    has `replay` null. Found by scripting a replay for CI: the JSON had no verdict at all."""
+    sched, ran = _recorded(tmp_path)
+    assert ran["replay"] is None
+    res, data = _replayed(sched, tmp_path / "same.json")
+    assert res.exit_code == 1 and "replay reproduced the recorded findings" in res.stdout, res.output
+    assert data["replay"] == {"file": str(sched), "verdict": "reproduced", "recorded": ran["findings"],
+                              "seen": data["findings"]}
+    assert data["findings"] == ran["findings"]
+    recording = json.loads(sched.read_text())
+    recording["result"]["findings"][0]["message"] += " (a finding the replay does not make)"
+    sched.write_text(json.dumps(recording))
+    res, data = _replayed(sched, tmp_path / "other.json")
+    assert res.exit_code == 1 and "replay DIVERGED from the recorded findings" in res.stdout, res.output
+    assert data["replay"]["verdict"] == "diverged" and data["replay"]["seen"] == ran["findings"]
+    assert data["replay"]["recorded"] == recording["result"]["findings"]
 
 
 @pytest.mark.multiprocess
