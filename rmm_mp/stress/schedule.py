@@ -190,7 +190,7 @@ class ReplayVerdict:
             return "replay reproduced the recorded findings"
         head = ("replay interrupted before it reproduced the recorded findings:" if self.verdict == "interrupted"
                 else "replay DIVERGED from the recorded findings:")
-        return "\n".join([head] + [f.text() for f in self.recorded])
+        return "\n".join([head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"]))
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "verdict": self.verdict, "recorded": [f.to_json() for f in self.recorded],
@@ -200,7 +200,10 @@ class ReplayVerdict:
 def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> ReplayVerdict:
     """The verdict on ``report``, the replay of the schedule file ``file`` that recorded
     ``recorded``."""
-    if [f.text() for f in recorded] == [f.text() for f in report.findings]:
+    same = [f.text() for f in recorded] == [f.text() for f in report.findings]
+    # A finding stops a run, so an interrupted replay that made the recorded ones got that far;
+    # one of a run that found nothing stopped before it could tell (an empty list is no proof).
+    if same and (recorded or not report.interrupted):
         verdict = "reproduced"
     elif report.interrupted:
         verdict = "interrupted"

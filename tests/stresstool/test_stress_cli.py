@@ -100,6 +100,37 @@ def test_an_interrupted_replay_does_not_say_it_diverged(tmp_path: Path, monkeypa
 
 
 @pytest.mark.multiprocess
+def test_an_interrupted_replay_of_a_clean_run_does_not_say_it_reproduced(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the first tick of the replay of a run that found nothing: it found nothing
+    either, but it stopped before it could tell, so it is interrupted, not `reproduced` (it
+    said so: an empty list equals an empty list). Found probing the replay verdicts."""
+    from rmm_mp.stress import cli as stress_cli
+
+    sched, j = tmp_path / "s.json", tmp_path / "r.json"
+    runner = CliRunner()
+    res = runner.invoke(stress, ["tables", "--seed", "1", "--schedule", "random", "--steps", "300",
+                                 "--save-schedule", str(sched)])
+    assert res.exit_code == 0 and sched.exists(), res.output
+    real_run = stress_cli.run
+
+    def interrupted_at_once(config, **kwargs):  # type: ignore[no-untyped-def]
+        def tick(elapsed: float, seg: object) -> None:
+            if not sent:
+                sent.append(elapsed)
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_run(config, **{**kwargs, "on_tick": tick})
+
+    sent: list[float] = []
+    monkeypatch.setattr(stress_cli, "run", interrupted_at_once)
+    res = runner.invoke(stress, ["--replay", str(sched), "--json", str(j)])
+    assert sent and res.exit_code == 1, res.output
+    assert "replay interrupted before it reproduced the recorded findings" in res.stdout, res.output
+    assert "replay reproduced" not in res.stdout and "(no findings recorded)" in res.stdout
+    assert json.loads(j.read_text())["replay"]["verdict"] == "interrupted"
+
+
+@pytest.mark.multiprocess
 def test_an_interrupted_run_with_a_finding_is_not_shrunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C stopped the run after it found something: `--shrink` does not then start up to
     two minutes of replays; the command says so, saves the schedule and exits 1."""
