@@ -209,6 +209,22 @@ def test_a_signal_after_the_end_was_computed_makes_the_run_end_interrupted(
     assert json.loads(j.read_text())["ended"] == "interrupted"
 
 
+@pytest.mark.multiprocess
+def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C as the runner computes how a run with a finding ended (nothing left undone
+    after it with the lockdep checker alone): `ended` stays "finding", as the text says, and
+    the JSON's `interrupted` is true. It had no such key, so the JSON of this run read as one
+    that ran to its end (`not_done` empty), though the command exits 1 for the interruption."""
+    from rmm_mp.stress import runner
+    calls = _signal_when_called(monkeypatch, runner, "_ended", signal.SIGINT)
+    j = tmp_path / "r.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(tmp_path / "s.json"), "--json", str(j)])
+    assert calls and res.exit_code == 1, res.output
+    data = json.loads(j.read_text())
+    assert data["ended"] == "finding" and data["findings"] and data["not_done"] == []
+    assert data["interrupted"] is True
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
         monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
