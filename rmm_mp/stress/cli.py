@@ -201,23 +201,13 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         verdict = schedule_file.compare(replay, recorded, report)
         say(verdict.text())
         failed = failed or not verdict.reproduced
-    undone: tuple[str, ...] = ()
-    if do_shrink and report.first() is not None and report.interrupted:
-        say("not shrunk: the run was interrupted")
-    elif do_shrink and report.first() is not None:
-        shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: click.echo(
-            f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))
-        if shrunk:
-            say(result.describe())
-            report = result.report
-            say(report.findings_text())
-        else:
-            undone = (f"not shrunk: interrupted ({stop.by})",)
-            say(undone[0])
+    searched: dict[str, object] | None = None
+    if do_shrink and report.first() is not None:
+        report, searched = _shrunk(stop, report, say)
     if stop.by:
         # As a signal during the run would have: the report says it was interrupted (the
         # JSON too), printed again in full if it was not printed before the signal.
-        report = report.marked_interrupted(undone)
+        report = report.marked_interrupted()
         say(f"interrupted ({stop.by}) after the run; ended: {report.ended}" if shown else report.text())
     # Written as `rmm-mp run` writes its files (outpaths.write_files): one that fails (disk full,
     # a directory removed during the run) or is interrupted (Ctrl-C, SIGTERM) is named with the
@@ -232,7 +222,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     written: dict[str, str] = {}
     errors: list[str] = []
     if json_path:
-        extra = {"replay": verdict.to_json() if verdict is not None else None}
+        extra = {"replay": verdict.to_json() if verdict is not None else None, "shrink": searched}
         files.append(("json", json_path, functools.partial(_write_json, report, extra, written, errors)))
     # A step, so that Ctrl-C or SIGTERM ends the file being written (write_files names it).
     stop.step(lambda: write_files(files, written, errors), read=True)
@@ -248,6 +238,29 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         raise SystemExit(1)
 
 
+def _shrunk(stop: Interrupts, report: StressReport,
+            say: Callable[[str], object]) -> tuple[StressReport, dict[str, object] | None]:
+    """--shrink of a run with a finding: the report to go on with, the shrunk run's, and what
+    the search did (for the JSON; None when none ran). A search that did not run or did not
+    finish leaves the report marked interrupted, with what was left undone in ``not_done``
+    (the JSON's too: an interrupted search used to look like a finished one there)."""
+    if report.interrupted:
+        # Skipped, not begun: up to two minutes of replays after the user asked to stop.
+        say("not shrunk: the run was interrupted")
+        return report.marked_interrupted(("not shrunk: the run was interrupted",)), None
+    shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: click.echo(
+        f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))
+    if not shrunk:
+        undone = f"not shrunk: interrupted ({stop.by})"
+        say(undone)
+        return report.marked_interrupted((undone,)), None
+    say(result.describe())
+    say(result.report.findings_text())
+    if result.interrupted:
+        return result.report.marked_interrupted((result.unfinished(),)), result.to_json()
+    return result.report, result.to_json()
+
+
 def _write_document(document: dict[str, object], path: str) -> None:
     with replacing(path) as temp:
         Path(temp).write_text(json.dumps(document, indent=1) + "\n")
@@ -256,7 +269,8 @@ def _write_document(document: dict[str, object], path: str) -> None:
 def _write_json(report: StressReport, extra: dict[str, object], written: dict[str, str], errors: list[str],
                 path: str) -> None:
     """The report as JSON, written last, with ``extra`` (what the command did beyond the run:
-    ``replay``, the verdict of a replay, null for a run of its own): ``outputs`` names the files
+    ``replay``, the verdict of a replay, null for a run of its own; ``shrink``, what a shrinking
+    did, null if none ran): ``outputs`` names the files
     written (this one included) and ``output_errors`` the ones that could not be, as
     `rmm-mp run`'s JSON does."""
     _write_document({**report.to_json(), **extra, "outputs": dict(written), "output_errors": list(errors)}, path)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.report import StressReport
@@ -45,6 +45,24 @@ class ShrinkResult:
         return (f"{how} {self.attempts} replays ({self.accepted} kept): finding at step "
                 f"{f.step if f else '?'} -> {g.step if g else '?'}, {o.switches} -> {r.switches} switches, "
                 f"{o.preemptions} -> {r.preemptions} preemptions")
+
+
+    def unfinished(self) -> str:
+        """What an interrupted search left undone (the report's ``not_done``)."""
+        return (f"shrinking interrupted after {self.attempts} replays ({self.accepted} kept): the smallest "
+                "failing run found by then is the one reported")
+
+    def to_json(self) -> dict[str, Any]:
+        """The search for the JSON report: replays made and kept, whether it was interrupted,
+        and the original and shrunk runs' figures."""
+        return {"replays": self.attempts, "kept": self.accepted, "interrupted": self.interrupted,
+                "original": _figures(self.original), "shrunk": _figures(self.report)}
+
+
+def _figures(report: StressReport) -> dict[str, int | None]:
+    first = report.first()
+    return {"finding_step": first.step if first is not None else None, "steps": report.steps,
+            "switches": report.switches, "preemptions": report.preemptions}
 
 
 def _score(report: StressReport) -> tuple[int, int, int]:

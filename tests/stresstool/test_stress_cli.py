@@ -409,6 +409,56 @@ def test_a_signal_before_the_shrinking_skips_it_and_still_writes_the_files(
     assert data["outputs"] == {"schedule": str(sched), "json": str(j)}
 
 
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM as shrinking's first replay starts: the search ends (said on stdout),
+    and the JSON says so too: `shrink` with `interrupted` true and the figures of the original
+    and of the run reported (here the same), `not_done` naming the shrinking, `interrupted`
+    true; the exit status is 1. The JSON used to read as a finished run (`not_done` empty, no
+    shrink information). Found by Ctrl-C about 2.8 s into `--inject rd-refcount-plain-rmw
+    --schedule random --seed 1 --shrink --json j.json`."""
+    from rmm_mp.stress import shrink as shrinking
+
+    previous = signal.signal(signal.SIGTERM, _outside_the_command)
+    try:
+        calls = _signal_when_called(monkeypatch, shrinking, "run", signum)
+        j = tmp_path / "r.json"
+        res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(tmp_path / "s.json"),
+                                          "--json", str(j)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert "shrinking interrupted after 1 replays (0 kept)" in res.stdout, res.output
+    data = json.loads(j.read_text())
+    figures = {"finding_step": data["findings"][0]["step"], "steps": data["steps"], "switches": data["switches"],
+               "preemptions": data["preemptions"]}
+    assert data["shrink"] == {"replays": 1, "kept": 0, "interrupted": True, "original": figures, "shrunk": figures}
+    assert data["interrupted"] is True and data["ended"] == "finding"
+    assert len(data["not_done"]) == 1 and data["not_done"][0].startswith("shrinking interrupted after 1 replays")
+
+
+@pytest.mark.multiprocess
+def test_a_finished_shrinking_is_in_the_json(tmp_path: Path) -> None:
+    """--shrink that ran to its end: `shrink` gives the replays made and kept, `interrupted`
+    false, the original run's figures and the shrunk run's (the report's); nothing is left
+    undone. A run without --shrink has `shrink` null."""
+    j = tmp_path / "r.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(tmp_path / "s.json"),
+                                      "--json", str(j)])
+    assert res.exit_code == 1 and "shrunk in " in res.stdout, res.output
+    data = json.loads(j.read_text())
+    searched = data["shrink"]
+    assert searched["interrupted"] is False and searched["replays"] >= searched["kept"] >= 1, searched
+    assert searched["shrunk"] == {"finding_step": data["findings"][0]["step"], "steps": data["steps"],
+                                  "switches": data["switches"], "preemptions": data["preemptions"]}
+    assert searched["original"]["preemptions"] > searched["shrunk"]["preemptions"]
+    assert data["not_done"] == [] and data["interrupted"] is False
+    assert json.loads(_recorded(tmp_path)[0].read_text())  # a run of its own ...
+    assert _recorded(tmp_path)[1]["shrink"] is None         # ... has no shrink
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_while_the_files_are_written_names_the_files_not_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
