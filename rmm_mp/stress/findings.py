@@ -12,6 +12,7 @@ This module owns the Finding record and call naming. It must not check anything.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,10 @@ class Finding:
         lines.extend(f"    {line}" for line in self.details)
         return "\n".join(lines)
 
+    def replay_text(self) -> str:
+        """The text without source line numbers: what a replay compares (see without_lines)."""
+        return without_lines(self.text())
+
     def to_json(self) -> dict[str, Any]:
         return {"checker": self.checker, "rule": self.rule, "message": self.message, "cpu": self.cpu,
                 "call": self.call, "site": self.site, "details": list(self.details), "step": self.step}
@@ -71,6 +76,17 @@ class Finding:
     def from_json(cls, data: dict[str, Any]) -> "Finding":
         return cls(data["checker"], data["rule"], data["message"], data.get("cpu"), data.get("call", ""),
                    data.get("site", ""), tuple(data.get("details", ())), data.get("step"))
+
+
+_SOURCE_LINE = re.compile(r'(\.py:)\d+|(File "[^"]*", line )\d+')
+
+
+def without_lines(text: str) -> str:
+    """``text`` with the line numbers of its source locations (``rmm_mp/rmm/s2tt.py:298``, a
+    traceback's ``File "...", line 298``) replaced by ``?``. An edit anywhere above a site moves
+    its line and nothing else, so a schedule file recorded before it is compared without them
+    (stress.schedule.compare); the file, the function and everything else still count."""
+    return _SOURCE_LINE.sub(lambda m: (m.group(1) or m.group(2)) + "?", text)
 
 
 @dataclass

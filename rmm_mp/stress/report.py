@@ -2,7 +2,8 @@
 
 ``StressReport.text()`` is what `rmm-mp stress` prints. Its findings part
 (``findings_text``) holds nothing that differs between two runs of one schedule, so a replay
-is checked by comparing it. ``to_json`` is the machine-readable form.
+is checked by comparing it (stress.schedule.compare, without source line numbers, which an edit
+of the code moves). ``to_json`` is the machine-readable form.
 
 This module owns the report's shape and its text. It must not run anything.
 """

@@ -157,10 +157,6 @@ def replay_config(schedule: "Schedule | dict[str, Any]", **overrides: Any) -> St
     return schedule.config.replace(**overrides)
 
 
-VERDICTS = ("reproduced", "diverged", "interrupted")
-"""What a replay's comparison with its recording can say."""
-
-
 @dataclass(frozen=True)
 class ReplayVerdict:
     """How a replay's findings compare with the ones its schedule file recorded.
@@ -172,12 +168,15 @@ class ReplayVerdict:
             reproduced nor contradicted them).
         recorded: the findings the file recorded.
         seen: the replay's own findings.
+        moved: reproduced, but some at other source lines than recorded (the code was edited
+            since: findings are compared without line numbers).
     """
 
     file: str
     verdict: str
     recorded: tuple[Finding, ...]
     seen: tuple[Finding, ...]
+    moved: bool = False
 
     @property
     def reproduced(self) -> bool:
@@ -187,20 +186,23 @@ class ReplayVerdict:
         """The line `rmm-mp stress --replay` prints, with the recorded findings when it did not
         reproduce them."""
         if self.reproduced:
-            return "replay reproduced the recorded findings"
+            return "replay reproduced the recorded findings" + (
+                " (some at other source lines: the code has changed since they were recorded)" if self.moved else "")
         head = ("replay interrupted before it reproduced the recorded findings:" if self.verdict == "interrupted"
                 else "replay DIVERGED from the recorded findings:")
         return "\n".join([head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"]))
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "verdict": self.verdict, "recorded": [f.to_json() for f in self.recorded],
-                "seen": [f.to_json() for f in self.seen]}
+        return {"file": self.file, "verdict": self.verdict, "moved_lines": self.moved,
+                "recorded": [f.to_json() for f in self.recorded], "seen": [f.to_json() for f in self.seen]}
 
 
 def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> ReplayVerdict:
     """The verdict on ``report``, the replay of the schedule file ``file`` that recorded
-    ``recorded``."""
-    same = [f.text() for f in recorded] == [f.text() for f in report.findings]
+    ``recorded``. Findings are compared without source line numbers (Finding.replay_text): any
+    edit that moves a line would otherwise make every schedule file recorded before it diverge,
+    though it found the same problem in the same function."""
+    same = [f.replay_text() for f in recorded] == [f.replay_text() for f in report.findings]
     # A finding stops a run, so an interrupted replay that made the recorded ones got that far;
     # one of a run that found nothing stopped before it could tell (an empty list is no proof).
     if same and (recorded or not report.interrupted):
@@ -209,7 +211,8 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
         verdict = "interrupted"
     else:
         verdict = "diverged"
-    return ReplayVerdict(file, verdict, recorded, report.findings)
+    moved = verdict == "reproduced" and [f.text() for f in recorded] != [f.text() for f in report.findings]
+    return ReplayVerdict(file, verdict, recorded, report.findings, moved)
 
 
 def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:

@@ -271,8 +271,8 @@ def test_the_json_of_a_replay_gives_its_verdict(tmp_path: Path) -> None:
     assert ran["replay"] is None
     res, data = _replayed(sched, tmp_path / "same.json")
     assert res.exit_code == 1 and "replay reproduced the recorded findings" in res.stdout, res.output
-    assert data["replay"] == {"file": str(sched), "verdict": "reproduced", "recorded": ran["findings"],
-                              "seen": data["findings"]}
+    assert data["replay"] == {"file": str(sched), "verdict": "reproduced", "moved_lines": False,
+                              "recorded": ran["findings"], "seen": data["findings"]}
     assert data["findings"] == ran["findings"]
     recording = json.loads(sched.read_text())
     recording["result"]["findings"][0]["message"] += " (a finding the replay does not make)"
@@ -281,6 +281,33 @@ def test_the_json_of_a_replay_gives_its_verdict(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "replay DIVERGED from the recorded findings" in res.stdout, res.output
     assert data["replay"]["verdict"] == "diverged" and data["replay"]["seen"] == ran["findings"]
     assert data["replay"]["recorded"] == recording["result"]["findings"]
+
+
+@pytest.mark.multiprocess
+def test_a_replay_after_an_edit_that_moved_the_lines_still_reproduces(tmp_path: Path) -> None:
+    """A schedule file recorded before an edit that moved code (every source line number of
+    its findings changed, here by rewriting the file) still reproduces: findings are compared
+    without line numbers, the printed line says they moved, `replay.moved_lines` is true, and
+    the findings printed and in the JSON keep the lines of the code that ran. The same finding
+    in another function diverges. Any edit used to make every saved schedule DIVERGE."""
+    sched, ran = _recorded(tmp_path)
+    assert any(re.search(r"\.py:\d+", f["site"]) for f in ran["findings"]), ran["findings"]
+    original = sched.read_text()
+    sched.write_text(re.sub(r"(\.py:)(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) + 7}", original))
+    res, data = _replayed(sched, tmp_path / "moved.json")
+    assert res.exit_code == 1, res.output
+    assert "replay reproduced the recorded findings (some at other source lines" in res.stdout, res.output
+    assert data["replay"]["verdict"] == "reproduced" and data["replay"]["moved_lines"] is True
+    assert data["findings"] == ran["findings"] == data["replay"]["seen"]
+    assert ran["findings"][0]["site"] in res.stdout
+    recording = json.loads(original)
+    site = recording["result"]["findings"][0]["site"]
+    recording["result"]["findings"][0]["site"] = re.sub(r"\((\w+)\)", r"(\1_elsewhere)", site, count=1)
+    assert recording["result"]["findings"][0]["site"] != site
+    sched.write_text(json.dumps(recording))
+    res, data = _replayed(sched, tmp_path / "other.json")
+    assert "replay DIVERGED from the recorded findings" in res.stdout, res.output
+    assert data["replay"]["verdict"] == "diverged" and data["replay"]["moved_lines"] is False
 
 
 @pytest.mark.multiprocess

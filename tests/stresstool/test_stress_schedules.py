@@ -283,3 +283,35 @@ def test_a_run_stopped_early_replays_up_to_where_it_stopped() -> None:
     replay = run(schedule_file.replay_config(data, seconds=120))
     assert replay.ended == "budget" and replay.stopped_at is None, replay.text()
     assert (replay.steps, replay.schedule, replay.ops) == (report.steps, report.schedule, report.ops)
+
+
+def test_a_replay_compares_findings_without_their_line_numbers() -> None:
+    """The replay verdict ignores source line numbers (``file.py:N`` sites and edges, a
+    traceback's ``line N``) and nothing else: the same problem at moved lines reproduces
+    (``moved``), another function, file, message or step diverges."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(site: str, message: str = "read of the refcount without its lock", step: int = 7,
+                trace: str = 'File "/x/rmm_mp/rmm/rd.py", line 40, in put') -> Finding:
+        return Finding("ownership", "unlocked read", message, 1, "RMI_REC_DESTROY(0x1)", site,
+                       (f"edge at {site}", trace), step)
+
+    recorded = (finding("rmm_mp/stress/bugs_rmi.py:205 (rec_destroy) <- rmm_mp/rmm/h.py:9 (rmi_rec_destroy)"),)
+
+    def verdict(*seen: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), seen, "finding", 0.0, {})
+        return schedule_file.compare("s.json", recorded, report)
+
+    same = verdict(*recorded)
+    assert same.reproduced and not same.moved and same.text() == "replay reproduced the recorded findings"
+    moved = verdict(finding("rmm_mp/stress/bugs_rmi.py:215 (rec_destroy) <- rmm_mp/rmm/h.py:12 (rmi_rec_destroy)",
+                            trace='File "/x/rmm_mp/rmm/rd.py", line 43, in put'))
+    assert moved.reproduced and moved.moved and "other source lines" in moved.text()
+    assert moved.to_json()["moved_lines"] is True and moved.to_json()["verdict"] == "reproduced"
+    for other in (finding("rmm_mp/stress/bugs_rmi.py:205 (rec_create) <- rmm_mp/rmm/h.py:9 (rmi_rec_destroy)"),
+                  finding("rmm_mp/stress/bugs.py:205 (rec_destroy) <- rmm_mp/rmm/h.py:9 (rmi_rec_destroy)"),
+                  finding(recorded[0].site, message="read of the state without its lock"),
+                  finding(recorded[0].site, step=8),
+                  finding(recorded[0].site, trace='File "/x/rmm_mp/rmm/rd.py", line 40, in get')):
+        assert verdict(other).verdict == "diverged", other.text()
+    assert verdict().verdict == "diverged" and verdict(*recorded, *recorded).verdict == "diverged"
