@@ -184,8 +184,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
 
 
 def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, replay: str | None,
-               recorded: tuple[Finding, ...] | None, progressed: bool, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
-               json_path: str | None) -> None:
+               recorded: tuple[Finding, ...] | None, progressed: bool, do_shrink: bool, trace_path: str | None,
+               save_schedule: str | None, json_path: str | None) -> None:
     """Print the report, compare a replay with its recording, shrink, write the files, exit.
     Each piece is a ``stop`` step: a print ends at a signal and the next ones still come (so
     that the report is given), the shrinking is skipped after one."""

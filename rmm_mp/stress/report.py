@@ -123,7 +123,8 @@ class StressReport:
             "steps_budget": cfg.steps if cfg.deterministic else None,
             "inject": list(cfg.inject), "checkers": list(cfg.checkers),
             # ``ended`` keeps a finding's "finding" when a signal also came: this says it came.
-            "ended": self.ended, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3), "operations": self.ops,
+            "ended": self.ended, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
+            "operations": self.ops,
             "steps": self.steps, "switches": self.switches, "preemptions": self.preemptions,
             "quiescent_checks": self.quiescent_checks, "counts": self.counts,
             "cpu_seconds": round(self.cpu_seconds, 3),
