@@ -165,7 +165,7 @@ class ReplayVerdict:
         file: the schedule file replayed, as named on the command line.
         verdict: "reproduced" (the same findings), "diverged" (others), "interrupted" (Ctrl-C or
             SIGTERM stopped the replay before it gave the recorded findings: it neither
-            reproduced nor contradicted them).
+            reproduced nor contradicted them), "timeout" (the same, its time limit stopped it).
         recorded: the findings the file recorded.
         seen: the replay's own findings.
         moved: reproduced, but some at other source lines than recorded (the code was edited
@@ -188,8 +188,9 @@ class ReplayVerdict:
         if self.reproduced:
             return "replay reproduced the recorded findings" + (
                 " (some at other source lines: the code has changed since they were recorded)" if self.moved else "")
-        head = ("replay interrupted before it reproduced the recorded findings:" if self.verdict == "interrupted"
-                else "replay DIVERGED from the recorded findings:")
+        head = {"interrupted": "replay interrupted before it reproduced the recorded findings:",
+                "timeout": "replay stopped by its time limit (--seconds) before it reproduced the recorded findings:",
+                }.get(self.verdict, "replay DIVERGED from the recorded findings:")
         return "\n".join([head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"]))
 
     def to_json(self) -> dict[str, Any]:
@@ -209,6 +210,9 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
         verdict = "reproduced"
     elif report.interrupted:
         verdict = "interrupted"
+    elif report.ended == "timeout":
+        # Stopped part-way as an interrupted one is: a slow host is no divergence.
+        verdict = "timeout"
     else:
         verdict = "diverged"
     moved = verdict == "reproduced" and [f.text() for f in recorded] != [f.text() for f in report.findings]

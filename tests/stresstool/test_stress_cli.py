@@ -131,6 +131,22 @@ def test_an_interrupted_replay_of_a_clean_run_does_not_say_it_reproduced(tmp_pat
 
 
 @pytest.mark.multiprocess
+def test_a_replay_stopped_by_its_time_limit_does_not_say_it_diverged(tmp_path: Path) -> None:
+    """A replay whose --seconds (its safety limit) is over before it starts: it stops, `ended:
+    timeout`, without the recorded finding. It stopped part-way, as an interrupted one does, so
+    it says so (verdict `timeout`), not that it DIVERGED: a CI job on a slow host would have
+    taken that for a changed outcome. Exit status 1 as before."""
+    sched, _ = _recorded(tmp_path)
+    j = tmp_path / "r.json"
+    res = CliRunner().invoke(stress, ["--replay", str(sched), "--seconds", "0.000001", "--json", str(j)])
+    assert res.exit_code == 1, res.output
+    data = json.loads(j.read_text())
+    assert data["ended"] == "timeout" and not data["findings"], res.output
+    assert "replay stopped by its time limit (--seconds) before it reproduced the recorded findings" in res.stdout
+    assert "DIVERGED" not in res.stdout and data["replay"]["verdict"] == "timeout"
+
+
+@pytest.mark.multiprocess
 def test_an_interrupted_run_with_a_finding_is_not_shrunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C stopped the run after it found something: `--shrink` does not then start up to
     two minutes of replays; the command says so, saves the schedule and exits 1."""
