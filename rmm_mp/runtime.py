@@ -115,9 +115,10 @@ def _peak_rss_bytes() -> int:
     replaced, and a spawned CPU process is a fork (vfork) of the parent that then execs Python,
     so ru_maxrss was never below the parent's peak. getrusage only where there is no /proc."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        # Bytes: the file's first line is the process name, which need not be ASCII or UTF-8.
+        with open("/proc/self/status", "rb") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) * 1024     # "VmHWM:   40704 kB"
     except OSError:
         pass

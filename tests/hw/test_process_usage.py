@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import subprocess
+import sys
 
 from rmm_mp import Machine
 from rmm_mp.runtime import run_cpus
@@ -29,3 +31,18 @@ def test_peak_rss_is_the_cpu_process_own() -> None:
     assert result.ok, [f.describe() for f in result.failures]
     usage = result.usage[0]
     assert usage.private_bytes < usage.peak_rss_bytes < BALLAST
+
+
+def test_peak_rss_is_read_whatever_the_process_name() -> None:
+    """/proc/self/status starts with the process name, which is bytes the kernel does not
+    encode: read as ASCII, a non-ASCII name (an interpreter renamed, a name set with prctl)
+    raised UnicodeDecodeError in the CPU process after its work was done, so a CPU that ran
+    cleanly was reported as failed."""
+    probe = ("import ctypes\n"
+             "ctypes.CDLL(None).prctl(15, b'r\\xc3\\xa9mm-cpu', 0, 0, 0)\n"     # PR_SET_NAME
+             "assert open('/proc/self/status', 'rb').readline() == b'Name:\\tr\\xc3\\xa9mm-cpu\\n'\n"
+             "from rmm_mp import runtime\n"
+             "print(runtime._peak_rss_bytes())\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 0
