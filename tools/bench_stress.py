@@ -34,7 +34,10 @@ from benchlib import end_interrupted, host_info  # noqa: E402
 
 from rmm_mp.stress import BUGS, StressConfig, StressReport  # noqa: E402
 from rmm_mp.stress import run as stress_run  # noqa: E402
-from rmm_mp.stress.config import CHECKERS  # noqa: E402
+from rmm_mp.stress.config import CHECKERS, INTEGERS, pct_depth_problem  # noqa: E402
+
+MAX_SECONDS = 86_400
+"""The longest a stress run may be told to last (StressConfig.seconds)."""
 
 
 def run(cfg: StressConfig) -> StressReport:
@@ -150,8 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = [b for b in args.bugs.split(",") if b] or list(BUGS)
     sections = set(args.only.split(","))
-    if min(args.cpus, args.hunts, args.steps) < 1 or min(args.limit, args.seconds) <= 0:
-        ap.error("--cpus, --hunts, --steps, --limit and --seconds must be positive")
+    if args.hunts < 1 or min(args.limit, args.seconds) <= 0:
+        ap.error("--hunts, --limit and --seconds must be positive")
+    # The runs' own ranges (StressConfig's): out of them, the first run raised ValueError.
+    for option, value in (("cpus", args.cpus), ("steps", args.steps)):
+        lo, hi, what = INTEGERS[option]
+        if not lo <= value <= hi:
+            ap.error(f"--{option} {value}: expected {what}, {lo}..{hi}")
+    if "b" in sections and (problem := pct_depth_problem(StressConfig.pct_depth, args.steps)):
+        ap.error(f"--steps {args.steps}: (b)'s PCT runs: {problem}")
+    if max(args.limit, args.seconds) > MAX_SECONDS:
+        ap.error(f"--limit and --seconds: at most {MAX_SECONDS:,} (a stress run's limit)")
     if not sections <= {"a", "b", "c"}:
         ap.error(f"--only {args.only}: expected sections from a, b, c")
     unknown = [b for b in names if b not in BUGS]
