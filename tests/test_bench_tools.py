@@ -142,6 +142,8 @@ def test_ctrl_c_during_a_stress_run_ends_bench_stress(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize("tool, options", [
     (bench_run, ["--overhead-repeat", "0", "--skip-large"]),
     (bench_run, ["--repeat", "0", "--skip-large"]),
+    (bench_run, ["--overhead-cpus", "300", "--skip-large"]),   # more CPUs than the workload's platform
+    (bench_run, ["--workload", "no-such-workload", "--skip-large"]),
     (bench_stress, ["--hunts", "0", "--only", "a"]),
     (bench_stress, ["--only", "x"]),
     (bench_stress, ["--only", "a", "--bugs", "no-such-bug"]),
@@ -149,12 +151,12 @@ def test_ctrl_c_during_a_stress_run_ends_bench_stress(monkeypatch: pytest.Monkey
     (bench_stress, ["--only", "b", "--cpus", "17"]),
     (bench_stress, ["--only", "b", "--steps", "1"]),        # (b)'s PCT runs need 2 change points
     (bench_stress, ["--only", "c", "--seconds", "90000"]),  # a stress run lasts at most a day
-], ids=["run-overhead-repeat-0", "run-repeat-0", "stress-hunts-0", "stress-only-x", "stress-unknown-bug",
+], ids=["run-overhead-repeat-0", "run-repeat-0", "run-cpus-300", "run-no-such-workload", "stress-hunts-0", "stress-only-x", "stress-unknown-bug",
         "stress-cpus-1", "stress-cpus-17", "stress-pct-steps-1", "stress-seconds-over-a-day"])
 def test_options_that_leave_nothing_to_measure_are_refused(tool, options: list[str]) -> None:  # type: ignore[no-untyped-def]
     """A usage error (status 2) before anything runs, not a median of no runs (StatisticsError),
-    a KeyError, a silent run that measured nothing, or the ValueError traceback of the first
-    StressConfig made with a value out of the stress tool's ranges."""
+    a KeyError, a silent run that measured nothing, or the traceback of the first run made with
+    a value out of its ranges (bench_run's ConfigError, bench_stress's ValueError)."""
     with pytest.raises(SystemExit) as ended:
         tool.main(options)
     assert ended.value.code == 2

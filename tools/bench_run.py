@@ -43,6 +43,7 @@ from typing import Any
 
 from benchlib import RUN_FAILED, end_interrupted, host_info
 
+from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import spec
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, run_workload
@@ -58,6 +59,23 @@ def _run(workload: str, recording: bool = True, **options: Any) -> Any:
               file=sys.stderr)
         sys.exit(RUN_FAILED)
     return report
+
+
+def _refused(args: argparse.Namespace) -> str | None:
+    """What is wrong with the runs ``args`` asks for (each section's workload and overrides,
+    checked as `rmm-mp run` checks them), or None: a ConfigError from the first run of a
+    section was a traceback, exit status 1 (a missed target), after the sections before it."""
+    runs = [(args.workload, {"cpus": args.overhead_cpus, "iterations": args.iterations, "seed": args.seed})]
+    runs += [("quickstart", {"cpus": cpus, "seconds": args.seconds, "seed": args.seed}) for cpus in (1, 2, 4)]
+    if not args.skip_large:
+        runs.append(("quickstart", {"platform": "large", "cpus": 64, "seconds": args.large_seconds,
+                                    "seed": args.seed}))
+    for workload, options in runs:
+        try:
+            resolve(spec.load(workload), **options)
+        except ConfigError as exc:
+            return f"{workload} with {options}: {exc}"
+    return None
 
 
 def overhead(workload: str, cpus: int, iterations: int, repeat: int, seed: int) -> dict[str, Any]:
@@ -138,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             or min(args.seconds, args.large_seconds) <= 0:
         ap.error("--overhead-cpus, --iterations, --overhead-repeat, --repeat, --seconds and --large-seconds "
                  "must be positive")
+    if problem := _refused(args):
+        ap.error(problem)
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), usable {info['usable_cpus']}, "
           f"{info['implementation']} {info['python']}, {info['date']}, rmm_mp {info['revision']}, "
