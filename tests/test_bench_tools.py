@@ -8,6 +8,7 @@ The tools' computations (percentiles ...) are tested directly, without timing an
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -110,6 +111,22 @@ def test_a_failed_cpu_process_ends_the_tool_as_a_failed_run(capsys: pytest.Captu
     assert "DELEGATE failed" in capsys.readouterr().err
     benchlib.check_cpus(RunResult({0: 1}, (), False, 0.5))     # a complete run: no exit
 
+
+
+def test_a_failed_measurement_ends_the_tool_as_a_failed_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """A measurement that fails its own checks (an exit the loop did not expect, counts that do
+    not add up) ends the tool with status 2, not 1, which means a missed target; and no tool
+    ends with SystemExit("message"), which Python turns into status 1."""
+    with pytest.raises(SystemExit) as ended:
+        benchlib.measurement_failed("expected 5 host-call exits, the loop saw 4")
+    assert ended.value.code == benchlib.RUN_FAILED == 2
+    assert "measurement failed: expected 5 host-call exits" in capsys.readouterr().err
+    for path in sorted(TOOLS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SystemExit" and node.args:
+                arg = node.args[0]
+                message = isinstance(arg, ast.JoinedStr) or (isinstance(arg, ast.Constant) and isinstance(arg.value, str))
+                assert not message, f"{path.name}:{node.lineno}: SystemExit with a message exits 1 (a missed target)"
 
 def test_ctrl_c_during_a_workload_run_ends_bench_run_as_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
     """bench_run: a run Ctrl-C cut short is "interrupted" (130), not "did not run clean" (2)."""

@@ -41,7 +41,7 @@ import struct
 import sys
 import time
 
-from benchlib import host_info, percentile, slot_named, window
+from benchlib import host_info, measurement_failed, percentile, slot_named, window
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
@@ -133,20 +133,20 @@ def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: 
                     cpu.flush_statistics()
                     before = report.collect(m, [0])[0]
                 if cpu.smc(REC_ENTER, rec, run_page)[0] != 0:
-                    raise SystemExit("RMI_REC_ENTER failed")
+                    measurement_failed("RMI_REC_ENTER failed")
                 ex = RMI_REC_EXIT.unpack(m.ns_read(run_page + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
                 if ex["exit_reason"] == EXIT_IRQ:
                     irqs += 1
                     m.ns_write(run_page, bytes(RMI_REC_ENTER.pack()))
                     continue
                 if ex["exit_reason"] != EXIT_HOST_CALL:
-                    raise SystemExit(f"unexpected exit {ex['exit_reason']} (esr {ex['esr']:#x})")
+                    measurement_failed(f"unexpected exit {ex['exit_reason']} (esr {ex['esr']:#x})")
                 gprs = ex["gprs"]
                 if gprs[0] == 0:
                     irqs = 0
                 else:
                     if gprs[3] != 0:
-                        raise SystemExit(f"token {len(samples)}: CONTINUE ended with status {gprs[3]}")
+                        measurement_failed(f"token {len(samples)}: CONTINUE ended with status {gprs[3]}")
                     samples.append((clock() - t0, gprs[1], irqs, gprs[2]))
                 m.ns_write(run_page, bytes(RMI_REC_ENTER.pack(gprs=list(gprs))))
                 if gprs[0] == 0:

@@ -43,7 +43,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from benchlib import check_cpus, host_info, steady_window
+from benchlib import check_cpus, host_info, measurement_failed, steady_window
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.machine import Cpu, Machine
@@ -123,7 +123,7 @@ def private_granules(machine: Machine, cpus: int, per_cpu: int, layout: str) -> 
         idx = [[FIRST_GRANULE + i * cpus + c for i in range(per_cpu)] for c in range(cpus)]
     limit = min((r[0] - base) // gsize for r in machine.secure_regions) if machine.secure_regions else machine.granule_count
     if max(max(i) for i in idx) >= limit:
-        raise SystemExit(f"--granules {per_cpu} does not fit below the Secure region of the host platform")
+        measurement_failed(f"--granules {per_cpu} does not fit below the Secure region of the host platform")
     return tuple(tuple(base + i * gsize for i in pool) for pool in idx)
 
 
@@ -182,9 +182,9 @@ def throughput_run(ncpus: int, args: argparse.Namespace) -> dict[str, object]:
         whole = report.total_calls(report.collect(m))
     made = sum(r.total_calls for r in per_cpu)
     if whole != made:
-        raise SystemExit(f"histograms hold {whole} calls, the CPUs made {made}")
+        measurement_failed(f"histograms hold {whole} calls, the CPUs made {made}")
     if any(r.window_calls <= 0 or r.window_ns <= 0 for r in per_cpu):
-        raise SystemExit(f"a CPU recorded no calls in its window: {per_cpu}")
+        measurement_failed(f"a CPU recorded no calls in its window: {per_cpu}")
     rates = [r.window_calls / (r.window_ns / 1e9) for r in per_cpu]
     ticks = per_cpu[0].host_ticks
     total_ticks = sum(ticks) or 1

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 
-from benchlib import host_info
+from benchlib import host_info, measurement_failed
 
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         idx = GRANULE_INDEX
         addr = table.addr(idx)
         if table.holder(idx) != 0 or table.state(idx) != GranuleState.NS:
-            raise SystemExit(f"granule {idx} is not a free NS granule on a fresh machine")
+            measurement_failed(f"granule {idx} is not a free NS granule on a fresh machine")
         lock_unlock = summary(measure(lambda n: time_lock_unlock(table, idx, n), args.runs, args.pairs))
         find_unlock = summary(measure(lambda n: time_find_lock_unlock(table, addr, GranuleState.NS, n),
                                       args.runs, args.pairs))
         empty = summary(measure(time_empty_loop, args.runs, args.pairs))
         if table.holder(idx) != 0:
-            raise SystemExit(f"granule {idx} still locked after the benchmark")
+            measurement_failed(f"granule {idx} still locked after the benchmark")
 
     width = 18
     print(f"{'':{width}}  {'median ns':>10}  {'best ns':>8}  {'worst ns':>8}")

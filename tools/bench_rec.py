@@ -45,7 +45,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import host_info, percentile, slot_named, window
+from benchlib import host_info, measurement_failed, percentile, slot_named, window
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, RunQueue, create_realm
@@ -101,7 +101,7 @@ def round_trips(trips: int, warmup: int) -> dict[str, float]:
         cpu.flush_statistics()          # type: ignore[attr-defined]
         after = report.collect(m, [0])[0]
         if loop.exits[5] != warmup + trips:
-            raise SystemExit(f"expected {warmup + trips} host-call exits, the loop saw {loop.exits}")
+            measurement_failed(f"expected {warmup + trips} host-call exits, the loop saw {loop.exits}")
     enter, exit_hc = (window(before, after, slot_named(name)) for name in ("RMI_REC_ENTER", "EXIT_HOST_CALL"))
     samples.sort()
     return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "mean": sum(samples) / trips,
@@ -141,7 +141,7 @@ def instructions_per_second(slice_: int, entries: int) -> dict[str, float]:
             step(take(0))
         elapsed = time.perf_counter_ns() - t0
         if loop.exits[1] != entries + 1:
-            raise SystemExit(f"expected {entries + 1} IRQ exits (one per time slice), the loop saw {loop.exits}")
+            measurement_failed(f"expected {entries + 1} IRQ exits (one per time slice), the loop saw {loop.exits}")
     return {"instructions": entries * slice_, "seconds": elapsed / 1e9, "ips": entries * slice_ / (elapsed / 1e9)}
 
 

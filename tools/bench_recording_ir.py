@@ -44,7 +44,7 @@ import sys
 import tempfile
 from typing import Any
 
-from benchlib import host_info
+from benchlib import host_info, measurement_failed
 
 VARIANTS = ("on", "off", "noflush", "norecord", "noappend")
 
@@ -96,7 +96,7 @@ def _cpu_process_ir(out_dir: str) -> int:
             for line in f:
                 if line.startswith("summary:") or line.startswith("totals:"):
                     return int(line.split()[1])
-    raise SystemExit(f"no callgrind output of a spawned CPU process in {out_dir}")
+    measurement_failed(f"no callgrind output of a spawned CPU process in {out_dir}")
 
 
 def measure(variant: str, args: argparse.Namespace, site: str, iterations: int | None = None) -> dict[str, Any]:
@@ -109,10 +109,10 @@ def measure(variant: str, args: argparse.Namespace, site: str, iterations: int |
                args.workload, str(iterations), str(args.seed), "off" if variant == "off" else "on"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            raise SystemExit(f"valgrind run of variant {variant} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+            measurement_failed(f"valgrind run of variant {variant} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         if not result["ok"]:
-            raise SystemExit(f"variant {variant}: the workload did not run clean")
+            measurement_failed(f"variant {variant}: the workload did not run clean")
         return {"ir": _cpu_process_ir(out_dir), "counters": result["counters"]}
 
 

@@ -113,6 +113,14 @@ def end_interrupted(why: str = "") -> NoReturn:
     raise SystemExit(INTERRUPTED)
 
 
+def measurement_failed(why: str) -> NoReturn:
+    """End the tool when a measurement failed its own checks (an exit the loop did not expect,
+    counts that do not add up): RUN_FAILED, as for a failed CPU process, since exit status 1
+    would read as a missed target."""
+    print(f"measurement failed: {why}", file=sys.stderr)
+    raise SystemExit(RUN_FAILED)
+
+
 def check_cpus(result: RunResult) -> None:
     """Return if every CPU process of ``result`` ran to its end; otherwise end the tool, with
     INTERRUPTED after Ctrl-C, else RUN_FAILED and what each failed CPU process reported."""
