@@ -4,11 +4,14 @@
 entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes of the vCPU
 (back in the run queue, off, or done). By exit reason (DEN0137 A4.3, B4.4.17):
 
-    SYNC, data abort (EC 0x24) with ISV: an unprotected IPA. In the device window (devices.py)
-          it is emulated: a write is applied, a read's value goes in enter.gprs[0], and the next
-          entry sets EMUL_MMIO. In a range the realm's entry declares shared, a zeroed NS page is
-          mapped there (map_unprotected) and the access retried. Anywhere else: INJECT_SEA.
-    SYNC, data abort without ISV: a protected IPA (unassigned RAM, a DESTROYED entry, or the
+    SYNC, data abort (EC 0x24) at an unprotected IPA (the IPA's top bit set, as KVM tells them
+          apart; the syndrome cannot: a non-emulatable abort there has ISV clear, A4.3.4.3). In
+          the device window (devices.py) an access with ISV is emulated: a write is applied, a
+          read's value goes in enter.gprs[0], and the next entry sets EMUL_MMIO; one without ISV
+          fails the vCPU (no register to emulate, as KVM's io_mem_abort refuses it). In a range
+          the realm's entry declares shared, a zeroed NS page is mapped there (map_unprotected)
+          and the access retried, with or without ISV. Anywhere else: INJECT_SEA.
+    SYNC, data abort at a protected IPA (unassigned RAM, a DESTROYED entry, or the
           buffer of an RSI call): fault_in (DELEGATE + DATA_CREATE_UNKNOWN, RTTs created
           lazily). A lost race (another vCPU mapped it) re-enters; if the entry turns out to
           be DESTROYED (RMI_RTT_READ_ENTRY), the vCPU fails, since no page can be given there.
@@ -143,7 +146,8 @@ def _sync(h: ExitContext, slot: int, realm: HostRealm, ex: tuple[int, ...]) -> O
     ec = esr >> 26 & 0x3F
     # HPFAR_EL2.FIPA holds IPA[47:12] at [39:4]; its low bits are not part of the IPA.
     page = (ex[X_HPFAR] & ~0xF) << 8
-    if ec == EC_DABT_LOW and esr & ESR_ISV:
+    if ec == EC_DABT_LOW and page >= realm.par_size:
+        # FAR holds the offset in the page only for an emulatable abort (ISV set); else it is 0.
         return _unprotected(h, slot, realm, page | (ex[X_FAR] & 0xFFF), esr, ex[X_GPRS])
     if ec == EC_DABT_LOW:
         return _protected(h, slot, realm, page)
@@ -176,10 +180,13 @@ def _protected(h: ExitContext, slot: int, realm: HostRealm, ipa: int) -> Outcome
 
 
 def _unprotected(h: ExitContext, slot: int, realm: HostRealm, ipa: int, esr: int, value: int) -> Outcome:
-    """An emulatable data abort: the device model, a shared page, or an SEA."""
+    """A data abort at an unprotected IPA: the device model, a shared page, or an SEA."""
     q = h.queue
     offset = ipa - realm.par_size - devices.DEVICE_OFFSET
     if 0 <= offset < devices.DEVICE_SIZE:
+        if not esr & ESR_ISV:
+            return END, 0, None, (f"data abort without a valid syndrome (ESR {esr:#x}, ISV clear) in the device "
+                                  f"window at IPA {ipa:#x}: the access cannot be emulated")
         write = bool(esr & ESR_WNR)
         q.count(slot, "mmio_writes" if write else "mmio_reads")
         result = devices.mmio(q, slot, offset, write, esr >> 22 & 3, value)

@@ -444,6 +444,35 @@ def test_unprotected_access_outside_shared_memory_gets_an_sea(machine: Machine) 
     b.finish()
 
 
+def test_unprotected_aborts_are_told_apart_by_the_ipa_not_the_syndrome(machine: Machine) -> None:
+    """A non-emulatable data abort at an unprotected IPA has ISV clear (DEN0137 A4.3.4.3), like
+    every protected one, so the host must classify by the IPA's top bit, as KVM does. Without ISV:
+    the shared alias of RAM is still backed by an NS page; the device window fails the vCPU (no
+    syndrome to emulate); elsewhere the host injects an SEA. (The host used to take any abort
+    without ISV for a protected one and failed the vCPU with "outside the realm's RAM".)"""
+    b = boot(machine, program("mov x19, #0\nb report"))
+    ctx = ExitContext(b.cpu, b.alloc, b.queue)  # type: ignore[arg-type]
+    blank = [0] * len(EXIT.unpack(bytes(EXIT.size)))
+    nisv = 0x24 << 26 | 1 << 25 | 0x7          # DABT, IL, translation fault at level 3, ISV clear
+
+    def abort(ipa: int) -> tuple[int, ...]:
+        ex = list(blank)
+        ex[1], ex[3] = nisv, ipa >> 8
+        return tuple(ex)
+
+    shared = PAR | (BASE + MiB)
+    assert handle_exit(ctx, 0, abort(shared)) == (0, 0, None, "")
+    assert [ipa for ipa, _ in b.status().shared_pages] == [shared]
+    action, flags, gprs, error = handle_exit(ctx, 0, abort(PAR + DEVICE_OFFSET))
+    assert (action, flags, gprs) == (2, 0, None) and "ISV clear" in error, error
+    assert handle_exit(ctx, 0, abort(PAR + 0x4000_0000)) == (0, 2, None, "")     # INJECT_SEA
+    c = b.status().counters
+    assert c["shared_maps"] == 1 and c["sea_injected"] == 1 and c["faults"] == 0 and c["mmio_reads"] == 0
+    b.run()
+    assert b.status().passed
+    b.finish()
+
+
 def test_fault_races_and_destroyed_pages() -> None:
     """handle_exit on a data abort at a page another CPU has already mapped re-enters (a lost
     race, counted); at a DESTROYED entry the vCPU fails with a message naming the IPA."""
