@@ -102,6 +102,8 @@ def _exit_struct() -> struct.Struct:
 EXIT = _exit_struct()
 """Unpacks to (exit_reason, esr, far, hpfar, gprs[0..30], ripas_base, ripas_top, ripas_value, imm)."""
 X_REASON, X_ESR, X_FAR, X_HPFAR, X_GPRS, X_RIPAS_BASE, X_RIPAS_TOP, X_RIPAS_VALUE, X_IMM = 0, 1, 2, 3, 4, 35, 36, 37, 38
+HPFAR_FIPA = ((1 << 44) - 1) & ~0xF
+"""HPFAR_EL2.FIPA, bits [43:4]."""
 
 Outcome = tuple[int, int, "tuple[int, ...] | list[int] | None", str]
 """(REQUEUE / STOP / END, enter flags, enter gprs or None, error message: non-empty = the vCPU fails)."""
@@ -144,8 +146,9 @@ def handle_exit(h: ExitContext, vcpu: int, ex: tuple[int, ...]) -> Outcome:
 def _sync(h: ExitContext, slot: int, realm: HostRealm, ex: tuple[int, ...]) -> Outcome:
     esr = ex[X_ESR]
     ec = esr >> 26 & 0x3F
-    # HPFAR_EL2.FIPA holds IPA[47:12] at [39:4]; its low bits are not part of the IPA.
-    page = (ex[X_HPFAR] & ~0xF) << 8
+    # HPFAR_EL2.FIPA holds IPA[51:12] at [43:4]; the low bits and bit 63 (NS, FEAT_RME) are not
+    # part of the IPA, and KVM takes the field alone.
+    page = (ex[X_HPFAR] & HPFAR_FIPA) << 8
     if ec == EC_DABT_LOW and page >= realm.par_size:
         # FAR holds the offset in the page only for an emulatable abort (ISV set); else it is 0.
         return _unprotected(h, slot, realm, page | (ex[X_FAR] & 0xFFF), esr, ex[X_GPRS])
