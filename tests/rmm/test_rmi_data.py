@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from footprint import snapshot
+from footprint import realm_snapshot, snapshot
 from rmi_helpers import GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy, rtt_error
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
@@ -304,7 +304,8 @@ def test_stress_bug_copy_alone_creates_the_page(machine: Machine) -> None:
 @pytest.mark.parametrize("ripas", [EMPTY, RAM, DESTROYED])
 def test_data_create_success(machine: Machine, ripas: int) -> None:
     """Success (B4.3.1.3): data DELEGATED -> DATA holding the source bytes, the entry ASSIGNED
-    with RIPAS RAM whatever the RIPAS was, level-3 refcount + 1, RIM extended, no lock held."""
+    with RIPAS RAM whatever the RIPAS was, level-3 refcount + 1, RIM extended, no lock held;
+    nothing outside the footprint (data, the level-3 RTT, the RD's RIM) changes."""
     t, realm = _setup(machine)
     _ripas_entry(t, realm, ripas)
     table = machine.granule_table(0)
@@ -313,7 +314,9 @@ def test_data_create_success(machine: Machine, ripas: int) -> None:
     rd = Rd(machine.memory, _idx(machine, realm.rd))
     rim = rd.measurement(0)
     data, src = t.delegate(), t.ns_page(PATTERN)
+    before = realm_snapshot(machine, src)
     assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (SUCCESS, 0, 0, 0, 0)
+    assert before.changed(realm_snapshot(machine, src)) == {data, _llt(realm), realm.rd}   # footprint
     assert table.state(_idx(machine, data)) == GS.DATA
     assert bytes(machine.memory.granule(_idx(machine, data))) == PATTERN
     assert t.read_entry(realm, IPA) == (SUCCESS, 3, ASSIGNED, data, RAM)
@@ -408,7 +411,8 @@ def test_data_create_unknown_ipa_bound_before_rtt_checks(machine: Machine, assig
 @pytest.mark.parametrize("active", [False, True])
 def test_data_create_unknown_success(machine: Machine, ripas: int, active: bool) -> None:
     """Success (B4.3.2.3, A5.3.5): DATA, zero contents, the entry ASSIGNED with its RIPAS kept
-    (RAM gives a valid mapping), level-3 refcount + 1, RIM unchanged; in a NEW or ACTIVE realm."""
+    (RAM gives a valid mapping), level-3 refcount + 1, RIM unchanged; in a NEW or ACTIVE realm;
+    only data and the level-3 RTT change."""
     t, realm = _setup(machine)
     _ripas_entry(t, realm, ripas)
     if active:
@@ -418,7 +422,9 @@ def test_data_create_unknown_success(machine: Machine, ripas: int, active: bool)
     refs = table.refcount(llt)
     rim = Rd(machine.memory, _idx(machine, realm.rd)).measurement(0)
     data = t.delegate()
+    before = realm_snapshot(machine)
     assert t.smc(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, IPA) == (SUCCESS, 0, 0, 0, 0)
+    assert before.changed(realm_snapshot(machine)) == {data, _llt(realm)}   # footprint
     assert table.state(_idx(machine, data)) == GS.DATA
     assert machine.memory.is_zero(_idx(machine, data))
     assert t.read_entry(realm, IPA) == (SUCCESS, 3, ASSIGNED, data, ripas)
@@ -514,7 +520,8 @@ def test_data_destroy_block_mapping(machine: Machine) -> None:
 def test_data_destroy_success(machine: Machine, create: str, ripas: int, after: int, next_live: int | None) -> None:
     """Success (B4.3.3.3, A5.3.5): ASSIGNED RAM -> UNASSIGNED DESTROYED, ASSIGNED EMPTY ->
     UNASSIGNED EMPTY, ASSIGNED DESTROYED -> UNASSIGNED DESTROYED; X1 = data PA, X2 = top (next
-    live entry or the end of the table); data zeroed and DELEGATED; level-3 refcount - 1."""
+    live entry or the end of the table); data zeroed and DELEGATED; level-3 refcount - 1; only
+    data, the level-3 RTT and the RD (the TLBI) change."""
     t, realm = _setup(machine)
     if create == "data":
         data = t.delegate()
@@ -530,7 +537,10 @@ def test_data_destroy_success(machine: Machine, create: str, ripas: int, after: 
     llt = _idx(machine, _llt(realm))
     refs = table.refcount(llt)
     top = next_live if next_live is not None else (IPA & ~(L2_SIZE - 1)) + L2_SIZE
+    before = realm_snapshot(machine)
     assert _destroy(t, realm.rd) == (SUCCESS, data, top, 0, 0)
+    # The footprint, and the RD's contents: its TLB generation counts the TLBI (stage2.invalidate).
+    assert before.changed(realm_snapshot(machine)) == {data, _llt(realm), realm.rd}
     assert t.read_entry(realm, IPA) == (SUCCESS, 3, UNASSIGNED, 0, after)
     assert table.state(_idx(machine, data)) == GS.DELEGATED
     assert machine.memory.is_zero(_idx(machine, data))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from footprint import snapshot
+from footprint import realm_snapshot, snapshot
 from rmi_helpers import GRANULE, Realm, Rmi, delegate_after_the_copy, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
@@ -568,13 +568,18 @@ def test_create_success_geometry(machine: Machine, s2sz: int, level: int, count:
     refcount 0; realm NEW, rec_count 0, REC aux count 16; parameters and RPV stored; REMs zero;
     RIM = SHA-256 of the measured params image. RTT_READ_ENTRY at the start level reads every
     root entry as (walk level SL, UNASSIGNED, desc 0, RIPAS EMPTY); decoded, the protected half
-    is UNASSIGNED EMPTY and the unprotected half UNASSIGNED_NS (the ABI reports both alike)."""
+    is UNASSIGNED EMPTY and the unprotected half UNASSIGNED_NS (the ABI reports both alike).
+    No granule but the RD and the roots changes (the params page included)."""
     assert s2tt.num_root_rtts(s2sz, level) == count
     t = Rmi(machine)
     base = _roots(t, count)
     rd = t.delegate()
     fields = _fields(s2sz, level, count, vmid_=42, rtt_base=base, rpv=RPV, num_bps=2, num_wps=3)
-    assert t.smc(F.RMI_REALM_CREATE, rd, _params(t, fields), X3, X4) == (SUCCESS, 0, 0, 0, 0)
+    params = _params(t, fields)
+    before = realm_snapshot(machine, params)
+    assert t.smc(F.RMI_REALM_CREATE, rd, params, X3, X4) == (SUCCESS, 0, 0, 0, 0)
+    roots = {base + i * GRANULE for i in range(count)}
+    assert before.changed(realm_snapshot(machine, params)) == {rd, *roots}   # the footprint only
 
     table = machine.granule_table(0)
     assert (table.state(_idx(machine, rd)), table.refcount(_idx(machine, rd))) == (GranuleState.RD, 0)

@@ -17,7 +17,7 @@ from unittest import mock
 
 import pytest
 
-from footprint import snapshot
+from footprint import realm_snapshot, snapshot
 from rmi_helpers import F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
@@ -433,7 +433,8 @@ def test_rec_create_aux_state(machine: Machine, t: Rmi, kind: str, index: int) -
 def test_rec_create_success_runnable(machine: Machine, t: Rmi, hash_algo: int) -> None:
     """REC_CREATE of a runnable REC (index 0): SUCCESS (X1..X4 = 0); REC and aux states,
     RD refcount 1 and rec_count 1, REC refcount 0, the REC's contents (B4.3.12.3), and the RIM
-    extended with the REC descriptor (compared with an independent hashlib computation)."""
+    extended with the REC descriptor (compared with an independent hashlib computation); no
+    granule but the RD, the REC and its aux granules changes (the params page included)."""
     realm = t.realm(hash_algo=hash_algo)
     aux = tuple(t.delegate() for _ in range(16))
     rec = t.delegate()
@@ -442,8 +443,10 @@ def test_rec_create_success_runnable(machine: Machine, t: Rmi, hash_algo: int) -
     algo, size = ("sha256", 32) if hash_algo == 0 else ("sha512", 64)
     rd = _rd(machine, realm)
     old_rim = rd.measurement(0)
+    before = realm_snapshot(machine, params)
 
     assert _call(t, F.RMI_REC_CREATE, realm.rd, rec, params) == (SUCCESS, 0, 0, 0, 0)
+    assert before.changed(realm_snapshot(machine, params)) == {realm.rd, rec, *aux}   # the footprint only
 
     assert _state(machine, rec) == S.REC and _refcount(machine, rec) == 0
     assert all(_state(machine, a) == S.REC_AUX and _refcount(machine, a) == 0 for a in aux)

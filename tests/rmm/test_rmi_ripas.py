@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from footprint import snapshot
+from footprint import realm_snapshot, snapshot
 from rmi_helpers import GRANULE, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, rtt_error
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
@@ -205,10 +205,13 @@ def _init(t: Rmi, realm: Realm, base: int, top: int) -> tuple[int, ...]:
 
 def test_init_ripas_level3_range(machine: Machine) -> None:
     """Success (B4.3.18.3): the entries in [base, top) become UNASSIGNED RAM, X1 = top, the RIM
-    changes, entries past top stay EMPTY, no lock is held."""
+    changes, entries past top stay EMPTY, no lock is held; no granule but the level-3 RTT and the
+    RD (its RIM) changes."""
     t, realm = _setup(machine)
     rim = _rim(t, realm)
+    before = realm_snapshot(machine)
     assert _init(t, realm, BASE, BASE + 3 * GRANULE) == (SUCCESS, BASE + 3 * GRANULE, 0, 0, 0)
+    assert before.changed(realm_snapshot(machine)) == {realm.rtts[(BASE, 3)], realm.rd}   # the footprint
     assert _entries(t, realm, BASE, 4) == [(UNASSIGNED, RAM)] * 3 + [(UNASSIGNED, EMPTY)]
     assert _rim(t, realm) != rim
     assert invariants(machine).ok, invariants(machine)
@@ -425,13 +428,18 @@ def _mixed_entries(t: Rmi, realm: Realm) -> list[int]:
 def test_set_ripas_changes_entries(machine: Machine, target: int, active: bool) -> None:
     """Success (B4.3.21.3, rmi.md 5 step 7): every UNASSIGNED/ASSIGNED entry in range takes the
     target RIPAS with its HIPAS kept (ASSIGNED RAM is a valid mapping of the same PA); X1 = top,
-    the REC's progress = top; the RIM is untouched; any realm state."""
+    the REC's progress = top; the RIM is untouched; any realm state; no other granule changes."""
     t, realm, rec = _set_setup(machine, ripas=target)
     data = _mixed_entries(t, realm)
     if active:
         assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd)[0] == SUCCESS
     rim = _rim(t, realm)
+    before = realm_snapshot(machine)
     assert _set(t, realm, rec, BASE, BASE + 4 * GRANULE) == (SUCCESS, BASE + 4 * GRANULE, 0, 0, 0)
+    # The footprint (the level-3 RTT, the REC's progress); the RD's contents count a TLBI, made
+    # only when a valid mapping (ASSIGNED RAM) goes.
+    tlbi = {realm.rd} if target == EMPTY else set()
+    assert before.changed(realm_snapshot(machine)) == {realm.rtts[(BASE, 3)], rec, *tlbi}
     assert _progress(t, rec) == BASE + 4 * GRANULE
     assert _entries(t, realm, BASE, 5) == [(UNASSIGNED, target), (ASSIGNED, target), (UNASSIGNED, target),
                                            (ASSIGNED, target), (UNASSIGNED, EMPTY)]

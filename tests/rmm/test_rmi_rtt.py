@@ -27,7 +27,7 @@ from unittest import mock
 
 import pytest
 
-from footprint import snapshot
+from footprint import realm_snapshot, snapshot
 from rmi_helpers import GRANULE, Realm, Rmi, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
@@ -425,6 +425,14 @@ def test_create_check_order(machine: Machine) -> None:
 # -- RMI_RTT_CREATE: success and unfolding (A5.5.7, rmi.md 6.4) ----------------------------------
 
 
+def _create_ok(machine: Machine, t: Rmi, realm: Realm, rtt: int, ipa: int, level: int) -> None:
+    """RTT_CREATE succeeds (X1..X4 = 0) and changes no granule but the new RTT and its parent."""
+    parent = _table(realm, ipa, level - 1)
+    before = realm_snapshot(machine)
+    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
+    assert before.changed(realm_snapshot(machine)) == {rtt, parent}
+
+
 def _check_child(machine: Machine, t: Rmi, realm: Realm, rtt: int, ipa: int, level: int,
                  expected: "list[tuple[int, int, int]]") -> None:
     """The parent entry is TABLE -> rtt, and every child entry reads back as expected
@@ -458,7 +466,7 @@ def test_create_unfold_unassigned(machine: Machine, level: int, ripas: int) -> N
     assert _read(t, realm, ipa, level - 1) == (SUCCESS, level - 1, UNASSIGNED, 0, ripas)
     count = _refcount(machine, parent)
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
+    _create_ok(machine, t, realm, rtt, ipa, level)
     _check_child(machine, t, realm, rtt, ipa, level, [(UNASSIGNED, 0, ripas)] * s2tt.ENTRIES)
     children = s2tt.entries(machine.memory, _idx(machine, rtt))
     assert all(s2tt.decode(d, level) == (Kind.UNASSIGNED, ripas) for d in children)
@@ -480,7 +488,7 @@ def test_create_unfold_unassigned_ns(machine: Machine, s2sz: int, start: int, ip
     parent = _table(realm, ipa, level - 1)
     counts = {pa: _refcount(machine, pa) for pa in (*realm.roots, parent)}
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
+    _create_ok(machine, t, realm, rtt, ipa, level)
     _check_child(machine, t, realm, rtt, ipa, level, [(UNASSIGNED, 0, EMPTY)] * 4)
     children = s2tt.entries(machine.memory, _idx(machine, rtt))
     assert all(s2tt.decode(d, level) == (Kind.UNASSIGNED_NS, 0) for d in children)
@@ -504,7 +512,7 @@ def test_create_unfold_assigned_block(machine: Machine, ripas: int) -> None:
     assert _read(t, realm, ipa, 2) == (SUCCESS, 2, ASSIGNED, base, ripas)
     count = _refcount(machine, parent)
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, 3) == (SUCCESS, 0, 0, 0, 0)
+    _create_ok(machine, t, realm, rtt, ipa, 3)
     _check_child(machine, t, realm, rtt, ipa, 3, [(ASSIGNED, base + i * L3, ripas) for i in range(s2tt.ENTRIES)])
     assert (_refcount(machine, parent), _refcount(machine, rtt)) == (count, s2tt.ENTRIES)
     assert all(_state(machine, base + i * L3) == GranuleState.DATA for i in range(s2tt.ENTRIES))
@@ -526,7 +534,7 @@ def test_create_unfold_assigned_ns_block(machine: Machine, level: int, attrs: in
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
     rtt = t.delegate()
-    assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, ipa, level) == (SUCCESS, 0, 0, 0, 0)
+    _create_ok(machine, t, realm, rtt, ipa, level)
     step = s2tt.block_size(level)
     _check_child(machine, t, realm, rtt, ipa, level,
                  [(ASSIGNED, (oa + i * step) | attrs, 0) for i in range(s2tt.ENTRIES)])
@@ -710,11 +718,15 @@ def test_destroy_check_order(machine: Machine) -> None:
 def _destroy_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, top: int, parent_entry: Kind,
                 ripas: int = 0) -> int:
     """RTT_DESTROY succeeds with X1 = the RTT, X2 = top, X4 = 0; the RTT becomes DELEGATED, zero,
-    refcount 0; the parent loses one reference and its entry becomes ``parent_entry``."""
+    refcount 0; the parent loses one reference and its entry becomes ``parent_entry``; no other
+    granule changes."""
     rtt = _table(realm, ipa, level)
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
+    before = realm_snapshot(machine)
     assert t.smc(F.RMI_RTT_DESTROY, realm.rd, ipa, level, X4) == (SUCCESS, rtt, top, 0, 0)
+    # Nothing outside the footprint; the RD's contents change with the TLBI (its TLB generation).
+    assert before.changed(realm_snapshot(machine)) == {rtt, parent, realm.rd}
     del realm.rtts[(ipa, level)]
     assert (_state(machine, rtt), _refcount(machine, rtt)) == (GranuleState.DELEGATED, 0)
     assert machine.memory.is_zero(_idx(machine, rtt))
@@ -1003,7 +1015,8 @@ def test_fold_check_order(machine: Machine) -> None:
 def _fold_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, entry: tuple[int, int, int, int, int],
              parent_delta: int) -> None:
     """RTT_FOLD succeeds with X1 = the RTT (X4 = 0); the RTT is DELEGATED, zero, refcount 0; the
-    parent entry reads back as ``entry``; the parent's refcount changes by ``parent_delta``."""
+    parent entry reads back as ``entry``; the parent's refcount changes by ``parent_delta``; no
+    other granule changes."""
     rtt = _table(realm, ipa, level)
     parent = _table(realm, ipa, level - 1)
     count = _refcount(machine, parent)
@@ -1018,8 +1031,10 @@ def _fold_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, entry
         seen.append((_state(machine, rtt), bytes(machine.memory.granule(_idx(machine, rtt))) == entries,
                      s2tt.read(machine.memory, _idx(machine, parent), slot)))
         real(tlb, rd_pa, generation_offset)
+    before = realm_snapshot(machine)
     with mock.patch.object(Tlb, "invalidate_realm", spy):
         assert t.smc(F.RMI_RTT_FOLD, realm.rd, ipa, level, X4) == (SUCCESS, rtt, 0, 0, 0)
+    assert before.changed(realm_snapshot(machine)) == {rtt, parent, realm.rd}   # RD: the TLBI
     assert len(seen) == 1 and seen[0][:2] == (GranuleState.RTT, True), seen
     assert seen[0][2] == s2tt.read(machine.memory, _idx(machine, parent), slot)   # the new parent entry
     del realm.rtts[(ipa, level)]
