@@ -12,12 +12,15 @@ handler test does not depend on the host library being right.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, RmiRecCreateFlags, rec_index_to_mpidr
+from rmm_mp.hw.platform import Platform, Region
+from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.rmm import s2tt
 
 if TYPE_CHECKING:
@@ -55,6 +58,16 @@ class Realm:
     def unprotected(self) -> int:
         """The lowest unprotected IPA (the top IPA bit)."""
         return 1 << (self.s2sz - 1)
+
+
+def dram_across_2_48() -> Platform:
+    """The `host` platform with a 52-bit PA space and its 64 MiB of DRAM straddling 2^48 (Secure
+    carve-out just below), LPA2 still absent: DRAM granules at or above 2^48 are delegable but no
+    realm may use them (the *_bound2 failure conditions); the first 31 MiB serve as usual."""
+    host = load_platform("host")
+    top = 1 << 48
+    return dataclasses.replace(host, pa_bits=52, dram=Region(top - (32 << 20), 64 << 20),
+                               secure=(Region(top - (1 << 20), 1 << 20),))
 
 
 def start_level_for(s2sz: int) -> int:

@@ -5,7 +5,8 @@ rel0's order, compatible with the spec's partial order), each named after the sp
 the cca-rmm-acs case it mirrors (test/command/cmd_data_*/rmi_data_*_data.h), each asserting the
 exact X0, the outputs the spec gives on that failure (DATA_DESTROY's top) and an unchanged
 footprint; then the success post-conditions. data_bound2 (data PA >= 2^48 without LPA2) cannot
-be built on the host platform: its DRAM lies below 2^48, so such a PA fails data_bound first.
+be built on the host platform, whose DRAM lies below 2^48 (such a PA fails data_bound first): its
+tests run on rmi_helpers.dram_across_2_48(), DRAM straddling 2^48 in a 52-bit PA space.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import pytest
 
 from footprint import realm_snapshot, snapshot
-from rmi_helpers import GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy, rtt_error
+from rmi_helpers import (GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy, dram_across_2_48,
+                         rtt_error)
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
@@ -213,6 +215,23 @@ def test_data_create_ipa_align_bound(machine: Machine, ipa: int) -> None:
     _expect_failure(t, realm, F.RMI_DATA_CREATE, _create_args(t, realm, ipa=ipa), INPUT)
 
 
+def _data_bound2(fid: F) -> None:
+    """On DRAM across 2^48 without LPA2: ``fid`` with a DELEGATED data granule at 2^48 (every
+    other input valid) -> INPUT, footprint unchanged; the same call with one below succeeds."""
+    with Machine.create(dram_across_2_48(), cpus=1) as m:
+        t, realm = _setup(m)
+        args = _create_args if fid == F.RMI_DATA_CREATE else _unknown_args
+        high = t.delegate(1 << 48)
+        _expect_failure(t, realm, fid, args(t, realm, data=high), INPUT, (0, 0, 0), high)
+        assert t.smc(fid, *args(t, realm))[0] == SUCCESS
+
+
+def test_data_create_data_bound2() -> None:
+    """data_bound2 (no ACS case: it needs DRAM at or above 2^48): data PA >= 2^48 in a realm
+    without LPA2 -> INPUT (see _data_bound2)."""
+    _data_bound2(F.RMI_DATA_CREATE)
+
+
 @pytest.mark.parametrize("level", [0, 1, 2])
 def test_data_create_rtt_walk(machine: Machine, level: int) -> None:
     """rtt_walk: no level-3 table for ipa: (RTT, level reached) (ACS IPA_NOT_MAPPED)."""
@@ -377,6 +396,11 @@ def test_data_create_unknown_ipa_align_bound(machine: Machine, ipa: int) -> None
     """ipa_align / ipa_bound: INPUT (ACS IPA_UNALIGNED, IPA_UNPROTECTED, IPA_OUTSIDE_OF_PERMITTED_IPA)."""
     t, realm = _setup(machine)
     _expect_failure(t, realm, F.RMI_DATA_CREATE_UNKNOWN, _unknown_args(t, realm, ipa=ipa), INPUT)
+
+
+def test_data_create_unknown_data_bound2() -> None:
+    """data_bound2: data PA >= 2^48 in a realm without LPA2 -> INPUT (see _data_bound2)."""
+    _data_bound2(F.RMI_DATA_CREATE_UNKNOWN)
 
 
 @pytest.mark.parametrize("level", [0, 1, 2])

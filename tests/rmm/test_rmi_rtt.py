@@ -16,8 +16,8 @@ granules. The one exception is a level-1 RTT of ASSIGNED 1 GiB blocks, written w
 cross-checks RTT refcounts and DATA references, runs at the end of the success tests.
 
 Not reachable on the host platform: rtt_bound2 (an RTT at or above 2^48; DRAM lies far below, so
-such an address already fails rtt_bound) and ASSIGNED level-1 blocks (1 GiB of DATA granules,
-more than the platform's 64 MiB).
+such an address already fails rtt_bound; its test runs on rmi_helpers.dram_across_2_48()) and
+ASSIGNED level-1 blocks (1 GiB of DATA granules, more than the platform's 64 MiB).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from unittest import mock
 import pytest
 
 from footprint import realm_snapshot, snapshot
-from rmi_helpers import GRANULE, Realm, Rmi, start_level_for
+from rmi_helpers import GRANULE, Realm, Rmi, dram_across_2_48, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.structs import RMI_REALM_PARAMS
@@ -330,12 +330,24 @@ def test_create_rtt_align(machine: Machine) -> None:
 
 @pytest.mark.parametrize("where", ["mmio", "beyond-pa-range"])
 def test_create_rtt_bound(machine: Machine, where: str) -> None:
-    """ACS rtt_bound (RTT_DEV_MEM, RTT_OUTSIDE_PERMITTED_PA): rtt is MMIO or 2^48 (which also
-    covers rtt_bound2, an RTT at or above 2^48 without LPA2) -> RMI_ERROR_INPUT, unchanged."""
+    """ACS rtt_bound (RTT_DEV_MEM, RTT_OUTSIDE_PERMITTED_PA): rtt is MMIO or 2^48 (outside the
+    host platform's 48-bit PA space) -> RMI_ERROR_INPUT, unchanged."""
     t = Rmi(machine)
     realm = _realm(t)
     _fails(machine, t, (F.RMI_RTT_CREATE, realm.rd, _bad_pa(machine, where), 0, 1), (INPUT, 0, 0, 0, 0),
            *_pas(realm))
+
+
+def test_create_rtt_bound2() -> None:
+    """rtt_bound2 (no ACS case: it needs DRAM at or above 2^48): on DRAM across 2^48 without
+    LPA2 (rmi_helpers.dram_across_2_48), a DELEGATED rtt at 2^48, every other input valid ->
+    RMI_ERROR_INPUT, footprint unchanged; the same call with an rtt below 2^48 succeeds."""
+    with Machine.create(dram_across_2_48(), cpus=1) as m:
+        t = Rmi(m)
+        realm = _realm(t)
+        high = t.delegate(1 << 48)
+        _fails(m, t, (F.RMI_RTT_CREATE, realm.rd, high, 0, 1), (INPUT, 0, 0, 0, 0), *_pas(realm, high))
+        assert t.smc(F.RMI_RTT_CREATE, realm.rd, t.delegate(), 0, 1)[0] == SUCCESS
 
 
 @pytest.mark.parametrize("state", ["NS", "RD", "RTT", "REC", "DATA", "same-as-rd"])
