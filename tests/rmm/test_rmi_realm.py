@@ -712,6 +712,17 @@ def test_activate_rd_state(machine: Machine, state: str) -> None:
     assert invariants(machine).ok
 
 
+def _posing_as_active_rd(t: Rmi, realm: Realm) -> int:
+    """A DATA granule of ``realm`` whose bytes, read as an RD, say ACTIVE (the state word at
+    offset 0 is 1), for the failure-ordering tests."""
+    t.rtts(realm, 0, 3)
+    data = t.delegate()
+    src = t.ns_page(struct.pack("<Q", RealmState.ACTIVE))
+    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, 0x2000, src, 0)[0] == SUCCESS
+    assert Rd(t.m.memory, _idx(t.m, data)).state == RealmState.ACTIVE
+    return data
+
+
 def test_activate_realm_state_active(machine: Machine) -> None:
     """ACS realm_state: REALM_ACTIVATE of an ACTIVE realm -> (RMI_ERROR_REALM, index 0), footprint
     (RD contents included) unchanged; the realm stays ACTIVE."""
@@ -733,6 +744,16 @@ def test_activate_realm_state_system_off(machine: Machine) -> None:
         Rd(machine.memory, _idx(machine, realm.rd)).set_state(RealmState.SYSTEM_OFF)
     _activate_fails(machine, t, realm.rd, ERROR_REALM)
     assert Rd(machine.memory, _idx(machine, realm.rd)).state == RealmState.SYSTEM_OFF
+
+
+def test_activate_rd_state_before_realm_state(machine: Machine) -> None:
+    """Ordering [rd_bound, rd_state] < [realm_state] (B4.3.8.2.1): rd is a DATA granule whose
+    bytes read as an ACTIVE realm -> RMI_ERROR_INPUT, not RMI_ERROR_REALM; footprint unchanged."""
+    t = Rmi(machine)
+    realm = _create(t)
+    data = _posing_as_active_rd(t, realm)
+    _activate_fails(machine, t, data, ERROR_INPUT, realm.rd, *realm.roots)
+
 
 
 def test_activate_success(machine: Machine) -> None:
@@ -826,6 +847,20 @@ def test_destroy_realm_live_rtt(machine: Machine, s2sz: int, level: int, ipa: in
     assert t.smc(F.RMI_RTT_DESTROY, realm.rd, ipa, level + 1)[:2] == (SUCCESS, rtt)
     _destroy(t, realm)
     _vmid_is_free(machine, t, 60)
+
+
+def test_destroy_rd_state_before_realm_live(machine: Machine) -> None:
+    """Ordering [rd_bound, rd_state] < [realm_live] (B4.3.10.2.1): rd is the realm's root RTT
+    holding a live TABLE entry (refcount 1, as an RD with a REC would have) -> RMI_ERROR_INPUT,
+    not RMI_ERROR_REALM; footprint unchanged, the realm and its VMID survive."""
+    t = Rmi(machine)
+    realm = _create(t)
+    t.rtts(realm, 0, 1)
+    root = realm.roots[0]
+    assert machine.granule_table(0).refcount(_idx(machine, root)) == 1
+    _destroy_fails(machine, t, root, ERROR_INPUT, realm.rd, *realm.roots)
+    assert vmid.in_use(machine.control, realm.vmid)
+
 
 
 @pytest.mark.parametrize("state", ["NEW", "ACTIVE", "SYSTEM_OFF"])
