@@ -320,6 +320,32 @@ def test_rec_create_num_recs(machine: Machine, t: Rmi) -> None:
     _ok(machine)
 
 
+def test_rec_create_check_order(machine: Machine, t: Rmi) -> None:
+    """B4.3.12.2.1: [rd_bound, rd_state] < [realm_state, num_recs]. The realm is ACTIVE and full
+    (RD refcount 1023, white-box), so naming its RD fails with RMI_ERROR_REALM; rd naming what
+    only looks like that RD - a DATA granule and an NS page holding a byte copy of it, the DATA
+    granule's refcount 1023 too - fails rd_state (RMI_ERROR_INPUT), as does an rd that is no
+    delegable granule (rd_bound); each on an unchanged footprint. A handler that read the realm
+    state or the RECs count before checking the granule would answer RMI_ERROR_REALM."""
+    c = Create(t)
+    assert t.smc(F.RMI_REALM_ACTIVATE, c.realm.rd)[0] == SUCCESS
+    _set_refcount(machine, c.realm.rd, 1023)
+    c.fails(REALM_ERR)                                           # realm_state and num_recs hold
+    image = bytes(machine.memory.granule(_idx(machine, c.realm.rd)))
+    other = t.realm()
+    t.rtts(other, 0, 3)
+    lookalike = t.delegate()
+    assert t.smc(F.RMI_DATA_CREATE, other.rd, lookalike, 0, t.ns_page(image), 0)[0] == SUCCESS
+    _set_refcount(machine, lookalike, 1023)
+    c.fails(INPUT, rd=lookalike, more=(lookalike,))              # rd_state < realm_state, num_recs
+    _set_refcount(machine, lookalike, -1023)
+    ns = t.ns_page(image)
+    c.fails(INPUT, rd=ns, more=(ns,))                            # rd_state (NS) < realm_state
+    c.fails(INPUT, rd=_bad_address(machine, "mmio"))             # rd_bound < realm_state, num_recs
+    _set_refcount(machine, c.realm.rd, -1023)
+    _ok(machine)
+
+
 @pytest.mark.parametrize("mpidr", [
     pytest.param(rec_index_to_mpidr(1), id="skipped-index-1"),
     pytest.param(0xF, id="acs-aff0-15"),
