@@ -14,6 +14,10 @@ RMM's own records white-box for its assertions (the REC's saved registers, the R
         x0, ex = g.enter()              # X0 of REC_ENTER, RmiRecExit as a dict
         assert g.gpr(0) == 0
 
+``g.changes(action)`` names the granules in a realm state that ``action`` (an entry, an RMI
+call) changed: 'rec0', 'rd', 'rec0.aux0', or the state and PA of any other ('data 0x...';
+``g.page(ipa)`` names the DATA page at an IPA) - a call's footprint.
+
 Every enter() writes RmiRecEnter into a zeroed run page (the exit half may be filled with a byte
 pattern first, to see which exit fields the RMM writes). Leaving the ``with`` block tears the
 realm down (unless the block raised) and frees the host's pages.
@@ -21,8 +25,9 @@ realm down (unless the block raised) and frees the host's pages.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from footprint import realm_snapshot
 from rmm_mp import Machine
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
@@ -31,6 +36,7 @@ from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import HostRealm, NsAllocator, RealmSpec, create_realm, destroy_realm, fault_in, map_unprotected
 from rmm_mp.rmm import s2tt
+from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import Rec
 
@@ -182,10 +188,36 @@ class Guest:
     def peek(self, ipa: int, size: int) -> bytes:
         """Bytes of realm memory at a protected ``ipa`` backed by a level-3 DATA page (the RTT
         entry is read with RMI_RTT_READ_ENTRY, the DATA granule white-box)."""
+        offset = self.page_pa(ipa) - self.machine.dram_base + (ipa & (GRANULE - 1))
+        return bytes(self.machine.memory.buf[offset:offset + size])
+
+    def page_pa(self, ipa: int) -> int:
+        """PA of the DATA granule mapped at the protected ``ipa`` (a level-3 page)."""
         x0, level, state, desc, _ = self.smc(F.RMI_RTT_READ_ENTRY, self.realm.rd, ipa & ~(GRANULE - 1), 3)
         assert (x0, level, state) == (0, 3, 1), f"{ipa:#x} is not an assigned level-3 page: {x0, level, state}"
-        offset = s2tt.output_address(desc, 3) - self.machine.dram_base + (ipa & (GRANULE - 1))
-        return bytes(self.machine.memory.buf[offset:offset + size])
+        return s2tt.output_address(desc, 3)
+
+    def granule_name(self, pa: int) -> str:
+        """'rd', 'rec<n>', 'rec<n>.aux<i>', else the granule's state and PA ('data 0x...')."""
+        names = {self.realm.rd: "rd"}
+        for n, rec in enumerate(self.realm.recs):
+            names[rec.rec] = f"rec{n}"
+            names.update({aux: f"rec{n}.aux{i}" for i, aux in enumerate(rec.aux)})
+        if pa in names:
+            return names[pa]
+        return f"{GranuleState.name(self.machine.granule_table(0).state(self._idx(pa))).lower()} {pa:#x}"
+
+    def page(self, ipa: int) -> str:
+        """`granule_name` of the DATA granule at ``ipa``."""
+        return self.granule_name(self.page_pa(ipa))
+
+    def changes(self, action: Callable[[], object]) -> set[str]:
+        """Names (`granule_name`) of the granules ``action`` changes: state, refcount, lock, PAS or
+        contents of any granule in a realm state (footprint.realm_snapshot before and after). NS
+        granules' contents are not compared: the run page's exit half is the host's."""
+        before = realm_snapshot(self.machine)
+        action()
+        return {self.granule_name(pa) for pa in before.changed(realm_snapshot(self.machine))}
 
     def _idx(self, pa: int) -> int:
         return (pa - self.machine.dram_base) // self.machine.granule_size

@@ -5,7 +5,8 @@ on); the test plays the host: it reads the PSCI exits, answers CPU_ON and AFFINI
 RMI_PSCI_COMPLETE and enters the RECs again. Calls answered inside the RMM must not exit: the
 REC runs on to its ``done`` WFI. Both SMC32 and SMC64 function IDs are used where PSCI has both
 (ACS test/command/cmd_cpu_on, cmd_affinity_info, cmd_cpu_suspend, cmd_cpu_off, cmd_psci_features,
-cmd_psci_version).
+cmd_psci_version). Each function's success path has a footprint test (Guest.changes: the
+granules each entry and RMI_PSCI_COMPLETE change).
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def complete(g: Guest, caller: int, target: int, status: int = SUCCESS) -> int:
     return g.smc(F.RMI_PSCI_COMPLETE, g.rec_pa(caller), g.rec_pa(target), status)[0]
 
 
+def completed(g: Guest, caller: int, target: int) -> None:
+    """RMI_PSCI_COMPLETE(caller, target, SUCCESS) succeeds."""
+    assert complete(g, caller, target) == RMI_SUCCESS
+
+
 def answered(g: Guest, x0: int) -> None:
     """X0 = the PSCI result, X1..X3 zeroed, X4 kept; no other REC was turned on."""
     assert tuple(g.gpr(n) for n in range(5)) == (x0, 0, 0, 0, X4)
@@ -89,6 +95,18 @@ def answered(g: Guest, x0: int) -> None:
 def ok(m: Machine) -> None:
     report = invariants(m)
     assert report.ok, str(report)
+
+
+def to_first(g: Guest) -> None:
+    """Enter REC 0: it stops at the WFI at label `first` (an IRQ exit) before making any call."""
+    x0, ex = g.enter()
+    assert (x0, ex["exit_reason"]) == (RMI_SUCCESS, EXIT_IRQ) and g.pc() == g.label("first") + 8
+
+
+# Footprints (B6.3.*.4): every PSCI function but CPU_ON has none; CPU_ON's is the target REC's
+# runnable flag, set by RMI_PSCI_COMPLETE. A REC entry that makes a call changes the caller's
+# REC (its registers, a pending PSCI request) and, per the footprint and success conditions,
+# nothing else but the RD for SYSTEM_OFF / SYSTEM_RESET (realm state, B6.3.6.3).
 
 
 # -- answered inside the RMM -----------------------------------------------------------------------
@@ -133,6 +151,20 @@ def test_unsupported_function(machine: Machine, fid: int) -> None:
     with Guest.build(machine, call(fid, 1, 2, 3), num_recs=2) as g:
         finish(g)
         answered(g, NOT_SUPPORTED)
+
+
+@pytest.mark.parametrize("fid, args, x0", [
+    (0x8400_0000, (), 0x1_0001),                  # PSCI_VERSION
+    (0x8400_000A, (CPU_ON[0],), SUCCESS),         # PSCI_FEATURES
+    (AFFINITY_INFO[1], (0, 0), ON),               # AFFINITY_INFO about the caller
+], ids=["version", "features", "affinity-info-itself"])
+def test_answered_footprint(machine: Machine, fid: int, args: tuple[int, ...], x0: int) -> None:
+    """B6.3.8.4, B6.3.5.4, B6.3.1.4: no footprint. The entry that makes a call answered inside
+    the RMM changes the caller's REC only (REC 1 and the RD untouched)."""
+    with Guest.build(machine, "first: wfi\n" + call(fid, *args), num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        answered(g, x0)
 
 
 # -- CPU_ON (B6.3.3) ------------------------------------------------------------------------------
@@ -182,6 +214,20 @@ def test_cpu_on_success(machine: Machine, fid: int) -> None:
         finish(g, rec=1, done="done1")
         assert (g.gpr(20, rec=1), g.gpr(21, rec=1), g.gpr(22, rec=1)) == (CONTEXT, 1 | MPIDR_RES1, 0)
     ok(machine)
+
+
+def test_cpu_on_footprint(machine: Machine) -> None:
+    """B6.3.3.4: the footprint is target_rec.flags.runnable. The entry that makes the call (PSCI
+    exit) changes the caller's REC only; RMI_PSCI_COMPLETE changes the caller and the target
+    (runnable, PC, X0); the caller's next entry changes the caller only; REC 1's first entry
+    changes REC 1 only."""
+    with Guest.build(machine, "first: wfi\n" + call(CPU_ON[0], 1, "entry1", CONTEXT) + ENTRY1, num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: psci_exit(g, (CPU_ON[0], 1))) == {"rec0"}
+        assert g.changes(lambda: completed(g, 0, 1)) == {"rec0", "rec1"}
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        assert g.changes(lambda: finish(g, rec=1, done="done1")) == {"rec1"}
+        assert (g.gpr(0), g.gpr(20, rec=1)) == (SUCCESS, CONTEXT)
 
 
 def test_cpu_on_denied(machine: Machine) -> None:
@@ -279,6 +325,18 @@ def test_affinity_info_other_rec(machine: Machine, fid: int) -> None:
     ok(machine)
 
 
+def test_affinity_info_footprint(machine: Machine) -> None:
+    """B6.3.1.4: no footprint. About REC 1: the entry that makes the call (PSCI exit) changes
+    the caller's REC only, and so does RMI_PSCI_COMPLETE (REC 1 is only read), and the entry
+    that returns the result."""
+    with Guest.build(machine, "first: wfi\n" + call(AFFINITY_INFO[0], 1, 0), num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: psci_exit(g, (AFFINITY_INFO[0], 1))) == {"rec0"}
+        assert g.changes(lambda: completed(g, 0, 1)) == {"rec0"}
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        answered(g, OFF)
+
+
 # -- CPU_OFF, CPU_SUSPEND (B6.3.2, B6.3.4) ------------------------------------------------------------
 
 CPU_OFF_PROGRAM = f"""
@@ -334,6 +392,15 @@ def test_cpu_off(machine: Machine) -> None:
     ok(machine)
 
 
+def test_cpu_off_footprint(machine: Machine) -> None:
+    """B6.3.2.4: no footprint. The entry that makes the call changes the caller's REC only (its
+    runnable flag is part of it, A2.3.2): REC 1 and the RD are untouched."""
+    with Guest.build(machine, "first: wfi\n" + call(CPU_OFF), num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: psci_exit(g, (CPU_OFF,))) == {"rec0"}
+        assert not g.rec(0).runnable
+
+
 @pytest.mark.parametrize("fid", CPU_SUSPEND)
 def test_cpu_suspend(machine: Machine, fid: int) -> None:
     """CPU_SUSPEND(power_state, entry, context): a PSCI exit with the FID only (the arguments are
@@ -344,6 +411,16 @@ def test_cpu_suspend(machine: Machine, fid: int) -> None:
         assert g.rec().psci_pending == 0
         finish(g)
         assert (g.gpr(0), g.gpr(4)) == (SUCCESS, X4)
+
+
+def test_cpu_suspend_footprint(machine: Machine) -> None:
+    """B6.3.4.4: no footprint. The entry that makes the call (PSCI exit) and the one that
+    continues after it each change the caller's REC only."""
+    with Guest.build(machine, "first: wfi\n" + call(CPU_SUSPEND[1], 0, "done", CONTEXT), num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: psci_exit(g, (CPU_SUSPEND[1],))) == {"rec0"}
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        assert g.gpr(0) == SUCCESS
 
 
 # -- SYSTEM_OFF, SYSTEM_RESET (B6.3.6, B6.3.7) ----------------------------------------------------------
@@ -361,3 +438,14 @@ def test_system_off(machine: Machine, fid: int) -> None:
         assert complete(g, 0, 1) == RMI_INPUT
         assert complete(g, 1, 0) == RMI_INPUT
     ok(machine)
+
+
+@pytest.mark.parametrize("fid", [SYSTEM_OFF, SYSTEM_RESET])
+def test_system_off_footprint(machine: Machine, fid: int) -> None:
+    """B6.3.6.4, B6.3.7.4: no footprint, but success condition `state` (B6.3.6.3) is the realm
+    state, which the RD holds. The entry that makes the call changes the caller's REC and the RD
+    only (REC 1 untouched)."""
+    with Guest.build(machine, "first: wfi\n" + call(fid), num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: psci_exit(g, (fid,))) == {"rec0", "rd"}
+        assert g.rd.state == RealmState.SYSTEM_OFF

@@ -6,7 +6,10 @@ stops at ``done`` with a WFI, which exits to the host (IRQ). "No exit" means the
 that WFI's. Per command: the success path with its outputs, then one test per failure condition
 in the spec's table order (ACS test/command/cmd_<command>/rsi_*_data.h), each asserting X0, the
 result registers (X1..X16 zero when not outputs, spec B1.2; X17 and above kept) and that the REC continued,
-or the exact REC exit. The attestation token calls are not covered here.
+or the exact REC exit. Each command's success path also has a footprint test: from a `first`
+WFI, the entry that makes the call changes the REC and only what the command's Footprint
+section (B5.3.*.4) and its writes name (Guest.changes). The attestation token calls are not
+covered here.
 """
 
 from __future__ import annotations
@@ -63,6 +66,30 @@ def finish(g: Guest, flags: int = 0, gprs: tuple[int, ...] = ()) -> None:
     assert x0 == SUCCESS
     assert (ex["exit_reason"], ex["esr"], ex["hpfar"]) == (EXIT_IRQ, 0, 0), ex
     assert g.pc() == g.label("done") + 8
+
+
+def first_then(fid: str, args: dict[int, object] | None = None, data: str = "") -> str:
+    """`first: wfi`, then call_program: the entry that makes the call can be observed alone."""
+    return "first: wfi\n" + call_program(fid, args, data)
+
+
+def to_first(g: Guest) -> None:
+    """Enter REC 0: it stops at the `first` WFI (an IRQ exit) without making any call."""
+    x0, ex = g.enter()
+    assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_IRQ) and g.pc() == g.label("first") + 8
+
+
+def exits(g: Guest, reason: int) -> None:
+    """Enter REC 0: X0 = SUCCESS and an exit for ``reason``."""
+    x0, ex = g.enter()
+    assert (x0, ex["exit_reason"]) == (SUCCESS, reason), ex
+
+
+def call_changes(g: Guest, flags: int = 0, gprs: tuple[int, ...] = ()) -> set[str]:
+    """From the `first` WFI: the granules (Guest.changes) the entry that makes the call and runs
+    on to `done` (finish) changes. The REC is always among them (its PC and registers, A4)."""
+    to_first(g)
+    return g.changes(lambda: finish(g, flags, gprs))
 
 
 def results(g: Guest, *outputs: int) -> None:
@@ -161,6 +188,13 @@ def test_version_incompatible(machine: Machine, requested: int) -> None:
         results(g, INPUT, VERSION_1_0, VERSION_1_0)
 
 
+def test_version_footprint(machine: Machine) -> None:
+    """B5.3.10.4: no footprint. The entry that makes the call changes the REC only (its registers)."""
+    with Guest.build(machine, first_then("RSI_VERSION", {1: VERSION_1_0})) as g:
+        assert call_changes(g) == {"rec0"}
+        results(g, SUCCESS, VERSION_1_0, VERSION_1_0)
+
+
 # -- RSI_FEATURES (B5.3.3) ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("index", [0, 1, 0xFFFF_FFFF_FFFF_FFFF])
@@ -168,6 +202,13 @@ def test_features_reads_zero(machine: Machine, index: int) -> None:
     """Every feature register reads 0 (success condition `index`); no failure conditions."""
     with Guest.build(machine, call_program("RSI_FEATURES", {1: index})) as g:
         finish(g)
+        results(g, SUCCESS, 0)
+
+
+def test_features_footprint(machine: Machine) -> None:
+    """B5.3.3.4: no footprint. The entry that makes the call changes the REC only."""
+    with Guest.build(machine, first_then("RSI_FEATURES", {1: 0})) as g:
+        assert call_changes(g) == {"rec0"}
         results(g, SUCCESS, 0)
 
 
@@ -183,6 +224,13 @@ def test_measurement_read_rim(machine: Machine, hash_algo: int) -> None:
         assert len(rim) == (32, 64)[hash_algo] and rim != bytes(len(rim))
         value = struct.unpack("<8Q", rim.ljust(64, b"\0"))
         results(g, SUCCESS, *value)
+
+
+def test_measurement_read_footprint(machine: Machine) -> None:
+    """B5.3.8.4: no footprint. Reading the RIM changes the REC only (not the RD)."""
+    with Guest.build(machine, first_then("RSI_MEASUREMENT_READ", {1: 0})) as g:
+        assert call_changes(g) == {"rec0"}
+        assert g.gpr(0) == SUCCESS and g.gpr(1) != 0
 
 
 @pytest.mark.parametrize("index", [1, 4])
@@ -261,6 +309,15 @@ def test_measurement_extend_chains(machine: Machine) -> None:
         assert g.rd.measurement(4)[:32] == hashlib.sha256(first + b"abc").digest()
 
 
+def test_measurement_extend_footprint(machine: Machine) -> None:
+    """B5.3.7.4: the footprint is realm.measurements[index], which the RD holds. The entry that
+    makes the call changes the REC and the RD only."""
+    with Guest.build(machine, first_then("RSI_MEASUREMENT_EXTEND", {1: 3, 2: 8})) as g:
+        assert call_changes(g) == {"rec0", "rd"}
+        results(g, SUCCESS)
+        assert g.rd.measurement(3) != bytes(64)
+
+
 @pytest.mark.parametrize("index", [0, 5])
 def test_measurement_extend_index_bound(machine: Machine, index: int) -> None:
     """index_bound (ACS cmd_measurement_extend): index 0 (the RIM) or > 4 -> ERROR_INPUT; no
@@ -298,6 +355,15 @@ def test_realm_config_writes_its_fields(machine: Machine, hash_algo: int, rpv: b
         assert page[0x200:0x240] == rpv.ljust(64, b"\0")
         assert page[0x240:] == bytes(GRANULE - 0x240)
     ok(machine)
+
+
+def test_realm_config_footprint(machine: Machine) -> None:
+    """B5.3.9.4: no footprint (no RMM state changes). The entry that makes the call changes the
+    REC and the realm's page it writes the RsiRealmConfig into, nothing else."""
+    program = first_then("RSI_REALM_CONFIG", {1: "cfg"}, "cfg:\n" + pattern_page())
+    with Guest.build(machine, program) as g:
+        assert call_changes(g) == {"rec0", g.page(g.label("cfg"))}
+        results(g, SUCCESS)
 
 
 @pytest.mark.parametrize("offset", [8, 0x800, 0xFFF])
@@ -527,6 +593,19 @@ def test_ipa_state_set_change_destroyed(machine: Machine, flags: int) -> None:
     ok(machine)
 
 
+def test_ipa_state_set_footprint(machine: Machine) -> None:
+    """B5.3.6.4: no footprint (the RTTs change by the host's RMI_RTT_SET_RIPAS, A5.4). The entry
+    that makes the call and takes the RIPAS_CHANGE exit changes the REC only (the request it
+    records); the host's SET_RIPAS is RMI; the entry that completes the call changes the REC only."""
+    base, top = UNASSIGNED_L3, UNASSIGNED_L3 + 2 * GRANULE
+    with Guest.build(machine, first_then("RSI_IPA_STATE_SET", {1: base, 2: top, 3: EMPTY, 4: 0})) as g:
+        to_first(g)
+        assert g.changes(lambda: exits(g, EXIT_RIPAS_CHANGE)) == {"rec0"}
+        assert set_ripas(g, base, top) == top
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, top, ACCEPT)
+
+
 # -- RSI_IPA_STATE_GET (B5.3.5) -----------------------------------------------------------------
 
 @pytest.mark.parametrize("base, end, top, ripas", [
@@ -552,6 +631,13 @@ def test_ipa_state_get_destroyed(machine: Machine) -> None:
         g.destroy_page(p)
         finish(g)
         results(g, SUCCESS, p + GRANULE, DESTROYED)
+
+
+def test_ipa_state_get_footprint(machine: Machine) -> None:
+    """B5.3.5.4: no footprint. The entry that makes the call changes the REC only."""
+    with Guest.build(machine, first_then("RSI_IPA_STATE_GET", {1: CODE, 2: CODE + GRANULE})) as g:
+        assert call_changes(g) == {"rec0"}
+        results(g, SUCCESS, CODE + GRANULE, RAM)
 
 
 @pytest.mark.parametrize("base", [CODE + 1, CODE + 0x800])
@@ -612,6 +698,18 @@ def test_host_call_round_trip(machine: Machine) -> None:
         assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
         assert not g.rec().host_call_pending
     ok(machine)
+
+
+def test_host_call_footprint(machine: Machine) -> None:
+    """B5.3.4.4: the footprint is rec.host_call_pending. The entry that makes the call (HOST_CALL
+    exit) changes the REC only; the entry that completes it changes the REC and the realm's
+    page holding the RsiHostCall (the host's gprs written there, A4.5), nothing else."""
+    with Guest.build(machine, first_then("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA)) as g:
+        to_first(g)
+        assert g.changes(lambda: exits(g, EXIT_HOST_CALL)) == {"rec0"}
+        assert g.rec().host_call_pending
+        assert g.changes(lambda: finish(g, gprs=HOST_GPRS)) == {"rec0", g.page(g.label("hc"))}
+        results(g, SUCCESS)
 
 
 @pytest.mark.parametrize("offset", [8, 0x80, 0xFF])

@@ -5,6 +5,8 @@ Three groups of scenarios:
 
 1. The commands, with small guest programs (tests/realm_guests.py) on a machine whose time slice
    is long enough that nothing is interrupted: INIT's outputs (it has no failure conditions);
+   the granules INIT's and CONTINUE's entries change (their footprints: the REC, its token
+   state aux granules, the buffer's page);
    each CONTINUE failure condition of B5.3.1.2 in the table's order, alone, asserting X0, X1..X16
    zero (spec B1.2), X17.. kept, no REC exit, an unchanged footprint (the REC's token state in its first two aux
    granules, the buffer pages, every granule's state and the GPT) and that a token in progress
@@ -203,6 +205,19 @@ def test_init(machine: Machine, challenge: bytes) -> None:
     ok(machine)
 
 
+def test_init_footprint(machine: Machine) -> None:
+    """B5.3.2.4: the footprint is rec.attest_state and rec.attest_challenge, which live in the
+    REC's first aux granule (rmm.attestation). The entry that makes the call changes the REC
+    (registers) and that aux granule only: not the RD whose measurements INIT reads."""
+    program = "first: wfi\n" + init_code() + "done: wfi\n" + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n"
+    with Guest.build(machine, program + pattern_pages()) as g:
+        stop_at(g, "first")
+        assert g.changes(lambda: stop_at(g, "done")) == {"rec0", "rec0.aux0"}
+        assert (g.gpr(0), g.gpr(1)) == (SUCCESS, TOKEN_BUFFER_SIZE)
+        stop_at(g, "end")
+        check_token(g, token_after(g))
+
+
 # -- RSI_ATTESTATION_TOKEN_CONTINUE failure conditions (B5.3.1.2), in the table's order ----------------
 
 def failing_program(args: dict[int, int], init: bool) -> str:
@@ -317,6 +332,28 @@ def test_copy_out_in_chunks(machine: Machine, chunk: int, offset: int) -> None:
         pattern = struct.pack("<Q", PATTERN) * (2 * GRANULE // 8)
         assert both[:offset] == pattern[:offset]
         assert both[offset + len(token):] == pattern[offset + len(token):]
+    ok(machine)
+
+
+def test_continue_footprint(machine: Machine) -> None:
+    """B5.3.1.4: the footprint is rec.attest_state (the REC's aux granules: the state in the
+    first, the signed token in the second). The entry whose CONTINUE signs the token and copies
+    100 bytes out changes the REC, both aux granules and the buffer's page; a CONTINUE that only
+    copies (RSI_INCOMPLETE, then the last one, RSI_SUCCESS) changes the REC, the first aux
+    granule (how much is copied) and the buffer's page; nothing else (the RD included)."""
+    chunk = "mov x1, ={}\nmov x2, #{}\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
+    program = (init_code() + "first: wfi\n" + chunk.format(BUF, 0) + "signed: wfi\n" + chunk.format(BUF, 100)
+               + "copied: wfi\n" + copy_loop("out", BUF + 200, 4096) + "end: wfi\nb end\n" + pattern_pages())
+    with Guest.build(machine, program) as g:
+        stop_at(g, "first")
+        buf = g.page(BUF)
+        assert g.changes(lambda: stop_at(g, "signed")) == {"rec0", "rec0.aux0", "rec0.aux1", buf}
+        assert (g.gpr(0), g.gpr(1)) == (INCOMPLETE, 100)
+        assert g.changes(lambda: stop_at(g, "copied")) == {"rec0", "rec0.aux0", buf}
+        assert (g.gpr(0), g.gpr(1)) == (INCOMPLETE, 100)
+        assert g.changes(lambda: stop_at(g, "end")) == {"rec0", "rec0.aux0", buf}
+        assert g.gpr(25) - BUF < GRANULE       # one call, into the same page
+        check_token(g, token_after(g))
     ok(machine)
 
 
