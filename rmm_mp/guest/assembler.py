@@ -319,8 +319,14 @@ class _Assembler:
             # digits read by int(), which took '#016' and non-ASCII digits that expr refuses.
             match = re.fullmatch(r"lsl\s+#(.*)", args[2], re.IGNORECASE | re.DOTALL)
             shift = self._value(line, match.group(1)) if match else -1
-        if shift not in (0, 16, 32, 48) or not 0 <= value <= 0xFFFF:
-            raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]' with imm16 in 0..0xFFFF")
+        if shift not in (0, 16, 32, 48):
+            got = f"lsl #{shift}" if match else repr(args[2])
+            raise AssemblerError(line.number, f"expected 'movk xd, #imm16[, lsl #0|16|32|48]': the shift is "
+                                              f"lsl #0, #16, #32 or #48, got {got}")
+        if not 0 <= value <= 0xFFFF:
+            got = f"{value:#x}" if value >= 0 else str(value)
+            raise AssemblerError(line.number, f"expected 'movk xd, #imm16[, lsl #0|16|32|48]' with imm16 in "
+                                              f"0..0xFFFF, got {got}")
         return encode(Op.MOVK, self._reg(line, args[0]), aux=shift // 16, imm=value)
 
     @staticmethod
