@@ -6,7 +6,9 @@ RMI_PSCI_COMPLETE and enters the RECs again. Calls answered inside the RMM must 
 REC runs on to its ``done`` WFI. Both SMC32 and SMC64 function IDs are used where PSCI has both
 (ACS test/command/cmd_cpu_on, cmd_affinity_info, cmd_cpu_suspend, cmd_cpu_off, cmd_psci_features,
 cmd_psci_version). Each function's success path has a footprint test (Guest.changes: the
-granules each entry and RMI_PSCI_COMPLETE change).
+granules each entry and RMI_PSCI_COMPLETE change); failing calls change the caller's REC only,
+a DENIED CPU_ON completion leaves the target untouched and a refused RMI_PSCI_COMPLETE changes
+nothing.
 """
 
 from __future__ import annotations
@@ -335,6 +337,76 @@ def test_affinity_info_footprint(machine: Machine) -> None:
         assert g.changes(lambda: completed(g, 0, 1)) == {"rec0"}
         assert g.changes(lambda: finish(g)) == {"rec0"}
         answered(g, OFF)
+
+
+# -- failing calls and completions change the caller only (B1.9) ---------------------------------
+
+PSCI_FAILURES = {
+    # id: (FID, X1.., result): answered inside the RMM, no exit
+    "cpu-on-entry-unprotected": (CPU_ON[0], (1, UNPROTECTED + 0x1000, CONTEXT), INVALID_ADDRESS),
+    "cpu-on-entry-beyond-ipa-space": (CPU_ON[1], (1, 1 << 40, CONTEXT), INVALID_ADDRESS),
+    "cpu-on-unknown-mpidr": (CPU_ON[0], (2, CODE, CONTEXT), INVALID_PARAMETERS),
+    "cpu-on-itself": (CPU_ON[0], (0, CODE, CONTEXT), ALREADY_ON),
+    "affinity-info-unknown-target": (AFFINITY_INFO[0], (2, 0), INVALID_PARAMETERS),
+    "affinity-info-level-1": (AFFINITY_INFO[1], (1, 1), INVALID_PARAMETERS),
+    "psci-features-unknown-fid": (0x8400_000A, (0x8400_0005,), NOT_SUPPORTED),
+    "psci-features-rsi-fid": (0x8400_000A, (0xC400_0190,), NOT_SUPPORTED),
+    "unimplemented-function": (0x8400_0005, (1, 2, 3), NOT_SUPPORTED),
+}
+
+
+@pytest.mark.parametrize("fid, args, x0", PSCI_FAILURES.values(), ids=PSCI_FAILURES.keys())
+def test_failure_changes_the_caller_only(machine: Machine, fid: int, args: tuple[int, ...], x0: int) -> None:
+    """B1.9: a failing PSCI call has no effect but its result: the entry that makes it changes
+    the caller's REC (X0..X3, PC) and nothing else: REC 1 stays off and untouched, the RD too."""
+    with Guest.build(machine, "first: wfi\n" + call(fid, *args), num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        answered(g, x0)
+
+
+def not_runnable(g: Guest, rec: int) -> None:
+    """RMI_REC_ENTER of ``rec`` fails with ERROR_REC (B4.3.9.2 runnable)."""
+    assert g.enter(rec=rec)[0] == RMI_REC
+
+
+def refused(g: Guest, caller: int, target: int, status: int) -> None:
+    """RMI_PSCI_COMPLETE(caller, target, status) fails with ERROR_INPUT."""
+    assert complete(g, caller, target, status) == RMI_INPUT
+
+
+def test_cpu_on_denied_leaves_the_target_unchanged(machine: Machine) -> None:
+    """B6.3.3.4: CPU_ON's footprint is the target's runnable flag, which a DENIED completion
+    leaves clear (B4.3.7.3): RMI_PSCI_COMPLETE(DENIED) changes the caller's REC (its result)
+    only, not REC 1; the caller's next entry changes the caller only; REC 1 still cannot be
+    entered, and that failing REC_ENTER changes nothing."""
+    with Guest.build(machine, "first: wfi\n" + call(CPU_ON[0], 1, "entry1", CONTEXT) + ENTRY1, num_recs=2) as g:
+        to_first(g)
+        assert g.changes(lambda: psci_exit(g, (CPU_ON[0], 1))) == {"rec0"}
+        assert g.changes(lambda: complete(g, 0, 1, DENIED)) == {"rec0"}
+        assert g.changes(lambda: finish(g)) == {"rec0"}
+        answered(g, DENIED)
+        assert g.changes(lambda: not_runnable(g, 1)) == set()
+
+
+@pytest.mark.parametrize("fid, target, status", [
+    (CPU_ON[0], 2, SUCCESS),                 # target: not the REC the request names
+    (CPU_ON[0], 1, INVALID_PARAMETERS),      # status: neither SUCCESS nor DENIED
+    (AFFINITY_INFO[0], 1, DENIED),           # status: AFFINITY_INFO takes SUCCESS only
+    (AFFINITY_INFO[0], 2, SUCCESS),          # target
+], ids=["cpu-on-other-target", "cpu-on-bad-status", "affinity-info-denied", "affinity-info-other-target"])
+def test_refused_completion_changes_nothing(machine: Machine, fid: int, target: int, status: int) -> None:
+    """A failing RMI_PSCI_COMPLETE (ERROR_INPUT) leaves every granule as it was: the request
+    stays pending in the caller, no REC is turned on; the right completion then still works."""
+    args = (1, "entry1", CONTEXT) if fid in CPU_ON else (1, 0)
+    with Guest.build(machine, "first: wfi\n" + call(fid, *args) + ENTRY1, num_recs=3) as g:
+        to_first(g)
+        psci_exit(g, (fid, 1))
+        assert g.changes(lambda: refused(g, 0, target, status)) == set()
+        assert g.rec(0).psci_pending == fid and not g.rec(1).runnable and not g.rec(2).runnable
+        completed(g, 0, 1)
+        finish(g)
+        assert g.gpr(0) == (SUCCESS if fid in CPU_ON else OFF)
 
 
 # -- CPU_OFF, CPU_SUSPEND (B6.3.2, B6.3.4) ------------------------------------------------------------

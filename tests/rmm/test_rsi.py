@@ -8,8 +8,10 @@ in the spec's table order (ACS test/command/cmd_<command>/rsi_*_data.h), each as
 result registers (X1..X16 zero when not outputs, spec B1.2; X17 and above kept) and that the REC continued,
 or the exact REC exit. Each command's success path also has a footprint test: from a `first`
 WFI, the entry that makes the call changes the REC and only what the command's Footprint
-section (B5.3.*.4) and its writes name (Guest.changes). The attestation token calls are not
-covered here.
+section (B5.3.*.4) and its writes name (Guest.changes); and every failure (ERROR_INPUT, an
+unknown SMC, the emulated abort exit of an unmapped structure, the abort exit of a host call
+whose page went away before completion) changes the calling REC only (B1.9). The attestation
+token calls are not covered here.
 """
 
 from __future__ import annotations
@@ -878,6 +880,128 @@ def test_sve_hint_ignored(machine: Machine, fid: int, args: dict[int, object], o
             results(g, *outputs)
         else:
             smccc_results(g, *outputs)
+
+
+# -- failing calls change the calling REC only (B1.9) ---------------------------------------------
+
+CFG_DATA = "cfg:\n" + pattern_page()
+"""A page of PATTERN at label `cfg` (CODE + 0x1000)."""
+NS_IPA = UNPROTECTED + 0x2000
+"""An unprotected IPA the `map_ns` cases map to an NS page first."""
+
+INPUT_FAILURES = {
+    # id: (command, X1.., data, host's preparation) -> RSI_ERROR_INPUT returned, no exit
+    "version-incompatible": ("RSI_VERSION", {1: 0x2_0000}, "", None),
+    "realm-config-misaligned": ("RSI_REALM_CONFIG", {1: "cfg + 8"}, CFG_DATA, None),
+    "realm-config-empty": ("RSI_REALM_CONFIG", {1: EMPTY_IPA}, "", None),
+    "realm-config-unprotected": ("RSI_REALM_CONFIG", {1: NS_IPA}, "", "map_ns"),
+    "host-call-misaligned": ("RSI_HOST_CALL", {1: "hc + 8"}, HOST_CALL_DATA, None),
+    "host-call-empty": ("RSI_HOST_CALL", {1: EMPTY_IPA + 0x100}, "", None),
+    "host-call-unprotected": ("RSI_HOST_CALL", {1: NS_IPA + 0x100}, "", "map_ns"),
+    "ipa-state-set-ripas-destroyed": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNASSIGNED_L3 + GRANULE,
+                                                            3: DESTROYED, 4: 0}, "", None),
+    "ipa-state-set-ripas-3": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNASSIGNED_L3 + GRANULE, 3: 3, 4: 0},
+                              "", None),
+    "ipa-state-set-base-misaligned": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3 + 0x800, 2: UNASSIGNED_L3 + 0x2000,
+                                                            3: EMPTY, 4: 0}, "", None),
+    "ipa-state-set-top-misaligned": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNASSIGNED_L3 + 0x1800,
+                                                           3: EMPTY, 4: 0}, "", None),
+    "ipa-state-set-empty-range": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNASSIGNED_L3, 3: RAM, 4: 0}, "", None),
+    "ipa-state-set-unprotected": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNPROTECTED + GRANULE, 3: EMPTY, 4: 0},
+                                  "", None),
+    "ipa-state-get-unprotected": ("RSI_IPA_STATE_GET", {1: NS_IPA, 2: NS_IPA + GRANULE}, "", "map_ns"),
+    "ipa-state-get-misaligned": ("RSI_IPA_STATE_GET", {1: CODE + 0x800, 2: CODE + 0x2000}, "", None),
+    "ipa-state-get-empty-range": ("RSI_IPA_STATE_GET", {1: CODE, 2: CODE}, "", None),
+    "measurement-extend-index-0": ("RSI_MEASUREMENT_EXTEND", {1: 0, 2: 8}, "", None),
+    "measurement-extend-index-5": ("RSI_MEASUREMENT_EXTEND", {1: 5, 2: 8}, "", None),
+    "measurement-extend-size-65": ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: 65}, "", None),
+    "measurement-read-index-5": ("RSI_MEASUREMENT_READ", {1: 5}, "", None),
+}
+
+
+def prepared(g: Guest, preparation: str | None) -> Guest:
+    """Do the host's ``preparation`` (before REC 0 first runs): 'map_ns' maps NS_IPA to an NS page,
+    'destroy' makes UNASSIGNED_L3 a DESTROYED page."""
+    if preparation == "map_ns":
+        g.map_unprotected(NS_IPA, b"\x77" * GRANULE)
+    elif preparation == "destroy":
+        g.destroy_page(UNASSIGNED_L3)
+    return g
+
+
+@pytest.mark.parametrize("fid, args, data, preparation", INPUT_FAILURES.values(), ids=INPUT_FAILURES.keys())
+def test_failure_changes_the_rec_only(machine: Machine, fid: str, args: dict[int, object], data: str,
+                                      preparation: str | None) -> None:
+    """B1.9: except for the footprint and the output registers, a command has no observable
+    effect; a failing one leaves its footprint as it was too. The entry that makes each failing
+    call (RSI_ERROR_INPUT, no exit) changes the calling REC (its registers) and nothing else:
+    not the RD (measurements), not the realm's pages (the `cfg`/`hc` pattern, a mapped NS page),
+    not the RTTs; no host call or RIPAS request is left pending."""
+    with Guest.build(machine, first_then(fid, args, data)) as g:
+        prepared(g, preparation)
+        assert call_changes(g) == {"rec0"}
+        if fid == "RSI_VERSION":
+            results(g, INPUT, VERSION_1_0, VERSION_1_0)
+        else:
+            results(g, INPUT)
+        assert not g.rec().host_call_pending and g.rec().ripas_request() == (0, 0, 0, 0, 0)
+        if preparation == "map_ns":
+            assert machine.ns_read(g.ns_pages[0], GRANULE) == b"\x77" * GRANULE
+
+
+@pytest.mark.parametrize("fid", [0xC400_019A, 0x8200_0000, 0xC500_0000])
+def test_unknown_smc_changes_the_rec_only(machine: Machine, fid: int) -> None:
+    """An SMC no one implements (SMC_UNKNOWN, no exit) changes the calling REC only."""
+    with Guest.build(machine, first_then(hex(fid), {1: 1})) as g:
+        assert call_changes(g) == {"rec0"}
+        smccc_results(g, SMC_UNKNOWN)
+
+
+ABORT_FAILURES = {
+    # id: (command, X1, preparation, walk level) -> emulated stage-2 abort exit, PC on the SMC
+    "realm-config-unassigned-l3": ("RSI_REALM_CONFIG", UNASSIGNED_L3, None, 3),
+    "realm-config-unassigned-l2": ("RSI_REALM_CONFIG", UNASSIGNED_L2, None, 2),
+    "realm-config-destroyed": ("RSI_REALM_CONFIG", UNASSIGNED_L3, "destroy", 3),
+    "host-call-unassigned": ("RSI_HOST_CALL", UNASSIGNED_L3 + 0x300, None, 3),
+    "host-call-destroyed": ("RSI_HOST_CALL", UNASSIGNED_L3 + 0x300, "destroy", 3),
+}
+
+
+@pytest.mark.parametrize("fid, ipa, preparation, level", ABORT_FAILURES.values(), ids=ABORT_FAILURES.keys())
+def test_abort_exit_changes_the_rec_only(machine: Machine, fid: str, ipa: int, preparation: str | None,
+                                         level: int) -> None:
+    """A structure in unassigned or DESTROYED RAM: the call is not made (rsi-attest 1.4; the spec
+    lists no such condition, A4.4 only the exit): the REC exits with an emulated stage-2 abort,
+    its PC on the SMC, so the call has no effect yet: the entry changes the REC only (the
+    syndrome it keeps, its PC), the footprint (rec.host_call_pending) stays clear."""
+    with Guest.build(machine, first_then(fid, {1: ipa})) as g:
+        prepared(g, preparation)
+        to_first(g)
+        exit_fields: dict = {}
+        assert g.changes(lambda: exit_fields.update(g.enter()[1])) == {"rec0"}
+        abort_exit(exit_fields, ipa, level)
+        assert g.pc() == g.label("call") and not g.rec().host_call_pending
+
+
+def test_host_call_completion_abort_changes_the_rec_only(machine: Machine) -> None:
+    """The RsiHostCall's page is destroyed between the HOST_CALL exit and the next entry: that
+    entry returns an abort exit without completing the call (A4.2.2) and changes at most the REC
+    (no realm page written, rec.host_call_pending still set, X0 still the FID)."""
+    ipa = UNASSIGNED_L3 + 0x200
+    with Guest.build(machine, first_then("RSI_HOST_CALL", {1: ipa})) as g:
+        g.fault_in(ipa)
+        to_first(g)
+        exits(g, EXIT_HOST_CALL)
+        x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa & ~0xFFF)[:2]
+        assert x0 == SUCCESS and g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        g.alloc.free(pa)
+        exit_fields: dict = {}
+        # (the REC may keep nothing of this exit: its PC, registers and request are as they were)
+        assert g.changes(lambda: exit_fields.update(g.enter(gprs=HOST_GPRS)[1])) <= {"rec0"}
+        abort_exit(exit_fields, ipa, 3)
+        assert g.pc() == g.label("call") + 8 and g.rec().host_call_pending
+        assert g.gpr(0) == 0xC400_0199
+    ok(machine)
 
 
 # -- what the latency histograms count as an error ------------------------------------------------

@@ -13,7 +13,9 @@ Three groups of scenarios:
    is still intact afterwards; then the copy-out protocol: chunks of 1, 100 and 4096 bytes at
    several offsets (every call's X0 and X1, the bytes exactly where asked and nowhere else),
    X3 = 0, ERROR_STATE after SUCCESS until a new INIT, INIT restarting a token in progress, a
-   RIPAS EMPTY buffer, an unmapped buffer (emulated stage-2 abort exit, retried after fault-in).
+   RIPAS EMPTY buffer, an unmapped buffer (emulated stage-2 abort exit, retried after fault-in);
+   the granules failing CONTINUEs, the abort exit and the IRQ exits while signing change (the
+   REC only; the REC and its token state).
 2. A realm running the bundled guest workloads/guests/attest.s under the host's run loop
    (rmm_mp.host.run_loop) on the "fvp" and "host" platforms, SHA-256 and SHA-512: its token
    verifies completely (platform signature with the platform's public key, realm signature,
@@ -757,6 +759,97 @@ def test_signing_interrupted_by_the_time_slice() -> None:
                 entries += 1
             assert entries >= 3
             check_token(g, token_after(g))
+        ok(m)
+
+
+# -- failing CONTINUEs, and the IRQ exit while signing: their footprints (B1.9, B5.3.1.4) -------------
+
+def continue_program(setup: str, args: dict[int, int]) -> str:
+    """``setup``: 'none' (no INIT), 'init' (INIT: the token is still to be signed) or 'copying'
+    (INIT and a CONTINUE that signs and copies 100 bytes to BUF); then `first: wfi`, a CONTINUE
+    with X1..X3 = (BUF, 0, 4096) updated by ``args`` at `call`, `done: wfi`."""
+    lines = [init_code()] if setup != "none" else []
+    if setup == "copying":
+        lines.append(f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n")
+    lines += ["first: wfi"] + [f"mov x{n}, ={value}" for n, value in {1: BUF, 2: 0, 3: 4096, **args}.items()]
+    lines += ["mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE", "call: smc #0", "done: wfi", "b done", pattern_pages()]
+    return "\n".join(lines)
+
+
+CONTINUE_FAILURES = {
+    # id: (setup, X1..X3, result)
+    "no-init": ("none", {}, STATE),
+    "no-init-bad-buffer": ("none", {1: BUF + 8}, INPUT),
+    "addr-misaligned": ("init", {1: BUF + 8}, INPUT),
+    "addr-unprotected": ("init", {1: UNPROTECTED}, INPUT),
+    "addr-beyond-ipa-space": ("init", {1: 1 << 40}, INPUT),
+    "offset-4096": ("init", {2: 4096, 3: 0}, INPUT),
+    "size-overflow": ("init", {2: 8, 3: 0xFFFF_FFFF_FFFF_FFFC}, INPUT),
+    "size-across-granule": ("init", {2: 4000, 3: 97}, INPUT),
+    "copying-addr-misaligned": ("copying", {1: BUF + 8}, INPUT),
+    "copying-size-across-granule": ("copying", {2: 4000, 3: 97}, INPUT),
+    "copying-ripas-empty": ("copying", {1: EMPTY_IPA}, INPUT),
+}
+
+
+@pytest.mark.parametrize("setup, args, status", CONTINUE_FAILURES.values(), ids=CONTINUE_FAILURES.keys())
+def test_failing_continue_changes_the_rec_only(machine: Machine, setup: str, args: dict[int, int],
+                                               status: int) -> None:
+    """B1.9: a CONTINUE that fails (no token in progress; a buffer out of bounds, misaligned,
+    unprotected or, once the token is signed, RIPAS EMPTY) changes the calling REC (its
+    registers) and nothing else: not its token state (aux granules), not the buffer's page nor
+    the next one (a buffer reaching past its granule is refused, B5.3.1.2 size_bound: no
+    CONTINUE can write across a granule), not the RD. Arguments are checked before the token
+    is signed, so a refused call after INIT does not sign it either."""
+    with Guest.build(machine, continue_program(setup, args)) as g:
+        g.map_unprotected(UNPROTECTED, b"\x77" * GRANULE)
+        stop_at(g, "first")
+        assert g.changes(lambda: stop_at(g, "done")) == {"rec0"}
+        assert [g.gpr(n) for n in range(17)] == [status] + [0] * 16
+        assert machine.ns_read(g.ns_pages[0], GRANULE) == b"\x77" * GRANULE
+
+
+@pytest.mark.parametrize("setup", ["init", "copying"])
+def test_unmapped_buffer_exit_changes_the_rec_only(machine: Machine, setup: str) -> None:
+    """A buffer in unassigned RAM: the emulated stage-2 abort exit (rsi-attest 1.4), PC on the
+    SMC, changes the REC only once the token is signed (copying); just after INIT the same
+    entry signs first (as TF-RMM, which walks the buffer after signing), so it also changes the
+    token state, the REC's aux granules, and nothing else."""
+    with Guest.build(machine, continue_program(setup, {1: UNASSIGNED_L3})) as g:
+        stop_at(g, "first")
+        exit_fields: dict = {}
+        changed = g.changes(lambda: exit_fields.update(g.enter()[1]))
+        assert changed == ({"rec0"} if setup == "copying" else {"rec0", "rec0.aux0", "rec0.aux1"})
+        assert (exit_fields["exit_reason"], exit_fields["hpfar"]) == (EXIT_SYNC, UNASSIGNED_L3 >> 8)
+        assert g.pc() == g.label("call")
+
+
+def test_irq_exit_while_signing_changes_the_rec_and_its_token_state_only() -> None:
+    """A7.2.2: the time slice runs out while the RMM signs: each entry that ends with that IRQ
+    exit (X0 = RSI_INCOMPLETE, X1 = 0) changes the signing progress in the REC's first aux
+    granule and at most the REC, nothing else (not the buffer, not the RD); the entry that finishes signing
+    adds the token (second aux granule) and the buffer page it copies 100 bytes into."""
+    program = (init_code() + f"first: wfi\nagain: mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\n"
+               "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ncbz x1, again\ndone: wfi\nb done\n"
+               + pattern_pages())
+    with Machine.create("host", cpus=1, time_slice=SHORT_SLICE) as m:
+        with Guest.build(m, program) as g:
+            stop_at(g, "first")
+            buf, interrupted = g.page(BUF), 0
+            while True:
+                assert interrupted < 50, "the token was never signed"
+                exit_fields: dict = {}
+                changed = g.changes(lambda: exit_fields.update(g.enter()[1]))
+                assert exit_fields["exit_reason"] == EXIT_IRQ
+                if g.pc() == g.label("done") + 8:
+                    break
+                assert (g.pc(), g.gpr(0), g.gpr(1)) == (g.label("call") + 8, INCOMPLETE, 0)
+                # (a repeated call leaves the REC's registers and PC as the last one did)
+                assert "rec0.aux0" in changed and changed <= {"rec0", "rec0.aux0"}
+                interrupted += 1
+            assert interrupted >= 2
+            assert changed == {"rec0", "rec0.aux0", "rec0.aux1", buf}
+            assert (g.gpr(0), g.gpr(1)) == (INCOMPLETE, 100)
         ok(m)
 
 
