@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = [b for b in args.bugs.split(",") if b] or list(BUGS)
     sections = set(args.only.split(","))
-    if args.hunts < 1 or min(args.limit, args.seconds) <= 0:
-        ap.error("--hunts, --limit and --seconds must be positive")
+    if args.hunts < 1:
+        ap.error("--hunts must be positive")
     # The runs' own ranges (StressConfig's): out of them, the first run raised ValueError.
     for option, value in (("cpus", args.cpus), ("steps", args.steps)):
         lo, hi, what = INTEGERS[option]
@@ -162,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{option} {value}: expected {what}, {lo}..{hi}")
     if "b" in sections and (problem := pct_depth_problem(StressConfig.pct_depth, args.steps)):
         ap.error(f"--steps {args.steps}: (b)'s PCT runs: {problem}")
-    if max(args.limit, args.seconds) > MAX_SECONDS:
-        ap.error(f"--limit and --seconds: at most {MAX_SECONDS:,} (a stress run's limit)")
+    # "not 0 < value <= MAX" refuses NaN too, for which every comparison is false.
+    for option, value in (("limit", args.limit), ("seconds", args.seconds)):
+        if not 0 < value <= MAX_SECONDS:
+            ap.error(f"--{option} {value}: expected a number of seconds greater than 0 and at most "
+                     f"{MAX_SECONDS:,} (a stress run's limit)")
     if not sections <= {"a", "b", "c"}:
         ap.error(f"--only {args.only}: expected sections from a, b, c")
     unknown = [b for b in names if b not in BUGS]
