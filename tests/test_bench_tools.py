@@ -19,6 +19,7 @@ import pytest
 
 from rmm_mp.runtime import CpuFailure, RunResult
 from rmm_mp.stress import StressReport
+from rmm_mp.stress.findings import Finding
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
@@ -154,6 +155,24 @@ def test_ctrl_c_during_a_stress_run_ends_bench_stress(monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit) as ended:
         bench_stress.step_rate(argparse.Namespace(cpus=2, steps=100))
     assert ended.value.code == 130 and len(made) == 2
+
+
+def test_a_stress_measurement_with_a_finding_ends_bench_stress_as_a_failed_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(b) and (c) inject no bug: a run with a finding is a broken measurement, status 2 (it was
+    an AssertionError traceback in (c), status 1, a missed target; (b) took its steps for a rate)."""
+    made: list[object] = []
+
+    def run_with_a_finding(cfg):  # type: ignore[no-untyped-def]
+        made.append(cfg)
+        crash = Finding("crash", "cpu-process", "CPU process 1 exited with status 1", cpu=1)
+        return StressReport(cfg, (crash,), "aborted", 0.5, {0: 10, 1: 3}, steps=13)
+
+    monkeypatch.setattr(bench_stress, "stress_run", run_with_a_finding)
+    for section in (bench_stress.step_rate, bench_stress.slowdown):
+        with pytest.raises(SystemExit) as ended:
+            section(argparse.Namespace(cpus=2, steps=100, seconds=1.0))
+        assert ended.value.code == benchlib.RUN_FAILED and len(made) == 1
+        made.clear()
 
 
 @pytest.mark.parametrize("tool, options", [

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import end_interrupted, host_info  # noqa: E402
+from benchlib import end_interrupted, host_info, measurement_failed  # noqa: E402
 
 from rmm_mp.stress import BUGS, StressConfig, StressReport  # noqa: E402
 from rmm_mp.stress import run as stress_run  # noqa: E402
@@ -47,6 +47,17 @@ def run(cfg: StressConfig) -> StressReport:
     report = stress_run(cfg)
     if report.interrupted:
         end_interrupted()
+    return report
+
+
+def clean_run(cfg: StressConfig) -> StressReport:
+    """``run`` for a measurement, which has no bug injected: a finding (a checker fired, a CPU
+    process crashed or hung) ends the tool as a failed measurement, status 2, since its rate
+    would be that of a broken run."""
+    report = run(cfg)
+    if not report.ok:
+        measurement_failed(f"{cfg.workload} run (seed {cfg.seed}, {cfg.schedule} schedule) did not run clean:\n"
+                           f"{report.text()}")
     return report
 
 
@@ -103,8 +114,9 @@ def step_rate(args: argparse.Namespace) -> dict[str, Any]:
         for label, checkers in (("none", ()), ("all", CHECKERS)):
             rates, per_cpu_s = [], []
             for seed in (1, 2, 3):
-                r = run(StressConfig(workload="mixed", cpus=args.cpus, seed=seed, schedule=schedule, steps=args.steps,
-                                     seconds=600, checkers=checkers, quiescent_every=2000 if checkers else 0))
+                r = clean_run(StressConfig(workload="mixed", cpus=args.cpus, seed=seed, schedule=schedule,
+                                           steps=args.steps, seconds=600, checkers=checkers,
+                                           quiescent_every=2000 if checkers else 0))
                 rates.append(r.steps / r.elapsed_s)
                 per_cpu_s.append(r.steps / r.cpu_seconds)
             out[f"{schedule}/{label}"] = {"steps_per_s": round(statistics.median(rates)),
@@ -126,9 +138,8 @@ def slowdown(args: argparse.Namespace) -> dict[str, Any]:
         rates: dict[str, list[float]] = {label: [] for label, _ in configs}
         for seed in (1, 2, 3):
             for label, checkers in configs:
-                r = run(StressConfig(workload=workload, cpus=args.cpus, seed=seed, seconds=args.seconds,
-                                     checkers=checkers, quiescent_every=2.0 if "invariants" in checkers else 0))
-                assert r.ok, r.text()
+                r = clean_run(StressConfig(workload=workload, cpus=args.cpus, seed=seed, seconds=args.seconds,
+                                           checkers=checkers, quiescent_every=2.0 if "invariants" in checkers else 0))
                 rates[label].append(sum(r.ops.values()) / r.cpu_seconds)
         base = statistics.median(rates["none"])
         out[workload] = {}
