@@ -137,6 +137,9 @@ def _complete_entry(call: RealmCall, enter: dict[str, Any], head: tuple[int, ...
     call's results are copied in _execute, where realm memory is reached."""
     rec, state, flags = call.rec, call.state, call.enter_flags
     esr = head[H_LAST_ESR]
+    # A4.2.3 keys INJECT_SEA to a data abort at an unprotected IPA, ISV or not; ISV stands for it
+    # here because every such exit of this model has ISV set (each guest load or store moves one
+    # register), and protected ones never do. An ISA with load pairs would need the IPA test.
     if esr & ESR_ISV:
         register, size_log2, ipa = rec.pending_abort()
         if flags & _INJECT_SEA:
