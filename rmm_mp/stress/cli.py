@@ -337,16 +337,22 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
         limit = seconds if seconds is not None else DETERMINISTIC_SECONDS
         return schedule_file.replay_config(recorded, seconds=limit, log_points=bool(trace_path)), recorded.findings
     det = schedule != "free"
+    chosen = _checkers(checkers, inject)
     if quiescent_every is None:
         quiescent_every = 2000 if det else 2.0
     elif problem := quiescent_every_problem(quiescent_every, det):
         raise ValueError(f"--quiescent-every = {quiescent_every:g}: {problem}")     # named as typed
+    elif quiescent_every and "invariants" not in chosen:
+        # A quiescent point exists to run the invariant checker: without it the option does nothing.
+        raise ValueError(f"--quiescent-every = {quiescent_every:g}: quiescent points run the invariant checker, "
+                         f"which this run's checkers ({', '.join(chosen) or 'none'}) leave out; add invariants "
+                         "to --checkers, or leave --quiescent-every out")
     if schedule == "pct" and (problem := pct_depth_problem(pct_depth, steps)):
         raise ValueError(f"--pct-depth = {pct_depth} with --steps = {steps}: {problem}")
     return StressConfig(
         workload=workload or (BUGS[inject[0]].workload if inject else "mixed"), cpus=cpus,
         seconds=seconds if seconds is not None else (DETERMINISTIC_SECONDS if det else 10.0), seed=seed,
-        schedule=schedule, steps=steps, pct_depth=pct_depth, inject=inject, checkers=_checkers(checkers, inject),
+        schedule=schedule, steps=steps, pct_depth=pct_depth, inject=inject, checkers=chosen,
         quiescent_every=quiescent_every, log_points=bool(trace_path) and det), None
 
 

@@ -591,6 +591,10 @@ def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
     # Counted in steps: 0.5 used to become 0 and turn the checks off without a word.
     (["--schedule", "random", "--quiescent-every", "0.5"], "--quiescent-every = 0.5: a deterministic run checks every "
                                                            "N steps; expected a whole number of steps"),
+    # Quiescent points only run the invariant checker: without it the option did nothing, silently.
+    (["--checkers", "lockdep", "--quiescent-every", "5"], "--quiescent-every = 5: quiescent points run the "
+                                                          "invariant checker, which this run's checkers (lockdep)"),
+    (["--checkers", "none", "--schedule", "random", "--quiescent-every", "100"], "checkers (none) leave out"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     """A bad checker, bug or workload name, an option out of its range (named as typed), or an
