@@ -4,8 +4,9 @@ cbor2 accepts two things a verifier must not: bytes after the first data item (i
 reading) and duplicate map keys (it keeps the last one). Either lets two verifiers see two
 different claim sets in one signed payload, so every CBOR item this package reads from a
 token goes through `loads_exact`: a walk over the item heads checks that the bytes are one
-well-formed item, no deeper than MAX_DEPTH, with no map key twice and no value-sharing tag
-(cbor2 would build a cyclic value from one); only then does cbor2 build the values.
+well-formed item, no deeper than MAX_DEPTH, with no map key twice, no value-sharing tag
+(cbor2 would build a cyclic value from one) and no bignum longer than MAX_BIGNUM_BYTES; only
+then does cbor2 build the values.
 
 cbor2 5 decodes arrays to lists and maps to dicts; cbor2 6 gives tuples and frozendicts inside
 tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor2 version.
@@ -27,6 +28,12 @@ MAX_DEPTH: Final = 32
 REFUSED_TAGS: Final = {28: "shareable value", 29: "shared-value reference"}
 """Tags cbor2 resolves into object references (http://cbor.schmorp.de/value-sharing). A token
 has no use for them, and they can make a value contain itself."""
+
+BIGNUM_TAGS: Final = {2: "unsigned bignum", 3: "negative bignum"}
+MAX_BIGNUM_BYTES: Final = 64
+"""Longest bignum accepted. No CCA claim is a number anywhere near 512 bits, and Python
+refuses to print an int of more than 4300 digits (about 1,800 bytes), so a bigger one would
+turn the message that names it into a traceback."""
 
 _BREAK: Final = 0xFF
 
@@ -66,7 +73,9 @@ def loads_exact(data: bytes, what: str) -> Any:
 
     Raises:
         TokenFormatError: truncated or malformed input, bytes after the item, nesting
-            deeper than MAX_DEPTH, a map with the same key twice, or a REFUSED_TAGS tag.
+            deeper than MAX_DEPTH, a map with the same key twice, a REFUSED_TAGS tag, a
+            bignum longer than MAX_BIGNUM_BYTES, or a tag cbor2 cannot turn into a value
+            (a decimal fraction whose exponent overflows, a bad date, ...).
     """
     if not isinstance(data, (bytes, bytearray)):
         raise TokenFormatError(f"{what}: expected CBOR bytes, got {type(data).__name__}")
@@ -79,6 +88,12 @@ def loads_exact(data: bytes, what: str) -> Any:
         return cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
         raise TokenFormatError(f"{what}: not valid CBOR ({exc})") from None
+    except ArithmeticError as exc:
+        # A decimal fraction or bigfloat (tags 4, 5) with a huge exponent: cbor2's Decimal
+        # arithmetic raises decimal.Overflow / InvalidOperation, whose str() is a class list.
+        raise TokenFormatError(f"{what}: not valid CBOR (a decimal fraction or bigfloat, tag 4 or 5, whose "
+                               f"value cannot be represented: {type(exc).__name__}); expected no such "
+                               "number in an attestation token") from None
 
 
 def _head(data: bytes, pos: int, what: str) -> tuple[int, int | None, int]:
@@ -118,11 +133,30 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
         if arg in REFUSED_TAGS:
             raise TokenFormatError(f"{what}: CBOR tag {arg} ({REFUSED_TAGS[arg]}) at byte {start} is not "
                                    "allowed in an attestation token")
-        return _skip(data, pos, what, depth + 1)
+        end = _skip(data, pos, what, depth + 1)
+        if arg in BIGNUM_TAGS:
+            _check_bignum_size(data, start, pos, end, what)
+        return end
     if arg is None:
         raise TokenFormatError(f"{what}: malformed CBOR: 'break' (0xff) at byte {start} outside an "
                                "indefinite-length item")
     return pos
+
+
+def _check_bignum_size(data: bytes, start: int, pos: int, end: int, what: str) -> None:
+    """Refuse the bignum tagged at `start` if its byte string (`pos`..`end`) exceeds MAX_BIGNUM_BYTES."""
+    tag = _head(data, start, what)[1]
+    major, size, content = _head(data, pos, what)
+    length = size if size is not None else end - content
+    if major == 2 and size is None:             # chunked: count the chunks' bytes, not their heads
+        length = 0
+        while data[content] != _BREAK:
+            _, chunk, content = _head(data, content, what)
+            length, content = length + (chunk or 0), content + (chunk or 0)
+    if length > MAX_BIGNUM_BYTES:
+        raise TokenFormatError(f"{what}: CBOR tag {tag} ({BIGNUM_TAGS[tag]}) at byte {start} holds a "
+                               f"{length}-byte number; expected at most {MAX_BIGNUM_BYTES} bytes (no claim "
+                               "of a CCA token is a number that large)")
 
 
 def _skip_string(data: bytes, pos: int, major: int, arg: int | None, what: str) -> int:

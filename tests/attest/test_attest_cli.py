@@ -175,3 +175,18 @@ def test_help_documents_the_exit_codes() -> None:
     for line in ("0  every check passed", "1  a check failed", "2  usage error",
                  "3  no check failed, but the platform signature was NOT verified"):
         assert line in text
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+@pytest.mark.parametrize("value, phrase", [
+    ("c4821b7fffffffffffffff01", "tag 4 or 5"),                  # decimal fraction, exponent 2**63 - 1
+    ("c259080000" + "ff" * 0x800, "2048-byte number"),           # 16,384-bit bignum: over 4300 digits
+], ids=["decimal-fraction", "huge-bignum"])
+def test_numbers_cbor2_cannot_build_or_python_cannot_print_are_usage_errors(
+        tmp_path: Path, command: str, value: str, phrase: str) -> None:
+    """An envelope entry holding such a number was a traceback (decimal.InvalidOperation from
+    cbor2, or ValueError from int -> str in the error message); now exit 2 naming it."""
+    token = _write(tmp_path / "t.cbor", bytes.fromhex("d9018fa219acca" + value + "19acd140"))
+    result = _run(command, token)
+    assert result.exit_code == EXIT_USAGE
+    assert phrase in result.output
