@@ -30,10 +30,11 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def label_problems(claims: Mapping[Any, Any], what: str) -> list[str]:
-    """Claim labels are CBOR integers (A7.2.3): a float such as 10.0 equals 10 in Python, so
-    without this check it would pass for claim 10."""
-    return [f"{what} claim label {key!r} must be an integer, found {describe(key)}"
+def label_problems(claims: Mapping[Any, Any], what: str, noun: str = "claim label") -> list[str]:
+    """Claim labels are CBOR integers (A7.2.3), and so are the labels of a software component
+    and of a COSE_Key: a float such as 10.0 equals 10 in Python (and True equals 1), so without
+    this check it would pass for claim 10."""
+    return [f"{what} {noun} {key!r} must be an integer, found {describe(key)}"
             for key in claims if isinstance(key, (float, bool))]
 
 

@@ -45,7 +45,8 @@ def decode_cca_token(data: bytes) -> CcaToken:
         found = f"tag {item.tag}" if isinstance(item, cbor2.CBORTag) else f"untagged {describe(item)}"
         raise TokenFormatError(f"CCA token: expected CBOR tag {TAG_CCA_TOKEN} (RMM 1.0) or {TAG_CCA_TOKEN_CMW} "
                                f"(CMW collection), found {found}")
-    if not is_map(item.value) or set(item.value) != set(_PARTS):
+    # type(), not set equality alone: 44234.0 == 44234 in Python, but a float is no CBOR integer key.
+    if not is_map(item.value) or set(item.value) != set(_PARTS) or any(type(k) is not int for k in item.value):
         if not is_map(item.value):
             keys = describe(item.value)
         elif not item.value:
@@ -64,7 +65,7 @@ def _entry(tag: int, value: Any, name: str) -> bytes:
             raise TokenFormatError(f"CCA token: the {name} entry of a tag {tag} token must be a byte string "
                                    f"wrapping a COSE_Sign1, found {describe(value)}")
         return value
-    if (not is_array(value) or len(value) != 2 or value[0] != CMW_CONTENT_FORMAT_EAT
+    if (not is_array(value) or len(value) != 2 or type(value[0]) is not int or value[0] != CMW_CONTENT_FORMAT_EAT
             or not isinstance(value[1], bytes)):
         shown = (f"[{value[0]!r}, {describe(value[1])}]" if is_array(value) and len(value) == 2
                  else describe(value))

@@ -9,7 +9,7 @@ EL3 model that signs its own platform token (with a seeded platform key) and for
 * implementation id (2396): 32 bytes; instance id (256): 33 bytes, first byte 0x01 (RAND UEID);
 * platform config (2401): a byte string;
 * security lifecycle (2395): an unsigned integer inside one of the defined ranges;
-* software components (2399): a non-empty array of maps, each with a measurement value (2,
+* software components (2399): a non-empty array of maps (integer labels), each with a measurement value (2,
   32/48/64 bytes) and a signer id (5, a hash: 32/48/64 bytes, A7.2.3.2.6); type (1), version (4) and description
   (6) are optional text;
 * verification service (2400): optional, non-empty text;
@@ -130,6 +130,9 @@ def _sw_components_problem(value: Any, what: str) -> str | None:
 def _sw_component_problem(component: Any, what: str) -> str | None:
     if not is_map(component):
         return f"{what} must be a map, found {describe(component)}"
+    labels = label_problems(component, what, "label")
+    if labels:
+        return labels[0]
     for key in (SW_MEASUREMENT_VALUE, SW_SIGNER_ID):
         if key not in component:
             return f"{what} has no {SW_COMPONENT_NAMES[key]} ({key}); it is mandatory"

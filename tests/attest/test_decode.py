@@ -223,3 +223,53 @@ def test_rak_hash_algorithm_that_is_not_text_leaves_the_binding_unchecked(
     binding = result.check("binding")
     assert binding.passed is None and binding.reason.startswith("not checked: realm claim 44240")
     assert ("an array of 1" if isinstance(algo, list) else "a map of 1 entries") in binding.reason
+
+
+@pytest.mark.parametrize("build, phrase", [
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(399, {44234.0: p, 44241.0: r})), "found keys 44234.0, 44241.0"),
+    (lambda p, r: cbor2.dumps(cbor2.CBORTag(907, {44234: [263.0, p], 44241: [263, r]})), "found [263.0, a "),
+], ids=["float-entry-keys", "float-content-format"])
+def test_a_float_equal_to_the_integer_is_no_envelope_key_or_content_format(
+        build: Callable[[bytes, bytes], bytes], phrase: str, sample_rak: ec.EllipticCurvePrivateKey,
+        sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """44234.0 == 44234 and 263.0 == 263 in Python, so an envelope keyed by floats, or a CMW
+    entry whose content format is a float, passed for a well-formed token (found by fuzzing)."""
+    with pytest.raises(TokenFormatError) as info:
+        decode_cca_token(build(sample_platform_token, sign_cose_sign1(realm_claims(), sample_rak)))
+    assert phrase in str(info.value)
+
+
+def _rak_cose_key(key: ec.EllipticCurvePrivateKey, **changes: Any) -> bytes:
+    numbers = key.public_key().public_numbers()
+    fields: dict[Any, Any] = {1: 2, -1: 2, -2: numbers.x.to_bytes(48, "big"), -3: numbers.y.to_bytes(48, "big")}
+    for old, new in changes.get("relabel", {}).items():
+        fields[new] = fields.pop(old)
+    fields.update(changes.get("values", {}))
+    return cbor2.dumps(fields)
+
+
+@pytest.mark.parametrize("changes, phrase", [
+    ({"values": {1: 2.0}}, "kty (1) is 2.0, expected 2"),
+    ({"values": {-1: 2.0}}, "crv (-1) is 2.0, expected 2"),
+    ({"relabel": {1: 1.0}}, "label 1.0 must be an integer"),
+    ({"relabel": {-2: -2.0}}, "label -2.0 must be an integer"),
+], ids=["kty-float", "crv-float", "kty-label-float", "x-label-float"])
+def test_rak_cose_key_fields_are_integers(changes: dict[str, Any], phrase: str, sample_rak: ec.EllipticCurvePrivateKey,
+                                          realm_claims: Callable[..., bytes]) -> None:
+    """A COSE_Key whose kty/crv value or label is a float that equals the integer (2.0, 1.0) is
+    no RFC 9052 COSE_Key; it passed the realm claims check and the realm signature verified."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[44237] = _rak_cose_key(sample_rak, **changes)
+    problems = check_realm_claims(claims)
+    assert any(phrase in p for p in problems), problems
+
+
+def test_software_component_labels_are_integers(sample_platform_token: bytes) -> None:
+    """{2.0: measurement, 5.0: signer id} looked like a complete software component."""
+    from rmm_mp.attest import check_platform_claims
+    claims = dict(cbor2.loads(decode_sign1(sample_platform_token, "platform token").payload))
+    first = dict(claims[2399][0])
+    first[2.0], first[5.0] = first.pop(2), first.pop(5)
+    claims[2399] = [first] + list(claims[2399][1:])
+    problems = check_platform_claims(claims)
+    assert any("sw_components)[0] label 2.0 must be an integer" in p for p in problems), problems
