@@ -25,9 +25,13 @@ from rmm_mp.attest.errors import TokenFormatError
 MAX_DEPTH: Final = 32
 """Nesting limit; a CCA claim set nests 4 deep (map, sw-components array, component map)."""
 
-REFUSED_TAGS: Final = {28: "shareable value", 29: "shared-value reference"}
-"""Tags cbor2 resolves into object references (http://cbor.schmorp.de/value-sharing). A token
-has no use for them, and they can make a value contain itself."""
+REFUSED_TAGS: Final = {28: "shareable value", 29: "shared-value reference",
+                       25: "string reference", 256: "string-reference namespace"}
+"""Tags cbor2 resolves into references to other values (http://cbor.schmorp.de/value-sharing,
+http://cbor.schmorp.de/stringref). A token has no use for them; value sharing can make a value
+contain itself, and a string reference makes cbor2 read a claim as a copy of another string
+where a verifier without stringref support (t_cose, QCBOR) sees a tag: two claim sets from
+one signed payload."""
 
 BIGNUM_TAGS: Final = {2: "unsigned bignum", 3: "negative bignum"}
 MAX_BIGNUM_BYTES: Final = 64

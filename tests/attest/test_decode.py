@@ -43,6 +43,8 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
     (bytes.fromhex("1c"), "reserved additional information 28"),
     (bytes.fromhex("5bffffffffffffffff"), "claims 18446744073709551615 bytes"),
     (bytes.fromhex("d9018fd81ca101d81d00"), "tag 28 (shareable value) at byte 3 is not allowed"),
+    (bytes.fromhex("d9018fd90100a219acca4301020319acd1d81900"), "tag 256 (string-reference namespace) at byte 3"),
+    (bytes.fromhex("d9018fa219acca4301020319acd1d81900"), "tag 25 (string reference) at byte 14"),
     (bytes.fromhex("d9018fc4821b7fffffffffffffff01"), "decimal fraction or bigfloat, tag 4 or 5"),
     (bytes.fromhex("d9018fc5821b7fffffffffffffff01"), "decimal fraction or bigfloat, tag 4 or 5"),
     (bytes.fromhex("d9018fc259080000") + b"\xff" * 0x800, "tag 2 (unsigned bignum) at byte 3 holds a 2048-byte"),
@@ -51,7 +53,8 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
 def test_malformed_cbor_is_refused_with_the_reason(data: bytes, phrase: str) -> None:
     """Truncated items, trailing bytes, nesting bombs, duplicate map keys, bad indefinite
     strings, stray breaks, reserved heads, absurd lengths, a self-referencing value (tags
-    28/29, which cbor2 would turn into a cycle), a decimal fraction / bigfloat whose exponent
+    28/29, which cbor2 would turn into a cycle), a string reference (tags 256/25: cbor2 made
+    the realm entry a copy of the platform entry, other decoders do not), a decimal fraction / bigfloat whose exponent
     overflows cbor2's Decimal arithmetic and a bignum too long for Python to print:
     TokenFormatError, with a message that says which."""
     with pytest.raises(TokenFormatError, match="CCA token") as info:
