@@ -108,6 +108,14 @@ class _Part:
     def claim(self, key: int) -> Any:
         return self.claims.get(key) if is_map(self.claims) else None
 
+    def shown(self, key: int) -> str:
+        """What claim `key` is, for a reason: 'missing', 'a 31-byte string', ..., or that the
+        token had no readable claims (then the claim is not absent, just unknown)."""
+        if not is_map(self.claims):
+            problem = "could not be decoded" if self.error else "payload is not a claims map"
+            return f"unknown: the {self.name} {problem} (see {self.name.split()[0]} claims)"
+        return describe(self.claims[key]) if key in self.claims else "missing"
+
 
 def verify_token(token: bytes, platform_key: bytes | ec.EllipticCurvePublicKey | None = None, *,
                  expected_challenge: bytes | None = None, expected_rim: bytes | None = None,
@@ -201,7 +209,7 @@ def _realm_signature_check(part: _Part) -> Check:
     rak = part.claim(REALM_PUBLIC_KEY)
     if not isinstance(rak, bytes):
         return Check(REALM_SIGNATURE, None, f"not checked: realm claim {REALM_PUBLIC_KEY} (RAK) is "
-                     f"{'missing' if rak is None else describe(rak)}, so there is no key to verify with")
+                     f"{part.shown(REALM_PUBLIC_KEY)}, so there is no key to verify with")
     try:
         key = rak_public_key(rak)
     except ValueError as exc:
@@ -217,14 +225,15 @@ def _realm_signature_check(part: _Part) -> Check:
 def _binding_check(platform: _Part, realm: _Part) -> Check:
     challenge, rak = platform.claim(PLATFORM_CHALLENGE), realm.claim(REALM_PUBLIC_KEY)
     algo = realm.claim(REALM_PUBLIC_KEY_HASH_ALGO_ID)
-    for value, what in ((challenge, f"platform claim {PLATFORM_CHALLENGE} (challenge)"),
-                        (rak, f"realm claim {REALM_PUBLIC_KEY} (RAK)")):
+    for value, part, key, what in ((challenge, platform, PLATFORM_CHALLENGE, "challenge"),
+                                   (rak, realm, REALM_PUBLIC_KEY, "RAK")):
         if not isinstance(value, bytes):
-            return Check(BINDING, None, f"not checked: {what} is {'missing' if value is None else describe(value)}")
+            return Check(BINDING, None, f"not checked: {part.name.split()[0]} claim {key} ({what}) is "
+                         f"{part.shown(key)}")
     # A decoded claim may be an array or a map: unhashable, so test the type before the lookup.
     if not isinstance(algo, str) or algo not in HASH_ALGORITHMS:
         named = (f"names hash {algo!r}" if isinstance(algo, str)
-                 else f"is {'missing' if algo is None else describe(algo)}")
+                 else f"is {realm.shown(REALM_PUBLIC_KEY_HASH_ALGO_ID)}")
         return Check(BINDING, None, f"not checked: realm claim {REALM_PUBLIC_KEY_HASH_ALGO_ID} {named}, "
                      f"not one of {', '.join(HASH_ALGORITHMS)}")
     expected = digest(algo, rak)
@@ -240,7 +249,7 @@ def _expected_check(name: str, realm: _Part, key: int, expected: bytes) -> Check
     what = f"realm claim {key} ({'challenge' if key == REALM_CHALLENGE else 'initial_measurement'})"
     if actual == expected:
         return Check(name, True, f"{what} equals the expected {expected.hex()}")
-    shown = f"{actual.hex()} ({count(len(actual), 'byte')})" if isinstance(actual, bytes) else describe(actual)
+    shown = f"{actual.hex()} ({count(len(actual), 'byte')})" if isinstance(actual, bytes) else realm.shown(key)
     return Check(name, False, f"{what} is {shown}; expected {expected.hex()} ({count(len(expected), 'byte')})")
 
 

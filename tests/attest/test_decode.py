@@ -276,3 +276,28 @@ def test_software_component_labels_are_integers(sample_platform_token: bytes) ->
     claims[2399] = [first] + list(claims[2399][1:])
     problems = check_platform_claims(claims)
     assert any("sw_components)[0] label 2.0 must be an integer" in p for p in problems), problems
+
+
+def test_checks_after_an_undecodable_realm_token_say_why_not_missing_or_none(
+        sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """A realm token that is no COSE_Sign1 (here untagged) fails 'realm claims'; the binding
+    said 'realm claim 44237 (RAK) is missing' and the --challenge check 'realm claim 10
+    (challenge) is None', though neither claim is absent: the token was not readable."""
+    realm = _cose(realm_claims(), sample_rak, tag=None)
+    result = verify_token(encode_cca_token(sample_platform_token, realm), expected_challenge=bytes(range(64)))
+    assert result.check("realm claims").passed is False
+    for name in ("binding", "challenge"):
+        reason = result.check(name).reason
+        assert "the realm token could not be decoded (see realm claims)" in reason, reason
+        assert "missing" not in reason and "None" not in reason, reason
+
+
+def test_a_missing_expected_claim_is_called_missing(sample_rak: ec.EllipticCurvePrivateKey,
+                                                    sample_platform_token: bytes,
+                                                    realm_claims: Callable[..., bytes]) -> None:
+    """A realm token without claim 44238: the --expect-rim check said 'is None'."""
+    claims = dict(cbor2.loads(realm_claims()))
+    del claims[44238]
+    result = verify_token(encode_cca_token(sample_platform_token, _cose(cbor2.dumps(claims), sample_rak)),
+                          expected_rim=b"\x11" * 32)
+    assert result.check("rim").reason.startswith("realm claim 44238 (initial_measurement) is missing; expected 1111")
