@@ -43,8 +43,9 @@ _BREAK: Final = 0xFF
 
 
 def is_array(value: object) -> bool:
-    """True for a decoded CBOR array (list with cbor2 5, possibly tuple with cbor2 6)."""
-    return isinstance(value, (list, tuple))
+    """True for a decoded CBOR array (list with cbor2 5, possibly tuple with cbor2 6); cbor2's
+    CBORSimpleValue is a tuple too, but no array."""
+    return isinstance(value, (list, tuple)) and not isinstance(value, cbor2.CBORSimpleValue)
 
 
 def is_map(value: object) -> bool:
@@ -54,7 +55,8 @@ def is_map(value: object) -> bool:
 
 def to_json(value: Any) -> Any:
     """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
-    strings, tags {"tag": n, "value": ...}; ints, text, bools, floats and None stay."""
+    strings, tags {"tag": n, "value": ...}, simple values {"simple": n}; ints, text, bools,
+    floats and None stay."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     if is_map(value):
@@ -63,6 +65,8 @@ def to_json(value: Any) -> Any:
         return [to_json(v) for v in value]
     if isinstance(value, cbor2.CBORTag):
         return {"tag": value.tag, "value": to_json(value.value)}
+    if isinstance(value, cbor2.CBORSimpleValue):
+        return {"simple": value.value}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable
 
+import cbor2
+
 from rmm_mp.attest._cbor import is_array, is_map
 
 
@@ -21,6 +23,10 @@ def describe(value: Any) -> str:
         return f"text {value!r}"
     if isinstance(value, bool) or value is None:
         return repr(value)
+    if isinstance(value, cbor2.CBORSimpleValue):
+        return f"the simple value {value.value}"
+    if value is cbor2.undefined:
+        return "undefined"
     if isinstance(value, int):
         return f"the integer {value}"
     if is_array(value):

@@ -301,3 +301,16 @@ def test_a_missing_expected_claim_is_called_missing(sample_rak: ec.EllipticCurve
     result = verify_token(encode_cca_token(sample_platform_token, _cose(cbor2.dumps(claims), sample_rak)),
                           expected_rim=b"\x11" * 32)
     assert result.check("rim").reason.startswith("realm claim 44238 (initial_measurement) is missing; expected 1111")
+
+
+def test_a_cbor_simple_value_is_not_taken_for_an_array(sample_platform_token: bytes) -> None:
+    """cbor2's CBORSimpleValue is a tuple: claim 2399 = simple(99) was read as an array and
+    reported as '[0] must be a map, found the integer 99', claim 10 as 'found an array of 1'."""
+    from rmm_mp.attest import check_platform_claims, platform_claims_json
+    claims = dict(cbor2.loads(decode_sign1(sample_platform_token, "platform token").payload))
+    claims[2399], claims[10] = cbor2.CBORSimpleValue(99), cbor2.undefined
+    problems = check_platform_claims(claims)
+    assert any("(sw_components) must be a non-empty array of software components, found the simple value 99" in p
+               for p in problems), problems
+    assert any("(challenge) must be a byte string, found undefined" in p for p in problems), problems
+    assert platform_claims_json(claims)["sw_components"] != [99]
