@@ -15,6 +15,7 @@ tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -55,8 +56,9 @@ def is_map(value: object) -> bool:
 
 def to_json(value: Any) -> Any:
     """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
-    strings, tags {"tag": n, "value": ...}, simple values {"simple": n}; ints, text, bools,
-    floats and None stay."""
+    strings, tags {"tag": n, "value": ...}, simple values {"simple": n}, NaN and the infinities
+    {"float": "nan" | "inf" | "-inf"} (json.dumps would write NaN or Infinity, which JSON has
+    no token for); ints, text, bools, finite floats and None stay."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     if is_map(value):
@@ -67,6 +69,8 @@ def to_json(value: Any) -> Any:
         return {"tag": value.tag, "value": to_json(value.value)}
     if isinstance(value, cbor2.CBORSimpleValue):
         return {"simple": value.value}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)

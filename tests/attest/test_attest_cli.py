@@ -143,6 +143,29 @@ def test_inspect_prints_claims_without_verifying() -> None:
     assert doc["platform"]["protected"] == "a1013822" and doc["realm"]["claims"]["hash_algo_id"] == "sha-512"
 
 
+
+def test_inspect_json_is_strict_json_with_a_nan_claim(tmp_path: Path, sample_rak,  # type: ignore[no-untyped-def]
+                                                     sample_platform_token: bytes, realm_claims) -> None:
+    """An unknown realm claim holding NaN or an infinity (CBOR allows both): inspect --json
+    writes {"float": "nan"} and the like, not the bare NaN / Infinity tokens json.dumps emits,
+    which no JSON parser but Python's accepts (found by fuzzing the attest commands)."""
+    import cbor2
+
+    from rmm_mp.attest import encode_cca_token, sign_cose_sign1
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[99999], claims[99998] = float("nan"), float("-inf")
+    token = tmp_path / "t.cbor"
+    token.write_bytes(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
+    result = _run("inspect", token, "--json")
+    assert result.exit_code == EXIT_OK, result.output
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} in --json output")
+
+    doc = json.loads(result.output, parse_constant=no_constants)
+    unknown = json.dumps(doc["realm"])
+    assert '{"float": "nan"}' in unknown and '{"float": "-inf"}' in unknown, unknown
+
 @pytest.mark.parametrize("command", ["verify", "inspect"])
 @pytest.mark.parametrize("make, phrase", [
     (lambda d: d / "missing.cbor", "does not exist"),
