@@ -96,6 +96,11 @@ def loads_exact(data: bytes, what: str) -> Any:
     if end != len(data):
         raise TokenFormatError(f"{what}: the first CBOR item ends at byte {end} but the input has "
                                f"{len(data)} bytes; expected exactly one CBOR item (is this CBOR at all?)")
+    return _build(data, what)
+
+
+def _build(data: bytes, what: str) -> Any:
+    """cbor2's value for `data` (already walked by `_skip`); what cbor2 cannot build is a TokenFormatError."""
     try:
         return cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
@@ -200,7 +205,7 @@ def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -
     while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
         key_start = pos
         pos = _skip(data, pos, what, depth + 1)
-        key = _key_identity(data[key_start:pos])
+        key = _key_identity(data[key_start:pos], what)
         if key in seen:
             raise TokenFormatError(f"{what}: map has key {data[key_start:pos].hex()} more than once "
                                    f"(at byte {key_start}); a CBOR map must not repeat a key")
@@ -210,12 +215,11 @@ def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -
     return pos if count is not None else _expect_break(data, pos, what)
 
 
-def _key_identity(encoded: bytes) -> object:
+def _key_identity(encoded: bytes, what: str) -> object:
     """What cbor2 would make of a map key, so that 1 and a non-minimal 1 count as one key."""
-    try:
-        value = cbor2.loads(encoded)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
-        raise TokenFormatError(f"map key {encoded.hex()} is not valid CBOR ({exc})") from None
+    # The same decoding (and the same refusals) as a whole item: a key is built before the
+    # item it belongs to, so an error missed here would escape as a traceback.
+    value = _build(encoded, f"{what}: map key {encoded.hex()}")
     try:
         hash(value)
     except TypeError:
