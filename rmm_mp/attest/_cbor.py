@@ -164,8 +164,11 @@ def _check_bignum_size(data: bytes, start: int, pos: int, end: int, what: str) -
     """Refuse the bignum tagged at `start` if its byte string (`pos`..`end`) exceeds MAX_BIGNUM_BYTES."""
     tag = _head(data, start, what)[1]
     major, size, content = _head(data, pos, what)
+    if major != 2:      # its head's argument is a count or a value, not a length: no "N-byte number"
+        raise TokenFormatError(f"{what}: CBOR tag {tag} ({BIGNUM_TAGS[tag]}) at byte {start} holds a CBOR item "
+                               f"of major type {major}; expected a byte string (RFC 8949 3.4.3)")
     length = size if size is not None else end - content
-    if major == 2 and size is None:             # chunked: count the chunks' bytes, not their heads
+    if size is None:                            # chunked: count the chunks' bytes, not their heads
         length = 0
         while data[content] != _BREAK:
             _, chunk, content = _head(data, content, what)

@@ -50,6 +50,7 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
     (bytes.fromhex("d9018fa1c4821b7fffffffffffffff0101"), "map key c4821b7fffffffffffffff01: not valid CBOR (a decimal"),
     (bytes.fromhex("d9018fc259080000") + b"\xff" * 0x800, "tag 2 (unsigned bignum) at byte 3 holds a 2048-byte"),
     (bytes.fromhex("d9018fc35f590400") + b"\x01" * 0x400 + bytes.fromhex("41ffff"), "holds a 1025-byte number"),
+    (bytes.fromhex("d9018fc21903e8"), "tag 2 (unsigned bignum) at byte 3 holds a CBOR item of major type 0; expected a byte"),
 ])
 def test_malformed_cbor_is_refused_with_the_reason(data: bytes, phrase: str) -> None:
     """Truncated items, trailing bytes, nesting bombs, duplicate map keys, bad indefinite
