@@ -49,6 +49,13 @@ def test_help_names_every_workload() -> None:
     names = sorted(WORKLOADS)
     assert f"one of {', '.join(names[:-1])} and {names[-1]}" in text
 
+
+def test_help_says_quiescent_every_needs_the_invariants_checker() -> None:
+    """64b104b refuses --quiescent-every above 0 without the invariants checker; --help still
+    described the option as if any --checkers would do."""
+    text = " ".join(CliRunner().invoke(stress, ["--help"]).output.split())
+    assert "A value above 0 needs the invariants checker in --checkers." in text
+
 @pytest.mark.multiprocess
 def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(tmp_path: Path) -> None:
     """An injected bug under the random schedule: exit 1, the finding and the replay command are
