@@ -143,7 +143,6 @@ def test_inspect_prints_claims_without_verifying() -> None:
     assert doc["platform"]["protected"] == "a1013822" and doc["realm"]["claims"]["hash_algo_id"] == "sha-512"
 
 
-
 def test_inspect_json_is_strict_json_with_a_nan_claim(tmp_path: Path, sample_rak,  # type: ignore[no-untyped-def]
                                                      sample_platform_token: bytes, realm_claims) -> None:
     """An unknown realm claim holding NaN or an infinity (CBOR allows both): inspect --json
