@@ -57,12 +57,14 @@ HOST_CALL_IN_TABLE = RAM_TABLE + 5 * G
 _HOST_CALL_FID = int(RsiFid.RSI_HOST_CALL)
 
 
+def _smc(fid: int, *args: int) -> str:
+    """An SMC ``fid`` with X1.. = ``args``."""
+    moves = "".join(f"        mov x{i}, ={value:#x}\n" for i, value in enumerate(args, 1))
+    return f"{moves}        mov x0, ={fid:#x}\n        smc #0\n"
+
+
 def _host_call(ipa: int) -> str:
-    return f"""
-        mov x1, ={ipa:#x}
-        mov x0, ={_HOST_CALL_FID:#x}
-        smc #0
-    """
+    return _smc(_HOST_CALL_FID, ipa)
 
 
 def _guest_realm(b: Builder, code: str, rec1: bool = False, rec1_runnable: bool = True,
@@ -228,31 +230,26 @@ _MEASUREMENT_EXTEND_FID = int(RsiFid.RSI_MEASUREMENT_EXTEND)
 
 def _extend_rem1(value: int) -> str:
     """RSI_MEASUREMENT_EXTEND of REM1 with 8 bytes holding ``value`` (it takes the RD lock)."""
+    return _smc(_MEASUREMENT_EXTEND_FID, 1, 8, value)
+
+
+def _store_extend_store(ipa: int) -> str:
+    """Stores to ``ipa``, extends REM1 (RD lock: lock events while the REC runs), stores again."""
     return f"""
-        mov x1, #1
-        mov x2, #8
-        mov x3, #{value:#x}
-        mov x0, ={_MEASUREMENT_EXTEND_FID:#x}
-        smc #0
-    """
-
-
-_STORE_EXTEND_STORE = f"""
-        mov x1, #{STORE_IPA:#x}
+        mov x1, ={ipa:#x}
         mov x2, #0x5a
         str x2, [x1]
     {_extend_rem1(0x77)}
-        mov x1, #{STORE_IPA:#x}
+        mov x1, ={ipa:#x}
         mov x2, #0xa5
         str x2, [x1, #8]
         b .
-"""
-"""Stores to STORE_IPA, extends REM1 (RD lock: lock events while the REC runs), stores again."""
+    """
 
 
 def _storing_realm(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
     b = Builder(machine)
-    realm, (rec,) = _guest_realm(b, _STORE_EXTEND_STORE, pages=((STORE_IPA, b""),))
+    realm, (rec,) = _guest_realm(b, _store_extend_store(STORE_IPA), pages=((STORE_IPA, b""),))
     return b, realm, rec, b.run_page()
 
 
@@ -292,27 +289,28 @@ def store_unprotected_vs_unmap(machine: Machine) -> Prepared:
                      (exit_view("A", run),))
 
 
-def rec_enter_cpu_off_vs_psci_complete(machine: Machine) -> Prepared:
-    """REC 0 asked PSCI_CPU_ON for REC 1 (pending: the host completes it); REC_ENTER of REC 1,
-    whose guest calls PSCI_CPU_OFF, vs PSCI_COMPLETE(REC 0, REC 1, SUCCESS). REC 1 on (runnable
-    or running) when the completion looks: REC 0 gets ALREADY_ON; off: SUCCESS, REC 1 reset."""
+def _rec1_cpu_off_vs_psci_complete(machine: Machine, request: str) -> Prepared:
+    """REC 0 made the PSCI ``request`` naming REC 1 (pending: the host completes it); REC_ENTER
+    of REC 1, whose guest calls PSCI_CPU_OFF, vs PSCI_COMPLETE(REC 0, REC 1, SUCCESS)."""
     b = Builder(machine)
-    realm, (rec0, rec1) = _guest_realm(b, f"""
-        mov x1, ={rec_index_to_mpidr_el1(1):#x}
-        mov x2, #{REC1_PC:#x}
-        mov x3, #0x42
-        mov x0, ={int(PsciFid.PSCI_CPU_ON):#x}
-        smc #0
+    _, (rec0, rec1) = _guest_realm(b, f"""
+    {request}
         b .
         .org {REC1_PC:#x}
-        mov x0, ={int(PsciFid.PSCI_CPU_OFF):#x}
-        smc #0
+    {_smc(int(PsciFid.PSCI_CPU_OFF))}
         b .
     """, rec1=True)
     _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
                      (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+
+
+def rec_enter_cpu_off_vs_psci_complete(machine: Machine) -> Prepared:
+    """REC 0 asked PSCI_CPU_ON for REC 1; REC 1 on (runnable or running) when the completion
+    looks: REC 0 gets ALREADY_ON; off: SUCCESS, REC 1 reset."""
+    return _rec1_cpu_off_vs_psci_complete(
+        machine, _smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x42))
 
 
 def rec_enter_vs_rec_enter_extend(machine: Machine) -> Prepared:
@@ -344,12 +342,6 @@ BLOCK_STORE_PAGE = 5
 """The page of the block the storing guest writes."""
 
 _RSI_IPA_STATE_SET_FID = int(RsiFid.RSI_IPA_STATE_SET)
-
-
-def _smc(fid: int, *args: int) -> str:
-    """An SMC ``fid`` with X1.. = ``args``."""
-    moves = "".join(f"        mov x{i}, ={value:#x}\n" for i, value in enumerate(args, 1))
-    return f"{moves}        mov x0, ={fid:#x}\n        smc #0\n"
 
 
 _SYSTEM_OFF = _smc(int(PsciFid.PSCI_SYSTEM_OFF))
@@ -437,21 +429,10 @@ def cpu_on_vs_rec_enter_target(machine: Machine) -> Prepared:
 
 
 def affinity_info_complete_vs_cpu_off(machine: Machine) -> Prepared:
-    """REC 0 asked PSCI_AFFINITY_INFO about REC 1 (pending); REC_ENTER of REC 1, whose guest
-    calls PSCI_CPU_OFF, vs PSCI_COMPLETE(REC 0, REC 1, SUCCESS): REC 1 on (runnable or running)
-    when the completion looks, REC 0 gets ON (PSCI_SUCCESS, 0); off, OFF (1). B6.3.1.3."""
-    b = Builder(machine)
-    _, (rec0, rec1) = _guest_realm(b, f"""
-    {_smc(int(PsciFid.PSCI_AFFINITY_INFO), rec_index_to_mpidr_el1(1), 0)}
-        b .
-        .org {REC1_PC:#x}
-    {_smc(int(PsciFid.PSCI_CPU_OFF))}
-        b .
-    """, rec1=True)
-    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
-    run = b.run_page()
-    return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
-                     (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+    """REC 0 asked PSCI_AFFINITY_INFO about REC 1; REC 1 on (runnable or running) when the
+    completion looks: REC 0 gets ON (PSCI_SUCCESS, 0); off, OFF (1). B6.3.1.3."""
+    return _rec1_cpu_off_vs_psci_complete(
+        machine, _smc(int(PsciFid.PSCI_AFFINITY_INFO), rec_index_to_mpidr_el1(1), 0))
 
 
 def host_call_completion_vs_rec_destroy(machine: Machine) -> Prepared:
@@ -527,20 +508,6 @@ def ripas_completion_vs_rtt_unfold(machine: Machine) -> Prepared:
     table = b.delegate()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_CREATE, realm.rd, table, CHANGE_TABLE, 3),
                      (exit_view("A", run), ripas_results_view(realm)))
-
-
-def _store_extend_store(ipa: int) -> str:
-    """Stores to ``ipa``, extends REM1 (RD lock: lock events while the REC runs), stores again."""
-    return f"""
-        mov x1, ={ipa:#x}
-        mov x2, #0x5a
-        str x2, [x1]
-    {_extend_rem1(0x77)}
-        mov x1, ={ipa:#x}
-        mov x2, #0xa5
-        str x2, [x1, #8]
-        b .
-    """
 
 
 def page_view(name: str, pa: int) -> Watch:
