@@ -26,7 +26,8 @@ from typing import Any
 from importlib import resources
 from pathlib import Path
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+"""A table header line (``[dram]``, ``[[realm]]``), also read by workload.locate."""
 _PART = r'"[^"]+"|\'[^\']+\'|[A-Za-z0-9_\-]+'
 _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 """A key line, its key plain or dotted (``features.s2sz =``)."""
@@ -152,7 +153,7 @@ def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
     current: tuple[str, int] | None = ("", 0)
     for number, raw in enumerate(code_lines(text), start=1):
         line = raw.split("#", 1)[0] if '"' not in raw and "'" not in raw else raw
-        header = _HEADER.match(line)
+        header = HEADER.match(line)
         if header:
             name = header.group(2).replace('"', "").replace("'", "").replace(" ", "")
             if header.group(1) == "[[":

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import re
 
-from rmm_mp.hw.tomlsrc import code_lines, line_key
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+from rmm_mp.hw.tomlsrc import HEADER, code_lines, line_key
 
 
 def _strip_comment(raw: str) -> str:
@@ -45,7 +43,7 @@ def _table_paths(text: str) -> list[tuple[int, str]]:
     counts: dict[str, int] = {}
     out: list[tuple[int, str]] = []
     for number, raw in enumerate(code_lines(text), start=1):
-        match = _HEADER.match(_strip_comment(raw))
+        match = HEADER.match(_strip_comment(raw))
         if not match:
             continue
         names = [n.strip().strip("\"'") for n in match.group(2).split(".")]
