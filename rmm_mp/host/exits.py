@@ -274,13 +274,19 @@ def _ripas_change(h: ExitContext, vcpu: int, realm: HostRealm, base: int, top: i
     reaches: the host backs nothing outside it, and the tables a change there would need are
     not in the memory the run counts for the realm (a guest changing every 2 MiB of its IPA
     space would exhaust NS memory), so it stops at the end of RAM, or at base when base lies
-    outside RAM."""
+    outside RAM. An EMPTY request cannot be rejected (A5.4), so one that starts outside RAM
+    fails the vCPU: answering it ACCEPT without progress would send a guest that follows A5.4
+    round its RSI_IPA_STATE_SET loop for ever."""
     q, smc = h.queue, h.smc
     slot = vcpu // MAX_VCPUS
     rec = realm.recs[vcpu % MAX_VCPUS].rec
     q.count(slot, "ripas_changes")
     ram_base, ram_size = realm.ram
     end = min(top, ram_base + ram_size) if ram_base <= base < ram_base + ram_size else base
+    if end == base and value == RIPAS_EMPTY:
+        return END, 0, None, (f"RIPAS change to EMPTY of [{base:#x}, {top:#x}) starts outside the realm's RAM "
+                              f"[{ram_base:#x}, {ram_base + ram_size:#x}): this host changes RIPAS only inside "
+                              f"RAM, and an EMPTY request cannot be rejected")
     addr = base
     last_error: tuple[int, int] | None = None
     while addr < end:

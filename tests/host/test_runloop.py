@@ -826,31 +826,13 @@ def test_ripas_change_creates_tables_and_rejects_what_cannot_change(machine: Mac
 
 
 def test_ripas_change_stops_at_the_end_of_ram(machine: Machine) -> None:
-    """The host changes RIPAS only inside the realm's RAM. EMPTY over a page outside it, which
-    another host activity assigned (as rtt-churn does in its window below RAM): no progress
-    (X1 = base, ACCEPT), the page stays assigned to its owner. RAM over the last page of RAM and
-    the one after it: progress to the end of RAM, then REJECT, and no RTT is created beyond it.
-    EMPTY inside RAM destroys the realm's page as before. (The host used to change RIPAS
-    anywhere, creating the tables that takes: a guest changing every 2 MiB of its IPA space
-    exhausted the NS allocator; and it DATA_DESTROYed rtt-churn's pages.)"""
-    outside = 0x4000_0000               # CPU 0's rtt-churn window: below RAM, RIPAS EMPTY
+    """The host changes RIPAS only inside the realm's RAM. RAM over the last page of RAM and the
+    one after it: progress to the end of RAM, then REJECT, and no RTT is created beyond it. EMPTY
+    inside RAM destroys the realm's page as before. (The host used to change RIPAS anywhere,
+    creating the tables that takes: a guest changing every 2 MiB of its IPA space exhausted the
+    NS allocator; and it DATA_DESTROYed rtt-churn's pages.)"""
     end = BASE + 2 * MiB
     b = boot(machine, program(f"""
-            mov x0, =RSI_IPA_STATE_SET
-            mov x1, ={outside:#x}
-            mov x2, ={outside + G:#x}
-            mov x3, #0
-            mov x4, #0
-            smc #0
-            mov x19, #1
-            mov x20, x1
-            cbnz x0, report
-            mov x21, ={outside:#x}
-            cmp x1, x21
-            b.ne report
-            mov x19, #2
-            mov x20, x2
-            cbnz x2, report             // ACCEPT
             mov x0, =RSI_IPA_STATE_SET
             mov x1, ={end - G:#x}
             mov x2, ={end + G:#x}
@@ -882,19 +864,59 @@ def test_ripas_change_stops_at_the_end_of_ram(machine: Machine) -> None:
             mov x19, #0
             b report
         """))
-    pa = fault_in(b.cpu, b.alloc, b.realm, outside)  # type: ignore[arg-type]
-    assert pa is not None
-    b.run()
+    assert b.run().errors == ()
     st = b.status()
     assert st.passed, st.result
-    # One REJECT (the RAM request past the end of RAM); the EMPTY request outside RAM was
-    # answered ACCEPT with no progress, which ripas_rejects does not count (runqueue.COUNTERS).
     assert st.counters["ripas_destroyed"] == 1 and st.counters["ripas_rejects"] == 1
     assert st.counters["rtts_created"] == 0
-    assert b.entry(outside)[1::2] == (ASSIGNED, EMPTY) and b.entry(outside)[2] & ~0xFFF == pa
     assert b.entry(BASE + MiB)[1::2] == (UNASSIGNED, EMPTY) and b.entry(end - G)[3] == RAM
     level, _, _, ripas = b.entry(end)
     assert level == 2 and ripas == EMPTY
+    b.finish()
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["outside", "from-inside"])
+def test_ripas_change_to_empty_outside_ram_fails_the_vcpu(machine: Machine, first: bool) -> None:
+    """An EMPTY request the host does not carry out: it cannot be rejected (A5.4), so the vCPU
+    fails, naming the range and the RAM. Over a page below RAM that another host activity
+    assigned (as rtt-churn does in its window), that page stays assigned to its owner. From
+    the last page of RAM past its end, the guest first gets ACCEPT with X1 at the end of RAM,
+    as A5.4 says it must call again from there, and that call fails the vCPU. (The host used
+    to answer ACCEPT with no progress, so a guest following A5.4 spun for ever.)"""
+    outside, end = 0x4000_0000, BASE + 2 * MiB     # CPU 0's rtt-churn window: below RAM, RIPAS EMPTY
+    base, top = (end - G, end + G) if first else (outside, outside + G)
+    b = boot(machine, program(f"""
+            mov x21, ={base:#x}
+        again:
+            mov x0, =RSI_IPA_STATE_SET
+            mov x1, x21
+            mov x2, ={top:#x}
+            mov x3, #0
+            mov x4, #0
+            smc #0
+            mov x19, #1
+            mov x20, x0
+            cbnz x0, report
+            mov x21, x1
+            mov x22, ={top:#x}
+            cmp x1, x22
+            b.ne again
+            mov x19, #0
+            b report
+        """))
+    pa = fault_in(b.cpu, b.alloc, b.realm, outside)  # type: ignore[arg-type]
+    assert pa is not None
+    summary = b.run(budget=20)
+    assert summary.ended != "budget"
+    stop = end if first else outside
+    assert len(summary.errors) == 1, summary.errors
+    assert f"EMPTY of [{stop:#x}, {top:#x}) starts outside the realm's RAM [{BASE:#x}, {end:#x})" in summary.errors[0]
+    st = b.status()
+    assert st.counters["ripas_changes"] == 1 + first and st.counters["rtts_created"] == 0
+    assert st.counters["ripas_destroyed"] == 0        # the last page of RAM was never backed
+    assert b.entry(outside)[1::2] == (ASSIGNED, EMPTY) and b.entry(outside)[2] & ~0xFFF == pa
+    if first:
+        assert b.entry(end - G)[3] == EMPTY
     x0, got = b.cpu.smc(F.RMI_DATA_DESTROY, b.realm.rd, outside)[:2]  # type: ignore[attr-defined]
     assert x0 == 0 and got == pa and b.cpu.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0  # type: ignore[attr-defined]
     b.alloc.free(pa)
