@@ -154,11 +154,17 @@ def _token(machine: "Machine", st: RealmStatus) -> tuple[bytes | None, str]:
     _, ipa, length, _ = named[-1]
     pages = dict(st.shared_pages)
     data = b""
-    for offset in range(0, length, GRANULE):
-        pa = pages.get(ipa + offset)
+    at = ipa
+    # The copy starts wherever SHARED_OFFSET puts it, not necessarily on a page boundary; the
+    # host mapped whole pages (keyed by their page's IPA), so read it page piece by page piece.
+    while len(data) < length:
+        page = at & ~(GRANULE - 1)
+        pa = pages.get(page)
         if pa is None:
-            return None, f"its token at IPA {ipa + offset:#x} is on no page the host shared with it"
-        data += machine.ns_read(pa, min(GRANULE, length - offset))
+            return None, f"its token at IPA {at:#x} is on no page the host shared with it"
+        piece = min(page + GRANULE - at, length - len(data))
+        data += machine.ns_read(pa + at - page, piece)
+        at += piece
     return data, ""
 
 

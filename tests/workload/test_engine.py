@@ -219,6 +219,21 @@ def test_measure_guest_passes_with_any_hash_and_value(tmp_path: Path) -> None:
     assert all("reported pass" in r.detail for r in report.realms)
 
 
+def test_an_attest_token_copied_to_an_unaligned_shared_offset_is_read(tmp_path: Path) -> None:
+    """The attest guest copies its token byte by byte to SHARED_OFFSET, which may lie anywhere
+    in its RAM; the host maps whole pages there. The token used to be looked up with the
+    unaligned IPA as a page's, so a realm that did everything right failed with "its token at
+    IPA ... is on no page the host shared with it". The second realm's copy crosses a page."""
+    report = go(tmp_path, 'iterations = 40\ncpus = 1\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "inside"\nguest = "attest"\nram = "4M"\n'
+                          'constants = { SHARED_OFFSET = 0x200010 }\n'
+                          '[[realm]]\nname = "across"\nguest = "attest"\nram = "4M"\n'
+                          'constants = { SHARED_OFFSET = 0x200F00 }\n')
+    assert [(r.name, r.ok) for r in report.realms] == [("inside", True), ("across", True)], \
+        [r.detail for r in report.realms]
+    assert all("verified" in r.detail for r in report.realms)
+
+
 def test_smp_guests_start_every_rec_past_16(tmp_path: Path) -> None:
     """smp-boot and ripas-loop CPU_ON every secondary, naming REC i by its MPIDR (Aff1 = i / 16,
     Aff0 = i % 16): with 20 RECs all 19 secondaries start and smp-boot reports 20. They used to

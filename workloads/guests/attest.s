@@ -36,9 +36,10 @@
 //
 // Constants (`.equ`, rewritten by rmm_mp.host.load_guest): CHALLENGE0..7; EXTEND_REM (0, or
 // 1..4), EXTEND_SIZE (0..64), EXTEND0..7; CHUNK (1..4096 bytes per call; 0 would never
-// finish); OFFSET (0..4095); BUFFER_OFFSET and SHARED_OFFSET (granule aligned, with room for
-// OFFSET + 4096 bytes and for the token inside the realm's RAM; the defaults need 2 MiB + 4 KiB
-// of RAM after the image's start). Registers: x19 report code, x20 detail, x21 shared bit,
+// finish); OFFSET (0..4095); BUFFER_OFFSET (granule aligned) and SHARED_OFFSET (any byte: the
+// copy may start inside a page and cross into the next), with room for OFFSET + 4096 bytes and
+// for the token inside the realm's RAM (the defaults need 2 MiB + 4 KiB of RAM after the image's
+// start). Registers: x19 report code, x20 detail, x21 shared bit,
 // x22 token start, x23 next byte, x24 end of the promised buffer, x25 CHUNK, x26 the shared
 // copy, x27 token length.
 
