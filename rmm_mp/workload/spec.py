@@ -353,6 +353,10 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
                                                   "realm's hash and VALUE0..7 and SIZE")
         if not is_int(number) or not 0 <= number <= U64:
             raise f.fail(f"{key}.{name}", number, "an integer in 0..2^64-1")
+        if guest == "attest" and name == "CHUNK" and number == 0:
+            # The guest would ask for 0 bytes at a time for ever: its realm never finishes.
+            raise f.fail(f"{key}.{name}", number, "at least 1 byte per RSI_ATTESTATION_TOKEN_CONTINUE call (with 0 "
+                                                  "the guest never finishes its token)")
         out.append((name, number))
     return tuple(out)
 

@@ -225,6 +225,15 @@ def test_attest_challenge_is_the_engines(tmp_path: Path) -> None:
     refused(tmp_path, text, 7, "realm[0].constants.CHALLENGE0", 1, "the engine gives each attest realm")
 
 
+def test_attest_chunk_zero_is_refused(tmp_path: Path) -> None:
+    """CHUNK is the size of each TOKEN_CONTINUE call: with 0 the guest asks for no bytes for
+    ever, so its realm never finishes (a lifecycle attest realm is never rebuilt, and the run
+    still said OK). It was accepted; any size from 1 works (the guest caps it at the granule)."""
+    text = HEAD + '[[realm]]\nname = "a"\nguest = "attest"\nram = "4M"\nconstants = { CHUNK = 0 }\n'
+    refused(tmp_path, text, 7, "realm[0].constants.CHUNK", 0, "at least 1 byte per RSI_ATTESTATION_TOKEN_CONTINUE")
+    load(tmp_path, text.replace("CHUNK = 0", "CHUNK = 1"))
+
+
 def test_ram_too_small_for_the_guest(tmp_path: Path) -> None:
     """attest needs its buffer and shared copy 1 and 2 MiB into RAM."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\n', 3, "realm[0].ram", 2 << 20,
