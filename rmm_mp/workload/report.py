@@ -74,7 +74,7 @@ class RunReport:
     host_cores: int
     pinned: bool
     counters: dict[int, dict[str, int]]
-    """Per CPU: what its host activities did ({"realms created": 12, ...})."""
+    """Per CPU: what its host activities did ({"realms built": 12, ...})."""
     realms: tuple[RealmOutcome, ...]
     failures: tuple[CpuFailure, ...]
     problems: tuple[str, ...]
