@@ -231,7 +231,9 @@ def _owners(file: WorkloadFile, phases: tuple[Phase, ...], cpus: int) -> tuple[t
         able = [c for c in range(cpus) if any(activity in dict(p.weights[c]) for p in phases)]
         if not able:
             raise file.fields.fail(f"{realm.key}.lifecycle", True, f"a CPU with a weight for {activity!r} to "
-                                                                  f"build, run and destroy it (no CPU has one)")
+                                                                  f"build, run and destroy it (the run has {cpus} CPU"
+                                                                  f"{'s' * (cpus != 1)} and none has one; group CPU ids "
+                                                                  f"from {cpus} up are ignored)")
         for index in range(realm.instances):
             owners.append(((r, index), able[turn[activity] % len(able)]))
             turn[activity] += 1

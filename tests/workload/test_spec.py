@@ -397,6 +397,17 @@ def test_lifecycle_realm_without_an_owner(tmp_path: Path) -> None:
             "a CPU with a weight for 'lifecycle'")
 
 
+def test_lifecycle_owner_left_out_by_cpus_says_so(tmp_path: Path) -> None:
+    """The only CPU with a lifecycle weight is beyond --cpus: the error says how many CPUs the
+    run has and that group ids beyond them are ignored. (It said only "no CPU has one", false of
+    a file whose group names CPU 3, which 'workloads validate' accepts.)"""
+    text = HEAD + '[[group]]\ncpus = [3]\nactivities = { lifecycle = 1 }\n' + OK_REALM + "lifecycle = true\n"
+    load(tmp_path, text)
+    for cpus, many in ((2, "2 CPUs"), (1, "1 CPU")):
+        err = refused(tmp_path, text, 9, "realm[0].lifecycle", True, "a CPU with a weight for 'lifecycle'", cpus=cpus)
+        assert err.expected.endswith(f"(the run has {many} and none has one; group CPU ids from {cpus} up are ignored)")
+
+
 def test_lifetime_without_lifecycle(tmp_path: Path) -> None:
     refused(tmp_path, HEAD + OK_REALM + "lifetime = 10\n", 6, "realm[0].lifetime", 10, "no lifetime unless lifecycle")
 
