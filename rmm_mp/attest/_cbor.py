@@ -219,15 +219,19 @@ def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -
 
 
 def _key_identity(encoded: bytes, what: str) -> object:
-    """What cbor2 would make of a map key, so that 1 and a non-minimal 1 count as one key."""
+    """What cbor2 makes of `encoded` as a map key, so that 1 and a non-minimal 1, or [1] and
+    an indefinite-length [1], count as one key.
+
+    The key is built inside a one-entry map, where cbor2 builds keys immutable (arrays as
+    tuples, maps as FrozenDicts): built alone, an array key is an unhashable list, and hashing
+    a CBORTag around one leaves cbor2's C CBORTag hash guard holding the tag's id, so a later
+    tag at that address fails to hash with a RuntimeError.
+    """
     # The same decoding (and the same refusals) as a whole item: a key is built before the
     # item it belongs to, so an error missed here would escape as a traceback.
-    value = _build(encoded, f"{what}: map key {encoded.hex()}")
-    try:
-        hash(value)
-    except TypeError:
-        return ("encoded", encoded)
-    return value
+    entry = _build(b"\xa1" + encoded + b"\xf6", f"{what}: map key {encoded.hex()}")
+    (key,) = entry
+    return key
 
 
 def _expect_break(data: bytes, pos: int, what: str) -> int:

@@ -1,0 +1,173 @@
+"""rmm_mp/attest/_cbor.py loads_exact against cbor2 on drawn CBOR items (hypothesis, derandomized).
+
+The items are drawn as trees and encoded here with drawn choices cbor2's encoder never makes:
+heads wider than needed, indefinite-length strings (in chunks), arrays and maps. loads_exact
+walks the heads itself before cbor2 builds the value, so the walk and cbor2 must agree on
+where an item ends, and every refusal must be a TokenFormatError (the attest CLI turns that
+into a usage error; anything else is a traceback).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmm_mp.attest._cbor import loads_exact
+from rmm_mp.attest.errors import TokenFormatError
+
+FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=300)
+
+Tree = tuple[Any, ...]
+"""("uint" | "nint", n), ("bytes", b), ("text", s), ("float", f), ("simple", 20..23),
+("array", [trees]), ("map", [(key tree, value tree)]), ("tag", number, tree)."""
+
+TAGS = (1000, 55799, 65000)
+"""Tags cbor2 keeps as CBORTag (or, 55799, drops) whatever they hold: semantic tags such as 1
+(epoch time) refuse most contents, which would make most drawn items refusals."""
+
+
+def trees() -> st.SearchStrategy[Tree]:
+    leaves = st.one_of(
+        st.tuples(st.sampled_from(["uint", "nint"]), st.integers(0, (1 << 64) - 1)),
+        st.tuples(st.just("bytes"), st.binary(max_size=12)),
+        st.tuples(st.just("text"), st.text(max_size=6)),
+        st.tuples(st.just("float"), st.floats(allow_nan=False)),
+        st.tuples(st.just("simple"), st.integers(20, 23)),
+    )
+    return st.recursive(leaves, lambda inner: st.one_of(
+        st.tuples(st.just("array"), st.lists(inner, max_size=3)),
+        st.tuples(st.just("map"), st.lists(st.tuples(inner, inner), max_size=3)),
+        st.tuples(st.just("tag"), st.sampled_from(TAGS), inner),
+    ), max_leaves=8)
+
+
+def _head(major: int, arg: int, draw: st.DrawFn) -> bytes:
+    """A head for `arg`: the shortest form or, drawn, any wider one that holds it."""
+    shortest = 0 if arg < 24 else next(w for w in (1, 2, 4, 8) if arg < 1 << (8 * w))
+    width = draw(st.sampled_from([w for w in (0, 1, 2, 4, 8) if w >= shortest]))
+    if width == 0:
+        return bytes([major << 5 | arg])
+    return bytes([major << 5 | (24 + (1, 2, 4, 8).index(width))]) + arg.to_bytes(width, "big")
+
+
+def _string(major: int, raw: bytes, draw: st.DrawFn) -> bytes:
+    if not draw(st.booleans()):
+        return _head(major, len(raw), draw) + raw
+    cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=3)))
+    if major == 3:      # a chunk of an indefinite text string is whole UTF-8 itself
+        cuts = [c for c in cuts if c == len(raw) or (raw[c] & 0xC0) != 0x80]
+    chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+    return bytes([major << 5 | 31]) + b"".join(_head(major, len(c), draw) + c for c in chunks) + b"\xff"
+
+
+def _container(major: int, count: int, body: bytes, draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        return bytes([major << 5 | 31]) + body + b"\xff"
+    return _head(major, count, draw) + body
+
+
+def encode(tree: Tree, draw: st.DrawFn) -> bytes:
+    """One of the encodings of `tree`, chosen by `draw`."""
+    kind = tree[0]
+    if kind in ("uint", "nint"):
+        return _head(0 if kind == "uint" else 1, tree[1], draw)
+    if kind == "bytes":
+        return _string(2, tree[1], draw)
+    if kind == "text":
+        return _string(3, tree[1].encode(), draw)
+    if kind == "float":
+        return b"\xfb" + struct.pack(">d", tree[1])
+    if kind == "simple":
+        return bytes([0xE0 | tree[1]])
+    if kind == "array":
+        return _container(4, len(tree[1]), b"".join(encode(t, draw) for t in tree[1]), draw)
+    if kind == "map":
+        return _container(5, len(tree[1]), b"".join(encode(k, draw) + encode(v, draw) for k, v in tree[1]), draw)
+    return _head(6, tree[1], draw) + encode(tree[2], draw)
+
+
+@st.composite
+def encoded_items(draw: st.DrawFn) -> bytes:
+    return encode(draw(trees()), draw)
+
+
+def cbor2_item(data: bytes) -> tuple[Any, int]:
+    """cbor2's value for the first item of `data` and the bytes it read."""
+    fp = io.BytesIO(data)
+    return cbor2.CBORDecoder(fp).decode(), fp.tell()
+
+
+@FIXED
+@given(data=encoded_items(), tail=st.binary(min_size=1, max_size=2))
+def test_an_accepted_item_is_what_cbor2_reads_and_every_refusal_is_a_token_format_error(
+        data: bytes, tail: bytes) -> None:
+    """A drawn item in any encoding is either refused with a TokenFormatError or accepted as
+    exactly cbor2's value, cbor2 having read all of it; the same item with bytes after it, and
+    every proper prefix of it, is a TokenFormatError."""
+    try:
+        got = loads_exact(data, "item")
+    except TokenFormatError:
+        pass
+    else:
+        expected, used = cbor2_item(data)
+        assert used == len(data)
+        assert repr(got) == repr(expected)
+    with pytest.raises(TokenFormatError):
+        loads_exact(data + tail, "item")
+    for cut in range(len(data)):
+        with pytest.raises(TokenFormatError):
+            loads_exact(data[:cut], "item")
+
+
+@FIXED
+@given(key=trees(), data=st.data())
+def test_a_key_written_twice_in_two_encodings_is_refused(key: Tree, data: st.DataObject) -> None:
+    """A map {K: 0, K: 1} whose two K are drawn encodings of one tree (a wider head, an
+    indefinite-length string, array or map) is refused: cbor2 would keep one entry of the two.
+    When K on its own is acceptable, the refusal is the duplicate key."""
+    first = encode(key, data.draw)
+    second = encode(key, data.draw)
+    with pytest.raises(TokenFormatError) as refused:
+        loads_exact(b"\xa2" + first + b"\x00" + second + b"\x01", "map")
+    try:
+        loads_exact(first, "key")
+        loads_exact(second, "key")
+    except TokenFormatError:
+        return
+    assert "more than once" in str(refused.value)
+
+
+@pytest.mark.parametrize("length", [0, 23, 24, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("major", [2, 3, 4])
+def test_lengths_at_the_head_boundaries_read_in_every_head_width(major: int, length: int) -> None:
+    """A byte string, text string or array of 23/24, 255/256 or 65535/65536 elements (where the
+    shortest head grows a byte) is read in its shortest head and every wider one, to the
+    value cbor2 writes; one element (or, for none, one head byte) short is truncated CBOR."""
+    value: Any = {2: b"\xab" * length, 3: "x" * length, 4: [0] * length}[major]
+    shortest = cbor2.dumps(value)
+    body = shortest[len(shortest) - length:]
+    heads = [shortest[:len(shortest) - length]] + [
+        bytes([major << 5 | (24 + i)]) + length.to_bytes(width, "big")
+        for i, width in enumerate((1, 2, 4, 8)) if length < 1 << (8 * width)]
+    for head in heads:
+        assert loads_exact(head + body, "item") == value
+        with pytest.raises(TokenFormatError, match="truncated CBOR"):
+            loads_exact(head + body[:-1] if length else head[:-1], "item")
+
+
+def test_tag_keys_holding_arrays_are_refused_without_a_traceback() -> None:
+    """{1000([1]): 0, 1000([2]): 0}: cbor2's C CBORTag hash kept the id of a tag that failed to
+    hash (a list inside), so the key check's hash of the first key made the next tag at that
+    address raise RuntimeError out of loads_exact. Keys are now built as cbor2 builds map keys
+    (arrays as tuples), and these distinct keys are accepted; the same keys twice are refused."""
+    distinct = bytes.fromhex("a2" "d903e88101" "00" "d903e88102" "00")
+    for _ in range(3):      # the old failure needed a freed tag's address to be reused
+        assert loads_exact(distinct, "map") == {cbor2.CBORTag(1000, (1,)): 0, cbor2.CBORTag(1000, (2,)): 0}
+    with pytest.raises(TokenFormatError, match="more than once"):
+        loads_exact(bytes.fromhex("a2" "d903e88101" "00" "d903e8980101" "00"), "map")
