@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
+from rmm_mp.hw.control import HOST_GRANULES_BYTES
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate, read_source
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 
@@ -31,6 +32,9 @@ PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
 MIN_NS_DRAM = 1 << 20
 """DRAM the Secure ranges must leave to the Non-secure PAS: below it no host could build a realm."""
 REALM_PA_BITS = 48
+MAX_DRAM_GRANULES = HOST_GRANULES_BYTES * 8
+"""DRAM granules the host's shared allocator can track (one bit each in the control block):
+more DRAM would pass here and then fail the first CPU's NsAllocator, after the machine is made."""
 """Without FEAT_LPA2 (not modelled) a realm can use no PA at or above 2^48 (DEN0137 A3.1.2)."""
 HASH_NAMES = ("sha-256", "sha-512")
 KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
@@ -246,6 +250,10 @@ class _Validator:
             raise self.fail(key, raw["dram"][key.split(".")[1]],
                             f"DRAM below 2^{REALM_PA_BITS} = {1 << REALM_PA_BITS:#x}: without FEAT_LPA2 "
                             "(lpa2 = false) a realm can use no PA at or above it")
+        if dram.size > MAX_DRAM_GRANULES * GRANULE_SIZE:
+            raise self.fail("dram.size", raw["dram"]["size"], f"at most {MAX_DRAM_GRANULES * GRANULE_SIZE >> 30} GiB "
+                                                               f"({MAX_DRAM_GRANULES} granules: the host's granule "
+                                                               "bitmap has one bit per DRAM granule)")
         mmio = self.regions(raw.get("mmio", []), "mmio", pa_bits)
         secure = self.regions(raw.get("secure", []), "secure", pa_bits)
         for i, region in enumerate(mmio):

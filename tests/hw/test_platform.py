@@ -161,6 +161,9 @@ BAD = [
      "2214588416 (0x83fff000)"),
     ("region-past-pa-range", r'size = "64 KiB"', 'size = "256 TiB"', "mmio[0].size", "'256 TiB'"),
     ("dram-past-pa-range", r'size = "64 MiB"', 'size = "256 TiB"', "dram.size", "'256 TiB'"),
+    # More granules than the host allocator's bitmap holds: the file loaded, and `rmm-mp run`
+    # made the machine and then failed with "AllocatorError: ... do not fit the host bitmap".
+    ("dram-past-host-bitmap", r'size = "64 MiB"', 'size = "4100 MiB"', "dram.size", "'4100 MiB'"),
     ("secure-overlap", r"\[\[secure\]\].*\n", '[[secure]]\nbase = 0x83F8_0000\nsize = "64 KiB"\n\n[[secure]]\n',
      "secure[1].base", "2213543936 (0x83f00000)"),
     ("secure-leaves-no-ns-dram", r"base = 0x83F0_0000\nsize = .*", 'base = 0x8000_0000\nsize = "65024 KiB"',
