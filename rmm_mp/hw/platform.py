@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.hw.control import HOST_GRANULES_BYTES
+from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate, read_source
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 
@@ -172,6 +172,20 @@ def parse(text: str, source: str) -> Platform:
     return v.platform(raw)
 
 
+def _json_size(value: object) -> int:
+    return len(json.dumps(value).encode())
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """A value too long to quote in an error, shown by its length."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return f"({self.text})"
+
+
 class _Validator:
     def __init__(self, text: str, source: str) -> None:
         self.text = text
@@ -280,8 +294,30 @@ class _Validator:
         if isinstance(time_slice, bool) or not isinstance(time_slice, int) or not 1 <= time_slice <= 10**9:
             raise self.fail("rec_time_slice", time_slice, "the number of guest instructions a REC runs before it "
                                                           "exits with IRQ, an integer in 1..1000000000")
-        return Platform(name, self.source, description, cpus, pa_bits, dram, mmio, secure, features, attestation,
-                        time_slice)
+        platform = Platform(name, self.source, description, cpus, pa_bits, dram, mmio, secure, features,
+                            attestation, time_slice)
+        self.fits_control_block(platform)
+        return platform
+
+    def fits_control_block(self, platform: Platform) -> None:
+        """A machine keeps its platform as JSON in its control block (PLATFORM_MAX bytes), where
+        every CPU process reads it: a longer one loaded here and then failed Machine.create with
+        a traceback. The error names the longest free-length value: a string or a region list."""
+        size = len(platform.to_json().encode())
+        if size <= PLATFORM_MAX:
+            return
+        parts: dict[str, tuple[int, str]] = {
+            "description": (_json_size(platform.description), f"{len(platform.description)} characters"),
+            "attestation.rak_seed": (_json_size(platform.attestation.rak_seed),
+                                     f"{len(platform.attestation.rak_seed)} characters"),
+            "attestation.platform_key_seed": (_json_size(platform.attestation.platform_key_seed),
+                                              f"{len(platform.attestation.platform_key_seed)} characters"),
+            "mmio": (_json_size([asdict(r) for r in platform.mmio]), f"{len(platform.mmio)} regions"),
+            "secure": (_json_size([asdict(r) for r in platform.secure]), f"{len(platform.secure)} regions"),
+        }
+        key = max(parts, key=lambda k: parts[k][0])
+        raise self.fail(key, _Summary(parts[key][1]), f"a shorter value: the platform is {size} bytes as JSON, and a "
+                                                      f"machine's control block holds at most {PLATFORM_MAX}")
 
     def regions(self, raw: object, where: str, pa_bits: int) -> tuple[Region, ...]:
         if not isinstance(raw, list):

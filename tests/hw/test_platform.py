@@ -363,3 +363,39 @@ def test_bad_file_is_rejected_before_create(tmp_path: Path) -> None:
         Machine.create(path, cpus=1)
     after = {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()}
     assert after == before
+
+
+def _many_mmio(count: int) -> str:
+    return "".join(f"[[mmio]]\nbase = {0x1000_0000 + i * GRANULE:#x}\nsize = {GRANULE}\n" for i in range(count))
+
+
+@pytest.mark.parametrize("key, old, new, shown", [
+    ("description", 'description = "', 'description = "' + "x" * 30_000, "(30"),
+    ("attestation.rak_seed", 'rak_seed = "', 'rak_seed = "' + "s" * 30_000, "(30"),
+    ("mmio", "[[mmio]]", _many_mmio(800) + "[[mmio]]", "(801 regions)"),
+], ids=["description", "rak-seed", "mmio"])
+def test_platform_too_long_for_the_control_block(tmp_path: Path, key: str, old: str, new: str, shown: str) -> None:
+    """A platform longer than the control block's PLATFORM_MAX bytes as JSON (a 30,000-character
+    description or seed, 801 MMIO regions) is refused when loaded, naming the longest value by
+    its length. Before, it loaded (`rmm-mp platform show` said nothing) and Machine.create (so
+    `rmm-mp run`) failed with a ValueError traceback from Control.initialise."""
+    path = tmp_path / "long.toml"
+    path.write_text(HOST_TOML.read_text().replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.key == key
+    assert f"{key} = {shown}" in str(info.value) and "control block" in str(info.value)
+    assert info.value.line is not None
+
+
+def test_platform_just_fitting_the_control_block_creates(tmp_path: Path) -> None:
+    """The limit is the control block's: a platform whose JSON is one byte short of it loads
+    and makes a machine."""
+    from rmm_mp.hw.control import PLATFORM_MAX
+    path = tmp_path / "long.toml"
+    text = HOST_TOML.read_text()
+    path.write_text(text)
+    size = len(load(path).to_json().encode())
+    path.write_text(text.replace('description = "', 'description = "' + "x" * (PLATFORM_MAX - size - 1), 1))
+    with Machine.create(path, cpus=1) as machine:
+        assert len(machine.platform.to_json().encode()) == PLATFORM_MAX - 1
