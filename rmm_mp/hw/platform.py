@@ -233,6 +233,8 @@ class _Validator:
         if not isinstance(raw, dict):
             raise self.fail(where, raw, "a table with keys base and size")
         self.keys(raw, where, {"base", "size", "name"}, {"base", "size"})
+        if not isinstance(raw.get("name", ""), str):
+            raise self.fail(f"{where}.name", raw["name"], "a string naming the range, such as 'uart0'")
         base = raw["base"]
         if not isinstance(base, int) or isinstance(base, bool) or base < 0 or base % GRANULE_SIZE:
             raise self.fail(f"{where}.base", base, "a 4 KiB-aligned physical address")
@@ -340,7 +342,7 @@ class _Validator:
         vl = raw.get("sve_vector_length", 128 if sve else 0)
         if sve and (not isinstance(vl, int) or isinstance(vl, bool) or vl % 128 or not 128 <= vl <= 2048):
             raise self.fail("features.sve_vector_length", vl, "the maximum SVE vector length in bits, a multiple of 128 in 128..2048")
-        if not sve and vl != 0:
+        if not sve and (type(vl) is not int or vl != 0):     # 0.0 and false == 0, but are no length
             raise self.fail("features.sve_vector_length", vl, "0 (or no key) when sve = false")
         pmu = self.boolean(raw, "pmu", "features.pmu")
         counters = self.integer(raw, "pmu_counters", "features.pmu_counters", 0, 31, "the number of PMU event counters")

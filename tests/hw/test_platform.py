@@ -149,6 +149,13 @@ BAD = [
     ("pa-bits-47", r"pa_bits = 48", "pa_bits = 47", "pa_bits", "47"),
     ("pa-bits-float", r"pa_bits = 48", "pa_bits = 48.0", "pa_bits", "48.0"),       # == 48, but no width
     ("vmid-bits-float", r"vmid_bits = 8 ", "vmid_bits = 8.0 ", "features.vmid_bits", "8.0"),
+    # Wrong types that were accepted: a region name that is no string, and a vector length of
+    # 0.0 or false without SVE (both == 0, and the float went on into the machine's JSON).
+    ("mmio-name-integer", r'name = "uart"', "name = 5", "mmio[0].name", "5"),
+    ("sve-vl-float-without-sve", r"sve = false", "sve = false\nsve_vector_length = 0.0",
+     "features.sve_vector_length", "0.0"),
+    ("sve-vl-bool-without-sve", r"sve = false", "sve = false\nsve_vector_length = false",
+     "features.sve_vector_length", "false"),
     ("unaligned-dram-base", r"base = 0x8000_0000", "base = 0x8000_0800", "dram.base", "2147485696 (0x80000800)"),
     ("unaligned-mmio-base", r"base = 0x1C09_0000", "base = 0x1C09_0100", "mmio[0].base", "470352128 (0x1c090100)"),
     ("size-1-MB", r'size = "64 MiB"', 'size = "1 MB"', "dram.size", "'1 MB'"),
