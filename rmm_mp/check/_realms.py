@@ -3,6 +3,9 @@
 Rules (each violation names its rule):
   rtt-tree        every RTT granule belongs to exactly one realm's tree (a root, or named by
                   exactly one TABLE entry), and every TABLE entry names an RTT granule
+  rtt-entry       every entry's state fits where it is (DEN0137 A5.5.2): UNASSIGNED or ASSIGNED
+                  at a Protected IPA, UNASSIGNED_NS or ASSIGNED_NS at an Unprotected one (TABLE
+                  at either), and no ASSIGNED or ASSIGNED_NS entry in a level-0 RTT
   rtt-refcount    an RTT's refcount equals its live entries (TABLE and protected ASSIGNED)
   data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
                   each DATA granule is named by exactly one entry
@@ -96,11 +99,16 @@ def _check_realm(scan: _Scan, rd_idx: int) -> None:
         _check_table(scan, root, ctx.start_level, n * s2tt.ENTRIES * s2tt.block_size(ctx.start_level), ctx)
 
 
+_PROTECTED_KINDS = frozenset({Kind.UNASSIGNED, Kind.ASSIGNED})
+"""Entry states of a Protected IPA; UNASSIGNED_NS and ASSIGNED_NS are those of an Unprotected one."""
+
+
 def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2Ctx) -> None:
     """Check one table and recurse into its children."""
     entries = s2tt.entries(scan.machine.memory, idx)
     size = s2tt.block_size(level)
     live = 0
+    misplaced: list[str] = []
     for i, desc in enumerate(entries):
         ipa = first_ipa + i * size
         if ipa >= ctx.ipa_size:
@@ -113,6 +121,8 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
                                                       f"({len(stray)} such entries); expected 0")
             break
         kind, _ = s2tt.decode(desc, level)
+        if problem := _misplaced(kind, level, ipa, ctx):
+            misplaced.append(problem)
         if kind == Kind.TABLE:
             live += 1
             child = scan.idx(s2tt.output_address(desc, level))
@@ -127,6 +137,22 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
     if scan.refcounts[idx] != live:
         scan.report("rtt-refcount", scan.pa(idx), f"level {level} RTT has refcount {scan.refcounts[idx]} "
                                                   f"but {live} live entries")
+    if misplaced:
+        # One report per table: an unfolded block of the wrong kind would be 512 of them.
+        scan.report("rtt-entry", scan.pa(idx), misplaced[0] + (f" ({len(misplaced)} such entries)"
+                                                               if len(misplaced) > 1 else ""))
+
+
+def _misplaced(kind: Kind, level: int, ipa: int, ctx: s2tt.S2Ctx) -> str | None:
+    """Why an entry of ``kind`` cannot be at ``ipa`` in a level-``level`` RTT, or None."""
+    if kind == Kind.TABLE:
+        return None
+    if level < s2tt.MIN_BLOCK_LEVEL and kind in (Kind.ASSIGNED, Kind.ASSIGNED_NS):
+        return f"entry for IPA {ipa:#x} is {kind.name} in a level-{level} RTT, which maps no blocks"
+    if (kind in _PROTECTED_KINDS) != ctx.in_par(ipa):
+        half = "a Protected" if ctx.in_par(ipa) else "an Unprotected"
+        return f"entry for IPA {ipa:#x} is {kind.name}, but that is {half} IPA"
+    return None
 
 
 def _count_data(scan: _Scan, table: int, desc: int, level: int, ipa: int) -> None:

@@ -9,7 +9,7 @@ the granule and the rule.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -90,3 +90,28 @@ def test_a_root_entry_past_the_ipa_space_is_a_violation(machine: Machine) -> Non
     found = _violations(machine)
     assert any(rule == "rtt-tree" and pa == root and "entry 100 lies past the IPA space" in detail
                for rule, pa, detail in found), found
+
+
+@pytest.mark.parametrize("level, ipa, entry, shown", [
+    (3, 0x5000, lambda ns: s2tt.assigned_ns(ns, 3), "is ASSIGNED_NS, but that is a Protected IPA"),
+    (3, 0x6000, lambda ns: s2tt.UNASSIGNED_NS, "is UNASSIGNED_NS, but that is a Protected IPA"),
+    (0, 1 << 47, lambda ns: s2tt.UNASSIGNED_EMPTY, "is UNASSIGNED, but that is an Unprotected IPA"),
+    (0, 1 << 47, lambda ns: s2tt.assigned_ns(0, 0), "is ASSIGNED_NS in a level-0 RTT"),
+], ids=["host-page-at-protected-ipa", "unassigned-ns-at-protected-ipa", "unassigned-at-unprotected-ipa",
+        "level-0-block"])
+def test_an_entry_of_the_wrong_kind_for_its_place_is_a_violation(machine: Machine, level: int, ipa: int,
+                                                                 entry: Callable[[int], int], shown: str) -> None:
+    """DEN0137 A5.5.2: ASSIGNED and UNASSIGNED entries are at Protected IPAs, ASSIGNED_NS and
+    UNASSIGNED_NS at Unprotected ones, and a level-0 RTT holds no block. A host page mapped
+    at a Protected IPA (the realm would read and write host memory as its own) passed before:
+    no rule looked at an entry's IPA."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=48)
+    assert realm.start_level == 0
+    table = t.rtts(realm, ipa, level)[-1] if level else realm.roots[0]
+    index = (ipa // s2tt.block_size(level)) % s2tt.ENTRIES
+    assert invariants(machine).ok
+    s2tt.write(machine.memory, _idx(machine, table), index, entry(t.ns_granule()))
+    found = _violations(machine)
+    assert [(rule, pa) for rule, pa, _ in found] == [("rtt-entry", table)], found
+    assert f"entry for IPA {ipa:#x} {shown}" in found[0][2]
