@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -383,6 +384,10 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     """
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
+    if math.isnan(wait_s):
+        # FloatRange(min=0) lets NaN through (no comparison with it is true), and Pause.wait
+        # never reaches a NaN deadline: the check waited for as long as the run went on.
+        raise click.BadParameter(f"{wait_s} is not a number of seconds", param_hint="'--wait'")
     try:
         check_output("--json", json_path)
     except ValueError as exc:

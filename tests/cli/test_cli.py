@@ -154,3 +154,14 @@ def test_clean_with_no_segment_directory_finds_nothing(tmp_path: Path, monkeypat
     result = CliRunner().invoke(main, ["clean"])
     assert result.exit_code == 0, result.output
     assert "no orphaned rmm-mp shared memory" in result.stdout
+
+
+def test_check_refuses_a_wait_that_is_not_a_number() -> None:
+    """`check --wait nan` is a bad option (exit 2), as a negative --wait is. Before, click's
+    FloatRange(min=0) let NaN through and Pause.wait, never reaching a NaN deadline, waited until
+    every CPU parked or the run stopped: a CPU that never parks held the check for the rest
+    of the run instead of --wait seconds."""
+    result = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de", "--wait", "nan"])
+    assert result.exit_code == 2
+    assert "--wait" in result.output and "nan is not a number of seconds" in result.output
+    assert "no machine named" not in result.output      # refused before looking for the machine
