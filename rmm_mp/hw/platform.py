@@ -32,10 +32,10 @@ PA_WIDTHS = (32, 36, 40, 42, 44, 48, 52)
 MIN_NS_DRAM = 1 << 20
 """DRAM the Secure ranges must leave to the Non-secure PAS: below it no host could build a realm."""
 REALM_PA_BITS = 48
+"""Without FEAT_LPA2 (not modelled) a realm can use no PA at or above 2^48 (DEN0137 A3.1.2)."""
 MAX_DRAM_GRANULES = HOST_GRANULES_BYTES * 8
 """DRAM granules the host's shared allocator can track (one bit each in the control block):
 more DRAM would pass here and then fail the first CPU's NsAllocator, after the machine is made."""
-"""Without FEAT_LPA2 (not modelled) a realm can use no PA at or above 2^48 (DEN0137 A3.1.2)."""
 HASH_NAMES = ("sha-256", "sha-512")
 KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
 
