@@ -156,12 +156,14 @@ def test_clean_with_no_segment_directory_finds_nothing(tmp_path: Path, monkeypat
     assert "no orphaned rmm-mp shared memory" in result.stdout
 
 
-def test_check_refuses_a_wait_that_is_not_a_number() -> None:
-    """`check --wait nan` is a bad option (exit 2), as a negative --wait is. Before, click's
-    FloatRange(min=0) let NaN through and Pause.wait, never reaching a NaN deadline, waited until
-    every CPU parked or the run stopped: a CPU that never parks held the check for the rest
-    of the run instead of --wait seconds."""
-    result = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de", "--wait", "nan"])
-    assert result.exit_code == 2
-    assert "--wait" in result.output and "nan is not a number of seconds" in result.output
+@pytest.mark.parametrize("args", [["check", "rmm-mp-1-0badc0de", "--wait"], ["explore", "--timeout"]],
+                         ids=["check-wait", "explore-timeout"])
+def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
+    """`check --wait nan` and `explore --timeout nan` are bad options (exit 2), as values out of
+    their range are. Before, click's FloatRange let NaN through (no comparison with it is true):
+    Pause.wait, never reaching a NaN deadline, waited until every CPU parked or the run stopped,
+    and the explorer ran with no time limit on a call."""
+    result = CliRunner().invoke(main, [*args, "nan"])
+    assert result.exit_code == 2, result.output
+    assert f"{args[-1]}" in result.output and "'nan' is not a number of seconds" in result.output
     assert "no machine named" not in result.output      # refused before looking for the machine
