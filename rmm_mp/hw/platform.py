@@ -275,13 +275,11 @@ class _Validator:
         for i, region in enumerate(mmio):
             if region.base < dram.end and dram.base < region.end:
                 raise self.fail(f"mmio[{i}].base", region.base, f"an MMIO range outside DRAM [{dram.base:#x}, {dram.end:#x})")
+        self.disjoint(mmio, "mmio", "an MMIO range")
         for i, region in enumerate(secure):
             if not (dram.base <= region.base and region.end <= dram.end):
                 raise self.fail(f"secure[{i}].base", region.base, f"a Secure range inside DRAM [{dram.base:#x}, {dram.end:#x})")
-            for j, other in enumerate(secure[:i]):
-                if region.base < other.end and other.base < region.end:
-                    raise self.fail(f"secure[{i}].base", region.base, f"a Secure range that does not overlap "
-                                                                     f"secure[{j}] [{other.base:#x}, {other.end:#x})")
+        self.disjoint(secure, "secure", "a Secure range")
         ns = dram.size - sum(r.size for r in secure)
         if ns < MIN_NS_DRAM and not secure:
             raise self.fail("dram.size", raw["dram"]["size"], f"at least {MIN_NS_DRAM >> 20} MiB of DRAM, for the "
@@ -320,6 +318,14 @@ class _Validator:
         key = max(parts, key=lambda k: parts[k][0])
         raise self.fail(key, _Summary(parts[key][1]), f"a shorter value: the platform is {size} bytes as JSON, and a "
                                                       f"machine's control block holds at most {PLATFORM_MAX}")
+
+    def disjoint(self, regions: tuple[Region, ...], where: str, what: str) -> None:
+        """Refuse a region that overlaps an earlier one of the same list, naming both."""
+        for i, region in enumerate(regions):
+            for j, other in enumerate(regions[:i]):
+                if region.base < other.end and other.base < region.end:
+                    raise self.fail(f"{where}[{i}].base", region.base, f"{what} that does not overlap "
+                                                                       f"{where}[{j}] [{other.base:#x}, {other.end:#x})")
 
     def regions(self, raw: object, where: str, pa_bits: int) -> tuple[Region, ...]:
         if not isinstance(raw, list):

@@ -173,6 +173,9 @@ BAD = [
     ("dram-past-host-bitmap", r'size = "64 MiB"', 'size = "4100 MiB"', "dram.size", "'4100 MiB'"),
     ("secure-overlap", r"\[\[secure\]\].*\n", '[[secure]]\nbase = 0x83F8_0000\nsize = "64 KiB"\n\n[[secure]]\n',
      "secure[1].base", "2213543936 (0x83f00000)"),
+    # Overlapping MMIO ranges loaded (only Secure ones were checked).
+    ("mmio-overlap", r"\[\[mmio\]\].*\n", '[[mmio]]\nbase = 0x1C09_8000\nsize = "64 KiB"\n\n[[mmio]]\n',
+     "mmio[1].base", "470351872 (0x1c090000)"),
     ("secure-leaves-no-ns-dram", r"base = 0x83F0_0000\nsize = .*", 'base = 0x8000_0000\nsize = "65024 KiB"',
      "secure[0].size", "'65024 KiB'"),
     ("bad-attestation-keys", r'keys = "seeds"', 'keys = "random"', "attestation.keys", "'random'"),
@@ -188,6 +191,7 @@ BAD_LINE = {
     "s2sz-above-pa-bits": r"s2sz = 48",
     "seeds-missing": r"\[attestation\]",
     "secure-overlap": r"base = 0x83F0_0000",
+    "mmio-overlap": r"base = 0x1C09_0000",
     "secure-leaves-no-ns-dram": r'size = "65024 KiB"',
     "pmu-off-with-counters": r"pmu_counters = 31",
 }
