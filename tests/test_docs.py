@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.rmm import rsi_dispatch
 from rmm_mp.rmm.dispatch import COMMANDS, failure_conditions, lock_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +32,17 @@ def test_every_implemented_command_declares_locks_and_failure_conditions() -> No
             name = cmd.fid.name
             assert name in sequences and all(sequences[name]), name
             assert name in conditions, name
+
+
+def test_every_realm_call_declares_locks() -> None:
+    """Each RSI command a realm can make, and PSCI, has a lock sequence with a deadlock argument
+    (docs/locking.md, "Realm calls"): they run inside REC_ENTER and take locks of their own."""
+    sequences = rsi_dispatch.lock_sequences()
+    for fid in rsi_dispatch.RSI_HANDLERS:
+        name = RsiFid(fid).name
+        assert name in sequences and all(sequences[name]), name
+    assert any(name.startswith("PSCI_") for name in sequences)
+    assert all(all(entry) for entry in sequences.values())
 
 
 # -- paths the docs name ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Regenerate the generated parts of docs/ from the code (run after changing handlers).
 
-    python tools/gen_docs.py          # rewrite docs/locking.md's per-command table
+    python tools/gen_docs.py          # rewrite docs/locking.md's per-command and realm-call tables
     python tools/gen_docs.py --check  # exit 1 if the docs are stale (tests do this too)
 """
 
@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rmm_mp.rmm import rsi_dispatch
 from rmm_mp.rmm.dispatch import COMMANDS, lock_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKING = ROOT / "docs" / "locking.md"
 BEGIN = "<!-- BEGIN GENERATED: lock sequences (tools/gen_docs.py) -->"
+BEGIN_REALM = "<!-- BEGIN GENERATED: realm call lock sequences (tools/gen_docs.py) -->"
 END = "<!-- END GENERATED -->"
 
 
@@ -30,10 +32,21 @@ def lock_table() -> str:
     return "\n".join(lines)
 
 
-def render(text: str) -> str:
-    head, rest = text.split(BEGIN, 1)
+def realm_call_table() -> str:
+    lines = ["| call | lock sequence | why it cannot deadlock |", "|---|---|---|"]
+    for name, (seq, why) in rsi_dispatch.lock_sequences().items():
+        lines.append(f"| {name} | {seq} | {why} |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, begin: str, table: str) -> str:
+    head, rest = text.split(begin, 1)
     _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{lock_table()}\n{END}{tail}"
+    return f"{head}{begin}\n{table}\n{END}{tail}"
+
+
+def render(text: str) -> str:
+    return _replace(_replace(text, BEGIN, lock_table()), BEGIN_REALM, realm_call_table())
 
 
 def main() -> int:

@@ -51,6 +51,13 @@ _RTT = GranuleState.RTT
 _PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
 
+WHY_RD_ALONE = ("the realm's CPU holds no lock when the call starts (REC_ENTER released the REC); "
+                "the RD alone, never with an RTT")
+WHY_WALK = ("the realm's CPU holds no lock when the call starts (REC_ENTER released the REC); RTTs root "
+            "to leaf (rule 5), never with the RD; not counted in as executing the realm while it waits, "
+            "so an RMI command's TLB invalidation never waits for it")
+"""The deadlock arguments of the realm calls' LOCK_SEQUENCES (docs/locking.md, "Realm calls")."""
+
 RSI_RESULT_REGS = 17
 """X0..X16: the registers an RSI command's return defines (spec B1.2)."""
 RSI_ZEROS = (0,) * RSI_RESULT_REGS

@@ -38,6 +38,18 @@ _RSI_ERRORS = frozenset({1, 2, 4})
 not failures."""
 
 
+def lock_sequences() -> dict[str, tuple[str, str]]:
+    """{call: (lock sequence, why it cannot deadlock)} of the calls a running realm makes, as the
+    handler modules declare them: RSI commands in function ID order, then PSCI."""
+    found: dict[str, tuple[str, str]] = {}
+    for module in RSI_MODULES:
+        found.update(getattr(module, "LOCK_SEQUENCES", {}))
+    ordered = {fid.name: found.pop(fid.name) for fid in RsiFid if fid.name in found}
+    ordered.update(found)
+    ordered.update(psci.LOCK_SEQUENCES)
+    return ordered
+
+
 def handle_smc(call: RealmCall) -> Exit | None:
     """Handle the SMC the REC stopped at; None means: continue after it (PC += one instruction)."""
     x = call.state.x

@@ -32,6 +32,13 @@ SUPPORTED = frozenset(int(f) for f in (
     F.PSCI_SYSTEM_RESET, F.PSCI_FEATURES, F.SMCCC_VERSION))
 """What PSCI_FEATURES reports as implemented."""
 
+LOCK_SEQUENCES = {
+    "PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET": ("the RD, while the realm state becomes SYSTEM_OFF",
+                                           "the realm's CPU holds no lock when the call starts; the RD alone"),
+    "every other PSCI call": ("none (a request is kept in the calling REC, owned through the running reference)",
+                              "takes no lock"),
+}
+
 
 def _notify(fid: int, target: int = 0) -> Exit:
     """The PSCI exit: the host sees the function ID (and a target MPIDR), nothing else."""

@@ -69,9 +69,11 @@ LOCK_SEQUENCES = {
                         "external before internal (rules 1, 4); the RD is never locked"),
     "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
     "RMI_REC_ENTER": ("the run page (NS copy); the REC (the run page's state read again, the realm state read without a lock, the REC's runnable, "
-                      "PSCI, GIC and MMIO checks, then the refcount raised, lock released); the run page again for the exit; "
-                      "the refcount dropped without the lock",
-                      "one lock at a time; NS copies are made holding no other lock (rule 8); the run holds no lock"),
+                      "PSCI, GIC and MMIO checks, then the refcount raised, lock released); during the run, each realm call "
+                      "takes its own locks (see Realm calls), and completing a host call may walk the RTTs as RSI_HOST_CALL "
+                      "does; the run page again for the exit; the refcount dropped without the lock",
+                      "its own locks one at a time; NS copies are made holding no other lock (rule 8); no lock is held "
+                      "across the run, so each realm call starts holding none"),
 }
 FAILURE_CONDITIONS = {
     "RMI_REC_CREATE": ("params_align", "params_bound", "params_pas", "num_aux", "aux_align", "aux_alias",

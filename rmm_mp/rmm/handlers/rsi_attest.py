@@ -18,7 +18,9 @@ from rmm_mp.abi.rsi import RsiStatus
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import attestation
 from rmm_mp.rmm.attestation import PHASE_COPYING, PHASE_NONE, PHASE_SIGNING, SIGNING_STEPS, STEP_COST, TokenState
-from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit
+from rmm_mp.rmm.realm_call import (
+    EMPTY, FAULT, WHY_RD_ALONE, WHY_WALK, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit,
+)
 from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
@@ -27,6 +29,13 @@ _UNKNOWN = int(RsiStatus.RSI_ERROR_UNKNOWN)
 _EXIT_IRQ = int(RmiRecExitReason.RMI_EXIT_IRQ)
 _REGS8 = struct.Struct("<8Q")
 GRANULE = 4096
+
+LOCK_SEQUENCES = {
+    "RSI_ATTESTATION_TOKEN_INIT": ("the RD, while the measurements are copied (the token state is kept in the "
+                                   "REC's aux granules, owned through the running reference)", WHY_RD_ALONE),
+    "RSI_ATTESTATION_TOKEN_CONTINUE": ("root RTT 0; walk hand over hand to the buffer's last-level table, held "
+                                       "while the token bytes are copied into the page", WHY_WALK),
+}
 
 
 def _state(call: RealmCall) -> TokenState:

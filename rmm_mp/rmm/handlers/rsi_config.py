@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from rmm_mp.abi.rsi import RsiStatus
 from rmm_mp.abi.structs import RSI_REALM_CONFIG
-from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+from rmm_mp.rmm.realm_call import EMPTY, FAULT, WHY_WALK, Exit, RealmCall, lock_realm_page, stage2_abort_exit
+
+LOCK_SEQUENCES = {
+    "RSI_REALM_CONFIG": ("root RTT 0; walk hand over hand to the page's last-level table, held while "
+                         "RsiRealmConfig is written into the page", WHY_WALK),
+}
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 

@@ -14,10 +14,18 @@ from __future__ import annotations
 
 from rmm_mp.abi.rsi import RsiStatus
 from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecExitReason
-from rmm_mp.rmm.realm_call import EMPTY, FAULT, Exit, RealmCall, lock_realm_page, realm_generation, stage2_abort_exit
+from rmm_mp.rmm.realm_call import (
+    EMPTY, FAULT, WHY_WALK, Exit, RealmCall, lock_realm_page, realm_generation, stage2_abort_exit,
+)
 
 _INPUT = int(RsiStatus.RSI_ERROR_INPUT)
 _EXIT_HOST_CALL = int(RmiRecExitReason.RMI_EXIT_HOST_CALL)
+
+LOCK_SEQUENCES = {
+    "RSI_HOST_CALL": ("root RTT 0; walk hand over hand to the structure's last-level table, held while "
+                      "RsiHostCall is read (the completion at the next REC_ENTER walks the same way to write "
+                      "the results, but only if the realm's TLB generation moved)", WHY_WALK),
+}
 
 
 def rsi_host_call(call: RealmCall) -> "tuple[int, ...] | Exit":

@@ -9,11 +9,16 @@ import struct
 
 from rmm_mp.abi.rsi import MAX_MEASUREMENT_EXTEND, MEASUREMENT_SLOTS, RsiStatus
 from rmm_mp.rmm.measurement import HASH_SIZES, rem_extend
-from rmm_mp.rmm.realm_call import RealmCall
+from rmm_mp.rmm.realm_call import WHY_RD_ALONE, RealmCall
 from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 _REGS8 = struct.Struct("<8Q")
+
+LOCK_SEQUENCES = {
+    "RSI_MEASUREMENT_READ": ("the RD, while the slot is copied", WHY_RD_ALONE),
+    "RSI_MEASUREMENT_EXTEND": ("the RD, across the read, the extension and the write of the slot", WHY_RD_ALONE),
+}
 
 
 def rsi_measurement_read(call: RealmCall) -> tuple[int, ...]:

@@ -10,12 +10,19 @@ from __future__ import annotations
 from rmm_mp.abi.rsi import RSI_CHANGE_DESTROYED, RsiRipas, RsiStatus
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import s2tt
-from rmm_mp.rmm.realm_call import Exit, RealmCall
+from rmm_mp.rmm.realm_call import WHY_WALK, Exit, RealmCall
 from rmm_mp.rmm.s2tt import Kind
 from rmm_mp.rmm.granule_state import GranuleState
 
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 _EXIT_RIPAS_CHANGE = int(RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE)
+
+LOCK_SEQUENCES = {
+    "RSI_IPA_STATE_SET": ("none (the request is kept in the REC, owned through the running reference)",
+                          "takes no lock"),
+    "RSI_IPA_STATE_GET": ("root RTT 0; walk hand over hand to the last-level table for base, held while its "
+                          "entries are copied", WHY_WALK),
+}
 
 
 def _range_ok(call: RealmCall, base: int, top: int) -> bool:

@@ -5,6 +5,11 @@ from __future__ import annotations
 from rmm_mp.abi.rsi import RSI_ABI_VERSION, RsiStatus
 from rmm_mp.rmm.realm_call import RealmCall
 
+LOCK_SEQUENCES = {
+    "RSI_VERSION": ("none", "takes no lock"),
+    "RSI_FEATURES": ("none", "takes no lock"),
+}
+
 _SUCCESS, _INPUT = int(RsiStatus.RSI_SUCCESS), int(RsiStatus.RSI_ERROR_INPUT)
 
 
