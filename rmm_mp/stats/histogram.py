@@ -89,7 +89,7 @@ class Recorder:
     """
 
     __slots__ = ("_shared", "pending", "appends", "_el3", "_measured", "_el3_total", "_measured_total", "_lockwait",
-                 "_errors", "next_flush")
+                 "_errors", "next_flush", "flush_ns")
 
     def __init__(self, region: memoryview) -> None:
         self._shared = q = region.cast("Q")
@@ -103,6 +103,9 @@ class Recorder:
         self._lockwait = [0] * SLOTS
         self._errors = [0] * SLOTS
         self.next_flush = 0
+        self.flush_ns = 0
+        """Time spent in the flushes made inside calls (EL3 adds it up around each one), so that a
+        measurement around many calls (a host step) can leave the recorder's own work out."""
 
     def record(self, slot: int, total: int, el3: int | None, lockwait: int, error: bool) -> None:
         """Account one call of ``total`` ns, of which ``el3`` ns in EL3 (None: not measured for

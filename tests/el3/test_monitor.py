@@ -287,12 +287,14 @@ def test_el3_split_is_measured_on_a_sample() -> None:
         cpu = m.cpu(0)
         cpu.monitor._clock = clock = _PlannedClock(
             1000, 1100, 1500, 1600,     # first call: split (its flush interval starts); EL3 200
+            1700,                       # the end of the flush after it (100 ns, Recorder.flush_ns)
             2001, 2601,                 # t0 not a multiple of 16: total only
             3008, 3108, 3408, 3508,     # t0 = 16 * 188: split; EL3 200
         )
         for _ in range(3):
             assert cpu.smc(RmiFid.RMI_VERSION, 0x10000)[0] == SUCCESS
         assert clock.readings == []
+        assert cpu.recorder.flush_ns == 100
         cpu.flush_statistics()
         version = collect(m, [0])[0][0]
     assert (version.count, version.sum_ns) == (3, 600 + 600 + 500)
@@ -310,6 +312,7 @@ def test_unsampled_calls_count_their_errors() -> None:
         bad = m.dram_base + 1           # not granule-aligned: ERROR_INPUT
         cpu.monitor._clock = _PlannedClock(
             1000, 1100, 1500, 1600,     # the first call of the flush interval: split, success
+            1700,                       # the end of the flush after it
             2001, 2301,                 # unsampled, success: 300
             3003, 3703,                 # unsampled, ERROR_INPUT: 700
             4005, 4405,                 # unsampled, success: 400
