@@ -20,6 +20,7 @@ from rmm_mp.hw.granule import CLASSES, OTHER_CLASS
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.stats import calls
 from rmm_mp.stats import report as latency
+from rmm_mp.stats.histogram import REGION_BYTES, Recorder, read_slot
 
 DELEGATE = slot_of(int(RmiFid.RMI_GRANULE_DELEGATE))
 ENTER = slot_of(int(RmiFid.RMI_REC_ENTER))
@@ -179,3 +180,25 @@ def test_every_psci_function_number_has_a_name(number: int, expected: str) -> No
     assert calls.name(calls.psci_slot(0x8400_0000 + number)) == expected
     assert calls.name(calls.psci_slot(0xC400_0000 + number)) == expected
     assert not [n for n in range(0x1F) if calls.name(calls.psci_slot(0x8400_0000 + n)).startswith("SLOT_")]
+
+
+
+def test_rmi_means_are_each_rounded_down_and_nested_calls_keep_their_lock_waits() -> None:
+    """What docs/report-schema.json says of rmm_mean: for RMI it is the handler sum / count
+    rounded down, like el3_mean and lock_wait_mean, so the three can be 2 ns short of mean (it
+    is not mean - el3_mean - lock_wait_mean); an RSI call records no lock wait of its own (a
+    wait in it counts in its RMI_REC_ENTER), so its rmm_mean is its whole mean."""
+    region = memoryview(bytearray(REGION_BYTES))
+    recorder = Recorder(region)
+    for el3, wait in ((334, 334), (334, 334), (333, 333)):     # 3 calls of 1001 ns
+        recorder.record(DELEGATE, 1001, el3, wait, False)
+    recorder.record(HOST_CALL, 3000, 0, 0, False)
+    recorder.record(HOST_CALL, 3001, 0, 0, False)
+    recorder.flush(0)
+    recorder.release()
+    delegate, host_call = read_slot(region, DELEGATE), read_slot(region, HOST_CALL)
+    assert (delegate.sum_ns, delegate.el3_ns, delegate.lockwait_ns, delegate.handler_ns) == (3003, 1001, 1001, 1001)
+    (record, _), (nested, _) = (latency.call_records({0: {slot: s}}) for slot, s in
+                                ((DELEGATE, delegate), (HOST_CALL, host_call)))
+    assert (record.mean, record.el3_mean, record.lock_wait_mean, record.rmm_mean) == (1001, 333, 333, 333)
+    assert (nested.mean, nested.el3_mean, nested.lock_wait_mean, nested.rmm_mean) == (3000, 0, 0, 3000)
