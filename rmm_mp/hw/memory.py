@@ -86,8 +86,10 @@ class NsAccess:
             raise GranuleProtectionFault(memory.end, "not DRAM (the access runs past the end of DRAM)")
         return range((pa - memory.base) >> 12, ((pa + size - 1 - memory.base) >> 12) + 1)
 
-    def _lock_checked(self, indices: range) -> None:
-        """Lock every granule in address order and check its PAS; on a fault hold nothing."""
+    def _lock_checked(self, pa: int, indices: range) -> None:
+        """Lock every granule in address order and check its PAS; on a fault hold nothing. The
+        fault names the first byte of the access that failed: ``pa`` itself in the first
+        granule, the granule's base in a later one."""
         table, gpt = self.table, self.gpt
         for n, idx in enumerate(indices):
             table.lock(idx)
@@ -95,7 +97,7 @@ class NsAccess:
             if pas != Pas.NS:
                 for held in indices[: n + 1]:
                     table.unlock(held)
-                raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
+                raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
 
     def _lock_single(self, offset: int, size: int) -> int:
         """For an access of ``size`` bytes at ``offset`` into DRAM that lies inside one granule
@@ -111,7 +113,7 @@ class NsAccess:
         pas = self.gpt.pas(idx)
         if pas != Pas.NS:
             table.unlock(idx)
-            raise GranuleProtectionFault(table.addr(idx), f"granule is in the {Pas(pas).name} PAS")
+            raise GranuleProtectionFault(self.memory.base + offset, f"granule is in the {Pas(pas).name} PAS")
         return idx
 
     def read(self, pa: int, size: int) -> bytes:
@@ -124,7 +126,7 @@ class NsAccess:
             finally:
                 self.table.unlock(idx)
         indices = self._granules(pa, size)
-        self._lock_checked(indices)
+        self._lock_checked(pa, indices)
         try:
             return memory.read(pa, size)
         finally:
@@ -142,7 +144,7 @@ class NsAccess:
                 self.table.unlock(idx)
             return
         indices = self._granules(pa, size)
-        self._lock_checked(indices)
+        self._lock_checked(pa, indices)
         try:
             memory.write(pa, data)
         finally:
