@@ -39,7 +39,7 @@ from rmm_mp.hw.cpuarea import CpuArea
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.gpt import Gpt, Pas
 from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, host_owner
-from rmm_mp.hw.memory import NsAccess, PhysicalMemory
+from rmm_mp.hw.memory import HostLockWaiter, NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, load as load_platform
 from rmm_mp.hw.segment import Segment
 from rmm_mp.stats.histogram import REGION_BYTES
@@ -224,6 +224,8 @@ class Machine:
     def _make_host_ns(self) -> NsAccess:
         table = GranuleTable(self._views["granules"], self._segments["granules"].buf, self.platform.dram.base,
                              self.platform.granule_count, host_owner(os.getpid()))
+        # A lock a crashed RMM or a dead process left held must not hang the host forever.
+        table.waiter = HostLockWaiter(self.control, self._views["cpus"], self._area_size, self.cpus)
         return NsAccess(self.memory, table, self.gpt)
 
     # -- facts (DESIGN.md section 3) -------------------------------------------------------
@@ -332,12 +334,18 @@ class Machine:
     # -- Normal-world memory ------------------------------------------------------------
 
     def ns_read(self, pa: int, size: int) -> bytes:
-        """The host reading NS memory; GranuleProtectionFault if any byte is not NS DRAM."""
+        """The host reading NS memory; GranuleProtectionFault if any byte is not NS DRAM.
+
+        A granule lock that can never be released ends the wait for it (hw.memory.HostLockWaiter):
+        RmmInternalError when the RMM has crashed, MachineError when the holder's process ended.
+        """
         self._check_open()
         return self._host_ns.read(_int_arg("pa", pa), _int_arg("size", size))
 
     def ns_write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
-        """The host writing NS memory; GranuleProtectionFault (and no change) if any byte is not NS DRAM."""
+        """The host writing NS memory; GranuleProtectionFault (and no change) if any byte is not NS DRAM.
+
+        A lock that can never be released raises as for ns_read, and nothing is written."""
         self._check_open()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data: expected bytes-like, got {type(data).__name__}")

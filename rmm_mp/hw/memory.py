@@ -7,6 +7,10 @@ through the granule protection check, atomically against a concurrent DELEGATE: 
 the range is locked in address order (the caller holds no other granule lock: locking rule 8
 of hw.granule), its GPT entry checked, the bytes copied, the lock released. A delegated granule therefore never ends up holding host bytes.
 
+The lock is the model's, not the hardware's: a real host access takes no RMM lock. So the host's
+table waits through ``HostLockWaiter``, which gives up on a holder that will never release the
+lock (a crashed RMM, a process that has died) instead of hanging the host.
+
 This module owns byte access to DRAM. It must not change granule states or GPT entries.
 """
 
@@ -14,9 +18,14 @@ from __future__ import annotations
 
 import atomicshm
 
-from rmm_mp.hw.faults import GranuleProtectionFault
+from rmm_mp.hw import process
+from rmm_mp.hw.control import Control
+from rmm_mp.hw.cpuarea import OFF_BIND, binding_matches
+from rmm_mp.hw.faults import GranuleProtectionFault, MachineError, RmmInternalError
 from rmm_mp.hw.gpt import Gpt, Pas
-from rmm_mp.hw.granule import GRANULE_SIZE, GranuleTable
+from rmm_mp.hw.granule import (
+    GRANULE_SIZE, HOST_OWNER_FLAG, SPIN_TRIES, YIELD_TRIES, GranuleTable, backoff, describe_owner,
+)
 
 ZERO_GRANULE = bytes(GRANULE_SIZE)
 
@@ -59,6 +68,61 @@ class PhysicalMemory:
         self.buf[start:start + len(data)] = data
 
 
+class HostLockWaiter:
+    """The host's wait for a granule lock someone else holds (``GranuleTable.waiter`` of the
+    table Machine.ns_read/ns_write lock with): hw.granule's backoff, but a holder that can never
+    release the lock ends the wait with an error.
+
+    - The machine is dead (the RMM crashed, perhaps holding this lock): RmmInternalError, once
+      the wait has passed the spinning and yielding phases (a live CPU finishing its call
+      releases its locks by then, however the OS schedules it).
+    - The holder's process has ended (a CPU process killed inside the RMM, a host process killed
+      inside a copy): MachineError; checked every LIVENESS_EVERY tries, a system call.
+    """
+
+    LIVENESS_EVERY = 1024
+
+    __slots__ = ("control", "cpus", "area_size", "cpu_count", "_idx", "_tries")
+
+    def __init__(self, control: Control, cpus: atomicshm.AtomicView, area_size: int, cpu_count: int) -> None:
+        self.control = control
+        self.cpus = cpus
+        self.area_size = area_size
+        self.cpu_count = cpu_count
+        self._idx = -1
+        self._tries = 0
+
+    def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
+        if idx != self._idx:
+            self._idx, self._tries = idx, 0     # a new wait (the host waits for one lock at a time)
+        self._tries += 1
+        tries = self._tries
+        backoff(tries)
+        if tries <= SPIN_TRIES + YIELD_TRIES:
+            return
+        if self.control.dead:
+            self._idx = -1
+            raise RmmInternalError(f"the host cannot access PA {table.addr(idx):#x}: its granule is locked by "
+                                   f"{describe_owner(holder)} and the RMM has crashed "
+                                   f"({self.control.dead_reason()})")
+        if tries % self.LIVENESS_EVERY == 0 and not self._holder_alive(holder):
+            self._idx = -1
+            raise MachineError(f"the host cannot access PA {table.addr(idx):#x}: its granule is locked by "
+                               f"{describe_owner(holder)}, whose process has ended, so the lock is never released")
+
+    def _holder_alive(self, holder: int) -> bool:
+        """Whether the process behind a lock word still runs (when in doubt: yes)."""
+        if holder & HOST_OWNER_FLAG:
+            return process.alive(holder & 0x7FFF_FFFF)
+        cpu = holder - 1
+        if not 0 <= cpu < self.cpu_count:
+            return True
+        word = self.cpus.load_u64(cpu * self.area_size + OFF_BIND)
+        pid = word & 0xFFFF_FFFF
+        # A CPU that holds a lock is bound; a free or stale binding means its process is gone.
+        return word != 0 and process.alive(pid) and binding_matches(word, process.start_ms(pid))
+
+
 class NsAccess:
     """Normal-world access to DRAM through the granule protection check.
 
@@ -87,12 +151,17 @@ class NsAccess:
         return range((pa - memory.base) >> 12, ((pa + size - 1 - memory.base) >> 12) + 1)
 
     def _lock_checked(self, pa: int, indices: range) -> None:
-        """Lock every granule in address order and check its PAS; on a fault hold nothing. The
-        fault names the first byte of the access that failed: ``pa`` itself in the first
-        granule, the granule's base in a later one."""
+        """Lock every granule in address order and check its PAS; on a fault (or a wait the
+        table's waiter abandons) hold nothing. The fault names the first byte of the access
+        that failed: ``pa`` itself in the first granule, the granule's base in a later one."""
         table, gpt = self.table, self.gpt
         for n, idx in enumerate(indices):
-            table.lock(idx)
+            try:
+                table.lock(idx)
+            except BaseException:
+                for held in indices[:n]:
+                    table.unlock(held)
+                raise
             pas = gpt.pas(idx)
             if pas != Pas.NS:
                 for held in indices[: n + 1]:

@@ -1,13 +1,45 @@
 """The host's NS memory access (Machine.ns_read / ns_write, hw.memory.NsAccess) beyond the
 contract basics in test_machine_contract.py: where a GranuleProtectionFault says the access
-failed.
+failed, and what the host gets when a granule's lock is held by an RMM that crashed: an
+error, not a hang (the lock is the model's: a real host access takes none).
+
+The lock-holder tests would hang on a broken implementation; a SIGALRM guard (far longer than
+the tests need) turns that hang into a failure. It bounds nothing the tests measure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from types import FrameType
+from typing import Iterator
+
 import pytest
 
-from rmm_mp import GranuleProtectionFault, Machine
+from rmm_mp import GranuleProtectionFault, Machine, RmmInternalError
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.rmm import dispatch
+from rmm_mp.rmm.granule_state import GranuleState
+
+HANG_GUARD_S = 120
+
+
+@contextlib.contextmanager
+def no_hang() -> Iterator[None]:
+    """Fail (instead of hanging the session) if the block does not end within HANG_GUARD_S."""
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise AssertionError(f"still waiting after {HANG_GUARD_S} s: the host access hangs")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(HANG_GUARD_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _pa(machine: Machine, idx: int) -> int:
+    return machine.dram_base + idx * machine.granule_size
 
 
 # -- where the fault is ------------------------------------------------------------------------
@@ -29,3 +61,53 @@ def test_fault_names_the_first_byte_of_the_access() -> None:
             with pytest.raises(GranuleProtectionFault) as into:
                 access(base - 16, 32)
             assert into.value.pa == base
+
+
+# -- a lock nobody will release ----------------------------------------------------------------
+
+
+def _crash_holding(m: Machine, pa: int) -> None:
+    """Crash the RMM on CPU 0 inside RMI_GRANULE_DELEGATE of ``pa`` after it has locked the
+    granule (an injected handler bug), so the lock stays held by CPU 0."""
+    def buggy(rmm, addr):  # type: ignore[no-untyped-def]
+        assert rmm.granules.find_lock(addr, GranuleState.NS) is not None
+        raise ValueError("injected RMM bug")
+    original = dispatch.replace_handler(RmiFid.RMI_GRANULE_DELEGATE, buggy)
+    try:
+        with pytest.raises(RmmInternalError):
+            m.cpu(0).smc(RmiFid.RMI_GRANULE_DELEGATE, pa)
+    finally:
+        assert original is not None
+        dispatch.replace_handler(RmiFid.RMI_GRANULE_DELEGATE, original)
+    assert m.dead
+    assert m.granule_table(0).holder((pa - m.dram_base) // m.granule_size) == 1   # CPU 0's word
+
+
+def test_access_to_a_granule_a_crashed_rmm_left_locked_raises() -> None:
+    """After the RMM crashed holding granule G's lock, ns_read and ns_write of G raise
+    RmmInternalError naming G's PA and the holder (and write nothing); granules it did not hold
+    stay accessible."""
+    with Machine.create("host", cpus=2) as m:
+        pa = _pa(m, 60)
+        m.ns_write(pa, b"\x5a" * 16)
+        _crash_holding(m, pa)
+        with no_hang():
+            with pytest.raises(RmmInternalError, match=f"{pa:#x}.*locked by CPU 0.*crashed"):
+                m.ns_read(pa, 8)
+            with pytest.raises(RmmInternalError, match=f"{pa:#x}"):
+                m.ns_write(pa, b"\x00" * 16)
+        assert bytes(m.memory.read(pa, 16)) == b"\x5a" * 16
+        assert m.ns_read(_pa(m, 61), 8) == bytes(8)
+
+
+def test_abandoned_range_access_holds_no_lock() -> None:
+    """A range access that gives up on its second granule (locked by the crashed RMM) releases
+    the first granule's lock: a later access to the first granule alone works."""
+    with Machine.create("host", cpus=2) as m:
+        pa = _pa(m, 70)
+        _crash_holding(m, pa)
+        with no_hang():
+            with pytest.raises(RmmInternalError):
+                m.ns_read(pa - 8, 16)
+        assert m.granule_table(0).holder(69) == 0
+        assert m.ns_read(pa - 8, 8) == bytes(8)
