@@ -12,6 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rmm_mp.hw.segment import SHM_DIR
+
 CPU_TARGETS = r"""
 import os, time
 def loop_until_stopped(cpu, pid_dir):
@@ -68,9 +70,9 @@ def test_cpu_processes_die_with_their_creator(tmp_path: Path, context: str, sign
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for e in os.listdir("/dev/shm"):
+        for e in os.listdir(SHM_DIR):
             if name and e.startswith(name + "."):
-                os.unlink("/dev/shm/" + e)
+                os.unlink(os.path.join(SHM_DIR, e))
 
 
 HANDLERS_AFTER_THREAD = r"""
@@ -93,14 +95,14 @@ def test_sigterm_unlinks_even_if_an_earlier_machine_was_made_in_a_thread() -> No
     name = ""
     try:
         name = proc.stdout.readline().decode().strip()
-        assert any(e.startswith(name + ".") for e in os.listdir("/dev/shm"))
+        assert any(e.startswith(name + ".") for e in os.listdir(SHM_DIR))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == -signal.SIGTERM
-        left = [e for e in os.listdir("/dev/shm") if e.startswith(name + ".")]
+        left = [e for e in os.listdir(SHM_DIR) if e.startswith(name + ".")]
         assert not left, f"SIGTERM left {left}"
     finally:
         proc.kill()
         proc.wait()
-        for e in os.listdir("/dev/shm"):
+        for e in os.listdir(SHM_DIR):
             if name and e.startswith(name + "."):
-                os.unlink("/dev/shm/" + e)
+                os.unlink(os.path.join(SHM_DIR, e))
