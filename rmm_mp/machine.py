@@ -347,8 +347,16 @@ class Machine:
 
         A lock that can never be released raises as for ns_read, and nothing is written."""
         self._check_open()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data: expected bytes-like, got {type(data).__name__}")
+        if not isinstance(data, (bytes, bytearray)):
+            if not isinstance(data, memoryview):
+                raise TypeError(f"data: expected bytes-like, got {type(data).__name__}")
+            if data.format != "B" or data.ndim != 1:
+                # Its bytes, not its items: len() of a 'Q' view counts 8-byte items, so the range
+                # check would cover an eighth of it and the copy fail with a shape mismatch.
+                if not data.c_contiguous:
+                    raise TypeError(f"data: expected a contiguous memoryview, got one of shape {data.shape} "
+                                    f"and strides {data.strides}")
+                data = data.cast("B")
         self._host_ns.write(_int_arg("pa", pa), data)
 
     # -- lifetime -------------------------------------------------------------------------

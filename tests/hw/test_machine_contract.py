@@ -611,6 +611,30 @@ def test_ns_write_and_read_round_trip(machine: Machine) -> None:
     assert machine.ns_read(machine.dram_base + 31 * g, 2) == b"mv"
 
 
+def test_ns_write_of_a_memoryview_writes_its_bytes(machine: Machine) -> None:
+    """A memoryview of 8-byte items, or a 2-D one, is written as its bytes, and the fault check
+    covers all of them. (len() of a 'Q' view counts items: the range check covered an eighth of
+    the bytes and the copy failed with "lvalue and rvalue have different structures".) A byte
+    view with gaps writes the bytes it shows; one of larger items with gaps is refused as a
+    TypeError naming its shape, and nothing is written."""
+    g = machine.granule_size
+    words = memoryview(bytearray(range(16)) * 2).cast("Q")
+    machine.ns_write(machine.dram_base + 40 * g, words)
+    assert machine.ns_read(machine.dram_base + 40 * g, 32) == bytes(range(16)) * 2
+    square = memoryview(bytearray(b"abcdef")).cast("B", (2, 3))
+    machine.ns_write(machine.dram_base + 41 * g, square)
+    assert machine.ns_read(machine.dram_base + 41 * g, 6) == b"abcdef"
+    sec_base, _ = machine.secure_regions[0]
+    with pytest.raises(GranuleProtectionFault):
+        machine.ns_write(sec_base - 8, memoryview(bytearray(16)).cast("Q"))     # the 9th byte is Secure
+    assert machine.memory.read(sec_base - 8, 8) == bytes(8)
+    machine.ns_write(machine.dram_base + 42 * g, memoryview(b"abcdef")[::2])
+    assert machine.ns_read(machine.dram_base + 42 * g, 4) == b"ace\0"
+    with pytest.raises(TypeError, match=r"contiguous memoryview, got one of shape \(2,\)"):
+        machine.ns_write(machine.dram_base + 43 * g, memoryview(bytearray(b"x" * 32)).cast("Q")[::2])
+    assert machine.ns_read(machine.dram_base + 43 * g, 32) == bytes(32)
+
+
 def _faulting_ranges(m: Machine, delegated: int) -> list[tuple[str, int, int]]:
     """(what, pa, size) ranges with at least one byte outside NS DRAM."""
     g = m.granule_size
