@@ -30,7 +30,9 @@ realm is (the VMID bitmap is storage lent to the RMM).
 
 from __future__ import annotations
 
+import os
 import struct
+import time
 
 import atomicshm
 
@@ -54,6 +56,9 @@ OFF_READY = 0x110
 OFF_QUIESCE_SLOTS, QUIESCE_SLOTS = 0x140, 8
 OFF_QUIESCE_COUNT = 0x180
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
+REASON_WAIT_S = 1.0
+"""How long dead_reason waits for a crash being recorded (a few stores away, unless the
+recording CPU died between them)."""
 OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
 OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000
 OFF_HOST_VMIDS, HOST_VMIDS_BYTES = 0x10000, 0x2000
@@ -141,8 +146,19 @@ class Control:
         self.view.store_u32(OFF_DEAD, 1)
 
     def dead_reason(self) -> str:
-        if self.view.load_u32(OFF_DEAD) == 0:
+        """The first crash's reason ("" while the machine lives). A crash that another CPU is
+        still recording (state 2: claimed, reason not yet written) is waited for, up to
+        REASON_WAIT_S: otherwise a CPU calling smc in that window raised RmmInternalError with an
+        empty message."""
+        state = self.view.load_u32(OFF_DEAD)
+        if state == 0:
             return ""
+        if state == 2:
+            deadline = time.monotonic() + REASON_WAIT_S
+            while (state := self.view.load_u32(OFF_DEAD)) == 2:
+                if time.monotonic() > deadline:
+                    return "(the crashing CPU has not recorded its reason; it may have died doing so)"
+                os.sched_yield()
         length = self.view.load_u32(OFF_DEAD_LEN)
         return bytes(self.buf[OFF_REASON:OFF_REASON + length]).decode(errors="replace")
 

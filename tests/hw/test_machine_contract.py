@@ -540,6 +540,35 @@ def _interrupt(rmm, req):  # type: ignore[no-untyped-def]
     raise KeyboardInterrupt
 
 
+def test_a_crash_being_recorded_is_waited_for(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU calling smc while another CPU is between claiming the crash and writing its
+    reason gets that reason, not an empty RmmInternalError (it used to read the reason's
+    length before it was stored). A claim whose reason never comes (the recording CPU died)
+    gives a reason that says so, after control.REASON_WAIT_S."""
+    import threading
+    from rmm_mp.hw import control
+    ctl = machine.control
+    ctl.view.store_u32(control.OFF_DEAD, 2)             # claimed: the reason is being written
+
+    def finish_recording() -> None:
+        time.sleep(0.05)
+        data = b"RMI_VERSION: ValueError on CPU 3"
+        ctl.buf[control.OFF_REASON:control.OFF_REASON + len(data)] = data
+        ctl.view.store_u32(control.OFF_DEAD_LEN, len(data))
+        ctl.view.store_u32(control.OFF_DEAD, 1)
+
+    writer = threading.Thread(target=finish_recording)
+    writer.start()
+    try:
+        with pytest.raises(RmmInternalError, match="^RMI_VERSION: ValueError on CPU 3$"):
+            machine.cpu(0).smc(VERSION, RMI_ABI_VERSION)
+    finally:
+        writer.join()
+    ctl.view.store_u32(control.OFF_DEAD, 2)
+    monkeypatch.setattr(control, "REASON_WAIT_S", 0.05)
+    assert "has not recorded its reason" in machine.dead_reason
+
+
 @pytest.mark.parametrize("recording", [True, False], ids=["timed", "untimed"])
 def test_interrupt_inside_a_handler_propagates_and_kills_the_machine(
         machine: Machine, monkeypatch: pytest.MonkeyPatch, recording: bool) -> None:
