@@ -20,10 +20,12 @@ messages can quote them):
   2. Two external granules are locked in ascending physical address order (lock_two).
   3. After locking an external granule its state is checked at once; on a mismatch it is
      unlocked and the command takes no further locks.
-  4. Internal granules are locked by class in the order RTT -> DATA -> REC_AUX.
+  4. Internal granules are locked by class in the order RTT -> DATA -> REC_AUX, each under
+     the object that reaches it: a DATA granule while holding the level-3 table that maps it
+     (DATA after its RTT), REC_AUX granules while holding their REC, in aux index order.
   5. RTTs are locked within one tree only, root to leaf, hand over hand (the walker locks the
      child before it releases the parent); concatenated roots in ascending address order.
-     At most one DATA granule at a time, after its RTT; REC_AUX in aux index order.
+     At most one DATA granule at a time.
   6. A granule's state changes only while its lock is held; a granule whose refcount counts
      references to it (RD, REC, RTT) leaves its state only at refcount 0 (a new RTT takes the
      references of the block it replaces while it is still DELEGATED and locked).

@@ -40,6 +40,9 @@ NAMES: Final = ("NS", "DELEGATED", "RD", "REC", "REC_AUX", "DATA", "RTT[L0]", "R
 EXTERNAL: Final = frozenset({NS, DELEGATED, RD, REC})
 INTERNAL_RANK: Final = {REC_AUX: 2, DATA: 1}
 """Rule 4 order among internal classes: RTTs (rank 0) before DATA (1) before REC_AUX (2)."""
+REACHED: Final = frozenset({DATA, REC_AUX})
+"""Internal classes locked only under the object that reaches them (rule 4): a DATA granule
+under its level-3 table, a REC_AUX granule under its REC."""
 
 
 def of(state: int, sub: int = NO_SUB) -> int:
@@ -49,6 +52,13 @@ def of(state: int, sub: int = NO_SUB) -> int:
     if 0 <= state < RTT_L0:
         return state
     return NS_COPY
+
+
+def state_of(cls: int) -> int | None:
+    """The state a lock of class ``cls`` expects; None for NS_COPY, which expects none."""
+    if is_rtt(cls):
+        return GS.RTT
+    return cls if 0 <= cls < RTT_L0 else None
 
 
 def is_rtt(cls: int) -> bool:

@@ -9,7 +9,12 @@ In each CPU process (``LockOrder.check``, called by the Probe for every acquisit
   - each acquisition is checked against the rules of docs/locking.md (hw.granule numbering):
       rule 1  an external class (NS, DELEGATED, RD, REC) taken while an internal one is held
       rule 2  an external granule taken while holding an external one at a higher address
-      rule 4  internal classes out of order (RTT, then DATA, then REC_AUX)
+      rule 3  any lock taken while holding a granule whose state did not match its class when
+              it was locked (the state is read from the granule table at each acquisition)
+      rule 4  internal classes out of order (RTT, then DATA, then REC_AUX); a DATA granule
+              taken without a level-3 table held (DATA after its RTT); a REC_AUX granule taken
+              without holding the REC whose aux list names it, or while holding an aux
+              granule of that REC of a higher aux index (the REC's contents are read raw)
       rule 5  an RTT below the root taken without its parent table held (hand over hand), or
               while a table at its level or deeper is held; roots out of address order; a
               second DATA granule
@@ -22,18 +27,23 @@ ordered by address (rules 2 and 5), which the per-acquisition check enforces, an
 graph has cycles by design (lock_two takes RD then DELEGATED, or DELEGATED then RD).
 
 Limits: classes are per state (and RTT level), not per realm: two realms' RTTs share a class.
-Rule 3 (no further locks after a state mismatch) is not checked; rule 6 (state changes under
-the lock) is the ownership checker's, rule 7 the invariant checker's.
+"DATA after its RTT" checks that a level-3 table is held, not that it is the one that mapped
+the granule (DATA_DESTROY has already rewritten the entry when it locks the granule). Rule 6
+(state changes under the lock) is the ownership checker's, rule 7 the invariant checker's.
 
 This module owns the rules and the graph. It must not take locks.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_LOCK_EDGES
+from rmm_mp.hw.granule import STATE_MASK, STATE_SHIFT
+from rmm_mp.rmm.granule_state import GranuleState as GS
+from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX
 from rmm_mp.stress import classes as C
 from rmm_mp.stress.findings import Finding, site
 
@@ -41,6 +51,10 @@ if TYPE_CHECKING:
     from rmm_mp.stress.probe import Held, Probe
 
 _ROW = LOCK_EDGES.size // 16
+_AUX = struct.Struct(f"<Q{AUX_MAX}Q")
+
+AuxOf = Callable[[int], "tuple[int, ...]"]
+"""A REC's aux granule addresses, in aux index order, from its granule index."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,13 @@ class LockOrder:
         self.edges: dict[tuple[int, int], Edge] = {}
         self._view = probe.cpu.area.view
         self._base = probe.cpu.area.base + OFF_LOCK_EDGES
+        # Raw reads, as the ownership checker's own: not the accessors it wraps, and no
+        # schedule point (a checker must not change the interleaving it watches).
+        self._table = probe.cpu.granules
+        self._memory = probe.cpu.machine.memory.buf
+        self._mismatched: list[tuple["Held", int]] = []
+        """Locks held whose granule's state did not match their class when taken, with the
+        state found (rule 3)."""
 
     def check(self, new: "Held", held: "list[Held]") -> None:
         rows = self.rows
@@ -83,11 +104,38 @@ class LockOrder:
         for h in held:
             if not rows[h.cls] & bit:
                 self._edge(h.cls, new.cls)
-        if held or (C.is_rtt(new.cls) and not new.root):
-            problem = violation(new, held)
-            if problem is not None:
-                rule, message = problem
-                self.probe.finding("lockdep", rule, message, site())
+        problem = None
+        if held or new.cls in C.REACHED or (C.is_rtt(new.cls) and not new.root):
+            problem = violation(new, held, self._aux_of)
+        if problem is None and self._mismatched:
+            problem = self._after_mismatch(new, held)
+        if problem is not None:
+            rule, message = problem
+            self.probe.finding("lockdep", rule, message, site())
+        self._note_mismatch(new)
+
+    def _aux_of(self, rec_idx: int) -> tuple[int, ...]:
+        count, *aux = _AUX.unpack_from(self._memory, (rec_idx << 12) + OFF_NUM_AUX)
+        return tuple(aux[:min(count, AUX_MAX)])
+
+    def _note_mismatch(self, new: "Held") -> None:
+        """Rule 3: remember a lock whose granule is not in the state its class expects. The
+        state is read at once, under the lock just taken, so only its holder could change it."""
+        expected = C.state_of(new.cls)
+        if expected is None:
+            return
+        state = (self._table._load((new.idx << 3) + 4) >> STATE_SHIFT) & STATE_MASK
+        if state != expected:
+            self._mismatched.append((new, state))
+
+    def _after_mismatch(self, new: "Held", held: "list[Held]") -> tuple[str, str] | None:
+        """Rule 3: a lock taken while still holding one whose state check must have failed."""
+        self._mismatched = [m for m in self._mismatched if any(m[0] is h for h in held)]
+        if not self._mismatched:
+            return None
+        found = ", ".join(f"{h.describe()} (found {GS.name(state)})" for h, state in self._mismatched)
+        return "rule 3", (f"{new.describe()} taken while holding {found}, whose state did not match when it was "
+                          "locked (on a mismatch, unlock and take nothing more)")
 
     def _edge(self, src: int, dst: int) -> None:
         self.rows[src] |= 1 << dst
@@ -97,8 +145,9 @@ class LockOrder:
                                       sched.step if sched is not None else None)
 
 
-def violation(new: "Held", held: "list[Held]") -> tuple[str, str] | None:
-    """(rule, message) if taking ``new`` while holding ``held`` breaks a rule, else None."""
+def violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None" = None) -> tuple[str, str] | None:
+    """(rule, message) if taking ``new`` while holding ``held`` breaks a rule, else None.
+    ``aux_of`` reads a held REC's aux list; without it, any held REC counts as the aux's own."""
     cls = new.cls
     if cls == C.NS_COPY:
         others = [h for h in held if h.cls != C.NS_COPY]
@@ -122,9 +171,42 @@ def violation(new: "Held", held: "list[Held]") -> tuple[str, str] | None:
         return "rule 4", f"{new.describe()} taken while holding {_list(above)} (order is RTT, DATA, REC_AUX)"
     if C.is_rtt(cls):
         return _rtt_violation(new, [h for h in held if C.is_rtt(h.cls)])
-    if cls == C.DATA and any(h.cls == C.DATA for h in held):
-        return "rule 5", f"{new.describe()} taken while holding another DATA granule"
+    if cls == C.DATA:
+        if any(h.cls == C.DATA for h in held):
+            return "rule 5", f"{new.describe()} taken while holding another DATA granule"
+        return _data_violation(new, held)
+    if cls == C.REC_AUX:
+        return _aux_violation(new, held, aux_of)
     return None
+
+
+def _data_violation(new: "Held", held: "list[Held]") -> tuple[str, str] | None:
+    """DATA after its RTT: only the level-3 table that maps a DATA granule reaches it (an RTT
+    whose locker named no level, RTT[?], cannot be told apart and is accepted)."""
+    if any(C.is_rtt(h.cls) and C.rtt_level(h.cls) in (3, -1) for h in held):
+        return None
+    holding = f" (holding only {_list(held)})" if held else " (holding no lock)"
+    return "rule 4", (f"DATA {new.addr:#x} taken without a level-3 RTT held{holding}: DATA after its RTT, "
+                      "under the last-level table that maps it")
+
+
+def _aux_violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None") -> tuple[str, str] | None:
+    """REC_AUX under its REC, in aux index order: only a locked REC reaches its aux granules."""
+    recs = [h for h in held if h.cls == C.REC]
+    if aux_of is None:
+        return None if recs else ("rule 4", f"REC_AUX {new.addr:#x} taken without its REC held")
+    for rec in recs:
+        aux = aux_of(rec.idx)
+        if new.addr not in aux:
+            continue
+        position = aux.index(new.addr)
+        later = [h for h in held if h.cls == C.REC_AUX and h.addr in aux and aux.index(h.addr) > position]
+        if later:
+            return "rule 4", (f"REC_AUX {new.addr:#x} (aux {position} of REC {rec.addr:#x}) taken while holding "
+                              f"{_list(later)}, a later aux granule of the same REC (aux index order)")
+        return None
+    holding = f"holding {_list(recs)}, whose aux granules do not include it" if recs else "holding no REC"
+    return "rule 4", f"REC_AUX {new.addr:#x} taken without its REC held ({holding}): REC_AUX under its REC"
 
 
 def _rtt_violation(new: "Held", rtts: "list[Held]") -> tuple[str, str] | None:

@@ -6,6 +6,7 @@ The stress instrumentation patches classes of this process; every test undoes it
 
 from __future__ import annotations
 
+import struct
 from typing import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ from rmm_mp.hw.memory import PhysicalMemory
 from rmm_mp.rmm import dispatch, s2tt
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.realm_desc import Rd
-from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, Rec
 from rmm_mp.stress import bugs, classes, instrument, lockdep, ownership
 from rmm_mp.stress.lockdep import LockOrder, cycles, violation
 from rmm_mp.stress.probe import Held, Probe
@@ -100,6 +101,74 @@ def test_each_rule(case: str, rule: str | None) -> None:
     }[case]
     found = violation(new, held)
     assert (found[0] if found else None) == rule, found
+
+
+@pytest.mark.parametrize("case, rule", [
+    ("data alone", "rule 4"), ("data under level 2", "rule 4"), ("data under rd", "rule 4"),
+    ("aux alone", "rule 4"), ("aux under another rec", "rule 4"), ("aux after a later aux", "rule 4"),
+    ("data under level 3", None), ("data under unnamed rtt", None), ("aux under its rec", None),
+    ("aux in index order", None),
+])
+def test_reached_granules_under_their_object(case: str, rule: str | None) -> None:
+    """Rule 4's "DATA after its RTT" and "REC_AUX under its REC": a DATA granule is taken only
+    with a level-3 table held, an aux granule only with the REC whose aux list names it held,
+    and in aux index order. Before, each of the violating cases passed (a DATA or REC_AUX lock
+    with nothing held was not even looked at)."""
+    C = classes
+    rd, rtt2, rtt3 = _held(C.RD, 0x1000), _held(C.RTT_L0 + 2, 0x2000, 2), _held(C.RTT_L0 + 3, 0x3000, 3)
+    rec, other = _held(C.REC, 0x4000), _held(C.REC, 0x5000)
+    aux0, aux1 = _held(C.REC_AUX, 0x6000), _held(C.REC_AUX, 0x7000)
+    data = _held(C.DATA, 0x9000)
+    lists = {rec.idx: (aux0.addr, aux1.addr), other.idx: (0xA000,)}
+    new, held = {
+        "data alone": (data, []),
+        "data under level 2": (data, [rtt2]),
+        "data under rd": (data, [rd]),
+        "aux alone": (aux0, []),
+        "aux under another rec": (aux0, [other]),
+        "aux after a later aux": (aux0, [rec, aux1]),
+        "data under level 3": (data, [rtt3]),
+        "data under unnamed rtt": (data, [_held(C.RTT_UNKNOWN, 0x3000)]),
+        "aux under its rec": (aux1, [other, rec]),
+        "aux in index order": (aux1, [rec, aux0]),
+    }[case]
+    found = violation(new, held, lambda idx: lists[idx])
+    assert (found[0] if found else None) == rule, found
+    if found:
+        assert f"{new.addr:#x}" in found[1] and ("DATA after its RTT" in found[1] or "REC_AUX" in found[1]), found
+
+
+def test_reached_granules_and_state_mismatch_in_a_cpu(machine: Machine, probe: Probe) -> None:
+    """The checker in a CPU, on real granules: a DATA granule locked with no RTT held, an aux
+    granule locked holding a REC whose aux list (read from the REC's contents) does not name
+    it, and a lock taken while holding a granule whose state did not match its class (rule 3)
+    are each reported once, naming the granules and the CPU; the same aux under its own REC,
+    and a lock after a matching one, are not."""
+    probe.lockdep = LockOrder(probe)
+    table, memory = probe.cpu.granules, machine.memory
+    data, rec, other, aux, rd = 410, 411, 412, 413, 414
+    for idx, state in ((data, GS.DATA), (rec, GS.REC), (other, GS.REC), (aux, GS.REC_AUX), (rd, GS.RD)):
+        _set_state(table, idx, state)
+    struct.pack_into("<QQ", memory.buf, (rec << 12) + OFF_NUM_AUX, 1, table.addr(aux))
+    with table.lock_known(data, GS.DATA):                            # 1: DATA, no RTT
+        pass
+    with table.lock_known(other, GS.REC), table.lock_known(aux, GS.REC_AUX):    # 2: not its REC
+        pass
+    with table.lock_known(rec, GS.REC), table.lock_known(aux, GS.REC_AUX):      # its REC
+        pass
+    table.lock(other, GS.RD)                                         # 3: an RD that is a REC ...
+    with table.lock_known(rd, GS.RD):                                # ... kept, and more taken
+        pass
+    table.unlock(other)
+    with table.lock_known(rec, GS.REC), table.lock_known(rd, GS.RD):            # matching: fine
+        pass
+    found = [(f.rule, f.cpu, f.message) for f in probe.findings.items]
+    assert [(rule, cpu) for rule, cpu, _ in found] == [("rule 4", 0), ("rule 4", 0), ("rule 3", 0)], found
+    assert found[0][2].startswith(f"DATA {table.addr(data):#x} taken without a level-3 RTT held (holding no lock)")
+    assert found[1][2].startswith(f"REC_AUX {table.addr(aux):#x} taken without its REC held (holding REC "
+                                  f"{table.addr(other):#x}, whose aux granules do not include it)")
+    assert found[2][2].startswith(f"RD {table.addr(rd):#x} taken while holding RD {table.addr(other):#x} (found "
+                                  "REC), whose state did not match")
 
 
 def test_cycles_ignore_address_ordered_edges() -> None:
