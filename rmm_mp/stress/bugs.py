@@ -86,6 +86,12 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
         "watchdog", "leaked-lock", "tables", ("handler", F.RMI_RTT_MAP_UNPROTECTED), B.map_unprotected_leaks_lock),
     Bug("data-create-rtt-before-rd", "DATA_CREATE_UNKNOWN locks root RTT 0 before the RD and the DATA granule",
         "lockdep", "rule 1", "tables", ("handler", F.RMI_DATA_CREATE_UNKNOWN), B.data_create_unknown_rtt_first),
+    Bug("data-destroy-wipe-after-rtt", "DATA_DESTROY releases the level-3 table before it locks and wipes the DATA granule",
+        "lockdep", "rule 4", "tables", ("handler", F.RMI_DATA_DESTROY), B.data_destroy_wipe_after_rtt),
+    Bug("rec-destroy-aux-after-rec", "REC_DESTROY releases the REC before it scrubs and releases its aux granules",
+        "lockdep", "rule 4", "lifecycle", ("handler", F.RMI_REC_DESTROY), B.rec_destroy_aux_after_rec),
+    Bug("lock-two-check-late", "lock_two locks both granules before it checks either state",
+        "lockdep", "rule 3", "mixed", (GranuleTable, "lock_two"), B.lock_two_check_late),
 )}
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS
 from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_SHIFT, Granule, GranuleTable
-from rmm_mp.rmm import realm_run, s2tt
+from rmm_mp.rmm import realm_run, s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
@@ -303,3 +303,67 @@ def rtt_create_parent_released_early(rmm: "RmmCpu", rd_addr: int, rtt_addr: int,
         rmm.granules.refcount_add(w.llt.idx, 1)
     s2tt.write(rmm.memory, w.llt.idx, w.index, s2tt.table(rtt_addr))
     new.unlock_transition(GS.RTT)
+
+
+def data_destroy_wipe_after_rtt(rmm: "RmmCpu", rd_addr: int, ipa: int) -> tuple[int, int]:
+    """DATA_DESTROY that releases the level-3 table before it locks and wipes the DATA granule
+    (rmi_data.rmi_data_destroy)."""
+    rd_g, params = rmi_rtt.lock_rd(rmm, rd_addr, (0, 0))
+    ctx = params.s2ctx()
+    if not rmi_data._page_ipa_ok(ctx, ipa):
+        rd_g.unlock()
+        raise RmiError.input((0, 0))
+    w = rmi_rtt.walk_from_rd(rmm, rd_g, ctx, ipa, s2tt.PAGE_LEVEL)
+    memory = rmm.memory
+    try:
+        entry = s2tt.read(memory, w.llt.idx, w.index)
+        kind, ripas = s2tt.decode(entry, w.level)
+        if w.level != s2tt.PAGE_LEVEL or kind != s2tt.Kind.ASSIGNED:
+            raise RmiError.rtt(w.level, (0, s2tt.skip_non_live(memory, w.llt.idx, w.level, w.index, ipa)))
+        data_pa = s2tt.output_address(entry, s2tt.PAGE_LEVEL)
+        after = s2tt.UNASSIGNED_EMPTY if ripas == s2tt.RIPAS_EMPTY else s2tt.UNASSIGNED_DESTROYED
+        s2tt.write(memory, w.llt.idx, w.index, after)
+        stage2.invalidate(rmm, rd_g.idx)
+        w.llt.refcount_add(-1)
+        top = s2tt.skip_non_live(memory, w.llt.idx, s2tt.PAGE_LEVEL, w.index, ipa)
+    finally:
+        w.llt.unlock()
+    rmi_data._wipe(rmm, data_pa)                # BUG: the DATA granule is locked after its RTT was released
+    return data_pa, top
+
+
+def rec_destroy_aux_after_rec(rmm: "RmmCpu", rec_addr: int) -> None:
+    """REC_DESTROY that releases the REC before it scrubs and releases its aux granules
+    (rmi_rec.rmi_rec_destroy)."""
+    g = rmm.granules.find_lock(rec_addr, GS.REC)
+    if g is None:
+        raise RmiError.input()
+    if g.refcount != 0:
+        g.unlock()
+        raise RmiError.rec()
+    rec = Rec(rmm.memory, g.idx)
+    rd_idx = rmi_rec._index(rmm, rec.owner_rd)
+    aux = [rmi_rec._index(rmm, pa) for pa in rec.aux()]
+    rmm.memory.zero(g.idx)
+    g.unlock_transition(GS.DELEGATED)
+    rmi_rec._release_aux(rmm, aux, scrub=True)  # BUG: the aux granules are locked after their REC was released
+    rmm.granules.refcount_add(rd_idx, -1)
+
+
+def lock_two_check_late(self: GranuleTable, addr_a: int, state_a: int, addr_b: int,
+                        state_b: int) -> "tuple[Granule, Granule] | None":
+    """lock_two that locks both granules before it checks either state (GranuleTable.lock_two)."""
+    if addr_a == addr_b:
+        return None
+    idx_a, idx_b = self.find(addr_a), self.find(addr_b)
+    if idx_a < 0 or idx_b < 0:
+        return None
+    (lo, lo_state), (hi, hi_state) = sorted(((idx_a, state_a), (idx_b, state_b)))
+    self.lock(lo, lo_state)
+    self.lock(hi, hi_state)                     # BUG: the first granule's state is not checked before this
+    if self.state(lo) != lo_state or self.state(hi) != hi_state:
+        self.unlock(hi)
+        self.unlock(lo)
+        return None
+    first, second = Granule(self, lo, self.addr(lo)), Granule(self, hi, self.addr(hi))
+    return (first, second) if idx_a < idx_b else (second, first)

@@ -35,6 +35,9 @@ RECORDED = {
     "data-create-copy-under-rd": 1,
     "map-unprotected-leaks-lock": 2,
     "data-create-rtt-before-rd": 1,
+    "data-destroy-wipe-after-rtt": 1,
+    "rec-destroy-aux-after-rec": 1,
+    "lock-two-check-late": 1,
 }
 """The seed (random schedule, STEPS budget) at which each bug is caught."""
 
