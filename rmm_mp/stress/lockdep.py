@@ -15,8 +15,9 @@ In each CPU process (``LockOrder.check``, called by the Probe for every acquisit
               taken without a level-3 table held (DATA after its RTT); a REC_AUX granule taken
               without holding the REC whose aux list names it, or while holding an aux
               granule of that REC of a higher aux index (the REC's contents are read raw)
-      rule 5  an RTT below the root taken without its parent table held (hand over hand), or
-              while a table at its level or deeper is held; roots out of address order; a
+      rule 5  an RTT below the root taken without its parent table held (hand over hand: a
+              held table one level up with a table entry pointing to it, so within one tree),
+              or while a table at its level or deeper is held; roots out of address order; a
               second DATA granule
       rule 8  an NS memory copy holding any other lock, or its pages out of address order
     A violation is reported even if no deadlock happened: lockdep's point.
@@ -44,6 +45,7 @@ from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_LOCK_EDGES
 from rmm_mp.hw.granule import STATE_MASK, STATE_SHIFT
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX
+from rmm_mp.rmm.s2tt import table as table_desc
 from rmm_mp.stress import classes as C
 from rmm_mp.stress.findings import Finding, site
 
@@ -52,9 +54,13 @@ if TYPE_CHECKING:
 
 _ROW = LOCK_EDGES.size // 16
 _AUX = struct.Struct(f"<Q{AUX_MAX}Q")
+_DESC = struct.Struct("<Q")
+_TABLE_BYTES = 4096
 
 AuxOf = Callable[[int], "tuple[int, ...]"]
 """A REC's aux granule addresses, in aux index order, from its granule index."""
+PointsTo = Callable[[int, int], bool]
+"""Whether the table at a granule index has a table entry pointing to a PA."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class LockOrder:
                 self._edge(h.cls, new.cls)
         problem = None
         if held or new.cls in C.REACHED or (C.is_rtt(new.cls) and not new.root):
-            problem = violation(new, held, self._aux_of)
+            problem = violation(new, held, self._aux_of, self._points_to)
         if problem is None and self._mismatched:
             problem = self._after_mismatch(new, held)
         if problem is not None:
@@ -117,6 +123,19 @@ class LockOrder:
     def _aux_of(self, rec_idx: int) -> tuple[int, ...]:
         count, *aux = _AUX.unpack_from(self._memory, (rec_idx << 12) + OFF_NUM_AUX)
         return tuple(aux[:min(count, AUX_MAX)])
+
+    def _points_to(self, parent_idx: int, child_pa: int) -> bool:
+        """A table entry of the held table ``parent_idx`` names ``child_pa`` (read raw: the
+        entries are this CPU's, under the parent's lock)."""
+        offset = parent_idx << 12
+        raw = bytes(self._memory[offset:offset + _TABLE_BYTES])
+        pattern = _DESC.pack(table_desc(child_pa))
+        at = raw.find(pattern)
+        while at >= 0:
+            if at % _DESC.size == 0:
+                return True
+            at = raw.find(pattern, at + 1)
+        return False
 
     def _note_mismatch(self, new: "Held") -> None:
         """Rule 3: remember a lock whose granule is not in the state its class expects. The
@@ -145,9 +164,12 @@ class LockOrder:
                                       sched.step if sched is not None else None)
 
 
-def violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None" = None) -> tuple[str, str] | None:
+def violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None" = None,
+              points_to: "PointsTo | None" = None) -> tuple[str, str] | None:
     """(rule, message) if taking ``new`` while holding ``held`` breaks a rule, else None.
-    ``aux_of`` reads a held REC's aux list; without it, any held REC counts as the aux's own."""
+    ``aux_of`` reads a held REC's aux list; without it, any held REC counts as the aux's own.
+    ``points_to`` reads a held table's entries; without it, any table one level up counts as
+    the new table's parent."""
     cls = new.cls
     if cls == C.NS_COPY:
         others = [h for h in held if h.cls != C.NS_COPY]
@@ -170,7 +192,7 @@ def violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None" = None) ->
     if above:
         return "rule 4", f"{new.describe()} taken while holding {_list(above)} (order is RTT, DATA, REC_AUX)"
     if C.is_rtt(cls):
-        return _rtt_violation(new, [h for h in held if C.is_rtt(h.cls)])
+        return _rtt_violation(new, [h for h in held if C.is_rtt(h.cls)], points_to)
     if cls == C.DATA:
         if any(h.cls == C.DATA for h in held):
             return "rule 5", f"{new.describe()} taken while holding another DATA granule"
@@ -209,7 +231,7 @@ def _aux_violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None") -> t
     return "rule 4", f"REC_AUX {new.addr:#x} taken without its REC held ({holding}): REC_AUX under its REC"
 
 
-def _rtt_violation(new: "Held", rtts: "list[Held]") -> tuple[str, str] | None:
+def _rtt_violation(new: "Held", rtts: "list[Held]", points_to: "PointsTo | None" = None) -> tuple[str, str] | None:
     if new.root:
         below = [h for h in rtts if not h.root]
         if below:
@@ -220,10 +242,14 @@ def _rtt_violation(new: "Held", rtts: "list[Held]") -> tuple[str, str] | None:
     level = C.rtt_level(new.cls)
     if level < 0:
         return None
-    # A root whose locker named no level (RTT[?]) may be the parent: it cannot be checked.
-    if not any(C.rtt_level(h.cls) in (level - 1, -1) for h in rtts):
+    # A root whose locker named no level (RTT[?]) may be the parent: its level cannot be checked.
+    parents = [h for h in rtts if C.rtt_level(h.cls) in (level - 1, -1)]
+    if not parents:
         return "rule 5", (f"{new.describe()} taken without its parent level-{level - 1} table held "
                           "(hand over hand: lock the child before releasing the parent)")
+    if points_to is not None and not any(points_to(h.idx, new.addr) for h in parents):
+        return "rule 5", (f"{new.describe()} taken while holding {_list(parents)}, none of which has a table entry "
+                          "pointing to it (within one tree: a table is reached through its parent's entry)")
     deeper = [h for h in rtts if not h.root and C.rtt_level(h.cls) >= level]
     if deeper:
         return "rule 5", f"{new.describe()} taken while holding {_list(deeper)} (root to leaf only)"

@@ -138,6 +138,22 @@ def test_reached_granules_under_their_object(case: str, rule: str | None) -> Non
         assert f"{new.addr:#x}" in found[1] and ("DATA after its RTT" in found[1] or "REC_AUX" in found[1]), found
 
 
+@pytest.mark.parametrize("case, rule", [("another tree's table", "rule 5"), ("its parent", None)])
+def test_child_table_is_reached_through_its_parent(case: str, rule: str | None) -> None:
+    """Rule 5, within one tree: a level-3 table taken while holding a level-2 table with no
+    entry pointing to it (another realm's, say) breaks hand over hand; its own parent does
+    not. Before, any level-2 table held counted as the parent."""
+    C = classes
+    parent, stranger, child = _held(C.RTT_L0 + 2, 0x2000, 2), _held(C.RTT_L0 + 2, 0x4000, 2), \
+        _held(C.RTT_L0 + 3, 0x3000, 3)
+    tables = {parent.idx: {child.addr}, stranger.idx: set()}
+    held = [stranger] if case == "another tree's table" else [parent]
+    found = violation(child, held, None, lambda idx, pa: pa in tables[idx])
+    assert (found[0] if found else None) == rule, found
+    if found:
+        assert "none of which has a table entry pointing to it" in found[1] and "0x4000" in found[1], found
+
+
 def test_reached_granules_and_state_mismatch_in_a_cpu(machine: Machine, probe: Probe) -> None:
     """The checker in a CPU, on real granules: a DATA granule locked with no RTT held, an aux
     granule locked holding a REC whose aux list (read from the REC's contents) does not name
@@ -169,6 +185,28 @@ def test_reached_granules_and_state_mismatch_in_a_cpu(machine: Machine, probe: P
                                   f"{table.addr(other):#x}, whose aux granules do not include it)")
     assert found[2][2].startswith(f"RD {table.addr(rd):#x} taken while holding RD {table.addr(other):#x} (found "
                                   "REC), whose state did not match")
+
+
+def test_child_table_entry_is_read_from_the_parent_in_a_cpu(machine: Machine, probe: Probe) -> None:
+    """The checker in a CPU reads the held parent's entries: a level-2 table taken under a
+    level-1 table whose entry points to it is fine; under one with no such entry (the entry
+    moved to another slot is still found; a block entry with the same address is not a table
+    entry) it is reported as rule 5."""
+    probe.lockdep = LockOrder(probe)
+    table, memory = probe.cpu.granules, machine.memory
+    parent, child = 420, 421
+    for idx in (parent, child):
+        _set_state(table, idx, GS.RTT)
+    for slot, desc, expected in ((7, s2tt.table(table.addr(child)), None),
+                                 (300, s2tt.table(table.addr(child)), None),
+                                 (300, table.addr(child) | s2tt.DESC_BLOCK, "rule 5")):
+        memory.zero(parent)
+        struct.pack_into("<Q", memory.buf, (parent << 12) + slot * 8, desc)
+        before = len(probe.findings.items)
+        with table.lock_known(parent, GS.RTT, 1 | SUB_ROOT), table.lock_known(child, GS.RTT, 2):
+            pass
+        found = [f.rule for f in probe.findings.items[before:]]
+        assert found == ([expected] if expected else []), (slot, [f.text() for f in probe.findings.items])
 
 
 def test_cycles_ignore_address_ordered_edges() -> None:
