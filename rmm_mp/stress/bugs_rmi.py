@@ -199,7 +199,7 @@ def rec_destroy_plain_rmw(rmm: "RmmCpu", rec_addr: int) -> None:
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
     rd_idx = rmi_rec._index(rmm, rec.owner_rd)
-    rmi_rec._release_aux(rmm, [rmi_rec._index(rmm, pa) for pa in rec.aux()], scrub=True)
+    rmi_rec._release_aux(rmm, [rmi_rec._index(rmm, pa) for pa in rec.aux()])
     rmm.memory.zero(g.idx)
     g.unlock_transition(GS.DELEGATED)
     count = rmm.granules.refcount(rd_idx)       # BUG: read ...
@@ -346,7 +346,7 @@ def rec_destroy_aux_after_rec(rmm: "RmmCpu", rec_addr: int) -> None:
     aux = [rmi_rec._index(rmm, pa) for pa in rec.aux()]
     rmm.memory.zero(g.idx)
     g.unlock_transition(GS.DELEGATED)
-    rmi_rec._release_aux(rmm, aux, scrub=True)  # BUG: the aux granules are locked after their REC was released
+    rmi_rec._release_aux(rmm, aux)  # BUG: the aux granules are locked after their REC was released
     rmm.granules.refcount_add(rd_idx, -1)
 
 

@@ -97,13 +97,12 @@ def _index(rmm: "RmmCpu", pa: int) -> int:
 
 # -- REC_CREATE ---------------------------------------------------------------------------------
 
-def _release_aux(rmm: "RmmCpu", indices: list[int], scrub: bool) -> None:
-    """REC_AUX -> DELEGATED, one granule at a time; ``scrub`` zeroes it first (REC_DESTROY;
-    the stress tool's injected bugs roll back unwritten granules without it)."""
+def _release_aux(rmm: "RmmCpu", indices: list[int]) -> None:
+    """REC_AUX -> DELEGATED, one granule at a time, each zeroed first (REC_DESTROY: the REC's
+    state must not outlive it in a granule the host can take back)."""
     for idx in indices:
         g = rmm.granules.lock_known(idx, REC_AUX)
-        if scrub:
-            rmm.memory.zero(idx)
+        rmm.memory.zero(idx)
         g.unlock_transition(DELEGATED)
 
 
@@ -182,7 +181,7 @@ def rmi_rec_destroy(rmm: "RmmCpu", rec_addr: int) -> None:
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
     rd_idx = _index(rmm, rec.owner_rd)
-    _release_aux(rmm, [_index(rmm, pa) for pa in rec.aux()], scrub=True)
+    _release_aux(rmm, [_index(rmm, pa) for pa in rec.aux()])
     rmm.memory.zero(g.idx)
     g.unlock_transition(DELEGATED)
     # After the REC is gone, without the RD lock: the realm's REC count may read high for a moment.
