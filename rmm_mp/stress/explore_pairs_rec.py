@@ -435,6 +435,27 @@ def affinity_info_complete_vs_cpu_off(machine: Machine) -> Prepared:
         machine, _smc(int(PsciFid.PSCI_AFFINITY_INFO), rec_index_to_mpidr_el1(1), 0))
 
 
+def psci_complete_same_target(machine: Machine) -> Prepared:
+    """RECs 0 and 2 both asked PSCI_CPU_ON for REC 1 (off), with context ids 0x42 and 0x43;
+    PSCI_COMPLETE(REC 0, REC 1, SUCCESS) vs PSCI_COMPLETE(REC 2, REC 1, SUCCESS): whichever
+    completes first starts REC 1 with its context id and gets SUCCESS, the other ALREADY_ON
+    (B4.3.7.3 on_success, on_already); never both SUCCESS."""
+    b = Builder(machine)
+    _, (rec0, rec1, rec2) = _guest_realm(b, f"""
+    {_CPU_ON_REC1}
+        b .
+        .org {REC1_PC:#x}
+        b .
+        .org {REC2_PC:#x}
+    {_smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x43)}
+        b .
+    """, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
+    for rec in (rec0, rec2):
+        _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_PSCI)
+    return prepared(b, (F.RMI_PSCI_COMPLETE, rec0, rec1, 0), (F.RMI_PSCI_COMPLETE, rec2, rec1, 0),
+                     (rec_view("REC 0", rec0), rec_view("REC 1", rec1), rec_view("REC 2", rec2)))
+
+
 def host_call_completion_vs_rec_destroy(machine: Machine) -> Prepared:
     """REC_ENTER completing a pending host call (the host's gprs copied into the structure) vs
     REC_DESTROY of the REC: destroyed first, the entry fails (rec_gran_state) and the structure

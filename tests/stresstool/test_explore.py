@@ -229,6 +229,20 @@ def test_psci_completions_answer_by_the_target_s_state() -> None:
         "x0=0x42 x1=0x0 x2=0x0 pc=0x800 runnable=1"}
 
 
+def test_two_cpu_on_completions_of_one_target() -> None:
+    """RECs 0 and 2 both have CPU_ON(REC 1) pending, REC 1 off: in every interleaving of their
+    completions one caller gets SUCCESS and starts REC 1 with its own context id, the other gets
+    ALREADY_ON (B4.3.7.3); never both SUCCESS (a second reset of a REC already started)."""
+    report = explore(PAIRS["psci-complete-same-target"])
+    assert report.ok, report
+    for label, outcome in report.references.items():
+        seen = dict(outcome.seen)
+        x0 = (seen["REC 0"].split()[0], seen["REC 2"].split()[0], seen["REC 1"].split()[0])
+        assert x0 in {("x0=0x0", "x0=0xfffffffffffffffc", "x0=0x42"),
+                      ("x0=0xfffffffffffffffc", "x0=0x0", "x0=0x43")}, (label, x0)
+    assert _my_segments() == []
+
+
 def _rec_enter_reference_before_checks(rmm, rec_addr: int, run_ptr: int) -> None:  # type: ignore[no-untyped-def]
     """RMI_REC_ENTER in TF-RMM rel0's order for an entry bound to fail: the running reference
     taken and the REC unlocked before realm_new, system_off, rec_runnable, ... are checked
