@@ -223,6 +223,8 @@ class _Turns:
         self.stalls = 0
         self.inserted = ""
         """The event where S was inserted ("" until it is)."""
+        self.waits = {"F": "", "S": ""}
+        """What each side's last failed try was for ("0x... held by CPU n"): a deadlock names both."""
         self.trouble = ""
 
     def event(self, side: str, what: str) -> None:
@@ -253,11 +255,14 @@ class _Turns:
         self._check()
         other = "S" if side == "F" else "F"
         self.stalls += 1
-        waits = f"{self.names[side]} waits for {table.addr(idx):#x}, held by {describe_owner(holder)}"
+        self.waits[side] = f"{table.addr(idx):#x}, held by {describe_owner(holder)}"
+        waits = f"{self.names[side]} waits for {self.waits[side]}"
         if self.status[other] in (IDLE, DONE):
             self.abandon(f"{waits}, which nothing running will release (a leaked lock)")
         if self.stalls >= 2:
-            self.abandon(f"deadlock: {waits}, while {self.names[other]} waits for a lock {self.names[side]} holds")
+            # The other's last failed try was the one just before (no lock event since): it
+            # still waits for that lock, which this side holds.
+            self.abandon(f"deadlock: {waits}, while {self.names[other]} waits for {self.waits[other]}")
         self.status[side] = BLOCKED
         self._switch(side, other)
         self.status[side] = RUNNING

@@ -129,15 +129,32 @@ def test_rtt_create_releasing_the_parent_early_is_reported() -> None:
     assert {n.why for n in both} == {"results that no serial order gives"}
 
 
-def test_psci_complete_in_argument_order_deadlocks() -> None:
-    """psci-complete-unordered: each PSCI_COMPLETE locks its own REC first, so with B inserted
-    after A's first lock each waits for the other: reported as a deadlock, both calls abandoned,
-    and the machines of the abandoned runs are gone too."""
-    with injected("psci-complete-unordered"):
-        report = explore(PAIRS["psci-complete-vs-psci-complete"])
-    assert [n.event for n in report.non_serial] == [0]
-    assert report.non_serial[0].why.startswith("deadlock: A waits for ")
-    assert (report.non_serial[0].a, report.non_serial[0].b) == ("abandoned", "abandoned")
+@pytest.mark.parametrize("bug", ["psci-complete-unordered", "lock-two-unordered"])
+def test_psci_complete_in_argument_order_deadlocks(bug: str) -> None:
+    """psci-complete-unordered (and lock-two-unordered, which PSCI_COMPLETE's lock_two uses):
+    each PSCI_COMPLETE locks its own REC first, so with B inserted after A's first lock each
+    waits for the other: reported as a deadlock naming both waits, both calls abandoned, and the
+    machines of the abandoned runs are gone too."""
+    with injected(bug):
+        report = explore(PAIRS["psci-complete-vs-psci-complete"], timeout=2.0)
+    rec0, rec1 = report.a[1], report.a[2]
+    [deadlock] = report.non_serial
+    assert (deadlock.event, deadlock.where) == (0, f"after A acquired {rec0:#x}")
+    assert deadlock.why == (f"deadlock: A waits for {rec1:#x}, held by CPU 1, "
+                            f"while B waits for {rec0:#x}, held by CPU 0")
+    assert (deadlock.a, deadlock.b) == ("abandoned", "abandoned")
+    assert _my_segments() == []
+
+
+def test_a_copy_under_the_rd_is_reported() -> None:
+    """data-create-copy-under-rd: with B's DELEGATE of the source (DATA_CREATE's own data
+    granule) inserted after A locked it, A's copy under the RD locks that granule again: an RMM
+    crash, which no serial order gives."""
+    with injected("data-create-copy-under-rd"):
+        report = explore(PAIRS["data-create-vs-delegate-src"], timeout=2.0)
+    assert report.non_serial and not report.serial_trouble
+    assert all(str(n.a).startswith("RmmInternalError") for n in report.non_serial)
+    assert {n.why for n in report.non_serial} == {"results that no serial order gives"}
     assert _my_segments() == []
 
 
