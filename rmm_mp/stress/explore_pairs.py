@@ -12,8 +12,10 @@ reads or changes what it takes down, and of RIPAS changes against DATA_CREATE an
 uses (the REC, its run page, a host call structure and its table, a page it stores to, the RD of
 a measurement, the target of a PSCI request), against another REC_ENTER or a PSCI_COMPLETE of
 the same realm (PSCI_SYSTEM_OFF, CPU_ON, CPU_OFF, AFFINITY_INFO), and a REC_ENTER completing a
-RIPAS request or a host call against a fold, an unfold or REC_DESTROY. Their outcomes include
-views (Prepared.watch) of the REC exit, the REC, REM1, the RIM and a page.
+RIPAS request or a host call against a fold, an unfold or REC_DESTROY; and two races where a
+failing call must let go of what it holds before the other needs it (a granule named in the
+wrong state that lock_two takes before the RD; the table a failed map walked to). Their
+outcomes include views (Prepared.watch) of the REC exit, the REC, REM1, the RIM and a page.
 
 This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands; the setups in
 which a REC runs a guest are stress.explore_pairs_rec's. It must not write the machine's shared
@@ -341,6 +343,37 @@ def rec_destroy_vs_rec_create_same_granules(machine: Machine) -> Prepared:
     return prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_CREATE, realm.rd, rec, b.rec_params(1, aux)))
 
 
+# -- calls that hold a granule while they wait for another ------------------------------------
+
+def rtt_create_again_vs_data_create_unknown(machine: Machine) -> Prepared:
+    """RTT_CREATE naming, again, the granule of an existing level-3 table (a stale host retry:
+    it fails, the granule is no longer DELEGATED) vs DATA_CREATE_UNKNOWN of a page in that
+    table, which holds the RD while it walks there. The table lies below the RD, so lock_two
+    takes it first: it must check the table's state, and let it go, before it waits for the RD
+    (rule 3); holding it, each call would wait for the other. Serially A fails, B succeeds."""
+    b = Builder(machine)
+    table = b.delegate()                        # below the RD: lock_two takes it before the RD
+    realm = b.realm()
+    b.tables(realm, 0, 2)
+    b.call(F.RMI_RTT_CREATE, realm.rd, table, 0, 3)
+    data = b.delegate()
+    return prepared(b, (F.RMI_RTT_CREATE, realm.rd, table, 0, 3), (F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, 5 * G))
+
+
+def remap_vs_unmap_unprotected(machine: Machine) -> Prepared:
+    """RTT_MAP_UNPROTECTED of a page that is mapped already vs RTT_UNMAP_UNPROTECTED of it:
+    unmapped first, the map succeeds; mapped first, it fails (RMI_ERROR_RTT, 3) and must leave
+    the table unlocked for the unmap."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, UNPROTECTED, 3)
+    ipa = UNPROTECTED + 5 * G
+    b.call(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, b.ns_page() | NS_MAP_ATTRS)
+    again = b.ns_page()
+    return prepared(b, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, again | NS_MAP_ATTRS),
+                     (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, 3))
+
+
 PAIRS: dict[str, Pair] = {p.name: p for p in (
     Pair("data-create-vs-delegate-src", "DATA_CREATE from its own NS source page vs DELEGATE of that page",
          data_create_vs_delegate_src),
@@ -471,4 +504,9 @@ PAIRS: dict[str, Pair] = {p.name: p for p in (
     Pair("rtt-fold-assigned-vs-store",
          "RTT_FOLD of a 2 MiB block's table vs REC_ENTER whose guest stores to a page of it (twice)",
          rtt_fold_assigned_vs_store, GUEST_SLICE),
+    Pair("rtt-create-again-vs-data-create-unknown",
+         "RTT_CREATE naming an existing level-3 table's granule (below the RD) vs DATA_CREATE_UNKNOWN in the table",
+         rtt_create_again_vs_data_create_unknown),
+    Pair("remap-vs-unmap-unprotected", "RTT_MAP_UNPROTECTED of a page mapped already vs its RTT_UNMAP_UNPROTECTED",
+         remap_vs_unmap_unprotected),
 )}

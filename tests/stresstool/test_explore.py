@@ -146,6 +146,41 @@ def test_psci_complete_in_argument_order_deadlocks(bug: str) -> None:
     assert _my_segments() == []
 
 
+def test_lock_two_checking_late_deadlocks() -> None:
+    """lock-two-check-late, an ABBA deadlock of two different commands: RTT_CREATE names the
+    granule of an existing level-3 table (below the RD) and the buggy lock_two holds it, unchecked,
+    while it waits for the RD; DATA_CREATE_UNKNOWN, inserted just after, holds the RD while it
+    walks down to that table. The report says where B went in (A's first lock) and what each
+    waits for and who holds it; it comes from the turn-taking, not from the time limit (2 s here,
+    a run of a pair takes milliseconds), both calls are abandoned and no machine is left behind.
+    Without the bug every interleaving is serial (test_correct_pair_gives_serial_outcomes_only)."""
+    with injected("lock-two-check-late"):
+        report = explore(PAIRS["rtt-create-again-vs-data-create-unknown"], timeout=2.0)
+    rd, table = report.a[1], report.a[2]
+    assert table < rd
+    assert not report.serial_trouble and report.tried > 1
+    [deadlock] = report.non_serial
+    assert (deadlock.event, deadlock.where) == (0, f"after A acquired {table:#x}")
+    assert deadlock.why == (f"deadlock: A waits for {rd:#x}, held by CPU 1, "
+                            f"while B waits for {table:#x}, held by CPU 0")
+    assert (deadlock.a, deadlock.b) == ("abandoned", "abandoned")
+    assert _my_segments() == []
+
+
+def test_map_unprotected_leaking_its_table_lock_is_reported() -> None:
+    """map-unprotected-leaks-lock: RTT_MAP_UNPROTECTED of a page mapped already fails and keeps
+    the level-3 table locked, so the RTT_UNMAP_UNPROTECTED after it waits for a lock nothing
+    running will release: the reference run A;B does not complete, and the pair fails."""
+    with injected("map-unprotected-leaks-lock"):
+        report = explore(PAIRS["remap-vs-unmap-unprotected"], timeout=2.0)
+    assert not report.ok
+    [trouble] = report.serial_trouble
+    assert trouble.startswith("A;B: B waits for 0x")
+    assert trouble.endswith(", held by CPU 0, which nothing running will release (a leaked lock)")
+    assert report.serial["A;B"].b == "abandoned"
+    assert _my_segments() == []
+
+
 def test_a_copy_under_the_rd_is_reported() -> None:
     """data-create-copy-under-rd: with B's DELEGATE of the source (DATA_CREATE's own data
     granule) inserted after A locked it, A's copy under the RD locks that granule again: an RMM
