@@ -21,7 +21,8 @@ VMID reserved before the checks that fail). This explorer looks for exactly that
     of it, such as a REC exit), must be one of the reference outcomes: the two serial ones, and
     those of a REC_ENTER's overlaps (below). Anything else is reported, as are a deadlock (each
     waits for a lock the other holds), a call waiting for a lock nothing running will release
-    (a leaked lock), and a call that neither finishes nor waits for a lock within the time limit.
+    (a leaked lock), a lock still held once both calls returned (a leak no call waited for), and
+    a call that neither finishes nor waits for a lock within the time limit.
 
 A REC_ENTER is not one atomic step: between its entry (the checks, the REC's running reference
 taken) and its exit the realm runs, and the spec lets any other command take effect while it
@@ -432,6 +433,8 @@ def run_once(pair: Pair, insert_at: int | None, b_first: bool = False,
             points.hook = previous_hook
             for table in tables:
                 table.observer, table.waiter = None, None
+        if not turns.trouble and isinstance(a.result, tuple) and isinstance(b.result, tuple):
+            turns.trouble = leaked_locks(machine)     # (a call that crashed keeps its locks: its result says so)
         state = () if turns.trouble else end_state(machine, prepared.dram_end)
         seen = () if turns.trouble else tuple((name, _view(read, machine)) for name, read in prepared.watch)
         counts = {turns.names[side]: n for side, n in turns.points.items()}
@@ -474,6 +477,18 @@ def _abandon_quietly(turns: _Turns, why: str) -> None:
         turns.abandon(why)
     except ExploreAbort:
         pass
+
+
+def leaked_locks(machine: Machine) -> str:
+    """What a run whose calls both returned left locked ("" if nothing): every RMI call
+    releases what it took, so a lock still held once both returned is a leak, even where no
+    call waited for it (both serial orders leaking alike would otherwise be a reference)."""
+    table = machine.granule_table(0)
+    held = [i for i, word in enumerate(table.snapshot()[0]) if word]
+    if not held:
+        return ""
+    locks = ", ".join(f"{table.addr(i):#x}, held by {describe_owner(table.holder(i))}" for i in held)
+    return f"{locks}: still locked after both calls returned (a leaked lock)"
 
 
 def end_state(machine: Machine, dram_end: int) -> tuple[tuple[str, str], ...]:

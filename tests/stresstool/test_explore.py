@@ -181,6 +181,39 @@ def test_map_unprotected_leaking_its_table_lock_is_reported() -> None:
     assert _my_segments() == []
 
 
+def _remap_vs_delegate(machine):  # type: ignore[no-untyped-def]
+    """RTT_MAP_UNPROTECTED of a page mapped already vs DELEGATE of an NS page nothing else uses:
+    no call of the pair waits for the table the map walks to."""
+    from rmm_mp.host.realm import NS_MAP_ATTRS
+    from rmm_mp.stress.explore_setup import UNPROTECTED, Builder, prepared
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, UNPROTECTED, 3)
+    ipa = UNPROTECTED + 5 * 4096
+    b.call(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, b.ns_page() | NS_MAP_ATTRS)
+    again, other = b.ns_page(), b.ns_page()
+    return prepared(b, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, again | NS_MAP_ATTRS),
+                    (F.RMI_GRANULE_DELEGATE, other))
+
+
+def test_a_lock_left_held_that_no_call_waits_for_is_reported() -> None:
+    """map-unprotected-leaks-lock on a pair whose other call never needs the table: both serial
+    runs end with the table locked, alike, so comparing runs alone passed the pair. A lock still
+    held once both calls returned is reported (every reference run, so the pair fails); without
+    the bug the same pair is clean."""
+    from rmm_mp.stress.explore import Pair
+    pair = Pair("remap-vs-delegate", "test only", _remap_vs_delegate)
+    assert explore(pair, timeout=2.0).ok
+    with injected("map-unprotected-leaks-lock"):
+        report = explore(pair, timeout=2.0)
+    assert not report.ok
+    assert [t.split(": ", 1)[0] for t in report.serial_trouble] == ["A;B", "B;A"]
+    assert all(t.endswith(", held by CPU 0: still locked after both calls returned (a leaked lock)")
+               for t in report.serial_trouble)
+    assert report.serial["A;B"].a[0] == RmiStatus.RMI_ERROR_RTT | 3 << 8     # type: ignore[index]
+    assert _my_segments() == []
+
+
 def test_a_copy_under_the_rd_is_reported() -> None:
     """data-create-copy-under-rd: with B's DELEGATE of the source (DATA_CREATE's own data
     granule) inserted after A locked it, A's copy under the RD locks that granule again: an RMM
