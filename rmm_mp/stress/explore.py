@@ -450,8 +450,10 @@ def _view(read: Callable[[Machine], str], machine: Machine) -> str:
 
 
 def _start(thread: threading.Thread, threads: list[threading.Thread]) -> None:
-    threads.append(thread)
+    # Started before it is listed: the first call's thread starts the second while _supervise
+    # joins what the list holds, and joining a thread not yet started raises RuntimeError.
     thread.start()
+    threads.append(thread)
 
 
 def _supervise(turns: _Turns, threads: list[threading.Thread], timeout: float) -> None:
