@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 
 import psutil
 
+from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Cpu, Machine
 
@@ -191,6 +192,14 @@ def _watch_lifeline(lifeline: multiprocessing.connection.Connection) -> None:
     os._exit(LIFELINE_EXIT)
 
 
+def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
+    """Whether the lifeline is at end-of-file (its only writer, the parent, is gone)."""
+    try:
+        return lifeline.poll()
+    except (EOFError, OSError):
+        return True
+
+
 def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[Any, ...],
               conn: multiprocessing.connection.Connection,
               lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
@@ -203,7 +212,15 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[An
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     pinned = _pin(cpu_id, pin_cores) if pin_cores is not None else None
-    machine = Machine.attach(name)
+    try:
+        machine = Machine.attach(name)
+    except MachineError:
+        # A parent that died while this process started up (SIGHUP, or SIGTERM outside
+        # sigterm_stops) unlinked the machine first: not this CPU's failure to report with a
+        # traceback. The watcher ends such a process too, but this thread may get here first.
+        if _parent_gone(lifeline):
+            os._exit(LIFELINE_EXIT)
+        raise
     code = 0
     try:
         cpu = machine.cpu(cpu_id)

@@ -4,6 +4,7 @@ job sends it to the whole process group) does not end it: the parent decides."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from rmm_mp import Machine
-from rmm_mp.runtime import run_cpus
+from rmm_mp.runtime import LIFELINE_EXIT, run_cpus
 
 VERSION = 0xC4000150
 
@@ -157,3 +158,36 @@ def test_a_ctrl_c_once_every_cpu_is_gone_is_after_the_run(machine: Machine) -> N
     assert len(calls) == 2 and result.interrupted
     assert result.stopped_by == "interrupted after the run (Ctrl-C)"
     machine.control.clear_stop()
+
+
+def _cpu_main_before_its_watcher(*args) -> None:  # type: ignore[no-untyped-def]
+    """runtime._cpu_main with the lifeline watcher switched off: a CPU process whose main thread
+    reaches Machine.attach before the watcher thread has seen its parent's end."""
+    from rmm_mp import runtime
+    runtime._watch_lifeline = lambda lifeline: None
+    runtime._cpu_main(*args)
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_process_whose_parent_died_before_it_attached_exits_quietly() -> None:
+    """A parent that dies by SIGHUP while its CPU processes start up unlinks the machine first;
+    a CPU process then fails Machine.attach. It printed that MachineError's traceback (found by
+    sending rmm-mp run SIGHUP at random times); it now exits with LIFELINE_EXIT, as when its
+    watcher sees the parent's end first."""
+    ctx = multiprocessing.get_context("spawn")
+    reader, writer = ctx.Pipe(duplex=False)
+    life_reader, life_writer = ctx.Pipe(duplex=False)
+    life_writer.close()     # the parent is gone
+    proc = ctx.Process(target=_cpu_main_before_its_watcher,
+                       args=("rmm-mp-1-00000000", 0, _until_stopped, (), writer, life_reader, None, False))
+    try:
+        proc.start()
+        writer.close()
+        life_reader.close()
+        proc.join(60)
+        assert proc.exitcode == LIFELINE_EXIT
+    finally:
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+        reader.close()
