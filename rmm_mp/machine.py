@@ -30,7 +30,7 @@ from typing import Any
 
 import atomicshm
 
-from rmm_mp import cpu_handle
+from rmm_mp import cpu_handle, outpaths
 from rmm_mp.cpu_handle import Cpu
 from rmm_mp.hw import control as ctl
 from rmm_mp.hw import cpuarea, orphans, process, segment, trace
@@ -481,6 +481,7 @@ def close_all() -> None:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     close_all()
+    outpaths.remove_unfinished()    # a report file half written: the process dies before its except clause
     previous = _previous_handlers.get(signum, signal.SIG_DFL)
     if callable(previous):
         previous(signum, frame)

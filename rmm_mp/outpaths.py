@@ -9,7 +9,9 @@ again, a directory stays (the run would create it anyway).
 
 Once the run is over, ``replacing`` writes each file: to a temporary file beside it, renamed
 over the path only when complete, so that a write that fails (disk full) or is interrupted
-(Ctrl-C) leaves no truncated file and keeps whatever the path held before. ``write_files``
+(Ctrl-C) leaves no truncated file and keeps whatever the path held before; a SIGTERM or SIGHUP
+that ends the process at once (the machine's handler) removes the temporary file too
+(``remove_unfinished``). ``write_files``
 writes a command's files in turn so that one that fails or is interrupted is a message, not a
 traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rmm-mp stress`).
 
@@ -25,6 +27,23 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from rmm_mp.hw.tomlsrc import ConfigError
+
+
+_unfinished: dict[str, int] = {}
+"""Temporary files ``replacing`` is writing -> the pid that made each (a forked child must not
+remove its parent's)."""
+
+
+def remove_unfinished() -> None:
+    """Remove every temporary file this process is still writing through ``replacing``: for a
+    signal handler that ends the process at once, where no except clause runs (the machine's
+    SIGTERM/SIGHUP handler calls it)."""
+    for temp, pid in list(_unfinished.items()):
+        if pid == os.getpid():
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
 
 
 def check_output(option: str, path: str | None, directory: bool = False) -> None:
@@ -102,6 +121,7 @@ def replacing(path: str) -> Iterator[str]:
             temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
             try:
                 os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                _unfinished[temp] = os.getpid()
                 break
             except FileExistsError:
                 continue
@@ -116,6 +136,8 @@ def replacing(path: str) -> Iterator[str]:
             except OSError:
                 pass
         raise
+    finally:
+        _unfinished.pop(temp, None)
 
 
 def write_files(files: Iterable[tuple[str, str, Callable[[str], object]]], outputs: dict[str, str],
