@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+class LayoutError(struct.error, ValueError):
+    """A value that does not fit its field, naming the structure, the field, the value and the
+    field's range (a struct.error, as the struct module's own refusals were)."""
+
+
 @dataclass(frozen=True)
 class Field:
     """One member: ``fmt`` is a struct code ('Q', 'B', 'H', 'I', 'q', '64s'); ``count`` > 1
@@ -62,8 +67,9 @@ class Layout:
         # name -> (struct, offset, element count of an array or 0 for a single value)
         self._packers = {f.name: (f.struct, f.offset, f.count if f.count > 1 and f.fmt != "s" else 0)
                          for f in fields}
+        self._strings = frozenset(f.name for f in fields if f.fmt.endswith("s"))
         self._whole, self._items = _whole_struct(sorted(fields, key=lambda f: f.offset))
-        self._plans: dict[tuple[str, ...], tuple[struct.Struct, tuple[tuple[str, int], ...]]] = {}
+        self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def offset(self, name: str) -> int:
         return self.fields[name].offset
@@ -75,11 +81,18 @@ class Layout:
         One struct per set of field names (compiled the first time that set is packed: the
         fields in offset order, zero pad bytes between and after) packs the whole structure in
         one call.
+
+        Raises:
+            KeyError: a field the layout does not have.
+            LayoutError: a value that does not fit its field (out of range, an array or byte
+                string longer than the field; struct would cut a byte string short silently).
         """
         plan = self._plans.get(tuple(values))
         if plan is None:
             plan = self._plan(tuple(values))
-        packer, order = plan
+        packer, order, strings = plan
+        for name in strings:
+            self._check_length(name, values[name])
         args: list[Any] = []
         for name, count in order:
             value = values[name]
@@ -90,26 +103,57 @@ class Layout:
             else:
                 args += value
                 args += [0] * (count - len(value))
-        return bytearray(packer.pack(*args))
+        try:
+            return bytearray(packer.pack(*args))
+        except struct.error:
+            raise self._refusal(values) from None
 
-    def _plan(self, names: tuple[str, ...]) -> tuple[struct.Struct, tuple[tuple[str, int], ...]]:
+    def _plan(self, names: tuple[str, ...]) -> _Plan:
         chosen = sorted((self.fields[name] for name in names), key=lambda f: f.offset)   # KeyError: no such field
         whole, _ = _whole_struct(chosen)
         pad = self.size - (chosen[-1].offset + chosen[-1].size) if chosen else self.size
         plan = (struct.Struct(whole.format + (f"{pad}x" if pad else "")),
-                tuple((f.name, self._packers[f.name][2]) for f in chosen))
+                tuple((f.name, self._packers[f.name][2]) for f in chosen),
+                tuple(f.name for f in chosen if f.name in self._strings))
         if len(self._plans) < 64:   # callers use a handful of sets; never grow without bound
             self._plans[names] = plan
         return plan
 
+    def _check_length(self, name: str, value: Any) -> None:
+        """Refuse a byte string longer than its field, which struct would cut short silently."""
+        fld = self.fields[name]
+        if not isinstance(value, (bytes, bytearray)):
+            raise LayoutError(f"{self.name}.{name} = {_shown(value)}: {_expected(fld)}")
+        if len(value) > fld.size:
+            raise LayoutError(f"{self.name}.{name} is {len(value)} bytes; expected at most {fld.size}")
+
+    def _refusal(self, values: dict[str, Any]) -> Exception:
+        """The error naming the first of ``values`` that its own field's struct refuses."""
+        for name, value in values.items():
+            fld = self.fields[name]
+            try:
+                self.pack_into(bytearray(fld.offset + fld.size), 0, name, value)
+            except struct.error as exc:
+                return exc
+        return LayoutError(f"{self.name}: cannot pack {values!r}")
+
     def pack_into(self, buf: Any, base: int, name: str, value: Any) -> None:
+        """Write one field at ``base`` + its offset (an array shorter than the field padded with
+        zeros); a value that does not fit is a LayoutError naming it."""
         packer, offset, count = self._packers[name]
-        if not count:
-            packer.pack_into(buf, base + offset, value)
-        elif len(value) == count:
-            packer.pack_into(buf, base + offset, *value)
-        else:
-            packer.pack_into(buf, base + offset, *value, *([0] * (count - len(value))))
+        try:
+            if not count:
+                if name in self._strings:
+                    self._check_length(name, value)
+                packer.pack_into(buf, base + offset, value)
+            elif len(value) == count:
+                packer.pack_into(buf, base + offset, *value)
+            else:
+                packer.pack_into(buf, base + offset, *value, *([0] * (count - len(value))))
+        except struct.error as exc:
+            if isinstance(exc, LayoutError):
+                raise
+            raise LayoutError(f"{self.name}.{name} = {_shown(value)}: {_expected(self.fields[name])} ({exc})") from None
 
     def get(self, buf: Any, name: str, base: int = 0) -> Any:
         """One field from ``buf`` (a scalar, bytes, or a tuple for arrays)."""
@@ -125,6 +169,27 @@ class Layout:
         """Every field, read with one unpack of the structure up to its last field."""
         values = self._whole.unpack_from(buf, base)
         return {name: values[start] if stop == 0 else values[start:stop] for name, start, stop in self._items}
+
+
+_Plan = tuple[struct.Struct, tuple[tuple[str, int], ...], tuple[str, ...]]
+"""(struct of the whole structure, (name, array length or 0) per field in offset order, the
+byte-string fields among them)."""
+
+_RANGES = {"B": (0, 0xFF), "H": (0, 0xFFFF), "I": (0, 0xFFFF_FFFF), "Q": (0, (1 << 64) - 1),
+           "q": (-(1 << 63), (1 << 63) - 1)}
+
+
+def _expected(fld: Field) -> str:
+    if fld.fmt.endswith("s"):
+        return f"expected bytes, at most {fld.size} of them"
+    low, high = _RANGES[fld.fmt]
+    what = f"integers in {low:#x}..{high:#x}"
+    return f"expected at most {fld.count} {what}" if fld.count > 1 else f"expected an integer in {low:#x}..{high:#x}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _whole_struct(ordered: list[Field]) -> tuple[struct.Struct, tuple[tuple[str, int, int], ...]]:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from rmm_mp.abi.structs import (
     RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RSI_HOST_CALL, RSI_REALM_CONFIG, Field, Layout,
+    LayoutError,
 )
 
 FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=60)
@@ -108,3 +109,47 @@ def test_unpack_needs_only_the_bytes_up_to_the_last_field() -> None:
     assert RSI_HOST_CALL.unpack(raw) == {"imm": 7, "gprs": tuple(range(31))}
     with pytest.raises(struct.error):
         RSI_HOST_CALL.unpack(raw[:-1])
+
+
+def out_of_range(fld: Field) -> st.SearchStrategy[object]:
+    """A value one field cannot hold: an integer just past either end of its range (anywhere
+    in an array), or a byte string longer than the field."""
+    if fld.fmt.endswith("s"):
+        return st.integers(1, 8).map(lambda extra: b"\x01" * (fld.size + extra))
+    low, high = ((-(1 << 63), (1 << 63) - 1) if fld.fmt == "q" else (0, (1 << BITS[fld.fmt]) - 1))
+    bad = st.one_of(st.integers(high + 1, high + (1 << 70)), st.integers(low - (1 << 70), low - 1))
+    if fld.count > 1:
+        return st.tuples(st.integers(0, fld.count - 1), bad).map(lambda at: (0,) * at[0] + (at[1],))
+    return bad
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: lay.name)
+@FIXED
+@given(data=st.data())
+def test_a_value_that_does_not_fit_is_refused_naming_its_field(layout: Layout, data: st.DataObject) -> None:
+    """pack(**values) and pack_into with one field out of range (an integer just past its
+    width or signedness, a byte string longer than the field, which struct.pack would cut short
+    without a word) and the other fields valid: a LayoutError (a struct.error) that names the
+    structure and the field, never a structure holding something else."""
+    good = data.draw(field_values(layout))
+    name = data.draw(st.sampled_from(sorted(layout.fields)))
+    bad = data.draw(out_of_range(layout.fields[name]))
+    with pytest.raises(LayoutError, match=rf"^{layout.name}\.{name}\b"):
+        layout.pack(**{**good, name: bad})
+    with pytest.raises(LayoutError, match=rf"^{layout.name}\.{name}\b"):
+        layout.pack_into(bytearray(layout.size), 0, name, bad)
+    assert issubclass(LayoutError, struct.error)
+
+
+def test_the_refusal_says_what_was_expected() -> None:
+    """The message gives the value and the field's range, or the byte string's length and the
+    field's size."""
+    with pytest.raises(LayoutError, match=r"^RmiRealmParams\.s2sz = 256: expected an integer in 0x0\.\.0xff"):
+        RMI_REALM_PARAMS.pack(flags=0, s2sz=256)
+    with pytest.raises(LayoutError, match=r"^RmiRecParams\.gprs = \(1, -1\): expected at most 8 integers in "
+                                          r"0x0\.\.0xffffffffffffffff"):
+        RMI_REC_PARAMS.pack(gprs=(1, -1))
+    with pytest.raises(LayoutError, match=r"^RsiRealmConfig\.rpv is 65 bytes; expected at most 64$"):
+        RSI_REALM_CONFIG.pack(ipa_width=40, rpv=bytes(65))
+    with pytest.raises(LayoutError, match=r"^RmiRealmParams\.rpv = 'abc': expected bytes"):
+        RMI_REALM_PARAMS.pack(rpv="abc")
