@@ -122,15 +122,16 @@ class Monitor:
         t1 = clock() if split else 0
         try:
             result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
+            t2 = clock() if split else 0
+            # RMM_RMI_REQ_COMPLETE: Realm X1..X5 carry the results; EL3 restores the Non-secure
+            # context with X0..X4 = those results (X5..X7 keep the caller's values). Inside the
+            # try: a result that is not five 64-bit values is the RMM's bug, not the caller's.
+            r0, r1, r2, r3, r4 = result
+            _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
+            _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
         except BaseException as exc:
             self._escape(fid, (x1, x2, x3, x4, x5, x6), exc)
             raise
-        t2 = clock() if split else 0
-        # RMM_RMI_REQ_COMPLETE: Realm X1..X5 carry the results; EL3 restores the Non-secure
-        # context with X0..X4 = those results (X5..X7 keep the caller's values).
-        r0, r1, r2, r3, r4 = result
-        _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
-        _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
         t3 = clock()
         slot = (decoded & 0xFFFF) - 0x150     # calls.rmi_slot, without a call
         if slot > RMI_UNUSED_SLOT:
@@ -164,12 +165,12 @@ class Monitor:
         _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
         try:
             result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
+            r0, r1, r2, r3, r4 = result
+            _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
+            _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
         except BaseException as exc:
             self._escape(fid, (x1, x2, x3, x4, x5, x6), exc)
             raise
-        r0, r1, r2, r3, r4 = result
-        _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
-        _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
         return result
 
     def smc_from_ns_published(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:

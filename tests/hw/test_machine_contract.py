@@ -495,13 +495,27 @@ def _invariant(rmm, req):  # type: ignore[no-untyped-def]
     raise RmmInternalError("an internal invariant is broken")
 
 
+def _negative(rmm, req):  # type: ignore[no-untyped-def]
+    return (-1,)        # X1 = -1: no 64-bit register value
+
+
+def _too_wide(rmm, req):  # type: ignore[no-untyped-def]
+    return (0, 1 << 64)
+
+
+def _not_a_number(rmm, req):  # type: ignore[no-untyped-def]
+    return ("ten",)
+
+
 @pytest.mark.parametrize("recording", [True, False], ids=["timed", "untimed"])
-@pytest.mark.parametrize("handler, what", [(_boom, "handler exploded"), (_invariant, "invariant is broken")])
+@pytest.mark.parametrize("handler, what", [(_boom, "handler exploded"), (_invariant, "invariant is broken"),
+                                           (_negative, "error"), (_too_wide, "error"), (_not_a_number, "error")])
 def test_handler_exception_is_rmm_internal_error_and_kills_the_machine(
         machine: Machine, monkeypatch: pytest.MonkeyPatch, handler, what: str,  # type: ignore[no-untyped-def]
         recording: bool) -> None:
     """RMI_VERSION's handler raises (an arbitrary exception, or RmmInternalError for a broken
-    invariant): cpu.smc raises RmmInternalError naming the FID, the arguments and the CPU; the
+    invariant), or returns results that are no 64-bit register values (these used to escape as
+    a bare struct.error, the machine left alive): cpu.smc raises RmmInternalError naming the FID, the arguments and the CPU; the
     machine is marked dead with that reason; every later smc, on any CPU and any FID, raises
     RmmInternalError, also through a Machine attached afterwards and after the handler is
     repaired. The same through EL3's timed entry and its untimed one (recording off)."""
