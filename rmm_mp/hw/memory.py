@@ -82,7 +82,7 @@ class HostLockWaiter:
 
     LIVENESS_EVERY = 1024
 
-    __slots__ = ("control", "cpus", "area_size", "cpu_count", "_idx", "_tries")
+    __slots__ = ("control", "cpus", "area_size", "cpu_count", "_idx", "_done", "_tries")
 
     def __init__(self, control: Control, cpus: atomicshm.AtomicView, area_size: int, cpu_count: int) -> None:
         self.control = control
@@ -90,11 +90,16 @@ class HostLockWaiter:
         self.area_size = area_size
         self.cpu_count = cpu_count
         self._idx = -1
+        self._done = -1
         self._tries = 0
 
     def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
-        if idx != self._idx:
-            self._idx, self._tries = idx, 0     # a new wait (the host waits for one lock at a time)
+        # A new wait: another granule, or the same one after a contended acquisition ended
+        # (the table counts those; without it a second wait for one granule went on from the
+        # first's tries, sleeping longer and giving a live holder no spin after a crash).
+        done = table.stats.contended
+        if idx != self._idx or done != self._done:
+            self._idx, self._done, self._tries = idx, done, 0
         self._tries += 1
         tries = self._tries
         backoff(tries)

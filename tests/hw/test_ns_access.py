@@ -10,7 +10,9 @@ the tests need) turns that hang into a failure. It bounds nothing the tests meas
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 from types import FrameType
 from typing import Iterator
 
@@ -18,6 +20,7 @@ import pytest
 
 from rmm_mp import GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES
 from rmm_mp.rmm import dispatch
 from rmm_mp.rmm.granule_state import GranuleState
 
@@ -111,3 +114,55 @@ def test_abandoned_range_access_holds_no_lock() -> None:
                 m.ns_read(pa - 8, 16)
         assert m.granule_table(0).holder(69) == 0
         assert m.ns_read(pa - 8, 8) == bytes(8)
+
+
+class _CountingWaiter:
+    """Counts the host table's failed tries, passing each on to the real waiter."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.calls = 0
+
+    def wait(self, table, idx, holder):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        self.real.wait(table, idx, holder)  # type: ignore[attr-defined]
+
+
+def test_a_new_wait_for_the_same_granule_starts_from_the_first_try() -> None:
+    """A wait that ended with the lock acquired does not carry its tries into the next wait for
+    the same granule: once the RMM has crashed, the next wait still gives a live holder the
+    spinning and yielding phases before it raises (it raised at its first try, as if it had
+    waited all along, and a lone sleep grew with every earlier wait)."""
+    with Machine.create("host", cpus=2) as m:
+        idx = 90
+        pa = _pa(m, idx)
+        table = m._host_ns.table
+        counter = _CountingWaiter(table.waiter)
+        table.waiter = counter
+        cpu0 = m.cpu(0).granules             # bound to this process: a live holder
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                m.ns_read(pa, 8)
+            except BaseException as exc:    # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        with no_hang():
+            cpu0.lock(idx)
+            first = threading.Thread(target=read)
+            first.start()
+            while counter.calls <= SPIN_TRIES + YIELD_TRIES:   # a long first wait, past the yields
+                os.sched_yield()
+            cpu0.unlock(idx)
+            first.join()
+            assert errors == []
+
+            cpu0.lock(idx)
+            m.control.mark_dead("injected crash")
+            counter.calls = 0
+            second = threading.Thread(target=read)
+            second.start()
+            second.join()
+        assert len(errors) == 1 and isinstance(errors[0], RmmInternalError)
+        assert counter.calls == SPIN_TRIES + YIELD_TRIES + 1
