@@ -94,3 +94,15 @@ def test_every_path_the_docs_name_exists() -> None:
     assert len(named) > 100, "the scan finds the docs' paths"
     missing = [f"{doc.relative_to(ROOT)}: {token}" for doc, token in named if not _exists(doc, token)]
     assert not missing, missing
+
+
+def test_readme_counts_the_bug_and_pair_catalogs() -> None:
+    """README's status row counts the stress tool's bug catalog and the explorer's pairs, and
+    those whose setup runs a guest on a REC (stress/explore_pairs_rec.py): the counts are
+    written by hand, so a pair or bug added without the README shows here."""
+    from rmm_mp.stress.bugs import BUGS
+    from rmm_mp.stress.explore_pairs import PAIRS
+    with_guest = sum(1 for p in PAIRS.values() if p.setup.__module__ == "rmm_mp.stress.explore_pairs_rec")
+    readme = (ROOT / "README.md").read_text()
+    assert f"a catalog of {len(BUGS)} injectable locking bugs" in readme
+    assert f"{len(PAIRS)} pairs of calls ({with_guest} with a REC running a guest)" in readme
