@@ -15,19 +15,17 @@ The CPU targets live in this module: spawned CPU processes import it by name.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from realm_guests import Guest
+from rec_cpus import enter, start_together
 from rmm_mp import Machine
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.check import invariants
-from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.runtime import run_cpus
 
 pytestmark = pytest.mark.multiprocess
@@ -89,23 +87,13 @@ class Plan:
     runs: tuple[int, ...]
 
 
-def _start_together(cpu: Any) -> None:
-    """Barrier: mark this CPU ready in its activity counters, wait until every REC's CPU is."""
-    view, size = cpu.area.view, cpu.machine.control.area_size
-    view.store_u64(cpu.id * size + OFF_COUNTERS, 1)
-    while not all(view.load_u64(c * size + OFF_COUNTERS) for c in RECS):
-        os.sched_yield()
-
-
 def extend_until_off(cpu: Any, plan: Plan) -> dict[str, Any]:
     """CPU target: enter this CPU's REC until it turns itself off; count the entries."""
     m, rec, run = cpu.machine, plan.recs[cpu.id], plan.runs[cpu.id]
-    _start_together(cpu)
+    start_together(cpu, RECS)
     entries = 0
     while not m.control.stop_requested:
-        m.ns_write(run, bytes(RMI_REC_ENTER.size))
-        x0 = cpu.smc(F.RMI_REC_ENTER, rec, run)[0]
-        ex = RMI_REC_EXIT.unpack(m.ns_read(run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
+        x0, ex = enter(cpu, rec, run)
         entries += 1
         if x0 != SUCCESS:
             return {"entries": entries, "bad": f"X0 {x0:#x}"}

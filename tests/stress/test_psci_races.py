@@ -26,15 +26,14 @@ from typing import Any
 import pytest
 
 from realm_guests import CODE, PRELUDE, REPORT_TAIL, Guest
+from rec_cpus import counter, enter, publish, start_together, wait_until
 from rmm_mp import Machine
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.check import invariants
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import LoopPlan, NsAllocator, RealmSpec, RunQueue, create_realm, destroy_realm, realm_status, run_loop
 from rmm_mp.host.runqueue import OFF_ARRIVED
-from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.rmm.rec_desc import Rec
 from rmm_mp.runtime import run_cpus
 
@@ -133,38 +132,16 @@ class Plan:
     each: int                # ... and until every outcome was seen this often in total
 
 
-def _counter(cpu: Any, owner: int, n: int) -> int:
-    return cpu.area.view.load_u64(owner * cpu.machine.control.area_size + OFF_COUNTERS + 8 * n)
-
-
-def _publish(cpu: Any, n: int, value: int) -> None:
-    cpu.area.view.store_u64(cpu.id * cpu.machine.control.area_size + OFF_COUNTERS + 8 * n, value)
-
-
-def _start_together(cpu: Any, cpus: tuple[int, ...]) -> None:
-    _publish(cpu, READY, 1)
-    while not all(_counter(cpu, c, READY) for c in cpus):
-        os.sched_yield()
-
-
-def enter(cpu: Any, rec: int, run: int) -> tuple[int, dict[str, Any]]:
-    """RMI_REC_ENTER with no flags; (X0, RmiRecExit fields)."""
-    m = cpu.machine
-    m.ns_write(run, bytes(RMI_REC_ENTER.size))
-    x0 = cpu.smc(F.RMI_REC_ENTER, rec, run)[0]
-    return x0, RMI_REC_EXIT.unpack(m.ns_read(run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
-
-
 def psci_callers_and_target(cpu: Any, plan: Plan) -> dict[str, Any]:
     """CPU target: CPUs 0 and 1 drive their caller REC, completing ``plan.requests`` requests;
     CPU 2 enters REC 2 until both callers are done and REC 2 is off."""
     run, me = plan.runs[cpu.id], plan.recs[cpu.id]
-    _start_together(cpu, (*CALLERS, TARGET))
+    start_together(cpu, (*CALLERS, TARGET))
     bad: list[str] = []
     if cpu.id == TARGET:
         starts = busy = 0
         while not cpu.machine.control.stop_requested:
-            callers_done = all(_counter(cpu, c, DONE) for c in CALLERS)
+            callers_done = all(counter(cpu, c, DONE) for c in CALLERS)
             x0, ex = enter(cpu, me, run)
             if x0 == ERROR_REC:     # not runnable (only this CPU enters REC 2)
                 busy += 1
@@ -182,7 +159,7 @@ def psci_callers_and_target(cpu: Any, plan: Plan) -> dict[str, Any]:
     seen = [0] * len(OUTCOMES)
     caller = Rec(cpu.machine.memory, (me - cpu.machine.dram_base) // 4096)
     while not cpu.machine.control.stop_requested:
-        totals = [sum(_counter(cpu, c, 2 + i) for c in CALLERS) for i in range(len(OUTCOMES))]
+        totals = [sum(counter(cpu, c, 2 + i) for c in CALLERS) for i in range(len(OUTCOMES))]
         if completed >= plan.requests and min(totals) >= plan.each:
             break
         x0, ex = enter(cpu, me, run)
@@ -204,12 +181,12 @@ def psci_callers_and_target(cpu: Any, plan: Plan) -> dict[str, Any]:
         if outcome in OUTCOMES:
             n = OUTCOMES.index(outcome)
             seen[n] += 1
-            _publish(cpu, 2 + n, seen[n])
+            publish(cpu, 2 + n, seen[n])
     # One more entry: the guest counts the last result and exits with its next request, left pending.
     x0, ex = enter(cpu, me, run)
     if x0 != SUCCESS or ex["exit_reason"] != EXIT_PSCI:
         bad.append(f"last REC_ENTER(REC {cpu.id}): X0 {x0:#x}, exit {ex['exit_reason']}")
-    _publish(cpu, DONE, 1)
+    publish(cpu, DONE, 1)
     return {"completed": completed, "bad": bad}
 
 
@@ -435,24 +412,24 @@ def completions_at_once(cpu: Any, plan: Plan) -> str:
     runs REC 2 until it turns itself off again."""
     m = cpu.machine
     others = tuple(c for c in (*CALLERS, TARGET) if c != cpu.id)
-    _start_together(cpu, (*CALLERS, TARGET))
+    start_together(cpu, (*CALLERS, TARGET))
     caller = Rec(m.memory, (plan.recs[cpu.id] - m.dram_base) // 4096)
     for r in range(1, plan.requests + 1):
         if cpu.id != TARGET:
             error = _until_cpu_on(cpu, plan, caller)
             if error:
                 return f"round {r}: {error}"
-        _publish(cpu, PENDING, r)
+        publish(cpu, PENDING, r)
         if cpu.id != TARGET:
-            _wait_for(cpu, lambda: all(_counter(cpu, c, PENDING) >= r for c in others))
+            wait_until(cpu, lambda: all(counter(cpu, c, PENDING) >= r for c in others))
             x0 = cpu.smc(F.RMI_PSCI_COMPLETE, plan.recs[cpu.id], plan.recs[TARGET], SUCCESS)[0]
             if x0 != SUCCESS:
                 return f"round {r}: PSCI_COMPLETE X0 {x0:#x}"
-            _publish(cpu, ANSWER, {0: 1, 2**64 - 4: 2}.get(caller.gpr(0), 3))
-            _publish(cpu, ANSWERED, r)
+            publish(cpu, ANSWER, {0: 1, 2**64 - 4: 2}.get(caller.gpr(0), 3))
+            publish(cpu, ANSWERED, r)
             continue
-        _wait_for(cpu, lambda: all(_counter(cpu, c, ANSWERED) >= r for c in CALLERS))
-        answers = sorted(_counter(cpu, c, ANSWER) for c in CALLERS)
+        wait_until(cpu, lambda: all(counter(cpu, c, ANSWERED) >= r for c in CALLERS))
+        answers = sorted(counter(cpu, c, ANSWER) for c in CALLERS)
         if answers != [1, 2]:
             return f"round {r}: the two CPU_ON answers (1 SUCCESS, 2 ALREADY_ON) were {answers}"
         while not m.control.stop_requested:
@@ -462,11 +439,6 @@ def completions_at_once(cpu: Any, plan: Plan) -> str:
             if ex["exit_reason"] == EXIT_PSCI and ex["gprs"][0] == CPU_OFF:
                 break
     return ""
-
-
-def _wait_for(cpu: Any, done: Any) -> None:
-    while not done() and not cpu.machine.control.stop_requested:
-        os.sched_yield()
 
 
 def test_simultaneous_completions() -> None:

@@ -29,22 +29,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from realm_guests import CODE, PRELUDE, REPORT_TAIL, UNPROTECTED, Guest
+from rec_cpus import counter, enter, publish, wait_until
 from rmm_mp import Machine
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.check import invariants
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import LoopPlan, NsAllocator, RealmSpec, RunQueue, create_realm, destroy_realm, realm_status, run_loop
 from rmm_mp.host.runqueue import OFF_ARRIVED
-from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.realm_desc import RealmState, Rd
@@ -166,27 +164,6 @@ class Plan:
     shared: int             # PA of the NS page at SHARED
 
 
-def _counter(cpu: Any, owner: int, n: int) -> int:
-    return cpu.area.view.load_u64(owner * cpu.machine.control.area_size + OFF_COUNTERS + 8 * n)
-
-
-def _publish(cpu: Any, n: int, value: int) -> None:
-    cpu.area.view.store_u64(cpu.id * cpu.machine.control.area_size + OFF_COUNTERS + 8 * n, value)
-
-
-def _wait(cpu: Any, done: Any) -> None:
-    """Yield until ``done()`` or the run is stopped."""
-    while not done() and not cpu.machine.control.stop_requested:
-        os.sched_yield()
-
-
-def enter(cpu: Any, rec: int, run: int) -> tuple[int, dict[str, Any]]:
-    m = cpu.machine
-    m.ns_write(run, bytes(RMI_REC_ENTER.size))
-    x0 = cpu.smc(F.RMI_REC_ENTER, rec, run)[0]
-    return x0, RMI_REC_EXIT.unpack(m.ns_read(run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
-
-
 def _granules(cpu: Any, plan: Plan) -> list[tuple[int, int]]:
     """(state, refcount) of the RD and every REC, white-box."""
     m = cpu.machine
@@ -205,7 +182,7 @@ def _flag(cpu: Any, plan: Plan, offset: int) -> int:
 def control(cpu: Any, plan: Plan) -> list[str]:
     """CPU 1, its REC parked in a host call: destroy attempts while RECs 0 and 3 run, then go."""
     bad: list[str] = []
-    _wait(cpu, lambda: _flag(cpu, plan, 0) and _flag(cpu, plan, 8) and _counter(cpu, 2, EXITED))
+    wait_until(cpu, lambda: _flag(cpu, plan, 0) and _flag(cpu, plan, 8) and counter(cpu, 2, EXITED))
     before = _granules(cpu, plan)
     for name, fid, args, want in (("REC_DESTROY(REC 0)", F.RMI_REC_DESTROY, (plan.recs[0],), ERROR_REC),
                                   ("REC_DESTROY(REC 3)", F.RMI_REC_DESTROY, (plan.recs[3],), ERROR_REC),
@@ -226,25 +203,25 @@ def control(cpu: Any, plan: Plan) -> list[str]:
 def system_off_race(cpu: Any, plan: Plan) -> list[str]:
     """CPU target: enter this CPU's REC (CPU 1 then controls); once SYSTEM_OFF is seen, enter again."""
     rec, run = plan.recs[cpu.id], plan.runs[cpu.id]
-    _publish(cpu, READY, 1)
-    _wait(cpu, lambda: all(_counter(cpu, c, READY) for c in RECS))
+    publish(cpu, READY, 1)
+    wait_until(cpu, lambda: all(counter(cpu, c, READY) for c in RECS))
     expected = {0: (EXIT_PSCI, SYSTEM_OFF), 1: (EXIT_HOST_CALL, None), 2: (EXIT_RIPAS_CHANGE, None),
                 3: (EXIT_HOST_CALL, None)}[cpu.id]
     bad: list[str] = []
     x0, ex = enter(cpu, rec, run)
     if (x0, ex["exit_reason"]) != (SUCCESS, expected[0]) or expected[1] not in (None, ex["gprs"][0]):
         bad.append(f"REC {cpu.id}: first REC_ENTER X0 {x0:#x}, exit {ex['exit_reason']} gprs[0] {ex['gprs'][0]:#x}")
-    _publish(cpu, EXITED, 1)
+    publish(cpu, EXITED, 1)
     if cpu.id == 1:
         bad += control(cpu, plan)
     if cpu.id == 0:
-        _publish(cpu, OFF, 1)
+        publish(cpu, OFF, 1)
     if cpu.id == 2:
-        _wait(cpu, lambda: _flag(cpu, plan, 16))
+        wait_until(cpu, lambda: _flag(cpu, plan, 16))
         x0, top = cpu.smc(F.RMI_RTT_SET_RIPAS, plan.rd, rec, RIPAS_BASE, RIPAS_TOP)[:2]
         if (x0, top) != (SUCCESS, RIPAS_TOP):
             bad.append(f"RTT_SET_RIPAS around SYSTEM_OFF: X0 {x0:#x}, top {top:#x}")
-    _wait(cpu, lambda: _counter(cpu, 0, OFF))
+    wait_until(cpu, lambda: counter(cpu, 0, OFF))
     before = _granules(cpu, plan)
     for _ in range(3):
         x0 = enter(cpu, rec, run)[0]
