@@ -43,7 +43,8 @@ Every acquire and release passes one instrumentation point: ``GranuleTable.obser
 is None (nothing listens) the cost is that single attribute test. A contended acquire has a
 second one, ``GranuleTable.waiter``: when set, it is called after every failed try instead of
 the backoff, and decides when to try again (the interleaving explorer, rmm_mp.stress.explore,
-hands the turn to another call there); the uncontended path never looks at it. ``lock_known`` takes a
+hands the turn to another call there; the host's own table, hw.memory.HostLockWaiter, gives up
+on a holder that will never release); the uncontended path never looks at it. ``lock_known`` takes a
 subclass hint (``sub``: an RTT's level, ``| SUB_ROOT`` for a root) that the lock itself ignores:
 the stress tool (rmm_mp.stress) replaces the lock methods at start-up in its CPU processes and
 hands the hint and the expected state to its lock-order checker, so the hint costs an argument.
