@@ -562,6 +562,7 @@ def test_a_crash_being_recorded_is_waited_for(machine: Machine, monkeypatch: pyt
     import threading
     from rmm_mp.hw import control
     ctl = machine.control
+    monkeypatch.setattr(control, "REASON_WAIT_S", 60.0)     # the writer's 50 ms, however loaded the host
     ctl.view.store_u32(control.OFF_DEAD, 2)             # claimed: the reason is being written
 
     def finish_recording() -> None:

@@ -182,7 +182,6 @@ def test_every_psci_function_number_has_a_name(number: int, expected: str) -> No
     assert not [n for n in range(0x1F) if calls.name(calls.psci_slot(0x8400_0000 + n)).startswith("SLOT_")]
 
 
-
 def test_rmi_means_are_each_rounded_down_and_nested_calls_keep_their_lock_waits() -> None:
     """What docs/report-schema.json says of rmm_mean: for RMI it is the handler sum / count
     rounded down, like el3_mean and lock_wait_mean, so the three can be 2 ns short of mean (it
