@@ -30,7 +30,8 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           for EMPTY, the private pages of each completed chunk are destroyed (DATA_DESTROY +
           UNDELEGATE). A change that cannot complete (an entry without RIPAS, DESTROYED without
           the realm's permission, or an IPA outside the realm's RAM) stops there; for RAM the
-          next entry says REJECT (RIPAS_RESPONSE).
+          next entry says REJECT (RIPAS_RESPONSE). EMPTY cannot be rejected (A5.4): an EMPTY
+          request that starts outside RAM fails the vCPU.
     HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
     SERROR, anything else: the vCPU fails.
 
