@@ -164,6 +164,21 @@ def test_data_create_src_pas(machine: Machine, where: str) -> None:
     assert machine.granule_table(0).state(_idx(machine, data)) == GS.DELEGATED
 
 
+def test_data_create_src_pas_before_realm_state_and_rtt_walk(machine: Machine) -> None:
+    """src_pas is checked first (TF-RMM's order, FAILURE_CONDITIONS), before the RD is looked at:
+    a source in the Realm PAS (DELEGATED) fails INPUT even when the realm is ACTIVE (realm_state) and the
+    IPA has no level-3 table (rtt_walk), whose failures would give REALM or RTT. Kills the
+    mutant that drops the up-front lock-free check (the later check would then report src_pas
+    only after realm_state and rtt_walk). A Secure source is not a DRAM granule: it fails in
+    the copy, after rtte_state, as test_data_create_src_pas shows)."""
+    t, realm = _setup(machine)
+    assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd)[0] == SUCCESS
+    src = t.delegate()
+    data = t.delegate()
+    args = _create_args(t, realm, data=data, src=src, ipa=IPA + 8 * L2_SIZE)
+    _expect_failure(t, realm, F.RMI_DATA_CREATE, args, INPUT, (0, 0, 0), data)
+
+
 @pytest.mark.parametrize("kind", ["unaligned", "mmio", "beyond-pa-range", "past-dram"])
 def test_data_create_data_align_bound(machine: Machine, kind: str) -> None:
     """data_align / data_bound: INPUT (ACS DATA_UNALIGNED, DATA_DEV_MEM_MMIO, DATA_OUTSIDE_OF_PERMITTED_PA)."""
