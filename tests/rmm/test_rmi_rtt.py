@@ -914,15 +914,18 @@ def _homo_case(machine: Machine, t: Rmi, realm: Realm, case: str) -> int:
         oas = [base + i * L3 for i in range(s2tt.ENTRIES)]
         attrs = [NORMAL_RW] * s2tt.ENTRIES
         count = s2tt.ENTRIES
+        first = 0
         if case == "ns-one-missing":
             count = 511
+        elif case == "ns-first-missing":
+            first = 1
         elif case == "ns-not-contiguous":
             oas[7], oas[8] = oas[8], oas[7]
         elif case == "ns-misaligned":
             oas = [base + L3 + i * L3 for i in range(s2tt.ENTRIES)]
         elif case == "ns-different-attrs":
             attrs[300] = 0x18 | 0x40
-        for i in range(count):
+        for i in range(first, count):
             _map(t, realm, ipa + i * L3, 3, oas[i] | attrs[i])
         return ipa
     if case.startswith("unassigned"):
@@ -953,7 +956,7 @@ def _homo_case(machine: Machine, t: Rmi, realm: Realm, case: str) -> int:
 
 
 HOMO_CASES = ["unassigned-ripas", "unassigned-destroyed", "child-table", "partly-assigned", "assigned-mixed-ripas",
-              "assigned-not-contiguous", "assigned-misaligned", "ns-one-missing", "ns-not-contiguous",
+              "assigned-not-contiguous", "assigned-misaligned", "ns-one-missing", "ns-first-missing", "ns-not-contiguous",
               "ns-misaligned", "ns-different-attrs"]
 
 
@@ -964,7 +967,9 @@ def test_fold_rtt_homo(machine: Machine, case: str) -> None:
     or DESTROYED among EMPTY); a child TABLE entry (refcount 1); one ASSIGNED entry among
     UNASSIGNED (refcount 1); 512 ASSIGNED entries with mixed RIPAS, non-contiguous PAs (two
     swapped) or contiguous PAs whose first is not 2 MiB aligned (refcount 512); 511
-    ASSIGNED_NS pages and one UNASSIGNED_NS; 512 ASSIGNED_NS pages swapped, misaligned, or with
+    ASSIGNED_NS pages and one UNASSIGNED_NS, last or first (the first entry's kind must not
+    decide the fold alone: an UNASSIGNED_NS first entry folding into UNASSIGNED_NS would drop
+    511 mappings); 512 ASSIGNED_NS pages swapped, misaligned, or with
     one page's S2AP different."""
     t = Rmi(machine)
     realm = _realm(t)
@@ -1431,6 +1436,20 @@ def test_map_rtte_state(machine: Machine) -> None:
     assert _read(t, realm, U48, 3) == (SUCCESS, 3, ASSIGNED, 0x8000_0000 | NORMAL_RW, EMPTY)
 
 
+def test_map_rtt_walk_stops_at_assigned_ns_block(machine: Machine) -> None:
+    """rtt_walk before rtte_state: a level-3 mapping inside a 2 MiB ASSIGNED_NS block (the walk
+    stops at level 2, on a live entry) -> (RMI_ERROR_RTT, 2), the walk level, not level 3 (the
+    block read as a level-3 entry is not UNASSIGNED_NS either, so checking rtte_state first
+    would report 3). The block survives."""
+    t = Rmi(machine)
+    realm = _realm(t)
+    t.rtts(realm, U48, 2)
+    _map(t, realm, U48 + 5 * L2, 2, 0x4020_0000 | NORMAL_RW)
+    _fails(machine, t, (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, U48 + 5 * L2 + 3 * L3, 3, 0x9000_0000),
+           (rtt_err(2), 0, 0, 0, 0), *_pas(realm))
+    assert _read(t, realm, U48 + 5 * L2, 2) == (SUCCESS, 2, ASSIGNED, 0x4020_0000 | NORMAL_RW, EMPTY)
+
+
 def test_map_check_order(machine: Machine) -> None:
     """Ordering ([level_bound, ipa_bound] < [rtt_walk, rtte_state]; ACS
     ipa_bound_compare_rtt_walk): a protected or out-of-range ipa, or a bad level, at a place
@@ -1613,9 +1632,22 @@ def test_unmap_success(machine: Machine, level: int) -> None:
     _map(t, realm, ipa, level, 2 * size)
     _map(t, realm, ipa + 3 * size, level, 5 * size | NORMAL_RW)
     words = snapshot(machine).words
-    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4) == (SUCCESS, ipa + 3 * size, 0, 0, 0)
-    end = (ipa & ~(s2tt.block_size(level - 1) - 1)) + s2tt.block_size(level - 1)
-    assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa + 3 * size, level, X4) == (SUCCESS, end, 0, 0, 0)
+    # Break-before-make: the realm's TLBI comes after the entry is UNASSIGNED_NS again (a REC
+    # may hold the old mapping in its TLB until then), once per unmap.
+    seen: list[tuple[int, int]] = []
+    real = Tlb.invalidate_realm
+    unmapping = [ipa]
+
+    def spy(tlb: Tlb, rd_pa: int, generation_offset: int) -> None:
+        entry = s2tt.read(machine.memory, _idx(machine, table), s2tt.entry_index(unmapping[0], level))
+        seen.append((rd_pa, entry))
+        real(tlb, rd_pa, generation_offset)
+    with mock.patch.object(Tlb, "invalidate_realm", spy):
+        assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, level, X4) == (SUCCESS, ipa + 3 * size, 0, 0, 0)
+        end = (ipa & ~(s2tt.block_size(level - 1) - 1)) + s2tt.block_size(level - 1)
+        unmapping[0] = ipa + 3 * size
+        assert t.smc(F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa + 3 * size, level, X4) == (SUCCESS, end, 0, 0, 0)
+    assert seen == [(realm.rd, s2tt.UNASSIGNED_NS)] * 2
     assert snapshot(machine).words == words
     for at in (ipa, ipa + 3 * size):
         assert _read(t, realm, at, level) == (SUCCESS, level, UNASSIGNED, 0, EMPTY)
