@@ -801,6 +801,30 @@ def test_host_call_completion_reuses_the_calls_walk(machine: Machine) -> None:
     ok(machine)
 
 
+def test_host_call_completion_reuses_the_walk_after_an_earlier_invalidation(machine: Machine) -> None:
+    """The realm's TLB generation has moved before the call (the host destroyed another page of
+    the realm first), and not between the call and its completion: the completion still trusts
+    the call's walk (no RTT lock), because the generation the call kept is the realm's current
+    one, read from the RD (realm_call.realm_generation), not any other value. (Built from CPU
+    1's end of the allocator, so that the RD is not DRAM granule 0.)"""
+    other = UNASSIGNED_L3 + 0x5000
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA), cpu=1) as g:
+        assert g.realm.rd != machine.dram_base
+        hc = g.label("hc")
+        g.fault_in(other)
+        x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, other)[:2]
+        assert x0 == SUCCESS
+        assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        g.alloc.free(pa)
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        before = rtt_locks(g)
+        finish(g, gprs=HOST_GPRS)
+        assert rtt_locks(g) == before
+        assert g.gpr(0) == SUCCESS
+        assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
+    ok(machine)
+
+
 def test_host_call_completion_walks_again_after_an_invalidation(machine: Machine) -> None:
     """The host destroys another page of the realm between the HOST_CALL exit and the next
     entry: DATA_DESTROY invalidates the realm's TLBs (its TLB generation moves), so the
