@@ -917,9 +917,11 @@ INPUT_FAILURES = {
     # id: (command, X1.., data, host's preparation) -> RSI_ERROR_INPUT returned, no exit
     "version-incompatible": ("RSI_VERSION", {1: 0x2_0000}, "", None),
     "realm-config-misaligned": ("RSI_REALM_CONFIG", {1: "cfg + 8"}, CFG_DATA, None),
+    "realm-config-misaligned-by-1": ("RSI_REALM_CONFIG", {1: "cfg + 1"}, CFG_DATA, None),   # bit 0 counts too
     "realm-config-empty": ("RSI_REALM_CONFIG", {1: EMPTY_IPA}, "", None),
     "realm-config-unprotected": ("RSI_REALM_CONFIG", {1: NS_IPA}, "", "map_ns"),
     "host-call-misaligned": ("RSI_HOST_CALL", {1: "hc + 8"}, HOST_CALL_DATA, None),
+    "host-call-misaligned-by-1": ("RSI_HOST_CALL", {1: "hc + 1"}, HOST_CALL_DATA, None),
     "host-call-empty": ("RSI_HOST_CALL", {1: EMPTY_IPA + 0x100}, "", None),
     "host-call-unprotected": ("RSI_HOST_CALL", {1: NS_IPA + 0x100}, "", "map_ns"),
     "ipa-state-set-ripas-destroyed": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNASSIGNED_L3 + GRANULE,

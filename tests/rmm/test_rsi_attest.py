@@ -56,6 +56,7 @@ from rmm_mp.host import (
 )
 from rmm_mp.host.guests import guest_dir
 from rmm_mp.hw.platform import load
+from rmm_mp.rmm.attestation import SIGNING_STEPS, STEP_COST
 from rmm_mp.rmm.rec_desc import Rec
 
 SUCCESS, INPUT, STATE, INCOMPLETE, UNKNOWN = 0, 1, 2, 3, 4
@@ -867,6 +868,27 @@ def test_a_slice_shorter_than_a_signing_step_still_finishes_the_token() -> None:
                 if g.pc() == g.label("end") + 8:
                     break
             assert g.pc() == g.label("end") + 8, "the token never completed"
+
+
+def test_signing_spends_the_time_slice() -> None:
+    """Signing costs guest time (attestation.STEP_COST per step): in an entry whose slice holds
+    the whole signature and some, the instructions the realm runs after the CONTINUE that signs
+    and copies are what is left of the slice once the SIGNING_STEPS steps are paid, not a
+    fresh slice (rsi_attest hands the rest back in call.extra["budget"]). The realm counts loop iterations (two instructions each) in X5 until the slice
+    ends."""
+    signing = SIGNING_STEPS * STEP_COST
+    slice_ = signing + 1000
+    with Machine.create("host", cpus=1, time_slice=slice_) as m:
+        program = (init_code() + f"first: wfi\nmov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x5, #0\n"
+                   "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\n"
+                   "count: add x5, x5, #1\nb count\n" + pattern_pages())
+        with Guest.build(m, program) as g:
+            stop_at(g, "first")
+            x0, ex = g.enter()
+            assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_IRQ)
+            assert (g.gpr(0), g.gpr(1)) == (INCOMPLETE, 100)   # signed, 100 bytes copied, more to come
+            assert 0 < g.gpr(5) <= (slice_ - signing) // 2
+        ok(m)
 
 
 def test_the_irq_exit_while_signing_zeroes_x1_to_x3() -> None:
