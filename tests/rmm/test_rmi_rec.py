@@ -25,7 +25,7 @@ from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import Granule, GranuleTable, cpu_owner
 from rmm_mp.guest.isa import Op, encode
-from rmm_mp.rmm import realm_run
+from rmm_mp.rmm import realm_run, rec_desc
 from rmm_mp.rmm.handlers import rmi_rec
 from rmm_mp.rmm.granule_state import GranuleState as S
 from rmm_mp.rmm.realm_desc import RealmState, Rd
@@ -1068,3 +1068,19 @@ def test_rec_enter_two_recs_two_cpus(machine: Machine, t: Rmi) -> None:
     assert _refcount(machine, rec0) == _refcount(machine, rec1) == 0
     assert _refcount(machine, realm.rd) == 2
     _ok(machine)
+
+
+def test_s2ctx_cache_is_bounded() -> None:
+    """rec_desc keeps the S2Ctx of each (ipa_width, level, num, base) it has seen, but no more
+    than _S2CTX_CACHE_MAX of them: a long stress run creates realms at ever new RTT bases, and
+    an unbounded cache would grow with every one in every CPU process. A context made after
+    the cache was emptied is still the right one."""
+    saved = dict(rec_desc._s2ctx_cache)
+    try:
+        for n in range(rec_desc._S2CTX_CACHE_MAX + 10):
+            ctx = rec_desc._s2ctx(40, 1, 2, 0x8000_0000 + n * 0x2000)
+            assert len(rec_desc._s2ctx_cache) <= rec_desc._S2CTX_CACHE_MAX
+        assert ctx.rtt_base == 0x8000_0000 + (rec_desc._S2CTX_CACHE_MAX + 9) * 0x2000
+    finally:
+        rec_desc._s2ctx_cache.clear()
+        rec_desc._s2ctx_cache.update(saved)
