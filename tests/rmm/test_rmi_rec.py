@@ -611,11 +611,15 @@ def test_rec_destroy_rec_state(machine: Machine, t: Rmi) -> None:
 def test_rec_destroy_success(machine: Machine, t: Rmi) -> None:
     """REC_DESTROY of an idle REC: SUCCESS (X4 = 0); the REC and its 16 aux granules are
     DELEGATED and zero, the RD refcount drops to 0 but rec_count stays 1; another REC of the
-    realm is untouched; the realm can then be destroyed once its other REC is gone too."""
+    realm is untouched; the realm can then be destroyed once its other REC is gone too. The
+    aux granules are filled with a pattern first (what a REC keeps there, e.g. its attestation
+    token state): the destroy must scrub them, not just hand them back."""
     realm = t.realm()
     rec0 = t.rec(realm, pc=0x10, gprs=(1, 2))
     rec1 = t.rec(realm)
     aux0 = realm.recs[0][1]
+    for pa in aux0:
+        machine.memory.write(pa, b"\xa5" * 4096)
     keep = snapshot(machine, rec1, *realm.recs[1][1])
 
     assert _call(t, F.RMI_REC_DESTROY, rec0) == (SUCCESS, 0, 0, 0, 0)
