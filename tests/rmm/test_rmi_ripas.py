@@ -20,6 +20,7 @@ from rmi_helpers import GRANULE, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi,
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
+from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.rmm.realm_desc import RealmState, Rd
 from rmm_mp.rmm.rec_desc import Rec
 
@@ -275,6 +276,15 @@ def test_init_ripas_up_to_par_end(machine: Machine) -> None:
     assert invariants(machine).ok, invariants(machine)
 
 
+@pytest.mark.parametrize("top", [BASE + 3 * GRANULE + 0x800, PAR_END + GRANULE])
+def test_init_ripas_top_before_realm_state(machine: Machine, top: int) -> None:
+    """top_gran_align and top_bound precede realm_state (FAILURE_CONDITIONS, TF-RMM's order; the
+    spec leaves them unordered): a bad top in an ACTIVE realm is INPUT, not REALM."""
+    t, realm = _setup(machine)
+    assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd)[0] == SUCCESS
+    _expect_failure(t, realm, F.RMI_RTT_INIT_RIPAS, (realm.rd, BASE, top), INPUT)
+
+
 # -- RMI_RTT_SET_RIPAS: failure conditions -------------------------------------------------------
 
 def _set_setup(machine: Machine, level: int = 3, base: int = BASE, top: int = BASE + 4 * GRANULE,
@@ -376,6 +386,16 @@ def test_set_ripas_no_request(machine: Machine) -> None:
     t, realm = _setup(machine)
     rec = t.rec(realm)
     _expect_failure(t, realm, F.RMI_RTT_SET_RIPAS, (realm.rd, rec, 0, GRANULE), INPUT, rec)
+
+
+def test_set_ripas_request_of_an_impossible_ripas_is_an_rmm_crash(machine: Machine) -> None:
+    """A REC can only hold a request for EMPTY or RAM (RSI_IPA_STATE_SET refuses the rest); one
+    for RIPAS 2 (DESTROYED) means the REC's metadata is corrupt: RTT_SET_RIPAS stops the RMM
+    (RmmInternalError) rather than write DESTROYED entries the host could not otherwise make."""
+    t, realm, rec = _set_setup(machine, ripas=DESTROYED)
+    with pytest.raises(RmmInternalError):
+        _set(t, realm, rec, BASE, BASE + 4 * GRANULE)
+    assert machine.dead
 
 
 def test_set_ripas_base_align(machine: Machine) -> None:
