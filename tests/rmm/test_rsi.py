@@ -23,11 +23,14 @@ from typing import Iterator
 import pytest
 
 from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
+from rmi_helpers import Rmi
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import RmiRecEnterFlags
 from rmm_mp.check import invariants
+from rmm_mp.rmm import realm_call
 from rmm_mp.rmm.granule_state import GranuleState
+from rmm_mp.rmm.realm_desc import Rd
 
 SUCCESS, INPUT = 0, 1
 REJECT, ACCEPT = 1, 0
@@ -1060,3 +1063,31 @@ def test_histograms_count_only_failures_as_errors(machine: Machine) -> None:
         stats = collect(machine, [0])[0]
     errors = {calls.name(slot): s.errors for slot, s in stats.items() if kind(slot) in ("RSI", "PSCI")}
     assert errors == {"PSCI_VERSION": 0, "PSCI_AFFINITY_INFO": 0, "PSCI_FEATURES": 1, "RSI_MEASUREMENT_READ": 1}
+
+
+# -- realm_call's locked walk -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("ipa", [(1 << 30) + 7 * 0x20_0000 + 0x5000, 7 * 0x20_0000 + 0x5000],
+                         ids=["root-1", "root-0"])
+def test_locked_walk_in_concatenated_roots(machine: Machine, ipa: int) -> None:
+    """realm_call.lock_realm_page, the locked walk RSI_REALM_CONFIG, RSI_HOST_CALL and the token
+    copy use, in an s2sz-32 realm whose stage 2 starts at level 2 with 4 concatenated root
+    RTTs: a protected IPA above 1 GiB is in the second root, which the walk must move to (and
+    release the first). The page comes back RAM at its DATA granule with only its level-3
+    table locked; once released, no lock is held."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=32, start_level=2)
+    t.rtts(realm, ipa, 3)
+    page_ipa = ipa & ~(GRANULE - 1)
+    assert t.smc(F.RMI_RTT_INIT_RIPAS, realm.rd, page_ipa, page_ipa + GRANULE)[0] == 0
+    data = t.delegate()
+    assert t.smc(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, page_ipa)[0] == 0
+    rmm = machine.cpu(0).rmm
+    rd_idx = (realm.rd - machine.dram_base) // GRANULE
+    rd = Rd(machine.memory, rd_idx)
+    call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, rd.params().s2ctx())  # type: ignore[arg-type]
+    page = realm_call.lock_realm_page(call, ipa)
+    assert (page.kind, page.level, page.pa) == (realm_call.RAM, 3, data)
+    assert page.llt is not None and page.llt.addr == realm.rtts[(ipa & ~0x1F_FFFF, 3)]
+    page.release()
+    assert invariants(machine).ok, invariants(machine)
