@@ -170,13 +170,6 @@ class Rec:
     def set_last_exit(self, esr: int, far: int, hpfar: int) -> None:
         _LAST_EXIT.pack_into(self.memory.buf, self.offset + OFF_LAST_ESR, esr, far, hpfar)
 
-    def sysregs(self) -> tuple[int, ...]:
-        """vbar, elr, esr, far of the guest."""
-        return _SYSREGS.unpack_from(self.memory.buf, self.offset + OFF_SYSREGS)
-
-    def set_sysregs(self, values: "tuple[int, ...] | list[int]") -> None:
-        _SYSREGS.pack_into(self.memory.buf, self.offset + OFF_SYSREGS, *values[:SYSREGS])
-
     def pending_abort(self) -> tuple[int, int, int]:
         """(register, size log2, IPA) of the last emulatable data abort."""
         return _ABORT.unpack_from(self.memory.buf, self.offset + OFF_ABORT)
