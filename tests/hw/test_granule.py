@@ -523,3 +523,76 @@ def test_waiter_may_abandon_the_acquire(machine: Machine) -> None:
     mine.waiter = None
     assert mine.holder(6) == cpu_owner(1)
     other.unlock(6)
+
+
+# -- contended acquires of every kind (a waiter hands the lock over) ------------------------------
+
+
+class _Tracer:
+    """A LockTracer that records the class and PA of every contended acquire."""
+
+    def __init__(self) -> None:
+        self.waits: list[tuple[int, int]] = []
+
+    def lock_wait(self, start_ns: int, waited_ns: int, cls: int, pa: int) -> None:
+        self.waits.append((cls, pa))
+
+
+@pytest.mark.parametrize("how", ["lock", "find_lock", "lock_known"])
+def test_every_acquire_waits_for_a_held_lock(machine: Machine, how: str) -> None:
+    """lock, find_lock and lock_known each wait while another owner holds the granule (here the
+    waiter lets the holder go on its second call), then hold it themselves; the wait is counted
+    under the acquire's class and reported to the tracer with the granule's PA. (A lock_known
+    that skipped its contended path returned a guard for a lock another CPU held.)"""
+    mine, other = _table(machine, 0), _table(machine, 1)
+    idx = 44
+    other.lock(idx)
+    other.set_state(idx, DELEGATED)
+    waiter, tracer = _Waiter(other), _Tracer()
+    mine.waiter, mine.tracer = waiter, tracer
+    with deadline(DEADLINE_S):
+        if how == "lock":
+            mine.lock(idx, DELEGATED)
+        elif how == "find_lock":
+            assert mine.find_lock(_pa(machine, idx), DELEGATED) is not None
+        else:
+            mine.lock_known(idx, DELEGATED)
+    mine.waiter = mine.tracer = None
+    assert waiter.calls == [(idx, cpu_owner(1))] * 2
+    assert mine.holder(idx) == cpu_owner(0)
+    stats = mine.stats
+    assert (stats.acquired[DELEGATED], stats.contended, stats.contended_by_class[DELEGATED]) == (1, 1, 1)
+    assert stats.max_wait_idx == idx
+    assert stats.max_wait_by_class[DELEGATED] == stats.max_wait_ns == stats.wait_by_class[DELEGATED] == stats.wait_ns
+    assert tracer.waits == [(DELEGATED, _pa(machine, idx))]
+    mine.unlock(idx)
+
+
+def test_racy_state_reads_the_state_without_the_lock(machine: Machine) -> None:
+    """racy_state is state() without the lock: the state bits of the granule's own word."""
+    table = _table(machine)
+    table.lock(45)
+    table.set_state(45, REC)
+    table.refcount_add(45, 3)
+    table.unlock(45)
+    assert [table.racy_state(i) for i in (44, 45, 46)] == [NS, REC, NS]
+
+
+def test_lock_known_names_the_granule(machine: Machine) -> None:
+    """lock_known's guard holds the granule's PA; reaching a granule in another state than the
+    one it was reached as is an RMM bug: the error names the PA and both states, and the lock is
+    released."""
+    table = _table(machine)
+    with pytest.raises(RmmInternalError, match=f"granule {_pa(machine, 46):#x} reached as state {REC} "
+                                                f"is in state {NS}"):
+        table.lock_known(46, REC)
+    assert table.holder(46) == 0
+    with table.lock_known(46, NS) as guard:
+        assert guard.addr == _pa(machine, 46)
+
+
+def test_refcount_add_error_names_both_counts(machine: Machine) -> None:
+    table = _table(machine)
+    table.refcount_add(47, 3)
+    with pytest.raises(RmmInternalError, match="from 3 to -1"):
+        table.refcount_add(47, -4)
