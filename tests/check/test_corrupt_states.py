@@ -1,22 +1,27 @@
-"""The invariant checker (rmm_mp/check) on states too corrupt to walk: it reports, never raises.
+"""The invariant checker (rmm_mp/check) on corrupt states: it reports, never raises, and misses nothing.
 
 `invariants()` promises to return a report whatever the machine holds; `rmm-mp check` and the
 stress tool rely on it (a raise was a traceback instead of a finding). Each case corrupts one
 thing of a small valid machine, the way a bug in the RMM could, and expects a violation naming
-the granule and the rule.
-"""
+the granule and the rule. The second half has a case for every rule of check/_invariants.py and
+check/_realms.py (written after mutation testing found rules no test made fire)."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from rmi_helpers import Rmi
+from rmi_helpers import F, Rmi
 from rmm_mp import Machine
 from rmm_mp.check import invariants
-from rmm_mp.rmm import s2tt
+from rmm_mp.hw.gpt import Pas
+from rmm_mp.hw.platform import load as load_platform
+from rmm_mp.hw.granule import cpu_owner
+from rmm_mp.rmm import s2tt, vmid
+from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, Rec
 
 GRANULE = 4096
@@ -48,6 +53,9 @@ def test_a_level_1_block_running_past_dram_is_a_violation(machine: Machine) -> N
     found = _violations(machine)
     assert ("data-mapping", l1) in [(rule, pa) for rule, pa, _ in found]
     assert any("runs past the end of DRAM" in detail for _, _, detail in found), found
+    # The block starts at DRAM's first granule, which is in DRAM and not DATA.
+    assert any(f"maps {machine.dram_base:#x}, which is" in detail for _, _, detail in found), found
+    assert not any("not DRAM" in detail for _, _, detail in found), found
 
 
 @pytest.mark.parametrize("offset, value, shown", [
@@ -87,9 +95,10 @@ def test_a_root_entry_past_the_ipa_space_is_a_violation(machine: Machine) -> Non
     root = realm.roots[0]
     assert invariants(machine).ok
     s2tt.write(machine.memory, _idx(machine, root), 100, s2tt.table(t.delegate()))
+    s2tt.write(machine.memory, _idx(machine, root), 200, s2tt.UNASSIGNED_RAM)
     found = _violations(machine)
     assert any(rule == "rtt-tree" and pa == root and "entry 100 lies past the IPA space" in detail
-               for rule, pa, detail in found), found
+               and "(2 such entries)" in detail for rule, pa, detail in found), found
 
 
 @pytest.mark.parametrize("level, ipa, entry, shown", [
@@ -115,3 +124,257 @@ def test_an_entry_of_the_wrong_kind_for_its_place_is_a_violation(machine: Machin
     found = _violations(machine)
     assert [(rule, pa) for rule, pa, _ in found] == [("rtt-entry", table)], found
     assert f"entry for IPA {ipa:#x} {shown}" in found[0][2]
+    assert "such entries" not in found[0][2]
+
+
+# -- every rule finds its violation ----------------------------------------------------------------
+#
+# Each case breaks exactly one thing of a valid machine and expects exactly the violations that
+# one thing implies: a rule that stopped looking, or one that started reporting valid states,
+# fails the comparison.
+
+RD_IPA_WIDTH, RD_VMID = 0x08, 0x28
+"""Offsets in the RD of ipa_width and vmid (rmm/realm_desc.py)."""
+
+
+def _rules(m: Machine) -> list[tuple[str, int]]:
+    return sorted((rule, pa) for rule, pa, _ in _violations(m))
+
+
+def _details(m: Machine) -> str:
+    return "\n".join(detail for _, _, detail in _violations(m))
+
+
+def _set_state(m: Machine, pa: int, state: int) -> None:
+    table = m.granule_table(0)
+    table.lock(_idx(m, pa))
+    table.set_state(_idx(m, pa), state)
+    table.unlock(_idx(m, pa))
+
+
+def test_a_held_lock_is_a_violation(machine: Machine) -> None:
+    table = machine.granule_table(cpu_owner(0))
+    table.lock(7)
+    try:
+        assert _rules(machine) == [("lock-free", machine.dram_base + 7 * GRANULE)]
+        assert "lock held by CPU 0" in _details(machine)
+    finally:
+        table.unlock(7)
+    assert invariants(machine).ok
+
+
+def test_an_unknown_state_is_a_violation_and_nothing_else_of_that_granule(machine: Machine) -> None:
+    """A state the RMM never writes: reported once; the rules that need a known state skip it."""
+    pa = machine.dram_base + 9 * GRANULE
+    _set_state(machine, pa, 0x7F)
+    assert _rules(machine) == [("state-known", pa)]
+    assert "state field is 127" in _details(machine)
+
+
+@pytest.mark.parametrize("state, pas, shown", [
+    (GS.NS, Pas.REALM, "state NS but PAS REALM, expected NS"),
+    (GS.DELEGATED, Pas.NS, "state DELEGATED but PAS NS, expected REALM"),
+], ids=["ns-granule-in-realm-pas", "delegated-granule-in-ns-pas"])
+def test_a_granule_in_the_wrong_pas_is_a_violation(machine: Machine, state: int, pas: Pas, shown: str) -> None:
+    pa = Rmi(machine).delegate() if state == GS.DELEGATED else machine.dram_base + 11 * GRANULE
+    idx = _idx(machine, pa)
+    assert machine.gpt.transition(idx, machine.gpt.pas(idx), pas)
+    assert _rules(machine) == [("gpt", pa)]
+    assert shown in _details(machine)
+
+
+def test_a_secure_granule_outside_the_secure_pas_or_out_of_ns_state_is_a_violation(machine: Machine) -> None:
+    base, _ = machine.secure_regions[0]
+    idx = _idx(machine, base)
+    assert invariants(machine).ok
+    assert machine.gpt.transition(idx, Pas.SECURE, Pas.NS)
+    assert _rules(machine) == [("gpt", base)]
+    assert "state NS but PAS NS, expected SECURE" in _details(machine)
+    assert machine.gpt.transition(idx, Pas.NS, Pas.SECURE)
+    _set_state(machine, base, GS.DELEGATED)
+    assert _rules(machine) == [("gpt", base), ("gpt", base)]
+    assert "Secure granule in state DELEGATED" in _details(machine)
+
+
+def test_a_refcount_on_a_granule_that_counts_no_references_is_a_violation(machine: Machine) -> None:
+    pa = Rmi(machine).delegate()
+    machine.granule_table(0).refcount_add(_idx(machine, pa), 1)
+    assert _rules(machine) == [("refcount", pa)]
+    assert "DELEGATED granule has refcount 1, expected 0" in _details(machine)
+
+
+@pytest.mark.parametrize("refcount", [1, 2])
+def test_a_rec_refcount_is_the_running_reference_and_at_most_1(machine: Machine, refcount: int) -> None:
+    t = Rmi(machine)
+    rec = t.rec(t.realm(s2sz=40))
+    machine.granule_table(0).refcount_add(_idx(machine, rec), refcount)
+    expected = [("rec-running", rec)] + ([("refcount", rec)] if refcount > 1 else [])
+    assert _rules(machine) == sorted(expected)
+    if refcount > 1:
+        assert "REC granule has refcount 2, at most 1 allowed" in _details(machine)
+
+
+def test_a_delegated_granule_holding_bytes_is_a_violation(machine: Machine) -> None:
+    pa = Rmi(machine).delegate()
+    machine.memory.buf[_idx(machine, pa) * GRANULE + 100] = 1
+    assert _rules(machine) == [("delegated-zero", pa)]
+
+
+def test_an_rtt_refcount_that_does_not_count_its_live_entries_is_a_violation(machine: Machine) -> None:
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    t.rtts(realm, 0, 2)
+    root = realm.roots[0]
+    machine.granule_table(0).refcount_add(_idx(machine, root), 1)
+    assert _rules(machine) == [("rtt-refcount", root)]
+    assert f"level {realm.start_level} RTT has refcount 2 but 1 live entries" in _details(machine)
+
+
+@pytest.mark.parametrize("state, rule", [(GS.RTT, "rtt-tree"), (GS.DATA, "data-mapping"),
+                                         (GS.REC_AUX, "rec-owner")])
+def test_an_internal_granule_nothing_references_is_a_violation(machine: Machine, state: int, rule: str) -> None:
+    pa = Rmi(machine).delegate()
+    _set_state(machine, pa, state)
+    assert _rules(machine) == [(rule, pa)]
+    assert f"{GS.name(state)} granule is referenced 0 times, expected once" in _details(machine)
+
+
+def test_a_table_entry_naming_a_granule_that_is_no_rtt_is_a_violation(machine: Machine) -> None:
+    """The granule named is the first of DRAM (index 0: no edge of the index range skips it)."""
+    t = Rmi(machine)
+    first = t.delegate()
+    assert first == machine.dram_base
+    realm = t.realm(s2sz=40)
+    root = realm.roots[0]
+    s2tt.write(machine.memory, _idx(machine, root), 0, s2tt.table(first))
+    assert _rules(machine) == [("rtt-refcount", root), ("rtt-tree", first), ("rtt-tree", root)]
+    assert f"entry for IPA 0x0 names {first:#x}, not an RTT" in _details(machine)
+    assert "referenced as RTT but is DELEGATED" in _details(machine)
+
+
+@pytest.fixture
+def no_secure() -> Iterator[Machine]:
+    """The `host` platform without its Secure region, so that DRAM's last granule can be an RTT."""
+    with Machine.create(dataclasses.replace(load_platform("host"), secure=()), cpus=1) as m:
+        yield m
+
+
+def test_rtts_at_the_first_and_last_granule_of_dram_are_valid(no_secure: Machine) -> None:
+    m = no_secure
+    t = Rmi(m)
+    first = t.delegate()
+    last = t.delegate(m.dram_base + (m.granule_count - 1) * GRANULE)
+    realm = t.realm(s2sz=40)
+    for level, rtt in enumerate((first, last), start=realm.start_level + 1):
+        assert t.smc(F.RMI_RTT_CREATE, realm.rd, rtt, 0, level)[0] == 0
+    assert invariants(m).ok
+
+
+def test_a_table_entry_naming_the_end_of_dram_is_a_violation(no_secure: Machine) -> None:
+    """The PA just past DRAM is no granule, even with an RTT in DRAM's last granule."""
+    m = no_secure
+    t = Rmi(m)
+    end = m.dram_base + m.granule_count * GRANULE
+    last = t.delegate(end - GRANULE)
+    realm = t.realm(s2sz=40)
+    assert t.smc(F.RMI_RTT_CREATE, realm.rd, last, 0, realm.start_level + 1)[0] == 0
+    root = realm.roots[0]
+    s2tt.write(m.memory, _idx(m, root), 1, s2tt.table(end))
+    assert _rules(m) == [("rtt-refcount", root), ("rtt-tree", root)]
+    ipa = s2tt.block_size(realm.start_level)
+    assert f"entry for IPA {ipa:#x} names {end:#x}, not an RTT" in _details(m)
+
+
+def test_a_rec_whose_owner_is_no_rd_is_a_violation(machine: Machine) -> None:
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec = t.rec(realm)
+    other = t.delegate()
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec) * GRANULE, other)
+    assert _rules(machine) == [("rd-refcount", realm.rd), ("rec-owner", rec)]
+    assert f"REC's owner {other:#x} is not an RD" in _details(machine)
+    assert "RD refcount 1 but 0 RECs" in _details(machine)
+
+
+def test_an_rd_refcount_that_does_not_count_its_recs_is_a_violation(machine: Machine) -> None:
+    realm = Rmi(machine).realm(s2sz=40)
+    machine.granule_table(0).refcount_add(_idx(machine, realm.rd), 1)
+    assert _rules(machine) == [("rd-refcount", realm.rd)]
+
+
+def test_a_realm_whose_vmid_is_not_reserved_is_a_violation(machine: Machine) -> None:
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    vmid.free(machine.control, realm.vmid)
+    assert _rules(machine) == [("vmid", realm.rd)]
+    assert f"realm's VMID {realm.vmid} is not reserved" in _details(machine)
+
+
+def test_two_realms_with_one_vmid_are_a_violation(machine: Machine) -> None:
+    """The second realm's VMID rewritten to the first's: one VMID used twice, one reserved for none."""
+    t = Rmi(machine)
+    a, b = t.realm(s2sz=40), t.realm(s2sz=40)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, b.rd) * GRANULE + RD_VMID, a.vmid)
+    assert _rules(machine) == [("vmid", 0), ("vmid", 0)]
+    details = _details(machine)
+    assert f"VMID {a.vmid} is used by 2 realms" in details
+    assert f"VMID {b.vmid} is reserved but no realm uses it" in details
+
+
+def test_a_vmid_reserved_without_a_realm_is_a_violation(machine: Machine) -> None:
+    Rmi(machine).realm(s2sz=40)
+    assert vmid.reserve(machine.control, 77, 16)
+    assert _rules(machine) == [("vmid", 0)]
+    assert "VMID 77 is reserved but no realm uses it" in _details(machine)
+
+
+@pytest.mark.parametrize("offset, value, shown", [
+    (RD_LEVEL_START, (1 << 64) - 1, "start level -1"),
+    (RD_NUM_START, 0, "0 root RTTs"),
+    (RD_NUM_START, 17, "17 root RTTs"),
+])
+def test_rd_fields_just_out_of_range_are_a_violation(machine: Machine, offset: int, value: int, shown: str) -> None:
+    """The edges of the valid ranges (start level 0..3, 1..16 root RTTs), from outside."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + offset, value)
+    assert ("rtt-tree", realm.rd) in _rules(machine)
+    assert shown in _details(machine)
+
+
+def test_a_realm_too_corrupt_to_walk_is_reported_with_its_rd(machine: Machine) -> None:
+    """An IPA width of 0 makes the walk itself fail: the failure is the finding."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + RD_IPA_WIDTH, 0)
+    assert ("rtt-tree", realm.rd) in _rules(machine)
+    assert "the realm's tables cannot be walked" in _details(machine)
+
+
+def test_the_report_shows_the_first_20_violations(machine: Machine) -> None:
+    table = machine.granule_table(cpu_owner(0))
+    for idx in range(21):
+        table.lock(idx)
+    try:
+        report = invariants(machine)
+        lines = str(report).splitlines()
+    finally:
+        for idx in range(21):
+            table.unlock(idx)
+    assert not report.ok
+    assert lines[0] == "21 invariant violations:"
+    assert lines[1] == f"[lock-free] granule {machine.dram_base:#x}: lock held by CPU 0"
+    assert len(lines) == 22 and lines[-1] == "... and 1 more"
+    assert str(invariants(machine)) == f"invariants hold over {machine.granule_count} granules"
+
+
+def test_a_page_mapping_outside_dram_is_a_violation(machine: Machine) -> None:
+    """A protected ASSIGNED page whose PA is no DRAM: one data-mapping violation (and the
+    table's refcount, which does not count the entry)."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    l3 = t.rtts(realm, 0, 3)[-1]
+    mmio = machine.mmio_regions[0][0]
+    s2tt.write(machine.memory, _idx(machine, l3), 0, s2tt.assigned(mmio, 3, s2tt.RIPAS_RAM))
+    assert _rules(machine) == [("data-mapping", l3), ("rtt-refcount", l3)]
+    assert f"IPA 0x0 maps {mmio:#x}, not DRAM" in _details(machine)
