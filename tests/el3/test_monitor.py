@@ -22,6 +22,8 @@ from rmm_mp import Machine
 from rmm_mp.abi.el3 import RmmEl3Fid, RmmEl3Status
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.smccc import SMC_UNKNOWN
+from rmm_mp.el3.gtsi import Gtsi
+from rmm_mp.hw.control import OFF_GPT_GENERATION
 from rmm_mp.hw.cpuarea import OFF_NS_CTX, OFF_REALM_CTX
 from rmm_mp.hw.gpt import Pas
 
@@ -149,13 +151,15 @@ def test_gtsi_delegate_secure_granule(machine: Machine, cpu0) -> None:  # type: 
     assert before.diff(snapshot(machine)) == []
 
 
-@pytest.mark.parametrize("where", ["unaligned", "mmio", "below-dram", "past-dram", "beyond-pa-range"])
+@pytest.mark.parametrize("where", ["unaligned", "unaligned-by-1", "mmio", "below-dram", "past-dram",
+                                   "beyond-pa-range"])
 def test_gtsi_bad_address(machine: Machine, cpu0, where: str) -> None:  # type: ignore[no-untyped-def]
     """GTSI_DELEGATE and GTSI_UNDELEGATE of an unaligned or non-DRAM PA -> E_RMM_BAD_ADDR and no
     GPT entry changes."""
     dram_end = machine.dram_base + machine.granule_count * machine.granule_size
     pa = {
         "unaligned": machine.dram_base + 0x10,
+        "unaligned-by-1": machine.dram_base + 1,
         "mmio": machine.mmio_regions[0][0],
         "below-dram": machine.dram_base - machine.granule_size,
         "past-dram": dram_end,
@@ -188,6 +192,31 @@ def test_gtsi_round_trip(machine: Machine, cpu0) -> None:  # type: ignore[no-unt
     assert cpu0.monitor.smc_from_realm(DELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0, 0)
     assert cpu0.monitor.smc_from_realm(UNDELEGATE, pa) == (RmmEl3Status.E_RMM_OK, 0, 0)
     assert machine.gpt.pas(33) == Pas.NS
+
+
+def test_gtsi_invalidates_cached_gpt_entries_after_each_transition(machine: Machine, cpu0) -> None:  # type: ignore[no-untyped-def]
+    """Every transition that changes the GPT bumps the GPT generation (TLBI PAALLOS: CPUs drop
+    translations of the old PAS); a refused one changes nothing and invalidates nothing."""
+    def generation() -> int:
+        return machine.control.view.load_u64(OFF_GPT_GENERATION)
+
+    pa = _pa(machine, 35)
+    steps = [(DELEGATE, RmmEl3Status.E_RMM_OK, 1), (DELEGATE, RmmEl3Status.E_RMM_BAD_PAS, 0),
+             (UNDELEGATE, RmmEl3Status.E_RMM_OK, 1), (UNDELEGATE, RmmEl3Status.E_RMM_BAD_PAS, 0)]
+    for fid, status, bumps in steps:
+        before = generation()
+        assert cpu0.monitor.smc_from_realm(fid, pa)[0] == status
+        assert generation() - before == bumps, (fid, status)
+
+
+def test_gtsi_without_a_tlb_changes_the_gpt_alone(machine: Machine) -> None:
+    """A Gtsi made without a TLB (nothing caches GPT entries) transitions all the same."""
+    gtsi = Gtsi(machine.gpt, machine.dram_base, machine.granule_count)
+    pa = _pa(machine, 36)
+    assert gtsi.delegate(pa) == RmmEl3Status.E_RMM_OK
+    assert machine.gpt.pas(36) == Pas.REALM
+    assert gtsi.undelegate(pa) == RmmEl3Status.E_RMM_OK
+    assert machine.gpt.pas(36) == Pas.NS
 
 
 @pytest.mark.parametrize("fid", [0xC400_01BF, 0xC400_01C0, 0xC400_0150, 0x8400_0000, 0])
