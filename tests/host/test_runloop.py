@@ -1087,3 +1087,94 @@ def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
     assert q.take(0) == v0
     q.end(v0, 2)
     q.release_realm(alloc, slot)
+
+
+class _RacingView:
+    """The run queue's view, but another producer's whole enqueue runs once, just before this
+    producer's first compare-and-swap of the enqueue position (``at="claim"``) or just after its
+    first load of it (``at="load"``): the two interleavings in which a producer loses a position."""
+
+    def __init__(self, view, at: str, rival) -> None:  # type: ignore[no-untyped-def]
+        from rmm_mp.host import runqueue
+        self._view, self._at, self._rival, self._enq = view, at, rival, runqueue._ENQ
+        self.loads = 0
+
+    def load_u64(self, offset: int) -> int:
+        value = self._view.load_u64(offset)
+        self.loads += 1
+        assert self.loads < 10_000, "the producer spins on a position it can never take"
+        if offset == self._enq and self._at == "load" and self._rival is not None:
+            self._rival, rival = None, self._rival
+            rival()
+        return value
+
+    def cas_u64(self, offset: int, expected: int, new: int) -> int:
+        if offset == self._enq and self._at == "claim" and self._rival is not None:
+            self._rival, rival = None, self._rival
+            rival()
+        return self._view.cas_u64(offset, expected, new)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._view, name)
+
+
+@pytest.mark.parametrize("at", ["load", "claim"])
+def test_a_producer_that_loses_its_position_to_another_takes_the_next(machine: Machine, at: str) -> None:
+    """Two producers after one ring position: the one whose claim fails, or which finds the cell
+    already published, moves on to the next position; both vCPUs come out of the queue once, in
+    the order of their claims."""
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(3))
+    v0 = slot * MAX_VCPUS
+    rival = RunQueue(machine)
+    q.view = _RacingView(q.view, at, lambda: rival.start(v0 + 2))
+    assert q.start(v0 + 1)
+    q.view = rival.view
+    assert [q.take(0), q.take(0), q.take(0), q.take(0)] == [v0, v0 + 2, v0 + 1, None]
+    for i in range(3):
+        q.end(v0 + i, 2)
+    q.release_realm(alloc, slot)
+
+
+def test_migrations_count_only_takes_by_another_cpu(machine: Machine) -> None:
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    v = slot * MAX_VCPUS
+    seen = []
+    for cpu in (0, 0, 1, 1, 0):
+        assert q.take(cpu) == v
+        seen.append(q.counter(slot, "migrations"))
+        q.requeue(v)
+    assert seen == [0, 0, 1, 1, 2]
+    assert q.take(0) == v
+    q.end(v, 2)
+    q.release_realm(alloc, slot)
+
+
+def test_shared_ranges_up_to_the_limit(machine: Machine) -> None:
+    from rmm_mp.host.runqueue import MAX_SHARED_RANGES
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    ranges = tuple(((1 << 39) + i * MiB, MiB) for i in range(MAX_SHARED_RANGES + 1))
+    with pytest.raises(CapacityError, match=f"at most {MAX_SHARED_RANGES}"):
+        q.add_realm(alloc, fake_realm(1), shared=ranges)
+    slot = q.add_realm(alloc, fake_realm(1), vcpus=0, shared=ranges[:-1])
+    assert q.shared_ranges(slot) == ranges[:-1]
+    q.release_realm(alloc, slot)
+
+
+def test_a_full_shared_page_list_stays_full(machine: Machine) -> None:
+    """Once MAX_SHARED_PAGES pages are listed, every further add is refused and changes nothing."""
+    from rmm_mp.host.runqueue import MAX_SHARED_PAGES
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1), vcpus=0)
+    pages = [(BASE + i * G, alloc.alloc()) for i in range(MAX_SHARED_PAGES)]
+    assert all(q.add_shared_page(slot, ipa, pa) for ipa, pa in pages)
+    assert not q.add_shared_page(slot, BASE + 100 * G, 0x1234_5000)
+    assert not q.add_shared_page(slot, BASE + 101 * G, 0x1234_6000)
+    assert q.shared_pages(slot) == tuple(pages)
+    q.release_realm(alloc, slot)
+    assert alloc.statistics().granules_in_use == 0
