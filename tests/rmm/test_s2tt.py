@@ -62,6 +62,35 @@ def host_descs(draw: st.DrawFn, level: int) -> int:
     return draw(aligned_pa(level)) | draw(memattr_st) << 2 | draw(s2ap_st) << 6
 
 
+# -- the encoding, bit by bit ----------------------------------------------------------------
+
+PA = 0x8765_4000
+
+
+@pytest.mark.parametrize("desc, expected", [
+    # Invalid descriptors: HIPAS in bits [4:2], RIPAS in [6:5], NS in 55 (s2tt's docstring).
+    (s2tt.UNASSIGNED_EMPTY, 0),
+    (s2tt.UNASSIGNED_RAM, 1 << 5),
+    (s2tt.UNASSIGNED_DESTROYED, 2 << 5),
+    (s2tt.UNASSIGNED_NS, 1 << 55),
+    (s2tt.assigned(PA, 3, EMPTY), PA | 1 << 2),
+    (s2tt.assigned(PA, 3, DESTROYED), PA | 1 << 2 | 2 << 5),
+    # Valid: VMSAv8-64 stage-2 page [1:0] = 0b11 / block 0b01, MemAttr[5:2] = 0b0110 (FWB:
+    # Normal Write-Back), S2AP[7:6] = 0b11 (read/write), SH[9:8] = 0b11 (Inner Shareable),
+    # AF[10]; unprotected ones also XN[54:53] = 0b10 and NS[55].
+    (s2tt.assigned(PA, 3, RAM), PA | 0b11 | 0b0110 << 2 | 0b11 << 6 | 0b11 << 8 | 1 << 10),
+    (s2tt.assigned(0x4000_0000, 2, RAM) & 0x3, 0b01),
+    (s2tt.assigned_ns(PA | 0b0101 << 2 | 0b01 << 6, 3),
+     PA | 0b11 | 0b0101 << 2 | 0b01 << 6 | 0b11 << 8 | 1 << 10 | 0b10 << 53 | 1 << 55),
+    (s2tt.table(PA), PA | 0b11),
+], ids=["unassigned-empty", "unassigned-ram", "unassigned-destroyed", "unassigned-ns", "assigned-empty",
+        "assigned-destroyed", "assigned-ram-page", "assigned-ram-block", "assigned-ns-page", "table"])
+def test_entries_have_the_documented_bits(desc: int, expected: int) -> None:
+    """The round trips below hold for any self-consistent encoding; these pin the one s2tt's
+    docstring documents (and, for valid entries, the one the architecture's walker reads)."""
+    assert desc == expected, f"{desc:#x} != {expected:#x}"
+
+
 # -- encoding round trips ------------------------------------------------------------------
 
 
@@ -235,10 +264,12 @@ def test_unfold_then_fold_gives_parent_back(case: tuple[int, int, str]) -> None:
     assert _fold(tuple(children), refcount, level) == (parent, kind == "assigned")
 
 
-def test_unfold_of_table_is_refused() -> None:
-    """A TABLE entry has nothing to unfold (RTT_CREATE refuses it earlier with rtte_state)."""
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_unfold_of_table_is_refused(level: int) -> None:
+    """A TABLE entry has nothing to unfold (RTT_CREATE refuses it earlier with rtte_state); at
+    every level, the last included (the parent, at level 2, is a table, not a level-3 page)."""
     with pytest.raises(ValueError):
-        s2tt.unfolded(s2tt.table(0x8000_0000), 2)
+        s2tt.unfolded(s2tt.table(0x8000_0000), level)
 
 
 @FIXED
