@@ -1,0 +1,128 @@
+"""A running realm's stage-2 translation (rmm_mp/rmm/stage2.py), entry by entry.
+
+Stage2Bus.translate has a fast path for valid protected pages and blocks and a general
+classification for the rest; the realm-running tests reach both only through whole guests.
+Here each case writes one entry into a real realm's RTTs and translates one page: what the
+entry maps, or the fault reason and the level the walk stopped at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from rmi_helpers import Realm, Rmi
+from rmm_mp import Machine
+from rmm_mp.rmm import s2tt, stage2
+from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
+from rmm_mp.rmm.stage2 import Stage2Bus, WalkFault
+
+GRANULE = 4096
+S2AP_READ, S2AP_WRITE = 1 << 6, 1 << 7
+NORMAL_WB = 0b0110 << 2
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=1) as m:
+        yield m
+
+
+def _setup(machine: Machine) -> tuple[Rmi, Realm, Stage2Bus]:
+    t = Rmi(machine, first_granule=64)
+    realm = t.realm(s2sz=40)
+    rmm = machine.cpu(0).rmm
+    return t, realm, Stage2Bus(rmm, realm.ctx, rmm.tlb)
+
+
+def _idx(machine: Machine, pa: int) -> int:
+    return (pa - machine.dram_base) // GRANULE
+
+
+def _fault(bus: Stage2Bus, page: int, write: bool = False, fetch: bool = False) -> tuple[str, int]:
+    with pytest.raises(WalkFault) as info:
+        bus.translate(page, write, fetch)
+    return info.value.reason, info.value.level
+
+
+@pytest.mark.parametrize("desc, reason", [
+    (s2tt.UNASSIGNED_RAM, stage2.UNASSIGNED),
+    (s2tt.UNASSIGNED_EMPTY, stage2.EMPTY),
+    (s2tt.UNASSIGNED_DESTROYED, stage2.DESTROYED),
+])
+def test_a_walk_that_stops_above_level_3_faults_with_the_entrys_ripas(machine: Machine, desc: int,
+                                                                      reason: str) -> None:
+    """An invalid entry in a level-2 table (no level-3 table below): the fault names its RIPAS
+    and level 2; the entry's bits are never taken for an output address."""
+    t, realm, bus = _setup(machine)
+    l2 = t.rtts(realm, 0, 2)[-1]
+    s2tt.write(machine.memory, _idx(machine, l2), 1, desc)
+    assert _fault(bus, 0x20_5000) == (reason, 2)
+
+
+@pytest.mark.parametrize("desc, reason", [
+    (s2tt.UNASSIGNED_RAM, stage2.UNASSIGNED),
+    (s2tt.UNASSIGNED_EMPTY, stage2.EMPTY),
+    (s2tt.UNASSIGNED_DESTROYED, stage2.DESTROYED),
+    (s2tt.assigned(0x8100_0000, 3, s2tt.RIPAS_EMPTY), stage2.EMPTY),
+    (s2tt.assigned(0x8100_0000, 3, s2tt.RIPAS_DESTROYED), stage2.DESTROYED),
+])
+def test_a_protected_page_that_is_not_ram_faults(machine: Machine, desc: int, reason: str) -> None:
+    t, realm, bus = _setup(machine)
+    l3 = t.rtts(realm, 0, 3)[-1]
+    s2tt.write(machine.memory, _idx(machine, l3), 5, desc)
+    assert _fault(bus, 0x5000) == (reason, 3)
+
+
+def test_protected_pages_and_blocks_translate_to_their_output_address(machine: Machine) -> None:
+    t, realm, bus = _setup(machine)
+    l3 = t.rtts(realm, 0, 3)[-1]
+    l2 = realm.rtts[(0, 2)]
+    page, block = machine.dram_base + 0x30_0000, machine.dram_base + 0x20_0000
+    s2tt.write(machine.memory, _idx(machine, l3), 5, s2tt.assigned(page, 3, s2tt.RIPAS_RAM))
+    s2tt.write(machine.memory, _idx(machine, l2), 1, s2tt.assigned(block, 2, s2tt.RIPAS_RAM))
+    assert bus.translate(0x5000, True, False) == page - machine.dram_base
+    assert bus.translate(0x20_7000, False, True) == block - machine.dram_base + 0x7000
+
+
+def test_unprotected_mappings_translate_by_their_permissions_and_pas(machine: Machine) -> None:
+    """The first DRAM granule, NS, mapped read/write at the first unprotected IPA translates to
+    DRAM offset 0; a fetch, a write to a read-only page and a page in the Realm PAS do not."""
+    t, realm, bus = _setup(machine)
+    top = realm.unprotected
+    l3 = t.rtts(realm, top, 3)[-1]
+    delegated = t.delegate()
+    entries = {0: s2tt.assigned_ns(machine.dram_base | NORMAL_WB | S2AP_READ | S2AP_WRITE, 3),
+               1: s2tt.assigned_ns((machine.dram_base + GRANULE) | NORMAL_WB | S2AP_READ, 3),
+               2: s2tt.assigned_ns(delegated | NORMAL_WB | S2AP_READ | S2AP_WRITE, 3)}
+    for index, desc in entries.items():
+        s2tt.write(machine.memory, _idx(machine, l3), index, desc)
+    assert bus.translate(top, True, False) == 0
+    assert bus.translate(top + GRANULE, False, False) == GRANULE
+    assert _fault(bus, top, fetch=True) == (stage2.PERMISSION, 3)
+    assert _fault(bus, top + GRANULE, write=True) == (stage2.PERMISSION, 3)
+    assert _fault(bus, top + 2 * GRANULE) == (stage2.NS_GPF, 3)
+    assert _fault(bus, top + 3 * GRANULE) == (stage2.UNMAPPED_NS, 3)
+    assert _fault(bus, 1 << realm.s2sz) == (stage2.OUT_OF_RANGE, realm.start_level)
+
+
+def test_invalidate_bumps_the_realms_generation_and_names_its_rd(machine: Machine) -> None:
+    """stage2.invalidate is the TLBI of one realm: the RD's TLB generation moves by one, and the
+    TLB waits for the CPUs executing that RD (named by its PA)."""
+    t, realm, _ = _setup(machine)
+    rmm = machine.cpu(0).rmm
+    rd_idx = _idx(machine, realm.rd)
+    calls: list[tuple[int, int]] = []
+
+    class RecordingTlb:
+        def invalidate_realm(self, rd_pa: int, generation_offset: int) -> None:
+            calls.append((rd_pa, generation_offset))
+            rmm.tlb.invalidate_realm(rd_pa, generation_offset)
+
+    generation = rd_idx * GRANULE + OFF_TLB_GENERATION
+    before = machine.memory.view.load_u64(generation)
+    stage2.invalidate(SimpleNamespace(tlb=RecordingTlb(), memory=rmm.memory), rd_idx)  # type: ignore[arg-type]
+    assert calls == [(realm.rd, generation)]
+    assert machine.memory.view.load_u64(generation) == before + 1
