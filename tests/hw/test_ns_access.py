@@ -66,6 +66,44 @@ def test_fault_names_the_first_byte_of_the_access() -> None:
             assert into.value.pa == base
 
 
+@pytest.mark.parametrize("idx", [1, 5, 200])
+def test_an_access_inside_one_realm_granule_faults_whatever_its_neighbours(idx: int) -> None:
+    """The single-granule path checks the granule the access is in: a delegated granule among NS
+    ones (at indices where a wrong shift would pick an NS granule instead) faults for a read and
+    a write of a few bytes, and its neighbours stay accessible."""
+    with Machine.create("host", cpus=1) as m:
+        pa = _pa(m, idx)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_DELEGATE, pa)[0] == 0
+        for offset in (0, 100, m.granule_size - 8):
+            with pytest.raises(GranuleProtectionFault):
+                m.ns_read(pa + offset, 8)
+            with pytest.raises(GranuleProtectionFault):
+                m.ns_write(pa + offset, bytes(8))
+        m.ns_write(pa - 8, b"neighbor")
+        assert m.ns_read(pa - 8, 8) == b"neighbor"
+        assert m.ns_read(pa + m.granule_size, 8) == bytes(8)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, pa)[0] == 0
+
+
+@pytest.mark.parametrize("start, idx", [(0x800, 1), (0xFF8, 1), (0x1010, 2)])
+def test_an_access_that_runs_into_a_realm_granule_faults(start: int, idx: int) -> None:
+    """An access from an NS granule into the delegated granule ``idx`` faults at that granule's
+    base and writes nothing, wherever in their granules it starts and ends (the single-granule
+    path must not take a two-granule access for one)."""
+    with Machine.create("host", cpus=1) as m:
+        realm = _pa(m, idx)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_DELEGATE, realm)[0] == 0
+        pa = m.dram_base + start
+        size = realm + 8 - pa
+        with pytest.raises(GranuleProtectionFault) as read:
+            m.ns_read(pa, size)
+        with pytest.raises(GranuleProtectionFault) as write:
+            m.ns_write(pa, b"x" * size)
+        assert read.value.pa == write.value.pa == realm
+        assert m.ns_read(pa, realm - pa) == bytes(realm - pa)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, realm)[0] == 0
+
+
 # -- a lock nobody will release ----------------------------------------------------------------
 
 
