@@ -20,7 +20,8 @@ import pytest
 
 from rmm_mp import GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, cpu_owner
 from rmm_mp.rmm import dispatch
 from rmm_mp.rmm.granule_state import GranuleState
 
@@ -204,3 +205,15 @@ def test_a_new_wait_for_the_same_granule_starts_from_the_first_try() -> None:
             second.join()
         assert len(errors) == 1 and isinstance(errors[0], RmmInternalError)
         assert counter.calls == SPIN_TRIES + YIELD_TRIES + 1
+
+
+def test_a_lock_held_by_a_cpu_no_process_is_bound_to_raises() -> None:
+    """A granule whose lock word names CPU 1 while no process holds CPU 1's binding (its word
+    is free: the process unbound or never bound): the holder cannot release it, so the host's
+    wait ends in MachineError naming the PA and the holder, not a hang."""
+    with Machine.create("host", cpus=2) as m:
+        pa = _pa(m, 80)
+        m.granule_table(cpu_owner(1)).lock(80)
+        with no_hang():
+            with pytest.raises(MachineError, match=f"{pa:#x}.*CPU 1.*process has ended"):
+                m.ns_read(pa, 8)
