@@ -50,7 +50,32 @@ READY, DONE = 0, 1
 OUTCOMES = ((CPU_ON, 0), (CPU_ON, 2**64 - 4), (AFFINITY_INFO, 0), (AFFINITY_INFO, 1))
 """(request, result) pairs a caller may see: CPU_ON SUCCESS or ALREADY_ON, AFFINITY_INFO ON or OFF."""
 
-PROGRAM = """
+TARGET_CODE = """
+target:                             // REC 2: count this start, total and by caller (X0 = context id)
+    adr x1, starts
+    ldr x2, [x1]
+    add x2, x2, #1
+    str x2, [x1]
+    lsl x3, x0, #3
+    add x1, x1, x3
+    ldr x2, [x1, #8]
+    add x2, x2, #1
+    str x2, [x1, #8]
+    mov x4, #40
+spin:
+    sub x4, x4, #1
+    cbnz x4, spin
+    mov x0, =PSCI_CPU_OFF
+    smc #0
+    b .
+    .align 8
+starts:
+    .quad 0, 0, 0                   // total, started by REC 0, started by REC 1
+"""
+"""REC 2's code in both programs: it counts its start (by the context id its CPU_ON gave) and
+turns itself off."""
+
+PROGRAM = f"""
 start:
     mrs x19, mpidr
     and x19, x19, #0xff             // the REC index (Aff0; RES1 bit 31 dropped)
@@ -101,27 +126,7 @@ aff_on:
 aff_off:
     add x25, x25, #1
     b caller
-target:                             // REC 2: count this start, by caller (X0 = context id)
-    adr x1, starts
-    ldr x2, [x1]
-    add x2, x2, #1
-    str x2, [x1]
-    lsl x3, x0, #3
-    add x1, x1, x3
-    ldr x2, [x1, #8]
-    add x2, x2, #1
-    str x2, [x1, #8]
-    mov x4, #40
-spin:
-    sub x4, x4, #1
-    cbnz x4, spin
-    mov x0, =PSCI_CPU_OFF
-    smc #0
-    b .
-    .align 8
-starts:
-    .quad 0, 0, 0                   // total, started by REC 0, started by REC 1
-"""
+{TARGET_CODE}"""
 
 
 @dataclass(frozen=True)
@@ -320,27 +325,7 @@ bad_affinity:
     mov x19, #3
     mov x20, x0
     b report
-target:                             // REC 2: count the start, total and by caller; CPU_OFF
-    adr x1, starts
-    ldr x2, [x1]
-    add x2, x2, #1
-    str x2, [x1]
-    lsl x3, x0, #3
-    add x1, x1, x3
-    ldr x2, [x1, #8]
-    add x2, x2, #1
-    str x2, [x1, #8]
-    mov x4, #40
-spin:
-    sub x4, x4, #1
-    cbnz x4, spin
-    mov x0, =PSCI_CPU_OFF
-    smc #0
-    b .
-    .align 8
-starts:
-    .quad 0, 0, 0
-tallies:
+{TARGET_CODE}tallies:
     .quad 0, 0
 {REPORT_TAIL}
 """
