@@ -25,15 +25,12 @@ from typing import Any
 
 import pytest
 
-from realm_guests import CODE, PRELUDE, REPORT_TAIL, Guest
-from rec_cpus import counter, enter, publish, start_together, wait_until
+from realm_guests import REPORT_TAIL, Guest
+from rec_cpus import counter, enter, publish, run_loop_to_the_end, start_together, tear_down_checked, wait_until
 from rmm_mp import Machine
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.check import invariants
-from rmm_mp.guest.assembler import assemble
-from rmm_mp.host import LoopPlan, NsAllocator, RealmSpec, RunQueue, create_realm, destroy_realm, realm_status, run_loop
-from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.rmm.rec_desc import Rec
 from rmm_mp.runtime import run_cpus
 
@@ -337,31 +334,13 @@ def test_run_loop_two_recs_cpu_on_one_target() -> None:
     allowed, each caller's successes equal REC 2's starts with its context id (the realm checks
     and reports), no vCPU fails, every CPU_ON answered counts once, and the realm tears down."""
     with Machine.create("host", cpus=4, time_slice=2000) as m:
-        cpu = m.cpu(3)
-        alloc = NsAllocator(m, 3)
-        image = assemble(PRELUDE + "\n" + LOOP_PROGRAM, base=CODE)
-        realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=CODE, ram_size=2 << 20, num_recs=3,
-                                                   image=image))
-        queue = RunQueue(m)
-        slot = queue.add_realm(alloc, realm)
-        queue.view.store_u64(OFF_ARRIVED, 0)
-        cpu.close()
-        result = run_cpus(m, run_loop, cpus=(0, 1, 2), args=(LoopPlan(gather=3),), timeout_s=60)
-        assert result.ok, [f.describe() for f in result.failures]
-        loops = list(result.results.values())
-        assert [loop.errors for loop in loops] == [()] * 3 and {loop.ended for loop in loops} == {"done"}, loops
-        st = realm_status(queue, slot)
+        run = run_loop_to_the_end(m, LOOP_PROGRAM, num_recs=3)
+        st = run.status
         assert st.passed and st.end == "SYSTEM_OFF", st
         assert st.result[1] >= 1, st.result
         assert st.counters["cpu_on"] == 2 * ROUNDS + 1, st.counters
         assert st.counters["affinity_info"] >= 2 * ROUNDS + 2, st.counters
-        report = invariants(m)
-        assert report.ok, str(report)
-        cpu = m.cpu(3)
-        destroy_realm(cpu, alloc, realm)
-        queue.release_realm(alloc, slot)
-        stats = alloc.statistics()
-        assert stats.granules_in_use == 0 and stats.vmids_in_use == 0, stats
+        tear_down_checked(m, run)
 
 
 # -- both completions at once, the target off ------------------------------------------------------

@@ -34,15 +34,12 @@ from typing import Any
 
 import pytest
 
-from realm_guests import CODE, PRELUDE, REPORT_TAIL, UNPROTECTED, Guest
-from rec_cpus import counter, enter, publish, wait_until
+from realm_guests import CODE, REPORT_TAIL, UNPROTECTED, Guest
+from rec_cpus import counter, enter, publish, run_loop_to_the_end, tear_down_checked, wait_until
 from rmm_mp import Machine
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.check import invariants
-from rmm_mp.guest.assembler import assemble
-from rmm_mp.host import LoopPlan, NsAllocator, RealmSpec, RunQueue, create_realm, destroy_realm, realm_status, run_loop
-from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.realm_desc import RealmState, Rd
@@ -363,20 +360,8 @@ def test_run_loop_system_off_while_recs_are_mid_call() -> None:
     the chain of the extends REC 3 made (its last one possibly not yet counted), and the realm
     tears down leaving the allocator empty."""
     with Machine.create("host", cpus=4, time_slice=5000) as m:
-        cpu = m.cpu(3)
-        alloc = NsAllocator(m, 3)
-        image = assemble(PRELUDE + "\n" + LOOP_PROGRAM, base=CODE)
-        realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=CODE, ram_size=2 << 20, num_recs=4,
-                                                   image=image))
-        queue = RunQueue(m)
-        slot = queue.add_realm(alloc, realm)
-        queue.view.store_u64(OFF_ARRIVED, 0)
-        cpu.close()
-        result = run_cpus(m, run_loop, cpus=(0, 1, 2), args=(LoopPlan(gather=3),), timeout_s=60)
-        assert result.ok, [f.describe() for f in result.failures]
-        loops = list(result.results.values())
-        assert [loop.errors for loop in loops] == [()] * 3 and {loop.ended for loop in loops} == {"done"}, loops
-        st = realm_status(queue, slot)
+        run = run_loop_to_the_end(m, LOOP_PROGRAM, num_recs=4)
+        realm, st = run.realm, run.status
         assert st.passed and st.end == "SYSTEM_OFF", st
         assert st.counters["ripas_changes"] >= 2 and st.counters["host_calls"] >= 2, st.counters
         table = m.granule_table(0)
@@ -387,13 +372,7 @@ def test_run_loop_system_off_while_recs_are_mid_call() -> None:
         rd = Rd(m.memory, (realm.rd - m.dram_base) // G)
         assert rd.state == RealmState.SYSTEM_OFF
         assert rd.measurement(1) in (chain(counted), chain(counted + 1)), counted
-        report = invariants(m)
-        assert report.ok, str(report)
-        cpu = m.cpu(3)
-        destroy_realm(cpu, alloc, realm)
-        queue.release_realm(alloc, slot)
-        stats = alloc.statistics()
-        assert stats.granules_in_use == 0 and stats.vmids_in_use == 0, stats
+        tear_down_checked(m, run)
 
 
 def chain(n: int) -> bytes:
