@@ -7,6 +7,8 @@ fails the run if any segment this test process created is still in /dev/shm.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from typing import Iterator
 
 import pytest
@@ -25,6 +27,23 @@ def machine() -> Iterator[Machine]:
 @pytest.fixture
 def cpu0(machine: Machine):  # type: ignore[no-untyped-def]
     return machine.cpu(0)
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in this process for the test, as a terminal's Ctrl-C does
+    in a foreground command: for a test that sends it (to itself, or to a child that inherits
+    the disposition). A background job of a non-interactive shell (`pytest ... &` in a script,
+    some CI runners) starts with SIGINT ignored, and Python then installs no handler: such a
+    test waited for an interrupt that never came (a run with no time limit hung). The
+    disposition pytest was started with is put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set from the main thread")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -352,11 +352,13 @@ def test_run_help_names_every_option() -> None:
 @pytest.mark.parametrize("signum, name, group", [(signal.SIGINT, "Ctrl-C", False), (signal.SIGINT, "Ctrl-C", True),
                                                  (signal.SIGTERM, "SIGTERM", False), (signal.SIGTERM, "SIGTERM", True)],
                          ids=["sigint", "sigint-group", "sigterm", "sigterm-group"])
+@pytest.mark.usefixtures("ctrl_c")    # the command starts with SIGINT at its default, as in a terminal
 def test_ctrl_c_or_sigterm_stops_the_run_cleanly(tmp_path: Path, signum: int, name: str, group: bool) -> None:
     """SIGINT (Ctrl-C) or SIGTERM (`timeout`, a cancelled CI job) to the parent, or to the whole
     process group as a terminal and `timeout` send them, while the CPU processes run: the CPUs
     stop between calls (none is reported failed), the report is printed and says the run was
-    interrupted and by what, the exit status is 1, and the shared memory is gone."""
+    interrupted and by what, the exit status is 1, and the shared memory is gone. A command
+    that does not stop is killed when the test gives up on it (it ran on for its 120 s)."""
     proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "run", "delegate-churn", "--cpus", "2", "--seconds", "120",
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=group)
@@ -366,14 +368,19 @@ def test_ctrl_c_or_sigterm_stops_the_run_cleanly(tmp_path: Path, signum: int, na
     while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
             and time.monotonic() < deadline:
         time.sleep(0.05)
-    if group:
-        # At once: the CPU processes are still starting up (importing), before they could set
-        # any signal disposition of their own.
-        os.killpg(proc.pid, signum)
-    else:
-        time.sleep(0.5)
-        proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        if group:
+            # At once: the CPU processes are still starting up (importing), before they could set
+            # any signal disposition of their own.
+            os.killpg(proc.pid, signum)
+        else:
+            time.sleep(0.5)
+            proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 1, stdout + stderr
     assert f"INTERRUPTED: the run was stopped before its end ({name})" in stdout, stdout + stderr
     assert "result: FAILED: interrupted" in stdout

@@ -95,16 +95,20 @@ def test_on_tick_can_ask_the_cpus_to_stop_and_the_grace_time_follows(tmp_path, m
 
 
 @pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
 def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
     """A first Ctrl-C asks the CPUs to stop; a second one, well within the grace time, kills
     those still running, and each is reported as killed by the second Ctrl-C, not as one that
-    "did not stop within 10 s" (the grace time had not run out)."""
+    "did not stop within 10 s" (the grace time had not run out). A Ctrl-C that never raises
+    (SIGINT ignored) ends the run after 30 s with another reason, and the test fails: it hung,
+    the run having no time limit, when pytest was started with SIGINT ignored."""
     ticks = []
 
-    def on_tick(elapsed: float) -> None:
+    def on_tick(elapsed: float) -> str | None:
         ticks.append(elapsed)
         if len(ticks) in (3, 6):       # Ctrl-C, then Ctrl-C again while the CPUs are stopping
             os.kill(os.getpid(), signal.SIGINT)
+        return "no Ctrl-C came" if elapsed >= 30 else None
 
     with Machine.create("host", cpus=2) as m:
         result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=10.0)

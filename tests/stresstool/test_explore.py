@@ -436,6 +436,7 @@ def test_json_of_a_rec_enter_pair(tmp_path: Path) -> None:
     assert pair["broken_rules"] == []
 
 
+@pytest.mark.usefixtures("ctrl_c")     # `explore` then starts with SIGINT at its default
 def test_ctrl_c_closes_every_machine() -> None:
     """Ctrl-C once the first pair is reported: the pairs done are kept, `interrupted` is said,
     the exit status is 1, and the process leaves none of its machines in /dev/shm."""
@@ -461,6 +462,7 @@ def test_ctrl_c_closes_every_machine() -> None:
     assert [m.prefix for m in segment.list_machines() if m.creator_pid == proc.pid] == []
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_python_swallows_still_stops_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
     """A SIGINT whose KeyboardInterrupt Python drops (raised inside a callback it runs itself,
     such as a finished thread's cleanup: 'Exception ignored in ...') still stops `explore` after

@@ -26,6 +26,10 @@ from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import BUGS
 from rmm_mp.stress.cli import check, stress
 
+# Many tests here send this process SIGINT (Ctrl-C) and expect KeyboardInterrupt, which an
+# inherited SIG_IGN (pytest started in the background by a script) would keep away.
+pytestmark = pytest.mark.usefixtures("ctrl_c")
+
 
 def test_list_bugs() -> None:
     """--list-bugs prints every catalogued bug with the checker that catches it, and exits 0."""

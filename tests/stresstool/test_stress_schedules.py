@@ -19,7 +19,8 @@ from rmm_mp.stress import shrink as shrinking
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shrink import shrink
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess,
+              pytest.mark.usefixtures("ctrl_c")]   # the Ctrl-C tests send SIGINT to this process
 
 LOCK_TWO = StressConfig(workload="tables", seed=1, schedule="random", steps=3000, seconds=120,
                         inject=("lock-two-unordered",), checkers=("lockdep",), log_points=True)
