@@ -267,7 +267,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         tracing: switch every CPU's trace ring on (the machine needs trace_capacity > 0).
         sigterm_stops: while waiting, take SIGTERM as Ctrl-C (stop the CPUs, return a result
             marked interrupted) instead of letting it end the process (the machine's handler):
-            what a command-line tool wants, so that it can still report what ran.
+            what a command-line tool wants, so that it can still report what ran. A SIGTERM
+            ignored when the run began stays ignored.
         on_end: called once every CPU process is gone, before the results are gathered: a
             caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
             passthrough) turns that off here, so that a signal from then on cannot take the
@@ -328,8 +329,13 @@ def _take_sigterm() -> Any:
     """Take SIGTERM (`timeout`, a cancelled job, `kill`) as Ctrl-C while the supervisor waits
     (run_cpus's sigterm_stops): the CPUs stop between calls and the caller gets its report,
     where the machine's own handler would free everything and end the process at once.
-    Returns the handler to put back (None off the main thread, where none can be set)."""
+    A SIGTERM ignored when the run began stays ignored, as rmm_mp.interrupts leaves it before
+    and after the run (`nohup`-style: whoever started the process asked for that).
+    Returns the handler to put back (None off the main thread, where none can be set, and
+    when SIGTERM is ignored)."""
     if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         return None
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     return signal.SIG_DFL if previous is None else previous

@@ -127,6 +127,31 @@ def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
         assert all(calls > 0 for calls in result.results.values()) and sorted(result.results) == [0, 1]
 
 
+def _sigterm_the_parent_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
+    """CPU 0 sends its parent (the supervisor, waiting) SIGTERM, then every CPU runs until asked
+    to stop."""
+    if cpu.id == 0:
+        os.kill(os.getppid(), signal.SIGTERM)
+    return _until_stopped(cpu)
+
+
+@pytest.mark.multiprocess
+def test_a_sigterm_ignored_when_the_run_began_stays_ignored() -> None:
+    """run_cpus(sigterm_stops=True) in a process that ignores SIGTERM (its caller's choice, as
+    rmm_mp.interrupts respects it before and after the run): a SIGTERM while the CPUs run does
+    not stop them, and SIGTERM is still ignored afterwards. It stopped the run ("interrupted
+    (SIGTERM)"), the only place where the ignored signal was taken."""
+    with Machine.create("host", cpus=2) as m:
+        before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            result = run_cpus(m, _sigterm_the_parent_then_stop, timeout_s=1.0, sigterm_stops=True)
+            after = signal.getsignal(signal.SIGTERM)
+        finally:
+            signal.signal(signal.SIGTERM, before)
+        assert (result.interrupted, result.stopped_by) == (False, "time is up")
+        assert result.ok and after == signal.SIG_IGN
+
+
 @pytest.mark.multiprocess
 def test_sigterm_stops_the_run_when_asked_and_its_handler_comes_back() -> None:
     """run_cpus(sigterm_stops=True): a SIGTERM to the parent while it waits stops the CPUs as
