@@ -76,14 +76,17 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
 class _CtrlC:
     """SIGINT noted as well as raised: Python drops a KeyboardInterrupt raised inside a callback
     it runs itself (a finished thread's cleanup, "Exception ignored in ..."), and the command
-    would then go on and exit 0; the note stops it after the pair under way."""
+    would then go on and exit 0; the note stops it after the pair under way. A SIGINT ignored
+    when the command began (a background job of a script) stays ignored, as in `rmm-mp run`
+    and `rmm-mp stress` (rmm_mp.interrupts)."""
 
     def __init__(self) -> None:
         self.seen = False
         self.previous: Any = None
 
     def __enter__(self) -> "_CtrlC":
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self.previous = signal.signal(signal.SIGINT, self._handler)
         return self
 

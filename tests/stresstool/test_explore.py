@@ -462,6 +462,28 @@ def test_ctrl_c_closes_every_machine() -> None:
     assert [m.prefix for m in segment.list_machines() if m.creator_pid == proc.pid] == []
 
 
+def test_a_sigint_ignored_when_the_command_began_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`explore` started with SIGINT ignored (a background job of a script, which the terminal's
+    Ctrl-C is not meant for) goes on: exit 0, not interrupted, as `rmm-mp run` and `stress` do.
+    It set its own SIGINT handler whatever the disposition, and stopped."""
+    from rmm_mp.stress import explore_cli
+    real = explore_cli.explore_pair
+
+    def signalled(pair, **kw):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(pair, **kw)
+
+    monkeypatch.setattr(explore_cli, "explore_pair", signalled)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create"])
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert result.exit_code == 0, result.output
+    assert "interrupted" not in result.output and after == signal.SIG_IGN
+
+
 @pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_python_swallows_still_stops_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
     """A SIGINT whose KeyboardInterrupt Python drops (raised inside a callback it runs itself,
