@@ -192,18 +192,24 @@ def psci_callers_and_target(cpu: Any, plan: Plan) -> dict[str, Any]:
     return {"completed": completed, "bad": bad}
 
 
+def _callers_started(m: Machine, requests: int, each: int) -> tuple[Guest, "Plan"]:
+    """Build the realm from CPU 3, start REC 1 as REC 0's first CPU_ON asks, and plan the run:
+    each REC's run page, ``requests`` and ``each`` for the CPU targets."""
+    g = Guest.build(m, PROGRAM, num_recs=3, cpu=3)
+    x0, ex = g.enter()
+    assert (x0, ex["exit_reason"], ex["gprs"][:2]) == (SUCCESS, EXIT_PSCI, (CPU_ON, 1)), (x0, ex)
+    assert g.smc(F.RMI_PSCI_COMPLETE, g.rec_pa(0), g.rec_pa(1), SUCCESS)[0] == SUCCESS
+    runs = tuple(g.alloc.alloc() for _ in range(3))
+    return g, Plan(tuple(g.rec_pa(n) for n in range(3)), runs, requests=requests, each=each)
+
+
 def test_two_recs_cpu_on_one_target() -> None:
     """Every completed CPU_ON gives SUCCESS or ALREADY_ON and every AFFINITY_INFO ON or OFF; the
     successes of each caller equal REC 2's starts with that caller's context id (so their sum
     equals the starts and the CPU_OFF exits CPU 2 saw); REC 2 ends off, no refcount is held,
     and the invariants hold. Both CPU_ON outcomes and both AFFINITY_INFO answers happen."""
     with Machine.create("host", cpus=4, time_slice=2000) as m:
-        g = Guest.build(m, PROGRAM, num_recs=3, cpu=3)
-        x0, ex = g.enter()
-        assert (x0, ex["exit_reason"], ex["gprs"][:2]) == (SUCCESS, EXIT_PSCI, (CPU_ON, 1)), (x0, ex)
-        assert g.smc(F.RMI_PSCI_COMPLETE, g.rec_pa(0), g.rec_pa(1), SUCCESS)[0] == SUCCESS
-        runs = tuple(g.alloc.alloc() for _ in range(3))
-        plan = Plan(tuple(g.rec_pa(n) for n in range(3)), runs, requests=40, each=5)
+        g, plan = _callers_started(m, requests=40, each=5)
         result = run_cpus(m, psci_callers_and_target, cpus=(*CALLERS, TARGET), args=(plan,), timeout_s=60)
         assert result.ok, [f.describe() for f in result.failures]
         assert result.stopped_by == "", f"the CPUs were stopped ({result.stopped_by}): {result.results}"
@@ -227,7 +233,7 @@ def test_two_recs_cpu_on_one_target() -> None:
         report = invariants(m)
         assert report.ok, str(report)
         g.destroy()
-        for pa in runs:
+        for pa in plan.runs:
             g.alloc.free(pa)
 
 
@@ -411,12 +417,7 @@ def test_simultaneous_completions() -> None:
     ALREADY_ON, every round; REC 2 starts thirty times, each time with the context id of the
     caller that got SUCCESS."""
     with Machine.create("host", cpus=4, time_slice=2000) as m:
-        g = Guest.build(m, PROGRAM, num_recs=3, cpu=3)
-        x0, ex = g.enter()
-        assert (x0, ex["exit_reason"], ex["gprs"][:2]) == (SUCCESS, EXIT_PSCI, (CPU_ON, 1)), (x0, ex)
-        assert g.smc(F.RMI_PSCI_COMPLETE, g.rec_pa(0), g.rec_pa(1), SUCCESS)[0] == SUCCESS
-        runs = tuple(g.alloc.alloc() for _ in range(3))
-        plan = Plan(tuple(g.rec_pa(n) for n in range(3)), runs, requests=30, each=0)
+        g, plan = _callers_started(m, requests=30, each=0)
         result = run_cpus(m, completions_at_once, cpus=(*CALLERS, TARGET), args=(plan,), timeout_s=60)
         assert result.ok, [f.describe() for f in result.failures]
         assert result.results == {0: "", 1: "", 2: ""}, result.results
@@ -427,5 +428,5 @@ def test_simultaneous_completions() -> None:
         report = invariants(m)
         assert report.ok, str(report)
         g.destroy()
-        for pa in runs:
+        for pa in plan.runs:
             g.alloc.free(pa)
