@@ -37,6 +37,17 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_finite_number(value: object) -> bool:
+    """An int or float (not a bool) that is a finite float. TOML integers have no size limit,
+    and math.isfinite (or float()) raises OverflowError on one beyond about 1.8e308."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 class Fields:
     """Checks for one workload file (or for command-line options, with text "")."""
 
@@ -72,8 +83,7 @@ class Fields:
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:
         """A positive int or float in (lo, hi]."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not lo < value <= hi:
+        if not is_finite_number(value) or not lo < value <= hi:  # type: ignore[operator]
             raise self.fail(key, value, f"{what}, a number greater than {lo:g} and at most {hi:g}")
         return float(value)
 
@@ -161,9 +171,8 @@ class Fields:
             if name not in ACTIVITIES:
                 raise self.fail(f"{key}.{name}", weight, f"a known activity{suggestion(name, ACTIVITIES)}; "
                                                          f"activities: {', '.join(ACTIVITIES)}")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                    or weight < 0:
-                raise self.fail(f"{key}.{name}", weight, "a weight: a number >= 0")
+            if not is_finite_number(weight) or weight < 0:
+                raise self.fail(f"{key}.{name}", weight, "a weight: a number >= 0, finite (at most about 1.8e308)")
         if not any(table.values()):
             raise self.fail(key, value, "at least one weight greater than 0 (every weight is 0)")
         return tuple((name, float(table[name])) for name in ACTIVITIES if table.get(name))

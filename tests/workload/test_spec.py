@@ -331,6 +331,24 @@ def test_negative_weight(tmp_path: Path) -> None:
             "a weight: a number >= 0")
 
 
+HUGE = 10**400
+"""A TOML integer beyond any float (TOML integers have no size limit in tomllib)."""
+
+
+def test_weight_beyond_a_float(tmp_path: Path) -> None:
+    """A weight no float can hold is refused with its key (it raised OverflowError, a traceback)."""
+    refused(tmp_path, f"seconds = 1\nactivities = {{ run = {HUGE} }}\n" + OK_REALM, 2, "activities.run", HUGE,
+            "a weight: a number >= 0, finite")
+
+
+def test_seconds_beyond_a_float(tmp_path: Path) -> None:
+    """seconds (and a phase's) no float can hold is out of range, not an OverflowError."""
+    refused(tmp_path, f"seconds = {HUGE}\nactivities = {{ run = 1 }}\n" + OK_REALM, 1, "seconds", HUGE,
+            "a duration in seconds, a number greater than 0 and at most 604800")
+    refused(tmp_path, f'activities = {{ run = 1 }}\n{OK_REALM}[[phase]]\nname = "p"\nseconds = {HUGE}\n', 7,
+            "phase[0].seconds", HUGE, "a duration in seconds")
+
+
 def test_phase_without_an_end(tmp_path: Path) -> None:
     text = 'activities = { delegate-churn = 1 }\n\n[[phase]]\nname = "warm"\n'
     refused(tmp_path, text, 3, "phase[0]", "warm", "an end: seconds or iterations")
