@@ -20,6 +20,7 @@ import difflib
 import os
 import re
 import stat
+import sys
 import tomllib
 from collections.abc import Iterable
 from typing import Any
@@ -53,6 +54,11 @@ class ConfigError(ValueError):
 def _show(value: object) -> str:
     # Decimal as well as hex: a CPU count or a seed is typed in decimal, an address or a
     # size often in hex, and the message should show the value in the form its writer knows.
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # Far beyond any range a key accepts, and maybe beyond what str() converts (4300
+        # digits, a ValueError): its first and last hex digits and its size.
+        digits = f"{abs(value):x}"
+        return f"{'-' * (value < 0)}0x{digits[:8]}...{digits[-4:]} (an integer of {value.bit_length()} bits)"
     if isinstance(value, int) and not isinstance(value, bool) and value > 4096:
         return f"{value} ({value:#x})"
     if isinstance(value, str):
@@ -243,6 +249,25 @@ def loads(text: str, source: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
+    except ValueError as exc:
+        # tomllib converts a decimal integer with int(), which refuses more digits than
+        # sys.get_int_max_str_digits() (4300) with a plain ValueError that names no line.
+        line = _long_decimal_line(text)
+        raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
+                          f"{sys.get_int_max_str_digits()} digits", line) from None
+
+
+_DECIMAL = re.compile(r"(?<![\w.])[+-]?\d[\d_]*")
+
+
+def _long_decimal_line(text: str) -> int | None:
+    """The first line holding a decimal integer longer than Python converts (code_lines: not
+    one inside a multi-line string), or None."""
+    most = sys.get_int_max_str_digits()
+    for number, line in enumerate(code_lines(text), start=1):
+        if any(len(m.group().replace("_", "").lstrip("+-")) > most for m in _DECIMAL.finditer(line)):
+            return number
+    return None
 
 
 def bundled_names(directory: Path) -> list[str]:

@@ -349,6 +349,21 @@ def test_seconds_beyond_a_float(tmp_path: Path) -> None:
             "phase[0].seconds", HUGE, "a duration in seconds")
 
 
+def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
+    """A decimal integer of more digits than int() converts (4300) is a file error at its line,
+    not tomllib's bare ValueError (a traceback); a hex one, which int() does convert, is shown
+    shortened (str() of it raised the same ValueError while the error message was built)."""
+    decimal = "9" * 5000
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, HEAD + OK_REALM + f"recs = {decimal}\n")
+    assert (info.value.line, info.value.key) == (6, "(file)"), str(info.value)
+    assert "integers of at most 4300 digits" in info.value.expected
+    err = refused(tmp_path, f"seconds = 0x{'f' * 5000}\nactivities = {{ run = 1 }}\n" + OK_REALM, 1, "seconds",
+                  (1 << 20000) - 1, "a duration in seconds")
+    assert "seconds = 0xffffffff...ffff (an integer of 20000 bits): expected" in str(err)
+    assert segments() == []
+
+
 def test_phase_without_an_end(tmp_path: Path) -> None:
     text = 'activities = { delegate-churn = 1 }\n\n[[phase]]\nname = "warm"\n'
     refused(tmp_path, text, 3, "phase[0]", "warm", "an end: seconds or iterations")
