@@ -67,7 +67,12 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if value is _MISSING:
         return "(missing)"
-    return repr(value)
+    try:
+        return repr(value)
+    except ValueError:
+        # A table or array holding an integer of more digits than str() converts.
+        return f"({'a table' if isinstance(value, dict) else 'an array'} holding an integer of more than " \
+               f"{sys.get_int_max_str_digits()} digits)"
 
 
 class _Missing:

@@ -362,6 +362,9 @@ def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
                   (1 << 20000) - 1, "a duration in seconds")
     assert "seconds = 0xffffffff...ffff (an integer of 20000 bits): expected" in str(err)
     assert segments() == []
+    err = refused(tmp_path, HEAD + OK_REALM + f"[[group]]\ncpus = [0x{'f' * 5000}]\nactivities = {{ run = 1 }}\n", 7,
+                  "group[0].cpus", [(1 << 20000) - 1], "CPU ids 0..255")
+    assert "group[0].cpus = (an array holding an integer of more than 4300 digits): expected" in str(err)
 
 
 def test_phase_without_an_end(tmp_path: Path) -> None:
