@@ -32,14 +32,24 @@ DEFAULT_CHECKERS = CHECKERS
 testing": together they cost a free-running run 20 to 40 % of its operations per CPU second)."""
 
 
+QUIESCE_STEPS_MAX = 2**64 - 1
+"""The largest quiescent-check interval of a deterministic run (a u64 of the stress segment)."""
+
+
 def is_int(value: object) -> TypeGuard[int]:
     """An integer, not a bool (JSON's true would pass isinstance(value, int))."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_number(value: object) -> TypeGuard[int | float]:
-    """A finite int or float, not a bool (a schedule file may spell Infinity or NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float, not a bool (a schedule file may spell Infinity or NaN). An int too
+    big for a float is not one: math.isfinite raises OverflowError on it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _names(value: object) -> bool:
@@ -48,9 +58,15 @@ def _names(value: object) -> bool:
 
 def quiescent_every_problem(value: float, deterministic: bool) -> str | None:
     """What is wrong with a quiescent-check interval, or None. A deterministic run counts it in
-    steps, so a fraction is refused: 0.5 used to become 0, which turned the checks off silently."""
+    steps, so a fraction is refused: 0.5 used to become 0, which turned the checks off silently.
+    The steps go to a 64-bit field of the machine (runner._sched_plan): more did not fit, and
+    infinity has no whole number, both OverflowErrors once the machine existed."""
+    if not is_number(value) or value < 0:
+        return "expected a finite number >= 0 (0 for no checks)"
     if deterministic and value != int(value):
         return "a deterministic run checks every N steps; expected a whole number of steps (0 for no checks)"
+    if deterministic and value > QUIESCE_STEPS_MAX:
+        return f"a deterministic run checks every N steps; expected at most {QUIESCE_STEPS_MAX} steps (0 for no checks)"
     return None
 
 

@@ -90,6 +90,11 @@ TAMPERED = [
     (("config", "quiescent_every"), "x", "config.quiescent_every = 'x': expected a whole number of steps >= 0"),
     (("config", "quiescent_every"), 0.5, "config.quiescent_every = 0.5: expected a whole number of steps >= 0"),
     (("config", "quiescent_every"), float("nan"), "config.quiescent_every = nan: expected a whole number"),
+    # Past a u64 (the machine's field) or a float: OverflowError once the machine existed, or in the check.
+    (("config", "quiescent_every"), 2**64, "config.quiescent_every = 18446744073709551616 (0x10000000000000000): "
+                                           "expected a whole number of steps >= 0"),
+    (("config", "quiescent_every"), 10**400, "config.quiescent_every = 0x1b4ec7f9...0000 (an integer of 1329 bits): "
+                                             "expected a whole number of steps >= 0"),
     (("config", "inject"), None, "config.inject = null: expected a list of bug names"),
     (("config", "guests"), 1, "config.guests = 1: expected true or false"),
     (("config", "time_slice"), 0, "config.time_slice = 0: expected a number of guest instructions per REC entry, "
@@ -269,3 +274,21 @@ def test_a_pct_depth_beyond_the_step_budget_is_refused() -> None:
         StressConfig(schedule="pct", steps=3, pct_depth=5)
     StressConfig(schedule="pct", steps=2, pct_depth=3)
     StressConfig(schedule="random", steps=1, pct_depth=64)       # the depth is PCT's alone
+
+
+@pytest.mark.parametrize("value, message", [
+    ("inf", "--quiescent-every = inf: expected a finite number >= 0 (0 for no checks)"),
+    ("nan", "--quiescent-every = nan: expected a finite number >= 0 (0 for no checks)"),
+    ("1e20", "--quiescent-every = 1e+20: a deterministic run checks every N steps; expected at most "
+             f"{U64} steps (0 for no checks)"),
+])
+def test_a_quiescent_interval_past_a_u64_is_refused(value: str, message: str) -> None:
+    """A deterministic run's interval goes to a u64 of the machine: 1e20 raised OverflowError
+    there (a traceback, with the machine created), inf raised it in the check, and nan's error
+    did not name the option. Each is a usage error now; StressConfig refuses them as well."""
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--steps", "50", "--quiescent-every", value])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"Error: {message}" in res.output, res.output
+    with pytest.raises(ValueError, match="quiescent_every"):
+        StressConfig(schedule="random", quiescent_every=float(value))
+    StressConfig(schedule="random", quiescent_every=U64)
