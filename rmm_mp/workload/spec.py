@@ -25,7 +25,7 @@ from typing import Any
 
 from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.host.realm import TEARDOWN_ORDERS
-from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
+from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, read_source, suggestion, why_not_a_file
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.workload import programs
@@ -163,7 +163,8 @@ def parse(text: str, source: str) -> WorkloadFile:
         description=f.string(raw.get("description", ""), "description"),
         platform=f.string(raw["platform"], "platform", "a platform name or a path to a platform .toml file")
         if "platform" in raw else None,
-        cpus=f.integer(raw["cpus"], "cpus", 1, 256, "the number of CPU processes") if "cpus" in raw else None,
+        cpus=f.integer(raw["cpus"], "cpus", 1, MAX_CPUS, f"the number of CPU processes (at most {MAX_CPUS}, the run "
+                       "queue's limit, and at most the platform's CPUs)") if "cpus" in raw else None,
         seconds=seconds, iterations=iterations,
         seed=f.integer(raw["seed"], "seed", 0, U64, "the seed of every random choice") if "seed" in raw else None,
         time_slice=f.integer(raw["time_slice"], "time_slice", 1, 10**9, "guest instructions a REC runs per "

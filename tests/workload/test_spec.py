@@ -367,6 +367,13 @@ def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
     assert "group[0].cpus = (an array holding an integer of more than 4300 digits): expected" in str(err)
 
 
+def test_cpus_beyond_the_run_queue_names_its_real_limit(tmp_path: Path) -> None:
+    """cpus above 64 can never run (the run queue's limit): the error says 1..64, not the 1..256
+    it used to (which made 65..256 look acceptable on a platform with that many CPUs)."""
+    refused(tmp_path, "cpus = 300\n" + HEAD + OK_REALM, 1, "cpus", 300, "at most 64, the run queue's limit, and at most "
+            "the platform's CPUs), an integer in 1..64")
+
+
 def test_phase_without_an_end(tmp_path: Path) -> None:
     text = 'activities = { delegate-churn = 1 }\n\n[[phase]]\nname = "warm"\n'
     refused(tmp_path, text, 3, "phase[0]", "warm", "an end: seconds or iterations")
