@@ -52,10 +52,12 @@ _MEM = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
 _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
         "orr": (Op.ORR, Op.ORRI), "eor": (Op.EOR, Op.EORI)}
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
-# A double-quoted string whose escapes are all ones Python reads without a warning (an octal
-# escape at most \377), so that ast.literal_eval gives its text or a SyntaxError, nothing else.
-_STRING = re.compile(r'"(?:[^"\\]|\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?![0-7])|x[0-9A-Fa-f]{2}'
-                     r'|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]+\}))*"')
+# The escapes Python reads without a warning (an octal one at most \377), and a double-quoted
+# string made of them, so that ast.literal_eval gives its text or a SyntaxError, nothing else.
+_ESCAPE = (r'\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?![0-7])|x[0-9A-Fa-f]{2}'
+           r'|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]+\})')
+_STRING = re.compile(rf'"(?:[^"\\]|{_ESCAPE})*"')
+_ESCAPE_AT = re.compile(_ESCAPE)
 # GNU as directives that place code in sections or describe symbols for a linker: an image is one
 # section in source order and nothing links it, so they are refused by name rather than as typos.
 _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl", ".type", ".size"})
@@ -170,7 +172,8 @@ class _Assembler:
         if op == ".org":
             target = self._value(line, self._one(line))
             if target < offset:
-                raise AssemblerError(line.number, f".org {_shown(target)} is behind the current offset {offset:#x}")
+                raise AssemblerError(line.number, f".org {_shown(target)} is behind the current offset {offset:#x}; "
+                                                  f"expected an offset >= {offset:#x} (.org only pads forward)")
             return target - offset
         if op in ("adr",) or (op == "mov" and len(line.args) == 2 and line.args[1].startswith("=")):
             return 3 * INSTRUCTION_SIZE
@@ -385,7 +388,7 @@ class _Assembler:
         except KeyError:
             raise AssemblerError(line.number, f"expected a system register (vbar, elr, esr, far, mpidr), got {text!r}") from None
         if write and reg == SysReg.MPIDR:
-            raise AssemblerError(line.number, "mpidr is read only")
+            raise AssemblerError(line.number, "mpidr is read only; expected vbar, elr, esr or far")
         return int(reg)
 
     def _imm(self, line: _Line, text: str) -> int:
@@ -393,7 +396,11 @@ class _Assembler:
             raise AssemblerError(line.number, f"expected an immediate such as #42, got {text!r}")
         value = self._value(line, text[1:])
         if not -(1 << 31) <= value < (1 << 31):
-            raise AssemblerError(line.number, f"immediate {text} does not fit 32 signed bits; use 'mov xd, =value'")
+            # 'mov xd, =value' is the way out for mov only: an operand or an offset of another
+            # instruction cannot be written so (the value goes into a register first).
+            alternative = ", or 'mov xd, =value' for any 64-bit value" if line.op == "mov" else ""
+            raise AssemblerError(line.number, f"immediate {_short(text)} = {_shown(value)} does not fit 32 signed "
+                                              f"bits; expected #-0x80000000..#0x7fffffff{alternative}")
         return value
 
     def _target(self, line: _Line, text: str) -> int:
@@ -427,7 +434,7 @@ class _Assembler:
             except (ValueError, SyntaxError):        # such as an unknown \N{name}
                 pass
         if not isinstance(value, str):
-            raise AssemblerError(line.number, f"expected a quoted string, got {_short(text)!r}")
+            raise AssemblerError(line.number, f"expected a quoted string, got {_short(text)!r}{_bad_escape(text)}")
         try:
             return value.encode()
         except UnicodeEncodeError:                  # a lone surrogate, such as \ud800
@@ -448,6 +455,25 @@ class _Assembler:
                                            f"be known where it stands")
             raise AssemblerError(line.number, f"unknown label or constant {name!r}")
         return self.symbols[name]
+
+
+def _bad_escape(text: str) -> str:
+    """': '\\q' is no escape' for the first backslash in a "..." text that starts none of
+    Python's escapes (as _STRING reads them), so the message says what to fix; else ''."""
+    if not (len(text) >= 2 and text[0] == text[-1] == '"'):
+        return ""
+    body, i = text[1:-1], 0
+    while (i := body.find("\\", i)) >= 0:
+        match = _ESCAPE_AT.match(body, i)
+        if match is None:
+            if i == len(body) - 1:
+                return ": its closing quote is escaped (\\\"), so the string does not end"
+            bad = re.match(r"\\(?:[0-7]{1,3}|N\{[^}]*\}?|.)", body[i:], re.DOTALL)
+            assert bad is not None
+            return (f": {_short(bad.group())!r} is no escape (expected one of Python's, such as \\n, \\x41, "
+                    f"\\u00e9, or \\\\ for a backslash)")
+        i = match.end()
+    return ""
 
 
 def _unquoted(text: str) -> Iterator[int]:

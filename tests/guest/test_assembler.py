@@ -586,9 +586,14 @@ ERRORS = [
     ("operand to ret", "nop\nnop\nret x1", 3, "ret takes 0 operand(s), got 1"),
     ("operand to nop", "nop x1", 1, "nop takes 0 operand(s), got 1"),
     ("too many to ldr", "ldr x1, [x2], #8", 1, "expected 'ldr xd, [xn{, #offset}]'"),
-    ("immediate too big", "nop\nmov x0, #0x80000000", 2, "does not fit 32 signed bits; use 'mov xd, =value'"),
-    ("immediate too small", "add x0, x1, #-0x80000001", 1, "does not fit 32 signed bits"),
-    ("offset too big", "ldr x0, [x1, #1 << 31]", 1, "does not fit 32 signed bits"),
+    ("immediate too big", "nop\nmov x0, #0x80000000", 2, "does not fit 32 signed bits; expected "
+                                                         "#-0x80000000..#0x7fffffff, or 'mov xd, =value'"),
+    # The hint to use 'mov xd, =value' fits mov only: an offset or operand cannot be written so.
+    ("immediate too small", "add x0, x1, #-0x80000001", 1, "immediate #-0x80000001 = -0x80000001 does not fit 32 "
+                                                          "signed bits; expected #-0x80000000..#0x7fffffff"),
+    ("offset too big", "ldr x0, [x1, #1 << 31]", 1, "immediate #1 << 31 = 0x80000000 does not fit 32 signed bits; "
+                                                   "expected #-0x80000000..#0x7fffffff"),
+    ("cmp immediate too big", "cmp x0, #0xffffffff", 1, "expected #-0x80000000..#0x7fffffff"),
     ("immediate without #", "cmp x1, 5", 1, "expected a register x0..x30, lr or xzr, got '5'"),
     ("shift too big", "lsl x0, x1, #64", 1, "expected a shift amount in #0..#63, got #64"),
     ("negative shift", "nop\nlsr x0, x1, #-1", 2, "expected a shift amount in #0..#63, got #-1"),
@@ -625,16 +630,17 @@ ERRORS = [
     ("movk imm negative", "movk x0, #-1", 1, "with imm16 in 0..0xFFFF, got -1"),
     ("movk immediate without #", "nop\nmovk x0, 5", 2, "expected an immediate such as #42, got '5'"),
     ("movk immediate without # and lsl", "movk x0, 5, lsl #16", 1, "expected an immediate such as #42, got '5'"),
-    ("mpidr written", "nop\nmsr mpidr, x0", 2, "mpidr is read only"),
+    ("mpidr written", "nop\nmsr mpidr, x0", 2, "mpidr is read only; expected vbar, elr, esr or far"),
     ("unknown system register", "mrs x0, sctlr", 1,
      "expected a system register (vbar, elr, esr, far, mpidr), got 'sctlr'"),
-    (".org backwards", "nop\nnop\n.org 8", 3, ".org 0x8 is behind the current offset 0x10"),
+    (".org backwards", "nop\nnop\n.org 8", 3, ".org 0x8 is behind the current offset 0x10; expected an offset "
+                                             ">= 0x10"),
     ("unquoted string", "nop\n.ascii hello", 2, "expected a quoted string, got 'hello'"),
     ("string with two operands", '.asciz "a", "b"', 1, 'expected .asciz "text"'),
     ("single-quoted string", ".ascii 'hi'", 1, "expected a quoted string, got \"'hi'\""),
     ("two strings side by side", '.ascii "a" "b"', 1, "expected a quoted string, got '\"a\" \"b\"'"),
     ("prefixed string", '.ascii r"a"', 1, "expected a quoted string"),
-    ("unknown escape", '.ascii "a\\q"', 1, "expected a quoted string, got '\"a\\\\q\"'"),
+    ("unknown escape", '.ascii "a\\q"', 1, "expected a quoted string, got '\"a\\\\q\"': '\\\\q' is no escape"),
     ("octal escape past 0o377", '.ascii "\\400"', 1, "expected a quoted string"),
     ("unknown character name", '.ascii "\\N{NO SUCH NAME}"', 1, "expected a quoted string"),
     ("escaped closing quote", '.ascii "abc\\"', 1, "expected a quoted string"),
@@ -698,6 +704,17 @@ def test_error(kind: str, text: str, line: int, says: str) -> None:
     assert err.line == line
     assert str(err).startswith(f"line {line}: ")
     assert says in str(err)
+
+
+@pytest.mark.parametrize("line", ["add x0, x1, #1 << 31", "ldr x0, [x1, #-0x80000001]", "cmp x0, #0x80000000",
+                                  "strb x0, [x1, #1 << 40]"])
+def test_mov_hint_only_where_mov_is_the_instruction(line: str) -> None:
+    """A 32-bit immediate too large for an operand or an offset names the range, not
+    'mov xd, =value', which is no way to write that operand (it used to say so for all)."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(line)
+    assert "expected #-0x80000000..#0x7fffffff" in str(info.value)
+    assert "mov xd" not in str(info.value)
 
 
 def test_error_line_counts_comments_and_blank_lines() -> None:
