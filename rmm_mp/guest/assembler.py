@@ -256,7 +256,7 @@ class _Assembler:
         if op.startswith("b."):
             self._arity(line, 1)
             try:
-                cond = Cond[op[2:].upper()]
+                cond = Cond[_ascii_upper(op[2:])]
             except KeyError:
                 raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got {op!r}") from None
             return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc))
@@ -320,7 +320,8 @@ class _Assembler:
         if len(args) == 3:
             # The shift is an immediate like any other (an expression: #0x10, #SHIFT), not
             # digits read by int(), which took '#016' and non-ASCII digits that expr refuses.
-            match = re.fullmatch(r"lsl\s+#(.*)", args[2], re.IGNORECASE | re.DOTALL)
+            # re.ASCII: a Unicode IGNORECASE match takes the long s for s ('lſl #16').
+            match = re.fullmatch(r"lsl\s+#(.*)", args[2], re.IGNORECASE | re.DOTALL | re.ASCII)
             shift = self._value(line, match.group(1)) if match else -1
         if shift not in (0, 16, 32, 48):
             got = f"lsl #{shift}" if match else repr(args[2])
@@ -384,7 +385,7 @@ class _Assembler:
     @staticmethod
     def _sysreg(line: _Line, text: str, write: bool) -> int:
         try:
-            reg = SysReg[text.strip().upper()]
+            reg = SysReg[_ascii_upper(text.strip())]
         except KeyError:
             raise AssemblerError(line.number, f"expected a system register (vbar, elr, esr, far, mpidr), got {text!r}") from None
         if write and reg == SysReg.MPIDR:
@@ -476,6 +477,13 @@ def _bad_escape(text: str) -> str:
     return ""
 
 
+def _ascii_upper(name: str) -> str:
+    """name in upper case if it is ASCII, else unchanged (so that no enum member matches it):
+    str.upper() maps the non-ASCII ı, ſ and ß onto I, S and SS, which made 'b.mı' b.mi and
+    'eſr' esr."""
+    return name.upper() if name.isascii() else name
+
+
 def _unquoted(text: str) -> Iterator[int]:
     """The indexes of the characters of text outside "string literals", where a backslash
     escapes the next character: neither \\" nor \\\\" starts or ends a string."""
@@ -509,7 +517,9 @@ def _parse(number: int, raw: str) -> _Line:
     if not text:
         return _Line(number, label, None, [])
     parts = text.split(None, 1)
-    op = parts[0].lower()
+    # Case folding is ASCII's only: str.lower() would turn the Kelvin sign into k ('MOV\u212a'
+    # assembled as movk), as str.upper() turns ı and ſ into I and S (_ascii_upper).
+    op = parts[0].lower() if parts[0].isascii() else parts[0]
     args = _split_args(parts[1]) if len(parts) > 1 else []
     return _Line(number, label, op, args)
 

@@ -621,6 +621,15 @@ ERRORS = [
     ("memory operand unclosed", "str x0, [x1", 1, "expected a memory operand such as [x1] or [x1, #8]"),
     ("register offset", "str x0, [x1, x2]", 1, "expected an immediate such as #42, got 'x2'"),
     ("bad condition", "x: b.xx x", 1, "expected a condition such as b.eq or b.ne, got 'b.xx'"),
+    # Case folding is for ASCII only: str.upper() and str.lower() used to map these non-ASCII
+    # letters onto a name (ı -> I, ſ -> S, the Kelvin sign -> k), so they assembled as b.mi,
+    # b.ls, esr and movk.
+    ("non-ASCII letter in a condition", "x: b.mı x", 1, "expected a condition such as b.eq or b.ne, got 'b.mı'"),
+    ("long s in a condition", "x: b.lſ x", 1, "got 'b.lſ'"),
+    ("non-ASCII letter in a system register", "mrs x0, eſr", 1,
+     "expected a system register (vbar, elr, esr, far, mpidr), got 'eſr'"),
+    ("Kelvin sign in a mnemonic", "MOV\u212a x0, #1", 1, "unknown instruction 'MOV\u212a'"),
+    ("long s in movk's lsl", "movk x0, #1, lſl #16", 1, "got 'lſl #16'"),
     ("movk shift 8", "movk x0, #1, lsl #8", 1, "the shift is lsl #0, #16, #32 or #48, got lsl #8"),
     ("movk shift 64", "movk x0, #1, lsl #64", 1, "the shift is lsl #0, #16, #32 or #48, got lsl #64"),
     ("movk shift with leading zero", "movk x0, #1, lsl #016", 1, "leading zeros are not allowed"),
