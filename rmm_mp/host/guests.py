@@ -17,12 +17,12 @@ This module owns finding and preparing guest images. It speaks no SMC.
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from importlib import resources
 from pathlib import Path
 
 from rmm_mp.guest.assembler import assemble
+from rmm_mp.guest.equ import with_constants
 
 GUESTS = ("hello", "smp-boot", "ripas-flip", "measure", "attest")
 DEFAULT_BASE = 0x8000_0000
@@ -55,14 +55,10 @@ def load_guest(name: str, base: int = DEFAULT_BASE, **constants: int) -> bytes:
         ValueError for an unknown guest or a constant the guest does not define;
         AssemblerError (a ValueError) if the result does not assemble.
     """
-    text = guest_source(name)
-    for key, value in constants.items():
-        pattern = re.compile(rf"^(\s*\.equ\s+{re.escape(key)}\s*,).*$", re.M)
-        text, found = pattern.subn(lambda m: f"{m.group(1)} {value:#x}", text)
-        if not found:
-            defined = re.findall(r"^\s*\.equ\s+(\w+)", text, re.M)
-            raise ValueError(f"load_guest({name!r}): {key} is not an .equ constant of the guest "
-                             f"(it defines {', '.join(defined)})")
+    try:
+        text = with_constants(guest_source(name), constants)
+    except ValueError as exc:
+        raise ValueError(f"load_guest({name!r}): {exc}") from None
     return assemble(text, base=base)
 
 

@@ -2,7 +2,6 @@
 
     guest_names      the names a workload's ``guest`` key accepts (workloads/guests plus ripas-loop)
     guest_text       the source of a named or path guest
-    equ_names        the ``.equ`` constants a program defines
     image            a program assembled at the realms' RAM base with constants replaced
     min_ram          the RAM a bundled guest needs (checked before anything is built)
     guest_pages      where the pages a bundled guest touches beyond its image lie
@@ -31,6 +30,7 @@ import struct
 from pathlib import Path
 
 from rmm_mp.guest.assembler import assemble
+from rmm_mp.guest.equ import with_constants
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
 from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.hw.tomlsrc import read_source
@@ -195,20 +195,6 @@ def guest_text(guest: str) -> str:
     if guest in GUESTS:
         return guest_source(guest)
     return read_source(Path(guest), "guest")
-
-
-def equ_names(text: str) -> list[str]:
-    return re.findall(r"^\s*\.equ\s+(\w+)\s*,", text, re.M)
-
-
-def with_constants(text: str, constants: dict[str, int]) -> str:
-    """``text`` with the ``.equ`` lines of ``constants`` rewritten (as host.load_guest does)."""
-    for key, value in constants.items():
-        pattern = re.compile(rf"^(\s*\.equ\s+{re.escape(key)}\s*,).*$", re.M)
-        text, found = pattern.subn(lambda m: f"{m.group(1)} {value:#x}", text)
-        if not found:
-            raise ValueError(f"{key} is not an .equ constant of the guest")
-    return text
 
 
 def image(text: str, constants: dict[str, int]) -> bytes:

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.guest.assembler import AssemblerError
+from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
-from rmm_mp.hw.tomlsrc import ConfigError, bundled_dir, bundled_names, find_toml, read_source, suggestion, why_not_a_file
+from rmm_mp.hw.tomlsrc import bundled_dir, bundled_names, find_toml, read_source, suggestion, why_not_a_file
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
@@ -260,7 +261,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
             raise f.fail(f"{where}.constants.SIZE", size, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)")
         derived = programs.measure_expected(text, dict(constants), HASHES.index(hash_name))
     try:
-        source = programs.with_constants(text, {**dict(constants), **derived})
+        source = with_constants(text, {**dict(constants), **derived})
         image = programs.image(source, {})
     except (AssemblerError, ValueError) as exc:
         raise f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})") from None
@@ -339,7 +340,7 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
 
 def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tuple[tuple[str, int], ...]:
     table = f.table(value, key)
-    defined = programs.equ_names(text)
+    defined = equ_names(text)
     out = []
     for name, number in table.items():
         if name not in defined:

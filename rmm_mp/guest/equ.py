@@ -1,0 +1,33 @@
+"""The ``.equ`` constants of guest source text: which a program defines, and the text with some
+of them given new values (a workload's ``constants``, ``host.load_guest``'s keyword arguments).
+
+It reads ``.equ`` lines as the assembler does: the directive in any ASCII case (``.EQU``), the
+name case-sensitive. It works on text only; it assembles nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DIRECTIVE = r"^[ \t]*(?i:\.equ)[ \t]+"
+_NAMES = re.compile(_DIRECTIVE + r"([A-Za-z_]\w*)[ \t]*,", re.M | re.ASCII)
+
+
+def equ_names(text: str) -> list[str]:
+    """The names ``text``'s ``.equ`` lines define, in source order."""
+    return _NAMES.findall(text)
+
+
+def with_constants(text: str, constants: dict[str, int]) -> str:
+    """``text`` with the value of each ``.equ`` line of a name in ``constants`` replaced.
+
+    Raises ValueError naming a key that no ``.equ`` line defines, and the names that are defined.
+    """
+    for key, value in constants.items():
+        pattern = re.compile(rf"({_DIRECTIVE}{re.escape(key)}[ \t]*,).*$", re.M | re.ASCII)
+        text, found = pattern.subn(lambda m: f"{m.group(1)} {value:#x}", text)
+        if not found:
+            defined = equ_names(text)
+            raise ValueError(f"{key} is not an .equ constant of the guest "
+                             f"({'it defines ' + ', '.join(defined) if defined else 'it has no .equ lines'})")
+    return text
