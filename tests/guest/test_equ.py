@@ -49,6 +49,7 @@ def test_with_constants_keeps_names_case_sensitive() -> None:
 
 
 def test_with_constants_of_a_program_with_none() -> None:
+    """A constant for a program with no .equ lines is refused, saying that it has none."""
     with pytest.raises(ValueError, match=r"X is not an \.equ constant of the guest \(it has no \.equ lines\)"):
         with_constants("    b .\n", {"X": 1})
 
