@@ -148,6 +148,7 @@ class RunLoop:
             self._entry_failed(vcpu, rec, run, x0)
             return
         q.take_woken(vcpu)
+        q.ran_on(vcpu, cpu.id)
         ex = EXIT.unpack(machine.ns_read(run + REC_EXIT_OFFSET, EXIT.size))
         self._count(ex[X_REASON])
         action, flags, gprs, error = handle_exit(self.ctx, vcpu, ex)

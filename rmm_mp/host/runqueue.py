@@ -95,7 +95,8 @@ COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "sh
 had already backed; ripas_rejects, RAM requests answered REJECT (an EMPTY request cut short is
 answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
 faults, shared pages and RIPAS changes alike (not those the map-shared and rtt-churn activities
-make; rtt-churn's are in its CPU's 'tables created')."""
+make; rtt-churn's are in its CPU's 'tables created'); migrations, REC_ENTERs that ran a vCPU on
+another CPU than its previous run (RunQueue.ran_on: a vCPU taken only to be drained is no move)."""
 C = {name: i for i, name in enumerate(COUNTERS)}
 _COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
 
@@ -266,21 +267,25 @@ class RunQueue:
                 return True
 
     def take(self, cpu: int) -> int | None:
-        """The next queued vCPU, now RUNNING on CPU ``cpu``; None if the queue is empty. A vCPU
-        that last ran on another CPU counts as a migration of its realm."""
+        """The next queued vCPU, now RUNNING on CPU ``cpu``; None if the queue is empty."""
         if points.hook is not None:
             points.hook(points.QUEUE, cpu)
         vcpu = self._dequeue()
         if vcpu is None:
             return None
-        view, off = self.view, self._vcpu(vcpu)
-        prev = view.cas_u32(off + VF_STATE, V_QUEUED, V_RUNNING)
+        prev = self.view.cas_u32(self._vcpu(vcpu) + VF_STATE, V_QUEUED, V_RUNNING)
         if prev != V_QUEUED:
             raise RunQueueError(f"vCPU {vcpu} came out of the queue in state {VCPU_STATES[prev]}, not QUEUED")
-        last = view.exchange_u32(off + VF_CPU, cpu + 1)
+        return vcpu
+
+    def ran_on(self, vcpu: int, cpu: int) -> None:
+        """The vCPU's REC ran on CPU ``cpu`` (a REC_ENTER that entered the realm): if it last ran
+        on another CPU, that is a migration of its realm. Counted here, not when the vCPU is
+        taken: a vCPU taken only to be drained (its realm went off) or whose entry failed did
+        not run anywhere."""
+        last = self.view.exchange_u32(self._vcpu(vcpu) + VF_CPU, cpu + 1)
         if last != cpu + 1 and last:
             self.count(vcpu // MAX_VCPUS, "migrations")
-        return vcpu
 
     def _leave_running(self, vcpu: int, to: int) -> int:
         """RUNNING or WOKEN -> ``to``; returns the state it left."""

@@ -1137,7 +1137,7 @@ def test_a_producer_that_loses_its_position_to_another_takes_the_next(machine: M
     q.release_realm(alloc, slot)
 
 
-def test_migrations_count_only_takes_by_another_cpu(machine: Machine) -> None:
+def test_migrations_count_only_runs_on_another_cpu(machine: Machine) -> None:
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1145,12 +1145,38 @@ def test_migrations_count_only_takes_by_another_cpu(machine: Machine) -> None:
     seen = []
     for cpu in (0, 0, 1, 1, 0):
         assert q.take(cpu) == v
+        q.ran_on(v, cpu)
         seen.append(q.counter(slot, "migrations"))
         q.requeue(v)
     assert seen == [0, 0, 1, 1, 2]
+    assert q.take(1) == v                   # taken by another CPU, but not run there
+    q.requeue(v)
     assert q.take(0) == v
+    q.ran_on(v, 0)
+    assert q.counter(slot, "migrations") == 2
     q.end(v, 2)
     q.release_realm(alloc, slot)
+
+
+def test_a_vcpu_drained_on_another_cpu_did_not_migrate(machine: Machine) -> None:
+    """hello's REC runs on CPU 0, then CPU 1 (one migration); its realm is then turned off by
+    the host (as the lifecycle activity does at a realm's lifetime) and CPU 0 takes the vCPU
+    only to drain it: no REC_ENTER, so no second migration. The count was made when a vCPU was
+    taken, and a lifecycle realm's report counted every drain by another CPU as a migration."""
+    b = boot(machine, load_guest("hello"))
+    v = b.slot * MAX_VCPUS
+    loops = {cpu: RunLoop(machine.cpu(cpu)) if cpu else RunLoop(b.cpu) for cpu in (0, 1)}  # type: ignore[arg-type]
+    for cpu in (0, 1):
+        assert b.queue.take(cpu) == v
+        loops[cpu].step(v)                              # a host call: requeued
+    assert b.queue.counter(b.slot, "migrations") == 1
+    b.queue.system_off(b.slot, 1)
+    assert b.queue.take(0) == v
+    loops[0].step(v)
+    st = b.status()
+    assert st.state == "DONE" and st.vcpu_ends == ("DRAINED",)
+    assert st.counters["entries"] == 2 and st.counters["migrations"] == 1
+    b.finish()
 
 
 def test_shared_ranges_up_to_the_limit(machine: Machine) -> None:
