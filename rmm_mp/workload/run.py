@@ -7,8 +7,9 @@
    the delegate-churn pools, and make the RunPlan every CPU gets and each CPU's own CpuPart
    (the lifecycle instances it owns);
 2. run one CPU process per CPU (engine.cpu_main), with the progress bar; a timed run's CPUs
-   stop themselves, and one still running well after the end is asked to stop (TimeUp), then
-   killed and reported once run_cpus's grace time is over;
+   stop themselves, and one still running well after the end, or not yet at the start barrier
+   long after the CPUs were started, is asked to stop (TimeUp), then killed and reported once
+   run_cpus's grace time is over;
 3. read the figures: latency histograms and lock statistics per CPU, the trace rings (to the
    trace file), each realm instance's outcome;
 4. check the quiescent machine (rmm_mp.check.invariants), then tear everything down: drain the
@@ -84,6 +85,9 @@ class RunOptions:
 OVERRUN_S = 5.0
 """How long past a timed run's end the parent waits before it asks the CPUs to stop, times
 runtime.oversubscription (simulated CPUs per host core, 1 to 6)."""
+STARTUP_S = 60.0
+"""How long a timed run's CPUs get to reach the start barrier (start their interpreters, attach
+the machine), times runtime.oversubscription, before the parent asks them to stop."""
 GRACE_S = 10.0
 """How long CPUs asked to stop (TimeUp, Ctrl-C, a CPU's death) get before they are killed,
 times runtime.oversubscription."""
@@ -91,20 +95,25 @@ times runtime.oversubscription."""
 
 class TimeUp:
     """run_cpus's on_tick verdict for a timed run: "time is up" once ``seconds`` and OVERRUN_S
-    have passed since the parent saw every CPU at the start barrier; None before, and always
-    for a run bounded by steps.
+    have passed since the parent saw every CPU at the start barrier, or once ``startup`` seconds
+    (STARTUP_S) have passed with some CPU not there yet; None before, and always for a run
+    bounded by steps.
 
     The CPUs time themselves from the barrier and end between steps, so in a healthy run they
     are all gone by then. One still running is stuck (stopped with SIGSTOP, or spinning on a
     lock that is never released): asked to stop, it gets run_cpus's grace time and is then
     killed and reported, where without the request the run would wait for it for ever. The
     slack covers the last step of a CPU on an oversubscribed host and a CPU that saw the
-    barrier later than the parent did (a stop between steps is harmless anyway)."""
+    barrier later than the parent did (a stop between steps is harmless anyway). A CPU stuck
+    before the barrier (stopped while it started up) held the others there, and the run, for
+    ever: the CPUs at the barrier leave it when asked to stop, the stuck one is killed."""
 
-    def __init__(self, seconds: float | None, arrived: Callable[[], bool], overrun: float = OVERRUN_S) -> None:
+    def __init__(self, seconds: float | None, arrived: Callable[[], bool], overrun: float = OVERRUN_S,
+                 startup: float = STARTUP_S) -> None:
         self.seconds = seconds
         self.arrived = arrived
         self.overrun = overrun
+        self.startup = startup
         self.since: float | None = None
         """The elapsed time at which the parent first saw every CPU arrived."""
 
@@ -114,6 +123,8 @@ class TimeUp:
         if self.since is None:
             if self.arrived():
                 self.since = elapsed
+            elif elapsed >= self.startup:
+                return f"time is up (CPUs not all at the start barrier {self.startup:g} s after they were started)"
             return None
         if elapsed - self.since >= self.seconds + self.overrun:
             return f"time is up (CPUs still running {self.overrun:g} s after the run's end)"
@@ -178,7 +189,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     bar = Progress(machine, ids, w.seconds, enabled=options.progress,
                    started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
     slack = oversubscription(len(ids))
-    time_up = TimeUp(w.seconds, lambda: arrived(OFF_ARRIVED) >= len(ids), OVERRUN_S * slack)
+    time_up = TimeUp(w.seconds, lambda: arrived(OFF_ARRIVED) >= len(ids), OVERRUN_S * slack, STARTUP_S * slack)
     t0 = time.perf_counter_ns()
 
     def tick(elapsed: float) -> str | None:

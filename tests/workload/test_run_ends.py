@@ -76,10 +76,68 @@ def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.
     assert report.host["stopped_by"].startswith("time is up") and not report.ok
 
 
+def _stop_a_cpu_as_it_starts(released: threading.Event) -> None:
+    """SIGSTOP the first CPU process this process spawns, long before it can reach the start
+    barrier (its interpreter is still starting); SIGCONT it if the run has not ended 30 s later
+    (so that a run that waits for it for ever fails the test instead of hanging)."""
+    import psutil
+    deadline = time.monotonic() + 60
+    pid = 0
+    while not pid and time.monotonic() < deadline and not released.is_set():
+        for child in psutil.Process().children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    pid = child.pid
+                    os.kill(pid, signal.SIGSTOP)
+                    break
+            except (psutil.Error, ProcessLookupError):
+                continue
+        time.sleep(0.002)
+    if pid and not released.wait(30):
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU process stopped while it starts up never reaches the start barrier, where the other
+    CPUs wait for it: the run used to wait for ever (TimeUp counted only from the barrier). Now
+    the CPUs are asked to stop STARTUP_S after they were started, and the stuck one is killed."""
+    monkeypatch.setattr(run, "STARTUP_S", 4.0)
+    monkeypatch.setattr(run, "GRACE_S", 1.0)
+    monkeypatch.setattr(run, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
+    path = tmp_path / "w.toml"
+    path.write_text("seconds = 0.5\ncpus = 2\nactivities = { delegate-churn = 1 }\n")
+    released = threading.Event()
+    watchers: list[threading.Thread] = []
+
+    def on_machine(machine: Machine) -> None:
+        watcher = threading.Thread(target=_stop_a_cpu_as_it_starts, args=(released,), daemon=True)
+        watchers.append(watcher)
+        watcher.start()
+
+    try:
+        report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
+    finally:
+        released.set()
+        for watcher in watchers:
+            watcher.join(5)
+    assert [f.how for f in report.failures] == ["did not stop within 1 s of being asked and was terminated"]
+    assert report.host["stopped_by"] == "time is up (CPUs not all at the start barrier 4 s after they were started)"
+    assert not report.ok
+
+
+def test_time_up_waits_for_the_barrier_at_most_startup_seconds() -> None:
+    arrived = [False]
+    timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S, startup=50.0)
+    assert timed(49.9) is None
+    assert timed(50.0) == "time is up (CPUs not all at the start barrier 50 s after they were started)"
+    assert TimeUp(None, lambda: False)(1e9) is None     # a run of steps waits for its CPUs
+
+
 def test_time_up_counts_from_the_barrier_and_never_ends_a_run_of_steps() -> None:
     arrived = [False]
-    timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S)
-    assert timed(100.0) is None                 # start-up: however long it takes
+    timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S, startup=150.0)
+    assert timed(100.0) is None                 # start-up: up to ``startup`` seconds
     arrived[0] = True
     assert timed(101.0) is None                 # the barrier, seen at 101 s
     assert timed(101.0 + 2.0 + run.OVERRUN_S - 0.01) is None
