@@ -9,7 +9,7 @@
     HostError              the RMM answered what a correct RMM cannot
     RunQueue               the vCPU run queue and realm table in shared memory (any CPU runs any REC)
     run_loop, LoopPlan     one CPU's REC_ENTER loop with KVM-like exit handling -> LoopSummary
-    RunLoop, exit_counts   one step of that loop (for tools), and the per-CPU exit counts
+    RunLoop, exit_counts   one step of that loop (for tools), and the exit counts of each CPU's current loop
     run_realms             realms run to completion on N CPU processes -> RunSummary
     realm_status           what a registered realm did: console, host calls, counters -> RealmStatus
     load_guest             a bundled guest program (workloads/guests/*.s) assembled for a load IPA

@@ -130,6 +130,10 @@ class RunLoop:
         self.entries = 0
         self.errors: list[str] = []
         self._exit_counts = OFF_EXITS + cpu.id * 64
+        # The CPU's line shows this loop's exits: an earlier loop's figures would stay for
+        # every reason this one has not counted yet.
+        for reason in range(EXIT_SLOTS):
+            self.queue.view.store_u64(self._exit_counts + 8 * reason, 0)
 
     def step(self, vcpu: int) -> None:
         """One REC_ENTER of ``vcpu`` and its exit handling."""
@@ -242,8 +246,8 @@ def run_loop(cpu: "Cpu", plan: LoopPlan = LoopPlan()) -> LoopSummary:
 
 
 def exit_counts(queue: RunQueue, cpu: int) -> tuple[int, ...]:
-    """REC exits per RmiRecExitReason (0..6) that CPU ``cpu``'s run loops handled, then failed
-    entries (as published by the loop after every exit)."""
+    """REC exits per RmiRecExitReason (0..6) that CPU ``cpu``'s current run loop handled, then
+    failed entries (as published by the loop after every exit; a new RunLoop starts at 0)."""
     return tuple(queue.view.load_u64(OFF_EXITS + cpu * 64 + 8 * r) for r in range(EXIT_SLOTS))
 
 

@@ -1204,3 +1204,17 @@ def test_a_full_shared_page_list_stays_full(machine: Machine) -> None:
     assert q.shared_pages(slot) == tuple(pages)
     q.release_realm(alloc, slot)
     assert alloc.statistics().granules_in_use == 0
+
+
+def test_exit_counts_are_the_current_loops(machine: Machine) -> None:
+    """exit_counts(queue, cpu) publishes the exits of CPU ``cpu``'s current run loop: a new
+    RunLoop on that CPU starts its line at zero instead of showing the previous loop's figures
+    for the reasons it has not counted yet."""
+    b = boot(machine, load_guest("hello"))
+    first = RunLoop(b.cpu)  # type: ignore[arg-type]
+    while (vcpu := first.queue.take(0)) is not None:
+        first.step(vcpu)
+    assert sum(first.exits) >= 2 and exit_counts(first.queue, 0) == tuple(first.exits)
+    second = RunLoop(b.cpu)  # type: ignore[arg-type]
+    assert exit_counts(second.queue, 0) == tuple(second.exits) == (0,) * 8
+    b.finish()
