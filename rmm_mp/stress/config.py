@@ -6,11 +6,11 @@ This module owns the options, their defaults and their validation. It must not r
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.workload.fields import is_finite_number
 
 INTEGERS: dict[str, tuple[int, int, str]] = {
     "cpus": (2, 16, "a number of CPU processes"),
@@ -42,14 +42,8 @@ def is_int(value: object) -> TypeGuard[int]:
 
 
 def is_number(value: object) -> TypeGuard[int | float]:
-    """A finite int or float, not a bool (a schedule file may spell Infinity or NaN). An int too
-    big for a float is not one: math.isfinite raises OverflowError on it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
+    """A finite int or float, not a bool (a schedule file may spell Infinity or NaN)."""
+    return is_finite_number(value)
 
 
 def _names(value: object) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, suggestion
 from rmm_mp.workload.locate import locate
@@ -37,7 +37,7 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     """An int or float (not a bool) that is a finite float. TOML integers have no size limit,
     and math.isfinite (or float()) raises OverflowError on one beyond about 1.8e308."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
