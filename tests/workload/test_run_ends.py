@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -18,6 +19,7 @@ from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.runtime import CpuFailure
 from rmm_mp.workload import run, spec
+from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, TimeUp, run_workload
 
@@ -49,8 +51,10 @@ def _stop_once_running(machine: Machine, released: threading.Event) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run, "OVERRUN_S", 0.5)
+def _run_with_a_stopper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        stopper: Callable[[Machine, threading.Event], None]) -> RunReport:
+    """A 0.5 s run of 2 CPUs (1 s grace time on any host) with ``stopper(machine, released)`` in
+    a thread from the moment the machine exists; ``released`` is set once the run has ended."""
     monkeypatch.setattr(run, "GRACE_S", 1.0)
     monkeypatch.setattr(run, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
     path = tmp_path / "w.toml"
@@ -59,16 +63,21 @@ def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.
     watchers: list[threading.Thread] = []
 
     def on_machine(machine: Machine) -> None:
-        watcher = threading.Thread(target=_stop_once_running, args=(machine, released), daemon=True)
+        watcher = threading.Thread(target=stopper, args=(machine, released), daemon=True)
         watchers.append(watcher)
         watcher.start()
 
     try:
-        report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
+        return run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
     finally:
         released.set()
         for watcher in watchers:
             watcher.join(5)
+
+
+def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "OVERRUN_S", 0.5)
+    report = _run_with_a_stopper(tmp_path, monkeypatch, _stop_once_running)
     stuck = [f for f in report.failures if f.cpu == STUCK]
     assert [f.how for f in stuck] == ["did not stop within 1 s of being asked and was terminated"]
     # The other CPU may have been waiting for a granule lock the stopped one held: killed too.
@@ -103,24 +112,7 @@ def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: P
     CPUs wait for it: the run used to wait for ever (TimeUp counted only from the barrier). Now
     the CPUs are asked to stop STARTUP_S after they were started, and the stuck one is killed."""
     monkeypatch.setattr(run, "STARTUP_S", 4.0)
-    monkeypatch.setattr(run, "GRACE_S", 1.0)
-    monkeypatch.setattr(run, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
-    path = tmp_path / "w.toml"
-    path.write_text("seconds = 0.5\ncpus = 2\nactivities = { delegate-churn = 1 }\n")
-    released = threading.Event()
-    watchers: list[threading.Thread] = []
-
-    def on_machine(machine: Machine) -> None:
-        watcher = threading.Thread(target=_stop_a_cpu_as_it_starts, args=(released,), daemon=True)
-        watchers.append(watcher)
-        watcher.start()
-
-    try:
-        report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
-    finally:
-        released.set()
-        for watcher in watchers:
-            watcher.join(5)
+    report = _run_with_a_stopper(tmp_path, monkeypatch, lambda machine, released: _stop_a_cpu_as_it_starts(released))
     assert [f.how for f in report.failures] == ["did not stop within 1 s of being asked and was terminated"]
     assert report.host["stopped_by"] == "time is up (CPUs not all at the start barrier 4 s after they were started)"
     assert not report.ok
