@@ -64,6 +64,8 @@ def test_a_level_1_block_running_past_dram_is_a_violation(machine: Machine) -> N
 ])
 def test_rd_fields_that_cannot_describe_tables_are_a_violation(machine: Machine, offset: int, value: int,
                                                                shown: str) -> None:
+    """An RD whose start level or number of root RTTs no walk can use: an rtt-tree violation on the RD
+    that shows the bad value, not a raise."""
     t = Rmi(machine)
     realm = t.realm(s2sz=40)
     rd = _idx(machine, realm.rd)
@@ -153,6 +155,8 @@ def _set_state(m: Machine, pa: int, state: int) -> None:
 
 
 def test_a_held_lock_is_a_violation(machine: Machine) -> None:
+    """A granule lock left held by CPU 0: exactly one lock-free violation naming that granule and the
+    holder; once released the invariants hold again."""
     table = machine.granule_table(cpu_owner(0))
     table.lock(7)
     try:
@@ -176,6 +180,8 @@ def test_an_unknown_state_is_a_violation_and_nothing_else_of_that_granule(machin
     (GS.DELEGATED, Pas.NS, "state DELEGATED but PAS NS, expected REALM"),
 ], ids=["ns-granule-in-realm-pas", "delegated-granule-in-ns-pas"])
 def test_a_granule_in_the_wrong_pas_is_a_violation(machine: Machine, state: int, pas: Pas, shown: str) -> None:
+    """An NS granule moved to the Realm PAS, or a DELEGATED one to the NS PAS: one gpt violation naming
+    the state, the PAS found and the PAS expected."""
     pa = Rmi(machine).delegate() if state == GS.DELEGATED else machine.dram_base + 11 * GRANULE
     idx = _idx(machine, pa)
     assert machine.gpt.transition(idx, machine.gpt.pas(idx), pas)
@@ -184,6 +190,8 @@ def test_a_granule_in_the_wrong_pas_is_a_violation(machine: Machine, state: int,
 
 
 def test_a_secure_granule_outside_the_secure_pas_or_out_of_ns_state_is_a_violation(machine: Machine) -> None:
+    """A granule of the Secure region moved to the NS PAS is one gpt violation; back in the Secure PAS but
+    in state DELEGATED it is two (a Secure granule out of NS state, in a PAS that is not REALM)."""
     base, _ = machine.secure_regions[0]
     idx = _idx(machine, base)
     assert invariants(machine).ok
@@ -197,6 +205,7 @@ def test_a_secure_granule_outside_the_secure_pas_or_out_of_ns_state_is_a_violati
 
 
 def test_a_refcount_on_a_granule_that_counts_no_references_is_a_violation(machine: Machine) -> None:
+    """A DELEGATED granule given refcount 1: one refcount violation saying 0 was expected."""
     pa = Rmi(machine).delegate()
     machine.granule_table(0).refcount_add(_idx(machine, pa), 1)
     assert _rules(machine) == [("refcount", pa)]
@@ -205,6 +214,8 @@ def test_a_refcount_on_a_granule_that_counts_no_references_is_a_violation(machin
 
 @pytest.mark.parametrize("refcount", [1, 2])
 def test_a_rec_refcount_is_the_running_reference_and_at_most_1(machine: Machine, refcount: int) -> None:
+    """A REC with refcount 1 on a quiescent machine still holds the running reference (rec-running);
+    with refcount 2 it also breaks the at-most-1 refcount rule."""
     t = Rmi(machine)
     rec = t.rec(t.realm(s2sz=40))
     machine.granule_table(0).refcount_add(_idx(machine, rec), refcount)
@@ -215,12 +226,15 @@ def test_a_rec_refcount_is_the_running_reference_and_at_most_1(machine: Machine,
 
 
 def test_a_delegated_granule_holding_bytes_is_a_violation(machine: Machine) -> None:
+    """One non-zero byte in a DELEGATED granule: exactly one delegated-zero violation on that granule."""
     pa = Rmi(machine).delegate()
     machine.memory.buf[_idx(machine, pa) * GRANULE + 100] = 1
     assert _rules(machine) == [("delegated-zero", pa)]
 
 
 def test_an_rtt_refcount_that_does_not_count_its_live_entries_is_a_violation(machine: Machine) -> None:
+    """A root RTT whose refcount is one more than its live entries: one rtt-refcount violation on the root
+    that shows both numbers."""
     t = Rmi(machine)
     realm = t.realm(s2sz=40)
     t.rtts(realm, 0, 2)
@@ -233,6 +247,8 @@ def test_an_rtt_refcount_that_does_not_count_its_live_entries_is_a_violation(mac
 @pytest.mark.parametrize("state, rule", [(GS.RTT, "rtt-tree"), (GS.DATA, "data-mapping"),
                                          (GS.REC_AUX, "rec-owner")])
 def test_an_internal_granule_nothing_references_is_a_violation(machine: Machine, state: int, rule: str) -> None:
+    """A delegated granule relabelled RTT, DATA or REC_AUX with no table, mapping or REC naming it: one
+    violation of the rule that owns that kind, saying it is referenced 0 times."""
     pa = Rmi(machine).delegate()
     _set_state(machine, pa, state)
     assert _rules(machine) == [(rule, pa)]
@@ -260,6 +276,8 @@ def no_secure() -> Iterator[Machine]:
 
 
 def test_rtts_at_the_first_and_last_granule_of_dram_are_valid(no_secure: Machine) -> None:
+    """RTTs created in DRAM's first and last granules (a platform with no Secure region): the invariants
+    hold, no edge of the index range is misread."""
     m = no_secure
     t = Rmi(m)
     first = t.delegate()
@@ -286,6 +304,8 @@ def test_a_table_entry_naming_the_end_of_dram_is_a_violation(no_secure: Machine)
 
 
 def test_a_rec_whose_owner_is_no_rd_is_a_violation(machine: Machine) -> None:
+    """A REC whose owner field names a DELEGATED granule: a rec-owner violation on the REC and an
+    rd-refcount one on the realm's RD, which now counts a REC nobody finds."""
     t = Rmi(machine)
     realm = t.realm(s2sz=40)
     rec = t.rec(realm)
@@ -297,12 +317,14 @@ def test_a_rec_whose_owner_is_no_rd_is_a_violation(machine: Machine) -> None:
 
 
 def test_an_rd_refcount_that_does_not_count_its_recs_is_a_violation(machine: Machine) -> None:
+    """An RD with no REC given refcount 1: exactly one rd-refcount violation on the RD."""
     realm = Rmi(machine).realm(s2sz=40)
     machine.granule_table(0).refcount_add(_idx(machine, realm.rd), 1)
     assert _rules(machine) == [("rd-refcount", realm.rd)]
 
 
 def test_a_realm_whose_vmid_is_not_reserved_is_a_violation(machine: Machine) -> None:
+    """A live realm whose VMID is freed behind its back: one vmid violation on its RD."""
     t = Rmi(machine)
     realm = t.realm(s2sz=40)
     vmid.free(machine.control, realm.vmid)
@@ -322,6 +344,7 @@ def test_two_realms_with_one_vmid_are_a_violation(machine: Machine) -> None:
 
 
 def test_a_vmid_reserved_without_a_realm_is_a_violation(machine: Machine) -> None:
+    """VMID 77 reserved while the only realm uses another: one vmid violation naming VMID 77."""
     Rmi(machine).realm(s2sz=40)
     assert vmid.reserve(machine.control, 77, 16)
     assert _rules(machine) == [("vmid", 0)]
@@ -352,6 +375,8 @@ def test_a_realm_too_corrupt_to_walk_is_reported_with_its_rd(machine: Machine) -
 
 
 def test_the_report_shows_the_first_20_violations(machine: Machine) -> None:
+    """21 held locks: the report's text counts 21, lists the first 20 one a line and ends with "... and 1
+    more"; a machine with none says the invariants hold over every granule."""
     table = machine.granule_table(cpu_owner(0))
     for idx in range(21):
         table.lock(idx)
