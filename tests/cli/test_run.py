@@ -116,6 +116,8 @@ def test_run_writes_json_and_csv_and_exits_0(tmp_path: Path) -> None:
 
 @pytest.mark.multiprocess
 def test_run_exits_1_when_a_realm_fails(tmp_path: Path) -> None:
+    """A workload whose only realm's guest reports failure code 9: `run` exits 1, says which code the realm
+    reported, and leaves no shared memory."""
     (tmp_path / "fail.s").write_text(failing_guest(9))
     (tmp_path / "w.toml").write_text('iterations = 20\ncpus = 1\nactivities = { run = 1 }\n'
                                      '[[realm]]\nname = "bad"\nguest = "fail.s"\n')
@@ -175,6 +177,8 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "delegate-churn", "--seconds", "1", "--iterations", "2"], "either --seconds or --iterations"),
 ])
 def test_run_refuses_bad_options_with_exit_2(args: list[str], shown: str) -> None:
+    """Each bad option value or combination is a usage error (exit 2) whose message shows the value and
+    what was expected; no shared memory is left behind."""
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and shown in result.output, result.output
     assert no_segments_of(os.getpid())
@@ -296,6 +300,8 @@ def test_a_trace_that_cannot_be_written_does_not_lose_the_run(tmp_path: Path) ->
 
 
 def test_workloads_list_names_every_bundled_workload() -> None:
+    """`workloads list` exits 0, names every bundled workload and shows a summary line (quickstart's
+    "2 realms on 4 CPUs")."""
     result = CliRunner().invoke(main, ["workloads", "list"])
     assert result.exit_code == 0
     for name in spec.bundled():
@@ -342,6 +348,7 @@ def test_workloads_validate_exit_status(tmp_path: Path) -> None:
 
 
 def test_run_help_names_every_option() -> None:
+    """`run --help` shows every option `run` takes, --progress / --no-progress as one flag pair."""
     result = CliRunner().invoke(main, ["run", "--help"])
     for option in ("--platform", "--cpus", "--seconds", "--iterations", "--seed", "--json", "--csv", "--plot",
                    "--trace", "--no-latency", "--pin", "--save-tokens", "--progress / --no-progress"):

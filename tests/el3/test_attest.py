@@ -60,6 +60,8 @@ def test_get_realm_key_checks_the_buffer_then_the_curve_then_the_size(offset: in
 
 
 def test_get_realm_key_may_fill_the_end_of_the_shared_buffer() -> None:
+    """A 48-byte buffer in the last 48 bytes of the shared buffer: E_RMM_OK with the realm attestation key's
+    48-byte P-384 scalar written there."""
     service = AttestationService(AttestationKeys(load("host")))
     assert service.get_realm_key(SHARED_BUFFER_SIZE - 48, 48, P384) == (OK, 48)
     assert bytes(service.shared_buffer[-48:]) == service.keys.rak_scalar
@@ -74,5 +76,8 @@ def test_get_realm_key_may_fill_the_end_of_the_shared_buffer() -> None:
 ])
 def test_get_platform_token_checks_the_buffer_first(offset: int, size: int, challenge_size: int,
                                                      expected: int) -> None:
+    """GET_PLAT_TOKEN's failures: a buffer starting past the shared buffer is E_RMM_BAD_ADDR even with a
+    bad challenge size; one ending past it, an empty one, or a challenge size not 0, 32, 48 or 64 is
+    E_RMM_INVAL; no hunk is returned."""
     service = AttestationService(AttestationKeys(load("host")))
     assert service.get_platform_token(offset, size, challenge_size) == (expected, 0, 0)
