@@ -732,6 +732,9 @@ def finish(kvm: Kvm) -> None:
 
 
 def test_version_and_features_as_kvm_reads_them(machine: Machine) -> None:
+    """KVM's init: RMI_VERSION answers 1.0 and the FEATURES(0) fields KVM extracts read as this machine
+    has them (48-bit PA, SHA-256 and SHA-512, a PMU with 31 counters, 4 list registers, the BP/WP
+    encodings)."""
     kvm = Kvm(machine)
     kvm.init_rme()
     assert kvm.rmi_version == 1 << 16                     # "RMI ABI version 1.0"
@@ -756,6 +759,8 @@ def test_realm_create_with_kvm_params_then_destroy(machine: Machine, ia_bits: in
 
 
 def test_realm_create_with_fewer_pmu_counters_and_no_pmu(machine: Machine) -> None:
+    """Two realms made as KVM makes them, one with 6 PMU counters and one without a PMU: both are
+    created, take VMIDs 0 and 1, and are destroyed with nothing left over."""
     kvm = Kvm(machine)
     kvm.init_rme()
     a = kvm.create_realm(40, pmcr_n=6)
@@ -883,6 +888,9 @@ hostcall2:
 
 @pytest.mark.parametrize("order", ["v5", "v12"])
 def test_kvm_builds_runs_and_tears_down_a_realm(machine: Machine, order: str) -> None:
+    """A two-vCPU realm built and run as KVM does: the guest's MMIO, host calls, RIPAS changes (one needing
+    an L3 RTT KVM creates), CPU_ON of a vCPU that takes a stage-2 fault, then SYSTEM_OFF; every value the
+    guest reports is right, and teardown in v5's or v12's order leaves only NS granules."""
     kvm = Kvm(machine)
     kvm.init_rme()
     ia_bits = 40

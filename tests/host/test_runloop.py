@@ -1138,6 +1138,8 @@ def test_a_producer_that_loses_its_position_to_another_takes_the_next(machine: M
 
 
 def test_migrations_count_only_runs_on_another_cpu(machine: Machine) -> None:
+    """One vCPU run by CPUs 0, 0, 1, 1, 0 in turn: the migrations counter goes up only when the CPU
+    it runs on differs from the last one (0, 0, 1, 1, 2); a take by another CPU without a run is no move."""
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1180,6 +1182,8 @@ def test_a_vcpu_drained_on_another_cpu_did_not_migrate(machine: Machine) -> None
 
 
 def test_shared_ranges_up_to_the_limit(machine: Machine) -> None:
+    """A realm with one shared range more than MAX_SHARED_RANGES is refused with a CapacityError; one with
+    exactly MAX_SHARED_RANGES is added and reads them back in order."""
     from rmm_mp.host.runqueue import MAX_SHARED_RANGES
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
