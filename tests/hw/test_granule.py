@@ -510,6 +510,8 @@ class _Abandon(BaseException):
 
 
 def test_waiter_may_abandon_the_acquire(machine: Machine) -> None:
+    """A waiter that raises on a contended lock ends the acquire: the exception comes out of lock() and
+    the other owner still holds the granule."""
     mine, other = _table(machine, 0), _table(machine, 1)
     other.lock(6)
 
@@ -592,6 +594,8 @@ def test_lock_known_names_the_granule(machine: Machine) -> None:
 
 
 def test_refcount_add_error_names_both_counts(machine: Machine) -> None:
+    """Taking a refcount of 3 below zero is an RmmInternalError that shows the count before and the count
+    it would have become."""
     table = _table(machine)
     table.refcount_add(47, 3)
     with pytest.raises(RmmInternalError, match="from 3 to -1"):

@@ -57,11 +57,15 @@ def _steps_during(w: Worker, seconds: float) -> int:
 
 
 def test_no_pause_no_parking(machine: Machine, worker: Worker) -> None:
+    """With no pause requested, a participant keeps stepping, and the control block counts one
+    participant."""
     assert _steps_during(worker, 0.05) > 0
     assert machine.control.view.load_u32(OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS) == 1   # one participant
 
 
 def test_a_pause_parks_every_participant_until_it_ends(machine: Machine, worker: Worker) -> None:
+    """A pause: its wait sees the one participant parked and it makes no step until the pause ends, then
+    steps again; the parked count is back to 0."""
     with Pause(machine.control) as pause:
         assert pause.wait(5.0)
         assert (pause.participants, pause.parked) == (1, 1)
@@ -71,6 +75,8 @@ def test_a_pause_parks_every_participant_until_it_ends(machine: Machine, worker:
 
 
 def test_a_participant_without_points_is_not_quiescent(machine: Machine) -> None:
+    """A participant that never calls point() is not parked by a pause: the requester's wait times out
+    with none parked, and the participant keeps stepping."""
     w = Worker(machine, points=False)
     w.start()
     w.entered.wait(5)
@@ -85,6 +91,8 @@ def test_a_participant_without_points_is_not_quiescent(machine: Machine) -> None
 
 
 def test_the_stop_flag_releases_parked_participants(machine: Machine, worker: Worker) -> None:
+    """The run's stop flag set during a pause: parked participants step again, and the requester's wait
+    returns False instead of waiting for them."""
     with Pause(machine.control) as pause:
         assert pause.wait(5.0)
         machine.control.request_stop()
@@ -96,6 +104,8 @@ def test_the_stop_flag_releases_parked_participants(machine: Machine, worker: Wo
 
 
 def test_the_lease_is_renewed_while_the_requester_lives(machine: Machine, worker: Worker) -> None:
+    """A pause with a 400 ms lease held for three leases' time: the requester renews it, and the
+    participant stays parked throughout."""
     with Pause(machine.control, lease_ns=400_000_000) as pause:
         assert pause.wait(5.0)
         assert _steps_during(worker, 1.2) == 0      # three leases long
@@ -119,6 +129,8 @@ def test_a_dead_requesters_pause_expires(machine: Machine, worker: Worker) -> No
 
 
 def test_one_requester_ending_does_not_end_anothers_pause(machine: Machine, worker: Worker) -> None:
+    """Two nested pauses: the inner one ending leaves the participant parked until the outer one ends;
+    the participant's parked_s counts the time it was parked."""
     with Pause(machine.control) as first:
         assert first.wait(5.0)
         with Pause(machine.control) as second:
@@ -131,6 +143,8 @@ def test_one_requester_ending_does_not_end_anothers_pause(machine: Machine, work
 
 
 def test_every_slot_held_is_an_error(machine: Machine) -> None:
+    """With every pause slot held, one more pause is a QuiesceError saying so; once all are released,
+    every slot is free again."""
     pauses = [Pause(machine.control) for _ in range(QUIESCE_SLOTS)]
     for p in pauses:
         p.__enter__()

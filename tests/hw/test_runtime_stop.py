@@ -53,6 +53,8 @@ def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
 
 @pytest.mark.multiprocess
 def test_a_cpu_that_does_not_stop_is_killed_after_the_grace_time() -> None:
+    """Two CPUs that never look at the stop flag: when the time is up each is reported as not stopping
+    within the 1 s grace time and is killed with SIGKILL."""
     with Machine.create("host", cpus=2) as m:
         result = run_cpus(m, _ignore_the_stop_flag, timeout_s=0.5, grace_s=1.0)
         assert [f.how for f in result.failures] == ["did not stop within 1 s of being asked and was terminated"] * 2
@@ -121,6 +123,8 @@ def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
 
 @pytest.mark.multiprocess
 def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
+    """Each CPU process sends itself SIGTERM: both go on running, make calls, and return when the run asks
+    them to stop; the run is OK."""
     with Machine.create("host", cpus=2) as m:
         result = run_cpus(m, _sigterm_myself_then_stop, timeout_s=1.0)
         assert result.ok, [f.describe() for f in result.failures]

@@ -17,6 +17,8 @@ UNDELEGATE = int(RmiFid.RMI_GRANULE_UNDELEGATE)
 
 
 def test_ring_keeps_the_newest_records_in_order() -> None:
+    """Ten records in a ring of four: it reads back the newest four, oldest first; a new writer on the same
+    region continues the ring after the last record."""
     region = memoryview(bytearray(trace.region_size(4)))
     writer = trace.Tracer(region, 4)
     for n in range(10):
@@ -31,12 +33,16 @@ def test_ring_keeps_the_newest_records_in_order() -> None:
 
 
 def test_region_size_is_page_aligned_and_holds_the_records() -> None:
+    """For capacities from 1 to 65536 the ring's region is a whole number of pages and holds the header
+    and every record."""
     for capacity in (1, 127, 128, 65536):
         size = trace.region_size(capacity)
         assert size % 4096 == 0 and size >= trace.HEADER + capacity * trace.RECORD_SIZE
 
 
 def test_tracing_records_each_rmi_call_with_its_slot_and_x1() -> None:
+    """Only the calls made while CPU 1's tracing is on are in its ring, each with its RMI slot (the unused
+    slot for an unassigned FID), its x1 and a duration, in order; CPU 0's ring stays empty."""
     with Machine.create("host", cpus=2, trace_capacity=64) as m:
         cpu = m.cpu(1)
         pa = m.dram_base + 50 * m.granule_size
@@ -56,6 +62,8 @@ def test_tracing_records_each_rmi_call_with_its_slot_and_x1() -> None:
 
 
 def test_tracing_needs_a_machine_made_with_rings() -> None:
+    """On a machine made without trace rings, turning tracing on for a CPU or for run_cpus is an error
+    naming trace_capacity."""
     with Machine.create("host", cpus=1) as m:
         with pytest.raises(MachineError, match="trace_capacity"):
             m.cpu(0).set_tracing(True)
@@ -65,11 +73,14 @@ def test_tracing_needs_a_machine_made_with_rings() -> None:
 
 @pytest.mark.parametrize("bad", [-1, True, 1 << 25, 1.5])
 def test_bad_trace_capacity_is_rejected_before_anything_is_made(bad: object) -> None:
+    """A negative, boolean, too large or fractional trace_capacity is a ValueError from Machine.create."""
     with pytest.raises(ValueError, match=r"trace_capacity = "):
         Machine.create("host", cpus=1, trace_capacity=bad)  # type: ignore[arg-type]
 
 
 def test_an_attached_machine_reads_the_creators_rings() -> None:
+    """A machine attached by name sees the creator's trace capacity and reads the call the creator's CPU
+    traced."""
     with Machine.create("host", cpus=1, trace_capacity=16) as m:
         cpu = m.cpu(0)
         cpu.set_tracing(True)
@@ -91,6 +102,8 @@ def _delegate_rounds(cpu, rounds: int) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_run_cpus_traces_pins_and_reports_usage() -> None:
+    """run_cpus with tracing and pinning: each CPU's ring holds its 100 RMI calls, its usage shows CPU
+    time, RSS and private memory, and the two CPUs are pinned to different cores where there are two."""
     with Machine.create("host", cpus=2, trace_capacity=256) as m:
         result = run_cpus(m, _delegate_rounds, args=(50,), pin=True, tracing=True)
         assert result.ok, [f.describe() for f in result.failures]
@@ -110,6 +123,8 @@ def test_run_cpus_traces_pins_and_reports_usage() -> None:
 
 
 def test_tracing_records_rsi_calls_and_rec_runs_with_their_exit_reason() -> None:
+    """A traced REC_ENTER whose guest makes RSI_VERSION then runs out its time slice: the ring holds the
+    RSI call with its x1, the REC run with its exit reason and REC, then the REC_ENTER itself."""
     from realm_guests import Guest
     from rmm_mp.abi.rsi import RsiFid
     from rmm_mp.stats.calls import RSI_BASE
@@ -130,6 +145,8 @@ def test_tracing_records_rsi_calls_and_rec_runs_with_their_exit_reason() -> None
 
 
 def test_tracing_records_a_contended_lock_wait_with_class_and_granule() -> None:
+    """A traced lock of a granule another owner holds for 50 ms: one lock-wait record with the class and
+    the granule's PA, and a wait of most of those 50 ms."""
     import threading
     import time
 
