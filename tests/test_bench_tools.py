@@ -52,6 +52,8 @@ CASES = [
 
 @pytest.mark.parametrize("tool, options, verdict, key", CASES, ids=[c[0] for c in CASES])
 def test_benchmark_tool_runs(tool: str, options: list[str], verdict: bool, key: str, tmp_path: Path) -> None:
+    """Each tool in tools/ with tiny options: exit 0 or 1 (1 exactly when it prints MISS, where it has a
+    verdict), no traceback, and a JSON holding its key figure; bench_run compares the same work on 1 CPU."""
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, str(TOOLS / tool), *options, "--json", str(out)],
                           capture_output=True, text=True, timeout=240, cwd=tmp_path)

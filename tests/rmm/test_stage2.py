@@ -70,6 +70,8 @@ def test_a_walk_that_stops_above_level_3_faults_with_the_entrys_ripas(machine: M
     (s2tt.assigned(0x8100_0000, 3, s2tt.RIPAS_DESTROYED), stage2.DESTROYED),
 ])
 def test_a_protected_page_that_is_not_ram_faults(machine: Machine, desc: int, reason: str) -> None:
+    """A level-3 entry that is UNASSIGNED (any RIPAS) or ASSIGNED with RIPAS EMPTY or DESTROYED: translating
+    its page faults at level 3 with the reason its RIPAS gives."""
     t, realm, bus = _setup(machine)
     l3 = t.rtts(realm, 0, 3)[-1]
     s2tt.write(machine.memory, _idx(machine, l3), 5, desc)
@@ -77,6 +79,8 @@ def test_a_protected_page_that_is_not_ram_faults(machine: Machine, desc: int, re
 
 
 def test_protected_pages_and_blocks_translate_to_their_output_address(machine: Machine) -> None:
+    """An ASSIGNED RAM page at level 3 and an ASSIGNED RAM block at level 2: a write to the page and a fetch
+    inside the block translate to the output address (plus the offset in the block) as a DRAM offset."""
     t, realm, bus = _setup(machine)
     l3 = t.rtts(realm, 0, 3)[-1]
     l2 = realm.rtts[(0, 2)]

@@ -38,6 +38,7 @@ def test_kind_follows_the_slot_ranges(slot: int, kind: str) -> None:
 
 
 def test_kind_rejects_a_slot_outside_the_table() -> None:
+    """A slot one past the last (128) has no kind: a ValueError naming the slot."""
     with pytest.raises(ValueError, match="slot = 128"):
         latency.kind(calls.SLOTS)
 
@@ -93,12 +94,15 @@ def test_time_split_covers_rmi_calls_only_and_adds_up() -> None:
 
 
 def test_merged_sums_every_cpu() -> None:
+    """One call's statistics on CPUs 0 and 3 merge into one: the counts and the sums add, the maximum is
+    the larger."""
     stats = {0: {DELEGATE: stats_of(DELEGATE, [100])}, 3: {DELEGATE: stats_of(DELEGATE, [300, 500])}}
     total = latency.merged(stats)[DELEGATE]
     assert (total.count, total.sum_ns, total.max_ns) == (3, 900, 500)
 
 
 def test_total_calls_counts_every_cpu_and_slot() -> None:
+    """One call on CPU 0 and two on CPU 1: total_calls is 3."""
     stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])}, 1: {DELEGATE: stats_of(DELEGATE, [4000, 10])}}
     assert latency.total_calls(stats) == 3
 

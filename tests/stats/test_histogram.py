@@ -393,6 +393,8 @@ def test_zero_ns_calls_count_in_bucket_zero() -> None:
 
 
 def test_flush_without_calls_changes_nothing() -> None:
+    """A recorder that flushes two slots it never recorded, then is released: the region holds no slot
+    and reads as empty."""
     region = _region()
     rec = Recorder(region)
     rec.flush(0)
@@ -403,6 +405,8 @@ def test_flush_without_calls_changes_nothing() -> None:
 
 
 def test_merging_with_an_empty_slot_is_the_identity() -> None:
+    """Merging a slot's statistics with an empty slot, on either side, gives them back unchanged; two
+    empty slots merge to one whose p50 is 0."""
     stats = _record_all([7, 700, 70_000, 1 << 45])
     assert stats.merged(EMPTY) == stats == EMPTY.merged(stats)
     assert EMPTY.merged(EMPTY).percentile(50) == 0

@@ -95,6 +95,8 @@ def test_missing_matplotlib_raises_plot_unavailable(tmp_path: Path, monkeypatch:
 
 
 def test_a_report_without_latency_cannot_be_plotted(tmp_path: Path) -> None:
+    """A report of a run with --no-latency cannot be plotted: a ValueError naming --no-latency; the
+    plotter given no calls at all says so."""
     with pytest.raises(ValueError, match="--no-latency"):
         render.write_plot(hand_built(latency_recorded=False, stats={}), str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="no calls"):

@@ -91,6 +91,8 @@ def test_warnings_for_oversubscription_and_impossible_pinning() -> None:
 
 
 def test_without_latency_the_latency_parts_are_empty() -> None:
+    """A report of a run without latency recording, whose statistics are still there: the JSON's latency
+    records and time split are empty and say so, while the lock statistics remain."""
     doc = _valid(render.to_json(hand_built(latency_recorded=False)))
     assert doc["latency"] == [] and doc["time_split"] == [] and doc["latency_recorded"] is False
     assert doc["locks"]  # lock statistics do not depend on latency recording

@@ -391,12 +391,16 @@ def test_rec_enter_holding_a_reference_before_its_checks_is_reported() -> None:
 
 
 def test_list() -> None:
+    """`explore --list` exits 0 and prints one line per pair, in the catalogue's order, each starting with
+    the pair's name."""
     res = CliRunner().invoke(explore_command, ["--list"])
     assert res.exit_code == 0, res.output
     assert [line.split()[0] for line in res.output.splitlines()] == list(PAIRS)
 
 
 def test_unknown_pair_is_a_usage_error() -> None:
+    """A known pair followed by an unknown one: exit 2 naming the unknown pair, before the known one
+    runs."""
     res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "no-such-pair"])
     assert res.exit_code == 2
     assert "unknown pair 'no-such-pair'" in res.output

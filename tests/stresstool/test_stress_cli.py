@@ -695,6 +695,7 @@ def test_check_names_a_json_file_that_fails_when_written(machine: Machine, tmp_p
 
 
 def test_check_refuses_an_unwritable_json_path(machine: Machine, tmp_path: Path) -> None:
+    """`check NAME --json` with a path in a missing folder: exit 2 naming --json and why."""
     res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "missing" / "c.json")])
     assert res.exit_code == 2 and "--json = " in res.output and "No such file or directory" in res.output, res.output
 
