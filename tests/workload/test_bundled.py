@@ -48,11 +48,15 @@ def brief(name: str, tokens: str | None = None) -> RunReport:
 
 
 def test_every_bundled_workload_has_a_brief_run() -> None:
+    """Every bundled workload has a step count in STEPS, and STEPS names no workload that is not
+    bundled."""
     assert set(spec.bundled()) == set(STEPS)
 
 
 @pytest.mark.parametrize("name", ["quickstart", "smp-realms", "contention", "churn", "delegate-churn"])
 def test_bundled_workload_runs_clean(name: str) -> None:
+    """A bundled workload run briefly comes out clean (see brief); those with realms ran them and made
+    calls."""
     report = brief(name)
     if name != "delegate-churn":
         assert report.realms and report.total_calls > 0

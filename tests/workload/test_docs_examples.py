@@ -18,11 +18,14 @@ EXAMPLES = re.findall(r"```toml\n(.*?)```", TEXT, re.S)
 
 
 def test_the_doc_has_examples() -> None:
+    """docs/workloads.md holds at least five TOML examples for the next test to validate."""
     assert len(EXAMPLES) >= 5
 
 
 @pytest.mark.parametrize("n", range(len(EXAMPLES)))
 def test_every_toml_example_validates(n: int, tmp_path: Path) -> None:
+    """Each TOML example of docs/workloads.md, written to a file, loads and resolves to a workload with
+    phases and CPUs."""
     path = tmp_path / f"example{n}.toml"
     path.write_text(EXAMPLES[n])
     w = resolve(spec.load(str(path)))
@@ -30,5 +33,7 @@ def test_every_toml_example_validates(n: int, tmp_path: Path) -> None:
 
 
 def test_every_key_and_activity_is_documented() -> None:
+    """Every top-level, realm, group and phase key and every activity the code accepts appears in
+    docs/workloads.md in backquotes."""
     for key in spec.TOP_KEYS + spec.REALM_KEYS + spec.GROUP_KEYS + spec.PHASE_KEYS + ACTIVITIES:
         assert f"`{key}`" in TEXT or f"`[[{key}]]`" in TEXT, key

@@ -19,6 +19,8 @@ def test_same_seed_same_plan_per_cpu_and_phase() -> None:
 
 
 def test_seed_cpu_and_phase_each_change_the_plan() -> None:
+    """Another seed, another CPU or another phase name, the rest unchanged: each gives a different
+    200-step plan."""
     base = plan(7, 2, "main", WEIGHTS, 200)
     assert plan(8, 2, "main", WEIGHTS, 200) != base
     assert plan(7, 3, "main", WEIGHTS, 200) != base

@@ -36,6 +36,9 @@ def _row(lines: list[str], *first: str) -> list[str]:
 
 
 def test_header_says_what_ran() -> None:
+    """A clean two-CPU report's first four lines: workload and source; platform, CPUs, cores, seed, time,
+    calls and rate; latency recording and pinning; the host. It ends "result: OK", counting a warning where
+    there is one, and one CPU reads in the singular."""
     text = format_report(hand_built(**GOOD))
     head = text.splitlines()[:4]
     assert head[0] == "workload smp-realms (workloads/smp-realms.toml)"
@@ -77,6 +80,8 @@ def test_time_split_of_rmi_calls() -> None:
 
 
 def test_lock_contention_per_class_and_cpu() -> None:
+    """The lock section: per class and CPU the acquires, contended ones, their share, the total and the
+    longest wait in us; an "all" row only for a class more than one CPU took, and totals over every class."""
     locks = _section(format_report(hand_built()), "Lock contention per granule class")
     assert _row(locks, "RTT", "all") == ["RTT", "all", "1,500", "35", "2.33", "200.00", "40.00"]
     assert _row(locks, "DATA", "1") == ["DATA", "1", "4", "1", "25.00", "0.90", "0.90"]
@@ -85,6 +90,8 @@ def test_lock_contention_per_class_and_cpu() -> None:
 
 
 def test_cpu_processes() -> None:
+    """A pinned CPU's row in the CPU processes table: user and system seconds, involuntary and voluntary
+    switches, peak RSS and private MiB, and its core."""
     usage = {0: ProcessUsage(1.5, 0.25, 12, 340, 60 << 20, 1, 20 << 20)}
     procs = _section(format_report(hand_built(pinned=True, usage=usage)), "CPU processes")
     assert procs[1].split() == ["cpu", "user", "s", "system", "s", "involuntary", "cs", "voluntary", "cs", "peak",
@@ -93,6 +100,8 @@ def test_cpu_processes() -> None:
 
 
 def test_warnings_are_printed_near_the_top() -> None:
+    """4 simulated CPUs on 2 cores, with pinning asked but not possible: both WARNING lines come within
+    the first eight lines of the report."""
     text = format_report(hand_built(cpus=4, host_cores=2, pinned=True,
                                     usage={0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, None, 20 << 20)}))
     warnings = [line for line in text.splitlines()[:8] if line.startswith("WARNING: ")]
@@ -102,6 +111,8 @@ def test_warnings_are_printed_near_the_top() -> None:
 
 
 def test_no_latency_says_so_instead_of_empty_tables() -> None:
+    """A --no-latency report says latency was not recorded, counts no calls and no rate, and has no
+    latency tables or time split; the lock section is still there."""
     text = format_report(hand_built(latency_recorded=False, stats={}, **GOOD))
     assert "latency recorded: no (--no-latency)" in text
     assert "calls not counted (--no-latency)" in text and "calls/s" not in text
@@ -138,6 +149,9 @@ def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
 
 
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
+    """A failed, interrupted run: the CPU failure with its held locks and traceback, the problem, the
+    violation, the files written, INTERRUPTED in the header and a verdict listing every cause; a report
+    whose invariants were not checked fails for that."""
     text = format_report(hand_built(interrupted=True))
     assert "  CPU 1 raised RuntimeError; locks still held: 0x88012000\n  Traceback" in text
     assert "  vm1 did not reach SYSTEM_OFF" in text
@@ -151,6 +165,8 @@ def test_failures_problems_invariants_outputs_and_verdict() -> None:
 
 
 def test_lines_fit_in_120_columns() -> None:
+    """A full report, one of 8 CPUs on 2 cores (with its warning) and one without latency: no line of
+    their text is longer than 120 columns."""
     for report in (hand_built(), hand_built(cpus=8, host_cores=2), hand_built(latency_recorded=False)):
         long = [line for line in format_report(report).splitlines() if len(line) > 120]
         assert long == [], long

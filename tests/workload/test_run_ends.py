@@ -76,6 +76,9 @@ def _run_with_a_stopper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_a_stuck_cpu_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timed run whose CPU 1 is stopped with SIGSTOP once every CPU reached the barrier: it ends, CPU 1
+    is reported killed after the grace time (any other failed CPU the same way), and the run is not
+    ok."""
     monkeypatch.setattr(run, "OVERRUN_S", 0.5)
     report = _run_with_a_stopper(tmp_path, monkeypatch, _stop_once_running)
     stuck = [f for f in report.failures if f.cpu == STUCK]
@@ -127,6 +130,9 @@ def test_time_up_waits_for_the_barrier_at_most_startup_seconds() -> None:
 
 
 def test_time_up_counts_from_the_barrier_and_never_ends_a_run_of_steps() -> None:
+    """TimeUp says nothing before the barrier however long start-up takes, says "time is up" exactly
+    when the run's seconds plus the overrun have passed since the barrier, and never for a counted
+    run."""
     arrived = [False]
     timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S, startup=150.0)
     assert timed(100.0) is None                 # start-up: up to ``startup`` seconds

@@ -90,6 +90,8 @@ def test_bad_size(tmp_path: Path, ram: object, expected: str) -> None:
 
 
 def test_a_boolean_is_shown_as_toml_spells_it(tmp_path: Path) -> None:
+    """cpus = true is refused, and the message shows the value as `true`, as it was written, not
+    Python's True."""
     err = refused(tmp_path, "cpus = true\n" + HEAD + OK_REALM, 1, "cpus", True, "the number of CPU processes")
     assert "cpus = true: expected" in str(err)
 
@@ -132,11 +134,14 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 # -- guests ---------------------------------------------------------------------------------------
 
 def test_unknown_guest(tmp_path: Path) -> None:
+    """A guest name that is no bundled guest nor a .s file: refused at its line, suggesting the close
+    bundled name."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "helo"\n', 5, "realm[0].guest", "helo",
             'or the path of a .s file (did you mean "hello"?)')
 
 
 def test_guest_file_missing(tmp_path: Path) -> None:
+    """A guest path to a .s file that does not exist: refused at its line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "mine.s"\n', 5, "realm[0].guest", "mine.s",
             "a .s file that exists")
 
@@ -215,6 +220,7 @@ def test_measure_guest_constants(tmp_path: Path) -> None:
 
 
 def test_constant_out_of_range(tmp_path: Path) -> None:
+    """A negative .equ constant: refused at its line as outside 0..2^64-1."""
     refused(tmp_path, HEAD + OK_REALM.replace('"hello"', '"smp-boot"') + "constants = { WORK = -3 }\n", 6,
             "realm[0].constants.WORK", -3, "an integer in 0..2^64-1")
 
@@ -317,16 +323,19 @@ def test_the_pages_the_constants_place_count_in_the_memory_bound(tmp_path: Path)
 # -- activities, groups, phases -------------------------------------------------------------------
 
 def test_unknown_activity(tmp_path: Path) -> None:
+    """A misspelt activity: refused at its line, suggesting the known one."""
     refused(tmp_path, "seconds = 1\nactivities = { runn = 1 }\n" + OK_REALM, 2, "activities.runn", 1,
             'a known activity (did you mean "run"?)')
 
 
 def test_weights_all_zero(tmp_path: Path) -> None:
+    """Activity weights all 0: refused at the table's line, since no step could choose any."""
     refused(tmp_path, "seconds = 1\nactivities = { run = 0, rtt-churn = 0 }\n" + OK_REALM, 2, "activities",
             {"run": 0, "rtt-churn": 0}, "at least one weight greater than 0")
 
 
 def test_negative_weight(tmp_path: Path) -> None:
+    """A negative weight: refused at its key."""
     refused(tmp_path, "seconds = 1\nactivities = { run = -1 }\n" + OK_REALM, 2, "activities.run", -1,
             "a weight: a number >= 0")
 
@@ -375,22 +384,26 @@ def test_cpus_beyond_the_run_queue_names_its_real_limit(tmp_path: Path) -> None:
 
 
 def test_phase_without_an_end(tmp_path: Path) -> None:
+    """A phase with neither seconds nor iterations: refused at the phase's header."""
     text = 'activities = { delegate-churn = 1 }\n\n[[phase]]\nname = "warm"\n'
     refused(tmp_path, text, 3, "phase[0]", "warm", "an end: seconds or iterations")
 
 
 def test_phases_mix_seconds_and_iterations(tmp_path: Path) -> None:
+    """One phase timed, the next counted: the second is refused, asking for seconds like the first."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
             '[[phase]]\nname = "b"\niterations = 10\n')
     refused(tmp_path, text, 7, "phase[1].iterations", 10, "seconds, like phase[0]")
 
 
 def test_top_level_length_with_phases(tmp_path: Path) -> None:
+    """A top-level seconds in a file with [[phase]] entries: refused, the phases give the length."""
     text = 'seconds = 3\nactivities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
     refused(tmp_path, text, 1, "seconds", 3, "no top-level length when the file has [[phase]] entries")
 
 
 def test_duplicate_phase_names(tmp_path: Path) -> None:
+    """Two phases with one name: the second is refused at its name's line."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
             '[[phase]]\nname = "a"\nseconds = 1\n')
     refused(tmp_path, text, 6, "phase[1].name", "a", "a name no other phase has")
@@ -431,11 +444,13 @@ def test_cpu_without_activities(tmp_path: Path) -> None:
 
 
 def test_activity_with_nothing_to_work_on(tmp_path: Path) -> None:
+    """rtt-churn with no realm to churn: refused at the activity."""
     refused(tmp_path, "seconds = 1\nactivities = { rtt-churn = 1 }\n", 2, "activities.rtt-churn", 1,
             "an activity with something to work on")
 
 
 def test_lifecycle_realm_without_an_owner(tmp_path: Path) -> None:
+    """A lifecycle realm when no CPU has a lifecycle weight: refused at its lifecycle key."""
     refused(tmp_path, HEAD + OK_REALM + "lifecycle = true\n", 6, "realm[0].lifecycle", True,
             "a CPU with a weight for 'lifecycle'")
 
@@ -452,12 +467,14 @@ def test_lifecycle_owner_left_out_by_cpus_says_so(tmp_path: Path) -> None:
 
 
 def test_lifetime_without_lifecycle(tmp_path: Path) -> None:
+    """A lifetime on a realm that is not a lifecycle realm: refused at the key."""
     refused(tmp_path, HEAD + OK_REALM + "lifetime = 10\n", 6, "realm[0].lifetime", 10, "no lifetime unless lifecycle")
 
 
 # -- realms ----------------------------------------------------------------------------------------
 
 def test_duplicate_realm_names(tmp_path: Path) -> None:
+    """Two realms with one name: the second is refused at its name's line."""
     refused(tmp_path, HEAD + OK_REALM + OK_REALM, 7, "realm[1].name", "a", "a name no other realm has")
 
 
@@ -473,20 +490,25 @@ def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65])
 def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
+    """An RPV with an odd number of hex digits, one that is not hex, or one of 65 bytes: refused."""
     refused(tmp_path, HEAD + OK_REALM + f'rpv = "{rpv}"\n', 6, "realm[0].rpv", rpv, "a hex string of at most 64 bytes")
 
 
 def test_bad_hash_name(tmp_path: Path) -> None:
+    """A hash algorithm the RMM does not offer (sha384): refused, naming the two it does."""
     refused(tmp_path, HEAD + OK_REALM + 'hash = "sha384"\n', 6, "realm[0].hash", "sha384", "one of 'sha256', 'sha512'")
 
 
 def test_too_many_realms_for_the_run_queue(tmp_path: Path) -> None:
+    """60 realm instances alive at once, more than the run queue's 54: refused at the first realm's
+    instances, saying how many the run would have."""
     text = HEAD + OK_REALM + "instances = 40\n" + OK_REALM.replace('"a"', '"b"') + "instances = 20\n"
     err = refused(tmp_path, text, 6, "realm[0].instances", 40, "at most 54 realms alive at once")
     assert "this run would have 60" in err.expected
 
 
 def test_too_many_cpus_for_the_platform(tmp_path: Path) -> None:
+    """cpus = 8 on the 4-CPU host platform: refused, naming the platform and its CPU count."""
     refused(tmp_path, "cpus = 8\n" + HEAD + OK_REALM, 1, "cpus", 8, "an integer in 1..4 (platform 'host' has 4 CPUs)")
 
 
@@ -531,10 +553,13 @@ def test_realm_beyond_the_platforms_features(tmp_path: Path, line: str, key: str
 
 
 def test_unknown_platform_in_the_file(tmp_path: Path) -> None:
+    """A misspelt platform name in the file: refused at its line as no bundled platform."""
     refused(tmp_path, 'platform = "hots"\n' + HEAD + OK_REALM, 1, "platform", "hots", "a bundled platform")
 
 
 def test_no_length_anywhere(tmp_path: Path) -> None:
+    """No seconds or iterations in the file, its phases or the command line: refused with no line,
+    pointing at --seconds / --iterations."""
     refused(tmp_path, "activities = { run = 1 }\n" + OK_REALM, None, "seconds",
             MISSING, "or --seconds / --iterations")
 
@@ -552,6 +577,8 @@ def test_no_length_anywhere(tmp_path: Path) -> None:
 ])
 def test_command_line_options_are_checked_like_the_file(tmp_path: Path, options: dict[str, object], key: str,
                                                         value: object, expected: str) -> None:
+    """Each bad option value is a ConfigError from "command line" naming the option, the value and what
+    was expected, with no line, and no shared memory is made."""
     (tmp_path / "w.toml").write_text(HEAD + OK_REALM)
     with pytest.raises(ConfigError) as info:
         resolve(spec.load(str(tmp_path / "w.toml")), **options)  # type: ignore[arg-type]
@@ -562,6 +589,7 @@ def test_command_line_options_are_checked_like_the_file(tmp_path: Path, options:
 
 
 def test_unknown_workload_name_lists_the_bundled_ones() -> None:
+    """A misspelt workload name suggests the close bundled one and lists the others."""
     with pytest.raises(ConfigError) as info:
         spec.load("quickstrat")
     assert 'did you mean "quickstart"' in str(info.value) and "delegate-churn" in str(info.value)
@@ -589,6 +617,8 @@ def test_defaults_overrides_and_weights(tmp_path: Path) -> None:
 
 
 def test_phases_keep_their_proportions_under_seconds(tmp_path: Path) -> None:
+    """Phases of 3 s and 1 s under --seconds 2 get 1.5 s and 0.5 s; under --iterations 8 they get 6 and
+    2 steps and no time."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 3\n'
             '[[phase]]\nname = "b"\nseconds = 1\nactivities = { delegate-churn = 2 }\n')
     w = load(tmp_path, text, seconds=2.0)
@@ -655,6 +685,8 @@ def test_lifecycle_instances_are_shared_round_robin(tmp_path: Path) -> None:
 
 
 def test_locate_follows_nested_arrays_of_tables() -> None:
+    """locate gives the line of a key inside [[phase.group]] tables of either phase, of an inline
+    activity and of a [realm.constants] key; a missing key gives its table's header, an absent one None."""
     text = ('x = 1\n[[phase]]\nname = "a"\n[[phase.group]]\ncpus = [0]\n[[phase]]\nname = "b"\n'
             '[[phase.group]]\ncpus = [1]\nactivities = { run = 1, "rtt-churn" = 2 }\n[[realm]]\n[realm.constants]\nW = 1\n')
     assert locate(text, "x") == 1
@@ -709,16 +741,21 @@ def test_locate_skips_multi_line_strings_and_reads_literal_keys() -> None:
 
 
 def test_a_realm_after_a_multi_line_description_names_its_line(tmp_path: Path) -> None:
+    """A "[[realm]]" and "recs = 5" inside a multi-line description are text: the error of the real
+    realm's recs names the real line."""
     text = 'description = """\n[[realm]]\nrecs = 5\n"""\n' + HEAD + OK_REALM + "recs = 0\n"
     refused(tmp_path, text, 10, "realm[0].recs", 0, "an integer in 1..32")
 
 
 def test_bad_value_in_an_inline_realm_names_its_line(tmp_path: Path) -> None:
+    """A bad recs in the second element of an array of inline realm tables: refused at that element's
+    line."""
     text = HEAD + 'realm = [\n  { name = "a", guest = "hello" },\n  { name = "b", guest = "hello", recs = 0 },\n]\n'
     refused(tmp_path, text, 5, "realm[1].recs", 0, "an integer in 1..32")
 
 
 def test_misspelt_dotted_activity_names_its_line(tmp_path: Path) -> None:
+    """activities.runn = 1 as a dotted key: refused at its own line, suggesting "run"."""
     refused(tmp_path, 'seconds = 1\nactivities.runn = 1\n' + OK_REALM, 2, "activities.runn", 1,
             'a known activity (did you mean "run"?)')
 

@@ -49,6 +49,8 @@ def _skip(undelegate: bool, free: bool) -> Callable[[Release], Release]:
 ], ids=["neither", "freed-not-undelegated", "undelegated-not-freed"])
 def test_a_granule_the_teardown_leaks_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     undelegate: bool, free: bool, shown: list[str]) -> None:
+    """A teardown that neither undelegates nor frees one granule, or does only one of the two: each
+    omission is a problem of its own, the invariants still hold, and the run is not ok."""
     monkeypatch.setattr(realm_teardown, "release_granule", _skip(undelegate, free)(realm_teardown.release_granule))
     path = tmp_path / "w.toml"
     path.write_text('iterations = 8\ncpus = 1\nactivities = { run = 1 }\n[[realm]]\nname = "r"\nguest = "hello"\n')
@@ -59,6 +61,7 @@ def test_a_granule_the_teardown_leaks_fails_the_run(tmp_path: Path, monkeypatch:
 
 
 def test_a_complete_teardown_leaves_nothing(tmp_path: Path) -> None:
+    """The same one-realm run with the real teardown: no problem, and the run is ok."""
     path = tmp_path / "w.toml"
     path.write_text('iterations = 8\ncpus = 1\nactivities = { run = 1 }\n[[realm]]\nname = "r"\nguest = "hello"\n')
     report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False))
