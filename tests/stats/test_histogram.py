@@ -393,8 +393,8 @@ def test_zero_ns_calls_count_in_bucket_zero() -> None:
 
 
 def test_flush_without_calls_changes_nothing() -> None:
-    """A recorder that flushes two slots it never recorded, then is released: the region holds no slot
-    and reads as empty."""
+    """A recorder with no call recorded flushes twice, then is released: no slot has a call and every
+    word of the region, the flush counts too, is still 0."""
     region = _region()
     rec = Recorder(region)
     rec.flush(0)
@@ -402,6 +402,7 @@ def test_flush_without_calls_changes_nothing() -> None:
     rec.release()
     assert read_region(region) == {}
     assert read_slot(region, 0) == EMPTY
+    assert not any(region), "a flush without calls wrote to the region"    # also words CallStats omits
 
 
 def test_merging_with_an_empty_slot_is_the_identity() -> None:
