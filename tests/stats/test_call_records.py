@@ -102,9 +102,11 @@ def test_merged_sums_every_cpu() -> None:
 
 
 def test_total_calls_counts_every_cpu_and_slot() -> None:
-    """One call on CPU 0 and two on CPU 1: total_calls is 3."""
-    stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])}, 1: {DELEGATE: stats_of(DELEGATE, [4000, 10])}}
-    assert latency.total_calls(stats) == 3
+    """One DELEGATE on CPU 0; two DELEGATEs and a host call on CPU 1: total_calls is 4, every slot of
+    every CPU counted."""
+    stats = {0: {DELEGATE: stats_of(DELEGATE, [2000])},
+             1: {DELEGATE: stats_of(DELEGATE, [4000, 10]), HOST_CALL: stats_of(HOST_CALL, [3000])}}
+    assert latency.total_calls(stats) == 4
 
 SMCCC_GUEST = """
     mov x0, =0x80000000             // SMCCC_VERSION: function number 0, as PSCI_VERSION's
