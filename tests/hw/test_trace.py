@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rmm_mp import Machine
+from rmm_mp import machine as machine_module
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.hw import trace
 from rmm_mp.hw.faults import MachineError
@@ -72,8 +73,14 @@ def test_tracing_needs_a_machine_made_with_rings() -> None:
 
 
 @pytest.mark.parametrize("bad", [-1, True, 1 << 25, 1.5])
-def test_bad_trace_capacity_is_rejected_before_anything_is_made(bad: object) -> None:
-    """A negative, boolean, too large or fractional trace_capacity is a ValueError from Machine.create."""
+def test_bad_trace_capacity_is_rejected_before_anything_is_made(bad: object,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A negative, boolean, too large or fractional trace_capacity is a ValueError from Machine.create,
+    raised before it makes any segment (one made would raise AssertionError here instead)."""
+    def no_segment(*args: object) -> None:
+        raise AssertionError("a segment was made before trace_capacity was checked")
+
+    monkeypatch.setattr(machine_module.Segment, "create", no_segment)
     with pytest.raises(ValueError, match=r"trace_capacity = "):
         Machine.create("host", cpus=1, trace_capacity=bad)  # type: ignore[arg-type]
 
