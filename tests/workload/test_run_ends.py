@@ -122,6 +122,8 @@ def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: P
 
 
 def test_time_up_waits_for_the_barrier_at_most_startup_seconds() -> None:
+    """A timed run whose CPUs are not all at the start barrier is up once ``startup`` seconds have
+    passed, not before; a run bounded by steps never is."""
     arrived = [False]
     timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S, startup=50.0)
     assert timed(49.9) is None
