@@ -152,27 +152,46 @@ def test_tracing_records_rsi_calls_and_rec_runs_with_their_exit_reason() -> None
 
 
 def test_tracing_records_a_contended_lock_wait_with_class_and_granule() -> None:
-    """A traced lock of a granule another owner holds for 50 ms: one lock-wait record with the class and
-    the granule's PA, and a wait of most of those 50 ms."""
+    """A traced lock of a granule another owner releases 50 ms after the CPU's first failed try: one
+    lock-wait record with the class and the granule's PA, and a wait of at least those 50 ms and at
+    most the lock call's own duration (both bounds follow from the order of events, not timing)."""
     import threading
     import time
 
-    from rmm_mp.hw.granule import cpu_owner
+    from rmm_mp.hw.granule import GranuleTable, cpu_owner
+
+    tried = threading.Event()
+
+    class Announcing:
+        """The contended acquire calls it after each failed try, so after the wait's clock started."""
+
+        def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
+            tried.set()
+            time.sleep(0.0005)
+
+    def release_50_ms_after_the_first_try(table: GranuleTable, idx: int) -> None:
+        if tried.wait(60):
+            time.sleep(0.05)
+        table.unlock(idx)
 
     with Machine.create("host", cpus=2, trace_capacity=16) as m:
         cpu = m.cpu(0)
         cpu.set_tracing(True)
+        cpu.granules.waiter = Announcing()
         other = m.granule_table(cpu_owner(1))
         idx = 7
         other.lock(idx)
-        releaser = threading.Timer(0.05, other.unlock, args=(idx,))
+        releaser = threading.Thread(target=release_50_ms_after_the_first_try, args=(other, idx))
         releaser.start()
         try:
+            called = time.perf_counter_ns()
             cpu.granules.lock(idx, 5)
+            returned = time.perf_counter_ns()
             cpu.granules.unlock(idx)
         finally:
             releaser.join()
+            cpu.granules.waiter = None
         [(start, waited, kind, cls, pa)] = m.read_trace(0)
     assert (kind, cls, pa) == (trace.KIND_LOCK_WAIT, 5, m.dram_base + idx * m.granule_size)
-    assert waited >= 20_000_000, waited  # it waited for most of the 50 ms the other owner held it
+    assert 50_000_000 <= waited <= returned - called, (waited, returned - called)
     assert cpu.granules.stats.contended_by_class[5] == 1
