@@ -102,7 +102,7 @@ class RttChurn:
             return
         h = self.host
         if win.backing is None:
-            win.backing = h.alloc.alloc(512, 512)     # 2 MiB aligned: a full table can fold
+            win.backing = h.take_backing()
         pa = win.backing + i * G
         x0 = h.smc(F.RMI_GRANULE_DELEGATE, pa)[0]
         if x0 != SUCCESS:

@@ -2,8 +2,8 @@
 
     RunPlan    what the parent gives every CPU: the phases, the realm templates, the resident
                realms, the shared delegate-churn pool, the run options
-    CpuPart    what it gives one CPU: the lifecycle instances it owns (built by the parent) and
-               its private delegate-churn pool
+    CpuPart    what it gives one CPU: the lifecycle instances it owns (built by the parent), its
+               private delegate-churn pool and the 2 MiB runs that back its rtt-churn windows
     CpuJob     both, as one CPU sees them
     CpuResult  what the CPU returns: counters, the instances it tore down (Finished), the ones
                it leaves alive, vCPU errors it saw, pages to free after the final teardown
@@ -26,7 +26,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rmm_mp.host import RunLoop
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.host import HostError, RunLoop
+from rmm_mp.host.realm import ERROR_RTT, PAGE_LEVEL, SUCCESS, index, status
+from rmm_mp.host.realm_teardown import _split_block
 from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Instance
@@ -36,6 +39,11 @@ from rmm_mp.workload.spec import RealmTemplate
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
 
+WINDOW_GRANULES = 512
+"""Granules of the run backing an rtt-churn window: 2 MiB, aligned to 2 MiB, so that a level-3
+table full of its pages can fold into an assigned block."""
+DATA_DESTROY = int(RmiFid.RMI_DATA_DESTROY)
+UNDELEGATE = int(RmiFid.RMI_GRANULE_UNDELEGATE)
 _YIELDS_BEFORE_SLEEP = 32
 _IDLE_SLEEP_S = 0.0002
 
@@ -60,15 +68,18 @@ class RunPlan:
     def job(self, cpu: int, part: "CpuPart") -> "CpuJob":
         return CpuJob(cpu, self.seed, self.cpus, self.phases, self.realms, part.owned, self.resident,
                       self.delegate_shared if part.delegate_private else (), part.delegate_private,
-                      self.ripas_template, self.recording, self.tokens_dir, self.platform_key, self.phase_counts)
+                      self.ripas_template, self.recording, self.tokens_dir, self.platform_key, self.phase_counts,
+                      part.backings)
 
 
 @dataclass(frozen=True)
 class CpuPart:
-    """One CPU's own share of the plan: the lifecycle instances it owns, its private pool."""
+    """One CPU's own share of the plan: the lifecycle instances it owns, its private pool, the
+    runs of its rtt-churn windows (one per realm it may churn: resolve.churn_targets)."""
 
     owned: tuple[Instance, ...] = ()
     delegate_private: tuple[int, ...] = ()
+    backings: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class CpuJob:
     tokens_dir: str | None = None
     platform_key: bytes | None = None
     phase_counts: bool = False
+    backings: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,7 @@ class Window:
         realm's DATA right now, and the NS pages mapped into the realm."""
         pages = list(self.ns_pages.values())
         if self.backing is not None:
-            pages += [self.backing + i * 4096 for i in range(512) if i not in self.assigned]
+            pages += [self.backing + i * 4096 for i in range(WINDOW_GRANULES) if i not in self.assigned]
         return pages
 
 
@@ -154,6 +166,8 @@ class Host:
         self.private: list[Instance] = []
         self.windows: dict[tuple[int, int], Window] = {}
         self.delegate: tuple[int, ...] | None = None
+        self.backings = list(job.backings)
+        """Window runs no window holds now (a window takes one when it first backs a page)."""
         self._idle = 0
 
     # -- running vCPUs -------------------------------------------------------------------------
@@ -227,13 +241,46 @@ class Host:
             win = self.windows[key] = Window(offset, inst.host.par_size + offset)
         return win
 
+    def take_backing(self) -> int:
+        """A window run for a window's first page: one of this CPU's, else a new one (more windows
+        than resolve.churn_targets counted would be a bug; the allocator may still have one)."""
+        return self.backings.pop() if self.backings else self.alloc.alloc(WINDOW_GRANULES, WINDOW_GRANULES)
+
     def forget(self, inst: Instance) -> list[int]:
+        """Before ``inst`` is torn down: its window's run goes back to this CPU's runs, emptied
+        (its pages DATA_DESTROYed and undelegated here, not freed with the realm's granules,
+        which would hand them to the allocator a granule at a time); the NS pages map-shared
+        mapped are returned, to be freed after the teardown."""
         win = self.windows.pop((inst.slot, inst.gen), None)
-        return win.leftovers() if win is not None else []
+        if win is None:
+            return []
+        if win.backing is not None:
+            self._empty_window(inst, win)
+            self.backings.append(win.backing)
+        return list(win.ns_pages.values())
+
+    def _empty_window(self, inst: Instance, win: Window) -> None:
+        """DATA_DESTROY + UNDELEGATE every page the window assigned; a folded block is unfolded
+        (RTT_CREATE) first, as the teardown does."""
+        realm = inst.host
+        for i in sorted(win.assigned):
+            ipa = win.base + i * 4096
+            x0, pa = self.smc(DATA_DESTROY, realm.rd, ipa)[:2]
+            if status(x0) == ERROR_RTT and index(x0) < PAGE_LEVEL:
+                _split_block(self.cpu, self.alloc, realm, ipa, index(x0))
+                x0, pa = self.smc(DATA_DESTROY, realm.rd, ipa)[:2]
+            if x0 != SUCCESS or pa != win.backing + i * 4096:
+                raise HostError(DATA_DESTROY, (realm.rd, ipa), x0, f"this CPU assigned its window page "
+                                                                    f"{win.backing + i * 4096:#x} there (X1 {pa:#x})")
+            x0 = self.smc(UNDELEGATE, pa)[0]
+            if x0 != SUCCESS:
+                raise HostError(UNDELEGATE, (pa,), x0, "DATA_DESTROY has just returned it")
+        win.assigned.clear()
 
     def result(self, started_ns: int, ended_ns: int, cpu_ns: int) -> CpuResult:
         live = [i for i in self.owned.values() if i is not None] + self.private
         leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
+        leftovers += [run + i * 4096 for run in self.backings for i in range(WINDOW_GRANULES)]
         counters = dict(self.counters)
         counters["REC entries"] = self.loop.entries
         off = tuple((i.slot, i.gen) for k, i in self.owned.items() if i is not None and k in self.turned_off)

@@ -299,8 +299,7 @@ def _memory(w: Workload) -> tuple[int, dict[str, int]]:
     parts = {"realms": sum(r.instances * realm_granules(r) for r in w.realms)}
     windows = maps = delegate = ripas = 0
     for cpu in range(w.cpus):
-        eligible = sum(r.instances for r in w.realms if not r.lifecycle) + \
-            sum(1 for _, owner in w.owners if owner == cpu)
+        eligible = churn_targets(w, cpu)
         windows += eligible * CHURN_WINDOW_GRANULES if w.uses("rtt-churn", cpu) else 0
         maps += eligible * MAP_WINDOW_GRANULES if w.uses("map-shared", cpu) else 0
         delegate += DELEGATE_PRIVATE if w.uses("delegate-churn", cpu) else 0
@@ -310,6 +309,12 @@ def _memory(w: Workload) -> tuple[int, dict[str, int]]:
     parts.update({"rtt-churn windows": windows, "map-shared pages": maps, "delegate-churn pools": delegate,
                   "ripas-churn realms": ripas})
     return sum(parts.values()), parts
+
+
+def churn_targets(w: Workload, cpu: int) -> int:
+    """Realms CPU ``cpu`` may churn at once: every resident instance and the lifecycle instances
+    it owns (cpustate.Host.churn_targets); it holds at most one rtt-churn window in each."""
+    return sum(r.instances for r in w.realms if not r.lifecycle) + sum(1 for _, owner in w.owners if owner == cpu)
 
 
 def realm_granules(r: RealmTemplate) -> int:

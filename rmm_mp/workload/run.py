@@ -2,8 +2,9 @@
 
 ``run_workload`` is the whole sequence, in the parent process:
 
-1. make the machine (trace rings only with a trace file), build every realm instance of the
-   file on CPU 0 with latency recording off (so the build is not in CPU 0's figures), allocate
+1. make the machine (trace rings only with a trace file), allocate the 2 MiB runs of every
+   CPU's rtt-churn windows (first, while DRAM is in one piece), build every realm instance of
+   the file on CPU 0 with latency recording off (so the build is not in CPU 0's figures), allocate
    the delegate-churn pools, and make the RunPlan every CPU gets and each CPU's own CpuPart
    (the lifecycle instances it owns);
 2. run one CPU process per CPU (engine.cpu_main), with the progress bar; a timed run's CPUs
@@ -53,11 +54,11 @@ from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
 from rmm_mp.stats.trace_export import write_trace
 from rmm_mp.workload import programs, realms
-from rmm_mp.workload.cpustate import CpuPart, CpuResult, RunPlan
+from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart, CpuResult, RunPlan
 from rmm_mp.workload.engine import cpu_main
 from rmm_mp.workload.realms import Finished, Instance
 from rmm_mp.workload.report import RealmOutcome, RunReport, collect_locks
-from rmm_mp.workload.resolve import DELEGATE_PRIVATE, DELEGATE_SHARED, Workload
+from rmm_mp.workload.resolve import DELEGATE_PRIVATE, DELEGATE_SHARED, Workload, churn_targets
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -292,11 +293,17 @@ def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResul
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],
                                                                           tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
-    """Build every instance and the delegate-churn pools on CPU 0 (recording off); the plan."""
+    """Allocate the rtt-churn windows' runs, build every instance and the delegate-churn pools
+    on CPU 0 (recording off); the plan."""
     cpu = machine.cpu(0)
     try:
         cpu.set_recording(False)
         alloc, queue = NsAllocator(machine, 0), RunQueue(machine)
+        # First, while DRAM is in one piece: the 2 MiB aligned runs of rtt-churn's windows, one
+        # per realm a CPU may churn, which it keeps for the run. Allocated when a window first
+        # needed one, they failed once the realms' single granules had spread over every 2 MiB.
+        backings = {c: tuple(alloc.alloc(WINDOW_GRANULES, WINDOW_GRANULES) for _ in range(churn_targets(w, c)))
+                    for c in range(w.cpus) if w.uses("rtt-churn", c)}
         built = []
         for r, t in enumerate(w.realms):
             for index in range(t.instances):
@@ -315,7 +322,8 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
     resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
     plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
                    key, phase_counts=bool(w.file.phases))
-    parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()))
+    parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()),
+                          backings.get(c, ()))
                   for c in range(w.cpus))
     return plan, parts, (shared, private)
 
