@@ -58,7 +58,7 @@ from rmm_mp.host.realm import (
     ERROR_RTT, GRANULE, PAGE_LEVEL, SUCCESS, HostError, HostRealm, create_rtt_levels, find_map_level, index,
     map_non_secure, map_protected, release_granule, status,
 )
-from rmm_mp.host.realm_teardown import _split_block
+from rmm_mp.host.realm_teardown import split_block
 from rmm_mp.host.runqueue import END_SYSTEM_OFF, END_SYSTEM_RESET, MAX_VCPUS
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ def _destroy_private(h: ExitContext, slot: int, realm: HostRealm, start: int, en
             release_granule(h.cpu, h.alloc, pa)
             h.queue.count(slot, "ripas_destroyed")
         elif status(x0) == ERROR_RTT and top == ipa and index(x0) < PAGE_LEVEL:
-            _split_block(h.cpu, h.alloc, realm, ipa, index(x0))
+            split_block(h.cpu, h.alloc, realm, ipa, index(x0))
             continue
         elif status(x0) != ERROR_RTT:
             raise HostError(DATA_DESTROY, (realm.rd, ipa), x0, "the IPA is protected and aligned")

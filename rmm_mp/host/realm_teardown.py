@@ -94,7 +94,7 @@ def destroy_protected(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm) -> Non
         if x0 == SUCCESS:
             release_granule(cpu, alloc, pa)
         elif status(x0) == ERROR_RTT and top == ipa and index(x0) < PAGE_LEVEL:
-            _split_block(cpu, alloc, realm, ipa, index(x0))
+            split_block(cpu, alloc, realm, ipa, index(x0))
             continue
         elif status(x0) != ERROR_RTT:
             raise HostError(DATA_DESTROY, (realm.rd, ipa), x0, "the IPA is protected and aligned")
@@ -104,7 +104,7 @@ def destroy_protected(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm) -> Non
         ipa = top
 
 
-def _split_block(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int, level: int) -> None:
+def split_block(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int, level: int) -> None:
     """Unfold the protected block at ``level`` covering ``ipa`` into a new level + 1 table."""
     rtt = delegated_granule(cpu, alloc)
     base = ipa & ~(block_size(level) - 1)

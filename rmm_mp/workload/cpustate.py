@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.host import HostError, RunLoop
 from rmm_mp.host.realm import ERROR_RTT, PAGE_LEVEL, SUCCESS, index, status
-from rmm_mp.host.realm_teardown import _split_block
+from rmm_mp.host.realm_teardown import split_block
 from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Instance
@@ -267,7 +267,7 @@ class Host:
             ipa = win.base + i * 4096
             x0, pa = self.smc(DATA_DESTROY, realm.rd, ipa)[:2]
             if status(x0) == ERROR_RTT and index(x0) < PAGE_LEVEL:
-                _split_block(self.cpu, self.alloc, realm, ipa, index(x0))
+                split_block(self.cpu, self.alloc, realm, ipa, index(x0))
                 x0, pa = self.smc(DATA_DESTROY, realm.rd, ipa)[:2]
             if x0 != SUCCESS or pa != win.backing + i * 4096:
                 raise HostError(DATA_DESTROY, (realm.rd, ipa), x0, f"this CPU assigned its window page "
