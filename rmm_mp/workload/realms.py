@@ -82,7 +82,6 @@ class Finished:
     token_file: str = ""
     token_write_error: str = ""
     """Why the token could not be saved to --save-tokens' directory (a report-file failure)."""
-    console: bytes = b""
     order: tuple[int, int, int] = (0, 0, 0)
     """(template, instance, generation): how the report sorts realms (private realms last)."""
 
@@ -120,7 +119,7 @@ def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTempla
     st = realm_status(queue, inst.slot)
     counters = {k: v for k, v in st.counters.items() if v}
     base = Finished(inst.name, len(inst.host.recs), inst.slot, inst.gen, st.state, st.end, st.reports, st.result,
-                    counters, turned_off, console=st.console, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation))
+                    counters, turned_off, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation))
     if t is None or not t.attest:
         return base
     token, problem = _token(machine, st)
