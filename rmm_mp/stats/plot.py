@@ -140,5 +140,7 @@ def heading(title: str, left_out: list[int]) -> str:
     text = title + ("\n" if title else "") + "share of calls at most x us (histogram bucket upper edges)"
     if left_out:
         names = ", ".join(calls.name(slot) for slot in left_out)
-        text += f"\nno panel for {count(len(left_out), 'more call')}, each made fewer times than those shown: {names}"
+        # "At most as often", not "fewer times": busiest() breaks a tie in counts by name.
+        text += (f"\nno panel for {count(len(left_out), 'more call')}, each made at most as often as those shown: "
+                 f"{names}")
     return text

@@ -55,9 +55,21 @@ def test_heading_names_the_calls_without_a_panel() -> None:
     several (it used to say "20 calls with fewer calls")."""
     assert plot.heading("run", []) == "run\nshare of calls at most x us (histogram bucket upper edges)"
     several = plot.heading("run", [4, 5]).splitlines()[-1]
-    assert several == (f"no panel for 2 more calls, each made fewer times than those shown: "
+    assert several == (f"no panel for 2 more calls, each made at most as often as those shown: "
                        f"{calls.name(4)}, {calls.name(5)}")
     assert plot.heading("", [4]).splitlines()[-1].startswith("no panel for 1 more call, each")
+
+
+def test_heading_does_not_say_fewer_of_a_call_left_out_at_a_tie() -> None:
+    """Two calls made 159 times each and room for one panel: one is left out although it was
+    made as often as the one shown (a quickstart run left out RSI_HOST_CALL, 159 calls, and
+    showed EXIT_HOST_CALL, 159 calls, under a title saying the ones left out were made fewer
+    times)."""
+    stats = {0: {slot: stats_of(slot, [1000] * 159) for slot in (1, 2)}}
+    shown, left_out = plot.busiest(stats, 1)
+    assert (shown, left_out) == ([1], [2])
+    line = plot.heading("run", left_out).splitlines()[-1]
+    assert "fewer" not in line and line.startswith("no panel for 1 more call, each made at most as often as")
 
 
 def test_cdf_steps_at_bucket_upper_edges() -> None:
