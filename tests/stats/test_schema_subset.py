@@ -96,6 +96,15 @@ def test_report_schema_uses_only_the_subset_and_describes_every_property() -> No
     walk(schema, "$")
 
 
+def test_report_schema_says_percentiles_are_bucket_upper_edges() -> None:
+    """A reader of the JSON alone learns that p50 is not the exact median: it said "median in
+    ns" while the figure is the upper edge of the bucket holding it (docs/latency.md)."""
+    record = _schema()["properties"]["latency"]["items"]["properties"]
+    for field in ("p50", "p90", "p99", "p999"):
+        description = record[field]["description"]
+        assert "upper edge" in description and "nearest-rank" in description, (field, description)
+
+
 def test_report_schema_rejects_broken_documents() -> None:
     """The schema is strict where it matters: a missing field, an unknown field, a bad cpu value,
     a wrong kind, a negative count and a missing schema tag are each reported."""
