@@ -92,7 +92,7 @@ def _metadata(cpus: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-def _dropped(machine: "Machine", cpu: int) -> int:
+def dropped(machine: "Machine", cpu: int) -> int:
     """Records CPU ``cpu`` wrote that its ring no longer holds (hw.trace header: u64 head)."""
     region = machine.trace_region(cpu)
     try:
@@ -130,15 +130,15 @@ def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
     names = dict(realms or {})
     events = _metadata(cpus)
     written = 0
-    dropped: dict[str, int] = {}
+    lost: dict[str, int] = {}
     for cpu in cpus:
         cpu_events = track(machine.read_trace(cpu), cpu, t0_ns, names, named_from)
         events.extend(cpu_events)
         written += len(cpu_events)
-        dropped[str(cpu)] = _dropped(machine, cpu)
+        lost[str(cpu)] = dropped(machine, cpu)
     doc = {"traceEvents": events, "displayTimeUnit": "ns",
            "otherData": {"format": FORMAT, "machine": machine.name, "platform": machine.platform.name,
-                         "t0_ns": str(t0_ns), "capacity": machine.trace_capacity, "dropped": dropped}}
+                         "t0_ns": str(t0_ns), "capacity": machine.trace_capacity, "dropped": lost}}
     with replacing(path) as temp, open(temp, "w", encoding="utf-8") as out:
         json.dump(doc, out, separators=(",", ":"))
         out.write("\n")

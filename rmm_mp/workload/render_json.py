@@ -48,6 +48,10 @@ def warnings(report: RunReport) -> list[str]:
         if unpinned:
             cpus = ", ".join(str(c) for c in unpinned)
             out.append(f"pinning was asked (--pin) but was not possible for CPU {cpus}: they ran unpinned")
+    if report.trace_dropped:
+        lost = ", ".join(f"CPU {cpu} {n:,}" for cpu, n in sorted(report.trace_dropped.items()))
+        out.append(f"the trace holds only the newest {report.trace_capacity:,} records of each CPU, so its timeline "
+                   f"starts late; older records were overwritten ({lost}; the file's otherData.dropped)")
     return out
 
 

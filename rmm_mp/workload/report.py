@@ -88,6 +88,11 @@ class RunReport:
     teardown excluded (what tools/bench_run.py compares with recording on and off)."""
     tokens_saved: int = 0
     """Attestation tokens written to outputs["tokens"] (--save-tokens)."""
+    trace_dropped: dict[int, int] = field(default_factory=dict)
+    """Per CPU whose trace ring overflowed: the oldest records it lost (the trace file holds the
+    newest trace_capacity of each CPU's records)."""
+    trace_capacity: int = 0
+    """Records each CPU's trace ring holds (0: no trace was written)."""
     output_errors: list[str] = field(default_factory=list)
     """Report files (trace, tokens, JSON, CSV, plot) that could not be written, and why: the
     paths were checked before the run, but a disk can fill or a directory go away meanwhile."""

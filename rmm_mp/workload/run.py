@@ -52,7 +52,7 @@ from rmm_mp.machine import Machine
 from rmm_mp.runtime import RunResult, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
-from rmm_mp.stats.trace_export import write_trace
+from rmm_mp.stats.trace_export import dropped, write_trace
 from rmm_mp.workload import programs, realms
 from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart, CpuResult, RunPlan
 from rmm_mp.workload.engine import cpu_main
@@ -225,6 +225,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     live = list(resident) + [i for r in results.values() for i in r.live]
     finished = [f for r in results.values() for f in r.finished]
     output_errors: list[str] = []
+    trace_dropped: dict[int, int] = {}
     if options.trace_path:
         names, named_from = _pa_names(live)
         trace_path = options.trace_path
@@ -239,6 +240,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         ok, trouble = stop.step(trace)
         if ok and not trouble:
             outputs["trace"] = trace_path
+            trace_dropped = {cpu: n for cpu in ids if (n := dropped(machine, cpu))}
         else:
             output_errors.append(f"could not write the trace to {trace_path}: "
                                  + (trouble or f"interrupted ({stop.by})"))
@@ -270,8 +272,11 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
     if stop.by and not result.interrupted:
         result = dataclasses.replace(result, interrupted=True, stopped_by=f"interrupted after the run ({stop.by})")
-    return _report(machine, w, options, result, stats, locks, outputs, tuple(outcomes), problems, checked,
-                   output_errors, not_done, tokens_saved)
+    report = _report(machine, w, options, result, stats, locks, outputs, tuple(outcomes), problems, checked,
+                     output_errors, not_done, tokens_saved)
+    if trace_dropped:
+        report = dataclasses.replace(report, trace_dropped=trace_dropped, trace_capacity=machine.trace_capacity)
+    return report
 
 
 def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResult,

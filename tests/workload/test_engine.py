@@ -195,6 +195,30 @@ def test_trace_names_a_lifecycle_realm_only_on_its_own_calls(tmp_path: Path) -> 
         assert len(labelled) == last.counters.get("entries", 0), (name, len(labelled), last)
 
 
+@pytest.mark.parametrize("capacity", [64, 1 << 16])
+def test_a_trace_ring_that_overflowed_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capacity: int) -> None:
+    """A trace whose ring kept only the newest records of a CPU says so in the report's warnings,
+    with the records lost, as the file's otherData.dropped counts them (the report was silent and
+    only the file showed that its timeline starts late); a trace that kept every record does not."""
+    monkeypatch.setattr(run, "TRACE_CAPACITY", capacity)
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 200\ncpus = 1\nactivities = { run = 1 }\n[[realm]]\nname = "r"\nguest = "ripas-loop"\n')
+    trace_path = tmp_path / "t.json"
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, trace_path=str(trace_path)))
+    assert report.ok, (report.problems, report.failures)
+    lost = json.loads(trace_path.read_text())["otherData"]["dropped"]["0"]
+    about_trace = [w for w in render.warnings(report) if "trace" in w]
+    if capacity == 64:
+        assert lost > 0 and report.trace_dropped == {0: lost}
+        assert about_trace == [f"the trace holds only the newest 64 records of each CPU, so its timeline starts "
+                               f"late; older records were overwritten (CPU 0 {lost:,}; the file's otherData.dropped)"]
+        assert f"WARNING: {about_trace[0]}" in render.format_report(report)
+        assert about_trace[0] in render.to_json(report)["warnings"]
+    else:
+        assert lost == 0 and report.trace_dropped == {} and about_trace == []
+
+
 def test_a_realm_reporting_failure_fails_the_run(tmp_path: Path) -> None:
     """A guest (a .s file next to the workload) that REPORTs code 7: its outcome is a failure
     naming the code and detail, so the report is not ok; the rest of the run is fine."""
