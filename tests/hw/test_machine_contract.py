@@ -337,6 +337,10 @@ def test_closing_handles_releases_bindings_within_one_process(machine: Machine) 
         other.close()
 
 
+# Python 3.12+ warns at os.fork in a process with more than one thread; under pytest-xdist the
+# worker has execnet's I/O threads (plain pytest has none). The child only calls smc, writes
+# to a pipe and leaves with os._exit, so the warning is noise in every `pytest -n` run.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
     """After os.fork the child's smc on the parent's CPU 0 handle raises (and does not kill the
     machine); binding CPU 0 in the child names the parent's pid; the child can bind CPU 1 and
