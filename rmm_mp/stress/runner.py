@@ -216,7 +216,10 @@ class _Supervisor:
             why = self._free_length(elapsed)
             if elapsed >= self._next_look:
                 self._next_look = elapsed + 0.5
-                self._free(elapsed)
+                self._look()
+            # At every tick, not only at the watchdog's half-second look: an interval below
+            # 0.5 s (--quiescent-every 0.1) would otherwise be stretched to 0.5 s.
+            self._maybe_pause(elapsed)
         if elapsed >= self.config.seconds and self.plan is not None and seg.end != END_ABORT:
             self.timed_out = True
         if self.on_tick is not None:
@@ -290,13 +293,16 @@ class _Supervisor:
             return "time is up"
         return None
 
-    def _free(self, elapsed: float) -> None:
+    def _look(self) -> None:
+        """The watchdog's look (every half second: its bounds count looks, see stress.watchdog)."""
         if self.watchdog is not None and self.seg.end != END_ABORT:
             finding = self.watchdog.tick()
             if finding is not None:
                 self.findings.append(finding)
                 self._abort()
-                return
+
+    def _maybe_pause(self, elapsed: float) -> None:
+        """A quiescent invariant check when one is due (never after an abort or a finding)."""
         if self._next_pause and elapsed >= self._next_pause and self.seg.end == END_RUNNING:
             self._next_pause = elapsed + self.config.quiescent_every
             self._pause_and_check()

@@ -969,3 +969,27 @@ def test_ctrl_c_as_the_machine_closes_still_gives_the_report(tmp_path: Path, mon
     assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted\nno findings\n", res.output), res.output
     assert json.loads(j.read_text())["ended"] == "interrupted"
     assert not [e for e in os.listdir(segment.SHM_DIR) if e.startswith(f"rmm-mp-{os.getpid()}-")]
+
+
+def test_free_running_quiescent_checks_keep_an_interval_below_half_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--quiescent-every 0.1 on a free-running run pauses the machine every 0.1 s (the parent
+    ticks every 0.05 s). The pause was only considered at the watchdog's half-second look, so
+    any interval below 0.5 s gave a check every 0.5 s: two runs, with 0.1 and 0.25, both made
+    58 checks in 35 s. The supervisor now weighs the pause at every tick."""
+    from types import SimpleNamespace
+
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.runner import _Supervisor
+    from rmm_mp.stress.shared import END_RUNNING, READY
+    seg = _Seg([READY, READY])
+    seg.end = END_RUNNING  # type: ignore[attr-defined]
+    sup = _Supervisor(SimpleNamespace(), seg, StressConfig(cpus=2, seconds=60.0, quiescent_every=0.1,
+                                                           checkers=("invariants",)), None, (), None)
+    monkeypatch.setattr(sup, "_a_cpu_died", lambda: False)
+    pauses: list[float] = []
+    monkeypatch.setattr(sup, "_pause_and_check", lambda: pauses.append(elapsed))
+    for tick in range(1, 21):          # 0.05 .. 1.0 s
+        elapsed = tick * 0.05
+        sup.tick(elapsed)
+    assert len(pauses) >= 9, pauses
+    assert all(b - a >= 0.1 - 1e-9 for a, b in zip(pauses, pauses[1:])), pauses
