@@ -151,13 +151,18 @@ def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
                    victim.cpu, victim.call, "", details, step)
 
 
+_Suspect = tuple[str, tuple[int, ...], tuple[tuple[int, int], ...]]
+"""A look's suspicion: the kind ("deadlock", "leaked-lock"), the CPUs that wait, and for each
+the granule PA it waits for and the lock word that holds it."""
+
+
 class Watchdog:
     """Free-running mode: the parent's periodic look at every CPU (see the module docstring)."""
 
     def __init__(self, machine: "Machine", cpu_bound_s: float = 10.0) -> None:
         self.machine = machine
         self.cpu_bound_s = cpu_bound_s
-        self._suspect: tuple[str, tuple[int, ...]] | None = None
+        self._suspect: _Suspect | None = None
         self._spins: dict[int, int] = {}
         self._calls: dict[int, tuple[int, float]] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -182,20 +187,26 @@ class Watchdog:
             return self._finding(suspect, snaps)
         return self._stuck_call(snaps)
 
-    def _suspicion(self, snaps: list[CpuSnapshot]) -> tuple[str, tuple[int, ...]] | None:
+    def _suspicion(self, snaps: list[CpuSnapshot]) -> "_Suspect | None":
+        """What this look suspects, with the locks waited for and their holders' lock words: a
+        finding needs the same suspicion on two looks in a row, so two short, unrelated holds
+        (a host's NS copy, say) seen half a second apart are not taken for one leaked lock."""
         cycle = wait_cycle(self.machine, snaps)
         if cycle:
-            return "deadlock", tuple(cycle)
+            return "deadlock", tuple(cycle), tuple(self._wait(snaps[c]) for c in cycle)
         for s in snaps:
             if s.waiting_for < 0:
                 continue
             word, holder = _holder(self.machine, s.waiting_for)
             if holder >= 0 and holder != s.cpu and not snaps[holder].call and snaps[holder].waiting_for < 0:
-                return "leaked-lock", (s.cpu,)
+                return "leaked-lock", (s.cpu,), ((s.waiting_for, word),)
         return None
 
-    def _finding(self, suspect: tuple[str, tuple[int, ...]], snaps: list[CpuSnapshot]) -> Finding:
-        kind, cpus = suspect
+    def _wait(self, snap: CpuSnapshot) -> tuple[int, int]:
+        return snap.waiting_for, _holder(self.machine, snap.waiting_for)[0]
+
+    def _finding(self, suspect: "_Suspect", snaps: list[CpuSnapshot]) -> Finding:
+        kind, cpus, _ = suspect
         details = tuple(s.describe() for s in snaps)
         if kind == "deadlock":
             chain = " -> ".join(f"CPU {c}" for c in cpus + cpus[:1])

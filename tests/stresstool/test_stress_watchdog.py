@@ -173,3 +173,58 @@ def test_a_stopped_cpu_is_killed_once_the_free_running_time_is_up(monkeypatch: p
     assert stopped
     died = [f for f in report.findings if f.rule == "cpu-died" and f.cpu == 1]
     assert died and "did not stop within 1 s of being asked and was terminated" in died[0].message, report.text()
+
+
+class _Area:
+    """A CPU's shared area as Watchdog.tick reads it: a spin count that rises at every look."""
+
+    def __init__(self, spins: int) -> None:
+        self.spins = spins
+
+    def wait_spins(self) -> int:
+        return self.spins
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("second_wait, reported", [((0x8010_0000, 1), True), ((0x8020_0000, 1), False),
+                                                   ((0x8010_0000, 0x8000_1234), False)])
+def test_a_leaked_lock_is_reported_only_when_both_looks_see_the_same_lock_and_holder(
+        monkeypatch: pytest.MonkeyPatch, second_wait: tuple[int, int], reported: bool) -> None:
+    """CPU 1 waits, on two looks in a row, for a lock whose holder (CPU 0's word 1) is between
+    calls: a leaked lock only if both looks see the same lock held by the same word. Another
+    lock, or the same lock now held by another owner (a host's NS copy), are two short holds,
+    not one leak (the suspicion used to compare only the waiting CPU)."""
+    from rmm_mp.stress import watchdog
+
+    looks = [(0x8010_0000, 1), second_wait]
+    look = [0]
+    holders = {}
+
+    def snaps(machine: object) -> list[watchdog.CpuSnapshot]:
+        pa, word = looks[look[0]]
+        holders[pa] = word
+        return [watchdog.CpuSnapshot(0, "running", "", -1, (pa,)),
+                watchdog.CpuSnapshot(1, "running", "RMI_GRANULE_DELEGATE(0x0)", pa, ())]
+
+    def holder(machine: object, pa: int) -> tuple[int, int]:
+        return holders[pa], 0       # word 1 is CPU 0; the host-owner word is CPU 0's process too
+    monkeypatch.setattr(watchdog, "snapshots", snaps)
+    monkeypatch.setattr(watchdog, "_holder", holder)
+    monkeypatch.setattr(watchdog, "owner_text", lambda machine, word: f"word {word:#x}")
+
+    class FakeMachine:
+        cpus = 2
+
+        def cpu_area(self, cpu: int) -> _Area:
+            return _Area(10 + look[0])
+
+    dog = watchdog.Watchdog(FakeMachine())  # type: ignore[arg-type]
+    monkeypatch.setattr(dog, "_stuck_call", lambda snaps: None)
+    assert dog.tick() is None
+    look[0] = 1
+    finding = dog.tick()
+    assert (finding is not None) == reported, finding
+    if finding is not None:
+        assert (finding.rule, finding.cpu) == ("leaked-lock", 1)
