@@ -223,7 +223,10 @@ def _output(kind: str, path: str, report: RunReport) -> str:
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if report.failures:
-        out += ["", "CPU failures"] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
+        # A CPU "did not stop ... of being asked": say why the parent asked (run.TimeUp's verdict).
+        stopped_by = report.host.get("stopped_by", "")
+        why = [f"  the CPUs were asked to stop: {stopped_by}"] if stopped_by.startswith("time is up") else []
+        out += ["", "CPU failures", *why] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
     if report.problems:
         out += ["", "Problems found by the workload's checks"] + [f"  {p}" for p in report.problems]
     if report.output_errors:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rmm_mp.check import InvariantReport
-from rmm_mp.runtime import ProcessUsage
+from rmm_mp.runtime import CpuFailure, ProcessUsage
 from rmm_mp.workload.render import format_report
 from rmm_mp.workload.report import RealmOutcome
 from stats.report_samples import hand_built
@@ -162,6 +162,24 @@ def test_failures_problems_invariants_outputs_and_verdict() -> None:
                                      "1 invariant violation, interrupted")
     unchecked = format_report(replace(hand_built(**GOOD), invariants=None))
     assert "invariants: not checked" in unchecked and unchecked.endswith("result: FAILED: invariants not checked")
+
+
+def test_cpu_failures_say_why_the_cpus_were_asked_to_stop() -> None:
+    """A timed run whose CPUs did not all reach the start barrier, or were still running after its
+    end, is stopped by the parent ("time is up (...)", host.stopped_by). The killed CPU's line says
+    only that it did not stop "of being asked"; the text report used to leave out why it was asked
+    (docs/workloads.md quotes the reason), so a run that never started read as a mystery. The reason
+    now heads the CPU failures section; a run stopped by Ctrl-C keeps its INTERRUPTED header only."""
+    stuck = CpuFailure(1, "did not stop within 10 s of being asked and was terminated", "", ())
+    why = "time is up (CPUs not all at the start barrier 60 s after they were started)"
+    report = hand_built(failures=(stuck,), host={**hand_built().host, "stopped_by": why})
+    assert _section(format_report(report), "CPU failures")[1:] == [
+        f"  the CPUs were asked to stop: {why}",
+        "  CPU 1 did not stop within 10 s of being asked and was terminated; locks still held: none"]
+    ctrl_c = hand_built(failures=(stuck,), interrupted=True,
+                        host={**hand_built().host, "stopped_by": "interrupted (Ctrl-C)"})
+    assert _section(format_report(ctrl_c), "CPU failures")[1:] == [
+        "  CPU 1 did not stop within 10 s of being asked and was terminated; locks still held: none"]
 
 
 def test_lines_fit_in_120_columns() -> None:
