@@ -180,6 +180,12 @@ STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 """What a terminal (Ctrl-C) and `timeout` send to the whole process group: the parent handles
 them, CPU processes ignore them."""
 
+REPEAT_S = 1.0
+"""A SIGTERM this soon after the one that stopped the run is that same request, not a second
+one that kills the CPUs: GNU timeout sends its signal twice, to the command and then to its
+process group (which holds the command), and the copy can land after the first was handled.
+A second Ctrl-C is always a second: a terminal sends one SIGINT per keypress."""
+
 LIFELINE_EXIT = 70
 """Exit status of a CPU process whose parent died under it."""
 
@@ -362,10 +368,17 @@ class _Supervisor:
         self.errors: dict[int, tuple[str, str]] = {}
         self.failures: list[CpuFailure] = []
         self.interrupted = False
+        self.first_signal: tuple[str, float] = ("", 0.0)
+        """The signal that interrupted the run and when (time.monotonic)."""
         self.stopped_by = ""
         self.stop_at: float | None = None
         self.terminated: dict[int, str] = {}
         """CPU -> why it was killed (the grace time ran out, or a second Ctrl-C or SIGTERM)."""
+
+    def _repeated(self, what: str) -> bool:
+        """Whether this signal is the copy of the SIGTERM that interrupted the run (REPEAT_S)."""
+        first, at = self.first_signal
+        return what == first == "SIGTERM" and time.monotonic() - at < REPEAT_S
 
     def stop(self, why: str) -> None:
         if self.stop_at is None:
@@ -397,9 +410,12 @@ class _Supervisor:
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
                     what = exc.args[0] if exc.args else "Ctrl-C"
+                    if self._repeated(what):
+                        continue
                     if self.interrupted:
                         self._terminate(live, f"was killed by a second {what} before it had stopped")
                     self.interrupted = True
+                    self.first_signal = (what, time.monotonic())
                     # With every CPU gone already, the run was not cut short: only what follows it.
                     self.stop(f"interrupted ({what})" if live else f"interrupted after the run ({what})")
         finally:
