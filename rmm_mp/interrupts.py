@@ -14,7 +14,36 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any, Callable
+
+REPEAT_S = 1.0
+"""A SIGTERM this soon after the last one taken is that same request, not a second one: GNU
+timeout sends its signal twice, to the command and then to its process group (which holds the
+command), and the copy can land after the first was handled, while the CPUs stop (a second
+signal kills them) or after they have stopped (a signal then skips the invariant check and the
+teardown). A second Ctrl-C is always a second: a terminal sends one SIGINT per keypress."""
+
+_last_sigterm = float("-inf")
+
+
+def forget_sigterms() -> None:
+    """A new run begins: no SIGTERM taken so far is repeated by the next one."""
+    global _last_sigterm
+    _last_sigterm = float("-inf")
+
+
+def repeated_sigterm(signum: int) -> bool:
+    """Whether signal ``signum`` is a SIGTERM copy of the one taken less than REPEAT_S ago (the
+    handler then ignores it); a SIGTERM that is not notes its time."""
+    global _last_sigterm
+    if signum != signal.SIGTERM:
+        return False
+    now = time.monotonic()
+    if now - _last_sigterm < REPEAT_S:
+        return True
+    _last_sigterm = now
+    return False
 
 
 class Interrupts:
@@ -40,6 +69,7 @@ class Interrupts:
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "Interrupts":
+        forget_sigterms()
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 current = signal.getsignal(signum)
@@ -53,6 +83,8 @@ class Interrupts:
             signal.signal(signum, previous)
 
     def _handler(self, signum: int, frame: object) -> None:
+        if repeated_sigterm(signum):
+            return
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.passing:
             raise KeyboardInterrupt(what)

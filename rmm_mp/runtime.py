@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 import psutil
 
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.interrupts import forget_sigterms, repeated_sigterm
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Cpu, Machine
 
@@ -179,12 +180,6 @@ def _set_parent_death_signal() -> None:
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 """What a terminal (Ctrl-C) and `timeout` send to the whole process group: the parent handles
 them, CPU processes ignore them."""
-
-REPEAT_S = 1.0
-"""A SIGTERM this soon after the one that stopped the run is that same request, not a second
-one that kills the CPUs: GNU timeout sends its signal twice, to the command and then to its
-process group (which holds the command), and the copy can land after the first was handled.
-A second Ctrl-C is always a second: a terminal sends one SIGINT per keypress."""
 
 LIFELINE_EXIT = 70
 """Exit status of a CPU process whose parent died under it."""
@@ -328,7 +323,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+    # The copy GNU timeout sends is ignored here, in the handler, wherever it lands (inside the
+    # supervisor's own handling of the first, too), not taken as a second SIGTERM.
+    if not repeated_sigterm(signum):
+        raise KeyboardInterrupt("SIGTERM")
 
 
 def _take_sigterm() -> Any:
@@ -368,17 +366,10 @@ class _Supervisor:
         self.errors: dict[int, tuple[str, str]] = {}
         self.failures: list[CpuFailure] = []
         self.interrupted = False
-        self.first_signal: tuple[str, float] = ("", 0.0)
-        """The signal that interrupted the run and when (time.monotonic)."""
         self.stopped_by = ""
         self.stop_at: float | None = None
         self.terminated: dict[int, str] = {}
         """CPU -> why it was killed (the grace time ran out, or a second Ctrl-C or SIGTERM)."""
-
-    def _repeated(self, what: str) -> bool:
-        """Whether this signal is the copy of the SIGTERM that interrupted the run (REPEAT_S)."""
-        first, at = self.first_signal
-        return what == first == "SIGTERM" and time.monotonic() - at < REPEAT_S
 
     def stop(self, why: str) -> None:
         if self.stop_at is None:
@@ -389,6 +380,8 @@ class _Supervisor:
     def wait(self) -> RunResult:
         start = time.monotonic()
         live = dict(self.procs)
+        if self.sigterm_stops:
+            forget_sigterms()
         previous = _take_sigterm() if self.sigterm_stops else None
         try:
             while True:
@@ -410,12 +403,9 @@ class _Supervisor:
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
                     what = exc.args[0] if exc.args else "Ctrl-C"
-                    if self._repeated(what):
-                        continue
                     if self.interrupted:
                         self._terminate(live, f"was killed by a second {what} before it had stopped")
                     self.interrupted = True
-                    self.first_signal = (what, time.monotonic())
                     # With every CPU gone already, the run was not cut short: only what follows it.
                     self.stop(f"interrupted ({what})" if live else f"interrupted after the run ({what})")
         finally:

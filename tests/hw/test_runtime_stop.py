@@ -189,10 +189,10 @@ def test_sigterm_sent_twice_by_timeout_is_one_request(tmp_path, monkeypatch: pyt
     holds the command too. Found running README's `timeout 60 rmm-mp run ...`: about one run in six
     took the second copy, landing after the first had been handled, as a second SIGTERM, killed
     the stopping CPUs ("was killed by a second SIGTERM") and lost the run's invariant check. A
-    SIGTERM within runtime.REPEAT_S of the one that stopped the run is now that same request
+    SIGTERM within interrupts.REPEAT_S of the one that stopped the run is now that same request
     (set to an hour here, so the host's speed plays no part); the CPUs return and nothing fails."""
-    from rmm_mp import runtime
-    monkeypatch.setattr(runtime, "REPEAT_S", 3600.0, raising=False)
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "REPEAT_S", 3600.0)
     release = tmp_path / "release"
     ticks: list[float] = []
 
@@ -262,3 +262,25 @@ def test_a_cpu_process_whose_parent_died_before_it_attached_exits_quietly() -> N
             proc.kill()
             proc.join()
         reader.close()
+
+
+def test_a_sigterm_copy_after_the_run_skips_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy of timeout's SIGTERM landing after the CPUs have stopped (Interrupts' handler is
+    back) is the same request: it is not noted, so the steps after the run (figures, invariant
+    check, teardown) still run. A SIGTERM after REPEAT_S is a new one, and so is one after a new
+    run began (Interrupts.__enter__ forgets the last)."""
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "REPEAT_S", 3600.0)
+    with interrupts.Interrupts(sigterm=True) as first:
+        os.kill(os.getpid(), signal.SIGTERM)                # the one that stopped the run
+        assert first.step(lambda: None) == (False, None) and first.by == "SIGTERM"
+        first.by = ""                                       # as if the run had taken it
+        os.kill(os.getpid(), signal.SIGTERM)                # the copy
+        assert first.step(lambda: "checked") == (True, "checked") and first.by == ""
+        monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
+        os.kill(os.getpid(), signal.SIGTERM)                # long after: a second request
+        assert first.step(lambda: None) == (False, None) and first.by == "SIGTERM"
+    monkeypatch.setattr(interrupts, "REPEAT_S", 3600.0)
+    with interrupts.Interrupts(sigterm=True) as second:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert second.step(lambda: None) == (False, None) and second.by == "SIGTERM"
