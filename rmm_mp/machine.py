@@ -447,7 +447,7 @@ def _check_shm_dir() -> None:
     if not os.path.isdir(segment.SHM_DIR):
         found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"
         raise MachineError(f"shared memory cannot be made in {where}: found {found}, expected a directory "
-                           "on a tmpfs")
+                           "(a tmpfs such as /dev/shm keeps the machine in memory)")
     if not os.access(segment.SHM_DIR, os.W_OK | os.X_OK):
         raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
                            "create files in")

@@ -22,8 +22,9 @@ import re
 from dataclasses import dataclass
 
 SHM_DIR = os.environ.get("RMM_MP_SHM_DIR", "/dev/shm")
-"""Where segments live: /dev/shm, or the directory RMM_MP_SHM_DIR names (any tmpfs; every
-process of a machine must see the same one, which children inherit through the environment)."""
+"""Where segments live: /dev/shm, or the directory RMM_MP_SHM_DIR names (a tmpfs keeps them in
+memory; any directory works, at the cost of disk writes; every process of a machine must see the
+same one, which children inherit through the environment)."""
 NAME_PREFIX = "rmm-mp-"
 _NAME_RE = re.compile(r"^rmm-mp-(?P<pid>\d+)-(?P<tag>[0-9a-f]{8})\.(?P<part>[a-z]+)$")
 
