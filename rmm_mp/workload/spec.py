@@ -338,6 +338,18 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
     raise f.fail(key, value, expected + suggestion(value, names))
 
 
+_BOUNDED = {
+    # The guest would ask for 0 bytes at a time for ever: its realm never finishes.
+    ("attest", "CHUNK"): (1, U64, "at least 1 byte per RSI_ATTESTATION_TOKEN_CONTINUE call (with 0 the guest never "
+                                  "finishes its token)"),
+    # RSI_MEASUREMENT_EXTEND's index and size: anything else fails the realm at run time.
+    ("attest", "EXTEND_REM"): (0, 4, "0 (no extension) or the index of a REM, 1..4 (RSI_MEASUREMENT_EXTEND's)"),
+    ("attest", "EXTEND_SIZE"): (0, 64, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)"),
+}
+"""Bundled guests' constants whose range is narrower than a u64: (guest, name) -> (lowest,
+highest, what is expected)."""
+
+
 def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tuple[tuple[str, int], ...]:
     table = f.table(value, key)
     defined = equ_names(text)
@@ -355,10 +367,9 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
                                                   "realm's hash and VALUE0..7 and SIZE")
         if not is_int(number) or not 0 <= number <= U64:
             raise f.fail(f"{key}.{name}", number, "an integer in 0..2^64-1")
-        if guest == "attest" and name == "CHUNK" and number == 0:
-            # The guest would ask for 0 bytes at a time for ever: its realm never finishes.
-            raise f.fail(f"{key}.{name}", number, "at least 1 byte per RSI_ATTESTATION_TOKEN_CONTINUE call (with 0 "
-                                                  "the guest never finishes its token)")
+        bound = _BOUNDED.get((guest, name))
+        if bound is not None and not bound[0] <= number <= bound[1]:
+            raise f.fail(f"{key}.{name}", number, bound[2])
         out.append((name, number))
     return tuple(out)
 

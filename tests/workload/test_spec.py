@@ -240,6 +240,22 @@ def test_attest_chunk_zero_is_refused(tmp_path: Path) -> None:
     load(tmp_path, text.replace("CHUNK = 0", "CHUNK = 1"))
 
 
+@pytest.mark.parametrize("constant, bad, edge, expected", [
+    ("EXTEND_REM", 5, 4, "0 (no extension) or the index of a REM, 1..4"),
+    ("EXTEND_SIZE", 65, 64, "a size in 0..64 bytes"),
+])
+def test_attest_extension_outside_rsi_measurement_extend_is_refused(tmp_path: Path, constant: str, bad: int, edge: int,
+                                                                    expected: str) -> None:
+    """The attest guest extends REM EXTEND_REM with EXTEND_SIZE bytes before asking for its token;
+    a REM index above 4 or more than 64 bytes fails RSI_MEASUREMENT_EXTEND, and the realm, at run
+    time (EXTEND_REM = 5 reported failure code 2). Such files were accepted; now refused, with
+    the limit itself accepted."""
+    other = "" if constant == "EXTEND_REM" else "EXTEND_REM = 1, "
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "attest"\nram = "4M"\nconstants = {{ {other}{constant} = {bad} }}\n'
+    refused(tmp_path, text, 7, f"realm[0].constants.{constant}", bad, expected)
+    load(tmp_path, text.replace(f"{constant} = {bad}", f"{constant} = {edge}"))
+
+
 def test_ram_too_small_for_the_guest(tmp_path: Path) -> None:
     """attest needs its buffer and shared copy 1 and 2 MiB into RAM."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\n', 3, "realm[0].ram", 2 << 20,
