@@ -256,9 +256,6 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
     if guest == "measure":
         # The REM the guest compares with depends on the realm's hash (and its value): derived
         # here, as the attest guest's challenge is, so that a sha512 realm passes too.
-        size = dict(constants).get("SIZE")
-        if size is not None and size > 64:
-            raise f.fail(f"{where}.constants.SIZE", size, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)")
         derived = programs.measure_expected(text, dict(constants), HASHES.index(hash_name))
     try:
         source = with_constants(text, {**dict(constants), **derived})
@@ -345,6 +342,7 @@ _BOUNDED = {
     # RSI_MEASUREMENT_EXTEND's index and size: anything else fails the realm at run time.
     ("attest", "EXTEND_REM"): (0, 4, "0 (no extension) or the index of a REM, 1..4 (RSI_MEASUREMENT_EXTEND's)"),
     ("attest", "EXTEND_SIZE"): (0, 64, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)"),
+    ("measure", "SIZE"): (0, 64, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)"),
 }
 """Bundled guests' constants whose range is narrower than a u64: (guest, name) -> (lowest,
 highest, what is expected)."""
