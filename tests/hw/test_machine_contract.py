@@ -25,6 +25,7 @@ import pytest
 from children import CHILD_TIMEOUT_S, entries_of, finish, read_line, start_child, tell
 from footprint import snapshot
 from rmm_mp import Cpu, GranuleProtectionFault, Machine, RmmInternalError
+from rmm_mp.hw.faults import CpuBusyError, MachineError
 from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
 from rmm_mp.hw import segment
 from rmm_mp.hw.cpuarea import OFF_NS_CTX
@@ -246,9 +247,9 @@ def test_cpu_held_by_another_live_process_names_its_pid(small_machine: Machine) 
     try:
         line = read_line(proc)
         assert line == f"bound {proc.pid}"
-        with pytest.raises(Exception) as info:
+        with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to live process {proc.pid};") as info:
             small_machine.cpu(1)
-        assert str(proc.pid) in str(info.value)
+        assert (info.value.cpu, info.value.pid) == (1, proc.pid)
         assert small_machine.cpu(0).smc(VERSION, V10)[0] == SUCCESS
     finally:
         finish(proc)
@@ -260,7 +261,7 @@ def test_closing_the_other_processes_machine_releases_its_cpu(small_machine: Mac
     proc = start_child(BINDER, small_machine.name, "1")
     try:
         assert read_line(proc) == f"bound {proc.pid}"
-        with pytest.raises(Exception):
+        with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to live process {proc.pid};"):
             small_machine.cpu(1)
         tell(proc, "close")
         assert read_line(proc) == "closed"
@@ -288,7 +289,7 @@ def test_binding_of_a_sigkilled_process_is_reclaimed(small_machine: Machine) -> 
     proc = start_child(BINDER, small_machine.name, "1")
     try:
         assert read_line(proc) == f"bound {proc.pid}"
-        with pytest.raises(Exception):
+        with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to live process {proc.pid};"):
             small_machine.cpu(1)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(CHILD_TIMEOUT_S) == -signal.SIGKILL
@@ -321,15 +322,14 @@ def test_closing_handles_releases_bindings_within_one_process(machine: Machine) 
     other = Machine.attach(machine.name)
     try:
         held = other.cpu(1)
-        with pytest.raises(Exception) as info:
+        with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to live process {os.getpid()};"):
             machine.cpu(1)
-        assert str(os.getpid()) in str(info.value)
         held.close()
         held.close()  # idempotent
         assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
         other.cpu(2)
-        with pytest.raises(Exception):
+        with pytest.raises(CpuBusyError, match=f"^CPU 2 is bound to live process {os.getpid()};"):
             machine.cpu(2)
         other.close()
         assert machine.cpu(2).smc(VERSION, V10)[0] == SUCCESS
@@ -868,19 +868,26 @@ def test_attach_from_another_process(small_machine: Machine) -> None:
     assert m.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
 
-@pytest.mark.parametrize("name", ["rmm-mp-1-00000000", "rmm-mp-999999999-deadbeef", "not-a-machine", ""])
+@pytest.mark.parametrize("name", ["rmm-mp-1-00000000", "rmm-mp-999999999-deadbeef"])
 def test_attach_of_an_unknown_name_raises(name: str) -> None:
-    """Machine.attach of a name no machine has (or that is not an rmm-mp name) raises."""
-    with pytest.raises(Exception) as info:
+    """Machine.attach of a well-formed name no machine has raises MachineError naming it."""
+    with pytest.raises(MachineError) as info:
         Machine.attach(name)
-    assert name in str(info.value)
+    assert str(info.value).startswith(f"no machine named {name!r} "), str(info.value)
+
+
+@pytest.mark.parametrize("name", ["not-a-machine", "", "rmm-mp-1/x"])
+def test_attach_of_a_name_that_is_no_machine_name_is_a_value_error(name: str) -> None:
+    """A name that is not of the rmm-mp-<pid>-<hex> form is a bad argument: ValueError naming
+    it, as Machine.create does for its arguments (no file is looked up)."""
+    with pytest.raises(ValueError, match=re.escape(f"name = {name!r}: expected a machine name")):
+        Machine.attach(name)
 
 
 def test_attach_of_a_name_no_file_can_hold_or_of_a_truncated_machine_is_a_machine_error() -> None:
     """A name too long for the file system, and an empty control segment (a machine whose
     creator died while making it), raise MachineError naming the machine and the reason, as
     `rmm-mp check` shows it (an OSError or ValueError escaped before: a traceback)."""
-    from rmm_mp.hw.faults import MachineError
     long = "rmm-mp-" + "9" * 300 + "-deadbeef"
     with pytest.raises(MachineError, match="File name too long"):
         Machine.attach(long)
@@ -899,7 +906,7 @@ def test_attach_after_the_creator_closed_raises() -> None:
     with Machine.create("host", cpus=1) as m:
         name = m.name
     assert not entries_of(name)
-    with pytest.raises(Exception):
+    with pytest.raises(MachineError, match=re.escape(f"no machine named {name!r} in {segment.SHM_DIR} (it was closed")):
         Machine.attach(name)
 
 
@@ -914,11 +921,11 @@ def test_close_is_idempotent_and_unlinks_everything() -> None:
         m.close()
     assert not entries_of(m.name)
     m.close()
-    with pytest.raises(Exception):
+    with pytest.raises(MachineError, match=f"^machine {m.name} is closed$"):
         m.ns_read(m.dram_base, 1)
-    with pytest.raises(Exception):
+    with pytest.raises(MachineError, match=f"^machine {m.name} is closed$"):
         m.cpu(1)
-    with pytest.raises(Exception):
+    with pytest.raises(MachineError, match="^CPU 0 handle is closed$"):
         cpu.smc(VERSION, V10)
 
 
@@ -1021,7 +1028,6 @@ def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPa
     from click.testing import CliRunner
 
     from rmm_mp.cli import main
-    from rmm_mp.hw.faults import MachineError
     seen: list[tuple[int, str]] = []
     real = Gpt.set_range
 
