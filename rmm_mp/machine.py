@@ -167,7 +167,8 @@ class Machine:
         """Map an existing machine by name; closing the result unlinks nothing.
 
         Raises:
-            MachineError if no such machine exists (or it is not an rmm-mp machine).
+            ValueError if name is not a machine name (not of the rmm-mp-<pid>-<hex> form);
+            MachineError if no such machine exists or it cannot be attached.
         """
         if not isinstance(name, str) or not name.startswith(segment.NAME_PREFIX) or "/" in name:
             raise ValueError(f"name = {name!r}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
