@@ -311,6 +311,12 @@ def test_a_rec_entered_after_system_off_fails_realm_1(name: str, other: str) -> 
     report = explore(PAIRS[name])
     assert report.ok, report
     off_first = "B;A" if other == "A" else "A;B"
+    off = "B" if other == "A" else "A"
+    # The rule is about entries at run points too: both sides of SYSTEM_OFF must have been tried
+    # (with no run-point references the loop below checked the serial orders only).
+    for side in ("before", "after"):
+        assert any(label.startswith(f"{other} at {off}'s {side} PSCI_SYSTEM_OFF") for label in report.references), \
+            list(report.references)
     for label, outcome in report.references.items():
         result = outcome.a if other == "A" else outcome.b
         after_off = label == off_first or "after PSCI_SYSTEM_OFF" in label
