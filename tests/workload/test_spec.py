@@ -786,6 +786,10 @@ def test_every_bundled_workload_validates_and_describes() -> None:
     for name in names:
         w = resolve(spec.load(name))
         text = describe(w)
-        assert all(t.name in text for t in w.realms) and all(p.name in text for p in w.phases)
+        realms, phases = (part.splitlines() for part in text.split("\nphases:\n"))
+        # Whole names, each at the start of its own line in its own section: a bare `name in
+        # text` took phase "ripas" (churn) from "guest ripas-loop" and "shared" from "map-shared".
+        assert all(any(line.startswith(f"  {t.name}: ") for line in realms) for t in w.realms), text
+        assert all(any(line.startswith(f"  {p.name}: ") for line in phases) for p in w.phases), text
         assert w.file.description
     assert segments() == []
