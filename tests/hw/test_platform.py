@@ -368,10 +368,13 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_bad_file_is_rejected_before_create(tmp_path: Path) -> None:
     """Machine.create with a bad platform file raises the ConfigError and creates nothing."""
-    path, _ = _write_bad(tmp_path, r"pa_bits = 48", "pa_bits = 47")
+    path, text = _write_bad(tmp_path, r"pa_bits = 48", "pa_bits = 47")
+    line = text.splitlines().index("pa_bits = 47") + 1
     before = {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
         Machine.create(path, cpus=1)
+    # The refusal is the one planted, not any ConfigError (an unreadable path would be one too).
+    assert (info.value.line, info.value.key, info.value.value) == (line, "pa_bits", 47), str(info.value)
     after = {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()}
     assert after == before
 
