@@ -278,7 +278,9 @@ def test_unfold_assigned_ns_keeps_host_attributes(data: st.DataObject, level: in
     """Unfolding an ASSIGNED_NS block with any host MemAttr/S2AP gives children with the same
     attributes (TF-RMM fix 15fc44e4's unfold half)."""
     host = data.draw(host_descs(level - 1))
-    for child in s2tt.unfolded(s2tt.assigned_ns(host, level - 1), level):
+    children = s2tt.unfolded(s2tt.assigned_ns(host, level - 1), level)
+    assert len(children) == ENTRIES     # else the loop below could check fewer, or none
+    for child in children:
         assert child & s2tt.NS_HOST_ATTRS == host & s2tt.NS_HOST_ATTRS
 
 
