@@ -27,11 +27,12 @@ def test_every_implemented_command_declares_locks_and_failure_conditions() -> No
     """Each implemented RMI command has a lock sequence with a deadlock argument, and its
     ordered list of spec failure-condition labels."""
     sequences, conditions = lock_sequences(), failure_conditions()
-    for cmd in COMMANDS.values():
-        if cmd.implemented:
-            name = cmd.fid.name
-            assert name in sequences and all(sequences[name]), name
-            assert name in conditions, name
+    implemented = [cmd for cmd in COMMANDS.values() if cmd.implemented]
+    assert len(implemented) == len(COMMANDS), [c.fid.name for c in COMMANDS.values() if not c.implemented]
+    for cmd in implemented:
+        name = cmd.fid.name
+        assert name in sequences and all(sequences[name]), name
+        assert name in conditions, name
 
 
 def test_every_realm_call_declares_locks() -> None:
