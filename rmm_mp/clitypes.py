@@ -18,5 +18,14 @@ class FloatRange(click.FloatRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if isinstance(number, float) and math.isnan(number):
-            self.fail(f"{value!r} is not a number of seconds; expected {self._describe_range()}", param, ctx)
+            self.fail(f"{value!r} is not a number of seconds; expected {self._range_text()}", param, ctx)
         return number
+
+    def _range_text(self) -> str:
+        """The range as click's own messages write it ('x>=0', '0.1<=x<=3600'), made here rather
+        than with click's private helper for it."""
+        low = "" if self.min is None else f"{self.min}{'<' if self.min_open else '<='}"
+        high = "" if self.max is None else f"{'<' if self.max_open else '<='}{self.max}"
+        if not low:
+            return f"x{high}"
+        return f"{low}x{high}" if high else f"x{'>' if self.min_open else '>='}{self.min}"

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from rmm_mp import __version__
 from rmm_mp.cli import main
+from rmm_mp.clitypes import FloatRange
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,3 +173,15 @@ def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
     assert result.exit_code == 2, result.output
     assert f"{args[-1]}" in result.output and "'nan' is not a number of seconds" in result.output
     assert "no machine named" not in result.output      # refused before looking for the machine
+
+
+@pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),
+                                    dict(min=0, max=1, min_open=True, max_open=True), dict(min=0, min_open=True)])
+def test_nan_refusal_writes_the_range_as_click_does(bounds: dict[str, Any]) -> None:
+    """clitypes.FloatRange's NaN refusal names the range in click's own notation ('x>=0',
+    '0.1<=x<=3600', '0<x<1'), written by rmm-mp rather than by a private click helper."""
+    expected = {"{'min': 0}": "x>=0", "{'min': 0.1, 'max': 3600}": "0.1<=x<=3600", "{'max': 5}": "x<=5",
+                "{'min': 0, 'max': 1, 'min_open': True, 'max_open': True}": "0<x<1",
+                "{'min': 0, 'min_open': True}": "x>0"}[str(bounds)]
+    with pytest.raises(click.BadParameter, match=rf"'nan' is not a number of seconds; expected {re.escape(expected)}$"):
+        FloatRange(**bounds).convert("nan", None, None)
