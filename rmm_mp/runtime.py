@@ -49,7 +49,7 @@ import psutil
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import forget_sigterms, repeated_sigterm
 from rmm_mp.hw.granule import cpu_owner
-from rmm_mp.machine import Cpu, Machine
+from rmm_mp.machine import Machine
 
 CONTEXTS = ("spawn", "forkserver")
 _PR_SET_PDEATHSIG = 1

@@ -700,7 +700,7 @@ def test_a_signal_as_the_machine_closes_keeps_the_report(tmp_path: Path, signame
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert "Aborted!" not in out + proc.stderr and "Traceback" not in proc.stderr, out + proc.stderr
-    assert f"INTERRUPTED: " in out and "result: FAILED: " in out, out
+    assert "INTERRUPTED: " in out and "result: FAILED: " in out, out
     doc = json.loads(j.read_text())
     assert doc["interrupted"] is True and doc["total_calls"] > 0 and doc["invariants"]["ok"] is True
     assert doc["host"]["stopped_by"] == f"interrupted after the run ({what})", doc["host"]

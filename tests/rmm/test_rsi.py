@@ -296,7 +296,7 @@ def test_measurement_extend_then_read(machine: Machine, hash_algo: int, size: in
 
 def test_measurement_extend_chains(machine: Machine) -> None:
     """Two extends of REM 4 chain: H(H(0 || a) || b)."""
-    program = extend_then_read(4, 16).replace("done:", "b second\ndone:") + f"""
+    program = extend_then_read(4, 16).replace("done:", "b second\ndone:") + """
     second:
         mov x1, #4
         mov x2, #3

@@ -207,7 +207,6 @@ def test_a_signal_after_the_cpus_stopped_still_gives_the_report(monkeypatch: pyt
     saying what was not done (exit 1), not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM);
     nothing is left in the segment directory."""
     from rmm_mp.stress import runner
-    from rmm_mp.stress.config import StressConfig
     calls = _signal_when_called(monkeypatch, runner, "invariants", signum)
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--quiescent-every", "0"])
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
@@ -258,7 +257,6 @@ def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
     """Ctrl-C or SIGTERM while the parent builds the population: no CPU is started, and the
     report says so, marked interrupted (exit 1)."""
     from rmm_mp.stress import runner
-    from rmm_mp.stress.config import StressConfig
     _signal_when_called(monkeypatch, runner, "build", signum)
     monkeypatch.setattr(runner, "run_cpus", lambda *a, **k: pytest.fail("the CPUs were started"))
     res = CliRunner().invoke(stress, ["--seconds", "1"])
