@@ -234,7 +234,7 @@ def guest_pages(guest: str, recs: int, text: str = "") -> tuple[int, int] | None
         return buffer, buffer + offset + 4096
     if guest == "ripas-loop":
         # REC 0 and each REC it starts (all of them, up to its MAX_RECS) use PAGES pages from
-        # RANGE + i * PAGES * 4 KiB; a round touches one page even when PAGES is 0.
+        # RANGE + i * PAGES * 4 KiB (PAGES 0 is refused: spec._BOUNDED).
         start, count, most = _equ_values(text, ("RANGE", "PAGES", "MAX_RECS")) if text \
             else (RAM_BASE + MiB, 4, MAX_VCPUS)
         return start - RAM_BASE, start - RAM_BASE + max(1, min(recs, most)) * max(count, 1) * 4096

@@ -343,6 +343,11 @@ _BOUNDED = {
     ("attest", "EXTEND_REM"): (0, 4, "0 (no extension) or the index of a REM, 1..4 (RSI_MEASUREMENT_EXTEND's)"),
     ("attest", "EXTEND_SIZE"): (0, 64, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)"),
     ("measure", "SIZE"): (0, 64, "a size in 0..64 bytes (RSI_MEASUREMENT_EXTEND's)"),
+    ("measure", "REM_INDEX"): (1, 4, "the REM RSI_MEASUREMENT_EXTEND extends, 1..4 (0 is the RIM)"),
+    # With 0 every REC's RSI_IPA_STATE_SET covers an empty range, which the RMM refuses, and
+    # all RECs share one page.
+    ("ripas-loop", "PAGES"): (1, U64, "at least 1 page per REC (with 0 the guest's RSI_IPA_STATE_SET covers an "
+                                      "empty range)"),
 }
 """Bundled guests' constants whose range is narrower than a u64: (guest, name) -> (lowest,
 highest, what is expected)."""

@@ -240,19 +240,23 @@ def test_attest_chunk_zero_is_refused(tmp_path: Path) -> None:
     load(tmp_path, text.replace("CHUNK = 0", "CHUNK = 1"))
 
 
-@pytest.mark.parametrize("constant, bad, edge, expected", [
-    ("EXTEND_REM", 5, 4, "0 (no extension) or the index of a REM, 1..4"),
-    ("EXTEND_SIZE", 65, 64, "a size in 0..64 bytes"),
+@pytest.mark.parametrize("guest, constant, bad, edge, expected", [
+    ("attest", "EXTEND_REM", 5, 4, "0 (no extension) or the index of a REM, 1..4"),     # no REM5: code 2
+    ("attest", "EXTEND_SIZE", 65, 64, "a size in 0..64 bytes"),     # more than EXTEND takes: code 2
+    ("measure", "REM_INDEX", 0, 1, "the REM RSI_MEASUREMENT_EXTEND extends, 1..4"),     # the RIM: code 1
+    ("measure", "REM_INDEX", 5, 4, "the REM RSI_MEASUREMENT_EXTEND extends, 1..4"),
+    ("ripas-loop", "PAGES", 0, 1, "at least 1 page per REC"),       # an empty RIPAS range: code 4
 ])
-def test_attest_extension_outside_rsi_measurement_extend_is_refused(tmp_path: Path, constant: str, bad: int, edge: int,
-                                                                    expected: str) -> None:
-    """The attest guest extends REM EXTEND_REM with EXTEND_SIZE bytes before asking for its token;
-    a REM index above 4 or more than 64 bytes fails RSI_MEASUREMENT_EXTEND, and the realm, at run
-    time (EXTEND_REM = 5 reported failure code 2). Such files were accepted; now refused, with
-    the limit itself accepted."""
-    other = "" if constant == "EXTEND_REM" else "EXTEND_REM = 1, "
-    text = HEAD + f'[[realm]]\nname = "a"\nguest = "attest"\nram = "4M"\nconstants = {{ {other}{constant} = {bad} }}\n'
-    refused(tmp_path, text, 7, f"realm[0].constants.{constant}", bad, expected)
+def test_guest_constants_its_rsi_calls_refuse(tmp_path: Path, guest: str, constant: str, bad: int, edge: int,
+                                              expected: str) -> None:
+    """A bundled guest's constant that its own RSI call refuses (attest extends REM EXTEND_REM
+    with EXTEND_SIZE bytes, measure extends REM_INDEX, ripas-loop changes PAGES pages per REC)
+    was accepted, and the realm then failed at its first round (EXTEND_REM = 5: failure code 2).
+    It is refused, naming the range; the value at the edge of the range is accepted."""
+    other = "EXTEND_REM = 1, " if constant == "EXTEND_SIZE" else ""
+    text = (HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\nram = "4M"\nrecs = 2\n'
+            f"constants = {{ {other}{constant} = {bad} }}\n")
+    refused(tmp_path, text, 8, f"realm[0].constants.{constant}", bad, expected)
     load(tmp_path, text.replace(f"{constant} = {bad}", f"{constant} = {edge}"))
 
 
