@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rmm_mp.host.nsalloc import WORD_BITS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_SHARED_PAGES
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
@@ -28,7 +29,9 @@ from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
 from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
 
 GRANULE = 4096
-CHURN_WINDOW_GRANULES = 512 + 4
+WINDOW_RUN = 512
+"""Granules of one rtt-churn window's backing run (cpustate.WINDOW_GRANULES): 2 MiB, 2 MiB aligned."""
+CHURN_WINDOW_GRANULES = WINDOW_RUN + 4
 """rtt-churn: one 2 MiB run of backing pages per CPU and realm, plus its tables."""
 MAP_WINDOW_GRANULES = 16 + 4
 """map-shared: the NS pages one CPU maps into one realm at most, plus tables."""
@@ -292,6 +295,15 @@ def _capacity(w: Workload) -> None:
         raise f.fail(where, biggest.instances,
                      f"realms that fit in {room}; the run would need up to {mib} ({shown}); use fewer or smaller "
                      f"realms, or a bigger platform")
+    runs = sum(churn_targets(w, c) for c in range(w.cpus) if w.uses("rtt-churn", c))
+    have = window_runs(plat)
+    if runs > have and biggest is not None:     # rtt-churn needs a realm to churn (_targets)
+        raise f.fail(where, biggest.instances,
+                     f"realms whose rtt-churn windows fit in platform {plat.name!r}: each needs a 2 MiB run of NS "
+                     f"DRAM aligned to 2 MiB, the run would need {runs} (one per CPU doing rtt-churn and realm it "
+                     f"may churn) and the platform has {have} (2 MiB blocks wholly in DRAM with no Secure granule; "
+                     f"none if DRAM does not start on a 256 KiB boundary); use fewer realms or CPUs doing "
+                     f"rtt-churn, or a platform with more DRAM")
 
 
 def _memory(w: Workload) -> tuple[int, dict[str, int]]:
@@ -309,6 +321,22 @@ def _memory(w: Workload) -> tuple[int, dict[str, int]]:
     parts.update({"rtt-churn windows": windows, "map-shared pages": maps, "delegate-churn pools": delegate,
                   "ripas-churn realms": ripas})
     return sum(parts.values()), parts
+
+
+def window_runs(plat: Platform) -> int:
+    """The 2 MiB runs, aligned to 2 MiB, the host's allocator can hand out from empty DRAM (the
+    run allocates the rtt-churn windows' runs first, run._prepare): 2 MiB blocks wholly inside
+    DRAM with no Secure granule. None if DRAM does not start on a boundary of the allocator's
+    bitmap words (256 KiB), where it hands out no run longer than a word (NsAllocator.alloc).
+    Counting granules is not enough: Secure ranges, or DRAM not aligned to 2 MiB, can leave
+    room for a window's granules but no aligned run of them."""
+    size = WINDOW_RUN * GRANULE
+    dram = plat.dram
+    if dram.base % (WORD_BITS * GRANULE):
+        return 0
+    first = -(-dram.base // size) * size
+    return sum(1 for block in range(first, dram.end - size + 1, size)
+               if not any(s.base < block + size and block < s.end for s in plat.secure))
 
 
 def churn_targets(w: Workload, cpu: int) -> int:

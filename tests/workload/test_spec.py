@@ -540,6 +540,39 @@ def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
     assert "the run would need up to 167.3 MiB (" in err.expected and "rtt-churn windows 161.2 MiB" in err.expected
 
 
+def holes_platform(tmp_path: Path, dram: str, secure: list[int]) -> None:
+    """`host` as holes.toml with this [dram] table and a 4 KiB Secure range at each PA of ``secure``."""
+    text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "holes"')
+    head, _, tail = text.partition("[dram]")
+    regions = "".join(f'[[secure]]\nname = "hole{i}"\nbase = {pa:#x}\nsize = "4 KiB"\n\n' for i, pa in enumerate(secure))
+    (tmp_path / "holes.toml").write_text(f"{head}[dram]\n{dram}\n\n{regions}[features]{tail.split('[features]', 1)[1]}")
+
+
+RTT_CHURN_ONE_CPU = 'platform = "holes.toml"\ncpus = 1\nseconds = 1\nactivities = { run = 1, rtt-churn = 1 }\n' + OK_REALM
+
+
+@pytest.mark.parametrize("dram, secure", [
+    ('base = 0x8000_1000\nsize = "16 MiB"', []),
+    ('base = 0x8000_0000\nsize = "8 MiB"', [0x8010_0000, 0x8030_0000, 0x8050_0000, 0x8070_0000]),
+])
+def test_rtt_churn_windows_need_aligned_2mib_runs(tmp_path: Path, dram: str, secure: list[int]) -> None:
+    """An rtt-churn window is backed by a 2 MiB run aligned to 2 MiB. DRAM with room for its
+    granules but not on a 256 KiB boundary (the allocator has no run longer than a bitmap word
+    there), or with a 4 KiB Secure range in every 2 MiB block: refused before the run. Both
+    were accepted, and the run failed at its start (AllocatorError, OutOfGranules)."""
+    holes_platform(tmp_path, dram, secure)
+    err = refused(tmp_path, RTT_CHURN_ONE_CPU, 5, "realm[0].instances", 1,
+                  "each needs a 2 MiB run of NS DRAM aligned to 2 MiB")
+    assert "the run would need 1 " in err.expected and "the platform has 0 " in err.expected
+
+
+def test_rtt_churn_windows_fit_one_aligned_2mib_block(tmp_path: Path) -> None:
+    """The control: 8 MiB from a 2 MiB boundary with Secure holes in three of its four blocks
+    leaves one run, enough for one CPU's window in one realm."""
+    holes_platform(tmp_path, 'base = 0x8000_0000\nsize = "8 MiB"', [0x8010_0000, 0x8030_0000, 0x8050_0000])
+    load(tmp_path, RTT_CHURN_ONE_CPU)
+
+
 def test_activities_that_do_not_fit_are_named_as_such(tmp_path: Path) -> None:
     """With no [[realm]], what does not fit is the activities' own pages (here a ripas-churn
     realm in 1 MiB of NS DRAM): the error names the activities used, not a size as if it were
