@@ -38,6 +38,8 @@ MAP_WINDOW_GRANULES = 16 + 4
 DELEGATE_SHARED, DELEGATE_PRIVATE = 32, 32
 """delegate-churn pools: granules every CPU races on, and granules each CPU has to itself."""
 MAX_AUX = 16
+HELD_PER_CPU = 2
+"""Granules one CPU can hold at once that _memory does not count (reserve)."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,7 @@ def _capacity(w: Workload) -> None:
                      f"{realms} (instances of every [[realm]], plus one per CPU doing ripas-churn)")
     need, parts = _memory(w)
     plat = w.platform
-    usable = plat.granule_count - sum(r.size // GRANULE for r in plat.secure) - 64
+    usable = plat.granule_count - sum(r.size // GRANULE for r in plat.secure) - reserve(w.cpus)
     if need > usable:
         mib = f"{need * GRANULE / (1 << 20):.1f} MiB"
         shown = ", ".join(f"{k} {v * GRANULE / (1 << 20):.1f} MiB" for k, v in parts.items() if v)
@@ -304,6 +306,15 @@ def _capacity(w: Workload) -> None:
                      f"may churn) and the platform has {have} (2 MiB blocks wholly in DRAM with no Secure granule; "
                      f"none if DRAM does not start on a 256 KiB boundary); use fewer realms or CPUs doing "
                      f"rtt-churn, or a platform with more DRAM")
+
+
+def reserve(cpus: int) -> int:
+    """Granules kept out of the memory bound for what a CPU holds for a moment beyond it: a data
+    or NS page and a spare RTT while it handles a fault another CPU wins (host.realm.map_protected,
+    exits._map_shared; create_rtt_levels holds one spare RTT at a time), or a parameter or
+    staging page while it builds a realm (realm_build). That is HELD_PER_CPU per CPU; the floor
+    of 64 is the fixed reserve this check had before it counted them."""
+    return max(64, HELD_PER_CPU * cpus)
 
 
 def _memory(w: Workload) -> tuple[int, dict[str, int]]:

@@ -19,7 +19,7 @@ from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError
 from rmm_mp.workload import spec
 from rmm_mp.workload.locate import locate
-from rmm_mp.workload.resolve import Workload, _apportion, resolve
+from rmm_mp.workload.resolve import Workload, _apportion, _memory, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 OK_REALM = '[[realm]]\nname = "a"\nguest = "hello"\n'
@@ -571,6 +571,29 @@ def test_rtt_churn_windows_fit_one_aligned_2mib_block(tmp_path: Path) -> None:
     leaves one run, enough for one CPU's window in one realm."""
     holes_platform(tmp_path, 'base = 0x8000_0000\nsize = "8 MiB"', [0x8010_0000, 0x8030_0000, 0x8050_0000])
     load(tmp_path, RTT_CHURN_ONE_CPU)
+
+
+@pytest.mark.parametrize("cpus", [32, 64])
+def test_the_reserve_grows_with_the_cpus_above_32(tmp_path: Path, cpus: int) -> None:
+    """Beyond the memory bound each CPU may hold 2 granules for a moment (a page and a spare RTT
+    of a fault another CPU wins). The fixed reserve of 64 covered that up to 32 CPUs only: at
+    64 CPUs a workload filling DRAM less 64 granules was accepted; it needs 128 now."""
+    text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "many"')
+    text = text.replace("cpus = 4", "cpus = 64").replace("[[secure]]", "[[mmio]]").replace("0x83F0_0000", "0x1000_0000")
+    platform = tmp_path / "many.toml"
+    workload = f'platform = "many.toml"\ncpus = {cpus}\nseconds = 1\nactivities = {{ run = 1, delegate-churn = 1 }}\n'
+    platform.write_text(text)
+    need = _memory(load(tmp_path, workload + OK_REALM))[0]
+    dram = 'size = "64 MiB"'
+    platform.write_text(text.replace(dram, f"size = {(need + 2 * cpus) * 4096}"))
+    load(tmp_path, workload + OK_REALM)
+    platform.write_text(text.replace(dram, f"size = {(need + 2 * cpus - 1) * 4096}"))
+    refused(tmp_path, workload + OK_REALM, 5, "realm[0].instances", 1, "realms that fit in")
+    platform.write_text(text.replace(dram, f"size = {(need + 64) * 4096}"))
+    if cpus > 32:
+        refused(tmp_path, workload + OK_REALM, 5, "realm[0].instances", 1, "realms that fit in")
+    else:
+        load(tmp_path, workload + OK_REALM)
 
 
 def test_activities_that_do_not_fit_are_named_as_such(tmp_path: Path) -> None:
