@@ -23,7 +23,7 @@ from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, locate, read_source
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, locate, read_source
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 
 GRANULE_SIZE = 4096
@@ -222,7 +222,7 @@ class _Validator:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
         elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-            number = int(m.group(1)) * _UNITS[m.group(2)]
+            number = decimal(m.group(1)) * _UNITS[m.group(2)]
         else:
             raise self.fail(where, value, "a size: an integer number of bytes or a string such as '256 MiB'")
         if number <= 0 or number % GRANULE_SIZE:

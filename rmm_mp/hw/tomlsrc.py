@@ -9,7 +9,8 @@ and keeps the parser in the standard library.
 It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
 else the source checkout's, and reads input files as UTF-8 text (read_source).
 
-This module owns error wording, key location, finding bundled files and reading input files.
+This module owns error wording, key location, finding bundled files and reading input files
+(their integers too: ``decimal`` reads the digits of a string value whatever their count).
 It must not know any schema.
 """
 
@@ -260,6 +261,17 @@ def loads(text: str, source: str) -> dict[str, Any]:
         line = _long_decimal_line(text)
         raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
                           f"{sys.get_int_max_str_digits()} digits", line) from None
+
+
+def decimal(digits: str) -> int:
+    """The value of ``digits`` (ASCII decimal digits from a string value: a size such as "4M",
+    a CPU range such as "0-3") for a range check. int() refuses more digits than
+    sys.get_int_max_str_digits() (4300) with a ValueError, which ended the command with a
+    traceback; such a number is given as 10 ** that limit instead, past every range a key has,
+    so the key is refused as out of range. Leading zeros do not count."""
+    significant = digits.lstrip("0") or "0"
+    most = sys.get_int_max_str_digits()
+    return 10 ** most if most and len(significant) > most else int(significant)
 
 
 _DECIMAL = re.compile(r"(?<![\w.])[+-]?\d[\d_]*")

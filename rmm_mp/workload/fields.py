@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, decimal, suggestion
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
@@ -116,7 +116,7 @@ class Fields:
         if is_int(value):
             number = value
         elif isinstance(value, str) and (m := _SIZE.match(value)):
-            number = int(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
+            number = decimal(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
         else:
             raise self.fail(key, value, 'a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB"')
         if number % GRANULE or not lo <= number <= hi:  # type: ignore[operator]
@@ -145,7 +145,7 @@ class Fields:
         elif isinstance(value, str) and value.strip():
             for part in value.split(","):
                 m = _CPU_RANGE.match(part)
-                low, high = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (1, 0)
+                low, high = (decimal(m.group(1)), decimal(m.group(2) or m.group(1))) if m else (1, 0)
                 # Ids past 255 are no CPU any platform has (and "0-100000000" would build a set
                 # of that many).
                 if not low <= high < MAX_CPU_ID + 1:

@@ -168,6 +168,10 @@ BAD = [
      "2214588416 (0x83fff000)"),
     ("region-past-pa-range", r'size = "64 KiB"', 'size = "256 TiB"', "mmio[0].size", "'256 TiB'"),
     ("dram-past-pa-range", r'size = "64 MiB"', 'size = "256 TiB"', "dram.size", "'256 TiB'"),
+    # More digits than int() converts (4300): its ValueError, with no file, line or key, was the
+    # whole message of `rmm-mp platform show` (tomlsrc.decimal).
+    ("size-more-digits-than-int-converts", r'size = "64 MiB"', f'size = "{"9" * 5000} MiB"', "dram.size",
+     repr(f"{'9' * 5000} MiB")),
     # More granules than the host allocator's bitmap holds: the file loaded, and `rmm-mp run`
     # made the machine and then failed with "AllocatorError: ... do not fit the host bitmap".
     ("dram-past-host-bitmap", r'size = "64 MiB"', 'size = "4100 MiB"', "dram.size", "'4100 MiB'"),

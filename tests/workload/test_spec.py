@@ -396,6 +396,21 @@ def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
     assert "group[0].cpus = (an array holding an integer of more than 4300 digits): expected" in str(err)
 
 
+def test_digit_strings_longer_than_python_converts(tmp_path: Path) -> None:
+    """A ram size or a group's CPU range written as a string of more digits than int() converts
+    (4300) is out of range, refused with its key and line: int() raised a ValueError that ended
+    `rmm-mp workloads validate` and `rmm-mp run` with a traceback (tomlsrc.decimal). Leading
+    zeros do not count: the range 0-0...01 is CPUs 0 and 1."""
+    ram = "9" * 5000 + "M"
+    refused(tmp_path, HEAD + OK_REALM + f'ram = "{ram}"\n', 6, "realm[0].ram", ram, "a multiple of 4 KiB")
+    cpus = "0-" + "9" * 5000
+    refused(tmp_path, HEAD + OK_REALM + f'[[group]]\ncpus = "{cpus}"\nactivities = {{ run = 1 }}\n', 7,
+            "group[0].cpus", cpus, "CPU ids 0..255")
+    assert segments() == []
+    w = load(tmp_path, HEAD + OK_REALM + f'[[group]]\ncpus = "0-{"0" * 5000}1"\nactivities = {{ run = 1 }}\n')
+    assert w.file.groups[0].cpus == frozenset({0, 1})
+
+
 def test_cpus_beyond_the_run_queue_names_its_real_limit(tmp_path: Path) -> None:
     """cpus above 64 can never run (the run queue's limit): the error says 1..64, not the 1..256
     it used to (which made 65..256 look acceptable on a platform with that many CPUs)."""
