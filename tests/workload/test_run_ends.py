@@ -116,7 +116,10 @@ def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: P
     the CPUs are asked to stop STARTUP_S after they were started, and the stuck one is killed."""
     monkeypatch.setattr(run, "STARTUP_S", 4.0)
     report = _run_with_a_stopper(tmp_path, monkeypatch, lambda machine, released: _stop_a_cpu_as_it_starts(released))
-    assert [f.how for f in report.failures] == ["did not stop within 1 s of being asked and was terminated"]
+    # The stopped CPU is killed; on a loaded host the other may not have reached the barrier in
+    # 4 s either, and is then killed the same way.
+    hows = [f.how for f in report.failures]
+    assert hows and set(hows) == {"did not stop within 1 s of being asked and was terminated"}, hows
     assert report.host["stopped_by"] == "time is up (CPUs not all at the start barrier 4 s after they were started)"
     assert not report.ok
 
