@@ -25,7 +25,6 @@ This module owns finding, checking and assembling guest programs. It speaks no S
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from pathlib import Path
 
@@ -263,8 +262,8 @@ def measure_expected(text: str, constants: dict[str, int], hash_algo: int) -> di
     with its value (VALUE0..7 and SIZE from ``constants``, else its own ``.equ`` lines) in a realm
     that measures with ``hash_algo``, as host.measure_constants computes it for a host that loads
     the guest itself. The guest's own EXPECTED lines hold SHA-256 of its default value only."""
-    own = {name: int(value.replace("_", ""), 0) for name, value in
-           re.findall(r"^\s*\.equ\s+(\w+)\s*,\s*(0[xX][0-9a-fA-F_]+|\d+)\s*(?://.*)?$", text, re.M)}
+    names = tuple(f"VALUE{i}" for i in range(8)) + ("SIZE",)
+    own = dict(zip(names, _equ_values(text, names)))
     words = [constants.get(f"VALUE{i}", own[f"VALUE{i}"]) for i in range(8)]
     size = constants.get("SIZE", own["SIZE"])
     value = struct.pack("<8Q", *words)[:size]
