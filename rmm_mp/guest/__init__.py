@@ -1,4 +1,5 @@
-"""The realm guest ISA (docs/guest-isa.md): encoding (isa), assembler and interpreter.
+"""The realm guest ISA (docs/guest-isa.md): encoding (isa), assembler, interpreter, and the
+``.equ`` constants of guest source (equ: which a program defines, new values for some).
 
 The public entry is ``rmm_mp.guest.assemble(text, base=IPA) -> bytes``, whose errors are
 ``AssemblerError`` (a ValueError naming the line and what was expected). The interpreter is the
