@@ -5,7 +5,10 @@ check` on a running machine and the stress tool's periodic checks get one this w
 *requester* asks for a pause; every *participant* (a CPU process's workload loop, the stress
 worker, the host run loop, the parent while it builds or tears down realms) calls ``point()``
 between calls, and parks there while a pause is asked for. The requester waits until every
-participant is parked, inspects, and lets them go on.
+participant is parked, inspects, and lets them go on. A participant leaves its point only
+after it has dropped its parked count and then found no pause asked for: a requester reads the
+count after claiming its slot, so one that claims as the participant leaves either sees it gone
+or is seen by it (and it parks again).
 
 Words in the control block (hw.control owns the offsets):
 
@@ -79,12 +82,21 @@ class Participant:
         if not _requested(view):
             return
         t0 = time.monotonic()
-        view.fetch_add_u32(_OFF_PARKED, 1)
         try:
-            while _requested(view) and not self.control.stop_requested:
-                time.sleep(_PARK_SLEEP_S)
+            while True:
+                view.fetch_add_u32(_OFF_PARKED, 1)
+                try:
+                    while _requested(view) and not self.control.stop_requested:
+                        time.sleep(_PARK_SLEEP_S)
+                finally:
+                    view.fetch_sub_u32(_OFF_PARKED, 1)
+                # Leave only if no pause is asked for once this participant no longer counts as
+                # parked: a requester that claimed a slot after the look above and before the
+                # decrement counted it parked, and is checking now. (A requester reads the
+                # parked count after claiming its slot, so one of the two sees the other.)
+                if self.control.stop_requested or not _requested(view):
+                    return
         finally:
-            view.fetch_sub_u32(_OFF_PARKED, 1)
             self.parked_s += time.monotonic() - t0
 
 

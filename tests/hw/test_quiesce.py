@@ -14,6 +14,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.hw.control import OFF_QUIESCE_SLOTS, QUIESCE_SLOTS
+from rmm_mp.hw import quiesce
 from rmm_mp.hw.quiesce import Participant, Pause, QuiesceError
 
 
@@ -197,3 +198,57 @@ def test_a_lapsed_pause_is_not_held(machine: Machine, worker: Worker) -> None:
     finally:
         stalled.__exit__(None, None, None)
     assert bytes(machine.control.buf[OFF_QUIESCE_SLOTS:OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS]) == bytes(64)
+
+
+def test_a_participant_leaving_its_point_is_not_counted_parked_by_a_new_pause(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A participant parked by one pause sees it end and decides to leave its point; before it
+    drops its parked count, a second requester (another `rmm-mp check`, or a stress run's own
+    check) claims a slot and finds every participant parked. The participant must not go on
+    to its next call while that second pause holds: the second check would read a machine in
+    mid-call. Before, point() decided to leave and only then dropped the count, so the second
+    requester's wait was granted and the participant left anyway. Reproduced deterministically
+    by claiming the second pause inside the participant's own look at the slots."""
+    control = machine.control
+    real = quiesce._requested
+    armed = threading.Event()
+    second: list[Pause] = []
+    granted: list[bool] = []
+    saw_second = threading.Event()
+    released = threading.Event()
+    left_during_pause: list[bool] = []
+
+    def requested(view):  # type: ignore[no-untyped-def]
+        answer = real(view)
+        if armed.is_set() and not answer and not second:
+            # The first pause has just ended: the participant is about to leave its point.
+            pause = Pause(control).__enter__()
+            second.append(pause)
+            granted.append(pause.wait(0.0))
+        elif second and answer:
+            saw_second.set()
+        return answer
+    monkeypatch.setattr(quiesce, "_requested", requested)
+
+    def participant() -> None:
+        with Participant(control) as part:
+            part.point()
+            left_during_pause.append(granted == [True] and not released.is_set())
+
+    first = Pause(control).__enter__()
+    thread = threading.Thread(target=participant, daemon=True)
+    thread.start()
+    try:
+        assert first.wait(5.0)
+        armed.set()
+    finally:
+        first.__exit__(None, None, None)
+    # The participant either left its point (the bug) or saw the second pause and parked again.
+    while thread.is_alive() and not saw_second.wait(0.01):
+        pass
+    released.set()
+    if second:
+        second[0].__exit__(None, None, None)
+    thread.join(10)
+    assert granted == [True]
+    assert left_during_pause == [False]
