@@ -29,7 +29,7 @@ import click
 
 from rmm_mp.check import invariants
 from rmm_mp.clitypes import FloatRange
-from rmm_mp.hw import segment
+from rmm_mp.hw import orphans, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError
@@ -379,7 +379,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
-    progress or changes made during the scan; 2 no such machine, a bad option, every pause
+    progress or changes made during the scan (or, on an orphan whose creator was killed,
+    calls cut off: nothing is paused on it); 2 no such machine, a bad option, every pause
     slot taken, or the --json file could not be written.
     """
     from rmm_mp.machine import Machine
@@ -393,11 +394,15 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     except (MachineError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    # A machine whose creator was killed (SIGKILL) keeps its segments, and with them the count
+    # of participants that died with it: a pause would wait --wait seconds for CPUs that no
+    # longer exist, then say they did not park.
+    creator = _dead_creator(machine_name)
     with machine, ExitStack() as stack:
         quiescent = lapsed = stopped = False
         participants = parked = 0
         paused_at = time.monotonic()
-        if not no_pause:
+        if not no_pause and creator is None:
             try:
                 pause = stack.enter_context(Pause(machine.control))
             except QuiesceError as exc:
@@ -407,7 +412,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             participants, parked = pause.participants, pause.parked
         report = invariants(machine)
         snaps = snapshots(machine)
-        if not no_pause:
+        if not no_pause and creator is None:
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
             # So does a lapsed lease (this process stopped or starved for longer than it): the
             # CPUs went on meanwhile, and may have parked again by now.
@@ -418,7 +423,11 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         closed = not os.path.exists(segment.segment_path(machine_name, "ctl"))
         stack.close()
         paused_ms = (time.monotonic() - paused_at) * 1000
-        if no_pause:
+        if creator is not None:
+            state = (f"orphaned: its creator (pid {creator}) is gone, so nothing runs on it and nothing was paused; "
+                     "this is the machine as it was left, and a violation may be a call cut off when its CPUs "
+                     "died (`rmm-mp clean` removes it)")
+        elif no_pause:
             state = f"not paused (--no-pause): {_UNSETTLED}"
         elif not participants:
             state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
@@ -445,7 +454,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         document = {
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
             "parked": parked, "granules": report.granules,
-            "state_counts": report.state_counts, "dead": machine.dead, "closed": closed,
+            "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}
     if json_path:
@@ -457,4 +466,12 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
             click.echo(f"error: {errors[0]}", err=True)
             raise SystemExit(2)
     if not report.ok:
-        raise SystemExit(1 if quiescent or not (no_pause or participants) else 3)
+        raise SystemExit(1 if quiescent or not (no_pause or participants or creator is not None) else 3)
+
+
+def _dead_creator(name: str) -> int | None:
+    """The pid of machine ``name``'s creator if that process is gone (an orphan), else None."""
+    for found in segment.list_machines():
+        if found.prefix == name and orphans.is_orphan(found):
+            return found.creator_pid
+    return None

@@ -906,6 +906,46 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
                                  "lease), so the CPUs went on meanwhile; a violation may be"), res.output
 
 
+# A creator that dies mid-call: a participant of a pause, holding a granule lock, killed with
+# SIGKILL (nothing unlinks its segments or drops its participant count).
+_CREATOR_DIES_MID_CALL = r"""
+import os, signal, sys
+from rmm_mp import Machine
+from rmm_mp.hw.quiesce import Participant
+m = Machine.create("host", cpus=1)
+Participant(m.control).__enter__()
+m.granule_table(1).lock(500)       # owner 1: CPU 0
+print(m.name, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.multiprocess
+def test_check_of_an_orphaned_machine_says_so(tmp_path: Path) -> None:
+    """`rmm-mp check` of a machine whose creator was killed (its segments left in /dev/shm until
+    `rmm-mp clean`): nothing runs on it, so the check asks for no pause and says the machine
+    is an orphan; the lock its CPU died holding is a violation that may be a call cut off
+    (exit 3, JSON orphan true). Before, the check paused it, waited --wait seconds for a
+    participant that had died, and said "NOT quiescent: 0 of 1 CPUs parked after 5 s"."""
+    proc = subprocess.Popen([sys.executable, "-c", _CREATOR_DIES_MID_CALL], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    name = out.decode().strip()
+    try:
+        assert proc.returncode == -signal.SIGKILL and re.fullmatch(r"rmm-mp-\d+-[0-9a-f]{8}", name), err
+        res = CliRunner().invoke(check, [name, "--wait", "60", "--json", str(tmp_path / "c.json")])
+        assert res.exit_code == 3, res.output
+        assert res.output.startswith(f"orphaned: its creator (pid {proc.pid}) is gone, so nothing runs on it and "
+                                     "nothing was paused;"), res.output
+        assert "lock held by CPU 0" in res.output
+        data = json.loads((tmp_path / "c.json").read_text())
+        assert data["orphan"] and not data["quiescent"] and data["participants"] == 0
+    finally:
+        for entry in os.listdir(segment.SHM_DIR):
+            if entry.startswith(name + ".") and name:
+                os.unlink(os.path.join(segment.SHM_DIR, entry))
+
+
 @pytest.mark.parametrize("closes", [False, True])
 def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
