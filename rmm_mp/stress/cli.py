@@ -9,7 +9,8 @@ Exit status of `stress`: 0 no finding, 1 findings (or an interrupted run, a repl
 reproduce its recording, an output file that could not be written), 2 bad usage. A replay of a
 recording with findings exits 1 whether it reproduced them or not: its verdict is in the JSON
 (``replay.verdict``). Of `check`: 0 the invariants hold, 1 they do not, 3 violations on a
-machine that was not quiescent, 2 no such machine or a --json file that could not be written.
+machine that was not quiescent, 2 no such machine or a --json file that could not be written,
+130 Ctrl-C.
 
 This module parses and prints; the work is in stress.runner, stress.shrink, stress.schedule.
 """
@@ -381,8 +382,19 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
     progress or changes made during the scan (or, on an orphan whose creator was killed,
     calls cut off: nothing is paused on it); 2 no such machine, a bad option, every pause
-    slot taken, or the --json file could not be written.
+    slot taken, or the --json file could not be written; 130 interrupted by Ctrl-C (no
+    verdict: any pause it held is released and the CPUs go on).
     """
+    try:
+        _check(machine_name, json_path, wait_s, no_pause)
+    except KeyboardInterrupt:
+        # click would say "Aborted!" with exit status 1, the status of "the invariants do not hold".
+        click.echo("interrupted (Ctrl-C): no verdict; any pause this check held is released", err=True)
+        raise SystemExit(130) from None
+
+
+def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
+    """The body of ``check`` (below click's handling of Ctrl-C)."""
     from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import snapshots
     try:

@@ -1031,3 +1031,38 @@ def test_free_running_quiescent_checks_keep_an_interval_below_half_a_second(monk
         sup.tick(elapsed)
     assert len(pauses) >= 9, pauses
     assert all(b - a >= 0.1 - 1e-9 for a, b in zip(pauses, pauses[1:])), pauses
+
+
+def test_ctrl_c_of_a_check_releases_the_pause_and_exits_130(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while a check holds its CPUs parked (here: during the scan): the pause is released,
+    so the participant goes on, and the check exits 130 with no verdict. It exited 1 with click's
+    "Aborted!", the status that means "the invariants do not hold"."""
+    from rmm_mp.stress import cli as stress_cli
+    leave = threading.Event()
+    steps = [0]
+
+    def work() -> None:
+        with Participant(machine.control) as part:
+            while not leave.is_set():
+                part.point()
+                steps[0] += 1
+                time.sleep(0.0002)
+
+    def interrupted(m: Machine) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(stress_cli, "invariants", interrupted)
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        res = CliRunner().invoke(check, [machine.name])
+        before = steps[0]
+        deadline = time.monotonic() + 10
+        while steps[0] == before and time.monotonic() < deadline:
+            time.sleep(0.001)
+        moved = steps[0] > before                           # the participant is not held parked
+    finally:
+        leave.set()
+        thread.join(10)
+    assert res.exit_code == 130, res.output
+    assert "interrupted (Ctrl-C): no verdict; any pause this check held is released" in res.output
+    assert "Aborted!" not in res.output and moved
