@@ -859,6 +859,7 @@ def test_rec_enter_rec_gicv3(machine: Machine, t: Rmi, hcr: int, lrs: tuple[int,
     pytest.param(0, (1 << 61 | 1 << 32 | 5000, 0, 0, 0), id="invalid-state-lr-not-checked"),
     pytest.param(0, (_P | 27, 27 | 1 << 41), id="duplicate-with-invalid-lr"),
     pytest.param(0, (0, 0, 0, 0, 3 << 61 | 1020, _P | 1), id="lrs-above-num-lrs-ignored"),
+    pytest.param(0, (_P | 0xF << 56 | 0x7 << 45 | 27,), id="lr-res0-bits-not-checked"),
 ])
 def test_rec_enter_rec_gicv3_valid(machine: Machine, t: Rmi, hcr: int, lrs: tuple[int, ...]) -> None:
     """The other side of rec_gicv3: values Gicv3ConfigIsValid accepts enter the REC (SUCCESS):

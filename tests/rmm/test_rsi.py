@@ -574,6 +574,22 @@ def test_ipa_state_set_response(machine: Machine, ripas: int, done: int, flags: 
         assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, base + done * GRANULE, response)
 
 
+def test_ipa_state_set_ignores_the_sbz_bits_of_x3_and_x4(machine: Machine) -> None:
+    """B5.3.6: ripas is X3[7:0] (X3[63:8] SBZ) and flags is a bitfield of X4 whose bit 0 alone is
+    defined; no failure condition names the other bits, so junk there changes nothing (B1.6): the
+    exit and the recorded request are those of EMPTY without CHANGE_DESTROYED. TF-RMM rel0 casts
+    the whole registers (RSI_ERROR_INPUT for X3, a changed flag for X4; docs/deviations.md)."""
+    base, top = UNASSIGNED_L3, UNASSIGNED_L3 + 0x1000
+    with Guest.build(machine, state_set(base, top, EMPTY | 0xAB << 8 | 1 << 63, (1 << 64) - 2)) as g:
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["ripas_value"]) == (SUCCESS, EXIT_RIPAS_CHANGE, EMPTY)
+        assert g.rec().ripas_request() == (base, top, base, EMPTY, 0)
+        assert set_ripas(g, base, top) == top
+        finish(g)
+        assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, top, ACCEPT)
+    ok(machine)
+
+
 @pytest.mark.parametrize("flags", [0, 1])
 def test_ipa_state_set_change_destroyed(machine: Machine, flags: int) -> None:
     """CHANGE_DESTROYED (A5.4): a RAM request over [P - 4K, P + 4K) with page P DESTROYED.
