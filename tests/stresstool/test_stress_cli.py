@@ -859,6 +859,16 @@ def test_the_population_is_not_built_under_a_pause(monkeypatch: pytest.MonkeyPat
     assert under_pause == [False]
 
 
+def _participate(machine: Machine, leave: threading.Event, steps: list[int]) -> None:
+    """A participant as a CPU's loop is one: a quiescent point between steps, until ``leave``;
+    ``steps[0]`` counts the steps made (how a test sees that it is not held parked)."""
+    with Participant(machine.control) as part:
+        while not leave.is_set():
+            part.point()
+            steps[0] += 1
+            time.sleep(0.0002)
+
+
 def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A check held up for longer than its lease (stopped with Ctrl-Z, starved): the CPUs went
     on meanwhile. When it goes on, its renewer parks them again, but what it read may be calls
@@ -867,13 +877,6 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
     from rmm_mp.stress import cli as stress_cli
     leave, gate = threading.Event(), threading.Event()
     steps = [0]
-
-    def work() -> None:
-        with Participant(machine.control) as part:
-            while not leave.is_set():
-                part.point()
-                steps[0] += 1
-                time.sleep(0.0002)
     real_renew, real_invariants = Pause._renew, stress_cli.invariants
 
     def stalled_renew(self: Pause) -> None:
@@ -894,7 +897,7 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
     monkeypatch.setattr(Pause.__init__, "__defaults__", (100_000_000,))
     monkeypatch.setattr(Pause, "_renew", stalled_renew)
     monkeypatch.setattr(stress_cli, "invariants", late)
-    thread = threading.Thread(target=work, daemon=True)
+    thread = threading.Thread(target=_participate, args=(machine, leave, steps), daemon=True)
     thread.start()
     try:
         res = CliRunner().invoke(check, [machine.name])
@@ -1041,17 +1044,10 @@ def test_ctrl_c_of_a_check_releases_the_pause_and_exits_130(machine: Machine, mo
     leave = threading.Event()
     steps = [0]
 
-    def work() -> None:
-        with Participant(machine.control) as part:
-            while not leave.is_set():
-                part.point()
-                steps[0] += 1
-                time.sleep(0.0002)
-
     def interrupted(m: Machine) -> None:
         raise KeyboardInterrupt
     monkeypatch.setattr(stress_cli, "invariants", interrupted)
-    thread = threading.Thread(target=work, daemon=True)
+    thread = threading.Thread(target=_participate, args=(machine, leave, steps), daemon=True)
     thread.start()
     try:
         res = CliRunner().invoke(check, [machine.name])
