@@ -11,8 +11,9 @@ scheduling speed, and what each checker costs a free-running run.
   (b) schedule steps per second of deterministic runs (mixed workload, --steps steps, random and
       PCT schedules, checkers off and all on): steps / the run's elapsed time (set-up and
       spawning included), and steps / the CPU time of the CPU processes;
-  (c) free-running slowdown per checker: operations per second of --seconds runs of the mixed
-      workload with no checker, each checker alone, and all of them (ratios to "none").
+  (c) free-running slowdown per checker: operations per CPU second of the CPU processes in
+      --seconds runs of the mixed and the tables workloads with no checker, each checker alone,
+      and all of them (ratios to "none").
 
     python tools/bench_stress.py [--cpus 2] [--hunts 3] [--limit 60] [--steps 20000]
                                  [--seconds 5] [--only a,b,c] [--bugs NAME,...] [--json FILE]
@@ -38,6 +39,9 @@ from rmm_mp.stress.config import CHECKERS, INTEGERS, pct_depth_problem  # noqa: 
 
 MAX_SECONDS = 86_400
 """The longest a stress run may be told to last (StressConfig.seconds)."""
+
+HUNT_MIN_LEFT = 1.0
+"""A hunt starts no run with this many seconds of its --limit left, or fewer."""
 
 
 def run(cfg: StressConfig) -> StressReport:
@@ -73,7 +77,7 @@ def hunt(name: str, schedule: str, cpus: int, first_seed: int, limit: float, ste
     seed, runs = first_seed, 0
     while True:
         left = limit - (time.monotonic() - start)
-        if left <= 1:
+        if left <= HUNT_MIN_LEFT:
             return {"found": False, "seconds": round(time.monotonic() - start, 2), "runs": runs}
         quiescent = (1000 if schedule != "free" else 1.0) if bug.checker == "invariants" else 0
         cfg = StressConfig(workload=bug.workload, cpus=cpus, seed=seed, schedule=schedule, steps=steps,
@@ -153,14 +157,14 @@ def slowdown(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--hunts", type=int, default=3)
-    ap.add_argument("--limit", type=float, default=60.0, help="seconds a hunt may take")
-    ap.add_argument("--steps", type=int, default=20_000, help="steps per deterministic run")
-    ap.add_argument("--seconds", type=float, default=5.0, help="length of a slowdown run")
-    ap.add_argument("--only", default="a,b,c", help="sections to run (a, b, c)")
+    ap.add_argument("--cpus", type=int, default=2, help="CPU processes of every run (default 2)")
+    ap.add_argument("--hunts", type=int, default=3, help="hunts per bug and schedule in (a) (default 3)")
+    ap.add_argument("--limit", type=float, default=60.0, help="seconds a hunt in (a) may take, more than 1 (default 60)")
+    ap.add_argument("--steps", type=int, default=20_000, help="steps per deterministic run in (a) and (b) (default 20000)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of a slowdown run in (c), s (default 5)")
+    ap.add_argument("--only", default="a,b,c", help="comma-separated sections to run (default a,b,c)")
     ap.add_argument("--bugs", default="", help="comma-separated bugs for (a) (default all)")
-    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     names = [b for b in args.bugs.split(",") if b] or list(BUGS)
     sections = set(args.only.split(","))
@@ -178,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < value <= MAX_SECONDS:
             ap.error(f"--{option} {value}: expected a number of seconds greater than 0 and at most "
                      f"{MAX_SECONDS:,} (a stress run's limit)")
+    # A hunt starts a run only while more than HUNT_MIN_LEFT seconds are left: with a smaller
+    # --limit every hunt ended at once, "not found" in 0.0 s, and (a) printed a table of nothing.
+    if "a" in sections and args.limit <= HUNT_MIN_LEFT:
+        ap.error(f"--limit {args.limit:g}: a hunt starts a run only while more than {HUNT_MIN_LEFT} s are left")
     if not sections <= {"a", "b", "c"}:
         ap.error(f"--only {args.only}: expected sections from a, b, c")
     unknown = [b for b in names if b not in BUGS]
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), "
           f"{info['implementation']} {info['python']}, {info['date']}, rmm_mp {info['revision']}")
-    result: dict[str, Any] = {"host": info}
+    result: dict[str, Any] = {"benchmark": "bench_stress", "host": info}
     if "a" in sections:
         result["time_to_find"] = time_to_find(args, names)
     if "b" in sections:
