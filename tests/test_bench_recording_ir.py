@@ -74,3 +74,39 @@ def test_cpu_process_count_is_the_spawned_childs(tmp_path: Path) -> None:
     os.remove(tmp_path / "cg.102")
     with pytest.raises(SystemExit):
         tool._cpu_process_ir(str(tmp_path))
+
+
+def test_main_prints_each_variant_over_off_and_writes_its_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The tool end to end without valgrind (a run under it takes minutes): 'off' is measured
+    even when not asked for, each variant's count is printed over 'off' as a share of the
+    steps' instructions (the count of the run less that of a 1-step run), and the JSON holds
+    those figures; a variant that did other work than 'off' ends the tool with status 1."""
+    counts = {("on", 1000): 1_100, ("off", 1000): 1_000, ("off", 1): 200}
+    work = {"on": {"0": {"steps": 1000}}, "off": {"0": {"steps": 1000}}}
+
+    def fake_measure(variant, args, site, iterations=None):  # type: ignore[no-untyped-def]
+        n = args.iterations if iterations is None else iterations
+        return {"ir": counts[(variant, n)], "counters": work[variant]}
+
+    monkeypatch.setattr(tool.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(tool, "measure", fake_measure)
+    out = tmp_path / "ir.json"
+    assert tool.main(["--variants", "on", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "the other steps: 800" in text and "+12.50 % of the steps' instructions" in text, text
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["steps_ir"] == 800 and figures["same_work"] is True
+    assert set(figures["variants"]) == {"on", "off"} and figures["variants"]["on"]["over_off_pct"] == 12.5
+    work["on"] = {"0": {"steps": 999}}
+    assert tool.main(["--variants", "on"]) == 1
+    assert "same work in every variant (activity counters): NO" in capsys.readouterr().out
+
+
+def test_without_valgrind_the_tool_ends_with_status_2(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """As its --help and docs/performance.md say: no valgrind on PATH, status 2, nothing run."""
+    monkeypatch.setattr(tool.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tool, "measure", lambda *a, **k: pytest.fail("measured without valgrind"))
+    assert tool.main([]) == 2
+    assert "valgrind is not installed" in capsys.readouterr().err
