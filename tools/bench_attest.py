@@ -17,7 +17,8 @@ exit was read (a few guest instructions after the last CONTINUE): INIT, signing,
 every IRQ exit and re-entry in between, and the host's run-loop work. CONTINUE calls per token
 come from the guest, IRQ exits per token from the host's count between the two marks. The first
 --warmup tokens are not timed; the very first includes the RMM fetching the RAK and platform
-token from EL3 (once per process), reported on its own. The machine's histograms give the RMM's
+token from EL3 (once per machine, so in every run: the RMM keeps them on its per-CPU state), reported
+on its own. The machine's histograms give the RMM's
 time per INIT and per CONTINUE call (EL3 entry to return is not involved: these are RSI calls,
 timed by the RMM around the handler; p50 is the upper edge of a histogram bucket).
 
