@@ -192,9 +192,13 @@ def test_a_stress_measurement_with_a_finding_ends_bench_stress_as_a_failed_run(m
     (bench_stress, ["--only", "c", "--seconds", "nan"]),    # NaN passed "<= 0" and "> a day"
     (bench_stress, ["--only", "a", "--limit", "nan"]),
     (bench_stress, ["--only", "a", "--limit", "1"]),         # a hunt starts no run with 1 s or less left
+    (bench_delegate, ["--skip-latency", "--skip-throughput"]),  # both parts skipped: nothing measured, status 0
+    (bench_attest, ["--platforms", "fvp,no-such-platform"]),    # a ConfigError traceback after fvp's runs, status 1
+    (bench_attest, ["--platforms", ""]),
 ], ids=["run-overhead-repeat-0", "run-repeat-0", "run-cpus-300", "run-no-such-workload", "stress-hunts-0", "stress-only-x", "stress-unknown-bug",
         "stress-cpus-1", "stress-cpus-17", "stress-pct-steps-1", "stress-seconds-over-a-day", "stress-seconds-nan",
-        "stress-limit-nan", "stress-limit-1"])
+        "stress-limit-nan", "stress-limit-1",
+        "delegate-skip-both", "attest-no-such-platform", "attest-no-platform"])
 def test_options_that_leave_nothing_to_measure_are_refused(tool, options: list[str]) -> None:  # type: ignore[no-untyped-def]
     """A usage error (status 2) before anything runs, not a median of no runs (StatisticsError),
     a KeyError, a silent run that measured nothing, or the traceback of the first run made with

@@ -48,6 +48,8 @@ from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm, fault_in
+from rmm_mp.hw.platform import load as load_platform
+from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Machine
 from rmm_mp.stats import report
 
@@ -189,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--tokens and --repeat must be positive, --warmup not negative, --chunk in 1..4096")
     if args.short_slice < 1:
         ap.error(f"--short-slice {args.short_slice}: expected a number of guest instructions >= 1")
+    # Every platform is loaded before any run: an unknown one was a ConfigError traceback, exit
+    # status 1 (a missed target), after the runs of the platforms before it.
+    platforms = args.platforms.split(",")
+    for name in platforms:
+        try:
+            load_platform(name)
+        except ConfigError as exc:
+            ap.error(f"--platforms: {exc}")
 
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), usable {info['usable_cpus']}, "
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'platform':8} {'slice':>8} {'bytes':>6} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
           f"{'CONTINUE/token':>15} {'IRQ/token':>10} {'INIT us':>8} {'CONT. us':>9} {'mean':>6} {'1st ms':>7}")
     figures = []
-    for platform in args.platforms.split(","):
+    for platform in platforms:
         for time_slice in (None, args.short_slice):
             runs = [run(platform, time_slice, args.tokens, args.warmup, args.chunk) for _ in range(args.repeat)]
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]

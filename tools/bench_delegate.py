@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.seconds <= 0 or args.repeat < 1 or args.calls < 1 or args.granules < 1 or args.latency_repeat < 1:
         ap.error("--seconds, --repeat, --calls, --latency-repeat and --granules must be positive")
+    if args.skip_latency and args.skip_throughput:
+        ap.error("--skip-latency and --skip-throughput together leave nothing to measure")
 
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), "
