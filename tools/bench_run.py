@@ -20,7 +20,8 @@
     reason) and host activities (about a fifth of a 1-CPU quickstart run's records).
     On a 2-core host 4 CPUs are oversubscribed; that is the point of measuring it.
 (c) Scale. quickstart on the `large` platform with 64 CPU processes for --large-seconds: every
-    CPU must have made calls (progress), and the time to start the 64 processes is shown.
+    CPU must have made calls (progress); the run's time is shown beside the wall time with
+    the 64 processes' start-up and teardown.
     Skipped with --skip-large.
 
     python tools/bench_run.py [--iterations 8000] [--overhead-repeat 21] [--seconds 5] [--repeat 5] [--json FILE]
