@@ -60,10 +60,7 @@ class Interrupts:
     handles Ctrl-C and SIGTERM itself. A signal ignored when the run began stays ignored; off
     the main thread (no signal handlers there) nothing is changed."""
 
-    def __init__(self, sigterm: bool, after_run: bool = False) -> None:
-        self.after_run = after_run
-        """A command's later stretch (writing its files after the run): a SIGTERM its run took
-        less than REPEAT_S ago is still that one; otherwise (a new run) it is forgotten."""
+    def __init__(self, sigterm: bool) -> None:
         self.by = ""
         """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
         self.armed = False
@@ -72,8 +69,7 @@ class Interrupts:
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "Interrupts":
-        if not self.after_run:
-            forget_sigterms()
+        forget_sigterms()
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 current = signal.getsignal(signum)

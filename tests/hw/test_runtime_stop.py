@@ -268,8 +268,7 @@ def test_a_sigterm_copy_after_the_run_skips_nothing(monkeypatch: pytest.MonkeyPa
     """The copy of timeout's SIGTERM landing after the CPUs have stopped (Interrupts' handler is
     back) is the same request: it is not noted, so the steps after the run (figures, invariant
     check, teardown) still run. A SIGTERM after REPEAT_S is a new one, and so is one after a new
-    run began (Interrupts.__enter__ forgets the last), but not one while the command then writes
-    its files (Interrupts(after_run=True))."""
+    run began (Interrupts.__enter__ forgets the last)."""
     from rmm_mp import interrupts
     monkeypatch.setattr(interrupts, "REPEAT_S", 3600.0)
     with interrupts.Interrupts(sigterm=True) as first:
@@ -285,8 +284,3 @@ def test_a_sigterm_copy_after_the_run_skips_nothing(monkeypatch: pytest.MonkeyPa
     with interrupts.Interrupts(sigterm=True) as second:
         os.kill(os.getpid(), signal.SIGTERM)
         assert second.step(lambda: None) == (False, None) and second.by == "SIGTERM"
-    # The command's files are written after the run, in an Interrupts of their own: the copy
-    # landing there is still the run's SIGTERM, not a new one that cuts the report short.
-    with interrupts.Interrupts(sigterm=True, after_run=True) as files:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert files.step(lambda: "written") == (True, "written") and files.by == ""
