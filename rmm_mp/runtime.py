@@ -63,6 +63,9 @@ class CpuFailure:
     how: str
     traceback: str
     held_locks: tuple[int, ...]
+    on_request: bool = False
+    """Killed by a second Ctrl-C or SIGTERM while it stopped: the caller asked for it, so it
+    says nothing about the CPU's own work (its call under way was cut off)."""
 
     def describe(self) -> str:
         locks = ", ".join(f"{pa:#x}" for pa in self.held_locks) or "none"
@@ -370,6 +373,8 @@ class _Supervisor:
         self.stop_at: float | None = None
         self.terminated: dict[int, str] = {}
         """CPU -> why it was killed (the grace time ran out, or a second Ctrl-C or SIGTERM)."""
+        self.on_request: set[int] = set()
+        """The CPUs killed by a second Ctrl-C or SIGTERM (CpuFailure.on_request)."""
 
     def stop(self, why: str) -> None:
         if self.stop_at is None:
@@ -404,7 +409,7 @@ class _Supervisor:
                 except KeyboardInterrupt as exc:
                     what = exc.args[0] if exc.args else "Ctrl-C"
                     if self.interrupted:
-                        self._terminate(live, f"was killed by a second {what} before it had stopped")
+                        self._terminate(live, f"was killed by a second {what} before it had stopped", True)
                     self.interrupted = True
                     # With every CPU gone already, the run was not cut short: only what follows it.
                     self.stop(f"interrupted ({what})" if live else f"interrupted after the run ({what})")
@@ -468,12 +473,14 @@ class _Supervisor:
             how, tb = f"exited with status {code}", ""
         table = self.machine.granule_table(cpu_owner(cpu))
         held = tuple(table.addr(idx) for idx in table.held_by(cpu_owner(cpu)))
-        return CpuFailure(cpu, how, tb, held)
+        return CpuFailure(cpu, how, tb, held, cpu in self.on_request and cpu not in self.errors)
 
-    def _terminate(self, live: dict[int, Any], why: str) -> None:
+    def _terminate(self, live: dict[int, Any], why: str, on_request: bool = False) -> None:
         # SIGKILL: the children ignore SIGTERM (see the module docstring).
         for cpu, proc in live.items():
             if proc.exitcode is None:
+                if cpu not in self.terminated and on_request:
+                    self.on_request.add(cpu)
                 self.terminated.setdefault(cpu, why)
                 proc.kill()
         for proc in live.values():

@@ -350,7 +350,12 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     for cpu in sorted(results):
         findings.extend(results[cpu].findings)
     findings.extend(sup.findings)
-    findings.extend(_failure(f, machine) for f in result.failures)
+    # A CPU killed by a second Ctrl-C or SIGTERM is not a finding (it was a cpu-died one, so a
+    # double Ctrl-C saved a schedule "with findings"): the user asked for it. What it was doing
+    # was cut off, so the end state proves nothing either: the invariant check is skipped.
+    findings.extend(_failure(f, machine) for f in result.failures if not f.on_request)
+    killed = [f for f in result.failures if f.on_request]
+    not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
     analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, None)
     edges = edges if read else {}
@@ -359,7 +364,11 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     elif config.on("lockdep"):
         not_done.append(f"lock order not analysed: interrupted ({stop.by})")
     ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by))
-    if config.on("invariants") and not machine.dead and ended not in ("aborted", "timeout"):
+    if killed and not findings:
+        ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
+    if killed and config.on("invariants"):
+        not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")
+    elif config.on("invariants") and not machine.dead and ended not in ("aborted", "timeout"):
         checked, report = stop.step(lambda: invariants(machine))
         if checked:
             findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))

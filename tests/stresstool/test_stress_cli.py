@@ -1062,3 +1062,29 @@ def test_ctrl_c_of_a_check_releases_the_pause_and_exits_130(machine: Machine, mo
     assert res.exit_code == 130, res.output
     assert "interrupted (Ctrl-C): no verdict; any pause this check held is released" in res.output
     assert "Aborted!" not in res.output and moved
+
+
+@pytest.mark.multiprocess
+def test_cpus_killed_by_a_second_ctrl_c_are_not_findings() -> None:
+    """Ctrl-C twice while the CPUs start (or stop): the second kills them. That is the user's
+    doing, not a CPU dying of a bug: before, each was a `cpu-died` watchdog finding, so the run
+    `ended: finding` and a deterministic run saved a schedule "with findings". Found by fuzzing
+    signal timing against the CLI. Now the run ends "interrupted", with no finding, and says
+    what was cut off; the end state is not checked (a killed CPU may have been inside a call).
+    The two Ctrl-Cs are raised at the first two ticks, 50 ms apart: the CPU processes are
+    still starting then (a spawned interpreter takes far longer to import rmm_mp)."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    ticks = []
+
+    def on_tick(elapsed: float, seg: object) -> None:
+        ticks.append(elapsed)
+        if len(ticks) <= 2:
+            raise KeyboardInterrupt("Ctrl-C")
+
+    report = runner.run(StressConfig(cpus=2, schedule="random", steps=100_000), on_tick=on_tick)
+    assert report.findings == ()
+    assert report.ended == "interrupted" and report.interrupted
+    killed = [n for n in report.not_done if "was killed by a second Ctrl-C" in n]
+    assert killed, report.not_done
+    assert any(n.startswith("invariants not checked at the end") for n in report.not_done), report.not_done
