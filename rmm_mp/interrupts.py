@@ -58,18 +58,25 @@ class Interrupts:
     only noted (the next step is then skipped), so none escapes as a bare KeyboardInterrupt.
     While ``passthrough`` runs the CPUs, a signal raises KeyboardInterrupt as usual: run_cpus
     handles Ctrl-C and SIGTERM itself. A signal ignored when the run began stays ignored; off
-    the main thread (no signal handlers there) nothing is changed."""
+    the main thread (no signal handlers there) nothing is changed.
 
-    def __init__(self, sigterm: bool) -> None:
+    A new run forgets the SIGTERMs taken so far (REPEAT_S); ``continues`` is for the work that
+    follows a run in the same command (the command-line tools' report and files): a copy of a
+    SIGTERM the run took is still ignored there, not taken as a second request that cuts the
+    report short."""
+
+    def __init__(self, sigterm: bool, continues: bool = False) -> None:
         self.by = ""
         """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
         self.armed = False
         self.passing = False
         self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
         self.previous: dict[int, Any] = {}
+        self.continues = continues
 
     def __enter__(self) -> "Interrupts":
-        forget_sigterms()
+        if not self.continues:
+            forget_sigterms()
         if threading.current_thread() is threading.main_thread():
             for signum in self.signals:
                 current = signal.getsignal(signum)

@@ -181,7 +181,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     # traceback or a silent death (rmm_mp.interrupts, as `rmm-mp run`): it ends the step under
     # way, a shrinking not yet begun is skipped (once begun, shrink takes signals itself), the
     # report is marked interrupted, the files are still written and the exit status is 1.
-    with Interrupts(sigterm=True) as stop:
+    with Interrupts(sigterm=True, continues=True) as stop:
         _after_run(stop, report, config, replay, recorded, progress is not None, do_shrink, trace_path,
                    save_schedule, json_path)
 

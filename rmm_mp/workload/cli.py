@@ -132,7 +132,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     # Ctrl-C or SIGTERM while the files are written or the report printed: the piece under way
     # ends (write_files names a file it stopped), the rest is still given, and the exit status
     # is 1, as for a signal during the run: never a traceback or click's bare "Aborted!".
-    with Interrupts(sigterm=True) as stop:
+    with Interrupts(sigterm=True, continues=True) as stop:
         stop.step(lambda: _write_outputs(report, files), read=True)
         stop.step(lambda: click.echo(render.format_report(report)), read=True)
         for message in report.output_errors:

@@ -538,6 +538,25 @@ def test_a_signal_as_the_report_is_printed_exits_1_without_a_traceback(tmp_path:
 
 
 @pytest.mark.multiprocess
+def test_a_sigterm_copy_as_the_report_begins_does_not_cut_it_short(tmp_path: Path) -> None:
+    """GNU timeout's SIGTERM and its copy: the first taken in the teardown (skipping it), the
+    copy landing just as the report is given. The report's own guard forgot the first one, so
+    the copy counted as a second request: the report was not printed ("interrupted (SIGTERM)
+    while the report was given"). Found by reading the code while fuzzing signal timing. The
+    copy is now ignored there too. REPEAT_S is raised so that a slow host cannot make the copy
+    a late second SIGTERM."""
+    hooks = ["SIGTERM@rmm_mp.workload.realms:destroy", "SIGTERM@rmm_mp.workload.render:format_report"]
+    proc = subprocess.run([sys.executable, "-c", "import rmm_mp.interrupts as i; i.REPEAT_S = 3600.0\n" + _DRIVER,
+                           *hooks, "--", "run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "teardown not done: interrupted (SIGTERM)" in proc.stdout, proc.stdout + proc.stderr
+    assert "result: FAILED: " in proc.stdout and "while the report was given" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
     then hangs; a second Ctrl-C stops the teardown, and the report is printed."""
