@@ -78,6 +78,12 @@ class Interrupts:
         if not self.continues:
             forget_sigterms()
         if threading.current_thread() is threading.main_thread():
+            # Inside another guard (a command's, held from before its run to the end of its
+            # report, so that no signal falls between two guards): one it noted before this
+            # one began is this one's too, so the run's first step is skipped.
+            outer = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+            if isinstance(outer, Interrupts):
+                self.by = outer.by
             for signum in self.signals:
                 current = signal.getsignal(signum)
                 if current != signal.SIG_IGN:

@@ -171,17 +171,20 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     progress = _progress(config)
-    try:
-        report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
-    except MachineError as exc:
-        # the machine could not be made (no usable shared-memory directory, not enough space):
-        # nothing was created, so there is nothing to report but why
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    # From here on Ctrl-C or SIGTERM gives what one during the files' writing gives, not a
+    # After the run Ctrl-C or SIGTERM gives what one during the files' writing gives, not a
     # traceback or a silent death (rmm_mp.interrupts, as `rmm-mp run`): it ends the step under
     # way, a shrinking not yet begun is skipped (once begun, shrink takes signals itself), the
-    # report is marked interrupted, the files are still written and the exit status is 1.
+    # report is marked interrupted, the files are still written and the exit status is 1. The
+    # guard is held from before the run (run's own nests in it, and takes a signal noted before
+    # it began), so that none lands between the run's guard and this one.
     with Interrupts(sigterm=True, continues=True) as stop:
+        try:
+            report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
+        except MachineError as exc:
+            # the machine could not be made (no usable shared-memory directory, not enough space):
+            # nothing was created, so there is nothing to report but why
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        stop.by = "" if report.interrupted else stop.by   # the run's signal is in its report
         _after_run(stop, report, config, replay, recorded, progress is not None, do_shrink, trace_path,
                    save_schedule, json_path)
 

@@ -26,7 +26,7 @@ from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
 from rmm_mp.workload.resolve import Workload, resolve
 from rmm_mp.workload.report import RunReport
-from rmm_mp.workload.run import RunOptions, run_workload
+from rmm_mp.workload.run import RunOptions, _noted, run_workload
 
 _PATH = click.Path(dir_okay=False)
 
@@ -121,18 +121,23 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         raise click.UsageError(str(exc)) from None
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
                          tokens_dir=tokens_dir, sigterm_stops=True)
-    try:
-        report = run_workload(w, options, on_machine=announce)
-    except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
-        # building the file's realms failed before the CPUs started (the machine is gone again)
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     files = [(key, path, write) for key, path, write in (("json", json_path, render.write_json),
                                                           ("csv", csv_path, render.write_csv),
                                                           ("plot", plot_path, render.write_plot)) if path]
     # Ctrl-C or SIGTERM while the files are written or the report printed: the piece under way
     # ends (write_files names a file it stopped), the rest is still given, and the exit status
-    # is 1, as for a signal during the run: never a traceback or click's bare "Aborted!".
+    # is 1, as for a signal during the run: never a traceback or click's bare "Aborted!". The
+    # guard is held from before the run (run_workload's own nests in it, and takes a signal
+    # noted before it began), so that none lands between the run's guard and this one.
     with Interrupts(sigterm=True, continues=True) as stop:
+        try:
+            report = run_workload(w, options, on_machine=announce)
+        except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
+            # building the file's realms failed before the CPUs started (the machine is gone again)
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        # A signal noted after the run's guard (as the machine closed): the report says so, as
+        # run_workload's own does for one noted before its guard ended.
+        report, stop.by = _noted(report, stop.by), ""
         stop.step(lambda: _write_outputs(report, files), read=True)
         stop.step(lambda: click.echo(render.format_report(report)), read=True)
         for message in report.output_errors:
