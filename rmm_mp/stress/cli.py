@@ -254,6 +254,11 @@ def _shrunk(stop: Interrupts, report: StressReport,
         # Skipped, not begun: up to two minutes of replays after the user asked to stop.
         say("not shrunk: the run was interrupted")
         return report.marked_interrupted(("not shrunk: the run was interrupted",)), None
+    if not report.schedule:
+        # A finding before the first step (a CPU process killed while it started up): there is
+        # no schedule to replay, and shrink refused it with a traceback.
+        say("not shrunk: the run took no step, so it has no schedule to shrink")
+        return report, None
     shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: click.echo(
         f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))
     if not shrunk:

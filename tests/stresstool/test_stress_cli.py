@@ -1088,3 +1088,23 @@ def test_cpus_killed_by_a_second_ctrl_c_are_not_findings() -> None:
     killed = [n for n in report.not_done if "was killed by a second Ctrl-C" in n]
     assert killed, report.not_done
     assert any(n.startswith("invariants not checked at the end") for n in report.not_done), report.not_done
+
+
+def test_shrink_of_a_finding_before_the_first_step_is_skipped_not_a_traceback() -> None:
+    """A deterministic run with --shrink whose finding came before any step (a CPU process
+    killed with SIGKILL while it started up: cpu-died) has no schedule. The CLI handed it to
+    shrink anyway, which raised ValueError ("only a deterministic run with a finding can be
+    shrunk") as a traceback. Found by fuzzing signals against `rmm-mp stress --shrink`. Now
+    the report is kept and the command says why it was not shrunk."""
+    from rmm_mp.interrupts import Interrupts
+    from rmm_mp.stress.cli import _shrunk
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.findings import Finding
+    from rmm_mp.stress.report import StressReport
+    died = Finding("watchdog", "cpu-died", "CPU 0 was killed by SIGKILL; locks it still held: none", 0)
+    report = StressReport(StressConfig(schedule="random", steps=3000), (died,), "aborted", 0.5, {})
+    said: list[str] = []
+    with Interrupts(sigterm=False) as stop:
+        kept, searched = _shrunk(stop, report, said.append)
+    assert kept is report and searched is None
+    assert said == ["not shrunk: the run took no step, so it has no schedule to shrink"]
