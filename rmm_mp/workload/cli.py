@@ -26,7 +26,7 @@ from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
 from rmm_mp.workload.resolve import Workload, resolve
 from rmm_mp.workload.report import RunReport
-from rmm_mp.workload.run import RunOptions, _noted, run_workload
+from rmm_mp.workload.run import RunOptions, interrupted_after_run, run_workload
 
 _PATH = click.Path(dir_okay=False)
 
@@ -137,7 +137,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
         # A signal noted after the run's guard (as the machine closed): the report says so, as
         # run_workload's own does for one noted before its guard ended.
-        report, stop.by = _noted(report, stop.by), ""
+        report, stop.by = interrupted_after_run(report, stop.by), ""
         stop.step(lambda: _write_outputs(report, files), read=True)
         stop.step(lambda: click.echo(render.format_report(report)), read=True)
         for message in report.output_errors:

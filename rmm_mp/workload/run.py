@@ -154,10 +154,10 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
             # where after the guard it raised out of here (Ctrl-C) or killed the process
             # (SIGTERM) and the report was lost.
             machine.close()
-    return _noted(report, stop.by)
+    return interrupted_after_run(report, stop.by)
 
 
-def _noted(report: RunReport, by: str) -> RunReport:
+def interrupted_after_run(report: RunReport, by: str) -> RunReport:
     """``report`` marked interrupted after the run when a signal ``by`` came too late for _run
     to see it (as the machine closed)."""
     if not by or report.interrupted:
