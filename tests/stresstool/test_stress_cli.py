@@ -924,14 +924,19 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.multiprocess
-def test_check_of_an_orphaned_machine_says_so(tmp_path: Path) -> None:
+def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`rmm-mp check` of a machine whose creator was killed (its segments left in /dev/shm until
     `rmm-mp clean`): nothing runs on it, so the check asks for no pause and says the machine
     is an orphan; the lock its CPU died holding is a violation that may be a call cut off
     (exit 3, JSON orphan true). Before, the check paused it, waited --wait seconds for a
-    participant that had died, and said "NOT quiescent: 0 of 1 CPUs parked after 5 s"."""
+    participant that had died, and said "NOT quiescent: 0 of 1 CPUs parked after 5 s".
+    The orphan lives in a segment directory of its own: Machine.create in a test running
+    alongside sweeps orphans away, and once swept this one was "no machine named ..."."""
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    monkeypatch.setattr(segment, "SHM_DIR", str(shm_dir))
     proc = subprocess.Popen([sys.executable, "-c", _CREATOR_DIES_MID_CALL], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env={**os.environ, "RMM_MP_SHM_DIR": str(shm_dir)})
     out, err = proc.communicate(timeout=60)
     name = out.decode().strip()
     try:
