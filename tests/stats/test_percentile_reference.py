@@ -63,6 +63,9 @@ def _regions(per_cpu: list[list[list[tuple[int, int]]]]) -> dict[int, dict[int, 
 @settings(FIXED, max_examples=300)
 @given(per_cpu=st.lists(cpu_calls, min_size=1, max_size=4))
 def test_every_record_is_the_reference_of_its_samples(per_cpu: list[list[list[tuple[int, int]]]]) -> None:
+    """For 1 to 4 CPUs, each flushing its recorder one or more times (some CPUs with no call),
+    every per-CPU and "all" record equals the reference computed from the raw samples: count,
+    max and mean exactly, and p50, p90, p99 and p99.9 as the reference's bucket edges."""
     samples: dict[tuple[int | str, int], list[int]] = {}
     for cpu, flushes in enumerate(per_cpu):
         for chunk in flushes:
