@@ -26,11 +26,17 @@ teardown). A second Ctrl-C is always a second: a terminal sends one SIGINT per k
 
 _last_sigterm = float("-inf")
 
+_guards: list["Interrupts"] = []
+"""The Interrupts entered on the main thread and not yet left, innermost last."""
+
 
 def forget_sigterms() -> None:
     """A new run begins: no SIGTERM taken so far is repeated by the next one."""
     global _last_sigterm
     _last_sigterm = float("-inf")
+
+_guards: list["Interrupts"] = []
+"""The Interrupts entered on the main thread and not yet left, innermost last."""
 
 
 def repeated_sigterm(signum: int) -> bool:
@@ -81,9 +87,9 @@ class Interrupts:
             # Inside another guard (a command's, held from before its run to the end of its
             # report, so that no signal falls between two guards): one it noted before this
             # one began is this one's too, so the run's first step is skipped.
-            outer = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
-            if isinstance(outer, Interrupts):
-                self.by = outer.by
+            if _guards:
+                self.by = _guards[-1].by
+            _guards.append(self)
             for signum in self.signals:
                 current = signal.getsignal(signum)
                 if current != signal.SIG_IGN:
@@ -94,6 +100,8 @@ class Interrupts:
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self.previous.items():
             signal.signal(signum, previous)
+        if _guards and _guards[-1] is self:
+            _guards.pop()
 
     def _handler(self, signum: int, frame: object) -> None:
         if repeated_sigterm(signum):

@@ -284,3 +284,20 @@ def test_a_sigterm_copy_after_the_run_skips_nothing(monkeypatch: pytest.MonkeyPa
     with interrupts.Interrupts(sigterm=True) as second:
         os.kill(os.getpid(), signal.SIGTERM)
         assert second.step(lambda: None) == (False, None) and second.by == "SIGTERM"
+
+
+def test_a_guard_inside_another_takes_its_noted_signal_with_sigint_ignored() -> None:
+    """A command's guard noted a SIGTERM before the run's own guard began (the command started
+    with SIGINT ignored, as a background job of a script is): the run's guard takes it over, so
+    its first step is skipped. The inner guard found the outer one through the SIGINT handler,
+    which is no guard's when SIGINT is ignored, and ran the step."""
+    from rmm_mp import interrupts
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.Interrupts(sigterm=True) as outer:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert outer.by == "SIGTERM"
+            with interrupts.Interrupts(sigterm=True) as inner:
+                assert inner.step(lambda: "built") == (False, None) and inner.by == "SIGTERM"
+    finally:
+        signal.signal(signal.SIGINT, previous)
