@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from rmm_mp.stress.ops import WORKLOADS
-from rmm_mp.workload.fields import is_finite_number
+from rmm_mp.workload.fields import is_finite_number, is_int
 
 INTEGERS: dict[str, tuple[int, int, str]] = {
     "cpus": (2, 16, "a number of CPU processes"),
@@ -36,16 +36,6 @@ QUIESCE_STEPS_MAX = 2**64 - 1
 """The largest quiescent-check interval of a deterministic run (a u64 of the stress segment)."""
 
 
-def is_int(value: object) -> TypeGuard[int]:
-    """An integer, not a bool (JSON's true would pass isinstance(value, int))."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: object) -> TypeGuard[int | float]:
-    """A finite int or float, not a bool (a schedule file may spell Infinity or NaN)."""
-    return is_finite_number(value)
-
-
 def _names(value: object) -> bool:
     return isinstance(value, (tuple, list)) and all(isinstance(n, str) for n in value)
 
@@ -55,7 +45,7 @@ def quiescent_every_problem(value: float, deterministic: bool) -> str | None:
     steps, so a fraction is refused: 0.5 used to become 0, which turned the checks off silently.
     The steps go to a 64-bit field of the machine (runner._sched_plan): more did not fit, and
     infinity has no whole number, both OverflowErrors once the machine existed."""
-    if not is_number(value) or value < 0:
+    if not is_finite_number(value) or value < 0:
         return "expected a finite number >= 0 (0 for no checks)"
     if deterministic and value != int(value):
         return "a deterministic run checks every N steps; expected a whole number of steps (0 for no checks)"
@@ -124,7 +114,7 @@ class StressConfig:
             value = getattr(self, name)
             if not is_int(value) or not lo <= value <= hi:
                 raise ValueError(f"{name} = {value!r}: expected {what}, an integer in {lo}..{hi}")
-        if not is_number(self.seconds) or not 0 < self.seconds <= 86_400:
+        if not is_finite_number(self.seconds) or not 0 < self.seconds <= 86_400:
             raise ValueError(f"seconds = {self.seconds!r}: expected a duration in (0, 86400]")
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ValueError(f"schedule = {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
@@ -143,7 +133,7 @@ class StressConfig:
             raise ValueError(f"pct_depth = {self.pct_depth!r}: {problem}")
         if self.schedule == "replay" and not self.switches:
             raise ValueError("schedule = 'replay' needs the recorded switches of a schedule file")
-        if not is_number(self.quiescent_every) or self.quiescent_every < 0:
+        if not is_finite_number(self.quiescent_every) or self.quiescent_every < 0:
             raise ValueError(f"quiescent_every = {self.quiescent_every!r}: expected a number >= 0")
         problem = quiescent_every_problem(self.quiescent_every, self.deterministic)
         if problem:

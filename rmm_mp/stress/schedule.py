@@ -37,13 +37,13 @@ from rmm_mp.hw.tomlsrc import ConfigError, suggestion
 from rmm_mp.outpaths import replacing
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.config import (
-    CHECKERS, INTEGERS, SCHEDULES, StressConfig, is_int, is_number, quiescent_every_problem,
+    CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
 )
 from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.report import StressReport
-from rmm_mp.workload.fields import Fields
+from rmm_mp.workload.fields import Fields, is_finite_number, is_int
 
 FORMAT = "rmm-mp-schedule"
 VERSION = 1
@@ -257,7 +257,7 @@ class _Checks(Fields):
     def steps_interval(self, value: object, key: str) -> int:
         """Quiescent checks every N steps: a replay is deterministic, so a whole number >= 0."""
         expected = "a whole number of steps >= 0 between quiescent invariant checks (0 for none)"
-        if not is_number(value) or value < 0 or quiescent_every_problem(value, True):
+        if not is_finite_number(value) or value < 0 or quiescent_every_problem(value, True):
             raise self.fail(key, value, expected)
         return int(value)
 

@@ -33,7 +33,8 @@ MAX_CPU_ID = 255
 U64 = (1 << 64) - 1
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer, not a bool (TOML's and JSON's true would pass isinstance(value, int))."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
