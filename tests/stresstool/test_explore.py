@@ -25,7 +25,7 @@ from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.rmi import RmiStatus
 from rmm_mp.hw import points, segment
 from rmm_mp.stress.bugs import BUGS
-from rmm_mp.stress.explore import explore, run_once, verdict
+from rmm_mp.stress.explore import PairReport, explore, run_once, verdict
 from rmm_mp.stress.explore_cli import explore as explore_command
 from rmm_mp.stress.explore_pairs import PAIRS
 from rmm_mp.stress.probe import Patches
@@ -149,6 +149,18 @@ def test_rtt_create_releasing_the_parent_early_is_reported() -> None:
     assert {n.why for n in both} == {"results that no serial order gives"}
 
 
+def _assert_abba_deadlock(report: PairReport, first: int, second: int) -> None:
+    """The one non-serial outcome is a deadlock with B inserted after A's lock of ``first``:
+    A waits for ``second``, which B (CPU 1) holds, while B waits for ``first``; both calls
+    abandoned, and no machine of this process left behind."""
+    [deadlock] = report.non_serial
+    assert (deadlock.event, deadlock.where) == (0, f"after A acquired {first:#x}")
+    assert deadlock.why == (f"deadlock: A waits for {second:#x}, held by CPU 1, "
+                            f"while B waits for {first:#x}, held by CPU 0")
+    assert (deadlock.a, deadlock.b) == ("abandoned", "abandoned")
+    assert _my_segments() == []
+
+
 @pytest.mark.parametrize("bug", ["psci-complete-unordered", "lock-two-unordered"])
 def test_psci_complete_in_argument_order_deadlocks(bug: str) -> None:
     """psci-complete-unordered (and lock-two-unordered, which PSCI_COMPLETE's lock_two uses):
@@ -158,12 +170,7 @@ def test_psci_complete_in_argument_order_deadlocks(bug: str) -> None:
     with injected(bug):
         report = explore(PAIRS["psci-complete-vs-psci-complete"], timeout=2.0)
     rec0, rec1 = report.a[1], report.a[2]
-    [deadlock] = report.non_serial
-    assert (deadlock.event, deadlock.where) == (0, f"after A acquired {rec0:#x}")
-    assert deadlock.why == (f"deadlock: A waits for {rec1:#x}, held by CPU 1, "
-                            f"while B waits for {rec0:#x}, held by CPU 0")
-    assert (deadlock.a, deadlock.b) == ("abandoned", "abandoned")
-    assert _my_segments() == []
+    _assert_abba_deadlock(report, first=rec0, second=rec1)
 
 
 def test_lock_two_checking_late_deadlocks() -> None:
@@ -179,12 +186,7 @@ def test_lock_two_checking_late_deadlocks() -> None:
     rd, table = report.a[1], report.a[2]
     assert table < rd
     assert not report.serial_trouble and report.tried > 1
-    [deadlock] = report.non_serial
-    assert (deadlock.event, deadlock.where) == (0, f"after A acquired {table:#x}")
-    assert deadlock.why == (f"deadlock: A waits for {rd:#x}, held by CPU 1, "
-                            f"while B waits for {table:#x}, held by CPU 0")
-    assert (deadlock.a, deadlock.b) == ("abandoned", "abandoned")
-    assert _my_segments() == []
+    _assert_abba_deadlock(report, first=table, second=rd)
 
 
 def test_map_unprotected_leaking_its_table_lock_is_reported() -> None:
