@@ -907,3 +907,43 @@ def test_destroy_twice(machine: Machine) -> None:
     _destroy(t, realm)
     _destroy_fails(machine, t, realm.rd, ERROR_INPUT, *realm.roots)
     assert invariants(machine).ok
+
+
+# Every command that names an RD, with the arguments that follow it (a ``None`` is replaced by a
+# fresh delegated granule, so only the RD can fail the call).
+_NULL_REALM_CALLS = {
+    "REALM_ACTIVATE": (F.RMI_REALM_ACTIVATE,),
+    "DATA_CREATE": (F.RMI_DATA_CREATE, None, 0x1000, "src", 0),
+    "DATA_CREATE_UNKNOWN": (F.RMI_DATA_CREATE_UNKNOWN, None, 0x1000),
+    "DATA_DESTROY": (F.RMI_DATA_DESTROY, 0x1000),
+    "RTT_INIT_RIPAS": (F.RMI_RTT_INIT_RIPAS, 0x1000, 0x2000),
+    "RTT_CREATE": (F.RMI_RTT_CREATE, None, 0, 1),
+    "RTT_DESTROY": (F.RMI_RTT_DESTROY, 0, 1),
+    "RTT_FOLD": (F.RMI_RTT_FOLD, 0, 1),
+    "RTT_READ_ENTRY": (F.RMI_RTT_READ_ENTRY, 0, 0),
+    "RTT_MAP_UNPROTECTED": (F.RMI_RTT_MAP_UNPROTECTED, 1 << 47, 1, 0x4000_0000 | 0x18 | 0xC0),
+    "RTT_UNMAP_UNPROTECTED": (F.RMI_RTT_UNMAP_UNPROTECTED, 1 << 47, 1),
+    "REC_AUX_COUNT": (F.RMI_REC_AUX_COUNT,),
+    "REC_CREATE": (F.RMI_REC_CREATE, None, "rec_params"),
+}
+
+
+@pytest.mark.parametrize("command", list(_NULL_REALM_CALLS))
+def test_destroyed_realm_rd_is_refused(machine: Machine, command: str) -> None:
+    """ACS realm_state_null (REALM_NULL, cmd_realm_activate, cmd_data_create, cmd_rtt_init_ripas):
+    the rd of a realm that REALM_DESTROY has destroyed is a DELEGATED granule again (rd_state),
+    so every command naming it -> (RMI_ERROR_INPUT, 0, 0, 0, 0), whatever the RD held before:
+    the RD, its roots and the other granules named are unchanged, no VMID or lock is left
+    behind (invariant checker)."""
+    t = Rmi(machine)
+    realm = _create(t, vmid_=7)
+    _destroy(t, realm)
+    fid, *rest = _NULL_REALM_CALLS[command]
+    fill = {None: t.delegate, "src": lambda: t.ns_page(b"realm image"), "rec_params": lambda: t.rec_params(0)}
+    args = [fill[a]() if a is None or isinstance(a, str) else a for a in rest]
+    named = [a for a, spec in zip(args, rest) if spec is None or isinstance(spec, str)]
+    before = snapshot(machine, realm.rd, *realm.roots, *named)
+    assert t.smc(fid, realm.rd, *args) == (ERROR_INPUT, 0, 0, 0, 0)
+    assert before.diff(snapshot(machine, realm.rd, *realm.roots, *named)) == []
+    assert not vmid.in_use(machine.control, 7)
+    assert invariants(machine).ok
