@@ -205,6 +205,32 @@ def test_mmio_write_lands_in_a_mapped_ns_page(machine: Machine) -> None:
         assert machine.ns_read(ns + 0x44, 8) == (VALUE & 0xFFFF_FFFF).to_bytes(8, "little")
 
 
+@pytest.mark.parametrize("ins, s2ap, write", [("strw x5, [x1]", 0b01, True), ("ldrw x6, [x1]", 0b10, False)])
+def test_permission_fault_at_assigned_ns_is_emulatable(machine: Machine, ins: str, s2ap: int, write: bool) -> None:
+    """A4.3.4.3 (ACS exception_non_emulatable_da uses an ISV=0 access to the same mapping): an
+    access to an ASSIGNED_NS page its S2AP does not allow (a store to a read-only mapping, a load
+    from a write-only one) is a stage-2 permission fault with ISV set, so an emulatable abort
+    exit: DFSC = permission fault at level 3 (0x0F), SAS, WnR, far = the offset, hpfar, gprs[0]
+    the stored value; EMUL_MMIO then completes it (a load gets enter.gprs[0]) and the NS page
+    is left as it was."""
+    ipa = MMIO + 0x44
+    with Guest.build(machine, access(ins, ipa)) as g:
+        ns = g.map_unprotected(MMIO, b"\x5A" * GRANULE)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, MMIO, 3)[0] == SUCCESS
+        desc = ns | 0b0110 << 2 | s2ap << 6
+        assert g.smc(F.RMI_RTT_MAP_UNPROTECTED, g.realm.rd, MMIO, 3, desc)[0] == SUCCESS
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_SYNC)
+        assert ex["esr"] == (EC_DABT_LOW << 26) | ISV | (2 << 22) | (WNR if write else 0) | 0x0F, hex(ex["esr"])
+        assert (ex["far"], ex["hpfar"]) == (ipa & 0xFFF, (ipa >> 8) & ~0xF)
+        assert ex["gprs"] == ((VALUE & 0xFFFF_FFFF) if write else 0,) + (0,) * 30
+        assert g.pc() == g.label("access")
+        finish(g, EMUL_MMIO, (HOST_VALUE,))
+        assert g.gpr(6) == ((1 << 64) - 1 if write else HOST_VALUE & 0xFFFF_FFFF)
+        assert machine.ns_read(ns, GRANULE) == b"\x5A" * GRANULE
+    ok(machine)
+
+
 # -- EMUL_MMIO and INJECT_SEA -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("before", ["first entry", "irq exit", "protected abort", "completed mmio"])
