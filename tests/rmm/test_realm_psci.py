@@ -339,6 +339,23 @@ def test_affinity_info_footprint(machine: Machine) -> None:
         answered(g, OFF)
 
 
+@pytest.mark.parametrize("fid, args, x0, complete_it", [
+    (AFFINITY_INFO[0], (1, 0), OFF, True), (CPU_SUSPEND[0], (0, 0, 0), SUCCESS, False)], ids=["affinity", "suspend"])
+def test_entry_after_psci_exit_ignores_enter_gprs(machine: Machine, fid: int, args: tuple[int, ...], x0: int,
+                                                  complete_it: bool) -> None:
+    """A4.2.2 (ACS exception_rec_exit_psci corrupts enter.gprs[19]): the entry after a PSCI exit
+    gives the realm X0 = the PSCI result, X1..X3 = 0 and X4..X30 as they were at the SMC;
+    nothing the host writes into enter.gprs reaches the realm."""
+    regs = "\n".join(f"mov x{n}, ={0x5EED_0000 + n}" for n in range(5, 31))
+    with Guest.build(machine, regs + "\n" + call(fid, *args), num_recs=2) as g:
+        psci_exit(g, (fid, args[0]) if complete_it else (fid,))
+        if complete_it:
+            completed(g, 0, 1)
+        x0_, ex = g.enter(gprs=[0xBAD0_0000 + n for n in range(31)])
+        assert (x0_, ex["exit_reason"]) == (RMI_SUCCESS, EXIT_IRQ) and g.pc() == g.label("done") + 8
+        assert [g.gpr(n) for n in range(31)] == [x0, 0, 0, 0, X4] + [0x5EED_0000 + n for n in range(5, 31)]
+
+
 # -- failing calls and completions change the caller only (B1.9) ---------------------------------
 
 PSCI_FAILURES = {
