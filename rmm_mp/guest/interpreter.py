@@ -152,7 +152,10 @@ _B, _BCOND, _CBZ, _CBNZ, _BL, _RET, _BR = (int(Op.B), int(Op.BCOND), int(Op.CBZ)
 _LDR, _STR = int(Op.LDR), int(Op.STR)
 _SMC, _HVC, _WFI, _WFE, _ERET, _MRS, _MSR, _UDF = (int(Op.SMC), int(Op.HVC), int(Op.WFI), int(Op.WFE),
                                                    int(Op.ERET), int(Op.MRS), int(Op.MSR), int(Op.UDF))
-_MPIDR, _ELR = int(SysReg.MPIDR), int(SysReg.ELR)
+_MPIDR, _ELR, _VBAR = int(SysReg.MPIDR), int(SysReg.ELR), int(SysReg.VBAR)
+# VBAR_EL1 bits [10:0] are RES0 (the vector table is 2 KiB aligned): a write drops them, so a
+# read gives them as 0 and an exception enters at the aligned base + 0x200.
+_VBAR_MASK = MASK64 & ~0x7FF
 _MSR_WRITABLE = frozenset(int(r) for r in (SysReg.VBAR, SysReg.ELR, SysReg.ESR, SysReg.FAR))
 _PAGE_MASK = ~0xFFF
 _NO_PAGE = -1 << 80
@@ -355,7 +358,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                     x[rd] = state.sysregs[aux]
                 pc += INSTRUCTION_SIZE
             elif op == _MSR and aux in _MSR_WRITABLE:
-                state.sysregs[aux] = x[rn]
+                state.sysregs[aux] = x[rn] & _VBAR_MASK if aux == _VBAR else x[rn]
                 pc += INSTRUCTION_SIZE
             else:
                 state.pc, state.nzcv = pc, nzcv

@@ -381,10 +381,12 @@ def test_fetches_loads_and_stores_use_the_translated_offset() -> None:
 
 @pytest.mark.parametrize("sysreg", [SysReg.VBAR, SysReg.ELR, SysReg.ESR, SysReg.FAR])
 def test_msr_then_mrs(sysreg: SysReg) -> None:
-    """msr writes a writable system register and mrs reads it back."""
+    """msr writes a writable system register and mrs reads it back (vbar without its RES0 bits
+    [10:0], test_vbar_low_bits_are_res0)."""
     name = sysreg.name.lower()
-    s = until_smc(f"msr {name}, x1\nmrs x2, {name}\nsmc #0", {1: 0x1234_5678_9ABC_DEF8})
-    assert s.sysregs[sysreg] == s.x[2] == 0x1234_5678_9ABC_DEF8
+    value = 0x1234_5678_9ABC_DEF8
+    s = until_smc(f"msr {name}, x1\nmrs x2, {name}\nsmc #0", {1: value})
+    assert s.sysregs[sysreg] == s.x[2] == (value & ~0x7FF if sysreg == SysReg.VBAR else value)
 
 
 def test_mrs_mpidr() -> None:
@@ -524,6 +526,23 @@ def test_udf_enters_the_vector() -> None:
     assert (event.kind, event.imm) == (SMC, 0x77)
     assert (state.x[10], state.x[11]) == (8, ESR_UNDEFINED)
     assert state.sysregs[SysReg.ELR] == 8
+
+
+def test_vbar_low_bits_are_res0() -> None:
+    """msr vbar with bits [10:0] set keeps only the 2 KiB aligned base (VBAR_EL1 bits [10:0]
+    are RES0): mrs reads the base back and a udf enters at base + 0x200, not at the written
+    value + 0x200."""
+    state, event, _ = execute(f"""
+        mov x1, #{VBAR + 0x7FF}
+        msr vbar, x1
+        mrs x2, vbar
+        udf
+        smc #1
+    """ + VECTOR_CODE)
+    assert state.x[2] == VBAR
+    assert state.sysregs[SysReg.VBAR] == VBAR
+    assert (event.kind, event.imm) == (SMC, 0x77)
+    assert (state.x[10], state.x[11]) == (24, ESR_UNDEFINED)
 
 
 def test_exception_handler_returns_with_eret() -> None:
