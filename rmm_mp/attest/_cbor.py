@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import cbor2
@@ -231,6 +232,39 @@ def _key_identity(encoded: bytes, what: str) -> object:
     # item it belongs to, so an error missed here would escape as a traceback.
     entry = _build(b"\xa1" + encoded + b"\xf6", f"{what}: map key {encoded.hex()}")
     (key,) = entry
+    return _comparable(key)
+
+
+_NAN: Final = object()
+"""Every NaN in a key. NaN != NaN, so two NaN keys (or [NaN] and [NaN]) would both pass a set
+lookup and cbor2's dict would keep both, while a verifier that compares keys by value sees one
+key twice. Every NaN, whatever its width or payload, counts as the same key: the strict reading."""
+
+
+@dataclass(frozen=True)
+class _TagKey:
+    tag: int
+    value: object
+
+
+@dataclass(frozen=True)
+class _MapKey:
+    items: frozenset[tuple[object, object]]
+
+
+def _comparable(key: object) -> object:
+    """`key` with every NaN in it replaced by _NAN, so that equal keys compare equal. Tags and
+    maps become their own types, so a tag or map key never equals an array key. What Python
+    already treats as equal stays equal (1 and true, 0.0 and -0.0): cbor2 would build one dict
+    entry from two such keys, so they must count as a duplicate too."""
+    if isinstance(key, float):
+        return _NAN if math.isnan(key) else key
+    if isinstance(key, cbor2.CBORTag):
+        return _TagKey(key.tag, _comparable(key.value))
+    if is_map(key):
+        return _MapKey(frozenset((_comparable(k), _comparable(v)) for k, v in key.items()))  # type: ignore[attr-defined]
+    if is_array(key):
+        return tuple(_comparable(item) for item in key)  # type: ignore[attr-defined]
     return key
 
 
