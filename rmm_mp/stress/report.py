@@ -58,6 +58,10 @@ class StressReport:
     interrupted: bool = False
     """Ctrl-C or SIGTERM stopped the run before its end (``ended`` says "interrupted" only when
     there was no finding: a finding made before the stop takes precedence there)."""
+    startup_s: float | None = None
+    """Of ``elapsed_s``, the seconds from spawning the CPU processes until every one was ready
+    (its operations set up; a free-running run's --seconds count from there); None when they
+    never all were (Ctrl-C during the start, a CPU that died starting)."""
     not_done: tuple[str, ...] = ()
     """What a Ctrl-C or SIGTERM outside the CPUs' run left undone (the CPUs' start, when it came
     while the population was built; the lock-order analysis or the final invariant check, when
@@ -90,6 +94,8 @@ class StressReport:
         ops = sum(self.ops.values())
         line = (f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {_count(ops, 'operation')} "
                 f"in {self.elapsed_s:.1f} s")
+        if self.startup_s is not None:
+            line += f" ({self.startup_s:.1f} s of it start-up)"
         if cfg.deterministic:
             line += (f"; {_count(self.steps, 'step')}, {_count(self.switches, 'switch', 'switches')} "
                      f"({_count(self.preemptions, 'preemption')})")
@@ -124,6 +130,7 @@ class StressReport:
             "inject": list(cfg.inject), "checkers": list(cfg.checkers),
             # ``ended`` keeps a finding's "finding" when a signal also came: this says it came.
             "ended": self.ended, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
+            "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
             "operations": self.ops,
             "steps": self.steps, "switches": self.switches, "preemptions": self.preemptions,
             "quiescent_checks": self.quiescent_checks, "counts": self.counts,

@@ -201,7 +201,8 @@ class _Supervisor:
         self._hang: tuple[int, int, float] | None = None
         self.timed_out = False
         self.ready_at: float | None = None
-        """Free-running: the tick time at which every CPU was first seen ready."""
+        """The tick time at which every CPU was first seen ready (free-running: READY or DONE;
+        deterministic: registered, when the first CPU is given its turn)."""
 
     def tick(self, elapsed: float) -> str | None:
         """run_cpus's on_tick: "time is up" once a free-running run's time is (run_cpus then
@@ -257,6 +258,7 @@ class _Supervisor:
             first = pick(plan.strategy, 0, list(range(self.config.cpus)), -1, seg, dict(plan.switches))
             self.started = True
             self.first = first
+            self.ready_at = elapsed
             seg.set_turn(first)
             os.write(self.wakes[first].fileno(), b"\0")  # type: ignore[attr-defined]
             return
@@ -386,7 +388,7 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _counts(results),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
-                        result.interrupted or bool(stop.by), tuple(not_done))
+                        result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done))
 
 
 def _counts(results: dict[int, CpuResult]) -> dict[str, int]:

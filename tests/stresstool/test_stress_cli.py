@@ -249,6 +249,7 @@ def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monk
     data = json.loads(j.read_text())
     assert data["ended"] == "finding" and data["findings"] and data["not_done"] == []
     assert data["interrupted"] is True
+    assert 0 < data["startup_s"] < data["elapsed_s"], data     # deterministic: until the first turn
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
@@ -542,12 +543,18 @@ def test_a_signal_while_the_files_are_written_names_the_files_not_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
 
 
-def test_clean_free_running_run_exits_zero() -> None:
+def test_clean_free_running_run_exits_zero(tmp_path: Path) -> None:
     """Two CPUs free-running the tables workload for a second: no finding, exit 0; the machine
-    is named on stderr first, so that `rmm-mp check` can attach to it."""
-    res = CliRunner().invoke(stress, ["tables", "--seconds", "1", "--seed", "3"])
+    is named on stderr first, so that `rmm-mp check` can attach to it. The summary and the JSON
+    say how much of the run's time was the CPU processes' start-up, which --seconds does not
+    count (a run of --seconds 1 reported "in 2.1 s" with nothing to say why)."""
+    j = tmp_path / "r.json"
+    res = CliRunner().invoke(stress, ["tables", "--seconds", "1", "--seed", "3", "--json", str(j)])
     assert res.exit_code == 0, res.output
     assert "free-running" in res.output and "no findings" in res.output
+    data = json.loads(j.read_text())
+    assert 0 < data["startup_s"] < data["elapsed_s"], data
+    assert f"in {data['elapsed_s']:.1f} s ({data['startup_s']:.1f} s of it start-up);" in res.stdout
     assert re.match(r"machine (rmm-mp-\d+-[0-9a-f]{8}) \(inspect it while it runs: rmm-mp check \1\)\n", res.stderr)
 
 
@@ -830,6 +837,9 @@ def test_summary_counts_in_words() -> None:
                        preemptions=0, quiescent_checks=2).summary()
     assert "; 2 operations in" in two and "; 2 steps, 2 switches (0 preemptions)" in two
     assert "; 2 quiescent invariant checks;" in two
+    assert "start-up" not in two        # startup_s None: the CPUs never all got ready
+    started = StressReport(StressConfig(), (), "time", 2.04, {0: 2}, startup_s=0.96).summary()
+    assert "; 2 operations in 2.0 s (1.0 s of it start-up); checkers:" in started
 
 
 def test_the_population_is_not_built_under_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
