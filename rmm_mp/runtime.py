@@ -147,6 +147,13 @@ def host_cores() -> list[int]:
         return list(range(psutil.cpu_count(logical=True) or 1))
 
 
+STARTUP_S = 60.0
+"""How long CPU processes that wait for each other at a start barrier (`rmm-mp run`'s CPUs,
+rmm_mp.host.run_realms's loops) get to all reach it, times oversubscription(), before they are
+asked to stop: one stopped (SIGSTOP) or stuck while it started up holds the others there for
+ever. The start-up (interpreter, imports, attaching the machine) takes a second or more on a
+loaded 2-core host; a minute is far beyond that."""
+
 SLACK_CAP = 6.0
 """The most oversubscription() stretches a wall-clock allowance."""
 

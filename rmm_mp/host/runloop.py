@@ -50,7 +50,7 @@ from rmm_mp.host.runqueue import (
     VEND_RACE, VEND_SYSTEM_OFF, RunQueue,
 )
 from rmm_mp.hw.quiesce import Participant
-from rmm_mp.runtime import CpuFailure, run_cpus
+from rmm_mp.runtime import STARTUP_S, CpuFailure, oversubscription, run_cpus
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu, Machine
@@ -273,9 +273,13 @@ class RunSummary:
                 and not any(s.errors for s in self.loops.values()))
 
 
+GRACE_S = 10.0
+"""How long run_realms's CPUs get to return once asked to stop before they are killed."""
+
+
 def run_realms(machine: "Machine", realms: Sequence[HostRealm], cpus: int | Sequence[int] | None = None, *,
                budget: int | None = None, vcpus: int | None = None, timeout_s: float | None = None,
-               context: str = "spawn") -> RunSummary:
+               context: str = "spawn", startup_s: float | None = None) -> RunSummary:
     """Register ``realms`` in the run queue and run them on CPU processes until they are done.
 
     The caller must not hold the CPUs bound (close its handles first). Afterwards the realms are
@@ -291,6 +295,13 @@ def run_realms(machine: "Machine", realms: Sequence[HostRealm], cpus: int | Sequ
         vcpus: RECs per realm the host runs (RunQueue.add_realm); default all.
         timeout_s: ask the CPUs to stop after this many seconds.
         context: "spawn" or "forkserver" (rmm_mp.runtime.run_cpus).
+        startup_s: ask the CPUs to stop if they are not all at the start barrier this many
+            seconds after they were started (default runtime.STARTUP_S times
+            runtime.oversubscription, as `rmm-mp run`), with or without ``timeout_s``. A CPU
+            stopped (SIGSTOP) or stuck while it started up held the others at the barrier, and
+            the call, for ever; now the run ends with stopped_by saying so, and that CPU is
+            killed GRACE_S later and listed in failures. (A CPU that dies before the barrier
+            already stopped the run, as any CPU's death does.)
 
     Raises:
         CapacityError if the realms do not fit the run queue; ValueError for bad arguments.
@@ -301,7 +312,20 @@ def run_realms(machine: "Machine", realms: Sequence[HostRealm], cpus: int | Sequ
     alloc = NsAllocator(machine, 0)
     slots = tuple(queue.add_realm(alloc, realm, vcpus=vcpus) for realm in realms)
     queue.view.store_u64(OFF_ARRIVED, 0)
-    result = run_cpus(machine, run_loop, ids, args=(plan,), context=context, timeout_s=timeout_s)
+    bound = STARTUP_S * oversubscription(len(ids)) if startup_s is None else startup_s
+    arrived = queue.view.load_u64
+    gathered = False
+
+    def at_barrier(elapsed: float) -> str | None:
+        """Stop the run once ``bound`` has passed with some CPU not at the start barrier."""
+        nonlocal gathered
+        if not gathered:
+            gathered = arrived(OFF_ARRIVED) >= len(ids)
+            if not gathered and elapsed >= bound:
+                return f"time is up (CPUs not all at the start barrier {bound:g} s after they were started)"
+        return None
+    result = run_cpus(machine, run_loop, ids, args=(plan,), context=context, timeout_s=timeout_s,
+                      on_tick=at_barrier, grace_s=GRACE_S)
     loops: dict[int, LoopSummary] = dict(result.results)
     exits = tuple(sum(loop.exits[r] for loop in loops.values()) for r in range(EXIT_SLOTS))
     return RunSummary(slots, loops, tuple(realm_status(queue, s) for s in slots), result.failures,

@@ -49,7 +49,7 @@ from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import RunResult, host_cores, oversubscription, run_cpus
+from rmm_mp.runtime import STARTUP_S, RunResult, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
 from rmm_mp.stats.trace_export import dropped, write_trace
@@ -86,9 +86,6 @@ class RunOptions:
 OVERRUN_S = 5.0
 """How long past a timed run's end the parent waits before it asks the CPUs to stop, times
 runtime.oversubscription (simulated CPUs per host core, 1 to 6)."""
-STARTUP_S = 60.0
-"""How long a timed run's CPUs get to reach the start barrier (start their interpreters, attach
-the machine), times runtime.oversubscription, before the parent asks them to stop."""
 GRACE_S = 10.0
 """How long CPUs asked to stop (TimeUp, Ctrl-C, a CPU's death) get before they are killed,
 times runtime.oversubscription."""

@@ -1,0 +1,79 @@
+"""rmm_mp.host.run_realms's start-up bound: a CPU process that never reaches the start barrier
+(stopped with SIGSTOP while it starts up) does not hold the call for ever."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.host import runloop, run_realms
+
+_GIVE_UP_S = 30.0
+"""When the test ends a run that its bound did not end (the code under test hangs)."""
+
+
+def _cpu_children() -> list[psutil.Process]:
+    """This process's spawned CPU processes (not multiprocessing's resource tracker)."""
+    out = []
+    for child in psutil.Process().children():
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                out.append(child)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_bound(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_realms with no timeout on 2 CPUs, one of which is stopped (SIGSTOP) as soon as its
+    process exists, before it can reach the start barrier: the call returns once the start-up
+    bound (2 s here) has passed, saying so in stopped_by, with the stopped CPU killed and
+    listed as a failure. (Without the bound the call waited for ever; should it, the test
+    continues the stopped process and sets the stop flag after _GIVE_UP_S, so it fails rather
+    than hangs.)"""
+    monkeypatch.setattr(runloop, "GRACE_S", 1.0)
+    stopped: list[psutil.Process] = []
+    done = threading.Event()
+
+    def stop_one() -> None:
+        deadline = time.monotonic() + 20
+        while not stopped and not done.is_set() and time.monotonic() < deadline:
+            for child in _cpu_children():
+                try:
+                    child.send_signal(signal.SIGSTOP)
+                    stopped.append(child)
+                except psutil.Error:
+                    continue
+                break
+            time.sleep(0.002)
+        if done.wait(_GIVE_UP_S):
+            return
+        # The run did not end by itself: let it end, so that the test fails instead of hanging.
+        machine.control.request_stop()
+        for child in stopped:
+            try:
+                child.send_signal(signal.SIGCONT)
+            except psutil.Error:
+                pass
+
+    watcher = threading.Thread(target=stop_one, daemon=True)
+    watcher.start()
+    t0 = time.monotonic()
+    try:
+        summary = run_realms(machine, [], cpus=2)
+    finally:
+        done.set()
+        watcher.join(5)
+    elapsed = time.monotonic() - t0
+    assert stopped, "no CPU process was seen to stop"
+    assert "not all at the start barrier 2 s after" in summary.stopped_by
+    assert elapsed < _GIVE_UP_S
+    failed = {f.cpu: f.how for f in summary.failures}
+    assert len(failed) == 1 and "terminated" in next(iter(failed.values())), failed
+    assert not stopped[0].is_running() or stopped[0].status() == psutil.STATUS_ZOMBIE
