@@ -476,7 +476,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             "parked": parked, "granules": report.granules,
             "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
-            "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held)} for s in snaps]}
+            "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held)}
+                     for s in snaps]}
     if json_path:
         errors: list[str] = []
         with Interrupts(sigterm=True) as stop:

@@ -47,11 +47,16 @@ class CpuSnapshot:
     call: str
     waiting_for: int
     held: tuple[int, ...]
+    host_held: tuple[int, ...] = ()
+    """The part of ``held`` that the CPU's host holds (a host-owner lock word naming the
+    process bound to the CPU): Machine.ns_read/ns_write lock the NS granules they copy."""
 
     def describe(self) -> str:
         wait = f", waiting for {self.waiting_for:#x}" if self.waiting_for >= 0 else ""
-        held = ", ".join(f"{pa:#x}" for pa in self.held) or "none"
-        call = self.call or "between calls"
+        held = ", ".join(f"{pa:#x}" + (" (host copy)" if pa in self.host_held else "") for pa in self.held) or "none"
+        # The host copies NS memory between its calls (a copy inside a call locks with the
+        # CPU's own word): "between calls" alone read as a lock left behind.
+        call = self.call or ("between calls, its host copying NS memory" if self.host_held else "between calls")
         return f"CPU {self.cpu} ({self.status}): {call}{wait}; holds {held}"
 
 
@@ -88,9 +93,13 @@ def snapshots(machine: "Machine", seg: StressSegment | None = None,
     table = machine.granule_table(0)
     locks, _ = table.snapshot()
     held: dict[int, list[int]] = {}
+    host_held: dict[int, list[int]] = {}
     for idx, word in enumerate(locks):
         if word:
-            held.setdefault(owner_cpu(machine, word), []).append(table.addr(idx))
+            cpu = owner_cpu(machine, word)
+            held.setdefault(cpu, []).append(table.addr(idx))
+            if word & HOST_OWNER_FLAG:
+                host_held.setdefault(cpu, []).append(table.addr(idx))
     out = []
     for cpu in range(machine.cpus):
         area = machine.cpu_area(cpu)
@@ -107,7 +116,7 @@ def snapshots(machine: "Machine", seg: StressSegment | None = None,
         wait = table.addr(wait_idx) if wait_idx >= 0 else -1
         if waiting is not None and cpu in waiting:
             wait = waiting[cpu]
-        out.append(CpuSnapshot(cpu, status, call, wait, tuple(held.get(cpu, ()))))
+        out.append(CpuSnapshot(cpu, status, call, wait, tuple(held.get(cpu, ())), tuple(host_held.get(cpu, ()))))
     return out
 
 

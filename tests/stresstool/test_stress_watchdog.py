@@ -19,6 +19,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.hw.granule import host_owner
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stress import StressConfig, instrument, run
 from rmm_mp.stress import schedule as schedule_file
@@ -113,6 +114,25 @@ def test_snapshots_name_held_locks_and_calls(machine: Machine) -> None:
         table.unlock(300)
     assert snaps[1].held == (table.addr(300),) and snaps[0].held == ()
     assert snaps[1].describe().endswith(f"between calls; holds {table.addr(300):#x}")
+
+
+def test_snapshots_tell_a_host_copy_from_a_lock_left_between_calls(machine: Machine) -> None:
+    """A lock whose word names the host process bound to CPU 1 (what Machine.ns_read/ns_write
+    take for the NS granules they copy) is listed for CPU 1 as the host's copy, not as a bare
+    lock held "between calls"; a CPU's own lock word is not."""
+    machine.cpu(1)                                          # this process is CPU 1's host
+    host = machine.granule_table(host_owner(os.getpid()))
+    own = machine.granule_table(3)                          # CPU 2's lock word
+    host.lock(300)
+    own.lock(301)
+    try:
+        snaps = snapshots(machine)
+    finally:
+        host.unlock(300)
+        own.unlock(301)
+    assert snaps[1].held == snaps[1].host_held == (host.addr(300),)
+    assert snaps[1].describe().endswith(f"between calls, its host copying NS memory; holds {host.addr(300):#x} (host copy)")
+    assert snaps[2].host_held == () and snaps[2].describe().endswith(f"between calls; holds {own.addr(301):#x}")
 
 
 def _cpu_pid(seg: StressSegment, cpu: int) -> int:
