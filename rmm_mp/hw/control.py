@@ -11,7 +11,8 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x0100  REC time slice: guest instructions a REC runs before an IRQ exit u64
     0x0108  trace ring capacity per CPU (records) u64 (hw.trace)
     0x0110  ready u32: 1 once Machine.create has made the whole machine (attach refuses it before)
-    0x0140  quiescent points: 8 requester deadlines u64, participants u32, parked u32 (hw.quiesce)
+    0x0140  quiescent points: 8 requester deadlines u64, participant table entries in use u32
+            (hw.quiesce)
     0x1000  dead reason, UTF-8 (4 KiB)
     0x2000  platform description as JSON (24 KiB)
     0x8000  VMID bitmap, 65,536 bits (8 KiB), for the RMM
@@ -19,7 +20,9 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x12000 host: allocator state (hints, counters; 8 KiB)
     0x20000 host: NS granule allocation bitmap, one bit per DRAM granule (128 KiB: 4 GiB of DRAM)
     0x40000 host: vCPU run queue and realm table (256 KiB; rmm_mp.host owns the layout)
-    0x80000 reserved for later shared structures (trace buffers, checkers)
+    0x80000 quiescent points: participant table, 1,024 entries of 16 bytes (process word u64,
+            parked u32, reserved u32; hw.quiesce)
+    0x84000 reserved for later shared structures (trace buffers, checkers)
 
 The host areas are Normal-world bookkeeping that every CPU's host shares; they live here rather
 than in simulated DRAM so that a host bug cannot corrupt them through the RMM's own memory.
@@ -37,7 +40,7 @@ import time
 import atomicshm
 
 MAGIC = b"RMMMPCTL"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 SIZE = 1 << 20
 
 _HEADER = struct.Struct("<8sII")
@@ -54,7 +57,7 @@ OFF_TIME_SLICE = 0x100
 OFF_TRACE_CAPACITY = 0x108
 OFF_READY = 0x110
 OFF_QUIESCE_SLOTS, QUIESCE_SLOTS = 0x140, 8
-OFF_QUIESCE_COUNT = 0x180
+OFF_QUIESCE_USED = 0x180
 OFF_REASON, REASON_MAX = 0x1000, 0x1000
 REASON_WAIT_S = 1.0
 """How long dead_reason waits for a crash being recorded (a few stores away, unless the
@@ -65,7 +68,8 @@ OFF_HOST_VMIDS, HOST_VMIDS_BYTES = 0x10000, 0x2000
 OFF_HOST_ALLOC_STATE, HOST_ALLOC_STATE_BYTES = 0x12000, 0x2000
 OFF_HOST_GRANULES, HOST_GRANULES_BYTES = 0x20000, 0x20000
 OFF_HOST_RUN, HOST_RUN_BYTES = 0x40000, 0x40000
-OFF_FREE = 0x80000
+OFF_PARTICIPANTS, PARTICIPANTS_MAX, PARTICIPANT_SIZE = 0x80000, 1024, 16
+OFF_FREE = 0x84000
 
 
 class Control:

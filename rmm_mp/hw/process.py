@@ -9,6 +9,7 @@ This module owns liveness decisions. It must not touch shared memory.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import psutil
 
@@ -43,4 +44,22 @@ def alive(pid: int, started_ms: int | None = None) -> bool:
             return False
         return started_ms is None or started_ms == 0 or round(proc.create_time() * 1000) == started_ms
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return False
+
+
+def ended(pid: int, started_within: Callable[[int], bool]) -> bool:
+    """Whether process pid has certainly ended: there is no such process, it is a zombie, or
+    its start time fails ``started_within`` (the pid now names another process). Unlike
+    ``not alive(...)``, a process that cannot be looked at (access denied) has not ended:
+    a caller that stops waiting for an ended process must not stop for a live one."""
+    if pid <= 0:
+        return True
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        return not started_within(round(proc.create_time() * 1000))
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        return True
+    except psutil.AccessDenied:
         return False

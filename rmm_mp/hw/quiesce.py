@@ -13,7 +13,9 @@ or is seen by it (and it parks again).
 Words in the control block (hw.control owns the offsets):
 
     OFF_QUIESCE_SLOTS  8 requester slots, u64 each: a CLOCK_MONOTONIC deadline in ns, 0 = free
-    OFF_QUIESCE_COUNT  participants u32, parked participants u32
+    OFF_QUIESCE_USED   participant table entries in use u32 (a high-water mark: the scan bound)
+    OFF_PARTICIPANTS   participant table: per entry, the participant's process word u64 (pid
+                       and start time, as a CPU binding word; 0 = free) and parked u32
 
 A pause is asked for while any slot's deadline lies ahead. A requester claims a free or
 expired slot and a thread of its own renews the deadline every LEASE_NS / 4, so a requester
@@ -22,29 +24,102 @@ run's own checks and a user's `rmm-mp check`) each hold their own slot. A reques
 stopped or starved past its lease finds out (Pause.held() is False: the CPUs may have gone on
 meanwhile) and never writes into the expired slot once another requester has claimed it.
 
+Each participant has an entry of its own, naming its process, so that one whose process died
+(SIGKILL: it never left the table) is recognised as dead and not awaited: with a bare count of
+participants a pause waited for it until the requester gave up. A dead participant's entry
+stays in the table (it is never reused: a dead process parked in it would make its next owner
+count as parked), and stays named among the dead. An entry is claimed below the high-water
+mark, which is raised first, so a requester that scans up to the mark sees every entry claimed
+before it read the mark; one claimed later belongs to a participant that will see the pause at
+its first point.
+
 This module owns the protocol. It must not know what the participants run or what the
 requester checks.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from dataclasses import dataclass
 
 import atomicshm
 
-from rmm_mp.hw.control import OFF_QUIESCE_COUNT, OFF_QUIESCE_SLOTS, QUIESCE_SLOTS, Control
+from rmm_mp.hw import process
+from rmm_mp.hw.control import (
+    OFF_PARTICIPANTS, OFF_QUIESCE_SLOTS, OFF_QUIESCE_USED, PARTICIPANT_SIZE, PARTICIPANTS_MAX, QUIESCE_SLOTS,
+    Control,
+)
+from rmm_mp.hw.cpuarea import binding_matches, binding_word
 
 LEASE_NS = 2_000_000_000
 """How long CPUs stay parked after the requester's last renewal."""
 _PARK_SLEEP_S = 0.0005
 _SLOTS_BYTES = 8 * QUIESCE_SLOTS
 _NO_REQUEST = bytes(_SLOTS_BYTES)
-_OFF_PARKED = OFF_QUIESCE_COUNT + 4
+_PARKED = 8
+"""Offset of the parked word in a participant entry."""
+_DEAD_LOOK_S = 0.02
+"""How often a waiting requester looks whether the participants it waits for still live."""
 
 
 class QuiesceError(RuntimeError):
-    """Every requester slot is held by a live requester."""
+    """Every requester slot is held by a live requester, or the participant table is full."""
+
+
+def _dead(word: int) -> bool:
+    """Whether the process a participant entry names has certainly ended (a zombie has) or its
+    pid now names another process; in doubt (it cannot be looked at) it lives, and is waited for."""
+    # A start time of 0: the participant could not read its own (process.own_start_ms).
+    return process.ended(word & 0xFFFF_FFFF, lambda start_ms: word >> 32 == 0 or binding_matches(word, start_ms))
+
+
+def _register(view: atomicshm.AtomicView, word: int) -> int:
+    """Claim a free participant entry for ``word``; its offset."""
+    for i in range(PARTICIPANTS_MAX):
+        off = OFF_PARTICIPANTS + PARTICIPANT_SIZE * i
+        if view.load_u64(off) != 0:
+            continue
+        # The mark first: a requester that reads it afterwards scans this entry.
+        while (used := view.load_u32(OFF_QUIESCE_USED)) <= i:
+            view.cas_u32(OFF_QUIESCE_USED, used, i + 1)
+        if view.cas_u64(off, 0, word) == 0:
+            return off
+    raise QuiesceError(f"all {PARTICIPANTS_MAX} participant entries of the machine are taken (by participants "
+                       "at work, and by any whose process died without leaving)")
+
+
+@dataclass(frozen=True)
+class Census:
+    """The participant table at one look."""
+
+    participants: int
+    """Live participants."""
+    parked: int
+    """Live participants parked at a point."""
+    dead: tuple[int, ...]
+    """The process words (pid in bits [31:0], as a CPU binding word) of participants whose
+    process died without leaving, parked or not: none of them is awaited."""
+
+
+def census(control: Control) -> Census:
+    """Count the participants, looking up whether each one's process lives (tens of µs each:
+    for reports, not for a polling loop)."""
+    view = control.view
+    live = parked = 0
+    dead: list[int] = []
+    for i in range(view.load_u32(OFF_QUIESCE_USED)):
+        off = OFF_PARTICIPANTS + PARTICIPANT_SIZE * i
+        word = view.load_u64(off)
+        if not word:
+            continue
+        if _dead(word):
+            dead.append(word)
+            continue
+        live += 1
+        parked += view.load_u32(off + _PARKED) != 0
+    return Census(live, parked, tuple(dead))
 
 
 def _requested(view: atomicshm.AtomicView) -> bool:
@@ -57,7 +132,7 @@ class Participant:
 
     It parks at a point until no pause is asked for or the machine's stop flag is set."""
 
-    __slots__ = ("buf", "view", "control", "parked_s")
+    __slots__ = ("buf", "view", "control", "parked_s", "_entry")
 
     def __init__(self, control: Control) -> None:
         self.buf = control.buf
@@ -65,13 +140,15 @@ class Participant:
         self.control = control
         self.parked_s = 0.0
         """Time spent parked, in seconds."""
+        self._entry = -1
 
     def __enter__(self) -> "Participant":
-        self.view.fetch_add_u32(OFF_QUIESCE_COUNT, 1)
+        self._entry = _register(self.view, binding_word(os.getpid(), process.own_start_ms()))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.view.fetch_sub_u32(OFF_QUIESCE_COUNT, 1)
+        self.view.store_u64(self._entry, 0)
+        self._entry = -1
 
     def point(self) -> None:
         """A quiescent point: park here while a pause is asked for."""
@@ -82,18 +159,21 @@ class Participant:
         if not _requested(view):
             return
         t0 = time.monotonic()
+        parked = self._entry + _PARKED
         try:
             while True:
-                view.fetch_add_u32(_OFF_PARKED, 1)
+                # Exchanges, not plain stores: a full barrier between this word and the look
+                # at the slots that follows (the requester's side: claim its slot, then read).
+                view.exchange_u32(parked, 1)
                 try:
                     while _requested(view) and not self.control.stop_requested:
                         time.sleep(_PARK_SLEEP_S)
                 finally:
-                    view.fetch_sub_u32(_OFF_PARKED, 1)
+                    view.exchange_u32(parked, 0)
                 # Leave only if no pause is asked for once this participant no longer counts as
                 # parked: a requester that claimed a slot after the look above and before the
-                # decrement counted it parked, and is checking now. (A requester reads the
-                # parked count after claiming its slot, so one of the two sees the other.)
+                # word was cleared counted it parked, and is checking now. (A requester reads
+                # the parked words after claiming its slot, so one of the two sees the other.)
                 if self.control.stop_requested or not _requested(view):
                     return
         finally:
@@ -166,23 +246,56 @@ class Pause:
 
     @property
     def participants(self) -> int:
-        return self.view.load_u32(OFF_QUIESCE_COUNT)
+        """Live participants (census)."""
+        return census(self.control).participants
 
     @property
     def parked(self) -> int:
-        return self.view.load_u32(_OFF_PARKED)
+        """Live participants parked (census)."""
+        return census(self.control).parked
+
+    def census(self) -> Census:
+        return census(self.control)
+
+    def _waiting_for(self) -> list[int]:
+        """The participant entries (offsets) not parked now, dead ones included."""
+        view = self.view
+        out = []
+        for i in range(view.load_u32(OFF_QUIESCE_USED)):
+            off = OFF_PARTICIPANTS + PARTICIPANT_SIZE * i
+            if view.load_u64(off) and not view.load_u32(off + _PARKED):
+                out.append(off)
+        return out
+
+    def _all_dead(self, entries: list[int]) -> bool:
+        view = self.view
+        for off in entries:
+            word = view.load_u64(off)
+            # Parked or gone since the first look, or dead: not awaited.
+            if word and not view.load_u32(off + _PARKED) and not _dead(word):
+                return False
+        return True
 
     def quiescent(self) -> bool:
-        """Every participant is parked (a participant that joins now parks at its first point)."""
-        return self.parked >= self.participants
+        """Every participant is parked or dead (a participant that joins now parks at its first
+        point)."""
+        waiting = self._waiting_for()
+        return not waiting or self._all_dead(waiting)
 
     def wait(self, timeout_s: float) -> bool:
-        """Wait until every participant is parked; False after ``timeout_s`` or once the
-        machine's stop flag is set (parked participants then leave)."""
+        """Wait until every participant is parked or dead; False after ``timeout_s`` or once the
+        machine's stop flag is set (parked participants then leave). Whether the processes of
+        those not parked live is looked up every _DEAD_LOOK_S, not every poll."""
         deadline = time.monotonic() + timeout_s
         control = self.control
-        while not self.quiescent():
-            if time.monotonic() >= deadline or control.stop_requested:
+        next_look = time.monotonic()
+        while waiting := self._waiting_for():
+            now = time.monotonic()
+            if now >= next_look:
+                if self._all_dead(waiting):
+                    break
+                next_look = now + _DEAD_LOOK_S
+            if now >= deadline or control.stop_requested:
                 return False
             time.sleep(0.001)
         return True

@@ -24,7 +24,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -33,7 +33,7 @@ from rmm_mp.clitypes import FloatRange
 from rmm_mp.hw import orphans, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.hw.quiesce import Pause, QuiesceError
+from rmm_mp.hw.quiesce import Pause, QuiesceError, census
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.outpaths import check_output, check_outputs, replacing, write_files
 from rmm_mp.stress import schedule as schedule_file
@@ -49,6 +49,9 @@ from rmm_mp.stress.runner import run
 from rmm_mp.stress.shared import StressSegment
 from rmm_mp.stress.shrink import shrink
 from rmm_mp.workload.cli import announce
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Machine
 
 DETERMINISTIC_SECONDS = 600.0
 """The safety limit of a deterministic run when --seconds is not given (its budget is in steps)."""
@@ -386,10 +389,13 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     check read the machine (the scan is not atomic). CPUs inside calls or holding locks are
     listed.
 
+    A participant whose process died without leaving (SIGKILL) is not waited for: a line
+    names it (dead, not waited for: CPU n (pid P) ...).
+
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
-    progress or changes made during the scan (or, on an orphan whose creator was killed,
-    calls cut off: nothing is paused on it); 2 no such machine, a bad option, every pause
+    progress or changes made during the scan (or, on an orphan whose creator was killed, or
+    with a dead participant, calls cut off); 2 no such machine, a bad option, every pause
     slot taken, or the --json file could not be written; 130 interrupted by Ctrl-C (no
     verdict: any pause it held is released and the CPUs go on).
     """
@@ -414,13 +420,13 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
     except (MachineError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-    # A machine whose creator was killed (SIGKILL) keeps its segments, and with them the count
-    # of participants that died with it: a pause would wait --wait seconds for CPUs that no
-    # longer exist, then say they did not park.
+    # A machine whose creator was killed (SIGKILL) keeps its segments: nothing runs on it (its
+    # CPUs died with it), so nothing is paused, and the report says why.
     creator = _dead_creator(machine_name)
     with machine, ExitStack() as stack:
         quiescent = lapsed = stopped = False
         participants = parked = 0
+        dead: tuple[int, ...] = ()
         paused_at = time.monotonic()
         if not no_pause and creator is None:
             try:
@@ -429,7 +435,10 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
                 click.echo(f"error: {exc}", err=True)
                 raise SystemExit(2) from None
             quiescent = pause.wait(wait_s)
-            participants, parked = pause.participants, pause.parked
+            found = pause.census()
+            participants, parked, dead = found.participants, found.parked, found.dead
+        elif creator is None:
+            dead = census(machine.control).dead
         report = invariants(machine)
         snaps = snapshots(machine)
         if not no_pause and creator is None:
@@ -463,7 +472,14 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
                      f"{_UNSETTLED}")
         busy = [s for s in snaps if s.call or s.held]
+        died = _dead_participants(machine, dead)
         click.echo(state)
+        if died:
+            # Not awaited by the pause; the machine is not quiescent where they died.
+            names = ", ".join(f"CPU {cpu} (pid {pid})" if cpu is not None else f"a process (pid {pid})"
+                              for pid, cpu in died)
+            click.echo(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call in "
+                       "progress there was cut off where it died, and its locks stay held")
         click.echo(str(report))
         if closed:
             click.echo("the machine was closed while it was checked (its run ended): this is what it held then")
@@ -473,7 +489,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             click.echo(s.describe())
         document = {
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
-            "parked": parked, "granules": report.granules,
+            "parked": parked, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
+            "granules": report.granules,
             "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held)}
@@ -487,7 +504,21 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             click.echo(f"error: {errors[0]}", err=True)
             raise SystemExit(2)
     if not report.ok:
-        raise SystemExit(1 if quiescent or not (no_pause or participants or creator is not None) else 3)
+        settled = quiescent and not died
+        raise SystemExit(1 if settled or not (no_pause or participants or died or creator is not None) else 3)
+
+
+def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple[int, int | None]]:
+    """(pid, CPU bound to that process or None) of each dead participant's process word (a
+    process may have held several entries: named once)."""
+    cpus: dict[int, int] = {}
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            cpus[area.binding()] = cpu
+        finally:
+            area.release()
+    return [(word & 0xFFFF_FFFF, cpus.get(word)) for word in dict.fromkeys(words)]
 
 
 def _dead_creator(name: str) -> int | None:

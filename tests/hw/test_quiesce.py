@@ -61,7 +61,7 @@ def test_no_pause_no_parking(machine: Machine, worker: Worker) -> None:
     """With no pause requested, a participant keeps stepping, and the control block counts one
     participant."""
     assert _steps_during(worker, 0.05) > 0
-    assert machine.control.view.load_u32(OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS) == 1   # one participant
+    assert quiesce.census(machine.control) == quiesce.Census(1, 0, ())   # one participant, not parked
 
 
 def test_a_pause_parks_every_participant_until_it_ends(machine: Machine, worker: Worker) -> None:
@@ -72,7 +72,7 @@ def test_a_pause_parks_every_participant_until_it_ends(machine: Machine, worker:
         assert (pause.participants, pause.parked) == (1, 1)
         assert _steps_during(worker, 0.1) == 0
     assert _steps_during(worker, 0.1) > 0
-    assert machine.control.view.load_u32(OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS + 4) == 0   # none parked
+    assert quiesce.census(machine.control).parked == 0
 
 
 def test_a_participant_without_points_is_not_quiescent(machine: Machine) -> None:
@@ -119,8 +119,7 @@ def test_a_dead_requesters_pause_expires(machine: Machine, worker: Worker) -> No
     deadline = time.monotonic_ns() + 2_000_000_000
     for i in range(QUIESCE_SLOTS):
         view.store_u64(OFF_QUIESCE_SLOTS + 8 * i, deadline)
-    parked = OFF_QUIESCE_SLOTS + 8 * QUIESCE_SLOTS + 4
-    while view.load_u32(parked) == 0 and time.monotonic_ns() < deadline:
+    while quiesce.census(machine.control).parked == 0 and time.monotonic_ns() < deadline:
         time.sleep(0.001)
     assert _steps_during(worker, 0.2) == 0
     time.sleep(max(0.0, (deadline - time.monotonic_ns()) / 1e9) + 0.05)
@@ -252,3 +251,33 @@ def test_a_participant_leaving_its_point_is_not_counted_parked_by_a_new_pause(
     thread.join(10)
     assert granted == [True]
     assert left_during_pause == [False]
+
+
+def test_a_participant_that_died_parked_is_not_awaited_and_its_entry_not_reused(machine: Machine) -> None:
+    """A participant entry naming a process that has ended (a reaped child), left parked as if
+    it was killed at a point: a pause does not wait for it, and census names it dead. A new
+    participant that never reaches a point takes another entry, not the dead one (whose parked
+    word would make it count as parked), so a pause waits for it and is not granted."""
+    import subprocess
+    import sys
+
+    from rmm_mp.hw import process
+    from rmm_mp.hw.control import OFF_PARTICIPANTS, OFF_QUIESCE_USED
+    from rmm_mp.hw.cpuarea import binding_word
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = process.start_ms(child.pid)
+    child.wait(10)
+    word = binding_word(child.pid, start or 1)
+    view = machine.control.view
+    view.store_u64(OFF_PARTICIPANTS, word)
+    view.store_u32(OFF_PARTICIPANTS + 8, 1)
+    view.store_u32(OFF_QUIESCE_USED, 1)
+    with Pause(machine.control) as pause:
+        assert pause.wait(1.0)
+        assert pause.census() == quiesce.Census(0, 0, (word,))
+    with Participant(machine.control):
+        assert view.load_u64(OFF_PARTICIPANTS) == word          # the dead entry is kept
+        with Pause(machine.control) as pause:
+            assert not pause.wait(0.2)
+            assert pause.census() == quiesce.Census(1, 0, (word,))

@@ -898,10 +898,9 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
         time.sleep(0.2)                 # twice the lease: the participant goes on
         assert steps[0] > before
         gate.set()                      # the renewer comes back: it parks again
-        parked = m.control.view.load_u32
-        from rmm_mp.hw.control import OFF_QUIESCE_COUNT
+        from rmm_mp.hw.quiesce import census
         deadline = time.monotonic() + 5
-        while parked(OFF_QUIESCE_COUNT + 4) < 1 and time.monotonic() < deadline:
+        while census(m.control).parked < 1 and time.monotonic() < deadline:
             time.sleep(0.001)
         return real_invariants(m)
     monkeypatch.setattr(Pause.__init__, "__defaults__", (100_000_000,))
@@ -1123,3 +1122,54 @@ def test_shrink_of_a_finding_before_the_first_step_is_skipped_not_a_traceback() 
         kept, searched = _shrunk(stop, report, said.append)
     assert kept is report and searched is None
     assert said == ["not shrunk: the run took no step, so it has no schedule to shrink"]
+
+
+_KILLED_CPU = """
+import sys, time
+from rmm_mp import Machine
+from rmm_mp.hw.quiesce import Participant
+machine = Machine.attach(sys.argv[1])
+machine.cpu(1)
+with Participant(machine.control):
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Machine, tmp_path: Path) -> None:
+    """A CPU process (bound to CPU 1, a participant that never reaches a point) killed with
+    SIGKILL while the machine lives on, beside a live participant that parks: the check's pause
+    recognises the dead one (its process is gone) and does not wait for it; it says "quiescent:
+    1 of 1" and names the dead CPU, also in the JSON; a violation then exits 3 (the dead CPU's
+    call was cut off). Before, the dead process stayed counted and every pause waited --wait
+    seconds and said "NOT quiescent: 1 of 2 CPUs parked"."""
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CPU, machine.name], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    finally:
+        child.kill()
+        child.wait(10)
+    leave, steps = threading.Event(), [0]
+    thread = threading.Thread(target=_participate, args=(machine, leave, steps), daemon=True)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        res = CliRunner().invoke(check, [machine.name, "--wait", "5", "--json", str(tmp_path / "c.json")])
+        assert time.monotonic() - t0 < 4.0, res.output
+        assert res.exit_code == 0, res.output
+        assert res.output.startswith("quiescent: 1 of 1 CPUs parked between calls"), res.output
+        assert (f"dead, not waited for: CPU 1 (pid {child.pid}): ended without leaving the machine (killed?)"
+                in res.output)
+        data = json.loads((tmp_path / "c.json").read_text())
+        assert data["quiescent"] and data["dead_participants"] == [{"pid": child.pid, "cpu": 1}]
+        table = machine.granule_table(2)        # a lock word of the dead CPU 1
+        table.lock(500)
+        try:
+            res = CliRunner().invoke(check, [machine.name, "--wait", "5"])
+        finally:
+            table.unlock(500)
+        assert res.exit_code == 3 and "[lock-free]" in res.output, res.output
+    finally:
+        leave.set()
+        thread.join(10)
