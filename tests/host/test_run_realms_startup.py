@@ -66,7 +66,7 @@ def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_
     watcher.start()
     t0 = time.monotonic()
     try:
-        summary = run_realms(machine, [], cpus=2)
+        summary = run_realms(machine, [], cpus=2, startup_s=2.0)
     finally:
         done.set()
         watcher.join(5)
