@@ -89,7 +89,8 @@ RMI_PERMITTED_GICV3_HCR_BITS = 0x40FE      # UIE, LRENPIE, NPIE, VGrp0EIE/DIE, V
 ESR_ELx_EC_DABT_LOW = 0x24
 PSCI_CPU_OFF, PSCI_CPU_ON, PSCI_AFFINITY_INFO, PSCI_SYSTEM_OFF = 0x8400_0002, 0xC400_0003, 0xC400_0004, 0x8400_0008
 PSCI_AFFINITY_OFF = 1
-PSCI_RET_SUCCESS = 0
+PSCI_RET_SUCCESS, PSCI_RET_INVALID_PARAMS = 0, (1 << 64) - 2
+MPIDR_HWID_BITMASK = 0xFF_00FF_FFFF
 ARM_SMCCC_VERSION_FUNC_ID, ARM_SMCCC_VERSION_1_1 = 0x8000_0000, 0x1_0001
 
 RMM_RTT_MAX_LEVEL = 3
@@ -517,7 +518,15 @@ class Kvm:
         if fid == PSCI_CPU_OFF:
             vcpu.stopped = True
             return "off"
-        target = next(v for v in realm.vcpus if kvm_mpidr(v.vcpu_id) == target_mpidr)
+        # kvm_psci_valid_affinity(), then kvm_mpidr_to_vcpu(): an exact match of the affinity
+        # fields. A target it cannot resolve gets PSCI_RET_INVALID_PARAMS with no PSCI_COMPLETE,
+        # so the request stays pending and the next REC_ENTER fails with RMI_ERROR_REC.
+        target = None if target_mpidr & ~MPIDR_HWID_BITMASK else \
+            next((v for v in realm.vcpus if kvm_mpidr(v.vcpu_id) == target_mpidr), None)
+        if target is None and fid in (PSCI_CPU_ON, PSCI_AFFINITY_INFO):
+            vcpu.regs[0] = PSCI_RET_INVALID_PARAMS
+            return "enter"
+        assert target is not None
         if fid == PSCI_CPU_ON:
             x0 = self.smc(PSCI_COMPLETE, vcpu.rec, target.rec, PSCI_RET_SUCCESS)[0]
             if x0:
@@ -976,5 +985,65 @@ def test_rtt_create_of_an_existing_rtt_reports_the_parent_level(machine: Machine
     spare = kvm.alloc_delegated()
     assert kvm.rtt_create(realm, RAM, 3, spare) == RMI_ERROR_RTT | 2 << 8
     kvm.free_delegated(spare)
+    kvm.destroy_vm(realm)
+    finish(kvm)
+
+
+PSCI_GUEST = """
+start:
+    mov x0, =PSCI_CPU_ON
+    mov x1, ={mpidr}
+    adr x2, secondary
+    mov x3, #0x77
+    smc #0
+    mov x17, x0
+    mov x0, =PSCI_AFFINITY_INFO
+    mov x1, ={mpidr}
+    mov x2, #0
+    smc #0
+    adr x1, hostcall
+    str x17, [x1, #8]
+    str x0, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_SYSTEM_OFF
+    smc #0
+    b .
+secondary:
+    adr x1, hostcall
+    str x0, [x1, #8]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x0, =PSCI_CPU_OFF
+    smc #0
+    b .
+    .align 256
+hostcall:
+    .zero 256
+"""
+
+
+def test_kvm_completes_psci_naming_a_vcpu_with_junk_mpidr_bits(machine: Machine) -> None:
+    """The realm names vCPU 1 in CPU_ON and AFFINITY_INFO with bits the RMM ignores (RES1 bit 31,
+    MT, Aff0[7:4]). KVM finds the target by exact affinity and, for a value it cannot resolve,
+    answers PSCI_RET_INVALID_PARAMS without RMI_PSCI_COMPLETE, after which the caller's REC_ENTER
+    fails with ERROR_REC for ever; the exit's canonical MPIDR lets it complete both: CPU_ON
+    succeeds, vCPU 1 starts with the context id and turns itself off, then AFFINITY_INFO says
+    OFF."""
+    kvm = Kvm(machine)
+    kvm.init_rme()
+    junk = 1 | 1 << 31 | 1 << 24 | 0xF0
+    image = assemble(PRELUDE + PSCI_GUEST.format(mpidr=junk), base=RAM)
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 2 * MiB)
+    kvm.populate(realm, RAM, image)
+    vcpu0 = kvm.create_rec(realm, 0, pc=RAM)
+    vcpu1 = kvm.create_rec(realm, 1)
+    kvm.activate(realm)
+    assert kvm.run_vcpu(realm, vcpu0) == "cpu_on"
+    assert kvm.run_vcpu(realm, vcpu1) == "off"
+    assert kvm.run_vcpu(realm, vcpu0) == "off"
+    assert [h[:2] for h in kvm.hostcalls] == [[0x77, 0], [PSCI_RET_SUCCESS, PSCI_AFFINITY_OFF]]
+    assert kvm.calls(PSCI_COMPLETE) == [(vcpu0.rec, vcpu1.rec, PSCI_RET_SUCCESS)] * 2
     kvm.destroy_vm(realm)
     finish(kvm)

@@ -218,6 +218,28 @@ def test_cpu_on_success(machine: Machine, fid: int) -> None:
     ok(machine)
 
 
+JUNK_MPIDR = 1 | MPIDR_RES1 | 1 << 24 | 0xF0
+"""REC 1 with bits the MPIDR_EL1 reading ignores: the RES1 bit 31, MT (bit 24) and Aff0[7:4]."""
+
+
+@pytest.mark.parametrize("fid", [*CPU_ON, *AFFINITY_INFO])
+def test_psci_exit_names_the_target_in_canonical_form(machine: Machine, fid: int) -> None:
+    """A4.3.7: the exit holds sanitised parameters. A target MPIDR with bits the RMM ignores
+    (bit 31, MT, Aff0[7:4]) names REC 1, and the exit's gprs[1] is REC 1's MPIDR affinity (1),
+    not X1 as the realm wrote it: a KVM host looks the vCPU up by exactly those affinity fields
+    (kvm_psci_valid_affinity, kvm_mpidr_to_vcpu) and answers any other value with
+    PSCI_RET_INVALID_PARAMS without RMI_PSCI_COMPLETE, which would leave the caller's request
+    pending for ever. The host completes it with REC 1 and the call succeeds."""
+    args = (JUNK_MPIDR, "entry1", CONTEXT) if fid in CPU_ON else (JUNK_MPIDR, 0)
+    with Guest.build(machine, call(fid, *args) + ENTRY1, num_recs=2) as g:
+        psci_exit(g, (fid, 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        assert g.gpr(0) == (SUCCESS if fid in CPU_ON else OFF)
+        assert g.rec(1).runnable == (fid in CPU_ON)
+    ok(machine)
+
+
 def test_cpu_on_footprint(machine: Machine) -> None:
     """B6.3.3.4: the footprint is target_rec.flags.runnable. The entry that makes the call (PSCI
     exit) changes the caller's REC only; RMI_PSCI_COMPLETE changes the caller and the target

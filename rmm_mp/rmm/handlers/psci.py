@@ -5,13 +5,15 @@ caller itself, and every function the RMM does not support (NOT_SUPPORTED). Answ
 reported to the host as a notification (REC exit PSCI, no RMI_PSCI_COMPLETE expected):
 CPU_SUSPEND, CPU_OFF (the REC stops being runnable), SYSTEM_OFF and SYSTEM_RESET (the realm
 becomes SYSTEM_OFF). Left pending until the host's RMI_PSCI_COMPLETE: CPU_ON and AFFINITY_INFO
-about another REC; the exit shows the host the function and the target MPIDR only.
+about another REC; the exit shows the host the function and the target REC's MPIDR only (its
+canonical affinity fields, whatever other bits the realm set in X1).
 """
 
 from __future__ import annotations
 
 from rmm_mp.abi.psci import (
-    PSCI_VERSION_1_1, SMCCC_VERSION_1_2, AffinityInfo, PsciFid, PsciReturn, mpidr_el1_to_rec_index, u64,
+    PSCI_VERSION_1_1, SMCCC_VERSION_1_2, AffinityInfo, PsciFid, PsciReturn, mpidr_el1_to_rec_index,
+    rec_index_to_mpidr_el1, u64,
 )
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm.realm_call import Exit, RealmCall
@@ -43,6 +45,15 @@ LOCK_SEQUENCES = {
 def _notify(fid: int, target: int = 0) -> Exit:
     """The PSCI exit: the host sees the function ID (and a target MPIDR), nothing else."""
     return Exit({"exit_reason": _EXIT_PSCI, "gprs": (fid, target)})
+
+
+def _forward(call: RealmCall, fid: int, index: int) -> Exit:
+    """Leave ``fid`` pending on the caller and exit naming REC ``index`` by its MPIDR affinity
+    fields alone (A4.3.7: sanitised parameters). X1 may carry bits the index ignores (bit 31,
+    MT, Aff0[7:4]); a host that finds the vCPU by exact affinity, as KVM's kvm_mpidr_to_vcpu
+    does, would not find it and never call RMI_PSCI_COMPLETE (docs/deviations.md)."""
+    call.rec.psci_pending = fid
+    return _notify(fid, rec_index_to_mpidr_el1(index))
 
 
 def handle_psci(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
@@ -89,8 +100,7 @@ def _cpu_on(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
         return (_INVALID_PARAMETERS,)
     if index == call.rec.rec_idx:
         return (_ALREADY_ON,)
-    call.rec.psci_pending = fid
-    return _notify(fid, x[1])
+    return _forward(call, fid, index)
 
 
 def _affinity_info(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
@@ -105,5 +115,4 @@ def _affinity_info(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
         return (_INVALID_PARAMETERS,)
     if index == call.rec.rec_idx:
         return (int(AffinityInfo.ON),)
-    call.rec.psci_pending = fid
-    return _notify(fid, x[1])
+    return _forward(call, fid, index)
