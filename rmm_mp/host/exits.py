@@ -8,9 +8,10 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           apart; the syndrome cannot: a non-emulatable abort there has ISV clear, A4.3.4.3). In
           the device window (devices.py) an access with ISV is emulated: a write is applied, a
           read's value goes in enter.gprs[0], and the next entry sets EMUL_MMIO; one without ISV
-          fails the vCPU (no register to emulate, as KVM's io_mem_abort refuses it). In a range
-          the realm's entry declares shared, a zeroed NS page is mapped there (map_unprotected)
-          and the access retried, with or without ISV. Anywhere else: INJECT_SEA.
+          gets INJECT_SEA (no register to emulate: KVM's io_mem_abort injects a data abort into
+          a realm's vCPU then). In a range the realm's entry declares shared, a zeroed NS page
+          is mapped there (map_unprotected) and the access retried, with or without ISV.
+          Anywhere else: INJECT_SEA.
     SYNC, data abort at a protected IPA (unassigned RAM, a DESTROYED entry, or the
           buffer of an RSI call): fault_in (DELEGATE + DATA_CREATE_UNKNOWN, RTTs created
           lazily). A lost race (another vCPU mapped it) re-enters; if the entry turns out to
@@ -187,10 +188,7 @@ def _unprotected(h: ExitContext, slot: int, realm: HostRealm, ipa: int, esr: int
     """A data abort at an unprotected IPA: the device model, a shared page, or an SEA."""
     q = h.queue
     offset = ipa - realm.par_size - devices.DEVICE_OFFSET
-    if 0 <= offset < devices.DEVICE_SIZE:
-        if not esr & ESR_ISV:
-            return END, 0, None, (f"data abort without a valid syndrome (ESR {esr:#x}, ISV clear) in the device "
-                                  f"window at IPA {ipa:#x}: the access cannot be emulated")
+    if 0 <= offset < devices.DEVICE_SIZE and esr & ESR_ISV:
         write = bool(esr & ESR_WNR)
         q.count(slot, "mmio_writes" if write else "mmio_reads")
         result = devices.mmio(q, slot, offset, write, esr >> 22 & 3, value)
