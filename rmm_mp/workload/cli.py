@@ -125,8 +125,9 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
                                                           ("csv", csv_path, render.write_csv),
                                                           ("plot", plot_path, render.write_plot)) if path]
     # Ctrl-C or SIGTERM while the files are written or the report printed: the piece under way
-    # ends (write_files names a file it stopped), the rest is still given, and the exit status
-    # is 1, as for a signal during the run: never a traceback or click's bare "Aborted!". The
+    # ends (write_files names a file it stopped; the text is cut where it was), the rest is
+    # still given, and the exit status is 1, as for a signal during the run: never a traceback
+    # or click's bare "Aborted!". The
     # guard is held from before the run (run_workload's own nests in it, and takes a signal
     # noted before it began), so that none lands between the run's guard and this one.
     with Interrupts(sigterm=True, continues=True) as stop:
@@ -139,12 +140,17 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         # run_workload's own does for one noted before its guard ended.
         report, stop.by = interrupted_after_run(report, stop.by), ""
         stop.step(lambda: _write_outputs(report, files), read=True)
-        stop.step(lambda: click.echo(render.format_report(report)), read=True)
+        # The text is made between two steps, where a signal is only noted: made inside the
+        # printing's step, one signal (a second Ctrl-C after one that cut the teardown short)
+        # lost the whole report. Only its printing is a step, which a signal cuts short.
+        text = render.format_report(report)
+        printed = stop.step(lambda: click.echo(text), read=True)[0]
         for message in report.output_errors:
             stop.step(lambda message=message: click.echo(f"Error: {message}", err=True), read=True)
         if stop.by:
-            stop.step(lambda: click.echo(f"interrupted ({stop.by}) while the report was given: what is above may "
-                                         "be incomplete", err=True), read=True)
+            said = "the report above is complete" if printed else "the report above is cut short"
+            stop.step(lambda: click.echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True),
+                      read=True)
     sys.exit(0 if report.ok and not stop.by else 1)
 
 

@@ -522,19 +522,40 @@ def test_a_trace_skipped_by_a_signal_is_named_as_not_written(tmp_path: Path, whe
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
-def test_a_signal_as_the_report_is_printed_exits_1_without_a_traceback(tmp_path: Path, signame: str,
-                                                                       what: str) -> None:
+def test_a_signal_as_the_report_is_made_exits_1_without_a_traceback(tmp_path: Path, signame: str,
+                                                                     what: str) -> None:
     """Ctrl-C or SIGTERM just as the text report is made, after the JSON is written: the JSON
-    stays whole, the report's printing ends, stderr says the output may be incomplete, and the
-    exit status is 1; not click's bare "Aborted!" (Ctrl-C) or a silent death (SIGTERM)."""
+    stays whole, the text is still printed in full (the signal was taken inside the step that
+    made and printed it, and none of it was printed), stderr says the signal came and that the
+    report above is complete, and the exit status is 1; not click's bare "Aborted!" (Ctrl-C) or
+    a silent death (SIGTERM)."""
     j = tmp_path / "r.json"
     proc = _run_with_hooks(tmp_path, [f"{signame}@rmm_mp.workload.render:format_report"],
                            ["run", "delegate-churn", "--cpus", "1", "--iterations", "20", "--no-progress",
                             "--json", str(j)])
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"interrupted ({what}) while the report was given" in proc.stderr, proc.stderr
+    assert f"interrupted ({what}) while the report was given: the report above is complete" in proc.stderr, \
+        proc.stderr
     assert "Aborted!" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout.startswith("workload delegate-churn"), proc.stdout
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("result: "), proc.stdout
     assert json.loads(j.read_text())["workload"] == "delegate-churn"
+
+
+@pytest.mark.multiprocess
+def test_a_second_ctrl_c_as_the_report_is_made_does_not_lose_it(tmp_path: Path) -> None:
+    """A first Ctrl-C cuts the teardown short, a second lands as the text report is made: the
+    report, the product of the run, is printed in full all the same (marked interrupted, with
+    the teardown in its "Not done"), and stderr says the report above is complete. It printed
+    nothing at all, found by sending the second signal at that point on purpose."""
+    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.workload.realms:destroy",
+                                      "SIGINT@rmm_mp.workload.render:format_report"],
+                           ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "teardown not done: interrupted (Ctrl-C)" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("result: FAILED: "), proc.stdout
+    assert "interrupted (Ctrl-C) while the report was given: the report above is complete" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.multiprocess
