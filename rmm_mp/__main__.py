@@ -1,5 +1,5 @@
 """`python -m rmm_mp` is the rmm-mp command."""
 
-from rmm_mp.cli import main
+from rmm_mp.cli import entry
 
-main(prog_name="rmm-mp")
+entry()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from rmm_mp import __version__
+from rmm_mp import __version__, interrupts
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
@@ -95,6 +95,14 @@ def platform_show(name: str, public_key: bool) -> None:
     click.echo(f"attestation keys: {plat.attestation.keys}")
 
 
+def entry() -> None:
+    """The rmm-mp program (the console script, and python -m rmm_mp): the command line in a
+    process that ends with its command, so that a Ctrl-C or SIGTERM after the command has given
+    all its output leaves its exit status as it was (interrupts.ends_with_command)."""
+    interrupts.ends_with_command()
+    main(prog_name="rmm-mp")
+
+
 main.add_command(attest_group)
 main.add_command(workload_cli.run)
 main.add_command(workload_cli.workloads_group)
@@ -103,4 +111,4 @@ main.add_command(stress_cli.check)
 main.add_command(explore_cli.explore)
 
 if __name__ == "__main__":
-    main()
+    entry()

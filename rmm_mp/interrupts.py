@@ -5,7 +5,8 @@ A command keeps its report when interrupted there: ``Interrupts.step`` ends the 
 (a hung teardown can always be stopped) and the steps after it are skipped, and the command
 says what was not done. `rmm-mp run` (workload.run) and `rmm-mp stress` (stress.runner,
 stress.shrink, and stress.cli from the report to the files) use it; while the CPUs run,
-rmm_mp.runtime handles the signals itself.
+rmm_mp.runtime handles the signals itself. Once a command has given all its output
+(``Interrupts.decided``), a signal no longer changes its exit status.
 
 This module owns that signal handling. It must not know what the steps are.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 REPEAT_S = 1.0
 """A SIGTERM this soon after the last one taken is that same request, not a second one: GNU
@@ -29,14 +30,24 @@ _last_sigterm = float("-inf")
 _guards: list["Interrupts"] = []
 """The Interrupts entered on the main thread and not yet left, innermost last."""
 
+_process_ends_with_command = False
+"""Set by the rmm-mp program's entry point (ends_with_command): this process ends when the
+command does, so a command that has ``decided`` may leave Ctrl-C and SIGTERM ignored."""
+
 
 def forget_sigterms() -> None:
     """A new run begins: no SIGTERM taken so far is repeated by the next one."""
     global _last_sigterm
     _last_sigterm = float("-inf")
 
-_guards: list["Interrupts"] = []
-"""The Interrupts entered on the main thread and not yet left, innermost last."""
+
+def ends_with_command() -> None:
+    """The rmm-mp program (console script, python -m rmm_mp) runs one command and ends: after
+    a command's ``Interrupts.decided`` nothing is left to give or to stop, so a Ctrl-C or SIGTERM
+    is ignored up to the process's end. A caller whose process goes on (click's CliRunner in a
+    test, a script calling rmm_mp.cli.main) does not call this and gets its handlers back."""
+    global _process_ends_with_command
+    _process_ends_with_command = True
 
 
 def repeated_sigterm(signum: int) -> bool:
@@ -74,6 +85,8 @@ class Interrupts:
     def __init__(self, sigterm: bool, continues: bool = False) -> None:
         self.by = ""
         """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
+        self.final = False
+        """The command has given all its output and its exit status (``decided``)."""
         self.armed = False
         self.passing = False
         self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
@@ -98,13 +111,18 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # After ``decided``, in a process that ends with the command: a signal from here to the
+        # process's end has nothing left to stop, and the handlers put back turned it into
+        # click's "Aborted!" and exit status 1, a KeyboardInterrupt traceback from an atexit
+        # function, or death by the signal (130, 143), instead of the status decided.
+        late = self.final and _process_ends_with_command
         for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
+            signal.signal(signum, signal.SIG_IGN if late else previous)
         if _guards and _guards[-1] is self:
             _guards.pop()
 
     def _handler(self, signum: int, frame: object) -> None:
-        if repeated_sigterm(signum):
+        if self.final or repeated_sigterm(signum):
             return
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.passing:
@@ -127,6 +145,13 @@ class Interrupts:
             self.armed = False
             self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
             return False, None
+
+    def decided(self, status: int) -> NoReturn:
+        """The command has given all its output: it ends with exit status ``status``
+        (SystemExit). A signal from now on is ignored: it came too late to stop anything, and
+        must not change the status (up to the process's end with ends_with_command)."""
+        self.final = True
+        raise SystemExit(status)
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal

@@ -243,8 +243,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         say("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
         for message in errors:
             say(f"Error: {message}", err=True)
-    if failed or errors or stop.by:
-        raise SystemExit(1)
+    stop.decided(1 if failed or errors or stop.by else 0)
 
 
 def _shrunk(stop: Interrupts, report: StressReport,

@@ -151,7 +151,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
             said = "the report above is complete" if printed else "the report above is cut short"
             stop.step(lambda: click.echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True),
                       read=True)
-    sys.exit(0 if report.ok and not stop.by else 1)
+        stop.decided(0 if report.ok and not stop.by else 1)
 
 
 @click.group(name="workloads")

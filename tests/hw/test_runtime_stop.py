@@ -301,3 +301,37 @@ def test_a_guard_inside_another_takes_its_noted_signal_with_sigint_ignored() -> 
                 assert inner.step(lambda: "built") == (False, None) and inner.by == "SIGTERM"
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("ends_process", [False, True], ids=["process-goes-on", "rmm-mp-program"])
+def test_a_signal_after_the_command_decided_changes_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                            ends_process: bool) -> None:
+    """A command has given all its output and decided its exit status: a SIGTERM then is ignored
+    (not noted as an interruption), the status stays, and on leaving the guard the handlers are
+    put back when the process goes on (a test's CliRunner, a script calling main), but left
+    ignoring SIGINT and SIGTERM when the process is the rmm-mp program, whose end is all that
+    is left (a late signal made it die with 130/143 or print a traceback)."""
+    from rmm_mp import interrupts
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set from the main thread")
+    monkeypatch.setattr(interrupts, "_process_ends_with_command", ends_process)
+    monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
+    int_before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    term_before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            with interrupts.Interrupts(sigterm=True) as stop:
+                try:
+                    stop.decided(0)
+                finally:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    assert stop.by == ""
+        assert ended.value.code == 0
+        if ends_process:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN == signal.getsignal(signal.SIGTERM)
+        else:
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert signal.getsignal(signal.SIGTERM) == term_before
+    finally:
+        signal.signal(signal.SIGINT, int_before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
