@@ -134,7 +134,7 @@ class Machine:
         # Segment.create, after its file exists) must leave nothing: the SIGTERM/SIGHUP
         # handlers are in place first, and they and the except clause unlink every part named
         # after the prefix, not only those already stored below.
-        _install_handlers()
+        install_handlers()
         _creating.add(prefix)
         created: dict[str, Segment] = {}
         machine: Machine | None = None
@@ -468,7 +468,7 @@ def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:
 
 def _register(machine: Machine) -> None:
     _live.add(machine)
-    _install_handlers()
+    install_handlers()
 
 
 def close_all() -> None:
@@ -493,11 +493,16 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signum)
 
 
-def _install_handlers() -> None:
+def install_handlers() -> None:
     """Register close_all at exit once, and the signal handlers once from the main thread.
 
     Signal handlers can only be installed by the main thread; a machine first made in a worker
     thread leaves them for the next create or attach that runs on the main thread.
+
+    Machine.create and attach call it. A command that takes SIGTERM itself around a run
+    (rmm_mp.interrupts) calls it before its guard begins: installed by the first create inside
+    the guard, the handler replaced the guard's and passed the signal on to it only after
+    closing every machine, so the run went on with a closed machine (a traceback).
     """
     global _atexit_registered, _signals_installed
     if not _atexit_registered:

@@ -35,6 +35,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
 from rmm_mp.interrupts import Interrupts
+from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, replacing, write_files
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
@@ -179,7 +180,9 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     # way, a shrinking not yet begun is skipped (once begun, shrink takes signals itself), the
     # report is marked interrupted, the files are still written and the exit status is 1. The
     # guard is held from before the run (run's own nests in it, and takes a signal noted before
-    # it began), so that none lands between the run's guard and this one.
+    # it began), so that none lands between the run's guard and this one. The machine's
+    # SIGTERM handler goes in first, for the guard to put back when it ends.
+    install_handlers()
     with Interrupts(sigterm=True, continues=True) as stop:
         try:
             report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)

@@ -19,7 +19,7 @@ from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
-from rmm_mp.machine import Machine
+from rmm_mp.machine import Machine, install_handlers
 from rmm_mp.outpaths import check_outputs, write_files
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
@@ -129,7 +129,9 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     # still given, and the exit status is 1, as for a signal during the run: never a traceback
     # or click's bare "Aborted!". The
     # guard is held from before the run (run_workload's own nests in it, and takes a signal
-    # noted before it began), so that none lands between the run's guard and this one.
+    # noted before it began), so that none lands between the run's guard and this one. The
+    # machine's SIGTERM handler goes in first, for the guard to put back when it ends.
+    install_handlers()
     with Interrupts(sigterm=True, continues=True) as stop:
         try:
             report = run_workload(w, options, on_machine=announce)

@@ -631,6 +631,26 @@ def test_a_signal_as_the_process_ends_keeps_the_exit_status(tmp_path: Path, sign
 
 
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("hook, args, said", [
+    ("rmm_mp.workload.cli:announce", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"],
+     "the CPUs were not started: interrupted (SIGTERM) while the realms were built"),
+    ("rmm_mp.stress.cli:announce", ["stress", "--schedule", "random", "--steps", "200"],
+     "the CPUs were not started: interrupted (SIGTERM) while the population was built")], ids=["run", "stress"])
+def test_a_sigterm_just_after_the_machine_is_made_gives_the_report(tmp_path: Path, hook: str, args: list[str],
+                                                                   said: str) -> None:
+    """SIGTERM as the new machine is named on stderr, before the run's own guard begins: the
+    command's guard takes it, the CPUs are not started, the report says so, exit status 1. The
+    machine's SIGTERM handler, installed by that first Machine.create over the command's guard,
+    closed the machine before passing the signal on to the guard, and `rmm-mp run` then read the
+    closed machine: a ValueError traceback, no report. Found by sending SIGTERM at each step
+    before the run."""
+    proc = _run_with_hooks(tmp_path, [f"SIGTERM@{hook}"], args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert said in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
     then hangs; a second Ctrl-C stops the teardown, and the report is printed."""
