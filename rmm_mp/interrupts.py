@@ -50,6 +50,17 @@ def ends_with_command() -> None:
     _process_ends_with_command = True
 
 
+def decided(status: int) -> NoReturn:
+    """A command that holds no guard has given all its output: end it with exit status
+    ``status`` (SystemExit). In the rmm-mp program (ends_with_command) Ctrl-C and SIGTERM are
+    ignored from here to the process's end: one then made it die with 130 or 143, or printed a
+    traceback, after the verdict was given. A process that goes on keeps its handlers."""
+    if _process_ends_with_command and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    raise SystemExit(status)
+
+
 def repeated_sigterm(signum: int) -> bool:
     """Whether signal ``signum`` is a SIGTERM copy of the one taken less than REPEAT_S ago (the
     handler then ignores it); a SIGTERM that is not notes its time."""
@@ -151,7 +162,7 @@ class Interrupts:
         (SystemExit). A signal from now on is ignored: it came too late to stop anything, and
         must not change the status (up to the process's end with ends_with_command)."""
         self.final = True
-        raise SystemExit(status)
+        decided(status)
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal

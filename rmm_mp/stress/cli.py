@@ -34,7 +34,7 @@ from rmm_mp.hw import orphans, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
-from rmm_mp.interrupts import Interrupts
+from rmm_mp.interrupts import Interrupts, decided
 from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, replacing, write_files
 from rmm_mp.stress import schedule as schedule_file
@@ -505,9 +505,10 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         if errors:      # checked before attaching; a disk can still fill up meanwhile
             click.echo(f"error: {errors[0]}", err=True)
             raise SystemExit(2)
-    if not report.ok:
-        settled = quiescent and not died
-        raise SystemExit(1 if settled or not (no_pause or participants or died or creator is not None) else 3)
+    settled = quiescent and not died
+    # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
+    decided(0 if report.ok else 1 if settled or not (no_pause or participants or died or creator is not None)
+            else 3)
 
 
 def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple[int, int | None]]:

@@ -630,6 +630,19 @@ def test_a_signal_as_the_process_ends_keeps_the_exit_status(tmp_path: Path, sign
     assert no_segments_of(pid)
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_as_check_ends_keeps_its_verdict(tmp_path: Path, machine: Machine, signame: str) -> None:
+    """`rmm-mp check` has printed that the invariants hold (exit status 0) and the interpreter
+    shuts down when Ctrl-C or SIGTERM comes: the status stays 0, with no traceback. SIGTERM made
+    it die of the signal (143) and Ctrl-C printed a KeyboardInterrupt traceback, after a
+    verdict already given; found by sending the signal from the last atexit function."""
+    proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL, signame, "check", machine.name, "--no-pause"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "not paused (--no-pause)" in proc.stdout and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("hook, args, said", [
     ("rmm_mp.workload.cli:announce", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"],
