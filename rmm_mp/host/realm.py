@@ -231,6 +231,9 @@ class HostRealm:
     """(base IPA, size) of the RIPAS RAM range."""
     image: tuple[int, int] = (0, 0)
     """(IPA, granules) of the populated image."""
+    roots_kept: bool = False
+    """The root run is the caller's (create_realm's rtt_base): destroy_realm undelegates it and
+    leaves it allocated, for the caller's next realm."""
 
     @property
     def roots(self) -> tuple[int, ...]:
@@ -272,10 +275,15 @@ def delegated_granule(cpu: "Cpu", alloc: "NsAllocator") -> int:
 
 def release_granule(cpu: "Cpu", alloc: "NsAllocator", pa: int) -> None:
     """Undelegate a granule the RMM gave back (or never used) and free it (free_delegated_page)."""
+    undelegate_granule(cpu, pa)
+    alloc.free(pa)
+
+
+def undelegate_granule(cpu: "Cpu", pa: int) -> None:
+    """Undelegate a granule the RMM gave back (or never used), keeping it allocated."""
     x0 = cpu.smc(UNDELEGATE, pa)[0]
     if x0 != SUCCESS:
         raise HostError(UNDELEGATE, (pa,), x0, "the granule was returned to the host, so it must be DELEGATED")
-    alloc.free(pa)
 
 
 # -- stage 2 -----------------------------------------------------------------------------------------

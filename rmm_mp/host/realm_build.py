@@ -1,8 +1,9 @@
 """Building a realm the way Linux KVM does on RMM 1.0 (kvm-client.md section 1.2).
 
     create_realm   VMID; DELEGATE RD; DELEGATE the root RTTs (contiguous, aligned to their
-                   number); REALM_CREATE; REC_AUX_COUNT; RTT_INIT_RIPAS over the RAM; DATA_CREATE
-                   per image granule; per REC: DELEGATE REC + aux, REC_CREATE; REALM_ACTIVATE
+                   number; allocated, or a run the caller keeps); REALM_CREATE; REC_AUX_COUNT;
+                   RTT_INIT_RIPAS over the RAM; DATA_CREATE per image granule; per REC:
+                   DELEGATE REC + aux, REC_CREATE; REALM_ACTIVATE
 
 The order is KVM's (kvmtool's CREATE_REALM, INIT_RIPAS, POPULATE, vCPU finalize, ACTIVATE),
 and it decides the RIM: REALM_CREATE, each INIT_RIPAS entry, each measured DATA_CREATE and the
@@ -31,6 +32,7 @@ from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.host.realm import (
     ERROR_RTT, GRANULE, PAGE_LEVEL, SUCCESS, HostError, HostRealm, HostRec, RealmSpec, create_rtt_levels,
     delegated_granule, find_map_level, host_features, index, num_roots, release_granule, start_level, status,
+    undelegate_granule,
 )
 from rmm_mp.host.realm_teardown import destroy_realm
 
@@ -49,8 +51,14 @@ MAX_AUX = 16
 """RmiRecParams has room for 16 aux granules."""
 
 
-def create_realm(cpu: "Cpu", alloc: "NsAllocator", spec: RealmSpec) -> HostRealm:
+def create_realm(cpu: "Cpu", alloc: "NsAllocator", spec: RealmSpec, rtt_base: int | None = None) -> HostRealm:
     """Build the realm ``spec`` describes on ``cpu``; returns its record.
+
+    ``rtt_base``: a run of NS granules the caller allocated for the root RTTs (num_roots of
+    them, aligned to their number) and keeps for the realm's next generation: the build
+    delegates it instead of allocating one, and destroy_realm (or a failed build) undelegates
+    it but does not free it (HostRealm.roots_kept). A caller that rebuilds realms keeps the run
+    because a fragmented allocator may have single free granules enough but no aligned run.
 
     Raises:
         ValueError if the platform cannot host the spec (IPA width, hash algorithm);
@@ -59,7 +67,7 @@ def create_realm(cpu: "Cpu", alloc: "NsAllocator", spec: RealmSpec) -> HostRealm
     """
     fr0 = host_features(cpu)
     _check_supported(spec, fr0)
-    realm = _create_rd(cpu, alloc, spec, fr0)
+    realm = _create_rd(cpu, alloc, spec, fr0, rtt_base)
     recs: list[HostRec] = []
     try:
         x0, num_aux = cpu.smc(REC_AUX_COUNT, realm.rd)[:2]
@@ -111,42 +119,52 @@ def realm_params(spec: RealmSpec, fr0: int, vmid: int, rtt_base: int) -> bytes:
         rtt_num_start=num_roots(spec.ipa_width, level)))
 
 
-def _create_rd(cpu: "Cpu", alloc: "NsAllocator", spec: RealmSpec, fr0: int) -> HostRealm:
-    """VMID, RD and roots delegated, REALM_CREATE; everything is undone if it fails."""
+def _create_rd(cpu: "Cpu", alloc: "NsAllocator", spec: RealmSpec, fr0: int, rtt_base: int | None) -> HostRealm:
+    """VMID, RD and roots delegated, REALM_CREATE; everything is undone if it fails (a root
+    run the caller gave is undelegated, not freed)."""
     level = start_level(spec.ipa_width)
     count = num_roots(spec.ipa_width, level)
+    kept = rtt_base is not None
+    if rtt_base is not None and (rtt_base < 0 or rtt_base % (count * GRANULE)):
+        raise ValueError(f"rtt_base = {rtt_base:#x}: expected the PA of a run of {count} NS granules aligned to "
+                         f"{count} granules (rtt_num_start of a {spec.ipa_width}-bit realm)")
     vmid = alloc.alloc_vmid()
-    held: list[int] = []
-    base = -1
+    rd = -1
+    roots: list[int] = []
     try:
-        held.append(delegated_granule(cpu, alloc))
-        base = alloc.alloc(count, count)
+        rd = delegated_granule(cpu, alloc)
+        base = rtt_base if rtt_base is not None else alloc.alloc(count, count)
         for i in range(count):
             pa = base + i * GRANULE
             x0 = cpu.smc(DELEGATE, pa)[0]
             if x0 != SUCCESS:
-                alloc.free(pa, count - i)
-                base = -1
+                if not kept:
+                    alloc.free(pa, count - i)
                 raise HostError(DELEGATE, (pa,), x0, "an allocated root RTT granule must be NS")
-            held.append(pa)
+            roots.append(pa)
         params = alloc.alloc()
         try:
             cpu.machine.ns_write(params, realm_params(spec, fr0, vmid, base))
-            x0 = cpu.smc(REALM_CREATE, held[0], params)[0]
+            x0 = cpu.smc(REALM_CREATE, rd, params)[0]
         finally:
             alloc.free(params)
         if x0 != SUCCESS:
-            raise HostError(REALM_CREATE, (held[0], params), x0, "the parameters are ones RMI_FEATURES offers, the "
-                                                                 "VMID is free and RD and roots are DELEGATED")
+            raise HostError(REALM_CREATE, (rd, params), x0, "the parameters are ones RMI_FEATURES offers, the "
+                                                            "VMID is free and RD and roots are DELEGATED")
     except RmmInternalError:
         raise
     except Exception:
-        for pa in held:
-            release_granule(cpu, alloc, pa)
+        if rd >= 0:
+            release_granule(cpu, alloc, rd)
+        for pa in roots:
+            if kept:
+                undelegate_granule(cpu, pa)
+            else:
+                release_granule(cpu, alloc, pa)
         alloc.free_vmid(vmid)
         raise
-    return HostRealm(held[0], base, count, level, spec.ipa_width, vmid, spec.hash_algo, teardown=spec.teardown,
-                     ram=(spec.ram_base, spec.ram_size), image=(spec.load_ipa, spec.image_granules))
+    return HostRealm(rd, base, count, level, spec.ipa_width, vmid, spec.hash_algo, teardown=spec.teardown,
+                     ram=(spec.ram_base, spec.ram_size), image=(spec.load_ipa, spec.image_granules), roots_kept=kept)
 
 
 def _init_ripas(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int, end: int) -> None:

@@ -155,7 +155,8 @@ def destroy_recs(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm) -> None:
 
 
 def _destroy_rd(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm) -> None:
-    """REALM_DESTROY, UNDELEGATE the RD, release the VMID, UNDELEGATE the roots (kvm_destroy_realm)."""
+    """REALM_DESTROY, UNDELEGATE the RD, release the VMID, UNDELEGATE the roots (kvm_destroy_realm);
+    the roots are freed unless the caller keeps them (HostRealm.roots_kept)."""
     x0 = cpu.smc(REALM_DESTROY, realm.rd)[0]
     if x0 != SUCCESS:
         raise HostError(REALM_DESTROY, (realm.rd,), x0, "the realm has no REC left and no live root entry")
@@ -165,4 +166,5 @@ def _destroy_rd(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm) -> None:
         x0 = cpu.smc(UNDELEGATE, realm.rtt_base + i * GRANULE)[0]
         if x0 != SUCCESS:
             raise HostError(UNDELEGATE, (realm.rtt_base + i * GRANULE,), x0, "REALM_DESTROY returned the roots")
-    alloc.free(realm.rtt_base, realm.num_roots)
+    if not realm.roots_kept:
+        alloc.free(realm.rtt_base, realm.num_roots)

@@ -96,7 +96,7 @@ class RipasChurn:
         assert template is not None
         # vcpus=0: registered (the exit handlers find it in the realm table) but never queued.
         inst = realms.build(h.cpu, h.alloc, h.queue, template, -1, h.cpu.id, 0, h.job.seed, vcpus=0,
-                            name=f"ripas-churn.cpu{h.cpu.id}")
+                            name=f"ripas-churn.cpu{h.cpu.id}", rtt_base=h.roots.get((-1, h.cpu.id)))
         h.private.append(inst)
         h.counters["realms built"] += 1
         return inst

@@ -3,7 +3,8 @@
     RunPlan    what the parent gives every CPU: the phases, the realm templates, the resident
                realms, the shared delegate-churn pool, the run options
     CpuPart    what it gives one CPU: the lifecycle instances it owns (built by the parent), its
-               private delegate-churn pool and the 2 MiB runs that back its rtt-churn windows
+               private delegate-churn pool, the 2 MiB runs that back its rtt-churn windows and
+               the root runs of the realms it builds
     CpuJob     both, as one CPU sees them
     CpuResult  what the CPU returns: counters, the instances it tore down (Finished), the ones
                it leaves alive, vCPU errors it saw, pages to free after the final teardown
@@ -33,7 +34,7 @@ from rmm_mp.host.realm_teardown import split_block
 from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Instance
-from rmm_mp.workload.resolve import Phase
+from rmm_mp.workload.resolve import Phase, root_count
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -69,17 +70,22 @@ class RunPlan:
         return CpuJob(cpu, self.seed, self.cpus, self.phases, self.realms, part.owned, self.resident,
                       self.delegate_shared if part.delegate_private else (), part.delegate_private,
                       self.ripas_template, self.recording, self.tokens_dir, self.platform_key, self.phase_counts,
-                      part.backings)
+                      part.backings, part.roots)
 
 
 @dataclass(frozen=True)
 class CpuPart:
     """One CPU's own share of the plan: the lifecycle instances it owns, its private pool, the
-    runs of its rtt-churn windows (one per realm it may churn: resolve.churn_targets)."""
+    runs of its rtt-churn windows (one per realm it may churn: resolve.churn_targets), and the
+    root run of each realm it builds during the run."""
 
     owned: tuple[Instance, ...] = ()
     delegate_private: tuple[int, ...] = ()
     backings: tuple[int, ...] = ()
+    roots: tuple[tuple[tuple[int, int], int], ...] = ()
+    """((realm, index), PA) of the root run every generation of that instance is built on
+    (realm -1, index this CPU: its ripas-churn realm); allocated before any realm, kept by the
+    CPU across generations (run._prepare: a fragmented allocator may have no aligned run left)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class CpuJob:
     platform_key: bytes | None = None
     phase_counts: bool = False
     backings: tuple[int, ...] = ()
+    roots: tuple[tuple[tuple[int, int], int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,8 @@ class CpuResult:
     errors: tuple[tuple[int, int, str], ...]
     """(slot, slot generation, message) of every vCPU that failed on this CPU."""
     leftovers: tuple[int, ...]
-    """NS pages this CPU holds for resident or still-live realms; free them after teardown."""
+    """NS pages this CPU holds for resident or still-live realms, and its root runs; free them
+    after teardown."""
     delegate: tuple[int, ...] | None
     """delegate-churn's ChurnResult fields (iterations, ... private rounds), if it ran."""
     started_ns: int
@@ -168,6 +176,8 @@ class Host:
         self.delegate: tuple[int, ...] | None = None
         self.backings = list(job.backings)
         """Window runs no window holds now (a window takes one when it first backs a page)."""
+        self.roots: dict[tuple[int, int], int] = dict(job.roots)
+        """The root run each realm this CPU builds is built on, generation after generation."""
         self._idle = 0
 
     # -- running vCPUs -------------------------------------------------------------------------
@@ -198,7 +208,7 @@ class Host:
         generation = self.generation[key]
         self.generation[key] += 1
         inst = realms.build(self.cpu, self.alloc, self.queue, self.job.realms[key[0]], key[0], key[1], generation,
-                            self.job.seed)
+                            self.job.seed, rtt_base=self.roots.get(key))
         self.owned[key] = inst
         self.turned_off.discard(key)
         return inst
@@ -281,8 +291,17 @@ class Host:
         live = [i for i in self.owned.values() if i is not None] + self.private
         leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
         leftovers += [run + i * 4096 for run in self.backings for i in range(WINDOW_GRANULES)]
+        # The root runs: live instances' are freed after the parent has torn them down.
+        leftovers += [pa for key, base in self.roots.items() for pa in _root_run(self.job, key, base)]
         counters = dict(self.counters)
         counters["REC entries"] = self.loop.entries
         off = tuple((i.slot, i.gen) for k, i in self.owned.items() if i is not None and k in self.turned_off)
         return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
                          tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off)
+
+
+def _root_run(job: CpuJob, key: tuple[int, int], base: int) -> list[int]:
+    """The granules of the root run ``base`` of instance ``key`` (realm -1: the ripas-churn realm)."""
+    t = job.ripas_template if key[0] < 0 else job.realms[key[0]]
+    assert t is not None
+    return [base + i * 4096 for i in range(root_count(t))]

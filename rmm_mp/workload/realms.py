@@ -92,9 +92,11 @@ def instance_name(t: RealmTemplate, index: int, generation: int) -> str:
 
 
 def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate, realm: int, index: int,
-          generation: int, seed: int, vcpus: int | None = None, name: str | None = None) -> Instance:
+          generation: int, seed: int, vcpus: int | None = None, name: str | None = None,
+          rtt_base: int | None = None) -> Instance:
     """Build instance ``index`` (``generation``) of template ``t`` (the file's realm number
-    ``realm``; -1 for a CPU's private ripas-churn realm) and register it."""
+    ``realm``; -1 for a CPU's private ripas-churn realm) and register it. ``rtt_base``: the
+    root run the caller keeps for the instance (create_realm), or None to allocate one."""
     challenge = programs.challenge(seed, t.name, index, generation) if t.attest else None
     image = t.image
     if challenge is not None:
@@ -102,7 +104,7 @@ def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate,
         image = programs.image(programs.guest_text(t.guest), constants)
     spec = RealmSpec(ipa_width=t.ipa_width, ram_base=programs.RAM_BASE, ram_size=t.ram, hash_algo=t.hash_algo,
                      rpv=t.rpv, num_recs=t.recs, image=image, measure=t.measure, teardown=t.teardown_for(generation))
-    host = create_realm(cpu, alloc, spec)
+    host = create_realm(cpu, alloc, spec, rtt_base=rtt_base)
     try:
         slot = queue.add_realm(alloc, host, vcpus=vcpus)
     except BaseException:

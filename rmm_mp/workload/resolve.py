@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmm_mp.host.nsalloc import WORD_BITS
+from rmm_mp.host.realm import num_roots, start_level
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_SHARED_PAGES
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
@@ -29,6 +30,8 @@ from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
 from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
 
 GRANULE = 4096
+RIPAS_CHURN_IPA_WIDTH = 40
+"""IPA width of each CPU's ripas-churn realm (run.ripas_template): 2 root RTTs."""
 WINDOW_RUN = 512
 """Granules of one rtt-churn window's backing run (cpustate.WINDOW_GRANULES): 2 MiB, 2 MiB aligned."""
 CHURN_WINDOW_GRANULES = WINDOW_RUN + 4
@@ -306,6 +309,19 @@ def _capacity(w: Workload) -> None:
                      f"may churn) and the platform has {have} (2 MiB blocks wholly in DRAM with no Secure granule; "
                      f"none if DRAM does not start on a 256 KiB boundary); use fewer realms or CPUs doing "
                      f"rtt-churn, or a platform with more DRAM")
+    roots = root_runs(w)
+    for size in sorted(set(roots)):
+        # Runs of this size and the larger ones placed before them (run._prepare: largest first).
+        need = sum(r for r in roots if r >= size)
+        slots = root_slots(plat, size) - runs * (WINDOW_RUN // size)
+        if need > size * slots:
+            raise f.fail(where, biggest.instances if biggest is not None else realms,
+                         f"realms whose root runs fit in platform {plat.name!r}: each realm instance and each CPU's "
+                         f"ripas-churn realm keeps a run of its root RTTs (1..16 granules, aligned to their number) "
+                         f"for the whole run; {need} granules are in runs of {size} or more, and the platform has "
+                         f"{max(slots, 0)} runs of {size} aligned to {size} besides the rtt-churn windows' (wholly in "
+                         f"DRAM, no Secure granule); use fewer realms, an ipa_width with fewer roots, or a platform "
+                         f"with more DRAM")
 
 
 def reserve(cpus: int) -> int:
@@ -348,6 +364,48 @@ def window_runs(plat: Platform) -> int:
     first = -(-dram.base // size) * size
     return sum(1 for block in range(first, dram.end - size + 1, size)
                if not any(s.base < block + size and block < s.end for s in plat.secure))
+
+
+def root_count(t: RealmTemplate) -> int:
+    """Root RTTs of a realm of template ``t`` (rtt_num_start: 1..16, a power of two)."""
+    return num_roots(t.ipa_width, start_level(t.ipa_width))
+
+
+def root_runs(w: Workload) -> list[int]:
+    """The root runs the run allocates before any realm (run._prepare), in granules: one per
+    realm instance and one per CPU doing ripas-churn."""
+    ripas = num_roots(RIPAS_CHURN_IPA_WIDTH, start_level(RIPAS_CHURN_IPA_WIDTH))
+    runs = [root_count(t) for t in w.realms for _ in range(t.instances)]
+    return runs + [ripas] * sum(w.uses("ripas-churn", c) for c in range(w.cpus))
+
+
+def root_slots(plat: Platform, size: int) -> int:
+    """Runs of ``size`` granules (a power of two up to 16), aligned to ``size`` granules, wholly in
+    DRAM, with no Secure granule and inside one word of the allocator's bitmap (no run crosses
+    one). The root runs are allocated from empty DRAM after the rtt-churn windows, largest first,
+    each aligned to its size: when a run of ``size`` is placed, each such slot is either wholly
+    inside a run placed before it or touches none, so the runs of ``size`` and more fit exactly
+    when their granules are at most ``size`` times these slots (less those in windows' 2 MiB)."""
+    dram = plat.dram
+    count = dram.size // GRANULE
+    free = (1 << count) - 1                     # bit i: DRAM granule i is not Secure
+    for s in plat.secure:
+        lo, hi = max(s.base, dram.base), min(s.end, dram.end)
+        if lo < hi:
+            first, last = (lo - dram.base) // GRANULE, (hi - dram.base + GRANULE - 1) // GRANULE
+            free &= ~(((1 << (last - first)) - 1) << first)
+    runs = free                                 # bit i: granules i .. i + n - 1 are free, n doubling to size
+    n = 1
+    while n < size:
+        runs &= runs >> n
+        n *= 2
+    # Where a run may start: aligned to ``size`` as a PA, not crossing a word of the bitmap. The
+    # same in every word, since a word's 64 granules are a multiple of any size up to 16.
+    offset = (-(dram.base // GRANULE)) % size
+    pattern = sum(1 << bit for bit in range(offset, WORD_BITS - size + 1, size))
+    words = (count + WORD_BITS - 1) // WORD_BITS
+    starts = int.from_bytes(pattern.to_bytes(WORD_BITS // 8, "little") * words, "little")
+    return (runs & starts).bit_count()
 
 
 def churn_targets(w: Workload, cpu: int) -> int:

@@ -3,7 +3,9 @@
 ``run_workload`` is the whole sequence, in the parent process:
 
 1. make the machine (trace rings only with a trace file), allocate the 2 MiB runs of every
-   CPU's rtt-churn windows (first, while DRAM is in one piece), build every realm instance of
+   CPU's rtt-churn windows (first, while DRAM is in one piece) and the root run of every realm
+   instance and ripas-churn realm (next; a lifecycle instance's owner keeps its run for every
+   generation), build every realm instance of
    the file on CPU 0 with latency recording off (so the build is not in CPU 0's figures), allocate
    the delegate-churn pools, and make the RunPlan every CPU gets and each CPU's own CpuPart
    (the lifecycle instances it owns);
@@ -58,7 +60,9 @@ from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart, CpuResult, RunPla
 from rmm_mp.workload.engine import cpu_main
 from rmm_mp.workload.realms import Finished, Instance
 from rmm_mp.workload.report import RealmOutcome, RunReport, collect_locks
-from rmm_mp.workload.resolve import DELEGATE_PRIVATE, DELEGATE_SHARED, Workload, churn_targets
+from rmm_mp.workload.resolve import (
+    DELEGATE_PRIVATE, DELEGATE_SHARED, RIPAS_CHURN_IPA_WIDTH, Workload, churn_targets, root_count,
+)
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -131,8 +135,8 @@ class TimeUp:
 
 def ripas_template() -> RealmTemplate:
     """The realm every CPU doing ripas-churn builds for itself: ripas-loop, one REC, 2 MiB."""
-    return RealmTemplate("", "ripas-churn", "ripas-loop", 1, 2 << 20, 40, "sha256", b"", True, (), 1, False, None,
-                         "v12", programs.image(programs.RIPAS_LOOP, {}))
+    return RealmTemplate("", "ripas-churn", "ripas-loop", 1, 2 << 20, RIPAS_CHURN_IPA_WIDTH, "sha256", b"", True, (), 1,
+                         False, None, "v12", programs.image(programs.RIPAS_LOOP, {}))
 
 
 def run_workload(w: Workload, options: RunOptions = RunOptions(),
@@ -306,11 +310,22 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
         # needed one, they failed once the realms' single granules had spread over every 2 MiB.
         backings = {c: tuple(alloc.alloc(WINDOW_GRANULES, WINDOW_GRANULES) for _ in range(churn_targets(w, c)))
                     for c in range(w.cpus) if w.uses("rtt-churn", c)}
+        # Next, still from DRAM in one piece: the root run of every realm instance and of each
+        # CPU's ripas-churn realm; a lifecycle instance's owner keeps its run for every
+        # generation. Taken when needed, a run of up to 16 granules aligned to 16 could be
+        # missing though the memory check counts 16 granules of roots per realm: once single
+        # granules lay in every 64 KiB of DRAM, or on a platform with a Secure granule in each.
+        # Largest first, so the runs pack without gaps (resolve.root_slots).
+        keys = [((r, i), t) for r, t in enumerate(w.realms) for i in range(t.instances)]
+        keys += [((-1, c), ripas_template()) for c in range(w.cpus) if w.uses("ripas-churn", c)]
+        roots: dict[tuple[int, int], int] = {}
+        for key, t in sorted(keys, key=lambda kt: -root_count(kt[1])):
+            roots[key] = alloc.alloc(root_count(t), root_count(t))
         built = []
         for r, t in enumerate(w.realms):
             for index in range(t.instances):
                 part.point()
-                built.append(realms.build(cpu, alloc, queue, t, r, index, 0, w.seed))
+                built.append(realms.build(cpu, alloc, queue, t, r, index, 0, w.seed, rtt_base=roots.get((r, index))))
         shared: tuple[int, ...] = ()
         private: dict[int, tuple[int, ...]] = {}
         if w.uses("delegate-churn"):
@@ -325,7 +340,9 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
     plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
                    key, phase_counts=bool(w.file.phases))
     parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()),
-                          backings.get(c, ()))
+                          backings.get(c, ()),
+                          tuple((k, pa) for k, pa in roots.items()
+                                if (w.owner(*k) if k[0] >= 0 else k[1]) == c))
                   for c in range(w.cpus))
     return plan, parts, (shared, private)
 
@@ -395,6 +412,9 @@ def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, 
         part.point()
         try:
             realms.destroy(cpu, alloc, queue, inst)
+            if inst.realm >= 0 and not w.realms[inst.realm].lifecycle and inst.host.roots_kept:
+                # A resident realm's root run (_prepare); lifecycle ones come back as leftovers.
+                alloc.free(inst.host.rtt_base, inst.host.num_roots)
         except (HostError, RunQueueError) as exc:
             problems.append(f"tearing down {inst.name} failed: {exc}")
     for r in results.values():

@@ -332,3 +332,39 @@ def test_unsupported_ipa_width_is_refused_before_any_call(machine: Machine) -> N
     with pytest.raises(ValueError, match="at most 48 bits"):
         create_realm(cpu, alloc, RealmSpec(ipa_width=52))
     _all_ns_and_empty(machine, alloc)
+
+
+def test_a_root_run_of_the_callers_is_kept(machine: Machine) -> None:
+    """create_realm on a root run the caller allocated (rtt_base), built twice: the realm's
+    roots are that run, destroy_realm leaves it allocated and NS (and so does a build that runs
+    out of memory and rolls back); freed by the caller, everything is NS and free again."""
+    cpu, alloc = machine.cpu(0), NsAllocator(machine, 0)
+    roots = alloc.alloc(16, 16)
+    spec = RealmSpec(ipa_width=43, ram_size=2 * MiB, image=IMAGE[:G])
+    for _ in range(2):
+        realm = create_realm(cpu, alloc, spec, rtt_base=roots)
+        assert (realm.rtt_base, realm.num_roots, realm.roots_kept) == (roots, 16, True)
+        assert _state(machine, roots + 15 * G) == GranuleState.RTT
+        destroy_realm(cpu, alloc, realm, "legacy")
+        assert alloc.in_use == 16 and alloc.allocated(roots + 15 * G)
+        assert all(_state(machine, roots + i * G) == GranuleState.NS for i in range(16))
+    hog = [alloc.alloc() for _ in range(alloc.statistics().granules_free - 30)]
+    with pytest.raises(OutOfGranules):
+        create_realm(cpu, alloc, RealmSpec(ipa_width=43, ram_size=2 * MiB, num_recs=2), rtt_base=roots)
+    assert alloc.in_use == len(hog) + 16 and alloc.allocated(roots)
+    for pa in hog:
+        alloc.free(pa)
+    alloc.free(roots, 16)
+    _all_ns_and_empty(machine, alloc)
+
+
+def test_a_misaligned_root_run_is_refused_before_any_call(machine: Machine) -> None:
+    """A 43-bit realm has 16 roots: an rtt_base 8 granules into a 64 KiB block is refused with
+    ValueError naming rtt_base, the value and the alignment; nothing is allocated or delegated."""
+    cpu, alloc = machine.cpu(0), NsAllocator(machine, 0)
+    roots = alloc.alloc(16, 16)
+    with pytest.raises(ValueError, match=rf"rtt_base = {roots + 8 * G:#x}: expected .* 16 NS granules aligned to 16"):
+        create_realm(cpu, alloc, RealmSpec(ipa_width=43, ram_size=2 * MiB), rtt_base=roots + 8 * G)
+    assert alloc.in_use == 16 and alloc.statistics().vmids_in_use == 0
+    alloc.free(roots, 16)
+    _all_ns_and_empty(machine, alloc)
