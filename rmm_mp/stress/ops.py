@@ -84,7 +84,8 @@ class Operations:
         self.queue = self.loop.queue
         self.errors_seen = 0
         self.counts: dict[str, int] = {}
-        """Operations by kind (and "vcpu-idle", "relaunch")."""
+        """Operations completed by kind (counted by the worker) and vCPU events ("rec-enter",
+        "vcpu-idle", "relaunch")."""
         n = cpu.machine.cpus
         self.guests = {slot: (name, realm) for i, (name, slot, realm) in enumerate(pop.guests) if i % n == cpu.id}
         self.my_recs: list[tuple[int, tuple[int, ...]]] = []
@@ -97,7 +98,8 @@ class Operations:
     def pick(self, weights: dict[str, float]) -> "list[Callable[[random.Random], None]]":
         return [self.table[name] for name in weights]
 
-    def _count(self, what: str) -> None:
+    def count(self, what: str) -> None:
+        """One more operation of kind ``what`` completed, or one more event (``"rec-enter"``, ...)."""
         self.counts[what] = self.counts.get(what, 0) + 1
 
     def call(self, fid: int, allowed: "set[int] | frozenset[int]", *args: int) -> tuple[int, ...]:
@@ -122,10 +124,10 @@ class Operations:
     def vcpu(self, rng: random.Random) -> None:
         vcpu = self.queue.take(self.cpu.id)
         if vcpu is None:
-            self._count("vcpu-idle")
+            self.count("vcpu-idle")
             self._relaunch()
             return
-        self._count("rec-enter")
+        self.count("rec-enter")
         self.loop.step(vcpu)
         if len(self.loop.errors) > self.errors_seen:
             self.errors_seen = len(self.loop.errors)
@@ -144,7 +146,7 @@ class Operations:
             self.queue.release_realm(self.alloc, slot)
             fresh = create_realm(self.cpu, self.alloc, guest_specs()[name])
             del self.guests[slot]
-            self._count("relaunch")
+            self.count("relaunch")
             self.guests[self.queue.add_realm(self.alloc, fresh)] = (name, fresh)
             return
 

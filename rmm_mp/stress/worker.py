@@ -147,7 +147,8 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
 def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, probe: Probe,
          sched: Scheduler | None, part: Participant, result: CpuResult) -> str:
     weights = WORKLOADS[cfg.workload]
-    fns, w = ops.pick(weights), list(weights.values())
+    kinds, w = list(weights), list(weights.values())
+    operation = dict(zip(kinds, ops.pick(weights)))
     rng = random.Random(cfg.seed * 1_000_003 + cpu.id)
     control = cpu.machine.control
     try:
@@ -168,8 +169,12 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
                 # Free-running: park here while the parent (or `rmm-mp check`) checks. A
                 # deterministic run has no such point: parking would hold up the schedule.
                 part.point()
-            rng.choices(fns, w)[0](rng)
+            # Drawing the kind's name draws exactly what drawing its function did (choices
+            # looks only at the weights), so schedules recorded before stay valid.
+            kind = rng.choices(kinds, w)[0]
+            operation[kind](rng)
             result.ops += 1
+            ops.count(kind)
             seg.count_op(cpu.id)
     except StressAbort:
         return "aborted"

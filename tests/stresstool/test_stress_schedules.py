@@ -14,6 +14,7 @@ import pytest
 from rmm_mp.hw import points
 from rmm_mp.stress import StressConfig, run, timeline
 from rmm_mp.stress import schedule as schedule_file
+from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.sched import splitmix64
 from rmm_mp.stress import shrink as shrinking
 from rmm_mp.stress.report import StressReport
@@ -46,6 +47,19 @@ def test_one_seed_one_run(strategy: str) -> None:
     assert a.quiescent_checks > 0
     if strategy == "pct":
         assert a.preemptions < a.switches or a.switches <= 3
+
+
+def test_counts_give_the_operations_by_kind() -> None:
+    """A short deterministic run of the mixed workload: the JSON's `counts` (docs/stress.md:
+    "operations and events by kind, over all CPUs") holds each operation kind that ran, and
+    those add up to the operations per CPU; the vCPU events (`rec-enter`) are there beside them.
+    Before, only the vCPU events were counted and no operation kind appeared."""
+    report = run(StressConfig(workload="mixed", seed=3, schedule="random", steps=1500, seconds=120))
+    assert report.ok, report.text()
+    counts = report.to_json()["counts"]
+    kinds = {k: n for k, n in counts.items() if k in WORKLOADS["mixed"]}
+    assert sum(kinds.values()) == sum(report.ops.values()) > 0, counts
+    assert "vcpu" in kinds and "rec-enter" in counts, counts
 
 
 def test_shrink_keeps_the_finding_with_fewer_steps_and_preemptions() -> None:
