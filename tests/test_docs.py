@@ -107,3 +107,65 @@ def test_readme_counts_the_bug_and_pair_catalogs() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"a catalog of {len(BUGS)} injectable locking bugs" in readme
     assert f"{len(PAIRS)} pairs of calls ({with_guest} with a REC running a guest)" in readme
+
+
+# -- command lines the docs show ------------------------------------------------------------------
+
+COMMAND_SPAN = re.compile(r"`([^`\n]+)`|^(?:\s*\$?\s*)(rmm-mp .*|(?:python )?tools/\S+\.py.*)$", re.M)
+"""An inline code span, or a line of a code block that starts with a command."""
+TOOL = re.compile(r"(?:tools/)?(bench_\w+|gen_docs)\.py")
+
+
+def _click_options() -> dict[str, set[str]]:
+    """Every `rmm-mp` command path ("run", "attest verify", "" for the group) and its long options."""
+    import click
+
+    from rmm_mp.cli import main
+
+    found: dict[str, set[str]] = {}
+
+    def walk(cmd: click.Command, path: str) -> None:
+        found[path] = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")} | {"--help"}
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}".strip())
+
+    walk(main, "")
+    return found
+
+
+def _tool_options() -> dict[str, set[str]]:
+    """Each tool's long options: the string literals of its source that are one (what argparse's
+    add_argument names, or gen_docs.py looks for in sys.argv)."""
+    return {p.stem: set(re.findall(r"[\"'](--[a-z][a-z0-9-]*)[\"']", p.read_text())) | {"--help"}
+            for p in (ROOT / "tools").glob("*.py")}
+
+
+def test_every_option_a_doc_gives_a_command_exists() -> None:
+    """In README.md and docs/, every `--option` written after `rmm-mp COMMAND` (in a code span or
+    on a command line of a code block, up to its `#` comment) or after `tools/NAME.py` is an
+    option of that very command or tool: a renamed or removed option, or one moved to another
+    command, that a doc still shows fails here."""
+    commands, tools = _click_options(), _tool_options()
+    paths = sorted(commands, key=lambda p: -len(p.split()))
+    checked, wrong = 0, []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in COMMAND_SPAN.finditer(doc.read_text()):
+            text = (match.group(1) or match.group(2)).split(" #")[0]
+            for part in re.split(r"(?=\brmm-mp |(?<![\w/])(?:python )?tools/)", text):
+                tool = TOOL.match(part.removeprefix("python ").strip())
+                if tool is not None:
+                    name, known = tool.group(1), tools.get(tool.group(1))
+                elif part.startswith("rmm-mp "):
+                    words = " ".join(w for w in part.split()[1:3] if re.fullmatch(r"[a-z]+", w))
+                    name = next((p for p in paths if f"{words} ".startswith(f"{p} ")), "")
+                    known = commands[name]
+                else:
+                    continue
+                for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", part):
+                    checked += 1
+                    if known is None or option not in known:
+                        wrong.append(f"{doc.relative_to(ROOT)}: {name or 'rmm-mp'} {option} in {text!r}")
+    assert checked > 40, "the scan finds the docs' command lines"
+    assert not wrong, wrong
+
