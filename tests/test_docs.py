@@ -169,3 +169,35 @@ def test_every_option_a_doc_gives_a_command_exists() -> None:
     assert checked > 40, "the scan finds the docs' command lines"
     assert not wrong, wrong
 
+
+
+# -- catalogs docs/stress.md lists ----------------------------------------------------------------
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table after ``heading``, as lists of cell texts."""
+    section = text[text.index(heading):]
+    table = re.search(r"^\|.*\|\n\|[-| ]+\|\n((?:\|.*\|\n)+)", section, re.M)
+    assert table is not None, heading
+    return [[cell.strip() for cell in row.strip().strip("|").split(" | ")] for row in table.group(1).splitlines()]
+
+
+def test_stress_doc_lists_the_bug_and_pair_catalogs_and_the_workloads() -> None:
+    """docs/stress.md's bug table names every catalogued bug once, in catalog order, with the
+    checker and rule that catch it; its pair table names every explorer pair, in catalog order;
+    its workload table gives each stress workload's weights: a bug, pair or weight changed in
+    the code without the doc fails here."""
+    from rmm_mp.stress.bugs import BUGS
+    from rmm_mp.stress.explore_pairs import PAIRS
+    from rmm_mp.stress.ops import WORKLOADS
+    text = (ROOT / "docs" / "stress.md").read_text()
+    bugs = _table_rows(text, "## The bug catalog")
+    assert [row[0] for row in bugs] == [f"`{name}`" for name in BUGS]
+    for name, row in zip(BUGS, bugs):
+        assert row[2].startswith(f"{BUGS[name].checker}: {BUGS[name].rule}"), (name, row[2])
+    pairs = _table_rows(text, "| pair | the race |")
+    assert [row[0] for row in pairs] == [f"`{name}`" for name in PAIRS]
+    documented = {}
+    for name, weights in _table_rows(text, "| workload | weights |"):
+        items = [item.split() for item in weights.split(", ")]
+        documented[name.strip("`")] = {w[0]: float(w[1]) if len(w) > 1 else 1.0 for w in items}
+    assert documented == WORKLOADS
