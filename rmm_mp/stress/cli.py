@@ -157,7 +157,14 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
 
     WORKLOAD is the mix of operations, one of lifecycle, mixed, realms, rtts and tables
     (docs/stress.md, "Workloads"): mixed by default, or with --inject the first injected bug's
-    own workload (rmm-mp stress --list-bugs)."""
+    own workload (rmm-mp stress --list-bugs).
+
+    Exit status: 0 no finding; 1 findings, an interrupted run (Ctrl-C or SIGTERM: the report of
+    what ran is still printed), a replay that did not reproduce its recording (a replay of a
+    recording with findings exits 1 either way: --json gives the verdict), or a report file
+    that could not be written; 2 bad usage, found before the run starts (an option the run
+    would not use, an output path that cannot be written, a --replay file that is no schedule
+    file)."""
     if list_bugs:
         click.echo(catalog_text())
         return

@@ -48,7 +48,12 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     """Run each PAIR of RMI calls (default: every pair) serially both ways and interleaved at every
     lock event of the first, and report each interleaving whose results or end state neither
     serial order gives (nor, where a call is a REC_ENTER, the other call run while the REC runs:
-    docs/stress.md, "The interleaving explorer")."""
+    docs/stress.md, "The interleaving explorer").
+
+    Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
+    reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
+    the run was interrupted (Ctrl-C), or the JSON could not be written; 2 bad usage (an
+    unknown pair, an unwritable --json path)."""
     if list_pairs:
         width = max(len(n) for n in PAIRS)
         for pair in PAIRS.values():
