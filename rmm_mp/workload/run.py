@@ -10,9 +10,9 @@
    the delegate-churn pools, and make the RunPlan every CPU gets and each CPU's own CpuPart
    (the lifecycle instances it owns);
 2. run one CPU process per CPU (engine.cpu_main), with the progress bar; a timed run's CPUs
-   stop themselves, and one still running well after the end, or not yet at the start barrier
-   long after the CPUs were started, is asked to stop (TimeUp), then killed and reported once
-   run_cpus's grace time is over;
+   stop themselves, and one still running well after the end, or (in any run) not yet at the
+   start barrier long after the CPUs were started, is asked to stop (TimeUp), then killed and
+   reported once run_cpus's grace time is over;
 3. read the figures: latency histograms and lock statistics per CPU, the trace rings (to the
    trace file), each realm instance's outcome;
 4. check the quiescent machine (rmm_mp.check.invariants), then tear everything down: drain the
@@ -96,10 +96,11 @@ times runtime.oversubscription."""
 
 
 class TimeUp:
-    """run_cpus's on_tick verdict for a timed run: "time is up" once ``seconds`` and OVERRUN_S
-    have passed since the parent saw every CPU at the start barrier, or once ``startup`` seconds
-    (STARTUP_S) have passed with some CPU not there yet; None before, and always for a run
-    bounded by steps.
+    """run_cpus's on_tick verdict: "time is up" once ``startup`` seconds (STARTUP_S) have passed
+    with some CPU not at the start barrier yet, for a timed run and a run bounded by steps
+    (``seconds`` None) alike; for a timed run also once ``seconds`` and OVERRUN_S have passed
+    since the parent saw every CPU at the barrier. None otherwise: a run bounded by steps, once
+    every CPU has passed the barrier, waits for its CPUs (its length is not known in advance).
 
     The CPUs time themselves from the barrier and end between steps, so in a healthy run they
     are all gone by then. One still running is stuck (stopped with SIGSTOP, or spinning on a
@@ -108,7 +109,9 @@ class TimeUp:
     slack covers the last step of a CPU on an oversubscribed host and a CPU that saw the
     barrier later than the parent did (a stop between steps is harmless anyway). A CPU stuck
     before the barrier (stopped while it started up) held the others there, and the run, for
-    ever: the CPUs at the barrier leave it when asked to stop, the stuck one is killed."""
+    ever: the CPUs at the barrier leave it when asked to stop, the stuck one is killed. That
+    holds for a run of ``--iterations`` too, which used to have no bound at all and hung until
+    Ctrl-C."""
 
     def __init__(self, seconds: float | None, arrived: Callable[[], bool], overrun: float = OVERRUN_S,
                  startup: float = STARTUP_S) -> None:
@@ -120,13 +123,13 @@ class TimeUp:
         """The elapsed time at which the parent first saw every CPU arrived."""
 
     def __call__(self, elapsed: float) -> str | None:
-        if self.seconds is None:
-            return None
         if self.since is None:
             if self.arrived():
                 self.since = elapsed
             elif elapsed >= self.startup:
                 return f"time is up (CPUs not all at the start barrier {self.startup:g} s after they were started)"
+            return None
+        if self.seconds is None:
             return None
         if elapsed - self.since >= self.seconds + self.overrun:
             return f"time is up (CPUs still running {self.overrun:g} s after the run's end)"

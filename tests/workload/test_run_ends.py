@@ -52,13 +52,15 @@ def _stop_once_running(machine: Machine, released: threading.Event) -> None:
 
 
 def _run_with_a_stopper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                        stopper: Callable[[Machine, threading.Event], None]) -> RunReport:
-    """A 0.5 s run of 2 CPUs (1 s grace time on any host) with ``stopper(machine, released)`` in
-    a thread from the moment the machine exists; ``released`` is set once the run has ended."""
+                        stopper: Callable[[Machine, threading.Event], None],
+                        length: str = "seconds = 0.5") -> RunReport:
+    """A run of 2 CPUs (0.5 s unless ``length`` says otherwise; 1 s grace time on any host) with
+    ``stopper(machine, released)`` in a thread from the moment the machine exists; ``released``
+    is set once the run has ended."""
     monkeypatch.setattr(run, "GRACE_S", 1.0)
     monkeypatch.setattr(run, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
     path = tmp_path / "w.toml"
-    path.write_text("seconds = 0.5\ncpus = 2\nactivities = { delegate-churn = 1 }\n")
+    path.write_text(f"{length}\ncpus = 2\nactivities = {{ delegate-churn = 1 }}\n")
     released = threading.Event()
     watchers: list[threading.Thread] = []
 
@@ -109,13 +111,16 @@ def _stop_a_cpu_as_it_starts(released: threading.Event) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("length", ["seconds = 0.5", "iterations = 50"])
+def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     length: str) -> None:
     """A CPU process stopped while it starts up never reaches the start barrier, where the other
-    CPUs wait for it: the run used to wait for ever (TimeUp counted only from the barrier). Now
-    the CPUs are asked to stop STARTUP_S after they were started, and the stuck one is killed."""
+    CPUs wait for it: the run used to wait for ever (TimeUp counted only from the barrier, and
+    for a run of iterations not at all). Now the CPUs of a timed run and of a run of iterations
+    alike are asked to stop STARTUP_S after they were started, and the stuck one is killed."""
     monkeypatch.setattr(run, "STARTUP_S", 4.0)
-    report = _run_with_a_stopper(tmp_path, monkeypatch, lambda machine, released: _stop_a_cpu_as_it_starts(released))
+    report = _run_with_a_stopper(tmp_path, monkeypatch, lambda machine, released: _stop_a_cpu_as_it_starts(released),
+                                 length)
     # The stopped CPU is killed; on a loaded host the other may not have reached the barrier in
     # 4 s either, and is then killed the same way.
     hows = [f.how for f in report.failures]
@@ -125,19 +130,18 @@ def test_a_cpu_stuck_before_the_start_barrier_is_killed_and_reported(tmp_path: P
 
 
 def test_time_up_waits_for_the_barrier_at_most_startup_seconds() -> None:
-    """A timed run whose CPUs are not all at the start barrier is up once ``startup`` seconds have
-    passed, not before; a run bounded by steps never is."""
-    arrived = [False]
-    timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S, startup=50.0)
-    assert timed(49.9) is None
-    assert timed(50.0) == "time is up (CPUs not all at the start barrier 50 s after they were started)"
-    assert TimeUp(None, lambda: False)(1e9) is None     # a run of steps waits for its CPUs
+    """A run whose CPUs are not all at the start barrier is up once ``startup`` seconds have
+    passed, not before: a timed run and a run bounded by steps (seconds None) alike."""
+    for seconds in (2.0, None):
+        timed = TimeUp(seconds, lambda: False, run.OVERRUN_S, startup=50.0)
+        assert timed(49.9) is None
+        assert timed(50.0) == "time is up (CPUs not all at the start barrier 50 s after they were started)"
 
 
 def test_time_up_counts_from_the_barrier_and_never_ends_a_run_of_steps() -> None:
-    """TimeUp says nothing before the barrier however long start-up takes, says "time is up" exactly
+    """TimeUp says nothing before the barrier up to ``startup`` seconds, says "time is up" exactly
     when the run's seconds plus the overrun have passed since the barrier, and never for a counted
-    run."""
+    run whose CPUs all passed the barrier."""
     arrived = [False]
     timed = TimeUp(2.0, lambda: arrived[0], run.OVERRUN_S, startup=150.0)
     assert timed(100.0) is None                 # start-up: up to ``startup`` seconds
@@ -145,7 +149,8 @@ def test_time_up_counts_from_the_barrier_and_never_ends_a_run_of_steps() -> None
     assert timed(101.0) is None                 # the barrier, seen at 101 s
     assert timed(101.0 + 2.0 + run.OVERRUN_S - 0.01) is None
     assert timed(101.0 + 2.0 + run.OVERRUN_S).startswith("time is up")
-    assert TimeUp(None, lambda: True)(1e9) is None
+    counted = TimeUp(None, lambda: True, run.OVERRUN_S, startup=150.0)
+    assert counted(1.0) is None and counted(1e9) is None   # past the barrier a run of steps waits for its CPUs
 
 
 def test_the_allowances_grow_with_the_cpus_per_host_core(monkeypatch: pytest.MonkeyPatch) -> None:
