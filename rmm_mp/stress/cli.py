@@ -399,7 +399,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     listed.
 
     A participant whose process died without leaving (SIGKILL) is not waited for: a line
-    names it (dead, not waited for: CPU n (pid P) ...).
+    names it (dead, not waited for: CPU n (pid P) ...), and its CPU's line, if listed, says
+    "CPU n (its process is dead)".
 
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
@@ -419,7 +420,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
     """The body of ``check`` (below click's handling of Ctrl-C)."""
     from rmm_mp.machine import Machine
-    from rmm_mp.stress.watchdog import snapshots
+    from rmm_mp.stress.watchdog import DEAD, snapshots
     try:
         check_output("--json", json_path)
     except ValueError as exc:
@@ -449,7 +450,9 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         elif creator is None:
             dead = census(machine.control).dead
         report = invariants(machine)
-        snaps = snapshots(machine)
+        died = _dead_participants(machine, dead)
+        # A dead CPU's line says so: "(running)" read as if its call and locks were in use.
+        snaps = snapshots(machine, dead={cpu for _, cpu in died if cpu is not None})
         if not no_pause and creator is None:
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
             # So does a lapsed lease (this process stopped or starved for longer than it): the
@@ -481,7 +484,6 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
                      f"{_UNSETTLED}")
         busy = [s for s in snaps if s.call or s.held]
-        died = _dead_participants(machine, dead)
         click.echo(state)
         if died:
             # Not awaited by the pause; the machine is not quiescent where they died.
@@ -502,8 +504,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             "granules": report.granules,
             "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
-            "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held)}
-                     for s in snaps]}
+            "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held),
+                      "dead": s.status == DEAD} for s in snaps]}
     if json_path:
         errors: list[str] = []
         with Interrupts(sigterm=True) as stop:

@@ -24,6 +24,7 @@ This module owns the stuck analysis and the snapshots. It must not change the ma
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -86,10 +87,17 @@ def owner_text(machine: "Machine", word: int) -> str:
     return f"CPU {cpu}" if not word & HOST_OWNER_FLAG else f"the host process of CPU {cpu}"
 
 
+DEAD = "its process is dead"
+"""The status of a CPU whose process died without leaving the machine (``snapshots``'s
+``dead``): its call was cut off where it died and its locks stay held."""
+
+
 def snapshots(machine: "Machine", seg: StressSegment | None = None,
-              waiting: dict[int, int] | None = None) -> list[CpuSnapshot]:
+              waiting: dict[int, int] | None = None, dead: Collection[int] = ()) -> list[CpuSnapshot]:
     """Every CPU's snapshot. Locks are found by scanning lock words (a host-owner word counts
-    for the CPU bound to that process); ``waiting`` overrides the published wait (granule PA)."""
+    for the CPU bound to that process); ``waiting`` overrides the published wait (granule PA);
+    the CPUs in ``dead`` (whose process the caller knows to have died) have the status DEAD,
+    where "running" (or the segment's status) read as if the CPU were still at work."""
     table = machine.granule_table(0)
     locks, _ = table.snapshot()
     held: dict[int, list[int]] = {}
@@ -116,6 +124,8 @@ def snapshots(machine: "Machine", seg: StressSegment | None = None,
         wait = table.addr(wait_idx) if wait_idx >= 0 else -1
         if waiting is not None and cpu in waiting:
             wait = waiting[cpu]
+        if cpu in dead:
+            status = DEAD
         out.append(CpuSnapshot(cpu, status, call, wait, tuple(held.get(cpu, ())), tuple(host_held.get(cpu, ()))))
     return out
 

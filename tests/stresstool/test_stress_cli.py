@@ -1141,8 +1141,9 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
     SIGKILL while the machine lives on, beside a live participant that parks: the check's pause
     recognises the dead one (its process is gone) and does not wait for it; it says "quiescent:
     1 of 1" and names the dead CPU, also in the JSON; a violation then exits 3 (the dead CPU's
-    call was cut off). Before, the dead process stayed counted and every pause waited --wait
-    seconds and said "NOT quiescent: 1 of 2 CPUs parked"."""
+    call was cut off), and the dead CPU's line among the CPUs holding locks says its process is
+    dead (it said "CPU 1 (running)"), as the JSON's "dead" does. Before, the dead process stayed
+    counted and every pause waited --wait seconds and said "NOT quiescent: 1 of 2 CPUs parked"."""
     child = subprocess.Popen([sys.executable, "-c", _KILLED_CPU, machine.name], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -1163,6 +1164,7 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
                 in res.output)
         data = json.loads((tmp_path / "c.json").read_text())
         assert data["quiescent"] and data["dead_participants"] == [{"pid": child.pid, "cpu": 1}]
+        assert [c["dead"] for c in data["cpus"]] == [c == 1 for c in range(machine.cpus)]
         table = machine.granule_table(2)        # a lock word of the dead CPU 1
         table.lock(500)
         try:
@@ -1170,6 +1172,8 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
         finally:
             table.unlock(500)
         assert res.exit_code == 3 and "[lock-free]" in res.output, res.output
+        assert f"CPU 1 (its process is dead): between calls; holds {table.addr(500):#x}" in res.output, res.output
+        assert "CPU 1 (running)" not in res.output
     finally:
         leave.set()
         thread.join(10)
