@@ -19,6 +19,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.hw.cpuarea import OFF_WAIT_SPINS, OFF_WAITING_FOR
 from rmm_mp.hw.granule import host_owner
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stress import StressConfig, instrument, run
@@ -133,6 +134,48 @@ def test_snapshots_tell_a_host_copy_from_a_lock_left_between_calls(machine: Mach
     assert snaps[1].held == snaps[1].host_held == (host.addr(300),)
     assert snaps[1].describe().endswith(f"between calls, its host copying NS memory; holds {host.addr(300):#x} (host copy)")
     assert snaps[2].host_held == () and snaps[2].describe().endswith(f"between calls; holds {own.addr(301):#x}")
+
+
+def _publish_wait(machine: Machine, cpu: int, idx: int, spins: int) -> None:
+    """Write into ``cpu``'s area what stress.instrument's contended path publishes while it
+    spins: the granule index it waits for and its spin count."""
+    area = machine.cpu_area(cpu)
+    try:
+        area.view.store_u32(area.base + OFF_WAITING_FOR, idx + 1)
+        area.view.store_u64(area.base + OFF_WAIT_SPINS, spins)
+    finally:
+        area.release()
+
+
+def test_watchdog_does_not_take_a_slow_host_copy_for_a_leaked_lock(machine: Machine) -> None:
+    """CPU 0 spins (its spin count rising) on a granule that CPU 1's host holds for an NS copy
+    (a host-owner lock word, as Machine.ns_read/ns_write take) on two consecutive looks, CPU 1
+    being between calls: a copy slowed by the host's scheduler, not a lock left behind (the copy
+    releases it in a finally), so no finding. It used to be reported as "leaked-lock ... held by
+    the host process of CPU 1, which is not in a call". The same wait on CPU 1's own lock word
+    is still one."""
+    machine.cpu(1)                                          # this process is CPU 1's host
+    host = machine.granule_table(host_owner(os.getpid()))
+    own = machine.granule_table(2)                          # CPU 1's own lock word
+    dog = Watchdog(machine)
+    host.lock(300)
+    try:
+        for spins in (64, 128, 192):
+            _publish_wait(machine, 0, 300, spins)
+            assert dog.tick() is None
+    finally:
+        host.unlock(300)
+    own.lock(300)
+    try:
+        found = None
+        for spins in (256, 320):
+            _publish_wait(machine, 0, 300, spins)
+            found = dog.tick()
+    finally:
+        own.unlock(300)
+        _publish_wait(machine, 0, -1, 0)
+    assert found is not None and found.rule == "leaked-lock", found
+    assert "held by CPU 1, which is not in a call" in found.message
 
 
 def _cpu_pid(seg: StressSegment, cpu: int) -> int:
