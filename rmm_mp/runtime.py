@@ -66,6 +66,11 @@ class CpuFailure:
     on_request: bool = False
     """Killed by a second Ctrl-C or SIGTERM while it stopped: the caller asked for it, so it
     says nothing about the CPU's own work (its call under way was cut off)."""
+    terminated: bool = False
+    """Killed by run_cpus because it had not returned when the grace time after a stop was
+    over (``how`` says so), rather than dead of its own accord: a caller that knows the CPU
+    was only waiting then (the stress tool's deterministic run, for a CPU without the turn)
+    need not count it as a failure of the CPU's own work."""
 
     def describe(self) -> str:
         locks = ", ".join(f"{pa:#x}" for pa in self.held_locks) or "none"
@@ -480,7 +485,8 @@ class _Supervisor:
             how, tb = f"exited with status {code}", ""
         table = self.machine.granule_table(cpu_owner(cpu))
         held = tuple(table.addr(idx) for idx in table.held_by(cpu_owner(cpu)))
-        return CpuFailure(cpu, how, tb, held, cpu in self.on_request and cpu not in self.errors)
+        ours = cpu in self.terminated and cpu not in self.errors
+        return CpuFailure(cpu, how, tb, held, ours and cpu in self.on_request, ours)
 
     def _terminate(self, live: dict[int, Any], why: str, on_request: bool = False) -> None:
         # SIGKILL: the children ignore SIGTERM (see the module docstring).

@@ -145,7 +145,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
               help="Write the (shrunk) failing interleaving as a Trace Event Format timeline.")
 @click.option("--save-schedule", type=click.Path(dir_okay=False), default=None,
               help="Where a deterministic run writes its schedule (default: stress-WORKLOAD-SEED.schedule.json "
-                   "when it found something).")
+                   "when it found something; never one that cannot replay the run: no step taken, or a dead CPU's "
+                   "switches lost).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @click.option("--list-bugs", is_flag=True, help="List the bug-injection catalog and exit.")
 def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
@@ -233,9 +234,16 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # reason, the others are still written (none after a signal during the writing), and the
     # exit status is 1.
     files: list[tuple[str, str, Callable[[str], object]]] = []
+    unreplayable = report.unreplayable() if config.deterministic else ""
     if config.deterministic and (save_schedule or (report.first() is not None and (recorded is None or do_shrink))):
-        files.append(("schedule", save_schedule or default_schedule_path(config),
-                      functools.partial(schedule_file.write, report)))
+        if save_schedule or not unreplayable:
+            # Asked for by name, a schedule that cannot replay is refused by schedule_file.write,
+            # named among the files not written.
+            files.append(("schedule", save_schedule or default_schedule_path(config),
+                          functools.partial(schedule_file.write, report)))
+        else:
+            # Saved, it replayed to "DIVERGED" (a CPU killed before its first step, say).
+            say(f"schedule not saved: {unreplayable}")
     if trace_path:
         files.append(("trace", trace_path, functools.partial(timeline.write, report)))
     written: dict[str, str] = {}
@@ -266,10 +274,16 @@ def _shrunk(stop: Interrupts, report: StressReport,
         # Skipped, not begun: up to two minutes of replays after the user asked to stop.
         say("not shrunk: the run was interrupted")
         return report.marked_interrupted(("not shrunk: the run was interrupted",)), None
-    if not report.schedule:
+    if not report.schedule or not report.steps:
         # A finding before the first step (a CPU process killed while it started up): there is
         # no schedule to replay, and shrink refused it with a traceback.
         say("not shrunk: the run took no step, so it has no schedule to shrink")
+        return report, None
+    why = report.unreplayable()
+    if why:
+        # A CPU that died took its switches with it: every replay would follow another
+        # interleaving, and the search would shrink nothing.
+        say(f"not shrunk: {why}")
         return report, None
     shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: click.echo(
         f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))

@@ -65,7 +65,26 @@ class StressReport:
     not_done: tuple[str, ...] = ()
     """What a Ctrl-C or SIGTERM outside the CPUs' run left undone (the CPUs' start, when it came
     while the population was built; the lock-order analysis or the final invariant check, when
-    it came after the CPUs had stopped)."""
+    it came after the CPUs had stopped), and the CPUs killed without a finding of their own: by
+    a second Ctrl-C or SIGTERM, or (deterministic) after the grace time while they waited for
+    their turn in a run another CPU's finding had aborted."""
+
+    unreported: tuple[int, ...] = ()
+    """The CPUs that returned no result (their process died: killed, or an error it could not
+    report). A deterministic run's switch log is kept by each CPU and returned with its
+    result, so the switches these CPUs made are not in ``schedule``."""
+
+    def unreplayable(self) -> str:
+        """Why this deterministic run's schedule cannot replay it, "" if it can: a replay of an
+        empty schedule, or of one missing a dead CPU's switches, follows another interleaving
+        and says DIVERGED, as it would anyway for a kill from outside (no schedule replays that)."""
+        if not self.steps:
+            return "the run took no step, so it has no schedule to follow"
+        if self.unreported:
+            cpus = ", ".join(str(c) for c in self.unreported)
+            return (f"CPU {cpus} returned no result (its process died), so the switches it made are lost "
+                    "and a replay could not follow the run")
+        return ""
 
     def marked_interrupted(self, not_done: tuple[str, ...] = ()) -> "StressReport":
         """This report with Ctrl-C or SIGTERM noted: ``interrupted``, and ``ended`` "interrupted"

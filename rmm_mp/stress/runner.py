@@ -355,9 +355,18 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     # A CPU killed by a second Ctrl-C or SIGTERM is not a finding (it was a cpu-died one, so a
     # double Ctrl-C saved a schedule "with findings"): the user asked for it. What it was doing
     # was cut off, so the end state proves nothing either: the invariant check is skipped.
-    findings.extend(_failure(f, machine) for f in result.failures if not f.on_request)
+    # In a deterministic run only the CPU with the turn works: one without it that run_cpus
+    # killed after the grace time was waiting for its turn (or still starting up, when another
+    # CPU's death aborted the run before the first step), so its death is the abort's doing,
+    # not a second finding beside the one that caused it.
+    waited = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is not None
+              and not (sup.started and seg.turn == f.cpu)]
+    dead = {f.cpu for f in result.failures}
+    findings.extend(_failure(f, machine, dead) for f in result.failures if not f.on_request and f not in waited)
     killed = [f for f in result.failures if f.on_request]
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
+    not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn (or still starting up) after the run "
+                    "was stopped, so this is no finding of its own" for f in waited)
     read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
     analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, None)
     edges = edges if read else {}
@@ -371,13 +380,17 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     if killed and config.on("invariants"):
         not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")
     elif config.on("invariants") and not machine.dead and ended not in ("aborted", "timeout"):
-        checked, report = stop.step(lambda: invariants(machine))
-        if checked:
-            findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
-                            for v in report.violations[:20])
+        if waited:
+            # A CPU killed while it waited for its turn may have been blocked inside a call: cut off.
+            not_done.append(f"invariants not checked at the end: CPU {waited[0].cpu} {waited[0].how}")
         else:
-            not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
-            ended = _ended(seg, config, results, sup, findings, True)
+            checked, report = stop.step(lambda: invariants(machine))
+            if checked:
+                findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
+                                for v in report.violations[:20])
+            else:
+                not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
+                ended = _ended(seg, config, results, sup, findings, True)
     findings.sort(key=lambda f: (f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
     schedule: list[tuple[int, int]] = []
     if sup.plan is not None and sup.started:
@@ -388,7 +401,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _counts(results),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
-                        result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done))
+                        result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done),
+                        tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else ())
 
 
 def _counts(results: dict[int, CpuResult]) -> dict[str, int]:
@@ -434,9 +448,10 @@ def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResul
     return "budget" if config.deterministic else "time"
 
 
-def _failure(failure: CpuFailure, machine: Machine) -> Finding:
-    """A CPU process that died: the watchdog's report of it."""
-    snaps = snapshots(machine)
+def _failure(failure: CpuFailure, machine: Machine, dead: set[int]) -> Finding:
+    """A CPU process that died: the watchdog's report of it (``dead``: every CPU whose process
+    died, said so in the snapshot lines)."""
+    snaps = snapshots(machine, dead=dead)
     held = ", ".join(f"{pa:#x}" for pa in failure.held_locks) or "none"
     return Finding("watchdog", "cpu-died", f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
                    failure.cpu, snaps[failure.cpu].call if failure.cpu < len(snaps) else "", "",

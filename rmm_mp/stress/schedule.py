@@ -97,6 +97,9 @@ def write(report: StressReport, path: "str | Path") -> Path:
     """Write ``report``'s schedule (a deterministic run's) to ``path``."""
     if not report.config.deterministic:
         raise ValueError("only a deterministic run (--schedule random or pct) has a schedule to write")
+    why = report.unreplayable()
+    if why:
+        raise ValueError(f"not written: {why}")
     out = Path(path)
     with replacing(str(out)) as temp:
         Path(temp).write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")

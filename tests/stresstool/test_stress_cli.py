@@ -1177,3 +1177,80 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
     finally:
         leave.set()
         thread.join(10)
+
+
+def _kill_the_first_cpu_as_it_starts(done: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first CPU process this process spawns, long before it can take a step (its
+    interpreter is still starting); give up after 60 s or once ``done`` is set."""
+    deadline = time.monotonic() + 60
+    while not killed and not done.is_set() and time.monotonic() < deadline:
+        for child in psutil.Process().children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                    break
+            except (psutil.Error, ProcessLookupError):
+                continue
+        time.sleep(0.002)
+
+
+def test_a_cpu_killed_before_the_first_step_is_one_finding_and_saves_no_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic `rmm-mp stress` whose first CPU process is killed (SIGKILL) while it
+    starts up: the killed CPU is a cpu-died finding, and the only one; the other CPU, still
+    starting or waiting for its turn when the run was aborted and killed after the grace time
+    (0.1 s here, so that it always is), is no finding of its own but a "not done" line. No
+    schedule is saved: the run took no step. Before, the other CPU was a second cpu-died
+    finding and stress-tables-0.schedule.json was written, whose replay said DIVERGED."""
+    from rmm_mp.stress import runner
+    monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.1)
+    monkeypatch.chdir(tmp_path)
+    done, killed = threading.Event(), []
+    watcher = threading.Thread(target=_kill_the_first_cpu_as_it_starts, args=(done, killed), daemon=True)
+    watcher.start()
+    try:
+        res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "3000", "--seconds", "60",
+                                          "--json", "r.json"])
+    finally:
+        done.set()
+        watcher.join(10)
+    assert killed, res.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    died = [f for f in data["findings"] if f["rule"] == "cpu-died"]
+    assert len(died) == 1 and "was killed by SIGKILL" in died[0]["message"], res.output
+    assert data["steps"] == 0 and res.exit_code == 1, res.output
+    other = 1 - died[0]["cpu"]
+    assert any(n.startswith(f"CPU {other} did not stop within")
+               and n.endswith("after the run was stopped, so this is no finding of its own")
+               for n in data["not_done"]), data["not_done"]
+    assert "schedule not saved: the run took no step, so it has no schedule to follow" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    assert "schedule" not in data["outputs"]
+
+
+def test_a_schedule_missing_a_dead_cpus_switches_is_neither_written_nor_shrunk(tmp_path: Path) -> None:
+    """A deterministic run in which CPU 1 died after some steps returned no result, so its
+    switch log (kept in its process) is not in the schedule: a replay would follow another
+    interleaving (a run killed at step 128,542 replayed 14 of its 31,053 switches and said
+    DIVERGED). Asked for by name, the schedule is refused with the reason (ValueError, which
+    the CLI names among the files not written); --shrink says why it does not search. Before,
+    both went ahead."""
+    from rmm_mp.interrupts import Interrupts
+    from rmm_mp.stress import schedule as schedule_file
+    from rmm_mp.stress.cli import _shrunk
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.findings import Finding
+    from rmm_mp.stress.report import StressReport
+    died = Finding("watchdog", "cpu-died", "CPU 1 was killed by SIGKILL; locks it still held: none", 1)
+    report = StressReport(StressConfig(schedule="random", steps=3000), (died,), "aborted", 0.5, {0: 3}, steps=40,
+                          switches=9, schedule=((0, 0), (12, 1)), unreported=(1,))
+    why = "CPU 1 returned no result (its process died), so the switches it made are lost"
+    assert report.unreplayable().startswith(why)
+    with pytest.raises(ValueError, match=re.escape(f"not written: {why}")):
+        schedule_file.write(report, tmp_path / "s.json")
+    assert not (tmp_path / "s.json").exists()
+    said: list[str] = []
+    with Interrupts(sigterm=False) as stop:
+        kept, searched = _shrunk(stop, report, said.append)
+    assert kept is report and searched is None and said[0].startswith(f"not shrunk: {why}"), said
