@@ -252,6 +252,14 @@ class _MapKey:
     items: frozenset[tuple[object, object]]
 
 
+@dataclass(frozen=True)
+class _ComplexNaNKey:
+    """A complex number (tag 43000) with a NaN part: it equals no other Python number, so it
+    needs no merging with one, only its NaN parts made comparable."""
+    real: object
+    imag: object
+
+
 def _comparable(key: object) -> object:
     """`key` with every NaN in it replaced by _NAN, so that equal keys compare equal. Tags and
     maps become their own types, so a tag or map key never equals an array key. What Python
@@ -259,6 +267,15 @@ def _comparable(key: object) -> object:
     entry from two such keys, so they must count as a duplicate too."""
     if isinstance(key, float):
         return _NAN if math.isnan(key) else key
+    if isinstance(key, complex):
+        # cbor2 builds tag 43000 as a complex; one without a NaN part stays itself (1+0j
+        # equals 1, and cbor2's dict merges the two).
+        if math.isnan(key.real) or math.isnan(key.imag):
+            return _ComplexNaNKey(_comparable(key.real), _comparable(key.imag))
+        return key
+    if isinstance(key, (set, frozenset)):
+        # cbor2 builds tag 258 (a set) as a frozenset; a frozenset never equals an array's tuple.
+        return frozenset(_comparable(item) for item in key)
     if isinstance(key, cbor2.CBORTag):
         return _TagKey(key.tag, _comparable(key.value))
     if is_map(key):

@@ -179,14 +179,19 @@ def test_tag_keys_holding_arrays_are_refused_without_a_traceback() -> None:
     ("a2 81f97e00 00 81f97e00 01", True),                   # [NaN] twice
     ("a2 d903e8f97e00 00 d903e8f97e00 01", True),           # tag 1000(NaN) twice
     ("a2 a101f97e00 00 a101f97e00 01", True),               # {1: NaN} twice
+    ("a2 d9010281f97e00 00 d9010281f97e00 01", True),       # set 258([NaN]) twice (a frozenset)
+    ("a2 d9a7f882f97e00f90000 00 d9a7f882f97e00f90000 01", True),   # complex 43000([NaN, 0.0]) twice
+    ("a2 d9a7f882f93c00f90000 00 01 01", True),             # complex 1+0j and 1: cbor2 merges them
+    ("a2 d9010281f97e00 00 81f97e00 01", False),            # set {NaN} and [NaN]: two keys
+    ("a2 d9a7f882f97e00f90000 00 d9a7f882f90000f97e00 01", False),  # NaN+0j and 0+NaNj: two keys
     ("a2 f97e00 00 01 01", False),                          # NaN and 1: two keys
     ("a2 8101 00 d903e88101 01", False),                    # [1] and tag 1000([1]): two keys
     ("a2 81f97e00 00 d903e881f97e00 01", False),            # [NaN] and tag 1000([NaN]): two keys
 ])
 def test_nan_keys_count_as_one_key(item: str, refused: bool) -> None:
     """NaN != NaN in Python, so a set lookup alone let a map hold the NaN key twice (also
-    inside an array, tag or map key); every NaN is now one key, and tag and map keys still
-    differ from array keys that hold the same values."""
+    inside an array, tag, map, set (tag 258) or complex (tag 43000) key); every NaN is now one
+    key, and tag, map and set keys still differ from array keys that hold the same values."""
     data = bytes.fromhex(item.replace(" ", ""))
     if refused:
         with pytest.raises(TokenFormatError, match="more than once"):
