@@ -520,18 +520,25 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held),
                       "dead": s.status == DEAD} for s in snaps]}
-    if json_path:
-        errors: list[str] = []
-        with Interrupts(sigterm=True) as stop:
-            stop.step(lambda: write_files((("json", json_path, functools.partial(_write_document, document)),),
-                                          {}, errors), read=True)
-        if errors:      # checked before attaching; a disk can still fill up meanwhile
+        settled = quiescent and not died
+        status = 0 if report.ok else 1 if settled or not (no_pause or participants or died or creator is not None) \
+            else 3
+        # Still attached: the machine is closed as decided's SystemExit leaves the block, by
+        # then with Ctrl-C and SIGTERM ignored (ends_with_command). Decided after the close, a
+        # signal as it detached said "no verdict" (130) or killed the process (143) after the
+        # verdict was printed.
+        if json_path:
+            errors: list[str] = []
+            with Interrupts(sigterm=True) as stop:
+                stop.step(lambda: write_files((("json", json_path, functools.partial(_write_document, document)),),
+                                              {}, errors), read=True)
+                if not errors:
+                    stop.decided(status)
+            # checked before attaching; a disk can still fill up meanwhile
             click.echo(f"error: {errors[0]}", err=True)
             raise SystemExit(2)
-    settled = quiescent and not died
-    # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
-    decided(0 if report.ok else 1 if settled or not (no_pause or participants or died or creator is not None)
-            else 3)
+        # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
+        decided(status)
 
 
 def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple[int, int | None]]:

@@ -643,6 +643,37 @@ def test_a_signal_as_check_ends_keeps_its_verdict(tmp_path: Path, machine: Machi
     assert "not paused (--no-pause)" in proc.stdout and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
 
 
+_SIGNAL_AS_CHECK_DETACHES = r'''
+import os, runpy, signal, sys, time
+from rmm_mp.machine import Machine
+sig = getattr(signal, sys.argv[1])
+leave = Machine.__exit__
+def detach(self, *exc):
+    # check leaves its `with machine` block once the verdict is printed: the signal comes here.
+    os.kill(os.getpid(), sig)
+    time.sleep(0.2)     # the handler runs here
+    leave(self, *exc)
+Machine.__exit__ = detach
+sys.argv = ["rmm-mp", *sys.argv[2:]]
+runpy.run_module("rmm_mp", run_name="__main__", alter_sys=True)
+'''
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_as_check_detaches_keeps_its_verdict(tmp_path: Path, machine: Machine, signame: str) -> None:
+    """`rmm-mp check --no-pause` has printed its verdict (the invariants hold) and is detaching
+    from the machine when Ctrl-C or SIGTERM comes: the status stays 0 and nothing more is said.
+    The verdict used to be decided only after the machine was closed, so Ctrl-C there printed
+    "interrupted (Ctrl-C): no verdict" and exited 130, and SIGTERM killed the process (143),
+    after the verdict was on stdout."""
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AS_CHECK_DETACHES, signame, "check", machine.name,
+                           "--no-pause"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "not paused (--no-pause)" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("hook, args, said", [
     ("rmm_mp.workload.cli:announce", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"],
