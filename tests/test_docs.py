@@ -170,7 +170,6 @@ def test_every_option_a_doc_gives_a_command_exists() -> None:
     assert not wrong, wrong
 
 
-
 # -- catalogs docs/stress.md lists ----------------------------------------------------------------
 
 def _table_rows(text: str, heading: str) -> list[list[str]]:

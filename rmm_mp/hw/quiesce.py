@@ -6,9 +6,9 @@ check` on a running machine and the stress tool's periodic checks get one this w
 worker, the host run loop, the parent while it builds or tears down realms) calls ``point()``
 between calls, and parks there while a pause is asked for. The requester waits until every
 participant is parked, inspects, and lets them go on. A participant leaves its point only
-after it has dropped its parked count and then found no pause asked for: a requester reads the
-count after claiming its slot, so one that claims as the participant leaves either sees it gone
-or is seen by it (and it parks again).
+after it has cleared its parked word and then found no pause asked for: a requester reads the
+parked words after claiming its slot, so one that claims as the participant leaves either sees
+it gone or is seen by it (and it parks again).
 
 Words in the control block (hw.control owns the offsets):
 
@@ -255,6 +255,7 @@ class Pause:
         return census(self.control).parked
 
     def census(self) -> Census:
+        """The participant table now: live, parked and dead participants (module census)."""
         return census(self.control)
 
     def _waiting_for(self) -> list[int]:
