@@ -6,7 +6,9 @@ A command keeps its report when interrupted there: ``Interrupts.step`` ends the 
 says what was not done. `rmm-mp run` (workload.run) and `rmm-mp stress` (stress.runner,
 stress.shrink, and stress.cli from the report to the files) use it; while the CPUs run,
 rmm_mp.runtime handles the signals itself. Once a command has given all its output
-(``Interrupts.decided``), a signal no longer changes its exit status.
+(``Interrupts.decided``), a signal no longer changes its exit status. GNU timeout sends its
+signal twice, to the command and to its process group: the copy is no second request
+(repeated_signal, here and in rmm_mp.runtime), while a person's second Ctrl-C still is.
 
 This module owns that signal handling. It must not know what the steps are.
 """
@@ -23,9 +25,19 @@ REPEAT_S = 1.0
 timeout sends its signal twice, to the command and then to its process group (which holds the
 command), and the copy can land after the first was handled, while the CPUs stop (a second
 signal kills them) or after they have stopped (a signal then skips the invariant check and the
-teardown). A second Ctrl-C is always a second: a terminal sends one SIGINT per keypress."""
+teardown). Ctrl-C has a window of its own, far shorter (COPY_S)."""
 
-_last_sigterm = float("-inf")
+COPY_S = 0.05
+"""A SIGINT this soon after the last one taken is that same request: `timeout -s INT` sends
+its copy as it does SIGTERM's, microseconds after the first, and the copy reaches the handler
+a scheduling delay later (a few milliseconds on a loaded host). A second Ctrl-C must still be
+one, for a person who wants the stopping CPUs killed or a hung teardown ended: one SIGINT per
+keypress, and pressing C twice takes a person well over 100 ms (roughly 150 ms at the fastest
+tapping rate of one finger; a keyboard's auto-repeat starts after 250 ms or more), so 50 ms
+is far below the fastest deliberate double Ctrl-C and still well above the copy's delay."""
+
+_last_taken: dict[int, float] = {}
+"""Signal -> when the last one that was not a copy was taken (time.monotonic)."""
 
 _guards: list["Interrupts"] = []
 """The Interrupts entered on the main thread and not yet left, innermost last."""
@@ -35,10 +47,9 @@ _process_ends_with_command = False
 command does, so a command that has ``decided`` may leave Ctrl-C and SIGTERM ignored."""
 
 
-def forget_sigterms() -> None:
-    """A new run begins: no SIGTERM taken so far is repeated by the next one."""
-    global _last_sigterm
-    _last_sigterm = float("-inf")
+def forget_signals() -> None:
+    """A new run begins: no SIGINT or SIGTERM taken so far is repeated by the next one."""
+    _last_taken.clear()
 
 
 def ends_with_command() -> None:
@@ -61,16 +72,20 @@ def decided(status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-def repeated_sigterm(signum: int) -> bool:
-    """Whether signal ``signum`` is a SIGTERM copy of the one taken less than REPEAT_S ago (the
-    handler then ignores it); a SIGTERM that is not notes its time."""
-    global _last_sigterm
-    if signum != signal.SIGTERM:
+def repeated_signal(signum: int) -> bool:
+    """Whether signal ``signum`` (SIGINT or SIGTERM) is a copy of the one taken less than its
+    window ago (COPY_S, REPEAT_S); the handler then ignores it. One that is not notes its
+    time; a copy does not, so a stream of copies cannot stretch the window."""
+    if signum == signal.SIGINT:
+        window = COPY_S
+    elif signum == signal.SIGTERM:
+        window = REPEAT_S
+    else:
         return False
     now = time.monotonic()
-    if now - _last_sigterm < REPEAT_S:
+    if now - _last_taken.get(signum, float("-inf")) < window:
         return True
-    _last_sigterm = now
+    _last_taken[signum] = now
     return False
 
 
@@ -88,9 +103,10 @@ class Interrupts:
     handles Ctrl-C and SIGTERM itself. A signal ignored when the run began stays ignored; off
     the main thread (no signal handlers there) nothing is changed.
 
-    A new run forgets the SIGTERMs taken so far (REPEAT_S); ``continues`` is for the work that
+    A signal within its copy window of the last one taken (COPY_S, REPEAT_S) is that one's copy
+    and ignored. A new run forgets the signals taken so far; ``continues`` is for the work that
     follows a run in the same command (the command-line tools' report and files): a copy of a
-    SIGTERM the run took is still ignored there, not taken as a second request that cuts the
+    signal the run took is still ignored there, not taken as a second request that cuts the
     report short."""
 
     def __init__(self, sigterm: bool, continues: bool = False) -> None:
@@ -106,7 +122,7 @@ class Interrupts:
 
     def __enter__(self) -> "Interrupts":
         if not self.continues:
-            forget_sigterms()
+            forget_signals()
         if threading.current_thread() is threading.main_thread():
             # Inside another guard (a command's, held from before its run to the end of its
             # report, so that no signal falls between two guards): one it noted before this
@@ -133,7 +149,7 @@ class Interrupts:
             _guards.pop()
 
     def _handler(self, signum: int, frame: object) -> None:
-        if self.final or repeated_sigterm(signum):
+        if self.final or repeated_signal(signum):
             return
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.passing:

@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 import psutil
 
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.interrupts import forget_sigterms, repeated_sigterm
+from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
 
@@ -340,7 +340,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     # The copy GNU timeout sends is ignored here, in the handler, wherever it lands (inside the
     # supervisor's own handling of the first, too), not taken as a second SIGTERM.
-    if not repeated_sigterm(signum):
+    if not repeated_signal(signum):
         raise KeyboardInterrupt("SIGTERM")
 
 
@@ -397,8 +397,7 @@ class _Supervisor:
     def wait(self) -> RunResult:
         start = time.monotonic()
         live = dict(self.procs)
-        if self.sigterm_stops:
-            forget_sigterms()
+        forget_signals()
         previous = _take_sigterm() if self.sigterm_stops else None
         try:
             while True:
@@ -419,6 +418,11 @@ class _Supervisor:
                         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
+                    # Without an argument it is Python's own SIGINT handler's (a caller with no
+                    # Interrupts guard), which knows no copies: the copy rule is applied here.
+                    # Our handlers (Interrupts', _sigterm_as_interrupt) applied it already.
+                    if not exc.args and repeated_signal(signal.SIGINT):
+                        continue
                     what = exc.args[0] if exc.args else "Ctrl-C"
                     if self.interrupted:
                         self._terminate(live, f"was killed by a second {what} before it had stopped", True)

@@ -401,6 +401,53 @@ def test_ctrl_c_or_sigterm_stops_the_run_cleanly(tmp_path: Path, signum: int, na
     assert no_segments_of(proc.pid)
 
 
+# `python -m rmm_mp ARGS` with interrupts.COPY_S set to argv[1] seconds.
+_COPY_WINDOW = r'''
+import runpy, sys
+import rmm_mp.interrupts
+rmm_mp.interrupts.COPY_S = float(sys.argv[1])
+sys.argv = ["rmm-mp", *sys.argv[2:]]
+runpy.run_module("rmm_mp", run_name="__main__", alter_sys=True)
+'''
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")    # the command starts with SIGINT at its default, as in a terminal
+def test_two_sigints_back_to_back_are_one_ctrl_c(tmp_path: Path) -> None:
+    """`timeout -s INT 5 rmm-mp run quickstart`: GNU timeout sends SIGINT to the command and
+    again to its process group, so the parent gets two SIGINTs a moment apart. The copy, taken
+    once the first had been handled, was a second Ctrl-C: the stopping CPUs were killed ("was
+    killed by a second Ctrl-C") or, had they stopped, the invariant check was skipped (found by
+    a docs audit; two os.kill 5 ms apart did it every time). Two SIGINTs sent back to back now
+    end with the whole report: interrupted by Ctrl-C, no CPU killed, the invariants checked, the
+    teardown done, exit status 1. The copy is sent 20 ms after the first (handled by then: the
+    copy of one sent 5 ms later was taken as a second), and the copy window is set to 1 s, so
+    that a slow host cannot make the copy a late second Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-c", _COPY_WINDOW, "1.0", "run", "quickstart", "--cpus", "2",
+                             "--seconds", "60", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    try:
+        while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stdout + stderr
+    assert "INTERRUPTED: the run was stopped before its end (Ctrl-C)" in stdout, stdout + stderr
+    assert "killed by a second" not in stdout and "Not done" not in stdout, stdout
+    assert "invariants: invariants hold" in stdout, stdout
+    assert no_segments_of(proc.pid)
+
+
 @pytest.mark.multiprocess
 def test_run_exits_1_when_an_invariant_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """White-box: the invariant checker reports a violation after a clean run; the command
@@ -451,8 +498,10 @@ rmm_mp.cli.main(sys.argv[split + 1:], prog_name="rmm-mp")
 '''
 
 
-def _run_with_hooks(tmp_path: Path, hooks: list[str], args: list[str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, *hooks, "--", *args], capture_output=True, text=True,
+def _run_with_hooks(tmp_path: Path, hooks: list[str], args: list[str],
+                    prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """rmm-mp ``args`` run by _DRIVER with ``hooks``, after the Python statements ``prelude``."""
+    proc = subprocess.run([sys.executable, "-c", prelude + _DRIVER, *hooks, "--", *args], capture_output=True, text=True,
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     pid = int(re.search(r"^machine rmm-mp-(\d+)-", proc.stderr, re.MULTILINE)[1])  # type: ignore[index]
     assert no_segments_of(pid) and not [p for p in psutil.process_iter(["cmdline"])
@@ -547,10 +596,13 @@ def test_a_second_ctrl_c_as_the_report_is_made_does_not_lose_it(tmp_path: Path) 
     """A first Ctrl-C cuts the teardown short, a second lands as the text report is made: the
     report, the product of the run, is printed in full all the same (marked interrupted, with
     the teardown in its "Not done"), and stderr says the report above is complete. It printed
-    nothing at all, found by sending the second signal at that point on purpose."""
+    nothing at all, found by sending the second signal at that point on purpose. The copy
+    window (interrupts.COPY_S) is set to 0: the two signals can land within 50 ms of each other
+    here, sooner than a person presses Ctrl-C twice, and the second was then taken for a copy."""
     proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.workload.realms:destroy",
                                       "SIGINT@rmm_mp.workload.render:format_report"],
-                           ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"])
+                           ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+                           "import rmm_mp.interrupts as i; i.COPY_S = 0.0\n")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "teardown not done: interrupted (Ctrl-C)" in proc.stdout, proc.stdout + proc.stderr
     assert proc.stdout.rstrip().splitlines()[-1].startswith("result: FAILED: "), proc.stdout

@@ -9,11 +9,13 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from rmm_mp import Machine
-from rmm_mp.runtime import LIFELINE_EXIT, run_cpus
+from rmm_mp.runtime import LIFELINE_EXIT, RunResult, run_cpus
 
 VERSION = 0xC4000150
 
@@ -210,6 +212,117 @@ def test_sigterm_sent_twice_by_timeout_is_one_request(tmp_path, monkeypatch: pyt
         assert len(ticks) >= 5 and result.interrupted and result.stopped_by == "interrupted (SIGTERM)"
         assert not result.failures, [f.describe() for f in result.failures]
         assert sorted(result.results) == [0, 1]
+
+
+def test_a_sigint_within_copy_s_of_the_last_taken_is_its_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy rule for SIGINT, on a fake clock: a SIGINT less than interrupts.COPY_S (50 ms)
+    after the last one taken is its copy; one 50 ms or more after it is a second Ctrl-C (the
+    fastest a person presses twice is well above that); a copy does not move the window on,
+    and SIGINT and SIGTERM are timed apart (a SIGTERM is no copy of a SIGINT)."""
+    from types import SimpleNamespace
+
+    from rmm_mp import interrupts
+    now = [0.0]
+    monkeypatch.setattr(interrupts, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    interrupts.forget_signals()
+    assert interrupts.COPY_S == 0.05
+    seen = []
+    for at in (0.0, 0.001, 0.049, 0.050, 0.080, 0.2, 0.2):
+        now[0] = at
+        seen.append(interrupts.repeated_signal(signal.SIGINT))
+    assert seen == [False, True, True, False, True, False, True]
+    assert interrupts.repeated_signal(signal.SIGTERM) is False
+    interrupts.forget_signals()
+
+
+def _sigint_the_parent_on_ticks(gaps: tuple[int, ...], release: Path):  # type: ignore[no-untyped-def]
+    """An on_tick that sends this process SIGINT at each tick in ``gaps`` (1-based), releases
+    the CPUs (the file ``release``) two ticks after the last, and gives up after 30 s."""
+    ticks: list[float] = []
+
+    def on_tick(elapsed: float) -> str | None:
+        ticks.append(elapsed)
+        if len(ticks) in gaps:
+            os.kill(os.getpid(), signal.SIGINT)
+        if len(ticks) == max(gaps) + 2:
+            release.touch()
+        return "no Ctrl-C came" if elapsed >= 30 else None
+    return on_tick
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+@pytest.mark.parametrize("guarded", [False, True], ids=["python-handler", "interrupts-guard"])
+def test_sigint_sent_twice_by_timeout_is_one_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     guarded: bool) -> None:
+    """`timeout -s INT` sends SIGINT to the command and again to its process group: the copy,
+    landing after the first had been handled, was a second Ctrl-C, which killed the stopping
+    CPUs ("was killed by a second Ctrl-C") and cost `rmm-mp run` its invariant check (found by
+    a docs audit). A SIGINT within interrupts.COPY_S of the one that stopped the run is now
+    that same request (the window set to an hour here, so the host's speed plays no part; the
+    copy comes a tick after the first): the CPUs return and nothing fails, under Python's own
+    SIGINT handler (run_cpus alone) and under the commands' Interrupts guard alike."""
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "COPY_S", 3600.0)
+    release = tmp_path / "release"
+    on_tick = _sigint_the_parent_on_ticks((3, 4), release)
+    with Machine.create("host", cpus=2) as m:
+        def run(on_end: Callable[[], None] | None = None) -> RunResult:
+            return run_cpus(m, _stop_when_asked_and_released, args=(str(release),), on_tick=on_tick, tick_s=0.05,
+                            on_end=on_end)
+        if guarded:
+            with interrupts.Interrupts(sigterm=False) as stop:
+                ran, result = stop.passthrough(lambda: run(stop.run_over))
+                assert ran and stop.by == "" and stop.step(lambda: "checked") == (True, "checked")
+        else:
+            result = run()
+        assert result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
+        assert not result.failures, [f.describe() for f in result.failures]
+        assert sorted(result.results) == [0, 1]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_second_ctrl_c_past_copy_s_still_kills_the_cpus_under_the_guard(tmp_path: Path) -> None:
+    """Under the commands' Interrupts guard (as in `rmm-mp run` and `rmm-mp stress`), with the
+    real copy window: a Ctrl-C, then another three ticks (150 ms or more) later, as a person's
+    deliberate second press comes, while the CPUs are still stopping: the second is not taken
+    for a copy and kills them, each reported as killed by a second Ctrl-C."""
+    from rmm_mp import interrupts
+    release = tmp_path / "release"
+    on_tick = _sigint_the_parent_on_ticks((3, 6), release)
+    with Machine.create("host", cpus=2) as m:
+        with interrupts.Interrupts(sigterm=False) as stop:
+            ran, result = stop.passthrough(
+                lambda: run_cpus(m, _stop_when_asked_and_released, args=(str(release),), on_tick=on_tick,
+                                 tick_s=0.05, on_end=stop.run_over))
+        assert ran and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
+        assert [f.how for f in result.failures] == ["was killed by a second Ctrl-C before it had stopped"] * 2
+        assert all(f.on_request for f in result.failures)
+
+
+def test_a_sigint_copy_after_the_run_skips_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy of `timeout -s INT`'s SIGINT landing after the CPUs have stopped (Interrupts'
+    handler is back) is the same request: it is not noted, so the steps after the run (figures,
+    invariant check, teardown) still run. A SIGINT after COPY_S is a second Ctrl-C and is
+    noted (the next step is skipped)."""
+    from rmm_mp import interrupts
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set from the main thread")
+    monkeypatch.setattr(interrupts, "COPY_S", 3600.0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupts.Interrupts(sigterm=False) as stop:
+            os.kill(os.getpid(), signal.SIGINT)                 # the one that stopped the run
+            assert stop.step(lambda: None) == (False, None) and stop.by == "Ctrl-C"
+            stop.by = ""                                        # as if the run had taken it
+            os.kill(os.getpid(), signal.SIGINT)                 # the copy
+            assert stop.step(lambda: "checked") == (True, "checked") and stop.by == ""
+            monkeypatch.setattr(interrupts, "COPY_S", 0.0)
+            os.kill(os.getpid(), signal.SIGINT)                 # a second Ctrl-C
+            assert stop.step(lambda: None) == (False, None) and stop.by == "Ctrl-C"
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_ctrl_c_once_every_cpu_is_gone_is_after_the_run(machine: Machine) -> None:
