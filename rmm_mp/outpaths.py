@@ -15,7 +15,12 @@ that ends the process at once (the machine's handler) removes the temporary file
 writes a command's files in turn so that one that fails or is interrupted is a message, not a
 traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rmm-mp stress`).
 
-This module owns that check and that way of writing. It must not write anything else.
+The report on standard output goes through ``echo``: a reader that leaves early (`rmm-mp check
+NAME | head -1`) ends the printing quietly, and the command still writes its files and exits
+with its own status (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`), where the closed pipe
+raised out of the command: click's exit status 1, whatever the verdict, and no files after it.
+
+This module owns that check and those ways of writing. It must not write anything else.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+
+import click
 
 from rmm_mp.hw.tomlsrc import ConfigError
 
@@ -44,6 +52,26 @@ def remove_unfinished() -> None:
                 os.unlink(temp)
             except OSError:
                 pass
+
+
+def echo(text: str, err: bool = False) -> bool:
+    """click.echo(text) to standard output (standard error with ``err``); False if the stream's
+    reader had gone (a pipe closed early: `| head -1`, `| true`). Then the stream's descriptor
+    is pointed at /dev/null, so that what the command prints afterwards, and the interpreter's
+    last flush, are dropped without a word: as a program killed by SIGPIPE prints nothing more,
+    but the command goes on to write its files and to exit with its verdict (Python ignores
+    SIGPIPE, so the write raised BrokenPipeError, which click turned into exit status 1)."""
+    try:
+        click.echo(text, err=err)
+        return True
+    except BrokenPipeError:
+        stream = sys.stderr if err else sys.stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+        return False
 
 
 def check_output(option: str, path: str | None, directory: bool = False) -> None:

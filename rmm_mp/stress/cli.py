@@ -10,7 +10,7 @@ reproduce its recording, an output file that could not be written), 2 bad usage.
 recording with findings exits 1 whether it reproduced them or not: its verdict is in the JSON
 (``replay.verdict``). Of `check`: 0 the invariants hold, 1 they do not, 3 violations on a
 machine that was not quiescent, 2 no such machine or a --json file that could not be written,
-130 Ctrl-C.
+130 Ctrl-C. Standard output closed early (`| head -1`) changes neither (outpaths.echo).
 
 This module parses and prints; the work is in stress.runner, stress.shrink, stress.schedule.
 """
@@ -36,7 +36,7 @@ from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
 from rmm_mp.interrupts import Interrupts, decided
 from rmm_mp.machine import install_handlers
-from rmm_mp.outpaths import check_output, check_outputs, replacing, write_files
+from rmm_mp.outpaths import check_output, check_outputs, echo, replacing, write_files
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text
@@ -165,7 +165,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     recording with findings exits 1 either way: --json gives the verdict), or a report file
     that could not be written; 2 bad usage, found before the run starts (an option the run
     would not use, an output path that cannot be written, a --replay file that is no schedule
-    file)."""
+    file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
+    files are still written and the status stays the run's."""
     if list_bugs:
         click.echo(catalog_text())
         return
@@ -209,12 +210,18 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     """Print the report, compare a replay with its recording, shrink, write the files, exit.
     Each piece is a ``stop`` step: a print ends at a signal and the next ones still come (so
     that the report is given), the shrinking is skipped after one."""
+    # A reader that left (`| head -1`) ends the printing quietly (outpaths.echo): the files are
+    # still written and the exit status is still the run's.
     def say(text: str, err: bool = False) -> bool:
-        return stop.step(lambda: click.echo(text, err=err), read=True)[0]
+        given, whole = stop.step(lambda: echo(text, err=err), read=True)
+        return given and bool(whole)
 
     if progressed:
         say("", err=True)
-    shown = stop.step(lambda: click.echo(report.text()), read=True)[0]
+    # The text is made inside the step, as it is printed: a signal as it is made ends the step,
+    # and the report is printed in full further down, marked interrupted.
+    given, whole = stop.step(lambda: echo(report.text()), read=True)
+    shown = given and bool(whole)
     failed = not report.ok or report.interrupted
     verdict = None
     if replay is not None and recorded is not None:
@@ -285,7 +292,7 @@ def _shrunk(stop: Interrupts, report: StressReport,
         # interleaving, and the search would shrink nothing.
         say(f"not shrunk: {why}")
         return report, None
-    shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: click.echo(
+    shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: echo(
         f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))
     if not shrunk:
         undone = f"not shrunk: interrupted ({stop.by})"
@@ -421,7 +428,9 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     progress or changes made during the scan (or, on an orphan whose creator was killed, or
     with a dead participant, calls cut off); 2 no such machine, a bad option, every pause
     slot taken, or the --json file could not be written; 130 interrupted by Ctrl-C (no
-    verdict: any pause it held is released and the CPUs go on).
+    verdict: any pause it held is released and the CPUs go on). A reader of the output that
+    leaves early (`rmm-mp check NAME | head -1`) ends the printing quietly; the status is
+    still the verdict.
     """
     try:
         _check(machine_name, json_path, wait_s, no_pause)
@@ -498,20 +507,20 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
                      f"{_UNSETTLED}")
         busy = [s for s in snaps if s.call or s.held]
-        click.echo(state)
+        echo(state)
         if died:
             # Not awaited by the pause; the machine is not quiescent where they died.
             names = ", ".join(f"CPU {cpu} (pid {pid})" if cpu is not None else f"a process (pid {pid})"
                               for pid, cpu in died)
-            click.echo(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call in "
-                       "progress there was cut off where it died, and its locks stay held")
-        click.echo(str(report))
+            echo(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call in "
+                 "progress there was cut off where it died, and its locks stay held")
+        echo(str(report))
         if closed:
-            click.echo("the machine was closed while it was checked (its run ended): this is what it held then")
+            echo("the machine was closed while it was checked (its run ended): this is what it held then")
         if machine.dead:
-            click.echo(f"the machine is dead: {machine.dead_reason}")
+            echo(f"the machine is dead: {machine.dead_reason}")
         for s in busy:
-            click.echo(s.describe())
+            echo(s.describe())
         document = {
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
             "parked": parked, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],

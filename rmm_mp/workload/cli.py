@@ -20,7 +20,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine, install_handlers
-from rmm_mp.outpaths import check_outputs, write_files
+from rmm_mp.outpaths import check_outputs, echo, write_files
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
@@ -101,7 +101,9 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, the run
     was interrupted, or a report file could not be written; 2 for a bad workload file or bad
     options (an output path whose directory does not exist or is not writable is one, and so is
-    one file named by two options, or an output path naming a file the run reads).
+    one file named by two options, or an output path naming a file the run reads). A reader of
+    the output that leaves early (`| head`) ends the printing quietly; the status stays the
+    run's.
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
     # Every check that creates nothing comes first: the output probes below create directories.
@@ -146,12 +148,15 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         # printing's step, one signal (a second Ctrl-C after one that cut the teardown short)
         # lost the whole report. Only its printing is a step, which a signal cuts short.
         text = render.format_report(report)
-        printed = stop.step(lambda: click.echo(text), read=True)[0]
+        # A reader that left (`| head -1`) ends the printing quietly (outpaths.echo): the run's
+        # verdict still gives the exit status.
+        given, whole = stop.step(lambda: echo(text), read=True)
+        printed = given and bool(whole)
         for message in report.output_errors:
-            stop.step(lambda message=message: click.echo(f"Error: {message}", err=True), read=True)
+            stop.step(lambda message=message: echo(f"Error: {message}", err=True), read=True)
         if stop.by:
             said = "the report above is complete" if printed else "the report above is cut short"
-            stop.step(lambda: click.echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True),
+            stop.step(lambda: echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True),
                       read=True)
         stop.decided(0 if report.ok and not stop.by else 1)
 
