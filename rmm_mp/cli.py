@@ -14,6 +14,8 @@ from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.machine import check_shm_dir
 from rmm_mp.stress import cli as stress_cli
 from rmm_mp.stress import explore_cli
 from rmm_mp.workload import cli as workload_cli
@@ -36,7 +38,12 @@ def clean(dry_run: bool) -> None:
     """Remove shared memory left by machines whose creator died (e.g. killed with SIGKILL).
 
     An orphan that cannot be removed (another user's, or a directory with a segment's name) is
-    named on stderr with the reason, and the exit status is 1."""
+    named on stderr with the reason, and the exit status is 1. So is a segment directory
+    (/dev/shm, or RMM_MP_SHM_DIR) that is missing or not a directory, as `rmm-mp run` says it."""
+    try:
+        check_shm_dir(create=False)
+    except MachineError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     failed: list[tuple[segment.MachineSegments, str]] = []
     if dry_run:
         found = [m for m in segment.list_machines() if orphans.is_orphan(m)]

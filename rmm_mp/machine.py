@@ -125,7 +125,7 @@ class Machine:
             raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in 1..1000000000")
         if isinstance(trace_capacity, bool) or not isinstance(trace_capacity, int) or not 0 <= trace_capacity <= 1 << 24:
             raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in 0..16777216")
-        _check_shm_dir()
+        check_shm_dir()
         orphans.remove_orphans()
         sizes = _segment_sizes(plat, cpus, trace_capacity)
         _check_free_space(plat, sizes)
@@ -439,17 +439,21 @@ def _int_arg(name: str, value: object) -> int:
     return value
 
 
-def _check_shm_dir() -> None:
-    """Refuse a segment directory (RMM_MP_SHM_DIR) that is missing, not a directory or not
-    writable, with a MachineError naming it, before anything looks in it."""
+def check_shm_dir(create: bool = True) -> None:
+    """Refuse a segment directory (RMM_MP_SHM_DIR) that is missing or not a directory, and with
+    ``create`` one this user cannot create files in, with a MachineError naming it, before
+    anything looks in it. Without ``create`` (`rmm-mp clean`, which only looks for and removes
+    segments) the error says the segments cannot be looked for there: finding nothing in a
+    directory that does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
     where = segment.SHM_DIR
     if "RMM_MP_SHM_DIR" in os.environ:
         where = f"{where} (RMM_MP_SHM_DIR)"
+    doing = "made" if create else "looked for"
     if not os.path.isdir(segment.SHM_DIR):
         found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"
-        raise MachineError(f"shared memory cannot be made in {where}: found {found}, expected a directory "
+        raise MachineError(f"shared memory cannot be {doing} in {where}: found {found}, expected a directory "
                            "(a tmpfs such as /dev/shm keeps the machine in memory)")
-    if not os.access(segment.SHM_DIR, os.W_OK | os.X_OK):
+    if create and not os.access(segment.SHM_DIR, os.W_OK | os.X_OK):
         raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
                            "create files in")
 

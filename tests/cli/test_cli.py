@@ -147,19 +147,27 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
         assert list(where.iterdir()) == []
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["clean", "dry-run"])
 @pytest.mark.parametrize("kind", ["missing", "file"])
-def test_clean_with_no_segment_directory_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        kind: str) -> None:
-    """`rmm-mp clean` with RMM_MP_SHM_DIR naming nothing or a file: no machine can be there, so
-    there is nothing to remove, exit 0 (a file used to give a NotADirectoryError traceback)."""
+def test_clean_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  kind: str, dry_run: list[str]) -> None:
+    """`rmm-mp clean` with RMM_MP_SHM_DIR naming nothing or a file: it cannot look for segments
+    there, and says so as `rmm-mp run` does (one line naming the directory and what was
+    expected, exit 1, no traceback). It said "no orphaned rmm-mp shared memory" and exited 0,
+    as if it had looked (found by a docs audit; a file gave a NotADirectoryError traceback
+    before that)."""
     from rmm_mp.hw import segment
     where = tmp_path / "shm"
     if kind == "file":
         where.write_bytes(b"not a directory")
     monkeypatch.setattr(segment, "SHM_DIR", str(where))
-    result = CliRunner().invoke(main, ["clean"])
-    assert result.exit_code == 0, result.output
-    assert "no orphaned rmm-mp shared memory" in result.stdout
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    result = CliRunner().invoke(main, ["clean", *dry_run])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert "no orphaned" not in result.stdout and "Traceback" not in result.output
+    found = "nothing" if kind == "missing" else "something that is not a directory"
+    assert (f"Error: MachineError: shared memory cannot be looked for in {where} (RMM_MP_SHM_DIR): found {found}, "
+            "expected a directory") in result.stderr, result.output
 
 
 @pytest.mark.parametrize("args", [["check", "rmm-mp-1-0badc0de", "--wait"], ["explore", "--timeout"]],
