@@ -200,3 +200,27 @@ def test_stress_doc_lists_the_bug_and_pair_catalogs_and_the_workloads() -> None:
         items = [item.split() for item in weights.split(", ")]
         documented[name.strip("`")] = {w[0]: float(w[1]) if len(w) > 1 else 1.0 for w in items}
     assert documented == WORKLOADS
+
+
+def test_latency_doc_and_schema_name_every_host_fact_of_the_run_json() -> None:
+    """docs/latency.md's `host` item names exactly the keys of `rmm-mp run`'s JSON `host`
+    object (render_json's `cores` and workload.run's host facts), and docs/report-schema.json
+    describes exactly those: the doc named cores, machine, Python and date only, and the schema
+    left time_slice, phases, overrides and stopped_by to "further facts" (found by a docs
+    audit). The doc's names are the backquoted words of the item outside parentheses."""
+    import json
+    from types import SimpleNamespace
+
+    from rmm_mp.workload import run
+    facts = run._host_facts(SimpleNamespace(control=SimpleNamespace(time_slice=1)),  # type: ignore[arg-type]
+                            SimpleNamespace(phases=(), overrides=()), "")  # type: ignore[arg-type]
+    keys = {"cores", *facts}
+    text = (ROOT / "docs" / "latency.md").read_text()
+    item = re.search(r"^- `host`, (.*?)(?=^- |^$)", text, re.MULTILINE | re.DOTALL)
+    assert item, "docs/latency.md has no '- `host`, ...' item"
+    top = item[1]
+    while re.search(r"\([^()]*\)", top):
+        top = re.sub(r"\([^()]*\)", "", top)
+    assert set(re.findall(r"`([a-z_]+)`", top)) == keys, top
+    schema = json.loads((ROOT / "docs" / "report-schema.json").read_text())
+    assert set(schema["properties"]["host"]["properties"]) == keys
