@@ -46,7 +46,9 @@ UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0, 20 << 20),
     {"pinned": True, "usage": UNPINNED},
     {"cpus": 4, "host_cores": 2},
     {"stats": {}, "locks": {}, "usage": {}, "counters": {}, "realms": (), "failures": (), "problems": ()},
-], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty"])
+    {"host": {"machine": "x86_64", "python": "3.11.7", "host_cpus": None}},
+], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty",
+        "host-cpus-unknown"])
 def test_hand_built_reports_validate(changes: dict[str, Any]) -> None:
     """Every shape a report can take gives a document the schema accepts."""
     _valid(render.to_json(hand_built(**changes)))
