@@ -221,7 +221,7 @@ def claim(area: CpuArea, cpu: int, pid: int, word: int) -> None:
             continue
         holder = current & 0xFFFF_FFFF
         if holder == pid:
-            raise CpuBusyError(cpu, pid)
+            raise CpuBusyError(cpu, pid, own=True)
         if process.alive(holder) and cpuarea.binding_matches(current, process.start_ms(holder)):
             raise CpuBusyError(cpu, holder)
         if area.claim(current, word):

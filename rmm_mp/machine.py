@@ -312,7 +312,7 @@ class Machine:
 
         Raises:
             ValueError if i is not a CPU id of this machine; CpuBusyError if another live
-            process holds CPU i.
+            process holds CPU i, or this process does through another Machine handle.
         """
         self._check_open()
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.cpus:

@@ -35,9 +35,16 @@ class MachineError(Exception):
 
 
 class CpuBusyError(MachineError):
-    """A simulated CPU is already bound to another live process."""
+    """A simulated CPU is already bound to another live process, or to this process through
+    another Machine handle of the same machine (``own``)."""
 
-    def __init__(self, cpu: int, pid: int) -> None:
-        super().__init__(f"CPU {cpu} is bound to live process {pid}; pick another CPU or end that process")
+    def __init__(self, cpu: int, pid: int, own: bool = False) -> None:
+        if own:
+            # "End that process" would be advice to end oneself: say which handle holds it.
+            advice = ("(this process, through another Machine handle of the machine); use that handle's "
+                      "CPU, or close it first")
+        else:
+            advice = "; pick another CPU or end that process"
+        super().__init__(f"CPU {cpu} is bound to live process {pid}{' ' if own else ''}{advice}")
         self.cpu = cpu
         self.pid = pid
