@@ -220,8 +220,10 @@ def claim(area: CpuArea, cpu: int, pid: int, word: int) -> None:
                 return
             continue
         holder = current & 0xFFFF_FFFF
-        if holder == pid:
+        if current == word:
             raise CpuBusyError(cpu, pid, own=True)
+        # Our pid with another start time is a dead process whose pid this one reuses: it falls
+        # through to the liveness check below, which finds it gone.
         if process.alive(holder) and cpuarea.binding_matches(current, process.start_ms(holder)):
             raise CpuBusyError(cpu, holder)
         if area.claim(current, word):

@@ -25,7 +25,7 @@ from footprint import snapshot
 from rmm_mp import Cpu, GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.hw.faults import CpuBusyError, MachineError
 from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
-from rmm_mp.hw import segment
+from rmm_mp.hw import cpuarea, process, segment
 from rmm_mp.hw.cpuarea import OFF_NS_CTX
 from rmm_mp.hw.gpt import Gpt
 from rmm_mp.hw.platform import platform_dir
@@ -313,6 +313,19 @@ def test_binding_of_a_killed_unreaped_process_is_reclaimed(small_machine: Machin
         assert small_machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
     finally:
         finish(proc)
+
+
+def test_binding_of_a_dead_process_that_had_this_pid_is_reclaimed(machine: Machine) -> None:
+    """CPU 1's binding word names this process's pid with a start time 1 s earlier: a dead
+    process whose pid this one now has (pid reuse). It is reclaimed, not refused as this
+    process's own binding through another Machine handle."""
+    area = machine.cpu_area(1)
+    try:
+        stale = cpuarea.binding_word(os.getpid(), process.own_start_ms() - 1000)
+        assert area.claim(0, stale)
+    finally:
+        area.release()
+    assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
 
 def test_closing_handles_releases_bindings_within_one_process(machine: Machine) -> None:
