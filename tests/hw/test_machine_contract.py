@@ -505,6 +505,16 @@ def test_smc_routing_of_non_rmi_ids(cpu0: Cpu) -> None:
     assert not cpu0.machine.dead
 
 
+def test_smc_fid_is_w0_and_reserved_bits_are_no_rmi_id(cpu0: Cpu) -> None:
+    """SMCCC passes the function ID in W0: X0 bits [63:32] set (any of them) leave RMI_VERSION
+    working. Bits [23:17] are no part of any ID (SMCCC: reserved), so RMI_VERSION with one of
+    them set, like RSI_VERSION with the SVE hint, returns SMC_UNKNOWN."""
+    for high in (1 << 32, 0xFFFF_FFFF << 32):
+        assert cpu0.smc(VERSION | high, V10)[:3] == (SUCCESS, V10, V10), hex(high)
+    for fid in (VERSION | 1 << 17, VERSION | 1 << 23, 0xC401_0190):
+        assert cpu0.smc(fid, V10)[0] == SMC_UNKNOWN, hex(fid)
+
+
 # -- RMM bugs are not statuses ---------------------------------------------------------------
 
 def _boom(rmm, req):  # type: ignore[no-untyped-def]
