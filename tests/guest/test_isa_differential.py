@@ -302,7 +302,8 @@ class Model:
             assert ins.sysreg != "far" or self.far_defined, "the generator reads far only when defined"
             self.put(d, self.sysregs[ins.sysreg])
         elif k == "msr":
-            self.sysregs[ins.sysreg] = self.get(n)
+            # vbar's bits [10:0] are RES0 (docs/guest-isa.md): a write drops them.
+            self.sysregs[ins.sysreg] = self.get(n) & ~0x7FF if ins.sysreg == "vbar" else self.get(n)
             if ins.sysreg == "far":
                 self.far_defined = True
         elif k == "eret":
