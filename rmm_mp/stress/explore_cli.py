@@ -23,6 +23,7 @@ import click
 from rmm_mp.clitypes import FloatRange
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.outpaths import check_outputs, replacing
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS
@@ -82,14 +83,17 @@ class _CtrlC:
     """SIGINT noted as well as raised: Python drops a KeyboardInterrupt raised inside a callback
     it runs itself (a finished thread's cleanup, "Exception ignored in ..."), and the command
     would then go on and exit 0; the note stops it after the pair under way. A SIGINT ignored
-    when the command began (a background job of a script) stays ignored, as in `rmm-mp run`
-    and `rmm-mp stress` (rmm_mp.interrupts)."""
+    when the command began (a background job of a script) stays ignored, and the copy of one
+    that `timeout -s INT` sends to the process group is no second Ctrl-C (it cut short the
+    clean-up of the pair under way: the abandoning of its calls, the joining of their threads,
+    the closing of its machine), as in `rmm-mp run` and `rmm-mp stress` (rmm_mp.interrupts)."""
 
     def __init__(self) -> None:
         self.seen = False
         self.previous: Any = None
 
     def __enter__(self) -> "_CtrlC":
+        forget_signals()
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self.previous = signal.signal(signal.SIGINT, self._handler)
@@ -100,6 +104,8 @@ class _CtrlC:
             signal.signal(signal.SIGINT, self.previous)
 
     def _handler(self, signum: int, frame: object) -> None:
+        if repeated_signal(signum):
+            return
         self.seen = True
         raise KeyboardInterrupt
 

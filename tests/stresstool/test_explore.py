@@ -519,6 +519,51 @@ def test_a_ctrl_c_python_swallows_still_stops_the_command(monkeypatch: pytest.Mo
     assert "map-vs-unmap-unprotected:" not in result.output
 
 
+@pytest.mark.usefixtures("ctrl_c")
+def test_the_copy_of_a_ctrl_c_does_not_cut_the_clean_up_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`timeout -s INT 5 rmm-mp explore`: GNU timeout sends SIGINT to the command and again to
+    its process group. The first Ctrl-C lands while the explorer waits for a pair's calls; its
+    copy lands in the clean-up that follows (the calls abandoned, their threads joined, the
+    machine closed). The copy was a second Ctrl-C there and cut the clean-up short: the calls
+    were never abandoned (found by a review: `explore` did not apply the copy rule `run` and
+    `stress` apply). Now the clean-up runs whole and the command still ends interrupted, exit 1.
+    The copy window is set to 1 s, so that a slow host cannot make the copy a late second one."""
+    import sys as _sys
+    from types import SimpleNamespace
+
+    from rmm_mp import interrupts
+    from rmm_mp.stress import explore as explore_module
+
+    monkeypatch.setattr(interrupts, "COPY_S", 1.0)
+    real_monotonic = explore_module.time.monotonic
+
+    def monotonic() -> float:
+        # The first Ctrl-C, at the start of the first wait for a pair's calls.
+        if _sys._getframe(1).f_code.co_name == "_supervise" and not sent:
+            sent.append("first")
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_monotonic()
+
+    real_abandon = explore_module._abandon_quietly
+    abandoned: list[str] = []
+
+    def abandon(turns, why):  # type: ignore[no-untyped-def]
+        if len(sent) == 1:
+            sent.append("copy")
+            os.kill(os.getpid(), signal.SIGINT)         # the copy, microseconds after the first
+        real_abandon(turns, why)
+        abandoned.append(why)
+
+    sent: list[str] = []
+    monkeypatch.setattr(explore_module, "time", SimpleNamespace(monotonic=monotonic))
+    monkeypatch.setattr(explore_module, "_abandon_quietly", abandon)
+    result = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create"])
+    assert sent == ["first", "copy"]
+    assert abandoned == ["interrupted"], result.output
+    assert result.exit_code == 1, result.output
+    assert "interrupted (Ctrl-C) after 0 of 1 pair(s)" in result.output
+
+
 def test_a_pair_whose_setup_fails_is_named_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     """A setup that gets an answer a correct RMM does not give (SetupError; likeliest with a bug
     injected, which is on during the setups too) ends the command with one line naming the pair,
