@@ -196,9 +196,13 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
         try:
             report = run(config, on_tick=progress, sigterm_stops=True, on_machine=announce)
         except MachineError as exc:
-            # the machine could not be made (no usable shared-memory directory, not enough space):
-            # nothing was created, so there is nothing to report but why
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            # The machine could not be made (no usable shared-memory directory, not enough
+            # space): nothing was created, so there is nothing to report but why. Said as click
+            # says an error, but ended by the guard, as `rmm-mp run` ends a failed build: a
+            # signal after the line must not change exit status 1.
+            why = f"{type(exc).__name__}: {exc}"
+            stop.step(lambda: echo(f"Error: {why}", err=True), read=True)
+            stop.decided(1)
         stop.by = "" if report.interrupted else stop.by   # the run's signal is in its report
         _after_run(stop, report, config, replay, recorded, progress is not None, do_shrink, trace_path,
                    save_schedule, json_path)
@@ -436,8 +440,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
         _check(machine_name, json_path, wait_s, no_pause)
     except KeyboardInterrupt:
         # click would say "Aborted!" with exit status 1, the status of "the invariants do not hold".
-        click.echo("interrupted (Ctrl-C): no verdict; any pause this check held is released", err=True)
-        raise SystemExit(130) from None
+        echo("interrupted (Ctrl-C): no verdict; any pause this check held is released", err=True)
+        decided(130)
 
 
 def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
@@ -451,8 +455,10 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
     try:
         machine = Machine.attach(machine_name)
     except (MachineError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        # Each error below that ends the check is its last output: decided, so that a signal
+        # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
+        echo(f"error: {exc}", err=True)
+        decided(2)
     # A machine whose creator was killed (SIGKILL) keeps its segments: nothing runs on it (its
     # CPUs died with it), so nothing is paused, and the report says why.
     creator = _dead_creator(machine_name)
@@ -465,8 +471,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             try:
                 pause = stack.enter_context(Pause(machine.control))
             except QuiesceError as exc:
-                click.echo(f"error: {exc}", err=True)
-                raise SystemExit(2) from None
+                echo(f"error: {exc}", err=True)
+                decided(2)      # detached as the SystemExit leaves the block, as after a verdict
             quiescent = pause.wait(wait_s)
             found = pause.census()
             participants, parked, dead = found.participants, found.parked, found.dead
@@ -541,11 +547,11 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             with Interrupts(sigterm=True) as stop:
                 stop.step(lambda: write_files((("json", json_path, functools.partial(_write_document, document)),),
                                               {}, errors), read=True)
-                if not errors:
-                    stop.decided(status)
-            # checked before attaching; a disk can still fill up meanwhile
-            click.echo(f"error: {errors[0]}", err=True)
-            raise SystemExit(2)
+                if errors:
+                    # checked before attaching; a disk can still fill up meanwhile
+                    stop.step(lambda: echo(f"error: {errors[0]}", err=True), read=True)
+                    stop.decided(2)
+                stop.decided(status)
         # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
         decided(status)
 

@@ -23,8 +23,8 @@ import click
 from rmm_mp.clitypes import FloatRange
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.interrupts import forget_signals, repeated_signal
-from rmm_mp.outpaths import check_outputs, replacing
+from rmm_mp.interrupts import Interrupts, repeated_signal
+from rmm_mp.outpaths import check_outputs, echo, replacing
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
@@ -69,14 +69,30 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     names = tuple(dict.fromkeys(pairs)) or tuple(PAIRS)
-    reports, interrupted = _run(names, inject, timeout)
-    failed = interrupted or any(not r.ok for r in reports)
-    if interrupted:
-        click.echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(names)} pair(s)")
-    if json_path and not _write_json(json_path, reports, inject, interrupted):
-        failed = True
-    if failed:
-        raise SystemExit(1)
+    # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
+    # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
+    # (the command ends interrupted) and ends the JSON's writing if it lands there; one after
+    # the last output changes nothing (``decided``). The status used to be given by a bare
+    # SystemExit, and a Ctrl-C after the last line (the copy `timeout -s INT` sends, landing
+    # as the process ended) printed a traceback or made the process die of SIGINT.
+    with Interrupts(sigterm=False) as stop:
+        try:
+            reports, interrupted = _run(names, inject, timeout)
+        except click.ClickException as exc:     # a pair that could not be set up, a machine not made
+            message = exc.format_message()
+            stop.step(lambda: echo(f"Error: {message}", err=True), read=True)
+            stop.decided(exc.exit_code)
+        interrupted = interrupted or bool(stop.by)
+        failed = interrupted or any(not r.ok for r in reports)
+        if interrupted:
+            stop.step(lambda: echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(names)} pair(s)"), read=True)
+        if json_path:
+            done, written = stop.step(lambda: _write_json(json_path, reports, inject, interrupted), read=True)
+            if not done:
+                stop.step(lambda: echo(f"Error: the json report was not written to {json_path}: "
+                                       f"interrupted ({stop.by})", err=True), read=True)
+            failed = failed or not written
+        stop.decided(1 if failed else 0)
 
 
 class _CtrlC:
@@ -93,7 +109,8 @@ class _CtrlC:
         self.previous: Any = None
 
     def __enter__(self) -> "_CtrlC":
-        forget_signals()
+        # The signals taken before are the command's guard's (Interrupts, which forgot the
+        # older ones as it began): a copy of one it took is still a copy here.
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self.previous = signal.signal(signal.SIGINT, self._handler)
@@ -206,6 +223,6 @@ def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], i
         with replacing(path) as temp:
             Path(temp).write_text(json.dumps(document, indent=1) + "\n")
     except OSError as exc:
-        click.echo(f"Error: could not write the json report to {path}: {exc.strerror or exc}", err=True)
+        echo(f"Error: could not write the json report to {path}: {exc.strerror or exc}", err=True)
         return False
     return True

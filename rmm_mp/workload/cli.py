@@ -138,8 +138,13 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         try:
             report = run_workload(w, options, on_machine=announce)
         except (MachineError, AllocatorError, RunQueueError, HostError) as exc:
-            # building the file's realms failed before the CPUs started (the machine is gone again)
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            # Building the file's realms failed before the CPUs started (the machine is gone
+            # again). Said as click says an error, but ended by the guard: raised to click, the
+            # error was printed after the guard had put the handlers back, and a signal then
+            # turned exit status 1 into 143 (SIGTERM) or a KeyboardInterrupt traceback.
+            why = f"{type(exc).__name__}: {exc}"
+            stop.step(lambda: echo(f"Error: {why}", err=True), read=True)
+            stop.decided(1)
         # A signal noted after the run's guard (as the machine closed): the report says so, as
         # run_workload's own does for one noted before its guard ended.
         report, stop.by = interrupted_after_run(report, stop.by), ""

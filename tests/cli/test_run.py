@@ -695,6 +695,33 @@ def test_a_signal_as_check_ends_keeps_its_verdict(tmp_path: Path, machine: Machi
     assert "not paused (--no-pause)" in proc.stdout and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("signame, args, status, last", [
+    ("SIGINT", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"], 1,
+     "Error: MachineError: shared memory cannot be made in"),
+    ("SIGTERM", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"], 1,
+     "Error: MachineError: shared memory cannot be made in"),
+    ("SIGTERM", ["check", "rmm-mp-1-0badc0de"], 2, "error: no machine named 'rmm-mp-1-0badc0de'"),
+    ("SIGINT", ["explore", "rtt-create-vs-rtt-create"], 0, "interleaving(s) tried in"),
+], ids=["run-build-failed-sigint", "run-build-failed-sigterm", "check-no-machine-sigterm", "explore-sigint"])
+def test_a_signal_after_an_error_or_a_result_keeps_its_exit_status(tmp_path: Path, signame: str, args: list[str],
+                                                                     status: int, last: str) -> None:
+    """Ctrl-C or SIGTERM as the process ends, after `run` said its realms could not be built
+    (here: RMM_MP_SHM_DIR names no directory), after `check` said there is no such machine, or
+    after `explore` gave its results: the exit status stays the one given (1, 2, 0) and stderr
+    has no traceback. Those paths ended by click's ClickException or a bare SystemExit, not by
+    interrupts.decided as the verdicts do: SIGTERM made the process die of it (143) and Ctrl-C
+    printed a KeyboardInterrupt traceback (found by a review; the signal is sent from the last
+    atexit function, which did it every time)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args[0] != "explore":
+        env["RMM_MP_SHM_DIR"] = str(tmp_path / "no-such-directory")
+    proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL, signame, *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=60)
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert last in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+
+
 _SIGNAL_AS_CHECK_DETACHES = r'''
 import os, runpy, signal, sys, time
 from rmm_mp.machine import Machine

@@ -564,6 +564,28 @@ def test_the_copy_of_a_ctrl_c_does_not_cut_the_clean_up_short(monkeypatch: pytes
     assert "interrupted (Ctrl-C) after 0 of 1 pair(s)" in result.output
 
 
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_as_the_json_is_written_ends_it_and_the_command_interrupted(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after the last pair, as the --json file is being written: the writing ends (no
+    file, a line on stderr names it and why) and the command ends interrupted, exit 1, with
+    the pair's results printed; not click's "Aborted!"."""
+    from rmm_mp.stress import explore_cli
+    real = explore_cli._write_json
+
+    def signalled(*args, **kw):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(explore_cli, "_write_json", signalled)
+    path = tmp_path / "explore.json"
+    result = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "--json", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "interleaving(s) tried in" in result.stdout and "Aborted!" not in result.output
+    assert f"Error: the json report was not written to {path}: interrupted (Ctrl-C)" in result.stderr
+    assert not path.exists()
+
+
 def test_a_pair_whose_setup_fails_is_named_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     """A setup that gets an answer a correct RMM does not give (SetupError; likeliest with a bug
     injected, which is on during the setups too) ends the command with one line naming the pair,
