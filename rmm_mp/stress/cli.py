@@ -142,7 +142,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "under replay.verdict).")
 @click.option("--shrink", "do_shrink", is_flag=True, help="Shrink a failing deterministic run's schedule.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the (shrunk) failing interleaving as a Trace Event Format timeline.")
+              help="Write the (shrunk) failing interleaving as a Trace Event Format timeline (marked incomplete "
+                   "when a CPU's process died: its calls, locks and switches are lost).")
 @click.option("--save-schedule", type=click.Path(dir_okay=False), default=None,
               help="Where a deterministic run writes its schedule (default: stress-WORKLOAD-SEED.schedule.json "
                    "when it found something; never one that cannot replay the run: no step taken, or a dead CPU's "
@@ -268,6 +269,10 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         say(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
     if "trace" in written:
         say(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
+        # Written all the same: the calls and locks of the CPUs that returned are the run's.
+        lost = timeline.incomplete(report)
+        if lost:
+            say(f"timeline incomplete: {lost}")
     if errors:
         say("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
         for message in errors:

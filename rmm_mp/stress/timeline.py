@@ -16,6 +16,13 @@ pid 1) and, per CPU, these tracks (threads):
     "CPU n locks" (tid 101 + n), "CPU n locks (k + 1)" (tid 101 + n + 100 k)
         "lock <PA>"             complete events from acquire to release, args {granule}
 
+A run in which a CPU returned no result (its process died: StressReport.unreported) lost that
+CPU's points and the switches it made, which it keeps until it returns. Its timeline is
+incomplete, and says so (``incomplete``): the other CPUs' calls, waits and locks are drawn at
+their steps, the dead CPU's track is named as having returned nothing, no CPU's running slices
+are drawn (the switches left would draw a CPU running over the steps of others), and an
+instant event at step 0 and ``otherData.incomplete`` give the reason.
+
 The Trace Event Format wants the complete events of one thread to nest (Perfetto drops the
 ones that do not), which is why they are spread so: a call spans several running slices, and
 locks taken hand over hand overlap without nesting, so each hold goes to the first of its CPU's
@@ -52,12 +59,23 @@ def _x(name: str, cat: str, tid: int, start: int, end: int, args: dict[str, Any]
     return event
 
 
-def _metadata(lanes: dict[int, int]) -> list[dict[str, Any]]:
+def incomplete(report: StressReport) -> str:
+    """Why the timeline of ``report`` cannot draw the whole interleaving ("" if it can)."""
+    if not report.unreported:
+        return ""
+    cpus = ", ".join(str(c) for c in report.unreported)
+    return (f"CPU {cpus} returned no result (its process died), so its calls and locks and the switches "
+            "it made are lost: the other CPUs' calls and locks are drawn, no CPU's running slices")
+
+
+def _metadata(lanes: dict[int, int], lost: tuple[int, ...] = ()) -> list[dict[str, Any]]:
     """Names and order of every track: per CPU (``lanes``: CPU -> its number of lock tracks),
-    its calls, its running slices, then its lock tracks."""
+    its calls, its running slices, then its lock tracks; the calls' track of a CPU in ``lost``
+    says it returned nothing to draw."""
     out: list[dict[str, Any]] = [{"name": "process_name", "ph": "M", "pid": PID, "args": {"name": "rmm-mp machine"}}]
     for cpu, count in lanes.items():
-        tracks = [(TID_BASE + cpu, f"CPU {cpu}"), (RUN_TID_BASE + cpu, f"CPU {cpu} running")]
+        name = f"CPU {cpu} (returned no result: not drawn)" if cpu in lost else f"CPU {cpu}"
+        tracks = [(TID_BASE + cpu, name), (RUN_TID_BASE + cpu, f"CPU {cpu} running")]
         tracks += [(_lock_tid(cpu, k), f"CPU {cpu} locks" + (f" ({k + 1})" if k else "")) for k in range(count)]
         for order, (tid, label) in enumerate(tracks):
             out.append({"name": "thread_name", "ph": "M", "pid": PID, "tid": tid, "args": {"name": label}})
@@ -142,12 +160,18 @@ def _cpu_events(cpu: int, pts: list[tuple[int, int, int]], last_step: int) -> tu
 def events(report: StressReport) -> list[dict[str, Any]]:
     """Every event of the timeline, metadata first."""
     last = report.steps + 1
-    out = _running(report.schedule, last)
+    why = incomplete(report)
+    # With a dead CPU's switches lost, each slice drawn would run to the next switch left, over
+    # the steps other CPUs ran: none is drawn rather than wrong ones.
+    out = [] if why else _running(report.schedule, last)
     lanes: dict[int, int] = {}
     for cpu in range(report.config.cpus):
         drawn, lanes[cpu] = _cpu_events(cpu, report.points.get(cpu, []), last)
         out.extend(drawn)
-    out = _metadata(lanes) + out
+    out = _metadata(lanes, report.unreported) + out
+    if why:
+        out.append({"name": "incomplete timeline", "cat": "incomplete", "ph": "i", "s": "g", "pid": PID,
+                    "tid": TID_BASE, "ts": 0, "args": {"why": why}})
     for f in report.findings:
         tid = TID_BASE + (f.cpu if f.cpu is not None else 0)
         out.append({"name": f"{f.checker}: {f.rule}", "cat": "finding", "ph": "i", "s": "g", "pid": PID, "tid": tid,
@@ -163,5 +187,6 @@ def write(report: StressReport, path: "str | Path") -> Path:
     with replacing(str(out)) as temp:
         Path(temp).write_text(json.dumps({"traceEvents": events(report), "displayTimeUnit": "ms",
                                           "otherData": {"format": FORMAT, "clock": "schedule steps (1 step = 1 us)",
-                                                        "summary": report.summary()}}) + "\n")
+                                                        "summary": report.summary(),
+                                                        "incomplete": incomplete(report) or None}}) + "\n")
     return out

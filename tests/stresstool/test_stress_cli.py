@@ -1254,3 +1254,43 @@ def test_a_schedule_missing_a_dead_cpus_switches_is_neither_written_nor_shrunk(t
     with Interrupts(sigterm=False) as stop:
         kept, searched = _shrunk(stop, report, said.append)
     assert kept is report and searched is None and said[0].startswith(f"not shrunk: {why}"), said
+
+
+def test_the_timeline_of_a_run_whose_cpu_died_says_it_is_incomplete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`stress --trace` of a deterministic run in which CPU 1 died after some steps: its points
+    and the switches it made are lost with it. The timeline is still written (CPU 0's calls
+    and locks are the run's), but says it is incomplete: a line after `timeline:`, an instant
+    event at step 0 and otherData.incomplete give the reason, CPU 1's track says it returned
+    nothing, and no running slices are drawn. Before, it was drawn as if whole: with only CPU
+    0's switches to CPU 1 left, CPU 1 was drawn running from its first turn to the end, over
+    every step CPU 0 ran, and nothing said so."""
+    from rmm_mp.hw import points
+    from rmm_mp.interrupts import Interrupts
+    from rmm_mp.stress.cli import _after_run
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.findings import Finding
+    from rmm_mp.stress.report import StressReport
+    monkeypatch.chdir(tmp_path)
+    fid = 0xC400_0150
+    cpu0 = [(1, points.RMI_ENTRY, fid), (2, points.LOCK, 0x8000_1000), (5, points.UNLOCK, 0x8000_1000),
+            (6, points.RMI_EXIT, fid), (20, points.RMI_ENTRY, fid), (21, points.RMI_EXIT, fid)]
+    died = Finding("watchdog", "cpu-died", "CPU 1 was killed by SIGKILL; locks it still held: none", 1)
+    report = StressReport(StressConfig(workload="tables", schedule="random", steps=3000), (died,), "aborted", 0.5,
+                          {0: 2}, steps=24, switches=4, schedule=((0, 0), (7, 1), (15, 1)), points={0: cpu0},
+                          unreported=(1,))
+    trace = tmp_path / "t.json"
+    with Interrupts(sigterm=False) as stop, pytest.raises(SystemExit) as ended:
+        _after_run(stop, report, report.config, None, None, False, False, str(trace), None, None)
+    out = capsys.readouterr().out
+    why = "CPU 1 returned no result (its process died), so its calls and locks and the switches it made are lost"
+    assert ended.value.code == 1 and f"timeline: {trace}" in out
+    assert f"timeline incomplete: {why}" in out, out
+    data = json.loads(trace.read_text())
+    events = data["traceEvents"]
+    assert data["otherData"]["incomplete"].startswith(why)
+    assert [e["name"] for e in events if e["ph"] == "i" and e["ts"] == 0] == ["incomplete timeline"]
+    assert not [e for e in events if e["name"] == "running"]
+    names = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert {"CPU 0", "CPU 1 (returned no result: not drawn)"} <= names
+    assert sorted((e["ts"], e["dur"]) for e in events if e.get("cat") == "rmi") == [(1, 5), (20, 1)]
