@@ -1205,6 +1205,7 @@ def test_a_cpu_killed_before_the_first_step_is_one_finding_and_saves_no_schedule
     finding and stress-tables-0.schedule.json was written, whose replay said DIVERGED."""
     from rmm_mp.stress import runner
     monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.1)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
     monkeypatch.chdir(tmp_path)
     done, killed = threading.Event(), []
     watcher = threading.Thread(target=_kill_the_first_cpu_as_it_starts, args=(done, killed), daemon=True)
@@ -1294,3 +1295,31 @@ def test_the_timeline_of_a_run_whose_cpu_died_says_it_is_incomplete(tmp_path: Pa
     names = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert {"CPU 0", "CPU 1 (returned no result: not drawn)"} <= names
     assert sorted((e["ts"], e["dur"]) for e in events if e.get("cat") == "rmi") == [(1, 5), (20, 1)]
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the supervisor's first tick of a deterministic run, while the CPU processes are
+    still starting up (importing rmm_mp takes them far longer than a tick): they stop once they
+    are up, within the grace time, which is scaled by runtime.oversubscription as a free-running
+    run's is (the CPUs start all at once, sharing the host's cores). Here the unscaled grace time
+    is 0.05 s and the host is taken as 100 times oversubscribed (5 s in all): every CPU returns
+    its result, none is killed, and the run ends interrupted with the invariants checked. With
+    the unscaled time (a loaded host: 16 CPUs on 2 cores took 5 s to start, against 2 s of
+    grace), every CPU was killed, each a "not done" line, and the final check was skipped."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.05)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 100.0)
+    sent: list[float] = []
+
+    def first_tick(elapsed: float, seg: object) -> None:
+        if not sent:
+            sent.append(elapsed)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60),
+                        on_tick=first_tick)
+    assert sent and report.interrupted and report.ended == "interrupted", report.text()
+    assert report.unreported == () and report.steps <= report.config.cpus * 2, report.text()
+    assert report.not_done == () and report.findings == (), report.text()
