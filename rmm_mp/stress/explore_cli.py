@@ -58,7 +58,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     if list_pairs:
         width = max(len(n) for n in PAIRS)
         for pair in PAIRS.values():
-            click.echo(f"{pair.name:<{width}}  {pair.summary}")
+            echo(f"{pair.name:<{width}}  {pair.summary}")
         return
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
@@ -141,7 +141,7 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float) -> tup
                 if ctrl_c.seen:
                     break       # a Ctrl-C Python swallowed during the pair: its report may be cut short
                 reports.append(report)
-                click.echo(report_text(report))
+                echo(report_text(report))
         except KeyboardInterrupt:
             return reports, True
         except SetupError as exc:

@@ -756,16 +756,18 @@ def test_a_signal_as_check_detaches_keeps_its_verdict(tmp_path: Path, machine: M
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("args", [["check", "{machine}", "--no-pause"],
                                   ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"],
-                                  ["stress", "--schedule", "random", "--steps", "200"]],
-                         ids=["check", "run", "stress"])
+                                  ["stress", "--schedule", "random", "--steps", "200"],
+                                  ["explore", "rtt-create-vs-rtt-create"]],
+                         ids=["check", "run", "stress", "explore"])
 def test_a_reader_that_leaves_early_changes_neither_the_status_nor_the_files(tmp_path: Path, machine: Machine,
                                                                            args: list[str]) -> None:
     """`rmm-mp check NAME | head -1`, and `run` or `stress` piped the same way: standard output
     is a pipe whose reader has gone. The write raised BrokenPipeError, which click turned into
     exit status 1 whatever the verdict (found by a docs audit), and `stress` lost its --json
-    file, written after the report is printed. Now the printing ends quietly: the command's own
-    exit status (0 here: the invariants hold, the run and the stress run were clean), the JSON
-    written, and nothing on stderr about the pipe."""
+    file, written after the report is printed (`explore`, which prints each pair's report as it
+    goes, likewise). Now the printing ends quietly: the command's own exit status (0 here: the
+    invariants hold, the run, the stress run and the pair were clean), the JSON written, and
+    nothing on stderr about the pipe."""
     j = tmp_path / "out.json"
     reader, writer = os.pipe()
     os.close(reader)            # a reader that left before the first line
