@@ -4,6 +4,7 @@
     guest_text       the source of a named or path guest
     image            a program assembled at the realms' RAM base with constants replaced
     min_ram          the RAM a bundled guest needs (checked before anything is built)
+    backed_pages     the protected granules of it the host can have to back (the memory check)
     guest_pages      where the pages a bundled guest touches beyond its image lie
     challenge, attest_constants
                      the per-instance challenge an attest realm puts in its token
@@ -215,6 +216,20 @@ def min_ram(guest: str, recs: int, image_size: int, text: str = "") -> int:
         (shared,) = _equ_values(text, ("SHARED_OFFSET",)) if text else (2 * MiB,)
         need = max(need, shared + 4096)
     return need
+
+
+def backed_pages(guest: str, recs: int, image_size: int, text: str = "") -> int:
+    """Granules of protected RAM the host can have to back for a bundled guest: its image's
+    (DATA_CREATE) and those of guest_pages (faulted in). Not min_ram's extent: the RAM between
+    the image and those pages (1 MiB by default, 2 MiB up to attest's shared copy) is never
+    touched, so never backed; the attest guest's copy goes to NS pages mapped at the unprotected
+    alias, which the memory check counts as shared pages. ``text`` as for min_ram."""
+    pages = set(range(-(-image_size // 4096)))
+    span = guest_pages(guest, recs, text)
+    if span is not None:
+        start, end = span
+        pages.update(range(start // 4096, -(-end // 4096)))
+    return len(pages)
 
 
 def guest_pages(guest: str, recs: int, text: str = "") -> tuple[int, int] | None:

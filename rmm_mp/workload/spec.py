@@ -67,9 +67,11 @@ class RealmTemplate:
     teardown: str
     image: bytes
     """Assembled with the constants (an attest realm's challenge is replaced per instance)."""
-    touched: int = 0
-    """Bytes of RAM from its base the guest touches, its constants applied (programs.min_ram);
-    0: not computed (the engine's own ripas-loop template)."""
+    backed: int = 0
+    """Granules of its RAM the host can have to back for the guest, its constants applied
+    (programs.backed_pages): the image's and the guest's data pages, not the RAM between them
+    (the memory check, resolve.realm_granules); 0: not computed (the engine's own ripas-loop
+    template)."""
 
     @property
     def hash_algo(self) -> int:
@@ -290,7 +292,8 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         instances=f.integer(raw.get("instances", 1), f"{where}.instances", 1, MAX_REALMS,
                             f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)"),
         lifecycle=lifecycle, lifetime=lifetime,
-        teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image, touched=need)
+        teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image,
+        backed=programs.backed_pages(guest, recs, len(image), source))
 
 
 def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,

@@ -612,14 +612,16 @@ def test_the_reserve_grows_with_the_cpus_above_32(tmp_path: Path, cpus: int) -> 
 
 
 def test_activities_that_do_not_fit_are_named_as_such(tmp_path: Path) -> None:
-    """With no [[realm]], what does not fit is the activities' own pages (here a ripas-churn
-    realm in 1 MiB of NS DRAM): the error names the activities used, not a size as if it were
-    their value, and does not talk of realms."""
+    """With no [[realm]], what does not fit is the activities' own pages (here 4 CPUs' ripas-churn
+    realms and delegate-churn pools in 1 MiB of NS DRAM): the error names the activities used,
+    not a size as if it were their value, and does not talk of realms."""
     text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "tiny"')
     text = text.replace('size = "64 MiB"', 'size = "2 MiB"').replace("base = 0x83F0_0000", "base = 0x8010_0000")
     (tmp_path / "tiny.toml").write_text(text)
-    err = refused(tmp_path, 'seconds = 1\ncpus = 1\nplatform = "tiny.toml"\nactivities = { ripas-churn = 1 }\n', 4,
-                  "activities", "ripas-churn", "activities whose pages fit in the 0.8 MiB of NS DRAM platform 'tiny'")
+    err = refused(tmp_path, 'seconds = 1\ncpus = 4\nplatform = "tiny.toml"\n'
+                            'activities = { ripas-churn = 1, delegate-churn = 1 }\n', 4,
+                  "activities", "ripas-churn, delegate-churn",
+                  "activities whose pages fit in the 0.8 MiB of NS DRAM platform 'tiny'")
     assert "ripas-churn realms" in err.expected and "realms that fit" not in err.expected
 
 
