@@ -363,9 +363,13 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     # In a deterministic run only the CPU with the turn works: one without it that run_cpus
     # killed after the grace time was waiting for its turn (or still starting up, when another
     # CPU's death aborted the run before the first step), so its death is the abort's doing,
-    # not a second finding beside the one that caused it.
+    # not a second finding beside the one that caused it. But a run that its --seconds limit
+    # ended before the first step was held up by the CPUs not yet registered for a turn: one
+    # still starting up then (stopped with SIGSTOP, hung in its set-up) is stuck, a finding, as
+    # a free-running CPU not ready in time is; it is the reason the others were left waiting.
+    unstarted = sup.plan is not None and sup.timed_out and not sup.started
     waited = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is not None
-              and not (sup.started and seg.turn == f.cpu)]
+              and not (sup.started and seg.turn == f.cpu) and not (unstarted and seg.status(f.cpu) == ABSENT)]
     dead = {f.cpu for f in result.failures}
     findings.extend(_failure(f, machine, dead) for f in result.failures if not f.on_request and f not in waited)
     killed = [f for f in result.failures if f.on_request]

@@ -1179,15 +1179,17 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
         thread.join(10)
 
 
-def _kill_the_first_cpu_as_it_starts(done: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the first CPU process this process spawns, long before it can take a step (its
-    interpreter is still starting); give up after 60 s or once ``done`` is set."""
+def _kill_the_first_cpu_as_it_starts(done: threading.Event, killed: list[int],
+                                     signum: int = signal.SIGKILL) -> None:
+    """Send ``signum`` (SIGKILL unless told) to the first CPU process this process spawns, long
+    before it can take a step (its interpreter is still starting); give up after 60 s or once
+    ``done`` is set."""
     deadline = time.monotonic() + 60
     while not killed and not done.is_set() and time.monotonic() < deadline:
         for child in psutil.Process().children():
             try:
                 if "spawn_main" in " ".join(child.cmdline()):
-                    os.kill(child.pid, signal.SIGKILL)
+                    os.kill(child.pid, signum)
                     killed.append(child.pid)
                     break
             except (psutil.Error, ProcessLookupError):
@@ -1323,3 +1325,43 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     assert sent and report.interrupted and report.ended == "interrupted", report.text()
     assert report.unreported == () and report.steps <= report.config.cpus * 2, report.text()
     assert report.not_done == () and report.findings == (), report.text()
+
+
+def test_a_cpu_stuck_as_it_starts_is_a_finding_when_the_time_limit_ends_the_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run whose first CPU process is stopped (SIGSTOP) while it starts up: it
+    never registers for a turn, so the run never starts, and the --seconds limit ends it. The
+    stopped CPU, killed after the grace time, is a cpu-died finding (the run cannot start
+    without it: it is stuck, not waiting for a turn); the other, registered and waiting for the
+    first turn, is a "not done" line. Both were "not done" lines, "waiting for its turn (or
+    still starting up) ... no finding of its own", and the run said "no findings" with exit
+    status 0 (found by a review: SIGSTOP on a CPU of `rmm-mp stress --schedule random`)."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.2)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
+
+    def tick(elapsed: float, seg: Any) -> None:
+        # The limit is held back until the CPU that was not stopped has registered (it takes
+        # its import's time, longer than the limit on a loaded host).
+        deadline = time.monotonic() + 60
+        while seg.registered < seg.cpus - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    done, stopped = threading.Event(), []
+    watcher = threading.Thread(target=_kill_the_first_cpu_as_it_starts, args=(done, stopped, signal.SIGSTOP),
+                               daemon=True)
+    watcher.start()
+    try:
+        report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=0.5),
+                            on_tick=tick)
+    finally:
+        done.set()
+        watcher.join(10)
+    assert stopped and report.ended == "timeout" and report.steps == 0, report.text()
+    died = [f for f in report.findings if f.rule == "cpu-died"]
+    assert len(died) == 1 and len(report.findings) == 1, report.text()
+    other = 1 - died[0].cpu
+    assert [n for n in report.not_done if n.startswith(f"CPU {died[0].cpu} ")] == [], report.text()
+    assert any(n.startswith(f"CPU {other} did not stop within") and n.endswith("so this is no finding of its own")
+               for n in report.not_done), report.text()
