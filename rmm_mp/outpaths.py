@@ -17,7 +17,7 @@ traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rm
 
 The report on standard output goes through ``echo``: a reader that leaves early (`rmm-mp check
 NAME | head -1`) ends the printing quietly, and the command still writes its files and exits
-with its own status (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`), where the closed pipe
+with its own status (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`, `rmm-mp explore`), where the closed pipe
 raised out of the command: click's exit status 1, whatever the verdict, and no files after it.
 
 This module owns that check and those ways of writing. It must not write anything else.
