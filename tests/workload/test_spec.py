@@ -300,7 +300,7 @@ def test_ram_must_hold_what_the_constants_make_the_guest_touch(tmp_path: Path, g
     (32, "1280K", "{ WORK = 0 }", "1536 KiB"),             # RECs 16..31 too: 1 MiB + 32 x 4 pages
     (2, "2M", "{ PAGES = 256 }", "3 MiB"),                  # REC 1's 256 pages end 3 MiB in
     (1, "2M", "{ RANGE = 0x8030_0000 }", "3088 KiB"),        # 4 pages from 3 MiB in
-    (1, "2M", "{ RANGE = 0x801F_F000, MAX_RECS = 0 }", "2060 KiB"),  # REC 0 runs whatever MAX_RECS says
+    (1, "2M", "{ RANGE = 0x801F_F000, MAX_RECS = 1 }", "2060 KiB"),  # REC 0 alone
 ])
 def test_ripas_loop_ram_follows_its_recs_and_constants(tmp_path: Path, recs: int, ram: str, constants: str,
                                                        need: str) -> None:
