@@ -358,6 +358,11 @@ _BOUNDED = {
                                          "would write the page after it)"),
     ("smp-boot", "MAX_RECS"): (1, U64, "at least 1 REC (with 0 the image holds no RsiHostCall: REC 0's host calls "
                                        "would write the page after it)"),
+    # The guest's touch loop counts RANGE_PAGES down after each page and stops at 0: from 0 it
+    # wraps, and the guest writes every page from RANGE to the end of its RAM, all faulted in
+    # against a count (backed_pages) of none.
+    ("ripas-flip", "RANGE_PAGES"): (1, U64, "at least 1 page (with 0 the guest's touch loop wraps and writes every "
+                                            "page from RANGE to the end of its RAM)"),
 }
 """Bundled guests' constants whose range is narrower than a u64: (guest, name) -> (lowest,
 highest, what is expected)."""

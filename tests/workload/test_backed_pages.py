@@ -10,9 +10,11 @@ realm's backed set, DATA_DESTROY (a RIPAS change to EMPTY) removes one. The host
 followed too: with one realm it holds the realm's granules, which must stay within
 resolve.realm_granules.
 
-Found by these tests: ripas-loop or smp-boot with MAX_RECS 0 (no RsiHostCall left in the image:
-REC 0's host calls land in the page after it, which neither the image nor guest_pages counts;
-ripas-loop then had 6 pages backed against a count of 5).
+Found by these tests: ripas-flip with RANGE_PAGES 0 (its touch loop counts down from 0, wraps and
+faults in every page to the end of its RAM: 1,795 pages of 8 MiB against a count of 3), and
+ripas-loop or smp-boot with MAX_RECS 0 (no RsiHostCall left in the image: REC 0's host calls
+land in the page after it, which neither the image nor guest_pages counts; ripas-loop then had
+6 pages backed against a count of 5).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ CASES = st.one_of(
 
 @FIXED
 @given(CASES)
+@example(("ripas-flip", 1, {"RANGE_PAGES": 0}, ""))            # the touch loop wraps: all RAM after RANGE
 @example(("ripas-loop", 1, {"MAX_RECS": 0}, ""))               # REC 0's RsiHostCall after the image
 @example(("smp-boot", 4, {"MAX_RECS": 0}, ""))
 @example(("smp-boot", 32, {}, ""))                             # every secondary's page
@@ -174,13 +177,15 @@ def test_a_bundled_guest_has_no_more_pages_backed_than_the_check_counts(case: tu
 
 
 @pytest.mark.parametrize("guest, recs, constant, why", [
+    ("ripas-flip", 1, "RANGE_PAGES", "at least 1 page"),
     ("ripas-loop", 2, "MAX_RECS", "at least 1 REC"),
     ("smp-boot", 2, "MAX_RECS", "at least 1 REC"),
 ])
 def test_constants_that_leave_the_counted_pages_are_refused(tmp_path: Path, guest: str, recs: int, constant: str,
                                                             why: str) -> None:
-    """MAX_RECS 0 of ripas-loop and smp-boot (no RsiHostCall in the image: REC 0's host calls
-    land in the page after it) was accepted; it is refused naming the constant, and 1 is
+    """ripas-flip's RANGE_PAGES 0 (its touch loop wraps and faults in all of its RAM from RANGE)
+    and MAX_RECS 0 of ripas-loop and smp-boot (no RsiHostCall in the image: REC 0's host calls
+    land in the page after it) were accepted; they are refused naming the constant, and 1 is
     accepted."""
     text = (f'seconds = 1\nactivities = {{ run = 1 }}\n[[realm]]\nname = "a"\nguest = "{guest}"\nrecs = {recs}\n'
             f'ram = "2M"\nconstants = {{ {constant} = 0 }}\n')
