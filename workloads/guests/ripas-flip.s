@@ -4,13 +4,14 @@
 //  2. Writes PATTERN into each page of RANGE (RIPAS RAM outside the image: the host faults the
 //     pages in).
 //  3. RSI_IPA_STATE_SET(RANGE, EMPTY), repeated from the returned progress until the top;
-//     RSI_IPA_STATE_GET must then say EMPTY up to the top. The host destroys the pages.
+//     RSI_IPA_STATE_GET, repeated from each run's top, must then say EMPTY up to the top. The
+//     host destroys the pages.
 //  4. Through the unprotected alias of RANGE's first page (which the host backs with an NS page
 //     on the first access): writes SHARED_PATTERN and reads it back.
 //  5. MMIO through the host's device window (shared bit + DEVICE_OFFSET): writes CONSOLE_TEXT's
 //     bytes to the console DATA register, rings the doorbell with DOORBELL_VALUE and reads the
 //     ring count (1) and the last value back, writes and reads the scratch register, reads ID.
-//  6. RSI_IPA_STATE_SET(RANGE, RAM) to the top; RSI_IPA_STATE_GET must say RAM.
+//  6. RSI_IPA_STATE_SET(RANGE, RAM) to the top; RSI_IPA_STATE_GET (likewise) must say RAM.
 //  7. Reads RANGE's first page: zero (its old page was destroyed; the host faults in a new one).
 //  8. REPORT and SYSTEM_OFF.
 // REPORT code: 0 pass, else the step that failed (1..7); detail: the value that was wrong.
@@ -169,22 +170,26 @@ set_failed:
     mov x0, #1
     ret
 
-// check_range: RSI_IPA_STATE_GET(RANGE, top) must return (SUCCESS, top, x3); x0 = 0 or 1
-// (x20 = what came back wrong).
+// check_range: RSI_IPA_STATE_GET from RANGE to the top must return (SUCCESS, run top, x3) for
+// every run; a run ends at the end of the last-level table of its base (B5.3.5: out_top may be
+// less than the top asked for), so the guest asks again from each run's top. x0 = 0 or 1
+// (x20 = what came back wrong: the status, the RIPAS, or a run top past the top).
 check_range:
     mov x17, x3
-    mov x0, =RSI_IPA_STATE_GET
     mov x1, =RANGE
+check_loop:
+    mov x0, =RSI_IPA_STATE_GET
     mov x2, =RANGE + RANGE_PAGES * 0x1000
     smc #0
     mov x20, x0
     cbnz x0, check_failed
-    mov x20, x1
-    mov x11, =RANGE + RANGE_PAGES * 0x1000
-    cmp x1, x11
-    b.ne check_failed
     mov x20, x2
     cmp x2, x17
+    b.ne check_failed
+    mov x11, =RANGE + RANGE_PAGES * 0x1000
+    cmp x1, x11
+    b.lo check_loop                 // X1: where the run ended, the next base
+    mov x20, x1
     b.ne check_failed
     mov x0, #0
     ret
