@@ -182,6 +182,9 @@ def test_a_bundled_guest_has_no_more_pages_backed_than_the_check_counts(case: tu
     seen = observe(guest, recs, constants, extra, steps)
     if seen is None:
         reject()        # a file the checks refuse: nothing runs
+    # What the check counts is the allowed set, so no interleaving of the RECs (on more CPUs,
+    # other time slices) can have more of it backed at once than this run could.
+    assert len(seen.allowed) == seen.backed
     assert seen.touched <= seen.allowed, sorted(seen.touched - seen.allowed)
     assert seen.peak <= seen.backed
     assert seen.held <= seen.bound
