@@ -10,7 +10,6 @@ This module owns the command-line surface of workloads. The logic lives in the m
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Callable
 
 import click
@@ -18,7 +17,7 @@ import click
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.interrupts import Interrupts
+from rmm_mp.interrupts import Interrupts, decided
 from rmm_mp.machine import Machine, install_handlers
 from rmm_mp.outpaths import check_outputs, echo, write_files
 from rmm_mp.words import count as _count
@@ -198,16 +197,19 @@ def workloads_show(workload: str, platform_name: str | None, cpus: int | None, s
 @click.argument("files", metavar="FILE...", nargs=-1, required=True)
 def workloads_validate(files: tuple[str, ...]) -> None:
     """Check each FILE (or bundled name) completely, as `rmm-mp run` would before it starts
-    anything: exit 0 if all are valid, 2 after printing the first error of each bad one."""
+    anything: exit 0 if all are valid, 2 after printing the first error of each bad one. A
+    reader of the output that leaves early (`| head -1`) ends the printing quietly; the status
+    stays the verdict."""
     bad = 0
     for name in files:
         try:
             w = resolve(spec.load(name))
         except ConfigError as exc:
             bad += 1
-            click.echo(str(exc), err=True)
+            echo(str(exc), err=True)
             continue
-        click.echo(f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
-                   f"{_count(len(w.phases), 'phase')}, {length(w.seconds, w.iterations)})")
-    if bad:
-        sys.exit(2)
+        echo(f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
+             f"{_count(len(w.phases), 'phase')}, {length(w.seconds, w.iterations)})")
+    # The verdict, as `rmm-mp check` gives its own: a closed pipe (outpaths.echo) or a signal
+    # after the last line (decided) no longer turns it into 1, 130 or 143.
+    decided(2 if bad else 0)

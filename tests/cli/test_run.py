@@ -970,3 +970,34 @@ def test_a_signal_as_the_machine_closes_keeps_the_report(tmp_path: Path, signame
     doc = json.loads(j.read_text())
     assert doc["interrupted"] is True and doc["total_calls"] > 0 and doc["invariants"]["ok"] is True
     assert doc["host"]["stopped_by"] == f"interrupted after the run ({what})", doc["host"]
+
+
+@pytest.mark.parametrize("how", ["reader-gone", "SIGINT", "SIGTERM"])
+def test_workloads_validate_keeps_its_verdict_for_a_reader_that_leaves_or_a_late_signal(tmp_path: Path,
+                                                                                      how: str) -> None:
+    """`rmm-mp workloads validate quickstart churn` with its stdout a pipe whose reader has gone
+    (`| head -1` that left before the first line), or Ctrl-C or SIGTERM as the process ends,
+    after both files were said valid: the exit status is the verdict (0: both valid) and stderr
+    has no traceback. The closed pipe gave click's exit status 1 (the status of nothing in its
+    --help), and a late signal "Aborted!" with 1, death by SIGINT (130 in a shell) or by
+    SIGTERM (143), after the verdict was given; found by a signal-timing fuzz of the command
+    line, which sent the signal as the last line was read."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["workloads", "validate", "quickstart", "churn"]
+    if how == "reader-gone":
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "rmm_mp", *args], stdout=writer, stderr=subprocess.PIPE,
+                                  text=True, cwd=tmp_path, env=env, timeout=60)
+        finally:
+            os.close(writer)
+        said = ""
+    else:
+        proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL, how, *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=60)
+        said = proc.stdout
+    assert proc.returncode == 0, said + proc.stderr
+    assert proc.stderr == "", proc.stderr
+    if how != "reader-gone":
+        assert said.count(": valid (") == 2, said
