@@ -437,7 +437,9 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     progress or changes made during the scan (or, on an orphan whose creator was killed, or
     with a dead participant, calls cut off); 2 no such machine, a bad option, every pause
     slot taken, or the --json file could not be written; 130 interrupted by Ctrl-C (no
-    verdict: any pause it held is released and the CPUs go on). A reader of the output that
+    verdict: any pause it held is released and the CPUs go on); SIGTERM before the verdict
+    ends it by the signal's default action (143 in a shell; a pause it held lapses within its
+    2 s lease). A reader of the output that
     leaves early (`rmm-mp check NAME | head -1`) ends the printing quietly; the status is
     still the verdict.
     """
