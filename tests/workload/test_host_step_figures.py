@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cpu0_run import run_cpu0
 
 from rmm_mp import Machine
-from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stats import histogram
 from rmm_mp.stats.calls import HOST_BASE, name
 from rmm_mp.stats.report import collect
-from rmm_mp.workload import engine, run, spec
+from rmm_mp.workload import spec
 from rmm_mp.workload.resolve import resolve
 
 SLOW_FLUSH_NS = 1_000_000_000
@@ -57,15 +58,9 @@ def test_a_flush_inside_a_host_step_is_not_the_steps_time(tmp_path: Path, monkey
     path.write_text(f"iterations = {STEPS}\ncpus = 1\nactivities = {{ delegate-churn = 1 }}\n")
     w = resolve(spec.load(str(path)))
     with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
-        with Participant(m.control) as part:
-            plan, parts, _ = run._prepare(m, w, run.RunOptions(progress=False), part)
-        cpu = m.cpu(0)
-        try:
-            engine.cpu_main(cpu, plan, parts)
-            cpu.flush_statistics()
-            stats = collect(m, [0])[0]
-        finally:
-            cpu.close()
+        flushed: list[Any] = []
+        run_cpu0(m, w, after=lambda cpu: (cpu.flush_statistics(), flushed.append(collect(m, [0])[0])))
+        stats = flushed[0]
     host = {name(slot): s for slot, s in stats.items() if slot >= HOST_BASE}
     assert list(host) == ["HOST_DELEGATE_CHURN"]
     steps = host["HOST_DELEGATE_CHURN"]

@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cpu0_run import run_cpu0
 
 from rmm_mp import Machine
 from rmm_mp.host.nsalloc import NsAllocator
-from rmm_mp.hw.quiesce import Participant
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.workload import engine, programs, run, spec
+from rmm_mp.workload import programs, spec
 from rmm_mp.workload.resolve import _memory, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,13 +94,7 @@ def test_attest_and_ripas_loop_realms_fit_by_their_pages(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(NsAllocator, "alloc", alloc)
     with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
-        with Participant(m.control) as part:
-            plan, parts, _ = run._prepare(m, w, run.RunOptions(progress=False), part)
-        cpu = m.cpu(0)
-        try:
-            result = engine.cpu_main(cpu, plan, parts)
-        finally:
-            cpu.close()
+        result = run_cpu0(m, w)
     assert not result.errors
     assert result.counters["ripas-churn entries"] > 50 and result.counters["REC entries"] > 300
     assert 0 < peak[0] <= need

@@ -18,13 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cpu0_run import run_cpu0
 
 from rmm_mp import Machine
 from rmm_mp.host.nsalloc import NsAllocator, OutOfGranules
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.workload import cpustate, engine, run, spec
+from rmm_mp.workload import cpustate, run, spec
 from rmm_mp.workload import resolve as resolving
 from rmm_mp.workload.resolve import Workload, resolve
 
@@ -126,12 +127,6 @@ def test_rebuild_on_a_fragmented_allocator(tmp_path: Path, monkeypatch: pytest.M
                 alloc.alloc(16, 16)
 
         monkeypatch.setattr(cpustate.Host, "reap", reap_then_fragment)
-        with Participant(m.control) as part:
-            plan, parts, _ = run._prepare(m, w, run.RunOptions(progress=False), part)
-        cpu = m.cpu(0)
-        try:
-            result = engine.cpu_main(cpu, plan, parts)
-        finally:
-            cpu.close()
+        result = run_cpu0(m, w)
     assert result.counters["realms destroyed"] >= 2
     assert result.counters["realms built"] >= 2
