@@ -298,18 +298,27 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
 
 def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,
                        source: str) -> None:
-    """The pages a bundled guest touches beyond its image must start in its RAM after the image:
-    below RAM the host backs nothing (the guest takes an SEA there, with no vector to take it,
-    and loops on it for ever), and over the image the guest writes over its own code."""
+    """The pages a bundled guest touches beyond its image must start on a page boundary in its
+    RAM after the image: below RAM the host backs nothing (the guest takes an SEA there, with no
+    vector to take it, and loops on it for ever), and over the image the guest writes over its
+    own code."""
     pages = programs.guest_pages(guest, recs, source)
     image_end = -(-image_size // 4096) * 4096
-    if pages is None or pages[0] >= image_end:
+    if pages is None:
         return
     constant = programs.PAGE_CONSTANTS[guest]
     constants = raw.get("constants", {})
     key, value = (f"{where}.constants.{constant}", constants[constant]) if constant in constants \
         else (f"{where}.guest", raw["guest"])
     first = programs.RAM_BASE + pages[0]
+    if pages[0] % 4096:
+        # The guests use these as pages: RSI_IPA_STATE_SET and ATTESTATION_TOKEN_CONTINUE refuse
+        # an address that is not granule aligned (the realm then reports failure), and a store
+        # that is not 8-byte aligned takes an alignment fault with no vector to take it.
+        raise f.fail(key, value, f"a page-aligned place for its pages: guest {guest!r} places them at {constant} "
+                                 f"(IPA {first:#x}), which must be a multiple of 4 KiB")
+    if pages[0] >= image_end:
+        return
     raise f.fail(key, value, f"pages in the realm's RAM after its image: guest {guest!r} places its pages at "
                              f"{constant} (IPA {first:#x}), and they must start at or above "
                              f"{programs.RAM_BASE + image_end:#x} (RAM starts at {programs.RAM_BASE:#x}, "

@@ -331,6 +331,23 @@ def test_guest_pages_must_lie_in_ram_after_the_image(tmp_path: Path, guest: str,
     assert f"guest '{guest}'" in err.expected
 
 
+@pytest.mark.parametrize("guest, constant, value", [
+    ("ripas-flip", "RANGE", 0x8010_0008),           # 1 MiB into RAM, plus 8 bytes
+    ("ripas-loop", "RANGE", 0x8010_0ffc),           # not even 8-byte aligned
+    ("smp-boot", "PAGES", 0x8010_0800),
+    ("attest", "BUFFER_OFFSET", 0x10_0010),         # an offset from RAM: the buffer's IPA
+])
+def test_guest_pages_must_be_page_aligned(tmp_path: Path, guest: str, constant: str, value: int) -> None:
+    """A constant that places a bundled guest's pages off a page boundary is refused at the
+    constant. It validated, and the realm then failed (RSI_IPA_STATE_SET and
+    ATTESTATION_TOKEN_CONTINUE refuse an unaligned address) or, with an address that is not
+    8-byte aligned, spun on an alignment fault it has no vector for until the run's time ran
+    out (found by a property test of the guests' pages)."""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\nram = "4M"\nconstants = {{ {constant} = {value} }}\n'
+    err = refused(tmp_path, text, 7, f"realm[0].constants.{constant}", value, "a page-aligned place for its pages")
+    assert f"guest '{guest}'" in err.expected and "multiple of 4 KiB" in err.expected
+
+
 def test_the_pages_the_constants_place_count_in_the_memory_bound(tmp_path: Path) -> None:
     """ripas-flip over 20,000 pages fits its 512 MiB of RAM, but not the host platform's 64 MiB
     of DRAM: refused before anything starts (it ran the host's allocator dry before)."""
