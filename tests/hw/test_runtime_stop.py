@@ -301,28 +301,23 @@ def test_a_second_ctrl_c_past_copy_s_still_kills_the_cpus_under_the_guard(tmp_pa
         assert all(f.on_request for f in result.failures)
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_a_sigint_copy_after_the_run_skips_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The copy of `timeout -s INT`'s SIGINT landing after the CPUs have stopped (Interrupts'
     handler is back) is the same request: it is not noted, so the steps after the run (figures,
     invariant check, teardown) still run. A SIGINT after COPY_S is a second Ctrl-C and is
     noted (the next step is skipped)."""
     from rmm_mp import interrupts
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers can only be set from the main thread")
     monkeypatch.setattr(interrupts, "COPY_S", 3600.0)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with interrupts.Interrupts(sigterm=False) as stop:
-            os.kill(os.getpid(), signal.SIGINT)                 # the one that stopped the run
-            assert stop.step(lambda: None) == (False, None) and stop.by == "Ctrl-C"
-            stop.by = ""                                        # as if the run had taken it
-            os.kill(os.getpid(), signal.SIGINT)                 # the copy
-            assert stop.step(lambda: "checked") == (True, "checked") and stop.by == ""
-            monkeypatch.setattr(interrupts, "COPY_S", 0.0)
-            os.kill(os.getpid(), signal.SIGINT)                 # a second Ctrl-C
-            assert stop.step(lambda: None) == (False, None) and stop.by == "Ctrl-C"
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with interrupts.Interrupts(sigterm=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)                 # the one that stopped the run
+        assert stop.step(lambda: None) == (False, None) and stop.by == "Ctrl-C"
+        stop.by = ""                                        # as if the run had taken it
+        os.kill(os.getpid(), signal.SIGINT)                 # the copy
+        assert stop.step(lambda: "checked") == (True, "checked") and stop.by == ""
+        monkeypatch.setattr(interrupts, "COPY_S", 0.0)
+        os.kill(os.getpid(), signal.SIGINT)                 # a second Ctrl-C
+        assert stop.step(lambda: None) == (False, None) and stop.by == "Ctrl-C"
 
 
 def test_a_ctrl_c_once_every_cpu_is_gone_is_after_the_run(machine: Machine) -> None:
@@ -416,6 +411,7 @@ def test_a_guard_inside_another_takes_its_noted_signal_with_sigint_ignored() -> 
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.usefixtures("ctrl_c")
 @pytest.mark.parametrize("ends_process", [False, True], ids=["process-goes-on", "rmm-mp-program"])
 def test_a_signal_after_the_command_decided_changes_nothing(monkeypatch: pytest.MonkeyPatch,
                                                             ends_process: bool) -> None:
@@ -425,11 +421,8 @@ def test_a_signal_after_the_command_decided_changes_nothing(monkeypatch: pytest.
     ignoring SIGINT and SIGTERM when the process is the rmm-mp program, whose end is all that
     is left (a late signal made it die with 130/143 or print a traceback)."""
     from rmm_mp import interrupts
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers can only be set from the main thread")
     monkeypatch.setattr(interrupts, "_process_ends_with_command", ends_process)
     monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
-    int_before = signal.signal(signal.SIGINT, signal.default_int_handler)
     term_before = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as ended:
@@ -446,5 +439,4 @@ def test_a_signal_after_the_command_decided_changes_nothing(monkeypatch: pytest.
             assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
             assert signal.getsignal(signal.SIGTERM) == term_before
     finally:
-        signal.signal(signal.SIGINT, int_before)
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
