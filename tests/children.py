@@ -1,5 +1,6 @@
 """Helpers for tests that drive a child Python process line by line (machine lifetime tests):
-start it, read what it prints with a deadline, tell it what to do, reap it."""
+start it, read what it prints with a deadline, tell it what to do, reap it; and for tests that
+find the CPU processes a run spawned (cpu_children, wait_for_cpus)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import select
 import subprocess
 import sys
 import time
+
+import psutil
 
 from rmm_mp.hw import segment
 
@@ -63,3 +66,26 @@ def finish(proc: subprocess.Popen[bytes]) -> None:
         proc.communicate(timeout=CHILD_TIMEOUT_S)
     except (ValueError, OSError):
         proc.wait(CHILD_TIMEOUT_S)
+
+
+def cpu_children(pid: int | None = None) -> list[psutil.Process]:
+    """The CPU processes process ``pid`` (default: this one) has spawned, "spawn_main" on their
+    command line (not multiprocessing's resource tracker); one that ends while looked at is left
+    out."""
+    out = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                out.append(child)
+        except psutil.Error:
+            continue
+    return out
+
+
+def wait_for_cpus(pid: int, count: int, timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` seconds until process ``pid`` has ``count`` CPU processes; the
+    ones it has then."""
+    deadline = time.monotonic() + timeout
+    while len(found := cpu_children(pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from children import wait_for_cpus
 from realm_guests import failing_guest
 from rmm_mp import Machine
 from rmm_mp.cli import main
@@ -376,12 +377,7 @@ def test_ctrl_c_or_sigterm_stops_the_run_cleanly(tmp_path: Path, signum: int, na
     proc = subprocess.Popen([sys.executable, "-m", "rmm_mp", "run", "delegate-churn", "--cpus", "2", "--seconds", "120",
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=group)
-    parent = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 120
-    # Wait until both CPU processes (spawned: "spawn_main" in their command line) are running.
-    while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_cpus(proc.pid, 2, 120)
     try:
         if group:
             # At once: the CPU processes are still starting up (importing), before they could set
@@ -426,12 +422,8 @@ def test_two_sigints_back_to_back_are_one_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", _COPY_WINDOW, "1.0", "run", "quickstart", "--cpus", "2",
                              "--seconds", "60", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    parent = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 60
     try:
-        while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_cpus(proc.pid, 2, 60)
         time.sleep(0.5)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.02)

@@ -9,24 +9,13 @@ import time
 
 import psutil
 import pytest
+from children import cpu_children
 
 from rmm_mp import Machine
 from rmm_mp.host import runloop, run_realms
 
 _GIVE_UP_S = 30.0
 """When the test ends a run that its bound did not end (the code under test hangs)."""
-
-
-def _cpu_children() -> list[psutil.Process]:
-    """This process's spawned CPU processes (not multiprocessing's resource tracker)."""
-    out = []
-    for child in psutil.Process().children():
-        try:
-            if any("spawn_main" in part for part in child.cmdline()):
-                out.append(child)
-        except psutil.Error:
-            pass
-    return out
 
 
 def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_bound(
@@ -44,7 +33,7 @@ def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_
     def stop_one() -> None:
         deadline = time.monotonic() + 20
         while not stopped and not done.is_set() and time.monotonic() < deadline:
-            for child in _cpu_children():
+            for child in cpu_children():
                 try:
                     child.send_signal(signal.SIGSTOP)
                     stopped.append(child)

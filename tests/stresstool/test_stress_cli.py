@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 import pytest
+from children import cpu_children, wait_for_cpus
 from click.testing import CliRunner
 
 from rmm_mp import Machine
@@ -781,10 +782,7 @@ def test_sigterm_to_the_process_group_stops_the_run_cleanly(tmp_path: Path) -> N
                             start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(root)})
     parent = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 120
-    while len([c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]) < 2 \
-            and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_cpus(proc.pid, 2, 120)
     children = parent.children()
     prefix = f"{segment.NAME_PREFIX}{proc.pid}-"
     try:
@@ -1186,14 +1184,13 @@ def _kill_the_first_cpu_as_it_starts(done: threading.Event, killed: list[int],
     ``done`` is set."""
     deadline = time.monotonic() + 60
     while not killed and not done.is_set() and time.monotonic() < deadline:
-        for child in psutil.Process().children():
+        for child in cpu_children():
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
-                    os.kill(child.pid, signum)
-                    killed.append(child.pid)
-                    break
-            except (psutil.Error, ProcessLookupError):
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
                 continue
+            killed.append(child.pid)
+            break
         time.sleep(0.002)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from children import cpu_children
 
 from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
@@ -94,18 +95,16 @@ def _stop_a_cpu_as_it_starts(released: threading.Event) -> None:
     """SIGSTOP the first CPU process this process spawns, long before it can reach the start
     barrier (its interpreter is still starting); SIGCONT it if the run has not ended 30 s later
     (so that a run that waits for it for ever fails the test instead of hanging)."""
-    import psutil
     deadline = time.monotonic() + 60
     pid = 0
     while not pid and time.monotonic() < deadline and not released.is_set():
-        for child in psutil.Process().children():
+        for child in cpu_children():
             try:
-                if "spawn_main" in " ".join(child.cmdline()):
-                    pid = child.pid
-                    os.kill(pid, signal.SIGSTOP)
-                    break
-            except (psutil.Error, ProcessLookupError):
+                os.kill(child.pid, signal.SIGSTOP)
+            except ProcessLookupError:
                 continue
+            pid = child.pid
+            break
         time.sleep(0.002)
     if pid and not released.wait(30):
         os.kill(pid, signal.SIGCONT)
