@@ -16,6 +16,7 @@ from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.machine import check_shm_dir
+from rmm_mp.stress import check_cli
 from rmm_mp.stress import cli as stress_cli
 from rmm_mp.stress import explore_cli
 from rmm_mp.workload import cli as workload_cli
@@ -114,7 +115,7 @@ main.add_command(attest_group)
 main.add_command(workload_cli.run)
 main.add_command(workload_cli.workloads_group)
 main.add_command(stress_cli.stress)
-main.add_command(stress_cli.check)
+main.add_command(check_cli.check)
 main.add_command(explore_cli.explore)
 
 if __name__ == "__main__":

@@ -25,12 +25,14 @@ This module owns that check and those ways of writing. It must not write anythin
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -124,6 +126,13 @@ def check_outputs(outputs: Iterable[tuple[str, str | None]],
         check_output(option, path)
     for option, path in dirs:
         check_output(option, path, directory=True)
+
+
+def write_json(document: object, path: str) -> None:
+    """``document`` as indented JSON at ``path``, through ``replacing`` (all or nothing); the
+    argument order lets functools.partial(write_json, document) serve write_files."""
+    with replacing(path) as temp:
+        Path(temp).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
 @contextmanager

@@ -12,10 +12,8 @@ This module parses and prints; the work is in stress.explore, the pairs in stres
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,7 +22,7 @@ from rmm_mp.clitypes import FloatRange
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import Interrupts, repeated_signal
-from rmm_mp.outpaths import check_outputs, echo, replacing
+from rmm_mp.outpaths import check_outputs, echo, write_json
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
@@ -222,8 +220,7 @@ def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], i
     document = {"ok": not interrupted and all(r.ok for r in reports), "inject": list(inject),
                 "interrupted": interrupted, "pairs": [report_json(r) for r in reports]}
     try:
-        with replacing(path) as temp:
-            Path(temp).write_text(json.dumps(document, indent=1) + "\n")
+        write_json(document, path)
     except OSError as exc:
         echo(f"Error: could not write the json report to {path}: {exc.strerror or exc}", err=True)
         return False

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.hw.tomlsrc import ConfigError, suggestion
-from rmm_mp.outpaths import replacing
+from rmm_mp.outpaths import write_json
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
@@ -100,10 +100,8 @@ def write(report: StressReport, path: "str | Path") -> Path:
     why = report.unreplayable()
     if why:
         raise ValueError(f"not written: {why}")
-    out = Path(path)
-    with replacing(str(out)) as temp:
-        Path(temp).write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
-    return out
+    write_json(to_json(report), path)
+    return Path(path)
 
 
 def read(path: "str | Path") -> Schedule:

@@ -1,5 +1,5 @@
 """`rmm-mp stress` and `rmm-mp check`, through click's runner (the click objects of
-rmm_mp/stress/cli.py, which rmm_mp/cli.py registers)."""
+rmm_mp/stress/cli.py and rmm_mp/stress/check_cli.py, which rmm_mp/cli.py registers)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from click.testing import CliRunner
 from rmm_mp import Machine
 from rmm_mp.hw import segment
 from rmm_mp.hw.quiesce import Participant
-from rmm_mp.stress import BUGS
-from rmm_mp.stress.cli import check, stress
+from rmm_mp.stress import BUGS, check_cli
+from rmm_mp.stress.check_cli import check
+from rmm_mp.stress.cli import stress
 
 # Many tests here send this process SIGINT (Ctrl-C) and expect KeyboardInterrupt, which an
 # inherited SIG_IGN (pytest started in the background by a script) would keep away.
@@ -687,12 +688,11 @@ def test_check_names_a_json_file_that_fails_when_written(machine: Machine, tmp_p
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """--json checked before attaching can still fail when written (a full disk): exit 2 with
     the file and the reason, not a traceback, and no partial file."""
-    from rmm_mp.stress import cli as stress_cli
 
     def full(document: object, path: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(stress_cli, "_write_document", full)
+    monkeypatch.setattr(check_cli, "write_json", full)
     target = tmp_path / "c.json"
     res = CliRunner().invoke(check, [machine.name, "--json", str(target)])
     assert res.exit_code == 2 and not isinstance(res.exception, OSError), res.output
@@ -882,10 +882,9 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
     on meanwhile. When it goes on, its renewer parks them again, but what it read may be calls
     in progress: NOT quiescent, and violations exit 3. Before, it said "quiescent: 1 of 1"."""
     from rmm_mp.hw.quiesce import Pause
-    from rmm_mp.stress import cli as stress_cli
     leave, gate = threading.Event(), threading.Event()
     steps = [0]
-    real_renew, real_invariants = Pause._renew, stress_cli.invariants
+    real_renew, real_invariants = Pause._renew, check_cli.invariants
 
     def stalled_renew(self: Pause) -> None:
         gate.wait(10)
@@ -903,7 +902,7 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
         return real_invariants(m)
     monkeypatch.setattr(Pause.__init__, "__defaults__", (100_000_000,))
     monkeypatch.setattr(Pause, "_renew", stalled_renew)
-    monkeypatch.setattr(stress_cli, "invariants", late)
+    monkeypatch.setattr(check_cli, "invariants", late)
     thread = threading.Thread(target=_participate, args=(machine, leave, steps), daemon=True)
     thread.start()
     try:
@@ -968,7 +967,6 @@ def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path:
     close the machine too: the check says so. Before, it said "NOT quiescent: 1 of 1 CPUs
     parked after 5 s" (the CPU had parked at once, and no 5 s had passed) and nothing about
     the machine being gone."""
-    from rmm_mp.stress import cli as stress_cli
     m = Machine.create("host", cpus=1)
     leave, entered = threading.Event(), threading.Event()
 
@@ -981,7 +979,7 @@ def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path:
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     entered.wait(5)
-    real = stress_cli.invariants
+    real = check_cli.invariants
 
     def ending(attached: Machine):  # type: ignore[no-untyped-def]
         m.control.request_stop()
@@ -989,7 +987,7 @@ def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path:
             thread.join(10)
             m.close()
         return real(attached)
-    monkeypatch.setattr(stress_cli, "invariants", ending)
+    monkeypatch.setattr(check_cli, "invariants", ending)
     try:
         res = CliRunner().invoke(check, [m.name, "--json", str(tmp_path / "c.json")])
     finally:
@@ -1052,13 +1050,12 @@ def test_ctrl_c_of_a_check_releases_the_pause_and_exits_130(machine: Machine, mo
     """Ctrl-C while a check holds its CPUs parked (here: during the scan): the pause is released,
     so the participant goes on, and the check exits 130 with no verdict. It exited 1 with click's
     "Aborted!", the status that means "the invariants do not hold"."""
-    from rmm_mp.stress import cli as stress_cli
     leave = threading.Event()
     steps = [0]
 
     def interrupted(m: Machine) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(stress_cli, "invariants", interrupted)
+    monkeypatch.setattr(check_cli, "invariants", interrupted)
     thread = threading.Thread(target=_participate, args=(machine, leave, steps), daemon=True)
     thread.start()
     try:

@@ -1,0 +1,211 @@
+"""`rmm-mp check` (a click command; rmm_mp/cli.py registers it): attach to a live machine,
+park its CPUs at a quiescent point (hw.quiesce) and run the invariant checker on it.
+
+    rmm-mp check MACHINE_NAME [--json F] [--wait S] [--no-pause]
+
+Exit status: 0 the invariants hold, 1 they do not, 3 violations on a machine that was not
+quiescent, 2 no such machine or a --json file that could not be written, 130 Ctrl-C. Standard
+output closed early (`| head -1`) changes neither (outpaths.echo).
+
+This module parses and prints; the checking is rmm_mp.check's, the pausing hw.quiesce's, and
+the per-CPU lines stress.watchdog's snapshots. It must not change the machine it looks at.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+import click
+
+from rmm_mp.check import invariants
+from rmm_mp.clitypes import FloatRange
+from rmm_mp.hw import orphans, segment
+from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.quiesce import Pause, QuiesceError, census
+from rmm_mp.interrupts import Interrupts, decided
+from rmm_mp.outpaths import check_output, echo, write_files, write_json
+
+if TYPE_CHECKING:
+    from rmm_mp.machine import Machine
+
+_UNSETTLED = ("a violation may be a call in progress, or a change made while the check read the machine "
+              "(the scan is not atomic)")
+
+
+@click.command()
+@click.argument("machine_name")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@click.option("--wait", "wait_s", type=FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds to wait for every CPU to park at a quiescent point before checking anyway.")
+@click.option("--no-pause", is_flag=True, help="Check without parking the CPUs (a running machine's violations may "
+                                               "then be calls in progress).")
+def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
+    """Attach to a live machine and run the invariant checker on it.
+
+    The invariants hold on a quiescent machine, with no CPU inside a call. So the check first
+    asks every CPU of the machine to park at its next quiescent point, between two calls
+    (`rmm-mp run` CPUs park between activity steps, free-running `rmm-mp stress` CPUs between
+    operations). It checks once all are parked, then lets them go on. A CPU that is not parked
+    within --wait seconds (a deterministic stress run has no such points) makes the check run
+    anyway, saying so: a violation may then be a call in progress, or a change made while the
+    check read the machine (the scan is not atomic). CPUs inside calls or holding locks are
+    listed.
+
+    A participant whose process died without leaving (SIGKILL) is not waited for: a line
+    names it (dead, not waited for: CPU n (pid P) ...), and its CPU's line, if listed, says
+    "CPU n (its process is dead)".
+
+    Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
+    that was not quiescent (not parked in time, or --no-pause), so they may be calls in
+    progress or changes made during the scan (or, on an orphan whose creator was killed, or
+    with a dead participant, calls cut off); 2 no such machine, a bad option, every pause
+    slot taken, or the --json file could not be written; 130 interrupted by Ctrl-C (no
+    verdict: any pause it held is released and the CPUs go on); SIGTERM before the verdict
+    ends it by the signal's default action (143 in a shell; a pause it held lapses within its
+    2 s lease). A reader of the output that
+    leaves early (`rmm-mp check NAME | head -1`) ends the printing quietly; the status is
+    still the verdict.
+    """
+    try:
+        _check(machine_name, json_path, wait_s, no_pause)
+    except KeyboardInterrupt:
+        # click would say "Aborted!" with exit status 1, the status of "the invariants do not hold".
+        echo("interrupted (Ctrl-C): no verdict; any pause this check held is released", err=True)
+        decided(130)
+
+
+def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
+    """The body of ``check`` (below click's handling of Ctrl-C)."""
+    from rmm_mp.machine import Machine
+    from rmm_mp.stress.watchdog import DEAD, snapshots
+    try:
+        check_output("--json", json_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        machine = Machine.attach(machine_name)
+    except (MachineError, ValueError) as exc:
+        # Each error below that ends the check is its last output: decided, so that a signal
+        # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
+        echo(f"error: {exc}", err=True)
+        decided(2)
+    # A machine whose creator was killed (SIGKILL) keeps its segments: nothing runs on it (its
+    # CPUs died with it), so nothing is paused, and the report says why.
+    creator = _dead_creator(machine_name)
+    with machine, ExitStack() as stack:
+        quiescent = lapsed = stopped = False
+        participants = parked = 0
+        dead: tuple[int, ...] = ()
+        paused_at = time.monotonic()
+        if not no_pause and creator is None:
+            try:
+                pause = stack.enter_context(Pause(machine.control))
+            except QuiesceError as exc:
+                echo(f"error: {exc}", err=True)
+                decided(2)      # detached as the SystemExit leaves the block, as after a verdict
+            quiescent = pause.wait(wait_s)
+            found = pause.census()
+            participants, parked, dead = found.participants, found.parked, found.dead
+        elif creator is None:
+            dead = census(machine.control).dead
+        report = invariants(machine)
+        died = _dead_participants(machine, dead)
+        # A dead CPU's line says so: "(running)" read as if its call and locks were in use.
+        snaps = snapshots(machine, dead={cpu for _, cpu in died if cpu is not None})
+        if not no_pause and creator is None:
+            # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
+            # So does a lapsed lease (this process stopped or starved for longer than it): the
+            # CPUs went on meanwhile, and may have parked again by now.
+            lapsed = not pause.held()
+            stopped = machine.control.stop_requested
+            quiescent = quiescent and not lapsed and not stopped and pause.quiescent()
+        # Its run may have ended and closed the machine meanwhile: the mapping stays readable.
+        closed = not os.path.exists(segment.segment_path(machine_name, "ctl"))
+        stack.close()
+        paused_ms = (time.monotonic() - paused_at) * 1000
+        if creator is not None:
+            state = (f"orphaned: its creator (pid {creator}) is gone, so nothing runs on it and nothing was paused; "
+                     "this is the machine as it was left, and a violation may be a call cut off when its CPUs "
+                     "died (`rmm-mp clean` removes it)")
+        elif no_pause:
+            state = f"not paused (--no-pause): {_UNSETTLED}"
+        elif not participants:
+            state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
+            quiescent = False
+        elif lapsed:
+            state = (f"NOT quiescent: the pause lapsed (this check was held up for longer than its "
+                     f"{pause.lease_ns / 1e9:g} s lease), so the CPUs went on meanwhile; {_UNSETTLED}")
+        elif stopped:
+            state = f"NOT quiescent: the run was stopping (its stop flag is set), so its CPUs did not stay parked; {_UNSETTLED}"
+        elif quiescent:
+            state = f"quiescent: {parked} of {participants} CPUs parked between calls (paused for {paused_ms:.0f} ms)"
+        else:
+            state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
+                     f"{_UNSETTLED}")
+        busy = [s for s in snaps if s.call or s.held]
+        echo(state)
+        if died:
+            # Not awaited by the pause; the machine is not quiescent where they died.
+            names = ", ".join(f"CPU {cpu} (pid {pid})" if cpu is not None else f"a process (pid {pid})"
+                              for pid, cpu in died)
+            echo(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call in "
+                 "progress there was cut off where it died, and its locks stay held")
+        echo(str(report))
+        if closed:
+            echo("the machine was closed while it was checked (its run ended): this is what it held then")
+        if machine.dead:
+            echo(f"the machine is dead: {machine.dead_reason}")
+        for s in busy:
+            echo(s.describe())
+        document = {
+            "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
+            "parked": parked, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
+            "granules": report.granules,
+            "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
+            "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
+            "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held),
+                      "dead": s.status == DEAD} for s in snaps]}
+        settled = quiescent and not died
+        status = 0 if report.ok else 1 if settled or not (no_pause or participants or died or creator is not None) \
+            else 3
+        # Still attached: the machine is closed as decided's SystemExit leaves the block, by
+        # then with Ctrl-C and SIGTERM ignored (ends_with_command). Decided after the close, a
+        # signal as it detached said "no verdict" (130) or killed the process (143) after the
+        # verdict was printed.
+        if json_path:
+            errors: list[str] = []
+            with Interrupts(sigterm=True) as stop:
+                stop.step(lambda: write_files((("json", json_path, functools.partial(write_json, document)),),
+                                              {}, errors), read=True)
+                if errors:
+                    # checked before attaching; a disk can still fill up meanwhile
+                    stop.step(lambda: echo(f"error: {errors[0]}", err=True), read=True)
+                    stop.decided(2)
+                stop.decided(status)
+        # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
+        decided(status)
+
+
+def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple[int, int | None]]:
+    """(pid, CPU bound to that process or None) of each dead participant's process word (a
+    process may have held several entries: named once)."""
+    cpus: dict[int, int] = {}
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            cpus[area.binding()] = cpu
+        finally:
+            area.release()
+    return [(word & 0xFFFF_FFFF, cpus.get(word)) for word in dict.fromkeys(words)]
+
+
+def _dead_creator(name: str) -> int | None:
+    """The pid of machine ``name``'s creator if that process is gone (an orphan), else None."""
+    for found in segment.list_machines():
+        if found.prefix == name and orphans.is_orphan(found):
+            return found.creator_pid
+    return None
