@@ -171,19 +171,21 @@ def test_answered_footprint(machine: Machine, fid: int, args: tuple[int, ...], x
 
 # -- CPU_ON (B6.3.3) ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fid", CPU_ON)
 @pytest.mark.parametrize("entry", [UNPROTECTED + 0x1000, 1 << 40])
-def test_cpu_on_entry(machine: Machine, fid: int, entry: int) -> None:
-    """entry: an entry point that is not a protected IPA -> INVALID_ADDRESS, no exit."""
-    with Guest.build(machine, call(fid, 1, entry, CONTEXT), num_recs=2) as g:
+def test_cpu_on_entry(machine: Machine, entry: int) -> None:
+    """entry: an entry point that is not a protected IPA -> INVALID_ADDRESS, no exit. (SMC64
+    only: the SMC32 form's entry point is W2, always below 2^32 and so protected in this
+    realm's 40-bit IPA space.)"""
+    with Guest.build(machine, call(CPU_ON[0], 1, entry, CONTEXT), num_recs=2) as g:
         finish(g)
         answered(g, INVALID_ADDRESS)
 
 
-@pytest.mark.parametrize("fid", CPU_ON)
-@pytest.mark.parametrize("mpidr", [2, 0x100, 1 << 32])
+@pytest.mark.parametrize("fid, mpidr", [*((fid, mpidr) for fid in CPU_ON for mpidr in (2, 0x100)), (CPU_ON[0], 1 << 32)])
 def test_cpu_on_mpidr(machine: Machine, fid: int, mpidr: int) -> None:
-    """mpidr: no REC has that MPIDR (index 2, 16, 1 << 20 of a 2-REC realm) -> INVALID_PARAMETERS."""
+    """mpidr: no REC has that MPIDR (index 2, 16, and for SMC64 1 << 20, of a 2-REC realm) ->
+    INVALID_PARAMETERS. (The SMC32 form reads W1, so 1 << 32 names REC 0:
+    test_smc32_cpu_on_reads_w_registers.)"""
     with Guest.build(machine, call(fid, mpidr, CODE, CONTEXT), num_recs=2) as g:
         finish(g)
         answered(g, INVALID_PARAMETERS)
@@ -238,6 +240,49 @@ def test_psci_exit_names_the_target_in_canonical_form(machine: Machine, fid: int
         assert g.gpr(0) == (SUCCESS if fid in CPU_ON else OFF)
         assert g.rec(1).runnable == (fid in CPU_ON)
     ok(machine)
+
+
+JUNK_HIGH = 0xA5A5_A5A5 << 32
+"""Bits 63:32 that an SMC32 call's callee ignores (SMCCC: its arguments are W1..W3)."""
+
+
+def test_smc32_cpu_on_reads_w_registers(machine: Machine) -> None:
+    """SMC32 CPU_ON (0x84000003) with junk in bits 63:32 of X1 (target), X2 (entry point) and X3
+    (context id): SMCCC's 32-bit convention ignores those bits (as TF-A's PSCI and KVM's
+    kvm_psci_narrow_to_32bit do), so the call names REC 1 and exits to the host; after
+    RMI_PSCI_COMPLETE REC 1 starts at entry1 with X0 = the 32-bit context id. (Read as 64
+    bits, the entry point lies outside the protected IPA space: PSCI_INVALID_ADDRESS.)"""
+    args = (f"{JUNK_HIGH} | 1", f"{JUNK_HIGH} | entry1", JUNK_HIGH | CONTEXT)
+    with Guest.build(machine, call(CPU_ON[1], *args) + ENTRY1, num_recs=2) as g:
+        psci_exit(g, (CPU_ON[1], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        assert tuple(g.gpr(n) for n in range(5)) == (SUCCESS, 0, 0, 0, X4)
+        finish(g, rec=1, done="done1")
+        assert g.gpr(20, rec=1) == CONTEXT
+    ok(machine)
+
+
+@pytest.mark.parametrize("fid, x0", [(AFFINITY_INFO[1], OFF), (AFFINITY_INFO[0], INVALID_PARAMETERS)], ids=["smc32", "smc64"])
+def test_smc32_affinity_info_reads_w_registers(machine: Machine, fid: int, x0: int) -> None:
+    """AFFINITY_INFO with junk in bits 63:32 of X1 (target) and X2 (level): the SMC32 form reads
+    W1 = 1 and W2 = 0, a PSCI exit naming REC 1, then OFF; the SMC64 form reads X1, whose Aff3
+    (bits 39:32) names no REC: INVALID_PARAMETERS without an exit."""
+    with Guest.build(machine, call(fid, JUNK_HIGH | 1, JUNK_HIGH), num_recs=2) as g:
+        if fid == AFFINITY_INFO[1]:
+            psci_exit(g, (fid, 1))
+            assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        answered(g, x0)
+
+
+def test_smc64_cpu_on_reads_x_registers(machine: Machine) -> None:
+    """The SMC64 form of the call in test_smc32_cpu_on_reads_w_registers reads all of X2: the
+    entry point with junk in bits 63:32 is no protected IPA -> INVALID_ADDRESS, no exit."""
+    args = (f"{JUNK_HIGH} | 1", f"{JUNK_HIGH} | entry1", JUNK_HIGH | CONTEXT)
+    with Guest.build(machine, call(CPU_ON[0], *args) + ENTRY1, num_recs=2) as g:
+        finish(g)
+        answered(g, INVALID_ADDRESS)
 
 
 def test_cpu_on_footprint(machine: Machine) -> None:
@@ -383,7 +428,7 @@ def test_entry_after_psci_exit_ignores_enter_gprs(machine: Machine, fid: int, ar
 PSCI_FAILURES = {
     # id: (FID, X1.., result): answered inside the RMM, no exit
     "cpu-on-entry-unprotected": (CPU_ON[0], (1, UNPROTECTED + 0x1000, CONTEXT), INVALID_ADDRESS),
-    "cpu-on-entry-beyond-ipa-space": (CPU_ON[1], (1, 1 << 40, CONTEXT), INVALID_ADDRESS),
+    "cpu-on-entry-beyond-ipa-space": (CPU_ON[0], (1, 1 << 40, CONTEXT), INVALID_ADDRESS),
     "cpu-on-unknown-mpidr": (CPU_ON[0], (2, CODE, CONTEXT), INVALID_PARAMETERS),
     "cpu-on-itself": (CPU_ON[0], (0, CODE, CONTEXT), ALREADY_ON),
     "affinity-info-unknown-target": (AFFINITY_INFO[0], (2, 0), INVALID_PARAMETERS),

@@ -7,6 +7,10 @@ CPU_SUSPEND, CPU_OFF (the REC stops being runnable), SYSTEM_OFF and SYSTEM_RESET
 becomes SYSTEM_OFF). Left pending until the host's RMI_PSCI_COMPLETE: CPU_ON and AFFINITY_INFO
 about another REC; the exit shows the host the function and the target REC's MPIDR only (its
 canonical affinity fields, whatever other bits the realm set in X1).
+
+The SMC32 forms (0x84..) take their arguments in W1..W3: SMCCC's 32-bit convention ignores bits
+63:32 of the argument registers, as TF-A's PSCI and KVM (kvm_psci_narrow_to_32bit) do. TF-RMM
+rel0 reads all 64 bits (docs/deviations.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from rmm_mp.abi.psci import (
     PSCI_VERSION_1_1, SMCCC_VERSION_1_2, AffinityInfo, PsciFid, PsciReturn, mpidr_el1_to_rec_index,
     rec_index_to_mpidr_el1, u64,
 )
+from rmm_mp.abi.smccc import FID_SMC64
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm.realm_call import Exit, RealmCall
 from rmm_mp.rmm.realm_desc import RealmState
@@ -27,6 +32,7 @@ _NOT_SUPPORTED = u64(PsciReturn.PSCI_NOT_SUPPORTED)
 _INVALID_PARAMETERS = u64(PsciReturn.PSCI_INVALID_PARAMETERS)
 _ALREADY_ON = u64(PsciReturn.PSCI_ALREADY_ON)
 _INVALID_ADDRESS = u64(PsciReturn.PSCI_INVALID_ADDRESS)
+_W = 0xFFFF_FFFF
 
 SUPPORTED = frozenset(int(f) for f in (
     F.PSCI_VERSION, F.PSCI_CPU_SUSPEND_SMC32, F.PSCI_CPU_SUSPEND, F.PSCI_CPU_OFF, F.PSCI_CPU_ON_SMC32,
@@ -59,12 +65,20 @@ def _forward(call: RealmCall, fid: int, index: int) -> Exit:
 def handle_psci(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
     """A PSCI call ``fid`` (W0) from the running REC; returns X0.. or an exit."""
     x = call.state.x
+    if not fid & FID_SMC64:
+        # SMC32: the arguments are W1..W3. Narrowed in place, as KVM does: RMI_PSCI_COMPLETE
+        # reads CPU_ON's entry point and context id from the saved X2 and X3, and the realm
+        # never sees the narrowed values (every answer and every completion zeroes X1..X3;
+        # after SYSTEM_OFF / SYSTEM_RESET the REC never runs again).
+        x[1] &= _W
+        x[2] &= _W
+        x[3] &= _W
     if fid == F.PSCI_VERSION:
         return (PSCI_VERSION_1_1,)
     if fid == F.SMCCC_VERSION:
         return (SMCCC_VERSION_1_2,)
     if fid == F.PSCI_FEATURES:
-        return (_SUCCESS if x[1] & 0xFFFF_FFFF in SUPPORTED else _NOT_SUPPORTED,)
+        return (_SUCCESS if x[1] & _W in SUPPORTED else _NOT_SUPPORTED,)
     if fid in (F.PSCI_CPU_SUSPEND, F.PSCI_CPU_SUSPEND_SMC32):
         x[0:4] = [_SUCCESS, 0, 0, 0]    # the result record: X0 = SUCCESS, X1..X3 zero
         return _notify(fid)
@@ -111,7 +125,7 @@ def _affinity_info(call: RealmCall, fid: int) -> "tuple[int, ...] | Exit":
     docs/deviations.md)."""
     x = call.state.x
     index = _target(call, x[1])
-    if x[2] & 0xFFFF_FFFF != 0 or index < 0:
+    if x[2] & _W != 0 or index < 0:
         return (_INVALID_PARAMETERS,)
     if index == call.rec.rec_idx:
         return (int(AffinityInfo.ON),)
