@@ -4,7 +4,8 @@ cbor2 accepts two things a verifier must not: bytes after the first data item (i
 reading) and duplicate map keys (it keeps the last one). Either lets two verifiers see two
 different claim sets in one signed payload, so every CBOR item this package reads from a
 token goes through `loads_exact`: a walk over the item heads checks that the bytes are one
-well-formed item, no deeper than MAX_DEPTH, with no map key twice, no value-sharing tag
+well-formed item, no deeper than MAX_DEPTH, with no map key twice, no set (tag 258) with a
+member twice (cbor2's frozenset would drop the copy, as its dict drops a key), no value-sharing tag
 (cbor2 would build a cyclic value from one) and no bignum longer than MAX_BIGNUM_BYTES; only
 then does cbor2 build the values.
 
@@ -40,6 +41,12 @@ MAX_BIGNUM_BYTES: Final = 64
 """Longest bignum accepted. No CCA claim is a number anywhere near 512 bits, and Python
 refuses to print an int of more than 4300 digits (about 1,800 bytes), so a bigger one would
 turn the message that names it into a traceback."""
+
+SET_TAG: Final = 258
+"""A mathematical finite set, written as an array (https://github.com/input-output-hk/cbor-sets-spec).
+Its registration makes a set like a map's keys: one with a member twice is well-formed but not
+valid. cbor2 builds a frozenset and silently drops the second copy, while a verifier that keeps
+the array sees both, so a member twice is refused as a map key twice is (RFC 8949 5.6)."""
 
 _BREAK: Final = 0xFF
 
@@ -86,7 +93,8 @@ def loads_exact(data: bytes, what: str) -> Any:
 
     Raises:
         TokenFormatError: truncated or malformed input, bytes after the item, nesting
-            deeper than MAX_DEPTH, a map with the same key twice, a REFUSED_TAGS tag, a
+            deeper than MAX_DEPTH, a map with the same key twice, a set (tag 258) with the
+            same member twice, a REFUSED_TAGS tag, a
             bignum longer than MAX_BIGNUM_BYTES, or a tag cbor2 cannot turn into a value
             (a decimal fraction whose exponent overflows, a bad date, ...).
     """
@@ -151,6 +159,8 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
         if arg in REFUSED_TAGS:
             raise TokenFormatError(f"{what}: CBOR tag {arg} ({REFUSED_TAGS[arg]}) at byte {start} is not "
                                    "allowed in an attestation token")
+        if arg == SET_TAG and pos < len(data) and data[pos] >> 5 == 4:
+            return _skip_set(data, start, pos, what, depth + 1)
         end = _skip(data, pos, what, depth + 1)
         if arg in BIGNUM_TAGS:
             _check_bignum_size(data, start, pos, end, what)
@@ -209,7 +219,7 @@ def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -
     while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
         key_start = pos
         pos = _skip(data, pos, what, depth + 1)
-        key = _key_identity(data[key_start:pos], what)
+        key = _key_identity(data[key_start:pos], what, "map key")
         if key in seen:
             raise TokenFormatError(f"{what}: map has key {data[key_start:pos].hex()} more than once "
                                    f"(at byte {key_start}); a CBOR map must not repeat a key")
@@ -219,9 +229,28 @@ def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -
     return pos if count is not None else _expect_break(data, pos, what)
 
 
-def _key_identity(encoded: bytes, what: str) -> object:
-    """What cbor2 makes of `encoded` as a map key, so that 1 and a non-minimal 1, or [1] and
-    an indefinite-length [1], count as one key.
+def _skip_set(data: bytes, start: int, pos: int, what: str, depth: int) -> int:
+    """Position after the set (tag 258) at `start`, whose array starts at `pos`; no member twice."""
+    major, count, pos = _head(data, pos, what)
+    seen: set[object] = set()
+    done = 0
+    while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
+        member_start = pos
+        pos = _skip(data, pos, what, depth + 1)
+        member = _key_identity(data[member_start:pos], what, "set member")
+        if member in seen:
+            raise TokenFormatError(f"{what}: set (CBOR tag 258 at byte {start}) has member "
+                                   f"{data[member_start:pos].hex()} more than once (at byte {member_start}); "
+                                   "expected distinct members, as a set's registration requires")
+        seen.add(member)
+        done += 1
+    return pos if count is not None else _expect_break(data, pos, what)
+
+
+def _key_identity(encoded: bytes, what: str, role: str) -> object:
+    """What cbor2 makes of `encoded` as a map key (or set member: cbor2 builds those the same
+    way, immutable), so that 1 and a non-minimal 1, or [1] and an indefinite-length [1], count
+    as one key.
 
     The key is built inside a one-entry map, where cbor2 builds keys immutable (arrays as
     tuples, maps as FrozenDicts): built alone, an array key is an unhashable list, and hashing
@@ -230,7 +259,7 @@ def _key_identity(encoded: bytes, what: str) -> object:
     """
     # The same decoding (and the same refusals) as a whole item: a key is built before the
     # item it belongs to, so an error missed here would escape as a traceback.
-    entry = _build(b"\xa1" + encoded + b"\xf6", f"{what}: map key {encoded.hex()}")
+    entry = _build(b"\xa1" + encoded + b"\xf6", f"{what}: {role} {encoded.hex()}")
     (key,) = entry
     return _comparable(key)
 

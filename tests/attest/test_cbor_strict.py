@@ -198,3 +198,39 @@ def test_nan_keys_count_as_one_key(item: str, refused: bool) -> None:
             loads_exact(data, "map")
     else:
         assert len(loads_exact(data, "map")) == 2
+
+
+@pytest.mark.parametrize("item, refused", [
+    ("d9010282 01 01", True),                               # 258([1, 1])
+    ("d9010282 01 1801", True),                             # 258([1, non-minimal 1])
+    ("d9010282 01 f5", True),                               # 258([1, true]): cbor2 keeps one
+    ("d9010282 8101 9f01ff", True),                         # 258([[1], indefinite [1]])
+    ("d9010282 f97e00 fb7ff8000000000000", True),           # 258([NaN, NaN]): cbor2 keeps both
+    ("d901029f 6161 7f6161ff ff", True),                    # indefinite 258(["a", chunked "a"])
+    ("a1 d9010282 01 01 00", True),                         # the same set as a map key
+    ("81 d9010282 02 02", True),                            # inside an array
+    ("d9010282 01 02", False),                              # 258([1, 2])
+    ("d9010282 8101 d903e88101", False),                    # [1] and tag 1000([1]): two members
+    ("d9010280", False),                                    # the empty set
+])
+def test_a_set_member_written_twice_is_refused(item: str, refused: bool) -> None:
+    """A set (tag 258) with one member twice, in one or two encodings, was accepted: cbor2's
+    frozenset drops the copy (or, for NaN, keeps both), so two verifiers could read two values
+    from one payload. The set registration makes such a set invalid, as a map with a key twice
+    is; sets of distinct members are still read."""
+    data = bytes.fromhex(item.replace(" ", ""))
+    if refused:
+        with pytest.raises(TokenFormatError, match="more than once"):
+            loads_exact(data, "item")
+    else:
+        assert loads_exact(data, "item") == cbor2.loads(data)
+
+
+def test_a_refused_set_names_the_tag_the_member_and_its_byte() -> None:
+    """The refusal of 258([7, 7]) names the set's tag and byte, the member's encoding and the byte
+    of its second copy, and says what was expected."""
+    with pytest.raises(TokenFormatError) as refused:
+        loads_exact(bytes.fromhex("d901028207 07"), "payload")
+    message = str(refused.value)
+    assert message.startswith("payload: set (CBOR tag 258 at byte 0) has member 07 more than once (at byte 5)")
+    assert "expected distinct members" in message
