@@ -6,8 +6,9 @@ different claim sets in one signed payload, so every CBOR item this package read
 token goes through `loads_exact`: a walk over the item heads checks that the bytes are one
 well-formed item, no deeper than MAX_DEPTH, with no map key twice, no set (tag 258) with a
 member twice (cbor2's frozenset would drop the copy, as its dict drops a key), no value-sharing tag
-(cbor2 would build a cyclic value from one) and no bignum longer than MAX_BIGNUM_BYTES; only
-then does cbor2 build the values.
+(cbor2 would build a cyclic value from one) and no bignum longer than MAX_BIGNUM_BYTES or
+short enough to be a plain CBOR integer (cbor2 would build the same int from both); only then
+does cbor2 build the values.
 
 cbor2 5 decodes arrays to lists and maps to dicts; cbor2 6 gives tuples and frozendicts inside
 tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor2 version.
@@ -47,6 +48,14 @@ SET_TAG: Final = 258
 Its registration makes a set like a map's keys: one with a member twice is well-formed but not
 valid. cbor2 builds a frozenset and silently drops the second copy, while a verifier that keeps
 the array sees both, so a member twice is refused as a map key twice is (RFC 8949 5.6)."""
+
+_MAX_HEAD_ARGUMENT: Final = (1 << 64) - 1
+"""The largest argument of a CBOR head: every integer from -2^64 to 2^64-1 has a major type
+0 or 1 form. cbor2 builds a bignum (tag 2 or 3) as a plain int, so 2(h'0a') would read as
+claim label 10, where a CBOR-data-model decoder (QCBOR, fxamacker/cbor) sees a tag and no
+claim 10: two claim sets from one signed payload, as with duplicate keys. RFC 8949 3.4.3 makes
+major type 0/1 the preferred form of such an integer, and CDDL's `int` does not match a
+bignum (RFC 8610 3.8.1), so a bignum in that range is refused."""
 
 _BREAK: Final = 0xFF
 
@@ -94,8 +103,8 @@ def loads_exact(data: bytes, what: str) -> Any:
     Raises:
         TokenFormatError: truncated or malformed input, bytes after the item, nesting
             deeper than MAX_DEPTH, a map with the same key twice, a set (tag 258) with the
-            same member twice, a REFUSED_TAGS tag, a
-            bignum longer than MAX_BIGNUM_BYTES, or a tag cbor2 cannot turn into a value
+            same member twice, a REFUSED_TAGS tag, a bignum longer than MAX_BIGNUM_BYTES
+            or whose value fits a major type 0/1 integer, or a tag cbor2 cannot turn into a value
             (a decimal fraction whose exponent overflows, a bad date, ...).
     """
     if not isinstance(data, (bytes, bytearray)):
@@ -163,7 +172,7 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
             return _skip_set(data, start, pos, what, depth + 1)
         end = _skip(data, pos, what, depth + 1)
         if arg in BIGNUM_TAGS:
-            _check_bignum_size(data, start, pos, end, what)
+            _check_bignum(data, start, pos, what)
         return end
     if arg is None:
         raise TokenFormatError(f"{what}: malformed CBOR: 'break' (0xff) at byte {start} outside an "
@@ -171,23 +180,32 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
     return pos
 
 
-def _check_bignum_size(data: bytes, start: int, pos: int, end: int, what: str) -> None:
-    """Refuse the bignum tagged at `start` if its byte string (`pos`..`end`) exceeds MAX_BIGNUM_BYTES."""
+def _check_bignum(data: bytes, start: int, pos: int, what: str) -> None:
+    """Refuse the bignum tagged at `start` (its byte string at `pos`) if it exceeds
+    MAX_BIGNUM_BYTES or its value has a major type 0/1 form (_MAX_HEAD_ARGUMENT)."""
     tag = _head(data, start, what)[1]
     major, size, content = _head(data, pos, what)
     if major != 2:      # its head's argument is a count or a value, not a length: no "N-byte number"
         raise TokenFormatError(f"{what}: CBOR tag {tag} ({BIGNUM_TAGS[tag]}) at byte {start} holds a CBOR item "
                                f"of major type {major}; expected a byte string (RFC 8949 3.4.3)")
-    length = size if size is not None else end - content
+    chunks = [(content, size)] if size is not None else []
     if size is None:                            # chunked: count the chunks' bytes, not their heads
-        length = 0
         while data[content] != _BREAK:
             _, chunk, content = _head(data, content, what)
-            length, content = length + (chunk or 0), content + (chunk or 0)
+            chunks.append((content, chunk or 0))
+            content += chunk or 0
+    length = sum(n for _, n in chunks)
     if length > MAX_BIGNUM_BYTES:
         raise TokenFormatError(f"{what}: CBOR tag {tag} ({BIGNUM_TAGS[tag]}) at byte {start} holds a "
                                f"{length}-byte number; expected at most {MAX_BIGNUM_BYTES} bytes (no claim "
                                "of a CCA token is a number that large)")
+    magnitude = int.from_bytes(b"".join(data[at:at + n] for at, n in chunks), "big")
+    if magnitude <= _MAX_HEAD_ARGUMENT:
+        value = magnitude if tag == 2 else -1 - magnitude
+        raise TokenFormatError(f"{what}: CBOR tag {tag} ({BIGNUM_TAGS[tag]}) at byte {start} holds {value}, "
+                               f"which fits a CBOR integer; expected it as major type {0 if tag == 2 else 1} "
+                               "(RFC 8949 3.4.3): a claim label or value written as a bignum is a tag, not "
+                               "an int, to other decoders")
 
 
 def _skip_string(data: bytes, pos: int, major: int, arg: int | None, what: str) -> int:

@@ -234,3 +234,33 @@ def test_a_refused_set_names_the_tag_the_member_and_its_byte() -> None:
     message = str(refused.value)
     assert message.startswith("payload: set (CBOR tag 258 at byte 0) has member 07 more than once (at byte 5)")
     assert "expected distinct members" in message
+
+
+@pytest.mark.parametrize("item, value", [
+    ("c2410a", 10),                                         # 2(h'0a')
+    ("c243000001", 1),                                      # leading zeros
+    ("c240", 0),                                            # 2(h''): zero
+    ("c248ffffffffffffffff", (1 << 64) - 1),                # the largest major type 0 argument
+    ("c35f4100410aff", -11),                                # chunked 3(h'000a')
+    ("c34122", -35),                                        # 3(h'22'): COSE alg ES384
+    ("a1c2410a00", 10),                                     # as a map key
+])
+def test_a_bignum_that_fits_a_cbor_integer_is_refused(item: str, value: int) -> None:
+    """A bignum (tag 2 or 3) from -2^64 to 2^64-1 was read as a plain int by cbor2, so 2(h'0a')
+    passed for claim label 10 where a CBOR-data-model decoder sees a tag; it is refused, naming
+    the tag, its byte, the value and the major type expected instead."""
+    with pytest.raises(TokenFormatError) as refused:
+        loads_exact(bytes.fromhex(item), "item")
+    tag = 2 if value >= 0 else 3
+    assert f"CBOR tag {tag} " in str(refused.value)
+    assert f"holds {value}, which fits a CBOR integer; expected it as major type {tag - 2}" in str(refused.value)
+
+
+@pytest.mark.parametrize("item, value", [
+    ("c249010000000000000000", 1 << 64),                    # one past the largest head argument
+    ("c349010000000000000000", -1 - (1 << 64)),
+    ("c25f4101480000000000000000ff", 1 << 64),              # chunked
+])
+def test_a_bignum_beyond_64_bits_is_read(item: str, value: int) -> None:
+    """A bignum that no major type 0/1 head can hold is still a bignum, read as cbor2 reads it."""
+    assert loads_exact(bytes.fromhex(item), "item") == value

@@ -316,3 +316,20 @@ def test_a_cbor_simple_value_is_not_taken_for_an_array(sample_platform_token: by
                for p in problems), problems
     assert any("(challenge) must be a byte string, found undefined" in p for p in problems), problems
     assert platform_claims_json(claims)["sw_components"] != [99]
+
+
+def test_a_claim_label_written_as_a_bignum_is_refused(sample_rak: ec.EllipticCurvePrivateKey,
+                                                      sample_platform_token: bytes, cpak_pub: bytes,
+                                                      realm_claims: Callable[..., bytes]) -> None:
+    """A correctly signed realm payload whose challenge label 10 is written as bignum 2(h'0a'):
+    cbor2 reads it as 10, so the token verified completely (challenge included) where a
+    decoder that keeps tags finds no claim 10. 'realm claims' now fails on the bignum."""
+    payload = realm_claims()
+    at = payload.index(bytes.fromhex("0a5840"))     # claim 10's label, then its 64-byte string head
+    relabelled = payload[:at] + bytes.fromhex("c2410a") + payload[at + 1:]
+    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(relabelled, sample_rak)),
+                          cpak_pub, expected_challenge=bytes(range(64)))
+    check = result.check("realm claims")
+    assert check.passed is False
+    assert "CBOR tag 2 (unsigned bignum) at byte" in check.reason and "holds 10, which fits" in check.reason
+    assert result.verdict == "failed"
