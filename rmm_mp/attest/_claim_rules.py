@@ -7,7 +7,10 @@ printing all of it.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Callable
 
 import cbor2
@@ -29,6 +32,12 @@ def describe(value: Any) -> str:
         return "undefined"
     if isinstance(value, int):
         return f"the integer {value}"
+    if isinstance(value, Fraction):
+        return f"the rational {value} (CBOR tag 30)"
+    if isinstance(value, Decimal):
+        return f"the decimal {value} (CBOR tag 4 or 5)"
+    if isinstance(value, complex):
+        return f"the complex number {value} (CBOR tag 43000)"
     if is_array(value):
         return f"an array of {len(value)}"
     if is_map(value):
@@ -36,12 +45,21 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def is_integer_lookalike(value: Any) -> bool:
+    """True for a decoded number that is no CBOR integer but that Python finds equal to one
+    (same hash, so `10 in claims` finds it): a float (10.0), a bool (True == 1), and the
+    values cbor2 builds from numeric tags: a rational 30([10, 1]), a decimal fraction
+    4([0, 10]) or bigfloat 5([0, 10]), a complex 43000([10.0, 0.0]). A decoder that keeps
+    CBOR's data model sees a float, simple value or tag there, not an integer."""
+    return isinstance(value, numbers.Number) and type(value) is not int
+
+
 def label_problems(claims: Mapping[Any, Any], what: str, noun: str = "claim label") -> list[str]:
     """Claim labels are CBOR integers (A7.2.3), and so are the labels of a software component
-    and of a COSE_Key: a float such as 10.0 equals 10 in Python (and True equals 1), so without
-    this check it would pass for claim 10."""
+    and of a COSE_Key: a label that only equals an integer (is_integer_lookalike: 10.0, True,
+    a rational or decimal 10) would otherwise pass for claim 10."""
     return [f"{what} {noun} {key!r} must be an integer, found {describe(key)}"
-            for key in claims if isinstance(key, (float, bool))]
+            for key in claims if is_integer_lookalike(key)]
 
 
 def missing(claims: Mapping[Any, Any], mandatory: Mapping[int, str], what: str) -> list[str]:

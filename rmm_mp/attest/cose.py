@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.abi.cca_token import COSE_ALG_ES256, COSE_ALG_ES384, COSE_ALG_ES512, TAG_COSE_SIGN1
 from rmm_mp.attest._cbor import is_array, is_map, loads_exact
+from rmm_mp.attest._claim_rules import is_integer_lookalike
 from rmm_mp.attest.errors import SignatureError, TokenFormatError, UnsupportedCryptoError
 
 HEADER_ALG: Final = 1
@@ -112,9 +113,10 @@ def _protected_alg(protected: bytes, what: str) -> int:
     if HEADER_CRIT in header:
         raise TokenFormatError(f"{what}: protected header has crit (2) = {header[HEADER_CRIT]!r}; "
                                "no critical header parameter is supported")
-    if any(isinstance(label, (float, bool)) for label in header):
+    if any(is_integer_lookalike(label) for label in header):
+        # 1.0 or a rational 30([1, 1]) equals 1 in Python, so header.get(1) would find it as alg.
         raise TokenFormatError(f"{what}: protected header labels must be integers or text, found "
-                               f"{[label for label in header if isinstance(label, (float, bool))]!r}")
+                               f"{[label for label in header if is_integer_lookalike(label)]!r}")
     alg = header.get(HEADER_ALG)
     if type(alg) is not int or alg not in ALGORITHMS:      # -35.0 == -35, but is no COSE alg
         names = ", ".join(f"{a.name} ({i})" for i, a in ALGORITHMS.items())

@@ -9,7 +9,7 @@ Rules `check_realm_claims` applies (the veraison verifiers' rules, made explicit
 * profile (265) is optional: present it must be "tag:arm.com,2023:realm#1.0.0", whose RAK is a
   COSE_Key (EC2, P-384); absent, the RAK is a COSE_Key too (A7.2.3.1.7 ties its form to no
   profile) or, in a legacy token, a 97-byte raw point;
-* claim labels are integers (a float label such as 10.0 is refused);
+* claim labels are integers (a float label such as 10.0, or a rational or decimal 10, is refused);
 * claims this profile does not define are ignored (upstream decodes them successfully).
 
 The RIM's length is not tied to claim 44236: veraison's own valid vectors pair "sha-256" with

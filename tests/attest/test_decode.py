@@ -333,3 +333,34 @@ def test_a_claim_label_written_as_a_bignum_is_refused(sample_rak: ec.EllipticCur
     assert check.passed is False
     assert "CBOR tag 2 (unsigned bignum) at byte" in check.reason and "holds 10, which fits" in check.reason
     assert result.verdict == "failed"
+
+
+@pytest.mark.parametrize("label, found", [
+    ("d81e820a01", "the rational 10 (CBOR tag 30)"),                  # 30([10, 1])
+    ("c482000a", "the decimal 10 (CBOR tag 4 or 5)"),                 # 4([0, 10])
+    ("c582000a", "the decimal 10 (CBOR tag 4 or 5)"),                 # 5([0, 10])
+    ("d9a7f882f94900f90000", "the complex number (10+0j) (CBOR tag 43000)"),
+], ids=["rational", "decimal-fraction", "bigfloat", "complex"])
+def test_a_claim_label_that_only_equals_10_is_refused(label: str, found: str, sample_rak: ec.EllipticCurvePrivateKey,
+                                                      sample_platform_token: bytes, cpak_pub: bytes,
+                                                      realm_claims: Callable[..., bytes]) -> None:
+    """A correctly signed realm payload whose challenge label 10 is a numeric tag cbor2 builds
+    as a Python number equal to 10 (a rational, decimal fraction, bigfloat or complex): the
+    token verified completely, where a decoder that keeps tags finds no claim 10. 'realm
+    claims' now fails, naming the label and what it is."""
+    payload = realm_claims()
+    at = payload.index(bytes.fromhex("0a5840"))
+    relabelled = payload[:at] + bytes.fromhex(label) + payload[at + 1:]
+    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(relabelled, sample_rak)),
+                          cpak_pub, expected_challenge=bytes(range(64)))
+    check = result.check("realm claims")
+    assert check.passed is False and result.verdict == "failed"
+    assert "must be an integer, found " + found in check.reason
+
+
+def test_a_protected_header_label_that_only_equals_1_is_refused(sample_rak: ec.EllipticCurvePrivateKey) -> None:
+    """A protected header {30([1, 1]): -35}: the rational equals alg's label 1, so the header was
+    read as ES384; it is refused as a label that is neither an integer nor text."""
+    protected = bytes.fromhex("a1d81e8201013822")
+    with pytest.raises(TokenFormatError, match=r"protected header labels must be integers or text, found \[Fraction"):
+        decode_sign1(cbor2.dumps(cbor2.CBORTag(18, [protected, {}, b"", bytes(96)])), "realm token")
