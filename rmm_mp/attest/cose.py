@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.abi.cca_token import COSE_ALG_ES256, COSE_ALG_ES384, COSE_ALG_ES512, TAG_COSE_SIGN1
 from rmm_mp.attest._cbor import is_array, is_map, loads_exact
-from rmm_mp.attest._claim_rules import is_integer_lookalike
+from rmm_mp.attest._claim_rules import describe, is_integer_lookalike
 from rmm_mp.attest.errors import SignatureError, TokenFormatError, UnsupportedCryptoError
 
 HEADER_ALG: Final = 1
@@ -85,20 +85,21 @@ def decode_sign1(data: bytes, what: str) -> Sign1:
     """
     item = loads_exact(data, what)
     if not isinstance(item, cbor2.CBORTag) or item.tag != TAG_COSE_SIGN1:
-        found = f"tag {item.tag}" if isinstance(item, cbor2.CBORTag) else type(item).__name__
+        found = f"tag {item.tag}" if isinstance(item, cbor2.CBORTag) else describe(item)
         raise TokenFormatError(f"{what}: expected a COSE_Sign1 with tag {TAG_COSE_SIGN1}, found {found}")
     parts = item.value
     if not is_array(parts) or len(parts) != 4:
-        raise TokenFormatError(f"{what}: COSE_Sign1 must be an array of 4 "
-                               "[protected, unprotected, payload, signature]")
+        raise TokenFormatError(f"{what}: COSE_Sign1 (tag {TAG_COSE_SIGN1}) must hold an array of 4 "
+                               f"[protected, unprotected, payload, signature], found {describe(parts)}")
     protected, unprotected, payload, signature = parts
     for name, value in (("protected header", protected), ("payload", payload), ("signature", signature)):
         if not isinstance(value, bytes):
+            detached = " (a detached payload, nil, is not supported)" if name == "payload" and value is None else ""
             raise TokenFormatError(f"{what}: COSE_Sign1 {name} must be a byte string, found "
-                                   f"{type(value).__name__} (a detached payload is not supported)")
+                                   f"{describe(value)}{detached}")
     if not is_map(unprotected):
         raise TokenFormatError(f"{what}: COSE_Sign1 unprotected header must be a map, "
-                               f"found {type(unprotected).__name__}")
+                               f"found {describe(unprotected)}")
     alg = _protected_alg(protected, what)
     if HEADER_ALG in unprotected:
         raise TokenFormatError(f"{what}: alg (1) must be in the protected header only, "
@@ -109,7 +110,7 @@ def decode_sign1(data: bytes, what: str) -> Sign1:
 def _protected_alg(protected: bytes, what: str) -> int:
     header = loads_exact(protected, f"{what} protected header") if protected else {}
     if not is_map(header):
-        raise TokenFormatError(f"{what}: protected header must encode a map, found {type(header).__name__}")
+        raise TokenFormatError(f"{what}: protected header must encode a map, found {describe(header)}")
     if HEADER_CRIT in header:
         raise TokenFormatError(f"{what}: protected header has crit (2) = {header[HEADER_CRIT]!r}; "
                                "no critical header parameter is supported")

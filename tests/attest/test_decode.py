@@ -104,13 +104,14 @@ def test_907_form_round_trips(sample_rak: ec.EllipticCurvePrivateKey, sample_pla
 
 
 COSE_DEFECTS = {
-    "untagged": (dict(tag=None), "expected a COSE_Sign1 with tag 18, found list"),
+    "untagged": (dict(tag=None), "expected a COSE_Sign1 with tag 18, found an array of 4"),
     "wrong tag": (dict(tag=17), "found tag 17"),
     "unknown alg": (dict(protected={1: -37}), "alg (1) is -37; expected one of ES256 (-7), ES384 (-35), ES512 (-36)"),
     "no alg": (dict(protected={}), "alg (1) is None"),
     "crit": (dict(protected={1: -35, 2: [99]}), "crit (2)"),
     "alg also unprotected": (dict(unprotected={1: -35}), "protected header only"),
-    "unprotected not a map": (dict(unprotected=[]), "unprotected header must be a map"),
+    "unprotected not a map": (dict(unprotected=[]), "unprotected header must be a map, found an array of 0"),
+    "protected not a map": (dict(protected=[1]), "protected header must encode a map, found an array of 1"),
 }
 
 
@@ -132,8 +133,26 @@ def test_realm_cose_defects_fail_the_realm_claims_check(defect: str, sample_rak:
 def test_detached_payload_is_refused(sample_rak: ec.EllipticCurvePrivateKey) -> None:
     """A COSE_Sign1 with a nil payload (detached content) is not a CCA token part."""
     message = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35}), {}, None, b"\x00" * 96]))
-    with pytest.raises(TokenFormatError, match="payload must be a byte string, found NoneType"):
+    with pytest.raises(TokenFormatError, match=r"payload must be a byte string, found None \(a detached payload, nil, is not supported\)"):
         decode_sign1(message, "realm token")
+
+
+@pytest.mark.parametrize("parts, phrase", [
+    ([b"\xa1\x01\x38\x22", {}, b"\xa0"], "must hold an array of 4 [protected, unprotected, payload, signature], "
+                                        "found an array of 3"),
+    ([b"\xa1\x01\x38\x22", {}, b"\xa0", bytes(96), b""], "found an array of 5"),
+    ({1: 2}, "found a map of 1 entries"),
+    ([b"\xa1\x01\x38\x22", {}, b"\xa0", "sig"], "COSE_Sign1 signature must be a byte string, found text 'sig'"),
+    (["a1013822", {}, b"\xa0", bytes(96)], "COSE_Sign1 protected header must be a byte string, found text 'a1013822'"),
+], ids=["3-items", "5-items", "map", "text-signature", "text-protected"])
+def test_a_cose_sign1_of_the_wrong_shape_names_what_it_found(parts: Any, phrase: str) -> None:
+    """A tag 18 holding 3 or 5 items or a map, or a text signature / protected header: the error
+    names the part, what was expected and what was found (the arity errors named no count,
+    type errors gave Python type names, and a bad signature was called a detached payload)."""
+    with pytest.raises(TokenFormatError) as refused:
+        decode_sign1(cbor2.dumps(cbor2.CBORTag(18, parts)), "realm token")
+    assert phrase in str(refused.value)
+    assert "detached" not in str(refused.value)
 
 
 def test_signature_of_the_wrong_length_or_curve_fails_the_realm_signature(
