@@ -16,8 +16,8 @@ from pycose.keys.curves import P384
 from pycose.keys.ec2 import EC2Key
 from pycose.messages import Sign1Message
 
-from rmm_mp.abi.cca_token import (COSE_ALG_ES256, COSE_ALG_ES384, PLATFORM_PROFILE_LEGACY, REALM_CLAIM_ORDER,
-                                  REALM_PROFILE_1_0)
+from rmm_mp.abi.cca_token import (COSE_ALG_ES256, COSE_ALG_ES384, LIFECYCLE_RANGES, PLATFORM_PROFILE_1_0,
+                                  PLATFORM_PROFILE_LEGACY, REALM_CLAIM_ORDER, REALM_PROFILE_1_0)
 from rmm_mp.attest import cose
 from rmm_mp.attest import (UnsupportedCryptoError, decode_cca_token, decode_sign1, encode_cca_token, encode_cose_key,
                            encode_platform_claims, encode_realm_claims,
@@ -197,3 +197,44 @@ def test_random_realm_claims_round_trip(challenge: bytes, rpv: bytes, measuremen
         "initial_measurement": rim.hex(), "extensible_measurements": [m.hex() for m in rems]}
     assert result.check("realm claims").passed and result.check("realm signature").passed
     assert result.check("binding").passed is (not legacy and rak_hash == "sha-256")
+
+
+HASH = st.sampled_from([32, 48, 64]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+SW_COMPONENT = st.fixed_dictionaries(
+    {2: HASH, 5: HASH},
+    optional={1: st.text(min_size=1, max_size=8), 4: st.text(min_size=1, max_size=8), 6: st.text(min_size=1, max_size=8)})
+LIFECYCLE = st.sampled_from(sorted(LIFECYCLE_RANGES.values())).flatmap(
+    lambda r: st.integers(r[0], r[1]))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(implementation_id=st.binary(min_size=32, max_size=32), instance=st.binary(min_size=32, max_size=32),
+       config=st.binary(max_size=16), lifecycle=LIFECYCLE, components=st.lists(SW_COMPONENT, min_size=1, max_size=3),
+       hash_algo=st.sampled_from(["sha-256", "sha-384", "sha-512"]),
+       service=st.none() | st.text(min_size=1, max_size=12), legacy=st.booleans())
+def test_random_platform_claims_round_trip(implementation_id: bytes, instance: bytes, config: bytes, lifecycle: int,
+                                           components: list[dict[int, bytes | str]], hash_algo: str,
+                                           service: str | None, legacy: bool) -> None:
+    """Random valid platform claims, encoded, signed with a seeded platform key and bound to a
+    realm token (challenge = SHA-256 of its RAK claim), come out of verify_token as the same
+    values (software components with named fields) and the whole token verifies."""
+    rak, cpak = (private_key_from_scalar(bytes([n]) * 48) for n in (3, 7))
+    rak_claim = encode_cose_key(rak.public_key())
+    profile = PLATFORM_PROFILE_LEGACY if legacy else PLATFORM_PROFILE_1_0
+    challenge = hashlib.sha256(rak_claim).digest()
+    payload = encode_platform_claims(
+        challenge=challenge, implementation_id=implementation_id, instance_id=b"\x01" + instance, config=config,
+        lifecycle=lifecycle, sw_components=components, hash_algo_id=hash_algo, verification_service=service,
+        profile=profile)
+    realm = encode_realm_claims(challenge=bytes(64), personalization_value=bytes(64), public_key=rak_claim,
+                                hash_algo_id="sha-256", initial_measurement=bytes(32),
+                                extensible_measurements=[bytes(32)] * 4)
+    pem = cpak.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    result = verify_token(encode_cca_token(sign_cose_sign1(payload, cpak), sign_cose_sign1(realm, rak)), pem)
+    assert result.ok, result.checks
+    names = {1: "measurement_type", 2: "measurement_value", 4: "version", 5: "signer_id", 6: "measurement_description"}
+    assert result.platform_claims == {
+        "profile": profile, "challenge": challenge.hex(), "implementation_id": implementation_id.hex(),
+        "instance_id": (b"\x01" + instance).hex(), "config": config.hex(), "lifecycle": lifecycle,
+        "sw_components": [{names[k]: (v.hex() if isinstance(v, bytes) else v) for k, v in c.items()} for c in components],
+        **({} if service is None else {"verification_service": service}), "hash_algo_id": hash_algo}
