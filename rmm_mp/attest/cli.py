@@ -17,8 +17,9 @@ import click
 
 from rmm_mp.attest.errors import TokenFormatError
 from rmm_mp.attest.platform_claims import lifecycle_state
-from rmm_mp.attest.realm_claims import CHALLENGE_SIZE
+from rmm_mp.attest.realm_claims import CHALLENGE_SIZE, MEASUREMENT_SIZES
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
+from rmm_mp.words import count
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -68,9 +69,11 @@ def attest_group() -> None:
 @click.option("--challenge", callback=_hex_bytes, metavar="HEX",
               help="The challenge the realm was given; realm claim 10 must equal it. A shorter one "
                    "than 64 bytes is zero-padded to 64, as RMM spec A7.2.2 has the relying party do "
-                   "before the realm passes it on.")
+                   "before the realm passes it on; a longer one is a usage error (no realm challenge "
+                   "is longer).")
 @click.option("--expect-rim", callback=_hex_bytes, metavar="HEX",
-              help="The expected realm initial measurement; realm claim 44238 must equal it.")
+              help="The expected realm initial measurement (32, 48 or 64 bytes, as a RIM is; other "
+                   "lengths are a usage error); realm claim 44238 must equal it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 @click.pass_context
 def verify_command(ctx: click.Context, token: str, platform_key: str | None, challenge: bytes | None,
@@ -82,9 +85,19 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     Exit status:
       0  every check passed
       1  a check failed; its reason is printed
-      2  usage error: a file is unreadable, TOKEN is not a CCA token, or HEX is bad
+      2  usage error: a file is unreadable, TOKEN is not a CCA token, or HEX is bad (not
+         hex, or a length no challenge / RIM has)
       3  no check failed, but the platform signature was NOT verified (no --platform-key)
     """
+    # A value no valid token can carry would only turn into a failed check (exit 1) that
+    # blames the token; it is the command line that is wrong.
+    if challenge is not None and len(challenge) > CHALLENGE_SIZE:
+        raise click.BadParameter(f"{count(len(challenge), 'byte')}; expected at most {CHALLENGE_SIZE} (RSI_ATTESTATION_TOKEN_INIT "
+                                 "takes a 64-byte challenge, shorter ones zero-padded)", param_hint="'--challenge'")
+    if expect_rim is not None and len(expect_rim) not in MEASUREMENT_SIZES:
+        raise click.BadParameter(f"{count(len(expect_rim), 'byte')}; expected {', '.join(map(str, MEASUREMENT_SIZES[:-1]))} or "
+                                 f"{MEASUREMENT_SIZES[-1]} (a SHA-256, SHA-384 or SHA-512 RIM)",
+                                 param_hint="'--expect-rim'")
     data = _read_token(token)
     key = Path(platform_key).read_bytes() if platform_key else None
     if challenge is not None and len(challenge) < CHALLENGE_SIZE:

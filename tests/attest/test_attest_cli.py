@@ -73,7 +73,8 @@ def test_verify_json() -> None:
 @pytest.mark.parametrize("option, good", [("--challenge", FFM_CHALLENGE), ("--expect-rim", FFM_RIM)])
 def test_expected_values_match_or_fail(option: str, good: str) -> None:
     """--challenge / --expect-rim: the token's value passes (exit 0, with 0x prefix allowed); a
-    different value fails with both values shown (exit 1)."""
+    different value fails with both values shown (exit 1); a 1-byte challenge is compared
+    zero-padded, a 1-byte RIM is a usage error (no RIM is 1 byte long)."""
     ok = _run("verify", FFM, "--platform-key", TA_TFA, option, "0x" + good.upper())
     assert ok.exit_code == EXIT_OK, ok.output
     wrong = "00" + good[2:]
@@ -81,8 +82,10 @@ def test_expected_values_match_or_fail(option: str, good: str) -> None:
     assert bad.exit_code == EXIT_FAILED
     assert f"is {good} ({len(good) // 2} bytes); expected {wrong} ({len(wrong) // 2} bytes)" in bad.output
     one = _run("verify", FFM, "--platform-key", TA_TFA, option, "00")      # one byte reads as one
-    shown = "00" * 64 + " (64 bytes)" if option == "--challenge" else "00 (1 byte)"    # padded: below
-    assert one.exit_code == EXIT_FAILED and f"; expected {shown}" in one.output, one.output
+    if option == "--challenge":     # padded: below
+        assert one.exit_code == EXIT_FAILED and "; expected " + "00" * 64 + " (64 bytes)" in one.output, one.output
+    else:
+        assert one.exit_code == EXIT_USAGE and "1 byte; expected 32, 48 or 64" in one.output, one.output
 
 
 def test_a_short_challenge_is_zero_padded_as_the_realm_pads_it(tmp_path: Path, sample_rak,  # type: ignore[no-untyped-def]
@@ -212,3 +215,19 @@ def test_numbers_cbor2_cannot_build_or_python_cannot_print_are_usage_errors(
     result = _run(command, token)
     assert result.exit_code == EXIT_USAGE
     assert phrase in result.output
+
+
+@pytest.mark.parametrize("option, size, phrase", [
+    ("--challenge", 65, "65 bytes; expected at most 64"),
+    ("--challenge", 128, "128 bytes; expected at most 64"),
+    ("--expect-rim", 31, "31 bytes; expected 32, 48 or 64"),
+    ("--expect-rim", 33, "33 bytes; expected 32, 48 or 64"),
+    ("--expect-rim", 65, "65 bytes; expected 32, 48 or 64"),
+])
+def test_an_expected_value_no_token_can_hold_is_a_usage_error(option: str, size: int, phrase: str) -> None:
+    """A --challenge longer than 64 bytes or an --expect-rim of a length no RIM has cannot match
+    any valid token: exit 2 naming the option, the length and what is allowed (it was a failed
+    check, exit 1, that blamed the token)."""
+    result = _run("verify", FFM, "--challenge" if option == "--challenge" else "--expect-rim", "ab" * size)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"Invalid value for '{option}'" in result.output and phrase in result.output
