@@ -829,10 +829,14 @@ _GROUP1 = 1 << 60
 @pytest.mark.parametrize("hcr, lrs", [
     pytest.param(1 << 0, (), id="hcr-En"),
     pytest.param(1 << 8, (), id="hcr-vSGIEOICount"),
+    pytest.param(1 << 11, (), id="hcr-TALL0"),
     pytest.param(1 << 10, (), id="hcr-TC"),
     pytest.param(1 << 15, (), id="hcr-DVIM"),
     pytest.param(1 << 27, (), id="hcr-EOIcount"),
     pytest.param(0, (3 << 61,), id="acs-lr-hw-bit"),
+    pytest.param(0, (1 << 62 | 1 << 61 | 0x32 << 32 | 0x35,), id="acs-lr-hw-pending"),
+    pytest.param(0, (2 << 62 | 1 << 61 | 0x32 << 32 | 0x35,), id="acs-lr-hw-active"),
+    pytest.param(0, (3 << 62 | 1 << 61 | 0x32 << 32 | 0x35,), id="acs-lr-hw-pending-active"),
     pytest.param(0, (0, 0, 0, _P | 1 << 48 | 40), id="lr3-priority-res0"),
     pytest.param(0, (_P | 1 << 32 | 40,), id="lr-pintid"),
     pytest.param(0, (_P | 1020,), id="vintid-1020"),
@@ -842,7 +846,9 @@ _GROUP1 = 1 << 60
     pytest.param(0, (_P | 27, 0, 0, (2 << 62) | 27), id="duplicate-vintid"),
 ])
 def test_rec_enter_rec_gicv3(machine: Machine, t: Rmi, hcr: int, lrs: tuple[int, ...]) -> None:
-    """ACS rec_gicv3 (RUN_PTR_INVALID_GIV3_HCR: lrs[0] = 3 << 61) and Gicv3ConfigIsValid's other
+    """ACS rec_gicv3 (RUN_PTR_INVALID_GIV3_HCR: lrs[0] = 3 << 61), ACS gic_hcr_invalid (HCR bit 8
+    vSGIEOICount, bit 11 TALL0), ACS gic_ctrl_list_invalid (an LR with HW set, pINTID 0x32, in the
+    pending, active and pending-and-active states) and Gicv3ConfigIsValid's other
     cases (A6.1; TF-RMM gic_validate_state over LRs 0..GICV3_NUM_LRS = 0..3): an ICH_HCR_EL2 bit
     the host does not control, or a valid LR with HW set, a RES0 priority bit (5 priority bits),
     a pINTID bit other than EOI, a vINTID outside 0..1019 / 8192..65535, or two valid LRs with
