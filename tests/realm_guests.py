@@ -90,8 +90,10 @@ start:
 class Guest:
     """A realm running an assembled program, entered from one host CPU (see the module docstring)."""
 
-    def __init__(self, machine: Machine, alloc: NsAllocator, realm: HostRealm, cpu: int, program: str) -> None:
+    def __init__(self, machine: Machine, alloc: NsAllocator, realm: HostRealm, cpu: int, program: str,
+                 base: int = CODE) -> None:
         self.machine = machine
+        self.base = base
         self.alloc = alloc
         self.realm = realm
         self.cpu = machine.cpu(cpu)
@@ -102,18 +104,20 @@ class Guest:
 
     @classmethod
     def build(cls, machine: Machine, program: str, *, num_recs: int = 1, hash_algo: int = 0, rpv: bytes = b"",
-              ram_size: int = RAM_SIZE, gprs: Sequence[int] = (), cpu: int = 0) -> "Guest":
-        """Assemble ``program`` (after PRELUDE) at CODE and build an active realm around it."""
-        image = assemble(PRELUDE + "\n" + program, base=CODE)
+              ram_size: int = RAM_SIZE, gprs: Sequence[int] = (), cpu: int = 0, ipa_width: int = IPA_WIDTH,
+              base: int = CODE) -> "Guest":
+        """Assemble ``program`` (after PRELUDE) at ``base`` (CODE unless given: the start of the
+        realm's RAM) and build an active realm of ``ipa_width`` bits around it."""
+        image = assemble(PRELUDE + "\n" + program, base=base)
         alloc = NsAllocator(machine, cpu)
-        spec = RealmSpec(ipa_width=IPA_WIDTH, ram_base=CODE, ram_size=ram_size, hash_algo=hash_algo, rpv=rpv,
+        spec = RealmSpec(ipa_width=ipa_width, ram_base=base, ram_size=ram_size, hash_algo=hash_algo, rpv=rpv,
                          num_recs=num_recs, image=image, gprs=tuple(gprs))
-        return cls(machine, alloc, create_realm(machine.cpu(cpu), alloc, spec), cpu, program)
+        return cls(machine, alloc, create_realm(machine.cpu(cpu), alloc, spec), cpu, program, base)
 
     def label(self, name: str) -> int:
         """IPA of label ``name`` in the program (found by assembling it again with `.quad name` appended)."""
         if name not in self._labels:
-            image = assemble(PRELUDE + "\n" + self.program + f"\n.quad {name}", base=CODE)
+            image = assemble(PRELUDE + "\n" + self.program + f"\n.quad {name}", base=self.base)
             self._labels[name] = int.from_bytes(image[-8:], "little")
         return self._labels[name]
 

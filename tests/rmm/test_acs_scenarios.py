@@ -1,0 +1,482 @@
+"""The Arm RMM ACS scenario suites (test/memory_management, test/exception), run against rmm-mp.
+
+The ACS (release v1.0_REL0_12.24) has, besides its per-command tests, scenarios that run a
+realm through a sequence: a RIPAS change the host completes, rejects or completes in part; an
+access to protected memory in each HIPAS/RIPAS combination, by a load, a store and a fetch;
+the boundary pages of the protected and the unprotected IPA halves; an emulated MMIO write
+then read; the realm's registers across WFI/WFE/IRQ exits. Each test here names the ACS test
+it mirrors and checks the same outcomes (exit reason and fields, the syndrome and fault address
+the realm sees, RSI results, RTT entry states) with this project's guest ISA (docs/guest-isa.md)
+and host (tests/realm_guests.py). Scenarios the ISA cannot express (stage 1, exclusive loads,
+misaligned accesses that cross a page, timers, the GIC CPU interface, FEAT_S2FWB, the PMU) are
+left out; a few were already covered by the per-command files and are not repeated.
+
+Programs that take exceptions log them: the vector appends (ESR, FAR, ELR) to the table at
+``log`` (X28 walks it) and resumes at the address in X27, which the program sets before each
+access that should fault.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from realm_guests import CODE, GRANULE, UNPROTECTED, Guest
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT, RmiRecEnterFlags
+from rmm_mp.check import invariants
+from rmm_mp.host.realm import create_rtt_levels
+
+SUCCESS, INPUT = 0, 1
+EXIT_SYNC, EXIT_IRQ, EXIT_RIPAS_CHANGE = 0, 1, 4
+EMPTY, RAM, DESTROYED = 0, 1, 2
+UNASSIGNED, ASSIGNED, TABLE = 0, 1, 2
+ACCEPT = 0
+EMUL_MMIO, INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
+TRAP_WFI, TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_WFE)
+EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0x24, 0x25
+IL, ISV, WNR, EA = 1 << 25, 1 << 24, 1 << 6, 1 << 9
+SAS_WORD = 2 << 22
+TTF_L3, SEA = 0x07, 0x10
+TOP_PROTECTED = UNPROTECTED - GRANULE
+"""The last page of the protected IPA half of a default Guest (ACS mm_protected_ipa_boundary)."""
+
+LOGGING = """
+    adr x9, vectors
+    msr vbar, x9
+    adr x28, log
+"""
+"""Install the logging vector; X28 = the next free (ESR, FAR, ELR) slot of ``log``."""
+TAIL = """
+done:
+    wfi
+    b done
+    .org 0x800
+vectors:
+    .org 0xA00          // vbar + 0x200: log (ESR, FAR, ELR), resume at X27
+    mrs x9, esr
+    str x9, [x28]
+    mrs x9, far
+    str x9, [x28, #8]
+    mrs x9, elr
+    str x9, [x28, #16]
+    add x28, x28, #24
+    msr elr, x27
+    eret
+    .org 0x1000
+log:
+    .zero 0x1000
+target:                 // CODE + 0x2000: three assigned (measured) RAM pages
+    .zero 0x3000
+"""
+TARGET = CODE + 0x2000
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=2, time_slice=2000) as m:
+        yield m
+
+
+def ok(m: Machine) -> None:
+    report = invariants(m)
+    assert report.ok, str(report)
+
+
+def logged(g: Guest, n: int) -> list[tuple[int, int, int]]:
+    """The first ``n`` (ESR, FAR, ELR) entries the vector logged."""
+    raw = g.peek(g.label("log"), 24 * n)
+    words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+    return [tuple(words[i:i + 3]) for i in range(0, len(words), 3)]  # type: ignore[misc]
+
+
+def entry(g: Guest, ipa: int) -> tuple[int, int, int]:
+    """(walk level, HIPAS, RIPAS) of the RTT entry for ``ipa``."""
+    x0, level, state, _, ripas = g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, ipa, 3)
+    assert x0 == SUCCESS
+    return level, state, ripas
+
+
+def stopped(g: Guest, x0: int, ex: dict, label: str) -> None:
+    """The entry ran to the WFI at ``label`` (an untrapped WFI: an IRQ exit)."""
+    assert (x0, ex["exit_reason"], ex["esr"]) == (SUCCESS, EXIT_IRQ, 0), ex
+    assert g.pc() == g.label(label) + 8
+
+
+def set_ripas(g: Guest, base: int, top: int) -> int:
+    """The host's RMI_RTT_SET_RIPAS over [base, top), creating the RTTs an (ERROR_RTT, level)
+    answer asks for; returns the progress."""
+    addr = base
+    while addr < top:
+        x0, out = g.smc(F.RMI_RTT_SET_RIPAS, g.realm.rd, g.rec_pa(), addr, top)[:2]
+        if x0 != SUCCESS:
+            assert x0 & 0xFF == 4 and x0 >> 8 < 3, hex(x0)
+            create_rtt_levels(g.cpu, g.alloc, g.realm, addr, x0 >> 8, 3)
+            continue
+        assert addr < out <= top
+        addr = out
+    return addr
+
+
+def exit_only(g: Guest, entered: tuple[int, dict], **fields: object) -> None:
+    """``entered`` (X0 and the exit of an entry made with exit_fill=0xFF) succeeded and the exit
+    half of the run page is exactly an RmiRecExit with ``fields`` and zeros elsewhere (the ACS
+    validate_rec_exit_da/_ia: "all other exit fields are zero")."""
+    x0, ex = entered
+    assert x0 == SUCCESS
+    raw = g.machine.ns_read(g.run + REC_EXIT_OFFSET, RMI_REC_EXIT.size)
+    assert raw == bytes(RMI_REC_EXIT.pack(**fields)), {k: v for k, v in ex.items() if v}
+
+
+# -- HIPAS x RIPAS: data and instruction accesses --------------------------------------------------
+
+@pytest.mark.parametrize("destroy", [False, True], ids=["assigned-empty", "unassigned-empty"])
+def test_ripas_empty_page_takes_sea_for_data_and_fetch(machine: Machine, destroy: bool) -> None:
+    """ACS mm_hipas_assigned_ripas_empty_da_ia and mm_hipas_unassigned_ripas_empty_da_ia: the
+    realm asks for RIPAS EMPTY on one of its assigned (measured) pages, the host completes it
+    with RMI_RTT_SET_RIPAS (realm: X0 SUCCESS, X1 = top, ACCEPT; the entry stays ASSIGNED with
+    RIPAS EMPTY); optionally the host then DATA_DESTROYs it, which leaves UNASSIGNED EMPTY (not
+    DESTROYED: the RIPAS was EMPTY). Either way a 4-byte store there and a branch there make the
+    realm take an SEA itself, no REC exit: EC 0x25 with the store's syndrome (ISV, SAS word,
+    SRT 5, WnR), EA, DFSC 0x10, FAR = the IPA, ELR = the store; then EC 0x21, EA, IFSC 0x10,
+    FAR = ELR = the IPA."""
+    program = LOGGING + f"""
+        adr x1, target
+        mov x2, ={TARGET + GRANULE}
+        mov x3, #{EMPTY}
+        mov x4, #0
+        mov x0, =RSI_IPA_STATE_SET
+        smc #0
+        mov x20, x0
+        mov x21, x1
+        mov x22, x2
+    pause:
+        wfi
+        adr x1, target
+        mov x5, #0x100
+        adr x27, fetch
+    store:
+        strw x5, [x1]
+    fetch:
+        adr x27, done
+        br x1
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        assert g.label("target") == TARGET
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_RIPAS_CHANGE)
+        assert (ex["ripas_base"], ex["ripas_top"], ex["ripas_value"]) == (TARGET, TARGET + GRANULE, EMPTY)
+        assert set_ripas(g, TARGET, TARGET + GRANULE) == TARGET + GRANULE
+        stopped(g, *g.enter(), "pause")
+        assert (g.gpr(20), g.gpr(21), g.gpr(22)) == (SUCCESS, TARGET + GRANULE, ACCEPT)
+        assert entry(g, TARGET) == (3, ASSIGNED, EMPTY)
+        if destroy:
+            x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, TARGET)[:2]
+            assert x0 == SUCCESS
+            assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+            assert entry(g, TARGET) == (3, UNASSIGNED, EMPTY)
+        stopped(g, *g.enter(), "done")
+        data_sea = (EC_DABT_CUR << 26) | IL | ISV | SAS_WORD | 5 << 16 | WNR | EA | SEA
+        fetch_sea = (EC_IABT_CUR << 26) | IL | EA | SEA
+        assert logged(g, 2) == [(data_sea, TARGET, g.label("store")), (fetch_sea, TARGET, TARGET)]
+    ok(machine)
+
+
+@pytest.mark.parametrize("ins, esr", [
+    ("strw x5, [x1]", (EC_DABT_LOW << 26) | TTF_L3),      # exception_non_emulatable_da_2, mm_ripas_destroyed_da
+    ("ldrw x6, [x1]", (EC_DABT_LOW << 26) | TTF_L3),      # exception_non_emulatable_da_3
+    ("br x1", (EC_IABT_LOW << 26) | TTF_L3),              # mm_ripas_destroyed_ia
+])
+def test_destroyed_page_exit_is_exact(machine: Machine, ins: str, esr: int) -> None:
+    """ACS exception_non_emulatable_da_2/_3, mm_ripas_destroyed_da/_ia: an assigned RAM page the
+    host DATA_DESTROYs after activation is DESTROYED; a 4-byte store, a 4-byte load or a fetch
+    there exits: SYNC, ESR = EC 0x24 (0x20 for the fetch) with a level-3 translation fault and
+    nothing else (no ISV, SAS, WnR, IL, EA, SET, FnV, S1PTW), HPFAR = IPA[47:12] << 4, and
+    every other exit field zero (the exit half was filled with 0xFF before the entry)."""
+    program = f"adr x1, target\nmov x5, #0x100\naccess:\n{ins}\n" + TAIL
+    with Guest.build(machine, program) as g:
+        x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, TARGET)[:2]
+        assert x0 == SUCCESS and g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        assert entry(g, TARGET) == (3, UNASSIGNED, DESTROYED)
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=esr, hpfar=TARGET >> 8)
+        assert g.pc() == (TARGET if ins.startswith("br") else g.label("access"))
+
+
+# -- the boundaries of the protected and unprotected halves -------------------------------------------
+
+def test_protected_ipa_boundary(machine: Machine) -> None:
+    """ACS mm_protected_ipa_boundary: the last protected page, 2^(s2sz-1) - 4 KiB, made RIPAS RAM
+    (here by the realm's IPA_STATE_SET, which the host completes creating the RTTs it needs),
+    faulted in and DATA_DESTROYed: a 4-byte store at its last word (+0xFFC) exits SYNC with
+    ESR = EC 0x24 | level-3 translation fault only, HPFAR = the page's IPA[47:12] << 4, every
+    other exit field zero. (Before the page is backed the same store exits the same way: an
+    unassigned RAM page.)"""
+    program = f"""
+        mov x1, ={TOP_PROTECTED}
+        mov x2, ={UNPROTECTED}
+        mov x3, #{RAM}
+        mov x4, #0
+        mov x0, =RSI_IPA_STATE_SET
+        smc #0
+        mov x1, ={TOP_PROTECTED + 0xFFC}
+        mov x5, #0x100
+    access:
+        strw x5, [x1]
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["ripas_base"], ex["ripas_top"]) == (SUCCESS, EXIT_RIPAS_CHANGE,
+                                                                             TOP_PROTECTED, UNPROTECTED)
+        assert set_ripas(g, TOP_PROTECTED, UNPROTECTED) == UNPROTECTED
+        fault = {"exit_reason": EXIT_SYNC, "esr": (EC_DABT_LOW << 26) | TTF_L3, "hpfar": TOP_PROTECTED >> 8}
+        exit_only(g, g.enter(exit_fill=0xFF), **fault)
+        assert g.pc() == g.label("access")
+        g.destroy_page(TOP_PROTECTED)
+        assert entry(g, TOP_PROTECTED) == (3, UNASSIGNED, DESTROYED)
+        exit_only(g, g.enter(exit_fill=0xFF), **fault)
+        assert g.pc() == g.label("access")
+    ok(machine)
+
+
+def test_unprotected_ipa_boundary(machine: Machine) -> None:
+    """ACS mm_unprotected_ipa_boundary: the first unprotected page, 2^(s2sz-1), mapped by the host
+    and unmapped again (UNASSIGNED_NS under a level-3 RTT): a 4-byte store there exits with an
+    emulatable data abort: ESR = EC 0x24, ISV, SAS word, WnR, DFSC level-3 translation fault, and
+    SET, EA, FnV, SF, SRT, IL zero; FAR = the offset in the page (0), HPFAR = IPA[47:12] << 4,
+    gprs[0] = the stored word. (The ACS reaches that page with a misaligned store that starts in
+    the last protected page; this ISA's accesses are naturally aligned, so the store is made at
+    the page itself.)"""
+    program = f"mov x1, ={UNPROTECTED}\nmov x5, #0x333\naccess:\nstrw x5, [x1]\n" + TAIL
+    with Guest.build(machine, program) as g:
+        g.map_unprotected(UNPROTECTED)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, UNPROTECTED, 3)[0] == SUCCESS
+        esr = (EC_DABT_LOW << 26) | ISV | SAS_WORD | WNR | TTF_L3
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=esr, hpfar=UNPROTECTED >> 8, gprs=(0x333,))
+        assert g.pc() == g.label("access")
+
+
+# -- emulatable data aborts ------------------------------------------------------------------------
+
+MMIO_PAGE = UNPROTECTED + 0x1000
+
+
+@pytest.mark.parametrize("then", ["emulate", "inject-sea"])
+def test_emulated_write_then_read(machine: Machine, then: str) -> None:
+    """ACS exception_emulatable_da: an NS page mapped and unmapped again; the realm stores the word
+    0x333 there, then loads it. The store exits (emulatable: ISV, SAS word, WnR, DFSC level-3
+    translation fault; gprs[0] = 0x333); the host enters with EMUL_MMIO, the store completes and
+    the load exits the same way with WnR clear and gprs[0] 0; the host enters with EMUL_MMIO and
+    gprs[0] = the written value, which the load returns.
+    ACS mm_hipas_unassigned_ns_da_ia: after the store's exit the host enters with INJECT_SEA
+    instead: the realm takes an SEA at the store (EC 0x25, the store's syndrome, EA, DFSC 0x10,
+    FAR = the IPA), and a branch to the same unprotected IPA then takes an SEA with no exit
+    (EC 0x21, IFSC 0x10, FAR = ELR = the IPA)."""
+    program = LOGGING + f"""
+        mov x1, ={MMIO_PAGE}
+        mov x5, #0x333
+        adr x27, fetch
+    store:
+        strw x5, [x1]
+    load:
+        ldrw x6, [x1]
+        b done
+    fetch:
+        adr x27, done
+        br x1
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        g.map_unprotected(MMIO_PAGE)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, MMIO_PAGE, 3)[0] == SUCCESS
+        esr = (EC_DABT_LOW << 26) | ISV | SAS_WORD | TTF_L3
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=esr | WNR, hpfar=MMIO_PAGE >> 8,
+                  gprs=(0x333,))
+        if then == "emulate":
+            exit_only(g, g.enter(EMUL_MMIO, exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=esr, hpfar=MMIO_PAGE >> 8)
+            assert g.pc() == g.label("load")
+            stopped(g, *g.enter(EMUL_MMIO, (0x333,)), "done")
+            assert g.gpr(6) == 0x333
+        else:
+            stopped(g, *g.enter(INJECT_SEA), "done")
+            data_sea = (EC_DABT_CUR << 26) | IL | ISV | SAS_WORD | 5 << 16 | WNR | EA | SEA
+            fetch_sea = (EC_IABT_CUR << 26) | IL | EA | SEA
+            assert logged(g, 2) == [(data_sea, MMIO_PAGE, g.label("store")), (fetch_sea, MMIO_PAGE, MMIO_PAGE)]
+    ok(machine)
+
+
+# -- RIPAS changes the host completes, completes in part, or rejects ------------------------------------
+
+P = GRANULE
+SCENARIOS: dict[str, list[tuple[int, int, int, int | None, tuple[int, int, int]]]] = {
+    # (base, top, ripas requested, what the host changes: top of [base, top') or None,
+    #  IPA_STATE_GET(base, top) afterwards: (X0, X1, X2))
+    "mm_ripas_change": [
+        (TARGET, TARGET + 3 * P, EMPTY, TARGET + 3 * P, (SUCCESS, TARGET + 3 * P, EMPTY)),
+    ],
+    "mm_ripas_change_partial": [
+        (TARGET, TARGET + 3 * P, EMPTY, TARGET + P, (SUCCESS, TARGET + P, EMPTY)),
+    ],
+    "mm_ripas_change_reject": [
+        (TARGET, TARGET + 3 * P, EMPTY, None, (SUCCESS, TARGET + 3 * P, RAM)),
+        (TARGET, TARGET + 2 * P, EMPTY, TARGET + 2 * P, (SUCCESS, TARGET + 2 * P, EMPTY)),
+        (TARGET, TARGET + 3 * P, RAM, TARGET + 2 * P, (SUCCESS, TARGET + 3 * P, RAM)),
+    ],
+    "exception_rec_exit_ripas": [
+        (TARGET, TARGET + 3 * P, EMPTY, TARGET + 3 * P, (SUCCESS, TARGET + 3 * P, EMPTY)),
+        (TARGET, TARGET + 3 * P, RAM, TARGET + 3 * P, (SUCCESS, TARGET + 3 * P, RAM)),
+        (TARGET, TARGET + 3 * P, EMPTY, TARGET + P, (SUCCESS, TARGET + P, EMPTY)),
+        (TARGET + P, TARGET + 2 * P, EMPTY, None, (SUCCESS, TARGET + 2 * P, RAM)),
+    ],
+}
+FINAL_RIPAS = {
+    "mm_ripas_change": (EMPTY, EMPTY, EMPTY),
+    "mm_ripas_change_partial": (EMPTY, RAM, RAM),
+    "mm_ripas_change_reject": (RAM, RAM, RAM),
+    "exception_rec_exit_ripas": (EMPTY, RAM, RAM),
+}
+REQUESTS = """
+        adr x28, log
+        adr x27, requests
+    next:
+        ldr x1, [x27]
+        cbz x1, done
+        ldr x2, [x27, #8]
+        ldr x3, [x27, #16]
+        mov x4, #0
+        mov x0, =RSI_IPA_STATE_SET
+        smc #0
+        str x0, [x28]
+        str x1, [x28, #8]
+        str x2, [x28, #16]
+        ldr x1, [x27]
+        ldr x2, [x27, #8]
+        mov x0, =RSI_IPA_STATE_GET
+        smc #0
+        str x0, [x28, #24]
+        str x1, [x28, #32]
+        str x2, [x28, #40]
+        add x28, x28, #48
+        add x27, x27, #24
+        b next
+        .org 0x600
+    requests:
+"""
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_ripas_change_sequence(machine: Machine, name: str) -> None:
+    """ACS mm_ripas_change, mm_ripas_change_partial, mm_ripas_change_reject and
+    exception_rec_exit_ripas: the realm asks for RIPAS changes over three of its assigned
+    (measured) pages, one request at a time, each followed by IPA_STATE_GET over the same range.
+    Every request exits RIPAS_CHANGE with its base, top and value; the host changes the whole
+    range, a first part of it, or nothing (a reject: it re-enters without the RIPAS_RESPONSE
+    flag, so the realm sees X1 = base and ACCEPT); the realm sees X0 SUCCESS, X1 = how far the
+    host got, X2 ACCEPT, and IPA_STATE_GET returns the run of equal RIPAS from base. The pages
+    stay ASSIGNED throughout and end with the RIPAS the changes left."""
+    steps = SCENARIOS[name]
+    table = "".join(f"        .quad {base:#x}, {top:#x}, {ripas}\n" for base, top, ripas, _, _ in steps)
+    with Guest.build(machine, REQUESTS + table + "        .quad 0\n" + TAIL) as g:
+        for base, top, ripas, changed, _ in steps:
+            x0, ex = g.enter()
+            assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_RIPAS_CHANGE), ex
+            assert (ex["ripas_base"], ex["ripas_top"], ex["ripas_value"]) == (base, top, ripas)
+            if changed is not None:
+                assert set_ripas(g, base, changed) == changed
+        stopped(g, *g.enter(), "done")
+        raw = g.peek(g.label("log"), 48 * len(steps))
+        words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+        for n, (base, _, _, changed, state) in enumerate(steps):
+            assert tuple(words[6 * n:6 * n + 3]) == (SUCCESS, base if changed is None else changed, ACCEPT), n
+            assert tuple(words[6 * n + 3:6 * n + 6]) == state, n
+        assert [entry(g, TARGET + i * P) for i in range(3)] == [(3, ASSIGNED, r) for r in FINAL_RIPAS[name]]
+    ok(machine)
+
+
+# -- registers across WFI, WFE and IRQ exits --------------------------------------------------------
+
+REALM_GPRS = tuple(0xAABB_CC00_0000_0000 | n << 8 | n for n in range(31))
+
+
+@pytest.mark.parametrize("ins, flags, reason, esr", [
+    ("wfi", TRAP_WFI | TRAP_WFE, EXIT_SYNC, EC_WFX << 26),       # exception_rec_exit_wfi
+    ("wfe", TRAP_WFI | TRAP_WFE, EXIT_SYNC, EC_WFX << 26 | 1),   # exception_rec_exit_wfe
+    ("wfi", 0, EXIT_IRQ, 0),                                      # exception_rec_exit_irq
+], ids=["wfi-trapped", "wfe-trapped", "wfi-irq"])
+def test_wfx_and_irq_exits_keep_the_realm_registers(machine: Machine, ins: str, flags: int, reason: int,
+                                                    esr: int) -> None:
+    """ACS exception_rec_exit_wfi / _wfe (and the IRQ exit of exception_rec_exit_irq, here an
+    untrapped WFI): the realm fills X0..X30, then executes WFI or WFE with the trap flags set:
+    SYNC exit with EC 0x01 and ISS.TI for WFE, every other exit field zero (gprs included). The
+    host copies exit.gprs into enter.gprs, clears gprs[5] (the ACS's corruption) and fills the
+    rest with junk, and re-enters with the traps off: the realm's X0..X30 are exactly what it
+    set; enter.gprs reach it only to complete an MMIO read, a host call or PSCI."""
+    fill = "\n".join(f"mov x{n}, ={value:#x}" for n, value in enumerate(REALM_GPRS))
+    program = f"{fill}\n{ins}\nafter:\nwfi\nb after\n"
+    with Guest.build(machine, program) as g:
+        x0, ex = g.enter(flags, exit_fill=0xFF)
+        exit_only(g, (x0, ex), exit_reason=reason, esr=esr)
+        assert g.pc() == g.label("after")
+        junk = [0xDEAD_0000 + n for n in range(31)]
+        junk[5] = 0
+        x0, ex = g.enter(0, tuple(junk))
+        assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_IRQ)
+        assert g.pc() == g.label("after") + 8
+        assert tuple(g.gpr(n) for n in range(31)) == REALM_GPRS
+
+
+# -- realms whose stage 2 starts with concatenated root RTTs ----------------------------------------------
+
+LEVEL_START = {
+    # s2sz: (start level, root RTTs, the ACS's addresses: the last page of some roots' ranges)
+    32: (2, 4, (0x3FFF_F000, 0x7FFF_F000, 0xBFFF_F000, 0xFFFF_F000)),
+    34: (2, 16, (0x3FFF_F000, 0x7FFF_F000, 0x2_3FFF_F000, 0x2_7FFF_F000, 0x3_BFFF_F000, 0x3_FFFF_F000)),
+    40: (1, 2, (0x7F_FFFF_F000, 0xFF_FFFF_F000)),
+    42: (1, 8, (0x7F_FFFF_F000, 0xFF_FFFF_F000, 0x2FF_FFFF_F000, 0x3FF_FFFF_F000)),
+}
+REALM_DATA = 0xAABB_1122
+
+
+@pytest.mark.parametrize("s2sz", list(LEVEL_START))
+def test_rtt_level_start(machine: Machine, s2sz: int) -> None:
+    """ACS mm_rtt_level_start: realms of 32, 34, 40 and 42 bits, whose stage 2 starts at level 2
+    or 1 with 4, 16, 2 or 8 concatenated roots (the ACS's 52-bit case needs FEAT_LPA2, above this
+    platform's S2SZ of 48). At the last page of several roots' ranges, protected or unprotected,
+    the host maps memory: a protected page the realm first asks to be RAM (IPA_STATE_SET; the
+    host completes it, then faults the page in when the realm's store exits), an unprotected
+    one an NS page mapped before the realm runs. The realm's store of 0xAABB1122 and load back
+    work at every address: the word is in the page and in the register. RMI_RTT_READ_ENTRY at
+    the start level with the page's address fails with RMI_ERROR_INPUT, as the ACS expects (the
+    address is not aligned to a start-level entry: ipa_align, B4.3.20); with the address of
+    that entry it reads a TABLE at the start level."""
+    level, roots, addresses = LEVEL_START[s2sz]
+    par = 1 << (s2sz - 1)
+    lines = []
+    for n, ipa in enumerate(addresses):
+        if ipa < par:
+            lines += [f"mov x1, ={ipa:#x}", f"mov x2, ={ipa + GRANULE:#x}", f"mov x3, #{RAM}", "mov x4, #0",
+                      "mov x0, =RSI_IPA_STATE_SET", "smc #0"]
+        lines += [f"mov x9, ={ipa:#x}", f"mov x10, ={REALM_DATA:#x}", "str x10, [x9]", f"ldr x{19 + n}, [x9]"]
+    program = "\n".join(lines) + "\ndone:\nwfi\nb done\n"
+    with Guest.build(machine, program, ipa_width=s2sz, base=0, ram_size=16 * GRANULE) as g:
+        assert (g.realm.start_level, g.realm.num_roots) == (level, roots)
+        ns = {ipa: g.map_unprotected(ipa) for ipa in addresses if ipa >= par}
+        for _ in range(4 * len(addresses)):
+            x0, ex = g.enter()
+            assert x0 == SUCCESS
+            if ex["exit_reason"] == EXIT_RIPAS_CHANGE:
+                assert set_ripas(g, ex["ripas_base"], ex["ripas_top"]) == ex["ripas_top"]
+            elif ex["exit_reason"] == EXIT_SYNC:
+                assert ex["esr"] >> 26 == EC_DABT_LOW and not ex["esr"] & ISV, hex(ex["esr"])
+                g.fault_in(ex["hpfar"] << 8)
+            elif g.pc() == g.label("done") + 8:
+                break
+        assert g.pc() == g.label("done") + 8
+        block = 1 << (12 + 9 * (3 - level))
+        for n, ipa in enumerate(addresses):
+            assert g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, ipa, level)[0] == INPUT, hex(ipa)
+            x0, walk, state = g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, ipa & ~(block - 1), level)[:3]
+            assert (x0, walk, state) == (SUCCESS, level, TABLE), (hex(ipa), x0, walk, state)
+            stored = g.peek(ipa, 8) if ipa < par else machine.ns_read(ns[ipa], 8)
+            assert (int.from_bytes(stored, "little"), g.gpr(19 + n)) == (REALM_DATA, REALM_DATA), hex(ipa)
+    ok(machine)
