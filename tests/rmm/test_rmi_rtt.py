@@ -1300,7 +1300,7 @@ def test_read_concatenated_roots(machine: Machine) -> None:
 
 BAD_DESC_BITS = {
     "valid-bit": 1 << 0, "type-bit": 1 << 1, "sh": 3 << 8, "af": 1 << 10, "ng-bit11": 1 << 11,
-    "oa-bit48": 1 << 48, "oa-bit49": 1 << 49, "bit50": 1 << 50, "contiguous": 1 << 52, "xn": 1 << 53,
+    "oa-bit48": 1 << 48, "oa-bit49": 1 << 49, "bit50": 1 << 50, "dbm": 1 << 51, "contiguous": 1 << 52, "xn": 1 << 53,
     "xn-hi": 1 << 54, "ns": 1 << 55, "sw-bits": 1 << 58, "bit63": 1 << 63,
 }
 
@@ -1309,7 +1309,8 @@ BAD_DESC_BITS = {
 def test_map_attr_valid_bits(machine: Machine, bit: str) -> None:
     """ACS attr_valid (MEM_ATTR_INVALID), B3.56: a descriptor with a bit set outside the host-
     controlled fields (OA, MemAttr[4:2], S2AP[7:6]), including OA bits 48/49 above a 48-bit PA
-    (addr_bound) -> RMI_ERROR_INPUT, X4 = 0, footprint unchanged."""
+    (addr_bound) and DBM, bit 51 (ACS mm_ha_hd_access maps a read-only page with DBM and expects
+    the map to fail) -> RMI_ERROR_INPUT, X4 = 0, footprint unchanged."""
     t = Rmi(machine)
     realm = _realm(t)
     t.rtts(realm, U48, 3)
