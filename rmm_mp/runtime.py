@@ -71,6 +71,12 @@ class CpuFailure:
     over (``how`` says so), rather than dead of its own accord: a caller that knows the CPU
     was only waiting then (the stress tool's deterministic run, for a CPU without the turn)
     need not count it as a failure of the CPU's own work."""
+    unpublished: bool = False
+    """The process ended without closing its CPU handle (killed by a signal, terminated after
+    the grace time, or gone without a word): the latency and lock figures it kept since its
+    last flush (stats.histogram.FLUSH_INTERVAL_NS) never reached shared memory, so the report's
+    figures of this CPU stop there. A CPU that returned flushed them before it sent its result;
+    one that raised flushes them as it closes its handle, after it sent the error."""
 
     def describe(self) -> str:
         locks = ", ".join(f"{pa:#x}" for pa in self.held_locks) or "none"
@@ -490,7 +496,10 @@ class _Supervisor:
         table = self.machine.granule_table(cpu_owner(cpu))
         held = tuple(table.addr(idx) for idx in table.held_by(cpu_owner(cpu)))
         ours = cpu in self.terminated and cpu not in self.errors
-        return CpuFailure(cpu, how, tb, held, ours and cpu in self.on_request, ours)
+        # _cpu_main flushes a CPU's statistics before it sends a result, and closes its handle
+        # (which flushes them) after it sends an error: a CPU with neither died first.
+        unpublished = cpu not in self.errors and cpu not in self.results
+        return CpuFailure(cpu, how, tb, held, ours and cpu in self.on_request, ours, unpublished)
 
     def _terminate(self, live: dict[int, Any], why: str, on_request: bool = False) -> None:
         # SIGKILL: the children ignore SIGTERM (see the module docstring).

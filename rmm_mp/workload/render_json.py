@@ -26,6 +26,7 @@ from typing import Any
 
 from rmm_mp.outpaths import replacing
 from rmm_mp.stats import report as latency
+from rmm_mp.stats.histogram import FLUSH_INTERVAL_NS
 from rmm_mp.words import count as _count
 from rmm_mp.workload.report import LockClassStats, RunReport
 
@@ -48,6 +49,18 @@ def warnings(report: RunReport) -> list[str]:
         if unpinned:
             cpus = ", ".join(str(c) for c in unpinned)
             out.append(f"pinning was asked (--pin) but was not possible for CPU {cpus}: they ran unpinned")
+    unpublished = sorted(f.cpu for f in report.failures if f.unpublished)
+    if unpublished:
+        # Such a process never made the flush that closing its CPU handle makes (docs/latency.md).
+        cpus = ", ".join(str(c) for c in unpublished)
+        its = "its" if len(unpublished) == 1 else "their"
+        if report.latency_recorded:
+            out.append(f"CPU {cpus} died without publishing {its} last figures: {its} latency and lock figures stop "
+                       f"at {its} last flush (one about every {FLUSH_INTERVAL_NS // 1_000_000} ms), so {its} last "
+                       f"calls are missing")
+        else:
+            out.append(f"CPU {cpus} died without publishing {its} lock figures (with --no-latency they are published "
+                       f"only at the end): the lock table has none of {its} locks")
     if report.trace_dropped:
         lost = ", ".join(f"CPU {cpu} {n:,}" for cpu, n in sorted(report.trace_dropped.items()))
         out.append(f"the trace holds only the newest {report.trace_capacity:,} records of each CPU, so its timeline "

@@ -9,6 +9,8 @@ run_cpus, then stats.report.collect, collect_locks and the invariant checker.
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import replace
 from typing import Any
 
@@ -115,6 +117,13 @@ def delegate_rounds(cpu, rounds: int) -> int:  # type: ignore[no-untyped-def]
         assert cpu.smc(DELEGATE, pa)[0] == 0
         assert cpu.smc(UNDELEGATE, pa)[0] == 0
     return rounds
+
+
+def delegate_rounds_then_die(cpu, rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """delegate_rounds, then the process is killed (SIGKILL) with its CPU handle still open, as a
+    CPU process that dies is: what it recorded since its last flush is never published."""
+    delegate_rounds(cpu, rounds)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_guest(m: Machine, cpu: int = 0, tracing: bool = False) -> tuple[int, dict[int, str]]:

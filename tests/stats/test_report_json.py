@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from report_samples import hand_built, real_run
+from report_samples import delegate_rounds_then_die, hand_built, real_run
 from rmm_mp import Machine
-from rmm_mp.runtime import ProcessUsage
+from rmm_mp.runtime import ProcessUsage, run_cpus
+from rmm_mp.stats import report as latency
 from rmm_mp.workload import render
 from schema_subset import errors
 
@@ -135,6 +136,27 @@ def test_a_real_run_report_validates(tmp_path: Path) -> None:
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + len(doc["latency"])
     text = render.format_report(report)
     assert "RMI_GRANULE_DELEGATE" in text and "EXIT_HOST_CALL" in text and text.endswith("result: OK")
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_that_died_is_warned_to_have_figures_cut_off() -> None:
+    """CPU 1 makes 100 DELEGATE + UNDELEGATE pairs and is then killed (SIGKILL), its handle never
+    closed: its histograms hold what its last flush published (the first call), not the 200 calls
+    it made. The report warns that CPU 1's latency and lock figures stop at its last flush, and,
+    with --no-latency (lock figures published only at the end), that it has none; a CPU that
+    raised (its handle closed, so its figures flushed) gets no such warning."""
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, delegate_rounds_then_die, [1], args=(100,))
+        stats = latency.collect(m, [1])
+    assert [f.cpu for f in result.failures] == [1] and result.failures[0].unpublished
+    assert 0 < latency.total_calls(stats) < 200    # what the warning is about
+    died = "CPU 1 died without publishing its last figures: its latency and lock figures stop at its last flush"
+    report = hand_built(failures=result.failures)
+    assert any(w.startswith(died) for w in _valid(render.to_json(report))["warnings"])
+    assert any(line.startswith(f"WARNING: {died}") for line in render.format_report(report).splitlines())
+    no_latency = render.warnings(hand_built(failures=result.failures, latency_recorded=False, stats={}))
+    assert any(w.startswith("CPU 1 died without publishing its lock figures") for w in no_latency), no_latency
+    assert not any("died" in w for w in render.warnings(hand_built()))    # CPU 1 raised there
 
 
 def test_a_plot_of_a_run_without_calls_is_an_output_error_not_a_crash(tmp_path: Path) -> None:
