@@ -115,10 +115,14 @@ def _latency(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def _mean(part: int, calls: int) -> str:
+    """A mean per call in us; "-" for no calls (a CPU without RMI calls has no mean, not 0.00)."""
+    return us(part // calls) if calls else "-"
+
+
 def _split_row(label: str, cpu: str, calls: int, total: int, el3: int, rmm: int, lock: int) -> tuple[str, ...]:
-    n = max(calls, 1)
-    return (label, cpu, f"{calls:,}", us(total // n), us(el3 // n), _pct(el3, total), us(rmm // n), _pct(rmm, total),
-            us(lock // n), _pct(lock, total))
+    return (label, cpu, f"{calls:,}", _mean(total, calls), _mean(el3, calls), _pct(el3, total), _mean(rmm, calls),
+            _pct(rmm, total), _mean(lock, calls), _pct(lock, total))
 
 
 def _time_split(doc: dict[str, Any]) -> list[str]:

@@ -3,7 +3,7 @@
 Scenarios, on hand-built reports (tests/stats/report_samples.py): the header names workload,
 source, platform, CPUs, host cores, seed, time, rate, latency recording and pinning; every kind
 of call gets its table with per-CPU rows and an "all" row only where more than one CPU made the
-call, figures in us; the RMI time split and its shares; lock contention per class and CPU;
+call, figures in us; the RMI time split and its shares ("-" for a CPU without RMI calls); lock contention per class and CPU;
 CPU processes; WARNING lines for oversubscription and impossible pinning; the --no-latency
 message instead of tables; realms capped with the rest counted; failures, problems, invariants,
 outputs and the verdict; every line within 120 columns.
@@ -77,6 +77,14 @@ def test_time_split_of_rmi_calls() -> None:
     assert total[4] == "194"
     assert abs(sum(float(total[i]) for i in (7, 9, 11)) - 100) < 0.3
     assert _row(split, "all", "RMI", "calls", "0")[4] == "153"
+
+
+def test_time_split_of_a_cpu_without_rmi_calls_has_no_means() -> None:
+    """CPU 1 made no RMI call: its "all RMI calls" row counts 0 calls and shows "-" for each mean
+    and share, as for the shares, not a mean of 0.00 us that no call took."""
+    report = hand_built()
+    split = _section(format_report(replace(report, stats={**report.stats, 1: {}})), "Time split of RMI calls")
+    assert _row(split, "all", "RMI", "calls", "1")[4:] == ["0"] + ["-"] * 7
 
 
 def test_lock_contention_per_class_and_cpu() -> None:
