@@ -6,7 +6,8 @@ different claim sets in one signed payload, so every CBOR item this package read
 token goes through `loads_exact`: a walk over the item heads checks that the bytes are one
 well-formed item, no deeper than MAX_DEPTH, with no map key twice, no set (tag 258) with a
 member twice (cbor2's frozenset would drop the copy, as its dict drops a key), no value-sharing tag
-(cbor2 would build a cyclic value from one) and no bignum longer than MAX_BIGNUM_BYTES or
+(cbor2 would build a cyclic value from one), no self-described-CBOR tag inside another item
+(cbor2 drops it, a tag-keeping decoder does not) and no bignum longer than MAX_BIGNUM_BYTES or
 short enough to be a plain CBOR integer (cbor2 would build the same int from both); only then
 does cbor2 build the values.
 
@@ -42,6 +43,11 @@ MAX_BIGNUM_BYTES: Final = 64
 """Longest bignum accepted. No CCA claim is a number anywhere near 512 bits, and Python
 refuses to print an int of more than 4300 digits (about 1,800 bytes), so a bigger one would
 turn the message that names it into a traceback."""
+
+SELF_DESCRIBED_TAG: Final = 55799
+"""Self-described CBOR (RFC 8949 3.4.6): a marker meant for the start of a file or stream. cbor2
+drops it wherever it stands, so 55799(10) would read as claim label 10 where a decoder that
+keeps tags sees a tag: it is accepted around the outermost item only."""
 
 SET_TAG: Final = 258
 """A mathematical finite set, written as an array (https://github.com/input-output-hk/cbor-sets-spec).
@@ -103,7 +109,7 @@ def loads_exact(data: bytes, what: str) -> Any:
     Raises:
         TokenFormatError: truncated or malformed input, bytes after the item, nesting
             deeper than MAX_DEPTH, a map with the same key twice, a set (tag 258) with the
-            same member twice, a REFUSED_TAGS tag, a bignum longer than MAX_BIGNUM_BYTES
+            same member twice, a REFUSED_TAGS tag, tag 55799 below the outermost item, a bignum longer than MAX_BIGNUM_BYTES
             or whose value fits a major type 0/1 integer, or a tag cbor2 cannot turn into a value
             (a decimal fraction whose exponent overflows, a bad date, ...).
     """
@@ -168,6 +174,10 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
         if arg in REFUSED_TAGS:
             raise TokenFormatError(f"{what}: CBOR tag {arg} ({REFUSED_TAGS[arg]}) at byte {start} is not "
                                    "allowed in an attestation token")
+        if arg == SELF_DESCRIBED_TAG and depth > 0:
+            raise TokenFormatError(f"{what}: CBOR tag 55799 (self-described CBOR) at byte {start} inside "
+                                   "another item; expected it only in front of the outermost item "
+                                   "(RFC 8949 3.4.6)")
         if arg == SET_TAG and pos < len(data) and data[pos] >> 5 == 4:
             return _skip_set(data, start, pos, what, depth + 1)
         end = _skip(data, pos, what, depth + 1)

@@ -51,6 +51,8 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
     (bytes.fromhex("d9018fc259080000") + b"\xff" * 0x800, "tag 2 (unsigned bignum) at byte 3 holds a 2048-byte"),
     (bytes.fromhex("d9018fc35f590400") + b"\x01" * 0x400 + bytes.fromhex("41ffff"), "holds a 1025-byte number"),
     (bytes.fromhex("d9018fc21903e8"), "tag 2 (unsigned bignum) at byte 3 holds a CBOR item of major type 0; expected a byte"),
+    (bytes.fromhex("d9018fa1d9d9f70a00"), "tag 55799 (self-described CBOR) at byte 4 inside another item"),
+    (bytes.fromhex("d9d9f7d9d9f7d9018fa0"), "tag 55799 (self-described CBOR) at byte 3 inside another item"),
 ])
 def test_malformed_cbor_is_refused_with_the_reason(data: bytes, phrase: str) -> None:
     """Truncated items, trailing bytes, nesting bombs, duplicate map keys, bad indefinite
@@ -92,6 +94,16 @@ def test_wrong_envelopes_are_refused(build: Callable[[bytes, bytes], bytes], phr
     with pytest.raises(TokenFormatError) as info:
         decode_cca_token(build(sample_platform_token, sign_cose_sign1(realm_claims(), sample_rak)))
     assert phrase in str(info.value)
+
+
+def test_self_described_cbor_marker_in_front_of_the_token_is_accepted(
+        sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, cpak_pub: bytes,
+        realm_claims: Callable[..., bytes]) -> None:
+    """Tag 55799 (RFC 8949 3.4.6) is a marker for the start of a CBOR file: in front of the
+    whole token it changes nothing and the token verifies; inside (a claim label 55799(10),
+    cases above) it is refused, since cbor2 drops it and a decoder that keeps tags does not."""
+    token = encode_cca_token(sample_platform_token, sign_cose_sign1(realm_claims(), sample_rak))
+    assert verify_token(bytes.fromhex("d9d9f7") + token, cpak_pub).ok
 
 
 def test_907_form_round_trips(sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, cpak_pub: bytes,
