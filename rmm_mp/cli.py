@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from rmm_mp import __version__, interrupts
+from rmm_mp import __version__, interrupts, outpaths
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
@@ -106,8 +106,11 @@ def platform_show(name: str, public_key: bool) -> None:
 def entry() -> None:
     """The rmm-mp program (the console script, and python -m rmm_mp): the command line in a
     process that ends with its command, so that a Ctrl-C or SIGTERM after the command has given
-    all its output leaves its exit status as it was (interrupts.ends_with_command)."""
+    all its output leaves its exit status as it was (interrupts.ends_with_command), and a reader
+    of its output or of its errors that has gone changes nothing but what is seen
+    (outpaths.quiet_when_readers_leave)."""
     interrupts.ends_with_command()
+    outpaths.quiet_when_readers_leave()
     main(prog_name="rmm-mp")
 
 

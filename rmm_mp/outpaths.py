@@ -20,11 +20,17 @@ NAME | head -1`) ends the printing quietly, and the command still writes its fil
 with its own status (`rmm-mp run`, `rmm-mp stress`, `rmm-mp check`, `rmm-mp explore`), where the closed pipe
 raised out of the command: click's exit status 1, whatever the verdict, and no files after it.
 
+The rmm-mp program (cli.entry) goes further with ``quiet_when_readers_leave``: its standard
+output and standard error drop what is written to them once their reader has gone, whoever
+writes (a listing, --help, click's usage errors, the machine's name on stderr), so that a
+reader gone is never an error of the command's result.
+
 This module owns that check and those ways of writing. It must not write anything else.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -56,24 +62,78 @@ def remove_unfinished() -> None:
                 pass
 
 
+_gone: set[int] = set()
+"""Standard streams' descriptors whose reader has gone, pointed at /dev/null since."""
+
+
+def _to_devnull(fd: int) -> None:
+    """Point descriptor ``fd`` at /dev/null: what is written to it from now on is dropped."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    _gone.add(fd)
+
+
+def _descriptor(stream: object) -> int | None:
+    """The descriptor under ``stream``; None for none (a stream that is missing, or in memory)."""
+    try:
+        return stream.fileno()  # type: ignore[attr-defined, no-any-return]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _ReaderGone(io.FileIO):
+    """A standard stream's descriptor that drops the write its reader has gone from (EPIPE: a
+    pipe closed early) and, pointed at /dev/null, every later one."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            _to_devnull(self.fileno())
+            return memoryview(data).nbytes
+
+
+def quiet_when_readers_leave() -> None:
+    """For a process that runs one command and ends (the rmm-mp program, cli.entry): standard
+    output and standard error, each a new text stream with the old one's encoding and buffering
+    on the same descriptor, drop what is written once their reader has gone, as ``echo`` does.
+    Python ignores SIGPIPE, so such a write raised BrokenPipeError wherever it came: a listing
+    or --help ended with click's exit status 1, a usage error or the machine's name on a closed
+    stderr with a traceback nobody saw and exit status 1, and the interpreter's last flush said
+    "Exception ignored". A stream that is missing (descriptor closed: Python makes it None) or
+    has no descriptor is left as it is."""
+    for name in ("stdout", "stderr"):
+        old = getattr(sys, name)
+        fd = _descriptor(old)
+        if fd is None:
+            continue
+        old.flush()         # empty: nothing is written before the command starts
+        stream = io.TextIOWrapper(io.BufferedWriter(_ReaderGone(fd, "w", closefd=False)),
+                                  encoding=old.encoding, errors=old.errors, newline="\n",
+                                  line_buffering=getattr(old, "line_buffering", False),
+                                  write_through=getattr(old, "write_through", False))
+        setattr(sys, name, stream)
+
+
 def echo(text: str, err: bool = False) -> bool:
     """click.echo(text) to standard output (standard error with ``err``); False if the stream's
     reader had gone (a pipe closed early: `| head -1`, `| true`). Then the stream's descriptor
     is pointed at /dev/null, so that what the command prints afterwards, and the interpreter's
     last flush, are dropped without a word: as a program killed by SIGPIPE prints nothing more,
     but the command goes on to write its files and to exit with its verdict (Python ignores
-    SIGPIPE, so the write raised BrokenPipeError, which click turned into exit status 1)."""
+    SIGPIPE, so the write raised BrokenPipeError, which click turned into exit status 1). In
+    the rmm-mp program the stream drops the write itself (``quiet_when_readers_leave``), and
+    says so here through ``_gone``."""
+    stream = sys.stderr if err else sys.stdout
     try:
         click.echo(text, err=err)
-        return True
     except BrokenPipeError:
-        stream = sys.stderr if err else sys.stdout
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, stream.fileno())
-        finally:
-            os.close(devnull)
+        _to_devnull(stream.fileno())
         return False
+    return _descriptor(stream) not in _gone
 
 
 def check_output(option: str, path: str | None, directory: bool = False) -> None:

@@ -81,6 +81,56 @@ def test_python_dash_m_is_the_command() -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == f"rmm-mp, version {__version__}"
 
 
+def _with_a_reader_gone(stream: str, args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`python -m rmm_mp ARGS` with ``stream`` ("stdout" or "stderr") a pipe whose reader left
+    before the first line (`| head -0`): (the process, the other stream's text)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    other = "stderr" if stream == "stdout" else "stdout"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rmm_mp", *args], **{stream: writer, other: subprocess.PIPE},
+                              text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    finally:
+        os.close(writer)
+    return proc, getattr(proc, other)
+
+
+@pytest.mark.parametrize("args, status", [
+    (["stress", "--list-bugs"], 0), (["workloads", "list"], 0), (["workloads", "show", "quickstart"], 0),
+    (["platform", "show", "host"], 0), (["--help"], 0), (["--version"], 0), (["platform", "show", "nosuch"], 2),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+def test_a_listing_keeps_its_status_when_its_reader_has_gone(tmp_path: Path, args: list[str], status: int) -> None:
+    """A listing or --help piped into a reader that has gone (`rmm-mp workloads list | head
+    -0`): the exit status is the command's own (0; 2 for a platform that does not exist) and
+    stderr says nothing of the pipe. Only `run`, `stress`, `check`, `explore` and `workloads
+    validate` printed through outpaths.echo; every other command's write raised BrokenPipeError,
+    which click turned into exit status 1 (found by a review of the exit-status contract)."""
+    proc, err = _with_a_reader_gone("stdout", args, tmp_path)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err and "Broken pipe" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize("args", [["stress", "--bogus"], ["attest", "inspect", "no-such-token.cbor"]],
+                         ids=["stress", "attest"])
+def test_a_usage_error_exits_2_when_the_reader_of_errors_has_gone(tmp_path: Path, args: list[str]) -> None:
+    """Standard error a pipe whose reader has gone (`2>&1 >out | head -0`, a log reader that
+    died) and a usage error: still exit status 2. Click's message to stderr raised
+    BrokenPipeError, and the process ended with an uncaught exception: exit status 1."""
+    proc, out = _with_a_reader_gone("stderr", args, tmp_path)
+    assert proc.returncode == 2, out
+
+
+@pytest.mark.multiprocess
+def test_a_run_keeps_its_report_and_status_when_the_reader_of_its_errors_has_gone(tmp_path: Path) -> None:
+    """`rmm-mp run` with standard error a pipe whose reader has gone: the line naming the machine
+    (written to stderr before the run) raised BrokenPipeError, so nothing ran and the exit
+    status was 1. Now the run's report is printed with its verdict, exit status 0."""
+    proc, out = _with_a_reader_gone("stderr", ["run", "delegate-churn", "--cpus", "1", "--iterations", "5",
+                                               "--no-progress"], tmp_path)
+    assert proc.returncode == 0, out
+    assert out.rstrip().endswith("result: OK"), out
+
+
 def _never_a_pid() -> int:
     with open("/proc/sys/kernel/pid_max") as f:
         return int(f.read())       # pids are below pid_max: no process has this one
