@@ -106,12 +106,19 @@ def platform_show(name: str, public_key: bool) -> None:
 def entry() -> None:
     """The rmm-mp program (the console script, and python -m rmm_mp): the command line in a
     process that ends with its command, so that a Ctrl-C or SIGTERM after the command has given
-    all its output leaves its exit status as it was (interrupts.ends_with_command), and a reader
+    all its output, whichever command it was, leaves its exit status as it was
+    (interrupts.ends_with_command, command_over), and a reader
     of its output or of its errors that has gone changes nothing but what is seen
     (outpaths.quiet_when_readers_leave)."""
     interrupts.ends_with_command()
     outpaths.quiet_when_readers_leave()
-    main(prog_name="rmm-mp")
+    try:
+        main(prog_name="rmm-mp")
+    finally:
+        # Whatever ended the command (a listing printed, --help, a usage error said, "Aborted!"),
+        # its output is given: a Ctrl-C or SIGTERM from here on must not make the process die
+        # of it (130, 143) or print a traceback, as after a verdict (interrupts.decided).
+        interrupts.command_over()
 
 
 main.add_command(attest_group)

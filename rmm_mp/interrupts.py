@@ -6,7 +6,8 @@ A command keeps its report when interrupted there: ``Interrupts.step`` ends the 
 says what was not done. `rmm-mp run` (workload.run) and `rmm-mp stress` (stress.runner,
 stress.shrink, and stress.cli from the report to the files) use it; while the CPUs run,
 rmm_mp.runtime handles the signals itself. Once a command has given all its output
-(``Interrupts.decided``), a signal no longer changes its exit status. GNU timeout sends its
+(``Interrupts.decided``; in the rmm-mp program, for any command, once click is done with it:
+``command_over``), a signal no longer changes its exit status. GNU timeout sends its
 signal twice, to the command and to its process group: the copy is no second request
 (repeated_signal, here and in rmm_mp.runtime), while a person's second Ctrl-C still is.
 
@@ -61,14 +62,21 @@ def ends_with_command() -> None:
     _process_ends_with_command = True
 
 
-def decided(status: int) -> NoReturn:
-    """A command that holds no guard has given all its output: end it with exit status
-    ``status`` (SystemExit). In the rmm-mp program (ends_with_command) Ctrl-C and SIGTERM are
-    ignored from here to the process's end: one then made it die with 130 or 143, or printed a
-    traceback, after the verdict was given. A process that goes on keeps its handlers."""
+def command_over() -> None:
+    """The command has given all its output. In the rmm-mp program (ends_with_command) Ctrl-C
+    and SIGTERM are ignored from here to the process's end: one then made it die with 130 or
+    143, or printed a traceback, after the verdict was given. A process that goes on keeps its
+    handlers. The rmm-mp program calls it as click's handling of any command ends (cli.entry),
+    so that a listing, --help or a usage error has its status kept as a verdict has."""
     if _process_ends_with_command and threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
+
+
+def decided(status: int) -> NoReturn:
+    """A command that holds no guard has given all its output: end it with exit status
+    ``status`` (SystemExit), signals ignored from here on as command_over says."""
+    command_over()
     raise SystemExit(status)
 
 

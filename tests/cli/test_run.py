@@ -714,6 +714,25 @@ def test_a_signal_after_an_error_or_a_result_keeps_its_exit_status(tmp_path: Pat
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("args, status", [(["workloads", "list"], 0), (["stress", "--list-bugs"], 0),
+                                          (["--help"], 0), (["run", "--bogus"], 2)],
+                         ids=["workloads-list", "list-bugs", "help", "usage-error"])
+def test_a_signal_after_a_listing_or_a_usage_error_keeps_its_exit_status(tmp_path: Path, signame: str,
+                                                                         args: list[str], status: int) -> None:
+    """Ctrl-C or SIGTERM as the process ends, after a listing, --help or a usage error was
+    printed: the exit status stays the one given (0, 2) and stderr has no traceback. Only the
+    commands that end through interrupts.decided kept theirs; these end through click, after
+    which SIGTERM made the process die of it (143) and Ctrl-C printed a KeyboardInterrupt
+    traceback (found by a review of the exit-status contract; the signal is sent from the last
+    atexit function)."""
+    proc = subprocess.run([sys.executable, "-c", _LATE_SIGNAL, signame, *args], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert proc.stdout if status == 0 else "No such option" in proc.stderr, proc.stdout + proc.stderr
+
+
 _SIGNAL_AS_CHECK_DETACHES = r'''
 import os, runpy, signal, sys, time
 from rmm_mp.machine import Machine
