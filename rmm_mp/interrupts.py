@@ -7,7 +7,9 @@ says what was not done. `rmm-mp run` (workload.run) and `rmm-mp stress` (stress.
 stress.shrink, and stress.cli from the report to the files) use it; while the CPUs run,
 rmm_mp.runtime handles the signals itself. Once a command has given all its output
 (``Interrupts.decided``; in the rmm-mp program, for any command, once click is done with it:
-``command_over``), a signal no longer changes its exit status. GNU timeout sends its
+``command_over``), a signal no longer changes its exit status; its last line can be written
+with the signals held back up to that point (``Interrupts.held``), so that one sent as that line
+appears is already too late. GNU timeout sends its
 signal twice, to the command and to its process group: the copy is no second request
 (repeated_signal, here and in rmm_mp.runtime), while a person's second Ctrl-C still is.
 
@@ -124,6 +126,8 @@ class Interrupts:
         """The command has given all its output and its exit status (``decided``)."""
         self.armed = False
         self.passing = False
+        self.holding = False
+        """Ctrl-C and SIGTERM are blocked on this thread since ``held`` (up to ``take``)."""
         self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
         self.previous: dict[int, Any] = {}
         self.continues = continues
@@ -146,6 +150,7 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.take()
         # After ``decided``, in a process that ends with the command: a signal from here to the
         # process's end has nothing left to stop, and the handlers put back turned it into
         # click's "Aborted!" and exit status 1, a KeyboardInterrupt traceback from an atexit
@@ -169,6 +174,7 @@ class Interrupts:
 
     def step(self, fn: Callable[[], Any], read: bool = False) -> tuple[bool, Any]:
         """(True, fn()) or, when interrupted during it (or before it, unless ``read``), (False, None)."""
+        self.take()
         try:
             self.armed = True
             if self.by and not read:
@@ -186,7 +192,34 @@ class Interrupts:
         (SystemExit). A signal from now on is ignored: it came too late to stop anything, and
         must not change the status (up to the process's end with ends_with_command)."""
         self.final = True
-        decided(status)
+        try:
+            decided(status)
+        finally:        # a signal held back since the last output is ignored now (final)
+            self.take()
+
+    def held(self, fn: Callable[[], Any]) -> Any:
+        """fn() (a piece of the command's last output: the report's last line, a note after
+        it) with Ctrl-C and SIGTERM held back (blocked) from its start: one that comes
+        meanwhile or after it waits for the next step, which takes it as between two steps,
+        or, if ``decided`` comes first, is ignored. So a signal sent the moment the last line
+        appears (a script that reacts to it) no longer lands while the write of that line is
+        still returning, as one that cut the printing short and gave exit status 1 after every
+        line was out. The piece is not cut short by a signal: keep it small (a line or two),
+        as a write that blocks (a full pipe) delays the signal too. Off the main thread (no
+        signal handlers there) fn() simply runs."""
+        if not self.holding and threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+            self.holding = True
+        return fn()
+
+    def take(self) -> None:
+        """Ctrl-C and SIGTERM held back by ``held`` come in again: one that waited is taken
+        now (noted, or ignored once ``decided``), before anything else runs."""
+        if self.holding:
+            self.holding = False
+            # CPython runs the Python-level handler of a signal that was pending before this
+            # call returns (pthread_sigmask checks for signals), so it is taken here.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal
@@ -196,6 +229,7 @@ class Interrupts:
     def passthrough(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """(True, fn()), a signal raising KeyboardInterrupt meanwhile for fn to handle (``fn``
         sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""
+        self.take()
         try:
             self.passing = True
             return True, fn()

@@ -154,15 +154,20 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         # lost the whole report. Only its printing is a step, which a signal cuts short.
         text = render.format_report(report)
         # A reader that left (`| head -1`) ends the printing quietly (outpaths.echo): the run's
-        # verdict still gives the exit status.
-        given, whole = stop.step(lambda: echo(text), read=True)
+        # verdict still gives the exit status. The last line (`result: ...`) and the notes
+        # after it are written with signals held back up to the exit status (Interrupts.held):
+        # one sent as that line appears is then too late to change it. Inside the printing's
+        # step, it cut the printing short (exit status 1) after every line was out.
+        head, _, last = text.rpartition("\n")
+        given, whole = stop.step(lambda: echo(head), read=True) if head else (True, True)
+        if given:
+            whole = stop.held(lambda: echo(last)) and whole
         printed = given and bool(whole)
         for message in report.output_errors:
-            stop.step(lambda message=message: echo(f"Error: {message}", err=True), read=True)
+            stop.held(lambda message=message: echo(f"Error: {message}", err=True))
         if stop.by:
             said = "the report above is complete" if printed else "the report above is cut short"
-            stop.step(lambda: echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True),
-                      read=True)
+            stop.held(lambda: echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True))
         stop.decided(0 if report.ok and not stop.by else 1)
 
 

@@ -583,6 +583,35 @@ def test_a_signal_as_the_report_is_made_exits_1_without_a_traceback(tmp_path: Pa
     assert json.loads(j.read_text())["workload"] == "delegate-churn"
 
 
+def _signal_as_result_appears(signame: str) -> str:
+    """A prelude for _DRIVER: ``signame`` (SIGINT, SIGTERM) is sent to the process itself as
+    soon as a write whose last line starts with "result: " has returned, as a script that
+    reacts to the report's last line sends it the moment that line appears."""
+    return (f"import click, os, signal\n_sig, _real_echo = signal.{signame}, click.echo\n"
+            "def _echo(message=None, *a, **k):\n"
+            "    _real_echo(message, *a, **k)\n"
+            "    if isinstance(message, str) and message.rpartition('\\n')[2].startswith('result: '):\n"
+            "        os.kill(os.getpid(), _sig)\n"
+            "click.echo = _echo\n")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_as_the_last_line_appears_keeps_the_verdict(tmp_path: Path, signame: str) -> None:
+    """Ctrl-C or SIGTERM sent the moment the report's last line (`result: OK`) has been
+    written, before the write has returned into rmm-mp: the exit status is the run's own (0)
+    and nothing is said of an interruption. It landed inside the printing's step and counted
+    as cutting the printing short: exit status 1 and "interrupted ... while the report was
+    given" after every line was out (README said so; a script reacting to `result:` hit it).
+    The last line is now written with the signals held back up to the exit status."""
+    proc = _run_with_hooks(tmp_path, [], ["run", "delegate-churn", "--cpus", "1", "--iterations", "5",
+                                          "--no-progress"],
+                           prelude=_signal_as_result_appears(signame))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1] == "result: OK", proc.stdout
+    assert "interrupted" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.multiprocess
 def test_a_second_ctrl_c_as_the_report_is_made_does_not_lose_it(tmp_path: Path) -> None:
     """A first Ctrl-C cuts the teardown short, a second lands as the text report is made: the

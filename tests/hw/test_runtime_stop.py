@@ -440,3 +440,28 @@ def test_a_signal_after_the_command_decided_changes_nothing(monkeypatch: pytest.
             assert signal.getsignal(signal.SIGTERM) == term_before
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_signal_held_back_after_the_last_output_waits_for_the_next_step_or_is_ignored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupts.held: a SIGTERM sent while (or after) a piece of the last output is written
+    is not taken there; the next step takes it as between steps (noted, the step skipped), and
+    when ``decided`` comes first it is ignored, the status kept. Nothing is left blocked."""
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "_process_ends_with_command", False)
+    monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
+    term_before = signal.getsignal(signal.SIGTERM)
+    try:
+        with interrupts.Interrupts(sigterm=True) as stop:
+            assert stop.held(lambda: os.kill(os.getpid(), signal.SIGTERM) or "written") == "written"
+            assert stop.by == ""
+            assert stop.step(lambda: "next") == (False, None) and stop.by == "SIGTERM"
+        with pytest.raises(SystemExit) as ended:
+            with interrupts.Interrupts(sigterm=True) as stop:
+                stop.held(lambda: os.kill(os.getpid(), signal.SIGTERM))
+                stop.decided(0)
+        assert ended.value.code == 0 and stop.by == ""
+        assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
