@@ -147,20 +147,24 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
                      f"{_UNSETTLED}")
         busy = [s for s in snaps if s.call or s.held]
-        echo(state)
+        said = [state]
         if died:
             # Not awaited by the pause; the machine is not quiescent where they died.
             names = ", ".join(f"CPU {cpu} (pid {pid})" if cpu is not None else f"a process (pid {pid})"
                               for pid, cpu in died)
-            echo(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call in "
-                 "progress there was cut off where it died, and its locks stay held")
-        echo(str(report))
+            said.append(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call "
+                        "in progress there was cut off where it died, and its locks stay held")
+        said.append(str(report))
         if closed:
-            echo("the machine was closed while it was checked (its run ended): this is what it held then")
+            said.append("the machine was closed while it was checked (its run ended): this is what it held then")
         if machine.dead:
-            echo(f"the machine is dead: {machine.dead_reason}")
-        for s in busy:
-            echo(s.describe())
+            said.append(f"the machine is dead: {machine.dead_reason}")
+        said.extend(s.describe() for s in busy)
+        # All but the last line as before: Ctrl-C there is "no verdict" (130). The last line is
+        # written below with the signals held back up to the exit status.
+        head, _, last = "\n".join(said).rpartition("\n")
+        if head:
+            echo(head)
         document = {
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
             "parked": parked, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
@@ -176,18 +180,23 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # then with Ctrl-C and SIGTERM ignored (ends_with_command). Decided after the close, a
         # signal as it detached said "no verdict" (130) or killed the process (143) after the
         # verdict was printed.
-        if json_path:
-            errors: list[str] = []
-            with Interrupts(sigterm=True) as stop:
+        with Interrupts(sigterm=True) as stop:
+            # The last line with Ctrl-C and SIGTERM held back (Interrupts.held): one sent as it
+            # appears waits, and is then taken by the --json file's step (which it does not
+            # stop: the file is written) or ignored at the verdict. Written as a plain line,
+            # it reached rmm-mp while the write was still returning: "no verdict" (130) or
+            # death by SIGTERM (143) after the verdict was out.
+            stop.held(lambda: echo(last))
+            if json_path:
+                errors: list[str] = []
                 stop.step(lambda: write_files((("json", json_path, functools.partial(write_json, document)),),
                                               {}, errors), read=True)
                 if errors:
                     # checked before attaching; a disk can still fill up meanwhile
-                    stop.step(lambda: echo(f"error: {errors[0]}", err=True), read=True)
+                    stop.held(lambda: echo(f"error: {errors[0]}", err=True))
                     stop.decided(2)
-                stop.decided(status)
-        # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
-        decided(status)
+            # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
+            stop.decided(status)
 
 
 def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple[int, int | None]]:

@@ -583,14 +583,14 @@ def test_a_signal_as_the_report_is_made_exits_1_without_a_traceback(tmp_path: Pa
     assert json.loads(j.read_text())["workload"] == "delegate-churn"
 
 
-def _signal_as_result_appears(signame: str) -> str:
+def _signal_as_line_appears(signame: str, start: str = "result: ") -> str:
     """A prelude for _DRIVER: ``signame`` (SIGINT, SIGTERM) is sent to the process itself as
-    soon as a write whose last line starts with "result: " has returned, as a script that
-    reacts to the report's last line sends it the moment that line appears."""
+    soon as a write whose last line begins with ``start`` has returned, as a script that reacts
+    to the report's last line sends it the moment that line appears."""
     return (f"import click, os, signal\n_sig, _real_echo = signal.{signame}, click.echo\n"
             "def _echo(message=None, *a, **k):\n"
             "    _real_echo(message, *a, **k)\n"
-            "    if isinstance(message, str) and message.rpartition('\\n')[2].startswith('result: '):\n"
+            f"    if isinstance(message, str) and message.rpartition('\\n')[2].startswith({start!r}):\n"
             "        os.kill(os.getpid(), _sig)\n"
             "click.echo = _echo\n")
 
@@ -606,7 +606,7 @@ def test_a_signal_as_the_last_line_appears_keeps_the_verdict(tmp_path: Path, sig
     The last line is now written with the signals held back up to the exit status."""
     proc = _run_with_hooks(tmp_path, [], ["run", "delegate-churn", "--cpus", "1", "--iterations", "5",
                                           "--no-progress"],
-                           prelude=_signal_as_result_appears(signame))
+                           prelude=_signal_as_line_appears(signame))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.rstrip().splitlines()[-1] == "result: OK", proc.stdout
     assert "interrupted" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -760,6 +760,27 @@ def test_a_signal_after_a_listing_or_a_usage_error_keeps_its_exit_status(tmp_pat
     assert proc.returncode == status, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
     assert proc.stdout if status == 0 else "No such option" in proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("json_report", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_as_checks_last_line_appears_keeps_its_verdict(tmp_path: Path, machine: Machine, signame: str,
+                                                                 json_report: bool) -> None:
+    """`rmm-mp check NAME --no-pause` (--json too) with Ctrl-C or SIGTERM sent the moment its
+    last line (`invariants hold over ...`) has been written: the verdict stands (exit status
+    0), nothing is said of an interruption and the JSON file is written. The signal reached
+    rmm-mp while the write was still returning: Ctrl-C gave "no verdict" (130) and SIGTERM
+    killed the process (143) after the verdict was out (README said so). The last line is now
+    written with the signals held back up to the exit status."""
+    j = tmp_path / "c.json"
+    proc = subprocess.run([sys.executable, "-c", _signal_as_line_appears(signame, "invariants hold") + _DRIVER, "--",
+                           "check", machine.name, "--no-pause", *(["--json", str(j)] if json_report else [])],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("invariants hold over "), proc.stdout
+    assert proc.stderr == "", proc.stderr
+    assert json.loads(j.read_text())["ok"] is True if json_report else not j.exists()
 
 
 _SIGNAL_AS_CHECK_DETACHES = r'''
