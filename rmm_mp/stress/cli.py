@@ -198,7 +198,9 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
                save_schedule: str | None, json_path: str | None) -> None:
     """Print the report, compare a replay with its recording, shrink, write the files, exit.
     Each piece is a ``stop`` step: a print ends at a signal and the next ones still come (so
-    that the report is given), the shrinking is skipped after one."""
+    that the report is given), the shrinking is skipped after one; but the report's last line
+    and the lines after the files are written with signals held back (Interrupts.held), so that
+    one sent as the output ends does not change the exit status."""
     # A reader that left (`| head -1`) ends the printing quietly (outpaths.echo): the files are
     # still written and the exit status is still the run's.
     def say(text: str, err: bool = False) -> bool:
@@ -207,10 +209,19 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
 
     if progressed:
         say("", err=True)
-    # The text is made inside the step, as it is printed: a signal as it is made ends the step,
-    # and the report is printed in full further down, marked interrupted.
-    given, whole = stop.step(lambda: echo(report.text()), read=True)
-    shown = given and bool(whole)
+    # The text is made in a step of its own: a signal as it is made ends the step, and the
+    # report is printed in full further down, marked interrupted. Its last line is written with
+    # the signals held back (Interrupts.held): one sent as it appears waits for what follows
+    # (taken there, as during the printing) or, when nothing follows, is ignored at the exit
+    # status. Inside the printing's step, it printed the report again marked interrupted and
+    # gave exit status 1 after every line was out.
+    shown, text = stop.step(report.text, read=True)
+    if shown:
+        head, _, last = text.rpartition("\n")
+        given, whole = stop.step(lambda: echo(head), read=True) if head else (True, True)
+        if given:
+            whole = stop.held(lambda: echo(last)) and whole
+        shown = given and bool(whole)
     failed = not report.ok or report.interrupted
     verdict = None
     if replay is not None and recorded is not None:
@@ -220,6 +231,17 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     searched: dict[str, object] | None = None
     if do_shrink and report.first() is not None:
         report, searched = _shrunk(stop, report, say)
+    unreplayable = report.unreplayable() if config.deterministic else ""
+    saved = bool(config.deterministic and (save_schedule or (report.first() is not None
+                                                             and (recorded is None or do_shrink))))
+    # Saved, a schedule that cannot replay replayed to "DIVERGED" (a CPU killed before its
+    # first step, say); asked for by name, it is refused by schedule_file.write, named among
+    # the files not written.
+    unsaved = saved and not save_schedule and bool(unreplayable)
+    if saved or trace_path or json_path:
+        # More is given after the report: a signal held back since its last line is taken now,
+        # as one during the printing (the report and the files say it came).
+        stop.take()
     if stop.by:
         # As a signal during the run would have: the report says it was interrupted (the
         # JSON too), printed again in full if it was not printed before the signal.
@@ -230,16 +252,11 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # reason, the others are still written (none after a signal during the writing), and the
     # exit status is 1.
     files: list[tuple[str, str, Callable[[str], object]]] = []
-    unreplayable = report.unreplayable() if config.deterministic else ""
-    if config.deterministic and (save_schedule or (report.first() is not None and (recorded is None or do_shrink))):
-        if save_schedule or not unreplayable:
-            # Asked for by name, a schedule that cannot replay is refused by schedule_file.write,
-            # named among the files not written.
-            files.append(("schedule", save_schedule or default_schedule_path(config),
-                          functools.partial(schedule_file.write, report)))
-        else:
-            # Saved, it replayed to "DIVERGED" (a CPU killed before its first step, say).
-            say(f"schedule not saved: {unreplayable}")
+    if unsaved:
+        say(f"schedule not saved: {unreplayable}")
+    elif saved:
+        files.append(("schedule", save_schedule or default_schedule_path(config),
+                      functools.partial(schedule_file.write, report)))
     if trace_path:
         files.append(("trace", trace_path, functools.partial(timeline.write, report)))
     written: dict[str, str] = {}
@@ -248,19 +265,27 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         extra = {"replay": verdict.to_json() if verdict is not None else None, "shrink": searched}
         files.append(("json", json_path, functools.partial(_write_json, report, extra, written, errors)))
     # A step, so that Ctrl-C or SIGTERM ends the file being written (write_files names it).
-    stop.step(lambda: write_files(files, written, errors), read=True)
+    # None without files: a step takes a signal held back since the report's last line.
+    if files:
+        stop.step(lambda: write_files(files, written, errors), read=True)
+
+    # The lines after the files are the last output: written with the signals held back up to
+    # the exit status, as the report's last line is.
+    def tell(text: str, err: bool = False) -> None:
+        stop.held(lambda: echo(text, err=err))
+
     if "schedule" in written:
-        say(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
+        tell(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
     if "trace" in written:
-        say(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
+        tell(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
         # Written all the same: the calls and locks of the CPUs that returned are the run's.
         lost = timeline.incomplete(report)
         if lost:
-            say(f"timeline incomplete: {lost}")
+            tell(f"timeline incomplete: {lost}")
     if errors:
-        say("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
+        tell("\nReport files not written\n" + "\n".join(f"  {e}" for e in errors))
         for message in errors:
-            say(f"Error: {message}", err=True)
+            tell(f"Error: {message}", err=True)
     stop.decided(1 if failed or errors or stop.by else 0)
 
 

@@ -597,19 +597,41 @@ def _signal_as_line_appears(signame: str, start: str = "result: ") -> str:
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_a_signal_as_the_last_line_appears_keeps_the_verdict(tmp_path: Path, signame: str) -> None:
-    """Ctrl-C or SIGTERM sent the moment the report's last line (`result: OK`) has been
-    written, before the write has returned into rmm-mp: the exit status is the run's own (0)
-    and nothing is said of an interruption. It landed inside the printing's step and counted
-    as cutting the printing short: exit status 1 and "interrupted ... while the report was
-    given" after every line was out (README said so; a script reacting to `result:` hit it).
-    The last line is now written with the signals held back up to the exit status."""
-    proc = _run_with_hooks(tmp_path, [], ["run", "delegate-churn", "--cpus", "1", "--iterations", "5",
-                                          "--no-progress"],
-                           prelude=_signal_as_line_appears(signame))
+@pytest.mark.parametrize("args, last", [
+    (["run", "delegate-churn", "--cpus", "1", "--iterations", "5", "--no-progress"], "result: OK"),
+    (["stress", "--schedule", "random", "--steps", "200"], "no findings"),
+    (["stress", "--schedule", "random", "--steps", "200", "--trace", "t.json"], "timeline: t.json")],
+    ids=["run", "stress", "stress-trace"])
+def test_a_signal_as_the_last_line_appears_keeps_the_verdict(tmp_path: Path, signame: str, args: list[str],
+                                                             last: str) -> None:
+    """Ctrl-C or SIGTERM sent the moment the report's last line (`result: OK`, `no findings`,
+    or with --trace the line naming the timeline written after the report) has been written, before the write has returned into rmm-mp: the exit status is the run's
+    own (0), the report is printed once and nothing is said of an interruption. It landed
+    inside the printing's step and counted as cutting the printing short: exit status 1, and
+    "interrupted ... while the report was given" (`run`) or the report printed again marked
+    interrupted (`stress`), after every line was out (README said so; a script reacting to
+    `result:` hit it). The last line is now written with the signals held back up to the exit
+    status."""
+    proc = _run_with_hooks(tmp_path, [], args, prelude=_signal_as_line_appears(signame, last))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.rstrip().splitlines()[-1] == "result: OK", proc.stdout
-    assert "interrupted" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].startswith(last) and proc.stdout.count(last) == 1, proc.stdout
+    assert "interrupted" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.multiprocess
+def test_a_signal_held_back_at_the_reports_last_line_is_taken_when_a_file_follows(tmp_path: Path) -> None:
+    """`rmm-mp stress --json` with SIGTERM sent the moment the report's last line (`no
+    findings`) has been written: the JSON is written after it, so the signal, held back during
+    that line, is taken before the file as one during the printing: the run is said to be
+    interrupted after it, the JSON says so too (not a clean run's file with exit status 1),
+    and the exit status is 1."""
+    j = tmp_path / "r.json"
+    proc = _run_with_hooks(tmp_path, [], ["stress", "--schedule", "random", "--steps", "200", "--json", str(j)],
+                           prelude=_signal_as_line_appears("SIGTERM", "no findings"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1] == "interrupted (SIGTERM) after the run; ended: interrupted", \
+        proc.stdout
+    assert json.loads(j.read_text())["interrupted"] is True
 
 
 @pytest.mark.multiprocess
