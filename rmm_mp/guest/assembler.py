@@ -271,6 +271,8 @@ class _Assembler:
             return encode(Op.BR, rn=self._reg(line, args[0]))
         if op in _SIZES:
             return self._memory(line)
+        if op in ("ldp", "stp"):
+            return self._pair(line)
         if op in ("smc", "hvc"):
             self._arity(line, 1)
             imm = self._imm(line, args[0])
@@ -361,6 +363,23 @@ class _Assembler:
         offset = self._imm(line, match.group(2)) if match.group(2) else 0
         kind = Op.LDR if op.startswith("ldr") else Op.STR
         return encode(kind, self._reg(line, args[0]), self._reg(line, match.group(1)), aux=_SIZES[op], imm=offset)
+
+    def _pair(self, line: _Line) -> int:
+        op, args = line.op, line.args
+        assert op is not None
+        if len(args) != 3:
+            raise AssemblerError(line.number, f"expected '{op} xd, xe, [xn{{, #offset}}]'")
+        match = _MEM.fullmatch(args[2])
+        if match is None:
+            raise AssemblerError(line.number, f"expected a memory operand such as [x1] or [x1, #16], got {args[2]!r}")
+        first, second = self._reg(line, args[0]), self._reg(line, args[1])
+        if op == "ldp" and first == second:
+            # CONSTRAINED UNPREDICTABLE on AArch64 (GNU as refuses it too); the interpreter runs
+            # such a word as udf.
+            raise AssemblerError(line.number, f"ldp loads {args[0].strip()} twice; expected two different "
+                                              "registers (an ldp with xd == xe is CONSTRAINED UNPREDICTABLE)")
+        offset = self._imm(line, match.group(2)) if match.group(2) else 0
+        return encode(Op.LDP if op == "ldp" else Op.STP, first, self._reg(line, match.group(1)), second, imm=offset)
 
     # -- operands ----------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ IPAs through the realm's stage 2 (so the RMM decides what a fault is). ``run`` r
     HVC    the guest executed hvc (the RMM injects an undefined instruction exception)
     WFI    the guest executed wfi / wfe (PC still at it)
     WFE
-    ABORT  a load, store or fetch did not translate (Event.fault has the details; PC at it)
+    ABORT  a load, store or fetch did not translate (Event.fault has the details; PC at it; an
+           ldp/stp's fault has size_log2 PAIR_SIZE_LOG2, and no ISV syndrome describes it)
     SLICE  the time slice of ``budget`` instructions ran out (PC at the next instruction)
 
 What a guest does to itself never leaves the interpreter: an undefined instruction (udf, or an
@@ -41,8 +42,9 @@ This module owns guest execution. It must not know realms, RTTs or the RMM.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, SYNC_VECTOR_OFFSET, ZR, Op, SysReg, decode
 
@@ -55,6 +57,8 @@ DFSC_ALIGNMENT: Final = 0x21
 ESR_WNR: Final = 1 << 6
 """ISS bit 6 of a data abort: the access was a write (valid for alignment faults, as on AArch64)."""
 IL: Final = 1 << 25
+PAIR_SIZE_LOG2: Final = 4
+"""Fault.size_log2 of an ldp/stp: two 8-byte registers, 16 bytes."""
 
 SMC, HVC, WFI, WFE, ABORT, SLICE = "SMC", "HVC", "WFI", "WFE", "ABORT", "SLICE"
 _LOAD = {0: struct.Struct("<B"), 1: struct.Struct("<H"), 2: struct.Struct("<I"), 3: struct.Struct("<Q")}
@@ -87,6 +91,8 @@ class Fault:
     ipa: int
     write: bool
     size_log2: int
+    """log2 of the access size: 0..3 for a single register, PAIR_SIZE_LOG2 (16 bytes) for ldp/stp,
+    whose abort no ISV syndrome describes (AArch64 reports ISV=0 for a load/store pair)."""
     register: int
     fetch: bool
     reason: str
@@ -138,7 +144,7 @@ class Bus(Protocol):
 _decoded: dict[int, tuple[int, int, int, int, int, int]] = {}
 _DECODE_CACHE_MAX = 1 << 16
 _KNOWN = frozenset(int(op) for op in Op)
-_AUX_LIMIT = {int(Op.BCOND): 15, int(Op.LDR): 3, int(Op.STR): 3, int(Op.MOVK): 3}
+_AUX_LIMIT = {int(Op.BCOND): 15, int(Op.LDR): 3, int(Op.STR): 3, int(Op.MOVK): 3, int(Op.LDP): 0, int(Op.STP): 0}
 """The largest aux each opcode that reads aux as a number defines (mrs/msr check theirs when run)."""
 
 # Opcodes as plain ints: the loop compares them for every instruction, and an IntEnum comparison
@@ -150,6 +156,7 @@ _CMP, _CMPI = int(Op.CMP), int(Op.CMPI)
 _B, _BCOND, _CBZ, _CBNZ, _BL, _RET, _BR = (int(Op.B), int(Op.BCOND), int(Op.CBZ), int(Op.CBNZ), int(Op.BL),
                                           int(Op.RET), int(Op.BR))
 _LDR, _STR = int(Op.LDR), int(Op.STR)
+_LDP, _STP = int(Op.LDP), int(Op.STP)
 _SMC, _HVC, _WFI, _WFE, _ERET, _MRS, _MSR, _UDF = (int(Op.SMC), int(Op.HVC), int(Op.WFI), int(Op.WFE),
                                                    int(Op.ERET), int(Op.MRS), int(Op.MSR), int(Op.UDF))
 _MPIDR, _ELR, _VBAR = int(SysReg.MPIDR), int(SysReg.ELR), int(SysReg.VBAR)
@@ -203,12 +210,52 @@ def _decode(word: int) -> tuple[int, int, int, int, int, int]:
         _decoded.clear()
     ins = decode(word)
     op, aux = ins[0], ins[4]
-    if op not in _KNOWN or aux > _AUX_LIMIT.get(op, 255):
+    if op not in _KNOWN or aux > _AUX_LIMIT.get(op, 255) or (op == _LDP and ins[1] == ins[3]):
         # An undefined opcode, or a field with no defined meaning: a b.cond condition above
-        # AArch64's 4 bits, a load/store size or movk shift above 3.
+        # AArch64's 4 bits, a load/store size or movk shift above 3, an ldp/stp aux other than 0.
+        # An ldp that loads one register twice is CONSTRAINED UNPREDICTABLE on AArch64; of the
+        # behaviours it permits, this ISA picks UNDEFINED (the assembler refuses to write one).
         ins = (_UDF, 0, 0, 0, 0, 0)
     _decoded[word] = ins
     return ins
+
+
+def _pair(state: GuestState, memory: memoryview, translate: Callable[[int, bool, bool], int],
+          cache: dict[int, int], write: bool, rd: int, rn: int, rm: int, imm: int) -> Fault | Literal[True] | None:
+    """ldp/stp: 16 bytes at xn + imm, xd (rd) in the lower 8 and xe (rm) in the upper 8.
+
+    Returns None when done, True when the realm took an alignment fault (the address must be 8-byte
+    aligned, as for ldr/str), or the Fault of a translation that failed. When the 16 bytes cross
+    a page (the address is 0xFF8 into one), both pages are translated before anything is moved,
+    the lower first: the fault is the lowest faulting address's (the access's address, or the
+    next page's first byte), and a faulting access changes no register and no byte of memory.
+    """
+    x = state.x
+    ipa = (x[rn] + imm) & MASK64
+    if ipa & 7:
+        state.take_exception((EC_DABT_CUR << 26) | IL | (ESR_WNR if write else 0) | DFSC_ALIGNMENT, ipa)
+        return True
+    frames = []
+    for at in (ipa, (ipa + 8) & MASK64):
+        page = at & _PAGE_MASK
+        data = cache.get(page)
+        if data is None:
+            try:
+                data = cache[page] = translate(page, write, False)
+            except MemoryFault as fault:
+                return Fault(at, write, PAIR_SIZE_LOG2, rd, False, fault.reason, getattr(fault, "level", 0))
+        frames.append(data + (at & 0xFFF))
+    q = _SIZES[3]
+    if write:
+        q.pack_into(memory, frames[0], x[rd])
+        q.pack_into(memory, frames[1], x[rm])
+    else:
+        first, second = q.unpack_from(memory, frames[0])[0], q.unpack_from(memory, frames[1])[0]
+        if rd != ZR:
+            x[rd] = first
+        if rm != ZR:
+            x[rm] = second
+    return None
 
 
 def run(state: GuestState, bus: Bus, budget: int) -> Event:
@@ -360,6 +407,17 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
             elif op == _MSR and aux in _MSR_WRITABLE:
                 state.sysregs[aux] = x[rn] & _VBAR_MASK if aux == _VBAR else x[rn]
                 pc += INSTRUCTION_SIZE
+            elif op == _LDP or op == _STP:
+                # Tested after every opcode of the hot paths, so they pay nothing for pairs.
+                write = op == _STP
+                state.pc, state.nzcv = pc, nzcv
+                done = _pair(state, memory, translate, write_pages if write else read_pages, write, rd, rn, rm, imm)
+                if done is None:
+                    pc += INSTRUCTION_SIZE
+                elif done is True:                  # an alignment fault, taken in the realm
+                    pc, page = state.pc, _NO_PAGE
+                else:
+                    return Event(ABORT, executed - 1, fault=done)
             else:
                 state.pc, state.nzcv = pc, nzcv
                 state.take_exception((EC_UNKNOWN << 26) | IL)

@@ -3,9 +3,9 @@
 Every instruction is one little-endian 64-bit word (docs/guest-isa.md):
 
     bits [7:0]    opcode
-    bits [12:8]   rd   (destination, or the register stored)
+    bits [12:8]   rd   (destination, or the register stored; the first register of a pair)
     bits [17:13]  rn   (first source, or the base register of a load/store)
-    bits [22:18]  rm   (second source)
+    bits [22:18]  rm   (second source; the second register of a pair)
     bits [31:24]  aux  (condition of b.cond, log2 size of a load/store, shift/16 of movk,
                         system register number of mrs/msr)
     bits [63:32]  imm  (signed 32-bit immediate; byte offset of a branch from the branch itself)
@@ -56,6 +56,8 @@ class Op(enum.IntEnum):
     BR = 0x36
     LDR = 0x40      # rd = zero_extend(mem[rn + imm], 1 << aux bytes)
     STR = 0x41      # mem[rn + imm] = rd, 1 << aux bytes
+    LDP = 0x42      # rd = mem[rn + imm], rm = mem[rn + imm + 8] (8 bytes each; aux 0; rd != rm)
+    STP = 0x43      # mem[rn + imm] = rd, mem[rn + imm + 8] = rm (8 bytes each; aux 0)
     SMC = 0x50
     HVC = 0x51
     WFI = 0x52

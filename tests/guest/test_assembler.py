@@ -95,6 +95,12 @@ FORMS = [
     ("strw x3, [x4, #8]", encode(Op.STR, 3, 4, aux=2, imm=8)),
     ("strh x3, [x4, #-2]", encode(Op.STR, 3, 4, aux=1, imm=-2)),
     ("strb xzr, [x4, #3]", encode(Op.STR, 31, 4, aux=0, imm=3)),
+    ("ldp x1, x2, [x3]", encode(Op.LDP, 1, 3, 2)),
+    ("ldp x1, lr, [x3, #-16]", encode(Op.LDP, 1, 3, 30, imm=-16)),
+    ("ldp xzr, x0, [x3, #8]", encode(Op.LDP, 31, 3, 0, imm=8)),
+    ("stp x5, x6, [x7, #0x7ffffff8]", encode(Op.STP, 5, 7, 6, imm=0x7FFF_FFF8)),
+    ("stp x5, x5, [x7]", encode(Op.STP, 5, 7, 5)),
+    ("stp xzr, xzr, [x7]", encode(Op.STP, 31, 7, 31)),
     ("smc #0", encode(Op.SMC)),
     ("smc #0x1234", encode(Op.SMC, imm=0x1234)),
     ("hvc #7", encode(Op.HVC, imm=7)),
@@ -620,6 +626,18 @@ ERRORS = [
     ("memory operand without brackets", "nop\nldr x0, x1", 2, "expected a memory operand such as [x1] or [x1, #8]"),
     ("memory operand unclosed", "str x0, [x1", 1, "expected a memory operand such as [x1] or [x1, #8]"),
     ("register offset", "str x0, [x1, x2]", 1, "expected an immediate such as #42, got 'x2'"),
+    ("ldp of one register twice", "nop\nldp x3, x3, [x1]", 2, "ldp loads x3 twice; expected two different "
+                                                             "registers (an ldp with xd == xe is CONSTRAINED "
+                                                             "UNPREDICTABLE)"),
+    ("ldp of lr and x30", "ldp lr, x30, [x1]", 1, "ldp loads lr twice"),
+    ("ldp of xzr twice", "ldp xzr, xzr, [x1]", 1, "ldp loads xzr twice"),
+    ("ldp with one register", "ldp x1, [x2]", 1, "expected 'ldp xd, xe, [xn{, #offset}]'"),
+    ("stp with four operands", "stp x1, x2, x3, [x4]", 1, "expected 'stp xd, xe, [xn{, #offset}]'"),
+    ("ldp memory operand without brackets", "ldp x1, x2, x3", 1, "expected a memory operand such as [x1] or "
+                                                                "[x1, #16], got 'x3'"),
+    ("ldp post-index", "ldp x1, x2, [x3], #16", 1, "expected 'ldp xd, xe, [xn{, #offset}]'"),
+    ("stp offset too big", "stp x1, x2, [x3, #1 << 31]", 1, "does not fit 32 signed bits"),
+    ("stp bad register", "stp x1, x31, [x3]", 1, "expected a register x0..x30, lr or xzr, got 'x31'"),
     ("bad condition", "x: b.xx x", 1, "expected a condition such as b.eq or b.ne, got 'b.xx'"),
     # Case folding is for ASCII only: str.upper() and str.lower() used to map these non-ASCII
     # letters onto a name (ı -> I, ſ -> S, the Kelvin sign -> k), so they assembled as b.mi,
@@ -767,7 +785,7 @@ def _instruction(draw: st.DrawFn, index: int, count: int) -> tuple[str, tuple[in
     target = draw(st.integers(0, count - 1))
     offset = 8 * (target - index)
     kind = draw(st.sampled_from(["alu", "alui", "shift", "mul", "movi", "mov", "movk", "cmp", "cmpi",
-                                 "mem", "branch", "bcond", "cb", "br", "smc", "mrs", "msr", "bare"]))
+                                 "mem", "pair", "branch", "bcond", "cb", "br", "smc", "mrs", "msr", "bare"]))
     if kind == "alu":
         name = draw(st.sampled_from(sorted(_ALU)))
         return f"{name} {_reg(rd)}, {_reg(rn)}, {_reg(rm)}", (_ALU[name][0], rd, rn, rm, 0, 0)
@@ -795,6 +813,12 @@ def _instruction(draw: st.DrawFn, index: int, count: int) -> tuple[str, tuple[in
         name = draw(st.sampled_from(sorted(_SIZES)))
         op = Op.LDR if name.startswith("ldr") else Op.STR
         return f"{name} {_reg(rd)}, [{_reg(rn)}, #{imm}]", (op, rd, rn, 0, _SIZES[name], imm)
+    if kind == "pair":
+        name = draw(st.sampled_from(["ldp", "stp"]))
+        if name == "ldp" and rm == rd:
+            rm = (rd + 1) % 32
+        return f"{name} {_reg(rd)}, {_reg(rm)}, [{_reg(rn)}, #{imm}]", (Op.LDP if name == "ldp" else Op.STP,
+                                                                      rd, rn, rm, 0, imm)
     if kind == "branch":
         name = draw(st.sampled_from(["b", "bl"]))
         return f"{name} L{target}", (Op.B if name == "b" else Op.BL, 0, 0, 0, 0, offset)

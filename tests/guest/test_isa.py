@@ -61,6 +61,15 @@ def test_literal_word() -> None:
     assert decode(0xFFFF_FFF8_030C_4141) == (0x41, 1, 2, 3, 3, -8)
 
 
+def test_pair_words() -> None:
+    """ldp x1, x2, [x3, #-16] and stp x1, x2, [x3, #-16]: opcodes 0x42 and 0x43, the first register
+    in rd, the second in rm, the base in rn, aux 0; the words written out by hand."""
+    assert (Op.LDP, Op.STP) == (0x42, 0x43)
+    assert encode(Op.LDP, rd=1, rn=3, rm=2, imm=-16) == 0xFFFF_FFF0_0008_6142
+    assert encode(Op.STP, rd=1, rn=3, rm=2, imm=-16) == 0xFFFF_FFF0_0008_6143
+    assert decode(0xFFFF_FFF0_0008_6142) == (0x42, 1, 3, 2, 0, -16)
+
+
 @pytest.mark.parametrize("imm", [1 << 31, -(1 << 31) - 1, 1 << 32, -(1 << 40), (1 << 64) - 1])
 def test_encode_refuses_out_of_range_immediate(imm: int) -> None:
     """An immediate outside the signed 32-bit range is a ValueError that names the value (it is

@@ -7,9 +7,10 @@ ESR_EL1 syndromes of the exceptions), not from rmm_mp/guest/interpreter.py. It e
 checks the assembler's encoding and the interpreter's execution together.
 
 Hypothesis draws straight-line and branching programs of every documented data-processing,
-compare, branch, load/store, system-register and exception form, with register values at the
-64-bit edges, immediates at the edges of their ranges, shift amounts 0..63 and data addresses
-that are aligned, misaligned, unmapped, read only or wrap past 2^64. Both run for the same
+compare, branch, load/store (pairs included), system-register and exception form, with register
+values at the 64-bit edges, immediates at the edges of their ranges, shift amounts 0..63 and data
+addresses that are aligned, misaligned, unmapped, read only, wrap past 2^64 or (for a pair)
+cross into the next page. Both run for the same
 budget from the same state; registers, flags, PC, system registers, the event (SMC/HVC/WFI/WFE
 with its immediate, ABORT with its fault, SLICE) and every byte of memory must agree.
 
@@ -59,6 +60,8 @@ DFSC_ALIGNMENT = 0b100001
 WNR = 1 << 6
 
 SIZES = {"ldrb": 1, "ldrh": 2, "ldrw": 4, "ldr": 8, "strb": 1, "strh": 2, "strw": 4, "str": 8}
+PAIRS = ("ldp", "stp")
+PAIR_SIZE_LOG2 = 4                 # docs: a pair's fault is for its 16 bytes
 SYSREGS = ["vbar", "elr", "esr", "far", "mpidr"]
 CONDS = {"eq": 0, "ne": 1, "hs": 2, "lo": 3, "mi": 4, "pl": 5, "hi": 8, "ls": 9, "ge": 10,
          "lt": 11, "gt": 12, "le": 13, "al": 14}
@@ -148,6 +151,8 @@ class Ins:
             return f"br {n}"
         if k in SIZES:
             return f"{k} {d}, [{n}, #{self.imm}]" if self.imm or self.rm else f"{k} {d}, [{n}]"
+        if k in PAIRS:
+            return f"{k} {d}, {m}, [{n}, #{self.imm}]" if self.imm else f"{k} {d}, {m}, [{n}]"
         if k in ("smc", "hvc"):
             return f"{k} #{self.imm:#x}"
         if k == "mrs":
@@ -249,6 +254,31 @@ class Model:
         self.pc += 8
         return None
 
+    def pair(self, ins: Ins) -> Outcome | None:
+        """ldp/stp (docs: 'A load/store pair'): 8-byte alignment first, then both halves'
+        pages, the lower first, before anything moves: the lowest faulting address is the
+        fault's, and a fault changes nothing."""
+        write = ins.kind == "stp"
+        address = (self.get(ins.rn) + sext32(ins.imm)) & MASK64
+        if address % 8:
+            self.take_exception(EC_DABT_SAME_EL << 26 | IL | DFSC_ALIGNMENT | (WNR if write else 0), address)
+            return None
+        halves = []
+        for at in (address, (address + 8) & MASK64):
+            try:
+                halves.append(data_frame(at & ~(PAGE - 1), write) + at % PAGE)
+            except MemoryFault as fault:
+                return Outcome("ABORT", fault=(at, write, PAIR_SIZE_LOG2, ins.rd, False, fault.reason))
+        if write:
+            for at, reg in zip(halves, (ins.rd, ins.rm)):
+                self.ram[at:at + 8] = self.get(reg).to_bytes(8, "little")
+        else:
+            first, second = (int.from_bytes(self.ram[at:at + 8], "little") for at in halves)
+            self.put(ins.rd, first)
+            self.put(ins.rm, second)
+        self.pc += 8
+        return None
+
     def step(self, ins: Ins) -> Outcome | None:
         """Execute one instruction at self.pc; an Outcome when it stops the run."""
         k, d, n, m = ins.kind, ins.rd, ins.rn, ins.rm
@@ -294,6 +324,8 @@ class Model:
             next_pc = self.get(n)
         elif k in SIZES:
             return self.access(ins)
+        elif k in PAIRS:
+            return self.pair(ins)
         elif k in ("smc", "hvc"):
             return Outcome(k.upper(), imm=ins.imm)          # pc stays at the call
         elif k in ("wfi", "wfe"):
@@ -340,7 +372,7 @@ VALUES = (st.sampled_from(EDGE_VALUES) | st.integers(0, MASK64) | st.integers(0,
 KINDS = {"alu": ["nop", "movi", "mov", "movk", "add", "sub", "and", "orr", "eor", "addi", "subi", "andi", "orri",
                  "eori", "lsl", "lsr", "mul", "cmp", "cmpi"],
          "branch": ["b", "bl", "bcond", "cbz", "cbnz", "ret", "br"],
-         "memory": list(SIZES),
+         "memory": [*SIZES, *PAIRS],
          "system": ["mrs", "msr", "eret", "udf"],
          "stop": ["smc", "hvc", "wfi", "wfe"]}
 IMM32 = st.sampled_from(IMM32_EDGES) | st.integers(-(1 << 31), -1) | st.integers(0, (1 << 31) - 1)
@@ -369,6 +401,11 @@ def instruction(draw: st.DrawFn, labels: int, far_defined: bool = True, kind: st
         # rm = 1 writes an explicit ", #0" (both spellings of a zero offset)
         imm = draw(st.sampled_from([0, 1, 2, 4, 8, -8, 0x7FFF_FFF8, -0x8000_0000]) | IMM32)
         return Ins(kind, d, n, rm=draw(st.integers(0, 1)), imm=imm)
+    if kind in PAIRS:
+        if kind == "ldp" and m == d:        # refused by the assembler (CONSTRAINED UNPREDICTABLE)
+            m = (d + 1) % 32
+        imm = draw(st.sampled_from([0, 8, -8, 16, 4, 0xFF8, 0x7FFF_FFF8, -0x8000_0000]) | IMM32)
+        return Ins(kind, d, n, m, imm=imm)
     if kind == "mrs":
         readable = SYSREGS if far_defined else [r for r in SYSREGS if r != "far"]
         return Ins(kind, d, sysreg=draw(st.sampled_from(readable)))
@@ -446,7 +483,7 @@ def test_programs_agree_with_the_model(case: tuple[list[Ins], list[int], int, in
 
 
 ONE_FORMS = ["movi", "movk", "add", "sub", "and", "orr", "eor", "addi", "subi", "andi", "orri", "eori",
-             "lsl", "lsr", "mul", "cmp", "cmpi", *SIZES]
+             "lsl", "lsr", "mul", "cmp", "cmpi", *SIZES, *PAIRS]
 
 
 @pytest.mark.parametrize("kind", ONE_FORMS)
@@ -493,6 +530,25 @@ def test_data_addresses_are_taken_modulo_2_to_the_64(name: str, size: int, base:
     regs = [0] * 31
     regs[1], regs[2] = 0x0102_0304_0506_0708, base
     state, bus, model = boot([ins], regs, 0, 3)
+    event = run(state, bus, 4)
+    assert_agree(state, event, bus, model, model.run(4), 4)
+
+
+@pytest.mark.parametrize("name", PAIRS)
+@pytest.mark.parametrize("base", [
+    0x1FF8,                                # pages 1 and 2: both translate (two data frames)
+    0x4FF8,                                # page 4, then 5: read only, so stp aborts at 0x5000
+    0x5FF8,                                # page 5 (read only), then 6 (absent): stp aborts at 0x5FF8
+    0x6FF8,                                # page 6 (absent) first: both abort at 0x6FF8
+    MASK64 - 7,                            # the second half wraps to 0
+])
+def test_a_pair_across_two_pages_agrees_with_the_model(name: str, base: int) -> None:
+    """An ldp/stp 0xFF8 into a page reaches the next page's first 8 bytes: each half moves to its
+    own page's frame, and when a page does not translate (or is read only for stp) the fault is
+    the lowest faulting address's, with nothing moved (the model's `pair`)."""
+    regs = [0] * 31
+    regs[1], regs[2], regs[3] = base, 0x0102_0304_0506_0708, 0x1112_1314_1516_1718
+    state, bus, model = boot([Ins(name, 2, 1, 3)], regs, 0, 5)
     event = run(state, bus, 4)
     assert_agree(state, event, bus, model, model.run(4), 4)
 
