@@ -17,8 +17,9 @@ owns the realm side, holding no lock:
    through an unprotected mapping to memory outside the NS PAS takes an SEA there; an access to
    unassigned RAM or to a DESTROYED IPA exits with a non-emulatable data abort; an access to an
    unprotected IPA exits with an emulatable one (ISV, access size, direction; the value of a
-   write in gprs[0]); an instruction fetch inside the IPA space from anything but protected RAM
-   takes an SEA, or exits for unassigned RAM and DESTROYED;
+   write in gprs[0]), or a non-emulatable one for an ldp/stp, whose syndrome has no ISV (EC,
+   IL and the fault status code only); an instruction fetch inside the IPA space from anything
+   but protected RAM takes an SEA, or exits for unassigned RAM and DESTROYED;
 3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the abort
    syndrome kept only when it was emulatable (post-rel0 fix 303ee028), and the RmiRecExit fields
    returned with the GIC state (gic.gic_exit_state).
@@ -33,7 +34,7 @@ from rmm_mp.abi.psci import rec_index_to_mpidr_el1
 from rmm_mp.abi.rsi import RsiResponse, RsiRipas, RsiStatus
 from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
 from rmm_mp.guest import interpreter
-from rmm_mp.guest.interpreter import ABORT, HVC, IL, SLICE, SMC, WFE, WFI, Fault, GuestState
+from rmm_mp.guest.interpreter import ABORT, HVC, IL, PAIR_SIZE_LOG2, SLICE, SMC, WFE, WFI, Fault, GuestState
 from rmm_mp.guest.isa import INSTRUCTION_SIZE
 from rmm_mp.hw import points
 from rmm_mp.hw.trace import KIND_REC_RUN
@@ -256,9 +257,10 @@ def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
 def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     """Classify a stage-2 fault: an exception inside the realm (None) or an exit to the host.
 
-    The ESR a host sees is sanitised (A4.3.4): EC and the fault status code (translation or
+    The ESR a host sees is sanitised (A4.3.4.3): EC and the fault status code (translation or
     permission fault at the level the walk stopped) always; ISV, SAS, SF and WnR only for an
-    emulatable abort at an unprotected IPA; never IL.
+    emulatable abort at an unprotected IPA; IL only for a non-emulatable one there (an ldp/stp,
+    whose ESR_EL2 has ISV clear and so IL set: IL is RES1 for a data abort without ISV).
     """
     reason, ipa, state = fault.reason, fault.ipa, call.state
     if reason == stage2.OUT_OF_RANGE:
@@ -280,6 +282,11 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     if reason not in _EMULATABLE:
         return _exit_abort(call, (EC_DABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     fsc = (FSC_PERMISSION if reason == stage2.PERMISSION else FSC_TRANSLATION) + level
+    if fault.size_log2 == PAIR_SIZE_LOG2:
+        # A4.3.4.3: at an unprotected IPA an access whose ESR_EL2 has ISV clear is a
+        # Non-emulatable Data Abort: exit.esr = EC, IL, SET, FnV, EA (the last three 0 here)
+        # and DFSC; no ISV, SAS, SF or WnR, far and gprs[0] zero (no emulatable abort exit).
+        return _exit_abort(call, (EC_DABT_LOW << 26) | IL | fsc, ipa, 0)
     esr = ((EC_DABT_LOW << 26) | ESR_ISV | (fault.size_log2 << 22) | (ESR_SF if fault.size_log2 == 3 else 0)
            | (ESR_WNR if fault.write else 0) | fsc)
     call.rec.set_pending_abort(fault.register, fault.size_log2, ipa)
@@ -291,9 +298,12 @@ def _data_sea_esr(register: int, size_log2: int, write: bool) -> int:
     """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, a GPF through an
     unprotected mapping, or the host's INJECT_SEA). TF-RMM (calc_esr_idabort) copies the
     stage-2 syndrome of the access and replaces only EC (taken at the current EL), the fault
-    status code (SEA), FnV and S1PTW, and sets EA (A5.2.7), so the realm still learns ISV, the size (SAS, SF), the register
-    (SRT) and whether it was a write (WnR); every load and store of the guest ISA moves one
-    register, so ISV is set."""
+    status code (SEA), FnV and S1PTW, and sets EA (A5.2.7), so the realm still learns what the
+    access's ESR_EL2 said: for a single-register load or store ISV, the size (SAS, SF), the
+    register (SRT) and whether it was a write (WnR); for an ldp/stp, whose syndrome has ISV
+    clear (ISS [23:14] RES0), only WnR."""
+    if size_log2 == PAIR_SIZE_LOG2:
+        return (EC_DABT_CUR << 26) | IL | (ESR_WNR if write else 0) | ESR_EA | FSC_SEA
     return ((EC_DABT_CUR << 26) | IL | ESR_ISV | (size_log2 << 22) | (register << 16)
             | (ESR_SF if size_log2 == 3 else 0) | (ESR_WNR if write else 0) | ESR_EA | FSC_SEA)
 

@@ -9,7 +9,9 @@ it mirrors and checks the same outcomes (exit reason and fields, the syndrome an
 the realm sees, RSI results, RTT entry states) with this project's guest ISA (docs/guest-isa.md)
 and host (tests/realm_guests.py). Scenarios the ISA cannot express (stage 1, exclusive loads,
 misaligned accesses that cross a page, timers, the GIC CPU interface, FEAT_S2FWB, the PMU) are
-left out; a few were already covered by the per-command files and are not repeated.
+left out, except where an ldp/stp stands in: its data abort has ISV clear, as an exclusive
+load's has, and an aligned pair at 0xFF8 in a page crosses into the next one. A few were
+already covered by the per-command files and are not repeated.
 
 Programs that take exceptions log them: the vector appends (ESR, FAR, ELR) to the table at
 ``log`` (X28 walks it) and resumes at the address in X27, which the program sets before each
@@ -22,14 +24,14 @@ from typing import Iterator
 
 import pytest
 
-from realm_guests import CODE, GRANULE, UNPROTECTED, Guest
+from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT, RmiRecEnterFlags
 from rmm_mp.check import invariants
 from rmm_mp.host.realm import create_rtt_levels
 
-SUCCESS, INPUT = 0, 1
+SUCCESS, INPUT, REC_ERROR = 0, 1, 3
 EXIT_SYNC, EXIT_IRQ, EXIT_RIPAS_CHANGE = 0, 1, 4
 EMPTY, RAM, DESTROYED = 0, 1, 2
 UNASSIGNED, ASSIGNED, TABLE = 0, 1, 2
@@ -39,7 +41,7 @@ TRAP_WFI, TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_W
 EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0x24, 0x25
 IL, ISV, WNR, EA = 1 << 25, 1 << 24, 1 << 6, 1 << 9
 SAS_WORD = 2 << 22
-TTF_L3, SEA = 0x07, 0x10
+TTF_L3, PF_L3, SEA = 0x07, 0x0F, 0x10
 TOP_PROTECTED = UNPROTECTED - GRANULE
 """The last page of the protected IPA half of a default Guest (ACS mm_protected_ipa_boundary)."""
 
@@ -187,6 +189,8 @@ def test_ripas_empty_page_takes_sea_for_data_and_fetch(machine: Machine, destroy
 @pytest.mark.parametrize("ins, esr", [
     ("strw x5, [x1]", (EC_DABT_LOW << 26) | TTF_L3),      # exception_non_emulatable_da_2, mm_ripas_destroyed_da
     ("ldrw x6, [x1]", (EC_DABT_LOW << 26) | TTF_L3),      # exception_non_emulatable_da_3
+    ("stp x5, x6, [x1]", (EC_DABT_LOW << 26) | TTF_L3),   # a pair (ISV=0): the same exit, no IL at a protected IPA
+    ("ldp x6, x7, [x1]", (EC_DABT_LOW << 26) | TTF_L3),
     ("br x1", (EC_IABT_LOW << 26) | TTF_L3),              # mm_ripas_destroyed_ia
 ])
 def test_destroyed_page_exit_is_exact(machine: Machine, ins: str, esr: int) -> None:
@@ -194,7 +198,9 @@ def test_destroyed_page_exit_is_exact(machine: Machine, ins: str, esr: int) -> N
     host DATA_DESTROYs after activation is DESTROYED; a 4-byte store, a 4-byte load or a fetch
     there exits: SYNC, ESR = EC 0x24 (0x20 for the fetch) with a level-3 translation fault and
     nothing else (no ISV, SAS, WnR, IL, EA, SET, FnV, S1PTW), HPFAR = IPA[47:12] << 4, and
-    every other exit field zero (the exit half was filled with 0xFF before the entry)."""
+    every other exit field zero (the exit half was filled with 0xFF before the entry). An ldp or
+    stp there, whose syndrome has ISV clear, exits the same way: A4.3.4.3 gives IL to the host
+    only for a non-emulatable abort at an unprotected IPA."""
     program = f"adr x1, target\nmov x5, #0x100\naccess:\n{ins}\n" + TAIL
     with Guest.build(machine, program) as g:
         x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, TARGET)[:2]
@@ -302,6 +308,112 @@ def test_emulated_write_then_read(machine: Machine, then: str) -> None:
             data_sea = (EC_DABT_CUR << 26) | IL | ISV | SAS_WORD | 5 << 16 | WNR | EA | SEA
             fetch_sea = (EC_IABT_CUR << 26) | IL | EA | SEA
             assert logged(g, 2) == [(data_sea, MMIO_PAGE, g.label("store")), (fetch_sea, MMIO_PAGE, MMIO_PAGE)]
+    ok(machine)
+
+
+# -- load/store pairs: data aborts whose syndrome has ISV clear ------------------------------------
+
+PAIR_NON_EMULATABLE = [
+    # (access, S2AP of the ASSIGNED_NS mapping or None for UNASSIGNED_NS, DFSC)
+    ("ldp x6, x7, [x1]", None, TTF_L3),          # exception_non_emulatable_da_1 (ldxr there)
+    ("stp x5, x5, [x1]", None, TTF_L3),
+    ("ldp x6, x7, [x1]", 0b10, PF_L3),           # exception_non_emulatable_da (ldxr, write-only mapping)
+    ("stp x5, x5, [x1]", 0b01, PF_L3),           # a store to a read-only mapping
+]
+
+
+@pytest.mark.parametrize("ins, s2ap, dfsc", PAIR_NON_EMULATABLE,
+                         ids=["ldp-unassigned-ns", "stp-unassigned-ns", "ldp-write-only", "stp-read-only"])
+def test_pair_at_unprotected_ipa_is_a_non_emulatable_exit(machine: Machine, ins: str, s2ap: int | None,
+                                                         dfsc: int) -> None:
+    """ACS exception_non_emulatable_da_1 and exception_non_emulatable_da (which use ldxr; here
+    ldp/stp, whose ESR_EL2 has ISV clear too): a pair at an unprotected IPA that is UNASSIGNED_NS
+    (mapped and unmapped again), or ASSIGNED_NS with an S2AP that forbids the access, is a REC
+    exit due to Non-emulatable Data Abort (A4.3.4.3): SYNC, ESR = EC 0x24 | IL | DFSC (level-3
+    translation or permission fault) and nothing else (no ISV, SAS, SF, SRT or WnR, even for
+    stp), HPFAR = IPA[47:12] << 4, FAR and gprs[0] zero, every other exit field zero. IL is set
+    because A4.3.4.3 passes ESR_EL2.IL on for this exit only, and IL is RES1 in a data abort
+    without ISV; the ACS's validate_rec_exit_da expects IL clear there (as TF-RMM rel0 masks
+    it: docs/deviations.md). The realm's registers and PC are unchanged, re-entering repeats
+    the access and the exit, and EMUL_MMIO after it fails with RMI_ERROR_REC (rec_mmio,
+    B4.3.14: no Emulatable Data Abort to complete), the REC not run."""
+    program = f"mov x1, ={MMIO_PAGE}\nmov x5, #0x333\nmov x6, #0x66\nmov x7, #0x77\naccess:\n{ins}\n" + TAIL
+    with Guest.build(machine, program) as g:
+        ns = g.map_unprotected(MMIO_PAGE, b"\x5A" * GRANULE)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, MMIO_PAGE, 3)[0] == SUCCESS
+        if s2ap is not None:
+            desc = ns | 0b0110 << 2 | s2ap << 6
+            assert g.smc(F.RMI_RTT_MAP_UNPROTECTED, g.realm.rd, MMIO_PAGE, 3, desc)[0] == SUCCESS
+        fault = {"exit_reason": EXIT_SYNC, "esr": (EC_DABT_LOW << 26) | IL | dfsc, "hpfar": MMIO_PAGE >> 8}
+        for _ in range(2):
+            exit_only(g, g.enter(exit_fill=0xFF), **fault)
+            assert g.pc() == g.label("access")
+            assert (g.gpr(5), g.gpr(6), g.gpr(7)) == (0x333, 0x66, 0x77)
+        assert g.enter(EMUL_MMIO, (0x1234,))[0] == REC_ERROR
+        assert (g.pc(), g.gpr(6), g.gpr(7)) == (g.label("access"), 0x66, 0x77)
+        assert machine.ns_read(ns, GRANULE) == b"\x5A" * GRANULE
+    ok(machine)
+
+
+@pytest.mark.parametrize("ins, write", [("ldp x6, x7, [x1]", False), ("stp x5, x5, [x1]", True)])
+@pytest.mark.parametrize("offset", [0, 0x7F0])
+def test_pair_at_ripas_empty_takes_an_sea_without_isv(machine: Machine, ins: str, write: bool, offset: int) -> None:
+    """A5.2.2 (ACS mm_hipas_unassigned_ripas_empty_da_ia with a pair for the store): an ldp or stp
+    at a protected IPA whose RIPAS is EMPTY makes the realm take an SEA, no REC exit. ESR keeps
+    what the access's ESR_EL2 said, as TF-RMM's calc_esr_idabort copies it: EC 0x25, IL, WnR for
+    stp, EA (A5.2.7), DFSC 0x10, and no ISV, SAS, SF or SRT (a pair has no valid instruction
+    syndrome). FAR = the IPA, ELR = the access; x6, x7 are not loaded."""
+    ipa = EMPTY_IPA + offset
+    program = LOGGING + f"""
+        mov x1, ={ipa}
+        mov x5, #0x333
+        mov x6, #0x66
+        mov x7, #0x77
+        adr x27, done
+    access:
+        {ins}
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        stopped(g, *g.enter(), "done")
+        esr = (EC_DABT_CUR << 26) | IL | (WNR if write else 0) | EA | SEA
+        assert logged(g, 1) == [(esr, ipa, g.label("access"))]
+        assert (g.gpr(6), g.gpr(7)) == (0x66, 0x77)
+    ok(machine)
+
+
+def test_pair_across_the_protected_boundary_faults_page_by_page(machine: Machine) -> None:
+    """ACS mm_unprotected_ipa_boundary reaches the first unprotected page with a store that
+    starts in the last protected page; an ldp at TOP_PROTECTED + 0xFF8 does it aligned. The last
+    protected page is made RIPAS RAM (IPA_STATE_SET, completed by the host) but not backed; the
+    first unprotected one is UNASSIGNED_NS. The lower address faults first: a non-emulatable
+    exit for the protected page (EC 0x24 | level-3 translation fault, no IL, HPFAR of that page);
+    once the host backs it, the unprotected half faults: EC 0x24 | IL | level-3 translation
+    fault, HPFAR of the first unprotected page, FAR 0. Neither register was loaded."""
+    program = f"""
+        mov x1, ={TOP_PROTECTED}
+        mov x2, ={UNPROTECTED}
+        mov x3, #{RAM}
+        mov x4, #0
+        mov x0, =RSI_IPA_STATE_SET
+        smc #0
+        mov x1, ={TOP_PROTECTED + 0xFF8}
+        mov x6, #0x66
+        mov x7, #0x77
+    access:
+        ldp x6, x7, [x1]
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_RIPAS_CHANGE)
+        assert set_ripas(g, TOP_PROTECTED, UNPROTECTED) == UNPROTECTED
+        g.map_unprotected(UNPROTECTED)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, UNPROTECTED, 3)[0] == SUCCESS
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=(EC_DABT_LOW << 26) | TTF_L3,
+                  hpfar=TOP_PROTECTED >> 8)
+        g.fault_in(TOP_PROTECTED)
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=(EC_DABT_LOW << 26) | IL | TTF_L3,
+                  hpfar=UNPROTECTED >> 8)
+        assert (g.pc(), g.gpr(6), g.gpr(7)) == (g.label("access"), 0x66, 0x77)
     ok(machine)
 
 
