@@ -21,8 +21,9 @@ owns the realm side, holding no lock:
    IL and the fault status code only); an instruction fetch inside the IPA space from anything
    but protected RAM takes an SEA, or exits for unassigned RAM and DESTROYED;
 3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the abort
-   syndrome kept only when it was emulatable (post-rel0 fix 303ee028), and the RmiRecExit fields
-   returned with the GIC state (gic.gic_exit_state).
+   syndrome kept only when it was emulatable (post-rel0 fix 303ee028), and for any data abort
+   at an unprotected IPA the access syndrome and IPA that INJECT_SEA (and EMUL_MMIO) complete on
+   the next entry; the RmiRecExit fields returned with the GIC state (gic.gic_exit_state).
 """
 
 from __future__ import annotations
@@ -138,15 +139,17 @@ def _complete_entry(call: RealmCall, enter: dict[str, Any], head: tuple[int, ...
     call's results are copied in _execute, where realm memory is reached."""
     rec, state, flags = call.rec, call.state, call.enter_flags
     esr = head[H_LAST_ESR]
-    # A4.2.3 keys INJECT_SEA to a data abort at an unprotected IPA, ISV or not; ISV stands for it
-    # here because every such exit of this model has ISV set (each guest load or store moves one
-    # register), and protected ones never do. An ISA with load pairs would need the IPA test.
-    if esr & ESR_ISV:
-        register, size_log2, ipa = rec.pending_abort()
+    # A4.2.3 keys INJECT_SEA to a data abort at an unprotected IPA, ISV or not (an ldp/stp's has
+    # none), as TF-RMM's complete_sea_insertion does: EC and the IPA of the saved HPFAR, which
+    # holds IPA[51:12] at bits [43:4]. EMUL_MMIO reaches here only after an emulatable one
+    # (rec_mmio in rmi_rec.py), whose syndrome has ISV.
+    if (esr >> 26) & 0x3F == EC_DABT_LOW and not call.ctx.in_par(head[H_LAST_HPFAR] << 8):
+        iss, ipa = rec.pending_abort()
         if flags & _INJECT_SEA:
-            state.take_exception(_data_sea_esr(register, size_log2, bool(esr & ESR_WNR)), ipa)
-        elif flags & _EMUL_MMIO:
-            if not esr & ESR_WNR and register != 31:
+            state.take_exception(_data_sea_esr(iss), ipa)
+        elif flags & _EMUL_MMIO and iss & ESR_ISV:
+            register, size_log2 = (iss >> 16) & 31, (iss >> 22) & 3
+            if not iss & ESR_WNR and register != 31:
                 state.x[register] = enter["gprs"][0] & ((1 << (8 << size_log2)) - 1)
             state.pc += INSTRUCTION_SIZE
     if esr or head[H_LAST_FAR] or head[H_LAST_HPFAR]:
@@ -276,36 +279,44 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
             state.take_exception((EC_IABT_CUR << 26) | IL | ESR_EA | FSC_SEA, ipa)
             return None
         return _exit_abort(call, (EC_IABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
+    iss = _access_iss(fault)
     if reason in _SEA_REASONS:
-        state.take_exception(_data_sea_esr(fault.register, fault.size_log2, fault.write), ipa)
+        state.take_exception(_data_sea_esr(iss), ipa)
         return None
     if reason not in _EMULATABLE:
         return _exit_abort(call, (EC_DABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     fsc = (FSC_PERMISSION if reason == stage2.PERMISSION else FSC_TRANSLATION) + level
-    if fault.size_log2 == PAIR_SIZE_LOG2:
-        # A4.3.4.3: at an unprotected IPA an access whose ESR_EL2 has ISV clear is a
-        # Non-emulatable Data Abort: exit.esr = EC, IL, SET, FnV, EA (the last three 0 here)
+    call.rec.set_pending_abort(iss, ipa)
+    if not iss & ESR_ISV:
+        # A4.3.4.3: at an unprotected IPA an access whose ESR_EL2 has ISV clear (an ldp/stp) is
+        # a Non-emulatable Data Abort: exit.esr = EC, IL, SET, FnV, EA (the last three 0 here)
         # and DFSC; no ISV, SAS, SF or WnR, far and gprs[0] zero (no emulatable abort exit).
         return _exit_abort(call, (EC_DABT_LOW << 26) | IL | fsc, ipa, 0)
-    esr = ((EC_DABT_LOW << 26) | ESR_ISV | (fault.size_log2 << 22) | (ESR_SF if fault.size_log2 == 3 else 0)
-           | (ESR_WNR if fault.write else 0) | fsc)
-    call.rec.set_pending_abort(fault.register, fault.size_log2, ipa)
+    # The emulatable exit's esr: the access syndrome without SRT (A4.3.4.3 does not pass it on).
+    esr = (EC_DABT_LOW << 26) | (iss & ~(31 << 16)) | fsc
     value = state.x[fault.register] & ((1 << (8 << fault.size_log2)) - 1) if fault.write else 0
     return _exit_abort(call, esr, ipa, ipa & 0xFFF, (value,))
 
 
-def _data_sea_esr(register: int, size_log2: int, write: bool) -> int:
+def _access_iss(fault: Fault) -> int:
+    """The ISS bits that describe a data access in its ESR_EL2: ISV, SAS (the size), SF (64-bit
+    register), SRT (the register) and WnR for a single-register load or store; WnR alone for an
+    ldp/stp, whose syndrome has ISV clear (ISS [23:14] are RES0 then, WnR still valid)."""
+    wnr = ESR_WNR if fault.write else 0
+    if fault.size_log2 == PAIR_SIZE_LOG2:
+        return wnr
+    return (ESR_ISV | (fault.size_log2 << 22) | (fault.register << 16) | (ESR_SF if fault.size_log2 == 3 else 0)
+            | wnr)
+
+
+def _data_sea_esr(iss: int) -> int:
     """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, a GPF through an
-    unprotected mapping, or the host's INJECT_SEA). TF-RMM (calc_esr_idabort) copies the
-    stage-2 syndrome of the access and replaces only EC (taken at the current EL), the fault
-    status code (SEA), FnV and S1PTW, and sets EA (A5.2.7), so the realm still learns what the
-    access's ESR_EL2 said: for a single-register load or store ISV, the size (SAS, SF), the
-    register (SRT) and whether it was a write (WnR); for an ldp/stp, whose syndrome has ISV
-    clear (ISS [23:14] RES0), only WnR."""
-    if size_log2 == PAIR_SIZE_LOG2:
-        return (EC_DABT_CUR << 26) | IL | (ESR_WNR if write else 0) | ESR_EA | FSC_SEA
-    return ((EC_DABT_CUR << 26) | IL | ESR_ISV | (size_log2 << 22) | (register << 16)
-            | (ESR_SF if size_log2 == 3 else 0) | (ESR_WNR if write else 0) | ESR_EA | FSC_SEA)
+    unprotected mapping, or the host's INJECT_SEA) whose access syndrome is ``iss``
+    (_access_iss). TF-RMM (calc_esr_idabort) copies the stage-2 syndrome of the access and
+    replaces only EC (taken at the current EL), the fault status code (SEA), FnV and S1PTW, and
+    sets EA (A5.2.7), so the realm still learns what the access's ESR_EL2 said: ISV, the size,
+    the register and WnR, or WnR alone for an ldp/stp."""
+    return (EC_DABT_CUR << 26) | IL | iss | ESR_EA | FSC_SEA
 
 
 def _exit_abort(call: RealmCall, esr: int, ipa: int, far: int, gprs: tuple[int, ...] = ()) -> Exit:

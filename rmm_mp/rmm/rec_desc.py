@@ -19,7 +19,8 @@ Layout (little-endian offsets in the REC granule):
            realm's translation parameters taken at REC_CREATE, so that a running REC needs no
            RD lock to translate addresses
     0x300  guest system registers vbar, elr, esr, far     u64 each
-    0x320  the last emulatable data abort: register (SRT), access size (log2), IPA   u64 each
+    0x320  the last data abort at an unprotected IPA: its access syndrome (the ISS bits ISV,
+           SAS, SF, SRT and WnR as ESR_EL2 had them; WnR alone for an ldp/stp), its IPA, 0
     0x338  host_call_ipa  u64  the RsiHostCall structure of the pending host call
     0x340  host_call_pa   u64  where the RMM found it when the realm made the call (locked walk)
     0x348  host_call_gen  u64  the realm's TLB generation read before that walk (realm_call.py:
@@ -64,7 +65,7 @@ OFF_HOST_CALL_IPA = 0x338
 SYSREGS = 4
 _Q = struct.Struct("<Q")
 _SYSREGS = struct.Struct("<4Q")
-_ABORT = struct.Struct("<3Q")
+_ABORT = struct.Struct("<2Q")
 _HOST_CALL = struct.Struct("<3Q")          # 0x338 .. 0x350
 _RIPAS = struct.Struct("<5Q")
 _LAST_EXIT = struct.Struct("<3Q")
@@ -170,12 +171,12 @@ class Rec:
     def set_last_exit(self, esr: int, far: int, hpfar: int) -> None:
         _LAST_EXIT.pack_into(self.memory.buf, self.offset + OFF_LAST_ESR, esr, far, hpfar)
 
-    def pending_abort(self) -> tuple[int, int, int]:
-        """(register, size log2, IPA) of the last emulatable data abort."""
+    def pending_abort(self) -> tuple[int, int]:
+        """(access syndrome, IPA) of the last data abort at an unprotected IPA (layout above)."""
         return _ABORT.unpack_from(self.memory.buf, self.offset + OFF_ABORT)
 
-    def set_pending_abort(self, register: int, size_log2: int, ipa: int) -> None:
-        _ABORT.pack_into(self.memory.buf, self.offset + OFF_ABORT, register, size_log2, ipa)
+    def set_pending_abort(self, iss: int, ipa: int) -> None:
+        _ABORT.pack_into(self.memory.buf, self.offset + OFF_ABORT, iss, ipa)
 
     host_call_ipa = property(lambda self: self._get(OFF_HOST_CALL_IPA),
                              lambda self, ipa: self._set(OFF_HOST_CALL_IPA, ipa))

@@ -458,6 +458,44 @@ def test_unprotected_access_outside_shared_memory_gets_an_sea(machine: Machine) 
     b.finish()
 
 
+@pytest.mark.parametrize("ins, wnr", [("ldp x4, x5, [x3, #0x10]", 0), ("stp x4, x5, [x3, #0x10]", 1 << 6)])
+def test_a_pair_in_the_device_window_gets_an_sea(machine: Machine, ins: str, wnr: int) -> None:
+    """ACS exception_non_emulatable_da_1 end to end, with the host model: a realm ldp/stp at the
+    device window's SCRATCH register exits with a Non-emulatable Data Abort (ISV clear: no access
+    the device could emulate); the host re-enters with INJECT_SEA, as KVM's io_mem_abort does
+    without ISV, and the realm's vector sees EC 0x25 | IL | EA | DFSC 0x10 (WnR for stp, no ISV)
+    with FAR = the IPA. The device is not touched (no MMIO read or write counted). Before the RMM
+    took INJECT_SEA after an exit without ISV, the vCPU looped on the pair until the budget."""
+    at = PAR + DEVICE_OFFSET + 0x1010
+    b = boot(machine, program(f"""
+            adr x2, vector
+            msr vbar, x2
+            mov x3, ={at - 0x10:#x}
+            mov x4, #0x44
+            mov x5, #0x55
+            {ins}
+            mov x19, #1
+            b report
+            .align 0x800
+        vector:
+            .zero 0x200
+            mrs x20, esr
+            mrs x21, far
+            mov x19, #2
+            mov x22, ={at:#x}
+            cmp x21, x22
+            b.ne report
+            mov x19, #0
+            b report
+        """))
+    b.run()
+    st = b.status()
+    assert st.passed and st.result == (0, 0x25 << 26 | 1 << 25 | wnr | 1 << 9 | 0x10), st.result
+    c = st.counters
+    assert c["sea_injected"] == 1 and c["mmio_reads"] == 0 and c["mmio_writes"] == 0
+    b.finish()
+
+
 def test_unprotected_aborts_are_told_apart_by_the_ipa_not_the_syndrome(machine: Machine) -> None:
     """A non-emulatable data abort at an unprotected IPA has ISV clear (DEN0137 A4.3.4.3), like
     every protected one, so the host must classify by the IPA's top bit, as KVM does. Without ISV:

@@ -355,6 +355,36 @@ def test_pair_at_unprotected_ipa_is_a_non_emulatable_exit(machine: Machine, ins:
     ok(machine)
 
 
+@pytest.mark.parametrize("ins, write", [("ldp x6, x7, [x1, #8]", False), ("stp x5, x5, [x1, #8]", True)])
+def test_inject_sea_after_a_pair_exit(machine: Machine, ins: str, write: bool) -> None:
+    """ACS exception_non_emulatable_da_1 followed by the host's INJECT_SEA (A4.2.3: after a REC
+    exit due to Data Abort at an unprotected IPA, emulatable or not, INJECT_SEA makes the realm
+    take an SEA): the pair's non-emulatable exit (EC 0x24 | IL | level-3 translation fault), then
+    an entry with INJECT_SEA runs the realm's vector with ESR = EC 0x25 | IL | EA | DFSC 0x10 and
+    WnR for stp, no ISV, SAS, SF or SRT (the pair's syndrome had none), FAR = the IPA, ELR = the
+    pair; x6, x7 are not loaded. INJECT_SEA used to be ignored after an exit without ISV: the
+    realm ran the pair again and exited again."""
+    program = LOGGING + f"""
+        mov x1, ={MMIO_PAGE}
+        mov x5, #0x333
+        mov x6, #0x66
+        mov x7, #0x77
+        adr x27, done
+    access:
+        {ins}
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        g.map_unprotected(MMIO_PAGE)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, MMIO_PAGE, 3)[0] == SUCCESS
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=(EC_DABT_LOW << 26) | IL | TTF_L3,
+                  hpfar=MMIO_PAGE >> 8)
+        stopped(g, *g.enter(INJECT_SEA), "done")
+        esr = (EC_DABT_CUR << 26) | IL | (WNR if write else 0) | EA | SEA
+        assert logged(g, 1) == [(esr, MMIO_PAGE + 8, g.label("access"))]
+        assert (g.gpr(6), g.gpr(7)) == (0x66, 0x77)
+    ok(machine)
+
+
 @pytest.mark.parametrize("ins, write", [("ldp x6, x7, [x1]", False), ("stp x5, x5, [x1]", True)])
 @pytest.mark.parametrize("offset", [0, 0x7F0])
 def test_pair_at_ripas_empty_takes_an_sea_without_isv(machine: Machine, ins: str, write: bool, offset: int) -> None:
