@@ -20,8 +20,9 @@ owns the realm side, holding no lock:
    write in gprs[0]), or a non-emulatable one for an ldp/stp, whose syndrome has no ISV (EC,
    IL and the fault status code only); an instruction fetch inside the IPA space from anything
    but protected RAM takes an SEA, or exits for unassigned RAM and DESTROYED;
-3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the abort
-   syndrome kept only when it was emulatable (post-rel0 fix 303ee028), and for any data abort
+3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the syndrome
+   the host saw kept for every abort exit (EMUL_MMIO on the next entry needs it to have ISV:
+   only an emulatable one has, as after TF-RMM's post-rel0 fix 303ee028), and for any data abort
    at an unprotected IPA the access syndrome and IPA that INJECT_SEA (and EMUL_MMIO) complete on
    the next entry; the RmiRecExit fields returned with the GIC state (gic.gic_exit_state).
 """
