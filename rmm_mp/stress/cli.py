@@ -141,7 +141,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     """Lock-correctness stress test: CPUs race every RMI and RSI path on shared realms while the
     lock-order, ownership and invariant checkers and the watchdog look on (docs/stress.md).
 
-    WORKLOAD is the mix of operations, one of lifecycle, mixed, realms, rtts and tables
+    WORKLOAD is the mix of operations, one of lifecycle, mixed, realms, rtts, running and tables
     (docs/stress.md, "Workloads"): mixed by default, or with --inject the first injected bug's
     own workload (rmm-mp stress --list-bugs).
 

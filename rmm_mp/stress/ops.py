@@ -18,6 +18,11 @@ or a guest realm that ends without a passing report.
     delegate   DELEGATE / UNDELEGATE of the shared pool
     wrong      calls naming objects of the wrong kind (the RMM must refuse them without harm)
     lifecycle  build a one-REC realm and tear it down in either order
+    guest-tables
+               on a guest realm this CPU owns, while other CPUs run its vCPUs: DATA_CREATE_UNKNOWN
+               / DATA_DESTROY of pages, RTT_DESTROY / RTT_FOLD of the level-3 table and
+               RTT_DESTROY of the level-2 one, in an unused RIPAS EMPTY range (GUEST_CHURN_BASE),
+               and RTT_READ_ENTRY of its RAM
 
 This module owns the operations and their allowed answers. It must not check locks.
 """
@@ -30,6 +35,7 @@ from typing import TYPE_CHECKING, Callable
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, create_realm, destroy_realm, realm_status
+from rmm_mp.host.realm import create_rtt_levels
 from rmm_mp.host.runqueue import DONE
 from rmm_mp.stress.findings import Finding, call_text
 from rmm_mp.stress.population import G, MiB, NEW_BASE, NEW_PAGES, TABLE_BASE, Population, guest_specs
@@ -54,8 +60,19 @@ WORKLOADS: dict[str, dict[str, float]] = {
     "rtts": {"tables": 1},
     "realms": {"vcpu": 1},
     "lifecycle": {"recs": 3, "measured": 2, "delegate": 2, "wrong": 1, "lifecycle": 0.3},
+    "running": {"vcpu": 3, "guest-tables": 2},
 }
 """Bundled stress workloads: the weight of each operation."""
+
+GUEST_CHURN_BASE = 0x4000_0000
+"""The 2 MiB range of every guest realm that `guest-tables` works on: protected and RIPAS EMPTY
+(below the guests' RAM, population.GUEST_BASE), so no guest ever touches it, while its commands
+walk the realm's tables and invalidate its TLBs as the guest's vCPUs run."""
+GUEST_CHURN_PAGES = 4
+GUEST_TABLE_ALLOWED = frozenset({SUCCESS, rtt(1), rtt(2), rtt(3)})
+"""DATA_DESTROY, RTT_DESTROY and RTT_FOLD in that range: done; no table on the way (the walk
+stops at level 1 while the level-2 table is gone, at level 2 while the level-3 one is); or the
+entry or table is not in the state the command needs (an unassigned page, a live table: 2 or 3)."""
 
 MY_RECS = 8
 """RECs of realm N one CPU keeps alive at most. Creating is drawn more often than destroying
@@ -93,6 +110,7 @@ class Operations:
         self.table = {
             "vcpu": self.vcpu, "tables": self.tables, "data": self.data, "map": self.map, "recs": self.recs,
             "measured": self.measured, "delegate": self.delegate, "wrong": self.wrong, "lifecycle": self.lifecycle,
+            "guest-tables": self.guest_tables,
         }
 
     def pick(self, weights: dict[str, float]) -> "list[Callable[[random.Random], None]]":
@@ -149,6 +167,48 @@ class Operations:
             self.count("relaunch")
             self.guests[self.queue.add_realm(self.alloc, fresh)] = (name, fresh)
             return
+
+    def guest_tables(self, rng: random.Random) -> None:
+        """Stage-2 work on a running guest realm's unused range (GUEST_CHURN_BASE). Only this CPU
+        (the realm's owner, which alone rebuilds it) touches the range, so the statuses follow
+        from its own earlier operations; what races is everything else on the realm: the other
+        CPUs' vCPUs walking its tables lock-free and in RSI calls, the host's fault-ins, and
+        the TLB invalidations of DATA_DESTROY, RTT_DESTROY and RTT_FOLD, which wait for every
+        CPU executing the realm."""
+        if not self.guests:
+            return          # more CPUs than guest realms: this one owns none
+        _, realm = self.guests[rng.choice(sorted(self.guests))]
+        rd = realm.rd
+        op = rng.random()
+        if op < 0.4:
+            ipa = GUEST_CHURN_BASE + rng.randrange(GUEST_CHURN_PAGES) * G
+            create_rtt_levels(self.cpu, self.alloc, realm, ipa, realm.start_level, 3)
+            pa = self.delegated()
+            if self.call(F.RMI_DATA_CREATE_UNKNOWN, {SUCCESS, rtt(3)}, rd, pa, ipa)[0] != SUCCESS:
+                self.release(pa)
+        elif op < 0.65:
+            self._guest_data_destroy(rd, GUEST_CHURN_BASE + rng.randrange(GUEST_CHURN_PAGES) * G)
+        elif op < 0.8:
+            # The whole range: its pages, its level-3 table (destroyed or folded), and where the
+            # start level allows, its level-2 table, whose parent is the table (a root RTT, for
+            # the guests' start level 1) the guest's own RAM is reached through: that TLB
+            # invalidation runs holding the table every RSI walk and host fault-in must pass.
+            for i in range(GUEST_CHURN_PAGES):
+                self._guest_data_destroy(rd, GUEST_CHURN_BASE + i * G)
+            fid = F.RMI_RTT_DESTROY if rng.random() < 0.5 else F.RMI_RTT_FOLD
+            levels = ((fid, 3), (F.RMI_RTT_DESTROY, 2)) if realm.start_level < 2 else ((fid, 3),)
+            for fid, level in levels:
+                x0, pa = self.call(fid, GUEST_TABLE_ALLOWED, rd, GUEST_CHURN_BASE, level)[:2]
+                if x0 == SUCCESS:
+                    self.release(pa)
+        else:
+            base, size = realm.ram
+            self.call(F.RMI_RTT_READ_ENTRY, {SUCCESS}, rd, base + rng.randrange(size // G) * G, 3)
+
+    def _guest_data_destroy(self, rd: int, ipa: int) -> None:
+        x0, pa = self.call(F.RMI_DATA_DESTROY, GUEST_TABLE_ALLOWED, rd, ipa)[:2]
+        if x0 == SUCCESS:
+            self.release(pa)
 
     # -- realm T: tables, data, unprotected mappings --------------------------------------------
 
