@@ -23,7 +23,8 @@ import click
 
 from rmm_mp.check import invariants
 from rmm_mp.clitypes import FloatRange
-from rmm_mp.hw import orphans, segment
+from rmm_mp.hw import orphans, process, segment
+from rmm_mp.hw.cpuarea import binding_matches
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
 from rmm_mp.interrupts import Interrupts, decided
@@ -57,7 +58,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 
     A participant whose process died without leaving (SIGKILL) is not waited for: a line
     names it (dead, not waited for: CPU n (pid P) ...), and its CPU's line, if listed, says
-    "CPU n (its process is dead)".
+    "CPU n (its process is dead)", as does, on an orphan, the line of each CPU that no live
+    process is bound to (its process died with the creator).
 
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
@@ -114,8 +116,11 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             dead = census(machine.control).dead
         report = invariants(machine)
         died = _dead_participants(machine, dead)
-        # A dead CPU's line says so: "(running)" read as if its call and locks were in use.
-        snaps = snapshots(machine, dead={cpu for _, cpu in died if cpu is not None})
+        # A dead CPU's line says so: "(running)" read as if its call and locks were in use. On
+        # an orphan no participant is counted (nothing was paused), but its CPUs' processes died
+        # with the creator: each CPU that no live process is bound to is dead too.
+        gone = {cpu for _, cpu in died if cpu is not None} | (_unbound_cpus(machine) if creator is not None else set())
+        snaps = snapshots(machine, dead=gone)
         if not no_pause and creator is None:
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
             # So does a lapsed lease (this process stopped or starved for longer than it): the
@@ -210,6 +215,22 @@ def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple
         finally:
             area.release()
     return [(word & 0xFFFF_FFFF, cpus.get(word)) for word in dict.fromkeys(words)]
+
+
+def _unbound_cpus(machine: "Machine") -> set[int]:
+    """The CPUs no live process is bound to: a free binding, or one naming a process that has
+    ended (its pid gone, or now another process's). A CPU that holds a lock or is in a call is
+    bound while its process lives (hw.memory says the same of a lock's holder)."""
+    out = set()
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            word = area.binding()
+        finally:
+            area.release()
+        if word == 0 or process.ended(word & 0xFFFF_FFFF, lambda start_ms, w=word: binding_matches(w, start_ms)):
+            out.add(cpu)
+    return out
 
 
 def _dead_creator(name: str) -> int | None:

@@ -923,6 +923,7 @@ from rmm_mp import Machine
 from rmm_mp.hw.quiesce import Participant
 m = Machine.create("host", cpus=1)
 Participant(m.control).__enter__()
+m.cpu(0)                           # bound to this process, as a CPU process binds its CPU
 m.granule_table(1).lock(500)       # owner 1: CPU 0
 print(m.name, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -934,8 +935,10 @@ def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytes
     """`rmm-mp check` of a machine whose creator was killed (its segments left in /dev/shm until
     `rmm-mp clean`): nothing runs on it, so the check asks for no pause and says the machine
     is an orphan; the lock its CPU died holding is a violation that may be a call cut off
-    (exit 3, JSON orphan true). Before, the check paused it, waited --wait seconds for a
-    participant that had died, and said "NOT quiescent: 0 of 1 CPUs parked after 5 s".
+    (exit 3, JSON orphan true), and the line of that CPU (bound to the dead creator) says its
+    process is dead (JSON dead). Before, the check paused it, waited --wait seconds for a
+    participant that had died, and said "NOT quiescent: 0 of 1 CPUs parked after 5 s"; and
+    the CPU's line said "CPU 0 (running)", as if its call and locks were in use.
     The orphan lives in a segment directory of its own: Machine.create in a test running
     alongside sweeps orphans away, and once swept this one was "no machine named ..."."""
     shm_dir = tmp_path / "shm"
@@ -952,8 +955,11 @@ def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytes
         assert res.output.startswith(f"orphaned: its creator (pid {proc.pid}) is gone, so nothing runs on it and "
                                      "nothing was paused;"), res.output
         assert "lock held by CPU 0" in res.output
+        assert "CPU 0 (its process is dead): between calls; holds 0x" in res.output, res.output
+        assert "(running)" not in res.output
         data = json.loads((tmp_path / "c.json").read_text())
         assert data["orphan"] and not data["quiescent"] and data["participants"] == 0
+        assert data["cpus"][0]["dead"] is True
     finally:
         for entry in os.listdir(segment.SHM_DIR):
             if entry.startswith(name + ".") and name:
