@@ -228,10 +228,15 @@ class Interrupts:
 
     def passthrough(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """(True, fn()), a signal raising KeyboardInterrupt meanwhile for fn to handle (``fn``
-        sets ``passing`` False as soon as it can); (False, None) when one escapes fn."""
+        sets ``passing`` False as soon as it can); (False, None) when one escapes fn, or when
+        one was noted before (between steps, such as after the build the CPUs were to run on):
+        fn is then not called, as a step is skipped, where it started the CPUs and ran them to
+        their end (a timed run's full length) as if no signal had come."""
         self.take()
         try:
             self.passing = True
+            if self.by:
+                raise KeyboardInterrupt(self.by)
             return True, fn()
         except KeyboardInterrupt as exc:
             self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")

@@ -145,7 +145,11 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick)
     start = time.monotonic()
 
+    started = False
+
     def cpus() -> RunResult:
+        nonlocal started
+        started = True
         with _hash_seed():
             # A free-running run's --seconds count from when every CPU is ready (the supervisor
             # stops it); run_cpus's limit is then only a backstop for a start-up that hangs.
@@ -163,6 +167,10 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
         for r, w in pipes:
             r.close()
             w.close()
+    if not started:     # a signal noted after the build, before the CPUs' run: as one during it
+        return StressReport(config, (), "interrupted", time.monotonic() - start, {}, interrupted=True,
+                            not_done=(f"the CPUs were not started: interrupted ({stop.by}) after the population "
+                                      "was built",))
     not_done = [] if ran else [f"the CPUs' results not received: interrupted ({stop.by})"]
     if not ran:
         result = RunResult({}, (), True, time.monotonic() - start, f"interrupted ({stop.by})")

@@ -79,7 +79,7 @@ def _header(doc: dict[str, Any]) -> list[str]:
         stopped_by = host.get("stopped_by", "")
         how = stopped_by[stopped_by.find("("):] if stopped_by.startswith("interrupted") else "(Ctrl-C)"
         if stopped_by.startswith("interrupted before the run"):
-            lines.append(f"INTERRUPTED: stopped while the realms were built, before the CPUs started {how}")
+            lines.append(f"INTERRUPTED: stopped before the CPUs started {how}: see 'Not done' below")
         elif stopped_by.startswith("interrupted after the run"):
             lines.append(f"INTERRUPTED: the run ended, then the work after it was stopped {how}: see 'Not done' below")
         else:

@@ -175,18 +175,20 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     def prepare() -> tuple[RunPlan, tuple[CpuPart, ...], tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
         with Participant(machine.control) as part:
             return _prepare(machine, w, options, part)
-    built, prepared = stop.step(prepare)
-    not_done: list[str] = []
-    if not built:
-        not_done.append(f"the CPUs were not started: interrupted ({stop.by}) while the realms were built")
+    def not_started(when: str) -> RunReport:
         # The trace is written here, not by the command with the other files: named as not
         # written, as after a signal later on, rather than left out without a word.
         skipped = [f"could not write the trace to {options.trace_path}: interrupted ({stop.by})"] \
             if options.trace_path else []
         return _report(machine, w, options, RunResult({}, (), True, 0.0, f"interrupted before the run ({stop.by})"),
                        {}, {}, {},
-                       (), [], None, skipped, not_done + [f"invariants not checked: interrupted ({stop.by})",
-                                                          f"teardown not done: interrupted ({stop.by})"], 0)
+                       (), [], None, skipped, [f"the CPUs were not started: interrupted ({stop.by}) {when}",
+                                               f"invariants not checked: interrupted ({stop.by})",
+                                               f"teardown not done: interrupted ({stop.by})"], 0)
+    built, prepared = stop.step(prepare)
+    not_done: list[str] = []
+    if not built:
+        return not_started("while the realms were built")
     plan, parts, pools = prepared
     resident = plan.resident
     machine.control.view.store_u64(OFF_ARRIVED, 0)
@@ -201,7 +203,11 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         bar.tick(elapsed)
         return time_up(elapsed)
 
+    started = False
+
     def run() -> RunResult:
+        nonlocal started
+        started = True
         try:
             done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=tick,
                             grace_s=GRACE_S * slack, pin=options.pin, tracing=options.trace_path is not None,
@@ -212,6 +218,9 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
             stop.passing = False
             bar.close()
     ran, result = stop.passthrough(run)
+    if not started:     # a signal noted after the build, before the CPUs' run: as one during it
+        bar.close()
+        return not_started("after the realms were built")
     if not ran:     # a signal just as run_cpus ended (it had stopped or killed every CPU): no results
         result = RunResult({}, (), True, 0.0, f"interrupted ({stop.by})")
         not_done.append(f"the CPUs' results not received: interrupted ({stop.by})")

@@ -887,6 +887,27 @@ def test_a_sigterm_just_after_the_machine_is_made_gives_the_report(tmp_path: Pat
 
 
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
+@pytest.mark.parametrize("hook, args, said", [
+    ("rmm_mp.workload.run:TimeUp", ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+     "the CPUs were not started: interrupted ({what}) after the realms were built"),
+    ("rmm_mp.stress.runner:_sched_plan", ["stress", "--cpus", "2", "--schedule", "random", "--steps", "200"],
+     "the CPUs were not started: interrupted ({what}) after the population was built")], ids=["run", "stress"])
+def test_a_signal_after_the_build_keeps_the_cpus_from_starting(tmp_path: Path, signame: str, what: str,
+                                                                hook: str, args: list[str], said: str) -> None:
+    """Ctrl-C or SIGTERM after the realms (the stress population) are built and before the
+    CPUs' run begins, between two steps of the command's guard: the CPUs are not started, the
+    report says so, exit status 1, nothing left in /dev/shm (_run_with_hooks checks). Before,
+    the signal was only noted and the CPUs were started all the same and ran to their end (a
+    timed run its full --seconds); the report then said the work after the run was stopped.
+    Found by sending the signal at each point between the machine's creation and the run."""
+    proc = _run_with_hooks(tmp_path, [f"{signame}@{hook}"], args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert said.format(what=what) in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
     then hangs; a second Ctrl-C stops the teardown, and the report is printed."""
