@@ -39,6 +39,9 @@ keypress, and pressing C twice takes a person well over 100 ms (roughly 150 ms a
 tapping rate of one finger; a keyboard's auto-repeat starts after 250 ms or more), so 50 ms
 is far below the fastest deliberate double Ctrl-C and still well above the copy's delay."""
 
+_HELD = (signal.SIGINT, signal.SIGTERM)
+"""What ``Interrupts.held`` holds back: Ctrl-C and SIGTERM, whichever of them the guard takes."""
+
 _last_taken: dict[int, float] = {}
 """Signal -> when the last one that was not a copy was taken (time.monotonic)."""
 
@@ -205,10 +208,14 @@ class Interrupts:
         appears (a script that reacts to it) no longer lands while the write of that line is
         still returning, as one that cut the printing short and gave exit status 1 after every
         line was out. The piece is not cut short by a signal: keep it small (a line or two),
-        as a write that blocks (a full pipe) delays the signal too. Off the main thread (no
-        signal handlers there) fn() simply runs."""
+        as a write that blocks (a full pipe) delays the signal too. SIGTERM is held back too
+        when this guard leaves it to its handler (``sigterm`` False: `rmm-mp explore`, whose
+        SIGTERM ends it by the default action): one sent as the last line appears then waits
+        for ``decided``, which ignores it, or for the next step, where it ends the command as
+        it would have while the command worked. Off the main thread (no signal handlers there)
+        fn() simply runs."""
         if not self.holding and threading.current_thread() is threading.main_thread():
-            signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+            signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
             self.holding = True
         return fn()
 
@@ -219,7 +226,7 @@ class Interrupts:
             self.holding = False
             # CPython runs the Python-level handler of a signal that was pending before this
             # call returns (pthread_sigmask checks for signals), so it is taken here.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signals)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal

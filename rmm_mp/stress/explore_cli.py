@@ -77,7 +77,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     # as the process ended) printed a traceback or made the process die of SIGINT.
     with Interrupts(sigterm=False) as stop:
         try:
-            reports, interrupted = _run(names, inject, timeout)
+            reports, interrupted = _run(names, inject, timeout, stop)
         except click.ClickException as exc:     # a pair that could not be set up, a machine not made
             message = exc.format_message()
             stop.step(lambda: echo(f"Error: {message}", err=True), read=True)
@@ -127,9 +127,15 @@ class _CtrlC:
         raise KeyboardInterrupt
 
 
-def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float) -> tuple[list[PairReport], bool]:
+def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
+         stop: Interrupts) -> tuple[list[PairReport], bool]:
     """Explore each pair in turn with the bugs switched on; (reports, whether Ctrl-C cut it short).
-    Every machine is closed by then (each run's own ``with``), and the bugs are switched off."""
+    Every machine is closed by then (each run's own ``with``), and the bugs are switched off.
+    The last pair's last line is written with Ctrl-C and SIGTERM held back (``stop.held``): the
+    command's output may end there, and a signal sent as it appeared reached the command while
+    its write was returning: "interrupted (Ctrl-C) after N of N pair(s)" with exit status 1, or
+    death by SIGTERM, after every pair's report was out. One held back is taken by what follows
+    (the --json file's step, which still writes the file) or ignored at the verdict."""
     patches = Patches()
     reports: list[PairReport] = []
     with _CtrlC() as ctrl_c:
@@ -141,7 +147,14 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float) -> tup
                 if ctrl_c.seen:
                     break       # a Ctrl-C Python swallowed during the pair: its report may be cut short
                 reports.append(report)
-                echo(report_text(report))
+                text = report_text(report)
+                if name != names[-1]:
+                    echo(text)
+                    continue
+                head, _, last = text.rpartition("\n")
+                if head:
+                    echo(head)
+                stop.held(lambda: echo(last))
         except KeyboardInterrupt:
             return reports, True
         except SetupError as exc:

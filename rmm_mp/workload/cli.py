@@ -17,7 +17,7 @@ import click
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.interrupts import Interrupts, decided
+from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine, install_handlers
 from rmm_mp.outpaths import check_outputs, echo, write_files
 from rmm_mp.words import count as _count
@@ -207,15 +207,27 @@ def workloads_validate(files: tuple[str, ...]) -> None:
     reader of the output that leaves early (`| head -1`) ends the printing quietly; the status
     stays the verdict."""
     bad = 0
+    # Each file's line is printed once the next file is checked: the last one is written below,
+    # with Ctrl-C and SIGTERM held back up to the verdict. Written as the others, a signal sent
+    # as it appeared reached the command while its write was returning: "Aborted!" with exit
+    # status 1, or death by SIGTERM, after every line was out. One while the files are checked
+    # still ends the command so.
+    line: tuple[str, bool] | None = None
     for name in files:
+        if line is not None:
+            echo(*line)
         try:
             w = resolve(spec.load(name))
         except ConfigError as exc:
             bad += 1
-            echo(str(exc), err=True)
+            line = (str(exc), True)
             continue
-        echo(f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
-             f"{_count(len(w.phases), 'phase')}, {length(w.seconds, w.iterations)})")
+        line = (f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
+                f"{_count(len(w.phases), 'phase')}, {length(w.seconds, w.iterations)})", False)
     # The verdict, as `rmm-mp check` gives its own: a closed pipe (outpaths.echo) or a signal
     # after the last line (decided) no longer turns it into 1, 130 or 143.
-    decided(2 if bad else 0)
+    with Interrupts(sigterm=True) as stop:
+        if line is not None:
+            last = line
+            stop.held(lambda: echo(*last))
+        stop.decided(2 if bad else 0)

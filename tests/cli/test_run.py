@@ -618,6 +618,39 @@ def test_a_signal_as_the_last_line_appears_keeps_the_verdict(tmp_path: Path, sig
     assert "interrupted" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("args, last, status", [
+    (["workloads", "validate", "quickstart", "churn"], "churn: valid (", 0),
+    (["workloads", "validate", "quickstart", "no-such-workload"], "no-such-workload", 2),
+    (["explore", "rtt-create-vs-rtt-create"], " interleaving(s) tried in ", 0)],
+    ids=["validate", "validate-bad", "explore"])
+def test_a_signal_as_validates_or_explores_last_line_appears_keeps_the_verdict(tmp_path: Path, signame: str,
+                                                                               args: list[str], last: str,
+                                                                               status: int) -> None:
+    """Ctrl-C or SIGTERM sent the moment the last line of `rmm-mp workloads validate` (a file
+    said valid, or the error of a bad one on stderr) or of `rmm-mp explore` (the last pair's
+    `N interleaving(s) tried in ...`) has been written, before the write has returned: the
+    exit status is the verdict (0, 2), nothing more is printed. It reached the command while
+    that write was returning: validate said "Aborted!" with exit status 1 or died of SIGTERM
+    (-15), explore said it was interrupted after 1 of 1 pair(s) with 1 or died of SIGTERM
+    (README said so as a known gap). The last line is now written with the signals held back
+    up to the exit status, as `run`, `check` and `stress` write theirs."""
+    prelude = (f"import click, os, signal\n_sig, _real_echo = signal.{signame}, click.echo\n"
+               "def _echo(message=None, *a, **k):\n"
+               "    _real_echo(message, *a, **k)\n"
+               f"    if isinstance(message, str) and {last!r} in message.rpartition('\\n')[2]:\n"
+               "        os.kill(os.getpid(), _sig)\n"
+               "click.echo = _echo\n"
+               "import rmm_mp.interrupts; rmm_mp.interrupts.ends_with_command()\n")
+    proc = subprocess.run([sys.executable, "-c", prelude + _DRIVER, "--", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    out = proc.stderr if status else proc.stdout
+    assert last in out.rstrip().splitlines()[-1], out
+    assert "interrupted" not in proc.stdout + proc.stderr and "Aborted" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.multiprocess
 def test_a_signal_held_back_at_the_reports_last_line_is_taken_when_a_file_follows(tmp_path: Path) -> None:
     """`rmm-mp stress --json` with SIGTERM sent the moment the report's last line (`no
