@@ -130,7 +130,12 @@ class Interrupts:
         self.armed = False
         self.passing = False
         self.holding = False
-        """Ctrl-C and SIGTERM are blocked on this thread since ``held`` (up to ``take``)."""
+        """Ctrl-C and SIGTERM are held back since ``held`` (up to ``take``)."""
+        self.held_back: list[int] = []
+        """Signals that reached a handler while held back, to be taken at ``take``."""
+        self.borrowed: dict[int, Any] = {}
+        """Held signals this guard does not take (explore's SIGTERM) -> their own handler,
+        replaced by this guard's while held back."""
         self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
         self.previous: dict[int, Any] = {}
         self.continues = continues
@@ -165,6 +170,12 @@ class Interrupts:
             _guards.pop()
 
     def _handler(self, signum: int, frame: object) -> None:
+        if self.holding:
+            # Blocked on this thread, but delivered to another one (a queue's feeder thread, a
+            # pause's lease renewal): CPython runs the handler here all the same.
+            if signum not in self.held_back:
+                self.held_back.append(signum)
+            return
         if self.final or repeated_signal(signum):
             return
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
@@ -213,20 +224,45 @@ class Interrupts:
         SIGTERM ends it by the default action): one sent as the last line appears then waits
         for ``decided``, which ignores it, or for the next step, where it ends the command as
         it would have while the command worked. Off the main thread (no signal handlers there)
-        fn() simply runs."""
+        fn() simply runs.
+
+        Blocking the signals (pthread_sigmask) covers this thread only: with another thread
+        alive the kernel gives a process-directed signal to that one, and CPython runs the
+        handler on this thread anyway. So the handlers hold it back too (``held_back``): this
+        guard's own, and for a held signal it does not take, this guard's in place of that
+        signal's handler (or default action) up to ``take``."""
         if not self.holding and threading.current_thread() is threading.main_thread():
-            signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
             self.holding = True
+            for signum in _HELD:
+                current = signal.getsignal(signum)
+                if signum not in self.signals and current not in (signal.SIG_IGN, None):
+                    self.borrowed[signum] = current
+                    signal.signal(signum, self._handler)
+            signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         return fn()
 
     def take(self) -> None:
         """Ctrl-C and SIGTERM held back by ``held`` come in again: one that waited is taken
-        now (noted, or ignored once ``decided``), before anything else runs."""
-        if self.holding:
-            self.holding = False
-            # CPython runs the Python-level handler of a signal that was pending before this
-            # call returns (pthread_sigmask checks for signals), so it is taken here.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+        now (noted, or ignored once ``decided``; one this guard does not take goes to its own
+        handler, unless ``decided``), before anything else runs."""
+        if not self.holding:
+            return
+        borrowed, self.borrowed = self.borrowed, {}
+        for signum, handler in borrowed.items():
+            # Unless decided has set it ignored since (command_over): that stays.
+            if signal.getsignal(signum) == self._handler:
+                signal.signal(signum, handler)
+        self.holding = False
+        # CPython runs the Python-level handler of a signal that was pending before this
+        # call returns (pthread_sigmask checks for signals), so it is taken here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+        held_back, self.held_back = self.held_back, []
+        for signum in held_back:
+            if signum in borrowed:
+                if not self.final:
+                    signal.raise_signal(signum)
+            else:
+                self._handler(signum, None)
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal

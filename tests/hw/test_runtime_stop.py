@@ -465,3 +465,47 @@ def test_a_signal_held_back_after_the_last_output_waits_for_the_next_step_or_is_
         assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
+
+
+def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupts.held with a second thread alive (a queue's feeder thread, a pause's lease
+    renewal): blocking the signals on the main thread alone would let the kernel hand a
+    process-directed SIGTERM or SIGINT to the other thread, and CPython would then run the
+    handler on the main thread all the same, during the held output. The signal must still
+    wait for the next step (or, for a signal the guard leaves to its default action, come back
+    at take), and nothing stays blocked."""
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "_process_ends_with_command", False)
+    monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
+    monkeypatch.setattr(interrupts, "COPY_S", 0.0)
+    term_before = signal.getsignal(signal.SIGTERM)
+    other_may_end = threading.Event()
+    other = threading.Thread(target=other_may_end.wait, daemon=True)
+    other.start()
+    try:
+        for signum, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")):
+            with interrupts.Interrupts(sigterm=True) as stop:
+                def kill_and_wait(signum: int = signum) -> str:
+                    os.kill(os.getpid(), signum)
+                    time.sleep(0.05)        # time for the other thread to take it, if it can
+                    return "written"
+                assert stop.held(kill_and_wait) == "written"
+                assert stop.by == ""
+                assert stop.step(lambda: "next") == (False, None) and stop.by == name
+        # A guard that leaves SIGTERM to its handler (rmm-mp explore's): held back, then given
+        # to that handler at take.
+        taken: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: taken.append(signum))
+        with interrupts.Interrupts(sigterm=False) as stop:
+            def term_and_wait() -> None:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+            stop.held(term_and_wait)
+            assert taken == [] and stop.by == ""
+            stop.take()
+            assert taken == [signal.SIGTERM] and stop.by == ""
+        assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        other_may_end.set()
+        other.join()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
