@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,31 @@ def test_locking_doc_matches_declared_sequences() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_docs.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gen_docs_help_and_a_mistyped_option_write_nothing(tmp_path: Path) -> None:
+    """`python tools/gen_docs.py --help` prints its usage and a mistyped option (`--chek`) is a
+    usage error (exit 2); neither rewrites docs/locking.md. The tool once looked for "--check"
+    in sys.argv only, so both fell through to regenerating the doc (found by a docs audit
+    running every tool's --help). Run on a copy of the tool beside a stale locking.md."""
+    import shutil
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "docs").mkdir()
+    shutil.copy(ROOT / "tools" / "gen_docs.py", tmp_path / "tools" / "gen_docs.py")
+    stale = ("<!-- BEGIN GENERATED: lock sequences (tools/gen_docs.py) -->\nold\n<!-- END GENERATED -->\n"
+             "<!-- BEGIN GENERATED: realm call lock sequences (tools/gen_docs.py) -->\nold\n<!-- END GENERATED -->\n")
+    locking = tmp_path / "docs" / "locking.md"
+    locking.write_text(stale)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for option, status, stream in (("--help", 0, "stdout"), ("--chek", 2, "stderr")):
+        proc = subprocess.run([sys.executable, str(tmp_path / "tools" / "gen_docs.py"), option],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == status, (option, proc.returncode, proc.stderr)
+        assert "usage: gen_docs.py" in getattr(proc, stream), (option, proc.stdout, proc.stderr)
+        assert locking.read_text() == stale, option
+    proc = subprocess.run([sys.executable, str(tmp_path / "tools" / "gen_docs.py"), "--check"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1 and locking.read_text() == stale, "--check reports the stale copy"
 
 
 def test_every_implemented_command_declares_locks_and_failure_conditions() -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -49,10 +50,17 @@ def render(text: str) -> str:
     return _replace(_replace(text, BEGIN, lock_table()), BEGIN_REALM, realm_call_table())
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # argparse, not a look into sys.argv: `--help` (or a mistyped `--chek`) must not fall through
+    # to rewriting docs/locking.md.
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="With no option, docs/locking.md is rewritten in place.")
+    ap.add_argument("--check", action="store_true",
+                    help="change nothing; exit 1 if docs/locking.md is stale (tests/test_docs.py does this)")
+    args = ap.parse_args(argv)
     current = LOCKING.read_text()
     fresh = render(current)
-    if "--check" in sys.argv:
+    if args.check:
         if fresh != current:
             print("docs/locking.md is stale: run python tools/gen_docs.py", file=sys.stderr)
             return 1
