@@ -126,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", default="quickstart", help="bundled workload or path (default quickstart)")
     ap.add_argument("--iterations", type=int, default=1000,
                     help="steps of the 1 CPU, at least 2 (default 1,000; a 1-step run is the start-up measured)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="seed of the run (default 1)")
     ap.add_argument("--variants", default="on,off,noflush,norecord,noappend",
                     help=f"comma-separated, from {', '.join(VARIANTS)}; 'off' is always measured")
     ap.add_argument("--slowdown", type=int, default=80,
                     help="flush interval under valgrind = 50 ms x this (default 80)")
-    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]

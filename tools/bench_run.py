@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-seconds", type=float, default=10.0, help="length of (c) (default 10)")
     ap.add_argument("--overhead-repeat", type=int, default=21, help="runs of each variant in (a) (default 21)")
     ap.add_argument("--repeat", type=int, default=5, help="runs of each CPU count in (b) (default 5)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--skip-large", action="store_true")
-    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--seed", type=int, default=1, help="seed of every run (default 1)")
+    ap.add_argument("--skip-large", action="store_true", help="skip (c), the 64 CPUs on `large`")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     if min(args.overhead_cpus, args.iterations, args.overhead_repeat, args.repeat) < 1 \
             or min(args.seconds, args.large_seconds) <= 0:
