@@ -82,8 +82,8 @@ class StressConfig:
         switches: the recorded context switches (step, CPU) a replay follows.
         log_points: keep every schedule point (deterministic mode) for a timeline.
         quiescent_every: invariant checks at quiescent points (with the "invariants" checker):
-            every this many steps (deterministic) or seconds (free-running); 0 for none. The
-            invariants are checked at the end of every run that ends between operations.
+            every this many steps (deterministic) or seconds (free-running); 0 for none (the
+            invariants are still checked at the end of every run that ends between operations).
         platform, time_slice: the machine (time_slice: guest instructions per REC entry).
         guests: whether the population includes running guest realms.
     """
