@@ -310,8 +310,8 @@ def _shrunk(stop: Interrupts, report: StressReport,
         # interleaving, and the search would shrink nothing.
         say(f"not shrunk: {why}")
         return report, None
-    shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r: echo(
-        f"  shrink attempt {n}: {_brief(r)}", err=True), sigterm_stops=True))
+    shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r, verdict: echo(
+        f"  shrink attempt {n}: {_brief(r)} ({verdict})", err=True), sigterm_stops=True))
     if not shrunk:
         undone = f"not shrunk: interrupted ({stop.by})"
         say(undone)

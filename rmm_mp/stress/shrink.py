@@ -81,7 +81,7 @@ def _smaller(candidate: StressReport, best: StressReport) -> bool:
 
 
 def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 120.0,
-           on_attempt: Callable[[int, StressReport], None] | None = None,
+           on_attempt: Callable[[int, StressReport, str], None] | None = None,
            sigterm_stops: bool = False) -> ShrinkResult:
     """Shrink a deterministic run that produced a finding (see the module docstring).
     ``sigterm_stops`` is run's: SIGTERM then ends the search as Ctrl-C does."""
@@ -119,10 +119,19 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             if candidate.interrupted:     # stopped part-way: says nothing about this schedule
                 interrupted = True
                 return False
-            if on_attempt is not None:
-                on_attempt(attempts, candidate)
             found = candidate.first()
-            if found is not None and found.key() == target and _smaller(candidate, best):
+            if found is None:
+                verdict = "not kept: no finding"
+            elif found.key() != target:
+                verdict = "not kept: another finding than the one being shrunk"
+            elif not _smaller(candidate, best):
+                verdict = ("not kept: same finding, not smaller (a later step or more preemptions, or no "
+                           "fewer of them or of switches)")
+            else:
+                verdict = "kept"
+            if on_attempt is not None:
+                on_attempt(attempts, candidate, verdict)
+            if verdict == "kept":
                 best = candidate
                 accepted += 1
                 return True

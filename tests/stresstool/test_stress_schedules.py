@@ -101,6 +101,31 @@ def test_shrink_never_keeps_a_run_with_more_preemptions(monkeypatch: pytest.Monk
     assert result.accepted == 1
 
 
+def test_each_shrink_attempt_says_why_it_was_kept_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays stubbed with made-up reports: the progress callback gets each attempt's verdict
+    (`rmm-mp stress --shrink` prints it after the attempt's finding): no finding, another
+    finding than the one being shrunk, the same one but not smaller, and kept. The progress
+    line used to show only the attempt's finding, so an attempt that found another bug read
+    like a step forward."""
+    from rmm_mp.stress.findings import Finding
+
+    def report(step: int, preemptions: int, rule: str | None = "rule 2") -> StressReport:
+        findings = () if rule is None else (Finding("lockdep", rule, "m", cpu=0, site="x.py:1 (f)", step=step),)
+        schedule = tuple((i * 10, i % 2) for i in range(9))
+        return StressReport(LOCK_TWO, findings, "finding" if findings else "ok", 0.0, {}, steps=step + 5,
+                            switches=8, preemptions=preemptions, schedule=schedule)
+    original = report(100, 5)
+    replies = iter([report(100, 5, None), report(90, 4, "rule 3"), report(100, 7), report(90, 4)]
+                   + [report(100, 9)] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    verdicts: list[str] = []
+    result = shrink(original, max_attempts=4, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    assert verdicts == ["not kept: no finding", "not kept: another finding than the one being shrunk",
+                        "not kept: same finding, not smaller (a later step or more preemptions, or no fewer of "
+                        "them or of switches)", "kept"]
+    assert result.accepted == 1
+
+
 def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during a shrink replay ends the search there: the stopped replay is not taken for
     one without the finding, no further replay starts, and the result (the run as it was)
@@ -122,7 +147,7 @@ def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(shrinking, "run", interrupted_replay)
     seen = []
-    result = shrink(report, max_attempts=4, on_attempt=lambda n, r: seen.append(r))
+    result = shrink(report, max_attempts=4, on_attempt=lambda n, r, verdict: seen.append(r))
     assert len(replays) == 1 and result.attempts == 1 and not seen
     assert result.interrupted and result.report is report and result.accepted == 0
     assert result.describe().startswith("shrinking interrupted after 1 replays (0 kept)")
@@ -147,7 +172,7 @@ def test_a_signal_outside_a_replays_cpus_ends_the_shrinking(monkeypatch: pytest.
         return run(cfg, **kwargs)  # type: ignore[arg-type]
     monkeypatch.setattr(shrinking, "run", counted)
 
-    def after_attempt(n: int, r: object) -> None:
+    def after_attempt(n: int, r: object, verdict: str) -> None:
         if where == "between replays" and n == 1:
             os.kill(os.getpid(), signum)
     if where == "while a replay builds":
