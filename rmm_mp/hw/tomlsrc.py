@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import json
 import os
 import re
 import stat
@@ -30,7 +31,7 @@ from pathlib import Path
 
 HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
 """A table header line (``[dram]``, ``[[realm]]``), also read by workload.locate."""
-_PART = r'"[^"]+"|\'[^\']+\'|[A-Za-z0-9_\-]+'
+_PART = r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_\-]+'
 _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 """A key line, its key plain or dotted (``features.s2sz =``)."""
 
@@ -84,6 +85,27 @@ class _Missing:
 _MISSING = _Missing()
 MISSING: object = _MISSING
 """Stands for a required key that is absent, in ConfigError values."""
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_part(name: str) -> str:
+    """``name`` as one part of a key path in an error: as written when TOML allows the key bare
+    (``recs``, ``rtt-churn``), else quoted as a TOML basic string (``""``, ``"a.b"``, ``"x[1]"``,
+    ``"é"``), as the file has to write it. A key holding a dot or brackets then reads as the one
+    key it is, and finding its line does not take the path apart at them."""
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+
+
+def unquoted_part(part: str) -> str:
+    """The key a part of a key path names: key_part undone (a quoted part's escapes read)."""
+    if len(part) >= 2 and part[0] == part[-1] == '"':
+        try:
+            return str(json.loads(part))
+        except ValueError:
+            return part[1:-1]
+    return part
 
 
 def code_lines(text: str) -> list[str]:
@@ -143,8 +165,8 @@ def line_key(line: str) -> tuple[list[str], int] | None:
 
 
 def _unquoted(part: str) -> str:
-    """A key part without its quotes: "a b" (basic) or 'a b' (literal) -> a b."""
-    return part[1:-1] if part[:1] in "\"'" else part
+    """A key part without its quotes: "a b" (basic, its escapes read) or 'a b' (literal) -> a b."""
+    return unquoted_part(part) if part[:1] == '"' else part[1:-1] if part[:1] == "'" else part
 
 
 def locate(text: str, key: str) -> int | None:

@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, decimal, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, decimal, key_part, suggestion
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
@@ -64,7 +64,7 @@ class Fields:
         allowed = tuple(allowed)
         for key in table:
             if key not in allowed:
-                where = f"{prefix}.{key}" if prefix else key
+                where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)
                 raise self.fail(where, table[key], f"no such key{suggestion(key, allowed)}; "
                                                    f"keys here: {', '.join(allowed)}")
         for key in required:
@@ -170,7 +170,7 @@ class Fields:
                                         f"activities: {', '.join(ACTIVITIES)}")
         for name, weight in table.items():
             if name not in ACTIVITIES:
-                raise self.fail(f"{key}.{name}", weight, f"a known activity{suggestion(name, ACTIVITIES)}; "
+                raise self.fail(f"{key}.{key_part(name)}", weight, f"a known activity{suggestion(name, ACTIVITIES)}; "
                                                          f"activities: {', '.join(ACTIVITIES)}")
             if not is_finite_number(weight) or weight < 0:
                 raise self.fail(f"{key}.{name}", weight, "a weight: a number >= 0, finite (at most about 1.8e308)")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from rmm_mp.hw.tomlsrc import HEADER, code_lines, line_key
+from rmm_mp.hw.tomlsrc import HEADER, code_lines, line_key, unquoted_part
 
 
 def _strip_comment(raw: str) -> str:
@@ -34,8 +34,9 @@ def _strip_comment(raw: str) -> str:
 
 
 def _parts(key: str) -> list[str]:
-    """``realm[1].constants.WORK`` -> ["realm[1]", "constants", "WORK"] (quoted parts kept whole)."""
-    return re.findall(r'"[^"]*"|[^.]+', key)
+    """``realm[1].constants.WORK`` -> ["realm[1]", "constants", "WORK"] (quoted parts kept whole:
+    ``realm[0]."a.b"`` -> ["realm[0]", '"a.b"'], tomlsrc.key_part)."""
+    return re.findall(r'"(?:[^"\\]|\\.)*"|[^.]+', key)
 
 
 def _table_paths(text: str) -> list[tuple[int, str]]:
@@ -69,6 +70,8 @@ def locate(text: str, key: str) -> int | None:
     """Line (1-based) of ``key`` in ``text``, else of its nearest enclosing table; None if
     neither is in the file (a top-level key that is absent)."""
     parts = _parts(key)
+    if not parts:
+        return None
     lines = code_lines(text)
     headers = _table_paths(text)
     element = _inline_element(lines, headers, parts)
@@ -142,7 +145,7 @@ def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest
     if bounds is None:
         return None
     first, last = bounds
-    wanted = [part.strip('"') for part in rest]
+    wanted = [unquoted_part(part) for part in rest]
     for number in range(first, last + 1):
         line = _strip_comment(lines[number - 1])
         found = line_key(line)
@@ -154,7 +157,7 @@ def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest
             continue
         tail = line[value_at:]
         for sub in rest[len(dotted):]:
-            sub_match = re.search(rf'[{{,]\s*["\']?{re.escape(sub.strip(chr(34)))}["\']?\s*=', tail)
+            sub_match = re.search(rf'[{{,]\s*["\']?{re.escape(unquoted_part(sub))}["\']?\s*=', tail)
             if sub_match is None:
                 return None
             tail = tail[sub_match.end():]

@@ -27,7 +27,7 @@ from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
-from rmm_mp.hw.tomlsrc import bundled_dir, bundled_names, find_toml, read_source, suggestion, why_not_a_file
+from rmm_mp.hw.tomlsrc import bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion, why_not_a_file
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
@@ -384,7 +384,7 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
     for name, number in table.items():
         if name not in defined:
             known = f": {', '.join(defined)}" if defined else " (it has no .equ lines)"
-            raise f.fail(f"{key}.{name}", number, f"an .equ constant of guest {os.path.basename(guest)!r}"
+            raise f.fail(f"{key}.{key_part(name)}", number, f"an .equ constant of guest {os.path.basename(guest)!r}"
                                                   f"{suggestion(name, defined)}{known}")
         if guest == "attest" and name.startswith("CHALLENGE"):
             raise f.fail(f"{key}.{name}", number, "no CHALLENGE constant: the engine gives each attest realm "

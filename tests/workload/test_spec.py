@@ -64,6 +64,28 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     assert "did you mean" not in err.expected
 
 
+@pytest.mark.parametrize("text, line, key, value", [
+    (HEAD + '"" = 1\n', 3, '""', 1),
+    (HEAD + '"a.b" = 1\n', 3, '"a.b"', 1),
+    (HEAD + '"x]" = 1\n', 3, '"x]"', 1),
+    (HEAD + '"é" = 1\n', 3, '"é"', 1),
+    (HEAD + OK_REALM + '"rec s" = 2\n', 6, 'realm[0]."rec s"', 2),
+    (HEAD + OK_REALM + '"x[y]" = 2\n', 6, 'realm[0]."x[y]"', 2),
+    ('seconds = 1\nactivities = { run = 1, "run.x" = 1 }\n' + OK_REALM, 2, 'activities."run.x"', 1),
+    (HEAD + '[[group]]\ncpus = [0]\nactivities = { run = 1 }\n"" = 3\n' + OK_REALM, 6, 'group[0].""', 3),
+    (HEAD + '[[realm]]\nname = "a"\nguest = "ripas-loop"\nconstants = { "W.X" = 1 }\n', 6,
+     'realm[0].constants."W.X"', 1),
+], ids=["empty", "dot", "bracket", "non-ascii", "space-in-realm", "brackets-in-realm", "dot-in-activities",
+        "empty-in-group", "dot-in-constants"])
+def test_unknown_key_that_is_not_a_bare_key(tmp_path: Path, text: str, line: int, key: str, value: object) -> None:
+    """An unknown key TOML only allows quoted (the empty key, one holding a dot, brackets or a
+    letter outside ASCII) is refused at its line and named quoted, as the file writes it, so
+    that it reads as the one key it is. The empty top-level key used to end the command with an
+    IndexError from finding its line, and "a.b" read as key b of a table a."""
+    refused(tmp_path, text, line, key, value, "no such key" if "constants" not in key and "activities" not in key
+            else "")
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     """A realm without a guest is refused at the realm's header line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\n', 3, "realm[0].guest", MISSING, "the key is required")
