@@ -3,7 +3,8 @@
 A platform is a TOML file (platform/NAME.toml in the repository, shipped in the package as
 rmm_mp/platforms/). Loading validates every key before anything is created; an error names the
 file, the line (of the key, or of its table when the key is missing; none for a missing
-top-level key), the key, the value and what was expected (ConfigError, a ValueError).
+top-level key), the key, the value and what was expected (ConfigError, a ValueError). A key
+TOML allows only quoted (``"a[b]" = 1``, ``"" = 1``) is named quoted, as the file writes it.
 
 Counts versus encodings: the file states breakpoints, watchpoints and GIC list registers as
 counts, as a board description would; RMI_FEATURES reports them "minus one"
@@ -23,7 +24,8 @@ from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, locate, read_source
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, key_part, key_path_parts, locate
+from rmm_mp.hw.tomlsrc import read_source
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 
 GRANULE_SIZE = 4096
@@ -193,14 +195,15 @@ class _Validator:
 
     def fail(self, key: str, value: object, expected: str) -> ConfigError:
         line = locate(self.text, key)
-        if line is None and "." in key:
-            line = locate(self.text, key.rsplit(".", 1)[0])
+        parts = key_path_parts(key)
+        if line is None and len(parts) > 1:
+            line = locate(self.text, ".".join(parts[:-1]))
         return ConfigError(self.source, key, value, expected, line)
 
     def keys(self, table: dict[str, Any], prefix: str, allowed: set[str], required: set[str]) -> None:
         for key in table:
             if key not in allowed:
-                where = f"{prefix}.{key}" if prefix else key
+                where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)
                 raise self.fail(where, table[key], f"no such key; known keys here: {', '.join(sorted(allowed))}")
         for key in sorted(required - table.keys()):
             where = f"{prefix}.{key}" if prefix else key

@@ -172,13 +172,28 @@ def _unquoted(part: str) -> str:
 def locate(text: str, key: str) -> int | None:
     """Line number (1-based) of dotted ``key`` in TOML ``text``, or None.
 
-    ``key`` looks like ``features.breakpoints`` or ``mmio[1].base`` (array-of-tables index).
-    A key that names a table (``features``) gives its header line.
+    ``key`` looks like ``features.breakpoints`` or ``mmio[1].base`` (array-of-tables index); a
+    part that is no bare key is quoted (key_part: ``features."x[1]"``). A key that names a table
+    (``features``) gives its header line. Any key path gives a line or None, never an exception:
+    it is only asked for while an error is being made.
     """
-    found = _locate(text, *_split(key))
-    if found is None and "." not in key.split("[")[0]:
-        found = _locate(text, _indexed(key), None)
+    parts = key_path_parts(key)
+    if not parts:
+        return None
+    found = _locate(text, *_split(parts))
+    if found is None and len(parts) == 1:
+        found = _locate(text, _indexed(parts[0]), None)
     return found
+
+
+_KEY_PATH_PART = re.compile(r'"(?:[^"\\]|\\.)*"|[^.]+')
+_INDEX = re.compile(r"(.+)\[(\d+)\]")
+
+
+def key_path_parts(key: str) -> list[str]:
+    """``realm[1]."a.b".x`` -> ["realm[1]", '"a.b"', "x"]: a key path taken apart at its dots,
+    a quoted part (key_part) kept whole."""
+    return _KEY_PATH_PART.findall(key)
 
 
 def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
@@ -213,24 +228,26 @@ def _locate(text: str, table: tuple[str, int], leaf: str | None) -> int | None:
     return None
 
 
-def _split(key: str) -> tuple[tuple[str, int], str | None]:
-    parts = key.split(".")
+def _split(parts: list[str]) -> tuple[tuple[str, int], str | None]:
+    """The table (its dotted name and array index) and the key in it a key path names; the key
+    is None when the path ends in an array element (``mmio[1]``)."""
     path: list[str] = []
     index = 0
     for part in parts[:-1]:
         name, index = _indexed(part)
         path.append(name)
     last_name, last_index = _indexed(parts[-1])
-    if "[" in parts[-1]:
+    if not parts[-1].startswith('"') and _INDEX.fullmatch(parts[-1]):
         return (".".join(path + [last_name]), last_index), None
     return (".".join(path), index), last_name
 
 
 def _indexed(part: str) -> tuple[str, int]:
-    if part.endswith("]") and "[" in part:
-        name, idx = part[:-1].split("[", 1)
-        return name, int(idx)
-    return part, 0
+    """``mmio[1]`` -> ("mmio", 1); any other part is a key (its quotes dropped) at index 0."""
+    match = None if part.startswith('"') else _INDEX.fullmatch(part)
+    if match:
+        return match.group(1), int(match.group(2))
+    return unquoted_part(part), 0
 
 
 def suggestion(word: str, known: Iterable[str]) -> str:

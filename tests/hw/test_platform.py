@@ -236,6 +236,29 @@ def test_bad_platform_file(tmp_path: Path, case: str, pattern: str, replacement:
     assert (err.source, err.key, err.line) == (str(path), key, line)
 
 
+@pytest.mark.parametrize("pattern, added, key", [
+    (r"cpus = 4", '"a[b]" = 1', '"a[b]"'),
+    (r"cpus = 4", '"" = 1', '""'),
+    (r"cpus = 4", '"a.b" = 1', '"a.b"'),
+    (r"s2sz = 48", '"x[1]" = 1', 'features."x[1]"'),
+    (r"base = 0x8000_0000", '"a.b" = 1', 'dram."a.b"'),
+    (r'name = "uart"', '"q]" = 1', 'mmio[0]."q]"'),
+    (r'keys = "seeds"', '"" = 1', 'attestation.""'),
+], ids=["brackets", "empty", "dot", "brackets-in-features", "dot-in-dram", "bracket-in-mmio", "empty-in-attestation"])
+def test_unknown_key_that_is_not_a_bare_key(tmp_path: Path, pattern: str, added: str, key: str) -> None:
+    """An unknown key TOML allows only quoted (with brackets, a dot, or empty) is refused like
+    any unknown key, named quoted as the file writes it, at its own line. "a[b]" = 1 used to end
+    `rmm-mp run --platform` with a ValueError traceback (and `platform show` with the bare
+    "invalid literal for int()"): finding the key's line read "[b]" as an array index."""
+    path, text = _write_bad(tmp_path, pattern, f"{pattern.replace(chr(92), '')}\n{added}")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    err = info.value
+    line = _line_of(text, re.escape(added))
+    assert (err.key, err.value, err.line) == (key, 1, line), str(err)
+    assert str(err).startswith(f"{path}:{line}: {key} = 1: expected no such key"), str(err)
+
+
 def test_dram_smaller_than_1_mib_without_secure_ranges(tmp_path: Path) -> None:
     """512 KiB of DRAM and no [[secure]] table: refused at dram.size (a KeyError on the missing
     secure list escaped before)."""
