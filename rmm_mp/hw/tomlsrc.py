@@ -294,12 +294,49 @@ def loads(text: str, source: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
+    except RecursionError:
+        # tomllib parses arrays and inline tables recursively: a few hundred levels of them
+        # use up Python's recursion limit, and its RecursionError ended the command with a
+        # traceback.
+        line, depth = _deepest_nesting(text)
+        raise ConfigError(source, "(file)", f"arrays and inline tables nested {depth} deep",
+                          "valid TOML with arrays and inline tables nested less deeply (Python's TOML parser "
+                          "reads each level by recursion, and ran out of it)", line) from None
     except ValueError as exc:
         # tomllib converts a decimal integer with int(), which refuses more digits than
         # sys.get_int_max_str_digits() (4300) with a plain ValueError that names no line.
         line = _long_decimal_line(text)
         raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
                           f"{sys.get_int_max_str_digits()} digits", line) from None
+
+
+def _deepest_nesting(text: str) -> tuple[int | None, int]:
+    """The first line where arrays and inline tables (``[`` and ``{`` in values, and in table
+    headers, which close on their line) are nested deepest, and that depth; strings and comments
+    skipped (code_lines: lines inside a multi-line string are blank; the rest of the line that
+    opens one is skipped)."""
+    depth = deepest = 0
+    where: int | None = None
+    for number, line in enumerate(code_lines(text), start=1):
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if ch == "#" or line.startswith(('"""', "'''"), i):
+                break
+            if ch in "\"'":
+                end = i + 1
+                while end < len(line) and line[end] != ch:
+                    end += 2 if ch == '"' and line[end] == "\\" else 1
+                i = end + 1
+                continue
+            if ch in "[{":
+                depth += 1
+                if depth > deepest:
+                    deepest, where = depth, number
+            elif ch in "]}":
+                depth = max(depth - 1, 0)
+            i += 1
+    return where, deepest
 
 
 def decimal(digits: str) -> int:

@@ -259,6 +259,17 @@ def test_unknown_key_that_is_not_a_bare_key(tmp_path: Path, pattern: str, added:
     assert str(err).startswith(f"{path}:{line}: {key} = 1: expected no such key"), str(err)
 
 
+def test_values_nested_deeper_than_the_parser_recurses(tmp_path: Path) -> None:
+    """A description of arrays nested 3000 deep is a file error at its line, not tomllib's
+    RecursionError (a traceback from `rmm-mp platform show` and `rmm-mp run --platform`)."""
+    path, text = _write_bad(tmp_path, r"description = .*", "description = " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (info.value.key, info.value.line) == ("(file)", _line_of(text, r"description = \[")), str(info.value)
+    assert str(info.value).startswith(f"{path}:{info.value.line}: (file) = 'arrays and inline tables nested 3000 "
+                                      "deep': expected valid TOML"), str(info.value)
+
+
 def test_dram_smaller_than_1_mib_without_secure_ranges(tmp_path: Path) -> None:
     """512 KiB of DRAM and no [[secure]] table: refused at dram.size (a KeyError on the missing
     secure list escaped before)."""

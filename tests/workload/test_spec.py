@@ -435,6 +435,24 @@ def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
     assert "group[0].cpus = (an array holding an integer of more than 4300 digits): expected" in str(err)
 
 
+@pytest.mark.parametrize("value, depth, line", [
+    ("[" * 3000 + "]" * 3000, 3000, 3),
+    ("{ a = " * 3000 + "1" + " }" * 3000, 3000, 3),
+    ("[\n" * 1500 + "]\n" * 1500, 1500, 1502),
+], ids=["arrays", "inline-tables", "over-lines"])
+def test_values_nested_deeper_than_the_parser_recurses(tmp_path: Path, value: str, depth: int, line: int) -> None:
+    """Arrays or inline tables nested thousands deep are a file error naming the line where
+    they are nested deepest, not a RecursionError: tomllib parses them recursively, and its
+    RecursionError ended `rmm-mp run` and `rmm-mp workloads validate` with a traceback."""
+    text = HEAD + f"x = {value}\n" + OK_REALM
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert (info.value.key, info.value.line) == ("(file)", line), str(info.value)
+    assert info.value.value == f"arrays and inline tables nested {depth} deep", str(info.value)
+    assert "valid TOML with arrays and inline tables nested less deeply" in info.value.expected
+    assert segments() == []
+
+
 def test_digit_strings_longer_than_python_converts(tmp_path: Path) -> None:
     """A ram size or a group's CPU range written as a string of more digits than int() converts
     (4300) is out of range, refused with its key and line: int() raised a ValueError that ended
