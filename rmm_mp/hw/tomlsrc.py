@@ -17,6 +17,7 @@ It must not know any schema.
 from __future__ import annotations
 
 import codecs
+import datetime
 import difflib
 import json
 import os
@@ -56,25 +57,31 @@ class ConfigError(ValueError):
 def _show(value: object) -> str:
     # Decimal as well as hex: a CPU count or a seed is typed in decimal, an address or a
     # size often in hex, and the message should show the value in the form its writer knows.
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+    if isinstance(value, int) and not isinstance(value, bool) and 4096 < value and value.bit_length() <= 128:
+        return f"{value} ({value:#x})"
+    if value is _MISSING:
+        return "(missing)"
+    return _toml(value)
+
+
+def _toml(value: object) -> str:
+    """``value`` as the file writes it, inside arrays and tables too: true rather than Python's
+    True, a date as 1979-05-27 rather than datetime.date(1979, 5, 27), { key = value } for a
+    table. Strings keep Python's quotes (a TOML literal string reads the same)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 128:
         # Far beyond any range a key accepts, and maybe beyond what str() converts (4300
         # digits, a ValueError): its first and last hex digits and its size.
         digits = f"{abs(value):x}"
         return f"{'-' * (value < 0)}0x{digits[:8]}...{digits[-4:]} (an integer of {value.bit_length()} bits)"
-    if isinstance(value, int) and not isinstance(value, bool) and value > 4096:
-        return f"{value} ({value:#x})"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, bool):     # as the file spells it, not Python's True
-        return "true" if value else "false"
-    if value is _MISSING:
-        return "(missing)"
-    try:
-        return repr(value)
-    except ValueError:
-        # A table or array holding an integer of more digits than str() converts.
-        return f"({'a table' if isinstance(value, dict) else 'an array'} holding an integer of more than " \
-               f"{sys.get_int_max_str_digits()} digits)"
+    if isinstance(value, (datetime.date, datetime.time)):      # datetime is a date
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key_part(str(k))} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
+    return repr(value)
 
 
 class _Missing:

@@ -86,6 +86,23 @@ def test_unknown_key_that_is_not_a_bare_key(tmp_path: Path, text: str, line: int
             else "")
 
 
+@pytest.mark.parametrize("line, shown", [
+    ("seconds = 1979-05-27", "seconds = 1979-05-27:"),
+    ("seconds = 07:32:00", "seconds = 07:32:00:"),
+    ("seconds = 1979-05-27T07:32:00Z", "seconds = 1979-05-27T07:32:00+00:00:"),
+    ("seconds = [true, 1.5, 1979-05-27]", "seconds = [true, 1.5, 1979-05-27]:"),
+    ('seconds = { a = false, "b c" = [] }', 'seconds = { a = false, "b c" = [] }:'),
+], ids=["date", "time", "datetime", "array", "table"])
+def test_value_is_shown_as_toml_writes_it(tmp_path: Path, line: str, shown: str) -> None:
+    """The refused value is shown as the file writes it, also inside an array or a table: a
+    boolean as true (not Python's True), a date or time in ISO form (not
+    datetime.date(1979, 5, 27)), a table as { key = value } with a key that needs quotes quoted."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, line + "\nactivities = { run = 1 }\n" + OK_REALM)
+    assert f"w.toml:1: {shown} expected a duration in seconds" in str(info.value), str(info.value)
+    assert segments() == []
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     """A realm without a guest is refused at the realm's header line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\n', 3, "realm[0].guest", MISSING, "the key is required")
@@ -432,7 +449,7 @@ def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
     assert segments() == []
     err = refused(tmp_path, HEAD + OK_REALM + f"[[group]]\ncpus = [0x{'f' * 5000}]\nactivities = {{ run = 1 }}\n", 7,
                   "group[0].cpus", [(1 << 20000) - 1], "CPU ids 0..255")
-    assert "group[0].cpus = (an array holding an integer of more than 4300 digits): expected" in str(err)
+    assert "group[0].cpus = [0xffffffff...ffff (an integer of 20000 bits)]: expected" in str(err)
 
 
 @pytest.mark.parametrize("value, depth, line", [
