@@ -269,6 +269,19 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
                                                      "the image, and this file assembles to nothing")
     _pages_after_image(f, raw, where, guest, recs, len(image), source)
     need = programs.min_ram(guest, recs, len(image), source)
+    most = min(par - programs.RAM_BASE, 1 << 30)
+    if need > most:
+        # No ram would do: saying "set ram = ..." sent the user to a size refused as well
+        # (a RANGE near 2^64 asked for ram = "17592186042369M"). The constant that placed the
+        # pages there is what to change.
+        constants_set = raw.get("constants", {})
+        placing = [programs.PAGE_CONSTANTS.get(guest, "")] + [c for c in constants_set if c in _PLACING]
+        constant = next((c for c in placing if c in constants_set), None)
+        key, value = (f"{where}.constants.{constant}", constants_set[constant]) if constant \
+            else (f"{where}.ram", raw.get("ram", ram))
+        raise f.fail(key, value, f"pages that fit in the most RAM a realm can have: guest {raw['guest']!r} with "
+                                 f"{recs} REC{'s' if recs > 1 else ''} touches {_kib(need)} of RAM, and ram is at "
+                                 f"most {_kib(most)} (1 GiB, and what ipa_width {ipa_width} leaves above 2 GiB)")
     if ram < need:
         unset = "" if "ram" in raw else \
             f"; ram is not set, and its default, 2M, is less: set ram = \"{-(-need // MiB)}M\" or more"
@@ -346,6 +359,9 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         return str(path), read_source(path, "guest")
     raise f.fail(key, value, expected + suggestion(value, names))
 
+
+_PLACING = ("RANGE", "RANGE_PAGES", "PAGES", "MAX_RECS", "BUFFER_OFFSET", "OFFSET", "SHARED_OFFSET")
+"""Constants of the bundled guests that move the pages they touch (docs/workloads.md)."""
 
 _BOUNDED = {
     # The guest would ask for 0 bytes at a time for ever: its realm never finishes.

@@ -335,6 +335,25 @@ def test_ram_must_hold_what_the_constants_make_the_guest_touch(tmp_path: Path, g
     assert info.value.key == "realm[0].ram" and f"at least {need} for guest '{guest}'" in str(info.value)
 
 
+@pytest.mark.parametrize("guest, extra, constant, value, need", [
+    ("ripas-loop", "", "RANGE", 0xFFFF_FFFF_FFFF_F000, "18014398507384844 KiB"),
+    ("ripas-loop", "", "PAGES", 300_000, "1201024 KiB"),
+    ("ripas-flip", 'ram = "4M"\n', "RANGE_PAGES", 300_000, "1201024 KiB"),
+    ("attest", 'ram = "4M"\n', "SHARED_OFFSET", 0x4000_0000, "1048580 KiB"),
+])
+def test_guest_pages_beyond_any_ram_name_the_constant(tmp_path: Path, guest: str, extra: str, constant: str,
+                                                      value: int, need: str) -> None:
+    """A constant that places a bundled guest's pages beyond the most RAM a realm can have
+    (1 GiB) is refused at that constant: the error named ram and told a file without ram to
+    "set ram = ..." a size that is refused as well (RANGE near 2^64 asked for
+    ram = "17592186042369M")."""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\n{extra}constants = {{ {constant} = {value} }}\n'
+    err = refused(tmp_path, text, 6 + bool(extra), f"realm[0].constants.{constant}", value,
+                  f"pages that fit in the most RAM a realm can have: guest '{guest}' with 1 REC touches {need} of "
+                  "RAM, and ram is at most 1024 MiB")
+    assert "set ram" not in str(err)
+
+
 @pytest.mark.parametrize("recs, ram, constants, need", [
     (32, "1280K", "{ WORK = 0 }", "1536 KiB"),             # RECs 16..31 too: 1 MiB + 32 x 4 pages
     (2, "2M", "{ PAGES = 256 }", "3 MiB"),                  # REC 1's 256 pages end 3 MiB in
