@@ -24,7 +24,7 @@ from rmm_mp.host.realm import num_roots, start_level
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_SHARED_PAGES
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
 from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
@@ -132,7 +132,15 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
 def _platform(file: WorkloadFile, option: str | None) -> Platform:
     value = option if option is not None else file.platform if file.platform is not None else "host"
     if option is None and file.platform is not None and (os.sep in value or value.endswith(".toml")):
-        value = str((Path(file.source).resolve().parent / value))
+        # Read next to the workload file, not in the working directory: say where it was
+        # looked for, as a guest file's error does (a mine.toml in the working directory made
+        # a bare "no such file" read as wrong).
+        path = Path(file.source).resolve().parent / value
+        why = why_not_a_file(path)
+        if why is not None:
+            where = "" if "\0" in value else f"looked for {path}: "     # a NUL would go to the terminal
+            raise file.fields.fail("platform", file.platform, f"a platform file that exists ({where}{why})")
+        value = str(path)
     try:
         return platforms.load(value)
     except ConfigError as exc:

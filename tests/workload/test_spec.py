@@ -103,6 +103,21 @@ def test_value_is_shown_as_toml_writes_it(tmp_path: Path, line: str, shown: str)
     assert segments() == []
 
 
+def test_platform_path_not_found_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """platform = "mine.toml" is read next to the workload file, not in the working directory:
+    when it is not there, the error says where it looked (it said only "no such file", while
+    a mine.toml in the working directory made that read as wrong)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "mine.toml").write_text((ROOT / "platform" / "host.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "sub", 'platform = "mine.toml"\n' + HEAD + OK_REALM)
+    err = info.value
+    assert (err.line, err.key, err.value) == (1, "platform", "mine.toml"), str(err)
+    assert err.expected == f"a platform file that exists (looked for {tmp_path / 'sub' / 'mine.toml'}: no such file)"
+    assert segments() == []
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     """A realm without a guest is refused at the realm's header line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\n', 3, "realm[0].guest", MISSING, "the key is required")
