@@ -32,6 +32,8 @@ from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTe
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
 """IPA width of each CPU's ripas-churn realm (run.ripas_template): 2 root RTTs."""
+RIPAS_CHURN_HASH = "sha256"
+"""Measurement algorithm of each CPU's ripas-churn realm (run.ripas_template)."""
 WINDOW_RUN = 512
 """Granules of one rtt-churn window's backing run (cpustate.WINDOW_GRANULES): 2 MiB, 2 MiB aligned."""
 CHURN_WINDOW_GRANULES = WINDOW_RUN + 4
@@ -279,6 +281,23 @@ def _targets(w: Workload) -> None:
                     shown = int(weight) if weight.is_integer() else weight
                     raise f.fail(f"{_weights(w.file, spec, cpu)[1]}.{activity}", shown, f"an activity with "
                                  f"something to work on: {why}")
+                unfit = _ripas_churn_unfit(w.platform) if activity == "ripas-churn" else ""
+                if unfit:
+                    # Its realm is the engine's, not the file's: _fits_platform never sees it,
+                    # and the CPUs failed at run time with RealmSpec's ValueError.
+                    shown = int(weight) if weight.is_integer() else weight
+                    raise f.fail(f"{_weights(w.file, spec, cpu)[1]}.{activity}", shown, "an activity the platform "
+                                 f"can run: ripas-churn builds each CPU a realm of ipa_width {RIPAS_CHURN_IPA_WIDTH} "
+                                 f"measured with SHA-256, and {unfit}")
+
+
+def _ripas_churn_unfit(plat: Platform) -> str:
+    """Why ``plat`` cannot build a CPU's ripas-churn realm, or ""."""
+    if plat.features.s2sz < RIPAS_CHURN_IPA_WIDTH:
+        return f"platform {plat.name!r} has S2SZ {plat.features.s2sz}"
+    if RIPAS_CHURN_HASH.replace("sha", "sha-") not in plat.features.hash_algorithms:
+        return f"platform {plat.name!r} does not offer SHA-256"
+    return ""
 
 
 def _capacity(w: Workload) -> None:

@@ -61,7 +61,7 @@ from rmm_mp.workload.engine import cpu_main
 from rmm_mp.workload.realms import Finished, Instance
 from rmm_mp.workload.report import RealmOutcome, RunReport, collect_locks
 from rmm_mp.workload.resolve import (
-    DELEGATE_PRIVATE, DELEGATE_SHARED, RIPAS_CHURN_IPA_WIDTH, Workload, churn_targets, root_count,
+    DELEGATE_PRIVATE, DELEGATE_SHARED, RIPAS_CHURN_HASH, RIPAS_CHURN_IPA_WIDTH, Workload, churn_targets, root_count,
 )
 from rmm_mp.workload.spec import RealmTemplate
 
@@ -138,8 +138,8 @@ class TimeUp:
 
 def ripas_template() -> RealmTemplate:
     """The realm every CPU doing ripas-churn builds for itself: ripas-loop, one REC, 2 MiB."""
-    return RealmTemplate("", "ripas-churn", "ripas-loop", 1, 2 << 20, RIPAS_CHURN_IPA_WIDTH, "sha256", b"", True, (), 1,
-                         False, None, "v12", programs.image(programs.RIPAS_LOOP, {}))
+    return RealmTemplate("", "ripas-churn", "ripas-loop", 1, 2 << 20, RIPAS_CHURN_IPA_WIDTH, RIPAS_CHURN_HASH, b"",
+                         True, (), 1, False, None, "v12", programs.image(programs.RIPAS_LOOP, {}))
 
 
 def run_workload(w: Workload, options: RunOptions = RunOptions(),

@@ -753,6 +753,27 @@ def test_realm_beyond_the_platforms_features(tmp_path: Path, line: str, key: str
             7, key, value, expected)
 
 
+@pytest.mark.parametrize("old, new, expected", [
+    ("s2sz = 48", "s2sz = 39", "platform 'narrow' has S2SZ 39"),
+    ('hash_algorithms = ["sha-256", "sha-512"]', 'hash_algorithms = ["sha-512"]',
+     "platform 'narrow' does not offer SHA-256"),
+], ids=["s2sz-39", "sha512-only"])
+def test_ripas_churn_beyond_the_platforms_features(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    """ripas-churn builds each CPU a 40-bit SHA-256 realm of its own: on a platform with a
+    smaller S2SZ or without SHA-256 the file is refused at the activity's weight. It validated,
+    and then every CPU doing ripas-churn failed at run time with a ValueError from RealmSpec
+    (a "CPU process failed" report, exit status 1)."""
+    text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "narrow"')
+    assert old in text
+    (tmp_path / "narrow.toml").write_text(text.replace(old, new))
+    text = 'platform = "narrow.toml"\nseconds = 1\nactivities = { delegate-churn = 1, ripas-churn = 2 }\n'
+    err = refused(tmp_path, text, 3, "activities.ripas-churn", 2, "an activity the platform can run: ripas-churn builds each CPU a "
+                  "realm of ipa_width 40 measured with SHA-256")
+    assert expected in err.expected, str(err)
+    # Without ripas-churn the same platform runs the file.
+    load(tmp_path, 'platform = "narrow.toml"\nseconds = 1\nactivities = { delegate-churn = 1 }\n')
+
+
 def test_unknown_platform_in_the_file(tmp_path: Path) -> None:
     """A misspelt platform name in the file: refused at its line as no bundled platform."""
     refused(tmp_path, 'platform = "hots"\n' + HEAD + OK_REALM, 1, "platform", "hots", "a bundled platform")
