@@ -25,6 +25,7 @@ from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_SHARED_PAGES
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
+from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
 from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
@@ -110,10 +111,10 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
                                                ("--iterations", iterations), ("--seed", seed)) if value is not None)
     plat = _platform(file, platform)
     limit = min(plat.cpus, MAX_CPUS)
-    expected = f"an integer in 1..{limit} (platform {plat.name!r} has {plat.cpus} CPUs)"
+    expected = f"an integer in 1..{limit} (platform {plat.name!r} has {_count(plat.cpus, 'CPU')})"
     if cpus is not None:
         cpus = cl.integer(cpus, "--cpus", 1, limit, f"the number of CPU processes (platform {plat.name!r} has "
-                                                    f"{plat.cpus} CPUs)")
+                                                    f"{_count(plat.cpus, 'CPU')})")
     elif file.cpus is not None:
         if file.cpus > limit:
             raise f.fail("cpus", file.cpus, expected)

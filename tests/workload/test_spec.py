@@ -774,6 +774,19 @@ def test_ripas_churn_beyond_the_platforms_features(tmp_path: Path, old: str, new
     load(tmp_path, 'platform = "narrow.toml"\nseconds = 1\nactivities = { delegate-churn = 1 }\n')
 
 
+def test_cpus_beyond_a_one_cpu_platform(tmp_path: Path) -> None:
+    """cpus = 2 in the file, or --cpus 2, on a platform of one CPU: refused, saying it has
+    "1 CPU" (it said "1 CPUs")."""
+    text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "one"')
+    (tmp_path / "one.toml").write_text(text.replace("cpus = 4", "cpus = 1", 1))
+    refused(tmp_path, 'platform = "one.toml"\ncpus = 2\n' + HEAD + OK_REALM, 2, "cpus", 2,
+            "an integer in 1..1 (platform 'one' has 1 CPU)")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, 'platform = "one.toml"\n' + HEAD + OK_REALM, cpus=2)
+    assert str(info.value) == ("command line: --cpus = 2: expected the number of CPU processes (platform 'one' has "
+                               "1 CPU), an integer in 1..1")
+
+
 def test_unknown_platform_in_the_file(tmp_path: Path) -> None:
     """A misspelt platform name in the file: refused at its line as no bundled platform."""
     refused(tmp_path, 'platform = "hots"\n' + HEAD + OK_REALM, 1, "platform", "hots", "a bundled platform")
