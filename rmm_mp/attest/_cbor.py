@@ -258,7 +258,10 @@ def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -
 
 
 def _skip_set(data: bytes, start: int, pos: int, what: str, depth: int) -> int:
-    """Position after the set (tag 258) at `start`, whose array starts at `pos`; no member twice."""
+    """Position after the set (tag 258) at `start`, whose array starts at `pos` at nesting level
+    `depth`; no member twice."""
+    if depth > MAX_DEPTH:       # as _skip checks the array of any other tag
+        raise TokenFormatError(f"{what}: CBOR nested deeper than {MAX_DEPTH} levels at byte {pos}")
     major, count, pos = _head(data, pos, what)
     seen: set[object] = set()
     done = 0

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmm_mp.attest._cbor import loads_exact
+from rmm_mp.attest._cbor import MAX_DEPTH, loads_exact
 from rmm_mp.attest.errors import TokenFormatError
 
 FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=300)
@@ -236,6 +236,18 @@ def test_a_refused_set_names_the_tag_the_member_and_its_byte() -> None:
     message = str(refused.value)
     assert message.startswith("payload: set (CBOR tag 258 at byte 0) has member 07 more than once (at byte 5)")
     assert "expected distinct members" in message
+
+
+@pytest.mark.parametrize("tag", ["d903e8", "d90102"], ids=["tag-1000", "set-258"])
+@pytest.mark.parametrize("array", ["80", "8101"], ids=["empty", "one-member"])
+def test_a_set_is_nested_as_deep_as_any_tagged_array(tag: str, array: str) -> None:
+    """A tagged array inside MAX_DEPTH arrays puts the array one level too deep: refused, naming
+    the array's byte, for a set (tag 258) as for any other tag. The set's own walk (which checks
+    its members) skipped the depth check of the array itself, so 258([]) there was accepted and
+    258([1]) was refused at its member's byte instead."""
+    data = b"\x81" * MAX_DEPTH + bytes.fromhex(tag + array)
+    with pytest.raises(TokenFormatError, match=f"nested deeper than {MAX_DEPTH} levels at byte {MAX_DEPTH + 3}$"):
+        loads_exact(data, "item")
 
 
 @pytest.mark.parametrize("item, value", [
