@@ -651,6 +651,28 @@ def test_a_signal_as_validates_or_explores_last_line_appears_keeps_the_verdict(t
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_a_ctrl_c_as_explores_last_line_appears_leaves_its_json_whole(tmp_path: Path) -> None:
+    """`rmm-mp explore PAIR --json F` with Ctrl-C sent the moment the last pair's last line has
+    been written: the signal, held back during that line, is taken as the file is about to be
+    written, which it does not stop: the file is written and says the run was not interrupted,
+    and the exit status is the pairs' verdict (0), as docs/stress.md says."""
+    prelude = ("import click, os, signal\n_real_echo = click.echo\n"
+               "def _echo(message=None, *a, **k):\n"
+               "    _real_echo(message, *a, **k)\n"
+               "    if isinstance(message, str) and ' interleaving(s) tried in ' in message.rpartition('\\n')[2]:\n"
+               "        os.kill(os.getpid(), signal.SIGINT)\n"
+               "click.echo = _echo\n"
+               "import rmm_mp.interrupts; rmm_mp.interrupts.ends_with_command()\n")
+    out = tmp_path / "e.json"
+    proc = subprocess.run([sys.executable, "-c", prelude + _DRIVER, "--", "explore", "rtt-create-vs-rtt-create",
+                           "--json", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "interrupted" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    document = json.loads(out.read_text())
+    assert document["interrupted"] is False and document["ok"] is True, document
+
+
 @pytest.mark.multiprocess
 def test_a_signal_held_back_at_the_reports_last_line_is_taken_when_a_file_follows(tmp_path: Path) -> None:
     """`rmm-mp stress --json` with SIGTERM sent the moment the report's last line (`no
