@@ -548,11 +548,11 @@ REALM_GPRS = tuple(0xAABB_CC00_0000_0000 | n << 8 | n for n in range(31))
 def test_wfx_and_irq_exits_keep_the_realm_registers(machine: Machine, ins: str, flags: int, reason: int,
                                                     esr: int) -> None:
     """ACS exception_rec_exit_wfi / _wfe (and the IRQ exit of exception_rec_exit_irq, here an
-    untrapped WFI): the realm fills X0..X30, then executes WFI or WFE with the trap flags set:
-    SYNC exit with EC 0x01 and ISS.TI for WFE, every other exit field zero (gprs included). The
-    host copies exit.gprs into enter.gprs, clears gprs[5] (the ACS's corruption) and fills the
-    rest with junk, and re-enters with the traps off: the realm's X0..X30 are exactly what it
-    set; enter.gprs reach it only to complete an MMIO read, a host call or PSCI."""
+    untrapped WFI): the realm fills X0..X30, then executes WFI or WFE: with the trap flags set a
+    SYNC exit with EC 0x01 (ISS.TI set for WFE), with them clear an IRQ exit with esr 0; every
+    other exit field zero (gprs included). The host re-enters with the traps off and enter.gprs
+    all junk but gprs[5], which it clears (the ACS's corruption): the realm's X0..X30 are exactly
+    what it set; enter.gprs reach it only to complete an MMIO read, a host call or PSCI."""
     fill = "\n".join(f"mov x{n}, ={value:#x}" for n, value in enumerate(REALM_GPRS))
     program = f"{fill}\n{ins}\nafter:\nwfi\nb after\n"
     with Guest.build(machine, program) as g:
