@@ -221,7 +221,7 @@ def _unbound_cpus(machine: "Machine") -> set[int]:
     """The CPUs no live process is bound to: a free binding, or one naming a process that has
     ended (its pid gone, or now another process's). A CPU that holds a lock or is in a call is
     bound while its process lives (hw.memory says the same of a lock's holder)."""
-    out = set()
+    out: set[int] = set()
     for cpu in range(machine.cpus):
         area = machine.cpu_area(cpu)
         try:
