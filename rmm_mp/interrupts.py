@@ -248,14 +248,23 @@ class Interrupts:
         if not self.holding:
             return
         borrowed, self.borrowed = self.borrowed, {}
-        for signum, handler in borrowed.items():
-            # Unless decided has set it ignored since (command_over): that stays.
-            if signal.getsignal(signum) == self._handler:
-                signal.signal(signum, handler)
+
+        def give_back() -> None:
+            for signum, handler in borrowed.items():
+                # Unless decided has set it ignored since (command_over): that stays.
+                if signal.getsignal(signum) == self._handler:
+                    signal.signal(signum, handler)
         self.holding = False
         # CPython runs the Python-level handler of a signal that was pending before this
-        # call returns (pthread_sigmask checks for signals), so it is taken here.
+        # call returns (pthread_sigmask checks for signals), so it is taken here. Once
+        # decided, a borrowed signal pending on this thread meets this guard's handler (which
+        # ignores it, as one held back on another thread is) before its own is given back;
+        # before, its own handler is back first and takes it.
+        if not self.final:
+            give_back()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+        if self.final:
+            give_back()
         held_back, self.held_back = self.held_back, []
         for signum in held_back:
             if signum in borrowed:

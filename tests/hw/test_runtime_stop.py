@@ -509,3 +509,34 @@ def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytes
         other_may_end.set()
         other.join()
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
+
+
+def test_a_borrowed_signal_held_back_on_this_thread_is_ignored_after_decided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guard that leaves SIGTERM to its own handler (rmm-mp explore's) holds it back during
+    the last line; once ``decided`` the held one is ignored, as Interrupts.held says, whichever
+    thread the kernel gave it to. Sent to this thread (pending while blocked), it reached the
+    handler put back at take all the same (with another thread taking it, it was ignored);
+    before ``decided`` it still reaches that handler at take."""
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "_process_ends_with_command", False)
+    monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
+    monkeypatch.setattr(interrupts, "COPY_S", 0.0)
+    term_before = signal.getsignal(signal.SIGTERM)
+    taken: list[int] = []
+    main = threading.main_thread().ident
+    assert main is not None
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: taken.append(signum))
+        with pytest.raises(SystemExit):
+            with interrupts.Interrupts(sigterm=False) as stop:
+                stop.held(lambda: signal.pthread_kill(main, signal.SIGTERM))
+                stop.decided(0)
+        assert taken == [] and stop.by == ""
+        with interrupts.Interrupts(sigterm=False) as stop:
+            stop.held(lambda: signal.pthread_kill(main, signal.SIGTERM))
+            assert taken == []
+            stop.take()
+            assert taken == [signal.SIGTERM] and stop.by == ""
+        assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
