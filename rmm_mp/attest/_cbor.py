@@ -47,7 +47,8 @@ turn the message that names it into a traceback."""
 SELF_DESCRIBED_TAG: Final = 55799
 """Self-described CBOR (RFC 8949 3.4.6): a marker meant for the start of a file or stream. cbor2
 drops it wherever it stands, so 55799(10) would read as claim label 10 where a decoder that
-keeps tags sees a tag: it is accepted around the outermost item only."""
+keeps tags sees a tag: it is accepted in front of the whole token only (``loads_exact``'s
+``marker``), not around an item inside it, nor in front of CBOR a byte string carries."""
 
 SET_TAG: Final = 258
 """A mathematical finite set, written as an array (https://github.com/input-output-hk/cbor-sets-spec).
@@ -99,23 +100,33 @@ def to_json(value: Any) -> Any:
     return repr(value)
 
 
-def loads_exact(data: bytes, what: str) -> Any:
+def loads_exact(data: bytes, what: str, marker: bool = False) -> Any:
     """Decode `data` as exactly one well-formed CBOR item with no duplicate map keys.
 
     Args:
         data: the encoded item.
         what: the name of the part, for error messages ("realm token payload").
+        marker: whether tag 55799 may stand in front of the item: `data` is a whole file
+            or stream (the CCA token), not CBOR carried inside a byte string of another item
+            (a COSE payload or header, an inner token), where the marker means nothing.
 
     Raises:
         TokenFormatError: truncated or malformed input, bytes after the item, nesting
             deeper than MAX_DEPTH, a map with the same key twice, a set (tag 258) with the
-            same member twice, a REFUSED_TAGS tag, tag 55799 below the outermost item, a bignum longer than MAX_BIGNUM_BYTES
-            or whose value fits a major type 0/1 integer, or a tag cbor2 cannot turn into a value
-            (a decimal fraction whose exponent overflows, a bad date, ...).
+            same member twice, a REFUSED_TAGS tag, tag 55799 anywhere but in front of a
+            ``marker`` item, a bignum longer than MAX_BIGNUM_BYTES or whose value fits a
+            major type 0/1 integer, or a tag cbor2 cannot turn into a value (a decimal
+            fraction whose exponent overflows, a bad date, ...).
     """
     if not isinstance(data, (bytes, bytearray)):
         raise TokenFormatError(f"{what}: expected CBOR bytes, got {type(data).__name__}")
     data = bytes(data)
+    if not marker and data:
+        major, arg, _ = _head(data, 0, what)
+        if major == 6 and arg == SELF_DESCRIBED_TAG:
+            raise TokenFormatError(f"{what}: CBOR tag 55799 (self-described CBOR) at byte 0 of CBOR carried "
+                                   "inside another item; expected it only in front of the whole token "
+                                   "(RFC 8949 3.4.6)")
     end = _skip(data, 0, what, 0)
     if end != len(data):
         raise TokenFormatError(f"{what}: the first CBOR item ends at byte {end} but the input has "

@@ -40,7 +40,7 @@ def decode_cca_token(data: bytes) -> CcaToken:
         TokenFormatError: not one CBOR item, not tag 399/907, not a map of exactly keys
             44234 and 44241, or an entry that is not a byte string (399) / [263, bstr] (907).
     """
-    item = loads_exact(data, "CCA token")
+    item = loads_exact(data, "CCA token", marker=True)
     if not isinstance(item, cbor2.CBORTag) or item.tag not in (TAG_CCA_TOKEN, TAG_CCA_TOKEN_CMW):
         found = f"tag {item.tag}" if isinstance(item, cbor2.CBORTag) else f"untagged {describe(item)}"
         raise TokenFormatError(f"CCA token: expected CBOR tag {TAG_CCA_TOKEN} (RMM 1.0) or {TAG_CCA_TOKEN_CMW} "

@@ -106,6 +106,27 @@ def test_self_described_cbor_marker_in_front_of_the_token_is_accepted(
     assert verify_token(bytes.fromhex("d9d9f7") + token, cpak_pub).ok
 
 
+@pytest.mark.parametrize("where", ["realm token", "realm payload", "platform token"])
+def test_self_described_cbor_marker_in_front_of_carried_cbor_is_refused(
+        where: str, sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, cpak_pub: bytes,
+        realm_claims: Callable[..., bytes]) -> None:
+    """Tag 55799 in front of CBOR that a byte string carries (an inner token, a COSE payload)
+    marks no file or stream: cbor2 drops it, a decoder that keeps tags sees a tag where a
+    COSE_Sign1 or a claims map belongs. Refused there, naming the part; it is accepted in front
+    of the whole token only (test above)."""
+    marker = bytes.fromhex("d9d9f7")
+    payload = marker + realm_claims() if where == "realm payload" else realm_claims()
+    realm = sign_cose_sign1(payload, sample_rak)
+    platform = sample_platform_token
+    if where == "realm token":
+        realm = marker + realm
+    elif where == "platform token":
+        platform = marker + platform
+    result = verify_token(encode_cca_token(platform, realm), cpak_pub)
+    assert not result.ok
+    assert "tag 55799 (self-described CBOR) at byte 0 of CBOR carried inside another item" in str(result.to_json())
+
+
 def test_907_form_round_trips(sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, cpak_pub: bytes,
                               realm_claims: Callable[..., bytes]) -> None:
     """The same inner tokens in the CMW form (tag 907, [263, bstr] entries) verify like the 399 form."""
