@@ -234,7 +234,15 @@ def _phases(f: Fields, value: object) -> tuple[PhaseSpec, ...]:
 
 def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ...]:
     out: list[RealmTemplate] = []
-    for i, raw in enumerate(_array(f, value, "realm")):
+    raws = _array(f, value, "realm")
+    if len(raws) > MAX_REALMS:
+        # Before any guest is assembled: each entry has at least one instance, so the file is
+        # refused anyway (resolve's capacity check), and assembling thousands of guests first
+        # took seconds per hundred entries.
+        raise f.fail(f"realm[{MAX_REALMS}]", raws[MAX_REALMS].get("name"),
+                     f"at most {MAX_REALMS} [[realm]] entries (each has at least one instance, and the run "
+                     f"queue holds {MAX_REALMS} realms); this file has {len(raws)}")
+    for i, raw in enumerate(raws):
         realm = _realm(f, raw, f"realm[{i}]", base_dir)
         if any(r.name == realm.name for r in out):
             raise f.fail(f"realm[{i}].name", realm.name, "a name no other realm has")
