@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, RmiRecCreateFlags, rec_index_to_mpidr
+from rmm_mp.hw.granule import GranuleTable
 from rmm_mp.hw.platform import Platform, Region
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.rmm import s2tt
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pytest
 
 F = RmiFid
@@ -90,6 +93,24 @@ def delegate_after_the_copy(monkeypatch: "pytest.MonkeyPatch", handlers: object,
         return content
 
     monkeypatch.setattr(handlers, "read_ns", copy_then_delegate)
+
+
+def before_the_first_lock(monkeypatch: "pytest.MonkeyPatch", rmi: Rmi, action: Callable[[], None]) -> None:
+    """Run ``action`` once, just before ``rmi``'s CPU next locks a granule by its expected state
+    (find_lock: lock_two, lock_sorted, DELEGATE ...; not an NS copy, which locks with lock()):
+    the window between a handler's lock-free checks (and, in a handler that makes one, its
+    lock-free NS copy) and its first granule lock, forced. Other CPUs' and the host's tables
+    pass through. ``monkeypatch.undo()`` ends it."""
+    find_lock = GranuleTable.find_lock
+    table = rmi.cpu.granules
+    pending = [action]
+
+    def act_then_lock(self: GranuleTable, addr: int, expected_state: int):  # type: ignore[no-untyped-def]
+        if self is table and pending:
+            pending.pop()()
+        return find_lock(self, addr, expected_state)
+
+    monkeypatch.setattr(GranuleTable, "find_lock", act_then_lock)
 
 
 class Rmi:

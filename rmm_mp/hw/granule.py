@@ -30,10 +30,13 @@ messages can quote them):
      references to it (RD, REC, RTT) leaves its state only at refcount 0 (a new RTT takes the
      references of the block it replaces while it is still DELEGATED and locked).
   7. An unlocked DELEGATED granule reads as all zeros.
-  8. Non-secure memory (params, run and source pages; host ns_read and ns_write) is copied
-     while holding no other granule lock: the copy locks each granule of the range in address
+  8. Non-secure memory (params and run pages; host ns_read and ns_write) is copied while
+     holding no other granule lock: the copy locks each granule of the range in address
      order. (A page's lock is also the lock lock_two takes once the page is DELEGATED, and
      lock_two holds it while waiting for an RD; a copy made under an RD could close a cycle.)
+     A page that must be read under other locks (DATA_CREATE's source) is instead locked as
+     an external granule expected NS, in address order with the command's others (rule 2),
+     and read under that lock.
 
 Acquire is a compare-and-swap, then a bounded spin, then os.sched_yield() between tries, then
 short sleeps, so that many CPU processes on few host cores still progress while a holder is

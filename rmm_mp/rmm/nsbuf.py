@@ -8,7 +8,9 @@ while holding the granule's lock: the same outcomes, with no window.
 Locking rule 8: a handler makes these copies while it holds no other granule lock. The page's
 lock is the same lock other commands take when the page is DELEGATED (lock_two(page, RD) for
 RTT_CREATE, DATA_CREATE ...), and those hold it while they wait for an RD; a copy made while
-holding an RD could wait for them in turn.
+holding an RD could wait for them in turn. The one exception, read_held_ns, copies a page the
+handler locked itself as an external granule, in address order with its others (rule 2):
+DATA_CREATE's source.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmm_mp.hw.faults import GranuleProtectionFault
+from rmm_mp.hw.gpt import Pas
+from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.rmm.granule_state import GranuleState
 
 if TYPE_CHECKING:
+    from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
 
@@ -31,6 +36,17 @@ def read_ns(rmm: "RmmCpu", pa: int, size: int) -> bytes | None:
         return rmm.ns.read(pa, size)
     except GranuleProtectionFault:
         return None
+
+
+def read_held_ns(rmm: "RmmCpu", page: "Granule") -> bytes | None:
+    """The whole granule ``page``, which the caller locked as NS (find_lock, lock_sorted) and
+    holds; None if EL3 has it outside the Non-secure PAS (a Secure page reads as NS in the
+    granule table), where the copy would take a granule protection fault. No lock is taken: the
+    caller's lock is the one NsAccess would take, and while it is held no DELEGATE and no host
+    or RMM copy can touch the page."""
+    if rmm.gpt.pas(page.idx) != Pas.NS:
+        return None
+    return rmm.memory.read(page.addr, GRANULE_SIZE)
 
 
 def still_ns(rmm: "RmmCpu", pa: int) -> bool:

@@ -209,16 +209,15 @@ def rec_destroy_plain_rmw(rmm: "RmmCpu", rec_addr: int) -> None:
 
 def data_create_copy_under_rd(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_addr: int,
                               flags: int) -> None:
-    """DATA_CREATE copying the source page while it holds the RD (rmi_data.rmi_data_create)."""
+    """DATA_CREATE copying the source page with an NS copy while it holds the RD, instead of
+    locking the page with the DATA granule and the RD in address order (rmi_data.rmi_data_create)."""
     if not still_ns(rmm, src_addr):
         raise RmiError.input()
     pair = rmm.granules.lock_two(data_addr, GS.DELEGATED, rd_addr, GS.RD)
     if pair is None:
         raise RmiError.input()
     content = read_ns(rmm, src_addr, rmi_data.GRANULE_SIZE)    # BUG: an NS copy under the RD (rule 8)
-    for g in pair:
-        g.unlock()
-    rmi_data._create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src_addr=src_addr)
+    rmi_data._create(rmm, pair[0], pair[1], ipa, flags, lambda: content)
 
 
 def map_unprotected_leaks_lock(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int, desc: int) -> None:

@@ -48,8 +48,23 @@ from rmm_mp.stress.explore_pairs_rec import (
 # -- the setups --------------------------------------------------------------------------------
 
 def data_create_vs_delegate_src(machine: Machine) -> Prepared:
+    """DATA_CREATE against DELEGATE of its NS source page: DATA_CREATE first copies the page
+    and both succeed; DELEGATE first makes DATA_CREATE fail src_pas (the page is no longer NS
+    when DATA_CREATE looks, up front or once it holds the page with its other granules)."""
+    b = Builder(machine)
+    realm = b.realm()
+    b.tables(realm, 0, 3)
+    src = b.ns_page(b"source" * 600)
+    data = b.delegate()
+    return prepared(b, (F.RMI_DATA_CREATE, realm.rd, data, 5 * G, src, 1), (F.RMI_GRANULE_DELEGATE, src))
+
+
+def data_create_own_src_vs_delegate(machine: Machine) -> Prepared:
     """DATA_CREATE whose data granule is its own NS source page, against DELEGATE of that page:
-    serially one of them fails (the page is NS, or no longer NS, when DATA_CREATE looks)."""
+    serially DATA_CREATE fails (data_state while the page is NS, src_pas once it is delegated).
+    The unmodified RMM refuses the page named twice before it takes any lock, so it has no lock
+    event to insert B at; a DATA_CREATE that locks the data granule and copies the source under
+    it does (bug data-create-copy-under-rd)."""
     b = Builder(machine)
     realm = b.realm()
     b.tables(realm, 0, 3)
@@ -375,8 +390,10 @@ def remap_vs_unmap_unprotected(machine: Machine) -> Prepared:
 
 
 PAIRS: dict[str, Pair] = {p.name: p for p in (
-    Pair("data-create-vs-delegate-src", "DATA_CREATE from its own NS source page vs DELEGATE of that page",
+    Pair("data-create-vs-delegate-src", "DATA_CREATE from an NS source page vs DELEGATE of that page",
          data_create_vs_delegate_src),
+    Pair("data-create-own-src-vs-delegate", "DATA_CREATE from its own NS source page (data = source) vs "
+         "DELEGATE of that page", data_create_own_src_vs_delegate),
     Pair("data-create-vs-undelegate-data", "DATA_CREATE vs UNDELEGATE of its data granule",
          data_create_vs_undelegate_data),
     Pair("data-destroy-vs-rtt-destroy", "DATA_DESTROY of the only page of a table vs RTT_DESTROY of the table",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from footprint import realm_snapshot, snapshot
-from rmi_helpers import (GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy, dram_across_2_48,
+from rmi_helpers import (GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, before_the_first_lock, dram_across_2_48,
                          rtt_error)
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
@@ -286,30 +286,88 @@ def test_data_create_copy_fault_reported_after_rtt_checks(machine: Machine) -> N
     _expect_failure(t, realm, F.RMI_DATA_CREATE, _create_args(t, realm, src=src), rtt_error(2))
 
 
-@pytest.mark.parametrize("alias", [True, False])
-def test_data_create_source_delegated_after_the_copy(machine: Machine, monkeypatch: pytest.MonkeyPatch,
-                                                     alias: bool) -> None:
-    """The source is copied before any lock (rule 8); another CPU delegating it between that copy
-    and the RD lock makes src_pas true by the time the command takes effect: INPUT, reported
-    where TF-RMM's copy faults, and nothing changes. The old code returned SUCCESS. With the
-    source as the data granule too (alias) no serial order gives that: DELEGATE first fails
-    src_pas, DATA_CREATE first fails data_state (the granule is NS). Without the alias the same
-    window let the delegated page become another DATA granule of the realm first, so the RIM
-    recorded that DATA_CREATE before this one, though this one had to precede the DELEGATE."""
+def _delegate_on(other: Rmi, pa: int) -> None:
+    """DELEGATE ``pa`` on ``other``'s CPU; it must succeed."""
+    assert other.smc(F.RMI_GRANULE_DELEGATE, pa)[0] == SUCCESS
+
+
+def test_data_create_source_delegated_before_the_locks(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another CPU delegates the source after the lock-free src_pas check and before the first
+    lock (where the command once copied it): the source is locked with the data granule and
+    the RD and found DELEGATED, so src_pas is true when the command takes effect: INPUT, and
+    nothing changes. A success would let the delegated page become another DATA granule of the
+    realm first, the RIM recording that DATA_CREATE before this one, though this one had to
+    precede the DELEGATE."""
     t, realm = _setup(machine)
     other = Rmi(machine, cpu=1)
-    src = t.ns_page(PATTERN)
-    data = src if alias else t.delegate()
-    delegate_after_the_copy(monkeypatch, rmi_data, other, src)
-    kept = () if alias else (data,)
-    before = _footprint(t, realm, *kept)
+    src, data = t.ns_page(PATTERN), t.delegate()
+    before_the_first_lock(monkeypatch, t, lambda: _delegate_on(other, src))
+    before = _footprint(t, realm, data)
     assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (INPUT, 0, 0, 0, 0)
     monkeypatch.undo()
     delegated = f"granule {_idx(machine, src)}: "      # the other CPU's DELEGATE, nothing else
-    assert [d for d in _footprint(t, realm, *kept).diff(before) if not d.startswith(delegated)] == []
+    assert [d for d in _footprint(t, realm, data).diff(before) if not d.startswith(delegated)] == []
     assert machine.granule_table(0).state(_idx(machine, src)) == GS.DELEGATED
     assert not any(machine.memory.granule(_idx(machine, src)))
     assert t.read_entry(realm, IPA)[:3] == (SUCCESS, 3, UNASSIGNED)
+    report = invariants(machine)
+    assert report.ok, report
+
+
+@pytest.mark.parametrize("delegated", [False, True])
+def test_data_create_source_as_its_data_granule(machine: Machine, delegated: bool) -> None:
+    """The source named as the data granule too: INPUT whatever the page's state, and nothing
+    changes (NS: data_state; DELEGATED: src_pas). No serial order gives a success, so neither
+    may a DELEGATE racing the command (the source once was copied, the page delegated, then
+    locked as the data granule and created)."""
+    t, realm = _setup(machine)
+    page = t.ns_page(PATTERN)
+    if delegated:
+        t.delegate(page)
+    _expect_failure(t, realm, F.RMI_DATA_CREATE, (realm.rd, page, IPA, page, 1), INPUT, (0, 0, 0), page)
+
+
+@pytest.mark.parametrize("then", ["delegate-data", "create-another-page"])
+def test_data_create_copies_the_source_as_it_is_when_it_takes_effect(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+    """The host rewrites the source while DATA_CREATE runs (after its lock-free checks, before
+    its first lock), then, on another CPU, either delegates the data granule (NS until then) or
+    creates another page of the realm with a measured DATA_CREATE. The command succeeds after
+    that second step (DATA_CREATE fails data_state before the DELEGATE; the RIM records the
+    other page first), which follows the rewrite: the DATA granule and the RIM must hold the new
+    bytes. The source used to be copied before any lock: a success with the old bytes copied
+    and measured, which no serial order gives (the docs/deviations.md row "RMI_DATA_CREATE
+    source copy")."""
+    t, realm = _setup(machine)
+    other = Rmi(machine, cpu=1)
+    new = bytes(reversed(PATTERN))
+    src = t.ns_page(PATTERN)
+    data = t.ns_granule() if then == "delegate-data" else t.delegate()
+    other_page, other_src, other_ipa = t.delegate(), t.ns_page(bytes(GRANULE)), IPA + GRANULE
+
+    def rewrite_then_act() -> None:
+        machine.ns_write(src, new)
+        if then == "delegate-data":
+            _delegate_on(other, data)
+        else:
+            assert other.smc(F.RMI_DATA_CREATE, realm.rd, other_page, other_ipa, other_src, 1)[0] == SUCCESS
+
+    rd = Rd(machine.memory, _idx(machine, realm.rd))
+    rim = rd.measurement(0)
+    algo = rd.params().hash_algo
+    if then == "create-another-page":
+        rim = rim_extend_data(algo, rim, other_ipa, 1, bytes(GRANULE))
+    before = realm_snapshot(machine, src, data, other_page)
+    before_the_first_lock(monkeypatch, t, rewrite_then_act)
+    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (SUCCESS, 0, 0, 0, 0)
+    monkeypatch.undo()
+    # The footprint: the data granule, its level-3 table and the RD, and the host's and the
+    # other CPU's doings (the source; the other page).
+    others = {src} if then == "delegate-data" else {src, other_page}
+    assert before.changed(realm_snapshot(machine, src, data, other_page)) == {data, _llt(realm), realm.rd} | others
+    assert bytes(machine.memory.granule(_idx(machine, data))) == new
+    assert rd.measurement(0) == rim_extend_data(algo, rim, IPA, 1, new)
+    assert t.read_entry(realm, IPA) == (SUCCESS, 3, ASSIGNED, data, RAM)
     report = invariants(machine)
     assert report.ok, report
 

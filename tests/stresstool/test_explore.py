@@ -45,6 +45,9 @@ def _my_segments() -> list[str]:
     return [m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()]
 
 
+NO_LOCK_EVENTS = {"data-create-own-src-vs-delegate"}
+"""Pairs whose A takes no lock on the unmodified RMM (they are there for a catalogued bug)."""
+
 NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-fold-vs-read-entry",
              "rtt-create-vs-rtt-destroy-parent", "rtt-fold-assigned-vs-data-destroy",
              "rtt-create-unfold-vs-data-destroy", "rtt-fold-ns-vs-unmap", "rtt-destroy-vs-rtt-create",
@@ -75,12 +78,12 @@ def test_a_call_thread_is_listed_only_once_started() -> None:
 @pytest.mark.parametrize("name", [n for n in PAIRS if n not in NEW_PAIRS])
 def test_correct_pair_gives_serial_outcomes_only(name: str) -> None:
     """Every interleaving of the unmodified RMM is one of the two serial outcomes; the pair has
-    more than one insertion point, and the serial runs complete. Every pair of the catalog is
-    explored here or in the test of NEW_PAIRS (a setup broken by a refactoring once went
-    unnoticed because only five pairs were)."""
+    more than one insertion point (the NO_LOCK_EVENTS pairs none), and the serial runs
+    complete. Every pair of the catalog is explored here or in the test of NEW_PAIRS (a setup
+    broken by a refactoring once went unnoticed because only five pairs were)."""
     report = explore(PAIRS[name])
     assert report.ok, report
-    assert report.tried > 1
+    assert report.tried > 1 or name in NO_LOCK_EVENTS
     assert not any(o.trouble for o in report.serial.values())
     assert _my_segments() == []
 
@@ -237,17 +240,21 @@ def test_a_lock_left_held_that_no_call_waits_for_is_reported() -> None:
 
 
 def test_a_copy_under_the_rd_is_reported() -> None:
-    """data-create-copy-under-rd: with B's DELEGATE of the source (DATA_CREATE's own data
-    granule) inserted after A locked it, A's copy under the RD locks that granule again: an RMM
-    crash, which no serial order gives."""
+    """data-create-copy-under-rd: DATA_CREATE from its own source page (data = source), with
+    B's DELEGATE of that page inserted before A locked it as its data granule: A's copy under
+    the RD locks that granule again, an RMM crash, which no serial order gives. The unmodified
+    RMM refuses the aliased page before taking any lock, so it has nothing to interleave and
+    both orders fail DATA_CREATE."""
+    pair = PAIRS["data-create-own-src-vs-delegate"]
+    report = explore(pair, timeout=2.0)
+    assert report.ok and not report.non_serial, report
+    assert {o.a[0] for o in report.serial.values()} == {RmiStatus.RMI_ERROR_INPUT}    # type: ignore[index]
     with injected("data-create-copy-under-rd"):
-        report = explore(PAIRS["data-create-vs-delegate-src"], timeout=2.0)
+        report = explore(pair, timeout=2.0)
     assert report.non_serial and not report.serial_trouble
     assert all(str(n.a).startswith("RmmInternalError") for n in report.non_serial)
     assert {n.why for n in report.non_serial} == {"results that no serial order gives"}
     assert _my_segments() == []
-
-
 
 
 @pytest.mark.parametrize("name", NEW_PAIRS)

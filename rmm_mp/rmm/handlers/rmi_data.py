@@ -8,20 +8,31 @@ RIM is extended under it, and it serialises creation against REALM_ACTIVATE. DAT
 releases the RD once root RTT 0 is locked and takes the DATA granule after its level-3 table
 (internal order RTT -> DATA).
 
-Why the source page is copied before anything is locked: the copy locks the NS granule (locking
-rule 8), and that same lock is the one RTT_CREATE or DATA_CREATE take when the page has just
-been delegated. Copying while holding the RD could then close a cycle (this CPU holds the RD and
-waits for the page; another holds the page as a DELEGATED candidate and waits for the RD). TF-RMM
-copies late because its copy takes no lock (the GPC just faults). Here the copy is taken first,
-holding nothing, and a failed copy is reported where TF-RMM reports it (after the RTT checks),
-and the source's state is read again at that point, with the data granule and the RD held (a
-source delegated after the copy fails there, as TF-RMM's copy would fault), so the outcomes
-are TF-RMM's; the data granule is written only once every check has passed.
+Why the source page is locked with the DATA granule and the RD: DATA_CREATE copies it at
+TF-RMM's position (after rtte_state, holding the RD and the level-3 table), so the bytes it
+copies and measures are the source's at the moment the command takes effect. A copy through
+NsAccess there would lock the page out of order (locking rule 8: once the page is DELEGATED,
+its lock is the one lock_two takes for RTT_CREATE or DATA_CREATE and holds while it waits for
+an RD, so a copy made holding the RD could close a cycle). Instead the page is locked as one of
+the command's external granules, expected NS, in ascending address order with the DATA granule
+and the RD (rule 2, lock_sorted), and copied under that lock (nsbuf.read_held_ns): external
+before internal, and no one waits for an NS-state lock while holding an RTT. Held NS, the page
+stays NS and unwritten (DELEGATE, host and RMM copies all take its lock) until the command is
+done.
+
+src_pas is then checked three ways, each at a moment where it is the serial outcome:
+  - lock-free up front (nsbuf.still_ns), as TF-RMM does: the first check on a state;
+  - under the lock, when the page is no longer NS (delegated after that check): INPUT at once,
+    before realm_state and the RTT checks. A serial DATA_CREATE at that moment fails src_pas
+    first, as TF-RMM's own up-front check would; the specification orders src_pas after none
+    of the others;
+  - after rtte_state, where TF-RMM's copy faults: a page NS in the granule table but not in
+    the NS PAS (Secure memory), which only the copy finds.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rmm_mp.abi.structs import RmiDataFlags
 from rmm_mp.rmm import s2tt, stage2
@@ -29,7 +40,7 @@ from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.handlers.rmi_rtt import lock_rd, walk_from_rd
 from rmm_mp.rmm.measurement import rim_extend_data
-from rmm_mp.rmm.nsbuf import read_ns, still_ns
+from rmm_mp.rmm.nsbuf import read_held_ns, still_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.s2tt import Kind, S2Ctx, Walk
 
@@ -37,19 +48,19 @@ if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
-DELEGATED, RD, DATA = GranuleState.DELEGATED, GranuleState.RD, GranuleState.DATA
+NS, DELEGATED, RD, DATA = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD, GranuleState.DATA
 GRANULE_SIZE = 1 << s2tt.GRANULE_SHIFT
 PAGE_LEVEL = s2tt.PAGE_LEVEL
 NO_MEASURE_CONTENT = int(RmiDataFlags.RMI_NO_MEASURE_CONTENT)
 MEASURE_CONTENT = int(RmiDataFlags.RMI_MEASURE_CONTENT)
 
 LOCK_SEQUENCES = {
-    "RMI_DATA_CREATE": ("the source page alone (NS, for the copy, released before anything else is "
-                        "taken); the DATA granule (DELEGATED) and the RD in ascending address order; "
-                        "root RTT 0; walk hand over hand to the level-3 table; the RD is held to the "
-                        "end (the RIM is extended under it)",
-                        "the copy's NS lock is held alone (rule 8); two externals in address order "
-                        "(rule 2); then RTTs root to leaf (rules 1, 5)"),
+    "RMI_DATA_CREATE": ("the source page (NS), the DATA granule (DELEGATED) and the RD in ascending "
+                        "address order; root RTT 0; walk hand over hand to the level-3 table; the "
+                        "source is copied under its own lock, held with the RD to the end (the RIM "
+                        "is extended under the RD)",
+                        "three externals in address order (rule 2), then RTTs root to leaf (rules 1, "
+                        "5); the source is locked as an external granule, not by an NS copy (rule 8)"),
     "RMI_DATA_CREATE_UNKNOWN": ("the DATA granule (DELEGATED) and the RD in ascending address order; "
                                 "root RTT 0; walk hand over hand to the level-3 table; the RD is held "
                                 "to the end",
@@ -63,9 +74,9 @@ LOCK_SEQUENCES = {
 FAILURE_CONDITIONS = {
     # TF-RMM rel0 checks RmiDataFlags bits 63:1 first (flags_valid): B4.3.1 has no such failure
     # condition, so they are ignored here (B1.6; docs/deviations.md).
-    # src_pas is checked twice, as TF-RMM does: the granule state (lock-free) up front, and,
-    # after rtte_state, where TF-RMM's copy faults, the copy's result and the source's state
-    # again (the copy was made before the locks; the source may have been delegated since).
+    # src_pas is checked as TF-RMM does, the granule state (lock-free) up front and the PAS
+    # after rtte_state, where TF-RMM's copy faults; and once more when the source is locked
+    # with the data granule and the RD (delegated since the first check: see the docstring).
     "RMI_DATA_CREATE": ("src_align", "src_bound", "src_pas", "data_align", "data_bound",
                         "data_state", "rd_align", "rd_bound", "rd_state", "realm_state", "ipa_bound",
                         "ipa_align", "data_bound2", "rtt_walk", "rtte_state", "src_pas"),
@@ -96,24 +107,34 @@ def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_a
     set; the SBZ bits 63:1 are ignored, but the descriptor holds flags as passed). B4.3.1."""
     if not still_ns(rmm, src_addr):     # lock-free, as TF-RMM
         raise RmiError.input()
-    content = read_ns(rmm, src_addr, GRANULE_SIZE)   # holding no lock: see the module docstring
-    _create(rmm, rd_addr, data_addr, ipa, flags, content, measured=True, src_addr=src_addr)
+    held = rmm.granules.lock_sorted([(src_addr, NS), (data_addr, DELEGATED), (rd_addr, RD)])
+    if held is None:
+        # A wrong state (the source delegated since the check above, or data_state, rd_state),
+        # or the source aliasing one of the others (then one of those fails): all INPUT.
+        raise RmiError.input()
+    src_g, data_g, rd_g = held
+    try:
+        _create(rmm, data_g, rd_g, ipa, flags, lambda: read_held_ns(rmm, src_g))
+    finally:
+        src_g.unlock()
 
 
 def rmi_data_create_unknown(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int) -> None:
     """Create a DATA granule at ``ipa`` with unknown (zero) contents, keeping the entry's RIPAS;
     not measured, allowed in any realm state. B4.3.2."""
-    _create(rmm, rd_addr, data_addr, ipa, NO_MEASURE_CONTENT, None, measured=False, src_addr=-1)
-
-
-def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
-            content: bytes | None, measured: bool, src_addr: int) -> None:
-    """Shared body: ``measured`` is DATA_CREATE (content None there means the copy faulted;
-    ``src_addr`` is the source page it was copied from)."""
     pair = rmm.granules.lock_two(data_addr, DELEGATED, rd_addr, RD)
     if pair is None:
         raise RmiError.input()
-    data_g, rd_g = pair
+    _create(rmm, pair[0], pair[1], ipa, NO_MEASURE_CONTENT, None)
+
+
+def _create(rmm: "RmmCpu", data_g: "Granule", rd_g: "Granule", ipa: int, flags: int,
+            copy: Callable[[], bytes | None] | None) -> None:
+    """Shared body, holding the DATA granule and the RD (both released here). ``copy`` reads
+    DATA_CREATE's source at TF-RMM's position, after rtte_state (None: the page is not in the
+    NS PAS, src_pas); None for DATA_CREATE_UNKNOWN."""
+    measured = copy is not None
+    data_addr = data_g.addr
     rd = Rd(rmm.memory, rd_g.idx)
     try:
         if measured and rd.state != RealmState.NEW:
@@ -125,10 +146,9 @@ def _create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, flags: int,
         w = _walk_holding_rd(rmm, ctx, ipa)
         try:
             entry = _unassigned_leaf(rmm, w)
-            if measured:
-                # src_pas again, where TF-RMM's copy would fault (nsbuf.still_ns: delegated
-                # since the copy, even as this very data granule, it fails here).
-                if content is None or not still_ns(rmm, src_addr):
+            if copy is not None:
+                content = copy()
+                if content is None:
                     raise RmiError.input()
                 rmm.memory.write(data_addr, content)
                 rim = rim_extend_data(params.hash_algo, rd.measurement(RIM_SLOT), ipa, flags,
