@@ -7,9 +7,11 @@ waits, calls ``on_tick`` for progress, asks every CPU to stop (the control block
 when time is up, when ``on_tick`` says so, on Ctrl-C, or when one CPU dies, and then collects a
 report.
 
-When a CPU dies (an exception, a non-zero exit, a signal such as SIGKILL) the run reports which
-CPU, how, the traceback if there is one, and the granules whose locks that CPU still held, then
-ends cleanly: the others are stopped (terminated after a grace period) and the machine is left
+When a CPU dies (an exception, a non-zero exit, a signal such as SIGKILL), or exits normally
+but its result does not reach the parent (lost, or one that cannot be unpickled there:
+CpuFailure.result_lost),
+the run reports which CPU, how, the traceback if there is one, and the granules whose locks that
+CPU still held, then ends cleanly: the others are stopped (terminated after a grace period) and the machine is left
 to its creator, which unlinks it as usual.
 
 This sits beside machine.py rather than in hw/: a CPU process runs the whole stack (host, EL3,
@@ -77,6 +79,11 @@ class CpuFailure:
     last flush (stats.histogram.FLUSH_INTERVAL_NS) never reached shared memory, so the report's
     figures of this CPU stop there. A CPU that returned flushed them before it sent its result;
     one that raised flushes them as it closes its handle, after it sent the error."""
+
+    result_lost: bool = False
+    """The process exited normally (status 0) but its result is not in RunResult.results: it
+    never arrived, or arrived in a form the parent could not unpickle (``how`` says which).
+    What the CPU did is unknown to the caller, as for a CPU that died; but it did not die."""
 
     def describe(self) -> str:
         locks = ", ".join(f"{pa:#x}" for pa in self.held_locks) or "none"
@@ -459,9 +466,14 @@ class _Supervisor:
             while not pipe.closed and pipe.poll():
                 self._receive(cpu, pipe)
             del live[cpu]
+            if proc.exitcode == 0 and cpu not in self.errors and cpu not in self.results:
+                # Exited normally, yet neither a result nor an error arrived: _cpu_main sends
+                # its result before it exits 0, so it was lost on the way. A caller must not
+                # read the missing result as a CPU that ran and had nothing to say.
+                self.errors[cpu] = ("exited normally (status 0), but its result never reached the parent", "")
             if proc.exitcode != 0 or cpu in self.errors:
                 self.failures.append(self._failure(cpu, proc.exitcode))
-                self.stop(f"CPU {cpu} died")
+                self.stop(f"CPU {cpu} died" if proc.exitcode != 0 else f"CPU {cpu}'s result was lost")
         now = time.monotonic()
         if self.on_tick is not None:
             why = self.on_tick(now - start)
@@ -477,6 +489,14 @@ class _Supervisor:
             message = pipe.recv()
         except (EOFError, OSError):
             pipe.close()
+            return
+        except Exception as exc:
+            # The message arrived whole (recv reads all its bytes before unpickling, so the
+            # pipe stays in step) but could not be unpickled here: a class the parent cannot
+            # import, a __reduce__ that raises. The CPU's failure to report, not the parent's:
+            # it must not end the run with a traceback and lose the other CPUs' results.
+            self.errors[cpu] = (f"sent a result that the parent could not read ({type(exc).__name__}: {exc})",
+                                traceback.format_exc())
             return
         if message[0] == "ok":
             self.results[cpu] = message[1]
@@ -499,7 +519,8 @@ class _Supervisor:
         # _cpu_main flushes a CPU's statistics before it sends a result, and closes its handle
         # (which flushes them) after it sends an error: a CPU with neither died first.
         unpublished = cpu not in self.errors and cpu not in self.results
-        return CpuFailure(cpu, how, tb, held, ours and cpu in self.on_request, ours, unpublished)
+        return CpuFailure(cpu, how, tb, held, ours and cpu in self.on_request, ours, unpublished,
+                          code == 0 and cpu not in self.results)
 
     def _terminate(self, live: dict[int, Any], why: str, on_request: bool = False) -> None:
         # SIGKILL: the children ignore SIGTERM (see the module docstring).

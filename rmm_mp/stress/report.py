@@ -71,8 +71,26 @@ class StressReport:
 
     unreported: tuple[int, ...] = ()
     """The CPUs that returned no result (their process died: killed, or an error it could not
-    report). A deterministic run's switch log is kept by each CPU and returned with its
-    result, so the switches these CPUs made are not in ``schedule``."""
+    report; or it exited normally and its result was lost on the way, ``lost_results``). A
+    deterministic run's switch log is kept by each CPU and returned with its result, so the
+    switches these CPUs made are not in ``schedule``."""
+    lost_results: tuple[int, ...] = ()
+    """Of ``unreported``, the CPUs whose process exited normally (status 0): it sent a result
+    that never reached the parent, or one the parent could not read (a ``result-lost``
+    finding says which). Their process did not die, and the report must not say it did."""
+
+    def no_result(self) -> str:
+        """"CPU n returned no result (why)" for the CPUs in ``unreported``, grouped by why; ""
+        when every CPU returned one."""
+        died = [c for c in self.unreported if c not in self.lost_results]
+        lost = [c for c in self.unreported if c in self.lost_results]
+        parts = []
+        if died:
+            parts.append(f"CPU {', '.join(map(str, died))} returned no result (its process died)")
+        if lost:
+            parts.append(f"CPU {', '.join(map(str, lost))} returned no result (its process exited normally, "
+                         "but the result did not reach the parent)")
+        return "; ".join(parts)
 
     def unreplayable(self) -> str:
         """Why this deterministic run's schedule cannot replay it, "" if it can: a replay of an
@@ -81,9 +99,7 @@ class StressReport:
         if not self.steps:
             return "the run took no step, so it has no schedule to follow"
         if self.unreported:
-            cpus = ", ".join(str(c) for c in self.unreported)
-            return (f"CPU {cpus} returned no result (its process died), so the switches it made are lost "
-                    "and a replay could not follow the run")
+            return f"{self.no_result()}, so the switches it made are lost and a replay could not follow the run"
         return ""
 
     def marked_interrupted(self, not_done: tuple[str, ...] = ()) -> "StressReport":

@@ -378,7 +378,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     unstarted = sup.plan is not None and sup.timed_out and not sup.started
     waited = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is not None
               and not (sup.started and seg.turn == f.cpu) and not (unstarted and seg.status(f.cpu) == ABSENT)]
-    dead = {f.cpu for f in result.failures}
+    # A CPU whose result was lost exited normally, having left the machine: not dead.
+    dead = {f.cpu for f in result.failures if not f.result_lost}
     findings.extend(_failure(f, machine, dead) for f in result.failures if not f.on_request and f not in waited)
     killed = [f for f in result.failures if f.on_request]
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
@@ -419,7 +420,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         tuple(edges.values()), _counts(results),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
                         result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done),
-                        tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else ())
+                        tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
+                        tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else ())
 
 
 def _counts(results: dict[int, CpuResult]) -> dict[str, int]:
@@ -466,10 +468,13 @@ def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResul
 
 
 def _failure(failure: CpuFailure, machine: Machine, dead: set[int]) -> Finding:
-    """A CPU process that died: the watchdog's report of it (``dead``: every CPU whose process
-    died, said so in the snapshot lines)."""
+    """A CPU process that died, or (``result-lost``) exited normally with its result lost on
+    the way or unreadable here: the watchdog's report of it (``dead``: every CPU whose process
+    died, said so in the snapshot lines). Either way what the CPU did is unknown, so a run
+    with no other finding must not pass."""
     snaps = snapshots(machine, dead=dead)
     held = ", ".join(f"{pa:#x}" for pa in failure.held_locks) or "none"
-    return Finding("watchdog", "cpu-died", f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
+    rule = "result-lost" if failure.result_lost else "cpu-died"
+    return Finding("watchdog", rule, f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
                    failure.cpu, snaps[failure.cpu].call if failure.cpu < len(snaps) else "", "",
                    tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]))

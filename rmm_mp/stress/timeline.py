@@ -16,7 +16,8 @@ pid 1) and, per CPU, these tracks (threads):
     "CPU n locks" (tid 101 + n), "CPU n locks (k + 1)" (tid 101 + n + 100 k)
         "lock <PA>"             complete events from acquire to release, args {granule}
 
-A run in which a CPU returned no result (its process died: StressReport.unreported) lost that
+A run in which a CPU returned no result (its process died, or its result was lost on the way:
+StressReport.unreported) lost that
 CPU's points and the switches it made, which it keeps until it returns. Its timeline is
 incomplete, and says so (``incomplete``): the other CPUs' calls, waits and locks are drawn at
 their steps, the dead CPU's track is named as having returned nothing, no CPU's running slices
@@ -63,9 +64,8 @@ def incomplete(report: StressReport) -> str:
     """Why the timeline of ``report`` cannot draw the whole interleaving ("" if it can)."""
     if not report.unreported:
         return ""
-    cpus = ", ".join(str(c) for c in report.unreported)
-    return (f"CPU {cpus} returned no result (its process died), so its calls and locks and the switches "
-            "it made are lost: the other CPUs' calls and locks are drawn, no CPU's running slices")
+    return (f"{report.no_result()}, so its calls and locks and the switches it made are lost: the other "
+            "CPUs' calls and locks are drawn, no CPU's running slices")
 
 
 def _metadata(lanes: dict[int, int], lost: tuple[int, ...] = ()) -> list[dict[str, Any]]:

@@ -1365,3 +1365,50 @@ def test_a_cpu_stuck_as_it_starts_is_a_finding_when_the_time_limit_ends_the_run(
     assert [n for n in report.not_done if n.startswith(f"CPU {died[0].cpu} ")] == [], report.text()
     assert any(n.startswith(f"CPU {other} did not stop within") and n.endswith("so this is no finding of its own")
                for n in report.not_done), report.text()
+
+
+def test_a_run_whose_results_were_lost_is_no_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic `stress` run in which the parent's receive drops every CPU's result (the
+    CPU processes exit normally): before, it printed "no findings, but no operation completed"
+    and exited 0, a pass that had seen nothing. Now each CPU is a `result-lost` finding naming
+    it (exit status 1), the snapshot does not call its process dead, and the schedule is not
+    saved, with the reason worded for a result lost rather than a process that died."""
+    from rmm_mp import runtime
+
+    def drop(self: Any, cpu: int, pipe: Any) -> None:
+        try:
+            pipe.recv()
+        except (EOFError, OSError):
+            pipe.close()
+    monkeypatch.setattr(runtime._Supervisor, "_receive", drop)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "30", "--json", "r.json"])
+    assert res.exit_code == 1, res.output
+    assert "no findings" not in res.output
+    for cpu in (0, 1):
+        assert (f"[watchdog: result-lost] CPU {cpu}: CPU {cpu} exited normally (status 0), but its result never "
+                "reached the parent; locks it still held: none") in res.output, res.output
+    assert "its process is dead" not in res.output and "(its process died)" not in res.output
+    assert ("schedule not saved: CPU 0, 1 returned no result (its process exited normally, but the result did "
+            "not reach the parent), so the switches it made are lost") in res.output, res.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert not data["ok"] and [f["rule"] for f in data["findings"]] == ["result-lost"] * 2
+
+
+def test_a_result_the_parent_cannot_read_is_a_finding_not_a_traceback(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message the parent receives from a CPU fails to unpickle (pickle.UnpicklingError, as
+    an unreadable CpuResult gives): before, the error escaped run_cpus and `stress` ended with a
+    traceback and no report. Now the report is printed, each CPU a `result-lost` finding naming
+    the error, and the exit status is 1."""
+    import multiprocessing.connection
+    import pickle
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("invalid load key, '\\x00'.")
+    monkeypatch.setattr(multiprocessing.connection._ForkingPickler, "loads", unreadable)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "30"])
+    assert res.exit_code == 1, res.output
+    assert ("[watchdog: result-lost] CPU 0: CPU 0 sent a result that the parent could not read "
+            "(UnpicklingError: invalid load key, '\\x00'.)") in res.output, res.output

@@ -1,0 +1,75 @@
+"""How run_cpus treats a CPU whose result does not reach the parent although its process
+exited normally: the result was lost on the way, or the parent could not unpickle it. Either
+is a named CPU failure (CpuFailure.result_lost), never a CPU that silently had nothing to say,
+and never a traceback that loses the other CPUs' results."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from rmm_mp import Machine, runtime
+from rmm_mp.runtime import run_cpus
+
+
+def _refuse_to_load() -> None:
+    """What unpickling an _Unreadable calls in the parent."""
+    raise pickle.UnpicklingError("this result cannot be read here")
+
+
+class _Unreadable:
+    """Pickles in the CPU process; unpickling it (in the parent) raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_load, ())
+
+
+def _unreadable_on_cpu1(cpu) -> object:  # type: ignore[no-untyped-def]
+    """CPU 1 returns a result the parent cannot unpickle; the others return their id."""
+    return _Unreadable() if cpu.id == 1 else cpu.id
+
+
+def _its_id(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Return at once: the CPU's id."""
+    return int(cpu.id)
+
+
+@pytest.mark.multiprocess
+def test_a_result_the_parent_cannot_unpickle_is_a_named_failure_of_that_cpu() -> None:
+    """CPU 1 of 2 returns an object whose unpickling raises pickle.UnpicklingError in the parent.
+    run_cpus returns (before: the error escaped run_cpus as a traceback, and CPU 0's result was
+    lost with it): CPU 0's result is there, CPU 1 is a failure whose ``how`` names the error,
+    marked result_lost (its process exited 0, it did not die), with the traceback."""
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _unreadable_on_cpu1, timeout_s=30)
+    assert result.results == {0: 0}, result
+    assert [f.cpu for f in result.failures] == [1], result.failures
+    failure = result.failures[0]
+    assert failure.how == ("sent a result that the parent could not read "
+                           "(UnpicklingError: this result cannot be read here)"), failure
+    assert failure.result_lost and not failure.terminated and "_refuse_to_load" in failure.traceback
+    assert result.exit_codes[1] == 0
+
+
+@pytest.mark.multiprocess
+def test_a_result_lost_on_the_way_from_a_cpu_that_exited_normally_is_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's receive drops every message (reads it, keeps nothing), so both CPUs exit 0
+    with no result and no error in the parent's hands. Each is a failure marked result_lost,
+    saying its result never reached the parent. Before, run_cpus returned no failure at all: a
+    caller saw a clean run in which no CPU had returned anything."""
+    def drop(self: Any, cpu: int, pipe: Any) -> None:
+        try:
+            pipe.recv()
+        except (EOFError, OSError):
+            pipe.close()
+    monkeypatch.setattr(runtime._Supervisor, "_receive", drop)
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _its_id, timeout_s=30)
+    assert result.results == {}
+    assert sorted(f.cpu for f in result.failures) == [0, 1], result.failures
+    for f in result.failures:
+        assert f.how == "exited normally (status 0), but its result never reached the parent", f
+        assert f.result_lost and not f.unpublished
+    assert not result.ok
