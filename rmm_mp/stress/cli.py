@@ -110,7 +110,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
               show_default=True, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
                                       "replayable.")
 @click.option("--steps", type=click.IntRange(*INTEGERS["steps"][:2]), default=20_000, show_default=True,
-              help="Step budget of a deterministic run.")
+              help="Step budget of a deterministic run: once spent, no CPU starts another operation, "
+                   "but the ones under way finish, so the run takes more steps (the summary says how many).")
 @click.option("--pct-depth", type=click.IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
               help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")

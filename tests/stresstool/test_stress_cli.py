@@ -1412,3 +1412,19 @@ def test_a_result_the_parent_cannot_read_is_a_finding_not_a_traceback(tmp_path: 
     assert res.exit_code == 1, res.output
     assert ("[watchdog: result-lost] CPU 0: CPU 0 sent a result that the parent could not read "
             "(UnpicklingError: invalid load key, '\\x00'.)") in res.output, res.output
+
+
+def test_summary_says_how_far_a_run_went_past_its_step_budget() -> None:
+    """--steps is where a deterministic run starts to end: the operations under way finish, so a
+    run with a budget of 20,000 took 20,088 steps, and the summary gave the 20,088 with nothing
+    to say that this was intended. It now gives the budget and the steps past it; a run that
+    ended otherwise (a finding) or exactly at its budget says nothing of the kind."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    cfg = StressConfig(schedule="random", steps=20_000)
+    over = StressReport(cfg, (), "budget", 1.0, {0: 9}, steps=20_088, switches=3).summary()
+    assert "; 20,088 steps (budget 20,000: 88 to finish the operations under way), 3 switches" in over, over
+    exact = StressReport(cfg, (), "budget", 1.0, {0: 9}, steps=20_000, switches=3).summary()
+    assert "; 20,000 steps, 3 switches" in exact and "budget 20" not in exact, exact
+    found = StressReport(cfg, (), "finding", 1.0, {0: 9}, steps=20_088, switches=3).summary()
+    assert "budget 20" not in found, found
