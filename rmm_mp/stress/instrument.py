@@ -7,7 +7,8 @@ for on the paths of an ordinary run.
     GranuleTable.unlock: a point after the release;
   - GranuleTable._lock_contended: in deterministic mode the CPU blocks (stress.sched) instead
     of spinning; free-running, the spin publishes the lock it waits for and its spin count for
-    the watchdog and leaves the call (StressAbort) when the run is aborted;
+    the watchdog and leaves the call (StressAbort) when the run is aborted (also with the
+    watchdog off: a holder whose process died would otherwise hold it until the grace time);
   - the CPU's EL3 entry (Cpu._enter): el3.monitor's publishing entry (the call and its
     arguments in the shared area), with points at RMI entry and exit in deterministic mode;
   - hw.points.hook: publishes the realm call (RSI) and makes the point;
@@ -46,8 +47,9 @@ _ABORT_CHECK = 63
 
 def install(cpu: "Cpu", seg: StressSegment | None = None, watchdog: bool = False) -> Probe:
     """A Probe for ``cpu`` observing every table of this process, with the lock class hints and
-    published calls; with ``watchdog``, calls that return holding a lock are reported and (given
-    the free-running run's ``seg``) the contended path publishes its wait and obeys an abort."""
+    published calls; given the free-running run's ``seg``, the contended path publishes its wait
+    and obeys an abort; with ``watchdog``, calls that return holding a lock are reported, and so
+    is a CPU waiting for a lock it holds."""
     probe = Probe(cpu)
     cpu.granules.observer = probe
     # The host's NS copies lock with the process's host-owner table: observe it too.
@@ -56,8 +58,11 @@ def install(cpu: "Cpu", seg: StressSegment | None = None, watchdog: bool = False
     enter = cpu.monitor.smc_from_ns_published
     probe.patch(cpu, "_enter", _leak_checked_enter(probe, enter) if watchdog else enter)
     probe.patch(points, "hook", _publishing_hook(probe))
-    if seg is not None and watchdog:
-        _watched_spin(probe, seg)
+    if seg is not None:
+        # Whatever the checkers: a CPU spinning on a lock whose holder's process died must leave
+        # when the run is aborted, or it spins on until the grace time kills it, and is reported
+        # as a CPU of its own that "did not stop", not as one stuck behind the dead holder.
+        _watched_spin(probe, seg, watchdog)
     return probe
 
 
@@ -102,9 +107,12 @@ def _publishing_hook(probe: Probe) -> Any:
     return hook
 
 
-def _watched_spin(probe: Probe, seg: StressSegment) -> None:
-    """Free-running: the contended path publishes what it waits for and obeys an abort."""
+def _watched_spin(probe: Probe, seg: StressSegment, watchdog: bool) -> None:
+    """Free-running: the contended path publishes what it waits for and obeys an abort; a lock
+    the CPU holds itself is the watchdog's finding, without it the RMM crash the plain path
+    raises."""
     view, base = probe.cpu.area.view, probe.cpu.area.base
+    plain = GranuleTable._lock_contended
 
     def contended(self: GranuleTable, idx: int, cls: int = OTHER_CLASS) -> None:
         offset, cas, owner = idx << 3, self._cas, self.owner
@@ -117,12 +125,15 @@ def _watched_spin(probe: Probe, seg: StressSegment) -> None:
                 if holder == 0:
                     break
                 if holder == owner:
+                    if not watchdog:
+                        plain(self, idx, cls)   # raises its recursive-lock RmmInternalError
                     _self_deadlock(probe, self, idx)
                 tries += 1
                 if tries & _ABORT_CHECK == 0:
                     view.store_u64(base + OFF_WAIT_SPINS, tries)
                     if seg.end == END_ABORT:
-                        raise StressAbort(f"the run was aborted while CPU {probe.cpu_id} waited for granule {idx}")
+                        raise StressAbort(f"the run was aborted while CPU {probe.cpu_id} waited for granule {idx}",
+                                          self.base + (idx << 12), holder, probe.current_call())
                 if tries > SPIN_TRIES:
                     backoff(tries)
         finally:

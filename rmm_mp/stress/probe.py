@@ -34,7 +34,17 @@ if TYPE_CHECKING:
 class StressAbort(BaseException):
     """The run was ended (deadlock, watchdog) while this CPU was inside a call: its locks stay
     held and the call is abandoned. A BaseException, so that no handler mistakes it for an
-    RMM error; EL3 treats it as an interrupted RMM (the machine is marked dead)."""
+    RMM error; EL3 treats it as an interrupted RMM (the machine is marked dead).
+
+    ``waiting_for`` (a granule's PA, -1 if none), ``holder`` (its lock word then) and ``call``
+    (the call in progress): the lock the CPU was waiting for when the abort came, so that the
+    report can name a CPU stuck behind a holder whose process died."""
+
+    def __init__(self, message: str, waiting_for: int = -1, holder: int = 0, call: str = "") -> None:
+        super().__init__(message)
+        self.waiting_for = waiting_for
+        self.holder = holder
+        self.call = call
 
 
 @dataclass(slots=True)

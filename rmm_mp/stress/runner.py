@@ -40,7 +40,7 @@ from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
 from rmm_mp.stress.shared import (
     ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, STRATEGIES, StressSegment,
 )
-from rmm_mp.stress.watchdog import Watchdog, snapshots
+from rmm_mp.stress.watchdog import Watchdog, owner_cpu, snapshots
 from rmm_mp.stress.worker import CpuPlan, CpuResult, stress_cpu
 from rmm_mp.interrupts import Interrupts
 
@@ -380,7 +380,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
               and not (sup.started and seg.turn == f.cpu) and not (unstarted and seg.status(f.cpu) == ABSENT)]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
-    findings.extend(_failure(f, machine, dead) for f in result.failures if not f.on_request and f not in waited)
+    findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
+                    for f in result.failures if not f.on_request and f not in waited)
     killed = [f for f in result.failures if f.on_request]
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn (or still starting up) after the run "
@@ -467,7 +468,21 @@ def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResul
     return "budget" if config.deterministic else "time"
 
 
-def _failure(failure: CpuFailure, machine: Machine, dead: set[int]) -> Finding:
+def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult]) -> tuple[str, ...]:
+    """Lines naming every CPU that was waiting for a lock ``cpu`` held when the run was aborted
+    (its death aborts it): without them the report showed such a CPU only as "running" in a
+    call, holding its own locks, as if it had been at work."""
+    out = []
+    for other in sorted(results):
+        waited = results[other].waited
+        if other != cpu and waited is not None and owner_cpu(machine, waited[2]) == cpu:
+            call, pa, _ = waited
+            out.append(f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
+                       + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
+    return tuple(out)
+
+
+def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple[str, ...] = ()) -> Finding:
     """A CPU process that died, or (``result-lost``) exited normally with its result lost on
     the way or unreadable here: the watchdog's report of it (``dead``: every CPU whose process
     died, said so in the snapshot lines). Either way what the CPU did is unknown, so a run
@@ -477,4 +492,4 @@ def _failure(failure: CpuFailure, machine: Machine, dead: set[int]) -> Finding:
     rule = "result-lost" if failure.result_lost else "cpu-died"
     return Finding("watchdog", rule, f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
                    failure.cpu, snaps[failure.cpu].call if failure.cpu < len(snaps) else "", "",
-                   tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]))
+                   stuck + tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]))

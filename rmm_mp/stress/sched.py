@@ -172,7 +172,11 @@ class Scheduler:
             raise AssertionError("unreachable: _stuck raises")
         if nxt != self.cpu:
             self._hand_to(nxt, preemption=False)
-            self._wait()
+            try:
+                self._wait()
+            except StressAbort as exc:
+                # Say what it waited for: the report names a CPU stuck behind a dead holder.
+                raise StressAbort(str(exc), addr, self.lock_word(idx), self.probe.current_call()) from None
         seg.set_status(self.cpu, RUNNING)
 
     # -- the choice and the switch ------------------------------------------------------------

@@ -64,6 +64,9 @@ class CpuResult:
     edges: list[Edge] = field(default_factory=list)
     switches: list[tuple[int, int]] = field(default_factory=list)
     points: list[tuple[int, int, int]] = field(default_factory=list)
+    waited: tuple[str, int, int] | None = None
+    """The call (as published), the granule PA and the holder's lock word of the lock this CPU
+    was waiting for when the run was aborted and it left the call; None if it was not waiting."""
     stopped_at: int | None = None
     """Deterministic: the step at which this CPU saw the stop flag (Ctrl-C, SIGTERM, the time
     limit) between operations, if it stopped for it."""
@@ -176,7 +179,9 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
             result.ops += 1
             ops.count(kind)
             seg.count_op(cpu.id)
-    except StressAbort:
+    except StressAbort as exc:
+        if exc.waiting_for >= 0:
+            result.waited = (exc.call, exc.waiting_for, exc.holder)
         return "aborted"
     except Unexpected as exc:
         probe.findings.add(dataclasses.replace(exc.finding, step=_step(sched)))

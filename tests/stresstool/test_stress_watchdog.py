@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -291,3 +292,94 @@ def test_a_leaked_lock_is_reported_only_when_both_looks_see_the_same_lock_and_ho
     assert (finding is not None) == reported, finding
     if finding is not None:
         assert (finding.rule, finding.cpu) == ("leaked-lock", 1)
+
+
+def test_without_the_watchdog_a_free_running_wait_leaves_on_an_abort(machine: Machine) -> None:
+    """Free-running with the watchdog off (`--checkers lockdep`): CPU 0 asks for a lock CPU 1
+    holds (CPU 1's process died, say) after the run was aborted. It leaves its call at once
+    with StressAbort naming the lock's PA, the holder's lock word and its call. Before, the
+    plain contended path ignored the abort: the CPU spun until the grace time killed it (5 s,
+    a `cpu-died` finding "did not stop ... and was terminated" of its own, its wait unnamed);
+    here a thread releases the lock after 1 s, and the old path took it then and returned."""
+    seg = StressSegment.create(machine.name, 2, MODE_FREE, 0, 0, 1)
+    cpu = machine.cpu(0)
+    probe = instrument.install(cpu, seg, watchdog=False)
+    holder = machine.granule_table(2)       # CPU 1's lock word
+    holder.lock(LEAKED)
+    releaser = threading.Timer(1.0, holder.unlock, (LEAKED,))
+    try:
+        seg.set_end(END_ABORT)
+        releaser.start()
+        with pytest.raises(StressAbort) as left:
+            cpu.granules.lock(LEAKED)
+    finally:
+        releaser.join()
+        if cpu.granules.holder(LEAKED) == cpu.granules.owner:
+            cpu.granules.unlock(LEAKED)
+        instrument.uninstall(probe)
+        seg.close()
+    assert (left.value.waiting_for, left.value.holder) == (holder.addr(LEAKED), 2)
+
+
+def test_a_recursive_lock_without_the_watchdog_is_still_the_rmm_crash(machine: Machine) -> None:
+    """The same contended path, watchdog off, asked for a lock its CPU holds: the plain path's
+    RmmInternalError (an RMM crash finding), not the watchdog's self-deadlock finding."""
+    from rmm_mp.hw.faults import RmmInternalError
+    seg = StressSegment.create(machine.name, 2, MODE_FREE, 0, 0, 1)
+    cpu = machine.cpu(0)
+    probe = instrument.install(cpu, seg, watchdog=False)
+    cpu.granules.lock(LEAKED)
+    try:
+        with pytest.raises(RmmInternalError, match="recursive lock"):
+            cpu.granules._lock_contended(LEAKED)
+        assert not probe.findings.items
+    finally:
+        cpu.granules.unlock(LEAKED)
+        instrument.uninstall(probe)
+        seg.close()
+
+
+def test_a_deterministic_cpu_blocked_when_the_run_is_aborted_says_on_what(machine: Machine) -> None:
+    """Deterministic: CPU 0 blocks on a lock CPU 1 holds and hands CPU 1 the turn; the run is
+    aborted meanwhile (CPU 1's process died). The StressAbort it leaves with names the lock's
+    PA, the holder's lock word and the call, as the free-running wait does."""
+    from rmm_mp.stress.sched import SchedPlan, Scheduler
+    from rmm_mp.stress.shared import MODE_DETERMINISTIC, READY
+    seg = StressSegment.create(machine.name, 2, MODE_DETERMINISTIC, 0, 100, 1)
+    park_r, park_w = os.pipe()
+    wake_r, wake_w = os.pipe()
+    holder = machine.granule_table(2)
+    holder.lock(LEAKED)
+    try:
+        seg.set_status(1, READY)
+        probe = SimpleNamespace(current_call=lambda: "RMI_GRANULE_DELEGATE(0x1000)")
+        sched = Scheduler(seg, 0, SchedPlan("random", 100), (park_w, wake_w), park_r,
+                          lambda idx: holder.holder(idx), probe)  # type: ignore[arg-type]
+        seg.set_end(END_ABORT)
+        os.write(park_w, b"\0")     # the abort's wake-up
+        with pytest.raises(StressAbort) as left:
+            sched.block(LEAKED, holder.addr(LEAKED))
+    finally:
+        holder.unlock(LEAKED)
+        for fd in (park_r, park_w, wake_r, wake_w):
+            os.close(fd)
+        seg.close()
+    assert (left.value.waiting_for, left.value.holder, left.value.call) == (holder.addr(LEAKED), 2,
+                                                                             "RMI_GRANULE_DELEGATE(0x1000)")
+
+
+def test_a_cpu_died_finding_names_the_cpus_stuck_behind_it(machine: Machine) -> None:
+    """CPU 1's process died holding a lock that CPU 0 was waiting for when the abort came (its
+    CpuResult.waited). The cpu-died finding of CPU 1 says so: "CPU 0 was stuck behind it: it
+    waited for PA, which CPU 1 held, in CALL, and left its call when the run was aborted".
+    Before, CPU 0 showed only as "running" in its call, holding its own locks, as if at work."""
+    from rmm_mp.runtime import CpuFailure
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.worker import CpuResult
+    pa = machine.granule_table(2).addr(LEAKED)
+    results = {0: CpuResult(0, ended="aborted", waited=("RMI_GRANULE_DELEGATE(0x1000)", pa, 2))}
+    failure = CpuFailure(1, "was killed by SIGKILL", "", (pa,))
+    finding = runner._failure(failure, machine, {1}, runner._stuck_behind(1, machine, results))
+    assert finding.details[0] == (f"CPU 0 was stuck behind it: it waited for {pa:#x}, which CPU 1 held, in "
+                                  "RMI_GRANULE_DELEGATE(0x1000), and left its call when the run was aborted")
+    assert runner._stuck_behind(0, machine, results) == ()
