@@ -199,9 +199,13 @@ class RunQueue:
             finally:
                 area.release()
             if pid and not process.alive(pid):
-                raise RunQueueError(f"run queue position {pos}: its cell was never released and the run is "
-                                    f"stopping with CPU {cpu}'s process (pid {pid}) gone: claimed by a CPU process "
-                                    "that is gone, killed between taking a vCPU and releasing the cell")
+                # Which process claimed the cell is not recorded, so the message says what was
+                # assumed rather than naming CPU n as the claimer; and no pid, which would make
+                # the stress tool's finding text differ from run to run.
+                raise RunQueueError(f"run queue position {pos}: gave up waiting for its cell to be released: the "
+                                    f"run is stopping and CPU {cpu}'s process is gone, so the cell is taken to have "
+                                    "been claimed by a CPU process that is gone, killed between taking a vCPU and "
+                                    "releasing the cell (a live consumer would release it within two stores)")
 
     def _dequeue(self) -> int | None:
         view = self.view
