@@ -187,15 +187,19 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # verdict was printed.
         with Interrupts(sigterm=True) as stop:
             # The last line with Ctrl-C and SIGTERM held back (Interrupts.held): one sent as it
-            # appears waits, and is then taken by the --json file's step (which it does not
-            # stop: the file is written) or ignored at the verdict. Written as a plain line,
-            # it reached rmm-mp while the write was still returning: "no verdict" (130) or
-            # death by SIGTERM (143) after the verdict was out.
+            # appears waits, and is ignored at the verdict. Written as a plain line, it reached
+            # rmm-mp while the write was still returning: "no verdict" (130) or death by SIGTERM
+            # (143) after the verdict was out.
             stop.held(lambda: echo(last))
             if json_path:
                 errors: list[str] = []
-                stop.step(lambda: write_files((("json", json_path, functools.partial(write_json, document)),),
-                                              {}, errors), read=True)
+                # Held back too, up to the verdict: the file is written after the last line, so
+                # a signal sent as that line appears (a script reacting to it) often lands here,
+                # a few milliseconds later. Written as a step, it ended the file: "could not
+                # write the json report ...: interrupted", exit status 2, after the verdict was
+                # out. The file is small (a line per CPU in a call, per violation).
+                stop.held(lambda: write_files((("json", json_path, functools.partial(write_json, document)),),
+                                              {}, errors))
                 if errors:
                     # checked before attaching; a disk can still fill up meanwhile
                     stop.held(lambda: echo(f"error: {errors[0]}", err=True))

@@ -860,6 +860,28 @@ def test_a_signal_as_checks_last_line_appears_keeps_its_verdict(tmp_path: Path, 
     assert json.loads(j.read_text())["ok"] is True if json_report else not j.exists()
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_checks_json_is_written_keeps_its_verdict(tmp_path: Path, machine: Machine,
+                                                                 signame: str) -> None:
+    """`rmm-mp check NAME --no-pause --json F` with Ctrl-C or SIGTERM landing as the file,
+    written after the last line (`invariants hold over ...`), is being written: the verdict
+    stands (0), the file is written and stderr is empty. The file's write took the signal as a
+    step: "could not write the json report to F: interrupted", exit status 2, after the verdict
+    was out. Found by a signal-timing fuzz that sent the signal as soon as the last line was
+    read: a reacting script's signal lands a few milliseconds after the line, past the line's
+    own write. The hook sends it from the file's write itself."""
+    j = tmp_path / "c.json"
+    proc = subprocess.run([sys.executable, "-c", "import rmm_mp.interrupts as i; i.ends_with_command()\n" + _DRIVER,
+                           f"{signame}@rmm_mp.stress.check_cli:write_json", "--",
+                           "check", machine.name, "--no-pause", "--json", str(j)],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("invariants hold over "), proc.stdout
+    assert proc.stderr == "", proc.stderr
+    assert json.loads(j.read_text())["ok"] is True
+
+
 _SIGNAL_AS_CHECK_DETACHES = r'''
 import os, runpy, signal, sys, time
 from rmm_mp.machine import Machine
