@@ -71,8 +71,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     names = tuple(dict.fromkeys(pairs)) or tuple(PAIRS)
     # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
     # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
-    # (the command ends interrupted) and ends the JSON's writing if it lands there; one after
-    # the last output changes nothing (``decided``). The status used to be given by a bare
+    # (the command ends interrupted) and ends the JSON's writing if it lands there; one from
+    # the last pair's last line on changes nothing (held back, then ``decided``). The status used to be given by a bare
     # SystemExit, and a Ctrl-C after the last line (the copy `timeout -s INT` sends, landing
     # as the process ended) printed a traceback or made the process die of SIGINT.
     with Interrupts(sigterm=False) as stop:
@@ -87,7 +87,18 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
         if interrupted:
             stop.step(lambda: echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(names)} pair(s)"), read=True)
         if json_path:
-            done, written = stop.step(lambda: _write_json(json_path, reports, inject, interrupted), read=True)
+            def write() -> bool:
+                return _write_json(json_path, reports, inject, interrupted)
+            if stop.holding:
+                # The last pair's last line was written held back (_run), nothing has taken the
+                # signals since: the file, written after it, is held back too, up to the exit
+                # status. A signal sent as that line appears (a script reacting to it) lands
+                # here often, a few milliseconds later; as a step the file's write took it: a
+                # Ctrl-C ended the file (exit status 1, "not written") and a SIGTERM the command
+                # (143), after every pair's report was out.
+                done, written = True, stop.held(write)
+            else:
+                done, written = stop.step(write, read=True)
             if not done:
                 stop.step(lambda: echo(f"Error: the json report was not written to {json_path}: "
                                        f"interrupted ({stop.by})", err=True), read=True)
@@ -134,8 +145,8 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
     The last pair's last line is written with Ctrl-C and SIGTERM held back (``stop.held``): the
     command's output may end there, and a signal sent as it appeared reached the command while
     its write was returning: "interrupted (Ctrl-C) after N of N pair(s)" with exit status 1, or
-    death by SIGTERM, after every pair's report was out. One held back is taken by what follows
-    (the --json file's step, which still writes the file) or ignored at the verdict."""
+    death by SIGTERM, after every pair's report was out. One held back is ignored at the
+    verdict; the --json file after that line is written with them still held back."""
     patches = Patches()
     reports: list[PairReport] = []
     with _CtrlC() as ctrl_c:
