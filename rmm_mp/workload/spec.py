@@ -239,7 +239,9 @@ def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ..
         # Before any guest is assembled: each entry has at least one instance, so the file is
         # refused anyway (resolve's capacity check), and assembling thousands of guests first
         # took seconds per hundred entries.
-        raise f.fail(f"realm[{MAX_REALMS}]", raws[MAX_REALMS].get("name"),
+        # Shown by its name, or, without one, as the entry itself (not Python's None).
+        extra = raws[MAX_REALMS]
+        raise f.fail(f"realm[{MAX_REALMS}]", extra["name"] if "name" in extra else extra,
                      f"at most {MAX_REALMS} [[realm]] entries (each has at least one instance, and the run "
                      f"queue holds {MAX_REALMS} realms); this file has {len(raws)}")
     for i, raw in enumerate(raws):

@@ -663,6 +663,15 @@ def test_more_realm_entries_than_the_run_queue_holds_are_refused_before_any_gues
     assert "this file has 60" in err.expected and assembled == []
 
 
+def test_a_55th_realm_entry_without_a_name_is_shown_as_the_entry(tmp_path: Path) -> None:
+    """55 [[realm]] entries, the last with no name: the refusal at realm[54] shows that entry as
+    the file writes it ({ guest = ... }), not Python's None, which the file never says (the
+    count check showed the entry's name, and an entry without one as "realm[54] = None")."""
+    text = HEAD + "".join(OK_REALM.replace('"a"', f'"r{i}"') for i in range(54)) + '[[realm]]\nguest = "hello"\n'
+    err = refused(tmp_path, text, 3 + 3 * 54, "realm[54]", {"guest": "hello"}, "at most 54 [[realm]] entries")
+    assert "None" not in str(err) and "realm[54] = { guest = 'hello' }: expected" in str(err), str(err)
+
+
 def test_too_many_cpus_for_the_platform(tmp_path: Path) -> None:
     """cpus = 8 on the 4-CPU host platform: refused, naming the platform and its CPU count."""
     refused(tmp_path, "cpus = 8\n" + HEAD + OK_REALM, 1, "cpus", 8, "an integer in 1..4 (platform 'host' has 4 CPUs)")
