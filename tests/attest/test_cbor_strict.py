@@ -30,7 +30,8 @@ Tree = tuple[Any, ...]
 TAGS = (1000, 55799, 65000)
 """Tags cbor2 keeps as CBORTag (or, 55799, drops) whatever they hold: semantic tags such as 1
 (epoch time) refuse most contents, which would make most drawn items refusals. loads_exact
-accepts 55799 in front of the outermost item only, so inside an item it draws a refusal."""
+accepts 55799 in front of the outermost item only, and there only with ``marker`` (a whole
+token, not CBOR a byte string carries): anywhere else it draws a refusal."""
 
 
 def trees() -> st.SearchStrategy[Tree]:
@@ -93,37 +94,46 @@ def encode(tree: Tree, draw: st.DrawFn) -> bytes:
     return _head(6, tree[1], draw) + encode(tree[2], draw)
 
 
-@st.composite
-def encoded_items(draw: st.DrawFn) -> bytes:
-    return encode(draw(trees()), draw)
-
-
 def cbor2_item(data: bytes) -> tuple[Any, int]:
     """cbor2's value for the first item of `data` and the bytes it read."""
     fp = io.BytesIO(data)
     return cbor2.CBORDecoder(fp).decode(), fp.tell()
 
 
-@FIXED
-@given(data=encoded_items(), tail=st.binary(min_size=1, max_size=2))
-def test_an_accepted_item_is_what_cbor2_reads_and_every_refusal_is_a_token_format_error(
-        data: bytes, tail: bytes) -> None:
-    """A drawn item in any encoding is either refused with a TokenFormatError or accepted as
-    exactly cbor2's value, cbor2 having read all of it; the same item with bytes after it, and
-    every proper prefix of it, is a TokenFormatError."""
+def _outcome(data: bytes, marker: bool) -> Any:
+    """loads_exact's value for ``data``, or the TokenFormatError class for a refusal."""
     try:
-        got = loads_exact(data, "item")
+        return loads_exact(data, "item", marker=marker)
     except TokenFormatError:
-        pass
-    else:
+        return TokenFormatError
+
+
+@FIXED
+@given(tree=trees(), draw=st.data(), tail=st.binary(min_size=1, max_size=2), marker=st.booleans())
+def test_an_accepted_item_is_what_cbor2_reads_and_every_refusal_is_a_token_format_error(
+        tree: Tree, draw: st.DataObject, tail: bytes, marker: bool) -> None:
+    """A drawn item in any encoding, decoded as a whole token (``marker``) or as CBOR a byte
+    string carries, is either refused with a TokenFormatError or accepted as exactly cbor2's
+    value, cbor2 having read all of it; an item that starts with tag 55799 is refused unless
+    ``marker`` (in any head width); the same item with bytes after it, and every proper prefix
+    of it, is a TokenFormatError."""
+    data = encode(tree, draw.draw)
+    got = _outcome(data, marker)
+    if got is not TokenFormatError:
+        assert marker or tree[:2] != ("tag", 55799), data.hex()
         expected, used = cbor2_item(data)
         assert used == len(data)
         assert repr(got) == repr(expected)
+    if marker and tree[:2] == ("tag", 55799):
+        # The marker changes nothing: the item behind it (after a 3, 5 or 9-byte head) reads
+        # as it does alone, accepted or refused.
+        inner = data[{25: 3, 26: 5, 27: 9}[data[0] & 31]:]
+        assert repr(got) == repr(_outcome(inner, False)), data.hex()
     with pytest.raises(TokenFormatError):
-        loads_exact(data + tail, "item")
+        loads_exact(data + tail, "item", marker=marker)
     for cut in range(len(data)):
         with pytest.raises(TokenFormatError):
-            loads_exact(data[:cut], "item")
+            loads_exact(data[:cut], "item", marker=marker)
 
 
 @FIXED
@@ -132,7 +142,7 @@ def test_a_key_written_twice_in_two_encodings_is_refused(key: Tree, data: st.Dat
     """A map {K: 0, K: 1} whose two K are drawn encodings of one tree (a wider head, an
     indefinite-length string, array or map) is refused: cbor2 would keep one entry of the two.
     When K is acceptable as the key of a one-entry map, the refusal is the duplicate key (a key
-    is tested where it stands, in a map: tag 55799 is accepted in front of a whole item only)."""
+    is tested where it stands, in a map: tag 55799 is accepted in front of a whole token only)."""
     first = encode(key, data.draw)
     second = encode(key, data.draw)
     with pytest.raises(TokenFormatError) as refused:
