@@ -120,8 +120,9 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "operations alone, e.g. to measure what the checkers cost).")
 @click.option("--quiescent-every", type=click.FloatRange(min=0), default=None,
               help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
-                   "seconds (free-running, default 2); 0 for none (the invariants are still checked at the "
-                   "end of the run). A value above 0 needs the invariants checker in --checkers.")
+                   "seconds (free-running, default 2); 0 for none but the check at the end of the run. "
+                   "Without the invariants checker in --checkers there is no check at all, not even at the "
+                   "end, and a value above 0 is refused.")
 @click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Replay a schedule file and compare with its recorded findings (--json: the verdict "
                    "under replay.verdict).")
