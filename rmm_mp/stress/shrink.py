@@ -125,8 +125,8 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             elif found.key() != target:
                 verdict = "not kept: another finding than the one being shrunk"
             elif not _smaller(candidate, best):
-                verdict = ("not kept: same finding, not smaller (a later step or more preemptions, or no "
-                           "fewer of them or of switches)")
+                verdict = ("not kept: same finding, not smaller (at a later step, with more preemptions, or "
+                           "at the same step with as many preemptions and no fewer switches)")
             else:
                 verdict = "kept"
             if on_attempt is not None:
