@@ -239,6 +239,21 @@ def test_a_lock_left_held_that_no_call_waits_for_is_reported() -> None:
     assert _my_segments() == []
 
 
+def test_a_pair_whose_a_takes_no_lock_says_so_rather_than_every_one_serial() -> None:
+    """data-create-own-src-vs-delegate on the unmodified RMM: A (DATA_CREATE naming one page as
+    source and data) is refused before it takes any lock, so no interleaving is tried. The
+    report's last line says that A had no lock event to insert B at; it read "0
+    interleaving(s) tried in ... s: every one serial", a verdict about nothing."""
+    from rmm_mp.stress.explore_cli import report_text
+    report = explore(PAIRS["data-create-own-src-vs-delegate"], timeout=2.0)
+    assert report.tried == 0 and report.ok, report
+    last = report_text(report).splitlines()[-1]
+    assert " 0 interleaving(s) tried in " in last and "every one serial" not in last, last
+    assert last.endswith("A took no lock, so there was no lock event to insert B at: the two serial orders "
+                         "only"), last
+    assert _my_segments() == []
+
+
 def test_a_copy_under_the_rd_is_reported() -> None:
     """data-create-copy-under-rd: DATA_CREATE from its own source page (data = source), with
     B's DELEGATE of that page inserted before A locked it as its data granule: A's copy under
