@@ -10,7 +10,7 @@ lock is the same lock other commands take when the page is DELEGATED (lock_two(p
 RTT_CREATE, DATA_CREATE ...), and those hold it while they wait for an RD; a copy made while
 holding an RD could wait for them in turn. The one exception, read_held_ns, copies a page the
 handler locked itself as an external granule, in address order with its others (rule 2):
-DATA_CREATE's source.
+DATA_CREATE's source, REC_ENTER's run page.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ def read_ns(rmm: "RmmCpu", pa: int, size: int) -> bytes | None:
         return None
 
 
-def read_held_ns(rmm: "RmmCpu", page: "Granule") -> bytes | None:
-    """The whole granule ``page``, which the caller locked as NS (find_lock, lock_sorted) and
-    holds; None if EL3 has it outside the Non-secure PAS (a Secure page reads as NS in the
-    granule table), where the copy would take a granule protection fault. No lock is taken: the
-    caller's lock is the one NsAccess would take, and while it is held no DELEGATE and no host
-    or RMM copy can touch the page."""
+def read_held_ns(rmm: "RmmCpu", page: "Granule", size: int = GRANULE_SIZE) -> bytes | None:
+    """The first ``size`` bytes of granule ``page``, which the caller locked as NS (find_lock,
+    lock_two, lock_sorted) and holds; None if EL3 has it outside the Non-secure PAS (a Secure
+    page reads as NS in the granule table), where the copy would take a granule protection
+    fault. No lock is taken: the caller's lock is the one NsAccess would take, and while it is
+    held no DELEGATE and no host or RMM copy can touch the page."""
     if rmm.gpt.pas(page.idx) != Pas.NS:
         return None
-    return rmm.memory.read(page.addr, GRANULE_SIZE)
+    return rmm.memory.read(page.addr, size)
 
 
 def still_ns(rmm: "RmmCpu", pa: int) -> bool:

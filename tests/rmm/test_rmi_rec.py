@@ -18,7 +18,8 @@ from unittest import mock
 import pytest
 
 from footprint import realm_snapshot, snapshot
-from rmi_helpers import F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, delegate_after_the_copy
+from rmi_helpers import (F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, before_the_first_lock,
+                         delegate_after_the_copy)
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
@@ -1042,18 +1043,18 @@ def test_rec_enter_exit_write_fault(machine: Machine, t: Rmi, monkeypatch: pytes
     _ok(machine)
 
 
-def test_rec_enter_run_page_delegated_after_the_copy(machine: Machine, t: Rmi,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_pas again: the run page is copied before any lock (rule 8); another CPU delegating it
-    between that copy and the REC lock fails the command (INPUT) before the REC runs, so nothing
-    changes but the other CPU's DELEGATE. The old code ran the REC (its last-exit syndrome was
-    reset) and then failed to write the exit (INPUT), which no serial order gives: DELEGATE
-    first fails run_pas with no footprint, REC_ENTER first succeeds. (TF-RMM rel0 copies the
-    page after taking the REC's reference, so its copy faults here before the run.)"""
+def test_rec_enter_run_page_delegated_before_the_locks(machine: Machine, t: Rmi,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_pas again: another CPU delegates the run page after REC_ENTER's lock-free look at it
+    and before its locks. The page is locked with the REC as an NS granule, so the command fails
+    (INPUT) before the REC runs and nothing changes but the other CPU's DELEGATE. (Older code
+    ran the REC and then failed to write the exit, which no serial order gives: DELEGATE first
+    fails run_pas with no footprint, REC_ENTER first succeeds. TF-RMM rel0's copy, made after
+    taking the REC's reference, faults here before the run.)"""
     e = Enter(t)
     _rec(machine, e.rec).set_last_exit(_DABT_ISV, 0, 0)
     other = Rmi(machine, cpu=1)
-    delegate_after_the_copy(monkeypatch, rmi_rec, other, e.run)
+    before_the_first_lock(monkeypatch, t, lambda: _delegate(other, e.run))
     pas = (e.rec, e.realm.rd, *e.realm.recs[0][1])
     before = snapshot(machine, *pas)
     assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (INPUT, 0, 0, 0, 0)
@@ -1062,6 +1063,29 @@ def test_rec_enter_run_page_delegated_after_the_copy(machine: Machine, t: Rmi,
     assert [d for d in before.diff(snapshot(machine, *pas)) if not d.startswith(delegated)] == []
     assert _rec(machine, e.rec).last_exit() == (_DABT_ISV, 0, 0)
     assert _state(machine, e.run) == S.DELEGATED
+    _ok(machine)
+
+
+def _delegate(rmi: Rmi, page: int) -> None:
+    assert rmi.smc(F.RMI_GRANULE_DELEGATE, page)[0] == SUCCESS
+
+
+def test_rec_enter_reads_the_run_page_as_it_is_when_it_takes_effect(
+        machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host rewrites the run page's enter half (gicv3_hcr with TALL0, bit 11, set: rec_gicv3
+    fails) after REC_ENTER's lock-free look at the page and before its locks: the entry sees the
+    rewrite (RMI_ERROR_REC, nothing changes). The enter half used to be copied before any lock,
+    so the entry ran with the old contents: with the REC made runnable after such a rewrite (a
+    PSCI_COMPLETE of a CPU_ON), that is an entry no serial order gives; the page is now read
+    under its lock, taken with the REC's (TF-RMM reads it after taking the REC's reference)."""
+    e = Enter(t)
+    before_the_first_lock(monkeypatch, t, lambda: machine.ns_write(e.run, Enter.page(gicv3_hcr=1 << 11)))
+    pas = e.footprint()
+    before = snapshot(machine, *pas)
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (REC_ERR, 0, 0, 0, 0)
+    monkeypatch.undo()
+    assert before.diff(snapshot(machine, *pas)) == [f"contents of {e.run:#x} changed"]   # the host's rewrite
+    assert _refcount(machine, e.rec) == 0
     _ok(machine)
 
 

@@ -19,8 +19,10 @@ orders, except where the specification decides otherwise:
   failure: a concurrent command naming one of them saw it REC_AUX for a moment). num_aux above
   16 is refused before the aux granules are looked at (TF-RMM bounds its array first), a
   num_aux below 16 only after the RD checks, so "num_aux" appears twice in FAILURE_CONDITIONS.
-- REC_ENTER: the run page is read first (run_* precede rec_state in B4.3.14.2.1), and its
-  state read again once the REC is locked (delegated since the copy: run_pas, before the run). INJECT_SEA
+- REC_ENTER: the run page's state is looked at first, lock-free (run_* precede rec_state in
+  B4.3.14.2.1), then the page is locked with the REC in address order and its enter half read
+  under that lock (delegated since the look, or outside the NS PAS: run_pas, before the run;
+  TF-RMM reads it after taking the REC's reference). INJECT_SEA
   never fails the command: B4.3.14 has no such failure condition and B1.6 says a command with no
   failure condition true succeeds (rel0 returns RMI_ERROR_REC when the last exit was not a data
   abort at an unprotected IPA). EMUL_MMIO is ignored when INJECT_SEA is set (A4.2.3), and fails
@@ -41,7 +43,7 @@ from rmm_mp.rmm import gic, realm_run
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
-from rmm_mp.rmm.nsbuf import read_ns, still_ns, write_ns
+from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
 
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
-DELEGATED, RD = GranuleState.DELEGATED, GranuleState.RD
+NS, DELEGATED, RD = GranuleState.NS, GranuleState.DELEGATED, GranuleState.RD
 REC, REC_AUX = GranuleState.REC, GranuleState.REC_AUX
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
@@ -68,12 +70,15 @@ LOCK_SEQUENCES = {
                         "DELEGATED; the RD refcount drops after, without the RD lock",
                         "external before internal (rules 1, 4); the RD is never locked"),
     "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
-    "RMI_REC_ENTER": ("the run page (NS copy); the REC (the run page's state read again, the realm state read without a lock, the REC's runnable, "
-                      "PSCI, GIC and MMIO checks, then the refcount raised, lock released); during the run, each realm call "
-                      "takes its own locks (see Realm calls), and completing a host call may walk the RTTs as RSI_HOST_CALL "
-                      "does; the run page again for the exit; the refcount dropped without the lock",
-                      "its own locks one at a time; NS copies are made holding no other lock (rule 8); no lock is held "
-                      "across the run, so each realm call starts holding none"),
+    "RMI_REC_ENTER": ("the REC and the run page (NS) in ascending address order; the enter half read under the run "
+                      "page's lock, which is then released; with the REC held, the realm state read without a lock, the "
+                      "REC's runnable, PSCI, GIC and MMIO checks, then the refcount raised, lock released; during the run, "
+                      "each realm call takes its own locks (see Realm calls), and completing a host call may walk the RTTs "
+                      "as RSI_HOST_CALL does; the run page again (an NS copy) for the exit; the refcount dropped without "
+                      "the lock",
+                      "two externals in address order (rule 2); the run page is locked as an external granule, not by an "
+                      "NS copy (rule 8); the exit's NS copy is made holding no other lock; no lock is held across the "
+                      "run, so each realm call starts holding none"),
 }
 FAILURE_CONDITIONS = {
     "RMI_REC_CREATE": ("params_align", "params_bound", "params_pas", "num_aux", "aux_align", "aux_alias",
@@ -233,16 +238,20 @@ def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any]) -> Rm
 
 def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     """Enter a REC; on SUCCESS the exit is in run_ptr + 0x800 (RmiRecExit)."""
-    raw = read_ns(rmm, run_ptr, RMI_REC_ENTER.size)
-    if raw is None:
+    if not still_ns(rmm, run_ptr):      # run_align, run_bound, run_pas: lock-free, as TF-RMM
         raise RmiError.input()
-    g = rmm.granules.find_lock(rec_addr, REC)
-    if g is None:
+    # The run page is locked with the REC, in address order (rule 2), and its enter half read
+    # under that lock (nsbuf.read_held_ns): the entry uses the page as it is when the command
+    # takes effect. A copy made before the REC's lock could be older than that: a host that
+    # rewrote the page and then made the REC runnable (PSCI_COMPLETE) while this command ran
+    # got an entry with the old contents, which no serial order gives.
+    pair = rmm.granules.lock_two(rec_addr, REC, run_ptr, NS)
+    if pair is None:        # rec_gran_state, or run_pas (the page delegated since the look above)
         raise RmiError.input()
-    # run_pas again, with the REC locked (nsbuf.still_ns): otherwise the REC would run and its
-    # exit could not be written (INPUT after a run). (A page delegated during the run is
-    # A4.3.3's case.)
-    if not still_ns(rmm, run_ptr):
+    g, run_g = pair
+    raw = read_held_ns(rmm, run_g, RMI_REC_ENTER.size)
+    run_g.unlock()
+    if raw is None:         # run_pas: NS in the granule table, not in the NS PAS
         g.unlock()
         raise RmiError.input()
     if g.refcount != 0:     # running on another CPU
