@@ -153,13 +153,19 @@ def _open_at_end(line: str, closing: str | None) -> str | None:
             i += 3
             continue
         if ch in "\"'":
-            end = i + 1
-            while end < len(line) and line[end] != ch:
-                end += 2 if ch == '"' and line[end] == "\\" else 1
-            i = end + 1
+            i = _after_string(line, i)
             continue
         i += 1
     return closing
+
+
+def _after_string(line: str, i: int) -> int:
+    """The position after the single-line string that opens at ``line[i]`` (a basic string,
+    with backslash escapes, or a literal one)."""
+    quote, end = line[i], i + 1
+    while end < len(line) and line[end] != quote:
+        end += 2 if quote == '"' and line[end] == "\\" else 1
+    return end + 1
 
 
 def line_key(line: str) -> tuple[list[str], int] | None:
@@ -331,10 +337,7 @@ def _deepest_nesting(text: str) -> tuple[int | None, int]:
             if ch == "#" or line.startswith(('"""', "'''"), i):
                 break
             if ch in "\"'":
-                end = i + 1
-                while end < len(line) and line[end] != ch:
-                    end += 2 if ch == '"' and line[end] == "\\" else 1
-                i = end + 1
+                i = _after_string(line, i)
                 continue
             if ch in "[{":
                 depth += 1

@@ -20,7 +20,6 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
 from rmm_mp.rmm.granule_state import GranuleState as GS
-from rmm_mp.rmm.handlers import rmi_data
 from rmm_mp.rmm.measurement import rim_extend_data
 from rmm_mp.rmm.realm_desc import RealmState, Rd
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from realm_guests import Guest
 from rec_cpus import counter, publish, start_together, wait_until
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
@@ -44,7 +43,6 @@ from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.check import invariants
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.host.realm import create_rtt_levels
-from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.runtime import run_cpus
 
