@@ -17,7 +17,7 @@ from rmm_mp.rmm import realm_run, s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
-from rmm_mp.rmm.nsbuf import read_ns, still_ns, write_ns
+from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
 
@@ -102,13 +102,15 @@ def walk_unlock_parent_first(granules: GranuleTable, memory: object, ctx: s2tt.S
 
 def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     """REC_ENTER that never takes the REC's running reference (rmi_rec.rmi_rec_enter)."""
-    raw = read_ns(rmm, run_ptr, RMI_REC_ENTER.size)
-    if raw is None:
-        raise RmiError.input()
-    g = rmm.granules.find_lock(rec_addr, GS.REC)
-    if g is None:
-        raise RmiError.input()
     if not still_ns(rmm, run_ptr):
+        raise RmiError.input()
+    pair = rmm.granules.lock_two(rec_addr, GS.REC, run_ptr, GS.NS)
+    if pair is None:
+        raise RmiError.input()
+    g, run_g = pair
+    raw = read_held_ns(rmm, run_g, RMI_REC_ENTER.size)
+    run_g.unlock()
+    if raw is None:
         g.unlock()
         raise RmiError.input()
     if g.refcount != 0:

@@ -1089,6 +1089,30 @@ def test_rec_enter_reads_the_run_page_as_it_is_when_it_takes_effect(
     _ok(machine)
 
 
+def test_stress_bug_copy_reads_the_run_page_as_the_handler_does(
+        machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stress tool's rec-enter-not-running copy (stress.bugs_rmi) is the handler with one
+    mistake, the running reference never taken: in the scenario of the test above (the host
+    rewrites gicv3_hcr to an invalid value before the first lock) it fails rec_gicv3 as the
+    handler does, and changes nothing. It used to copy the run page before any lock, as the
+    handler once did, so it entered the REC with the old contents (two mistakes, not one)."""
+    from rmm_mp.rmm import dispatch
+    from rmm_mp.stress import bugs_rmi
+
+    e = Enter(t)
+    before_the_first_lock(monkeypatch, t, lambda: machine.ns_write(e.run, Enter.page(gicv3_hcr=1 << 11)))
+    pas = e.footprint()
+    before = snapshot(machine, *pas)
+    previous = dispatch.replace_handler(F.RMI_REC_ENTER, bugs_rmi.rec_enter_not_running)
+    try:
+        assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (REC_ERR, 0, 0, 0, 0)
+    finally:
+        dispatch.replace_handler(F.RMI_REC_ENTER, previous)
+    monkeypatch.undo()
+    assert before.diff(snapshot(machine, *pas)) == [f"contents of {e.run:#x} changed"]   # the host's rewrite
+    _ok(machine)
+
+
 def test_rec_enter_two_recs_two_cpus(machine: Machine, t: Rmi) -> None:
     """Two RECs of one realm entered from CPU 0 and CPU 1 with their own run pages: both
     SUCCESS with IRQ exits in their own pages, both refcounts back to 0, RD refcount still 2."""
