@@ -35,9 +35,8 @@ messages can quote them):
      order. (A page's lock is also the lock lock_two takes once the page is DELEGATED, and
      lock_two holds it while waiting for an RD; a copy made under an RD could close a cycle.)
      A page that must be read under other locks (DATA_CREATE's source, REC_ENTER's run
-     page) is instead locked as
-     an external granule expected NS, in address order with the command's others (rule 2),
-     and read under that lock.
+     page) is instead locked as an external granule expected NS, in address order with the
+     command's others (rule 2), and read under that lock.
 
 Acquire is a compare-and-swap, then a bounded spin, then os.sched_yield() between tries, then
 short sleeps, so that many CPU processes on few host cores still progress while a holder is

@@ -92,8 +92,9 @@ def test_rec_enter_overlaps_are_references() -> None:
     """REC_ENTER of a looping guest vs REC_DESTROY: B run whole while the REC runs (its one run
     point) is a reference, REC_DESTROY failing rec_state; the interleavings after A took the
     running reference give it, which neither serial order does, and are accepted as such: all
-    of them, since REC_ENTER's first lock is the REC's (taken with its run page), so B meets the
-    REC locked or running wherever it is inserted (when the run page was copied before any lock,
+    of them, since REC_ENTER's first lock is the REC's (taken with its run page, which this setup
+    puts above the REC: lock_two goes in address order), so B meets the REC locked or running
+    wherever it is inserted (when the run page was copied before any lock,
     B inserted at that copy's lock event ran before the entry, a serial order). The point hook
     is put back after the exploration."""
     pair = PAIRS["rec-enter-vs-rec-destroy"]

@@ -86,6 +86,11 @@ FAILURE_CONDITIONS = {
                        "params_pas", "num_recs", "realm_state", "mpidr_index", "num_aux"),
     "RMI_REC_DESTROY": ("rec_align", "rec_bound", "rec_gran_state", "rec_state"),
     "RMI_REC_AUX_COUNT": ("rd_align", "rd_bound", "rd_state"),
+    # REC_ENTER: run_pas first as a lock-free look at the run page's state; then lock_two refuses
+    # rec_align / rec_bound, and locks the REC and the run page in address order, checking each
+    # state as it is locked (rec_gran_state and the second run_pas in that order: both INPUT,
+    # which B4.3.14.2.1 leaves unordered); a page NS in the granule table but outside the NS PAS
+    # fails run_pas once both are held.
     "RMI_REC_ENTER": ("run_align", "run_bound", "run_pas", "rec_align", "rec_bound", "rec_gran_state",
                       "run_pas", "rec_state", "realm_new", "system_off", "rec_runnable", "rec_psci", "rec_gicv3",
                       "rec_mmio"),
