@@ -59,7 +59,7 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class CpuFailure:
-    """How one CPU process died."""
+    """How one CPU process failed: it died, did not stop, raised, or its result was lost."""
 
     cpu: int
     how: str

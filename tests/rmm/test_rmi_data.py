@@ -316,9 +316,9 @@ def test_data_create_source_delegated_before_the_locks(machine: Machine, monkeyp
 @pytest.mark.parametrize("delegated", [False, True])
 def test_data_create_source_as_its_data_granule(machine: Machine, delegated: bool) -> None:
     """The source named as the data granule too: INPUT whatever the page's state, and nothing
-    changes (NS: data_state; DELEGATED: src_pas). No serial order gives a success, so neither
-    may a DELEGATE racing the command (the source once was copied, the page delegated, then
-    locked as the data granule and created)."""
+    changes (NS: data_state; DELEGATED: src_pas). Serial, no race: a regression guard (it
+    passes on the old handler too) for the aliasing the source lock adds, since lock_sorted
+    refuses an address named twice before it locks anything."""
     t, realm = _setup(machine)
     page = t.ns_page(PATTERN)
     if delegated:
