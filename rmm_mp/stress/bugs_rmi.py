@@ -102,8 +102,6 @@ def walk_unlock_parent_first(granules: GranuleTable, memory: object, ctx: s2tt.S
 
 def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     """REC_ENTER that never takes the REC's running reference (rmi_rec.rmi_rec_enter)."""
-    if not still_ns(rmm, run_ptr):
-        raise RmiError.input()
     pair = rmm.granules.lock_two(rec_addr, GS.REC, run_ptr, GS.NS)
     if pair is None:
         raise RmiError.input()

@@ -8,8 +8,8 @@ raises a REC's refcount while holding its lock, and forgets it when the CPU drop
 exceptions, each a documented lock-free access of the code:
 
   - refcount_add is atomic (REC exit, REC_DESTROY's decrement of the RD) and racy_state is the
-    declared lock-free state read (nsbuf.still_ns: the NS look at a params, run or source page
-    before the locks);
+    declared lock-free state read (nsbuf.still_ns: the NS look at a params page
+    once the locks are held);
   - an RD's state and REC count are atomic loads (realm_desc: read lock-free under a REC
     reference); its parameters, RPV and aux count never change after REALM_CREATE and may be
     read by a CPU running one of the realm's RECs.

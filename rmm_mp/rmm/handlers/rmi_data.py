@@ -20,12 +20,11 @@ before internal, and no one waits for an NS-state lock while holding an RTT. Hel
 stays NS and unwritten (DELEGATE, host and RMM copies all take its lock) until the command is
 done.
 
-src_pas is then checked three ways, each at a moment where it is the serial outcome:
-  - lock-free up front (nsbuf.still_ns), as TF-RMM does: the first check on a state;
-  - under the lock, when the page is no longer NS (delegated after that check): INPUT at once,
-    before realm_state and the RTT checks. A serial DATA_CREATE at that moment fails src_pas
-    first, as TF-RMM's own up-front check would; the specification orders src_pas after none
-    of the others;
+src_pas is then checked twice, each time at a moment where it is the serial outcome:
+  - as the page is locked (its granule state): INPUT before realm_state and the RTT checks, as
+    TF-RMM's lock-free look at the state up front gives (a page delegated between that look and
+    TF-RMM's copy faults there instead; the specification orders src_pas after none of the
+    others);
   - after rtte_state, where TF-RMM's copy faults: a page NS in the granule table but not in
     the NS PAS (Secure memory), which only the copy finds.
 """
@@ -40,7 +39,7 @@ from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.handlers.rmi_rtt import lock_rd, walk_from_rd
 from rmm_mp.rmm.measurement import rim_extend_data
-from rmm_mp.rmm.nsbuf import read_held_ns, still_ns
+from rmm_mp.rmm.nsbuf import read_held_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.s2tt import Kind, S2Ctx, Walk
 
@@ -74,9 +73,9 @@ LOCK_SEQUENCES = {
 FAILURE_CONDITIONS = {
     # TF-RMM rel0 checks RmiDataFlags bits 63:1 first (flags_valid): B4.3.1 has no such failure
     # condition, so they are ignored here (B1.6; docs/deviations.md).
-    # src_pas is checked as TF-RMM does, the granule state (lock-free) up front and the PAS
-    # after rtte_state, where TF-RMM's copy faults; and once more when the source is locked
-    # with the data granule and the RD (delegated since the first check: see the docstring).
+    # src_pas is checked where TF-RMM checks it: the granule state up front (here as the source
+    # is locked with the data granule and the RD) and the PAS after rtte_state, where TF-RMM's
+    # copy faults (see the docstring).
     "RMI_DATA_CREATE": ("src_align", "src_bound", "src_pas", "data_align", "data_bound",
                         "data_state", "rd_align", "rd_bound", "rd_state", "realm_state", "ipa_bound",
                         "ipa_align", "data_bound2", "rtt_walk", "rtte_state", "src_pas"),
@@ -105,12 +104,10 @@ def rmi_data_create(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_a
     """Create a DATA granule at ``ipa`` holding a copy of the NS page ``src_addr``; the RIM is
     extended with a DATA descriptor (content hash only when flags bit 0, MEASURE_CONTENT, is
     set; the SBZ bits 63:1 are ignored, but the descriptor holds flags as passed). B4.3.1."""
-    if not still_ns(rmm, src_addr):     # lock-free, as TF-RMM
-        raise RmiError.input()
     held = rmm.granules.lock_sorted([(src_addr, NS), (data_addr, DELEGATED), (rd_addr, RD)])
     if held is None:
-        # A wrong state (the source delegated since the check above, or data_state, rd_state),
-        # or the source aliasing one of the others (then one of those fails): all INPUT.
+        # src_align, src_bound, src_pas (the page's state), data_*, rd_*, or the source aliasing
+        # one of the others (then one of those fails): all INPUT.
         raise RmiError.input()
     src_g, data_g, rd_g = held
     try:

@@ -19,10 +19,10 @@ orders, except where the specification decides otherwise:
   failure: a concurrent command naming one of them saw it REC_AUX for a moment). num_aux above
   16 is refused before the aux granules are looked at (TF-RMM bounds its array first), a
   num_aux below 16 only after the RD checks, so "num_aux" appears twice in FAILURE_CONDITIONS.
-- REC_ENTER: the run page's state is looked at first, lock-free (run_* precede rec_state in
-  B4.3.14.2.1), then the page is locked with the REC in address order and its enter half read
-  under that lock (delegated since the look, or outside the NS PAS: run_pas, before the run;
-  TF-RMM reads it after taking the REC's reference). INJECT_SEA
+- REC_ENTER: the run page is locked with the REC in address order, each state checked as it is
+  locked, and its enter half read under that lock (not NS, or outside the NS PAS: run_pas,
+  INPUT before the run, ahead of every REC check that is not INPUT too, as B4.3.14.2.1 orders
+  run_* before rec_state; TF-RMM reads it after taking the REC's reference). INJECT_SEA
   never fails the command: B4.3.14 has no such failure condition and B1.6 says a command with no
   failure condition true succeeds (rel0 returns RMI_ERROR_REC when the last exit was not a data
   abort at an unprotected IPA). EMUL_MMIO is ignored when INJECT_SEA is set (A4.2.3), and fails
@@ -86,11 +86,11 @@ FAILURE_CONDITIONS = {
                        "params_pas", "num_recs", "realm_state", "mpidr_index", "num_aux"),
     "RMI_REC_DESTROY": ("rec_align", "rec_bound", "rec_gran_state", "rec_state"),
     "RMI_REC_AUX_COUNT": ("rd_align", "rd_bound", "rd_state"),
-    # REC_ENTER: run_pas first as a lock-free look at the run page's state; then lock_two refuses
-    # rec_align / rec_bound, and locks the REC and the run page in address order, checking each
-    # state as it is locked (rec_gran_state and the second run_pas in that order: both INPUT,
-    # which B4.3.14.2.1 leaves unordered); a page NS in the granule table but outside the NS PAS
-    # fails run_pas once both are held.
+    # REC_ENTER: lock_two refuses run_align / run_bound / rec_align / rec_bound, and locks the REC
+    # and the run page in address order, checking each state as it is locked (rec_gran_state and
+    # run_pas in that order: all INPUT, which B4.3.14.2.1 leaves unordered among themselves; TF-RMM
+    # looks at the run page's state lock-free first, which gives the same answer); a page NS in
+    # the granule table but outside the NS PAS fails run_pas once both are held.
     "RMI_REC_ENTER": ("run_align", "run_bound", "run_pas", "rec_align", "rec_bound", "rec_gran_state",
                       "run_pas", "rec_state", "realm_new", "system_off", "rec_runnable", "rec_psci", "rec_gicv3",
                       "rec_mmio"),
@@ -243,15 +243,13 @@ def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any]) -> Rm
 
 def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     """Enter a REC; on SUCCESS the exit is in run_ptr + 0x800 (RmiRecExit)."""
-    if not still_ns(rmm, run_ptr):      # run_align, run_bound, run_pas: lock-free, as TF-RMM
-        raise RmiError.input()
     # The run page is locked with the REC, in address order (rule 2), and its enter half read
     # under that lock (nsbuf.read_held_ns): the entry uses the page as it is when the command
     # takes effect. A copy made before the REC's lock could be older than that: a host that
     # rewrote the page and then made the REC runnable (PSCI_COMPLETE) while this command ran
     # got an entry with the old contents, which no serial order gives.
     pair = rmm.granules.lock_two(rec_addr, REC, run_ptr, NS)
-    if pair is None:        # rec_gran_state, or run_pas (the page delegated since the look above)
+    if pair is None:        # run_align, run_bound, run_pas, rec_align, rec_bound, rec_gran_state
         raise RmiError.input()
     g, run_g = pair
     raw = read_held_ns(rmm, run_g, RMI_REC_ENTER.size)
