@@ -19,7 +19,7 @@ tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -253,19 +253,8 @@ def _skip_items(data: bytes, pos: int, count: int | None, what: str, depth: int)
 
 
 def _skip_map(data: bytes, pos: int, count: int | None, what: str, depth: int) -> int:
-    seen: set[object] = set()
-    done = 0
-    while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
-        key_start = pos
-        pos = _skip(data, pos, what, depth + 1)
-        key = _key_identity(data[key_start:pos], what, "map key")
-        if key in seen:
-            raise TokenFormatError(f"{what}: map has key {data[key_start:pos].hex()} more than once "
-                                   f"(at byte {key_start}); a CBOR map must not repeat a key")
-        seen.add(key)
-        pos = _skip(data, pos, what, depth + 1)
-        done += 1
-    return pos if count is not None else _expect_break(data, pos, what)
+    return _skip_distinct(data, pos, count, what, depth, "map key", True, lambda item, at: (
+        f"{what}: map has key {item} more than once (at byte {at}); a CBOR map must not repeat a key"))
 
 
 def _skip_set(data: bytes, start: int, pos: int, what: str, depth: int) -> int:
@@ -274,17 +263,27 @@ def _skip_set(data: bytes, start: int, pos: int, what: str, depth: int) -> int:
     if depth > MAX_DEPTH:       # as _skip checks the array of any other tag
         raise TokenFormatError(f"{what}: CBOR nested deeper than {MAX_DEPTH} levels at byte {pos}")
     major, count, pos = _head(data, pos, what)
+    return _skip_distinct(data, pos, count, what, depth, "set member", False, lambda item, at: (
+        f"{what}: set (CBOR tag 258 at byte {start}) has member {item} more than once (at byte {at}); "
+        "expected distinct members, as a set's registration requires"))
+
+
+def _skip_distinct(data: bytes, pos: int, count: int | None, what: str, depth: int, role: str,
+                   with_values: bool, twice: Callable[[str, int], str]) -> int:
+    """Position after the ``count`` items (None: up to a break) of a map (``with_values``: each
+    key followed by its value) or a set's array at `pos`, refusing an item whose value cbor2
+    builds equal to an earlier one's (``twice(item as hex, its byte offset)`` says so)."""
     seen: set[object] = set()
     done = 0
     while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
-        member_start = pos
+        item_start = pos
         pos = _skip(data, pos, what, depth + 1)
-        member = _key_identity(data[member_start:pos], what, "set member")
-        if member in seen:
-            raise TokenFormatError(f"{what}: set (CBOR tag 258 at byte {start}) has member "
-                                   f"{data[member_start:pos].hex()} more than once (at byte {member_start}); "
-                                   "expected distinct members, as a set's registration requires")
-        seen.add(member)
+        item = _key_identity(data[item_start:pos], what, role)
+        if item in seen:
+            raise TokenFormatError(twice(data[item_start:pos].hex(), item_start))
+        seen.add(item)
+        if with_values:
+            pos = _skip(data, pos, what, depth + 1)
         done += 1
     return pos if count is not None else _expect_break(data, pos, what)
 
