@@ -50,7 +50,7 @@ from rmm_mp.stress.explore_pairs_rec import (
 def data_create_vs_delegate_src(machine: Machine) -> Prepared:
     """DATA_CREATE against DELEGATE of its NS source page: DATA_CREATE first copies the page
     and both succeed; DELEGATE first makes DATA_CREATE fail src_pas (the page is no longer NS
-    when DATA_CREATE looks, up front or once it holds the page with its other granules)."""
+    when DATA_CREATE locks it with its other granules)."""
     b = Builder(machine)
     realm = b.realm()
     b.tables(realm, 0, 3)
