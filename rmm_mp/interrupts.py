@@ -241,6 +241,16 @@ class Interrupts:
             signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         return fn()
 
+    def give(self, text: str, write: Callable[[str], Any]) -> bool:
+        """Give a command's report ``text`` with ``write`` (outpaths.echo, False when the reader
+        has gone): every line but the last as a step that a signal cuts short, the last line
+        ``held``. Whether all of it reached the reader."""
+        head, _, last = text.rpartition("\n")
+        given, whole = self.step(lambda: write(head), read=True) if head else (True, True)
+        if given:
+            whole = self.held(lambda: write(last)) and whole
+        return given and bool(whole)
+
     def take(self) -> None:
         """Ctrl-C and SIGTERM held back by ``held`` come in again: one that waited is taken
         now (noted, or ignored once ``decided``; one this guard does not take goes to its own

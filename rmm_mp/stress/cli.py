@@ -219,11 +219,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # gave exit status 1 after every line was out.
     shown, text = stop.step(report.text, read=True)
     if shown:
-        head, _, last = text.rpartition("\n")
-        given, whole = stop.step(lambda: echo(head), read=True) if head else (True, True)
-        if given:
-            whole = stop.held(lambda: echo(last)) and whole
-        shown = given and bool(whole)
+        shown = stop.give(text, echo)
     failed = not report.ok or report.interrupted
     verdict = None
     if replay is not None and recorded is not None:

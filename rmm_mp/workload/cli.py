@@ -158,11 +158,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         # after it are written with signals held back up to the exit status (Interrupts.held):
         # one sent as that line appears is then too late to change it. Inside the printing's
         # step, it cut the printing short (exit status 1) after every line was out.
-        head, _, last = text.rpartition("\n")
-        given, whole = stop.step(lambda: echo(head), read=True) if head else (True, True)
-        if given:
-            whole = stop.held(lambda: echo(last)) and whole
-        printed = given and bool(whole)
+        printed = stop.give(text, echo)
         for message in report.output_errors:
             stop.held(lambda message=message: echo(f"Error: {message}", err=True))
         if stop.by:
