@@ -201,10 +201,10 @@ def rec_destroy_plain_rmw(rmm: "RmmCpu", rec_addr: int) -> None:
     rd_idx = rmi_rec._index(rmm, rec.owner_rd)
     rmi_rec._release_aux(rmm, [rmi_rec._index(rmm, pa) for pa in rec.aux()])
     rmm.memory.zero(g.idx)
-    g.unlock_transition(GS.DELEGATED)
     count = rmm.granules.refcount(rd_idx)       # BUG: read ...
     state = rmm.granules.state(rd_idx)
     rmm.granules.view.store_u32((rd_idx << 3) + 4, (state << STATE_SHIFT) | ((count - 1) & REFCOUNT_MASK))  # ... store
+    g.unlock_transition(GS.DELEGATED)
 
 
 def data_create_copy_under_rd(rmm: "RmmCpu", rd_addr: int, data_addr: int, ipa: int, src_addr: int,
@@ -344,9 +344,9 @@ def rec_destroy_aux_after_rec(rmm: "RmmCpu", rec_addr: int) -> None:
     rd_idx = rmi_rec._index(rmm, rec.owner_rd)
     aux = [rmi_rec._index(rmm, pa) for pa in rec.aux()]
     rmm.memory.zero(g.idx)
+    rmm.granules.refcount_add(rd_idx, -1)
     g.unlock_transition(GS.DELEGATED)
     rmi_rec._release_aux(rmm, aux)  # BUG: the aux granules are locked after their REC was released
-    rmm.granules.refcount_add(rd_idx, -1)
 
 
 def lock_two_check_late(self: GranuleTable, addr_a: int, state_a: int, addr_b: int,

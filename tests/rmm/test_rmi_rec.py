@@ -635,6 +635,34 @@ def test_rec_destroy_success(machine: Machine, t: Rmi) -> None:
     _ok(machine)
 
 
+def test_rec_destroy_realm_count_drops_before_the_rec_is_released(machine: Machine, t: Rmi,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linearizability: the moment REC_DESTROY releases the REC (now DELEGATED), another CPU
+    undelegates it and then destroys the realm. Having seen the REC gone, REALM_DESTROY must
+    succeed (the realm has no other REC and only its empty root). The old code (as TF-RMM rel0)
+    dropped the RD's REC count after the release, so REALM_DESTROY failed ERROR_REALM although
+    the REC was visibly destroyed: no serial order gives that."""
+    realm = t.realm()
+    rec = t.rec(realm)
+    other = Rmi(machine, cpu=1)
+    release = Granule.unlock_transition
+    seen: list[tuple[int, int]] = []
+    pending = [rec]
+
+    def release_then_observe(self: Granule, new_state: int) -> None:
+        release(self, new_state)
+        if pending and self.idx == _idx(machine, pending[0]):
+            pending.clear()
+            seen.append((other.smc(F.RMI_GRANULE_UNDELEGATE, rec)[0], other.smc(F.RMI_REALM_DESTROY, realm.rd)[0]))
+
+    monkeypatch.setattr(Granule, "unlock_transition", release_then_observe)
+    assert t.smc(F.RMI_REC_DESTROY, rec)[0] == SUCCESS
+    monkeypatch.undo()
+    assert seen == [(SUCCESS, SUCCESS)]
+    assert _state(machine, realm.rd) == S.DELEGATED and _state(machine, rec) == S.NS
+    _ok(machine)
+
+
 def test_rec_destroy_twice(machine: Machine, t: Rmi) -> None:
     """A second REC_DESTROY of the same address (now DELEGATED) -> RMI_ERROR_INPUT, unchanged;
     the RD refcount is not decremented twice."""

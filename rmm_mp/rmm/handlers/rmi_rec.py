@@ -66,8 +66,8 @@ LOCK_SEQUENCES = {
                        "ascending address order; the RD refcount raised under the RD lock; the aux granules "
                        "become REC_AUX and the REC becomes REC only once every check has passed",
                        "external granules only, taken in address order (rule 2)"),
-    "RMI_REC_DESTROY": ("the REC; each aux granule in turn, in index order (scrub, DELEGATED); the REC becomes "
-                        "DELEGATED; the RD refcount drops after, without the RD lock",
+    "RMI_REC_DESTROY": ("the REC; each aux granule in turn, in index order (scrub, DELEGATED); the RD refcount "
+                        "drops (atomic, without the RD lock), then the REC becomes DELEGATED",
                         "external before internal (rules 1, 4); the RD is never locked"),
     "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
     "RMI_REC_ENTER": ("the REC and the run page (NS) in ascending address order; the enter half read under the run "
@@ -193,9 +193,12 @@ def rmi_rec_destroy(rmm: "RmmCpu", rec_addr: int) -> None:
     rd_idx = _index(rmm, rec.owner_rd)
     _release_aux(rmm, [_index(rmm, pa) for pa in rec.aux()])
     rmm.memory.zero(g.idx)
-    g.unlock_transition(DELEGATED)
-    # After the REC is gone, without the RD lock: the realm's REC count may read high for a moment.
+    # The RD's count drops while the REC is still locked, so no CPU can see the granule
+    # DELEGATED (and undelegate it) while REALM_DESTROY still counts the REC: that order failed
+    # REALM_DESTROY after the REC was visibly gone, which no serial order gives. TF-RMM rel0
+    # drops it after the unlock. No RD lock: the REC's reference keeps the RD alive until here.
     rmm.granules.refcount_add(rd_idx, -1)
+    g.unlock_transition(DELEGATED)
 
 
 def rmi_rec_aux_count(rmm: "RmmCpu", rd_addr: int) -> tuple[int]:
