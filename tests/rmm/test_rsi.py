@@ -248,7 +248,7 @@ def test_measurement_read_rem_starts_zero(machine: Machine, index: int) -> None:
 
 @pytest.mark.parametrize("index", [5, 0xFFFF_FFFF_FFFF_FFFF])
 def test_measurement_read_index_bound(machine: Machine, index: int) -> None:
-    """index_bound (ACS cmd_measurement_read): index > 4 -> ERROR_INPUT, X1..X3 zero, X4..X8 kept."""
+    """index_bound (ACS cmd_measurement_read): index > 4 -> ERROR_INPUT, X1..X16 zero, X17.. kept."""
     with Guest.build(machine, call_program("RSI_MEASUREMENT_READ", {1: index})) as g:
         finish(g)
         results(g, INPUT)
@@ -382,11 +382,12 @@ def test_realm_config_addr_align(machine: Machine, offset: int) -> None:
         assert g.peek(g.label("cfg"), GRANULE) == PATTERN.to_bytes(8, "little") * 512
 
 
+@pytest.mark.parametrize("ipa", [UNPROTECTED, UNPROTECTED + 0x2000], ids=["lowest-unprotected", "unprotected"])
 @pytest.mark.parametrize("mapped", [False, True])
-def test_realm_config_addr_bound(machine: Machine, mapped: bool) -> None:
-    """addr_bound (ACS cmd_realm_config): an unprotected IPA -> ERROR_INPUT, no exit, mapped or
-    not; a mapped NS page is not written."""
-    ipa = UNPROTECTED + 0x2000
+def test_realm_config_addr_bound(machine: Machine, ipa: int, mapped: bool) -> None:
+    """addr_bound (ACS cmd_realm_config: 1 << (ipa_width - 1), the lowest unprotected IPA, and
+    another one): an unprotected IPA -> ERROR_INPUT, no exit, mapped or not; a mapped NS page is
+    not written."""
     with Guest.build(machine, call_program("RSI_REALM_CONFIG", {1: ipa})) as g:
         ns = g.map_unprotected(ipa, b"\x77" * GRANULE) if mapped else None
         finish(g)
@@ -574,6 +575,24 @@ def test_ipa_state_set_response(machine: Machine, ripas: int, done: int, flags: 
         assert tuple(g.gpr(n) for n in range(3)) == (SUCCESS, base + done * GRANULE, response)
 
 
+def test_ipa_state_set_empty_rejected_without_progress_at_ipa_0(machine: Machine) -> None:
+    """ACS cmd_ipa_state_set, "RIPAS reject flow": IPA_STATE_SET(EMPTY) of [0, 4 KiB), the
+    first page of the IPA space; the host changes nothing and re-enters with
+    enter.flags.ripas_response = REJECT. The request at base 0 is still a pending request (a
+    RIPAS_CHANGE exit naming [0, 4 KiB), recorded in the REC), and A5.4 allows a rejection only
+    of a RAM request, so the realm sees X0 = SUCCESS, X1 = 0 (no progress), X2 = ACCEPT (the ACS
+    accepts that; a REJECT would need X1 == base) and the request is cleared."""
+    with Guest.build(machine, state_set(0, GRANULE, EMPTY)) as g:
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["ripas_base"], ex["ripas_top"], ex["ripas_value"]) == \
+            (SUCCESS, EXIT_RIPAS_CHANGE, 0, GRANULE, EMPTY)
+        assert g.rec().ripas_request() == (0, GRANULE, 0, EMPTY, 0)
+        finish(g, RIPAS_RESPONSE)
+        results(g, SUCCESS, 0, ACCEPT)
+        assert g.rec().ripas_request() == (0, 0, 0, 0, 0)
+    ok(machine)
+
+
 def test_ipa_state_set_ignores_the_sbz_bits_of_x3_and_x4(machine: Machine) -> None:
     """B5.3.6: ripas is X3[7:0] (X3[63:8] SBZ) and flags is a bitfield of X4 whose bit 0 alone is
     defined; no failure condition names the other bits, so junk there changes nothing (B1.6): the
@@ -742,13 +761,18 @@ def test_host_call_addr_align(machine: Machine, offset: int) -> None:
         assert not g.rec().host_call_pending
 
 
-def test_host_call_addr_bound(machine: Machine) -> None:
-    """addr_bound (ACS cmd_host_call): an unprotected IPA, even mapped -> ERROR_INPUT, no exit."""
-    ipa = UNPROTECTED + 0x1000
-    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: ipa + 0x100})) as g:
-        g.map_unprotected(ipa)
+@pytest.mark.parametrize("addr, mapped", [(UNPROTECTED, False), (UNPROTECTED + 0x1100, True)],
+                         ids=["lowest-unprotected", "unprotected-mapped"])
+def test_host_call_addr_bound(machine: Machine, addr: int, mapped: bool) -> None:
+    """addr_bound (ACS cmd_host_call: 1 << (ipa_width - 1), the lowest unprotected IPA, not
+    mapped; and another unprotected IPA whose page is mapped) -> ERROR_INPUT, no exit, no host
+    call pending."""
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: addr})) as g:
+        if mapped:
+            g.map_unprotected(addr & ~0xFFF)
         finish(g)
         results(g, INPUT)
+        assert not g.rec().host_call_pending
 
 
 def test_host_call_ripas_empty(machine: Machine) -> None:
