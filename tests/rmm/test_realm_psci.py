@@ -29,7 +29,7 @@ INVALID_ADDRESS = -9 & U64
 ON, OFF = 0, 1
 RMI_SUCCESS, RMI_INPUT, RMI_REC = 0, 1, 3
 RMI_SYSTEM_OFF = 2 | 1 << 8
-EXIT_IRQ, EXIT_PSCI = 1, 3
+EXIT_IRQ, EXIT_PSCI, EXIT_HOST_CALL = 1, 3, 5
 CPU_ON = (0xC400_0003, 0x8400_0003)
 AFFINITY_INFO = (0xC400_0004, 0x8400_0004)
 CPU_SUSPEND = (0xC400_0001, 0x8400_0001)
@@ -171,11 +171,12 @@ def test_answered_footprint(machine: Machine, fid: int, args: tuple[int, ...], x
 
 # -- CPU_ON (B6.3.3) ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("entry", [UNPROTECTED + 0x1000, 1 << 40])
+@pytest.mark.parametrize("entry", [UNPROTECTED, UNPROTECTED + 0x1000, 1 << 40])
 def test_cpu_on_entry(machine: Machine, entry: int) -> None:
-    """entry: an entry point that is not a protected IPA -> INVALID_ADDRESS, no exit. (SMC64
-    only: the SMC32 form's entry point is W2, always below 2^32 and so protected in this
-    realm's 40-bit IPA space.)"""
+    """entry: an entry point that is not a protected IPA (ACS cmd_cpu_on: 1 << 39, the lowest
+    unprotected IPA of a 40-bit realm; another; one beyond the IPA space) -> INVALID_ADDRESS,
+    no exit. (SMC64 only: the SMC32 form's entry point is W2, always below 2^32 and so protected
+    in this realm's 40-bit IPA space.)"""
     with Guest.build(machine, call(CPU_ON[0], 1, entry, CONTEXT), num_recs=2) as g:
         finish(g)
         answered(g, INVALID_ADDRESS)
@@ -577,6 +578,58 @@ def test_cpu_suspend_footprint(machine: Machine) -> None:
         assert g.changes(lambda: psci_exit(g, (CPU_SUSPEND[1],))) == {"rec0"}
         assert g.changes(lambda: finish(g)) == {"rec0"}
         assert g.gpr(0) == SUCCESS
+
+
+MULTITHREAD_PROGRAM = f"""
+    mov x1, #1                  // REC 0: turn REC 1 on
+    adr x2, entry1
+    mov x3, ={CONTEXT}
+    mov x0, =PSCI_CPU_ON
+    smc #0
+    mov x20, x0                 // the CPU_ON result
+    adr x9, booted
+    ldr x21, [x9]               // what REC 1 stored
+    adr x1, hc
+    mov x0, =RSI_HOST_CALL      // back to the host
+    smc #0
+done:
+    wfi
+    b done
+entry1:                         // REC 1: say it ran, then turn itself off
+    mov x22, x0
+    adr x9, booted
+    mov x10, #1
+    str x10, [x9]
+    mov x0, ={CPU_OFF}
+    smc #0
+    udf                         // never reached
+booted:
+    .quad 0
+    .align 256
+hc:
+    .zero 256
+"""
+
+
+@pytest.mark.parametrize("cpu", [0, 1], ids=["up", "mp"])
+def test_secondary_rec_runs_and_turns_itself_off(machine: Machine, cpu: int) -> None:
+    """ACS cmd_multithread_realm_up / _mp: REC 0 CPU_ONs REC 1 (a PSCI exit the host completes);
+    REC 1 is entered, on the same host CPU (up) or on the other one (mp), stores a flag into
+    realm memory and calls CPU_OFF: a PSCI exit naming CPU_OFF, REC 1 no longer runnable (REC_ENTER refuses it). REC 0,
+    entered again on CPU 0, sees CPU_ON's SUCCESS and REC 1's flag, and makes the host call
+    (a HOST_CALL exit) with which the ACS realm returns to its host."""
+    with Guest.build(machine, MULTITHREAD_PROGRAM, num_recs=2) as g:
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        x0, ex = g.enter(rec=1, cpu=cpu)
+        assert (x0, ex["exit_reason"], ex["gprs"][0]) == (RMI_SUCCESS, EXIT_PSCI, CPU_OFF)
+        assert not g.rec(1).runnable
+        assert g.gpr(22, rec=1) == CONTEXT
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"]) == (RMI_SUCCESS, EXIT_HOST_CALL)
+        assert (g.gpr(20), g.gpr(21)) == (SUCCESS, 1)
+        assert g.enter(rec=1, cpu=cpu)[0] == RMI_REC
+    ok(machine)
 
 
 # -- SYSTEM_OFF, SYSTEM_RESET (B6.3.6, B6.3.7) ----------------------------------------------------------
