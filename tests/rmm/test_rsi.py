@@ -655,6 +655,7 @@ def test_ipa_state_set_footprint(machine: Machine) -> None:
     (CODE + 4 * MiB, CODE + 6 * MiB, CODE + 6 * MiB, EMPTY),   # EMPTY blocks, capped
     (EMPTY_IPA, EMPTY_IPA + 0x3000, EMPTY_IPA + 0x3000, EMPTY),  # no table below level 1
     (EMPTY_IPA, CODE + 0x1000, CODE, EMPTY),                 # EMPTY level-1 blocks end at the table of RAM
+    (UNPROTECTED - 0x1000, UNPROTECTED, UNPROTECTED, EMPTY),  # end = 2^(ipa_width-1): rgn_bound holds not
 ])
 def test_ipa_state_get_runs(machine: Machine, base: int, end: int, top: int, ripas: int) -> None:
     """X1 = top of the run of equal RIPAS from base (within the last-level table the walk
