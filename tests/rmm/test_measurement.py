@@ -244,3 +244,30 @@ def test_data_create_content_measured_only_with_flag(machine: Machine, algo: int
     assert rims[(0, b"\x01")] == rims[(0, b"\x02")]
     assert rims[(1, b"\x01")] != rims[(1, b"\x02")]
     assert invariants(machine).ok, invariants(machine)
+
+
+@pytest.mark.parametrize("algo", [SHA_256, SHA_512])
+def test_rim_depends_on_the_order_of_rec_and_data_create(machine: Machine, algo: int) -> None:
+    """ACS measurement_rim_order: two realms with the same parameters each get a runnable REC
+    (pc 0, gprs 0) and a measured page of zeros at IPA 0, one REC_CREATE first, the other
+    DATA_CREATE first, then REALM_ACTIVATE: their RIMs differ, and each equals the reference
+    chain in its own order (the RIM extends a chain; it is not a set of the measured commands)."""
+    t = Rmi(machine)
+    zeros = bytes(GRANULE)
+    rims = []
+    for rec_first in (True, False):
+        realm = t.realm(s2sz=40, hash_algo=algo)
+        t.rtts(realm, 0, 3)
+        expected = ref_realm_create(algo, 0, 40, 0, 1, 1, 0)
+        for step in (("rec", "data") if rec_first else ("data", "rec")):
+            if step == "rec":
+                t.rec(realm, runnable=True, pc=0)
+                expected = ref_rec(algo, expected, RUNNABLE, 0, ())
+            else:
+                _ok(t.smc(F.RMI_DATA_CREATE, realm.rd, t.delegate(), 0, t.ns_page(zeros), 1))
+                expected = ref_data(algo, expected, 0, 1, zeros)
+            assert _rim(machine, realm) == expected, f"RIM after {step} ({'REC' if rec_first else 'DATA'} first)"
+        _ok(t.smc(F.RMI_REALM_ACTIVATE, realm.rd))
+        rims.append(_rim(machine, realm))
+    assert rims[0] != rims[1]
+    assert invariants(machine).ok, invariants(machine)
