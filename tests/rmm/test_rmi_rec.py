@@ -1048,6 +1048,30 @@ def test_rec_enter_exit_gic_state(machine: Machine, t: Rmi) -> None:
     _ok(machine)
 
 
+_SPI, _PPI, _SGI = 59, 27, 12
+"""SPI_vINTID, PPI_vINTID and SGI_vINTID of the ACS's FVP target (pal_config_def.h)."""
+
+
+@pytest.mark.parametrize("hcr, lrs", [
+    pytest.param(1 << 3, (_P | _GROUP1 | _SPI,), id="npie-one-pending"),
+    pytest.param(1 << 1, (_P | _GROUP1 | _SPI, _P | _GROUP1 | _PPI), id="uie-two-pending"),
+    pytest.param(1 << 2, (_P | _GROUP1 | _SGI,), id="lrenpie"),
+])
+def test_rec_enter_exit_gic_state_of_the_acs_gic_ctrl_hcr_entries(machine: Machine, t: Rmi, hcr: int,
+                                                                    lrs: tuple[int, ...]) -> None:
+    """The three entries of ACS gic_ctrl_hcr (host side) as rmm-mp answers them (docs/deviations.md,
+    the RmiRecExit GIC and timer row): the realm takes no virtual interrupt, so the LRs come back
+    pending as entered, EOIcount is 0, and MISR is 0 for each (NP: an LR is pending; U: two valid
+    LRs; LRENP: EOIcount 0) where the ACS, whose realm handles the interrupts, expects NP, U, and
+    LRENP with EOIcount 1. The entries themselves are valid (SUCCESS)."""
+    e = Enter(t, gicv3_hcr=hcr, gicv3_lrs=lrs)
+    assert t.smc(F.RMI_REC_ENTER, e.rec, e.run)[0] == SUCCESS
+    ex = RMI_REC_EXIT.unpack(e.exit_half()[:RMI_REC_EXIT.size])
+    assert ex["gicv3_lrs"][:len(lrs)] == lrs and ex["gicv3_hcr"] == hcr     # EOIcount (bits 31:27) 0
+    assert (ex["gicv3_misr"], ex["gicv3_vmcr"]) == (0, 0)
+    _ok(machine)
+
+
 def test_rec_enter_exit_write_fault(machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch) -> None:
     """A4.3.3: the run page leaves the NS PAS while the REC runs (EL3's GPT entry flipped to
     Realm inside the run, white-box), so writing the exit faults -> RMI_ERROR_INPUT although the
