@@ -14,7 +14,9 @@ a measurement, the target of a PSCI request), against another REC_ENTER or a PSC
 the same realm (PSCI_SYSTEM_OFF, CPU_ON, CPU_OFF, AFFINITY_INFO), and a REC_ENTER completing a
 RIPAS request or a host call against a fold, an unfold or REC_DESTROY; and two races where a
 failing call must let go of what it holds before the other needs it (a granule named in the
-wrong state that lock_two takes before the RD; the table a failed map walked to). Their
+wrong state that lock_two takes before the RD; the table a failed map walked to); and REC_ENTER
+pairs with the run page below the REC, which lock_two then locks before the REC (the other
+pairs make it after the REC), among them a REC_ENTER naming its REC's aux granule. Their
 outcomes include views (Prepared.watch) of the REC exit, the REC, REM1, the RIM and a page.
 
 This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands; the setups in
@@ -39,6 +41,9 @@ from rmm_mp.stress.explore_pairs_rec import (
     rec_enter_cpu_off_vs_psci_complete, rec_enter_vs_delegate_run_page, rec_enter_vs_rec_destroy,
     rec_enter_target_vs_psci_complete, rec_enter_vs_rec_enter, rec_enter_vs_rec_enter_extend, rec_enter_vs_set_ripas,
     rec_enter_vs_system_off,
+    rec_destroy_vs_host_call_completion_run_below, rec_enter_aux_run_vs_rec_destroy,
+    rec_enter_target_vs_psci_complete_run_below, rec_enter_vs_delegate_run_page_run_below,
+    rec_enter_vs_rec_destroy_run_below, rec_enter_vs_rec_enter_run_below, rec_enter_vs_set_ripas_run_below,
     ripas_completion_vs_rtt_fold, ripas_completion_vs_rtt_unfold, rtt_fold_assigned_vs_store,
     store_unprotected_vs_unmap, store_vs_data_destroy, store_vs_rtt_fold_assigned, system_off_vs_psci_complete,
     system_off_vs_rec_enter,
@@ -526,4 +531,21 @@ PAIRS: dict[str, Pair] = {p.name: p for p in (
          rtt_create_again_vs_data_create_unknown),
     Pair("remap-vs-unmap-unprotected", "RTT_MAP_UNPROTECTED of a page mapped already vs its RTT_UNMAP_UNPROTECTED",
          remap_vs_unmap_unprotected),
+    Pair("rec-enter-vs-rec-destroy-run-below", "rec-enter-vs-rec-destroy with the run page below the REC",
+         rec_enter_vs_rec_destroy_run_below, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),
+    Pair("rec-enter-vs-rec-enter-run-below", "rec-enter-vs-rec-enter with both run pages below the REC",
+         rec_enter_vs_rec_enter_run_below, GUEST_SLICE, fails_on_running_rec("REC_ENTER")),
+    Pair("rec-enter-vs-set-ripas-run-below", "rec-enter-vs-set-ripas with the run page below the REC",
+         rec_enter_vs_set_ripas_run_below, GUEST_SLICE, fails_on_running_rec("RTT_SET_RIPAS")),
+    Pair("rec-enter-vs-delegate-run-page-run-below", "rec-enter-vs-delegate-run-page with the run page below the REC",
+         rec_enter_vs_delegate_run_page_run_below, GUEST_SLICE),
+    Pair("rec-enter-target-vs-psci-complete-run-below",
+         "rec-enter-target-vs-psci-complete with the run page below the RECs",
+         rec_enter_target_vs_psci_complete_run_below, GUEST_SLICE),
+    Pair("rec-destroy-vs-host-call-completion-run-below",
+         "rec-destroy-vs-host-call-completion with the run page below the REC",
+         rec_destroy_vs_host_call_completion_run_below, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),
+    Pair("rec-enter-aux-run-vs-rec-destroy",
+         "REC_ENTER naming an aux granule of its REC (below it) as its run page vs REC_DESTROY of the REC",
+         rec_enter_aux_run_vs_rec_destroy, GUEST_SLICE),
 )}

@@ -117,41 +117,44 @@ def fails_on_running_rec(command: str) -> "Callable[[tuple[int, ...] | str], str
     return rule
 
 
-def rec_enter_vs_rec_destroy(machine: Machine) -> Prepared:
+def rec_enter_vs_rec_destroy(machine: Machine, run_below: bool = False) -> Prepared:
     """REC_ENTER of a REC whose guest loops until its slice ends, vs REC_DESTROY of that REC:
-    serially one of them fails; while the REC runs, REC_DESTROY fails (rec_state: running)."""
-    b = Builder(machine)
+    serially one of them fails; while the REC runs, REC_DESTROY fails (rec_state: running).
+    With ``run_below``, the run page lies below the REC (Builder's ``runs_below``)."""
+    b = Builder(machine, runs_below=int(run_below))
     _, (rec,) = _guest_realm(b, "b .")
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
 
 
-def rec_enter_vs_rec_enter(machine: Machine) -> Prepared:
+def rec_enter_vs_rec_enter(machine: Machine, run_below: bool = False) -> Prepared:
     """Two REC_ENTERs of one REC (each with its own run page), whose guest counts in X0 until
     its slice ends: one after the other both run; while the REC runs, the second fails
-    rec_state (and X0 shows one slice)."""
-    b = Builder(machine)
+    rec_state (and X0 shows one slice). With ``run_below``, both run pages lie below the REC."""
+    b = Builder(machine, runs_below=2 * int(run_below))
     _, (rec,) = _guest_realm(b, "count: add x0, x0, #1\nb count")
     run_a, run_b = b.run_page(), b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run_a), (F.RMI_REC_ENTER, rec, run_b),
                      (exit_view("A", run_a), exit_view("B", run_b), rec_view("REC", rec)))
 
 
-def rec_enter_vs_set_ripas(machine: Machine) -> Prepared:
+def rec_enter_vs_set_ripas(machine: Machine, run_below: bool = False) -> Prepared:
     """The REC of set_ripas_vs_rtt_destroy stopped at its RIPAS request; REC_ENTER (completing the
-    request with the progress so far, in X1, then looping) vs RTT_SET_RIPAS of the range."""
-    b = Builder(machine)
+    request with the progress so far, in X1, then looping) vs RTT_SET_RIPAS of the range (which
+    locks the RD and the REC). With ``run_below``, the run page lies below the REC."""
+    b = Builder(machine, runs_below=int(run_below))
     realm, rec = ripas_request(b)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
                      (exit_view("A", run), rec_view("REC", rec)))
 
 
-def rec_enter_vs_delegate_run_page(machine: Machine) -> Prepared:
+def rec_enter_vs_delegate_run_page(machine: Machine, run_below: bool = False) -> Prepared:
     """REC_ENTER vs DELEGATE of its run page: delegated before the entry looks, the entry fails
     (run_pas); delegated while the REC runs, the realm has run (its X0 shows it) but its exit
-    cannot be written, so REC_ENTER returns RMI_ERROR_INPUT (A4.3.3)."""
-    b = Builder(machine)
+    cannot be written, so REC_ENTER returns RMI_ERROR_INPUT (A4.3.3). With ``run_below``, the
+    run page lies below the REC: the entry's first lock is then the one DELEGATE takes."""
+    b = Builder(machine, runs_below=int(run_below))
     _, (rec,) = _guest_realm(b, "mov x0, #7\nb .")
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_GRANULE_DELEGATE, run), (rec_view("REC", rec),))
@@ -178,10 +181,10 @@ def host_call_vs_data_destroy(machine: Machine) -> Prepared:
                      (exit_view("A", run), rec_view("REC", rec)))
 
 
-def _host_call_answered(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
+def _host_call_answered(machine: Machine, run_below: bool = False) -> tuple[Builder, BuiltRealm, int, int]:
     """The realm of _host_call_realm stopped at its first host call; a run page with the host's
-    answer (HOST_RESULTS)."""
-    b = Builder(machine)
+    answer (HOST_RESULTS), below the REC with ``run_below``."""
+    b = Builder(machine, runs_below=int(run_below))
     realm, rec = _host_call_realm(b)
     _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_HOST_CALL)
     return b, realm, rec, b.run_page(HOST_RESULTS)
@@ -391,8 +394,8 @@ _CPU_ON_OR_SYSTEM_OFF = f"""
 """REC 0 asks PSCI_CPU_ON for REC 1 (off: created not runnable), REC 2 calls PSCI_SYSTEM_OFF."""
 
 
-def _cpu_on_realm(machine: Machine) -> tuple[Builder, list[int]]:
-    b = Builder(machine)
+def _cpu_on_realm(machine: Machine, run_below: bool = False) -> tuple[Builder, list[int]]:
+    b = Builder(machine, runs_below=int(run_below))
     _, recs = _guest_realm(b, _CPU_ON_OR_SYSTEM_OFF, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
     return b, recs
 
@@ -464,9 +467,10 @@ def host_call_completion_vs_rec_destroy(machine: Machine) -> Prepared:
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
 
 
-def rec_destroy_vs_host_call_completion(machine: Machine) -> Prepared:
-    """The same, the other way round: the entry inserted at REC_DESTROY's lock events."""
-    b, _, rec, run = _host_call_answered(machine)
+def rec_destroy_vs_host_call_completion(machine: Machine, run_below: bool = False) -> Prepared:
+    """The same, the other way round: the entry inserted at REC_DESTROY's lock events (with
+    ``run_below``, it locks its run page, then waits for the REC REC_DESTROY holds)."""
+    b, _, rec, run = _host_call_answered(machine, run_below)
     return prepared(b, (F.RMI_REC_DESTROY, rec), (F.RMI_REC_ENTER, rec, run), (exit_view("B", run),))
 
 
@@ -567,14 +571,69 @@ def rtt_fold_assigned_vs_store(machine: Machine) -> Prepared:
                      (exit_view("B", run), rem_view(realm), page_view("page", page)))
 
 
-def rec_enter_target_vs_psci_complete(machine: Machine) -> Prepared:
+def rec_enter_target_vs_psci_complete(machine: Machine, run_below: bool = False) -> Prepared:
     """REC 0's CPU_ON of REC 1 (off) pending; REC_ENTER of REC 1 vs PSCI_COMPLETE(REC 0, REC 1,
     SUCCESS): entered first, REC 1 is not runnable (RMI_ERROR_REC) and the completion makes it
     runnable (REC 0 gets SUCCESS); completed first, REC 1 runs from its entry point. A REC_ENTER
     bound to fail that held the running reference for a moment made the completion see REC 1
-    on (ALREADY_ON), so that REC 1 never started (docs/deviations.md)."""
-    b, (rec0, rec1, _) = _cpu_on_realm(machine)
+    on (ALREADY_ON), so that REC 1 never started (docs/deviations.md). With ``run_below``, the
+    run page lies below the RECs."""
+    b, (rec0, rec1, _) = _cpu_on_realm(machine, run_below)
     _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
                      (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
+
+
+# -- the run page below the REC -------------------------------------------------------------------
+#
+# REC_ENTER locks its run page with the REC in address order (GranuleTable.lock_two): a run page
+# made after the REC (every pair above) is locked after it, one below it before it. These pairs
+# are pairs above with their run pages handed out first (Builder's ``runs_below``), so that both
+# orders are explored where the other call locks the REC or the run page.
+
+
+def rec_enter_vs_rec_destroy_run_below(machine: Machine) -> Prepared:
+    """rec_enter_vs_rec_destroy with the run page below the REC."""
+    return rec_enter_vs_rec_destroy(machine, run_below=True)
+
+
+def rec_enter_vs_rec_enter_run_below(machine: Machine) -> Prepared:
+    """rec_enter_vs_rec_enter with both run pages below the REC."""
+    return rec_enter_vs_rec_enter(machine, run_below=True)
+
+
+def rec_enter_vs_set_ripas_run_below(machine: Machine) -> Prepared:
+    """rec_enter_vs_set_ripas with the run page below the REC."""
+    return rec_enter_vs_set_ripas(machine, run_below=True)
+
+
+def rec_enter_vs_delegate_run_page_run_below(machine: Machine) -> Prepared:
+    """rec_enter_vs_delegate_run_page with the run page below the REC."""
+    return rec_enter_vs_delegate_run_page(machine, run_below=True)
+
+
+def rec_enter_target_vs_psci_complete_run_below(machine: Machine) -> Prepared:
+    """rec_enter_target_vs_psci_complete with the run page below the RECs."""
+    return rec_enter_target_vs_psci_complete(machine, run_below=True)
+
+
+def rec_destroy_vs_host_call_completion_run_below(machine: Machine) -> Prepared:
+    """rec_destroy_vs_host_call_completion with the run page below the REC."""
+    return rec_destroy_vs_host_call_completion(machine, run_below=True)
+
+
+def rec_enter_aux_run_vs_rec_destroy(machine: Machine, aux_above: bool = False) -> Prepared:
+    """REC_ENTER naming, as its run page, an aux granule of its own REC (a host that mixed up its
+    granules: bound to fail run_pas, the granule is REC_AUX, not NS) vs REC_DESTROY of the REC,
+    which holds the REC while it takes its aux granules (rmi_rec._release_aux). Aux granules
+    lie below their REC (Builder.rec delegates them first), so lock_two takes the aux granule
+    first; it must check its state and let it go before it waits for the REC (a lock_two that
+    holds it unchecked, lock-two-check-late, deadlocks with REC_DESTROY). Serially REC_ENTER
+    fails (RMI_ERROR_INPUT) in both orders and REC_DESTROY succeeds. With ``aux_above``, the aux
+    granules lie above the REC (Builder.aux_above): lock_two takes the REC first, and nothing
+    waits while it holds a granule REC_DESTROY needs."""
+    b = Builder(machine)
+    b.aux_above = aux_above
+    _, (rec,) = _guest_realm(b, "b .")
+    return prepared(b, (F.RMI_REC_ENTER, rec, b.aux[rec][0]), (F.RMI_REC_DESTROY, rec))

@@ -50,11 +50,22 @@ class BuiltRealm:
 class Builder:
     """Objects made through SMCs on CPU 0; NS granules handed out upwards from the bottom of DRAM."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, runs_below: int = 0) -> None:
+        """``runs_below``: granules handed out first, at the bottom of DRAM, for the first
+        ``runs_below`` run pages (run_page), so that they lie below every REC the setup makes:
+        REC_ENTER locks its run page with the REC in address order (GranuleTable.lock_two), so
+        such a run page is locked before the REC, and a run page made after the REC after it.
+        prepared() refuses a setup that left one of them unused."""
         self.machine = machine
         self.smc = machine.cpu(0).smc
         self.next = machine.dram_base
         self.secure = [(base, base + size) for base, size in machine.secure_regions]
+        self.low_runs = [self.granule() for _ in range(runs_below)]
+        self.aux: dict[int, tuple[int, ...]] = {}
+        """REC PA -> the aux granules rec() gave it."""
+        self.aux_above = False
+        """rec() delegates the REC's granule before its aux granules, so that they lie above it
+        (by default they lie below: delegated first)."""
 
     @property
     def end(self) -> int:
@@ -147,9 +158,14 @@ class Builder:
         return tuple(self.delegate() for _ in range(count))
 
     def rec(self, realm: BuiltRealm, index: int, pc: int = 0, runnable: bool = True) -> int:
-        aux = self.aux_granules(realm)
-        rec = self.delegate()
+        if self.aux_above:
+            rec = self.delegate()
+            aux = self.aux_granules(realm)
+        else:
+            aux = self.aux_granules(realm)
+            rec = self.delegate()
         self.call(F.RMI_REC_CREATE, realm.rd, rec, self.rec_params(index, aux, pc, runnable))
+        self.aux[rec] = aux
         return rec
 
     def data(self, realm: BuiltRealm, ipa: int, content: bytes = b"") -> int:
@@ -161,8 +177,10 @@ class Builder:
 
     def run_page(self, gprs: tuple[int, ...] = (), flags: int = 0) -> int:
         """An RmiRecRun page for REC_ENTER (``flags``, the host's gprs); its exit reason reads
-        NO_EXIT (0xff, no RmiRecExitReason) until an entry writes the exit."""
-        run = self.ns_page(bytes(RMI_REC_ENTER.pack(flags=flags, gprs=gprs + (0,) * (31 - len(gprs)))))
+        NO_EXIT (0xff, no RmiRecExitReason) until an entry writes the exit. One of the granules
+        reserved at the bottom of DRAM (``runs_below``) while any is left, else the next one."""
+        run = self.low_runs.pop(0) if self.low_runs else self.granule()
+        self.machine.ns_write(run, bytes(RMI_REC_ENTER.pack(flags=flags, gprs=gprs + (0,) * (31 - len(gprs)))))
         self.machine.ns_write(run + REC_EXIT_OFFSET, bytes([NO_EXIT]))
         return run
 
@@ -178,6 +196,10 @@ NO_EXIT = 0xFF
 
 
 def prepared(b: Builder, a_call: tuple[int, ...], b_call: tuple[int, ...], watch: tuple[Watch, ...] = ()) -> Prepared:
+    if b.low_runs:
+        # A reserved run page no call uses: the setup asked for more than it makes, and a pair
+        # meant to put its run pages below the REC may not do so for the one it does use.
+        raise SetupError(f"runs_below reserved run pages the setup never made: {', '.join(map(hex, b.low_runs))}")
     return Prepared(tuple(int(r) for r in a_call), tuple(int(r) for r in b_call), b.end, watch)
 
 

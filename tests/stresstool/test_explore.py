@@ -9,6 +9,8 @@ deterministic (one call runs at a time), so the counts below are exact.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import signal
@@ -24,10 +26,12 @@ from click.testing import CliRunner
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.rmi import RmiStatus
 from rmm_mp.hw import points, segment
+from rmm_mp.machine import Machine
 from rmm_mp.stress.bugs import BUGS
 from rmm_mp.stress.explore import PairReport, explore, run_once, verdict
 from rmm_mp.stress.explore_cli import explore as explore_command
 from rmm_mp.stress.explore_pairs import PAIRS
+from rmm_mp.stress.explore_pairs_rec import rec_enter_aux_run_vs_rec_destroy
 from rmm_mp.stress.probe import Patches
 
 
@@ -194,6 +198,50 @@ def test_lock_two_checking_late_deadlocks() -> None:
     assert table < rd
     assert not report.serial_trouble and report.tried > 1
     _assert_abba_deadlock(report, first=table, second=rd)
+
+
+def _rec_enter_orders(pair: str) -> list[bool]:
+    """For each REC_ENTER call of ``pair``'s setup (on a fresh machine, no call run): whether its
+    run page lies below its REC."""
+    with Machine.create("host", cpus=2, time_slice=PAIRS[pair].time_slice) as machine:
+        prepared = PAIRS[pair].setup(machine)
+    return [call[2] < call[1] for call in (prepared.a, prepared.b) if call[0] == F.RMI_REC_ENTER]
+
+
+RUN_BELOW = [name for name in PAIRS if name.endswith("-run-below")]
+
+
+@pytest.mark.parametrize("name", RUN_BELOW)
+def test_run_below_pairs_lock_the_run_page_before_the_rec(name: str) -> None:
+    """REC_ENTER locks its run page with the REC in address order (lock_two). Every pair
+    ``X-run-below`` is pair X with each REC_ENTER's run page below its REC, where X has it above
+    (the catalog once held only that order, so a run page locked before its REC was never
+    explored). Whether the pair is serial is test_correct_pair_gives_serial_outcomes_only's."""
+    original = name.removesuffix("-run-below")
+    below, above = _rec_enter_orders(name), _rec_enter_orders(original)
+    assert below and all(below), below
+    assert len(above) == len(below) and not any(above), above
+
+
+def test_lock_two_checking_late_deadlocks_a_rec_enter_whose_run_page_lies_below_its_rec() -> None:
+    """lock-two-check-late with REC_ENTER's run page below the REC: the REC_ENTER names an aux
+    granule of its REC as its run page (not NS: it must fail at once) and the buggy lock_two holds
+    it, unchecked, while it waits for the REC; REC_DESTROY, inserted just after, holds the REC
+    while it takes the aux granules: a deadlock. With the aux granules above the REC (the other
+    address order) lock_two takes the REC first, so the same bug gives serial outcomes only:
+    this pair is what reaches it. Without the bug it is serial
+    (test_correct_pair_gives_serial_outcomes_only)."""
+    pair = PAIRS["rec-enter-aux-run-vs-rec-destroy"]
+    above = dataclasses.replace(pair, setup=functools.partial(rec_enter_aux_run_vs_rec_destroy, aux_above=True))
+    with injected("lock-two-check-late"):
+        report = explore(pair, timeout=2.0)
+        other_order = explore(above, timeout=2.0)
+    rec, aux = report.a[1], report.a[2]
+    assert aux < rec
+    assert not report.serial_trouble and report.tried > 1
+    _assert_abba_deadlock(report, first=aux, second=rec)
+    assert other_order.a[2] > other_order.a[1]
+    assert other_order.ok and other_order.tried > 1, other_order
 
 
 def test_map_unprotected_leaking_its_table_lock_is_reported() -> None:
