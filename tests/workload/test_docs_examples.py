@@ -1,5 +1,5 @@
 """docs/workloads.md stays true: every TOML example in it is a valid workload, and every key
-and activity the code accepts is documented there."""
+and activity the code accepts, and every realm counter the report shows, is documented there."""
 
 from __future__ import annotations
 
@@ -37,3 +37,12 @@ def test_every_key_and_activity_is_documented() -> None:
     docs/workloads.md in backquotes."""
     for key in spec.TOP_KEYS + spec.REALM_KEYS + spec.GROUP_KEYS + spec.PHASE_KEYS + ACTIVITIES:
         assert f"`{key}`" in TEXT or f"`[[{key}]]`" in TEXT, key
+
+
+def test_every_realm_counter_is_documented() -> None:
+    """Every per-realm counter the host keeps (runqueue.COUNTERS, shown in the report's realm
+    table) appears in docs/workloads.md in backquotes, so a reader can look up what it counts."""
+    from rmm_mp.host.runqueue import COUNTERS
+
+    missing = [name for name in COUNTERS if f"`{name}`" not in TEXT]
+    assert missing == []
