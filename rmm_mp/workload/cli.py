@@ -80,7 +80,8 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--pin", is_flag=True, help="Pin CPU process i to the i-th host core this process may use (wrapping "
                                          "round; the report shows each process's core).")
 @click.option("--save-tokens", "tokens_dir", type=click.Path(file_okay=False), default=None,
-              help="Save every attestation token a realm obtained to this directory (CBOR, one file each: "
+              help="Save every attestation token a realm running the attest guest obtained to this directory "
+                   "(CBOR, one file each: "
                    "REALM-INSTANCE-GENERATION.cbor).")
 @click.option("--progress/--no-progress", default=None, help="Show the progress bar [default: when stderr is a terminal].")
 def run(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None, iterations: int | None,

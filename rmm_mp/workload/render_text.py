@@ -221,7 +221,7 @@ def _output(kind: str, path: str, report: RunReport) -> str:
     # The directory is made even when no realm obtains a token: say so rather than "written".
     n = report.tokens_saved
     return f"tokens {path} ({n:,} token{'s' if n != 1 else ''})" if n else \
-        f"tokens {path} (none: no realm of this run obtained a token; only the attest guest asks for one)"
+        f"tokens {path} (none: no realm running the attest guest obtained a token; only their tokens are read)"
 
 
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:

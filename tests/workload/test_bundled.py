@@ -126,4 +126,4 @@ def test_save_tokens_on_a_workload_without_attest_realms_says_none_were_saved(tm
     out = tmp_path / "tokens"
     report = brief("delegate-churn", str(out))
     assert os.listdir(out) == [] and report.tokens_saved == 0
-    assert f"Written: tokens {out} (none: no realm of this run obtained a token" in render.format_report(report)
+    assert f"Written: tokens {out} (none: no realm running the attest guest obtained a token" in render.format_report(report)
