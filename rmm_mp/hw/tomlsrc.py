@@ -67,7 +67,7 @@ def _show(value: object) -> str:
 def _toml(value: object) -> str:
     """``value`` as the file writes it, inside arrays and tables too: true rather than Python's
     True, a date as 1979-05-27 rather than datetime.date(1979, 5, 27), { key = value } for a
-    table. Strings keep Python's quotes (a TOML literal string reads the same)."""
+    table. A string is shown as a TOML string that reads the same (toml_string)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int) and value.bit_length() > 128:
@@ -81,7 +81,32 @@ def _toml(value: object) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{key_part(str(k))} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
+    if isinstance(value, str):
+        return toml_string(value)
     return repr(value)
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML string that reads back as ``text``, safe to print on a terminal.
+
+    A literal string ('out/r.json') when TOML allows one and every character is printable;
+    else a basic string with escapes ("it's", "a\\u001bb"): Python's repr read as TOML would
+    double a backslash ('a\\b') and could not hold both quotes, and a control character
+    printed raw (ESC, a bidi override) would act on the terminal instead of being seen."""
+    if "'" not in text and text.isprintable():
+        return f"'{text}'"
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.append(f"\\u{ord(char):04X}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08X}")
+    return '"' + "".join(out) + '"'
 
 
 class _Missing:

@@ -9,6 +9,7 @@ ConfigError's line, key, value and expectation, and that this process created no
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,30 @@ def test_value_is_shown_as_toml_writes_it(tmp_path: Path, line: str, shown: str)
     with pytest.raises(ConfigError) as info:
         load(tmp_path, line + "\nactivities = { run = 1 }\n" + OK_REALM)
     assert f"w.toml:1: {shown} expected a duration in seconds" in str(info.value), str(info.value)
+    assert segments() == []
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("seconds = '5'", "'5'"),
+    ("seconds = 'a\\b'", "'a\\b'"),
+    ('seconds = "it\'s"', '"it\'s"'),
+    ("seconds = \"it's \\\"x\\\"\"", '"it\'s \\"x\\""'),
+    ('seconds = "a\\u001bb\\tc"', '"a\\u001Bb\\tc"'),
+    ('seconds = "x\\u202ey"', '"x\\u202Ey"'),
+    ('seconds = ["\\u0007"]', '["\\u0007"]'),
+], ids=["plain", "backslash", "single-quote", "both-quotes", "escape", "bidi", "in-array"])
+def test_string_is_shown_as_toml_that_reads_back(tmp_path: Path, line: str, shown: str) -> None:
+    """A refused string is shown as a TOML string that reads back as the same value: in single
+    quotes when TOML's literal string can hold it (a backslash stays single, not Python's
+    doubled one), else in double quotes with TOML's escapes, and a control or bidi character
+    as an escape, never raw, so the message cannot act on the terminal that prints it."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, line + "\nactivities = { run = 1 }\n" + OK_REALM)
+    message = str(info.value)
+    assert f"w.toml:1: seconds = {shown}: expected a duration in seconds" in message, message
+    assert message.isprintable(), message
+    value = tomllib.loads(line)["seconds"]
+    assert tomllib.loads(f"v = {shown}")["v"] == value
     assert segments() == []
 
 
