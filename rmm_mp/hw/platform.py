@@ -25,7 +25,7 @@ from typing import Any
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, key_part, key_path_parts, locate
-from rmm_mp.hw.tomlsrc import read_source
+from rmm_mp.hw.tomlsrc import not_one_printable_line, read_source
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 
 GRANULE_SIZE = 4096
@@ -257,6 +257,9 @@ class _Validator:
         description = raw.get("description", "")
         if not isinstance(description, str):
             raise self.fail("description", description, "a string")
+        why = not_one_printable_line(description)
+        if why:
+            raise self.fail("description", description, f"one line of printable text ({why})")
         cpus = self.integer(raw, "cpus", "cpus", 1, 256, "the number of CPUs")
         pa_bits = raw["pa_bits"]
         if type(pa_bits) is not int or pa_bits not in PA_WIDTHS:     # 48.0 == 48, but is no width

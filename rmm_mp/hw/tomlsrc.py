@@ -109,6 +109,19 @@ def toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def not_one_printable_line(text: str) -> str | None:
+    """Why ``text`` is not one line of printable characters (which character, where), or None.
+
+    A description is printed as it is, on one line of a listing: a control character (ESC
+    starting a terminal sequence, a newline breaking the listing), a bidi override or a
+    zero-width character would act on the terminal or hide text, so such files are refused
+    rather than their text escaped (docs/workloads.md)."""
+    for index, char in enumerate(text, 1):
+        if not char.isprintable():
+            return f"character {index}, U+{ord(char):04X}, is not printable"
+    return None
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "(missing)"

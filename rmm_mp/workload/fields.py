@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, decimal, key_part, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, decimal, key_part, not_one_printable_line, suggestion
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
@@ -97,6 +97,14 @@ class Fields:
         if not isinstance(value, str):
             raise self.fail(key, value, what)
         return value
+
+    def line_of_text(self, value: object, key: str) -> str:
+        """A string printed as it is on one line (a description): printable characters only."""
+        text = self.string(value, key)
+        why = not_one_printable_line(text)
+        if why:
+            raise self.fail(key, value, f"one line of printable text ({why})")
+        return text
 
     def name(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not _NAME.fullmatch(value):

@@ -163,7 +163,7 @@ def parse(text: str, source: str) -> WorkloadFile:
                                     "gives its own seconds or iterations")
     return WorkloadFile(
         name=Path(source).stem, source=source, text=text,
-        description=f.string(raw.get("description", ""), "description"),
+        description=f.line_of_text(raw.get("description", ""), "description"),
         platform=f.string(raw["platform"], "platform", "a platform name or a path to a platform .toml file")
         if "platform" in raw else None,
         cpus=f.integer(raw["cpus"], "cpus", 1, MAX_CPUS, f"the number of CPU processes (at most {MAX_CPUS}, the run "

@@ -270,6 +270,26 @@ def test_values_nested_deeper_than_the_parser_recurses(tmp_path: Path) -> None:
                                       "deep': expected valid TOML"), str(info.value)
 
 
+@pytest.mark.parametrize("escaped, index, code", [
+    ("evil\\u001b]0;title\\u0007", 5, "001B"),
+    ("two\\nlines", 4, "000A"),
+    ("abc\\u202edcb", 4, "202E"),
+], ids=["escape-sequence", "newline", "bidi-override"])
+def test_description_with_a_character_that_is_not_printable(tmp_path: Path, escaped: str, index: int,
+                                                             code: str) -> None:
+    """`rmm-mp platform list` and `show` print the description as it is: one holding a control
+    character or a bidi override is refused at its line, naming the character, and the
+    message shows it escaped (it was accepted and printed raw)."""
+    # re.subn reads backslashes in the replacement: doubled, they reach the file as written
+    path, text = _write_bad(tmp_path, r"description = .*", f'description = "{escaped}"'.replace("\\", "\\\\"))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    err = info.value
+    assert (err.key, err.line) == ("description", _line_of(text, r"description = ")), str(err)
+    assert err.expected == f"one line of printable text (character {index}, U+{code}, is not printable)", str(err)
+    assert str(err).isprintable(), str(err)
+
+
 def test_dram_smaller_than_1_mib_without_secure_ranges(tmp_path: Path) -> None:
     """512 KiB of DRAM and no [[secure]] table: refused at dram.size (a KeyError on the missing
     secure list escaped before)."""

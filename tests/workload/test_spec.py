@@ -128,6 +128,32 @@ def test_string_is_shown_as_toml_that_reads_back(tmp_path: Path, line: str, show
     assert segments() == []
 
 
+@pytest.mark.parametrize("escaped, index, code", [
+    ("evil\\u001b[2Jred", 5, "001B"),
+    ("two\\nlines", 4, "000A"),
+    ("tab\\there", 4, "0009"),
+    ("abc\\u202edcb", 4, "202E"),
+    ("zero\\u200bwidth", 5, "200B"),
+], ids=["escape-sequence", "newline", "tab", "bidi-override", "zero-width"])
+def test_description_with_a_character_that_is_not_printable_is_refused(tmp_path: Path, escaped: str, index: int,
+                                                                        code: str) -> None:
+    """A description is printed as it is on a line of `rmm-mp workloads list`: one holding a
+    control character (an ESC starting a terminal sequence, a newline, a tab), a bidi override
+    or a zero-width character is refused at its line, naming the character; the message
+    itself shows it escaped. (It was accepted and printed raw.)"""
+    text = f'description = "{escaped}"\n' + HEAD + OK_REALM
+    value = tomllib.loads(text)["description"]
+    err = refused(tmp_path, text, 1, "description", value, f"one line of printable text (character {index}, "
+                                                            f"U+{code}, is not printable)")
+    assert str(err).isprintable(), str(err)
+
+
+def test_description_of_printable_text_is_accepted(tmp_path: Path) -> None:
+    """Printable text in any script, with quotes and backslashes, is a description."""
+    w = load(tmp_path, 'description = "Größe \\\\ \'quoted\' \\"x\\" 日本"\n' + HEAD + OK_REALM)
+    assert w.file.description == "Größe \\ 'quoted' \"x\" 日本"
+
+
 def test_platform_path_not_found_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """platform = "mine.toml" is read next to the workload file, not in the working directory:
     when it is not there, the error says where it looked (it said only "no such file", while
