@@ -28,7 +28,7 @@ from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
-from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, PhaseSpec, RealmTemplate, Weights, WorkloadFile
+from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights, WorkloadFile
 
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
@@ -227,6 +227,14 @@ def _weights(file: WorkloadFile, phase: PhaseSpec, cpu: int) -> tuple[Weights, s
 
 def _fits_platform(f: Fields, realm: RealmTemplate, plat: Platform) -> None:
     feat = plat.features
+    if feat.s2sz < MIN_IPA_WIDTH:
+        # "at most 32" would contradict the range 33..48 the key was checked against: say that
+        # no width fits. The platform itself is valid (RMM 1.0 takes 32-bit realms, which the
+        # Python API can build with their RAM below 2 GiB); a workload realm is not one.
+        raise f.fail(f"{realm.key}.ipa_width", realm.ipa_width,
+                     f"an IPA width in {MIN_IPA_WIDTH}..{feat.s2sz}, which is empty: platform {plat.name!r} has "
+                     f"features.s2sz = {feat.s2sz} (RMI_FEATURES S2SZ), and a workload realm needs at least "
+                     f"{MIN_IPA_WIDTH} bits (its RAM starts at IPA 2 GiB): no realm of a workload fits this platform")
     if realm.ipa_width > feat.s2sz:
         raise f.fail(f"{realm.key}.ipa_width", realm.ipa_width, f"at most {feat.s2sz} (RMI_FEATURES S2SZ of "
                                                                 f"platform {plat.name!r})")

@@ -35,6 +35,8 @@ from rmm_mp.workload.fields import U64, Fields, is_int
 Weights = tuple[tuple[str, float], ...]
 TOP_KEYS = ("description", "platform", "cpus", "seconds", "iterations", "seed", "time_slice", "activities",
             "group", "realm", "phase")
+MIN_IPA_WIDTH = 33
+"""The narrowest realm a workload can have: its RAM starts at IPA 2 GiB, in the protected half."""
 REALM_KEYS = ("name", "guest", "recs", "ram", "ipa_width", "hash", "rpv", "measure", "constants", "instances",
               "lifecycle", "lifetime", "teardown")
 GROUP_KEYS = ("cpus", "activities")
@@ -258,7 +260,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
     guest, text = _guest(f, raw["guest"], f"{where}.guest", base_dir)
     recs = f.integer(raw.get("recs", 1), f"{where}.recs", 1, MAX_VCPUS,
                      f"RECs per realm (the host's run queue runs at most {MAX_VCPUS})")
-    ipa_width = f.integer(raw.get("ipa_width", 40), f"{where}.ipa_width", 33, 48,
+    ipa_width = f.integer(raw.get("ipa_width", 40), f"{where}.ipa_width", MIN_IPA_WIDTH, 48,
                           "the realm's IPA width in bits (RAM starts at 2 GiB, so at least 33)")
     par = 1 << (ipa_width - 1)
     ram = f.size(raw.get("ram", 2 * MiB), f"{where}.ram", 4096, min(par - programs.RAM_BASE, 1 << 30))

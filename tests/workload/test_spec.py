@@ -826,6 +826,20 @@ def test_realm_beyond_the_platforms_features(tmp_path: Path, line: str, key: str
             7, key, value, expected)
 
 
+@pytest.mark.parametrize("width, line", [("", 4), ("ipa_width = 33\n", 7)], ids=["default", "33"])
+def test_platform_with_s2sz_32_fits_no_realm(tmp_path: Path, width: str, line: int) -> None:
+    """On a platform with S2SZ 32 (valid: RMM 1.0 takes 32-bit realms) no workload realm fits,
+    as its RAM starts at IPA 2 GiB: the error says so, naming features.s2sz, rather than
+    "expected at most 32" for an ipa_width whose range starts at 33. A realm-less workload
+    still validates there."""
+    text = (ROOT / "platform" / "host.toml").read_text().replace("s2sz = 48", "s2sz = 32")
+    (tmp_path / "narrow.toml").write_text(text.replace('name = "host"', 'name = "narrow"'))
+    err = refused(tmp_path, 'platform = "narrow.toml"\n' + HEAD + OK_REALM + width, line, "realm[0].ipa_width",
+                  33 if width else 40, "which is empty: platform 'narrow' has features.s2sz = 32")
+    assert "at most 32" not in err.expected and "no realm of a workload fits this platform" in err.expected
+    assert load(tmp_path, 'platform = "narrow.toml"\nseconds = 1\nactivities = { delegate-churn = 1 }\n').file
+
+
 @pytest.mark.parametrize("old, new, expected", [
     ("s2sz = 48", "s2sz = 39", "platform 'narrow' has S2SZ 39"),
     ('hash_algorithms = ["sha-256", "sha-512"]', 'hash_algorithms = ["sha-512"]',
