@@ -71,12 +71,22 @@ MAX_IMAGE = 1 << 30
 would only be a typo that allocates it all."""
 
 
+MAX_SOURCE = 1 << 20
+"""Largest source text (characters; a guest file's bytes are bounded the same before it is
+read). The bundled guests are a few KiB; parsing keeps every line, so a million-line file
+took some 20 s and 550 MB before a later check refused it: refused at once instead."""
+
+
 def assemble(text: str, base: int = 0) -> bytes:
     """Assemble ``text`` into an image to be loaded at IPA ``base``.
 
     Raises:
         AssemblerError (a ValueError) naming the line and what was expected.
     """
+    if len(text) > MAX_SOURCE:
+        line = text.count("\n", 0, MAX_SOURCE + 1) + 1
+        raise AssemblerError(line, f"the source is longer than {MAX_SOURCE:,} characters (1 MiB), the most a guest "
+                                   f"may be; expected a shorter one")
     return _Assembler(text, base).run()
 
 

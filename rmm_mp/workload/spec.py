@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmm_mp.guest.assembler import AssemblerError
+from rmm_mp.guest.assembler import MAX_SOURCE, AssemblerError
 from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
@@ -368,8 +368,19 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         why = why_not_a_file(path)
         if why is not None:
             raise f.fail(key, value, f"a .s file that exists (looked for {path}: {why})")
+        size = _file_size(path)
+        if size > MAX_SOURCE:
+            # before reading it: the assembler would refuse it, after the whole file was read
+            raise f.fail(key, value, f"a .s file of at most {MAX_SOURCE:,} bytes (1 MiB; {path} has {size:,})")
         return str(path), read_source(path, "guest")
     raise f.fail(key, value, expected + suggestion(value, names))
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0        # gone since it was looked up: read_source says why it cannot be read
 
 
 _PLACING = ("RANGE", "RANGE_PAGES", "PAGES", "MAX_RECS", "BUFFER_OFFSET", "OFFSET", "SHARED_OFFSET")

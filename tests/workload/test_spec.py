@@ -286,6 +286,18 @@ def test_guest_file_that_is_not_utf8(tmp_path: Path) -> None:
     assert segments() == []
 
 
+def test_guest_file_beyond_the_source_bound_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A guest file larger than the assembler's bound (1 MiB) is refused at realm[0].guest with
+    its size, before it is read (a 19 MB, million-line file took ~30 s and 640 MB before
+    being refused or accepted); a sparse file makes it cheap to test."""
+    from rmm_mp.guest.assembler import MAX_SOURCE
+    with open(tmp_path / "big.s", "wb") as big:
+        big.truncate(MAX_SOURCE + 1)
+    err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "big.s"\n', 5, "realm[0].guest", "big.s",
+                  f"a .s file of at most 1,048,576 bytes (1 MiB; {tmp_path / 'big.s'} has 1,048,577)")
+    assert "assembles" not in err.expected
+
+
 def test_guest_file_that_does_not_assemble(tmp_path: Path) -> None:
     """A guest file (relative to the workload file) with an unknown mnemonic."""
     (tmp_path / "bad.s").write_text("start:\n    frobnicate x0\n")
