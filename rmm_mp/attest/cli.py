@@ -39,8 +39,11 @@ def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) ->
     except ValueError:
         data = b""
     if not data:
+        # the sizes of the option's own value: a RIM's for --expect-rim, not a challenge's
+        sizes = ("32, 48 or 64 bytes = 64, 96 or 128 digits for a RIM" if param.name == "expect_rim"
+                 else "at most 64 bytes = 128 digits for a challenge")
         raise click.BadParameter(f"{value!r} is not a hex byte string; expected an even number of hex "
-                                 "digits, e.g. 'abab...' (64 bytes = 128 digits for a challenge)")
+                                 f"digits, e.g. 'abab...' ({sizes})")
     return data
 
 

@@ -115,6 +115,18 @@ def test_bad_hex_is_a_usage_error_naming_the_option(value: str) -> None:
     assert "Invalid value for '--challenge'" in result.output and "not a hex byte string" in result.output
 
 
+@pytest.mark.parametrize("option, sizes", [
+    ("--challenge", "(at most 64 bytes = 128 digits for a challenge)"),
+    ("--expect-rim", "(32, 48 or 64 bytes = 64, 96 or 128 digits for a RIM)"),
+])
+def test_bad_hex_names_the_sizes_of_its_own_option(option: str, sizes: str) -> None:
+    """Bad hex for --expect-rim names a RIM's sizes, not a challenge's 64 bytes (its hint
+    was the challenge's for both options)."""
+    result = _run("verify", FFM, option, "zz")
+    assert result.exit_code == EXIT_USAGE
+    assert f"Invalid value for '{option}'" in result.output and sizes in result.output, result.output
+
+
 def test_invalid_platform_key_fails_verification() -> None:
     """cca-token-02.cbor with ta-02-bad.json (off-curve point): a failed check, not a crash
     and not a usage error: exit 1 with 'platform key invalid'."""
