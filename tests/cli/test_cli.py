@@ -37,6 +37,17 @@ def test_platform_list_and_show() -> None:
     assert runner.invoke(main, ["platform", "show", "nope"]).exit_code == 2
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("hots", "command line: NAME = 'hots': expected a bundled platform (fvp, host, large) (did you mean \"host\"?)"),
+    ("missing.toml", "command line: NAME = 'missing.toml': expected a platform file that exists (no such file)"),
+])
+def test_platform_show_of_a_bad_name_names_the_argument(name: str, expected: str) -> None:
+    """`platform show NAME` of an unknown name or a missing file says `command line: NAME =
+    ...`, as `run --platform` names its option (it said `platform: platform = ...`)."""
+    result = CliRunner().invoke(main, ["platform", "show", name])
+    assert result.exit_code == 2 and expected in result.output, result.output
+
+
 def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     """`platform show` reports what RMI_FEATURES index 0 says, not the file's raw keys: with
     pmu = false the register has PMU_EN 0 and PMU_NUM_CTRS 0 (REALM_CREATE refuses a PMU), so
