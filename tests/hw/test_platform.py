@@ -290,6 +290,23 @@ def test_description_with_a_character_that_is_not_printable(tmp_path: Path, esca
     assert str(err).isprintable(), str(err)
 
 
+@pytest.mark.parametrize("pattern, replacement, expected", [
+    (r"pa_bits = 48", "pa_bits = 47",
+     "a physical address width ID_AA64MMFR0_EL1.PARange can encode: 32, 36, 40, 42, 44, 48 or 52"),
+    (r'hash_algorithms = \["sha-256", "sha-512"\]', 'hash_algorithms = ["sha-384"]',
+     "a non-empty list of hash names, each 'sha-256' or 'sha-512'"),
+    (r'keys = "seeds"', 'keys = "random"', "one of 'seeds' or 'tf-a-fvp-sample'"),
+], ids=["pa-bits", "hash-algorithms", "attestation-keys"])
+def test_choices_are_listed_as_text_not_python_sequences(tmp_path: Path, pattern: str, replacement: str,
+                                                          expected: str) -> None:
+    """A value outside a fixed set names the choices as a workload error does ('a, b or c'),
+    not as Python's tuple or list repr ((32, 36, ...), ['sha-256', 'sha-512'])."""
+    path, _ = _write_bad(tmp_path, pattern, replacement)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.expected == expected, str(info.value)
+
+
 def test_dram_smaller_than_1_mib_without_secure_ranges(tmp_path: Path) -> None:
     """512 KiB of DRAM and no [[secure]] table: refused at dram.size (a KeyError on the missing
     secure list escaped before)."""
