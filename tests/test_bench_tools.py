@@ -220,3 +220,17 @@ def test_bench_recording_ir_needs_two_steps(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(SystemExit) as ended:
         bench_recording_ir.main(["--iterations", "1"])
     assert ended.value.code == 2
+
+
+def test_split_cost_compares_the_sampled_calls_with_the_others() -> None:
+    """bench_delegate's split cost from a trace ring: per RMI slot, the p50 of the calls whose t0 is
+    a multiple of SPLIT_EVERY ns (EL3 / RMM split sampled) less the p50 of the others; records of
+    other kinds are ignored, and a slot without calls of both kinds has None."""
+    from rmm_mp.el3.monitor import SPLIT_EVERY
+    from rmm_mp.hw import trace
+    rmi, rsi = trace.KIND_RMI, trace.KIND_RSI
+    records = [(SPLIT_EVERY * 10, 2300, rmi, 4, 0), (SPLIT_EVERY * 20, 2500, rmi, 4, 0),
+               (SPLIT_EVERY * 30 + 1, 2000, rmi, 4, 0), (SPLIT_EVERY * 40 + 7, 2100, rmi, 4, 0),
+               (SPLIT_EVERY * 50 + 3, 9000, rmi, 4, 0), (SPLIT_EVERY * 60, 99_999, rsi, 4, 0),
+               (SPLIT_EVERY * 70 + 1, 3000, rmi, 5, 0)]
+    assert bench_delegate._split_cost(records) == {4: 2400 - 2100, 5: None}

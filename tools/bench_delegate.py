@@ -11,6 +11,12 @@
                   upper edge of the histogram bucket (at most ~3 % above the true value).
     A second loop with recording switched off (cpu.set_recording(False)) gives the wall mean
     without the recorder. Target: p50 <= 5 us for DELEGATE and for UNDELEGATE.
+      split cost  a third loop, traced (the ring keeps every call's t0 and total): the p50 of
+                  the calls whose EL3 / RMM split was sampled (t0 a multiple of SPLIT_EVERY ns:
+                  two more clock reads, t1 and t2) less the p50 of the others. About half of it
+                  lands in a sampled call's EL3 part (t1's read up to its reading, t2's after
+                  it), so el3_mean overstates the unsampled calls' EL3 time by about that half
+                  and rmm_mean understates theirs by as much (docs/latency.md).
 
 (b) Throughput. One CPU process per simulated CPU (rmm_mp.runtime.run_cpus, spawn), each
     looping DELEGATE + UNDELEGATE over its own private granules (disjoint: no granule, no
@@ -46,6 +52,8 @@ from dataclasses import asdict, dataclass
 from benchlib import check_cpus, host_info, measurement_failed, steady_window
 
 from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.el3.monitor import SPLIT_EVERY
+from rmm_mp.hw import trace
 from rmm_mp.machine import Cpu, Machine
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stats import calls, report
@@ -127,9 +135,9 @@ def private_granules(machine: Machine, cpus: int, per_cpu: int, layout: str) -> 
     return tuple(tuple(base + i * gsize for i in pool) for pool in idx)
 
 
-def latency_run(calls_n: int, per_cpu: int) -> dict[str, float]:
+def latency_run(calls_n: int, per_cpu: int) -> dict[str, float | None]:
     """Part (a), one repeat on a fresh 1-CPU machine."""
-    with Machine.create("host", cpus=1) as m:
+    with Machine.create("host", cpus=1, trace_capacity=2 * calls_n) as m:
         pas = private_granules(m, 1, per_cpu, "spread")[0]
         cpu = m.cpu(0)
         smc = cpu.smc
@@ -158,6 +166,14 @@ def latency_run(calls_n: int, per_cpu: int) -> dict[str, float]:
         if d.count != calls_n or u.count != calls_n or d.errors or u.errors:
             raise RuntimeError(f"histograms hold {d.count}/{u.count} calls ({d.errors}/{u.errors} errors), "
                                f"expected {calls_n} each without errors")
+        cpu.set_tracing(True)
+        gc.disable()
+        try:
+            loop(seq)                                   # every call's t0 and total in the ring
+        finally:
+            gc.enable()
+        cpu.set_tracing(False)
+        split_cost = _split_cost(m.read_trace(0))
         return {
             "wall_mean_ns": on_ns / (2 * calls_n),
             "wall_mean_norec_ns": off_ns / (2 * calls_n),
@@ -165,7 +181,24 @@ def latency_run(calls_n: int, per_cpu: int) -> dict[str, float]:
             "delegate_mean_ns": d.sum_ns / d.count, "delegate_handler_mean_ns": d.handler_ns / d.count,
             "undelegate_p50_ns": u.percentile(50), "undelegate_p99_ns": u.percentile(99),
             "undelegate_mean_ns": u.sum_ns / u.count, "undelegate_handler_mean_ns": u.handler_ns / u.count,
+            "delegate_el3_mean_ns": d.el3_ns / d.count, "undelegate_el3_mean_ns": u.el3_ns / u.count,
+            "delegate_split_cost_ns": split_cost[DELEGATE_SLOT],
+            "undelegate_split_cost_ns": split_cost[UNDELEGATE_SLOT],
         }
+
+
+def _split_cost(records: list[tuple[int, int, int, int, int]]) -> dict[int, float | None]:
+    """{slot: p50 of its sampled calls' totals - p50 of its other calls'} from a trace ring: a
+    call was sampled when its t0 is a multiple of SPLIT_EVERY ns (Monitor.smc_from_ns; the first
+    call of each 50 ms flush interval is sampled too, and is counted with the others here: a
+    call or two of thousands, which barely moves their median)."""
+    groups: dict[int, tuple[list[int], list[int]]] = {}
+    for start, duration, kind, slot, _ in records:
+        if kind == trace.KIND_RMI:
+            sampled, other = groups.setdefault(slot, ([], []))
+            (other if start % SPLIT_EVERY else sampled).append(duration)
+    return {slot: statistics.median(sampled) - statistics.median(other) if sampled and other else None
+            for slot, (sampled, other) in groups.items()}
 
 
 def throughput_run(ncpus: int, args: argparse.Namespace) -> dict[str, object]:
@@ -240,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_latency:
         runs = [latency_run(args.calls, args.granules) for _ in range(args.latency_repeat)]
-        lat = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        # A split cost is None in a repeat too short to have sampled calls of both kinds.
+        lat = {k: statistics.median(known) if (known := [r[k] for r in runs if r[k] is not None]) else None
+               for k in runs[0]}
         out["latency"] = {"median": lat, "runs": runs}
         print(f"\n(a) latency, 1 CPU, in-process, {args.latency_repeat} x {args.calls:,} round trips "
               f"(medians over repeats; us)")
@@ -250,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_us(lat[key + '_mean_ns']):>9} {_us(lat[key + '_handler_mean_ns']):>8}")
         print(f"    wall-clock mean per call: {_us(lat['wall_mean_ns'])} us with recording, "
               f"{_us(lat['wall_mean_norec_ns'])} us without")
+        for name, key in (("DELEGATE", "delegate"), ("UNDELEGATE", "undelegate")):
+            cost = lat[key + "_split_cost_ns"]
+            print(f"    {name} el3_mean {_us(lat[key + '_el3_mean_ns'])} us; split cost "
+                  f"{'n/a' if cost is None else f'{cost:.0f} ns'} (sampled calls' p50 - the others', traced loop)")
         for name, key in (("DELEGATE", "delegate"), ("UNDELEGATE", "undelegate")):
             passed = lat[key + "_p50_ns"] <= P50_TARGET_NS
             ok &= passed
