@@ -75,6 +75,10 @@ class Cpu:
                                Gtsi(machine.gpt, plat.dram.base, plat.granule_count, self.tlb),
                                AttestationService(attestation_keys(plat)))
         self.monitor.lock_stats = self.granules.stats
+        # The area's lock figures are this handle's from its binding on (its LockStats start at
+        # 0): an earlier handle's, such as `rmm-mp run`'s set-up on CPU 0, must not stand for
+        # those of a CPU process that dies before it first publishes (docs/latency.md, Flushing).
+        self.monitor.publish_lock_stats()
         ns = NsAccess(machine.memory, self.granules, machine.gpt)
         self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
                           plat, machine.gpt, self.tlb, machine.control.time_slice)

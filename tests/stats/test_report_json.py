@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from report_samples import delegate_rounds_then_die, hand_built, real_run
+from report_samples import delegate_rounds, delegate_rounds_then_die, hand_built, real_run
 from rmm_mp import Machine
 from rmm_mp.runtime import ProcessUsage, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.workload import render
+from rmm_mp.workload.report import collect_locks
 from schema_subset import errors
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "report-schema.json").read_text())
@@ -157,6 +158,24 @@ def test_a_cpu_that_died_is_warned_to_have_figures_cut_off() -> None:
     no_latency = render.warnings(hand_built(failures=result.failures, latency_recorded=False, stats={}))
     assert any(w.startswith("CPU 1 died without publishing its lock figures") for w in no_latency), no_latency
     assert not any("died" in w for w in render.warnings(hand_built()))    # CPU 1 raised there
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_that_died_unpublished_shows_no_lock_figures_of_an_earlier_handle() -> None:
+    """`rmm-mp run` builds its realms on CPU 0 in the parent (recording off) and closes that handle,
+    which publishes the set-up's lock figures; then CPU 0's process binds the CPU. That process is
+    killed before it publishes anything (as with --no-latency, or before its first RMI call): the
+    lock table must then have no figures for CPU 0, as the warning says, not the set-up's."""
+    with Machine.create("host", cpus=1) as m:
+        setup = m.cpu(0)
+        setup.set_recording(False)
+        delegate_rounds(setup, 5)
+        setup.close()
+        assert collect_locks(m, [0])[0], "the set-up's figures are published when its handle closes"
+        result = run_cpus(m, delegate_rounds_then_die, [0], args=(0,))
+        locks = collect_locks(m, [0])
+    assert [f.cpu for f in result.failures] == [0] and result.failures[0].unpublished
+    assert locks == {0: {}}
 
 
 def test_a_plot_of_a_run_without_calls_is_an_output_error_not_a_crash(tmp_path: Path) -> None:
