@@ -14,7 +14,9 @@ samples the histograms were built from; the test recomputes, independently of rm
 - the CSV rows are the JSON records (same columns, ns); the JSON validates against
   docs/report-schema.json; every text latency row is its JSON record in us (two decimals);
 - the trace: one track per CPU, X events sorted by start, events of a track nested, never
-  partly overlapping.
+  partly overlapping;
+- what the trace cannot show: HOST step records against the CPUs' step counters, and REC runs
+  (EXIT records) against the RMI_REC_ENTER calls that did not fail.
 """
 
 from __future__ import annotations
@@ -191,3 +193,24 @@ def test_trace_tracks_are_sorted_and_nested(outputs: dict[str, Any]) -> None:
                 open_ends.pop()
             assert not open_ends or end <= open_ends[-1], e
             open_ends.append(end)
+
+
+@pytest.mark.multiprocess
+def test_host_steps_and_rec_runs_are_counted_once_each(outputs: dict[str, Any]) -> None:
+    """The records the trace cannot check: per CPU, each HOST_<ACTIVITY> record counts the steps
+    the CPU's counters say it made of that activity ("<activity> steps"), and the REC runs (EXIT
+    records, every exit reason) are the RMI_REC_ENTER calls that did not fail: one run each."""
+    doc = outputs["doc"]
+    counters = {c["cpu"]: c["values"] for c in doc["counters"]}
+    records = [r for r in doc["latency"] if r["cpu"] != "all"]
+    hosts = [r for r in records if r["kind"] == "HOST"]
+    assert hosts
+    for r in hosts:
+        activity = r["call"].removeprefix("HOST_").lower().replace("_", "-")
+        assert r["count"] == counters[r["cpu"]].get(f"{activity} steps"), (r, counters[r["cpu"]])
+    for cpu in counters:
+        steps = sum(n for key, n in counters[cpu].items() if key.endswith(" steps") and not key.startswith("phase "))
+        assert steps == sum(r["count"] for r in hosts if r["cpu"] == cpu), cpu
+        enters = [r for r in records if r["cpu"] == cpu and r["call"] == "RMI_REC_ENTER"]
+        runs = sum(r["count"] for r in records if r["cpu"] == cpu and r["kind"] == "EXIT")
+        assert runs == sum(r["count"] - r["errors"] for r in enters), cpu
