@@ -29,6 +29,11 @@ from its first heartbeat until that CPU's REC_ENTER returns.
 (d) RTT_SET_RIPAS(EMPTY) of a page REC 0 is using, made for REC 1's RSI_IPA_STATE_SET, while REC
     0 runs: REC 0's next access takes an SEA (its vector reports it), at most one iteration after
     the command returned; REC 1's next request (RAM) makes the page usable again, with its data.
+(e) RTT_FOLD of the level-3 table mapping a 2 MiB block the guest counts in (512 contiguous
+    DATA granules) and RTT_CREATE of it again, round after round: the guest never sees a wrong
+    value or an exception. (A walk that read the old TABLE entry just before a fold, then the
+    zeroed child, would take an SEA; that window, one walk wide, is too narrow for this test to
+    hit reliably: it shows the translations stay the same across both commands.)
 
 The CPU targets live in this module: spawned CPU processes import it by name.
 """
@@ -741,4 +746,120 @@ def test_set_ripas_empty_for_one_rec_of_a_page_another_rec_uses() -> None:
             assert run["began"] and flip["beat_before"] <= run["beat"] <= flip["beat_after"] + 1, state
         assert touches["last"] == (SUCCESS, STOPPED), touches["last"]
         assert int.from_bytes(g.peek(D_PAGE, 8), "little") == g.gpr(20)
+        finish(m, g, runs)
+
+
+# -- (e) RTT_FOLD and RTT_CREATE of the table that maps the guest's pages ------------------------
+
+E_ROUNDS = 6
+BLOCK = CODE + (2 << 20)
+"""(e): a 2 MiB block of RAM, all 512 pages assigned to one contiguous, aligned run of DATA
+granules, so that its level-3 table folds."""
+E_PAGES = (0, 1, 255, 511)
+
+BLOCK_TOUCHER = f"""
+    adr x1, vectors
+    msr vbar, x1
+    mov x21, ={BOARD}
+loop:
+    add x18, x20, #1
+{"".join(f'''
+    mov x26, ={BLOCK + n * G}
+    ldr x1, [x26]
+    cmp x1, x20
+    b.ne bad_value
+    str x18, [x26]''' for n in E_PAGES)}
+    mov x20, x18
+    str x20, [x21]
+    ldr x1, [x21, #{STOP_FLAG}]
+    cbz x1, loop
+    mov x3, #{STOPPED}
+    b message
+bad_value:
+    mov x3, #{BAD_VALUE}
+message:
+    mov x2, ={MMIO}
+    str x3, [x2]
+    b message
+    .align 2048
+vectors:
+    .zero 0x200
+    mrs x1, far
+    str x1, [x21, #{SEA_FAR}]
+    mov x3, #{SEA}
+    b message
+"""
+"""(e): count in pages E_PAGES of the block (BAD_VALUE on a wrong value, SEA on any exception),
+publish the count, until STOP."""
+
+
+def fold_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 1 (e): after each new heartbeat, RTT_FOLD the block's level-3 table and RTT_CREATE it
+    again from the same granule (kept DELEGATED); READ_ENTRY at level 2 between and at level 3
+    after; then STOP."""
+    m, rd = cpu.machine, plan.rd
+    seen: dict[str, set[tuple[int, ...]]] = {}
+    try:
+        for _ in range(E_ROUNDS):
+            beat = heartbeat(m, plan, 0)
+            wait_until(cpu, lambda: heartbeat(m, plan, 0) > beat or flag(m, plan, ABANDON))
+            folded = cpu.smc(F.RMI_RTT_FOLD, rd, BLOCK, 3)[:2]
+            seen.setdefault("fold", set()).add(folded)
+            entry = cpu.smc(F.RMI_RTT_READ_ENTRY, rd, BLOCK, 2)[:5]
+            seen.setdefault("block", set()).add(entry)
+            seen.setdefault("create", set()).add(cpu.smc(F.RMI_RTT_CREATE, rd, folded[1], BLOCK, 3)[:1])
+            for n in E_PAGES:
+                seen.setdefault("page", set()).add((n, *cpu.smc(F.RMI_RTT_READ_ENTRY, rd, BLOCK + n * G, 3)[:5]))
+            beat = heartbeat(m, plan, 0)
+            wait_until(cpu, lambda: heartbeat(m, plan, 0) > beat or flag(m, plan, ABANDON))
+    finally:
+        store(m, plan.board + STOP_FLAG, 1)
+    return seen
+
+
+def dispatch_e(cpu: Any, plan: Plan) -> Any:
+    """CPU target (e): CPU 0 runs REC 0 until STOP, CPU 1 folds and unfolds."""
+    if cpu.id == 1:
+        return fold_rounds(cpu, plan)
+    try:
+        return run_until_stopped(cpu, plan)
+    finally:
+        set_flag(cpu.machine, plan, ABANDON, 1)     # CPU 1 waits for no more heartbeats
+
+
+def test_fold_and_unfold_of_the_table_the_running_guest_uses() -> None:
+    """(e) RTT_FOLD of the block's level-3 table and RTT_CREATE of it again, E_ROUNDS times while
+    REC 0 counts in four of its pages: every FOLD returns (SUCCESS, the table), READ_ENTRY at
+    level 2 shows the ASSIGNED RAM block at the run's base, every CREATE succeeds and READ_ENTRY
+    at level 3 shows each page at its own granule; the guest never reads a wrong value nor
+    takes an exception (the fold's zeroed table met by a walk would be an SEA), and stops when
+    asked with its count in every page."""
+    with Machine.create("host", cpus=3, time_slice=SLICE) as m:
+        g = Guest.build(m, BLOCK_TOUCHER, cpu=2)
+        board = g.map_unprotected(BOARD)
+        run = g.alloc.alloc(512, align=512)
+        x0 = g.smc(F.RMI_GRANULE_DELEGATE, run)[0]
+        assert x0 == SUCCESS
+        table = g.alloc.alloc()
+        assert g.smc(F.RMI_GRANULE_DELEGATE, table)[0] == SUCCESS
+        assert g.smc(F.RMI_RTT_CREATE, g.realm.rd, table, BLOCK, 3)[0] == SUCCESS
+        for n in range(512):
+            if n:
+                assert g.smc(F.RMI_GRANULE_DELEGATE, run + n * G)[0] == SUCCESS
+            assert g.smc(F.RMI_DATA_CREATE_UNKNOWN, g.realm.rd, run + n * G, BLOCK + n * G)[0] == SUCCESS, n
+        runs = (g.alloc.alloc(), g.alloc.alloc())
+        plan = Plan(g.realm.rd, (g.rec_pa(0),), runs, board)
+        result = run_cpus(m, dispatch_e, cpus=(0, 1), args=(plan,), timeout_s=40)
+        assert result.ok, [f.describe() for f in result.failures]
+        stopped, seen = result.results[0], result.results[1]
+        assert (stopped["x0"], stopped["message"]) == (SUCCESS, STOPPED), (stopped, load(m, board + SEA_FAR))
+        assert len(seen["fold"]) == 1 and next(iter(seen["fold"]))[0] == SUCCESS, seen
+        assert {e[:3] + e[4:] for e in seen["block"]} == {(SUCCESS, 2, ASSIGNED, RIPAS_RAM)}, seen
+        assert {s2tt.output_address(e[3], 2) for e in seen["block"]} == {run}, seen
+        assert seen["create"] == {(SUCCESS,)}, seen
+        assert {(n, *e[:3], e[4], s2tt.output_address(e[3], 3)) for n, *e in seen["page"]} \
+            == {(n, SUCCESS, 3, ASSIGNED, RIPAS_RAM, run + n * G) for n in E_PAGES}, seen
+        count = g.gpr(20)
+        assert count > E_ROUNDS
+        assert [int.from_bytes(g.peek(BLOCK + n * G, 8), "little") for n in E_PAGES] == [count] * len(E_PAGES)
         finish(m, g, runs)
