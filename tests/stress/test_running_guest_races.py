@@ -47,13 +47,16 @@ from typing import Any
 
 import pytest
 
-from realm_guests import CODE, UNPROTECTED, Guest
-from rec_cpus import enter, wait_until
+from realm_guests import CODE, PRELUDE, UNPROTECTED, Guest
+from rec_cpus import LoopRun, enter, tear_down_checked, wait_until
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT, RmiRecEnterFlags
 from rmm_mp.check import invariants
+from rmm_mp.guest.assembler import assemble
+from rmm_mp.host import LoopPlan, NsAllocator, RealmSpec, RunQueue, create_realm, realm_status, run_loop
 from rmm_mp.host.realm import NS_MAP_ATTRS
+from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.runtime import run_cpus
@@ -863,3 +866,120 @@ def test_fold_and_unfold_of_the_table_the_running_guest_uses() -> None:
         assert count > E_ROUNDS
         assert [int.from_bytes(g.peek(BLOCK + n * G, 8), "little") for n in E_PAGES] == [count] * len(E_PAGES)
         finish(m, g, runs)
+
+
+# -- (f) two RECs changing the RIPAS of the same pages, under the host's run loop -----------------
+
+F_ROUNDS = 12
+F_PAGES = 4
+
+SAME_PAGES_FLIPPER = f"""
+start:
+    mrs x19, mpidr
+    and x19, x19, #0xff
+    adr x1, vectors
+    msr vbar, x1
+    cbnz x19, work
+    mov x0, =PSCI_CPU_ON
+    mov x1, #1
+    adr x2, start
+    mov x3, #0
+    smc #0
+work:
+    mov x20, #0
+round:
+    mov x23, #{RIPAS_EMPTY}
+    bl change
+    bl touch
+    mov x23, #{RIPAS_RAM}
+    bl change
+    bl touch
+    add x20, x20, #1
+    cmp x20, #{F_ROUNDS}
+    b.lo round
+    mov x0, =PSCI_CPU_OFF
+    smc #0
+    b .
+change:                                 // [PAGES, PAGES + F_PAGES pages) to RIPAS x23 (A5.4's loop)
+    mov x24, ={PAGES}
+again:
+    mov x0, =RSI_IPA_STATE_SET
+    mov x1, x24
+    mov x2, ={PAGES + F_PAGES * G}
+    mov x3, x23
+    mov x4, #0                          // RSI_NO_CHANGE_DESTROYED
+    smc #0
+    cbnz x0, fail
+    cbnz x2, stuck                      // REJECT
+    cmp x1, x24
+    b.eq stuck                          // no progress: a DESTROYED page stops the change
+    mov x24, x1
+    mov x2, ={PAGES + F_PAGES * G}
+    cmp x24, x2
+    b.lo again
+    ret
+stuck:
+    add x27, x27, #1
+    ret
+touch:                                  // store and load each page (an SEA while it is EMPTY)
+    mov x26, ={PAGES}
+    mov x22, #{F_PAGES}
+tloop:
+    str x20, [x26]
+    ldr x1, [x26]
+    add x26, x26, #4096
+    sub x22, x22, #1
+    cbnz x22, tloop
+    ret
+fail:
+    udf
+    .align 2048
+vectors:
+    .zero 0x200
+    mrs x1, esr                         // an SEA at an EMPTY page: skip the access
+    lsr x1, x1, #26
+    cmp x1, #0x25
+    b.ne .                              // anything else: spin until the run is stopped
+    add x28, x28, #1
+    mrs x1, elr
+    add x1, x1, #8
+    msr elr, x1
+    eret
+"""
+"""(f): RECs 0 and 1 both change [PAGES, PAGES + F_PAGES pages) to EMPTY, touch them, to RAM,
+touch them, F_ROUNDS times, then CPU_OFF. A change that a DESTROYED page stops (REJECT, or
+ACCEPT without progress) is given up and counted in x27."""
+
+
+def test_two_recs_change_the_ripas_of_the_same_pages() -> None:
+    """(f) docs/deviations.md's row "two vCPUs of one realm changing the RIPAS of the same pages
+    at once": the host's run loop on CPUs 0..2 runs two RECs that flip the RIPAS of the same
+    pages. Every run ends with the realm DONE and each vCPU either off after all its rounds or
+    failed by the one error the row allows (a data abort at one of the pages, whose RIPAS is
+    DESTROYED); no CPU fails, the invariants hold, a page is left DESTROYED (assigned or not: a
+    fault-in that raced the DATA_DESTROY backs it) only if a vCPU failed, and the teardown gives
+    every granule back."""
+    with Machine.create("host", cpus=4) as m:
+        cpu = m.cpu(3)
+        alloc = NsAllocator(m, 3)
+        image = assemble(PRELUDE + "\n" + SAME_PAGES_FLIPPER, base=CODE)
+        realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=CODE, ram_size=2 << 20, num_recs=2,
+                                                   image=image))
+        queue = RunQueue(m)
+        slot = queue.add_realm(alloc, realm)
+        queue.view.store_u64(OFF_ARRIVED, 0)
+        result = run_cpus(m, run_loop, cpus=(0, 1, 2), args=(LoopPlan(gather=3),), timeout_s=60)
+        assert result.ok, [f.describe() for f in result.failures]
+        status = realm_status(queue, slot)
+        errors = [e for loop in result.results.values() for e in loop.errors]
+        allowed = {f"realm slot {slot} REC {rec}: data abort at IPA {PAGES + n * G:#x}, whose RIPAS is DESTROYED: "
+                   "no page can be given there" for rec in (0, 1) for n in range(F_PAGES)}
+        assert set(errors) <= allowed, errors
+        assert status.state == "DONE" and status.end in ("ALL_OFF", "ERROR"), status
+        assert status.vcpu_ends.count("ERROR") == len(errors) and status.end == ("ERROR" if errors else "ALL_OFF"), \
+            (status, errors)
+        for n in range(F_PAGES):
+            x0, level, state, _, ripas = cpu.smc(F.RMI_RTT_READ_ENTRY, realm.rd, PAGES + n * G, 3)[:5]
+            assert x0 == SUCCESS and (ripas != RIPAS_DESTROYED or errors), (n, state, ripas, errors)
+        cpu.close()
+        tear_down_checked(m, LoopRun(realm, alloc, queue, slot, status))
