@@ -34,6 +34,11 @@ from its first heartbeat until that CPU's REC_ENTER returns.
     value or an exception. (A walk that read the old TABLE entry just before a fold, then the
     zeroed child, would take an SEA; that window, one walk wide, is too narrow for this test to
     hit reliably: it shows the translations stay the same across both commands.)
+(f) Two RECs changing the RIPAS of the same pages under the host's run loop: only the outcomes
+    docs/deviations.md's row allows.
+(g) GRANULE_DELEGATE of the NS page behind an unprotected mapping the guest reads and writes:
+    the next access takes an SEA (a GPF through the mapping), and nothing is stored into the
+    delegated page.
 
 The CPU targets live in this module: spawned CPU processes import it by name.
 """
@@ -983,3 +988,126 @@ def test_two_recs_change_the_ripas_of_the_same_pages() -> None:
             assert x0 == SUCCESS and (ripas != RIPAS_DESTROYED or errors), (n, state, ripas, errors)
         cpu.close()
         tear_down_checked(m, LoopRun(realm, alloc, queue, slot, status))
+
+
+# -- (g) GRANULE_DELEGATE of the NS page behind an unprotected mapping the guest uses -------------
+
+G_ROUNDS = 6
+DELEGATING, UNDELEGATED = 1, 3
+"""Host flags (g), besides ROUND and DONE: the round whose DELEGATE began, the round whose page
+is NS again."""
+
+WINDOW_WRITER = f"""
+    adr x1, vectors
+    msr vbar, x1
+    mov x21, ={BOARD}
+    mov x24, ={WINDOW}
+    mov x25, ={MAGIC}
+loop:
+    ldr x1, [x24]
+    cmp x1, x25
+    b.ne bad_value
+    add x20, x20, #1
+    str x20, [x24, #8]
+    str x20, [x21]
+    ldr x1, [x21, #{STOP_FLAG}]
+    cbz x1, loop
+    mov x3, #{STOPPED}
+    b message
+bad_value:
+    mov x3, #{BAD_VALUE}
+message:
+    mov x2, ={MMIO}
+    str x3, [x2]
+    b message
+    .align 2048
+vectors:
+    .zero 0x200
+    mrs x1, far                         // an SEA: report it, then retry the access
+    str x1, [x21, #{SEA_FAR}]
+    mrs x1, esr
+    str x1, [x21, #{SEA_ESR}]
+    mov x3, #{SEA}
+    mov x2, ={MMIO}
+    str x3, [x2]
+    eret
+"""
+"""(g): read MAGIC from the window, store the count into it (offset 8) and into the board."""
+
+
+def sea_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 0 (g): enter REC 0 once per round, completing the last SEA message (EMUL_MMIO; the
+    vector's eret retries the access); then STOP and a last entry."""
+    m = cpu.machine
+    out = []
+    for r in range(G_ROUNDS):
+        set_flag(m, plan, ROUND, r + 1)
+        x0, ex = enter_with(cpu, plan.recs[0], plan.runs[0], EMUL_MMIO if r else 0)
+        out.append({"x0": x0, "message": message(ex), "beat": heartbeat(m, plan, 0),
+                    "began": flag(m, plan, DELEGATING) == r + 1,
+                    "far": load(m, plan.board + SEA_FAR), "esr": load(m, plan.board + SEA_ESR)})
+        set_flag(m, plan, DONE, r + 1)
+        wait_until(cpu, lambda: flag(m, plan, UNDELEGATED) == r + 1 or flag(m, plan, ABANDON))
+    store(m, plan.board + STOP_FLAG, 1)
+    x0, ex = enter_with(cpu, plan.recs[0], plan.runs[0], EMUL_MMIO)
+    return {"rounds": out, "last": (x0, message(ex))}
+
+
+def delegate_rounds(cpu: Any, plan: Plan) -> list[dict[str, Any]]:
+    """CPU 1 (g): once the heartbeat has moved on by the round's threshold, DELEGATE the window's
+    NS page (still mapped; DELEGATE zeroes it); read the count in it (white-box: the host
+    cannot) right after and once CPU 0 has its SEA exit; then UNDELEGATE it and write MAGIC back."""
+    m = cpu.machine
+    out = []
+    beat = 0
+    raw = plan.window - m.dram_base + 8
+    for r, threshold in enumerate(c_thresholds(plan.seed)[:G_ROUNDS]):
+        wait_until(cpu, lambda: flag(m, plan, ROUND) == r + 1 and heartbeat(m, plan, 0) >= beat + threshold)
+        beat_before = heartbeat(m, plan, 0)
+        set_flag(m, plan, DELEGATING, r + 1)
+        delegated = cpu.smc(F.RMI_GRANULE_DELEGATE, plan.window)[0]
+        written_then = m.memory.view.load_u64(raw)
+        beat = heartbeat(m, plan, 0)
+        if not wait_for_exit(cpu, plan, lambda: flag(m, plan, DONE) == r + 1, 0, beat):
+            out.append({"delegated": delegated, "abandoned": True})
+            break
+        written_later = m.memory.view.load_u64(raw)
+        undelegated = cpu.smc(F.RMI_GRANULE_UNDELEGATE, plan.window)[0]
+        m.ns_write(plan.window, MAGIC.to_bytes(8, "little") * (G // 8))
+        out.append({"delegated": delegated, "undelegated": undelegated, "beat_before": beat_before,
+                    "beat_after": beat, "written_then": written_then, "written_later": written_later})
+        set_flag(m, plan, UNDELEGATED, r + 1)
+    return out
+
+
+def dispatch_g(cpu: Any, plan: Plan) -> Any:
+    """CPU target (g)."""
+    return sea_rounds(cpu, plan) if cpu.id == 0 else delegate_rounds(cpu, plan)
+
+
+def test_delegate_of_the_ns_page_a_running_guest_uses() -> None:
+    """(g) Every round: DELEGATE of the window's NS page succeeds while the unprotected mapping
+    stays; REC 0's next access takes an SEA at WINDOW (EC 0x25, DFSC 0x10), after DELEGATE began
+    and at most one iteration after it returned; the guest stored nothing into the page once
+    it was delegated (DELEGATE zeroes it; its count there is still zero right after DELEGATE
+    returned and when the SEA exit is back); UNDELEGATE succeeds and the guest goes on reading
+    MAGIC, and stops when asked."""
+    with Machine.create("host", cpus=3, time_slice=SLICE) as m:
+        g = Guest.build(m, WINDOW_WRITER, cpu=2)
+        board = g.map_unprotected(BOARD)
+        window = g.map_unprotected(WINDOW, MAGIC.to_bytes(8, "little") * (G // 8))
+        runs = (g.alloc.alloc(), g.alloc.alloc())
+        plan = Plan(g.realm.rd, (g.rec_pa(0),), runs, board, window=window, seed=5)
+        result = run_cpus(m, dispatch_g, cpus=(0, 1), args=(plan,), timeout_s=40)
+        assert result.ok, [f.describe() for f in result.failures]
+        seas, delegations = result.results[0], result.results[1]
+        assert len(delegations) == G_ROUNDS and not flag(m, plan, ABANDON), delegations
+        for r, (run, d) in enumerate(zip(seas["rounds"], delegations)):
+            state = (r, run, d)
+            assert (d["delegated"], d["undelegated"], run["x0"]) == (SUCCESS, SUCCESS, SUCCESS), state
+            assert (run["message"], run["far"]) == (SEA, WINDOW), state
+            assert (run["esr"] >> 26, run["esr"] & 0x3F) == (0x25, 0x10), (state, hex(run["esr"]))
+            assert run["began"] and d["beat_before"] <= run["beat"] <= d["beat_after"] + 1, state
+            assert d["written_then"] == d["written_later"] == 0, state
+        assert seas["last"] == (SUCCESS, STOPPED), seas["last"]
+        finish(m, g, runs)
