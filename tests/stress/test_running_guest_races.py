@@ -39,6 +39,9 @@ from its first heartbeat until that CPU's REC_ENTER returns.
 (g) GRANULE_DELEGATE of the NS page behind an unprotected mapping the guest reads and writes:
     the next access takes an SEA (a GPF through the mapping), and nothing is stored into the
     delegated page.
+(h) DATA_DESTROY of the page the guest's loop executes from: the entry ends with an instruction
+    abort at it, at most one iteration after the command returned (no instruction runs from
+    the wiped page).
 
 The CPU targets live in this module: spawned CPU processes import it by name.
 """
@@ -1110,4 +1113,65 @@ def test_delegate_of_the_ns_page_a_running_guest_uses() -> None:
             assert run["began"] and d["beat_before"] <= run["beat"] <= d["beat_after"] + 1, state
             assert d["written_then"] == d["written_later"] == 0, state
         assert seas["last"] == (SUCCESS, STOPPED), seas["last"]
+        finish(m, g, runs)
+
+
+# -- (h) DATA_DESTROY of the page the running guest executes ---------------------------------------
+
+def destroy_code(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 1 (h): once REC 0 has counted to 5, DATA_DESTROY the code page; the heartbeats around
+    the call."""
+    m = cpu.machine
+    wait_until(cpu, lambda: heartbeat(m, plan, 0) >= 5)
+    beat_before = heartbeat(m, plan, 0)
+    set_flag(m, plan, DESTROYING, 1)
+    destroyed = cpu.smc(F.RMI_DATA_DESTROY, plan.rd, CODE)[:2]
+    beat_after = heartbeat(m, plan, 0)
+    if not wait_for_exit(cpu, plan, lambda: flag(m, plan, DONE) == 1, 0, beat_after):
+        return {"destroyed": destroyed, "abandoned": True}
+    return {"destroyed": destroyed, "beat_before": beat_before, "beat_after": beat_after,
+            "after": cpu.smc(F.RMI_RTT_READ_ENTRY, plan.rd, CODE, 3)[:5]}
+
+
+def run_code(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 0 (h): one entry of REC 0, then one more."""
+    m = cpu.machine
+    first = enter(cpu, plan.recs[0], plan.runs[0])
+    out = {"first": first, "beat": heartbeat(m, plan, 0), "began": flag(m, plan, DESTROYING) == 1}
+    set_flag(m, plan, DONE, 1)
+    out["again"] = enter(cpu, plan.recs[0], plan.runs[0])
+    return out
+
+
+def dispatch_h(cpu: Any, plan: Plan) -> Any:
+    """CPU target (h)."""
+    return run_code(cpu, plan) if cpu.id == 0 else destroy_code(cpu, plan)
+
+
+def test_data_destroy_of_the_code_page_of_a_running_guest() -> None:
+    """(h) DATA_DESTROY of the page holding the guest's code (and its loop) while REC 0 runs it:
+    the command succeeds with the page's PA; the entry ends with an instruction abort exit
+    (EC 0x20, translation fault level 3) at CODE, after the command began and at most one
+    iteration after it returned (no instruction is run from the wiped page), and so does the
+    next entry; READ_ENTRY: UNASSIGNED DESTROYED; the granule stays zero."""
+    with Machine.create("host", cpus=3, time_slice=SLICE) as m:
+        program = toucher(1, rsi=False)
+        assert len(assemble(PRELUDE + "\n" + program, base=CODE)) <= G, "the loop must lie in the first page"
+        g, board = build(m, program, 1)
+        pa = g.page_pa(CODE)
+        runs = (g.alloc.alloc(), g.alloc.alloc())
+        plan = Plan(g.realm.rd, (g.rec_pa(0),), runs, board)
+        result = run_cpus(m, dispatch_h, cpus=(0, 1), args=(plan,), timeout_s=40)
+        assert result.ok, [f.describe() for f in result.failures]
+        run, destroy = result.results[0], result.results[1]
+        assert not flag(m, plan, ABANDON), (run, destroy)
+        assert destroy["destroyed"] == (SUCCESS, pa), destroy
+        assert destroy["after"] == (SUCCESS, 3, UNASSIGNED, 0, RIPAS_DESTROYED), destroy
+        abort = {"exit_reason": EXIT_SYNC, "esr": 0x20 << 26 | 0x4 | 3, "hpfar": CODE >> 8}
+        for x0, ex in (run["first"], run["again"]):
+            assert x0 == SUCCESS and {k: ex[k] for k in abort} == abort, (run, message(ex))
+        assert run["began"] and destroy["beat_before"] <= run["beat"] <= destroy["beat_after"] + 1, (run, destroy)
+        assert bytes(m.memory.buf[pa - m.dram_base:pa - m.dram_base + G]) == bytes(G)
+        assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        g.alloc.free(pa)
         finish(m, g, runs)
