@@ -42,6 +42,9 @@ from its first heartbeat until that CPU's REC_ENTER returns.
 (h) DATA_DESTROY of the page the guest's loop executes from: the entry ends with an instruction
     abort at it, at most one iteration after the command returned (no instruction runs from
     the wiped page).
+(i) RSI_IPA_STATE_GET in a loop over an unassigned block whose level-3 table is folded, created
+    again and once destroyed: every answer covers the whole block, RAM until the RTT_DESTROY
+    made it DESTROYED, DESTROYED after.
 
 The CPU targets live in this module: spawned CPU processes import it by name.
 """
@@ -1174,4 +1177,121 @@ def test_data_destroy_of_the_code_page_of_a_running_guest() -> None:
         assert bytes(m.memory.buf[pa - m.dram_base:pa - m.dram_base + G]) == bytes(G)
         assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
         g.alloc.free(pa)
+        finish(m, g, runs)
+
+
+# -- (i) RSI_IPA_STATE_GET over a table that is folded, unfolded and destroyed --------------------
+
+I_ROUNDS = 8
+I_DESTROY_AT = 4
+BAD_TOP, BACK_TO_RAM = 0x70B, 0xBAC
+
+STATE_GETTER = f"""
+    mov x21, ={BOARD}
+loop:
+    and x1, x20, #511
+    lsl x1, x1, #12
+    mov x2, ={BLOCK}
+    add x1, x1, x2                      // a page of the block, another each iteration
+    mov x2, ={BLOCK + (2 << 20)}
+    mov x0, =RSI_IPA_STATE_GET
+    smc #0
+    cbnz x0, bad_rsi
+    mov x3, ={BLOCK + (2 << 20)}
+    cmp x1, x3
+    b.ne bad_top                        // every entry of the block has one RIPAS: top is its end
+    cmp x2, #{RIPAS_DESTROYED}
+    b.eq destroyed
+    cmp x2, #{RIPAS_RAM}
+    b.ne bad_rsi
+    cbnz x22, back_to_ram               // RAM after DESTROYED
+    b counted
+destroyed:
+    mov x22, #1
+counted:
+    add x20, x20, #1
+    str x20, [x21]
+    ldr x1, [x21, #{STOP_FLAG}]
+    cbz x1, loop
+    mov x3, #{STOPPED}
+    b message
+bad_top:
+    mov x3, #{BAD_TOP}
+    b message
+back_to_ram:
+    mov x3, #{BACK_TO_RAM}
+    b message
+bad_rsi:
+    mov x3, #{BAD_RSI}
+message:
+    mov x2, ={MMIO}
+    str x3, [x2]
+    b message
+"""
+"""(i): RSI_IPA_STATE_GET from a page of the (unassigned) block to its end, a new page each
+iteration: top must be the block's end, the RIPAS RAM until it is DESTROYED, then DESTROYED."""
+
+
+def reshape_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 1 (i): after each new heartbeat, RTT_FOLD the block's level-3 table and RTT_CREATE it
+    again (from the same granule); in round I_DESTROY_AT, RTT_DESTROY it and create it again
+    instead. The statuses and READ_ENTRY's RIPAS of the level-2 entry after each fold."""
+    m, rd = cpu.machine, plan.rd
+    seen: list[tuple[str, int, int]] = []
+    table = plan.window            # the level-3 table's granule
+    try:
+        for r in range(I_ROUNDS):
+            beat = heartbeat(m, plan, 0)
+            wait_until(cpu, lambda: heartbeat(m, plan, 0) > beat + 2 or flag(m, plan, ABANDON))
+            if r == I_DESTROY_AT:
+                x0, pa = cpu.smc(F.RMI_RTT_DESTROY, rd, BLOCK, 3)[:2]
+                seen.append(("destroy", x0, pa == table))
+                assert cpu.smc(F.RMI_GRANULE_UNDELEGATE, table)[0] == SUCCESS
+                assert cpu.smc(F.RMI_GRANULE_DELEGATE, table)[0] == SUCCESS
+            else:
+                x0, pa = cpu.smc(F.RMI_RTT_FOLD, rd, BLOCK, 3)[:2]
+                seen.append(("fold", x0, pa == table))
+            entry = cpu.smc(F.RMI_RTT_READ_ENTRY, rd, BLOCK, 2)[:5]
+            seen.append(("level 2", entry[1], entry[4]))
+            seen.append(("create", cpu.smc(F.RMI_RTT_CREATE, rd, table, BLOCK, 3)[0], 0))
+    finally:
+        store(m, plan.board + STOP_FLAG, 1)
+    return {"seen": seen}
+
+
+def dispatch_i(cpu: Any, plan: Plan) -> Any:
+    """CPU target (i)."""
+    if cpu.id == 1:
+        return reshape_rounds(cpu, plan)
+    try:
+        return run_until_stopped(cpu, plan)
+    finally:
+        set_flag(cpu.machine, plan, ABANDON, 1)
+
+
+def test_ipa_state_get_over_a_table_being_reshaped() -> None:
+    """(i) While REC 0 asks RSI_IPA_STATE_GET about pages of an unassigned RAM block over and
+    over, CPU 1 folds its level-3 table into a level-2 entry and creates it again, and once
+    destroys it (the block becomes UNASSIGNED DESTROYED, A5.5.9). Every call and READ_ENTRY
+    shows the expected shape and RIPAS; the guest always got top = the block's end, RAM and
+    then DESTROYED, never RAM again (it stops with STOPPED, having seen DESTROYED)."""
+    with Machine.create("host", cpus=3, time_slice=SLICE) as m:
+        g = Guest.build(m, STATE_GETTER, cpu=2)
+        board = g.map_unprotected(BOARD)
+        table = g.alloc.alloc()
+        assert g.smc(F.RMI_GRANULE_DELEGATE, table)[0] == SUCCESS
+        assert g.smc(F.RMI_RTT_CREATE, g.realm.rd, table, BLOCK, 3)[0] == SUCCESS
+        runs = (g.alloc.alloc(), g.alloc.alloc())
+        plan = Plan(g.realm.rd, (g.rec_pa(0),), runs, board, window=table)
+        result = run_cpus(m, dispatch_i, cpus=(0, 1), args=(plan,), timeout_s=40)
+        assert result.ok, [f.describe() for f in result.failures]
+        stopped, seen = result.results[0], result.results[1]["seen"]
+        assert (stopped["x0"], stopped["message"]) == (SUCCESS, STOPPED), stopped
+        expected = []
+        for r in range(I_ROUNDS):
+            ripas = RIPAS_RAM if r < I_DESTROY_AT else RIPAS_DESTROYED
+            expected += [("destroy" if r == I_DESTROY_AT else "fold", SUCCESS, True), ("level 2", 2, ripas),
+                         ("create", SUCCESS, 0)]
+        assert seen == expected, seen
+        assert g.gpr(22) == 1, "the guest never saw DESTROYED"
         finish(m, g, runs)
