@@ -318,11 +318,15 @@ def refuse_while_running(cpu: Any, plan: Plan) -> dict[str, Any]:
 
     beats = []
     entries: set[tuple[int, ...]] = set()
+    pattern = bytes([0xA5]) * G
+    m.ns_write(plan.runs[1], pattern)
+    run_pages: set[bool] = set()
     try:
         wait_until(cpu, lambda: heartbeat(m, plan, 0) >= 2)
         for _ in range(plan.rounds):
             before = heartbeat(m, plan, 0)
             call("REC_ENTER", F.RMI_REC_ENTER, rec, plan.runs[1])
+            run_pages.add(m.ns_read(plan.runs[1], G) == pattern)
             call("REC_DESTROY", F.RMI_REC_DESTROY, rec)
             call("RTT_SET_RIPAS", F.RMI_RTT_SET_RIPAS, rd, rec, PAGES, PAGES + G)
             call("REALM_DESTROY", F.RMI_REALM_DESTROY, rd)
@@ -335,7 +339,7 @@ def refuse_while_running(cpu: Any, plan: Plan) -> dict[str, Any]:
             beats.append(heartbeat(m, plan, 0))
     finally:
         store(m, plan.board + STOP_FLAG, 1)
-    return {"seen": seen, "entries": entries, "beats": beats}
+    return {"seen": seen, "entries": entries, "beats": beats, "run_page_kept": run_pages}
 
 
 def chain(values: list[int]) -> bytes:
@@ -350,7 +354,8 @@ def test_calls_on_a_running_rec_are_refused() -> None:
     """(a) While REC 0 runs (heartbeat advancing before and after every round of calls): REC_ENTER,
     REC_DESTROY and RTT_SET_RIPAS of it give RMI_ERROR_REC, REALM_DESTROY RMI_ERROR_REALM,
     RTT_DESTROY and RTT_FOLD of its live level-3 table (RMI_ERROR_RTT, 3), UNDELEGATE of the REC
-    RMI_ERROR_INPUT, READ_ENTRY of each page (ASSIGNED, RAM) at its one PA. The entry ends with
+    RMI_ERROR_INPUT, READ_ENTRY of each page (ASSIGNED, RAM) at its one PA; the refused
+    REC_ENTER writes nothing into its run page (an enter half full of junk included). The entry ends with
     the guest's STOPPED message; its pages hold its count, REM 1 is the chain of 1..count, the
     REC is idle and the invariants hold."""
     with Machine.create("host", cpus=3, time_slice=SLICE) as m:
@@ -368,7 +373,7 @@ def test_calls_on_a_running_rec_are_refused() -> None:
         }, refused["seen"]
         assert {(e[1], e[2], e[4], s2tt.output_address(e[3], 3)) for e in refused["entries"]} \
             == {(3, ASSIGNED, RIPAS_RAM, pa) for pa in pas}, refused["entries"]
-        assert len(refused["beats"]) == 6
+        assert len(refused["beats"]) == 6 and refused["run_page_kept"] == {True}, refused
         count = g.gpr(20)
         assert count >= refused["beats"][-1]
         assert [int.from_bytes(g.peek(page_ipa(0, n), 8), "little") for n in range(NPAGES)] == [count] * NPAGES
