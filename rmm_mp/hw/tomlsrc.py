@@ -61,7 +61,16 @@ def _show(value: object) -> str:
         return f"{value} ({value:#x})"
     if value is _MISSING:
         return "(missing)"
-    return _toml(value)
+    shown = _toml(value)
+    if len(shown) > _SHOWN_MAX:
+        # A value pasted by mistake (a whole file in a string, a huge array) would bury the
+        # message: its start, then how long it is.
+        return f"{shown[:_SHOWN_MAX // 2]}... ({len(shown):,} characters in all)"
+    return shown
+
+
+_SHOWN_MAX = 240
+"""Longest value an error message shows whole."""
 
 
 def _toml(value: object) -> str:
@@ -307,15 +316,26 @@ def suggestion(word: str, known: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+MAX_INPUT = 1 << 20
+"""Most bytes an input file (workload, platform, guest source) may hold. The bundled ones are a
+few KiB; a 30 MB TOML file took 13 s to parse before its first mistake was reported, so a
+larger file is refused having read no more than this (a pipe or a growing file as well)."""
+
+
 def read_source(path: Path, kind: str) -> str:
     """The text of input file ``path`` (a ``kind`` file: TOML or guest source), which must be
-    UTF-8 as TOML requires. A leading byte-order mark, which some editors write, is dropped.
-    A file that cannot be read, or is not UTF-8, is a ConfigError naming the file (and the
-    line, column and byte of the first bad byte) instead of a decoder's traceback."""
+    UTF-8 as TOML requires and at most MAX_INPUT bytes. A leading byte-order mark, which some
+    editors write, is dropped. A file that cannot be read, is too large or is not UTF-8 is a
+    ConfigError naming the file (and the line, column and byte of the first bad byte) instead
+    of a decoder's traceback."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_INPUT + 1)
     except OSError as exc:
         raise ConfigError(str(path), "(file)", str(path), f"a {kind} file that can be read ({exc.strerror})") from None
+    if len(data) > MAX_INPUT:
+        raise ConfigError(str(path), "(file)", f"more than {MAX_INPUT:,} bytes",
+                          f"a {kind} file of at most {MAX_INPUT:,} bytes (1 MiB)")
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
