@@ -84,9 +84,11 @@ def assemble(text: str, base: int = 0) -> bytes:
         AssemblerError (a ValueError) naming the line and what was expected.
     """
     if len(text) > MAX_SOURCE:
-        line = text.count("\n", 0, MAX_SOURCE + 1) + 1
-        raise AssemblerError(line, f"the source is longer than {MAX_SOURCE:,} characters (1 MiB), the most a guest "
-                                   f"may be; expected a shorter one")
+        # The line of character MAX_SOURCE + 1 (index MAX_SOURCE): a newline belongs to the line
+        # it ends, so a source one trailing newline too long names its last line, not one after it.
+        line = text.count("\n", 0, MAX_SOURCE) + 1
+        raise AssemblerError(line, f"the source is {len(text):,} characters; expected at most {MAX_SOURCE:,} "
+                                   f"(1 MiB, the most a guest may be)")
     return _Assembler(text, base).run()
 
 

@@ -746,17 +746,33 @@ def test_mov_hint_only_where_mov_is_the_instruction(line: str) -> None:
 
 def test_source_longer_than_the_bound_is_refused_before_it_is_parsed() -> None:
     """A source of MAX_SOURCE (1 MiB) characters assembles; one character more is refused at
-    once, at the line where the bound is crossed, before any line is parsed (a million-line
-    file took ~20 s and 550 MB before a later check refused it). The text is refused for its
-    length, not for what it says: its last line would be a valid nop."""
+    once, before any line is parsed (a million-line file took ~20 s and 550 MB before a later
+    check refused it), naming its length and the bound. The text is refused for its length, not
+    for what it says: its last line would be a valid nop."""
     from rmm_mp.guest.assembler import MAX_SOURCE
     head = "nop\nnop // "
     fits = head + "x" * (MAX_SOURCE - len(head))
     assert len(fits) == MAX_SOURCE and len(assemble(fits)) == 16
     with pytest.raises(AssemblerError) as info:
         assemble(fits + "\nnop")
-    assert info.value.line == 3
-    assert "the source is longer than 1,048,576 characters (1 MiB)" in str(info.value)
+    assert info.value.message == "the source is 1,048,580 characters; expected at most 1,048,576 (1 MiB, the most " \
+                                 "a guest may be)"
+
+
+@pytest.mark.parametrize("fill_end, tail, line", [("x", "\n", 2), ("x", "x", 2), ("x", "\nnop", 2), ("\n", "nop", 3)],
+                         ids=["trailing-newline", "same-line", "newline-then-line", "next-line"])
+def test_source_beyond_the_bound_names_the_line_of_its_first_character_too_many(fill_end: str, tail: str,
+                                                                                line: int) -> None:
+    """The line named is the one holding character MAX_SOURCE + 1, where a newline belongs to the
+    line it ends: a 2-line source one trailing newline too long is refused at line 2, its last
+    (it named line 3, which holds no character of the source); a source whose first MAX_SOURCE
+    characters end a line is refused at the next one."""
+    from rmm_mp.guest.assembler import MAX_SOURCE
+    head = "nop\nnop // "
+    text = head + "x" * (MAX_SOURCE - len(head) - 1) + fill_end + tail
+    with pytest.raises(AssemblerError) as info:
+        assemble(text)
+    assert info.value.line == line
 
 
 def test_error_line_counts_comments_and_blank_lines() -> None:
