@@ -25,6 +25,7 @@ import re
 import stat
 import sys
 import tomllib
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 from importlib import resources
@@ -124,9 +125,11 @@ def not_one_printable_line(text: str) -> str | None:
     A description is printed as it is, on one line of a listing: a control character (ESC
     starting a terminal sequence, a newline breaking the listing), a bidi override or a
     zero-width character would act on the terminal or hide text, so such files are refused
-    rather than their text escaped (docs/workloads.md)."""
+    rather than their text escaped (docs/workloads.md). A space of another width (Unicode Zs:
+    a no-break space, an ideographic space), which str.isprintable counts with the separators,
+    is shown as a space and is text like any other."""
     for index, char in enumerate(text, 1):
-        if not char.isprintable():
+        if not char.isprintable() and unicodedata.category(char) != "Zs":
             return f"character {index}, U+{ord(char):04X}, is not printable"
     return None
 

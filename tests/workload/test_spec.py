@@ -154,6 +154,19 @@ def test_description_of_printable_text_is_accepted(tmp_path: Path) -> None:
     assert w.file.description == "Größe \\ 'quoted' \"x\" 日本"
 
 
+@pytest.mark.parametrize("escaped, text", [
+    ("10\\u00a0000 calls", "10\u00a0000 calls"),
+    ("débit\\u202f: 5", "débit\u202f: 5"),
+    ("日本\\u3000語", "日本\u3000語"),
+], ids=["no-break-space", "narrow-no-break-space", "ideographic-space"])
+def test_description_with_a_space_of_another_width_is_accepted(tmp_path: Path, escaped: str, text: str) -> None:
+    """A no-break space, a narrow one or an ideographic space (Unicode Zs, which Python's
+    isprintable counts as separators) is shown as a space: text, not a character that acts on
+    the terminal, so the description is accepted (it was refused as 'not printable')."""
+    w = load(tmp_path, f'description = "{escaped}"\n' + HEAD + OK_REALM)
+    assert w.file.description == text
+
+
 def test_platform_path_not_found_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """platform = "mine.toml" is read next to the workload file, not in the working directory:
     when it is not there, the error says where it looked (it said only "no such file", while
