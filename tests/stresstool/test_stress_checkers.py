@@ -7,7 +7,7 @@ The stress instrumentation patches classes of this process; every test undoes it
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -20,7 +20,7 @@ from rmm_mp.rmm import dispatch, s2tt
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, Rec
-from rmm_mp.stress import bugs, classes, instrument, lockdep, ownership
+from rmm_mp.stress import bugs, bugs_rmi, classes, findings, instrument, lockdep, ownership
 from rmm_mp.stress.lockdep import LockOrder, cycles, violation
 from rmm_mp.stress.probe import Held, Probe
 
@@ -274,3 +274,34 @@ def test_published_call_and_restore(machine: Machine) -> None:
     assert points.hook is None and cpu._enter == cpu.monitor.smc_from_ns
     assert cpu.granules.observer is None
     cpu.smc(dispatch.RmiFid.RMI_GRANULE_UNDELEGATE, machine.dram_base + 0x10_0000)
+
+
+class _SiteSeen(Exception):
+    """Raised by _SiteProbe with the site as the stress tool would record it there."""
+
+
+class _SiteProbe:
+    """A stand-in for the RmmCpu (or the granule table) that records findings.site() at its
+    first use, as a checker records a finding's site at an access."""
+
+    def __getattr__(self, name: str) -> object:
+        raise _SiteSeen(findings.site(1))
+
+
+def _site_in(call: "Callable[[], object]") -> str:
+    with pytest.raises(_SiteSeen) as seen:
+        call()
+    return str(seen.value.args[0])
+
+
+def test_site_names_a_catalogued_bugs_handler_copy_and_a_library_copys_real_handler() -> None:
+    """A finding made inside a catalogued bug's copy of a command handler (REC_CREATE's
+    rec_create_no_rd_lock, whose first finding is made in a helper of the real handler file)
+    names that copy as its handler; one made in a copy of a library function (lock_two) is
+    not taken for a handler."""
+    site = _site_in(lambda: bugs_rmi.rec_create_no_rd_lock(_SiteProbe(), 0x8000_0000, 0x8000_1000, 0x8800_0000))
+    assert site.endswith(" <- rmm_mp/stress/bugs_rmi.py:" + site.rsplit(":", 1)[1]), site
+    assert "(rec_create_no_rd_lock)" in site.split(" <- ")[1], site
+    site = _site_in(lambda: bugs_rmi.lock_two_unordered(_SiteProbe(), 0x8000_0000, GS.RD,  # type: ignore[arg-type]
+                                                        0x8000_1000, GS.DELEGATED))
+    assert " <- " not in site and "(lock_two_unordered)" not in site, site
