@@ -95,6 +95,32 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
 )}
 
 
+def _target_text(target: tuple[Any, Any]) -> str:
+    owner, attr = target
+    if owner == "handler":
+        return f"the {RmiFid(attr).name} handler"
+    return f"{getattr(owner, '__name__', owner)}.{attr}"
+
+
+def inject_problem(names: "tuple[str, ...] | list[str]") -> tuple[str, str] | None:
+    """Why these catalogued bugs cannot be switched on together, as (what is wrong, what was
+    expected), or None. A bug named twice says nothing new; two bugs that swap the same handler
+    or function cannot both be on: the one installed last replaces the other, so a run would
+    report the first as injected while it ran the correct code there (lock-two-unordered with
+    lock-two-check-late found nothing)."""
+    seen: dict[tuple[Any, Any], str] = {}
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            return f"{name} is named twice", "each bug at most once"
+        bug = BUGS[name]
+        other = seen.get(bug.target)
+        if other is not None:
+            return (f"{other} and {name} both replace {_target_text(bug.target)}, so only one of them could be on",
+                    "bugs that replace different code (run these one at a time)")
+        seen[bug.target] = name
+    return None
+
+
 def install(names: "tuple[str, ...] | list[str]", probe: "Patches") -> None:
     """Switch the named bugs on in this process (undone by probe.restore)."""
     for name in names:

@@ -29,7 +29,7 @@ from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, echo, write_files, write_json
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
-from rmm_mp.stress.bugs import BUGS, catalog_text
+from rmm_mp.stress.bugs import BUGS, catalog_text, inject_problem
 from rmm_mp.stress.config import (
     CHECKERS, DEFAULT_CHECKERS, INTEGERS, SCHEDULES, StressConfig, pct_depth_problem, quiescent_every_problem,
 )
@@ -114,7 +114,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "but the ones under way finish, so the run takes more steps (the summary says how many).")
 @click.option("--pct-depth", type=click.IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
               help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
-@click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable).")
+@click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
+              "lock-two-unordered and lock-two-check-late).")
 @click.option("--checkers", default=None,
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
                    "operations alone, e.g. to measure what the checkers cost).")
@@ -151,8 +152,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     what ran is still printed), a replay that did not reproduce its recording (a replay of a
     recording with findings exits 1 either way: --json gives the verdict), or a report file
     that could not be written; 2 bad usage, found before the run starts (an option the run
-    would not use, an output path that cannot be written, a --replay file that is no schedule
-    file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
+    would not use, an output path that cannot be written, two --inject bugs that replace the
+    same code, a --replay file that is no schedule file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
     files are still written and the status stays the run's."""
     if list_bugs:
         click.echo(catalog_text())
@@ -391,6 +392,8 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
         recorded = schedule_file.read(replay)
         limit = seconds if seconds is not None else DETERMINISTIC_SECONDS
         return schedule_file.replay_config(recorded, seconds=limit, log_points=bool(trace_path)), recorded.findings
+    if problem := inject_problem(inject):
+        raise ValueError(f"--inject = {', '.join(inject)}: {problem[0]}; expected {problem[1]}")
     det = schedule != "free"
     chosen = _checkers(checkers, inject)
     if quiescent_every is None:

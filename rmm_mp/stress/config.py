@@ -105,7 +105,7 @@ class StressConfig:
     guests: bool = True
 
     def __post_init__(self) -> None:
-        from rmm_mp.stress.bugs import BUGS
+        from rmm_mp.stress.bugs import BUGS, inject_problem
         # Types as well as ranges: a wrong type (a seed of "1") used to get past here and fail
         # in the run, after the machine was created.
         if not isinstance(self.workload, str) or self.workload not in WORKLOADS:
@@ -124,6 +124,8 @@ class StressConfig:
         unknown = [b for b in self.inject if b not in BUGS]
         if unknown:
             raise ValueError(f"inject: unknown bug(s) {', '.join(unknown)}; `rmm-mp stress --list-bugs` lists them")
+        if problem := inject_problem(self.inject):
+            raise ValueError(f"inject = {self.inject!r}: {problem[0]}; expected {problem[1]}")
         if not _names(self.checkers):
             raise ValueError(f"checkers = {self.checkers!r}: expected a tuple of checker names")
         bad = [c for c in self.checkers if c not in CHECKERS]

@@ -5,7 +5,8 @@
 Exit status: 0 every interleaving of every pair gave a reference outcome (a serial one, or for
 a REC_ENTER one with the other call run while the REC runs); 1 some did not (or a reference run
 did not complete or broke the pair's overlap rule, or the run was interrupted, or the JSON could
-not be written); 2 bad usage (an unknown pair, an unwritable --json path).
+not be written); 2 bad usage (an unknown pair, an unwritable --json path, two --inject bugs that replace
+the same code).
 
 This module parses and prints; the work is in stress.explore, the pairs in stress.explore_pairs.
 """
@@ -24,7 +25,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import Interrupts, repeated_signal
 from rmm_mp.outpaths import check_outputs, echo, write_json
 from rmm_mp.rmm.dispatch import COMMANDS
-from rmm_mp.stress.bugs import BUGS
+from rmm_mp.stress.bugs import BUGS, inject_problem
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
 from rmm_mp.stress.explore_pairs import PAIRS
 from rmm_mp.stress.explore_setup import SetupError
@@ -36,7 +37,8 @@ from rmm_mp.stress.probe import Patches
 @click.argument("pairs", nargs=-1, metavar="[PAIR]...")
 @click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit.")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)),
-              help="Switch a catalogued bug on (repeatable; `rmm-mp stress --list-bugs` lists them).")
+              help="Switch a catalogued bug on (repeatable, but not two that replace the same code; "
+                   "`rmm-mp stress --list-bugs` lists them).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the results as JSON.")
 @click.option("--timeout", type=FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
@@ -52,7 +54,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
     the run was interrupted (Ctrl-C), or the JSON could not be written; 2 bad usage (an
-    unknown pair, an unwritable --json path). A reader of the output that leaves early
+    unknown pair, an unwritable --json path, two --inject bugs that replace the same code). A reader of the output that leaves early
     (`| head`) ends the printing quietly; the JSON is still written and the status stays the
     verdict."""
     if list_pairs:
@@ -64,6 +66,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     if unknown:
         raise click.UsageError(f"unknown pair{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}: "
                                "see `rmm-mp explore --list`")
+    if problem := inject_problem(inject):
+        raise click.UsageError(f"--inject = {', '.join(inject)}: {problem[0]}; expected {problem[1]}")
     try:
         check_outputs((("--json", json_path),))
     except ValueError as exc:

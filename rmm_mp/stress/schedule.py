@@ -35,7 +35,7 @@ from typing import Any
 
 from rmm_mp.hw.tomlsrc import ConfigError, suggestion
 from rmm_mp.outpaths import write_json
-from rmm_mp.stress.bugs import BUGS
+from rmm_mp.stress.bugs import BUGS, inject_problem
 from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
 )
@@ -131,6 +131,8 @@ def parse(data: object, source: str) -> Schedule:
     guests = f.boolean(c["guests"], "config.guests")
     inject = f.names(c["inject"], "config.inject", tuple(BUGS), "bug names",
                      "a catalogued bug (`rmm-mp stress --list-bugs` lists them)")
+    if problem := inject_problem(inject):
+        raise f.fail("config.inject", c["inject"], f"{problem[1]} ({problem[0]})")
     checkers = f.names(c["checkers"], "config.checkers", CHECKERS, "checker names",
                        f"a checker: one of {', '.join(CHECKERS)}")
     switches = f.switches(data["switches"], "switches", ints["cpus"])

@@ -513,6 +513,18 @@ def test_unknown_pair_is_a_usage_error() -> None:
     assert "rtt-create-vs-rtt-create:" not in res.output      # nothing ran
 
 
+def test_two_bugs_replacing_the_same_code_are_a_usage_error() -> None:
+    """--inject of two bugs that both swap GranuleTable.lock_two: exit 2 naming both and what
+    they replace, before any pair runs (the second used to replace the first silently, so the
+    first was explored as injected while the correct lock_two ran)."""
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "--inject", "lock-two-unordered",
+                                               "--inject", "lock-two-check-late"])
+    assert res.exit_code == 2, res.output
+    assert ("--inject = lock-two-unordered, lock-two-check-late: lock-two-unordered and lock-two-check-late both "
+            "replace GranuleTable.lock_two") in res.output
+    assert "rtt-create-vs-rtt-create:" not in res.output      # nothing ran
+
+
 def test_json_and_exit_status(tmp_path: Path) -> None:
     """A pair with a non-serial outcome: exit 1, the printed lock events, and the JSON."""
     path = tmp_path / "explore.json"

@@ -592,6 +592,16 @@ def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
 @pytest.mark.parametrize("args, message", [
     (["--checkers", "lockdep,bogus"], "unknown bogus"),
     (["--inject", "no-such-bug"], "no-such-bug"),
+    # Two bugs swapping the same code: the second replaced the first, which the summary still
+    # called injected while the run found nothing of it; a bug named twice is refused too.
+    (["--inject", "lock-two-unordered", "--inject", "lock-two-check-late"],
+     "--inject = lock-two-unordered, lock-two-check-late: lock-two-unordered and lock-two-check-late both replace "
+     "GranuleTable.lock_two, so only one of them could be on; expected bugs that replace different code"),
+    (["--inject", "rd-refcount-plain-rmw", "--inject", "rec-destroy-aux-after-rec", "--schedule", "random"],
+     "rd-refcount-plain-rmw and rec-destroy-aux-after-rec both replace the RMI_REC_DESTROY handler"),
+    (["--inject", "lock-two-unordered", "--inject", "lock-two-unordered"],
+     "--inject = lock-two-unordered, lock-two-unordered: lock-two-unordered is named twice; expected each bug at "
+     "most once"),
     (["nowhere"], "nowhere"),
     (["--trace", "t.json"], "--trace needs a deterministic run (--schedule random or pct, or --replay)"),
     (["--save-schedule", "s.json"], "--save-schedule needs a deterministic run"),

@@ -118,6 +118,12 @@ TAMPERED = [
     (("config", "checkers"), "lockdep", 'config.checkers = \'lockdep\': expected a list of checker names, such as '
                                         '["lockdep"]'),
     (("config", "inject"), ["lock-two"], "config.inject[0] = 'lock-two': expected a catalogued bug"),
+    # Both swap lock_two: only the second would have been on, the first reported as injected.
+    (("config", "inject"), ["lock-two-unordered", "lock-two-check-late"],
+     "config.inject = ['lock-two-unordered', 'lock-two-check-late']: expected bugs that replace different code "
+     "(run these one at a time) (lock-two-unordered and lock-two-check-late both replace GranuleTable.lock_two"),
+    (("config", "inject"), ["lock-two-unordered", "lock-two-unordered"],
+     "config.inject = ['lock-two-unordered', 'lock-two-unordered']: expected each bug at most once"),
     (("config", "checkers"), ["lockdep", "bogus"], "config.checkers[1] = 'bogus': expected a checker: one of "
                                                    "lockdep, ownership, invariants, watchdog"),
     # Switches: CPUs the run does not have, negative, fractional or string entries, steps out of order.
@@ -207,6 +213,8 @@ def test_good_checkers_lists_get_to_the_run(monkeypatch: pytest.MonkeyPatch, val
     ("steps", None, "steps = None: expected a step budget, an integer in 1..100000000"),
     ("cpus", True, "cpus = True: expected a number of CPU processes"),
     ("inject", "lock-two-unordered", "inject = 'lock-two-unordered': expected a tuple of bug names"),
+    ("inject", ("lock-two-check-late", "lock-two-unordered"), "inject = ('lock-two-check-late', "
+     "'lock-two-unordered'): lock-two-check-late and lock-two-unordered both replace GranuleTable.lock_two"),
     ("checkers", "lockdep", "checkers = 'lockdep': expected a tuple of checker names"),
     ("quiescent_every", "x", "quiescent_every = 'x': expected a number >= 0"),
     ("seconds", float("inf"), "seconds = inf: expected a duration in (0, 86400]"),
