@@ -101,6 +101,32 @@ def test_shrink_never_keeps_a_run_with_more_preemptions(monkeypatch: pytest.Monk
     assert result.accepted == 1
 
 
+def test_shrink_keeps_a_run_without_preemptions_whose_finding_comes_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays stubbed with made-up reports: the first candidate, no preemption at all, gives
+    the same finding 30 steps later than the run with 5 preemptions being shrunk; it is kept
+    (and no more is needed), and so is a later one with as many preemptions (none) and an
+    earlier finding, but not one with as many and a later finding. A finding no later was
+    required first, so the shrinking of `--inject data-create-copy-under-rd --schedule random`
+    refused its first attempt (no preemption, finding at step 924 instead of 795) and ended
+    with 147 preemptions."""
+    from rmm_mp.stress.findings import Finding
+
+    def report(step: int, preemptions: int, switches: int) -> StressReport:
+        finding = Finding("lockdep", "rule 2", "m", cpu=0, site="x.py:1 (f)", step=step)
+        schedule = tuple((i * 10, i % 2) for i in range(switches + 1))
+        return StressReport(LOCK_TWO, (finding,), "finding", 0.0, {}, steps=step + 5, switches=switches,
+                            preemptions=preemptions, schedule=schedule)
+    original = report(100, 5, 8)
+    replies = iter([report(130, 0, 0)] + [report(200, 9, 9)] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    result = shrink(original, max_attempts=6)
+    assert (result.report.first().step, result.report.preemptions) == (130, 0)  # type: ignore[union-attr]
+    assert (result.attempts, result.accepted) == (1, 1)
+    assert shrinking._smaller(report(120, 0, 3), report(130, 0, 0))
+    assert not shrinking._smaller(report(140, 0, 0), report(130, 0, 1))
+    assert not shrinking._smaller(report(50, 1, 1), report(130, 0, 0))
+
+
 def test_each_shrink_attempt_says_why_it_was_kept_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replays stubbed with made-up reports: the progress callback gets each attempt's verdict
     (`rmm-mp stress --shrink` prints it after the attempt's finding): no finding, another
@@ -121,8 +147,8 @@ def test_each_shrink_attempt_says_why_it_was_kept_or_not(monkeypatch: pytest.Mon
     monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
     verdicts: list[str] = []
     result = shrink(original, max_attempts=5, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
-    not_smaller = ("not kept: same finding, not smaller (at a later step, with more preemptions, or at the same "
-                   "step with as many preemptions and no fewer switches)")
+    not_smaller = ("not kept: same finding, not smaller (more preemptions, or as many at a later step, or at the "
+                   "same step with no fewer switches)")
     assert verdicts == ["not kept: no finding", "not kept: another finding than the one being shrunk",
                         not_smaller, not_smaller, "kept"]
     assert result.accepted == 1
