@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from rmm_mp.hw.granule import HOST_OWNER_FLAG, describe_owner
+from rmm_mp.hw.granule import HOST_OWNER_FLAG, STATE_MASK, STATE_SHIFT, describe_owner
+from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.probe import describe_call
 from rmm_mp.stress.shared import BLOCKED, STATUS_NAMES, StressSegment
@@ -53,10 +54,19 @@ class CpuSnapshot:
     host_held: tuple[int, ...] = ()
     """The part of ``held`` that the CPU's host holds (a host-owner lock word naming the
     process bound to the CPU): Machine.ns_read/ns_write lock the NS granules they copy."""
+    states: tuple[tuple[int, str], ...] = ()
+    """(PA, granule state name) of the locks in ``held`` and ``waiting_for``, as the granule
+    table had them when the snapshot was taken: a deadlock between "0x8008f000" and
+    "0x80090000" said nothing of which was the RD and which the root table."""
+
+    def _lock(self, pa: int) -> str:
+        name = dict(self.states).get(pa)
+        return f"{name} {pa:#x}" if name else f"{pa:#x}"
 
     def describe(self) -> str:
-        wait = f", waiting for {self.waiting_for:#x}" if self.waiting_for >= 0 else ""
-        held = ", ".join(f"{pa:#x}" + (" (host copy)" if pa in self.host_held else "") for pa in self.held) or "none"
+        wait = f", waiting for {self._lock(self.waiting_for)}" if self.waiting_for >= 0 else ""
+        held = ", ".join(self._lock(pa) + (" (host copy)" if pa in self.host_held else "")
+                         for pa in self.held) or "none"
         # The host copies NS memory between its calls (a copy inside a call locks with the
         # CPU's own word): "between calls" alone read as a lock left behind.
         call = self.call or ("between calls, its host copying NS memory" if self.host_held else "between calls")
@@ -101,7 +111,7 @@ def snapshots(machine: "Machine", seg: StressSegment | None = None,
     the CPUs in ``dead`` (whose process the caller knows to have died) have the status DEAD,
     where "running" (or the segment's status) read as if the CPU were still at work."""
     table = machine.granule_table(0)
-    locks, _ = table.snapshot()
+    locks, state_words = table.snapshot()
     held: dict[int, list[int]] = {}
     host_held: dict[int, list[int]] = {}
     for idx, word in enumerate(locks):
@@ -128,8 +138,18 @@ def snapshots(machine: "Machine", seg: StressSegment | None = None,
             wait = waiting[cpu]
         if cpu in dead:
             status = DEAD
-        out.append(CpuSnapshot(cpu, status, call, wait, tuple(held.get(cpu, ())), tuple(host_held.get(cpu, ()))))
+        mine = tuple(held.get(cpu, ()))
+        states = tuple((pa, _state_name(state_words, table.find(pa))) for pa in mine + ((wait,) if wait >= 0 else ()))
+        out.append(CpuSnapshot(cpu, status, call, wait, mine, tuple(host_held.get(cpu, ())), states))
     return out
+
+
+def _state_name(state_words: list[int], idx: int) -> str:
+    """The state of granule ``idx`` from a snapshot's state words ("" for an address outside
+    the table, which has no state to name)."""
+    if not 0 <= idx < len(state_words):
+        return ""
+    return GS.name((state_words[idx] >> STATE_SHIFT) & STATE_MASK)
 
 
 def _holder(machine: "Machine", pa: int) -> tuple[int, int]:

@@ -732,7 +732,7 @@ def test_check_a_live_machine(machine: Machine, tmp_path: Path) -> None:
         table.unlock(500)
     assert res.exit_code == 1, res.output
     assert "[lock-free]" in res.output and "lock held by CPU 2" in res.output
-    assert f"CPU 2 (running): between calls; holds {table.addr(500):#x}" in res.output
+    assert f"CPU 2 (running): between calls; holds NS {table.addr(500):#x}" in res.output
     data = json.loads((tmp_path / "c.json").read_text())
     assert not data["ok"] and data["cpus"][2]["held"] == [table.addr(500)]
     res = runner.invoke(check, ["rmm-mp-1-00000000"])
@@ -966,7 +966,7 @@ def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytes
         assert res.output.startswith(f"orphaned: its creator (pid {proc.pid}) is gone, so nothing runs on it and "
                                      "nothing was paused;"), res.output
         assert "lock held by CPU 0" in res.output
-        assert "CPU 0 (its process is dead): between calls; holds 0x" in res.output, res.output
+        assert "CPU 0 (its process is dead): between calls; holds " in res.output, res.output
         assert "(running)" not in res.output
         data = json.loads((tmp_path / "c.json").read_text())
         assert data["orphan"] and not data["quiescent"] and data["participants"] == 0
@@ -1184,7 +1184,7 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
         finally:
             table.unlock(500)
         assert res.exit_code == 3 and "[lock-free]" in res.output, res.output
-        assert f"CPU 1 (its process is dead): between calls; holds {table.addr(500):#x}" in res.output, res.output
+        assert f"CPU 1 (its process is dead): between calls; holds NS {table.addr(500):#x}" in res.output, res.output
         assert "CPU 1 (running)" not in res.output
     finally:
         leave.set()

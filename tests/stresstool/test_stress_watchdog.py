@@ -91,7 +91,7 @@ def test_free_running_watchdog_names_the_holder_of_a_leaked_lock() -> None:
 def test_deterministic_deadlock_is_reported_and_replays(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """DATA_CREATE_UNKNOWN locking root RTT 0 before the RD (a catalogued bug), with only the
     watchdog on: under the random schedule two CPUs block on each other's locks; the report
-    names the cycle, each CPU's call and held locks, the run is aborted, and its schedule
+    names the cycle, each CPU's call and held locks (each by its granule's state: the RD and root RTT 0), the run is aborted, and its schedule
     replays to the same report."""
     cfg = StressConfig(workload="tables", seed=1, schedule="random", steps=4000, seconds=120,
                        inject=("data-create-rtt-before-rd",), checkers=("watchdog",))
@@ -100,6 +100,10 @@ def test_deterministic_deadlock_is_reported_and_replays(tmp_path) -> None:  # ty
     assert first is not None and (first.checker, first.rule) == ("watchdog", "deadlock"), report.text()
     assert "CPU 0 -> CPU 1 -> CPU 0" in first.message
     assert len([d for d in first.details if "(blocked)" in d and "waiting for" in d]) == 2, first.details
+    # Each lock is named by its granule's state: the RD and root RTT 0, each held by one
+    # CPU and waited for by the other (the addresses alone did not say which was which).
+    assert sorted(d.split(": ", 1)[1].split(", waiting for ")[1] for d in first.details) == [
+        "RD 0x8008f000; holds RTT 0x80090000", "RTT 0x80090000; holds RD 0x8008f000"], first.details
     assert report.ended == "aborted"
     replay = run(schedule_file.replay_config(schedule_file.to_json(report)))
     assert replay.findings_text() == report.findings_text()
@@ -115,7 +119,7 @@ def test_snapshots_name_held_locks_and_calls(machine: Machine) -> None:
     finally:
         table.unlock(300)
     assert snaps[1].held == (table.addr(300),) and snaps[0].held == ()
-    assert snaps[1].describe().endswith(f"between calls; holds {table.addr(300):#x}")
+    assert snaps[1].describe().endswith(f"between calls; holds NS {table.addr(300):#x}")
 
 
 def test_snapshots_tell_a_host_copy_from_a_lock_left_between_calls(machine: Machine) -> None:
@@ -133,8 +137,8 @@ def test_snapshots_tell_a_host_copy_from_a_lock_left_between_calls(machine: Mach
         host.unlock(300)
         own.unlock(301)
     assert snaps[1].held == snaps[1].host_held == (host.addr(300),)
-    assert snaps[1].describe().endswith(f"between calls, its host copying NS memory; holds {host.addr(300):#x} (host copy)")
-    assert snaps[2].host_held == () and snaps[2].describe().endswith(f"between calls; holds {own.addr(301):#x}")
+    assert snaps[1].describe().endswith(f"between calls, its host copying NS memory; holds NS {host.addr(300):#x} (host copy)")
+    assert snaps[2].host_held == () and snaps[2].describe().endswith(f"between calls; holds NS {own.addr(301):#x}")
 
 
 def _publish_wait(machine: Machine, cpu: int, idx: int, spins: int) -> None:
