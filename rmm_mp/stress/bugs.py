@@ -15,6 +15,7 @@ This module owns the catalog. It must not contain buggy code itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -51,14 +52,36 @@ class Bug:
     target: tuple[Any, Any]
     replacement: Callable[..., Any]
 
-    def install(self, probe: "Patches") -> None:
+    def install(self, probe: "Patches", calls: dict[str, int] | None = None) -> None:
+        """Swap the buggy copy in; with ``calls``, count in ``calls[name]`` how often it runs
+        (a run whose workload never reaches the swapped code tests nothing of the bug)."""
         owner, attr = self.target
+        replacement = self.replacement
+        if calls is not None:
+            replacement = _counted(self.name, replacement, calls)
         if owner == "handler":
-            previous = dispatch.replace_handler(attr, self.replacement)
+            previous = dispatch.replace_handler(attr, replacement)
             assert previous is not None
             probe.on_restore(lambda: dispatch.replace_handler(attr, previous))
         else:
-            probe.patch(owner, attr, self.replacement)
+            probe.patch(owner, attr, replacement)
+
+    def target_text(self) -> str:
+        """What the bug replaces: "the RMI_REC_CREATE handler", "GranuleTable.lock_two"."""
+        return _target_text(self.target)
+
+
+def _counted(name: str, function: Callable[..., Any], calls: dict[str, int]) -> Callable[..., Any]:
+    """``function`` counting its calls in ``calls[name]``. A plain function, so that as a class
+    attribute (GranuleTable.lock_two) it still binds as a method; it is no handler for a
+    finding's site (stress.findings), which names the buggy copy it calls."""
+    calls.setdefault(name, 0)
+
+    @functools.wraps(function)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[name] += 1
+        return function(*args, **kwargs)
+    return counted
 
 
 BUGS: dict[str, Bug] = {b.name: b for b in (
@@ -121,10 +144,11 @@ def inject_problem(names: "tuple[str, ...] | list[str]") -> tuple[str, str] | No
     return None
 
 
-def install(names: "tuple[str, ...] | list[str]", probe: "Patches") -> None:
-    """Switch the named bugs on in this process (undone by probe.restore)."""
+def install(names: "tuple[str, ...] | list[str]", probe: "Patches", calls: dict[str, int] | None = None) -> None:
+    """Switch the named bugs on in this process (undone by probe.restore); with ``calls``,
+    count each one's calls there by name."""
     for name in names:
-        BUGS[name].install(probe)
+        BUGS[name].install(probe, calls)
 
 
 def catalog_text() -> str:

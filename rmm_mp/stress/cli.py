@@ -115,7 +115,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--pct-depth", type=click.IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
               help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
-              "lock-two-unordered and lock-two-check-late).")
+              "lock-two-unordered and lock-two-check-late). A run that never calls the code a bug "
+              "replaces says so: its 'no findings' tests nothing of that bug.")
 @click.option("--checkers", default=None,
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
                    "operations alone, e.g. to measure what the checkers cost).")

@@ -78,6 +78,16 @@ class StressReport:
     """Of ``unreported``, the CPUs whose process exited normally (status 0): it sent a result
     that never reached the parent, or one the parent could not read (a ``result-lost``
     finding says which). Their process did not die, and the report must not say it did."""
+    bug_calls: dict[str, int] = field(default_factory=dict)
+    """How many times each injected bug's code ran, over the CPUs that returned a result."""
+
+    def unreached(self) -> list[str]:
+        """The injected bugs whose code never ran in this run, on any CPU (none when a CPU
+        returned no result, which may have run it, or when no operation completed, which the
+        report says already)."""
+        if self.unreported or not sum(self.ops.values()):
+            return []
+        return [name for name in self.config.inject if not self.bug_calls.get(name)]
 
     def no_result(self) -> str:
         """"CPU n returned no result (why)" for the CPUs in ``unreported``, grouped by why; ""
@@ -159,6 +169,15 @@ class StressReport:
             lines.append(f"{len(self.findings)} finding(s):")
             lines.append(self.findings_text())
         lines.extend(f"not done: {what}" for what in self.not_done)
+        from rmm_mp.stress.bugs import BUGS
+        for name in self.unreached():
+            # "no findings" with the bug listed as injected read as the bug not being caught,
+            # where the workload never called the code the bug replaces.
+            bug = BUGS[name]
+            hint = (f"; its own workload is {bug.workload} (`rmm-mp stress --inject {name}`)"
+                    if bug.workload != self.config.workload else "; more --steps or --seconds may reach it")
+            lines.append(f"injected {name} never ran: this run made no call of {bug.target_text()}, so it "
+                         f"tested nothing of the bug{hint}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -179,6 +198,8 @@ class StressReport:
             "findings": [f.to_json() for f in self.findings],
             "lock_edges": [e.to_json() for e in self.edges],
             "not_done": list(self.not_done),
+            # Over the CPUs that returned a result: 0 for a bug whose code the run never reached.
+            "bug_calls": {name: self.bug_calls.get(name, 0) for name in cfg.inject},
         }
 
     def replay_command(self, schedule_file: str) -> str:

@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import psutil
 
@@ -418,17 +418,19 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     return StressReport(config, tuple(_unique(findings)), ended, elapsed, {c: r.ops for c, r in results.items()},
                         seg.step, seg.switches, seg.preemptions, seg.quiescent_checks + sup.quiescent_checks,
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
-                        tuple(edges.values()), _counts(results),
+                        tuple(edges.values()), _total(r.counts for r in results.values()),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
                         result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done),
                         tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
-                        tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else ())
+                        tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
+                        _total(r.bug_calls for r in results.values()))
 
 
-def _counts(results: dict[int, CpuResult]) -> dict[str, int]:
+def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """The CPUs' counts (operations and events, or injected bugs' calls) added up by name."""
     total: dict[str, int] = {}
-    for r in results.values():
-        for k, n in r.counts.items():
+    for per_cpu in counts:
+        for k, n in per_cpu.items():
             total[k] = total.get(k, 0) + n
     return dict(sorted(total.items()))
 

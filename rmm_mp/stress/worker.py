@@ -70,6 +70,8 @@ class CpuResult:
     stopped_at: int | None = None
     """Deterministic: the step at which this CPU saw the stop flag (Ctrl-C, SIGTERM, the time
     limit) between operations, if it stopped for it."""
+    bug_calls: dict[str, int] = field(default_factory=dict)
+    """How many times each injected bug's code ran on this CPU."""
 
 
 def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
@@ -81,7 +83,7 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
     sched = None
     try:
         probe.on_finding = lambda: _stop(cpu, seg)
-        bugs.install(cfg.inject, probe)
+        bugs.install(cfg.inject, probe, result.bug_calls)
         if cfg.on("lockdep"):
             probe.lockdep = LockOrder(probe)
         if cfg.on("ownership"):

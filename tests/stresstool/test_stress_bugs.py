@@ -67,6 +67,7 @@ def test_bug_is_caught_and_its_schedule_replays(name: str, tmp_path: Path) -> No
     report = run(_config(name, inject=True))
     hits = [f for f in report.findings if f.checker == bug.checker and f.rule == bug.rule]
     assert hits, report.text()
+    assert report.bug_calls.get(name, 0) > 0 and not report.unreached(), report.bug_calls
     assert report.ended in ("finding", "aborted", "budget"), report.ended
     assert hits[0].step is not None and hits[0].step <= report.steps
     path = schedule_file.write(report, tmp_path / "bug.schedule.json")
@@ -84,3 +85,16 @@ def test_same_budget_on_unmodified_code_reports_nothing(name: str) -> None:
     report = run(_config(name, inject=False))
     assert report.ok, report.text()
     assert report.ended == "budget" and report.steps >= STEPS
+
+
+def test_a_run_that_never_reaches_the_injected_code_says_so() -> None:
+    """rec-create-no-rd-lock injected into the rtts workload, which makes no REC_CREATE: no
+    finding, and the report says the bug's code never ran (JSON bug_calls 0) and names the
+    bug's own workload, where "no findings" alone read as the bug not being caught."""
+    report = run(StressConfig(workload="rtts", cpus=2, seed=0, schedule="random", steps=300, seconds=120,
+                              inject=("rec-create-no-rd-lock",), checkers=("lockdep",), quiescent_every=0))
+    assert report.ok and sum(report.ops.values()) > 0, report.text()
+    assert report.unreached() == ["rec-create-no-rd-lock"]
+    assert report.to_json()["bug_calls"] == {"rec-create-no-rd-lock": 0}
+    assert ("injected rec-create-no-rd-lock never ran: this run made no call of the RMI_REC_CREATE handler, so it "
+            "tested nothing of the bug; its own workload is lifecycle") in report.text()
