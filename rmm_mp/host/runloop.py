@@ -118,13 +118,14 @@ class LoopSummary:
 
 class RunLoop:
     """One CPU's run-loop state: ``queue.take(cpu.id)`` then ``step(vcpu)`` is one iteration of
-    run_loop (tools drive it directly to time single steps)."""
+    run_loop (tools drive it directly to time single steps). ``serve``: the run queues it takes
+    vCPUs from (RunQueue's ``serve``; queue 0 by default)."""
 
-    def __init__(self, cpu: "Cpu") -> None:
+    def __init__(self, cpu: "Cpu", serve: "Sequence[int]" = (0,)) -> None:
         if cpu.id >= MAX_CPUS:
             raise ValueError(f"CPU {cpu.id}: the run queue counts exits for CPUs 0..{MAX_CPUS - 1}")
         self.cpu = cpu
-        self.queue = RunQueue(cpu.machine)
+        self.queue = RunQueue(cpu.machine, serve)
         self.ctx = ExitContext(cpu, NsAllocator.for_cpu(cpu), self.queue)
         self.exits = [0] * EXIT_SLOTS
         self.entries = 0

@@ -1,9 +1,10 @@
 """The vCPU run queue and the realm table, shared by the host on every CPU process.
 
-Any CPU takes any runnable vCPU (a REC), enters it once (RMI_REC_ENTER), handles its exit and
-puts it back if it is still runnable, so vCPUs migrate between CPUs as they run. What the CPUs
-share for this lives in the control block's host area OFF_HOST_RUN (hw/control.py, 256 KiB),
-never in a Python object. Offsets from OFF_HOST_RUN, little-endian:
+A CPU takes a runnable vCPU (a REC) from the queues it serves, enters it once (RMI_REC_ENTER),
+handles its exit and puts it back if it is still runnable, so vCPUs migrate between CPUs as they
+run. What the CPUs share for this lives in the control block's host area OFF_HOST_RUN
+(hw/control.py, 256 KiB), and the extra queues in OFF_HOST_QUEUES, never in a Python object.
+Offsets from OFF_HOST_RUN, little-endian:
 
     0x00000  header: init flag u32 (0 none, 1 being set up, 2 ready), live realms u64 at +8,
              CPU loops arrived u64 at +0x10 (runloop.py's start barrier)
@@ -12,6 +13,17 @@ never in a Python object. Offsets from OFF_HOST_RUN, little-endian:
              counting REC_ENTERs that did not run the realm; written by that CPU only
     0x02000  the ring: RING_SLOTS cells of (sequence u64, vCPU id u64)
     0x0A000  the realm table: MAX_REALMS entries of 4 KiB (layout at R_* below)
+
+There are MAX_QUEUES queues, each a ring with its own positions. Queue 0 is the one above; queue
+k >= 1 is at OFF_HOST_QUEUES + (k - 1) * QUEUE_BYTES: enqueue position u64 at +0x00, dequeue
+position u64 at +0x40, its ring at +0x80. A realm is registered in one queue (its entry's
+R_QUEUE, add_realm's ``queue``) and its vCPUs only ever go into that one, so they run only on the
+CPUs that serve it. Which queues a handle serves is fixed when it is made (``serve``, queue 0 by
+default): a CPU that serves one queue takes and requeues with that queue's offsets and nothing
+else, as with a single queue; one that serves several tries them in turn, starting after the
+one it last took from, so no queue starves another on a CPU that serves both. (A workload gives
+each distinct realm CPU set short of all its CPUs a queue, and each CPU the queues whose sets
+hold it, plus queue 0 if some realm is in it: rmm_mp.workload.resolve.)
 
 The queue is Vyukov's bounded multi-producer multi-consumer ring: a cell's sequence number says
 whose turn it is (== position: free for the producer of that position; == position + 1: full,
@@ -39,7 +51,7 @@ that runs; an entry that fails with ERROR_REC while it is set turns the vCPU off
 A realm counts its vCPUs that are QUEUED, RUNNING or WOKEN; the CPU that brings the count to 0
 marks the realm DONE. A vCPU is only started by its realm's registration or by the exit handling
 of another vCPU of the realm that is RUNNING at the time, so the count never touches 0 early.
-The ring holds RING_SLOTS >= MAX_REALMS * MAX_VCPUS cells, so it cannot fill up.
+Each ring holds RING_SLOTS >= MAX_REALMS * MAX_VCPUS cells, so it cannot fill up.
 
 This module owns the layout and the state transitions. The exit handling that drives them is in
 runloop.py and exits.py; devices.py gives meaning to the device, result and log fields.
@@ -50,12 +62,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from rmm_mp.abi.structs import rec_index_to_mpidr
 from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
 from rmm_mp.hw import points, process
-from rmm_mp.hw.control import HOST_RUN_BYTES, OFF_HOST_RUN
+from rmm_mp.hw.control import HOST_QUEUES_BYTES, HOST_RUN_BYTES, OFF_HOST_QUEUES, OFF_HOST_RUN
 
 if TYPE_CHECKING:
     from rmm_mp.host.nsalloc import NsAllocator
@@ -70,11 +82,26 @@ _REALMS, REALM_BYTES = _B + 0xA000, 0x1000
 MAX_REALMS = (HOST_RUN_BYTES - 0xA000) // REALM_BYTES
 MAX_VCPUS = 32
 """vCPUs (RECs) per realm the host runs; vCPU id = realm slot * MAX_VCPUS + REC index."""
+QUEUE_BYTES, MAX_QUEUES = 0x8100, 8
+"""Bytes of queue k >= 1 (positions, then its ring), and how many queues there are (queue 0 included)."""
+assert (MAX_QUEUES - 1) * QUEUE_BYTES <= HOST_QUEUES_BYTES
+
+
+def _queue_offsets(k: int) -> tuple[int, int, int]:
+    """(enqueue position, dequeue position, ring) of queue ``k``."""
+    if k == 0:
+        return _ENQ, _DEQ, _RING
+    base = OFF_HOST_QUEUES + (k - 1) * QUEUE_BYTES
+    return base, base + 0x40, base + 0x80
+
+
+QUEUES = tuple(_queue_offsets(k) for k in range(MAX_QUEUES))
 
 # Realm entry layout (offsets inside one 4 KiB entry).
 R_STATE, R_GEN, R_RECS, R_OFFERED, R_ACTIVE, R_END = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14
 R_IPA_WIDTH, R_START_LEVEL, R_NUM_ROOTS, R_VMID, R_HASH, R_NUM_AUX, R_NSHARED = (
     0x18, 0x1C, 0x20, 0x24, 0x28, 0x2C, 0x30)
+R_QUEUE = 0x34                                  # u32: the run queue its vCPUs go into
 R_RD, R_RTT_BASE, R_RAM_BASE, R_RAM_SIZE = 0x38, 0x40, 0x48, 0x50
 R_SHARED, MAX_SHARED_RANGES = 0x80, 4          # (base IPA, size) pairs of unprotected IPAs backed by NS pages
 R_COUNTERS = 0xC0                               # 20 u64, named by COUNTERS
@@ -135,12 +162,25 @@ class RunQueue:
     Args:
         machine: a machine this process created or attached; the shared area is set up the
             first time any process makes a handle.
+        serve: the queues this handle takes vCPUs from (0..MAX_QUEUES-1, each once), fixed for
+            its life. A vCPU is requeued by the handle that took it: with one queue served, into
+            that queue (no look-up: the run loop's fast path is the single-queue one); with
+            several, into its realm's queue (R_QUEUE).
     """
 
-    def __init__(self, machine: "Machine") -> None:
+    def __init__(self, machine: "Machine", serve: "Sequence[int]" = (0,)) -> None:
+        serve = tuple(serve)
+        if not serve or len(set(serve)) != len(serve) or not all(
+                isinstance(k, int) and not isinstance(k, bool) and 0 <= k < MAX_QUEUES for k in serve):
+            raise ValueError(f"serve = {serve!r}: expected run queues in 0..{MAX_QUEUES - 1}, at least one, each once")
         self.machine = machine
         self.view = machine.control.view
         self.buf = machine.control.buf
+        self.serve = serve
+        self._served = tuple(QUEUES[k] for k in serve)
+        self._multi = len(serve) > 1
+        self._next = 0
+        self._enq, self._deq, self._ring = self._served[0]
         self._realms: dict[int, tuple[int, HostRealm]] = {}
         self._offsets: dict[int, int] = {}
         self._initialise()
@@ -150,8 +190,9 @@ class RunQueue:
         if view.load_u32(_INIT) == 2:
             return
         if view.cas_u32(_INIT, 0, 1) == 0:
-            for i in range(RING_SLOTS):
-                view.store_u64(_RING + 16 * i, i)
+            for _, _, ring in QUEUES:
+                for i in range(RING_SLOTS):
+                    view.store_u64(ring + 16 * i, i)
             view.store_u32(_INIT, 2)
             return
         while view.load_u32(_INIT) != 2:
@@ -159,27 +200,28 @@ class RunQueue:
 
     # -- the ring ---------------------------------------------------------------------------
 
-    def _enqueue(self, vcpu: int) -> None:
+    def _enqueue(self, vcpu: int, enq: int, deq: int, ring: int) -> None:
+        """Put ``vcpu`` into the queue whose positions and ring are at ``enq``, ``deq``, ``ring``."""
         if points.hook is not None:
             points.hook(points.QUEUE, vcpu)
         view = self.view
-        pos = view.load_u64(_ENQ)
+        pos = view.load_u64(enq)
         while True:
-            cell = _RING + 16 * (pos & _MASK)
+            cell = ring + 16 * (pos & _MASK)
             seq = view.load_u64(cell)
             if seq == pos:
-                prev = view.cas_u64(_ENQ, pos, pos + 1)
+                prev = view.cas_u64(enq, pos, pos + 1)
                 if prev == pos:
                     break
                 pos = prev
             elif seq < pos:   # the cell's last consumer has not released it yet
-                if view.load_u64(_ENQ) - view.load_u64(_DEQ) >= RING_SLOTS:
+                if view.load_u64(enq) - view.load_u64(deq) >= RING_SLOTS:
                     raise CapacityError(f"run queue ring is full ({RING_SLOTS} vCPUs queued): a vCPU was queued twice")
                 self._check_release_wait(pos)
                 os.sched_yield()
-                pos = view.load_u64(_ENQ)
+                pos = view.load_u64(enq)
             else:
-                pos = view.load_u64(_ENQ)
+                pos = view.load_u64(enq)
         view.store_u64(cell + 8, vcpu)
         view.store_u64(cell, pos + 1)
 
@@ -207,21 +249,21 @@ class RunQueue:
                                     "been claimed by a CPU process that is gone, killed between taking a vCPU and "
                                     "releasing the cell (a live consumer would release it within two stores)")
 
-    def _dequeue(self) -> int | None:
+    def _dequeue(self, deq: int, ring: int) -> int | None:
         view = self.view
-        pos = view.load_u64(_DEQ)
+        pos = view.load_u64(deq)
         while True:
-            cell = _RING + 16 * (pos & _MASK)
+            cell = ring + 16 * (pos & _MASK)
             seq = view.load_u64(cell)
             if seq == pos + 1:
-                prev = view.cas_u64(_DEQ, pos, pos + 1)
+                prev = view.cas_u64(deq, pos, pos + 1)
                 if prev == pos:
                     break
                 pos = prev
             elif seq < pos + 1:
                 return None
             else:
-                pos = view.load_u64(_DEQ)
+                pos = view.load_u64(deq)
         vcpu = view.load_u64(cell + 8)
         view.store_u64(cell, pos + RING_SLOTS)
         return vcpu
@@ -237,6 +279,19 @@ class RunQueue:
                 raise RunQueueError(f"vCPU {vcpu}: no such vCPU (realm slot {slot} out of 0..{MAX_REALMS - 1})")
             off = self._offsets[vcpu] = _REALMS + slot * REALM_BYTES + R_VCPUS + index * VCPU_BYTES
         return off
+
+    def _take_turn(self) -> int | None:
+        """A vCPU from the served queues, trying them in turn from the one after the queue last
+        taken from (only for a handle serving several)."""
+        served = self._served
+        n = len(served)
+        for i in range(n):
+            k = (self._next + i) % n
+            vcpu = self._dequeue(served[k][1], served[k][2])
+            if vcpu is not None:
+                self._next = (k + 1) % n
+                return vcpu
+        return None
 
     def vcpu_state(self, vcpu: int) -> int:
         return self.view.load_u32(self._vcpu(vcpu) + VF_STATE)
@@ -265,16 +320,17 @@ class RunQueue:
                 if maybe_on:
                     view.store_u32(off - VF_STATE + VF_WOKEN, 1)
                 self._realm_add(vcpu // MAX_VCPUS, R_ACTIVE, 1)
-                self._enqueue(vcpu)
+                self._enqueue(vcpu, *QUEUES[self.realm_queue(vcpu // MAX_VCPUS)])
                 return True
             if state == V_RUNNING and view.cas_u32(off, V_RUNNING, V_WOKEN) == V_RUNNING:
                 return True
 
     def take(self, cpu: int) -> int | None:
-        """The next queued vCPU, now RUNNING on CPU ``cpu``; None if the queue is empty."""
+        """The next queued vCPU of the queues this handle serves, now RUNNING on CPU ``cpu``;
+        None if they are empty."""
         if points.hook is not None:
             points.hook(points.QUEUE, cpu)
-        vcpu = self._dequeue()
+        vcpu = self._take_turn() if self._multi else self._dequeue(self._deq, self._ring)
         if vcpu is None:
             return None
         prev = self.view.cas_u32(self._vcpu(vcpu) + VF_STATE, V_QUEUED, V_RUNNING)
@@ -302,12 +358,16 @@ class RunQueue:
                 return state
 
     def requeue(self, vcpu: int) -> None:
-        """Put a vCPU that is still runnable back at the tail of the queue."""
+        """Put a vCPU that is still runnable, taken through this handle, back at the tail of its
+        queue."""
         view, off = self.view, self._vcpu(vcpu)
         if view.cas_u32(off + VF_STATE, V_RUNNING, V_QUEUED) != V_RUNNING:    # WOKEN, or misused
             if self._leave_running(vcpu, V_QUEUED) == V_WOKEN:
                 view.store_u32(off + VF_WOKEN, 1)
-        self._enqueue(vcpu)
+        if self._multi:
+            self._enqueue(vcpu, *QUEUES[self.realm_queue(vcpu // MAX_VCPUS)])
+        else:
+            self._enqueue(vcpu, self._enq, self._deq, self._ring)
 
     def stop(self, vcpu: int) -> None:
         """The vCPU turned itself off (PSCI CPU_OFF): OFF, or back in the queue if it was woken."""
@@ -358,7 +418,7 @@ class RunQueue:
     # -- realms --------------------------------------------------------------------------------
 
     def add_realm(self, alloc: "NsAllocator", realm: HostRealm, *, vcpus: int | None = None,
-                  shared: tuple[tuple[int, int], ...] | None = None) -> int:
+                  shared: tuple[tuple[int, int], ...] | None = None, queue: int = 0) -> int:
         """Register an active realm: a zeroed run page per REC, then REC 0 queued.
 
         Args:
@@ -367,6 +427,8 @@ class RunQueue:
                 other REC is answered DENIED.
             shared: unprotected IPA ranges (base, size) the host backs with NS pages when the
                 realm touches them (default: the unprotected alias of the realm's RAM).
+            queue: the run queue its vCPUs go into (0..MAX_QUEUES-1): only handles serving it
+                run them.
 
         Returns:
             The realm's slot in the table.
@@ -381,6 +443,8 @@ class RunQueue:
         offered = recs if vcpus is None else vcpus
         if not 0 <= offered <= recs:
             raise ValueError(f"vcpus = {vcpus!r}: expected 0..{recs} (the realm's RECs)")
+        if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < MAX_QUEUES:
+            raise ValueError(f"queue = {queue!r}: expected a run queue in 0..{MAX_QUEUES - 1}")
         ranges = ((realm.par_size + realm.ram[0], realm.ram[1]),) if shared is None else tuple(shared)
         if len(ranges) > MAX_SHARED_RANGES:
             raise CapacityError(f"{len(ranges)} shared ranges: the realm table holds at most {MAX_SHARED_RANGES}")
@@ -396,7 +460,7 @@ class RunQueue:
                 alloc.free(pa)
             self.view.store_u32(base + R_STATE, FREE)
             raise
-        self._fill(base, realm, offered, ranges, pages)
+        self._fill(base, realm, offered, ranges, pages, queue)
         self.view.fetch_add_u64(_LIVE, 1)
         self.view.store_u32(base + R_STATE, RUNNING)
         if offered:
@@ -414,11 +478,12 @@ class RunQueue:
                             f"with RunQueue.release_realm after destroying them")
 
     def _fill(self, base: int, realm: HostRealm, offered: int, ranges: tuple[tuple[int, int], ...],
-              pages: list[int]) -> None:
+              pages: list[int], queue: int) -> None:
         buf = self.buf
         buf[base + 0x18:base + REALM_BYTES] = bytes(REALM_BYTES - 0x18)
         struct.pack_into("<7I", buf, base + R_IPA_WIDTH, realm.ipa_width, realm.start_level & _U32, realm.num_roots,
                          realm.vmid, realm.hash_algo, realm.num_aux, len(ranges))
+        struct.pack_into("<I", buf, base + R_QUEUE, queue)
         struct.pack_into("<4Q", buf, base + R_RD, realm.rd, realm.rtt_base, *realm.ram)
         for i, (ipa, size) in enumerate(ranges):
             struct.pack_into("<2Q", buf, base + R_SHARED + 16 * i, ipa, size)
@@ -468,6 +533,10 @@ class RunQueue:
         """RUNNING, SYSTEM_OFF, DONE (or FREE, SETUP for an unused slot)."""
         return self.view.load_u32(_REALMS + slot * REALM_BYTES + R_STATE)
 
+    def realm_queue(self, slot: int) -> int:
+        """The run queue the realm's vCPUs go into (add_realm's ``queue``)."""
+        return self.view.load_u32(_REALMS + slot * REALM_BYTES + R_QUEUE)
+
     def offered(self, slot: int) -> int:
         """How many of the realm's RECs (REC 0 upwards) the host runs."""
         return self.view.load_u32(_REALMS + slot * REALM_BYTES + R_OFFERED)
@@ -516,6 +585,8 @@ class RunQueue:
         return tuple(struct.unpack_from("<2Q", self.buf, off + 8 + 16 * i) for i in range(count))
 
     def statistics(self) -> QueueStats:
-        enq, deq = self.view.load_u64(_ENQ), self.view.load_u64(_DEQ)
+        """Positions summed over every queue (not only those this handle serves)."""
+        enq = sum(self.view.load_u64(e) for e, _, _ in QUEUES)
+        deq = sum(self.view.load_u64(d) for _, d, _ in QUEUES)
         realms = sum(self.realm_state(s) != FREE for s in range(MAX_REALMS))
         return QueueStats(enq - deq, enq, deq, self.live_realms, realms)

@@ -22,7 +22,8 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x40000 host: vCPU run queue and realm table (256 KiB; rmm_mp.host owns the layout)
     0x80000 quiescent points: participant table, 1,024 entries of 16 bytes (process word u64,
             parked u32, reserved u32; hw.quiesce)
-    0x84000 reserved for later shared structures (trace buffers, checkers)
+    0x84000 host: run queues 1..7, for realms that run on some CPUs only (240 KiB; rmm_mp.host)
+    0xC0000 reserved for later shared structures (trace buffers, checkers)
 
 The host areas are Normal-world bookkeeping that every CPU's host shares; they live here rather
 than in simulated DRAM so that a host bug cannot corrupt them through the RMM's own memory.
@@ -40,7 +41,7 @@ import time
 import atomicshm
 
 MAGIC = b"RMMMPCTL"
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 SIZE = 1 << 20
 
 _HEADER = struct.Struct("<8sII")
@@ -69,7 +70,9 @@ OFF_HOST_ALLOC_STATE, HOST_ALLOC_STATE_BYTES = 0x12000, 0x2000
 OFF_HOST_GRANULES, HOST_GRANULES_BYTES = 0x20000, 0x20000
 OFF_HOST_RUN, HOST_RUN_BYTES = 0x40000, 0x40000
 OFF_PARTICIPANTS, PARTICIPANTS_MAX, PARTICIPANT_SIZE = 0x80000, 1024, 16
-OFF_FREE = 0x84000
+OFF_HOST_QUEUES, HOST_QUEUES_BYTES = 0x84000, 0x3C000
+"""The host's run queues other than queue 0 (host/runqueue.py: one per realm CPU set)."""
+OFF_FREE = 0xC0000
 
 
 class Control:

@@ -6,7 +6,8 @@
     finish       what the instance did, from its realm-table entry -> Finished; an attest
                  realm's token is read from the shared page its LOG named, verified, and saved
     destroy      destroy_realm in the instance's teardown order + RunQueue.release_realm
-    drain        end every queued vCPU (after the CPUs stopped) so every realm is DONE
+    drain        end every queued vCPU, in every run queue (after the CPUs stopped), so every
+                 realm is DONE
     outcome      Finished + the vCPU errors seen on any CPU -> report.RealmOutcome
     unreported   the outcome of a realm whose owner CPU returned no result (it died)
 
@@ -28,7 +29,7 @@ from rmm_mp.attest.verify import VerificationResult, verify_token
 from rmm_mp.host import RealmSpec, create_realm, destroy_realm, realm_status
 from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
-from rmm_mp.host.runqueue import DONE, R_GEN, VEND_DRAINED
+from rmm_mp.host.runqueue import DONE, MAX_QUEUES, R_GEN, VEND_DRAINED, RunQueue
 from rmm_mp.outpaths import replacing
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
@@ -36,7 +37,7 @@ from rmm_mp.workload.report import RealmOutcome
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
-    from rmm_mp.host import NsAllocator, RunQueue
+    from rmm_mp.host import NsAllocator
     from rmm_mp.machine import Cpu, Machine
 
 TOKEN_TAG = 0x4E45_4B4F_54
@@ -176,10 +177,12 @@ def destroy(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", inst: Instance)
 
 
 def drain(queue: "RunQueue", cpu: int) -> int:
-    """End every vCPU still queued (no CPU runs any more), so that every realm becomes DONE."""
+    """End every vCPU still queued in any run queue (no CPU runs any more), so that every realm
+    becomes DONE."""
+    every = RunQueue(queue.machine, range(MAX_QUEUES))
     drained = 0
-    while (vcpu := queue.take(cpu)) is not None:
-        queue.end(vcpu, VEND_DRAINED)
+    while (vcpu := every.take(cpu)) is not None:
+        every.end(vcpu, VEND_DRAINED)
         drained += 1
     return drained
 

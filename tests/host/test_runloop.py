@@ -16,6 +16,7 @@ NS allocator is empty again.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 
@@ -256,6 +257,49 @@ def test_a_start_while_running_requeues_a_stopping_vcpu(machine: Machine) -> Non
     st = realm_status(q, slot)
     assert st.state == "DONE" and st.end == "ALL_OFF" and q.live_realms == 0
     q.release_realm(alloc, slot)
+
+
+def test_a_realm_in_another_run_queue_is_taken_only_by_handles_serving_it(machine: Machine) -> None:
+    """Realm A registered in queue 1, realm B in queue 0: a handle serving queue 0 never sees A's
+    vCPU, one serving queue 1 never sees B's, and a vCPU requeued (or started by a CPU_ON) goes
+    back into its realm's queue. A handle serving both takes from them in turn, starting after
+    the queue it last took from. drain ends what every queue holds; bad queue numbers are refused
+    naming the argument."""
+    from rmm_mp.host.runqueue import MAX_QUEUES
+    from rmm_mp.workload.realms import drain
+    alloc = NsAllocator(machine, 0)
+    q0, q1, both = RunQueue(machine), RunQueue(machine, (1,)), RunQueue(machine, (0, 1))
+    a = q0.add_realm(alloc, fake_realm(2), queue=1)
+    b = q0.add_realm(alloc, fake_realm(1, rd=0x8010_0000))
+    va, vb = a * MAX_VCPUS, b * MAX_VCPUS
+    assert q0.realm_queue(a) == 1 and q0.realm_queue(b) == 0
+    assert q0.take(0) == vb and q0.take(0) is None          # A's vCPU is not in queue 0
+    assert q1.take(1) == va and q1.take(1) is None          # nor B's in queue 1
+    q0.requeue(vb)
+    q1.requeue(va)
+    assert q0.take(0) == vb and q0.take(0) is None
+    q0.requeue(vb)
+    assert both.take(0) == vb                               # queue 0 first, then its turn passes
+    both.requeue(vb)
+    assert both.take(0) == va and both.take(0) == vb and both.take(0) is None
+    both.requeue(va)                                        # into A's queue, not the first served
+    both.requeue(vb)
+    assert q0.take(0) == vb and q0.take(0) is None and q1.take(1) == va
+    assert q1.start(va + 1, maybe_on=True)                  # REC 1 started by REC 0's CPU_ON
+    assert q0.take(0) is None and q1.take(1) == va + 1
+    q1.requeue(va)
+    q1.requeue(va + 1)
+    q0.requeue(vb)
+    assert q0.statistics().queued == 3
+    assert drain(q0, 0) == 3 and q0.live_realms == 0 and q0.statistics().queued == 0
+    for bad in ((), (MAX_QUEUES,), (0, 0), (True,)):
+        with pytest.raises(ValueError, match=re.escape(f"serve = {bad!r}: expected run queues in 0..{MAX_QUEUES - 1}")):
+            RunQueue(machine, bad)
+    with pytest.raises(ValueError, match=f"queue = {MAX_QUEUES}: expected a run queue in 0..{MAX_QUEUES - 1}"):
+        q0.add_realm(alloc, fake_realm(1), queue=MAX_QUEUES)
+    for s in (a, b):
+        q0.release_realm(alloc, s)
+    assert q0.statistics().realms == 0 and alloc.statistics().granules_in_use == 0
 
 
 def test_queue_misuse_and_capacity_errors_are_clear(machine: Machine) -> None:
