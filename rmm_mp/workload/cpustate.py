@@ -13,7 +13,8 @@
 
 Ownership is what keeps CPUs from tearing a realm down under each other: a lifecycle instance is
 built, turned off, torn down and churned only by its owner CPU; resident realms (lifecycle =
-false) live for the whole run, so any CPU may churn them; any CPU runs any vCPU.
+false) live for the whole run, so any CPU may churn them; any CPU runs any vCPU of a realm whose
+`cpus` holds it (the run queues it serves, CpuPart.serve, fixed when its RunLoop is made).
 
 This module owns the per-CPU state. It speaks SMC only (through the host library).
 """
@@ -65,12 +66,14 @@ class RunPlan:
     platform_key: bytes | None = None
     phase_counts: bool = False
     """Count each CPU's steps per phase ("phase NAME steps"): the file has [[phase]] entries."""
+    queues: tuple[int, ...] = ()
+    """Per [[realm]] entry: the run queue its instances' vCPUs go into (empty: all queue 0)."""
 
     def job(self, cpu: int, part: "CpuPart") -> "CpuJob":
         return CpuJob(cpu, self.seed, self.cpus, self.phases, self.realms, part.owned, self.resident,
                       self.delegate_shared if part.delegate_private else (), part.delegate_private,
                       self.ripas_template, self.recording, self.tokens_dir, self.platform_key, self.phase_counts,
-                      part.backings, part.roots)
+                      part.backings, part.roots, self.queues, part.serve)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class CpuPart:
     """((realm, index), PA) of the root run every generation of that instance is built on
     (realm -1, index this CPU: its ripas-churn realm); allocated before any realm, kept by the
     CPU across generations (run._prepare: a fragmented allocator may have no aligned run left)."""
+    serve: tuple[int, ...] = (0,)
+    """The run queues this CPU takes vCPUs from (resolve.Workload.served_by)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class CpuJob:
     phase_counts: bool = False
     backings: tuple[int, ...] = ()
     roots: tuple[tuple[tuple[int, int], int], ...] = ()
+    queues: tuple[int, ...] = ()
+    serve: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ class Host:
         self.job = job
         self.machine = cpu.machine
         self.smc = cpu.smc
-        self.loop = RunLoop(cpu)
+        self.loop = RunLoop(cpu, job.serve)
         self.queue = self.loop.queue
         self.alloc = self.loop.ctx.alloc
         self.counters: Counter[str] = Counter()
@@ -208,7 +215,8 @@ class Host:
         generation = self.generation[key]
         self.generation[key] += 1
         inst = realms.build(self.cpu, self.alloc, self.queue, self.job.realms[key[0]], key[0], key[1], generation,
-                            self.job.seed, rtt_base=self.roots.get(key))
+                            self.job.seed, rtt_base=self.roots.get(key),
+                            run_queue=self.job.queues[key[0]] if self.job.queues else 0)
         self.owned[key] = inst
         self.turned_off.discard(key)
         return inst

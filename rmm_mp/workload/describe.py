@@ -2,8 +2,9 @@
 
     summary(file)      one line: name and description
     describe(w)        the resolved workload: platform, length, seed, every realm with every
-                       value filled in, each phase's weights per CPU (CPUs with the same weights
-                       share a line) and the owner of every lifecycle instance
+                       value filled in (and the CPUs that run its vCPUs when its `cpus` is
+                       set), each phase's weights per CPU (CPUs with the same weights share a
+                       line) and the owner of every lifecycle instance
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
 
 This module owns these texts. It runs nothing.
@@ -53,6 +54,11 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
         # As written in a workload file (decimal, usually), with hex beside large values.
         lines.append("    constants " + ", ".join(f"{k} = {v}" + (f" ({v:#x})" if v > 4096 else "")
                                                 for k, v in t.constants))
+    if t.cpus is not None:
+        written = list(t.cpus_written) if isinstance(t.cpus_written, tuple) else f'"{t.cpus_written}"'
+        ignored = sorted(c for c in t.cpus if c >= w.cpus)
+        lines.append(f"    cpus {written}: its vCPUs run on CPU {_ranges(list(w.runs_on(r)))} only"
+                     + (f" (CPU {_ranges(ignored)} not in this run)" if ignored else ""))
     if t.lifetime:
         lines.append(f"    lifetime {t.lifetime:,} REC entries")
     if t.lifecycle:

@@ -2,7 +2,8 @@
 
     Instance     a realm built from a [[realm]] template, registered in the run queue (picklable:
                  the parent builds the first instances and hands them to the CPUs that own them)
-    build        create_realm + RunQueue.add_realm (an attest realm gets its own challenge)
+    build        create_realm + RunQueue.add_realm in its run queue (an attest realm gets its own
+                 challenge)
     finish       what the instance did, from its realm-table entry -> Finished; an attest
                  realm's token is read from the shared page its LOG named, verified, and saved
     destroy      destroy_realm in the instance's teardown order + RunQueue.release_realm
@@ -94,10 +95,11 @@ def instance_name(t: RealmTemplate, index: int, generation: int) -> str:
 
 def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate, realm: int, index: int,
           generation: int, seed: int, vcpus: int | None = None, name: str | None = None,
-          rtt_base: int | None = None) -> Instance:
+          rtt_base: int | None = None, run_queue: int = 0) -> Instance:
     """Build instance ``index`` (``generation``) of template ``t`` (the file's realm number
     ``realm``; -1 for a CPU's private ripas-churn realm) and register it. ``rtt_base``: the
-    root run the caller keeps for the instance (create_realm), or None to allocate one."""
+    root run the caller keeps for the instance (create_realm), or None to allocate one.
+    ``run_queue``: the run queue its vCPUs go into (resolve.Workload.queue_of)."""
     challenge = programs.challenge(seed, t.name, index, generation) if t.attest else None
     image = t.image
     if challenge is not None:
@@ -107,7 +109,7 @@ def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate,
                      rpv=t.rpv, num_recs=t.recs, image=image, measure=t.measure, teardown=t.teardown_for(generation))
     host = create_realm(cpu, alloc, spec, rtt_base=rtt_base)
     try:
-        slot = queue.add_realm(alloc, host, vcpus=vcpus)
+        slot = queue.add_realm(alloc, host, vcpus=vcpus, queue=run_queue)
     except BaseException:
         destroy_realm(cpu, alloc, host)
         raise

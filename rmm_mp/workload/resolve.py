@@ -6,7 +6,8 @@ Command-line options override the file and are checked the same way (their error
 option, e.g. ``command line: --cpus = 9: expected ...``). Then what depends on the platform and
 the CPU count is checked: realm IPA widths, hash algorithms and REC counts against RMI_FEATURES;
 each CPU's activity weights in each phase; which CPU owns each lifecycle realm; that every
-activity has something to work on; the run queue's capacity; and an upper bound of the host
+activity has something to work on; which run queue each realm's vCPUs go into (its `cpus`) and
+which queues each CPU takes from; the run queue's capacity; and an upper bound of the host
 memory the run needs against the platform's DRAM. Every error is a ConfigError; nothing has
 been created yet.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from rmm_mp.host.nsalloc import WORD_BITS
 from rmm_mp.host.realm import num_roots, start_level
-from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_SHARED_PAGES
+from rmm_mp.host.runqueue import MAX_CPUS, MAX_QUEUES, MAX_REALMS, MAX_SHARED_PAGES
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
@@ -71,6 +72,11 @@ class Workload:
     """((realm index, instance index), CPU) of every lifecycle realm instance."""
     overrides: tuple[str, ...] = ()
     """The command-line options that replaced values of the file."""
+    queues: tuple[int, ...] = ()
+    """Per [[realm]] entry: the run queue its vCPUs go into (0: every CPU runs them; empty: all 0)."""
+    serves: tuple[tuple[int, ...], ...] = ()
+    """Per CPU: the run queues it takes vCPUs from (queue 0 first if some realm is in it; empty:
+    queue 0 only)."""
 
     @property
     def name(self) -> str:
@@ -87,6 +93,19 @@ class Workload:
     @property
     def iterations(self) -> int | None:
         return sum(p.iterations for p in self.phases) if self.phases[0].iterations is not None else None  # type: ignore[misc]
+
+    def queue_of(self, realm: int) -> int:
+        """The run queue the vCPUs of [[realm]] entry ``realm`` go into."""
+        return self.queues[realm] if self.queues else 0
+
+    def served_by(self, cpu: int) -> tuple[int, ...]:
+        """The run queues CPU ``cpu`` takes vCPUs from."""
+        return self.serves[cpu] if self.serves else (0,)
+
+    def runs_on(self, realm: int) -> tuple[int, ...]:
+        """The CPUs of this run that run the vCPUs of [[realm]] entry ``realm``."""
+        cpus = self.realms[realm].cpus
+        return tuple(c for c in range(self.cpus) if cpus is None or c in cpus)
 
     def owner(self, realm: int, index: int) -> int | None:
         return dict(self.owners).get((realm, index))
@@ -125,8 +144,9 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
     phases = _phases(file, count, _length(file, cl, seconds, iterations))
     for realm in file.realms:
         _fits_platform(f, realm, plat)
+    queues, serves = _queues(file, phases, count)
     workload = Workload(file, plat, count, seed if seed is not None else file.seed or 0, file.time_slice,
-                        phases, _owners(file, phases, count), overrides)
+                        phases, _owners(file, phases, count), overrides, queues, serves)
     _targets(workload)
     _capacity(workload)
     return workload
@@ -267,6 +287,68 @@ def _owners(file: WorkloadFile, phases: tuple[Phase, ...], cpus: int) -> tuple[t
     return tuple(owners)
 
 
+RUNNERS = ("run", "lifecycle", "attest")
+"""Activities whose steps run queued vCPUs (lifecycle and attest when their realms need nothing)."""
+
+
+def _shown_cpus(cpus: "list[int] | range") -> str:
+    """CPU ids as a CPU-set string: "0-1", "0,2,4-5"."""
+    out: list[str] = []
+    ids = sorted(cpus)
+    start = prev = ids[0]
+    for c in ids[1:] + [-2]:
+        if c != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = c
+        prev = c
+    return ",".join(out)
+
+
+def _queues(file: WorkloadFile, phases: tuple[Phase, ...],
+            cpus: int) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """The run queue of each [[realm]] entry and the queues each CPU serves. Realms that every
+    CPU of the run may run share queue 0, which every CPU serves if some realm is in it; each
+    other distinct set of the run's CPUs gets a queue of its own (in file order), served by the
+    CPUs in it. So a CPU in one set, with no realm in queue 0, serves one queue: the run queue's
+    fast path (a CPU that serves no queue gets queue 0, which stays empty). A set with no CPU of
+    the run, or none with a weight for an activity that runs vCPUs in some phase, is refused:
+    the realm's vCPUs would never run."""
+    f = file.fields
+    numbers: dict[frozenset[int], int] = {}
+    queues: list[int] = []
+    run_cpus = f"the run's CPUs are {_shown_cpus(range(cpus))}"
+    for t in file.realms:
+        if t.cpus is None:
+            queues.append(0)
+            continue
+        shown = list(t.cpus_written) if isinstance(t.cpus_written, tuple) else t.cpus_written
+        mine = frozenset(c for c in t.cpus if c < cpus)
+        if not mine:
+            raise f.fail(f"{t.key}.cpus", shown, f"at least one CPU of this run to run the vCPUs of realm {t.name!r}: "
+                                                 f"{run_cpus} (ids from {cpus} up are ignored)")
+        runners = [c for c in sorted(mine) if any(a in dict(p.weights[c]) for p in phases for a in RUNNERS)]
+        if not runners:
+            raise f.fail(f"{t.key}.cpus", shown, f"a CPU whose weights include 'run' (or 'lifecycle', 'attest') "
+                                                 f"in some phase, to run the vCPUs of realm {t.name!r}: CPU"
+                                                 f"{'s' * (len(mine) > 1)} {_shown_cpus(sorted(mine))} of the set "
+                                                 f"{'have' if len(mine) > 1 else 'has'} none")
+        if len(mine) == cpus:
+            queues.append(0)
+            continue
+        if mine not in numbers:
+            if len(numbers) + 1 >= MAX_QUEUES:
+                raise f.fail(f"{t.key}.cpus", shown, f"one of at most {MAX_QUEUES - 1} distinct CPU sets short of "
+                                                     f"all the run's CPUs in the file's realms (the host has "
+                                                     f"{MAX_QUEUES} run queues, one for realms every CPU runs); "
+                                                     f"{run_cpus}")
+            numbers[mine] = len(numbers) + 1
+        queues.append(numbers[mine])
+    common = (0,) if 0 in queues else ()
+    serves = tuple((*common, *(k for s, k in sorted(numbers.items(), key=lambda i: i[1]) if c in s)) or (0,)
+                   for c in range(cpus))
+    return tuple(queues), serves
+
+
 def _targets(w: Workload) -> None:
     """Every activity a CPU may pick has something to work on."""
     f = w.file.fields
@@ -283,6 +365,10 @@ def _targets(w: Workload) -> None:
                     why = "no realm has lifecycle = true (attest realms go to the 'attest' activity)"
                 elif activity == "attest" and not any(r.lifecycle and r.attest for r in w.realms):
                     why = "no realm with guest = 'attest' has lifecycle = true"
+                elif activity == "run" and cpu not in {c for r in range(len(w.realms)) for c in w.runs_on(r)}:
+                    why = (f"CPU {cpu} may run no realm's vCPUs (every realm's cpus leaves it out: "
+                           + ", ".join(f"{t.name} on {_shown_cpus(list(w.runs_on(r)))}" for r, t in enumerate(w.realms))
+                           + ")")
                 elif activity in ("rtt-churn", "map-shared") and not resident and cpu not in owned:
                     why = (f"CPU {cpu} may only churn resident realms (lifecycle = false) or lifecycle realms it "
                            f"owns, and there are none")

@@ -337,7 +337,8 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
         for r, t in enumerate(w.realms):
             for index in range(t.instances):
                 part.point()
-                built.append(realms.build(cpu, alloc, queue, t, r, index, 0, w.seed, rtt_base=roots.get((r, index))))
+                built.append(realms.build(cpu, alloc, queue, t, r, index, 0, w.seed, rtt_base=roots.get((r, index)),
+                                          run_queue=w.queue_of(r)))
         shared: tuple[int, ...] = ()
         private: dict[int, tuple[int, ...]] = {}
         if w.uses("delegate-churn"):
@@ -350,11 +351,11 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
     ripas = ripas_template() if w.uses("ripas-churn") else None
     resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
     plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
-                   key, phase_counts=bool(w.file.phases))
+                   key, phase_counts=bool(w.file.phases), queues=w.queues)
     parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()),
                           backings.get(c, ()),
                           tuple((k, pa) for k, pa in roots.items()
-                                if (w.owner(*k) if k[0] >= 0 else k[1]) == c))
+                                if (w.owner(*k) if k[0] >= 0 else k[1]) == c), w.served_by(c))
                   for c in range(w.cpus))
     return plan, parts, (shared, private)
 

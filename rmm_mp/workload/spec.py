@@ -38,7 +38,7 @@ TOP_KEYS = ("description", "platform", "cpus", "seconds", "iterations", "seed", 
 MIN_IPA_WIDTH = 33
 """The narrowest realm a workload can have: its RAM starts at IPA 2 GiB, in the protected half."""
 REALM_KEYS = ("name", "guest", "recs", "ram", "ipa_width", "hash", "rpv", "measure", "constants", "instances",
-              "lifecycle", "lifetime", "teardown")
+              "lifecycle", "lifetime", "teardown", "cpus")
 GROUP_KEYS = ("cpus", "activities")
 PHASE_KEYS = ("name", "seconds", "iterations", "activities", "group")
 HASHES = ("sha256", "sha512")
@@ -69,6 +69,11 @@ class RealmTemplate:
     teardown: str
     image: bytes
     """Assembled with the constants (an attest realm's challenge is replaced per instance)."""
+    cpus: frozenset[int] | None = None
+    """The CPUs that run its vCPUs (the `cpus` key; None: every CPU). Ids beyond the run's CPUs
+    are ignored (resolve.py refuses a set with none of them)."""
+    cpus_written: str | tuple[int, ...] = "all"
+    """The `cpus` value as the file wrote it (a list as a tuple), for errors."""
     backed: int = 0
     """Granules of its RAM the host can have to back for the guest, its constants applied
     (programs.backed_pages): the image's and the guest's data pages, not the RAM between them
@@ -318,6 +323,8 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
                             f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)"),
         lifecycle=lifecycle, lifetime=lifetime,
         teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image,
+        cpus=f.cpu_set(raw["cpus"], f"{where}.cpus") if "cpus" in raw else None,
+        cpus_written=tuple(raw["cpus"]) if isinstance(raw.get("cpus"), list) else raw.get("cpus", "all"),
         backed=programs.backed_pages(guest, recs, len(image), source))
 
 
