@@ -17,14 +17,16 @@ Device window: DEVICE_OFFSET above the shared bit, that is unprotected IPA
 
 Any other offset in the window reads as zero and ignores writes (RAZ/WI). A read returns the
 register masked to the access size; the RMM puts it into the realm's register when the host
-re-enters the REC with EMUL_MMIO (DEN0137 A4.2.3). The console keeps the first CONSOLE_BYTES
-bytes; COUNT goes on counting.
+re-enters the REC with EMUL_MMIO (DEN0137 A4.2.3). The console keeps the last CONSOLE_BYTES
+(1 KiB) bytes written, in a ring (the realm table's entry has room for no more); COUNT goes on
+counting. The last bytes, not the first, since what a guest printed last is what says where it
+stopped, and a guest that prints in a loop would otherwise show only its first lines.
 
 Host calls (RSI_HOST_CALL, DEN0137 B5.3.4; the imm field selects the service; the results are
 the gprs the host returns in RmiRecEnter, which the RMM copies back into RsiHostCall):
 
-    1 LOG     append (REC index, X0..X3) to the realm's log (the first LOG_RECORDS are kept);
-              gprs unchanged
+    1 LOG     append (REC index, X0..X3) to the realm's log (the last LOG_RECORDS, 24, are kept,
+              in a ring, as the console's bytes are); gprs unchanged
     2 QUERY   X0 selects: 0 the number of vCPUs the host runs for the realm, 1 the realm's
               slot, 2 the device window's IPA, 3 the shared bit (the lowest unprotected IPA);
               the answer replaces X0 (all ones for an unknown selector)
@@ -79,8 +81,7 @@ def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int,
     if write:
         if offset == CONSOLE_DATA:
             n = view.fetch_add_u64(dev + _D_CONSOLE, 1)
-            if n < CONSOLE_BYTES:
-                view.store_u8(dev - R_DEVICE + R_CONSOLE + n, value & 0xFF)
+            view.store_u8(dev - R_DEVICE + R_CONSOLE + n % CONSOLE_BYTES, value & 0xFF)
         elif offset == DOORBELL_RING:
             view.store_u64(dev + _D_LAST, value)
             view.fetch_add_u64(dev + _D_RINGS, 1)
@@ -112,8 +113,7 @@ def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int
     queue.count(slot, "host_calls")
     if imm == HOST_CALL_LOG:
         n = view.fetch_add_u64(base + R_LOG, 1)
-        if n < LOG_RECORDS:
-            struct.pack_into("<5Q", queue.buf, base + R_LOG + 8 + LOG_RECORD * n, rec, *gprs[:4])
+        struct.pack_into("<5Q", queue.buf, base + R_LOG + 8 + LOG_RECORD * (n % LOG_RECORDS), rec, *gprs[:4])
     elif imm == HOST_CALL_QUERY:
         out[0] = _query(queue, slot, gprs[0])
     elif imm == HOST_CALL_REPORT:
@@ -184,12 +184,14 @@ class RealmStatus:
     vcpu_ends: tuple[str, ...]
     counters: dict[str, int]
     console: bytes
+    """The last CONSOLE_BYTES bytes the guest wrote to its console (device[0] counts them all)."""
     device: tuple[int, int, int, int]
     """(console bytes written, doorbell rings, last doorbell value, scratch register)."""
     reports: int
     result: tuple[int, int]
     """(code, detail) of the last REPORT host call; code 0 is a pass."""
     log: tuple[LogRecord, ...]
+    """The last LOG_RECORDS LOG host calls, oldest first (log_count counts them all)."""
     log_count: int
     shared_pages: tuple[tuple[int, int], ...]
     """(IPA, NS PA) of every page the host mapped at an unprotected IPA of the realm."""
@@ -209,15 +211,20 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
     with _report_lock(view, base):
         reports, code, detail = struct.unpack_from("<3Q", buf, base + R_RESULT)
     log_count = view.load_u64(base + R_LOG)
-    records = (struct.unpack_from("<5Q", buf, base + R_LOG + 8 + LOG_RECORD * i)
-               for i in range(min(log_count, LOG_RECORDS)))
+    # Both are rings (mmio, host_call): the oldest kept item is at count % size once they wrapped.
+    records = (struct.unpack_from("<5Q", buf, base + R_LOG + 8 + LOG_RECORD * (i % LOG_RECORDS))
+               for i in range(max(0, log_count - LOG_RECORDS), log_count))
+    ring = bytes(buf[base + R_CONSOLE:base + R_CONSOLE + CONSOLE_BYTES])
+    written = device[0]
+    console = ring[:written] if written <= CONSOLE_BYTES else \
+        ring[written % CONSOLE_BYTES:] + ring[:written % CONSOLE_BYTES]
     return RealmStatus(
         slot=slot, rd=view.load_u64(base + R_RD), state=REALM_STATES[view.load_u32(base + R_STATE)],
         end=REALM_ENDS[view.load_u32(base + R_END)],
         vcpu_states=tuple(VCPU_STATES[view.load_u32(v + VF_STATE)] for v in vcpus),
         vcpu_ends=tuple(VCPU_ENDS[view.load_u32(v + VF_END)] for v in vcpus),
         counters={name: queue.counter(slot, name) for name in COUNTERS},
-        console=bytes(buf[base + R_CONSOLE:base + R_CONSOLE + min(device[0], CONSOLE_BYTES)]),
+        console=console,
         device=device, reports=reports, result=(code, detail),
         log=tuple(LogRecord(r[0], (r[1], r[2], r[3], r[4])) for r in records), log_count=log_count,
         shared_pages=queue.shared_pages(slot))

@@ -83,10 +83,14 @@ def _resolve(workload: str, **options: object) -> Workload:
               help="Save every attestation token a realm running the attest guest obtained to this directory "
                    "(CBOR, one file each: "
                    "REALM-INSTANCE-GENERATION.cbor).")
+@click.option("--console", is_flag=True,
+              help="Show every realm's guest output (the last 1 KiB of its console and its last 8 LOG records), "
+                   "not only that of the realms that failed (a lifecycle instance torn down during the run: only "
+                   "when it failed).")
 @click.option("--progress/--no-progress", default=None, help="Show the progress bar [default: when stderr is a terminal].")
 def run(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None, iterations: int | None,
         seed: int | None, json_path: str | None, csv_path: str | None, plot_path: str | None, trace_path: str | None,
-        no_latency: bool, pin: bool, tokens_dir: str | None, progress: bool | None) -> None:
+        no_latency: bool, pin: bool, tokens_dir: str | None, console: bool, progress: bool | None) -> None:
     """Run WORKLOAD on a fresh machine and report per-CPU, per-call latency.
 
     WORKLOAD is a bundled workload (rmm-mp workloads list) or a path to a workload TOML file
@@ -123,7 +127,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     options = RunOptions(progress=progress, recording=not no_latency, pin=pin, trace_path=trace_path,
-                         tokens_dir=tokens_dir, sigterm_stops=True)
+                         tokens_dir=tokens_dir, console=console, sigterm_stops=True)
     files = [(key, path, write) for key, path, write in (("json", json_path, render.write_json),
                                                           ("csv", csv_path, render.write_csv),
                                                           ("plot", plot_path, render.write_plot)) if path]

@@ -35,6 +35,7 @@ from rmm_mp.host.realm_teardown import split_block
 from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Instance
+from rmm_mp.workload.report import MAX_OUTPUTS_PER_CPU
 from rmm_mp.workload.resolve import Phase, root_count
 from rmm_mp.workload.spec import RealmTemplate
 
@@ -174,6 +175,8 @@ class Host:
         self.alloc = self.loop.ctx.alloc
         self.counters: Counter[str] = Counter()
         self.finished: list[Finished] = []
+        self.outputs_kept = 0
+        """Instances in ``finished`` that kept their guest's output (at most MAX_OUTPUTS_PER_CPU)."""
         self.errors: list[tuple[int, int, str]] = []
         self.owned: dict[tuple[int, int], Instance | None] = {(i.realm, i.index): i for i in job.owned}
         self.generation = {key: 1 for key in self.owned}
@@ -226,8 +229,13 @@ class Host:
         inst = self.owned[key]
         assert inst is not None
         t = self.job.realms[key[0]]
-        self.finished.append(realms.finish(self.machine, self.queue, inst, t, platform_key=self.job.platform_key,
-                                           tokens_dir=self.job.tokens_dir, turned_off=key in self.turned_off))
+        # Only the first MAX_OUTPUTS_PER_CPU failed instances keep their guest's output: what a
+        # lifecycle run carries back to the parent stays bounded however many instances fail.
+        done = realms.finish(self.machine, self.queue, inst, t, platform_key=self.job.platform_key,
+                             tokens_dir=self.job.tokens_dir, turned_off=key in self.turned_off,
+                             output="failed" if self.outputs_kept < MAX_OUTPUTS_PER_CPU else "none")
+        self.outputs_kept += done.output is not None
+        self.finished.append(done)
         pages = self.forget(inst)
         realms.destroy(self.cpu, self.alloc, self.queue, inst)
         for pa in pages:

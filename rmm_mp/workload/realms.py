@@ -34,7 +34,7 @@ from rmm_mp.host.runqueue import DONE, MAX_QUEUES, R_GEN, VEND_DRAINED, RunQueue
 from rmm_mp.outpaths import replacing
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
-from rmm_mp.workload.report import RealmOutcome
+from rmm_mp.workload.report import LOG_SHOWN, GuestOutput, RealmOutcome
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -86,6 +86,15 @@ class Finished:
     """Why the token could not be saved to --save-tokens' directory (a report-file failure)."""
     order: tuple[int, int, int] = (0, 0, 0)
     """(template, instance, generation): how the report sorts realms (private realms last)."""
+    output: GuestOutput | None = None
+    """Its guest's console tail and last LOG records, when finish was asked to keep them."""
+
+    @property
+    def failed(self) -> bool:
+        """What outcome() calls a failure, as far as the instance itself tells (outcome also counts
+        the vCPU errors its CPUs reported, each of which the vcpu_errors counter counts too)."""
+        return bool(self.counters.get("vcpu_errors") or self.end == "ERROR" or (self.reports and self.result[0] != 0)
+                    or self.token_problem)
 
 
 def instance_name(t: RealmTemplate, index: int, generation: int) -> str:
@@ -118,10 +127,31 @@ def build(cpu: "Cpu", alloc: "NsAllocator", queue: "RunQueue", t: RealmTemplate,
                     time.perf_counter_ns())
 
 
+OUTPUT_KEEP = ("failed", "all", "none")
+"""finish's ``output``: keep the guest's output when the instance failed, always, or never."""
+
+
+def guest_output(st: RealmStatus) -> GuestOutput:
+    """The report's copy of what the guest wrote (report.GuestOutput)."""
+    return GuestOutput(st.console.decode("utf-8", "replace"), st.device[0],
+                       tuple((r.rec, r.values) for r in st.log[-LOG_SHOWN:]), st.log_count)
+
+
 def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTemplate | None, *,
-           platform_key: bytes | None = None, tokens_dir: str | None = None, turned_off: bool = False) -> Finished:
-    """Read what ``inst`` did (before it is destroyed: its shared pages hold an attest token)."""
+           platform_key: bytes | None = None, tokens_dir: str | None = None, turned_off: bool = False,
+           output: str = "failed") -> Finished:
+    """Read what ``inst`` did (before it is destroyed: its shared pages hold an attest token).
+    ``output`` (OUTPUT_KEEP) says when the guest's console tail and LOG records are kept: only
+    what is kept travels to the parent, which is what bounds a long lifecycle run's memory."""
     st = realm_status(queue, inst.slot)
+    done = _finish(machine, st, inst, t, platform_key, tokens_dir, turned_off)
+    if output == "all" or (output == "failed" and done.failed):
+        done = replace(done, output=guest_output(st))
+    return done
+
+
+def _finish(machine: "Machine", st: RealmStatus, inst: Instance, t: RealmTemplate | None,
+            platform_key: bytes | None, tokens_dir: str | None, turned_off: bool) -> Finished:
     counters = {k: v for k, v in st.counters.items() if v}
     base = Finished(inst.name, len(inst.host.recs), inst.slot, inst.gen, st.state, st.end, st.reports, st.result,
                     counters, turned_off, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation))
@@ -217,7 +247,7 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     if f.token_problem:
         problems.append(f.token_problem)
     if problems:
-        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters)
+        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters, f.output)
     entries = _count(f.counters.get("entries", 0), "REC entry", "REC entries")
     if f.turned_off:
         detail = f"turned off by the lifecycle after {entries}"
@@ -229,7 +259,7 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
         detail = f"{f.state.lower()} ({f.end or 'no end'})"
     if f.token:
         detail += f"; token of {f.token:,} bytes verified" + (f", saved as {f.token_file}" if f.token_file else "")
-    return RealmOutcome(f.name, f.recs, True, detail, f.counters)
+    return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output)
 
 
 def unreported(name: str, recs: int, cpu: int) -> RealmOutcome:

@@ -28,7 +28,7 @@ from rmm_mp.outpaths import replacing
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.histogram import FLUSH_INTERVAL_NS
 from rmm_mp.words import count as _count
-from rmm_mp.workload.report import LockClassStats, RunReport
+from rmm_mp.workload.report import GuestOutput, LockClassStats, RunReport
 
 SCHEMA = "rmm-mp-run-report/1"
 MAX_VIOLATIONS = 100
@@ -115,6 +115,13 @@ def _invariants(report: RunReport) -> dict[str, Any] | None:
             "violations": [str(v) for v in inv.violations[:MAX_VIOLATIONS]], "state_counts": dict(inv.state_counts)}
 
 
+def _output(out: GuestOutput | None) -> dict[str, Any] | None:
+    if out is None:
+        return None
+    return {"console": out.console, "console_bytes": out.console_bytes,
+            "log": [{"rec": rec, "values": list(values)} for rec, values in out.log], "log_count": out.log_count}
+
+
 def _run(report: RunReport) -> dict[str, Any]:
     return {
         "workload": report.workload, "source": report.source, "platform": report.platform, "cpus": report.cpus,
@@ -139,8 +146,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "time_split": time_split_records(report),
         "locks": lock_records(report.locks),
         "processes": [{"cpu": cpu, **report.usage[cpu].to_json()} for cpu in sorted(report.usage)],
-        "realms": [{"name": r.name, "recs": r.recs, "ok": r.ok, "detail": r.detail, "counters": dict(r.counters)}
-                   for r in report.realms],
+        "realms": [{"name": r.name, "recs": r.recs, "ok": r.ok, "detail": r.detail, "counters": dict(r.counters),
+                    "output": _output(r.output)} for r in report.realms],
         "counters": [{"cpu": cpu, "values": dict(report.counters[cpu])} for cpu in sorted(report.counters)],
         "failures": [{"cpu": f.cpu, "how": f.how, "traceback": f.traceback,
                       "held_locks": [f"{pa:#x}" for pa in f.held_locks]} for f in report.failures],

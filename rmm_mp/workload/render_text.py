@@ -7,7 +7,8 @@ within about 120 columns for the usual call names and figures.
 Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, REC exits, host
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
 split of RMI calls; lock contention per class; CPU processes; realms (every failed one, and
-at most MAX_OK_REALMS that succeeded: the JSON has them all); host activity counters per CPU;
+at most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown
+realm that has one (a failed realm's; every realm's with --console); host activity counters per CPU;
 failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
 This module owns the layout. It must not compute figures the document does not have.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any, Collection, Sequence
 
+from rmm_mp.host.runqueue import CONSOLE_BYTES
 from rmm_mp.words import count as _count
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.report import RunReport
@@ -204,7 +206,30 @@ def _realms(doc: dict[str, Any]) -> list[str]:
            *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
     if len(realms) > len(shown):
         out.append(f"... and {len(realms) - len(shown):,} more realms, all ok (the JSON report lists every realm)")
+    for r in shown:
+        if r["output"] is not None:
+            out += _guest_output(r["name"], r["output"])
     return out
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters other than newline and tab escaped, so that a guest's
+    bytes cannot move the terminal's cursor or change its colours."""
+    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" if ord(c) < 0x100
+                   else f"\\u{ord(c):04x}" for c in text)
+
+
+def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
+    """A realm's console tail and last LOG records, each line indented under a title."""
+    total = out["console_bytes"]
+    lines = ["", f"Guest output of {name}: console ({_count(total, 'byte')} written"
+                 + (f", the last {CONSOLE_BYTES:,} shown" if total > CONSOLE_BYTES else "") + "), "
+                 + f"LOG ({_count(out['log_count'], 'record')}"
+                 + (f", the last {len(out['log'])} shown" if out["log_count"] > len(out["log"]) else "") + ")"]
+    text = _printable(out["console"])
+    lines += [f"  | {line}" for line in text.split("\n")[:-1 if text.endswith("\n") else None]] if text else []
+    lines += [f"  LOG rec {entry['rec']}: " + " ".join(f"{v:#x}" for v in entry["values"]) for entry in out["log"]]
+    return lines
 
 
 def _cpu_counters(doc: dict[str, Any]) -> list[str]:

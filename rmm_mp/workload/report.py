@@ -43,6 +43,31 @@ class LockClassStats:
     max_wait_ns: int
 
 
+LOG_SHOWN = 8
+"""LOG records of a realm's guest the report shows: the last 8 of the LOG_RECORDS (24) the realm
+table keeps (host.devices)."""
+MAX_OUTPUTS_PER_CPU = 16
+"""Torn-down lifecycle instances whose guest output one CPU keeps for the report: the first 16
+that failed. Each keeps at most about 1.3 KiB (the console's last 1 KiB and LOG_SHOWN records),
+so a lifecycle run that fails thousands of instances still sends each CPU's parent at most about
+21 KiB of guest output; the instances after them show no output."""
+
+
+@dataclass(frozen=True)
+class GuestOutput:
+    """What a realm's guest wrote for a reader: the tail of its console and its last LOG records.
+
+    The console keeps the last CONSOLE_BYTES (1 KiB) bytes written (host.devices), ``console``
+    holds them decoded as UTF-8 (an invalid or cut sequence becomes U+FFFD); ``console_bytes``
+    counts every byte the guest wrote. ``log`` has the last LOG_SHOWN LOG host calls, oldest
+    first, as (REC index, (X0, X1, X2, X3)); ``log_count`` counts them all."""
+
+    console: str
+    console_bytes: int
+    log: tuple[tuple[int, tuple[int, int, int, int]], ...]
+    log_count: int
+
+
 @dataclass(frozen=True)
 class RealmOutcome:
     """What one realm of the workload did (a realm made and destroyed in a loop counts once per
@@ -53,6 +78,10 @@ class RealmOutcome:
     ok: bool
     detail: str
     counters: dict[str, int] = field(default_factory=dict)
+    output: GuestOutput | None = None
+    """Its guest's console tail and last LOG records: for a failed realm, and for every realm
+    read at the end of the run with --console (a torn-down lifecycle instance only when it failed,
+    and only the first MAX_OUTPUTS_PER_CPU of its CPU); None otherwise."""
 
 
 @dataclass(frozen=True)

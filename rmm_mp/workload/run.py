@@ -81,6 +81,9 @@ class RunOptions:
     trace_path: str | None = None
     tokens_dir: str | None = None
     context: str = "spawn"
+    console: bool = False
+    """Keep the guest output (console tail, last LOG records) of every realm read at the end of
+    the run, not only of those that failed (--console)."""
     sigterm_stops: bool = False
     """Take SIGTERM as Ctrl-C from the realms' build to the end of the teardown (run_cpus while
     the CPUs run, Interrupts before and after), so the report is still made: `rmm-mp run` asks
@@ -272,7 +275,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         problems.append(f"the RMM crashed: {machine.dead_reason}")
     with Participant(machine.control) as part:
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
-            machine, w, plan, live, finished, errors, results, pools, healthy, part, stop)
+            machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console)
     not_done += undone
     outcomes += _unreported(w, parts, [cpu for cpu in ids if cpu not in results])
     if options.tokens_dir is not None and (tokens_saved or not unsaved):
@@ -362,9 +365,10 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool, part: Participant, stop: Interrupts
+            healthy: bool, part: Participant, stop: Interrupts, console: bool = False
             ) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None, list[str]]:
-    """Outcomes of every instance, how many tokens were saved and (count, first reason) of
+    """Outcomes of every instance (with their guest output when they failed, or, ``console``,
+    for every live one), how many tokens were saved and (count, first reason) of
     those that could not be; then, on a healthy machine, the teardown and its checks. Last,
     what an interruption (``stop``) left undone."""
     problems: list[str] = []
@@ -380,7 +384,8 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
             running = queue.realm_state(inst.slot) != DONE or template is None
             return realms.finish(machine, queue, inst, template, platform_key=plan.platform_key,
                                  tokens_dir=plan.tokens_dir,
-                                 turned_off=(inst.slot, inst.gen) in turned_off), running
+                                 turned_off=(inst.slot, inst.gen) in turned_off,
+                                 output="all" if console else "failed"), running
         ok, item = stop.step(read, read=True)
         if ok:
             ended.append(item)

@@ -359,7 +359,7 @@ def test_run_help_names_every_option() -> None:
     lines = result.output.split("\nOptions:\n")[1].splitlines()
     listed = [re.split(r" [A-Z]+\b|  ", line.strip())[0] for line in lines if line.startswith("  -")]
     assert listed == ["--platform", "--cpus", "--seconds", "--iterations", "--seed", "--json", "--csv", "--plot",
-                      "--trace", "--no-latency", "--pin", "--save-tokens", "--progress / --no-progress",
+                      "--trace", "--no-latency", "--pin", "--save-tokens", "--console", "--progress / --no-progress",
                       "-h, --help"], result.output
 
 

@@ -36,7 +36,7 @@ from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
 from rmm_mp.host.exits import EXIT, ExitContext, handle_exit
 from rmm_mp.host import runloop
 from rmm_mp.host.runloop import RunLoop, exit_counts
-from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
+from rmm_mp.host.runqueue import CONSOLE_BYTES, LOG_RECORDS, MAX_REALMS, MAX_VCPUS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
 from rmm_mp.rmm.realm_desc import Rd
 
 F = RmiFid
@@ -476,6 +476,43 @@ def test_device_registers_and_unknown_offsets(machine: Machine) -> None:
     st = b.status()
     assert st.passed and st.result == (0, DEVICE_ID) and st.console == b"AA"
     assert st.counters["mmio_reads"] == 5 and st.counters["mmio_writes"] == 3
+    b.finish()
+
+
+def test_console_and_log_keep_their_last_bytes_and_records(machine: Machine) -> None:
+    """A guest that writes CONSOLE_BYTES + 100 bytes to its console (the byte i % 256 each time)
+    and makes LOG_RECORDS + 6 LOG host calls (X0 = i): the realm table keeps the last
+    CONSOLE_BYTES bytes and the last LOG_RECORDS records, oldest first, and counts them all (it
+    used to keep the first ones, so a guest printing in a loop showed only its first lines)."""
+    total, logs = CONSOLE_BYTES + 100, LOG_RECORDS + 6
+    b = boot(machine, program(f"""
+            mov x24, ={PAR + DEVICE_OFFSET:#x}
+            mov x21, #0
+        print:
+            strb x21, [x24]
+            add x21, x21, #1
+            cmp x21, #{total}
+            b.ne print
+            mov x21, #0
+        log:
+            adr x1, hostcall
+            mov x2, #1
+            strh x2, [x1]
+            str x21, [x1, #8]
+            mov x0, =RSI_HOST_CALL
+            smc #0
+            add x21, x21, #1
+            cmp x21, #{logs}
+            b.ne log
+            mov x19, #0
+            mov x20, #0
+            b report
+        """))
+    assert b.run(budget=total + logs + 100).errors == ()
+    st = b.status()
+    assert st.passed and st.device[0] == total
+    assert st.console == bytes(i % 256 for i in range(total - CONSOLE_BYTES, total))
+    assert st.log_count == logs and [r.values[0] for r in st.log] == list(range(logs - LOG_RECORDS, logs))
     b.finish()
 
 

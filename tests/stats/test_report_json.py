@@ -24,7 +24,7 @@ from rmm_mp import Machine
 from rmm_mp.runtime import ProcessUsage, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.workload import render
-from rmm_mp.workload.report import collect_locks
+from rmm_mp.workload.report import GuestOutput, RealmOutcome, collect_locks
 from schema_subset import errors
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "report-schema.json").read_text())
@@ -49,8 +49,11 @@ UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0, 20 << 20),
     {"cpus": 4, "host_cores": 2},
     {"stats": {}, "locks": {}, "usage": {}, "counters": {}, "realms": (), "failures": (), "problems": ()},
     {"host": {"machine": "x86_64", "python": "3.11.7", "host_cpus": None}},
+    {"realms": (RealmOutcome("vm", 1, False, "the guest reported failure code 5 (detail 0x0)", {"entries": 4},
+                             GuestOutput("boot\n\ufffd", 6, ((0, (0x11, (1 << 64) - 1, 0, 0)),), 30)),
+                RealmOutcome("ok", 1, True, "turned itself off", {}, GuestOutput("", 0, (), 0)))},
 ], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty",
-        "host-cpus-unknown"])
+        "host-cpus-unknown", "guest-output"])
 def test_hand_built_reports_validate(changes: dict[str, Any]) -> None:
     """Every shape a report can take gives a document the schema accepts."""
     _valid(render.to_json(hand_built(**changes)))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from realm_guests import failing_guest
+from realm_guests import PRELUDE, REPORT_TAIL, failing_guest
 from rmm_mp import Machine
 from rmm_mp.check import InvariantReport, Violation, invariants
 from rmm_mp.hw.quiesce import Pause
@@ -341,3 +341,73 @@ def test_realm_details_count_entries_in_words() -> None:
     assert outcome(finished(1), [], running=True).detail == "running when the run ended (1 REC entry)"
     assert outcome(finished(1, turned_off=True), [], running=False).detail == \
         "turned off by the lifecycle after 1 REC entry"
+
+
+PRINTS_LOGS_AND_FAILS = f"""{PRELUDE}
+    .equ LEN, text_end - text
+start:
+    adr x1, hostcall                // QUERY 2: the device window's IPA
+    mov x2, #2
+    strh x2, [x1]
+    str x2, [x1, #8]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    adr x1, hostcall
+    ldr x24, [x1, #8]
+    adr x22, text
+    mov x23, #LEN
+print:
+    ldrb x2, [x22]
+    strb x2, [x24]                  // console DATA
+    add x22, x22, #1
+    sub x23, x23, #1
+    cbnz x23, print
+    adr x1, hostcall                // LOG 0x11, 0x22
+    mov x2, #1
+    strh x2, [x1]
+    mov x2, #0x11
+    str x2, [x1, #8]
+    mov x2, #0x22
+    str x2, [x1, #16]
+    mov x0, =RSI_HOST_CALL
+    smc #0
+    mov x19, #5
+    mov x20, #0
+    b report
+text:
+    .ascii "boot\\nstuck at step \\x1b2\\n"
+text_end:
+    .align 8
+{REPORT_TAIL}"""
+
+
+def test_a_failed_realm_shows_its_guest_output(tmp_path: Path) -> None:
+    """A guest that prints two lines (one with an ESC) to its console, LOGs (0x11, 0x22) and
+    REPORTs failure 5, beside a hello realm that passes: the failed realm's console and LOG
+    record are in the JSON (output) and in the text (the ESC escaped); the realm that passed
+    has no output (null). Before, no guest output reached the report at all."""
+    (tmp_path / "talks.s").write_text(PRINTS_LOGS_AND_FAILS)
+    report = go(tmp_path, 'iterations = 40\ncpus = 1\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "talks"\nguest = "talks.s"\n[[realm]]\nname = "hi"\nguest = "hello"\n')
+    doc = render.to_json(report)
+    talks, hi = doc["realms"]
+    assert not talks["ok"] and hi["ok"]
+    assert talks["output"] == {"console": "boot\nstuck at step \x1b2\n", "console_bytes": 22,
+                               "log": [{"rec": 0, "values": [0x11, 0x22, 0, 0]}], "log_count": 1}
+    assert hi["output"] is None
+    text = render.format_report(report)
+    assert ("Guest output of talks: console (22 bytes written), LOG (1 record)\n  | boot\n  | stuck at step \\x1b2\n"
+            "  LOG rec 0: 0x11 0x22 0x0 0x0\n") in text
+    assert "Guest output of hi" not in text
+
+
+def test_console_option_shows_every_realms_output(tmp_path: Path) -> None:
+    """With RunOptions.console (--console), a realm that passed (hello) also carries its guest
+    output: no console bytes, and its one LOG record (RSI version, IPA width, hash)."""
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 20\ncpus = 1\nactivities = { run = 1 }\n[[realm]]\nname = "hi"\nguest = "hello"\n')
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, console=True))
+    (hi,) = render.to_json(report)["realms"]
+    assert hi["ok"] and hi["output"] == {"console": "", "console_bytes": 0, "log_count": 1,
+                                         "log": [{"rec": 0, "values": [0x10000, hi["output"]["log"][0]["values"][1], 0, 0]}]}
+    assert "Guest output of hi: console (0 bytes written), LOG (1 record)\n  LOG rec 0: 0x10000" in render.format_report(report)

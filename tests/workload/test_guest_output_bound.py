@@ -1,0 +1,42 @@
+"""A long lifecycle run carries a bounded amount of guest output back to the parent: the CPU that
+tears an instance down keeps the guest's output (console tail, last LOG records) only when the
+instance failed, and only for the first MAX_OUTPUTS_PER_CPU of them (workload.cpustate.Host.reap).
+
+The run is CPU 0's plan in this process (cpu0_run), so that the cap can be lowered for the test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cpu0_run import run_cpu0
+from realm_guests import failing_guest
+
+from rmm_mp import Machine
+from rmm_mp.workload import cpustate, spec
+from rmm_mp.workload.resolve import resolve
+
+
+def test_only_the_first_failed_lifecycle_instances_keep_their_output(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two lifecycle realms on one CPU, one whose guest REPORTs failure 7 and one running hello
+    (passes), rebuilt for 300 steps with the cap lowered to 2: every failed instance after the
+    second, and every instance that passed, reaches the CpuResult without output; the first two
+    failed ones have theirs (no console bytes, no LOG record: the failing guest only REPORTs)."""
+    monkeypatch.setattr(cpustate, "MAX_OUTPUTS_PER_CPU", 2)
+    (tmp_path / "fails.s").write_text(failing_guest(7, 0x55))
+    path = tmp_path / "w.toml"
+    path.write_text('cpus = 1\niterations = 300\nactivities = { lifecycle = 1 }\n'
+                    '[[realm]]\nname = "bad"\nguest = "fails.s"\nlifecycle = true\n'
+                    '[[realm]]\nname = "hi"\nguest = "hello"\nlifecycle = true\n')
+    w = resolve(spec.load(str(path)))
+    with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
+        result = run_cpu0(m, w)
+    bad = [f for f in result.finished if f.name.startswith("bad")]
+    good = [f for f in result.finished if f.name.startswith("hi")]
+    assert len(bad) > 2 and good, [f.name for f in result.finished]
+    assert all(f.failed for f in bad) and not any(f.failed for f in good)
+    assert [f.output is not None for f in bad] == [True, True] + [False] * (len(bad) - 2)
+    assert bad[0].output is not None and (bad[0].output.console_bytes, bad[0].output.log_count) == (0, 0)
+    assert all(f.output is None for f in good)
