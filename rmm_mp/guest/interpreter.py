@@ -14,7 +14,9 @@ IPAs through the realm's stage 2 (so the RMM decides what a fault is). ``run`` r
 
 What a guest does to itself never leaves the interpreter: an undefined instruction (udf, or an
 unknown opcode), a misaligned access or PC take a synchronous exception to vbar + 0x200 with
-ELR/ESR/FAR set, as an EL1 exception would on hardware.
+ELR/ESR/FAR set, as an EL1 exception would on hardware. Each such exception is told to the Bus
+(``exception_taken``, which counts it for the run report), from the exception's own branch:
+nothing on the per-instruction path pays for the count.
 
 Translations are cached per page and kind of access (fetch, read, write) for the length of one
 ``run``, as a TLB caches them. ``Bus.sync`` is the only place where the cache learns of a TLB
@@ -138,6 +140,11 @@ class Bus(Protocol):
         ...
 
     def sync(self) -> bool:
+        ...
+
+    def exception_taken(self) -> None:
+        """The guest has just taken a synchronous exception in the realm (called on that rare
+        path only)."""
         ...
 
 
@@ -293,6 +300,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 if pc & (INSTRUCTION_SIZE - 1):
                     state.pc, state.nzcv = pc, nzcv
                     state.take_exception((EC_PC_ALIGN << 26) | IL, pc)
+                    bus.exception_taken()
                     pc = state.pc
                     page = _NO_PAGE
                     executed += 1
@@ -374,6 +382,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                     state.pc, state.nzcv = pc, nzcv
                     state.take_exception((EC_DABT_CUR << 26) | IL | (ESR_WNR if op == _STR else 0) | DFSC_ALIGNMENT,
                                          ipa)
+                    bus.exception_taken()
                     pc, page = state.pc, _NO_PAGE
                     continue
                 write = op == _STR
@@ -415,12 +424,14 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 if done is None:
                     pc += INSTRUCTION_SIZE
                 elif done is True:                  # an alignment fault, taken in the realm
+                    bus.exception_taken()
                     pc, page = state.pc, _NO_PAGE
                 else:
                     return Event(ABORT, executed - 1, fault=done)
             else:
                 state.pc, state.nzcv = pc, nzcv
                 state.take_exception((EC_UNKNOWN << 26) | IL)
+                bus.exception_taken()
                 pc, page = state.pc, _NO_PAGE
         state.pc, state.nzcv = pc, nzcv
         return Event(SLICE, executed)

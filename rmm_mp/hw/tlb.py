@@ -83,6 +83,11 @@ class Tlb:
         self._gen_off = generation_offset
         self._seen_tlb = self._seen_gpt = -1
 
+    @property
+    def executing_rd(self) -> int:
+        """PA of the RD of the realm this CPU executes (between enter and leave; else 0)."""
+        return self._rd
+
     def sync(self) -> bool:
         """At a sync point: True if cached translations must be dropped (the caller drops them
         before it translates again)."""

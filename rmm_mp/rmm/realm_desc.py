@@ -15,6 +15,11 @@ Layout (little-endian offsets in the RD granule):
     0x048  flags            u64  RmiRealmFlags as requested
     0x050  sve_vl, num_bps, num_wps, pmu_num_ctrs   u64 each
     0x078  tlb_generation   u64  bumped by every TLB invalidation of this realm (hw.tlb)
+    0x080  exceptions       u64  synchronous exceptions the realm's guest took in the realm (SEAs,
+                                 undefined instructions, misaligned accesses, address size
+                                 faults), all RECs together; added to atomically by the CPU
+                                 running the REC (count_exception), read only for the run report.
+                                 A model statistic: no RMI command reports it
     0x100  rpv              64 bytes
     0x200  measurements     5 x 64 bytes: RIM, then REM1..REM4 (a SHA-256 value fills the
                             first 32 bytes of its slot, the rest stays zero)
@@ -28,9 +33,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from rmm_mp.hw.memory import PhysicalMemory
+
+if TYPE_CHECKING:
+    from atomicshm import AtomicView
 from rmm_mp.rmm.s2tt import S2Ctx
 
 MEASUREMENT_SLOTS = 5
@@ -51,6 +59,7 @@ class RealmState:
 OFF_STATE = 0x000
 OFF_REC_COUNT = 0x038
 OFF_TLB_GENERATION = 0x078
+OFF_EXCEPTIONS = 0x080
 OFF_RPV = 0x100
 OFF_MEASUREMENTS = 0x200
 _FIXED = struct.Struct("<QQqQQQQQQQQQQQ")  # 0x000 .. 0x070
@@ -74,6 +83,13 @@ class RealmParams:
 
     def s2ctx(self) -> S2Ctx:
         return S2Ctx(self.ipa_width, self.rtt_level_start, self.rtt_num_start, self.rtt_base)
+
+
+def count_exception(view: "AtomicView", rd_offset: int) -> None:
+    """Count one synchronous exception taken by the guest of the realm whose RD is at DRAM offset
+    ``rd_offset``: an atomic add, since RECs of the realm run on several CPUs at once. Called
+    only where an exception is taken (interpreter via Stage2Bus, realm_run), never per entry."""
+    view.fetch_add_u64(rd_offset + OFF_EXCEPTIONS, 1)
 
 
 class Rd:
@@ -107,6 +123,12 @@ class Rd:
     def set_state(self, state: int) -> None:
         assert self.memory.view is not None
         self.memory.view.store_u64(self.offset + OFF_STATE, state)
+
+    @property
+    def exceptions(self) -> int:
+        """Exceptions the realm's guest took (count_exception); an atomic load, lock-free."""
+        assert self.memory.view is not None
+        return self.memory.view.load_u64(self.offset + OFF_EXCEPTIONS)
 
     @property
     def rec_count(self) -> int:

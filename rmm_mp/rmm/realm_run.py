@@ -44,7 +44,7 @@ from rmm_mp.rmm import gic, stage2
 from rmm_mp.rmm.realm_call import (
     EMPTY, RAM, RSI_RESULT_REGS, RSI_ZEROS, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit,
 )
-from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd
+from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd, count_exception
 from rmm_mp.rmm.rec_desc import (
     H_HOST_CALL, H_IDX, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
     R_GPRS, R_PC, R_PSTATE, R_SYSREGS, SYSREGS, Rec,
@@ -147,7 +147,7 @@ def _complete_entry(call: RealmCall, enter: dict[str, Any], head: tuple[int, ...
     if (esr >> 26) & 0x3F == EC_DABT_LOW and not call.ctx.in_par(head[H_LAST_HPFAR] << 8):
         iss, ipa = rec.pending_abort()
         if flags & _INJECT_SEA:
-            state.take_exception(_data_sea_esr(iss), ipa)
+            _take_exception(call, _data_sea_esr(iss), ipa)
         elif flags & _EMUL_MMIO and iss & ESR_ISV:
             register, size_log2 = (iss >> 16) & 31, (iss >> 22) & 3
             if not iss & ESR_WNR and register != 31:
@@ -241,7 +241,7 @@ def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
             if out is not None:
                 return out
         elif kind == HVC:
-            state.take_exception(IL)  # EC 0: unknown reason (an HVC a realm cannot make)
+            _take_exception(call, IL)  # EC 0: unknown reason (an HVC a realm cannot make)
         elif kind == WFI or kind == WFE:
             state.pc += INSTRUCTION_SIZE
             if call.enter_flags & (_TRAP_WFI if kind == WFI else _TRAP_WFE):
@@ -258,6 +258,14 @@ def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
     return Exit({"exit_reason": _EXIT_IRQ})
 
 
+def _take_exception(call: RealmCall, esr: int, far: int = 0) -> None:
+    """The realm takes a synchronous exception the RMM decided on (an SEA, an HVC's undefined
+    instruction, an address size fault), counted in its RD for the run report as the interpreter
+    counts those it takes itself (realm_desc.count_exception): only this rare path pays for it."""
+    call.state.take_exception(esr, far)
+    count_exception(call.rmm.memory.view, call.rd.idx << 12)
+
+
 def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     """Classify a stage-2 fault: an exception inside the realm (None) or an exit to the host.
 
@@ -271,18 +279,18 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
         # A5.2.8: with stage 1 off, an access outside the realm's IPA space is a stage 1 level 0
         # address size fault, taken to the realm (no SEA: EA clear; ISV is 0 at EL1).
         ec = EC_IABT_CUR if fault.fetch else EC_DABT_CUR
-        state.take_exception((ec << 26) | IL | (ESR_WNR if fault.write else 0) | FSC_ADDRESS_SIZE, ipa)
+        _take_exception(call, (ec << 26) | IL | (ESR_WNR if fault.write else 0) | FSC_ADDRESS_SIZE, ipa)
         return None
     level = fault.level
     protected = call.ctx.in_par(ipa)
     if fault.fetch:
         if not protected or reason in _SEA_REASONS:
-            state.take_exception((EC_IABT_CUR << 26) | IL | ESR_EA | FSC_SEA, ipa)
+            _take_exception(call, (EC_IABT_CUR << 26) | IL | ESR_EA | FSC_SEA, ipa)
             return None
         return _exit_abort(call, (EC_IABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     iss = _access_iss(fault)
     if reason in _SEA_REASONS:
-        state.take_exception(_data_sea_esr(iss), ipa)
+        _take_exception(call, _data_sea_esr(iss), ipa)
         return None
     if reason not in _EMULATABLE:
         return _exit_abort(call, (EC_DABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)

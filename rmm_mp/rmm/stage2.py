@@ -12,12 +12,12 @@ An access that does not translate raises MemoryFault with a reason the RMM class
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rmm_mp.guest.interpreter import MemoryFault
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.rmm import s2tt
-from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
+from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, count_exception
 from rmm_mp.rmm.s2tt import Kind, S2Ctx
 
 if TYPE_CHECKING:
@@ -80,6 +80,15 @@ class Stage2Bus:
         self._ipa_size = 1 << ctx.ipa_width
         self._sl_mask = self._ipa_size - 1
         self._par_size = self._ipa_size >> 1
+
+    def exception_taken(self) -> None:
+        """The guest took a synchronous exception in the realm (interpreter.Bus): count it in the
+        RD of the realm this CPU executes (realm_desc.count_exception). The TLB and the DRAM view
+        are reached through the bound methods __init__ keeps anyway (``sync``, ``_load``), so no
+        REC run pays for this counter unless its guest takes an exception."""
+        tlb = cast("Tlb", self.sync.__self__)  # type: ignore[attr-defined]
+        view = self._load.__self__  # type: ignore[attr-defined]
+        count_exception(view, tlb.executing_rd - self._base)
 
     def _walk(self, ipa: int) -> tuple[int, int]:
         """(level, entry) where the lock-free walk for ``ipa`` (< 2^ipa_width) stops."""

@@ -16,7 +16,9 @@ An instance's name is its template's name, with ``[index]`` when the template ha
 instances and ``#generation`` when it is a lifecycle realm (rebuilt: generation 0 is the one the
 parent built before the run): ``vm``, ``vm[2]``, ``vm#7``, ``vm[1]#3``.
 
-This module owns instance records and outcomes. It speaks SMC only (through the host library).
+This module owns instance records and outcomes. It speaks SMC only (through the host library);
+besides, it reads the exception count the RMM keeps in an instance's RD (realm_desc.Rd.exceptions,
+a model statistic for the report, as the invariant checker reads every granule).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
 from rmm_mp.host.runqueue import DONE, MAX_QUEUES, R_GEN, VEND_DRAINED, RunQueue
 from rmm_mp.outpaths import replacing
+from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.report import LOG_SHOWN, GuestOutput, RealmOutcome
@@ -88,6 +91,8 @@ class Finished:
     """(template, instance, generation): how the report sorts realms (private realms last)."""
     output: GuestOutput | None = None
     """Its guest's console tail and last LOG records, when finish was asked to keep them."""
+    exceptions: int = 0
+    """Synchronous exceptions its guest took in the realm (its RD's count)."""
 
     @property
     def failed(self) -> bool:
@@ -153,8 +158,12 @@ def finish(machine: "Machine", queue: "RunQueue", inst: Instance, t: RealmTempla
 def _finish(machine: "Machine", st: RealmStatus, inst: Instance, t: RealmTemplate | None,
             platform_key: bytes | None, tokens_dir: str | None, turned_off: bool) -> Finished:
     counters = {k: v for k, v in st.counters.items() if v}
+    # The RMM's count in the RD (Realm PAS, which no host could read): the simulator reads it for
+    # the report, as the invariant checker reads every granule; the realm is not destroyed yet.
+    exceptions = Rd(machine.memory, (inst.host.rd - machine.memory.base) >> 12).exceptions
     base = Finished(inst.name, len(inst.host.recs), inst.slot, inst.gen, st.state, st.end, st.reports, st.result,
-                    counters, turned_off, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation))
+                    counters, turned_off, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation),
+                    exceptions=exceptions)
     if t is None or not t.attest:
         return base
     token, problem = _token(machine, st)
@@ -247,7 +256,7 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     if f.token_problem:
         problems.append(f.token_problem)
     if problems:
-        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters, f.output)
+        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters, f.output, f.exceptions)
     entries = _count(f.counters.get("entries", 0), "REC entry", "REC entries")
     if f.turned_off:
         detail = f"turned off by the lifecycle after {entries}"
@@ -259,7 +268,7 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
         detail = f"{f.state.lower()} ({f.end or 'no end'})"
     if f.token:
         detail += f"; token of {f.token:,} bytes verified" + (f", saved as {f.token_file}" if f.token_file else "")
-    return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output)
+    return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output, f.exceptions)
 
 
 def unreported(name: str, recs: int, cpu: int) -> RealmOutcome:

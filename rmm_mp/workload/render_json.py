@@ -28,10 +28,12 @@ from rmm_mp.outpaths import replacing
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.histogram import FLUSH_INTERVAL_NS
 from rmm_mp.words import count as _count
-from rmm_mp.workload.report import GuestOutput, LockClassStats, RunReport
+from rmm_mp.workload.report import EXCEPTION_LOOP_FACTOR, EXCEPTION_LOOP_MIN, GuestOutput, LockClassStats, RunReport
 
 SCHEMA = "rmm-mp-run-report/1"
 MAX_VIOLATIONS = 100
+MAX_LOOPING_NAMED = 5
+"""Realms the exception-loop warning names (a lifecycle run may have thousands of instances)."""
 
 
 def oversubscription_warning(report: RunReport) -> str:
@@ -61,6 +63,15 @@ def warnings(report: RunReport) -> list[str]:
         else:
             out.append(f"CPU {cpus} died without publishing {its} lock figures (with --no-latency they are published "
                        f"only at the end): the lock table has none of {its} locks")
+    looping = [r for r in report.realms if r.exception_loop]
+    if looping:
+        named = ", ".join(f"{r.name} ({r.exceptions:,} exceptions, "
+                          f"{_count(r.counters.get('entries', 0), 'REC entry', 'REC entries')})"
+                          for r in looping[:MAX_LOOPING_NAMED])
+        more = f" and {len(looping) - MAX_LOOPING_NAMED:,} more" if len(looping) > MAX_LOOPING_NAMED else ""
+        out.append(f"{_count(len(looping), 'realm')} took more than {EXCEPTION_LOOP_FACTOR} exceptions per REC entry "
+                   f"(and at least {EXCEPTION_LOOP_MIN}): {named}{more}; a guest doing so is likely stuck in an "
+                   f"exception loop (vbar not set, an SEA at an EMPTY page, udf)")
     if report.trace_dropped:
         lost = ", ".join(f"CPU {cpu} {n:,}" for cpu, n in sorted(report.trace_dropped.items()))
         out.append(f"the trace holds only the newest {report.trace_capacity:,} records of each CPU, so its timeline "
@@ -147,7 +158,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "locks": lock_records(report.locks),
         "processes": [{"cpu": cpu, **report.usage[cpu].to_json()} for cpu in sorted(report.usage)],
         "realms": [{"name": r.name, "recs": r.recs, "ok": r.ok, "detail": r.detail, "counters": dict(r.counters),
-                    "output": _output(r.output)} for r in report.realms],
+                    "exceptions": r.exceptions, "output": _output(r.output)} for r in report.realms],
         "counters": [{"cpu": cpu, "values": dict(report.counters[cpu])} for cpu in sorted(report.counters)],
         "failures": [{"cpu": f.cpu, "how": f.how, "traceback": f.traceback,
                       "held_locks": [f"{pa:#x}" for pa in f.held_locks]} for f in report.failures],

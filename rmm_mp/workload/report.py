@@ -53,6 +53,12 @@ so a lifecycle run that fails thousands of instances still sends each CPU's pare
 21 KiB of guest output; the instances after them show no output."""
 
 
+EXCEPTION_LOOP_MIN = 64
+EXCEPTION_LOOP_FACTOR = 4
+"""A realm whose guest took at least EXCEPTION_LOOP_MIN exceptions, and more than
+EXCEPTION_LOOP_FACTOR per REC entry, gets a WARNING line (RealmOutcome.exception_loop)."""
+
+
 @dataclass(frozen=True)
 class GuestOutput:
     """What a realm's guest wrote for a reader: the tail of its console and its last LOG records.
@@ -82,6 +88,19 @@ class RealmOutcome:
     """Its guest's console tail and last LOG records: for a failed realm, and for every realm
     read at the end of the run with --console (a torn-down lifecycle instance only when it failed,
     and only the first MAX_OUTPUTS_PER_CPU of its CPU); None otherwise."""
+    exceptions: int = 0
+    """Synchronous exceptions its guest took in the realm (SEAs the RMM or the host injected,
+    undefined instructions, misaligned accesses, address size faults), all RECs together: the
+    count the RMM keeps in its RD (rmm.realm_desc.count_exception)."""
+
+    @property
+    def exception_loop(self) -> bool:
+        """Its guest took many exceptions for the entries it had: at least EXCEPTION_LOOP_MIN,
+        and more than EXCEPTION_LOOP_FACTOR per REC entry (a guest in an exception loop takes
+        one per instruction of its time slice; one that handles the odd SEA or udf and goes on
+        takes far fewer than its entries)."""
+        return (self.exceptions >= EXCEPTION_LOOP_MIN
+                and self.exceptions > EXCEPTION_LOOP_FACTOR * self.counters.get("entries", 0))
 
 
 @dataclass(frozen=True)

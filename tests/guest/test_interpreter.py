@@ -58,6 +58,7 @@ class RamBus:
         self.invalidate_on: set[int] = set()
         self.always_invalidate = False
         self.absent: set[int] = set()
+        self.exceptions = 0
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
         self.translations.append((page, write, fetch))
@@ -74,6 +75,9 @@ class RamBus:
     def sync(self) -> bool:
         self.syncs += 1
         return self.always_invalidate or self.syncs in self.invalidate_on
+
+    def exception_taken(self) -> None:
+        self.exceptions += 1
 
 
 def boot(text: str, regs: dict[int, int] | None = None, pstate: int = 0,
@@ -414,6 +418,7 @@ def test_a_pair_must_be_8_byte_aligned(name: str, write: bool, offset: int) -> N
     assert (state.x[10], state.x[11], state.x[12]) == (8, ESR_DATA_ALIGN | (ESR_WNR if write else 0), DATA2 + offset)
     assert (state.x[2], state.x[3]) == (0x22, 0x33)
     assert bus.ram[DATA2:DATA2 + 32] == b"\xcc" * 32
+    assert bus.exceptions == 1
 
 
 @pytest.mark.parametrize("name, write", [("ldp", False), ("stp", True)])
@@ -622,10 +627,11 @@ VECTOR_CODE = f"""
 def test_udf_enters_the_vector() -> None:
     """udf: elr = its address, esr EC 0 (unknown) with IL, pc = vbar + 0x200, where the realm's
     handler runs."""
-    state, event, _ = execute("nop\nudf\nsmc #1\n" + VECTOR_CODE)
+    state, event, bus = execute("nop\nudf\nsmc #1\n" + VECTOR_CODE)
     assert (event.kind, event.imm) == (SMC, 0x77)
     assert (state.x[10], state.x[11]) == (8, ESR_UNDEFINED)
     assert state.sysregs[SysReg.ELR] == 8
+    assert bus.exceptions == 1
 
 
 def test_vbar_low_bits_are_res0() -> None:
@@ -721,14 +727,42 @@ def test_misaligned_data_access(name: str, offset: int) -> None:
     assert (state.x[10], state.x[11], state.x[12]) == (8, esr, DATA2 + offset)
     assert state.x[2] == 0x1122_3344_5566_7788
     assert bus.ram[DATA2:DATA2 + 16] == b"\xcc" * 16
+    assert bus.exceptions == 1
 
 
 def test_misaligned_pc() -> None:
     """A branch to an address that is not a multiple of 8 takes a PC alignment exception there:
     esr EC 0x22 with IL, elr = far = the misaligned PC."""
-    state, event, _ = execute("mov x1, #0x104\nbr x1\n" + VECTOR_CODE)
+    state, event, bus = execute("mov x1, #0x104\nbr x1\n" + VECTOR_CODE)
     assert (event.kind, event.imm) == (SMC, 0x77)
     assert (state.x[10], state.x[11], state.x[12]) == (0x104, ESR_PC_ALIGN, 0x104)
+    assert bus.exceptions == 1
+
+
+def test_every_exception_taken_is_told_to_the_bus_once() -> None:
+    """The bus hears of each exception the guest takes in the realm (it counts them for the run
+    report) and of nothing else: a handler that erets past each of udf, a misaligned ldr, a
+    misaligned stp and an unknown opcode sees 4, a loop without exceptions 0; a udf at the
+    vector itself is taken again at every instruction: a slice of 50 instructions counts 50."""
+    state, event, bus = execute(f"""
+        mov x1, #{DATA2 + 1}
+        udf
+        ldr x2, [x1]
+        stp x2, x3, [x1]
+        .quad 0xff
+        smc #1
+        .org {VECTOR}
+        mrs x10, elr
+        add x10, x10, #8
+        msr elr, x10
+        eret
+    """)
+    assert (event.kind, event.imm, bus.exceptions) == (SMC, 1, 4)
+    state, event, bus = execute("mov x1, #3\nloop: sub x1, x1, #1\ncbnz x1, loop\nsmc #1\n")
+    assert (event.kind, bus.exceptions) == (SMC, 0)
+    state, bus = boot(f"udf\n.org {VECTOR}\nudf\n")
+    event = run(state, bus, 50)
+    assert (event.kind, bus.exceptions) == (SLICE, 50)
 
 
 # -- translation cache ------------------------------------------------------------------------

@@ -100,6 +100,9 @@ class SplitBus:
     def sync(self) -> bool:
         return False
 
+    def exception_taken(self) -> None:
+        pass
+
 
 # -- instructions as the document writes them -----------------------------------------------------
 

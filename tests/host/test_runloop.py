@@ -516,6 +516,42 @@ def test_console_and_log_keep_their_last_bytes_and_records(machine: Machine) -> 
     b.finish()
 
 
+def test_exceptions_the_rmm_makes_a_realm_take_are_counted_in_its_rd(machine: Machine) -> None:
+    """A guest whose handler steps past each faulting instruction: hvc (undefined), a load from a
+    protected IPA below RAM (RIPAS EMPTY: an SEA from the RMM), a load from an unprotected IPA
+    the host neither emulates nor backs (the host's INJECT_SEA) and a load at 2^40 (an address
+    size fault), then udf (taken in the interpreter): the RD counts 5, one each, for the report."""
+    b = boot(machine, program(f"""
+            adr x1, vector
+            msr vbar, x1
+            mov x21, #0
+            hvc #0
+            mov x2, #0x1000
+            ldr x3, [x2]
+            mov x2, ={PAR + 0x1000:#x}
+            ldr x3, [x2]
+            mov x2, ={1 << 40:#x}
+            ldr x3, [x2]
+            udf
+            mov x19, #0
+            mov x20, x21
+            b report
+            .align 2048
+        vector:
+            .zero 0x200
+            add x21, x21, #1
+            mrs x22, elr
+            add x22, x22, #8
+            msr elr, x22
+            eret
+        """))
+    assert b.run().errors == ()
+    st = b.status()
+    assert st.passed and st.result == (0, 5) and st.counters["sea_injected"] == 1
+    assert Rd(machine.memory, (b.realm.rd - machine.memory.base) >> 12).exceptions == 5
+    b.finish()
+
+
 def test_unprotected_access_outside_shared_memory_gets_an_sea(machine: Machine) -> None:
     """A load from an unprotected IPA that is neither the device window nor shared RAM: the host
     re-enters with INJECT_SEA and the realm's vector sees a data abort (EC 0x25) with FAR = IPA."""

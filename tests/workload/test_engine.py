@@ -411,3 +411,23 @@ def test_console_option_shows_every_realms_output(tmp_path: Path) -> None:
     assert hi["ok"] and hi["output"] == {"console": "", "console_bytes": 0, "log_count": 1,
                                          "log": [{"rec": 0, "values": [0x10000, hi["output"]["log"][0]["values"][1], 0, 0]}]}
     assert "Guest output of hi: console (0 bytes written), LOG (1 record)\n  LOG rec 0: 0x10000" in render.format_report(report)
+
+
+def test_a_guest_in_an_exception_loop_is_counted_and_warned_about(tmp_path: Path) -> None:
+    """A guest that leaves vbar at 0 and executes udf: the vector (IPA 0x200, outside RAM) takes
+    an SEA at its fetch, which enters the vector again, for ever. The realm stays ok ("running
+    when the run ended": it never fails), but its exceptions are counted (far more than its REC
+    entries) and the report warns that it may be in an exception loop; a hello realm beside it
+    took none. Before, nothing in the report hinted at the loop."""
+    (tmp_path / "loop.s").write_text("start:\n    udf\n")
+    report = go(tmp_path, 'iterations = 20\ncpus = 1\ntime_slice = 500\nactivities = { run = 1 }\n'
+                          '[[realm]]\nname = "stuck"\nguest = "loop.s"\n[[realm]]\nname = "hi"\nguest = "hello"\n')
+    stuck, hi = report.realms
+    assert stuck.ok and "running when the run ended" in stuck.detail
+    assert stuck.exceptions > 4 * stuck.counters["entries"] >= 4 and hi.exceptions == 0
+    doc = render.to_json(report)
+    assert [r["exceptions"] for r in doc["realms"]] == [stuck.exceptions, 0]
+    (warned,) = [w for w in doc["warnings"] if "exception loop" in w]
+    assert warned.startswith(f"1 realm took more than 4 exceptions per REC entry (and at least 64): stuck "
+                             f"({stuck.exceptions:,} exceptions, ")
+    assert f"WARNING: {warned}" in render.format_report(report)

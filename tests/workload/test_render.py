@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from rmm_mp.check import InvariantReport
 from rmm_mp.runtime import CpuFailure, ProcessUsage
-from rmm_mp.workload.render import format_report
+from rmm_mp.workload.render import format_report, to_json
 from rmm_mp.workload.report import RealmOutcome
 from stats.report_samples import hand_built
 
@@ -146,7 +146,7 @@ def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
     counters = {f"counter{n}": 1000 + n for n in range(20)}
     realm = RealmOutcome("vm#0", 4, True, "turned itself off, reported pass (detail 0x0)", counters)
     section = _section(format_report(hand_built(realms=(realm,))), "Realms: 1 of 1 ok")
-    assert section[1].split() == ["realm", "RECs", "result", "detail", "counters"]
+    assert section[1].split() == ["realm", "RECs", "exceptions", "result", "detail", "counters"]
     line = section[3]
     assert len(line) <= 120 and line.endswith(", ...")
     assert "turned itself off, reported pass (detail 0x0)" in line and "counter0 1,000" in line
@@ -154,6 +154,30 @@ def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
     last = line.removesuffix(", ...").rsplit(", ", 1)[1]
     name, value = last.split()
     assert value == f"{counters[name]:,}", line
+
+
+def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about() -> None:
+    """Each realm's exceptions are a column of the realm table and a JSON field; a realm with at
+    least 64 exceptions and more than 4 per REC entry gets a WARNING naming it (one with 64 in 16
+    entries, or 63 in 1, does not); past 5 such realms the warning counts the rest."""
+    realms = (RealmOutcome("spin", 1, True, "running when the run ended (10 REC entries)", {"entries": 10},
+                           exceptions=50_000),
+              RealmOutcome("fine", 1, True, "turned itself off", {"entries": 16}, exceptions=64),
+              RealmOutcome("few", 1, True, "turned itself off", {"entries": 1}, exceptions=63))
+    report = hand_built(realms=realms)
+    doc = to_json(report)
+    assert [r["exceptions"] for r in doc["realms"]] == [50_000, 64, 63]
+    loop = [w for w in doc["warnings"] if "exception loop" in w]
+    assert loop == ["1 realm took more than 4 exceptions per REC entry (and at least 64): spin (50,000 exceptions, "
+                    "10 REC entries); a guest doing so is likely stuck in an exception loop (vbar not set, an SEA at "
+                    "an EMPTY page, udf)"]
+    text = format_report(report)
+    assert f"WARNING: {loop[0]}" in text
+    section = _section(text, "Realms: 3 of 3 ok")
+    assert section[3].split()[:4] == ["spin", "1", "50,000", "ok"] and section[4].split()[:3] == ["fine", "1", "64"]
+    many = tuple(RealmOutcome(f"vm#{n}", 1, True, "running", {"entries": 1}, exceptions=1000) for n in range(7))
+    (warned,) = [w for w in to_json(hand_built(realms=many))["warnings"] if "exception loop" in w]
+    assert warned.startswith("7 realms took") and "vm#4 (1,000 exceptions, 1 REC entry) and 2 more;" in warned
 
 
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
