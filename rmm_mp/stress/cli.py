@@ -202,9 +202,10 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
                save_schedule: str | None, json_path: str | None) -> None:
     """Print the report, compare a replay with its recording, shrink, write the files, exit.
     Each piece is a ``stop`` step: a print ends at a signal and the next ones still come (so
-    that the report is given), the shrinking is skipped after one; but the report's last line
-    and the lines after the files are written with signals held back (Interrupts.held), so that
-    one sent as the output ends does not change the exit status."""
+    that the report is given), the shrinking is skipped after one; but the report's last line,
+    the files when nothing but they follow it, and the lines after the files are written with
+    signals held back (Interrupts.held), so that one sent as the output ends does not change
+    the exit status."""
     # A reader that left (`| head -1`) ends the printing quietly (outpaths.echo): the files are
     # still written and the exit status is still the run's.
     def say(text: str, err: bool = False) -> bool:
@@ -238,7 +239,20 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # first step, say); asked for by name, it is refused by schedule_file.write, named among
     # the files not written.
     unsaved = saved and not save_schedule and bool(unreplayable)
-    if saved or trace_path or json_path:
+    # The verdict is out when the report's last line was written held back and nothing has
+    # taken the signals since (no replay verdict, no shrinking, no signal noted before that
+    # line, a run not interrupted): only the files follow, and they are written held back too,
+    # up to the exit status, as `check --json` and `explore --json` write theirs after their
+    # last line. A signal sent as that line appears (a script reacting to it) lands here, a few
+    # milliseconds later; taken before the files, it marked the report and the JSON interrupted
+    # and gave exit status 1 after the whole report was out. The files of an interrupted run
+    # are still written as a step, which a signal ends.
+    verdict_out = stop.holding and not stop.by and not report.interrupted
+
+    def tell(text: str, err: bool = False) -> None:
+        stop.held(lambda: echo(text, err=err))
+
+    if (saved or trace_path or json_path) and not verdict_out:
         # More is given after the report: a signal held back since its last line is taken now,
         # as one during the printing (the report and the files say it came).
         stop.take()
@@ -253,7 +267,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # exit status is 1.
     files: list[tuple[str, str, Callable[[str], object]]] = []
     if unsaved:
-        say(f"schedule not saved: {unreplayable}")
+        (tell if verdict_out else say)(f"schedule not saved: {unreplayable}")
     elif saved:
         files.append(("schedule", save_schedule or default_schedule_path(config),
                       functools.partial(schedule_file.write, report)))
@@ -264,16 +278,15 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     if json_path:
         extra = {"replay": verdict.to_json() if verdict is not None else None, "shrink": searched}
         files.append(("json", json_path, functools.partial(_write_json, report, extra, written, errors)))
-    # A step, so that Ctrl-C or SIGTERM ends the file being written (write_files names it).
-    # None without files: a step takes a signal held back since the report's last line.
-    if files:
+    # Otherwise a step, so that Ctrl-C or SIGTERM ends the file being written (write_files
+    # names it).
+    if files and verdict_out:
+        stop.held(lambda: write_files(files, written, errors))
+    elif files:
         stop.step(lambda: write_files(files, written, errors), read=True)
 
     # The lines after the files are the last output: written with the signals held back up to
     # the exit status, as the report's last line is.
-    def tell(text: str, err: bool = False) -> None:
-        stop.held(lambda: echo(text, err=err))
-
     if "schedule" in written:
         tell(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
     if "trace" in written:

@@ -518,18 +518,24 @@ def test_a_finished_shrinking_is_in_the_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_while_the_files_are_written_names_the_files_not_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
-    """Ctrl-C or SIGTERM as the timeline starts to be written: the schedule (written before)
-    is given, the timeline and the JSON after it are named as not written, interrupted, and the
-    exit status is 1: not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM: a handler of the
-    test's own stands in for the default one, which would end pytest); no partial or temporary
-    file is left."""
-    from rmm_mp.stress import timeline
+    """A run with a finding interrupted by Ctrl-C (as its end is worked out), then Ctrl-C or
+    SIGTERM as the timeline starts to be written: the schedule (written before) is given, the
+    timeline and the JSON after it are named as not written, interrupted, and the exit status
+    is 1: not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM: a handler of the test's own
+    stands in for the default one, which would end pytest); no partial or temporary file is
+    left. (The files of a run that was not interrupted are written held back: see the next
+    test.) The copy windows are set to 0: the second signal is a second request here."""
+    from rmm_mp import interrupts
+    from rmm_mp.stress import runner, timeline
 
     def outside_the_writing(signum: int, frame: object) -> None:
         raise KeyboardInterrupt("SIGTERM reached the handler in place before the run")
 
+    monkeypatch.setattr(interrupts, "COPY_S", 0.0)
+    monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
     previous = signal.signal(signal.SIGTERM, outside_the_writing)
     try:
+        ended = _signal_when_called(monkeypatch, runner, "_ended", signal.SIGINT)
         calls = _signal_when_called(monkeypatch, timeline, "write", signum)
         sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
         res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
@@ -537,13 +543,43 @@ def test_a_signal_while_the_files_are_written_names_the_files_not_written(
     finally:
         signal.signal(signal.SIGTERM, previous)
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-    assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert ended and calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
     assert f"schedule: {sched}\nreplay: rmm-mp stress --replay {sched}\n" in res.stdout
     assert "timeline:" not in res.stdout
     for key, path in (("trace", trace), ("json", j)):
         message = f"could not write the {key} report to {path}: interrupted ({what})"
         assert f"  {message}\n" in res.stdout and f"Error: {message}\n" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_signal_while_the_files_of_a_given_verdict_are_written_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """A run with a finding, not interrupted, its report printed to the last line: Ctrl-C or
+    SIGTERM as the timeline, written after that line, starts to be written changes nothing,
+    as one during `check --json`'s or `explore --json`'s file after their last line: every file
+    is written, the JSON says the run was not interrupted, nothing is said of an interruption,
+    and the exit status is the finding's 1. The files were written as a step that took the
+    signal: the timeline and the JSON were named as not written (interrupted) after the whole
+    report was out. Found by a signal-timing fuzz (a signal sent as the last line is read lands
+    a few milliseconds later, in the files' write); the hook sends it from that write."""
+    from rmm_mp.stress import timeline
+
+    previous = signal.signal(signal.SIGTERM, _outside_the_command)
+    try:
+        calls = _signal_when_called(monkeypatch, timeline, "write", signum)
+        sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
+        res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
+                                          "--json", str(j)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
+    assert f"schedule: {sched}\n" in res.stdout and f"timeline: {trace} " in res.stdout, res.stdout
+    assert "interrupted" not in res.output and "not written" not in res.output, res.output
+    data = json.loads(j.read_text())
+    assert data["interrupted"] is False and data["findings"] and data["not_done"] == []
+    assert data["outputs"] == {"schedule": str(sched), "trace": str(trace), "json": str(j)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.json", "t.json"]
 
 
 def test_clean_free_running_run_exits_zero(tmp_path: Path) -> None:
