@@ -20,12 +20,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, key_part, key_path_parts, locate
-from rmm_mp.hw.tomlsrc import not_one_printable_line, read_source, toml_string
+from rmm_mp.hw.tomlsrc import choice_list, not_one_printable_line, read_source
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 
 GRANULE_SIZE = 4096
@@ -161,12 +161,6 @@ def resolve(name_or_path: str | os.PathLike[str]) -> Path:
     return find_toml(name_or_path, platform_dir(), "platform", "platform", "platform")
 
 
-def _or(items: Iterable[str]) -> str:
-    """'a, b or c': choices as an error lists them (not Python's list or tuple repr)."""
-    shown = list(items)
-    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
-
-
 def load(name_or_path: str | os.PathLike[str]) -> Platform:
     """Load and validate a platform; every problem raises ConfigError before anything is built."""
     path = resolve(name_or_path)
@@ -269,7 +263,7 @@ class _Validator:
         cpus = self.integer(raw, "cpus", "cpus", 1, 256, "the number of CPUs")
         pa_bits = raw["pa_bits"]
         if type(pa_bits) is not int or pa_bits not in PA_WIDTHS:     # 48.0 == 48, but is no width
-            raise self.fail("pa_bits", pa_bits, f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {_or(map(str, PA_WIDTHS))}")
+            raise self.fail("pa_bits", pa_bits, f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {choice_list(PA_WIDTHS)}")
         dram = self.region(raw["dram"], "dram", pa_bits)
         if dram.end > 1 << REALM_PA_BITS:
             # pa_bits = 52 allows such DRAM, but RTT_CREATE, DATA_CREATE ... refuse its PAs
@@ -375,7 +369,7 @@ class _Validator:
         if (not isinstance(hashes, list) or not hashes or any(h not in HASH_NAMES for h in hashes)
                 or len(set(hashes)) != len(hashes)):
             raise self.fail("features.hash_algorithms", hashes,
-                            f"a non-empty list of hash names, each {_or(toml_string(h) for h in HASH_NAMES)}")
+                            f"a non-empty list of hash names, each {choice_list(HASH_NAMES)}")
         lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", 1, 16,
                            "a count of GICv3 list registers (GICV3_NUM_LRS = count - 1)")
         order = raw.get("max_recs_order", 10)
@@ -393,7 +387,7 @@ class _Validator:
         self.keys(raw, "attestation", {"keys", "rak_seed", "platform_key_seed"}, {"keys"})
         keys = raw["keys"]
         if keys not in KEY_SOURCES:
-            raise self.fail("attestation.keys", keys, f"one of {_or(toml_string(k) for k in KEY_SOURCES)}")
+            raise self.fail("attestation.keys", keys, f"one of {choice_list(KEY_SOURCES)}")
         if keys == "seeds":
             for key in ("rak_seed", "platform_key_seed"):
                 seed = raw.get(key)

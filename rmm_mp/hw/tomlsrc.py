@@ -119,6 +119,14 @@ def toml_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def choice_list(values: Iterable[object]) -> str:
+    """The values an error offers as choices, each as the file writes it, as text: "32, 36 or
+    40", "'sha256' or 'sha512'" (not Python's tuple or list repr). Every error listing a fixed
+    set of values (platform, workload and schedule files) words it with this."""
+    shown = [_toml(value) for value in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
 def not_one_printable_line(text: str) -> str | None:
     """Why ``text`` is not one line of printable characters (which character, where), or None.
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmm_mp.hw.tomlsrc import ConfigError, suggestion
+from rmm_mp.hw.tomlsrc import ConfigError, choice_list, suggestion
 from rmm_mp.outpaths import write_json
 from rmm_mp.stress.bugs import BUGS, inject_problem
 from rmm_mp.stress.config import (
@@ -134,7 +134,7 @@ def parse(data: object, source: str) -> Schedule:
     if problem := inject_problem(inject):
         raise f.fail("config.inject", c["inject"], f"{problem[1]} ({problem[0]})")
     checkers = f.names(c["checkers"], "config.checkers", CHECKERS, "checker names",
-                       f"a checker: one of {', '.join(CHECKERS)}")
+                       f"a checker: one of {choice_list(CHECKERS)}")
     switches = f.switches(data["switches"], "switches", ints["cpus"])
     r = f.record(data["result"], "result", _RESULT_KEYS)
     steps = f.integer(r["steps"], "result.steps", 0, _U64, "the steps the run took")

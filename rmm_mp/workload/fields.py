@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, decimal, key_part, not_one_printable_line, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, not_one_printable_line, suggestion
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
@@ -116,7 +116,7 @@ class Fields:
         if not isinstance(value, str) or value not in choices:
             hint = suggestion(value, choices) if isinstance(value, str) else ""
             reason = f" ({why})" if why else ""
-            raise self.fail(key, value, f"one of {', '.join(repr(c) for c in choices)}{hint}{reason}")
+            raise self.fail(key, value, f"one of {choice_list(choices)}{hint}{reason}")
         return value
 
     def size(self, value: object, key: str, lo: int, hi: int) -> int:

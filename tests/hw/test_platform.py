@@ -299,8 +299,9 @@ def test_description_with_a_character_that_is_not_printable(tmp_path: Path, esca
 ], ids=["pa-bits", "hash-algorithms", "attestation-keys"])
 def test_choices_are_listed_as_text_not_python_sequences(tmp_path: Path, pattern: str, replacement: str,
                                                           expected: str) -> None:
-    """A value outside a fixed set names the choices as a workload error does ('a, b or c'),
-    not as Python's tuple or list repr ((32, 36, ...), ['sha-256', 'sha-512'])."""
+    """A value outside a fixed set names the choices as text ('a, b or c', tomlsrc.choice_list,
+    as workload and schedule errors do), not as Python's tuple or list repr ((32, 36, ...),
+    ['sha-256', 'sha-512'])."""
     path, _ = _write_bad(tmp_path, pattern, replacement)
     with pytest.raises(ConfigError) as info:
         load(path)

@@ -107,10 +107,11 @@ TAMPERED = [
     # Values that used to be accepted silently.
     (("config", "seed"), -5, f"config.seed = -5: expected a seed, an integer in 0..{U64}"),
     (("config", "seed"), 2**70, f"config.seed = {2**70} ({2**70:#x}): expected a seed, an integer in 0..{U64}"),
-    (("config", "strategy"), "xyz", "config.strategy = 'xyz': expected one of 'random', 'pct', 'replay' (a replay "
+    (("config", "strategy"), "xyz", "config.strategy = 'xyz': expected one of 'random', 'pct' or 'replay' (a replay "
                                     "follows the switches of a deterministic run)"),
-    (("config", "strategy"), "free", "config.strategy = 'free': expected one of 'random', 'pct', 'replay'"),
-    (("config", "workload"), "table", "config.workload = 'table': expected one of 'mixed', 'tables'"),
+    (("config", "strategy"), "free", "config.strategy = 'free': expected one of 'random', 'pct' or 'replay'"),
+    (("config", "workload"), "table", "config.workload = 'table': expected one of 'mixed', 'tables', 'rtts', "
+                                      "'realms', 'lifecycle' or 'running' (did you mean \"tables\"?)"),
     (("config", "cpus"), 17, "config.cpus = 17: expected a number of CPU processes, an integer in 2..16"),
     # A string is not a list of one name: it was read letter by letter ("unknown l, o, c, ...").
     (("config", "inject"), "lock-two-unordered", 'config.inject = \'lock-two-unordered\': expected a list of bug '
@@ -125,7 +126,7 @@ TAMPERED = [
     (("config", "inject"), ["lock-two-unordered", "lock-two-unordered"],
      "config.inject = ['lock-two-unordered', 'lock-two-unordered']: expected each bug at most once"),
     (("config", "checkers"), ["lockdep", "bogus"], "config.checkers[1] = 'bogus': expected a checker: one of "
-                                                   "lockdep, ownership, invariants, watchdog"),
+                                                   "'lockdep', 'ownership', 'invariants' or 'watchdog'"),
     # Switches: CPUs the run does not have, negative, fractional or string entries, steps out of order.
     (("switches",), [[0, 5]], "switches[0] = [0, 5]: expected a [step, cpu] pair whose cpu is one of the run's: an "
                               "integer in 0..1 (config.cpus = 2)"),

@@ -715,7 +715,7 @@ def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
 
 def test_bad_hash_name(tmp_path: Path) -> None:
     """A hash algorithm the RMM does not offer (sha384): refused, naming the two it does."""
-    refused(tmp_path, HEAD + OK_REALM + 'hash = "sha384"\n', 6, "realm[0].hash", "sha384", "one of 'sha256', 'sha512'")
+    refused(tmp_path, HEAD + OK_REALM + 'hash = "sha384"\n', 6, "realm[0].hash", "sha384", "one of 'sha256' or 'sha512'")
 
 
 def test_too_many_realms_for_the_run_queue(tmp_path: Path) -> None:
