@@ -15,7 +15,7 @@ from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.hw.tomlsrc import ConfigError, read_source
+from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import check_shm_dir
 from rmm_mp.stress import check_cli
 from rmm_mp.stress import cli as stress_cli
@@ -88,7 +88,7 @@ def platform_show(name: str, public_key: bool) -> None:
         except ConfigError as exc:
             # NAME is an argument, as run's --platform is an option: say so, not "platform: platform = ..."
             raise ConfigError("command line", "NAME", exc.value, exc.expected) from None
-        plat = platforms.parse(read_source(path, "platform"), str(path))
+        plat = platforms.load(path)      # a resolved path resolves to itself
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if public_key:
