@@ -21,10 +21,14 @@ call) changed: 'rec0', 'rd', 'rec0.aux0', or the state and PA of any other ('dat
 Every enter() writes RmiRecEnter into a zeroed run page (the exit half may be filled with a byte
 pattern first, to see which exit fields the RMM writes). Leaving the ``with`` block tears the
 realm down (unless the block raised) and frees the host's pages.
+
+Pieces of guest programs shared by the attestation tests: ``init_code`` (RSI_ATTESTATION_TOKEN_INIT),
+``extend_code`` (RSI_MEASUREMENT_EXTEND) and ``copy_loop`` (the CONTINUE loop copying a token out).
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Callable, Sequence
 
 from footprint import realm_snapshot
@@ -85,6 +89,55 @@ start:
     mov x20, #{detail}
     b report
 {REPORT_TAIL}"""
+
+
+def init_code(challenge: bytes) -> str:
+    """Guest code: RSI_ATTESTATION_TOKEN_INIT with the 64-byte ``challenge`` in X1..X8
+    (little-endian words). Its outputs are left in X0 and X1."""
+    regs = "\n".join(f"mov x{i + 1}, ={w}" for i, w in enumerate(struct.unpack("<8Q", challenge)))
+    return f"{regs}\nmov x0, =RSI_ATTESTATION_TOKEN_INIT\nsmc #0\n"
+
+
+def extend_code(rem: int, value: bytes, size: int | None = None) -> str:
+    """Guest code: RSI_MEASUREMENT_EXTEND of REM ``rem`` with ``value`` (zero padded to 64 bytes)
+    in X3..X10 and X2 = ``size`` (default: len(value); a size below the value's length leaves
+    its remaining bytes in the registers, as the ACS's calls do). X0 is left in X0."""
+    words = struct.unpack("<8Q", value.ljust(64, b"\0"))
+    regs = "\n".join(f"mov x{3 + i}, ={w}" for i, w in enumerate(words))
+    length = len(value) if size is None else size
+    return f"mov x1, #{rem}\nmov x2, #{length}\n{regs}\nmov x0, =RSI_MEASUREMENT_EXTEND\nsmc #0\n"
+
+
+def copy_loop(name: str, buf: int, chunk: int, log: int = 0) -> str:
+    """Guest code: RSI_ATTESTATION_TOKEN_CONTINUE from IPA ``buf`` on, X3 = min(chunk, room
+    left in the granule), until X0 is not RSI_INCOMPLETE (the spec's A7.2.2 loop; with chunk
+    4096 it is also the ACS's: size = PAGE_SIZE - offset, offset += X1); x25 ends at buf +
+    bytes written. ``name`` is the loop's label (labels ``name``_sized and ``name``_call too).
+    With ``log``, each call's X0 and X1 are stored there (16 bytes a call). Uses x0..x3 and
+    x25..x27 only: what must survive a call lives above X16, since an RSI command returns
+    X1..X16 as outputs or 0 (B1.2)."""
+    store = "str x0, [x27]\n    str x1, [x27, #8]\n    add x27, x27, #16" if log else ""
+    return f"""
+    mov x25, ={buf}
+    mov x26, ={chunk}
+    mov x27, ={log}
+{name}:
+    and x1, x25, #-4096
+    and x2, x25, #4095
+    mov x3, #4096
+    sub x3, x3, x2
+    cmp x3, x26
+    b.ls {name}_sized
+    mov x3, x26
+{name}_sized:
+    mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE
+{name}_call:
+    smc #0
+    {store}
+    add x25, x25, x1
+    cmp x0, #3
+    b.eq {name}
+"""
 
 
 class Guest:

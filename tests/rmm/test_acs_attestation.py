@@ -31,12 +31,12 @@ from typing import Any, Iterator
 import cbor2
 import pytest
 
-from realm_guests import CODE, GRANULE, Guest
+from realm_guests import CODE, GRANULE, Guest, copy_loop, extend_code, init_code
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
 
-SUCCESS, STATE, INCOMPLETE = 0, 2, 3
+SUCCESS, STATE = 0, 2
 EXIT_IRQ = 1
 SLICE = 1_000_000
 """No program here is interrupted by the time slice (so signing runs to the end in one entry)."""
@@ -182,34 +182,20 @@ def acs_verify_token(token: bytes, challenge: bytes) -> tuple[dict[Any, Any], di
 
 def init(challenge: bytes) -> str:
     """RSI_ATTESTATION_TOKEN_INIT with ``challenge`` in X1..X8; X0 -> x17, X1 -> x18."""
-    regs = "\n".join(f"mov x{i + 1}, ={w}" for i, w in enumerate(struct.unpack("<8Q", challenge)))
-    return f"{regs}\nmov x0, =RSI_ATTESTATION_TOKEN_INIT\nsmc #0\nmov x17, x0\nmov x18, x1\n"
+    return init_code(challenge) + "mov x17, x0\nmov x18, x1\n"
 
 
-def extend(index: int, size: int, value: bytes = ACS_REM_VALUE) -> str:
-    """RSI_MEASUREMENT_EXTEND of REM ``index`` with ``size`` bytes of ``value``; X0 -> x19."""
-    regs = "\n".join(f"mov x{3 + i}, ={w}" for i, w in enumerate(struct.unpack("<8Q", value)))
-    return f"mov x1, #{index}\nmov x2, #{size}\n{regs}\nmov x0, =RSI_MEASUREMENT_EXTEND\nsmc #0\nmov x19, x0\n"
+def extend(index: int, size: int) -> str:
+    """RSI_MEASUREMENT_EXTEND of REM ``index`` with ``size`` bytes of ACS_REM_VALUE (all eight
+    words in X3..X10, as the ACS passes them); X0 -> x19."""
+    return extend_code(index, ACS_REM_VALUE, size) + "mov x19, x0\n"
 
 
-COPY_OUT = f"""
-    mov x25, ={BUF}         // the granule
-    mov x26, #0             // offset
-copy:                       // the ACS's loop: size = PAGE_SIZE - offset, offset += len
-    mov x1, x25
-    mov x2, x26
-    mov x3, #4096
-    sub x3, x3, x26
-    mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE
-    smc #0
-    add x26, x26, x1
-    cmp x0, #{INCOMPLETE}
-    b.ne copied
-    cmp x26, #4096
-    b.lo copy
-copied:
-"""
-"""Copy the token into BUF (one granule: the tokens here are shorter); x26 = its size."""
+COPY_OUT = copy_loop("copy", BUF, 4096)
+"""Copy the token into BUF with the ACS's loop (size = PAGE_SIZE - offset, offset += len);
+x25 = BUF + its size. The ACS's loop also stops at the end of the page, which matters only for
+a token longer than a page: INIT's X1, checked by token_of, bounds it at 4096 bytes."""
+
 TAIL = f"""
 done:
     wfi
@@ -226,7 +212,7 @@ def token_of(g: Guest) -> bytes:
     assert g.pc() == g.label("done") + 8
     assert (g.gpr(17), g.gpr(18)) == (SUCCESS, 4096), "INIT: X0 SUCCESS, X1 the token's upper bound"
     assert g.gpr(0) == SUCCESS, f"the copy loop ended with X0 = {g.gpr(0)}"
-    return g.peek(BUF, g.gpr(26))
+    return g.peek(BUF, g.gpr(25) - BUF)
 
 
 # -- the tests -----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import pytest
 
 import rmm_mp
 from footprint import snapshot
-from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
+from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest, copy_loop, extend_code, init_code
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
@@ -96,41 +96,6 @@ def machine() -> Iterator[Machine]:
 
 
 # -- guest program pieces ---------------------------------------------------------------------------
-
-def init_code(challenge: bytes = CHALLENGE) -> str:
-    """RSI_ATTESTATION_TOKEN_INIT with ``challenge`` in X1..X8 (little-endian words)."""
-    regs = "\n".join(f"mov x{i + 1}, ={w}" for i, w in enumerate(words(challenge)))
-    return f"{regs}\nmov x0, =RSI_ATTESTATION_TOKEN_INIT\nsmc #0\n"
-
-
-def copy_loop(name: str, buf: int, chunk: int, log: int = 0) -> str:
-    """CONTINUE from IPA ``buf`` on, X3 = min(chunk, room left in the granule), until X0 is not
-    RSI_INCOMPLETE (the spec's A7.2.2 loop); x25 ends at buf + bytes written. With ``log``, each
-    call's X0 and X1 are stored there (16 bytes a call). Uses x0..x3 and x25..x27 only: what must
-    survive a call lives above X16, since an RSI command returns X1..X16 as outputs or 0 (B1.2)."""
-    store = "str x0, [x27]\n    str x1, [x27, #8]\n    add x27, x27, #16" if log else ""
-    return f"""
-    mov x25, ={buf}
-    mov x26, ={chunk}
-    mov x27, ={log}
-{name}:
-    and x1, x25, #-4096
-    and x2, x25, #4095
-    mov x3, #4096
-    sub x3, x3, x2
-    cmp x3, x26
-    b.ls {name}_sized
-    mov x3, x26
-{name}_sized:
-    mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE
-{name}_call:
-    smc #0
-    {store}
-    add x25, x25, x1
-    cmp x0, #3
-    b.eq {name}
-"""
-
 
 def pattern_pages(at: int = BUF - CODE, pages: int = 2) -> str:
     page = ".quad " + ", ".join([hex(PATTERN)] * (GRANULE // 8))
@@ -212,7 +177,7 @@ def test_init_footprint(machine: Machine) -> None:
     """B5.3.2.4: the footprint is rec.attest_state and rec.attest_challenge, which live in the
     REC's first aux granule (rmm.attestation). The entry that makes the call changes the REC
     (registers) and that aux granule only: not the RD whose measurements INIT reads."""
-    program = "first: wfi\n" + init_code() + "done: wfi\n" + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n"
+    program = "first: wfi\n" + init_code(CHALLENGE) + "done: wfi\n" + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n"
     with Guest.build(machine, program + pattern_pages()) as g:
         stop_at(g, "first")
         assert g.changes(lambda: stop_at(g, "done")) == {"rec0", "rec0.aux0"}
@@ -227,10 +192,10 @@ def failing_program(args: dict[int, int], init: bool) -> str:
     """Sentinels; INIT (when ``init``); `before: wfi`; X1..X3 = args; `call: smc`; `done: wfi`;
     then INIT if there was none, and a full copy-out into BUF; `end: wfi`."""
     lines = [f"mov x{n}, ={sentinel(n)}" for n in range(1, 19)]
-    lines += [init_code() if init else "", "before: wfi"]
+    lines += [init_code(CHALLENGE) if init else "", "before: wfi"]
     lines += [f"mov x{n}, ={value}" for n, value in {1: BUF, 2: 0, 3: 4096, **args}.items()]
     lines += ["mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE", "call: smc #0", "done: wfi"]
-    lines += ["" if init else init_code(), copy_loop("out", BUF, 4096), "end: wfi", "b end", pattern_pages()]
+    lines += ["" if init else init_code(CHALLENGE), copy_loop("out", BUF, 4096), "end: wfi", "b end", pattern_pages()]
     return "\n".join(lines)
 
 
@@ -317,7 +282,7 @@ def test_copy_out_in_chunks(machine: Machine, chunk: int, offset: int) -> None:
     RSI_SUCCESS with X1 = the bytes that were left; at a granule boundary the loop names the next
     granule. The bytes are exactly at BUF + offset ..: the pattern before and after them is
     intact, and they are the whole token (it verifies)."""
-    program = init_code() + copy_loop("out", BUF + offset, chunk, LOG) + "end: wfi\nb end\n" + pattern_pages()
+    program = init_code(CHALLENGE) + copy_loop("out", BUF + offset, chunk, LOG) + "end: wfi\nb end\n" + pattern_pages()
     with Guest.build(machine, program) as g:
         for page in range(LOG_PAGES):
             g.fault_in(LOG + page * GRANULE)
@@ -345,7 +310,7 @@ def test_continue_footprint(machine: Machine) -> None:
     copies (RSI_INCOMPLETE, then the last one, RSI_SUCCESS) changes the REC, the first aux
     granule (how much is copied) and the buffer's page; nothing else (the RD included)."""
     chunk = "mov x1, ={}\nmov x2, #{}\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
-    program = (init_code() + "first: wfi\n" + chunk.format(BUF, 0) + "signed: wfi\n" + chunk.format(BUF, 100)
+    program = (init_code(CHALLENGE) + "first: wfi\n" + chunk.format(BUF, 0) + "signed: wfi\n" + chunk.format(BUF, 100)
                + "copied: wfi\n" + copy_loop("out", BUF + 200, 4096) + "end: wfi\nb end\n" + pattern_pages())
     with Guest.build(machine, program) as g:
         stop_at(g, "first")
@@ -365,7 +330,7 @@ def test_size_zero(machine: Machine) -> None:
     RSI_INCOMPLETE with X1 = 0 and nothing written; the copy-out goes on from where it was."""
     zero = "mov x1, ={buf}\nmov x2, #0\nmov x3, #0\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n" \
            "mov x{r0}, x0\nmov x{r1}, x1\n"
-    program = (init_code() + zero.format(buf=BUF, r0=19, r1=20) + "first: wfi\n"
+    program = (init_code(CHALLENGE) + zero.format(buf=BUF, r0=19, r1=20) + "first: wfi\n"
                + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
                + "mov x21, x0\nmov x22, x1\n" + zero.format(buf=BUF, r0=23, r1=24) + "second: wfi\n"
                + copy_loop("out", BUF + 100, 4096) + "end: wfi\nb end\n" + pattern_pages())
@@ -387,10 +352,11 @@ def test_error_state_after_success_until_init(machine: Machine) -> None:
     starts again and, the measurements being unchanged, yields the same token byte for byte."""
     state_call = "mov x1, ={buf}\nmov x2, #0\nmov x3, #4096\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n"
     spare = BUF + 2 * GRANULE
-    program = (init_code() + copy_loop("first", BUF, 4096) + "mov x28, x25\n"
+    program = (init_code(CHALLENGE) + copy_loop("first", BUF, 4096) + "mov x28, x25\n"
                + state_call.format(buf=spare) + "mov x19, x0\nmov x20, x1\n"
                + state_call.format(buf=spare) + "mov x21, x0\nmov x22, x1\n"
-               + init_code() + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages(pages=3))
+               + init_code(CHALLENGE) + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n"
+               + pattern_pages(pages=3))
     with Guest.build(machine, program) as g:
         stop_at(g, "end")
         assert (g.gpr(19), g.gpr(20), g.gpr(21), g.gpr(22)) == (STATE, 0, STATE, 0)
@@ -421,7 +387,7 @@ def test_init_restarts_token_in_progress(machine: Machine) -> None:
 def test_ripas_empty_buffer(machine: Machine) -> None:
     """A buffer granule whose RIPAS is EMPTY: RSI_ERROR_INPUT, X1 = 0, no exit (rsi-attest 1.4);
     nothing is consumed: the copy-out that follows starts from the token's first byte."""
-    program = (init_code() + f"mov x1, ={EMPTY_IPA}\nmov x2, #0\nmov x3, #4096\n"
+    program = (init_code(CHALLENGE) + f"mov x1, ={EMPTY_IPA}\nmov x2, #0\nmov x3, #4096\n"
                + "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\nmov x19, x0\nmov x20, x1\n"
                + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages())
     with Guest.build(machine, program) as g:
@@ -439,7 +405,7 @@ def test_unmapped_buffer(machine: Machine, buf: int, level: int) -> None:
     >> 8; rsi-attest 1.4), PC on the SMC and X0..X3 as the realm set them. After the host faults
     the page in, the call repeats; the token crosses into the next granule, which is unmapped
     too (now at level 3), and so on until the token is complete."""
-    program = init_code() + copy_loop("out", buf, 4096) + "end: wfi\nb end\n"
+    program = init_code(CHALLENGE) + copy_loop("out", buf, 4096) + "end: wfi\nb end\n"
     with Guest.build(machine, program) as g:
         for page, walk_level in ((buf & ~0xFFF, level), ((buf & ~0xFFF) + GRANULE, 3)):
             x0, ex = g.enter()
@@ -456,19 +422,15 @@ def test_unmapped_buffer(machine: Machine, buf: int, level: int) -> None:
 
 
 
-def extend_code(rem: int, value: bytes) -> str:
-    regs = "\n".join(f"mov x{3 + i}, ={w}" for i, w in enumerate(words(value.ljust(64, b"\0"))))
-    return f"mov x1, #{rem}\nmov x2, #{len(value)}\n{regs}\nmov x0, =RSI_MEASUREMENT_EXTEND\nsmc #0\n"
-
-
 @pytest.mark.parametrize("hash_algo", [0, 1], ids=["sha256", "sha512"])
 def test_measurements_are_taken_at_init(machine: Machine, hash_algo: int) -> None:
     """INIT takes the RIM and REMs as they are then (rsi-attest 1.7): REM1 extended with a
     before INIT and with b after it gives a token whose REM1 is H(0 || a); a second INIT gives
     H(H(0 || a) || b), the RD's value. RIM and the other REMs are the RD's, as long as the hash."""
     a, b = b"extended before INIT", b"and this after it"
-    program = (extend_code(1, a) + init_code() + extend_code(1, b) + copy_loop("first", BUF, 4096) + "mov x28, x25\n"
-               + init_code() + copy_loop("second", BUF + GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages())
+    program = (extend_code(1, a) + init_code(CHALLENGE) + extend_code(1, b) + copy_loop("first", BUF, 4096)
+               + "mov x28, x25\n" + init_code(CHALLENGE) + copy_loop("second", BUF + GRANULE, 4096)
+               + "end: wfi\nb end\n" + pattern_pages())
     with Guest.build(machine, program, hash_algo=hash_algo) as g:
         stop_at(g, "end")
         size = (32, 64)[hash_algo]
@@ -743,7 +705,7 @@ def test_signing_interrupted_by_the_time_slice() -> None:
     """A7.2.2: when the slice runs out while the RMM signs, the REC exits with RMI_EXIT_IRQ (ESR 0)
     and the realm sees RSI_INCOMPLETE with X1..X16 = 0 written, PC after the SMC; it calls
     again on the next entry, from whichever CPU, until the token is done."""
-    program = (init_code() + "mov x9, #9\nmov x10, #10\n" + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
+    program = (init_code(CHALLENGE) + "mov x9, #9\nmov x10, #10\n" + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
                + "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\n"
                + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages())
     with Machine.create("host", cpus=2, time_slice=SHORT_SLICE) as m:
@@ -769,7 +731,7 @@ def continue_program(setup: str, args: dict[int, int]) -> str:
     """``setup``: 'none' (no INIT), 'init' (INIT: the token is still to be signed) or 'copying'
     (INIT and a CONTINUE that signs and copies 100 bytes to BUF); then `first: wfi`, a CONTINUE
     with X1..X3 = (BUF, 0, 4096) updated by ``args`` at `call`, `done: wfi`."""
-    lines = [init_code()] if setup != "none" else []
+    lines = [init_code(CHALLENGE)] if setup != "none" else []
     if setup == "copying":
         lines.append(f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\n")
     lines += ["first: wfi"] + [f"mov x{n}, ={value}" for n, value in {1: BUF, 2: 0, 3: 4096, **args}.items()]
@@ -830,7 +792,7 @@ def test_irq_exit_while_signing_changes_the_rec_and_its_token_state_only() -> No
     exit (X0 = RSI_INCOMPLETE, X1 = 0) changes the signing progress in the REC's first aux
     granule and at most the REC, nothing else (not the buffer, not the RD); the entry that finishes signing
     adds the token (second aux granule) and the buffer page it copies 100 bytes into."""
-    program = (init_code() + f"first: wfi\nagain: mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\n"
+    program = (init_code(CHALLENGE) + f"first: wfi\nagain: mov x1, ={BUF}\nmov x2, #0\nmov x3, #100\n"
                "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ncbz x1, again\ndone: wfi\nb done\n"
                + pattern_pages())
     with Machine.create("host", cpus=1, time_slice=SHORT_SLICE) as m:
@@ -861,7 +823,7 @@ def test_a_slice_shorter_than_a_signing_step_still_finishes_the_token() -> None:
     no step was ever made and the realm looped on IRQ exits for ever; TF-RMM signs once before
     it looks for a pending interrupt, and so does rmm-mp now."""
     with Machine.create("host", cpus=1, time_slice=2000) as m:
-        program = init_code() + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
+        program = init_code(CHALLENGE) + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
         with Guest.build(m, program) as g:
             for _ in range(200):
                 g.enter()
@@ -879,7 +841,7 @@ def test_signing_spends_the_time_slice() -> None:
     signing = SIGNING_STEPS * STEP_COST
     slice_ = signing + 1000
     with Machine.create("host", cpus=1, time_slice=slice_) as m:
-        program = (init_code() + f"first: wfi\nmov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x5, #0\n"
+        program = (init_code(CHALLENGE) + f"first: wfi\nmov x1, ={BUF}\nmov x2, #0\nmov x3, #100\nmov x5, #0\n"
                    "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\n"
                    "count: add x5, x5, #1\nb count\n" + pattern_pages())
         with Guest.build(m, program) as g:
@@ -895,7 +857,7 @@ def test_the_irq_exit_while_signing_zeroes_x1_to_x3() -> None:
     """The IRQ exit taken while signing carries the call's result record (TF-RMM
     UPDATE_REC_EXIT_TO_HOST): X0 = INCOMPLETE and X1..X3 = 0, whatever X2 and X3 held."""
     with Machine.create("host", cpus=1, time_slice=SHORT_SLICE) as m:
-        program = (init_code() + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
+        program = (init_code(CHALLENGE) + f"mov x1, ={BUF}\nmov x2, #0x10\nmov x3, #0x200\n"
                    "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\nb done\n" + pattern_pages())
         with Guest.build(m, program) as g:
             g.enter()
@@ -908,7 +870,7 @@ def test_size_zero_walks_the_buffer_first(ipa: int) -> None:
     """TF-RMM walks the buffer before it looks at X3 = 0: an unmapped buffer gives a stage-2
     abort exit with the PC on the SMC, a RIPAS EMPTY one ERROR_INPUT."""
     with Machine.create("host", cpus=1, time_slice=1_000_000) as m:
-        program = (init_code() + f"mov x1, ={ipa}\nmov x2, #0\nmov x3, #0\n"
+        program = (init_code(CHALLENGE) + f"mov x1, ={ipa}\nmov x2, #0\nmov x3, #0\n"
                    "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\ncall: smc #0\ndone: wfi\nb done\n")
         with Guest.build(m, program) as g:
             x0, ex = g.enter()
@@ -951,7 +913,7 @@ def test_a_token_of_up_to_the_promised_4096_bytes_is_returned(tmp_path: Path) ->
     3,226 bytes long (a long platform name, in the config claim) crashed the RMM with
     RmmInternalError. Such a token now copies out whole and verifies."""
     path = long_named_platform(tmp_path, 2200)
-    program = init_code() + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
+    program = init_code(CHALLENGE) + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
     with Machine.create(path, cpus=1, time_slice=SLICE) as m:
         with Guest.build(m, program) as g:
             stop_at(g, "end")
@@ -967,7 +929,7 @@ def test_a_token_of_up_to_the_promised_4096_bytes_is_returned(tmp_path: Path) ->
 def _two_continues() -> str:
     """INIT, then two CONTINUEs of a whole granule at BUF; the first's X0 and X1 kept in x17 and
     x18; stops at `done`."""
-    return (init_code() + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
+    return (init_code(CHALLENGE) + f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
             "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\nmov x17, x0\nmov x18, x1\n"
             f"mov x1, ={BUF}\nmov x2, #0\nmov x3, #4096\n"
             "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE\nsmc #0\ndone: wfi\nb done\n" + pattern_pages())
