@@ -631,9 +631,8 @@ def rec_enter_aux_run_vs_rec_destroy(machine: Machine, aux_above: bool = False) 
     first; it must check its state and let it go before it waits for the REC (a lock_two that
     holds it unchecked, lock-two-check-late, deadlocks with REC_DESTROY). Serially REC_ENTER
     fails (RMI_ERROR_INPUT) in both orders and REC_DESTROY succeeds. With ``aux_above``, the aux
-    granules lie above the REC (Builder.aux_above): lock_two takes the REC first, and nothing
-    waits while it holds a granule REC_DESTROY needs."""
-    b = Builder(machine)
-    b.aux_above = aux_above
+    granules lie above the REC (Builder's ``aux_above``): lock_two takes the REC first, and
+    nothing waits while it holds a granule REC_DESTROY needs."""
+    b = Builder(machine, aux_above=aux_above)
     _, (rec,) = _guest_realm(b, "b .")
     return prepared(b, (F.RMI_REC_ENTER, rec, b.aux[rec][0]), (F.RMI_REC_DESTROY, rec))

@@ -50,12 +50,15 @@ class BuiltRealm:
 class Builder:
     """Objects made through SMCs on CPU 0; NS granules handed out upwards from the bottom of DRAM."""
 
-    def __init__(self, machine: Machine, runs_below: int = 0) -> None:
+    def __init__(self, machine: Machine, *, runs_below: int = 0, aux_above: bool = False) -> None:
         """``runs_below``: granules handed out first, at the bottom of DRAM, for the first
         ``runs_below`` run pages (run_page), so that they lie below every REC the setup makes:
         REC_ENTER locks its run page with the REC in address order (GranuleTable.lock_two), so
         such a run page is locked before the REC, and a run page made after the REC after it.
-        prepared() refuses a setup that left one of them unused."""
+        prepared() refuses a setup that left one of them unused.
+
+        ``aux_above``: rec() delegates the REC's granule before its aux granules, so that they
+        lie above it (by default they lie below: delegated first)."""
         self.machine = machine
         self.smc = machine.cpu(0).smc
         self.next = machine.dram_base
@@ -63,9 +66,8 @@ class Builder:
         self.low_runs = [self.granule() for _ in range(runs_below)]
         self.aux: dict[int, tuple[int, ...]] = {}
         """REC PA -> the aux granules rec() gave it."""
-        self.aux_above = False
-        """rec() delegates the REC's granule before its aux granules, so that they lie above it
-        (by default they lie below: delegated first)."""
+        self.aux_above = aux_above
+        """Whether rec() puts a REC's aux granules above it (the constructor's ``aux_above``)."""
 
     @property
     def end(self) -> int:
