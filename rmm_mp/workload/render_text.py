@@ -212,11 +212,38 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _printable(text: str) -> str:
-    """``text`` with control characters other than newline and tab escaped, so that a guest's
-    bytes cannot move the terminal's cursor or change its colours."""
-    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" if ord(c) < 0x100
-                   else f"\\u{ord(c):04x}" for c in text)
+def _printable(c: str) -> str:
+    """Character ``c`` of a guest's console as the report prints it: a control character (other
+    than newline and tab) escaped, so that a guest's bytes cannot move the terminal's cursor or
+    change its colours."""
+    return c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+CONSOLE_PREFIX, CONSOLE_MORE = "  | ", "  + "
+"""Before each console line in a guest's output, and before each further piece of a line too
+long for the report's width."""
+
+
+def _console_lines(console: str) -> list[str]:
+    """A guest's console text as report lines: each of its lines after CONSOLE_PREFIX, its tabs
+    expanded to 8-column stops and its control characters escaped; a line longer than the width
+    goes on in pieces after CONSOLE_MORE, cut between characters (an escape such as ``\\x1b`` is
+    never cut: the terminal would show a different byte)."""
+    room = WIDTH - len(CONSOLE_PREFIX)
+    out: list[str] = []
+    for line in console.split("\n")[:-1 if console.endswith("\n") else None] if console else []:
+        pieces: list[str] = []
+        piece: list[str] = []
+        used = 0
+        for shown in map(_printable, line.expandtabs(8)):
+            if used + len(shown) > room:
+                pieces.append("".join(piece))
+                piece, used = [], 0
+            piece.append(shown)
+            used += len(shown)
+        pieces.append("".join(piece))
+        out += [(CONSOLE_PREFIX if i == 0 else CONSOLE_MORE) + p for i, p in enumerate(pieces)]
+    return out
 
 
 def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
@@ -226,8 +253,7 @@ def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
                  + (f", the last {CONSOLE_BYTES:,} shown" if total > CONSOLE_BYTES else "") + "), "
                  + f"LOG ({_count(out['log_count'], 'record')}"
                  + (f", the last {len(out['log'])} shown" if out["log_count"] > len(out["log"]) else "") + ")"]
-    text = _printable(out["console"])
-    lines += [f"  | {line}" for line in text.split("\n")[:-1 if text.endswith("\n") else None]] if text else []
+    lines += _console_lines(out["console"])
     lines += [f"  LOG rec {entry['rec']}: " + " ".join(f"{v:#x}" for v in entry["values"]) for entry in out["log"]]
     return lines
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from rmm_mp.check import InvariantReport
 from rmm_mp.runtime import CpuFailure, ProcessUsage
 from rmm_mp.workload.render import format_report, to_json
-from rmm_mp.workload.report import RealmOutcome
+from rmm_mp.workload.report import GuestOutput, RealmOutcome
 from stats.report_samples import hand_built
 
 GOOD = dict(failures=(), problems=(), invariants=InvariantReport(4096, (), {"NS": 4096}),
@@ -178,6 +178,25 @@ def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about()
     many = tuple(RealmOutcome(f"vm#{n}", 1, True, "running", {"entries": 1}, exceptions=1000) for n in range(7))
     (warned,) = [w for w in to_json(hand_built(realms=many))["warnings"] if "exception loop" in w]
     assert warned.startswith("7 realms took") and "vm#4 (1,000 exceptions, 1 REC entry) and 2 more;" in warned
+
+
+def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
+    """A failed realm whose console has a 300-character line (an ESC at the first cut, a tab
+    before it), a short line and an empty one: no line of its guest output is wider than 118
+    columns (the report's width); the long line goes on after "  + " in pieces that put together
+    give the line as printed (the tab as spaces, the ESC as \\x1b, never cut in two); the others
+    are one line each. Before, the long line was printed whole, 300-odd columns."""
+    long = "\t" + "a" * 105 + "\x1b" + "b" * 193
+    out = GuestOutput(long + "\nshort\n\nend", len(long) + 11, (), 0)
+    realm = RealmOutcome("talks", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    section = _section(format_report(hand_built(realms=(realm,))), "Guest output of talks")
+    body = section[1:]
+    assert all(len(line) <= 118 for line in body), [len(line) for line in body]
+    assert [line[:4] for line in body] == ["  | ", "  + ", "  + ", "  | ", "  | ", "  | "], body
+    whole = "".join(line[4:] for line in body[:3])
+    assert whole == " " * 8 + "a" * 105 + "\\x1b" + "b" * 193
+    assert body[0] == "  | " + " " * 8 + "a" * 105 and body[1].startswith("  + \\x1b")
+    assert body[3:] == ["  | short", "  | ", "  | end"]
 
 
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
