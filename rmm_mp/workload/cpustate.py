@@ -25,7 +25,7 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from rmm_mp.abi.rmi import RmiFid
@@ -231,9 +231,13 @@ class Host:
         t = self.job.realms[key[0]]
         # Only the first MAX_OUTPUTS_PER_CPU failed instances keep their guest's output: what a
         # lifecycle run carries back to the parent stays bounded however many instances fail.
+        # The later failed ones say so, or the report would show them with no output and no why.
+        room = self.outputs_kept < MAX_OUTPUTS_PER_CPU
         done = realms.finish(self.machine, self.queue, inst, t, platform_key=self.job.platform_key,
                              tokens_dir=self.job.tokens_dir, turned_off=key in self.turned_off,
-                             output="failed" if self.outputs_kept < MAX_OUTPUTS_PER_CPU else "none")
+                             output="failed" if room else "none")
+        if not room and done.failed:
+            done = replace(done, output_dropped=True)
         self.outputs_kept += done.output is not None
         self.finished.append(done)
         pages = self.forget(inst)

@@ -93,6 +93,8 @@ class Finished:
     """Its guest's console tail and last LOG records, when finish was asked to keep them."""
     exceptions: int = 0
     """Synchronous exceptions its guest took in the realm (its RD's count)."""
+    output_dropped: bool = False
+    """It failed but its output was not kept (the CPU that tore it down had kept enough)."""
 
     @property
     def failed(self) -> bool:
@@ -256,7 +258,8 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     if f.token_problem:
         problems.append(f.token_problem)
     if problems:
-        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters, f.output, f.exceptions)
+        return RealmOutcome(f.name, f.recs, False, "; ".join(problems), f.counters, f.output, f.exceptions,
+                            f.output_dropped)
     entries = _count(f.counters.get("entries", 0), "REC entry", "REC entries")
     if f.turned_off:
         detail = f"turned off by the lifecycle after {entries}"

@@ -158,7 +158,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "locks": lock_records(report.locks),
         "processes": [{"cpu": cpu, **report.usage[cpu].to_json()} for cpu in sorted(report.usage)],
         "realms": [{"name": r.name, "recs": r.recs, "ok": r.ok, "detail": r.detail, "counters": dict(r.counters),
-                    "exceptions": r.exceptions, "output": _output(r.output)} for r in report.realms],
+                    "exceptions": r.exceptions, "output": _output(r.output), "output_dropped": r.output_dropped}
+                   for r in report.realms],
         "counters": [{"cpu": cpu, "values": dict(report.counters[cpu])} for cpu in sorted(report.counters)],
         "failures": [{"cpu": f.cpu, "how": f.how, "traceback": f.traceback,
                       "held_locks": [f"{pa:#x}" for pa in f.held_locks]} for f in report.failures],

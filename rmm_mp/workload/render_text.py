@@ -8,7 +8,8 @@ Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, 
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
 split of RMI calls; lock contention per class; CPU processes; realms (every failed one, and
 at most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown
-realm that has one (a failed realm's; every realm's with --console); host activity counters per CPU;
+realm that has one (a failed realm's; every realm's with --console) and a note naming the failed
+realms whose output was not kept; host activity counters per CPU;
 failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
 This module owns the layout. It must not compute figures the document does not have.
@@ -22,9 +23,11 @@ from typing import Any, Collection, Sequence
 from rmm_mp.host.runqueue import CONSOLE_BYTES
 from rmm_mp.words import count as _count
 from rmm_mp.workload.render_json import to_json
-from rmm_mp.workload.report import RunReport
+from rmm_mp.workload.report import MAX_OUTPUTS_PER_CPU, RunReport
 
 MAX_OK_REALMS = 20
+MAX_DROPPED_NAMED = 5
+"""Failed realms the note on guest output not kept names (a lifecycle run may fail thousands)."""
 WIDTH = 118
 
 _KIND_TITLES = {
@@ -209,6 +212,13 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     for r in shown:
         if r["output"] is not None:
             out += _guest_output(r["name"], r["output"])
+    dropped = [r["name"] for r in realms if r["output_dropped"]]
+    if dropped:
+        named = ", ".join(dropped[:MAX_DROPPED_NAMED]) + (
+            f" and {len(dropped) - MAX_DROPPED_NAMED:,} more" if len(dropped) > MAX_DROPPED_NAMED else "")
+        out += ["", *textwrap.wrap(f"Guest output not kept of {_count(len(dropped), 'failed realm')} (a CPU keeps "
+                                   f"it for the first {MAX_OUTPUTS_PER_CPU} lifecycle instances that fail on it): "
+                                   f"{named}", WIDTH, subsequent_indent="    ")]
     return out
 
 

@@ -50,7 +50,8 @@ MAX_OUTPUTS_PER_CPU = 16
 """Torn-down lifecycle instances whose guest output one CPU keeps for the report: the first 16
 that failed. Each keeps at most about 1.3 KiB (the console's last 1 KiB and LOG_SHOWN records),
 so a lifecycle run that fails thousands of instances still sends each CPU's parent at most about
-21 KiB of guest output; the instances after them show no output."""
+21 KiB of guest output; the instances after them show no output, only a note that it was not
+kept (RealmOutcome.output_dropped)."""
 
 
 EXCEPTION_LOOP_MIN = 64
@@ -92,6 +93,9 @@ class RealmOutcome:
     """Synchronous exceptions its guest took in the realm (SEAs the RMM or the host injected,
     undefined instructions, misaligned accesses, address size faults), all RECs together: the
     count the RMM keeps in its RD (rmm.realm_desc.count_exception)."""
+    output_dropped: bool = False
+    """It failed, but its guest's output was not kept: a lifecycle instance torn down during the
+    run after its CPU had kept the output of MAX_OUTPUTS_PER_CPU failed ones."""
 
     @property
     def exception_loop(self) -> bool:

@@ -52,8 +52,10 @@ UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0, 20 << 20),
     {"realms": (RealmOutcome("vm", 1, False, "the guest reported failure code 5 (detail 0x0)", {"entries": 4},
                              GuestOutput("boot\n\ufffd", 6, ((0, (0x11, (1 << 64) - 1, 0, 0)),), 30)),
                 RealmOutcome("ok", 1, True, "turned itself off", {}, GuestOutput("", 0, (), 0)))},
+    {"realms": (RealmOutcome("vm#40", 1, False, "the guest reported failure code 5 (detail 0x0)", {},
+                             output_dropped=True),)},
 ], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty",
-        "host-cpus-unknown", "guest-output"])
+        "host-cpus-unknown", "guest-output", "guest-output-dropped"])
 def test_hand_built_reports_validate(changes: dict[str, Any]) -> None:
     """Every shape a report can take gives a document the schema accepts."""
     _valid(render.to_json(hand_built(**changes)))

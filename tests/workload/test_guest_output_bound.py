@@ -15,6 +15,7 @@ from realm_guests import failing_guest
 
 from rmm_mp import Machine
 from rmm_mp.workload import cpustate, spec
+from rmm_mp.workload.realms import outcome
 from rmm_mp.workload.resolve import resolve
 
 
@@ -23,7 +24,9 @@ def test_only_the_first_failed_lifecycle_instances_keep_their_output(tmp_path: P
     """Two lifecycle realms on one CPU, one whose guest REPORTs failure 7 and one running hello
     (passes), rebuilt for 300 steps with the cap lowered to 2: every failed instance after the
     second, and every instance that passed, reaches the CpuResult without output; the first two
-    failed ones have theirs (no console bytes, no LOG record: the failing guest only REPORTs)."""
+    failed ones have theirs (no console bytes, no LOG record: the failing guest only REPORTs).
+    The failed ones after the second, and only they, are marked output_dropped, which their
+    outcome carries (before, nothing told them from a realm with no output kept for no reason)."""
     monkeypatch.setattr(cpustate, "MAX_OUTPUTS_PER_CPU", 2)
     (tmp_path / "fails.s").write_text(failing_guest(7, 0x55))
     path = tmp_path / "w.toml"
@@ -40,3 +43,6 @@ def test_only_the_first_failed_lifecycle_instances_keep_their_output(tmp_path: P
     assert [f.output is not None for f in bad] == [True, True] + [False] * (len(bad) - 2)
     assert bad[0].output is not None and (bad[0].output.console_bytes, bad[0].output.log_count) == (0, 0)
     assert all(f.output is None for f in good)
+    assert [f.output_dropped for f in bad] == [False, False] + [True] * (len(bad) - 2)
+    assert not any(f.output_dropped for f in good)
+    assert [outcome(f, [], running=False).output_dropped for f in bad[1:3]] == [False, True]

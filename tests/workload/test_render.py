@@ -199,6 +199,27 @@ def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
     assert body[3:] == ["  | short", "  | ", "  | end"]
 
 
+def test_failed_realms_whose_output_was_not_kept_are_named_in_a_note() -> None:
+    """Seven failed lifecycle instances whose CPU had kept enough guest output (output_dropped)
+    and one failed realm with its output: the JSON says output_dropped per realm; the text has
+    the one realm's output block, then a note counting the seven and naming the first five, within
+    the width. A report with no such realm has no note. Before, those realms showed no output and
+    nothing said why."""
+    failed = "the guest reported failure code 5 (detail 0x0)"
+    dropped = tuple(RealmOutcome(f"bad#{n}", 1, False, failed, {}, output_dropped=True) for n in range(20, 27))
+    kept = RealmOutcome("bad#3", 1, False, failed, {}, GuestOutput("stuck\n", 6, (), 0))
+    report = hand_built(realms=(kept, *dropped))
+    assert [r["output_dropped"] for r in to_json(report)["realms"]] == [False] + [True] * 7
+    text = format_report(report)
+    note = _section(text, "Guest output not kept")
+    assert " ".join(line.strip() for line in note) == (
+        "Guest output not kept of 7 failed realms (a CPU keeps it for the first 16 lifecycle instances that fail on "
+        "it): bad#20, bad#21, bad#22, bad#23, bad#24 and 2 more")
+    assert all(len(line) <= 118 for line in note)
+    assert "  | stuck" in _section(text, "Guest output of bad#3")
+    assert "Guest output not kept" not in format_report(hand_built(realms=(kept,)))
+
+
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
     """A failed, interrupted run: the CPU failure with its held locks and traceback, the problem, the
     violation, the files written, INTERRUPTED in the header and a verdict listing every cause; a report
