@@ -102,9 +102,16 @@ class Control:
         self.view.store_u32(OFF_READY, 1)
 
     def check_magic(self) -> None:
+        """A control block of this layout; else ValueError saying whether it is none at all or
+        one another rmm-mp version made (whose shared areas lie elsewhere: reading it as this
+        layout would take its bytes for other structures)."""
         magic, version, _ = _HEADER.unpack_from(self.buf, 0)
-        if magic != MAGIC or version != LAYOUT_VERSION:
-            raise ValueError(f"not an rmm-mp machine of layout {LAYOUT_VERSION} (magic {magic!r}, layout {version})")
+        if magic != MAGIC:
+            raise ValueError(f"not an rmm-mp machine: its control block starts with {magic!r}, not {MAGIC!r}")
+        if version != LAYOUT_VERSION:
+            raise ValueError(f"made by another rmm-mp version: its control block has layout {version}, and this "
+                             f"rmm-mp reads layout {LAYOUT_VERSION} only; use the rmm-mp that made it (`rmm-mp "
+                             f"clean` removes it once its creator has exited)")
 
     @property
     def cpus(self) -> int:

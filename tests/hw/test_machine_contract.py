@@ -353,6 +353,31 @@ def test_closing_handles_releases_bindings_within_one_process(machine: Machine) 
         other.close()
 
 
+def test_attaching_a_machine_of_another_layout_says_so(machine: Machine) -> None:
+    """A machine whose control block has another layout version (as one made by an older
+    rmm-mp, before the run queues moved): attaching it is refused, the error saying it was made
+    by another rmm-mp version, with both layouts, not that it is no rmm-mp machine; with its
+    magic gone too, the error says it is no rmm-mp machine. Before, both read "not an rmm-mp
+    machine of layout N"."""
+    version = machine.control.buf[8:12].tobytes()
+    old = int.from_bytes(version, "little") - 1
+    try:
+        machine.control.buf[8:12] = old.to_bytes(4, "little")
+        with pytest.raises(MachineError, match=f"made by another rmm-mp version: its control block has layout "
+                                               f"{old}, and this rmm-mp reads layout {old + 1} only"):
+            Machine.attach(machine.name)
+        magic = machine.control.buf[0:8].tobytes()
+        machine.control.buf[0:8] = b"NOTAMACH"
+        try:
+            with pytest.raises(MachineError, match="not an rmm-mp machine: its control block starts with b'NOTAMACH'"):
+                Machine.attach(machine.name)
+        finally:
+            machine.control.buf[0:8] = magic
+    finally:
+        machine.control.buf[8:12] = version
+    Machine.attach(machine.name).close()
+
+
 # Python 3.12+ warns at os.fork in a process with more than one thread; under pytest-xdist the
 # worker has execnet's I/O threads (plain pytest has none). The child only calls smc, writes
 # to a pipe and leaves with os._exit, so the warning is noise in every `pytest -n` run.
