@@ -140,7 +140,16 @@ OUTPUT_KEEP = ("failed", "all", "none")
 
 def guest_output(st: RealmStatus) -> GuestOutput:
     """The report's copy of what the guest wrote (report.GuestOutput)."""
-    return GuestOutput(st.console.decode("utf-8", "replace"), st.device[0],
+    console = st.console
+    if st.device[0] > len(console):
+        # The console ring dropped older bytes, so its oldest kept byte may be the middle of a
+        # character the guest wrote: leave out those continuation bytes (at most 3), which would
+        # decode as U+FFFD each, a garbage start that the guest never printed.
+        cut = 0
+        while cut < min(3, len(console)) and console[cut] & 0xC0 == 0x80:
+            cut += 1
+        console = console[cut:]
+    return GuestOutput(console.decode("utf-8", "replace"), st.device[0],
                        tuple((r.rec, r.values) for r in st.log[-LOG_SHOWN:]), st.log_count)
 
 

@@ -65,7 +65,8 @@ class GuestOutput:
     """What a realm's guest wrote for a reader: the tail of its console and its last LOG records.
 
     The console keeps the last CONSOLE_BYTES (1 KiB) bytes written (host.devices), ``console``
-    holds them decoded as UTF-8 (an invalid or cut sequence becomes U+FFFD); ``console_bytes``
+    holds them decoded as UTF-8 (once the ring has wrapped, the bytes of a character it cut at
+    its start are left out; any other invalid or cut sequence becomes U+FFFD); ``console_bytes``
     counts every byte the guest wrote. ``log`` has the last LOG_SHOWN LOG host calls, oldest
     first, as (REC index, (X0, X1, X2, X3)); ``log_count`` counts them all."""
 
