@@ -89,7 +89,11 @@ def _header(doc: dict[str, Any]) -> list[str]:
             lines.append(f"INTERRUPTED: the run ended, then the work after it was stopped {how}: see 'Not done' below")
         else:
             lines.append(f"INTERRUPTED: the run was stopped before its end {how}")
-    lines.extend(f"WARNING: {w}" for w in doc["warnings"])
+    # Wrapped as the counters are: a warning naming realms or CPUs runs to hundreds of columns.
+    # Whole words only, so that a path or a name is never cut.
+    lines.extend(line for w in doc["warnings"]
+                 for line in textwrap.wrap(f"WARNING: {w}", WIDTH, subsequent_indent="    ",
+                                           break_long_words=False, break_on_hyphens=False))
     return lines
 
 

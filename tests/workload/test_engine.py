@@ -213,7 +213,7 @@ def test_a_trace_ring_that_overflowed_is_a_warning(tmp_path: Path, monkeypatch: 
         assert lost > 0 and report.trace_dropped == {0: lost}
         assert about_trace == [f"the trace holds only the newest 64 records of each CPU, so its timeline starts "
                                f"late; older records were overwritten (CPU 0 {lost:,}; the file's otherData.dropped)"]
-        assert f"WARNING: {about_trace[0]}" in render.format_report(report)
+        assert f"WARNING: {about_trace[0]}" in render.format_report(report).replace("\n    ", " ")  # wrapped
         assert about_trace[0] in render.to_json(report)["warnings"]
     else:
         assert lost == 0 and report.trace_dropped == {} and about_trace == []
@@ -430,4 +430,4 @@ def test_a_guest_in_an_exception_loop_is_counted_and_warned_about(tmp_path: Path
     (warned,) = [w for w in doc["warnings"] if "exception loop" in w]
     assert warned.startswith(f"1 realm took more than 4 exceptions per REC entry (and at least 64): stuck "
                              f"({stuck.exceptions:,} exceptions, ")
-    assert f"WARNING: {warned}" in render.format_report(report)
+    assert f"WARNING: {warned}" in render.format_report(report).replace("\n    ", " ")   # wrapped to the width

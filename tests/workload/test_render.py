@@ -118,6 +118,20 @@ def test_warnings_are_printed_near_the_top() -> None:
         "WARNING: pinning was asked (--pin) but was not possible for CPU 0: they ran unpinned"]
 
 
+def test_a_long_warning_is_wrapped_within_the_width() -> None:
+    """Seven realms in an exception loop: the warning naming five of them (about 380 columns as
+    one line) is printed as "WARNING: " and lines of at most 118 columns, the later ones indented
+    by 4, that put together give the JSON's warning word for word. Before, it was one line."""
+    many = tuple(RealmOutcome(f"vm#{n}", 1, True, "running", {"entries": 1}, exceptions=1000) for n in range(7))
+    report = hand_built(realms=many)
+    (warned,) = [w for w in to_json(report)["warnings"] if "exception loop" in w]
+    lines = format_report(report).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("WARNING: 7 realms"))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("    "))
+    assert end - start >= 3 and all(len(line) <= 118 for line in lines[start:end])
+    assert " ".join(line.strip() for line in lines[start:end]) == f"WARNING: {warned}"
+
+
 def test_no_latency_says_so_instead_of_empty_tables() -> None:
     """A --no-latency report says latency was not recorded, counts no calls and no rate, and has no
     latency tables or time split; the lock section is still there."""
@@ -172,7 +186,7 @@ def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about()
                     "10 REC entries); a guest doing so is likely stuck in an exception loop (vbar not set, an SEA at "
                     "an EMPTY page, udf)"]
     text = format_report(report)
-    assert f"WARNING: {loop[0]}" in text
+    assert f"WARNING: {loop[0]}" in text.replace("\n    ", " ")     # wrapped to the width
     section = _section(text, "Realms: 3 of 3 ok")
     assert section[3].split()[:4] == ["spin", "1", "50,000", "ok"] and section[4].split()[:3] == ["fine", "1", "64"]
     many = tuple(RealmOutcome(f"vm#{n}", 1, True, "running", {"entries": 1}, exceptions=1000) for n in range(7))
