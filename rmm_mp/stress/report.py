@@ -174,8 +174,17 @@ class StressReport:
             # "no findings" with the bug listed as injected read as the bug not being caught,
             # where the workload never called the code the bug replaces.
             bug = BUGS[name]
-            hint = (f"; its own workload is {bug.workload} (`rmm-mp stress --inject {name}`)"
-                    if bug.workload != self.config.workload else "; more --steps or --seconds may reach it")
+            if bug.workload != self.config.workload:
+                hint = f"; its own workload is {bug.workload} (`rmm-mp stress --inject {name}`)"
+            elif self.ended in ("finding", "aborted"):
+                # A finding (another bug's) stops every CPU, so a larger budget would end at
+                # the same finding again: the bug has to run without the one found first.
+                hint = (f"; the run ended at a finding before it got there (`rmm-mp stress --inject {name}` "
+                        "runs it alone)")
+            elif self.interrupted:
+                hint = ""
+            else:
+                hint = "; more --steps or --seconds may reach it"
             lines.append(f"injected {name} never ran: this run made no call of {bug.target_text()}, so it "
                          f"tested nothing of the bug{hint}")
         return "\n".join(lines)

@@ -98,3 +98,34 @@ def test_a_run_that_never_reaches_the_injected_code_says_so() -> None:
     assert report.to_json()["bug_calls"] == {"rec-create-no-rd-lock": 0}
     assert ("injected rec-create-no-rd-lock never ran: this run made no call of the RMI_REC_CREATE handler, so it "
             "tested nothing of the bug; its own workload is lifecycle") in report.text()
+
+
+ALONE = ("; the run ended at a finding before it got there (`rmm-mp stress --inject map-unprotected-leaks-lock` "
+         "runs it alone)")
+
+
+@pytest.mark.parametrize("ended, interrupted, hint", [
+    ("finding", False, ALONE),
+    ("aborted", False, ALONE),
+    ("budget", False, "; more --steps or --seconds may reach it"),
+    ("interrupted", True, ""),
+], ids=["finding", "aborted", "budget", "interrupted"])
+def test_an_unreached_bug_of_the_runs_own_workload_gets_advice_that_fits_how_the_run_ended(
+        ended: str, interrupted: bool, hint: str) -> None:
+    """lock-two-unordered and map-unprotected-leaks-lock, both of the tables workload, injected
+    together; the second's code never ran (made-up reports, no CPU run). When the first bug's
+    finding ended the run (`--schedule random`, seed 0: step 87), no budget would have got
+    there, so the line says the run ended at a finding and how to run the bug alone; it said
+    "more --steps or --seconds may reach it", which only fits a run that spent its budget. An
+    interrupted run gets no advice."""
+    from rmm_mp.stress.findings import Finding
+    from rmm_mp.stress.report import StressReport
+
+    cfg = StressConfig(workload="tables", cpus=2, seed=0, schedule="random", steps=3000, seconds=120,
+                       inject=("lock-two-unordered", "map-unprotected-leaks-lock"), checkers=("lockdep",))
+    findings = (Finding("lockdep", "rule 2", "m", cpu=1, site="x.py:1 (f)", step=87),) if hint == ALONE else ()
+    report = StressReport(cfg, findings, ended, 1.0, {0: 1, 1: 1}, steps=87, interrupted=interrupted,
+                          bug_calls={"lock-two-unordered": 3})
+    line = [t for t in report.text().splitlines() if t.startswith("injected ")]
+    assert line == ["injected map-unprotected-leaks-lock never ran: this run made no call of the "
+                    f"RMI_RTT_MAP_UNPROTECTED handler, so it tested nothing of the bug{hint}"], report.text()
