@@ -1,17 +1,20 @@
-"""Shrinking a failing deterministic run: a schedule with fewer steps and fewer preemptions that
-still produces the same finding.
+"""Shrinking a failing deterministic run: a schedule with fewer preemptions (then an earlier
+finding, then fewer switches) that still produces the same finding.
 
 The target is the first finding's key (checker, rule, source site). A candidate schedule is the
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
-key with fewer preemptions, or as many and the finding no later and earlier or with fewer
-switches (a schedule without preemptions whose finding comes some steps later is smaller: what
-a reader follows is the preemptions). The step budget shrinks with it: a replay stops starting operations at the step the
-finding was made. Each candidate is a full run of the CPU processes (about a
-second), so the number of attempts is bounded. Ctrl-C (or, with ``sigterm_stops``, SIGTERM) ends
-the search, whether it lands during a replay or between two: the candidate it stopped is dropped
-and the smallest run found so far is the result.
+key with fewer preemptions, or as many and an earlier finding, or as many and the finding at the
+same step with fewer switches (a schedule without preemptions whose finding comes some steps
+later is smaller: what a reader follows is the preemptions). The step budget shrinks with it: a
+replay stops starting operations at the step of the best run's finding, or at that run's own
+budget if lower, so a kept run's finding, made in an operation under way there, may come after
+its budget (its schedule replays all the same: the budget is part of it). Each candidate is a
+full run of the CPU processes (about a second), so the number of attempts is bounded. Ctrl-C
+(or, with ``sigterm_stops``, SIGTERM) ends the search, whether it lands during a replay or
+between two: the candidate it stopped is dropped and the smallest run found so far is the
+result.
 
 This module owns the search. It must not change how a run is checked.
 """
@@ -73,14 +76,15 @@ def _score(report: StressReport) -> tuple[int, int, int]:
 
 
 def _smaller(candidate: StressReport, best: StressReport) -> bool:
-    """The candidate is kept if it has fewer preemptions, or as many and its finding no later
-    and fewer switches or an earlier finding: preemptions are what a reader of the interleaving
-    must follow, and steps only count the work done on the way. (An earlier finding alone used
-    to be enough, so a candidate whose dropped switches turned blocked hand-overs into
-    preemptions could be kept with more preemptions than the run it shrank; then a finding no
-    later was required, so the run without a single preemption was refused when its finding
-    came some steps later: `--inject data-create-copy-under-rd --schedule random --shrink` kept
-    147 of 393 preemptions though the first attempt, with none, found the same bug.)"""
+    """The candidate is kept if it has fewer preemptions, or as many and an earlier finding, or
+    as many and its finding at the same step with fewer switches: preemptions are what a reader
+    of the interleaving must follow, and steps only count the work done on the way. (An earlier
+    finding alone used to be enough, so a candidate whose dropped switches turned blocked
+    hand-overs into preemptions could be kept with more preemptions than the run it shrank; then
+    a finding no later was required, so the run without a single preemption was refused when its
+    finding came some steps later: `--inject data-create-copy-under-rd --schedule random
+    --shrink` kept 147 of 393 preemptions though the first attempt, with none, found the same
+    bug.)"""
     (step, preemptions, switches), (best_step, best_preemptions, best_switches) = _score(candidate), _score(best)
     return (preemptions, step, switches) < (best_preemptions, best_step, best_switches)
 
