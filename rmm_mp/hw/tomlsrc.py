@@ -47,7 +47,9 @@ class ConfigError(ValueError):
     def __init__(self, source: str, key: str, value: object, expected: str, line: int | None = None) -> None:
         where = f"{source}:{line}" if line else source
         shown = _show(value)
-        super().__init__(f"{where}: {key} = {shown}: expected {expected}")
+        # A key is shown as the file writes it, and a quoted one may be as long as its line:
+        # abbreviated as a value is, or a pasted key buries the message as a pasted value did.
+        super().__init__(f"{where}: {_abbreviated(key)} = {shown}: expected {expected}")
         self.source = source
         self.key = key
         self.value = value
@@ -62,16 +64,20 @@ def _show(value: object) -> str:
         return f"{value} ({value:#x})"
     if value is _MISSING:
         return "(missing)"
-    shown = _toml(value)
+    return _abbreviated(_toml(value))
+
+
+def _abbreviated(shown: str) -> str:
+    """``shown`` (a value or key as the file writes it), or, when longer than _SHOWN_MAX, its
+    start and how long it is: a value pasted by mistake (a whole file in a string, a huge
+    array) would bury the message."""
     if len(shown) > _SHOWN_MAX:
-        # A value pasted by mistake (a whole file in a string, a huge array) would bury the
-        # message: its start, then how long it is.
         return f"{shown[:_SHOWN_MAX // 2]}... ({len(shown):,} characters in all)"
     return shown
 
 
 _SHOWN_MAX = 240
-"""Longest value an error message shows whole."""
+"""Longest value or key an error message shows whole."""
 
 
 def _toml(value: object) -> str:

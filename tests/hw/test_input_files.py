@@ -84,3 +84,18 @@ def test_a_long_value_is_shown_by_its_start_and_its_length() -> None:
     assert str(short) == "w.toml:2: seed = [1, 2, 3]: expected an integer"
     edge = ConfigError("w.toml", "x", "b" * 238, "no such key")
     assert str(edge) == f"w.toml: x = '{'b' * 238}': expected no such key"
+
+
+def test_a_long_key_is_shown_by_its_start_and_its_length(tmp_path: Path) -> None:
+    """An unknown quoted key of 4,002 characters as the file writes it (a key may be as long as
+    its line, up to the 1 MiB bound) is shown by its first 120 characters and its length, as a
+    long value is; the message printed the whole key (1 MB for a 1 MB key). The error keeps
+    the whole key in its ``key``; a short key is shown whole."""
+    path = tmp_path / "w.toml"
+    path.write_text(WORKLOAD + '"' + "k" * 4000 + '" = 1\n')
+    with pytest.raises(ConfigError) as info:
+        spec.load(path)
+    assert str(info.value).startswith(f"{path}:5: {'k' * 120}... (4,000 characters in all) = 1: expected no such key")
+    assert info.value.key == "k" * 4000
+    short = ConfigError("w.toml", 'realm[0]."a.b"', 1, "no such key", 3)
+    assert str(short) == 'w.toml:3: realm[0]."a.b" = 1: expected no such key'
