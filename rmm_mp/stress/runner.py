@@ -405,8 +405,13 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
         else:
             checked, report = stop.step(lambda: invariants(machine))
             if checked:
+                # A violation a quiescent check reported stopped the run; the CPUs only finished
+                # their operations since, so the end check sees it again, the same broken
+                # invariant at the same granule: it was reported twice, once per check. Only
+                # what the end check is the first to see is reported here.
+                seen = {f.message for f in findings if f.checker == "invariants"}
                 findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
-                                for v in report.violations[:20])
+                                for v in report.violations[:20] if str(v) not in seen)
             else:
                 not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
                 ended = _ended(seg, config, results, sup, findings, True)
