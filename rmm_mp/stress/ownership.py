@@ -51,6 +51,10 @@ COUNTED = frozenset({GS.RD, GS.REC, GS.RTT})
 """States whose refcount counts references to the object: it may leave the state only at 0 (a
 new RTT takes its 512 references while still DELEGATED, before it becomes an RTT)."""
 RD_IMMUTABLE = frozenset({"params", "rpv", "num_rec_aux"})
+_RUNNING = {GS.REC: "the REC's running reference", GS.REC_AUX: "its REC's running reference"}
+"""What else makes a CPU the owner of a granule in these states (Ownership.owns)."""
+_RD_RUNNING = "a running reference to one of its realm's RECs"
+"""What else lets a CPU read an RD's immutable fields (RD_IMMUTABLE)."""
 _AUX = struct.Struct("<Q16Q")
 _Q = struct.Struct("<Q")
 
@@ -80,13 +84,20 @@ class Ownership:
     def report(self, rule: str, message: str) -> None:
         self.probe.finding("ownership", rule, message, site())
 
-    def access(self, idx: int, what: str, write: bool) -> None:
+    def access(self, idx: int, what: str, write: bool, running: str | None = None) -> None:
+        """Report an access by a CPU that does not own the granule. ``running``: what besides its
+        lock would have let this CPU make it, when that is no REC or aux granule's running
+        reference (an RD's immutable fields: one of its realm's RECs running)."""
         if not self.probe.checking or self.owns(idx):
             return
-        state = GS.name((self._word(idx) >> STATE_SHIFT) & STATE_MASK)
+        state = (self._word(idx) >> STATE_SHIFT) & STATE_MASK
         verb = "write" if write else "read"
-        self.report(f"unlocked {verb}", f"{verb} of {what} of {state} granule {self.base + (idx << 12):#x} without "
-                                        "its lock or the REC's running reference")
+        # Name only what would have made the access an owner's: a running reference covers a
+        # REC and its aux granules (and an RD's immutable fields), nothing else; "or the REC's
+        # running reference" on an RTT entry or a DATA granule sent the reader looking for a REC.
+        other = running or _RUNNING.get(state)
+        self.report(f"unlocked {verb}", f"{verb} of {what} of {GS.name(state)} granule {self.base + (idx << 12):#x} "
+                                        f"without its lock" + (f" or {other}" if other else ""))
 
     def transition(self, idx: int, new: int) -> None:
         """A state change: owner, no references to what it was (rule 6), and the GPT agrees."""
@@ -126,7 +137,8 @@ class Ownership:
             return
         if name in RD_IMMUTABLE and rd.idx in self.probe.running.values():
             return
-        self.access(rd.idx, f"RD field {name}", write=name.startswith("set_") or name == "initialise")
+        self.access(rd.idx, f"RD field {name}", write=name.startswith("set_") or name == "initialise",
+                    running=_RD_RUNNING if name in RD_IMMUTABLE else None)
 
 
 def install(probe: "Probe") -> Ownership:

@@ -244,6 +244,25 @@ def test_ownership_of_state_contents_and_running_references(machine: Machine, pr
                      ("transition", f"{table.addr(NS_IDX):#x} becomes DELEGATED while the GPT has it in the NS PAS")]
 
 
+def test_unlocked_access_names_only_what_would_have_owned_the_granule(machine: Machine, probe: Probe) -> None:
+    """An unlocked read names the running reference only where one makes a CPU the owner: a
+    REC field (the REC's), an RD's immutable parameters (one of its realm's RECs); an RTT
+    entry and an RD's measurement need the lock alone, so their messages say just that."""
+    table, memory = probe.cpu.granules, machine.memory
+    for idx, state in ((REC_IDX, GS.REC), (RTT_IDX, GS.RTT), (RD_IDX, GS.RD)):
+        _set_state(table, idx, state)          # white-box, before the checker is on
+    ownership.install(probe)
+    Rec(memory, REC_IDX).runnable
+    s2tt.read(memory, RTT_IDX, 0)
+    Rd(memory, RD_IDX).rpv
+    Rd(memory, RD_IDX).measurement(0)
+    tails = [f.message.split(" granule ")[1] for f in probe.findings.items]
+    assert tails == [f"{table.addr(REC_IDX):#x} without its lock or the REC's running reference",
+                     f"{table.addr(RTT_IDX):#x} without its lock",
+                     f"{table.addr(RD_IDX):#x} without its lock or a running reference to one of its realm's RECs",
+                     f"{table.addr(RD_IDX):#x} without its lock"]
+
+
 def test_published_call_and_restore(machine: Machine) -> None:
     """While installed, an RMI call is published in the CPU's area (in_call 0 after it returns,
     the FID and X1 kept); a bug swaps its handler. Uninstalling restores every class and module
