@@ -102,6 +102,9 @@ class RunResult:
     stopped_by: str = ""
     exit_codes: dict[int, int | None] = field(default_factory=dict)
     usage: dict[int, "ProcessUsage"] = field(default_factory=dict)
+    interrupted_by: str = ""
+    """What interrupted the run first ("Ctrl-C", "SIGTERM"); "" if nothing did. ``stopped_by``
+    names the first reason to stop, which may be another (a CPU died, the time was up)."""
 
     @property
     def ok(self) -> bool:
@@ -394,6 +397,7 @@ class _Supervisor:
         self.errors: dict[int, tuple[str, str]] = {}
         self.failures: list[CpuFailure] = []
         self.interrupted = False
+        self.interrupted_by = ""
         self.stopped_by = ""
         self.stop_at: float | None = None
         self.terminated: dict[int, str] = {}
@@ -439,6 +443,7 @@ class _Supervisor:
                     what = exc.args[0] if exc.args else "Ctrl-C"
                     if self.interrupted:
                         self._terminate(live, f"was killed by a second {what} before it had stopped", True)
+                    self.interrupted_by = self.interrupted_by or what
                     self.interrupted = True
                     # With every CPU gone already, the run was not cut short: only what follows it.
                     self.stop(f"interrupted ({what})" if live else f"interrupted after the run ({what})")
@@ -450,7 +455,7 @@ class _Supervisor:
         elapsed = time.monotonic() - start
         codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
         return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes,
-                         dict(self.usage))
+                         dict(self.usage), self.interrupted_by)
 
     def _step(self, live: dict[int, Any], start: float) -> None:
         waitables = [p.sentinel for p in live.values()] + [self.pipes[c] for c in live if not self.pipes[c].closed]

@@ -259,7 +259,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     if stop.by:
         # As a signal during the run would have: the report says it was interrupted (the
         # JSON too), printed again in full if it was not printed before the signal.
-        report = report.marked_interrupted()
+        report = report.marked_interrupted(by=stop.by)
         say(f"interrupted ({stop.by}) after the run; ended: {report.ended}" if shown else report.text())
     # Written as `rmm-mp run` writes its files (outpaths.write_files): one that fails (disk full,
     # a directory removed during the run) or is interrupted (Ctrl-C, SIGTERM) is named with the
@@ -328,7 +328,7 @@ def _shrunk(stop: Interrupts, report: StressReport,
     if not shrunk:
         undone = f"not shrunk: interrupted ({stop.by})"
         say(undone)
-        return report.marked_interrupted((undone,)), None
+        return report.marked_interrupted((undone,), by=stop.by), None
     say(result.describe())
     say(result.report.findings_text())
     if result.interrupted:

@@ -80,6 +80,8 @@ class StressReport:
     finding says which). Their process did not die, and the report must not say it did."""
     bug_calls: dict[str, int] = field(default_factory=dict)
     """How many times each injected bug's code ran, over the CPUs that returned a result."""
+    interrupted_by: str = ""
+    """With ``interrupted``, what came first ("Ctrl-C", "SIGTERM"); "" when not known."""
 
     def unreached(self) -> list[str]:
         """The injected bugs whose code never ran in this run, on any CPU (none when a CPU
@@ -112,13 +114,14 @@ class StressReport:
             return f"{self.no_result()}, so the switches it made are lost and a replay could not follow the run"
         return ""
 
-    def marked_interrupted(self, not_done: tuple[str, ...] = ()) -> "StressReport":
+    def marked_interrupted(self, not_done: tuple[str, ...] = (), by: str = "") -> "StressReport":
         """This report with Ctrl-C or SIGTERM noted: ``interrupted``, and ``ended`` "interrupted"
         where it said the run reached its end ("budget", "time"); a finding, an abort or a
         timeout keep their end, as they do when the signal stops the CPUs. ``not_done`` is
-        added to what was left undone."""
+        added to what was left undone; ``by`` names the signal, unless one was named before."""
         ended = "interrupted" if self.ended in ("budget", "time") else self.ended
-        return replace(self, ended=ended, interrupted=True, not_done=self.not_done + not_done)
+        return replace(self, ended=ended, interrupted=True, not_done=self.not_done + not_done,
+                       interrupted_by=self.interrupted_by or by)
 
     @property
     def ok(self) -> bool:
@@ -155,7 +158,12 @@ class StressReport:
         line += f"; checkers: {', '.join(cfg.checkers) or 'none'}"
         if self.quiescent_checks:
             line += f"; {_count(self.quiescent_checks, 'quiescent invariant check')}"
-        return line + f"; ended: {self.ended}"
+        line += f"; ended: {self.ended}"
+        if self.interrupted and self.ended != "interrupted":
+            # A finding, an abort or a timeout keeps its end when a signal also came; without
+            # this the text never said the run was interrupted, where the JSON did.
+            line += f"; interrupted ({self.interrupted_by or 'Ctrl-C or SIGTERM'})"
+        return line
 
     def text(self) -> str:
         lines = [self.summary()]

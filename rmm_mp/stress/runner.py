@@ -73,7 +73,7 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
             built, population = stop.step(populate)
             if not built:
                 machine.close()     # under the guard, as below
-                return StressReport(config, (), "interrupted", 0.0, {}, interrupted=True,
+                return StressReport(config, (), "interrupted", 0.0, {}, interrupted=True, interrupted_by=stop.by,
                                     not_done=(f"the CPUs were not started: interrupted ({stop.by}) while the "
                                               "population was built",))
             det = config.deterministic
@@ -93,7 +93,7 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
         # _report computed the end (with the invariants checker off no step follows to take it)
         # makes a run that ended on its budget or time "interrupted" too. Checked once the
         # block is left, when no later signal can reach ``stop``.
-        return report.marked_interrupted() if report.interrupted or stop.by else report
+        return report.marked_interrupted(by=stop.by) if report.interrupted or stop.by else report
 
 
 def _sched_plan(config: StressConfig, seg: StressSegment) -> SchedPlan | None:
@@ -169,6 +169,7 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
             w.close()
     if not started:     # a signal noted after the build, before the CPUs' run: as one during it
         return StressReport(config, (), "interrupted", time.monotonic() - start, {}, interrupted=True,
+                            interrupted_by=stop.by,
                             not_done=(f"the CPUs were not started: interrupted ({stop.by}) after the population "
                                       "was built",))
     not_done = [] if ran else [f"the CPUs' results not received: interrupted ({stop.by})"]
@@ -428,7 +429,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done),
                         tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
                         tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
-                        _total(r.bug_calls for r in results.values()))
+                        _total(r.bug_calls for r in results.values()),
+                        (result.interrupted_by if result.interrupted else "") or stop.by)
 
 
 def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -243,7 +243,9 @@ def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monk
     """Ctrl-C as the runner computes how a run with a finding ended (nothing left undone
     after it with the lockdep checker alone): `ended` stays "finding", as the text says, and
     the JSON's `interrupted` is true. It had no such key, so the JSON of this run read as one
-    that ran to its end (`not_done` empty), though the command exits 1 for the interruption."""
+    that ran to its end (`not_done` empty), though the command exits 1 for the interruption.
+    The text's summary line says it too (`ended: finding; interrupted (Ctrl-C)`): it said only
+    `ended: finding`, so the text never mentioned the Ctrl-C the exit status was for."""
     from rmm_mp.stress import runner
     calls = _signal_when_called(monkeypatch, runner, "_ended", signal.SIGINT)
     j = tmp_path / "r.json"
@@ -252,6 +254,7 @@ def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monk
     data = json.loads(j.read_text())
     assert data["ended"] == "finding" and data["findings"] and data["not_done"] == []
     assert data["interrupted"] is True
+    assert re.search(r"; ended: finding; interrupted \(Ctrl-C\)\n[1-9]\d* finding\(s\):\n", res.output), res.output
     assert 0 < data["startup_s"] < data["elapsed_s"], data     # deterministic: until the first turn
 
 
@@ -887,6 +890,26 @@ def test_summary_counts_in_words() -> None:
     assert "; 2 operations in 2.0 s (1.0 s of it start-up); checkers:" in started
 
 
+def test_summary_says_a_run_that_kept_its_end_was_interrupted() -> None:
+    """A run that ended on a finding, an abort or its time limit keeps that end when Ctrl-C or
+    SIGTERM also came: the summary line adds the signal (as the JSON's `interrupted` does), the
+    one the runner named or, when none was named, both; a run that ended "interrupted" says it
+    once, and one not interrupted says nothing of it."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    cfg = StressConfig(schedule="random", steps=10)
+    for ended in ("finding", "aborted", "timeout"):
+        line = StressReport(cfg, (), ended, 1.0, {0: 1}, interrupted=True, interrupted_by="SIGTERM").summary()
+        assert line.endswith(f"; ended: {ended}; interrupted (SIGTERM)"), line
+    unnamed = StressReport(cfg, (), "finding", 1.0, {0: 1}, interrupted=True).summary()
+    assert unnamed.endswith("; ended: finding; interrupted (Ctrl-C or SIGTERM)"), unnamed
+    marked = StressReport(cfg, (), "finding", 1.0, {0: 1}).marked_interrupted(by="Ctrl-C").summary()
+    assert marked.endswith("; ended: finding; interrupted (Ctrl-C)"), marked
+    assert StressReport(cfg, (), "interrupted", 1.0, {0: 1}, interrupted=True,
+                        interrupted_by="Ctrl-C").summary().endswith("; ended: interrupted")
+    assert StressReport(cfg, (), "finding", 1.0, {0: 1}).summary().endswith("; ended: finding")
+
+
 def test_the_population_is_not_built_under_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pause asked for before the stress run's parent starts building the population (a
     `rmm-mp check` just after the machine appears: it found no participant, so it is reading
@@ -1146,7 +1169,7 @@ def test_cpus_killed_by_a_second_ctrl_c_are_not_findings() -> None:
 
     report = runner.run(StressConfig(cpus=2, schedule="random", steps=100_000), on_tick=on_tick)
     assert report.findings == ()
-    assert report.ended == "interrupted" and report.interrupted
+    assert report.ended == "interrupted" and report.interrupted and report.interrupted_by == "Ctrl-C"
     killed = [n for n in report.not_done if "was killed by a second Ctrl-C" in n]
     assert killed, report.not_done
     assert any(n.startswith("invariants not checked at the end") for n in report.not_done), report.not_done
