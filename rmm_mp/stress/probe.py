@@ -152,12 +152,30 @@ class Probe(Patches):
     def finding(self, checker: str, rule: str, message: str, site: str = "", details: tuple[str, ...] = ()) -> bool:
         """Record a finding made on this CPU now (the call and step are filled in)."""
         step = self.sched.step if self.sched is not None else None
-        held = tuple(f"holding {h.describe()}" for h in self.held)
+        held = held_lines(self.held)
         added = self.findings.add(Finding(checker, rule, message, self.cpu_id, self.current_call(), site,
                                           details + held, step))
         if added and self.on_finding is not None:
             self.on_finding()
         return added
+
+
+def held_lines(held: "list[Held] | tuple[Held, ...]") -> tuple[str, ...]:
+    """A finding's lines for the locks a CPU holds, in the order it took them: one line per
+    run of consecutive locks of one class, ``holding DELEGATED 0x80100000, 0x80101000 (2
+    granules)``; a lock alone in its run keeps ``holding RD 0x8008f000``. REC_CREATE holding
+    its 16 aux granules and the REC, all taken as DELEGATED, was 17 lines of one class."""
+    lines: list[str] = []
+    i = 0
+    while i < len(held):
+        name = classes.name(held[i].cls)
+        j = i + 1
+        while j < len(held) and classes.name(held[j].cls) == name:
+            j += 1
+        addrs = ", ".join(f"{h.addr:#x}" for h in held[i:j])
+        lines.append(f"holding {name} {addrs}" + (f" ({j - i} granules)" if j - i > 1 else ""))
+        i = j
+    return tuple(lines)
 
 
 _MISSING = object()

@@ -263,6 +263,32 @@ def test_unlocked_access_names_only_what_would_have_owned_the_granule(machine: M
                      f"{table.addr(RD_IDX):#x} without its lock"]
 
 
+def test_a_findings_held_locks_of_one_class_share_a_line(machine: Machine, probe: Probe) -> None:
+    """A finding made while holding two DELEGATED granules, an RD, then two more DELEGATED
+    ones lists the held locks in the order taken, each run of one class on one line with its
+    count (REC_CREATE holding its REC and 16 aux granules listed 17 lines); a lock alone in its
+    run keeps its line as before."""
+    table = probe.cpu.granules
+    first, others = [410, 411], [413, 414]
+    for idx in first + others:
+        _set_state(table, idx, GS.DELEGATED)
+    _set_state(table, RD_IDX, GS.RD)
+    for idx in first:
+        table.lock_known(idx, GS.DELEGATED)
+    table.lock_known(RD_IDX, GS.RD)
+    for idx in others:
+        table.lock_known(idx, GS.DELEGATED)
+    try:
+        assert probe.finding("ownership", "unlocked read", "test")
+    finally:
+        for idx in reversed(first + [RD_IDX] + others):
+            table.unlock(idx)
+    a = [f"{table.addr(i):#x}" for i in first + others]
+    assert probe.findings.items[-1].details == (f"holding DELEGATED {a[0]}, {a[1]} (2 granules)",
+                                               f"holding RD {table.addr(RD_IDX):#x}",
+                                               f"holding DELEGATED {a[2]}, {a[3]} (2 granules)")
+
+
 def test_published_call_and_restore(machine: Machine) -> None:
     """While installed, an RMI call is published in the CPU's area (in_call 0 after it returns,
     the FID and X1 kept); a bug swaps its handler. Uninstalling restores every class and module
