@@ -98,9 +98,14 @@ class FindingLog:
     items: list[Finding] = field(default_factory=list)
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
 
-    def add(self, finding: Finding) -> bool:
-        """Record a finding; False if the same problem was recorded already (or the log is full)."""
+    def add(self, finding: Finding, by_message: bool = False) -> bool:
+        """Record a finding; False if the same problem was recorded already (or the log is full).
+        ``by_message``: the same problem is the same message too, for findings with no site
+        (broken invariants, each at its own granule), which ``Finding.key`` alone would take
+        for one."""
         key = finding.key()
+        if by_message:
+            key = (key[0], key[1], f"{key[2]}\n{finding.message}")
         if key in self._seen or len(self.items) >= self.limit:
             return False
         self._seen.add(key)

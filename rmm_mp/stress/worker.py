@@ -142,9 +142,12 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
     finally:
         probe.checking = True
     seg.count_quiescent()
+    # Each violation (up to 8, as a free-running run's check reports them): by the FindingLog's
+    # key, checker, rule and site, every violation of one rule was the same problem, so only the
+    # first of them was kept, where the parent's check in a free-running run kept them all.
     for v in report.violations[:8]:
         probe.findings.add(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",),
-                                   probe.sched.step if probe.sched is not None else None))
+                                   probe.sched.step if probe.sched is not None else None), by_message=True)
     if report.violations:
         seg.set_end(END_DRAIN)
 

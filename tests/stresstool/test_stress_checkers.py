@@ -289,6 +289,29 @@ def test_a_findings_held_locks_of_one_class_share_a_line(machine: Machine, probe
                                                f"holding DELEGATED {a[2]}, {a[3]} (2 granules)")
 
 
+def test_a_deterministic_quiescent_check_reports_each_violation_of_a_rule(machine: Machine) -> None:
+    """Two NS granules with a refcount break the refcount invariant twice: a deterministic
+    run's quiescent check (made in a CPU process, into its finding log) reports both, each at
+    its granule, as a free-running run's check does; the log took both for one problem (same
+    checker, rule and no site) and kept only the first."""
+    from types import SimpleNamespace
+
+    from rmm_mp.stress import worker
+    table = machine.cpu(0).granules
+    broken = (500, 501)
+    for idx in broken:
+        table.refcount_add(idx, 1)
+    probe = SimpleNamespace(checking=True, findings=findings.FindingLog(), sched=None)
+    seg = SimpleNamespace(count_quiescent=lambda: None, set_end=lambda end: None)
+    try:
+        worker._quiescent_check(SimpleNamespace(machine=machine), probe, seg)  # type: ignore[arg-type]
+    finally:
+        for idx in broken:
+            table.refcount_add(idx, -1)
+    assert [f.message for f in probe.findings.items] == [
+        f"[refcount] granule {table.addr(idx):#x}: NS granule has refcount 1, expected 0" for idx in broken]
+
+
 def test_published_call_and_restore(machine: Machine) -> None:
     """While installed, an RMI call is published in the CPU's area (in_call 0 after it returns,
     the FID and X1 kept); a bug swaps its handler. Uninstalling restores every class and module
