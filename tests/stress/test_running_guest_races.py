@@ -105,6 +105,14 @@ STOPPED, BAD_VALUE, BAD_RSI, STALE, SEA = 0x57, 0xBAD, 0xBAD1, 0x57A1E, 0x5EA
 """The codes a guest writes to MMIO: asked to stop, read a wrong value, an RSI call failed, an
 access succeeded after RSI_IPA_STATE_GET said the page was not RAM, took an SEA."""
 
+MESSAGE = f"""message:
+    mov x2, ={MMIO}
+    str x3, [x2]
+    b message
+"""
+"""Every guest's end: the message in x3 written to the MMIO page (an exit the host reads), again
+and again."""
+
 
 def rtt(level: int) -> int:
     return 4 | level << 8
@@ -198,11 +206,7 @@ bad_value:
     b message
 bad_rsi:
     mov x3, #{BAD_RSI}
-message:
-    mov x2, ={MMIO}
-    str x3, [x2]
-    b message
-"""
+{MESSAGE}"""
 
 
 # -- shared plumbing ---------------------------------------------------------------------------
@@ -511,11 +515,7 @@ loop:
     b message
 bad_value:
     mov x3, #{BAD_VALUE}
-message:
-    mov x2, ={MMIO}
-    str x3, [x2]
-    b message
-"""
+{MESSAGE}"""
 """(c): read MAGIC from the window (BAD_VALUE otherwise), publish the count, until STOP."""
 
 
@@ -603,6 +603,20 @@ SEA exit CPU 0 has, the round whose page is RAM again."""
 D_PAGE = PAGES
 SEA_FAR, SEA_ESR = 0x100, 0x108
 """Board offsets where REC 0's vector writes FAR and ESR of the SEA it took."""
+SEA_RETRY_VECTOR = f"""    .align 2048
+vectors:
+    .zero 0x200
+    mrs x1, far                         // an SEA: report it, then retry the access
+    str x1, [x21, #{SEA_FAR}]
+    mrs x1, esr
+    str x1, [x21, #{SEA_ESR}]
+    mov x3, #{SEA}
+    mov x2, ={MMIO}
+    str x3, [x2]
+    eret
+"""
+"""The vectors of (d) and (g): an SEA is reported as a message with its FAR and ESR on the board,
+and the access is retried on the next entry."""
 
 RIPAS_FLIPPER = f"""
 start:
@@ -657,22 +671,7 @@ bad_value:
     b message
 bad_rsi:
     mov x3, #{BAD_RSI}
-message:
-    mov x2, ={MMIO}
-    str x3, [x2]
-    b message
-    .align 2048
-vectors:
-    .zero 0x200
-    mrs x1, far                         // an SEA: report it, then retry the access
-    str x1, [x21, #{SEA_FAR}]
-    mrs x1, esr
-    str x1, [x21, #{SEA_ESR}]
-    mov x3, #{SEA}
-    mov x2, ={MMIO}
-    str x3, [x2]
-    eret
-"""
+{MESSAGE}{SEA_RETRY_VECTOR}"""
 
 
 def d_thresholds(seed: int) -> list[int]:
@@ -680,22 +679,30 @@ def d_thresholds(seed: int) -> list[int]:
     return [rng.randrange(1, 20) for _ in range(D_ROUNDS)]
 
 
-def touch_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
-    """CPU 0 (d): enter REC 0 once per round, completing the last SEA message (EMUL_MMIO, then
-    the vector's eret retries the access); then STOP and a last entry."""
+def sea_message_rounds(cpu: Any, plan: Plan, rounds: int, began: int, seen: int, undone: int) -> dict[str, Any]:
+    """CPU 0 of (d) and (g): enter REC 0 once per round, completing the last SEA message
+    (EMUL_MMIO; the vector's eret retries the access), noting whether the other CPU's command
+    had begun (flag ``began`` at the round) and the SEA's FAR and ESR; then set flag ``seen``
+    and wait for the other CPU to undo its command (flag ``undone``); at the end STOP and a
+    last entry."""
     m = cpu.machine
     out = []
-    for r in range(D_ROUNDS):
+    for r in range(rounds):
         set_flag(m, plan, ROUND, r + 1)
         x0, ex = enter_with(cpu, plan.recs[0], plan.runs[0], EMUL_MMIO if r else 0)
         out.append({"x0": x0, "message": message(ex), "beat": heartbeat(m, plan, 0),
-                    "began": flag(m, plan, SETTING) == r + 1,
+                    "began": flag(m, plan, began) == r + 1,
                     "far": load(m, plan.board + SEA_FAR), "esr": load(m, plan.board + SEA_ESR)})
-        set_flag(m, plan, SEA_SEEN, r + 1)
-        wait_until(cpu, lambda: flag(m, plan, RAM_AGAIN) == r + 1 or flag(m, plan, ABANDON))
+        set_flag(m, plan, seen, r + 1)
+        wait_until(cpu, lambda: flag(m, plan, undone) == r + 1 or flag(m, plan, ABANDON))
     store(m, plan.board + STOP_FLAG, 1)
     x0, ex = enter_with(cpu, plan.recs[0], plan.runs[0], EMUL_MMIO)
     return {"rounds": out, "last": (x0, message(ex))}
+
+
+def touch_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 0 (d): REC 0's rounds against REC 1's RIPAS changes."""
+    return sea_message_rounds(cpu, plan, D_ROUNDS, SETTING, SEA_SEEN, RAM_AGAIN)
 
 
 def ripas_rounds(cpu: Any, plan: Plan) -> list[dict[str, Any]]:
@@ -796,11 +803,7 @@ loop:
     b message
 bad_value:
     mov x3, #{BAD_VALUE}
-message:
-    mov x2, ={MMIO}
-    str x3, [x2]
-    b message
-    .align 2048
+{MESSAGE}    .align 2048
 vectors:
     .zero 0x200
     mrs x1, far
@@ -1027,41 +1030,13 @@ loop:
     b message
 bad_value:
     mov x3, #{BAD_VALUE}
-message:
-    mov x2, ={MMIO}
-    str x3, [x2]
-    b message
-    .align 2048
-vectors:
-    .zero 0x200
-    mrs x1, far                         // an SEA: report it, then retry the access
-    str x1, [x21, #{SEA_FAR}]
-    mrs x1, esr
-    str x1, [x21, #{SEA_ESR}]
-    mov x3, #{SEA}
-    mov x2, ={MMIO}
-    str x3, [x2]
-    eret
-"""
+{MESSAGE}{SEA_RETRY_VECTOR}"""
 """(g): read MAGIC from the window, store the count into it (offset 8) and into the board."""
 
 
 def sea_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
-    """CPU 0 (g): enter REC 0 once per round, completing the last SEA message (EMUL_MMIO; the
-    vector's eret retries the access); then STOP and a last entry."""
-    m = cpu.machine
-    out = []
-    for r in range(G_ROUNDS):
-        set_flag(m, plan, ROUND, r + 1)
-        x0, ex = enter_with(cpu, plan.recs[0], plan.runs[0], EMUL_MMIO if r else 0)
-        out.append({"x0": x0, "message": message(ex), "beat": heartbeat(m, plan, 0),
-                    "began": flag(m, plan, DELEGATING) == r + 1,
-                    "far": load(m, plan.board + SEA_FAR), "esr": load(m, plan.board + SEA_ESR)})
-        set_flag(m, plan, DONE, r + 1)
-        wait_until(cpu, lambda: flag(m, plan, UNDELEGATED) == r + 1 or flag(m, plan, ABANDON))
-    store(m, plan.board + STOP_FLAG, 1)
-    x0, ex = enter_with(cpu, plan.recs[0], plan.runs[0], EMUL_MMIO)
-    return {"rounds": out, "last": (x0, message(ex))}
+    """CPU 0 (g): REC 0's rounds against the delegations of its window's NS page."""
+    return sea_message_rounds(cpu, plan, G_ROUNDS, DELEGATING, DONE, UNDELEGATED)
 
 
 def delegate_rounds(cpu: Any, plan: Plan) -> list[dict[str, Any]]:
@@ -1228,11 +1203,7 @@ back_to_ram:
     b message
 bad_rsi:
     mov x3, #{BAD_RSI}
-message:
-    mov x2, ={MMIO}
-    str x3, [x2]
-    b message
-"""
+{MESSAGE}"""
 """(i): RSI_IPA_STATE_GET from a page of the (unassigned) block to its end, a new page each
 iteration: top must be the block's end, the RIPAS RAM until it is DESTROYED, then DESTROYED."""
 
