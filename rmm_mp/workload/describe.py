@@ -37,6 +37,11 @@ def _ranges(cpus: list[int]) -> str:
     return ",".join(out)
 
 
+def _cpu_list(cpus: list[int]) -> str:
+    """``CPU 3`` for one CPU, ``CPUs 0-1`` or ``CPUs 1,3`` for more (_ranges)."""
+    return f"CPU{'s' if len(cpus) > 1 else ''} {_ranges(cpus)}"
+
+
 def _weights(weights: Weights) -> str:
     return ", ".join(f"{name} {weight:g}" for name, weight in weights)
 
@@ -57,8 +62,8 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
     if t.cpus is not None:
         written = list(t.cpus_written) if isinstance(t.cpus_written, tuple) else f'"{t.cpus_written}"'
         ignored = sorted(c for c in t.cpus if c >= w.cpus)
-        lines.append(f"    cpus {written}: its vCPUs run on CPU {_ranges(list(w.runs_on(r)))} only"
-                     + (f" (CPU {_ranges(ignored)} not in this run)" if ignored else ""))
+        lines.append(f"    cpus {written}: its vCPUs run on {_cpu_list(list(w.runs_on(r)))} only"
+                     + (f" ({_cpu_list(ignored)} not in this run)" if ignored else ""))
     if t.lifetime:
         lines.append(f"    lifetime {t.lifetime:,} REC entries")
     if t.lifecycle:

@@ -117,12 +117,15 @@ def test_realms_share_a_queue_per_distinct_set_and_cpus_serve_theirs(tmp_path: P
 
 def test_workloads_show_names_the_cpus_of_a_realm(tmp_path: Path) -> None:
     """`workloads show` prints a realm's cpus as written, the CPUs of the run that run its vCPUs,
-    and the ids this run does not have; a realm without the key gets no such line."""
-    text = describe(load(tmp_path, HEAD + realm("a", '"0-1"') + realm("b", "[1, 3, 6]") + realm("c")))
+    and the ids this run does not have ("CPU" for one, "CPUs" for more); a realm without the key
+    gets no such line."""
+    text = describe(load(tmp_path, HEAD + realm("a", '"0-1"') + realm("b", "[1, 3, 6]") + realm("c")
+                         + realm("d", "[2, 6, 7]")))
     lines = text.splitlines()
-    assert '    cpus "0-1": its vCPUs run on CPU 0-1 only' in lines, text
-    assert "    cpus [1, 3, 6]: its vCPUs run on CPU 1,3 only (CPU 6 not in this run)" in lines, text
-    assert sum("cpus" in line for line in lines) == 2, text
+    assert '    cpus "0-1": its vCPUs run on CPUs 0-1 only' in lines, text
+    assert "    cpus [1, 3, 6]: its vCPUs run on CPUs 1,3 only (CPU 6 not in this run)" in lines, text
+    assert "    cpus [2, 6, 7]: its vCPUs run on CPU 2 only (CPUs 6-7 not in this run)" in lines, text
+    assert sum("cpus" in line for line in lines) == 3, text
 
 
 @pytest.mark.multiprocess
