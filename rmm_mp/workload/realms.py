@@ -288,4 +288,4 @@ def unreported(name: str, recs: int, cpu: int) -> RealmOutcome:
     result was lost to a signal): only that CPU knew its instances (their generations, how each
     ended, whether one is still built), so the report can only say that it does not know."""
     return RealmOutcome(name, recs, False, f"not reported: CPU {cpu}, which owned it, returned no result "
-                                           f"(what its instances did is unknown)")
+                                           f"(what its instances did is unknown)", exceptions=None)

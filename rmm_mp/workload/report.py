@@ -90,10 +90,11 @@ class RealmOutcome:
     """Its guest's console tail and last LOG records: for a failed realm, and for every realm
     read at the end of the run with --console (a torn-down lifecycle instance only when it failed,
     and only the first MAX_OUTPUTS_PER_CPU of its CPU); None otherwise."""
-    exceptions: int = 0
+    exceptions: int | None = 0
     """Synchronous exceptions its guest took in the realm (SEAs the RMM or the host injected,
     undefined instructions, misaligned accesses, address size faults), all RECs together: the
-    count the RMM keeps in its RD (rmm.realm_desc.count_exception)."""
+    count the RMM keeps in its RD (rmm.realm_desc.count_exception). None when it is not known:
+    a realm whose owner CPU returned no result (realms.unreported), whose RD was never read."""
     output_dropped: bool = False
     """It failed, but its guest's output was not kept: a lifecycle instance torn down during the
     run after its CPU had kept the output of MAX_OUTPUTS_PER_CPU failed ones."""
@@ -104,7 +105,7 @@ class RealmOutcome:
         and more than EXCEPTION_LOOP_FACTOR per REC entry (a guest in an exception loop takes
         one per instruction of its time slice; one that handles the odd SEA or udf and goes on
         takes far fewer than its entries)."""
-        return (self.exceptions >= EXCEPTION_LOOP_MIN
+        return (self.exceptions is not None and self.exceptions >= EXCEPTION_LOOP_MIN
                 and self.exceptions > EXCEPTION_LOOP_FACTOR * self.counters.get("entries", 0))
 
 

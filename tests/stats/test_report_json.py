@@ -23,7 +23,7 @@ from report_samples import delegate_rounds, delegate_rounds_then_die, hand_built
 from rmm_mp import Machine
 from rmm_mp.runtime import ProcessUsage, run_cpus
 from rmm_mp.stats import report as latency
-from rmm_mp.workload import render
+from rmm_mp.workload import realms, render
 from rmm_mp.workload.report import GuestOutput, RealmOutcome, collect_locks
 from schema_subset import errors
 
@@ -54,8 +54,9 @@ UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0, 20 << 20),
                 RealmOutcome("ok", 1, True, "turned itself off", {}, GuestOutput("", 0, (), 0)))},
     {"realms": (RealmOutcome("vm#40", 1, False, "the guest reported failure code 5 (detail 0x0)", {},
                              output_dropped=True),)},
+    {"realms": (realms.unreported("vm", 2, 1),)},
 ], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty",
-        "host-cpus-unknown", "guest-output", "guest-output-dropped"])
+        "host-cpus-unknown", "guest-output", "guest-output-dropped", "realm-not-reported"])
 def test_hand_built_reports_validate(changes: dict[str, Any]) -> None:
     """Every shape a report can take gives a document the schema accepts."""
     _valid(render.to_json(hand_built(**changes)))

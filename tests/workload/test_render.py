@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from rmm_mp.check import InvariantReport
 from rmm_mp.runtime import CpuFailure, ProcessUsage
+from rmm_mp.workload import realms as workload_realms
 from rmm_mp.workload.render import format_report, to_json
 from rmm_mp.workload.report import GuestOutput, RealmOutcome
 from stats.report_samples import hand_built
@@ -192,6 +193,20 @@ def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about()
     many = tuple(RealmOutcome(f"vm#{n}", 1, True, "running", {"entries": 1}, exceptions=1000) for n in range(7))
     (warned,) = [w for w in to_json(hand_built(realms=many))["warnings"] if "exception loop" in w]
     assert warned.startswith("7 realms took") and "vm#4 (1,000 exceptions, 1 REC entry) and 2 more;" in warned
+
+
+def test_a_realm_not_reported_shows_its_exceptions_as_unknown() -> None:
+    """A realm whose owner CPU returned no result (realms.unreported): nobody read its RD, so
+    its exceptions are unknown, not none: "?" in the realm table, null in the JSON report, and
+    no exception-loop warning, next to a realm that took none (0)."""
+    report = hand_built(realms=(workload_realms.unreported("lost", 2, 1),
+                                RealmOutcome("calm", 1, True, "turned itself off", {"entries": 3})))
+    doc = to_json(report)
+    assert [r["exceptions"] for r in doc["realms"]] == [None, 0]
+    assert not [w for w in doc["warnings"] if "exception loop" in w]
+    section = _section(format_report(report), "Realms: 1 of 2 ok")
+    assert section[3].split()[:4] == ["lost", "2", "?", "FAILED"], section
+    assert section[4].split()[:4] == ["calm", "1", "0", "ok"], section
 
 
 def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
