@@ -72,9 +72,16 @@ would only be a typo that allocates it all."""
 
 
 MAX_SOURCE = 1 << 20
-"""Largest source text (characters; a guest file's bytes are bounded the same before it is
-read). The bundled guests are a few KiB; parsing keeps every line, so a million-line file
-took some 20 s and 550 MB before a later check refused it: refused at once instead."""
+"""Largest source text (characters). The bundled guests are a few KiB; parsing keeps every line,
+so a million-line file took some 20 s and 550 MB before a later check refused it: refused at
+once instead.
+
+Why there are two 1 MiB bounds, this one and hw.tomlsrc.MAX_INPUT: MAX_INPUT bounds the bytes
+read from any input file (workload, platform, guest source) in a module that knows no schema and
+no assembler; this one bounds the text handed to the assembler by any caller, file or not, and
+the guest package imports nothing of hw. A guest file meets both (workload.spec checks its size
+against this one before read_source reads at most MAX_INPUT bytes), so they are kept equal: one
+limit, one message, whichever check sees the file first (tests/workload/test_spec.py checks)."""
 
 
 def assemble(text: str, base: int = 0) -> bytes:
