@@ -56,6 +56,12 @@ STRATEGIES = tuple(s for s in SCHEDULES if s != "free")
 """What a recorded run's schedule may have been: a replay follows a deterministic one ("replay":
 the file of a shrunk run, or of a replay)."""
 _U64 = (1 << 64) - 1
+MAX_FILE = 64 << 20
+"""Most bytes a schedule file may hold, read or written. A 30,000-step run's is about 228 KB
+(some 7.6 bytes a step), so this is about 8.8 million steps of a run switching as often, some
+15 minutes of a deterministic run at the ~10,000 steps per second it makes; JSON parsing keeps
+every switch as a Python list, so a larger file (up to the 100,000,000-step budget's GBs) would
+take seconds and GBs before its first check. write() refuses what read() would."""
 _SHOWN = 80
 """Characters of a list or object an error message shows (a whole switch list would flood it)."""
 
@@ -100,7 +106,11 @@ def write(report: StressReport, path: "str | Path") -> Path:
     why = report.unreplayable()
     if why:
         raise ValueError(f"not written: {why}")
-    write_json(to_json(report), path)
+    document = to_json(report)
+    size = len(json.dumps(document, indent=1)) + 1   # as write_json writes it (ASCII: bytes)
+    if size > MAX_FILE:
+        raise ValueError(f"not written: {size:,} bytes, more than the {MAX_FILE:,} (64 MiB) a replay reads")
+    write_json(document, path)
     return Path(path)
 
 
@@ -108,7 +118,14 @@ def read(path: "str | Path") -> Schedule:
     """Load and check a schedule file; ValueError (a ConfigError for a bad value) naming what is
     wrong."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_FILE + 1)   # no more: a pipe or a growing file as well
+        if len(raw) > MAX_FILE:
+            raise ConfigError(str(path), "(file)", f"more than {MAX_FILE:,} bytes",
+                              f"a schedule file of at most {MAX_FILE:,} bytes (64 MiB)")
+        data = json.loads(raw.decode("utf-8"))
+    except ConfigError:
+        raise
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError: JSON syntax, and an integer of more digits than Python converts.
         raise ValueError(f"{path}: not a readable schedule file ({exc})") from None

@@ -301,3 +301,38 @@ def test_a_quiescent_interval_past_a_u64_is_refused(value: str, message: str) ->
     with pytest.raises(ValueError, match="quiescent_every"):
         StressConfig(schedule="random", quiescent_every=float(value))
     StressConfig(schedule="random", quiescent_every=U64)
+
+
+def test_a_schedule_file_over_its_bound_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """A --replay file of more than schedule.MAX_FILE (64 MiB) bytes is a usage error naming the
+    file and the bound, read no further (a sparse file makes it cheap); one of exactly the bound
+    (a valid schedule padded with JSON whitespace) is read."""
+    sched = tmp_path / "s.json"
+    with open(sched, "wb") as big:
+        big.truncate(schedule_file.MAX_FILE + 1)
+    res = CliRunner().invoke(stress, ["--replay", str(sched), "--seconds", "20"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert (f"Error: {sched}: (file) = 'more than 67,108,864 bytes': expected a schedule file of at most "
+            f"67,108,864 bytes (64 MiB)") in res.output, res.output
+    assert "Traceback" not in res.output and "machine rmm-mp" not in res.output
+    text = json.dumps(VALID)
+    sched.write_text(text + " " * (schedule_file.MAX_FILE - len(text)))
+    assert schedule_file.read(sched).steps == VALID["result"]["steps"]
+
+
+def test_a_schedule_a_replay_would_refuse_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """schedule.write refuses a schedule larger than a replay reads (MAX_FILE, lowered here to
+    the size of a small run's file and one byte less): the file it writes at the bound reads
+    back, and one byte over it is a ValueError ("not written", which `stress` lists among the
+    files not written) and no file."""
+    from rmm_mp.stress.report import StressReport
+    report = StressReport(StressConfig(schedule="random", steps=10), (), "budget", 0.1, {0: 2, 1: 2}, steps=4,
+                          switches=2, schedule=((0, 0), (3, 1)))
+    size = len(json.dumps(schedule_file.to_json(report), indent=1)) + 1
+    monkeypatch.setattr(schedule_file, "MAX_FILE", size)
+    path = schedule_file.write(report, tmp_path / "fits.json")
+    assert path.stat().st_size == size and schedule_file.read(path).steps == 4
+    monkeypatch.setattr(schedule_file, "MAX_FILE", size - 1)
+    with pytest.raises(ValueError, match=f"^not written: {size:,} bytes, more than the {size - 1:,} "):
+        schedule_file.write(report, tmp_path / "over.json")
+    assert not (tmp_path / "over.json").exists()
