@@ -5,12 +5,13 @@ call verify.py, print, and choose the exit status; all logic lives in the packag
 
 A token whose realm side checks out but whose platform signature could not be checked (no
 --platform-key) must not look like success: it exits 3, not 0.
+
+The token and key files are read bounded (MAX_FILE, 64 KiB): a larger one is a usage error.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Final
 
 import click
@@ -27,6 +28,12 @@ EXIT_USAGE: Final = 2
 EXIT_UNVERIFIED: Final = 3
 _EXIT_BY_VERDICT: Final = {"ok": EXIT_OK, "failed": EXIT_FAILED, "incomplete": EXIT_UNVERIFIED}
 _NAME_WIDTH: Final = 32
+MAX_FILE: Final = 64 << 10
+"""Most bytes a TOKEN or --platform-key file may hold. A CCA token is 1 to 3 KB (this RMM's are
+at most the 4,096 bytes of the buffer RSI_ATTESTATION_TOKEN_INIT promises, abi.cca_token
+TOKEN_BUFFER_SIZE), a key or trust-anchor list a few hundred bytes to a few KB: 64 KiB leaves
+room for tokens of many software components and for a list of keys, while a wrong path (a disk
+image, /dev/zero) is refused having read no more than this."""
 
 
 def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
@@ -47,8 +54,23 @@ def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return data
 
 
+def _read_bounded(path: str, what: str, param_hint: str) -> bytes:
+    """The bytes of input file ``path`` (``what`` it must be), at most MAX_FILE of them: a file
+    that cannot be read or is larger is a usage error naming the file and the bound."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE + 1)     # no more: a device or a growing file as well
+    except OSError as exc:
+        raise click.BadParameter(f"{path} cannot be read ({exc.strerror}); expected {what}",
+                                 param_hint=param_hint) from None
+    if len(data) > MAX_FILE:
+        raise click.BadParameter(f"{path} has more than {MAX_FILE:,} bytes; expected {what} of at most "
+                                 f"{MAX_FILE:,} bytes (64 KiB)", param_hint=param_hint)
+    return data
+
+
 def _read_token(path: str) -> bytes:
-    data = Path(path).read_bytes()
+    data = _read_bounded(path, "a CCA token", "TOKEN")
     if not data:
         raise click.BadParameter(f"{path} is empty; expected a CCA token (CBOR tag 399 or 907)",
                                  param_hint="TOKEN")
@@ -91,6 +113,8 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
       2  usage error: a file is unreadable, TOKEN is not a CCA token, or HEX is bad (not
          hex, or a length no challenge / RIM has)
       3  no check failed, but the platform signature was NOT verified (no --platform-key)
+
+    TOKEN and the key file hold at most 64 KiB each (a token is a few KB).
     """
     # A value no valid token can carry would only turn into a failed check (exit 1) that
     # blames the token; it is the command line that is wrong.
@@ -102,7 +126,7 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
                                  f"{MEASUREMENT_SIZES[-1]} (a SHA-256, SHA-384 or SHA-512 RIM)",
                                  param_hint="'--expect-rim'")
     data = _read_token(token)
-    key = Path(platform_key).read_bytes() if platform_key else None
+    key = _read_bounded(platform_key, "a platform key file", "'--platform-key'") if platform_key else None
     if challenge is not None and len(challenge) < CHALLENGE_SIZE:
         # A relying party's 32-byte nonce reaches the token padded (A7.2.2); compare it so.
         challenge = challenge.ljust(CHALLENGE_SIZE, b"\0")
@@ -124,7 +148,8 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
 def inspect_command(token: str, as_json: bool) -> None:
     """Decode TOKEN and print its claims WITHOUT verifying anything.
 
-    Exit status: 0 when TOKEN decodes; 2 when it is unreadable or not a CCA token.
+    Exit status: 0 when TOKEN decodes; 2 when it is unreadable, larger than 64 KiB (a token is a
+    few KB) or not a CCA token.
     """
     data = _read_token(token)
     try:

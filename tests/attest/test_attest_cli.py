@@ -243,3 +243,25 @@ def test_an_expected_value_no_token_can_hold_is_a_usage_error(option: str, size:
     result = _run("verify", FFM, "--challenge" if option == "--challenge" else "--expect-rim", "ab" * size)
     assert result.exit_code == EXIT_USAGE, result.output
     assert f"Invalid value for '{option}'" in result.output and phrase in result.output
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect", "verify-key"])
+def test_token_and_key_files_over_the_bound_are_usage_errors(tmp_path: Path, command: str) -> None:
+    """A TOKEN, or a --platform-key file, of one byte more than MAX_FILE (64 KiB; a sparse file)
+    is a usage error naming the file and the bound, read no further; a token of exactly the
+    bound is read (and then refused as no CBOR item, which it is not)."""
+    from rmm_mp.attest.cli import MAX_FILE
+    big = tmp_path / "big"
+    with open(big, "wb") as file:
+        file.truncate(MAX_FILE + 1)
+    args = ["verify", FFM, "--platform-key", big] if command == "verify-key" else [command, big]
+    result = _run(*args)
+    assert result.exit_code == EXIT_USAGE, result.output
+    what = "a platform key file" if command == "verify-key" else "a CCA token"
+    assert f"{big} has more than 65,536 bytes; expected {what} of at most 65,536 bytes (64 KiB)" in \
+        " ".join(result.output.split()), result.output
+    with open(big, "r+b") as file:
+        file.truncate(MAX_FILE)
+    if command != "verify-key":
+        result = _run(command, big)
+        assert result.exit_code == EXIT_USAGE and "more than" not in result.output, result.output
