@@ -264,7 +264,8 @@ def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
     """A realm's console tail and last LOG records, each line indented under a title."""
     total = out["console_bytes"]
     lines = ["", f"Guest output of {name}: console ({_count(total, 'byte')} written"
-                 + (f", the last {CONSOLE_BYTES:,} shown" if total > CONSOLE_BYTES else "") + "), "
+                 # "up to": a character the ring cut at its start is left out (realms.guest_output)
+                 + (f", up to the last {CONSOLE_BYTES:,} shown" if total > CONSOLE_BYTES else "") + "), "
                  + f"LOG ({_count(out['log_count'], 'record')}"
                  + (f", the last {len(out['log'])} shown" if out["log_count"] > len(out["log"]) else "") + ")"]
     lines += _console_lines(out["console"])

@@ -7,6 +7,9 @@ from __future__ import annotations
 from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.runqueue import CONSOLE_BYTES
 from rmm_mp.workload.realms import guest_output
+from rmm_mp.workload.render import format_report
+from rmm_mp.workload.report import RealmOutcome
+from stats.report_samples import hand_built
 
 
 def _status(console: bytes, written: int) -> RealmStatus:
@@ -32,3 +35,19 @@ def test_a_character_the_ring_cut_at_its_start_is_left_out() -> None:
     assert guest_output(_status(whole, CONSOLE_BYTES + 1)).console == "a" + "€" * 341
     assert guest_output(_status(euro[1:] + b"ok", 4)).console == "\ufffd\ufffdok"
     assert guest_output(_status(b"ok" + euro[:2], 4)).console == "ok\ufffd"
+
+
+def test_the_header_of_a_cut_console_says_up_to_the_last_bytes_shown() -> None:
+    """The console of the test above, its ring cut inside a "€": the report shows 1,022 of the
+    last 1,024 bytes, so the block's header says "up to the last 1,024 shown" (it said "the
+    last 1,024 shown", 2 more than it showed); a console that fits whole says nothing of it."""
+    euro = "€".encode()
+    printed = euro * 342 + b"ab"
+    out = guest_output(_status(printed[-CONSOLE_BYTES:], len(printed)))
+    assert len(out.console.encode()) == CONSOLE_BYTES - 2
+    text = format_report(hand_built(realms=(RealmOutcome("vm", 1, False, "failed", {}, out),)))
+    assert "Guest output of vm: console (1,028 bytes written, up to the last 1,024 shown), LOG (0 records)" \
+        in text, text
+    whole = guest_output(_status(b"ab", 2))
+    text = format_report(hand_built(realms=(RealmOutcome("vm", 1, False, "failed", {}, whole),)))
+    assert "Guest output of vm: console (2 bytes written), LOG (0 records)" in text, text
