@@ -209,7 +209,9 @@ def _realms(doc: dict[str, Any]) -> list[str]:
              _counters(r["counters"])) for r in shown]
     head, rule, *body = table(("realm", "RECs", "exceptions", "result", "detail", "counters"), rows, (0, 3, 4, 5))
     start = head.index("counters")
-    out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule,
+    # The rule spans the widest counter list, which an ok realm's line is clipped short of: cut
+    # to the width, or it ran on for hundreds of columns under lines that end at 118.
+    out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule[:WIDTH].rstrip(),
            *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
     if len(realms) > len(shown):
         out.append(f"... and {len(realms) - len(shown):,} more realms, all ok (the JSON report lists every realm)")

@@ -283,6 +283,18 @@ def test_cpu_failures_say_why_the_cpus_were_asked_to_stop() -> None:
         "  CPU 1 did not stop within 10 s of being asked and was terminated; locks still held: none"]
 
 
+def test_the_realm_tables_rule_keeps_to_the_width() -> None:
+    """An ok realm whose counter list runs to 400-odd columns: its row is clipped to the width,
+    and so is the dashed rule under the header, which spans the counters column (it was as wide
+    as the whole list, 229 columns under `rmm-mp run quickstart`'s loop realm)."""
+    counters = {f"counter{n}": 1000 + n for n in range(30)}
+    realm = RealmOutcome("vm#0", 4, True, "turned itself off, reported pass (detail 0x0)", counters)
+    section = _section(format_report(hand_built(realms=(realm,))), "Realms: 1 of 1 ok")
+    rule = section[2]
+    assert set(rule) == {"-", " "} and rule.startswith("-----") and rule.endswith("-"), rule
+    assert len(rule) <= 118 and len(section[3]) <= 118, [len(line) for line in section]
+
+
 def test_lines_fit_in_120_columns() -> None:
     """A full report, one of 8 CPUs on 2 cores (with its warning) and one without latency: no line of
     their text is longer than 120 columns."""
