@@ -113,7 +113,7 @@ def _latency(doc: dict[str, Any]) -> list[str]:
     if not records:
         unread = _unread(doc, "latency")
         return ["", f"Latency: no figures ({unread})." if unread else "No calls were made."]
-    out = ["", "Latency per call and CPU in us; percentiles are the upper edges of histogram buckets "
+    out = ["", "Latency per call and CPU in us; percentiles are upper edges of histogram buckets "
                "(at most ~3 % above the true value)"]
     for kind, title in _KIND_TITLES.items():
         rows = [(r["call"], str(r["cpu"]), f"{r['count']:,}", f"{r['errors']:,}", us(r["p50"]), us(r["p90"]),

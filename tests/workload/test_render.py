@@ -6,7 +6,7 @@ of call gets its table with per-CPU rows and an "all" row only where more than o
 call, figures in us; the RMI time split and its shares ("-" for a CPU without RMI calls); lock contention per class and CPU;
 CPU processes; WARNING lines for oversubscription and impossible pinning; the --no-latency
 message instead of tables; realms capped with the rest counted; failures, problems, invariants,
-outputs and the verdict; every line within 120 columns.
+outputs and the verdict; every line within the report's 118 columns.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_latency_tables_per_kind_in_us() -> None:
     for title, call in [("RSI calls", "RSI_HOST_CALL"), ("PSCI calls", "PSCI_CPU_ON"),
                         ("REC runs by exit reason", "EXIT_HOST_CALL"), ("Host activities", "HOST_RUN")]:
         assert _row(_section(text, title), call, "0")[0] == call
-    assert "percentiles are the upper edges of histogram buckets" in text
+    assert "percentiles are upper edges of histogram buckets" in text
 
 
 def test_time_split_of_rmi_calls() -> None:
@@ -295,9 +295,10 @@ def test_the_realm_tables_rule_keeps_to_the_width() -> None:
     assert len(rule) <= 118 and len(section[3]) <= 118, [len(line) for line in section]
 
 
-def test_lines_fit_in_120_columns() -> None:
+def test_lines_fit_in_118_columns() -> None:
     """A full report, one of 8 CPUs on 2 cores (with its warning) and one without latency: no line of
-    their text is longer than 120 columns."""
+    their text is longer than the report's width, 118 columns (the latency section's title was 120:
+    the test allowed 120)."""
     for report in (hand_built(), hand_built(cpus=8, host_cores=2), hand_built(latency_recorded=False)):
-        long = [line for line in format_report(report).splitlines() if len(line) > 120]
+        long = [line for line in format_report(report).splitlines() if len(line) > 118]
         assert long == [], long
