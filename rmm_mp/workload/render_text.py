@@ -265,11 +265,15 @@ def _console_lines(console: str) -> list[str]:
 def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
     """A realm's console tail and last LOG records, each line indented under a title."""
     total = out["console_bytes"]
-    lines = ["", f"Guest output of {name}: console ({_count(total, 'byte')} written"
-                 # "up to": a character the ring cut at its start is left out (realms.guest_output)
-                 + (f", up to the last {CONSOLE_BYTES:,} shown" if total > CONSOLE_BYTES else "") + "), "
-                 + f"LOG ({_count(out['log_count'], 'record')}"
-                 + (f", the last {len(out['log'])} shown" if out["log_count"] > len(out["log"]) else "") + ")"]
+    title = (f"Guest output of {name}: console ({_count(total, 'byte')} written"
+             # "up to": a character the ring cut at its start is left out (realms.guest_output)
+             + (f", up to the last {CONSOLE_BYTES:,} shown" if total > CONSOLE_BYTES else "") + "), "
+             + f"LOG ({_count(out['log_count'], 'record')}"
+             + (f", the last {len(out['log'])} shown" if out["log_count"] > len(out["log"]) else "") + ")")
+    # With both rings' "up to the last ... shown" the title alone is 118 columns and the name:
+    # wrapped as a warning is, on whole words, so that the name is never cut.
+    lines = ["", *textwrap.wrap(title, WIDTH, subsequent_indent="    ", break_long_words=False,
+                                break_on_hyphens=False)]
     lines += _console_lines(out["console"])
     lines += [f"  LOG rec {entry['rec']}: " + " ".join(f"{v:#x}" for v in entry["values"]) for entry in out["log"]]
     return lines

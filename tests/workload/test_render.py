@@ -228,6 +228,23 @@ def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
     assert body[3:] == ["  | short", "  | ", "  | end"]
 
 
+def test_a_guest_output_title_too_long_for_the_width_is_wrapped() -> None:
+    """A failed realm named lifecycle#1234 whose guest wrote 2,345,678 console bytes and 1,234
+    LOG records: the block's title, which says both rings showed only their last entries, is 126
+    columns on one line; it is wrapped within 118 on whole words (the name whole on the first
+    line), later lines indented by 4, and the console follows it. It was one line before."""
+    out = GuestOutput("stuck\n", 2_345_678, tuple((0, (1, 2, 3, 4)) for _ in range(8)), 1234)
+    realm = RealmOutcome("lifecycle#1234", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    section = _section(format_report(hand_built(realms=(realm,))), "Guest output of lifecycle#1234: console")
+    title = [line for line in section if not line.startswith(("  | ", "  LOG"))]
+    assert len(title) == 2 and title[1].startswith("    ") and not title[1].startswith("     "), section
+    assert all(len(line) <= 118 for line in section), [len(line) for line in section]
+    assert " ".join(line.strip() for line in title) == (
+        "Guest output of lifecycle#1234: console (2,345,678 bytes written, the last 1,024 shown), LOG (1,234 "
+        "records, the last 8 shown)")
+    assert section[len(title)] == "  | stuck"
+
+
 def test_failed_realms_whose_output_was_not_kept_are_named_in_a_note() -> None:
     """Seven failed lifecycle instances whose CPU had kept enough guest output (output_dropped)
     and one failed realm with its output: the JSON says output_dropped per realm; the text has
