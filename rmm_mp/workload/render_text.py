@@ -18,6 +18,7 @@ This module owns the layout. It must not compute figures the document does not h
 from __future__ import annotations
 
 import textwrap
+import unicodedata
 from typing import Any, Collection, Sequence
 
 from rmm_mp.host.runqueue import CONSOLE_BYTES
@@ -244,7 +245,7 @@ def _console_lines(console: str) -> list[str]:
     """A guest's console text as report lines: each of its lines after CONSOLE_PREFIX, its tabs
     expanded to 8-column stops and its control characters escaped; a line longer than the width
     goes on in pieces after CONSOLE_MORE, cut between characters (an escape such as ``\\x1b`` is
-    never cut: the terminal would show a different byte)."""
+    never cut: the terminal would show a different byte), a wide character counting two columns."""
     room = WIDTH - len(CONSOLE_PREFIX)
     out: list[str] = []
     for line in console.split("\n")[:-1 if console.endswith("\n") else None] if console else []:
@@ -252,11 +253,14 @@ def _console_lines(console: str) -> list[str]:
         piece: list[str] = []
         used = 0
         for shown in map(_printable, line.expandtabs(8)):
-            if used + len(shown) > room:
+            # A wide character (CJK, most emoji) takes two columns of a terminal: counted as one,
+            # a piece of 114 of them ran to 228.
+            width = 2 if unicodedata.east_asian_width(shown[0]) in ("W", "F") else len(shown)
+            if used + width > room:
                 pieces.append("".join(piece))
                 piece, used = [], 0
             piece.append(shown)
-            used += len(shown)
+            used += width
         pieces.append("".join(piece))
         out += [(CONSOLE_PREFIX if i == 0 else CONSOLE_MORE) + p for i, p in enumerate(pieces)]
     return out

@@ -228,6 +228,20 @@ def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
     assert body[3:] == ["  | short", "  | ", "  | end"]
 
 
+def test_a_console_line_of_wide_characters_is_cut_by_the_columns_it_takes() -> None:
+    """A failed realm's console line of 200 CJK characters (U+4E2D, two terminal columns each)
+    after "ab": its pieces take at most 114 columns after "  + " or "  | " counting each such
+    character as two (57 to a piece, the first piece 56 and "ab"), and put together they give the
+    line. Before, a character counted as one column: a piece of 114 of them took 228."""
+    wide = "ab" + "\u4e2d" * 200
+    out = GuestOutput(wide + "\n", len(wide.encode()) + 1, (), 0)
+    realm = RealmOutcome("wide", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    body = _section(format_report(hand_built(realms=(realm,))), "Guest output of wide")[1:]
+    assert "".join(line[4:] for line in body) == wide
+    assert [len(line) - 4 for line in body] == [58, 57, 57, 30], body  # characters, not columns
+    assert all(4 + 2 * line.count("\u4e2d") + len(line[4:].replace("\u4e2d", "")) <= 118 for line in body)
+
+
 def test_a_guest_output_title_too_long_for_the_width_is_wrapped() -> None:
     """A failed realm named lifecycle#1234 whose guest wrote 2,345,678 console bytes and 1,234
     LOG records: the block's title, which says both rings showed only their last entries, is 126
