@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 import psutil
 
-from rmm_mp.check import invariants
+from rmm_mp.check import Violation, invariants
 from rmm_mp.hw import process
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.hw.quiesce import Participant, Pause
@@ -406,13 +406,7 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
         else:
             checked, report = stop.step(lambda: invariants(machine))
             if checked:
-                # A violation a quiescent check reported stopped the run; the CPUs only finished
-                # their operations since, so the end check sees it again, the same broken
-                # invariant at the same granule: it was reported twice, once per check. Only
-                # what the end check is the first to see is reported here.
-                seen = {f.message for f in findings if f.checker == "invariants"}
-                findings.extend(Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",))
-                                for v in report.violations[:20] if str(v) not in seen)
+                findings.extend(_end_findings(report.violations, findings))
             else:
                 not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
                 ended = _ended(seg, config, results, sup, findings, True)
@@ -431,6 +425,21 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
                         _total(r.bug_calls for r in results.values()),
                         (result.interrupted_by if result.interrupted else "") or stop.by)
+
+
+END_VIOLATIONS = 20
+"""How many broken invariants the check at a run's end reports, past those reported before."""
+
+
+def _end_findings(violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
+    """The findings of the check at the run's end: its first END_VIOLATIONS ``violations`` that
+    no ``earlier`` finding reported. A violation a quiescent check reported stopped the run; the
+    CPUs only finished their operations since, so the end check sees it again, the same broken
+    invariant at the same granule: it was reported twice, once per check. The bound counts the
+    new ones only: taken before them, it left out as many new ones as it took old ones."""
+    seen = {f.message for f in earlier if f.checker == "invariants"}
+    new = [v for v in violations if str(v) not in seen][:END_VIOLATIONS]
+    return [Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",)) for v in new]
 
 
 def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:
