@@ -124,6 +124,29 @@ def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
 
 
 @pytest.mark.multiprocess
+def test_the_first_of_two_signals_is_the_one_that_interrupted_the_run() -> None:
+    """SIGTERM, then Ctrl-C while the CPUs are stopping (each raised from on_tick, as the
+    handlers raise them): the result says the run was interrupted by SIGTERM (interrupted_by,
+    stopped_by), the first signal, and the CPUs were killed by the second, a Ctrl-C. The stress
+    report's "interrupted (...)" comes from interrupted_by: a later signal must not replace it."""
+    ticks = []
+
+    def on_tick(elapsed: float) -> str | None:
+        ticks.append(elapsed)
+        if len(ticks) == 3:
+            raise KeyboardInterrupt("SIGTERM")
+        if len(ticks) == 6:
+            raise KeyboardInterrupt("Ctrl-C")
+        return "no signal came" if elapsed >= 30 else None
+
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=10.0)
+    assert result.interrupted and result.interrupted_by == "SIGTERM", result
+    assert result.stopped_by == "interrupted (SIGTERM)"
+    assert [f.how for f in result.failures] == ["was killed by a second Ctrl-C before it had stopped"] * 2
+
+
+@pytest.mark.multiprocess
 def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
     """Each CPU process sends itself SIGTERM: both go on running, make calls, and return when the run asks
     them to stop; the run is OK."""
