@@ -332,7 +332,7 @@ def _shrunk(stop: Interrupts, report: StressReport,
     say(result.describe())
     say(result.report.findings_text())
     if result.interrupted:
-        return result.report.marked_interrupted((result.unfinished(),)), result.to_json()
+        return result.report.marked_interrupted((result.unfinished(),), by=result.interrupted_by), result.to_json()
     return result.report, result.to_json()
 
 

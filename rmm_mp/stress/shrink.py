@@ -41,6 +41,8 @@ class ShrinkResult:
     accepted: int
     interrupted: bool = False
     """Ctrl-C or SIGTERM ended the search before it was done."""
+    interrupted_by: str = ""
+    """With ``interrupted``, the signal that ended it ("Ctrl-C", "SIGTERM")."""
 
     def describe(self) -> str:
         o, r = self.original, self.report
@@ -104,6 +106,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         best = report
         attempts = accepted = 0
         interrupted = False
+        by = ""     # the signal a replay's run took: the search's own guard does not hear it
         deadline = time.monotonic() + max_seconds
 
         def over() -> bool:
@@ -112,7 +115,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         tried: set[tuple[tuple[int, int], ...]] = set()
 
         def attempt(switches: tuple[tuple[int, int], ...]) -> bool:
-            nonlocal best, attempts, accepted, interrupted
+            nonlocal best, attempts, accepted, interrupted, by
             if switches in tried:
                 return False
             if stop.by:                   # a signal came as this attempt began: no replay for it
@@ -127,6 +130,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
                 return False
             if candidate.interrupted:     # stopped part-way: says nothing about this schedule
                 interrupted = True
+                by = candidate.interrupted_by
                 return False
             found = candidate.first()
             if found is None:
@@ -175,7 +179,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
                 break
             else:
                 chunks = min(len(switches), chunks * 2)
-        return ShrinkResult(report, best, attempts, accepted, interrupted or bool(stop.by))
+        return ShrinkResult(report, best, attempts, accepted, interrupted or bool(stop.by), by or stop.by)
 
 
 def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:

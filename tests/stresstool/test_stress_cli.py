@@ -484,7 +484,7 @@ def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatc
     """Ctrl-C or SIGTERM as shrinking's first replay starts: the search ends (said on stdout),
     and the JSON says so too: `shrink` with `interrupted` true and the figures of the original
     and of the run reported (here the same), `not_done` naming the shrinking, `interrupted`
-    true; the exit status is 1. The JSON used to read as a finished run (`not_done` empty, no
+    true, and the --trace timeline's summary ends "interrupted (SIGNAL)"; the exit status is 1. The JSON used to read as a finished run (`not_done` empty, no
     shrink information). Found by Ctrl-C about 2.8 s into `--inject rd-refcount-plain-rmw
     --schedule random --seed 1 --shrink --json j.json`."""
     from rmm_mp.stress import shrink as shrinking
@@ -494,11 +494,16 @@ def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatc
         calls = _signal_when_called(monkeypatch, shrinking, "run", signum)
         j = tmp_path / "r.json"
         res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(tmp_path / "s.json"),
-                                          "--json", str(j)])
+                                          "--json", str(j), "--trace", str(tmp_path / "t.json")])
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
     assert "shrinking interrupted after 1 replays (0 kept)" in res.stdout, res.output
+    # The timeline's summary, the shrunk report's, names the signal (it said "Ctrl-C or
+    # SIGTERM": the search kept no name).
+    what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    summary = json.loads((tmp_path / "t.json").read_text())["otherData"]["summary"]
+    assert summary.endswith(f"; ended: finding; interrupted ({what})"), summary
     data = json.loads(j.read_text())
     figures = {"finding_step": data["findings"][0]["step"], "steps": data["steps"], "switches": data["switches"],
                "preemptions": data["preemptions"]}
