@@ -92,7 +92,8 @@ def without_lines(text: str) -> str:
 
 @dataclass
 class FindingLog:
-    """Findings of one process, each problem once (by checker, rule and site)."""
+    """Findings of one process, each problem once (by checker, rule and site; a broken
+    invariant, which has no site, by its message too: ``add``'s ``by_message``)."""
 
     limit: int = 50
     items: list[Finding] = field(default_factory=list)
