@@ -22,6 +22,17 @@ whose only writer is the parent, and a watcher thread blocked on it ends the chi
 end-of-file (the parent died, whatever the signal). This works for forkserver children too,
 whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG.
 
+``args`` do not travel with the process object: ``multiprocessing`` writes that to the child's
+bootstrap pipe from ``Process.start``, which blocks until the child has read it when it is
+larger than the pipe's buffer (64 KiB), i.e. until the child's interpreter has started and
+imported its modules. A workload's plan with 54 realms is about 270 KB (a guest file alone may
+be 1 MiB), so each start waited for the child before it and 64 CPU processes started one after
+another (200 s on 2 cores), with Ctrl-C blocked meanwhile. So the parent pickles ``args`` once
+and a feeder thread writes them down each child's lifeline after every process is started; the
+child reads them there before it watches the lifeline. Pipe ends among the args (the stress
+scheduler's) still go with the process object, the only way a file descriptor reaches a
+spawned child: the pickled args refer to them by position (pickle's persistent IDs).
+
 Children ignore SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job
 send to the whole process group: the parent handles them and stops the children between
 calls, so no handler is interrupted half-way (with ``sigterm_stops``, which the command-line
@@ -34,10 +45,12 @@ is killed (SIGKILL, since it ignores SIGTERM).
 from __future__ import annotations
 
 import ctypes
+import io
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.resource_tracker
 import os
+import pickle
 import resource
 import signal
 import threading
@@ -232,10 +245,55 @@ def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
         return True
 
 
-def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[Any, ...],
-              conn: multiprocessing.connection.Connection,
+class _ArgsPickler(pickle.Pickler):
+    """Pickles a target's args leaving out the pipe ends, which it collects in ``by_spawn``."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.by_spawn: list[multiprocessing.connection.Connection] = []
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if isinstance(obj, multiprocessing.connection.Connection):
+            self.by_spawn.append(obj)
+            return len(self.by_spawn) - 1
+        return None
+
+
+def _pickle_args(args: tuple[Any, ...]) -> tuple[bytes, tuple[multiprocessing.connection.Connection, ...]]:
+    """``args`` pickled for the lifeline, and the pipe ends they hold (for the process object)."""
+    buf = io.BytesIO()
+    pickler = _ArgsPickler(buf)
+    pickler.dump(args)
+    return buf.getvalue(), tuple(pickler.by_spawn)
+
+
+def _unpickle_args(pickled: bytes, by_spawn: tuple[multiprocessing.connection.Connection, ...]) -> tuple[Any, ...]:
+    unpickler = pickle.Unpickler(io.BytesIO(pickled))
+    unpickler.persistent_load = by_spawn.__getitem__   # type: ignore[assignment]
+    result: tuple[Any, ...] = unpickler.load()
+    return result
+
+
+def _feed(payload: bytes, lifelines: list[multiprocessing.connection.Connection]) -> None:
+    """Write the pickled ``args`` down each child's lifeline, in turn (a feeder thread of the
+    parent: each write of more than a pipe's buffer waits for its child to read it)."""
+    for life_writer in lifelines:
+        try:
+            life_writer.send_bytes(payload)
+        except OSError:     # that child died before it read them (EPIPE): the supervisor reports it
+            pass
+
+
+def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
+              by_spawn: tuple[multiprocessing.connection.Connection, ...], conn: multiprocessing.connection.Connection,
               lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
     _set_parent_death_signal()
+    # The args come down the lifeline (_feed), before the watcher takes any message on it as
+    # the parent's end. End-of-file instead of them: the parent died while this process started.
+    try:
+        pickled = lifeline.recv_bytes()
+    except (EOFError, OSError):
+        os._exit(LIFELINE_EXIT)
     threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     # Ignored before Machine.attach, whose SIGTERM handler would otherwise end the process at
     # once (it leaves an ignored signal alone). The parent started this process with both
@@ -258,6 +316,7 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any], args: tuple[An
         cpu = machine.cpu(cpu_id)
         if tracing:
             cpu.set_tracing(True)
+        args = _unpickle_args(pickled, by_spawn)   # here, so that a failure is reported as the target's
         result = target(cpu, *args)
         cpu.flush_statistics()
         conn.send(("ok", result, _own_usage(pinned)))
@@ -328,6 +387,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     # first: multiprocessing starts it at the first spawn and then unblocks these two signals
     # outright, not restoring the mask it found.
     multiprocessing.resource_tracker.ensure_running()
+    payload, by_spawn = _pickle_args(tuple(args))
+    feeder: threading.Thread | None = None
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         for cpu_id in ids:
@@ -335,12 +396,15 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             life_reader, life_writer = ctx.Pipe(duplex=False)
             lifelines.append(life_writer)
             proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
-                               args=(machine.name, cpu_id, target, tuple(args), writer, life_reader, cores, tracing),
+                               args=(machine.name, cpu_id, target, by_spawn, writer, life_reader, cores, tracing),
                                daemon=True)
             proc.start()
             writer.close()
             life_reader.close()
             procs[cpu_id], pipes[cpu_id] = proc, reader
+        # Started with STOP_SIGNALS blocked, as the main thread has them: it never takes them.
+        feeder = threading.Thread(target=_feed, args=(payload, list(lifelines)), name="rmm-mp-args", daemon=True)
+        feeder.start()
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                            on_end).wait()
     finally:
@@ -349,6 +413,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             if proc.exitcode is None:
                 proc.kill()
                 proc.join()
+        if feeder is not None:  # every child is gone: a write it waited in has failed (EPIPE)
+            feeder.join()
         for life_writer in lifelines:
             life_writer.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -379,7 +380,8 @@ def test_a_cpu_process_whose_parent_died_before_it_attached_exits_quietly() -> N
     ctx = multiprocessing.get_context("spawn")
     reader, writer = ctx.Pipe(duplex=False)
     life_reader, life_writer = ctx.Pipe(duplex=False)
-    life_writer.close()     # the parent is gone
+    life_writer.send_bytes(pickle.dumps(()))    # the target's args (runtime._feed), then
+    life_writer.close()                         # the parent is gone
     proc = ctx.Process(target=_cpu_main_before_its_watcher,
                        args=("rmm-mp-1-00000000", 0, _until_stopped, (), writer, life_reader, None, False))
     try:

@@ -1,0 +1,89 @@
+"""How run_cpus hands ``args`` to its CPU processes: not with the process object, which
+multiprocessing writes to a child's bootstrap pipe from Process.start (a write that waits for
+the child to read it once it is larger than the pipe's buffer, so CPUs started one after the
+other), but once every process is started, down each child's lifeline."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import multiprocessing.connection
+import pickle
+from typing import Any
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.runtime import run_cpus
+
+BIG = bytes(range(256)) * 4096     # 1 MiB: 16 times a Linux pipe's buffer
+
+
+class _Started(Exception):
+    """Raised by _Recorder.start: the test has what it wanted, the run goes no further."""
+
+
+def _digest(cpu, payload: bytes) -> tuple[int, int, str]:  # type: ignore[no-untyped-def]
+    """The CPU's id and what it received."""
+    return int(cpu.id), len(payload), hashlib.sha256(payload).hexdigest()
+
+
+def test_the_process_object_does_not_carry_the_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_cpus with 1 MiB of args on 2 CPUs, its context's Process replaced by a recorder that
+    keeps what it was given and stops the run at the first start. What a process object carries
+    (its arguments less the pipe ends, which travel as file descriptors) pickles to less than a
+    pipe's 64 KiB, so Process.start never waits for a child. Before, it carried the 1 MiB, and
+    64 CPU processes of a 54-realm workload (a 270 KB plan) started one after the other: 200 s."""
+    given: list[tuple[Any, ...]] = []
+
+    class _Recorder:
+        def __init__(self, *, target: Any, name: str, args: tuple[Any, ...], daemon: bool) -> None:
+            given.append(args)
+
+        def start(self) -> None:
+            raise _Started
+
+    monkeypatch.setattr(multiprocessing.get_context("spawn"), "Process", _Recorder)
+    with Machine.create("host", cpus=2) as m:
+        with pytest.raises(_Started):
+            run_cpus(m, _digest, args=(BIG,), timeout_s=30)
+    assert len(given) == 1
+    plain = [a for a in given[0] if not isinstance(a, multiprocessing.connection.Connection)]
+    assert len(pickle.dumps(plain)) < 64 * 1024, [type(a).__name__ for a in plain]
+
+
+@pytest.mark.multiprocess
+def test_every_cpu_gets_args_larger_than_a_pipe() -> None:
+    """2 CPU processes, each given 1 MiB: each returns its id with the length and SHA-256 of
+    what it received, which are those of the 1 MiB (the feeder's writes, each waiting for its
+    child to read, reach every child)."""
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _digest, args=(BIG,), timeout_s=60)
+    want = (len(BIG), hashlib.sha256(BIG).hexdigest())
+    assert result.ok and result.results == {0: (0, *want), 1: (1, *want)}, result
+
+
+def _write_id(cpu, payload: bytes, pipes: dict[str, multiprocessing.connection.Connection]) -> int:  # type: ignore[no-untyped-def]
+    """Write this CPU's id and the length of ``payload`` down the pipe end it was given."""
+    pipes["out"].send((int(cpu.id), len(payload)))
+    return int(cpu.id)
+
+
+@pytest.mark.multiprocess
+def test_a_pipe_end_among_the_args_works_in_the_cpu() -> None:
+    """The args hold a pipe's write end (inside a dict, beside 1 MiB), as the stress scheduler's
+    plan holds every CPU's pipe ends: each of 2 CPUs writes its id down it and the parent reads
+    both. The pipe end must travel as a file descriptor with the process object; pickled with
+    the args it arrived as a bare number, and `rmm-mp stress --schedule random` failed every CPU
+    with EBADF."""
+    ctx = multiprocessing.get_context("spawn")
+    reader, writer = ctx.Pipe(duplex=False)
+    try:
+        with Machine.create("host", cpus=2) as m:
+            result = run_cpus(m, _write_id, args=(BIG, {"out": writer}), timeout_s=60)
+        assert result.ok and result.results == {0: 0, 1: 1}, result
+        got = sorted(reader.recv() for _ in range(2))
+        assert got == [(0, len(BIG)), (1, len(BIG))]
+    finally:
+        reader.close()
+        writer.close()
