@@ -12,7 +12,7 @@ An access that does not translate raises MemoryFault with a reason the RMM class
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from rmm_mp.guest.interpreter import MemoryFault
 from rmm_mp.hw.gpt import Pas
@@ -64,7 +64,7 @@ class Stage2Bus:
     """
 
     __slots__ = ("memory", "sync", "_load", "_base", "_ctx", "_root", "_gpt", "_ipa_size", "_par_size", "_start",
-                 "_sl_shift", "_sl_mask")
+                 "_sl_shift", "_sl_mask", "_tlb")
 
     def __init__(self, rmm: "RmmCpu", ctx: S2Ctx, tlb: "Tlb") -> None:
         self.memory = rmm.memory.buf
@@ -74,6 +74,7 @@ class Stage2Bus:
         self._ctx = ctx
         self._gpt = rmm.gpt
         self.sync = tlb.sync        # the interpreter calls it at its sync points: no wrapper
+        self._tlb = tlb             # for exception_taken only
         self._root = (ctx.rtt_base - base) >> 12
         self._start = ctx.start_level
         self._sl_shift = _SHIFTS[ctx.start_level]
@@ -83,12 +84,10 @@ class Stage2Bus:
 
     def exception_taken(self) -> None:
         """The guest took a synchronous exception in the realm (interpreter.Bus): count it in the
-        RD of the realm this CPU executes (realm_desc.count_exception). The TLB and the DRAM view
-        are reached through the bound methods __init__ keeps anyway (``sync``, ``_load``), so no
-        REC run pays for this counter unless its guest takes an exception."""
-        tlb = cast("Tlb", self.sync.__self__)  # type: ignore[attr-defined]
-        view = self._load.__self__  # type: ignore[attr-defined]
-        count_exception(view, tlb.executing_rd - self._base)
+        RD of the realm this CPU executes (realm_desc.count_exception), through the CPU's TLB,
+        which knows that RD and holds the DRAM view."""
+        tlb = self._tlb
+        count_exception(tlb.dram, tlb.executing_rd - self._base)
 
     def _walk(self, ipa: int) -> tuple[int, int]:
         """(level, entry) where the lock-free walk for ``ipa`` (< 2^ipa_width) stops."""
