@@ -244,7 +244,7 @@ def test_a_console_line_of_wide_characters_is_cut_by_the_columns_it_takes() -> N
 
 def test_a_guest_output_title_too_long_for_the_width_is_wrapped() -> None:
     """A failed realm named lifecycle#1234 whose guest wrote 2,345,678 console bytes and 1,234
-    LOG records: the block's title, which says both rings showed only their last entries, is 126
+    LOG records: the block's title, which says both rings showed only their last entries, is 132
     columns on one line; it is wrapped within 118 on whole words (the name whole on the first
     line), later lines indented by 4, and the console follows it. It was one line before."""
     out = GuestOutput("stuck\n", 2_345_678, tuple((0, (1, 2, 3, 4)) for _ in range(8)), 1234)
@@ -254,8 +254,8 @@ def test_a_guest_output_title_too_long_for_the_width_is_wrapped() -> None:
     assert len(title) == 2 and title[1].startswith("    ") and not title[1].startswith("     "), section
     assert all(len(line) <= 118 for line in section), [len(line) for line in section]
     assert " ".join(line.strip() for line in title) == (
-        "Guest output of lifecycle#1234: console (2,345,678 bytes written, the last 1,024 shown), LOG (1,234 "
-        "records, the last 8 shown)")
+        "Guest output of lifecycle#1234: console (2,345,678 bytes written, up to the last 1,024 shown), LOG "
+        "(1,234 records, the last 8 shown)")
     assert section[len(title)] == "  | stuck"
 
 
