@@ -29,9 +29,12 @@ imported its modules. A workload's plan with 54 realms is about 270 KB (a guest 
 be 1 MiB), so each start waited for the child before it and 64 CPU processes started one after
 another (200 s on 2 cores), with Ctrl-C blocked meanwhile. So the parent pickles ``args`` once
 and a feeder thread writes them down each child's lifeline after every process is started; the
-child reads them there before it watches the lifeline. Pipe ends among the args (the stress
-scheduler's) still go with the process object, the only way a file descriptor reaches a
-spawned child: the pickled args refer to them by position (pickle's persistent IDs).
+child reads them there before it watches the lifeline. What in the args only multiprocessing
+can pickle, as it starts a process, still goes with the process object: pipe ends (the stress
+scheduler's plan holds every CPU's) and sockets, which reach a spawned child only as file
+descriptors passed then, and multiprocessing's locks, events, queues and shared values, whose
+reductions refuse to work at any other time (or copy the value). The pickled args refer to
+them by position (pickle's persistent IDs).
 
 Children ignore SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job
 send to the whole process group: the parent handles them and stops the children between
@@ -44,10 +47,13 @@ is killed (SIGKILL, since it ignores SIGTERM).
 
 from __future__ import annotations
 
+import copyreg
 import ctypes
+import functools
 import io
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.reduction
 import multiprocessing.resource_tracker
 import os
 import pickle
@@ -56,6 +62,7 @@ import signal
 import threading
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -245,29 +252,60 @@ def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
         return True
 
 
+_PLAIN_REDUCTIONS = frozenset({types.MethodType, type(list.append), type(int.__add__), functools.partial})
+"""Types multiprocessing registers a reduction for that plain pickle handles the same way (by
+reference): they stay in the args that go down the lifeline."""
+
+
+def _spawn_only_types() -> frozenset[type]:
+    """The types multiprocessing's own pickler has a reduction for that plain pickle lacks: pipe
+    ends and sockets (passed as file descriptors), the shared ctypes values of
+    multiprocessing.sharedctypes (each registered as it is first created), and any registered
+    with ForkingPickler.register."""
+    table = multiprocessing.reduction.ForkingPickler(io.BytesIO()).dispatch_table
+    return frozenset(t for t in table if t not in copyreg.dispatch_table and t not in _PLAIN_REDUCTIONS)
+
+
 class _ArgsPickler(pickle.Pickler):
-    """Pickles a target's args leaving out the pipe ends, which it collects in ``by_spawn``."""
+    """Pickles a target's args leaving out what only multiprocessing can pickle, while it starts
+    a process, which it collects in ``by_spawn``: pipe ends and sockets (file descriptors),
+    locks, events, queues and shared values (whose reductions refuse to work at any other
+    time, or copy the value), manager proxies (whose authentication key goes with them then
+    only)."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.by_spawn: list[multiprocessing.connection.Connection] = []
+        self.by_spawn: list[Any] = []
+        self._spawn_only = _spawn_only_types()
+        self._seen: dict[type, bool] = {}
+
+    def _goes_by_spawn(self, cls: type) -> bool:
+        known = self._seen.get(cls)
+        if known is None:
+            # The multiprocessing classes (and subclasses of them) of these objects check that
+            # a process is being started when pickled, or carry what only then is passed on.
+            known = cls in self._spawn_only or any(
+                base.__module__.partition(".")[0] in ("multiprocessing", "_multiprocessing") for base in cls.__mro__)
+            self._seen[cls] = known
+        return known
 
     def persistent_id(self, obj: Any) -> int | None:
-        if isinstance(obj, multiprocessing.connection.Connection):
+        if self._goes_by_spawn(type(obj)):
             self.by_spawn.append(obj)
             return len(self.by_spawn) - 1
         return None
 
 
-def _pickle_args(args: tuple[Any, ...]) -> tuple[bytes, tuple[multiprocessing.connection.Connection, ...]]:
-    """``args`` pickled for the lifeline, and the pipe ends they hold (for the process object)."""
+def _pickle_args(args: tuple[Any, ...]) -> tuple[bytes, tuple[Any, ...]]:
+    """``args`` pickled for the lifeline, and what in them only multiprocessing can pickle (for
+    the process object)."""
     buf = io.BytesIO()
     pickler = _ArgsPickler(buf)
     pickler.dump(args)
     return buf.getvalue(), tuple(pickler.by_spawn)
 
 
-def _unpickle_args(pickled: bytes, by_spawn: tuple[multiprocessing.connection.Connection, ...]) -> tuple[Any, ...]:
+def _unpickle_args(pickled: bytes, by_spawn: tuple[Any, ...]) -> tuple[Any, ...]:
     unpickler = pickle.Unpickler(io.BytesIO(pickled))
     unpickler.persistent_load = by_spawn.__getitem__   # type: ignore[assignment]
     result: tuple[Any, ...] = unpickler.load()
@@ -285,7 +323,7 @@ def _feed(payload: bytes, lifelines: list[multiprocessing.connection.Connection]
 
 
 def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
-              by_spawn: tuple[multiprocessing.connection.Connection, ...], conn: multiprocessing.connection.Connection,
+              by_spawn: tuple[Any, ...], conn: multiprocessing.connection.Connection,
               lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
     _set_parent_death_signal()
     # The args come down the lifeline (_feed), before the watcher takes any message on it as
@@ -346,6 +384,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         target: a picklable top-level callable; it should return when the control block's stop
             flag is set (``cpu.machine.control.stop_requested``).
         cpus: CPU ids to use (default: all of the machine's).
+        args: picklable; they may hold multiprocessing's pipe ends, locks, events, queues and
+            shared values (of ``context``), which reach the CPUs as with a Process's args.
         context: "spawn" or "forkserver".
         on_tick: called about every tick_s seconds with the elapsed time, for progress; it may
             return a reason to stop the CPUs (a run that times itself from a point only the

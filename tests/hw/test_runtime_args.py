@@ -87,3 +87,32 @@ def test_a_pipe_end_among_the_args_works_in_the_cpu() -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def _use_the_shared(cpu, ev, queue, counter, raw) -> int:  # type: ignore[no-untyped-def]
+    """Set the event, put this CPU's id on the queue, add 1 to the shared counter and write 7
+    to the raw shared value."""
+    ev.set()
+    queue.put(int(cpu.id))
+    with counter.get_lock():
+        counter.value += 1
+    raw.value = 7
+    return int(cpu.id)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_multiprocessing_objects_among_the_args_are_shared_with_the_cpu(context: str) -> None:
+    """The args hold a multiprocessing Event, Queue, Value and RawValue, which multiprocessing
+    pickles only while it starts a process (plain pickle refuses the first three, "should only
+    be shared between processes through inheritance", and copies the RawValue's number): CPU 0
+    sets the event, puts its id on the queue, adds 1 to the Value and writes 7 to the RawValue,
+    and the parent sees all four. When the args first went down the lifeline, plain-pickled,
+    run_cpus raised RuntimeError for them before starting any CPU."""
+    ctx = multiprocessing.get_context(context)
+    ev, queue, counter, raw = ctx.Event(), ctx.Queue(), ctx.Value("i", 0), ctx.RawValue("i", 0)
+    with Machine.create("host", cpus=1) as m:
+        result = run_cpus(m, _use_the_shared, args=(ev, queue, counter, raw), context=context, timeout_s=60)
+    assert result.ok and result.results == {0: 0}, result
+    assert ev.is_set() and queue.get(timeout=10) == 0 and counter.value == 1 and raw.value == 7
+    queue.close()
