@@ -28,13 +28,14 @@ larger than the pipe's buffer (64 KiB), i.e. until the child's interpreter has s
 imported its modules. A workload's plan with 54 realms is about 270 KB (a guest file alone may
 be 1 MiB), so each start waited for the child before it and 64 CPU processes started one after
 another (200 s on 2 cores), with Ctrl-C blocked meanwhile. So the parent pickles ``args`` once
-and a feeder thread writes them down each child's lifeline after every process is started; the
-child reads them there before it watches the lifeline. What in the args only multiprocessing
-can pickle, as it starts a process, still goes with the process object: pipe ends (the stress
-scheduler's plan holds every CPU's) and sockets, which reach a spawned child only as file
-descriptors passed then, and multiprocessing's locks, events, queues and shared values, whose
-reductions refuse to work at any other time (or copy the value). The pickled args refer to
-them by position (pickle's persistent IDs).
+and, after every process is started, a feeder thread per child writes them down its lifeline
+(one per child: a child stuck before it reads, stopped or hung while it imports, holds up its
+own feeder only); the child reads them there before it watches the lifeline. What in the
+args only multiprocessing can pickle, as it starts a process, still goes with the process
+object: pipe ends (the stress scheduler's plan holds every CPU's) and sockets, which reach a
+spawned child only as file descriptors passed then, and multiprocessing's locks, events,
+queues and shared values, whose reductions refuse to work at any other time (or copy the
+value). The pickled args refer to them by position (pickle's persistent IDs).
 
 Children ignore SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job
 send to the whole process group: the parent handles them and stops the children between
@@ -312,14 +313,13 @@ def _unpickle_args(pickled: bytes, by_spawn: tuple[Any, ...]) -> tuple[Any, ...]
     return result
 
 
-def _feed(payload: bytes, lifelines: list[multiprocessing.connection.Connection]) -> None:
-    """Write the pickled ``args`` down each child's lifeline, in turn (a feeder thread of the
-    parent: each write of more than a pipe's buffer waits for its child to read it)."""
-    for life_writer in lifelines:
-        try:
-            life_writer.send_bytes(payload)
-        except OSError:     # that child died before it read them (EPIPE): the supervisor reports it
-            pass
+def _feed(payload: bytes, life_writer: multiprocessing.connection.Connection) -> None:
+    """Write the pickled ``args`` down one child's lifeline (a feeder thread of the parent: a
+    write of more than a pipe's buffer waits for the child to read it)."""
+    try:
+        life_writer.send_bytes(payload)
+    except OSError:     # the child died before it read them (EPIPE): the supervisor reports it
+        pass
 
 
 def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
@@ -428,7 +428,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     # outright, not restoring the mask it found.
     multiprocessing.resource_tracker.ensure_running()
     payload, by_spawn = _pickle_args(tuple(args))
-    feeder: threading.Thread | None = None
+    feeders: list[threading.Thread] = []
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         for cpu_id in ids:
@@ -442,9 +442,12 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             writer.close()
             life_reader.close()
             procs[cpu_id], pipes[cpu_id] = proc, reader
-        # Started with STOP_SIGNALS blocked, as the main thread has them: it never takes them.
-        feeder = threading.Thread(target=_feed, args=(payload, list(lifelines)), name="rmm-mp-args", daemon=True)
-        feeder.start()
+        # Started with STOP_SIGNALS blocked, as the main thread has them: they never take them.
+        # One per child, so that a child that does not read holds up no other's args.
+        for cpu_id, life_writer in zip(ids, lifelines):
+            feeders.append(threading.Thread(target=_feed, args=(payload, life_writer), name=f"rmm-mp-args{cpu_id}",
+                                            daemon=True))
+            feeders[-1].start()
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                            on_end).wait()
     finally:
@@ -453,7 +456,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             if proc.exitcode is None:
                 proc.kill()
                 proc.join()
-        if feeder is not None:  # every child is gone: a write it waited in has failed (EPIPE)
+        for feeder in feeders:  # every child is gone: a write one waited in has failed (EPIPE)
             feeder.join()
         for life_writer in lifelines:
             life_writer.close()

@@ -10,6 +10,7 @@ import os
 import multiprocessing
 import multiprocessing.connection
 import pickle
+import signal
 from typing import Any
 
 import pytest
@@ -148,3 +149,37 @@ def test_a_cpu_whose_parent_died_before_its_args_came_exits_quietly(sent: bytes)
             proc.kill()
             proc.join()
         reader.close()
+
+
+def _count_and_return(cpu, payload: bytes, done) -> int:  # type: ignore[no-untyped-def]
+    """Add 1 to ``done`` (a shared Value) and return this CPU's id."""
+    with done.get_lock():
+        done.value += 1
+    return int(cpu.id)
+
+
+class _StoppedCpu0(multiprocessing.get_context("spawn").Process):  # type: ignore[misc,name-defined]
+    """A spawn Process that SIGSTOPs CPU 0's process as soon as it is started: a CPU process
+    stuck while it starts up (a stopped job, a debugger), before it reads its args."""
+
+    def start(self) -> None:
+        super().start()
+        if self.name == "rmm-mp-cpu0":
+            assert self.pid is not None
+            os.kill(self.pid, signal.SIGSTOP)
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_stuck_before_it_reads_its_args_does_not_hold_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 CPUs given 1 MiB each, CPU 0's process stopped (SIGSTOP) as soon as it is started:
+    CPUs 1 and 2 get their args and return (the run is stopped once both have), and only
+    CPU 0 is terminated when the grace time is over. The args went down the lifelines one
+    after another, each write waiting for its child to read: CPUs 1 and 2 waited behind
+    CPU 0 for ever and were reported as CPUs that "did not stop within 0.5 s of being asked"."""
+    monkeypatch.setattr(multiprocessing.get_context("spawn"), "Process", _StoppedCpu0)
+    done = multiprocessing.get_context("spawn").Value("i", 0)
+    with Machine.create("host", cpus=3) as m:
+        result = run_cpus(m, _count_and_return, args=(BIG, done), timeout_s=30, grace_s=0.5,
+                          on_tick=lambda elapsed: "both ran" if done.value == 2 else None)
+    assert result.results == {1: 1, 2: 2}, result
+    assert [(f.cpu, f.terminated) for f in result.failures] == [(0, True)], result.failures
