@@ -537,8 +537,9 @@ def churn_targets(w: Workload, cpu: int) -> int:
 
 
 def realm_granules(r: RealmTemplate) -> int:
-    """Granules one realm can hold: RD, roots, RECs with aux granules and run pages, RTTs, the
-    pages its guest touches (all of its RAM for a guest from a file), shared pages."""
+    """Granules one realm can hold: RD, its root RTTs (root_count: the rtt_num_start
+    REALM_CREATE needs for its IPA width, 2 for 40 bits), RECs with aux granules and run pages,
+    RTTs, the pages its guest touches (all of its RAM for a guest from a file), shared pages."""
     # A bundled guest's image and data pages (RealmTemplate.backed), not the RAM between them,
     # which it never touches. Counted as min_ram's extent (1 MiB, 2 MiB for attest), a realm
     # counted 256 to 513 granules it never has: runs at the bound used as little as 7 % of it.
@@ -548,12 +549,15 @@ def realm_granules(r: RealmTemplate) -> int:
     # and the unprotected half's: each shared page may sit in a 2 MiB block of its own, under a
     # level 2 and a level 1 table of that half.
     tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20) + MAX_SHARED_PAGES + 2
-    return 1 + 16 + r.recs * (2 + MAX_AUX) + pages + tables + MAX_SHARED_PAGES
+    # The roots as many as the realm has, not 16 for every realm: a 40-bit realm counted 14
+    # granules it never has (the most any IPA width needs is 16, MAX_ROOTS).
+    return 1 + root_count(r) + r.recs * (2 + MAX_AUX) + pages + tables + MAX_SHARED_PAGES
 
 
 def ripas_granules() -> int:
-    """A ripas-churn realm (run.ripas_template): RD, roots, one REC, the image and REC 0's pages
-    of ripas-loop, and 8 for its tables."""
+    """A ripas-churn realm (run.ripas_template): RD, its roots (2, for RIPAS_CHURN_IPA_WIDTH),
+    one REC, the image and REC 0's pages of ripas-loop, and 8 for its tables."""
     image = len(programs.image(programs.RIPAS_LOOP, {}))
-    return 1 + 16 + 2 + MAX_AUX + programs.backed_pages("ripas-loop", 1, image) + 8
+    roots = num_roots(RIPAS_CHURN_IPA_WIDTH, start_level(RIPAS_CHURN_IPA_WIDTH))
+    return 1 + roots + 2 + MAX_AUX + programs.backed_pages("ripas-loop", 1, image) + 8
 

@@ -328,7 +328,7 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
         # Next, still from DRAM in one piece: the root run of every realm instance and of each
         # CPU's ripas-churn realm; a lifecycle instance's owner keeps its run for every
         # generation. Taken when needed, a run of up to 16 granules aligned to 16 could be
-        # missing though the memory check counts 16 granules of roots per realm: once single
+        # missing though the memory check counts each realm's roots: once single
         # granules lay in every 64 KiB of DRAM, or on a platform with a Secure granule in each.
         # Largest first, so the runs pack without gaps (resolve.root_slots).
         keys = [((r, i), t) for r, t in enumerate(w.realms) for i in range(t.instances)]

@@ -22,7 +22,7 @@ from rmm_mp import Machine
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import programs, spec
-from rmm_mp.workload.resolve import _memory, resolve
+from rmm_mp.workload.resolve import _memory, realm_granules, resolve, root_count
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,9 +71,10 @@ constants = { WORK = 50 }
 
 def test_attest_and_ripas_loop_realms_fit_by_their_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Six attest realms, a ripas-loop realm with 2 RECs and CPU 0's ripas-churn realm on 4 MiB
-    of DRAM: accepted (the bound is 2.4 MiB; it was 16.4 MiB, refused), and when CPU 0 runs 600 steps
-    (the attest realms get their tokens, the ripas-loop RECs and the ripas-churn realm fault
-    their pages in and give them back) the host's allocator never holds more than the bound."""
+    of DRAM: accepted (the bound is 2.0 MiB; counting min_ram's extent it was 16.4 MiB, refused),
+    and when CPU 0 runs 600 steps (the attest realms get their tokens, the ripas-loop RECs and
+    the ripas-churn realm fault their pages in and give them back) the host's allocator never
+    holds more than the bound."""
     small_platform(tmp_path)
     path = tmp_path / "w.toml"
     path.write_text(WORKLOAD)
@@ -97,4 +98,56 @@ def test_attest_and_ripas_loop_realms_fit_by_their_pages(tmp_path: Path, monkeyp
         result = run_cpu0(m, w)
     assert not result.errors
     assert result.counters["ripas-churn entries"] > 50 and result.counters["REC entries"] > 300
+    assert 0 < peak[0] <= need
+
+
+FLIP = """platform = "small.toml"
+cpus = 1
+iterations = 200
+activities = { run = 1 }
+
+[[realm]]
+name = "f"
+guest = "ripas-flip"
+ipa_width = 40
+instances = 14
+"""
+
+
+def test_the_bound_counts_each_realms_own_root_rtts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fourteen 40-bit ripas-flip realms on 4 MiB of DRAM (960 granules above the reserve): each
+    is counted with its 2 root RTTs (67 granules, 938 in all), so the file is accepted; it was
+    refused when every realm counted 16 roots (81 granules, 1,134 in all). The same realms at
+    43 bits have 16 roots each and are refused. A realm's count differs between IPA widths by
+    exactly their difference in roots. CPU 0 then builds the 14 realms and runs them for 200
+    steps, and the host's allocator never holds more than the bound."""
+    small_platform(tmp_path)
+    path = tmp_path / "w.toml"
+    path.write_text(FLIP)
+    w = resolve(spec.load(str(path)))
+    need, parts = _memory(w)
+    assert parts["realms"] == 14 * 67 and need == 938
+    per_width = {}
+    for width, roots in ((40, 2), (42, 8), (43, 16)):
+        path.write_text(FLIP.replace("ipa_width = 40", f"ipa_width = {width}").replace("instances = 14", "instances = 1"))
+        t = spec.load(str(path)).realms[0]
+        assert root_count(t) == roots
+        per_width[width] = realm_granules(t)
+    assert per_width[42] - per_width[40] == 6 and per_width[43] - per_width[40] == 14
+    path.write_text(FLIP.replace("ipa_width = 40", "ipa_width = 43"))
+    with pytest.raises(ConfigError, match="would need up to 4.4 MiB"):
+        resolve(spec.load(str(path)))
+    peak = [0]
+    real_alloc = NsAllocator.alloc
+
+    def alloc(self: NsAllocator, count: int = 1, align: int = 1) -> int:
+        pa = real_alloc(self, count, align)
+        peak[0] = max(peak[0], self.in_use)
+        return pa
+
+    monkeypatch.setattr(NsAllocator, "alloc", alloc)
+    with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
+        result = run_cpu0(m, w)
+    assert not result.errors
+    assert result.counters["REC entries"] >= 14
     assert 0 < peak[0] <= need
