@@ -218,6 +218,21 @@ def min_ram(guest: str, recs: int, image_size: int, text: str = "") -> int:
     return need
 
 
+PROTECTED_ONLY = frozenset({"hello", "measure", "smp-boot", "ripas-loop"})
+"""The bundled guests that never touch the unprotected alias of their RAM, whatever constants a
+workload gives them: every load and store they make is at an ``adr`` of their image plus at most
+a REC index times 256 bytes, or in guest_pages' span, which the workload check keeps within
+1 GiB of RAM_BASE. All of that lies below 3 GiB, under the shared bit (2^32 at the least
+ipa_width, 33), so the host never backs a shared page for them (exits._map_shared). attest
+copies its token there, ripas-flip writes one page there, and a guest file may do anything."""
+
+
+def shares_pages(guest: str) -> bool:
+    """Whether a realm running ``guest`` (a bundled name or a guest file's path) can have the host
+    back shared pages for it: the unprotected alias of its RAM, up to MAX_SHARED_PAGES."""
+    return guest not in PROTECTED_ONLY
+
+
 def backed_pages(guest: str, recs: int, image_size: int, text: str = "") -> int:
     """Granules of protected RAM the host can have to back for a bundled guest: its image's
     (DATA_CREATE) and those of guest_pages (faulted in). Not min_ram's extent: the RAM between

@@ -539,19 +539,24 @@ def churn_targets(w: Workload, cpu: int) -> int:
 def realm_granules(r: RealmTemplate) -> int:
     """Granules one realm can hold: RD, its root RTTs (root_count: the rtt_num_start
     REALM_CREATE needs for its IPA width, 2 for 40 bits), RECs with aux granules and run pages,
-    RTTs, the pages its guest touches (all of its RAM for a guest from a file), shared pages."""
+    RTTs, the pages its guest touches (all of its RAM for a guest from a file), and the shared
+    pages it can have the host back, with their tables."""
     # A bundled guest's image and data pages (RealmTemplate.backed), not the RAM between them,
     # which it never touches. Counted as min_ram's extent (1 MiB, 2 MiB for attest), a realm
     # counted 256 to 513 granules it never has: runs at the bound used as little as 7 % of it.
     pages = r.ram // GRANULE if os.sep in r.guest else \
         r.backed or programs.backed_pages(r.guest, r.recs, len(r.image))
+    # Shared pages only for a guest that can touch the unprotected alias of its RAM: hello,
+    # measure, smp-boot and ripas-loop never do (programs.PROTECTED_ONLY); counted for them,
+    # 34 granules a realm were never used. map-shared's pages are counted apart (_memory).
+    shared = MAX_SHARED_PAGES if programs.shares_pages(r.guest) else 0
     # The protected half's tables (a level 3 table per 2 MiB of RAM, and the levels above it),
     # and the unprotected half's: each shared page may sit in a 2 MiB block of its own, under a
     # level 2 and a level 1 table of that half.
-    tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20) + MAX_SHARED_PAGES + 2
+    tables = 4 + (r.ram + (2 << 20) - 1) // (2 << 20) + (shared + 2 if shared else 0)
     # The roots as many as the realm has, not 16 for every realm: a 40-bit realm counted 14
     # granules it never has (the most any IPA width needs is 16, MAX_ROOTS).
-    return 1 + root_count(r) + r.recs * (2 + MAX_AUX) + pages + tables + MAX_SHARED_PAGES
+    return 1 + root_count(r) + r.recs * (2 + MAX_AUX) + pages + tables + shared
 
 
 def ripas_granules() -> int:

@@ -762,7 +762,7 @@ def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
     the 63 MiB of NS DRAM of `host`."""
     text = "seconds = 1\nactivities = { run = 1, rtt-churn = 1 }\n" + OK_REALM + "instances = 20\n"
     err = refused(tmp_path, text, 6, "realm[0].instances", 20, "of NS DRAM platform 'host' has")
-    assert "the run would need up to 166.2 MiB (" in err.expected and "rtt-churn windows 161.2 MiB" in err.expected
+    assert "the run would need up to 163.5 MiB (" in err.expected and "rtt-churn windows 161.2 MiB" in err.expected
 
 
 def holes_platform(tmp_path: Path, dram: str, secure: list[int]) -> None:
