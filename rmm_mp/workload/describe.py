@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
+from rmm_mp.workload.fields import cpu_set_text
 from rmm_mp.workload.resolve import Workload
 from rmm_mp.workload.spec import RealmTemplate, Weights, WorkloadFile
 
@@ -26,20 +27,9 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB"
 
 
-def _ranges(cpus: list[int]) -> str:
-    out: list[str] = []
-    start = prev = cpus[0]
-    for c in cpus[1:] + [-2]:
-        if c != prev + 1:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = c
-        prev = c
-    return ",".join(out)
-
-
 def _cpu_list(cpus: list[int]) -> str:
-    """``CPU 3`` for one CPU, ``CPUs 0-1`` or ``CPUs 1,3`` for more (_ranges)."""
-    return f"CPU{'s' if len(cpus) > 1 else ''} {_ranges(cpus)}"
+    """``CPU 3`` for one CPU, ``CPUs 0-1`` or ``CPUs 1,3`` for more (cpu_set_text)."""
+    return f"CPU{'s' if len(cpus) > 1 else ''} {cpu_set_text(cpus)}"
 
 
 def _weights(weights: Weights) -> str:
@@ -100,5 +90,5 @@ def describe(w: Workload) -> str:
         for cpu, weights in enumerate(phase.weights):
             same.setdefault(weights, []).append(cpu)
         for weights, cpus in same.items():
-            lines.append(f"    CPU {_ranges(cpus)}: {_weights(weights)}")
+            lines.append(f"    CPU {cpu_set_text(cpus)}: {_weights(weights)}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ naming the file and line, the key, the value and what was expected.
     Fields(text, source)   the file being checked; .fail(key, value, expected) builds the error
     .keys                  unknown keys (with "did you mean" when one is close) and missing ones
     .integer .number .boolean .string .name .size .hex_bytes .cpu_set .weights
+    cpu_set_text(ids)      a CPU set written back as the files write it ("0-1", "0,2,4-5")
 
 This module owns value syntax (sizes such as "4M", CPU sets such as "0-3", weight tables). It
 knows nothing of what a workload does with the values.
@@ -185,6 +186,20 @@ class Fields:
         if not any(table.values()):
             raise self.fail(key, value, "at least one weight greater than 0 (every weight is 0)")
         return tuple((name, float(table[name])) for name in ACTIVITIES if table.get(name))
+
+
+def cpu_set_text(cpus: "Iterable[int]") -> str:
+    """CPU ids (at least one) as a CPU-set string, the syntax Fields.cpu_set reads: "0-1",
+    "0,2,4-5"."""
+    out: list[str] = []
+    ids = sorted(cpus)
+    start = prev = ids[0]
+    for c in ids[1:] + [-2]:
+        if c != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = c
+        prev = c
+    return ",".join(out)
 
 
 def _mib(n: int) -> str:

@@ -206,8 +206,8 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"]][:MAX_OK_REALMS]
     # The detail (how the realm ended) comes before the counters, so that clipping an ok realm's
     # line to the width cuts the tail of its counter list, not its outcome.
-    rows = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}", "ok" if r["ok"] else "FAILED", r["detail"] or "-",
-             _counters(r["counters"])) for r in shown]
+    rows = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}",
+             "ok" if r["ok"] else "FAILED", r["detail"] or "-", _counters(r["counters"])) for r in shown]
     head, rule, *body = table(("realm", "RECs", "exceptions", "result", "detail", "counters"), rows, (0, 3, 4, 5))
     start = head.index("counters")
     # The rule spans the widest counter list, which an ok realm's line is clipped short of: cut

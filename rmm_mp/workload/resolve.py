@@ -28,7 +28,7 @@ from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
-from rmm_mp.workload.fields import ACTIVITIES, U64, Fields
+from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
 from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights, WorkloadFile
 
 GRANULE = 4096
@@ -291,19 +291,6 @@ RUNNERS = ("run", "lifecycle", "attest")
 """Activities whose steps run queued vCPUs (lifecycle and attest when their realms need nothing)."""
 
 
-def _shown_cpus(cpus: "list[int] | range") -> str:
-    """CPU ids as a CPU-set string: "0-1", "0,2,4-5"."""
-    out: list[str] = []
-    ids = sorted(cpus)
-    start = prev = ids[0]
-    for c in ids[1:] + [-2]:
-        if c != prev + 1:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = c
-        prev = c
-    return ",".join(out)
-
-
 def _queues(file: WorkloadFile, phases: tuple[Phase, ...],
             cpus: int) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
     """The run queue of each [[realm]] entry and the queues each CPU serves. Realms that every
@@ -316,7 +303,7 @@ def _queues(file: WorkloadFile, phases: tuple[Phase, ...],
     f = file.fields
     numbers: dict[frozenset[int], int] = {}
     queues: list[int] = []
-    run_cpus = f"the run's CPUs are {_shown_cpus(range(cpus))}"
+    run_cpus = f"the run's CPUs are {cpu_set_text(range(cpus))}"
     for t in file.realms:
         if t.cpus is None:
             queues.append(0)
@@ -330,7 +317,7 @@ def _queues(file: WorkloadFile, phases: tuple[Phase, ...],
         if not runners:
             raise f.fail(f"{t.key}.cpus", shown, f"a CPU whose weights include 'run' (or 'lifecycle', 'attest') "
                                                  f"in some phase, to run the vCPUs of realm {t.name!r}: CPU"
-                                                 f"{'s' * (len(mine) > 1)} {_shown_cpus(sorted(mine))} of the set "
+                                                 f"{'s' * (len(mine) > 1)} {cpu_set_text(sorted(mine))} of the set "
                                                  f"{'have' if len(mine) > 1 else 'has'} none")
         if len(mine) == cpus:
             queues.append(0)
@@ -367,7 +354,7 @@ def _targets(w: Workload) -> None:
                     why = "no realm with guest = 'attest' has lifecycle = true"
                 elif activity == "run" and cpu not in {c for r in range(len(w.realms)) for c in w.runs_on(r)}:
                     why = (f"CPU {cpu} may run no realm's vCPUs (every realm's cpus leaves it out: "
-                           + ", ".join(f"{t.name} on {_shown_cpus(list(w.runs_on(r)))}" for r, t in enumerate(w.realms))
+                           + ", ".join(f"{t.name} on {cpu_set_text(list(w.runs_on(r)))}" for r, t in enumerate(w.realms))
                            + ")")
                 elif activity in ("rtt-churn", "map-shared") and not resident and cpu not in owned:
                     why = (f"CPU {cpu} may only churn resident realms (lifecycle = false) or lifecycle realms it "
