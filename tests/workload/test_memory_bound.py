@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cpu0_run import run_cpu0
@@ -23,7 +24,7 @@ from rmm_mp import Machine
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import programs, spec
-from rmm_mp.workload.resolve import _memory, realm_granules, resolve, root_count
+from rmm_mp.workload.resolve import Workload, _memory, realm_granules, resolve, root_count
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,24 @@ def test_backed_pages_are_the_image_and_the_data_pages(guest: str, recs: int, be
     image = len(programs.image(text, {}))
     assert programs.backed_pages(guest, recs, image, text) == -(-image // 4096) + beyond
     assert programs.min_ram(guest, recs, image, text) >= (1 << 20 if beyond else image)
+
+
+def run_with_peak(monkeypatch: pytest.MonkeyPatch, w: Workload) -> tuple[Any, int]:
+    """CPU 0 runs workload ``w`` on a fresh machine; its result and the most NS granules the
+    host's allocator held at once."""
+    peak = 0
+    real_alloc = NsAllocator.alloc
+
+    def alloc(self: NsAllocator, count: int = 1, align: int = 1) -> int:
+        nonlocal peak
+        pa = real_alloc(self, count, align)
+        peak = max(peak, self.in_use)
+        return pa
+
+    monkeypatch.setattr(NsAllocator, "alloc", alloc)
+    with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
+        result = run_cpu0(m, w)
+    return result, peak
 
 
 def small_platform(tmp_path: Path) -> None:
@@ -86,20 +105,10 @@ def test_attest_and_ripas_loop_realms_fit_by_their_pages(tmp_path: Path, monkeyp
     path.write_text(WORKLOAD.replace("instances = 6", "instances = 40"))
     with pytest.raises(ConfigError):
         resolve(spec.load(str(path)))
-    peak = [0]
-    real_alloc = NsAllocator.alloc
-
-    def alloc(self: NsAllocator, count: int = 1, align: int = 1) -> int:
-        pa = real_alloc(self, count, align)
-        peak[0] = max(peak[0], self.in_use)
-        return pa
-
-    monkeypatch.setattr(NsAllocator, "alloc", alloc)
-    with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
-        result = run_cpu0(m, w)
+    result, peak = run_with_peak(monkeypatch, w)
     assert not result.errors
     assert result.counters["ripas-churn entries"] > 50 and result.counters["REC entries"] > 300
-    assert 0 < peak[0] <= need
+    assert 0 < peak <= need
 
 
 FLIP = """platform = "small.toml"
@@ -138,20 +147,10 @@ def test_the_bound_counts_each_realms_own_root_rtts(tmp_path: Path, monkeypatch:
     path.write_text(FLIP.replace("ipa_width = 40", "ipa_width = 43"))
     with pytest.raises(ConfigError, match="would need up to 4.4 MiB"):
         resolve(spec.load(str(path)))
-    peak = [0]
-    real_alloc = NsAllocator.alloc
-
-    def alloc(self: NsAllocator, count: int = 1, align: int = 1) -> int:
-        pa = real_alloc(self, count, align)
-        peak[0] = max(peak[0], self.in_use)
-        return pa
-
-    monkeypatch.setattr(NsAllocator, "alloc", alloc)
-    with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
-        result = run_cpu0(m, w)
+    result, peak = run_with_peak(monkeypatch, w)
     assert not result.errors
     assert result.counters["REC entries"] >= 14
-    assert 0 < peak[0] <= need
+    assert 0 < peak <= need
 
 
 HELLO = """platform = "small.toml"
@@ -186,17 +185,7 @@ def test_guests_that_never_touch_their_unprotected_alias_count_no_shared_pages(
     assert programs.shares_pages(str(tmp_path / "guest.s"))
     # The same realm running a guest file: all of its 2 MiB of RAM, and the 34 again.
     assert realm_granules(replace(t, guest=str(tmp_path / "guest.s"))) == 29 - t.backed + 512 + 34
-    peak = [0]
-    real_alloc = NsAllocator.alloc
-
-    def alloc(self: NsAllocator, count: int = 1, align: int = 1) -> int:
-        pa = real_alloc(self, count, align)
-        peak[0] = max(peak[0], self.in_use)
-        return pa
-
-    monkeypatch.setattr(NsAllocator, "alloc", alloc)
-    with Machine.create(w.platform, 1, time_slice=w.time_slice) as m:
-        result = run_cpu0(m, w)
+    result, peak = run_with_peak(monkeypatch, w)
     assert not result.errors
     assert result.counters["REC entries"] >= 33
-    assert 0 < peak[0] <= 33 * 29
+    assert 0 < peak <= 33 * 29
