@@ -306,10 +306,21 @@ def _pickle_args(args: tuple[Any, ...]) -> tuple[bytes, tuple[Any, ...]]:
     return buf.getvalue(), tuple(pickler.by_spawn)
 
 
+class _ArgsUnpickler(pickle.Unpickler):
+    """Unpickles what _ArgsPickler wrote, taking the objects it left out from ``by_spawn``.
+    A subclass, not an assignment to an Unpickler's persistent_load: that attribute is
+    read-only on the C unpickler from Python 3.13."""
+
+    def __init__(self, file: io.BytesIO, by_spawn: tuple[Any, ...]) -> None:
+        super().__init__(file)
+        self.by_spawn = by_spawn
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self.by_spawn[pid]
+
+
 def _unpickle_args(pickled: bytes, by_spawn: tuple[Any, ...]) -> tuple[Any, ...]:
-    unpickler = pickle.Unpickler(io.BytesIO(pickled))
-    unpickler.persistent_load = by_spawn.__getitem__   # type: ignore[assignment]
-    result: tuple[Any, ...] = unpickler.load()
+    result: tuple[Any, ...] = _ArgsUnpickler(io.BytesIO(pickled), by_spawn).load()
     return result
 
 
