@@ -23,8 +23,8 @@ from cpu0_run import run_cpu0
 from rmm_mp import Machine
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.workload import programs, spec
-from rmm_mp.workload.resolve import Workload, _memory, realm_granules, resolve, root_count
+from rmm_mp.workload import programs, run, spec
+from rmm_mp.workload.resolve import MAX_AUX, Workload, _memory, realm_granules, resolve, ripas_granules, root_count
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,6 +152,17 @@ def test_the_bound_counts_each_realms_own_root_rtts(tmp_path: Path, monkeypatch:
     assert result.counters["REC entries"] >= 14
     assert 0 < peak <= need
 
+
+
+def test_a_ripas_churn_realm_counts_its_own_two_root_rtts() -> None:
+    """The realm each CPU doing ripas-churn builds (run.ripas_template: ripas-loop, one REC,
+    40 bits) has 2 root RTTs, and resolve.ripas_granules counts those 2: RD, roots, the REC with
+    its aux granules and run page, ripas-loop's image and REC 0's 4 pages, and 8 tables, 36
+    granules. It counted 16 roots (50 granules), 14 a CPU never has, and no test saw it."""
+    t = run.ripas_template()
+    assert root_count(t) == 2
+    pages = programs.backed_pages("ripas-loop", 1, len(t.image))
+    assert ripas_granules() == 1 + 2 + (2 + MAX_AUX) + pages + 8 == 36
 
 HELLO = """platform = "small.toml"
 cpus = 1
