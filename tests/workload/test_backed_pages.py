@@ -8,7 +8,8 @@ one REC_ENTER at a time, until its vCPUs are done (or a number of steps for ripa
 never ends), with every SMC followed: DATA_CREATE and DATA_CREATE_UNKNOWN add a page to the
 realm's backed set, DATA_DESTROY (a RIPAS change to EMPTY) removes one. The host's allocator is
 followed too: with one realm it holds the realm's granules, which must stay within
-resolve.realm_granules.
+resolve.realm_granules. RTT_MAP_UNPROTECTED is counted: a guest the count gives no shared pages
+(programs.PROTECTED_ONLY) must have none mapped.
 
 Found by these tests: ripas-flip with RANGE_PAGES 0 (its touch loop counts down from 0, wraps and
 faults in every page to the end of its RAM: 1,795 pages of 8 MiB against a count of 3), and
@@ -42,6 +43,7 @@ FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=30
 
 CREATE = (int(RmiFid.RMI_DATA_CREATE), int(RmiFid.RMI_DATA_CREATE_UNKNOWN))
 DESTROY = int(RmiFid.RMI_DATA_DESTROY)
+MAP_UNPROTECTED = int(RmiFid.RMI_RTT_MAP_UNPROTECTED)
 RAM = 8 << 20
 PAGE = 4096
 BASE = programs.RAM_BASE
@@ -69,6 +71,8 @@ class Observed:
     in again counts each time)."""
     destroys: int
     """DATA_DESTROY calls that succeeded (the host's answer to a RIPAS change to EMPTY)."""
+    shared_maps: int
+    """RTT_MAP_UNPROTECTED calls that succeeded (a shared page the host backed for the guest)."""
 
 
 def observe(guest: str, recs: int, constants: dict[str, int], extra: str = "", steps: int = 3000) -> Observed | None:
@@ -91,7 +95,7 @@ def observe(guest: str, recs: int, constants: dict[str, int], extra: str = "", s
         allowed.update(range(span[0] // PAGE, -(-span[1] // PAGE)))
     live: set[int] = set()
     touched: set[int] = set()
-    peak, held, calls = [0], [0], [0, 0]
+    peak, held, calls = [0], [0], [0, 0, 0]
     real_smc, real_alloc = Cpu.smc, NsAllocator.alloc
 
     def smc(self: Cpu, fid: int, *args: int) -> tuple[int, int, int, int, int]:
@@ -105,6 +109,8 @@ def observe(guest: str, recs: int, constants: dict[str, int], extra: str = "", s
         elif out[0] == 0 and fid == DESTROY:
             live.discard((args[1] - BASE) // PAGE)
             calls[1] += 1
+        elif out[0] == 0 and fid == MAP_UNPROTECTED:
+            calls[2] += 1
         return out
 
     def alloc(self: NsAllocator, count: int = 1, align: int = 1) -> int:
@@ -174,8 +180,9 @@ def test_a_bundled_guest_has_no_more_pages_backed_than_the_check_counts(case: tu
     and a REC count drawn from what a workload file may give it, run in a realm built on the host
     platform until it is done (ripas-loop: until its RECs have given their pages back and taken
     them again): every page the host backs for it is in its image or in guest_pages' span, no
-    more than RealmTemplate.backed are backed at once, and the host holds no more granules than
-    realm_granules counts for the realm. ripas-flip and ripas-loop gave pages back (EMPTY,
+    more than RealmTemplate.backed are backed at once, no shared page is mapped for a guest in
+    programs.PROTECTED_ONLY, and the host holds no more granules than realm_granules counts for
+    the realm. ripas-flip and ripas-loop gave pages back (EMPTY,
     DATA_DESTROY) and had them faulted in again; each smp-boot secondary backed its page."""
     guest, recs, constants, extra = case
     steps = 300 + recs * (3 * constants.get("PAGES", 4) + 12) * 3 if guest == "ripas-loop" else 3000
@@ -187,6 +194,10 @@ def test_a_bundled_guest_has_no_more_pages_backed_than_the_check_counts(case: tu
     assert len(seen.allowed) == seen.backed
     assert seen.touched <= seen.allowed, sorted(seen.touched - seen.allowed)
     assert seen.peak <= seen.backed
+    # hello, measure, smp-boot and ripas-loop count no shared pages (programs.PROTECTED_ONLY):
+    # whatever constants they are given, the host must back none for them.
+    if not programs.shares_pages(guest):
+        assert seen.shared_maps == 0, seen.shared_maps
     assert seen.held <= seen.bound
     # The run did what the guest is for, so the pages above were really asked for. (At an
     # unaligned RANGE the guest's RIPAS change fails: it REPORTs that instead.)
