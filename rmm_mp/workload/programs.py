@@ -6,6 +6,7 @@
     min_ram          the RAM a bundled guest needs (checked before anything is built)
     backed_pages     the protected granules of it the host can have to back (the memory check)
     guest_pages      where the pages a bundled guest touches beyond its image lie
+    shares_pages     whether a guest can have shared pages backed (not PROTECTED_ONLY's)
     challenge, attest_constants
                      the per-instance challenge an attest realm puts in its token
     measure_expected the REM the measure guest must read back, for its realm's hash
