@@ -34,6 +34,8 @@ from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, Pha
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
 """IPA width of each CPU's ripas-churn realm (run.ripas_template): 2 root RTTs."""
+RIPAS_CHURN_ROOTS = num_roots(RIPAS_CHURN_IPA_WIDTH, start_level(RIPAS_CHURN_IPA_WIDTH))
+"""Root RTTs of each CPU's ripas-churn realm (REALM_CREATE's rtt_num_start)."""
 RIPAS_CHURN_HASH = "sha256"
 """Measurement algorithm of each CPU's ripas-churn realm (run.ripas_template)."""
 WINDOW_RUN = 512
@@ -483,7 +485,7 @@ def root_count(t: RealmTemplate) -> int:
 def root_runs(w: Workload) -> list[int]:
     """The root runs the run allocates before any realm (run._prepare), in granules: one per
     realm instance and one per CPU doing ripas-churn."""
-    ripas = num_roots(RIPAS_CHURN_IPA_WIDTH, start_level(RIPAS_CHURN_IPA_WIDTH))
+    ripas = RIPAS_CHURN_ROOTS
     runs = [root_count(t) for t in w.realms for _ in range(t.instances)]
     return runs + [ripas] * sum(w.uses("ripas-churn", c) for c in range(w.cpus))
 
@@ -550,6 +552,6 @@ def ripas_granules() -> int:
     """A ripas-churn realm (run.ripas_template): RD, its roots (2, for RIPAS_CHURN_IPA_WIDTH),
     one REC, the image and REC 0's pages of ripas-loop, and 8 for its tables."""
     image = len(programs.image(programs.RIPAS_LOOP, {}))
-    roots = num_roots(RIPAS_CHURN_IPA_WIDTH, start_level(RIPAS_CHURN_IPA_WIDTH))
+    roots = RIPAS_CHURN_ROOTS
     return 1 + roots + 2 + MAX_AUX + programs.backed_pages("ripas-loop", 1, image) + 8
 
