@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -492,6 +492,18 @@ def test_a_signal_held_back_after_the_last_output_waits_for_the_next_step_or_is_
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
 
 
+def _until_arrived(stop: Any, signum: int) -> None:
+    """Wait until ``signum``, sent to this process, has arrived: pending on this thread (where
+    it is blocked) or taken by another thread, whose handler then ran here and held it back (or,
+    were it not held back, noted it: the test's next assertion then says so). A
+    fixed sleep was not enough on a loaded host: the kernel may run the other thread's handler
+    only after the test has gone on, and the signal then came after the step meant to take it."""
+    deadline = time.monotonic() + 30
+    while signum not in stop.held_back and signum not in signal.sigpending() and not stop.by:
+        assert time.monotonic() < deadline, f"signal {signum} never arrived"
+        time.sleep(0.001)
+
+
 def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Interrupts.held with a second thread alive (a queue's feeder thread, a pause's lease
     renewal): blocking the signals on the main thread alone would let the kernel hand a
@@ -512,7 +524,7 @@ def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytes
             with interrupts.Interrupts(sigterm=True) as stop:
                 def kill_and_wait(signum: int = signum) -> str:
                     os.kill(os.getpid(), signum)
-                    time.sleep(0.05)        # time for the other thread to take it, if it can
+                    _until_arrived(stop, signum)
                     return "written"
                 assert stop.held(kill_and_wait) == "written"
                 assert stop.by == ""
@@ -524,7 +536,7 @@ def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytes
         with interrupts.Interrupts(sigterm=False) as stop:
             def term_and_wait() -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)
+                _until_arrived(stop, signal.SIGTERM)
             stop.held(term_and_wait)
             assert taken == [] and stop.by == ""
             stop.take()
