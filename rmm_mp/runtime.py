@@ -22,20 +22,8 @@ whose only writer is the parent, and a watcher thread blocked on it ends the chi
 end-of-file (the parent died, whatever the signal). This works for forkserver children too,
 whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG.
 
-``args`` do not travel with the process object: ``multiprocessing`` writes that to the child's
-bootstrap pipe from ``Process.start``, which blocks until the child has read it when it is
-larger than the pipe's buffer (64 KiB), i.e. until the child's interpreter has started and
-imported its modules. A workload's plan with 54 realms is about 270 KB (a guest file alone may
-be 1 MiB), so each start waited for the child before it and 64 CPU processes started one after
-another (200 s on 2 cores), with Ctrl-C blocked meanwhile. So the parent pickles ``args`` once
-and, after every process is started, a feeder thread per child writes them down its lifeline
-(one per child: a child stuck before it reads, stopped or hung while it imports, holds up its
-own feeder only); the child reads them there before it watches the lifeline. What in the
-args only multiprocessing can pickle, as it starts a process, still goes with the process
-object: pipe ends (the stress scheduler's plan holds every CPU's) and sockets, which reach a
-spawned child only as file descriptors passed then, and multiprocessing's locks, events,
-queues and shared values, whose reductions refuse to work at any other time (or copy the
-value). The pickled args refer to them by position (pickle's persistent IDs).
+``args`` do not travel with the process object but down each child's lifeline, so that 64
+processes with a large plan start at once (rmm_mp.cpu_args says why and how).
 
 Children ignore SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job
 send to the whole process group: the parent handles them and stops the children between
@@ -48,27 +36,22 @@ is killed (SIGKILL, since it ignores SIGTERM).
 
 from __future__ import annotations
 
-import copyreg
 import ctypes
-import functools
-import io
 import multiprocessing
 import multiprocessing.connection
-import multiprocessing.reduction
 import multiprocessing.resource_tracker
 import os
-import pickle
 import resource
 import signal
 import threading
 import time
 import traceback
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import psutil
 
+from rmm_mp import cpu_args
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
@@ -253,91 +236,11 @@ def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
         return True
 
 
-_PLAIN_REDUCTIONS = frozenset({types.MethodType, type(list.append), type(int.__add__), functools.partial})
-"""Types multiprocessing registers a reduction for that plain pickle handles the same way (by
-reference): they stay in the args that go down the lifeline."""
-
-
-def _spawn_only_types() -> frozenset[type]:
-    """The types multiprocessing's own pickler has a reduction for that plain pickle lacks: pipe
-    ends and sockets (passed as file descriptors), the shared ctypes values of
-    multiprocessing.sharedctypes (each registered as it is first created), and any registered
-    with ForkingPickler.register."""
-    table = multiprocessing.reduction.ForkingPickler(io.BytesIO()).dispatch_table
-    return frozenset(t for t in table if t not in copyreg.dispatch_table and t not in _PLAIN_REDUCTIONS)
-
-
-class _ArgsPickler(pickle.Pickler):
-    """Pickles a target's args leaving out what only multiprocessing can pickle, while it starts
-    a process, which it collects in ``by_spawn``: pipe ends and sockets (file descriptors),
-    locks, events, queues and shared values (whose reductions refuse to work at any other
-    time, or copy the value), manager proxies (whose authentication key goes with them then
-    only)."""
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.by_spawn: list[Any] = []
-        self._spawn_only = _spawn_only_types()
-        self._seen: dict[type, bool] = {}
-
-    def _goes_by_spawn(self, cls: type) -> bool:
-        known = self._seen.get(cls)
-        if known is None:
-            # The multiprocessing classes (and subclasses of them) of these objects check that
-            # a process is being started when pickled, or carry what only then is passed on.
-            known = cls in self._spawn_only or any(
-                base.__module__.partition(".")[0] in ("multiprocessing", "_multiprocessing") for base in cls.__mro__)
-            self._seen[cls] = known
-        return known
-
-    def persistent_id(self, obj: Any) -> int | None:
-        if self._goes_by_spawn(type(obj)):
-            self.by_spawn.append(obj)
-            return len(self.by_spawn) - 1
-        return None
-
-
-def _pickle_args(args: tuple[Any, ...]) -> tuple[bytes, tuple[Any, ...]]:
-    """``args`` pickled for the lifeline, and what in them only multiprocessing can pickle (for
-    the process object)."""
-    buf = io.BytesIO()
-    pickler = _ArgsPickler(buf)
-    pickler.dump(args)
-    return buf.getvalue(), tuple(pickler.by_spawn)
-
-
-class _ArgsUnpickler(pickle.Unpickler):
-    """Unpickles what _ArgsPickler wrote, taking the objects it left out from ``by_spawn``.
-    A subclass, not an assignment to an Unpickler's persistent_load: that attribute is
-    read-only on the C unpickler from Python 3.13."""
-
-    def __init__(self, file: io.BytesIO, by_spawn: tuple[Any, ...]) -> None:
-        super().__init__(file)
-        self.by_spawn = by_spawn
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self.by_spawn[pid]
-
-
-def _unpickle_args(pickled: bytes, by_spawn: tuple[Any, ...]) -> tuple[Any, ...]:
-    result: tuple[Any, ...] = _ArgsUnpickler(io.BytesIO(pickled), by_spawn).load()
-    return result
-
-
-def _feed(payload: bytes, life_writer: multiprocessing.connection.Connection) -> None:
-    """Write the pickled ``args`` down one child's lifeline (a feeder thread of the parent: a
-    write of more than a pipe's buffer waits for the child to read it)."""
-    try:
-        life_writer.send_bytes(payload)
-    except OSError:     # the child died before it read them (EPIPE): the supervisor reports it
-        pass
-
-
 def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
               by_spawn: tuple[Any, ...], conn: multiprocessing.connection.Connection,
               lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
     _set_parent_death_signal()
-    # The args come down the lifeline (_feed), before the watcher takes any message on it as
+    # The args come down the lifeline (cpu_args.feed), before the watcher takes any message on it as
     # the parent's end. End-of-file instead of them: the parent died while this process started.
     try:
         pickled = lifeline.recv_bytes()
@@ -365,7 +268,7 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
         cpu = machine.cpu(cpu_id)
         if tracing:
             cpu.set_tracing(True)
-        args = _unpickle_args(pickled, by_spawn)   # here, so that a failure is reported as the target's
+        args = cpu_args.unpickle_args(pickled, by_spawn)   # here, so that a failure is reported as the target's
         result = target(cpu, *args)
         cpu.flush_statistics()
         conn.send(("ok", result, _own_usage(pinned)))
@@ -438,7 +341,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     # first: multiprocessing starts it at the first spawn and then unblocks these two signals
     # outright, not restoring the mask it found.
     multiprocessing.resource_tracker.ensure_running()
-    payload, by_spawn = _pickle_args(tuple(args))
+    payload, by_spawn = cpu_args.pickle_args(tuple(args))
     feeders: list[threading.Thread] = []
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
@@ -456,7 +359,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         # Started with STOP_SIGNALS blocked, as the main thread has them: they never take them.
         # One per child, so that a child that does not read holds up no other's args.
         for cpu_id, life_writer in zip(ids, lifelines):
-            feeders.append(threading.Thread(target=_feed, args=(payload, life_writer), name=f"rmm-mp-args{cpu_id}",
+            feeders.append(threading.Thread(target=cpu_args.feed, args=(payload, life_writer), name=f"rmm-mp-args{cpu_id}",
                                             daemon=True))
             feeders[-1].start()
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
