@@ -492,14 +492,17 @@ def test_a_signal_held_back_after_the_last_output_waits_for_the_next_step_or_is_
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
 
 
-def _until_arrived(stop: Any, signum: int) -> None:
-    """Wait until ``signum``, sent to this process, has arrived: pending on this thread (where
-    it is blocked) or taken by another thread, whose handler then ran here and held it back (or,
-    were it not held back, noted it: the test's next assertion then says so). A
-    fixed sleep was not enough on a loaded host: the kernel may run the other thread's handler
-    only after the test has gone on, and the signal then came after the step meant to take it."""
+def _to_other_thread(stop: Any, other: threading.Thread, signum: int) -> None:
+    """Send ``signum`` to the thread ``other`` and wait until its handler has run here (CPython
+    runs it on the main thread) and held it back, or, were it not held back, noted it (the
+    test's next assertion then says so). This is where the kernel puts a process-directed
+    signal while the main thread blocks it. Sent to the process (os.kill), the wait could end on
+    the signal still pending for the process, and the other thread then took it only after the
+    step meant to take it had run (CI: the handler ran just after the test's assertion)."""
+    assert other.ident is not None
+    signal.pthread_kill(other.ident, signum)
     deadline = time.monotonic() + 30
-    while signum not in stop.held_back and signum not in signal.sigpending() and not stop.by:
+    while signum not in stop.held_back and not stop.by:
         assert time.monotonic() < deadline, f"signal {signum} never arrived"
         time.sleep(0.001)
 
@@ -523,8 +526,7 @@ def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytes
         for signum, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")):
             with interrupts.Interrupts(sigterm=True) as stop:
                 def kill_and_wait(signum: int = signum) -> str:
-                    os.kill(os.getpid(), signum)
-                    _until_arrived(stop, signum)
+                    _to_other_thread(stop, other, signum)
                     return "written"
                 assert stop.held(kill_and_wait) == "written"
                 assert stop.by == ""
@@ -535,8 +537,7 @@ def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytes
         signal.signal(signal.SIGTERM, lambda signum, frame: taken.append(signum))
         with interrupts.Interrupts(sigterm=False) as stop:
             def term_and_wait() -> None:
-                os.kill(os.getpid(), signal.SIGTERM)
-                _until_arrived(stop, signal.SIGTERM)
+                _to_other_thread(stop, other, signal.SIGTERM)
             stop.held(term_and_wait)
             assert taken == [] and stop.by == ""
             stop.take()
