@@ -35,9 +35,11 @@ KVM's and need nothing from the RMM (so they are not rmm-mp deviations):
 - one KVM version's realm_create_rtt_levels() takes RTT_CREATE's (RMI_ERROR_RTT, level) as "the
   RTT already exists"; 1.0-rel0 and TF-RMM report level - 1 for that case (pinned below), so that
   KVM frees its spare and fails the map instead of continuing (only reachable in a race);
-- v5's realm_unmap_shared_range() ORs the shared bit into start and end, so for the whole
-  protected range [0, 2^(ia_bits-1)) it issues no RTT_UNMAP_UNPROTECTED at all (per-memslot
-  unmaps do work, and are what is replayed here);
+- realm_unmap_shared_range() (v5 and v12 alike) ORs the shared bit into start and end, so for
+  the whole protected range [0, 2^(ia_bits-1)) it issues no RTT_UNMAP_UNPROTECTED at all:
+  per-memslot unmaps do work, but at VM teardown the shared pages are still mapped when the
+  RTT_DESTROY pass reaches their tables, which are not live (A5.5.8) and so are destroyed with
+  their ASSIGNED_NS entries in them (both replayed below);
 - v5's realm_fold_rtt_level() rounds the IPA *up* to the parent block (later versions round
   down), so a fold after a small RIPAS change usually asks about the next 1 GiB: harmless;
 - the 1.0 series from v12 populate before INIT_RIPAS and create every REC before it too
@@ -990,6 +992,33 @@ def test_kvm_2mib_block_fault_and_teardown_split(machine: Machine) -> None:
     kvm.destroy_vm(realm)
     splits = [a for a in kvm.calls(RTT_CREATE) if a[2:] == (block, 3)]
     assert len(splits) == 2                                          # the pre-created one, the split
+    finish(kvm)
+
+
+@pytest.mark.parametrize("order", ["v5", "v12"])
+def test_kvm_teardown_with_shared_pages_still_mapped(machine: Machine, order: str) -> None:
+    """The VM is destroyed while shared pages are still mapped, as with Linux: the whole-range
+    unmap of KVM's teardown (v5 kvm_free_stage2_pgd, v12 kvm_destroy_realm) ORs the shared bit
+    into both ends of [0, 2^(ia_bits-1)) and so makes no RTT_UNMAP_UNPROTECTED call; the
+    leaf-first RTT_DESTROY pass then meets the level-3 table of ASSIGNED_NS entries. Such a table
+    is not live (A5.5.8: only ASSIGNED and TABLE entries make an RTT live), so RTT_DESTROY must
+    succeed there, or KVM WARNs (-EBUSY at level 3) and REALM_DESTROY finds a live root entry."""
+    kvm = Kvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
+    kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+    shared = (1 << 39) | (RAM + 8 * MiB)
+    pages = [kvm.pages.alloc() for _ in range(3)]
+    for i, page in enumerate(pages):
+        kvm.map_non_secure(realm, shared + i * G, page)
+    kvm.destroy_vm(realm, order)
+    assert kvm.calls(RTT_UNMAP_UNPROTECTED) == []
+    destroyed = [x0 for fid, args, x0 in kvm.log if fid == RTT_DESTROY and args[1:] == (shared, 3)]
+    assert destroyed == [RMI_SUCCESS]                                # the table of ASSIGNED_NS entries
+    for page in pages:
+        kvm.pages.free(page)
     finish(kvm)
 
 
