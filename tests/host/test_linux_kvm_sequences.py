@@ -48,7 +48,15 @@ KVM's and need nothing from the RMM (so they are not rmm-mp deviations):
   an ASSIGNED entry at `base` with (RMI_ERROR_RTT, 3), and v12's ripas_change() then steps one
   page on ("FIXME: Ugly hack to skip regions which are already RIPAS_RAM"). Replayed below as the
   "v12" order (read in the stored copy of that rme.c, Copyright 2023-2025, whose RealmParams
-  still carry a VMID, so RMM 1.0).
+  still carry a VMID, so RMM 1.0);
+- the RMI_FEATURES field GICV3_NUM_LRS is "the number of list registers, minus one" (B4.4.6);
+  KVM's kvm_realm_vgic_nr_lr() takes it as the count, so its vGIC uses one LR fewer than the RMM
+  offers (the unused one stays zero, which REC_ENTER accepts);
+- the v12-era rmi-exit.c rec_exit_sys_reg() reads a trapped system-register write from
+  exit.gprs[rt] and returns a read in enter.gprs[rt]; TF-RMM rel0 forwards only writes of
+  ICC_DIR and ICC_SGI0R/SGI1R_EL1, with the value in exit.gprs[0] (runtime/core/sysregs.c), which
+  is where the older rme-exit.c reads it (the 1.0-rel0 text defines no such exit). rmm-mp's
+  realms make no system-register exits, so nothing here depends on it.
 """
 
 from __future__ import annotations
