@@ -20,6 +20,7 @@ from rmm_mp.attest.errors import TokenFormatError
 from rmm_mp.attest.platform_claims import lifecycle_state
 from rmm_mp.attest.realm_claims import CHALLENGE_SIZE, MEASUREMENT_SIZES
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
+from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.words import count
 
 EXIT_OK: Final = 0
@@ -58,15 +59,13 @@ def _read_bounded(path: str, what: str, param_hint: str) -> bytes:
     """The bytes of input file ``path`` (``what`` it must be), at most MAX_FILE of them: a file
     that cannot be read or is larger is a usage error naming the file and the bound."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE + 1)     # no more: a device or a growing file as well
+        return read_at_most(path, MAX_FILE)
     except OSError as exc:
         raise click.BadParameter(f"{path} cannot be read ({exc.strerror}); expected {what}",
                                  param_hint=param_hint) from None
-    if len(data) > MAX_FILE:
-        raise click.BadParameter(f"{path} has more than {MAX_FILE:,} bytes; expected {what} of at most "
-                                 f"{MAX_FILE:,} bytes (64 KiB)", param_hint=param_hint)
-    return data
+    except TooLarge as exc:
+        raise click.BadParameter(f"{path} has more than {exc.limit:,} bytes; expected {what} of at most "
+                                 f"{exc.limit:,} bytes (64 KiB)", param_hint=param_hint) from None
 
 
 def _read_token(path: str) -> bytes:

@@ -79,9 +79,10 @@ once instead.
 Why there are two 1 MiB bounds, this one and hw.tomlsrc.MAX_INPUT: MAX_INPUT bounds the bytes
 read from any input file (workload, platform, guest source) in a module that knows no schema and
 no assembler; this one bounds the text handed to the assembler by any caller, file or not, and
-the guest package imports nothing of hw. A guest file meets both (workload.spec checks its size
-against this one before read_source reads at most MAX_INPUT bytes), so they are kept equal: one
-limit, one message, whichever check sees the file first (tests/workload/test_spec.py checks)."""
+the guest package imports nothing of hw. A guest file meets both (read_source reads at most
+MAX_INPUT bytes of it, workload.spec naming a larger one by its realm's key, before its text
+reaches the assembler), so they are kept equal: one limit whichever check sees the file first
+(tests/workload/test_spec.py checks)."""
 
 
 def assemble(text: str, base: int = 0) -> bytes:

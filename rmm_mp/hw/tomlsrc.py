@@ -31,6 +31,8 @@ from typing import Any
 from importlib import resources
 from pathlib import Path
 
+from rmm_mp.inputfile import TooLarge, read_at_most
+
 HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
 """A table header line (``[dram]``, ``[[realm]]``), also read by workload.locate."""
 _PART = r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_\-]+'
@@ -340,20 +342,29 @@ larger file is refused having read no more than this (a pipe or a growing file a
 to the assembler's MAX_SOURCE (guest.assembler says why there are two)."""
 
 
+class InputTooLarge(ConfigError):
+    """read_source's refusal of a file of more than MAX_INPUT bytes, naming the file. A caller
+    that names the file by the key that named it (workload.spec: a realm's guest) finds its
+    size and the bound in ``too_large``."""
+
+    def __init__(self, too_large: TooLarge, kind: str) -> None:
+        super().__init__(too_large.path, "(file)", f"more than {too_large.limit:,} bytes",
+                         f"a {kind} file of at most {too_large.limit:,} bytes (1 MiB)")
+        self.too_large = too_large
+
+
 def read_source(path: Path, kind: str) -> str:
     """The text of input file ``path`` (a ``kind`` file: TOML or guest source), which must be
     UTF-8 as TOML requires and at most MAX_INPUT bytes. A leading byte-order mark, which some
-    editors write, is dropped. A file that cannot be read, is too large or is not UTF-8 is a
-    ConfigError naming the file (and the line, column and byte of the first bad byte) instead
-    of a decoder's traceback."""
+    editors write, is dropped. A file that cannot be read, is too large (InputTooLarge) or is
+    not UTF-8 is a ConfigError naming the file (and the line, column and byte of the first bad
+    byte) instead of a decoder's traceback."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_INPUT + 1)
+        data = read_at_most(path, MAX_INPUT)
     except OSError as exc:
         raise ConfigError(str(path), "(file)", str(path), f"a {kind} file that can be read ({exc.strerror})") from None
-    if len(data) > MAX_INPUT:
-        raise ConfigError(str(path), "(file)", f"more than {MAX_INPUT:,} bytes",
-                          f"a {kind} file of at most {MAX_INPUT:,} bytes (1 MiB)")
+    except TooLarge as exc:
+        raise InputTooLarge(exc, kind) from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.hw.tomlsrc import ConfigError, choice_list, suggestion
+from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.outpaths import write_json
 from rmm_mp.stress.bugs import BUGS, inject_problem
 from rmm_mp.stress.config import (
@@ -118,14 +119,10 @@ def read(path: "str | Path") -> Schedule:
     """Load and check a schedule file; ValueError (a ConfigError for a bad value) naming what is
     wrong."""
     try:
-        with Path(path).open("rb") as file:
-            raw = file.read(MAX_FILE + 1)   # no more: a pipe or a growing file as well
-        if len(raw) > MAX_FILE:
-            raise ConfigError(str(path), "(file)", f"more than {MAX_FILE:,} bytes",
-                              f"a schedule file of at most {MAX_FILE:,} bytes (64 MiB)")
-        data = json.loads(raw.decode("utf-8"))
-    except ConfigError:
-        raise
+        data = json.loads(read_at_most(path, MAX_FILE).decode("utf-8"))
+    except TooLarge as exc:     # before ValueError, which it is
+        raise ConfigError(str(path), "(file)", f"more than {exc.limit:,} bytes",
+                          f"a schedule file of at most {exc.limit:,} bytes (64 MiB)") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError: JSON syntax, and an integer of more digits than Python converts.
         raise ValueError(f"{path}: not a readable schedule file ({exc})") from None

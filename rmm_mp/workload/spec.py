@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmm_mp.guest.assembler import MAX_SOURCE, AssemblerError
+from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
-from rmm_mp.hw.tomlsrc import bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion, why_not_a_file
+from rmm_mp.hw.tomlsrc import (InputTooLarge, bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion,
+                               why_not_a_file)
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
@@ -375,19 +376,15 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         why = why_not_a_file(path)
         if why is not None:
             raise f.fail(key, value, f"a .s file that exists (looked for {path}: {why})")
-        size = _file_size(path)
-        if size > MAX_SOURCE:
-            # before reading it: the assembler would refuse it, after the whole file was read
-            raise f.fail(key, value, f"a .s file of at most {MAX_SOURCE:,} bytes (1 MiB; {path} has {size:,})")
-        return str(path), read_source(path, "guest")
+        try:
+            return str(path), read_source(path, "guest")
+        except InputTooLarge as exc:
+            # Named by the key that chose the file, with the file's size: read_source's error
+            # names the .s file alone, not which realm of which workload asked for it.
+            too_large = exc.too_large
+            has = f"{too_large.size:,}" if too_large.size is not None else too_large.size_text
+            raise f.fail(key, value, f"a .s file of at most {too_large.limit:,} bytes (1 MiB; {path} has {has})") from None
     raise f.fail(key, value, expected + suggestion(value, names))
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0        # gone since it was looked up: read_source says why it cannot be read
 
 
 _PLACING = ("RANGE", "RANGE_PAGES", "PAGES", "MAX_RECS", "BUFFER_OFFSET", "OFFSET", "SHARED_OFFSET")

@@ -1,5 +1,6 @@
-"""Input files as a whole (rmm_mp.hw.tomlsrc): the size bound every workload, platform and guest
-file is read under, and how an error message shows a value too long to print whole."""
+"""Input files as a whole (rmm_mp.inputfile, rmm_mp.hw.tomlsrc): the size bound every workload,
+platform and guest file is read under, and how an error message shows a value too long to print
+whole."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rmm_mp.hw import platform as plat
-from rmm_mp.hw.tomlsrc import MAX_INPUT, ConfigError, read_source
+from rmm_mp.hw.tomlsrc import MAX_INPUT, ConfigError, InputTooLarge, read_source
+from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.workload import spec
 
 WORKLOAD = 'description = "padded"\ncpus = 1\nseconds = 1\nactivities = { delegate-churn = 1 }\n'
@@ -68,11 +70,27 @@ def test_a_pipe_is_read_no_further_than_the_bound(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=writer)
     thread.start()
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(InputTooLarge) as info:
         read_source(fifo, "workload")
     thread.join(timeout=30)
     assert "at most 1,048,576 bytes" in str(info.value)
+    assert info.value.too_large.size is None        # a pipe has no size to tell
     assert len(written) < 64
+
+
+def test_read_at_most_reads_the_bound_and_names_a_larger_files_size(tmp_path: Path) -> None:
+    """read_at_most: a file of exactly ``limit`` bytes is read whole; one of a byte more (a
+    sparse file of 1 GiB + 1) is TooLarge naming the file, its size and the limit, its message
+    saying so."""
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    assert read_at_most(path, 10) == b"x" * 10
+    with open(path, "r+b") as file:
+        file.truncate((1 << 30) + 1)
+    with pytest.raises(TooLarge) as info:
+        read_at_most(path, 10)
+    assert (info.value.path, info.value.size, info.value.limit) == (str(path), (1 << 30) + 1, 10)
+    assert str(info.value) == f"{path} has 1,073,741,825 bytes; expected at most 10 bytes"
 
 
 def test_a_long_value_is_shown_by_its_start_and_its_length() -> None:

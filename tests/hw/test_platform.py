@@ -376,9 +376,9 @@ def test_file_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path = tmp_path / "locked.toml"
     path.write_text(HOST_TOML.read_text())
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
-    monkeypatch.setattr(tomlsrc.Path, "open", refuse)
+    def refuse(file: Path, limit: int) -> bytes:
+        raise PermissionError(13, "Permission denied", str(file))
+    monkeypatch.setattr(tomlsrc, "read_at_most", refuse)
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value) == f"{path}: (file) = '{path}': expected a platform file that can be read (Permission denied)"

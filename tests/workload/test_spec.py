@@ -299,12 +299,12 @@ def test_guest_file_that_is_not_utf8(tmp_path: Path) -> None:
     assert segments() == []
 
 
-def test_guest_file_beyond_the_source_bound_is_refused_before_it_is_read(tmp_path: Path) -> None:
+def test_guest_file_beyond_the_source_bound_is_refused_unparsed(tmp_path: Path) -> None:
     """A guest file larger than the assembler's bound (1 MiB) is refused at realm[0].guest with
-    its size, before it is read (a 19 MB, million-line file took ~30 s and 640 MB before
-    being refused or accepted); a sparse file makes it cheap to test. That bound is the one
-    every input file has (hw.tomlsrc.MAX_INPUT, which read_source applies after this check),
-    so a guest file has one limit whichever check sees it first."""
+    its size, having been read no further than the bound and not assembled (a 19 MB,
+    million-line file took ~30 s and 640 MB before being refused or accepted); a sparse file
+    makes it cheap to test. That bound is the one every input file has (hw.tomlsrc.MAX_INPUT,
+    which read_source applies), so a guest file has one limit whichever check sees it first."""
     from rmm_mp.guest.assembler import MAX_SOURCE
     from rmm_mp.hw.tomlsrc import MAX_INPUT
     assert MAX_SOURCE == MAX_INPUT
