@@ -20,8 +20,9 @@ pairs make it after the REC), among them a REC_ENTER naming its REC's aux granul
 outcomes include views (Prepared.watch) of the REC exit, the REC, REM1, the RIM and a page.
 
 This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands; the setups in
-which a REC runs a guest are stress.explore_pairs_rec's. It must not write the machine's shared
-memory other than through SMCs and Machine.ns_write.
+which a REC runs a guest are stress.explore_pairs_rec's, built with stress.explore_guest's kit
+(which also gives those pairs their time slice and overlap rule). It must not write the
+machine's shared memory other than through SMCs and Machine.ns_write.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from rmm_mp.stress.explore import Pair, Prepared
 from rmm_mp.stress.explore_setup import (
     F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, BuiltRealm, prepared, rec_view, ripas_request, rim_view,
 )
+from rmm_mp.stress.explore_guest import GUEST_SLICE, fails_on_running_rec
 from rmm_mp.stress.explore_pairs_rec import (
-    GUEST_SLICE, affinity_info_complete_vs_cpu_off, cpu_on_vs_rec_enter_target, cpu_on_vs_system_off,
-    data_destroy_vs_host_call_completion, data_destroy_vs_store, fails_on_running_rec,
+    affinity_info_complete_vs_cpu_off, cpu_on_vs_rec_enter_target, cpu_on_vs_system_off,
+    data_destroy_vs_host_call_completion, data_destroy_vs_store,
     host_call_completion_vs_data_destroy, host_call_completion_vs_rec_destroy, host_call_vs_data_destroy,
     host_call_vs_rtt_destroy, host_call_vs_rtt_fold, psci_complete_same_target, rec_destroy_vs_host_call_completion,
     rec_enter_cpu_off_vs_psci_complete, rec_enter_vs_delegate_run_page, rec_enter_vs_rec_destroy,

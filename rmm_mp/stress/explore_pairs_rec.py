@@ -6,115 +6,41 @@ table of a RIPAS request or of a 2 MiB block), or against another REC_ENTER or a
 of the same realm (PSCI_SYSTEM_OFF, CPU_ON, CPU_OFF, AFFINITY_INFO). Their outcomes include
 views (Prepared.watch) of the REC exit, the REC, REM1 and a page.
 
-This module owns those setups and the rule that a running REC makes some commands fail. It must
-not write the machine's shared memory other than through SMCs and Machine.ns_write.
+This module owns those setups: each pair's realm, the program its guest runs, the pages that
+program uses and the views of its outcome. The guests are written and their realms built with
+stress.explore_guest's kit (image layout, SMC snippets, guest_realm, the time slice and the
+running-REC rule), which this module must not redefine. It must not write the machine's shared
+memory other than through SMCs and Machine.ns_write.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 from rmm_mp.abi.psci import PsciFid, rec_index_to_mpidr_el1
-from rmm_mp.abi.rmi import RmiStatus
 from rmm_mp.abi.rsi import RsiFid, RsiRipas
 from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
-from rmm_mp.guest.assembler import assemble
-from rmm_mp.host.realm import NS_MAP_ATTRS, describe_x0
+from rmm_mp.host.realm import NS_MAP_ATTRS
 from rmm_mp.machine import Machine
 from rmm_mp.stress.explore import Prepared, Watch
+from rmm_mp.stress.explore_guest import (
+    CODE, RAM_TABLE, REC1_PC, REC2_PC, exit_must_be, extend_rem1, guest_realm, host_call, init_ram, smc,
+)
 from rmm_mp.stress.explore_setup import (
-    F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, BuiltRealm, SetupError, exit_text, exit_view, prepared,
-    rec_view, rem_view, ripas_request,
+    F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, BuiltRealm, SetupError, exit_view, prepared, rec_view,
+    rem_view, ripas_request,
 )
 
 # -- pairs with a REC running a guest ------------------------------------------------------------
-#
-# Each realm's guest image is a measured DATA page at IPA 0 (CODE); other pages are DATA pages
-# of their own. A REC_ENTER call of a pair enters with a run page of the setup's (Builder.run_page),
-# whose RmiRecExit is one of the pair's views. Guests end in `b .`, so that a run that gets there
-# exits with IRQ when its time slice (GUEST_SLICE instructions) is spent.
 
-GUEST_SLICE = 64
-"""Guest instructions per entry for the pairs that run a guest: far more than any guest here
-executes before its last `b .`, and few enough that a run that ends in the loop stays short."""
-
-CODE = 0
-REC1_PC = 0x800
-"""Where REC 1's code starts in the image (REC 0's at CODE)."""
 HOST_CALL_IPA = 1 * G
 """The RsiHostCall structure's page."""
 HOST_CALL_IMM, HOST_CALL_GPRS, HOST_RESULTS = 0x11, (0xA0, 0xA1), (0xB0, 0xB1)
 """What the structure holds when the realm is made, and what the host answers a host call with."""
 STORE_IPA = 2 * G
 """The page the storing guest writes."""
-RAM_TABLE = 2 * L2
-"""A level-3 table of its own, every entry UNASSIGNED RAM (RTT_INIT_RIPAS over its whole range),
-with nothing live: RTT_DESTROY and RTT_FOLD may both take it."""
 HOST_CALL_IN_TABLE = RAM_TABLE + 5 * G
 """A host call structure in RAM_TABLE: nothing is there, so the realm's call exits with a data abort."""
-
-_HOST_CALL_FID = int(RsiFid.RSI_HOST_CALL)
-
-
-def _smc(fid: int, *args: int) -> str:
-    """An SMC ``fid`` with X1.. = ``args``."""
-    moves = "".join(f"        mov x{i}, ={value:#x}\n" for i, value in enumerate(args, 1))
-    return f"{moves}        mov x0, ={fid:#x}\n        smc #0\n"
-
-
-def _host_call(ipa: int) -> str:
-    return _smc(_HOST_CALL_FID, ipa)
-
-
-def _guest_realm(b: Builder, code: str, rec1: bool = False, rec1_runnable: bool = True,
-                 ram_table: bool = False, pages: tuple[tuple[int, bytes], ...] = (),
-                 more: tuple[tuple[int, bool], ...] = (),
-                 prepare: "Callable[[BuiltRealm], None] | None" = None) -> tuple[BuiltRealm, list[int]]:
-    """An active realm running ``code`` (REC 0 at CODE, REC 1 at REC1_PC if ``rec1``, and a REC
-    for each (pc, runnable) of ``more`` after those), with DATA ``pages`` (ipa, content), with
-    RAM_TABLE if ``ram_table``, and whatever ``prepare`` makes while the realm is NEW; its RECs."""
-    realm = b.realm()
-    b.tables(realm, 0, 3)
-    b.data(realm, CODE, assemble(code, CODE))
-    for ipa, content in pages:
-        b.data(realm, ipa, content)
-    if ram_table:
-        _init_ram(b, realm, RAM_TABLE)
-    if prepare is not None:
-        prepare(realm)
-    recs = [b.rec(realm, 0, pc=CODE)]
-    if rec1:
-        recs.append(b.rec(realm, 1, pc=REC1_PC, runnable=rec1_runnable))
-    for pc, runnable in more:
-        recs.append(b.rec(realm, len(recs), pc=pc, runnable=runnable))
-    b.call(F.RMI_REALM_ACTIVATE, realm.rd)
-    return realm, recs
-
-
-def _init_ram(b: Builder, realm: BuiltRealm, ipa: int) -> None:
-    """A level-3 table of its own at ``ipa`` (2 MiB aligned), every entry UNASSIGNED RAM."""
-    b.tables(realm, ipa, 3)
-    if b.call(F.RMI_RTT_INIT_RIPAS, realm.rd, ipa, ipa + L2)[1] != ipa + L2:
-        raise SetupError("RTT_INIT_RIPAS did not cover the whole table")
-
-
-def _exit_must_be(fields: dict[str, int], reason: RmiRecExitReason) -> None:
-    if fields["exit_reason"] != reason:
-        raise SetupError(f"the guest exited with {exit_text(fields)}, not {reason.name}")
-
-
-def fails_on_running_rec(command: str) -> "Callable[[tuple[int, ...] | str], str]":
-    """An overlap rule: ``command``, naming the other call's REC, fails with RMI_ERROR_REC while
-    that REC runs (its rec_state failure condition: REC_DESTROY B4.3.13, REC_ENTER B4.3.14,
-    RTT_SET_RIPAS B4.3.21)."""
-    def rule(result: "tuple[int, ...] | str") -> str:
-        x0 = result[0] if isinstance(result, tuple) else result
-        if x0 == RmiStatus.RMI_ERROR_REC:
-            return ""
-        shown = describe_x0(x0) if isinstance(x0, int) else x0
-        return f"{command} of the running REC must fail with RMI_ERROR_REC (rec_state), not {shown}"
-    return rule
 
 
 def rec_enter_vs_rec_destroy(machine: Machine, run_below: bool = False) -> Prepared:
@@ -122,7 +48,7 @@ def rec_enter_vs_rec_destroy(machine: Machine, run_below: bool = False) -> Prepa
     serially one of them fails; while the REC runs, REC_DESTROY fails (rec_state: running).
     With ``run_below``, the run page lies below the REC (Builder's ``runs_below``)."""
     b = Builder(machine, runs_below=int(run_below))
-    _, (rec,) = _guest_realm(b, "b .")
+    _, (rec,) = guest_realm(b, "b .")
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), (exit_view("A", run),))
 
@@ -132,7 +58,7 @@ def rec_enter_vs_rec_enter(machine: Machine, run_below: bool = False) -> Prepare
     its slice ends: one after the other both run; while the REC runs, the second fails
     rec_state (and X0 shows one slice). With ``run_below``, both run pages lie below the REC."""
     b = Builder(machine, runs_below=2 * int(run_below))
-    _, (rec,) = _guest_realm(b, "count: add x0, x0, #1\nb count")
+    _, (rec,) = guest_realm(b, "count: add x0, x0, #1\nb count")
     run_a, run_b = b.run_page(), b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run_a), (F.RMI_REC_ENTER, rec, run_b),
                      (exit_view("A", run_a), exit_view("B", run_b), rec_view("REC", rec)))
@@ -155,19 +81,19 @@ def rec_enter_vs_delegate_run_page(machine: Machine, run_below: bool = False) ->
     cannot be written, so REC_ENTER returns RMI_ERROR_INPUT (A4.3.3). With ``run_below``, the
     run page lies below the REC: the entry's first lock is then the one DELEGATE takes."""
     b = Builder(machine, runs_below=int(run_below))
-    _, (rec,) = _guest_realm(b, "mov x0, #7\nb .")
+    _, (rec,) = guest_realm(b, "mov x0, #7\nb .")
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_GRANULE_DELEGATE, run), (rec_view("REC", rec),))
 
 
 _HOST_CALL_PAGE = bytes(RSI_HOST_CALL.pack(imm=HOST_CALL_IMM, gprs=HOST_CALL_GPRS + (0,) * 29))
-_TWO_HOST_CALLS = _host_call(HOST_CALL_IPA) + _host_call(HOST_CALL_IPA) + "b ."
+_TWO_HOST_CALLS = host_call(HOST_CALL_IPA) + host_call(HOST_CALL_IPA) + "b ."
 """A host call, and another on the same structure: the second call's exit shows in its gprs
 what the host answered the first with (the completion copied them into the structure)."""
 
 
 def _host_call_realm(b: Builder) -> tuple[BuiltRealm, int]:
-    realm, (rec,) = _guest_realm(b, _TWO_HOST_CALLS, pages=((HOST_CALL_IPA, _HOST_CALL_PAGE),))
+    realm, (rec,) = guest_realm(b, _TWO_HOST_CALLS, pages=((HOST_CALL_IPA, _HOST_CALL_PAGE),))
     return realm, rec
 
 
@@ -186,7 +112,7 @@ def _host_call_answered(machine: Machine, run_below: bool = False) -> tuple[Buil
     answer (HOST_RESULTS), below the REC with ``run_below``."""
     b = Builder(machine, runs_below=int(run_below))
     realm, rec = _host_call_realm(b)
-    _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_HOST_CALL)
+    exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_HOST_CALL)
     return b, realm, rec, b.run_page(HOST_RESULTS)
 
 
@@ -209,7 +135,7 @@ def data_destroy_vs_host_call_completion(machine: Machine) -> Prepared:
 
 def _host_call_in_ram_table(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
     b = Builder(machine)
-    realm, (rec,) = _guest_realm(b, _host_call(HOST_CALL_IN_TABLE) + "b .", ram_table=True)
+    realm, (rec,) = guest_realm(b, host_call(HOST_CALL_IN_TABLE) + "b .", ram_table=True)
     return b, realm, rec, b.run_page()
 
 
@@ -228,21 +154,13 @@ def host_call_vs_rtt_fold(machine: Machine) -> Prepared:
                      (exit_view("A", run),))
 
 
-_MEASUREMENT_EXTEND_FID = int(RsiFid.RSI_MEASUREMENT_EXTEND)
-
-
-def _extend_rem1(value: int) -> str:
-    """RSI_MEASUREMENT_EXTEND of REM1 with 8 bytes holding ``value`` (it takes the RD lock)."""
-    return _smc(_MEASUREMENT_EXTEND_FID, 1, 8, value)
-
-
 def _store_extend_store(ipa: int) -> str:
     """Stores to ``ipa``, extends REM1 (RD lock: lock events while the REC runs), stores again."""
     return f"""
         mov x1, ={ipa:#x}
         mov x2, #0x5a
         str x2, [x1]
-    {_extend_rem1(0x77)}
+    {extend_rem1(0x77)}
         mov x1, ={ipa:#x}
         mov x2, #0xa5
         str x2, [x1, #8]
@@ -252,7 +170,7 @@ def _store_extend_store(ipa: int) -> str:
 
 def _storing_realm(machine: Machine) -> tuple[Builder, BuiltRealm, int, int]:
     b = Builder(machine)
-    realm, (rec,) = _guest_realm(b, _store_extend_store(STORE_IPA), pages=((STORE_IPA, b""),))
+    realm, (rec,) = guest_realm(b, _store_extend_store(STORE_IPA), pages=((STORE_IPA, b""),))
     return b, realm, rec, b.run_page()
 
 
@@ -279,7 +197,7 @@ def store_unprotected_vs_unmap(machine: Machine) -> Prepared:
     """REC_ENTER whose guest stores to a mapped unprotected page vs RTT_UNMAP_UNPROTECTED of it:
     unmapped first, the store exits as an emulatable data abort (ISV, the value in gprs[0])."""
     b = Builder(machine)
-    realm, (rec,) = _guest_realm(b, f"""
+    realm, (rec,) = guest_realm(b, f"""
         mov x1, ={UNPROTECTED_PAGE:#x}
         mov x2, #0x5a
         str x2, [x1, #0x18]
@@ -296,14 +214,14 @@ def _rec1_cpu_off_vs_psci_complete(machine: Machine, request: str) -> Prepared:
     """REC 0 made the PSCI ``request`` naming REC 1 (pending: the host completes it); REC_ENTER
     of REC 1, whose guest calls PSCI_CPU_OFF, vs PSCI_COMPLETE(REC 0, REC 1, SUCCESS)."""
     b = Builder(machine)
-    _, (rec0, rec1) = _guest_realm(b, f"""
+    _, (rec0, rec1) = guest_realm(b, f"""
     {request}
         b .
         .org {REC1_PC:#x}
-    {_smc(int(PsciFid.PSCI_CPU_OFF))}
+    {smc(int(PsciFid.PSCI_CPU_OFF))}
         b .
     """, rec1=True)
-    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
                      (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
@@ -313,18 +231,18 @@ def rec_enter_cpu_off_vs_psci_complete(machine: Machine) -> Prepared:
     """REC 0 asked PSCI_CPU_ON for REC 1; REC 1 on (runnable or running) when the completion
     looks: REC 0 gets ALREADY_ON; off: SUCCESS, REC 1 reset."""
     return _rec1_cpu_off_vs_psci_complete(
-        machine, _smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x42))
+        machine, smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x42))
 
 
 def rec_enter_vs_rec_enter_extend(machine: Machine) -> Prepared:
     """REC_ENTER of REC 0 and of REC 1 of one realm, each guest extending REM1 with its own
     value (under the RD lock): REM1 tells the order the two extensions took."""
     b = Builder(machine)
-    realm, (rec0, rec1) = _guest_realm(b, f"""
-    {_extend_rem1(0xA)}
+    realm, (rec0, rec1) = guest_realm(b, f"""
+    {extend_rem1(0xA)}
         b .
         .org {REC1_PC:#x}
-    {_extend_rem1(0xB)}
+    {extend_rem1(0xB)}
         b .
     """, rec1=True)
     run0, run1 = b.run_page(), b.run_page()
@@ -334,8 +252,6 @@ def rec_enter_vs_rec_enter_extend(machine: Machine) -> Prepared:
 
 # -- PSCI and SYSTEM_OFF, RIPAS completions, folds under a running guest, pending host calls ----
 
-REC2_PC = 0xC00
-"""Where REC 2's code starts in the image."""
 CHANGE_TABLE = 2 * L2
 """A level-3 table of its own, every entry UNASSIGNED EMPTY, whose whole range a guest asks to
 make RAM (RSI_IPA_STATE_SET): once the host has answered, the table is homogeneous (RTT_FOLD)."""
@@ -347,18 +263,18 @@ BLOCK_STORE_PAGE = 5
 _RSI_IPA_STATE_SET_FID = int(RsiFid.RSI_IPA_STATE_SET)
 
 
-_SYSTEM_OFF = _smc(int(PsciFid.PSCI_SYSTEM_OFF))
+_SYSTEM_OFF = smc(int(PsciFid.PSCI_SYSTEM_OFF))
 
 
 def _system_off_realm(machine: Machine) -> tuple[Builder, BuiltRealm, list[int], list[int]]:
     """REC 0 calls PSCI_SYSTEM_OFF, REC 1 extends REM1 (the RD lock SYSTEM_OFF takes too); the
     RECs and a run page for each."""
     b = Builder(machine)
-    realm, recs = _guest_realm(b, f"""
+    realm, recs = guest_realm(b, f"""
     {_SYSTEM_OFF}
         b .
         .org {REC1_PC:#x}
-    {_extend_rem1(0xB)}
+    {extend_rem1(0xB)}
         b .
     """, rec1=True)
     return b, realm, recs, [b.run_page(), b.run_page()]
@@ -381,7 +297,7 @@ def rec_enter_vs_system_off(machine: Machine) -> Prepared:
                      (exit_view("A", run1), exit_view("B", run0), rem_view(realm)))
 
 
-_CPU_ON_REC1 = _smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x42)
+_CPU_ON_REC1 = smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x42)
 _CPU_ON_OR_SYSTEM_OFF = f"""
     {_CPU_ON_REC1}
         b .
@@ -396,7 +312,7 @@ _CPU_ON_OR_SYSTEM_OFF = f"""
 
 def _cpu_on_realm(machine: Machine, run_below: bool = False) -> tuple[Builder, list[int]]:
     b = Builder(machine, runs_below=int(run_below))
-    _, recs = _guest_realm(b, _CPU_ON_OR_SYSTEM_OFF, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
+    _, recs = guest_realm(b, _CPU_ON_OR_SYSTEM_OFF, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
     return b, recs
 
 
@@ -405,7 +321,7 @@ def system_off_vs_psci_complete(machine: Machine) -> Prepared:
     PSCI_COMPLETE(REC 0, REC 1, SUCCESS): RMI_PSCI_COMPLETE has no realm state condition, so it
     completes the CPU_ON (REC 1 runnable, REC 0's X0 SUCCESS) in every order."""
     b, (rec0, rec1, rec2) = _cpu_on_realm(machine)
-    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec2, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
                      (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
@@ -435,7 +351,7 @@ def affinity_info_complete_vs_cpu_off(machine: Machine) -> Prepared:
     """REC 0 asked PSCI_AFFINITY_INFO about REC 1; REC 1 on (runnable or running) when the
     completion looks: REC 0 gets ON (PSCI_SUCCESS, 0); off, OFF (1). B6.3.1.3."""
     return _rec1_cpu_off_vs_psci_complete(
-        machine, _smc(int(PsciFid.PSCI_AFFINITY_INFO), rec_index_to_mpidr_el1(1), 0))
+        machine, smc(int(PsciFid.PSCI_AFFINITY_INFO), rec_index_to_mpidr_el1(1), 0))
 
 
 def psci_complete_same_target(machine: Machine) -> Prepared:
@@ -444,17 +360,17 @@ def psci_complete_same_target(machine: Machine) -> Prepared:
     completes first starts REC 1 with its context id and gets SUCCESS, the other ALREADY_ON
     (B4.3.7.3 on_success, on_already); never both SUCCESS."""
     b = Builder(machine)
-    _, (rec0, rec1, rec2) = _guest_realm(b, f"""
+    _, (rec0, rec1, rec2) = guest_realm(b, f"""
     {_CPU_ON_REC1}
         b .
         .org {REC1_PC:#x}
         b .
         .org {REC2_PC:#x}
-    {_smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x43)}
+    {smc(int(PsciFid.PSCI_CPU_ON), rec_index_to_mpidr_el1(1), REC1_PC, 0x43)}
         b .
     """, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
     for rec in (rec0, rec2):
-        _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_PSCI)
+        exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_PSCI)
     return prepared(b, (F.RMI_PSCI_COMPLETE, rec0, rec1, 0), (F.RMI_PSCI_COMPLETE, rec2, rec1, 0),
                      (rec_view("REC 0", rec0), rec_view("REC 1", rec1), rec_view("REC 2", rec2)))
 
@@ -478,11 +394,11 @@ RIPAS_RESULTS = 0xF00
 """Where in its code page the guest of _RIPAS_THEN_HOST_CALL keeps X1 and X2 of its request's
 completion (the first IPA not changed, the host's response)."""
 _RIPAS_THEN_HOST_CALL = f"""
-    {_smc(_RSI_IPA_STATE_SET_FID, CHANGE_TABLE, CHANGE_TABLE + L2, int(RsiRipas.RSI_RAM), 0)}
+    {smc(_RSI_IPA_STATE_SET_FID, CHANGE_TABLE, CHANGE_TABLE + L2, int(RsiRipas.RSI_RAM), 0)}
         mov x9, #{RIPAS_RESULTS:#x}
         str x1, [x9]
         str x2, [x9, #8]
-    {_host_call(CHANGE_TABLE + 5 * G)}
+    {host_call(CHANGE_TABLE + 5 * G)}
         b .
 """
 """Asks for RAM over CHANGE_TABLE's whole range; once the entry completes the request, keeps
@@ -505,8 +421,8 @@ def _ripas_answered(machine: Machine, fold: bool = False) -> tuple[Builder, Buil
     the whole range; with ``fold``, the table then folded); a run page whose flags say
     RIPAS_RESPONSE (REJECT, which B3 RecRipasChangeResponse ignores for a request done whole)."""
     b = Builder(machine)
-    realm, (rec,) = _guest_realm(b, _RIPAS_THEN_HOST_CALL, prepare=lambda r: _table(b, r, CHANGE_TABLE))
-    _exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE)
+    realm, (rec,) = guest_realm(b, _RIPAS_THEN_HOST_CALL, prepare=lambda r: _table(b, r, CHANGE_TABLE))
+    exit_must_be(b.enter(rec), RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE)
     if b.call(F.RMI_RTT_SET_RIPAS, realm.rd, rec, CHANGE_TABLE, CHANGE_TABLE + L2)[1] != CHANGE_TABLE + L2:
         raise SetupError("RTT_SET_RIPAS did not cover the whole table")
     if fold:
@@ -548,10 +464,10 @@ def _storing_block_realm(machine: Machine) -> tuple[Builder, BuiltRealm, int, in
     block = b.delegated_block()
 
     def prepare(realm: BuiltRealm) -> None:
-        _init_ram(b, realm, BLOCK_IPA)
+        init_ram(b, realm, BLOCK_IPA)
         b.unknown_block(realm, BLOCK_IPA, block)
 
-    realm, (rec,) = _guest_realm(b, _store_extend_store(BLOCK_IPA + BLOCK_STORE_PAGE * G), prepare=prepare)
+    realm, (rec,) = guest_realm(b, _store_extend_store(BLOCK_IPA + BLOCK_STORE_PAGE * G), prepare=prepare)
     return b, realm, rec, b.run_page(), block[BLOCK_STORE_PAGE]
 
 
@@ -579,7 +495,7 @@ def rec_enter_target_vs_psci_complete(machine: Machine, run_below: bool = False)
     on (ALREADY_ON), so that REC 1 never started (docs/deviations.md). With ``run_below``, the
     run page lies below the RECs."""
     b, (rec0, rec1, _) = _cpu_on_realm(machine, run_below)
-    _exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
                      (exit_view("A", run), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
@@ -634,5 +550,5 @@ def rec_enter_aux_run_vs_rec_destroy(machine: Machine, aux_above: bool = False) 
     granules lie above the REC (Builder's ``aux_above``): lock_two takes the REC first, and
     nothing waits while it holds a granule REC_DESTROY needs."""
     b = Builder(machine, aux_above=aux_above)
-    _, (rec,) = _guest_realm(b, "b .")
+    _, (rec,) = guest_realm(b, "b .")
     return prepared(b, (F.RMI_REC_ENTER, rec, b.aux[rec][0]), (F.RMI_REC_DESTROY, rec))
