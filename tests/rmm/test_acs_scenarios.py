@@ -4,7 +4,8 @@ The ACS (release v1.0_REL0_12.24) has, besides its per-command tests, scenarios 
 realm through a sequence: a RIPAS change the host completes, rejects or completes in part; an
 access to protected memory in each HIPAS/RIPAS combination, by a load, a store and a fetch;
 the boundary pages of the protected and the unprotected IPA halves; an emulated MMIO write
-then read; the realm's registers across WFI/WFE/IRQ exits. Each test here names the ACS test
+then read; the realm's registers across WFI/WFE/IRQ exits; the host touching a realm's page
+(a granule protection fault); the RTT levels a walk goes through. Each test here names the ACS test
 it mirrors and checks the same outcomes (exit reason and fields, the syndrome and fault address
 the realm sees, RSI results, RTT entry states) with this project's guest ISA (docs/guest-isa.md)
 and host (tests/realm_guests.py). Scenarios the ISA cannot express (stage 1, exclusive loads,
@@ -25,7 +26,7 @@ from typing import Iterator
 import pytest
 
 from realm_guests import CODE, EMPTY_IPA, GRANULE, UNPROTECTED, Guest
-from rmm_mp import Machine
+from rmm_mp import GranuleProtectionFault, Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT, RmiRecEnterFlags
 from rmm_mp.check import invariants
@@ -621,4 +622,82 @@ def test_rtt_level_start(machine: Machine, s2sz: int) -> None:
             assert (x0, walk, state) == (SUCCESS, level, TABLE), (hex(ipa), x0, walk, state)
             stored = g.peek(ipa, 8) if ipa < par else machine.ns_read(ns[ipa], 8)
             assert (int.from_bytes(stored, "little"), g.gpr(19 + n)) == (REALM_DATA, REALM_DATA), hex(ipa)
+    ok(machine)
+
+
+# -- unassigned RAM: a data abort the host resolves, then a fetch ---------------------------------------
+
+UNASSIGNED_RAM = CODE + 0x10_0000
+"""Two pages of the default Guest's RAM (RIPAS RAM by RTT_INIT_RIPAS) that nothing backs."""
+
+
+def test_unassigned_ram_store_then_fetch_exit(machine: Machine) -> None:
+    """ACS mm_hipas_unassigned_ripas_ram_da_ia (and exception_rec_exit_ia): two protected pages
+    RTT_INIT_RIPAS made RAM before activation, nothing mapped (HIPAS UNASSIGNED, RIPAS RAM).
+    The realm's 4-byte store of 0x100 at the first exits SYNC with ESR = EC 0x24 | level-3
+    translation fault only (no ISV, SAS, WnR, IL, EA, SET, FnV), HPFAR = IPA[47:12] << 4 and
+    every other exit field zero; the realm takes no exception. The host backs the page with
+    DATA_CREATE_UNKNOWN; re-entered, the store completes and the realm's branch to the second
+    page exits SYNC with ESR = EC 0x20 | IFSC level-3 translation fault only, HPFAR of that
+    page, every other field zero, PC = the page."""
+    da_ipa, ia_ipa = UNASSIGNED_RAM, UNASSIGNED_RAM + GRANULE
+    program = LOGGING + f"""
+        mov x1, ={da_ipa}
+        mov x2, ={ia_ipa}
+        mov x5, #0x100
+        adr x27, done
+    store:
+        strw x5, [x1]
+        br x2
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        assert entry(g, da_ipa) == (3, UNASSIGNED, RAM) and entry(g, ia_ipa) == (3, UNASSIGNED, RAM)
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=(EC_DABT_LOW << 26) | TTF_L3,
+                  hpfar=da_ipa >> 8)
+        assert g.pc() == g.label("store")
+        g.fault_in(da_ipa)
+        assert entry(g, da_ipa) == (3, ASSIGNED, RAM)
+        exit_only(g, g.enter(exit_fill=0xFF), exit_reason=EXIT_SYNC, esr=(EC_IABT_LOW << 26) | TTF_L3,
+                  hpfar=ia_ipa >> 8)
+        assert g.pc() == ia_ipa
+        assert g.peek(da_ipa, 8) == (0x100).to_bytes(8, "little")
+        assert g.gpr(28) == g.label("log")      # the vector never ran
+    ok(machine)
+
+
+# -- the host touching realm memory -------------------------------------------------------------------
+
+def test_host_access_to_a_realm_page_is_a_granule_protection_fault(machine: Machine) -> None:
+    """ACS mm_gpf_exception: once a realm is set up, the host's 4-byte store of 0xabcd to the PA
+    of the realm's image (a DATA granule, Realm PAS) faults on the granule protection check
+    (GranuleProtectionFault, the model's GPF taken to NS EL2), as does a load; the page keeps
+    its contents and the realm still runs it."""
+    with Guest.build(machine, "done:\nwfi\nb done\n") as g:
+        pa = g.page_pa(CODE)
+        before = g.peek(CODE, GRANULE)
+        with pytest.raises(GranuleProtectionFault):
+            machine.ns_write(pa, (0xABCD).to_bytes(4, "little"))
+        with pytest.raises(GranuleProtectionFault):
+            machine.ns_read(pa, 4)
+        assert g.peek(CODE, GRANULE) == before
+        stopped(g, *g.enter(), "done")
+    ok(machine)
+
+
+# -- the RTT walk: one table per level ----------------------------------------------------------------
+
+def test_rtt_translation_table(machine: Machine) -> None:
+    """ACS mm_rtt_translation_table: in a realm with 4 KiB granules, the host creates the RTTs
+    down to level 3 for the protected IPA 0x20000000 (from the level READ_ENTRY's walk stopped
+    at); READ_ENTRY at level 3 then walks to level 3 for 0x20001000 (a level-3 table covers
+    2 MiB) and stops at level 2 for 0x20200000 (the next 2 MiB has no level-3 table), both
+    UNASSIGNED (RIPAS EMPTY: outside the realm's RAM). The realm still runs."""
+    ipa = 0x2000_0000
+    with Guest.build(machine, "done:\nwfi\nb done\n") as g:
+        level, state, ripas = entry(g, ipa)
+        assert (state, ripas) == (UNASSIGNED, EMPTY) and level < 3
+        assert create_rtt_levels(g.cpu, g.alloc, g.realm, ipa, level, 3) == 3 - level
+        assert entry(g, ipa + 0x20_0000) == (2, UNASSIGNED, EMPTY)
+        assert entry(g, ipa + 0x1000) == (3, UNASSIGNED, EMPTY)
+        stopped(g, *g.enter(), "done")
     ok(machine)
