@@ -636,9 +636,10 @@ def test_secondary_rec_runs_and_turns_itself_off(machine: Machine, cpu: int) -> 
 
 @pytest.mark.parametrize("fid", [SYSTEM_OFF, SYSTEM_RESET])
 def test_system_off(machine: Machine, fid: int) -> None:
-    """SYSTEM_OFF / SYSTEM_RESET: a PSCI exit with the FID only; the realm is SYSTEM_OFF, so every
-    later REC_ENTER of any of its RECs fails with (ERROR_REALM, 1) = 0x102 (before the REC's own
-    checks: REC 1 is not runnable); PSCI_COMPLETE has no request to complete (ERROR_INPUT)."""
+    """ACS cmd_system_off / cmd_system_reset: SYSTEM_OFF / SYSTEM_RESET: a PSCI exit with the
+    FID only; the realm is SYSTEM_OFF, so every later REC_ENTER of any of its RECs fails with
+    (ERROR_REALM, 1) = 0x102 (before the REC's own checks: REC 1 is not runnable); PSCI_COMPLETE
+    has no request to complete (ERROR_INPUT)."""
     with Guest.build(machine, call(fid), num_recs=2) as g:
         psci_exit(g, (fid,))
         assert g.rd.state == RealmState.SYSTEM_OFF

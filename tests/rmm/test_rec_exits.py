@@ -318,11 +318,11 @@ def test_sea_in_realm(machine: Machine, ins: str, ipa: int, syndrome: tuple[int,
     ("br x1", (1 << 63) + 0x40, False),
 ])
 def test_address_size_fault_outside_the_ipa_space(machine: Machine, ins: str, ipa: int, write: bool) -> None:
-    """A5.2.8: with stage 1 off, an access or fetch at an IPA outside the realm's IPA space is a
-    stage 1 level 0 address size fault taken to the realm, not an SEA: EC 0x25 (0x21 for a
-    fetch), IL, WnR for a store, DFSC 0x00, no ISV and no EA; FAR = the IPA, ELR = the access
-    (the fetch's target); no exit. (It used to be an SEA, as TF-RMM rel0 injects for an IPA
-    below the PA range.)"""
+    """A5.2.8 (ACS mm_realm_access_outside_ipa, its stage-1-off half): with stage 1 off, an
+    access or fetch at an IPA outside the realm's IPA space is a stage 1 level 0 address size
+    fault taken to the realm, not an SEA: EC 0x25 (0x21 for a fetch), IL, WnR for a store, DFSC
+    0x00, no ISV and no EA; FAR = the IPA, ELR = the access (the fetch's target); no exit. (It
+    used to be an SEA, as TF-RMM rel0 injects for an IPA below the PA range.)"""
     fetch = ins.startswith("br")
     with Guest.build(machine, access(ins, ipa)) as g:
         ec = EC_IABT_CUR if fetch else EC_DABT_CUR
@@ -345,9 +345,9 @@ def test_sea_unprotected_mapping_of_realm_memory(machine: Machine) -> None:
 # -- instruction fetch ---------------------------------------------------------------------------------
 
 def test_fetch_unassigned_ram(machine: Machine) -> None:
-    """A branch to unassigned RAM: SYNC exit EC 0x20 (instruction abort from a lower EL), a
-    translation fault, far 0, hpfar (A4.3.4.2), PC at the target. Faulted in (a zero page: NOPs),
-    re-entry runs it and exits for the next page."""
+    """ACS exception_rec_exit_ia: a branch to unassigned RAM: SYNC exit EC 0x20 (instruction
+    abort from a lower EL), a translation fault, far 0, hpfar (A4.3.4.2), PC at the target.
+    Faulted in (a zero page: NOPs), re-entry runs it and exits for the next page."""
     with Guest.build(machine, access("br x1", UNASSIGNED)) as g:
         x0, ex = g.enter()
         assert x0 == SUCCESS
@@ -473,7 +473,8 @@ def test_wfe_untrapped_is_a_nop(machine: Machine) -> None:
 
 
 def test_hvc_is_undefined_in_realm(machine: Machine) -> None:
-    """HVC: an Unknown exception taken to the realm (A4.5): EC 0, ELR = the HVC; no exit."""
+    """ACS exception_rec_exit_hvc: HVC is an Unknown exception taken to the realm (A4.5): EC 0,
+    ELR = the HVC; no exit."""
     with Guest.build(machine, access("hvc #0", 0)) as g:
         took_exception(g, 0, 0, 0, g.label("access"))
 

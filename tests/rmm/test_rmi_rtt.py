@@ -1064,10 +1064,11 @@ def _fold_ok(machine: Machine, t: Rmi, realm: Realm, ipa: int, level: int, entry
 @pytest.mark.parametrize("level", [1, 2, 3])
 @pytest.mark.parametrize("ripas", [EMPTY, RAM, DESTROYED])
 def test_fold_unassigned(machine: Machine, level: int, ripas: int) -> None:
-    """RTT_FOLD of a protected RTT at level 3, 2 or 1 whose 512 entries are UNASSIGNED with one
-    RIPAS (EMPTY; RAM by RTT_INIT_RIPAS; DESTROYED by destroying and re-creating the RTT): the
-    parent entry becomes UNASSIGNED with that RIPAS (READ_ENTRY at level reports the walk
-    stopping at level - 1), the parent loses the TABLE reference."""
+    """ACS mm_rtt_fold_unassigned (its level-3 and level-2 folds): RTT_FOLD of a protected RTT at
+    level 3, 2 or 1 whose 512 entries are UNASSIGNED with one RIPAS (EMPTY; RAM by
+    RTT_INIT_RIPAS; DESTROYED by destroying and re-creating the RTT): the parent entry becomes
+    UNASSIGNED with that RIPAS (READ_ENTRY at level reports the walk stopping at level - 1), the
+    parent loses the TABLE reference."""
     t = Rmi(machine)
     realm = _realm(t)
     ipa = 2 * L0 if level == 1 else 3 * L1 if level == 2 else 3 * L2
@@ -1078,8 +1079,9 @@ def test_fold_unassigned(machine: Machine, level: int, ripas: int) -> None:
 
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_fold_unassigned_ns(machine: Machine, level: int) -> None:
-    """RTT_FOLD of an unprotected RTT of UNASSIGNED_NS entries (levels 3, 2, 1, including one
-    whose entries were mapped and unmapped again): parent entry UNASSIGNED_NS, parent -1."""
+    """ACS mm_rtt_fold_unassigned_ns: RTT_FOLD of an unprotected RTT of UNASSIGNED_NS entries
+    (levels 3, 2, 1, including one whose entries were mapped and unmapped again): parent entry
+    UNASSIGNED_NS, parent -1."""
     t = Rmi(machine)
     realm = _realm(t)
     ipa = U48 + (2 * L0 if level == 1 else 3 * L1 if level == 2 else 3 * L2)
@@ -1096,11 +1098,12 @@ def test_fold_unassigned_ns(machine: Machine, level: int) -> None:
 
 @pytest.mark.parametrize("ripas", [EMPTY, RAM, DESTROYED])
 def test_fold_assigned(machine: Machine, ripas: int) -> None:
-    """RTT_FOLD of a level-3 RTT of 512 ASSIGNED entries (DATA_CREATE_UNKNOWN) with one RIPAS, contiguous
-    from a 2 MiB-aligned PA: the parent entry becomes an ASSIGNED level-2 block at that PA with
-    that RIPAS (rtte_state, rtte_addr, rtte_ripas); the parent's refcount is unchanged (the
-    block holds the reference the TABLE entry held), the child's 512 go away; the DATA granules
-    stay DATA; a READ_ENTRY at level 3 inside the block stops at level 2."""
+    """ACS mm_rtt_fold_assigned: RTT_FOLD of a level-3 RTT of 512 ASSIGNED entries
+    (DATA_CREATE_UNKNOWN) with one RIPAS, contiguous from a 2 MiB-aligned PA: the parent entry
+    becomes an ASSIGNED level-2 block at that PA with that RIPAS (rtte_state, rtte_addr,
+    rtte_ripas); the parent's refcount is unchanged (the block holds the reference the TABLE
+    entry held), the child's 512 go away; the DATA granules stay DATA; a READ_ENTRY at level 3
+    inside the block stops at level 2."""
     t = Rmi(machine)
     realm = _realm(t)
     ipa = L1 + 7 * L2
@@ -1113,10 +1116,10 @@ def test_fold_assigned(machine: Machine, ripas: int) -> None:
 
 @pytest.mark.parametrize("level", [2, 3])
 def test_fold_assigned_ns(machine: Machine, level: int) -> None:
-    """RTT_FOLD of an unprotected RTT whose 512 entries are ASSIGNED_NS (pages, or 2 MiB blocks),
-    contiguous from a PA aligned to the parent's block size: the parent entry becomes an
-    ASSIGNED_NS block at that PA carrying the children's host attributes (B4.3.17.3 rtte_attr:
-    READ_ENTRY desc = OA | MemAttr | S2AP), parent refcount -1."""
+    """ACS mm_rtt_fold_assigned_ns: RTT_FOLD of an unprotected RTT whose 512 entries are
+    ASSIGNED_NS (pages, or 2 MiB blocks), contiguous from a PA aligned to the parent's block
+    size: the parent entry becomes an ASSIGNED_NS block at that PA carrying the children's host
+    attributes (B4.3.17.3 rtte_attr: READ_ENTRY desc = OA | MemAttr | S2AP), parent refcount -1."""
     t = Rmi(machine)
     realm = _realm(t)
     ipa = U48 + 2 * L1 if level == 2 else U48 + 2 * L1 + 4 * L2
@@ -1154,9 +1157,10 @@ def test_fold_in_concatenated_root(machine: Machine, s2sz: int, start: int, ipa:
 @pytest.mark.parametrize("kind", ["unassigned-ram", "unassigned-ns", "assigned-empty", "assigned-ram",
                                   "assigned-destroyed", "assigned-ns"])
 def test_fold_then_unfold_round_trip(machine: Machine, kind: str) -> None:
-    """Folding and unfolding are inverse (A5.5.6, A5.5.7): RTT_FOLD of a homogeneous level-3 RTT
-    then RTT_CREATE of a new one at the same place gives back the same 512 entries (compared
-    raw) and the same refcounts."""
+    """Folding and unfolding are inverse (A5.5.6, A5.5.7; the unfold half of ACS
+    mm_rtt_fold_assigned, _assigned_ns, _unassigned, _unassigned_ns): RTT_FOLD of a homogeneous
+    level-3 RTT then RTT_CREATE of a new one at the same place gives back the same 512 entries
+    (compared raw) and the same refcounts."""
     t = Rmi(machine)
     realm = _realm(t)
     ipa = (U48 if kind.endswith("ns") else 0) + 6 * L2

@@ -721,9 +721,10 @@ HOST_CALL_DATA = ".org 0x1100\nhc:\n.half 0x1234\n.half 0xBEEF\n.word 0\n.quad "
 
 
 def test_host_call_round_trip(machine: Machine) -> None:
-    """HOST_CALL exit: imm and gprs[0..30] from the structure, every other exit field zero, the
-    realm's registers as they were (X0 still the FID), PC past the SMC; re-entry copies
-    enter.gprs into the structure (imm untouched) and the realm sees X0 = SUCCESS."""
+    """ACS exception_rec_exit_hostcall: HOST_CALL exit: imm and gprs[0..30] from the structure,
+    every other exit field zero, the realm's registers as they were (X0 still the FID), PC past
+    the SMC; re-entry copies enter.gprs into the structure (imm untouched) and the realm sees
+    X0 = SUCCESS."""
     with Guest.build(machine, call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA)) as g:
         hc = g.label("hc")
         x0, ex = g.enter()
@@ -919,10 +920,11 @@ def test_result_registers(machine: Machine, fid: str, args: dict[int, object], x
         results(g, x0)
 
 
-@pytest.mark.parametrize("fid", [0xC400_019A, 0xC400_01AF, 0xC400_0150, 0x8200_0000, 0x0, 0xC500_0000])
+@pytest.mark.parametrize("fid", [0xC400_019A, 0xC400_01AF, 0xC400_0150, 0xC400_0158, 0x8200_0000, 0x0, 0xC500_0000])
 def test_unknown_smc(machine: Machine, fid: int) -> None:
     """An SMC that is neither RSI nor PSCI (a 1.1-only RSI ID, the end of the RSI range, RMI_VERSION,
-    SiP, 0, another owner) -> X0 = SMC_UNKNOWN (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, X4 and
+    RMI_REALM_CREATE (ACS exception_realm_unsupported_smc: a realm calling an RMI command), SiP,
+    0, another owner) -> X0 = SMC_UNKNOWN (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, X4 and
     above kept (no RSI command, so SMCCC's rule), no exit."""
     with Guest.build(machine, call_program(hex(fid), {1: 1})) as g:
         finish(g)
