@@ -190,11 +190,15 @@ def _counters(values: dict[str, int]) -> str:
 def _clip(line: str, start: int) -> str:
     """``line`` cut to the width after its last whole counter (counters begin at column
     ``start`` and are separated by ", "), so that no figure is cut short: "faults 1,6..." would
-    read as a smaller number."""
-    if len(line) <= WIDTH:
+    read as a smaller number. When not even the first counter fits (a long realm name and
+    detail push the counters to the width's edge), the line keeps all before the counters and
+    runs past the width, as the header above it does: cut at the width, it ended inside the
+    detail, "(detail 0xffffffff..." reading as another value, and the realm's outcome is what
+    the clipping must keep. A realm with no counters keeps its "-"."""
+    if len(line) <= WIDTH or line[start:] == "-":
         return line
     cut = line.rfind(", ", start, WIDTH - 4)
-    return line[:cut] + ", ..." if cut > start else line[:WIDTH - 3] + "..."
+    return line[:cut] + ", ..." if cut > start else line[:start] + "..."
 
 
 def _realms(doc: dict[str, Any]) -> list[str]:

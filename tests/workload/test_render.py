@@ -171,6 +171,25 @@ def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
     assert value == f"{counters[name]:,}", line
 
 
+def test_an_ok_realm_whose_counters_start_past_the_width_keeps_its_whole_detail() -> None:
+    """An ok lifecycle instance of a 32-character name whose detail ends with a 64-bit value:
+    its counters column starts beyond the 118 columns, so no counter fits. Its line keeps the
+    whole detail, ended by "..." where the counters would be (a realm with no counters keeps its
+    "-"); it was cut at the width inside the detail's value ("(detail 0xffffffff..."), which
+    reads as another value, and lost its outcome."""
+    detail = "turned itself off, reported pass (detail 0xffffffffffffffff)"
+    realm = RealmOutcome("r-very-long-name-of-32-chars-abc[1]#123", 1, True, detail, {"entries": 57, "mmio_writes": 52})
+    section = _section(format_report(hand_built(realms=(realm,))), "Realms: 1 of 1 ok")
+    start = section[1].index("counters")
+    assert start > 118
+    line = section[3]
+    assert line.rstrip(". ").endswith(detail) and line == line[:start] + "...", line
+    assert "entries" not in line
+    bare = RealmOutcome(realm.name, 1, True, detail, {})
+    line = _section(format_report(hand_built(realms=(bare,))), "Realms: 1 of 1 ok")[3]
+    assert line.endswith(detail + "  -"), line      # no counters: not "..." as if some were cut
+
+
 def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about() -> None:
     """Each realm's exceptions are a column of the realm table and a JSON field; a realm with at
     least 64 exceptions and more than 4 per REC entry gets a WARNING naming it (one with 64 in 16
