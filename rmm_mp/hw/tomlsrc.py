@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import datetime
 import difflib
-import json
 import os
 import re
 import stat
@@ -116,6 +115,12 @@ def toml_string(text: str) -> str:
     printed raw (ESC, a bidi override) would act on the terminal instead of being seen."""
     if "'" not in text and text.isprintable():
         return f"'{text}'"
+    return basic_string(text)
+
+
+def basic_string(text: str) -> str:
+    """``text`` as a TOML basic string (in double quotes) that reads back as ``text``, with
+    TOML's escapes for quotes, backslashes and every character that is not printable."""
     out = []
     for char in text:
         if char in _ESCAPES:
@@ -167,16 +172,19 @@ def key_part(name: str) -> str:
     """``name`` as one part of a key path in an error: as written when TOML allows the key bare
     (``recs``, ``rtt-churn``), else quoted as a TOML basic string (``""``, ``"a.b"``, ``"x[1]"``,
     ``"é"``), as the file has to write it. A key holding a dot or brackets then reads as the one
-    key it is, and finding its line does not take the path apart at them."""
-    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+    key it is, and finding its line does not take the path apart at them. A character that is
+    not printable is escaped as in a value (basic_string): json.dumps, used before, left a bidi
+    override, a zero-width space, DEL and the C1 controls (U+009B is a terminal's CSI) raw."""
+    return name if _BARE_KEY.fullmatch(name) else basic_string(name)
 
 
 def unquoted_part(part: str) -> str:
     """The key a part of a key path names: key_part undone (a quoted part's escapes read)."""
     if len(part) >= 2 and part[0] == part[-1] == '"':
         try:
-            return str(json.loads(part))
-        except ValueError:
+            # TOML's escapes, which key_part writes: \UXXXXXXXX is no JSON escape.
+            return str(tomllib.loads(f"k = {part}")["k"])
+        except tomllib.TOMLDecodeError:
             return part[1:-1]
     return part
 

@@ -87,6 +87,29 @@ def test_unknown_key_that_is_not_a_bare_key(tmp_path: Path, text: str, line: int
             else "")
 
 
+@pytest.mark.parametrize("text, line, key, raw", [
+    (HEAD + '"x\\u202Ey" = 1\n', 3, '"x\\u202Ey"', "x\u202ey"),
+    (HEAD + OK_REALM + '"a\\u200Bb\\u007F" = 2\n', 6, 'realm[0]."a\\u200Bb\\u007F"', "a\u200bb\x7f"),
+    (HEAD + '[[realm]]\nname = "a"\nguest = "hello"\nconstants = { "\\u009B2J" = 1 }\n', 6,
+     'realm[0].constants."\\u009B2J"', "\x9b2J"),
+    (HEAD + '"\\U000E0001" = 1\n', 3, '"\\U000E0001"', "\U000e0001"),
+], ids=["bidi", "zero-width-and-del", "c1-csi-in-constants", "astral-tag"])
+def test_a_key_with_a_character_that_is_not_printable_is_named_escaped(tmp_path: Path, text: str, line: int,
+                                                                        key: str, raw: str) -> None:
+    """An unknown quoted key holding a bidi override, a zero-width space, DEL, a C1 control
+    (U+009B, a terminal's CSI) or an unassigned tag character is named at its line with TOML's
+    escapes, as a value is, so the message is printable and the key reads back; the key path
+    printed them raw (it quoted keys with json.dumps, which escapes only C0 controls)."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'w.toml'}:{line}: {key} = "), message
+    assert message.isprintable(), message
+    quoted = key.rsplit(".", 1)[-1] if key.startswith("realm") else key
+    assert tomllib.loads(f"{quoted} = 0") == {raw: 0}
+    assert segments() == []
+
+
 @pytest.mark.parametrize("line, shown", [
     ("seconds = 1979-05-27", "seconds = 1979-05-27:"),
     ("seconds = 07:32:00", "seconds = 07:32:00:"),
