@@ -104,6 +104,21 @@ def test_a_long_value_is_shown_by_its_start_and_its_length() -> None:
     assert str(edge) == f"w.toml: x = '{'b' * 238}': expected no such key"
 
 
+@pytest.mark.parametrize("value, start", [
+    ("\x1b" * 100, '"' + "\\u001B" * 19),               # 1 + 6 * 19 = 115 characters; a 20th ends at 121
+    ("\\" * 300 + "\x1b", '"' + "\\\\" * 59),          # 119; a 60th escaped backslash ends at 121
+    ("'" + "\U000E0001" * 30, '"\'' + "\\U000E0001" * 11),  # 2 + 10 * 11 = 112; a 12th ends at 122
+    (["\x1b" * 50] * 3, '["' + "\\u001B" * 19),           # in an array: 2 + 6 * 19 = 116
+])
+def test_a_long_value_is_not_cut_inside_an_escape(value: object, start: str) -> None:
+    """A long value written with TOML's escapes (control characters, backslashes, characters
+    outside the BMP) is cut before an escape that would end past its first 120 characters, not
+    inside it: it showed '\\u001' or a lone backslash before the '...', neither of which reads as
+    the value's start."""
+    message = str(ConfigError("w.toml", "x", value, "no such key", 1))
+    assert message.startswith(f"w.toml:1: x = {start}... ("), message
+
+
 def test_a_long_key_is_shown_by_its_start_and_its_length(tmp_path: Path) -> None:
     """An unknown quoted key of 4,002 characters as the file writes it (a key may be as long as
     its line, up to the 1 MiB bound) is shown by its first 120 characters and its length, as a
