@@ -236,8 +236,12 @@ def _realms(doc: dict[str, Any]) -> list[str]:
 def _printable(c: str) -> str:
     """Character ``c`` of a guest's console as the report prints it: a control character (other
     than newline and tab) escaped, so that a guest's bytes cannot move the terminal's cursor or
-    change its colours."""
-    return c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    change its colours. Escaped as Python writes it (``\\x1b``, ``\\u202e``, ``\\U000e0001``): one
+    beyond U+FFFF as ``\\u`` and its five digits read as another character and a digit."""
+    if c.isprintable() or c in "\n\t":
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 CONSOLE_PREFIX, CONSOLE_MORE = "  | ", "  + "

@@ -247,6 +247,18 @@ def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
     assert body[3:] == ["  | short", "  | ", "  | end"]
 
 
+def test_console_characters_that_are_not_printable_are_escaped_as_python_writes_them() -> None:
+    """A failed realm's console with a C1 control (U+009B, a terminal's CSI), a bidi override,
+    a zero-width space, DEL and U+E0001 (a tag character beyond U+FFFF): each is shown escaped,
+    the last as \\U000e0001, and the line holds nothing that is not printable. U+E0001 was shown
+    as \\ue0001, which reads as U+E000 and a digit 1."""
+    out = GuestOutput("\x9b2J \u202eRLO \u200bZ \x7f \U000e0001!\n", 20, (), 0)
+    realm = RealmOutcome("odd", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    body = _section(format_report(hand_built(realms=(realm,))), "Guest output of odd")[1:]
+    assert body == ["  | \\x9b2J \\u202eRLO \\u200bZ \\x7f \\U000e0001!"], body
+    assert body[0].isprintable()
+
+
 def test_a_console_line_of_wide_characters_is_cut_by_the_columns_it_takes() -> None:
     """A failed realm's console line of 200 CJK characters (U+4E2D, two terminal columns each)
     after "ab": its pieces take at most 114 columns after "  + " or "  | " counting each such
