@@ -305,7 +305,7 @@ def _queues(file: WorkloadFile, phases: tuple[Phase, ...],
     f = file.fields
     numbers: dict[frozenset[int], int] = {}
     queues: list[int] = []
-    run_cpus = f"the run's CPUs are {cpu_set_text(range(cpus))}"
+    run_cpus = f"the run's CPUs are {cpu_set_text(range(cpus))}" if cpus > 1 else "the run has only CPU 0"
     for t in file.realms:
         if t.cpus is None:
             queues.append(0)

@@ -68,6 +68,14 @@ def test_a_set_with_no_cpu_of_the_run_is_refused_naming_the_run_cpus(tmp_path: P
     refused(tmp_path, HEAD + realm("b", "[5]"), 7, "realm[0].cpus", [5], "the run's CPUs are 0-3")
 
 
+def test_a_set_with_no_cpu_of_a_one_cpu_run_names_that_cpu_in_the_singular(tmp_path: Path) -> None:
+    """--cpus 1 on a file whose realm runs on CPUs 2-3: the error says the run has only CPU 0;
+    it said "the run's CPUs are 0"."""
+    err = refused(tmp_path, HEAD + realm("b", '"2-3"'), 7, "realm[0].cpus", "2-3",
+                  "at least one CPU of this run to run the vCPUs of realm 'b': the run has only CPU 0 ", cpus=1)
+    assert "ids from 1 up are ignored" in err.expected and "CPUs are" not in err.expected
+
+
 def test_a_set_whose_cpus_never_run_vcpus_is_refused(tmp_path: Path) -> None:
     """CPUs 2-3 only churn (no 'run', 'lifecycle' or 'attest' weight in any phase): a realm
     restricted to them would never run, so it is refused; a 'run' weight in one phase is enough."""
