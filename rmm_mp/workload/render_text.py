@@ -237,7 +237,11 @@ def _printable(c: str) -> str:
     """Character ``c`` of a guest's console as the report prints it: a control character (other
     than newline and tab) escaped, so that a guest's bytes cannot move the terminal's cursor or
     change its colours. Escaped as Python writes it (``\\x1b``, ``\\u202e``, ``\\U000e0001``): one
-    beyond U+FFFF as ``\\u`` and its five digits read as another character and a digit."""
+    beyond U+FFFF as ``\\u`` and its five digits read as another character and a digit. A
+    backslash is doubled, as Python writes it too: shown as it is, a guest printing the text
+    ``\\x1b`` looked the same as one printing ESC."""
+    if c == "\\":
+        return "\\\\"
     if c.isprintable() or c in "\n\t":
         return c
     code = ord(c)
@@ -251,9 +255,10 @@ long for the report's width."""
 
 def _console_lines(console: str) -> list[str]:
     """A guest's console text as report lines: each of its lines after CONSOLE_PREFIX, its tabs
-    expanded to 8-column stops and its control characters escaped; a line longer than the width
-    goes on in pieces after CONSOLE_MORE, cut between characters (an escape such as ``\\x1b`` is
-    never cut: the terminal would show a different byte), a wide character counting two columns."""
+    expanded to 8-column stops, its control characters escaped and its backslashes doubled; a
+    line longer than the width goes on in pieces after CONSOLE_MORE, cut between characters (an
+    escape such as ``\\x1b``, or a doubled backslash, is never cut: the terminal would show a
+    different byte), a wide character counting two columns."""
     room = WIDTH - len(CONSOLE_PREFIX)
     out: list[str] = []
     for line in console.split("\n")[:-1 if console.endswith("\n") else None] if console else []:

@@ -259,6 +259,19 @@ def test_console_characters_that_are_not_printable_are_escaped_as_python_writes_
     assert body[0].isprintable()
 
 
+def test_a_console_backslash_is_shown_doubled_so_that_an_escape_is_unambiguous() -> None:
+    """A failed realm's console holds the text \\x1b (a backslash, x, 1, b) and then an ESC:
+    the text report shows the backslash doubled (\\\\x1b) and the ESC as \\x1b, so the two
+    read differently; the JSON keeps the console as the guest wrote it. Before, both were shown
+    as \\x1b, and a guest printing the text looked like one printing ESC."""
+    out = GuestOutput("\\x1b \x1b \\\n", 10, (), 0)
+    realm = RealmOutcome("slash", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    report = hand_built(realms=(realm,))
+    body = _section(format_report(report), "Guest output of slash")[1:]
+    assert body == ["  | \\\\x1b \\x1b \\\\"], body
+    assert to_json(report)["realms"][0]["output"]["console"] == "\\x1b \x1b \\\n"
+
+
 def test_a_console_line_of_wide_characters_is_cut_by_the_columns_it_takes() -> None:
     """A failed realm's console line of 200 CJK characters (U+4E2D, two terminal columns each)
     after "ab": its pieces take at most 114 columns after "  + " or "  | " counting each such
