@@ -215,8 +215,10 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     head, rule, *body = table(("realm", "RECs", "exceptions", "result", "detail", "counters"), rows, (0, 3, 4, 5))
     start = head.index("counters")
     # The rule spans the widest counter list, which an ok realm's line is clipped short of: cut
-    # to the width, or it ran on for hundreds of columns under lines that end at 118.
-    out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule[:WIDTH].rstrip(),
+    # to the width, or it ran on for hundreds of columns under lines that end at 118. A failed
+    # realm's row, printed in full, can push the header past the width: the rule then ends with
+    # the header, so that every heading ("counters" too) is underlined.
+    out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule[:max(WIDTH, len(head))].rstrip(),
            *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
     if len(realms) > len(shown):
         out.append(f"... and {len(realms) - len(shown):,} more realms, all ok (the JSON report lists every realm)")

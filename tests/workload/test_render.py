@@ -155,6 +155,26 @@ def test_realms_are_capped_with_the_rest_counted() -> None:
     assert "x" * 150 in section[3]  # a failed realm's detail is never clipped
 
 
+def test_the_realm_tables_rule_underlines_every_heading_when_a_failed_row_is_wide() -> None:
+    """A failed realm with a 110-character detail (printed in full) next to an ok realm with a
+    long counter list: the header follows the failed row's columns past the 118-column width, and
+    the dashed rule under it is as long as the header, each heading over its own dashes (the
+    "counters" heading too). Before, the rule was cut at 118 columns inside the detail's dashes
+    while the header ran to 154, so "counters" had none. With no wide row the rule still ends at
+    118, under the ok realms' lines clipped there."""
+    failed = RealmOutcome("vm#bad", 1, False, "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + "x" * 60,
+                          {"entries": 3, "exits": 5})
+    ok = RealmOutcome("vm0", 2, True, "SYSTEM_OFF", {f"counter{n}": 1000 + n for n in range(30)})
+    section = _section(format_report(hand_built(realms=(failed, ok))), "Realms: 1 of 2 ok")
+    head, rule = section[1], section[2]
+    assert len(head) > 118 and len(rule) == len(head), (len(head), len(rule))
+    for heading in head.split():
+        start = head.index(heading)
+        assert rule[start:start + len(heading)] == "-" * len(heading), heading
+    section = _section(format_report(hand_built(realms=(ok,))), "Realms: 1 of 1 ok")
+    assert len(section[2]) == 118 and len(section[3]) <= 118, section
+
+
 def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
     """An ok realm with a long counter list: its line is clipped to the width, and what is cut is
     the end of the counters, not how the realm ended."""
