@@ -52,7 +52,12 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
     if t.cpus is not None:
         written = list(t.cpus_written) if isinstance(t.cpus_written, tuple) else f'"{t.cpus_written}"'
         ignored = sorted(c for c in t.cpus if c >= w.cpus)
-        lines.append(f"    cpus {written}: its vCPUs run on {_cpu_list(list(w.runs_on(r)))} only"
+        runs_on = list(w.runs_on(r))
+        # A set holding every CPU of the run restricts nothing (the realm is in the common
+        # queue, as without the key): "run on CPUs 0-3 only" read as a restriction.
+        where = (f"every CPU of this run ({_cpu_list(runs_on)}), as without the key" if len(runs_on) == w.cpus
+                 else f"{_cpu_list(runs_on)} only")
+        lines.append(f"    cpus {written}: its vCPUs run on {where}"
                      + (f" ({_cpu_list(ignored)} not in this run)" if ignored else ""))
     if t.lifetime:
         lines.append(f"    lifetime {t.lifetime:,} REC entries")

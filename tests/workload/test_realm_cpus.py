@@ -136,6 +136,19 @@ def test_workloads_show_names_the_cpus_of_a_realm(tmp_path: Path) -> None:
     assert sum("cpus" in line for line in lines) == 3, text
 
 
+def test_workloads_show_says_plainly_when_a_realms_cpus_cover_the_whole_run(tmp_path: Path) -> None:
+    """A realm whose cpus hold every CPU of the run ("0-3" of four, [0, 1, 2, 3, 9] with an id
+    the run does not have, [0] on a one-CPU run): `workloads show` says every CPU of the run runs
+    its vCPUs, as without the key, not "only". It said "its vCPUs run on CPUs 0-3 only", which
+    reads as a restriction that is not there."""
+    lines = describe(load(tmp_path, HEAD + realm("a", '"0-3"') + realm("b", "[0, 1, 2, 3, 9]"))).splitlines()
+    assert '    cpus "0-3": its vCPUs run on every CPU of this run (CPUs 0-3), as without the key' in lines, lines
+    assert ("    cpus [0, 1, 2, 3, 9]: its vCPUs run on every CPU of this run (CPUs 0-3), as without the key "
+            "(CPU 9 not in this run)") in lines, lines
+    one = describe(load(tmp_path, HEAD + realm("a", "[0]"), cpus=1)).splitlines()
+    assert "    cpus [0]: its vCPUs run on every CPU of this run (CPU 0), as without the key" in one, one
+
+
 @pytest.mark.multiprocess
 def test_each_realm_is_entered_only_by_the_cpus_it_names(tmp_path: Path) -> None:
     """Four CPUs: realm a (2 RECs, REC 1 started by PSCI CPU_ON) on CPUs 0-1, b on CPUs 2-3, and
