@@ -98,6 +98,11 @@ class RealmOutcome:
     output_dropped: bool = False
     """It failed, but its guest's output was not kept: a lifecycle instance torn down during the
     run after its CPU had kept the output of MAX_OUTPUTS_PER_CPU failed ones."""
+    cpus: tuple[int, ...] | None = None
+    """The CPUs of the run that ran its vCPUs, when not every CPU of the run did: its [[realm]]
+    `cpus` within the run (a run queue of their own), or its CPU for a CPU's private ripas-churn
+    realm. None when every CPU of the run took them from the common queue. Per-CPU figures (REC
+    entries per CPU, a CPU's idle polls) read differently when a realm is kept to some CPUs."""
 
     @property
     def exception_loop(self) -> bool:

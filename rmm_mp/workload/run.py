@@ -394,7 +394,9 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
     if unread:
         not_done.append(f"{unread} of {len(live)} live realm instances not read: interrupted ({stop.by})")
     ended.sort(key=lambda item: item[0].order)
-    outcomes = [realms.outcome(f, errors.of(f), running) for f, running in ended]
+    # order is (template, instance, generation), the instance of a private realm being its CPU.
+    outcomes = [dataclasses.replace(realms.outcome(f, errors.of(f), running), cpus=_kept_to(w, *f.order[:2]))
+                for f, running in ended]
     saved = sum(1 for f, _ in ended if f.token_file)
     unsaved_reasons = [f.token_write_error for f, _ in ended if f.token_write_error]
     unsaved = (len(unsaved_reasons), unsaved_reasons[0]) if unsaved_reasons else None
@@ -464,6 +466,14 @@ def _leaks(machine: Machine, alloc: NsAllocator) -> list[str]:
     return out
 
 
+def _kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
+    """The CPUs that ran the vCPUs of template ``realm``'s instances (``realm`` past the
+    templates: CPU ``index``'s private ripas-churn realm, which only that CPU enters), or None
+    when every CPU of the run did (RealmOutcome.cpus)."""
+    on = w.runs_on(realm) if 0 <= realm < len(w.realms) else (index,)
+    return None if len(on) == w.cpus else on
+
+
 def _unreported(w: Workload, parts: tuple[CpuPart, ...], lost: list[int]) -> list[RealmOutcome]:
     """The realms only a CPU that returned no result knew: the lifecycle instances it owned
     (every generation after the parent's first was its own) and its private ripas-churn realm.
@@ -472,9 +482,11 @@ def _unreported(w: Workload, parts: tuple[CpuPart, ...], lost: list[int]) -> lis
     for cpu in lost:
         for inst in parts[cpu].owned:
             t = w.realms[inst.realm]
-            out.append(realms.unreported(f"{t.name}[{inst.index}]" if t.instances > 1 else t.name, t.recs, cpu))
+            lost_realm = realms.unreported(f"{t.name}[{inst.index}]" if t.instances > 1 else t.name, t.recs, cpu)
+            out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, inst.realm, inst.index)))
         if w.uses("ripas-churn", cpu):
-            out.append(realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu))
+            lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu)
+            out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, -1, cpu)))
     return out
 
 

@@ -55,8 +55,10 @@ UNPINNED = {0: ProcessUsage(1.0, 0.0, 1, 1, 1 << 20, 0, 20 << 20),
     {"realms": (RealmOutcome("vm#40", 1, False, "the guest reported failure code 5 (detail 0x0)", {},
                              output_dropped=True),)},
     {"realms": (realms.unreported("vm", 2, 1),)},
+    {"realms": (RealmOutcome("kept", 2, True, "turned itself off", {"entries": 9}, cpus=(1, 3)),
+                RealmOutcome("anywhere", 1, True, "turned itself off", {"entries": 2}))},
 ], ids=["full", "no-latency", "not-checked", "one-cpu", "pin-impossible", "oversubscribed", "empty",
-        "host-cpus-unknown", "guest-output", "guest-output-dropped", "realm-not-reported"])
+        "host-cpus-unknown", "guest-output", "guest-output-dropped", "realm-not-reported", "realm-cpus"])
 def test_hand_built_reports_validate(changes: dict[str, Any]) -> None:
     """Every shape a report can take gives a document the schema accepts."""
     _valid(render.to_json(hand_built(**changes)))
@@ -87,6 +89,17 @@ def test_document_carries_the_report() -> None:
     split = doc["time_split"][-1]
     assert split["cpu"] == "all" and split["el3_ns"] + split["rmm_ns"] + split["lock_wait_ns"] == split["total_ns"]
     assert split["calls"] == sum(r["count"] for r in doc["latency"] if r["kind"] == "RMI" and r["cpu"] == "all")
+
+
+def test_a_realms_cpus_are_recorded_when_they_are_not_every_cpu_of_the_run() -> None:
+    """A realm kept to CPUs 1 and 3 and one every CPU runs: the JSON realm records carry "cpus"
+    [1, 3] and null, which the schema requires of every realm. Before, the document had no such
+    field, and a realm's per-CPU REC entries could not be told from the report alone."""
+    doc = _valid(render.to_json(hand_built(realms=(
+        RealmOutcome("kept", 2, True, "turned itself off", {"entries": 9}, cpus=(1, 3)),
+        RealmOutcome("anywhere", 1, True, "turned itself off", {"entries": 2})))))
+    assert [(r["name"], r["cpus"]) for r in doc["realms"]] == [("kept", [1, 3]), ("anywhere", None)]
+    assert "cpus" in SCHEMA["properties"]["realms"]["items"]["required"]
 
 
 def test_warnings_for_oversubscription_and_impossible_pinning() -> None:

@@ -3,9 +3,9 @@ queues of rmm_mp.host.runqueue).
 
 Loader and resolver tests write a small file and check the ConfigError's line, key, value and
 expectation, or the run queues the resolved workload gives each realm and CPU; `workloads show`
-names the key. The multi-process test runs four CPUs with a trace and reads from it which CPU
-entered which realm's RECs (the report has no per-CPU per-realm figure; the trace's REC runs
-are on a track per CPU and name the realm).
+names the key; the report records the CPUs a realm was kept to. The multi-process test runs four
+CPUs with a trace and reads from it which CPU entered which realm's RECs (the report has no
+per-CPU per-realm figure; the trace's REC runs are on a track per CPU and name the realm).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pytest
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import spec
 from rmm_mp.workload.describe import describe
+from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.resolve import Workload, resolve
-from rmm_mp.workload.run import RunOptions, run_workload
+from rmm_mp.workload.run import RunOptions, _kept_to, run_workload
 
 HEAD = 'iterations = 10\ncpus = 4\nactivities = { run = 1 }\n'
 
@@ -149,6 +150,15 @@ def test_workloads_show_says_plainly_when_a_realms_cpus_cover_the_whole_run(tmp_
     assert "    cpus [0]: its vCPUs run on every CPU of this run (CPU 0), as without the key" in one, one
 
 
+def test_the_report_records_the_cpus_a_realm_is_kept_to(tmp_path: Path) -> None:
+    """Four CPUs: a realm with cpus [1, 3, 9] is recorded (RealmOutcome.cpus, the JSON's "cpus")
+    as kept to CPUs (1, 3); one with "0-3" or no cpus as None (every CPU of the run); CPU 2's
+    private ripas-churn realm (past the templates) as (2,)."""
+    w = load(tmp_path, HEAD + realm("a", "[1, 3, 9]") + realm("b", '"0-3"') + realm("c"))
+    assert [_kept_to(w, r, 0) for r in range(3)] == [(1, 3), None, None]
+    assert _kept_to(w, 1 << 30, 2) == (2,) and _kept_to(w, -1, 2) == (2,)
+
+
 @pytest.mark.multiprocess
 def test_each_realm_is_entered_only_by_the_cpus_it_names(tmp_path: Path) -> None:
     """Four CPUs: realm a (2 RECs, REC 1 started by PSCI CPU_ON) on CPUs 0-1, b on CPUs 2-3, and
@@ -179,3 +189,6 @@ def test_each_realm_is_entered_only_by_the_cpus_it_names(tmp_path: Path) -> None
     assert ran["a"] == {0, 1} and ran["b"] <= {2, 3} and ran["boot"] | ran["unnamed"] <= {2}, dict(ran)
     assert ran["boot"] | ran["unnamed"] and 3 in ran["b"], dict(ran)
     assert set(entries) == {0, 1, 2, 3}, entries
+    # The JSON report records the CPUs each realm was kept to, every generation of boot included.
+    kept = {r["name"].split("#")[0]: r["cpus"] for r in to_json(report)["realms"]}
+    assert kept == {"a": [0, 1], "b": [2, 3], "boot": [2]}, kept
