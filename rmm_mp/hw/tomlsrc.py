@@ -523,7 +523,7 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
         path = Path(text)
         why = why_not_a_file(path)
         if why is not None:
-            raise ConfigError(source, key, text, f"a {kind} file that exists ({why})")
+            raise ConfigError(source, key, text, f"a regular {kind} file that exists ({why})")
         return path
     path = directory / f"{text}.toml"
     if why_not_a_file(path) is not None:

@@ -164,7 +164,7 @@ def _platform(file: WorkloadFile, option: str | None) -> Platform:
         why = why_not_a_file(path)
         if why is not None:
             where = "" if "\0" in value else f"looked for {path}: "     # a NUL would go to the terminal
-            raise file.fields.fail("platform", file.platform, f"a platform file that exists ({where}{why})")
+            raise file.fields.fail("platform", file.platform, f"a regular platform file that exists ({where}{why})")
         value = str(path)
     try:
         return platforms.load(value)

@@ -367,15 +367,15 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         return value, programs.guest_text(value)
     if value.endswith(".s") or os.sep in value:
         if "\0" in value:      # TOML strings may hold one; resolve() would raise on it
-            raise f.fail(key, value, "a .s file that exists (a path cannot hold a NUL character)")
+            raise f.fail(key, value, "a regular .s file that exists (a path cannot hold a NUL character)")
         try:
             path = (base_dir / value).resolve()
         except (OSError, RuntimeError) as exc:  # a symbolic-link loop: RuntimeError before Python 3.13
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.ELOOP)
-            raise f.fail(key, value, f"a .s file that exists (it cannot be looked up: {why})") from None
+            raise f.fail(key, value, f"a regular .s file that exists (it cannot be looked up: {why})") from None
         why = why_not_a_file(path)
         if why is not None:
-            raise f.fail(key, value, f"a .s file that exists (looked for {path}: {why})")
+            raise f.fail(key, value, f"a regular .s file that exists (looked for {path}: {why})")
         try:
             return str(path), read_source(path, "guest")
         except InputTooLarge as exc:

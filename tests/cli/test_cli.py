@@ -39,7 +39,7 @@ def test_platform_list_and_show() -> None:
 
 @pytest.mark.parametrize("name, expected", [
     ("hots", "command line: NAME = 'hots': expected a bundled platform (fvp, host, large) (did you mean \"host\"?)"),
-    ("missing.toml", "command line: NAME = 'missing.toml': expected a platform file that exists (no such file)"),
+    ("missing.toml", "command line: NAME = 'missing.toml': expected a regular platform file that exists (no such file)"),
 ])
 def test_platform_show_of_a_bad_name_names_the_argument(name: str, expected: str) -> None:
     """`platform show NAME` of an unknown name or a missing file says `command line: NAME =

@@ -162,19 +162,19 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "delegate-churn", "--cpus", "100000"], "--cpus = 100000 (0x186a0): expected the number of CPU processes"),
     (["run", "no-such-workload"], "a bundled workload (attestation-storm, churn, contention, delegate-churn"),
     (["run", "delegate-churn", "--platform", "nope"], "--platform = 'nope': expected a bundled platform (fvp, host"),
-    (["run", "/"], "WORKLOAD = '/': expected a workload file that exists (it is a directory)"),
-    (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a workload file that exists (no such file)"),
-    (["run", "/dev/zero"], "WORKLOAD = '/dev/zero': expected a workload file that exists (it is not a regular file)"),
+    (["run", "/"], "WORKLOAD = '/': expected a regular workload file that exists (it is a directory)"),
+    (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a regular workload file that exists (no such file)"),
+    (["run", "/dev/zero"], "WORKLOAD = '/dev/zero': expected a regular workload file that exists (it is not a regular file)"),
     # Names longer than NAME_MAX (255): os.stat raises ENAMETOOLONG, which used to end in a traceback.
     (["run", "w" * 300], "a bundled workload (attestation-storm, churn"),
-    (["run", f"/tmp/{'w' * 300}/x.toml"], "expected a workload file that exists (it cannot be looked up: File name "
+    (["run", f"/tmp/{'w' * 300}/x.toml"], "expected a regular workload file that exists (it cannot be looked up: File name "
                                           "too long)"),
     (["run", "delegate-churn", "--platform", "p" * 300], "expected a bundled platform (fvp, host"),
     (["workloads", "validate", "w" * 300], "a bundled workload (attestation-storm, churn"),
     (["platform", "show", "p" * 300], "a bundled platform (fvp, host"),
     (["run", "delegate-churn", "--platform", "/dev/null"],
-     "--platform = '/dev/null': expected a platform file that exists (it is not a regular file)"),
-    (["run", "delegate-churn", "--platform", "/"], "--platform = '/': expected a platform file that exists (it is a "
+     "--platform = '/dev/null': expected a regular platform file that exists (it is not a regular file)"),
+    (["run", "delegate-churn", "--platform", "/"], "--platform = '/': expected a regular platform file that exists (it is a "
                                                    "directory)"),
     (["run", "delegate-churn", "--plot", "x.png", "--no-latency"],
      "command line: --plot = 'x.png': expected no --plot with --no-latency"),

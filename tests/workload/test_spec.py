@@ -201,7 +201,7 @@ def test_platform_path_not_found_says_where_it_was_looked_for(tmp_path: Path, mo
         load(tmp_path / "sub", 'platform = "mine.toml"\n' + HEAD + OK_REALM)
     err = info.value
     assert (err.line, err.key, err.value) == (1, "platform", "mine.toml"), str(err)
-    assert err.expected == f"a platform file that exists (looked for {tmp_path / 'sub' / 'mine.toml'}: no such file)"
+    assert err.expected == f"a regular platform file that exists (looked for {tmp_path / 'sub' / 'mine.toml'}: no such file)"
     assert segments() == []
 
 
@@ -284,7 +284,7 @@ def test_unknown_guest(tmp_path: Path) -> None:
 def test_guest_file_missing(tmp_path: Path) -> None:
     """A guest path to a .s file that does not exist: refused at its line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "mine.s"\n', 5, "realm[0].guest", "mine.s",
-            "a .s file that exists")
+            "a regular .s file that exists")
 
 
 def test_guest_path_the_system_cannot_look_up(tmp_path: Path) -> None:
