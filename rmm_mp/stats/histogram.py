@@ -79,7 +79,8 @@ class Recorder:
 
     The EL3 part may be sampled: a call recorded with ``el3`` None had it not measured, and a
     slot's EL3 sum is then estimated as its measured calls' mean times its count (a slot with
-    no measured call yet uses the mean of every measured call with an EL3 part on this CPU).
+    no measured call yet uses the mean of every measured call with an EL3 part on this CPU,
+    recomputed at every flush, whether or not the slot had calls since the last one).
     The handler part is not stored: it is total - EL3 - lock wait, so its sum is derived.
 
     A call with its EL3 part not measured (None), no lock wait and no error needs only the
@@ -89,7 +90,7 @@ class Recorder:
     """
 
     __slots__ = ("_shared", "pending", "appends", "_el3", "_measured", "_el3_total", "_measured_total", "_lockwait",
-                 "_errors", "next_flush", "flush_ns")
+                 "_errors", "_estimated", "next_flush", "flush_ns")
 
     def __init__(self, region: memoryview) -> None:
         self._shared = q = region.cast("Q")
@@ -102,6 +103,9 @@ class Recorder:
         self._measured_total = [q[slot * SLOT_Q + H_COUNT] for slot in range(SLOTS)]
         self._lockwait = [0] * SLOTS
         self._errors = [0] * SLOTS
+        self._estimated: set[int] = set()
+        """Slots with calls but no measured one: their EL3 sum is the CPU's mean (_mean_el3), which
+        every flush recomputes for them, since the mean moves as other slots' samples come in."""
         self.next_flush = 0
         self.flush_ns = 0
         """Time spent in the flushes made inside calls (EL3 adds it up around each one), so that a
@@ -153,16 +157,21 @@ class Recorder:
             _add_to_buckets(values, q, base + HEADER_Q)
             changed.append(slot)
         fallback: float | None = None
-        for slot in changed:
+        estimated = self._estimated
+        # The estimated slots too, changed or not: an estimate made at a slot's own last flush
+        # (early in a run, from a few cold samples) would otherwise stay while the mean moves.
+        for slot in estimated.union(changed) if estimated else changed:
             base = slot * SLOT_Q
             count, total, lockwait = q[base + H_COUNT], q[base + H_SUM], q[base + H_LOCKWAIT]
             measured = self._measured_total[slot]
             if measured:
                 el3 = self._el3_total[slot] * count // measured
+                estimated.discard(slot)
             else:
                 if fallback is None:
                     fallback = self._mean_el3()
                 el3 = int(fallback * count)
+                estimated.add(slot)
             el3 = min(el3, total - lockwait)
             q[base + H_EL3] = el3
             q[base + H_HANDLER] = total - el3 - lockwait

@@ -342,6 +342,27 @@ def test_slot_without_samples_uses_the_cpus_mean_of_calls_with_an_el3_part() -> 
     assert (rsi.el3_ns, rsi.handler_ns) == (0, 10000)
 
 
+def test_unmeasured_slot_follows_the_cpus_mean_in_later_flushes() -> None:
+    """A slot with no measured call, flushed once early (when the CPU's only sample was a slow,
+    cold first call), then left alone while many more calls are measured in other slots: at
+    the last flush its EL3 sum is the CPU's mean over all its samples by then, not the early
+    mean frozen at the slot's own flush. (In a quickstart run RMI_FEATURES, called once, kept an
+    early estimate above its own time and read 100 % EL3, RMM 0.00 us.)"""
+    region = _region()
+    rec = Recorder(region)
+    rec.record(0, 4000, 3500, 0, False)       # the process's first call: sampled, cold
+    rec.record(1, 3000, None, 0, False)       # called once, never sampled
+    rec.flush(0)
+    assert read_slot(region, 1).el3_ns == 3000     # the early mean 3500, capped at the slot's time
+    for _ in range(999):
+        rec.record(2, 2000, 1000, 0, False)
+    rec.flush(0)
+    rec.release()
+    one = read_slot(region, 1)
+    mean = (3500 + 999 * 1000) // 1000
+    assert (one.el3_ns, one.handler_ns) == (mean, 3000 - mean)
+
+
 def test_estimate_is_capped_at_the_slots_time() -> None:
     """An estimate above the slot's time minus its lock wait is capped there: EL3 never
     exceeds the calls' time and the handler part never goes negative."""

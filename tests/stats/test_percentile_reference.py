@@ -122,8 +122,8 @@ class _ReferenceCpu:
     """One CPU's figures as docs/latency.md defines them, flush by flush: a slot's EL3 sum is its
     sampled calls' mean EL3 (samples of EL3_SAMPLE_LIMIT_NS or more left out) times its count,
     computed when the slot has new calls at a flush; a slot with no sample yet uses the mean over
-    the CPU's sampled calls of the slots that have an EL3 part; capped at the slot's time less its
-    lock wait. ``fallback`` records the slots whose estimate came from the CPU-wide mean (float
+    the CPU's sampled calls of the slots that have an EL3 part, recomputed at every flush (new
+    calls or not); capped at the slot's time less its lock wait. ``fallback`` records the slots whose estimate came from the CPU-wide mean (float
     there in the code, so within 1 ns of the exact figure)."""
 
     def __init__(self) -> None:
@@ -144,7 +144,7 @@ class _ReferenceCpu:
             if el3 is not None and el3 < EL3_SAMPLE_LIMIT_NS:
                 self.samples.setdefault(slot, []).append(el3)
         with_el3 = [s for s in self.samples.values() if sum(s)]
-        for slot in changed:
+        for slot in changed | self.fallback:
             count, time = len(self.totals[slot]), sum(self.totals[slot]) - self.lock[slot]
             own = self.samples.get(slot, [])
             if own:
