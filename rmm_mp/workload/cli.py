@@ -97,8 +97,9 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     (docs/workloads.md). The file is checked completely before anything is created; the options
     override its values and are checked the same way.
 
-    The report gives, per CPU and call (RMI, RSI, PSCI, REC exit by reason), count, p50, p90,
-    p99, p99.9 and max; the time split into EL3 world switch, RMM handler and lock wait; lock
+    The report gives, per CPU and call (RMI, RSI, PSCI, REC exit by reason, host activity step),
+    count, errors (failing calls, counted in the other figures too), p50, p90, p99, p99.9, max
+    and mean; the time split into EL3 world switch, RMM handler and lock wait; lock
     contention per granule class and per CPU; each CPU process's CPU time, context switches and
     peak RSS; what every realm did; and the invariant check (docs/latency.md).
 
