@@ -10,8 +10,9 @@ two CPUs share a cache line. Layout (offsets in the area):
     0x200  saved Realm context: X0..X30
     0x300  lock statistics: contended, wait_ns, max_wait_ns, max_wait_idx  (own cache line)
     0x340  activity counters: 8 u64, written by the workload running on the CPU
-    0x380  realm execution: RD PA of the realm this CPU executes (0: none), the realm TLB and
-           GPT generations it has seen (hw.tlb)                               (own cache line)
+    0x380  realm execution: RD PA | 1 of the realm this CPU executes (0: none; bit 0 set so that
+           an RD at PA 0 is not "none"), the realm TLB and GPT generations it has seen (hw.tlb)
+                                                                              (own cache line)
     0x400  lock statistics per lock class (16 classes): acquired, contended, wait_ns,
            max_wait_ns, u64 each (512 bytes; published by the CPU's EL3 with the histograms)
     0x600  stress watch, written only while the stress tool runs (rmm_mp.stress): waiting-for

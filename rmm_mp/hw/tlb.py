@@ -7,11 +7,13 @@ using the old translation. The protocol:
 
 - every realm has a TLB generation word (in its RD; the caller passes its DRAM offset), and the
   machine has one GPT generation (EL3 bumps it after a granule transition, like TLBI PAALLOS);
-- a CPU entering realm code publishes the RD it executes and counts itself in; at its sync
-  points (guest.interpreter: the first instruction of a run, any PC change other than +8, a new
-  page of straight-line code) it loads both generations, drops its cached translations if either
-  moved, and publishes the generations it has seen; when it leaves realm code (to handle an RSI
-  call, to exit) it clears the RD first, so it never holds anyone up while it takes locks;
+- a CPU entering realm code publishes the RD it executes (its PA with bit 0 set, so that an RD
+  at PA 0, on a platform whose DRAM starts there, is not read as "none") and counts itself in;
+  at its sync points (guest.interpreter: the first instruction of a run, any PC change other
+  than +8, a new page of straight-line code) it loads both generations, drops its cached
+  translations if either moved, and publishes the generations it has seen; when it leaves realm
+  code (to handle an RSI call, to exit) it clears the RD first, so it never holds anyone up
+  while it takes locks;
 - an invalidating CPU bumps the generation, then waits until every other CPU executing that
   realm (or, for the GPT, any realm) has seen the new value. Nothing is waited for while no CPU
   executes realm code (one load), which keeps DELEGATE cheap.
@@ -78,15 +80,19 @@ class Tlb:
         self.ctl.fetch_add_u64(OFF_EXECUTING, 1)
         store(self._off_tlb, 0)     # before the RD: a stale value must never look like an acknowledgement
         store(self._off_gpt, 0)
-        store(self._off_rd, rd_pa)
-        self._rd = rd_pa
+        # Bit 0 (free: an RD is granule aligned) marks the word as set: a platform's DRAM may
+        # start at PA 0, and an RD there published as 0 read as "not executing": leave() did not
+        # count the CPU out, and invalidate_realm(0) waited for every idle CPU.
+        published = rd_pa | 1
+        store(self._off_rd, published)
+        self._rd = published
         self._gen_off = generation_offset
         self._seen_tlb = self._seen_gpt = -1
 
     @property
     def executing_rd(self) -> int:
         """PA of the RD of the realm this CPU executes (between enter and leave; else 0)."""
-        return self._rd
+        return self._rd & ~1
 
     def sync(self) -> bool:
         """At a sync point: True if cached translations must be dropped (the caller drops them
@@ -115,7 +121,8 @@ class Tlb:
         """TLBI for one realm: returns once no CPU uses a translation cached before the call."""
         generation = self.dram.fetch_add_u64(generation_offset, 1) + 1
         if self._load_ctl(OFF_EXECUTING):
-            self._wait(lambda base: self.cpus.load_u64(base + OFF_EXEC_RD) == rd_pa
+            published = rd_pa | 1
+            self._wait(lambda base: self.cpus.load_u64(base + OFF_EXEC_RD) == published
                        and self.cpus.load_u64(base + OFF_SEEN_TLB) < generation)
 
     def invalidate_gpt(self) -> None:

@@ -489,3 +489,21 @@ def test_platform_just_fitting_the_control_block_creates(tmp_path: Path) -> None
     path.write_text(text.replace('description = "', 'description = "' + "x" * (PLATFORM_MAX - size - 1), 1))
     with Machine.create(path, cpus=1) as machine:
         assert len(machine.platform.to_json().encode()) == PLATFORM_MAX - 1
+
+
+def test_dram_at_pa_0_runs_a_realm_whose_rd_is_at_pa_0() -> None:
+    """A platform whose DRAM starts at PA 0 (as on many SoCs) is valid, and a realm whose RD is
+    the granule at PA 0 runs: after REC_ENTER returns, the CPU no longer counts as executing
+    realm code (control OFF_EXECUTING is 0 again). Before, hw.tlb published the RD's PA, 0, as
+    "executing nothing": leave() skipped the count, which stayed at 1, and every later TLB
+    invalidation of that realm waited for each idle CPU (their word reads 0 too), forever."""
+    from realm_guests import Guest
+    from rmm_mp.hw.control import OFF_EXECUTING
+    host = load("host")
+    dram0 = dataclasses.replace(host, dram=plat.Region(0, 64 << 20), secure=(plat.Region(0x3F0_0000, 1 << 20),))
+    with Machine.create(dram0, cpus=1) as machine:
+        guest = Guest.build(machine, "done:\n    wfi\n    b done\n")
+        assert guest.realm.rd == 0      # the allocator's first granule: the case under test
+        x0, exit_ = guest.enter()
+        assert (x0, exit_["exit_reason"]) == (0, 1)     # SUCCESS, an IRQ exit at the WFI
+        assert machine.control.view.load_u64(OFF_EXECUTING) == 0
