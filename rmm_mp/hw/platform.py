@@ -241,6 +241,10 @@ class _Validator:
         base = raw["base"]
         if not isinstance(base, int) or isinstance(base, bool) or base < 0 or base % GRANULE_SIZE:
             raise self.fail(f"{where}.base", base, "a 4 KiB-aligned physical address")
+        if base >= 1 << pa_bits:
+            # No size can help then: the base is the mistake (or pa_bits is).
+            raise self.fail(f"{where}.base", base, f"a physical address below 2^pa_bits = {1 << pa_bits:#x} "
+                                                   f"(pa_bits = {pa_bits})")
         region = Region(base, self.size(raw["size"], f"{where}.size"))
         if region.end > 1 << pa_bits:
             raise self.fail(f"{where}.size", raw["size"], f"a size that keeps [{base:#x}, base + size) at or "

@@ -168,6 +168,12 @@ BAD = [
      "2214588416 (0x83fff000)"),
     ("region-past-pa-range", r'size = "64 KiB"', 'size = "256 TiB"', "mmio[0].size", "'256 TiB'"),
     ("dram-past-pa-range", r'size = "64 MiB"', 'size = "256 TiB"', "dram.size", "'256 TiB'"),
+    # A base at or past 2^pa_bits was blamed on the size ("a size that keeps [base, base + size)
+    # at or below 2^pa_bits"), which no size can do.
+    ("mmio-base-past-pa-range", r"base = 0x1C09_0000", "base = 0x1_0000_0000_0000", "mmio[0].base",
+     "281474976710656 (0x1000000000000)"),
+    ("dram-base-past-pa-range", r"base = 0x8000_0000", "base = 0x1_0000_8000_0000", "dram.base",
+     "281477124194304 (0x1000080000000)"),
     # More digits than int() converts (4300): its ValueError, with no file, line or key, was the
     # whole message of `rmm-mp platform show` (tomlsrc.decimal).
     ("size-more-digits-than-int-converts", r'size = "64 MiB"', f'size = "{"9" * 5000} MiB"', "dram.size",
