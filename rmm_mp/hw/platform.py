@@ -330,12 +330,19 @@ class _Validator:
                                                       f"machine's control block holds at most {PLATFORM_MAX}")
 
     def disjoint(self, regions: tuple[Region, ...], where: str, what: str) -> None:
-        """Refuse a region that overlaps an earlier one of the same list, naming both."""
-        for i, region in enumerate(regions):
-            for j, other in enumerate(regions[:i]):
-                if region.base < other.end and other.base < region.end:
-                    raise self.fail(f"{where}[{i}].base", region.base, f"{what} that does not overlap "
+        """Refuse a region that overlaps another of the same list, naming both (the one later in
+        the file as the key). One sweep in address order: comparing every pair took a minute
+        for the 30,000 regions a 1 MiB file holds, before the file was refused as too long."""
+        order = sorted(range(len(regions)), key=lambda k: (regions[k].base, k))
+        reach: int | None = None        # the region seen so far that ends highest
+        for k in order:
+            if reach is not None and regions[k].base < regions[reach].end:
+                i, j = max(k, reach), min(k, reach)
+                other = regions[j]
+                raise self.fail(f"{where}[{i}].base", regions[i].base, f"{what} that does not overlap "
                                                                        f"{where}[{j}] [{other.base:#x}, {other.end:#x})")
+            if reach is None or regions[k].end > regions[reach].end:
+                reach = k
 
     def regions(self, raw: object, where: str, pa_bits: int) -> tuple[Region, ...]:
         if not isinstance(raw, list):
