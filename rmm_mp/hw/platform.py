@@ -380,7 +380,7 @@ class _Validator:
         if (not isinstance(hashes, list) or not hashes or any(h not in HASH_NAMES for h in hashes)
                 or len(set(hashes)) != len(hashes)):
             raise self.fail("features.hash_algorithms", hashes,
-                            f"a non-empty list of hash names, each {choice_list(HASH_NAMES)}")
+                            f"a non-empty list of distinct hash names, each {choice_list(HASH_NAMES)}")
         lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", 1, 16,
                            "a count of GICv3 list registers (GICV3_NUM_LRS = count - 1)")
         order = raw.get("max_recs_order", 10)

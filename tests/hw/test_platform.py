@@ -300,14 +300,17 @@ def test_description_with_a_character_that_is_not_printable(tmp_path: Path, esca
     (r"pa_bits = 48", "pa_bits = 47",
      "a physical address width ID_AA64MMFR0_EL1.PARange can encode: 32, 36, 40, 42, 44, 48 or 52"),
     (r'hash_algorithms = \["sha-256", "sha-512"\]', 'hash_algorithms = ["sha-384"]',
-     "a non-empty list of hash names, each 'sha-256' or 'sha-512'"),
+     "a non-empty list of distinct hash names, each 'sha-256' or 'sha-512'"),
+    # A name given twice was refused with words it met ("each 'sha-256' or 'sha-512'").
+    (r'hash_algorithms = \["sha-256", "sha-512"\]', 'hash_algorithms = ["sha-256", "sha-256"]',
+     "a non-empty list of distinct hash names, each 'sha-256' or 'sha-512'"),
     (r'keys = "seeds"', 'keys = "random"', "one of 'seeds' or 'tf-a-fvp-sample'"),
-], ids=["pa-bits", "hash-algorithms", "attestation-keys"])
+], ids=["pa-bits", "hash-algorithms", "hash-algorithms-repeated", "attestation-keys"])
 def test_choices_are_listed_as_text_not_python_sequences(tmp_path: Path, pattern: str, replacement: str,
                                                           expected: str) -> None:
     """A value outside a fixed set names the choices as text ('a, b or c', tomlsrc.choice_list,
     as workload and schedule errors do), not as Python's tuple or list repr ((32, 36, ...),
-    ['sha-256', 'sha-512'])."""
+    ['sha-256', 'sha-512']); a hash list naming one twice is told the names must be distinct."""
     path, _ = _write_bad(tmp_path, pattern, replacement)
     with pytest.raises(ConfigError) as info:
         load(path)
