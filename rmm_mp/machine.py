@@ -40,7 +40,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.gpt import Gpt, Pas
 from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, host_owner
 from rmm_mp.hw.memory import HostLockWaiter, NsAccess, PhysicalMemory
-from rmm_mp.hw.platform import Platform, load as load_platform
+from rmm_mp.hw.platform import Platform, check as platform_check, load as load_platform
 from rmm_mp.hw.segment import Segment
 from rmm_mp.stats.histogram import REGION_BYTES
 
@@ -97,24 +97,34 @@ class Machine:
 
     @classmethod
     def create(cls, platform: "str | os.PathLike[str] | Platform" = "host", cpus: int | None = None,
-               time_slice: int | None = None, trace_capacity: int = 0) -> "Machine":
+               time_slice: int | None = None, trace_capacity: int = 0, *,
+               check_platform: bool = True) -> "Machine":
         """Make a new machine's shared memory; starts no CPU process.
 
         Args:
             platform: a bundled platform name (platform/NAME.toml), a path to a TOML file, or
-                a loaded Platform.
+                a Platform object (loaded, or built in Python: it gets the loader's checks,
+                hw.platform.check, with the loader's errors).
             cpus: how many CPUs, 1..the platform's count (default: all of them).
             time_slice: guest instructions a REC runs per entry before an IRQ exit (default:
                 the platform's rec_time_slice).
             trace_capacity: records per CPU trace ring (hw.trace); 0 (the default) makes no
                 trace segment and Cpu.set_tracing is then unavailable.
+            check_platform: False skips those checks for a Platform object, for tests that
+                need a machine no platform file may describe (DRAM above 2^48, to reach the
+                RMI's *_bound2 conditions): such a platform may then fail anywhere, later.
 
         Raises:
             ValueError (ConfigError) for an unknown or invalid platform or a bad cpus value,
             before anything is created; MachineError when /dev/shm (RMM_MP_SHM_DIR) is not a
             usable directory or lacks the space.
         """
-        plat = platform if isinstance(platform, Platform) else load_platform(platform)
+        if isinstance(platform, Platform):
+            # A Platform built in Python was used as it was: DRAM the loader refuses, a Secure
+            # range outside DRAM ..., failing later in the machine, or never.
+            plat = platform_check(platform) if check_platform else platform
+        else:
+            plat = load_platform(platform)
         if cpus is None:
             cpus = plat.cpus
         if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= plat.cpus:

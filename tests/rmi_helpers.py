@@ -66,7 +66,8 @@ class Realm:
 def dram_across_2_48() -> Platform:
     """The `host` platform with a 52-bit PA space and its 64 MiB of DRAM straddling 2^48 (Secure
     carve-out just below), LPA2 still absent: DRAM granules at or above 2^48 are delegable but no
-    realm may use them (the *_bound2 failure conditions); the first 31 MiB serve as usual."""
+    realm may use them (the *_bound2 failure conditions); the first 31 MiB serve as usual. The
+    loader refuses such DRAM: make its machine with Machine.create(..., check_platform=False)."""
     host = load_platform("host")
     top = 1 << 48
     return dataclasses.replace(host, pa_bits=52, dram=Region(top - (32 << 20), 64 << 20),

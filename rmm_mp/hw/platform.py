@@ -5,6 +5,8 @@ rmm_mp/platforms/). Loading validates every key before anything is created; an e
 file, the line (of the key, or of its table when the key is missing; none for a missing
 top-level key), the key, the value and what was expected (ConfigError, a ValueError). A key
 TOML allows only quoted (``"a[b]" = 1``, ``"" = 1``) is named quoted, as the file writes it.
+A Platform object built in Python gets the same checks through ``check`` (Machine.create calls
+it), as the file it would be.
 
 Counts versus encodings: the file states breakpoints, watchpoints and GIC list registers as
 counts, as a board description would; RMI_FEATURES reports them "minus one"
@@ -172,6 +174,47 @@ def parse(text: str, source: str) -> Platform:
     v = _Validator(text, source)
     raw = toml_loads(text, source)
     return v.platform(raw)
+
+
+def check(platform: Platform) -> Platform:
+    """Apply the loader's checks to a Platform built in Python (by hand, or dataclasses.replace
+    of a loaded one), so that Machine.create refuses what a platform file could not say.
+
+    The platform is turned back into the tables a file would hold and validated as one: each
+    error is the ConfigError (a ValueError) the loader gives, naming the key, the value and what
+    was expected, from the source ``Platform object 'NAME'`` (no file, so no line). A field of
+    the wrong type (``dram`` not a Region, ``mmio`` not a tuple of them ...) is refused as the
+    file's key would be. Returns the platform (the checked object itself: ``source`` and
+    ``extra`` are not checked, as no file holds them)."""
+    def region(r: object) -> object:
+        if not isinstance(r, Region):
+            return r
+        return {"base": r.base, "size": r.size}
+
+    def regions(rs: object) -> object:
+        return [region(r) for r in rs] if isinstance(rs, (tuple, list)) else rs
+
+    raw: dict[str, Any] = {"name": platform.name, "description": platform.description, "cpus": platform.cpus,
+                           "pa_bits": platform.pa_bits, "dram": region(platform.dram),
+                           "mmio": regions(platform.mmio), "secure": regions(platform.secure),
+                           "rec_time_slice": platform.rec_time_slice}
+    f = platform.features
+    if isinstance(f, Features):
+        features: object = {k: getattr(f, k) for k in Features.__dataclass_fields__}
+        if isinstance(f.hash_algorithms, tuple):   # a file's array
+            features["hash_algorithms"] = list(f.hash_algorithms)  # type: ignore[index]
+    else:
+        features = f
+    raw["features"] = features
+    a = platform.attestation
+    if isinstance(a, Attestation):
+        # An empty seed is the dataclass's "none" (keys = "tf-a-fvp-sample"): as a missing key.
+        raw["attestation"] = {"keys": a.keys, **{k: v for k, v in (("rak_seed", a.rak_seed),
+                                                                  ("platform_key_seed", a.platform_key_seed)) if v != ""}}
+    else:
+        raw["attestation"] = a
+    _Validator("", f"Platform object {platform.name!r}").platform(raw)
+    return platform
 
 
 def _json_size(value: object) -> int:

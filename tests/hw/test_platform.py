@@ -542,3 +542,41 @@ def test_many_regions_are_checked_for_overlap_in_one_sweep(tmp_path: Path, monke
     assert info.value.key == f"mmio[{count}].base", str(info.value)
     assert "does not overlap mmio[0] [0x10000000, 0x10001000)" in str(info.value)
     assert reads < 20 * count
+
+
+@pytest.mark.parametrize("change, key, expected", [
+    ({"dram": plat.Region((1 << 48) - (32 << 20), 64 << 20), "pa_bits": 52}, "dram.size",
+     "DRAM below 2^48 = 0x1000000000000: without FEAT_LPA2"),
+    ({"secure": (plat.Region(0x1000_0000, 1 << 20),)}, "secure[0].base", "a Secure range inside DRAM"),
+    ({"cpus": 0}, "cpus", "the number of CPUs, an integer in 1..256"),
+    ({"dram": (0x8000_0000, 64 << 20)}, "dram", "a table with keys base and size"),
+])
+def test_machine_create_checks_a_platform_object_as_the_loader_does(change: dict[str, object], key: str,
+                                                                    expected: str) -> None:
+    """Machine.create of a Platform object built in Python (dataclasses.replace of `host`) that
+    no platform file could describe: DRAM past 2^48, a Secure range outside DRAM, 0 CPUs, DRAM
+    that is no Region. Each is the loader's ConfigError (a ValueError) for the key, from
+    "Platform object 'host'", and no shared memory is made. Before, the object was used as it
+    was, though the docstring promised a ValueError for an invalid platform: the machine was
+    made (cpus = 0 and the tuple failed later, with another error)."""
+    bad = dataclasses.replace(load("host"), **change)  # type: ignore[arg-type]
+    before = set(os.listdir(segment.SHM_DIR))
+    with pytest.raises(ConfigError) as info:
+        with Machine.create(bad, cpus=1):
+            pass
+    assert info.value.key == key and expected in info.value.expected, str(info.value)
+    assert str(info.value).startswith("Platform object 'host': ")
+    assert set(os.listdir(segment.SHM_DIR)) == before
+
+
+def test_machine_create_can_skip_the_checks_for_a_test_platform() -> None:
+    """check_platform=False makes a machine on a Platform object the loader refuses (DRAM
+    straddling 2^48, rmi_helpers.dram_across_2_48, what the *_bound2 tests need); the default
+    refuses it, and a loaded platform passes the checks unchanged."""
+    from rmi_helpers import dram_across_2_48
+    with pytest.raises(ConfigError):
+        Machine.create(dram_across_2_48(), cpus=1)
+    with Machine.create(dram_across_2_48(), cpus=1, check_platform=False) as m:
+        assert m.platform.dram.end > 1 << 48
+    for name in plat.bundled_platforms():
+        assert plat.check(load(name)) == load(name)
