@@ -15,7 +15,7 @@ from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.hw.tomlsrc import ConfigError, toml_string
 from rmm_mp.machine import check_shm_dir
 from rmm_mp.stress import check_cli
 from rmm_mp.stress import cli as stress_cli
@@ -72,7 +72,7 @@ def platform_list() -> None:
     """List the bundled platforms."""
     for name in platforms.bundled_platforms():
         plat = platforms.load(name)
-        click.echo(f"{name:8} {plat.cpus:3} CPUs  {plat.dram.size / 2**20:7.0f} MiB  {plat.description}")
+        click.echo(f"{name:8} {plat.cpus:3} CPUs  {platforms.size_text(plat.dram.size):>12}  {plat.description}")
 
 
 @platform_group.command(name="show")
@@ -94,19 +94,23 @@ def platform_show(name: str, public_key: bool) -> None:
     if public_key:
         click.echo(AttestationKeys(plat).platform_public_key_pem().decode(), nl=False)
         return
+    # Every key of the model, so that what is shown is what a machine runs with.
     click.echo(f"{plat.name}: {plat.description}\nsource: {plat.source}")
-    click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}")
-    click.echo(f"dram [{plat.dram.base:#x}, {plat.dram.end:#x}) = {plat.granule_count:,} granules")
-    for region in plat.mmio:
-        click.echo(f"mmio [{region.base:#x}, {region.end:#x})")
-    for region in plat.secure:
-        click.echo(f"secure [{region.base:#x}, {region.end:#x})")
+    click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}, rec_time_slice {plat.rec_time_slice:,} guest instructions")
+    for kind, regions in (("dram", (plat.dram,)), ("mmio", plat.mmio), ("secure", plat.secure)):
+        for region in regions:
+            named = f" {region.name}" if region.name else ""
+            click.echo(f"{kind}{named} [{region.base:#x}, {region.end:#x}) = {platforms.size_text(region.size)}, "
+                       f"{region.size // platforms.GRANULE_SIZE:,} granules")
     # Decoded from the register itself: a file's key the register drops (pmu_counters with
     # pmu = false) must not show up as if RMI_FEATURES reported it.
     f = plat.features
     click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: {FeatureRegister0.describe(f.register0())}")
     click.echo(f"vmid_bits {f.vmid_bits} (VMIDs 0..{(1 << f.vmid_bits) - 1})")
-    click.echo(f"attestation keys: {plat.attestation.keys}")
+    a = plat.attestation
+    seeds = (f" (rak_seed {toml_string(a.rak_seed)}, platform_key_seed {toml_string(a.platform_key_seed)})"
+             if a.keys == "seeds" else "")
+    click.echo(f"attestation keys: {a.keys}{seeds}")
 
 
 def entry() -> None:

@@ -48,12 +48,24 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB|TiB)?\s*$", re.ASCII)
 _UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
 
+def size_text(size: int) -> str:
+    """``size`` bytes exactly, in the largest unit that divides it (4,097 granules are
+    "16,388 KiB", not a rounded "16 MiB"): what `rmm-mp platform list` and `show` print."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _UNITS[unit]
+        if size and size % scale == 0:
+            return f"{size // scale:,} {unit}"
+    return f"{size:,} bytes"
+
+
 @dataclass(frozen=True)
 class Region:
-    """A physical address range [base, base + size)."""
+    """A physical address range [base, base + size), and the name the file gives it (for the
+    reader: `rmm-mp platform show` prints it)."""
 
     base: int
     size: int
+    name: str = ""
 
     @property
     def end(self) -> int:
@@ -189,7 +201,7 @@ def check(platform: Platform) -> Platform:
     def region(r: object) -> object:
         if not isinstance(r, Region):
             return r
-        return {"base": r.base, "size": r.size}
+        return {"base": r.base, "size": r.size, **({"name": r.name} if r.name != "" else {})}
 
     def regions(rs: object) -> object:
         return [region(r) for r in rs] if isinstance(rs, (tuple, list)) else rs
@@ -279,8 +291,12 @@ class _Validator:
         if not isinstance(raw, dict):
             raise self.fail(where, raw, "a table with keys base and size")
         self.keys(raw, where, {"base", "size", "name"}, {"base", "size"})
-        if not isinstance(raw.get("name", ""), str):
-            raise self.fail(f"{where}.name", raw["name"], "a string naming the range, such as 'uart0'")
+        name = raw.get("name", "")
+        if not isinstance(name, str):
+            raise self.fail(f"{where}.name", name, "a string naming the range, such as 'uart0'")
+        why = not_one_printable_line(name)
+        if why:     # `rmm-mp platform show` prints it, as it prints the description
+            raise self.fail(f"{where}.name", name, f"one line of printable text ({why})")
         base = raw["base"]
         if not isinstance(base, int) or isinstance(base, bool) or base < 0 or base % GRANULE_SIZE:
             raise self.fail(f"{where}.base", base, "a 4 KiB-aligned physical address")
@@ -288,7 +304,7 @@ class _Validator:
             # No size can help then: the base is the mistake (or pa_bits is).
             raise self.fail(f"{where}.base", base, f"a physical address below 2^pa_bits = {1 << pa_bits:#x} "
                                                    f"(pa_bits = {pa_bits})")
-        region = Region(base, self.size(raw["size"], f"{where}.size"))
+        region = Region(base, self.size(raw["size"], f"{where}.size"), name)
         if region.end > 1 << pa_bits:
             raise self.fail(f"{where}.size", raw["size"], f"a size that keeps [{base:#x}, base + size) at or "
                                                           f"below 2^pa_bits = {1 << pa_bits:#x}")

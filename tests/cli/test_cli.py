@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from rmm_mp import __version__
 from rmm_mp.cli import main
 from rmm_mp.clitypes import FloatRange
+from rmm_mp.hw import platform as platforms
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +69,44 @@ def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     host = CliRunner().invoke(main, ["platform", "show", "host"]).output
     assert "pmu True (31 counters)" in host and "6 breakpoints, 4 watchpoints" in host
     assert "4 GIC list registers" in host
+
+
+def _odd_host(tmp_path: Path) -> Path:
+    """host.toml with 4,097 granules of DRAM (16 MiB + 4 KiB), rec_time_slice 1234 and a
+    second, named MMIO range, as platform/odd.toml under tmp_path."""
+    text = (ROOT / "platform" / "host.toml").read_text()
+    for old, new in (('size = "64 MiB"', f"size = {4097 * 4096}"), ("rec_time_slice = 10000", "rec_time_slice = 1234"),
+                     ("base = 0x83F0_0000", "base = 0x80F0_0000"),
+                     ("[[secure]]", '[[mmio]]\nname = "gic-dist"\nbase = 0x2F00_0000\nsize = "64 KiB"\n\n[[secure]]'),
+                     ('name = "host"', 'name = "odd"')):
+        assert old in text
+        text = text.replace(old, new, 1)
+    (tmp_path / "platform").mkdir()
+    path = tmp_path / "platform" / "odd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_platform_show_prints_every_key_and_list_exact_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`platform show` of a file with a DRAM of 4,097 granules, rec_time_slice 1234, named
+    MMIO and Secure ranges and attestation seeds prints each of them (region names, the time
+    slice and the seeds were dropped); `platform list` of it (its directory as the bundled
+    one) gives the DRAM size exactly, 16,388 KiB, where it read a rounded "16 MiB"."""
+    path = _odd_host(tmp_path)
+    shown = CliRunner().invoke(main, ["platform", "show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert "cpus 4, pa_bits 48, rec_time_slice 1,234 guest instructions" in lines
+    assert "dram [0x80000000, 0x81001000) = 16,388 KiB, 4,097 granules" in lines
+    assert "mmio uart [0x1c090000, 0x1c0a0000) = 64 KiB, 16 granules" in lines
+    assert "mmio gic-dist [0x2f000000, 0x2f010000) = 64 KiB, 16 granules" in lines
+    assert "secure tzc-carveout [0x80f00000, 0x81000000) = 1 MiB, 256 granules" in lines
+    assert ("attestation keys: seeds (rak_seed 'rmm-mp host platform realm attestation key', "
+            "platform_key_seed 'rmm-mp host platform CCA platform attestation key')") in lines
+    monkeypatch.setattr(platforms, "platform_dir", lambda: tmp_path / "platform")
+    listed = CliRunner().invoke(main, ["platform", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.startswith("odd        4 CPUs    16,388 KiB  Small test platform"), listed.output
 
 
 def test_workloads_list_clean_version_and_help() -> None:

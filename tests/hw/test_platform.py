@@ -580,3 +580,15 @@ def test_machine_create_can_skip_the_checks_for_a_test_platform() -> None:
         assert m.platform.dram.end > 1 << 48
     for name in plat.bundled_platforms():
         assert plat.check(load(name)) == load(name)
+
+
+def test_region_name_that_is_not_printable(tmp_path: Path) -> None:
+    """A region's name, which `rmm-mp platform show` prints, is one line of printable text as
+    the description is: an escape sequence there is refused at its line, naming the key
+    mmio[0].name; a printable one is kept in the Region (it was dropped on loading)."""
+    path, text = _write_bad(tmp_path, r'name = "uart"', 'name = "ua\\\\u001b[2Jrt"')
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (info.value.key, info.value.line) == ("mmio[0].name", _line_of(text, r'name = "ua')), str(info.value)
+    assert info.value.expected == "one line of printable text (character 3, U+001B, is not printable)"
+    assert load("host").mmio[0].name == "uart" and load("host").secure[0].name == "tzc-carveout"
