@@ -106,7 +106,9 @@ class Operations:
         n = cpu.machine.cpus
         self.guests = {slot: (name, realm) for i, (name, slot, realm) in enumerate(pop.guests) if i % n == cpu.id}
         self.my_recs: list[tuple[int, tuple[int, ...]]] = []
-        self.run_page = 0
+        self.run_page: int | None = None
+        """The NS run page `wrong` enters RECs with, once allocated (None: not yet; 0 is a page
+        on a platform whose DRAM starts at PA 0)."""
         self.table = {
             "vcpu": self.vcpu, "tables": self.tables, "data": self.data, "map": self.map, "recs": self.recs,
             "measured": self.measured, "delegate": self.delegate, "wrong": self.wrong, "lifecycle": self.lifecycle,
@@ -322,7 +324,7 @@ class Operations:
         t, n = self.pop.table_realm, self.pop.new_realm
         recs = [t.recs[0].rec, n.recs[0].rec]
         rng.shuffle(recs)
-        if not self.run_page:
+        if self.run_page is None:
             self.run_page = self.alloc.alloc()
             self.cpu.machine.ns_write(self.run_page, bytes(G))
         choice = rng.randrange(6)

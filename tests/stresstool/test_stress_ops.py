@@ -3,6 +3,7 @@ memory (an OutOfGranules there is a false finding, not an RMM bug)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -74,3 +75,28 @@ def test_rec_enter_of_a_new_realms_rec_must_fail_with_error_realm(machine: Machi
     with pytest.raises(Unexpected) as info:
         ops.wrong(_Choose(1))
     assert "RMI_REC_ENTER" in info.value.finding.call and "X0 = 0x3" in info.value.finding.message
+
+
+def test_wrong_keeps_its_run_page_at_pa_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a platform whose DRAM starts at PA 0, `wrong` gets PA 0 as its run page (the granule
+    at PA 0, reserved before the population was built, so it is an NS page nobody else uses):
+    its second REC_ENTER reuses that page, one allocation in all. Before, `run_page = 0` also
+    meant "no page yet", so each `wrong` allocated (and zeroed) another page."""
+    from rmm_mp.hw.platform import Region, load as load_platform
+    dram0 = dataclasses.replace(load_platform("host"), dram=Region(0, 64 << 20),
+                                secure=(Region(0x3F0_0000, 1 << 20),))
+    with Machine.create(dram0, cpus=2) as machine:
+        assert NsAllocator.for_cpu(machine.cpu(0)).alloc() == 0
+        pop = population.build(machine, guests=False)
+        ops = Operations(machine.cpu(1), pop, _Hint())  # type: ignore[arg-type]
+        real = ops.alloc.alloc
+        handed: list[int] = []
+
+        def alloc(count: int = 1, align: int = 1) -> int:
+            handed.append(real(count, align) if handed else 0)
+            return handed[-1]
+
+        monkeypatch.setattr(ops.alloc, "alloc", alloc)
+        ops.wrong(_Choose(1))
+        ops.wrong(_Choose(1))
+        assert handed == [0] and ops.run_page == 0
