@@ -273,7 +273,7 @@ def test_latency_doc_and_schema_name_every_host_fact_of_the_run_json() -> None:
     from rmm_mp.workload import run
     facts = run._host_facts(SimpleNamespace(control=SimpleNamespace(time_slice=1)),  # type: ignore[arg-type]
                             SimpleNamespace(phases=(), overrides=()), "")  # type: ignore[arg-type]
-    keys = {"cores", *facts}
+    keys = {"cores", *facts, *run.LOAD_KEYS}     # the load averages are read around the CPUs' run
     text = (ROOT / "docs" / "latency.md").read_text()
     item = re.search(r"^- `host`, (.*?)(?=^- |^$)", text, re.MULTILINE | re.DOTALL)
     assert item, "docs/latency.md has no '- `host`, ...' item"

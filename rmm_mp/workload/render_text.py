@@ -81,6 +81,12 @@ def _header(doc: dict[str, Any]) -> list[str]:
     facts = [f"{label}{host[k]}" for k, label in (("machine", ""), ("python", "Python "), ("date", "")) if k in host]
     if facts:
         lines.append("host: " + ", ".join(facts))
+    if "load_start" in host and "load_end" in host:
+        def averages(key: str) -> str:
+            return " ".join(f"{v:.2f}" for v in host[key])
+        lines.extend(textwrap.wrap(f"host load (1, 5, 15-minute averages): {averages('load_start')} as the CPUs "
+                                   f"started, {averages('load_end')} as they ended", WIDTH,
+                                   subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
     if doc["interrupted"]:
         stopped_by = host.get("stopped_by", "")
         how = stopped_by[stopped_by.find("("):] if stopped_by.startswith("interrupted") else "(Ctrl-C)"

@@ -207,11 +207,13 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         return time_up(elapsed)
 
     started = False
+    load: dict[str, list[float]] = {}
 
     def run() -> RunResult:
         nonlocal started
         started = True
         try:
+            _note_load(load, LOAD_KEYS[0])
             done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=tick,
                             grace_s=GRACE_S * slack, pin=options.pin, tracing=options.trace_path is not None,
                             sigterm_stops=options.sigterm_stops, on_end=stop.run_over)
@@ -219,6 +221,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
             return done
         finally:
             stop.passing = False
+            _note_load(load, LOAD_KEYS[1])
             bar.close()
     ran, result = stop.passthrough(run)
     if not started:     # a signal noted after the build, before the CPUs' run: as one during it
@@ -289,7 +292,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     if stop.by and not result.interrupted:
         result = dataclasses.replace(result, interrupted=True, stopped_by=f"interrupted after the run ({stop.by})")
     report = _report(machine, w, options, result, stats, locks, outputs, tuple(outcomes), problems, checked,
-                     output_errors, not_done, tokens_saved)
+                     output_errors, not_done, tokens_saved, load)
     if trace_dropped:
         report = dataclasses.replace(report, trace_dropped=trace_dropped, trace_capacity=machine.trace_capacity)
     return report
@@ -298,7 +301,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
 def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResult,
             stats: dict[int, Any], locks: dict[int, Any], outputs: dict[str, str], outcomes: tuple[RealmOutcome, ...],
             problems: list[str], checked: Any, output_errors: list[str], not_done: list[str],
-            tokens_saved: int) -> RunReport:
+            tokens_saved: int, load: dict[str, list[float]] | None = None) -> RunReport:
     results: dict[int, CpuResult] = dict(result.results)
     elapsed = _window(results) or result.elapsed_s
     return RunReport(
@@ -307,7 +310,7 @@ def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResul
         stats=stats, locks=locks, usage=dict(result.usage), host_cores=len(host_cores()), pinned=options.pin,
         counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
         realms=outcomes, failures=result.failures, problems=tuple(problems), invariants=checked,
-        interrupted=result.interrupted, outputs=outputs, host=_host_facts(machine, w, result.stopped_by),
+        interrupted=result.interrupted, outputs=outputs, host={**_host_facts(machine, w, result.stopped_by), **(load or {})},
         window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
         output_errors=output_errors, not_done=tuple(not_done))
 
@@ -511,6 +514,20 @@ def _window(results: dict[int, CpuResult]) -> float:
     if not results:
         return 0.0
     return (max(r.ended_ns for r in results.values()) - min(r.started_ns for r in results.values())) / 1e9
+
+
+LOAD_KEYS = ("load_start", "load_end")
+"""The host facts _note_load adds, before and after the CPUs' run."""
+
+
+def _note_load(load: dict[str, list[float]], key: str) -> None:
+    """The host's 1, 5 and 15-minute load averages now, as ``load[key]`` (nothing where the OS
+    cannot tell): with the host's cores in the report, what tells a run that shared its cores
+    with other work (docs/latency.md)."""
+    try:
+        load[key] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
 
 
 def _host_facts(machine: Machine, w: Workload, stopped_by: str) -> dict[str, Any]:

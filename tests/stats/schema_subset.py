@@ -2,7 +2,8 @@
 (a test helper, not a test file; rmm-mp takes no jsonschema dependency).
 
 Assertions: type (a name or a list of names), enum, minimum, required, properties,
-additionalProperties (true, false or a schema), items (one schema for every item), anyOf, oneOf.
+additionalProperties (true, false or a schema), items (one schema for every item), minItems,
+maxItems, anyOf, oneOf.
 Annotations, which validate nothing: $schema, title, description. Any other keyword is an
 error (``keywords_used`` lists what a schema uses), so a schema cannot quietly rely on a keyword
 this validator ignores.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 ASSERTIONS = frozenset({"type", "enum", "minimum", "required", "properties", "additionalProperties", "items",
-                        "anyOf", "oneOf"})
+                        "minItems", "maxItems", "anyOf", "oneOf"})
 ANNOTATIONS = frozenset({"$schema", "title", "description"})
 SUPPORTED = ASSERTIONS | ANNOTATIONS
 TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
@@ -76,6 +77,10 @@ def errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
         out.append(f"{path}: {value!r} is below the minimum {schema['minimum']}")
     if isinstance(value, dict):
         out += _object_errors(value, schema, path)
+    if isinstance(value, list) and len(value) < schema.get("minItems", 0):
+        out.append(f"{path}: {len(value)} items, fewer than minItems {schema['minItems']}")
+    if isinstance(value, list) and "maxItems" in schema and len(value) > schema["maxItems"]:
+        out.append(f"{path}: {len(value)} items, more than maxItems {schema['maxItems']}")
     if isinstance(value, list) and "items" in schema:
         for n, item in enumerate(value):
             out += errors(item, schema["items"], f"{path}[{n}]")

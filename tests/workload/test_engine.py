@@ -431,3 +431,33 @@ def test_a_guest_in_an_exception_loop_is_counted_and_warned_about(tmp_path: Path
     assert warned.startswith(f"1 realm took more than 4 exceptions per REC entry (and at least 64): stuck "
                              f"({stuck.exceptions:,} exceptions, ")
     assert f"WARNING: {warned}" in render.format_report(report).replace("\n    ", " ")   # wrapped to the width
+
+
+def test_the_report_records_the_host_load_around_the_cpus_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-CPU run of 4 delegate-churn steps: the report's host facts hold the load averages
+    (os.getloadavg) read just before the CPU processes were started and just after their run,
+    rounded to two decimals, and its JSON validates them as three numbers each. Before, the
+    host's load was not recorded, and a run on a busy host could not be told from a quiet one."""
+    readings = iter([(0.5, 0.25, 0.125), (2.004, 1.0, 0.75)])
+    calls: list[str] = []
+    real = run.run_cpus
+
+    def run_cpus(*args: object, **kwargs: object) -> run.RunResult:
+        calls.append("run_cpus")
+        return real(*args, **kwargs)     # type: ignore[arg-type]
+
+    def getloadavg() -> tuple[float, float, float]:
+        calls.append("load")
+        return next(readings)
+    monkeypatch.setattr(run, "run_cpus", run_cpus)
+    monkeypatch.setattr(run.os, "getloadavg", getloadavg)
+    report = go(tmp_path, "iterations = 4\ncpus = 1\nactivities = { delegate-churn = 1 }\n")
+    assert calls == ["load", "run_cpus", "load"]
+    assert report.host["load_start"] == [0.5, 0.25, 0.12] and report.host["load_end"] == [2.0, 1.0, 0.75]
+    doc = render.to_json(report)
+    assert doc["host"]["load_start"] == [0.5, 0.25, 0.12] and doc["host"]["cores"] >= 1
+    from stats.schema_subset import errors
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "report-schema.json").read_text())
+    assert errors(doc, schema) == []
+    doc["host"]["load_end"] = [2.0, 1.0]
+    assert errors(doc, schema) == ["$.host.load_end: 2 items, fewer than minItems 3"]

@@ -54,6 +54,21 @@ def test_header_says_what_ran() -> None:
     assert one.startswith("platform host: 1 CPU on 2 host cores, seed 7,"), one
 
 
+def test_header_shows_the_host_load() -> None:
+    """With the host's load averages recorded at the start and the end of the CPUs' run, the
+    header's fifth line gives both, and stays within the 118 columns even with three-digit
+    loads (it wraps); without them (the CPUs never started) there is no such line."""
+    host = {"machine": "x86_64", "python": "3.11.7", "date": "2026-11-27 10:00:00 +0000",
+            "load_start": [0.5, 0.25, 0.12], "load_end": [2.0, 1.0, 0.75]}
+    head = format_report(hand_built(host=host, **GOOD)).splitlines()
+    assert head[4] == ("host load (1, 5, 15-minute averages): 0.50 0.25 0.12 as the CPUs started, "
+                       "2.00 1.00 0.75 as they ended")
+    busy = {**host, "load_start": [123.45, 99.5, 100.0], "load_end": [150.25, 120.0, 101.0]}
+    text = format_report(hand_built(host=busy, **GOOD))
+    assert "123.45 99.50 100.00" in text and max(len(line) for line in text.splitlines()) <= 118
+    assert "host load" not in format_report(hand_built(**GOOD))
+
+
 def test_latency_tables_per_kind_in_us() -> None:
     """DELEGATE on CPUs 0 and 1 has an "all" row; UNDELEGATE (CPU 0 only) has none."""
     text = format_report(hand_built())
