@@ -35,6 +35,7 @@ from rmm_mp.stress.config import (
 )
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.workload.fields import is_finite_number
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
 from rmm_mp.stress.shared import StressSegment
@@ -401,6 +402,10 @@ def _brief(report: StressReport) -> str:
 def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
             pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
             replay: str | None, trace_path: str | None) -> tuple[StressConfig, tuple[Finding, ...] | None]:
+    if seconds is not None and not is_finite_number(seconds):
+        # click's FloatRange lets nan through (every comparison with it is false): StressConfig
+        # refused it, but named the field "seconds" rather than the option typed.
+        raise ValueError(f"--seconds = {seconds:g}: expected a duration in seconds, a number in (0, 86400]")
     if replay is not None:
         # Every value of the file is checked here, before a machine exists (stress.schedule).
         recorded = schedule_file.read(replay)

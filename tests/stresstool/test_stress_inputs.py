@@ -303,6 +303,17 @@ def test_a_quiescent_interval_past_a_u64_is_refused(value: str, message: str) ->
     StressConfig(schedule="random", quiescent_every=U64)
 
 
+@pytest.mark.parametrize("args", [["--seconds", "nan"], ["--schedule", "random", "--seconds", "nan"]])
+def test_a_nan_duration_is_refused_naming_the_option(args: list[str]) -> None:
+    """click's FloatRange lets `--seconds nan` through (no comparison with nan is true):
+    StressConfig refused it, but as "seconds = nan", not the option typed. It is a usage error
+    naming --seconds, its value and the range expected, before a machine is created."""
+    res = CliRunner().invoke(stress, args)
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert "Error: --seconds = nan: expected a duration in seconds, a number in (0, 86400]" in res.output, res.output
+    assert "machine rmm-mp" not in res.output
+
+
 def test_a_schedule_file_over_its_bound_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     """A --replay file of more than schedule.MAX_FILE (64 MiB) bytes is a usage error naming the
     file and the bound, read no further (a sparse file makes it cheap); one of exactly the bound
