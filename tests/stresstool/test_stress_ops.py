@@ -49,6 +49,21 @@ def test_recs_keeps_at_most_my_recs_alive(machine: Machine) -> None:
     assert alloc.in_use - before == len(ops.my_recs) * per_rec <= MY_RECS * per_rec
 
 
+def test_guest_tables_without_a_guest_of_its_own_counts_an_idle_event(machine: Machine) -> None:
+    """A CPU that owns no guest realm (more CPUs than the 4 guests; here a population without
+    guests) does nothing in `guest-tables`: each such draw is counted as a `guest-tables-idle`
+    event, as an empty run queue is a `vcpu-idle` one, so the report's counts tell empty
+    operations from real ones; it makes no call."""
+    pop = population.build(machine, guests=False)
+    ops = Operations(machine.cpu(1), pop, _Hint())  # type: ignore[arg-type]
+    calls: list[int] = []
+    ops.smc = lambda fid, *args: calls.append(fid)  # type: ignore[assignment, misc, return-value]
+    for _ in range(3):
+        ops.guest_tables(random.Random(1))
+    assert ops.counts == {"guest-tables-idle": 3}
+    assert calls == []
+
+
 class _Choose(random.Random):
     """A Random whose randrange always picks ``pick`` (the `wrong` operation's case)."""
 
