@@ -379,14 +379,25 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     unstarted = sup.plan is not None and sup.timed_out and not sup.started
     waited = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is not None
               and not (sup.started and seg.turn == f.cpu) and not (unstarted and seg.status(f.cpu) == ABSENT)]
+    # Free-running, a Ctrl-C or SIGTERM stops the CPUs, and one still starting up (never READY:
+    # it sets READY just before its first operation, and makes no call before) stops once it is
+    # up. A start-up longer than the grace time (16 CPUs on a loaded 2-core host took 32 s,
+    # against 30 s) had it killed, and every such CPU was a cpu-died finding with the whole
+    # machine's snapshot: a user's interrupt reported as 16 watchdog findings. It is the
+    # interrupt's doing, as for a deterministic CPU waiting for its turn; and having made no
+    # call, it cut nothing off, so the final invariant check is still made.
+    starting = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is None
+                and (result.interrupted or bool(stop.by)) and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
-                    for f in result.failures if not f.on_request and f not in waited)
+                    for f in result.failures if not f.on_request and f not in waited and f not in starting)
     killed = [f for f in result.failures if f.on_request]
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn (or still starting up) after the run "
                     "was stopped, so this is no finding of its own" for f in waited)
+    not_done.extend(f"CPU {f.cpu} {f.how}: it was still starting up when the run was interrupted, before its "
+                    "first operation, so this is no finding of its own" for f in starting)
     read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
     analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, None)
     edges = edges if read else {}
@@ -395,7 +406,7 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     elif config.on("lockdep"):
         not_done.append(f"lock order not analysed: interrupted ({stop.by})")
     ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by))
-    if killed and not findings:
+    if (killed or starting) and not findings:
         ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
     if killed and config.on("invariants"):
         not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")

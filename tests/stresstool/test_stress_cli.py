@@ -1411,6 +1411,36 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     assert report.not_done == () and report.findings == (), report.text()
 
 
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the first tick of a free-running run, while the CPU processes are still
+    starting up, with a grace time far shorter than their start-up (0.05 s, not scaled: a
+    16-CPU run on a loaded 2-core host took 32 s to start, against its 30 s): they are killed
+    before they were ever ready. Each is a "not done" line, "still starting up when the run was
+    interrupted ... no finding of its own", the run ends interrupted with no finding, and the
+    invariants are still checked at the end (no CPU made a call). Each was a cpu-died finding,
+    a user's interrupt reported as watchdog findings (found with SIGTERM 5 s into `rmm-mp stress
+    --cpus 16` on a loaded host: 16 findings)."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 0.05)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
+    sent: list[float] = []
+
+    def first_tick(elapsed: float, seg: object) -> None:
+        if not sent:
+            sent.append(elapsed)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    report = runner.run(StressConfig(workload="tables", seconds=5), on_tick=first_tick)
+    assert sent and report.interrupted and report.ended == "interrupted", report.text()
+    assert report.findings == (), report.text()
+    assert [line.split(":", 1)[1] for line in report.not_done] == [
+        " it was still starting up when the run was interrupted, before its first operation, so this is no finding "
+        "of its own"] * 2, report.not_done
+    assert all(not line.startswith("invariants not checked") for line in report.not_done)
+
+
 def test_a_cpu_stuck_as_it_starts_is_a_finding_when_the_time_limit_ends_the_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic run whose first CPU process is stopped (SIGSTOP) while it starts up: it
