@@ -1,6 +1,7 @@
-"""Click parameter types the subcommands share.
+"""Click parameter types and checks the subcommands share.
 
-Owns only option parsing; nothing here touches a machine.
+Owns only option parsing (a NaN-refusing FloatRange; the refusal of options beside a listing
+flag); nothing here touches a machine.
 """
 
 from __future__ import annotations
@@ -29,3 +30,17 @@ class FloatRange(click.FloatRange):
         if not low:
             return f"x{high}"
         return f"{low}x{high}" if high else f"x{'>' if self.min_open else '>='}{self.min}"
+
+
+def refuse_beside_listing(ctx: click.Context, flag: str) -> None:
+    """Refuse anything typed on the command line beside ``flag`` (a flag that lists a catalog
+    and exits, such as ``--list-bugs``): run with the listing, ``--cpus 4`` or a WORKLOAD would
+    be silently ignored, and the user might think it took effect."""
+    given = [param for param in ctx.command.params
+             if param.name is not None and param.opts[0] != flag
+             and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        shown = ", ".join(param.opts[0] if isinstance(param, click.Option) else str(param.name).upper()
+                          for param in given)
+        raise click.UsageError(f"{flag} lists the catalog and exits: it takes no other option or argument "
+                               f"(given: {shown})")

@@ -22,6 +22,7 @@ from typing import Callable
 
 import click
 
+from rmm_mp.clitypes import refuse_beside_listing
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
@@ -138,7 +139,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "when it found something; never one that cannot replay the run: no step taken, or a dead CPU's "
                    "switches lost).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
-@click.option("--list-bugs", is_flag=True, help="List the bug-injection catalog and exit.")
+@click.option("--list-bugs", is_flag=True, help="List the bug-injection catalog and exit (given alone: no other option or WORKLOAD).")
 def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
            pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
            replay: str | None, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
@@ -158,6 +159,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     same code, a --replay file that is no schedule file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
     files are still written and the status stays the run's."""
     if list_bugs:
+        refuse_beside_listing(click.get_current_context(), "--list-bugs")
         click.echo(catalog_text())
         return
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.clitypes import FloatRange
+from rmm_mp.clitypes import FloatRange, refuse_beside_listing
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import Interrupts, repeated_signal
@@ -35,7 +35,7 @@ from rmm_mp.stress.probe import Patches
 
 @click.command()
 @click.argument("pairs", nargs=-1, metavar="[PAIR]...")
-@click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit.")
+@click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit (given alone: no other option or PAIR).")
 @click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)),
               help="Switch a catalogued bug on (repeatable, but not two that replace the same code; "
                    "`rmm-mp stress --list-bugs` lists them).")
@@ -58,6 +58,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     (`| head`) ends the printing quietly; the JSON is still written and the status stays the
     verdict."""
     if list_pairs:
+        refuse_beside_listing(click.get_current_context(), "--list")
         width = max(len(n) for n in PAIRS)
         for pair in PAIRS.values():
             echo(f"{pair.name:<{width}}  {pair.summary}")

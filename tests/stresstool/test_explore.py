@@ -504,6 +504,14 @@ def test_list() -> None:
     assert [line.split()[0] for line in res.output.splitlines()] == list(PAIRS)
 
 
+def test_list_refuses_what_it_would_ignore() -> None:
+    """`explore --list` with a pair and --json beside it: a usage error (exit 2) naming both, not a
+    listing that ignores them (no pair explored, no JSON written)."""
+    res = CliRunner().invoke(explore_command, ["--list", "rtt-create-vs-rtt-create", "--json", "x.json"])
+    assert res.exit_code == 2, res.output
+    assert "it takes no other option or argument (given: PAIRS, --json)" in res.output
+
+
 def test_unknown_pair_is_a_usage_error() -> None:
     """A known pair followed by an unknown one: exit 2 naming the unknown pair, before the known one
     runs."""

@@ -43,6 +43,16 @@ def test_list_bugs() -> None:
         assert any(line.split()[:2] == [name, bug.checker] for line in lines), name
 
 
+@pytest.mark.parametrize("args, named", [(["--cpus", "4"], "--cpus"), (["mixed"], "WORKLOAD"),
+                                         (["--inject", "lock-two-unordered", "--seed", "3"], "--seed, --inject")])
+def test_list_bugs_refuses_what_it_would_ignore(args: list[str], named: str) -> None:
+    """--list-bugs with an option or WORKLOAD beside it: a usage error (exit 2) naming what was
+    given, not a listing that ignores it as if it had taken effect."""
+    res = CliRunner().invoke(stress, ["--list-bugs", *args])
+    assert res.exit_code == 2, res.output
+    assert f"--list-bugs lists the catalog and exits: it takes no other option or argument (given: {named})" in res.output
+
+
 
 def test_help_names_every_workload() -> None:
     """--help lists the WORKLOAD choices in its text (the usage line shows [WORKLOAD]): the list
