@@ -13,6 +13,7 @@ from children import cpu_children
 
 from rmm_mp import Machine
 from rmm_mp.host import runloop, run_realms
+from rmm_mp.host.runqueue import OFF_ARRIVED
 
 _GIVE_UP_S = 30.0
 """When the test ends a run that its bound did not end (the code under test hangs)."""
@@ -25,10 +26,17 @@ def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_
     bound (2 s here) has passed, saying so in stopped_by, with the stopped CPU killed and
     listed as a failure. (Without the bound the call waited for ever; should it, the test
     continues the stopped process and sets the stop flag after _GIVE_UP_S, so it fails rather
-    than hangs.)"""
+    than hangs.)
+
+    The other CPU is not killed if it was at the barrier when the run was stopped. On a loaded
+    host it may still have been starting up 2 s after it was started (its interpreter and
+    imports), and then not have returned within the 1 s grace time either: it is killed the
+    same way, rightly (it failed this test so, in a run of tests/stress and tests/host under
+    `taskset -c 0` with two `yes` loops)."""
     monkeypatch.setattr(runloop, "GRACE_S", 1.0)
     stopped: list[psutil.Process] = []
     done = threading.Event()
+    other_at_barrier = threading.Event()
 
     def stop_one() -> None:
         deadline = time.monotonic() + 20
@@ -39,6 +47,13 @@ def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_
                     stopped.append(child)
                 except psutil.Error:
                     continue
+                break
+            time.sleep(0.002)
+        # Whether the CPU not stopped reaches the barrier before the run is stopped: the count
+        # read first, the stop flag after, so that the arrival came before the stop.
+        while stopped and not done.is_set() and not machine.control.stop_requested:
+            if machine.control.view.load_u64(OFF_ARRIVED) >= 1 and not machine.control.stop_requested:
+                other_at_barrier.set()
                 break
             time.sleep(0.002)
         if done.wait(_GIVE_UP_S):
@@ -64,5 +79,7 @@ def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_
     assert "not all at the start barrier 2 s after" in summary.stopped_by
     assert elapsed < _GIVE_UP_S
     failed = {f.cpu: f.how for f in summary.failures}
-    assert len(failed) == 1 and "terminated" in next(iter(failed.values())), failed
+    assert failed and set(failed.values()) == {"did not stop within 1 s of being asked and was terminated"}, failed
+    assert len(failed) == 1 or not other_at_barrier.is_set(), (failed, "the other CPU was at the barrier")
+    assert len(failed) + len(summary.loops) == 2, (failed, summary.loops)
     assert not stopped[0].is_running() or stopped[0].status() == psutil.STATUS_ZOMBIE
