@@ -234,3 +234,27 @@ def test_split_cost_compares_the_sampled_calls_with_the_others() -> None:
                (SPLIT_EVERY * 50 + 3, 9000, rmi, 4, 0), (SPLIT_EVERY * 60, 99_999, rsi, 4, 0),
                (SPLIT_EVERY * 70 + 1, 3000, rmi, 5, 0)]
     assert bench_delegate._split_cost(records) == {4: 2400 - 2100, 5: None}
+
+
+def test_a_reader_that_leaves_early_leaves_the_tool_its_verdict(tmp_path: Path) -> None:
+    """bench_lock.py with tiny options whose standard output is a pipe the reader has already
+    closed (`| head -0`): no BrokenPipeError traceback, its own exit status (0 or 1, not 1 for
+    the pipe: its JSON's verdict says which) and its JSON still written."""
+    out = tmp_path / "figures.json"
+    proc = subprocess.Popen([sys.executable, str(TOOLS / "bench_lock.py"), "--runs", "1", "--pairs", "2000",
+                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()                 # the reader leaves before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 1), err
+    assert "Traceback" not in err, err
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert "lock_unlock" in figures
+
+
+def test_every_tool_runs_its_main_through_tool_main() -> None:
+    """Every bench_*.py in tools/ ends `if __name__ == "__main__": tool_main(main)`, so that each
+    gets benchlib.tool_main's quiet end when its reader leaves early."""
+    for tool in sorted(TOOLS.glob("bench_*.py")):
+        tail = tool.read_text(encoding="utf-8").rstrip().splitlines()[-2:]
+        assert tail == ['if __name__ == "__main__":', "    tool_main(main)"], (tool.name, tail)

@@ -39,10 +39,9 @@ import json
 import os
 import statistics
 import struct
-import sys
 import time
 
-from benchlib import host_info, measurement_failed, percentile, slot_named, window
+from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
@@ -235,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

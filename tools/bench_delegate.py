@@ -45,11 +45,10 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 
-from benchlib import check_cpus, host_info, measurement_failed, steady_window
+from benchlib import check_cpus, host_info, measurement_failed, steady_window, tool_main
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.el3.monitor import SPLIT_EVERY
@@ -355,4 +354,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

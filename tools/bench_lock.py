@@ -23,10 +23,9 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 import time
 
-from benchlib import host_info, measurement_failed
+from benchlib import host_info, measurement_failed, tool_main
 
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -128,4 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

@@ -33,10 +33,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from dataclasses import asdict, dataclass
 
-from benchlib import check_cpus, host_info, measurement_failed, steady_window
+from benchlib import check_cpus, host_info, measurement_failed, steady_window, tool_main
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.machine import Cpu, Machine
@@ -209,4 +208,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

@@ -41,11 +41,10 @@ import json
 import os
 import pstats
 import statistics
-import sys
 import time
 from typing import Any
 
-from benchlib import host_info, measurement_failed, percentile, slot_named, window
+from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, RunQueue, create_realm
@@ -242,4 +241,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

@@ -44,7 +44,7 @@ import sys
 import tempfile
 from typing import Any
 
-from benchlib import host_info, measurement_failed
+from benchlib import host_info, measurement_failed, tool_main
 
 VARIANTS = ("on", "off", "noflush", "norecord", "noappend")
 
@@ -173,4 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

@@ -42,7 +42,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import RUN_FAILED, end_interrupted, host_info
+from benchlib import RUN_FAILED, end_interrupted, host_info, tool_main
 
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import spec
@@ -192,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import end_interrupted, host_info, measurement_failed  # noqa: E402
+from benchlib import end_interrupted, host_info, measurement_failed, tool_main  # noqa: E402
 
 from rmm_mp.stress import BUGS, StressConfig, StressReport  # noqa: E402
 from rmm_mp.stress import run as stress_run  # noqa: E402
@@ -208,4 +208,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tool_main(main)

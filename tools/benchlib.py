@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 import rmm_mp
+from rmm_mp import outpaths
 from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.machine import Cpu
 from rmm_mp.runtime import RunResult
@@ -104,6 +105,16 @@ def percentile(sorted_values: list[int], p: float) -> int:
     with at least p % of the samples at or below it, so the same rank CallStats.percentile
     (docs/latency.md) takes in a histogram; p50 of an even count is the lower middle value."""
     return sorted_values[nearest_rank(len(sorted_values), p) - 1]
+
+
+def tool_main(main: Callable[[], int]) -> NoReturn:
+    """Run a tool's ``main`` as its program, ending with its exit status. A reader of its output
+    that leaves early (`| head -1`) ends the printing quietly, as for the rmm-mp program
+    (outpaths.quiet_when_readers_leave): the tool goes on, writes its JSON and exits with its own
+    verdict, where Python's BrokenPipeError at the next print ended it with a traceback and exit
+    status 1, which reads as a missed target, and no JSON."""
+    outpaths.quiet_when_readers_leave()
+    raise SystemExit(main())
 
 
 def end_interrupted(why: str = "") -> NoReturn:
