@@ -14,12 +14,14 @@ owns the realm side, holding no lock:
    them (an untrapped WFI sleeps until an interrupt: an IRQ exit), and aborts are classified:
    an access to an IPA outside the realm's IPA space takes a level-0 address size fault inside
    the realm (A5.2.8: stage 1 is off); an access to a protected IPA whose RIPAS is EMPTY, or
-   through an unprotected mapping to memory outside the NS PAS takes an SEA there; an access to
-   unassigned RAM or to a DESTROYED IPA exits with a non-emulatable data abort; an access to an
-   unprotected IPA exits with an emulatable one (ISV, access size, direction; the value of a
-   write in gprs[0]), or a non-emulatable one for an ldp/stp, whose syndrome has no ISV (EC,
-   IL and the fault status code only); an instruction fetch inside the IPA space from anything
-   but protected RAM takes an SEA, or exits for unassigned RAM and DESTROYED;
+   through an unprotected mapping to a PA outside DRAM, takes an SEA there; an access to
+   unassigned RAM or to a DESTROYED IPA exits with a non-emulatable data abort, one through an
+   unprotected mapping to DRAM outside the NS PAS with a granule protection fault (EC and DFSC
+   0x28 only); any other access to an unprotected IPA exits with an emulatable one (ISV, access
+   size, direction; the value of a write in gprs[0]), or a non-emulatable one for an ldp/stp,
+   whose syndrome has no ISV (EC, IL and the fault status code only); an instruction fetch
+   inside the IPA space from anything but protected RAM takes an SEA, or exits for unassigned
+   RAM and DESTROYED;
 3. the exit: the REC's registers are saved in its granule (any CPU may resume it), the syndrome
    the host saw kept for every abort exit (EMUL_MMIO on the next entry needs it to have ISV:
    only an emulatable one has, as after TF-RMM's post-rel0 fix 303ee028), and for any data abort
@@ -71,8 +73,12 @@ ESR_WNR = 1 << 6
 ESR_EA = 1 << 9
 """ISS.EA of an abort: set in every SEA taken to a realm (spec A5.2.7), as TF-RMM's calc_esr_idabort does."""
 FSC_ADDRESS_SIZE, FSC_TRANSLATION, FSC_PERMISSION, FSC_SEA = 0x00, 0x04, 0x0C, 0x10
+FSC_GPF = 0x28
+"""DFSC of a granule protection fault not on a translation table walk (FEAT_RME): what ESR_EL2
+holds when a stage-2 output address fails the granule protection check (TF-RMM's
+ESR_EL2_ABORT_FSC_GPF)."""
 MPIDR_RES1 = 1 << 31
-_SEA_REASONS = frozenset({stage2.EMPTY, stage2.NS_GPF})
+_SEA_REASONS = frozenset({stage2.EMPTY, stage2.NS_NO_MEMORY})
 _EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
 
@@ -270,7 +276,7 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     """Classify a stage-2 fault: an exception inside the realm (None) or an exit to the host.
 
     The ESR a host sees is sanitised (A4.3.4.3): EC and the fault status code (translation or
-    permission fault at the level the walk stopped) always; ISV, SAS, SF and WnR only for an
+    permission fault at the level the walk stopped, or a GPF) always; ISV, SAS, SF and WnR only for an
     emulatable abort at an unprotected IPA; IL only for a non-emulatable one there (an ldp/stp,
     whose ESR_EL2 has ISV clear and so IL set: IL is RES1 for a data abort without ISV).
     """
@@ -292,6 +298,15 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     if reason in _SEA_REASONS:
         _take_exception(call, _data_sea_esr(iss), ipa)
         return None
+    if reason == stage2.NS_GPF:
+        # A GPF on the output address of an unprotected mapping (the host delegated the NS page,
+        # or mapped a Secure one) is a Data Abort taken to R-EL2, so a REC exit due to Data
+        # Abort (A4.3.4's table; A5.2.6, A5.2.9: the realm gets an SEA only when the host injects
+        # one), as in TF-RMM rel0's handle_data_abort. No emulatable abort (A4.3.4.3 names only
+        # a translation or permission fault): EC and DFSC only, far and gprs[0] zero, so
+        # EMUL_MMIO fails; the access syndrome is kept for an INJECT_SEA.
+        call.rec.set_pending_abort(iss, ipa)
+        return _exit_abort(call, (EC_DABT_LOW << 26) | FSC_GPF, ipa, 0)
     if reason not in _EMULATABLE:
         return _exit_abort(call, (EC_DABT_LOW << 26) | (FSC_TRANSLATION + level), ipa, 0)
     fsc = (FSC_PERMISSION if reason == stage2.PERMISSION else FSC_TRANSLATION) + level
@@ -319,8 +334,8 @@ def _access_iss(fault: Fault) -> int:
 
 
 def _data_sea_esr(iss: int) -> int:
-    """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, a GPF through an
-    unprotected mapping, or the host's INJECT_SEA) whose access syndrome is ``iss``
+    """ESR_EL1 of an SEA the realm takes for a data access (RIPAS EMPTY, an unprotected mapping
+    to a PA outside DRAM, or the host's INJECT_SEA) whose access syndrome is ``iss``
     (_access_iss). TF-RMM (calc_esr_idabort) copies the stage-2 syndrome of the access and
     replaces only EC (taken at the current EL), the fault status code (SEA), FnV and S1PTW, and
     sets EA (A5.2.7), so the realm still learns what the access's ESR_EL2 said: ISV, the size,

@@ -31,7 +31,8 @@ DESTROYED = "destroyed"           # protected, RIPAS DESTROYED: a non-emulatable
 UNASSIGNED = "unassigned"         # protected, RIPAS RAM but nothing mapped: the host faults it in
 UNMAPPED_NS = "unmapped_ns"       # unprotected, nothing mapped: MMIO emulation (or the host maps it)
 PERMISSION = "permission"         # unprotected, mapped without the access right
-NS_GPF = "ns_gpf"                 # unprotected mapping whose PA is not in the NS PAS: an SEA
+NS_GPF = "ns_gpf"                 # unprotected mapping to DRAM outside the NS PAS: a GPF, exit to the host
+NS_NO_MEMORY = "ns_no_memory"     # unprotected mapping to a PA outside DRAM (no device modelled): an SEA
 _S2AP_READ, _S2AP_WRITE = 1 << 6, 1 << 7
 
 
@@ -132,6 +133,8 @@ class Stage2Bus:
             raise WalkFault(page, PERMISSION, level)
         pa = s2tt.output_address(desc, level) + (page & (s2tt.block_size(level) - 1))
         offset = pa - self._base
-        if not 0 <= offset < len(self.memory) or self._gpt.pas(offset >> 12) != _NS_PAS:
+        if not 0 <= offset < len(self.memory):
+            raise WalkFault(page, NS_NO_MEMORY, level)
+        if self._gpt.pas(offset >> 12) != _NS_PAS:
             raise WalkFault(page, NS_GPF, level)
         return offset

@@ -23,6 +23,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT, RmiRecEnterFlags
 from rmm_mp.check import invariants
+from rmm_mp.host import map_unprotected
 
 SUCCESS, RMI_ERROR_REC = 0, 3
 EXIT_SYNC, EXIT_IRQ, EXIT_PSCI, EXIT_RIPAS_CHANGE, EXIT_HOST_CALL = 0, 1, 3, 4, 5
@@ -331,14 +332,73 @@ def test_address_size_fault_outside_the_ipa_space(machine: Machine, ins: str, ip
         assert g.gpr(6) == (1 << 64) - 1
 
 
-def test_sea_unprotected_mapping_of_realm_memory(machine: Machine) -> None:
-    """An unprotected mapping whose NS page the host then delegates (now Realm PAS): the access
-    faults on the granule protection check and the realm takes an SEA, no exit."""
+FSC_GPF = 0x28
+"""DFSC of a granule protection fault not on a translation table walk (ESR_EL2, FEAT_RME)."""
+
+
+def gpf_target(g: Guest, kind: str) -> int:
+    """Map MMIO to a PA outside the Non-secure PAS: an NS page the host then delegates (DELEGATE
+    of a page mapped unprotected succeeds: the RMM does not track NS mappings), or a granule of
+    the platform's Secure range (RTT_MAP_UNPROTECTED takes any PA). The PA."""
+    if kind == "delegated":
+        pa = g.map_unprotected(MMIO)
+        assert g.smc(F.RMI_GRANULE_DELEGATE, pa)[0] == SUCCESS
+        return pa
+    pa = g.machine.platform.secure[0].base
+    assert map_unprotected(g.cpu, g.alloc, g.realm, MMIO, pa)
+    return pa
+
+
+@pytest.mark.parametrize("kind", ["delegated", "secure"])
+@pytest.mark.parametrize("ins, ipa, syndrome", [
+    ("ldr x6, [x1]", MMIO + 8, (6, 3, False)),
+    ("strh x5, [x1]", MMIO + 0x2A, (5, 1, True)),
+    ("ldp x6, x7, [x1]", MMIO + 0x40, None),
+])
+def test_gpf_through_an_unprotected_mapping_exits(machine: Machine, kind: str, ins: str, ipa: int,
+                                                  syndrome: tuple[int, int, bool] | None) -> None:
+    """A data access through an unprotected mapping whose PA is not in the Non-secure PAS (an NS
+    page delegated while mapped, or a Secure granule) faults on the granule protection check: a
+    Data Abort taken to R-EL2, so a REC exit due to Data Abort (A4.3.4's table, A5.2.6, A5.2.9:
+    the realm gets an SEA only if the host injects one), as TF-RMM rel0 gives it. The exit has
+    EC 0x24 and DFSC 0x28 (GPF) and hpfar = the IPA's page; it is no emulatable abort (A4.3.4.3
+    lists none for a GPF), so no ISV, far and gprs zero, and EMUL_MMIO after it fails with
+    ERROR_REC. The PC stays at the access, nothing reaches the page, and INJECT_SEA on the next
+    entry makes the realm take the SEA at the access with the access's syndrome (A4.2.3).
+    (rmm-mp used to inject the SEA at once, with no REC exit.)"""
+    with Guest.build(machine, access(ins, ipa)) as g:
+        pa = gpf_target(g, kind)
+        before = bytes(machine.memory.buf[pa - machine.dram_base:pa - machine.dram_base + GRANULE])
+        x0, ex = g.enter(exit_fill=0xFF)
+        assert x0 == SUCCESS
+        raw = machine.ns_read(g.run + REC_EXIT_OFFSET, RMI_REC_EXIT.size)
+        hpfar = (ipa >> 8) & ~0xF
+        esr = (EC_DABT_LOW << 26) | FSC_GPF
+        assert raw == bytes(RMI_REC_EXIT.pack(exit_reason=EXIT_SYNC, esr=esr, hpfar=hpfar)), \
+            {k: v for k, v in ex.items() if v}
+        assert g.pc() == g.label("access")
+        assert g.enter(EMUL_MMIO)[0] == RMI_ERROR_REC
+        assert g.pc() == g.label("access")
+        took_exception(g, INJECT_SEA, EC_DABT_CUR, ipa, g.label("access"))
+        if syndrome is None:        # ldp: ISV clear, no register in the syndrome (WnR clear)
+            assert g.gpr(20) == (EC_DABT_CUR << 26) | (1 << 25) | EA | FSC_SEA, hex(g.gpr(20))
+        else:
+            data_sea_syndrome(g.gpr(20), *syndrome)
+        assert (g.gpr(6), g.gpr(7)) == ((1 << 64) - 1, 0)
+        assert bytes(machine.memory.buf[pa - machine.dram_base:pa - machine.dram_base + GRANULE]) == before
+        if kind == "delegated":
+            assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+    ok(machine)
+
+
+def test_unprotected_mapping_of_mmio_pa_is_an_sea_in_the_realm(machine: Machine) -> None:
+    """An unprotected mapping of a PA outside DRAM (the platform's MMIO range: no device is
+    modelled there) is no GPF: the realm takes an SEA at once, with no REC exit
+    (docs/deviations.md, "From the specification"), the access's syndrome kept."""
     with Guest.build(machine, access("ldr x6, [x1]", MMIO + 8)) as g:
-        ns = g.map_unprotected(MMIO)
-        assert g.smc(F.RMI_GRANULE_DELEGATE, ns)[0] == SUCCESS
+        assert map_unprotected(g.cpu, g.alloc, g.realm, MMIO, machine.platform.mmio[0].base)
         took_exception(g, 0, EC_DABT_CUR, MMIO + 8, g.label("access"))
-        assert g.smc(F.RMI_GRANULE_UNDELEGATE, ns)[0] == SUCCESS
+        data_sea_syndrome(g.gpr(20), 6, 3, False)
     ok(machine)
 
 
@@ -370,13 +430,19 @@ def test_fetch_destroyed(machine: Machine) -> None:
         stage2_exit(ex, EC_IABT_LOW, UNASSIGNED)
 
 
-@pytest.mark.parametrize("target, mapped", [(MMIO + 0x40, False), (MMIO + 0x40, True), (EMPTY_IPA + 0x40, False)])
-def test_fetch_sea(machine: Machine, target: int, mapped: bool) -> None:
-    """A branch to an unprotected IPA (mapped or not) or to RIPAS EMPTY: the realm takes an SEA
-    (EC 0x21, IL, EA (A5.2.7), IFSC 0x10, FAR = ELR = the target), no exit."""
+@pytest.mark.parametrize("target, mapped", [(MMIO + 0x40, ""), (MMIO + 0x40, "ns"), (MMIO + 0x40, "delegated"),
+                                            (MMIO + 0x40, "secure"), (EMPTY_IPA + 0x40, "")])
+def test_fetch_sea(machine: Machine, target: int, mapped: str) -> None:
+    """A branch to an unprotected IPA (unmapped, mapped to an NS page, or mapped to a PA outside
+    the NS PAS, whose data accesses exit with a GPF) or to RIPAS EMPTY: the realm takes an SEA
+    (EC 0x21, IL, EA (A5.2.7), IFSC 0x10, FAR = ELR = the target), no exit (A5.2.6: "Realm
+    instruction fetch from an Unprotected IPA causes a Synchronous External Abort taken to the
+    Realm")."""
     with Guest.build(machine, access("br x1", target)) as g:
-        if mapped:
+        if mapped == "ns":
             g.map_unprotected(MMIO)
+        elif mapped:
+            gpf_target(g, mapped)
         took_exception(g, 0, EC_IABT_CUR, target, target)
         assert g.gpr(20) == (EC_IABT_CUR << 26) | (1 << 25) | EA | FSC_SEA, hex(g.gpr(20))
 

@@ -37,7 +37,8 @@ from its first heartbeat until that CPU's REC_ENTER returns.
 (f) Two RECs changing the RIPAS of the same pages under the host's run loop: only the outcomes
     docs/deviations.md's row allows.
 (g) GRANULE_DELEGATE of the NS page behind an unprotected mapping the guest reads and writes:
-    the next access takes an SEA (a GPF through the mapping), and nothing is stored into the
+    the next access faults on the granule protection check, a REC exit due to Data Abort (DFSC
+    0x28); the host's INJECT_SEA makes the realm take the SEA, and nothing is stored into the
     delegated page.
 (h) DATA_DESTROY of the page the guest's loop executes from: the entry ends with an instruction
     abort at it, at most one iteration after the command returned (no instruction runs from
@@ -80,7 +81,7 @@ SUCCESS, INPUT, REALM, REC = 0, 1, 2, 3
 UNASSIGNED, ASSIGNED = 0, 1
 RIPAS_EMPTY, RIPAS_RAM, RIPAS_DESTROYED = 0, 1, 2
 EXIT_SYNC, EXIT_IRQ, EXIT_PSCI, EXIT_RIPAS = 0, 1, 3, 4
-EMUL_MMIO = int(RmiRecEnterFlags.EMUL_MMIO)
+EMUL_MMIO, INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
 EC_DABT_LOW = 0x24
 ESR_ISV = 1 << 24
 SLICE = 10**8
@@ -680,7 +681,7 @@ def d_thresholds(seed: int) -> list[int]:
 
 
 def sea_message_rounds(cpu: Any, plan: Plan, rounds: int, began: int, seen: int, undone: int) -> dict[str, Any]:
-    """CPU 0 of (d) and (g): enter REC 0 once per round, completing the last SEA message
+    """CPU 0 of (d): enter REC 0 once per round, completing the last SEA message
     (EMUL_MMIO; the vector's eret retries the access), noting whether the other CPU's command
     had begun (flag ``began`` at the round) and the SEA's FAR and ESR; then set flag ``seen``
     and wait for the other CPU to undo its command (flag ``undone``); at the end STOP and a
@@ -1034,15 +1035,36 @@ bad_value:
 """(g): read MAGIC from the window, store the count into it (offset 8) and into the board."""
 
 
-def sea_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
-    """CPU 0 (g): REC 0's rounds against the delegations of its window's NS page."""
-    return sea_message_rounds(cpu, plan, G_ROUNDS, DELEGATING, DONE, UNDELEGATED)
+def gpf_rounds(cpu: Any, plan: Plan) -> dict[str, Any]:
+    """CPU 0 (g): REC 0's rounds against the delegations of its window's NS page. Each round
+    enters REC 0 (completing the last SEA message with EMUL_MMIO; the vector's eret retries the
+    access), noting the exit that ends the entry (the GPF), whether DELEGATE had begun and the
+    heartbeat; then enters with INJECT_SEA, noting the SEA message with its FAR and ESR; then
+    sets DONE and waits for the page to be NS again (UNDELEGATED). At the end STOP and a last
+    entry."""
+    m = cpu.machine
+    rec, run = plan.recs[0], plan.runs[0]
+    out = []
+    for r in range(G_ROUNDS):
+        set_flag(m, plan, ROUND, r + 1)
+        x0, ex = enter_with(cpu, rec, run, EMUL_MMIO if r else 0)
+        gpf = {"x0": x0, "exit": (ex["exit_reason"], ex["esr"], ex["far"], ex["hpfar"], ex["gprs"]),
+               "beat": heartbeat(m, plan, 0), "began": flag(m, plan, DELEGATING) == r + 1}
+        x0, ex = enter_with(cpu, rec, run, INJECT_SEA)
+        out.append({**gpf, "sea_x0": x0, "message": message(ex), "far": load(m, plan.board + SEA_FAR),
+                    "esr": load(m, plan.board + SEA_ESR)})
+        set_flag(m, plan, DONE, r + 1)
+        wait_until(cpu, lambda: flag(m, plan, UNDELEGATED) == r + 1 or flag(m, plan, ABANDON))
+    store(m, plan.board + STOP_FLAG, 1)
+    x0, ex = enter_with(cpu, rec, run, EMUL_MMIO)
+    return {"rounds": out, "last": (x0, message(ex))}
 
 
 def delegate_rounds(cpu: Any, plan: Plan) -> list[dict[str, Any]]:
     """CPU 1 (g): once the heartbeat has moved on by the round's threshold, DELEGATE the window's
     NS page (still mapped; DELEGATE zeroes it); read the count in it (white-box: the host
-    cannot) right after and once CPU 0 has its SEA exit; then UNDELEGATE it and write MAGIC back."""
+    cannot) right after and once CPU 0 has the realm's SEA message; then UNDELEGATE it and write
+    MAGIC back."""
     m = cpu.machine
     out = []
     beat = 0
@@ -1068,16 +1090,19 @@ def delegate_rounds(cpu: Any, plan: Plan) -> list[dict[str, Any]]:
 
 def dispatch_g(cpu: Any, plan: Plan) -> Any:
     """CPU target (g)."""
-    return sea_rounds(cpu, plan) if cpu.id == 0 else delegate_rounds(cpu, plan)
+    return gpf_rounds(cpu, plan) if cpu.id == 0 else delegate_rounds(cpu, plan)
 
 
 def test_delegate_of_the_ns_page_a_running_guest_uses() -> None:
     """(g) Every round: DELEGATE of the window's NS page succeeds while the unprotected mapping
-    stays; REC 0's next access takes an SEA at WINDOW (EC 0x25, DFSC 0x10), after DELEGATE began
-    and at most one iteration after it returned; the guest stored nothing into the page once
-    it was delegated (DELEGATE zeroes it; its count there is still zero right after DELEGATE
-    returned and when the SEA exit is back); UNDELEGATE succeeds and the guest goes on reading
-    MAGIC, and stops when asked."""
+    stays; REC 0's next access faults on the granule protection check, after DELEGATE began and
+    at most one iteration after it returned: a REC exit due to Data Abort at WINDOW (EC 0x24,
+    DFSC 0x28 and hpfar only: no emulatable abort); the entry with INJECT_SEA makes the realm
+    take an SEA at WINDOW (EC 0x25, DFSC 0x10), which its vector reports; the guest stored
+    nothing into the page once it was delegated (DELEGATE zeroes it; its count there is still
+    zero right after DELEGATE returned and when the SEA message is back); UNDELEGATE succeeds
+    and the guest goes on reading MAGIC, and stops when asked. (The realm used to take the SEA
+    at once, with no REC exit.)"""
     with Machine.create("host", cpus=3, time_slice=SLICE) as m:
         g = Guest.build(m, WINDOW_WRITER, cpu=2)
         board = g.map_unprotected(BOARD)
@@ -1090,7 +1115,8 @@ def test_delegate_of_the_ns_page_a_running_guest_uses() -> None:
         assert len(delegations) == G_ROUNDS and not flag(m, plan, ABANDON), delegations
         for r, (run, d) in enumerate(zip(seas["rounds"], delegations)):
             state = (r, run, d)
-            assert (d["delegated"], d["undelegated"], run["x0"]) == (SUCCESS, SUCCESS, SUCCESS), state
+            assert (d["delegated"], d["undelegated"], run["x0"], run["sea_x0"]) == (SUCCESS,) * 4, state
+            assert run["exit"] == (EXIT_SYNC, EC_DABT_LOW << 26 | 0x28, 0, WINDOW >> 8, (0,) * 31), state
             assert (run["message"], run["far"]) == (SEA, WINDOW), state
             assert (run["esr"] >> 26, run["esr"] & 0x3F) == (0x25, 0x10), (state, hex(run["esr"]))
             assert run["began"] and d["beat_before"] <= run["beat"] <= d["beat_after"] + 1, state
