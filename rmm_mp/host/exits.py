@@ -4,7 +4,11 @@
 entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes of the vCPU
 (back in the run queue, off, or done). By exit reason (DEN0137 A4.3, B4.4.17):
 
-    SYNC, data abort (EC 0x24) at an unprotected IPA (the IPA's top bit set, as KVM tells them
+    SYNC, data abort (EC 0x24) whose fault status is no translation, access flag or permission
+          fault (a granule protection fault, DFSC 0x28: the page behind an unprotected mapping
+          is no longer in the NS PAS, A5.2.6): the vCPU fails wherever the IPA lies, as KVM's
+          kvm_handle_guest_abort fails KVM_RUN with -EFAULT ("Unsupported FSC").
+    SYNC, data abort at an unprotected IPA (the IPA's top bit set, as KVM tells them
           apart; the syndrome cannot: a non-emulatable abort there has ISV clear, A4.3.4.3). In
           the device window (devices.py) an access with ISV is emulated: a write is applied, a
           read's value goes in enter.gprs[0], and the next entry sets EMUL_MMIO; one without ISV
@@ -88,6 +92,10 @@ CPU_SUSPEND = frozenset({int(_P.PSCI_CPU_SUSPEND), int(_P.PSCI_CPU_SUSPEND_SMC32
 CPU_OFF, SYSTEM_OFF, SYSTEM_RESET = int(_P.PSCI_CPU_OFF), int(_P.PSCI_SYSTEM_OFF), int(_P.PSCI_SYSTEM_RESET)
 EC_WFX, EC_DABT_LOW = 0x01, 0x24
 ESR_ISV, ESR_WNR = 1 << 24, 1 << 6
+FSC_TYPE, FSC_GPF = 0x3C, 0x28
+_RESOLVABLE_FSC = frozenset({0x04, 0x08, 0x0C})
+"""Fault status types (DFSC without the level) of the data aborts KVM resolves: translation,
+access flag and permission faults."""
 
 
 def _exit_struct() -> struct.Struct:
@@ -151,6 +159,8 @@ def _sync(h: ExitContext, slot: int, realm: HostRealm, ex: tuple[int, ...]) -> O
     # HPFAR_EL2.FIPA holds IPA[51:12] at [43:4]; the low bits and bit 63 (NS, FEAT_RME) are not
     # part of the IPA, and KVM takes the field alone.
     page = (ex[X_HPFAR] & HPFAR_FIPA) << 8
+    if ec == EC_DABT_LOW and esr & FSC_TYPE not in _RESOLVABLE_FSC:
+        return END, 0, None, _unsupported_fsc(esr, page)
     if ec == EC_DABT_LOW and page >= realm.par_size:
         # FAR holds the offset in the page only for an emulatable abort (ISV set); else it is 0.
         return _unprotected(h, slot, realm, page | (ex[X_FAR] & 0xFFF), esr, ex[X_GPRS])
@@ -159,6 +169,18 @@ def _sync(h: ExitContext, slot: int, realm: HostRealm, ex: tuple[int, ...]) -> O
     if ec == EC_WFX:
         return _AGAIN
     return END, 0, None, f"SYNC exit with ESR {esr:#x} (EC {ec:#x}) at IPA {page:#x}: not a fault the host resolves"
+
+
+def _unsupported_fsc(esr: int, page: int) -> str:
+    """Why a data abort the host cannot resolve fails the vCPU (KVM: "Unsupported FSC", -EFAULT).
+    Mapping a page there again, the shared-page path's answer to a translation fault, would fail
+    (the IPA is mapped) and re-enter for ever."""
+    dfsc = esr & 0x3F
+    if dfsc == FSC_GPF:
+        return (f"data abort at IPA {page:#x} with DFSC {dfsc:#x}, a granule protection fault: the PA "
+                f"behind the unprotected mapping is not in the Non-secure PAS (delegated, or Secure)")
+    return (f"data abort at IPA {page:#x} with DFSC {dfsc:#x}: not a translation, access flag or permission "
+            f"fault, which the host cannot resolve")
 
 
 def _protected(h: ExitContext, slot: int, realm: HostRealm, ipa: int) -> Outcome:

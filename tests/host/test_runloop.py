@@ -649,6 +649,66 @@ def test_unprotected_aborts_are_told_apart_by_the_ipa_not_the_syndrome(machine: 
     b.finish()
 
 
+def test_a_granule_protection_fault_fails_the_vcpu(machine: Machine) -> None:
+    """The realm's shared page, once mapped and used, is delegated behind the host model's back
+    (DELEGATE of a page mapped unprotected succeeds: the RMM does not track NS mappings): the
+    realm's next access exits with a data abort whose DFSC is 0x28, a granule protection fault
+    (DEN0137 A4.3.4, A5.2.6). The vCPU fails with a message naming the fault and the IPA, as
+    KVM's kvm_handle_guest_abort fails KVM_RUN (-EFAULT, "Unsupported FSC"); the realm ends ERROR
+    and the loop returns well within its budget. (The host took the abort for a shared page not
+    yet mapped, failed to map it, which was mapped already, and re-entered for ever.)"""
+    shared = PAR | (BASE + MiB)
+    b = boot(machine, program(f"""
+            mov x3, ={shared:#x}
+            str x3, [x3]
+        loop:
+            ldr x4, [x3]
+            b loop
+        """))
+    assert b.run(budget=3).errors == ()
+    ((ipa, pa),) = b.status().shared_pages
+    assert ipa == shared and b.cpu.smc(F.RMI_GRANULE_DELEGATE, pa)[0] == 0  # type: ignore[attr-defined]
+    summary = b.run(budget=2000)
+    st = b.status()
+    assert summary.ended == "done" and sum(summary.exits) <= 2, summary
+    assert len(summary.errors) == 1 and "granule protection fault" in summary.errors[0], summary.errors
+    assert f"IPA {shared:#x}" in summary.errors[0] and "DFSC 0x28" in summary.errors[0], summary.errors
+    assert st.vcpu_ends == ("ERROR",) and st.end == "ERROR" and st.state == "DONE"
+    assert st.counters["sea_injected"] == 0 and st.counters["shared_maps"] == 1
+    assert b.cpu.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0  # type: ignore[attr-defined]
+    b.finish()
+
+
+ISV_FOR_TEST = 1 << 24 | 3 << 22
+"""ISV with a doubleword size: a GPF's syndrome carries no ISV from rmm-mp, but one that did must
+not make the host emulate the access."""
+
+
+@pytest.mark.parametrize("fsc, words", [(0x28, "granule protection fault"), (0x21, "DFSC 0x21"),
+                                        (0x10, "DFSC 0x10")])
+def test_data_aborts_of_a_fault_kvm_does_not_handle_fail_the_vcpu(machine: Machine, fsc: int, words: str) -> None:
+    """handle_exit on a data abort whose fault status is neither a translation, access flag nor
+    permission fault (a GPF, 0x28; an alignment fault, 0x21; an SEA, 0x10) ends the vCPU
+    wherever the IPA lies (shared RAM, the device window, elsewhere, protected RAM), as KVM's
+    kvm_handle_guest_abort refuses an unsupported FSC: nothing is mapped, faulted in, emulated or
+    injected."""
+    b = boot(machine, program("mov x19, #0\nb report"))
+    ctx = ExitContext(b.cpu, b.alloc, b.queue)  # type: ignore[arg-type]
+    blank = [0] * len(EXIT.unpack(bytes(EXIT.size)))
+    in_use = b.alloc.statistics().granules_in_use
+    for ipa in (PAR | (BASE + MiB), PAR + DEVICE_OFFSET, PAR + 0x4000_0000, BASE + MiB):
+        ex = list(blank)
+        ex[1], ex[3] = 0x24 << 26 | ISV_FOR_TEST | fsc, ipa >> 8
+        action, flags, gprs, error = handle_exit(ctx, 0, tuple(ex))
+        assert (action, flags, gprs) == (2, 0, None) and words in error and f"IPA {ipa:#x}" in error, error
+    c = b.status().counters
+    assert (c["shared_maps"], c["sea_injected"], c["faults"], c["mmio_reads"]) == (0, 0, 0, 0), c
+    assert b.alloc.statistics().granules_in_use == in_use and b.status().shared_pages == ()
+    b.run()
+    assert b.status().passed
+    b.finish()
+
+
 def test_fault_races_and_destroyed_pages() -> None:
     """handle_exit on a data abort at a page another CPU has already mapped re-enters (a lost
     race, counted); at a DESTROYED entry the vCPU fails with a message naming the IPA."""
