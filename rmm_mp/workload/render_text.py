@@ -242,18 +242,16 @@ def _realms(doc: dict[str, Any]) -> list[str]:
 
 
 def _printable(c: str) -> str:
-    """Character ``c`` of a guest's console as the report prints it: a control character (other
-    than newline and tab) escaped, so that a guest's bytes cannot move the terminal's cursor or
-    change its colours. Escaped as Python writes it (``\\x1b``, ``\\u202e``, ``\\U000e0001``): one
-    beyond U+FFFF as ``\\u`` and its five digits read as another character and a digit. A
-    backslash is doubled, as Python writes it too: shown as it is, a guest printing the text
-    ``\\x1b`` looked the same as one printing ESC."""
-    if c == "\\":
-        return "\\\\"
-    if c.isprintable() or c in "\n\t":
+    """Character ``c`` of a guest's console as the report prints it: one that is not printable
+    (a control character other than newline and tab, a bidi override, ...) escaped, so that a
+    guest's bytes cannot move the terminal's cursor or change its colours. Escaped as Python
+    writes it, by repr, which escapes exactly what str.isprintable refuses (``\\x1b``, ``\\r``,
+    ``\\u202e``, ``\\U000e0001``: one beyond U+FFFF as ``\\u`` and five digits read as another
+    character and a digit). A backslash is doubled, as Python writes it too: shown as it is, a
+    guest printing the text ``\\x1b`` looked the same as one printing ESC."""
+    if (c.isprintable() and c != "\\") or c in "\n\t":
         return c
-    code = ord(c)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return repr(c)[1:-1]
 
 
 CONSOLE_PREFIX, CONSOLE_MORE = "  | ", "  + "

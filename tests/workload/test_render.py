@@ -294,6 +294,18 @@ def test_console_characters_that_are_not_printable_are_escaped_as_python_writes_
     assert body[0].isprintable()
 
 
+def test_a_console_carriage_return_is_escaped_as_python_writes_it() -> None:
+    """A failed realm's console with CRLF line ends, a form feed and a vertical tab: the
+    carriage return is shown as Python writes it, \\r (the docs promise Python's escapes), the
+    other two as \\x0c and \\x0b, which Python writes too. It was shown as \\x0d, which
+    Python never writes for a carriage return."""
+    out = GuestOutput("one\r\ntwo\x0c\x0b\r\n", 12, (), 0)
+    realm = RealmOutcome("crlf", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    body = _section(format_report(hand_built(realms=(realm,))), "Guest output of crlf")[1:]
+    assert body == ["  | one\\r", "  | two\\x0c\\x0b\\r"], body
+    assert body == [f"  | {repr(line)[1:-1]}" for line in ("one\r", "two\x0c\x0b\r")]
+
+
 def test_a_console_backslash_is_shown_doubled_so_that_an_escape_is_unambiguous() -> None:
     """A failed realm's console holds the text \\x1b (a backslash, x, 1, b) and then an ESC:
     the text report shows the backslash doubled (\\\\x1b) and the ESC as \\x1b, so the two
