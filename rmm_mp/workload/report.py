@@ -101,8 +101,9 @@ class RealmOutcome:
     cpus: tuple[int, ...] | None = None
     """The CPUs of the run that ran its vCPUs, when not every CPU of the run did: its [[realm]]
     `cpus` within the run (a run queue of their own), or its CPU for a CPU's private ripas-churn
-    realm. None when every CPU of the run took them from the common queue. Per-CPU figures (REC
-    entries per CPU, a CPU's idle polls) read differently when a realm is kept to some CPUs."""
+    realm. None when every CPU of the run could run them (the common queue; on a one-CPU run, every
+    realm, CPU 0's private one included). Per-CPU figures (REC entries per CPU, a CPU's idle
+    polls) read differently when a realm is kept to some CPUs."""
 
     @property
     def exception_loop(self) -> bool:

@@ -153,10 +153,13 @@ def test_workloads_show_says_plainly_when_a_realms_cpus_cover_the_whole_run(tmp_
 def test_the_report_records_the_cpus_a_realm_is_kept_to(tmp_path: Path) -> None:
     """Four CPUs: a realm with cpus [1, 3, 9] is recorded (RealmOutcome.cpus, the JSON's "cpus")
     as kept to CPUs (1, 3); one with "0-3" or no cpus as None (every CPU of the run); CPU 2's
-    private ripas-churn realm (past the templates) as (2,)."""
+    private ripas-churn realm (past the templates) as (2,). On one CPU, every realm, CPU 0's
+    private one too, as None (docs/report-schema.json says so)."""
     w = load(tmp_path, HEAD + realm("a", "[1, 3, 9]") + realm("b", '"0-3"') + realm("c"))
     assert [_kept_to(w, r, 0) for r in range(3)] == [(1, 3), None, None]
     assert _kept_to(w, 1 << 30, 2) == (2,) and _kept_to(w, -1, 2) == (2,)
+    one = load(tmp_path, HEAD + realm("a", "[0, 3]"), cpus=1)
+    assert (_kept_to(one, 0, 0), _kept_to(one, -1, 0)) == (None, None)
 
 
 @pytest.mark.multiprocess
