@@ -759,6 +759,18 @@ def finish(kvm: Kvm) -> None:
     assert report.state_counts == {"NS": kvm.m.granule_count}, report.state_counts
 
 
+def active_realm(machine: Machine) -> tuple[Kvm, Realm]:
+    """KVM initialised and an active realm of 40 IPA bits with its RAM memslot [RAM, RAM + 8 MiB)
+    RIPAS RAM and one vCPU starting at RAM: what the teardown tests start from."""
+    kvm = Kvm(machine)
+    kvm.init_rme()
+    realm = kvm.create_realm(40)
+    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
+    kvm.create_rec(realm, 0, pc=RAM)
+    kvm.activate(realm)
+    return kvm, realm
+
+
 def test_version_and_features_as_kvm_reads_them(machine: Machine) -> None:
     """KVM's init: RMI_VERSION answers 1.0 and the FEATURES(0) fields KVM extracts read as this machine
     has them (48-bit PA, SHA-256 and SHA-512, a PMU with 31 counters, 4 list registers, the BP/WP
@@ -980,12 +992,7 @@ def test_kvm_2mib_block_fault_and_teardown_split(machine: Machine) -> None:
     """realm_map_protected() with a 2 MiB page: RTT_FOLD into an ASSIGNED level-2 block; at
     teardown DATA_DESTROY reports (RMI_ERROR_RTT, 2) with top == ipa, which is how KVM tells a
     block from an unassigned entry before splitting it with RTT_CREATE(level 3)."""
-    kvm = Kvm(machine)
-    kvm.init_rme()
-    realm = kvm.create_realm(40)
-    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
-    kvm.create_rec(realm, 0, pc=RAM)
-    kvm.activate(realm)
+    kvm, realm = active_realm(machine)
     block = RAM + 4 * MiB
     phys = kvm.map_protected_block(realm, block)
     x0, level, state, desc, ripas = machine.cpu(0).smc(RTT_READ_ENTRY, realm.rd, block, 3)
@@ -1011,12 +1018,7 @@ def test_kvm_teardown_with_shared_pages_still_mapped(machine: Machine, order: st
     leaf-first RTT_DESTROY pass then meets the level-3 table of ASSIGNED_NS entries. Such a table
     is not live (A5.5.8: only ASSIGNED and TABLE entries make an RTT live), so RTT_DESTROY must
     succeed there, or KVM WARNs (-EBUSY at level 3) and REALM_DESTROY finds a live root entry."""
-    kvm = Kvm(machine)
-    kvm.init_rme()
-    realm = kvm.create_realm(40)
-    kvm.init_ipa_state(realm, RAM, RAM + 8 * MiB)
-    kvm.create_rec(realm, 0, pc=RAM)
-    kvm.activate(realm)
+    kvm, realm = active_realm(machine)
     shared = (1 << 39) | (RAM + 8 * MiB)
     pages = [kvm.pages.alloc() for _ in range(3)]
     for i, page in enumerate(pages):
