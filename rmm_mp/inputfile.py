@@ -7,8 +7,8 @@ the file, its size and the bound.
 
 This module owns that read and its error (TooLarge). It must not word a caller's message nor
 decode what it reads: each caller turns TooLarge and OSError into its own error (a ConfigError,
-a usage error). It imports nothing of rmm_mp, so that every layer may use it (attest, which
-stands on abi alone, included).
+a usage error). It imports nothing of rmm_mp, so that every layer may use it (hw and attest
+included).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ PACKAGE = ROOT / "rmm_mp"
 
 # DESIGN.md section 2: imports run one way. A module may import packages of its own level or
 # below. check/ may read RMM structures; machine.py, cpu_handle.py and runtime.py wire the layers together;
-# attest/ (token encoding and the verifier) stands on abi alone, so EL3, the RMM and the CLI
-# can all use it. inputfile.py (the bounded read of a file a user names) imports nothing of
+# attest/ (token encoding and the verifier) stands on abi (with words.py, and inputfile.py for
+# its command line), so EL3, the RMM and the CLI can all use it. inputfile.py (the bounded read of a file a user names) imports nothing of
 # rmm_mp, so that hw's TOML reader and attest's command line can both use it.
 LEVELS = {
     "abi": 0, "inputfile": 0, "hw": 1, "stats": 2, "attest": 2, "outpaths": 2, "clitypes": 2, "words": 2, "interrupts": 2, "el3": 3, "guest": 4, "rmm": 5, "check": 6,
