@@ -1,9 +1,11 @@
 """Reading an input file under a size bound: at most ``limit`` bytes, whatever the file is.
 
 Every file a user names (a workload, platform or guest source, a schedule to replay, a token or
-key to verify) is read through ``read_at_most``, so that a wrong path (a disk image, /dev/zero,
-a pipe that never ends) is refused having read no more than its bound, and the refusal names
-the file, its size and the bound.
+key to verify) is read through ``read_at_most``, so that a wrong path (a disk image, a file that grows while
+read, and for a schedule, token or key also /dev/zero or a pipe that never ends) is refused
+having read no more than its bound, and the refusal names the file, its size and the bound.
+(A workload, platform or guest path that is not a regular file is refused before it is
+opened: tomlsrc.why_not_a_file.)
 
 This module owns that read and its error (TooLarge). It must not word a caller's message nor
 decode what it reads: each caller turns TooLarge and OSError into its own error (a ConfigError,

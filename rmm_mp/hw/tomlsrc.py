@@ -365,7 +365,8 @@ def suggestion(word: str, known: Iterable[str]) -> str:
 MAX_INPUT = 1 << 20
 """Most bytes an input file (workload, platform, guest source) may hold. The bundled ones are a
 few KiB; a 30 MB TOML file took 13 s to parse before its first mistake was reported, so a
-larger file is refused having read no more than this (a pipe or a growing file as well). Equal
+larger file is refused having read no more than this (a file that grows while read as well; a
+path that is no regular file, such as a pipe, is refused before it is opened). Equal
 to the assembler's MAX_SOURCE (guest.assembler says why there are two)."""
 
 
