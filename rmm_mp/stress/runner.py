@@ -385,9 +385,13 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     # against 30 s) had it killed, and every such CPU was a cpu-died finding with the whole
     # machine's snapshot: a user's interrupt reported as 16 watchdog findings. It is the
     # interrupt's doing, as for a deterministic CPU waiting for its turn; and having made no
-    # call, it cut nothing off, so the final invariant check is still made.
+    # call, it cut nothing off, so the final invariant check is still made. Only when the
+    # interrupt is what stopped the run: after "time is up" (run_cpus's limit, a start-up hung
+    # for START_ALLOWANCE_S) a Ctrl-C during the grace time, or one after the run, must not
+    # turn a CPU stuck at start-up into "no finding".
+    by_interrupt = result.stopped_by.startswith("interrupted (")
     starting = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is None
-                and (result.interrupted or bool(stop.by)) and seg.status(f.cpu) == ABSENT]
+                and by_interrupt and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))

@@ -1468,6 +1468,48 @@ def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monk
     assert all(not line.startswith("invariants not checked") for line in report.not_done)
 
 
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_after_the_time_limit_leaves_a_cpu_stuck_at_start_up_a_finding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free-running run whose first CPU process is stopped (SIGSTOP) as it starts: it never
+    gets ready, and run_cpus's own limit (--seconds plus START_ALLOWANCE_S, made 0.3 s here)
+    stops the run, "time is up"; a Ctrl-C then arrives during the grace time (1 s), as a user
+    of a run that seems to hang would send one. The stopped CPU, killed after the grace time, is
+    still a cpu-died finding: it was stuck, and the limit, not the interrupt, stopped the run.
+    It was a "not done" line, "still starting up when the run was interrupted ... no finding of
+    its own", because any interrupt during the run counted (found by a review)."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    monkeypatch.setattr(runner, "START_ALLOWANCE_S", 0.3)
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
+    limit_seen: list[float] = []
+    sent: list[float] = []
+
+    def tick(elapsed: float, seg: Any) -> None:
+        # run_cpus checks its limit right after this tick: a tick at or past the limit is
+        # followed by "time is up", so the Ctrl-C goes at the tick after that one.
+        if limit_seen and not sent:
+            sent.append(elapsed)
+            os.kill(os.getpid(), signal.SIGINT)
+        if elapsed >= 0.5:
+            limit_seen.append(elapsed)
+
+    done, stopped = threading.Event(), []
+    watcher = threading.Thread(target=_kill_the_first_cpu_as_it_starts, args=(done, stopped, signal.SIGSTOP),
+                               daemon=True)
+    watcher.start()
+    try:
+        report = runner.run(StressConfig(workload="tables", seconds=0.2), on_tick=tick)
+    finally:
+        done.set()
+        watcher.join(10)
+    assert stopped and sent and report.interrupted, report.text()
+    died = [f for f in report.findings if f.rule == "cpu-died"]
+    assert died, report.text()
+    assert not any("still starting up when the run was interrupted" in n for n in report.not_done), report.text()
+
+
 def test_a_cpu_stuck_as_it_starts_is_a_finding_when_the_time_limit_ends_the_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic run whose first CPU process is stopped (SIGSTOP) while it starts up: it
