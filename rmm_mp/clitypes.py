@@ -40,7 +40,10 @@ def refuse_beside_listing(ctx: click.Context, flag: str) -> None:
              if param.name is not None and param.opts[0] != flag
              and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE]
     if given:
-        shown = ", ".join(param.opts[0] if isinstance(param, click.Option) else str(param.name).upper()
+        # An argument as the usage line writes it (metavar "[PAIR]..." -> PAIR), not its
+        # Python name (pairs).
+        shown = ", ".join(param.opts[0] if isinstance(param, click.Option)
+                          else (param.metavar or str(param.name).upper()).strip("[].")
                           for param in given)
         raise click.UsageError(f"{flag} lists the catalog and exits: it takes no other option or argument "
                                f"(given: {shown})")

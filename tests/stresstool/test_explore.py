@@ -506,10 +506,11 @@ def test_list() -> None:
 
 def test_list_refuses_what_it_would_ignore() -> None:
     """`explore --list` with a pair and --json beside it: a usage error (exit 2) naming both, not a
-    listing that ignores them (no pair explored, no JSON written)."""
+    listing that ignores them (no pair explored, no JSON written). The pair is named PAIR, as
+    the usage line and --help write it (it was the parameter's Python name, PAIRS)."""
     res = CliRunner().invoke(explore_command, ["--list", "rtt-create-vs-rtt-create", "--json", "x.json"])
     assert res.exit_code == 2, res.output
-    assert "it takes no other option or argument (given: PAIRS, --json)" in res.output
+    assert "it takes no other option or argument (given: PAIR, --json)" in res.output
 
 
 def test_unknown_pair_is_a_usage_error() -> None:
