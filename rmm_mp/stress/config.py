@@ -70,7 +70,7 @@ class StressConfig:
 
     Attributes:
         workload: a bundled workload (stress.ops.WORKLOADS).
-        cpus: CPU processes (2..the platform's CPUs).
+        cpus: CPU processes (INTEGERS["cpus"]: 2..16; the platform grows to them).
         seconds: how long a free-running run lasts; for a deterministic one, a safety limit.
         seed: drives the operations each CPU draws and, with a deterministic schedule, the order.
         schedule: "free" (the OS schedules), "random", "pct", or "replay" (of ``switches``).

@@ -147,10 +147,7 @@ class StressReport:
         cfg = self.config
         mode = "free-running" if not cfg.deterministic else f"deterministic ({cfg.schedule})"
         ops = sum(self.ops.values())
-        line = (f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {_count(ops, 'operation')} "
-                f"in {self.elapsed_s:.1f} s")
-        if self.startup_s is not None:
-            line += f" ({self.startup_s:.1f} s of it start-up)"
+        line = f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {_count(ops, 'operation')}"
         idle = self.idle_operations()
         if idle:
             # Operations that found nothing to do are cheap, so on more CPUs than the guests
@@ -158,6 +155,9 @@ class StressReport:
             # operations, 775 REC entries), which the total alone passed off as work.
             line += (f" ({idle:,} of them idle: an empty run queue and no guest to rebuild, or no guest realm "
                      "of its own)")
+        line += f" in {self.elapsed_s:.1f} s"
+        if self.startup_s is not None:
+            line += f" ({self.startup_s:.1f} s of it start-up)"
         if cfg.deterministic:
             line += f"; {_count(self.steps, 'step')}"
             if self.ended == "budget" and self.steps > cfg.steps:

@@ -925,8 +925,8 @@ def test_summary_says_how_many_operations_were_idle() -> None:
     counts = {"guest-tables": 300, "guest-tables-idle": 280, "vcpu": 700, "vcpu-idle": 650, "relaunch": 5,
               "rec-enter": 50}
     line = StressReport(StressConfig(workload="running", cpus=16), (), "time", 5.0, {0: 1000}, counts=counts).summary()
-    assert ("; 1,000 operations in 5.0 s (925 of them idle: an empty run queue and no guest to rebuild, or no "
-            "guest realm of its own); checkers:") in line, line
+    assert ("; 1,000 operations (925 of them idle: an empty run queue and no guest to rebuild, or no "
+            "guest realm of its own) in 5.0 s; checkers:") in line, line
     busy = StressReport(StressConfig(workload="tables"), (), "time", 5.0, {0: 10}, counts={"tables": 10}).summary()
     assert "idle" not in busy
 
