@@ -272,7 +272,8 @@ def _skip_distinct(data: bytes, pos: int, count: int | None, what: str, depth: i
                    with_values: bool, twice: Callable[[str, int], str]) -> int:
     """Position after the ``count`` items (None: up to a break) of a map (``with_values``: each
     key followed by its value) or a set's array at `pos`, refusing an item whose value cbor2
-    builds equal to an earlier one's (``twice(item as hex, its byte offset)`` says so)."""
+    builds equal to an earlier one's (``twice(the item as _shown_item words it, its byte
+    offset)`` says so)."""
     seen: set[object] = set()
     done = 0
     while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
@@ -280,12 +281,28 @@ def _skip_distinct(data: bytes, pos: int, count: int | None, what: str, depth: i
         pos = _skip(data, pos, what, depth + 1)
         item = _key_identity(data[item_start:pos], what, role)
         if item in seen:
-            raise TokenFormatError(twice(data[item_start:pos].hex(), item_start))
+            raise TokenFormatError(twice(_shown_item(item, data[item_start:pos]), item_start))
         seen.add(item)
         if with_values:
             pos = _skip(data, pos, what, depth + 1)
         done += 1
     return pos if count is not None else _expect_break(data, pos, what)
+
+
+_SHOWN_TEXT_MAX: Final = 40
+"""Characters of a text key a duplicate-key message prints before it elides the rest."""
+
+
+def _shown_item(item: object, encoded: bytes) -> str:
+    """A repeated map key or set member for a message: its value when it is an integer or a
+    text string (claim labels are), then its encoding. The encoding alone misleads: claim 44241
+    is written 19acd1, which reads as the number 0x19acd1."""
+    if type(item) is int:
+        return f"{item} (CBOR {encoded.hex()})"
+    if isinstance(item, str):
+        text = item if len(item) <= _SHOWN_TEXT_MAX else item[:_SHOWN_TEXT_MAX] + "..."
+        return f"{text!r} (CBOR {encoded.hex()})"
+    return f"encoded {encoded.hex()}"
 
 
 def _key_identity(encoded: bytes, what: str, role: str) -> object:

@@ -244,7 +244,8 @@ def test_a_refused_set_names_the_tag_the_member_and_its_byte() -> None:
     with pytest.raises(TokenFormatError) as refused:
         loads_exact(bytes.fromhex("d901028207 07"), "payload")
     message = str(refused.value)
-    assert message.startswith("payload: set (CBOR tag 258 at byte 0) has member 07 more than once (at byte 5)")
+    assert message.startswith("payload: set (CBOR tag 258 at byte 0) has member 7 (CBOR 07) more than once "
+                              "(at byte 5)")
     assert "expected distinct members" in message
 
 
@@ -288,3 +289,29 @@ def test_a_bignum_that_fits_a_cbor_integer_is_refused(item: str, value: int) -> 
 def test_a_bignum_beyond_64_bits_is_read(item: str, value: int) -> None:
     """A bignum that no major type 0/1 head can hold is still a bignum, read as cbor2 reads it."""
     assert loads_exact(bytes.fromhex(item), "item") == value
+
+
+@pytest.mark.parametrize("item, shown", [
+    ("a2 19acd1 00 19acd1 01", "key 44241 (CBOR 19acd1) more than once (at byte 5)"),
+    ("a2 0a 00 180a 01", "key 10 (CBOR 180a) more than once (at byte 3)"),
+    ("a2 29 00 29 01", "key -10 (CBOR 29) more than once (at byte 3)"),
+    ("a2 63616263 00 7f6161626263ff 01", "key 'abc' (CBOR 7f6161626263ff) more than once (at byte 6)"),
+    ("a2 8101 00 8101 01", "key encoded 8101 more than once (at byte 4)"),
+])
+def test_a_repeated_key_is_named_by_its_value(item: str, shown: str) -> None:
+    """The refusal of a map with a key twice named the key by its encoding only, in hex, so
+    realm claim 10 read "key 0a" and the realm token's 44241 "key 19acd1" (the number 0x19acd1
+    to a reader). An integer or text key is now named by its value, then the encoding of its
+    second copy; any other key by its encoding, said to be one."""
+    with pytest.raises(TokenFormatError) as refused:
+        loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
+    assert str(refused.value).startswith(f"payload: map has {shown}; a CBOR map must not repeat a key")
+
+
+def test_a_long_repeated_text_key_is_elided() -> None:
+    """A text key of 100 characters written twice is named by its first 40 characters and '...'
+    (its encoding follows in full)."""
+    key = cbor2.dumps("k" * 100)
+    with pytest.raises(TokenFormatError) as refused:
+        loads_exact(b"\xa2" + key + b"\x00" + key + b"\x01", "payload")
+    assert f"map has key '{'k' * 40}...' (CBOR {key.hex()}) more than once" in str(refused.value)
