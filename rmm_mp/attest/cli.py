@@ -114,6 +114,13 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
       3  no check failed, but the platform signature was NOT verified (no --platform-key)
 
     TOKEN and the key file hold at most 64 KiB each (a token is a few KB).
+
+    TOKEN is read as strict CBOR: exactly one item (no bytes after it), no map key or set
+    member twice, no value-sharing or string-reference tag, no bignum that fits an integer,
+    nothing nested deeper than 32 levels; any of these is a usage error, or inside a platform
+    or realm token a failed claims check. Other well-formed CBOR (RFC 8949) is read:
+    indefinite-length strings, arrays and maps and integer heads longer than needed have one
+    value each, and signatures cover the bytes as sent.
     """
     # A value no valid token can carry would only turn into a failed check (exit 1) that
     # blames the token; it is the command line that is wrong.
@@ -148,7 +155,7 @@ def inspect_command(token: str, as_json: bool) -> None:
     """Decode TOKEN and print its claims WITHOUT verifying anything.
 
     Exit status: 0 when TOKEN decodes; 2 when it is unreadable, larger than 64 KiB (a token is a
-    few KB) or not a CCA token.
+    few KB) or not a CCA token. TOKEN is decoded as strictly as `verify` reads it.
     """
     data = _read_token(token)
     try:

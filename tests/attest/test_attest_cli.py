@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cbor2
 import pytest
 from click.testing import CliRunner, Result
 
@@ -265,3 +266,24 @@ def test_token_and_key_files_over_the_bound_are_usage_errors(tmp_path: Path, com
     if command != "verify-key":
         result = _run(command, big)
         assert result.exit_code == EXIT_USAGE and "more than" not in result.output, result.output
+
+
+def test_indefinite_length_and_wide_heads_are_read_as_the_help_says(tmp_path: Path) -> None:
+    """verify --help says well-formed CBOR beyond the shortest form is read: the draft-ffm token
+    rewritten with an indefinite-length outer map, its realm token in an indefinite-length byte
+    string of two chunks and its platform label in a 4-byte head verifies as the original does
+    (exit 0, the same claims), while the same token with a byte after it is a usage error."""
+    entries = cbor2.loads(FFM.read_bytes()).value
+    realm = entries[44241]
+    rewritten = (bytes.fromhex("d9018f" "bf" "1a0000acca") + cbor2.dumps(entries[44234])
+                 + cbor2.dumps(44241) + b"\x5f" + cbor2.dumps(realm[:100]) + cbor2.dumps(realm[100:]) + b"\xff\xff")
+    token = tmp_path / "rewritten.cbor"
+    token.write_bytes(rewritten)
+    read = _run("verify", token, "--platform-key", TA_TFA, "--json")
+    assert read.exit_code == EXIT_OK, read.output
+    expected = json.loads(_run("verify", FFM, "--platform-key", TA_TFA, "--json").output)
+    assert json.loads(read.output)["realm_claims"] == expected["realm_claims"]
+    assert json.loads(read.output)["platform_claims"] == expected["platform_claims"]
+    token.write_bytes(rewritten + b"\x00")
+    assert _run("verify", token, "--platform-key", TA_TFA).exit_code == EXIT_USAGE
+    assert "indefinite-length strings, arrays and maps" in _run("verify", "--help").output
