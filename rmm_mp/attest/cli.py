@@ -50,7 +50,8 @@ def _hex_bytes(ctx: click.Context, param: click.Parameter, value: str | None) ->
         # the sizes of the option's own value: a RIM's for --expect-rim, not a challenge's
         sizes = ("32, 48 or 64 bytes = 64, 96 or 128 digits for a RIM" if param.name == "expect_rim"
                  else "at most 64 bytes = 128 digits for a challenge")
-        raise click.BadParameter(f"{value!r} is not a hex byte string; expected an even number of hex "
+        what = "is empty" if not digits else "is not a hex byte string"
+        raise click.BadParameter(f"{value!r} {what}; expected a non-zero, even number of hex "
                                  f"digits, e.g. 'abab...' ({sizes})")
     return data
 

@@ -108,12 +108,15 @@ def test_a_short_challenge_is_zero_padded_as_the_realm_pads_it(tmp_path: Path, s
     assert _run("verify", token, "--platform-key", key, "--challenge", bytes(32).hex()).exit_code == EXIT_FAILED
 
 
-@pytest.mark.parametrize("value", ["xyz", "abc", ""])
-def test_bad_hex_is_a_usage_error_naming_the_option(value: str) -> None:
-    """--challenge that is not an even number of hex digits: exit 2, naming the option."""
+@pytest.mark.parametrize("value, what", [("xyz", "is not a hex byte string"), ("abc", "is not a hex byte string"),
+                                         ("", "is empty"), (" 0x ", "is empty")])
+def test_bad_hex_is_a_usage_error_naming_the_option(value: str, what: str) -> None:
+    """--challenge that is not an even number of hex digits, or none: exit 2, naming the
+    option and, for no digits at all, saying so (an empty value was told to be an even
+    number of digits, which zero is)."""
     result = _run("verify", FFM, "--challenge", value)
     assert result.exit_code == EXIT_USAGE
-    assert "Invalid value for '--challenge'" in result.output and "not a hex byte string" in result.output
+    assert "Invalid value for '--challenge'" in result.output and f"{value!r} {what}; expected a non-zero" in result.output
 
 
 @pytest.mark.parametrize("option, sizes", [
