@@ -39,6 +39,9 @@ def main() -> None:
 def clean(dry_run: bool) -> None:
     """Remove shared memory left by machines whose creator died (e.g. killed with SIGKILL).
 
+    Only a machine's segments are looked at (rmm-mp-<creator pid>-<8 hex>.<part>, with a part
+    a machine has, docs/architecture.md): any other file in the directory is left alone.
+
     An orphan that cannot be removed (another user's, or a directory with a segment's name) is
     named on stderr with the reason, and the exit status is 1. So is a segment directory
     (/dev/shm, or RMM_MP_SHM_DIR) that is missing or not a directory, as `rmm-mp run` says it."""

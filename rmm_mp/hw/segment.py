@@ -26,7 +26,13 @@ SHM_DIR = os.environ.get("RMM_MP_SHM_DIR", "/dev/shm")
 memory; any directory works, at the cost of disk writes; every process of a machine must see the
 same one, which children inherit through the environment)."""
 NAME_PREFIX = "rmm-mp-"
-_NAME_RE = re.compile(r"^rmm-mp-(?P<pid>\d+)-(?P<tag>[0-9a-f]{8})\.(?P<part>[a-z]+)$")
+PARTS = ("ctl", "granules", "gpt", "dram", "cpus", "trace", "stress")
+"""Every part a segment may have: a machine's (docs/architecture.md) and the stress tool's
+``stress``. Only these are a machine's segments: `rmm-mp clean` and every Machine.create unlink
+an orphan's entries, and an entry that merely looks like one (``rmm-mp-<pid>-<8 hex>.txt``, a
+user's file) is not rmm-mp's to delete. Segment.create refuses any other part, so that a new one
+cannot be made without being listed here (and then left behind by its SIGKILLed creator)."""
+_NAME_RE = re.compile(rf"^rmm-mp-(?P<pid>\d+)-(?P<tag>[0-9a-f]{{8}})\.(?P<part>{'|'.join(PARTS)})$")
 
 
 def machine_prefix(pid: int, tag: str) -> str:
@@ -56,6 +62,8 @@ class Segment:
         ftruncate makes a sparse file: no page is touched, so DRAM of any size costs nothing
         until it is written.
         """
+        if part not in PARTS:
+            raise ValueError(f"part = {part!r}: expected one of {', '.join(PARTS)} (segment.PARTS)")
         path = segment_path(prefix, part)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:

@@ -214,6 +214,48 @@ def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [stuck.name]
 
 
+def test_clean_and_create_leave_files_that_only_look_like_segments(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files in the segment directory named like a dead creator's segments but with a part no
+    machine has (`rmm-mp-<pid>-<8 hex>.txt`: a user's notes, another tool's file) are not rmm-mp's:
+    `rmm-mp clean` neither lists nor removes them, and Machine.create (which sweeps orphans
+    too) leaves them, while a real orphan's `.ctl` beside them goes. Before, any lower-case part
+    matched, so every `rmm-mp run` silently deleted such a file (found by a CLI audit)."""
+    from rmm_mp.hw import segment
+    from rmm_mp.machine import Machine
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    dead = _never_a_pid()
+    foreign = [tmp_path / f"rmm-mp-{dead}-0000abcd.txt", tmp_path / f"rmm-mp-{dead}-0000abcd.backup"]
+    for path in foreign:
+        path.write_bytes(b"not a segment")
+    orphan = tmp_path / f"rmm-mp-{dead}-0000abce.ctl"
+    orphan.write_bytes(b"left by a SIGKILLed creator")
+    dry = CliRunner().invoke(main, ["clean", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "0000abcd" not in dry.output and f"would remove rmm-mp-{dead}-0000abce" in dry.output
+    done = CliRunner().invoke(main, ["clean"])
+    assert done.exit_code == 0, done.output
+    assert "0000abcd" not in done.output and not orphan.exists()
+    assert all(path.exists() for path in foreign), sorted(p.name for p in tmp_path.iterdir())
+    with Machine.create("host", cpus=1):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in foreign)
+
+
+def test_a_segment_part_not_in_the_list_is_refused() -> None:
+    """Segment.create of a part not in segment.PARTS raises a ValueError naming the part and the
+    parts expected, and creates nothing: a part that clean does not know would be left behind
+    by a SIGKILLed creator."""
+    from rmm_mp.hw import segment
+    prefix = segment.machine_prefix(os.getpid(), "0badf00d")
+    try:
+        with pytest.raises(ValueError, match=r"part = 'notes': expected one of ctl, granules, .*stress"):
+            segment.Segment.create(prefix, "notes", 4096).close()
+        assert not os.path.exists(segment.segment_path(prefix, "notes"))
+    finally:
+        segment.unlink_parts(prefix)
+
+
 @pytest.mark.parametrize("kind", ["missing", "file", "read-only"])
 @pytest.mark.parametrize("command", [["run", "quickstart", "--cpus", "1", "--seconds", "1"],
                                      ["stress", "--cpus", "2", "--seconds", "1"]])
