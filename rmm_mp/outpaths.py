@@ -42,6 +42,7 @@ from pathlib import Path
 
 import click
 
+from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import ConfigError
 
 
@@ -141,6 +142,11 @@ def check_output(option: str, path: str | None, directory: bool = False) -> None
     as a file, or with ``directory`` as a directory that exists or can be created. None passes."""
     if path is None:
         return
+    if segment.is_segment_path(path):
+        # Written through ``replacing``, the report would take the segment's name: every later
+        # `rmm-mp check` of that machine found a JSON file where its control block was.
+        raise ConfigError("command line", option, path,
+                          f"a path that is not an rmm-mp machine's shared memory segment in {segment.SHM_DIR}")
     try:
         if directory:
             os.makedirs(path, exist_ok=True)

@@ -116,6 +116,15 @@ class MachineSegments:
     paths: tuple[str, ...]
 
 
+def is_segment_path(path: str) -> bool:
+    """Whether ``path`` names an entry of the segment directory with a segment's name (a live
+    machine's segment, or where one may be made): a file an output option must not replace,
+    since the machine's processes find their shared memory by that name."""
+    target = os.path.realpath(path)
+    return (os.path.dirname(target) == os.path.realpath(SHM_DIR)
+            and _NAME_RE.match(os.path.basename(target)) is not None)
+
+
 def list_machines() -> list[MachineSegments]:
     """Every rmm-mp machine present in /dev/shm, grouped by prefix."""
     groups: dict[str, tuple[int, list[str]]] = {}

@@ -312,6 +312,28 @@ def test_clean_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: p
             "expected a directory") in result.stderr, result.output
 
 
+@pytest.mark.parametrize("command", ["check", "explore"])
+def test_a_report_is_not_written_over_a_live_machines_segment(command: str) -> None:
+    """`check NAME --json <segment dir>/NAME.ctl` (or explore's --json there) is a usage error
+    naming --json, the path and what was expected (exit 2), and the live machine's control
+    block is left as it was. Before, the check ran and its JSON replaced the file by that name:
+    the run went on in its old mapping, but every later `rmm-mp check` of it said "not an
+    rmm-mp machine: its control block starts with b'{...'" (found by a CLI audit)."""
+    from rmm_mp.hw import segment
+    from rmm_mp.hw.control import MAGIC
+    from rmm_mp.machine import Machine
+    with Machine.create("host", cpus=1) as m:
+        ctl = segment.segment_path(m.name, "ctl")
+        args = ["check", m.name] if command == "check" else ["explore", "rtt-create-vs-rtt-create"]
+        result = CliRunner().invoke(main, [*args, "--json", ctl])
+        assert result.exit_code == 2, result.output
+        assert f"--json = {ctl!r}: expected a path that is not an rmm-mp machine's shared memory segment" \
+            in result.output, result.output
+        with open(ctl, "rb") as f:
+            assert f.read(len(MAGIC)) == MAGIC
+        assert CliRunner().invoke(main, ["check", m.name]).exit_code == 0
+
+
 @pytest.mark.parametrize("args", [["check", "rmm-mp-1-0badc0de", "--wait"], ["explore", "--timeout"]],
                          ids=["check-wait", "explore-timeout"])
 def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
