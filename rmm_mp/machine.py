@@ -182,6 +182,12 @@ class Machine:
         """
         if not isinstance(name, str) or not name.startswith(segment.NAME_PREFIX) or "/" in name:
             raise ValueError(f"name = {name!r}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
+        if segment.is_segment_name(name):
+            # A segment's file name, copied from a listing of the segment directory: "no machine
+            # named 'rmm-mp-1234-0a1b2c3d.ctl'" read as if the machine were gone.
+            machine_name, part = name.rsplit(".", 1)
+            raise ValueError(f"name = {name!r}: expected a machine name, not the file name of one of its segments "
+                             f"(its .{part}): {machine_name!r}")
         attached: dict[str, Segment] = {}
         part = ""
         try:

@@ -116,13 +116,18 @@ class MachineSegments:
     paths: tuple[str, ...]
 
 
+def is_segment_name(name: str) -> bool:
+    """Whether ``name`` is a segment's file name (``<prefix>.<part>``)."""
+    return _NAME_RE.match(name) is not None
+
+
 def is_segment_path(path: str) -> bool:
     """Whether ``path`` names an entry of the segment directory with a segment's name (a live
     machine's segment, or where one may be made): a file an output option must not replace,
     since the machine's processes find their shared memory by that name."""
     target = os.path.realpath(path)
     return (os.path.dirname(target) == os.path.realpath(SHM_DIR)
-            and _NAME_RE.match(os.path.basename(target)) is not None)
+            and is_segment_name(os.path.basename(target)))
 
 
 def list_machines() -> list[MachineSegments]:

@@ -334,6 +334,20 @@ def test_a_report_is_not_written_over_a_live_machines_segment(command: str) -> N
         assert CliRunner().invoke(main, ["check", m.name]).exit_code == 0
 
 
+def test_check_of_a_segments_file_name_names_the_machine() -> None:
+    """`rmm-mp check rmm-mp-P-T.ctl` (a name copied from `ls /dev/shm`) of a live machine exits 2
+    saying that is a segment's file name and giving the machine's name. Before, it said "no
+    machine named 'rmm-mp-P-T.ctl' in /dev/shm (it was closed, or never existed)" while the
+    machine ran (found by a CLI audit)."""
+    from rmm_mp.machine import Machine
+    with Machine.create("host", cpus=1) as m:
+        result = CliRunner().invoke(main, ["check", f"{m.name}.ctl"])
+        assert result.exit_code == 2, result.output
+        assert (f"error: name = '{m.name}.ctl': expected a machine name, not the file name of one of its "
+                f"segments (its .ctl): '{m.name}'") in result.stderr, result.output
+        assert "no machine named" not in result.output
+
+
 @pytest.mark.parametrize("args", [["check", "rmm-mp-1-0badc0de", "--wait"], ["explore", "--timeout"]],
                          ids=["check-wait", "explore-timeout"])
 def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
