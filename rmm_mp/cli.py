@@ -56,7 +56,8 @@ def clean(dry_run: bool) -> None:
         found, failed = orphans.remove_orphans()
     verb = "would remove" if dry_run else "removed"
     for machine in found:
-        click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, {len(machine.paths)} segments)")
+        count = len(machine.paths)
+        click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, {count} segment{'' if count == 1 else 's'})")
     for machine, why in failed:
         click.echo(f"error: could not remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
     if not found and not failed:

@@ -205,7 +205,7 @@ def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Pa
     assert dry.exit_code == 0 and f"would remove rmm-mp-{dead}-0000abcf" in dry.output
     done = CliRunner().invoke(main, ["clean"])
     assert isinstance(done.exception, SystemExit) and done.exit_code == 1, done.output
-    assert f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segments)" in done.stdout
+    assert f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n" in done.stdout
     assert f"error: could not remove rmm-mp-{dead}-0000abcf (creator pid {dead}): {stuck}: Is a directory" \
         in done.stderr
     assert not plain.exists() and stuck.is_dir()
@@ -236,6 +236,7 @@ def test_clean_and_create_leave_files_that_only_look_like_segments(tmp_path: Pat
     done = CliRunner().invoke(main, ["clean"])
     assert done.exit_code == 0, done.output
     assert "0000abcd" not in done.output and not orphan.exists()
+    assert f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n" in done.stdout
     assert all(path.exists() for path in foreign), sorted(p.name for p in tmp_path.iterdir())
     with Machine.create("host", cpus=1):
         pass
