@@ -38,10 +38,12 @@ def creator_start_ms(prefix: str) -> int | None:
 
 
 def is_orphan(machine: MachineSegments) -> bool:
-    if not process.alive(machine.creator_pid):
-        return True
+    """Whether the machine's creator has certainly ended (no such process, a zombie, or its pid
+    now names a process started at another time than the control block records). A creator
+    that cannot be looked at (access denied: another user's, under a restricted /proc) is not
+    taken for dead, since removal would pull a live machine from under its processes."""
     started = creator_start_ms(machine.prefix)
-    return started is not None and not process.alive(machine.creator_pid, started)
+    return process.ended(machine.creator_pid, lambda ms: not started or ms == started)
 
 
 def remove_orphans() -> tuple[list[MachineSegments], list[tuple[MachineSegments, str]]]:
