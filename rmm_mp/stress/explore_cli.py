@@ -220,6 +220,11 @@ def report_text(report: PairReport) -> str:
         # "0 tried: every one serial" would be a verdict about nothing (a pair kept for a
         # catalogued bug whose A the unmodified RMM refuses before any lock).
         good = "A took no lock, so there was no lock event to insert B at: the two serial orders only"
+    if not bad and (report.serial_trouble or report.broken_rules):
+        # "every one serial" under a reference that did not complete, or a broken overlap
+        # rule, read as a pass on the line a user looks at, while the pair failed (exit 1).
+        why = "a reference run did not complete" if report.serial_trouble else "an overlap rule was broken"
+        good = f"FAILED: {why} (above), so matching it proves nothing"
     lines.append(f"  {report.tried} interleaving(s) tried in {report.seconds:.2f} s: "
                  + (f"{bad} NON-SERIAL" if bad else good))
     for n in report.non_serial:

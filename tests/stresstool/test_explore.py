@@ -279,6 +279,11 @@ def test_map_unprotected_leaking_its_table_lock_is_reported() -> None:
     assert trouble.startswith("A;B: B waits for 0x")
     assert trouble.endswith(", held by CPU 0, which nothing running will release (a leaked lock)")
     assert report.serial["A;B"].b == "abandoned"
+    # The last line, which a user reads for the verdict, says the pair failed: it said "every
+    # one serial" under the reference run that did not complete.
+    from rmm_mp.stress.explore_cli import report_text
+    last = report_text(report).splitlines()[-1]
+    assert last.endswith(": FAILED: a reference run did not complete (above), so matching it proves nothing"), last
     assert _my_segments() == []
 
 
