@@ -107,9 +107,9 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, the run
     was interrupted, or a report file could not be written; 2 for a bad workload file or bad
     options (an output path whose directory does not exist or is not writable is one, and so is
-    one file named by two options, or an output path naming a file the run reads). A reader of
-    the output that leaves early (`| head`) ends the printing quietly; the status stays the
-    run's.
+    one file named by two options, an output path naming a file the run reads, or a machine's
+    shared-memory segment). A reader of the output that leaves early (`| head`) ends the
+    printing quietly; the status stays the run's.
     """
     w = _resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds, iterations=iterations, seed=seed)
     # Every check that creates nothing comes first: the output probes below create directories.
