@@ -1292,6 +1292,35 @@ def test_a_report_lock_left_by_a_dead_process_is_taken_over(machine: Machine) ->
     q.release_realm(alloc, slot)
 
 
+def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> None:
+    """A CPU process killed inside an append (holding the output lock) wrote part of the next
+    LOG record, and a console byte, into the cells of the oldest kept ones without counting
+    them: realm_status, taking the lock over, leaves those two oldest items out rather than
+    show a torn record, and shows every newer item as it was appended."""
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_CONSOLE, R_LOG, R_RESULT
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    base = q.realm_offset(slot)
+    for i in range(LOG_RECORDS):
+        devices.host_call(q, slot, 0, 1, (i, i, i, i) + (0,) * 27)
+    for i in range(CONSOLE_BYTES):
+        devices.mmio(q, slot, 0, True, 0, 0x30 + i % 10)
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read())        # no process has this pid
+    q.view.store_u64(base + R_RESULT + 24, dead)
+    struct.pack_into("<3Q", q.buf, base + R_LOG + 8, 0, 99, 99)        # record 24, cut short
+    q.view.store_u8(base + R_CONSOLE, ord("X"))                          # byte 1,024, uncounted
+    st = realm_status(q, slot)
+    assert st.log_count == LOG_RECORDS and [r.values for r in st.log] == [(i,) * 4 for i in range(1, LOG_RECORDS)]
+    assert st.console == bytes(0x30 + i % 10 for i in range(1, CONSOLE_BYTES))
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
     """The holder exited but was not reaped yet (a zombie, as a killed CPU process is until the
     supervisor joins it): it is gone, and its report lock is taken over. os.kill(pid, 0), which
