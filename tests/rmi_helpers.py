@@ -20,6 +20,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, RmiRecCreateFlags, rec_index_to_mpidr
 from rmm_mp.hw.granule import GranuleTable
+from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, Region
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.rmm import s2tt
@@ -112,6 +113,46 @@ def before_the_first_lock(monkeypatch: "pytest.MonkeyPatch", rmi: Rmi, action: C
         return find_lock(self, addr, expected_state)
 
     monkeypatch.setattr(GranuleTable, "find_lock", act_then_lock)
+
+
+def host_rewrites_after_each_read(monkeypatch: "pytest.MonkeyPatch", machine: Machine, page: int,
+                                  versions: list[bytes]) -> list[int]:
+    """A racing host CPU, made deterministic: right after each read the RMM makes of NS ``page``
+    (an NS copy through NsAccess, or read_held_ns under the page's lock), the page's first bytes
+    become the next of ``versions`` (the last one stays). The store goes straight into DRAM,
+    past the granule lock, as a real CPU's store would: hardware has no such lock. A handler
+    that reads a field twice (validates one value, uses another) then sees two different
+    values. Returns the list of the offsets of each read in the page, for counting them.
+    ``monkeypatch.undo()`` ends it."""
+    ns_read, memory_read = NsAccess.read, PhysicalMemory.read
+    reads: list[int] = []
+    pending = list(versions)
+
+    def overlaps(pa: int, size: int) -> bool:
+        return pa < page + GRANULE and page < pa + size
+
+    def after_read(pa: int) -> None:
+        reads.append(pa - page)
+        if pending:
+            version = pending.pop(0)
+            offset = page - machine.dram_base
+            machine.memory.buf[offset:offset + len(version)] = version
+
+    def ns_read_then_rewrite(self: NsAccess, pa: int, size: int) -> bytes:
+        data = ns_read(self, pa, size)
+        if overlaps(pa, size):
+            after_read(pa)
+        return data
+
+    def memory_read_then_rewrite(self: PhysicalMemory, pa: int, size: int) -> bytes:
+        data = memory_read(self, pa, size)
+        if overlaps(pa, size):
+            after_read(pa)
+        return data
+
+    monkeypatch.setattr(NsAccess, "read", ns_read_then_rewrite)
+    monkeypatch.setattr(PhysicalMemory, "read", memory_read_then_rewrite)
+    return reads
 
 
 class Rmi:

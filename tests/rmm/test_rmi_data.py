@@ -15,7 +15,7 @@ import pytest
 
 from footprint import realm_snapshot, snapshot
 from rmi_helpers import (GRANULE, INPUT, REALM_ERR, SUCCESS, Realm, Rmi, before_the_first_lock, dram_across_2_48,
-                         rtt_error)
+                         host_rewrites_after_each_read, rtt_error)
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
@@ -369,6 +369,25 @@ def test_data_create_copies_the_source_as_it_is_when_it_takes_effect(
     assert t.read_entry(realm, IPA) == (SUCCESS, 3, ASSIGNED, data, RAM)
     report = invariants(machine)
     assert report.ok, report
+
+
+def test_data_create_measures_the_bytes_it_writes(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host CPU rewrites the source page right after the RMM reads it (host_rewrites_after_each_read).
+    DATA_CREATE reads the source once and both writes and measures that copy (TF-RMM copies it
+    into the DATA granule and hashes the granule): SUCCESS, one read, the DATA granule holds
+    the first version and the RIM is extended with the hash of those same bytes. Hashing one
+    read and copying another would measure bytes the realm does not hold."""
+    t, realm = _setup(machine)
+    data, src = t.delegate(), t.ns_page(PATTERN)
+    rd = Rd(machine.memory, _idx(machine, realm.rd))
+    rim, algo = rd.measurement(0), rd.params().hash_algo
+    reads = host_rewrites_after_each_read(monkeypatch, machine, src, [bytes(reversed(PATTERN))])
+    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, IPA, src, 1) == (SUCCESS, 0, 0, 0, 0)
+    monkeypatch.undo()
+    assert bytes(machine.memory.granule(_idx(machine, data))) == PATTERN
+    assert rd.measurement(0) == rim_extend_data(algo, rim, IPA, 1, PATTERN)
+    assert len(reads) == 1
+    assert invariants(machine).ok, invariants(machine)
 
 
 def test_stress_bug_copy_alone_creates_the_page(machine: Machine) -> None:

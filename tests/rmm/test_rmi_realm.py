@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from footprint import realm_snapshot, snapshot
-from rmi_helpers import GRANULE, Realm, Rmi, delegate_after_the_copy, start_level_for
+from rmi_helpers import GRANULE, Realm, Rmi, delegate_after_the_copy, host_rewrites_after_each_read, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RmiRealmFlags
@@ -552,6 +552,34 @@ def test_create_params_delegated_after_the_copy(machine: Machine, monkeypatch: p
     assert [d for d in before.diff(snapshot(machine, *pas)) if not d.startswith(delegated)] == []
     assert machine.granule_table(0).state(_idx(machine, params)) == GranuleState.DELEGATED
     _vmid_is_free(machine, t, 100)
+
+
+def test_create_reads_the_params_once(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host CPU rewrites the params page right after the RMM reads it (host_rewrites_after_each_read):
+    s2sz, the root count, the hash algorithm, the flags, the VMID and the RPV all change, to
+    values that fail params_supp and rtt_num_level. REALM_CREATE reads the page once and
+    validates and uses only that copy (B1.5: an in-memory value is a context value; TF-RMM
+    copies it with ns_buffer_read): SUCCESS, one read, and the RD holds the first version's
+    parameters, RPV and RIM. A second read (the root count or the hash algorithm read again
+    after the checks) would build the realm from the rewrite."""
+    t = Rmi(machine)
+    rd, base, fields = _inputs(t, s2sz=40, rpv=b"first")
+    params = _params(t, fields)
+    rewrite = _fields(s2sz=52, level=0, num=16, vmid_=101, rtt_base=base + GRANULE, hash_algo=1,
+                      flags=int(RmiRealmFlags.SVE), rpv=b"second")
+    reads = host_rewrites_after_each_read(monkeypatch, machine, params, [bytes(RMI_REALM_PARAMS.pack(**rewrite))])
+    assert t.smc(F.RMI_REALM_CREATE, rd, params, X3, X4) == (SUCCESS, 0, 0, 0, 0)
+    monkeypatch.undo()
+    r = Rd(machine.memory, _idx(machine, rd))
+    p = r.params()
+    assert (p.ipa_width, p.rtt_level_start, p.rtt_num_start, p.rtt_base, p.vmid, p.hash_algo, p.flags) == (
+        40, fields["rtt_level_start"], fields["rtt_num_start"], base, 100, 0, 0)
+    assert r.rpv == b"first".ljust(64, b"\0")
+    assert r.measurement(0) == hashlib.sha256(_rim_image(0, 40, 0, 1, 1, 0, 0)).digest() + bytes(32)
+    assert vmid.in_use(machine.control, 100) and not vmid.in_use(machine.control, 101)
+    assert len(reads) == 1
+    report = invariants(machine)
+    assert report.ok, str(report)
 
 
 # -- RMI_REALM_CREATE: success (B4.3.9.3) --------------------------------------------------------

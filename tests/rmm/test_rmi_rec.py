@@ -19,7 +19,7 @@ import pytest
 
 from footprint import realm_snapshot, snapshot
 from rmi_helpers import (F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, before_the_first_lock,
-                         delegate_after_the_copy)
+                         delegate_after_the_copy, host_rewrites_after_each_read)
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
@@ -488,6 +488,30 @@ def test_rec_create_success_runnable(machine: Machine, t: Rmi, hash_algo: int) -
     new_rim = rd.measurement(0)
     assert new_rim[:size] == _expected_rim(old_rim[:size], algo, 1, 0x8000_1000, gprs)
     assert new_rim[size:] == bytes(64 - size)
+    _ok(machine)
+
+
+def test_rec_create_reads_the_params_once(machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host CPU rewrites the params page right after the RMM reads it (host_rewrites_after_each_read):
+    num_aux becomes 17 (num_aux fails), the aux list the same granules in reverse order, and the
+    flags (not runnable), MPIDR (index 1), PC and GPRs change. REC_CREATE reads the page once and
+    validates and uses only that copy (TF-RMM copies it with ns_buffer_read): SUCCESS, one read,
+    and the REC, its aux list and the RIM come from the first version. A second read (num_aux
+    or the aux list read again after the checks, the PC measured from another read) would
+    record the rewrite."""
+    c = Create(t, pc=0x8000_1000, gprs=(1, 2, 3))
+    rd = _rd(machine, c.realm)
+    old_rim = rd.measurement(0)
+    rewrite = RMI_REC_PARAMS.pack(flags=0, mpidr=rec_index_to_mpidr(1), pc=0x4000, gprs=(7, 7, 7), num_aux=17,
+                                  aux=tuple(reversed(c.aux)))
+    reads = host_rewrites_after_each_read(monkeypatch, machine, c.params, [bytes(rewrite)])
+    assert t.smc(F.RMI_REC_CREATE, c.realm.rd, c.rec, c.params) == (SUCCESS, 0, 0, 0, 0)
+    monkeypatch.undo()
+    r = _rec(machine, c.rec)
+    assert (r.rec_idx, r.mpidr, r.runnable, r.pc, r.aux()) == (0, 0, True, 0x8000_1000, c.aux)
+    assert r.gprs() == (1, 2, 3) + (0,) * 28
+    assert rd.measurement(0)[:32] == _expected_rim(old_rim[:32], "sha256", 1, 0x8000_1000, (1, 2, 3))
+    assert len(reads) == 1
     _ok(machine)
 
 
@@ -1045,6 +1069,26 @@ def test_rec_enter_exit_gic_state(machine: Machine, t: Rmi) -> None:
     machine.ns_write(e.run, Enter.page(gicv3_hcr=1 << 3, gicv3_lrs=(2 << 62 | 27,)))   # active only: NP
     assert t.smc(F.RMI_REC_ENTER, e.rec, e.run)[0] == SUCCESS
     assert RMI_REC_EXIT.get(e.exit_half(), "gicv3_misr") == (1 << 3)
+    _ok(machine)
+
+
+def test_rec_enter_reads_the_enter_half_once(machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host CPU rewrites the run page's enter half right after the RMM reads it
+    (host_rewrites_after_each_read): gicv3_hcr gets TALL0 (bit 11, rec_gicv3 fails), the LRs,
+    the GPRs and the flags (EMUL_MMIO, which rec_mmio refuses here) change. REC_ENTER reads the
+    enter half once and validates and uses only that copy (TF-RMM copies it with
+    ns_buffer_read into rec_run.enter): SUCCESS, one read, and the IRQ exit reports the GIC state
+    of the first version. A second read (the enter half read again for the run after the
+    checks) would report the rewrite."""
+    lrs = (_P | _GROUP1 | 0xA0 << 48 | 27, 1 << 41 | 40, 0, 0)
+    hcr = (1 << 1) | (1 << 3) | (1 << 7) | (1 << 14)
+    e = Enter(t, gicv3_hcr=hcr, gicv3_lrs=lrs)
+    rewrite = RMI_REC_ENTER.pack(flags=1, gprs=(9,) * 31, gicv3_hcr=1 << 11 | hcr, gicv3_lrs=(_P | _GROUP1 | 28,) * 4)
+    reads = host_rewrites_after_each_read(monkeypatch, machine, e.run, [bytes(rewrite)])
+    assert t.smc(F.RMI_REC_ENTER, e.rec, e.run)[0] == SUCCESS
+    monkeypatch.undo()
+    assert e.exit_half() == bytes(RMI_REC_EXIT.pack(exit_reason=IRQ, gicv3_hcr=hcr, gicv3_lrs=lrs, gicv3_misr=0x83))
+    assert reads == [0]             # the enter half, once (the exit half is written, never read)
     _ok(machine)
 
 
