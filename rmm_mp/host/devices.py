@@ -11,7 +11,8 @@ Device window: DEVICE_OFFSET above the shared bit, that is unprotected IPA
                           0x0008 STATUS   R: 1 (transmitter ready)
                           0x0010 COUNT    R: bytes written so far
     doorbell / counter    0x1000 RING     W: rings += 1 and LAST = the value; R: rings
-                          0x1008 LAST     R: the value of the last ring
+                          0x1008 LAST     R: the value of the ring counted last (the two are
+                                          updated as one, under the output lock)
                           0x1010 SCRATCH  R/W: a 64-bit register
                           0x1018 ID       R: DEVICE_ID ("RMMP")
 
@@ -89,8 +90,15 @@ def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int,
             finally:
                 view.store_u64(base + _OUTPUT_LOCK, 0)
         elif offset == DOORBELL_RING:
-            view.store_u64(dev + _D_LAST, value)
-            view.fetch_add_u64(dev + _D_RINGS, 1)
+            # LAST is the value of the ring counted last: the store and the count under the output
+            # lock, as one step. Unlocked, two vCPUs ringing at once on two CPUs could store their
+            # values in one order and count in the other, leaving LAST the earlier ring's value.
+            _lock_output(view, base)
+            try:
+                view.store_u64(dev + _D_LAST, value)
+                view.store_u64(dev + _D_RINGS, view.load_u64(dev + _D_RINGS) + 1)
+            finally:
+                view.store_u64(base + _OUTPUT_LOCK, 0)
         elif offset == DOORBELL_SCRATCH:
             view.store_u64(dev + _D_SCRATCH, value)
         return 0
@@ -149,7 +157,8 @@ _OUTPUT_LOCK = R_RESULT + 24
 
 def _lock_output(view: Any, base: int) -> bool:
     """Take the realm's output lock (the caller frees it: a store of 0 to its word), which
-    serialises every append to its guest output (a console byte, a LOG record, a REPORT) and the
+    serialises every append to its guest output (a console byte, a LOG record, a REPORT, a
+    doorbell ring) and the
     reading of it (realm_status); returns whether it was taken over from a holder process that
     is gone (killed inside; a zombie counts as gone, hw.process.alive), so that a run's report
     never waits on a dead CPU.

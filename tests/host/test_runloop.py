@@ -1321,6 +1321,81 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
     q.release_realm(alloc, slot)
 
 
+def test_last_holds_the_value_of_the_doorbell_ring_counted_last(machine: Machine) -> None:
+    """Two vCPUs of one realm ring the doorbell at once on two CPUs (two threads here, each
+    serving one MMIO write): the first stores its value 0xA and is held up (for at most 0.2 s)
+    before it counts the ring, while the second, once 0xA is stored, rings with 0xB. Whatever
+    the interleaving, LAST must hold the value of the ring that brought RINGS to its final
+    count. Each ring's count is recorded as it is made; unlocked, 0xB was counted first, 0xA
+    last, and LAST still held 0xB."""
+    import threading
+    import time
+    import types
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_DEVICE
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(2))
+    dev = q.realm_offset(slot) + R_DEVICE
+    rings_at, last_at = dev + 8, dev + 16
+    counted: dict[int, int] = {}        # the count a ring made -> that ring's value
+
+    class Recording:
+        """The realm table as one CPU's ring of ``value`` updates it: records the count it makes
+        and, if ``hold``, waits after storing LAST until a ring is counted (or 0.2 s passed)."""
+
+        def __init__(self, value: int, hold: bool) -> None:
+            self.value, self.hold = value, hold
+
+        def store_u64(self, offset: int, v: int) -> None:
+            q.view.store_u64(offset, v)
+            if offset == rings_at:
+                counted[v] = self.value
+            elif offset == last_at and self.hold:
+                deadline = time.monotonic() + 0.2
+                while q.view.load_u64(rings_at) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+
+        def fetch_add_u64(self, offset: int, v: int) -> int:
+            old = int(q.view.fetch_add_u64(offset, v))
+            if offset == rings_at:
+                counted[old + v] = self.value
+            return old
+
+        def cas_u64(self, offset: int, expected: int, new: int) -> int:
+            old = int(q.view.cas_u64(offset, expected, new))
+            if offset == rings_at and old == expected:
+                counted[new] = self.value
+            return old
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(q.view, name)
+
+    def ring(value: int, hold: bool) -> None:
+        cpu = types.SimpleNamespace(view=Recording(value, hold), buf=q.buf, realm_offset=q.realm_offset)
+        devices.mmio(cpu, slot, devices.DOORBELL_RING, True, 3, value)  # type: ignore[arg-type]
+
+    first = threading.Thread(target=ring, args=(0xA, True))
+    first.start()
+    deadline = time.monotonic() + 10
+    while q.view.load_u64(last_at) != 0xA:
+        assert time.monotonic() < deadline, "the first ring never stored its value"
+        time.sleep(0.001)
+    second = threading.Thread(target=ring, args=(0xB, False))
+    second.start()
+    first.join(10)
+    second.join(10)
+    st = realm_status(q, slot)
+    rings, last = st.device[1], st.device[2]
+    assert rings == 2 and sorted(counted) == [1, 2], (rings, counted)
+    assert last == counted[rings], f"LAST = {last:#x}, but the ring counted last wrote {counted[rings]:#x}"
+    assert devices.mmio(q, slot, devices.DOORBELL_LAST, False, 3, 0) == last
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
     """The holder exited but was not reaped yet (a zombie, as a killed CPU process is until the
     supervisor joins it): it is gone, and its report lock is taken over. os.kill(pid, 0), which
