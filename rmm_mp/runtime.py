@@ -12,7 +12,9 @@ but its result does not reach the parent (lost, or one that cannot be unpickled 
 CpuFailure.result_lost),
 the run reports which CPU, how, the traceback if there is one, and the granules whose locks that
 CPU still held, then ends cleanly: the others are stopped (terminated after a grace period) and the machine is left
-to its creator, which unlinks it as usual.
+to its creator, which unlinks it as usual. A CPU process that cannot be started at all (an
+OSError from ``Process.start``: EAGAIN, ENOMEM) raises CpuStartError, naming the CPU and the
+cause, once the processes already started are killed and reaped and every pipe end is closed.
 
 This sits beside machine.py rather than in hw/: a CPU process runs the whole stack (host, EL3,
 RMM), so its runtime must be able to attach a Machine.
@@ -60,6 +62,20 @@ from rmm_mp.machine import Machine
 
 CONTEXTS = ("spawn", "forkserver")
 _PR_SET_PDEATHSIG = 1
+
+
+class CpuStartError(MachineError):
+    """A CPU process could not be started (an OSError from ``Process.start`` or its pipes: fork
+    or spawn failed with EAGAIN or ENOMEM, too many open files, ...). run_cpus raises it once every process it had
+    started is killed and reaped and every pipe end it opened is closed; the machine is left to
+    its creator, which unlinks it as usual."""
+
+    def __init__(self, cpu: int, cause: BaseException, started: Sequence[int]) -> None:
+        killed = (f"; the CPU process{'es' if len(started) > 1 else ''} already started "
+                  f"({', '.join(f'CPU {c}' for c in started)}) killed") if started else ""
+        super().__init__(f"CPU {cpu}'s process could not be started: {type(cause).__name__}: {cause}{killed}")
+        self.cpu = cpu
+        self.started = tuple(started)
 
 
 @dataclass(frozen=True)
@@ -320,6 +336,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             passthrough) turns that off here, so that a signal from then on cannot take the
             results with it (a KeyboardInterrupt that escaped run_cpus after its CPUs had ended
             lost them all).
+
+    Raises:
+        CpuStartError: a CPU's pipes or process could not be made (an OSError: ``Process.start``
+            raised, e.g. fork or spawn failing with EAGAIN or ENOMEM, or EMFILE); it names the
+            CPU and the cause. Any other exception there propagates as it is.
+            The processes already started are killed and reaped and every pipe end is closed
+            before it is raised.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -347,13 +370,25 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         for cpu_id in ids:
-            reader, writer = ctx.Pipe(duplex=False)
-            life_reader, life_writer = ctx.Pipe(duplex=False)
+            ends: list[multiprocessing.connection.Connection] = []
+            try:
+                reader, writer = ctx.Pipe(duplex=False)
+                ends += (reader, writer)
+                life_reader, life_writer = ctx.Pipe(duplex=False)
+                ends += (life_reader, life_writer)
+                proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
+                                   args=(machine.name, cpu_id, target, by_spawn, writer, life_reader, cores, tracing),
+                                   daemon=True)
+                proc.start()
+            except BaseException as exc:
+                # This CPU's pipe ends are closed now, not left to the garbage collector; the
+                # finally below kills and reaps the processes already started and closes theirs.
+                for end in ends:
+                    end.close()
+                if isinstance(exc, OSError):    # the host's refusal (EMFILE; fork/spawn: EAGAIN, ENOMEM)
+                    raise CpuStartError(cpu_id, exc, list(procs)) from exc
+                raise   # a bug (args multiprocessing cannot pickle) or a Ctrl-C: as it is
             lifelines.append(life_writer)
-            proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
-                               args=(machine.name, cpu_id, target, by_spawn, writer, life_reader, cores, tracing),
-                               daemon=True)
-            proc.start()
             writer.close()
             life_reader.close()
             procs[cpu_id], pipes[cpu_id] = proc, reader
@@ -375,6 +410,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             feeder.join()
         for life_writer in lifelines:
             life_writer.close()
+        for reader in pipes.values():   # the supervisor closed them, unless it never ran
+            reader.close()
+        for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
+            proc.close()
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

@@ -501,6 +501,34 @@ def _run_with_hooks(tmp_path: Path, hooks: list[str], args: list[str],
     return proc
 
 
+_START_FAILS_FOR_CPU_1 = r'''
+import multiprocessing.context
+_real_start, _starts = multiprocessing.context.SpawnProcess.start, []
+def _start(self):
+    _starts.append(self)
+    if len(_starts) == 2:
+        raise OSError(12, "Cannot allocate memory")
+    _real_start(self)
+multiprocessing.context.SpawnProcess.start = _start
+'''
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args", [["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+                                  ["stress", "--cpus", "2", "--seconds", "1"]],
+                         ids=["run", "stress"])
+def test_a_cpu_process_that_cannot_be_started_is_an_error_with_exit_status_1(tmp_path: Path, args: list[str]) -> None:
+    """`rmm-mp run` and `stress` whose 2nd CPU process cannot be started (Process.start raises
+    ENOMEM, as fork or spawn may): one `Error:` line naming CPU 1 and the cause, no traceback,
+    exit status 1, and neither shared memory nor a process left (before: a traceback ending in
+    the bare OSError, naming no CPU)."""
+    proc = _run_with_hooks(tmp_path, [], args, prelude=_START_FAILS_FOR_CPU_1)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert ("Error: CpuStartError: CPU 1's process could not be started: OSError: [Errno 12] Cannot allocate "
+            "memory; the CPU process already started (CPU 0) killed") in proc.stderr.splitlines(), proc.stderr
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("signame, where, undone", [
     ("SIGINT", "rmm_mp.workload.realms:build", ["the CPUs were not started: interrupted (Ctrl-C) while the "

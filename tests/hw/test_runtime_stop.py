@@ -614,3 +614,47 @@ def test_a_borrowed_signal_held_back_on_this_thread_is_ignored_after_decided(mon
         assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Process.start raises for the 2nd CPU (fork/spawn failing with EAGAIN, simulated): run_cpus
+    raises CpuStartError at once, naming CPU 1 and the cause; CPU 0's process, already started,
+    is killed and reaped, and every pipe end run_cpus opened (both CPUs' result pipes and
+    lifelines) and the started process's sentinel are closed by then, not left to the garbage
+    collector (before: the raw BlockingIOError, naming no CPU, with four pipe ends left open)."""
+    import gc
+    import multiprocessing.context
+    import multiprocessing.resource_tracker
+    from rmm_mp.runtime import CpuStartError
+
+    real_start = multiprocessing.context.SpawnProcess.start
+    started: list[int] = []
+
+    def start(self: Any) -> None:
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real_start(self)
+        started.append(self.pid)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    multiprocessing.resource_tracker.ensure_running()   # its pipe is no run's
+    with Machine.create("host", cpus=2) as m:
+        gc.disable()    # what is closed must be closed by run_cpus, not by a collection
+        try:
+            fds = set(os.listdir("/proc/self/fd"))
+            t0 = time.monotonic()
+            with pytest.raises(CpuStartError) as raised:
+                run_cpus(m, _until_stopped)
+            left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds
+                    if os.path.exists(f"/proc/self/fd/{fd}")}
+        finally:
+            gc.enable()
+    assert time.monotonic() - t0 < 10
+    assert str(raised.value) == ("CPU 1's process could not be started: BlockingIOError: [Errno 11] Resource "
+                                 "temporarily unavailable; the CPU process already started (CPU 0) killed")
+    assert raised.value.cpu == 1 and raised.value.started == (0,)
+    assert isinstance(raised.value.__cause__, BlockingIOError)
+    assert left == {}, f"left open: {left}"
+    with pytest.raises(ChildProcessError):      # reaped already: no child left to wait for
+        os.waitpid(started[0], os.WNOHANG)
