@@ -259,23 +259,71 @@ CONSOLE_PREFIX, CONSOLE_MORE = "  | ", "  + "
 long for the report's width."""
 
 
+_EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)
+"""The skin-tone modifiers (Fitzpatrick types 1-2 to 6), which a terminal draws within the emoji before them."""
+
+
+def _extends(c: str) -> int | None:
+    """The columns ``c`` adds to the character before it when it extends that character rather
+    than being one of its own (a combining mark, a variation selector, a skin-tone modifier);
+    None when it is a character of its own. A spacing mark (Mc, as in Devanagari) takes a
+    column of its own but belongs to its base all the same."""
+    category = unicodedata.category(c)
+    if category in ("Mn", "Me"):    # the variation selectors U+FE0F, U+E0100.. are Mn too
+        return 0
+    if category == "Mc":
+        return 1
+    return 0 if ord(c) in _EMOJI_MODIFIERS else None
+
+
+def _console_units(line: str) -> list[tuple[str, int]]:
+    """``line`` as the report shows it, in units never cut in two, each with the terminal
+    columns it takes: a character with the marks that extend it ('e' + U+0301 is one unit of
+    one column), a wide character (CJK, most emoji: east Asian width W or F) with two columns,
+    an escape (``\\x1b``, a doubled backslash) with its length, a tab as the spaces, one column
+    each, up to the next 8-column stop (counted in columns too: str.expandtabs counts
+    characters, so a wide character or an accent before a tab moved the stop). A mark with
+    nothing before it on its line to extend is a unit of one column (a terminal draws it on a
+    dotted circle, or on the column before, which a cut must not take from it either way)."""
+    units: list[tuple[str, int]] = []
+    column = 0
+    for c in line:
+        if c == "\t":
+            units += [(" ", 1)] * (8 - column % 8)
+            column += 8 - column % 8
+            continue
+        shown = _printable(c)
+        extra = _extends(c) if shown == c else None
+        if extra is not None and units:
+            text, width = units[-1]
+            units[-1] = (text + c, width + extra)
+        elif shown == c:
+            extra = 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+            units.append((c, extra))
+        else:
+            extra = len(shown)
+            units.append((shown, extra))
+        column += extra
+    return units
+
+
 def _console_lines(console: str) -> list[str]:
     """A guest's console text as report lines: each of its lines after CONSOLE_PREFIX, its tabs
     expanded to 8-column stops, its control characters escaped and its backslashes doubled; a
-    line longer than the width goes on in pieces after CONSOLE_MORE, cut between characters (an
-    escape such as ``\\x1b``, or a doubled backslash, is never cut: the terminal would show a
-    different byte), a wide character counting two columns."""
+    line wider than the report goes on in pieces after CONSOLE_MORE, cut only between units
+    (_console_units: an escape such as ``\\x1b``, or a doubled backslash, is never cut, as the
+    terminal would show a different byte; nor is a combining mark taken from its base), each
+    counted in terminal columns (a wide character two, a combining mark none)."""
     room = WIDTH - len(CONSOLE_PREFIX)
     out: list[str] = []
     for line in console.split("\n")[:-1 if console.endswith("\n") else None] if console else []:
         pieces: list[str] = []
         piece: list[str] = []
         used = 0
-        for shown in map(_printable, line.expandtabs(8)):
-            # A wide character (CJK, most emoji) takes two columns of a terminal: counted as one,
-            # a piece of 114 of them ran to 228.
-            width = 2 if unicodedata.east_asian_width(shown[0]) in ("W", "F") else len(shown)
-            if used + width > room:
+        # Counted in columns, not characters: 114 CJK characters, counted as one each, ran to
+        # 228 columns; and 'e' + U+0301 at the end of a piece left the accent to the next one.
+        for shown, width in _console_units(line):
+            if used + width > room and piece:
                 pieces.append("".join(piece))
                 piece, used = [], 0
             piece.append(shown)

@@ -282,6 +282,32 @@ def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
     assert body[3:] == ["  | short", "  | ", "  | end"]
 
 
+def test_long_console_lines_are_cut_between_characters_with_their_marks_in_columns() -> None:
+    """A failed realm's console lines cut to the report's width (114 columns after "  | "), in
+    terminal columns: an 'e' + U+0301 (combining acute) ending in column 114 stays whole, its
+    accent not moved to the next piece; a thumbs-up with a skin tone (U+1F44D U+1F3FD, two
+    columns) ending in column 114 stays whole; 57 CJK characters fill a piece (114 columns);
+    a tab after two CJK characters and an accented letter stops at column 8 by columns (2 + 2 +
+    1 + 3 spaces), not by characters (4, then 4 spaces); a ZWJ sequence shows its joiner escaped (\\u200d, as any
+    character Python does not print) and is cut only between units. Before, the accent began the
+    next piece, the skin tone was cut from its thumb, and the tab went a column too far."""
+    cjk = "\u4e2d"
+    lines = ["a" * 113 + "e\u0301" + "b" * 3,
+             "a" * 112 + "\U0001F44D\U0001F3FD" + "c",
+             cjk * 58,
+             cjk * 2 + "e\u0301\tX",
+             "x" * 110 + "\U0001F468\u200d\U0001F469"]
+    text = "\n".join(lines) + "\n"
+    out = GuestOutput(text, len(text.encode()), (), 0)
+    realm = RealmOutcome("marks", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    body = _section(format_report(hand_built(realms=(realm,))), "Guest output of marks")[1:]
+    assert body == ["  | " + "a" * 113 + "e\u0301", "  + bbb",
+                    "  | " + "a" * 112 + "\U0001F44D\U0001F3FD", "  + c",
+                    "  | " + cjk * 57, "  + " + cjk,
+                    "  | " + cjk * 2 + "e\u0301" + " " * 3 + "X",
+                    "  | " + "x" * 110 + "\U0001F468", "  + \\u200d\U0001F469"], body
+
+
 def test_console_characters_that_are_not_printable_are_escaped_as_python_writes_them() -> None:
     """A failed realm's console with a C1 control (U+009B, a terminal's CSI), a bidi override,
     a zero-width space, DEL and U+E0001 (a tag character beyond U+FFFF): each is shown escaped,
