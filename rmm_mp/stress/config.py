@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.stress.shared import MAX_CPUS
 from rmm_mp.workload.fields import is_finite_number, is_int
 
 INTEGERS: dict[str, tuple[int, int, str]] = {
-    "cpus": (2, 16, "a number of CPU processes"),
+    "cpus": (2, MAX_CPUS, "a number of CPU processes"),
     "seed": (0, 2**64 - 1, "a seed"),
     "steps": (1, 100_000_000, "a step budget"),
     "pct_depth": (1, 64, "a PCT bug depth"),
@@ -22,7 +23,8 @@ INTEGERS: dict[str, tuple[int, int, str]] = {
 """The whole-number options: name -> (lowest, highest, what it is). StressConfig, the command line
 and a schedule file's loader all take their ranges from here, so they cannot drift apart.
 time_slice's range is the one Machine.create enforces: checked here too, so that a bad value is
-refused before a machine is created rather than by the machine."""
+refused before a machine is created rather than by the machine. cpus goes up to what the stress
+segment and the host run queue hold (stress.shared.MAX_CPUS, 64: as many as `rmm-mp run`)."""
 
 SCHEDULES = ("free", "random", "pct", "replay")
 CHECKERS = ("lockdep", "ownership", "invariants", "watchdog")
@@ -70,7 +72,7 @@ class StressConfig:
 
     Attributes:
         workload: a bundled workload (stress.ops.WORKLOADS).
-        cpus: CPU processes (INTEGERS["cpus"]: 2..16; the platform grows to them).
+        cpus: CPU processes (2..MAX_CPUS; the platform grows to them if it has fewer).
         seconds: how long a free-running run lasts; for a deterministic one, a safety limit.
         seed: drives the operations each CPU draws and, with a deterministic schedule, the order.
         schedule: "free" (the OS schedules), "random", "pct", or "replay" (of ``switches``).

@@ -20,8 +20,9 @@ Little-endian; every word is read and written with atomic loads and stores:
            next REC_CREATE: CPUs race to create index + 1)
     0x0B0  quiescent check pending u32 (deterministic: CPUs park between operations until all
            are there); 0x0B8 step at which the next quiescent check is due u64
-    0x100  per CPU, 64 bytes each: status u32, blocked-on u32 (granule index + 1), last point
-           kind u32, op count u32, last point argument u64, priority u64, steps run u64
+    0x100  per CPU (MAX_CPUS of them), 64 bytes each: status u32, blocked-on u32 (granule
+           index + 1), last point kind u32, op count u32, last point argument u64, priority u64,
+           steps run u64
 
 This module owns the layout. It must not decide anything.
 """
@@ -32,13 +33,16 @@ from typing import Final
 
 import atomicshm
 
+from rmm_mp.host.runqueue import MAX_CPUS as RUNQUEUE_MAX_CPUS
 from rmm_mp.hw.segment import Segment
 
 MAGIC: Final = b"RMMSTRSS"
 VERSION: Final = 1
 PART: Final = "stress"
-SIZE: Final = 0x1000
-MAX_CPUS: Final = 60
+MAX_CPUS: Final = RUNQUEUE_MAX_CPUS
+"""The most CPUs a stress run has: the host run queue's (host.runqueue.MAX_CPUS, 64), which
+every stress CPU's run loop uses; `rmm-mp run` has the same limit. The segment used to be one
+page, which held 60 CPUs' words: the one limit on the CPU count the stress tool had of its own."""
 
 MODE_FREE, MODE_DETERMINISTIC = 0, 1
 STRATEGIES: Final = ("random", "pct", "replay")
@@ -56,6 +60,8 @@ MAX_CLAIMS: Final = 16
 _REC_HINT = 0xA8
 _QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
 _CPU, _CPU_SIZE = 0x100, 64
+SIZE: Final = (_CPU + _CPU_SIZE * MAX_CPUS + 0xFFF) & ~0xFFF
+"""Whole pages, holding MAX_CPUS CPUs' words (two pages for 64)."""
 C_STATUS, C_BLOCKED, C_KIND, C_OPS, C_ARG, C_PRIORITY, C_STEPS = 0, 4, 8, 12, 16, 24, 32
 
 

@@ -670,6 +670,9 @@ def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
     (["--save-schedule", "s.json"], "--save-schedule needs a deterministic run"),
     (["--shrink"], "--shrink needs a deterministic run"),
     (["--seconds", "0"], "Invalid value for '--seconds': 0.0 is not in the range 0<x<=86400"),
+    (["--cpus", "1"], "Invalid value for '--cpus': 1 is not in the range 2<=x<=64"),
+    # One past the most the stress segment and the host run queue hold (stress.shared.MAX_CPUS).
+    (["--cpus", "65"], "Invalid value for '--cpus': 65 is not in the range 2<=x<=64"),
     (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=18446744073709551615"),
     (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1.0 is not in the range x>=0"),
     # An option the run would not use is refused, not ignored.
@@ -694,6 +697,54 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     (exit 2), before any run."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_the_most_cpus_are_accepted_and_get_a_machine_and_a_stress_segment_of_that_many(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cpus 64`, the most (as `rmm-mp run`'s), is accepted: the run's machine (the host
+    platform, grown from its 4 CPUs) and its stress segment are made for 64 CPUs, and the
+    supervisor is handed both; it is stopped there, so no CPU process is started. The segment
+    held 60 CPUs (one page), and the option allowed 16."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.shared import MAX_CPUS
+    seen: list[tuple[int, int, int]] = []
+
+    class Stop(Exception):
+        pass
+
+    def supervised(machine: Machine, seg: Any, config: Any, *rest: Any) -> Any:
+        seen.append((config.cpus, machine.cpus, seg.cpus))
+        raise Stop()
+    monkeypatch.setattr(runner, "_supervised", supervised)
+    monkeypatch.setattr(runner, "build", lambda machine, guests: None)     # the population: not needed
+    res = CliRunner().invoke(stress, ["--cpus", "64"])
+    assert isinstance(res.exception, Stop), res.output
+    assert MAX_CPUS == 64 and seen == [(64, 64, 64)]
+
+
+def test_the_stress_segment_holds_the_words_of_every_cpu() -> None:
+    """A stress segment of as many CPUs as the host run queue serves (host.runqueue.MAX_CPUS,
+    64, which every stress CPU's run loop uses): every CPU's words lie inside it and apart from
+    every other CPU's and from the run-wide words (the last CPU's status and steps, written,
+    change nothing else). A segment of one more CPU is refused, naming the limit. The segment
+    was one page, which held 60."""
+    from rmm_mp.host.runqueue import MAX_CPUS
+    from rmm_mp.stress.shared import READY, StressSegment
+    with Machine.create("host", cpus=1) as m:
+        seg = StressSegment.create(m.name, MAX_CPUS, 0, 0, 7, 9)
+        try:
+            last = MAX_CPUS - 1
+            seg.set_status(last, READY, blocked_on=5)
+            seg.set_point(last, 3, 0x1234)
+            seg.set_priority(last, 11)
+            assert (seg.status(last), seg.blocked_on(last), seg.point(last), seg.steps_of(last),
+                    seg.priority(last)) == (READY, 5, (3, 0x1234), 1, 11)
+            assert all(seg.status(c) == 0 and seg.steps_of(c) == 0 for c in range(last))
+            assert (seg.cpus, seg.budget, seg.rng, seg.step) == (MAX_CPUS, 7, 9, 0)
+        finally:
+            seg.close()
+        with pytest.raises(ValueError, match=f"cpus = {MAX_CPUS + 1}: the stress segment holds 1..{MAX_CPUS} CPUs"):
+            StressSegment.create(m.name, MAX_CPUS + 1, 0, 0, 0, 0)
 
 
 def test_checkers_none_runs_the_operations_alone() -> None:

@@ -112,7 +112,7 @@ TAMPERED = [
     (("config", "strategy"), "free", "config.strategy = 'free': expected one of 'random', 'pct' or 'replay'"),
     (("config", "workload"), "table", "config.workload = 'table': expected one of 'mixed', 'tables', 'rtts', "
                                       "'realms', 'lifecycle' or 'running' (did you mean \"tables\"?)"),
-    (("config", "cpus"), 17, "config.cpus = 17: expected a number of CPU processes, an integer in 2..16"),
+    (("config", "cpus"), 65, "config.cpus = 65: expected a number of CPU processes, an integer in 2..64"),
     # A string is not a list of one name: it was read letter by letter ("unknown l, o, c, ...").
     (("config", "inject"), "lock-two-unordered", 'config.inject = \'lock-two-unordered\': expected a list of bug '
                                                  'names, such as ["lock-two-unordered"]'),
