@@ -11,9 +11,9 @@ pid 1) and, per CPU, these tracks (threads):
         "blocked on <PA>"       complete events while the CPU waited for a lock, inside its call
                                 (to the end, args {unfinished}, when it still waited: a deadlock)
         findings                instant events ("ph": "i") at the finding's step, with its text
-    "CPU n running" (tid 51 + n)
+    "CPU n running" (tid 101 + n)
         "running"               complete events: the steps this CPU ran (between switches)
-    "CPU n locks" (tid 101 + n), "CPU n locks (k + 1)" (tid 101 + n + 100 k)
+    "CPU n locks" (tid 201 + n), "CPU n locks (k + 1)" (tid 201 + n + 100 k)
         "lock <PA>"             complete events from acquire to release, args {granule}
 
 A run in which a CPU returned no result (its process died, or its result was lost on the way:
@@ -42,14 +42,19 @@ from rmm_mp.hw import points
 from rmm_mp.outpaths import replacing
 from rmm_mp.stress.findings import fid_name
 from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.shared import MAX_CPUS
 
 PID = 1
 TID_BASE = 1
-RUN_TID_BASE = 51
-LOCK_TID_BASE = 101
+RUN_TID_BASE = 101
+LOCK_TID_BASE = 201
 LANE_STRIDE = 100
-"""tid of lock track k of CPU n: LOCK_TID_BASE + n + LANE_STRIDE * k (at most 16 CPUs, so no
-tid is used twice)."""
+"""tid of lock track k of CPU n: LOCK_TID_BASE + n + LANE_STRIDE * k. Each kind of track has a
+block of LANE_STRIDE tids, more than a run has CPUs (stress.shared.MAX_CPUS, 64), so no tid is
+used twice. The blocks were 50 apart, for 16 CPUs: at 51 or more, CPU 50's calls and CPU 0's
+running slices shared a track."""
+if MAX_CPUS > LANE_STRIDE:
+    raise AssertionError(f"{MAX_CPUS} CPUs do not fit in the timeline's blocks of {LANE_STRIDE} tids")
 FORMAT = "rmm-mp-stress-trace/1"
 
 

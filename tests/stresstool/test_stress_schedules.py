@@ -269,8 +269,9 @@ def test_timeline_draws_lock_waits_and_no_lock_held_twice() -> None:
     last = report.steps + 1
     assert waits == [(1, 14, last, True), (2, 6, 8, False), (2, 17, last, True)]
     holds = _holds(events)
-    assert sorted(holds) == sorted([(f"lock {a:#x}", 101, 3, 7), (f"lock {a:#x}", 102, 8, 9),
-                                    (f"lock {a:#x}", 101, 12, last), (f"lock {b:#x}", 102, 15, last)])
+    locks0, locks1 = timeline.LOCK_TID_BASE, timeline.LOCK_TID_BASE + 1     # CPU 0's and CPU 1's lock tracks
+    assert sorted(holds) == sorted([(f"lock {a:#x}", locks0, 3, 7), (f"lock {a:#x}", locks1, 8, 9),
+                                    (f"lock {a:#x}", locks0, 12, last), (f"lock {b:#x}", locks1, 15, last)])
     for x in holds:
         for y in holds:
             assert x is y or x[0] != y[0] or x[1] == y[1] or x[3] <= y[2] or y[3] <= x[2], (x, y)
@@ -314,6 +315,36 @@ def test_timeline_events_of_one_track_nest() -> None:
     assert running == [("CPU 0 running", 0), ("CPU 1 running", 3), ("CPU 0 running", 5)]
     calls = [(names[e["tid"]], e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "rmi"]
     assert sorted(calls) == [("CPU 0", 1, 11), ("CPU 1", 4, 5)]
+
+
+def test_timeline_of_the_most_cpus_gives_every_track_a_tid_of_its_own() -> None:
+    """Hand-made points (no run) of a 64-CPU run, the most a stress run has: CPU n < 63 runs
+    from step 2n and makes a call at step 2n + 1; the last CPU runs from step 200 and locks two
+    tables hand over hand, so it has two lock tracks. Every track (each CPU's calls, running
+    slices and lock tracks) has a tid no other track has, and every event is on its own CPU's
+    track. The tid blocks were 50 apart (for 16 CPUs): CPU 50's calls and CPU 0's running
+    slices shared tid 51, CPU 50's running slices and CPU 0's locks tid 101."""
+    from rmm_mp.stress.shared import MAX_CPUS
+    parent, child, fid = 0x8000_1000, 0x8000_2000, 0xC400_0150
+    last = MAX_CPUS - 1
+    pts = {cpu: [(2 * cpu + 1, points.RMI_ENTRY, fid), (2 * cpu + 2, points.RMI_EXIT, fid)] for cpu in range(last)}
+    pts[last] = [(200, points.RMI_ENTRY, fid), (201, points.LOCK, parent), (202, points.RTT_READ, 0),
+                 (203, points.LOCK, child), (204, points.RTT_READ, 0), (205, points.UNLOCK, parent),
+                 (206, points.RTT_WRITE, 0), (207, points.UNLOCK, child), (208, points.RMI_EXIT, fid)]
+    cfg = StressConfig(workload="tables", cpus=MAX_CPUS, schedule="random", steps=300)
+    report = StressReport(cfg, (), "budget", 0.0, {}, steps=208, points=pts,
+                          schedule=tuple((2 * cpu, cpu) for cpu in range(last)) + ((200, last),))
+    events = timeline.events(report)
+    named = [(e["tid"], e["args"]["name"]) for e in events if e["name"] == "thread_name"]
+    tids = [tid for tid, _ in named]
+    assert len(tids) == len(set(tids)) == 3 * MAX_CPUS + 1, sorted({t for t in tids if tids.count(t) > 1})
+    names = dict(named)
+    running = {(names[e["tid"]], e["ts"]) for e in events if e["name"] == "running"}
+    assert running == {(f"CPU {cpu} running", 2 * cpu) for cpu in range(last)} | {(f"CPU {last} running", 200)}
+    calls = {(names[e["tid"]], e["ts"]) for e in events if e.get("cat") == "rmi"}
+    assert calls == {(f"CPU {cpu}", 2 * cpu + 1) for cpu in range(last)} | {(f"CPU {last}", 200)}
+    locks = {names[e["tid"]] for e in events if e.get("cat") == "lock"}
+    assert locks == {f"CPU {last} locks", f"CPU {last} locks (2)"}
 
 
 def test_schedule_file_errors(tmp_path: Path) -> None:
