@@ -153,7 +153,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
         with _hash_seed():
             # A free-running run's --seconds count from when every CPU is ready (the supervisor
             # stops it); run_cpus's limit is then only a backstop for a start-up that hangs.
-            limit = config.seconds if plan is not None else config.seconds + START_ALLOWANCE_S
+            limit = (config.seconds if plan is not None
+                     else config.seconds + START_ALLOWANCE_S * oversubscription(config.cpus))
             done = run_cpus(machine, stress_cpu, args=(cpu_plan,), on_tick=sup.tick, tick_s=0.05,
                             timeout_s=limit,
                             grace_s=(FREE_GRACE_S if plan is None else DETERMINISTIC_GRACE_S)
@@ -193,7 +194,10 @@ invariant check skipped)."""
 
 START_ALLOWANCE_S = 60.0
 """Free-running: how long the CPU processes may take to get ready before run_cpus's own limit
-(``seconds`` + this) stops the run anyway."""
+(``seconds`` + this, times runtime.oversubscription, 1 to 6) stops the run anyway. Multiplied
+because the CPUs all start at once, sharing the host's cores: 64 CPUs on a loaded 2-core host
+took 50 s to get ready, against a flat 60 s, and a start-up cut off by the limit has its CPUs
+killed after the grace time (cpu-died findings of a run that tested nothing)."""
 
 
 class _Supervisor:
@@ -301,7 +305,7 @@ class _Supervisor:
         counted from spawning, a run of a few seconds on a loaded host could be over before the
         last CPU process had imported rmm_mp, and complete no operation. The reason goes back
         to run_cpus, whose grace time then bounds a CPU that does not stop (one stopped with
-        SIGSTOP held the run until run_cpus's own limit, START_ALLOWANCE_S later)."""
+        SIGSTOP held the run until run_cpus's own limit, START_ALLOWANCE_S or more later)."""
         if self.ready_at is None:
             if all(self.seg.status(cpu) != ABSENT for cpu in range(self.config.cpus)):
                 self.ready_at = elapsed

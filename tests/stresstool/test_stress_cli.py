@@ -722,6 +722,34 @@ def test_the_most_cpus_are_accepted_and_get_a_machine_and_a_stress_segment_of_th
     assert MAX_CPUS == 64 and seen == [(64, 64, 64)]
 
 
+def test_a_free_running_start_up_is_allowed_more_time_on_an_oversubscribed_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free-running run on a host whose cores each have 6 CPUs to run (runtime.oversubscription,
+    its cap: 12 or more CPUs on 2 cores): run_cpus's own limit, the backstop for a start-up that
+    never ends, is --seconds plus 6 times START_ALLOWANCE_S, not plus a flat 60 s that 64 CPUs
+    on a loaded 2-core host nearly spent getting ready (50 s); a start-up cut off by it had its
+    CPUs killed, each a cpu-died finding. Without oversubscription it stays 60 s. run_cpus is
+    stopped there, so no CPU process starts."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    limits: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    def run_cpus(*args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs["timeout_s"])
+        raise Stop()
+    monkeypatch.setattr(runner, "run_cpus", run_cpus)
+    monkeypatch.setattr(runner, "build", lambda machine, guests: None)     # the population: not needed
+    for factor in (6.0, 1.0):
+        monkeypatch.setattr(runner, "oversubscription", lambda cpus: factor)
+        with pytest.raises(Stop):
+            runner.run(StressConfig(cpus=2, seconds=3.0))
+    assert limits == [3.0 + 6 * runner.START_ALLOWANCE_S, 3.0 + runner.START_ALLOWANCE_S] and \
+        runner.START_ALLOWANCE_S == 60.0
+
+
 def test_the_stress_segment_holds_the_words_of_every_cpu() -> None:
     """A stress segment of as many CPUs as the host run queue serves (host.runqueue.MAX_CPUS,
     64, which every stress CPU's run loop uses): every CPU's words lie inside it and apart from
