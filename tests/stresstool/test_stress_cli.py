@@ -1242,6 +1242,44 @@ def test_free_running_quiescent_checks_keep_an_interval_below_half_a_second(monk
     assert all(b - a >= 0.1 - 1e-9 for a, b in zip(pauses, pauses[1:])), pauses
 
 
+def test_a_free_running_quiescent_check_waits_longer_for_cpus_on_an_oversubscribed_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free-running quiescent check on a host whose cores each have 6 CPUs to run (the cap
+    of runtime.oversubscription): it waits 6 times PAUSE_WAIT_S for the CPUs to park, and
+    PAUSE_WAIT_S itself without oversubscription. It waited a flat 2 s, which 64 CPUs on a
+    loaded 2-core host exceeded (2.2 s) in one check of ten: that check was silently skipped.
+    A stand-in for hw.quiesce.Pause records the wait (and gives up, so no check is made)."""
+    from types import SimpleNamespace
+
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    waits: list[float] = []
+
+    class FakePause:
+        participants = 64
+
+        def __init__(self, control: object) -> None:
+            pass
+
+        def __enter__(self) -> "FakePause":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def wait(self, timeout_s: float) -> bool:
+            waits.append(timeout_s)
+            return False
+    monkeypatch.setattr(runner, "Pause", FakePause)
+    sup = runner._Supervisor(SimpleNamespace(control=None), _Seg([0, 0]),  # type: ignore[arg-type]
+                             StressConfig(cpus=2, seconds=60.0, quiescent_every=1.0), None, (), None)
+    for factor in (6.0, 1.0):
+        monkeypatch.setattr(runner, "oversubscription", lambda cpus: factor)
+        sup._pause_and_check()
+    assert waits == [12.0, 2.0]         # 6 x and 1 x PAUSE_WAIT_S (2 s)
+    assert sup.quiescent_checks == 0
+
+
 def test_ctrl_c_of_a_check_releases_the_pause_and_exits_130(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while a check holds its CPUs parked (here: during the scan): the pause is released,
     so the participant goes on, and the check exits 130 with no verdict. It exited 1 with click's
