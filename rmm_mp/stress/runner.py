@@ -423,7 +423,11 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     elif config.on("lockdep"):
         not_done.append(f"lock order not analysed: interrupted ({stop.by})")
     ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by))
-    if (killed or starting) and not findings:
+    # A deterministic run's CPUs killed while they waited for their turn or started up, after a
+    # Ctrl-C or SIGTERM stopped the run, are the interrupt's doing too (``waited``): at 64 CPUs
+    # on a loaded 2-core host the start-up outlasts the grace time, and a Ctrl-C during it ended
+    # "aborted", the word for a run a failure stopped.
+    if (killed or starting or (waited and (result.interrupted or bool(stop.by)))) and not findings:
         ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
     if killed and config.on("invariants"):
         not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")

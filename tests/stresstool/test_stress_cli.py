@@ -1555,6 +1555,42 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     assert report.not_done == () and report.findings == (), report.text()
 
 
+def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_interrupted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run stopped by a Ctrl-C while its CPU processes still start up, on a host
+    where the start-up outlasts the grace time (64 CPUs on a loaded 2-core host: 24 to 50 s,
+    against 12 s at most): run_cpus (a stand-in here, so no CPU process starts) reports both
+    CPUs terminated after the grace time, and the supervisor's tick that saw them gone aborted
+    the run (the stress segment says abort). No finding, each CPU a "not done" line, and the run
+    ends "interrupted", as a free-running one does, its final invariant check said to be
+    skipped. It ended "aborted", the word for a run a failure stopped, and said nothing of the
+    skipped check: seen with a Ctrl-C 10 s into `rmm-mp stress --cpus 64 --schedule random`."""
+    from rmm_mp.runtime import CpuFailure, RunResult
+    from rmm_mp.stress import runner, shared
+    from rmm_mp.stress.config import StressConfig
+    segs: list[shared.StressSegment] = []
+    create = shared.StressSegment.create
+
+    def created(*args: Any) -> shared.StressSegment:
+        segs.append(create(*args))
+        return segs[-1]
+
+    HOW = "did not stop within 0.1 s of being asked and was terminated"
+
+    def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
+        segs[0].set_end(shared.END_ABORT)
+        return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (0, 1)), True, 1.0,
+                         "interrupted (Ctrl-C)", interrupted_by="Ctrl-C")
+    monkeypatch.setattr(runner.StressSegment, "create", created)
+    monkeypatch.setattr(runner, "run_cpus", run_cpus)
+    report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
+    assert report.interrupted and report.findings == (), report.text()
+    assert report.ended == "interrupted", report.text()
+    assert report.not_done == tuple(f"CPU {cpu} {HOW}: it was waiting for its turn (or still starting up) after the "
+                                    "run was stopped, so this is no finding of its own" for cpu in (0, 1)) + (
+        f"invariants not checked at the end: CPU 0 {HOW}",), report.not_done
+
+
 @pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C at the first tick of a free-running run, while the CPU processes are still
