@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import cbor2
 
@@ -67,7 +67,7 @@ bignum (RFC 8610 3.8.1), so a bignum in that range is refused."""
 _BREAK: Final = 0xFF
 
 
-def is_array(value: object) -> bool:
+def is_array(value: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     """True for a decoded CBOR array (list with cbor2 5, possibly tuple with cbor2 6); cbor2's
     CBORSimpleValue is a tuple too, but no array."""
     return isinstance(value, (list, tuple)) and not isinstance(value, cbor2.CBORSimpleValue)
@@ -192,8 +192,8 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
         if arg == SET_TAG and pos < len(data) and data[pos] >> 5 == 4:
             return _skip_set(data, start, pos, what, depth + 1)
         end = _skip(data, pos, what, depth + 1)
-        if arg in BIGNUM_TAGS:
-            _check_bignum(data, start, pos, what)
+        if arg is not None and arg in BIGNUM_TAGS:     # a tag's head always has an argument
+            _check_bignum(data, arg, start, pos, what)
         return end
     if arg is None:
         raise TokenFormatError(f"{what}: malformed CBOR: 'break' (0xff) at byte {start} outside an "
@@ -201,10 +201,9 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
     return pos
 
 
-def _check_bignum(data: bytes, start: int, pos: int, what: str) -> None:
-    """Refuse the bignum tagged at `start` (its byte string at `pos`) if it exceeds
+def _check_bignum(data: bytes, tag: int, start: int, pos: int, what: str) -> None:
+    """Refuse the bignum of tag `tag` at `start` (its byte string at `pos`) if it exceeds
     MAX_BIGNUM_BYTES or its value has a major type 0/1 form (_MAX_HEAD_ARGUMENT)."""
-    tag = _head(data, start, what)[1]
     major, size, content = _head(data, pos, what)
     if major != 2:      # its head's argument is a count or a value, not a length: no "N-byte number"
         raise TokenFormatError(f"{what}: CBOR tag {tag} ({BIGNUM_TAGS[tag]}) at byte {start} holds a CBOR item "

@@ -18,7 +18,7 @@ HASH_ALGORITHMS: Final[dict[str, Callable[[bytes], "hashlib._Hash"]]] = {
 }
 """IANA name -> hashlib constructor, for every algorithm this package accepts."""
 
-DIGEST_SIZES: Final = {name: ctor().digest_size for name, ctor in HASH_ALGORITHMS.items()}
+DIGEST_SIZES: Final = {name: ctor(b"").digest_size for name, ctor in HASH_ALGORITHMS.items()}
 """IANA name -> digest length in bytes (32, 48, 64)."""
 
 

@@ -97,7 +97,7 @@ class AttestationKeys:
         public = key.public_key().public_bytes(serialization.Encoding.X962,
                                                serialization.PublicFormat.UncompressedPoint)
         name = self.platform.name
-        component = {T.SW_MEASUREMENT_TYPE: "RMM",
+        component: dict[int, bytes | str] = {T.SW_MEASUREMENT_TYPE: "RMM",
                      T.SW_MEASUREMENT_VALUE: hashlib.sha256(f"rmm-mp {__version__} RMM".encode()).digest(),
                      T.SW_VERSION: __version__, T.SW_SIGNER_ID: hashlib.sha256(public).digest(),
                      T.SW_MEASUREMENT_DESCRIPTION: "sha-256"}

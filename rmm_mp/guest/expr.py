@@ -26,9 +26,10 @@ MAX_BITS = 1024
 """Largest value (in bits, sign apart) anywhere in an expression, far more than any 64-bit
 value needs on the way."""
 
-_BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "%": operator.mod, "<<": operator.lshift,
-           ">>": operator.rshift, "&": operator.and_, "^": operator.xor, "|": operator.or_}
-_UNARY = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
+_BINARY: dict[str, Callable[[int, int], int]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "%": operator.mod, "<<": operator.lshift,
+    ">>": operator.rshift, "&": operator.and_, "^": operator.xor, "|": operator.or_}
+_UNARY: dict[str, Callable[[int], int]] = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
 # Python's precedence (the expressions used to be Python's own, and guests rely on it): unary
 # operators (kept on the stack as "u-", "u+", "u~") bind tightest, then * %, + -, << >>, &, ^, |.
 _PRECEDENCE = {"|": 1, "^": 2, "&": 3, "<<": 4, ">>": 4, "+": 5, "-": 5, "*": 6, "%": 6, "u-": 7, "u+": 7, "u~": 7}

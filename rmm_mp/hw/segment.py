@@ -52,7 +52,7 @@ class Segment:
     def __init__(self, path: str, size: int, mapping: mmap.mmap) -> None:
         self.path = path
         self.size = size
-        self._mmap = mapping
+        self._mmap: mmap.mmap | None = mapping      # None once closed
         self.buf = memoryview(mapping)
 
     @classmethod

@@ -269,7 +269,9 @@ def _take_exception(call: RealmCall, esr: int, far: int = 0) -> None:
     instruction, an address size fault), counted in its RD for the run report as the interpreter
     counts those it takes itself (realm_desc.count_exception): only this rare path pays for it."""
     call.state.take_exception(esr, far)
-    count_exception(call.rmm.memory.view, call.rd.idx << 12)
+    # The RMM's memory always has its atomic view: Machine, the one place that builds a
+    # PhysicalMemory, passes one (the type allows None, as at the host call's generation above).
+    count_exception(call.rmm.memory.view, call.rd.idx << 12)  # type: ignore[arg-type]
 
 
 def _abort(call: RealmCall, fault: Fault) -> Exit | None:

@@ -78,13 +78,13 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
             # The IRQ exit carries the call's result (TF-RMM's UPDATE_REC_EXIT_TO_HOST).
             set_rsi_results(x, (_INCOMPLETE,))
             return Exit({"exit_reason": _EXIT_IRQ})
-        length = state.build(attestation.material(call.rmm))
-        if length is None:
+        built = state.build(attestation.material(call.rmm))
+        if built is None:
             # B5.3.1.2 `unknown`: the realm sized its buffer by INIT's bound; a retry would fail
             # the same way, so the token is dropped (TF-RMM rel0 returns RSI_ERROR_INPUT).
             state.set_head(PHASE_NONE, 0, 0, 0, algo)
             return (_UNKNOWN,)
-        state.set_head(PHASE_COPYING, steps, length, 0, algo)
+        state.set_head(PHASE_COPYING, steps, built, 0, algo)
     return _copy_out(call, state, ipa, offset, size)
 
 
