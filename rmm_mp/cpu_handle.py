@@ -12,7 +12,7 @@ or manage the machine's segments (machine.py does).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from rmm_mp.abi.smccc import U64_MASK
 from rmm_mp.el3.attest import AttestationKeys, AttestationService
@@ -208,7 +208,7 @@ def attestation_keys(plat: Platform) -> AttestationKeys:
     return _attestation_keys[key]
 
 
-def _bad_register(index: int, value: object) -> None:
+def _bad_register(index: int, value: object) -> NoReturn:
     name = "fid (X0)" if index == 0 else f"X{index}"
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} = {value!r}: expected an int in [-2^63, 2^64)")

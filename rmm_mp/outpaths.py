@@ -39,11 +39,15 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 _unfinished: dict[str, int] = {}
@@ -89,7 +93,7 @@ class _ReaderGone(io.FileIO):
     """A standard stream's descriptor that drops the write its reader has gone from (EPIPE: a
     pipe closed early) and, pointed at /dev/null, every later one."""
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer) -> int:
         try:
             return super().write(data)
         except BrokenPipeError:

@@ -376,7 +376,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 ends += (reader, writer)
                 life_reader, life_writer = ctx.Pipe(duplex=False)
                 ends += (life_reader, life_writer)
-                proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",
+                # typeshed's BaseContext (get_context of a str) lacks Process; every context has it.
+                proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",  # type: ignore[attr-defined]
                                    args=(machine.name, cpu_id, target, by_spawn, writer, life_reader, cores, tracing),
                                    daemon=True)
                 proc.start()
@@ -442,7 +443,7 @@ def _take_sigterm() -> Any:
 class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
                  on_tick: Callable[[float], str | None] | None, tick_s: float, timeout_s: float | None,
-                 grace_s: float, mask: set[signal.Signals] | None = None, sigterm_stops: bool = False,
+                 grace_s: float, mask: set[int | signal.Signals] | None = None, sigterm_stops: bool = False,
                  on_end: Callable[[], None] | None = None) -> None:
         self.machine = machine
         self.on_end = on_end

@@ -83,7 +83,8 @@ def decades(low_us: float, high_us: float) -> tuple[float, float]:
 
 
 def _panel(ax: Any, slot: int, stats: dict[int, dict[int, CallStats]], total: CallStats) -> None:
-    lines = [(f"CPU {cpu}", stats[cpu][slot], None) for cpu in sorted(stats) if slot in stats[cpu]]
+    lines: list[tuple[str, CallStats, str | None]] = [(f"CPU {cpu}", stats[cpu][slot], None) for cpu in sorted(stats)
+                                                      if slot in stats[cpu]]
     if len(lines) > 1:
         lines.append(("all", total, "black"))
     low = high = 0.0

@@ -103,7 +103,8 @@ class CallRecord:
     @classmethod
     def of(cls, cpu: int | str, slot: int, s: CallStats) -> "CallRecord":
         n = max(s.count, 1)
-        return cls(cpu, calls.name(slot), kind(slot), s.count, s.errors, *(s.percentile(p) for _, p in PERCENTILES),
+        p50, p90, p99, p999 = (s.percentile(p) for _, p in PERCENTILES)
+        return cls(cpu, calls.name(slot), kind(slot), s.count, s.errors, p50, p90, p99, p999,
                    s.max_ns, s.sum_ns // n, s.el3_ns // n, s.handler_ns // n, s.lockwait_ns // n)
 
 
