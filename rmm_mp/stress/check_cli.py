@@ -232,7 +232,7 @@ def _unbound_cpus(machine: "Machine") -> set[int]:
             word = area.binding()
         finally:
             area.release()
-        if word == 0 or process.ended(word & 0xFFFF_FFFF, lambda start_ms, w=word: binding_matches(w, start_ms)):
+        if word == 0 or process.ended(word & 0xFFFF_FFFF, functools.partial(binding_matches, word)):
             out.add(cpu)
     return out
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from typing import Callable, Mapping
 
 import click
 
@@ -338,7 +338,7 @@ def _shrunk(stop: Interrupts, report: StressReport,
     return result.report, result.to_json()
 
 
-def _write_json(report: StressReport, extra: dict[str, object], written: dict[str, str], errors: list[str],
+def _write_json(report: StressReport, extra: Mapping[str, object], written: dict[str, str], errors: list[str],
                 path: str) -> None:
     """The report as JSON, written last, with ``extra`` (what the command did beyond the run:
     ``replay``, the verdict of a replay, null for a run of its own; ``shrink``, what a shrinking
@@ -414,15 +414,15 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
     chosen = _checkers(checkers, inject)
     if quiescent_every is None:
         quiescent_every = 2000 if det else 2.0
-    elif problem := quiescent_every_problem(quiescent_every, det):
-        raise ValueError(f"--quiescent-every = {quiescent_every:g}: {problem}")     # named as typed
+    elif every_problem := quiescent_every_problem(quiescent_every, det):
+        raise ValueError(f"--quiescent-every = {quiescent_every:g}: {every_problem}")     # named as typed
     elif quiescent_every and "invariants" not in chosen:
         # A quiescent point exists to run the invariant checker: without it the option does nothing.
         raise ValueError(f"--quiescent-every = {quiescent_every:g}: quiescent points run the invariant checker, "
                          f"which this run's checkers ({', '.join(chosen) or 'none'}) leave out; add invariants "
                          "to --checkers, or leave --quiescent-every out")
-    if schedule == "pct" and (problem := pct_depth_problem(pct_depth, steps)):
-        raise ValueError(f"--pct-depth = {pct_depth} with --steps = {steps}: {problem}")
+    if schedule == "pct" and (depth_problem := pct_depth_problem(pct_depth, steps)):
+        raise ValueError(f"--pct-depth = {pct_depth} with --steps = {steps}: {depth_problem}")
     return StressConfig(
         workload=workload or (BUGS[inject[0]].workload if inject else "mixed"), cpus=cpus,
         seconds=seconds if seconds is not None else (DETERMINISTIC_SECONDS if det else 10.0), seed=seed,

@@ -133,15 +133,15 @@ class StressConfig:
         bad = [c for c in self.checkers if c not in CHECKERS]
         if bad:
             raise ValueError(f"checkers: unknown {', '.join(bad)}; expected some of {', '.join(CHECKERS)}")
-        if self.schedule == "pct" and (problem := pct_depth_problem(self.pct_depth, self.steps)):
-            raise ValueError(f"pct_depth = {self.pct_depth!r}: {problem}")
+        if self.schedule == "pct" and (depth_problem := pct_depth_problem(self.pct_depth, self.steps)):
+            raise ValueError(f"pct_depth = {self.pct_depth!r}: {depth_problem}")
         if self.schedule == "replay" and not self.switches:
             raise ValueError("schedule = 'replay' needs the recorded switches of a schedule file")
         if not is_finite_number(self.quiescent_every) or self.quiescent_every < 0:
             raise ValueError(f"quiescent_every = {self.quiescent_every!r}: expected a number >= 0")
-        problem = quiescent_every_problem(self.quiescent_every, self.deterministic)
-        if problem:
-            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: {problem}")
+        every_problem = quiescent_every_problem(self.quiescent_every, self.deterministic)
+        if every_problem:
+            raise ValueError(f"quiescent_every = {self.quiescent_every!r}: {every_problem}")
         if not isinstance(self.guests, bool):
             raise ValueError(f"guests = {self.guests!r}: expected True or False")
 

@@ -10,7 +10,9 @@ than through SMCs and Machine.ns_write; the views only read it, after a run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from rmm_mp.abi.rmi import RmiFid, RmiStatus
 from rmm_mp.abi.rsi import RsiFid, RsiRipas
@@ -212,7 +214,7 @@ _EXIT_WORDS = ("esr", "far", "hpfar", "imm", "ripas_base", "ripas_top", "ripas_v
 what a host acts on after an exit. The GIC and timer state is the same in every exit here."""
 
 
-def exit_text(fields: dict[str, int]) -> str:
+def exit_text(fields: Mapping[str, Any]) -> str:
     """``HOST_CALL imm=0x11 gprs=(0xa0, 0xa1)``: an RmiRecExit as a view shows it."""
     reason = fields["exit_reason"]
     if reason == NO_EXIT:

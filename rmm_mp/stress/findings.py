@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any
 
 from rmm_mp.abi.psci import PsciFid
@@ -146,7 +146,7 @@ def site(depth: int = 1) -> str:
     innermost command or realm-call handler if it is another frame: ``rmm_mp/rmm/s2tt.py:298
     (walk) <- rmm_mp/rmm/handlers/rmi_rtt.py:135 (rmi_rtt_destroy)``. Costly (a frame walk):
     call it only when something new is recorded."""
-    frame = sys._getframe(depth)
+    frame: FrameType | None = sys._getframe(depth)
     inner = None
     handler = None
     while frame is not None and handler is None:

@@ -23,7 +23,7 @@ This module owns the wiring. It must not decide what is a finding.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rmm_mp.hw import points
 from rmm_mp.hw.cpuarea import OFF_IN_RSI, OFF_RSI_CALL, OFF_WAIT_SPINS, OFF_WAITING_FOR
@@ -243,7 +243,9 @@ def _point_atomics(probe: Probe, point: Any) -> None:
     refcount_add, racy_state = GranuleTable.refcount_add, GranuleTable.racy_state
     state, refcount, word = GranuleTable.state, GranuleTable.refcount, GranuleTable.word
     read, write = s2tt.read, s2tt.write
-    rd_state, rd_count = Rd.state, Rd.rec_count
+    # Read on the class, a property is the property object (mypy types it as the getter).
+    rd_state, rd_count = cast(property, Rd.state).fget, cast(property, Rd.rec_count).fget
+    assert rd_state is not None and rd_count is not None
 
     def p_refcount_add(self: GranuleTable, idx: int, delta: int) -> int:
         point(points.ATOMIC, self.base + (idx << 12))
@@ -275,11 +277,11 @@ def _point_atomics(probe: Probe, point: Any) -> None:
 
     def p_rd_state(self: Rd) -> int:
         point(points.ATOMIC, self.memory.base + self.offset)
-        return rd_state.fget(self)
+        return rd_state(self)
 
     def p_rd_count(self: Rd) -> int:
         point(points.ATOMIC, self.memory.base + self.offset)
-        return rd_count.fget(self)
+        return rd_count(self)
 
     probe.patch(GranuleTable, "refcount_add", p_refcount_add)
     probe.patch(GranuleTable, "racy_state", p_racy_state)

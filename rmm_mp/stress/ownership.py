@@ -129,8 +129,8 @@ class Ownership:
                 self.aux_of[self.table.find(pa)] = idx
         elif delta < 0 and idx in probe.running:
             del probe.running[idx]
-            for aux in [a for a, rec in self.aux_of.items() if rec == idx]:
-                del self.aux_of[aux]
+            for aux_idx in [a for a, rec in self.aux_of.items() if rec == idx]:
+                del self.aux_of[aux_idx]
 
     def rd_access(self, rd: Rd, name: str) -> None:
         if not self.probe.checking or name in RD_ATOMIC:

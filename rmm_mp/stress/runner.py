@@ -110,7 +110,7 @@ def _sched_plan(config: StressConfig, seg: StressSegment) -> SchedPlan | None:
             j = out % (i + 1)
             order[i], order[j] = order[j], order[i]
         priorities = tuple(config.pct_depth + order.index(c) for c in range(config.cpus))
-        points = set()
+        points: set[int] = set()
         while len(points) < config.pct_depth - 1:
             state, out = splitmix64(state)
             points.add(1 + out % max(1, config.steps))
@@ -416,7 +416,7 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     not_done.extend(f"CPU {f.cpu} {f.how}: it was still starting up when the run was interrupted, before its "
                     "first operation, so this is no finding of its own" for f in starting)
     read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
-    analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, None)
+    analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, [])
     edges = edges if read else {}
     if analysed:
         findings.extend(cycles)

@@ -111,7 +111,7 @@ def write(report: StressReport, path: "str | Path") -> Path:
     size = len(json.dumps(document, indent=1)) + 1   # as write_json writes it (ASCII: bytes)
     if size > MAX_FILE:
         raise ValueError(f"not written: {size:,} bytes, more than the {MAX_FILE:,} (64 MiB) a replay reads")
-    write_json(document, path)
+    write_json(document, str(path))
     return Path(path)
 
 

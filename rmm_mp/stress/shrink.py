@@ -92,7 +92,7 @@ def _smaller(candidate: StressReport, best: StressReport) -> bool:
 
 
 def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 120.0,
-           on_attempt: Callable[[int, StressReport, str], None] | None = None,
+           on_attempt: Callable[[int, StressReport, str], object] | None = None,
            sigterm_stops: bool = False) -> ShrinkResult:
     """Shrink a deterministic run that produced a finding (see the module docstring).
     ``sigterm_stops`` is run's: SIGTERM then ends the search as Ctrl-C does."""
