@@ -10,7 +10,7 @@ This module owns the command-line surface of workloads. The logic lives in the m
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 import click
 
@@ -30,7 +30,7 @@ from rmm_mp.workload.run import RunOptions, interrupted_after_run, run_workload
 _PATH = click.Path(dir_okay=False)
 
 
-def _write_outputs(report: RunReport, files: list[tuple[str, str, Callable[[RunReport, str], None]]]) -> None:
+def _write_outputs(report: RunReport, files: Sequence[tuple[str, str, Callable[[RunReport, str], None]]]) -> None:
     """Write the report's extra files (outpaths.write_files), the JSON last, so that its
     ``outputs`` names only the files that were written and its ``ok`` and ``output_errors``
     count the others (checked before the run, a path can still fail: disk full, a directory
@@ -166,7 +166,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         # step, it cut the printing short (exit status 1) after every line was out.
         printed = stop.give(text, echo)
         for message in report.output_errors:
-            stop.held(lambda message=message: echo(f"Error: {message}", err=True))
+            stop.held(functools.partial(echo, f"Error: {message}", err=True))
         if stop.by:
             said = "the report above is complete" if printed else "the report above is cut short"
             stop.held(lambda: echo(f"interrupted ({stop.by}) while the report was given: {said}", err=True))

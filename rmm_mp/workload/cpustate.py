@@ -285,13 +285,13 @@ class Host:
         if win is None:
             return []
         if win.backing is not None:
-            self._empty_window(inst, win)
+            self._empty_window(inst, win, win.backing)
             self.backings.append(win.backing)
         return list(win.ns_pages.values())
 
-    def _empty_window(self, inst: Instance, win: Window) -> None:
-        """DATA_DESTROY + UNDELEGATE every page the window assigned; a folded block is unfolded
-        (RTT_CREATE) first, as the teardown does."""
+    def _empty_window(self, inst: Instance, win: Window, backing: int) -> None:
+        """DATA_DESTROY + UNDELEGATE every page the window assigned from ``backing`` (its backing
+        run); a folded block is unfolded (RTT_CREATE) first, as the teardown does."""
         realm = inst.host
         for i in sorted(win.assigned):
             ipa = win.base + i * 4096
@@ -299,9 +299,9 @@ class Host:
             if status(x0) == ERROR_RTT and index(x0) < PAGE_LEVEL:
                 split_block(self.cpu, self.alloc, realm, ipa, index(x0))
                 x0, pa = self.smc(DATA_DESTROY, realm.rd, ipa)[:2]
-            if x0 != SUCCESS or pa != win.backing + i * 4096:
+            if x0 != SUCCESS or pa != backing + i * 4096:
                 raise HostError(DATA_DESTROY, (realm.rd, ipa), x0, f"this CPU assigned its window page "
-                                                                    f"{win.backing + i * 4096:#x} there (X1 {pa:#x})")
+                                                                    f"{backing + i * 4096:#x} there (X1 {pa:#x})")
             x0 = self.smc(UNDELEGATE, pa)[0]
             if x0 != SUCCESS:
                 raise HostError(UNDELEGATE, (pa,), x0, "DATA_DESTROY has just returned it")

@@ -353,11 +353,11 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
                        for c in range(w.cpus) if w.uses("delegate-churn", c)}
     finally:
         cpu.close()
-    key = AttestationKeys(w.platform).platform_public_key_pem() if any(t.attest for t in w.realms) else None
+    platform_key = AttestationKeys(w.platform).platform_public_key_pem() if any(t.attest for t in w.realms) else None
     ripas = ripas_template() if w.uses("ripas-churn") else None
     resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
     plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
-                   key, phase_counts=bool(w.file.phases), queues=w.queues)
+                   platform_key, phase_counts=bool(w.file.phases), queues=w.queues)
     parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()),
                           backings.get(c, ()),
                           tuple((k, pa) for k, pa in roots.items()

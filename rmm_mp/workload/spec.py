@@ -373,9 +373,9 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         except (OSError, RuntimeError) as exc:  # a symbolic-link loop: RuntimeError before Python 3.13
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.ELOOP)
             raise f.fail(key, value, f"a regular .s file that exists (it cannot be looked up: {why})") from None
-        why = why_not_a_file(path)
-        if why is not None:
-            raise f.fail(key, value, f"a regular .s file that exists (looked for {path}: {why})")
+        not_a_file = why_not_a_file(path)
+        if not_a_file is not None:
+            raise f.fail(key, value, f"a regular .s file that exists (looked for {path}: {not_a_file})")
         try:
             return str(path), read_source(path, "guest")
         except InputTooLarge as exc:
