@@ -73,7 +73,7 @@ def is_array(value: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
     return isinstance(value, (list, tuple)) and not isinstance(value, cbor2.CBORSimpleValue)
 
 
-def is_map(value: object) -> bool:
+def is_map(value: object) -> TypeGuard[Mapping[Any, Any]]:
     """True for a decoded CBOR map (dict, or cbor2 6's frozendict)."""
     return isinstance(value, Mapping)
 
@@ -365,9 +365,9 @@ def _comparable(key: object) -> object:
     if isinstance(key, cbor2.CBORTag):
         return _TagKey(key.tag, _comparable(key.value))
     if is_map(key):
-        return _MapKey(frozenset((_comparable(k), _comparable(v)) for k, v in key.items()))  # type: ignore[attr-defined]
+        return _MapKey(frozenset((_comparable(k), _comparable(v)) for k, v in key.items()))
     if is_array(key):
-        return tuple(_comparable(item) for item in key)  # type: ignore[attr-defined]
+        return tuple(_comparable(item) for item in key)
     return key
 
 

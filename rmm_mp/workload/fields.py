@@ -79,13 +79,13 @@ class Fields:
         return value
 
     def integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int:
-        if not is_int(value) or not lo <= value <= hi:  # type: ignore[operator]
+        if not is_int(value) or not lo <= value <= hi:
             raise self.fail(key, value, f"{what}, an integer in {lo}..{hi}")
-        return value  # type: ignore[return-value]
+        return value
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:
         """A positive int or float in (lo, hi]."""
-        if not is_finite_number(value) or not lo < value <= hi:  # type: ignore[operator]
+        if not is_finite_number(value) or not lo < value <= hi:
             raise self.fail(key, value, f"{what}, a number greater than {lo:g} and at most {hi:g}")
         return float(value)
 
@@ -129,9 +129,9 @@ class Fields:
             number = decimal(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
         else:
             raise self.fail(key, value, 'a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB"')
-        if number % GRANULE or not lo <= number <= hi:  # type: ignore[operator]
+        if number % GRANULE or not lo <= number <= hi:
             raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}")
-        return number  # type: ignore[return-value]
+        return number
 
     def hex_bytes(self, value: object, key: str, most: int) -> bytes:
         """A hex string ("0x" optional, "_" allowed between digits) of at most ``most`` bytes."""
