@@ -5,9 +5,10 @@ bits [23:16] and the refcount in bits [15:0]. find_lock and lock_two follow TF-R
 find_lock_granule / find_lock_two_granules: lock first, then compare the state; on any failure
 hold nothing. Every acquire and release passes the observer.
 
-The last two tests use a second process (spawn context) and are bounded: the child holds the
-lock for a fixed time, every wait has a timeout, and the parent's acquire runs under a
-deadline alarm.
+The two cross-process tests use a second process (spawn context) and are bounded: the child
+holds the lock until the parent is seen waiting for it (not for a fixed time, which a loaded
+host can outlast), every wait has a timeout, and the parent's acquire runs under a deadline
+alarm.
 """
 
 from __future__ import annotations
@@ -362,13 +363,14 @@ def test_observer_once_per_acquire_and_release(machine: Machine) -> None:
 # -- two processes -------------------------------------------------------------------------------
 
 
-def _hold_lock(name: str, idx: int, locked, release_after_s: float) -> None:  # type: ignore[no-untyped-def]
-    """Child: lock granule idx as CPU 1, say so, hold it for a while, release."""
+def _hold_lock(name: str, idx: int, locked, release, hold_s: float) -> None:  # type: ignore[no-untyped-def]
+    """Child: lock granule idx as CPU 1, say so, hold it until ``release`` is set (at most
+    hold_s), release."""
     with Machine.attach(name) as m:
         table = m.granule_table(cpu_owner(1))
         table.lock(idx)
         locked.set()
-        time.sleep(release_after_s)
+        release.wait(hold_s)
         table.unlock(idx)
 
 
@@ -383,13 +385,24 @@ def _count_up(name: str, idx: int, n: int, ready, go) -> None:  # type: ignore[n
             table.refcount_add(idx, 1)
 
 
-def test_contended_acquire_from_second_process(machine: Machine) -> None:
-    """A child process (spawn) holds granule 50 as CPU 1 for 0.3 s; the parent's lock() as
-    CPU 0 waits for it, then succeeds: stats.contended == 1, wait_ns > 0, and the observer
-    reports the same non-zero wait."""
+def test_contended_acquire_from_second_process(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child process (spawn) holds granule 50 as CPU 1; the parent's lock() as CPU 0 finds it
+    held and waits (its spin is over: it has called the backoff), and only then does the child
+    release it: the parent's lock() succeeds, stats.contended == 1, wait_ns > 0, and the
+    observer reports the same non-zero wait. (Before, the child held the lock for a fixed
+    0.3 s: a parent delayed that long on a loaded host found it free.)"""
+    from rmm_mp.hw import granule
+
     ctx = multiprocessing.get_context("spawn")
-    locked = ctx.Event()
-    child = ctx.Process(target=_hold_lock, args=(machine.name, 50, locked, 0.3))
+    locked, release = ctx.Event(), ctx.Event()
+    real_backoff = granule.backoff
+
+    def waiting(tries: int) -> None:
+        # The contended path's own backoff, unchanged: the parent is waiting, so let go.
+        release.set()
+        real_backoff(tries)
+    monkeypatch.setattr(granule, "backoff", waiting)
+    child = ctx.Process(target=_hold_lock, args=(machine.name, 50, locked, release, 60))
     child.start()
     try:
         assert locked.wait(60), "child never took the lock"
@@ -399,6 +412,7 @@ def test_contended_acquire_from_second_process(machine: Machine) -> None:
         table.observer = obs
         with deadline(DEADLINE_S):
             table.lock(50)
+        assert release.is_set(), "the lock was taken without waiting for its holder"
         assert table.holder(50) == cpu_owner(0)
         table.unlock(50)
         assert table.stats.contended == 1
@@ -406,6 +420,7 @@ def test_contended_acquire_from_second_process(machine: Machine) -> None:
         assert table.stats.max_wait_idx == 50
         assert obs.events[0][:2] == ("acquired", 50) and obs.events[0][2] > 0
     finally:
+        release.set()
         child.join(60)
         if child.is_alive():
             child.kill()
