@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -1057,10 +1058,14 @@ def test_the_population_is_not_built_under_a_pause(monkeypatch: pytest.MonkeyPat
     assert under_pause == [False]
 
 
-def _participate(machine: Machine, leave: threading.Event, steps: list[int]) -> None:
+def _participate(machine: Machine, leave: threading.Event, steps: list[int],
+                 entered: threading.Event | None = None) -> None:
     """A participant as a CPU's loop is one: a quiescent point between steps, until ``leave``;
-    ``steps[0]`` counts the steps made (how a test sees that it is not held parked)."""
+    ``steps[0]`` counts the steps made (how a test sees that it is not held parked). It sets
+    ``entered`` once it counts as a participant."""
     with Participant(machine.control) as part:
+        if entered is not None:
+            entered.set()
         while not leave.is_set():
             part.point()
             steps[0] += 1
@@ -1070,38 +1075,54 @@ def _participate(machine: Machine, leave: threading.Event, steps: list[int]) -> 
 def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A check held up for longer than its lease (stopped with Ctrl-Z, starved): the CPUs went
     on meanwhile. When it goes on, its renewer parks them again, but what it read may be calls
-    in progress: NOT quiescent, and violations exit 3. Before, it said "quiescent: 1 of 1"."""
-    from rmm_mp.hw.quiesce import Pause
-    leave, gate = threading.Event(), threading.Event()
+    in progress: NOT quiescent, and violations exit 3. Before, it said "quiescent: 1 of 1".
+    The lease runs out by moving the quiesce module's clock past it while the check reads the
+    machine (not by a 0.1 s lease that the participant had to park within on a loaded host),
+    and each step is awaited (up to 30 s) rather than expected within a short window."""
+    from rmm_mp.hw import quiesce
+    from rmm_mp.hw.quiesce import Pause, census
+    lease_ns = 120_000_000_000          # no wait below outlasts it: only the clock ends it
+    offset_ns = [0]
+    monkeypatch.setattr(quiesce, "time", types.SimpleNamespace(
+        monotonic_ns=lambda: time.monotonic_ns() + offset_ns[0],
+        monotonic=lambda: time.monotonic() + offset_ns[0] / 1e9, sleep=time.sleep))
+    leave, gate, entered = threading.Event(), threading.Event(), threading.Event()
     steps = [0]
     real_renew, real_invariants = Pause._renew, check_cli.invariants
 
     def stalled_renew(self: Pause) -> None:
-        gate.wait(10)
-        real_renew(self)
+        gate.wait(60)
+        if self._renew_once():          # back: it renews at once, then as usual
+            real_renew(self)
 
     def late(m: Machine):  # type: ignore[no-untyped-def]
+        assert census(m.control).parked == 1
         before = steps[0]
-        time.sleep(0.2)                 # twice the lease: the participant goes on
-        assert steps[0] > before
-        gate.set()                      # the renewer comes back: it parks again
-        from rmm_mp.hw.quiesce import census
-        deadline = time.monotonic() + 5
-        while census(m.control).parked < 1 and time.monotonic() < deadline:
+        offset_ns[0] += lease_ns        # held up for as long as the lease: it runs out
+        end = time.monotonic() + 30
+        while steps[0] == before and time.monotonic() < end:
             time.sleep(0.001)
+        assert steps[0] > before        # the participant went on
+        gate.set()                      # the renewer comes back: it parks again
+        end = time.monotonic() + 30
+        while census(m.control).parked < 1 and time.monotonic() < end:
+            time.sleep(0.001)
+        assert census(m.control).parked == 1
         return real_invariants(m)
-    monkeypatch.setattr(Pause.__init__, "__defaults__", (100_000_000,))
+    monkeypatch.setattr(Pause.__init__, "__defaults__", (lease_ns,))
     monkeypatch.setattr(Pause, "_renew", stalled_renew)
     monkeypatch.setattr(check_cli, "invariants", late)
-    thread = threading.Thread(target=_participate, args=(machine, leave, steps), daemon=True)
+    thread = threading.Thread(target=_participate, args=(machine, leave, steps, entered), daemon=True)
     thread.start()
     try:
-        res = CliRunner().invoke(check, [machine.name])
+        assert entered.wait(30), "the participant never joined"
+        res = CliRunner().invoke(check, [machine.name, "--wait", "30"])
     finally:
+        gate.set()
         leave.set()
         thread.join(10)
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("NOT quiescent: the pause lapsed (this check was held up for longer than its 0.1 s "
+    assert res.output.startswith("NOT quiescent: the pause lapsed (this check was held up for longer than its 120 s "
                                  "lease), so the CPUs went on meanwhile; a violation may be"), res.output
 
 
