@@ -342,7 +342,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             raised, e.g. fork or spawn failing with EAGAIN or ENOMEM, or EMFILE); it names the
             CPU and the cause. Any other exception there propagates as it is.
             The processes already started are killed and reaped and every pipe end is closed
-            before it is raised.
+            before it is raised; a Ctrl-C (held back by the signal mask) that came while the CPUs were being
+            started is raised instead once that is done, the CpuStartError its context.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -402,7 +403,6 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                            on_end).wait()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for proc in procs.values():
             if proc.exitcode is None:
                 proc.kill()
@@ -415,6 +415,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             reader.close()
         for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
             proc.close()
+        # Last: the supervisor restored the mask already, unless the start failed before it
+        # ran; then a Ctrl-C held back meanwhile is raised here, once nothing is left open, not
+        # from the first line of this clause, which left the started CPUs and their pipes.
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

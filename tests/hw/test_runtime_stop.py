@@ -658,3 +658,53 @@ def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(mo
     assert left == {}, f"left open: {left}"
     with pytest.raises(ChildProcessError):      # reaped already: no child left to wait for
         os.waitpid(started[0], os.WNOHANG)
+
+
+@pytest.mark.multiprocess
+def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C comes while the CPU processes are being started (held back: run_cpus blocks
+    SIGINT there) and then Process.start raises for the 2nd CPU. The Ctrl-C is delivered once
+    the cleanup is done, not in the middle of it: CPU 0's process, already started, is killed
+    and reaped and no pipe end is left open, and the caller sees the KeyboardInterrupt, the
+    CpuStartError as its context. (Before: run_cpus's finally restored the signal mask first,
+    so the KeyboardInterrupt came out of it at once, leaving CPU 0 running, waiting for its
+    args, and its pipe ends and the failed CPU's open.)"""
+    import gc
+    import multiprocessing.context
+    import multiprocessing.resource_tracker
+    from rmm_mp.runtime import CpuStartError
+
+    real_start = multiprocessing.context.SpawnProcess.start
+    started: list[Any] = []
+
+    def start(self: Any) -> None:
+        if started:
+            os.kill(os.getpid(), signal.SIGINT)     # blocked here: pending until the mask is restored
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    multiprocessing.resource_tracker.ensure_running()   # its pipe is no run's
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with Machine.create("host", cpus=2) as m:
+            gc.disable()    # what is closed must be closed by run_cpus, not by a collection
+            try:
+                fds = set(os.listdir("/proc/self/fd"))
+                with pytest.raises(KeyboardInterrupt) as raised:
+                    run_cpus(m, _until_stopped)
+                left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds
+                        if os.path.exists(f"/proc/self/fd/{fd}")}
+                alive = [p.pid for p in started if p._popen is not None and p._popen.poll() is None]
+            finally:
+                gc.enable()
+                for p in started:       # a process the old code left running: not this test's to keep
+                    if p._popen is not None and p._popen.poll() is None:
+                        p.kill()
+                        p.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert isinstance(raised.value.__context__, CpuStartError), repr(raised.value.__context__)
+    assert alive == [], f"CPU 0's process {alive} left running"
+    assert left == {}, f"left open: {left}"
