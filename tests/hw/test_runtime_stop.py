@@ -4,6 +4,7 @@ job sends it to the whole process group) does not end it: the parent decides."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.util
 import os
@@ -12,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
@@ -616,6 +618,23 @@ def test_a_borrowed_signal_held_back_on_this_thread_is_ignored_after_decided(mon
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
 
 
+@contextlib.contextmanager
+def _fds_left_open() -> Iterator[dict[str, str]]:
+    """The file descriptors opened inside the block and still open after it (fd: what it is),
+    the garbage collector off meanwhile: what must be closed is closed by the code under test,
+    not by a collection."""
+    import gc
+    left: dict[str, str] = {}
+    gc.disable()
+    try:
+        fds = set(os.listdir("/proc/self/fd"))
+        yield left
+        left.update({fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds
+                     if os.path.exists(f"/proc/self/fd/{fd}")})
+    finally:
+        gc.enable()
+
+
 @pytest.mark.multiprocess
 def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
     """Process.start raises for the 2nd CPU (fork/spawn failing with EAGAIN, simulated): run_cpus
@@ -623,7 +642,6 @@ def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(mo
     is killed and reaped, and every pipe end run_cpus opened (both CPUs' result pipes and
     lifelines) and the started process's sentinel are closed by then, not left to the garbage
     collector (before: the raw BlockingIOError, naming no CPU, with four pipe ends left open)."""
-    import gc
     import multiprocessing.context
     import multiprocessing.resource_tracker
     from rmm_mp.runtime import CpuStartError
@@ -639,17 +657,10 @@ def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(mo
 
     monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
     multiprocessing.resource_tracker.ensure_running()   # its pipe is no run's
-    with Machine.create("host", cpus=2) as m:
-        gc.disable()    # what is closed must be closed by run_cpus, not by a collection
-        try:
-            fds = set(os.listdir("/proc/self/fd"))
-            t0 = time.monotonic()
-            with pytest.raises(CpuStartError) as raised:
-                run_cpus(m, _until_stopped)
-            left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds
-                    if os.path.exists(f"/proc/self/fd/{fd}")}
-        finally:
-            gc.enable()
+    with Machine.create("host", cpus=2) as m, _fds_left_open() as left:
+        t0 = time.monotonic()
+        with pytest.raises(CpuStartError) as raised:
+            run_cpus(m, _until_stopped)
     assert time.monotonic() - t0 < 10
     assert str(raised.value) == ("CPU 1's process could not be started: BlockingIOError: [Errno 11] Resource "
                                  "temporarily unavailable; the CPU process already started (CPU 0) killed")
@@ -669,7 +680,6 @@ def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(mon
     CpuStartError as its context. (Before: run_cpus's finally restored the signal mask first,
     so the KeyboardInterrupt came out of it at once, leaving CPU 0 running, waiting for its
     args, and its pipe ends and the failed CPU's open.)"""
-    import gc
     import multiprocessing.context
     import multiprocessing.resource_tracker
     from rmm_mp.runtime import CpuStartError
@@ -688,17 +698,12 @@ def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(mon
     multiprocessing.resource_tracker.ensure_running()   # its pipe is no run's
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with Machine.create("host", cpus=2) as m:
-            gc.disable()    # what is closed must be closed by run_cpus, not by a collection
+        with Machine.create("host", cpus=2) as m, _fds_left_open() as left:
             try:
-                fds = set(os.listdir("/proc/self/fd"))
                 with pytest.raises(KeyboardInterrupt) as raised:
                     run_cpus(m, _until_stopped)
-                left = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - fds
-                        if os.path.exists(f"/proc/self/fd/{fd}")}
                 alive = [p.pid for p in started if p._popen is not None and p._popen.poll() is None]
             finally:
-                gc.enable()
                 for p in started:       # a process the old code left running: not this test's to keep
                     if p._popen is not None and p._popen.poll() is None:
                         p.kill()
