@@ -7,7 +7,10 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
     SYNC, data abort (EC 0x24) whose fault status is no translation, access flag or permission
           fault (a granule protection fault, DFSC 0x28: the page behind an unprotected mapping
           is no longer in the NS PAS, A5.2.6): the vCPU fails wherever the IPA lies, as KVM's
-          kvm_handle_guest_abort fails KVM_RUN with -EFAULT ("Unsupported FSC").
+          kvm_handle_guest_abort fails KVM_RUN with -EFAULT ("Unsupported FSC"). An external
+          abort (DFSC 0x10 and the other SEA codes) fails it too, where KVM takes it first
+          (kvm_handle_guest_sea, a virtual SError) and re-enters; the RMM model never exits with
+          one (docs/deviations.md).
     SYNC, data abort at an unprotected IPA (the IPA's top bit set, as KVM tells them
           apart; the syndrome cannot: a non-emulatable abort there has ISV clear, A4.3.4.3). In
           the device window (devices.py) an access with ISV is emulated: a write is applied, a
@@ -95,7 +98,8 @@ ESR_ISV, ESR_WNR = 1 << 24, 1 << 6
 FSC_TYPE, FSC_GPF = 0x3C, 0x28
 _RESOLVABLE_FSC = frozenset({0x04, 0x08, 0x0C})
 """Fault status types (DFSC without the level) of the data aborts KVM resolves: translation,
-access flag and permission faults."""
+access flag and permission faults. KVM also re-enters after an SEA, which this host fails (the
+RMM model makes no SEA exit)."""
 
 
 def _exit_struct() -> struct.Struct:
