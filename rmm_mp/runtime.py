@@ -396,29 +396,33 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             procs[cpu_id], pipes[cpu_id] = proc, reader
         # Started with STOP_SIGNALS blocked, as the main thread has them: they never take them.
         # One per child, so that a child that does not read holds up no other's args.
+        # Listed once started: the cleanup joins each, and joining one that never started raises.
         for cpu_id, life_writer in zip(ids, lifelines):
-            feeders.append(threading.Thread(target=cpu_args.feed, args=(payload, life_writer), name=f"rmm-mp-args{cpu_id}",
-                                            daemon=True))
-            feeders[-1].start()
+            feeder = threading.Thread(target=cpu_args.feed, args=(payload, life_writer), name=f"rmm-mp-args{cpu_id}",
+                                      daemon=True)
+            feeder.start()
+            feeders.append(feeder)
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                            on_end).wait()
     finally:
-        for proc in procs.values():
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join()
-        for feeder in feeders:  # every child is gone: a write one waited in has failed (EPIPE)
-            feeder.join()
-        for life_writer in lifelines:
-            life_writer.close()
-        for reader in pipes.values():   # the supervisor closed them, unless it never ran
-            reader.close()
-        for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
-            proc.close()
-        # Last: the supervisor restored the mask already, unless the start failed before it
-        # ran; then a Ctrl-C held back meanwhile is raised here, once nothing is left open, not
-        # from the first line of this clause, which left the started CPUs and their pipes.
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        try:
+            for proc in procs.values():
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join()
+            for feeder in feeders:  # every child is gone: a write one waited in has failed (EPIPE)
+                feeder.join()
+            for life_writer in lifelines:
+                life_writer.close()
+            for reader in pipes.values():   # the supervisor closed them, unless it never ran
+                reader.close()
+            for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
+                proc.close()
+        finally:
+            # Last: the supervisor restored the mask already, unless the start failed before it
+            # ran; then a Ctrl-C held back meanwhile is raised here, once nothing is left open,
+            # not from the first line of this clause, which left the started CPUs and their pipes.
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

@@ -713,3 +713,49 @@ def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(mon
     assert isinstance(raised.value.__context__, CpuStartError), repr(raised.value.__context__)
     assert alive == [], f"CPU 0's process {alive} left running"
     assert left == {}, f"left open: {left}"
+
+
+@pytest.mark.multiprocess
+def test_a_thread_that_cannot_be_started_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPU processes start, but the thread that feeds CPU 1 its args cannot (a RuntimeError,
+    as when the host refuses a new thread, the same shortage that makes fork fail): that error
+    reaches the caller, not one raised by the cleanup; both processes are killed and reaped,
+    no pipe end is left open and SIGINT and SIGTERM are no longer blocked. (Before: the cleanup
+    joined the feeder that never started, raising "cannot join thread before it is started",
+    and left every pipe end open.)"""
+    import multiprocessing.context
+    import multiprocessing.resource_tracker
+
+    real_start = threading.Thread.start
+    started: list[Any] = []
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "rmm-mp-args1":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    real_process_start = multiprocessing.context.SpawnProcess.start
+
+    def process_start(self: Any) -> None:
+        real_process_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", process_start)
+    multiprocessing.resource_tracker.ensure_running()   # its pipe is no run's
+    with Machine.create("host", cpus=2) as m, _fds_left_open() as left:
+        try:
+            with pytest.raises(RuntimeError) as raised:
+                run_cpus(m, _until_stopped)
+            alive = [p.pid for p in started if p._popen is not None and p._popen.poll() is None]
+        finally:
+            for p in started:       # a process the cleanup left running: not this test's to keep
+                if p._popen is not None and p._popen.poll() is None:
+                    p.kill()
+                    p.join()
+    blocked = {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+    assert str(raised.value) == "can't start new thread", repr(raised.value)
+    assert len(started) == 2 and alive == [], f"left running: {alive}"
+    assert left == {}, f"left open: {left}"
+    assert not blocked, f"still blocked: {blocked}"
