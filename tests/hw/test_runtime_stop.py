@@ -635,6 +635,17 @@ def _fds_left_open() -> Iterator[dict[str, str]]:
         gc.enable()
 
 
+def _kill_left_running(processes: list[Any]) -> list[int]:
+    """The pids of ``processes`` (started multiprocessing processes) still running, which are
+    killed and reaped here: a process the code under test left behind is not a test's to keep."""
+    left = [p.pid for p in processes if p._popen is not None and p._popen.poll() is None]
+    for p in processes:
+        if p._popen is not None and p._popen.poll() is None:
+            p.kill()
+            p.join()
+    return left
+
+
 @pytest.mark.multiprocess
 def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
     """Process.start raises for the 2nd CPU (fork/spawn failing with EAGAIN, simulated): run_cpus
@@ -702,12 +713,8 @@ def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(mon
             try:
                 with pytest.raises(KeyboardInterrupt) as raised:
                     run_cpus(m, _until_stopped)
-                alive = [p.pid for p in started if p._popen is not None and p._popen.poll() is None]
             finally:
-                for p in started:       # a process the old code left running: not this test's to keep
-                    if p._popen is not None and p._popen.poll() is None:
-                        p.kill()
-                        p.join()
+                alive = _kill_left_running(started)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert isinstance(raised.value.__context__, CpuStartError), repr(raised.value.__context__)
@@ -747,12 +754,8 @@ def test_a_thread_that_cannot_be_started_leaves_nothing_behind(monkeypatch: pyte
         try:
             with pytest.raises(RuntimeError) as raised:
                 run_cpus(m, _until_stopped)
-            alive = [p.pid for p in started if p._popen is not None and p._popen.poll() is None]
         finally:
-            for p in started:       # a process the cleanup left running: not this test's to keep
-                if p._popen is not None and p._popen.poll() is None:
-                    p.kill()
-                    p.join()
+            alive = _kill_left_running(started)
     blocked = {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
     assert str(raised.value) == "can't start new thread", repr(raised.value)
