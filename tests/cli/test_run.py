@@ -32,6 +32,17 @@ def no_segments_of(pid: int) -> bool:
     return not [m for m in segment.list_machines() if m.creator_pid == pid]
 
 
+def machine_name(proc: "subprocess.Popen[str]") -> str:
+    """The machine a running `rmm-mp run` names on its stderr ("machine rmm-mp-... (inspect it
+    while it runs: ...)"), read line by line up to it; the rest of stderr is left to
+    communicate(). A run that ends without naming one fails the test."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if match := re.match(r"^machine (rmm-mp-\d+-[0-9a-f]{8}) ", line):
+            return match.group(1)
+    raise AssertionError("the run did not name its machine")
+
+
 @pytest.mark.multiprocess
 def test_run_quickstart_as_a_process(tmp_path: Path) -> None:
     """The README's main job, briefly: `python -m rmm_mp run quickstart --seconds 1 --json F`
@@ -72,13 +83,7 @@ def test_check_parks_a_running_workload(tmp_path: Path) -> None:
                              "--json", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        assert proc.stderr is not None
-        name = ""
-        for line in proc.stderr:
-            if match := re.match(r"^machine (rmm-mp-\d+-[0-9a-f]{8}) ", line):
-                name = match.group(1)
-                break
-        assert name, "the run did not name its machine"
+        name = machine_name(proc)
         with Machine.attach(name) as machine:     # wait until both CPUs are past the start barrier
             deadline = time.monotonic() + 120
             while machine.control.view.load_u64(OFF_ARRIVED) < 2 and time.monotonic() < deadline:
@@ -424,13 +429,7 @@ def test_two_sigints_back_to_back_are_one_ctrl_c(tmp_path: Path) -> None:
                              "--seconds", "60", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        assert proc.stderr is not None
-        name = ""
-        for line in proc.stderr:
-            if match := re.match(r"^machine (rmm-mp-\d+-[0-9a-f]{8}) ", line):
-                name = match.group(1)
-                break
-        assert name, "the run did not name its machine"
+        name = machine_name(proc)
         with Machine.attach(name) as machine:
             wait_for_cpus(proc.pid, 2, 60)
             time.sleep(0.5)
