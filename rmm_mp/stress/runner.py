@@ -426,8 +426,10 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     # A deterministic run's CPUs killed while they waited for their turn or started up, after a
     # Ctrl-C or SIGTERM stopped the run, are the interrupt's doing too (``waited``): at 64 CPUs
     # on a loaded 2-core host the start-up outlasts the grace time, and a Ctrl-C during it ended
-    # "aborted", the word for a run a failure stopped.
-    if (killed or starting or (waited and (result.interrupted or bool(stop.by)))) and not findings:
+    # "aborted", the word for a run a failure stopped. Only when the interrupt is what stopped
+    # the run (``by_interrupt``, as for ``starting``): one during the grace time after the
+    # --seconds limit leaves the run "timeout".
+    if (killed or starting or (waited and by_interrupt)) and not findings:
         ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
     if killed and config.on("invariants"):
         not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")

@@ -1612,6 +1612,43 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
         f"invariants not checked at the end: CPU 0 {HOW}",), report.not_done
 
 
+def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_run_timed_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run that its --seconds limit stopped (the supervisor's tick past the
+    limit, run_cpus's "time is up") with both CPUs registered and waiting for their first turn;
+    a Ctrl-C comes only during the grace time that follows, and both CPUs are killed after it
+    (run_cpus is a stand-in here, so no CPU process starts). The run ends "timeout", what
+    stopped it, with each CPU a "not done" line and no finding: the interrupt did not stop the
+    run, as for a free-running CPU stuck at start-up. It ended "interrupted": the exemption for
+    a Ctrl-C that kills deterministic CPUs still starting up took any interrupt seen, not only
+    one that stopped the run."""
+    from rmm_mp.runtime import CpuFailure, RunResult
+    from rmm_mp.stress import runner, shared
+    from rmm_mp.stress.config import StressConfig
+    segs: list[shared.StressSegment] = []
+    create = shared.StressSegment.create
+
+    def created(*args: Any) -> shared.StressSegment:
+        segs.append(create(*args))
+        return segs[-1]
+
+    HOW = "did not stop within 0.1 s of being asked and was terminated"
+
+    def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
+        for cpu in (0, 1):
+            segs[0].set_status(cpu, shared.READY)     # registered, waiting for the first turn
+        kwargs["on_tick"](kwargs["timeout_s"])          # the tick at the limit: timed out
+        return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (0, 1)), True, 1.0,
+                         "time is up", interrupted_by="Ctrl-C")
+    monkeypatch.setattr(runner.StressSegment, "create", created)
+    monkeypatch.setattr(runner, "run_cpus", run_cpus)
+    report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
+    assert report.findings == () and report.ended == "timeout", report.text()
+    assert report.not_done == tuple(f"CPU {cpu} {HOW}: it was waiting for its turn (or still starting up) after the "
+                                    "run was stopped, so this is no finding of its own" for cpu in (0, 1)), \
+        report.not_done
+
+
 @pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C at the first tick of a free-running run, while the CPU processes are still
