@@ -67,7 +67,7 @@ def _segment_sizes(platform: Platform, cpus: int, trace_capacity: int) -> dict[s
     }
     if trace_capacity:
         # Only machines made for tracing pay for the rings.
-        sizes["trace"] = cpus * trace.region_size(trace_capacity)
+        sizes[segment.TRACE_PART] = cpus * trace.region_size(trace_capacity)
     return sizes
 
 
@@ -84,7 +84,7 @@ class Machine:
         self._closed = False
         self._generation = cpu_handle.fork_generation()
         self._handles: dict[int, Cpu] = {}
-        self._views = {part: atomicshm.AtomicView(segments[part].buf) for part in ("ctl", "granules", "gpt", "cpus", "dram")}
+        self._views = {part: atomicshm.AtomicView(segments[part].buf) for part in segment.MACHINE_PARTS}
         self.control = Control(segments["ctl"].buf, self._views["ctl"])
         self.memory = PhysicalMemory(segments["dram"].buf, platform.dram.base, platform.granule_count,
                                      self._views["dram"])
@@ -191,7 +191,7 @@ class Machine:
         attached: dict[str, Segment] = {}
         part = ""
         try:
-            for part in ("ctl", "granules", "gpt", "dram", "cpus"):
+            for part in segment.MACHINE_PARTS:
                 attached[part] = Segment.attach(name, part)
                 if part == "ctl" and _being_created(attached[part]):
                     raise FileExistsError   # its creator has not finished making it
@@ -222,7 +222,7 @@ class Machine:
             plat = Platform.from_json(control.platform_json())
             cpus = control.cpus
             if control.trace_capacity:
-                attached["trace"] = Segment.attach(name, "trace")
+                attached[segment.TRACE_PART] = Segment.attach(name, segment.TRACE_PART)
         except FileNotFoundError:   # its trace segment: unlinked as the machine closes
             view.close()
             for seg in attached.values():
@@ -306,7 +306,7 @@ class Machine:
         if not 0 <= cpu < self.cpus:
             raise ValueError(f"cpu = {cpu!r}: expected 0..{self.cpus - 1}")
         size = trace.region_size(capacity)
-        return self._segments["trace"].buf[cpu * size:(cpu + 1) * size]
+        return self._segments[segment.TRACE_PART].buf[cpu * size:(cpu + 1) * size]
 
     def read_trace(self, cpu: int) -> list[tuple[int, int, int, int, int]]:
         """(start_ns, duration_ns, kind, code, arg) of every record in CPU ``cpu``'s ring, oldest first."""

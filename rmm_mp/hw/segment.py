@@ -26,7 +26,14 @@ SHM_DIR = os.environ.get("RMM_MP_SHM_DIR", "/dev/shm")
 memory; any directory works, at the cost of disk writes; every process of a machine must see the
 same one, which children inherit through the environment)."""
 NAME_PREFIX = "rmm-mp-"
-PARTS = ("ctl", "granules", "gpt", "dram", "cpus", "trace", "stress")
+MACHINE_PARTS = ("ctl", "granules", "gpt", "dram", "cpus")
+"""The parts every machine has, control block first (docs/architecture.md): Machine.create makes
+them and Machine.attach maps them in this order."""
+TRACE_PART = "trace"
+"""The part a machine made for tracing has besides (its trace rings)."""
+STRESS_PART = "stress"
+"""The part the stress tool makes under a machine's name (rmm_mp.stress.shared)."""
+PARTS = MACHINE_PARTS + (TRACE_PART, STRESS_PART)
 """Every part a segment may have: a machine's (docs/architecture.md) and the stress tool's
 ``stress``. Only these are a machine's segments: `rmm-mp clean` and every Machine.create unlink
 an orphan's entries, and an entry that merely looks like one (``rmm-mp-<pid>-<8 hex>.txt``, a

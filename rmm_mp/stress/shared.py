@@ -34,11 +34,11 @@ from typing import Final
 import atomicshm
 
 from rmm_mp.host.runqueue import MAX_CPUS as RUNQUEUE_MAX_CPUS
-from rmm_mp.hw.segment import Segment
+from rmm_mp.hw.segment import STRESS_PART, Segment
 
 MAGIC: Final = b"RMMSTRSS"
 VERSION: Final = 1
-PART: Final = "stress"
+PART: Final = STRESS_PART
 MAX_CPUS: Final = RUNQUEUE_MAX_CPUS
 """The most CPUs a stress run has: the host run queue's (host.runqueue.MAX_CPUS, 64), which
 every stress CPU's run loop uses; `rmm-mp run` has the same limit. The segment used to be one
