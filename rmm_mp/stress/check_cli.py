@@ -65,7 +65,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
     progress or changes made during the scan (or, on an orphan whose creator was killed, or
     with a dead participant, calls cut off); 2 no such machine, a bad option, every pause
-    slot taken, or the --json file could not be written; 130 interrupted by Ctrl-C (no
+    slot taken, or the --json file could not be written (or names a machine's shared-memory
+    segment); 130 interrupted by Ctrl-C (no
     verdict: any pause it held is released and the CPUs go on); SIGTERM before the verdict
     ends it by the signal's default action (143 in a shell; a pause it held lapses within its
     2 s lease). A reader of the output that

@@ -154,7 +154,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     what ran is still printed), a replay that did not reproduce its recording (a replay of a
     recording with findings exits 1 either way: --json gives the verdict), or a report file
     that could not be written; 2 bad usage, found before the run starts (an option the run
-    would not use, an output path that cannot be written, two --inject bugs that replace the
+    would not use, an output path that cannot be written or names a machine's shared-memory
+    segment, two --inject bugs that replace the
     same code, a --replay file that is no schedule file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
     files are still written and the status stays the run's."""
     if list_bugs:

@@ -54,7 +54,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
     the run was interrupted (Ctrl-C), or the JSON could not be written; 2 bad usage (an
-    unknown pair, an unwritable --json path, two --inject bugs that replace the same code). A reader of the output that leaves early
+    unknown pair, an unwritable --json path or one naming a machine's shared-memory segment,
+    two --inject bugs that replace the same code). A reader of the output that leaves early
     (`| head`) ends the printing quietly; the JSON is still written and the status stays the
     verdict."""
     if list_pairs:
