@@ -204,8 +204,10 @@ def oversubscription(cpus: int) -> float:
     """Simulated CPUs per host core this process may use, between 1 and SLACK_CAP: the factor by
     which a wall-clock allowance for a CPU's step (stopping after a timed run's end, the grace
     time before a kill) grows, since a step takes that much longer when the CPU processes share
-    the cores (64 CPUs on 2 cores: a churn step of 3 s was measured). Capped, so that a stuck
-    CPU or a Ctrl-C is still dealt with in a minute or two."""
+    the cores (64 CPUs on 2 cores: a churn step of 3 s was measured). Capped (SLACK_CAP), so that
+    a stuck CPU is still dealt with in bounded time: a grace time of 2 to 10 s grows to a minute
+    at most, and a start-up allowance (STARTUP_S, and the stress tool's free-running one, the
+    same) to 6 minutes."""
     return min(SLACK_CAP, max(1.0, cpus / max(1, len(host_cores()))))
 
 

@@ -30,7 +30,7 @@ from rmm_mp.hw import process
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.hw.quiesce import Participant, Pause
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import CpuFailure, RunResult, oversubscription, run_cpus
+from rmm_mp.runtime import STARTUP_S, CpuFailure, RunResult, oversubscription, run_cpus
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
@@ -199,12 +199,15 @@ they share the host's cores: 64 CPUs on a loaded 2-core host took 0.5 to 2.2 s t
 a flat 2 s gave up one check in ten. A Ctrl-C during the wait is taken at once (it raises in
 the supervisor's tick), so the longer wait does not hold up a stop."""
 
-START_ALLOWANCE_S = 60.0
+START_ALLOWANCE_S = STARTUP_S
 """Free-running: how long the CPU processes may take to get ready before run_cpus's own limit
-(``seconds`` + this, times runtime.oversubscription, 1 to 6) stops the run anyway. Multiplied
-because the CPUs all start at once, sharing the host's cores: 64 CPUs on a loaded 2-core host
-took 50 s to get ready, against a flat 60 s, and a start-up cut off by the limit has its CPUs
-killed after the grace time (cpu-died findings of a run that tested nothing)."""
+(``seconds`` + this, times runtime.oversubscription, 1 to 6) stops the run anyway: the
+allowance `rmm-mp run`'s start barrier has (runtime.STARTUP_S, 60 s), scaled the same way.
+Multiplied because the CPUs all start at once, sharing the host's cores: 64 CPUs on a loaded
+2-core host took 50 s to get ready, against a flat 60 s, and a start-up cut off by the limit
+has its CPUs killed after the grace time (cpu-died findings of a run that tested nothing). So
+a CPU hung in its start-up is reported at the latest --seconds + 6 minutes + the grace time
+(FREE_GRACE_S times the same factor, 30 s at most) after the CPUs were started."""
 
 
 class _Supervisor:
