@@ -166,15 +166,15 @@ def unlink_machine(segments: MachineSegments) -> list[str]:
 
 
 def unlink_parts(prefix: str) -> None:
-    """Unlink every segment named ``prefix.*``: a machine's own parts and those that tools made
-    under its name (the stress tool's ``.stress``)."""
-    try:
-        names = os.listdir(SHM_DIR)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in names:
-        if name.startswith(prefix + "."):
-            _unlink_quietly(os.path.join(SHM_DIR, name))
+    """Unlink every segment of ``prefix``: a machine's own parts and those that tools made under
+    its name (the stress tool's ``.stress``), each part in PARTS. Only those, as for an orphan:
+    another file named ``prefix.<something>`` (`rmm-mp check NAME --json /dev/shm/NAME.json`,
+    which is no segment's path) is not rmm-mp's to delete."""
+    for part in PARTS:
+        try:
+            _unlink_quietly(segment_path(prefix, part))
+        except NotADirectoryError:
+            return      # no segment directory: nothing to unlink
 
 
 def free_bytes() -> int:

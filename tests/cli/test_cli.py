@@ -243,6 +243,27 @@ def test_clean_and_create_leave_files_that_only_look_like_segments(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in foreign)
 
 
+def test_closing_a_machine_leaves_a_report_written_beside_its_segments(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rmm-mp check NAME --json <segment directory>/NAME.json` of a live machine: the path is
+    no segment's (json is no part), so the check writes its report there. The machine's close,
+    which unlinks its segments and those made under its name (a stress segment here), leaves
+    the report. Before, the close unlinked every entry named NAME.*, the user's report too,
+    though `rmm-mp clean` leaves such files as not rmm-mp's."""
+    from rmm_mp.hw import segment
+    from rmm_mp.machine import Machine
+    from rmm_mp.stress.shared import StressSegment
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    with Machine.create("host", cpus=1) as machine:
+        stress = StressSegment.create(machine.name, 1, 0, 0, 0, 0)
+        stress.view.close()
+        stress.segment.close()      # not unlinked: left for the machine's close, as after a SIGTERM
+        report = tmp_path / f"{machine.name}.json"
+        res = CliRunner().invoke(main, ["check", machine.name, "--json", str(report)])
+        assert res.exit_code == 0 and report.exists(), res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [report.name]
+
+
 def test_a_segment_part_not_in_the_list_is_refused() -> None:
     """Segment.create of a part not in segment.PARTS raises a ValueError naming the part and the
     parts expected, and creates nothing: a part that clean does not know would be left behind
