@@ -28,6 +28,7 @@ from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import BUGS, check_cli
 from rmm_mp.stress.check_cli import check
 from rmm_mp.stress.cli import stress
+from rmm_mp.stress.shared import StressSegment
 
 # Many tests here send this process SIGINT (Ctrl-C) and expect KeyboardInterrupt, which an
 # inherited SIG_IGN (pytest started in the background by a script) would keep away.
@@ -1576,6 +1577,24 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     assert report.not_done == () and report.findings == (), report.text()
 
 
+_TERMINATED = "did not stop within 0.1 s of being asked and was terminated"
+"""How a stand-in for run_cpus says a CPU was killed after the grace time."""
+
+
+def _stress_segments(monkeypatch: pytest.MonkeyPatch) -> "list[StressSegment]":
+    """The stress segments the runner creates from now on (its StressSegment.create wrapped),
+    for a stand-in for run_cpus to set what the CPUs or the supervisor's tick would have."""
+    from rmm_mp.stress import runner
+    segs: list[StressSegment] = []
+    create = runner.StressSegment.create
+
+    def created(*args: Any) -> StressSegment:
+        segs.append(create(*args))
+        return segs[-1]
+    monkeypatch.setattr(runner.StressSegment, "create", created)
+    return segs
+
+
 def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_interrupted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic run stopped by a Ctrl-C while its CPU processes still start up, on a host
@@ -1589,20 +1608,13 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
     from rmm_mp.runtime import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
-    segs: list[shared.StressSegment] = []
-    create = shared.StressSegment.create
-
-    def created(*args: Any) -> shared.StressSegment:
-        segs.append(create(*args))
-        return segs[-1]
-
-    HOW = "did not stop within 0.1 s of being asked and was terminated"
+    segs = _stress_segments(monkeypatch)
+    HOW = _TERMINATED
 
     def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
         segs[0].set_end(shared.END_ABORT)
         return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (0, 1)), True, 1.0,
                          "interrupted (Ctrl-C)", interrupted_by="Ctrl-C")
-    monkeypatch.setattr(runner.StressSegment, "create", created)
     monkeypatch.setattr(runner, "run_cpus", run_cpus)
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
     assert report.interrupted and report.findings == (), report.text()
@@ -1625,14 +1637,8 @@ def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_
     from rmm_mp.runtime import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
-    segs: list[shared.StressSegment] = []
-    create = shared.StressSegment.create
-
-    def created(*args: Any) -> shared.StressSegment:
-        segs.append(create(*args))
-        return segs[-1]
-
-    HOW = "did not stop within 0.1 s of being asked and was terminated"
+    segs = _stress_segments(monkeypatch)
+    HOW = _TERMINATED
 
     def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
         for cpu in (0, 1):
@@ -1640,7 +1646,6 @@ def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_
         kwargs["on_tick"](kwargs["timeout_s"])          # the tick at the limit: timed out
         return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (0, 1)), True, 1.0,
                          "time is up", interrupted_by="Ctrl-C")
-    monkeypatch.setattr(runner.StressSegment, "create", created)
     monkeypatch.setattr(runner, "run_cpus", run_cpus)
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
     assert report.findings == () and report.ended == "timeout", report.text()
