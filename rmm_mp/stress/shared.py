@@ -14,8 +14,7 @@ Little-endian; every word is read and written with atomic loads and stores:
            draws the next number
     0x038  step budget u64; 0x040 context switches u64; 0x048 preemptions u64
     0x050  step at which the run ended u64; 0x058 quiescent invariant checks made u64
-    0x060  reserved
-    0x068  relaunch claims: one u32 per run-queue slot (16), 0 free, CPU + 1 while relaunching
+    0x060  reserved (0x060 to 0x0A7)
     0x0A8  the highest REC index created in the population's NEW realm u32 (a hint for the
            next REC_CREATE: CPUs race to create index + 1)
     0x0B0  quiescent check pending u32 (deterministic: CPUs park between operations until all
@@ -55,8 +54,6 @@ STATUS_NAMES: Final = ("absent", "ready", "running", "blocked", "done")
 _MODE, _STRATEGY, _REGISTERED = 0x10, 0x14, 0x18
 _STEP, _TURN, _END, _RNG, _BUDGET = 0x20, 0x28, 0x2C, 0x30, 0x38
 _SWITCHES, _PREEMPTIONS, _END_STEP, _QUIESCENT = 0x40, 0x48, 0x50, 0x58
-_CLAIMS = 0x68
-MAX_CLAIMS: Final = 16
 _REC_HINT = 0xA8
 _QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
 _CPU, _CPU_SIZE = 0x100, 64
@@ -192,14 +189,6 @@ class StressSegment:
     @property
     def quiescent_checks(self) -> int:
         return self.view.load_u64(_QUIESCENT)
-
-    # -- relaunch claims -------------------------------------------------------------------------
-
-    def claim(self, slot: int, cpu: int) -> bool:
-        return self.view.cas_u32(_CLAIMS + 4 * (slot % MAX_CLAIMS), 0, cpu + 1) == 0
-
-    def unclaim(self, slot: int) -> None:
-        self.view.store_u32(_CLAIMS + 4 * (slot % MAX_CLAIMS), 0)
 
     @property
     def quiescing(self) -> bool:
