@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
-import time
 from typing import Iterator
 
 import pytest

@@ -14,7 +14,7 @@ import threading
 import time
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -33,6 +33,18 @@ from rmm_mp.stress.shared import StressSegment
 # Many tests here send this process SIGINT (Ctrl-C) and expect KeyboardInterrupt, which an
 # inherited SIG_IGN (pytest started in the background by a script) would keep away.
 pytestmark = pytest.mark.usefixtures("ctrl_c")
+
+
+def _ctrl_c_at_first_tick() -> tuple[list[float], Callable[[float, object], None]]:
+    """An on_tick for stress.runner.run that sends this process SIGINT (Ctrl-C) once, at the
+    first tick, and the list it notes that tick's elapsed time in."""
+    sent: list[float] = []
+
+    def first_tick(elapsed: float, seg: object) -> None:
+        if not sent:
+            sent.append(elapsed)
+            os.kill(os.getpid(), signal.SIGINT)
+    return sent, first_tick
 
 
 def test_list_bugs() -> None:
@@ -140,14 +152,11 @@ def test_an_interrupted_replay_of_a_clean_run_does_not_say_it_reproduced(tmp_pat
     assert res.exit_code == 0 and sched.exists(), res.output
     real_run = stress_cli.run
 
-    def interrupted_at_once(config, **kwargs):  # type: ignore[no-untyped-def]
-        def tick(elapsed: float, seg: object) -> None:
-            if not sent:
-                sent.append(elapsed)
-                os.kill(os.getpid(), signal.SIGINT)
-        return real_run(config, **{**kwargs, "on_tick": tick})
+    sent, first_tick = _ctrl_c_at_first_tick()
 
-    sent: list[float] = []
+    def interrupted_at_once(config, **kwargs):  # type: ignore[no-untyped-def]
+        return real_run(config, **{**kwargs, "on_tick": first_tick})
+
     monkeypatch.setattr(stress_cli, "run", interrupted_at_once)
     res = runner.invoke(stress, ["--replay", str(sched), "--json", str(j)])
     assert sent and res.exit_code == 1, res.output
@@ -1563,12 +1572,7 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     from rmm_mp.stress.config import StressConfig
     monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.05)
     monkeypatch.setattr(runner, "oversubscription", lambda cpus: 100.0)
-    sent: list[float] = []
-
-    def first_tick(elapsed: float, seg: object) -> None:
-        if not sent:
-            sent.append(elapsed)
-            os.kill(os.getpid(), signal.SIGINT)
+    sent, first_tick = _ctrl_c_at_first_tick()
 
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60),
                         on_tick=first_tick)
@@ -1668,12 +1672,7 @@ def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monk
     from rmm_mp.stress.config import StressConfig
     monkeypatch.setattr(runner, "FREE_GRACE_S", 0.05)
     monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
-    sent: list[float] = []
-
-    def first_tick(elapsed: float, seg: object) -> None:
-        if not sent:
-            sent.append(elapsed)
-            os.kill(os.getpid(), signal.SIGINT)
+    sent, first_tick = _ctrl_c_at_first_tick()
 
     report = runner.run(StressConfig(workload="tables", seconds=5), on_tick=first_tick)
     assert sent and report.interrupted and report.ended == "interrupted", report.text()
