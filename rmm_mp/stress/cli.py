@@ -37,7 +37,7 @@ from rmm_mp.stress.config import (
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.report import StressReport
-from rmm_mp.stress.runner import run
+from rmm_mp.stress.runner import cpus_ready, run
 from rmm_mp.stress.shared import StressSegment
 from rmm_mp.stress.shrink import shrink
 from rmm_mp.workload.cli import announce
@@ -381,19 +381,36 @@ def _check_other_paths(config: StressConfig, replay: str | None, do_shrink: bool
 
 
 def _progress(config: StressConfig) -> "Callable[[float, StressSegment], None] | None":
-    """A once-a-second progress line on a terminal's stderr (nothing when it is not one)."""
+    """A progress line on a terminal's stderr (nothing when it is not one), redrawn once a
+    second: while the CPU processes start up (25 to 50 s at 64 CPUs on a 2-core host) how many
+    are ready, redrawn too as that count moves, then the operations done."""
     if not sys.stderr.isatty():
         return None
-    shown = [0]
+    shown = [0, -1, 0]      # the second last drawn, the ready count drawn, the longest line drawn
+    ready = [0]             # CPUs never stop being ready: once all are, they need no counting
 
     def tick(elapsed: float, seg: StressSegment) -> None:
-        if int(elapsed) <= shown[0]:
+        if ready[0] < config.cpus:
+            ready[0] = cpus_ready(seg, config)
+        if int(elapsed) <= shown[0] and ready[0] == shown[1]:
             return
-        shown[0] = int(elapsed)
+        shown[0], shown[1] = int(elapsed), ready[0]
         ops = sum(seg.ops(c) for c in range(seg.cpus))
-        steps = f", {seg.step} steps" if config.deterministic else ""
-        click.echo(f"\r  {elapsed:4.0f} s: {ops} operations{steps}   ", err=True, nl=False)
+        line = progress_text(elapsed, config.cpus, ready[0], ops, seg.step if config.deterministic else None)
+        # Padded to the longest line drawn: the start-up's line is longer than the first lines
+        # of operations that replace it, and a carriage return overwrites only what is written.
+        shown[2] = max(shown[2], len(line))
+        click.echo("\r" + line.ljust(shown[2]), err=True, nl=False)
     return tick
+
+
+def progress_text(elapsed: float, cpus: int, ready: int, ops: int, steps: int | None) -> str:
+    """The progress line: how many CPU processes are ready until all are (the run's time counts
+    from there), then the operations done (and, deterministic, the steps taken)."""
+    if ready < cpus:
+        return f"  {elapsed:4.0f} s: starting CPUs: {ready} of {cpus} ready   "
+    step_text = f", {steps} steps" if steps is not None else ""
+    return f"  {elapsed:4.0f} s: {ops} operations{step_text}   "
 
 
 def _brief(report: StressReport) -> str:

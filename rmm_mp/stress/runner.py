@@ -179,6 +179,15 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     return _report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
 
 
+def cpus_ready(seg: StressSegment, config: StressConfig) -> int:
+    """How many of the run's CPU processes are ready, as the supervisor counts them: free-running,
+    those past their set-up (READY, or DONE already); deterministic, those registered for a
+    turn. Read from the stress segment alone, so the parent's tick can show it for nothing."""
+    if config.deterministic:
+        return min(seg.registered, config.cpus)
+    return sum(1 for cpu in range(config.cpus) if seg.status(cpu) != ABSENT)
+
+
 FREE_GRACE_S = 5.0
 """How long the CPUs of a free-running run get to stop once asked (its time is up, Ctrl-C) before
 run_cpus kills them, times runtime.oversubscription (simulated CPUs per host core, 1 to 6: an

@@ -1826,3 +1826,56 @@ def test_summary_says_how_far_a_run_went_past_its_step_budget() -> None:
     assert "; 20,000 steps, 3 switches" in exact and "budget 20" not in exact, exact
     found = StressReport(cfg, (), "finding", 1.0, {0: 9}, steps=20_088, switches=3).summary()
     assert "budget 20" not in found, found
+
+
+class _Segment:
+    """A stand-in for the stress segment as the progress line reads it (no machine, no CPUs)."""
+
+    def __init__(self, cpus: int) -> None:
+        self.cpus, self.registered, self.step = cpus, 0, 0
+        self.statuses = [0] * cpus
+        self.done = [0] * cpus
+
+    def status(self, cpu: int) -> int:
+        return self.statuses[cpu]
+
+    def ops(self, cpu: int) -> int:
+        return self.done[cpu]
+
+
+def test_the_progress_line_counts_the_cpus_ready_while_they_start(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The progress line on a terminal's stderr while a free-running run's 64 CPU processes
+    start (a stand-in segment, so no process starts): "starting CPUs: K of 64 ready", redrawn
+    on the tick where K moves (not only once a second), then, once all are ready, the
+    operations, padded over the longer start-up line; a deterministic run counts the CPUs
+    registered. Nothing is drawn when stderr is no terminal. It said "0 operations" for the
+    whole start-up (25 to 50 s at 64 CPUs on a 2-core host), which looked like a hang."""
+    from rmm_mp.stress import cli, shared
+    from rmm_mp.stress.config import StressConfig
+    assert cli._progress(StressConfig(cpus=64)) is None         # captured stderr: no terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    seg = _Segment(64)
+    tick = cli._progress(StressConfig(cpus=64))
+    assert tick is not None
+    tick(1.0, seg)      # type: ignore[arg-type]
+    for cpu in range(37):
+        seg.statuses[cpu] = shared.READY
+    tick(1.2, seg)      # type: ignore[arg-type]
+    tick(1.25, seg)     # type: ignore[arg-type]   # nothing new: not redrawn
+    seg.statuses = [shared.READY] * 63 + [shared.DONE]
+    seg.done[0] = 5
+    tick(2.0, seg)      # type: ignore[arg-type]
+    drawn = capsys.readouterr().err.split("\r")[1:]
+    assert [d.rstrip() for d in drawn] == ["     1 s: starting CPUs: 0 of 64 ready",
+                                           "     1 s: starting CPUs: 37 of 64 ready", "     2 s: 5 operations"], drawn
+    assert len(drawn[2]) == len(drawn[1])
+    seg = _Segment(2)
+    seg.registered, seg.step = 1, 0
+    det = cli._progress(StressConfig(cpus=2, schedule="random", seconds=60))
+    assert det is not None
+    det(1.0, seg)       # type: ignore[arg-type]
+    seg.registered, seg.step = 2, 9
+    det(2.0, seg)       # type: ignore[arg-type]
+    assert [d.rstrip() for d in capsys.readouterr().err.split("\r")[1:]] == [
+        "     1 s: starting CPUs: 1 of 2 ready", "     2 s: 0 operations, 9 steps"]
