@@ -422,6 +422,12 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
                     for f in result.failures if not f.on_request and f not in waited and f not in starting)
     killed = [f for f in result.failures if f.on_request]
+    # An interrupt that cut the start-up short leaves a "not done" line per CPU still starting;
+    # this one says how far the start-up had come, so that a run that seemed to hang tells a
+    # slow start-up (most of the CPUs ready) from one that never got going.
+    if by_interrupt and sup.ready_at is None and (starting or (waited and not sup.started)):
+        not_done.append(f"the start-up not finished, {result.stopped_by}: {cpus_ready(seg, config)} of "
+                        f"{config.cpus} CPUs had become ready by the run's end")
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn (or still starting up) after the run "
                     "was stopped, so this is no finding of its own" for f in waited)

@@ -1601,14 +1601,15 @@ def _stress_segments(monkeypatch: pytest.MonkeyPatch) -> "list[StressSegment]":
 
 def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_interrupted(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A deterministic run stopped by a Ctrl-C while its CPU processes still start up, on a host
-    where the start-up outlasts the grace time (64 CPUs on a loaded 2-core host: 24 to 50 s,
-    against 12 s at most): run_cpus (a stand-in here, so no CPU process starts) reports both
-    CPUs terminated after the grace time, and the supervisor's tick that saw them gone aborted
-    the run (the stress segment says abort). No finding, each CPU a "not done" line, and the run
-    ends "interrupted", as a free-running one does, its final invariant check said to be
-    skipped. It ended "aborted", the word for a run a failure stopped, and said nothing of the
-    skipped check: seen with a Ctrl-C 10 s into `rmm-mp stress --cpus 64 --schedule random`."""
+    """A deterministic run stopped by a Ctrl-C while its CPU processes still start up, on a host where
+    the start-up outlasts the grace time (64 CPUs on a loaded 2-core host: 24 to 50 s, against 12 s
+    at most): run_cpus (a stand-in here, so no CPU process starts) reports both CPUs terminated
+    after the grace time, and the supervisor's tick that saw them gone aborted the run (the stress
+    segment says abort). No finding, each CPU a "not done" line (after one saying that 0 of 2 CPUs
+    had become ready), and the run ends "interrupted", as a free-running one does, its final
+    invariant check said to be skipped. It ended "aborted", the word for a run a failure stopped,
+    and said nothing of the skipped check: seen with a Ctrl-C 10 s into `rmm-mp stress --cpus 64
+    --schedule random`."""
     from rmm_mp.runtime import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
@@ -1623,9 +1624,37 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
     assert report.interrupted and report.findings == (), report.text()
     assert report.ended == "interrupted", report.text()
-    assert report.not_done == tuple(f"CPU {cpu} {HOW}: it was waiting for its turn (or still starting up) after the "
-                                    "run was stopped, so this is no finding of its own" for cpu in (0, 1)) + (
-        f"invariants not checked at the end: CPU 0 {HOW}",), report.not_done
+    assert report.not_done == ("the start-up not finished, interrupted (Ctrl-C): 0 of 2 CPUs had become ready by "
+                               "the run's end",) + tuple(
+        f"CPU {cpu} {HOW}: it was waiting for its turn (or still starting up) after the run was stopped, so this is "
+        "no finding of its own" for cpu in (0, 1)) + (f"invariants not checked at the end: CPU 0 {HOW}",), \
+        report.not_done
+
+
+def test_a_start_up_cut_short_by_a_ctrl_c_says_how_many_cpus_were_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run of 2 CPUs stopped by a Ctrl-C while CPU 1 still starts up, CPU 0
+    registered for its turn (run_cpus is a stand-in here, so no CPU process starts; both are
+    killed after the grace time): the "not done" lines begin with "the start-up not
+    finished, interrupted (Ctrl-C): 1 of 2 CPUs had become ready by the run's end", which
+    tells a slow start-up from one that never got going. Before, only the per-CPU lines
+    said anything, each alike whether 63 or none of 64 CPUs were up."""
+    from rmm_mp.runtime import CpuFailure, RunResult
+    from rmm_mp.stress import runner, shared
+    from rmm_mp.stress.config import StressConfig
+    segs = _stress_segments(monkeypatch)
+    HOW = _TERMINATED
+
+    def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
+        segs[0].register()
+        segs[0].set_end(shared.END_ABORT)
+        return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (0, 1)), True, 1.0,
+                         "interrupted (Ctrl-C)", interrupted_by="Ctrl-C")
+    monkeypatch.setattr(runner, "run_cpus", run_cpus)
+    report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
+    assert report.ended == "interrupted" and report.findings == (), report.text()
+    assert report.not_done[0] == ("the start-up not finished, interrupted (Ctrl-C): 1 of 2 CPUs had become ready by "
+                                  "the run's end"), report.not_done
+    assert "not done: the start-up not finished, interrupted (Ctrl-C): 1 of 2 CPUs" in report.text()
 
 
 def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_run_timed_out(
@@ -1660,14 +1689,14 @@ def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_
 
 @pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C at the first tick of a free-running run, while the CPU processes are still
-    starting up, with a grace time far shorter than their start-up (0.05 s, not scaled: a
-    16-CPU run on a loaded 2-core host took 32 s to start, against its 30 s): they are killed
-    before they were ever ready. Each is a "not done" line, "still starting up when the run was
-    interrupted ... no finding of its own", the run ends interrupted with no finding, and the
-    invariants are still checked at the end (no CPU made a call). Each was a cpu-died finding,
-    a user's interrupt reported as watchdog findings (found with SIGTERM 5 s into `rmm-mp stress
-    --cpus 16` on a loaded host: 16 findings)."""
+    """Ctrl-C at the first tick of a free-running run, while the CPU processes are still starting up,
+    with a grace time far shorter than their start-up (0.05 s, not scaled: a 16-CPU run on a loaded
+    2-core host took 32 s to start, against its 30 s): they are killed before they were ever ready.
+    Each is a "not done" line, "still starting up when the run was interrupted ... no finding of
+    its own" (after one saying that 0 of 2 CPUs had become ready), the run ends interrupted with no
+    finding, and the invariants are still checked at the end (no CPU made a call). Each was a
+    cpu-died finding, a user's interrupt reported as watchdog findings (found with SIGTERM 5 s into
+    `rmm-mp stress --cpus 16` on a loaded host: 16 findings)."""
     from rmm_mp.stress import runner
     from rmm_mp.stress.config import StressConfig
     monkeypatch.setattr(runner, "FREE_GRACE_S", 0.05)
@@ -1677,7 +1706,9 @@ def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monk
     report = runner.run(StressConfig(workload="tables", seconds=5), on_tick=first_tick)
     assert sent and report.interrupted and report.ended == "interrupted", report.text()
     assert report.findings == (), report.text()
-    assert [line.split(":", 1)[1] for line in report.not_done] == [
+    assert report.not_done[0] == ("the start-up not finished, interrupted (Ctrl-C): 0 of 2 CPUs had become ready "
+                                  "by the run's end"), report.not_done
+    assert [line.split(":", 1)[1] for line in report.not_done[1:]] == [
         " it was still starting up when the run was interrupted, before its first operation, so this is no finding "
         "of its own"] * 2, report.not_done
     assert all(not line.startswith("invariants not checked") for line in report.not_done)
