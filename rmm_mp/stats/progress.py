@@ -44,12 +44,14 @@ class Progress:
     With ``started`` (true once every CPU process has reached the run's start barrier), the
     line says the CPU processes are starting until then, and the run's time counts from there:
     spawning and importing take most of a second, which the run's length does not include.
+    With ``ready`` (how many have reached it) the starting line says how many are up, so that a
+    slow start-up (tens of seconds for 64 CPUs on 2 cores) reads apart from a stuck one.
     """
 
     def __init__(self, machine: "Machine", cpus: list[int], seconds: float | None,
                  stream: TextIO | None = None, enabled: bool | None = None,
                  started: Callable[[], bool] | None = None, width: int | None = None,
-                 counted: bool = True) -> None:
+                 counted: bool = True, ready: Callable[[], int] | None = None) -> None:
         self.machine = machine
         self.counted = counted
         """Whether the CPUs count their calls (they do while they record latency)."""
@@ -61,6 +63,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.started = started
+        self.ready = ready
         self.origin: float | None = None if started is not None else 0.0
         self.last: dict[int, int] = {cpu: 0 for cpu in cpus}
         self.last_time = 0.0
@@ -77,7 +80,8 @@ class Progress:
         if self.origin is None:
             if not self.started():  # type: ignore[misc]
                 self.last_time = elapsed
-                self._draw(f"starting {len(self.cpus)} CPU processes ... {elapsed:4.1f} s")
+                up = "" if self.ready is None else f": {min(self.ready(), len(self.cpus))} of {len(self.cpus)} ready"
+                self._draw(f"starting {len(self.cpus)} CPU processes{up} ... {elapsed:4.1f} s")
                 return
             self.origin = self.last_time
         counts = self.counts()

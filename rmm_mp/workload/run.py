@@ -197,7 +197,8 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     machine.control.view.store_u64(OFF_ARRIVED, 0)
     arrived = machine.control.view.load_u64
     bar = Progress(machine, ids, w.seconds, enabled=options.progress,
-                   started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording)
+                   started=lambda: arrived(OFF_ARRIVED) >= len(ids), counted=options.recording,
+                   ready=lambda: arrived(OFF_ARRIVED))
     slack = oversubscription(len(ids))
     time_up = TimeUp(w.seconds, lambda: arrived(OFF_ARRIVED) >= len(ids), OVERRUN_S * slack, STARTUP_S * slack)
     t0 = time.perf_counter_ns()

@@ -53,6 +53,24 @@ def test_time_counts_from_the_start_barrier() -> None:
         assert lines[2].startswith("[######..................]   2.5/10 s")
 
 
+
+def test_the_starting_line_says_how_many_cpu_processes_are_ready() -> None:
+    """With `ready`, the starting line counts the CPU processes at the start barrier, so that a
+    slow start-up (tens of seconds for 64 CPUs on 2 cores) reads apart from a stuck one; the
+    count never exceeds the CPUs (the barrier's word may count past them)."""
+    with Machine.create("host", cpus=2) as m:
+        out = io.StringIO()
+        up = [1]
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, started=lambda: False, width=120,
+                       ready=lambda: up[0])
+        bar.tick(0.5)
+        up[0] = 3
+        bar.tick(1.0)
+        lines = out.getvalue().split("\r")[1:]
+        assert lines[0].startswith("starting 2 CPU processes: 1 of 2 ready ...  0.5 s"), lines
+        assert lines[1].startswith("starting 2 CPU processes: 2 of 2 ready ...  1.0 s"), lines
+
+
 def test_the_line_fits_the_terminal() -> None:
     """A line that wrapped could not be redrawn in place. At 120 columns a 4-CPU run's line has
     the wide bar; at 80 the narrow bar and every CPU's rate; at 54 the rates that fit, then
