@@ -28,7 +28,8 @@ the gprs the host returns in RmiRecEnter, which the RMM copies back into RsiHost
 
     1 LOG     append (REC index, X0..X3) to the realm's log (the last LOG_RECORDS, 24, are kept,
               in a ring, as the console's bytes are; both rings are appended to under the
-              realm's output lock, _lock_output); gprs unchanged
+              realm's output lock, _lock_output; a takeover of it from a dead holder marks the
+              cells that holder may have half written, _mark_torn); gprs unchanged
     2 QUERY   X0 selects: 0 the number of vCPUs the host runs for the realm, 1 the realm's
               slot, 2 the device window's IPA, 3 the shared bit (the lowest unprotected IPA);
               the answer replaces X0 (all ones for an unknown selector)
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmm_mp.host.runqueue import (
     CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, MAX_VCPUS, R_CONSOLE, R_DEVICE, R_END, R_LOG, R_RECS,
-    R_RESULT, R_RD, R_STATE, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
+    R_RESULT, R_RD, R_STATE, R_TORN, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
 )
 from rmm_mp.hw import process
 
@@ -179,8 +180,23 @@ def _lock_output(view: Any, base: int) -> bool:
         if holder == 0:
             return False
         if not process.alive(holder) and view.cas_u64(base + _OUTPUT_LOCK, holder, me) == holder:
+            _mark_torn(view, base)
             return True
         time.sleep(0)   # held for a few stores by another CPU process: let it run
+
+
+def _mark_torn(view: Any, base: int) -> None:
+    """Record, for every later reader, which ring cells the dead holder may have half written.
+
+    Whoever takes the lock over (an appender as much as a reader) does not know what the dead
+    holder was appending, so both rings' next cells are suspect: the LOG's at its count, the
+    console's at its count. The counts are kept (+ 1, as 0 means no takeover) in R_TORN: a cell
+    is suspect only while its ring's count still equals the recorded one, since the next append
+    to that ring writes that very cell whole (under the lock) and moves the count past it. So
+    the marks need no clearing, and the appends' common path no extra step; a reader compares
+    (realm_status). Held under the lock just taken over, so no append runs meanwhile."""
+    view.store_u64(base + R_TORN, view.load_u64(base + R_LOG) + 1)
+    view.store_u64(base + R_TORN + 8, view.load_u64(base + R_DEVICE + _D_CONSOLE) + 1)
 
 
 def _query(queue: "RunQueue", slot: int, selector: int) -> int:
@@ -241,11 +257,12 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
     view, buf = queue.view, queue.buf
     vcpus = [base + R_VCPUS + i * VCPU_BYTES for i in range(min(view.load_u32(base + R_RECS), MAX_VCPUS))]
     # The output as one snapshot: no append is half done while the lock is held.
-    took_over = _lock_output(view, base)
+    _lock_output(view, base)
     try:
         device = struct.unpack_from("<4Q", buf, base + R_DEVICE)
         reports, code, detail = struct.unpack_from("<3Q", buf, base + R_RESULT)
         log_count = view.load_u64(base + R_LOG)
+        torn_log, torn_console = struct.unpack_from("<2Q", buf, base + R_TORN)
         # Both are rings (mmio, host_call): the oldest kept item is at count % size once they wrapped.
         records = [struct.unpack_from("<5Q", buf, base + R_LOG + 8 + LOG_RECORD * (i % LOG_RECORDS))
                    for i in range(max(0, log_count - LOG_RECORDS), log_count)]
@@ -255,13 +272,13 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
     written = device[0]
     console = ring[:written] if written <= CONSOLE_BYTES else \
         ring[written % CONSOLE_BYTES:] + ring[:written % CONSOLE_BYTES]
-    if took_over:
-        # A CPU killed inside an append wrote (part of) the next item but did not count it: in
-        # a full ring, that cell is the oldest kept item's, which is left out.
-        if log_count >= LOG_RECORDS:
-            records = records[1:]
-        if written >= CONSOLE_BYTES:
-            console = console[1:]
+    # A CPU killed inside an append wrote (part of) the next item but did not count it: in a full
+    # ring, that cell is the oldest kept item's, which is left out by every reader while no
+    # append to that ring has overwritten it since (_mark_torn; whoever took the lock over).
+    if torn_log == log_count + 1 and log_count >= LOG_RECORDS:
+        records = records[1:]
+    if torn_console == written + 1 and written >= CONSOLE_BYTES:
+        console = console[1:]
     return RealmStatus(
         slot=slot, rd=view.load_u64(base + R_RD), state=REALM_STATES[view.load_u32(base + R_STATE)],
         end=REALM_ENDS[view.load_u32(base + R_END)],

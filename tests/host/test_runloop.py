@@ -1322,6 +1322,45 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
     q.release_realm(alloc, slot)
 
 
+def test_a_torn_log_cell_stays_left_out_for_every_reader_until_overwritten(machine: Machine) -> None:
+    """A CPU process killed inside a LOG append (holding the output lock) half wrote the cell of
+    the oldest kept record; another CPU then appends a console byte, taking the lock over. Every
+    realm_status after that (two of them here) must leave the torn record out, as the takeover is
+    recorded in the realm's entry; the console byte overwrote the cell it might have torn, so the
+    console shows all its kept bytes. Once a LOG record is appended (over the torn cell), the LOG
+    shows all its kept records again. Before, only a reader that took the lock over itself left
+    the oldest items out: here neither reader did, and both showed the torn record."""
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_CONSOLE, R_LOG
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    base = q.realm_offset(slot)
+    for i in range(LOG_RECORDS):
+        devices.host_call(q, slot, 0, 1, (i, i, i, i) + (0,) * 27)
+    for i in range(CONSOLE_BYTES):
+        devices.mmio(q, slot, 0, True, 0, 0x30 + i % 10)
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read())        # no process has this pid
+    q.view.store_u64(base + devices._OUTPUT_LOCK, dead)
+    struct.pack_into("<3Q", q.buf, base + R_LOG + 8, 0, 99, 99)        # record 24, cut short
+    devices.mmio(q, slot, 0, True, 0, ord("Y"))                          # takes the lock over
+    assert q.view.load_u8(base + R_CONSOLE) == ord("Y")
+    kept = bytes(0x30 + i % 10 for i in range(1, CONSOLE_BYTES)) + b"Y"
+    for _ in range(2):
+        st = realm_status(q, slot)
+        assert st.log_count == LOG_RECORDS and [r.values for r in st.log] == [(i,) * 4 for i in range(1, LOG_RECORDS)]
+        assert st.console == kept
+    devices.host_call(q, slot, 0, 1, (50, 51, 52, 53) + (0,) * 27)
+    st = realm_status(q, slot)
+    assert [r.values for r in st.log] == [(i,) * 4 for i in range(1, LOG_RECORDS)] + [(50, 51, 52, 53)]
+    assert st.console == kept
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 def test_last_holds_the_value_of_the_doorbell_ring_counted_last(machine: Machine) -> None:
     """Two vCPUs of one realm ring the doorbell at once on two CPUs (two threads here, each
     serving one MMIO write): the first stores its value 0xA and is held up (for at most 0.2 s)
