@@ -284,16 +284,28 @@ def _console_units(line: str) -> list[tuple[str, int]]:
     each, up to the next 8-column stop (counted in columns too: str.expandtabs counts
     characters, so a wide character or an accent before a tab moved the stop). A mark with
     nothing before it on its line to extend is a unit of one column (a terminal draws it on a
-    dotted circle, or on the column before, which a cut must not take from it either way)."""
+    dotted circle, or on the column before, which a cut must not take from it either way). A mark
+    right after an escape is escaped too (``\\x07`` + U+0301 as ``\\x07\\u0301``), as drawn on the
+    escape's last character it would read as part of the text."""
     units: list[tuple[str, int]] = []
     column = 0
+    after_escape = False    # the last unit is an escape (``\x07``, a doubled backslash, an escaped mark)
     for c in line:
         if c == "\t":
             units += [(" ", 1)] * (8 - column % 8)
             column += 8 - column % 8
+            after_escape = False
             continue
         shown = _printable(c)
         extra = _extends(c) if shown == c else None
+        if extra is not None and after_escape:
+            # Drawn as it is, the mark would sit on the escape's last character ('\x07' + U+0301
+            # looked like an accented 7): escaped too, as \u0301 (its backslash cannot be the
+            # guest's, which would show doubled), and so is a mark after that one.
+            shown = f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
+            units.append((shown, len(shown)))
+            column += len(shown)
+            continue
         if extra is not None and units:
             text, width = units[-1]
             units[-1] = (text + c, width + extra)
@@ -303,6 +315,7 @@ def _console_units(line: str) -> list[tuple[str, int]]:
         else:
             extra = len(shown)
             units.append((shown, extra))
+        after_escape = shown != c
         column += extra
     return units
 

@@ -320,6 +320,19 @@ def test_console_characters_that_are_not_printable_are_escaped_as_python_writes_
     assert body[0].isprintable()
 
 
+def test_a_mark_right_after_an_escape_is_escaped_too() -> None:
+    """A failed realm's console with BEL followed by U+0301 (combining acute), then another
+    U+0301, then ESC followed by U+FE0F (a variation selector) and U+E0100 (one beyond U+FFFF):
+    BEL shows as \\x07, and each mark after it is shown escaped (\\u0301, \\ufe0f,
+    \\U000e0100), since drawn as it is, the mark would sit on the escape's last character (the
+    7) as if the guest had printed an accented digit. A mark after a letter still extends it.
+    Before, the accent was appended to the escape as it is."""
+    out = GuestOutput("\x07\u0301\u0301e\u0301 \x1b\ufe0f\U000e0100\n", 18, (), 0)
+    realm = RealmOutcome("bel", 1, False, "the guest reported failure code 5 (detail 0x0)", {}, out)
+    body = _section(format_report(hand_built(realms=(realm,))), "Guest output of bel")[1:]
+    assert body == ["  | \\x07\\u0301\\u0301e\u0301 \\x1b\\ufe0f\\U000e0100"], body
+
+
 def test_a_console_carriage_return_is_escaped_as_python_writes_it() -> None:
     """A failed realm's console with CRLF line ends, a form feed and a vertical tab: the
     carriage return is shown as Python writes it, \\r (the docs promise Python's escapes), the
