@@ -1277,16 +1277,15 @@ def test_a_report_lock_left_by_a_dead_process_is_taken_over(machine: Machine) ->
     """A CPU process killed between a report's stores leaves the report lock held (its pid):
     the next report and reading the realm's status take it over instead of waiting for ever."""
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_RESULT
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
     with open("/proc/sys/kernel/pid_max") as f:
         dead = int(f.read())        # no process has this pid
-    q.view.store_u64(q.realm_offset(slot) + R_RESULT + 24, dead)
+    q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, dead)
     devices.host_call(q, slot, 0, 3, (0, 7) + (0,) * 29)
     assert realm_status(q, slot).result == (0, 7)
-    assert q.view.load_u64(q.realm_offset(slot) + R_RESULT + 24) == 0
+    assert q.view.load_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK) == 0
     v0 = slot * MAX_VCPUS
     assert q.take(0) == v0
     q.end(v0, 2)
@@ -1299,7 +1298,7 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
     them: realm_status, taking the lock over, leaves those two oldest items out rather than
     show a torn record, and shows every newer item as it was appended."""
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_CONSOLE, R_LOG, R_RESULT
+    from rmm_mp.host.runqueue import R_CONSOLE, R_LOG
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1310,7 +1309,7 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
         devices.mmio(q, slot, 0, True, 0, 0x30 + i % 10)
     with open("/proc/sys/kernel/pid_max") as f:
         dead = int(f.read())        # no process has this pid
-    q.view.store_u64(base + R_RESULT + 24, dead)
+    q.view.store_u64(base + devices._OUTPUT_LOCK, dead)
     struct.pack_into("<3Q", q.buf, base + R_LOG + 8, 0, 99, 99)        # record 24, cut short
     q.view.store_u8(base + R_CONSOLE, ord("X"))                          # byte 1,024, uncounted
     st = realm_status(q, slot)
@@ -1444,7 +1443,7 @@ def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
     import sys
     import threading
 
-    from rmm_mp.host.runqueue import R_RESULT
+    from rmm_mp.host import devices
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1454,14 +1453,14 @@ def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
             with open(f"/proc/{child.pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     break
-        q.view.store_u64(q.realm_offset(slot) + R_RESULT + 24, child.pid)
+        q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, child.pid)
         done: list[object] = []
         reader = threading.Thread(target=lambda: done.append(realm_status(q, slot)), daemon=True)
         reader.start()
         reader.join(10)
         assert done, "realm_status waited for a zombie's report lock"
     finally:
-        q.view.store_u64(q.realm_offset(slot) + R_RESULT + 24, 0)
+        q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, 0)
         child.wait()
     v0 = slot * MAX_VCPUS
     assert q.take(0) == v0
