@@ -46,13 +46,15 @@ from rmm_mp.stress.shared import MAX_CPUS
 
 PID = 1
 TID_BASE = 1
-RUN_TID_BASE = 101
-LOCK_TID_BASE = 201
 LANE_STRIDE = 100
 """tid of lock track k of CPU n: LOCK_TID_BASE + n + LANE_STRIDE * k. Each kind of track has a
 block of LANE_STRIDE tids, more than a run has CPUs (stress.shared.MAX_CPUS, 64), so no tid is
 used twice. The blocks were 50 apart, for 16 CPUs: at 51 or more, CPU 50's calls and CPU 0's
 running slices shared a track."""
+RUN_TID_BASE = TID_BASE + LANE_STRIDE
+LOCK_TID_BASE = TID_BASE + 2 * LANE_STRIDE
+"""The running and lock tracks' blocks follow the calls' block, LANE_STRIDE apart (101, 201):
+derived, so that the check below, on LANE_STRIDE alone, covers every block."""
 if MAX_CPUS > LANE_STRIDE:
     raise AssertionError(f"{MAX_CPUS} CPUs do not fit in the timeline's blocks of {LANE_STRIDE} tids")
 FORMAT = "rmm-mp-stress-trace/1"
