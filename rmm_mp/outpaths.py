@@ -84,7 +84,7 @@ def _to_devnull(fd: int) -> None:
 def _descriptor(stream: object) -> int | None:
     """The descriptor under ``stream``; None for none (a stream that is missing, or in memory)."""
     try:
-        return stream.fileno()  # type: ignore[attr-defined, no-any-return]
+        return stream.fileno()  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):
         return None
 

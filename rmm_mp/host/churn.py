@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rmm_mp.abi.rmi import RmiFid, RmiStatus
 from rmm_mp.hw.cpuarea import COUNTERS, OFF_COUNTERS
-from rmm_mp.machine import Cpu
+from rmm_mp.machine import Cpu, Machine
 
 DELEGATE = int(RmiFid.RMI_GRANULE_DELEGATE)
 UNDELEGATE = int(RmiFid.RMI_GRANULE_UNDELEGATE)
@@ -140,7 +141,8 @@ def _raced(x0: int, name: str, pa: int) -> bool:
     raise ChurnError(f"RMI_GRANULE_{name}({pa:#x}) returned {x0:#x}; only SUCCESS or ERROR_INPUT are possible")
 
 
-def _private_round(machine, smc, pa: int, pattern: bytes, zero: bytes, check_wipe: bool) -> None:  # type: ignore[no-untyped-def]
+def _private_round(machine: Machine, smc: Callable[..., tuple[int, int, int, int, int]], pa: int, pattern: bytes,
+                   zero: bytes, check_wipe: bool) -> None:
     if check_wipe:
         machine.ns_write(pa, pattern)
     x0 = smc(DELEGATE, pa)[0]

@@ -36,6 +36,7 @@ This module owns the protocol. It must not know what a realm or an RD is.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import atomicshm
 
@@ -132,7 +133,7 @@ class Tlb:
             self._wait(lambda base: self.cpus.load_u64(base + OFF_EXEC_RD) != 0
                        and self.cpus.load_u64(base + OFF_SEEN_GPT) < generation)
 
-    def _wait(self, behind) -> None:  # type: ignore[no-untyped-def]
+    def _wait(self, behind: Callable[[int], bool]) -> None:
         for cpu in range(self.count):
             if cpu == self.cpu:
                 continue
