@@ -8,7 +8,10 @@ for on the paths of an ordinary run.
   - GranuleTable._lock_contended: in deterministic mode the CPU blocks (stress.sched) instead
     of spinning; free-running, the spin publishes the lock it waits for and its spin count for
     the watchdog and leaves the call (StressAbort) when the run is aborted (also with the
-    watchdog off: a holder whose process died would otherwise hold it until the grace time);
+    watchdog off: a holder whose process died would otherwise hold it until the grace time).
+    Both count the contended acquisition in the table's LockStats as the plain path does
+    (free-running with its wait; deterministic without: a schedule's wait takes no real time),
+    so that the report can say how much contention the run made;
   - the CPU's EL3 entry (Cpu._enter): el3.monitor's publishing entry (the call and its
     arguments in the shared area), with points at RMI entry and exit in deterministic mode;
   - hw.points.hook: publishes the realm call (RSI) and makes the point;
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rmm_mp.hw import points
 from rmm_mp.hw.cpuarea import OFF_IN_RSI, OFF_RSI_CALL, OFF_WAIT_SPINS, OFF_WAITING_FOR
 from rmm_mp.hw.granule import (
-    NO_SUB, OTHER_CLASS, SPIN_TRIES, GranuleTable, backoff,
+    NO_SUB, OTHER_CLASS, SPIN_TRIES, GranuleTable, LockStats, backoff,
 )
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.realm_desc import Rd
@@ -139,10 +142,28 @@ def _watched_spin(probe: Probe, seg: StressSegment, watchdog: bool) -> None:
         finally:
             view.store_u32(base + OFF_WAITING_FOR, 0)
             view.store_u64(base + OFF_WAIT_SPINS, 0)
+        waited = time.perf_counter_ns() - start
+        count_contended(self.stats, idx, cls, waited)
         if self.observer is not None:
-            self.observer.acquired(self, idx, time.perf_counter_ns() - start)
+            self.observer.acquired(self, idx, waited)
 
     probe.patch(GranuleTable, "_lock_contended", contended)
+
+
+def count_contended(stats: LockStats, idx: int, cls: int, waited: int) -> None:
+    """Count one contended acquisition of granule ``idx`` (lock class ``cls``) that waited
+    ``waited`` ns, as GranuleTable._lock_contended does: the replacements above do not call it
+    (they wait their own way), and without this a stress run's lock figures said no lock was
+    ever contended. Only contended acquisitions come here: the fast path is untouched."""
+    stats.contended += 1
+    stats.wait_ns += waited
+    stats.contended_by_class[cls] += 1
+    stats.wait_by_class[cls] += waited
+    if waited > stats.max_wait_by_class[cls]:
+        stats.max_wait_by_class[cls] = waited
+    if waited > stats.max_wait_ns:
+        stats.max_wait_ns = waited
+        stats.max_wait_idx = idx
 
 
 def _self_deadlock(probe: Probe, table: GranuleTable, idx: int) -> None:
@@ -229,6 +250,7 @@ def _point_locks(probe: Probe, sched: "Scheduler", point: Any) -> None:
             if holder == owner:
                 _self_deadlock(probe, self, idx)
             sched.block(idx, self.base + (idx << 12))
+        count_contended(self.stats, idx, cls, 0)
         if self.observer is not None:
             self.observer.acquired(self, idx, 0)
 

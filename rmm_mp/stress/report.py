@@ -82,6 +82,29 @@ class StressReport:
     """How many times each injected bug's code ran, over the CPUs that returned a result."""
     interrupted_by: str = ""
     """With ``interrupted``, what came first ("Ctrl-C", "SIGTERM"); "" when not known."""
+    locks: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    """Per CPU that returned a result: its granule lock acquisitions during the run
+    (stress.worker.CpuResult.locks: acquired, contended, wait_ns, max_wait_ns). A run whose
+    locks were never contended tested no race on them."""
+
+    def lock_contention(self) -> str:
+        """The text line on lock contention ("" when no CPU returned its figures)."""
+        if not self.locks:
+            return ""
+        acquired = sum(v[0] for v in self.locks.values())
+        contended = sum(v[1] for v in self.locks.values())
+        line = f"lock contention: {contended:,} of {_count(acquired, 'lock acquisition')} contended"
+        if self.config.deterministic:
+            # A schedule's CPU waits for its turn, not for time: a contended acquisition is one
+            # that blocked on a held lock (the scheduler's blocked-on) and its wait is 0.
+            line += " (blocked on a held lock until the schedule let its holder release it)"
+        elif contended:
+            wait_ns = sum(v[2] for v in self.locks.values())
+            longest = max(v[3] for v in self.locks.values())
+            line += f", {wait_ns / 1e9:.3g} s waited (longest {longest / 1e6:.3g} ms)"
+        if self.unreported:
+            line += " (over the CPUs that returned a result)"
+        return line
 
     def unreached(self) -> list[str]:
         """The injected bugs whose code never ran in this run, on any CPU (none when a CPU
@@ -190,6 +213,9 @@ class StressReport:
         else:
             lines.append(f"{len(self.findings)} finding(s):")
             lines.append(self.findings_text())
+        if self.locks:
+            # After the verdict, which the summary line is followed by (readers look for it there).
+            lines.append(self.lock_contention())
         lines.extend(f"not done: {what}" for what in self.not_done)
         from rmm_mp.stress.bugs import BUGS
         for name in self.unreached():
@@ -231,7 +257,23 @@ class StressReport:
             "not_done": list(self.not_done),
             # Over the CPUs that returned a result: 0 for a bug whose code the run never reached.
             "bug_calls": {name: self.bug_calls.get(name, 0) for name in cfg.inject},
+            "locks": self._locks_json(),
         }
+
+    def _locks_json(self) -> dict[str, Any] | None:
+        """Lock acquisitions in total and per CPU (keys are CPU numbers as strings, as JSON
+        has them); None when no CPU returned its figures. Waits are null in a deterministic
+        run, where waiting takes no real time."""
+        if not self.locks:
+            return None
+        timed = not self.config.deterministic
+
+        def figures(acquired: int, contended: int, wait_ns: int, max_wait_ns: int) -> dict[str, Any]:
+            return {"acquired": acquired, "contended": contended, "wait_ns": wait_ns if timed else None,
+                    "max_wait_ns": max_wait_ns if timed else None}
+        v = self.locks.values()
+        total = figures(sum(f[0] for f in v), sum(f[1] for f in v), sum(f[2] for f in v), max(f[3] for f in v))
+        return {**total, "per_cpu": {str(c): figures(*f) for c, f in self.locks.items()}}
 
     def replay_command(self, schedule_file: str) -> str:
         """The command that replays this run, quoted for a POSIX shell: a path with a space or

@@ -476,7 +476,8 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
                         tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
                         tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
                         _total(r.bug_calls for r in results.values()),
-                        (result.interrupted_by if result.interrupted else "") or stop.by)
+                        (result.interrupted_by if result.interrupted else "") or stop.by,
+                        {c: r.locks for c, r in sorted(results.items())})
 
 
 END_VIOLATIONS = 20

@@ -25,6 +25,7 @@ from rmm_mp.host.realm import HostError
 from rmm_mp.host.runqueue import RunQueueError
 from rmm_mp.hw import points
 from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
@@ -72,6 +73,11 @@ class CpuResult:
     limit) between operations, if it stopped for it."""
     bug_calls: dict[str, int] = field(default_factory=dict)
     """How many times each injected bug's code ran on this CPU."""
+    locks: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """Granule lock acquisitions this CPU process made during the run, by its CPU and by its
+    host's NS copies (hw.granule.LockStats of both tables): (acquired, contended, wait_ns,
+    max_wait_ns). Deterministic: contended counts the acquisitions that blocked, and the waits
+    are 0 (stress.instrument.count_contended)."""
 
 
 def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
@@ -81,6 +87,8 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
     probe = instrument.install(cpu, None if cfg.deterministic else seg, watchdog=cfg.on("watchdog"))
     result = CpuResult(cpu.id)
     sched = None
+    tables = (cpu.granules.stats, cpu.machine._host_ns.table.stats)
+    locks0 = _lock_figures(tables)
     try:
         probe.on_finding = lambda: _stop(cpu, seg)
         bugs.install(cfg.inject, probe, result.bug_calls)
@@ -109,11 +117,20 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
                     result.ended = "aborted"
             result.switches, result.points = sched.switch_log, sched.log[:MAX_POINTS]
         instrument.uninstall(probe)
+        locks = _lock_figures(tables)
+        # The longest wait is not a sum: a wait before the run (set-up) cannot be taken out.
+        result.locks = (locks[0] - locks0[0], locks[1] - locks0[1], locks[2] - locks0[2], locks[3])
         result.findings = list(probe.findings.items)
         if probe.lockdep is not None:
             result.edges = list(probe.lockdep.edges.values())
         seg.close()
     return result
+
+
+def _lock_figures(tables: tuple[LockStats, ...]) -> tuple[int, int, int, int]:
+    """(acquired, contended, wait_ns, max_wait_ns) over ``tables`` as they stand."""
+    return (sum(sum(s.acquired) for s in tables), sum(s.contended for s in tables),
+            sum(s.wait_ns for s in tables), max(s.max_wait_ns for s in tables))
 
 
 def _stop(cpu: "Cpu", seg: StressSegment) -> None:

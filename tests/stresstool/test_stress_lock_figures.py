@@ -1,0 +1,75 @@
+"""A stress run says how much lock contention it made: its CPUs' contended paths (replaced by
+the stress instrumentation) count what the plain path counts, and the report adds the figures
+up per CPU and in total (text line "lock contention: ...", JSON ``locks``)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.hw.granule import OTHER_CLASS
+from rmm_mp.stress import StressConfig, instrument, run
+from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.shared import MODE_FREE, StressSegment
+
+HELD = 200
+"""Granule index another CPU holds while CPU 0 asks for it (an NS granule of the host platform)."""
+
+
+def test_a_free_running_contended_acquisition_is_counted_with_its_wait(machine: Machine) -> None:
+    """Free-running instrumentation: CPU 0 asks for a lock CPU 1 holds; a thread releases it
+    after 50 ms. CPU 0's LockStats count one contended acquisition of the NS-copy class, with
+    a wait of at least the 50 ms, as the plain contended path counts it. Before, the stress
+    path replaced the plain one without counting: every stress run said 0 contended."""
+    seg = StressSegment.create(machine.name, 2, MODE_FREE, 0, 0, 1)
+    cpu = machine.cpu(0)
+    probe = instrument.install(cpu, seg, watchdog=False)
+    holder = machine.granule_table(2)       # CPU 1's lock word
+    holder.lock(HELD)
+    stats = cpu.granules.stats
+    contended0, wait0 = stats.contended, stats.wait_ns
+    releaser = threading.Timer(0.05, holder.unlock, (HELD,))
+    try:
+        releaser.start()
+        cpu.granules.lock(HELD)
+        cpu.granules.unlock(HELD)
+    finally:
+        releaser.join()
+        instrument.uninstall(probe)
+        seg.close()
+    assert stats.contended - contended0 == 1
+    assert stats.contended_by_class[OTHER_CLASS] >= 1
+    assert stats.wait_ns - wait0 >= 40_000_000
+    assert stats.max_wait_ns >= 40_000_000 and stats.max_wait_idx == HELD
+
+
+def test_the_report_adds_up_the_cpus_lock_figures() -> None:
+    """Two CPUs' figures (acquired, contended, wait_ns, max_wait_ns): the text line and the JSON
+    total are their sums (the longest wait their maximum), the JSON keeps each CPU's. In a
+    deterministic run the waits are null and the line says what contended means there."""
+    locks = {0: (1000, 30, 500_000_000, 20_000_000), 1: (2500, 12, 300_000_000, 9_000_000)}
+    free = StressReport(StressConfig(), (), "time", 1.0, {0: 5, 1: 5}, locks=locks)
+    assert "lock contention: 42 of 3,500 lock acquisitions contended, 0.8 s waited (longest 20 ms)" \
+        in free.text().splitlines()
+    j = free.to_json()["locks"]
+    assert (j["acquired"], j["contended"], j["wait_ns"], j["max_wait_ns"]) == (3500, 42, 800_000_000, 20_000_000)
+    assert j["per_cpu"]["1"] == {"acquired": 2500, "contended": 12, "wait_ns": 300_000_000, "max_wait_ns": 9_000_000}
+    det = StressReport(StressConfig(schedule="random", steps=10), (), "budget", 1.0, {0: 5, 1: 5}, locks=locks)
+    assert "42 of 3,500 lock acquisitions contended (blocked on a held lock" in det.text()
+    assert det.to_json()["locks"]["wait_ns"] is None
+    assert StressReport(StressConfig(), (), "time", 1.0, {}).to_json()["locks"] is None
+
+
+@pytest.mark.multiprocess
+def test_a_deterministic_two_cpu_run_reports_its_contention() -> None:
+    """A 2-CPU deterministic run (seed 0, random schedule, 3,000 steps of `mixed`): each CPU
+    returns its figures, some acquisitions blocked on a lock the other held (the seed makes it
+    so, every time), and the JSON total is the sum of the CPUs'."""
+    report = run(StressConfig(cpus=2, seed=0, schedule="random", steps=3000, seconds=120))
+    assert report.ok and sorted(report.locks) == [0, 1]
+    j = report.to_json()["locks"]
+    assert j["contended"] > 0
+    assert j["acquired"] == sum(c["acquired"] for c in j["per_cpu"].values()) > j["contended"]
+    assert j["contended"] == sum(c["contended"] for c in j["per_cpu"].values())
