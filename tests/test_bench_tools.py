@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rmm_mp.runtime import CpuFailure, RunResult
+from rmm_mp.cpu_outcome import CpuFailure, RunResult
 from rmm_mp.stress import StressReport
 from rmm_mp.stress.findings import Finding
 

@@ -27,7 +27,7 @@ import rmm_mp
 from rmm_mp import outpaths
 from rmm_mp.hw.cpuarea import OFF_COUNTERS
 from rmm_mp.machine import Cpu
-from rmm_mp.runtime import RunResult
+from rmm_mp.cpu_outcome import RunResult
 from rmm_mp.stats import calls, report
 from rmm_mp.stats.histogram import CallStats, nearest_rank
 

@@ -50,7 +50,8 @@ from rmm_mp.host.runqueue import (
     VEND_RACE, VEND_SYSTEM_OFF, RunQueue,
 )
 from rmm_mp.hw.quiesce import Participant
-from rmm_mp.runtime import STARTUP_S, CpuFailure, oversubscription, run_cpus
+from rmm_mp.cpu_outcome import CpuFailure
+from rmm_mp.runtime import STARTUP_S, oversubscription, run_cpus
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu, Machine

@@ -30,7 +30,8 @@ from rmm_mp.hw import process
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.hw.quiesce import Participant, Pause
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import STARTUP_S, CpuFailure, RunResult, oversubscription, run_cpus
+from rmm_mp.cpu_outcome import CpuFailure, RunResult
+from rmm_mp.runtime import STARTUP_S, oversubscription, run_cpus
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding

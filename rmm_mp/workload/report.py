@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmm_mp.check import InvariantReport
 from rmm_mp.hw.granule import CLASSES
-from rmm_mp.runtime import CpuFailure, ProcessUsage
+from rmm_mp.cpu_outcome import CpuFailure, ProcessUsage
 from rmm_mp.stats import calls
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.histogram import CallStats

@@ -51,7 +51,8 @@ from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
-from rmm_mp.runtime import STARTUP_S, RunResult, host_cores, oversubscription, run_cpus
+from rmm_mp.cpu_outcome import RunResult
+from rmm_mp.runtime import STARTUP_S, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
 from rmm_mp.stats.trace_export import dropped, write_trace

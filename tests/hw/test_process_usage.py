@@ -1,4 +1,4 @@
-"""What run_cpus reports a CPU process cost (runtime.ProcessUsage): its own figures, not its parent's."""
+"""What run_cpus reports a CPU process cost (cpu_outcome.ProcessUsage): its own figures, not its parent's."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def test_peak_rss_is_read_whatever_the_process_name() -> None:
     probe = ("import ctypes\n"
              "ctypes.CDLL(None).prctl(15, b'r\\xc3\\xa9mm-cpu', 0, 0, 0)\n"     # PR_SET_NAME
              "assert open('/proc/self/status', 'rb').readline() == b'Name:\\tr\\xc3\\xa9mm-cpu\\n'\n"
-             "from rmm_mp import runtime\n"
-             "print(runtime._peak_rss_bytes())\n")
+             "from rmm_mp import cpu_outcome\n"
+             "print(cpu_outcome.peak_rss_bytes())\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 0

@@ -19,7 +19,8 @@ from typing import Any, Callable
 import pytest
 
 from rmm_mp import Machine
-from rmm_mp.runtime import LIFELINE_EXIT, RunResult, run_cpus
+from rmm_mp.cpu_outcome import RunResult
+from rmm_mp.runtime import LIFELINE_EXIT, run_cpus
 
 VERSION = 0xC4000150
 
@@ -655,7 +656,7 @@ def test_a_cpu_process_that_cannot_be_started_is_reported_and_nothing_is_left(mo
     collector (before: the raw BlockingIOError, naming no CPU, with four pipe ends left open)."""
     import multiprocessing.context
     import multiprocessing.resource_tracker
-    from rmm_mp.runtime import CpuStartError
+    from rmm_mp.cpu_outcome import CpuStartError
 
     real_start = multiprocessing.context.SpawnProcess.start
     started: list[int] = []
@@ -693,7 +694,7 @@ def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(mon
     args, and its pipe ends and the failed CPU's open.)"""
     import multiprocessing.context
     import multiprocessing.resource_tracker
-    from rmm_mp.runtime import CpuStartError
+    from rmm_mp.cpu_outcome import CpuStartError
 
     real_start = multiprocessing.context.SpawnProcess.start
     started: list[Any] = []

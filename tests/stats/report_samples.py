@@ -20,7 +20,8 @@ from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.rsi import RsiFid
 from rmm_mp.check import InvariantReport, Violation, invariants
 from rmm_mp.hw.granule import OTHER_CLASS
-from rmm_mp.runtime import CpuFailure, ProcessUsage, host_cores, run_cpus
+from rmm_mp.cpu_outcome import CpuFailure, ProcessUsage
+from rmm_mp.runtime import host_cores, run_cpus
 from rmm_mp.stats import calls
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.histogram import REGION_BYTES, CallStats, Recorder, read_slot

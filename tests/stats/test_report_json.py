@@ -21,7 +21,8 @@ import pytest
 
 from report_samples import delegate_rounds, delegate_rounds_then_die, hand_built, real_run
 from rmm_mp import Machine
-from rmm_mp.runtime import ProcessUsage, run_cpus
+from rmm_mp.cpu_outcome import ProcessUsage
+from rmm_mp.runtime import run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.workload import realms, render
 from rmm_mp.workload.report import GuestOutput, RealmOutcome, collect_locks

@@ -1610,7 +1610,7 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
     invariant check said to be skipped. It ended "aborted", the word for a run a failure stopped,
     and said nothing of the skipped check: seen with a Ctrl-C 10 s into `rmm-mp stress --cpus 64
     --schedule random`."""
-    from rmm_mp.runtime import CpuFailure, RunResult
+    from rmm_mp.cpu_outcome import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
     segs = _stress_segments(monkeypatch)
@@ -1638,7 +1638,7 @@ def test_a_start_up_cut_short_by_a_ctrl_c_says_how_many_cpus_were_ready(monkeypa
     finished, interrupted (Ctrl-C): 1 of 2 CPUs had become ready by the run's end", which
     tells a slow start-up from one that never got going. Before, only the per-CPU lines
     said anything, each alike whether 63 or none of 64 CPUs were up."""
-    from rmm_mp.runtime import CpuFailure, RunResult
+    from rmm_mp.cpu_outcome import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
     segs = _stress_segments(monkeypatch)
@@ -1667,7 +1667,7 @@ def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_
     run, as for a free-running CPU stuck at start-up. It ended "interrupted": the exemption for
     a Ctrl-C that kills deterministic CPUs still starting up took any interrupt seen, not only
     one that stopped the run."""
-    from rmm_mp.runtime import CpuFailure, RunResult
+    from rmm_mp.cpu_outcome import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
     segs = _stress_segments(monkeypatch)

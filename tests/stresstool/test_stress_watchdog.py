@@ -377,7 +377,7 @@ def test_a_cpu_died_finding_names_the_cpus_stuck_behind_it(machine: Machine) -> 
     CpuResult.waited). The cpu-died finding of CPU 1 says so: "CPU 0 was stuck behind it: it
     waited for PA, which CPU 1 held, in CALL, and left its call when the run was aborted".
     Before, CPU 0 showed only as "running" in its call, holding its own locks, as if at work."""
-    from rmm_mp.runtime import CpuFailure
+    from rmm_mp.cpu_outcome import CpuFailure
     from rmm_mp.stress import runner
     from rmm_mp.stress.worker import CpuResult
     pa = machine.granule_table(2).addr(LEAKED)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rmm_mp.check import InvariantReport
-from rmm_mp.runtime import CpuFailure, ProcessUsage
+from rmm_mp.cpu_outcome import CpuFailure, ProcessUsage
 from rmm_mp.workload import realms as workload_realms
 from rmm_mp.workload.render import format_report, to_json
 from rmm_mp.workload.report import GuestOutput, RealmOutcome

@@ -18,7 +18,7 @@ from children import cpu_children
 
 from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
-from rmm_mp.runtime import CpuFailure
+from rmm_mp.cpu_outcome import CpuFailure
 from rmm_mp.workload import run, spec
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.resolve import resolve
