@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.lockdep import Edge
 from rmm_mp.words import count as _count
+
+
+def _figure(value: float) -> str:
+    """``value`` to three significant digits in plain notation (1,230 and 0.00002): %g writes
+    1.23e+03 and 2e-05, which a long run's total wait and a short one's both reach."""
+    return format(Decimal(f"{value:.3g}"), ",f")
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class StressReport:
         elif contended:
             wait_ns = sum(v[2] for v in self.locks.values())
             longest = max(v[3] for v in self.locks.values())
-            line += f", {wait_ns / 1e9:.3g} s waited (longest {longest / 1e6:.3g} ms)"
+            line += f", {_figure(wait_ns / 1e9)} s waited (longest {_figure(longest / 1e6)} ms)"
         if self.unreported:
             line += " (over the CPUs that returned a result)"
         return line

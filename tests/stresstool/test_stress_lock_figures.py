@@ -73,3 +73,16 @@ def test_a_deterministic_two_cpu_run_reports_its_contention() -> None:
     assert j["contended"] > 0
     assert j["acquired"] == sum(c["acquired"] for c in j["per_cpu"].values()) > j["contended"]
     assert j["contended"] == sum(c["contended"] for c in j["per_cpu"].values())
+
+
+def test_the_lock_contention_waits_are_written_without_an_exponent() -> None:
+    """Waits of a long run on many CPUs (1,234.5 s in total, the longest 11.6 s) and of a short
+    one (20 us in total, the longest 2 us) read as plain figures to three significant digits:
+    "1.23e+03 s" and "2e-05 s", what a %g format gives there, were hard to read in a line
+    otherwise written with thousands separators."""
+    def line(wait_ns: int, max_wait_ns: int) -> str:
+        locks = {0: (5000, 10, wait_ns, max_wait_ns)}
+        return StressReport(StressConfig(), (), "time", 1.0, {0: 5}, locks=locks).lock_contention()
+    assert line(1_234_500_000_000, 11_600_000_000).endswith(", 1,230 s waited (longest 11,600 ms)")
+    assert line(20_000, 2_000).endswith(", 0.00002 s waited (longest 0.002 ms)")
+    assert line(179_000_000, 11_600_000).endswith(", 0.179 s waited (longest 11.6 ms)")
