@@ -1292,13 +1292,12 @@ def test_a_report_lock_left_by_a_dead_process_is_taken_over(machine: Machine) ->
     q.release_realm(alloc, slot)
 
 
-def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> None:
-    """A CPU process killed inside an append (holding the output lock) wrote part of the next
-    LOG record, and a console byte, into the cells of the oldest kept ones without counting
-    them: realm_status, taking the lock over, leaves those two oldest items out rather than
-    show a torn record, and shows every newer item as it was appended."""
+def _full_rings_log_cut_short(machine: Machine) -> tuple[RunQueue, NsAllocator, int]:
+    """A realm (queue, allocator, slot) whose LOG (records (i, i, i, i)) and console (bytes
+    0x30 + i % 10) rings are full, and whose output lock a process that no longer exists holds,
+    killed inside a LOG append: it wrote part of record 24 over the oldest kept one."""
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_CONSOLE, R_LOG
+    from rmm_mp.host.runqueue import R_LOG
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1311,10 +1310,25 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
         dead = int(f.read())        # no process has this pid
     q.view.store_u64(base + devices._OUTPUT_LOCK, dead)
     struct.pack_into("<3Q", q.buf, base + R_LOG + 8, 0, 99, 99)        # record 24, cut short
+    return q, alloc, slot
+
+
+def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> None:
+    """A CPU process killed inside an append (holding the output lock) wrote part of the next
+    LOG record, and a console byte, into the cells of the oldest kept ones without counting
+    them: realm_status, taking the lock over, leaves those two oldest items out rather than
+    show a torn record, and shows every newer item as it was appended; so does a second
+    realm_status, which finds the lock free (before the takeover was recorded in the realm's
+    entry, only the reader that took the lock over left them out)."""
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_CONSOLE
+    q, alloc, slot = _full_rings_log_cut_short(machine)
+    base = q.realm_offset(slot)
     q.view.store_u8(base + R_CONSOLE, ord("X"))                          # byte 1,024, uncounted
-    st = realm_status(q, slot)
-    assert st.log_count == LOG_RECORDS and [r.values for r in st.log] == [(i,) * 4 for i in range(1, LOG_RECORDS)]
-    assert st.console == bytes(0x30 + i % 10 for i in range(1, CONSOLE_BYTES))
+    for _ in range(2):      # the first takes the lock over; the second must leave them out too
+        st = realm_status(q, slot)
+        assert st.log_count == LOG_RECORDS and [r.values for r in st.log] == [(i,) * 4 for i in range(1, LOG_RECORDS)]
+        assert st.console == bytes(0x30 + i % 10 for i in range(1, CONSOLE_BYTES))
     v0 = slot * MAX_VCPUS
     assert q.take(0) == v0
     q.end(v0, 2)
@@ -1330,19 +1344,9 @@ def test_a_torn_log_cell_stays_left_out_for_every_reader_until_overwritten(machi
     shows all its kept records again. Before, only a reader that took the lock over itself left
     the oldest items out: here neither reader did, and both showed the torn record."""
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_CONSOLE, R_LOG
-    q = RunQueue(machine)
-    alloc = NsAllocator(machine, 0)
-    slot = q.add_realm(alloc, fake_realm(1))
+    from rmm_mp.host.runqueue import R_CONSOLE
+    q, alloc, slot = _full_rings_log_cut_short(machine)
     base = q.realm_offset(slot)
-    for i in range(LOG_RECORDS):
-        devices.host_call(q, slot, 0, 1, (i, i, i, i) + (0,) * 27)
-    for i in range(CONSOLE_BYTES):
-        devices.mmio(q, slot, 0, True, 0, 0x30 + i % 10)
-    with open("/proc/sys/kernel/pid_max") as f:
-        dead = int(f.read())        # no process has this pid
-    q.view.store_u64(base + devices._OUTPUT_LOCK, dead)
-    struct.pack_into("<3Q", q.buf, base + R_LOG + 8, 0, 99, 99)        # record 24, cut short
     devices.mmio(q, slot, 0, True, 0, ord("Y"))                          # takes the lock over
     assert q.view.load_u8(base + R_CONSOLE) == ord("Y")
     kept = bytes(0x30 + i % 10 for i in range(1, CONSOLE_BYTES)) + b"Y"
