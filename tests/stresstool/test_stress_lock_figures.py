@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from rmm_mp import Machine
-from rmm_mp.hw.granule import OTHER_CLASS
+from rmm_mp.hw.granule import OTHER_CLASS, LockStats
 from rmm_mp.stress import StressConfig, instrument, run
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shared import MODE_FREE, StressSegment
@@ -86,3 +86,31 @@ def test_the_lock_contention_waits_are_written_without_an_exponent() -> None:
     assert line(1_234_500_000_000, 11_600_000_000).endswith(", 1,230 s waited (longest 11,600 ms)")
     assert line(20_000, 2_000).endswith(", 0.00002 s waited (longest 0.002 ms)")
     assert line(179_000_000, 11_600_000).endswith(", 0.179 s waited (longest 11.6 ms)")
+
+
+def test_the_stress_count_of_a_contended_acquisition_is_the_plain_paths(machine: Machine) -> None:
+    """The plain contended path (hw/granule.py, left as it is: a hot path) and
+    instrument.count_contended, which the stress tool's replacements call, are two copies of
+    one count. An acquisition of a lock held by another owner, which the plain path waits for
+    (its waiter releases the lock at the first wait), must leave every LockStats field as
+    count_contended leaves a fresh LockStats given the same granule, class and wait (bar
+    ``acquired``, the fast path's): a field the plain path comes to count that the copy does
+    not fails here, not as a stress figure silently missing it."""
+    other = machine.granule_table(2)
+    table = machine.granule_table(3)
+
+    class Release:
+        def wait(self, t: object, idx: int, holder: int) -> None:
+            other.unlock(idx)
+
+    other.lock(HELD)
+    table.waiter = Release()
+    table.lock(HELD, OTHER_CLASS)
+    table.unlock(HELD)
+    plain = table.stats
+    assert plain.contended == 1
+    copy = LockStats()
+    instrument.count_contended(copy, HELD, OTHER_CLASS, plain.wait_ns)
+    for name in LockStats.__slots__:
+        if name != "acquired":
+            assert getattr(copy, name) == getattr(plain, name), name
