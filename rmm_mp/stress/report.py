@@ -211,6 +211,10 @@ class StressReport:
 
     def text(self) -> str:
         lines = [self.summary()]
+        if self.locks:
+            # Before the verdict: the verdict ends the report (the line a script reads last, and
+            # the one interrupts.give holds back against a signal as it appears).
+            lines.append(self.lock_contention())
         if self.ok and not sum(self.ops.values()):
             # As pytest says when it collected nothing: a pass that tested nothing is not one.
             lines.append("no findings, but no operation completed: nothing was tested"
@@ -220,9 +224,6 @@ class StressReport:
         else:
             lines.append(f"{len(self.findings)} finding(s):")
             lines.append(self.findings_text())
-        if self.locks:
-            # After the verdict, which the summary line is followed by (readers look for it there).
-            lines.append(self.lock_contention())
         lines.extend(f"not done: {what}" for what in self.not_done)
         from rmm_mp.stress.bugs import BUGS
         for name in self.unreached():
