@@ -227,7 +227,11 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             CPU and the cause. Any other exception there propagates as it is.
             The processes already started are killed and reaped and every pipe end is closed
             before it is raised; a Ctrl-C (held back by the signal mask) that came while the CPUs were being
-            started is raised instead once that is done, the CpuStartError its context.
+            started is raised instead once that is done, the CpuStartError its context. The mask
+            is the calling thread's: in a process with other threads that do not block SIGINT
+            (the rmm-mp program has none then; a pytest-xdist worker has one), the kernel may
+            give a process-directed Ctrl-C to one of them, and CPython raises it on the main
+            thread at once, in the middle of that cleanup.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")

@@ -516,17 +516,27 @@ def test_a_signal_held_back_after_the_last_output_waits_for_the_next_step_or_is_
     term_before = signal.getsignal(signal.SIGTERM)
     try:
         with interrupts.Interrupts(sigterm=True) as stop:
-            assert stop.held(lambda: os.kill(os.getpid(), signal.SIGTERM) or "written") == "written"
+            assert stop.held(lambda: _to_this_thread(signal.SIGTERM) or "written") == "written"
             assert stop.by == ""
             assert stop.step(lambda: "next") == (False, None) and stop.by == "SIGTERM"
         with pytest.raises(SystemExit) as ended:
             with interrupts.Interrupts(sigterm=True) as stop:
-                stop.held(lambda: os.kill(os.getpid(), signal.SIGTERM))
+                stop.held(lambda: _to_this_thread(signal.SIGTERM))
                 stop.decided(0)
         assert ended.value.code == 0 and stop.by == ""
         assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
+
+
+def _to_this_thread(signum: int) -> None:
+    """Send ``signum`` to the main thread only (pthread_kill), which blocks it inside
+    Interrupts.held or run_cpus's start: it stays pending there until the mask is restored.
+    Sent to the process (os.kill), the kernel may hand it to another thread that does not block
+    it (pytest-xdist's execnet thread, in a worker), and CPython then runs the handler on the
+    main thread at once, whatever its mask: a clean-clone CI run failed so, the step after the
+    held output running as if no signal had come."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signum)
 
 
 def _to_other_thread(stop: Any, other: threading.Thread, signum: int, taken: "list[int] | None" = None) -> None:
@@ -546,6 +556,7 @@ def _to_other_thread(stop: Any, other: threading.Thread, signum: int, taken: "li
         time.sleep(0.001)
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_a_signal_held_back_is_held_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Interrupts.held with a second thread alive (a queue's feeder thread, a pause's lease
     renewal): blocking the signals on the main thread alone would let the kernel hand a
@@ -701,7 +712,7 @@ def test_a_ctrl_c_pending_when_a_cpu_cannot_be_started_leaves_nothing_behind(mon
 
     def start(self: Any) -> None:
         if started:
-            os.kill(os.getpid(), signal.SIGINT)     # blocked here: pending until the mask is restored
+            _to_this_thread(signal.SIGINT)      # blocked here: pending until the mask is restored
             raise BlockingIOError(11, "Resource temporarily unavailable")
         real_start(self)
         started.append(self)
