@@ -1320,7 +1320,6 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
     show a torn record, and shows every newer item as it was appended; so does a second
     realm_status, which finds the lock free (before the takeover was recorded in the realm's
     entry, only the reader that took the lock over left them out)."""
-    from rmm_mp.host import devices
     from rmm_mp.host.runqueue import R_CONSOLE
     q, alloc, slot = _full_rings_log_cut_short(machine)
     base = q.realm_offset(slot)
