@@ -201,7 +201,7 @@ def unquoted_part(part: str) -> str:
     """The key a part of a key path names: key_part undone (a quoted part's escapes read)."""
     if len(part) >= 2 and part[0] == part[-1] == '"':
         try:
-            # TOML's escapes, which key_part writes: \UXXXXXXXX is no JSON escape.
+            # TOML's escapes, which key_part writes: \U and eight hex digits is no JSON escape.
             return str(tomllib.loads(f"k = {part}")["k"])
         except tomllib.TOMLDecodeError:
             return part[1:-1]

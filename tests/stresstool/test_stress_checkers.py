@@ -6,8 +6,10 @@ The stress instrumentation patches classes of this process; every test undoes it
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from typing import Callable, Iterator
+from types import SimpleNamespace
+from typing import Callable, Iterable, Iterator
 
 import pytest
 
@@ -289,25 +291,38 @@ def test_a_findings_held_locks_of_one_class_share_a_line(machine: Machine, probe
                                                f"holding DELEGATED {a[2]}, {a[3]} (2 granules)")
 
 
+@contextlib.contextmanager
+def _ns_refcounts(table: GranuleTable, idxs: "Iterable[int]") -> Iterator[None]:
+    """NS granules ``idxs`` given a refcount (an invariant violation each) while inside."""
+    idxs = tuple(idxs)
+    for idx in idxs:
+        table.refcount_add(idx, 1)
+    try:
+        yield
+    finally:
+        for idx in idxs:
+            table.refcount_add(idx, -1)
+
+
+def _quiescent_check(machine: Machine) -> SimpleNamespace:
+    """A stress CPU's quiescent invariant check (worker._quiescent_check) on ``machine``, with a
+    probe that only collects findings: the probe."""
+    from rmm_mp.stress import worker
+    probe = SimpleNamespace(checking=True, findings=findings.FindingLog(), sched=None)
+    seg = SimpleNamespace(count_quiescent=lambda: None, set_end=lambda end: None)
+    worker._quiescent_check(SimpleNamespace(machine=machine), probe, seg)  # type: ignore[arg-type]
+    return probe
+
+
 def test_a_deterministic_quiescent_check_reports_each_violation_of_a_rule(machine: Machine) -> None:
     """Two NS granules with a refcount break the refcount invariant twice: a deterministic
     run's quiescent check (made in a CPU process, into its finding log) reports both, each at
     its granule, as a free-running run's check does; the log took both for one problem (same
     checker, rule and no site) and kept only the first."""
-    from types import SimpleNamespace
-
-    from rmm_mp.stress import worker
     table = machine.cpu(0).granules
     broken = (500, 501)
-    for idx in broken:
-        table.refcount_add(idx, 1)
-    probe = SimpleNamespace(checking=True, findings=findings.FindingLog(), sched=None)
-    seg = SimpleNamespace(count_quiescent=lambda: None, set_end=lambda end: None)
-    try:
-        worker._quiescent_check(SimpleNamespace(machine=machine), probe, seg)  # type: ignore[arg-type]
-    finally:
-        for idx in broken:
-            table.refcount_add(idx, -1)
+    with _ns_refcounts(table, broken):
+        probe = _quiescent_check(machine)
     assert [f.message for f in probe.findings.items] == [
         f"[refcount] granule {table.addr(idx):#x}: NS granule has refcount 1, expected 0" for idx in broken]
 
@@ -317,22 +332,13 @@ def test_the_end_check_reports_up_to_20_violations_no_quiescent_check_reported(m
     run); the check at the run's end, which sees all 30 again, reports the next 20, each once,
     "at the end of the run". Its bound of 20 was taken before the 8 reported ones were left
     out, so it reported 12 and left 10 unreported ones out."""
-    from types import SimpleNamespace
-
     from rmm_mp.check import invariants
-    from rmm_mp.stress import runner, worker
+    from rmm_mp.stress import runner
     table = machine.cpu(0).granules
     broken = range(500, 530)
-    for idx in broken:
-        table.refcount_add(idx, 1)
-    probe = SimpleNamespace(checking=True, findings=findings.FindingLog(), sched=None)
-    seg = SimpleNamespace(count_quiescent=lambda: None, set_end=lambda end: None)
-    try:
-        worker._quiescent_check(SimpleNamespace(machine=machine), probe, seg)  # type: ignore[arg-type]
+    with _ns_refcounts(table, broken):
+        probe = _quiescent_check(machine)
         violations = invariants(machine).violations
-    finally:
-        for idx in broken:
-            table.refcount_add(idx, -1)
     quiescent = probe.findings.items
     end = runner._end_findings(violations, quiescent)
     shown = [str(v) for v in violations]

@@ -310,6 +310,15 @@ _FAILING = ["tables", "--seed", "1", "--schedule", "random", "--steps", "3000", 
 """A short deterministic run that finds something (so it has a schedule and a timeline to write)."""
 
 
+def _failing_with_files(tmp_path: Path) -> tuple[Any, Path, Path, Path]:
+    """_FAILING run with its schedule, timeline and JSON named in ``tmp_path``: the result and
+    the three paths."""
+    sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
+                                      "--json", str(j)])
+    return res, sched, trace, j
+
+
 def _recorded(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """A schedule file of the _FAILING run (saved with its JSON report), and that report."""
     sched, j = tmp_path / "s.json", tmp_path / "run.json"
@@ -431,9 +440,7 @@ def test_the_json_names_the_files_written_and_those_that_could_not_be(tmp_path: 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(stress_cli.timeline, "write", full)
-    sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
-    res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
-                                      "--json", str(j)])
+    res, sched, trace, j = _failing_with_files(tmp_path)
     assert res.exit_code == 1, res.output
     document = json.loads(j.read_text())
     assert document["outputs"] == {"schedule": str(sched), "json": str(j)}
@@ -575,9 +582,7 @@ def test_a_signal_while_the_files_are_written_names_the_files_not_written(
     try:
         ended = _signal_when_called(monkeypatch, runner, "_ended", signal.SIGINT)
         calls = _signal_when_called(monkeypatch, timeline, "write", signum)
-        sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
-        res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
-                                          "--json", str(j)])
+        res, sched, trace, j = _failing_with_files(tmp_path)
     finally:
         signal.signal(signal.SIGTERM, previous)
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
@@ -606,9 +611,7 @@ def test_a_signal_while_the_files_of_a_given_verdict_are_written_changes_nothing
     previous = signal.signal(signal.SIGTERM, _outside_the_command)
     try:
         calls = _signal_when_called(monkeypatch, timeline, "write", signum)
-        sched, trace, j = tmp_path / "s.json", tmp_path / "t.json", tmp_path / "r.json"
-        res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(sched), "--trace", str(trace),
-                                          "--json", str(j)])
+        res, sched, trace, j = _failing_with_files(tmp_path)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
