@@ -164,6 +164,20 @@ class LockStats:
         self.max_wait_ns = 0
         self.max_wait_idx = -1
 
+    def count_contended(self, idx: int, cls: int, waited: int) -> None:
+        """One contended acquisition of granule ``idx`` (lock class ``cls``) that waited
+        ``waited`` ns: GranuleTable._lock_contended's, and the stress tool's replacements of it,
+        which wait their own way. Only contended acquisitions come here, never the fast path."""
+        self.contended += 1
+        self.wait_ns += waited
+        self.contended_by_class[cls] += 1
+        self.wait_by_class[cls] += waited
+        if waited > self.max_wait_by_class[cls]:
+            self.max_wait_by_class[cls] = waited
+        if waited > self.max_wait_ns:
+            self.max_wait_ns = waited
+            self.max_wait_idx = idx
+
 
 class GranuleTable:
     """The granule descriptors as seen by one lock owner.
@@ -226,16 +240,7 @@ class GranuleTable:
                 backoff(tries)
         end = time.perf_counter_ns()
         waited = end - start
-        stats = self.stats
-        stats.contended += 1
-        stats.wait_ns += waited
-        stats.contended_by_class[cls] += 1
-        stats.wait_by_class[cls] += waited
-        if waited > stats.max_wait_by_class[cls]:
-            stats.max_wait_by_class[cls] = waited
-        if waited > stats.max_wait_ns:
-            stats.max_wait_ns = waited
-            stats.max_wait_idx = idx
+        self.stats.count_contended(idx, cls, waited)
         if self.tracer is not None:
             self.tracer.lock_wait(start, waited, cls, self.base + (idx << 12))
         if self.observer is not None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rmm_mp.hw import points
 from rmm_mp.hw.cpuarea import OFF_IN_RSI, OFF_RSI_CALL, OFF_WAIT_SPINS, OFF_WAITING_FOR
 from rmm_mp.hw.granule import (
-    NO_SUB, OTHER_CLASS, SPIN_TRIES, GranuleTable, LockStats, backoff,
+    NO_SUB, OTHER_CLASS, SPIN_TRIES, GranuleTable, backoff,
 )
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.realm_desc import Rd
@@ -143,27 +143,11 @@ def _watched_spin(probe: Probe, seg: StressSegment, watchdog: bool) -> None:
             view.store_u32(base + OFF_WAITING_FOR, 0)
             view.store_u64(base + OFF_WAIT_SPINS, 0)
         waited = time.perf_counter_ns() - start
-        count_contended(self.stats, idx, cls, waited)
+        self.stats.count_contended(idx, cls, waited)
         if self.observer is not None:
             self.observer.acquired(self, idx, waited)
 
     probe.patch(GranuleTable, "_lock_contended", contended)
-
-
-def count_contended(stats: LockStats, idx: int, cls: int, waited: int) -> None:
-    """Count one contended acquisition of granule ``idx`` (lock class ``cls``) that waited
-    ``waited`` ns, as GranuleTable._lock_contended does: the replacements above do not call it
-    (they wait their own way), and without this a stress run's lock figures said no lock was
-    ever contended. Only contended acquisitions come here: the fast path is untouched."""
-    stats.contended += 1
-    stats.wait_ns += waited
-    stats.contended_by_class[cls] += 1
-    stats.wait_by_class[cls] += waited
-    if waited > stats.max_wait_by_class[cls]:
-        stats.max_wait_by_class[cls] = waited
-    if waited > stats.max_wait_ns:
-        stats.max_wait_ns = waited
-        stats.max_wait_idx = idx
 
 
 def _self_deadlock(probe: Probe, table: GranuleTable, idx: int) -> None:
@@ -250,7 +234,7 @@ def _point_locks(probe: Probe, sched: "Scheduler", point: Any) -> None:
             if holder == owner:
                 _self_deadlock(probe, self, idx)
             sched.block(idx, self.base + (idx << 12))
-        count_contended(self.stats, idx, cls, 0)
+        self.stats.count_contended(idx, cls, 0)
         if self.observer is not None:
             self.observer.acquired(self, idx, 0)
 

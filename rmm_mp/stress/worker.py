@@ -77,7 +77,7 @@ class CpuResult:
     """Granule lock acquisitions this CPU process made during the run, by its CPU and by its
     host's NS copies (hw.granule.LockStats of both tables): (acquired, contended, wait_ns,
     max_wait_ns). Deterministic: contended counts the acquisitions that blocked, and the waits
-    are 0 (stress.instrument.count_contended)."""
+    are 0 (hw.granule.LockStats.count_contended)."""
 
 
 def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:

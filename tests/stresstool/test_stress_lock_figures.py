@@ -89,13 +89,13 @@ def test_the_lock_contention_waits_are_written_without_an_exponent() -> None:
 
 
 def test_the_stress_count_of_a_contended_acquisition_is_the_plain_paths(machine: Machine) -> None:
-    """The plain contended path (hw/granule.py, left as it is: a hot path) and
-    instrument.count_contended, which the stress tool's replacements call, are two copies of
-    one count. An acquisition of a lock held by another owner, which the plain path waits for
-    (its waiter releases the lock at the first wait), must leave every LockStats field as
-    count_contended leaves a fresh LockStats given the same granule, class and wait (bar
-    ``acquired``, the fast path's): a field the plain path comes to count that the copy does
-    not fails here, not as a stress figure silently missing it."""
+    """The plain contended path (GranuleTable._lock_contended) and the stress tool's
+    replacements of it count through one method, LockStats.count_contended (they were two
+    copies of the count). An acquisition of a lock held by another owner, which the plain path
+    waits for (its waiter releases the lock at the first wait), must leave every LockStats field
+    as count_contended leaves a fresh LockStats given the same granule, class and wait (bar
+    ``acquired``, the fast path's): a field the plain path comes to count outside that method
+    fails here, not as a stress figure silently missing it."""
     other = machine.granule_table(2)
     table = machine.granule_table(3)
 
@@ -110,7 +110,7 @@ def test_the_stress_count_of_a_contended_acquisition_is_the_plain_paths(machine:
     plain = table.stats
     assert plain.contended == 1
     copy = LockStats()
-    instrument.count_contended(copy, HELD, OTHER_CLASS, plain.wait_ns)
+    copy.count_contended(HELD, OTHER_CLASS, plain.wait_ns)
     for name in LockStats.__slots__:
         if name != "acquired":
             assert getattr(copy, name) == getattr(plain, name), name
