@@ -897,6 +897,54 @@ def test_host_call_completion_walks_again_after_an_invalidation(machine: Machine
     ok(machine)
 
 
+# -- the top of the protected IPA space -----------------------------------------------------------
+
+def test_highest_protected_page_is_usable(machine: Machine) -> None:
+    """The last granule below 2^(ipa_width - 1) is protected (B3.4 AddrIsProtected; one granule
+    higher, addr_bound fails: test_realm_config_addr_bound, test_host_call_addr_bound). The realm
+    makes it RAM (IPA_STATE_SET, the host's SET_RIPAS creating the tables it needs) and the host
+    backs it after the abort exit of RSI_REALM_CONFIG there; the repeated call writes
+    RsiRealmConfig into it (SUCCESS), and RSI_HOST_CALL with the last 256 bytes of the protected
+    space as its RsiHostCall exits to the host (imm and gprs read from there) and is completed
+    into them."""
+    page, hc = UNPROTECTED - GRANULE, UNPROTECTED - 0x100
+    program = f"""
+        mov x1, ={page}
+        mov x2, ={UNPROTECTED}
+        mov x3, #{RAM}
+        mov x4, #0
+        mov x0, =RSI_IPA_STATE_SET
+        smc #0
+        mov x20, x0
+        mov x21, x1
+        mov x1, ={page}
+        mov x0, =RSI_REALM_CONFIG
+    config: smc #0
+        mov x22, x0
+        mov x1, ={hc}
+        mov x0, =RSI_HOST_CALL
+        smc #0
+        mov x23, x0
+    done: wfi
+        b done
+    """
+    with Guest.build(machine, program) as g:
+        exits(g, EXIT_RIPAS_CHANGE)
+        assert set_ripas(g, page, UNPROTECTED) == UNPROTECTED
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        abort_exit(ex, page, 3)
+        assert g.pc() == g.label("config")
+        g.fault_in(page)
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["imm"], ex["gprs"]) == (SUCCESS, EXIT_HOST_CALL, 0, (0,) * 31)
+        finish(g, gprs=HOST_GPRS)
+        assert (g.gpr(20), g.gpr(21), g.gpr(22), g.gpr(23)) == (SUCCESS, UNPROTECTED, SUCCESS, SUCCESS)
+        assert g.peek(page, 9) == (40).to_bytes(8, "little") + b"\0"
+        assert g.peek(hc + 8, 248) == struct.pack("<31Q", *HOST_GPRS)
+    ok(machine)
+
+
 # -- the result-register rule, unknown SMCs, the SVE hint -----------------------------------------
 
 def test_result_registers_measurement_read_writes_x1_to_x8(machine: Machine) -> None:
@@ -920,12 +968,16 @@ def test_result_registers(machine: Machine, fid: str, args: dict[int, object], x
         results(g, x0)
 
 
-@pytest.mark.parametrize("fid", [0xC400_019A, 0xC400_01AF, 0xC400_0150, 0xC400_0158, 0x8200_0000, 0x0, 0xC500_0000])
+@pytest.mark.parametrize("fid", [0xC400_019A, 0xC400_01AF, 0xC400_0150, 0xC400_0158, 0x8200_0000, 0x0, 0xC500_0000,
+                                 0x8400_0190, 0x0400_0190, 0xC402_0190, 0xC000_0000, 0x8000_0001])
 def test_unknown_smc(machine: Machine, fid: int) -> None:
     """An SMC that is neither RSI nor PSCI (a 1.1-only RSI ID, the end of the RSI range, RMI_VERSION,
     RMI_REALM_CREATE (ACS exception_realm_unsupported_smc: a realm calling an RMI command), SiP,
-    0, another owner) -> X0 = SMC_UNKNOWN (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, X4 and
-    above kept (no RSI command, so SMCCC's rule), no exit."""
+    0, another owner; RSI_VERSION's ID in the SMC32 convention, as a yielding call, and with
+    FID bit 17 set (only bit 16, the SVE hint, is ignored); SMCCC_VERSION's ID in the SMC64
+    convention, SMCCC_ARCH_FEATURES (B1.1: the realm ABIs are RSI and PSCI)) -> X0 = SMC_UNKNOWN
+    (A4.3.4: SMCCC_NOT_SUPPORTED), X1..X3 zeroed, X4 and above kept (no RSI command, so
+    SMCCC's rule), no exit."""
     with Guest.build(machine, call_program(hex(fid), {1: 1})) as g:
         finish(g)
         smccc_results(g, SMC_UNKNOWN)
@@ -960,6 +1012,11 @@ CFG_DATA = "cfg:\n" + pattern_page()
 """A page of PATTERN at label `cfg` (CODE + 0x1000)."""
 NS_IPA = UNPROTECTED + 0x2000
 """An unprotected IPA the `map_ns` cases map to an NS page first."""
+BEYOND = 1 << 40
+"""The first IPA past a default Guest's 40-bit IPA space."""
+TOP_GRANULE = (1 << 64) - GRANULE
+"""The last granule of the 64-bit address space."""
+U64 = (1 << 64) - 1
 
 INPUT_FAILURES = {
     # id: (command, X1.., data, host's preparation) -> RSI_ERROR_INPUT returned, no exit
@@ -990,6 +1047,29 @@ INPUT_FAILURES = {
     "measurement-extend-index-5": ("RSI_MEASUREMENT_EXTEND", {1: 5, 2: 8}, "", None),
     "measurement-extend-size-65": ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: 65}, "", None),
     "measurement-read-index-5": ("RSI_MEASUREMENT_READ", {1: 5}, "", None),
+    # edge values: past the 40-bit IPA space (at 2^40 + a RAM page's IPA, so that reading the
+    # address modulo 2^ipa_width would find that page), the top of the 64-bit space, and
+    # indices and sizes far out of range
+    "realm-config-beyond-ipa-space": ("RSI_REALM_CONFIG", {1: f"{BEYOND} + cfg"}, CFG_DATA, None),
+    "realm-config-top-granule": ("RSI_REALM_CONFIG", {1: TOP_GRANULE}, "", None),
+    "host-call-beyond-ipa-space": ("RSI_HOST_CALL", {1: f"{BEYOND} + hc"}, HOST_CALL_DATA, None),
+    "host-call-top-structure": ("RSI_HOST_CALL", {1: TOP_GRANULE + 0xF00}, "", None),
+    "ipa-state-set-beyond-ipa-space": ("RSI_IPA_STATE_SET", {1: BEYOND + UNASSIGNED_L3,
+                                                             2: BEYOND + UNASSIGNED_L3 + GRANULE, 3: EMPTY, 4: 0},
+                                       "", None),
+    "ipa-state-set-top-at-2^64-4k": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: TOP_GRANULE, 3: EMPTY, 4: 0},
+                                     "", None),
+    "ipa-state-set-ripas-ff": ("RSI_IPA_STATE_SET", {1: UNASSIGNED_L3, 2: UNASSIGNED_L3 + GRANULE, 3: 0xFF, 4: 0},
+                               "", None),
+    "ipa-state-get-end-misaligned": ("RSI_IPA_STATE_GET", {1: CODE, 2: CODE + 0x1001}, "", None),
+    "ipa-state-get-beyond-ipa-space": ("RSI_IPA_STATE_GET", {1: BEYOND + CODE, 2: BEYOND + CODE + GRANULE}, "", None),
+    "ipa-state-get-end-at-2^64-4k": ("RSI_IPA_STATE_GET", {1: CODE, 2: TOP_GRANULE}, "", None),
+    "measurement-extend-index-7": ("RSI_MEASUREMENT_EXTEND", {1: 7, 2: 8}, "", None),
+    "measurement-extend-index-8": ("RSI_MEASUREMENT_EXTEND", {1: 8, 2: 8}, "", None),
+    "measurement-extend-index-max": ("RSI_MEASUREMENT_EXTEND", {1: U64, 2: 8}, "", None),
+    "measurement-extend-size-max": ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: U64}, "", None),
+    "measurement-read-index-7": ("RSI_MEASUREMENT_READ", {1: 7}, "", None),
+    "measurement-read-index-8": ("RSI_MEASUREMENT_READ", {1: 8}, "", None),
 }
 
 
