@@ -37,6 +37,9 @@ CPU_OFF, SYSTEM_OFF, SYSTEM_RESET = 0x8400_0002, 0x8400_0008, 0x8400_0009
 CONTEXT = 0x1234_5678
 MPIDR_RES1 = 1 << 31
 X4 = 0x4444_0000_0000_0004
+JUNK_HIGH = 0xA5A5_A5A5 << 32
+"""Bits 63:32 that an SMC32 call's callee ignores (SMCCC: its arguments are W1..W3), or SBZ bits."""
+SVE_HINT = 1 << 16
 
 
 @pytest.fixture
@@ -147,12 +150,25 @@ def test_psci_features_not_supported(machine: Machine, fid: int) -> None:
 
 
 @pytest.mark.parametrize("fid", [0x8400_0005, 0xC400_0005, 0x8400_0006, 0xC400_000E, 0xC400_0012, 0x8400_001F,
-                                 0xC400_0002, 0xC400_0008, 0xC400_0009])
+                                 0xC400_0002, 0xC400_0008, 0xC400_0009, 0xC400_0000, 0xC400_000A, 0x8400_0015,
+                                 0xC400_001F])
 def test_unsupported_function(machine: Machine, fid: int) -> None:
-    """A PSCI function the RMM does not implement (A4.3.7: not listed) -> NOT_SUPPORTED, no exit."""
+    """A PSCI function the RMM does not implement (A4.3.7: not listed), or a form PSCI does not
+    define (SMC64 CPU_OFF, SYSTEM_OFF, SYSTEM_RESET, VERSION, FEATURES; B6.3 lists their SMC32
+    IDs only) -> NOT_SUPPORTED, no exit."""
     with Guest.build(machine, call(fid, 1, 2, 3), num_recs=2) as g:
         finish(g)
         answered(g, NOT_SUPPORTED)
+
+
+@pytest.mark.parametrize("x1, x0", [(JUNK_HIGH | CPU_ON[0], SUCCESS), (JUNK_HIGH | 0x8400_0005, NOT_SUPPORTED)],
+                         ids=["cpu-on", "migrate"])
+def test_psci_features_reads_x1_low_half(machine: Machine, x1: int, x0: int) -> None:
+    """psci_func_id is X1[31:0] (B6.3.5; X1[63:32] SBZ): junk in the upper half does not change
+    the answer (CPU_ON still SUCCESS, MIGRATE still NOT_SUPPORTED)."""
+    with Guest.build(machine, call(0x8400_000A, x1), num_recs=2) as g:
+        finish(g)
+        answered(g, x0)
 
 
 @pytest.mark.parametrize("fid, args, x0", [
@@ -243,10 +259,6 @@ def test_psci_exit_names_the_target_in_canonical_form(machine: Machine, fid: int
     ok(machine)
 
 
-JUNK_HIGH = 0xA5A5_A5A5 << 32
-"""Bits 63:32 that an SMC32 call's callee ignores (SMCCC: its arguments are W1..W3)."""
-
-
 def test_smc32_cpu_on_reads_w_registers(machine: Machine) -> None:
     """SMC32 CPU_ON (0x84000003) with junk in bits 63:32 of X1 (target), X2 (entry point) and X3
     (context id): SMCCC's 32-bit convention ignores those bits (as TF-A's PSCI and KVM's
@@ -284,6 +296,64 @@ def test_smc64_cpu_on_reads_x_registers(machine: Machine) -> None:
     with Guest.build(machine, call(CPU_ON[0], *args) + ENTRY1, num_recs=2) as g:
         finish(g)
         answered(g, INVALID_ADDRESS)
+
+
+def test_cpu_on_entry_at_the_top_of_the_protected_space(machine: Machine) -> None:
+    """entry: the last instruction below 2^(ipa_width - 1) is a protected IPA (B3.4), so CPU_ON
+    to it is forwarded (the PSCI exit) and, completed, sets REC 1's PC there (success condition
+    `entry`); one granule higher is INVALID_ADDRESS (test_cpu_on_entry)."""
+    entry = UNPROTECTED - 4
+    with Guest.build(machine, call(CPU_ON[0], 1, entry, CONTEXT), num_recs=2) as g:
+        psci_exit(g, (CPU_ON[0], 1))
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        assert (g.rec(1).runnable, g.pc(rec=1), g.gpr(0, rec=1)) == (True, entry, CONTEXT)
+        finish(g)
+        answered_on(g)
+    ok(machine)
+
+
+def answered_on(g: Guest) -> None:
+    """REC 0's CPU_ON of REC 1 succeeded: X0 = SUCCESS, X1..X3 zeroed, X4 kept."""
+    assert tuple(g.gpr(n) for n in range(5)) == (SUCCESS, 0, 0, 0, X4)
+    assert g.rec(0).psci_pending == 0
+
+
+@pytest.mark.parametrize("fid", [CPU_ON[0], CPU_ON[1], AFFINITY_INFO[0]], ids=["cpu-on", "cpu-on-smc32", "affinity-info"])
+def test_sve_hint_ignored(machine: Machine, fid: int) -> None:
+    """The SMCCC 1.3 SVE hint (FID bit 16, B1.1) is ignored for PSCI as for RSI: CPU_ON and
+    AFFINITY_INFO with it set are forwarded as without it, the PSCI exit naming the function
+    without the hint (A4.3.7: sanitised parameters), and RMI_PSCI_COMPLETE completes them
+    (TF-RMM rel0 answers NOT_SUPPORTED: docs/deviations.md)."""
+    args = (1, "entry1", CONTEXT) if fid in CPU_ON else (1, 0)
+    with Guest.build(machine, call(fid | SVE_HINT, *args) + ENTRY1, num_recs=2) as g:
+        psci_exit(g, (fid, 1))
+        assert g.rec(0).psci_pending == fid
+        assert complete(g, 0, 1) == RMI_SUCCESS
+        finish(g)
+        if fid in CPU_ON:
+            answered_on(g)
+            finish(g, rec=1, done="done1")
+            assert g.gpr(20, rec=1) == CONTEXT
+        else:
+            answered(g, OFF)
+    ok(machine)
+
+
+@pytest.mark.parametrize("fid", [SYSTEM_OFF, CPU_OFF, CPU_SUSPEND[0]], ids=["system-off", "cpu-off", "cpu-suspend"])
+def test_sve_hint_ignored_by_notifications(machine: Machine, fid: int) -> None:
+    """SYSTEM_OFF, CPU_OFF and CPU_SUSPEND with the SVE hint set act as without it: the PSCI exit
+    names the function without the hint, and the realm becomes SYSTEM_OFF, the REC not
+    runnable, or the REC simply continues, respectively."""
+    with Guest.build(machine, call(fid | SVE_HINT), num_recs=2) as g:
+        psci_exit(g, (fid,))
+        if fid == SYSTEM_OFF:
+            assert g.rd.state == RealmState.SYSTEM_OFF
+        elif fid == CPU_OFF:
+            assert not g.rec(0).runnable
+        else:
+            finish(g)
+            assert (g.gpr(0), g.gpr(4)) == (SUCCESS, X4)
+    ok(machine)
 
 
 def test_cpu_on_footprint(machine: Machine) -> None:
