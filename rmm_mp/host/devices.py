@@ -28,8 +28,10 @@ the gprs the host returns in RmiRecEnter, which the RMM copies back into RsiHost
 
     1 LOG     append (REC index, X0..X3) to the realm's log (the last LOG_RECORDS, 24, are kept,
               in a ring, as the console's bytes are; both rings are appended to under the
-              realm's output lock, _lock_output; a takeover of it from a dead holder marks the
-              cells that holder may have half written, _mark_torn); gprs unchanged
+              realm's output lock, _lock_output, a word after the report's naming its holder
+              by pid and start time as a CPU binding does, 0 when free; a takeover of it from
+              a dead holder marks the cells that holder may have half written, _mark_torn);
+              gprs unchanged
     2 QUERY   X0 selects: 0 the number of vCPUs the host runs for the realm, 1 the realm's
               slot, 2 the device window's IPA, 3 the shared bit (the lowest unprotected IPA);
               the answer replaces X0 (all ones for an unknown selector)
@@ -52,6 +54,7 @@ from rmm_mp.host.runqueue import (
     R_RESULT, R_RD, R_STATE, R_TORN, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
 )
 from rmm_mp.hw import process
+from rmm_mp.hw.cpuarea import binding_matches, binding_word
 
 if TYPE_CHECKING:
     from rmm_mp.host.realm import HostRealm
@@ -153,7 +156,9 @@ def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int
 
 
 _OUTPUT_LOCK = R_RESULT + 24
-"""A host lock word beside the report (count, code, detail): 0 free, else the holder's pid."""
+"""A host lock word beside the report (count, code, detail): 0 free, else the holder's process
+as a CPU binding names it (hw.cpuarea.binding_word): its pid in bits [31:0] and its start time
+in 10 ms units in bits [63:32], so that a holder whose pid was reused is seen as gone."""
 
 
 def _lock_output(view: Any, base: int) -> bool:
@@ -173,16 +178,50 @@ def _lock_output(view: Any, base: int) -> bool:
     or a LOG record a compare-and-swap, a store (the lock word's) and a call more, about 0.3 us
     (0.5 us for a record), on the MMIO and host-call exits only: a function and try/finally, as
     a context manager cost 3 us more; the REC-entry path of a realm that does not print is
-    untouched."""
-    me = os.getpid()
+    untouched.
+
+    The holder is named by pid and start time (_OUTPUT_LOCK): named by its pid alone, a holder
+    killed inside whose pid the OS gave to a new process looked alive for ever, and every CPU
+    then waited on the lock for ever."""
+    me = _own_word or _own_lock_word()
     while True:
         holder = view.cas_u64(base + _OUTPUT_LOCK, 0, me)
         if holder == 0:
             return False
-        if not process.alive(holder) and view.cas_u64(base + _OUTPUT_LOCK, holder, me) == holder:
+        if _holder_gone(holder) and view.cas_u64(base + _OUTPUT_LOCK, holder, me) == holder:
             _mark_torn(view, base)
             return True
         time.sleep(0)   # held for a few stores by another CPU process: let it run
+
+
+_own_word = 0
+"""This process's output-lock word, once made (0: not yet; a forked child starts again)."""
+
+
+def _own_lock_word() -> int:
+    """This process's output-lock word, made once per process: making it (own_start_ms and
+    binding_word) costs about 0.3 us, which each console byte would otherwise pay again."""
+    global _own_word
+    _own_word = binding_word(os.getpid(), process.own_start_ms())
+    return _own_word
+
+
+def _forget_own_word() -> None:
+    global _own_word
+    _own_word = 0
+
+
+os.register_at_fork(after_in_child=_forget_own_word)
+
+
+def _holder_gone(word: int) -> bool:
+    """Whether the process an output-lock word names is gone: not running (a zombie is not), or
+    its pid now names a process with another start time. A start part of 0 means the holder
+    could not read its own start time (process.own_start_ms): its pid alone decides then."""
+    pid = word & 0xFFFF_FFFF
+    if not process.alive(pid):
+        return True
+    return word >> 32 != 0 and not binding_matches(word, process.start_ms(pid))
 
 
 def _mark_torn(view: Any, base: int) -> None:

@@ -1471,6 +1471,50 @@ def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
     q.release_realm(alloc, slot)
 
 
+def test_an_output_lock_whose_holder_pid_was_reused_is_taken_over(machine: Machine) -> None:
+    """A process (a forked child here) takes the output lock and dies holding it; its pid then
+    names another live process (faked: the word's pid part is made this test's own pid, a
+    process that started earlier). realm_status must take the lock over, and mark the rings'
+    next cells torn as every takeover does, instead of waiting for ever. Before, the lock word
+    was the holder's pid alone: a reused pid kept the dead holder alive, and the reader spun."""
+    import os
+    import threading
+
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_TORN
+    from rmm_mp.hw import process
+    from rmm_mp.hw.cpuarea import binding_word
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    base = q.realm_offset(slot)
+    child = os.fork()
+    if child == 0:      # the holder: takes the lock and dies with it (no atexit: the machine stays)
+        devices._lock_output(q.view, base)
+        os._exit(0)
+    os.waitpid(child, 0)
+    word = q.view.load_u64(base + devices._OUTPUT_LOCK)
+    assert word & 0xFFFF_FFFF == child
+    reused = (word & ~0xFFFF_FFFF) | os.getpid()        # the dead holder's word, its pid now ours
+    mine = binding_word(os.getpid(), process.own_start_ms())
+    assert reused != mine, "the child started in the same 10 ms as this process: the fake needs another"
+    q.view.store_u64(base + devices._OUTPUT_LOCK, reused)
+    done: list[object] = []
+    reader = threading.Thread(target=lambda: done.append(realm_status(q, slot)), daemon=True)
+    reader.start()
+    reader.join(10)
+    try:
+        assert done, "realm_status waited for an output lock whose holder's pid was reused"
+        assert q.view.load_u64(base + devices._OUTPUT_LOCK) == 0
+        assert struct.unpack_from("<2Q", q.buf, base + R_TORN) == (1, 1), "the takeover did not mark the rings"
+    finally:
+        q.view.store_u64(base + devices._OUTPUT_LOCK, 0)
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 class _RacingView:
     """The run queue's view, but another producer's whole enqueue runs once, just before this
     producer's first compare-and-swap of the enqueue position (``at="claim"``) or just after its
