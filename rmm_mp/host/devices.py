@@ -35,7 +35,11 @@ the gprs the host returns in RmiRecEnter, which the RMM copies back into RsiHost
     2 QUERY   X0 selects: 0 the number of vCPUs the host runs for the realm, 1 the realm's
               slot, 2 the device window's IPA, 3 the shared bit (the lowest unprotected IPA);
               the answer replaces X0 (all ones for an unknown selector)
-    3 REPORT  X0 = result code (0 = pass), X1 = detail: becomes the realm's result; gprs unchanged
+    3 REPORT  X0 = result code (0 = pass), X1 = detail: becomes the realm's result; gprs unchanged.
+              Made whole or not at all: the pair goes to the cell the last whole report is not
+              in (odd reports beside the count, even ones at R_ALT) with _REPORT_WRITING set in
+              the count, which then moves and clears it; a CPU killed inside leaves the last
+              whole report readable and the bit set, which realm_status reports
     other     X0 = all ones
 
 This module owns the device registers and the host-call services. It speaks no SMC.
@@ -51,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmm_mp.host.runqueue import (
     CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, MAX_VCPUS, R_CONSOLE, R_DEVICE, R_END, R_LOG, R_RECS,
-    R_RESULT, R_RD, R_STATE, R_TORN, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
+    R_ALT, R_RESULT, R_RD, R_STATE, R_TORN, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
 )
 from rmm_mp.hw import process
 from rmm_mp.hw.cpuarea import binding_matches, binding_word
@@ -142,12 +146,18 @@ def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int
     elif imm == HOST_CALL_REPORT:
         # Two RECs of a realm may report at once, on two CPUs: the code and the detail are one
         # report, so they are stored under the output lock (else a reader could see one REC's
-        # code with the other's detail, which no order of the two reports gives).
+        # code with the other's detail, which no order of the two reports gives). A CPU killed
+        # between the two stores would leave such a pair all the same, had it a single cell:
+        # the pair goes to the cell that the last whole report is not in, and the count, which
+        # selects the cell a reader reads, moves last.
         _lock_output(view, base)
         try:
-            view.store_u64(base + R_RESULT + 8, gprs[0])
-            view.store_u64(base + R_RESULT + 16, gprs[1])
-            view.fetch_add_u64(base + R_RESULT, 1)
+            n = view.load_u64(base + R_RESULT) & ~_REPORT_WRITING
+            view.store_u64(base + R_RESULT, n | _REPORT_WRITING)
+            cell = _report_cell(base, n + 1)
+            view.store_u64(cell, gprs[0])
+            view.store_u64(cell + 8, gprs[1])
+            view.store_u64(base + R_RESULT, n + 1)
         finally:
             view.store_u64(base + _OUTPUT_LOCK, 0)
     else:
@@ -159,6 +169,16 @@ _OUTPUT_LOCK = R_RESULT + 24
 """A host lock word beside the report (count, code, detail): 0 free, else the holder's process
 as a CPU binding names it (hw.cpuarea.binding_word): its pid in bits [31:0] and its start time
 in 10 ms units in bits [63:32], so that a holder whose pid was reused is seen as gone."""
+
+
+_REPORT_WRITING = 1 << 63
+"""Set in the report count while a REPORT stores its pair. A reader holds the output lock, so
+it finds the bit set only when the REPORT's CPU was killed inside: that report is lost."""
+
+
+def _report_cell(base: int, k: int) -> int:
+    """Where report ``k`` (counted from 1; 0: none yet, a zero cell) keeps its (code, detail)."""
+    return base + R_RESULT + 8 if k & 1 else base + R_ALT
 
 
 def _lock_output(view: Any, base: int) -> bool:
@@ -276,18 +296,23 @@ class RealmStatus:
     device: tuple[int, int, int, int]
     """(console bytes written, doorbell rings, last doorbell value, scratch register)."""
     reports: int
+    """REPORT host calls made whole (one cut short by a killed CPU is not counted)."""
     result: tuple[int, int]
-    """(code, detail) of the last REPORT host call; code 0 is a pass."""
+    """(code, detail) of the last REPORT host call made whole; code 0 is a pass."""
     log: tuple[LogRecord, ...]
     """The last LOG_RECORDS LOG host calls, oldest first (log_count counts them all)."""
     log_count: int
     shared_pages: tuple[tuple[int, int], ...]
     """(IPA, NS PA) of every page the host mapped at an unprotected IPA of the realm."""
+    report_cut_short: bool = False
+    """A REPORT after the last whole one was cut short: the CPU serving it was killed while it
+    stored the pair. What the guest reported last is unknown (``result`` is the one before)."""
 
     @property
     def passed(self) -> bool:
-        """The realm reported at least once, and its last report was a pass."""
-        return self.reports > 0 and self.result[0] == 0
+        """The realm reported at least once, its last report was a pass, and no later report
+        was cut short (which may have said anything)."""
+        return self.reports > 0 and self.result[0] == 0 and not self.report_cut_short
 
 
 def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
@@ -299,7 +324,9 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
     _lock_output(view, base)
     try:
         device = struct.unpack_from("<4Q", buf, base + R_DEVICE)
-        reports, code, detail = struct.unpack_from("<3Q", buf, base + R_RESULT)
+        report_word = view.load_u64(base + R_RESULT)
+        reports = report_word & ~_REPORT_WRITING
+        code, detail = struct.unpack_from("<2Q", buf, _report_cell(base, reports))
         log_count = view.load_u64(base + R_LOG)
         torn_log, torn_console = struct.unpack_from("<2Q", buf, base + R_TORN)
         # Both are rings (mmio, host_call): the oldest kept item is at count % size once they wrapped.
@@ -327,4 +354,4 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
         console=console,
         device=device, reports=reports, result=(code, detail),
         log=tuple(LogRecord(r[0], (r[1], r[2], r[3], r[4])) for r in records), log_count=log_count,
-        shared_pages=queue.shared_pages(slot))
+        shared_pages=queue.shared_pages(slot), report_cut_short=bool(report_word & _REPORT_WRITING))

@@ -95,13 +95,15 @@ class Finished:
     """Synchronous exceptions its guest took in the realm (its RD's count)."""
     output_dropped: bool = False
     """It failed but its output was not kept (the CPU that tore it down had kept enough)."""
+    report_cut_short: bool = False
+    """A REPORT after its last whole one was cut short by a killed CPU (RealmStatus)."""
 
     @property
     def failed(self) -> bool:
         """What outcome() calls a failure, as far as the instance itself tells (outcome also counts
         the vCPU errors its CPUs reported, each of which the vcpu_errors counter counts too)."""
         return bool(self.counters.get("vcpu_errors") or self.end == "ERROR" or (self.reports and self.result[0] != 0)
-                    or self.token_problem)
+                    or self.token_problem or self.report_cut_short)
 
 
 def instance_name(t: RealmTemplate, index: int, generation: int) -> str:
@@ -174,7 +176,7 @@ def _finish(machine: "Machine", st: RealmStatus, inst: Instance, t: RealmTemplat
     exceptions = Rd(machine.memory, (inst.host.rd - machine.memory.base) >> 12).exceptions
     base = Finished(inst.name, len(inst.host.recs), inst.slot, inst.gen, st.state, st.end, st.reports, st.result,
                     counters, turned_off, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation),
-                    exceptions=exceptions)
+                    exceptions=exceptions, report_cut_short=st.report_cut_short)
     if t is None or not t.attest:
         return base
     token, problem = _token(machine, st)
@@ -258,11 +260,18 @@ class Errors:
 
 def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     """The report's record of one instance: failed if a vCPU failed, the guest REPORTed a
-    failure, or an attest realm's token is missing or does not verify."""
+    failure or its last REPORT was cut short by a killed CPU, or an attest realm's token is
+    missing or does not verify."""
     problems = []
     if errors or f.counters.get("vcpu_errors") or f.end == "ERROR":
         problems.append("a vCPU failed: " + ("; ".join(errors) or f"{f.counters.get('vcpu_errors', 0)} vCPU errors"))
-    if f.reports and f.result[0] != 0:
+    if f.report_cut_short:
+        # The lost report may have said anything, so the last whole one decides nothing.
+        before = (f"; its last whole report was code {f.result[0]} (detail {f.result[1]:#x})" if f.reports
+                  else "; it made no whole report")
+        problems.append("its last REPORT was cut short by a CPU process killed while storing it, so what the guest "
+                        "reported last is unknown" + before)
+    elif f.reports and f.result[0] != 0:
         problems.append(f"the guest reported failure code {f.result[0]} (detail {f.result[1]:#x})")
     if f.token_problem:
         problems.append(f.token_problem)

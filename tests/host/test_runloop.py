@@ -1515,6 +1515,75 @@ def test_an_output_lock_whose_holder_pid_was_reused_is_taken_over(machine: Machi
     q.release_realm(alloc, slot)
 
 
+class _KilledAt(Exception):
+    """Stands for the death of the CPU process serving an exit (_DyingView)."""
+
+
+class _DyingView:
+    """The run queue's view, but the process serving the exit "dies" (raises _KilledAt) just
+    before its first 64-bit store of ``value``."""
+
+    def __init__(self, view, value: int) -> None:  # type: ignore[no-untyped-def]
+        self._view, self._value = view, value
+
+    def store_u64(self, offset: int, value: int) -> None:
+        if value == self._value:
+            raise _KilledAt(offset)
+        self._view.store_u64(offset, value)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._view, name)
+
+
+def _die_inside(q: RunQueue, slot: int, value: int, serve) -> None:  # type: ignore[no-untyped-def]
+    """Serve an exit of ``slot`` with ``serve(queue)`` through a view whose process is killed
+    before it stores ``value``: the output lock is left held by a process that does not exist."""
+    import types
+
+    from rmm_mp.host import devices
+    dying = types.SimpleNamespace(view=_DyingView(q.view, value), buf=q.buf, realm_offset=q.realm_offset,
+                                  count=q.count)
+    with pytest.raises(_KilledAt):
+        serve(dying)
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read())        # no process has this pid
+    q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, dead)     # the finally never ran
+
+
+def test_a_report_cut_short_by_a_killed_cpu_never_shows_a_torn_pair(machine: Machine) -> None:
+    """The guest REPORTs failure (1, 0x11), then pass (0, 0x22); the CPU serving the second is
+    killed after storing its code, before its detail. realm_status (taking the lock over) must
+    show the first report whole, (1, 0x11), one report, and that a later one was cut short, so
+    the realm has not passed; the run report's outcome says so. Before, it showed (0, 0x11):
+    a pass, with the failure's detail, which the guest never reported. A third REPORT (2, 0x33),
+    made whole after the takeover, is the realm's result again, nothing cut short."""
+    from rmm_mp.host import devices
+    from rmm_mp.workload.realms import Finished, outcome
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    devices.host_call(q, slot, 0, devices.HOST_CALL_REPORT, (1, 0x11) + (0,) * 29)
+    _die_inside(q, slot, 0x22, lambda cpu: devices.host_call(cpu, slot, 0, devices.HOST_CALL_REPORT,
+                                                             (0, 0x22) + (0,) * 29))
+    for _ in range(2):      # the first takes the lock over; the second finds it free
+        st = realm_status(q, slot)
+        assert (st.reports, st.result) == (1, (1, 0x11)), (st.reports, st.result)
+        assert st.report_cut_short and not st.passed
+    f = Finished("vm", 1, slot, 0, st.state, st.end, st.reports, st.result, {}, report_cut_short=st.report_cut_short)
+    assert f.failed
+    seen = outcome(f, [], running=True)
+    assert not seen.ok and seen.detail == ("its last REPORT was cut short by a CPU process killed while storing it, "
+                                           "so what the guest reported last is unknown; its last whole report was "
+                                           "code 1 (detail 0x11)"), seen.detail
+    devices.host_call(q, slot, 0, devices.HOST_CALL_REPORT, (2, 0x33) + (0,) * 29)
+    st = realm_status(q, slot)
+    assert (st.reports, st.result, st.report_cut_short) == (2, (2, 0x33), False)
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 class _RacingView:
     """The run queue's view, but another producer's whole enqueue runs once, just before this
     producer's first compare-and-swap of the enqueue position (``at="claim"``) or just after its
