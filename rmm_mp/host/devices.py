@@ -12,7 +12,11 @@ Device window: DEVICE_OFFSET above the shared bit, that is unprotected IPA
                           0x0010 COUNT    R: bytes written so far
     doorbell / counter    0x1000 RING     W: rings += 1 and LAST = the value; R: rings
                           0x1008 LAST     R: the value of the ring counted last (the two are
-                                          updated as one, under the output lock)
+                                          updated as one, under the output lock; LAST has two
+                                          cells, odd rings' and even rings', and the count,
+                                          which selects the one read, moves last: a CPU killed
+                                          inside a ring leaves the ring uncounted, as if never
+                                          made, and LAST the value of the one counted last)
                           0x1010 SCRATCH  R/W: a 64-bit register
                           0x1018 ID       R: DEVICE_ID ("RMMP")
 
@@ -101,10 +105,13 @@ def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int,
             # LAST is the value of the ring counted last: the store and the count under the output
             # lock, as one step. Unlocked, two vCPUs ringing at once on two CPUs could store their
             # values in one order and count in the other, leaving LAST the earlier ring's value.
+            # The value goes to the cell of the ring's count, not the one read now: a CPU killed
+            # between the two stores would otherwise leave LAST the value of a ring never counted.
             _lock_output(view, base)
             try:
-                view.store_u64(dev + _D_LAST, value)
-                view.store_u64(dev + _D_RINGS, view.load_u64(dev + _D_RINGS) + 1)
+                n = view.load_u64(dev + _D_RINGS)
+                view.store_u64(_last_cell(base, n + 1), value)
+                view.store_u64(dev + _D_RINGS, n + 1)
             finally:
                 view.store_u64(base + _OUTPUT_LOCK, 0)
         elif offset == DOORBELL_SCRATCH:
@@ -117,7 +124,7 @@ def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int,
     elif offset == DOORBELL_RING:
         result = view.load_u64(dev + _D_RINGS)
     elif offset == DOORBELL_LAST:
-        result = view.load_u64(dev + _D_LAST)
+        result = view.load_u64(_last_cell(base, view.load_u64(dev + _D_RINGS)))
     elif offset == DOORBELL_SCRATCH:
         result = view.load_u64(dev + _D_SCRATCH)
     elif offset == DOORBELL_ID:
@@ -179,6 +186,11 @@ it finds the bit set only when the REPORT's CPU was killed inside: that report i
 def _report_cell(base: int, k: int) -> int:
     """Where report ``k`` (counted from 1; 0: none yet, a zero cell) keeps its (code, detail)."""
     return base + R_RESULT + 8 if k & 1 else base + R_ALT
+
+
+def _last_cell(base: int, k: int) -> int:
+    """Where ring ``k`` of the doorbell (counted from 1; 0: none yet, a zero cell) keeps its value."""
+    return base + R_DEVICE + _D_LAST if k & 1 else base + R_ALT + 16
 
 
 def _lock_output(view: Any, base: int) -> bool:
@@ -323,7 +335,8 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
     # The output as one snapshot: no append is half done while the lock is held.
     _lock_output(view, base)
     try:
-        device = struct.unpack_from("<4Q", buf, base + R_DEVICE)
+        written, rings, _, scratch = struct.unpack_from("<4Q", buf, base + R_DEVICE)
+        device = (written, rings, view.load_u64(_last_cell(base, rings)), scratch)
         report_word = view.load_u64(base + R_RESULT)
         reports = report_word & ~_REPORT_WRITING
         code, detail = struct.unpack_from("<2Q", buf, _report_cell(base, reports))
@@ -335,7 +348,6 @@ def realm_status(queue: "RunQueue", slot: int) -> RealmStatus:
         ring = bytes(buf[base + R_CONSOLE:base + R_CONSOLE + CONSOLE_BYTES])
     finally:
         view.store_u64(base + _OUTPUT_LOCK, 0)
-    written = device[0]
     console = ring[:written] if written <= CONSOLE_BYTES else \
         ring[written % CONSOLE_BYTES:] + ring[:written % CONSOLE_BYTES]
     # A CPU killed inside an append wrote (part of) the next item but did not count it: in a full

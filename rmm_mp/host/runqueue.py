@@ -110,7 +110,7 @@ R_RESULT = 0x180                                # host-call reports: count, last
 R_LOG, LOG_RECORDS, LOG_RECORD = 0x1A0, 24, 40  # count u64, then (REC index, x0..x3) records
 R_PAGES, MAX_SHARED_PAGES = 0x580, 16           # count u64, then (IPA, NS PA) pairs
 R_TORN = 0x688                                  # LOG count + 1, console count + 1 at the last output-lock takeover (devices.py)
-R_ALT = 0x698                                   # second cells of two-cell registers (devices.py): the even reports' code, detail
+R_ALT = 0x698                                   # second cells of two-cell registers (devices.py): the even reports' code, detail, the even doorbell rings' LAST
 R_VCPUS, VCPU_BYTES = 0x700, 40                 # per vCPU, VF_* below
 VF_STATE, VF_WOKEN, VF_REC, VF_RUN, VF_END, VF_FLAGS, VF_CPU = 0, 4, 8, 16, 24, 28, 32
 """vCPU entry: state u32, woken mark u32, REC PA u64, run page PA u64, end reason u32, the enter

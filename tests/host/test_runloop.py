@@ -1584,6 +1584,32 @@ def test_a_report_cut_short_by_a_killed_cpu_never_shows_a_torn_pair(machine: Mac
     q.release_realm(alloc, slot)
 
 
+def test_a_doorbell_ring_cut_short_by_a_killed_cpu_leaves_last_and_rings_in_step(machine: Machine) -> None:
+    """The guest rings 0xA, then 0xB; the CPU serving the second is killed after storing its
+    value, before counting the ring. realm_status (taking the lock over) and a guest's read of
+    LAST must both give 0xA, the value of the ring counted last (RINGS reads 1): the cut ring was
+    never made. Before, LAST read 0xB, a ring RINGS does not count. A third ring, 0xC, made whole
+    after the takeover, is counted (2) and is LAST."""
+    from rmm_mp.host import devices
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    devices.mmio(q, slot, devices.DOORBELL_RING, True, 3, 0xA)
+    _die_inside(q, slot, 2, lambda cpu: devices.mmio(cpu, slot, devices.DOORBELL_RING, True, 3, 0xB))   # 2: the count
+    for _ in range(2):      # the first takes the lock over; the second finds it free
+        st = realm_status(q, slot)
+        assert st.device[1:3] == (1, 0xA), [hex(v) for v in st.device]
+        assert devices.mmio(q, slot, devices.DOORBELL_RING, False, 3, 0) == 1
+        assert devices.mmio(q, slot, devices.DOORBELL_LAST, False, 3, 0) == 0xA
+    devices.mmio(q, slot, devices.DOORBELL_RING, True, 3, 0xC)
+    assert realm_status(q, slot).device[1:3] == (2, 0xC)
+    assert devices.mmio(q, slot, devices.DOORBELL_LAST, False, 3, 0) == 0xC
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 class _RacingView:
     """The run queue's view, but another producer's whole enqueue runs once, just before this
     producer's first compare-and-swap of the enqueue position (``at="claim"``) or just after its
