@@ -4,12 +4,13 @@ The ACS (release v1.0_REL0_12.24) has, besides its per-command tests, scenarios 
 realm through a sequence: a RIPAS change the host completes, rejects or completes in part; an
 access to protected memory in each HIPAS/RIPAS combination, by a load, a store and a fetch;
 the boundary pages of the protected and the unprotected IPA halves; an emulated MMIO write
-then read; the realm's registers across WFI/WFE/IRQ exits; the host touching a realm's page
-(a granule protection fault); the RTT levels a walk goes through. Each test here names the ACS test
+then read; an unprotected mapping with each host-chosen MemAttr; the realm's registers across
+WFI/WFE/IRQ exits; the host touching a realm's page (a granule protection fault); the RTT
+levels a walk goes through. Each test here names the ACS test
 it mirrors and checks the same outcomes (exit reason and fields, the syndrome and fault address
 the realm sees, RSI results, RTT entry states) with this project's guest ISA (docs/guest-isa.md)
 and host (tests/realm_guests.py). Scenarios the ISA cannot express (stage 1, exclusive loads,
-misaligned accesses that cross a page, timers, the GIC CPU interface, FEAT_S2FWB, the PMU) are
+misaligned accesses that cross a page, timers, the GIC CPU interface, cacheability, the PMU) are
 left out, except where an ldp/stp stands in: its data abort has ISV clear, as an exclusive
 load's has, and an aligned pair at 0xFF8 in a page crosses into the next one. A few were
 already covered by the per-command files and are not repeated.
@@ -309,6 +310,50 @@ def test_emulated_write_then_read(machine: Machine, then: str) -> None:
             data_sea = (EC_DABT_CUR << 26) | IL | ISV | SAS_WORD | 5 << 16 | WNR | EA | SEA
             fetch_sea = (EC_IABT_CUR << 26) | IL | EA | SEA
             assert logged(g, 2) == [(data_sea, MMIO_PAGE, g.label("store")), (fetch_sea, MMIO_PAGE, MMIO_PAGE)]
+    ok(machine)
+
+
+# -- host-controlled attributes of an unprotected mapping (FEAT_S2FWB) ------------------------------
+
+NC, WB_FORCED, S1_ATTRS = 0b101, 0b110, 0b111
+"""Stage 2 MemAttr[2:0] with FEAT_S2FWB: Normal Non-cacheable, Normal Write-Back whatever stage 1
+says, and stage 1's attributes (ACS mm_feat_s2fwb_check_1's three scenarios)."""
+
+
+@pytest.mark.parametrize("memattr", [WB_FORCED, S1_ATTRS, NC], ids=["110", "111", "101"])
+def test_unprotected_mapping_attributes_are_host_controlled(machine: Machine, memattr: int) -> None:
+    """ACS mm_feat_s2fwb_check_1 / _2 (A5.5.10: the attributes of an ASSIGNED_NS entry are the
+    host's; the RMM uses FEAT_S2FWB): the host maps an NS page holding V1 at an unprotected IPA
+    with MemAttr 0b110, 0b111 or 0b101 and S2AP read/write; RMI_RTT_READ_ENTRY gives the entry
+    back ASSIGNED with exactly that OA, MemAttr and S2AP. The realm loads V1, stores V2 and
+    stops; the host reads V2 from the NS page and writes V3; the realm, entered again, loads V3.
+    No access exits. (The model keeps no caches, so what is checked is the data path the ACS
+    checks and the attributes' round trip, not cacheability; the ACS's stage 1 side, the realm
+    mapping the IPA Non-cacheable or Write-Back, has no counterpart in the guest ISA.
+    mm_feat_s2fwb_check_3, at a protected IPA, is out of the ACS's scope.)"""
+    v1, v2, v3 = 0x1111_AAAA_0000_0001, 0x2222_BBBB_0000_0002, 0x3333_CCCC_0000_0003
+    program = f"""
+        mov x1, ={MMIO_PAGE}
+        ldr x20, [x1]
+        mov x5, ={v2:#x}
+        str x5, [x1]
+    pause:
+        wfi
+        ldr x21, [x1]
+    """ + TAIL
+    with Guest.build(machine, program) as g:
+        ns = g.map_unprotected(MMIO_PAGE)
+        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, MMIO_PAGE, 3)[0] == SUCCESS
+        machine.ns_write(ns, v1.to_bytes(8, "little"))
+        desc = ns | memattr << 2 | 0b11 << 6
+        assert g.smc(F.RMI_RTT_MAP_UNPROTECTED, g.realm.rd, MMIO_PAGE, 3, desc)[0] == SUCCESS
+        assert g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, MMIO_PAGE, 3) == (SUCCESS, 3, ASSIGNED, desc, EMPTY)
+        stopped(g, *g.enter(), "pause")
+        assert g.gpr(20) == v1
+        assert machine.ns_read(ns, 8) == v2.to_bytes(8, "little")
+        machine.ns_write(ns, v3.to_bytes(8, "little"))
+        stopped(g, *g.enter(), "done")
+        assert g.gpr(21) == v3
     ok(machine)
 
 
