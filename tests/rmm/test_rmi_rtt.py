@@ -1582,6 +1582,26 @@ def test_unmap_ipa_bound(machine: Machine, ipa: int) -> None:
     _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, ipa, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
 
 
+def test_unmap_check_order(machine: Machine) -> None:
+    """Ordering ([level_bound, ipa_bound] < [rtt_walk, rtte_state]; ACS
+    level_bound_compare_rtt_walk, level_bound_compare_rtte_state, ipa_bound_compare_rtt_walk):
+    level 4 or the start level at an unprotected IPA no RTT reaches (the walk would stop at
+    level 0), the same once its level-3 entry exists and is UNASSIGNED_NS (rtte_state would
+    fail), and a protected IPA no RTT reaches -> RMI_ERROR_INPUT, top 0, footprint unchanged."""
+    t = Rmi(machine)
+    realm = _realm(t)
+    for level in (4, 0):
+        _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48, level, X4), (INPUT, 0, 0, 0, 0),
+               *_pas(realm))
+    _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, L2, 3, X4), (INPUT, 0, 0, 0, 0), *_pas(realm))
+    t.rtts(realm, U48, 3)
+    assert _read(t, realm, U48, 3)[:3] == (SUCCESS, 3, UNASSIGNED)
+    for level in (4, 0):
+        _fails(machine, t, (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, U48, level, X4), (INPUT, 0, 0, 0, 0),
+               *_pas(realm))
+    _ok(machine)
+
+
 def test_unmap_rtt_walk(machine: Machine) -> None:
     """ACS rtt_walk (IPA_NOT_MAPPED): the walk stops above level at a non-table entry ->
     (RMI_ERROR_RTT, walk level), X1 = walk_top: > ipa when the stopping entry is not live (the
