@@ -294,3 +294,14 @@ def test_readme_python_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     (example,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     exec(compile(example, "README.md", "exec"), {})
     assert "granule protection fault at PA" in capsys.readouterr().out
+
+
+def test_acs_coverage_doc_names_tests_that_exist() -> None:
+    """docs/acs.md maps the Arm RMM ACS's tests to rmm-mp's: every `test_*` it names is a test
+    function defined under tests/rmm/, so renaming or removing one that the coverage table
+    names fails here instead of leaving the table pointing at nothing."""
+    defined = {name for path in (ROOT / "tests" / "rmm").glob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)\(", path.read_text(), re.MULTILINE)}
+    named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "acs.md").read_text()))
+    assert len(named) > 30, "the scan finds the doc's test names"
+    assert named <= defined, sorted(named - defined)
