@@ -305,3 +305,89 @@ def test_acs_coverage_doc_names_tests_that_exist() -> None:
     named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "acs.md").read_text()))
     assert len(named) > 30, "the scan finds the doc's test names"
     assert named <= defined, sorted(named - defined)
+
+
+# -- ranges and defaults docs/platforms.md gives ------------------------------------------------
+
+PLATFORM_RANGE = re.compile(r"(\d+(?:\^\d+)?)\.\.(\d+(?:\^\d+)?)")
+"""An integer range of a platforms.md "accepted" cell: `1..256`, `1..10^9`."""
+
+
+def _platform_rows() -> list[tuple[str, str]]:
+    """(key, accepted cell) of each row of docs/platforms.md's top-level and [features] tables."""
+    text = (ROOT / "docs" / "platforms.md").read_text()
+    rows = _table_rows(text, "## Top-level keys") + _table_rows(text, "## `[features]`")
+    return [(row[0].strip("`"), row[2]) for row in rows]
+
+
+def _number(text: str) -> int:
+    base, _, power = text.partition("^")
+    return int(base) ** int(power) if power else int(base)
+
+
+def test_platform_doc_ranges_and_defaults_are_the_loaders() -> None:
+    """docs/platforms.md's tables give each integer key's range (`cpus` 1..256, `breakpoints`
+    2..64, `rec_time_slice` 1..10^9 ...) and, after a `;`, the default of an optional key
+    (`max_recs_order` 10): host.toml with the key set to each end of its range loads, one
+    beyond either end is refused naming the key, and without the key the platform has the
+    default. The doc once said the DRAM size was any positive multiple of 4 KiB, leaving out
+    the 1 MiB minimum the loader holds to (found by a docs audit); a range written by hand
+    drifts the same way."""
+    from rmm_mp.hw import platform as platforms
+    from rmm_mp.hw.tomlsrc import ConfigError
+    host = (ROOT / "platform" / "host.toml").read_text()
+
+    def with_key(key: str, value: int | None) -> str:
+        line = re.compile(rf"^{key}\s*=.*$", re.M)
+        assert line.search(host), f"host.toml has no {key} line to vary"
+        return line.sub("" if value is None else f"{key} = {value}", host)
+
+    def value_of(plat: platforms.Platform, key: str) -> object:
+        return getattr(plat, key) if hasattr(plat, key) else getattr(plat.features, key)
+
+    checked, wrong = 0, []
+    for key, accepted in _platform_rows():
+        span = PLATFORM_RANGE.search(accepted)
+        if span is not None and "multiple of" not in accepted[:span.start()]:
+            lo, hi = _number(span[1]), _number(span[2])
+            for value, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
+                checked += 1
+                try:
+                    loaded = value_of(platforms.parse(with_key(key, value), "host.toml"), key)
+                except ConfigError as exc:
+                    if ok or key not in str(exc):
+                        wrong.append(f"{key} = {value}: refused ({exc})")
+                else:
+                    if not ok or loaded != value:
+                        wrong.append(f"{key} = {value}: loaded as {loaded!r}, the doc gives {accepted!r}")
+        default = re.search(r"; (\d+)$", accepted)
+        if default is not None:
+            checked += 1
+            loaded = value_of(platforms.parse(with_key(key, None), "host.toml"), key)
+            if loaded != int(default[1]):
+                wrong.append(f"{key} absent: {loaded!r}, the doc's default is {default[1]}")
+    assert checked > 30, "the scan finds the tables' ranges"
+    assert not wrong, wrong
+
+
+def test_platform_doc_dram_size_bounds_are_the_loaders() -> None:
+    """docs/platforms.md's `[dram]` row gives the DRAM size's bounds, at least 1 MiB and at most
+    4 GiB: host.toml (its Secure range removed) loads with either, and is refused with 4 KiB
+    less or more. The row said "a positive multiple of 4 KiB", and a 512 KiB DRAM was refused
+    (found by a docs audit)."""
+    from rmm_mp.hw import platform as platforms
+    from rmm_mp.hw.tomlsrc import ConfigError
+    text = (ROOT / "docs" / "platforms.md").read_text()
+    (dram,) = [row[2] for row in _table_rows(text, "## The address map") if row[0] == "`[dram]`"]
+    low, high = re.search(r"`size`: a multiple of 4 KiB, at least (\d+) MiB .*? at most (\d+) GiB", dram).groups()
+    host = re.sub(r"\[\[secure\]\].*?(?=\n\[features\])", "", (ROOT / "platform" / "host.toml").read_text(),
+                  flags=re.S)
+    for size, ok in ((int(low) << 20, True), ((int(low) << 20) - 4096, False),
+                     (int(high) << 30, True), ((int(high) << 30) + 4096, False)):
+        source = re.sub(r'^size = "64 MiB".*$', f"size = {size}", host, count=1, flags=re.M)
+        try:
+            platforms.parse(source.replace("base = 0x8000_0000", "base = 0x1_0000_0000", 1), "host.toml")
+        except ConfigError as exc:
+            assert not ok and "dram.size" in str(exc), (size, exc)
+        else:
+            assert ok, f"a DRAM of {size:,} bytes loads"
