@@ -20,6 +20,7 @@ from rmm_mp.machine import check_shm_dir
 from rmm_mp.stress import check_cli
 from rmm_mp.stress import cli as stress_cli
 from rmm_mp.stress import explore_cli
+from rmm_mp.words import count
 from rmm_mp.workload import cli as workload_cli
 
 
@@ -105,7 +106,7 @@ def platform_show(name: str, public_key: bool) -> None:
         for region in regions:
             named = f" {region.name}" if region.name else ""
             click.echo(f"{kind}{named} [{region.base:#x}, {region.end:#x}) = {platforms.size_text(region.size)}, "
-                       f"{region.size // platforms.GRANULE_SIZE:,} granules")
+                       f"{count(region.size // platforms.GRANULE_SIZE, 'granule')}")
     # Decoded from the register itself: a file's key the register drops (pmu_counters with
     # pmu = false) must not show up as if RMI_FEATURES reported it.
     f = plat.features

@@ -109,6 +109,16 @@ def test_platform_show_prints_every_key_and_list_exact_sizes(tmp_path: Path, mon
     assert listed.output.startswith("odd        4 CPUs    16,388 KiB  Small test platform"), listed.output
 
 
+def test_platform_show_counts_one_granule_in_the_singular(tmp_path: Path) -> None:
+    """`platform show` of host.toml with a 4 KiB MMIO range says "1 granule": it printed "4 KiB,
+    1 granules" (found by a docs audit showing platforms with small ranges)."""
+    path = tmp_path / "one.toml"
+    path.write_text((ROOT / "platform" / "host.toml").read_text().replace('size = "64 KiB"', 'size = "4 KiB"', 1))
+    shown = CliRunner().invoke(main, ["platform", "show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "mmio uart [0x1c090000, 0x1c091000) = 4 KiB, 1 granule" in shown.output.splitlines()
+
+
 def test_workloads_list_clean_version_and_help() -> None:
     """`workloads list`, `clean --dry-run`, `--version` and `--help` work; help names the
     subcommands."""
