@@ -391,3 +391,23 @@ def test_platform_doc_dram_size_bounds_are_the_loaders() -> None:
             assert not ok and "dram.size" in str(exc), (size, exc)
         else:
             assert ok, f"a DRAM of {size:,} bytes loads"
+
+
+def test_architecture_layers_line_is_the_enforced_layering() -> None:
+    """docs/architecture.md's layer line (`abi/inputfile <- hw <- ... <- cli`) names, level by
+    level, the modules tests/test_structure.py's LEVELS puts at each level (the entry points
+    `__main__` and `__init__` aside, which sit with cli): a module moved to another layer, or
+    a new one, in the code without the doc fails here. The line is written by hand."""
+    import ast
+    tree = ast.parse((ROOT / "tests" / "test_structure.py").read_text())
+    (levels,) = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "LEVELS" for t in node.targets)]
+    enforced: dict[int, set[str]] = {}
+    for name, level in levels.items():
+        if name not in ("__main__", "__init__"):
+            enforced.setdefault(level, set()).add(name)
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    line = re.search(r"^`(abi[^`]*<-[^`]*)`", text, re.M)
+    assert line, "docs/architecture.md has no layer line"
+    documented = [set(group.strip().split("/")) for group in line[1].split("<-")]
+    assert documented == [enforced[level] for level in sorted(enforced)], line[1]
