@@ -1,6 +1,6 @@
 """Every bundled workload (workloads/*.toml) runs briefly on its own platform and CPUs and comes
 out clean: no CPU failure, every realm ok, no problem, invariants hold, teardown leaves every
-granule NS, and its JSON report validates against docs/report-schema.json. Runs are counted (--iterations), not timed, so what they do does not depend on the
+granule NS, and its JSON report validates against docs/report-schema.json, its `host` object with exactly the facts the schema names. Runs are counted (--iterations), not timed, so what they do does not depend on the
 machine's speed. The attestation storm's saved tokens each verify against their challenge.
 """
 
@@ -44,6 +44,9 @@ def brief(name: str, tokens: str | None = None) -> RunReport:
         assert steps == STEPS[name], counters
     doc = json.loads(json.dumps(render.to_json(report)))
     assert schema_subset.errors(doc, SCHEMA) == []
+    # The schema lets `host` carry further facts and requires only `cores`: a real run's host
+    # object has exactly the facts the schema describes, none missing or unnamed.
+    assert set(doc["host"]) == set(SCHEMA["properties"]["host"]["properties"]), sorted(doc["host"])
     return report
 
 
