@@ -411,3 +411,26 @@ def test_architecture_layers_line_is_the_enforced_layering() -> None:
     assert line, "docs/architecture.md has no layer line"
     documented = [set(group.strip().split("/")) for group in line[1].split("<-")]
     assert documented == [enforced[level] for level in sorted(enforced)], line[1]
+
+
+def test_latency_doc_names_every_field_of_the_run_json() -> None:
+    """docs/latency.md's section on the JSON report names each top-level property of
+    docs/report-schema.json in backquotes, and its field lists (`latency`: `{cpu, call, ...}`,
+    and those of `locks`, `processes`, `realms`) are exactly the properties of the schema's
+    records: a field added to or dropped from the schema (and the renderer, which the report
+    tests hold to the schema) without the doc fails here. A docs audit found them in step; they
+    are written by hand."""
+    import json
+    schema = json.loads((ROOT / "docs" / "report-schema.json").read_text())
+    text = (ROOT / "docs" / "latency.md").read_text()
+    section = text[text.index("## The JSON report"):text.index("## The CSV")]
+    named = set(re.findall(r"`([a-z_0-9]+)`", section)) | {"schema"}   # `{"schema": ...}` opens the section
+    assert set(schema["properties"]) <= named, set(schema["properties"]) - named
+    for field in ("latency", "locks", "processes", "realms"):
+        listed = re.search(rf"`{field}`[^{{]*?`\{{([^}}]*)\}}`", section, re.S)
+        assert listed, f"no field list of {field}"
+        fields = {name.strip() for name in listed[1].split(",")}
+        assert fields == set(schema["properties"][field]["items"]["properties"]), field
+    split = re.search(r"`total_ns` = `el3_ns` \+ `rmm_ns` \+\s+`lock_wait_ns`", section)
+    assert split and {"cpu", "calls", "total_ns", "el3_ns", "rmm_ns", "lock_wait_ns"} == set(
+        schema["properties"]["time_split"]["items"]["properties"])
