@@ -41,7 +41,8 @@ _UNSETTLED = ("a violation may be a call in progress, or a change made while the
 @click.argument("machine_name")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @click.option("--wait", "wait_s", type=FloatRange(min=0), default=5.0, show_default=True,
-              help="Seconds to wait for every CPU to park at a quiescent point before checking anyway.")
+              help="Seconds to wait for every CPU to park at a quiescent point before checking anyway "
+                   "(inf: no limit; Ctrl-C still ends the wait).")
 @click.option("--no-pause", is_flag=True, help="Check without parking the CPUs (a running machine's violations may "
                                                "then be calls in progress).")
 def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
