@@ -16,7 +16,9 @@ Device window: DEVICE_OFFSET above the shared bit, that is unprotected IPA
                                           cells, odd rings' and even rings', and the count,
                                           which selects the one read, moves last: a CPU killed
                                           inside a ring leaves the ring uncounted, as if never
-                                          made, and LAST the value of the one counted last)
+                                          made, and LAST the value of the one counted last; a
+                                          read, unlocked, reads the count again after the cell
+                                          and retries if it moved)
                           0x1010 SCRATCH  R/W: a 64-bit register
                           0x1018 ID       R: DEVICE_ID ("RMMP")
 
@@ -124,7 +126,18 @@ def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int,
     elif offset == DOORBELL_RING:
         result = view.load_u64(dev + _D_RINGS)
     elif offset == DOORBELL_LAST:
-        result = view.load_u64(_last_cell(base, view.load_u64(dev + _D_RINGS)))
+        # Unlocked, as a read of RINGS is: the count selects the cell, and the count is read again
+        # after it. Only a ring two counts on writes the cell again, and it does so only once the
+        # count has moved past the one read: an unchanged count means the cell held ring n's value.
+        # Read once, a reader held up between the two loads could return a ring's value stored by
+        # a CPU killed before it counted it (one ring made whole and one begun meanwhile).
+        rings = view.load_u64(dev + _D_RINGS)
+        while True:
+            result = view.load_u64(_last_cell(base, rings))
+            again = view.load_u64(dev + _D_RINGS)
+            if again == rings:
+                break
+            rings = again
     elif offset == DOORBELL_SCRATCH:
         result = view.load_u64(dev + _D_SCRATCH)
     elif offset == DOORBELL_ID:

@@ -1610,6 +1610,49 @@ def test_a_doorbell_ring_cut_short_by_a_killed_cpu_leaves_last_and_rings_in_step
     q.release_realm(alloc, slot)
 
 
+def test_a_read_of_last_never_returns_a_ring_that_was_never_counted(machine: Machine) -> None:
+    """The guest rings 0xA (RINGS 1); a vCPU then reads LAST, unlocked, and is held up between
+    reading the count and reading the cell the count selects: meanwhile another CPU rings 0xB
+    whole (RINGS 2), and a third rings 0xC and is killed after storing its value, in the cell of
+    ring 3, the cell ring 1 used, before counting it. The read must return 0xB, the value of the
+    ring counted last, never 0xC, a ring that is not counted and never will be. Before, the read
+    took the count once and returned whatever the cell then held: 0xC."""
+    import types
+
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_ALT, R_DEVICE
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    base = q.realm_offset(slot)
+    devices.mmio(q, slot, devices.DOORBELL_RING, True, 3, 0xA)
+    cells = (base + R_DEVICE + 16, base + R_ALT + 16)
+    held: list[int] = []
+
+    class HeldReader:
+        """The reader's view: before its first load of a LAST cell, the other CPUs' rings run."""
+
+        def load_u64(self, offset: int) -> int:
+            if offset in cells and not held:
+                held.append(offset)
+                devices.mmio(q, slot, devices.DOORBELL_RING, True, 3, 0xB)
+                _die_inside(q, slot, 3, lambda cpu: devices.mmio(cpu, slot, devices.DOORBELL_RING, True, 3, 0xC))
+            return int(q.view.load_u64(offset))
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(q.view, name)
+
+    reader = types.SimpleNamespace(view=HeldReader(), buf=q.buf, realm_offset=q.realm_offset, count=q.count)
+    assert devices.mmio(reader, slot, devices.DOORBELL_LAST, False, 3, 0) == 0xB
+    assert held == [cells[0]], "the other rings ran between the reader's two loads"
+    st = realm_status(q, slot)      # takes the lock over from the killed ring
+    assert st.device[1:3] == (2, 0xB), [hex(v) for v in st.device]
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 class _RacingView:
     """The run queue's view, but another producer's whole enqueue runs once, just before this
     producer's first compare-and-swap of the enqueue position (``at="claim"``) or just after its
