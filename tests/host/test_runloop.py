@@ -1474,7 +1474,8 @@ def test_a_report_lock_left_by_a_zombie_is_taken_over(machine: Machine) -> None:
 def test_an_output_lock_whose_holder_pid_was_reused_is_taken_over(machine: Machine) -> None:
     """A process (a forked child here) takes the output lock and dies holding it; its pid then
     names another live process (faked: the word's pid part is made this test's own pid, a
-    process that started earlier). realm_status must take the lock over, and mark the rings'
+    process that started earlier). The child must name itself, not its parent, whose word
+    the parent made before the fork. realm_status must take the lock over, and mark the rings'
     next cells torn as every takeover does, instead of waiting for ever. Before, the lock word
     was the holder's pid alone: a reused pid kept the dead holder alive, and the reader spun."""
     import os
@@ -1488,13 +1489,14 @@ def test_an_output_lock_whose_holder_pid_was_reused_is_taken_over(machine: Machi
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
     base = q.realm_offset(slot)
+    realm_status(q, slot)   # this process makes (and keeps) its own lock word before the fork
     child = os.fork()
     if child == 0:      # the holder: takes the lock and dies with it (no atexit: the machine stays)
         devices._lock_output(q.view, base)
         os._exit(0)
     os.waitpid(child, 0)
     word = q.view.load_u64(base + devices._OUTPUT_LOCK)
-    assert word & 0xFFFF_FFFF == child
+    assert word & 0xFFFF_FFFF == child, "the forked child took the lock in its parent's name"
     reused = (word & ~0xFFFF_FFFF) | os.getpid()        # the dead holder's word, its pid now ours
     mine = binding_word(os.getpid(), process.own_start_ms())
     assert reused != mine, "the child started in the same 10 ms as this process: the fake needs another"
@@ -1509,6 +1511,41 @@ def test_an_output_lock_whose_holder_pid_was_reused_is_taken_over(machine: Machi
         assert struct.unpack_from("<2Q", q.buf, base + R_TORN) == (1, 1), "the takeover did not mark the rings"
     finally:
         q.view.store_u64(base + devices._OUTPUT_LOCK, 0)
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
+def test_an_output_lock_held_by_a_live_holder_without_a_start_time_is_waited_for(machine: Machine) -> None:
+    """A holder that could not read its own start time (process.own_start_ms gives 0) names
+    itself by its pid alone, start part 0. Held so by a live process (this test's, the word
+    stored by hand), the lock must be waited for: realm_status, in a thread, is still waiting
+    after 0.3 s, and once the lock is released it finishes with no takeover recorded. Taking the
+    lock over because no start time matches 0 would let a reader (or a second writer) in
+    beside a live holder."""
+    import os
+    import threading
+    import time
+
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_TORN
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    base = q.realm_offset(slot)
+    q.view.store_u64(base + devices._OUTPUT_LOCK, os.getpid())
+    done: list[object] = []
+    reader = threading.Thread(target=lambda: done.append(realm_status(q, slot)), daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    try:
+        assert not done, "realm_status took the lock from a live holder whose word has no start time"
+    finally:
+        q.view.store_u64(base + devices._OUTPUT_LOCK, 0)
+    reader.join(10)
+    assert done, "realm_status did not finish once the lock was released"
+    assert struct.unpack_from("<2Q", q.buf, base + R_TORN) == (0, 0), "a takeover was recorded"
     v0 = slot * MAX_VCPUS
     assert q.take(0) == v0
     q.end(v0, 2)
@@ -1604,6 +1641,101 @@ def test_a_doorbell_ring_cut_short_by_a_killed_cpu_leaves_last_and_rings_in_step
     devices.mmio(q, slot, devices.DOORBELL_RING, True, 3, 0xC)
     assert realm_status(q, slot).device[1:3] == (2, 0xC)
     assert devices.mmio(q, slot, devices.DOORBELL_LAST, False, 3, 0) == 0xC
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
+class _DyingAtStore:
+    """The run queue's view, but the process serving the exit "dies" (raises _KilledAt) just
+    before its ``k``-th 64-bit store (from 0; the output lock's release, in a finally, is one)."""
+
+    def __init__(self, view, k: int) -> None:  # type: ignore[no-untyped-def]
+        self._view, self._left = view, k
+
+    def store_u64(self, offset: int, value: int) -> None:
+        if self._left == 0:
+            raise _KilledAt(offset)
+        self._left -= 1
+        self._view.store_u64(offset, value)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._view, name)
+
+
+def _die_at_store(q: RunQueue, slot: int, k: int, serve) -> None:  # type: ignore[no-untyped-def]
+    """Serve an exit of ``slot`` with ``serve(queue)`` through a view whose process is killed
+    before its ``k``-th store: the output lock is left held by a process that does not exist."""
+    import types
+
+    from rmm_mp.host import devices
+    dying = types.SimpleNamespace(view=_DyingAtStore(q.view, k), buf=q.buf, realm_offset=q.realm_offset,
+                                  count=q.count)
+    with pytest.raises(_KilledAt):
+        serve(dying)
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read())        # no process has this pid
+    q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, dead)     # the finally never ran
+
+
+def test_a_report_killed_in_any_window_is_whole_or_absent(machine: Machine) -> None:
+    """A REPORT makes five 64-bit stores: the count's busy bit, the code, the detail, the count,
+    the lock's release. For each of them, and with the last whole report in either cell, a whole
+    REPORT (k + 1, 0x100 + k) is made and then one (0x77, 0x88) whose CPU is killed before that
+    store. realm_status (taking the lock over) must show the killed one whole (killed only
+    before the release) or not at all: the whole report's pair and count, and "cut short" if it
+    was killed after setting the busy bit; never a pair mixing the two, never the busy bit in
+    the count. The next whole REPORT clears the mark."""
+    from rmm_mp.host import devices
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    made = 0
+    for k in range(5):
+        for _parity in range(2):
+            devices.host_call(q, slot, 0, devices.HOST_CALL_REPORT, (k + 1, 0x100 + k) + (0,) * 29)
+            made += 1
+            st = realm_status(q, slot)
+            assert (st.reports, st.result, st.report_cut_short) == (made, (k + 1, 0x100 + k), False)
+            _die_at_store(q, slot, k, lambda cpu: devices.host_call(cpu, slot, 0, devices.HOST_CALL_REPORT,
+                                                                    (0x77, 0x88) + (0,) * 29))
+            st = realm_status(q, slot)
+            if k == 4:      # killed after the count moved: the report is whole
+                made += 1
+                expected = (made, (0x77, 0x88), False)
+            else:
+                expected = (made, (k + 1, 0x100 + k), k > 0)
+            assert (st.reports, st.result, st.report_cut_short) == expected, (k, st.reports, st.result)
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
+def test_a_doorbell_ring_killed_in_any_window_is_counted_with_its_value_or_not_at_all(machine: Machine) -> None:
+    """A ring makes three 64-bit stores: the value, the count, the lock's release. For each of
+    them, and with the last whole ring's value in either cell, a whole ring (0x10 + k) is made
+    and then one (0x77) whose CPU is killed before that store. realm_status (taking the lock
+    over) and a guest's read of LAST must agree with RINGS: the killed ring counted and LAST
+    (killed only before the release) or neither, LAST the whole ring's value."""
+    from rmm_mp.host import devices
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    rings = 0
+    for k in range(3):
+        for _parity in range(2):
+            devices.mmio(q, slot, devices.DOORBELL_RING, True, 3, 0x10 + k)
+            rings += 1
+            _die_at_store(q, slot, k, lambda cpu: devices.mmio(cpu, slot, devices.DOORBELL_RING, True, 3, 0x77))
+            st = realm_status(q, slot)
+            if k == 2:      # killed after the count moved: the ring is whole
+                rings += 1
+            expected = (rings, 0x77 if k == 2 else 0x10 + k)
+            assert st.device[1:3] == expected, (k, [hex(v) for v in st.device])
+            assert devices.mmio(q, slot, devices.DOORBELL_RING, False, 3, 0) == rings
+            assert devices.mmio(q, slot, devices.DOORBELL_LAST, False, 3, 0) == expected[1]
     v0 = slot * MAX_VCPUS
     assert q.take(0) == v0
     q.end(v0, 2)
