@@ -20,6 +20,10 @@ In each CPU process (``LockOrder.check``, called by the Probe for every acquisit
               or while a table at its level or deeper is held; roots out of address order; a
               second DATA granule
       rule 8  an NS memory copy holding any other lock, or its pages out of address order
+      counted in  any lock taken while the CPU is counted in as executing realm code
+              (hw/tlb.py): a TLB or GPT invalidation made holding that lock would wait for
+              this CPU's next sync point, which never comes (docs/locking.md, "Waits that are
+              not locks")
     A violation is reported even if no deadlock happened: lockdep's point.
 
 In the parent (``analyse``): the union of every CPU's edges, searched for cycles. Edges between
@@ -41,7 +45,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_LOCK_EDGES
+from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_EXEC_RD, OFF_LOCK_EDGES
 from rmm_mp.hw.granule import STATE_MASK, STATE_SHIFT
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX
@@ -96,6 +100,8 @@ class LockOrder:
         self.edges: dict[tuple[int, int], Edge] = {}
         self._view = probe.cpu.area.view
         self._base = probe.cpu.area.base + OFF_LOCK_EDGES
+        self._exec_rd = probe.cpu.area.base + OFF_EXEC_RD
+        """The word hw.tlb publishes while this CPU executes realm code (0 when counted out)."""
         # Raw reads, as the ownership checker's own: not the accessors it wraps, and no
         # schedule point (a checker must not change the interleaving it watches).
         self._table = probe.cpu.granules
@@ -115,6 +121,9 @@ class LockOrder:
             problem = violation(new, held, self._aux_of, self._points_to)
         if problem is None and self._mismatched:
             problem = self._after_mismatch(new, held)
+        if problem is None and self._view.load_u64(self._exec_rd):
+            problem = "counted in", (f"{new.describe()} taken while counted in as executing realm code (hw/tlb.py): "
+                                     "an invalidation made holding it would wait for this CPU for ever")
         if problem is not None:
             rule, message = problem
             self.probe.finding("lockdep", rule, message, site())

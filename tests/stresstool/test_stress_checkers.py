@@ -189,6 +189,27 @@ def test_reached_granules_and_state_mismatch_in_a_cpu(machine: Machine, probe: P
                                   "REC), whose state did not match")
 
 
+def test_a_lock_taken_counted_in_as_executing_a_realm(machine: Machine, probe: Probe) -> None:
+    """A CPU counted in as executing realm code (hw.tlb: Tlb.enter) never takes a lock, or an
+    invalidation made holding that lock would wait for it for ever: an RD locked between
+    Tlb.enter and Tlb.leave is reported once ("counted in", naming the RD); the same lock
+    after Tlb.leave is not."""
+    probe.lockdep = LockOrder(probe)
+    table, tlb = probe.cpu.granules, probe.cpu.rmm.tlb
+    _set_state(table, RD_IDX, GS.RD)
+    tlb.enter(table.addr(RD_IDX), (RD_IDX << 12) + 0x100)
+    try:
+        with table.lock_known(RD_IDX, GS.RD):
+            pass
+    finally:
+        tlb.leave()
+    with table.lock_known(RD_IDX, GS.RD):
+        pass
+    found = [(f.rule, f.message) for f in probe.findings.items]
+    assert [rule for rule, _ in found] == ["counted in"], found
+    assert found[0][1].startswith(f"RD {table.addr(RD_IDX):#x} taken while counted in as executing realm code")
+
+
 def test_child_table_entry_is_read_from_the_parent_in_a_cpu(machine: Machine, probe: Probe) -> None:
     """The checker in a CPU reads the held parent's entries: a level-2 table taken under a
     level-1 table whose entry points to it is fine; under one with no such entry (the entry
