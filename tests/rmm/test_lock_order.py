@@ -25,6 +25,7 @@ from typing import Iterator
 
 import pytest
 
+from footprint import Snapshot
 from realm_guests import CODE, EMPTY_IPA, Guest, copy_loop, extend_code, init_code
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
@@ -89,7 +90,7 @@ class _Runner(Runner):
         self.probe = probe
         super().__init__(pop, log=False)
 
-    def _state(self):  # type: ignore[no-untyped-def]
+    def _state(self) -> tuple[Snapshot, bytes]:
         self.probe.checking = False
         try:
             return super()._state()
