@@ -62,9 +62,9 @@ class Lifecycle:
                 return
             state = q.realm_state(inst.slot)
             if state == DONE:
-                h.reap(key)
+                done = h.reap(key)
                 h.counters["realms destroyed"] += 1
-                if h.finished[-1].token:
+                if done.token:
                     h.counters["tokens"] += 1
                 return
             lifetime = h.job.realms[key[0]].lifetime
@@ -116,7 +116,7 @@ class RipasChurn:
         if x0 != 0:
             # Only a realm that turned itself off (its guest REPORTed a failure) refuses entry.
             self.dead = True
-            h.errors.append((inst.slot, inst.gen, f"REC_ENTER returned {x0:#x}"))
+            h.add_error(inst.slot, inst.gen, f"REC_ENTER returned {x0:#x}")
             return
         ex = EXIT.unpack(h.machine.ns_read(run + REC_EXIT_OFFSET, EXIT.size))
         action, flags, gprs, error = handle_exit(self.ctx, vcpu, ex)
@@ -127,6 +127,6 @@ class RipasChurn:
         self.flags = flags
         if error:
             self.dead = True
-            h.errors.append((inst.slot, inst.gen, f"realm slot {inst.slot} REC 0: {error}"))
+            h.add_error(inst.slot, inst.gen, f"realm slot {inst.slot} REC 0: {error}")
         elif action == END:
             self.dead = True      # SYSTEM_OFF after a failure REPORT: the outcome says which

@@ -34,8 +34,8 @@ from rmm_mp.host.realm import ERROR_RTT, PAGE_LEVEL, SUCCESS, index, status
 from rmm_mp.host.realm_teardown import split_block
 from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
 from rmm_mp.workload import realms
-from rmm_mp.workload.realms import Finished, Instance
-from rmm_mp.workload.report import MAX_OUTPUTS_PER_CPU
+from rmm_mp.workload.realms import Finished, Folded, Instance
+from rmm_mp.workload.report import MAX_ERRORS_PER_CPU, MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU
 from rmm_mp.workload.resolve import Phase, root_count
 from rmm_mp.workload.spec import RealmTemplate
 
@@ -137,6 +137,11 @@ class CpuResult:
     turned_off: tuple[tuple[int, int], ...] = ()
     """(slot, slot generation) of the live instances the lifecycle turned off (their lifetime
     was reached) before the run ended: their outcome says so, as a torn-down one's does."""
+    folded: tuple[Folded, ...] = ()
+    """The torn-down instances not in ``finished`` (MAX_LISTED_PER_CPU), per template and outcome."""
+    errors_dropped: int = 0
+    """vCPU errors not in ``errors`` (MAX_ERRORS_PER_CPU); the instances' vcpu_errors counters
+    still count them."""
 
 
 @dataclass
@@ -175,9 +180,14 @@ class Host:
         self.alloc = self.loop.ctx.alloc
         self.counters: Counter[str] = Counter()
         self.finished: list[Finished] = []
+        """The torn-down instances it lists one by one: the first MAX_LISTED_PER_CPU of each outcome."""
+        self.listed = {True: 0, False: 0}
+        self.folded: dict[tuple[int, bool], Folded] = {}
+        """The others, by (template, ok)."""
         self.outputs_kept = 0
         """Instances in ``finished`` that kept their guest's output (at most MAX_OUTPUTS_PER_CPU)."""
         self.errors: list[tuple[int, int, str]] = []
+        self.errors_dropped = 0
         self.owned: dict[tuple[int, int], Instance | None] = {(i.realm, i.index): i for i in job.owned}
         self.generation = {key: 1 for key in self.owned}
         self.turned_off: set[tuple[int, int]] = set()
@@ -206,11 +216,21 @@ class Host:
         slot = vcpu // MAX_VCPUS
         # Read before the step: once the realm is DONE its owner may rebuild it in the slot.
         gen = self.queue.view.load_u32(self.queue.realm_offset(slot) + R_GEN)
-        seen = len(self.loop.errors)
         self.loop.step(vcpu)
-        if len(self.loop.errors) > seen:
-            self.errors.append((slot, gen, self.loop.errors[-1]))
+        if self.loop.errors:
+            for message in self.loop.errors:
+                self.add_error(slot, gen, message)
+            self.loop.errors.clear()    # taken over here, where they are bounded
         return True
+
+    def add_error(self, slot: int, gen: int, message: str) -> None:
+        """A vCPU of the instance in run-queue slot ``slot`` (slot generation ``gen``) failed: kept
+        for the report while this CPU has kept fewer than MAX_ERRORS_PER_CPU, else counted (a
+        failing lifecycle realm fails a vCPU per instance, for as long as the run lasts)."""
+        if len(self.errors) < MAX_ERRORS_PER_CPU:
+            self.errors.append((slot, gen, message))
+        else:
+            self.errors_dropped += 1
 
     # -- lifecycle instances -------------------------------------------------------------------
 
@@ -224,8 +244,8 @@ class Host:
         self.turned_off.discard(key)
         return inst
 
-    def reap(self, key: tuple[int, int]) -> None:
-        """Read what a DONE instance did, tear it down, free the pages its churn held."""
+    def reap(self, key: tuple[int, int]) -> Finished:
+        """Read what a DONE instance did, tear it down, free the pages its churn held; what it did."""
         inst = self.owned[key]
         assert inst is not None
         t = self.job.realms[key[0]]
@@ -239,12 +259,26 @@ class Host:
         if not room and done.failed:
             done = replace(done, output_dropped=True)
         self.outputs_kept += done.output is not None
-        self.finished.append(done)
+        self._keep(done)
         pages = self.forget(inst)
         realms.destroy(self.cpu, self.alloc, self.queue, inst)
         for pa in pages:
             self.alloc.free(pa)
         self.owned[key] = None
+        return done
+
+    def _keep(self, done: Finished) -> None:
+        """List ``done`` while fewer than MAX_LISTED_PER_CPU of its outcome are, else fold it into
+        its template's row: a lifecycle run makes instances for as long as it lasts."""
+        ok = not done.failed
+        if self.listed[ok] < MAX_LISTED_PER_CPU:
+            self.listed[ok] += 1
+            self.finished.append(done)
+            return
+        t = self.job.realms[done.order[0]]
+        fold = self.folded.setdefault((done.order[0], ok), Folded(done.order[0], t.name, t.recs, ok))
+        # Only the first one's detail is kept (Folded.add): the outcome is made for that one alone.
+        fold.add(done, "" if fold.instances else realms.outcome(done, [], running=False).detail)
 
     # -- churn -------------------------------------------------------------------------------
 
@@ -317,7 +351,8 @@ class Host:
         counters["REC entries"] = self.loop.entries
         off = tuple((i.slot, i.gen) for k, i in self.owned.items() if i is not None and k in self.turned_off)
         return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
-                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off)
+                         tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off,
+                         tuple(self.folded[k] for k in sorted(self.folded)), self.errors_dropped)
 
 
 def _root_run(job: CpuJob, key: tuple[int, int], base: int) -> list[int]:

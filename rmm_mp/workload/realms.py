@@ -10,6 +10,8 @@
     drain        end every queued vCPU, in every run queue (after the CPUs stopped), so every
                  realm is DONE
     outcome      Finished + the vCPU errors seen on any CPU -> report.RealmOutcome
+    Folded       torn-down lifecycle instances of one template and outcome that a CPU did not
+                 list one by one (report.MAX_LISTED_PER_CPU), summed; folded_outcomes -> rows
     unreported   the outcome of a realm whose owner CPU returned no result (it died)
 
 An instance's name is its template's name, with ``[index]`` when the template has several
@@ -37,7 +39,7 @@ from rmm_mp.outpaths import replacing
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
-from rmm_mp.workload.report import LOG_SHOWN, GuestOutput, RealmOutcome
+from rmm_mp.workload.report import LOG_SHOWN, MAX_LISTED_PER_CPU, GuestOutput, RealmOutcome
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -104,6 +106,72 @@ class Finished:
         the vCPU errors its CPUs reported, each of which the vcpu_errors counter counts too)."""
         return bool(self.counters.get("vcpu_errors") or self.end == "ERROR" or (self.reports and self.result[0] != 0)
                     or self.token_problem or self.report_cut_short)
+
+
+@dataclass
+class Folded:
+    """Torn-down lifecycle instances of template ``realm`` with one outcome (``ok``) that one CPU
+    did not list one by one (report.MAX_LISTED_PER_CPU): what the report needs of them, summed,
+    in a size that does not grow with their number."""
+
+    realm: int
+    name: str
+    """The template's name."""
+    recs: int
+    ok: bool
+    instances: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    exceptions: int = 0
+    first: str = ""
+    """The first one's name and, when they failed, why (its outcome's detail)."""
+    last: str = ""
+    """The last one's name."""
+    tokens_saved: int = 0
+    unsaved: int = 0
+    """Tokens that could not be saved to --save-tokens' directory; ``unsaved_first`` says why."""
+    unsaved_first: str = ""
+
+    def add(self, f: Finished, detail: str) -> None:
+        """Fold instance ``f``, whose outcome's detail is ``detail``."""
+        if not self.instances:
+            self.first = f"{f.name}: {detail}" if not self.ok else f.name
+        self.last = f.name
+        self.instances += 1
+        for k, v in f.counters.items():
+            self.counters[k] = self.counters.get(k, 0) + v
+        self.exceptions += f.exceptions
+        self.tokens_saved += bool(f.token_file)
+        if f.token_write_error:
+            self.unsaved_first = self.unsaved_first or f.token_write_error
+            self.unsaved += 1
+
+    def merge(self, other: "Folded") -> None:
+        """Add another CPU's fold of the same template and outcome."""
+        if not self.instances:
+            self.first = other.first
+        self.last = other.last or self.last
+        self.instances += other.instances
+        for k, v in other.counters.items():
+            self.counters[k] = self.counters.get(k, 0) + v
+        self.exceptions += other.exceptions
+        self.tokens_saved += other.tokens_saved
+        self.unsaved_first = self.unsaved_first or other.unsaved_first
+        self.unsaved += other.unsaved
+
+
+def folded_outcome(fold: Folded) -> RealmOutcome:
+    """The report's row for the instances of ``fold``: named after the template with their
+    number, ``instances`` saying how many; counters and exceptions their sums."""
+    if fold.ok:
+        detail = f"{fold.instances:,} more instances of {fold.name}, not listed one by one, all ok"
+    else:
+        detail = (f"{fold.instances:,} more instances of {fold.name}, not listed one by one, all failed; "
+                  f"the first, {fold.first}")
+    detail += f" (a CPU lists its first {MAX_LISTED_PER_CPU} that succeeded and its first {MAX_LISTED_PER_CPU} " \
+              f"that failed; the last of these: {fold.last})"
+    return RealmOutcome(f"{fold.name} ({_count(fold.instances, 'instance')})", fold.recs, fold.ok, detail,
+                        dict(fold.counters), None, fold.exceptions, output_dropped=not fold.ok,
+                        instances=fold.instances)
 
 
 def instance_name(t: RealmTemplate, index: int, generation: int) -> str:

@@ -159,7 +159,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "processes": [{"cpu": cpu, **report.usage[cpu].to_json()} for cpu in sorted(report.usage)],
         "realms": [{"name": r.name, "recs": r.recs, "ok": r.ok, "detail": r.detail, "counters": dict(r.counters),
                     "exceptions": r.exceptions, "output": _output(r.output), "output_dropped": r.output_dropped,
-                    "cpus": None if r.cpus is None else list(r.cpus)}
+                    "cpus": None if r.cpus is None else list(r.cpus), "instances": r.instances}
                    for r in report.realms],
         "counters": [{"cpu": cpu, "values": dict(report.counters[cpu])} for cpu in sorted(report.counters)],
         "failures": [{"cpu": f.cpu, "how": f.how, "traceback": f.traceback,

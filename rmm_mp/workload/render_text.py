@@ -24,7 +24,7 @@ from typing import Any, Collection, Sequence
 from rmm_mp.host.runqueue import CONSOLE_BYTES
 from rmm_mp.words import count as _count
 from rmm_mp.workload.render_json import to_json
-from rmm_mp.workload.report import MAX_OUTPUTS_PER_CPU, RunReport
+from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
 
 MAX_OK_REALMS = 20
 MAX_DROPPED_NAMED = 5
@@ -212,7 +212,8 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     realms = doc["realms"]
     if not realms:
         return []
-    failed = sum(not r["ok"] for r in realms)
+    failed = sum(r["instances"] for r in realms if not r["ok"])
+    total = sum(r["instances"] for r in realms)
     shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"]][:MAX_OK_REALMS]
     # The detail (how the realm ended) comes before the counters, so that clipping an ok realm's
     # line to the width cuts the tail of its counter list, not its outcome.
@@ -224,10 +225,12 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     # to the width, or it ran on for hundreds of columns under lines that end at 118. A failed
     # realm's row, printed in full, can push the header past the width: the rule then ends with
     # the header, so that every heading ("counters" too) is underlined.
-    out = ["", f"Realms: {len(realms) - failed} of {len(realms)} ok", head, rule[:max(WIDTH, len(head))].rstrip(),
+    out = ["", f"Realms: {total - failed:,} of {total:,} ok", head, rule[:max(WIDTH, len(head))].rstrip(),
            *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
     if len(realms) > len(shown):
-        out.append(f"... and {len(realms) - len(shown):,} more realms, all ok (the JSON report lists every realm)")
+        hidden = sum(r["instances"] for r in realms) - sum(r["instances"] for r in shown)
+        out.append(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's lifecycle "
+                   f"instances after its first {MAX_LISTED_PER_CPU} of each outcome share a row per realm)")
     for r in shown:
         if r["output"] is not None:
             out += _guest_output(r["name"], r["output"])
@@ -235,7 +238,8 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     if dropped:
         named = ", ".join(dropped[:MAX_DROPPED_NAMED]) + (
             f" and {len(dropped) - MAX_DROPPED_NAMED:,} more" if len(dropped) > MAX_DROPPED_NAMED else "")
-        out += ["", *textwrap.wrap(f"Guest output not kept of {_count(len(dropped), 'failed realm')} (a CPU keeps "
+        count = sum(r["instances"] for r in realms if r["output_dropped"])
+        out += ["", *textwrap.wrap(f"Guest output not kept of {_count(count, 'failed realm')} (a CPU keeps "
                                    f"it for the first {MAX_OUTPUTS_PER_CPU} lifecycle instances that fail on it): "
                                    f"{named}", WIDTH, subsequent_indent="    ")]
     return out
@@ -408,7 +412,7 @@ def _verdict(report: RunReport, doc: dict[str, Any]) -> str:
         warned = len(doc["warnings"])
         return "result: OK" + (f" ({_count(warned, 'warning')} above)" if warned else "")
     why = []
-    failed = sum(not r.ok for r in report.realms)
+    failed = sum(r.instances for r in report.realms if not r.ok)
     if failed:
         why.append(_count(failed, "realm") + " failed")
     if report.failures:

@@ -398,13 +398,22 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
             unread += 1
     if unread:
         not_done.append(f"{unread} of {len(live)} live realm instances not read: interrupted ({stop.by})")
-    ended.sort(key=lambda item: item[0].order)
-    # order is (template, instance, generation), the instance of a private realm being its CPU.
-    outcomes = [dataclasses.replace(realms.outcome(f, errors.of(f), running), cpus=_kept_to(w, *f.order[:2]))
-                for f, running in ended]
-    saved = sum(1 for f, _ in ended if f.token_file)
+    folds: dict[tuple[int, bool], realms.Folded] = {}
+    for cpu in sorted(results):
+        for fold in results[cpu].folded:
+            folds.setdefault((fold.realm, fold.ok), realms.Folded(fold.realm, fold.name, fold.recs, fold.ok)).merge(fold)
+    # Sorted by order, (template, instance, generation), the instance of a private realm being
+    # its CPU; a template's folded rows come after its listed instances (ok first, then failed).
+    rows = [(f.order, dataclasses.replace(realms.outcome(f, errors.of(f), running), cpus=_kept_to(w, *f.order[:2])))
+            for f, running in ended]
+    rows += [((realm, 1 << 62, int(not ok)), dataclasses.replace(realms.folded_outcome(fold), cpus=_kept_to(w, realm, 0)))
+             for (realm, ok), fold in folds.items()]
+    outcomes = [o for _, o in sorted(rows, key=lambda row: row[0])]
+    saved = sum(1 for f, _ in ended if f.token_file) + sum(fold.tokens_saved for fold in folds.values())
     unsaved_reasons = [f.token_write_error for f, _ in ended if f.token_write_error]
-    unsaved = (len(unsaved_reasons), unsaved_reasons[0]) if unsaved_reasons else None
+    unsaved_count = len(unsaved_reasons) + sum(fold.unsaved for fold in folds.values())
+    unsaved_reasons += [fold.unsaved_first for fold in folds.values() if fold.unsaved_first]
+    unsaved = (unsaved_count, unsaved_reasons[0]) if unsaved_reasons else None
     if not healthy:
         return outcomes, problems, saved, unsaved, not_done
 

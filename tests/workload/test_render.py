@@ -11,7 +11,9 @@ outputs and the verdict; every line within the report's 118 columns.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from rmm_mp.check import InvariantReport
 from rmm_mp.cpu_outcome import CpuFailure, ProcessUsage
@@ -19,6 +21,9 @@ from rmm_mp.workload import realms as workload_realms
 from rmm_mp.workload.render import format_report, to_json
 from rmm_mp.workload.report import GuestOutput, RealmOutcome
 from stats.report_samples import hand_built
+from stats.schema_subset import errors
+
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "report-schema.json"
 
 GOOD = dict(failures=(), problems=(), invariants=InvariantReport(4096, (), {"NS": 4096}),
             realms=(RealmOutcome("vm0", 2, True, "SYSTEM_OFF", {"exits": 40}),))
@@ -166,7 +171,8 @@ def test_realms_are_capped_with_the_rest_counted() -> None:
     section = _section(format_report(hand_built(realms=(*realms, failed))), "Realms: 30 of 31 ok")
     names = [line.split()[0] for line in section[3:]]
     assert names[0] == "vm#bad" and names[1:21] == [f"vm#{n}" for n in range(20)]
-    assert section[-1] == "... and 10 more realms, all ok (the JSON report lists every realm)"
+    assert section[-1] == ("... and 10 more realms, all ok (in the JSON report: one row each, but a CPU's lifecycle "
+                           "instances after its first 128 of each outcome share a row per realm)")
     assert "x" * 150 in section[3]  # a failed realm's detail is never clipped
 
 
@@ -408,6 +414,30 @@ def test_failed_realms_whose_output_was_not_kept_are_named_in_a_note() -> None:
     assert all(len(line) <= 118 for line in note)
     assert "  | stuck" in _section(text, "Guest output of bad#3")
     assert "Guest output not kept" not in format_report(hand_built(realms=(kept,)))
+
+
+def test_rows_of_folded_lifecycle_instances_count_every_instance() -> None:
+    """One listed instance and two rows of instances a CPU did not list one by one (realms.Folded):
+    500 that passed and 40 that failed. The JSON gives each row's instances (1, 500, 40) and
+    validates; the text counts instances, not rows ("Realms: 501 of 541 ok", the verdict's "40
+    realms failed", "Guest output not kept of 40 failed realms"), and each folded row says what
+    it stands for, the failed one with its first instance's failure."""
+    Folded = workload_realms.Folded
+    listed = RealmOutcome("vm#1", 1, True, "turned itself off", {"entries": 2})
+    passed = workload_realms.folded_outcome(Folded(0, "vm", 1, True, 500, {"entries": 900}, 0, "vm#130", "vm#640"))
+    failed = workload_realms.folded_outcome(Folded(
+        1, "bad", 1, False, 40, {"entries": 40}, 0, "bad#200: the guest reported failure code 7 (detail 0x55)", "bad#300"))
+    report = hand_built(realms=(listed, passed, failed))
+    doc = to_json(report)
+    assert [(r["name"], r["instances"], r["ok"]) for r in doc["realms"]] == [
+        ("vm#1", 1, True), ("vm (500 instances)", 500, True), ("bad (40 instances)", 40, False)]
+    assert errors(doc, json.loads(SCHEMA.read_text())) == []
+    text = format_report(report)
+    assert "Realms: 501 of 541 ok" in text and text.splitlines()[-1].startswith("result: FAILED: 40 realms failed")
+    assert "Guest output not kept of 40 failed realms" in text
+    assert "500 more instances of vm, not listed one by one, all ok" in passed.detail
+    assert "40 more instances of bad, not listed one by one, all failed; the first, bad#200: the guest reported " \
+           "failure code 7" in failed.detail
 
 
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
