@@ -24,8 +24,9 @@ ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-sha
 
 GRANULE = 4096
 # ASCII only: \d would take any Unicode digit ("\uff12M", fullwidth) and int() read it as 2.
-_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?)?\s*$", re.ASCII)
-_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGTkmgt])(?:i?B)?)?\s*$", re.ASCII)
+_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+"""T too, as platform files have TiB: "1 TiB" of RAM is then refused for its size, not as no size."""
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 """Matched whole (fullmatch): a pattern ending in $ would let a final newline through."""
 _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", re.ASCII)
@@ -121,14 +122,15 @@ class Fields:
         return value
 
     def size(self, value: object, key: str, lo: int, hi: int) -> int:
-        """Bytes: an integer, or a string such as "4M", "512K", "2 MiB" (binary units), a
+        """Bytes: an integer, or a string such as "4M", "512K", "2 MiB" (binary units K to T), a
         multiple of 4 KiB in lo..hi."""
         if is_int(value):
             number = value
         elif isinstance(value, str) and (m := _SIZE.match(value)):
             number = decimal(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
         else:
-            raise self.fail(key, value, 'a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB"')
+            raise self.fail(key, value, 'a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB" '
+                                        '(a number and K, M, G or T)')
         if number % GRANULE or not lo <= number <= hi:
             raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}")
         return number

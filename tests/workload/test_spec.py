@@ -222,10 +222,14 @@ def test_out_of_range(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ram, expected", [("4 megabytes", "a size: bytes as an integer, or a string"),
                                            (5000, "a multiple of 4 KiB"),
-                                           ("\uff12M", "a size: bytes as an integer, or a string")])
+                                           ("\uff12M", "a size: bytes as an integer, or a string"),
+                                           ("1 TiB", "a multiple of 4 KiB from 4 KiB to 1 GiB"),
+                                           ("2 PiB", '"2 MiB" (a number and K, M, G or T)')])
 def test_bad_size(tmp_path: Path, ram: object, expected: str) -> None:
     """A size string that is not one, and a size that is not a whole number of granules. A digit
-    that is not ASCII (fullwidth "\uff12M") is no size either: it was read as "2M"."""
+    that is not ASCII (fullwidth "\uff12M") is no size either: it was read as "2M". "1 TiB" is a
+    size too large (platform files take TiB; it was refused as no size at all, the message not
+    saying which units there are), "2 PiB" one in a unit there is not, and the message lists them."""
     shown = f'"{ram}"' if isinstance(ram, str) else ram
     refused(tmp_path, HEAD + OK_REALM + f"ram = {shown}\n", 6, "realm[0].ram", ram, expected)
 
