@@ -142,6 +142,9 @@ class CpuResult:
     errors_dropped: int = 0
     """vCPU errors not in ``errors`` (MAX_ERRORS_PER_CPU); the instances' vcpu_errors counters
     still count them."""
+    stopped: bool = False
+    """The stop flag ended its steps before its plan's end (the time or steps of its last phase);
+    False when it had reached that end, whatever came after."""
 
 
 @dataclass
@@ -341,7 +344,7 @@ class Host:
                 raise HostError(UNDELEGATE, (pa,), x0, "DATA_DESTROY has just returned it")
         win.assigned.clear()
 
-    def result(self, started_ns: int, ended_ns: int, cpu_ns: int) -> CpuResult:
+    def result(self, started_ns: int, ended_ns: int, cpu_ns: int, stopped: bool = False) -> CpuResult:
         live = [i for i in self.owned.values() if i is not None] + self.private
         leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
         leftovers += [run + i * 4096 for run in self.backings for i in range(WINDOW_GRANULES)]
@@ -352,7 +355,7 @@ class Host:
         off = tuple((i.slot, i.gen) for k, i in self.owned.items() if i is not None and k in self.turned_off)
         return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
                          tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off,
-                         tuple(self.folded[k] for k in sorted(self.folded)), self.errors_dropped)
+                         tuple(self.folded[k] for k in sorted(self.folded)), self.errors_dropped, stopped)
 
 
 def _root_run(job: CpuJob, key: tuple[int, int], base: int) -> list[int]:

@@ -71,7 +71,8 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
     cpu_started = time.process_time_ns()
     deadline = started
     counts = host.counters
-    for phase in job.phases:
+    stopped = False
+    for i, phase in enumerate(job.phases):
         chooser = Chooser(job.seed, cpu.id, phase.name, phase.weights[cpu.id])
         limit = phase.iterations
         deadline += int(phase.seconds * 1e9) if phase.seconds is not None else 0
@@ -100,9 +101,12 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
                 recorder.record(HOST_SLOTS[name], t1 - t0 - (recorder.flush_ns - flushed), 0, 0, False)
             counts[f"{name} steps"] += 1
             done += 1
+        else:
+            stopped = True      # the stop flag, not the phase's limit, ended its steps
         if job.phase_counts:
             counts[f"phase {phase.name} steps"] += done
         if control.stop_requested:
+            stopped = stopped or i < len(job.phases) - 1    # phases left undone
             break
     ended = time.perf_counter_ns()
     cpu_ns = time.process_time_ns() - cpu_started
@@ -112,4 +116,4 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
         # Time the CPU spent parked while `rmm-mp check` inspected the machine: it is in the
         # run's elapsed time, so the report says how much.
         counts["ms parked for checks"] = math.ceil(part.parked_s * 1000)
-    return host.result(started, ended, cpu_ns)
+    return host.result(started, ended, cpu_ns, stopped)

@@ -92,6 +92,9 @@ def _header(doc: dict[str, Any]) -> list[str]:
         how = stopped_by[stopped_by.find("("):] if stopped_by.startswith("interrupted") else "(Ctrl-C)"
         if stopped_by.startswith("interrupted before the run"):
             lines.append(f"INTERRUPTED: stopped before the CPUs started {how}: see 'Not done' below")
+        elif stopped_by.startswith("interrupted after the run") and not doc["not_done"]:
+            # The signal came as the CPUs or the machine were ending: there is no "Not done".
+            lines.append(f"INTERRUPTED: the run ended, then a signal came {how}; nothing was left undone")
         elif stopped_by.startswith("interrupted after the run"):
             lines.append(f"INTERRUPTED: the run ended, then the work after it was stopped {how}: see 'Not done' below")
         else:

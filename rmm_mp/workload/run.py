@@ -233,6 +233,12 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         result = RunResult({}, (), True, 0.0, f"interrupted ({stop.by})")
         not_done.append(f"the CPUs' results not received: interrupted ({stop.by})")
     results: dict[int, CpuResult] = dict(result.results)
+    if result.stopped_by == f"interrupted ({result.interrupted_by})" and not result.failures \
+            and len(results) == len(ids) and not any(r.stopped for r in results.values()):
+        # The signal came while a CPU process was still live, but every CPU had reached the end
+        # of its plan (its time or steps; it was sending its result or exiting): the run was not
+        # cut short, and "stopped before its end" beside a complete run's figures misled.
+        result = dataclasses.replace(result, stopped_by=f"interrupted after the run ({result.interrupted_by})")
     # After the run, each step reads or checks the stopped machine; an interruption skips the rest.
     ok, stats = stop.step(lambda: latency.collect(machine, ids), read=True)
     if not ok:

@@ -1206,6 +1206,25 @@ def test_a_signal_as_the_cpus_run_ends_keeps_their_results(tmp_path: Path) -> No
 
 
 @pytest.mark.multiprocess
+def test_a_signal_after_every_cpu_reached_its_end_says_the_run_was_not_cut_short(tmp_path: Path) -> None:
+    """Ctrl-C as the parent receives the result of a CPU that has done all its 20 steps, while its
+    process is still live (it exits after sending): the report keeps the run's figures, says
+    that the run ended and then a signal came ("interrupted after the run"), nothing left undone,
+    exit status 1. It said "the run was stopped before its end" beside a complete run's figures
+    (found by Ctrl-Cs timed at the end of a 20 s kvm-lifecycle run: "ran 20.00 s (limit 20 s)",
+    then "INTERRUPTED: the run was stopped before its end")."""
+    j = tmp_path / "r.json"
+    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.runtime:_Supervisor._receive"],
+                           ["run", "quickstart", "--cpus", "1", "--iterations", "20", "--no-progress", "--json", str(j)])
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "INTERRUPTED: the run ended, then a signal came (Ctrl-C); nothing was left undone" in out, out
+    doc = json.loads(j.read_text())
+    assert doc["interrupted"] is True and doc["not_done"] == [] and doc["counters"][0]["values"]["run steps"] > 0
+    assert doc["host"]["stopped_by"] == "interrupted after the run (Ctrl-C)", doc["host"]
+
+
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
 def test_a_signal_as_the_machine_closes_keeps_the_report(tmp_path: Path, signame: str, what: str) -> None:
     """Ctrl-C or SIGTERM while run_workload closes the machine (after the teardown, before the
