@@ -127,11 +127,12 @@ def test_every_path_the_docs_name_exists() -> None:
 
 def test_readme_counts_the_bug_and_pair_catalogs() -> None:
     """README's status row counts the stress tool's bug catalog and the explorer's pairs, and
-    those whose setup runs a guest on a REC (stress/explore_pairs_rec.py): the counts are
-    written by hand, so a pair or bug added without the README shows here."""
+    those whose setup runs a guest on a REC (stress/explore_pairs_rec.py, explore_pairs_rsi.py):
+    the counts are written by hand, so a pair or bug added without the README shows here."""
     from rmm_mp.stress.bugs import BUGS
     from rmm_mp.stress.explore_pairs import PAIRS
-    with_guest = sum(1 for p in PAIRS.values() if p.setup.__module__ == "rmm_mp.stress.explore_pairs_rec")
+    guest_modules = {"rmm_mp.stress.explore_pairs_rec", "rmm_mp.stress.explore_pairs_rsi"}
+    with_guest = sum(1 for p in PAIRS.values() if p.setup.__module__ in guest_modules)
     readme = (ROOT / "README.md").read_text()
     assert f"a catalog of {len(BUGS)} injectable locking bugs" in readme
     assert f"{len(PAIRS)} pairs of calls ({with_guest} with a REC running a guest)" in readme

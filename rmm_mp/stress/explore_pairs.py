@@ -19,9 +19,12 @@ pairs with the run page below the REC, which lock_two then locks before the REC 
 pairs make it after the REC), among them a REC_ENTER naming its REC's aux granule. Their
 outcomes include views (Prepared.watch) of the REC exit, the REC, REM1, the RIM and a page.
 
-This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands; the setups in
+This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands above; the setups in
 which a REC runs a guest are stress.explore_pairs_rec's, built with stress.explore_guest's kit
-(which also gives those pairs their time slice and overlap rule). It must not write the
+(which also gives those pairs their time slice and overlap rule). PAIRS takes in, after these,
+stress.explore_pairs_rmi's RMI_PAIRS (reads during changes and teardown, a granule two calls
+name) and stress.explore_pairs_rsi's RSI_PAIRS (a guest's RSI call or unprotected access vs
+the host's change of what it uses), which own their setups. It must not write the
 machine's shared memory other than through SMCs and Machine.ns_write.
 """
 
@@ -35,6 +38,8 @@ from rmm_mp.stress.explore_setup import (
     F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, BuiltRealm, prepared, rec_view, ripas_request, rim_view,
 )
 from rmm_mp.stress.explore_guest import GUEST_SLICE, fails_on_running_rec
+from rmm_mp.stress.explore_pairs_rmi import RMI_PAIRS
+from rmm_mp.stress.explore_pairs_rsi import RSI_PAIRS
 from rmm_mp.stress.explore_pairs_rec import (
     affinity_info_complete_vs_cpu_off, cpu_on_vs_rec_enter_target, cpu_on_vs_system_off,
     data_destroy_vs_host_call_completion, data_destroy_vs_store,
@@ -550,4 +555,6 @@ PAIRS: dict[str, Pair] = {p.name: p for p in (
     Pair("rec-enter-aux-run-vs-rec-destroy",
          "REC_ENTER naming an aux granule of its REC (below it) as its run page vs REC_DESTROY of the REC",
          rec_enter_aux_run_vs_rec_destroy, GUEST_SLICE),
+    *RMI_PAIRS,
+    *RSI_PAIRS,
 )}

@@ -56,7 +56,10 @@ NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-
              "rtt-create-vs-rtt-destroy-parent", "rtt-fold-assigned-vs-data-destroy",
              "rtt-create-unfold-vs-data-destroy", "rtt-fold-ns-vs-unmap", "rtt-destroy-vs-rtt-create",
              "init-ripas-vs-data-create", "set-ripas-vs-data-destroy", "realm-destroy-vs-rtt-create",
-             "rtt-destroy-vs-realm-destroy", "realm-destroy-vs-rec-create", "rec-destroy-vs-rec-create-same-granules"]
+             "rtt-destroy-vs-realm-destroy", "realm-destroy-vs-rec-create", "rec-destroy-vs-rec-create-same-granules",
+             "read-entry-vs-rtt-create", "read-entry-vs-rtt-destroy", "read-entry-vs-realm-destroy",
+             "realm-destroy-vs-rec-aux-count", "undelegate-vs-data-create-unknown", "data-create-unknown-vs-undelegate",
+             "init-ripas-vs-rtt-create"]
 
 
 def test_a_call_thread_is_listed_only_once_started() -> None:
@@ -498,6 +501,65 @@ def test_rec_enter_holding_a_reference_before_its_checks_is_reported() -> None:
         "the results of A;B, but the end state differs in: REC 0, REC 1, memory"}
     already_on = [n for n in report.non_serial if dict(n.seen)["REC 0"].startswith("x0=0xfffffffffffffffc")]
     assert already_on and all("runnable=0" in dict(n.seen)["REC 1"] for n in already_on)
+    assert _my_segments() == []
+
+
+GPF_EXIT = "SYNC esr=0x90000028 hpfar=0x80000050"
+"""A data abort exit with DFSC 0x28 (a granule protection fault) at the unprotected page's IPA."""
+
+
+@pytest.mark.parametrize("name, rec", [("unprotected-access-vs-delegate", "A"), ("delegate-vs-unprotected-access", "B")])
+def test_an_unprotected_access_to_a_page_being_delegated_runs_or_exits_with_a_gpf(name: str, rec: str) -> None:
+    """REC_ENTER whose guest stores to an unprotected page, extends REM1, loads from it and stores
+    again, vs DELEGATE of the mapped NS page: DELEGATE succeeds in every outcome; the entry runs
+    to its IRQ exit (delegated after it) or stops with the GPF exit at the first access made
+    after the delegation (the first store, pc 0x20, or the load, pc 0xa8), and the page ends
+    zero (DELEGATE zeroes it; no access reached it after). Both orders are the explorer's."""
+    report = explore(PAIRS[name])
+    assert report.ok, report
+    exits: dict[str, tuple[str, str]] = {}
+    for label, outcome in report.references.items():
+        result = outcome.b if rec == "A" else outcome.a
+        seen = dict(outcome.seen)
+        assert result[0] == RmiStatus.RMI_SUCCESS, (label, outcome)     # type: ignore[index]
+        assert seen["page"] == "00" * 16, (label, seen)
+        pc = seen["REC"].split("pc=")[1].split()[0]
+        exits[label] = (seen[f"{rec}'s exit"], pc)
+    delegate_first = "A;B" if rec == "B" else "B;A"
+    assert exits[delegate_first] == (GPF_EXIT, "0x20")
+    assert set(exits.values()) == {("IRQ", "0xc0"), (GPF_EXIT, "0x20"), (GPF_EXIT, "0xa8")}
+    assert _my_segments() == []
+
+
+@pytest.mark.parametrize("name, rec, fields", [
+    ("ipa-state-get-vs-set-ripas", "REC 1", {"A;B": "x1=0x420000 x2=0x0", "B;A": "x1=0x410000 x2=0x1"}),
+    ("ipa-state-get-vs-data-destroy", "REC", {"A;B": "x1=0x3000 x2=0x1", "B;A": "x1=0x3000 x2=0x2"}),
+    ("measurement-read-vs-extend", "REC 0", {"A;B": "x1=0x0 x2=0x0",
+                                             "B;A": "x1=0x77c203925bf13586 x2=0xb0e8d09cca25a710"}),
+])
+def test_an_rsi_read_sees_the_host_change_whole_or_not_at_all(name: str, rec: str, fields: dict[str, str]) -> None:
+    """An RSI call that reads what the other call changes (IPA_STATE_GET of a range RTT_SET_RIPAS
+    answers another REC's request for, or of a page DATA_DESTROY destroys; MEASUREMENT_READ of
+    the REM1 another REC extends) returns what it returns before the change or after it, in
+    every outcome (its X1 and X2 in the REC's view): never a mix (a run of the RIPAS cut short
+    by a half-made change, a REM partly extended)."""
+    report = explore(PAIRS[name])
+    assert report.ok, report
+    seen = {label: dict(o.seen)[rec].split(" pc=")[0].split(" ", 1)[1] for label, o in report.references.items()}
+    assert {label: seen[label] for label in ("A;B", "B;A")} == fields
+    assert set(seen.values()) == set(fields.values())
+    assert _my_segments() == []
+
+
+@pytest.mark.parametrize("name", ["read-entry-vs-rtt-destroy", "ipa-state-get-vs-rtt-fold"])
+def test_a_walk_that_lets_its_parent_go_first_is_reported_on_reads(name: str) -> None:
+    """walk-unlock-parent-first: RTT_READ_ENTRY (a host read) and RSI_IPA_STATE_GET (a realm's)
+    walk to a level-3 table; RTT_DESTROY or RTT_FOLD, inserted once the walk let the level-2
+    table go, takes the table from under it (an RMM crash), which no serial order gives."""
+    with injected("walk-unlock-parent-first"):
+        report = explore(PAIRS[name], timeout=2.0)
+    assert report.non_serial and not report.serial_trouble
+    assert all(str(n.a).startswith("RmmInternalError") for n in report.non_serial)
     assert _my_segments() == []
 
 
