@@ -310,7 +310,8 @@ _CPU_ON_OR_SYSTEM_OFF = f"""
 """REC 0 asks PSCI_CPU_ON for REC 1 (off: created not runnable), REC 2 calls PSCI_SYSTEM_OFF."""
 
 
-def _cpu_on_realm(machine: Machine, run_below: bool = False) -> tuple[Builder, list[int]]:
+def cpu_on_realm(machine: Machine, run_below: bool = False) -> tuple[Builder, list[int]]:
+    """A realm running _CPU_ON_OR_SYSTEM_OFF (REC 1 off, REC 2 runnable); its RECs 0, 1, 2."""
     b = Builder(machine, runs_below=int(run_below))
     _, recs = guest_realm(b, _CPU_ON_OR_SYSTEM_OFF, rec1=True, rec1_runnable=False, more=((REC2_PC, True),))
     return b, recs
@@ -320,7 +321,7 @@ def system_off_vs_psci_complete(machine: Machine) -> Prepared:
     """REC 0's CPU_ON of REC 1 pending; REC_ENTER of REC 2, whose guest calls PSCI_SYSTEM_OFF, vs
     PSCI_COMPLETE(REC 0, REC 1, SUCCESS): RMI_PSCI_COMPLETE has no realm state condition, so it
     completes the CPU_ON (REC 1 runnable, REC 0's X0 SUCCESS) in every order."""
-    b, (rec0, rec1, rec2) = _cpu_on_realm(machine)
+    b, (rec0, rec1, rec2) = cpu_on_realm(machine)
     exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec2, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),
@@ -331,7 +332,7 @@ def cpu_on_vs_system_off(machine: Machine) -> Prepared:
     """REC_ENTER of REC 0, whose guest calls PSCI_CPU_ON naming REC 1, vs REC_ENTER of REC 2,
     whose guest calls PSCI_SYSTEM_OFF: off first, REC 0's entry fails (RMI_ERROR_REALM, 1) and
     nothing is pending; else REC 0 exits with the CPU_ON pending."""
-    b, (rec0, _, rec2) = _cpu_on_realm(machine)
+    b, (rec0, _, rec2) = cpu_on_realm(machine)
     run0, run2 = b.run_page(), b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec2, run2),
                      (exit_view("A", run0), exit_view("B", run2), rec_view("REC 0", rec0)))
@@ -341,7 +342,7 @@ def cpu_on_vs_rec_enter_target(machine: Machine) -> Prepared:
     """REC_ENTER of REC 0, whose guest calls PSCI_CPU_ON naming REC 1, vs REC_ENTER of REC 1
     (created not runnable): REC 1 is runnable only once the host completes the CPU_ON, so its
     entry fails rec_runnable (RMI_ERROR_REC) in every order."""
-    b, (rec0, rec1, _) = _cpu_on_realm(machine)
+    b, (rec0, rec1, _) = cpu_on_realm(machine)
     run0, run1 = b.run_page(), b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec0, run0), (F.RMI_REC_ENTER, rec1, run1),
                      (exit_view("A", run0), exit_view("B", run1), rec_view("REC 0", rec0), rec_view("REC 1", rec1)))
@@ -494,7 +495,7 @@ def rec_enter_target_vs_psci_complete(machine: Machine, run_below: bool = False)
     bound to fail that held the running reference for a moment made the completion see REC 1
     on (ALREADY_ON), so that REC 1 never started (docs/deviations.md). With ``run_below``, the
     run page lies below the RECs."""
-    b, (rec0, rec1, _) = _cpu_on_realm(machine, run_below)
+    b, (rec0, rec1, _) = cpu_on_realm(machine, run_below)
     exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec1, run), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0),

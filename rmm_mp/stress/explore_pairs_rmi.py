@@ -3,7 +3,8 @@ granule another claims (stress.explore_pairs holds the catalog and takes these p
 RMI_PAIRS): RTT_READ_ENTRY vs RTT_CREATE and RTT_DESTROY of the table below the entry it walks
 to, and vs REALM_DESTROY; read-only calls (REC_AUX_COUNT, FEATURES) during REALM_DESTROY; UNDELEGATE vs
 DATA_CREATE_UNKNOWN of the same granule; RTT_INIT_RIPAS over a range in which RTT_CREATE makes
-a table.
+a table; PSCI_COMPLETE vs REC_DESTROY of its target; RTT_SET_RIPAS vs RTT_FOLD of its table (the
+setups of the last two run a guest to its request; no REC runs in the pair).
 
 This module owns those setups and their Pairs. It must not write the machine's shared memory
 other than through SMCs and Machine.ns_write.
@@ -11,9 +12,14 @@ other than through SMCs and Machine.ns_write.
 
 from __future__ import annotations
 
+from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.machine import Machine
 from rmm_mp.stress.explore import Pair, Prepared
-from rmm_mp.stress.explore_setup import F, G, L2, Builder, prepared, rim_view
+from rmm_mp.stress.explore_guest import exit_must_be
+from rmm_mp.stress.explore_pairs_rec import cpu_on_realm
+from rmm_mp.stress.explore_setup import (
+    F, G, L2, RIPAS_BASE, RIPAS_TOP, Builder, prepared, rec_view, rim_view, ripas_request,
+)
 
 
 def read_entry_vs_rtt_create(machine: Machine) -> Prepared:
@@ -96,6 +102,39 @@ def init_ripas_vs_rtt_create(machine: Machine) -> Prepared:
                      (rim_view(realm),))
 
 
+def _cpu_on_pending(machine: Machine) -> tuple[Builder, int, int]:
+    """REC 0's PSCI_CPU_ON naming REC 1 (created not runnable) pending: the builder, REC 0, REC 1."""
+    b, (rec0, rec1, _) = cpu_on_realm(machine)
+    exit_must_be(b.enter(rec0), RmiRecExitReason.RMI_EXIT_PSCI)
+    return b, rec0, rec1
+
+
+def psci_complete_vs_rec_destroy_target(machine: Machine) -> Prepared:
+    """PSCI_COMPLETE(REC 0, REC 1, SUCCESS) of REC 0's pending CPU_ON vs REC_DESTROY of REC 1,
+    the target (off, so nothing stops its destruction): completed first, REC 1 starts and is
+    then destroyed; destroyed first, the completion fails (its target is no REC) and REC 0 keeps
+    its request pending (REC 0 a view)."""
+    b, rec0, rec1 = _cpu_on_pending(machine)
+    return prepared(b, (F.RMI_PSCI_COMPLETE, rec0, rec1, 0), (F.RMI_REC_DESTROY, rec1), (rec_view("REC 0", rec0),))
+
+
+def rec_destroy_target_vs_psci_complete(machine: Machine) -> Prepared:
+    """The same the other way round: the completion inserted at REC_DESTROY's lock events (REC 1,
+    then each of its aux granules)."""
+    b, rec0, rec1 = _cpu_on_pending(machine)
+    return prepared(b, (F.RMI_REC_DESTROY, rec1), (F.RMI_PSCI_COMPLETE, rec0, rec1, 0), (rec_view("REC 0", rec0),))
+
+
+def set_ripas_vs_rtt_fold(machine: Machine) -> Prepared:
+    """RTT_SET_RIPAS answering a REC's request for RAM over 16 pages of an empty level-3 table vs
+    RTT_FOLD of the table: set first, the table is no longer homogeneous (rtt_homo); folded
+    first, SET_RIPAS's walk ends at level 2 with its range smaller than the block (rtt_walk)."""
+    b = Builder(machine)
+    realm, rec = ripas_request(b)
+    return prepared(b, (F.RMI_RTT_SET_RIPAS, realm.rd, rec, RIPAS_BASE, RIPAS_TOP),
+                     (F.RMI_RTT_FOLD, realm.rd, RIPAS_BASE, 3), (rec_view("REC", rec),))
+
+
 RMI_PAIRS: tuple[Pair, ...] = (
     Pair("read-entry-vs-rtt-create", "RTT_READ_ENTRY of a level-2 entry vs RTT_CREATE of the table below it",
          read_entry_vs_rtt_create),
@@ -112,4 +151,10 @@ RMI_PAIRS: tuple[Pair, ...] = (
          data_create_unknown_vs_undelegate),
     Pair("init-ripas-vs-rtt-create", "RTT_INIT_RIPAS of four level-2 entries vs RTT_CREATE of a table under one",
          init_ripas_vs_rtt_create),
+    Pair("psci-complete-vs-rec-destroy-target", "PSCI_COMPLETE of REC 0's CPU_ON naming REC 1 vs REC_DESTROY of REC 1",
+         psci_complete_vs_rec_destroy_target),
+    Pair("rec-destroy-target-vs-psci-complete", "REC_DESTROY of REC 1 vs PSCI_COMPLETE of REC 0's CPU_ON naming it",
+         rec_destroy_target_vs_psci_complete),
+    Pair("set-ripas-vs-rtt-fold", "RTT_SET_RIPAS of a REC's RIPAS request vs RTT_FOLD of the table it covers",
+         set_ripas_vs_rtt_fold),
 )

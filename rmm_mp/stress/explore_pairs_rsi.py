@@ -2,7 +2,7 @@
 unprotected mapping, meets a host command on what that call or access uses (stress.explore_pairs
 holds the catalog and takes these pairs from RSI_PAIRS): a load and store through an unprotected
 mapping vs DELEGATE of the mapped NS page (a granule protection fault: a REC exit with DFSC
-0x28); a multi-call attestation token copied out (RSI_ATTESTATION_TOKEN_CONTINUE) vs
+0x28), and a store to an unmapped unprotected IPA vs RTT_MAP_UNPROTECTED of a page there; a multi-call attestation token copied out (RSI_ATTESTATION_TOKEN_CONTINUE) vs
 REC_DESTROY of the REC or DATA_DESTROY of the buffer's page; RSI_IPA_STATE_GET vs RTT_SET_RIPAS
 answering another REC's request, DATA_DESTROY and RTT_FOLD of the range it reads; RSI_REALM_CONFIG
 vs DATA_DESTROY of its page; RSI_MEASUREMENT_READ of one REC vs another's RSI_MEASUREMENT_EXTEND. Their outcomes include views of the REC exit, the REC's registers
@@ -74,6 +74,26 @@ def delegate_vs_unprotected_access(machine: Machine) -> Prepared:
     b, _, ns, rec, run = _unprotected_access_realm(machine)
     return prepared(b, (F.RMI_GRANULE_DELEGATE, ns), (F.RMI_REC_ENTER, rec, run),
                      (exit_view("B", run), rec_view("REC", rec), page_view("page", ns)))
+
+
+def store_unprotected_vs_map(machine: Machine) -> Prepared:
+    """REC_ENTER whose guest stores to an unprotected IPA with nothing mapped vs
+    RTT_MAP_UNPROTECTED of an NS page there: mapped first, the store lands and the guest runs to
+    its IRQ exit; else the store exits as an emulatable data abort (ISV, the value in gprs[0])
+    and the page stays zero."""
+    b = Builder(machine)
+    realm, (rec,) = guest_realm(b, f"""
+        mov x1, ={UNPROTECTED_PAGE:#x}
+        mov x2, #0x5a
+        str x2, [x1, #8]
+        b .
+    """)
+    b.tables(realm, UNPROTECTED, 3)
+    ns = b.ns_page()
+    run = b.run_page()
+    return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3,
+                                                      ns | NS_MAP_ATTRS),
+                     (exit_view("A", run), page_view("page", ns)))
 
 
 # -- a multi-call attestation token -------------------------------------------------------------
@@ -240,6 +260,8 @@ RSI_PAIRS: tuple[Pair, ...] = (
     Pair("delegate-vs-unprotected-access",
          "DELEGATE of a mapped NS page vs REC_ENTER whose guest stores to, then loads from it",
          delegate_vs_unprotected_access, GUEST_SLICE),
+    Pair("store-unprotected-vs-map", "REC_ENTER whose guest stores to an unmapped unprotected IPA vs RTT_MAP_UNPROTECTED "
+         "of a page there", store_unprotected_vs_map, GUEST_SLICE),
     Pair("token-continue-vs-rec-destroy",
          "REC_ENTER copying an attestation token out (CONTINUE, a chunk a call) vs REC_DESTROY of the REC",
          token_continue_vs_rec_destroy, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),

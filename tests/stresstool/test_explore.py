@@ -59,7 +59,8 @@ NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-
              "rtt-destroy-vs-realm-destroy", "realm-destroy-vs-rec-create", "rec-destroy-vs-rec-create-same-granules",
              "read-entry-vs-rtt-create", "read-entry-vs-rtt-destroy", "read-entry-vs-realm-destroy",
              "realm-destroy-vs-rec-aux-count", "undelegate-vs-data-create-unknown", "data-create-unknown-vs-undelegate",
-             "init-ripas-vs-rtt-create"]
+             "init-ripas-vs-rtt-create", "psci-complete-vs-rec-destroy-target", "rec-destroy-target-vs-psci-complete",
+             "set-ripas-vs-rtt-fold"]
 
 
 def test_a_call_thread_is_listed_only_once_started() -> None:
