@@ -10,8 +10,9 @@ as `rmm-mp stress` installs them in each CPU process, and then:
   RTT_CREATE, INIT_RIPAS, DATA_CREATE, DATA_CREATE_UNKNOWN, DATA_DESTROY, RTT_FOLD,
   MAP_UNPROTECTED, REC_CREATE, REALM_ACTIVATE ...) and each of its fixed SCENARIOS replayed,
   successes and failures, every RMI command with locks among them;
-- a guest realm makes every realm call that takes a lock (and the host completes the host call
-  and the RIPAS change), then the realm is destroyed.
+- a guest realm makes every realm call that takes a lock (and the host completes the host call,
+  after moving the realm's TLB generation so the completion takes its locked walk, and the
+  RIPAS change), then the realm is destroyed.
 
 A finding of either checker, or a cycle in the lock-class graph, fails the test. The checkers
 see one CPU only: a rule broken on a path these calls do not take is not found here (the
@@ -26,11 +27,12 @@ from typing import Iterator
 import pytest
 
 from footprint import Snapshot
-from realm_guests import CODE, EMPTY_IPA, Guest, copy_loop, extend_code, init_code
+from realm_guests import CODE, EMPTY_IPA, UNPROTECTED, Guest, copy_loop, extend_code, init_code
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RmiRecExitReason
-from rmm_mp.rmm import rsi_dispatch
+from rmm_mp.rmm import realm_run, rsi_dispatch
+from rmm_mp.rmm.realm_call import RealmCall, RealmPage
 from rmm_mp.stress import instrument, lockdep, ownership
 from rmm_mp.stress.probe import Held, Probe
 import test_fuzz_rmi
@@ -157,12 +159,24 @@ one, the walk's failure path), then the host call and a RIPAS change the host co
 SYSTEM_OFF."""
 
 
-def test_realm_calls_keep_the_locking_rules() -> None:
+def test_realm_calls_keep_the_locking_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     """A guest realm runs PROGRAM under the lock-order and ownership checkers, on CPU 0: the
-    host call exit, the RIPAS change exit (carried out by RMI_RTT_SET_RIPAS), then the PSCI
-    exit of SYSTEM_OFF; the realm is then destroyed. No finding, no cycle between lock
-    classes, and every realm call whose lock sequence is not "none" seen taking a lock."""
+    host call exit, after which the host maps and unmaps an unprotected page (the unmap moves
+    the realm's TLB generation, so the host call's completion at the next entry takes its
+    locked walk, counted out, rather than the lock-free copy), the RIPAS change exit (carried
+    out by RMI_RTT_SET_RIPAS), then the PSCI exit of SYSTEM_OFF; the realm is then destroyed.
+    No finding (a lock taken counted in as executing the realm among them), no cycle between
+    lock classes, every realm call whose lock sequence is not "none" seen taking a lock, and
+    the completion's locked walk made once."""
     exits = []
+    completion_walks: list[int] = []
+    walk = realm_run.lock_realm_page
+
+    def counted_walk(call: RealmCall, ipa: int) -> RealmPage:
+        completion_walks.append(ipa)
+        return walk(call, ipa)
+
+    monkeypatch.setattr(realm_run, "lock_realm_page", counted_walk)
     with Machine.create("host", cpus=1) as m:
         probe, seen = _checked(m)
         try:
@@ -170,6 +184,9 @@ def test_realm_calls_keep_the_locking_rules() -> None:
                 for _ in range(3):
                     x0, ex = g.enter()
                     exits.append((x0, ex["exit_reason"]))
+                    if ex["exit_reason"] == RmiRecExitReason.RMI_EXIT_HOST_CALL:
+                        g.map_unprotected(UNPROTECTED + 0x1000)
+                        assert g.smc(F.RMI_RTT_UNMAP_UNPROTECTED, g.realm.rd, UNPROTECTED + 0x1000, 3)[0] == SUCCESS
                     if ex["exit_reason"] == RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE:
                         args = (g.realm.rd, g.rec_pa(0), ex["ripas_base"], ex["ripas_top"])
                         assert g.smc(F.RMI_RTT_SET_RIPAS, *args)[0] == SUCCESS
@@ -177,6 +194,7 @@ def test_realm_calls_keep_the_locking_rules() -> None:
             instrument.uninstall(probe)
     assert exits == [(SUCCESS, RmiRecExitReason.RMI_EXIT_HOST_CALL), (SUCCESS, RmiRecExitReason.RMI_EXIT_RIPAS_CHANGE),
                      (SUCCESS, RmiRecExitReason.RMI_EXIT_PSCI)]
+    assert len(completion_walks) == 1, completion_walks
     assert _problems(probe) == []
     locking = {name for name, (sequence, _) in rsi_dispatch.lock_sequences().items() if not sequence.startswith("none")}
     realm_calls = {call.split("realm call ")[1] for call in seen if "realm call " in call}
