@@ -314,6 +314,13 @@ PLATFORM_RANGE = re.compile(r"(\d+(?:\^\d+)?)\.\.(\d+(?:\^\d+)?)")
 """An integer range of a platforms.md "accepted" cell: `1..256`, `1..10^9`."""
 
 
+PLATFORM_RANGED_KEYS = {"cpus", "rec_time_slice", "s2sz", "pmu_counters", "breakpoints", "watchpoints",
+                        "gic_list_registers", "max_recs_order"}
+"""The keys whose "accepted" cell gives an integer range the scan must find."""
+PLATFORM_DEFAULTED_KEYS = {"rec_time_slice", "max_recs_order", "vmid_bits"}
+"""The optional keys whose cell ends with their default, `; N`."""
+
+
 def _platform_rows() -> list[tuple[str, str]]:
     """(key, accepted cell) of each row of docs/platforms.md's top-level and [features] tables."""
     text = (ROOT / "docs" / "platforms.md").read_text()
@@ -333,7 +340,8 @@ def test_platform_doc_ranges_and_defaults_are_the_loaders() -> None:
     beyond either end is refused naming the key, and without the key the platform has the
     default. The doc once said the DRAM size was any positive multiple of 4 KiB, leaving out
     the 1 MiB minimum the loader holds to (found by a docs audit); a range written by hand
-    drifts the same way."""
+    drifts the same way. Each key of PLATFORM_RANGED_KEYS and PLATFORM_DEFAULTED_KEYS must be
+    found by the scan: a cell reworded out of its pattern fails rather than going unchecked."""
     from rmm_mp.hw import platform as platforms
     from rmm_mp.hw.tomlsrc import ConfigError
     host = (ROOT / "platform" / "host.toml").read_text()
@@ -346,13 +354,13 @@ def test_platform_doc_ranges_and_defaults_are_the_loaders() -> None:
     def value_of(plat: platforms.Platform, key: str) -> object:
         return getattr(plat, key) if hasattr(plat, key) else getattr(plat.features, key)
 
-    checked, wrong = 0, []
+    ranged, defaulted, wrong = set(), set(), []
     for key, accepted in _platform_rows():
         span = PLATFORM_RANGE.search(accepted)
         if span is not None and "multiple of" not in accepted[:span.start()]:
+            ranged.add(key)
             lo, hi = _number(span[1]), _number(span[2])
             for value, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
-                checked += 1
                 try:
                     loaded = value_of(platforms.parse(with_key(key, value), "host.toml"), key)
                 except ConfigError as exc:
@@ -363,11 +371,14 @@ def test_platform_doc_ranges_and_defaults_are_the_loaders() -> None:
                         wrong.append(f"{key} = {value}: loaded as {loaded!r}, the doc gives {accepted!r}")
         default = re.search(r"; (\d+)$", accepted)
         if default is not None:
-            checked += 1
+            defaulted.add(key)
             loaded = value_of(platforms.parse(with_key(key, None), "host.toml"), key)
             if loaded != int(default[1]):
                 wrong.append(f"{key} absent: {loaded!r}, the doc's default is {default[1]}")
-    assert checked > 30, "the scan finds the tables' ranges"
+    # Key by key, so that one cell reworded out of the patterns ("2 to 64", "; default 10") is
+    # not skipped in silence: a count of checks let one through.
+    assert ranged >= PLATFORM_RANGED_KEYS, f"no lo..hi range found for {sorted(PLATFORM_RANGED_KEYS - ranged)}"
+    assert defaulted >= PLATFORM_DEFAULTED_KEYS, f"no '; N' default for {sorted(PLATFORM_DEFAULTED_KEYS - defaulted)}"
     assert not wrong, wrong
 
 
