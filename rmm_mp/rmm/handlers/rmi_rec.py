@@ -5,8 +5,8 @@ This module owns a REC's life as the host sees it: creation with its auxiliary g
 destruction, and entry up to the point where the realm runs (rmm.realm_run owns the run itself).
 
 Refcounts (granule_state): the RD's counts the realm's RECs; REC_CREATE adds one under the RD
-lock, REC_DESTROY takes it away after releasing the REC, without the RD lock (atomically, so a
-transiently high count is possible and harmless: REALM_DESTROY then refuses). A REC's refcount is
+lock, REC_DESTROY takes it away while still holding the REC, without the RD lock (atomically,
+so a transiently high count is possible and harmless: REALM_DESTROY then refuses). A REC's refcount is
 its running flag: REC_ENTER sets it under the REC lock, releases the lock, and owns the REC
 through that reference until it drops it (atomically, without the lock) after the exit is
 written. rec_count (the next REC index) only grows: indices are never reused.
