@@ -299,13 +299,26 @@ def test_readme_python_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_acs_coverage_doc_names_tests_that_exist() -> None:
     """docs/acs.md maps the Arm RMM ACS's tests to rmm-mp's: every `test_*` it names is a test
-    function defined under tests/rmm/, so renaming or removing one that the coverage table
-    names fails here instead of leaving the table pointing at nothing."""
-    defined = {name for path in (ROOT / "tests" / "rmm").glob("test_*.py")
-               for name in re.findall(r"^def (test_\w+)\(", path.read_text(), re.MULTILINE)}
-    named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "acs.md").read_text()))
-    assert len(named) > 30, "the scan finds the doc's test names"
-    assert named <= defined, sorted(named - defined)
+    function defined in the file under tests/rmm/ the doc names before it (in the same table
+    row, or earlier in the same paragraph), and every file it names exists, so renaming,
+    removing or moving one that the coverage table names fails here instead of leaving the
+    table pointing at nothing or at the wrong file."""
+    defined = {path.name: set(re.findall(r"^def (test_\w+)\(", path.read_text(), re.MULTILINE))
+               for path in (ROOT / "tests" / "rmm").glob("test_*.py")}
+    named, wrong = 0, []
+    for paragraph in re.split(r"\n(?=\||#)|\n\n", (ROOT / "docs" / "acs.md").read_text()):
+        file = None
+        for token in re.findall(r"`([^`]+)`", paragraph):
+            if re.fullmatch(r"(tests/rmm/)?test_\w+\.py", token):
+                file = token.rsplit("/", 1)[-1]
+                if file not in defined:
+                    wrong.append(f"{token}: no such file under tests/rmm/")
+            elif re.fullmatch(r"test_\w+", token):
+                named += 1
+                if file is None or token not in defined.get(file, set()):
+                    wrong.append(f"{token}: not defined in {file}")
+    assert named > 30, "the scan finds the doc's test names"
+    assert not wrong, wrong
 
 
 # -- ranges and defaults docs/platforms.md gives ------------------------------------------------
