@@ -28,6 +28,7 @@ from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import cpustate, run, spec
 from rmm_mp.workload import resolve as resolving
 from rmm_mp.workload.resolve import Workload, resolve
+from rmm_mp.workload.realms import Finished
 
 ROOT = Path(__file__).resolve().parents[2]
 DRAM_BASE = 0x8000_0000
@@ -112,8 +113,8 @@ def test_rebuild_on_a_fragmented_allocator(tmp_path: Path, monkeypatch: pytest.M
         alloc = NsAllocator(m, 0)
         real_reap = cpustate.Host.reap
 
-        def reap_then_fragment(self: cpustate.Host, key: tuple[int, int]) -> None:
-            real_reap(self, key)
+        def reap_then_fragment(self: cpustate.Host, key: tuple[int, int]) -> Finished:
+            done = real_reap(self, key)
             taken = []
             while True:
                 try:
@@ -125,6 +126,7 @@ def test_rebuild_on_a_fragmented_allocator(tmp_path: Path, monkeypatch: pytest.M
                     alloc.free(pa)
             with pytest.raises(OutOfGranules):
                 alloc.alloc(16, 16)
+            return done
 
         monkeypatch.setattr(cpustate.Host, "reap", reap_then_fragment)
         result = run_cpu0(m, w)
