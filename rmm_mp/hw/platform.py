@@ -2,9 +2,9 @@
 
 A platform is a TOML file (platform/NAME.toml in the repository, shipped in the package as
 rmm_mp/platforms/). Loading validates every key before anything is created; an error names the
-file, the line (of the key, or of its table when the key is missing; none for a missing
-top-level key), the key, the value and what was expected (ConfigError, a ValueError). A key
-TOML allows only quoted (``"a[b]" = 1``, ``"" = 1``) is named quoted, as the file writes it.
+file, the line (of the key, or of its table when the key is missing, or of the array a region
+written inline is in; none for a missing top-level key), the key, the value and what was
+expected (ConfigError, a ValueError). A key TOML allows only quoted (``"a[b]" = 1``, ``"" = 1``) is named quoted, as the file writes it.
 A Platform object built in Python gets the same checks through ``check`` (Machine.create calls
 it), as the file it would be.
 
@@ -253,6 +253,11 @@ class _Validator:
         parts = key_path_parts(key)
         if line is None and len(parts) > 1:
             line = locate(self.text, ".".join(parts[:-1]))
+        if line is None and (indexed := re.fullmatch(r"(mmio|secure)\[\d+\]", parts[0])):
+            # The regions as an inline array (`mmio = [{ base = ..., size = ... }]`) have no
+            # [[mmio]] header to find: the line that sets the array, as for a missing key its
+            # table's header.
+            line = locate(self.text, indexed.group(1))
         return ConfigError(self.source, key, value, expected, line)
 
     def keys(self, table: dict[str, Any], prefix: str, allowed: set[str], required: set[str]) -> None:

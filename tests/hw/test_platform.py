@@ -592,3 +592,27 @@ def test_region_name_that_is_not_printable(tmp_path: Path) -> None:
     assert (info.value.key, info.value.line) == ("mmio[0].name", _line_of(text, r'name = "ua')), str(info.value)
     assert info.value.expected == "one line of printable text (character 3, U+001B, is not printable)"
     assert load("host").mmio[0].name == "uart" and load("host").secure[0].name == "tzc-carveout"
+
+
+@pytest.mark.parametrize("regions, key", [
+    ('mmio = [{ name = "uart", base = 0x1C09_0100, size = "64 KiB" }]', "mmio[0].base"),
+    ("mmio = [5]", "mmio[0]"),
+    ('mmio = [{ base = 0x1C09_0000, size = "64 KiB" },\n        { base = 0x1C09_8000, size = "64 KiB" }]',
+     "mmio[1].base"),
+    ('mmio = [{ base = 0x1C09_0000, size = "64 KiB" }]\nsecure = [{ base = 0x83F0_0000 }]', "secure[0].size"),
+], ids=["unaligned", "not-a-table", "overlap", "missing-size"])
+def test_region_array_written_inline_names_its_line(tmp_path: Path, regions: str, key: str) -> None:
+    """[[mmio]] and [[secure]] written as an inline array of inline tables (`mmio = [{ base =
+    ..., size = ... }]`, TOML the loader accepts) with a mistake in one element: the error names
+    the line where the array is set (it gave no line at all: only [[mmio]] headers were
+    looked for), as a missing key's error names its table's header."""
+    text = re.sub(r"(?ms)^\[\[(mmio|secure)\]\].*?(?=^\[[a-z])", "", HOST_TOML.read_text())
+    text = text.replace("[dram]", f"{regions}\n\n[dram]", 1)
+    path = tmp_path / "inline.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    err = info.value
+    array = key.split("[")[0]
+    assert (err.key, err.line) == (key, _line_of(text, rf"{array} = \[")), str(err)
+    assert str(err).startswith(f"{path}:{err.line}: {key} = "), str(err)
