@@ -1,12 +1,13 @@
 """Click parameter types and checks the subcommands share.
 
-Owns only option parsing (a NaN-refusing FloatRange; the refusal of options beside a listing
+Owns only option parsing (a NaN-refusing FloatRange, and one that keeps an integer exact; the refusal of options beside a listing
 flag); nothing here touches a machine.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import click
@@ -30,6 +31,22 @@ class FloatRange(click.FloatRange):
         if not low:
             return f"x{high}"
         return f"{low}x{high}" if high else f"x{'>' if self.min_open else '>='}{self.min}"
+
+
+class StepsOrSeconds(click.FloatRange):
+    """click.FloatRange that keeps a value typed as a decimal integer an exact int: a count of
+    steps up to 2^64 - 1 read as a float lost its low bits (2^53 + 1 became 2^53), and 2^64 - 1
+    itself became 2^64, past the bound. A value with a point or an exponent is a float, as
+    before; so is an integer of more than 30 digits (past every bound, and past what the
+    error can show as typed)."""
+
+    _INTEGER = re.compile(r"\s*\+?[0-9]{1,30}\s*", re.ASCII)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)       # the range check, on the float
+        if isinstance(value, str) and self._INTEGER.fullmatch(value):
+            return int(value)
+        return number
 
 
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import FloatRange, refuse_beside_listing
+from rmm_mp.clitypes import FloatRange, StepsOrSeconds, refuse_beside_listing
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
@@ -121,7 +121,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--checkers", default=None,
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
                    "operations alone, e.g. to measure what the checkers cost).")
-@click.option("--quiescent-every", type=click.FloatRange(min=0), default=None,
+@click.option("--quiescent-every", type=StepsOrSeconds(min=0), default=None,
               help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
                    "seconds (free-running, default 2); 0 for none but the check at the end of the run. "
                    "Without the invariants checker in --checkers there is no check at all, not even at the "
@@ -418,6 +418,12 @@ def _brief(report: StressReport) -> str:
     return f"{f.headline()[:100]}" if f is not None else "no finding"
 
 
+def _typed(number: float) -> str:
+    """An option's number as typed: an integer (StepsOrSeconds keeps one exact) in full, as
+    ``:g`` would show 2^64 as 1.84467e+19; a float as ``:g`` (1e+20, inf, nan)."""
+    return str(number) if isinstance(number, int) else f"{number:g}"
+
+
 def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
             pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
             replay: str | None, trace_path: str | None) -> tuple[StressConfig, tuple[Finding, ...] | None]:
@@ -433,12 +439,14 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
     if quiescent_every is None:
         quiescent_every = 2000 if det else 2.0
     elif every_problem := quiescent_every_problem(quiescent_every, det):
-        raise ValueError(f"--quiescent-every = {quiescent_every:g}: {every_problem}")     # named as typed
+        raise ValueError(f"--quiescent-every = {_typed(quiescent_every)}: {every_problem}")
     elif quiescent_every and "invariants" not in chosen:
         # A quiescent point exists to run the invariant checker: without it the option does nothing.
-        raise ValueError(f"--quiescent-every = {quiescent_every:g}: quiescent points run the invariant checker, "
+        raise ValueError(f"--quiescent-every = {_typed(quiescent_every)}: quiescent points run the invariant checker, "
                          f"which this run's checkers ({', '.join(chosen) or 'none'}) leave out; add invariants "
                          "to --checkers, or leave --quiescent-every out")
+    if not det:
+        quiescent_every = float(quiescent_every)      # seconds (an integer typed is read exactly, for steps)
     if schedule == "pct" and (depth_problem := pct_depth_problem(pct_depth, steps)):
         raise ValueError(f"--pct-depth = {pct_depth} with --steps = {steps}: {depth_problem}")
     return StressConfig(

@@ -303,6 +303,33 @@ def test_a_quiescent_interval_past_a_u64_is_refused(value: str, message: str) ->
     StressConfig(schedule="random", quiescent_every=U64)
 
 
+@pytest.mark.parametrize("value, steps", [(str(U64), U64), ("9007199254740993", 2**53 + 1), (" 2001 ", 2001),
+                                          ("+7", 7)])
+def test_a_quiescent_interval_in_steps_is_read_exactly(monkeypatch: pytest.MonkeyPatch, value: str, steps: int) -> None:
+    """A deterministic run's interval is a whole number of steps, up to a u64: typed as an
+    integer it reaches the run as that integer. It was read as a float, so the largest one the
+    error names (2^64 - 1) was refused ("--quiescent-every = 1.84467e+19: ... expected at most
+    18446744073709551615 steps"), and 2^53 + 1 became 2^53 without a word."""
+    seen: list[float] = []
+
+    def record(config: StressConfig, **kwargs: object) -> None:
+        seen.append(config.quiescent_every)
+        raise SystemExit(0)
+    monkeypatch.setattr(stress_cli, "run", record)
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--steps", "50", "--quiescent-every", value])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert seen == [steps] and type(seen[0]) is int
+
+
+def test_a_quiescent_interval_past_a_u64_is_named_as_typed() -> None:
+    """2^64 steps typed as an integer is refused showing that integer, not its float
+    (1.84467e+19, which reads as the largest value the same message allows)."""
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--steps", "50", "--quiescent-every", str(U64 + 1)])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert (f"Error: --quiescent-every = {U64 + 1}: a deterministic run checks every N steps; expected at most "
+            f"{U64} steps (0 for no checks)") in res.output, res.output
+
+
 @pytest.mark.parametrize("args", [["--seconds", "nan"], ["--schedule", "random", "--seconds", "nan"]])
 def test_a_nan_duration_is_refused_naming_the_option(args: list[str]) -> None:
     """click's FloatRange lets `--seconds nan` through (no comparison with nan is true):
