@@ -1,0 +1,131 @@
+"""Odd values for every numeric and path option of each subcommand: 0, -1, past 64 bits, not a
+number, an empty string, a directory, a path in a place nothing can be written (/proc) and one
+that does not exist. Each is a usage error (exit 2) naming the option and the value as typed,
+with no traceback, no shared memory and no file left behind. test_run.py, test_cli.py,
+stresstool/test_stress_cli.py and attest/test_attest_cli.py test the values each option has a
+story for; this is the sweep over the classes of bad value, in-process (click's runner), none
+of which may reach a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rmm_mp.cli import main
+from rmm_mp.hw import segment
+
+U64 = 2**64 - 1
+RUN = ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"]
+SHOW = ["workloads", "show", "quickstart"]
+STRESS = ["stress", "lifecycle", "--schedule", "random", "--steps", "50"]
+
+# (id, arguments, what the message must hold: the option and the value as typed)
+CASES = [
+    # run and workloads show: numbers out of range, past 64 bits, and not numbers at all
+    ("run-cpus-0", [*RUN, "--cpus", "0"], "--cpus = 0: expected"),
+    ("run-cpus-minus-1", [*RUN, "--cpus", "-1"], "--cpus = -1: expected"),
+    ("run-seconds-0", ["run", "quickstart", "--seconds", "0"], "--seconds = 0.0: expected"),
+    ("run-seconds-minus-1", ["run", "quickstart", "--seconds", "-1"], "--seconds = -1.0: expected"),
+    ("run-seconds-inf", ["run", "quickstart", "--seconds", "inf"], "--seconds = inf: expected"),
+    ("run-seconds-past-a-float", ["run", "quickstart", "--seconds", "1e400"], "--seconds = inf: expected"),
+    ("run-iterations-0", ["run", "quickstart", "--iterations", "0"], "--iterations = 0: expected"),
+    ("run-iterations-past-u64", ["run", "quickstart", "--iterations", str(U64 + 1)],
+     f"--iterations = {U64 + 1} (0x10000000000000000): expected"),
+    ("run-seed-minus-1", [*RUN, "--seed", "-1"], "--seed = -1: expected"),
+    ("run-seed-past-u64", [*RUN, "--seed", str(U64 + 1)], f"--seed = {U64 + 1} (0x10000000000000000): expected"),
+    ("run-cpus-not-a-number", [*RUN, "--cpus", "four"], "Invalid value for '--cpus': 'four' is not a valid integer"),
+    ("run-seed-empty", [*RUN, "--seed", ""], "Invalid value for '--seed': '' is not a valid integer"),
+    ("run-seconds-hex", ["run", "quickstart", "--seconds", "0x10"], "Invalid value for '--seconds': '0x10'"),
+    ("show-iterations-minus-1", [*SHOW, "--iterations", "-1"], "--iterations = -1: expected"),
+    ("show-seconds-0", [*SHOW, "--seconds", "0"], "--seconds = 0.0: expected"),
+    ("show-cpus-past-u64", [*SHOW, "--cpus", str(U64 + 1)], f"--cpus = {U64 + 1} (0x10000000000000000): expected"),
+    # run: paths that are empty, a directory, unwritable or missing
+    ("run-json-empty", [*RUN, "--json", ""], "--json = '': expected a file that can be written"),
+    ("run-csv-directory", [*RUN, "--csv", "{tmp}"], "Invalid value for '--csv': File '{tmp}' is a directory"),
+    ("run-plot-in-proc", [*RUN, "--plot", "/proc/rmm-mp.png"], "--plot = '/proc/rmm-mp.png': expected a file that "
+                                                               "can be written"),
+    ("run-trace-empty", [*RUN, "--trace", ""], "--trace = '': expected a file that can be written"),
+    ("run-save-tokens-empty", [*RUN, "--save-tokens", ""], "--save-tokens = '': expected a directory that exists or "
+                                                           "can be created"),
+    ("run-save-tokens-in-proc", [*RUN, "--save-tokens", "/proc/rmm-mp-tokens"],
+     "--save-tokens = '/proc/rmm-mp-tokens': expected a directory that exists or can be created"),
+    ("run-save-tokens-a-file", [*RUN, "--save-tokens", "/dev/null"],
+     "--save-tokens = '/dev/null': expected a directory that exists or can be created"),
+    ("run-platform-empty", [*RUN, "--platform", ""], "--platform = '': expected a bundled platform"),
+    ("run-platform-directory", [*RUN, "--platform", "{tmp}"], "--platform = '{tmp}': expected a regular platform file "
+                                                              "that exists (it is a directory)"),
+    ("run-platform-missing", [*RUN, "--platform", "{tmp}/no.toml"], "--platform = '{tmp}/no.toml': expected a regular "
+                                                                    "platform file that exists (no such file)"),
+    ("show-workload-empty", ["workloads", "show", ""], "WORKLOAD = '': expected a bundled workload"),
+    ("platform-show-empty", ["platform", "show", ""], "NAME = '': expected a bundled platform"),
+    ("platform-show-missing", ["platform", "show", "/proc/no.toml"], "NAME = '/proc/no.toml': expected a regular "
+                                                                     "platform file that exists (no such file)"),
+    # stress: numbers below, above and past 64 bits, and paths
+    ("stress-cpus-0", [*STRESS, "--cpus", "0"], "Invalid value for '--cpus': 0 is not in the range 2<=x<=64"),
+    ("stress-seed-past-u64", [*STRESS, "--seed", str(U64 + 1)],
+     f"Invalid value for '--seed': {U64 + 1} is not in the range 0<=x<={U64}"),
+    ("stress-steps-0", ["stress", "lifecycle", "--schedule", "random", "--steps", "0"],
+     "Invalid value for '--steps': 0 is not in the range 1<=x<=100000000"),
+    ("stress-steps-not-a-number", ["stress", "lifecycle", "--schedule", "random", "--steps", "1.5"],
+     "Invalid value for '--steps': '1.5' is not a valid integer"),
+    ("stress-pct-depth-0", ["stress", "lifecycle", "--schedule", "pct", "--pct-depth", "0"],
+     "Invalid value for '--pct-depth': 0 is not in the range 1<=x<=64"),
+    ("stress-seconds-minus-1", ["stress", "lifecycle", "--seconds", "-1"],
+     "Invalid value for '--seconds': -1.0 is not in the range 0<x<=86400"),
+    ("stress-seconds-empty", ["stress", "lifecycle", "--seconds", ""], "Invalid value for '--seconds': ''"),
+    ("stress-replay-directory", ["stress", "--replay", "{tmp}"], "Invalid value for '--replay': File '{tmp}' is a "
+                                                                 "directory"),
+    ("stress-replay-missing", ["stress", "--replay", "{tmp}/no.json"], "Invalid value for '--replay': File "
+                                                                       "'{tmp}/no.json' does not exist"),
+    ("stress-json-in-proc", [*STRESS, "--json", "/proc/rmm-mp.json"], "--json = '/proc/rmm-mp.json': expected a file "
+                                                                      "that can be written"),
+    ("stress-trace-empty", [*STRESS, "--trace", ""], "--trace = '': expected a file that can be written"),
+    ("stress-save-schedule-directory", [*STRESS, "--save-schedule", "{tmp}"],
+     "Invalid value for '--save-schedule': File '{tmp}' is a directory"),
+    # check, explore: seconds out of range, and their JSON paths
+    ("check-wait-minus-1", ["check", "rmm-mp-1-0badc0de", "--wait", "-1"],
+     "Invalid value for '--wait': -1.0 is not in the range x>=0"),
+    ("check-json-in-proc", ["check", "rmm-mp-1-0badc0de", "--json", "/proc/rmm-mp.json"],
+     "--json = '/proc/rmm-mp.json': expected a file that can be written"),
+    ("check-json-directory", ["check", "rmm-mp-1-0badc0de", "--json", "{tmp}"],
+     "Invalid value for '--json': File '{tmp}' is a directory"),
+    ("explore-timeout-0", ["explore", "--timeout", "0"], "Invalid value for '--timeout': 0.0 is not in the range "
+                                                         "0.1<=x<=3600"),
+    ("explore-timeout-past-a-float", ["explore", "--timeout", "1e400"], "Invalid value for '--timeout': inf is not "
+                                                                        "in the range 0.1<=x<=3600"),
+    ("explore-json-empty", ["explore", "--json", ""], "--json = '': expected a file that can be written"),
+    # attest: a directory or nothing for a file, an empty hex value
+    ("attest-token-directory", ["attest", "inspect", "{tmp}"], "Invalid value for 'TOKEN': File '{tmp}' is a "
+                                                               "directory"),
+    ("attest-token-empty", ["attest", "verify", ""], "Invalid value for 'TOKEN': File '' does not exist"),
+    ("attest-key-directory", ["attest", "verify", "/etc/hostname", "--platform-key", "{tmp}"],
+     "Invalid value for '--platform-key': File '{tmp}' is a directory"),
+    ("attest-challenge-empty", ["attest", "verify", "/etc/hostname", "--challenge", ""],
+     "Invalid value for '--challenge': '' is empty; expected"),
+]
+
+
+def _no_segments_of(pid: int) -> bool:
+    return not [m for m in segment.list_machines() if m.creator_pid == pid]
+
+
+@pytest.mark.parametrize("args, shown", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_an_odd_option_value_is_a_usage_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       args: list[str], shown: str) -> None:
+    """One odd value (0, -1, past 64 bits, not a number, empty, a directory, a path under /proc
+    or one that does not exist) for one option: exit 2, the message names the option and the
+    value as typed, no traceback; nothing is created in the working directory and no shared
+    memory is left."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert shown.replace("{tmp}", str(tmp_path)) in result.output, result.output
+    assert "Traceback" not in result.output
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert _no_segments_of(os.getpid())
