@@ -42,11 +42,14 @@ _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 class ConfigError(ValueError):
     """A value in a TOML file (or an argument standing in for one) is not acceptable.
 
-    The message names the file, the line when known, the key, the value and what was expected.
+    The message names the file (shown_source: escaped when its path holds a character that is
+    not printable), the line when known, the key, the value and what was expected.
     """
 
     def __init__(self, source: str, key: str, value: object, expected: str, line: int | None = None) -> None:
-        where = f"{source}:{line}" if line else source
+        # The file is named as it is, unless a character in its path would act on the terminal
+        # (ESC, a newline): then as a TOML string with escapes, as a value is (shown_source).
+        where = f"{shown_source(source)}:{line}" if line else shown_source(source)
         shown = _show(value)
         # A key is shown as the file writes it, and a quoted one may be as long as its line:
         # abbreviated as a value is, or a pasted key buries the message as a pasted value did.
@@ -56,6 +59,14 @@ class ConfigError(ValueError):
         self.value = value
         self.expected = expected
         self.line = line
+
+
+def shown_source(source: str) -> str:
+    """``source`` (a file's path, "command line", ...) as an error names it: as it is when it is
+    one line of printable text, else as a TOML basic string whose escapes show each character
+    that is not (a path holding ESC [2J cleared the terminal, and the rest of the message
+    named a path that was not the file's)."""
+    return source if not_one_printable_line(source) is None else basic_string(source)
 
 
 def _show(value: object) -> str:

@@ -616,3 +616,22 @@ def test_region_array_written_inline_names_its_line(tmp_path: Path, regions: str
     array = key.split("[")[0]
     assert (err.key, err.line) == (key, _line_of(text, rf"{array} = \[")), str(err)
     assert str(err).startswith(f"{path}:{err.line}: {key} = "), str(err)
+
+
+def test_a_file_name_with_a_control_character_is_shown_escaped(tmp_path: Path) -> None:
+    """A mistake in a platform file whose path holds ESC (a directory named by a paste, say)
+    names the file as a TOML string with the escape ("...\\u001B[2J.../bad.toml":LINE), as
+    values are shown: printed raw, ESC [2J cleared the terminal and the rest of the path was
+    not what the message said. A printable path is shown as it is."""
+    odd = tmp_path / "a\x1b[2Jb"
+    odd.mkdir()
+    path, text = _write_bad(odd, r"cpus = 4", "cpus = 0")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    message = str(info.value)
+    assert "\x1b" not in message, repr(message)
+    assert message.startswith(f'"{tmp_path}/a\\u001B[2Jb/bad.toml":{_line_of(text, "cpus = 0")}: cpus = 0: '), message
+    assert info.value.source == str(path)       # the attribute is the path itself
+    plain, _ = _write_bad(tmp_path, r"cpus = 4", "cpus = 0")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(plain))}:\d+: cpus = 0: "):
+        load(plain)
