@@ -423,17 +423,24 @@ def _report(machine: Machine, seg: StressSegment, config: StressConfig, result: 
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
                     for f in result.failures if not f.on_request and f not in waited and f not in starting)
     killed = [f for f in result.failures if f.on_request]
-    # An interrupt that cut the start-up short leaves a "not done" line per CPU still starting;
-    # this one says how far the start-up had come, so that a run that seemed to hang tells a
-    # slow start-up (most of the CPUs ready) from one that never got going.
+    # The CPUs killed while they were still starting up (never READY: free-running, not past
+    # their set-up; deterministic, not registered for a turn) are said in one line, with how
+    # far the start-up had come, so that a run that seemed to hang tells a slow start-up (most
+    # of the CPUs ready) from one that never got going. At 64 CPUs on a loaded 2-core host a
+    # Ctrl-C in the start-up killed dozens of them, each a line of its own that began "CPU 40
+    # did not stop within 30 s of being asked and was terminated", as a stuck CPU's does.
+    still_starting = starting + [f for f in waited if seg.status(f.cpu) == ABSENT]
+    turn_waiters = [f for f in waited if f not in still_starting]
     if by_interrupt and sup.ready_at is None and (starting or (waited and not sup.started)):
         not_done.append(f"the start-up not finished, {result.stopped_by}: {cpus_ready(seg, config)} of "
-                        f"{config.cpus} CPUs had become ready by the run's end")
+                        f"{config.cpus} CPUs had become ready by the run's end"
+                        + (f"; {_still_starting(still_starting, 'interrupted')}" if still_starting else ""))
+    elif still_starting:
+        # A deterministic run stopped by another CPU's death before its first step.
+        not_done.append(_still_starting(still_starting, "stopped"))
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
-    not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn (or still starting up) after the run "
-                    "was stopped, so this is no finding of its own" for f in waited)
-    not_done.extend(f"CPU {f.cpu} {f.how}: it was still starting up when the run was interrupted, before its "
-                    "first operation, so this is no finding of its own" for f in starting)
+    not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn after the run was stopped, so this is no "
+                    "finding of its own" for f in turn_waiters)
     read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
     analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, [])
     edges = edges if read else {}
@@ -538,6 +545,35 @@ def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResul
     if interrupted:
         return "interrupted"
     return "budget" if config.deterministic else "time"
+
+
+def _still_starting(failures: list[CpuFailure], how_stopped: str) -> str:
+    """What the CPUs in ``failures`` were: killed after the grace time while still starting
+    up, when the run was ``how_stopped`` ("interrupted", "stopped"), so before their first
+    operation: no finding of their own. ``how`` of the first says how long they were given
+    (all of them were given the same grace time)."""
+    cpus = sorted(f.cpu for f in failures)
+    how = failures[0].how
+    if len(cpus) == 1:
+        return (f"CPU {cpus[0]} was still starting up when the run was {how_stopped}: it {how}, before its first "
+                "operation, so this is no finding of its own")
+    return (f"{_cpus_text(cpus)} ({len(cpus)}) were still starting up when the run was {how_stopped}: each {how}, "
+            "before its first operation, so this is no finding of theirs")
+
+
+def _cpus_text(cpus: list[int]) -> str:
+    """"CPUs 3, 5 to 9 and 12" for sorted ``cpus`` (two or more): runs of three or more in a
+    range, so that 40 CPUs of a 64-CPU start-up take a few words."""
+    runs: list[list[int]] = []
+    for cpu in cpus:
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    parts: list[str] = []
+    for run_ in runs:
+        parts.extend([f"{run_[0]} to {run_[-1]}"] if len(run_) >= 3 else map(str, run_))
+    return "CPUs " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
 
 
 def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult]) -> tuple[str, ...]:

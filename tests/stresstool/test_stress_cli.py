@@ -1486,9 +1486,11 @@ def test_a_cpu_killed_before_the_first_step_is_one_finding_and_saves_no_schedule
     assert len(died) == 1 and "was killed by SIGKILL" in died[0]["message"], res.output
     assert data["steps"] == 0 and res.exit_code == 1, res.output
     other = 1 - died[0]["cpu"]
-    assert any(n.startswith(f"CPU {other} did not stop within")
-               and n.endswith("after the run was stopped, so this is no finding of its own")
-               for n in data["not_done"]), data["not_done"]
+    # Registered for a turn, or still starting up, when the run was aborted: either way a line
+    # of its own that says so.
+    assert any(n.startswith((f"CPU {other} did not stop within", f"CPU {other} was still starting up when the run "
+                                                                  "was stopped: it did not stop within"))
+               and n.endswith("so this is no finding of its own") for n in data["not_done"]), data["not_done"]
     assert "schedule not saved: the run took no step, so it has no schedule to follow" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
     assert "schedule" not in data["outputs"]
@@ -1608,8 +1610,8 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
     the start-up outlasts the grace time (64 CPUs on a loaded 2-core host: 24 to 50 s, against 12 s
     at most): run_cpus (a stand-in here, so no CPU process starts) reports both CPUs terminated
     after the grace time, and the supervisor's tick that saw them gone aborted the run (the stress
-    segment says abort). No finding, each CPU a "not done" line (after one saying that 0 of 2 CPUs
-    had become ready), and the run ends "interrupted", as a free-running one does, its final
+    segment says abort). No finding, one "not done" line saying that 0 of 2 CPUs had become ready
+    and that both were still starting up, and the run ends "interrupted", as a free-running one does, its final
     invariant check said to be skipped. It ended "aborted", the word for a run a failure stopped,
     and said nothing of the skipped check: seen with a Ctrl-C 10 s into `rmm-mp stress --cpus 64
     --schedule random`."""
@@ -1628,10 +1630,9 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
     assert report.interrupted and report.findings == (), report.text()
     assert report.ended == "interrupted", report.text()
     assert report.not_done == ("the start-up not finished, interrupted (Ctrl-C): 0 of 2 CPUs had become ready by "
-                               "the run's end",) + tuple(
-        f"CPU {cpu} {HOW}: it was waiting for its turn (or still starting up) after the run was stopped, so this is "
-        "no finding of its own" for cpu in (0, 1)) + (f"invariants not checked at the end: CPU 0 {HOW}",), \
-        report.not_done
+                               f"the run's end; CPUs 0 and 1 (2) were still starting up when the run was interrupted: "
+                               f"each {HOW}, before its first operation, so this is no finding of theirs",
+                               f"invariants not checked at the end: CPU 0 {HOW}"), report.not_done
 
 
 def test_a_start_up_cut_short_by_a_ctrl_c_says_how_many_cpus_were_ready(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1639,8 +1640,10 @@ def test_a_start_up_cut_short_by_a_ctrl_c_says_how_many_cpus_were_ready(monkeypa
     registered for its turn (run_cpus is a stand-in here, so no CPU process starts; both are
     killed after the grace time): the "not done" lines begin with "the start-up not
     finished, interrupted (Ctrl-C): 1 of 2 CPUs had become ready by the run's end", which
-    tells a slow start-up from one that never got going. Before, only the per-CPU lines
-    said anything, each alike whether 63 or none of 64 CPUs were up."""
+    tells a slow start-up from one that never got going, and goes on to say that CPU 1 was
+    still starting up; CPU 0's line says it waited for its turn. Before, only the per-CPU lines
+    said anything, each alike whether 63 or none of 64 CPUs were up, and each "waiting for its
+    turn (or still starting up)", whichever it was."""
     from rmm_mp.cpu_outcome import CpuFailure, RunResult
     from rmm_mp.stress import runner, shared
     from rmm_mp.stress.config import StressConfig
@@ -1648,6 +1651,7 @@ def test_a_start_up_cut_short_by_a_ctrl_c_says_how_many_cpus_were_ready(monkeypa
     HOW = _TERMINATED
 
     def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
+        segs[0].set_status(0, shared.READY)      # registered, as stress.sched's start does
         segs[0].register()
         segs[0].set_end(shared.END_ABORT)
         return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (0, 1)), True, 1.0,
@@ -1655,8 +1659,12 @@ def test_a_start_up_cut_short_by_a_ctrl_c_says_how_many_cpus_were_ready(monkeypa
     monkeypatch.setattr(runner, "run_cpus", run_cpus)
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
     assert report.ended == "interrupted" and report.findings == (), report.text()
-    assert report.not_done[0] == ("the start-up not finished, interrupted (Ctrl-C): 1 of 2 CPUs had become ready by "
-                                  "the run's end"), report.not_done
+    assert report.not_done[:2] == (
+        f"the start-up not finished, interrupted (Ctrl-C): 1 of 2 CPUs had become ready by the run's end; CPU 1 was "
+        f"still starting up when the run was interrupted: it {HOW}, before its first operation, so this is no finding "
+        "of its own",
+        f"CPU 0 {HOW}: it was waiting for its turn after the run was stopped, so this is no finding of its own"), \
+        report.not_done
     assert "not done: the start-up not finished, interrupted (Ctrl-C): 1 of 2 CPUs" in report.text()
 
 
@@ -1685,9 +1693,36 @@ def test_a_ctrl_c_in_the_grace_time_after_the_time_limit_leaves_a_deterministic_
     monkeypatch.setattr(runner, "run_cpus", run_cpus)
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
     assert report.findings == () and report.ended == "timeout", report.text()
-    assert report.not_done == tuple(f"CPU {cpu} {HOW}: it was waiting for its turn (or still starting up) after the "
-                                    "run was stopped, so this is no finding of its own" for cpu in (0, 1)), \
-        report.not_done
+    assert report.not_done == tuple(f"CPU {cpu} {HOW}: it was waiting for its turn after the run was stopped, so "
+                                    "this is no finding of its own" for cpu in (0, 1)), report.not_done
+
+
+def test_cpus_killed_while_still_starting_up_are_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free-running run of 6 CPUs stopped by a Ctrl-C while CPUs 1 and 3 to 5 still start up,
+    CPUs 0 and 2 ready (run_cpus is a stand-in here, so no CPU process starts; the four are
+    killed after the grace time). The report has one "not done" line: 2 of 6 CPUs had become
+    ready, and "CPUs 1 and 3 to 5 (4) were still starting up when the run was interrupted: each
+    did not stop within ... and was terminated, before its first operation". Each was a line of
+    its own that began "CPU 3 did not stop within 30 s of being asked and was terminated", as a
+    stuck CPU's does: at 64 CPUs, dozens of them (a Ctrl-C in a 64-CPU start-up)."""
+    from rmm_mp.cpu_outcome import CpuFailure, RunResult
+    from rmm_mp.stress import runner, shared
+    from rmm_mp.stress.config import StressConfig
+    segs = _stress_segments(monkeypatch)
+    HOW = _TERMINATED
+
+    def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
+        for cpu in (0, 2):
+            segs[0].set_status(cpu, shared.DONE)
+        return RunResult({}, tuple(CpuFailure(cpu, HOW, "", (), terminated=True) for cpu in (1, 3, 4, 5)), True, 1.0,
+                         "interrupted (Ctrl-C)", interrupted_by="Ctrl-C")
+    monkeypatch.setattr(runner, "run_cpus", run_cpus)
+    report = runner.run(StressConfig(workload="tables", cpus=6, seconds=5))
+    assert report.ended == "interrupted" and report.findings == (), report.text()
+    assert report.not_done == (
+        f"the start-up not finished, interrupted (Ctrl-C): 2 of 6 CPUs had become ready by the run's end; CPUs 1 and "
+        f"3 to 5 (4) were still starting up when the run was interrupted: each {HOW}, before its first operation, so "
+        "this is no finding of theirs",), report.not_done
 
 
 @pytest.mark.usefixtures("ctrl_c")
@@ -1695,8 +1730,9 @@ def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monk
     """Ctrl-C at the first tick of a free-running run, while the CPU processes are still starting up,
     with a grace time far shorter than their start-up (0.05 s, not scaled: a 16-CPU run on a loaded
     2-core host took 32 s to start, against its 30 s): they are killed before they were ever ready.
-    Each is a "not done" line, "still starting up when the run was interrupted ... no finding of
-    its own" (after one saying that 0 of 2 CPUs had become ready), the run ends interrupted with no
+    They are named in one "not done" line, which says that 0 of 2 CPUs had become ready and that
+    CPUs 0 and 1 were "still starting up when the run was interrupted ... no finding of theirs"
+    (each had a line of its own, which began as a stuck CPU's does), the run ends interrupted with no
     finding, and the invariants are still checked at the end (no CPU made a call). Each was a
     cpu-died finding, a user's interrupt reported as watchdog findings (found with SIGTERM 5 s into
     `rmm-mp stress --cpus 16` on a loaded host: 16 findings)."""
@@ -1709,11 +1745,11 @@ def test_a_ctrl_c_killing_free_running_cpus_still_starting_up_is_no_finding(monk
     report = runner.run(StressConfig(workload="tables", seconds=5), on_tick=first_tick)
     assert sent and report.interrupted and report.ended == "interrupted", report.text()
     assert report.findings == (), report.text()
-    assert report.not_done[0] == ("the start-up not finished, interrupted (Ctrl-C): 0 of 2 CPUs had become ready "
-                                  "by the run's end"), report.not_done
-    assert [line.split(":", 1)[1] for line in report.not_done[1:]] == [
-        " it was still starting up when the run was interrupted, before its first operation, so this is no finding "
-        "of its own"] * 2, report.not_done
+    assert re.fullmatch(r"the start-up not finished, interrupted \(Ctrl-C\): 0 of 2 CPUs had become ready by the "
+                        r"run's end; CPUs 0 and 1 \(2\) were still starting up when the run was interrupted: each did "
+                        r"not stop within [0-9.]+ s of being asked and was terminated, before its first operation, so "
+                        r"this is no finding of theirs", report.not_done[0]), report.not_done
+    assert not [line for line in report.not_done if line.startswith("CPU ")], report.not_done
     assert all(not line.startswith("invariants not checked") for line in report.not_done)
 
 
