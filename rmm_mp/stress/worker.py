@@ -76,8 +76,10 @@ class CpuResult:
     locks: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Granule lock acquisitions this CPU process made during the run, by its CPU and by its
     host's NS copies (hw.granule.LockStats of both tables): (acquired, contended, wait_ns,
-    max_wait_ns). Deterministic: contended counts the acquisitions that blocked, and the waits
-    are 0 (hw.granule.LockStats.count_contended)."""
+    max_wait_ns), counted from stress_cpu's set-up to the CPU's stop, the operation it finished
+    after the run's end included; its start-up before that takes no lock. Deterministic:
+    contended counts the acquisitions that blocked, and the waits are 0
+    (hw.granule.LockStats.count_contended)."""
 
 
 def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
@@ -118,7 +120,11 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
             result.switches, result.points = sched.switch_log, sched.log[:MAX_POINTS]
         instrument.uninstall(probe)
         locks = _lock_figures(tables)
-        # The longest wait is not a sum: a wait before the run (set-up) cannot be taken out.
+        # The longest wait is not a sum, so it cannot be taken from the set-up's as the others
+        # are: it is the process's. It is the run's all the same, as nothing before this
+        # function takes a granule lock (the start-up imports, attaches the machine and binds
+        # the CPU: no acquisition, so locks0 is all zeros), and it counts over the same span as
+        # the others: from here, the instrumentation's set-up, to the stop.
         result.locks = (locks[0] - locks0[0], locks[1] - locks0[1], locks[2] - locks0[2], locks[3])
         result.findings = list(probe.findings.items)
         if probe.lockdep is not None:
