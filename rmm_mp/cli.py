@@ -2,29 +2,56 @@
 
 Every piece of logic a subcommand needs lives in an importable module (workload.run,
 hw.platform, hw.orphans) so that tests reach it without a shell. `run` and the `workloads` group
-are defined in workload/cli.py and registered here.
+are defined in workload/cli.py, the other subcommands in their packages (SUBCOMMANDS), and
+imported only when they are run or listed.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from rmm_mp import __version__, interrupts, outpaths
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.attest.cli import attest_group
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError, toml_string
 from rmm_mp.machine import check_shm_dir
-from rmm_mp.stress import check_cli
-from rmm_mp.stress import cli as stress_cli
-from rmm_mp.stress import explore_cli
 from rmm_mp.words import count
-from rmm_mp.workload import cli as workload_cli
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "attest": ("rmm_mp.attest.cli", "attest_group"),
+    "run": ("rmm_mp.workload.cli", "run"),
+    "workloads": ("rmm_mp.workload.cli", "workloads_group"),
+    "stress": ("rmm_mp.stress.cli", "stress"),
+    "check": ("rmm_mp.stress.check_cli", "check"),
+    "explore": ("rmm_mp.stress.explore_cli", "explore"),
+}
+"""The subcommands defined in other modules: name -> (module, attribute), imported when the
+command line names them (or lists them, for --help). Imported here at the top, they cost every
+CPU process of a run about 0.1 s of CPU: a CPU process is a multiprocessing ``spawn`` child,
+which runs its parent's main module again (as ``__mp_main__``), and for the rmm-mp console
+script that is an import of this module; every subcommand's module came with it, the workload
+engine, the explorer, the shrinker and the attestation verifier, none of which a CPU uses (64
+of them on a 2-core host: 6 to 9 s of CPU, 3 to 4 s of the start-up)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The rmm-mp group, whose SUBCOMMANDS are imported as they are first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in SUBCOMMANDS:
+            module, attr = SUBCOMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rmm-mp")
 def main() -> None:
     """A multi-core runtime of the Arm CCA Realm Management Monitor (RMM 1.0-rel0).
@@ -135,13 +162,6 @@ def entry() -> None:
         # of it (130, 143) or print a traceback, as after a verdict (interrupts.decided).
         interrupts.command_over()
 
-
-main.add_command(attest_group)
-main.add_command(workload_cli.run)
-main.add_command(workload_cli.workloads_group)
-main.add_command(stress_cli.stress)
-main.add_command(check_cli.check)
-main.add_command(explore_cli.explore)
 
 if __name__ == "__main__":
     entry()

@@ -156,8 +156,13 @@ def _click_options() -> dict[str, set[str]]:
     def walk(cmd: click.Command, path: str) -> None:
         found[path] = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")} | {"--help"}
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                walk(sub, f"{path} {name}".strip())
+            # Through the group's own listing, as --help does: rmm-mp imports most subcommands
+            # only when asked (rmm_mp.cli.SUBCOMMANDS), so ``commands`` holds few of them.
+            with click.Context(cmd) as ctx:
+                for name in cmd.list_commands(ctx):
+                    sub = cmd.get_command(ctx, name)
+                    assert sub is not None, f"rmm-mp{' ' + path if path else ''} lists {name} but has no such command"
+                    walk(sub, f"{path} {name}".strip())
 
     walk(main, "")
     return found

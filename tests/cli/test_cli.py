@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from rmm_mp import __version__
-from rmm_mp.cli import main
+from rmm_mp.cli import SUBCOMMANDS, main
 from rmm_mp.clitypes import FloatRange
 from rmm_mp.hw import platform as platforms
 
@@ -132,6 +132,23 @@ def test_workloads_list_clean_version_and_help() -> None:
     # also in the description ("run multi-realm workloads"), so a missing command went unseen.
     listed = [line.split()[0] for line in helped.output.split("\nCommands:\n")[1].splitlines() if line.strip()]
     assert listed == ["attest", "check", "clean", "explore", "platform", "run", "stress", "workloads"], helped.output
+
+
+def test_importing_the_command_line_leaves_the_subcommands_unimported() -> None:
+    """Every CPU process of a run started from the rmm-mp console script imports rmm_mp.cli (a
+    multiprocessing spawn child runs its parent's main module again, as __mp_main__): importing
+    it must not import the modules of the subcommands defined elsewhere (the workload engine,
+    the stress tool's explorer and shrinker, the attestation verifier), which used to cost each
+    CPU process about 0.1 s of CPU. Each is still reached by its name, as the command it is."""
+    modules = sorted({module for module, _ in SUBCOMMANDS.values()})
+    probe = f"import sys, rmm_mp.cli; print([m for m in {modules!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    with click.Context(main) as ctx:
+        for name in SUBCOMMANDS:
+            command = main.get_command(ctx, name)
+            assert command is not None and command.name == name, (name, command)
 
 
 def test_python_dash_m_is_the_command() -> None:
