@@ -2,7 +2,8 @@
 
 ``stress_cpu`` is the target rmm_mp.runtime.run_cpus starts on every CPU. It installs the
 instrumentation (stress.instrument), the injected bugs, the checkers the run asked for and, in
-deterministic mode, the scheduler; then draws operations (stress.ops) from the seed until the
+deterministic mode, the scheduler; then (once every CPU is ready: free-running, it waits for
+the others; deterministic, for its turn) draws operations (stress.ops) from the seed until the
 run ends: time is up (free-running), the step budget is spent (deterministic: the operation in
 progress finishes first), or a finding stopped the run. A finding never raises out of the
 process: crashes inside the RMM, unexpected statuses and aborted waits become findings, so the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
@@ -35,13 +37,18 @@ from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population
 from rmm_mp.stress.probe import Probe, StressAbort
 from rmm_mp.stress.sched import SchedPlan, Scheduler
-from rmm_mp.stress.shared import DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_FREE, READY, StressSegment
+from rmm_mp.stress.shared import ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_FREE, READY, StressSegment
 
 if TYPE_CHECKING:
+    from rmm_mp.hw.control import Control
     from rmm_mp.machine import Cpu
 
 MAX_POINTS = 1_000_000
 """Schedule points kept per CPU for a timeline (the newest are dropped beyond this)."""
+
+START_POLL_S = 0.02
+"""Free-running: how often a CPU that is ready looks whether every other CPU is too, before its
+first operation (see _await_the_others)."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,8 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
     try:
         if sched is not None:
             sched.start()
+        else:
+            _await_the_others(seg, control, part)
         while True:
             if sched is not None:
                 sched.point(points.OP, result.ops)
@@ -225,6 +234,22 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
         probe.findings.add(Finding("functional", type(exc).__name__, str(exc), cpu.id, "", "", (), _step(sched)))
     _stop(cpu, seg)
     return "finding"
+
+
+def _await_the_others(seg: StressSegment, control: "Control", part: Participant) -> None:
+    """Free-running: wait until every CPU is past its set-up (READY, or DONE already) before the
+    first operation, or until the run is stopped. The run's --seconds count from then (the
+    supervisor's ready_at); a CPU that went to work as soon as it was ready took host cores from
+    the CPUs still starting up (64 CPU processes on 2 cores, starting at once), so the start-up
+    took longer, and it worked for up to the whole start-up before the run's time began. Parked
+    at each look, as between operations, so that a quiescent check (the parent's, `rmm-mp
+    check`'s) does not wait for a CPU that is only waiting."""
+    cpus = range(seg.cpus)
+    while any(seg.status(other) == ABSENT for other in cpus):
+        if seg.end != END_RUNNING or control.stop_requested:
+            return      # the run's loop sees it and stops before any operation
+        part.point()
+        time.sleep(START_POLL_S)
 
 
 def _step(sched: Scheduler | None) -> int | None:

@@ -1801,6 +1801,50 @@ def test_a_ctrl_c_after_the_time_limit_leaves_a_cpu_stuck_at_start_up_a_finding(
     assert not any("still starting up when the run was interrupted" in n for n in report.not_done), report.text()
 
 
+def test_a_free_running_cpu_makes_no_operation_before_every_cpu_is_ready() -> None:
+    """A free-running run of 2 CPUs whose first CPU process is stopped (SIGSTOP) as it starts,
+    and let go (SIGCONT) 0.5 s after the other CPU is ready: the ready CPU makes no operation
+    while the other is still starting up, and the run then works as usual (operations, no
+    finding). A ready CPU went to work at once, taking the host's cores from the CPUs still
+    starting up (64 of them on 2 cores), before the run's --seconds had begun."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.shared import ABSENT
+    waited: dict[str, float] = {}
+    ops_while_starting: list[int] = []
+    done, stopped = threading.Event(), []
+
+    def tick(elapsed: float, seg: Any) -> None:
+        if not stopped or "resumed" in waited:
+            return
+        ready = [cpu for cpu in range(seg.cpus) if seg.status(cpu) != ABSENT]
+        if len(ready) == seg.cpus:
+            return
+        if ready:
+            ops_while_starting.append(seg.ops(ready[0]))
+            waited.setdefault("since", elapsed)
+            if elapsed - waited["since"] >= 0.5:
+                waited["resumed"] = elapsed
+                os.kill(stopped[0], signal.SIGCONT)
+
+    watcher = threading.Thread(target=_kill_the_first_cpu_as_it_starts, args=(done, stopped, signal.SIGSTOP),
+                               daemon=True)
+    watcher.start()
+    try:
+        report = runner.run(StressConfig(workload="tables", seconds=0.5), on_tick=tick)
+    finally:
+        done.set()
+        watcher.join(10)
+        if stopped:
+            try:
+                os.kill(stopped[0], signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert stopped and "resumed" in waited, (stopped, waited, report.text())
+    assert ops_while_starting and max(ops_while_starting) == 0, ops_while_starting
+    assert report.findings == () and sum(report.ops.values()) > 0, report.text()
+
+
 def test_a_cpu_stuck_as_it_starts_is_a_finding_when_the_time_limit_ends_the_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic run whose first CPU process is stopped (SIGSTOP) while it starts up: it
