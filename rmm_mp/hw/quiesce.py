@@ -27,8 +27,10 @@ meanwhile) and never writes into the expired slot once another requester has cla
 Each participant has an entry of its own, naming its process, so that one whose process died
 (SIGKILL: it never left the table) is recognised as dead and not awaited: with a bare count of
 participants a pause waited for it until the requester gave up. A dead participant's entry
-stays in the table (it is never reused: a dead process parked in it would make its next owner
-count as parked), and stays named among the dead. An entry is claimed below the high-water
+stays in the table, named among the dead, while a free entry is left; once the table is full a
+joiner takes over an entry whose process has ended (compare-and-swap on its process word, then
+it clears the parked word the dead process may have left set), and that dead participant is
+no longer named. An entry is claimed below the high-water
 mark, which is raised first, so a requester that scans up to the mark sees every entry claimed
 before it read the mark; one claimed later belongs to a participant that will see the pause at
 its first point.
@@ -65,7 +67,8 @@ _DEAD_LOOK_S = 0.02
 
 
 class QuiesceError(RuntimeError):
-    """Every requester slot is held by a live requester, or the participant table is full."""
+    """Every requester slot is held by a live requester, or every participant entry by a live
+    participant."""
 
 
 def _dead(word: int) -> bool:
@@ -76,7 +79,8 @@ def _dead(word: int) -> bool:
 
 
 def _register(view: atomicshm.AtomicView, word: int) -> int:
-    """Claim a free participant entry for ``word``; its offset."""
+    """Claim a participant entry for ``word``: a free one, or else (the table is full) one whose
+    process died without leaving; its offset."""
     for i in range(PARTICIPANTS_MAX):
         off = OFF_PARTICIPANTS + PARTICIPANT_SIZE * i
         if view.load_u64(off) != 0:
@@ -86,8 +90,31 @@ def _register(view: atomicshm.AtomicView, word: int) -> int:
             view.cas_u32(OFF_QUIESCE_USED, used, i + 1)
         if view.cas_u64(off, 0, word) == 0:
             return off
-    raise QuiesceError(f"all {PARTICIPANTS_MAX} participant entries of the machine are taken (by participants "
-                       "at work, and by any whose process died without leaving)")
+    # Every entry is taken, some perhaps by processes killed without leaving: without this a
+    # machine that outlives 1,024 such deaths refused every new participant. Only now, not
+    # before: a dead participant's entry is what names it dead to `rmm-mp check`.
+    for i in range(view.load_u32(OFF_QUIESCE_USED)):
+        off = OFF_PARTICIPANTS + PARTICIPANT_SIZE * i
+        old = view.load_u64(off)
+        if old == 0:
+            # Left since the first scan (a leaving participant clears its parked word first).
+            if view.cas_u64(off, 0, word) == 0:
+                return off
+            continue
+        if not _dead(old):
+            continue
+        # Compare-and-swap on the dead word: of two joiners that found the same dead entry one
+        # takes it. Its parked word may be left set (killed at a point) and only the taker
+        # clears it: a joiner that lost the swap must not touch the entry, whose new owner may
+        # be parked by then. Until it is cleared a requester counts the new owner as parked,
+        # which is the truth for what matters: it has made no call yet, and its first point
+        # (after the exchange's barrier) sees a pause asked for, as does a participant whose
+        # fresh entry was claimed after the requester read the mark.
+        if view.cas_u64(off, old, word) == old:
+            view.exchange_u32(off + _PARKED, 0)
+            return off
+    raise QuiesceError(f"all {PARTICIPANTS_MAX} participant entries of the machine are taken by live "
+                       "participants")
 
 
 @dataclass(frozen=True)

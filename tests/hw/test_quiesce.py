@@ -322,8 +322,8 @@ def test_a_participant_leaving_its_point_is_not_counted_parked_by_a_new_pause(
 def test_a_participant_that_died_parked_is_not_awaited_and_its_entry_not_reused(machine: Machine) -> None:
     """A participant entry naming a process that has ended (a reaped child), left parked as if
     it was killed at a point: a pause does not wait for it, and census names it dead. A new
-    participant that never reaches a point takes another entry, not the dead one (whose parked
-    word would make it count as parked), so a pause waits for it and is not granted."""
+    participant that never reaches a point takes a free entry, not the dead one (which keeps
+    naming it dead), so a pause waits for it and is not granted."""
     import subprocess
     import sys
 
@@ -347,3 +347,72 @@ def test_a_participant_that_died_parked_is_not_awaited_and_its_entry_not_reused(
         with Pause(machine.control) as pause:
             assert not pause.wait(0.2)
             assert pause.census() == quiesce.Census(1, 0, (word,))
+
+
+def _ended_word() -> int:
+    """The process word of a child that has ended and been reaped."""
+    import subprocess
+    import sys
+
+    from rmm_mp.hw import process
+    from rmm_mp.hw.cpuarea import binding_word
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = process.start_ms(child.pid)
+    child.wait(10)
+    return binding_word(child.pid, start or 1)
+
+
+def test_a_full_table_of_dead_participants_takes_a_new_one(machine: Machine) -> None:
+    """Every participant entry names a process that has ended: a reaped child, or this process's
+    pid with another start time (a dead process whose pid was reused), the first one left parked
+    as if killed at a point. A new participant joins (it used to get QuiesceError) by taking over
+    a dead entry, whose parked word it clears: a pause waits for it (it never reaches a point),
+    census counts it live and unparked, and names every other entry dead, not the taken one."""
+    import os
+
+    from rmm_mp.hw import process
+    from rmm_mp.hw.control import OFF_PARTICIPANTS, OFF_QUIESCE_USED, PARTICIPANT_SIZE, PARTICIPANTS_MAX
+    from rmm_mp.hw.cpuarea import binding_word
+
+    ended = _ended_word()
+    reused_pid = binding_word(os.getpid(), process.own_start_ms() + 1000)
+    words = [ended if i % 2 else reused_pid for i in range(PARTICIPANTS_MAX)]
+    view = machine.control.view
+    for i, word in enumerate(words):
+        view.store_u64(OFF_PARTICIPANTS + PARTICIPANT_SIZE * i, word)
+    view.store_u32(OFF_PARTICIPANTS + 8, 1)
+    view.store_u32(OFF_QUIESCE_USED, PARTICIPANTS_MAX)
+    with Participant(machine.control) as part:
+        assert part._entry == OFF_PARTICIPANTS
+        assert view.load_u64(OFF_PARTICIPANTS) == binding_word(os.getpid(), process.own_start_ms())
+        assert view.load_u32(OFF_PARTICIPANTS + 8) == 0
+        with Pause(machine.control) as pause:
+            assert not pause.wait(0.2)
+            assert pause.census() == quiesce.Census(1, 0, tuple(words[1:]))
+    assert view.load_u64(OFF_PARTICIPANTS) == 0
+    assert quiesce.census(machine.control) == quiesce.Census(0, 0, tuple(words[1:]))
+
+
+def test_a_dead_entry_is_taken_by_one_joiner_only(machine: Machine) -> None:
+    """A full table whose only dead entry is the last one, the others naming this (live)
+    process: the first joiner takes the dead entry, the second finds none left and gets a
+    QuiesceError naming the table's size, and no live participant's entry was taken."""
+    import os
+
+    from rmm_mp.hw import process
+    from rmm_mp.hw.control import OFF_PARTICIPANTS, OFF_QUIESCE_USED, PARTICIPANT_SIZE, PARTICIPANTS_MAX
+    from rmm_mp.hw.cpuarea import binding_word
+
+    live = binding_word(os.getpid(), process.own_start_ms())
+    view = machine.control.view
+    for i in range(PARTICIPANTS_MAX - 1):
+        view.store_u64(OFF_PARTICIPANTS + PARTICIPANT_SIZE * i, live)
+    last = OFF_PARTICIPANTS + PARTICIPANT_SIZE * (PARTICIPANTS_MAX - 1)
+    view.store_u64(last, _ended_word())
+    view.store_u32(OFF_QUIESCE_USED, PARTICIPANTS_MAX)
+    with Participant(machine.control) as first:
+        assert first._entry == last
+        with pytest.raises(QuiesceError, match=f"all {PARTICIPANTS_MAX} participant entries .* live participants"):
+            Participant(machine.control).__enter__()
+        assert quiesce.census(machine.control) == quiesce.Census(PARTICIPANTS_MAX, 0, ())
