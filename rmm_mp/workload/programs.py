@@ -7,6 +7,7 @@
     backed_pages     the protected granules of it the host can have to back (the memory check)
     guest_pages      where the pages a bundled guest touches beyond its image lie
     shares_pages     whether a guest can have shared pages backed (not PROTECTED_ONLY's)
+    shared_pages     how many (the memory check)
     challenge, attest_constants
                      the per-instance challenge an attest realm puts in its token
     measure_expected the REM the measure guest must read back, for its realm's hash
@@ -30,10 +31,11 @@ import hashlib
 import struct
 from pathlib import Path
 
+from rmm_mp.abi.cca_token import TOKEN_BUFFER_SIZE
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.guest.equ import with_constants
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
-from rmm_mp.host.runqueue import MAX_VCPUS
+from rmm_mp.host.runqueue import MAX_SHARED_PAGES, MAX_VCPUS
 from rmm_mp.hw.tomlsrc import read_source
 
 RAM_BASE = DEFAULT_BASE
@@ -232,6 +234,23 @@ def shares_pages(guest: str) -> bool:
     """Whether a realm running ``guest`` (a bundled name or a guest file's path) can have the host
     back shared pages for it: the unprotected alias of its RAM, up to MAX_SHARED_PAGES."""
     return guest not in PROTECTED_ONLY
+
+
+def shared_pages(guest: str, text: str = "") -> int:
+    """The most NS pages the host can back at the unprotected alias of a realm's RAM for
+    ``guest`` (exits._map_shared, one per page the guest touches there): none for
+    PROTECTED_ONLY's; for ripas-flip the page at RANGE (one aligned store: spec refuses an
+    unaligned RANGE); for attest the pages of its token's copy, at most TOKEN_BUFFER_SIZE bytes
+    from SHARED_OFFSET (any byte, so 2 pages unless it is page aligned); for a guest file
+    MAX_SHARED_PAGES, what the host backs at most. ``text`` as for min_ram."""
+    if guest in PROTECTED_ONLY:
+        return 0
+    if guest == "ripas-flip":
+        return 1
+    if guest == "attest":
+        (shared,) = _equ_values(text, ("SHARED_OFFSET",)) if text else (2 * MiB,)
+        return -(-(shared % 4096 + TOKEN_BUFFER_SIZE) // 4096)
+    return MAX_SHARED_PAGES
 
 
 def backed_pages(guest: str, recs: int, image_size: int, text: str = "") -> int:

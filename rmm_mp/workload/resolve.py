@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rmm_mp.host.nsalloc import WORD_BITS
 from rmm_mp.host.realm import num_roots, start_level
-from rmm_mp.host.runqueue import MAX_CPUS, MAX_QUEUES, MAX_REALMS, MAX_SHARED_PAGES
+from rmm_mp.host.runqueue import MAX_CPUS, MAX_QUEUES, MAX_REALMS
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
@@ -535,10 +535,12 @@ def realm_granules(r: RealmTemplate) -> int:
     # counted 256 to 513 granules it never has: runs at the bound used as little as 7 % of it.
     pages = r.ram // GRANULE if os.sep in r.guest else \
         r.backed or programs.backed_pages(r.guest, r.recs, len(r.image))
-    # Shared pages only for a guest that can touch the unprotected alias of its RAM: hello,
-    # measure, smp-boot and ripas-loop never do (programs.PROTECTED_ONLY); counted for them,
-    # 34 granules a realm were never used. map-shared's pages are counted apart (_memory).
-    shared = MAX_SHARED_PAGES if programs.shares_pages(r.guest) else 0
+    # Shared pages only as many as the guest can touch at the unprotected alias of its RAM:
+    # none for hello, measure, smp-boot and ripas-loop (programs.PROTECTED_ONLY), 1 for
+    # ripas-flip, 1 or 2 for attest's token copy, MAX_SHARED_PAGES (16) for a guest file. Every
+    # realm that can have any counted 16: 30 granules (pages and their tables) an attest or
+    # ripas-flip realm never had. map-shared's pages are counted apart (_memory).
+    shared = r.shared if r.shared is not None else programs.shared_pages(r.guest)
     # The protected half's tables (a level 3 table per 2 MiB of RAM, and the levels above it),
     # and the unprotected half's: each shared page may sit in a 2 MiB block of its own, under a
     # level 2 and a level 1 table of that half.

@@ -80,6 +80,10 @@ class RealmTemplate:
     (programs.backed_pages): the image's and the guest's data pages, not the RAM between them
     (the memory check, resolve.realm_granules); 0: not computed (the engine's own ripas-loop
     template)."""
+    shared: int | None = None
+    """NS pages the host can back at the unprotected alias of its RAM for the guest, its
+    constants applied (programs.shared_pages: where an attest realm's SHARED_OFFSET puts its
+    token's copy); None: not computed (resolve.realm_granules takes the guest's defaults)."""
 
     @property
     def hash_algo(self) -> int:
@@ -326,7 +330,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image,
         cpus=f.cpu_set(raw["cpus"], f"{where}.cpus") if "cpus" in raw else None,
         cpus_written=tuple(raw["cpus"]) if isinstance(raw.get("cpus"), list) else raw.get("cpus", "all"),
-        backed=programs.backed_pages(guest, recs, len(image), source))
+        backed=programs.backed_pages(guest, recs, len(image), source), shared=programs.shared_pages(guest, source))
 
 
 def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,

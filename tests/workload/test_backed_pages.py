@@ -8,8 +8,8 @@ one REC_ENTER at a time, until its vCPUs are done (or a number of steps for ripa
 never ends), with every SMC followed: DATA_CREATE and DATA_CREATE_UNKNOWN add a page to the
 realm's backed set, DATA_DESTROY (a RIPAS change to EMPTY) removes one. The host's allocator is
 followed too: with one realm it holds the realm's granules, which must stay within
-resolve.realm_granules. RTT_MAP_UNPROTECTED is counted: a guest the count gives no shared pages
-(programs.PROTECTED_ONLY) must have none mapped.
+resolve.realm_granules. RTT_MAP_UNPROTECTED is counted: a guest must have no more shared pages
+mapped than the count gives it (programs.shared_pages: none for PROTECTED_ONLY).
 
 Found by these tests: ripas-flip with RANGE_PAGES 0 (its touch loop counts down from 0, wraps and
 faults in every page to the end of its RAM: 1,795 pages of 8 MiB against a count of 3), and
@@ -73,6 +73,8 @@ class Observed:
     """DATA_DESTROY calls that succeeded (the host's answer to a RIPAS change to EMPTY)."""
     shared_maps: int
     """RTT_MAP_UNPROTECTED calls that succeeded (a shared page the host backed for the guest)."""
+    shared: int
+    """RealmTemplate.shared: what the memory check counts for the guest's shared pages."""
 
 
 def observe(guest: str, recs: int, constants: dict[str, int], extra: str = "", steps: int = 3000) -> Observed | None:
@@ -134,7 +136,7 @@ def observe(guest: str, recs: int, constants: dict[str, int], extra: str = "", s
     finally:
         Cpu.smc, NsAllocator.alloc = real_smc, real_alloc  # type: ignore[method-assign]
     return Observed(t.backed, allowed, touched, peak[0], held[0], realm_granules(t), -(-len(t.image) // PAGE),
-                    *calls)
+                    *calls, t.shared or 0)
 
 
 def place(first: int = 8) -> st.SearchStrategy[int]:
@@ -181,7 +183,7 @@ def test_a_bundled_guest_has_no_more_pages_backed_than_the_check_counts(case: tu
     platform until it is done (ripas-loop: until its RECs have given their pages back and taken
     them again): every page the host backs for it is in its image or in guest_pages' span, no
     more than RealmTemplate.backed are backed at once, no shared page is mapped for a guest in
-    programs.PROTECTED_ONLY, and the host holds no more granules than realm_granules counts for
+    programs.PROTECTED_ONLY, no more than RealmTemplate.shared for the others, and the host holds no more granules than realm_granules counts for
     the realm. ripas-flip and ripas-loop gave pages back (EMPTY,
     DATA_DESTROY) and had them faulted in again; each smp-boot secondary backed its page."""
     guest, recs, constants, extra = case
@@ -198,6 +200,9 @@ def test_a_bundled_guest_has_no_more_pages_backed_than_the_check_counts(case: tu
     # whatever constants they are given, the host must back none for them.
     if not programs.shares_pages(guest):
         assert seen.shared_maps == 0, seen.shared_maps
+    # The shared pages it had backed are no more than the check counts (attest: its token's
+    # copy at SHARED_OFFSET, 1 page or 2; ripas-flip: 1), each mapped once (the realm lives once).
+    assert seen.shared_maps <= seen.shared, (seen.shared_maps, seen.shared)
     assert seen.held <= seen.bound
     # The run did what the guest is for, so the pages above were really asked for. (At an
     # unaligned RANGE the guest's RIPAS change fails: it REPORTs that instead.)

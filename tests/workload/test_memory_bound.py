@@ -21,6 +21,8 @@ import pytest
 from cpu0_run import run_cpu0
 
 from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.cpu_handle import Cpu
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import programs, run, spec
@@ -120,14 +122,14 @@ activities = { run = 1 }
 name = "f"
 guest = "ripas-flip"
 ipa_width = 40
-instances = 14
+instances = 25
 """
 
 
 def test_the_bound_counts_each_realms_own_root_rtts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fourteen 40-bit ripas-flip realms on 4 MiB of DRAM (960 granules above the reserve): each
-    is counted with its 2 root RTTs (67 granules, 938 in all), so the file is accepted; it was
-    refused when every realm counted 16 roots (81 granules, 1,134 in all). The same realms at
+    """25 40-bit ripas-flip realms on 4 MiB of DRAM (960 granules above the reserve): each
+    is counted with its 2 root RTTs (37 granules, 925 in all), so the file is accepted; it was
+    refused when every realm counted 16 roots (51 granules, 1,275 in all). The same realms at
     43 bits have 16 roots each and are refused. A realm's count differs between IPA widths by
     exactly their difference in roots. CPU 0 then builds the 14 realms and runs them for 200
     steps, and the host's allocator never holds more than the bound."""
@@ -136,20 +138,20 @@ def test_the_bound_counts_each_realms_own_root_rtts(tmp_path: Path, monkeypatch:
     path.write_text(FLIP)
     w = resolve(spec.load(str(path)))
     need, parts = _memory(w)
-    assert parts["realms"] == 14 * 67 and need == 938
+    assert parts["realms"] == 25 * 37 and need == 925
     per_width = {}
     for width, roots in ((40, 2), (42, 8), (43, 16)):
-        path.write_text(FLIP.replace("ipa_width = 40", f"ipa_width = {width}").replace("instances = 14", "instances = 1"))
+        path.write_text(FLIP.replace("ipa_width = 40", f"ipa_width = {width}").replace("instances = 25", "instances = 1"))
         t = spec.load(str(path)).realms[0]
         assert root_count(t) == roots
         per_width[width] = realm_granules(t)
     assert per_width[42] - per_width[40] == 6 and per_width[43] - per_width[40] == 14
     path.write_text(FLIP.replace("ipa_width = 40", "ipa_width = 43"))
-    with pytest.raises(ConfigError, match="would need up to 4.4 MiB"):
+    with pytest.raises(ConfigError, match="would need up to 5.0 MiB"):
         resolve(spec.load(str(path)))
     result, peak = run_with_peak(monkeypatch, w)
     assert not result.errors
-    assert result.counters["REC entries"] >= 14
+    assert result.counters["REC entries"] >= 25
     assert 0 < peak <= need
 
 
@@ -181,8 +183,7 @@ def test_guests_that_never_touch_their_unprotected_alias_count_no_shared_pages(
     """hello, measure, smp-boot and ripas-loop address only their image and their pages in RAM,
     so their realms count no shared pages and no unprotected tables: a hello realm is its RD, 2
     roots, its REC with aux granules and run page, its image and 5 tables (29 granules, 34 fewer
-    than with 16 shared pages and 18 tables); attest, ripas-flip and a guest file still count
-    them. 33 hello realms on 4 MiB of DRAM (957 of 960 granules) are accepted, where they were
+    than with 16 shared pages and 18 tables); a guest file still counts those 34. 33 hello realms on 4 MiB of DRAM (957 of 960 granules) are accepted, where they were
     refused at 2,079; CPU 0 runs them and the host's allocator never holds more than the bound."""
     small_platform(tmp_path)
     path = tmp_path / "w.toml"
@@ -194,9 +195,57 @@ def test_guests_that_never_touch_their_unprotected_alias_count_no_shared_pages(
     assert [programs.shares_pages(g) for g in ("hello", "measure", "smp-boot", "ripas-loop")] == [False] * 4
     assert programs.shares_pages("attest") and programs.shares_pages("ripas-flip")
     assert programs.shares_pages(str(tmp_path / "guest.s"))
-    # The same realm running a guest file: all of its 2 MiB of RAM, and the 34 again.
-    assert realm_granules(replace(t, guest=str(tmp_path / "guest.s"))) == 29 - t.backed + 512 + 34
+    # The same realm running a guest file: all of its 2 MiB of RAM, and the 34 again (16 pages,
+    # the most the host backs, and their tables).
+    assert realm_granules(replace(t, guest=str(tmp_path / "guest.s"), shared=None)) == 29 - t.backed + 512 + 34
     result, peak = run_with_peak(monkeypatch, w)
     assert not result.errors
     assert result.counters["REC entries"] >= 33
     assert 0 < peak <= 33 * 29
+
+
+ATTEST = """platform = "small.toml"
+cpus = 1
+iterations = 1500
+activities = { run = 1 }
+
+[[realm]]
+name = "att"
+guest = "attest"
+ram = "3M"
+instances = 24
+"""
+
+
+def test_an_attest_realm_counts_the_shared_pages_of_its_token_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """attest touches the unprotected alias of its RAM only to copy its token (at most
+    TOKEN_BUFFER_SIZE bytes from SHARED_OFFSET): 1 shared page at the default, page-aligned
+    SHARED_OFFSET, 2 at an unaligned one, each with a table (and 2 above them), not 16 pages and
+    18 tables as it counted, 30 granules too many. 24 attest realms on 4 MiB of DRAM (35
+    granules each, 840 of 960) are accepted, where they were refused at 65 each (1,560); CPU 0
+    runs them until each has copied its token, and the host's allocator never holds more than
+    the bound."""
+    small_platform(tmp_path)
+    path = tmp_path / "w.toml"
+    path.write_text(ATTEST)
+    w = resolve(spec.load(str(path)))
+    t = w.realms[0]
+    assert programs.shared_pages("attest") == t.shared == 1
+    assert realm_granules(t) == 35 and _memory(w)[0] == 24 * 35
+    path.write_text(ATTEST.replace('ram = "3M"', 'ram = "3M"\nconstants = { SHARED_OFFSET = 0x200008 }'))
+    unaligned = spec.load(str(path)).realms[0]
+    assert unaligned.shared == 2 and realm_granules(unaligned) == 35 + 2
+    maps = [0]
+    real_smc = Cpu.smc
+
+    def smc(self: Cpu, fid: int, *args: int) -> tuple[int, int, int, int, int]:
+        out = real_smc(self, fid, *args)
+        maps[0] += fid == RmiFid.RMI_RTT_MAP_UNPROTECTED and out[0] == 0
+        return out
+
+    monkeypatch.setattr(Cpu, "smc", smc)
+    result, peak = run_with_peak(monkeypatch, w)
+    assert not result.errors
+    assert maps == [24]             # each realm's token copy, on its one shared page
+    assert 0 < peak <= 24 * 35
