@@ -232,8 +232,9 @@ def _realms(doc: dict[str, Any]) -> list[str]:
            *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
     if len(realms) > len(shown):
         hidden = sum(r["instances"] for r in realms) - sum(r["instances"] for r in shown)
-        out.append(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's lifecycle "
-                   f"instances after its first {MAX_LISTED_PER_CPU} of each outcome share a row per realm)")
+        out += textwrap.wrap(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's "
+                             f"lifecycle instances after its first {MAX_LISTED_PER_CPU} of each outcome share a row "
+                             f"per realm)", WIDTH, subsequent_indent="    ")
     for r in shown:
         if r["output"] is not None:
             out += _guest_output(r["name"], r["output"])

@@ -165,14 +165,18 @@ def test_no_latency_says_so_instead_of_empty_tables() -> None:
 
 
 def test_realms_are_capped_with_the_rest_counted() -> None:
-    """30 ok realms and one failed: the failed one and 20 ok ones are shown, 10 are counted."""
+    """30 ok realms and one failed: the failed one and 20 ok ones are shown, 10 are counted in a
+    note wrapped to the report's 118 columns."""
     realms = tuple(RealmOutcome(f"vm#{n}", 1, True, "SYSTEM_OFF", {"exits": n}) for n in range(30))
     failed = RealmOutcome("vm#bad", 1, False, "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + "x" * 150)
     section = _section(format_report(hand_built(realms=(*realms, failed))), "Realms: 30 of 31 ok")
     names = [line.split()[0] for line in section[3:]]
     assert names[0] == "vm#bad" and names[1:21] == [f"vm#{n}" for n in range(20)]
-    assert section[-1] == ("... and 10 more realms, all ok (in the JSON report: one row each, but a CPU's lifecycle "
-                           "instances after its first 128 of each outcome share a row per realm)")
+    assert " ".join(line.strip() for line in section[-2:]) == (
+        "... and 10 more realms, all ok (in the JSON report: one row each, but a CPU's lifecycle "
+        "instances after its first 128 of each outcome share a row per realm)")
+    # The note is wrapped to the width: on one line it took 159 columns in a lifecycle run's report.
+    assert all(len(line) <= 118 for line in section[-2:]) and section[-1].startswith("    "), section[-2:]
     assert "x" * 150 in section[3]  # a failed realm's detail is never clipped
 
 
