@@ -39,7 +39,7 @@ from rmm_mp.outpaths import replacing
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
-from rmm_mp.workload.report import LOG_SHOWN, MAX_LISTED_PER_CPU, GuestOutput, RealmOutcome
+from rmm_mp.workload.report import LOG_SHOWN, MAX_LISTED_PER_CPU, GuestOutput, RealmOutcome, exception_loop
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -130,6 +130,8 @@ class Folded:
     unsaved: int = 0
     """Tokens that could not be saved to --save-tokens' directory; ``unsaved_first`` says why."""
     unsaved_first: str = ""
+    looping: int = 0
+    """Instances that were each in an exception loop (report.exception_loop on their own counts)."""
 
     def add(self, f: Finished, detail: str) -> None:
         """Fold instance ``f``, whose outcome's detail is ``detail``."""
@@ -140,6 +142,7 @@ class Folded:
         for k, v in f.counters.items():
             self.counters[k] = self.counters.get(k, 0) + v
         self.exceptions += f.exceptions
+        self.looping += exception_loop(f.exceptions, f.counters.get("entries", 0))
         self.tokens_saved += bool(f.token_file)
         if f.token_write_error:
             self.unsaved_first = self.unsaved_first or f.token_write_error
@@ -154,6 +157,7 @@ class Folded:
         for k, v in other.counters.items():
             self.counters[k] = self.counters.get(k, 0) + v
         self.exceptions += other.exceptions
+        self.looping += other.looping
         self.tokens_saved += other.tokens_saved
         self.unsaved_first = self.unsaved_first or other.unsaved_first
         self.unsaved += other.unsaved
@@ -171,7 +175,7 @@ def folded_outcome(fold: Folded) -> RealmOutcome:
               f"that failed; the last of these: {fold.last})"
     return RealmOutcome(f"{fold.name} ({_count(fold.instances, 'instance')})", fold.recs, fold.ok, detail,
                         dict(fold.counters), None, fold.exceptions, output_dropped=not fold.ok,
-                        instances=fold.instances)
+                        instances=fold.instances, looping=fold.looping)
 
 
 def instance_name(t: RealmTemplate, index: int, generation: int) -> str:

@@ -65,11 +65,14 @@ def warnings(report: RunReport) -> list[str]:
                        f"only at the end): the lock table has none of {its} locks")
     looping = [r for r in report.realms if r.exception_loop]
     if looping:
-        named = ", ".join(f"{r.name} ({r.exceptions:,} exceptions, "
+        # A row of folded lifecycle instances names how many of them looped, each judged alone.
+        named = ", ".join(f"{r.name} ({'' if r.instances == 1 else f'{r.looping:,} of them; in all '}"
+                          f"{r.exceptions:,} exceptions, "
                           f"{_count(r.counters.get('entries', 0), 'REC entry', 'REC entries')})"
                           for r in looping[:MAX_LOOPING_NAMED])
         more = f" and {len(looping) - MAX_LOOPING_NAMED:,} more" if len(looping) > MAX_LOOPING_NAMED else ""
-        out.append(f"{_count(len(looping), 'realm')} took more than {EXCEPTION_LOOP_FACTOR} exceptions per REC entry "
+        count = sum(1 if r.instances == 1 else r.looping for r in looping)
+        out.append(f"{_count(count, 'realm')} took more than {EXCEPTION_LOOP_FACTOR} exceptions per REC entry "
                    f"(and at least {EXCEPTION_LOOP_MIN}): {named}{more}; a guest doing so is likely stuck in an "
                    f"exception loop (vbar not set, an SEA at an EMPTY page, udf)")
     if report.trace_dropped:

@@ -118,15 +118,27 @@ class RealmOutcome:
     """How many instances the row stands for: 1, or, for a row of lifecycle instances not listed
     one by one (MAX_LISTED_PER_CPU; all of one template and outcome), their number; ``counters``
     and ``exceptions`` are then their sums."""
+    looping: int = 0
+    """For a row of several instances: how many of them were each in an exception loop
+    (exception_loop, judged on that instance's own counts when it was folded). Their sums
+    cannot tell: 100 instances of 5 exceptions in 1 entry each sum to 500 in 100, which looks
+    like a loop, and one loop among a thousand quiet instances is lost in their entries."""
 
     @property
     def exception_loop(self) -> bool:
-        """Its guest took many exceptions for the entries it had: at least EXCEPTION_LOOP_MIN,
-        and more than EXCEPTION_LOOP_FACTOR per REC entry (a guest in an exception loop takes
-        one per instruction of its time slice; one that handles the odd SEA or udf and goes on
-        takes far fewer than its entries)."""
-        return (self.exceptions is not None and self.exceptions >= EXCEPTION_LOOP_MIN
-                and self.exceptions > EXCEPTION_LOOP_FACTOR * self.counters.get("entries", 0))
+        """Its guest took many exceptions for the entries it had (exception_loop); for a row of
+        several instances, one of them did."""
+        if self.instances > 1:
+            return self.looping > 0
+        return self.exceptions is not None and exception_loop(self.exceptions, self.counters.get("entries", 0))
+
+
+def exception_loop(exceptions: int, entries: int) -> bool:
+    """A guest that took ``exceptions`` in ``entries`` REC entries is likely in an exception loop:
+    at least EXCEPTION_LOOP_MIN, and more than EXCEPTION_LOOP_FACTOR per REC entry (a guest in an
+    exception loop takes one per instruction of its time slice; one that handles the odd SEA or
+    udf and goes on takes far fewer than its entries)."""
+    return exceptions >= EXCEPTION_LOOP_MIN and exceptions > EXCEPTION_LOOP_FACTOR * entries
 
 
 @dataclass(frozen=True)

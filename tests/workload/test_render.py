@@ -259,6 +259,37 @@ def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about()
     assert warned.startswith("7 realms took") and "vm#4 (1,000 exceptions, 1 REC entry) and 2 more;" in warned
 
 
+def test_a_row_of_folded_instances_is_warned_about_when_one_of_them_looped() -> None:
+    """Rows of lifecycle instances a CPU did not list one by one (realms.Folded, merged over two
+    CPUs) are judged instance by instance for the exception-loop warning: 100 instances of 5
+    exceptions in 1 REC entry each (500 in 100 in all, none a loop alone) are not warned about;
+    one instance of 1,000 exceptions in 2 entries among 999 quiet ones of 3 entries (1,000 in
+    2,999 in all) is, as "1 realm", the row saying how many of its instances looped. Before, the
+    warning read the row's sums as one realm's: the first was warned about, the second not."""
+    Finished, Folded = workload_realms.Finished, workload_realms.Folded
+
+    def instance(n: int, exceptions: int, entries: int) -> workload_realms.Finished:
+        return Finished(f"vm#{n}", 1, 0, n, "SYSTEM_OFF", "SYSTEM_OFF", 0, (0, 0), {"entries": entries},
+                        exceptions=exceptions)
+
+    def fold(name: str, *done: workload_realms.Finished) -> RealmOutcome:
+        per_cpu = [Folded(0, name, 1, True), Folded(0, name, 1, True)]
+        for n, f in enumerate(done):
+            per_cpu[n % 2].add(f, "")
+        merged = Folded(0, name, 1, True)
+        for part in per_cpu:
+            merged.merge(part)
+        return workload_realms.folded_outcome(merged)
+
+    handled = fold("handled", *(instance(n, 5, 1) for n in range(100)))
+    assert (handled.instances, handled.exceptions, handled.counters["entries"]) == (100, 500, 100)
+    assert not [w for w in to_json(hand_built(realms=(handled,)))["warnings"] if "exception loop" in w]
+    one_loop = fold("one", instance(0, 1000, 2), *(instance(n, 0, 3) for n in range(1, 1000)))
+    (warned,) = [w for w in to_json(hand_built(realms=(handled, one_loop)))["warnings"] if "exception loop" in w]
+    assert warned.startswith("1 realm took more than 4 exceptions per REC entry (and at least 64): "
+                             "one (1,000 instances) (1 of them; in all 1,000 exceptions, 2,999 REC entries);"), warned
+
+
 def test_a_realm_not_reported_shows_its_exceptions_as_unknown() -> None:
     """A realm whose owner CPU returned no result (realms.unreported): nobody read its RD, so
     its exceptions are unknown, not none: "?" in the realm table, null in the JSON report, and
