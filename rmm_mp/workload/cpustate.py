@@ -352,6 +352,8 @@ class Host:
         leftovers += [pa for key, base in self.roots.items() for pa in _root_run(self.job, key, base)]
         counters = dict(self.counters)
         counters["REC entries"] = self.loop.entries
+        # Past MAX_ERRORS_PER_CPU only counted: the report says how many lines it does not show.
+        counters["vCPU errors not kept"] = self.errors_dropped
         off = tuple((i.slot, i.gen) for k, i in self.owned.items() if i is not None and k in self.turned_off)
         return CpuResult(self.cpu.id, {k: v for k, v in counters.items() if v}, tuple(self.finished), tuple(live),
                          tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off,

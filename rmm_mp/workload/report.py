@@ -54,7 +54,8 @@ so a lifecycle run that fails thousands of instances still sends each CPU's pare
 kept (RealmOutcome.output_dropped)."""
 MAX_ERRORS_PER_CPU = 1024
 """vCPU errors (one line each) one CPU keeps for the report; later ones are counted only
-(CpuResult.errors_dropped), each still in its instance's vcpu_errors counter."""
+(CpuResult.errors_dropped, the CPU's counter "vCPU errors not kept"), each still in its
+instance's vcpu_errors counter."""
 MAX_LISTED_PER_CPU = 128
 """Torn-down lifecycle instances one CPU reports one by one, for each outcome: its first 128 that
 succeeded and its first 128 that failed. Each later one is folded into a row of its template and
