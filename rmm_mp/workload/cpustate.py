@@ -280,8 +280,14 @@ class Host:
             return
         t = self.job.realms[done.order[0]]
         fold = self.folded.setdefault((done.order[0], ok), Folded(done.order[0], t.name, t.recs, ok))
-        # Only the first one's detail is kept (Folded.add): the outcome is made for that one alone.
-        fold.add(done, "" if fold.instances else realms.outcome(done, [], running=False).detail)
+        # Only the first one's detail is kept (Folded.add): the outcome is made for that one alone,
+        # with the vCPU error messages this CPU kept of it (a vCPU that failed on another CPU is
+        # only counted here: "1 vCPU error"). The parent never matches a folded instance's lines.
+        if fold.instances:
+            fold.add(done, "")
+            return
+        messages = [m for slot, gen, m in self.errors if (slot, gen) == (done.slot, done.gen)]
+        fold.add(done, realms.outcome(done, messages, running=False).detail)
 
     # -- churn -------------------------------------------------------------------------------
 

@@ -336,7 +336,8 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     missing or does not verify."""
     problems = []
     if errors or f.counters.get("vcpu_errors") or f.end == "ERROR":
-        problems.append("a vCPU failed: " + ("; ".join(errors) or f"{f.counters.get('vcpu_errors', 0)} vCPU errors"))
+        problems.append("a vCPU failed: "
+                        + ("; ".join(errors) or _count(f.counters.get("vcpu_errors", 0), "vCPU error")))
     if f.report_cut_short:
         # The lost report may have said anything, so the last whole one decides nothing.
         before = (f"; its last whole report was code {f.result[0]} (detail {f.result[1]:#x})" if f.reports

@@ -56,7 +56,8 @@ def test_a_cpu_lists_the_first_instances_of_each_outcome_and_folds_the_rest(
     passed and 2 that failed, keeps 3 vCPU errors and counts the rest; every other instance is
     in one fold per realm and outcome, whose counts add up with the listed ones to the realms
     the CPU destroyed, and whose counters are the sums; its counter "vCPU errors not kept" says
-    how many error lines it did not keep. Before, the CPU kept one record per
+    how many error lines it did not keep, and the stray fold's first failure gives its vCPU
+    error's message. Before, the CPU kept one record per
     instance and one line per vCPU error for the whole run: a 4-minute kvm-lifecycle run on 2
     CPUs listed 30,133 instances, and the CPU processes grew by about 0.5 KiB each."""
     monkeypatch.setattr(cpustate, "MAX_LISTED_PER_CPU", 2)
@@ -81,6 +82,9 @@ def test_a_cpu_lists_the_first_instances_of_each_outcome_and_folds_the_rest(
     assert len(result.finished) + sum(f.instances for f in folds.values()) == destroyed > 30
     stray = folds["stray", False]
     assert stray.counters["vcpu_errors"] == stray.instances and "a vCPU failed" in stray.first
+    # The fold's first failure gives its vCPU error's message, which the CPU kept (it read
+    # "a vCPU failed: 1 vCPU errors", the message unused in the CPU's list).
+    assert "RIPAS change to EMPTY of [0x1000, 0x2000) starts outside the realm's RAM" in stray.first, stray.first
     assert len(result.errors) == 3
     assert result.errors_dropped == sum(1 for f in result.finished if f.name.startswith("stray")) \
         + stray.instances - 3
