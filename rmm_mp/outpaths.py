@@ -45,6 +45,7 @@ import click
 
 from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.printable import shown_path
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -269,9 +270,9 @@ def write_files(files: Iterable[tuple[str, str, Callable[[str], object]]], outpu
         except (OSError, ValueError) as exc:
             outputs.pop(key, None)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            errors.append(f"could not write the {key} report to {path}: {reason}")
+            errors.append(f"could not write the {key} report to {shown_path(path)}: {reason}")
         except KeyboardInterrupt as exc:
             outputs.pop(key, None)
             stopped = stopped or (exc.args[0] if exc.args else "Ctrl-C")
-            errors.append(f"could not write the {key} report to {path}: interrupted ({stopped})")
+            errors.append(f"could not write the {key} report to {shown_path(path)}: interrupted ({stopped})")
     return stopped

@@ -21,6 +21,7 @@ from rmm_mp.attest.platform_claims import lifecycle_state
 from rmm_mp.attest.realm_claims import CHALLENGE_SIZE, MEASUREMENT_SIZES
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
 from rmm_mp.inputfile import TooLarge, read_at_most
+from rmm_mp.printable import shown_path
 from rmm_mp.words import count
 
 EXIT_OK: Final = 0
@@ -62,17 +63,17 @@ def _read_bounded(path: str, what: str, param_hint: str) -> bytes:
     try:
         return read_at_most(path, MAX_FILE)
     except OSError as exc:
-        raise click.BadParameter(f"{path} cannot be read ({exc.strerror}); expected {what}",
+        raise click.BadParameter(f"{shown_path(path)} cannot be read ({exc.strerror}); expected {what}",
                                  param_hint=param_hint) from None
     except TooLarge as exc:
-        raise click.BadParameter(f"{path} has more than {exc.limit:,} bytes; expected {what} of at most "
+        raise click.BadParameter(f"{shown_path(path)} has more than {exc.limit:,} bytes; expected {what} of at most "
                                  f"{exc.limit:,} bytes (64 KiB)", param_hint=param_hint) from None
 
 
 def _read_token(path: str) -> bytes:
     data = _read_bounded(path, "a CCA token", "TOKEN")
     if not data:
-        raise click.BadParameter(f"{path} is empty; expected a CCA token (CBOR tag 399 or 907)",
+        raise click.BadParameter(f"{shown_path(path)} is empty; expected a CCA token (CBOR tag 399 or 907)",
                                  param_hint="TOKEN")
     return data
 
@@ -139,9 +140,9 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
         challenge = challenge.ljust(CHALLENGE_SIZE, b"\0")
     try:
         result = verify_token(data, key, expected_challenge=challenge, expected_rim=expect_rim,
-                              key_name=platform_key or "platform key")
+                              key_name=shown_path(platform_key) if platform_key else "platform key")
     except TokenFormatError as exc:
-        raise click.BadParameter(f"{token}: {exc}", param_hint="TOKEN") from None
+        raise click.BadParameter(f"{shown_path(token)}: {exc}", param_hint="TOKEN") from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -162,18 +163,18 @@ def inspect_command(token: str, as_json: bool) -> None:
     try:
         decoded = inspect_token(data)
     except TokenFormatError as exc:
-        raise click.BadParameter(f"{token}: {exc}", param_hint="TOKEN") from None
+        raise click.BadParameter(f"{shown_path(token)}: {exc}", param_hint="TOKEN") from None
     if as_json:
         click.echo(json.dumps(decoded, indent=2))
         return
-    click.echo(f"CCA token {token}: tag {decoded['tag']}, {len(data)} bytes (NOT verified)")
+    click.echo(f"CCA token {shown_path(token)}: tag {decoded['tag']}, {len(data)} bytes (NOT verified)")
     for side in ("platform", "realm"):
         part = decoded[side]
         _print_claims(f"{side.capitalize()} token ({part['alg']}) claims", part["claims"])
 
 
 def _print_result(token: str, size: int, result: VerificationResult) -> None:
-    click.echo(f"CCA token {token}: tag {result.tag}, {size} bytes")
+    click.echo(f"CCA token {shown_path(token)}: tag {result.tag}, {size} bytes")
     for title, claims in (("Platform claims", result.platform_claims), ("Realm claims", result.realm_claims)):
         if claims is not None:
             _print_claims(title, claims)

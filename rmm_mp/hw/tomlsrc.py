@@ -24,13 +24,13 @@ import re
 import stat
 import sys
 import tomllib
-import unicodedata
 from collections.abc import Iterable
 from typing import Any
 from importlib import resources
 from pathlib import Path
 
 from rmm_mp.inputfile import TooLarge, read_at_most
+from rmm_mp.printable import basic_string, shown_path
 
 HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
 """A table header line (``[dram]``, ``[[realm]]``), also read by workload.locate."""
@@ -42,14 +42,14 @@ _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 class ConfigError(ValueError):
     """A value in a TOML file (or an argument standing in for one) is not acceptable.
 
-    The message names the file (shown_source: escaped when its path holds a character that is
-    not printable), the line when known, the key, the value and what was expected.
+    The message names the file (printable.shown_path: escaped when its path holds a character
+    that is not printable), the line when known, the key, the value and what was expected.
     """
 
     def __init__(self, source: str, key: str, value: object, expected: str, line: int | None = None) -> None:
         # The file is named as it is, unless a character in its path would act on the terminal
-        # (ESC, a newline): then as a TOML string with escapes, as a value is (shown_source).
-        where = f"{shown_source(source)}:{line}" if line else shown_source(source)
+        # (ESC, a newline): then as a TOML string with escapes, as a value is (printable.shown_path).
+        where = f"{shown_path(source)}:{line}" if line else shown_path(source)
         shown = _show(value)
         # A key is shown as the file writes it, and a quoted one may be as long as its line:
         # abbreviated as a value is, or a pasted key buries the message as a pasted value did.
@@ -59,14 +59,6 @@ class ConfigError(ValueError):
         self.value = value
         self.expected = expected
         self.line = line
-
-
-def shown_source(source: str) -> str:
-    """``source`` (a file's path, "command line", ...) as an error names it: as it is when it is
-    one line of printable text, else as a TOML basic string whose escapes show each character
-    that is not (a path holding ESC [2J cleared the terminal, and the rest of the message
-    named a path that was not the file's)."""
-    return source if not_one_printable_line(source) is None else basic_string(source)
 
 
 def _show(value: object) -> str:
@@ -133,9 +125,6 @@ def _toml(value: object) -> str:
     return repr(value)
 
 
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
 def toml_string(text: str) -> str:
     """``text`` as a TOML string that reads back as ``text``, safe to print on a terminal.
 
@@ -148,41 +137,12 @@ def toml_string(text: str) -> str:
     return basic_string(text)
 
 
-def basic_string(text: str) -> str:
-    """``text`` as a TOML basic string (in double quotes) that reads back as ``text``, with
-    TOML's escapes for quotes, backslashes and every character that is not printable."""
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif char.isprintable():
-            out.append(char)
-        else:
-            out.append(f"\\u{ord(char):04X}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08X}")
-    return '"' + "".join(out) + '"'
-
-
 def choice_list(values: Iterable[object]) -> str:
     """The values an error offers as choices, each as the file writes it, as text: "32, 36 or
     40", "'sha256' or 'sha512'" (not Python's tuple or list repr). Every error listing a fixed
     set of values (platform, workload and schedule files) words it with this."""
     shown = [_toml(value) for value in values]
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
-
-
-def not_one_printable_line(text: str) -> str | None:
-    """Why ``text`` is not one line of printable characters (which character, where), or None.
-
-    A description is printed as it is, on one line of a listing: a control character (ESC
-    starting a terminal sequence, a newline breaking the listing), a bidi override or a
-    zero-width character would act on the terminal or hide text, so such files are refused
-    rather than their text escaped (docs/workloads.md). A space of another width (Unicode Zs:
-    a no-break space, an ideographic space), which str.isprintable counts with the separators,
-    is shown as a space and is text like any other."""
-    for index, char in enumerate(text, 1):
-        if not char.isprintable() and unicodedata.category(char) != "Zs":
-            return f"character {index}, U+{ord(char):04X}, is not printable"
-    return None
 
 
 class _Missing:

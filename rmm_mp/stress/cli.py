@@ -28,6 +28,7 @@ from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, echo, write_files, write_json
+from rmm_mp.printable import shown_path
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text, inject_problem
@@ -69,7 +70,7 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
                          f"names; {expected}")
     unknown = [c for c in named if c not in CHECKERS]
     if unknown:
-        raise ValueError(f"--checkers = {value!r}: unknown {', '.join(unknown)}; {expected}")
+        raise ValueError(f"--checkers = {value!r}: unknown {', '.join(map(shown_path, unknown))}; {expected}")
     return tuple(named)
 
 
@@ -291,9 +292,9 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # The lines after the files are the last output: written with the signals held back up to
     # the exit status, as the report's last line is.
     if "schedule" in written:
-        tell(f"schedule: {written['schedule']}\nreplay: {report.replay_command(written['schedule'])}")
+        tell(f"schedule: {shown_path(written['schedule'])}\nreplay: {report.replay_command(written['schedule'])}")
     if "trace" in written:
-        tell(f"timeline: {written['trace']} (Perfetto: ui.perfetto.dev)")
+        tell(f"timeline: {shown_path(written['trace'])} (Perfetto: ui.perfetto.dev)")
         # Written all the same: the calls and locks of the CPUs that returned are the run's.
         lost = timeline.incomplete(report)
         if lost:

@@ -24,6 +24,7 @@ from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import Interrupts, repeated_signal
 from rmm_mp.outpaths import check_outputs, echo, write_json
+from rmm_mp.printable import shown_path
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS, inject_problem
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
@@ -106,7 +107,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
             else:
                 done, written = stop.step(write, read=True)
             if not done:
-                stop.step(lambda: echo(f"Error: the json report was not written to {json_path}: "
+                stop.step(lambda: echo(f"Error: the json report was not written to {shown_path(json_path)}: "
                                        f"interrupted ({stop.by})", err=True), read=True)
             failed = failed or not written
         stop.decided(1 if failed else 0)
@@ -261,6 +262,6 @@ def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], i
     try:
         write_json(document, path)
     except OSError as exc:
-        echo(f"Error: could not write the json report to {path}: {exc.strerror or exc}", err=True)
+        echo(f"Error: could not write the json report to {shown_path(path)}: {exc.strerror or exc}", err=True)
         return False
     return True

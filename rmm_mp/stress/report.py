@@ -10,11 +10,11 @@ This module owns the report's shape and its text. It must not run anything.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from rmm_mp.printable import shell_word
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.lockdep import Edge
@@ -285,5 +285,6 @@ class StressReport:
 
     def replay_command(self, schedule_file: str) -> str:
         """The command that replays this run, quoted for a POSIX shell: a path with a space or
-        a quote in it must paste as one argument."""
-        return f"rmm-mp stress --replay {shlex.quote(schedule_file)}"
+        a quote in it must paste as one argument, and one with a control character must not act
+        on the terminal (printable.shell_word)."""
+        return f"rmm-mp stress --replay {shell_word(schedule_file)}"

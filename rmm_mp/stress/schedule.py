@@ -36,6 +36,7 @@ from typing import Any
 from rmm_mp.hw.tomlsrc import ConfigError, choice_list, suggestion
 from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.outpaths import write_json
+from rmm_mp.printable import shown_path
 from rmm_mp.stress.bugs import BUGS, inject_problem
 from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
@@ -125,7 +126,7 @@ def read(path: "str | Path") -> Schedule:
                           f"a schedule file of at most {exc.limit:,} bytes (64 MiB)") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError: JSON syntax, and an integer of more digits than Python converts.
-        raise ValueError(f"{path}: not a readable schedule file ({exc})") from None
+        raise ValueError(f"{shown_path(path)}: not a readable schedule file ({exc})") from None
     return parse(data, str(path))
 
 

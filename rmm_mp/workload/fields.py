@@ -16,7 +16,8 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, not_one_printable_line, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, suggestion
+from rmm_mp.printable import not_one_printable_line
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")

@@ -36,6 +36,7 @@ from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
 from rmm_mp.host.runqueue import DONE, MAX_QUEUES, R_GEN, VEND_DRAINED, RunQueue
 from rmm_mp.outpaths import replacing
+from rmm_mp.printable import shown_path
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
@@ -361,7 +362,7 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     else:
         detail = f"{f.state.lower()} ({f.end or 'no end'})"
     if f.token:
-        detail += f"; token of {f.token:,} bytes verified" + (f", saved as {f.token_file}" if f.token_file else "")
+        detail += f"; token of {f.token:,} bytes verified" + (f", saved as {shown_path(f.token_file)}" if f.token_file else "")
     return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output, f.exceptions)
 
 

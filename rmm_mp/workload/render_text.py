@@ -22,6 +22,7 @@ import unicodedata
 from typing import Any, Collection, Sequence
 
 from rmm_mp.host.runqueue import CONSOLE_BYTES
+from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
@@ -381,11 +382,11 @@ def _cpu_counters(doc: dict[str, Any]) -> list[str]:
 
 def _output(kind: str, path: str, report: RunReport) -> str:
     if kind != "tokens":
-        return f"{kind} {path}"
+        return f"{kind} {shown_path(path)}"
     # The directory is made even when no realm obtains a token: say so rather than "written".
     n = report.tokens_saved
-    return f"tokens {path} ({n:,} token{'s' if n != 1 else ''})" if n else \
-        f"tokens {path} (none: no realm running the attest guest obtained a token; only their tokens are read)"
+    return f"tokens {shown_path(path)} ({n:,} token{'s' if n != 1 else ''})" if n else \
+        f"tokens {shown_path(path)} (none: no realm running the attest guest obtained a token; only their tokens are read)"
 
 
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:

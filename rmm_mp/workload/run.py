@@ -52,6 +52,7 @@ from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import RunResult
+from rmm_mp.printable import shown_path
 from rmm_mp.runtime import STARTUP_S, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
@@ -269,7 +270,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
             outputs["trace"] = trace_path
             trace_dropped = {cpu: n for cpu in ids if (n := dropped(machine, cpu))}
         else:
-            output_errors.append(f"could not write the trace to {trace_path}: "
+            output_errors.append(f"could not write the trace to {shown_path(trace_path)}: "
                                  + (trouble or f"interrupted ({stop.by})"))
     errors = realms.Errors()
     for r in results.values():
@@ -293,7 +294,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         outputs["tokens"] = options.tokens_dir
     if unsaved:
         output_errors.append(f"could not save {unsaved[0]} of {unsaved[0] + tokens_saved} tokens to "
-                             f"{options.tokens_dir} (the first: {unsaved[1]})")
+                             f"{shown_path(options.tokens_dir)} (the first: {unsaved[1]})")
     problems += teardown_problems
     if healthy and ran and len(results) < len(ids):
         problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")

@@ -1,0 +1,81 @@
+"""Text a user gave (a path, a name), shown in a message so that it cannot act on the terminal.
+
+A path may hold any character but NUL and "/": a directory named with ESC [2J clears the screen
+when an error names a file in it raw, a carriage return overwrites the start of the message, and
+the rest then names a path that is not the file's. Every message that names a user's path or
+string names it through ``shown_path``: as it is when it is one line of printable text (nearly
+always), else as a TOML basic string whose escapes show each character that is not, so that it
+can still be read back exactly.
+
+This module owns that escaping (TOML's basic string: ``basic_string``) and the test for one
+printable line (``not_one_printable_line``). It imports nothing of rmm_mp, so that every layer
+may use it (hw, attest, outpaths, stress, the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import unicodedata
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def basic_string(text: str) -> str:
+    """``text`` as a TOML basic string (in double quotes) that reads back as ``text``, with
+    TOML's escapes for quotes, backslashes and every character that is not printable."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        else:
+            out.append(f"\\u{ord(char):04X}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08X}")
+    return '"' + "".join(out) + '"'
+
+
+def not_one_printable_line(text: str) -> str | None:
+    """Why ``text`` is not one line of printable characters (which character, where), or None.
+
+    A description is printed as it is, on one line of a listing: a control character (ESC
+    starting a terminal sequence, a newline breaking the listing), a bidi override or a
+    zero-width character would act on the terminal or hide text, so such files are refused
+    rather than their text escaped (docs/workloads.md). A space of another width (Unicode Zs:
+    a no-break space, an ideographic space), which str.isprintable counts with the separators,
+    is shown as a space and is text like any other."""
+    for index, char in enumerate(text, 1):
+        if not char.isprintable() and unicodedata.category(char) != "Zs":
+            return f"character {index}, U+{ord(char):04X}, is not printable"
+    return None
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` (a file's path, "command line", a name a user typed) as a message names it: as
+    it is when it is one line of printable text, else as a TOML basic string whose escapes show
+    each character that is not ("/tmp/a\\u001B[2J/r.json"). A path that is not valid UTF-8
+    arrives with surrogate escapes (os.fsdecode), shown as \\uDCxx."""
+    text = os.fspath(path)
+    return text if not_one_printable_line(text) is None else basic_string(text)
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one word of a POSIX shell command line a user may paste: shlex.quote'd when
+    it is one line of printable text, else in ANSI-C quotes ($'a\\x1bb', bash, zsh, ksh and
+    POSIX 2024 sh) whose escapes show each character that is not, as shown_path does for a
+    message (shlex.quote leaves an ESC raw inside its single quotes)."""
+    if not_one_printable_line(text) is None:
+        return shlex.quote(text)
+    out = []
+    for char in text:
+        if char in ("\\", "'"):
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif 0xDC80 <= ord(char) <= 0xDCFF:   # a byte that is not UTF-8 (os.fsdecode)
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+    return "$'" + "".join(out) + "'"
