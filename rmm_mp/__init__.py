@@ -1,11 +1,34 @@
 """rmm-mp: a multi-core, concurrency-focused runtime of the Arm CCA Realm Management Monitor.
 
 Public surface (DESIGN.md section 3): Machine, GranuleProtectionFault, RmmInternalError.
+
+They are imported on first use (``from rmm_mp import Machine`` works as ever, PEP 562
+``__getattr__``), not when the package is: every import of a submodule runs this file first, and
+the rmm-mp program (rmm_mp.launch) must take Ctrl-C over before the simulator's import (about
+half a second) begins, which an eager import here would run ahead of it.
 """
 
-__version__ = "0.1.0"  # first: modules imported below read it (EL3's platform token)
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (about 10 ms at start-up)
 
-from rmm_mp.hw.faults import GranuleProtectionFault, RmmInternalError  # noqa: E402
-from rmm_mp.machine import Cpu, Machine  # noqa: E402
+__version__ = "0.1.0"  # read by modules of the package (EL3's platform token, --version)
 
 __all__ = ["Machine", "Cpu", "GranuleProtectionFault", "RmmInternalError", "__version__"]
+
+if TYPE_CHECKING:
+    from rmm_mp.hw.faults import GranuleProtectionFault, RmmInternalError
+    from rmm_mp.machine import Cpu, Machine
+
+
+def __getattr__(name: str) -> object:
+    """The public names, imported the first time one is asked for."""
+    if name in ("GranuleProtectionFault", "RmmInternalError"):
+        from rmm_mp.hw.faults import GranuleProtectionFault, RmmInternalError
+        return {"GranuleProtectionFault": GranuleProtectionFault, "RmmInternalError": RmmInternalError}[name]
+    if name in ("Machine", "Cpu"):
+        from rmm_mp.machine import Cpu, Machine
+        return {"Machine": Machine, "Cpu": Cpu}[name]
+    raise AttributeError(f"module 'rmm_mp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,5 +1,5 @@
-"""`python -m rmm_mp` is the rmm-mp command."""
+"""`python -m rmm_mp` is the rmm-mp command (rmm_mp.launch: Ctrl-C while it starts is quiet)."""
 
-from rmm_mp.cli import entry
+from rmm_mp.launch import main
 
-entry()
+main()

@@ -9,6 +9,7 @@ imported only when they are run or listed.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import click
 
@@ -145,15 +146,18 @@ def platform_show(name: str, public_key: bool) -> None:
     click.echo(f"attestation keys: {a.keys}{seeds}")
 
 
-def entry() -> None:
-    """The rmm-mp program (the console script, and python -m rmm_mp): the command line in a
-    process that ends with its command, so that a Ctrl-C or SIGTERM after the command has given
-    all its output, whichever command it was, leaves its exit status as it was
-    (interrupts.ends_with_command, command_over), and a reader
+def entry(ready: Callable[[], None] | None = None) -> None:
+    """The rmm-mp program (the console script, and python -m rmm_mp, through rmm_mp.launch):
+    the command line in a process that ends with its command, so that a Ctrl-C or SIGTERM after
+    the command has given all its output, whichever command it was, leaves its exit status as
+    it was (interrupts.ends_with_command, command_over), and a reader
     of its output or of its errors that has gone changes nothing but what is seen
-    (outpaths.quiet_when_readers_leave)."""
+    (outpaths.quiet_when_readers_leave). ``ready`` is called just before click's main begins
+    (launch: Python's own Ctrl-C handler back, once nothing is left to do before the command)."""
     interrupts.ends_with_command()
     outpaths.quiet_when_readers_leave()
+    if ready is not None:
+        ready()
     try:
         main(prog_name="rmm-mp")
     finally:

@@ -1,0 +1,65 @@
+"""Ctrl-C while the rmm-mp program is still importing the simulator (rmm_mp.launch)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rmm_mp.launch import INTERRUPTED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The console script's own lines, with a mark on stdout once rmm_mp.launch is imported (its
+# Ctrl-C handler installed): "r" when importing it loaded none of the simulator (its import
+# must stay cheap, or a Ctrl-C in it is a traceback again), "H" when it did.
+CHILD = ("import os, sys; sys.argv = ['rmm-mp', '--help']; from rmm_mp import launch; "
+         "os.write(1, b'H' if 'rmm_mp.machine' in sys.modules or 'click' in sys.modules else b'r'); "
+         "launch.main()")
+
+
+def test_ctrl_c_while_the_program_starts_ends_it_quietly_with_130() -> None:
+    """`rmm-mp --help` sent SIGINT 0, 20, ..., 300 ms after its first lines ran (the simulator's
+    import takes about half a second): each ends with status 130 and the one line
+    "interrupted (Ctrl-C) while rmm-mp was starting: nothing was done" on stderr, or, if it got
+    that far, 0 with its help; never a KeyboardInterrupt traceback (which it printed before)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outcomes = []
+    for delay_ms in range(0, 301, 20):
+        proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        mark = os.read(proc.stdout.fileno(), 1) if ready else b""
+        time.sleep(delay_ms / 1000)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert mark == b"r", (mark, err.decode())
+        assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, (delay_ms, err.decode())
+        if proc.returncode == 130:
+            assert err == INTERRUPTED, (delay_ms, err.decode())
+        else:
+            assert proc.returncode == 0 and b"Usage: rmm-mp" in out, (delay_ms, proc.returncode, err.decode())
+        outcomes.append(proc.returncode)
+    assert 130 in outcomes, outcomes
+
+
+def test_the_public_names_import_on_first_use() -> None:
+    """`import rmm_mp` loads none of the simulator (rmm_mp.launch relies on it), while `from
+    rmm_mp import Machine, Cpu, GranuleProtectionFault, RmmInternalError` (DESIGN.md section 3)
+    still gives the classes, the same objects as their modules'."""
+    code = ("import sys, rmm_mp; assert 'rmm_mp.machine' not in sys.modules, 'eager'; "
+            "from rmm_mp import Machine, Cpu, GranuleProtectionFault, RmmInternalError; "
+            "import rmm_mp.machine as m, rmm_mp.hw.faults as f; "
+            "assert (Machine, Cpu) == (m.Machine, m.Cpu); "
+            "assert (GranuleProtectionFault, RmmInternalError) == (f.GranuleProtectionFault, f.RmmInternalError); "
+            "print(sorted(n for n in rmm_mp.__all__ if n in dir(rmm_mp)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(sorted(["Machine", "Cpu", "GranuleProtectionFault", "RmmInternalError",
+                                              "__version__"]))
