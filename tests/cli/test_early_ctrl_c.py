@@ -26,7 +26,8 @@ def test_ctrl_c_while_the_program_starts_ends_it_quietly_with_130() -> None:
     """`rmm-mp --help` sent SIGINT 0, 20, ..., 300 ms after its first lines ran (the simulator's
     import takes about half a second): each ends with status 130 and the one line
     "interrupted (Ctrl-C) while rmm-mp was starting: nothing was done" on stderr, or, if it got
-    that far, 0 with its help; never a KeyboardInterrupt traceback (which it printed before)."""
+    that far, 0 with its help, or, when the signal came after the hand-over to click but before
+    the help was out, click's "Aborted!" and 1 (seen in a full-suite run); never a KeyboardInterrupt traceback (which it printed before)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     outcomes = []
     for delay_ms in range(0, 301, 20):
@@ -42,6 +43,10 @@ def test_ctrl_c_while_the_program_starts_ends_it_quietly_with_130() -> None:
         assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, (delay_ms, err.decode())
         if proc.returncode == 130:
             assert err == INTERRUPTED, (delay_ms, err.decode())
+        elif proc.returncode == 1:
+            # The signal came after the hand-over, while click printed the help: click's own
+            # Ctrl-C answer, as for any command that does not take Ctrl-C itself.
+            assert err.strip() == b"Aborted!", (delay_ms, err.decode())
         else:
             assert proc.returncode == 0 and b"Usage: rmm-mp" in out, (delay_ms, proc.returncode, err.decode())
         outcomes.append(proc.returncode)
