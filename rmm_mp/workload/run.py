@@ -292,9 +292,9 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     outcomes += _unreported(w, parts, [cpu for cpu in ids if cpu not in results])
     if options.tokens_dir is not None and (tokens_saved or not unsaved):
         outputs["tokens"] = options.tokens_dir
-    if unsaved:
+    if unsaved:                                  # only ever with a tokens_dir to save them in
         output_errors.append(f"could not save {unsaved[0]} of {unsaved[0] + tokens_saved} tokens to "
-                             f"{shown_path(options.tokens_dir)} (the first: {unsaved[1]})")
+                             f"{shown_path(options.tokens_dir or '')} (the first: {unsaved[1]})")
     problems += teardown_problems
     if healthy and ran and len(results) < len(ids):
         problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
