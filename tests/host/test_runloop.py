@@ -1572,19 +1572,25 @@ class _DyingView:
         return getattr(self._view, name)
 
 
-def _die_inside(q: RunQueue, slot: int, value: int, serve) -> None:  # type: ignore[no-untyped-def]
-    """Serve an exit of ``slot`` with ``serve(queue)`` through a view whose process is killed
-    before it stores ``value``: the output lock is left held by a process that does not exist."""
+def _serve_dying(q: RunQueue, slot: int, view, serve) -> None:  # type: ignore[no-untyped-def]
+    """Serve an exit of ``slot`` with ``serve(queue)`` through ``view``, a view whose process
+    "dies" (raises _KilledAt) at some store; then leave the output lock as the death leaves it:
+    held by a process that does not exist."""
     import types
 
     from rmm_mp.host import devices
-    dying = types.SimpleNamespace(view=_DyingView(q.view, value), buf=q.buf, realm_offset=q.realm_offset,
-                                  count=q.count)
+    dying = types.SimpleNamespace(view=view, buf=q.buf, realm_offset=q.realm_offset, count=q.count)
     with pytest.raises(_KilledAt):
         serve(dying)
     with open("/proc/sys/kernel/pid_max") as f:
         dead = int(f.read())        # no process has this pid
     q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, dead)     # the finally never ran
+
+
+def _die_inside(q: RunQueue, slot: int, value: int, serve) -> None:  # type: ignore[no-untyped-def]
+    """Serve an exit of ``slot`` with ``serve(queue)`` through a view whose process is killed
+    before it stores ``value``: the output lock is left held by a process that does not exist."""
+    _serve_dying(q, slot, _DyingView(q.view, value), serve)
 
 
 def test_a_report_cut_short_by_a_killed_cpu_never_shows_a_torn_pair(machine: Machine) -> None:
@@ -1667,16 +1673,7 @@ class _DyingAtStore:
 def _die_at_store(q: RunQueue, slot: int, k: int, serve) -> None:  # type: ignore[no-untyped-def]
     """Serve an exit of ``slot`` with ``serve(queue)`` through a view whose process is killed
     before its ``k``-th store: the output lock is left held by a process that does not exist."""
-    import types
-
-    from rmm_mp.host import devices
-    dying = types.SimpleNamespace(view=_DyingAtStore(q.view, k), buf=q.buf, realm_offset=q.realm_offset,
-                                  count=q.count)
-    with pytest.raises(_KilledAt):
-        serve(dying)
-    with open("/proc/sys/kernel/pid_max") as f:
-        dead = int(f.read())        # no process has this pid
-    q.view.store_u64(q.realm_offset(slot) + devices._OUTPUT_LOCK, dead)     # the finally never ran
+    _serve_dying(q, slot, _DyingAtStore(q.view, k), serve)
 
 
 def test_a_report_killed_in_any_window_is_whole_or_absent(machine: Machine) -> None:
