@@ -1,10 +1,11 @@
 """The interleaving explorer's pairs of a command that reads what another changes, or names a
 granule another claims (stress.explore_pairs holds the catalog and takes these pairs from
 RMI_PAIRS): RTT_READ_ENTRY vs RTT_CREATE and RTT_DESTROY of the table below the entry it walks
-to, and vs REALM_DESTROY; read-only calls (REC_AUX_COUNT, FEATURES) during REALM_DESTROY; UNDELEGATE vs
-DATA_CREATE_UNKNOWN of the same granule; RTT_INIT_RIPAS over a range in which RTT_CREATE makes
-a table; PSCI_COMPLETE vs REC_DESTROY of its target; RTT_SET_RIPAS vs RTT_FOLD of its table (the
-setups of the last two run a guest to its request; no REC runs in the pair).
+to, and vs REALM_DESTROY; read-only calls (REC_AUX_COUNT, RTT_READ_ENTRY of a root) during
+REALM_DESTROY; UNDELEGATE vs DATA_CREATE_UNKNOWN of the same granule; RTT_INIT_RIPAS over a
+range in which RTT_CREATE makes a table; PSCI_COMPLETE vs REC_DESTROY of its target;
+RTT_SET_RIPAS vs RTT_FOLD of its table (the setups of the last two run a guest to its request;
+no REC runs in the pair).
 
 This module owns those setups and their Pairs. It must not write the machine's shared memory
 other than through SMCs and Machine.ns_write.
@@ -18,7 +19,7 @@ from rmm_mp.stress.explore import Pair, Prepared
 from rmm_mp.stress.explore_guest import exit_must_be
 from rmm_mp.stress.explore_pairs_rec import cpu_on_realm
 from rmm_mp.stress.explore_setup import (
-    F, G, L2, RIPAS_BASE, RIPAS_TOP, Builder, prepared, rec_view, rim_view, ripas_request,
+    F, G, L2, RIPAS_BASE, RIPAS_TOP, UNPROTECTED, Builder, prepared, rec_view, rim_view, ripas_request,
 )
 
 
@@ -61,12 +62,18 @@ def realm_destroy_vs_rec_aux_count(machine: Machine) -> Prepared:
     return prepared(b, (F.RMI_REALM_DESTROY, realm.rd), (F.RMI_REC_AUX_COUNT, realm.rd))
 
 
-def realm_destroy_vs_features(machine: Machine) -> Prepared:
-    """REALM_DESTROY vs RMI_FEATURES (index 0), which takes no lock: it answers the same in every
-    order, and nothing REALM_DESTROY holds may stop it."""
+def realm_destroy_vs_read_entry(machine: Machine) -> Prepared:
+    """REALM_DESTROY of a realm with nothing live (it holds the RD while it locks each root RTT
+    to count what is live, then again to take it down) vs RTT_READ_ENTRY of the start-level
+    entry of the second root RTT (the unprotected half), a walk that locks that root once it
+    has the RD: read first, the root's UNASSIGNED EMPTY entry (X1 = the start level); destroyed
+    first, the RD is gone (rd_state). B is inserted at REALM_DESTROY's lock events, so a
+    REALM_DESTROY that lets the RD go before its roots are down shows (the read walks into a
+    root that is no longer an RTT); read-entry-vs-realm-destroy inserts at the read's events."""
     b = Builder(machine)
     realm = b.realm()
-    return prepared(b, (F.RMI_REALM_DESTROY, realm.rd), (F.RMI_FEATURES, 0))
+    return prepared(b, (F.RMI_REALM_DESTROY, realm.rd),
+                    (F.RMI_RTT_READ_ENTRY, realm.rd, UNPROTECTED, realm.start_level))
 
 
 def undelegate_vs_data_create_unknown(machine: Machine) -> Prepared:
@@ -144,7 +151,8 @@ RMI_PAIRS: tuple[Pair, ...] = (
          read_entry_vs_realm_destroy),
     Pair("realm-destroy-vs-rec-aux-count", "REALM_DESTROY vs REC_AUX_COUNT of the realm",
          realm_destroy_vs_rec_aux_count),
-    Pair("realm-destroy-vs-features", "REALM_DESTROY vs RMI_FEATURES (no lock)", realm_destroy_vs_features),
+    Pair("realm-destroy-vs-read-entry", "REALM_DESTROY vs RTT_READ_ENTRY of its second root RTT's entry",
+         realm_destroy_vs_read_entry),
     Pair("undelegate-vs-data-create-unknown", "UNDELEGATE of a granule vs DATA_CREATE_UNKNOWN naming it",
          undelegate_vs_data_create_unknown),
     Pair("data-create-unknown-vs-undelegate", "DATA_CREATE_UNKNOWN of a granule vs UNDELEGATE of it",

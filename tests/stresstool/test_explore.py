@@ -60,7 +60,7 @@ NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-
              "read-entry-vs-rtt-create", "read-entry-vs-rtt-destroy", "read-entry-vs-realm-destroy",
              "realm-destroy-vs-rec-aux-count", "undelegate-vs-data-create-unknown", "data-create-unknown-vs-undelegate",
              "init-ripas-vs-rtt-create", "psci-complete-vs-rec-destroy-target", "rec-destroy-target-vs-psci-complete",
-             "set-ripas-vs-rtt-fold"]
+             "set-ripas-vs-rtt-fold", "realm-destroy-vs-read-entry"]
 
 
 def test_a_call_thread_is_listed_only_once_started() -> None:
@@ -549,6 +549,31 @@ def test_an_rsi_read_sees_the_host_change_whole_or_not_at_all(name: str, rec: st
     seen = {label: dict(o.seen)[rec].split(" pc=")[0].split(" ", 1)[1] for label, o in report.references.items()}
     assert {label: seen[label] for label in ("A;B", "B;A")} == fields
     assert set(seen.values()) == set(fields.values())
+    assert _my_segments() == []
+
+
+def _results_by_interleaving(name: str, tried: int) -> set[tuple[int, int]]:
+    """The X0s of A and B in each interleaving (B at A's lock event k) of ``name``."""
+    results = set()
+    for k in range(tried):
+        outcome = run_once(PAIRS[name], k).outcome
+        results.add((outcome.a[0], outcome.b[0]))   # type: ignore[index]
+    return results
+
+
+def test_realm_destroy_holds_the_rd_until_its_roots_are_down() -> None:
+    """REALM_DESTROY vs RTT_READ_ENTRY of the second root RTT's start-level entry: read first, its
+    UNASSIGNED EMPTY entry at the start level; destroyed first, the read fails rd_state
+    (RMI_ERROR_INPUT). REALM_DESTROY holds the RD from its first lock to its last, so the read,
+    inserted at any of its lock events, waits for it and fails: every interleaving is A;B."""
+    report = explore(PAIRS["realm-destroy-vs-read-entry"])
+    assert report.ok, report
+    a_first, b_first = report.serial["A;B"], report.serial["B;A"]
+    assert (a_first.a[0], a_first.b[0]) == (RmiStatus.RMI_SUCCESS, RmiStatus.RMI_ERROR_INPUT)  # type: ignore[index]
+    assert (b_first.a[0], b_first.b[:4]) == (RmiStatus.RMI_SUCCESS, (0, 1, 0, 0))     # type: ignore[index]
+    assert report.tried > 1
+    assert _results_by_interleaving("realm-destroy-vs-read-entry", report.tried) == {
+        (RmiStatus.RMI_SUCCESS, RmiStatus.RMI_ERROR_INPUT)}
     assert _my_segments() == []
 
 
