@@ -19,6 +19,7 @@ from rmm_mp.abi.rsi import RsiFid, RsiRipas, RsiStatus
 from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.host.realm import NS_MAP_ATTRS
 from rmm_mp.machine import Machine
+from rmm_mp.rmm.rec_desc import Rec
 from rmm_mp.stress.explore import Pair, Prepared, Watch
 from rmm_mp.stress.explore_guest import (
     GUEST_SLICE, RAM_TABLE, REC1_PC, exit_must_be, extend_rem1, fails_on_running_rec, guest_realm, smc,
@@ -139,16 +140,27 @@ def _token_being_copied(machine: Machine) -> tuple[Builder, BuiltRealm, int, int
 
 
 def _token_views(realm: BuiltRealm, rec: int, run: int, who: str) -> tuple[Watch, ...]:
+    """The exit, the REC, and the non-zero bytes of the buffer's page: how much of the token
+    reached the page (the REC's own count is gone with a destroyed REC)."""
     page = realm.pages[TOKEN_IPA]
     return (exit_view(who, run), rec_view("REC", rec), ("token bytes", lambda m: str(sum(
         1 for byte in m.memory.buf[page - m.dram_base:page - m.dram_base + G] if byte))))
 
 
+def copied_view(rec: int) -> Watch:
+    """The bytes the guest counted copied (x25 - TOKEN_IPA: the sum of the X1s its CONTINUE
+    calls returned). DATA_DESTROY wipes the page, so the page cannot say how far the copy got."""
+    def read(m: Machine) -> str:
+        return f"{Rec(m.memory, (rec - m.dram_base) >> 12).gpr(25) - TOKEN_IPA:#x}"
+    return ("copied", read)
+
+
 def token_continue_vs_rec_destroy(machine: Machine) -> Prepared:
     """REC_ENTER of a REC copying its attestation token out, a chunk per CONTINUE call (the
     token state lives in the REC's aux granules), vs REC_DESTROY of the REC: destroyed first,
-    the entry fails and the buffer keeps its first chunk; while the REC runs, REC_DESTROY fails
-    rec_state (the overlap rule)."""
+    the entry fails (RMI_ERROR_INPUT: the REC is a DELEGATED granule) and the buffer keeps its
+    first chunk; entered first, the whole token reaches the buffer (the token bytes view); while
+    the REC runs, REC_DESTROY fails rec_state (the overlap rule)."""
     b, realm, rec, run = _token_being_copied(machine)
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_REC_DESTROY, rec), _token_views(realm, rec, run, "A"))
 
@@ -156,11 +168,12 @@ def token_continue_vs_rec_destroy(machine: Machine) -> Prepared:
 def token_continue_vs_data_destroy(machine: Machine) -> Prepared:
     """The same entry vs DATA_DESTROY of the buffer's page: destroyed before a CONTINUE walks to
     it, that call exits with a data abort at TOKEN_IPA (RIPAS DESTROYED, level 3) and copies
-    nothing; the token state stays mid-copy. Destroyed pages are wiped, so the copy's bytes
-    that reached the page before are gone too."""
+    nothing; the token state stays mid-copy. Destroyed pages are wiped, so what the guest counted
+    copied (a view) tells the orders apart: the first chunk only, destroyed first; the whole
+    token, entered first; a chunk more at a run point between two CONTINUE calls."""
     b, realm, rec, run = _token_being_copied(machine)
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, TOKEN_IPA),
-                     _token_views(realm, rec, run, "A"))
+                     (exit_view("A", run), rec_view("REC", rec), copied_view(rec)))
 
 
 # -- RSI_IPA_STATE_GET and RSI_REALM_CONFIG vs the host's changes of what they read or write -------
@@ -212,28 +225,46 @@ def ipa_state_get_vs_data_destroy(machine: Machine) -> Prepared:
 
 
 def ipa_state_get_vs_rtt_fold(machine: Machine) -> Prepared:
-    """REC_ENTER whose guest asks RSI_IPA_STATE_GET for [RAM_TABLE + 5 pages, + 2 MiB) of a table
-    all UNASSIGNED RAM vs RTT_FOLD of the table: the walk ends at level 3 before, at the folded
-    level-2 entry after; both give RAM up to the end of the table's range."""
+    """REC_ENTER whose guest asks RSI_IPA_STATE_GET for [RAM_TABLE + 5 pages, + 2 MiB) vs
+    RTT_FOLD of RAM_TABLE (all UNASSIGNED RAM); the 2 MiB after the table are UNASSIGNED RAM
+    too, a level-2 entry of their own. The run is found within the last-level table the walk
+    reaches: before the fold, the level-3 table, so it stops at the table's end (X1 =
+    RAM_TABLE + 2 MiB); after it, the level-2 table, where the folded entry and the next are both
+    RAM, so it reaches the end asked for (X1 = RAM_TABLE + 5 pages + 2 MiB). RAM (X2 = 1) in
+    both (REC's X1 and X2 in its view)."""
     b = Builder(machine)
     realm, (rec,) = guest_realm(b, f"{smc(_IPA_STATE_GET, RAM_TABLE + 5 * G, RAM_TABLE + 5 * G + L2)}\n"
-                                   "        b .\n", ram_table=True)
+                                   "        b .\n", ram_table=True, prepare=lambda r: _ram_block_after(b, r))
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_FOLD, realm.rd, RAM_TABLE, 3),
                      (exit_view("A", run), rec_view("REC", rec)))
 
 
+def _ram_block_after(b: Builder, realm: BuiltRealm) -> None:
+    """The level-2 entry after RAM_TABLE made UNASSIGNED RAM (RTT_INIT_RIPAS of the whole 2 MiB,
+    with no table below it)."""
+    if b.call(F.RMI_RTT_INIT_RIPAS, realm.rd, RAM_TABLE + L2, RAM_TABLE + 2 * L2)[1] != RAM_TABLE + 2 * L2:
+        raise SetupError("RTT_INIT_RIPAS did not cover the level-2 entry after RAM_TABLE")
+
+
 def realm_config_vs_data_destroy(machine: Machine) -> Prepared:
-    """REC_ENTER whose guest calls RSI_REALM_CONFIG on a DATA page (a locked walk to it, the
-    structure written under its table's lock) vs DATA_DESTROY of the page: destroyed first, the
-    call exits with a data abort at the page (level 3); written first, the page is wiped by
-    the destroy."""
+    """REC_ENTER whose guest calls RSI_REALM_CONFIG on a DATA page holding 0xff bytes (a locked
+    walk to it, the structure written under its table's lock), then loads the structure's first
+    word (ipa_width) into X2, vs DATA_DESTROY of the page. Destroyed first, the call exits with a
+    data abort at the page (level 3), X0 still the FID; written first, X0 = RSI_SUCCESS and X2 =
+    40, the IPA width, then the page is wiped; destroyed at the run point between the call and
+    the load, X0 = RSI_SUCCESS and the load exits with the data abort. (The page itself is wiped
+    in every outcome: the REC's registers are the view.)"""
     b = Builder(machine)
-    realm, (rec,) = guest_realm(b, f"{smc(int(RsiFid.RSI_REALM_CONFIG), GET_PAGE)}\n        b .\n",
-                                pages=((GET_PAGE, b"\xff" * 64),))
+    realm, (rec,) = guest_realm(b, f"""
+    {smc(int(RsiFid.RSI_REALM_CONFIG), GET_PAGE)}
+        mov x1, ={GET_PAGE:#x}
+        ldr x2, [x1]
+        b .
+    """, pages=((GET_PAGE, b"\xff" * 64),))
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_DATA_DESTROY, realm.rd, GET_PAGE),
-                     (exit_view("A", run), rec_view("REC", rec), page_view("page", realm.pages[GET_PAGE])))
+                     (exit_view("A", run), rec_view("REC", rec)))
 
 
 def measurement_read_vs_extend(machine: Machine) -> Prepared:

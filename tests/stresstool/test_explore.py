@@ -60,7 +60,8 @@ NEW_PAIRS = ["rtt-fold-vs-data-create", "rtt-fold-vs-data-create-unknown", "rtt-
              "read-entry-vs-rtt-create", "read-entry-vs-rtt-destroy", "read-entry-vs-realm-destroy",
              "realm-destroy-vs-rec-aux-count", "undelegate-vs-data-create-unknown", "data-create-unknown-vs-undelegate",
              "init-ripas-vs-rtt-create", "psci-complete-vs-rec-destroy-target", "rec-destroy-target-vs-psci-complete",
-             "set-ripas-vs-rtt-fold", "realm-destroy-vs-read-entry"]
+             "set-ripas-vs-rtt-fold", "realm-destroy-vs-read-entry", "token-continue-vs-rec-destroy",
+             "token-continue-vs-data-destroy", "ipa-state-get-vs-rtt-fold", "realm-config-vs-data-destroy"]
 
 
 def test_a_call_thread_is_listed_only_once_started() -> None:
@@ -535,13 +536,15 @@ def test_an_unprotected_access_to_a_page_being_delegated_runs_or_exits_with_a_gp
 @pytest.mark.parametrize("name, rec, fields", [
     ("ipa-state-get-vs-set-ripas", "REC 1", {"A;B": "x1=0x420000 x2=0x0", "B;A": "x1=0x410000 x2=0x1"}),
     ("ipa-state-get-vs-data-destroy", "REC", {"A;B": "x1=0x3000 x2=0x1", "B;A": "x1=0x3000 x2=0x2"}),
+    ("ipa-state-get-vs-rtt-fold", "REC", {"A;B": "x1=0x600000 x2=0x1", "B;A": "x1=0x605000 x2=0x1"}),
     ("measurement-read-vs-extend", "REC 0", {"A;B": "x1=0x0 x2=0x0",
                                              "B;A": "x1=0x77c203925bf13586 x2=0xb0e8d09cca25a710"}),
 ])
 def test_an_rsi_read_sees_the_host_change_whole_or_not_at_all(name: str, rec: str, fields: dict[str, str]) -> None:
     """An RSI call that reads what the other call changes (IPA_STATE_GET of a range RTT_SET_RIPAS
-    answers another REC's request for, or of a page DATA_DESTROY destroys; MEASUREMENT_READ of
-    the REM1 another REC extends) returns what it returns before the change or after it, in
+    answers another REC's request for, of a page DATA_DESTROY destroys, or of a table RTT_FOLD
+    folds: the run stops at the level-3 table's end, or goes on through the next RAM level-2
+    entry; MEASUREMENT_READ of the REM1 another REC extends) returns what it returns before the change or after it, in
     every outcome (its X1 and X2 in the REC's view): never a mix (a run of the RIPAS cut short
     by a half-made change, a REM partly extended)."""
     report = explore(PAIRS[name])
@@ -574,6 +577,50 @@ def test_realm_destroy_holds_the_rd_until_its_roots_are_down() -> None:
     assert report.tried > 1
     assert _results_by_interleaving("realm-destroy-vs-read-entry", report.tried) == {
         (RmiStatus.RMI_SUCCESS, RmiStatus.RMI_ERROR_INPUT)}
+    assert _my_segments() == []
+
+
+def test_a_token_copy_meets_a_destroy_whole_chunks_at_a_time() -> None:
+    """REC_ENTER of a guest copying its attestation token out, 0x200 bytes per CONTINUE (the
+    setup copied the first chunk), vs DATA_DESTROY of the buffer's page: the guest's count of
+    bytes copied is the whole token (0x404) with an IRQ exit when the entry goes first, 0x200
+    with a data abort at the buffer when the destroy does, and 0x400 with the abort when the
+    destroy lands between the two CONTINUE calls; no other outcome. Against REC_DESTROY of the
+    REC: entered first, the whole token reaches the page; destroyed first, the entry fails
+    (RMI_ERROR_INPUT) and the page keeps the first chunk only; while the REC runs, REC_DESTROY
+    fails rec_state and the whole token is copied."""
+    report = explore(PAIRS["token-continue-vs-data-destroy"])
+    assert report.ok, report
+    sync = "SYNC esr=0x90000007 hpfar=0x30"
+    seen = {label: (dict(o.seen)["A's exit"], dict(o.seen)["copied"]) for label, o in report.references.items()}
+    assert (seen["A;B"], seen["B;A"]) == (("IRQ", "0x404"), (sync, "0x200"))
+    assert set(seen.values()) == {("IRQ", "0x404"), (sync, "0x200"), (sync, "0x400")}
+    report = explore(PAIRS["token-continue-vs-rec-destroy"])
+    assert report.ok, report
+    x0 = {label: (o.a[0], o.b[0], dict(o.seen)["A's exit"])     # type: ignore[index]
+          for label, o in report.references.items()}
+    assert x0["A;B"] == (RmiStatus.RMI_SUCCESS, RmiStatus.RMI_SUCCESS, "IRQ")
+    assert x0["B;A"] == (RmiStatus.RMI_ERROR_INPUT, RmiStatus.RMI_SUCCESS, "none")
+    assert set(x0.values()) == {x0["A;B"], x0["B;A"], (RmiStatus.RMI_SUCCESS, RmiStatus.RMI_ERROR_REC, "IRQ")}
+    token = {label: int(dict(o.seen)["token bytes"]) for label, o in report.references.items()}
+    assert 0 < token["B;A"] < token["A;B"]
+    assert {n for label, n in token.items() if label != "B;A"} == {token["A;B"]}
+    assert _my_segments() == []
+
+
+def test_realm_config_is_written_whole_before_a_destroy_or_not_at_all() -> None:
+    """REC_ENTER whose guest calls RSI_REALM_CONFIG on a DATA page (0xff bytes) and loads the
+    structure's first word (ipa_width) back vs DATA_DESTROY of the page: the call succeeds and
+    the guest reads 40 (entered first); or the call exits with a data abort at the page, X0
+    still the FID (destroyed first); or, destroyed at the run point after the call, it succeeded
+    and the load exits with the abort. Never a success whose load reads 0xff bytes or zero."""
+    report = explore(PAIRS["realm-config-vs-data-destroy"])
+    assert report.ok, report
+    sync = "SYNC esr=0x90000007 hpfar=0x20"
+    seen = {label: (dict(o.seen)["A's exit"], dict(o.seen)["REC"].split(" x1=")[0],
+                    dict(o.seen)["REC"].split(" x2=")[1].split()[0]) for label, o in report.references.items()}
+    assert (seen["A;B"], seen["B;A"]) == (("IRQ", "x0=0x0", "0x28"), (sync, "x0=0xc4000196", "0x0"))
+    assert set(seen.values()) == {seen["A;B"], seen["B;A"], (sync, "x0=0x0", "0x0")}
     assert _my_segments() == []
 
 
