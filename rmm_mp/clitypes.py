@@ -1,7 +1,7 @@
 """Click parameter types and checks the subcommands share.
 
-Owns only option parsing (a NaN-refusing FloatRange, and one that keeps an integer exact; the refusal of options beside a listing
-flag); nothing here touches a machine.
+Owns only option parsing (a NaN-refusing FloatRange, and one that keeps an integer exact, shown
+as N|SECONDS; the refusal of options beside a listing flag); nothing here touches a machine.
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ class FloatRange(click.FloatRange):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if isinstance(number, float) and math.isnan(number):
-            self.fail(f"{value!r} is not a number of seconds; expected {self._range_text()}", param, ctx)
+            self.fail(f"{value!r} is not a number of seconds; expected {_range_text(self)}", param, ctx)
         return number
 
-    def _range_text(self) -> str:
-        """The range as click's own messages write it ('x>=0', '0.1<=x<=3600'), made here rather
-        than with click's private helper for it."""
-        low = "" if self.min is None else f"{self.min}{'<' if self.min_open else '<='}"
-        high = "" if self.max is None else f"{'<' if self.max_open else '<='}{self.max}"
-        if not low:
-            return f"x{high}"
-        return f"{low}x{high}" if high else f"x{'>' if self.min_open else '>='}{self.min}"
+
+def _range_text(number_range: click.FloatRange) -> str:
+    """The range as click's own messages write it ('x>=0', '0.1<=x<=3600'), made here rather
+    than with click's private helper for it."""
+    r = number_range
+    low = "" if r.min is None else f"{r.min}{'<' if r.min_open else '<='}"
+    high = "" if r.max is None else f"{'<' if r.max_open else '<='}{r.max}"
+    if not low:
+        return f"x{high}"
+    return f"{low}x{high}" if high else f"x{'>' if r.min_open else '>='}{r.min}"
 
 
 class StepsOrSeconds(click.FloatRange):
@@ -38,12 +40,30 @@ class StepsOrSeconds(click.FloatRange):
     steps up to 2^64 - 1 read as a float lost its low bits (2^53 + 1 became 2^53), and 2^64 - 1
     itself became 2^64, past the bound. A value with a point or an exponent is a float, as
     before; so is an integer of more than 30 digits (past every bound, and past what the
-    error can show as typed)."""
+    error can show as typed).
 
+    The number is steps in one kind of run and seconds in the other, so --help shows it as
+    N|SECONDS (click's FLOAT RANGE said neither), and an error shows the value as typed (click's
+    showed -1 as -1.0, a value nobody typed)."""
+
+    name = "steps or seconds"
     _INTEGER = re.compile(r"\s*\+?[0-9]{1,30}\s*", re.ASCII)
 
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "N|SECONDS"
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)       # the range check, on the float
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number: expected N steps or SECONDS, {_range_text(self)}", param, ctx)
+        try:
+            number = super().convert(value, param, ctx)       # the range check, on the float
+        except click.BadParameter:
+            if not isinstance(value, str):
+                raise
+            self.fail(f"{value.strip()} is not in the range {_range_text(self)}.", param, ctx)
         if isinstance(value, str) and self._INTEGER.fullmatch(value):
             return int(value)
         return number

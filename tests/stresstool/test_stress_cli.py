@@ -87,6 +87,21 @@ def test_help_says_quiescent_every_needs_the_invariants_checker() -> None:
     assert ("Without the invariants checker in --checkers there is no check at all, not even at the end, "
             "and a value above 0 is refused.") in text
 
+def test_quiescent_every_is_shown_as_steps_or_seconds_and_its_errors_echo_the_value_as_typed() -> None:
+    """--quiescent-every is a step count in a deterministic run and seconds in a free-running
+    one: --help shows it as N|SECONDS, not click's FLOAT RANGE. A negative value is refused as
+    typed (-1, not the -1.0 click made of it; -1.50 stays -1.50), and a value that is no number
+    says what was expected, not "is not a valid float range"."""
+    [line] = [line for line in CliRunner().invoke(stress, ["--help"]).output.splitlines()
+              if line.lstrip().startswith("--quiescent-every")]
+    assert line.split()[:2] == ["--quiescent-every", "N|SECONDS"], line
+    for typed, message in (("-1", "-1 is not in the range x>=0."), ("-1.50", "-1.50 is not in the range x>=0."),
+                           ("abc", "'abc' is not a number: expected N steps or SECONDS, x>=0")):
+        res = CliRunner().invoke(stress, ["--quiescent-every", typed])
+        assert res.exit_code == 2, res.output
+        assert f"Invalid value for '--quiescent-every': {message}" in res.output, res.output
+
+
 @pytest.mark.multiprocess
 def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(tmp_path: Path) -> None:
     """An injected bug under the random schedule: exit 1, the finding and the replay command are
@@ -688,7 +703,7 @@ def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
     # One past the most the stress segment and the host run queue hold (stress.shared.MAX_CPUS).
     (["--cpus", "65"], "Invalid value for '--cpus': 65 is not in the range 2<=x<=64"),
     (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=18446744073709551615"),
-    (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1.0 is not in the range x>=0"),
+    (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1 is not in the range x>=0."),
     # An option the run would not use is refused, not ignored.
     (["--checkers", ""], "--checkers = '': expected a comma-separated subset of lockdep, ownership, invariants, "
                          "watchdog, 'all' or 'none'"),
