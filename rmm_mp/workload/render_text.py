@@ -376,7 +376,12 @@ def _cpu_counters(doc: dict[str, Any]) -> list[str]:
     out = []
     for entry in doc["counters"]:
         if entry["values"]:
-            out += textwrap.wrap(f"cpu {entry['cpu']}: {_counters(entry['values'])}", WIDTH, subsequent_indent="    ")
+            # Broken between counters only: textwrap would cut "rtt-churn steps 352" at its hyphen or
+            # part a name from its value. A counter's own spaces are held as NUL while wrapping.
+            whole = ", ".join(f"{k} {v:,}".replace(" ", "\0") for k, v in entry["values"].items())
+            out += [line.replace("\0", " ") for line in
+                    textwrap.wrap(f"cpu {entry['cpu']}: {whole}", WIDTH, subsequent_indent="    ",
+                                  break_long_words=False, break_on_hyphens=False)]
     return ["", "Host activity counters per CPU", *out] if out else []
 
 

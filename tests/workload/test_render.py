@@ -475,6 +475,22 @@ def test_rows_of_folded_lifecycle_instances_count_every_instance() -> None:
            "failure code 7" in failed.detail
 
 
+def test_host_activity_counters_wrap_between_counters_not_inside_a_name() -> None:
+    """A CPU whose counters run past the width wraps on whole words: a hyphenated counter name
+    such as "rtt-churn steps" is never cut at its hyphen (a quickstart run printed "rtt-" at the end
+    of one line and "churn steps 352" on the next), nor parted from its value: every counter is on
+    one line, name and value."""
+    values = {"REC entries": 2323, "pages assigned": 3074, "pages destroyed": 2527, "queue empty": 310,
+              "rtt-churn misses": 1224, "rtt-churn steps": 352, "rtt-churn successes": 5613, "run steps": 2633,
+              "tables created": 7, "tables destroyed": 2, "tables folded": 3}
+    for shift in range(40):  # a first counter of 0 to 43 columns moves the hyphens over the break
+        counters = {0: {**({"x" * shift: 1} if shift else {}), **values}}
+        lines = _section(format_report(hand_built(counters=counters)), "Host activity counters per CPU")[1:]
+        assert all(not line.endswith("-") and len(line) <= 118 for line in lines), lines
+        for name, value in values.items():
+            assert any(f"{name} {value:,}" in line for line in lines), (shift, name, lines)
+
+
 def test_failures_problems_invariants_outputs_and_verdict() -> None:
     """A failed, interrupted run: the CPU failure with its held locks and traceback, the problem, the
     violation, the files written, INTERRUPTED in the header and a verdict listing every cause; a report
