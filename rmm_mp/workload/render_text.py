@@ -6,7 +6,7 @@ within about 120 columns for the usual call names and figures.
 
 Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, REC exits, host
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
-split of RMI calls; lock contention per class; CPU processes; realms (every failed one, and
+split of RMI calls, rowed the same way, and its totals per CPU; lock contention per class; CPU processes; realms (every failed one, and
 at most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown
 realm that has one (a failed realm's; every realm's with --console) and a note naming the failed
 realms whose output was not kept; host activity counters per CPU;
@@ -146,9 +146,11 @@ def _split_row(label: str, cpu: str, calls: int, total: int, el3: int, rmm: int,
 
 
 def _time_split(doc: dict[str, Any]) -> list[str]:
-    rows = [_split_row(r["call"], "all", r["count"], r["mean"] * r["count"], r["el3_mean"] * r["count"],
-                       r["rmm_mean"] * r["count"], r["lock_wait_mean"] * r["count"])
-            for r in doc["latency"] if r["kind"] == "RMI" and r["cpu"] == "all"]
+    # A row per call and CPU, as in the latency tables (and the JSON and CSV records), so that a
+    # call's split on one CPU can be read; an "all" row only where more than one CPU made the call.
+    rmi = _without_lone_totals([r for r in doc["latency"] if r["kind"] == "RMI"], "call")
+    rows = [_split_row(r["call"], str(r["cpu"]), r["count"], r["mean"] * r["count"], r["el3_mean"] * r["count"],
+                       r["rmm_mean"] * r["count"], r["lock_wait_mean"] * r["count"]) for r in rmi]
     if not rows:
         return []
     totals = [s for s in doc["time_split"] if s["cpu"] == "all" or len(doc["time_split"]) > 2]

@@ -3,7 +3,7 @@
 Scenarios, on hand-built reports (tests/stats/report_samples.py): the header names workload,
 source, platform, CPUs, host cores, seed, time, rate, latency recording and pinning; every kind
 of call gets its table with per-CPU rows and an "all" row only where more than one CPU made the
-call, figures in us; the RMI time split and its shares ("-" for a CPU without RMI calls); lock contention per class and CPU;
+call, figures in us; the RMI time split per call and CPU and its shares ("-" for a CPU without RMI calls); lock contention per class and CPU;
 CPU processes; WARNING lines for oversubscription and impossible pinning; the --no-latency
 message instead of tables; realms capped with the rest counted; failures, problems, invariants,
 outputs and the verdict; every line within the report's 118 columns.
@@ -98,6 +98,21 @@ def test_time_split_of_rmi_calls() -> None:
     assert total[4] == "194"
     assert abs(sum(float(total[i]) for i in (7, 9, 11)) - 100) < 0.3
     assert _row(split, "all", "RMI", "calls", "0")[4] == "153"
+
+
+def test_time_split_has_a_row_per_call_and_cpu() -> None:
+    """The split of one call on one CPU is in the text, as it is in the JSON and CSV records: a
+    first-time user asking how much of a call's time on CPU 1 is EL3 found only its "all" row.
+    DELEGATE (CPUs 0 and 1) has a row for each CPU and an "all" row; UNDELEGATE (CPU 0 only) has
+    its CPU 0 row and no "all" row that would repeat it, as in the latency tables."""
+    split = _section(format_report(hand_built()), "Time split of RMI calls")
+    assert _row(split, "RMI_GRANULE_DELEGATE", "0")[2:] == ["100", "3.20", "0.80", "25.0", "2.24", "70.0", "0.16",
+                                                             "5.0"]
+    assert _row(split, "RMI_GRANULE_DELEGATE", "1")[2:] == ["40", "2.50", "0.75", "30.0", "1.75", "70.0", "0.00",
+                                                             "0.0"]
+    assert _row(split, "RMI_GRANULE_DELEGATE", "all")[2] == "140"
+    assert _row(split, "RMI_GRANULE_UNDELEGATE", "0")[2] == "50"
+    assert not any(line.split()[:2] == ["RMI_GRANULE_UNDELEGATE", "all"] for line in split)
 
 
 def test_time_split_of_a_cpu_without_rmi_calls_has_no_means() -> None:
