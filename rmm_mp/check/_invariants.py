@@ -56,7 +56,7 @@ class InvariantReport:
 
     def __str__(self) -> str:
         if self.ok:
-            return f"invariants hold over {self.granules} granules"
+            return f"invariants hold over {self.granules:,} granules"
         shown = "\n".join(str(v) for v in self.violations[:20])
         more = f"\n... and {len(self.violations) - 20} more" if len(self.violations) > 20 else ""
         return f"{count(len(self.violations), 'invariant violation')}:\n{shown}{more}"
