@@ -48,10 +48,15 @@ def _ctrl_c_at_first_tick() -> tuple[list[float], Callable[[float, object], None
 
 
 def test_list_bugs() -> None:
-    """--list-bugs prints every catalogued bug with the checker that catches it, and exits 0."""
+    """--list-bugs prints every catalogued bug with the checker that catches it, and exits 0. Its
+    columns are headed and underlined, as the run report's tables are: a first-time user read the
+    bare middle column ("lockdep", "ownership") with nothing to say it is the checker that finds
+    the bug."""
     res = CliRunner().invoke(stress, ["--list-bugs"])
     assert res.exit_code == 0, res.output
-    lines = res.output.splitlines()
+    header, rule, *lines = res.output.splitlines()
+    assert header.split()[:4] == ["bug", "found", "by", "mistake"], header
+    assert set(rule) == {"-", " "} and len(rule.split()) == 3, rule
     assert len(lines) == len(BUGS)
     for name, bug in BUGS.items():
         assert any(line.split()[:2] == [name, bug.checker] for line in lines), name
