@@ -37,8 +37,12 @@ MAX_LOOPING_NAMED = 5
 
 
 def oversubscription_warning(report: RunReport) -> str:
+    # Says what to do as well as what is wrong: the p50 hardly moves (docs/latency.md,
+    # "Oversubscription"); the tails need as many cores as CPU processes.
+    fits = "1" if report.host_cores == 1 else f"{report.host_cores} or fewer"
     return (f"{_count(report.cpus, 'simulated CPU')} on {_count(report.host_cores, 'host core')}: latency "
-            f"includes time a CPU process was not scheduled")
+            f"includes time a CPU process was not scheduled (the tails and means more than the p50s); for tail "
+            f"figures, run with --cpus {fits}")
 
 
 def warnings(report: RunReport) -> list[str]:

@@ -104,14 +104,18 @@ def test_a_realms_cpus_are_recorded_when_they_are_not_every_cpu_of_the_run() -> 
 
 
 def test_warnings_for_oversubscription_and_impossible_pinning() -> None:
-    """Both warnings appear in the JSON list, worded as the issue asks."""
+    """Both warnings appear in the JSON list, worded as the issue asks; the oversubscription one
+    also says what to do about it (a first-time user found it named the problem only): the
+    --cpus that fits the host's cores, "--cpus 1" for one core."""
     doc = _valid(render.to_json(hand_built(cpus=4, host_cores=2, pinned=True, usage=UNPINNED)))
     assert doc["warnings"] == [
-        "4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled",
+        "4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled (the tails "
+        "and means more than the p50s); for tail figures, run with --cpus 2 or fewer",
         "pinning was asked (--pin) but was not possible for CPU 1: they ran unpinned"]
     assert render.warnings(hand_built(pinned=True, usage={0: UNPINNED[0]})) == []
     assert render.warnings(hand_built(cpus=2, host_cores=1)) == [
-        "2 simulated CPUs on 1 host core: latency includes time a CPU process was not scheduled"]
+        "2 simulated CPUs on 1 host core: latency includes time a CPU process was not scheduled (the tails "
+        "and means more than the p50s); for tail figures, run with --cpus 1"]
 
 
 def test_without_latency_the_latency_parts_are_empty() -> None:
