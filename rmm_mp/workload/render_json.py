@@ -54,7 +54,8 @@ def warnings(report: RunReport) -> list[str]:
         unpinned = sorted(cpu for cpu, u in report.usage.items() if u.pinned_core is None)
         if unpinned:
             cpus = ", ".join(str(c) for c in unpinned)
-            out.append(f"pinning was asked (--pin) but was not possible for CPU {cpus}: they ran unpinned")
+            which = f"CPU {cpus}: it ran" if len(unpinned) == 1 else f"CPUs {cpus}: they ran"
+            out.append(f"pinning was asked (--pin) but was not possible for {which} unpinned")
     unpublished = sorted(f.cpu for f in report.failures if f.unpublished)
     if unpublished:
         # Such a process never made the flush that closing its CPU handle makes (docs/latency.md).

@@ -111,11 +111,20 @@ def test_warnings_for_oversubscription_and_impossible_pinning() -> None:
     assert doc["warnings"] == [
         "4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled (the tails "
         "and means more than the p50s); for tail figures, run with --cpus 2 or fewer",
-        "pinning was asked (--pin) but was not possible for CPU 1: they ran unpinned"]
+        "pinning was asked (--pin) but was not possible for CPU 1: it ran unpinned"]
     assert render.warnings(hand_built(pinned=True, usage={0: UNPINNED[0]})) == []
     assert render.warnings(hand_built(cpus=2, host_cores=1)) == [
         "2 simulated CPUs on 1 host core: latency includes time a CPU process was not scheduled (the tails "
         "and means more than the p50s); for tail figures, run with --cpus 1"]
+
+
+def test_the_pinning_warning_counts_its_cpus() -> None:
+    """Pinning asked but not possible for one CPU, then for two: the warning reads "for CPU 1: it
+    ran unpinned" and "for CPUs 0, 1: they ran unpinned" (it said "CPU 1: they" and "CPU 0, 1")."""
+    one = render.warnings(hand_built(pinned=True, usage={1: UNPINNED[1]}))
+    assert one == ["pinning was asked (--pin) but was not possible for CPU 1: it ran unpinned"]
+    both = render.warnings(hand_built(pinned=True, usage={0: UNPINNED[1], 1: UNPINNED[1]}))
+    assert both == ["pinning was asked (--pin) but was not possible for CPUs 0, 1: they ran unpinned"]
 
 
 def test_without_latency_the_latency_parts_are_empty() -> None:

@@ -153,7 +153,7 @@ def test_warnings_are_printed_near_the_top() -> None:
         "WARNING: 4 simulated CPUs on 2 host cores: latency includes time a CPU process was not scheduled "
         "(the tails and means",
         "    more than the p50s); for tail figures, run with --cpus 2 or fewer",
-        "WARNING: pinning was asked (--pin) but was not possible for CPU 0: they ran unpinned"]
+        "WARNING: pinning was asked (--pin) but was not possible for CPU 0: it ran unpinned"]
 
 
 def test_a_long_warning_is_wrapped_within_the_width() -> None:
