@@ -6,11 +6,11 @@ within about 120 columns for the usual call names and figures.
 
 Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, REC exits, host
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
-split of RMI calls, rowed the same way, and its totals per CPU; lock contention per class; CPU processes; realms (every failed one, and
-at most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown
-realm that has one (a failed realm's; every realm's with --console) and a note naming the failed
-realms whose output was not kept; host activity counters per CPU;
-failures, problems, what an interruption left undone, invariants; files written; the verdict.
+split of RMI calls, rowed the same way, and its totals per CPU; lock contention per class; CPU
+processes; realms (every failed one, and at most MAX_OK_REALMS that succeeded: the JSON has them
+all), then the guest output of each shown realm that has one (a failed realm's; every realm's
+with --console) and a note naming the failed realms whose output was not kept; host activity
+counters per CPU; failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
 This module owns the layout. It must not compute figures the document does not have.
 """
