@@ -293,6 +293,10 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # the exit status, as the report's last line is.
     if "schedule" in written:
         tell(f"schedule: {shown_path(written['schedule'])}\nreplay: {report.replay_command(written['schedule'])}")
+    if not config.deterministic and report.first() is not None and not report.interrupted:
+        # No `replay:` line can follow a free-running finding: say why, and what run saves one.
+        tell("not replayable (a free-running run keeps no schedule); a deterministic run saves one when it finds "
+             f"something: {_deterministic_command(config)}")
     if "trace" in written:
         tell(f"timeline: {shown_path(written['trace'])} (Perfetto: ui.perfetto.dev)")
         # Written all the same: the calls and locks of the CPUs that returned are the run's.
@@ -304,6 +308,22 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         for message in errors:
             tell(f"Error: {message}", err=True)
     stop.decided(1 if failed or errors or stop.by else 0)
+
+
+def _deterministic_command(config: StressConfig) -> str:
+    """The `rmm-mp stress` command that runs a free-running run's workload, CPUs, seed, bugs and
+    checkers one CPU at a time (--schedule random), so that a finding gets a schedule file.
+    Its --quiescent-every and --seconds are left out: they count seconds free-running, steps
+    (and a safety limit) in a deterministic run."""
+    words = ["rmm-mp", "stress", config.workload]
+    if config.cpus != StressConfig.cpus:
+        words += ["--cpus", str(config.cpus)]
+    words += ["--seed", str(config.seed)]
+    for name in config.inject:
+        words += ["--inject", name]
+    if set(config.checkers) != set(DEFAULT_CHECKERS):
+        words += ["--checkers", ",".join(config.checkers) or "none"]
+    return " ".join([*words, "--schedule", "random"])
 
 
 def _shrunk(stop: Interrupts, report: StressReport,

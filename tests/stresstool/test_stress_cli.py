@@ -658,6 +658,27 @@ def test_clean_free_running_run_exits_zero(tmp_path: Path) -> None:
     assert re.match(r"machine (rmm-mp-\d+-[0-9a-f]{8}) \(inspect it while it runs: rmm-mp check \1\)\n", res.stderr)
 
 
+def test_a_free_running_finding_says_how_to_get_a_replayable_run() -> None:
+    """A free-running run that finds a catalogued bug keeps no schedule: the output used to end
+    with the finding, with no `replay:` line and nothing to say why, which a first-time user read
+    as a missing file. It now says the run cannot be replayed and gives the deterministic run of
+    the same workload, CPUs, seed, bug and checkers, which saves a schedule when it finds one
+    (the command is parsed by the stress command's own options, not run: such a run and its
+    replay are tested by test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays).
+    A clean free-running run prints no such line (test_clean_free_running_run_exits_zero)."""
+    res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--seconds", "1", "--checkers", "lockdep"])
+    assert res.exit_code == 1, res.output
+    lines = res.stdout.splitlines()
+    assert lines[-1] == ("not replayable (a free-running run keeps no schedule); a deterministic run saves one "
+                         "when it finds something: rmm-mp stress tables --seed 0 --inject lock-two-unordered "
+                         "--checkers lockdep --schedule random"), lines[-3:]
+    command = shlex.split(lines[-1].split(": ", 1)[1])
+    assert command[:2] == ["rmm-mp", "stress"]
+    params = stress.make_context("stress", command[2:]).params
+    assert (params["workload"], params["seed"], params["inject"], params["schedule"]) == (
+        "tables", 0, ("lock-two-unordered",), "random"), params
+
+
 class _Seg:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
