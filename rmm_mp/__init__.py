@@ -20,13 +20,24 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
-    """The public names, imported the first time one is asked for."""
+    """The public names, imported the first time one is asked for, and the submodules."""
     if name in ("GranuleProtectionFault", "RmmInternalError"):
         from rmm_mp.hw.faults import GranuleProtectionFault, RmmInternalError
         return {"GranuleProtectionFault": GranuleProtectionFault, "RmmInternalError": RmmInternalError}[name]
     if name in ("Machine", "Cpu"):
         from rmm_mp.machine import Cpu, Machine
         return {"Machine": Machine, "Cpu": Cpu}[name]
+    if not name.startswith("__"):
+        # A submodule not imported yet: `import rmm_mp; rmm_mp.machine.Machine` (or rmm_mp.hw,
+        # rmm_mp.runtime, ...) worked while this file imported machine, and with it most of the
+        # package, eagerly; it does now by importing the submodule named. A name that is no
+        # submodule stays an AttributeError; a submodule that fails to import raises as it is.
+        import importlib
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
     raise AttributeError(f"module 'rmm_mp' has no attribute {name!r}")
 
 

@@ -68,3 +68,18 @@ def test_the_public_names_import_on_first_use() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(sorted(["Machine", "Cpu", "GranuleProtectionFault", "RmmInternalError",
                                               "__version__"]))
+
+
+def test_submodules_are_attributes_of_the_package_on_first_use() -> None:
+    """After a bare `import rmm_mp`, a submodule reached as an attribute (`rmm_mp.machine.Machine`,
+    `rmm_mp.runtime.run_cpus`, as worked while the package's __init__ imported the simulator
+    eagerly) is imported then and is the module itself; a name that is no submodule is still an
+    AttributeError (hasattr False), and the bare import still loaded none of the simulator."""
+    code = ("import sys, rmm_mp; assert 'rmm_mp.machine' not in sys.modules, 'eager'; "
+            "m = rmm_mp.machine; assert m is sys.modules['rmm_mp.machine'] and m.Machine is rmm_mp.Machine; "
+            "assert rmm_mp.runtime.run_cpus is sys.modules['rmm_mp.runtime'].run_cpus; "
+            "assert not hasattr(rmm_mp, 'no_such_module') and not hasattr(rmm_mp, '__no_such__'); "
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
