@@ -416,3 +416,45 @@ def test_a_dead_entry_is_taken_by_one_joiner_only(machine: Machine) -> None:
         with pytest.raises(QuiesceError, match=f"all {PARTICIPANTS_MAX} participant entries .* live participants"):
             Participant(machine.control).__enter__()
         assert quiesce.census(machine.control) == quiesce.Census(PARTICIPANTS_MAX, 0, ())
+
+
+def test_two_joiners_racing_for_one_dead_entry_do_not_share_it(machine: Machine,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full table whose only dead entry is the last one: a second joiner takes that entry in
+    the window between the first joiner's finding it dead and its claim (played by joining from
+    inside the first joiner's look at the process). The first joiner's claim then fails (the
+    entry's process word is no longer the dead one) and, with no other dead entry, it gets the
+    QuiesceError: the second joiner's word is left as it is, not overwritten, and its parked
+    word (cleared by it, then set as if it parked) is not touched by the loser."""
+    import os
+
+    from rmm_mp.hw import process
+    from rmm_mp.hw.control import OFF_PARTICIPANTS, OFF_QUIESCE_USED, PARTICIPANT_SIZE, PARTICIPANTS_MAX
+    from rmm_mp.hw.cpuarea import binding_word
+
+    live = binding_word(os.getpid(), process.own_start_ms())
+    other = binding_word(os.getpid() + 1, process.own_start_ms())     # the racing joiner's word
+    view = machine.control.view
+    for i in range(PARTICIPANTS_MAX - 1):
+        view.store_u64(OFF_PARTICIPANTS + PARTICIPANT_SIZE * i, live)
+    last = OFF_PARTICIPANTS + PARTICIPANT_SIZE * (PARTICIPANTS_MAX - 1)
+    dead = _ended_word()
+    view.store_u64(last, dead)
+    view.store_u32(OFF_QUIESCE_USED, PARTICIPANTS_MAX)
+    real_dead = quiesce._dead
+    raced: list[int] = []
+    racing = []
+
+    def dead_then_raced(word: int) -> bool:
+        verdict = real_dead(word)
+        if word == dead and not racing:
+            racing.append(True)
+            raced.append(quiesce._register(view, other))      # the other joiner wins the entry
+            view.store_u32(raced[0] + 8, 1)                      # and parks at its first point
+        return verdict
+
+    monkeypatch.setattr(quiesce, "_dead", dead_then_raced)
+    with pytest.raises(QuiesceError, match="live participants"):
+        quiesce._register(view, live)
+    assert raced == [last]
+    assert view.load_u64(last) == other and view.load_u32(last + 8) == 1
