@@ -9,6 +9,7 @@ imported only when they are run or listed.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 
 import click
@@ -146,17 +147,38 @@ def platform_show(name: str, public_key: bool) -> None:
     click.echo(f"attestation keys: {a.keys}{seeds}")
 
 
+def _import_subcommands(args: list[str]) -> None:
+    """Import the module of the SUBCOMMANDS entry ``args`` name, or, when they name no command
+    (--help: the listing shows each one's help), every entry's; none for --version. The
+    group's own options (-h, --help, --version) take no value, so its first argument that is
+    not an option is the command's name. A name that is no subcommand is left to click."""
+    for arg in args:
+        if arg == "--version":
+            return
+        if not arg.startswith("-"):
+            if arg in SUBCOMMANDS:
+                importlib.import_module(SUBCOMMANDS[arg][0])
+            return
+    for module, _ in SUBCOMMANDS.values():
+        importlib.import_module(module)
+
+
 def entry(ready: Callable[[], None] | None = None) -> None:
     """The rmm-mp program (the console script, and python -m rmm_mp, through rmm_mp.launch):
     the command line in a process that ends with its command, so that a Ctrl-C or SIGTERM after
     the command has given all its output, whichever command it was, leaves its exit status as
     it was (interrupts.ends_with_command, command_over), and a reader
     of its output or of its errors that has gone changes nothing but what is seen
-    (outpaths.quiet_when_readers_leave). ``ready`` is called just before click's main begins
-    (launch: Python's own Ctrl-C handler back, once nothing is left to do before the command)."""
+    (outpaths.quiet_when_readers_leave). ``ready`` is called just before click's main begins,
+    once the module of the subcommand named is imported (launch: Python's own Ctrl-C handler
+    back, once nothing is left to do before the command)."""
     interrupts.ends_with_command()
     outpaths.quiet_when_readers_leave()
     if ready is not None:
+        # The subcommand's own module is part of the start-up too (rmm_mp.stress.cli takes
+        # about a quarter of a second): imported by click after the hand-over, a Ctrl-C in it
+        # raised KeyboardInterrupt inside that import ("Aborted!"), as launch is there to stop.
+        _import_subcommands(sys.argv[1:])
         ready()
     try:
         main(prog_name="rmm-mp")

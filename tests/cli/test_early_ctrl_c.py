@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from rmm_mp.cli import SUBCOMMANDS
 from rmm_mp.launch import INTERRUPTED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +86,23 @@ def test_submodules_are_attributes_of_the_package_on_first_use() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("argv, loaded", [
+    (["stress", "--help"], ["rmm_mp.stress.cli"]),
+    (["--help"], sorted({module for module, _ in SUBCOMMANDS.values()})),
+])
+def test_the_subcommands_module_is_imported_before_ctrl_c_is_handed_back(argv: list[str], loaded: list[str]) -> None:
+    """`rmm-mp stress ...` (and `rmm-mp --help`, whose listing shows every subcommand's help):
+    when cli.entry hands Ctrl-C back (its ready hook), the module defining that subcommand (every
+    SUBCOMMANDS module, for the listing) is imported already, so a Ctrl-C in its import (a
+    quarter of a second for the stress tool's) is launch's one line and 130, not a
+    KeyboardInterrupt raised inside the import under click (which printed "Aborted!")."""
+    code = ("import sys; sys.argv = ['rmm-mp'] + sys.argv[1:]; from rmm_mp import cli\n"
+            "def ready():\n"
+            "    print(' '.join(sorted(m for m in sys.modules if m in {mod for mod, _ in cli.SUBCOMMANDS.values()})), flush=True)\n"
+            "cli.entry(ready=ready)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert set(loaded) <= set(proc.stdout.splitlines()[0].split()), proc.stdout[:500]
