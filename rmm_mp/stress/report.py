@@ -222,7 +222,10 @@ class StressReport:
         elif self.ok:
             lines.append("no findings")
         else:
-            lines.append(f"{len(self.findings)} finding(s):")
+            # "rule 1" means nothing to a reader who has not read the rules: say where they are.
+            rules = any(f.checker == "lockdep" and f.rule.startswith("rule") for f in self.findings)
+            lines.append(f"{len(self.findings)} finding(s)"
+                         + (" (lockdep's rules are numbered as in docs/locking.md):" if rules else ":"))
             lines.append(self.findings_text())
         lines.extend(f"not done: {what}" for what in self.not_done)
         from rmm_mp.stress.bugs import BUGS

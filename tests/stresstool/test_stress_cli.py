@@ -119,6 +119,8 @@ def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(t
                                  "--json", str(report)])
     assert res.exit_code == 1, res.output
     assert "[lockdep: rule 5]" in res.output and f"replay: rmm-mp stress --replay {sched}" in res.output
+    # A reader of "rule 5" is told where the rules are numbered.
+    assert "finding(s) (lockdep's rules are numbered as in docs/locking.md):" in res.output
     data = json.loads(report.read_text())
     assert data["inject"] == ["walk-unlock-parent-first"] and data["findings"][0]["rule"] == "rule 5"
     assert data["ok"] is False
@@ -304,7 +306,7 @@ def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monk
     data = json.loads(j.read_text())
     assert data["ended"] == "finding" and data["findings"] and data["not_done"] == []
     assert data["interrupted"] is True
-    assert re.search(r"; ended: finding; interrupted \(Ctrl-C\)\n(lock contention: .*\n)?[1-9]\d* finding\(s\):\n", res.output), res.output
+    assert re.search(r"; ended: finding; interrupted \(Ctrl-C\)\n(lock contention: .*\n)?[1-9]\d* finding\(s\)( \(lockdep's rules are numbered as in docs/locking\.md\))?:\n", res.output), res.output
     assert 0 < data["startup_s"] < data["elapsed_s"], data     # deterministic: until the first turn
 
 
