@@ -38,7 +38,8 @@ from rmm_mp.stress.config import (
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.report import StressReport
-from rmm_mp.stress.runner import cpus_ready, run
+from rmm_mp.stress.ending import cpus_ready
+from rmm_mp.stress.runner import run
 from rmm_mp.stress.shared import StressSegment
 from rmm_mp.stress.shrink import shrink
 from rmm_mp.workload.cli import announce

@@ -354,14 +354,14 @@ def test_the_end_check_reports_up_to_20_violations_no_quiescent_check_reported(m
     "at the end of the run". Its bound of 20 was taken before the 8 reported ones were left
     out, so it reported 12 and left 10 unreported ones out."""
     from rmm_mp.check import invariants
-    from rmm_mp.stress import runner
+    from rmm_mp.stress import ending
     table = machine.cpu(0).granules
     broken = range(500, 530)
     with _ns_refcounts(table, broken):
         probe = _quiescent_check(machine)
         violations = invariants(machine).violations
     quiescent = probe.findings.items
-    end = runner._end_findings(violations, quiescent)
+    end = ending._end_findings(violations, quiescent)
     shown = [str(v) for v in violations]
     assert [f.message for f in quiescent] == shown[:8]
     assert [f.message for f in end] == shown[8:28]

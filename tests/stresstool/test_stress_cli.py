@@ -261,8 +261,8 @@ def test_a_signal_after_the_cpus_stopped_still_gives_the_report(monkeypatch: pyt
     check is skipped and the report of what ran is printed all the same, marked interrupted and
     saying what was not done (exit 1), not 'Aborted!' (Ctrl-C) or a silent death (SIGTERM);
     nothing is left in the segment directory."""
-    from rmm_mp.stress import runner
-    calls = _signal_when_called(monkeypatch, runner, "invariants", signum)
+    from rmm_mp.stress import ending
+    calls = _signal_when_called(monkeypatch, ending, "invariants", signum)
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--quiescent-every", "0"])
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     assert calls and res.exit_code == 1, res.output
@@ -280,8 +280,8 @@ def test_a_signal_after_the_end_was_computed_makes_the_run_end_interrupted(
     their budget and the invariants checker off, so no step follows to take the signal: the
     report says "ended: interrupted", its JSON too, and the exit status is 1 (it said "ended:
     budget" with interrupted set, and exited 0)."""
-    from rmm_mp.stress import runner
-    calls = _signal_when_called(monkeypatch, runner, "_ended", signum)
+    from rmm_mp.stress import ending
+    calls = _signal_when_called(monkeypatch, ending, "_ended", signum)
     j = tmp_path / "r.json"
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--checkers", "lockdep",
                                       "--json", str(j)])
@@ -298,8 +298,8 @@ def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monk
     that ran to its end (`not_done` empty), though the command exits 1 for the interruption.
     The text's summary line says it too (`ended: finding; interrupted (Ctrl-C)`): it said only
     `ended: finding`, so the text never mentioned the Ctrl-C the exit status was for."""
-    from rmm_mp.stress import runner
-    calls = _signal_when_called(monkeypatch, runner, "_ended", signal.SIGINT)
+    from rmm_mp.stress import ending
+    calls = _signal_when_called(monkeypatch, ending, "_ended", signal.SIGINT)
     j = tmp_path / "r.json"
     res = CliRunner().invoke(stress, [*_FAILING, "--save-schedule", str(tmp_path / "s.json"), "--json", str(j)])
     assert calls and res.exit_code == 1, res.output
@@ -593,7 +593,7 @@ def test_a_signal_while_the_files_are_written_names_the_files_not_written(
     left. (The files of a run that was not interrupted are written held back: see the next
     test.) The copy windows are set to 0: the second signal is a second request here."""
     from rmm_mp import interrupts
-    from rmm_mp.stress import runner, timeline
+    from rmm_mp.stress import ending, timeline
 
     def outside_the_writing(signum: int, frame: object) -> None:
         raise KeyboardInterrupt("SIGTERM reached the handler in place before the run")
@@ -602,7 +602,7 @@ def test_a_signal_while_the_files_are_written_names_the_files_not_written(
     monkeypatch.setattr(interrupts, "REPEAT_S", 0.0)
     previous = signal.signal(signal.SIGTERM, outside_the_writing)
     try:
-        ended = _signal_when_called(monkeypatch, runner, "_ended", signal.SIGINT)
+        ended = _signal_when_called(monkeypatch, ending, "_ended", signal.SIGINT)
         calls = _signal_when_called(monkeypatch, timeline, "write", signum)
         res, sched, trace, j = _failing_with_files(tmp_path)
     finally:
@@ -1660,13 +1660,13 @@ def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_inte
     turn was given, so no CPU had made a call (it was skipped, "invariants not checked at the
     end: CPU 0 ...", as if a CPU had been cut off inside one)."""
     from rmm_mp.cpu_outcome import CpuFailure, RunResult
-    from rmm_mp.stress import runner, shared
+    from rmm_mp.stress import ending, runner, shared
     from rmm_mp.stress.config import StressConfig
     segs = _stress_segments(monkeypatch)
     HOW = _TERMINATED
     checks: list[object] = []
-    real_invariants = runner.invariants
-    monkeypatch.setattr(runner, "invariants", lambda machine: checks.append(machine) or real_invariants(machine))
+    real_invariants = ending.invariants
+    monkeypatch.setattr(ending, "invariants", lambda machine: checks.append(machine) or real_invariants(machine))
 
     def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
         segs[0].set_end(shared.END_ABORT)

@@ -378,12 +378,12 @@ def test_a_cpu_died_finding_names_the_cpus_stuck_behind_it(machine: Machine) -> 
     waited for PA, which CPU 1 held, in CALL, and left its call when the run was aborted".
     Before, CPU 0 showed only as "running" in its call, holding its own locks, as if at work."""
     from rmm_mp.cpu_outcome import CpuFailure
-    from rmm_mp.stress import runner
+    from rmm_mp.stress import ending
     from rmm_mp.stress.worker import CpuResult
     pa = machine.granule_table(2).addr(LEAKED)
     results = {0: CpuResult(0, ended="aborted", waited=("RMI_GRANULE_DELEGATE(0x1000)", pa, 2))}
     failure = CpuFailure(1, "was killed by SIGKILL", "", (pa,))
-    finding = runner._failure(failure, machine, {1}, runner._stuck_behind(1, machine, results))
+    finding = ending._failure(failure, machine, {1}, ending._stuck_behind(1, machine, results))
     assert finding.details[0] == (f"CPU 0 was stuck behind it: it waited for {pa:#x}, which CPU 1 held, in "
                                   "RMI_GRANULE_DELEGATE(0x1000), and left its call when the run was aborted")
-    assert runner._stuck_behind(0, machine, results) == ()
+    assert ending._stuck_behind(0, machine, results) == ()

@@ -1,0 +1,261 @@
+"""A stress run's end, made into its StressReport: the CPUs' findings and failures, the
+lock-order edges merged and analysed, the final invariant check of the quiescent machine, and
+how the run ended (``rmm_mp.stress.runner`` calls ``report`` once the CPUs have stopped).
+
+This module owns the report's assembly. It must not start, stop or supervise CPUs (the
+runner's job) nor hold checker logic (lockdep, check).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from rmm_mp.check import Violation, invariants
+from rmm_mp.machine import Machine
+from rmm_mp.cpu_outcome import CpuFailure, RunResult
+from rmm_mp.stress import lockdep
+from rmm_mp.stress.config import StressConfig
+from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.shared import ABSENT, END_ABORT, StressSegment
+from rmm_mp.stress.watchdog import owner_cpu, snapshots
+from rmm_mp.stress.worker import CpuResult
+from rmm_mp.interrupts import Interrupts
+
+if TYPE_CHECKING:
+    from rmm_mp.stress.runner import _Supervisor
+
+
+def cpus_ready(seg: StressSegment, config: StressConfig) -> int:
+    """How many of the run's CPU processes are ready, as the supervisor counts them: free-running,
+    those past their set-up (READY, or DONE already); deterministic, those registered for a
+    turn. Read from the stress segment alone, so the parent's tick can show it for nothing."""
+    if config.deterministic:
+        return min(seg.registered, config.cpus)
+    return sum(1 for cpu in range(config.cpus) if seg.status(cpu) != ABSENT)
+
+
+def report(machine: Machine, seg: StressSegment, config: StressConfig, result: RunResult, sup: _Supervisor,
+            elapsed: float, stop: Interrupts, not_done: list[str]) -> StressReport:
+    """The report of the CPUs' run. A signal now (``stop``) ends the step under way (reading
+    the lock-order edges, analysing them, the final invariant check) and skips the invariant
+    check if it is still to come; the report is made all the same, marked interrupted and
+    saying what was not done."""
+    results: dict[int, CpuResult] = {c: r for c, r in result.results.items() if isinstance(r, CpuResult)}
+    findings: list[Finding] = []
+    for cpu in sorted(results):
+        findings.extend(results[cpu].findings)
+    findings.extend(sup.findings)
+    # A CPU killed by a second Ctrl-C or SIGTERM is not a finding (it was a cpu-died one, so a
+    # double Ctrl-C saved a schedule "with findings"): the user asked for it. What it was doing
+    # was cut off, so the end state proves nothing either: the invariant check is skipped.
+    # In a deterministic run only the CPU with the turn works: one without it that run_cpus
+    # killed after the grace time was waiting for its turn (or still starting up, when another
+    # CPU's death aborted the run before the first step), so its death is the abort's doing,
+    # not a second finding beside the one that caused it. But a run that its --seconds limit
+    # ended before the first step was held up by the CPUs not yet registered for a turn: one
+    # still starting up then (stopped with SIGSTOP, hung in its set-up) is stuck, a finding, as
+    # a free-running CPU not ready in time is; it is the reason the others were left waiting.
+    unstarted = sup.plan is not None and sup.timed_out and not sup.started
+    waited = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is not None
+              and not (sup.started and seg.turn == f.cpu) and not (unstarted and seg.status(f.cpu) == ABSENT)]
+    # Free-running, a Ctrl-C or SIGTERM stops the CPUs, and one still starting up (never READY:
+    # it sets READY just before its first operation, and makes no call before) stops once it is
+    # up. A start-up longer than the grace time (16 CPUs on a loaded 2-core host took 32 s,
+    # against 30 s) had it killed, and every such CPU was a cpu-died finding with the whole
+    # machine's snapshot: a user's interrupt reported as 16 watchdog findings. It is the
+    # interrupt's doing, as for a deterministic CPU waiting for its turn; and having made no
+    # call, it cut nothing off, so the final invariant check is still made. Only when the
+    # interrupt is what stopped the run: after "time is up" (run_cpus's limit, a start-up hung
+    # for START_ALLOWANCE_S) a Ctrl-C during the grace time, or one after the run, must not
+    # turn a CPU stuck at start-up into "no finding".
+    by_interrupt = result.stopped_by.startswith("interrupted (")
+    starting = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is None
+                and by_interrupt and seg.status(f.cpu) == ABSENT]
+    # A CPU whose result was lost exited normally, having left the machine: not dead.
+    dead = {f.cpu for f in result.failures if not f.result_lost}
+    findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
+                    for f in result.failures if not f.on_request and f not in waited and f not in starting)
+    killed = [f for f in result.failures if f.on_request]
+    # The CPUs killed while they were still starting up (never READY: free-running, not past
+    # their set-up; deterministic, not registered for a turn) are said in one line, with how
+    # far the start-up had come, so that a run that seemed to hang tells a slow start-up (most
+    # of the CPUs ready) from one that never got going. At 64 CPUs on a loaded 2-core host a
+    # Ctrl-C in the start-up killed dozens of them, each a line of its own that began "CPU 40
+    # did not stop within 30 s of being asked and was terminated", as a stuck CPU's does.
+    still_starting = starting + [f for f in waited if seg.status(f.cpu) == ABSENT]
+    turn_waiters = [f for f in waited if f not in still_starting]
+    if by_interrupt and sup.ready_at is None and (starting or (waited and not sup.started)):
+        not_done.append(f"the start-up not finished, {result.stopped_by}: {cpus_ready(seg, config)} of "
+                        f"{config.cpus} CPUs had become ready by the run's end"
+                        + (f"; {_still_starting(still_starting, 'interrupted')}" if still_starting else ""))
+    elif still_starting:
+        # A deterministic run stopped by another CPU's death before its first step.
+        not_done.append(_still_starting(still_starting, "stopped"))
+    not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
+    not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn after the run was stopped, so this is no "
+                    "finding of its own" for f in turn_waiters)
+    read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
+    analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, [])
+    edges = edges if read else {}
+    if analysed:
+        findings.extend(cycles)
+    elif config.on("lockdep"):
+        not_done.append(f"lock order not analysed: interrupted ({stop.by})")
+    ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by))
+    # A deterministic run's CPUs killed while they waited for their turn or started up, after a
+    # Ctrl-C or SIGTERM stopped the run, are the interrupt's doing too (``waited``): at 64 CPUs
+    # on a loaded 2-core host the start-up outlasts the grace time, and a Ctrl-C during it ended
+    # "aborted", the word for a run a failure stopped. Only when the interrupt is what stopped
+    # the run (``by_interrupt``, as for ``starting``): one during the grace time after the
+    # --seconds limit leaves the run "timeout".
+    if (killed or starting or (waited and by_interrupt)) and not findings:
+        ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
+    if killed and config.on("invariants"):
+        not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")
+    elif config.on("invariants") and not machine.dead and ended not in ("aborted", "timeout"):
+        if waited and sup.started:
+            # A CPU killed while it waited for its turn may have been blocked inside a call: cut
+            # off. Not before the first turn was given: every CPU was then starting up or
+            # registered, waiting for a turn that never came, and none had made a call, so the
+            # machine is as the population left it and is checked, as it is when free-running
+            # CPUs are killed while starting up. A Ctrl-C in a 64-CPU start-up skipped the check.
+            not_done.append(f"invariants not checked at the end: CPU {waited[0].cpu} {waited[0].how}")
+        else:
+            checked, report = stop.step(lambda: invariants(machine))
+            if checked:
+                findings.extend(_end_findings(report.violations, findings))
+            else:
+                not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
+                ended = _ended(seg, config, results, sup, findings, True)
+    findings.sort(key=lambda f: (f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
+    schedule: list[tuple[int, int]] = []
+    if sup.plan is not None and sup.started:
+        schedule = [(0, sup.first)] + sorted(s for r in results.values() for s in r.switches)
+    stops = [r.stopped_at for r in results.values() if r.stopped_at is not None]
+    return StressReport(config, tuple(_unique(findings)), ended, elapsed, {c: r.ops for c, r in results.items()},
+                        seg.step, seg.switches, seg.preemptions, seg.quiescent_checks + sup.quiescent_checks,
+                        tuple(schedule), {c: r.points for c, r in results.items() if r.points},
+                        tuple(edges.values()), _total(r.counts for r in results.values()),
+                        sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
+                        result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done),
+                        tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
+                        tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
+                        _total(r.bug_calls for r in results.values()),
+                        (result.interrupted_by if result.interrupted else "") or stop.by,
+                        {c: r.locks for c, r in sorted(results.items())})
+
+
+END_VIOLATIONS = 20
+"""How many broken invariants the check at a run's end reports, past those reported before."""
+
+
+def _end_findings(violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
+    """The findings of the check at the run's end: its first END_VIOLATIONS ``violations`` that
+    no ``earlier`` finding reported. A violation a quiescent check reported stopped the run; the
+    CPUs only finished their operations since, so the end check sees it again, the same broken
+    invariant at the same granule: it was reported twice, once per check. The bound counts the
+    new ones only: taken before them, it left out as many new ones as it took old ones."""
+    seen = {f.message for f in earlier if f.checker == "invariants"}
+    new = [v for v in violations if str(v) not in seen][:END_VIOLATIONS]
+    return [Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",)) for v in new]
+
+
+def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """The CPUs' counts (operations and events, or injected bugs' calls) added up by name."""
+    total: dict[str, int] = {}
+    for per_cpu in counts:
+        for k, n in per_cpu.items():
+            total[k] = total.get(k, 0) + n
+    return dict(sorted(total.items()))
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    seen, out = set(), []
+    for f in findings:
+        if f.text() not in seen:
+            seen.add(f.text())
+            out.append(f)
+    return out
+
+
+def _edges(machine: Machine, results: dict[int, CpuResult], config: StressConfig) -> dict[tuple[int, int], lockdep.Edge]:
+    if not config.on("lockdep"):
+        return {}
+    matrices = {}
+    for cpu in range(machine.cpus):
+        area = machine.cpu_area(cpu)
+        try:
+            matrices[cpu] = area.lock_edges()
+        finally:
+            area.release()
+    return lockdep.merge((results[c].edges for c in sorted(results)), matrices)
+
+
+def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResult], sup: _Supervisor,
+           findings: list[Finding], interrupted: bool) -> str:
+    if sup.timed_out:
+        return "timeout"
+    if seg.end == END_ABORT or any(r.ended in ("aborted", "crashed") for r in results.values()):
+        return "aborted"
+    if findings:
+        return "finding"
+    if interrupted:
+        return "interrupted"
+    return "budget" if config.deterministic else "time"
+
+
+def _still_starting(failures: list[CpuFailure], how_stopped: str) -> str:
+    """What the CPUs in ``failures`` were: killed after the grace time while still starting
+    up, when the run was ``how_stopped`` ("interrupted", "stopped"), so before their first
+    operation: no finding of their own. ``how`` of the first says how long they were given
+    (all of them were given the same grace time)."""
+    cpus = sorted(f.cpu for f in failures)
+    how = failures[0].how
+    if len(cpus) == 1:
+        return (f"CPU {cpus[0]} was still starting up when the run was {how_stopped}: it {how}, before its first "
+                "operation, so this is no finding of its own")
+    return (f"{_cpus_text(cpus)} ({len(cpus)}) were still starting up when the run was {how_stopped}: each {how}, "
+            "before its first operation, so this is no finding of theirs")
+
+
+def _cpus_text(cpus: list[int]) -> str:
+    """"CPUs 3, 5 to 9 and 12" for sorted ``cpus`` (two or more): runs of three or more in a
+    range, so that 40 CPUs of a 64-CPU start-up take a few words."""
+    runs: list[list[int]] = []
+    for cpu in cpus:
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    parts: list[str] = []
+    for run_ in runs:
+        parts.extend([f"{run_[0]} to {run_[-1]}"] if len(run_) >= 3 else map(str, run_))
+    return "CPUs " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
+
+
+def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult]) -> tuple[str, ...]:
+    """Lines naming every CPU that was waiting for a lock ``cpu`` held when the run was aborted
+    (its death aborts it): without them the report showed such a CPU only as "running" in a
+    call, holding its own locks, as if it had been at work."""
+    out = []
+    for other in sorted(results):
+        waited = results[other].waited
+        if other != cpu and waited is not None and owner_cpu(machine, waited[2]) == cpu:
+            call, pa, _ = waited
+            out.append(f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
+                       + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
+    return tuple(out)
+
+
+def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple[str, ...] = ()) -> Finding:
+    """A CPU process that died, or (``result-lost``) exited normally with its result lost on
+    the way or unreadable here: the watchdog's report of it (``dead``: every CPU whose process
+    died, said so in the snapshot lines). Either way what the CPU did is unknown, so a run
+    with no other finding must not pass."""
+    snaps = snapshots(machine, dead=dead)
+    held = ", ".join(f"{pa:#x}" for pa in failure.held_locks) or "none"
+    rule = "result-lost" if failure.result_lost else "cpu-died"
+    return Finding("watchdog", rule, f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
+                   failure.cpu, snaps[failure.cpu].call if failure.cpu < len(snaps) else "", "",
+                   stuck + tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]))
