@@ -27,11 +27,13 @@ def __getattr__(name: str) -> object:
     if name in ("Machine", "Cpu"):
         from rmm_mp.machine import Cpu, Machine
         return {"Machine": Machine, "Cpu": Cpu}[name]
-    if not name.startswith("__"):
+    if name.isidentifier() and not name.startswith("__"):
         # A submodule not imported yet: `import rmm_mp; rmm_mp.machine.Machine` (or rmm_mp.hw,
         # rmm_mp.runtime, ...) worked while this file imported machine, and with it most of the
         # package, eagerly; it does now by importing the submodule named. A name that is no
         # submodule stays an AttributeError; a submodule that fails to import raises as it is.
+        # An identifier only: getattr(rmm_mp, "a.b") is no module path (it raised
+        # ModuleNotFoundError out of hasattr, and "hw.faults" returned rmm_mp.hw.faults).
         import importlib
         try:
             return importlib.import_module(f"{__name__}.{name}")

@@ -106,3 +106,16 @@ def test_the_subcommands_module_is_imported_before_ctrl_c_is_handed_back(argv: l
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert set(loaded) <= set(proc.stdout.splitlines()[0].split()), proc.stdout[:500]
+
+
+def test_a_name_that_is_no_identifier_is_no_attribute_of_the_package() -> None:
+    """A name no attribute access can spell (`getattr(rmm_mp, "a.b")`, `".x"`, `"hw.faults"`) is
+    an AttributeError, so hasattr answers False, rather than being taken for a dotted module
+    path: that raised ModuleNotFoundError out of hasattr for `a.b`, and returned the module
+    rmm_mp.hw.faults for `hw.faults`."""
+    code = ("import rmm_mp; "
+            "bad = [n for n in ('a.b', '.x', 'hw.faults', '', 'hw faults') if hasattr(rmm_mp, n)]; "
+            "assert not bad, bad; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
