@@ -149,12 +149,15 @@ def platform_show(name: str, public_key: bool) -> None:
 
 def _import_subcommands(args: list[str]) -> None:
     """Import the module of the SUBCOMMANDS entry ``args`` name, or, when they name no command
-    (--help: the listing shows each one's help), every entry's; none for --version. The
-    group's own options (-h, --help, --version) take no value, so its first argument that is
-    not an option is the command's name. A name that is no subcommand is left to click."""
+    or the group's own -h/--help comes first (the listing shows each one's help, whatever
+    command follows), every entry's; none for --version. The group's own options (-h, --help,
+    --version) take no value, so its first argument that is not an option is the command's
+    name. A name that is no subcommand is left to click."""
     for arg in args:
         if arg == "--version":
             return
+        if arg in ("-h", "--help"):
+            break
         if not arg.startswith("-"):
             if arg in SUBCOMMANDS:
                 importlib.import_module(SUBCOMMANDS[arg][0])

@@ -91,9 +91,12 @@ def test_submodules_are_attributes_of_the_package_on_first_use() -> None:
 @pytest.mark.parametrize("argv, loaded", [
     (["stress", "--help"], ["rmm_mp.stress.cli"]),
     (["--help"], sorted({module for module, _ in SUBCOMMANDS.values()})),
+    (["--help", "stress"], sorted({module for module, _ in SUBCOMMANDS.values()})),
+    (["-h", "run"], sorted({module for module, _ in SUBCOMMANDS.values()})),
 ])
 def test_the_subcommands_module_is_imported_before_ctrl_c_is_handed_back(argv: list[str], loaded: list[str]) -> None:
-    """`rmm-mp stress ...` (and `rmm-mp --help`, whose listing shows every subcommand's help):
+    """`rmm-mp stress ...` (and `rmm-mp --help`, whose listing shows every subcommand's help, as
+    does `rmm-mp --help stress`: the group's --help acts before any command is looked at):
     when cli.entry hands Ctrl-C back (its ready hook), the module defining that subcommand (every
     SUBCOMMANDS module, for the listing) is imported already, so a Ctrl-C in its import (a
     quarter of a second for the stress tool's) is launch's one line and 130, not a
