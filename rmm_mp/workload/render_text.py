@@ -153,7 +153,10 @@ def _time_split(doc: dict[str, Any]) -> list[str]:
                        r["rmm_mean"] * r["count"], r["lock_wait_mean"] * r["count"]) for r in rmi]
     if not rows:
         return []
-    totals = [s for s in doc["time_split"] if s["cpu"] == "all" or len(doc["time_split"]) > 2]
+    # Per CPU and "all", or, when one CPU ran, its row alone (labelled with its number, as the rows
+    # above and the lock table's total are): an "all" row would repeat it.
+    per_cpu = [s for s in doc["time_split"] if s["cpu"] != "all"]
+    totals = per_cpu if len(per_cpu) == 1 else doc["time_split"]
     rows += [_split_row("all RMI calls", str(s["cpu"]), s["calls"], s["total_ns"], s["el3_ns"], s["rmm_ns"],
                         s["lock_wait_ns"]) for s in totals]
     return ["", "Time split of RMI calls (mean per call in us, and % of the calls' time): EL3 world switch, "

@@ -115,6 +115,16 @@ def test_time_split_has_a_row_per_call_and_cpu() -> None:
     assert not any(line.split()[:2] == ["RMI_GRANULE_UNDELEGATE", "all"] for line in split)
 
 
+def test_time_split_of_one_cpu_totals_on_its_cpu_row() -> None:
+    """A one-CPU run: the split's rows are CPU 0's, the per-call rows and the totals alike, as the
+    lock table's "all classes" row is; an "all RMI calls" row labelled "all" under per-call rows
+    labelled "0" read as two different sets of calls (it repeated CPU 0's)."""
+    report = hand_built(cpus=1, stats={0: hand_built().stats[0]})
+    split = _section(format_report(report), "Time split of RMI calls")
+    assert [line.split()[-9] for line in split[4:]] == ["0"] * (len(split) - 4), split
+    assert _row(split, "all", "RMI", "calls", "0")[4] == "153"
+
+
 def test_time_split_of_a_cpu_without_rmi_calls_has_no_means() -> None:
     """CPU 1 made no RMI call: its "all RMI calls" row counts 0 calls and shows "-" for each mean
     and share, as for the shares, not a mean of 0.00 us that no call took."""
