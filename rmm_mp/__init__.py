@@ -27,7 +27,9 @@ def __getattr__(name: str) -> object:
     if name in ("Machine", "Cpu"):
         from rmm_mp.machine import Cpu, Machine
         return {"Machine": Machine, "Cpu": Cpu}[name]
-    if name.isidentifier() and not name.startswith("__"):
+    # Never launch: importing it takes Ctrl-C over in the process (the rmm-mp program's first
+    # lines), a side effect an attribute look-up such as hasattr(rmm_mp, "launch") must not have.
+    if name.isidentifier() and not name.startswith("__") and name != "launch":
         # A submodule not imported yet: `import rmm_mp; rmm_mp.machine.Machine` (or rmm_mp.hw,
         # rmm_mp.runtime, ...) worked while this file imported machine, and with it most of the
         # package, eagerly; it does now by importing the submodule named. A name that is no

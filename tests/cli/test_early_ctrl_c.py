@@ -122,3 +122,15 @@ def test_a_name_that_is_no_identifier_is_no_attribute_of_the_package() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_an_attribute_look_up_never_imports_launch() -> None:
+    """`hasattr(rmm_mp, "launch")` is False and leaves SIGINT as it was: the package imports a
+    submodule named as an attribute, but importing launch takes Ctrl-C over in the process,
+    which a look-up (a debugger, an introspection tool) must not do."""
+    code = ("import signal, sys, rmm_mp; before = signal.getsignal(signal.SIGINT); "
+            "assert not hasattr(rmm_mp, 'launch'); assert 'rmm_mp.launch' not in sys.modules; "
+            "assert signal.getsignal(signal.SIGINT) is before; assert hasattr(rmm_mp, 'runtime')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
