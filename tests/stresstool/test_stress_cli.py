@@ -1612,14 +1612,17 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     still starting up (importing rmm_mp takes them far longer than a tick): they stop once they
     are up, within the grace time, which is scaled by runtime.oversubscription as a free-running
     run's is (the CPUs start all at once, sharing the host's cores). Here the unscaled grace time
-    is 0.05 s and the host is taken as 100 times oversubscribed (5 s in all): every CPU returns
+    is 0.05 s and the host is taken as 1,200 times oversubscribed (60 s in all): every CPU returns
     its result, none is killed, and the run ends interrupted with the invariants checked. With
     the unscaled time (a loaded host: 16 CPUs on 2 cores took 5 s to start, against 2 s of
-    grace), every CPU was killed, each a "not done" line, and the final check was skipped."""
+    grace), every CPU was killed, each a "not done" line, and the final check was skipped.
+    The scaled grace time is only a safety limit, so it is made a minute (the host taken as
+    1,200 times oversubscribed): with 5 s, this test failed at a load average of 60, its 2 CPUs
+    taking longer than that to start up."""
     from rmm_mp.stress import runner
     from rmm_mp.stress.config import StressConfig
     monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.05)
-    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 100.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1200.0)
     sent, first_tick = _ctrl_c_at_first_tick()
 
     report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60),
