@@ -193,17 +193,24 @@ def data_destroy_vs_store(machine: Machine) -> Prepared:
 UNPROTECTED_PAGE = UNPROTECTED + 5 * G
 
 
+def unprotected_store_realm(b: Builder, offset: int) -> tuple[BuiltRealm, int]:
+    """A realm (with its tables down to level 3 at UNPROTECTED) whose one REC stores 0x5a at
+    ``offset`` in UNPROTECTED_PAGE and then loops; the realm and the REC."""
+    realm, (rec,) = guest_realm(b, f"""
+        mov x1, ={UNPROTECTED_PAGE:#x}
+        mov x2, #0x5a
+        str x2, [x1, #{offset:#x}]
+        b .
+    """)
+    b.tables(realm, UNPROTECTED, 3)
+    return realm, rec
+
+
 def store_unprotected_vs_unmap(machine: Machine) -> Prepared:
     """REC_ENTER whose guest stores to a mapped unprotected page vs RTT_UNMAP_UNPROTECTED of it:
     unmapped first, the store exits as an emulatable data abort (ISV, the value in gprs[0])."""
     b = Builder(machine)
-    realm, (rec,) = guest_realm(b, f"""
-        mov x1, ={UNPROTECTED_PAGE:#x}
-        mov x2, #0x5a
-        str x2, [x1, #0x18]
-        b .
-    """)
-    b.tables(realm, UNPROTECTED, 3)
+    realm, rec = unprotected_store_realm(b, 0x18)
     b.call(F.RMI_RTT_MAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3, b.ns_page() | NS_MAP_ATTRS)
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_UNMAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3),

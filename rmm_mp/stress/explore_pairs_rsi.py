@@ -24,7 +24,7 @@ from rmm_mp.stress.explore import Pair, Prepared, Watch
 from rmm_mp.stress.explore_guest import (
     GUEST_SLICE, RAM_TABLE, REC1_PC, exit_must_be, extend_rem1, fails_on_running_rec, guest_realm, smc,
 )
-from rmm_mp.stress.explore_pairs_rec import page_view
+from rmm_mp.stress.explore_pairs_rec import page_view, unprotected_store_realm
 from rmm_mp.stress.explore_setup import (
     F, G, L2, UNPROTECTED, Builder, BuiltRealm, SetupError, exit_view, prepared, rec_view, rem_view,
 )
@@ -83,13 +83,7 @@ def store_unprotected_vs_map(machine: Machine) -> Prepared:
     its IRQ exit; else the store exits as an emulatable data abort (ISV, the value in gprs[0])
     and the page stays zero."""
     b = Builder(machine)
-    realm, (rec,) = guest_realm(b, f"""
-        mov x1, ={UNPROTECTED_PAGE:#x}
-        mov x2, #0x5a
-        str x2, [x1, #8]
-        b .
-    """)
-    b.tables(realm, UNPROTECTED, 3)
+    realm, rec = unprotected_store_realm(b, 8)
     ns = b.ns_page()
     run = b.run_page()
     return prepared(b, (F.RMI_REC_ENTER, rec, run), (F.RMI_RTT_MAP_UNPROTECTED, realm.rd, UNPROTECTED_PAGE, 3,
