@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # The console script's own lines, with a mark on stdout once rmm_mp.launch is imported (its
 # Ctrl-C handler installed): "r" when importing it loaded none of the simulator (its import
 # must stay cheap, or a Ctrl-C in it is a traceback again), "H" when it did.
-CHILD = ("import os, sys; sys.argv = ['rmm-mp', '--help']; from rmm_mp import launch; "
+CHILD = ("import os, signal, sys; sys.argv = ['rmm-mp', '--help']; "
+         # A background job (CI started with nohup, a non-interactive shell's &) begins with
+         # SIGINT ignored, which launch keeps: the child is to start as a terminal's program does.
+         "signal.signal(signal.SIGINT, signal.default_int_handler); from rmm_mp import launch; "
          "os.write(1, b'H' if 'rmm_mp.machine' in sys.modules or 'click' in sys.modules else b'r'); "
          "launch.main()")
 
