@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 from rmm_mp.cli import SUBCOMMANDS
-from rmm_mp.launch import INTERRUPTED
+_HANDLER = signal.getsignal(signal.SIGINT)
+from rmm_mp.launch import INTERRUPTED  # noqa: E402
+# Importing launch takes SIGINT over in this process (the rmm-mp program's first lines): a later
+# test in this pytest worker that sends itself SIGINT would end the worker with status 130.
+signal.signal(signal.SIGINT, _HANDLER)
 
 ROOT = Path(__file__).resolve().parents[2]
 
