@@ -27,24 +27,32 @@ structure, realm_call.py): it is counted in, so a change made since cannot compl
 next sync.
 
 A CPU that executes realm code never takes a lock while it is counted in, so the wait cannot
-deadlock with the locks the invalidating CPU holds. A CPU process that died counted in would
-stall the wait; its binding is checked every few thousand spins and a dead CPU is skipped.
+deadlock with the locks the invalidating CPU holds. The wait backs off as a granule lock's does
+(hw.granule.backoff: spins, then yields, then sleeps of up to half a millisecond): a waited-for
+CPU whose process is descheduled or stopped (SIGSTOP, a debugger) can take a long time to reach
+a sync point, and a waiter that only yielded burnt a whole host core all that time. A CPU
+process that died counted in would stall the wait; once the wait sleeps, the CPU's binding is
+checked every few tens of milliseconds and a CPU whose process has ended (or whose pid now names
+another process) is skipped.
 
 This module owns the protocol. It must not know what a realm or an RD is.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Callable
 
 import atomicshm
 
 from rmm_mp.hw import process
 from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION
-from rmm_mp.hw.cpuarea import OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB
+from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB, binding_matches
+from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, backoff
 
-_DEAD_CHECK_SPINS = 4096
+_DEAD_CHECK_TRIES = 64
+"""Tries between two looks at a waited-for CPU's process once the wait sleeps (at most 32 ms
+apart: a look costs a /proc read, too dear for every try)."""
 
 
 class Tlb:
@@ -138,9 +146,16 @@ class Tlb:
             if cpu == self.cpu:
                 continue
             base = cpu * self.area_size
-            spins = 0
+            tries = 0
             while behind(base):
-                spins += 1
-                os.sched_yield()
-                if spins % _DEAD_CHECK_SPINS == 0 and not process.alive(self.cpus.load_u64(base) & 0xFFFF_FFFF):
+                tries += 1
+                backoff(tries)
+                if (tries > SPIN_TRIES + YIELD_TRIES and tries % _DEAD_CHECK_TRIES == 0
+                        and self._ended(self.cpus.load_u64(base + OFF_BIND))):
                     break
+
+    @staticmethod
+    def _ended(word: int) -> bool:
+        """Whether the process a CPU binding names has ended: unbound, gone, a zombie, or its pid
+        now names a process started at another time (in doubt, it lives and is waited for)."""
+        return word == 0 or process.ended(word & 0xFFFF_FFFF, functools.partial(binding_matches, word))
