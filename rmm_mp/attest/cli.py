@@ -21,7 +21,7 @@ from rmm_mp.attest.platform_claims import lifecycle_state
 from rmm_mp.attest.realm_claims import CHALLENGE_SIZE, MEASUREMENT_SIZES
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
 from rmm_mp.inputfile import TooLarge, read_at_most
-from rmm_mp.printable import shown_path
+from rmm_mp.printable import basic_string, not_one_printable_line, shown_path
 from rmm_mp.words import count
 
 EXIT_OK: Final = 0
@@ -122,7 +122,8 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     nothing nested deeper than 32 levels; any of these is a usage error, or inside a platform
     or realm token a failed claims check. Other well-formed CBOR (RFC 8949) is read:
     indefinite-length strings, arrays and maps and integer heads longer than needed have one
-    value each, and signatures cover the bytes as sent.
+    value each, and signatures cover the bytes as sent. A text claim that is not one line of
+    printable characters is shown quoted, with escapes.
     """
     # A value no valid token can carry would only turn into a failed check (exit 1) that
     # blames the token; it is the command line that is wrong.
@@ -157,7 +158,8 @@ def inspect_command(token: str, as_json: bool) -> None:
     """Decode TOKEN and print its claims WITHOUT verifying anything.
 
     Exit status: 0 when TOKEN decodes; 2 when it is unreadable, larger than 64 KiB (a token is a
-    few KB) or not a CCA token. TOKEN is decoded as strictly as `verify` reads it.
+    few KB) or not a CCA token. TOKEN is decoded as strictly as `verify` reads it. A text
+    claim that is not one line of printable characters is shown quoted, with escapes.
     """
     data = _read_token(token)
     try:
@@ -219,9 +221,17 @@ def _claim_lines(name: str, value: Any) -> list[str]:
             lines.append(f"  {index:<{_NAME_WIDTH - 2}} {_scalar(item)}")
             continue
         for j, (key, field) in enumerate(item.items()):
-            lines.append(f"  {index if j == 0 else '':<5} {key:<{_NAME_WIDTH - 8}} {_scalar(field)}")
+            lines.append(f"  {index if j == 0 else '':<5} {_text(key):<{_NAME_WIDTH - 8}} {_scalar(field)}")
     return lines
 
 
 def _scalar(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return _text(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _text(text: str) -> str:
+    """A claim's text (or a map key in it) as a table shows it: as it is when it is one line of
+    printable characters, else as a quoted string with escapes. The token's issuer chose it: an
+    ESC, BEL or C1 control printed raw would act on the terminal (click strips only the ESC [
+    sequences, and only when the output is not a terminal)."""
+    return text if not_one_printable_line(text) is None else basic_string(text)

@@ -185,6 +185,34 @@ def test_inspect_json_is_strict_json_with_a_nan_claim(tmp_path: Path, sample_rak
     assert '{"float": "nan"}' in unknown and '{"float": "-inf"}' in unknown, unknown
 
 @pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_claim_text_with_control_characters_is_shown_escaped(tmp_path: Path, command: str) -> None:
+    """The claims tables of a token whose issuer put terminal controls in its text claims (a
+    software component's type and version, the verification service, the realm profile, an
+    unknown claim's list of text and of a map keyed by text): each is shown quoted with its
+    escapes, and no ESC, BEL or C1 control reaches the output, as it would reach a terminal
+    (the runner's color=True: click strips only ESC [ sequences, and only when not on one)."""
+    outer = cbor2.loads(FFM.read_bytes())
+    platform, realm = (cbor2.loads(outer.value[key]) for key in (44234, 44241))
+    platform_claims, realm_claims = cbor2.loads(platform.value[2]), cbor2.loads(realm.value[2])
+    platform_claims[2399][0][1] = "RSE\x07"
+    platform_claims[2399][0][4] = "1\x1b]0;owned\x07"
+    platform_claims[2400] = "https://\x1b[2J"
+    realm_claims[265] = "tag\x9b2J"
+    realm_claims[99] = ["\x1b[7m", {"\x1b[5mkey": "v"}]
+    platform.value[2], realm.value[2] = cbor2.dumps(platform_claims), cbor2.dumps(realm_claims)
+    token = _write(tmp_path / "controls.cbor",
+                   cbor2.dumps(cbor2.CBORTag(399, {44234: cbor2.dumps(platform), 44241: cbor2.dumps(realm)})))
+    args = [command, str(token)] + (["--platform-key", str(TA_TFA)] if command == "verify" else [])
+    result = CliRunner().invoke(attest_group, args, catch_exceptions=False, color=True)
+    assert result.exit_code == (EXIT_FAILED if command == "verify" else EXIT_OK), result.output
+    controls = [c for c in result.output if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0]
+    assert not controls, result.output
+    for shown in ('"RSE\\u0007"', '"1\\u001B]0;owned\\u0007"', '"https://\\u001B[2J"', '"tag\\u009B2J"',
+                  '"\\u001B[7m"', '"\\u001B[5mkey"'):
+        assert shown in result.output, (shown, result.output)
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
 @pytest.mark.parametrize("make, phrase", [
     (lambda d: d / "missing.cbor", "does not exist"),
     (lambda d: d, "is a directory"),
