@@ -30,6 +30,10 @@ from rmm_mp.attest.errors import TokenFormatError
 MAX_DEPTH: Final = 32
 """Nesting limit; a CCA claim set nests 4 deep (map, sw-components array, component map)."""
 
+_TINY_ITEM: Final = 32
+"""A first item shorter than this, with bytes after it, suggests the input is not CBOR (the
+smallest CCA token is hundreds of bytes)."""
+
 REFUSED_TAGS: Final = {28: "shareable value", 29: "shared-value reference",
                        25: "string reference", 256: "string-reference namespace"}
 """Tags cbor2 resolves into references to other values (http://cbor.schmorp.de/value-sharing,
@@ -129,8 +133,11 @@ def loads_exact(data: bytes, what: str, marker: bool = False) -> Any:
                                    "(RFC 8949 3.4.6)")
     end = _skip(data, 0, what, 0)
     if end != len(data):
+        # A file that is not CBOR at all often reads as a tiny first item (a text file's first
+        # letter is a short string's head); a real token followed by a stray byte does not.
+        hint = " (is this CBOR at all?)" if end < _TINY_ITEM else ""
         raise TokenFormatError(f"{what}: the first CBOR item ends at byte {end} but the input has "
-                               f"{len(data)} bytes; expected exactly one CBOR item (is this CBOR at all?)")
+                               f"{len(data)} bytes; expected exactly one CBOR item{hint}")
     return _build(data, what)
 
 

@@ -35,6 +35,7 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
     (b"", "truncated CBOR"),
     (bytes.fromhex("d9018fa2"), "truncated CBOR"),
     (bytes.fromhex("d9018fa0") + b"\x00", "first CBOR item ends at byte 4 but the input has 5 bytes"),
+    (b"hello, world\n", "ends at byte 9 but the input has 13 bytes; expected exactly one CBOR item (is this CBOR"),
     (b"\x81" * 40 + b"\x00", "nested deeper than 32"),
     (bytes.fromhex("d9018fa219acca4019acca40"), "more than once"),
     (bytes.fromhex("5f4101ff"), "expected CBOR tag 399"),
@@ -64,6 +65,19 @@ def test_malformed_cbor_is_refused_with_the_reason(data: bytes, phrase: str) -> 
     with pytest.raises(TokenFormatError, match="CCA token") as info:
         decode_cca_token(data)
     assert phrase in str(info.value)
+
+
+def test_a_token_with_a_stray_byte_after_it_is_not_asked_whether_it_is_cbor(
+        sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes,
+        realm_claims: Callable[..., bytes]) -> None:
+    """A whole CCA token followed by one byte is refused for the byte, without the hint meant
+    for input that is not CBOR at all (a text file reads as a tiny first item): the message
+    asked "is this CBOR at all?" of every token with bytes after it."""
+    token = encode_cca_token(sample_platform_token, sign_cose_sign1(realm_claims(), sample_rak))
+    with pytest.raises(TokenFormatError) as info:
+        decode_cca_token(token + b"\x00")
+    assert f"ends at byte {len(token)} but the input has {len(token) + 1} bytes" in str(info.value)
+    assert "CBOR at all" not in str(info.value)
 
 
 def test_indefinite_length_forms_are_accepted(sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes,
