@@ -13,6 +13,7 @@ handler test does not depend on the host library being right.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, Region
 from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.rmm import s2tt
+from rmm_mp.rmm.realm_desc import Rd
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -242,6 +244,18 @@ class Rmi:
             realm.rtts[(base, lvl)] = rtt
             made.append(rtt)
         return made
+
+    def data_posing_as_rd(self, realm: Realm, ipa: int, state: int) -> int:
+        """A DATA granule of the NEW ``realm`` at ``ipa`` whose bytes, read as an RD, hold realm
+        state ``state`` (the RD's state word is its first u64): for the failure-ordering tests
+        [rd_bound, rd_state] < [realm_state], where only the granule's state tells it from an RD
+        in that state. Returns its PA."""
+        self.rtts(realm, ipa, 3)
+        data = self.delegate()
+        src = self.ns_page(struct.pack("<Q", state))
+        assert self.smc(F.RMI_DATA_CREATE, realm.rd, data, ipa, src, 0)[0] == SUCCESS
+        assert Rd(self.m.memory, (data - self.m.dram_base) // GRANULE).state == state
+        return data
 
     def read_entry(self, realm: Realm, ipa: int, level: int = 3) -> tuple[int, int, int, int, int]:
         return self.smc(F.RMI_RTT_READ_ENTRY, realm.rd, ipa, level)

@@ -221,6 +221,17 @@ def test_data_create_realm_state(machine: Machine, state: str) -> None:
     _expect_failure(t, realm, F.RMI_DATA_CREATE, _create_args(t, realm), REALM_ERR)
 
 
+def test_data_create_rd_state_before_realm_state(machine: Machine) -> None:
+    """Ordering [rd_bound, rd_state] < [realm_state] (B4.3.1.2.1): rd is a DATA granule whose
+    bytes read as an ACTIVE realm's RD, every other input valid -> INPUT, not REALM; footprint
+    unchanged."""
+    t, realm = _setup(machine)
+    posing = t.data_posing_as_rd(realm, IPA + 8 * GRANULE, RealmState.ACTIVE)
+    data = t.delegate()
+    _expect_failure(t, realm, F.RMI_DATA_CREATE, _create_args(t, realm, rd=posing, data=data), INPUT, (0, 0, 0),
+                    posing, data)
+
+
 @pytest.mark.parametrize("ipa", [IPA + 0x800, 1 << 39, (1 << 39) + IPA, 1 << 40, 1 << 63])
 def test_data_create_ipa_align_bound(machine: Machine, ipa: int) -> None:
     """ipa_align / ipa_bound: unaligned, unprotected or outside the IPA space: INPUT (ACS

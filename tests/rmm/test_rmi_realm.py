@@ -740,17 +740,6 @@ def test_activate_rd_state(machine: Machine, state: str) -> None:
     assert invariants(machine).ok
 
 
-def _posing_as_active_rd(t: Rmi, realm: Realm) -> int:
-    """A DATA granule of ``realm`` whose bytes, read as an RD, say ACTIVE (the state word at
-    offset 0 is 1), for the failure-ordering tests."""
-    t.rtts(realm, 0, 3)
-    data = t.delegate()
-    src = t.ns_page(struct.pack("<Q", RealmState.ACTIVE))
-    assert t.smc(F.RMI_DATA_CREATE, realm.rd, data, 0x2000, src, 0)[0] == SUCCESS
-    assert Rd(t.m.memory, _idx(t.m, data)).state == RealmState.ACTIVE
-    return data
-
-
 def test_activate_realm_state_active(machine: Machine) -> None:
     """ACS realm_state: REALM_ACTIVATE of an ACTIVE realm -> (RMI_ERROR_REALM, index 0), footprint
     (RD contents included) unchanged; the realm stays ACTIVE."""
@@ -779,7 +768,7 @@ def test_activate_rd_state_before_realm_state(machine: Machine) -> None:
     bytes read as an ACTIVE realm -> RMI_ERROR_INPUT, not RMI_ERROR_REALM; footprint unchanged."""
     t = Rmi(machine)
     realm = _create(t)
-    data = _posing_as_active_rd(t, realm)
+    data = t.data_posing_as_rd(realm, 0x2000, RealmState.ACTIVE)
     _activate_fails(machine, t, data, ERROR_INPUT, realm.rd, *realm.roots)
 
 

@@ -622,6 +622,17 @@ def test_rec_destroy_rec_gran_state(machine: Machine, t: Rmi, kind: str) -> None
     _ok(machine)
 
 
+def test_rec_destroy_rec_gran_state_before_rec_state(machine: Machine, t: Rmi) -> None:
+    """Ordering [rec_bound, rec_gran_state] < [rec_state] (B4.3.13.2.1): rec_ptr is an RD whose
+    refcount is 1 (its realm has a REC), as a running REC's is -> RMI_ERROR_INPUT, not
+    RMI_ERROR_REC; footprint unchanged."""
+    realm = t.realm()
+    rec = t.rec(realm)
+    assert _refcount(machine, realm.rd) == 1
+    _fails(machine, t, INPUT, F.RMI_REC_DESTROY, realm.rd, pas=(realm.rd, rec, *realm.recs[0][1]))
+    _ok(machine)
+
+
 def test_rec_destroy_rec_state(machine: Machine, t: Rmi) -> None:
     """Spec rec_state: the REC is running (its refcount 1, set white-box as another CPU's
     REC_ENTER holds it) -> RMI_ERROR_REC, footprint unchanged (REC, aux, RD refcount)."""

@@ -164,6 +164,14 @@ def test_init_ripas_realm_state(machine: Machine, state: str) -> None:
     _expect_failure(t, realm, F.RMI_RTT_INIT_RIPAS, (realm.rd, BASE, BASE + GRANULE), REALM_ERR)
 
 
+def test_init_ripas_rd_state_before_realm_state(machine: Machine) -> None:
+    """Ordering [rd_bound, rd_state] < [realm_state] (B4.3.18.2.1): rd is a DATA granule whose
+    bytes read as an ACTIVE realm's RD -> INPUT, not REALM; footprint unchanged."""
+    t, realm = _setup(machine)
+    posing = t.data_posing_as_rd(realm, BASE + 8 * GRANULE, RealmState.ACTIVE)
+    _expect_failure(t, realm, F.RMI_RTT_INIT_RIPAS, (posing, BASE, BASE + GRANULE), INPUT, posing)
+
+
 def test_init_ripas_base_align(machine: Machine) -> None:
     """base_align: the walk stops at level 2 and base is not 2 MiB aligned: (RTT, 2) (ACS
     BASE_LEVEL_UNALIGNED)."""
@@ -344,6 +352,18 @@ def test_set_ripas_rec_gran_state(machine: Machine, state: str) -> None:
     t, realm, rec = _set_setup(machine)
     bad = _granule_in(t, realm, state)
     _expect_failure(t, realm, F.RMI_RTT_SET_RIPAS, (realm.rd, bad, BASE, BASE + GRANULE), INPUT, rec, bad)
+
+
+def test_set_ripas_rec_gran_state_before_rec_state_and_owner(machine: Machine) -> None:
+    """Ordering [rec_bound, rec_gran_state] < [rec_state, rec_owner] (B4.3.21.2.1): rec_ptr is the
+    RD of another realm that has a REC, so its refcount is 1 (as a running REC's is) and its
+    first word, read as a REC's owner, is not rd -> INPUT, not REC; footprint unchanged."""
+    t, realm, rec = _set_setup(machine)
+    other = t.realm(s2sz=40)
+    t.rec(other)
+    assert machine.granule_table(0).refcount(_idx(machine, other.rd)) == 1
+    assert Rec(machine.memory, _idx(machine, other.rd)).owner_rd != realm.rd
+    _expect_failure(t, realm, F.RMI_RTT_SET_RIPAS, (realm.rd, other.rd, BASE, BASE + GRANULE), INPUT, rec, other.rd)
 
 
 def test_set_ripas_rec_state(machine: Machine) -> None:
