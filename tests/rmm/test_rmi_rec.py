@@ -649,7 +649,9 @@ def test_rec_destroy_success(machine: Machine, t: Rmi) -> None:
     DELEGATED and zero, the RD refcount drops to 0 but rec_count stays 1; another REC of the
     realm is untouched; the realm can then be destroyed once its other REC is gone too. The
     aux granules are filled with a pattern first (what a REC keeps there, e.g. its attestation
-    token state): the destroy must scrub them, not just hand them back."""
+    token state): the destroy must scrub them, not just hand them back. Footprint (B4.3.13.4,
+    and num_recs): nothing but the REC, its aux granules and the RD's REC count changes; the
+    RD's contents do not."""
     realm = t.realm()
     rec0 = t.rec(realm, pc=0x10, gprs=(1, 2))
     rec1 = t.rec(realm)
@@ -657,9 +659,13 @@ def test_rec_destroy_success(machine: Machine, t: Rmi) -> None:
     for pa in aux0:
         machine.memory.write(pa, b"\xa5" * 4096)
     keep = snapshot(machine, rec1, *realm.recs[1][1])
+    before = realm_snapshot(machine)
 
     assert _call(t, F.RMI_REC_DESTROY, rec0) == (SUCCESS, 0, 0, 0, 0)
 
+    after = realm_snapshot(machine)
+    assert before.changed(after) == {rec0, *aux0, realm.rd}
+    assert dict(before.contents)[realm.rd] == dict(after.contents)[realm.rd]
     for pa in (rec0, *aux0):
         assert _state(machine, pa) == S.DELEGATED and machine.memory.is_zero(_idx(machine, pa))
     assert _refcount(machine, realm.rd) == 1 and _rd(machine, realm).rec_count == 2
