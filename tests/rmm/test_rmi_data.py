@@ -164,12 +164,13 @@ def test_data_create_src_pas(machine: Machine, where: str) -> None:
 
 
 def test_data_create_src_pas_before_realm_state_and_rtt_walk(machine: Machine) -> None:
-    """src_pas is checked first (TF-RMM's order, FAILURE_CONDITIONS), before the RD is looked at:
-    a source in the Realm PAS (DELEGATED) fails INPUT even when the realm is ACTIVE (realm_state) and the
-    IPA has no level-3 table (rtt_walk), whose failures would give REALM or RTT. Kills the
-    mutant that drops the up-front lock-free check (the later check would then report src_pas
-    only after realm_state and rtt_walk). A Secure source is not a DRAM granule: it fails in
-    the copy, after rtte_state, as test_data_create_src_pas shows)."""
+    """src_pas is checked first (TF-RMM's order, FAILURE_CONDITIONS), as the source is locked
+    expecting NS, before the RD is looked at: a source in the Realm PAS (DELEGATED) fails INPUT
+    even when the realm is ACTIVE (realm_state) and the IPA has no level-3 table (rtt_walk),
+    whose failures would give REALM or RTT. Kills a handler that leaves src_pas to the copy,
+    which reports it only after realm_state and rtt_walk. (A Secure source, a DRAM granule in
+    the Secure PAS whose granule state is NS, passes the lock's check and fails in the copy,
+    after rtte_state: test_data_create_copy_fault_reported_after_rtt_checks.)"""
     t, realm = _setup(machine)
     assert t.smc(F.RMI_REALM_ACTIVATE, realm.rd)[0] == SUCCESS
     src = t.delegate()
