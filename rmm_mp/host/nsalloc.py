@@ -8,7 +8,8 @@ lives in the machine's control block (hw/control.py), not in a Python object:
                           bit b of word w is granule index 64 * w + b (PA = dram_base + idx * 4K)
     OFF_HOST_VMIDS        one bit per VMID, same encoding
     OFF_HOST_ALLOC_STATE  header: init flag u32 at +0 (0 none, 1 being set up, 2 ready),
-                          reserved granules u64 at +8; then one slot per CPU from +0x40,
+                          reserved granules u64 at +8, the setting-up process u64 at +0x10
+                          (setup_once.py); then one slot per CPU from +0x40,
                           ``slot_stride`` bytes apart (64, one cache line, up to 127 CPUs; 16 above):
                           +0 net granules allocated by this CPU (allocations minus frees,
                           wrapping u64), +8 granule search hint (word index) u32,
@@ -21,10 +22,10 @@ CPUs allocating at the same time touch different words. The in-use count is a su
 counters for the same reason: a granule allocated on CPU 0 and freed on CPU 1 leaves +1 and
 -1 that add up to 0.
 
-Set-up happens once per machine, by whichever process gets there first: it compare-and-swaps
-the init flag from 0 to 1, marks the granules nobody may have (the platform's Secure regions,
-and the bits past the end of DRAM) as permanently allocated, spreads the hints and stores 2;
-the others wait for the 2.
+Set-up happens once per machine, by whichever process gets there first (setup_once.py): it
+marks the granules nobody may have (the platform's Secure regions, and the bits past the end of
+DRAM) as permanently allocated, spreads the hints and stores 2 in the init flag; the others
+wait for the 2, sleeping, and take the set-up over if its process has ended.
 
 Runs: ``alloc(count, align)`` returns ``count`` contiguous granules whose first PA is a
 multiple of ``align`` granules. Runs of up to 64 granules never cross a 64-granule (256 KiB)
@@ -37,10 +38,10 @@ used for (and delegating it) is the caller's business.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rmm_mp.host.setup_once import set_up_once
 from rmm_mp.hw.control import (
     HOST_ALLOC_STATE_BYTES, HOST_GRANULES_BYTES, HOST_VMIDS_BYTES, OFF_HOST_ALLOC_STATE, OFF_HOST_GRANULES,
     OFF_HOST_VMIDS,
@@ -54,9 +55,9 @@ WORD_BITS = 64
 FULL = (1 << WORD_BITS) - 1
 MAX_RUN_IN_WORD = WORD_BITS
 
-_INIT_NONE, _INIT_BUSY, _INIT_READY = 0, 1, 2
 _OFF_INIT = OFF_HOST_ALLOC_STATE
 _OFF_RESERVED = OFF_HOST_ALLOC_STATE + 0x08
+_OFF_SETTER = OFF_HOST_ALLOC_STATE + 0x10
 _OFF_SLOTS = OFF_HOST_ALLOC_STATE + 0x40
 _SLOT_NET, _SLOT_HINT, _SLOT_VMID_HINT = 0, 8, 12
 
@@ -149,25 +150,23 @@ class NsAllocator:
         return sorted(found)
 
     def _initialise(self) -> None:
-        """Set the shared state up once per machine; concurrent callers wait for the winner."""
+        """Set the shared state up once per machine; concurrent callers wait for the winner
+        (setup_once.py: a winner that died is taken over)."""
+        set_up_once(self._view, _OFF_INIT, _OFF_SETTER, self._set_up)
+
+    def _set_up(self) -> None:
+        """The set-up itself: idempotent (bits set, values stored), as a takeover redoes it."""
         view = self._view
-        if view.load_u32(_OFF_INIT) == _INIT_READY:
-            return
-        if view.cas_u32(_OFF_INIT, _INIT_NONE, _INIT_BUSY) == _INIT_NONE:
-            for w, mask in self._reserved_masks.items():
-                view.fetch_or_u64(OFF_HOST_GRANULES + w * 8, mask)
-            tail = self._count % WORD_BITS
-            if tail:
-                view.fetch_or_u64(OFF_HOST_GRANULES + (self._words - 1) * 8, FULL & ~((1 << tail) - 1))
-            view.store_u64(_OFF_RESERVED, len(self._reserved))
-            for c in range(self._cpus):
-                slot = _OFF_SLOTS + c * self._stride
-                view.store_u32(slot + _SLOT_HINT, c * self._words // self._cpus)
-                view.store_u32(slot + _SLOT_VMID_HINT, c * self._vmid_words // self._cpus)
-            view.store_u32(_OFF_INIT, _INIT_READY)
-            return
-        while view.load_u32(_OFF_INIT) != _INIT_READY:
-            os.sched_yield()
+        for w, mask in self._reserved_masks.items():
+            view.fetch_or_u64(OFF_HOST_GRANULES + w * 8, mask)
+        tail = self._count % WORD_BITS
+        if tail:
+            view.fetch_or_u64(OFF_HOST_GRANULES + (self._words - 1) * 8, FULL & ~((1 << tail) - 1))
+        view.store_u64(_OFF_RESERVED, len(self._reserved))
+        for c in range(self._cpus):
+            slot = _OFF_SLOTS + c * self._stride
+            view.store_u32(slot + _SLOT_HINT, c * self._words // self._cpus)
+            view.store_u32(slot + _SLOT_VMID_HINT, c * self._vmid_words // self._cpus)
 
     # -- granules ----------------------------------------------------------------------------
 

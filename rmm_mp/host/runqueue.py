@@ -7,7 +7,8 @@ run. What the CPUs share for this lives in the control block's host area OFF_HOS
 Offsets from OFF_HOST_RUN, little-endian:
 
     0x00000  header: init flag u32 (0 none, 1 being set up, 2 ready), live realms u64 at +8,
-             CPU loops arrived u64 at +0x10 (runloop.py's start barrier)
+             CPU loops arrived u64 at +0x10 (runloop.py's start barrier), the process that
+             set the rings up u64 at +0x18 (setup_once.py: a waiter takes over from a dead one)
     0x00040  enqueue position u64 (own cache line)      0x00080  dequeue position u64
     0x00100  REC exits per CPU: MAX_CPUS lines of 8 u64, one per RmiRecExitReason, the eighth
              counting REC_ENTERs that did not run the realm; written by that CPU only
@@ -66,6 +67,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from rmm_mp.abi.structs import rec_index_to_mpidr
 from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
+from rmm_mp.host.setup_once import set_up_once
 from rmm_mp.hw import points, process
 from rmm_mp.hw.control import HOST_QUEUES_BYTES, HOST_RUN_BYTES, OFF_HOST_QUEUES, OFF_HOST_RUN
 
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
 _B = OFF_HOST_RUN
 _INIT, _LIVE, _ENQ, _DEQ = _B, _B + 0x08, _B + 0x40, _B + 0x80
 OFF_ARRIVED = _B + 0x10
+_SETTER = _B + 0x18
 OFF_EXITS, MAX_CPUS, EXIT_SLOTS = _B + 0x100, 64, 8     # written by runloop.py
 _RING, RING_SLOTS, _MASK = _B + 0x2000, 2048, 2047
 _REALMS, REALM_BYTES = _B + 0xA000, 0x1000
@@ -188,17 +191,17 @@ class RunQueue:
         self._initialise()
 
     def _initialise(self) -> None:
+        """Set the rings up once per machine; concurrent callers wait for the winner
+        (setup_once.py: a winner that died is taken over)."""
+        set_up_once(self.view, _INIT, _SETTER, self._set_up)
+
+    def _set_up(self) -> None:
+        """Every ring cell's sequence = its position (free for the first lap's producer):
+        stores only, so a takeover may redo it."""
         view = self.view
-        if view.load_u32(_INIT) == 2:
-            return
-        if view.cas_u32(_INIT, 0, 1) == 0:
-            for _, _, ring in QUEUES:
-                for i in range(RING_SLOTS):
-                    view.store_u64(ring + 16 * i, i)
-            view.store_u32(_INIT, 2)
-            return
-        while view.load_u32(_INIT) != 2:
-            os.sched_yield()
+        for _, _, ring in QUEUES:
+            for i in range(RING_SLOTS):
+                view.store_u64(ring + 16 * i, i)
 
     # -- the ring ---------------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""Once-per-machine set-up of a host area of the control block, and the wait for it.
+
+The host's NS allocator (nsalloc.py) and its run queues (runqueue.py) keep their state in the
+control block; whichever process of the machine makes the first handle sets the area up, and
+every other process that makes one meanwhile waits until it is ready. Two words per area:
+
+    state   u32: 0 none, 1 being set up, 2 ready
+    setter  u64: the process setting it up (or that did), as a CPU binding names one
+            (hw.cpuarea.binding_word: pid in bits [31:0], start time in bits [63:32]); 0 none
+
+A process claims the set-up with a compare-and-swap of the setter word from 0 to its own, stores
+state 1, sets the area up and stores state 2. The others wait for the 2, backing off as a
+granule lock's waiter does (hw.granule.backoff: spins, yields, then sleeps of up to half a
+millisecond), so a setter whose process is descheduled or stopped (SIGSTOP, a debugger) costs
+them no host core. A setter killed mid-way never stores the 2: once the wait sleeps, a waiter
+looks at the setter's process every LOOK_EVERY tries, and when it has ended (gone, a zombie, or
+its pid now naming a process started at another time) takes the set-up over, with a
+compare-and-swap on that very setter word (of two such waiters one wins), and does it again from
+the start. So a set-up must be idempotent: it may only store values and set bits that nothing
+reads before the 2.
+
+This module owns the protocol. It must not know the layouts of the areas it sets up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import atomicshm
+
+from rmm_mp.hw import process
+from rmm_mp.hw.cpuarea import binding_matches, binding_word
+from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, backoff
+
+NONE, BUSY, READY = 0, 1, 2
+"""Values of an area's state word."""
+
+LOOK_EVERY = 64
+"""Tries between two looks at the setter's process once the wait sleeps (at most 32 ms apart: a
+look costs a /proc read, too dear for every try)."""
+
+
+def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Callable[[], None]) -> None:
+    """Make sure the area whose state word is at offset ``state`` and setter word at ``setter``
+    of ``view`` is set up: by calling ``set_up`` (idempotent) in this process, if no process has
+    claimed it or the one that did has ended, else by waiting until that process is done."""
+    if view.load_u32(state) == READY:
+        return
+    me = binding_word(os.getpid(), process.own_start_ms())
+    tries = 0
+    while view.load_u32(state) != READY:
+        word = view.load_u64(setter)
+        if (word == 0 or (tries > SPIN_TRIES + YIELD_TRIES and tries % LOOK_EVERY == 0 and _ended(word))) \
+                and view.cas_u64(setter, word, me) == word:
+            view.store_u32(state, BUSY)
+            set_up()
+            view.store_u32(state, READY)
+            return
+        tries += 1
+        backoff(tries)
+
+
+def _ended(word: int) -> bool:
+    """Whether the process a setter word names has certainly ended (a zombie has) or its pid now
+    names another process; in doubt (it cannot be looked at) it lives, and is waited for."""
+    # A start time of 0: the setter could not read its own (process.own_start_ms).
+    return process.ended(word & 0xFFFF_FFFF, lambda start_ms: word >> 32 == 0 or binding_matches(word, start_ms))

@@ -1,0 +1,95 @@
+"""The once-per-machine set-up of the host's shared areas (rmm_mp.host.setup_once): how a process
+that makes a handle (NsAllocator, RunQueue) waits while another process sets the area up."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.host import nsalloc, runqueue
+from rmm_mp.host.nsalloc import NsAllocator
+from rmm_mp.host.runqueue import RunQueue
+from rmm_mp.hw import process
+from rmm_mp.hw.cpuarea import binding_word
+
+LAG_S = 1.0
+"""How long the process setting an area up stays away (descheduled, or stopped with SIGSTOP)."""
+
+
+def _nsalloc_done(m: Machine) -> bool:
+    """CPU 1's search hint is spread over DRAM by the set-up (0 before it)."""
+    view = m.control.view
+    return view.load_u32(nsalloc._OFF_SLOTS + nsalloc.slot_stride(m.cpus) + nsalloc._SLOT_HINT) != 0
+
+
+def _runqueue_done(m: Machine) -> bool:
+    """The last cell of the last queue's ring holds its position (0 before the set-up)."""
+    _, _, ring = runqueue.QUEUES[-1]
+    last = runqueue.RING_SLOTS - 1
+    return m.control.view.load_u64(ring + 16 * last) == last
+
+
+AREAS: dict[str, tuple[int, int, Callable[[Machine], object], Callable[[Machine], bool]]] = {
+    "nsalloc": (nsalloc._OFF_INIT, nsalloc._OFF_SETTER, lambda m: NsAllocator(m, 0), _nsalloc_done),
+    "runqueue": (runqueue._INIT, runqueue._SETTER, RunQueue, _runqueue_done),
+}
+"""Per area: its state word, its setter word, making a handle, and whether it was set up."""
+
+
+@pytest.mark.parametrize("area", sorted(AREAS))
+def test_waiting_for_a_slow_setter_sleeps_rather_than_burning_a_core(area: str) -> None:
+    """Another live process (here: this one's word) claimed the area's set-up and finishes it
+    only LAG_S later (descheduled, or stopped with SIGSTOP): a handle made meanwhile waits
+    for it, sleeping. The wait only called sched_yield: it burnt 0.4 to 0.6 s of CPU in the
+    1 s on a loaded 2-core host, the whole second on an idle one; load can only lower the
+    figure, so the bound cannot fail through a slow machine."""
+    state, setter, make, _ = AREAS[area]
+    with Machine.create("host", cpus=2) as m:
+        view = m.control.view
+        view.store_u64(setter, binding_word(os.getpid(), process.own_start_ms()))
+        view.store_u32(state, 1)
+        used: list[float] = []
+
+        def handle() -> None:
+            cpu_started = time.thread_time()
+            make(m)
+            used.append(time.thread_time() - cpu_started)
+
+        waiter = threading.Thread(target=handle)
+        started = time.monotonic()
+        waiter.start()
+        time.sleep(LAG_S)
+        view.store_u32(state, 2)        # the setter is done
+        waiter.join()
+        waited = time.monotonic() - started
+    assert waited >= LAG_S * 0.9, f"the handle was made after {waited:.3f} s, before the set-up was done"
+    assert used[0] < LAG_S * 0.25, f"the wait used {used[0]:.3f} s of CPU in {waited:.3f} s"
+
+
+@pytest.mark.parametrize("area", sorted(AREAS))
+def test_a_set_up_whose_process_ended_is_taken_over(area: str) -> None:
+    """The process that claimed the area's set-up has ended mid-way (SIGKILL, killed by its
+    parent's death): its setter word names its pid (here this test's own, so that the pid now
+    names another process) with an older start time. A handle made now takes the set-up over,
+    does it, and the area is ready. The wait looked at the init flag alone: every process of
+    the machine waited for ever for a set-up no process would finish."""
+    state, setter, make, done = AREAS[area]
+    with Machine.create("host", cpus=2) as m:
+        view = m.control.view
+        view.store_u64(setter, binding_word(os.getpid(), process.own_start_ms() - 10_000))
+        view.store_u32(state, 1)
+        made = threading.Event()
+        waiter = threading.Thread(target=lambda: (make(m), made.set()), daemon=True)
+        waiter.start()
+        try:
+            waiter.join(timeout=30)
+            assert made.is_set(), "the handle still waits for a set-up whose process has ended"
+            assert view.load_u32(state) == 2 and done(m), "the handle was made on an area not set up"
+        finally:
+            view.store_u32(state, 2)    # let a wait that did not end (the old code's) end, before the machine closes
+            waiter.join(timeout=30)
