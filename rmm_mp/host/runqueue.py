@@ -31,9 +31,10 @@ whose turn it is (== position: free for the producer of that position; == positi
 for its consumer), a producer or consumer claims a position with one compare-and-swap, so no
 lock is held. A consumer never waits: a cell not yet published reads as an empty queue. A
 producer waits only for the consumer of the cell's previous lap, which releases it two stores
-after its claim; if that consumer's process was killed in between, the cell never comes free,
-and the producer gives up (RunQueueError) once the run is stopping with a CPU process gone
-(_check_release_wait), instead of spinning until the run's grace time kills it. A producer
+after its claim, backing off to sleeps (a consumer stopped or descheduled in between costs it no
+host core); if that consumer's process was killed in between, the cell never comes free, and
+the producer gives up (RunQueueError) once the run is stopping with a CPU process gone
+(_check_release_wait), instead of waiting until the run's grace time kills it. A producer
 killed between its claim and its publication leaves the queue looking empty from that cell on:
 the CPUs' loops then idle until the stop flag, which the run sets when a CPU process dies.
 A vCPU is in the ring at most once, which its state word enforces (one CAS per transition):
@@ -60,7 +61,6 @@ runloop.py and exits.py; devices.py gives meaning to the device, result and log 
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -68,8 +68,10 @@ from typing import TYPE_CHECKING, Sequence
 from rmm_mp.abi.structs import rec_index_to_mpidr
 from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
 from rmm_mp.host.setup_once import set_up_once
-from rmm_mp.hw import points, process
+from rmm_mp.hw import points
 from rmm_mp.hw.control import HOST_QUEUES_BYTES, HOST_RUN_BYTES, OFF_HOST_QUEUES, OFF_HOST_RUN
+from rmm_mp.hw.cpuarea import binding_ended
+from rmm_mp.hw.granule import backoff
 
 if TYPE_CHECKING:
     from rmm_mp.host.nsalloc import NsAllocator
@@ -99,6 +101,10 @@ def _queue_offsets(k: int) -> tuple[int, int, int]:
 
 
 QUEUES = tuple(_queue_offsets(k) for k in range(MAX_QUEUES))
+
+RELEASE_LOOK_EVERY = 64
+"""Tries of a producer's wait for a cell's release between two asks whether to give up
+(_check_release_wait: once the run is stopping, a /proc read per CPU)."""
 
 # Realm entry layout (offsets inside one 4 KiB entry).
 R_STATE, R_GEN, R_RECS, R_OFFERED, R_ACTIVE, R_END = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14
@@ -220,32 +226,49 @@ class RunQueue:
                     break
                 pos = prev
             elif seq < pos:   # the cell's last consumer has not released it yet
-                if view.load_u64(enq) - view.load_u64(deq) >= RING_SLOTS:
-                    raise CapacityError(f"run queue ring is full ({RING_SLOTS} vCPUs queued): a vCPU was queued twice")
-                self._check_release_wait(pos)
-                os.sched_yield()
+                self._await_release(enq, deq, cell, pos)
                 pos = view.load_u64(enq)
             else:
                 pos = view.load_u64(enq)
         view.store_u64(cell + 8, vcpu)
         view.store_u64(cell, pos + 1)
 
+    def _await_release(self, enq: int, deq: int, cell: int, pos: int) -> None:
+        """Wait until ring position ``pos``'s cell is released by its consumer of the lap before,
+        or another producer has claimed ``pos``. Backs off as a granule lock's waiter does
+        (hw.granule.backoff): a consumer stopped (SIGSTOP) or descheduled between its claim and
+        its release cost a producer that only yielded a host core all that time. Whether to give
+        up (_check_release_wait) is asked at the first try, then every RELEASE_LOOK_EVERY tries
+        (at most 32 ms apart once the wait sleeps): once the run is stopping it looks at every
+        CPU's process. Off the fast path: an enqueue whose cell is free never comes here."""
+        view = self.view
+        tries = 0
+        while view.load_u64(cell) < pos and view.load_u64(enq) == pos:
+            if view.load_u64(enq) - view.load_u64(deq) >= RING_SLOTS:
+                raise CapacityError(f"run queue ring is full ({RING_SLOTS} vCPUs queued): a vCPU was queued twice")
+            if tries % RELEASE_LOOK_EVERY == 0:
+                self._check_release_wait(pos)
+            tries += 1
+            backoff(tries)
+
     def _check_release_wait(self, pos: int) -> None:
         """Raise instead of waiting for ever for ring position ``pos``'s cell. Its consumer of
         the lap before releases it two stores after its claim, unless its process was killed in
         between: then the cell never comes free. The run's supervisor stops the run when a CPU
         process dies, so a producer still waiting once the run is stopping and a CPU process
-        bound to the machine is gone gives up (a live consumer, only descheduled, is waited for)."""
+        bound to the machine is gone (its binding's pid gone, or naming a process started at
+        another time) gives up (a live consumer, only descheduled, is waited for)."""
         machine = self.machine
         if not machine.control.stop_requested:
             return
         for cpu in range(machine.cpus):
             area = machine.cpu_area(cpu)
             try:
-                pid = area.binding() & _U32
+                word = area.binding()
             finally:
                 area.release()
-            if pid and not process.alive(pid):
+            # The start time too: a dead CPU whose pid the OS gave to a new process looked alive.
+            if word and binding_ended(word):
                 # Which process claimed the cell is not recorded, so the message says what was
                 # assumed rather than naming CPU n as the claimer; and no pid, which would make
                 # the stress tool's finding text differ from run to run.

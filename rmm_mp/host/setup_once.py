@@ -30,7 +30,7 @@ from collections.abc import Callable
 import atomicshm
 
 from rmm_mp.hw import process
-from rmm_mp.hw.cpuarea import binding_matches, binding_word
+from rmm_mp.hw.cpuarea import binding_ended, binding_word
 from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, backoff
 
 NONE, BUSY, READY = 0, 1, 2
@@ -51,7 +51,7 @@ def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Cal
     tries = 0
     while view.load_u32(state) != READY:
         word = view.load_u64(setter)
-        if (word == 0 or (tries > SPIN_TRIES + YIELD_TRIES and tries % LOOK_EVERY == 0 and _ended(word))) \
+        if (word == 0 or (tries > SPIN_TRIES + YIELD_TRIES and tries % LOOK_EVERY == 0 and binding_ended(word))) \
                 and view.cas_u64(setter, word, me) == word:
             view.store_u32(state, BUSY)
             set_up()
@@ -60,9 +60,3 @@ def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Cal
         tries += 1
         backoff(tries)
 
-
-def _ended(word: int) -> bool:
-    """Whether the process a setter word names has certainly ended (a zombie has) or its pid now
-    names another process; in doubt (it cannot be looked at) it lives, and is waited for."""
-    # A start time of 0: the setter could not read its own (process.own_start_ms).
-    return process.ended(word & 0xFFFF_FFFF, lambda start_ms: word >> 32 == 0 or binding_matches(word, start_ms))

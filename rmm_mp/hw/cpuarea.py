@@ -36,6 +36,8 @@ import struct
 
 import atomicshm
 
+from rmm_mp.hw import process
+
 HW_PART = 0x1000
 OFF_BIND = 0x000
 OFF_CALL = 0x040
@@ -72,6 +74,15 @@ def binding_word(pid: int, start_ms: int) -> int:
 def binding_matches(word: int, start_ms: int | None) -> bool:
     """Whether a binding word's start time is that of a process that started at start_ms."""
     return start_ms is not None and (word >> 32) == ((start_ms // 10) & 0xFFFF_FFFF)
+
+
+def binding_ended(word: int) -> bool:
+    """Whether the process a binding word names has certainly ended: no word (0), no such
+    process, a zombie, or its pid now names a process started at another time. A start part of
+    0 (the process could not read its own start time, process.own_start_ms) leaves the pid alone
+    to decide; in doubt (it cannot be looked at) the process lives."""
+    return word == 0 or process.ended(word & 0xFFFF_FFFF,
+                                      lambda start_ms: word >> 32 == 0 or binding_matches(word, start_ms))
 
 
 def area_size(stats_bytes: int) -> int:

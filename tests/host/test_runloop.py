@@ -348,18 +348,19 @@ def _ring_cell_left_claimed(q: RunQueue, alloc: NsAllocator) -> tuple[int, int, 
     return a, b, vb
 
 
-def _count_yields(monkeypatch: pytest.MonkeyPatch, after: int, then: "object") -> list[int]:
-    """Replace the run queue's os.sched_yield: the ``after``-th call runs ``then``; a producer
-    still waiting 100,000 yields later is taken to wait for ever (the test fails, not hangs)."""
+def _count_waits(monkeypatch: pytest.MonkeyPatch, after: int, then: "object") -> list[int]:
+    """Replace the run queue's backoff between two looks at a cell: the ``after``-th call runs
+    ``then``; a producer still waiting 100,000 tries later is taken to wait for ever (the test
+    fails, not hangs)."""
     from rmm_mp.host import runqueue
     calls: list[int] = []
 
-    def sched_yield() -> None:
+    def backoff(tries: int) -> None:
         calls.append(1)
         if len(calls) == after:
             then()  # type: ignore[operator]
         assert len(calls) < 100_000, "the producer still waits for a cell whose consumer is gone"
-    monkeypatch.setattr(runqueue.os, "sched_yield", sched_yield)
+    monkeypatch.setattr(runqueue, "backoff", backoff)
     return calls
 
 
@@ -392,7 +393,7 @@ def test_a_producer_stops_waiting_for_a_cell_a_dead_cpu_claimed(machine: Machine
     try:
         assert area.claim(0, cpuarea.binding_word(dead, 0))      # CPU 3's process, now gone
         machine.control.request_stop()
-        calls = _count_yields(monkeypatch, 0, None)
+        calls = _count_waits(monkeypatch, 0, None)
         with pytest.raises(RunQueueError, match="claimed by a CPU process that is gone") as gave_up:
             q.requeue(vb)
         # It cannot know the claimer: it says what it assumed, and names no pid (a stress
@@ -416,10 +417,82 @@ def test_a_producer_waits_for_a_live_consumer_even_when_the_run_stops(machine: M
     alloc = NsAllocator(machine, 0)
     a, b, vb = _ring_cell_left_claimed(q, alloc)
     machine.control.request_stop()
-    _count_yields(monkeypatch, 10, lambda: q.view.store_u64(runqueue._RING, runqueue.RING_SLOTS))
+    _count_waits(monkeypatch, 10, lambda: q.view.store_u64(runqueue._RING, runqueue.RING_SLOTS))
     q.requeue(vb)
     monkeypatch.undo()
     assert q.take(0) == vb
+    _finish_ring(q, alloc, a, b)
+
+
+def test_a_producer_waiting_for_a_slow_consumer_sleeps_rather_than_burning_a_core(machine: Machine) -> None:
+    """A consumer that claimed a ring cell releases it only 1 s later (its CPU process stopped
+    with SIGSTOP, or descheduled, between its two stores): the producer whose enqueue lands on
+    that cell a lap later waits for the release, sleeping. The wait only called sched_yield: it
+    used 0.65 s of CPU per 1 s on a loaded 2-core host, the whole second on an idle one; load
+    can only lower the figure, so the bound cannot fail through a slow machine."""
+    import threading
+    import time
+    from rmm_mp.host import runqueue
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    a, b, vb = _ring_cell_left_claimed(q, alloc)
+    used: list[float] = []
+
+    def requeue() -> None:
+        cpu_started = time.thread_time()
+        q.requeue(vb)
+        used.append(time.thread_time() - cpu_started)
+
+    producer = threading.Thread(target=requeue)
+    started = time.monotonic()
+    producer.start()
+    time.sleep(1.0)
+    q.view.store_u64(runqueue._RING, runqueue.RING_SLOTS)     # the consumer's release
+    producer.join()
+    waited = time.monotonic() - started
+    assert waited >= 0.9, f"the enqueue ended after {waited:.3f} s, before the cell was released"
+    assert used[0] < 0.25, f"the producer used {used[0]:.3f} s of CPU in {waited:.3f} s of waiting"
+    assert q.take(0) == vb
+    _finish_ring(q, alloc, a, b)
+
+
+def test_a_producer_stops_waiting_when_a_cpus_pid_names_another_process(machine: Machine) -> None:
+    """As above with the run stopping and CPU 3's process gone, its pid (here this test's own)
+    now naming another process: its binding's start time is older. The producer gives up
+    (RunQueueError). The check looked at the pid alone, so such a CPU looked alive and the
+    producer waited until the run's grace time killed it."""
+    import os
+    import threading
+    from rmm_mp.host import runqueue
+    from rmm_mp.hw import cpuarea, process
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    a, b, vb = _ring_cell_left_claimed(q, alloc)
+    word = cpuarea.binding_word(os.getpid(), process.own_start_ms() - 10_000)
+    area = machine.cpu_area(3)
+    raised: list[BaseException] = []
+
+    def requeue() -> None:
+        try:
+            q.requeue(vb)
+        except RunQueueError as exc:
+            raised.append(exc)
+
+    producer = threading.Thread(target=requeue, daemon=True)
+    try:
+        assert area.claim(0, word)
+        machine.control.request_stop()
+        producer.start()
+        producer.join(timeout=30)
+        assert raised and "claimed by a CPU process that is gone" in str(raised[0]), \
+            "the producer still waits, or did not give up for the gone CPU"
+    finally:
+        area.release_binding(word)
+        area.release()
+        q.view.store_u64(runqueue._RING, runqueue.RING_SLOTS)    # let a wait that did not end (the old check's) end
+        producer.join(timeout=30)
+    if not raised:
+        q.take(0)
     _finish_ring(q, alloc, a, b)
 
 
