@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +64,7 @@ from rmm_mp.host.runqueue import (
 )
 from rmm_mp.hw import process
 from rmm_mp.hw.cpuarea import binding_matches, binding_word
+from rmm_mp.hw.granule import backoff
 
 if TYPE_CHECKING:
     from rmm_mp.host.realm import HostRealm
@@ -229,14 +229,35 @@ def _lock_output(view: Any, base: int) -> bool:
     killed inside whose pid the OS gave to a new process looked alive for ever, and every CPU
     then waited on the lock for ever."""
     me = _own_word or _own_lock_word()
+    holder = view.cas_u64(base + _OUTPUT_LOCK, 0, me)
+    if holder == 0:
+        return False
+    return _await_output(view, base, me, holder)
+
+
+_GONE_LOOK_EVERY = 64
+"""Tries of a wait for the output lock between two looks at its holder's process (a /proc read,
+too dear for every try): the first at the end of the spins, at most 32 ms apart once the wait
+sleeps."""
+
+
+def _await_output(view: Any, base: int, me: int, holder: int) -> bool:
+    """The output lock's contended path (_lock_output): wait for ``holder`` to free it, backing
+    off as a granule lock's waiter does (hw.granule.backoff); every _GONE_LOOK_EVERY tries, take
+    it over if the holder's process is gone. The lock is held for a few stores, but a holder
+    stopped (SIGSTOP) or descheduled inside holds it for as long: the wait used to look at the
+    holder's process and call sleep(0) on every try, so it burnt a host core meanwhile."""
+    tries = 0
     while True:
+        tries += 1
+        if tries % _GONE_LOOK_EVERY == 0 and _holder_gone(holder) \
+                and view.cas_u64(base + _OUTPUT_LOCK, holder, me) == holder:
+            _mark_torn(view, base)
+            return True
+        backoff(tries)
         holder = view.cas_u64(base + _OUTPUT_LOCK, 0, me)
         if holder == 0:
             return False
-        if _holder_gone(holder) and view.cas_u64(base + _OUTPUT_LOCK, holder, me) == holder:
-            _mark_torn(view, base)
-            return True
-        time.sleep(0)   # held for a few stores by another CPU process: let it run
 
 
 _own_word = 0

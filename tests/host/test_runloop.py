@@ -1631,6 +1631,48 @@ def test_an_output_lock_held_by_a_live_holder_without_a_start_time_is_waited_for
     q.release_realm(alloc, slot)
 
 
+def test_waiting_for_an_output_lock_held_by_a_stopped_holder_sleeps(machine: Machine) -> None:
+    """A live CPU process holds a realm's output lock for 1 s (stopped with SIGSTOP, or
+    descheduled, between its stores; here this test's own word stored by hand): a print of the
+    realm's from another CPU waits for it, sleeping, and gets the lock with no takeover. The wait
+    looked at the holder's process and called sleep(0) on every try: it used 0.40 s of CPU per
+    1 s on a loaded 2-core host, the whole second on an idle one; load can only lower the
+    figure, so the bound cannot fail through a slow machine."""
+    import threading
+    import time
+
+    from rmm_mp.host import devices
+    from rmm_mp.host.runqueue import R_TORN
+    q = RunQueue(machine)
+    alloc = NsAllocator(machine, 0)
+    slot = q.add_realm(alloc, fake_realm(1))
+    base = q.realm_offset(slot)
+    q.view.store_u64(base + devices._OUTPUT_LOCK, devices._own_lock_word())
+    got: list[tuple[bool, float]] = []
+
+    def lock() -> None:
+        cpu_started = time.thread_time()
+        took_over = devices._lock_output(q.view, base)
+        got.append((took_over, time.thread_time() - cpu_started))
+
+    waiter = threading.Thread(target=lock)
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(1.0)
+    q.view.store_u64(base + devices._OUTPUT_LOCK, 0)     # the holder's release
+    waiter.join()
+    waited = time.monotonic() - started
+    q.view.store_u64(base + devices._OUTPUT_LOCK, 0)     # the waiter's
+    took_over, used = got[0]
+    assert waited >= 0.9 and not took_over, f"the lock was taken after {waited:.3f} s, took over: {took_over}"
+    assert used < 0.25, f"the wait used {used:.3f} s of CPU in {waited:.3f} s"
+    assert struct.unpack_from("<2Q", q.buf, base + R_TORN) == (0, 0), "a takeover was recorded"
+    v0 = slot * MAX_VCPUS
+    assert q.take(0) == v0
+    q.end(v0, 2)
+    q.release_realm(alloc, slot)
+
+
 class _KilledAt(Exception):
     """Stands for the death of the CPU process serving an exit (_DyingView)."""
 
