@@ -53,7 +53,7 @@ from rmm_mp.hw.control import (
     OFF_PARTICIPANTS, OFF_QUIESCE_SLOTS, OFF_QUIESCE_USED, PARTICIPANT_SIZE, PARTICIPANTS_MAX, QUIESCE_SLOTS,
     Control,
 )
-from rmm_mp.hw.cpuarea import binding_matches, binding_word
+from rmm_mp.hw.cpuarea import binding_ended, binding_word
 
 LEASE_NS = 2_000_000_000
 """How long CPUs stay parked after the requester's last renewal."""
@@ -74,8 +74,7 @@ class QuiesceError(RuntimeError):
 def _dead(word: int) -> bool:
     """Whether the process a participant entry names has certainly ended (a zombie has) or its
     pid now names another process; in doubt (it cannot be looked at) it lives, and is waited for."""
-    # A start time of 0: the participant could not read its own (process.own_start_ms).
-    return process.ended(word & 0xFFFF_FFFF, lambda start_ms: word >> 32 == 0 or binding_matches(word, start_ms))
+    return binding_ended(word)
 
 
 def _register(view: atomicshm.AtomicView, word: int) -> int:

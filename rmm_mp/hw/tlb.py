@@ -40,14 +40,12 @@ This module owns the protocol. It must not know what a realm or an RD is.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import atomicshm
 
-from rmm_mp.hw import process
 from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION
-from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB, binding_matches
+from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB, binding_ended
 from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, backoff
 
 _DEAD_CHECK_TRIES = 64
@@ -151,11 +149,5 @@ class Tlb:
                 tries += 1
                 backoff(tries)
                 if (tries > SPIN_TRIES + YIELD_TRIES and tries % _DEAD_CHECK_TRIES == 0
-                        and self._ended(self.cpus.load_u64(base + OFF_BIND))):
+                        and binding_ended(self.cpus.load_u64(base + OFF_BIND))):
                     break
-
-    @staticmethod
-    def _ended(word: int) -> bool:
-        """Whether the process a CPU binding names has ended: unbound, gone, a zombie, or its pid
-        now names a process started at another time (in doubt, it lives and is waited for)."""
-        return word == 0 or process.ended(word & 0xFFFF_FFFF, functools.partial(binding_matches, word))

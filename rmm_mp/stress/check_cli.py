@@ -23,8 +23,8 @@ import click
 
 from rmm_mp.check import invariants
 from rmm_mp.clitypes import FloatRange
-from rmm_mp.hw import orphans, process, segment
-from rmm_mp.hw.cpuarea import binding_matches
+from rmm_mp.hw import orphans, segment
+from rmm_mp.hw.cpuarea import binding_ended
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
 from rmm_mp.interrupts import Interrupts, decided
@@ -234,7 +234,7 @@ def _unbound_cpus(machine: "Machine") -> set[int]:
             word = area.binding()
         finally:
             area.release()
-        if word == 0 or process.ended(word & 0xFFFF_FFFF, functools.partial(binding_matches, word)):
+        if binding_ended(word):
             out.add(cpu)
     return out
 
