@@ -26,7 +26,11 @@ from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
 
 
 class AssemblerError(ValueError):
-    """A line of guest assembly that cannot be assembled."""
+    """A line of guest assembly that cannot be assembled.
+
+    Source text the message quotes is shown as Python's repr shows it, so that a control
+    character in it (a form feed or vertical tab is whitespace inside an expression) is escaped
+    rather than printed to the terminal."""
 
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
@@ -213,7 +217,7 @@ class _Assembler:
                 # Signed or unsigned, as long as it fits: silently keeping the low bits of a
                 # larger value would hide a mistake (GNU as at least warns).
                 if not -(1 << (bits - 1)) <= value < 1 << bits:
-                    raise AssemblerError(line.number, f"{op} {_short(arg)} = {_shown(value)} does not fit {bits} bits; "
+                    raise AssemblerError(line.number, f"{op} {_short(arg)!r} = {_shown(value)} does not fit {bits} bits; "
                                                       f"expected {-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
                 values.append(value & ((1 << bits) - 1))
             return b"".join(v.to_bytes(size, "little") for v in values)
@@ -240,7 +244,7 @@ class _Assembler:
             return self._mov(line)
         if op == "adr":
             self._arity(line, 2)
-            return self._load_constant(self._reg(line, args[0]), self._fit64(line, f"adr {args[1]}",
+            return self._load_constant(self._reg(line, args[0]), self._fit64(line, "adr", args[1],
                                                                               self._target(line, args[1])))
         if op == "movk":
             return [self._movk(line)]
@@ -254,7 +258,7 @@ class _Assembler:
             self._arity(line, 3)
             shift = self._imm(line, args[2])
             if not 0 <= shift < 64:
-                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]}")
+                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]!r}")
             return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]), imm=shift)]
         if op == "mul":
             self._arity(line, 3)
@@ -297,7 +301,7 @@ class _Assembler:
             self._arity(line, 1)
             imm = self._imm(line, args[0])
             if not 0 <= imm <= 0xFFFF:
-                raise AssemblerError(line.number, f"expected an immediate in #0..#0xFFFF for {op}, got {args[0]}")
+                raise AssemblerError(line.number, f"expected an immediate in #0..#0xFFFF for {op}, got {args[0]!r}")
             return encode(Op.SMC if op == "smc" else Op.HVC, imm=imm)
         if op in ("wfi", "wfe", "eret", "udf"):
             self._arity(line, 0)
@@ -324,7 +328,7 @@ class _Assembler:
         self._arity(line, 2)
         rd, src = self._reg(line, line.args[0]), line.args[1]
         if src.startswith("="):
-            return self._load_constant(rd, self._fit64(line, f"mov {src}", self._value(line, src[1:])))
+            return self._load_constant(rd, self._fit64(line, "mov", src, self._value(line, src[1:])))
         if src.startswith("#"):
             value = self._imm(line, src)
             return [encode(Op.MOVI, rd, imm=value)]
@@ -356,11 +360,11 @@ class _Assembler:
         return encode(Op.MOVK, self._reg(line, args[0]), aux=shift // 16, imm=value)
 
     @staticmethod
-    def _fit64(line: _Line, what: str, value: int) -> int:
-        """value, if it fits 64 bits signed or unsigned: _load_constant keeps only the low 64
-        bits, which for a larger value would silently load another one."""
+    def _fit64(line: _Line, op: str, text: str, value: int) -> int:
+        """value (of op's operand text), if it fits 64 bits signed or unsigned: _load_constant
+        keeps only the low 64 bits, which for a larger value would silently load another one."""
         if not -(1 << 63) <= value < 1 << 64:
-            raise AssemblerError(line.number, f"{_short(what)} = {_shown(value)} does not fit 64 bits; expected "
+            raise AssemblerError(line.number, f"{op} {_short(text)!r} = {_shown(value)} does not fit 64 bits; expected "
                                               f"{-(1 << 63):#x}..{(1 << 64) - 1:#x}")
         return value
 
@@ -439,7 +443,7 @@ class _Assembler:
             # 'mov xd, =value' is the way out for mov only: an operand or an offset of another
             # instruction cannot be written so (the value goes into a register first).
             alternative = ", or 'mov xd, =value' for any 64-bit value" if line.op == "mov" else ""
-            raise AssemblerError(line.number, f"immediate {_short(text)} = {_shown(value)} does not fit 32 signed "
+            raise AssemblerError(line.number, f"immediate {_short(text)!r} = {_shown(value)} does not fit 32 signed "
                                               f"bits; expected #-0x80000000..#0x7fffffff{alternative}")
         return value
 

@@ -595,14 +595,14 @@ ERRORS = [
     ("immediate too big", "nop\nmov x0, #0x80000000", 2, "does not fit 32 signed bits; expected "
                                                          "#-0x80000000..#0x7fffffff, or 'mov xd, =value'"),
     # The hint to use 'mov xd, =value' fits mov only: an offset or operand cannot be written so.
-    ("immediate too small", "add x0, x1, #-0x80000001", 1, "immediate #-0x80000001 = -0x80000001 does not fit 32 "
+    ("immediate too small", "add x0, x1, #-0x80000001", 1, "immediate '#-0x80000001' = -0x80000001 does not fit 32 "
                                                           "signed bits; expected #-0x80000000..#0x7fffffff"),
-    ("offset too big", "ldr x0, [x1, #1 << 31]", 1, "immediate #1 << 31 = 0x80000000 does not fit 32 signed bits; "
+    ("offset too big", "ldr x0, [x1, #1 << 31]", 1, "immediate '#1 << 31' = 0x80000000 does not fit 32 signed bits; "
                                                    "expected #-0x80000000..#0x7fffffff"),
     ("cmp immediate too big", "cmp x0, #0xffffffff", 1, "expected #-0x80000000..#0x7fffffff"),
     ("immediate without #", "cmp x1, 5", 1, "expected a register x0..x30, lr or xzr, got '5'"),
-    ("shift too big", "lsl x0, x1, #64", 1, "expected a shift amount in #0..#63, got #64"),
-    ("negative shift", "nop\nlsr x0, x1, #-1", 2, "expected a shift amount in #0..#63, got #-1"),
+    ("shift too big", "lsl x0, x1, #64", 1, "expected a shift amount in #0..#63, got '#64'"),
+    ("negative shift", "nop\nlsr x0, x1, #-1", 2, "expected a shift amount in #0..#63, got '#-1'"),
     ("shift by register", "lsl x0, x1, x2", 1, "expected an immediate such as #42, got 'x2'"),
     ("unknown label", "nop\nb nowhere", 2, "unknown label or constant 'nowhere'"),
     ("unknown label in adr", "adr x0, nowhere", 1, "unknown label or constant 'nowhere'"),
@@ -690,13 +690,13 @@ ERRORS = [
     ("GNU as .section", '.section .rodata', 1, ".section is a GNU as directive"),
     ("bad .equ", ".equ 1A, 2", 1, "expected '.equ NAME, value'"),
     (".equ without value", "nop\n.equ A", 2, "expected '.equ NAME, value'"),
-    (".byte too big", "nop\n.byte 1, 256", 2, ".byte 256 = 0x100 does not fit 8 bits; expected -0x80..0xff"),
-    (".byte too small", ".byte -129", 1, ".byte -129 = -0x81 does not fit 8 bits"),
-    (".half too big", ".half 0x10000", 1, ".half 0x10000 = 0x10000 does not fit 16 bits; expected -0x8000..0xffff"),
-    (".word too big", ".word 1 << 32", 1, ".word 1 << 32 = 0x100000000 does not fit 32 bits"),
+    (".byte too big", "nop\n.byte 1, 256", 2, ".byte '256' = 0x100 does not fit 8 bits; expected -0x80..0xff"),
+    (".byte too small", ".byte -129", 1, ".byte '-129' = -0x81 does not fit 8 bits"),
+    (".half too big", ".half 0x10000", 1, ".half '0x10000' = 0x10000 does not fit 16 bits; expected -0x8000..0xffff"),
+    (".word too big", ".word 1 << 32", 1, ".word '1 << 32' = 0x100000000 does not fit 32 bits"),
     (".quad too big", ".quad 1 << 64", 1, "does not fit 64 bits"),
-    ("mov = too big", "nop\nmov x0, =1 << 64", 2, "mov =1 << 64 = 0x10000000000000000 does not fit 64 bits"),
-    ("adr too big", "nop\nadr x0, 1 << 64", 2, "adr 1 << 64 = 0x10000000000000000 does not fit 64 bits; expected "
+    ("mov = too big", "nop\nmov x0, =1 << 64", 2, "mov '=1 << 64' = 0x10000000000000000 does not fit 64 bits"),
+    ("adr too big", "nop\nadr x0, 1 << 64", 2, "adr '1 << 64' = 0x10000000000000000 does not fit 64 bits; expected "
                                               "-0x8000000000000000..0xffffffffffffffff"),
     ("adr too small", "adr x0, -(1 << 63) - 1", 1, "does not fit 64 bits"),
     (".quad without a value", "nop\n.quad", 2, "expected '.quad value[, value...]', got no value"),
@@ -731,6 +731,33 @@ def test_error(kind: str, text: str, line: int, says: str) -> None:
     assert err.line == line
     assert str(err).startswith(f"line {line}: ")
     assert says in str(err)
+
+
+# A vertical tab or form feed is whitespace inside an expression, so each of these lines gets as far
+# as the range check, whose message quotes the operand as written.
+CONTROL_IN_OPERAND = [
+    ("lsl x0, x1, #1 +\x0b63", "'#1 +\\x0b63'"),
+    ("smc #1 +\x0c0xffff", "'#1 +\\x0c0xffff'"),
+    ("hvc #\x0b0x10000", "'#\\x0b0x10000'"),
+    ("mov x0, #1 <<\x0b31", "'#1 <<\\x0b31'"),
+    ("ldr x0, [x1, #1 <<\x0c40]", "'#1 <<\\x0c40'"),
+    (".byte 1 +\x0b255", "'1 +\\x0b255'"),
+    (".quad 1 <<\x0c64", "'1 <<\\x0c64'"),
+    ("mov x0, =1 <<\x0b64", "'=1 <<\\x0b64'"),
+    ("adr x0, 1 <<\x0c64", "'1 <<\\x0c64'"),
+]
+
+
+@pytest.mark.parametrize("text, quoted", CONTROL_IN_OPERAND, ids=[c[0].split()[0] for c in CONTROL_IN_OPERAND])
+def test_error_quotes_the_source_with_control_characters_escaped(text: str, quoted: str) -> None:
+    """An operand out of range is quoted in the error as Python's repr writes it, so a control
+    character of the source (here a vertical tab or form feed inside the expression) shows as
+    an escape, not raw on the terminal: these messages printed the operand as it was."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(text)
+    message = str(info.value)
+    assert message.isprintable(), message
+    assert quoted in message, message
 
 
 @pytest.mark.parametrize("line", ["add x0, x1, #1 << 31", "ldr x0, [x1, #-0x80000001]", "cmp x0, #0x80000000",
