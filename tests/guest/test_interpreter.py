@@ -23,7 +23,7 @@ from rmm_mp.guest.assembler import assemble
 from rmm_mp.guest.interpreter import (
     ABORT, HVC, PAIR_SIZE_LOG2, SLICE, SMC, WFE, WFI, Event, Fault, GuestState, MemoryFault, run,
 )
-from rmm_mp.guest.isa import Op, SysReg, encode
+from rmm_mp.guest.isa import Op, SysReg, decode, encode
 
 FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=150)
 MASK64 = (1 << 64) - 1
@@ -167,6 +167,44 @@ def test_shifts(shift: int) -> None:
     s = until_smc(f"lsl x2, x1, #{shift}\nlsr x3, x1, #{shift}\nsmc #0", {1: value})
     assert s.x[2] == (value << shift) & MASK64
     assert s.x[3] == value >> shift
+
+
+@pytest.mark.parametrize("imm, shift", [(64, 0), (65, 1), (127, 63), (-1, 63), (-64, 0), ((1 << 31) - 1, 63), (-(1 << 31), 0)])
+def test_a_hand_built_shift_outside_0_to_63_shifts_by_it_modulo_64(imm: int, shift: int) -> None:
+    """docs/guest-isa.md: lsl #/lsr # words shift by imm modulo 64. The assembler refuses a
+    shift outside 0..63, so such a word is built by hand; it is no undefined instruction."""
+    value = 0x8123_4567_89AB_CDEF
+    state, bus = boot("nop\nnop\nsmc #0")
+    struct.pack_into("<QQ", bus.ram, 0, encode(Op.LSLI, 2, 1, imm=imm), encode(Op.LSRI, 3, 1, imm=imm))
+    state.x[1] = value
+    assert run(state, bus, 10).kind == SMC
+    assert (state.x[2], state.x[3]) == ((value << shift) & MASK64, value >> shift)
+
+
+UNUSED_FIELDS = [
+    ("add x3, x1, #5", {"rm": 9, "aux": 7}), ("add x3, x1, x2", {"aux": 0xFF}), ("mov x3, #-2", {"rn": 4, "rm": 5}),
+    ("cmp x1, x2", {"rd": 3, "aux": 1}), ("ldr x3, [x1, #8]", {"rm": 2}), ("mrs x3, mpidr", {"rn": 1, "imm": 99}),
+    ("movk x3, #7, lsl #16", {"rn": 1, "rm": 2}), ("lsl x3, x1, #4", {"rm": 2, "aux": 3}),
+]
+
+
+@pytest.mark.parametrize("text, fields", UNUSED_FIELDS, ids=[u[0] for u in UNUSED_FIELDS])
+@pytest.mark.parametrize("bit23", [False, True])
+def test_fields_an_instruction_does_not_use_are_ignored(text: str, fields: dict[str, int], bit23: bool) -> None:
+    """docs/guest-isa.md: a field an instruction does not use, and bit 23, are ignored when it
+    runs: the word with them set does what the assembler's word (zeros there) does."""
+    def final(word: int) -> tuple[list[int], int, int]:
+        state, bus = boot("nop\nsmc #0")
+        struct.pack_into("<Q", bus.ram, 0, word)
+        struct.pack_into("<Q", bus.ram, DATA + 8, 0x1234)
+        state.x[1:4] = [DATA, 5, 0]
+        assert run(state, bus, 10).kind == SMC
+        return state.x, state.nzcv, state.pc
+    clean = struct.unpack('<Q', assemble(text))[0]
+    op, rd, rn, rm, aux, imm = decode(clean)
+    noisy = encode(**{"op": op, "rd": rd, "rn": rn, "rm": rm, "aux": aux, "imm": imm, **fields}) | (bit23 << 23)
+    assert noisy != clean
+    assert final(noisy) == final(clean)
 
 
 @pytest.mark.parametrize("a, b", [(3, 5), (MASK64, MASK64), (1 << 63, 2), (0x1_0000_0001, 0xFFFF_FFFF),
@@ -511,11 +549,13 @@ def test_mrs_of_unknown_system_register_is_undefined(sysreg: int) -> None:
     assert (state.pc, state.sysregs[SysReg.ESR], state.x[1]) == (VECTOR, ESR_UNDEFINED, 77)
 
 
-def test_msr_mpidr_is_undefined() -> None:
-    """An msr to mpidr (which the assembler refuses, so encoded by hand) takes an undefined
-    instruction exception and leaves mpidr unchanged."""
+@pytest.mark.parametrize("sysreg", [int(SysReg.MPIDR), 5, 0xFF])
+def test_msr_mpidr_is_undefined(sysreg: int) -> None:
+    """An msr to mpidr (which the assembler refuses, so encoded by hand), or to a system register
+    number the ISA does not define, takes an undefined instruction exception and leaves every
+    system register (mpidr included) unchanged."""
     state, bus = boot("")
-    struct.pack_into("<Q", bus.ram, 0, encode(Op.MSR, rn=1, aux=SysReg.MPIDR))
+    struct.pack_into("<Q", bus.ram, 0, encode(Op.MSR, rn=1, aux=sysreg))
     state.x[1] = 5
     assert run(state, bus, 1).kind == SLICE
     assert state.sysregs == [VBAR, 0, ESR_UNDEFINED, 0, MPIDR]
