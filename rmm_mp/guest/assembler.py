@@ -93,8 +93,15 @@ def assemble(text: str, base: int = 0) -> bytes:
     """Assemble ``text`` into an image to be loaded at IPA ``base``.
 
     Raises:
-        AssemblerError (a ValueError) naming the line and what was expected.
+        AssemblerError (a ValueError) naming the line and what was expected; a ValueError for
+        a base that is no 8-byte aligned 64-bit IPA.
     """
+    if not 0 <= base < 1 << 64 or base % INSTRUCTION_SIZE:
+        # Checked here, as no line is to blame: an unaligned base made line 1's instruction
+        # 'not 8-byte aligned ... after data', and a negative one or one past 64 bits gave
+        # labels no IPA has (a negative .quad of a label, an adr that 'does not fit 64 bits').
+        raise ValueError(f"base {_shown(base)}: expected an IPA in 0..{(1 << 64) - 1:#x} that is "
+                         f"{INSTRUCTION_SIZE}-byte aligned, as the instruction there must be")
     if len(text) > MAX_SOURCE:
         # The line of character MAX_SOURCE + 1 (index MAX_SOURCE): a newline belongs to the line
         # it ends, so a source one trailing newline too long names its last line, not one after it.

@@ -802,6 +802,20 @@ def test_source_beyond_the_bound_names_the_line_of_its_first_character_too_many(
     assert info.value.line == line
 
 
+@pytest.mark.parametrize("base, shown", [(4, "0x4"), (0x8000_0001, "0x80000001"), (-8, "-0x8"),
+                                         (1 << 64, "0x10000000000000000")])
+def test_a_base_that_is_no_aligned_ipa_is_refused_by_name(base: int, shown: str) -> None:
+    """assemble's base must be an 8-byte aligned IPA (0..2^64 - 1): any other is a ValueError
+    naming base, its value and what was expected, not an AssemblerError blaming line 1 for
+    following data (base 4), nor an image whose labels no IPA has (base -8 assembled)."""
+    with pytest.raises(ValueError) as info:
+        assemble("x: nop\nadr x1, x", base=base)
+    assert not isinstance(info.value, AssemblerError)
+    assert str(info.value) == (f"base {shown}: expected an IPA in 0..0xffffffffffffffff that is 8-byte aligned, "
+                               "as the instruction there must be")
+    assert len(assemble("x: nop\nadr x1, x", base=(1 << 64) - 32)) == 32
+
+
 def test_error_line_counts_comments_and_blank_lines() -> None:
     """Line numbers are those of the source text, counting blank and comment lines."""
     with pytest.raises(AssemblerError, match=r"^line 5: "):
