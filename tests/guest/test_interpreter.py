@@ -169,7 +169,8 @@ def test_shifts(shift: int) -> None:
     assert s.x[3] == value >> shift
 
 
-@pytest.mark.parametrize("imm, shift", [(64, 0), (65, 1), (127, 63), (-1, 63), (-64, 0), ((1 << 31) - 1, 63), (-(1 << 31), 0)])
+@pytest.mark.parametrize("imm, shift", [(64, 0), (65, 1), (127, 63), (-1, 63), (-64, 0), ((1 << 31) - 1, 63),
+                                        (-(1 << 31), 0)])
 def test_a_hand_built_shift_outside_0_to_63_shifts_by_it_modulo_64(imm: int, shift: int) -> None:
     """docs/guest-isa.md: lsl #/lsr # words shift by imm modulo 64. The assembler refuses a
     shift outside 0..63, so such a word is built by hand; it is no undefined instruction."""
@@ -182,7 +183,8 @@ def test_a_hand_built_shift_outside_0_to_63_shifts_by_it_modulo_64(imm: int, shi
 
 
 UNUSED_FIELDS = [
-    ("add x3, x1, #5", {"rm": 9, "aux": 7}), ("add x3, x1, x2", {"aux": 0xFF}), ("mov x3, #-2", {"rn": 4, "rm": 5}),
+    ("add x3, x1, #5", {"rm": 9, "aux": 7}), ("add x3, x1, x2", {"aux": 0xFF}),
+    ("mov x3, #-2", {"rn": 4, "rm": 5}),
     ("cmp x1, x2", {"rd": 3, "aux": 1}), ("ldr x3, [x1, #8]", {"rm": 2}), ("mrs x3, mpidr", {"rn": 1, "imm": 99}),
     ("movk x3, #7, lsl #16", {"rn": 1, "rm": 2}), ("lsl x3, x1, #4", {"rm": 2, "aux": 3}),
 ]
