@@ -48,6 +48,8 @@ class _Line:
     label: str | None
     op: str | None
     args: list[str]
+    written: str = ""
+    """The op as the source writes it (op is in lower case): what an error about it quotes."""
 
 
 _LABEL = re.compile(r"^\s*([A-Za-z_]\w*)\s*:(.*)$", re.ASCII)
@@ -224,7 +226,8 @@ class _Assembler:
                 # Signed or unsigned, as long as it fits: silently keeping the low bits of a
                 # larger value would hide a mistake (GNU as at least warns).
                 if not -(1 << (bits - 1)) <= value < 1 << bits:
-                    raise AssemblerError(line.number, f"{op} {_short(arg)!r} = {_shown(value)} does not fit {bits} bits; "
+                    raise AssemblerError(line.number, f"{op} {_short(arg)!r} = {_shown(value)} does not fit "
+                                                      f"{bits} bits; "
                                                       f"expected {-(1 << (bits - 1)):#x}..{(1 << bits) - 1:#x}")
                 values.append(value & ((1 << bits) - 1))
             return b"".join(v.to_bytes(size, "little") for v in values)
@@ -289,7 +292,8 @@ class _Assembler:
             try:
                 cond = Cond[_ascii_upper(op[2:])]
             except KeyError:
-                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got {op!r}") from None
+                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, "
+                                                  f"got {line.written!r}") from None
             return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc))
         if op in ("cbz", "cbnz"):
             self._arity(line, 2)
@@ -325,11 +329,11 @@ class _Assembler:
                                               "one section, in source order, with no linker); remove it")
         if op.endswith(":"):     # a label the line syntax did not take as one
             if line.label is not None:
-                raise AssemblerError(line.number, f"a second label {op!r} after {line.label + ':'!r}: one label "
-                                                  "per line")
-            raise AssemblerError(line.number, f"{op!r} is no label: a label starts with an ASCII letter or _ and "
-                                              "goes on with ASCII letters, digits or _")
-        raise AssemblerError(line.number, f"unknown instruction {op!r}; see docs/guest-isa.md for the list")
+                raise AssemblerError(line.number, f"a second label {line.written!r} after {line.label + ':'!r}: "
+                                                  "one label per line")
+            raise AssemblerError(line.number, f"{line.written!r} is no label: a label starts with an ASCII letter or "
+                                              "_ and goes on with ASCII letters, digits or _")
+        raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
 
     def _mov(self, line: _Line) -> list[int]:
         self._arity(line, 2)
@@ -425,9 +429,9 @@ class _Assembler:
 
     @staticmethod
     def _reg(line: _Line, text: str) -> int:
-        text = text.strip().lower()
+        written, text = text.strip(), text.strip().lower()
         if not _REG.fullmatch(text):
-            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {text!r}")
+            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}")
         if text == "xzr":
             return ZR
         return 30 if text == "lr" else int(text[1:])
@@ -571,7 +575,7 @@ def _parse(number: int, raw: str) -> _Line:
     # assembled as movk), as str.upper() turns ı and ſ into I and S (_ascii_upper).
     op = parts[0].lower() if parts[0].isascii() else parts[0]
     args = _split_args(parts[1]) if len(parts) > 1 else []
-    return _Line(number, label, op, args)
+    return _Line(number, label, op, args, parts[0])
 
 
 def _split_args(text: str) -> list[str]:

@@ -733,6 +733,26 @@ def test_error(kind: str, text: str, line: int, says: str) -> None:
     assert says in str(err)
 
 
+AS_WRITTEN = [
+    ("MOV X99, #1", "expected a register x0..x30, lr or xzr, got 'X99'"),
+    ("LDR X1, [Xzr1]", "got 'Xzr1'"),
+    ("FOO X1", "unknown instruction 'FOO'"),
+    ("B.XX .", "expected a condition such as b.eq or b.ne, got 'B.XX'"),
+    ("Start: Loop: NOP", "a second label 'Loop:' after 'Start:': one label per line"),
+    ("9Lives: NOP", "'9Lives:' is no label"),
+]
+
+
+@pytest.mark.parametrize("text, says", AS_WRITTEN, ids=[a[0] for a in AS_WRITTEN])
+def test_error_quotes_a_name_as_the_source_writes_it(text: str, says: str) -> None:
+    """A mnemonic, register or label an error is about is quoted as written, not in the lower
+    case the assembler reads it in: labels are case-sensitive, so 'loop:' named another one
+    than the source's 'Loop:', and 'x99' is not what the line says."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(text)
+    assert says in str(info.value), str(info.value)
+
+
 # A vertical tab or form feed is whitespace inside an expression, so each of these lines gets as far
 # as the range check, whose message quotes the operand as written.
 CONTROL_IN_OPERAND = [
