@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 
-_DIRECTIVE = r"^[ \t]*(?i:\.equ)[ \t]+"
-_NAMES = re.compile(_DIRECTIVE + r"([A-Za-z_]\w*)[ \t]*,", re.M | re.ASCII)
+# A line starts after \n, \r\n or a lone \r, as the assembler's lines do (re.M's ^ knows only
+# \n, and '.' matches \r, so a source with \r line ends lost every line after a rewritten
+# .equ, and its later .equ names were not found).
+_DIRECTIVE = r"(?<![^\r\n])[ \t]*(?i:\.equ)[ \t]+"
+_NAMES = re.compile(_DIRECTIVE + r"([A-Za-z_]\w*)[ \t]*,", re.ASCII)
 
 
 def equ_names(text: str) -> list[str]:
@@ -24,7 +27,7 @@ def with_constants(text: str, constants: dict[str, int]) -> str:
     Raises ValueError naming a key that no ``.equ`` line defines, and the names that are defined.
     """
     for key, value in constants.items():
-        pattern = re.compile(rf"({_DIRECTIVE}{re.escape(key)}[ \t]*,).*$", re.M | re.ASCII)
+        pattern = re.compile(rf"({_DIRECTIVE}{re.escape(key)}[ \t]*,)[^\r\n]*", re.ASCII)
         text, found = pattern.subn(lambda m: f"{m.group(1)} {value:#x}", text)
         if not found:
             defined = equ_names(text)

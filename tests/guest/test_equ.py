@@ -70,3 +70,16 @@ def test_workload_constants_of_an_upper_case_equ(tmp_path: Path) -> None:
                     'constants = { COUNT = 5 }\n')
     realm = resolve(spec.load(str(path))).realms[0]
     assert _immediates(realm.image) == [5, 2, 3]
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n"], ids=["cr", "crlf", "lf"])
+def test_lines_end_where_the_assemblers_do(newline: str) -> None:
+    """The assembler ends a line at \\r, \\r\\n or \\n, and so do equ_names and with_constants:
+    with lone \\r line ends, the rewriting of COUNT used to swallow every line after it (the
+    program lost its other .equ lines and its instructions) and only the first name was found.
+    Each line end of the source is kept as it was."""
+    text = SOURCE.replace("\n", newline)
+    assert equ_names(text) == ["COUNT", "STEP", "LIMIT"]
+    rewritten = with_constants(text, {"COUNT": 7, "LIMIT": 9})
+    assert rewritten == text.replace("1        // upper case, as the assembler accepts", "0x7").replace(" 3", " 0x9")
+    assert _immediates(assemble(rewritten)) == [7, 2, 9]
