@@ -64,6 +64,7 @@ _ESCAPE = (r'\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?![0-7])|x[0-9A-Fa-f]{
            r'|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]+\})')
 _STRING = re.compile(rf'"(?:[^"\\]|{_ESCAPE})*"')
 _ESCAPE_AT = re.compile(_ESCAPE)
+_RAW_UNPARSABLE = re.compile("[\x00\ud800-\udfff]")
 # GNU as directives that place code in sections or describe symbols for a linker: an image is one
 # section in source order and nothing links it, so they are refused by name rather than as typos.
 _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl", ".type", ".size"})
@@ -484,8 +485,13 @@ class _Assembler:
         text = line.args[0]
         value = None
         if _STRING.fullmatch(text):
+            # Python's parser refuses a raw NUL or lone surrogate in its source, where the text
+            # takes any other character as it is: given as the escapes they stand for, a NUL is
+            # a byte 0 like a raw \x01 is a byte 1, and a surrogate is refused below as '\ud800'
+            # is, not as 'expected a quoted string'. (Outside an escape, as _STRING has matched.)
+            parsable = _RAW_UNPARSABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
             try:
-                value = ast.literal_eval(text)
+                value = ast.literal_eval(parsable)
             except (ValueError, SyntaxError):        # such as an unknown \N{name}
                 pass
         if not isinstance(value, str):

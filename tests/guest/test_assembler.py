@@ -526,6 +526,25 @@ def test_strings_with_escapes_and_comment_characters(text: str, image: bytes) ->
     assert assemble(text) == image
 
 
+@pytest.mark.parametrize("raw, image", [("a\x00b", b"a\0b"), ("\\\\\x00", b"\\\0"), ("\x00\x01\x1b", b"\0\x01\x1b")])
+def test_a_raw_nul_in_a_string_is_a_byte_as_any_raw_control_character_is(raw: str, image: bytes) -> None:
+    """The text of a string takes any character as it is: a raw NUL (one in the file, not the
+    escape) is a byte 0 as a raw \\x01 is a byte 1, also after an escaped backslash. It was
+    refused as 'expected a quoted string', since Python's parser refuses NUL in its source."""
+    assert assemble(f'.ascii "{raw}"') == image
+
+
+def test_a_raw_lone_surrogate_in_a_string_is_refused_as_its_escape_is() -> None:
+    """A lone surrogate given raw (through the API: no UTF-8 file holds one) is refused as text
+    UTF-8 cannot encode, as the escape \\ud800 is, not as 'expected a quoted string'."""
+    for text in ('nop\n.asciz "a\ud800"', 'nop\n.asciz "a\\ud800"'):
+        with pytest.raises(AssemblerError) as info:
+            assemble(text)
+        assert info.value.line == 2
+        assert info.value.message.startswith("expected text that UTF-8 can encode, got "), info.value.message
+        assert info.value.message.isprintable()
+
+
 def test_zero() -> None:
     """.zero n emits n zero bytes (an expression), and the next label is after them."""
     image = assemble(".byte 1\n.zero 2 + 3\nafter: .byte 2\n.quad after")
