@@ -570,6 +570,26 @@ def test_eret_returns_to_elr() -> None:
     assert (s.pc, s.x[2]) == (0x30, 0)
 
 
+def test_an_exception_and_eret_keep_the_flags_the_handler_leaves() -> None:
+    """docs/guest-isa.md: there is no SPSR, so taking an exception saves no flags and eret
+    restores none: the Z that cmp set before a udf is still set in the handler, and the handler's
+    own cmp (Z clear) is what the code after eret sees. (AArch64 would restore PSTATE from
+    SPSR_EL1: a guest written for it must not rely on that here.)"""
+    state, bus = boot("""
+        cmp x1, x1
+        udf
+        b.eq kept
+        smc #1
+    kept:
+        smc #2
+    """)
+    handler = assemble("b.ne lost\nmrs x5, elr\nadd x5, x5, #8\nmsr elr, x5\ncmp x1, #1\neret\nlost: smc #3")
+    bus.ram[VECTOR:VECTOR + len(handler)] = handler
+    event = run(state, bus, 20)
+    assert (event.kind, event.imm) == (SMC, 1)
+
+
+# -- events -----------------------------------------------------------------------------------
 # -- events -----------------------------------------------------------------------------------
 
 def test_smc_event() -> None:
