@@ -21,6 +21,11 @@ two CPUs share a cache line. Layout (offsets in the area):
            (the realm call in progress inside REC_ENTER)                      (own cache line)
     0x640  lock-order edges seen by this CPU: 16 x 16 bits, row = class held, bit = class
            taken (32 bytes; rmm_mp.stress.lockdep owns the class numbering)
+    0x800  lifecycle tally, written only by `rmm-mp run`'s CPUs (rmm_mp.workload.cpustate):
+           per lifecycle instance the CPU owns (LIFECYCLE_KEYS entries, in its CpuPart's order),
+           generations it started to build, and instances it tore down that were ok and that
+           failed, u64 each (1.5 KiB); published as it goes, so that the parent can count what a
+           CPU that returned no result (killed) had done
     0x1000 statistics region (latency histograms, rmm_mp.stats.histogram)
 
 The current call (0x040) is written by EL3 only when the stress tool asks for it
@@ -59,6 +64,11 @@ OFF_RSI_CALL = 0x618
 RSI_CALL = struct.Struct("<4Q")
 OFF_LOCK_EDGES = 0x640
 LOCK_EDGES = struct.Struct("<16H")
+OFF_LIFECYCLE = 0x800
+LIFECYCLE_KEYS = 64
+"""Entries of the lifecycle tally: more than the run queue's realms (54), so every lifecycle
+instance a CPU can own has one."""
+LIFECYCLE_ENTRY = 24
 OFF_STATS = HW_PART
 
 CALL = struct.Struct("<IxxxxQ6Q")
@@ -153,6 +163,24 @@ class CpuArea:
     def lock_class_stats(self, classes: int) -> list[tuple[int, int, int, int]]:
         """Per lock class: (acquired, contended, wait_ns, max_wait_ns) as last published."""
         return [LOCK_CLASS.unpack_from(self.buf, OFF_LOCK_CLASSES + 32 * c) for c in range(classes)]
+
+    # -- lifecycle tally (rmm-mp run) ---------------------------------------------------
+
+    def publish_lifecycle(self, entry: int, field: int, value: int) -> None:
+        """Store ``value`` in field ``field`` (0 built, 1 torn down ok, 2 torn down failed) of
+        tally entry ``entry``: one atomic u64 store, so a reader after the CPU's death never sees a
+        value half written."""
+        if not 0 <= entry < LIFECYCLE_KEYS or not 0 <= field < 3:
+            raise ValueError(f"lifecycle tally entry {entry}, field {field}: expected entry 0..{LIFECYCLE_KEYS - 1} "
+                             f"and field 0..2")
+        self.view.store_u64(self.base + OFF_LIFECYCLE + LIFECYCLE_ENTRY * entry + 8 * field, value)
+
+    def lifecycle_tally(self, entries: int) -> list[tuple[int, int, int]]:
+        """The first ``entries`` entries of the lifecycle tally: (built, torn down ok, torn down
+        failed) each, as last published."""
+        base = self.base + OFF_LIFECYCLE
+        return [(self.view.load_u64(base + LIFECYCLE_ENTRY * e), self.view.load_u64(base + LIFECYCLE_ENTRY * e + 8),
+                 self.view.load_u64(base + LIFECYCLE_ENTRY * e + 16)) for e in range(min(entries, LIFECYCLE_KEYS))]
 
     def stats_region(self) -> memoryview:
         return self.buf[OFF_STATS:]

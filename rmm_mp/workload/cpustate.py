@@ -193,6 +193,12 @@ class Host:
         self.errors_dropped = 0
         self.owned: dict[tuple[int, int], Instance | None] = {(i.realm, i.index): i for i in job.owned}
         self.generation = {key: 1 for key in self.owned}
+        self.tally = {(i.realm, i.index): [0, 0, 0] for i in job.owned}
+        """Per owned instance: generations this CPU started to build, instances it tore down that were
+        ok, that failed; published in its CPU area (publish) as they change, where the parent reads
+        them if this process returns no result (killed): what is in ``finished`` and ``folded``
+        reaches the parent only with the result."""
+        self.tally_entry = {(i.realm, i.index): n for n, i in enumerate(job.owned)}
         self.turned_off: set[tuple[int, int]] = set()
         self.private: list[Instance] = []
         self.windows: dict[tuple[int, int], Window] = {}
@@ -237,9 +243,20 @@ class Host:
 
     # -- lifecycle instances -------------------------------------------------------------------
 
+    def publish(self, key: tuple[int, int], field: int) -> None:
+        """Count one more in ``field`` of ``key``'s tally (0 built, 1 torn down ok, 2 torn down
+        failed) and publish it: one u64 store per build or teardown, each of which takes dozens of
+        SMCs."""
+        tally = self.tally[key]
+        tally[field] += 1
+        self.cpu.area.publish_lifecycle(self.tally_entry[key], field, tally[field])
+
     def build(self, key: tuple[int, int]) -> Instance:
         generation = self.generation[key]
         self.generation[key] += 1
+        # Counted before the build: one cut short by the process's death is an instance the
+        # parent names as not reported, as a built one is.
+        self.publish(key, 0)
         inst = realms.build(self.cpu, self.alloc, self.queue, self.job.realms[key[0]], key[0], key[1], generation,
                             self.job.seed, rtt_base=self.roots.get(key),
                             run_queue=self.job.queues[key[0]] if self.job.queues else 0)
@@ -268,6 +285,9 @@ class Host:
         for pa in pages:
             self.alloc.free(pa)
         self.owned[key] = None
+        # Counted once it is gone: one whose teardown the process's death cut short is still the
+        # instance not reported, not one of those torn down.
+        self.publish(key, 2 if done.failed else 1)
         return done
 
     def _keep(self, done: Finished) -> None:

@@ -366,9 +366,24 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output, f.exceptions)
 
 
-def unreported(name: str, recs: int, cpu: int) -> RealmOutcome:
+def unreported(name: str, recs: int, cpu: int, what: str = "what its instances did is unknown") -> RealmOutcome:
     """The outcome of a realm owned by CPU ``cpu``, which returned no result (it died, or its
-    result was lost to a signal): only that CPU knew its instances (their generations, how each
-    ended, whether one is still built), so the report can only say that it does not know."""
-    return RealmOutcome(name, recs, False, f"not reported: CPU {cpu}, which owned it, returned no result "
-                                           f"(what its instances did is unknown)", exceptions=None)
+    result was lost to a signal): only that CPU knew what it did, so the report can only say
+    that it does not know (``what``: what is not known)."""
+    return RealmOutcome(name, recs, False, f"not reported: CPU {cpu}, which owned it, returned no result ({what})",
+                        exceptions=None)
+
+
+def torn_down_unreported(name: str, recs: int, cpu: int, count: int, ok: bool, torn_down: int) -> RealmOutcome:
+    """The row of ``count`` instances of ``name`` (of the ``torn_down`` it tore down) that CPU
+    ``cpu`` tore down, ``ok`` or failed, before it returned no result: the CPU published how many
+    as it went (cpustate.Host.publish), but what each did (counters, exceptions, output, why one
+    failed) was in the result that never came."""
+    gens = "generation #0" if torn_down == 1 else f"generations #0 to #{torn_down - 1}"
+    outcome = "ok" if ok else "failed"
+    if count == torn_down:
+        which = f"{gens}, torn down by CPU {cpu}, all {outcome}"
+    else:
+        which = f"the {outcome} ones of {gens}, torn down by CPU {cpu}"
+    detail = f"{which}; it returned no result: only their number is known" + ("" if ok else ", not why they failed")
+    return RealmOutcome(f"{name} ({_count(count, 'instance')})", recs, ok, detail, exceptions=None, instances=count)

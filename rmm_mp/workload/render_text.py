@@ -7,8 +7,8 @@ within about 120 columns for the usual call names and figures.
 Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, REC exits, host
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
 split of RMI calls, rowed the same way, and its totals per CPU; lock contention per class; CPU
-processes; realms (every failed one, and at most MAX_OK_REALMS that succeeded: the JSON has them
-all), then the guest output of each shown realm that has one (a failed realm's; every realm's
+processes; realms (every failed one, the counted rows of a CPU that returned no result, and at
+most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown realm that has one (a failed realm's; every realm's
 with --console) and a note naming the failed realms whose output was not kept; host activity
 counters per CPU; failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
@@ -223,7 +223,10 @@ def _realms(doc: dict[str, Any]) -> list[str]:
         return []
     failed = sum(r["instances"] for r in realms if not r["ok"])
     total = sum(r["instances"] for r in realms)
-    shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"]][:MAX_OK_REALMS]
+    # Rows of instances a CPU that returned no result tore down (exceptions unknown) are shown
+    # even when ok: they say that only their number is known, which the count above relies on.
+    shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"] and r["exceptions"] is None] \
+        + [r for r in realms if r["ok"] and r["exceptions"] is not None][:MAX_OK_REALMS]
     # The detail (how the realm ended) comes before the counters, so that clipping an ok realm's
     # line to the width cuts the tail of its counter list, not its outcome.
     rows = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}",

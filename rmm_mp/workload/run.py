@@ -289,7 +289,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
             machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console)
     not_done += undone
-    outcomes += _unreported(w, parts, [cpu for cpu in ids if cpu not in results])
+    outcomes += _unreported(machine, w, parts, [cpu for cpu in ids if cpu not in results])
     if options.tokens_dir is not None and (tokens_saved or not unsaved):
         outputs["tokens"] = options.tokens_dir
     if unsaved:                                  # only ever with a tokens_dir to save them in
@@ -495,18 +495,38 @@ def _kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
     return None if len(on) == w.cpus else on
 
 
-def _unreported(w: Workload, parts: tuple[CpuPart, ...], lost: list[int]) -> list[RealmOutcome]:
+def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...], lost: list[int]) -> list[RealmOutcome]:
     """The realms only a CPU that returned no result knew: the lifecycle instances it owned
     (every generation after the parent's first was its own) and its private ripas-churn realm.
-    Left out, the report would count the other realms as if they were all there were."""
+    Left out, the report would count the other realms as if they were all there were.
+
+    What the CPU did with its lifecycle instances came with its result: the rows of those it
+    tore down are lost with it. Its lifecycle tally (hw.cpuarea, published as it went) still
+    says how many of each it tore down, ok and failed, and whether one was still built (or
+    being built or torn down) when it stopped: so many rows, saying what is not known."""
     out = []
     for cpu in lost:
-        for inst in parts[cpu].owned:
+        owned = parts[cpu].owned
+        area = machine.cpu_area(cpu)
+        try:
+            tallies = area.lifecycle_tally(len(owned))
+        finally:
+            area.release()
+        for inst, (built, ok, failed) in zip(owned, tallies):
             t = w.realms[inst.realm]
-            lost_realm = realms.unreported(f"{t.name}[{inst.index}]" if t.instances > 1 else t.name, t.recs, cpu)
-            out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, inst.realm, inst.index)))
+            name = f"{t.name}[{inst.index}]" if t.instances > 1 else t.name
+            kept = _kept_to(w, inst.realm, inst.index)
+            for count, good in ((ok, True), (failed, False)):
+                if count:
+                    out.append(dataclasses.replace(
+                        realms.torn_down_unreported(name, t.recs, cpu, count, good, ok + failed), cpus=kept))
+            # Generation #0 is the parent's; the CPU built #1 on, each after the last's teardown.
+            if 1 + built > ok + failed:
+                what = "built, or being built or torn down, when it stopped"
+                lost_realm = realms.unreported(realms.instance_name(t, inst.index, ok + failed), t.recs, cpu, what)
+                out.append(dataclasses.replace(lost_realm, cpus=kept))
         if w.uses("ripas-churn", cpu):
-            lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu)
+            lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu, "what it did is unknown")
             out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, -1, cpu)))
     return out
 

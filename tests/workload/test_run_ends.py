@@ -19,7 +19,7 @@ from children import cpu_children
 from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.cpu_outcome import CpuFailure
-from rmm_mp.workload import run, spec
+from rmm_mp.workload import render, run, spec
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, TimeUp, run_workload
@@ -191,7 +191,84 @@ def test_the_realms_of_a_cpu_that_returned_nothing_are_reported_as_unknown(tmp_p
     assert lost_keys, "the workload must give the lost CPU a lifecycle realm"
     report = run_workload(w, RunOptions(progress=False))
     unknown = [r for r in report.realms if "not reported" in r.detail]
-    assert [r.name for r in unknown] == ["vm[1]"]
+    assert [r.name.split("#")[0] for r in unknown] == ["vm[1]"]
     assert not unknown[0].ok and f"CPU {LOST}" in unknown[0].detail
     assert any(r.name.startswith("vm[0]#") for r in report.realms) and any(r.name == "res" for r in report.realms)
     assert not report.ok
+
+
+def test_the_instances_a_cpu_tore_down_before_it_returned_nothing_are_counted(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 builds, runs and tears down generations of its lifecycle instance vm[1], then its result is
+    dropped (as if its process were killed at the end). The instances it had torn down were in that result
+    only, so "Realms: N of M" left them out; now the report has a row of them (from the tally CPU 1
+    published as it went), the instance still built is named by its generation, and the report counts as
+    many instances, and as many ok, as CPU 1's result held."""
+    real = run.run_cpus
+    dropped: list[run.CpuResult] = []
+
+    def one_lost(*args: object, **kwargs: object) -> run.RunResult:
+        done = real(*args, **kwargs)      # type: ignore[arg-type]
+        dropped.append(done.results[LOST])
+        results = {cpu: r for cpu, r in done.results.items() if cpu != LOST}
+        failure = CpuFailure(LOST, "was killed by SIGKILL", "", ())
+        return dataclasses.replace(done, results=results, failures=(*done.failures, failure))
+    monkeypatch.setattr(run, "run_cpus", one_lost)
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 40\ncpus = 2\nactivities = { lifecycle = 1 }\n'
+                    '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False))
+    lost = dropped[0]
+    torn_down = len(lost.finished) + sum(f.instances for f in lost.folded)
+    torn_down_ok = sum(not f.failed for f in lost.finished) + sum(f.instances for f in lost.folded if f.ok)
+    assert torn_down >= 2, "CPU 1 must have torn down instances for the test to mean anything"
+    rows = [r for r in report.realms if r.name.startswith("vm[1]")]
+    assert sum(r.instances for r in rows) == torn_down + len(lost.live)
+    assert sum(r.instances for r in rows if r.ok) == torn_down_ok
+    counted = [r for r in rows if "torn down by CPU 1" in r.detail]
+    assert counted and all(r.exceptions is None and "only their number is known" in r.detail for r in counted)
+    assert [r.name for r in rows if "not reported" in r.detail] == [f"vm[1]#{torn_down}"] * len(lost.live)
+    assert f"vm[1] ({torn_down_ok} instance" in render.format_report(report)
+
+
+def _kill_after_two_teardowns(machine: Machine, released: threading.Event) -> None:
+    """SIGKILL CPU LOST's process once its lifecycle tally (its only instance, entry 0) says it has
+    torn down two instances."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not released.is_set():
+        area = machine.cpu_area(LOST)
+        try:
+            pid = area.binding() & 0xFFFF_FFFF
+            _, ok, failed = area.lifecycle_tally(1)[0]
+        finally:
+            area.release()
+        if pid and ok + failed >= 2:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.001)
+
+
+def test_a_killed_cpu_s_torn_down_instances_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 is killed with SIGKILL mid-run, after it has torn down two generations of its lifecycle
+    instance: what it published as it went still counts them, so the report has a row of at least
+    two torn-down instances of vm[1] besides the CPU's failure."""
+    monkeypatch.setattr(run, "GRACE_S", 5.0)
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 5000\ncpus = 2\nactivities = { lifecycle = 1 }\n'
+                    '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
+    released = threading.Event()
+    watchers: list[threading.Thread] = []
+
+    def on_machine(machine: Machine) -> None:
+        watcher = threading.Thread(target=_kill_after_two_teardowns, args=(machine, released), daemon=True)
+        watchers.append(watcher)
+        watcher.start()
+    try:
+        report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
+    finally:
+        released.set()
+        for watcher in watchers:
+            watcher.join(5)
+    assert [(f.cpu, f.how) for f in report.failures] == [(LOST, "was killed by SIGKILL")]
+    counted = [r for r in report.realms if r.name.startswith("vm[1] (") and "torn down by CPU 1" in r.detail]
+    assert sum(r.instances for r in counted) >= 2, [r.name for r in report.realms]
