@@ -70,7 +70,8 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--seed", type=int, default=None, help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
 @click.option("--json", "json_path", type=_PATH, default=None, help="Also write the report as JSON (docs/report-schema.json).")
 @click.option("--csv", "csv_path", type=_PATH, default=None, help="Also write the latency records as CSV: the JSON's latency list, one row per call "
-                   "and CPU (and \"all\"), header first, times in ns (docs/latency.md).")
+                   "and CPU (and \"all\"), header first, times in ns, their columns named with the unit (p50_ns, ...; "
+                   "docs/latency.md).")
 @click.option("--plot", "plot_path", type=_PATH, default=None,
               help="Also draw latency distributions as a PNG (needs matplotlib: pip install 'rmm-mp[plot]').")
 @click.option("--trace", "trace_path", type=_PATH, default=None,

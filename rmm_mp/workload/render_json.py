@@ -186,11 +186,19 @@ def write_json(report: RunReport, path: str) -> None:
         out.write("\n")
 
 
+CSV_TIME_FIELDS = frozenset(("p50", "p90", "p99", "p999", "max", "mean", "el3_mean", "rmm_mean", "lock_wait_mean"))
+"""The latency record's fields that are times (ns): their CSV columns carry the unit."""
+CSV_FIELDS = tuple(f"{name}_ns" if name in CSV_TIME_FIELDS else name for name in latency.RECORD_FIELDS)
+"""The CSV's header: the JSON latency record's field names, each time with its unit, `p50_ns`. A
+CSV has no latency_unit beside it, and a spreadsheet or pandas reader sees only the header."""
+
+
 def write_csv(report: RunReport, path: str) -> None:
-    """One row per latency record (the JSON "latency" columns, times in ns), header first."""
+    """One row per latency record (the JSON "latency" fields, in order; times in ns, their
+    columns named with the unit: CSV_FIELDS), header first."""
     with replacing(path) as temp, open(temp, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(latency.RECORD_FIELDS)
+        writer.writerow(CSV_FIELDS)
         if report.latency_recorded:
             for r in latency.call_records(report.stats):
                 writer.writerow([getattr(r, name) for name in latency.RECORD_FIELDS])

@@ -144,11 +144,25 @@ def test_write_json_and_csv(tmp_path: Path) -> None:
     render.write_csv(report, str(tmp_path / "r.csv"))
     with open(tmp_path / "r.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == list(doc["latency"][0])
+    assert [c.removesuffix("_ns") for c in rows[0]] == list(doc["latency"][0])
     assert len(rows) == 1 + len(doc["latency"])
-    assert [dict(zip(rows[0], r)) for r in rows[1:]] == [{k: str(v) for k, v in rec.items()} for rec in doc["latency"]]
+    assert [r for r in rows[1:]] == [[str(v) for v in rec.values()] for rec in doc["latency"]]
     render.write_csv(hand_built(latency_recorded=False), str(tmp_path / "none.csv"))
     assert (tmp_path / "none.csv").read_text().splitlines() == [",".join(rows[0])]
+
+
+def test_the_csv_header_names_the_unit_of_every_time(tmp_path: Path) -> None:
+    """A spreadsheet or pandas reader of the CSV sees only its header, not the JSON's latency_unit:
+    every time column is named with its unit (p50_ns ... lock_wait_mean_ns), the counts and names
+    without one, and a row read by those names holds the JSON record's figures."""
+    report = hand_built()
+    render.write_csv(report, str(tmp_path / "r.csv"))
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["cpu", "call", "kind", "count", "errors", "p50_ns", "p90_ns", "p99_ns", "p999_ns",
+                             "max_ns", "mean_ns", "el3_mean_ns", "rmm_mean_ns", "lock_wait_mean_ns"]
+    first = render.to_json(report)["latency"][0]
+    assert rows[0]["p50_ns"] == str(first["p50"]) and rows[0]["lock_wait_mean_ns"] == str(first["lock_wait_mean"])
 
 
 @pytest.mark.multiprocess
