@@ -185,9 +185,19 @@ def _locks(doc: dict[str, Any]) -> list[str]:
             *table(("class", "cpu", "acquired", "contended", "share %", "total wait", "longest"), rows, 2)]
 
 
+def _failed_without(doc: dict[str, Any], key: str) -> list[int]:
+    """The failed CPUs that have no entry in ``doc[key]`` (a process killed measures and returns
+    nothing): the table says so, rather than leave the reader to count its rows."""
+    have = {entry["cpu"] for entry in doc[key]}
+    return sorted({f["cpu"] for f in doc["failures"]} - have)
+
+
 def _processes(doc: dict[str, Any]) -> list[str]:
+    missing = _failed_without(doc, "processes")
+    notes = [f"cpu {cpu}: no figures: its process failed before it measured itself (CPU failures below)"
+             for cpu in missing]
     if not doc["processes"]:
-        return []
+        return ["", "CPU processes", *notes] if notes else []
     rows = [(str(p["cpu"]), f"{p['user_s']:.2f}", f"{p['system_s']:.2f}", f"{p['involuntary_switches']:,}",
              f"{p['voluntary_switches']:,}", f"{p['peak_rss_bytes'] / 2**20:,.1f}",
              f"{p['private_bytes'] / 2**20:,.1f}",
@@ -195,7 +205,7 @@ def _processes(doc: dict[str, Any]) -> list[str]:
     return ["", "CPU processes (CPU time in s; MiB: peak RSS with the shared memory it touched, private at the end; "
                 "core if pinned)",
             *table(("cpu", "user s", "system s", "involuntary cs", "voluntary cs", "peak RSS", "private", "core"),
-                   rows)]
+                   rows), *notes]
 
 
 def _counters(values: dict[str, int]) -> str:
@@ -382,8 +392,12 @@ def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
 
 def _cpu_counters(doc: dict[str, Any]) -> list[str]:
     out = []
-    for entry in doc["counters"]:
-        if entry["values"]:
+    missing = _failed_without(doc, "counters")
+    entries = sorted([*doc["counters"], *({"cpu": cpu, "values": None} for cpu in missing)], key=lambda e: e["cpu"])
+    for entry in entries:
+        if entry["values"] is None:
+            out.append(f"cpu {entry['cpu']}: none: it returned no result (CPU failures below)")
+        elif entry["values"]:
             # Broken between counters only: textwrap would cut "rtt-churn steps 352" at its hyphen or
             # part a name from its value. A counter's own spaces are held as NUL while wrapping.
             whole = ", ".join(f"{k} {v:,}".replace(" ", "\0") for k, v in entry["values"].items())

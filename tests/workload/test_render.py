@@ -552,6 +552,24 @@ def test_cpu_failures_say_why_the_cpus_were_asked_to_stop() -> None:
         "  CPU 1 did not stop within 10 s of being asked and was terminated; locks still held: none"]
 
 
+def test_a_cpu_that_returned_nothing_is_named_in_the_process_and_counter_sections() -> None:
+    """CPU 1 was killed: it measured no process figures and returned no counters. The CPU process
+    table and the host activity counters used to leave it out without a word, one row short of the
+    header's CPUs; each now has a line naming it and pointing at the CPU failures."""
+    killed = CpuFailure(1, "was killed by SIGKILL", "", ())
+    base = hand_built()
+    report = hand_built(failures=(killed,), usage={0: base.usage[0]}, counters={0: base.counters[0]})
+    text = format_report(report)
+    assert _section(text, "CPU processes")[-1] == \
+        "cpu 1: no figures: its process failed before it measured itself (CPU failures below)"
+    assert _section(text, "Host activity counters per CPU")[1:] == [
+        "cpu 0: realms created 3, rec entries 120", "cpu 1: none: it returned no result (CPU failures below)"]
+    nothing = format_report(hand_built(failures=(killed, replace(killed, cpu=0)), usage={}, counters={}))
+    assert _section(nothing, "CPU processes")[1:] == [
+        "cpu 0: no figures: its process failed before it measured itself (CPU failures below)",
+        "cpu 1: no figures: its process failed before it measured itself (CPU failures below)"]
+
+
 def test_the_realm_tables_rule_keeps_to_the_width() -> None:
     """An ok realm whose counter list runs to 400-odd columns: its row is clipped to the width,
     and so is the dashed rule under the header, which spans the counters column (it was as wide
