@@ -83,7 +83,8 @@ def warnings(report: RunReport) -> list[str]:
     if report.trace_dropped:
         lost = ", ".join(f"CPU {cpu} {n:,}" for cpu, n in sorted(report.trace_dropped.items()))
         out.append(f"the trace holds only the newest {report.trace_capacity:,} records of each CPU, so its timeline "
-                   f"starts late; older records were overwritten ({lost}; the file's otherData.dropped)")
+                   f"starts late; older records were overwritten ({lost}; the file's otherData.dropped); to trace "
+                   f"a run from its start, make it shorter (--seconds or --iterations)")
     return out
 
 

@@ -200,7 +200,8 @@ def test_a_trace_ring_that_overflowed_is_a_warning(tmp_path: Path, monkeypatch: 
                                                    capacity: int) -> None:
     """A trace whose ring kept only the newest records of a CPU says so in the report's warnings,
     with the records lost, as the file's otherData.dropped counts them (the report was silent and
-    only the file showed that its timeline starts late); a trace that kept every record does not."""
+    only the file showed that its timeline starts late), and what to do about it (the warning said only
+    what was lost); a trace that kept every record does not."""
     monkeypatch.setattr(run, "TRACE_CAPACITY", capacity)
     path = tmp_path / "w.toml"
     path.write_text('iterations = 200\ncpus = 1\nactivities = { run = 1 }\n[[realm]]\nname = "r"\nguest = "ripas-loop"\n')
@@ -212,7 +213,8 @@ def test_a_trace_ring_that_overflowed_is_a_warning(tmp_path: Path, monkeypatch: 
     if capacity == 64:
         assert lost > 0 and report.trace_dropped == {0: lost}
         assert about_trace == [f"the trace holds only the newest 64 records of each CPU, so its timeline starts "
-                               f"late; older records were overwritten (CPU 0 {lost:,}; the file's otherData.dropped)"]
+                               f"late; older records were overwritten (CPU 0 {lost:,}; the file's otherData.dropped); "
+                               f"to trace a run from its start, make it shorter (--seconds or --iterations)"]
         assert f"WARNING: {about_trace[0]}" in render.format_report(report).replace("\n    ", " ")  # wrapped
         assert about_trace[0] in render.to_json(report)["warnings"]
     else:
