@@ -204,7 +204,7 @@ def _processes(doc: dict[str, Any]) -> list[str]:
              "-" if p["pinned_core"] is None else str(p["pinned_core"])) for p in doc["processes"]]
     return ["", "CPU processes (CPU time in s; MiB: peak RSS with the shared memory it touched, private at the end; "
                 "core if pinned)",
-            *table(("cpu", "user s", "system s", "involuntary cs", "voluntary cs", "peak RSS", "private", "core"),
+            *table(("cpu", "user s", "system s", "involuntary switches", "voluntary switches", "peak RSS", "private", "core"),
                    rows), *notes]
 
 

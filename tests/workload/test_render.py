@@ -145,11 +145,12 @@ def test_lock_contention_per_class_and_cpu() -> None:
 
 def test_cpu_processes() -> None:
     """A pinned CPU's row in the CPU processes table: user and system seconds, involuntary and voluntary
-    switches, peak RSS and private MiB, and its core."""
+    switches, peak RSS and private MiB, and its core. The switch columns say "switches" (they said
+    "cs", which the table's title does not explain, next to "s" for seconds)."""
     usage = {0: ProcessUsage(1.5, 0.25, 12, 340, 60 << 20, 1, 20 << 20)}
     procs = _section(format_report(hand_built(pinned=True, usage=usage)), "CPU processes")
-    assert procs[1].split() == ["cpu", "user", "s", "system", "s", "involuntary", "cs", "voluntary", "cs", "peak",
-                                "RSS", "private", "core"]
+    assert procs[1].split() == ["cpu", "user", "s", "system", "s", "involuntary", "switches", "voluntary", "switches",
+                                "peak", "RSS", "private", "core"]
     assert procs[3].split() == ["0", "1.50", "0.25", "340", "12", "60.0", "20.0", "1"]
 
 
