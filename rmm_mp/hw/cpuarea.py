@@ -23,9 +23,10 @@ two CPUs share a cache line. Layout (offsets in the area):
            taken (32 bytes; rmm_mp.stress.lockdep owns the class numbering)
     0x800  lifecycle tally, written only by `rmm-mp run`'s CPUs (rmm_mp.workload.cpustate):
            per lifecycle instance the CPU owns (LIFECYCLE_KEYS entries, in its CpuPart's order),
-           generations it started to build, and instances it tore down that were ok and that
-           failed, u64 each (1.5 KiB); published as it goes, so that the parent can count what a
-           CPU that returned no result (killed) had done
+           generations it started to build, instances it tore down that were ok and that
+           failed, and attestation tokens it saved (--save-tokens), u64 each (2 KiB, to 0xFFF);
+           published as it goes, so that the parent can count what a CPU that returned no
+           result (killed) had done
     0x1000 statistics region (latency histograms, rmm_mp.stats.histogram)
 
 The current call (0x040) is written by EL3 only when the stress tool asks for it
@@ -68,7 +69,9 @@ OFF_LIFECYCLE = 0x800
 LIFECYCLE_KEYS = 64
 """Entries of the lifecycle tally: more than the run queue's realms (54), so every lifecycle
 instance a CPU can own has one."""
-LIFECYCLE_ENTRY = 24
+LIFECYCLE_FIELDS = 4
+LIFECYCLE_ENTRY = 8 * LIFECYCLE_FIELDS
+assert OFF_LIFECYCLE + LIFECYCLE_KEYS * LIFECYCLE_ENTRY <= HW_PART, "the lifecycle tally overruns the statistics"
 OFF_STATS = HW_PART
 
 CALL = struct.Struct("<IxxxxQ6Q")
@@ -167,20 +170,20 @@ class CpuArea:
     # -- lifecycle tally (rmm-mp run) ---------------------------------------------------
 
     def publish_lifecycle(self, entry: int, field: int, value: int) -> None:
-        """Store ``value`` in field ``field`` (0 built, 1 torn down ok, 2 torn down failed) of
-        tally entry ``entry``: one atomic u64 store, so a reader after the CPU's death never sees a
-        value half written."""
-        if not 0 <= entry < LIFECYCLE_KEYS or not 0 <= field < 3:
+        """Store ``value`` in field ``field`` (0 built, 1 torn down ok, 2 torn down failed, 3
+        tokens saved) of tally entry ``entry``: one atomic u64 store, so a reader after the CPU's
+        death never sees a value half written."""
+        if not 0 <= entry < LIFECYCLE_KEYS or not 0 <= field < LIFECYCLE_FIELDS:
             raise ValueError(f"lifecycle tally entry {entry}, field {field}: expected entry 0..{LIFECYCLE_KEYS - 1} "
-                             f"and field 0..2")
+                             f"and field 0..{LIFECYCLE_FIELDS - 1}")
         self.view.store_u64(self.base + OFF_LIFECYCLE + LIFECYCLE_ENTRY * entry + 8 * field, value)
 
-    def lifecycle_tally(self, entries: int) -> list[tuple[int, int, int]]:
+    def lifecycle_tally(self, entries: int) -> list[tuple[int, ...]]:
         """The first ``entries`` entries of the lifecycle tally: (built, torn down ok, torn down
-        failed) each, as last published."""
+        failed, tokens saved) each, as last published."""
         base = self.base + OFF_LIFECYCLE
-        return [(self.view.load_u64(base + LIFECYCLE_ENTRY * e), self.view.load_u64(base + LIFECYCLE_ENTRY * e + 8),
-                 self.view.load_u64(base + LIFECYCLE_ENTRY * e + 16)) for e in range(min(entries, LIFECYCLE_KEYS))]
+        return [tuple(self.view.load_u64(base + LIFECYCLE_ENTRY * e + 8 * f) for f in range(LIFECYCLE_FIELDS))
+                for e in range(min(entries, LIFECYCLE_KEYS))]
 
     def stats_region(self) -> memoryview:
         return self.buf[OFF_STATS:]

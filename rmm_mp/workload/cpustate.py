@@ -193,9 +193,9 @@ class Host:
         self.errors_dropped = 0
         self.owned: dict[tuple[int, int], Instance | None] = {(i.realm, i.index): i for i in job.owned}
         self.generation = {key: 1 for key in self.owned}
-        self.tally = {(i.realm, i.index): [0, 0, 0] for i in job.owned}
+        self.tally = {(i.realm, i.index): [0, 0, 0, 0] for i in job.owned}
         """Per owned instance: generations this CPU started to build, instances it tore down that were
-        ok, that failed; published in its CPU area (publish) as they change, where the parent reads
+        ok, that failed, tokens it saved; published in its CPU area (publish) as they change, where the parent reads
         them if this process returns no result (killed): what is in ``finished`` and ``folded``
         reaches the parent only with the result."""
         self.tally_entry = {(i.realm, i.index): n for n, i in enumerate(job.owned)}
@@ -245,7 +245,7 @@ class Host:
 
     def publish(self, key: tuple[int, int], field: int) -> None:
         """Count one more in ``field`` of ``key``'s tally (0 built, 1 torn down ok, 2 torn down
-        failed) and publish it: one u64 store per build or teardown, each of which takes dozens of
+        failed, 3 tokens saved) and publish it: one u64 store per build or teardown, each of which takes dozens of
         SMCs."""
         tally = self.tally[key]
         tally[field] += 1
@@ -288,6 +288,8 @@ class Host:
         # Counted once it is gone: one whose teardown the process's death cut short is still the
         # instance not reported, not one of those torn down.
         self.publish(key, 2 if done.failed else 1)
+        if done.token_file:
+            self.publish(key, 3)
         return done
 
     def _keep(self, done: Finished) -> None:

@@ -289,7 +289,9 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
             machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console)
     not_done += undone
-    outcomes += _unreported(machine, w, parts, [cpu for cpu in ids if cpu not in results])
+    lost_outcomes, lost_tokens = _unreported(machine, w, parts, [cpu for cpu in ids if cpu not in results])
+    outcomes += lost_outcomes
+    tokens_saved += lost_tokens     # files in --save-tokens' directory all the same
     if options.tokens_dir is not None and (tokens_saved or not unsaved):
         outputs["tokens"] = options.tokens_dir
     if unsaved:                                  # only ever with a tokens_dir to save them in
@@ -495,7 +497,8 @@ def _kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
     return None if len(on) == w.cpus else on
 
 
-def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...], lost: list[int]) -> list[RealmOutcome]:
+def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
+                lost: list[int]) -> tuple[list[RealmOutcome], int]:
     """The realms only a CPU that returned no result knew: the lifecycle instances it owned
     (every generation after the parent's first was its own) and its private ripas-churn realm.
     Left out, the report would count the other realms as if they were all there were.
@@ -503,8 +506,10 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...], lost:
     What the CPU did with its lifecycle instances came with its result: the rows of those it
     tore down are lost with it. Its lifecycle tally (hw.cpuarea, published as it went) still
     says how many of each it tore down, ok and failed, and whether one was still built (or
-    being built or torn down) when it stopped: so many rows, saying what is not known."""
+    being built or torn down) when it stopped: so many rows, saying what is not known; and how
+    many tokens it saved to --save-tokens' directory (the second value)."""
     out = []
+    tokens = 0
     for cpu in lost:
         owned = parts[cpu].owned
         area = machine.cpu_area(cpu)
@@ -512,7 +517,8 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...], lost:
             tallies = area.lifecycle_tally(len(owned))
         finally:
             area.release()
-        for inst, (built, ok, failed) in zip(owned, tallies):
+        for inst, (built, ok, failed, saved) in zip(owned, tallies):
+            tokens += saved
             t = w.realms[inst.realm]
             name = f"{t.name}[{inst.index}]" if t.instances > 1 else t.name
             kept = _kept_to(w, inst.realm, inst.index)
@@ -528,7 +534,7 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...], lost:
         if w.uses("ripas-churn", cpu):
             lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu, "what it did is unknown")
             out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, -1, cpu)))
-    return out
+    return out, tokens
 
 
 def _pa_names(live: list[Instance]) -> tuple[dict[int, str], dict[int, int]]:

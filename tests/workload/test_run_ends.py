@@ -215,13 +215,13 @@ def test_the_instances_a_cpu_tore_down_before_it_returned_nothing_are_counted(tm
         return dataclasses.replace(done, results=results, failures=(*done.failures, failure))
     monkeypatch.setattr(run, "run_cpus", one_lost)
     path = tmp_path / "w.toml"
-    path.write_text('iterations = 40\ncpus = 2\nactivities = { lifecycle = 1 }\n'
+    path.write_text('iterations = 100\ncpus = 2\nactivities = { lifecycle = 1 }\n'
                     '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
     report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False))
     lost = dropped[0]
     torn_down = len(lost.finished) + sum(f.instances for f in lost.folded)
     torn_down_ok = sum(not f.failed for f in lost.finished) + sum(f.instances for f in lost.folded if f.ok)
-    assert torn_down >= 2, "CPU 1 must have torn down instances for the test to mean anything"
+    assert torn_down >= 1, "CPU 1 must have torn down an instance for the test to mean anything"
     rows = [r for r in report.realms if r.name.startswith("vm[1]")]
     assert sum(r.instances for r in rows) == torn_down + len(lost.live)
     assert sum(r.instances for r in rows if r.ok) == torn_down_ok
@@ -239,7 +239,7 @@ def _kill_after_two_teardowns(machine: Machine, released: threading.Event) -> No
         area = machine.cpu_area(LOST)
         try:
             pid = area.binding() & 0xFFFF_FFFF
-            _, ok, failed = area.lifecycle_tally(1)[0]
+            _, ok, failed, _ = area.lifecycle_tally(1)[0]
         finally:
             area.release()
         if pid and ok + failed >= 2:
@@ -272,3 +272,26 @@ def test_a_killed_cpu_s_torn_down_instances_are_counted(tmp_path: Path, monkeypa
     assert [(f.cpu, f.how) for f in report.failures] == [(LOST, "was killed by SIGKILL")]
     counted = [r for r in report.realms if r.name.startswith("vm[1] (") and "torn down by CPU 1" in r.detail]
     assert sum(r.instances for r in counted) >= 2, [r.name for r in report.realms]
+
+
+def test_the_tokens_a_cpu_saved_before_it_returned_nothing_are_counted(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attest realms on 2 CPUs with --save-tokens; CPU 1's result is dropped (as if it were killed at
+    the end). The tokens it saved are in the directory all the same: the report's count ("Written:
+    tokens DIR (N tokens)") is the number of files there, where it used to leave CPU 1's out."""
+    real = run.run_cpus
+
+    def one_lost(*args: object, **kwargs: object) -> run.RunResult:
+        done = real(*args, **kwargs)      # type: ignore[arg-type]
+        results = {cpu: r for cpu, r in done.results.items() if cpu != LOST}
+        failure = CpuFailure(LOST, "was killed by SIGKILL", "", ())
+        return dataclasses.replace(done, results=results, failures=(*done.failures, failure))
+    monkeypatch.setattr(run, "run_cpus", one_lost)
+    path = tmp_path / "w.toml"
+    path.write_text('iterations = 40\ncpus = 2\nactivities = { attest = 1 }\n'
+                    '[[realm]]\nname = "att"\nguest = "attest"\nram = "3M"\nlifecycle = true\ninstances = 2\n')
+    tokens = tmp_path / "tokens"
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, tokens_dir=str(tokens)))
+    files = sorted(p.name for p in tokens.iterdir())
+    assert any(name.startswith("att-1-") for name in files), "CPU 1 must have saved a token for the test to mean anything"
+    assert report.tokens_saved == len(files), files
