@@ -14,11 +14,24 @@ import click
 
 
 class FloatRange(click.FloatRange):
-    """click.FloatRange that also refuses NaN: no comparison with NaN is true, so click's range
-    check lets it through, and a NaN deadline or timeout is never reached."""
+    """click.FloatRange that also refuses NaN (no comparison with NaN is true, so click's range
+    check lets it through, and a NaN deadline or timeout is never reached), and whose errors
+    show the value as typed: click's showed the float it made of it, so `--seconds 0` was
+    refused as "0.0 is not in the range", `1e999` as "inf" and `1e-400` as "0.0", values nobody
+    typed, and a value that is no number as "not a valid float range", without the range."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds; expected {_range_text(self)}", param, ctx)
+        try:
+            number = super().convert(value, param, ctx)
+        except click.BadParameter:
+            if not isinstance(value, str):
+                raise
+            self.fail(f"{value.strip()} is not in the range {_range_text(self)}.", param, ctx)
         if isinstance(number, float) and math.isnan(number):
             self.fail(f"{value!r} is not a number of seconds; expected {_range_text(self)}", param, ctx)
         return number
@@ -66,7 +79,23 @@ class StepsOrSeconds(click.FloatRange):
             self.fail(f"{value.strip()} is not in the range {_range_text(self)}.", param, ctx)
         if isinstance(value, str) and self._INTEGER.fullmatch(value):
             return int(value)
+        if isinstance(value, str) and isinstance(number, float):
+            # Kept as typed for the checks after the parsing (the run's configuration): they
+            # showed `1e999` as "inf" and `1e20` as "1e+20".
+            return TypedFloat(number, value.strip())
         return number
+
+
+class TypedFloat(float):
+    """A float that keeps the text it was typed as (``text``), for an error that names it after
+    the option's parsing: the value itself is the float's."""
+
+    text: str
+
+    def __new__(cls, number: float, text: str) -> "TypedFloat":
+        made = super().__new__(cls, number)
+        made.text = text
+        return made
 
 
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:

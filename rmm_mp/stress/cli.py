@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import FloatRange, StepsOrSeconds, refuse_beside_listing
+from rmm_mp.clitypes import FloatRange, StepsOrSeconds, TypedFloat, refuse_beside_listing
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
@@ -442,7 +442,10 @@ def _brief(report: StressReport) -> str:
 
 def _typed(number: float) -> str:
     """An option's number as typed: an integer (StepsOrSeconds keeps one exact) in full, as
-    ``:g`` would show 2^64 as 1.84467e+19; a float as ``:g`` (1e+20, inf, nan)."""
+    ``:g`` would show 2^64 as 1.84467e+19; a float as its text (StepsOrSeconds keeps it:
+    ``1e999``, not the ``inf`` made of it), else as ``:g``."""
+    if isinstance(number, TypedFloat):
+        return number.text
     return str(number) if isinstance(number, int) else f"{number:g}"
 
 
@@ -467,8 +470,10 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
         raise ValueError(f"--quiescent-every = {_typed(quiescent_every)}: quiescent points run the invariant checker, "
                          f"which this run's checkers ({', '.join(chosen) or 'none'}) leave out; add invariants "
                          "to --checkers, or leave --quiescent-every out")
-    if not det:
-        quiescent_every = float(quiescent_every)      # seconds (an integer typed is read exactly, for steps)
+    if not det or isinstance(quiescent_every, TypedFloat):
+        # Seconds (an integer typed is read exactly, for steps); a plain float past the checks,
+        # its text kept for their errors only.
+        quiescent_every = float(quiescent_every)
     if schedule == "pct" and (depth_problem := pct_depth_problem(pct_depth, steps)):
         raise ValueError(f"--pct-depth = {pct_depth} with --steps = {steps}: {depth_problem}")
     return StressConfig(

@@ -288,7 +288,7 @@ def test_a_pct_depth_beyond_the_step_budget_is_refused() -> None:
 @pytest.mark.parametrize("value, message", [
     ("inf", "--quiescent-every = inf: expected a finite number >= 0 (0 for no checks)"),
     ("nan", "--quiescent-every = nan: expected a finite number >= 0 (0 for no checks)"),
-    ("1e20", "--quiescent-every = 1e+20: a deterministic run checks every N steps; expected at most "
+    ("1e20", "--quiescent-every = 1e20: a deterministic run checks every N steps; expected at most "
              f"{U64} steps (0 for no checks)"),
 ])
 def test_a_quiescent_interval_past_a_u64_is_refused(value: str, message: str) -> None:
@@ -328,6 +328,28 @@ def test_a_quiescent_interval_past_a_u64_is_named_as_typed() -> None:
     assert res.exit_code == 2, (res.output, res.exception)
     assert (f"Error: --quiescent-every = {U64 + 1}: a deterministic run checks every N steps; expected at most "
             f"{U64} steps (0 for no checks)") in res.output, res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0<x<=86400."),
+    (["--seconds", "1e-400"], "Invalid value for '--seconds': 1e-400 is not in the range 0<x<=86400."),
+    (["--seconds", "1e999"], "Invalid value for '--seconds': 1e999 is not in the range 0<x<=86400."),
+    (["--seconds", "ten"], "Invalid value for '--seconds': 'ten' is not a number of seconds; expected 0<x<=86400"),
+    (["--quiescent-every", "1e999"], "--quiescent-every = 1e999: expected a finite number >= 0 (0 for no checks)"),
+    (["--schedule", "random", "--quiescent-every", "2.50"],
+     "--quiescent-every = 2.50: a deterministic run checks every N steps; expected a whole number of steps"),
+])
+def test_a_refused_duration_or_interval_is_named_as_typed(args: list[str], message: str) -> None:
+    """--seconds and --quiescent-every refused: the message names the option, the value as
+    typed and what was expected. click's FloatRange showed the float it made of the text
+    (`--seconds 0` as "0.0", `1e-400` as "0.0", `1e999` as "inf"), and a value that is no number
+    as "not a valid float range" with no range; the configuration's check showed
+    `--quiescent-every 1e999` as "inf" (and, in a deterministic run, `1e20` as "1e+20":
+    test_a_quiescent_interval_past_a_u64_is_refused)."""
+    res = CliRunner().invoke(stress, args)
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert f"Error: {message}" in " ".join(res.output.split()), res.output
+    assert "machine rmm-mp" not in res.output
 
 
 @pytest.mark.parametrize("args", [["--seconds", "nan"], ["--schedule", "random", "--seconds", "nan"]])
