@@ -175,9 +175,27 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
                             interrupted_by=stop.by,
                             not_done=(f"the CPUs were not started: interrupted ({stop.by}) after the population "
                                       "was built",))
-    not_done = [] if ran else [f"the CPUs' results not received: interrupted ({stop.by})"]
+    not_done: list[str] = []
     if not ran:
-        result = RunResult({}, (), True, time.monotonic() - start, f"interrupted ({stop.by})")
+        # The signal escaped run_cpus, which killed and reaped the CPU processes it had started:
+        # it came as run_cpus began, before it blocks Ctrl-C and SIGTERM to start the processes
+        # (starting the resource tracker, pickling the CPUs' plan), or, rarely, as a second one
+        # while it handled the first. Noted as a signal after the run, it skipped the final
+        # invariant check ("invariants not checked at the end: interrupted"), and the report
+        # said the CPUs' results were not received, of CPUs that never ran. When no CPU got
+        # past its set-up (each sets READY before its first call, in both modes), none made a
+        # call: the machine is as the population left it, and the signal is the run's, as one
+        # that run_cpus takes while the CPUs start up, which leaves the check in place.
+        by = stop.by
+        result = RunResult({}, (), True, time.monotonic() - start, f"interrupted ({by})", interrupted_by=by)
+        begun = [cpu for cpu in range(config.cpus) if seg.status(cpu) != ABSENT]
+        if begun:
+            not_done.append(f"the CPUs' results not received: interrupted ({by}) after CPU {begun[0]} had begun "
+                            "its operations")
+        else:
+            stop.by = ""
+            not_done.append(f"the CPUs' run not begun: interrupted ({by}) as their processes were being started, "
+                            "before any of them was ready, so none made a call")
     return ending.report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
 
 

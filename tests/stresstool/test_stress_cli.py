@@ -1641,6 +1641,38 @@ def test_a_ctrl_c_as_a_deterministic_run_starts_waits_for_cpus_still_starting(mo
     assert report.not_done == () and report.findings == (), report.text()
 
 
+@pytest.mark.usefixtures("ctrl_c")
+@pytest.mark.parametrize("schedule", ["free", "random"])
+def test_a_ctrl_c_as_run_cpus_begins_to_start_the_cpus_still_checks_the_invariants(
+        monkeypatch: pytest.MonkeyPatch, schedule: str) -> None:
+    """Ctrl-C as run_cpus begins, before it blocks Ctrl-C and SIGTERM to start the CPU processes
+    (sent here as it pickles the CPUs' plan; so no CPU process starts): the KeyboardInterrupt
+    escapes run_cpus. The run ends interrupted, with no finding; the final invariant check is
+    made (the machine is as the population left it: no CPU made a call) and the one "not done"
+    line says the CPUs' run was not begun and why. Noted as a signal after the run, it skipped the
+    check ("invariants not checked at the end: interrupted (Ctrl-C)"), the report unable to say
+    whether the invariants held, and said "the CPUs' results not received" of CPUs never run."""
+    from rmm_mp import cpu_args
+    from rmm_mp.stress import ending, runner
+    from rmm_mp.stress.config import StressConfig
+    checks: list[object] = []
+    real_invariants = ending.invariants
+    monkeypatch.setattr(ending, "invariants", lambda machine: checks.append(machine) or real_invariants(machine))
+    pickle_args = cpu_args.pickle_args
+
+    def interrupted(args: tuple[Any, ...]) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        return pickle_args(args)
+    monkeypatch.setattr(cpu_args, "pickle_args", interrupted)
+    config = StressConfig(workload="tables", schedule=schedule, seconds=60)
+    report = runner.run(config)
+    assert report.interrupted and report.ended == "interrupted" and report.findings == (), report.text()
+    assert report.not_done == ("the CPUs' run not begun: interrupted (Ctrl-C) as their processes were being "
+                               "started, before any of them was ready, so none made a call",), report.not_done
+    assert len(checks) == 1, checks
+    assert report.interrupted_by == "Ctrl-C"
+
+
 _TERMINATED = "did not stop within 0.1 s of being asked and was terminated"
 """How a stand-in for run_cpus says a CPU was killed after the grace time."""
 
