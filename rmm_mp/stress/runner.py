@@ -40,7 +40,8 @@ from rmm_mp.stress.population import build
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
 from rmm_mp.stress.shared import (
-    ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, STRATEGIES, StressSegment,
+    ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, NO_FIRST_TURN, STRATEGIES,
+    StressSegment,
 )
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 from rmm_mp.stress.worker import CpuPlan, stress_cpu
@@ -301,6 +302,21 @@ class _Supervisor:
         seg, plan = self.seg, self.plan
         assert plan is not None
         if not self.started:
+            if seg.turn == NO_FIRST_TURN:
+                return
+            if seg.end != END_ABORT and self.machine.control.stop_requested:
+                # Stopped (Ctrl-C, SIGTERM, the time limit) before the first turn: none is given,
+                # and every CPU leaves once registered (stress.sched's start), at once and all
+                # together. Given the first turn once all had registered, the CPUs passed it at
+                # random until each had seen the stop, racing the grace time that ran from the
+                # stop: a Ctrl-C 1.3 s into a 16-CPU start-up of 11.9 s on a loaded host (12 s of
+                # grace) had the CPU holding the turn killed, a cpu-died finding, the run
+                # "aborted" and the final invariant check skipped. One byte to every CPU wakes
+                # those parked; those still starting up see the word before they park.
+                seg.set_turn(NO_FIRST_TURN)
+                for wake in self.wakes:
+                    os.write(wake.fileno(), b"\0")  # type: ignore[attr-defined]
+                return
             if seg.registered < self.config.cpus:
                 return
             first = pick(plan.strategy, 0, list(range(self.config.cpus)), -1, seg, dict(plan.switches))

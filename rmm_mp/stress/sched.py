@@ -33,7 +33,7 @@ from rmm_mp.hw import points
 from rmm_mp.stress.probe import StressAbort
 from rmm_mp.stress.watchdog import stuck_finding
 from rmm_mp.stress.shared import (
-    BLOCKED, DONE, END_ABORT, END_DRAIN, END_RUNNING, READY, RUNNING, StressSegment,
+    BLOCKED, DONE, END_ABORT, END_DRAIN, END_RUNNING, NO_FIRST_TURN, READY, RUNNING, StressSegment,
 )
 
 if TYPE_CHECKING:
@@ -108,18 +108,22 @@ class Scheduler:
 
     # -- entering and leaving -------------------------------------------------------------
 
-    def start(self) -> None:
-        """Register as ready and wait for the first turn (the parent hands it out)."""
+    def start(self) -> bool:
+        """Register as ready and wait for the first turn (the parent hands it out). False when
+        the run was stopped before the parent gave it (NO_FIRST_TURN): this CPU then leaves
+        without a step, and ``finish`` takes none either."""
         self.seg.set_status(self.cpu, READY)
         self.seg.register()
-        self._wait()
+        if not self._wait(first=True):
+            return False
         self.seg.set_status(self.cpu, RUNNING)
+        return True
 
     def finish(self) -> None:
         """This CPU has nothing more to do: hand the turn on for good."""
         seg = self.seg
         seg.set_status(self.cpu, DONE)
-        if seg.end == END_ABORT:
+        if seg.end == END_ABORT or seg.turn == NO_FIRST_TURN:
             return
         # A step of its own, so that every decision has a distinct step (replay keys on it).
         step = self.step = seg.next_step()
@@ -212,13 +216,20 @@ class Scheduler:
         seg.set_turn(nxt)
         os.write(self.wake[nxt], b"\0")
 
-    def _wait(self) -> None:
-        while True:
+    def _wait(self, first: bool = False) -> bool:
+        """Park until this CPU has the turn (True), or the run is aborted (StressAbort). The
+        wait for the first turn (``first``) also ends, False, when the parent gives none
+        (NO_FIRST_TURN): looked at before each read, since a CPU that registers after the
+        parent decided that has no byte coming to it."""
+        while not (first and self.seg.turn == NO_FIRST_TURN):
             os.read(self.park, 1)
             if self.seg.turn == self.cpu or self.seg.end == END_ABORT:
                 break
+        else:
+            return False
         if self.seg.end == END_ABORT:
             raise StressAbort("the run was aborted while this CPU was parked")
+        return True
 
     def _stuck(self) -> None:
         """No CPU can run but some are blocked: report, abort everyone, raise here."""

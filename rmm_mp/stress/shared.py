@@ -8,8 +8,9 @@ Little-endian; every word is read and written with atomic loads and stores:
     0x010  mode u32 (0 free-running, 1 deterministic), strategy u32 (0 random, 1 PCT, 2 replay)
     0x018  CPUs registered u32
     0x020  step u64: schedule points passed (deterministic mode)
-    0x028  turn u32: the CPU that may run; end u32: 0 running, 1 draining (no new operation
-           starts), 2 aborted (parked CPUs leave their call at once)
+    0x028  turn u32: the CPU that may run (0xFFFFFFFF: none yet; NO_FIRST_TURN: the run was
+           stopped before the first turn, which none gets); end u32: 0 running, 1 draining (no
+           new operation starts), 2 aborted (parked CPUs leave their call at once)
     0x030  the scheduler's random state u64 (splitmix64), shared so that whichever CPU decides
            draws the next number
     0x038  step budget u64; 0x040 context switches u64; 0x048 preemptions u64
@@ -46,6 +47,9 @@ page, which held 60 CPUs' words: the one limit on the CPU count the stress tool 
 MODE_FREE, MODE_DETERMINISTIC = 0, 1
 STRATEGIES: Final = ("random", "pct", "replay")
 END_RUNNING, END_DRAIN, END_ABORT = 0, 1, 2
+NO_FIRST_TURN: Final = 0xFFFF_FFFE
+"""The turn word of a deterministic run stopped (Ctrl-C, SIGTERM, its time limit) before the parent
+gave the first turn: none is given, and each CPU leaves once registered, without a step."""
 
 # per-CPU status
 ABSENT, READY, RUNNING, BLOCKED, DONE = 0, 1, 2, 3, 4

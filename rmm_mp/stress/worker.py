@@ -191,7 +191,8 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
     control = cpu.machine.control
     try:
         if sched is not None:
-            sched.start()
+            if not sched.start():
+                return "stopped"        # before the first turn: no step, nothing to replay
         else:
             _await_the_others(seg, control, part)
         while True:
