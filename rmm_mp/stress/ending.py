@@ -138,7 +138,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _total(r.counts for r in results.values()),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
-                        result.interrupted or bool(stop.by), sup.ready_at, tuple(not_done),
+                        result.interrupted or bool(stop.by), sup.startup_s, tuple(not_done),
                         tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
                         tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
                         _total(r.bug_calls for r in results.values()),

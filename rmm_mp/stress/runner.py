@@ -145,8 +145,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.cpus)] if plan is not None else []
     cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes), tuple(w for _, w in pipes))  # type: ignore[arg-type]
-    sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick)
     start = time.monotonic()
+    sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick, origin=start)
 
     started = False
 
@@ -235,8 +235,13 @@ class _Supervisor:
     """The parent's tick: first turn, hang watch, watchdog, quiescent pauses."""
 
     def __init__(self, machine: Machine, seg: StressSegment, config: StressConfig, plan: SchedPlan | None,
-                 wakes: tuple[object, ...], on_tick: Callable[[float, StressSegment], None] | None) -> None:
+                 wakes: tuple[object, ...], on_tick: Callable[[float, StressSegment], None] | None,
+                 origin: float | None = None) -> None:
         self.machine, self.seg, self.config, self.plan, self.wakes = machine, seg, config, plan, wakes
+        self.origin = time.monotonic() if origin is None else origin
+        """When the run began (time.monotonic), as the report's elapsed time counts it: before
+        run_cpus spawned the CPU processes. The ticks' ``elapsed`` counts from after the
+        spawning, which took 15 s of 64 CPUs' start-up on a loaded 2-core host."""
         self.on_tick = on_tick
         self.started = False
         self.first = -1
@@ -252,6 +257,9 @@ class _Supervisor:
         self.ready_at: float | None = None
         """The tick time at which every CPU was first seen ready (free-running: READY or DONE;
         deterministic: registered, when the first CPU is given its turn)."""
+        self.startup_s: float | None = None
+        """The same moment in seconds from ``origin``: the report's start-up time, counted as its
+        elapsed time is. Taken from the ticks' clock, it left out the CPU processes' spawning."""
 
     def tick(self, elapsed: float) -> str | None:
         """run_cpus's on_tick: "time is up" once a free-running run's time is (run_cpus then
@@ -323,6 +331,7 @@ class _Supervisor:
             self.started = True
             self.first = first
             self.ready_at = elapsed
+            self.startup_s = time.monotonic() - self.origin
             seg.set_turn(first)
             os.write(self.wakes[first].fileno(), b"\0")  # type: ignore[attr-defined]
             return
@@ -355,6 +364,7 @@ class _Supervisor:
         if self.ready_at is None:
             if all(self.seg.status(cpu) != ABSENT for cpu in range(self.config.cpus)):
                 self.ready_at = elapsed
+                self.startup_s = time.monotonic() - self.origin
         elif elapsed - self.ready_at >= self.config.seconds:
             return "time is up"
         return None

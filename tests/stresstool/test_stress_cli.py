@@ -1720,6 +1720,33 @@ def _stress_segments(monkeypatch: pytest.MonkeyPatch) -> "list[StressSegment]":
     return segs
 
 
+@pytest.mark.parametrize("schedule", ["free", "random"])
+def test_the_start_up_time_includes_the_spawning_of_the_cpu_processes(monkeypatch: pytest.MonkeyPatch,
+                                                                      schedule: str) -> None:
+    """The report's start-up time is counted as its elapsed time is, from the run's start: a
+    stand-in for run_cpus takes 0.4 s to "spawn" the CPU processes, then its first tick (0.05 s
+    on its own clock, which starts after the spawning) sees every CPU ready. The start-up is
+    0.4 s or more, not 0.05: taken from the ticks' clock it left out the spawning, which took
+    15 s of a 64-CPU run's start-up on a loaded 2-core host (the report said 32.0 s of start-up
+    where the CPUs were all ready 47 s into the run, so the run's own part looked 15 s longer
+    than it was)."""
+    from rmm_mp.cpu_outcome import RunResult
+    from rmm_mp.stress import runner, shared
+    from rmm_mp.stress.config import StressConfig
+    segs = _stress_segments(monkeypatch)
+
+    def run_cpus(*args: Any, **kwargs: Any) -> RunResult:
+        time.sleep(0.4)                                 # the spawning, before run_cpus's clock starts
+        for cpu in (0, 1):
+            segs[0].set_status(cpu, shared.READY)
+            segs[0].register()
+        kwargs["on_tick"](0.05)
+        return RunResult({}, (), False, 0.05, "time is up")
+    monkeypatch.setattr(runner, "run_cpus", run_cpus)
+    report = runner.run(StressConfig(workload="tables", schedule=schedule, seconds=60, checkers=()))
+    assert report.startup_s is not None and 0.4 <= report.startup_s <= report.elapsed_s, report.text()
+
+
 def test_a_ctrl_c_killing_deterministic_cpus_still_starting_up_ends_the_run_interrupted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic run stopped by a Ctrl-C while its CPU processes still start up, on a host where
