@@ -357,3 +357,30 @@ def test_unsampled_calls_count_their_errors() -> None:
     assert (delegate.count, delegate.sum_ns, delegate.max_ns, delegate.errors) == (3, 600 + 700 + 400, 700, 1)
     assert (undelegate.count, undelegate.sum_ns, undelegate.errors) == (1, 300, 0)
     assert sum(undelegate.buckets) == 1 and sum(delegate.buckets) == 3
+
+
+def test_a_call_the_rmm_crashed_in_and_a_non_rmi_smc_are_counted_nowhere() -> None:
+    """docs/latency.md, "Not counted at all": five RMI_VERSION calls are recorded; a host SMC
+    outside the RMI range (EL3 answers SMC_UNKNOWN) and an RMI_VERSION during which the RMM
+    crashed (an exception left the handler) add no call, no error and no time to any slot;
+    the five calls before them are still there once the handle is closed."""
+    from rmm_mp.hw.faults import RmmInternalError
+    from rmm_mp.stats.calls import rmi_slot
+    from rmm_mp.stats.report import collect, total_calls
+    with Machine.create("host", cpus=1) as m:
+        cpu = m.cpu(0)
+        for _ in range(5):
+            assert cpu.smc(RmiFid.RMI_VERSION, 0x10000)[0] == SUCCESS
+        assert cpu.smc(0x8400_0000)[0] == SMC_UNKNOWN    # PSCI_VERSION from the host: not RMI
+
+        def crash(*_: int) -> tuple[int, int, int, int, int]:
+            raise ZeroDivisionError("an RMM bug")
+
+        cpu.monitor.rmm = crash
+        with pytest.raises(RmmInternalError):
+            cpu.smc(RmiFid.RMI_VERSION, 0x10000)
+        cpu.close()
+        stats = collect(m, [0])
+    version = stats[0][rmi_slot(RmiFid.RMI_VERSION)]
+    assert (version.count, version.errors, sum(version.buckets)) == (5, 0, 5)
+    assert total_calls(stats) == 5
