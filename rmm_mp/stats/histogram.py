@@ -257,6 +257,14 @@ class CallStats:
             return self.max_ns
         return min(bucket_bounds(bucket)[1], self.max_ns)
 
+    def half_written(self) -> bool:
+        """True when a flush was cut off in this slot (its CPU process killed during it): the
+        counters disagree, the count with its buckets' sum or the EL3, handler and lock-wait sums
+        with the time. Every complete flush leaves them agreeing, so a report of a finished run
+        can tell; such a slot's percentiles and time split do not hold (a p90 can read the
+        maximum). A reader racing a live writer sees this too, until the flush ends."""
+        return sum(self.buckets) != self.count or self.el3_ns + self.handler_ns + self.lockwait_ns != self.sum_ns
+
     def merged(self, other: "CallStats") -> "CallStats":
         return CallStats(
             self.count + other.count, self.sum_ns + other.sum_ns, max(self.max_ns, other.max_ns),

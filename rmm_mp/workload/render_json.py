@@ -25,6 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rmm_mp.outpaths import replacing
+from rmm_mp.stats import calls
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.histogram import FLUSH_INTERVAL_NS
 from rmm_mp.words import count as _count
@@ -32,6 +33,9 @@ from rmm_mp.workload.report import EXCEPTION_LOOP_FACTOR, EXCEPTION_LOOP_MIN, Gu
 
 SCHEMA = "rmm-mp-run-report/1"
 MAX_VIOLATIONS = 100
+MAX_HALF_WRITTEN_NAMED = 5
+"""Half-written rows a CPU's warning names (a flush cut off between its two passes leaves every
+slot it changed with a stale time split)."""
 MAX_LOOPING_NAMED = 5
 """Realms the exception-loop warning names (a lifecycle run may have thousands of instances)."""
 
@@ -68,6 +72,7 @@ def warnings(report: RunReport) -> list[str]:
         else:
             out.append(f"CPU {cpus} died without publishing {its} lock figures (with --no-latency they are published "
                        f"only at the end): the lock table has none of {its} locks")
+    out.extend(_half_written_warnings(report))
     looping = [r for r in report.realms if r.exception_loop]
     if looping:
         # A row of folded lifecycle instances names how many of them looped, each judged alone.
@@ -85,6 +90,24 @@ def warnings(report: RunReport) -> list[str]:
         out.append(f"the trace holds only the newest {report.trace_capacity:,} records of each CPU, so its timeline "
                    f"starts late; older records were overwritten ({lost}; the file's otherData.dropped); to trace "
                    f"a run from its start, make it shorter (--seconds or --iterations)")
+    return out
+
+
+def _half_written_warnings(report: RunReport) -> list[str]:
+    """One warning per CPU with slots a flush left half written (CallStats.half_written): a CPU
+    process killed while it flushed. Its other rows are whole, up to that flush."""
+    out = []
+    for cpu, per_slot in sorted(report.stats.items()):
+        torn = [(slot, s) for slot, s in sorted(per_slot.items(), key=lambda item: calls.name(item[0]))
+                if s.half_written()]
+        if not torn:
+            continue
+        named = ", ".join(f"{calls.name(slot)} ({s.count:,} calls counted, {sum(s.buckets):,} in its histogram)"
+                          if sum(s.buckets) != s.count else f"{calls.name(slot)} (its time split not updated)"
+                          for slot, s in torn[:MAX_HALF_WRITTEN_NAMED])
+        more = f" and {len(torn) - MAX_HALF_WRITTEN_NAMED:,} more" if len(torn) > MAX_HALF_WRITTEN_NAMED else ""
+        out.append(f"CPU {cpu} died during a flush of its figures, so some are half written: {named}{more}; "
+                   f"in those rows and their \"all\" rows the percentiles and the time split do not hold")
     return out
 
 

@@ -7,7 +7,8 @@ validate; the document carries the figures the report holds (seed, host facts, w
 with their "all" sums, processes, realms, failures, the RMI time split); write_json writes the
 same document; the CSV has one row per latency record with the JSON's columns; a real run (a
 realm on CPU 0, then two CPU processes delegating, pinned) validates and its records count the
-calls that were made.
+calls that were made; a CPU killed during a flush gets a warning naming the rows it left half
+written.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from report_samples import delegate_rounds, delegate_rounds_then_die, hand_built, real_run
+from report_samples import delegate_rounds, delegate_rounds_then_die, hand_built, real_run, slot_of, stats_of
 from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.cpu_outcome import ProcessUsage
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stats import report as latency
@@ -240,3 +242,40 @@ def test_a_plot_of_a_run_without_calls_is_an_output_error_not_a_crash(tmp_path: 
     assert doc["output_errors"] == [f"could not write the plot report to {png}: no calls were recorded: "
                                     "there is no latency to plot"]
     assert "Report files not written" in render.format_report(report)
+
+
+def test_figures_a_killed_flush_left_half_written_are_named_in_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 flushed 1,000 DELEGATE calls, then was killed while flushing 1,000 more: the slot's
+    count and sum took them, its buckets and EL3 / handler sums did not. Such a row's percentiles
+    (its p90 reads the maximum) and time split (its parts no longer add up to its time) are
+    wrong, so the report must say which rows they are; a report of whole flushes warns nothing
+    of the kind."""
+    from rmm_mp.stats import histogram
+    DELEGATE_SLOT = slot_of(int(RmiFid.RMI_GRANULE_DELEGATE))
+    region = memoryview(bytearray(histogram.REGION_BYTES))
+    recorder = histogram.Recorder(region)
+    for total in range(1000, 2000):
+        recorder.record(DELEGATE_SLOT, total, 200, 0, False)
+    recorder.flush(0)
+    for total in range(6000, 7000):
+        recorder.appends[DELEGATE_SLOT](total)
+
+    class Killed(Exception):
+        """The process ending there, as far as the shared region can tell."""
+
+    def killed(*_: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(histogram, "_add_to_buckets", killed)
+    with pytest.raises(Killed):
+        recorder.flush(0)
+    monkeypatch.undo()
+    recorder.release()
+    torn = histogram.read_slot(region, DELEGATE_SLOT)
+    assert torn.count == 2000 and sum(torn.buckets) == 1000 and torn.percentile(90) == torn.max_ns
+    stats = {0: {DELEGATE_SLOT: stats_of(DELEGATE_SLOT, [1500] * 10, el3=0.2)}, 1: {DELEGATE_SLOT: torn}}
+    warned = render.warnings(hand_built(stats=stats))
+    expected = ("CPU 1 died during a flush of its figures, so some are half written: RMI_GRANULE_DELEGATE (2,000 "
+                "calls counted, 1,000 in its histogram)")
+    assert any(w.startswith(expected) for w in warned), warned
+    assert not any("half written" in w for w in render.warnings(hand_built()))
