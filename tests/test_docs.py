@@ -464,3 +464,59 @@ def test_latency_doc_names_every_field_of_the_run_json() -> None:
     split = re.search(r"`total_ns` = `el3_ns` \+ `rmm_ns` \+\s+`lock_wait_ns`", section)
     assert split and {"cpu", "calls", "total_ns", "el3_ns", "rmm_ns", "lock_wait_ns"} == set(
         schema["properties"]["time_split"]["items"]["properties"])
+
+
+def _doc_facts() -> list[tuple[str, str]]:
+    """(doc, phrase) for each hand-written number of the prose docs that is a constant of the
+    code, the phrase built from the constant as the doc words it."""
+    from rmm_mp import interrupts, runtime
+    from rmm_mp.abi.cca_token import TOKEN_BUFFER_SIZE
+    from rmm_mp.el3.monitor import SPLIT_EVERY
+    from rmm_mp.host.runqueue import MAX_QUEUES
+    from rmm_mp.hw import control, granule, trace
+    from rmm_mp.hw.quiesce import LEASE_NS
+    from rmm_mp.rmm.attestation import SIGNING_STEPS, STEP_COST
+    from rmm_mp.stats.histogram import FLUSH_INTERVAL_NS
+    words = {6: "Six", 7: "Seven", 8: "Eight"}
+    arch, lock, dev, readme = "docs/architecture.md", "docs/locking.md", "docs/deviations.md", "README.md"
+    return [
+        (arch, f"| `ctl` | {control.SIZE >> 20} MiB (sparse) |"),
+        (arch, f"quiescent points, {control.PARTICIPANTS_MAX:,} entries at {control.OFF_PARTICIPANTS:#x})"),
+        (arch, f"| `granules` | {granule.DESCRIPTOR_SIZE} bytes per DRAM granule |"),
+        (arch, f"a ring of N {trace.RECORD_SIZE}-byte records per CPU"),
+        (arch, f"host area (from {control.OFF_HOST_RUN:#x})"),
+        (arch, f"{words.get(MAX_QUEUES - 1, MAX_QUEUES - 1)} more run queues (from {control.OFF_HOST_QUEUES:#x})"),
+        (arch, f"holds one of {control.QUIESCE_SLOTS} pause slots"),
+        (arch, f"lets the CPUs go within {LEASE_NS / 1e9:g} s"),
+        (arch, f"`runtime.STARTUP_S` ({runtime.STARTUP_S:g} s, times the simulated CPUs per host core, "
+               f"1 to {runtime.SLACK_CAP:g})"),
+        (arch, f"a SIGTERM within {interrupts.REPEAT_S:g} s of the last one taken (`interrupts.REPEAT_S`)"),
+        (arch, f"a SIGINT within {interrupts.COPY_S * 1000:g} ms of the last one taken (`interrupts.COPY_S`"),
+        (arch, f"at most every {FLUSH_INTERVAL_NS // 1_000_000} ms"),
+        (arch, f"measured on about one call in {SPLIT_EVERY} "),
+        (readme, f"measured on about 1 call in {SPLIT_EVERY} "),
+        (readme, f"a SIGTERM within {interrupts.REPEAT_S:g} s or a SIGINT (`timeout -s INT`) within "
+                 f"{interrupts.COPY_S * 1000:g} ms of the last one taken"),
+        (lock, f"`{granule.HOST_OWNER_FLAG:#_x} | pid`"),
+        (lock, f"sleeps of up to {granule.SLEEP_MAX_S * 1000:g} ms"),
+        (dev, f"SIGNING_STEPS ({SIGNING_STEPS}) steps, each charged STEP_COST ({STEP_COST:,}) guest instructions"),
+        (dev, f"longer than INIT's bound ({TOKEN_BUFFER_SIZE} bytes"),
+        (dev, f"| refcount field | {granule.REFCOUNT_MASK.bit_length()} bits |"),
+    ]
+
+
+def test_hand_written_numbers_of_the_docs_are_the_code_constants() -> None:
+    """The numbers that README.md, docs/architecture.md, docs/locking.md and docs/deviations.md
+    give for constants of the code (the control block's size and offsets, the participant table's
+    and the pause slots' counts, the quiesce lease, the start-up allowance and its cap, the
+    signal repeat windows, the latency flush interval and split sampling, the host lock word, the
+    lock backoff's longest sleep, the attestation signing steps, the token bound, the refcount
+    width) are written by hand: each phrase, rebuilt from the constant, is in its doc (line
+    breaks read as spaces), so a constant changed without the doc fails here. Found in step by
+    a docs audit that checked them one by one."""
+    missing = []
+    for doc, phrase in _doc_facts():
+        text = re.sub(r"\s+", " ", (ROOT / doc).read_text())
+        if phrase not in text:
+            missing.append(f"{doc}: {phrase}")
+    assert not missing, missing
