@@ -17,7 +17,10 @@ looks at the setter's process every LOOK_EVERY tries, and when it has ended (gon
 its pid now naming a process started at another time) takes the set-up over, with a
 compare-and-swap on that very setter word (of two such waiters one wins), and does it again from
 the start. So a set-up must be idempotent: it may only store values and set bits that nothing
-reads before the 2.
+reads before the 2. A takeover must never run over a ready area, whose users have stored since
+(a run queue's published cells): so the waiter reads the state again after finding the setter
+ended (a setter may store the 2 and end between the waiter's read of the state and its look),
+and it relies on a live setter never being judged ended (binding_ended).
 
 This module owns the protocol. It must not know the layouts of the areas it sets up.
 """
@@ -51,7 +54,13 @@ def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Cal
     tries = 0
     while view.load_u32(state) != READY:
         word = view.load_u64(setter)
-        if (word == 0 or (tries > SPIN_TRIES + YIELD_TRIES and tries % LOOK_EVERY == 0 and binding_ended(word))) \
+        # The state is read again once the setter is known to have ended: it may have stored
+        # READY and ended after the read above, and a set-up redone over a ready area would undo
+        # what its users have stored since (a run queue's published cells). Read after its end,
+        # a state short of READY stays so: only the setter word's holder stores it, and a
+        # waiter that took the set-up over meanwhile changed that word, failing the swap below.
+        if (word == 0 or (tries > SPIN_TRIES + YIELD_TRIES and tries % LOOK_EVERY == 0 and binding_ended(word)
+                          and view.load_u32(state) != READY)) \
                 and view.cas_u64(setter, word, me) == word:
             view.store_u32(state, BUSY)
             set_up()

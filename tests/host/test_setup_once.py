@@ -93,3 +93,36 @@ def test_a_set_up_whose_process_ended_is_taken_over(area: str) -> None:
         finally:
             view.store_u32(state, 2)    # let a wait that did not end (the old code's) end, before the machine closes
             waiter.join(timeout=30)
+
+
+def test_a_setter_that_finished_and_ended_during_a_look_is_not_redone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run queues' setter stores READY and its process ends (killed, or its run over) while a
+    waiter is between its look at the state word (still BUSY) and its look at the setter's
+    process (ended). Meanwhile a producer has published ring position 0 (its cell's sequence 1).
+    The waiter must see the READY and leave the area alone. It took the set-up over on the
+    strength of the stale BUSY: it stored BUSY over the READY (holding every later handle) and
+    redid the set-up, setting the published cell free again (sequence 0), so the next producer
+    would overwrite the vCPU in it."""
+    from rmm_mp.host import setup_once
+    with Machine.create("host", cpus=2) as m:
+        view = m.control.view
+        view.store_u64(runqueue._SETTER, binding_word(os.getpid(), process.own_start_ms() - 10_000))
+        view.store_u32(runqueue._INIT, 1)
+        _, _, ring = runqueue.QUEUES[0]
+        looks: list[int] = []
+
+        def setter_finishes_and_ends(word: int) -> bool:
+            """The setter's last stores, a producer's publication, then the setter is gone."""
+            looks.append(word)
+            for _, _, r in runqueue.QUEUES:
+                for i in range(runqueue.RING_SLOTS):
+                    view.store_u64(r + 16 * i, i)
+            view.store_u32(runqueue._INIT, 2)
+            view.store_u64(ring, 1)
+            return True
+
+        monkeypatch.setattr(setup_once, "binding_ended", setter_finishes_and_ends)
+        RunQueue(m)
+        assert looks, "the waiter never looked at the setter's process"
+        assert view.load_u32(runqueue._INIT) == 2
+        assert view.load_u64(ring) == 1, "the set-up was redone over a ready ring: position 0's cell is free again"
