@@ -20,7 +20,9 @@ the start. So a set-up must be idempotent: it may only store values and set bits
 reads before the 2. A takeover must never run over a ready area, whose users have stored since
 (a run queue's published cells): so the waiter reads the state again after finding the setter
 ended (a setter may store the 2 and end between the waiter's read of the state and its look),
-and it relies on a live setter never being judged ended (binding_ended).
+and it relies on a live setter never being judged ended (binding_ended). A setter whose set-up
+raises gives its claim back (the setter word to 0) and leaves the state at 1: the next handle
+claims it and sets the area up.
 
 This module owns the protocol. It must not know the layouts of the areas it sets up.
 """
@@ -63,7 +65,14 @@ def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Cal
                           and view.load_u32(state) != READY)) \
                 and view.cas_u64(setter, word, me) == word:
             view.store_u32(state, BUSY)
-            set_up()
+            try:
+                set_up()
+            except BaseException:
+                # This process lives on (an interactive session, a supervisor that handles the
+                # interrupt): a claim left naming it would hold every later handle for ever.
+                # Given back, the next handle's claim (from 0) does the set-up again.
+                view.cas_u64(setter, me, 0)
+                raise
             view.store_u32(state, READY)
             return
         tries += 1

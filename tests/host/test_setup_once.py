@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from rmm_mp import Machine
-from rmm_mp.host import nsalloc, runqueue
+from rmm_mp.host import nsalloc, runqueue, setup_once
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.host.runqueue import RunQueue
 from rmm_mp.hw import process
@@ -103,7 +103,6 @@ def test_a_setter_that_finished_and_ended_during_a_look_is_not_redone(monkeypatc
     strength of the stale BUSY: it stored BUSY over the READY (holding every later handle) and
     redid the set-up, setting the published cell free again (sequence 0), so the next producer
     would overwrite the vCPU in it."""
-    from rmm_mp.host import setup_once
     with Machine.create("host", cpus=2) as m:
         view = m.control.view
         view.store_u64(runqueue._SETTER, binding_word(os.getpid(), process.own_start_ms() - 10_000))
@@ -126,3 +125,31 @@ def test_a_setter_that_finished_and_ended_during_a_look_is_not_redone(monkeypatc
         assert looks, "the waiter never looked at the setter's process"
         assert view.load_u32(runqueue._INIT) == 2
         assert view.load_u64(ring) == 1, "the set-up was redone over a ready ring: position 0's cell is free again"
+
+
+def test_a_set_up_that_raised_is_done_by_the_next_handle() -> None:
+    """The process setting the run queues up gets an exception inside the set-up (a
+    KeyboardInterrupt, a MemoryError) and lives on, as an interactive session or a supervisor
+    that handles it does. The next handle made, by it or any other process of the machine,
+    does the set-up. The claim stayed with the live process: every later handle waited for
+    ever for a set-up nobody would finish."""
+    with Machine.create("host", cpus=2) as m:
+        view = m.control.view
+
+        class Interrupted(Exception):
+            """The exception the set-up got."""
+
+        def interrupted() -> None:
+            raise Interrupted
+        with pytest.raises(Interrupted):
+            setup_once.set_up_once(view, runqueue._INIT, runqueue._SETTER, interrupted)
+        made = threading.Event()
+        waiter = threading.Thread(target=lambda: (RunQueue(m), made.set()), daemon=True)
+        waiter.start()
+        try:
+            waiter.join(timeout=10)
+            assert made.is_set(), "the handle waits for a set-up its live claimer gave up"
+            assert view.load_u32(runqueue._INIT) == 2 and _runqueue_done(m)
+        finally:
+            view.store_u32(runqueue._INIT, 2)    # let a wait that did not end (the old code's) end
+            waiter.join(timeout=30)
