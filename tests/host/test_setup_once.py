@@ -121,10 +121,17 @@ def test_a_setter_that_finished_and_ended_during_a_look_is_not_redone(monkeypatc
             return True
 
         monkeypatch.setattr(setup_once, "binding_ended", setter_finishes_and_ends)
-        RunQueue(m)
-        assert looks, "the waiter never looked at the setter's process"
-        assert view.load_u32(runqueue._INIT) == 2
-        assert view.load_u64(ring) == 1, "the set-up was redone over a ready ring: position 0's cell is free again"
+        made = threading.Event()
+        waiter = threading.Thread(target=lambda: (RunQueue(m), made.set()), daemon=True)
+        waiter.start()
+        try:
+            waiter.join(timeout=30)
+            assert made.is_set() and looks, "the handle still waits"
+            assert view.load_u32(runqueue._INIT) == 2
+            assert view.load_u64(ring) == 1, "the set-up was redone over a ready ring: position 0's cell is free again"
+        finally:
+            view.store_u32(runqueue._INIT, 2)    # let a wait that did not end end, before the machine closes
+            waiter.join(timeout=30)
 
 
 def test_a_set_up_that_raised_is_done_by_the_next_handle() -> None:
