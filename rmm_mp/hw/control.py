@@ -3,8 +3,11 @@
 Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
 
     0x0000  magic "RMMMPCTL", layout version u32, cpus u32
-    0x0010  creator pid u32, creator start time (ms since the epoch) u64
+    0x0010  creator pid u32, 0 u64 (layouts up to 4 kept the creator's wall-clock start time
+            here; a 0 makes their orphan check, which reads this word whatever the layout, go by
+            the pid alone rather than take a live machine of this layout for an orphan)
     0x0020  per-CPU area size u64, platform JSON length u32
+    0x0030  creator start time, ms since boot u64 (hw.process: no clock step moves it)
     0x0040  dead flag u32 (0 alive, 1 dead), dead reason length u32
     0x0080  run control: stop flag u32
     0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64 (hw.tlb)
@@ -41,7 +44,7 @@ import time
 import atomicshm
 
 MAGIC = b"RMMMPCTL"
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 SIZE = 1 << 20
 
 _HEADER = struct.Struct("<8sII")
@@ -49,6 +52,7 @@ _CREATOR = struct.Struct("<IxxxxQ")
 _AREA = struct.Struct("<QI")
 OFF_CREATOR = 0x10
 OFF_AREA = 0x20
+OFF_CREATOR_START = 0x30
 OFF_DEAD = 0x40
 OFF_DEAD_LEN = 0x44
 OFF_STOP = 0x80
@@ -89,7 +93,8 @@ class Control:
         if len(data) > PLATFORM_MAX:
             raise ValueError(f"platform description is {len(data)} bytes as JSON; at most {PLATFORM_MAX} fit")
         _HEADER.pack_into(self.buf, 0, MAGIC, LAYOUT_VERSION, cpus)
-        _CREATOR.pack_into(self.buf, OFF_CREATOR, creator_pid, creator_start_ms)
+        _CREATOR.pack_into(self.buf, OFF_CREATOR, creator_pid, 0)
+        struct.pack_into("<Q", self.buf, OFF_CREATOR_START, creator_start_ms)
         _AREA.pack_into(self.buf, OFF_AREA, area_size, len(data))
         self.buf[OFF_PLATFORM:OFF_PLATFORM + len(data)] = data
 
@@ -119,8 +124,8 @@ class Control:
 
     @property
     def creator(self) -> tuple[int, int]:
-        """(pid, start time in ms since the epoch) of the creating process."""
-        return _CREATOR.unpack_from(self.buf, OFF_CREATOR)
+        """(pid, start time in ms since boot) of the creating process."""
+        return _CREATOR.unpack_from(self.buf, OFF_CREATOR)[0], struct.unpack_from("<Q", self.buf, OFF_CREATOR_START)[0]
 
     @property
     def area_size(self) -> int:

@@ -14,7 +14,7 @@ import os
 import struct
 
 from rmm_mp.hw import process
-from rmm_mp.hw.control import MAGIC, OFF_CREATOR
+from rmm_mp.hw.control import LAYOUT_VERSION, MAGIC, OFF_CREATOR_START
 from rmm_mp.hw.segment import MachineSegments, list_machines, segment_path, unlink_machine
 
 
@@ -27,14 +27,19 @@ def creator_start_ms(prefix: str) -> int | None:
     except OSError:
         return None
     try:
-        header = os.pread(fd, 0x20, 0)
+        header = os.pread(fd, OFF_CREATOR_START + 8, 0)
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(header) < 0x20 or header[:8] != MAGIC:
+    if len(header) < OFF_CREATOR_START + 8 or header[:8] != MAGIC:
         return None
-    return struct.unpack_from("<Q", header, OFF_CREATOR + 8)[0]
+    # Another layout's start time may be of another kind (up to layout 4: wall-clock ms, which
+    # never equals a start since boot): unknown, so the pid alone decides, as for a creator
+    # that could not read its own start time.
+    if struct.unpack_from("<I", header, 8)[0] != LAYOUT_VERSION:
+        return None
+    return struct.unpack_from("<Q", header, OFF_CREATOR_START)[0]
 
 
 def is_orphan(machine: MachineSegments) -> bool:

@@ -3,6 +3,14 @@
 A pid alone can be reused after its process dies; (pid, start time in ms) names one process.
 Zombies count as dead: they hold nothing any more.
 
+The start time is the kernel's own record, milliseconds from boot to the process's start
+(/proc/<pid>/stat, field 22), not a time of day: a wall-clock start (psutil's create_time) is
+that record plus the boot time, which the kernel derives from the clock, so every step of the
+clock (settimeofday, an NTP or chrony step, a VM resumed or migrated) moved the start of every
+running process, and a live process then failed the comparison with the start it had
+recorded: its machine taken for an orphan and unlinked, its CPU binding reclaimed, a wait for
+it given up.
+
 This module owns liveness decisions. It must not touch shared memory.
 """
 
@@ -11,17 +19,30 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-import psutil
 
 _own_start: int | None = None
 _own_pid = 0
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[bytes, int]:
+    """(state letter, start in ms since boot) of process pid. Raises FileNotFoundError or
+    ProcessLookupError (no such process) and PermissionError (it cannot be looked at)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        line = f.read()
+    # The command name (field 2) is in parentheses and may itself hold spaces and ')'.
+    fields = line[line.rindex(b")") + 2:].split()
+    return fields[0], int(fields[19]) * 1000 // _TICKS_PER_S
 
 
 def start_ms(pid: int) -> int | None:
-    """Start time of process pid in ms since the epoch, or None if it does not exist."""
+    """Start time of process pid in ms since boot, or None if it does not exist or cannot be
+    looked at."""
+    if pid <= 0:
+        return None
     try:
-        return round(psutil.Process(pid).create_time() * 1000)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return _stat(pid)[1]
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -39,12 +60,10 @@ def alive(pid: int, started_ms: int | None = None) -> bool:
     if pid <= 0:
         return False
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started_ms is None or started_ms == 0 or round(proc.create_time() * 1000) == started_ms
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        state, started = _stat(pid)
+    except (OSError, ValueError, IndexError):
         return False
+    return state != b"Z" and (started_ms is None or started_ms == 0 or started == started_ms)
 
 
 def ended(pid: int, started_within: Callable[[int], bool]) -> bool:
@@ -55,11 +74,9 @@ def ended(pid: int, started_within: Callable[[int], bool]) -> bool:
     if pid <= 0:
         return True
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return True
-        return not started_within(round(proc.create_time() * 1000))
-    except (psutil.NoSuchProcess, ProcessLookupError):
+        state, started = _stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
         return True
-    except psutil.AccessDenied:
+    except (OSError, ValueError, IndexError):
         return False
+    return state == b"Z" or not started_within(started)

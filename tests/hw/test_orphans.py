@@ -2,34 +2,68 @@
 
 from __future__ import annotations
 
+import os
+
 import psutil
 import pytest
 
+from rmm_mp import Machine
 from rmm_mp.hw import orphans, process
-from rmm_mp.hw.segment import MachineSegments
+from rmm_mp.hw.cpuarea import binding_ended, binding_word
+from rmm_mp.hw.segment import MachineSegments, list_machines
 
 MACHINE = MachineSegments(prefix="rmm-mp-1-feedface", creator_pid=1, paths=())
 
 
-def _process_raising(exc: Exception) -> type:
-    class Unreadable:
-        def __init__(self, pid: int) -> None:
-            raise exc
-    return Unreadable
+def _stat_raising(exc: Exception):  # type: ignore[no-untyped-def]
+    def unreadable(pid: int) -> tuple[bytes, int]:
+        raise exc
+    return unreadable
 
 
 @pytest.mark.parametrize("started", [None, 1234])
 def test_a_creator_that_cannot_be_looked_at_is_not_an_orphan(monkeypatch: pytest.MonkeyPatch,
                                                               started: int | None) -> None:
-    """A creator psutil may not look at (AccessDenied: another user's process under a /proc
+    """A creator whose /proc entry may not be read (another user's process under a /proc
     mounted with hidepid) is alive as far as removal goes: it was taken for dead, and
     `rmm-mp clean` (or any Machine.create) removed a live machine from under its processes.
     One that does not exist is an orphan."""
     monkeypatch.setattr(orphans, "creator_start_ms", lambda prefix: started)
-    monkeypatch.setattr(process.psutil, "Process", _process_raising(psutil.AccessDenied(1)))
+    monkeypatch.setattr(process, "_stat", _stat_raising(PermissionError(13, "Permission denied")))
     assert not orphans.is_orphan(MACHINE)
-    monkeypatch.setattr(process.psutil, "Process", _process_raising(psutil.NoSuchProcess(1)))
+    monkeypatch.setattr(process, "_stat", _stat_raising(FileNotFoundError(2, "No such file or directory")))
     assert orphans.is_orphan(MACHINE)
+
+
+def test_a_step_of_the_wall_clock_leaves_live_processes_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wall clock steps by a second (settimeofday, an NTP or chrony step, a VM resumed):
+    the kernel's boot time, which it derives from the clock, moves with it, and with it every
+    process's start time of day. Start times were times of day (psutil's create_time, which
+    adds the boot time read afresh), so after the step this process's live machine was an
+    orphan that any Machine.create unlinked, and its own CPU binding read as ended. Start times
+    since boot do not move."""
+    with Machine.create("host", cpus=1) as m:
+        machine = next(s for s in list_machines() if s.prefix == m.name)
+        word = binding_word(os.getpid(), process.own_start_ms())
+        assert not orphans.is_orphan(machine) and not binding_ended(word)
+        stepped = psutil.boot_time() + 1.0
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)
+        monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
+        assert not orphans.is_orphan(machine), "a clock step made a live machine an orphan"
+        assert not binding_ended(word), "a clock step made a live CPU binding's process ended"
+        assert process.alive(os.getpid(), process.own_start_ms())
+
+
+def test_another_layouts_creator_start_is_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine of another layout (an older rmm-mp's, whose creator start is a time of day)
+    has no start time this rmm-mp can compare: the pid alone decides, so a live older machine
+    is never taken for an orphan because its start is of another kind."""
+    with Machine.create("host", cpus=1) as m:
+        machine = next(s for s in list_machines() if s.prefix == m.name)
+        assert orphans.creator_start_ms(m.name) == process.own_start_ms()
+        monkeypatch.setattr(orphans, "LAYOUT_VERSION", orphans.LAYOUT_VERSION + 1)
+        assert orphans.creator_start_ms(m.name) is None
+        assert not orphans.is_orphan(machine)
 
 
 def test_a_creator_pid_reused_by_another_process_is_an_orphan(monkeypatch: pytest.MonkeyPatch) -> None:
