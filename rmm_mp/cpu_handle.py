@@ -18,7 +18,7 @@ from rmm_mp.abi.smccc import U64_MASK
 from rmm_mp.el3.attest import AttestationKeys, AttestationService
 from rmm_mp.el3.gtsi import Gtsi
 from rmm_mp.el3.monitor import Monitor
-from rmm_mp.hw import cpuarea, process, trace
+from rmm_mp.hw import cpuarea, trace
 from rmm_mp.hw.control import OFF_DEAD
 from rmm_mp.hw.cpuarea import CpuArea
 from rmm_mp.hw.faults import CpuBusyError, MachineError, RmmInternalError
@@ -227,8 +227,10 @@ def claim(area: CpuArea, cpu: int, pid: int, word: int) -> None:
         if current == word:
             raise CpuBusyError(cpu, pid, own=True)
         # Our pid with another start time is a dead process whose pid this one reuses: it falls
-        # through to the liveness check below, which finds it gone.
-        if process.alive(holder) and cpuarea.binding_matches(current, process.start_ms(holder)):
+        # through to the liveness check below, which finds it gone. A holder that could not read
+        # its own start time (start part 0) is judged by its pid alone, and one that cannot be
+        # looked at lives: a CPU is never taken from a live process.
+        if not cpuarea.binding_ended(current):
             raise CpuBusyError(cpu, holder)
         if area.claim(current, word):
             return

@@ -63,7 +63,7 @@ from rmm_mp.host.runqueue import (
     R_ALT, R_RESULT, R_RD, R_STATE, R_TORN, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
 )
 from rmm_mp.hw import process
-from rmm_mp.hw.cpuarea import binding_matches, binding_word
+from rmm_mp.hw.cpuarea import binding_ended, binding_word
 from rmm_mp.hw.granule import backoff
 
 if TYPE_CHECKING:
@@ -282,12 +282,10 @@ os.register_at_fork(after_in_child=_forget_own_word)
 
 def _holder_gone(word: int) -> bool:
     """Whether the process an output-lock word names is gone: not running (a zombie is not), or
-    its pid now names a process with another start time. A start part of 0 means the holder
-    could not read its own start time (process.own_start_ms): its pid alone decides then."""
-    pid = word & 0xFFFF_FFFF
-    if not process.alive(pid):
-        return True
-    return word >> 32 != 0 and not binding_matches(word, process.start_ms(pid))
+    its pid now names a process with another start time (hw.cpuarea.binding_ended: a start part
+    of 0, a holder that could not read its own start time, leaves the pid alone to decide; a
+    process that cannot be looked at lives)."""
+    return binding_ended(word)
 
 
 def _mark_torn(view: Any, base: int) -> None:

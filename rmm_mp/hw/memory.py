@@ -20,7 +20,7 @@ import atomicshm
 
 from rmm_mp.hw import process
 from rmm_mp.hw.control import Control
-from rmm_mp.hw.cpuarea import OFF_BIND, binding_matches
+from rmm_mp.hw.cpuarea import OFF_BIND, binding_ended
 from rmm_mp.hw.faults import GranuleProtectionFault, MachineError, RmmInternalError
 from rmm_mp.hw.gpt import Gpt, Pas
 from rmm_mp.hw.granule import (
@@ -118,14 +118,15 @@ class HostLockWaiter:
     def _holder_alive(self, holder: int) -> bool:
         """Whether the process behind a lock word still runs (when in doubt: yes)."""
         if holder & HOST_OWNER_FLAG:
-            return process.alive(holder & 0x7FFF_FFFF)
+            # The word has no room for a start time: the pid alone decides (a dead holder whose
+            # pid a new process took is waited for).
+            return not process.ended(holder & 0x7FFF_FFFF, lambda start_ms: True)
         cpu = holder - 1
         if not 0 <= cpu < self.cpu_count:
             return True
         word = self.cpus.load_u64(cpu * self.area_size + OFF_BIND)
-        pid = word & 0xFFFF_FFFF
         # A CPU that holds a lock is bound; a free or stale binding means its process is gone.
-        return word != 0 and process.alive(pid) and binding_matches(word, process.start_ms(pid))
+        return not binding_ended(word)
 
 
 class NsAccess:

@@ -315,6 +315,24 @@ def test_binding_of_a_killed_unreaped_process_is_reclaimed(small_machine: Machin
         finish(proc)
 
 
+def test_a_live_holder_without_a_start_time_keeps_its_cpu(small_machine: Machine) -> None:
+    """CPU 1 is bound by a live subprocess whose binding word has no start time (start part 0:
+    a process that could not read its own, process.own_start_ms): its pid alone decides, so
+    m.cpu(1) is refused naming it. The start time was compared all the same (0 against the
+    real one), and the CPU was taken from its live holder."""
+    proc = start_child("import sys; sys.stdin.readline()")
+    try:
+        area = small_machine.cpu_area(1)
+        try:
+            assert area.claim(0, cpuarea.binding_word(proc.pid, 0))
+        finally:
+            area.release()
+        with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to live process {proc.pid};"):
+            small_machine.cpu(1)
+    finally:
+        finish(proc)
+
+
 def test_binding_of_a_dead_process_that_had_this_pid_is_reclaimed(machine: Machine) -> None:
     """CPU 1's binding word names this process's pid with a start time 1 s earlier: a dead
     process whose pid this one now has (pid reuse). It is reclaimed, not refused as this

@@ -1,4 +1,5 @@
-"""hw.orphans.is_orphan: which machines `rmm-mp clean` and Machine.create may remove."""
+"""hw.orphans.is_orphan: which machines `rmm-mp clean` and Machine.create may remove; and how
+the other liveness checks (hw.process) judge a process they cannot look at or whose start moved."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import psutil
 import pytest
 
 from rmm_mp import Machine
+from rmm_mp.host import devices
 from rmm_mp.hw import orphans, process
 from rmm_mp.hw.cpuarea import binding_ended, binding_word
+from rmm_mp.hw.granule import HOST_OWNER_FLAG
+from rmm_mp.hw.memory import HostLockWaiter
 from rmm_mp.hw.segment import MachineSegments, list_machines
 
 MACHINE = MachineSegments(prefix="rmm-mp-1-feedface", creator_pid=1, paths=())
@@ -76,3 +80,18 @@ def test_a_creator_pid_reused_by_another_process_is_an_orphan(monkeypatch: pytes
     assert orphans.is_orphan(MACHINE)
     monkeypatch.setattr(orphans, "creator_start_ms", lambda prefix: real_start)
     assert not orphans.is_orphan(MACHINE)
+
+
+def test_a_lock_holder_that_cannot_be_looked_at_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A granule lock held by a host process, or a realm's output lock, whose holder's /proc
+    entry may not be read (hidepid) is held by a live process as far as the waiter knows: the
+    host's lock wait raised "whose process has ended" and the output lock was taken over from
+    it. A holder with no /proc entry at all has ended."""
+    waiter = HostLockWaiter.__new__(HostLockWaiter)    # the host-owner check reads no field
+    word = binding_word(4242, 123_450)
+    monkeypatch.setattr(process, "_stat", _stat_raising(PermissionError(13, "Permission denied")))
+    assert waiter._holder_alive(HOST_OWNER_FLAG | 4242)
+    assert not devices._holder_gone(word)
+    monkeypatch.setattr(process, "_stat", _stat_raising(FileNotFoundError(2, "No such file or directory")))
+    assert not waiter._holder_alive(HOST_OWNER_FLAG | 4242)
+    assert devices._holder_gone(word)
