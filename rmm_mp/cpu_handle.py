@@ -71,6 +71,7 @@ class Cpu:
         self.granules = machine.granule_table(cpu_owner(cpu))
         views = machine._views
         self.tlb = Tlb(cpu, views["ctl"], views["cpus"], views["dram"], machine._area_size, machine.cpus)
+        self.tlb.count_out_dead_holder()
         self.monitor = Monitor(cpu, area.buf, machine.control,
                                Gtsi(machine.gpt, plat.dram.base, plat.granule_count, self.tlb),
                                AttestationService(attestation_keys(plat)))

@@ -122,6 +122,15 @@ class Tlb:
         self.ctl.fetch_sub_u64(OFF_EXECUTING, 1)
         self._rd = 0
 
+    def count_out_dead_holder(self) -> None:
+        """On binding this CPU: count out a holder that died counted in (killed between enter
+        and leave). Its RD and generations stayed published, so once this CPU had a live owner
+        again (the dead one had been skipped until then), every invalidation waited for that
+        owner to reach a sync point: for ever, if it never executes realm code."""
+        if self.cpus.load_u64(self._off_rd):
+            self._store_cpu(self._off_rd, 0)
+            self.ctl.fetch_sub_u64(OFF_EXECUTING, 1)
+
     # -- the invalidating side ----------------------------------------------------------
 
     def invalidate_realm(self, rd_pa: int, generation_offset: int) -> None:

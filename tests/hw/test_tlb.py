@@ -9,7 +9,8 @@ import time
 
 from rmm_mp import Machine
 from rmm_mp.hw import process
-from rmm_mp.hw.cpuarea import OFF_BIND, binding_word
+from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, binding_word
+from children import finish, read_line, start_child
 
 RD_PA_OFFSET = 0x10_0000
 """An RD-like PA inside DRAM: the wait never reads the RD, only what the CPU publishes."""
@@ -71,3 +72,44 @@ def test_a_cpu_whose_pid_names_another_process_is_not_waited_for() -> None:
             gone.sync()    # let a wait that did not end (the old check) end, before the machine closes
             worker.join(timeout=30)
             gone.leave()
+
+
+DIES_COUNTED_IN = f"""
+import os, sys
+from rmm_mp import Machine
+m = Machine.attach(sys.argv[1])
+tlb = m.cpu(1).tlb
+tlb.enter(m.platform.dram.base + {RD_PA_OFFSET:#x}, {RD_PA_OFFSET:#x})
+tlb.sync()
+print("counted in", flush=True)
+sys.stdin.readline()
+os._exit(0)
+"""
+"""A CPU process killed while it executes realm code: bound to CPU 1, counted in, never counted out."""
+
+
+def test_a_cpu_rebound_after_its_holder_died_counted_in_is_not_waited_for() -> None:
+    """CPU 1's process dies while counted in as executing realm code, and this process binds
+    CPU 1 afresh without running any realm code on it: CPU 0's GPT invalidation returns. The
+    dead holder's RD and generations stayed published, so once CPU 1 had a live owner again
+    every invalidation waited for that owner to reach a sync point it never reaches."""
+    with Machine.create("host", cpus=2) as m:
+        child = start_child(DIES_COUNTED_IN, m.name)
+        try:
+            assert read_line(child) == "counted in"
+            child.stdin.close()  # type: ignore[union-attr]
+            assert child.wait(30) == 0
+        finally:
+            finish(child)
+        rebound = m.cpu(1)
+        waiter = m.cpu(0).tlb
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (waiter.invalidate_gpt(), done.set()), daemon=True)
+        try:
+            worker.start()
+            worker.join(timeout=30)
+            assert done.is_set(), "the invalidation waits for CPU 1's new owner, which executes no realm code"
+        finally:
+            # Let a wait that did not end (the old code) end before the machine closes.
+            rebound.tlb.cpus.store_u64(rebound.tlb.cpu * rebound.tlb.area_size + OFF_EXEC_RD, 0)
+            worker.join(timeout=30)
