@@ -22,6 +22,7 @@ import click
 from rmm_mp.clitypes import FloatRange, refuse_beside_listing
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.tomlsrc import suggestion
 from rmm_mp.interrupts import Interrupts, repeated_signal
 from rmm_mp.outpaths import check_outputs, echo, write_json
 from rmm_mp.printable import shown_path
@@ -67,7 +68,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
         return
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
-        raise click.UsageError(f"unknown pair{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}: "
+        raise click.UsageError(f"unknown pair{'s' if len(unknown) > 1 else ''} "
+                               f"{', '.join(repr(u) + _pair_hint(u) for u in unknown)}: "
                                "see `rmm-mp explore --list`")
     if problem := inject_problem(inject):
         raise click.UsageError(f"--inject = {', '.join(inject)}: {problem[0]}; expected {problem[1]}")
@@ -111,6 +113,15 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
                                        f"interrupted ({stop.by})", err=True), read=True)
             failed = failed or not written
         stop.decided(1 if failed else 0)
+
+
+def _pair_hint(name: str) -> str:
+    """What a PAIR that is no pair was likely meant to be: a catalogued bug typed without its
+    option, or a pair's name misspelt (the names are long: `rtt-create-vs-rtt-creat` said
+    only "unknown pair", leaving the user to find the one letter in an 80-line listing)."""
+    if name in BUGS:
+        return f" (a bug of the catalogue: --inject {name})"
+    return suggestion(name, PAIRS)
 
 
 class _CtrlC:

@@ -662,6 +662,18 @@ def test_unknown_pair_is_a_usage_error() -> None:
     assert "rtt-create-vs-rtt-create:" not in res.output      # nothing ran
 
 
+def test_a_misspelt_pair_or_a_bug_given_as_a_pair_is_named_with_what_was_meant() -> None:
+    """A pair's name with one letter missing and a catalogued bug's name given as a PAIR: exit 2,
+    the first with the pair it is closest to ("did you mean"), the second with the option it
+    belongs to (--inject); an unrelated word with neither. Both used to say only "unknown pair"."""
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-creat", "rtt-create-parent-released-early",
+                                               "no-such-pair"])
+    assert res.exit_code == 2, res.output
+    assert ("unknown pairs 'rtt-create-vs-rtt-creat' (did you mean \"rtt-create-vs-rtt-create\"?), "
+            "'rtt-create-parent-released-early' (a bug of the catalogue: --inject rtt-create-parent-released-early), "
+            "'no-such-pair': see `rmm-mp explore --list`") in res.output
+
+
 def test_two_bugs_replacing_the_same_code_are_a_usage_error() -> None:
     """--inject of two bugs that both swap GranuleTable.lock_two: exit 2 naming both and what
     they replace, before any pair runs (the second used to replace the first silently, so the
