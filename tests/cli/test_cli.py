@@ -410,6 +410,23 @@ def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
     assert "no machine named" not in result.output      # refused before looking for the machine
 
 
+@pytest.mark.parametrize("args, typed, message", [
+    (["explore", "--timeout"], "0", "0 is not in the range 0.1<=x<=3600."),
+    (["explore", "--timeout"], "1e400", "1e400 is not in the range 0.1<=x<=3600."),
+    (["explore", "--timeout"], "abc", "'abc' is not a number of seconds; expected 0.1<=x<=3600"),
+    (["stress", "--seconds"], "-1", "-1 is not in the range 0<x<=86400."),
+    (["check", "rmm-mp-1-0badc0de", "--wait"], "-2.50", "-2.50 is not in the range x>=0.")],
+    ids=["explore-timeout-0", "explore-timeout-1e400", "explore-timeout-word", "stress-seconds", "check-wait"])
+def test_seconds_out_of_range_are_refused_as_typed(args: list[str], typed: str, message: str) -> None:
+    """`explore --timeout 0`, `stress --seconds -1`, `check --wait -2.50` and a word: exit 2, the
+    value shown as typed, as --quiescent-every's errors show it. click's FloatRange showed the
+    float it made of it (0.0, -1.0, inf for 1e400, -2.5) and called a word "not a valid float
+    range"."""
+    result = CliRunner().invoke(main, [*args, typed])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
+
+
 @pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),
                                     dict(min=0, max=1, min_open=True, max_open=True), dict(min=0, min_open=True)])
 def test_nan_refusal_writes_the_range_as_click_does(bounds: dict[str, Any]) -> None:
