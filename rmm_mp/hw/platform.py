@@ -27,7 +27,7 @@ from typing import Any
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, key_part, key_path_parts, locate
-from rmm_mp.hw.tomlsrc import choice_list, read_source
+from rmm_mp.hw.tomlsrc import choice_list, read_source, suggestion
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import not_one_printable_line
 
@@ -265,7 +265,9 @@ class _Validator:
         for key in table:
             if key not in allowed:
                 where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)
-                raise self.fail(where, table[key], f"no such key; known keys here: {', '.join(sorted(allowed))}")
+                # A misspelt key is named with the one meant, as a workload file's is (fields.keys).
+                raise self.fail(where, table[key], f"no such key{suggestion(key, sorted(allowed))}; "
+                                                   f"known keys here: {', '.join(sorted(allowed))}")
         for key in sorted(required - table.keys()):
             where = f"{prefix}.{key}" if prefix else key
             raise self.fail(where, MISSING, "a value: the key is required")

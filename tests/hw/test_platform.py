@@ -265,6 +265,22 @@ def test_unknown_key_that_is_not_a_bare_key(tmp_path: Path, pattern: str, added:
     assert str(err).startswith(f"{path}:{line}: {key} = 1: expected no such key"), str(err)
 
 
+@pytest.mark.parametrize("pattern, added, key, hint", [
+    (r"cpus = 4", "cpuz = 4", "cpuz", ' (did you mean "cpus"?)'),
+    (r"s2sz = 48", "vmid_bit = 8", "features.vmid_bit", ' (did you mean "vmid_bits"?)'),
+    (r"cpus = 4", "zzz = 4", "zzz", "")], ids=["top-level", "in-features", "nothing-close"])
+def test_a_misspelt_key_is_named_with_the_key_meant(tmp_path: Path, pattern: str, added: str, key: str,
+                                                   hint: str) -> None:
+    """An unknown key one letter off a known one (`cpuz`, `features.vmid_bit`) is refused with
+    "did you mean" the known key, as a workload file's is; one close to nothing without. A
+    platform file's said only "no such key; known keys here: ..." (`rmm-mp platform show`)."""
+    path, _ = _write_bad(tmp_path, pattern, f"{pattern}\n{added}")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert f"{key} = {added.split(' = ')[1]}: expected no such key{hint}; known keys here: " in str(info.value), \
+        str(info.value)
+
+
 def test_values_nested_deeper_than_the_parser_recurses(tmp_path: Path) -> None:
     """A description of arrays nested 3000 deep is a file error at its line, not tomllib's
     RecursionError (a traceback from `rmm-mp platform show` and `rmm-mp run --platform`)."""
