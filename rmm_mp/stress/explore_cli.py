@@ -13,6 +13,7 @@ This module parses and prints; the work is in stress.explore, the pairs in stres
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 from typing import Any
@@ -51,7 +52,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     """Run each PAIR of RMI calls (default: every pair) serially both ways and interleaved at every
     lock event of the first, and report each interleaving whose results or end state neither
     serial order gives (nor, where a call is a REC_ENTER, the other call run while the REC runs:
-    docs/stress.md, "The interleaving explorer").
+    docs/stress.md, "The interleaving explorer"). Several pairs end with a summary line, and,
+    when some failed, the command that explores those alone (the same bugs and --timeout).
 
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
@@ -81,9 +83,10 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
     # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
     # (the command ends interrupted) and ends the JSON's writing if it lands there; one from
-    # the last pair's last line on changes nothing (held back, then ``decided``). The status used to be given by a bare
-    # SystemExit, and a Ctrl-C after the last line (the copy `timeout -s INT` sends, landing
-    # as the process ended) printed a traceback or made the process die of SIGINT.
+    # the output's last line (the summary, or a single pair's last line) on changes nothing
+    # (held back, then ``decided``). The status used to be given by a bare SystemExit, and a
+    # Ctrl-C after the last line (the copy `timeout -s INT` sends, landing as the process
+    # ended) printed a traceback or made the process die of SIGINT.
     with Interrupts(sigterm=False) as stop:
         try:
             reports, interrupted = _run(names, inject, timeout, stop)
@@ -99,7 +102,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
             def write() -> bool:
                 return _write_json(json_path, reports, inject, interrupted)
             if stop.holding:
-                # The last pair's last line was written held back (_run), nothing has taken the
+                # The output's last line was written held back (_run), nothing has taken the
                 # signals since: the file, written after it, is held back too, up to the exit
                 # status. A signal sent as that line appears (a script reacting to it) lands
                 # here often, a few milliseconds later; as a step the file's write took it: a
@@ -160,9 +163,9 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
          stop: Interrupts) -> tuple[list[PairReport], bool]:
     """Explore each pair in turn with the bugs switched on; (reports, whether Ctrl-C cut it short).
     Every machine is closed by then (each run's own ``with``), and the bugs are switched off.
-    The last pair's last line is written with Ctrl-C and SIGTERM held back (``stop.held``): the
-    command's output may end there, and a signal sent as it appeared reached the command while
-    its write was returning: "interrupted (Ctrl-C) after N of N pair(s)" with exit status 1, or
+    The output's last line (the summary's, or a single pair's own) is written with Ctrl-C and
+    SIGTERM held back (``stop.held``): the command's output may end there, and a signal sent as
+    it appeared reached the command while its write was returning: "interrupted (Ctrl-C) after N of N pair(s)" with exit status 1, or
     death by SIGTERM, after every pair's report was out. One held back is ignored at the
     verdict; the --json file after that line is written with them still held back."""
     patches = Patches()
@@ -180,6 +183,9 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
                 if name != names[-1]:
                     echo(text)
                     continue
+                if len(names) > 1:
+                    echo(text)
+                    text = summary_text(reports, inject, timeout)
                 head, _, last = text.rpartition("\n")
                 if head:
                     echo(head)
@@ -193,6 +199,23 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
         finally:
             patches.restore()
     return reports, ctrl_c.seen
+
+
+def summary_text(reports: list[PairReport], inject: tuple[str, ...], timeout: float) -> str:
+    """The end of a run of several pairs: how many, and the ones that failed with the command
+    that explores them alone (the same bugs and --timeout: each run is a function of those, so it
+    gives the same reports). Without it the output of the whole catalogue (nearly 600 lines)
+    ended with the last pair's own line, often `every one serial`, under an exit status of 1,
+    and the pairs that failed had to be searched for."""
+    failed = [r.pair for r in reports if not r.ok]
+    if not failed:
+        return f"{len(reports)} pairs explored: every one gave a reference outcome"
+    options = [arg for bug in inject for arg in ("--inject", bug)]
+    if timeout != DEFAULT_TIMEOUT_S:
+        options += ["--timeout", repr(timeout)]
+    return (f"{len(reports)} pairs explored: {len(failed)} FAILED ({', '.join(failed)})\n"
+            f"explore {'it' if len(failed) == 1 else 'them'} alone: "
+            f"{shlex.join(['rmm-mp', 'explore', *failed, *options])}")
 
 
 def result_text(result: "tuple[int, ...] | str") -> str:

@@ -661,8 +661,9 @@ def test_a_signal_as_the_last_line_appears_keeps_the_verdict(tmp_path: Path, sig
 @pytest.mark.parametrize("args, last, status", [
     (["workloads", "validate", "quickstart", "churn"], "churn: valid (", 0),
     (["workloads", "validate", "quickstart", "no-such-workload"], "no-such-workload", 2),
-    (["explore", "rtt-create-vs-rtt-create"], " interleaving(s) tried in ", 0)],
-    ids=["validate", "validate-bad", "explore"])
+    (["explore", "rtt-create-vs-rtt-create"], " interleaving(s) tried in ", 0),
+    (["explore", "rtt-create-vs-rtt-create", "map-vs-unmap-unprotected"], "2 pairs explored: ", 0)],
+    ids=["validate", "validate-bad", "explore", "explore-summary"])
 def test_a_signal_as_validates_or_explores_last_line_appears_keeps_the_verdict(tmp_path: Path, signame: str,
                                                                                args: list[str], last: str,
                                                                                status: int) -> None:

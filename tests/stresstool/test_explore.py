@@ -706,6 +706,30 @@ def test_json_and_exit_status(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["ok"] is True
 
 
+def test_several_pairs_end_with_a_summary_naming_the_failed_ones_and_a_command_that_reruns_them() -> None:
+    """Two pairs, one failing under rtt-create-parent-released-early, with --timeout 5: the
+    output ends with "2 pairs explored: 1 FAILED (rtt-create-vs-rtt-create)" and the command
+    that explores it alone (the bug and the --timeout kept), which, run, gives that pair's
+    report again; without the bug the last line says every pair passed. The output used to end
+    with the last pair's own line ("every one serial") under exit status 1, the failed pairs to
+    be searched for among ~600 lines of the whole catalogue."""
+    runner = CliRunner()
+    res = runner.invoke(explore_command, ["rtt-create-vs-rtt-create", "map-vs-unmap-unprotected",
+                                          "--inject", "rtt-create-parent-released-early", "--timeout", "5"])
+    assert res.exit_code == 1, res.output
+    *lines, summary, again = res.output.splitlines()
+    assert summary == "2 pairs explored: 1 FAILED (rtt-create-vs-rtt-create)", res.output
+    assert again == ("explore it alone: rmm-mp explore rtt-create-vs-rtt-create "
+                     "--inject rtt-create-parent-released-early --timeout 5.0"), res.output
+    rerun = runner.invoke(explore_command, again.split()[5:])
+    assert rerun.exit_code == 1, rerun.output
+    first = [line for line in lines if "interleaving(s) tried" not in line]
+    assert rerun.output.splitlines()[:4] == first[:4] and "NON-SERIAL" in rerun.output, rerun.output
+    res = runner.invoke(explore_command, ["rtt-create-vs-rtt-create", "map-vs-unmap-unprotected"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == "2 pairs explored: every one gave a reference outcome", res.output
+
+
 def test_json_of_a_rec_enter_pair(tmp_path: Path) -> None:
     """The JSON of a pair with run points: the references during the run and the views."""
     path = tmp_path / "explore.json"
