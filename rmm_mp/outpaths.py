@@ -213,26 +213,32 @@ def replacing(path: str) -> Iterator[str]:
     removed and ``path`` is left as it was. A new file gets the permissions open() would give
     it, a replaced one keeps its own. A path that exists and is not a regular file (/dev/full,
     /dev/stdout, a FIFO) is written in place: it is yielded itself. A symbolic link is followed:
-    its target is replaced."""
-    target = os.path.realpath(path)
+    its target is replaced. The file this process's standard output or error goes to (`--json
+    /dev/stdout > out.txt`) is appended to, once the content is complete, rather than replaced:
+    renamed over, it lost the report written to it before (the text went on to the unlinked
+    file).
+
+    What the path is, is asked of the path itself (os.stat follows links as open() does): a
+    link of /proc/PID/fd, such as /dev/stdout, names the open file, which realpath cannot
+    name when it is a pipe ("/proc/PID/fd/pipe:[N]", no such path): `--json /dev/stdout | jq`
+    failed with "No such file or directory"."""
     try:
-        mode: int | None = os.stat(target).st_mode
+        info: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
         yield path
         return
+    if info is not None and _is_standard_stream(info):
+        with _appended(path) as temp:
+            yield temp
+        return
+    target = os.path.realpath(path)
+    mode = None if info is None else info.st_mode
     folder, name = os.path.split(target)
     temp = ""
     try:
-        while True:
-            temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-            try:
-                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-                _unfinished[temp] = os.getpid()
-                break
-            except FileExistsError:
-                continue
+        temp = _new_temp(folder, name)
         if mode is not None:
             os.chmod(temp, stat.S_IMODE(mode))
         yield temp
@@ -246,6 +252,55 @@ def replacing(path: str) -> Iterator[str]:
         raise
     finally:
         _unfinished.pop(temp, None)
+
+
+def _is_standard_stream(info: os.stat_result) -> bool:
+    """Whether ``info`` is the file standard output or standard error is open on."""
+    for fd in (1, 2):
+        try:
+            stream = os.fstat(fd)
+        except OSError:
+            continue
+        if (stream.st_dev, stream.st_ino) == (info.st_dev, info.st_ino):
+            return True
+    return False
+
+
+@contextmanager
+def _appended(path: str) -> Iterator[str]:
+    """``replacing`` for the file a standard stream goes to: the content is written to a
+    temporary file beside it and, once complete, appended to it after what the streams wrote
+    (flushed first), so that the report before it stays; failed or interrupted, nothing is."""
+    temp = ""
+    try:
+        temp = _new_temp(os.path.dirname(os.path.realpath(path)), "rmm-mp-append")
+        yield temp
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        with open(temp, "rb") as source, open(path, "ab") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+    finally:
+        if temp:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            _unfinished.pop(temp, None)
+
+
+def _new_temp(folder: str, name: str) -> str:
+    """A new empty file in ``folder`` named after ``name``, noted as unfinished (removed by
+    ``remove_unfinished`` if the process is ended before its writer is done)."""
+    while True:
+        temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        _unfinished[temp] = os.getpid()
+        return temp
 
 
 def write_files(files: Iterable[tuple[str, str, Callable[[str], object]]], outputs: dict[str, str],

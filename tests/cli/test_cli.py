@@ -437,3 +437,29 @@ def test_nan_refusal_writes_the_range_as_click_does(bounds: dict[str, Any]) -> N
                 "{'min': 0, 'min_open': True}": "x>0"}[str(bounds)]
     with pytest.raises(click.BadParameter, match=rf"'nan' is not a number of seconds; expected {re.escape(expected)}$"):
         FloatRange(**bounds).convert("nan", None, None)
+
+
+_WRITE_AFTER_A_REPORT = ("import sys\nfrom rmm_mp.outpaths import write_json\n"
+                         "print('the report', flush=True)\nwrite_json({'ok': True}, sys.argv[1])\n")
+
+
+@pytest.mark.parametrize("into", ["pipe", "file"])
+def test_a_json_report_to_dev_stdout_follows_the_text_report(tmp_path: Path, into: str) -> None:
+    """A report written to /dev/stdout (`--json /dev/stdout`) after the text report, standard
+    output a pipe (`| jq`) or a file (`> out.txt`): the output is the text and then the JSON.
+    With a pipe the write failed ("No such file or directory": realpath made /dev/stdout
+    /proc/PID/fd/pipe:[N], no such path, and a temporary file was made there); with a file the
+    JSON was renamed over it, and the text written before was lost."""
+    out = tmp_path / "out.txt"
+    command = [sys.executable, "-c", _WRITE_AFTER_A_REPORT, "/dev/stdout"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if into == "pipe":
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        text = proc.stdout
+    else:
+        with out.open("w") as stdout:
+            proc = subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+        text = out.read_text()
+    assert proc.returncode == 0, proc.stderr
+    assert text == 'the report\n{\n "ok": true\n}\n', text
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out.txt"] if into == "file" else [])
