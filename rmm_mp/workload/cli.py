@@ -187,7 +187,7 @@ def workloads_list() -> None:
 
 
 @workloads_group.command(name="show")
-@click.argument("workload", metavar="NAME|FILE")
+@click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
 @click.option("--cpus", type=int, default=None, help="Show it resolved for this many CPUs.")
 @click.option("--seconds", type=float, default=None, help="Show it resolved for this length.")
@@ -195,17 +195,19 @@ def workloads_list() -> None:
 @click.option("--seed", type=int, default=None, help="Show it resolved with this seed.")
 def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,
                    iterations: int | None, seed: int | None) -> None:
-    """Check NAME|FILE and show it fully resolved: every realm with every value, each phase's
-    activity weights per CPU and the owner of every lifecycle realm (the options are those of
-    `rmm-mp run`)."""
+    """Check WORKLOAD (a bundled name or a path to a workload TOML file) and show it fully
+    resolved: every realm with every value, each phase's activity weights per CPU and the owner
+    of every lifecycle realm (the options are those of `rmm-mp run`)."""
     click.echo(describe(_resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds,
                                  iterations=iterations, seed=seed)))
 
 
 @workloads_group.command(name="validate")
-@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+# WORKLOAD, as the errors name it (spec.load) and as `run` and `show` call it: the usage
+# line said FILE... (and show's NAME|FILE) while a bad one was "command line: WORKLOAD = ...".
+@click.argument("files", metavar="WORKLOAD...", nargs=-1, required=True)
 def workloads_validate(files: tuple[str, ...]) -> None:
-    """Check each FILE (or bundled name) completely, as `rmm-mp run` would before it starts
+    """Check each WORKLOAD (a bundled name or a file) completely, as `rmm-mp run` would before it starts
     anything: exit 0 if all are valid, 2 after printing the first error of each bad one. A
     reader of the output that leaves early (`| head -1`) ends the printing quietly; the status
     stays the verdict."""

@@ -49,6 +49,20 @@ def test_platform_show_of_a_bad_name_names_the_argument(name: str, expected: str
     assert result.exit_code == 2 and expected in result.output, result.output
 
 
+@pytest.mark.parametrize("command", [["workloads", "show"], ["workloads", "validate"]], ids=["show", "validate"])
+def test_workloads_show_and_validate_call_their_argument_what_their_errors_call_it(command: list[str]) -> None:
+    """`workloads show` and `workloads validate` of a misspelt name: the error says `command
+    line: WORKLOAD = 'quickstrt'`, and the usage line (--help, and show's usage error above the
+    message) calls the argument WORKLOAD too, as `rmm-mp run` does. It said NAME|FILE (show) and
+    FILE... (validate), a name the error never used."""
+    runner = CliRunner()
+    result = runner.invoke(main, [*command, "quickstrt"])
+    assert result.exit_code == 2, result.output
+    assert "command line: WORKLOAD = 'quickstrt': expected a bundled workload" in result.output, result.output
+    usage = runner.invoke(main, [*command, "--help"]).output.splitlines()[0]
+    assert usage.split("[OPTIONS] ")[1] in ("WORKLOAD", "WORKLOAD..."), usage
+
+
 def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     """`platform show` reports what RMI_FEATURES index 0 says, not the file's raw keys: with
     pmu = false the register has PMU_EN 0 and PMU_NUM_CTRS 0 (REALM_CREATE refuses a PMU), so
