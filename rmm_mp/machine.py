@@ -463,7 +463,9 @@ def check_shm_dir(create: bool = True) -> None:
     directory that does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
     where = segment.SHM_DIR
     if "RMM_MP_SHM_DIR" in os.environ:
-        where = f"{where} (RMM_MP_SHM_DIR)"
+        # Set but empty (`RMM_MP_SHM_DIR= rmm-mp clean`), it named nothing visible: "looked for in
+        # (RMM_MP_SHM_DIR)", with the value missing between two spaces.
+        where = f"{where} (RMM_MP_SHM_DIR)" if where else "'' (RMM_MP_SHM_DIR, set to an empty string)"
     doing = "made" if create else "looked for"
     if not os.path.isdir(segment.SHM_DIR):
         found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"

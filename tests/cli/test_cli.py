@@ -375,6 +375,21 @@ def test_clean_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: p
             "expected a directory") in result.stderr, result.output
 
 
+@pytest.mark.parametrize("command", [["clean"], ["clean", "--dry-run"], ["run", "quickstart"]],
+                         ids=["clean", "dry-run", "run"])
+def test_an_empty_segment_directory_is_shown_as_empty(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """RMM_MP_SHM_DIR set to an empty string: `clean` and `run` refuse it (exit 1) with the
+    value shown as '' and said to be empty. The message read "cannot be looked for in
+    (RMM_MP_SHM_DIR)", the value an invisible gap between two spaces."""
+    from rmm_mp.hw import segment
+    monkeypatch.setattr(segment, "SHM_DIR", "")
+    monkeypatch.setenv("RMM_MP_SHM_DIR", "")
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1, result.output
+    assert "in '' (RMM_MP_SHM_DIR, set to an empty string): found nothing, expected a directory" in result.stderr, \
+        result.output
+
+
 @pytest.mark.parametrize("command", ["check", "explore"])
 def test_a_report_is_not_written_over_a_live_machines_segment(command: str) -> None:
     """`check NAME --json <segment dir>/NAME.ctl` (or explore's --json there) is a usage error
