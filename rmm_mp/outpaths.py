@@ -109,10 +109,16 @@ def quiet_when_readers_leave() -> None:
     Python ignores SIGPIPE, so such a write raised BrokenPipeError wherever it came: a listing
     or --help ended with click's exit status 1, a usage error or the machine's name on a closed
     stderr with a traceback nobody saw and exit status 1, and the interpreter's last flush said
-    "Exception ignored". A stream that is missing (descriptor closed: Python makes it None) or
-    has no descriptor is left as it is."""
+    "Exception ignored". A stream that has no descriptor is left as it is. One that is missing
+    (its descriptor closed when the program began, `2>&-`: Python makes it None) becomes one
+    that writes to /dev/null: left None, click, given no stream, wrote its usage errors and
+    "Error: ..." lines to standard output (click.echo of get_text_stderr(), None, writes to
+    stdout), mixed into the report a script reads there."""
     for name in ("stdout", "stderr"):
         old = getattr(sys, name)
+        if old is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+            continue
         fd = _descriptor(old)
         if fd is None:
             continue

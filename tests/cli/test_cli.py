@@ -492,3 +492,15 @@ def test_a_json_report_to_dev_stdout_follows_the_text_report(tmp_path: Path, int
     assert proc.returncode == 0, proc.stderr
     assert text == 'the report\n{\n "ok": true\n}\n', text
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out.txt"] if into == "file" else [])
+
+
+@pytest.mark.parametrize("args", [["explore", "no-such-pair"], ["workloads", "show", "no-such-workload"]],
+                         ids=["explore", "workloads-show"])
+def test_a_usage_error_with_stderr_closed_is_not_written_to_stdout(args: list[str]) -> None:
+    """A usage error of the rmm-mp program started with standard error closed (`2>&-`): exit
+    status 2 and nothing on standard output. Python made sys.stderr None, and click, given no
+    stream, wrote "Usage: ... Error: ..." to standard output, into what a script reads there."""
+    proc = subprocess.run([sys.executable, "-m", "rmm_mp", *args], stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+                          preexec_fn=lambda: os.close(2))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
