@@ -97,7 +97,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
         interrupted = interrupted or bool(stop.by)
         failed = interrupted or any(not r.ok for r in reports)
         if interrupted:
-            stop.step(lambda: echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(names)} pair(s)"), read=True)
+            stop.step(lambda: echo(f"interrupted (Ctrl-C) after {len(reports)} of {len(names)} pair(s)"
+                                   + _failed_so_far(reports, inject, timeout)), read=True)
         if json_path:
             def write() -> bool:
                 return _write_json(json_path, reports, inject, interrupted)
@@ -165,9 +166,10 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
     Every machine is closed by then (each run's own ``with``), and the bugs are switched off.
     The output's last line (the summary's, or a single pair's own) is written with Ctrl-C and
     SIGTERM held back (``stop.held``): the command's output may end there, and a signal sent as
-    it appeared reached the command while its write was returning: "interrupted (Ctrl-C) after N of N pair(s)" with exit status 1, or
-    death by SIGTERM, after every pair's report was out. One held back is ignored at the
-    verdict; the --json file after that line is written with them still held back."""
+    it appeared reached the command while its write was returning: "interrupted (Ctrl-C) after
+    N of N pair(s)" with exit status 1, or death by SIGTERM, after every pair's report was out.
+    One held back is ignored at the verdict; the --json file after that line is written with
+    them still held back."""
     patches = Patches()
     reports: list[PairReport] = []
     with _CtrlC() as ctrl_c:
@@ -201,6 +203,24 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
     return reports, ctrl_c.seen
 
 
+def _again(failed: list[str], inject: tuple[str, ...], timeout: float) -> str:
+    """The command that explores the pairs ``failed`` alone, with the same bugs and --timeout."""
+    options = [arg for bug in inject for arg in ("--inject", bug)]
+    if timeout != DEFAULT_TIMEOUT_S:
+        options += ["--timeout", repr(timeout)]
+    return shlex.join(["rmm-mp", "explore", *failed, *options])
+
+
+def _failed_so_far(reports: list[PairReport], inject: tuple[str, ...], timeout: float) -> str:
+    """What an interrupted run adds to its last line: the pairs that had failed before the
+    Ctrl-C, and the command that explores them alone (a user who stops the whole catalogue on
+    seeing NON-SERIAL scroll past got only "interrupted ... after N of M pair(s)")."""
+    failed = [r.pair for r in reports if not r.ok]
+    if not failed:
+        return ""
+    return f"; {len(failed)} FAILED before it ({', '.join(failed)}): {_again(failed, inject, timeout)}"
+
+
 def summary_text(reports: list[PairReport], inject: tuple[str, ...], timeout: float) -> str:
     """The end of a run of several pairs: how many, and the ones that failed with the command
     that explores them alone (the same bugs and --timeout: each run is a function of those, so it
@@ -210,12 +230,8 @@ def summary_text(reports: list[PairReport], inject: tuple[str, ...], timeout: fl
     failed = [r.pair for r in reports if not r.ok]
     if not failed:
         return f"{len(reports)} pairs explored: every one gave a reference outcome"
-    options = [arg for bug in inject for arg in ("--inject", bug)]
-    if timeout != DEFAULT_TIMEOUT_S:
-        options += ["--timeout", repr(timeout)]
     return (f"{len(reports)} pairs explored: {len(failed)} FAILED ({', '.join(failed)})\n"
-            f"explore {'it' if len(failed) == 1 else 'them'} alone: "
-            f"{shlex.join(['rmm-mp', 'explore', *failed, *options])}")
+            f"explore {'it' if len(failed) == 1 else 'them'} alone: {_again(failed, inject, timeout)}")
 
 
 def result_text(result: "tuple[int, ...] | str") -> str:

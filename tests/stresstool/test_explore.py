@@ -730,6 +730,31 @@ def test_several_pairs_end_with_a_summary_naming_the_failed_ones_and_a_command_t
     assert res.output.splitlines()[-1] == "2 pairs explored: every one gave a reference outcome", res.output
 
 
+def test_an_interrupted_run_names_the_pairs_that_failed_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (KeyboardInterrupt) as the third of three pairs starts, the first having failed
+    under rtt-create-parent-released-early: exit status 1, and the line saying the run was
+    interrupted also names the failed pair and the command that explores it alone. It said only
+    "interrupted (Ctrl-C) after 2 of 3 pair(s)"."""
+    from rmm_mp.stress import explore_cli
+    real = explore_cli.explore_pair
+    calls: list[str] = []
+
+    def stopped_at_the_third(pair, **kw):  # type: ignore[no-untyped-def]
+        calls.append(pair.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(pair, **kw)
+
+    monkeypatch.setattr(explore_cli, "explore_pair", stopped_at_the_third)
+    result = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "map-vs-unmap-unprotected",
+                                                  "rtt-destroy-vs-undelegate-table",
+                                                  "--inject", "rtt-create-parent-released-early"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        "interrupted (Ctrl-C) after 2 of 3 pair(s); 1 FAILED before it (rtt-create-vs-rtt-create): "
+        "rmm-mp explore rtt-create-vs-rtt-create --inject rtt-create-parent-released-early"), result.output
+
+
 def test_json_of_a_rec_enter_pair(tmp_path: Path) -> None:
     """The JSON of a pair with run points: the references during the run and the views."""
     path = tmp_path / "explore.json"
