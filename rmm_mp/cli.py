@@ -52,6 +52,22 @@ class _Commands(click.Group):
             self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests a command close to a misspelt one ("Did you mean 'clean'?") from the
+        # commands it has, which are only those defined here until a SUBCOMMANDS one is asked
+        # for: `rmm-mp exlpore` or `rmm-mp stres` got no suggestion. Every command is offered
+        # (by rmm-mp, not by click's NoSuchCommand, which click before 8.2 does not have).
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            import difflib      # here: this module is every CPU process's main module too (SUBCOMMANDS)
+            message = exc.format_message()
+            close = difflib.get_close_matches(str(args[0]), self.list_commands(ctx), n=1) if args else []
+            if not close or "Did you mean" in message or not message.startswith("No such command"):
+                raise
+            raise click.UsageError(f"{message} Did you mean {close[0]!r}?", ctx) from None
+
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rmm-mp")

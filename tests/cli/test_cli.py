@@ -504,3 +504,19 @@ def test_a_usage_error_with_stderr_closed_is_not_written_to_stdout(args: list[st
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
                           preexec_fn=lambda: os.close(2))
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+
+
+@pytest.mark.parametrize("typed, meant", [("exlpore", "explore"), ("stres", "stress"), ("wokrloads", "workloads"),
+                                          ("clen", "clean"), ("xyz", None)])
+def test_a_misspelt_command_is_named_with_the_command_meant(typed: str, meant: str | None) -> None:
+    """`rmm-mp exlpore`: exit 2 and "Did you mean 'explore'?", once, for a command of another
+    module (SUBCOMMANDS) as for one defined in cli.py (`clen`); a word close to none, no hint.
+    click offered only the commands it had loaded, so the subcommands imported on demand
+    (explore, stress, check, run, workloads, attest) were never suggested."""
+    result = CliRunner().invoke(main, [typed])
+    assert result.exit_code == 2, result.output
+    assert f"No such command '{typed}'." in result.output, result.output
+    if meant is None:
+        assert "Did you mean" not in result.output, result.output
+    else:
+        assert result.output.count(f"Did you mean '{meant}'?") == 1, result.output
