@@ -37,6 +37,38 @@ class FloatRange(click.FloatRange):
         return number
 
 
+class TypedFloat(float):
+    """A float that shows itself (repr) as the text it was typed as: a ConfigError about an
+    option's number (`--seconds 0`: "--seconds = 0: expected ...") names the value as typed,
+    not the float made of it (0.0, -1.0, inf for 1e400). Only the check sees it: resolve turns
+    it into a plain float once it is accepted."""
+
+    typed: str
+
+    def __new__(cls, text: str) -> "TypedFloat":
+        number = super().__new__(cls, text)
+        number.typed = text.strip()
+        return number
+
+    def __repr__(self) -> str:
+        return self.typed
+
+
+class TypedFloatParam(click.ParamType):
+    """click's FLOAT, giving a TypedFloat: for the options whose range the workload's resolution
+    checks (`run` and `workloads show` --seconds), so that its error shows the value as typed."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return TypedFloat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a valid float.", param, ctx)
+
+
 def _range_text(number_range: click.FloatRange) -> str:
     """The range as click's own messages write it ('x>=0', '0.1<=x<=3600'), made here rather
     than with click's private helper for it."""

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import click
 
+from rmm_mp.clitypes import TypedFloatParam
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -63,7 +64,7 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--cpus", type=int, default=None,
               help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
                    "platform's, at most 64].")
-@click.option("--seconds", type=float, default=None,
+@click.option("--seconds", type=TypedFloatParam(), default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
 @click.option("--iterations", type=int, default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
@@ -190,7 +191,7 @@ def workloads_list() -> None:
 @click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
 @click.option("--cpus", type=int, default=None, help="Show it resolved for this many CPUs.")
-@click.option("--seconds", type=float, default=None, help="Show it resolved for this length.")
+@click.option("--seconds", type=TypedFloatParam(), default=None, help="Show it resolved for this length.")
 @click.option("--iterations", type=int, default=None, help="Show it resolved for this many steps per CPU.")
 @click.option("--seed", type=int, default=None, help="Show it resolved with this seed.")
 def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,
