@@ -38,20 +38,21 @@ class FloatRange(click.FloatRange):
 
 
 class TypedFloat(float):
-    """A float that shows itself (repr) as the text it was typed as: a ConfigError about an
-    option's number (`--seconds 0`: "--seconds = 0: expected ...") names the value as typed,
-    not the float made of it (0.0, -1.0, inf for 1e400). Only the check sees it: resolve turns
-    it into a plain float once it is accepted."""
+    """A float that keeps the text it was typed as (``text``) and shows itself (repr) as that
+    text, for an error about an option's number made after the option's parsing (a workload's
+    resolution, the stress run's configuration): `--seconds 0` is "--seconds = 0: expected ...",
+    not the float made of it (0.0, -1.0, inf for 1e400). The value itself is the float's; the
+    checks turn it into a plain float once it is accepted."""
 
-    typed: str
+    text: str
 
-    def __new__(cls, text: str) -> "TypedFloat":
-        number = super().__new__(cls, text)
-        number.typed = text.strip()
-        return number
+    def __new__(cls, number: float, text: str) -> "TypedFloat":
+        made = super().__new__(cls, number)
+        made.text = text
+        return made
 
     def __repr__(self) -> str:
-        return self.typed
+        return self.text
 
 
 class TypedFloatParam(click.ParamType):
@@ -64,7 +65,7 @@ class TypedFloatParam(click.ParamType):
         if not isinstance(value, str):
             return value
         try:
-            return TypedFloat(value)
+            return TypedFloat(float(value), value.strip())
         except ValueError:
             self.fail(f"{value!r} is not a valid float.", param, ctx)
 
@@ -118,16 +119,6 @@ class StepsOrSeconds(click.FloatRange):
         return number
 
 
-class TypedFloat(float):
-    """A float that keeps the text it was typed as (``text``), for an error that names it after
-    the option's parsing: the value itself is the float's."""
-
-    text: str
-
-    def __new__(cls, number: float, text: str) -> "TypedFloat":
-        made = super().__new__(cls, number)
-        made.text = text
-        return made
 
 
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:
