@@ -276,6 +276,10 @@ class Host:
         done = realms.finish(self.machine, self.queue, inst, t, platform_key=self.job.platform_key,
                              tokens_dir=self.job.tokens_dir, turned_off=key in self.turned_off,
                              output="failed" if room else "none")
+        if done.token_file:
+            # Counted as soon as its file is written, not after the destroy below (dozens of
+            # SMCs): a death in that destroy leaves the file in the directory all the same.
+            self.publish(key, 3)
         if not room and done.failed:
             done = replace(done, output_dropped=True)
         self.outputs_kept += done.output is not None
@@ -288,8 +292,6 @@ class Host:
         # Counted once it is gone: one whose teardown the process's death cut short is still the
         # instance not reported, not one of those torn down.
         self.publish(key, 2 if done.failed else 1)
-        if done.token_file:
-            self.publish(key, 3)
         return done
 
     def _keep(self, done: Finished) -> None:
