@@ -69,14 +69,29 @@ def alive(pid: int, started_ms: int | None = None) -> bool:
 def ended(pid: int, started_within: Callable[[int], bool]) -> bool:
     """Whether process pid has certainly ended: there is no such process, it is a zombie, or
     its start time fails ``started_within`` (the pid now names another process). Unlike
-    ``not alive(...)``, a process that cannot be looked at (access denied) has not ended:
-    a caller that stops waiting for an ended process must not stop for a live one."""
+    ``not alive(...)``, a process that cannot be looked at (access denied, or hidden from
+    /proc altogether) has not ended: a caller that stops waiting for an ended process must
+    not stop for a live one."""
     if pid <= 0:
         return True
     try:
         state, started = _stat(pid)
     except (FileNotFoundError, ProcessLookupError):
-        return True
+        return not _signalable(pid)
     except (OSError, ValueError, IndexError):
         return False
     return state == b"Z" or not started_within(started)
+
+
+def _signalable(pid: int) -> bool:
+    """Whether process pid exists, asked of the kernel rather than /proc: a /proc mounted with
+    hidepid=invisible (2) has no entry at all for another user's process, which then looked
+    ended. Signal 0 is delivered to no one; only ESRCH says that there is no such process
+    (EPERM: it exists and is another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -4,6 +4,8 @@ the other liveness checks (hw.process) judge a process they cannot look at or wh
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -25,6 +27,13 @@ def _stat_raising(exc: Exception):  # type: ignore[no-untyped-def]
     return unreadable
 
 
+def _ended_pid() -> int:
+    """The pid of a process that has ended and been reaped (a child that exited at once)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
 @pytest.mark.parametrize("started", [None, 1234])
 def test_a_creator_that_cannot_be_looked_at_is_not_an_orphan(monkeypatch: pytest.MonkeyPatch,
                                                               started: int | None) -> None:
@@ -36,7 +45,8 @@ def test_a_creator_that_cannot_be_looked_at_is_not_an_orphan(monkeypatch: pytest
     monkeypatch.setattr(process, "_stat", _stat_raising(PermissionError(13, "Permission denied")))
     assert not orphans.is_orphan(MACHINE)
     monkeypatch.setattr(process, "_stat", _stat_raising(FileNotFoundError(2, "No such file or directory")))
-    assert orphans.is_orphan(MACHINE)
+    assert orphans.is_orphan(MachineSegments(prefix=f"rmm-mp-{_ended_pid()}-feedface", creator_pid=_ended_pid(),
+                                             paths=()))
 
 
 def test_a_step_of_the_wall_clock_leaves_live_processes_alive(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,5 +103,21 @@ def test_a_lock_holder_that_cannot_be_looked_at_is_waited_for(monkeypatch: pytes
     assert waiter._holder_alive(HOST_OWNER_FLAG | 4242)
     assert not devices._holder_gone(word)
     monkeypatch.setattr(process, "_stat", _stat_raising(FileNotFoundError(2, "No such file or directory")))
-    assert not waiter._holder_alive(HOST_OWNER_FLAG | 4242)
-    assert devices._holder_gone(word)
+    gone = _ended_pid()
+    assert not waiter._holder_alive(HOST_OWNER_FLAG | gone)
+    assert devices._holder_gone(binding_word(gone, 123_450))
+
+
+def test_a_process_hidden_from_proc_has_not_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A /proc mounted with hidepid=invisible (2) has no entry at all for another user's process:
+    its stat file is not found, as a gone process's is. The kernel still knows it (signal 0), so
+    it has not ended: its machine is no orphan, its CPU binding is not reclaimed and a lock wait
+    goes on. It used to be taken for gone, though the docs say such a creator counts as running.
+    A process the kernel does not know either has ended."""
+    monkeypatch.setattr(process, "_stat", _stat_raising(FileNotFoundError(2, "No such file or directory")))
+    me = os.getpid()
+    assert not process.ended(me, lambda start_ms: False)
+    assert not orphans.is_orphan(MachineSegments(prefix=f"rmm-mp-{me}-feedface", creator_pid=me, paths=()))
+    assert not binding_ended(binding_word(me, 123_450))
+    assert HostLockWaiter.__new__(HostLockWaiter)._holder_alive(HOST_OWNER_FLAG | me)
+    assert process.ended(_ended_pid(), lambda start_ms: True)
