@@ -33,7 +33,8 @@ CPU whose process is descheduled or stopped (SIGSTOP, a debugger) can take a lon
 a sync point, and a waiter that only yielded burnt a whole host core all that time. A CPU
 process that died counted in would stall the wait; once the wait sleeps, the CPU's binding is
 checked every few tens of milliseconds and a CPU whose process has ended (or whose pid now names
-another process) is skipped.
+another process) is skipped; a process that binds such a CPU afresh counts the dead holder out
+(count_out_dead_holder), or its RD would read as the new owner executing that realm.
 
 This module owns the protocol. It must not know what a realm or an RD is.
 """
