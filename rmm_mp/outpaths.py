@@ -220,9 +220,9 @@ def replacing(path: str) -> Iterator[str]:
     it, a replaced one keeps its own. A path that exists and is not a regular file (/dev/full,
     /dev/stdout, a FIFO) is written in place: it is yielded itself. A symbolic link is followed:
     its target is replaced. The file this process's standard output or error goes to (`--json
-    /dev/stdout > out.txt`) is appended to, once the content is complete, rather than replaced:
-    renamed over, it lost the report written to it before (the text went on to the unlinked
-    file).
+    /dev/stdout > out.txt`) gets the content, once complete, written through that stream's
+    descriptor, after what was printed to it, rather than replaced: renamed over, it lost the
+    report written to it before (the text went on to the unlinked file).
 
     What the path is, is asked of the path itself (os.stat follows links as open() does): a
     link of /proc/PID/fd, such as /dev/stdout, names the open file, which realpath cannot
@@ -235,8 +235,9 @@ def replacing(path: str) -> Iterator[str]:
     if info is not None and not stat.S_ISREG(info.st_mode):
         yield path
         return
-    if info is not None and _is_standard_stream(info):
-        with _appended(path) as temp:
+    stream_fd = None if info is None else _standard_stream(info)
+    if stream_fd is not None:
+        with _appended(path, stream_fd) as temp:
             yield temp
         return
     target = os.path.realpath(path)
@@ -260,23 +261,29 @@ def replacing(path: str) -> Iterator[str]:
         _unfinished.pop(temp, None)
 
 
-def _is_standard_stream(info: os.stat_result) -> bool:
-    """Whether ``info`` is the file standard output or standard error is open on."""
+def _standard_stream(info: os.stat_result) -> int | None:
+    """The descriptor (1 or 2) of the standard stream open on the file ``info`` describes, if
+    one is."""
     for fd in (1, 2):
         try:
             stream = os.fstat(fd)
         except OSError:
             continue
         if (stream.st_dev, stream.st_ino) == (info.st_dev, info.st_ino):
-            return True
-    return False
+            return fd
+    return None
 
 
 @contextmanager
-def _appended(path: str) -> Iterator[str]:
-    """``replacing`` for the file a standard stream goes to: the content is written to a
-    temporary file beside it and, once complete, appended to it after what the streams wrote
-    (flushed first), so that the report before it stays; failed or interrupted, nothing is."""
+def _appended(path: str, fd: int) -> Iterator[str]:
+    """``replacing`` for ``path``, the file the standard stream of descriptor ``fd`` goes to:
+    the content is written to a temporary file beside it and, once complete, written through
+    ``fd`` after what the streams wrote (flushed first), so that the report before it stays;
+    failed or interrupted, nothing is. Written through the stream's own descriptor, as a print
+    is, rather than appended through a descriptor of its own: a file redirected without
+    O_APPEND (`> out.txt`) is written at its descriptor's offset, which the append left
+    behind, so the text printed after the report ("Written: ...", "result: ...") was written
+    over the report's start."""
     temp = ""
     try:
         temp = _new_temp(os.path.dirname(os.path.realpath(path)), "rmm-mp-append")
@@ -284,9 +291,11 @@ def _appended(path: str) -> Iterator[str]:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-        with open(temp, "rb") as source, open(path, "ab") as out:
+        with open(temp, "rb") as source:
             while chunk := source.read(1 << 20):
-                out.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
     finally:
         if temp:
             try:

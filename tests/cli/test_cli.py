@@ -494,6 +494,22 @@ def test_a_json_report_to_dev_stdout_follows_the_text_report(tmp_path: Path, int
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out.txt"] if into == "file" else [])
 
 
+def test_text_printed_after_a_json_report_to_a_redirected_stdout_follows_it(tmp_path: Path) -> None:
+    """A report written to /dev/stdout with standard output redirected to a file without
+    O_APPEND (`--json /dev/stdout > out.txt`), and a line printed after it, as `rmm-mp run`
+    prints "Written: ..." and "result: ...": the file holds the line before, the JSON, and the
+    line after. The JSON was appended through a descriptor of its own, which left standard
+    output's offset at the end of the first line, so the line after was written over the
+    start of the JSON."""
+    out = tmp_path / "out.txt"
+    script = _WRITE_AFTER_A_REPORT + "print('result: OK', flush=True)\n"
+    with out.open("w") as stdout:       # "w": O_TRUNC, not O_APPEND, as the shell's `>`
+        proc = subprocess.run([sys.executable, "-c", script, "/dev/stdout"], stdout=stdout, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == 'the report\n{\n "ok": true\n}\nresult: OK\n', out.read_text()
+
+
 @pytest.mark.parametrize("args", [["explore", "no-such-pair"], ["workloads", "show", "no-such-workload"]],
                          ids=["explore", "workloads-show"])
 def test_a_usage_error_with_stderr_closed_is_not_written_to_stdout(args: list[str]) -> None:
