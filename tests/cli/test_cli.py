@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from rmm_mp import __version__
 from rmm_mp.cli import SUBCOMMANDS, main
-from rmm_mp.clitypes import FloatRange
+from rmm_mp.clitypes import FloatRange, TypedFloat
 from rmm_mp.hw import platform as platforms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -536,3 +536,15 @@ def test_a_misspelt_command_is_named_with_the_command_meant(typed: str, meant: s
         assert "Did you mean" not in result.output, result.output
     else:
         assert result.output.count(f"Did you mean '{meant}'?") == 1, result.output
+
+
+def test_a_typed_float_survives_pickling_and_copying() -> None:
+    """A TypedFloat (`--seconds 1.50` as typed) pickled, as a spawned CPU process's arguments
+    are, and copied (copy.copy, copy.deepcopy, as dataclasses and configs are): the same number
+    and the same text. Its __new__ requires the text, and float's pickling gives the number
+    alone, so each raised TypeError."""
+    import copy
+    import pickle
+    typed = TypedFloat(1.5, "1.50")
+    for made in (pickle.loads(pickle.dumps(typed)), copy.copy(typed), copy.deepcopy(typed)):
+        assert type(made) is TypedFloat and made == 1.5 and repr(made) == "1.50", repr(made)
