@@ -108,14 +108,15 @@ class FeatureRegister0:
     @staticmethod
     def describe(value: int) -> str:
         """A register value in words, each figure read back from the value (counts, not the
-        "minus one" encodings): what a host learns from RMI_FEATURES index 0."""
+        "minus one" encodings): what a host learns from RMI_FEATURES index 0. Flags read true or
+        false, as a platform file writes them (Python's True/False were shown before)."""
         def f(name: str) -> int:
             return FeatureRegister0.field(value, name)
 
-        sve = f"sve True (vectors up to {(f('SVE_VL') + 1) * 128} bits)" if f("SVE_EN") else "sve False"
-        pmu = f"pmu True ({f('PMU_NUM_CTRS')} counters)" if f("PMU_EN") else "pmu False"
+        sve = f"sve true (vectors up to {(f('SVE_VL') + 1) * 128} bits)" if f("SVE_EN") else "sve false"
+        pmu = f"pmu true ({f('PMU_NUM_CTRS')} counters)" if f("PMU_EN") else "pmu false"
         hashes = [name for name, bit in (("sha-256", "HASH_SHA_256"), ("sha-512", "HASH_SHA_512")) if f(bit)]
         order = f("MAX_RECS_ORDER")
-        return (f"s2sz {f('S2SZ')}, lpa2 {bool(f('LPA2'))}, {sve}, {pmu}, {f('NUM_BPS') + 1} breakpoints, "
+        return (f"s2sz {f('S2SZ')}, lpa2 {'true' if f('LPA2') else 'false'}, {sve}, {pmu}, {f('NUM_BPS') + 1} breakpoints, "
                 f"{f('NUM_WPS') + 1} watchpoints, hashes {', '.join(hashes) or 'none'}, "
                 f"{f('GICV3_NUM_LRS') + 1} GIC list registers, max_recs_order {order} (MAX_RECS {(1 << order) - 1})")
