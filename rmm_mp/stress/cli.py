@@ -136,7 +136,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
               help="Write the (shrunk) failing interleaving as a Trace Event Format timeline (marked incomplete "
                    "when a CPU's process died: its calls, locks and switches are lost).")
 @click.option("--save-schedule", type=click.Path(dir_okay=False), default=None,
-              help="Where a deterministic run writes its schedule (default: stress-WORKLOAD-SEED.schedule.json "
+              help="Where a deterministic run writes its schedule (default: "
+                   "stress-WORKLOAD-SCHEDULE-SEED[-BUG+BUG...].schedule.json "
                    "when it found something; never one that cannot replay the run: no step taken, or a dead CPU's "
                    "switches lost).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
@@ -372,8 +373,12 @@ def _write_json(report: StressReport, extra: Mapping[str, object], written: dict
 
 
 def default_schedule_path(config: StressConfig) -> str:
-    """Where a deterministic run that found something writes its schedule without --save-schedule."""
-    return f"stress-{config.workload}-{config.seed}.schedule.json"
+    """Where a deterministic run that found something writes its schedule without --save-schedule:
+    named by workload, schedule kind, seed and injected bugs, so that runs differing in any of
+    them keep their own file (named by workload and seed alone, a pct run overwrote the random
+    run's schedule, and one bug's run another's of the same workload and seed, silently)."""
+    bugs = "-" + "+".join(config.inject) if config.inject else ""
+    return f"stress-{config.workload}-{config.schedule}-{config.seed}{bugs}.schedule.json"
 
 
 def _check_other_paths(config: StressConfig, replay: str | None, do_shrink: bool, trace_path: str | None,

@@ -1518,7 +1518,7 @@ def test_a_cpu_killed_before_the_first_step_is_one_finding_and_saves_no_schedule
     starting or waiting for its turn when the run was aborted and killed after the grace time
     (0.1 s here, so that it always is), is no finding of its own but a "not done" line. No
     schedule is saved: the run took no step. Before, the other CPU was a second cpu-died
-    finding and stress-tables-0.schedule.json was written, whose replay said DIVERGED."""
+    finding and stress-tables-random-0.schedule.json was written, whose replay said DIVERGED."""
     from rmm_mp.stress import runner
     monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.1)
     monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host

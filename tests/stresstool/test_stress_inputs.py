@@ -233,15 +233,16 @@ def test_stress_config_refuses_wrong_types(field: str, value: object, message: s
 def test_an_unwritable_default_schedule_path_is_a_usage_error_before_the_run(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic run without --save-schedule writes its schedule, when it finds something,
-    to stress-WORKLOAD-SEED.schedule.json in the current directory: a path that cannot be
+    to stress-WORKLOAD-SCHEDULE-SEED-BUGS.schedule.json in the current directory: a path that cannot be
     written there (here a directory of that name) is refused before the run, as --save-schedule
     is, rather than a traceback after it with the schedule lost."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "stress-tables-0.schedule.json").mkdir()
+    (tmp_path / "stress-tables-random-0-lock-two-unordered.schedule.json").mkdir()
     res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--schedule", "random"])
     assert res.exit_code == 2, res.output
-    assert "the schedule file (--save-schedule's default) = 'stress-tables-0.schedule.json': expected a file " \
-           "that can be written (it is a directory); name another with --save-schedule" in res.output
+    assert "the schedule file (--save-schedule's default) = 'stress-tables-random-0-lock-two-unordered" \
+           ".schedule.json': expected a file that can be written (it is a directory); name another with " \
+           "--save-schedule" in res.output
     # Named with --save-schedule, or a free-running run (no schedule), the default is not used.
     res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--schedule", "random",
                                       "--save-schedule", "s.json"])
@@ -264,10 +265,11 @@ def test_an_output_naming_the_replay_file_or_the_default_schedule_is_a_usage_err
     assert f"{option} = './s.json': expected a file of its own (it is the --replay file, which the run reads)" \
            in res.output
     assert json.loads(sched.read_text()) == VALID
-    res = CliRunner().invoke(stress, ["--schedule", "random", "--seed", "3", option, "stress-mixed-3.schedule.json"])
+    res = CliRunner().invoke(stress, ["--schedule", "random", "--seed", "3", option,
+                                      "stress-mixed-random-3.schedule.json"])
     assert res.exit_code == 2, res.output
-    assert f"{option} = 'stress-mixed-3.schedule.json': expected a file of its own (a run that finds something " \
-           "writes its schedule there; name another with --save-schedule)" in res.output
+    assert f"{option} = 'stress-mixed-random-3.schedule.json': expected a file of its own (a run that finds " \
+           "something writes its schedule there; name another with --save-schedule)" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
 
 
@@ -398,3 +400,16 @@ def test_a_schedule_a_replay_would_refuse_is_not_written(tmp_path: Path, monkeyp
     with pytest.raises(ValueError, match=f"^not written: {size:,} bytes, more than the {size - 1:,} "):
         schedule_file.write(report, tmp_path / "over.json")
     assert not (tmp_path / "over.json").exists()
+
+
+def test_runs_that_differ_in_schedule_kind_or_bugs_save_their_schedules_apart() -> None:
+    """Deterministic runs of one workload and seed that differ in their schedule kind or in the
+    bugs injected write their schedules to different default files. Named by workload and seed
+    alone, a pct run overwrote the random run's schedule, and one bug's run another's, with no
+    word said."""
+    from rmm_mp.stress.cli import default_schedule_path
+    made = [StressConfig(workload="tables", schedule=kind, seed=0, inject=bugs)
+            for kind in ("random", "pct") for bugs in ((), ("lock-two-unordered",), ("walk-unlock-parent-first",))]
+    names = [default_schedule_path(config) for config in made]
+    assert len(set(names)) == len(names), names
+    assert names[1] == "stress-tables-random-0-lock-two-unordered.schedule.json"
