@@ -127,6 +127,30 @@ class StepsOrSeconds(click.FloatRange):
 
 
 
+class CatalogChoice(click.Choice):
+    """click.Choice of a catalog's names (the bug catalog's, for --inject): --help shows the
+    metavar (BUG) rather than every name on one line (15 names made a 600-column line), and a
+    name not in the catalog is refused with the one closest to it, if any, and where the
+    catalog is listed, rather than with every name."""
+
+    def __init__(self, choices: list[str], metavar: str, what: str, listing: str) -> None:
+        super().__init__(choices)
+        self.metavar = metavar
+        self.what = what
+        self.listing = listing
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.choices:
+            return value
+        import difflib      # here: only a refused name needs it
+        close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        self.fail(f"{value!r} is no {self.what}; {hint}`{self.listing}` lists them", param, ctx)
+
+
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:
     """Refuse anything typed on the command line beside ``flag`` (a flag that lists a catalog
     and exits, such as ``--list-bugs``): run with the listing, ``--cpus 4`` or a WORKLOAD would

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import FloatRange, StepsOrSeconds, TypedFloat, refuse_beside_listing
+from rmm_mp.clitypes import CatalogChoice, FloatRange, StepsOrSeconds, TypedFloat, refuse_beside_listing
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
@@ -117,7 +117,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "but the ones under way finish, so the run takes more steps (the summary says how many).")
 @click.option("--pct-depth", type=click.IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
               help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
-@click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)), help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
+@click.option("--inject", multiple=True,
+              type=CatalogChoice(sorted(BUGS), "BUG", "catalogued bug", "rmm-mp stress --list-bugs"), help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
               "lock-two-unordered and lock-two-check-late). A run that never calls the code a bug "
               "replaces says so: its 'no findings' tests nothing of that bug.")
 @click.option("--checkers", default=None,

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.clitypes import FloatRange, refuse_beside_listing
+from rmm_mp.clitypes import CatalogChoice, FloatRange, refuse_beside_listing
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import suggestion
@@ -39,7 +39,8 @@ from rmm_mp.stress.probe import Patches
 @click.command()
 @click.argument("pairs", nargs=-1, metavar="[PAIR]...")
 @click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit (given alone: no other option or PAIR).")
-@click.option("--inject", multiple=True, type=click.Choice(sorted(BUGS)),
+@click.option("--inject", multiple=True,
+              type=CatalogChoice(sorted(BUGS), "BUG", "catalogued bug", "rmm-mp stress --list-bugs"),
               help="Switch a catalogued bug on (repeatable, but not two that replace the same code; "
                    "`rmm-mp stress --list-bugs` lists them).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,

@@ -413,3 +413,19 @@ def test_runs_that_differ_in_schedule_kind_or_bugs_save_their_schedules_apart() 
     names = [default_schedule_path(config) for config in made]
     assert len(set(names)) == len(names), names
     assert names[1] == "stress-tables-random-0-lock-two-unordered.schedule.json"
+
+
+@pytest.mark.parametrize("command", ["stress", "explore"])
+def test_a_misspelt_bug_is_offered_the_bug_meant(command: str) -> None:
+    """`--inject lock-two-unorderd` is refused naming the bug closest to it and where the
+    catalog is listed, and --help shows `--inject BUG`: click listed all 15 names in the error
+    and on one 600-column line of --help."""
+    from rmm_mp.cli import main
+    res = CliRunner().invoke(main, [command, "--inject", "lock-two-unorderd"])
+    assert res.exit_code == 2, res.output
+    assert "'lock-two-unorderd' is no catalogued bug; did you mean 'lock-two-unordered'? " \
+           "`rmm-mp stress --list-bugs` lists them" in res.output
+    assert "walk-unlock-parent-first" not in res.output
+    shown = CliRunner().invoke(main, [command, "--help"], terminal_width=80)
+    assert "--inject BUG" in shown.output and "walk-unlock-parent-first" not in shown.output
+    assert CliRunner().invoke(main, [command, "--inject", "zzz"]).output.count("did you mean") == 0
