@@ -51,3 +51,13 @@ def test_a_saved_token_is_counted_before_the_rest_of_its_teardown(tmp_path: Path
     assert len(files) == 1, files
     assert (built, ok, failed) == (0, 0, 0), "the instance cut off in its teardown is not one torn down"
     assert saved == len(files), f"{len(files)} token file(s) written, {saved} counted in the tally"
+
+
+def test_the_tally_has_an_entry_for_every_realm_a_cpu_can_own() -> None:
+    """A CPU's tally entries are indexed by the lifecycle instances it owns, each a realm of the
+    run queue's realm table: the tally must have room for the whole table, or a CPU owning more
+    instances than entries would raise inside publish_lifecycle in the middle of a run. Only a
+    docstring tied the two figures together."""
+    from rmm_mp.host.runqueue import MAX_REALMS
+    from rmm_mp.hw.cpuarea import LIFECYCLE_KEYS
+    assert MAX_REALMS <= LIFECYCLE_KEYS, (MAX_REALMS, LIFECYCLE_KEYS)
