@@ -118,6 +118,11 @@ class StepsOrSeconds(click.FloatRange):
             self.fail(f"{value.strip()} is not in the range {_range_text(self)}.", param, ctx)
         if isinstance(value, str) and self._INTEGER.fullmatch(value):
             return int(value)
+        if isinstance(value, str) and number == 0 and re.search(r"[1-9]", value.lower().partition("e")[0]):
+            # 1e-400 reads as 0.0, which means "no checks": a value typed as more than 0 must not
+            # turn the checks off without a word.
+            self.fail(f"{value.strip()} reads as 0, which turns the checks off; expected 0 for no checks or a "
+                      f"number a float holds as more than 0", param, ctx)
         if isinstance(value, str) and isinstance(number, float):
             # Kept as typed for the checks after the parsing (the run's configuration): they
             # showed `1e999` as "inf" and `1e20` as "1e+20".

@@ -95,13 +95,15 @@ def test_help_says_quiescent_every_needs_the_invariants_checker() -> None:
 def test_quiescent_every_is_shown_as_steps_or_seconds_and_its_errors_echo_the_value_as_typed() -> None:
     """--quiescent-every is a step count in a deterministic run and seconds in a free-running
     one: --help shows it as N|SECONDS, not click's FLOAT RANGE. A negative value is refused as
-    typed (-1, not the -1.0 click made of it; -1.50 stays -1.50), and a value that is no number
-    says what was expected, not "is not a valid float range"."""
+    typed (-1, not the -1.0 click made of it; -1.50 stays -1.50), a value that is no number
+    says what was expected, not "is not a valid float range", and one typed as more than 0 that
+    a float holds as 0 (1e-400) is refused: read as 0, it turned the checks off without a word."""
     [line] = [line for line in CliRunner().invoke(stress, ["--help"]).output.splitlines()
               if line.lstrip().startswith("--quiescent-every")]
     assert line.split()[:2] == ["--quiescent-every", "N|SECONDS"], line
     for typed, message in (("-1", "-1 is not in the range x>=0."), ("-1.50", "-1.50 is not in the range x>=0."),
-                           ("abc", "'abc' is not a number: expected N steps or SECONDS, x>=0")):
+                           ("abc", "'abc' is not a number: expected N steps or SECONDS, x>=0"),
+                           ("1e-400", "1e-400 reads as 0, which turns the checks off; expected 0 for no checks")):
         res = CliRunner().invoke(stress, ["--quiescent-every", typed])
         assert res.exit_code == 2, res.output
         assert f"Invalid value for '--quiescent-every': {message}" in res.output, res.output
