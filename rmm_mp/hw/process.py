@@ -23,6 +23,8 @@ from typing import Callable
 _own_start: int | None = None
 _own_pid = 0
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# pid_t is a signed 32-bit int on Linux: no process has a larger pid.
+_PID_MAX = 2**31 - 1
 
 
 def _stat(pid: int) -> tuple[bytes, int]:
@@ -87,7 +89,10 @@ def _signalable(pid: int) -> bool:
     """Whether process pid exists, asked of the kernel rather than /proc: a /proc mounted with
     hidepid=invisible (2) has no entry at all for another user's process, which then looked
     ended. Signal 0 is delivered to no one; only ESRCH says that there is no such process
-    (EPERM: it exists and is another user's)."""
+    (EPERM: it exists and is another user's). A pid beyond pid_t's range (a segment file's name
+    may carry any digits) names no process, and os.kill would raise OverflowError for it."""
+    if pid > _PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

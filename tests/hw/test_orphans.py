@@ -121,3 +121,16 @@ def test_a_process_hidden_from_proc_has_not_ended(monkeypatch: pytest.MonkeyPatc
     assert not binding_ended(binding_word(me, 123_450))
     assert HostLockWaiter.__new__(HostLockWaiter)._holder_alive(HOST_OWNER_FLAG | me)
     assert process.ended(_ended_pid(), lambda start_ms: True)
+
+
+def test_a_pid_beyond_pid_t_has_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment file's name may carry any digits as its creator's pid (rmm-mp-4294967297-...):
+    no process has a pid beyond pid_t's range, so it has ended and the machine is an orphan.
+    The /proc read finds no entry, and the kernel must not be asked with signal 0, for which
+    os.kill raised OverflowError: `rmm-mp clean` and every Machine.create (which removes
+    orphans) crashed on such a file."""
+    huge = 2**32 + 1
+    assert process.ended(huge, lambda start_ms: True)
+    assert process.ended(2**31, lambda start_ms: True)
+    assert orphans.is_orphan(MachineSegments(prefix=f"rmm-mp-{huge}-feedface", creator_pid=huge, paths=()))
+    assert not process.alive(huge)
