@@ -218,7 +218,9 @@ def replacing(path: str) -> Iterator[str]:
     renamed over ``path`` (os.replace, atomic); when it raises anything (OSError, Ctrl-C), it is
     removed and ``path`` is left as it was. A new file gets the permissions open() would give
     it, a replaced one keeps its own. A path that exists and is not a regular file (/dev/full,
-    /dev/stdout, a FIFO) is written in place: it is yielded itself. A symbolic link is followed:
+    /dev/stdout, a FIFO) is written in place: it is yielded itself; when it is this process's
+    standard output or error (a pipe) and its reader has gone, the write ends quietly and the
+    stream is pointed at /dev/null, as ``echo`` does. A symbolic link is followed:
     its target is replaced. The file this process's standard output or error goes to (`--json
     /dev/stdout > out.txt`) gets the content, once complete, written through that stream's
     descriptor, after what was printed to it, rather than replaced: renamed over, it lost the
@@ -233,7 +235,21 @@ def replacing(path: str) -> Iterator[str]:
     except FileNotFoundError:
         info = None
     if info is not None and not stat.S_ISREG(info.st_mode):
-        yield path
+        stream_fd = _standard_stream(info)
+        if stream_fd is None:
+            yield path
+            return
+        # Standard output or error itself, a pipe (`--json /dev/stdout | head -1`): a reader that
+        # has gone ends this write quietly, as it ends the printing (``echo``), and the stream is
+        # pointed at /dev/null. The write failed "Broken pipe" and the command exited 1, though
+        # a reader leaving early changes no exit status. What was printed goes first.
+        try:
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()
+            yield path
+        except BrokenPipeError:
+            _to_devnull(stream_fd)
         return
     stream_fd = None if info is None else _standard_stream(info)
     if stream_fd is not None:

@@ -494,6 +494,24 @@ def test_a_json_report_to_dev_stdout_follows_the_text_report(tmp_path: Path, int
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out.txt"] if into == "file" else [])
 
 
+def test_a_json_report_to_dev_stdout_whose_reader_left_ends_quietly() -> None:
+    """`--json /dev/stdout | head -1`: standard output is a pipe whose reader has gone when the
+    report (bigger than a pipe's buffer) is written to /dev/stdout. The write ends quietly, as
+    the printing does, and the command goes on: exit status 0, nothing on stderr, and a line
+    printed afterwards is dropped too. The write raised BrokenPipeError ("could not write the
+    json report to /dev/stdout: Broken pipe", exit status 1, in `rmm-mp run`)."""
+    script = ("import sys\nfrom rmm_mp.outpaths import write_json\n"
+              "write_json({'filler': 'x' * 200_000}, '/dev/stdout')\nprint('result: OK')\n")
+    reader, writer = os.pipe()
+    os.close(reader)            # a reader that left before the first byte
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=writer, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_text_printed_after_a_json_report_to_a_redirected_stdout_follows_it(tmp_path: Path) -> None:
     """A report written to /dev/stdout with standard output redirected to a file without
     O_APPEND (`--json /dev/stdout > out.txt`), and a line printed after it, as `rmm-mp run`
