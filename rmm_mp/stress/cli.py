@@ -16,6 +16,7 @@ This module parses and prints; the work is in stress.runner, stress.shrink, stre
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 from typing import Callable, Mapping
@@ -379,7 +380,18 @@ def default_schedule_path(config: StressConfig) -> str:
     them keep their own file (named by workload and seed alone, a pct run overwrote the random
     run's schedule, and one bug's run another's of the same workload and seed, silently)."""
     bugs = "-" + "+".join(config.inject) if config.inject else ""
-    return f"stress-{config.workload}-{config.schedule}-{config.seed}{bugs}.schedule.json"
+    name = f"stress-{config.workload}-{config.schedule}-{config.seed}{bugs}.schedule.json"
+    if len(name.encode()) > _NAME_MAX:
+        # Nine bugs or so (they may be combined) name a file longer than a file system allows
+        # (255 bytes): the run was refused, "File name too long". Their count and a digest of
+        # their names keep such runs apart, as the names do.
+        digest = hashlib.sha256("+".join(config.inject).encode()).hexdigest()[:8]
+        name = f"stress-{config.workload}-{config.schedule}-{config.seed}-{len(config.inject)}-bugs-{digest}.schedule.json"
+    return name
+
+
+_NAME_MAX = 255
+"""The longest file name, in bytes, of the common Linux file systems (ext4, xfs, btrfs, tmpfs)."""
 
 
 def _check_other_paths(config: StressConfig, replay: str | None, do_shrink: bool, trace_path: str | None,

@@ -415,6 +415,22 @@ def test_runs_that_differ_in_schedule_kind_or_bugs_save_their_schedules_apart() 
     assert names[1] == "stress-tables-random-0-lock-two-unordered.schedule.json"
 
 
+def test_the_default_schedule_file_of_many_bugs_has_a_name_a_file_system_takes(tmp_path: Path) -> None:
+    """Nine bugs that replace different code, injected together: their names joined passed a
+    file name's 255 bytes, and the run was refused before it started ("File name too long";
+    name another with --save-schedule). The default name now holds their count and a digest
+    of their names instead: short enough to create, and apart from another set's."""
+    from rmm_mp.stress.cli import default_schedule_path
+    combinable = ("rtt-create-parent-released-early", "rtt-destroy-refcount-unlocked", "data-destroy-wipe-after-rtt",
+                  "map-unprotected-leaks-lock", "delegate-state-before-pas", "data-create-copy-under-rd",
+                  "data-create-rtt-before-rd", "rec-destroy-aux-after-rec", "walk-unlock-parent-first")
+    nine = default_schedule_path(StressConfig(workload="tables", schedule="random", seed=0, inject=combinable))
+    eight = default_schedule_path(StressConfig(workload="tables", schedule="random", seed=0, inject=combinable[1:]))
+    assert len(nine.encode()) <= 255 and nine != eight, (nine, eight)
+    assert nine.startswith("stress-tables-random-0-9-bugs-") and nine.endswith(".schedule.json"), nine
+    (tmp_path / nine).write_text("{}")
+
+
 @pytest.mark.parametrize("command", ["stress", "explore"])
 def test_a_misspelt_bug_is_offered_the_bug_meant(command: str) -> None:
     """`--inject lock-two-unorderd` is refused naming the bug closest to it and where the
