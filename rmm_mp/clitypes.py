@@ -101,7 +101,9 @@ class StepsOrSeconds(click.FloatRange):
     name = "steps or seconds"
     _INTEGER = re.compile(r"\s*\+?[0-9]{1,30}\s*", re.ASCII)
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        # ctx is optional: click 8.1 (pyproject allows it) calls get_metavar(param) alone, and
+        # with ctx required `rmm-mp stress --help` ended in a TypeError.
         return "N|SECONDS"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:

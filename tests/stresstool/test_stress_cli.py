@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import psutil
 
+import click
 import pytest
 from children import cpu_children, wait_for_cpus
 from click.testing import CliRunner
@@ -107,6 +108,18 @@ def test_quiescent_every_is_shown_as_steps_or_seconds_and_its_errors_echo_the_va
         res = CliRunner().invoke(stress, ["--quiescent-every", typed])
         assert res.exit_code == 2, res.output
         assert f"Invalid value for '--quiescent-every': {message}" in res.output, res.output
+
+
+def test_option_types_show_their_metavar_as_click_8_1_asks_for_it() -> None:
+    """click 8.1 (pyproject: click>=8.1) asks an option's type for its metavar with the option
+    alone, get_metavar(param); 8.2 and later add the context. --quiescent-every's type required
+    the context, so `rmm-mp stress --help` ended in a TypeError under click 8.1; --inject's
+    type answers both calls."""
+    params = {p.name: p for p in stress.params}
+    for name, metavar in (("quiescent_every", "N|SECONDS"), ("inject", "BUG")):
+        param = params[name]
+        assert param.type.get_metavar(param) == metavar
+        assert param.type.get_metavar(param, click.Context(stress)) == metavar
 
 
 @pytest.mark.multiprocess
