@@ -153,7 +153,11 @@ class CatalogChoice(click.Choice):
         if value in self.choices:
             return value
         import difflib      # here: only a refused name needs it
-        close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
+        # Compared case-folded: names are matched exactly, as click.Choice matched them, but a
+        # name typed in capitals (LOCK-TWO-UNORDERED) is offered its own name; compared as
+        # typed it was close to none, and the error no longer lists the names to see it in.
+        names = {str(c).casefold(): str(c) for c in self.choices}
+        close = [names[m] for m in difflib.get_close_matches(str(value).casefold(), list(names), n=1)]
         hint = f"did you mean {close[0]!r}? " if close else ""
         self.fail(f"{value!r} is no {self.what}; {hint}`{self.listing}` lists them", param, ctx)
 

@@ -445,3 +445,13 @@ def test_a_misspelt_bug_is_offered_the_bug_meant(command: str) -> None:
     shown = CliRunner().invoke(main, [command, "--help"], terminal_width=80)
     assert "--inject BUG" in shown.output and "walk-unlock-parent-first" not in shown.output
     assert CliRunner().invoke(main, [command, "--inject", "zzz"]).output.count("did you mean") == 0
+
+
+def test_a_bug_typed_in_capitals_is_refused_with_its_name() -> None:
+    """`--inject LOCK-TWO-UNORDERED`: refused, as click.Choice refused it (names match exactly),
+    but offered 'lock-two-unordered'. The suggestion compared the name as typed, close to none,
+    so the error named no bug at all, where click.Choice's had listed them all."""
+    from rmm_mp.cli import main
+    res = CliRunner().invoke(main, ["stress", "--inject", "LOCK-TWO-UNORDERED"])
+    assert res.exit_code == 2, res.output
+    assert "'LOCK-TWO-UNORDERED' is no catalogued bug; did you mean 'lock-two-unordered'?" in res.output, res.output
