@@ -199,7 +199,10 @@ class Machine:
             for seg in attached.values():
                 seg.close()
             pid = name[len(segment.NAME_PREFIX):].split("-")[0]
-            if pid.isdigit() and not process.alive(int(pid)):
+            # Judged as `rmm-mp clean` judges it (process.ended): a creator hidden from /proc
+            # (another user's, hidepid) is alive, not "died", which sent the user to a clean
+            # that then removed nothing.
+            if pid.isdigit() and process.ended(int(pid), lambda start_ms: True):
                 raise MachineError(f"machine {name!r} was never finished: its creator (pid {pid}) died while making "
                                    "it (`rmm-mp clean` removes it)") from None
             raise MachineError(f"machine {name!r} is still being created: try again in a moment") from None

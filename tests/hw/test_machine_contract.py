@@ -1122,3 +1122,21 @@ def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPa
     with pytest.raises(MachineError, match="never finished: its creator .pid 999999999. died"):
         Machine.attach(name)
     assert path.exists()            # attach unlinks nothing
+
+
+def test_a_machine_being_created_by_a_hidden_creator_is_not_said_to_be_dead(monkeypatch: pytest.MonkeyPatch,
+                                                                            tmp_path: Path) -> None:
+    """An attach of a machine still being created whose creator /proc does not show (another
+    user's, /proc mounted hidepid=invisible) but the kernel knows: it is still being created,
+    as `rmm-mp clean` judges it (no orphan). The creator was said to have died while making it,
+    and the message sent the user to `rmm-mp clean`, which removed nothing."""
+    from rmm_mp.hw import process
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    name = f"rmm-mp-{os.getpid()}-0badc0de"
+    (tmp_path / f"{name}.ctl").write_bytes(bytes(0x1000))
+
+    def hidden(pid: int) -> tuple[bytes, int]:
+        raise FileNotFoundError(2, "No such file or directory")
+    monkeypatch.setattr(process, "_stat", hidden)
+    with pytest.raises(MachineError, match="is still being created: try again in a moment"):
+        Machine.attach(name)
