@@ -23,7 +23,7 @@ from rmm_mp.hw.control import OFF_DEAD
 from rmm_mp.hw.cpuarea import CpuArea
 from rmm_mp.hw.faults import CpuBusyError, MachineError, RmmInternalError
 from rmm_mp.hw.granule import cpu_owner
-from rmm_mp.hw.memory import NsAccess
+from rmm_mp.hw.memory import CpuLockWaiter, NsAccess
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tlb import Tlb
 from rmm_mp.rmm.cpu import RmmCpu
@@ -70,6 +70,8 @@ class Cpu:
         plat = machine.platform
         self.granules = machine.granule_table(cpu_owner(cpu))
         views = machine._views
+        # A lock its dead holder never releases must not keep this CPU from stopping a run.
+        self.granules.waiter = CpuLockWaiter(machine.control, views["cpus"], machine._area_size, machine.cpus, cpu)
         self.tlb = Tlb(cpu, views["ctl"], views["cpus"], views["dram"], machine._area_size, machine.cpus)
         self.tlb.count_out_dead_holder()
         self.monitor = Monitor(cpu, area.buf, machine.control,

@@ -47,7 +47,8 @@ is None (nothing listens) the cost is that single attribute test. A contended ac
 second one, ``GranuleTable.waiter``: when set, it is called after every failed try instead of
 the backoff, and decides when to try again (the interleaving explorer, rmm_mp.stress.explore,
 hands the turn to another call there; the host's own table, hw.memory.HostLockWaiter, gives up
-on a holder that will never release); the uncontended path never looks at it. ``lock_known`` takes a
+on a holder that will never release, and so does a CPU's, hw.memory.CpuLockWaiter, once the run
+is stopping); the uncontended path never looks at it. ``lock_known`` takes a
 subclass hint (``sub``: an RTT's level, ``| SUB_ROOT`` for a root) that the lock itself ignores:
 the stress tool (rmm_mp.stress) replaces the lock methods at start-up in its CPU processes and
 hands the hint and the expected state to its lock-order checker, so the hint costs an argument.

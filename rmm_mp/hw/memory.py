@@ -9,7 +9,9 @@ of hw.granule), its GPT entry checked, the bytes copied, the lock released. A de
 
 The lock is the model's, not the hardware's: a real host access takes no RMM lock. So the host's
 table waits through ``HostLockWaiter``, which gives up on a holder that will never release the
-lock (a crashed RMM, a process that has died) instead of hanging the host.
+lock (a crashed RMM, a process that has died) instead of hanging the host. A CPU's table waits
+through ``CpuLockWaiter``, which gives up on a holder whose process has ended once the run is
+stopping.
 
 This module owns byte access to DRAM. It must not change granule states or GPT entries.
 """
@@ -127,6 +129,54 @@ class HostLockWaiter:
         word = self.cpus.load_u64(cpu * self.area_size + OFF_BIND)
         # A CPU that holds a lock is bound; a free or stale binding means its process is gone.
         return not binding_ended(word)
+
+
+
+class CpuLockWaiter:
+    """A CPU's wait for a granule lock someone else holds (``GranuleTable.waiter`` of every CPU
+    handle's table): hw.granule's backoff, tried after every failed compare-and-swap as before,
+    but a CPU that would wait for ever on a dead holder gives up once the run is stopping.
+
+    On hardware no CPU dies holding a lock; here a CPU process can be killed inside a call
+    (SIGKILL, the OOM killer), leaving its locks held for good. The run's supervisor then stops
+    the run, but a survivor inside a call that waits for one of those locks never reaches a
+    point where it could stop: it was terminated once the supervisor's grace time (10 s per
+    CPU per host core) ran out, and its figures were lost with it. So once the control block's
+    stop flag is set, and the holder is a CPU whose process has ended (its binding's pid gone,
+    or naming a process started at another time), the wait raises MachineError, holding the
+    locks it held (the run is ending failed anyway; the report names the dead CPU). While the
+    run goes on, a dead holder is waited for, as a stopped or descheduled one is: a caller
+    outside a supervised run (the library, tests) sees the hardware's behaviour. Checked every
+    HostLockWaiter.LIVENESS_EVERY tries once the wait sleeps, never while it spins or yields.
+    """
+
+    __slots__ = ("control", "alive", "cpu", "_idx", "_done", "_tries")
+
+    def __init__(self, control: Control, cpus: atomicshm.AtomicView, area_size: int, cpu_count: int,
+                 cpu: int) -> None:
+        self.control = control
+        # Its liveness test reads CPU lock words alone (a CPU's table never holds a host word).
+        self.alive = HostLockWaiter(control, cpus, area_size, cpu_count)._holder_alive
+        self.cpu = cpu
+        self._idx = -1
+        self._done = -1
+        self._tries = 0
+
+    def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
+        # A new wait starts at try 1 (as HostLockWaiter: another granule, or the same one after
+        # a contended acquisition ended), so a live holder gets the spin and the yields again.
+        done = table.stats.contended
+        if idx != self._idx or done != self._done:
+            self._idx, self._done, self._tries = idx, done, 0
+        self._tries += 1
+        tries = self._tries
+        backoff(tries)
+        if (tries > SPIN_TRIES + YIELD_TRIES and tries % HostLockWaiter.LIVENESS_EVERY == 0
+                and self.control.stop_requested and not self.alive(holder)):
+            self._idx = -1
+            raise MachineError(f"CPU {self.cpu} gave up waiting for the lock of granule {table.addr(idx):#x}: "
+                               f"{describe_owner(holder)} holds it, and its process has ended, so it is never "
+                               "released (the run is stopping)")
 
 
 class NsAccess:

@@ -1,10 +1,12 @@
 """A granule lock held by a process that died: the host's NS access (Machine.ns_read) raises
-MachineError instead of waiting forever (hw.memory.HostLockWaiter). The child takes the lock
-and exits; a SIGALRM guard far longer than the test needs turns a hang into a failure."""
+MachineError instead of waiting forever (hw.memory.HostLockWaiter), and so does a CPU's acquire
+once the run is stopping (hw.memory.CpuLockWaiter). The child takes the lock and exits; a
+SIGALRM guard far longer than the test needs (or a bounded join) turns a hang into a failure."""
 
 from __future__ import annotations
 
 import signal
+import threading
 from types import FrameType
 
 import pytest
@@ -55,4 +57,38 @@ def test_access_to_a_granule_a_dead_process_left_locked_raises(holder: str) -> N
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
+        assert not m.dead
+
+
+def test_a_cpu_waiting_for_a_dead_cpus_lock_gives_up_once_the_run_is_stopping() -> None:
+    """CPU 1's process took a granule's lock and died (SIGKILL inside an RMI, as `rmm-mp run`'s
+    survivors meet it). CPU 0 asking for that lock waits while the run goes on (a live holder,
+    only descheduled or stopped, is waited for), and once the run is stopping (the supervisor
+    asks for it when a CPU dies) raises MachineError naming the PA and the dead CPU, instead of
+    waiting until the supervisor's grace time ends and it is terminated with its figures."""
+    with Machine.create("host", cpus=2) as m:
+        idx = 81
+        child = start_child(_LOCK_AND_DIE, m.name, str(idx), "cpu", shm_dir=segment.SHM_DIR)
+        try:
+            assert read_line(child) == "locked"
+        finally:
+            finish(child)
+        cpu = m.cpu(0)
+        pa = m.dram_base + idx * m.granule_size
+        raised: list[BaseException] = []
+
+        def take() -> None:
+            try:
+                cpu.granules.lock(idx)
+            except BaseException as exc:  # the thread's outcome, checked below
+                raised.append(exc)
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        waiter.join(0.8)        # past several liveness looks (about 0.5 s apart once it sleeps)
+        assert waiter.is_alive() and not raised, "gave up while the run was not stopping"
+        m.control.request_stop()
+        waiter.join(10)
+        assert not waiter.is_alive(), "still waiting 10 s after the run was asked to stop"
+        assert len(raised) == 1 and isinstance(raised[0], MachineError), raised
+        assert f"{pa:#x}" in str(raised[0]) and "CPU 1" in str(raised[0]), raised[0]
         assert not m.dead
