@@ -55,7 +55,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     within --wait seconds (a deterministic stress run has no such points) makes the check run
     anyway, saying so: a violation may then be a call in progress, or a change made while the
     check read the machine (the scan is not atomic). CPUs inside calls or holding locks are
-    listed.
+    listed, with their call: only `rmm-mp stress` CPUs publish theirs, so a `rmm-mp run`
+    CPU holding a lock reads "call not known".
 
     A participant whose process died without leaving (SIGKILL) is not waited for: a line
     names it (dead, not waited for: CPU n (pid P) ...), and its CPU's line, if listed, says
@@ -122,7 +123,9 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # an orphan no participant is counted (nothing was paused), but its CPUs' processes died
         # with the creator: each CPU that no live process is bound to is dead too.
         gone = {cpu for _, cpu in died if cpu is not None} | (_unbound_cpus(machine) if creator is not None else set())
-        snaps = snapshots(machine, dead=gone)
+        # Only a stress run's CPUs publish their calls, and a stress run has its segment.
+        published = os.path.exists(segment.segment_path(machine_name, segment.STRESS_PART))
+        snaps = snapshots(machine, dead=gone, published=published)
         if not no_pause and creator is None:
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
             # So does a lapsed lease (this process stopped or starved for longer than it): the
@@ -178,6 +181,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             "granules": report.granules,
             "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
+            "calls_published": published,
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held),
                       "dead": s.status == DEAD} for s in snaps]}
         settled = quiescent and not died

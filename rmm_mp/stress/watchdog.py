@@ -58,6 +58,9 @@ class CpuSnapshot:
     """(PA, granule state name) of the locks in ``held`` and ``waiting_for``, as the granule
     table had them when the snapshot was taken: a deadlock between "0x8008f000" and
     "0x80090000" said nothing of which was the RD and which the root table."""
+    published: bool = True
+    """Whether the CPU publishes its calls (el3.monitor smc_from_ns_published): only `rmm-mp
+    stress` CPUs do. For one that does not, an empty ``call`` says nothing of where it is."""
 
     def _lock(self, pa: int) -> str:
         name = dict(self.states).get(pa)
@@ -70,6 +73,10 @@ class CpuSnapshot:
         # The host copies NS memory between its calls (a copy inside a call locks with the
         # CPU's own word): "between calls" alone read as a lock left behind.
         call = self.call or ("between calls, its host copying NS memory" if self.host_held else "between calls")
+        if not self.call and not self.published and len(self.held) > len(self.host_held):
+            # In `rmm-mp run` a CPU takes a lock word of its own only inside an RMI, which it does
+            # not publish: "between calls" read as a lock left behind, where it was one in use.
+            call = "call not known (only rmm-mp stress CPUs publish theirs)"
         return f"CPU {self.cpu} ({self.status}): {call}{wait}; holds {held}"
 
 
@@ -105,11 +112,13 @@ DEAD = "its process is dead"
 
 
 def snapshots(machine: "Machine", seg: StressSegment | None = None,
-              waiting: dict[int, int] | None = None, dead: Collection[int] = ()) -> list[CpuSnapshot]:
+              waiting: dict[int, int] | None = None, dead: Collection[int] = (),
+              published: bool = True) -> list[CpuSnapshot]:
     """Every CPU's snapshot. Locks are found by scanning lock words (a host-owner word counts
     for the CPU bound to that process); ``waiting`` overrides the published wait (granule PA);
     the CPUs in ``dead`` (whose process the caller knows to have died) have the status DEAD,
-    where "running" (or the segment's status) read as if the CPU were still at work."""
+    where "running" (or the segment's status) read as if the CPU were still at work;
+    ``published`` false: the machine's CPUs do not publish their calls (no stress run)."""
     table = machine.granule_table(0)
     locks, state_words = table.snapshot()
     held: dict[int, list[int]] = {}
@@ -140,7 +149,7 @@ def snapshots(machine: "Machine", seg: StressSegment | None = None,
             status = DEAD
         mine = tuple(held.get(cpu, ()))
         states = tuple((pa, _state_name(state_words, table.find(pa))) for pa in mine + ((wait,) if wait >= 0 else ()))
-        out.append(CpuSnapshot(cpu, status, call, wait, mine, tuple(host_held.get(cpu, ())), states))
+        out.append(CpuSnapshot(cpu, status, call, wait, mine, tuple(host_held.get(cpu, ())), states, published))
     return out
 
 

@@ -29,7 +29,7 @@ from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import BUGS, check_cli
 from rmm_mp.stress.check_cli import check
 from rmm_mp.stress.cli import stress
-from rmm_mp.stress.shared import StressSegment
+from rmm_mp.stress.shared import MODE_FREE, StressSegment
 
 # Many tests here send this process SIGINT (Ctrl-C) and expect KeyboardInterrupt, which an
 # inherited SIG_IGN (pytest started in the background by a script) would keep away.
@@ -951,11 +951,38 @@ def test_check_a_live_machine(machine: Machine, tmp_path: Path) -> None:
         table.unlock(500)
     assert res.exit_code == 1, res.output
     assert "[lock-free]" in res.output and "lock held by CPU 2" in res.output
-    assert f"CPU 2 (running): between calls; holds NS {table.addr(500):#x}" in res.output
+    assert f"CPU 2 (running): call not known (only rmm-mp stress CPUs publish theirs); holds NS {table.addr(500):#x}" in res.output
     data = json.loads((tmp_path / "c.json").read_text())
     assert not data["ok"] and data["cpus"][2]["held"] == [table.addr(500)]
     res = runner.invoke(check, ["rmm-mp-1-00000000"])
     assert res.exit_code == 2 and "no machine named" in res.output
+
+
+
+def test_check_of_a_machine_whose_cpus_publish_no_calls_does_not_say_between_calls(machine: Machine,
+                                                                                  tmp_path: Path) -> None:
+    """Only `rmm-mp stress` CPUs publish their calls (a stress segment beside the machine); a
+    `rmm-mp run` machine has none, and a CPU holding an RMM lock there is inside a call. The
+    check said "between calls; holds RTT ..." of it, which reads as a lock left behind (what
+    the watchdog calls a leaked lock). It now says the call is not known and the JSON has
+    calls_published false; a stress machine's CPU still reads "between calls"."""
+    table = machine.granule_table(3)        # CPU 2's lock word, as inside an RMI
+    table.lock(500)
+    try:
+        res = CliRunner().invoke(check, [machine.name, "--no-pause", "--json", str(tmp_path / "c.json")])
+        seg = StressSegment.create(machine.name, machine.cpus, MODE_FREE, 0, 0, 1)
+        try:
+            stress_res = CliRunner().invoke(check, [machine.name, "--no-pause", "--json", str(tmp_path / "s.json")])
+        finally:
+            seg.close()
+    finally:
+        table.unlock(500)
+    assert (f"CPU 2 (running): call not known (only rmm-mp stress CPUs publish theirs); "
+            f"holds NS {table.addr(500):#x}") in res.output, res.output
+    assert "between calls" not in res.output
+    assert json.loads((tmp_path / "c.json").read_text())["calls_published"] is False
+    assert f"CPU 2 (running): between calls; holds NS {table.addr(500):#x}" in stress_res.output, stress_res.output
+    assert json.loads((tmp_path / "s.json").read_text())["calls_published"] is True
 
 
 def test_check_says_when_the_machine_is_not_quiescent(machine: Machine, tmp_path: Path) -> None:
@@ -1242,7 +1269,7 @@ def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytes
         assert res.output.startswith(f"orphaned: its creator (pid {proc.pid}) is gone, so nothing runs on it and "
                                      "nothing was paused;"), res.output
         assert "lock held by CPU 0" in res.output
-        assert "CPU 0 (its process is dead): between calls; holds " in res.output, res.output
+        assert "CPU 0 (its process is dead): call not known (only rmm-mp stress CPUs publish theirs); holds " in res.output, res.output
         assert "(running)" not in res.output
         data = json.loads((tmp_path / "c.json").read_text())
         assert data["orphan"] and not data["quiescent"] and data["participants"] == 0
@@ -1502,7 +1529,8 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
         finally:
             table.unlock(500)
         assert res.exit_code == 3 and "[lock-free]" in res.output, res.output
-        assert f"CPU 1 (its process is dead): between calls; holds NS {table.addr(500):#x}" in res.output, res.output
+        assert (f"CPU 1 (its process is dead): call not known (only rmm-mp stress CPUs publish theirs); "
+                f"holds NS {table.addr(500):#x}") in res.output, res.output
         assert "CPU 1 (running)" not in res.output
     finally:
         leave.set()
