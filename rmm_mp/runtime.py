@@ -45,6 +45,7 @@ import multiprocessing.connection
 import multiprocessing.resource_tracker
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -183,7 +184,19 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
         conn.close()
         machine.close()
     if code:
+        _flush_std_streams()
         os._exit(code)
+
+
+def _flush_std_streams() -> None:
+    """Write out what the target printed: os._exit does not, and standard output is
+    block-buffered when it is a pipe or a file (a command piped to another, a CI log)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a reader gone (EPIPE), a stream the target closed
+            pass
 
 
 def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,

@@ -1,0 +1,60 @@
+"""How a CPU process of run_cpus ends once its target has returned or raised: what the target
+printed reaches the process's standard output (a pipe here, so block-buffered: only a flush
+writes it), and its status is the one run_cpus reads (0 with a result, 1 with an error).
+
+Each test runs run_cpus in a fresh Python process whose standard output is a pipe, as the
+output of a command piped to another, or captured by a test or a CI job, is; the CPU processes
+share that pipe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+_RUN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from rmm_mp import Machine
+from rmm_mp.runtime import run_cpus
+import test_runtime_exit as targets
+with Machine.create("host", cpus=2) as m:
+    result = run_cpus(m, getattr(targets, sys.argv[2]), timeout_s=60)
+print("results", sorted(result.results.items()))
+print("failed", sorted((f.cpu, f.how) for f in result.failures))
+print("exit codes", sorted(result.exit_codes.items()))
+"""
+
+
+def _run(target: str) -> list[str]:
+    """The lines a fresh process running run_cpus(target) on 2 CPUs wrote to its stdout pipe."""
+    # Without PYTHONUNBUFFERED (set where these tests are often run), as a user's shell has it:
+    # with it, every write went straight to the pipe and a missing flush would not show.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-c", _RUN, _HERE, target], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout.decode().splitlines()
+
+
+def _print_then_raise(cpu) -> None:  # type: ignore[no-untyped-def]
+    """Print a line (no flush), then raise."""
+    print(f"cpu {cpu.id} printed before raising")
+    raise RuntimeError("on purpose")
+
+
+@pytest.mark.multiprocess
+def test_what_a_cpu_printed_before_it_raised_reaches_stdout() -> None:
+    """Both CPUs print a line to a block-buffered stdout (a pipe) and raise. Each line reaches
+    the pipe, and each CPU is a failure naming the error, exit status 1. Before, the error path
+    ended the process with os._exit(1) without a flush: the lines were lost."""
+    lines = _run("_print_then_raise")
+    assert "cpu 0 printed before raising" in lines, lines
+    assert "cpu 1 printed before raising" in lines, lines
+    assert "results []" in lines, lines
+    assert "failed [(0, 'raised RuntimeError: on purpose'), (1, 'raised RuntimeError: on purpose')]" in lines, lines
+    assert "exit codes [(0, 1), (1, 1)]" in lines, lines
