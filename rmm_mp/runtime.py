@@ -32,13 +32,15 @@ send to the whole process group: the parent handles them and stops the children 
 calls, so no handler is interrupted half-way (with ``sigterm_stops``, which the command-line
 tools ask for, the parent takes SIGTERM as it takes Ctrl-C while it waits). Children start
 with both blocked: one sent while a child is still importing waits, and is discarded once the
-child ignores them. Children exit by returning; one that does not stop within the grace time
-is killed (SIGKILL, since it ignores SIGTERM); one whose result has already arrived, killed
-while its process was still ending, is no failure (it did return).
+child ignores them. Children end once their result is sent (with os._exit, after the atexit
+handlers and a flush of the standard streams: _end_process); one that does not stop within
+the grace time is killed (SIGKILL, since it ignores SIGTERM); one whose result has already
+arrived, killed while its process was still ending, is no failure (it did return).
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import multiprocessing
 import multiprocessing.connection
@@ -183,20 +185,41 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
     finally:
         conn.close()
         machine.close()
-    if code:
-        _flush_std_streams()
+    _end_process(code)
+
+
+def _end_process(code: int) -> None:
+    """End a CPU process whose result or error is sent and whose machine is closed, with
+    status ``code``, without the interpreter's teardown.
+
+    Returning instead (multiprocessing's bootstrap, then sys.exit) tears down the 380 or so
+    modules a CPU process has imported and frees its objects: 0.06 to 0.09 s of CPU each,
+    which 32 or 64 CPU processes on 2 cores spent after their results had arrived, so that a
+    run or stress command waited 1 to 4 s longer for them (docs/performance.md). What that
+    exit did that matters is done here: the non-daemon threads the target left are waited for (as threading's shutdown does),
+    the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
+    close_all, the target's own), and the standard streams are flushed (os._exit does not,
+    and standard output is block-buffered when it is a pipe or a file). What is skipped is
+    the modules' teardown and the last garbage collection: __del__ methods of objects still
+    alive; rmm_mp has none, and everything a CPU process writes to a file it closes itself.
+    A forkserver child ended with os._exit after the bootstrap already (multiprocessing's
+    forkserver does), skipping the atexit handlers; they run here for both contexts."""
+    try:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
+        # CPython's own call for the atexit handlers (typeshed has it; there is no public one):
+        # a handler that raises is reported on stderr and the others still run, as at exit.
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):  # a reader gone (EPIPE), a stream the target closed
+                pass
         os._exit(code)
-
-
-def _flush_std_streams() -> None:
-    """Write out what the target printed: os._exit does not, and standard output is
-    block-buffered when it is a pipe or a file (a command piped to another, a CI log)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):  # a reader gone (EPIPE), a stream the target closed
-            pass
 
 
 def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,
