@@ -196,8 +196,8 @@ def _end_process(code: int) -> None:
     modules a CPU process has imported and frees its objects: 0.06 to 0.09 s of CPU each,
     which 32 or 64 CPU processes on 2 cores spent after their results had arrived, so that a
     run or stress command waited 1 to 4 s longer for them (docs/performance.md). What that
-    exit did that matters is done here: the non-daemon threads the target left are waited for (as threading's shutdown does),
-    the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
+    exit did that matters is done here: the non-daemon threads the target left are waited for
+    (as threading's shutdown does), the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
     close_all, the target's own), and the standard streams are flushed (os._exit does not,
     and standard output is block-buffered when it is a pipe or a file). What is skipped is
     the modules' teardown and the last garbage collection: __del__ methods of objects still
