@@ -54,11 +54,11 @@ class TypedFloat(float):
     def __repr__(self) -> str:
         return self.text
 
-    def __getnewargs__(self) -> tuple[float, str]:
-        # What pickle and copy call __new__ with: float's own gives the number alone, and
+    def __reduce__(self) -> tuple[type["TypedFloat"], tuple[float, str]]:
+        # What pickle and copy make it again with: float's own gives the number alone, and
         # __new__ requires the text too (TypeError), so a config holding one could not be copied
         # or sent to a spawned CPU process.
-        return float(self), self.text
+        return TypedFloat, (float(self), self.text)
 
 
 class TypedFloatParam(click.ParamType):
