@@ -70,7 +70,32 @@ class PhysicalMemory:
         self.buf[start:start + len(data)] = data
 
 
-class HostLockWaiter:
+class _LockWaiter:
+    """What both waiters share: the try count of one wait, and the backoff before each try."""
+
+    __slots__ = ("_idx", "_done", "_tries")
+
+    def __init__(self) -> None:
+        self._idx = -1
+        self._done = -1
+        self._tries = 0
+
+    def _next_try(self, table: GranuleTable, idx: int) -> int:
+        """Back off before the next try at granule ``idx``'s lock; returns that try's number.
+        A new wait starts at try 1: another granule, or the same one after a contended
+        acquisition ended (the table counts those; without it a second wait for one granule
+        went on from the first's tries, sleeping longer and giving a live holder no spin after a
+        crash)."""
+        done = table.stats.contended
+        if idx != self._idx or done != self._done:
+            self._idx, self._done, self._tries = idx, done, 0
+        self._tries += 1
+        tries = self._tries
+        backoff(tries)
+        return tries
+
+
+class HostLockWaiter(_LockWaiter):
     """The host's wait for a granule lock someone else holds (``GranuleTable.waiter`` of the
     table Machine.ns_read/ns_write lock with): hw.granule's backoff, but a holder that can never
     release the lock ends the wait with an error.
@@ -84,27 +109,17 @@ class HostLockWaiter:
 
     LIVENESS_EVERY = 1024
 
-    __slots__ = ("control", "cpus", "area_size", "cpu_count", "_idx", "_done", "_tries")
+    __slots__ = ("control", "cpus", "area_size", "cpu_count")
 
     def __init__(self, control: Control, cpus: atomicshm.AtomicView, area_size: int, cpu_count: int) -> None:
+        super().__init__()
         self.control = control
         self.cpus = cpus
         self.area_size = area_size
         self.cpu_count = cpu_count
-        self._idx = -1
-        self._done = -1
-        self._tries = 0
 
     def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
-        # A new wait: another granule, or the same one after a contended acquisition ended
-        # (the table counts those; without it a second wait for one granule went on from the
-        # first's tries, sleeping longer and giving a live holder no spin after a crash).
-        done = table.stats.contended
-        if idx != self._idx or done != self._done:
-            self._idx, self._done, self._tries = idx, done, 0
-        self._tries += 1
-        tries = self._tries
-        backoff(tries)
+        tries = self._next_try(table, idx)
         if tries <= SPIN_TRIES + YIELD_TRIES:
             return
         if self.control.dead:
@@ -131,8 +146,7 @@ class HostLockWaiter:
         return not binding_ended(word)
 
 
-
-class CpuLockWaiter:
+class CpuLockWaiter(_LockWaiter):
     """A CPU's wait for a granule lock someone else holds (``GranuleTable.waiter`` of every CPU
     handle's table): hw.granule's backoff, tried after every failed compare-and-swap as before,
     but a CPU that would wait for ever on a dead holder gives up once the run is stopping.
@@ -150,27 +164,18 @@ class CpuLockWaiter:
     HostLockWaiter.LIVENESS_EVERY tries once the wait sleeps, never while it spins or yields.
     """
 
-    __slots__ = ("control", "alive", "cpu", "_idx", "_done", "_tries")
+    __slots__ = ("control", "alive", "cpu")
 
     def __init__(self, control: Control, cpus: atomicshm.AtomicView, area_size: int, cpu_count: int,
                  cpu: int) -> None:
+        super().__init__()
         self.control = control
         # Its liveness test reads CPU lock words alone (a CPU's table never holds a host word).
         self.alive = HostLockWaiter(control, cpus, area_size, cpu_count)._holder_alive
         self.cpu = cpu
-        self._idx = -1
-        self._done = -1
-        self._tries = 0
 
     def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
-        # A new wait starts at try 1 (as HostLockWaiter: another granule, or the same one after
-        # a contended acquisition ended), so a live holder gets the spin and the yields again.
-        done = table.stats.contended
-        if idx != self._idx or done != self._done:
-            self._idx, self._done, self._tries = idx, done, 0
-        self._tries += 1
-        tries = self._tries
-        backoff(tries)
+        tries = self._next_try(table, idx)
         if (tries > SPIN_TRIES + YIELD_TRIES and tries % HostLockWaiter.LIVENESS_EVERY == 0
                 and self.control.stop_requested and not self.alive(holder)):
             self._idx = -1
