@@ -282,7 +282,7 @@ def test_the_tokens_a_cpu_saved_before_it_returned_nothing_are_counted(tmp_path:
     tokens DIR (N tokens)") is the number of files there, where it used to leave CPU 1's out."""
     _drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
-    path.write_text('iterations = 40\ncpus = 2\nactivities = { attest = 1 }\n'
+    path.write_text('iterations = 120\ncpus = 2\nactivities = { attest = 1 }\n'
                     '[[realm]]\nname = "att"\nguest = "attest"\nram = "3M"\nlifecycle = true\ninstances = 2\n')
     tokens = tmp_path / "tokens"
     report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, tokens_dir=str(tokens)))
