@@ -58,10 +58,10 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rmm_mp.host.runqueue import (
-    CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, MAX_VCPUS, R_CONSOLE, R_DEVICE, R_END, R_LOG, R_RECS,
-    R_ALT, R_RESULT, R_RD, R_STATE, R_TORN, R_VCPUS, REALM_ENDS, REALM_STATES, VF_END, VF_STATE, VCPU_BYTES, VCPU_ENDS, VCPU_STATES,
-)
+from rmm_mp.host.realm_entry import (
+    CONSOLE_BYTES, COUNTERS, LOG_RECORD, LOG_RECORDS, REALM_ENDS, REALM_STATES, R_ALT, R_CONSOLE, R_DEVICE, R_END,
+    R_LOG, R_RD, R_RECS, R_RESULT, R_STATE, R_TORN, R_VCPUS, VCPU_BYTES, VCPU_ENDS, VCPU_STATES, VF_END, VF_STATE)
+from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.hw import process
 from rmm_mp.hw.cpuarea import binding_ended, binding_word
 from rmm_mp.hw.granule import backoff

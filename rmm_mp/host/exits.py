@@ -43,7 +43,7 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
     HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
     SERROR, anything else: the vCPU fails.
 
-Every handler counts what it did in the realm's counters (runqueue.COUNTERS); rtts_created
+Every handler counts what it did in the realm's counters (realm_entry.COUNTERS); rtts_created
 counts the tables made for faults, shared pages and RIPAS changes alike.
 
 A status a correct RMM cannot return raises HostError; RmmInternalError passes through. A vCPU
@@ -67,7 +67,8 @@ from rmm_mp.host.realm import (
     map_non_secure, map_protected, release_granule, status,
 )
 from rmm_mp.host.realm_teardown import split_block
-from rmm_mp.host.runqueue import END_SYSTEM_OFF, END_SYSTEM_RESET, MAX_VCPUS
+from rmm_mp.host.realm_entry import END_SYSTEM_OFF, END_SYSTEM_RESET
+from rmm_mp.host.runqueue import MAX_VCPUS
 
 if TYPE_CHECKING:
     from rmm_mp.host.nsalloc import NsAllocator

@@ -45,10 +45,8 @@ from rmm_mp.host.devices import RealmStatus, realm_status
 from rmm_mp.host.exits import EXIT, REQUEUE, STOP, X_REASON, ExitContext, handle_exit
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.host.realm import ERROR_REALM, ERROR_REC, SUCCESS, HostError, HostRealm
-from rmm_mp.host.runqueue import (
-    END_NONE, EXIT_SLOTS, MAX_CPUS, MAX_VCPUS, OFF_ARRIVED, OFF_EXITS, RUNNING, VEND_DRAINED, VEND_ERROR,
-    VEND_RACE, VEND_SYSTEM_OFF, RunQueue,
-)
+from rmm_mp.host.realm_entry import END_NONE, RUNNING, VEND_DRAINED, VEND_ERROR, VEND_RACE, VEND_SYSTEM_OFF
+from rmm_mp.host.runqueue import EXIT_SLOTS, MAX_CPUS, MAX_VCPUS, OFF_ARRIVED, OFF_EXITS, RunQueue
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.cpu_outcome import CpuFailure
 from rmm_mp.runtime import STARTUP_S, oversubscription, run_cpus

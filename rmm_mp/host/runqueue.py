@@ -13,7 +13,7 @@ Offsets from OFF_HOST_RUN, little-endian:
     0x00100  REC exits per CPU: MAX_CPUS lines of 8 u64, one per RmiRecExitReason, the eighth
              counting REC_ENTERs that did not run the realm; written by that CPU only
     0x02000  the ring: RING_SLOTS cells of (sequence u64, vCPU id u64)
-    0x0A000  the realm table: MAX_REALMS entries of 4 KiB (layout at R_* below)
+    0x0A000  the realm table: MAX_REALMS entries of 4 KiB (layout: realm_entry.py)
 
 There are MAX_QUEUES queues, each a ring with its own positions. Queue 0 is the one above; queue
 k >= 1 is at OFF_HOST_QUEUES + (k - 1) * QUEUE_BYTES: enqueue position u64 at +0x00, dequeue
@@ -67,6 +67,12 @@ from typing import TYPE_CHECKING, Sequence
 
 from rmm_mp.abi.structs import rec_index_to_mpidr
 from rmm_mp.host.realm import GRANULE, HostRealm, HostRec
+from rmm_mp.host.realm_entry import (
+    R_STATE, R_GEN, R_RECS, R_OFFERED, R_ACTIVE, R_END, R_IPA_WIDTH, R_NSHARED, R_QUEUE, R_RD, R_SHARED,
+    MAX_SHARED_RANGES, R_COUNTERS, R_PAGES, MAX_SHARED_PAGES, R_VCPUS, VCPU_BYTES, VF_STATE, VF_WOKEN, VF_REC,
+    VF_RUN, VF_END, VF_FLAGS, VF_CPU, C, FREE, SETUP, RUNNING, SYSTEM_OFF, DONE, REALM_STATES, END_NONE,
+    END_SYSTEM_OFF, END_ALL_OFF, END_ERROR, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN, V_DONE, VCPU_STATES, VEND_ERROR,
+    COUNTERS)
 from rmm_mp.host.setup_once import set_up_once
 from rmm_mp.hw import points
 from rmm_mp.hw.control import HOST_QUEUES_BYTES, HOST_RUN_BYTES, OFF_HOST_QUEUES, OFF_HOST_RUN
@@ -106,47 +112,7 @@ RELEASE_LOOK_EVERY = 64
 """Tries of a producer's wait for a cell's release between two asks whether to give up
 (_check_release_wait: once the run is stopping, a /proc read per CPU)."""
 
-# Realm entry layout (offsets inside one 4 KiB entry).
-R_STATE, R_GEN, R_RECS, R_OFFERED, R_ACTIVE, R_END = 0x00, 0x04, 0x08, 0x0C, 0x10, 0x14
-R_IPA_WIDTH, R_START_LEVEL, R_NUM_ROOTS, R_VMID, R_HASH, R_NUM_AUX, R_NSHARED = (
-    0x18, 0x1C, 0x20, 0x24, 0x28, 0x2C, 0x30)
-R_QUEUE = 0x34                                  # u32: the run queue its vCPUs go into
-R_RD, R_RTT_BASE, R_RAM_BASE, R_RAM_SIZE = 0x38, 0x40, 0x48, 0x50
-R_SHARED, MAX_SHARED_RANGES = 0x80, 4          # (base IPA, size) pairs of unprotected IPAs backed by NS pages
-R_COUNTERS = 0xC0                               # 20 u64, named by COUNTERS
-R_DEVICE = 0x160                                # device registers (devices.py), 4 u64
-R_RESULT = 0x180                                # host-call reports: count (bit 63: one being stored), odd reports' code, detail; the output lock word
-R_LOG, LOG_RECORDS, LOG_RECORD = 0x1A0, 24, 40  # count u64, then (REC index, x0..x3) records
-R_PAGES, MAX_SHARED_PAGES = 0x580, 16           # count u64, then (IPA, NS PA) pairs
-R_TORN = 0x688                                  # LOG count + 1, console count + 1 at the last output-lock takeover (devices.py)
-R_ALT = 0x698                                   # second cells of two-cell registers (devices.py): the even reports' code, detail, the even doorbell rings' LAST
-R_VCPUS, VCPU_BYTES = 0x700, 40                 # per vCPU, VF_* below
-VF_STATE, VF_WOKEN, VF_REC, VF_RUN, VF_END, VF_FLAGS, VF_CPU = 0, 4, 8, 16, 24, 28, 32
-"""vCPU entry: state u32, woken mark u32, REC PA u64, run page PA u64, end reason u32, the enter
-flags its run page holds u32, the CPU that last ran it + 1 u32 (0: never ran)."""
-R_CONSOLE, CONSOLE_BYTES = 0xC00, 0x400
-
-COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "shared_maps", "sea_injected",
-            "ripas_changes", "ripas_destroyed", "ripas_rejects", "cpu_on", "cpu_on_denied", "affinity_info",
-            "host_calls", "vcpu_errors", "rtts_created", "migrations")
-"""Per realm, what the host did for it (host.exits): among them fault_races, faults another vCPU
-had already backed; ripas_rejects, RAM requests answered REJECT (an EMPTY request cut short is
-answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
-faults, shared pages and RIPAS changes alike (not those the map-shared and rtt-churn activities
-make; rtt-churn's are in its CPU's 'tables created'); migrations, REC_ENTERs that ran a vCPU on
-another CPU than its previous run (RunQueue.ran_on: a vCPU taken only to be drained is no move)."""
-C = {name: i for i, name in enumerate(COUNTERS)}
 _COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
-
-# Realm states, realm end reasons, vCPU states and vCPU end reasons (stored as u32).
-FREE, SETUP, RUNNING, SYSTEM_OFF, DONE = 0, 1, 2, 3, 4
-REALM_STATES = ("FREE", "SETUP", "RUNNING", "SYSTEM_OFF", "DONE")
-END_NONE, END_SYSTEM_OFF, END_SYSTEM_RESET, END_ALL_OFF, END_ERROR = 0, 1, 2, 3, 4
-REALM_ENDS = ("", "SYSTEM_OFF", "SYSTEM_RESET", "ALL_OFF", "ERROR")
-V_OFF, V_QUEUED, V_RUNNING, V_WOKEN, V_DONE = 0, 1, 2, 3, 4
-VCPU_STATES = ("OFF", "QUEUED", "RUNNING", "WOKEN", "DONE")
-VEND_NONE, VEND_SYSTEM_OFF, VEND_DRAINED, VEND_RACE, VEND_ERROR = 0, 1, 2, 3, 4
-VCPU_ENDS = ("", "SYSTEM_OFF", "DRAINED", "SYSTEM_OFF_RACE", "ERROR")
 _U32 = 0xFFFF_FFFF
 
 

@@ -36,7 +36,7 @@ from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, create_realm, destroy_realm, realm_status
 from rmm_mp.host.realm import create_rtt_levels
-from rmm_mp.host.runqueue import DONE
+from rmm_mp.host.realm_entry import DONE
 from rmm_mp.stress.findings import Finding, call_text
 from rmm_mp.stress.population import G, MiB, NEW_BASE, NEW_PAGES, TABLE_BASE, Population, guest_specs
 

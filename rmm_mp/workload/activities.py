@@ -25,7 +25,8 @@ import struct
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET
 from rmm_mp.host.exits import END, EXIT, ExitContext, handle_exit
-from rmm_mp.host.runqueue import DONE, END_SYSTEM_OFF, MAX_VCPUS, RUNNING
+from rmm_mp.host.realm_entry import DONE, END_SYSTEM_OFF, RUNNING
+from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.workload import realms
 from rmm_mp.workload.cpustate import Host
 

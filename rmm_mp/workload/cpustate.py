@@ -32,7 +32,8 @@ from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.host import HostError, RunLoop
 from rmm_mp.host.realm import ERROR_RTT, PAGE_LEVEL, SUCCESS, index, status
 from rmm_mp.host.realm_teardown import split_block
-from rmm_mp.host.runqueue import MAX_VCPUS, R_GEN
+from rmm_mp.host.realm_entry import R_GEN
+from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Folded, Instance
 from rmm_mp.workload.report import MAX_ERRORS_PER_CPU, MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU

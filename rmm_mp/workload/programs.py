@@ -35,7 +35,8 @@ from rmm_mp.abi.cca_token import TOKEN_BUFFER_SIZE
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.guest.equ import with_constants
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
-from rmm_mp.host.runqueue import MAX_SHARED_PAGES, MAX_VCPUS
+from rmm_mp.host.realm_entry import MAX_SHARED_PAGES
+from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.hw.tomlsrc import read_source
 
 RAM_BASE = DEFAULT_BASE

@@ -34,7 +34,8 @@ from rmm_mp.attest.verify import VerificationResult, verify_token
 from rmm_mp.host import RealmSpec, create_realm, destroy_realm, realm_status
 from rmm_mp.host.devices import RealmStatus
 from rmm_mp.host.realm import HostRealm
-from rmm_mp.host.runqueue import DONE, MAX_QUEUES, R_GEN, VEND_DRAINED, RunQueue
+from rmm_mp.host.realm_entry import DONE, R_GEN, VEND_DRAINED
+from rmm_mp.host.runqueue import MAX_QUEUES, RunQueue
 from rmm_mp.outpaths import replacing
 from rmm_mp.printable import shown_path
 from rmm_mp.rmm.realm_desc import Rd

@@ -21,7 +21,7 @@ import textwrap
 import unicodedata
 from typing import Any, Collection, Sequence
 
-from rmm_mp.host.runqueue import CONSOLE_BYTES
+from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload.render_json import to_json

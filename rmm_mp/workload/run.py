@@ -47,7 +47,8 @@ from rmm_mp.check import invariants
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
-from rmm_mp.host.runqueue import DONE, OFF_ARRIVED
+from rmm_mp.host.realm_entry import DONE
+from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine

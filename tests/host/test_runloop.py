@@ -36,7 +36,8 @@ from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
 from rmm_mp.host.exits import EXIT, ExitContext, handle_exit
 from rmm_mp.host import runloop
 from rmm_mp.host.runloop import RunLoop, exit_counts
-from rmm_mp.host.runqueue import CONSOLE_BYTES, LOG_RECORDS, MAX_REALMS, MAX_VCPUS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
+from rmm_mp.host.realm_entry import CONSOLE_BYTES, LOG_RECORDS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
+from rmm_mp.host.runqueue import MAX_REALMS, MAX_VCPUS
 from rmm_mp.rmm.realm_desc import Rd
 
 F = RmiFid
@@ -1320,7 +1321,7 @@ def test_two_reports_at_once_are_never_torn(machine: Machine) -> None:
     import types
 
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_RESULT
+    from rmm_mp.host.realm_entry import R_RESULT
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(2))
@@ -1370,7 +1371,7 @@ def _full_rings_log_cut_short(machine: Machine) -> tuple[RunQueue, NsAllocator, 
     0x30 + i % 10) rings are full, and whose output lock a process that no longer exists holds,
     killed inside a LOG append: it wrote part of record 24 over the oldest kept one."""
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_LOG
+    from rmm_mp.host.realm_entry import R_LOG
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1393,7 +1394,7 @@ def test_an_append_cut_short_by_a_dead_process_is_left_out(machine: Machine) -> 
     show a torn record, and shows every newer item as it was appended; so does a second
     realm_status, which finds the lock free (before the takeover was recorded in the realm's
     entry, only the reader that took the lock over left them out)."""
-    from rmm_mp.host.runqueue import R_CONSOLE
+    from rmm_mp.host.realm_entry import R_CONSOLE
     q, alloc, slot = _full_rings_log_cut_short(machine)
     base = q.realm_offset(slot)
     q.view.store_u8(base + R_CONSOLE, ord("X"))                          # byte 1,024, uncounted
@@ -1416,7 +1417,7 @@ def test_a_torn_log_cell_stays_left_out_for_every_reader_until_overwritten(machi
     shows all its kept records again. Before, only a reader that took the lock over itself left
     the oldest items out: here neither reader did, and both showed the torn record."""
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_CONSOLE
+    from rmm_mp.host.realm_entry import R_CONSOLE
     q, alloc, slot = _full_rings_log_cut_short(machine)
     base = q.realm_offset(slot)
     devices.mmio(q, slot, 0, True, 0, ord("Y"))                          # takes the lock over
@@ -1447,7 +1448,7 @@ def test_last_holds_the_value_of_the_doorbell_ring_counted_last(machine: Machine
     import time
     import types
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_DEVICE
+    from rmm_mp.host.realm_entry import R_DEVICE
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(2))
@@ -1556,7 +1557,7 @@ def test_an_output_lock_whose_holder_pid_was_reused_is_taken_over(machine: Machi
     import warnings
 
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_TORN
+    from rmm_mp.host.realm_entry import R_TORN
     from rmm_mp.hw import process
     from rmm_mp.hw.cpuarea import binding_word
     q = RunQueue(machine)
@@ -1608,7 +1609,7 @@ def test_an_output_lock_held_by_a_live_holder_without_a_start_time_is_waited_for
     import time
 
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_TORN
+    from rmm_mp.host.realm_entry import R_TORN
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1642,7 +1643,7 @@ def test_waiting_for_an_output_lock_held_by_a_stopped_holder_sleeps(machine: Mac
     import time
 
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_TORN
+    from rmm_mp.host.realm_entry import R_TORN
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1870,7 +1871,7 @@ def test_a_read_of_last_never_returns_a_ring_that_was_never_counted(machine: Mac
     import types
 
     from rmm_mp.host import devices
-    from rmm_mp.host.runqueue import R_ALT, R_DEVICE
+    from rmm_mp.host.realm_entry import R_ALT, R_DEVICE
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1))
@@ -1998,7 +1999,7 @@ def test_a_vcpu_drained_on_another_cpu_did_not_migrate(machine: Machine) -> None
 def test_shared_ranges_up_to_the_limit(machine: Machine) -> None:
     """A realm with one shared range more than MAX_SHARED_RANGES is refused with a CapacityError; one with
     exactly MAX_SHARED_RANGES is added and reads them back in order."""
-    from rmm_mp.host.runqueue import MAX_SHARED_RANGES
+    from rmm_mp.host.realm_entry import MAX_SHARED_RANGES
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     ranges = tuple(((1 << 39) + i * MiB, MiB) for i in range(MAX_SHARED_RANGES + 1))
@@ -2011,7 +2012,7 @@ def test_shared_ranges_up_to_the_limit(machine: Machine) -> None:
 
 def test_a_full_shared_page_list_stays_full(machine: Machine) -> None:
     """Once MAX_SHARED_PAGES pages are listed, every further add is refused and changes nothing."""
-    from rmm_mp.host.runqueue import MAX_SHARED_PAGES
+    from rmm_mp.host.realm_entry import MAX_SHARED_PAGES
     q = RunQueue(machine)
     alloc = NsAllocator(machine, 0)
     slot = q.add_realm(alloc, fake_realm(1), vcpus=0)

@@ -29,7 +29,8 @@ from rmm_mp import Machine
 from rmm_mp.host import HostRealm, HostRec, NsAllocator, RunQueue, realm_status
 from rmm_mp.host import devices
 from rmm_mp.hw.cpuarea import OFF_COUNTERS
-from rmm_mp.host.runqueue import CONSOLE_BYTES, LOG_RECORDS, MAX_VCPUS, R_DEVICE, R_LOG
+from rmm_mp.host.realm_entry import CONSOLE_BYTES, LOG_RECORDS, R_DEVICE, R_LOG
+from rmm_mp.host.runqueue import MAX_VCPUS
 from rmm_mp.runtime import run_cpus
 
 pytestmark = pytest.mark.multiprocess

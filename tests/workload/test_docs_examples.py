@@ -50,9 +50,9 @@ def test_every_key_and_activity_is_documented() -> None:
 
 
 def test_every_realm_counter_is_documented() -> None:
-    """Every per-realm counter the host keeps (runqueue.COUNTERS, shown in the report's realm
+    """Every per-realm counter the host keeps (realm_entry.COUNTERS, shown in the report's realm
     table) appears in docs/workloads.md in backquotes, so a reader can look up what it counts."""
-    from rmm_mp.host.runqueue import COUNTERS
+    from rmm_mp.host.realm_entry import COUNTERS
 
     missing = [name for name in COUNTERS if f"`{name}`" not in TEXT]
     assert missing == []

@@ -5,7 +5,7 @@ the console's last CONSOLE_BYTES bytes in a ring (host.devices), decoded as UTF-
 from __future__ import annotations
 
 from rmm_mp.host.devices import RealmStatus
-from rmm_mp.host.runqueue import CONSOLE_BYTES
+from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.workload.realms import guest_output
 from rmm_mp.workload.render import format_report
 from rmm_mp.workload.report import RealmOutcome
