@@ -127,10 +127,18 @@ class HostLockWaiter(_LockWaiter):
             raise RmmInternalError(f"the host cannot access PA {table.addr(idx):#x}: its granule is locked by "
                                    f"{describe_owner(holder)} and the RMM has crashed "
                                    f"({self.control.dead_reason()})")
-        if tries % self.LIVENESS_EVERY == 0 and not self._holder_alive(holder):
+        if tries % self.LIVENESS_EVERY == 0 and self._holder_gone(table, idx, holder):
             self._idx = -1
             raise MachineError(f"the host cannot access PA {table.addr(idx):#x}: its granule is locked by "
                                f"{describe_owner(holder)}, whose process has ended, so the lock is never released")
+
+    def _holder_gone(self, table: GranuleTable, idx: int, holder: int) -> bool:
+        """Whether granule idx's lock is held for good: ``holder`` (the word the last failed
+        try read) has ended, and the word still names it. The word is read again after the
+        liveness look: the backoff slept since that try, and a live holder may have released
+        the lock, finished and ended in the meantime (a CPU process at the end of a run); an
+        ended holder cannot release it, so a word naming it after it ended is never released."""
+        return not self._holder_alive(holder) and table.holder(idx) == holder
 
     def _holder_alive(self, holder: int) -> bool:
         """Whether the process behind a lock word still runs (when in doubt: yes)."""
@@ -157,27 +165,28 @@ class CpuLockWaiter(_LockWaiter):
     point where it could stop: it was terminated once the supervisor's grace time (10 s per
     CPU per host core) ran out, and its figures were lost with it. So once the control block's
     stop flag is set, and the holder is a CPU whose process has ended (its binding's pid gone,
-    or naming a process started at another time), the wait raises MachineError, holding the
+    or naming a process started at another time) and the lock word still names it (see
+    HostLockWaiter._holder_gone), the wait raises MachineError, holding the
     locks it held (the run is ending failed anyway; the report names the dead CPU). While the
     run goes on, a dead holder is waited for, as a stopped or descheduled one is: a caller
     outside a supervised run (the library, tests) sees the hardware's behaviour. Checked every
     HostLockWaiter.LIVENESS_EVERY tries once the wait sleeps, never while it spins or yields.
     """
 
-    __slots__ = ("control", "alive", "cpu")
+    __slots__ = ("control", "gone", "cpu")
 
     def __init__(self, control: Control, cpus: atomicshm.AtomicView, area_size: int, cpu_count: int,
                  cpu: int) -> None:
         super().__init__()
         self.control = control
         # Its liveness test reads CPU lock words alone (a CPU's table never holds a host word).
-        self.alive = HostLockWaiter(control, cpus, area_size, cpu_count)._holder_alive
+        self.gone = HostLockWaiter(control, cpus, area_size, cpu_count)._holder_gone
         self.cpu = cpu
 
     def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
         tries = self._next_try(table, idx)
         if (tries > SPIN_TRIES + YIELD_TRIES and tries % HostLockWaiter.LIVENESS_EVERY == 0
-                and self.control.stop_requested and not self.alive(holder)):
+                and self.control.stop_requested and self.gone(table, idx, holder)):
             self._idx = -1
             raise MachineError(f"CPU {self.cpu} gave up waiting for the lock of granule {table.addr(idx):#x}: "
                                f"{describe_owner(holder)} holds it, and its process has ended, so it is never "

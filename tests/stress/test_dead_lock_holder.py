@@ -15,6 +15,8 @@ from children import finish, read_line, start_child
 from rmm_mp import Machine
 from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.granule import cpu_owner
+from rmm_mp.hw.memory import CpuLockWaiter, HostLockWaiter
 
 HANG_GUARD_S = 120
 
@@ -91,4 +93,31 @@ def test_a_cpu_waiting_for_a_dead_cpus_lock_gives_up_once_the_run_is_stopping() 
         assert not waiter.is_alive(), "still waiting 10 s after the run was asked to stop"
         assert len(raised) == 1 and isinstance(raised[0], MachineError), raised
         assert f"{pa:#x}" in str(raised[0]) and "CPU 1" in str(raised[0]), raised[0]
+        assert not m.dead
+
+
+@pytest.mark.parametrize("waiter_of", ["cpu", "host"])
+def test_a_holder_that_released_the_lock_and_ended_during_the_backoff_is_not_given_up_on(waiter_of: str) -> None:
+    """The race at a run's end: the last failed try read CPU 1 as the holder; during the backoff
+    sleep that followed, CPU 1 finished its call (releasing the lock), returned and closed its
+    handle, so its binding is free when the waiter looks. The lock is free, not held for good:
+    the wait must go on (its next try takes the lock), not raise MachineError, which marked a
+    clean run's machine dead. Modelled on one waiter call: the word is 0, CPU 1 was never bound
+    (an ended binding), the run is stopping, and the waiter is at a try that looks (its private
+    try count set, so as not to sleep through the 1023 tries before it)."""
+    with Machine.create("host", cpus=2) as m:
+        idx = 82
+        table = m.cpu(0).granules if waiter_of == "cpu" else m._host_ns.table
+        waiter = table.waiter
+        assert isinstance(waiter, CpuLockWaiter if waiter_of == "cpu" else HostLockWaiter)
+        m.control.request_stop()
+        assert table.holder(idx) == 0
+        waiter._idx, waiter._done, waiter._tries = idx, table.stats.contended, HostLockWaiter.LIVENESS_EVERY - 1
+        waiter.wait(table, idx, cpu_owner(1))      # returns: the caller's next try takes the lock
+        assert waiter._tries == HostLockWaiter.LIVENESS_EVERY   # it did reach the look
+        # A word that still names the ended holder is held for good: that wait does raise.
+        waiter._idx, waiter._tries = idx, HostLockWaiter.LIVENESS_EVERY - 1
+        m.granule_table(cpu_owner(1)).lock(idx)
+        with pytest.raises(MachineError, match="process has ended"):
+            waiter.wait(table, idx, cpu_owner(1))
         assert not m.dead
