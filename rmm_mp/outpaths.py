@@ -243,10 +243,16 @@ def replacing(path: str) -> Iterator[str]:
         # has gone ends this write quietly, as it ends the printing (``echo``), and the stream is
         # pointed at /dev/null. The write failed "Broken pipe" and the command exited 1, though
         # a reader leaving early changes no exit status. What was printed goes first.
-        try:
-            for stream in (sys.stdout, sys.stderr):
+        for stream in (sys.stdout, sys.stderr):
+            # Flushed on its own: a BrokenPipeError here (what was printed had not reached a
+            # reader that has gone) must still yield, or the with block fails "generator didn't
+            # yield". Its descriptor then points at /dev/null, which the buffer is written to later.
+            try:
                 if stream is not None:
                     stream.flush()
+            except BrokenPipeError:
+                _to_devnull(stream.fileno())
+        try:
             yield path
         except BrokenPipeError:
             _to_devnull(stream_fd)

@@ -512,6 +512,25 @@ def test_a_json_report_to_dev_stdout_whose_reader_left_ends_quietly() -> None:
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
+def test_a_json_report_to_dev_stdout_after_unflushed_text_whose_reader_left_ends_quietly() -> None:
+    """As above, but a line was printed before the report and still sits in the block-buffered
+    standard output (a library caller of write_json, without the rmm-mp program's stream
+    wrapper): flushing it before the report meets the gone reader. The write still ends quietly:
+    exit status 0, nothing on stderr. The flush's BrokenPipeError was caught before the
+    context manager had yielded, so write_json failed "generator didn't yield" (exit status 1)."""
+    script = ("import sys\nfrom rmm_mp.outpaths import write_json\nprint('a line before the report')\n"
+              "write_json({'filler': 'x' * 200_000}, '/dev/stdout')\nprint('result: OK')\n")
+    reader, writer = os.pipe()
+    os.close(reader)            # a reader that left before the first byte
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # the line stays buffered
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=writer, stderr=subprocess.PIPE, text=True,
+                              env={**env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_text_printed_after_a_json_report_to_a_redirected_stdout_follows_it(tmp_path: Path) -> None:
     """A report written to /dev/stdout with standard output redirected to a file without
     O_APPEND (`--json /dev/stdout > out.txt`), and a line printed after it, as `rmm-mp run`
