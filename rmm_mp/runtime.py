@@ -196,8 +196,8 @@ def _end_process(code: int) -> None:
     modules a CPU process has imported and frees its objects: 0.06 to 0.09 s of CPU each,
     which 32 or 64 CPU processes on 2 cores spent after their results had arrived, so that a
     run or stress command waited 1 to 4 s longer for them (docs/performance.md). What that
-    exit did that matters is done here: the non-daemon threads the target left are waited for
-    (as threading's shutdown does), the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
+    exit did that matters is done here: threading's shutdown (its atexit hooks, such as the one
+    ending an idle thread pool, then the non-daemon threads the target left are waited for), the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
     close_all, the target's own), and the standard streams are flushed (os._exit does not,
     and standard output is block-buffered when it is a pipe or a file). What is skipped is
     the modules' teardown and the last garbage collection: __del__ methods of objects still
@@ -205,10 +205,19 @@ def _end_process(code: int) -> None:
     A forkserver child ended with os._exit after the bootstrap already (multiprocessing's
     forkserver does), skipping the atexit handlers; they run here for both contexts."""
     try:
-        current = threading.current_thread()
-        for thread in threading.enumerate():
-            if thread is not current and not thread.daemon:
-                thread.join()
+        # threading's own shutdown, as the interpreter's exit calls it: the hooks registered
+        # with threading._register_atexit first (concurrent.futures wakes its idle pool workers
+        # there so that they end; joined before it, a pool the target left open never ended and
+        # the process hung until the parent killed it), then every non-daemon thread is joined,
+        # one a joined thread started included.
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        else:
+            current = threading.current_thread()
+            for thread in threading.enumerate():
+                if thread is not current and not thread.daemon:
+                    thread.join()
         # CPython's own call for the atexit handlers (typeshed has it; there is no public one):
         # a handler that raises is reported on stderr and the others still run, as at exit.
         atexit._run_exitfuncs()

@@ -109,3 +109,43 @@ def test_a_cpu_that_returned_ends_without_the_interpreters_teardown_and_loses_no
     assert "results [(0, 0), (1, 10)]" in lines, lines
     assert "failed []" in lines, lines
     assert "exit codes [(0, 0), (1, 0)]" in lines, lines
+
+
+def _leave_a_thread_pool(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Run a task on a thread pool and return without shutting the pool down (its idle worker,
+    a non-daemon thread, ends only when threading's exit hooks tell it to)."""
+    import concurrent.futures
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(int).result()
+    sys.modules[f"_cpu{cpu.id}_pool"] = pool  # type: ignore[assignment]
+    return int(cpu.id)
+
+
+_RUN_SHORT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from rmm_mp import Machine
+from rmm_mp.runtime import run_cpus
+import test_runtime_exit as targets
+with Machine.create("host", cpus=2) as m:
+    result = run_cpus(m, targets._leave_a_thread_pool, context=sys.argv[2], timeout_s=3, grace_s=1)
+print("results", sorted(result.results.items()))
+print("exit codes", sorted(result.exit_codes.items()))
+"""
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_a_cpu_that_left_a_thread_pool_open_ends_by_itself(context: str) -> None:
+    """Both CPUs leave a concurrent.futures pool open (its idle worker is a non-daemon thread)
+    and return. Each process ends by itself, exit status 0, as a normal interpreter exit ends
+    it (threading's exit hooks wake the worker before the threads are joined). Joining the
+    threads before those hooks waited for the worker for ever: the processes were killed with
+    SIGKILL once the 3 s limit and 1 s grace had passed (exit codes -9)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run([sys.executable, "-c", _RUN_SHORT, _HERE, context], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    lines = done.stdout.decode().splitlines()
+    assert "results [(0, 0), (1, 1)]" in lines, lines
+    assert "exit codes [(0, 0), (1, 0)]" in lines, lines
