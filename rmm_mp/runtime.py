@@ -197,7 +197,8 @@ def _end_process(code: int) -> None:
     which 32 or 64 CPU processes on 2 cores spent after their results had arrived, so that a
     run or stress command waited 1 to 4 s longer for them (docs/performance.md). What that
     exit did that matters is done here: threading's shutdown (its atexit hooks, such as the one
-    ending an idle thread pool, then the non-daemon threads the target left are waited for), the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
+    ending an idle thread pool, then the non-daemon threads the target left are waited for),
+    the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
     close_all, the target's own), and the standard streams are flushed (os._exit does not,
     and standard output is block-buffered when it is a pipe or a file). What is skipped is
     the modules' teardown and the last garbage collection: __del__ methods of objects still
