@@ -13,8 +13,8 @@ state 1, sets the area up and stores state 2. The others wait for the 2, backing
 granule lock's waiter does (hw.granule.backoff: spins, yields, then sleeps of up to half a
 millisecond), so a setter whose process is descheduled or stopped (SIGSTOP, a debugger) costs
 them no host core. A setter killed mid-way never stores the 2: once the wait sleeps, a waiter
-looks at the setter's process every LOOK_EVERY tries, and when it has ended (gone, a zombie, or
-its pid now naming a process started at another time) takes the set-up over, with a
+looks at the setter's process now and then (hw.granule.look_due), and when it has ended (gone,
+a zombie, or its pid now naming a process started at another time) takes the set-up over, with a
 compare-and-swap on that very setter word (of two such waiters one wins), and does it again from
 the start. So a set-up must be idempotent: it may only store values and set bits that nothing
 reads before the 2. A takeover must never run over a ready area, whose users have stored since
@@ -36,15 +36,10 @@ import atomicshm
 
 from rmm_mp.hw import process
 from rmm_mp.hw.cpuarea import binding_ended, binding_word
-from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, backoff
+from rmm_mp.hw.granule import backoff, look_due
 
 NONE, BUSY, READY = 0, 1, 2
 """Values of an area's state word."""
-
-LOOK_EVERY = 64
-"""Tries between two looks at the setter's process once the wait sleeps (at most 32 ms apart: a
-look costs a /proc read, too dear for every try)."""
-
 
 def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Callable[[], None]) -> None:
     """Make sure the area whose state word is at offset ``state`` and setter word at ``setter``
@@ -61,7 +56,7 @@ def set_up_once(view: atomicshm.AtomicView, state: int, setter: int, set_up: Cal
         # what its users have stored since (a run queue's published cells). Read after its end,
         # a state short of READY stays so: only the setter word's holder stores it, and a
         # waiter that took the set-up over meanwhile changed that word, failing the swap below.
-        if (word == 0 or (tries > SPIN_TRIES + YIELD_TRIES and tries % LOOK_EVERY == 0 and binding_ended(word)
+        if (word == 0 or (look_due(tries) and binding_ended(word)
                           and view.load_u32(state) != READY)) \
                 and view.cas_u64(setter, word, me) == word:
             view.store_u32(state, BUSY)

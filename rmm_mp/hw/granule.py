@@ -92,6 +92,19 @@ def backoff(tries: int) -> None:
         time.sleep(min(SLEEP_MAX_S, 0.000_01 * (tries - SPIN_TRIES - YIELD_TRIES)))
 
 
+LOOK_EVERY = 64
+"""Tries between two looks of a sleeping wait at what it waits for (look_due): at most 32 ms
+apart once the backoff sleeps its longest."""
+
+
+def look_due(tries: int, every: int = LOOK_EVERY) -> bool:
+    """Whether a wait that backs off (``backoff``), at try number ``tries``, should look at the
+    process it waits for (its liveness costs a /proc read, too dear for every try): only once it
+    sleeps, never while it spins or yields (a live holder finishing its call is done by then),
+    and every ``every`` tries."""
+    return tries > SPIN_TRIES + YIELD_TRIES and tries % every == 0
+
+
 def cpu_owner(cpu: int) -> int:
     """Lock-word value that means 'held by CPU cpu'."""
     return cpu + 1

@@ -26,7 +26,7 @@ from rmm_mp.hw.cpuarea import OFF_BIND, binding_ended
 from rmm_mp.hw.faults import GranuleProtectionFault, MachineError, RmmInternalError
 from rmm_mp.hw.gpt import Gpt, Pas
 from rmm_mp.hw.granule import (
-    GRANULE_SIZE, HOST_OWNER_FLAG, SPIN_TRIES, YIELD_TRIES, GranuleTable, backoff, describe_owner,
+    GRANULE_SIZE, HOST_OWNER_FLAG, SPIN_TRIES, YIELD_TRIES, GranuleTable, backoff, describe_owner, look_due,
 )
 
 ZERO_GRANULE = bytes(GRANULE_SIZE)
@@ -185,7 +185,7 @@ class CpuLockWaiter(_LockWaiter):
 
     def wait(self, table: GranuleTable, idx: int, holder: int) -> None:
         tries = self._next_try(table, idx)
-        if (tries > SPIN_TRIES + YIELD_TRIES and tries % HostLockWaiter.LIVENESS_EVERY == 0
+        if (look_due(tries, HostLockWaiter.LIVENESS_EVERY)
                 and self.control.stop_requested and self.gone(table, idx, holder)):
             self._idx = -1
             raise MachineError(f"CPU {self.cpu} gave up waiting for the lock of granule {table.addr(idx):#x}: "

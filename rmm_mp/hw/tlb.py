@@ -47,12 +47,7 @@ import atomicshm
 
 from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB, binding_ended
-from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, backoff
-
-_DEAD_CHECK_TRIES = 64
-"""Tries between two looks at a waited-for CPU's process once the wait sleeps (at most 32 ms
-apart: a look costs a /proc read, too dear for every try)."""
-
+from rmm_mp.hw.granule import backoff, look_due
 
 class Tlb:
     """One CPU's view of the invalidation protocol."""
@@ -158,6 +153,5 @@ class Tlb:
             while behind(base):
                 tries += 1
                 backoff(tries)
-                if (tries > SPIN_TRIES + YIELD_TRIES and tries % _DEAD_CHECK_TRIES == 0
-                        and binding_ended(self.cpus.load_u64(base + OFF_BIND))):
+                if look_due(tries) and binding_ended(self.cpus.load_u64(base + OFF_BIND)):
                     break
