@@ -140,7 +140,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--save-schedule", type=click.Path(dir_okay=False), default=None,
               help="Where a deterministic run writes its schedule (default: "
                    "stress-WORKLOAD-SCHEDULE-SEED[-BUG+BUG...].schedule.json "
-                   "when it found something; never one that cannot replay the run: no step taken, or a dead CPU's "
+                   "when it found something; for --replay NAME.schedule.json --shrink, NAME-shrunk.schedule.json, "
+                   "never the file replayed; never one that cannot replay the run: no step taken, or a dead CPU's "
                    "switches lost).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @click.option("--list-bugs", is_flag=True, help="List the bug-injection catalog and exit (given alone: no other option or WORKLOAD).")
@@ -277,7 +278,7 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     if unsaved:
         (tell if verdict_out else say)(f"schedule not saved: {unreplayable}")
     elif saved:
-        files.append(("schedule", save_schedule or default_schedule_path(config),
+        files.append(("schedule", save_schedule or default_schedule_path(config, replay),
                       functools.partial(schedule_file.write, report)))
     if trace_path:
         files.append(("trace", trace_path, functools.partial(timeline.write, report)))
@@ -374,11 +375,20 @@ def _write_json(report: StressReport, extra: Mapping[str, object], written: dict
     write_json({**report.to_json(), **extra, "outputs": dict(written), "output_errors": list(errors)}, path)
 
 
-def default_schedule_path(config: StressConfig) -> str:
+def default_schedule_path(config: StressConfig, replay: str | None = None) -> str:
     """Where a deterministic run that found something writes its schedule without --save-schedule:
     named by workload, schedule kind, seed and injected bugs, so that runs differing in any of
     them keep their own file (named by workload and seed alone, a pct run overwrote the random
-    run's schedule, and one bug's run another's of the same workload and seed, silently)."""
+    run's schedule, and one bug's run another's of the same workload and seed, silently).
+
+    A replay (``replay``: its file) saves one only when it was shrunk: that schedule is named
+    after the file replayed, ``NAME-shrunk.schedule.json`` for ``NAME.schedule.json`` (in the
+    current directory, as the others). Named as above, every replay's kind was "replay": the
+    shrinking of `--replay stress-tables-replay-1-BUG.schedule.json` (a shrunk schedule, saved
+    so) wrote over the very file it replayed, and the shrunk schedules of a random and a pct
+    run of one seed took the same name."""
+    if replay is not None:
+        return _shrunk_name(replay)
     bugs = "-" + "+".join(config.inject) if config.inject else ""
     name = f"stress-{config.workload}-{config.schedule}-{config.seed}{bugs}.schedule.json"
     if len(name.encode()) > _NAME_MAX:
@@ -388,6 +398,32 @@ def default_schedule_path(config: StressConfig) -> str:
         digest = hashlib.sha256("+".join(config.inject).encode()).hexdigest()[:8]
         name = f"stress-{config.workload}-{config.schedule}-{config.seed}-{len(config.inject)}-bugs-{digest}.schedule.json"
     return name
+
+
+SHRUNK_SUFFIX = "-shrunk"
+"""What the default name of a replay's shrunk schedule adds to the name of the file replayed."""
+
+
+def _shrunk_name(replay: str) -> str:
+    """The default file of the shrunk schedule of a replay of ``replay``: its name (directory
+    left out, ``.schedule.json`` or ``.json`` taken off) with SHRUNK_SUFFIX, in the current
+    directory; never ``replay`` itself, even through a link (the suffix is added again), and
+    cut to a name a file system takes (a digest of the whole keeps long names apart)."""
+    stem = os.path.basename(replay)
+    for ending in (".schedule.json", ".json"):
+        if stem.endswith(ending) and len(stem) > len(ending):
+            stem = stem[:-len(ending)]
+            break
+    while True:
+        stem += SHRUNK_SUFFIX
+        name = stem + ".schedule.json"
+        if len(name.encode()) > _NAME_MAX:
+            digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
+            # 100 bytes of the replayed file's name are enough to tell which it was.
+            head = stem.encode()[:100].decode(errors="ignore")
+            name = f"{head}-{digest}{SHRUNK_SUFFIX}.schedule.json"
+        if os.path.realpath(name) != os.path.realpath(replay):
+            return name
 
 
 _NAME_MAX = 255
@@ -408,7 +444,7 @@ def _check_other_paths(config: StressConfig, replay: str | None, do_shrink: bool
                                                                 "which the run reads)")
     if not config.deterministic or save_schedule is not None or (replay is not None and not do_shrink):
         return
-    default = default_schedule_path(config)
+    default = default_schedule_path(config, replay)
     for option, path in (("--trace", trace_path), ("--json", json_path)):
         if path is not None and os.path.realpath(path) == os.path.realpath(default):
             raise ConfigError("command line", option, path, "a file of its own (a run that finds something "
