@@ -9,7 +9,7 @@ activities), one row per call and CPU plus an "all" row when more than one CPU r
 split of RMI calls, rowed the same way, and its totals per CPU; lock contention per class; CPU
 processes; realms (every failed one, the counted rows of a CPU that returned no result, and at
 most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown realm that has one (a failed realm's; every realm's
-with --console) and a note naming the failed realms whose output was not kept; host activity
+with --console), one line naming those whose guest wrote nothing, and a note naming the failed realms whose output was not kept; host activity
 counters per CPU; failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
 This module owns the layout. It must not compute figures the document does not have.
@@ -254,9 +254,19 @@ def _realms(doc: dict[str, Any]) -> list[str]:
         out += textwrap.wrap(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's "
                              f"lifecycle instances after its first {MAX_LISTED_PER_CPU} of each outcome share a row "
                              f"per realm)", WIDTH, subsequent_indent="    ")
+    # A guest that wrote nothing (no console byte, no LOG record) gets no block of its own: a
+    # lifecycle run's silent guests gave up to 16 blocks per CPU, each an empty title. They
+    # are named in one line instead, which still says that their output was looked at.
+    silent = [r["name"] for r in shown if r["output"] is not None and _silent(r["output"])]
     for r in shown:
-        if r["output"] is not None:
+        if r["output"] is not None and not _silent(r["output"]):
             out += _guest_output(r["name"], r["output"])
+    if silent:
+        named = ", ".join(silent[:MAX_DROPPED_NAMED]) + (
+            f" and {len(silent) - MAX_DROPPED_NAMED:,} more" if len(silent) > MAX_DROPPED_NAMED else "")
+        out += ["", *textwrap.wrap(f"No guest output (no console byte, no LOG record) of "
+                                   f"{_count(len(silent), 'realm')}: {named}", WIDTH, subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)]
     dropped = [r["name"] for r in realms if r["output_dropped"]]
     if dropped:
         named = ", ".join(dropped[:MAX_DROPPED_NAMED]) + (
@@ -266,6 +276,11 @@ def _realms(doc: dict[str, Any]) -> list[str]:
                                    f"it for the first {MAX_OUTPUTS_PER_CPU} lifecycle instances that fail on it): "
                                    f"{named}", WIDTH, subsequent_indent="    ")]
     return out
+
+
+def _silent(output: dict[str, Any]) -> bool:
+    """The guest wrote nothing the report could show: no console byte and no LOG record."""
+    return not output["console_bytes"] and not output["log_count"]
 
 
 def _printable(c: str) -> str:
