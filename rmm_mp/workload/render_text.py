@@ -73,11 +73,14 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"workload {doc['workload']} ({doc['source']})",
         f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
         f"seed {doc['seed']}, "
-        f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'}), "
-        + (f"{doc['total_calls']:,} calls, {doc['calls_per_second']:,.0f} calls/s" if doc["latency_recorded"]
-           else "calls not counted (--no-latency)"),
-        f"latency recorded: {'yes' if doc['latency_recorded'] else 'no (--no-latency)'}; "
-        f"pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}",
+        f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'})",
+        # total_calls counts every record of the latency tables: REC runs (each beside its
+        # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and
+        # PSCI calls alone: 66,446 in a quickstart run that made 51,674 (docs/performance.md).
+        "latency recorded: "
+        + (f"yes ({doc['total_calls']:,} calls + REC runs + host steps, {doc['calls_per_second']:,.0f}/s)"
+           if doc["latency_recorded"] else "no (--no-latency): calls not counted")
+        + f"; pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}",
     ]
     facts = [f"{label}{host[k]}" for k, label in (("machine", ""), ("python", "Python "), ("date", "")) if k in host]
     if facts:

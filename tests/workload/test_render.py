@@ -48,9 +48,8 @@ def test_header_says_what_ran() -> None:
     text = format_report(hand_built(**GOOD))
     head = text.splitlines()[:4]
     assert head[0] == "workload smp-realms (workloads/smp-realms.toml)"
-    assert head[1] == ("platform host: 2 CPUs on 2 host cores, seed 7, ran 2.01 s (limit 2 s), 200 calls, "
-                       "99 calls/s")
-    assert head[2] == "latency recorded: yes; pinning: off"
+    assert head[1] == "platform host: 2 CPUs on 2 host cores, seed 7, ran 2.01 s (limit 2 s)"
+    assert head[2] == "latency recorded: yes (200 calls + REC runs + host steps, 99/s); pinning: off"
     assert head[3] == "host: x86_64, Python 3.11.7, 2026-11-27 10:00:00 +0000"
     assert "WARNING" not in text and text.endswith("result: OK")
     assert format_report(hand_built(cpus=3, **GOOD)).endswith("result: OK (1 warning above)")
@@ -185,8 +184,8 @@ def test_no_latency_says_so_instead_of_empty_tables() -> None:
     """A --no-latency report says latency was not recorded, counts no calls and no rate, and has no
     latency tables or time split; the lock section is still there."""
     text = format_report(hand_built(latency_recorded=False, stats={}, **GOOD))
-    assert "latency recorded: no (--no-latency)" in text
-    assert "calls not counted (--no-latency)" in text and "calls/s" not in text
+    assert "latency recorded: no (--no-latency): calls not counted; pinning: off" in text
+    assert "calls/s" not in text and "/s)" not in text
     assert "Latency was not recorded (--no-latency): no per-call figures and no time split." in text
     assert "RMI calls (" not in text and "Time split" not in text
     assert "Lock contention per granule class" in text

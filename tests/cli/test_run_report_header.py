@@ -1,0 +1,25 @@
+"""The header of `rmm-mp run`'s text report says what its count of calls counts (hand-built
+reports, tests/stats/report_samples.py)."""
+
+from __future__ import annotations
+
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.stats import calls
+from rmm_mp.workload.render import format_report, to_json
+from stats.report_samples import hand_built, slot_of, stats_of
+
+
+def test_the_header_count_names_rec_runs_and_host_steps_beside_the_calls() -> None:
+    """A report whose CPU 0 made 5 RMI_REC_ENTER calls, had 5 REC runs (EXIT kind) and 5 host
+    activity steps in 3 s: the JSON's total_calls is 15 (every record of the latency tables, as
+    docs/report-schema.json says), and the header shows 15 as "calls + REC runs + host steps",
+    with its rate, never as "15 calls". Labelled "calls" alone it read as RMI, RSI and PSCI calls,
+    three times the calls made here."""
+    enter = slot_of(int(RmiFid.RMI_REC_ENTER))
+    stats = {0: {enter: stats_of(enter, [1000] * 5), calls.EXIT_BASE + 5: stats_of(calls.EXIT_BASE + 5, [800] * 5),
+                 calls.HOST_BASE: stats_of(calls.HOST_BASE, [5000] * 5)}}
+    report = hand_built(stats=stats, elapsed_s=3.0)
+    assert to_json(report)["total_calls"] == 15
+    head = format_report(report).splitlines()[:4]
+    assert " 15 calls," not in " ".join(head), head
+    assert head[2].startswith("latency recorded: yes (15 calls + REC runs + host steps, 5/s); pinning: "), head
