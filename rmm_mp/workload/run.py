@@ -508,7 +508,8 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
     tore down are lost with it. Its lifecycle tally (hw.cpuarea, published as it went) still
     says how many of each it tore down, ok and failed, and whether one was still built (or
     being built or torn down) when it stopped: so many rows, saying what is not known; and how
-    many tokens it saved to --save-tokens' directory (the second value)."""
+    many tokens it saved to --save-tokens' directory (the second value), which the first of an
+    instance's rows says too."""
     out = []
     tokens = 0
     for cpu in lost:
@@ -523,15 +524,23 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
             t = w.realms[inst.realm]
             name = f"{t.name}[{inst.index}]" if t.instances > 1 else t.name
             kept = _kept_to(w, inst.realm, inst.index)
+            rows = []
             for count, good in ((ok, True), (failed, False)):
                 if count:
-                    out.append(dataclasses.replace(
+                    rows.append(dataclasses.replace(
                         realms.torn_down_unreported(name, t.recs, cpu, count, good, ok + failed), cpus=kept))
             # Generation #0 is the parent's; the CPU built #1 on, each after the last's teardown.
             if 1 + built > ok + failed:
                 what = "built, or being built or torn down, when it stopped"
                 lost_realm = realms.unreported(realms.instance_name(t, inst.index, ok + failed), t.recs, cpu, what)
-                out.append(dataclasses.replace(lost_realm, cpus=kept))
+                rows.append(dataclasses.replace(lost_realm, cpus=kept))
+            if rows and saved:
+                # Which of the rows each token was of is not known (a token is saved for an
+                # instance that failed too, and for one cut off in its teardown): on the first.
+                note = (f"; CPU {cpu} saved {saved:,} token{'s' if saved != 1 else ''} of {name}'s instances to "
+                        f"--save-tokens' directory")
+                rows[0] = dataclasses.replace(rows[0], detail=rows[0].detail + note)
+            out += rows
         if w.uses("ripas-churn", cpu):
             lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu, "what it did is unknown")
             out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, -1, cpu)))

@@ -1,0 +1,57 @@
+"""What `rmm-mp run --save-tokens` reports of the attestation tokens of a CPU that returned no
+result (killed): its lifecycle tally (hw.cpuarea, 0x800; workload.cpustate.Host.publish) counts
+the tokens it saved, and the report shows them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rmm_mp.cpu_outcome import CpuFailure
+from rmm_mp.workload import render, run, spec
+from rmm_mp.workload.resolve import resolve
+from rmm_mp.workload.run import RunOptions, run_workload
+
+pytestmark = pytest.mark.multiprocess
+
+LOST = 1
+WORKLOAD = ('iterations = 60\ncpus = 2\nactivities = { attest = 1 }\n'
+            '[[realm]]\nname = "att"\nguest = "attest"\nram = "3M"\nlifecycle = true\ninstances = 2\n')
+"""att[0] is CPU 0's lifecycle instance, att[1] CPU 1's: every token named att-1-* is CPU 1's."""
+
+
+def _drop_the_lost_cpus_result(monkeypatch: pytest.MonkeyPatch) -> list[run.CpuResult]:
+    """Make the run's run_cpus drop CPU LOST's result and report it killed, as if its process
+    had died at the run's end; returns the list the dropped result is put in."""
+    real = run.run_cpus
+    dropped: list[run.CpuResult] = []
+
+    def one_lost(*args: object, **kwargs: object) -> run.RunResult:
+        done = real(*args, **kwargs)      # type: ignore[arg-type]
+        dropped.append(done.results[LOST])
+        results = {cpu: r for cpu, r in done.results.items() if cpu != LOST}
+        return dataclasses.replace(done, results=results,
+                                   failures=(*done.failures, CpuFailure(LOST, "was killed by SIGKILL", "", ())))
+    monkeypatch.setattr(run, "run_cpus", one_lost)
+    return dropped
+
+
+def test_the_rows_of_a_lost_cpu_s_instances_say_how_many_tokens_it_saved(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attest realms on 2 CPUs with --save-tokens, CPU 1's result dropped: the rows of att[1]'s
+    instances, made from CPU 1's tally, say how many tokens CPU 1 saved of them (the att-1-*
+    files in the directory), in the text report as in the JSON's detail. They said only how
+    many instances there were, and the tokens were in the header's total alone."""
+    _drop_the_lost_cpus_result(monkeypatch)
+    path = tmp_path / "w.toml"
+    path.write_text(WORKLOAD)
+    tokens = tmp_path / "tokens"
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, tokens_dir=str(tokens)))
+    saved = len([p for p in tokens.iterdir() if p.name.startswith("att-1-")])
+    assert saved, "CPU 1 must have saved a token for the test to mean anything"
+    rows = [r for r in report.realms if r.name.startswith("att[1]")]
+    told = f"CPU {LOST} saved {saved} token{'s' if saved > 1 else ''} of att[1]'s instances to --save-tokens' directory"
+    assert [r.name for r in rows if told in r.detail] == [rows[0].name], [r.detail for r in rows]
+    assert told in render.format_report(report)
