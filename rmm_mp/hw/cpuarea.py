@@ -24,7 +24,9 @@ two CPUs share a cache line. Layout (offsets in the area):
     0x800  lifecycle tally, written only by `rmm-mp run`'s CPUs (rmm_mp.workload.cpustate):
            per lifecycle instance the CPU owns (LIFECYCLE_KEYS entries, in its CpuPart's order),
            generations it started to build, instances it tore down that were ok and that
-           failed, and attestation tokens it saved (--save-tokens), u64 each (2 KiB, to 0xFFF);
+           failed, and attestation tokens it saved (--save-tokens) in the low 32 bits with
+           those it could not write in the high 32 (LIFECYCLE_UNSAVED_SHIFT), u64 each
+           (2 KiB, to 0xFFF);
            published as it goes, so that the parent can count what a CPU that returned no
            result (killed) had done
     0x1000 statistics region (latency histograms, rmm_mp.stats.histogram)
@@ -70,6 +72,11 @@ LIFECYCLE_KEYS = 64
 """Entries of the lifecycle tally: more than the run queue's realms (54), so every lifecycle
 instance a CPU can own has one."""
 LIFECYCLE_FIELDS = 4
+LIFECYCLE_TOKENS = 3
+LIFECYCLE_UNSAVED_SHIFT = 32
+"""Field LIFECYCLE_TOKENS holds two counts, so that both are published in one atomic store
+(and the 64 entries keep their 32 bytes): tokens saved in bits 0..31, tokens whose file could
+not be written from bit 32 (a CPU makes far fewer than 2^32 of either)."""
 LIFECYCLE_ENTRY = 8 * LIFECYCLE_FIELDS
 assert OFF_LIFECYCLE + LIFECYCLE_KEYS * LIFECYCLE_ENTRY <= HW_PART, "the lifecycle tally overruns the statistics"
 OFF_STATS = HW_PART
@@ -171,8 +178,8 @@ class CpuArea:
 
     def publish_lifecycle(self, entry: int, field: int, value: int) -> None:
         """Store ``value`` in field ``field`` (0 built, 1 torn down ok, 2 torn down failed, 3
-        tokens saved) of tally entry ``entry``: one atomic u64 store, so a reader after the CPU's
-        death never sees a value half written."""
+        tokens saved and not written, LIFECYCLE_UNSAVED_SHIFT) of tally entry ``entry``: one
+        atomic u64 store, so a reader after the CPU's death never sees a value half written."""
         if not 0 <= entry < LIFECYCLE_KEYS or not 0 <= field < LIFECYCLE_FIELDS:
             raise ValueError(f"lifecycle tally entry {entry}, field {field}: expected entry 0..{LIFECYCLE_KEYS - 1} "
                              f"and field 0..{LIFECYCLE_FIELDS - 1}")
@@ -180,7 +187,7 @@ class CpuArea:
 
     def lifecycle_tally(self, entries: int) -> list[tuple[int, ...]]:
         """The first ``entries`` entries of the lifecycle tally: (built, torn down ok, torn down
-        failed, tokens saved) each, as last published."""
+        failed, tokens saved and not written) each, as last published (LIFECYCLE_UNSAVED_SHIFT)."""
         base = self.base + OFF_LIFECYCLE
         return [tuple(self.view.load_u64(base + LIFECYCLE_ENTRY * e + 8 * f) for f in range(LIFECYCLE_FIELDS))
                 for e in range(min(entries, LIFECYCLE_KEYS))]

@@ -34,6 +34,7 @@ from rmm_mp.host.realm import ERROR_RTT, PAGE_LEVEL, SUCCESS, index, status
 from rmm_mp.host.realm_teardown import split_block
 from rmm_mp.host.realm_entry import R_GEN
 from rmm_mp.host.runqueue import MAX_VCPUS
+from rmm_mp.hw.cpuarea import LIFECYCLE_TOKENS, LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Folded, Instance
 from rmm_mp.workload.report import MAX_ERRORS_PER_CPU, MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU
@@ -194,11 +195,11 @@ class Host:
         self.errors_dropped = 0
         self.owned: dict[tuple[int, int], Instance | None] = {(i.realm, i.index): i for i in job.owned}
         self.generation = {key: 1 for key in self.owned}
-        self.tally = {(i.realm, i.index): [0, 0, 0, 0] for i in job.owned}
+        self.tally = {(i.realm, i.index): [0, 0, 0, 0, 0] for i in job.owned}
         """Per owned instance: generations this CPU started to build, instances it tore down that were
-        ok, that failed, tokens it saved; published in its CPU area (publish) as they change, where the parent reads
-        them if this process returns no result (killed): what is in ``finished`` and ``folded``
-        reaches the parent only with the result."""
+        ok, that failed, tokens it saved, tokens it could not write; published in its CPU area (publish) as
+        they change, where the parent reads them if this process returns no result (killed): what is in
+        ``finished`` and ``folded`` reaches the parent only with the result."""
         self.tally_entry = {(i.realm, i.index): n for n, i in enumerate(job.owned)}
         self.turned_off: set[tuple[int, int]] = set()
         self.private: list[Instance] = []
@@ -246,11 +247,16 @@ class Host:
 
     def publish(self, key: tuple[int, int], field: int) -> None:
         """Count one more in ``field`` of ``key``'s tally (0 built, 1 torn down ok, 2 torn down
-        failed, 3 tokens saved) and publish it: one u64 store per build or teardown, each of which takes dozens of
-        SMCs."""
+        failed, 3 tokens saved, 4 tokens not written) and publish it: one u64 store per build or teardown, each
+        of which takes dozens of SMCs. The two token counts share the area's field 3
+        (cpuarea.LIFECYCLE_UNSAVED_SHIFT)."""
         tally = self.tally[key]
         tally[field] += 1
-        self.cpu.area.publish_lifecycle(self.tally_entry[key], field, tally[field])
+        if field >= LIFECYCLE_TOKENS:
+            value = tally[LIFECYCLE_TOKENS] | tally[LIFECYCLE_TOKENS + 1] << LIFECYCLE_UNSAVED_SHIFT
+            self.cpu.area.publish_lifecycle(self.tally_entry[key], LIFECYCLE_TOKENS, value)
+        else:
+            self.cpu.area.publish_lifecycle(self.tally_entry[key], field, tally[field])
 
     def build(self, key: tuple[int, int]) -> Instance:
         generation = self.generation[key]
@@ -281,6 +287,9 @@ class Host:
             # Counted as soon as its file is written, not after the destroy below (dozens of
             # SMCs): a death in that destroy leaves the file in the directory all the same.
             self.publish(key, 3)
+        elif done.token_write_error:
+            # A report file not written: the parent names it (run), a dead CPU's from this count.
+            self.publish(key, 4)
         if not room and done.failed:
             done = replace(done, output_dropped=True)
         self.outputs_kept += done.output is not None

@@ -49,6 +49,7 @@ from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
 from rmm_mp.host.realm_entry import DONE
 from rmm_mp.host.runqueue import OFF_ARRIVED
+from rmm_mp.hw.cpuarea import LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
@@ -290,9 +291,16 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
             machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console)
     not_done += undone
-    lost_outcomes, lost_tokens = _unreported(machine, w, parts, [cpu for cpu in ids if cpu not in results])
+    lost_outcomes, lost_tokens, lost_unsaved = _unreported(machine, w, parts,
+                                                           [cpu for cpu in ids if cpu not in results])
     outcomes += lost_outcomes
     tokens_saved += lost_tokens     # files in --save-tokens' directory all the same
+    if lost_unsaved:
+        # Why they were not written was in the results that never came: only how many is known.
+        count, cpus = sum(lost_unsaved.values()), sorted(lost_unsaved)
+        why = (f"why is not known: CPU{'s' if len(cpus) > 1 else ''} {', '.join(map(str, cpus))} "
+               f"returned no result")
+        unsaved = (unsaved[0] + count, unsaved[1]) if unsaved else (count, why)
     if options.tokens_dir is not None and (tokens_saved or not unsaved):
         outputs["tokens"] = options.tokens_dir
     if unsaved:                                  # only ever with a tokens_dir to save them in
@@ -499,7 +507,7 @@ def _kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
 
 
 def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
-                lost: list[int]) -> tuple[list[RealmOutcome], int]:
+                lost: list[int]) -> tuple[list[RealmOutcome], int, dict[int, int]]:
     """The realms only a CPU that returned no result knew: the lifecycle instances it owned
     (every generation after the parent's first was its own) and its private ripas-churn realm.
     Left out, the report would count the other realms as if they were all there were.
@@ -508,10 +516,12 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
     tore down are lost with it. Its lifecycle tally (hw.cpuarea, published as it went) still
     says how many of each it tore down, ok and failed, and whether one was still built (or
     being built or torn down) when it stopped: so many rows, saying what is not known; and how
-    many tokens it saved to --save-tokens' directory (the second value), which the first of an
-    instance's rows says too."""
+    many tokens it saved to --save-tokens' directory (the second value) and how many it could
+    not write there, per CPU that could not (the third), which the first of an instance's rows
+    says too."""
     out = []
     tokens = 0
+    unsaved: dict[int, int] = {}
     for cpu in lost:
         owned = parts[cpu].owned
         area = machine.cpu_area(cpu)
@@ -519,8 +529,12 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
             tallies = area.lifecycle_tally(len(owned))
         finally:
             area.release()
-        for inst, (built, ok, failed, saved) in zip(owned, tallies):
+        for inst, (built, ok, failed, token_counts) in zip(owned, tallies):
+            saved = token_counts & ((1 << LIFECYCLE_UNSAVED_SHIFT) - 1)
+            not_written = token_counts >> LIFECYCLE_UNSAVED_SHIFT
             tokens += saved
+            if not_written:
+                unsaved[cpu] = unsaved.get(cpu, 0) + not_written
             t = w.realms[inst.realm]
             name = f"{t.name}[{inst.index}]" if t.instances > 1 else t.name
             kept = _kept_to(w, inst.realm, inst.index)
@@ -534,17 +548,18 @@ def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
                 what = "built, or being built or torn down, when it stopped"
                 lost_realm = realms.unreported(realms.instance_name(t, inst.index, ok + failed), t.recs, cpu, what)
                 rows.append(dataclasses.replace(lost_realm, cpus=kept))
-            if rows and saved:
+            if rows and (saved or not_written):
                 # Which of the rows each token was of is not known (a token is saved for an
                 # instance that failed too, and for one cut off in its teardown): on the first.
                 note = (f"; CPU {cpu} saved {saved:,} token{'s' if saved != 1 else ''} of {name}'s instances to "
-                        f"--save-tokens' directory")
+                        f"--save-tokens' directory"
+                        + (f", {not_written:,} could not be written" if not_written else ""))
                 rows[0] = dataclasses.replace(rows[0], detail=rows[0].detail + note)
             out += rows
         if w.uses("ripas-churn", cpu):
             lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu, "what it did is unknown")
             out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, -1, cpu)))
-    return out, tokens
+    return out, tokens, unsaved
 
 
 def _pa_names(live: list[Instance]) -> tuple[dict[int, str], dict[int, int]]:

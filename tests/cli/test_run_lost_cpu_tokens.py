@@ -1,6 +1,6 @@
 """What `rmm-mp run --save-tokens` reports of the attestation tokens of a CPU that returned no
 result (killed): its lifecycle tally (hw.cpuarea, 0x800; workload.cpustate.Host.publish) counts
-the tokens it saved, and the report shows them."""
+the tokens it saved and those it could not write, and the report shows both."""
 
 from __future__ import annotations
 
@@ -55,3 +55,30 @@ def test_the_rows_of_a_lost_cpu_s_instances_say_how_many_tokens_it_saved(tmp_pat
     told = f"CPU {LOST} saved {saved} token{'s' if saved > 1 else ''} of att[1]'s instances to --save-tokens' directory"
     assert [r.name for r in rows if told in r.detail] == [rows[0].name], [r.detail for r in rows]
     assert told in render.format_report(report)
+
+
+def test_the_tokens_a_lost_cpu_could_not_write_are_a_report_file_error(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but every file CPU 1 would write its tokens to is a directory (so each write
+    fails) and CPU 0's are left free: the report names the tokens CPU 1 could not save among the
+    report files not written, as it does a CPU's that returned its result, and the run's rows of
+    att[1] say so. Only the returned results carried the write failures, so the report said
+    "tokens DIR (N tokens)" and nothing of those lost."""
+    dropped = _drop_the_lost_cpus_result(monkeypatch)
+    path = tmp_path / "w.toml"
+    path.write_text(WORKLOAD)
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    for generation in range(400):
+        (tokens / f"att-1-{generation:06d}.cbor").mkdir()
+    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, tokens_dir=str(tokens)))
+    lost = dropped[0]
+    unsaved = sum(bool(f.token_write_error) for f in lost.finished) + sum(f.unsaved for f in lost.folded)
+    assert unsaved, "CPU 1 must have failed to write a token for the test to mean anything"
+    saved = len([p for p in tokens.iterdir() if p.is_file()])
+    assert report.tokens_saved == saved
+    errors = [e for e in report.output_errors if e.startswith("could not save ")]
+    assert errors and errors[0].startswith(f"could not save {unsaved} of {unsaved + saved} tokens to "), \
+        report.output_errors
+    assert f"CPU {LOST} returned no result" in errors[0], errors
+    assert any(f"{unsaved} could not be written" in r.detail for r in report.realms if r.name.startswith("att[1]"))
