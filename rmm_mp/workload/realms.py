@@ -175,6 +175,11 @@ def folded_outcome(fold: Folded) -> RealmOutcome:
                   f"the first, {fold.first}")
     detail += f" (a CPU lists its first {MAX_LISTED_PER_CPU} that succeeded and its first {MAX_LISTED_PER_CPU} " \
               f"that failed; the last of these: {fold.last})"
+    if fold.tokens_saved or fold.unsaved:
+        # A listed instance names its token file; these had theirs counted in the Written: line
+        # only, and a reader of the row could not tell that they made tokens.
+        detail += (f"; {_count(fold.tokens_saved, 'token')} saved to --save-tokens' directory"
+                   + (f", {fold.unsaved:,} could not be written" if fold.unsaved else ""))
     return RealmOutcome(f"{fold.name} ({_count(fold.instances, 'instance')})", fold.recs, fold.ok, detail,
                         dict(fold.counters), None, fold.exceptions, output_dropped=not fold.ok,
                         instances=fold.instances, looping=fold.looping)

@@ -82,3 +82,16 @@ def test_the_tokens_a_lost_cpu_could_not_write_are_a_report_file_error(tmp_path:
         report.output_errors
     assert f"CPU {LOST} returned no result" in errors[0], errors
     assert any(f"{unsaved} could not be written" in r.detail for r in report.realms if r.name.startswith("att[1]"))
+
+
+def test_a_row_of_folded_lifecycle_instances_says_how_many_tokens_they_saved() -> None:
+    """Instances a CPU did not list one by one (after its first 128 of an outcome) are folded into
+    a row of their template (realms.Folded), which sums their tokens saved and not written: the
+    row's detail gives both counts, as a listed instance names its token file. It gave neither:
+    500 attest instances' tokens were in the Written: line's total only."""
+    from rmm_mp.workload.realms import Folded, folded_outcome
+    fold = Folded(0, "att", 1, True, 500, {"entries": 900}, 0, "att#130", "att#640", tokens_saved=497, unsaved=3)
+    assert folded_outcome(fold).detail.endswith(
+        "; 497 tokens saved to --save-tokens' directory, 3 could not be written")
+    quiet = Folded(0, "vm", 1, True, 500, {"entries": 900}, 0, "vm#130", "vm#640")
+    assert "token" not in folded_outcome(quiet).detail
