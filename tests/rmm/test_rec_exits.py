@@ -185,6 +185,23 @@ def test_mmio_read(machine: Machine, suffix: str, size_log2: int) -> None:
         assert g.gpr(6) == HOST_VALUE & ((1 << (8 << size_log2)) - 1)
 
 
+def test_mmio_read_to_xzr_writes_no_register(machine: Machine) -> None:
+    """An emulated load to XZR (SRT 31), followed by `orr x6, xzr, xzr`: the exit is the same
+    emulatable abort, and EMUL_MMIO with a host value moves the PC past the load and writes no
+    register, as AArch64 discards a load to XZR: X6 reads 0 from XZR, and the other registers
+    are as before (docs/deviations.md, the EMUL_MMIO row, says so of rmm-mp and TF-RMM)."""
+    ipa = MMIO + 0x10
+    with Guest.build(machine, access("ldr xzr, [x1]\n        orr x6, xzr, xzr", ipa)) as g:
+        x0, ex = g.enter()
+        assert x0 == SUCCESS
+        mmio_exit(ex, ipa, 3, False)
+        before = [g.gpr(n) for n in range(31)]
+        finish(g, EMUL_MMIO, (HOST_VALUE,))
+        assert [g.gpr(n) for n in range(31)] == before[:6] + [0] + before[7:]
+        assert before[6] == (1 << 64) - 1
+    ok(machine)
+
+
 def test_mmio_not_emulated(machine: Machine) -> None:
     """Entered without EMUL_MMIO the access is repeated (the same exit, PC unchanged); after the
     host maps an NS page there, the load reads it (A4.4: the host established a mapping)."""
