@@ -408,7 +408,12 @@ def _shrunk_name(replay: str) -> str:
     """The default file of the shrunk schedule of a replay of ``replay``: its name (directory
     left out, ``.schedule.json`` or ``.json`` taken off) with SHRUNK_SUFFIX, in the current
     directory; never ``replay`` itself, even through a link (the suffix is added again), and
-    cut to a name a file system takes (a digest of the whole keeps long names apart)."""
+    cut to a name a file system takes (a digest of the whole keeps long names apart).
+
+    Lengths and the digest are of the name's bytes as the file system has them (os.fsencode): a
+    name that is not UTF-8 (`--replay $'\\xff.schedule.json'`) reaches here with its bytes as
+    lone surrogates, which str.encode refuses; the replay and shrink were refused with "'utf-8'
+    codec can't encode character"."""
     stem = os.path.basename(replay)
     for ending in (".schedule.json", ".json"):
         if stem.endswith(ending) and len(stem) > len(ending):
@@ -417,10 +422,13 @@ def _shrunk_name(replay: str) -> str:
     while True:
         stem += SHRUNK_SUFFIX
         name = stem + ".schedule.json"
-        if len(name.encode()) > _NAME_MAX:
-            digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
-            # 100 bytes of the replayed file's name are enough to tell which it was.
-            head = stem.encode()[:100].decode(errors="ignore")
+        if len(os.fsencode(name)) > _NAME_MAX:
+            digest = hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+            # 100 bytes of the replayed file's name are enough to tell which it was; cut
+            # between characters, so that a UTF-8 one is never left half.
+            head = stem
+            while len(os.fsencode(head)) > 100:
+                head = head[:-1]
             name = f"{head}-{digest}{SHRUNK_SUFFIX}.schedule.json"
         if os.path.realpath(name) != os.path.realpath(replay):
             return name

@@ -67,3 +67,20 @@ def test_a_shrunk_replay_s_name_is_never_the_file_replayed_through_a_link(tmp_pa
     long = "s" * 240 + ".schedule.json"
     name = default_schedule_path(REPLAYED, long)
     assert len(name.encode()) <= 255 and name.endswith("-shrunk.schedule.json") and name.startswith("s" * 100), name
+
+
+def test_a_shrunk_replay_of_a_file_whose_name_is_not_utf8_is_named_from_its_bytes(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed file named by bytes that are not UTF-8 (b"\\xff" and a cut-off "é"), as click
+    hands it on (lone surrogates, os.fsdecode): the shrunk schedule's name is those bytes with
+    -shrunk.schedule.json, and a long one is cut to at most 255 bytes between characters (a
+    valid "é" is never left half). The name was measured with str.encode, which raised
+    UnicodeEncodeError, so `--replay F --shrink` was refused with a codec error."""
+    monkeypatch.chdir(tmp_path)
+    replayed = os.fsdecode(b"\xff\xc3.schedule.json")
+    assert os.fsencode(default_schedule_path(REPLAYED, replayed)) == b"\xff\xc3-shrunk.schedule.json"
+    long = os.fsdecode(b"\xff" + "é".encode() * 150 + b".schedule.json")
+    name = os.fsencode(default_schedule_path(REPLAYED, long))
+    assert len(name) <= 255 and name.endswith(b"-shrunk.schedule.json"), name
+    head = name[:-len(b"-01234567-shrunk.schedule.json")]
+    assert head == b"\xff" + "é".encode() * 49, head
