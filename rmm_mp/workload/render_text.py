@@ -74,14 +74,21 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
         f"seed {doc['seed']}, "
         f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'})",
-        # total_calls counts every record of the latency tables: REC runs (each beside its
-        # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and
-        # PSCI calls alone: 66,446 in a quickstart run that made 51,674 (docs/performance.md).
-        "latency recorded: "
-        + (f"yes ({doc['total_calls']:,} calls + REC runs + host steps, {doc['calls_per_second']:,.0f}/s)"
-           if doc["latency_recorded"] else "no (--no-latency): calls not counted")
-        + f"; pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}",
     ]
+    # total_calls counts every record of the latency tables: REC runs (each beside its
+    # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and
+    # PSCI calls alone: 66,446 in a quickstart run that made 51,674 (docs/performance.md).
+    # With its count and pinning asked, the line runs past the width once the count is in the
+    # millions (a 60 s run at 60,000/s: 122 columns): pinning then goes on a line of its own,
+    # indented as a wrapped line is, never a phrase cut in two.
+    latency = "latency recorded: " + (
+        f"yes ({doc['total_calls']:,} calls + REC runs + host steps, {doc['calls_per_second']:,.0f}/s)"
+        if doc["latency_recorded"] else "no (--no-latency): calls not counted")
+    pinning = f"pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}"
+    if len(latency) + 2 + len(pinning) <= WIDTH:
+        lines.append(f"{latency}; {pinning}")
+    else:
+        lines += [f"{latency};", f"    {pinning}"]
     facts = [f"{label}{host[k]}" for k, label in (("machine", ""), ("python", "Python "), ("date", "")) if k in host]
     if facts:
         lines.append("host: " + ", ".join(facts))
