@@ -82,7 +82,7 @@ def _header(doc: dict[str, Any]) -> list[str]:
     # millions (a 60 s run at 60,000/s: 122 columns): pinning then goes on a line of its own,
     # indented as a wrapped line is, never a phrase cut in two.
     latency = "latency recorded: " + (
-        f"yes ({doc['total_calls']:,} calls + REC runs + host steps, {doc['calls_per_second']:,.0f}/s)"
+        f"yes ({doc['total_calls']:,} calls, REC runs and host steps, {doc['calls_per_second']:,.0f}/s)"
         if doc["latency_recorded"] else "no (--no-latency): calls not counted")
     pinning = f"pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}"
     if len(latency) + 2 + len(pinning) <= WIDTH:

@@ -12,7 +12,7 @@ from stats.report_samples import hand_built, slot_of, stats_of
 def test_the_header_count_names_rec_runs_and_host_steps_beside_the_calls() -> None:
     """A report whose CPU 0 made 5 RMI_REC_ENTER calls, had 5 REC runs (EXIT kind) and 5 host
     activity steps in 3 s: the JSON's total_calls is 15 (every record of the latency tables, as
-    docs/report-schema.json says), and the header shows 15 as "calls + REC runs + host steps",
+    docs/report-schema.json says), and the header shows 15 as "calls, REC runs and host steps",
     with its rate, never as "15 calls". Labelled "calls" alone it read as RMI, RSI and PSCI calls,
     three times the calls made here."""
     enter = slot_of(int(RmiFid.RMI_REC_ENTER))
@@ -22,18 +22,18 @@ def test_the_header_count_names_rec_runs_and_host_steps_beside_the_calls() -> No
     assert to_json(report)["total_calls"] == 15
     head = format_report(report).splitlines()[:4]
     assert " 15 calls," not in " ".join(head), head
-    assert head[2].startswith("latency recorded: yes (15 calls + REC runs + host steps, 5/s); pinning: "), head
+    assert head[2].startswith("latency recorded: yes (15 calls, REC runs and host steps, 5/s); pinning: "), head
 
 
 def test_the_latency_line_stays_within_the_width() -> None:
-    """A pinned run of 100,000 records in 1.5 s (66,667/s): "latency recorded: yes (100,000 calls +
-    REC runs + host steps, 66,667/s); pinning: asked (cores in the CPU process table)" is 120
+    """A pinned run of 100,000 records in 1.5 s (66,667/s): "latency recorded: yes (100,000 calls,
+    REC runs and host steps, 66,667/s); pinning: asked (cores in the CPU process table)" is 121
     columns, so "pinning: ..." goes on a line of its own, indented by 4 as a wrapped line is,
     and every header line is within the report's 118. Since the count moved onto this line, a
     long run with pinning asked printed it past the width (a 60 s run at 60,000/s: 122 columns)."""
     delegate = slot_of(int(RmiFid.RMI_GRANULE_DELEGATE))
     report = hand_built(stats={0: {delegate: stats_of(delegate, [1000] * 100_000)}}, elapsed_s=1.5, pinned=True)
     head = format_report(report).splitlines()[:5]
-    assert head[2] == "latency recorded: yes (100,000 calls + REC runs + host steps, 66,667/s);", head
+    assert head[2] == "latency recorded: yes (100,000 calls, REC runs and host steps, 66,667/s);", head
     assert head[3] == "    pinning: asked (cores in the CPU process table)", head
     assert all(len(line) <= 118 for line in head), [len(line) for line in head]

@@ -49,7 +49,7 @@ def test_header_says_what_ran() -> None:
     head = text.splitlines()[:4]
     assert head[0] == "workload smp-realms (workloads/smp-realms.toml)"
     assert head[1] == "platform host: 2 CPUs on 2 host cores, seed 7, ran 2.01 s (limit 2 s)"
-    assert head[2] == "latency recorded: yes (200 calls + REC runs + host steps, 99/s); pinning: off"
+    assert head[2] == "latency recorded: yes (200 calls, REC runs and host steps, 99/s); pinning: off"
     assert head[3] == "host: x86_64, Python 3.11.7, 2026-11-27 10:00:00 +0000"
     assert "WARNING" not in text and text.endswith("result: OK")
     assert format_report(hand_built(cpus=3, **GOOD)).endswith("result: OK (1 warning above)")
