@@ -365,8 +365,12 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
         detail = f"running when the run ended ({entries})"
     elif f.end == "SYSTEM_OFF":
         detail = "turned itself off" + (f", reported pass (detail {f.result[1]:#x})" if f.reports else "")
+    elif f.end:
+        # SYSTEM_RESET, ALL_OFF: the realm ended, DONE or (read at the end of the run) off with a
+        # vCPU still queued, which the teardown's drain ends.
+        detail = f"done ({f.end})"
     else:
-        detail = f"{f.state.lower()} ({f.end or 'no end'})"
+        detail = f"{f.state.lower()} (no end)"
     if f.token:
         detail += f"; token of {f.token:,} bytes verified" + (f", saved as {shown_path(f.token_file)}" if f.token_file else "")
     return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output, f.exceptions)

@@ -47,7 +47,7 @@ from rmm_mp.check import invariants
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
-from rmm_mp.host.realm_entry import DONE
+from rmm_mp.host.realm_entry import RUNNING
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.cpuarea import LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.hw.quiesce import Participant
@@ -404,7 +404,11 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
         template = w.realms[inst.realm] if inst.realm >= 0 else None
 
         def read(inst: Instance = inst, template: RealmTemplate | None = template) -> tuple[Finished, bool]:
-            running = queue.realm_state(inst.slot) != DONE or template is None
+            # Only a RUNNING realm was running: one its guest turned off (SYSTEM_OFF, SYSTEM_RESET)
+            # with a vCPU still queued is not DONE yet (the teardown's drain ends that vCPU), but
+            # it had ended, and its row says how. A CPU's private ripas-churn realm is never DONE
+            # (it is never queued).
+            running = queue.realm_state(inst.slot) == RUNNING or template is None
             return realms.finish(machine, queue, inst, template, platform_key=plan.platform_key,
                                  tokens_dir=plan.tokens_dir,
                                  turned_off=(inst.slot, inst.gen) in turned_off,
