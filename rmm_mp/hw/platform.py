@@ -383,7 +383,11 @@ class _Validator:
         size = len(platform.to_json().encode())
         if size <= PLATFORM_MAX:
             return
+        # Every value of the file whose length is not bounded by its check: the name (a
+        # lower-case identifier of any length) too, or a 30,000-character name was refused
+        # naming the 75-character description.
         parts: dict[str, tuple[int, str]] = {
+            "name": (_json_size(platform.name), f"{len(platform.name)} characters"),
             "description": (_json_size(platform.description), f"{len(platform.description)} characters"),
             "attestation.rak_seed": (_json_size(platform.attestation.rak_seed),
                                      f"{len(platform.attestation.rak_seed)} characters"),
