@@ -26,6 +26,7 @@ from rmm_mp.host.runqueue import MAX_CPUS, MAX_QUEUES, MAX_REALMS
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
+from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
@@ -163,7 +164,9 @@ def _platform(file: WorkloadFile, option: str | None) -> Platform:
         path = Path(file.source).resolve().parent / value
         why = why_not_a_file(path)
         if why is not None:
-            where = "" if "\0" in value else f"looked for {path}: "     # a NUL would go to the terminal
+            # The path escaped where a character would act on the terminal (a NUL, an ESC:
+            # "a\u001b[2J.toml" cleared the screen), as the value itself is.
+            where = "" if "\0" in value else f"looked for {shown_path(path)}: "
             raise file.fields.fail("platform", file.platform, f"a regular platform file that exists ({where}{why})")
         value = str(path)
     try:

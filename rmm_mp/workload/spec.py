@@ -30,6 +30,7 @@ from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.tomlsrc import (InputTooLarge, bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion,
                                why_not_a_file)
 from rmm_mp.hw.tomlsrc import loads as toml_loads
+from rmm_mp.printable import shown_path
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import U64, Fields, is_int
 
@@ -379,7 +380,9 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
             raise f.fail(key, value, f"a regular .s file that exists (it cannot be looked up: {why})") from None
         not_a_file = why_not_a_file(path)
         if not_a_file is not None:
-            raise f.fail(key, value, f"a regular .s file that exists (looked for {path}: {not_a_file})")
+            # The path escaped where a character would act on the terminal (the value is;
+            # this text is printed as it is): "a\u001b[2J.s" cleared the screen.
+            raise f.fail(key, value, f"a regular .s file that exists (looked for {shown_path(path)}: {not_a_file})")
         try:
             return str(path), read_source(path, "guest")
         except InputTooLarge as exc:
@@ -387,7 +390,8 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
             # names the .s file alone, not which realm of which workload asked for it.
             too_large = exc.too_large
             has = f"{too_large.size:,}" if too_large.size is not None else too_large.size_text
-            raise f.fail(key, value, f"a .s file of at most {too_large.limit:,} bytes (1 MiB; {path} has {has})") from None
+            raise f.fail(key, value, f"a .s file of at most {too_large.limit:,} bytes (1 MiB; {shown_path(path)} has "
+                                     f"{has})") from None
     raise f.fail(key, value, expected + suggestion(value, names))
 
 

@@ -1,0 +1,49 @@
+"""Workload files a user may get wrong, found by an audit of the workload loader
+(rmm_mp/workload/spec.py, resolve.py): each is refused before anything is created, with an
+error naming the key, its value and what was expected, in text that is safe to print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rmm_mp.hw.tomlsrc import MAX_INPUT, ConfigError
+from rmm_mp.workload import spec
+from rmm_mp.workload.resolve import resolve
+
+REALM = '[[realm]]\nname = "vm"\nguest = "{guest}"\n'
+TOP = "seconds = 1\nactivities = { run = 1 }\n"
+
+
+def _refused(tmp_path: Path, text: str) -> ConfigError:
+    path = tmp_path / "w.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve(spec.load(path))
+    return info.value
+
+
+@pytest.mark.parametrize("text, key", [
+    (TOP + REALM.format(guest="a\\u001b[2J.s"), "realm[0].guest"),
+    ('platform = "a\\u001b[2J.toml"\n' + TOP + REALM.format(guest="hello"), "platform"),
+], ids=["guest", "platform"])
+def test_a_missing_file_named_with_a_control_character_is_shown_escaped(tmp_path: Path, text: str,
+                                                                         key: str) -> None:
+    """A guest or platform path holding an ESC that names no file is refused saying where it
+    was looked for, with the ESC escaped there as it is in the value. Before, the path after
+    "looked for" was printed raw: "a\\u001b[2J.toml" cleared the user's terminal."""
+    error = _refused(tmp_path, text)
+    assert error.key == key
+    assert "\x1b" not in str(error), repr(str(error))
+    assert f'looked for "{tmp_path}/a\\u001B[2J.' in str(error) and "no such file" in str(error)
+
+
+def test_a_guest_file_too_large_named_with_a_control_character_is_shown_escaped(tmp_path: Path) -> None:
+    """A guest file of more than 1 MiB whose name holds an ESC is refused naming its size, with
+    the path escaped. Before, the path was printed raw."""
+    (tmp_path / "big\x1b[2J.s").write_bytes(b"\n" * (MAX_INPUT + 1))
+    error = _refused(tmp_path, TOP + REALM.format(guest="big\\u001b[2J.s"))
+    assert error.key == "realm[0].guest"
+    assert "\x1b" not in str(error), repr(str(error))
+    assert "big\\u001B[2J.s\" has 1,048,577" in str(error)
