@@ -349,13 +349,21 @@ class _Validator:
                                                                "bitmap has one bit per DRAM granule)")
         mmio = self.regions(raw.get("mmio", []), "mmio", pa_bits)
         secure = self.regions(raw.get("secure", []), "secure", pa_bits)
+        # The error shows the whole range, [base, base + size), as the overlap check does: a
+        # range whose base is on the right side of DRAM's edge and whose size carries it over
+        # was shown by its base alone, an address that was fine ("secure[0].base = 0x83f00000:
+        # expected a Secure range inside DRAM [0x80000000, 0x84000000)").
         for i, region in enumerate(mmio):
             if region.base < dram.end and dram.base < region.end:
-                raise self.fail(f"mmio[{i}].base", region.base, f"an MMIO range outside DRAM [{dram.base:#x}, {dram.end:#x})")
+                raise self.fail(f"mmio[{i}].base", region.base, f"an MMIO range outside DRAM [{dram.base:#x}, "
+                                                                f"{dram.end:#x}); it is [{region.base:#x}, "
+                                                                f"{region.end:#x}) with its size")
         self.disjoint(mmio, "mmio", "an MMIO range")
         for i, region in enumerate(secure):
             if not (dram.base <= region.base and region.end <= dram.end):
-                raise self.fail(f"secure[{i}].base", region.base, f"a Secure range inside DRAM [{dram.base:#x}, {dram.end:#x})")
+                raise self.fail(f"secure[{i}].base", region.base, f"a Secure range inside DRAM [{dram.base:#x}, "
+                                                                  f"{dram.end:#x}); it is [{region.base:#x}, "
+                                                                  f"{region.end:#x}) with its size")
         self.disjoint(secure, "secure", "a Secure range")
         ns = dram.size - sum(r.size for r in secure)
         if ns < MIN_NS_DRAM and not secure:

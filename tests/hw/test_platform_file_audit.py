@@ -31,3 +31,24 @@ def test_a_name_too_long_for_the_control_block_is_named(tmp_path: Path) -> None:
     assert info.value.key == "name", str(info.value)
     assert "name = (30000 characters)" in str(info.value) and "control block" in str(info.value)
     assert info.value.line == 7
+
+
+
+@pytest.mark.parametrize("pattern, replacement, expected", [
+    (r'^base = 0x83F0_0000\nsize = "1 MiB"', 'base = 0x83F0_0000\nsize = "2 MiB"',
+     "secure[0].base = 2213543936 (0x83f00000): expected a Secure range inside DRAM [0x80000000, 0x84000000); "
+     "it is [0x83f00000, 0x84100000) with its size"),
+    (r'^base = 0x1C09_0000\nsize = "64 KiB"', 'base = 0x7FFF_0000\nsize = "128 KiB"',
+     "mmio[0].base = 2147418112 (0x7fff0000): expected an MMIO range outside DRAM [0x80000000, 0x84000000); "
+     "it is [0x7fff0000, 0x80010000) with its size"),
+], ids=["secure-past-dram-end", "mmio-into-dram"])
+def test_a_range_crossing_the_edge_of_dram_is_shown_with_its_end(tmp_path: Path, pattern: str, replacement: str,
+                                                                 expected: str) -> None:
+    """A Secure range that starts in DRAM and runs past its end, or an MMIO range that starts
+    below DRAM and runs into it, is refused showing the range its size gives it. Before, the
+    error showed the base alone, an address on the right side of DRAM's edge, and the expected
+    text then read as if that address were the mistake."""
+    with pytest.raises(ConfigError) as info:
+        _load_edited(tmp_path, pattern, replacement)
+    assert expected in str(info.value)
+    assert info.value.line is not None
