@@ -217,13 +217,13 @@ def _open_at_end(line: str, closing: str | None) -> str | None:
             i += 3
             continue
         if ch in "\"'":
-            i = _after_string(line, i)
+            i = after_string(line, i)
             continue
         i += 1
     return closing
 
 
-def _after_string(line: str, i: int) -> int:
+def after_string(line: str, i: int) -> int:
     """The position after the single-line string that opens at ``line[i]`` (a basic string,
     with backslash escapes, or a literal one)."""
     quote, end = line[i], i + 1
@@ -423,7 +423,7 @@ def _deepest_nesting(text: str) -> tuple[int | None, int]:
             if ch == "#" or line.startswith(('"""', "'''"), i):
                 break
             if ch in "\"'":
-                i = _after_string(line, i)
+                i = after_string(line, i)
                 continue
             if ch in "[{":
                 depth += 1

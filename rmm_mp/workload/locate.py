@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import re
 
-from rmm_mp.hw.tomlsrc import HEADER, code_lines, line_key, unquoted_part
+from rmm_mp.hw.tomlsrc import HEADER, after_string, code_lines, line_key, unquoted_part
 
 
 def _strip_comment(raw: str) -> str:
-    """The line without a trailing comment (a # inside a string is kept)."""
-    quoted = False
-    for i, ch in enumerate(raw):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "#" and not quoted:
+    """The line without a trailing comment (a # inside a basic or a literal string is kept)."""
+    i = 0
+    while i < len(raw):
+        if raw[i] == "#":
             return raw[:i]
+        i = after_string(raw, i) if raw[i] in "\"'" else i + 1
     return raw
 
 
@@ -100,14 +99,17 @@ def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: lis
         found = line_key(line)
         if found is None or found[0] != [name]:
             continue
-        # Walk the array's text, skipping strings, and count the inline tables at its top level.
-        depth, seen, quoted = 0, -1, False
+        # Walk the array's text, skipping strings (basic, with their escapes, and literal: a
+        # brace or an escaped quote in one, 'a{.s' or "a\"b", threw the count off, and the
+        # error had no line) and comments, and count the inline tables at its top level.
+        depth, seen = 0, -1
         for at in range(number, len(lines) + 1):
             text = _strip_comment(lines[at - 1]) if at > number else line[found[1]:]
-            for ch in text:
-                if ch == '"':
-                    quoted = not quoted
-                if quoted:
+            i = 0
+            while i < len(text):
+                ch = text[i]
+                if ch in "\"'":
+                    i = after_string(text, i)
                     continue
                 if ch in "[{":
                     if ch == "{" and depth == 1:
@@ -119,6 +121,7 @@ def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: lis
                     depth -= 1
                     if depth == 0:
                         return None
+                i += 1
         return None
     return None
 

@@ -47,3 +47,18 @@ def test_a_guest_file_too_large_named_with_a_control_character_is_shown_escaped(
     assert error.key == "realm[0].guest"
     assert "\x1b" not in str(error), repr(str(error))
     assert "big\\u001B[2J.s\" has 1,048,577" in str(error)
+
+
+@pytest.mark.parametrize("guest", ["'a{.s'", '"a\\"{.s"', "'a\"[.s'"], ids=["literal-brace", "escaped-quote",
+                                                                          "literal-quote"])
+def test_an_error_in_an_array_of_inline_tables_has_its_line_past_a_string_with_a_brace(tmp_path: Path,
+                                                                                       guest: str) -> None:
+    """realm = [ {...}, {...} ] with a brace or a double quote inside a string of the first
+    element (a literal string, or a basic one with an escaped quote): an error in the second
+    element still names its line. Before, the walk over the array counted only double quotes
+    as strings and no escapes, so the brace was taken for a table, and the error had no line."""
+    name = guest[1:-1].replace('\\"', '"')
+    (tmp_path / name).write_text("start:\n    b start\n")
+    error = _refused(tmp_path, TOP + "realm = [\n  { name = 'a', guest = " + guest + " },\n"
+                                      "  { name = 'b', guest = 'hello', recs = 99 },\n]\n")
+    assert (error.key, error.line) == ("realm[1].recs", 5), str(error)
