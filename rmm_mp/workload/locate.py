@@ -7,7 +7,8 @@ this module tracks the full table path with each array's element index: after th
 [[realm]] header a [realm.constants] header opens ``realm[1].constants``. Keys of inline tables
 (``activities = { run = 3 }``) are found on the line of their table's key, dotted keys
 (``activities.run = 3``) on their own line, and the elements of an array of inline tables
-(``realm = [{ name = "a" }, { name = "b" }]``) on the line where each opens.
+(``realm = [{ name = "a" }, { name = "b" }]``, or ``group = [...]`` in a [[phase]]) on the line
+where each opens.
 
 A key path looks like ``realm[1].constants.WORK`` or ``phase[0].group[2].cpus``. When the key
 itself is absent the nearest enclosing table that is present gives the line.
@@ -73,9 +74,13 @@ def locate(text: str, key: str) -> int | None:
         return None
     lines = code_lines(text)
     headers = _table_paths(text)
-    element = _inline_element(lines, headers, parts)
-    if element is not None:
-        return element
+    # The deepest array of inline tables on the path first: `group = [{...}, {...}]` inside a
+    # [[phase]] table holds phase[0].group[1]'s keys, on a line of its own. Only the top level
+    # was looked at, and the error named the [[phase]] header's line.
+    for depth in range(len(parts) - 1, -1, -1):
+        element = _inline_element(lines, headers, parts, depth)
+        if element is not None:
+            return element
     for cut in range(len(parts), 0, -1):
         found = _find(lines, headers, parts[:cut])
         if found is not None:
@@ -83,15 +88,18 @@ def locate(text: str, key: str) -> int | None:
     return None
 
 
-def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: list[str]) -> int | None:
+def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: list[str], depth: int) -> int | None:
     """For ``realm[1]...`` written as an array of inline tables (``realm = [{...}, {...}]``, on
     one line or several): the line where element 1 opens, which holds all its keys (TOML keeps
-    an inline table on one line). None when the file has no such array."""
-    head = re.fullmatch(r"([A-Za-z0-9_\-]+)\[(\d+)\]", parts[0])
-    if head is None or any(path == parts[0] or path.startswith(parts[0] + ".") for _, path in headers):
+    an inline table on one line). ``parts[depth]`` is the element (``group[1]`` of
+    ``phase[0].group[1].cpus``: depth 1), ``parts[:depth]`` the table whose header the array
+    follows. None when the file has no such array there."""
+    head = re.fullmatch(r"([A-Za-z0-9_\-]+)\[(\d+)\]", parts[depth])
+    element = ".".join(parts[:depth + 1])
+    if head is None or any(path == element or path.startswith(element + ".") for _, path in headers):
         return None
     name, index = head.group(1), int(head.group(2))
-    bounds = _bounds(lines, headers, "")
+    bounds = _bounds(lines, headers, ".".join(parts[:depth]))
     if bounds is None:
         return None
     for number in range(bounds[0], bounds[1] + 1):

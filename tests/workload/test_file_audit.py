@@ -62,3 +62,13 @@ def test_an_error_in_an_array_of_inline_tables_has_its_line_past_a_string_with_a
     error = _refused(tmp_path, TOP + "realm = [\n  { name = 'a', guest = " + guest + " },\n"
                                       "  { name = 'b', guest = 'hello', recs = 99 },\n]\n")
     assert (error.key, error.line) == ("realm[1].recs", 5), str(error)
+
+
+def test_an_error_in_an_array_of_inline_tables_inside_a_phase_has_its_line(tmp_path: Path) -> None:
+    """A [[phase]] whose groups are an array of inline tables, `group = [ {...}, {...} ]`: an
+    error in the second group names the line that group is on. Before, only arrays at the top
+    level of the file were walked, and the error named the [[phase]] header's line."""
+    error = _refused(tmp_path, '[[phase]]\nname = "a"\nseconds = 1\ngroup = [\n'
+                               '  { cpus = "0-1", activities = { run = 1 } },\n'
+                               '  { cpus = "2-3", activities = { run = -1 } },\n]\n' + REALM.format(guest="hello"))
+    assert (error.key, error.line) == ("phase[0].group[1].activities.run", 6), str(error)
