@@ -27,6 +27,7 @@ from rmm_mp.guest.assembler import AssemblerError
 from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
+from rmm_mp.hw.platform import MAX_DRAM_GRANULES
 from rmm_mp.hw.tomlsrc import (InputTooLarge, bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion,
                                why_not_a_file)
 from rmm_mp.hw.tomlsrc import loads as toml_loads
@@ -48,6 +49,7 @@ TEARDOWNS = TEARDOWN_ORDERS + ("alternate",)
 MAX_SECONDS = 7 * 24 * 3600.0
 MAX_ITERATIONS = 10**12
 MiB = 1 << 20
+GRANULE = 4096
 
 
 @dataclass(frozen=True)
@@ -257,10 +259,23 @@ def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ..
         raise f.fail(f"realm[{MAX_REALMS}]", extra["name"] if "name" in extra else extra,
                      f"at most {MAX_REALMS} [[realm]] entries (each has at least one instance, and the run "
                      f"queue holds {MAX_REALMS} realms); this file has {len(raws)}")
+    image_granules = 0
     for i, raw in enumerate(raws):
         realm = _realm(f, raw, f"realm[{i}]", base_dir)
         if any(r.name == realm.name for r in out):
             raise f.fail(f"realm[{i}].name", realm.name, "a name no other realm has")
+        # Every instance holds a copy of its image in DRAM, which no platform has more of than
+        # MAX_DRAM_GRANULES (4 GiB): past that the memory check refuses the file on any
+        # platform. Checked here, as each entry is assembled, because the images are kept
+        # until then: 54 entries with 1 GiB images (a ripas-loop MAX_RECS of 4,000,000) took
+        # 42 GB and some 8 s each to be refused, and the validation was killed for memory.
+        image_granules += -(-len(realm.image) // GRANULE) * realm.instances
+        if image_granules > MAX_DRAM_GRANULES:
+            entries = "realm[0]" if i == 0 else f"realm[0] to realm[{i}]"
+            raise f.fail(f"realm[{i}].guest", raw["guest"], f"guests whose images fit in DRAM: each instance "
+                         f"holds its realm's image, those of {entries} take "
+                         f"{image_granules * GRANULE / MiB:,.1f} MiB, and no platform has more than "
+                         f"{MAX_DRAM_GRANULES * GRANULE >> 30} GiB of DRAM")
         out.append(realm)
     return tuple(out)
 

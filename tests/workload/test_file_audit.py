@@ -72,3 +72,17 @@ def test_an_error_in_an_array_of_inline_tables_inside_a_phase_has_its_line(tmp_p
                                '  { cpus = "0-1", activities = { run = 1 } },\n'
                                '  { cpus = "2-3", activities = { run = -1 } },\n]\n' + REALM.format(guest="hello"))
     assert (error.key, error.line) == ("phase[0].group[1].activities.run", 6), str(error)
+
+
+def test_images_beyond_any_platforms_dram_are_refused_before_the_next_realm_is_assembled(tmp_path: Path) -> None:
+    """54 instances of a realm whose guest file assembles to 76 MiB: their images alone take
+    more than 4 GiB, more DRAM than any platform has, and the file is refused at that realm,
+    naming the total, before the next [[realm]] entry is assembled (its mistake is not the
+    one reported). Before, every entry was assembled and kept first: 54 entries with 1 GiB
+    images (ripas-loop with MAX_RECS = 4000000) needed some 42 GB to validate."""
+    (tmp_path / "big.s").write_text("start:\n    b start\n    .zero 0x4C00000\n")
+    error = _refused(tmp_path, TOP + '[[realm]]\nname = "big"\nguest = "big.s"\nram = "80M"\ninstances = 54\n'
+                               '[[realm]]\nname = "next"\nguest = "hello"\nrecs = 99\n')
+    assert (error.key, error.line) == ("realm[0].guest", 5), str(error)
+    assert "those of realm[0] take 4,104.2 MiB" in str(error)
+    assert "no platform has more than 4 GiB of DRAM" in str(error)
