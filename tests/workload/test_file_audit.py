@@ -86,3 +86,26 @@ def test_images_beyond_any_platforms_dram_are_refused_before_the_next_realm_is_a
     assert (error.key, error.line) == ("realm[0].guest", 5), str(error)
     assert "those of realm[0] take 4,104.2 MiB" in str(error)
     assert "no platform has more than 4 GiB of DRAM" in str(error)
+
+
+def test_a_realm_is_assembled_once_and_probed_once_for_its_page_constants(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking a ripas-loop realm assembles its guest twice: the image, and one probe of the
+    constants that place its pages. Before, the probe was made again by each check that needs
+    them (the page placement, min_ram, backed_pages): four assemblies of the whole guest, 8 s
+    for a 1 GiB image."""
+    from rmm_mp.workload import programs
+    calls = 0
+    real = programs.assemble
+
+    def counted(text: str, base: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        return real(text, base=base)
+
+    monkeypatch.setattr(programs, "assemble", counted)
+    getattr(programs._equ_values, "cache_clear", lambda: None)()   # a value cached by an earlier test
+    path = tmp_path / "w.toml"
+    path.write_text(TOP + REALM.format(guest="ripas-loop") + "constants = { PAGES = 3 }\n")
+    spec.load(path)
+    assert calls == 2
