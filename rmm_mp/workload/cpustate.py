@@ -61,6 +61,8 @@ class RunPlan:
     cpus: int
     phases: tuple[Phase, ...]
     realms: tuple[RealmTemplate, ...]
+    """The workload's [[realm]] templates; a resident realm's without its image (run._prepare:
+    the parent built every resident instance, and no CPU reads it)."""
     resident: tuple[Instance, ...]
     delegate_shared: tuple[int, ...] = ()
     ripas_template: RealmTemplate | None = None

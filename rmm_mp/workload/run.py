@@ -376,7 +376,13 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
     platform_key = AttestationKeys(w.platform).platform_public_key_pem() if any(t.attest for t in w.realms) else None
     ripas = ripas_template() if w.uses("ripas-churn") else None
     resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
-    plan = RunPlan(w.seed, w.cpus, w.phases, w.realms, resident, shared, ripas, options.recording, options.tokens_dir,
+    # The plan is pickled to every CPU process, which unpickles a copy of it: a resident realm's
+    # image (up to 1 GiB) is dropped, as the parent has built every resident instance and no CPU
+    # reads it. Sent, it cost each CPU process twice its size (a 144 MiB guest made every CPU
+    # 310 MiB), and a workload the memory check accepts (4 GiB of images on 'large', 64 CPUs)
+    # could not start. A lifecycle realm's owner rebuilds it from its image.
+    templates = tuple(t if t.lifecycle else dataclasses.replace(t, image=b"") for t in w.realms)
+    plan = RunPlan(w.seed, w.cpus, w.phases, templates, resident, shared, ripas, options.recording, options.tokens_dir,
                    platform_key, phase_counts=bool(w.file.phases), queues=w.queues)
     parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()),
                           backings.get(c, ()),
