@@ -21,6 +21,7 @@ from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError, toml_string
 from rmm_mp.machine import check_shm_dir
+from rmm_mp.printable import shown_path
 from rmm_mp.words import count
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -145,7 +146,7 @@ def platform_show(name: str, public_key: bool) -> None:
         click.echo(AttestationKeys(plat).platform_public_key_pem().decode(), nl=False)
         return
     # Every key of the model, so that what is shown is what a machine runs with.
-    click.echo(f"{plat.name}: {plat.description}\nsource: {plat.source}")
+    click.echo(f"{plat.name}: {plat.description}\nsource: {shown_path(plat.source)}")
     click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}, rec_time_slice {plat.rec_time_slice:,} guest instructions")
     for kind, regions in (("dram", (plat.dram,)), ("mmio", plat.mmio), ("secure", plat.secure)):
         for region in regions:

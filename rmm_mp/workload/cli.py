@@ -21,6 +21,7 @@ from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine, install_handlers
 from rmm_mp.outpaths import check_outputs, echo, write_files
+from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
@@ -228,7 +229,7 @@ def workloads_validate(files: tuple[str, ...]) -> None:
             bad += 1
             line = (str(exc), True)
             continue
-        line = (f"{name}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
+        line = (f"{shown_path(name)}: valid ({_count(len(w.realms), 'realm kind')}, {_count(w.cpus, 'CPU')}, "
                 f"{_count(len(w.phases), 'phase')}, {length(w.seconds, w.iterations)})", False)
     # The verdict, as `rmm-mp check` gives its own: a closed pipe (outpaths.echo) or a signal
     # after the last line (decided) no longer turns it into 1, 130 or 143.

@@ -12,6 +12,7 @@ This module owns these texts. It runs nothing.
 
 from __future__ import annotations
 
+from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import cpu_set_text
@@ -37,7 +38,7 @@ def _weights(weights: Weights) -> str:
 
 
 def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
-    guest = t.guest if t.guest in programs.guest_names() else f"file {t.guest}"
+    guest = t.guest if t.guest in programs.guest_names() else f"file {shown_path(t.guest)}"
     kind = "lifecycle" if t.lifecycle else "resident"
     lines = [f"  {t.name}: {kind}, {t.instances} instance{'s' if t.instances > 1 else ''}, guest {guest}, "
              f"{t.recs} REC{'s' if t.recs > 1 else ''}, RAM {_size(t.ram)} at {programs.RAM_BASE:#x}, "
@@ -78,7 +79,9 @@ def length(seconds: float | None, iterations: int | None) -> str:
 def describe(w: Workload) -> str:
     f = w.file
     slice_ = w.time_slice or w.platform.rec_time_slice
-    lines = [f"workload {w.name} ({f.source})"]
+    # The name and path escaped where a character would act on the terminal (click.echo
+    # strips none of them on a terminal): a file named "w\x1b[2J.toml" cleared the screen.
+    lines = [f"workload {shown_path(w.name)} ({shown_path(f.source)})"]
     if f.description:
         lines.append(f"  {f.description}")
     lines += [f"platform {w.platform.name}: {w.cpus} of its {w.platform.cpus} CPUs, REC time slice "

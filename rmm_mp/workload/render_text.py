@@ -70,7 +70,7 @@ def _header(doc: dict[str, Any]) -> list[str]:
         limit.append(f"{doc['iterations']:,} iterations")
     host = doc["host"]
     lines = [
-        f"workload {doc['workload']} ({doc['source']})",
+        f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
         f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
         f"seed {doc['seed']}, "
         f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'})",
