@@ -139,9 +139,12 @@ class Fields:
     def hex_bytes(self, value: object, key: str, most: int) -> bytes:
         """A hex string ("0x" optional, "_" allowed between digits) of at most ``most`` bytes."""
         if isinstance(value, str):
-            digits = value.strip().lower().removeprefix("0x").replace("_", "")
-            if len(digits) % 2 == 0 and re.fullmatch(r"[0-9a-f]*", digits) and len(digits) // 2 <= most:
-                return bytes.fromhex(digits)
+            written = value.strip().lower().removeprefix("0x")
+            # An underscore only between two digits, as in a TOML integer: "0x_" is no value.
+            if re.fullmatch(r"(?:[0-9a-f]+(?:_[0-9a-f]+)*)?", written):
+                digits = written.replace("_", "")
+                if len(digits) % 2 == 0 and len(digits) // 2 <= most:
+                    return bytes.fromhex(digits)
         raise self.fail(key, value, f'a hex string of at most {most} bytes (an even number of digits), '
                                     f'e.g. "0x5265616c6d"')
 

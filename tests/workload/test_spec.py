@@ -738,10 +738,21 @@ def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
     refused(tmp_path, text, 5, "phase[0].name", "p\n", "a name of 1..32 letters")
 
 
-@pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65])
+@pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65, "0x_", "_", "_ab", "ab_", "a__b", "0x_ab"])
 def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
-    """An RPV with an odd number of hex digits, one that is not hex, or one of 65 bytes: refused."""
+    """An RPV with an odd number of hex digits, one that is not hex, or one of 65 bytes: refused.
+    So is an underscore that is not between two digits ("0x_", "_ab", "a__b"): these were read
+    with their underscores dropped, "0x_" as the empty RPV, where the docs allow "_" between
+    digits only."""
     refused(tmp_path, HEAD + OK_REALM + f'rpv = "{rpv}"\n', 6, "realm[0].rpv", rpv, "a hex string of at most 64 bytes")
+
+
+@pytest.mark.parametrize(("rpv", "value"), [("0x72_6d_6d", b"rmm"), ("726D6D", b"rmm"), (" 0x726d6d ", b"rmm"),
+                                            ("0x", b""), ("", b"")])
+def test_rpv_forms(tmp_path: Path, rpv: str, value: bytes) -> None:
+    """The RPV forms the docs allow: "0x" or none, either case, "_" between two digits, blanks
+    around; "0x" and "" are the empty RPV."""
+    assert load(tmp_path, HEAD + OK_REALM + f'rpv = "{rpv}"\n').realms[0].rpv == value
 
 
 def test_bad_hash_name(tmp_path: Path) -> None:
