@@ -86,6 +86,10 @@ def main() -> None:
 def clean(dry_run: bool) -> None:
     """Remove shared memory left by machines whose creator died (e.g. killed with SIGKILL).
 
+    A creator's reaper process unlinks its segments when it dies, however it dies: what is
+    left here is a creator's whose reaper was killed too, or was not told of them (a path
+    with a newline in it, a reaper stopped until its pipe filled), or an older rmm-mp's.
+
     Only a machine's segments are looked at (rmm-mp-<creator pid>-<8 hex>.<part>, with a part
     a machine has, docs/architecture.md): any other file in the directory is left alone.
 

@@ -8,8 +8,10 @@ world switch, RMM dispatch and handler, REQ_COMPLETE, restore of the Non-secure 
 
 Lifetime: the creator unlinks every segment on close(), at interpreter exit, on an exception
 unwinding a ``with`` block, on Ctrl-C and on SIGTERM/SIGHUP. Attachers never unlink and never
-involve multiprocessing's resource tracker (hw.segment maps the files itself). A creator killed
-with SIGKILL leaves an orphan that the next ``Machine.create`` or ``rmm-mp clean`` removes.
+involve multiprocessing's resource tracker (hw.segment maps the files itself). For a creator
+killed with SIGKILL, its reaper (hw.reaper, a small process the first create starts) unlinks
+them; should that fail too (the reaper killed), the next ``Machine.create`` or ``rmm-mp clean``
+removes the orphan.
 
 The CPU handle itself (its layers, ``smc``, its binding and the fork generation) is
 rmm_mp.cpu_handle.
@@ -33,7 +35,7 @@ import atomicshm
 from rmm_mp import cpu_handle, outpaths
 from rmm_mp.cpu_handle import Cpu
 from rmm_mp.hw import control as ctl
-from rmm_mp.hw import cpuarea, orphans, process, segment, trace
+from rmm_mp.hw import cpuarea, orphans, process, reaper, segment, trace
 from rmm_mp.hw.control import Control
 from rmm_mp.hw.cpuarea import CpuArea
 from rmm_mp.hw.faults import MachineError
@@ -149,6 +151,10 @@ class Machine:
         created: dict[str, Segment] = {}
         machine: Machine | None = None
         try:
+            # Every part's path, those other code makes later under the name (the stress
+            # tool's) included, before the first file exists: a SIGKILL from here on leaves
+            # nothing (hw.reaper).
+            reaper.register(prefix, [segment.segment_path(prefix, part) for part in segment.PARTS])
             for part, size in sizes.items():
                 created[part] = Segment.create(prefix, part, size)
             machine = cls(prefix, plat, cpus, created, creator=True)
@@ -167,6 +173,7 @@ class Machine:
             if machine is not None:
                 machine.close()
             segment.unlink_parts(prefix)
+            reaper.forget(prefix)
             raise
         finally:
             _creating.discard(prefix)
@@ -429,6 +436,9 @@ class Machine:
             # Also the segments other code made under the machine's name (the stress tool's):
             # on SIGTERM the machine's handler is the only cleanup that runs.
             segment.unlink_parts(self.name)
+            # After, never before: killed in between, the reaper unlinks what is left. Its list
+            # must not grow with every machine a long process makes.
+            reaper.forget(self.name)
 
     def __enter__(self) -> "Machine":
         return self
@@ -501,6 +511,7 @@ def close_all() -> None:
     unlink the segments of one it is creating."""
     for prefix in list(_creating):
         segment.unlink_parts(prefix)
+        reaper.forget(prefix)
     for machine in list(_live):
         machine.close()
 

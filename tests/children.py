@@ -1,6 +1,7 @@
 """Helpers for tests that drive a child Python process line by line (machine lifetime tests):
 start it, read what it prints with a deadline, tell it what to do, reap it; and for tests that
-find the CPU processes a run spawned (cpu_children, wait_for_cpus)."""
+find the CPU processes a run spawned (cpu_children, wait_for_cpus), or kill a creator's reaper
+(kill_reaper) so that the creator killed next leaves an orphan."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 
 import psutil
 
-from rmm_mp.hw import segment
+from rmm_mp.hw import reaper, segment
 
 CHILD_TIMEOUT_S = 30.0
 
@@ -22,11 +23,15 @@ def entries_of(name: str) -> set[str]:
     return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
 
 
-def start_child(script: str, *args: str, shm_dir: str | None = None) -> subprocess.Popen[bytes]:
-    """``python -c script args...`` with pipes; with ``shm_dir``, RMM_MP_SHM_DIR set to it."""
+def start_child(script: str, *args: str, shm_dir: str | None = None,
+                new_session: bool = False) -> subprocess.Popen[bytes]:
+    """``python -c script args...`` with pipes; with ``shm_dir``, RMM_MP_SHM_DIR set to it;
+    with ``new_session``, in a session and process group of its own (for a test that signals
+    the child's whole group, which is otherwise the test's)."""
     env = {**os.environ, "RMM_MP_SHM_DIR": shm_dir} if shm_dir else None
     return subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=new_session)
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float = CHILD_TIMEOUT_S) -> str:
@@ -89,3 +94,22 @@ def wait_for_cpus(pid: int, count: int, timeout: float) -> list[psutil.Process]:
     while len(found := cpu_children(pid)) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     return found
+
+
+def kill_reaper(pid: int) -> None:
+    """SIGKILL the reaper (hw.reaper) of creator ``pid`` and wait until it has ended: the
+    creator then killed with SIGKILL leaves an orphan, as when both die (what the orphan sweep
+    of Machine.create and `rmm-mp clean` remain for). Fails if the creator has no reaper."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.cmdline()[1:] == ["-I", "-S", "-c", reaper.SCRIPT]:
+                found.append(child)
+        except psutil.Error:
+            continue
+    assert len(found) == 1, f"process {pid} has {len(found)} reapers"
+    found[0].kill()
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while found[0].is_running() and found[0].status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the reaper {found[0].pid} outlived SIGKILL"
+        time.sleep(0.01)

@@ -1,7 +1,8 @@
 """Finding and removing the shared memory of machines whose creator is gone.
 
-A creator killed with SIGKILL cannot unlink its segments. Every Machine.create and
-`rmm-mp clean` therefore looks at each rmm-mp machine in /dev/shm: if its creator (pid from
+A creator killed with SIGKILL cannot unlink its segments; its reaper (hw.reaper) does, unless
+it was killed too. For that case every Machine.create and `rmm-mp clean` looks at each rmm-mp
+machine in /dev/shm: if its creator (pid from
 the name, start time from the control block) is not running, the machine is an orphan and all
 its segments are unlinked. Processes still attached keep their mappings until they exit.
 

@@ -37,8 +37,10 @@ PARTS = MACHINE_PARTS + (TRACE_PART, STRESS_PART)
 """Every part a segment may have: a machine's (docs/architecture.md) and the stress tool's
 ``stress``. Only these are a machine's segments: `rmm-mp clean` and every Machine.create unlink
 an orphan's entries, and an entry that merely looks like one (``rmm-mp-<pid>-<8 hex>.txt``, a
-user's file) is not rmm-mp's to delete. Segment.create refuses any other part, so that a new one
-cannot be made without being listed here (and then left behind by its SIGKILLed creator)."""
+user's file) is not rmm-mp's to delete. A creator's reaper (hw.reaper) is told each of these
+paths before the machine's first segment exists. Segment.create refuses any other part, so that
+a new one cannot be made without being listed here (and then left behind by its SIGKILLed
+creator, its reaper not told of it)."""
 _NAME_RE = re.compile(rf"^rmm-mp-(?P<pid>\d+)-(?P<tag>[0-9a-f]{{8}})\.(?P<part>{'|'.join(PARTS)})$")
 
 

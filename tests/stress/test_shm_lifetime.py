@@ -1,7 +1,7 @@
 """Shared-memory lifetime across processes (DESIGN.md section 3, Lifetime): nothing is left in
 /dev/shm however the creator ends, an attacher never unlinks, a dead CPU process does not tear
-the machine down, and orphans of a SIGKILLed creator are removed by the next Machine.create or
-by `rmm-mp clean`.
+the machine down, and orphans of a SIGKILLed creator (whose reaper, hw.reaper, was killed too)
+are removed by the next Machine.create or by `rmm-mp clean`.
 
 Every scenario runs its creator as a subprocess ([sys.executable, "-c", script]) that prints
 its machine name and waits; the test then only looks at that machine's entries
@@ -28,7 +28,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from children import CHILD_TIMEOUT_S, entries_of, finish, read_line, start_child, tell
+from children import CHILD_TIMEOUT_S, entries_of, finish, kill_reaper, read_line, start_child, tell
 from rmm_mp import Machine
 from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
@@ -333,7 +333,8 @@ print("the run ended on its own", flush=True)
 def test_cpu_processes_end_with_a_killed_creator(tmp_path: Path, signum: signal.Signals) -> None:
     """A creator runs 2 CPU processes (run_cpus, spawn) and is killed with SIGTERM or SIGKILL
     while they loop: the CPU processes end too instead of spinning on; after SIGTERM nothing
-    of the machine is left in /dev/shm (after SIGKILL it is an orphan, removed here)."""
+    of the machine is left in /dev/shm (after SIGKILL its reaper unlinks it, as tests/hw/
+    test_reaper.py checks; whatever is left is removed here)."""
     (tmp_path / "shm_lifetime_targets.py").write_text(CPU_TARGETS)
     proc = start_child(CREATOR_RUNS_UNTIL_KILLED, str(tmp_path))
     name = ""
@@ -429,11 +430,13 @@ def test_attacher_exit_does_not_unlink(how: str) -> None:
 # -- the creator is killed with SIGKILL ----------------------------------------------------------
 
 def make_orphan(shm_dir: str) -> tuple[str, int, set[str]]:
-    """Start a creator in ``shm_dir``, SIGKILL and reap it; (machine name, creator pid, segments
-    still there)."""
+    """Start a creator in ``shm_dir``, SIGKILL its reaper (hw.reaper, which would unlink the
+    segments at once) and then it, and reap it; (machine name, creator pid, segments still
+    there)."""
     proc = start_child(CREATOR_WAITS, shm_dir=shm_dir)
     try:
         name = read_name(proc, shm_dir)
+        kill_reaper(proc.pid)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(CHILD_TIMEOUT_S) == -signal.SIGKILL
         return name, proc.pid, entries_in(shm_dir, name)
@@ -455,7 +458,8 @@ with Machine.create("host", cpus=1) as m:
 
 
 def test_sigkilled_creator_leaves_orphan_that_next_create_removes() -> None:
-    """A creator killed with SIGKILL cannot unlink: its segments remain. The next
+    """A creator killed with SIGKILL, its reaper killed first, cannot unlink: its segments
+    remain. The next
     Machine.create, in another process, removes them (and creates its own machine, which it
     then closes). The machines live in a private segment directory (RMM_MP_SHM_DIR), so no
     other test's create can sweep the orphan first."""
@@ -476,7 +480,7 @@ def test_sigkilled_creator_leaves_orphan_that_next_create_removes() -> None:
 
 
 def test_rmm_mp_clean_removes_orphan_and_says_so() -> None:
-    """A creator killed with SIGKILL leaves its segments; `rmm-mp clean` (python -m rmm_mp
+    """A creator killed with SIGKILL after its reaper leaves its segments; `rmm-mp clean` (python -m rmm_mp
     clean) removes all of them and prints the machine's name, its creator's pid and the
     number of segments it removed (in a private segment directory, as above)."""
     with private_shm_dir() as shm_dir:

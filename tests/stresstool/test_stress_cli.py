@@ -1230,24 +1230,27 @@ def test_check_whose_pause_lapsed_says_it_was_not_quiescent(machine: Machine, mo
 
 
 # A creator that dies mid-call: a participant of a pause, holding a granule lock, killed with
-# SIGKILL (nothing unlinks its segments or drops its participant count).
+# SIGKILL (nothing unlinks its segments or drops its participant count), its reaper (hw.reaper)
+# killed just before (it would unlink the segments at once: an orphan is what is left when both die).
 _CREATOR_DIES_MID_CALL = r"""
 import os, signal, sys
 from rmm_mp import Machine
+from rmm_mp.hw import reaper
 from rmm_mp.hw.quiesce import Participant
 m = Machine.create("host", cpus=1)
 Participant(m.control).__enter__()
 m.cpu(0)                           # bound to this process, as a CPU process binds its CPU
 m.granule_table(1).lock(500)       # owner 1: CPU 0
 print(m.name, flush=True)
+os.kill(reaper.pid(), signal.SIGKILL)   # a pending SIGKILL: it runs no code again
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
 @pytest.mark.multiprocess
 def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`rmm-mp check` of a machine whose creator was killed (its segments left in /dev/shm until
-    `rmm-mp clean`): nothing runs on it, so the check asks for no pause and says the machine
+    """`rmm-mp check` of a machine whose creator was killed, and its reaper (its segments left
+    in /dev/shm until `rmm-mp clean`): nothing runs on it, so the check asks for no pause and says the machine
     is an orphan; the lock its CPU died holding is a violation that may be a call cut off
     (exit 3, JSON orphan true), and the line of that CPU (bound to the dead creator) says its
     process is dead (JSON dead). Before, the check paused it, waited --wait seconds for a
