@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from realm_guests import CODE, UNPROTECTED, Guest
+from realm_guests import UNPROTECTED, Guest
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.abi.structs import RmiRecExitReason as Reason
