@@ -78,9 +78,10 @@ def _header(doc: dict[str, Any]) -> list[str]:
     # total_calls counts every record of the latency tables: REC runs (each beside its
     # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and
     # PSCI calls alone: 66,446 in a quickstart run that made 51,674 (docs/performance.md).
-    # With its count and pinning asked, the line runs past the width once the count is in the
-    # millions (a 60 s run at 60,000/s: 122 columns): pinning then goes on a line of its own,
-    # indented as a wrapped line is, never a phrase cut in two.
+    # With pinning asked, the line runs past the width once the count and the rate have some
+    # nine digits together (8,078 at 31,556/s: 119 columns; a 60 s run at 60,000/s: 123):
+    # pinning then goes on a line of its own, indented as a wrapped line is, never a phrase cut
+    # in two.
     latency = "latency recorded: " + (
         f"yes ({doc['total_calls']:,} calls, REC runs and host steps, {doc['calls_per_second']:,.0f}/s)"
         if doc["latency_recorded"] else "no (--no-latency): calls not counted")

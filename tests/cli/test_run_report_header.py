@@ -3,8 +3,12 @@ reports, tests/stats/report_samples.py)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.stats import calls
+from rmm_mp.workload import render_text
 from rmm_mp.workload.render import format_report, to_json
 from stats.report_samples import hand_built, slot_of, stats_of
 
@@ -37,3 +41,23 @@ def test_the_latency_line_stays_within_the_width() -> None:
     assert head[2] == "latency recorded: yes (100,000 calls, REC runs and host steps, 66,667/s);", head
     assert head[3] == "    pinning: asked (cores in the CPU process table)", head
     assert all(len(line) <= 118 for line in head), [len(line) for line in head]
+
+
+def test_the_header_excerpt_in_docs_latency_is_what_the_report_prints() -> None:
+    """docs/latency.md shows the header of a pinned run of 8,078 records at 31,556/s: its
+    latency and pinning lines are the ones the report prints for those figures. With the
+    count's label one column longer ("calls, REC runs and host steps") that line is 119
+    columns, so "pinning: ..." goes on a line of its own; the excerpt still showed both on one
+    line, which the report never prints."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "latency.md").read_text().splitlines()
+    at = next(i for i, line in enumerate(docs) if line.startswith("    latency recorded: yes ("))
+    shown = [docs[at][4:]] + [line[4:] for line in docs[at + 1:at + 2] if line.startswith("        pinning: ")]
+    match = re.match(r"latency recorded: yes \(([\d,]+) calls, .*?, ([\d,]+)/s\)", shown[0])
+    assert match is not None, shown[0]
+    records, rate = (int(n.replace(",", "")) for n in match.groups())
+    doc = to_json(hand_built(pinned=True))
+    doc.update(total_calls=records, calls_per_second=float(rate))
+    head = render_text._header(doc)
+    first = next(i for i, line in enumerate(head) if line.startswith("latency recorded: "))
+    printed = head[first:first + 1] + [line for line in head[first + 1:first + 2] if line.startswith("    pinning: ")]
+    assert shown == printed, (shown, printed)
