@@ -369,6 +369,13 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
         # SYSTEM_RESET, ALL_OFF: the realm ended, DONE or (read at the end of the run) off with a
         # vCPU still queued, which the teardown's drain ends.
         detail = f"done ({f.end})"
+    elif f.state == "SYSTEM_OFF":
+        # Off with no end reason: another vCPU's REC_ENTER found the realm off (the RMM's
+        # SYSTEM_OFF state), but the exit of the vCPU that turned it off, which says whether by
+        # SYSTEM_OFF or SYSTEM_RESET, was never handled (its CPU died with it). Read at the end
+        # of the run, this said "system_off (no end)".
+        detail = ("turned itself off (SYSTEM_OFF or SYSTEM_RESET: the exit of the vCPU that called it was not "
+                  "handled)" + (f", reported pass (detail {f.result[1]:#x})" if f.reports else ""))
     else:
         detail = f"{f.state.lower()} (no end)"
     if f.token:

@@ -15,7 +15,7 @@ from pathlib import Path
 from realm_guests import PRELUDE, REPORT_TAIL
 from rmm_mp import Machine
 from rmm_mp.host import RunLoop
-from rmm_mp.host.realm_entry import DONE, RUNNING, SYSTEM_OFF
+from rmm_mp.host.realm_entry import DONE, END_NONE, RUNNING, SYSTEM_OFF
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.workload import realms, run, spec
@@ -46,9 +46,11 @@ RESET = f"""{PRELUDE}{START_REC_1}
 {SPIN}"""
 
 
-def ended(tmp_path: Path, guest: str) -> RealmOutcome:
+def ended(tmp_path: Path, guest: str, race_only: bool = False) -> RealmOutcome:
     """The outcome of a 2-REC realm running ``guest``, read as at the end of a run once the guest
-    has turned the realm off (REC 1 still queued)."""
+    has turned the realm off (REC 1 still queued). ``race_only``: the realm is marked off with
+    no end reason before any step, as when another vCPU's REC_ENTER found it off and the vCPU
+    that turned it off died with its CPU before its exit was handled."""
     (tmp_path / "g.s").write_text(guest)
     path = tmp_path / "w.toml"
     path.write_text('cpus = 1\niterations = 1\nactivities = { run = 1 }\n'
@@ -61,6 +63,8 @@ def ended(tmp_path: Path, guest: str) -> RealmOutcome:
         cpu = machine.cpu(0)
         try:
             loop = RunLoop(cpu, (0,))
+            if race_only:
+                loop.queue.system_off(inst.slot, END_NONE)
             for _ in range(20):
                 if loop.queue.realm_state(inst.slot) != RUNNING:
                     break
@@ -92,3 +96,14 @@ def test_a_realm_its_guest_reset_is_done(tmp_path: Path) -> None:
     queued, the realm is "done (SYSTEM_RESET)", as one whose vCPUs were all ended is."""
     outcome = ended(tmp_path, RESET)
     assert outcome.ok and outcome.detail == "done (SYSTEM_RESET)", outcome.detail
+
+
+def test_a_realm_off_with_no_end_reason_says_it_turned_itself_off(tmp_path: Path) -> None:
+    """A realm whose run-queue state is SYSTEM_OFF with no end reason (a REC_ENTER of another
+    vCPU found it off; the exit of the vCPU that called SYSTEM_OFF or SYSTEM_RESET was never
+    handled, its CPU having died): its row says the guest turned it off and that the call's
+    exit was not handled. Since only a RUNNING realm counts as running it read "system_off (no
+    end)", a state name and nothing a reader could act on."""
+    outcome = ended(tmp_path, OFF_AFTER_A_PASS, race_only=True)
+    assert outcome.ok and outcome.detail == ("turned itself off (SYSTEM_OFF or SYSTEM_RESET: the exit of the vCPU "
+                                             "that called it was not handled)"), outcome.detail
