@@ -368,7 +368,8 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 def _take_sigterm() -> Any:
     """Take SIGTERM (`timeout`, a cancelled job, `kill`) as Ctrl-C while the supervisor waits
-    (run_cpus's sigterm_stops): the CPUs stop between calls and the caller gets its report,
+    (run_cpus's sigterm_stops): the CPUs stop where their target looks at the stop flag (a run
+    between activity steps, a stress run between operations) and the caller gets its report,
     where the machine's own handler would free everything and end the process at once.
     A SIGTERM ignored when the run began stays ignored, as rmm_mp.interrupts leaves it before
     and after the run (`nohup`-style: whoever started the process asked for that).
