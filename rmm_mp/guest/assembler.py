@@ -358,8 +358,9 @@ class _Assembler:
         if len(args) == 3:
             # The shift is an immediate like any other (an expression: #0x10, #SHIFT), not
             # digits read by int(), which took '#016' and non-ASCII digits that expr refuses.
-            # re.ASCII: a Unicode IGNORECASE match takes the long s for s ('lſl #16').
-            match = re.fullmatch(r"lsl\s+#(.*)", args[2], re.IGNORECASE | re.DOTALL | re.ASCII)
+            # re.ASCII: a Unicode IGNORECASE match takes the long s for s ('lſl #16'). The
+            # blank before '#' is optional ('lsl#16'), as GNU as skips blanks there if any.
+            match = re.fullmatch(r"lsl\s*#(.*)", args[2], re.IGNORECASE | re.DOTALL | re.ASCII)
             shift = self._value(line, match.group(1)) if match else -1
         if shift not in (0, 16, 32, 48):
             got = f"lsl #{shift}" if match else repr(args[2])
