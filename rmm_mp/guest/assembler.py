@@ -249,6 +249,15 @@ class _Assembler:
     def _instruction(self, line: _Line, pc: int) -> list[int]:
         op, args = line.op, line.args
         assert op is not None
+        if op.endswith(":"):
+            # A label the line syntax did not take as one. Looked at first: 'b.eq:' (a label
+            # named like a conditional branch) was taken for one, 'b.eq: takes 1 operand(s)'.
+            if line.label is not None:
+                raise AssemblerError(line.number, f"a second label {line.written!r} after {line.label + ':'!r}: "
+                                                  "one label per line")
+            dot = " (no '.', unlike GNU as's symbols)" if "." in op else ""
+            raise AssemblerError(line.number, f"{line.written!r} is no label: a label starts with an ASCII letter or "
+                                              f"_ and goes on with ASCII letters, digits or _{dot}")
         if op == "nop":
             return [self._arity(line, 0) or encode(Op.NOP)]
         if op == "mov":
@@ -328,12 +337,6 @@ class _Assembler:
         if op in _UNNEEDED:
             raise AssemblerError(line.number, f"{op} is a GNU as directive this assembler does not need (an image is "
                                               "one section, in source order, with no linker); remove it")
-        if op.endswith(":"):     # a label the line syntax did not take as one
-            if line.label is not None:
-                raise AssemblerError(line.number, f"a second label {line.written!r} after {line.label + ':'!r}: "
-                                                  "one label per line")
-            raise AssemblerError(line.number, f"{line.written!r} is no label: a label starts with an ASCII letter or "
-                                              "_ and goes on with ASCII letters, digits or _")
         raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
 
     def _mov(self, line: _Line) -> list[int]:
