@@ -2,7 +2,7 @@
 of them given new values (a workload's ``constants``, ``host.load_guest``'s keyword arguments).
 
 It reads ``.equ`` lines as the assembler does: the directive in any ASCII case (``.EQU``), the
-name case-sensitive. It works on text only; it assembles nothing.
+name case-sensitive, after a label on the same line or none. It works on text only; it assembles nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ import re
 # A line starts after \n, \r\n or a lone \r, as the assembler's lines do (re.M's ^ knows only
 # \n, and '.' matches \r, so a source with \r line ends lost every line after a rewritten
 # .equ, and its later .equ names were not found).
-_DIRECTIVE = r"(?<![^\r\n])[ \t]*(?i:\.equ)[ \t]+"
-_NAMES = re.compile(_DIRECTIVE + r"([A-Za-z_]\w*)[ \t]*,", re.ASCII)
+# A blank is any the assembler splits words at (ASCII whitespace but the line ends), and an
+# .equ may follow a label on its line ('here: .equ N, 1' defines both, to the assembler): with
+# spaces and tabs only and no label, such a name was not found, and a workload's constant for it
+# was refused as not an .equ constant.
+_BLANK = r"[ \t\f\v]"
+_DIRECTIVE = rf"(?<![^\r\n]){_BLANK}*(?:[A-Za-z_]\w*{_BLANK}*:{_BLANK}*)?(?i:\.equ){_BLANK}+"
+_NAMES = re.compile(_DIRECTIVE + rf"([A-Za-z_]\w*){_BLANK}*,", re.ASCII)
 
 
 def equ_names(text: str) -> list[str]:
@@ -27,7 +32,7 @@ def with_constants(text: str, constants: dict[str, int]) -> str:
     Raises ValueError naming a key that no ``.equ`` line defines, and the names that are defined.
     """
     for key, value in constants.items():
-        pattern = re.compile(rf"({_DIRECTIVE}{re.escape(key)}[ \t]*,)[^\r\n]*", re.ASCII)
+        pattern = re.compile(rf"({_DIRECTIVE}{re.escape(key)}{_BLANK}*,)[^\r\n]*", re.ASCII)
         text, found = pattern.subn(lambda m: f"{m.group(1)} {value:#x}", text)
         if not found:
             defined = equ_names(text)
