@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import re
 import struct
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -572,8 +573,31 @@ def _strip_comment(raw: str) -> str:
     return raw
 
 
+# The blanks between words: ASCII's whitespace but the line ends, as re.ASCII's \s (the label and
+# expression syntax) and rmm_mp.guest.equ read them. Any other character Python calls whitespace
+# (U+00A0 NO-BREAK SPACE, U+2003 EM SPACE, \x1c..\x1f, \x85, U+2028, ...) is refused outside a
+# string: str.split() and str.strip() took it for a blank between a mnemonic and its operands,
+# the regular expressions did not, so 'mov\xa0x1, #1' assembled, 'foo\xa0: nop' was an
+# "unknown instruction 'foo'" and 'mov x1, #\xa01' an invalid expression.
+_BLANKS = " \t\f\v"
+
+
+def _check_blanks(number: int, text: str) -> None:
+    """Raise AssemblerError naming the column and the character of the first whitespace outside
+    a quoted string in ``text`` (a line without its comment) that is not one of _BLANKS."""
+    for i in _unquoted(text):
+        ch = text[i]
+        if ch.isspace() and ch not in _BLANKS:
+            name = unicodedata.name(ch, "")
+            raise AssemblerError(number, f"column {i + 1}: {ch!r} (U+{ord(ch):04X}{' ' + name if name else ''}) is "
+                                         "no blank here; expected a space or a tab between words (other "
+                                         "whitespace may stand only in a quoted string or a comment)")
+
+
 def _parse(number: int, raw: str) -> _Line:
-    text = _strip_comment(raw).strip()
+    text = _strip_comment(raw)
+    _check_blanks(number, text)
+    text = text.strip()
     label = None
     match = _LABEL.match(text)
     if match and not text.startswith(".equ"):

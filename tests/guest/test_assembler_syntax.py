@@ -3,6 +3,8 @@ that is almost right gets, so that the message points at the real mistake."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from rmm_mp.guest.assembler import AssemblerError, assemble
@@ -25,3 +27,32 @@ def test_label_with_a_dot_is_named_as_a_label(source: str) -> None:
     written = source.split(":")[0] + ":"
     with pytest.raises(AssemblerError, match=rf"^line 1: '{written}' is no label: .*no '\.'"):
         assemble(source)
+
+
+@pytest.mark.parametrize(("source", "column", "shown"), [
+    ("mov\u00a0x1, #1", 4, r"'\xa0' (U+00A0 NO-BREAK SPACE)"),
+    ("mov x1,\u2003#1", 8, r"'\u2003' (U+2003 EM SPACE)"),
+    ("mov x1, #\u00a01", 10, r"'\xa0' (U+00A0 NO-BREAK SPACE)"),
+    ("foo\u00a0: nop", 4, r"'\xa0' (U+00A0 NO-BREAK SPACE)"),
+    ("\u2003nop", 1, r"'\u2003' (U+2003 EM SPACE)"),
+    ("nop\u3000", 4, r"'\u3000' (U+3000 IDEOGRAPHIC SPACE)"),
+    (".equ\u00a0X, 1", 5, r"'\xa0' (U+00A0 NO-BREAK SPACE)"),
+    ("ldr x1, [x2,\x1c#8]", 13, r"'\x1c' (U+001C)"),
+    ("\tb\x85.", 3, r"'\x85' (U+0085)"),
+])
+def test_whitespace_other_than_blanks_is_refused(source: str, column: int, shown: str) -> None:
+    """Whitespace that is not a space, tab, form feed or vertical tab (U+00A0, U+2003, \\x1c,
+    ...) outside a string is refused wherever it stands, naming its column and the character:
+    it was a blank between a mnemonic and its operands (str.split) but not elsewhere, so
+    'mov\\xa0x1, #1' assembled, 'foo\\xa0: nop' was "unknown instruction 'foo'" and
+    'mov x1, #\\xa01' an invalid expression."""
+    with pytest.raises(AssemblerError, match=rf"^line 1: column {column}: {re.escape(shown)} is no blank here; "
+                                             r"expected a space or a tab"):
+        assemble(f"{source}\n")
+
+
+def test_other_whitespace_in_strings_and_comments() -> None:
+    """Inside a quoted string any whitespace is text, in a comment it is ignored, and a form feed
+    or vertical tab is a blank as a space is."""
+    assert assemble('.ascii "a\u00a0\u2003b" // \u00a0 note\n') == "a\u00a0\u2003b".encode()
+    assert assemble("mov\x0bx1,\x0c#1 ; \u3000") == encode(Op.MOVI, 1, imm=1).to_bytes(8, "little")
