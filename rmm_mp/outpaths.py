@@ -11,7 +11,9 @@ Once the run is over, ``replacing`` writes each file: to a temporary file beside
 over the path only when complete, so that a write that fails (disk full) or is interrupted
 (Ctrl-C) leaves no truncated file and keeps whatever the path held before; a SIGTERM or SIGHUP
 that ends the process at once (the machine's handler) removes the temporary file too
-(``remove_unfinished``). ``write_files``
+(``remove_unfinished``). A file open on a descriptor of the process (standard output
+redirected to it, or named as /dev/fd/N) gets the complete content written through that
+descriptor. ``write_files``
 writes a command's files in turn so that one that fails or is interrupted is a message, not a
 traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rmm-mp stress`).
 
@@ -30,6 +32,7 @@ This module owns that check and those ways of writing. It must not write anythin
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -222,9 +225,11 @@ def replacing(path: str) -> Iterator[str]:
     standard output or error (a pipe) and its reader has gone, the write ends quietly and the
     stream is pointed at /dev/null, as ``echo`` does. A symbolic link is followed:
     its target is replaced. The file this process's standard output or error goes to (`--json
-    /dev/stdout > out.txt`) gets the content, once complete, written through that stream's
+    /dev/stdout > out.txt`), or that a descriptor named by the path is open on for writing
+    (`--json /dev/fd/3 3> out.json`), gets the content, once complete, written through that
     descriptor, after what was printed to it, rather than replaced: renamed over, it lost the
-    report written to it before (the text went on to the unlinked file).
+    report written to it before (the text went on to the unlinked file), and the shell's
+    descriptor 3 was left on a file no name reaches.
 
     What the path is, is asked of the path itself (os.stat follows links as open() does): a
     link of /proc/PID/fd, such as /dev/stdout, names the open file, which realpath cannot
@@ -257,7 +262,7 @@ def replacing(path: str) -> Iterator[str]:
         except BrokenPipeError:
             _to_devnull(stream_fd)
         return
-    stream_fd = None if info is None else _standard_stream(info)
+    stream_fd = None if info is None else _open_on(path, info)
     if stream_fd is not None:
         with _appended(path, stream_fd) as temp:
             yield temp
@@ -265,22 +270,61 @@ def replacing(path: str) -> Iterator[str]:
     target = os.path.realpath(path)
     mode = None if info is None else info.st_mode
     folder, name = os.path.split(target)
-    temp = ""
+    temp = _new_temp(folder, name)
     try:
-        temp = _new_temp(folder, name)
         if mode is not None:
             os.chmod(temp, stat.S_IMODE(mode))
         yield temp
         os.replace(temp, target)
     except BaseException:
-        if temp:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
         raise
     finally:
         _unfinished.pop(temp, None)
+
+
+def _open_on(path: str, info: os.stat_result) -> int | None:
+    """The descriptor that writes to the regular file ``info`` describes, if ``path`` names one
+    this process has open: standard output or error (``_standard_stream``), or any descriptor
+    named as /dev/fd/N, /proc/self/fd/N or /proc/PID/fd/N (`--json /dev/fd/3 3> out.json`) that
+    is open for writing. Such a path opened again is a new open file at offset 0, and renamed
+    over it left the shell's descriptor on the unlinked file."""
+    fd = _standard_stream(info)
+    if fd is not None:
+        return fd
+    fd = _named_descriptor(path)
+    if fd is None:
+        return None
+    try:
+        opened = os.fstat(fd)
+        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except OSError:
+        return None
+    if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino) or not writable:
+        return None
+    return fd
+
+
+def _named_descriptor(path: str) -> int | None:
+    """N if ``path`` names this process's descriptor N, as /dev/fd/N, /proc/self/fd/N or
+    /proc/PID/fd/N, itself or through symbolic links (/dev/stdout is one to /proc/self/fd/1);
+    else None. The link of /proc/PID/fd/N itself is not read: it names the file the descriptor
+    is open on, which is what must not be reopened."""
+    own = f"/proc/{os.getpid()}/fd"
+    current = os.path.abspath(path)
+    for _ in range(40):                 # the kernel follows at most 40 links too
+        folder, name = os.path.split(current)
+        if name.isascii() and name.isdigit() and os.path.realpath(folder) == own:
+            return int(name)
+        try:
+            target = os.readlink(current)
+        except OSError:                 # no link (a plain file), or none there
+            return None
+        current = os.path.normpath(os.path.join(folder, target))
+    return None
 
 
 def _standard_stream(info: os.stat_result) -> int | None:
@@ -306,9 +350,8 @@ def _appended(path: str, fd: int) -> Iterator[str]:
     O_APPEND (`> out.txt`) is written at its descriptor's offset, which the append left
     behind, so the text printed after the report ("Written: ...", "result: ...") was written
     over the report's start."""
-    temp = ""
+    temp = _new_temp(os.path.dirname(os.path.realpath(path)), "rmm-mp-append")
     try:
-        temp = _new_temp(os.path.dirname(os.path.realpath(path)), "rmm-mp-append")
         yield temp
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
@@ -319,12 +362,11 @@ def _appended(path: str, fd: int) -> Iterator[str]:
                 while view:
                     view = view[os.write(fd, view):]
     finally:
-        if temp:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            _unfinished.pop(temp, None)
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        _unfinished.pop(temp, None)
 
 
 def _new_temp(folder: str, name: str) -> str:
