@@ -13,7 +13,7 @@ over the path only when complete, so that a write that fails (disk full) or is i
 that ends the process at once (the machine's handler) removes the temporary file too
 (``remove_unfinished``). A file open on a descriptor of the process (standard output
 redirected to it, or named as /dev/fd/N) gets the complete content written through that
-descriptor. ``write_files``
+descriptor, and none of it if that copy is interrupted. ``write_files``
 writes a command's files in turn so that one that fails or is interrupted is a message, not a
 traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rmm-mp stress`).
 
@@ -60,15 +60,19 @@ remove its parent's)."""
 
 
 def remove_unfinished() -> None:
-    """Remove every temporary file this process is still writing through ``replacing``: for a
-    signal handler that ends the process at once, where no except clause runs (the machine's
-    SIGTERM/SIGHUP handler calls it)."""
+    """Remove every temporary file this process is still writing through ``replacing``, and
+    cut a file a report was being copied into through a descriptor back to where the copy
+    began: for a signal handler that ends the process at once, where no except clause runs
+    (the machine's SIGTERM/SIGHUP handler calls it)."""
     for temp, pid in list(_unfinished.items()):
         if pid == os.getpid():
             try:
                 os.unlink(temp)
             except OSError:
                 pass
+    for fd, (size, pid) in list(_appending.items()):
+        if pid == os.getpid():
+            _cut_back(fd, size)
 
 
 _gone: set[int] = set()
@@ -229,7 +233,8 @@ def replacing(path: str) -> Iterator[str]:
     (`--json /dev/fd/3 3> out.json`), gets the content, once complete, written through that
     descriptor, after what was printed to it, rather than replaced: renamed over, it lost the
     report written to it before (the text went on to the unlinked file), and the shell's
-    descriptor 3 was left on a file no name reaches.
+    descriptor 3 was left on a file no name reaches. A copy through a descriptor that does not
+    end leaves none of the report (``_copy_through``).
 
     What the path is, is asked of the path itself (os.stat follows links as open() does): a
     link of /proc/PID/fd, such as /dev/stdout, names the open file, which realpath cannot
@@ -357,16 +362,57 @@ def _appended(path: str, fd: int) -> Iterator[str]:
             if stream is not None:
                 stream.flush()
         with open(temp, "rb") as source:
-            while chunk := source.read(1 << 20):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+            _copy_through(fd, source)
     finally:
         try:
             os.unlink(temp)
         except OSError:
             pass
         _unfinished.pop(temp, None)
+
+
+_appending: dict[int, tuple[int, int]] = {}
+"""Descriptors ``_copy_through`` is writing a report through -> (the size to cut the file back
+to if the copy does not end, the pid of the process copying)."""
+
+
+def _copy_through(fd: int, source: io.BufferedReader) -> None:
+    """Write all of ``source`` through ``fd``, a regular file's descriptor, at its offset (at
+    the end with O_APPEND). One that does not end (Ctrl-C, SIGTERM as Ctrl-C, disk full; a
+    signal that ends the process at once, through ``remove_unfinished``) cuts the file back to
+    where the copy began, so that no partial report is left after the text before it: a
+    Ctrl-C between two writes left the report's first megabytes. The file is cut back only
+    when the copy began at its end (`>`, `>>`), where nothing is beyond to lose."""
+    start: int | None
+    try:
+        size = os.fstat(fd).st_size
+        at = size if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND else os.lseek(fd, 0, os.SEEK_CUR)
+        start = at if at >= size else None
+    except OSError:
+        start = None
+    if start is not None:
+        _appending[fd] = (start, os.getpid())
+    try:
+        while chunk := source.read(1 << 20):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+    except BaseException:
+        if start is not None:
+            _cut_back(fd, start)
+        raise
+    finally:
+        _appending.pop(fd, None)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Truncate the file of ``fd`` to ``size`` bytes and put its offset there (nothing of a
+    copy that did not end stays, and the next print follows the text before it)."""
+    try:
+        os.ftruncate(fd, size)
+        os.lseek(fd, size, os.SEEK_SET)
+    except OSError:
+        pass
 
 
 def _new_temp(folder: str, name: str) -> str:

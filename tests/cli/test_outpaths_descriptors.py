@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -38,3 +40,50 @@ def test_a_report_to_dev_fd_n_goes_through_that_descriptor(tmp_path: Path) -> No
     assert proc.stdout == "the report\nresult: OK\n"
     assert out.read_text() == _JSON + "done\n", out.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+# Standard output redirected to a file; the report (over 1 MiB, two chunks of the copy) is
+# interrupted after its first chunk went through: by SIGINT (Ctrl-C, caught by write_files as
+# `rmm-mp run` does), or by a signal handler that ends the process at once (the machine's
+# SIGHUP handler: remove_unfinished, then the default action).
+_INTERRUPTED = r"""
+import functools, os, signal, sys
+from rmm_mp import outpaths
+from rmm_mp.outpaths import write_files, write_json
+mode = sys.argv[1]
+real_write = os.write
+def write(fd, data):
+    done = real_write(fd, data)
+    if fd == 1 and done > 4096:
+        if mode == "ctrl-c":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            outpaths.remove_unfinished()
+            os._exit(129)
+    return done
+print("the report", flush=True)
+os.write = write
+errors = []
+write_files([("json", "/dev/stdout", functools.partial(write_json, {"filler": "x" * 1_500_000}))], {}, errors)
+os.write = real_write
+print(*errors, sep="\n", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "at-once"])
+def test_an_interrupted_report_to_redirected_stdout_leaves_none_of_it(tmp_path: Path, how: str) -> None:
+    """Ctrl-C (or a signal that ends the process at once) while the report is copied through
+    standard output redirected to a file (`--json /dev/stdout > out.txt`): the file holds the
+    text before and what is printed after (write_files' "interrupted" line), no part of the
+    report. Its first megabyte stayed, followed by the message."""
+    out = tmp_path / "out.txt"
+    with out.open("w") as stdout:
+        proc = subprocess.run([sys.executable, "-c", _INTERRUPTED, how], stdout=stdout, stderr=subprocess.PIPE,
+                              text=True, env=ENV, timeout=60)
+    text = out.read_text()
+    if how == "ctrl-c":
+        assert proc.returncode == 0, proc.stderr
+        assert text == "the report\ncould not write the json report to /dev/stdout: interrupted (Ctrl-C)\n", text[:200]
+    else:
+        assert proc.returncode == 129, proc.stderr
+        assert text == "the report\n", text[:200]
