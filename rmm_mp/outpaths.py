@@ -13,7 +13,8 @@ over the path only when complete, so that a write that fails (disk full) or is i
 that ends the process at once (the machine's handler) removes the temporary file too
 (``remove_unfinished``). A file open on a descriptor of the process (standard output
 redirected to it, or named as /dev/fd/N) gets the complete content written through that
-descriptor, and none of it if that copy is interrupted. ``write_files``
+descriptor, and none of it if that copy is interrupted. A file the user may write in a
+directory where they may not create one is written in place. ``write_files``
 writes a command's files in turn so that one that fails or is interrupted is a message, not a
 traceback or a silent death: the command names it and exits 1 (`rmm-mp run`, `rmm-mp stress`).
 
@@ -32,6 +33,7 @@ This module owns that check and those ways of writing. It must not write anythin
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
@@ -234,7 +236,10 @@ def replacing(path: str) -> Iterator[str]:
     descriptor, after what was printed to it, rather than replaced: renamed over, it lost the
     report written to it before (the text went on to the unlinked file), and the shell's
     descriptor 3 was left on a file no name reaches. A copy through a descriptor that does not
-    end leaves none of the report (``_copy_through``).
+    end leaves none of the report (``_copy_through``). Where no file can be created beside the
+    path (a directory the user cannot write to, a read-only file system) but the path's own
+    file exists, the content waits in memory and is then copied into that file (``_rewritten``)
+    or through the descriptor.
 
     What the path is, is asked of the path itself (os.stat follows links as open() does): a
     link of /proc/PID/fd, such as /dev/stdout, names the open file, which realpath cannot
@@ -275,7 +280,16 @@ def replacing(path: str) -> Iterator[str]:
     target = os.path.realpath(path)
     mode = None if info is None else info.st_mode
     folder, name = os.path.split(target)
-    temp = _new_temp(folder, name)
+    try:
+        temp = _new_temp(folder, name)
+    except OSError as exc:
+        if info is None or exc.errno not in _NO_FILE_BESIDE:
+            raise
+        # A file the user may write in a directory where they may not create one: written in
+        # place (it failed "Permission denied" after the run, though the check had passed).
+        with _rewritten(target) as temp:
+            yield temp
+        return
     try:
         if mode is not None:
             os.chmod(temp, stat.S_IMODE(mode))
@@ -289,6 +303,11 @@ def replacing(path: str) -> Iterator[str]:
         raise
     finally:
         _unfinished.pop(temp, None)
+
+
+_NO_FILE_BESIDE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+"""Why a temporary file cannot be made beside a path whose own file can be written: the
+directory is not the user's to write to, or its file system is mounted read only."""
 
 
 def _open_on(path: str, info: os.stat_result) -> int | None:
@@ -332,6 +351,44 @@ def _named_descriptor(path: str) -> int | None:
     return None
 
 
+@contextmanager
+def _rewritten(target: str) -> Iterator[str]:
+    """``replacing`` for ``target``, a file that can be written in a directory where no file
+    can be created: the content is written to a file in memory and, once complete, copied over
+    ``target``'s own (truncated first). A write that fails or is interrupted before the copy
+    leaves ``target`` as it was; the copy itself (milliseconds) is all this path cannot make
+    all or nothing: one interrupted or failing there leaves ``target`` truncated."""
+    temp = _in_memory("rewritten")
+    try:
+        yield temp
+        with open(temp, "rb") as source, open(target, "r+b") as out:
+            out.truncate(0)
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+    finally:
+        _forget_in_memory(temp)
+
+
+_memory: dict[str, int] = {}
+"""Files in memory (memfd) that ``_in_memory`` made -> their descriptor."""
+
+
+def _in_memory(name: str) -> str:
+    """A new empty file in memory, named by its /proc/PID/fd link (so the writer opens it by
+    name, as any other): for a report that has no directory to be written in."""
+    fd = os.memfd_create(f"rmm-mp-{name}", os.MFD_CLOEXEC)
+    temp = f"/proc/{os.getpid()}/fd/{fd}"
+    _memory[temp] = fd
+    return temp
+
+
+def _forget_in_memory(temp: str) -> None:
+    """Close the file in memory ``_in_memory`` named ``temp``: its memory is freed."""
+    fd = _memory.pop(temp, None)
+    if fd is not None:
+        os.close(fd)
+
+
 def _standard_stream(info: os.stat_result) -> int | None:
     """The descriptor (1 or 2) of the standard stream open on the file ``info`` describes, if
     one is."""
@@ -355,7 +412,13 @@ def _appended(path: str, fd: int) -> Iterator[str]:
     O_APPEND (`> out.txt`) is written at its descriptor's offset, which the append left
     behind, so the text printed after the report ("Written: ...", "result: ...") was written
     over the report's start."""
-    temp = _new_temp(os.path.dirname(os.path.realpath(path)), "rmm-mp-append")
+    try:
+        temp = _new_temp(os.path.dirname(os.path.realpath(path)), "rmm-mp-append")
+    except OSError:
+        # No file can be made there (a directory the user cannot write to, a read-only file
+        # system; a file deleted since it was opened has no directory): the content waits in
+        # memory instead. It failed "Permission denied" after the run.
+        temp = _in_memory("append")
     try:
         yield temp
         for stream in (sys.stdout, sys.stderr):
@@ -364,11 +427,14 @@ def _appended(path: str, fd: int) -> Iterator[str]:
         with open(temp, "rb") as source:
             _copy_through(fd, source)
     finally:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        _unfinished.pop(temp, None)
+        if temp in _memory:
+            _forget_in_memory(temp)
+        else:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            _unfinished.pop(temp, None)
 
 
 _appending: dict[int, tuple[int, int]] = {}

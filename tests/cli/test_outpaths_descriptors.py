@@ -22,6 +22,13 @@ _REPORT = ("import sys\nfrom rmm_mp import outpaths\nfrom rmm_mp.outpaths import
            "print('the report', flush=True)\nwrite_json({{'ok': True}}, sys.argv[1])\n"
            "print('result: OK', flush=True)\n")
 
+# What a directory the user cannot write to gives (tests run as root, whom permission bits do
+# not stop): creating any file there fails, the file the path names can still be written.
+_NO_NEW_FILES = ("import errno\n"
+                 "def _refuse(folder, name):\n"
+                 "    raise PermissionError(errno.EACCES, 'Permission denied', folder)\n"
+                 "outpaths._new_temp = _refuse\n")
+
 _JSON = '{\n "ok": true\n}\n'
 
 
@@ -40,6 +47,36 @@ def test_a_report_to_dev_fd_n_goes_through_that_descriptor(tmp_path: Path) -> No
     assert proc.stdout == "the report\nresult: OK\n"
     assert out.read_text() == _JSON + "done\n", out.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("redirect", [">", ">>"])
+def test_a_report_to_redirected_stdout_in_a_directory_without_write_permission(tmp_path: Path,
+                                                                               redirect: str) -> None:
+    """`--json /dev/stdout > DIR/out.txt` where DIR is not writable but out.txt is (no
+    temporary file can be made beside it): the file holds the text, the report and the last
+    line, in order. The write failed "Permission denied" after the run, though the check before
+    it (which opens the file) had passed."""
+    out = tmp_path / "out.txt"
+    out.write_text("earlier\n" if redirect == ">>" else "")
+    script = _REPORT.format(setup=_NO_NEW_FILES)
+    with out.open("a" if redirect == ">>" else "w") as stdout:
+        proc = subprocess.run([sys.executable, "-c", script, "/dev/stdout"], stdout=stdout, stderr=subprocess.PIPE,
+                              text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    before = "earlier\n" if redirect == ">>" else ""
+    assert out.read_text() == f"{before}the report\n{_JSON}result: OK\n", out.read_text()
+
+
+def test_a_report_file_in_a_directory_without_write_permission_is_written_in_place(tmp_path: Path) -> None:
+    """`--json DIR/out.json`, out.json a writable file in a directory that is not: written in
+    place (the same file, its old content replaced), where it failed "Permission denied"."""
+    out = tmp_path / "out.json"
+    out.write_text("an older and longer report than the new one\n")
+    inode = out.stat().st_ino
+    proc = subprocess.run([sys.executable, "-c", _REPORT.format(setup=_NO_NEW_FILES), str(out)],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert out.read_text() == _JSON and out.stat().st_ino == inode
 
 
 # Standard output redirected to a file; the report (over 1 MiB, two chunks of the copy) is
