@@ -36,3 +36,20 @@ def test_a_long_malformed_memory_operand_is_refused_at_once(operand: str) -> Non
     that read it (blanks around two lazy groups) took time cubic in the run: 4,000 spaces
     took 18 s, these 20,000 would take over half an hour."""
     assert _assembled_within(f"ldr x0, {operand}\n", 20).startswith("line 1: expected a memory operand")
+
+
+def test_a_long_chain_of_equ_names_defined_further_down_is_resolved_at_once() -> None:
+    """10,000 .equ lines, each using the name the next line defines (`.equ a0, a1 + 1` ...):
+    resolved at once, a0 = 10,001. The deferred lines were tried again in rounds over all of
+    them, one more name resolved per round: time quadratic in the chain (3,000 took 14 s,
+    these 10,000 some minutes)."""
+    count = 10_000
+    source = "".join(f".equ a{i}, a{i + 1} + 1\n" for i in range(count)) + f".equ a{count}, 1\n.quad a0\n"
+    check = (f"import sys\nfrom rmm_mp.guest.assembler import assemble\n"
+             f"assert assemble(sys.stdin.read()) == ({count} + 1).to_bytes(8, 'little')\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", check], input=source, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("resolving the chain took more than 20 s")
+    assert proc.returncode == 0, proc.stderr
