@@ -15,8 +15,9 @@ and SIGHUP besides. Its stdout and stderr are /dev/null and it keeps no other de
 the creator's, so a parent reading the creator's output to its end does not wait for it.
 
 Limits (then `rmm-mp clean` and the orphan sweep of every Machine.create remain the
-fallback): a reaper itself killed (a write to it then fails, and the next create starts
-another, which is told every path still registered); a segment path containing a newline
+fallback): a reaper itself killed (a write to it then fails, with EPIPE only: SIGPIPE is
+blocked around it, and the next create starts another, which is told every path still
+registered); a segment path containing a newline
 (RMM_MP_SHM_DIR with one), which one line cannot carry, is not registered; a line that does
 not fit in the pipe because the reaper is stopped (SIGSTOP) is dropped, never waited for.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -155,6 +157,11 @@ def _send(sign: bytes, paths: tuple[bytes, ...]) -> bool:
             chunks[-1] += line
         else:
             chunks.append(line)
+    # SIGPIPE blocked meanwhile: a write to a killed reaper's pipe raises it at this thread, and
+    # a creator whose SIGPIPE does its default action (a CLI's `signal(SIGPIPE, SIG_DFL)`) died
+    # of it, silently. Blocked, it stays pending and the write fails with EPIPE; it is then
+    # taken off (sigtimedwait), so that it is not delivered when the mask is restored.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGPIPE,))
     try:
         for chunk in chunks:
             os.write(fd, chunk)
@@ -162,6 +169,8 @@ def _send(sign: bytes, paths: tuple[bytes, ...]) -> bool:
     except BlockingIOError:
         return False                # the pipe is full (the reaper is stopped): dropped
     except OSError:
+        if signal.SIGPIPE not in mask:
+            signal.sigtimedwait((signal.SIGPIPE,), 0)
         # EPIPE: the reaper was killed. Nobody reads the pipe any more, so closing it is safe.
         _fd = -1
         if _proc is not None:
@@ -171,6 +180,8 @@ def _send(sign: bytes, paths: tuple[bytes, ...]) -> bool:
         except OSError:
             pass
         return False
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _encode(path: str) -> bytes | None:

@@ -247,6 +247,46 @@ def test_a_killed_reaper_is_replaced_and_waited_for(shm_dir: str) -> None:
         finish(proc)
 
 
+# Restores SIGPIPE's default action (as a command-line tool does so that `| head` ends it
+# quietly), creates a machine, kills its reaper, then closes that machine and creates and closes
+# another: each step prints a line, the last the pid of the reaper the second machine got.
+CREATOR_WITH_DEFAULT_SIGPIPE = r"""
+import os, signal, time
+import psutil
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+from rmm_mp import Machine
+from rmm_mp.hw import reaper
+m = Machine.create("host", cpus=1)
+old = reaper.pid()
+os.kill(old, signal.SIGKILL)
+while psutil.Process(old).status() != psutil.STATUS_ZOMBIE:
+    time.sleep(0.01)
+m.close()
+print("closed", m.name, flush=True)
+with Machine.create("host", cpus=1) as second:
+    print("created", second.name, old, reaper.pid(), flush=True)
+"""
+
+
+def test_a_killed_reaper_does_not_kill_a_creator_with_default_sigpipe(shm_dir: str) -> None:
+    """A creator whose SIGPIPE does its default action (a CLI's `signal(SIGPIPE, SIG_DFL)`)
+    loses its reaper, then closes its machine and creates another: the writes that find the
+    reaper gone fail quietly and the creator lives on (both lines printed, exit 0) with a new
+    reaper, and nothing of either machine is left. Before, the first such write (closing
+    the machine) killed the creator with SIGPIPE (exit -13), silently."""
+    proc = start_child(CREATOR_WITH_DEFAULT_SIGPIPE, shm_dir=shm_dir)
+    try:
+        out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
+        lines = out.decode().splitlines()
+        assert proc.returncode == 0, f"the creator ended with {proc.returncode}: {lines} {err.decode()[-2000:]}"
+        assert [line.split()[0] for line in lines] == ["closed", "created"], lines
+        _, name, old, new = lines[1].split()
+        assert new not in (old, "None")
+        assert not entries(shm_dir, lines[0].split()[1]) and not entries(shm_dir, name)
+    finally:
+        finish(proc)
+
+
 @pytest.mark.parametrize("odd", [b"\xff\xfe-not-utf8", b"new\nline"])
 def test_a_segment_directory_with_an_odd_name(shm_dir: str, odd: bytes) -> None:
     """RMM_MP_SHM_DIR names a directory whose name is not UTF-8: the reaper gets its bytes and
