@@ -76,10 +76,20 @@ _lock = threading.Lock()
 """Serialises starting a reaper (Machine.create may run in several threads); the signal path
 never takes it."""
 _proc: _Reaper | None = None
+"""The last reaper started, alive or not (its zombie is waited for when the next starts)."""
 _fd = -1
-"""The pipe's write end (the creator's only copy), -1 when there is no live reaper."""
-_dead: list[_Reaper] = []
-"""Reapers whose pipe broke, to be waited for (their zombies) when the next one starts."""
+"""The pipe's write end (the creator's only copy), -1 before the first reaper. Once made, the
+number is never closed in this process (but in a forked child): a replacement reaper's pipe is
+put under the same number (dup2). Closed on EPIPE, the number could be reused by the
+replacement's pipe while another thread, whose write to the old one had just failed, closed
+it too: the new reaper then saw end of file with the creator alive, and unlinked every live
+machine's segments."""
+_alive = False
+"""Whether _proc is taken to be reading: False before the first, and once a write found its
+pipe broken (EPIPE)."""
+_generation = 0
+"""Counts the pipes put under _fd: a write that failed on an earlier pipe than the current one
+(another thread replaced it meanwhile) does not mark the current reaper gone."""
 _registered: dict[str, tuple[bytes, ...]] = {}
 """Per machine prefix, the lines' paths sent with ``+``: what the reaper will unlink if this
 process dies now, and what a replacement reaper is told."""
@@ -88,14 +98,13 @@ process dies now, and what a replacement reaper is told."""
 def _after_fork_in_child() -> None:
     # The child must not hold the write end: the reaper would wait for it, not for the creator.
     # Its machines' segments are the parent's to unlink; the child forgets them all.
-    global _proc, _fd, _lock
+    global _proc, _fd, _alive, _lock
     if _fd >= 0:
         try:
             os.close(_fd)
         except OSError:
             pass
-    _proc, _fd = None, -1
-    _dead.clear()
+    _proc, _fd, _alive = None, -1, False
     _registered.clear()
     _lock = threading.Lock()        # another thread of the parent may have held it
 
@@ -106,7 +115,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def pid() -> int | None:
     """The pid of this process's reaper, None when it has none (no machine created yet, or
     its reaper was found dead)."""
-    return _proc.pid if _proc is not None and _fd >= 0 else None
+    return _proc.pid if _proc is not None and _alive else None
 
 
 def registered() -> dict[str, tuple[bytes, ...]]:
@@ -116,13 +125,18 @@ def registered() -> dict[str, tuple[bytes, ...]]:
 
 def _start() -> None:
     """Start a reaper (called with _lock held) and tell it every path still registered."""
-    global _proc, _fd
-    for old in _dead:
+    global _proc, _fd, _alive, _generation
+    if _proc is not None:
         try:
-            old.wait(timeout=0.5)   # its pipe broke: it has ended or is about to
+            _proc.wait(timeout=0.5)     # its pipe broke: it has ended or is about to
         except subprocess.TimeoutExpired:
-            continue
-    _dead[:] = [old for old in _dead if old.returncode is None]
+            # Still reading: the mark was another thread's stale one (its write went to the
+            # pipe this one replaced). Replacing it would close its pipe, and it would unlink
+            # every registered path, live machines' too. Told everything again instead.
+            _alive = True
+            _tell_all()
+            return
+        _proc = None
     try:
         proc = _Reaper([sys.executable, "-I", "-S", "-c", SCRIPT], stdin=subprocess.PIPE,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, cwd="/",
@@ -130,13 +144,24 @@ def _start() -> None:
     except (OSError, subprocess.SubprocessError):
         return                      # no reaper: the orphan sweep and `rmm-mp clean` remain
     assert proc.stdin is not None
-    fd = os.dup(proc.stdin.fileno())    # dup: non-inheritable, like every descriptor Python makes
+    # Non-inheritable, like every descriptor Python makes; dup2 onto the old number closes the
+    # dead reaper's pipe and puts the new one in its place in one step (see _fd).
+    if _fd < 0:
+        _fd = os.dup(proc.stdin.fileno())
+    else:
+        os.dup2(proc.stdin.fileno(), _fd, inheritable=False)
     proc.stdin.close()
     proc.stdin = None
     # A reaper that is stopped must never block a create or a signal handler: a line that does
     # not fit is dropped (PIPE_BUF-sized lines are written whole or not at all).
-    os.set_blocking(fd, False)
-    _proc, _fd = proc, fd
+    os.set_blocking(_fd, False)
+    _proc, _alive = proc, True
+    _generation += 1
+    _tell_all()
+
+
+def _tell_all() -> None:
+    """Tell the reaper every path still registered (a new one, or one found alive again)."""
     for paths in list(_registered.values()):
         if not _send(b"+", paths):
             return
@@ -146,8 +171,8 @@ def _send(sign: bytes, paths: tuple[bytes, ...]) -> bool:
     """Write one line per path, ``sign`` first; False when there is no reaper or it has gone
     (then it is marked gone). Plain os.write calls of at most PIPE_BUF bytes, each of whole
     lines, so that a signal handler may call it and the reaper never reads half a line."""
-    global _fd
-    fd = _fd
+    global _alive
+    fd, generation = _fd, _generation
     if fd < 0:
         return False
     chunks: list[bytes] = []
@@ -171,14 +196,10 @@ def _send(sign: bytes, paths: tuple[bytes, ...]) -> bool:
     except OSError:
         if signal.SIGPIPE not in mask:
             signal.sigtimedwait((signal.SIGPIPE,), 0)
-        # EPIPE: the reaper was killed. Nobody reads the pipe any more, so closing it is safe.
-        _fd = -1
-        if _proc is not None:
-            _dead.append(_proc)
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        # EPIPE: the reaper was killed. The descriptor stays open (see _fd): the next create
+        # waits for the dead reaper and puts a new one's pipe under the same number.
+        if generation == _generation:
+            _alive = False
         return False
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -202,10 +223,10 @@ def register(prefix: str, paths: list[str]) -> None:
         return
     with _lock:
         _registered[prefix] = encoded
-        if _fd < 0:
+        if not _alive:
             _start()                # tells it every registered path, these included
             return
-        if not _send(b"+", encoded) and _fd < 0:
+        if not _send(b"+", encoded) and not _alive:
             # It was found dead: a new one, told everything still registered.
             _start()
 

@@ -287,6 +287,80 @@ def test_a_killed_reaper_does_not_kill_a_creator_with_default_sigpipe(shm_dir: s
         finish(proc)
 
 
+# Two threads of a creator whose reaper was killed, interleaved as a thread switch can (here
+# by nesting the calls in hooks, to be deterministic): thread B closes m1 and has read the
+# pipe's descriptor when thread A closes m2, finding the reaper gone; B's write then fails too,
+# and before B has finished handling that, A creates m3, which starts a replacement reaper.
+# Prints the replacement's pid, whether it still runs, and which of m3's segments exist.
+CREATOR_THREADS_INTERLEAVE = r"""
+import os, signal, time, types
+import psutil
+from rmm_mp import Machine
+from rmm_mp.hw import reaper, segment
+
+m1 = Machine.create("host", cpus=1)
+m2 = Machine.create("host", cpus=1)
+old = reaper.pid()
+os.kill(old, signal.SIGKILL)
+while psutil.Process(old).status() != psutil.STATUS_ZOMBIE:
+    time.sleep(0.01)
+state = {"writes": 0}
+real_write = os.write
+
+
+def write(fd, data):
+    state["writes"] += 1
+    if state["writes"] == 1:
+        m2.close()                              # thread A, while B is about to write
+    return real_write(fd, data)                 # fails for A, then for B: the reaper is gone
+
+
+def sigtimedwait(signals, timeout):
+    # B's handling of its failed write (A's, nested in B's blocking of SIGPIPE, calls none):
+    # A creates m3 in the middle of it.
+    if "m3" not in state:
+        state["m3"] = None
+        state["m3"] = Machine.create("host", cpus=1)
+    return signal.sigtimedwait(signals, timeout)
+
+
+reaper.os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+reaper.os.write = write
+reaper.signal = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if not k.startswith("__")})
+reaper.signal.sigtimedwait = sigtimedwait
+m1.close()                                      # thread B
+reaper.os, reaper.signal = os, signal
+m3 = state["m3"]
+time.sleep(0.3)
+running = [p.pid for p in psutil.Process().children()
+           if p.status() != psutil.STATUS_ZOMBIE and p.cmdline()[1:] == ["-I", "-S", "-c", reaper.SCRIPT]]
+print(old, reaper.pid(), running, " ".join(sorted(e for e in os.listdir(segment.SHM_DIR) if e.startswith(m3.name))), flush=True)
+m3.close()
+"""
+
+
+def test_threads_racing_a_dead_reaper_never_close_its_replacements_pipe(shm_dir: str) -> None:
+    """A creator's reaper is killed; thread B closing m1 reads the pipe's descriptor, thread A
+    closes m2 (its write finds the reaper gone), B's write fails too, and A creates m3 (a
+    replacement reaper) before B has finished with its failure: the replacement runs on and
+    every segment of the live m3 is still there. Before, the failing writes each closed the
+    descriptor's number, and B's close hit the replacement's pipe, which the new reaper
+    took for its creator's end: it unlinked the live machine's segments at once. Nothing is
+    left once the creator closes m3."""
+    proc = start_child(CREATOR_THREADS_INTERLEAVE, shm_dir=shm_dir)
+    try:
+        out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        old, new, running, *segments = out.decode().split()
+        assert running == f"[{new}]" and new != old, \
+            f"the replacement reaper {new} ended with its creator alive, or is not this process's reaper: {running}"
+        assert {"ctl", "dram", "gpt"} <= {entry.rsplit(".", 1)[1] for entry in segments}, \
+            f"the live machine's segments were unlinked: {segments}"
+        assert not os.listdir(shm_dir)
+    finally:
+        finish(proc)
+
+
 @pytest.mark.parametrize("odd", [b"\xff\xfe-not-utf8", b"new\nline"])
 def test_a_segment_directory_with_an_odd_name(shm_dir: str, odd: bytes) -> None:
     """RMM_MP_SHM_DIR names a directory whose name is not UTF-8: the reaper gets its bytes and
@@ -315,6 +389,7 @@ def test_forget_and_register_never_raise_without_a_reaper(monkeypatch: pytest.Mo
     before: the machine is made and closed, nothing raises, and the machine is forgotten."""
     monkeypatch.setattr(reaper, "_fd", -1)
     monkeypatch.setattr(reaper, "_proc", None)
+    monkeypatch.setattr(reaper, "_alive", False)
     monkeypatch.setattr(reaper.sys, "executable", "/nonexistent/python")
     with Machine.create("host", cpus=1) as m:
         assert reaper.pid() is None
