@@ -145,7 +145,8 @@ if child == 0:
     os.close(w)
     os.read(r, 1)
     with Machine.create("host", cpus=1) as mine:
-        print(mine.name, reaper.pid(), flush=True)
+        own = reaper.pid()
+    print(mine.name, own, flush=True)     # once closed: the test then finds nothing of it
     time.sleep(60)
     os._exit(0)
 os.close(r)
