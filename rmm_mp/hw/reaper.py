@@ -32,6 +32,7 @@ segments contain; rmm_mp.machine decides what to register and when.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -145,9 +146,12 @@ def _start() -> None:
         return                      # no reaper: the orphan sweep and `rmm-mp clean` remain
     assert proc.stdin is not None
     # Non-inheritable, like every descriptor Python makes; dup2 onto the old number closes the
-    # dead reaper's pipe and puts the new one in its place in one step (see _fd).
+    # dead reaper's pipe and puts the new one in its place in one step (see _fd). Never 0, 1
+    # or 2: in a creator started with one of them closed, the lowest free number was that
+    # one, and a later tidy-up of the standard streams (dup2 of /dev/null onto it) closed the
+    # reaper's pipe, which then unlinked the live machines' segments.
     if _fd < 0:
-        _fd = os.dup(proc.stdin.fileno())
+        _fd = fcntl.fcntl(proc.stdin.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
     else:
         os.dup2(proc.stdin.fileno(), _fd, inheritable=False)
     proc.stdin.close()

@@ -362,6 +362,42 @@ def test_threads_racing_a_dead_reaper_never_close_its_replacements_pipe(shm_dir:
         finish(proc)
 
 
+# Starts with its standard input closed (`<&-`, or a supervisor that closes it), creates a
+# machine, then points descriptor 0 at /dev/null, as a program tidying its standard streams
+# (a daemon's set-up) does; prints the machine's name and its reaper's pid, then sleeps.
+CREATOR_TIDIES_STDIN = r"""
+import os, time
+os.close(0)
+from rmm_mp import Machine
+from rmm_mp.hw import reaper
+m = Machine.create("host", cpus=1)
+null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(null, 0)
+os.close(null)
+print(m.name, reaper.pid(), flush=True)
+time.sleep(60)                          # its stdin is /dev/null now: killed by the test
+"""
+
+
+def test_a_creator_started_without_stdin_keeps_its_machine(shm_dir: str) -> None:
+    """A creator started with descriptor 0 closed makes a machine, then points descriptor 0
+    at /dev/null: the reaper keeps running and the live machine's segments stay; killed with
+    SIGKILL, the creator leaves nothing. Before, the pipe's write end got the lowest free
+    number, 0, and the dup2 closed it: the reaper saw end of file with its creator alive
+    and unlinked the live machine's segments."""
+    proc = start_child(CREATOR_TIDIES_STDIN, shm_dir=shm_dir)
+    try:
+        name, pid = read_line(proc).split()
+        time.sleep(0.3)
+        assert not ended(int(pid)), "the reaper ended with its creator alive"
+        assert {f"{name}.ctl", f"{name}.dram"} <= entries(shm_dir, name), \
+            f"the live machine's segments were unlinked: {entries(shm_dir, name)}"
+        sigkill(proc)
+        assert poll(lambda: not entries(shm_dir, name)), f"left: {entries(shm_dir, name)}"
+    finally:
+        finish(proc)
+
+
 @pytest.mark.parametrize("odd", [b"\xff\xfe-not-utf8", b"new\nline"])
 def test_a_segment_directory_with_an_odd_name(shm_dir: str, odd: bytes) -> None:
     """RMM_MP_SHM_DIR names a directory whose name is not UTF-8: the reaper gets its bytes and
