@@ -72,9 +72,9 @@ def remove_unfinished() -> None:
                 os.unlink(temp)
             except OSError:
                 pass
-    for fd, (size, pid) in list(_appending.items()):
+    for fd, (start, written, pending, pid) in list(_appending.items()):
         if pid == os.getpid():
-            _cut_back(fd, size)
+            _cut_back(fd, start, written, pending)
 
 
 _gone: set[int] = set()
@@ -437,9 +437,10 @@ def _appended(path: str, fd: int) -> Iterator[str]:
             _unfinished.pop(temp, None)
 
 
-_appending: dict[int, tuple[int, int]] = {}
-"""Descriptors ``_copy_through`` is writing a report through -> (the size to cut the file back
-to if the copy does not end, the pid of the process copying)."""
+_appending: dict[int, list[int]] = {}
+"""Descriptors ``_copy_through`` is writing a report through -> [where the copy began (the
+size to cut the file back to if it does not end), the bytes of it written so far, the bytes of
+the write under way (0 between writes), the pid of the process copying]."""
 
 
 def _copy_through(fd: int, source: io.BufferedReader) -> None:
@@ -448,7 +449,8 @@ def _copy_through(fd: int, source: io.BufferedReader) -> None:
     signal that ends the process at once, through ``remove_unfinished``) cuts the file back to
     where the copy began, so that no partial report is left after the text before it: a
     Ctrl-C between two writes left the report's first megabytes. The file is cut back only
-    when the copy began at its end (`>`, `>>`), where nothing is beyond to lose."""
+    when the copy began at its end (`>`, `>>`), where nothing is beyond to lose, and only
+    while all it holds past that point is this copy's (``_cut_back``)."""
     start: int | None
     try:
         size = os.fstat(fd).st_size
@@ -456,27 +458,42 @@ def _copy_through(fd: int, source: io.BufferedReader) -> None:
         start = at if at >= size else None
     except OSError:
         start = None
+    progress = [0 if start is None else start, 0, 0, os.getpid()]
     if start is not None:
-        _appending[fd] = (start, os.getpid())
+        _appending[fd] = progress
     try:
         while chunk := source.read(1 << 20):
             view = memoryview(chunk)
             while view:
-                view = view[os.write(fd, view):]
+                progress[2] = len(view)
+                done = os.write(fd, view)
+                progress[1] += done
+                progress[2] = 0
+                view = view[done:]
     except BaseException:
         if start is not None:
-            _cut_back(fd, start)
+            _cut_back(fd, start, progress[1], progress[2])
         raise
     finally:
         _appending.pop(fd, None)
 
 
-def _cut_back(fd: int, size: int) -> None:
-    """Truncate the file of ``fd`` to ``size`` bytes and put its offset there (nothing of a
-    copy that did not end stays, and the next print follows the text before it)."""
+def _cut_back(fd: int, start: int, written: int, pending: int) -> None:
+    """Truncate the file of ``fd`` to ``start`` bytes and put its offset there (nothing of a
+    copy that did not end stays, and the next print follows the text before it), if all the
+    file holds past ``start`` is this copy's: the ``written`` bytes, and the ``pending`` ones
+    of a write that a signal came after before it was counted (CPython takes a signal as a C
+    call such as os.write returns, so that Ctrl-C during a write is raised with its bytes in
+    the file). A file that has grown otherwise holds another writer's text too (a second
+    job's `>> out.log`, a shell's descriptor shared with a background job), which cutting
+    back would lose: it is left as it is, the part of the report written before that text
+    included. Another writer that appends between the size check and the truncation (a few
+    microseconds) can still lose its text: no system call truncates on a condition."""
     try:
-        os.ftruncate(fd, size)
-        os.lseek(fd, size, os.SEEK_SET)
+        if os.fstat(fd).st_size - start not in (written, written + pending):
+            return
+        os.ftruncate(fd, start)
+        os.lseek(fd, start, os.SEEK_SET)
     except OSError:
         pass
 

@@ -124,3 +124,31 @@ def test_an_interrupted_report_to_redirected_stdout_leaves_none_of_it(tmp_path: 
     else:
         assert proc.returncode == 129, proc.stderr
         assert text == "the report\n", text[:200]
+
+
+# As _INTERRUPTED, with another writer appending to the same file (its own O_APPEND open file,
+# as a second `... >> out.log` job has) once the report's first chunk went through.
+_INTERRUPTED_SHARED = _INTERRUPTED.replace(
+    "    if fd == 1 and done > 4096:\n",
+    "    if fd == 1 and done > 4096:\n"
+    "        other = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)\n"
+    "        real_write(other, b'another writer\\n')\n"
+    "        os.close(other)\n")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "at-once"])
+def test_an_interrupted_report_does_not_cut_what_another_writer_appended(tmp_path: Path, how: str) -> None:
+    """`--json /dev/stdout >> out.log` while another process appends to out.log too, the copy
+    interrupted (Ctrl-C, or a signal that ends the process at once) after another writer's
+    line followed the report's first chunk: that line stays (the report's part before it
+    cannot be taken out without it, and stays too). The file was cut back to where the report
+    began, taking the other writer's line with it."""
+    out = tmp_path / "out.log"
+    assert _INTERRUPTED_SHARED != _INTERRUPTED
+    with out.open("a") as stdout:
+        proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_SHARED, how, str(out)], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, env=ENV, timeout=60)
+    assert proc.returncode == (0 if how == "ctrl-c" else 129), proc.stderr
+    text = out.read_text()
+    assert text.startswith("the report\n{\n"), text[:200]
+    assert "another writer\n" in text, text[-200:]
