@@ -3,6 +3,7 @@ that is almost right gets, so that the message points at the real mistake."""
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -56,3 +57,27 @@ def test_other_whitespace_in_strings_and_comments() -> None:
     or vertical tab is a blank as a space is."""
     assert assemble('.ascii "a\u00a0\u2003b" // \u00a0 note\n') == "a\u00a0\u2003b".encode()
     assert assemble("mov\x0bx1,\x0c#1 ; \u3000") == encode(Op.MOVI, 1, imm=1).to_bytes(8, "little")
+
+
+# The memory operand's regular expression before it was read by hand (cubic backtracking on
+# long blank runs): kept here as the reference of what the syntax takes.
+_OLD_MEMORY_OPERAND = re.compile(r"^\[\s*([^\],]+?)\s*(?:,\s*(.+?))?\s*\]$")
+
+
+def test_memory_operands_read_as_the_old_regular_expression_read_them() -> None:
+    """50,000 random operands of brackets, commas, blanks (Unicode ones too), quotes and operand
+    text: the hand-written reader gives the base and offset the old regular expression gave,
+    or refuses what it refused. Only a base or offset of blanks alone, which the expression
+    took and the register or immediate reader then refused, is refused at once as no memory
+    operand."""
+    from rmm_mp.guest.assembler import _memory_operand
+    pieces = ["[", "]", ",", " ", "\t", "\x0b", "\x0c", "\xa0", "\u2003", "x1", "#8", "a", '"', "#", "-", "("]
+    rng = random.Random(5)
+    for _ in range(50_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 9)))
+        text = ("[" if rng.random() < 0.6 else "") + text + ("]" if rng.random() < 0.6 else "")
+        match = _OLD_MEMORY_OPERAND.fullmatch(text)
+        old = None if match is None else (match.group(1), match.group(2))
+        if old is not None and (not old[0].strip() or (old[1] is not None and not old[1].strip())):
+            old = None
+        assert _memory_operand(text) == old, text
