@@ -49,6 +49,16 @@ from rmm_mp.stats.histogram import REGION_BYTES
 _live: "set[Machine]" = set()
 _creating: set[str] = set()
 """Prefixes of machines Machine.create is making in this process (not yet in _live)."""
+
+
+def _forget_creating_after_fork() -> None:
+    # A child forked while another thread of the parent is inside Machine.create would unlink
+    # that half-made machine at its own exit (close_all unlinks every prefix in _creating):
+    # the machine is the parent's, as every machine a forked child inherits is.
+    _creating.clear()
+
+
+os.register_at_fork(after_in_child=_forget_creating_after_fork)
 _atexit_registered = False
 _signals_installed = False
 _previous_handlers: dict[int, Any] = {}
