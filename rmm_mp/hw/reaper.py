@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 
-SCRIPT = r"""
+SCRIPT = r"""# rmm-mp reaper
 import os, signal
 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(signum, signal.SIG_IGN)
@@ -62,7 +62,9 @@ for path in paths:
     except OSError:
         pass
 """
-"""What the reaper runs (imports only os and signal, so that it starts fast under -I -S)."""
+"""What the reaper runs (imports only os and signal, so that it starts fast under -I -S). Its
+first line names it, for tools that pick processes by their arguments (valgrind's
+--trace-children-skip-by-arg in tools/bench_recording_ir.py)."""
 
 
 class _Reaper(subprocess.Popen[bytes]):
