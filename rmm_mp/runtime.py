@@ -28,8 +28,9 @@ whose OS parent is the forkserver; spawn children also get PR_SET_PDEATHSIG.
 processes with a large plan start at once (rmm_mp.cpu_args says why and how).
 
 Children ignore SIGINT and SIGTERM, which a terminal's Ctrl-C, `timeout` or a cancelled job
-send to the whole process group: the parent handles them and stops the children between
-calls, so no handler is interrupted half-way (with ``sigterm_stops``, which the command-line
+send to the whole process group: the parent handles them and stops the children where their
+target looks at the stop flag (a run's CPUs between activity steps, a stress run's between
+operations), so no handler is interrupted half-way (with ``sigterm_stops``, which the command-line
 tools ask for, the parent takes SIGTERM as it takes Ctrl-C while it waits). Children start
 with both blocked: one sent while a child is still importing waits, and is discarded once the
 child ignores them. Children end once their result is sent (with os._exit, after the atexit
