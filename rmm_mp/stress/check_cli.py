@@ -98,8 +98,9 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
         echo(f"error: {exc}", err=True)
         decided(2)
-    # A machine whose creator was killed (SIGKILL) keeps its segments: nothing runs on it (its
-    # CPUs died with it), so nothing is paused, and the report says why.
+    # A machine whose creator was killed (SIGKILL) and whose segments its reaper did not unlink
+    # (killed too, say: hw.reaper) is an orphan: nothing runs on it (its CPUs died with it), so
+    # nothing is paused, and the report says why.
     creator = _dead_creator(machine_name)
     with machine, ExitStack() as stack:
         quiescent = lapsed = stopped = False
