@@ -1,15 +1,20 @@
 """Helpers for tests that drive a child Python process line by line (machine lifetime tests):
 start it, read what it prints with a deadline, tell it what to do, reap it; and for tests that
 find the CPU processes a run spawned (cpu_children, wait_for_cpus), or kill a creator's reaper
-(kill_reaper) so that the creator killed next leaves an orphan."""
+(kill_reaper) so that the creator killed next leaves an orphan; and a segment directory of a
+test's own (private_shm_dir, entries_in)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
+import uuid
+from typing import Iterator
 
 import psutil
 
@@ -21,6 +26,23 @@ CHILD_TIMEOUT_S = 30.0
 def entries_of(name: str) -> set[str]:
     """/dev/shm entries of machine ``name`` (its segments are ``<name>.<part>``)."""
     return {entry for entry in os.listdir(segment.SHM_DIR) if entry.startswith(name + ".")}
+
+
+@contextlib.contextmanager
+def private_shm_dir() -> Iterator[str]:
+    """A segment directory no other process looks in (RMM_MP_SHM_DIR for the children), so
+    that no other test's Machine.create sweeps this test's orphan away first."""
+    path = os.path.join("/dev/shm", f"rmmmp-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def entries_in(directory: str, name: str) -> set[str]:
+    """Entries of machine ``name`` in segment directory ``directory``."""
+    return {entry for entry in os.listdir(directory) if entry.startswith(name + ".")}
 
 
 def start_child(script: str, *args: str, shm_dir: str | None = None,

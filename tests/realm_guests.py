@@ -56,6 +56,17 @@ UNPROTECTED = 1 << (IPA_WIDTH - 1)
 EMPTY_IPA = 0x1000_0000
 """A protected IPA outside the RAM of a default Guest: RIPAS EMPTY, never mapped."""
 
+X4 = 0x4444_0000_0000_0004
+"""The sentinel smc_call puts in X4, to see what a call does to a register it does not use."""
+
+
+def smc_call(fid: int, *args: object) -> str:
+    """A guest program: X4 = the sentinel X4, X1.. = args, X0 = fid; `call: smc #0`; then
+    `done: wfi` in a loop."""
+    lines = [f"mov x4, ={X4}"] + [f"mov x{n}, ={a}" for n, a in enumerate(args, start=1)]
+    return "\n".join(lines + [f"mov x0, ={fid}", "call: smc #0", "done: wfi", "b done"])
+
+
 PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *PsciFid))
 """Names for every RSI and PSCI function ID, usable in guest programs (`mov x0, =RSI_HOST_CALL`)."""
 

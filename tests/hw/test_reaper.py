@@ -8,17 +8,15 @@ would remove a SIGKILLed creator's segments for the reaper."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from typing import Callable, Iterator
 
 import psutil
 import pytest
 
-from children import CHILD_TIMEOUT_S, finish, read_line, start_child, tell
+from children import CHILD_TIMEOUT_S, entries_in, finish, private_shm_dir, read_line, start_child, tell
 from rmm_mp import Machine
 from rmm_mp.hw import reaper
 
@@ -28,15 +26,8 @@ REAPED_WITHIN_S = 10.0
 @pytest.fixture
 def shm_dir() -> Iterator[str]:
     """A segment directory no other process looks in."""
-    path = tempfile.mkdtemp(prefix="rmmmp-reaper-test-", dir="/dev/shm")
-    try:
+    with private_shm_dir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def entries(directory: str, name: str) -> set[str]:
-    return {entry for entry in os.listdir(directory) if entry.startswith(name + ".")}
 
 
 def poll(condition: Callable[[], bool], timeout: float = REAPED_WITHIN_S) -> bool:
@@ -81,7 +72,7 @@ def test_a_sigkilled_creators_segments_are_unlinked_by_its_reaper(shm_dir: str) 
     proc = start_child(CREATOR, shm_dir=shm_dir)
     try:
         name, pid = read_line(proc).split()
-        made = entries(shm_dir, name)
+        made = entries_in(shm_dir, name)
         assert {f"{name}.ctl", f"{name}.dram"} <= made
         with open(os.path.join(shm_dir, f"{name}.stress"), "wb") as f:
             f.write(b"stress segment")
@@ -89,8 +80,8 @@ def test_a_sigkilled_creators_segments_are_unlinked_by_its_reaper(shm_dir: str) 
             f.write(b"{}")
         assert ended(int(pid)) is False
         sigkill(proc)
-        assert poll(lambda: entries(shm_dir, name) == {f"{name}.json"}), \
-            f"the SIGKILLed creator's segments are still there: {entries(shm_dir, name)}"
+        assert poll(lambda: entries_in(shm_dir, name) == {f"{name}.json"}), \
+            f"the SIGKILLed creator's segments are still there: {entries_in(shm_dir, name)}"
         assert poll(lambda: ended(int(pid))), f"the reaper {pid} outlived its work"
     finally:
         finish(proc)
@@ -120,7 +111,7 @@ def test_a_closed_machine_is_forgotten_by_the_reaper(shm_dir: str) -> None:
     try:
         name, pid, left = read_line(proc).split()
         assert left == "0"
-        assert not entries(shm_dir, name)
+        assert not entries_in(shm_dir, name)
         later = os.path.join(shm_dir, f"{name}.ctl")
         with open(later, "wb") as f:
             f.write(b"a later file of that name")
@@ -169,11 +160,11 @@ def test_a_forked_child_does_not_keep_the_reaper_waiting(shm_dir: str) -> None:
         child = int(child_pid)
         tell(proc, "create")
         child_name, child_reaper = read_line(proc).split()
-        assert child_reaper not in (pid, "None") and not entries(shm_dir, child_name)
+        assert child_reaper not in (pid, "None") and not entries_in(shm_dir, child_name)
         sigkill(proc)
         assert not ended(child)
-        assert poll(lambda: not entries(shm_dir, name)), \
-            f"the segments of a SIGKILLed creator whose forked child lives are still there: {entries(shm_dir, name)}"
+        assert poll(lambda: not entries_in(shm_dir, name)), \
+            f"the segments of a SIGKILLed creator whose forked child lives are still there: {entries_in(shm_dir, name)}"
     finally:
         if child:       # first: it holds the creator's stdout open, which finish reads to its end
             try:
@@ -207,8 +198,8 @@ def test_signals_to_the_creators_process_group_do_not_reach_the_reaper(shm_dir: 
         assert not ended(int(pid)), "a signal to the creator's process group ended its reaper"
         os.killpg(proc.pid, signal.SIGKILL)
         assert proc.wait(CHILD_TIMEOUT_S) == -signal.SIGKILL
-        assert poll(lambda: not entries(shm_dir, name)), \
-            f"the segments of a creator whose group was SIGKILLed are still there: {entries(shm_dir, name)}"
+        assert poll(lambda: not entries_in(shm_dir, name)), \
+            f"the segments of a creator whose group was SIGKILLed are still there: {entries_in(shm_dir, name)}"
     finally:
         finish(proc)
 
@@ -242,8 +233,8 @@ def test_a_killed_reaper_is_replaced_and_waited_for(shm_dir: str) -> None:
         assert new not in (old, "None")
         assert old_exists == "False", f"the killed reaper {old} was not waited for"
         sigkill(proc)
-        assert poll(lambda: not entries(shm_dir, first) and not entries(shm_dir, second)), \
-            f"left: {entries(shm_dir, first) | entries(shm_dir, second)}"
+        assert poll(lambda: not entries_in(shm_dir, first) and not entries_in(shm_dir, second)), \
+            f"left: {entries_in(shm_dir, first) | entries_in(shm_dir, second)}"
     finally:
         finish(proc)
 
@@ -283,7 +274,7 @@ def test_a_killed_reaper_does_not_kill_a_creator_with_default_sigpipe(shm_dir: s
         assert [line.split()[0] for line in lines] == ["closed", "created"], lines
         _, name, old, new = lines[1].split()
         assert new not in (old, "None")
-        assert not entries(shm_dir, lines[0].split()[1]) and not entries(shm_dir, name)
+        assert not entries_in(shm_dir, lines[0].split()[1]) and not entries_in(shm_dir, name)
     finally:
         finish(proc)
 
@@ -390,10 +381,10 @@ def test_a_creator_started_without_stdin_keeps_its_machine(shm_dir: str) -> None
         name, pid = read_line(proc).split()
         time.sleep(0.3)
         assert not ended(int(pid)), "the reaper ended with its creator alive"
-        assert {f"{name}.ctl", f"{name}.dram"} <= entries(shm_dir, name), \
-            f"the live machine's segments were unlinked: {entries(shm_dir, name)}"
+        assert {f"{name}.ctl", f"{name}.dram"} <= entries_in(shm_dir, name), \
+            f"the live machine's segments were unlinked: {entries_in(shm_dir, name)}"
         sigkill(proc)
-        assert poll(lambda: not entries(shm_dir, name)), f"left: {entries(shm_dir, name)}"
+        assert poll(lambda: not entries_in(shm_dir, name)), f"left: {entries_in(shm_dir, name)}"
     finally:
         finish(proc)
 
@@ -409,14 +400,14 @@ def test_a_segment_directory_with_an_odd_name(shm_dir: str, odd: bytes) -> None:
     proc = start_child(CREATOR, shm_dir=os.fsdecode(directory))
     try:
         name, _ = read_line(proc).split()
-        assert entries(os.fsdecode(directory), name)
+        assert entries_in(os.fsdecode(directory), name)
         sigkill(proc)
         if b"\n" in odd:
             time.sleep(0.5)
-            assert entries(os.fsdecode(directory), name), "a path with a newline was registered after all"
+            assert entries_in(os.fsdecode(directory), name), "a path with a newline was registered after all"
         else:
-            assert poll(lambda: not entries(os.fsdecode(directory), name)), \
-                f"left: {entries(os.fsdecode(directory), name)}"
+            assert poll(lambda: not entries_in(os.fsdecode(directory), name)), \
+                f"left: {entries_in(os.fsdecode(directory), name)}"
     finally:
         finish(proc)
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from realm_guests import CODE, UNPROTECTED, Guest
+from realm_guests import CODE, UNPROTECTED, X4, Guest, smc_call as call
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
@@ -36,7 +36,6 @@ CPU_SUSPEND = (0xC400_0001, 0x8400_0001)
 CPU_OFF, SYSTEM_OFF, SYSTEM_RESET = 0x8400_0002, 0x8400_0008, 0x8400_0009
 CONTEXT = 0x1234_5678
 MPIDR_RES1 = 1 << 31
-X4 = 0x4444_0000_0000_0004
 JUNK_HIGH = 0xA5A5_A5A5 << 32
 """Bits 63:32 that an SMC32 call's callee ignores (SMCCC: its arguments are W1..W3), or SBZ bits."""
 SVE_HINT = 1 << 16
@@ -46,12 +45,6 @@ SVE_HINT = 1 << 16
 def machine() -> Iterator[Machine]:
     with Machine.create("host", cpus=2, time_slice=2000) as m:
         yield m
-
-
-def call(fid: int, *args: object) -> str:
-    """X1.. = args (X4 = a sentinel), X0 = fid; `call: smc`; `done: wfi`."""
-    lines = [f"mov x4, ={X4}"] + [f"mov x{n}, ={a}" for n, a in enumerate(args, start=1)]
-    return "\n".join(lines + [f"mov x0, ={fid}", "call: smc #0", "done: wfi", "b done"])
 
 
 ENTRY1 = """

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from realm_guests import Guest
+from realm_guests import X4, Guest, smc_call as call
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
@@ -30,7 +30,6 @@ CPU_ON_64, CPU_ON_32 = 0xC400_0003, 0x8400_0003
 AFFINITY_INFO_64, AFFINITY_INFO_32 = 0xC400_0004, 0x8400_0004
 PSCI_FEATURES = 0x8400_000A
 SMCCC_ARCH_FEATURES = 0x8000_0001
-X4 = 0x4444_0000_0000_0004
 WIDE_CONTEXT = 0xA5A5_A5A5_1234_5678
 """A context id with bits 63:32 set (B6.3.3 calls them SBZ; B4.3.7.3 copies all of X3)."""
 
@@ -47,12 +46,6 @@ done1:
 def machine() -> Iterator[Machine]:
     with Machine.create("host", cpus=2, time_slice=2000) as m:
         yield m
-
-
-def call(fid: int, *args: object) -> str:
-    """X4 = a sentinel, X1.. = args, X0 = fid; `call: smc`; `done: wfi`."""
-    lines = [f"mov x4, ={X4}"] + [f"mov x{n}, ={a}" for n, a in enumerate(args, start=1)]
-    return "\n".join(lines + [f"mov x0, ={fid}", "call: smc #0", "done: wfi", "b done"])
 
 
 def psci_exit(g: Guest, gprs: tuple[int, ...], rec: int = 0) -> None:

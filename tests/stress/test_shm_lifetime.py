@@ -12,23 +12,20 @@ that need an orphan to survive until a given moment retry when someone else remo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 
-from children import CHILD_TIMEOUT_S, entries_of, finish, kill_reaper, read_line, start_child, tell
+from children import (CHILD_TIMEOUT_S, entries_in, entries_of, finish, kill_reaper, private_shm_dir, read_line,
+                      start_child, tell)
 from rmm_mp import Machine
 from rmm_mp.hw import segment
 from rmm_mp.hw.faults import MachineError
@@ -36,22 +33,6 @@ from rmm_mp.hw.faults import MachineError
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def private_shm_dir() -> Iterator[str]:
-    """A segment directory no other process looks in (RMM_MP_SHM_DIR for the children), so
-    that no other test's Machine.create sweeps this test's orphan away first."""
-    path = os.path.join("/dev/shm", f"rmmmp-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.mkdir(path)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def entries_in(directory: str, name: str) -> set[str]:
-    return {entry for entry in os.listdir(directory) if entry.startswith(name + ".")}
-
 
 def read_name(proc: subprocess.Popen[bytes], shm_dir: str = segment.SHM_DIR) -> str:
     """The machine name the child prints first; checks that its segments exist now."""
