@@ -11,6 +11,7 @@ from typing import Any
 
 from rmm_mp.printable import shown_path
 from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.stress.population import POPULATION, POPULATIONS
 from rmm_mp.stress.shared import MAX_CPUS
 from rmm_mp.workload.fields import is_finite_number, is_int
 
@@ -89,6 +90,8 @@ class StressConfig:
             invariants are still checked at the end of every run that ends between operations).
         platform, time_slice: the machine (time_slice: guest instructions per REC entry).
         guests: whether the population includes running guest realms.
+        population: which population (stress.population.POPULATION): the current one, or the
+            one a schedule file of an older version recorded its run on, which its replay builds.
     """
 
     workload: str = "mixed"
@@ -106,6 +109,7 @@ class StressConfig:
     platform: str = "host"
     time_slice: int = 400
     guests: bool = True
+    population: int = POPULATION
 
     def __post_init__(self) -> None:
         from rmm_mp.stress.bugs import BUGS, inject_problem
@@ -145,6 +149,8 @@ class StressConfig:
             raise ValueError(f"quiescent_every = {self.quiescent_every!r}: {every_problem}")
         if not isinstance(self.guests, bool):
             raise ValueError(f"guests = {self.guests!r}: expected True or False")
+        if not is_int(self.population) or self.population not in POPULATIONS:
+            raise ValueError(f"population = {self.population!r}: expected one of {', '.join(map(str, POPULATIONS))}")
 
     @property
     def deterministic(self) -> bool:

@@ -8,7 +8,10 @@ Every CPU races on the same granules, so the population is small and shared on p
             RSI; attest, so a REM extension and an attestation token signed across REC entries),
             registered in the host's run queue (any CPU runs any vCPU). A guest realm
             that has finished is checked (it must have reported a pass) and built anew by the
-            CPU that owns its slot (slot modulo CPUs), so realms keep running all along.
+            CPU that owns it (guest i: CPU i modulo CPUs), so realms keep running all along.
+            Four of them (one of each) up to 4 CPUs; on more, for a workload that runs them,
+            two per CPU up to MAX_GUESTS (guest_names), so that every CPU owns some and finds
+            vCPUs in the queue rather than spinning on an empty one.
   tables    realm T (ACTIVE, one REC, never run): two 2 MiB ranges whose level-3 tables and
             DATA granules every CPU creates, folds and destroys (an NS run backs them at
             a fixed offset), a third ("bare") whose empty level-3 table they create and destroy
@@ -45,6 +48,48 @@ NEW_BASE = 0x4000_0000
 NEW_PAGES = 32
 POOL = 8
 MEASURE_VALUE = bytes(range(64))
+
+POPULATION = 2
+"""The population's version, recorded in a schedule file (schedule.py) so that a replay builds
+the population its recording ran on:
+
+    1  the four guests (FIRST_GUESTS) at any CPU count (schedule files of version 1, written
+       before the population scaled: a replay of one must build the same realms, else its
+       vCPUs and addresses differ and it diverges)
+    2  guest_names: on more than 4 CPUs, two guests per CPU up to MAX_GUESTS for a workload
+       that runs guests"""
+POPULATIONS = (1, 2)
+FIRST_GUESTS = ("smp-boot", "ripas-flip", "measure", "attest")
+"""The guests of a run on up to 4 CPUs (and of population 1), in the order they are built."""
+GUESTS_PER_CPU = 2
+"""Guest realms per CPU beyond 4 CPUs. One each (3 vCPUs in 2 guests) left `realms` on 8 CPUs
+92 % idle draws (a guest's vCPU is in the queue only between its owner's relaunch and its end,
+and smp-boot's secondaries are off most of the time); two each (3 vCPUs per CPU) left none."""
+MAX_GUESTS = 48
+"""Most guest realms a population has (a run on more CPUs has CPUs that own none). Each costs
+some 25 to 60 granules of the host platform's 16,128 when built (the guests fault their RAM in
+as they touch it) and a few milliseconds, so start-up and memory allow more: the bound is the
+host run queue's 54 realm slots (runqueue.MAX_REALMS), less a few, and at 24 CPUs and more on
+a 2-core host the CPU processes' start-up (25 to 50 s at 64), not the guests, is what the run
+is made of."""
+GUEST_OPERATIONS = ("vcpu", "guest-tables")
+"""The operations that work on the guests: a workload with neither keeps the first four."""
+
+
+def guest_names(cpus: int, operations: "tuple[str, ...] | list[str]", population: int = POPULATION) -> tuple[str, ...]:
+    """The guest realms (by guest_specs name, in build order: guest i is owned by CPU i mod
+    ``cpus``) of a run on ``cpus`` CPUs drawing ``operations`` (a workload's operation names).
+
+    Up to 4 CPUs, and for a workload without vCPU or guest-table operations, the four of
+    FIRST_GUESTS, as always (so those runs, their figures and their schedule files are as
+    before). On more CPUs GUESTS_PER_CPU per CPU up to MAX_GUESTS, the four kinds in turn:
+    with 4 guests and 6 vCPUs a fifth CPU owned no guest (its `guest-tables` did nothing) and 8
+    CPUs found the run queue empty in 99 % of their `vcpu` draws."""
+    if population not in POPULATIONS:
+        raise ValueError(f"population = {population!r}: expected one of {', '.join(map(str, POPULATIONS))}")
+    if population == 1 or cpus <= len(FIRST_GUESTS) or not any(op in GUEST_OPERATIONS for op in operations):
+        return FIRST_GUESTS
+    return tuple(FIRST_GUESTS[i % len(FIRST_GUESTS)] for i in range(min(GUESTS_PER_CPU * cpus, MAX_GUESTS)))
 
 
 def guest_specs() -> dict[str, RealmSpec]:
@@ -86,16 +131,18 @@ class Population:
         return TABLE_BASE + TABLE_BLOCKS * 2 * MiB
 
 
-def build(machine: "Machine", guests: bool = True) -> Population:
-    """Build the population on CPU 0 (which is released again), before any CPU process starts."""
+def build(machine: "Machine", guests: "bool | tuple[str, ...]" = True) -> Population:
+    """Build the population on CPU 0 (which is released again), before any CPU process starts.
+    ``guests``: the guest realms by name (guest_names), True for FIRST_GUESTS, False for none."""
     cpu = machine.cpu(0)
     try:
         alloc = NsAllocator(machine, 0)
         queue = RunQueue(machine)
         placed = []
         if guests:
-            for name, spec in guest_specs().items():
-                realm = create_realm(cpu, alloc, spec)
+            specs = guest_specs()
+            for name in FIRST_GUESTS if guests is True else guests:
+                realm = create_realm(cpu, alloc, specs[name])
                 placed.append((name, queue.add_realm(alloc, realm), realm))
         queue.view.store_u64(OFF_ARRIVED, 0)
         table = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=2 * MiB,

@@ -36,7 +36,8 @@ from rmm_mp.runtime import STARTUP_S, oversubscription, run_cpus
 from rmm_mp.stress import ending
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
-from rmm_mp.stress.population import build
+from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.stress.population import build, guest_names
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
 from rmm_mp.stress.shared import (
@@ -72,7 +73,8 @@ def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | 
                 # for now parks it there, one asked for later waits until the build is done.
                 with Participant(machine.control) as part:
                     part.point()
-                    return build(machine, guests=config.guests)
+                    names = guest_names(config.cpus, tuple(WORKLOADS[config.workload]), config.population)
+                    return build(machine, guests=names if config.guests else False)
             built, population = stop.step(populate)
             if not built:
                 machine.close()     # under the guard, as below

@@ -2,17 +2,20 @@
 
 A schedule file is JSON:
 
-    {"format": "rmm-mp-schedule", "version": 1,
+    {"format": "rmm-mp-schedule", "version": 2,
      "config": {"workload": ..., "cpus": ..., "seed": ..., "strategy": ..., "steps": ...,
                 "pct_depth": ..., "inject": [...], "checkers": [...], "time_slice": ...,
-                "quiescent_every": ..., "guests": ...},
+                "quiescent_every": ..., "guests": ..., "population": ...},
      "switches": [[step, cpu], ...],
      "result": {"steps": ..., "preemptions": ..., "findings": [...]}}
 
 ``switches`` lists every context switch of the run: after schedule point ``step`` CPU ``cpu``
 runs (step 0: the first CPU). The seed still matters on replay: it drives the operations each
-CPU draws. ``result`` is the recorded outcome a replay is compared with. ``steps`` in
-``config`` is the budget a replay runs to: for a run stopped early (Ctrl-C, SIGTERM, its time
+CPU draws, and so does the population the run was built on: ``population`` names it
+(stress.population.POPULATION). A file of version 1 has no ``population``: it was written when
+the population was the same four guests at any CPU count (population 1), which its replay
+builds, so that it replays as it ran. ``result`` is the recorded outcome a replay is compared
+with. ``steps`` in ``config`` is the budget a replay runs to: for a run stopped early (Ctrl-C, SIGTERM, its time
 limit) the step at which it stopped, so that its replay stops there too.
 
 ``compare`` says whether a replay reproduced the recorded findings (``ReplayVerdict``: what
@@ -44,13 +47,17 @@ from rmm_mp.stress.config import (
 from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.ops import WORKLOADS
+from rmm_mp.stress.population import POPULATIONS
 from rmm_mp.stress.report import StressReport
 from rmm_mp.workload.fields import Fields, is_finite_number, is_int
 
 FORMAT = "rmm-mp-schedule"
-VERSION = 1
-_KEYS = ("workload", "cpus", "seed", "steps", "pct_depth", "time_slice", "quiescent_every", "guests")
+VERSION = 2
+VERSIONS = (1, 2)
+"""The versions read: version 1's config has no ``population`` key (population 1)."""
+_KEYS = ("workload", "cpus", "seed", "steps", "pct_depth", "time_slice", "quiescent_every", "guests", "population")
 _CONFIG_KEYS = _KEYS + ("strategy", "inject", "checkers")
+_V1_CONFIG_KEYS = tuple(k for k in _CONFIG_KEYS if k != "population")
 _TOP_KEYS = ("format", "version", "config", "switches", "result")
 _RESULT_KEYS = ("steps", "preemptions", "findings")
 _FINDING_KEYS = ("checker", "rule", "message", "cpu", "call", "site", "details", "step")
@@ -133,17 +140,22 @@ def read(path: "str | Path") -> Schedule:
 def parse(data: object, source: str) -> Schedule:
     """Check a loaded schedule file (``source`` names it in errors) and return what it holds."""
     if not isinstance(data, dict) or data.get("format") != FORMAT or not is_int(data.get("version")) \
-            or data["version"] != VERSION:     # true == 1 in Python, but is no version
-        raise ValueError(f"{source}: not an {FORMAT} file of version {VERSION}")
+            or data["version"] not in VERSIONS:     # true == 1 in Python, but is no version
+        raise ValueError(f"{source}: not an {FORMAT} file of version {' or '.join(map(str, VERSIONS))}")
     f = _Checks("", source)
     f.record(data, "", _TOP_KEYS)
-    c = f.record(data["config"], "config", _CONFIG_KEYS)
+    c = f.record(data["config"], "config", _V1_CONFIG_KEYS if data["version"] == 1 else _CONFIG_KEYS)
     ints = {k: f.integer(c[k], f"config.{k}", lo, hi, what) for k, (lo, hi, what) in INTEGERS.items()}
     strategy = f.choice(c["strategy"], "config.strategy", STRATEGIES,
                         "a replay follows the switches of a deterministic run")
     workload = f.choice(c["workload"], "config.workload", tuple(WORKLOADS))
     quiescent_every = f.steps_interval(c["quiescent_every"], "config.quiescent_every")
     guests = f.boolean(c["guests"], "config.guests")
+    # Version 1 predates the key: its runs were built on population 1.
+    population = 1 if data["version"] == 1 else f.integer(
+        c["population"], "config.population", POPULATIONS[0], POPULATIONS[-1],
+        "the stress population the run was built on (1: four guest realms at any CPU count; 2: two per CPU "
+        "beyond 4)")
     inject = f.names(c["inject"], "config.inject", tuple(BUGS), "bug names",
                      "a catalogued bug (`rmm-mp stress --list-bugs` lists them)")
     if problem := inject_problem(inject):
@@ -159,7 +171,7 @@ def parse(data: object, source: str) -> Schedule:
         config = StressConfig(workload=workload, cpus=ints["cpus"], seed=ints["seed"], schedule="replay",
                               steps=ints["steps"], pct_depth=ints["pct_depth"], inject=inject, checkers=checkers,
                               switches=switches, quiescent_every=quiescent_every, time_slice=ints["time_slice"],
-                              guests=guests)
+                              guests=guests, population=population)
     except ValueError as exc:
         # Unreachable while the checks above cover StressConfig's; kept so that a check added
         # there alone still names the file.
