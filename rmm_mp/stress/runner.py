@@ -287,14 +287,19 @@ class _Supervisor:
         return why
 
     def _a_cpu_died(self) -> bool:
-        """Whether a CPU process that bound its CPU is gone (the runtime reports how)."""
+        """Whether a CPU process that bound its CPU is gone (the runtime reports how) without
+        having finished (DONE)."""
         for cpu in range(self.config.cpus):
             area = self.machine.cpu_area(cpu)
             try:
                 pid = area.binding() & 0xFFFF_FFFF
             finally:
                 area.release()
-            if pid and self.seg.status(cpu) != DONE and not process.alive(pid):
+            # The process first, then the status: a CPU sets DONE before its process ends, so
+            # one seen gone whose status is still not DONE died. The other order took a CPU
+            # that set DONE and exited between the two reads (a normal end, the parent
+            # descheduled on a loaded host) for dead, and aborted a run that had found nothing.
+            if pid and not process.alive(pid) and self.seg.status(cpu) != DONE:
                 return True
         return False
 
