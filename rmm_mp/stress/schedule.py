@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmm_mp.hw.tomlsrc import ConfigError, choice_list, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, suggestion
 from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.outpaths import write_json
 from rmm_mp.printable import shown_path
@@ -139,10 +139,15 @@ def read(path: "str | Path") -> Schedule:
 
 def parse(data: object, source: str) -> Schedule:
     """Check a loaded schedule file (``source`` names it in errors) and return what it holds."""
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not is_int(data.get("version")) \
-            or data["version"] not in VERSIONS:     # true == 1 in Python, but is no version
-        raise ValueError(f"{source}: not an {FORMAT} file of version {' or '.join(map(str, VERSIONS))}")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{source}: not an {FORMAT} file")
     f = _Checks("", source)
+    if not is_int(data.get("version")) or data["version"] not in VERSIONS:     # true == 1 in Python, but is no version
+        # Named with its value: a file of a later version (a newer rmm-mp's) was refused as "not
+        # an rmm-mp-schedule file of version 1 or 2", which named no value.
+        raise f.fail("version", data.get("version", MISSING),
+                     f"{' or '.join(map(str, VERSIONS))}, the versions of the {FORMAT} format this rmm-mp reads "
+                     "(a later one is a newer rmm-mp's file)")
     f.record(data, "", _TOP_KEYS)
     c = f.record(data["config"], "config", _V1_CONFIG_KEYS if data["version"] == 1 else _CONFIG_KEYS)
     ints = {k: f.integer(c[k], f"config.{k}", lo, hi, what) for k, (lo, hi, what) in INTEGERS.items()}

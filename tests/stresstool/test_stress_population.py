@@ -148,3 +148,21 @@ def test_six_cpus_find_vcpus_to_run() -> None:
     idle = c.get("vcpu-idle", 0) - c.get("relaunch", 0) + c.get("guest-tables-idle", 0)
     assert operations > 0 and idle / operations < 0.1, (idle, operations, c)
     assert c.get("guest-tables-idle", 0) == 0 and c.get("rec-enter", 0) > 0
+
+
+@pytest.mark.parametrize("version", [3, 0, True, "2"])
+def test_an_unknown_version_is_refused_naming_it(version: object) -> None:
+    """A schedule file of the right format but a version this rmm-mp does not read (3, as a
+    newer rmm-mp might write; 0; true, which equals 1 in Python; the string "2"): refused with
+    the file's name, the key, the value as the file spells it and the versions read. It said
+    only "not an rmm-mp-schedule file of version 1 or 2", which named no value and called a
+    newer file no schedule file at all."""
+    new = copy.deepcopy(OLD_RECORDING)
+    new["version"] = version
+    shown = {True: "true", "2": "'2'"}.get(version, str(version))     # type: ignore[call-overload]
+    with pytest.raises(ValueError, match=rf"^s.json: version = {shown}: expected 1 or 2, the versions of the "
+                                         r"rmm-mp-schedule format this rmm-mp reads \(a later one is a newer "
+                                         r"rmm-mp's file\)$"):
+        schedule_file.parse(new, "s.json")
+    with pytest.raises(ValueError, match=r"^s.json: not an rmm-mp-schedule file$"):
+        schedule_file.parse({"format": "other", "version": 1}, "s.json")
