@@ -64,7 +64,7 @@ FIRST_GUESTS = ("smp-boot", "ripas-flip", "measure", "attest")
 GUESTS_PER_CPU = 2
 """Guest realms per CPU beyond 4 CPUs. One each (3 vCPUs in 2 guests) left `realms` on 8 CPUs
 92 % idle draws (a guest's vCPU is in the queue only between its owner's relaunch and its end,
-and smp-boot's secondaries are off most of the time); two each (3 vCPUs per CPU) left none."""
+and smp-boot's secondaries are off most of the time); two each (3 vCPUs per CPU) left 3 %."""
 MAX_GUESTS = 48
 """Most guest realms a population has (a run on more CPUs has CPUs that own none). Each costs
 some 25 to 60 granules of the host platform's 16,128 when built (the guests fault their RAM in

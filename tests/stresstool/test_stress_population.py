@@ -1,6 +1,6 @@
-"""The stress population scales with the CPUs (stress.population.guest_names): one guest realm
-per CPU beyond 4, so a `running` run on more CPUs than 4 finds vCPUs to enter rather than an
-empty run queue; runs on up to 4 CPUs, workloads that run no guest, and the replay of a schedule
+"""The stress population scales with the CPUs (stress.population.guest_names): two guest realms
+per CPU beyond 4 (up to 48), so a `running` run on more CPUs than 4 finds vCPUs to enter rather
+than an empty run queue; runs on up to 4 CPUs, workloads that run no guest, and the replay of a schedule
 file written before the change (version 1: population 1) keep the four guests."""
 
 from __future__ import annotations
