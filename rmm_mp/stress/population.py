@@ -139,9 +139,10 @@ def build(machine: "Machine", guests: "bool | tuple[str, ...]" = True) -> Popula
         alloc = NsAllocator(machine, 0)
         queue = RunQueue(machine)
         placed = []
-        if guests:
+        names: tuple[str, ...] = FIRST_GUESTS if guests is True else guests or ()
+        if names:
             specs = guest_specs()
-            for name in FIRST_GUESTS if guests is True else guests:
+            for name in names:
                 realm = create_realm(cpu, alloc, specs[name])
                 placed.append((name, queue.add_realm(alloc, realm), realm))
         queue.view.store_u64(OFF_ARRIVED, 0)
