@@ -255,6 +255,8 @@ class StressReport:
             "workload": cfg.workload, "cpus": cfg.cpus, "seed": cfg.seed, "schedule": cfg.schedule,
             # A free-running run has no step budget (its length is in seconds).
             "steps_budget": cfg.steps if cfg.deterministic else None,
+            # Which guest population ran (a replay of a file saved before population 2 runs 1).
+            "population": cfg.population,
             "inject": list(cfg.inject), "checkers": list(cfg.checkers),
             # ``ended`` keeps a finding's "finding" when a signal also came: this says it came.
             "ended": self.ended, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),

@@ -166,3 +166,14 @@ def test_an_unknown_version_is_refused_naming_it(version: object) -> None:
         schedule_file.parse(new, "s.json")
     with pytest.raises(ValueError, match=r"^s.json: not an rmm-mp-schedule file$"):
         schedule_file.parse({"format": "other", "version": 1}, "s.json")
+
+
+def test_the_json_report_names_the_population() -> None:
+    """The --json report says which population ran: 2 for a run of today's tool, 1 for a replay
+    of a schedule file saved before population 2 (its config says so), where nothing in the
+    report told the two apart."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    assert StressReport(StressConfig(), (), "time", 1.0, {0: 1}).to_json()["population"] == 2
+    old = StressConfig(schedule="random", steps=50, population=1)
+    assert StressReport(old, (), "budget", 1.0, {0: 1}).to_json()["population"] == 1
