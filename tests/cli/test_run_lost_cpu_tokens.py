@@ -4,38 +4,20 @@ the tokens it saved and those it could not write, and the report shows both."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
+from lost_cpu import LOST, drop_the_lost_cpus_result
 
-from rmm_mp.cpu_outcome import CpuFailure
-from rmm_mp.workload import render, run, spec
+from rmm_mp.workload import render, spec
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, run_workload
 
 pytestmark = pytest.mark.multiprocess
 
-LOST = 1
 WORKLOAD = ('iterations = 60\ncpus = 2\nactivities = { attest = 1 }\n'
             '[[realm]]\nname = "att"\nguest = "attest"\nram = "3M"\nlifecycle = true\ninstances = 2\n')
 """att[0] is CPU 0's lifecycle instance, att[1] CPU 1's: every token named att-1-* is CPU 1's."""
-
-
-def _drop_the_lost_cpus_result(monkeypatch: pytest.MonkeyPatch) -> list[run.CpuResult]:
-    """Make the run's run_cpus drop CPU LOST's result and report it killed, as if its process
-    had died at the run's end; returns the list the dropped result is put in."""
-    real = run.run_cpus
-    dropped: list[run.CpuResult] = []
-
-    def one_lost(*args: object, **kwargs: object) -> run.RunResult:
-        done = real(*args, **kwargs)      # type: ignore[arg-type]
-        dropped.append(done.results[LOST])
-        results = {cpu: r for cpu, r in done.results.items() if cpu != LOST}
-        return dataclasses.replace(done, results=results,
-                                   failures=(*done.failures, CpuFailure(LOST, "was killed by SIGKILL", "", ())))
-    monkeypatch.setattr(run, "run_cpus", one_lost)
-    return dropped
 
 
 def test_the_rows_of_a_lost_cpu_s_instances_say_how_many_tokens_it_saved(tmp_path: Path,
@@ -44,7 +26,7 @@ def test_the_rows_of_a_lost_cpu_s_instances_say_how_many_tokens_it_saved(tmp_pat
     instances, made from CPU 1's tally, say how many tokens CPU 1 saved of them (the att-1-*
     files in the directory), in the text report as in the JSON's detail. They said only how
     many instances there were, and the tokens were in the header's total alone."""
-    _drop_the_lost_cpus_result(monkeypatch)
+    drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
     path.write_text(WORKLOAD)
     tokens = tmp_path / "tokens"
@@ -64,7 +46,7 @@ def test_the_tokens_a_lost_cpu_could_not_write_are_a_report_file_error(tmp_path:
     report files not written, as it does a CPU's that returned its result, and the run's rows of
     att[1] say so. Only the returned results carried the write failures, so the report said
     "tokens DIR (N tokens)" and nothing of those lost."""
-    dropped = _drop_the_lost_cpus_result(monkeypatch)
+    dropped = drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
     path.write_text(WORKLOAD)
     tokens = tmp_path / "tokens"

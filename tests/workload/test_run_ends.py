@@ -5,7 +5,6 @@ where the run used to wait for it for ever."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -15,10 +14,10 @@ from typing import Callable
 
 import pytest
 from children import cpu_children
+from lost_cpu import LOST, drop_the_lost_cpus_result
 
 from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
-from rmm_mp.cpu_outcome import CpuFailure
 from rmm_mp.workload import render, run, spec
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.resolve import resolve
@@ -165,33 +164,12 @@ def test_the_allowances_grow_with_the_cpus_per_host_core(monkeypatch: pytest.Mon
     assert timed(1.0 + 2 * run.OVERRUN_S) == f"time is up (CPUs still running {2 * run.OVERRUN_S:g} s after the run's end)"
 
 
-LOST = 1
-"""The CPU whose results the test drops, as if its process had died at the run's end."""
-
-
-def _drop_the_lost_cpus_result(monkeypatch: pytest.MonkeyPatch) -> list[run.CpuResult]:
-    """Make the run's run_cpus drop CPU LOST's result and report it killed (SIGKILL), as if its
-    process had died at the run's end, the work it did (and published as it went) done; returns
-    the list the dropped result is put in."""
-    real = run.run_cpus
-    dropped: list[run.CpuResult] = []
-
-    def one_lost(*args: object, **kwargs: object) -> run.RunResult:
-        done = real(*args, **kwargs)      # type: ignore[arg-type]
-        dropped.append(done.results[LOST])
-        results = {cpu: r for cpu, r in done.results.items() if cpu != LOST}
-        failure = CpuFailure(LOST, "was killed by SIGKILL", "", ())
-        return dataclasses.replace(done, results=results, failures=(*done.failures, failure))
-    monkeypatch.setattr(run, "run_cpus", one_lost)
-    return dropped
-
-
 def test_the_realms_of_a_cpu_that_returned_nothing_are_reported_as_unknown(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A dead CPU's lifecycle realms (built, run and torn down by it alone) are in no result the
     parent receives: the report names them as not reported, where it used to leave them out and
     count "N of N ok" over the others' realms."""
-    _drop_the_lost_cpus_result(monkeypatch)
+    drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
     path.write_text('iterations = 4\ncpus = 2\nactivities = { lifecycle = 1 }\n'
                     '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n'
@@ -214,7 +192,7 @@ def test_the_instances_a_cpu_tore_down_before_it_returned_nothing_are_counted(tm
     only, so "Realms: N of M" left them out; now the report has a row of them (from the tally CPU 1
     published as it went), the instance still built is named by its generation, and the report counts as
     many instances, and as many ok, as CPU 1's result held."""
-    dropped = _drop_the_lost_cpus_result(monkeypatch)
+    dropped = drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
     path.write_text('iterations = 100\ncpus = 2\nactivities = { lifecycle = 1 }\n'
                     '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
@@ -280,7 +258,7 @@ def test_the_tokens_a_cpu_saved_before_it_returned_nothing_are_counted(tmp_path:
     """Attest realms on 2 CPUs with --save-tokens; CPU 1's result is dropped (as if it were killed at
     the end). The tokens it saved are in the directory all the same: the report's count ("Written:
     tokens DIR (N tokens)") is the number of files there, where it used to leave CPU 1's out."""
-    _drop_the_lost_cpus_result(monkeypatch)
+    drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
     path.write_text('iterations = 120\ncpus = 2\nactivities = { attest = 1 }\n'
                     '[[realm]]\nname = "att"\nguest = "attest"\nram = "3M"\nlifecycle = true\ninstances = 2\n')
