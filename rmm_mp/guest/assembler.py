@@ -7,8 +7,8 @@ further down (``.equ SIZE, end - start`` at the top, as GNU as allows) gets its 
 end of the first pass; only sizes (.zero, .org, .align) must be known where they stand. Errors
 name the line and what was expected. Integer expressions are rmm_mp.guest.expr's.
 
-This module owns the text syntax (lines, labels, directives, operands). It must not execute
-anything.
+This module owns the text syntax (labels, directives, operands; rmm_mp.guest.asmlines cuts a
+line into them). It must not execute anything.
 """
 
 from __future__ import annotations
@@ -17,27 +17,13 @@ import ast
 import heapq
 import re
 import struct
-import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 from rmm_mp.guest import expr
+from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, memory_operand as _memory_operand
+from rmm_mp.guest.asmlines import parse_line as _parse
 from rmm_mp.guest.expr import short as _short
 from rmm_mp.guest.expr import shown as _shown
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
-
-
-class AssemblerError(ValueError):
-    """A line of guest assembly that cannot be assembled.
-
-    Source text the message quotes is shown as Python's repr shows it, so that a control
-    character in it (a form feed or vertical tab is whitespace inside an expression) is escaped
-    rather than printed to the terminal."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
-        self.line = line
-        self.message = message
 
 
 class _NotYet(AssemblerError):
@@ -48,17 +34,6 @@ class _NotYet(AssemblerError):
         self.name = name
 
 
-@dataclass(frozen=True)
-class _Line:
-    number: int
-    label: str | None
-    op: str | None
-    args: list[str]
-    written: str = ""
-    """The op as the source writes it (op is in lower case): what an error about it quotes."""
-
-
-_LABEL = re.compile(r"^\s*([A-Za-z_]\w*)\s*:(.*)$", re.ASCII)
 _REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 _ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
         "orr": (Op.ORR, Op.ORRI), "eor": (Op.EOR, Op.EORI)}
@@ -541,21 +516,6 @@ class _Assembler:
         return self.symbols[name]
 
 
-def _memory_operand(text: str) -> tuple[str, str | None] | None:
-    """(base, offset or None) of a memory operand '[base]' or '[base, offset]' (each stripped of
-    blanks; neither empty, the base without ']'); None for any other text. Read by hand rather
-    than by a regular expression: the one it replaced, with three blank runs around two lazy
-    groups, took time cubic in a run of blanks when it did not match ('[x1,' and 4,000 spaces
-    took 18 s; a line of a 1 MiB source, hours)."""
-    if len(text) < 2 or text[0] != "[" or text[-1] != "]":
-        return None
-    base, comma, offset = text[1:-1].partition(",")
-    base, offset = base.strip(), offset.strip()
-    if not base or "]" in base or (comma and not offset):
-        return None
-    return base, offset if comma else None
-
-
 def _bad_escape(text: str) -> str:
     """': '\\q' is no escape' for the first backslash in a "..." text that starts none of
     Python's escapes (as _STRING reads them), so the message says what to fix; else ''."""
@@ -580,82 +540,3 @@ def _ascii_upper(name: str) -> str:
     str.upper() maps the non-ASCII ı, ſ and ß onto I, S and SS, which made 'b.mı' b.mi and
     'eſr' esr."""
     return name.upper() if name.isascii() else name
-
-
-def _unquoted(text: str) -> Iterator[int]:
-    """The indexes of the characters of text outside "string literals", where a backslash
-    escapes the next character: neither \\" nor \\\\" starts or ends a string."""
-    quoted = escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted:
-            escaped = ch == "\\"
-            quoted = ch != '"'
-        elif ch == '"':
-            quoted = True
-        else:
-            yield i
-
-
-def _strip_comment(raw: str) -> str:
-    """The line without a // or ; comment (neither counts inside a quoted string)."""
-    for i in _unquoted(raw):
-        if raw[i] == ";" or raw.startswith("//", i):
-            return raw[:i]
-    return raw
-
-
-# The blanks between words: ASCII's whitespace but the line ends, as re.ASCII's \s (the label and
-# expression syntax) and rmm_mp.guest.equ read them. Any other character Python calls whitespace
-# (U+00A0 NO-BREAK SPACE, U+2003 EM SPACE, \x1c..\x1f, \x85, U+2028, ...) is refused outside a
-# string: str.split() and str.strip() took it for a blank between a mnemonic and its operands,
-# the regular expressions did not, so 'mov\xa0x1, #1' assembled, 'foo\xa0: nop' was an
-# "unknown instruction 'foo'" and 'mov x1, #\xa01' an invalid expression.
-_BLANKS = " \t\f\v"
-
-
-def _check_blanks(number: int, text: str) -> None:
-    """Raise AssemblerError naming the column and the character of the first whitespace outside
-    a quoted string in ``text`` (a line without its comment) that is not one of _BLANKS."""
-    for i in _unquoted(text):
-        ch = text[i]
-        if ch.isspace() and ch not in _BLANKS:
-            name = unicodedata.name(ch, "")
-            raise AssemblerError(number, f"column {i + 1}: {ch!r} (U+{ord(ch):04X}{' ' + name if name else ''}) is "
-                                         "no blank here; expected a space or a tab between words (other "
-                                         "whitespace may stand only in a quoted string or a comment)")
-
-
-def _parse(number: int, raw: str) -> _Line:
-    text = _strip_comment(raw)
-    _check_blanks(number, text)
-    text = text.strip()
-    label = None
-    match = _LABEL.match(text)
-    if match and not text.startswith(".equ"):
-        label, text = match.group(1), match.group(2).strip()
-    if not text:
-        return _Line(number, label, None, [])
-    parts = text.split(None, 1)
-    # Case folding is ASCII's only: str.lower() would turn the Kelvin sign into k ('MOV\u212a'
-    # assembled as movk), as str.upper() turns ı and ſ into I and S (_ascii_upper).
-    op = parts[0].lower() if parts[0].isascii() else parts[0]
-    args = _split_args(parts[1]) if len(parts) > 1 else []
-    return _Line(number, label, op, args, parts[0])
-
-
-def _split_args(text: str) -> list[str]:
-    """Split on commas outside brackets and quoted strings. Every comma separates two operands,
-    so a trailing one leaves an empty last operand, which is then an error like `1,,2`."""
-    args, depth, start = [], 0, 0
-    for i in _unquoted(text):
-        if text[i] == "[":
-            depth += 1
-        elif text[i] == "]":
-            depth -= 1
-        elif text[i] == "," and depth == 0:
-            args.append(text[start:i].strip())
-            start = i + 1
-    args.append(text[start:].strip())
-    return args
