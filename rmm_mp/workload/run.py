@@ -49,7 +49,6 @@ from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
 from rmm_mp.host.realm_entry import RUNNING
 from rmm_mp.host.runqueue import OFF_ARRIVED
-from rmm_mp.hw.cpuarea import LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
@@ -62,6 +61,7 @@ from rmm_mp.stats.trace_export import dropped, write_trace
 from rmm_mp.workload import programs, realms
 from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart, CpuResult, RunPlan
 from rmm_mp.workload.engine import cpu_main
+from rmm_mp.workload.lost import kept_to, unreported
 from rmm_mp.workload.realms import Finished, Instance
 from rmm_mp.workload.report import RealmOutcome, RunReport, collect_locks
 from rmm_mp.workload.resolve import (
@@ -291,7 +291,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
             machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console)
     not_done += undone
-    lost_outcomes, lost_tokens, lost_unsaved = _unreported(machine, w, parts,
+    lost_outcomes, lost_tokens, lost_unsaved = unreported(machine, w, parts,
                                                            [cpu for cpu in ids if cpu not in results])
     outcomes += lost_outcomes
     tokens_saved += lost_tokens     # files in --save-tokens' directory all the same
@@ -432,9 +432,9 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
             folds.setdefault((fold.realm, fold.ok), realms.Folded(fold.realm, fold.name, fold.recs, fold.ok)).merge(fold)
     # Sorted by order, (template, instance, generation), the instance of a private realm being
     # its CPU; a template's folded rows come after its listed instances (ok first, then failed).
-    rows = [(f.order, dataclasses.replace(realms.outcome(f, errors.of(f), running), cpus=_kept_to(w, *f.order[:2])))
+    rows = [(f.order, dataclasses.replace(realms.outcome(f, errors.of(f), running), cpus=kept_to(w, *f.order[:2])))
             for f, running in ended]
-    rows += [((realm, 1 << 62, int(not ok)), dataclasses.replace(realms.folded_outcome(fold), cpus=_kept_to(w, realm, 0)))
+    rows += [((realm, 1 << 62, int(not ok)), dataclasses.replace(realms.folded_outcome(fold), cpus=kept_to(w, realm, 0)))
              for (realm, ok), fold in folds.items()]
     outcomes = [o for _, o in sorted(rows, key=lambda row: row[0])]
     saved = sum(1 for f, _ in ended if f.token_file) + sum(fold.tokens_saved for fold in folds.values())
@@ -506,70 +506,6 @@ def _leaks(machine: Machine, alloc: NsAllocator) -> list[str]:
         out.append(f"after teardown the host allocator still holds {stats.granules_in_use} granules and "
                    f"{stats.vmids_in_use} VMIDs")
     return out
-
-
-def _kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
-    """The CPUs that ran the vCPUs of template ``realm``'s instances (``realm`` past the
-    templates: CPU ``index``'s private ripas-churn realm, which only that CPU enters), or None
-    when every CPU of the run did (RealmOutcome.cpus)."""
-    on = w.runs_on(realm) if 0 <= realm < len(w.realms) else (index,)
-    return None if len(on) == w.cpus else on
-
-
-def _unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
-                lost: list[int]) -> tuple[list[RealmOutcome], int, dict[int, int]]:
-    """The realms only a CPU that returned no result knew: the lifecycle instances it owned
-    (every generation after the parent's first was its own) and its private ripas-churn realm.
-    Left out, the report would count the other realms as if they were all there were.
-
-    What the CPU did with its lifecycle instances came with its result: the rows of those it
-    tore down are lost with it. Its lifecycle tally (hw.cpuarea, published as it went) still
-    says how many of each it tore down, ok and failed, and whether one was still built (or
-    being built or torn down) when it stopped: so many rows, saying what is not known; and how
-    many tokens it saved to --save-tokens' directory (the second value) and how many it could
-    not write there, per CPU that could not (the third), which the first of an instance's rows
-    says too."""
-    out = []
-    tokens = 0
-    unsaved: dict[int, int] = {}
-    for cpu in lost:
-        owned = parts[cpu].owned
-        area = machine.cpu_area(cpu)
-        try:
-            tallies = area.lifecycle_tally(len(owned))
-        finally:
-            area.release()
-        for inst, (built, ok, failed, token_counts) in zip(owned, tallies):
-            saved = token_counts & ((1 << LIFECYCLE_UNSAVED_SHIFT) - 1)
-            not_written = token_counts >> LIFECYCLE_UNSAVED_SHIFT
-            tokens += saved
-            if not_written:
-                unsaved[cpu] = unsaved.get(cpu, 0) + not_written
-            t = w.realms[inst.realm]
-            name = f"{t.name}[{inst.index}]" if t.instances > 1 else t.name
-            kept = _kept_to(w, inst.realm, inst.index)
-            rows = []
-            for count, good in ((ok, True), (failed, False)):
-                if count:
-                    rows.append(dataclasses.replace(
-                        realms.torn_down_unreported(name, t.recs, cpu, count, good, ok + failed), cpus=kept))
-            # Generation #0 is the parent's; the CPU built #1 on, each after the last's teardown.
-            if 1 + built > ok + failed:
-                what = "built, or being built or torn down, when it stopped"
-                lost_realm = realms.unreported(realms.instance_name(t, inst.index, ok + failed), t.recs, cpu, what)
-                rows.append(dataclasses.replace(lost_realm, cpus=kept))
-            if rows and (saved or not_written):
-                # Which of the rows each token was of is not known (a token is saved for an
-                # instance that failed too, and for one cut off in its teardown): on the first.
-                note = (f"; CPU {cpu} saved {saved:,} token{'s' if saved != 1 else ''} of {name}'s instances to "
-                        f"--save-tokens' directory"
-                        + (f", {not_written:,} could not be written" if not_written else ""))
-                rows[0] = dataclasses.replace(rows[0], detail=rows[0].detail + note)
-            out += rows
-        if w.uses("ripas-churn", cpu):
-            lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu, "what it did is unknown")
-            out.append(dataclasses.replace(lost_realm, cpus=_kept_to(w, -1, cpu)))
-    return out, tokens, unsaved
 
 
 def _pa_names(live: list[Instance]) -> tuple[dict[int, str], dict[int, int]]:

@@ -21,7 +21,8 @@ from rmm_mp.workload import spec
 from rmm_mp.workload.describe import describe
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.resolve import Workload, resolve
-from rmm_mp.workload.run import RunOptions, _kept_to, run_workload
+from rmm_mp.workload.lost import kept_to
+from rmm_mp.workload.run import RunOptions, run_workload
 
 HEAD = 'iterations = 10\ncpus = 4\nactivities = { run = 1 }\n'
 
@@ -156,10 +157,10 @@ def test_the_report_records_the_cpus_a_realm_is_kept_to(tmp_path: Path) -> None:
     private ripas-churn realm (past the templates) as (2,). On one CPU, every realm, CPU 0's
     private one too, as None (docs/report-schema.json says so)."""
     w = load(tmp_path, HEAD + realm("a", "[1, 3, 9]") + realm("b", '"0-3"') + realm("c"))
-    assert [_kept_to(w, r, 0) for r in range(3)] == [(1, 3), None, None]
-    assert _kept_to(w, 1 << 30, 2) == (2,) and _kept_to(w, -1, 2) == (2,)
+    assert [kept_to(w, r, 0) for r in range(3)] == [(1, 3), None, None]
+    assert kept_to(w, 1 << 30, 2) == (2,) and kept_to(w, -1, 2) == (2,)
     one = load(tmp_path, HEAD + realm("a", "[0, 3]"), cpus=1)
-    assert (_kept_to(one, 0, 0), _kept_to(one, -1, 0)) == (None, None)
+    assert (kept_to(one, 0, 0), kept_to(one, -1, 0)) == (None, None)
 
 
 @pytest.mark.multiprocess
