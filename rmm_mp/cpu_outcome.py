@@ -82,6 +82,10 @@ class RunResult:
     interrupted_by: str = ""
     """What interrupted the run first ("Ctrl-C", "SIGTERM"); "" if nothing did. ``stopped_by``
     names the first reason to stop, which may be another (a CPU died, the time was up)."""
+    warnings: dict[int, str] = field(default_factory=dict)
+    """CPU -> what went wrong in its process after its result had been sent (closing its
+    machine handle failed): not a failure, since the result arrived and counts; the CPU
+    process also wrote it, with its traceback, to its standard error."""
 
     @property
     def ok(self) -> bool:

@@ -36,7 +36,9 @@ with both blocked: one sent while a child is still importing waits, and is disca
 child ignores them. Children end once their result is sent (with os._exit, after the atexit
 handlers and a flush of the standard streams: _end_process); one that does not stop within
 the grace time is killed (SIGKILL, since it ignores SIGTERM); one whose result has already
-arrived, killed while its process was still ending, is no failure (it did return).
+arrived, killed while its process was still ending, is no failure (it did return), nor is
+one whose closing of the machine failed after its result was sent (a warning:
+RunResult.warnings; _close_machine says why the machine is not damaged by it).
 """
 
 from __future__ import annotations
@@ -170,23 +172,55 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
         raise
     code = 0
     try:
-        cpu = machine.cpu(cpu_id)
-        if tracing:
-            cpu.set_tracing(True)
-        args = cpu_args.unpickle_args(pickled, by_spawn)   # here, so that a failure is reported as the target's
-        result = target(cpu, *args)
-        cpu.flush_statistics()
-        conn.send(("ok", result, own_usage(pinned)))
-    except BaseException as exc:  # report everything, RmmInternalError included, then exit
-        code = 1
         try:
-            conn.send(("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
+            cpu = machine.cpu(cpu_id)
+            if tracing:
+                cpu.set_tracing(True)
+            args = cpu_args.unpickle_args(pickled, by_spawn)   # here, so that a failure is reported as the target's
+            result = target(cpu, *args)
+            cpu.flush_statistics()
+            conn.send(("ok", result, own_usage(pinned)))
+        except BaseException as exc:  # report everything, RmmInternalError included, then exit
+            code = 1
+            _send(conn, ("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
+        _close_machine(machine, cpu_id, conn, code)
     finally:
         conn.close()
-        machine.close()
     _end_process(code)
+
+
+def _send(conn: multiprocessing.connection.Connection, message: tuple[Any, ...]) -> None:
+    """Send ``message`` to the parent if it still listens (a parent gone is the lifeline's
+    business)."""
+    try:
+        conn.send(message)
+    except (OSError, ValueError):
+        pass
+
+
+def _close_machine(machine: Machine, cpu_id: int, conn: multiprocessing.connection.Connection, code: int) -> None:
+    """Close this CPU process's machine handle once its result or error is sent.
+
+    A failure here is reported, but it does not change the CPU's outcome, which already
+    reached the parent: a CPU that returned stays one that returned (status 0, its result
+    kept), the failure sent as a warning (RunResult.warnings) and written to this process's
+    standard error. Closing only releases what this process holds of the machine: its CPU
+    binding (one a dead process holds is taken back by the next claim, cpu_handle.claim), its
+    statistics (flushed before the result was sent) and its mappings (gone with the process).
+    It touches no granule, lock or table, so a close cut short leaves the machine as sound as
+    the CPU left it; the parent still looks for granule locks a failed CPU held, and the
+    caller's invariant check sees any damage the target did. Before, the exception escaped
+    into multiprocessing's bootstrap: the process exited 1 and the parent reported the CPU as
+    failed although its result had arrived."""
+    try:
+        machine.close()
+    except Exception as exc:    # children ignore SIGINT and SIGTERM: nothing else to let through
+        what = f"closing its machine handle failed after its {'result' if code == 0 else 'error'} was sent: " \
+               f"{type(exc).__name__}: {exc}"
+        tb = traceback.format_exc()
+        print(f"rmm-mp: warning: CPU {cpu_id} {what}\n{tb}", end="", file=sys.stderr)
+        if code == 0:
+            _send(conn, ("warning", what, tb))
 
 
 def _end_process(code: int) -> None:
@@ -403,6 +437,7 @@ class _Supervisor:
         self.results: dict[int, Any] = {}
         self.usage: dict[int, ProcessUsage] = {}
         self.errors: dict[int, tuple[str, str]] = {}
+        self.warnings: dict[int, str] = {}
         self.failures: list[CpuFailure] = []
         self.interrupted = False
         self.interrupted_by = ""
@@ -463,7 +498,7 @@ class _Supervisor:
         elapsed = time.monotonic() - start
         codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
         return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes,
-                         dict(self.usage), self.interrupted_by)
+                         dict(self.usage), self.interrupted_by, dict(self.warnings))
 
     def _step(self, live: dict[int, Any], start: float) -> None:
         waitables = [p.sentinel for p in live.values()] + [self.pipes[c] for c in live if not self.pipes[c].closed]
@@ -519,6 +554,8 @@ class _Supervisor:
         if message[0] == "ok":
             self.results[cpu] = message[1]
             self.usage[cpu] = message[2]
+        elif message[0] == "warning":
+            self.warnings[cpu] = message[1]
         else:
             self.errors[cpu] = (message[1], message[2])
 
