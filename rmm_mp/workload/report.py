@@ -187,6 +187,9 @@ class RunReport:
     """What a Ctrl-C or SIGTERM outside the CPUs' run left undone, each with why ("invariants not
     checked: interrupted (Ctrl-C)"): the build (the CPUs then never start), or the work after
     the run (figures, realm outcomes, invariant check, teardown); the run is then interrupted."""
+    cpu_warnings: dict[int, str] = field(default_factory=dict)
+    """Per CPU whose process failed to close its machine handle after its result had been sent
+    (runtime's RunResult.warnings): the result counts; this says what went wrong after it."""
 
     @property
     def ok(self) -> bool:

@@ -332,7 +332,7 @@ def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResul
         realms=outcomes, failures=result.failures, problems=tuple(problems), invariants=checked,
         interrupted=result.interrupted, outputs=outputs, host={**_host_facts(machine, w, result.stopped_by), **(load or {})},
         window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
-        output_errors=output_errors, not_done=tuple(not_done))
+        output_errors=output_errors, not_done=tuple(not_done), cpu_warnings=dict(result.warnings))
 
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],

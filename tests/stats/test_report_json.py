@@ -279,3 +279,16 @@ def test_figures_a_killed_flush_left_half_written_are_named_in_a_warning(monkeyp
                 "calls counted, 1,000 in its histogram)")
     assert any(w.startswith(expected) for w in warned), warned
     assert not any("half written" in w for w in render.warnings(hand_built()))
+
+
+def test_a_cpu_whose_close_failed_after_its_result_is_a_warning() -> None:
+    """A CPU process whose machine close failed after its result was sent (runtime's
+    RunResult.warnings) counts as returned: the report stays ok and names the failure among its
+    warnings, in the JSON and as a WARNING line of the text. Before, the warning reached no
+    report: only the CPU process's stderr said it."""
+    report = hand_built(cpu_warnings={1: "closing its machine handle failed after its result was sent: OSError: x"})
+    doc = _valid(render.to_json(report))
+    assert report.ok == hand_built().ok
+    named = [w for w in doc["warnings"] if w.startswith("CPU 1: closing its machine handle failed")]
+    assert named and "its result arrived and counts" in named[0], doc["warnings"]
+    assert any(line.startswith("WARNING: CPU 1: closing its machine handle") for line in render.format_report(report).splitlines())
