@@ -103,6 +103,11 @@ class Operations:
         self.counts: dict[str, int] = {}
         """Operations completed by kind (counted by the worker) and vCPU events ("rec-enter",
         "vcpu-idle", "relaunch", and "guest-tables-idle": a `guest-tables` with no guest realm of its own)."""
+        self.idle = False
+        """The operation just made found nothing to do (an empty run queue and no guest to
+        rebuild, or no guest realm of its own): set by the operation, cleared by the worker
+        before each one. A free-running CPU backs off after it (stress.worker.idle_pause); a
+        deterministic one does not look at it."""
         n = cpu.machine.cpus
         self.guests = {slot: (name, realm) for i, (name, slot, realm) in enumerate(pop.guests) if i % n == cpu.id}
         self.my_recs: list[tuple[int, tuple[int, ...]]] = []
@@ -145,7 +150,7 @@ class Operations:
         vcpu = self.queue.take(self.cpu.id)
         if vcpu is None:
             self.count("vcpu-idle")
-            self._relaunch()
+            self.idle = not self._relaunch()
             return
         self.count("rec-enter")
         self.loop.step(vcpu)
@@ -153,8 +158,9 @@ class Operations:
             self.errors_seen = len(self.loop.errors)
             raise Unexpected(Finding("functional", "vcpu", f"a vCPU failed: {self.loop.errors[-1]}", self.cpu.id))
 
-    def _relaunch(self) -> None:
-        """Rebuild a finished guest realm whose slot this CPU owns (after checking its result)."""
+    def _relaunch(self) -> bool:
+        """Rebuild a finished guest realm whose slot this CPU owns (after checking its result);
+        False if none had finished."""
         for slot, (name, realm) in list(self.guests.items()):
             if self.queue.realm_state(slot) != DONE:
                 continue
@@ -168,7 +174,8 @@ class Operations:
             del self.guests[slot]
             self.count("relaunch")
             self.guests[self.queue.add_realm(self.alloc, fresh)] = (name, fresh)
-            return
+            return True
+        return False
 
     def guest_tables(self, rng: random.Random) -> None:
         """Stage-2 work on a running guest realm's unused range (GUEST_CHURN_BASE). Only this CPU
@@ -184,6 +191,7 @@ class Operations:
             # 340,000 such empty operations in 5 s, which the operation count alone passed off
             # as work.
             self.count("guest-tables-idle")
+            self.idle = True
             return
         _, realm = self.guests[rng.choice(sorted(self.guests))]
         rd = realm.rd

@@ -3,9 +3,10 @@
 ``stress_cpu`` is the target rmm_mp.runtime.run_cpus starts on every CPU. It installs the
 instrumentation (stress.instrument), the injected bugs, the checkers the run asked for and, in
 deterministic mode, the scheduler; then (once every CPU is ready: free-running, it waits for
-the others; deterministic, for its turn) draws operations (stress.ops) from the seed until the
-run ends: time is up (free-running), the step budget is spent (deterministic: the operation in
-progress finishes first), or a finding stopped the run. A finding never raises out of the
+the others; deterministic, for its turn) draws operations (stress.ops) from the seed, backing off
+after one that found nothing to do (free-running only: idle_pause), until the run ends: time is
+up (free-running), the step budget is spent (deterministic: the operation in progress finishes
+first), or a finding stopped the run. A finding never raises out of the
 process: crashes inside the RMM, unexpected statuses and aborted waits become findings, so the
 parent always gets a CpuResult.
 
@@ -15,6 +16,7 @@ This module owns the CPU side of a run. It must not decide how a run is reported
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -49,6 +51,32 @@ MAX_POINTS = 1_000_000
 START_POLL_S = 0.02
 """Free-running: how often a CPU that is ready looks whether every other CPU is too, before its
 first operation (see _await_the_others)."""
+
+IDLE_PAUSE_FIRST_S = 50e-6
+"""Free-running: the sleep after the second idle operation in a row (see idle_pause)."""
+
+IDLE_PAUSE_MAX_S = 0.001
+"""Free-running: the longest sleep after an idle operation. Short, as it is the most a CPU can be
+late to see the run's end, a quiescent pause (hw.quiesce: the CPUs park between operations) or
+a vCPU put back in the run queue."""
+
+
+def idle_pause(streak: int) -> float:
+    """Free-running: the seconds a CPU sleeps after the ``streak``-th idle operation in a row (an
+    empty run queue and no guest to rebuild, or a `guest-tables` with no guest realm of its own;
+    0: the operation was not idle, which resets the streak). 0 for the first one too, after
+    which the CPU only yields its host core (os.sched_yield); then IDLE_PAUSE_FIRST_S, doubling
+    at each one, up to IDLE_PAUSE_MAX_S.
+
+    Why: on a host with fewer cores than CPU processes, a CPU that draws again at once after
+    finding nothing to do takes the cores from the CPUs that have vCPUs to run and tables to
+    change (`running --cpus 64 --seconds 10` made 807,319 operations, 798,949 of them idle; see
+    docs/stress.md, "Reading a report", for what the back-off gained). A deterministic run never
+    backs off: its CPUs run one at a time in the schedule's order, and a sleep there would only
+    slow it down."""
+    if streak <= 1:
+        return 0.0
+    return min(IDLE_PAUSE_FIRST_S * (1 << min(streak - 2, 16)), IDLE_PAUSE_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -189,6 +217,7 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
     operation = dict(zip(kinds, ops.pick(weights)))
     rng = random.Random(cfg.seed * 1_000_003 + cpu.id)
     control = cpu.machine.control
+    idle_streak = 0
     try:
         if sched is not None:
             if not sched.start():
@@ -213,10 +242,23 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
             # Drawing the kind's name draws exactly what drawing its function did (choices
             # looks only at the weights), so schedules recorded before stay valid.
             kind = rng.choices(kinds, w)[0]
+            ops.idle = False
             operation[kind](rng)
             result.ops += 1
             ops.count(kind)
             seg.count_op(cpu.id)
+            if sched is None:
+                # Back off after an idle operation, so that the host cores go to the CPUs with
+                # work. Between operations, holding no lock, in no call (the watchdog bounds a
+                # call's CPU time, not a CPU's wall time); the loop's next turn looks at the
+                # stop flags and parks for a pause as before, at most IDLE_PAUSE_MAX_S late.
+                idle_streak = idle_streak + 1 if ops.idle else 0
+                if idle_streak:
+                    pause = idle_pause(idle_streak)
+                    if pause:
+                        time.sleep(pause)
+                    else:
+                        os.sched_yield()
     except StressAbort as exc:
         if exc.waiting_for >= 0:
             result.waited = (exc.call, exc.waiting_for, exc.holder)
