@@ -88,6 +88,9 @@ import functools, os, signal, sys
 from rmm_mp import outpaths
 from rmm_mp.outpaths import write_files, write_json
 mode = sys.argv[1]
+# Ctrl-C as a terminal gives it, also when this test runs where SIGINT is ignored (a CI job
+# started in the background, `nohup`): the child inherits that, and the SIGINT did nothing.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_write = os.write
 def write(fd, data):
     done = real_write(fd, data)
