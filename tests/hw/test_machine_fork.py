@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 
+import pytest
+
 from rmm_mp import machine
 from rmm_mp.hw import segment
 
 
+# The child runs close_all and os._exit only, no other thread's code: CPython 3.12+'s warning
+# about fork() in a multi-threaded process (pytest-xdist's threads) does not apply.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_leaves_the_parents_half_made_machine_alone() -> None:
     """A child forked while its parent is inside Machine.create (the prefix in _creating, its
     first segment made) and then exiting through close_all (atexit) must not unlink that
