@@ -59,6 +59,7 @@ def _forget_creating_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_creating_after_fork)
+
 _atexit_registered = False
 _signals_installed = False
 _previous_handlers: dict[int, Any] = {}
