@@ -53,14 +53,16 @@ def _stop_once_running(machine: Machine, released: threading.Event) -> None:
 
 def _run_with_a_stopper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                         stopper: Callable[[Machine, threading.Event], None],
-                        length: str = "seconds = 0.5") -> RunReport:
-    """A run of 2 CPUs (0.5 s unless ``length`` says otherwise; 1 s grace time on any host) with
+                        length: str = "seconds = 0.5", workload: str | None = None,
+                        grace_s: float = 1.0) -> RunReport:
+    """A run of 2 CPUs churning delegations (0.5 s unless ``length`` says otherwise), or of
+    ``workload`` (a whole file's text), with ``grace_s`` of grace time on any host and
     ``stopper(machine, released)`` in a thread from the moment the machine exists; ``released``
     is set once the run has ended."""
-    monkeypatch.setattr(run, "GRACE_S", 1.0)
+    monkeypatch.setattr(run, "GRACE_S", grace_s)
     monkeypatch.setattr(run, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
     path = tmp_path / "w.toml"
-    path.write_text(f"{length}\ncpus = 2\nactivities = {{ delegate-churn = 1 }}\n")
+    path.write_text(workload or f"{length}\ncpus = 2\nactivities = {{ delegate-churn = 1 }}\n")
     released = threading.Event()
     watchers: list[threading.Thread] = []
 
@@ -234,23 +236,9 @@ def test_a_killed_cpu_s_torn_down_instances_are_counted(tmp_path: Path, monkeypa
     """CPU 1 is killed with SIGKILL mid-run, after it has torn down two generations of its lifecycle
     instance: what it published as it went still counts them, so the report has a row of at least
     two torn-down instances of vm[1] besides the CPU's failure."""
-    monkeypatch.setattr(run, "GRACE_S", 5.0)
-    path = tmp_path / "w.toml"
-    path.write_text('iterations = 5000\ncpus = 2\nactivities = { lifecycle = 1 }\n'
-                    '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
-    released = threading.Event()
-    watchers: list[threading.Thread] = []
-
-    def on_machine(machine: Machine) -> None:
-        watcher = threading.Thread(target=_kill_after_two_teardowns, args=(machine, released), daemon=True)
-        watchers.append(watcher)
-        watcher.start()
-    try:
-        report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False), on_machine)
-    finally:
-        released.set()
-        for watcher in watchers:
-            watcher.join(5)
+    workload = ('iterations = 5000\ncpus = 2\nactivities = { lifecycle = 1 }\n'
+                '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
+    report = _run_with_a_stopper(tmp_path, monkeypatch, _kill_after_two_teardowns, workload=workload, grace_s=5.0)
     assert [(f.cpu, f.how) for f in report.failures] == [(LOST, "was killed by SIGKILL")]
     counted = [r for r in report.realms if r.name.startswith("vm[1] (") and "torn down by CPU 1" in r.detail]
     assert sum(r.instances for r in counted) >= 2, [r.name for r in report.realms]
