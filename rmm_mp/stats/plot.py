@@ -90,6 +90,12 @@ def _panel(ax: Any, slot: int, stats: dict[int, dict[int, CallStats]], total: Ca
     low = high = 0.0
     for label, s, color in lines:
         xs, ys = cdf(s)
+        if not xs:
+            # A CPU process killed during its first flush of this call leaves a slot that counts
+            # calls none of its buckets holds (CallStats.half_written; the report warns of it):
+            # no curve, but a legend entry, so that the CPU is not silently missing.
+            ax.plot([], [], label=f"{label}: none in its histogram", color=color, linewidth=1.0)
+            continue
         # Start the step just below the first edge with nothing below it, so a single bucket still shows.
         ax.step([xs[0] * 0.97, *xs], [1e-4, *ys], where="post", label=label, color=color, linewidth=1.0)
         low, high = min(low or xs[0], xs[0] * 0.97), max(high, xs[-1])

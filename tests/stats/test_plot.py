@@ -4,7 +4,7 @@ Scenarios: a report's plot is a real PNG of some size; with more calls than pane
 busiest get one and the rest are named; the cumulative line steps at bucket upper edges (capped
 at the maximum) and reaches 1; x limits span whole decades; without matplotlib (its import made
 to fail) PlotUnavailable says how to install it and no file is written; a report without
-latency cannot be plotted.
+latency cannot be plotted; a call a killed flush left with no bucketed call is still plotted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from report_samples import hand_built, stats_of
-from rmm_mp.stats import calls, plot
+from rmm_mp.stats import calls, histogram, plot
+from rmm_mp.stats.histogram import CallStats
 from rmm_mp.workload import render
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -113,3 +114,44 @@ def test_a_report_without_latency_cannot_be_plotted(tmp_path: Path) -> None:
         render.write_plot(hand_built(latency_recorded=False, stats={}), str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="no calls"):
         plot.write_plot({}, str(tmp_path / "x.png"))
+
+
+def _first_flush_cut_off(slot: int, samples: list[int], monkeypatch: pytest.MonkeyPatch) -> CallStats:
+    """The slot a CPU process leaves when it is killed in its first flush of ``slot``, after the
+    count, sum and maximum were written and before any bucket was (docs/latency.md, "Flushing")."""
+    region = memoryview(bytearray(histogram.REGION_BYTES))
+    recorder = histogram.Recorder(region)
+    for total in samples:
+        recorder.appends[slot](total)
+
+    class Killed(Exception):
+        """The process ending there, as far as the shared region can tell."""
+
+    def killed(*_: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(histogram, "_add_to_buckets", killed)
+        with pytest.raises(Killed):
+            recorder.flush(0)
+    recorder.release()
+    return histogram.read_slot(region, slot)
+
+
+def test_a_slot_whose_first_flush_was_cut_off_is_still_plotted(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 was killed during its first flush of 500 DELEGATE calls: the slot counts them and
+    its histogram holds none (the report warns of it). The plot still gets drawn, with CPU 0's and
+    the "all" curve in that panel, and a panel whose only CPU has no bucketed call says so; the
+    empty curve made write_plot fail with an IndexError, which no caller expects (rmm-mp run
+    ended with a traceback, before its JSON and text report)."""
+    torn = _first_flush_cut_off(1, [5000] * 500, monkeypatch)
+    assert torn.count == 500 and sum(torn.buckets) == 0
+    assert plot.cdf(torn) == ([], [])
+    stats = {0: {1: stats_of(1, [1000] * 10), 2: stats_of(2, [900] * 5)}, 1: {1: torn}}
+    path = tmp_path / "torn.png"
+    render.write_plot(hand_built(stats=stats), str(path))
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    only_torn = tmp_path / "only-torn.png"
+    plot.write_plot({0: {1: torn}}, str(only_torn), "t")
+    assert only_torn.read_bytes()[:8] == PNG_MAGIC
