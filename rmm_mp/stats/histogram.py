@@ -129,7 +129,7 @@ class Recorder:
     def flush(self, now_ns: int) -> None:
         """Fold the calls recorded since the last flush into the histograms, in place in shared
         memory (a flush runs with the CPU's caches full of the workload: a local copy of the
-        slots to update and then copy would be one more 9.5 KiB per slot to pull in)."""
+        slots to update and then copy would be one more 9.3 KiB (9,536 bytes) per slot to pull in)."""
         q = self._shared
         changed = []
         for slot, pending in enumerate(self.pending):
