@@ -179,7 +179,8 @@ def folded_outcome(fold: Folded) -> RealmOutcome:
         # A listed instance names its token file; these had theirs counted in the Written: line
         # only, and a reader of the row could not tell that they made tokens.
         detail += (f"; {_count(fold.tokens_saved, 'token')} saved to --save-tokens' directory"
-                   + (f", {fold.unsaved:,} could not be written" if fold.unsaved else ""))
+                   + (f", {fold.unsaved:,} could not be written" if fold.unsaved else "")
+                   + (f" (the first: {shown_path(fold.unsaved_first)})" if fold.unsaved and fold.unsaved_first else ""))
     return RealmOutcome(f"{fold.name} ({_count(fold.instances, 'instance')})", fold.recs, fold.ok, detail,
                         dict(fold.counters), None, fold.exceptions, output_dropped=not fold.ok,
                         instances=fold.instances, looping=fold.looping)
@@ -379,7 +380,14 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     else:
         detail = f"{f.state.lower()} (no end)"
     if f.token:
-        detail += f"; token of {f.token:,} bytes verified" + (f", saved as {shown_path(f.token_file)}" if f.token_file else "")
+        detail += f"; token of {f.token:,} bytes verified"
+        if f.token_file:
+            detail += f", saved as {shown_path(f.token_file)}"
+        elif f.token_write_error:
+            # The realm did its part (its result stays ok), but its row said no more than that
+            # of a run without --save-tokens, so a reader looking for the file found no word of
+            # why it is missing: only the run's "Report files not written" had the first reason.
+            detail += f", but saving it failed: {shown_path(f.token_write_error)}"
     return RealmOutcome(f.name, f.recs, True, detail, f.counters, f.output, f.exceptions)
 
 

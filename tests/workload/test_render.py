@@ -589,3 +589,34 @@ def test_lines_fit_in_118_columns() -> None:
     for report in (hand_built(), hand_built(cpus=8, host_cores=2), hand_built(latency_recorded=False)):
         long = [line for line in format_report(report).splitlines() if len(line) > 118]
         assert long == [], long
+
+
+def test_a_realm_row_says_its_token_was_not_saved_and_why() -> None:
+    """An attest instance whose token verified but could not be written to --save-tokens'
+    directory (it was removed during the run): its row stays ok (the realm did its part; the
+    file is a report file not written, which fails the run) but its detail says saving failed,
+    with the reason, in the text and the JSON. A saved one names its file. The row of folded
+    instances gives the first reason beside how many could not be written. Before, the row of an
+    unsaved token read "token of 1,028 bytes verified", as in a run without --save-tokens, and
+    the folded row gave the count alone."""
+    Finished, Folded = workload_realms.Finished, workload_realms.Folded
+    why = "/tmp/gone/att256-0-000000.cbor: No such file or directory"
+
+    def instance(n: int, **token: object) -> workload_realms.Finished:
+        return Finished(f"att256[0]#{n}", 1, 0, n, "DONE", "SYSTEM_OFF", 1, (0, 0x404), {"entries": 9},
+                        token=1028, **token)  # type: ignore[arg-type]
+
+    unsaved = workload_realms.outcome(instance(0, token_write_error=why), [], False)
+    saved = workload_realms.outcome(instance(1, token_file="/tmp/t/att256-0-000001.cbor"), [], False)
+    assert unsaved.ok and saved.ok
+    assert unsaved.detail.endswith(f"; token of 1,028 bytes verified, but saving it failed: {why}"), unsaved.detail
+    assert saved.detail.endswith("; token of 1,028 bytes verified, saved as /tmp/t/att256-0-000001.cbor"), saved.detail
+    fold = Folded(0, "att256", 1, True)
+    for f in (instance(2, token_write_error=why), instance(3, token_write_error="other")):
+        fold.add(f, "")
+    folded = workload_realms.folded_outcome(fold)
+    assert folded.detail.endswith(f"0 tokens saved to --save-tokens' directory, 2 could not be written "
+                                  f"(the first: {why})"), folded.detail
+    doc = to_json(hand_built(realms=(unsaved, folded)))
+    assert [r["detail"] for r in doc["realms"]] == [unsaved.detail, folded.detail]
+    assert f"but saving it failed: {why}" in format_report(hand_built(realms=(unsaved,)))
