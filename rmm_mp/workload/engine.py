@@ -23,6 +23,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Callable
 
+from rmm_mp.host.churn import SHARED_DELEGATED
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.workload.activities import Lifecycle, RipasChurn, Run
@@ -111,7 +112,7 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
     ended = time.perf_counter_ns()
     cpu_ns = time.process_time_ns() - cpu_started
     if host.delegate is not None:
-        counts.update(dict(zip(DELEGATE_COUNTERS, host.delegate)))
+        counts.update(dict(zip(DELEGATE_COUNTERS, host.delegate[SHARED_DELEGATED:], strict=True)))
     if part.parked_s:
         # Time the CPU spent parked while `rmm-mp check` inspected the machine: it is in the
         # run's elapsed time, so the report says how much.

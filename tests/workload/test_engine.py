@@ -54,7 +54,10 @@ def test_delegate_churn_counts_match_the_calls(tmp_path: Path) -> None:
     errors = {(r["cpu"], r["call"]): r["errors"] for r in doc["latency"]}
     for cpu in (0, 1):
         c = report.counters[cpu]
-        assert c["iterations"] == c["delegate-churn steps"] == 400
+        assert c["delegate-churn steps"] == 400
+        # Each step is a private round or one shared DELEGATE or UNDELEGATE, won or lost.
+        assert c["private rounds"] + c["shared delegated"] + c["shared delegate lost"] + c["shared undelegated"] \
+            + c["shared undelegate lost"] == 400
         assert counts[(cpu, "RMI_GRANULE_DELEGATE")] == c["private rounds"] + c["shared delegated"] + c["shared delegate lost"]
         assert counts[(cpu, "RMI_GRANULE_UNDELEGATE")] == \
             c["private rounds"] + c["shared undelegated"] + c["shared undelegate lost"]
@@ -463,3 +466,16 @@ def test_the_report_records_the_host_load_around_the_cpus_run(tmp_path: Path, mo
     assert errors(doc, schema) == []
     doc["host"]["load_end"] = [2.0, 1.0]
     assert errors(doc, schema) == ["$.host.load_end: 2 items, fewer than minItems 3"]
+
+
+def test_delegate_churn_counts_its_steps_once_under_their_name(tmp_path: Path) -> None:
+    """delegate-churn, 1 CPU x 50 steps: the CPU's counters give the steps once, as
+    `delegate-churn steps` 50, in the text and the JSON. Before, they also carried `iterations`
+    50, ChurnStep's own count of the same steps under a name that said nothing of what it
+    counted (and read as the run's --iterations)."""
+    report = go(tmp_path, "iterations = 50\ncpus = 1\nactivities = { delegate-churn = 1 }\n")
+    assert report.ok, (report.problems, report.failures)
+    values = render.to_json(report)["counters"][0]["values"]
+    assert values["delegate-churn steps"] == 50 and "iterations" not in values, values
+    text = render.format_report(report)
+    assert "cpu 0: delegate-churn steps 50, private rounds" in text and "iterations 50" not in text
