@@ -10,6 +10,7 @@ This module owns the report's shape and its text. It must not run anything.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,9 @@ from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.lockdep import Edge
 from rmm_mp.words import count as _count
+
+WIDTH = 118
+"""Columns a WARNING line wraps at, as `rmm-mp run`'s report (workload.render_text.WIDTH)."""
 
 
 def _figure(value: float) -> str:
@@ -93,6 +97,16 @@ class StressReport:
     """Per CPU that returned a result: its granule lock acquisitions during the run
     (stress.worker.CpuResult.locks: acquired, contended, wait_ns, max_wait_ns). A run whose
     locks were never contended tested no race on them."""
+    cpu_warnings: dict[int, str] = field(default_factory=dict)
+    """Per CPU whose closing of its machine handle failed after its result was sent
+    (rmm_mp.runtime._close_machine, RunResult.warnings): what failed. The CPU counts as returned
+    (its result arrived); its process wrote the traceback to its standard error."""
+
+    def warnings(self) -> list[str]:
+        """The report's warnings: for now each CPU's failed close of its machine handle, worded as
+        `rmm-mp run` words it (workload.render_json.warnings)."""
+        return [f"CPU {cpu}: {what} (its result arrived and counts; its process wrote the traceback to stderr)"
+                for cpu, what in sorted(self.cpu_warnings.items())]
 
     def lock_contention(self) -> str:
         """The text line on lock contention ("" when no CPU returned its figures)."""
@@ -211,6 +225,13 @@ class StressReport:
 
     def text(self) -> str:
         lines = [self.summary()]
+        # After the summary, as `rmm-mp run` puts its WARNING lines under its header: before, a
+        # CPU's failed close was on stderr only (its traceback, from its process), so a report
+        # or a JSON read later never showed it.
+        # Wrapped as `rmm-mp run` wraps them (118 columns, later lines indented by 4, whole words).
+        lines.extend(line for w in self.warnings()
+                     for line in textwrap.wrap(f"WARNING: {w}", WIDTH, subsequent_indent="    ",
+                                               break_long_words=False, break_on_hyphens=False))
         if self.locks:
             # Before the verdict: the verdict ends the report (the line a script reads last, and
             # the one interrupts.give holds back against a signal as it appears).
@@ -271,6 +292,7 @@ class StressReport:
             # Over the CPUs that returned a result: 0 for a bug whose code the run never reached.
             "bug_calls": {name: self.bug_calls.get(name, 0) for name in cfg.inject},
             "locks": self._locks_json(),
+            "warnings": self.warnings(),
         }
 
     def _locks_json(self) -> dict[str, Any] | None:

@@ -199,7 +199,10 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
             stop.by = ""
             not_done.append(f"the CPUs' run not begun: interrupted ({by}) as their processes were being started, "
                             "before any of them was ready, so none made a call")
-    return ending.report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
+    report = ending.report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
+    # A CPU whose machine handle failed to close after it sent its result (runtime._close_machine):
+    # the report says so, as `rmm-mp run`'s does; it was on the CPU's stderr only.
+    return dataclasses.replace(report, cpu_warnings=dict(result.warnings)) if result.warnings else report
 
 
 FREE_GRACE_S = 5.0
