@@ -434,12 +434,24 @@ def _cpu_counters(doc: dict[str, Any]) -> list[str]:
 
 
 def _output(kind: str, path: str, report: RunReport) -> str:
+    """``kind path`` and, for tokens, how many; the spaces of ``kind path`` held as NUL, so that
+    _written breaks the line in the note or between files, never inside a name."""
+    named = f"{kind} {shown_path(path)}".replace(" ", "\0")
     if kind != "tokens":
-        return f"{kind} {shown_path(path)}"
+        return named
     # The directory is made even when no realm obtains a token: say so rather than "written".
     n = report.tokens_saved
-    return f"tokens {shown_path(path)} ({n:,} token{'s' if n != 1 else ''})" if n else \
-        f"tokens {shown_path(path)} (none: no realm running the attest guest obtained a token; only their tokens are read)"
+    return f"{named} ({n:,} token{'s' if n != 1 else ''})" if n else \
+        f"{named} (none: no realm running the attest guest obtained a token; only their tokens are read)"
+
+
+def _written(report: RunReport, doc: dict[str, Any]) -> list[str]:
+    """The "Written:" line, wrapped to the width as a warning is. The tokens note alone is 96
+    columns, so beside a JSON file (or a directory path of more than 10 characters) the line
+    ran past 118: 129 in `rmm-mp run quickstart --save-tokens /tmp/wt_tok --json /tmp/r.json`."""
+    whole = "Written:\0" + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items())
+    return [line.replace("\0", " ") for line in textwrap.wrap(whole, WIDTH, subsequent_indent="    ",
+                                                                break_long_words=False, break_on_hyphens=False)]
 
 
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
@@ -460,7 +472,7 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
             else "invariants: not checked (the run did not end cleanly)" if report.invariants is None
             else f"invariants: {report.invariants}"]
     if doc["outputs"]:
-        out += ["", "Written: " + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items())]
+        out += ["", *_written(report, doc)]
     out += ["", _verdict(report, doc)]
     return out
 

@@ -83,7 +83,8 @@ def test_attestation_storm_saves_verifiable_tokens(tmp_path: Path) -> None:
     files = sorted(os.listdir(out))
     assert files and len(files) == sum("token of" in r.detail for r in report.realms)
     assert report.tokens_saved == len(files)
-    assert f"Written: tokens {out} ({len(files):,} tokens)" in render.format_report(report)
+    unwrapped = " ".join(line.strip() for line in render.format_report(report).splitlines())   # 118 columns
+    assert f"Written: tokens {out} ({len(files):,} tokens)" in unwrapped
     key = AttestationKeys(resolve(spec.load("attestation-storm")).platform).platform_public_key_pem()
     for name in files:
         realm, index, generation = name.removesuffix(".cbor").rsplit("-", 2)
@@ -129,4 +130,6 @@ def test_save_tokens_on_a_workload_without_attest_realms_says_none_were_saved(tm
     out = tmp_path / "tokens"
     report = brief("delegate-churn", str(out))
     assert os.listdir(out) == [] and report.tokens_saved == 0
-    assert f"Written: tokens {out} (none: no realm running the attest guest obtained a token" in render.format_report(report)
+    # The line wraps at 118 columns (a long tmp_path): read it unwrapped.
+    unwrapped = " ".join(line.strip() for line in render.format_report(report).splitlines())
+    assert f"Written: tokens {out} (none: no realm running the attest guest obtained a token" in unwrapped

@@ -620,3 +620,22 @@ def test_a_realm_row_says_its_token_was_not_saved_and_why() -> None:
     doc = to_json(hand_built(realms=(unsaved, folded)))
     assert [r["detail"] for r in doc["realms"]] == [unsaved.detail, folded.detail]
     assert f"but saving it failed: {why}" in format_report(hand_built(realms=(unsaved,)))
+
+
+def test_the_written_line_wraps_within_the_width_and_keeps_each_name_whole() -> None:
+    """Tokens saved to a directory of 30 characters and a JSON file: the "Written:" line with the
+    no-token note was 157 columns, past the report's 118 (129 in a real quickstart run with
+    --save-tokens and --json). Now it wraps as a warning does (later lines indented by 4), in the
+    note or between files, never inside "tokens PATH" or "json PATH", even for a path with a
+    space; one line as before when it fits."""
+    report = hand_built(outputs={"tokens": "/tmp/a directory/of some tokens", "json": "/tmp/run report.json"})
+    written = _section(format_report(report), "Written: ")
+    assert len(written) == 2 and all(len(line) <= 118 for line in written), written
+    assert written[1].startswith("    ") and not written[1].startswith("     "), written
+    assert " ".join(line.strip() for line in written) == (
+        "Written: tokens /tmp/a directory/of some tokens (none: no realm running the attest guest obtained a "
+        "token; only their tokens are read), json /tmp/run report.json"), written
+    assert "tokens /tmp/a directory/of some tokens" in written[0], written
+    assert any("json /tmp/run report.json" in line for line in written), written
+    short = format_report(hand_built(outputs={"json": "out/report.json", "trace": "out/trace.json"}))
+    assert "\nWritten: json out/report.json, trace out/trace.json\n" in short
