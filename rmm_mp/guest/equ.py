@@ -39,3 +39,55 @@ def with_constants(text: str, constants: dict[str, int]) -> str:
             raise ValueError(f"{key} is not an .equ constant of the guest "
                              f"({'it defines ' + ', '.join(defined) if defined else 'it has no .equ lines'})")
     return text
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_EQU_LINE = re.compile(rf"{_BLANK}*(?:[A-Za-z_]\w*{_BLANK}*:{_BLANK}*)?(?i:\.equ){_BLANK}+([A-Za-z_]\w*){_BLANK}*,(.*)",
+                       re.ASCII | re.S)
+_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*", re.ASCII)
+
+
+def _uncommented(line: str) -> str:
+    """The line without a // or ; comment outside a quoted string (asmlines.strip_comment's
+    rule, kept here so that this module reads text without the assembler's line parser)."""
+    quoted = escaped = False
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped = ch == "\\"
+            quoted = ch != '"'
+        elif ch == '"':
+            quoted = True
+        elif ch == ";" or line.startswith("//", i):
+            return line[:i]
+    return line
+
+
+def line_names(text: str, number: int) -> list[str]:
+    """The names (labels, .equ names, and words such as mnemonics and registers alike) written
+    on line ``number`` (from 1, as AssemblerError counts) of ``text``, its comment left out."""
+    lines = _LINE_BREAK.split(text)
+    if not 1 <= number <= len(lines):
+        return []
+    return _NAME.findall(_uncommented(lines[number - 1]))
+
+
+def equ_uses(text: str, names: list[str]) -> list[str]:
+    """``names`` and every ``.equ`` name their ``.equ`` values use, directly or through other
+    ``.equ`` lines, nearest first: which constants a value depends on. ripas-loop's ``RANGE``
+    is ``IMAGE_BASE + 0x100000``, so a workload's ``IMAGE_BASE`` moves the pages RANGE places,
+    and an error about those pages must name IMAGE_BASE when that is the constant it set."""
+    uses: dict[str, list[str]] = {}
+    for line in _LINE_BREAK.split(text):
+        match = _EQU_LINE.match(_uncommented(line))
+        if match:
+            uses.setdefault(match.group(1), _NAME.findall(match.group(2)))
+    out: list[str] = []
+    queue = list(names)
+    while queue:
+        name = queue.pop(0)
+        if name not in out:
+            out.append(name)
+            queue.extend(uses.get(name, ()))
+    return out

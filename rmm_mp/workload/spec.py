@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.guest.assembler import AssemblerError
-from rmm_mp.guest.equ import equ_names, with_constants
+from rmm_mp.guest.equ import equ_names, equ_uses, line_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.platform import MAX_DRAM_GRANULES
-from rmm_mp.hw.tomlsrc import (InputTooLarge, bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion,
+from rmm_mp.hw.tomlsrc import (ConfigError, InputTooLarge, bundled_dir, bundled_names, find_toml, key_part, read_source, suggestion,
                                why_not_a_file)
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import shown_path
@@ -297,11 +297,11 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         # The REM the guest compares with depends on the realm's hash (and its value): derived
         # here, as the attest guest's challenge is, so that a sha512 realm passes too.
         derived = programs.measure_expected(text, dict(constants), HASHES.index(hash_name))
+    source = with_constants(text, {**dict(constants), **derived})
     try:
-        source = with_constants(text, {**dict(constants), **derived})
         image = programs.image(source, {})
     except (AssemblerError, ValueError) as exc:
-        raise f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})") from None
+        raise _unassembled(f, raw, where, text, source, exc) from None
     if not image:
         raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
                                                      "the image, and this file assembles to nothing")
@@ -312,11 +312,8 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         # No ram would do: saying "set ram = ..." sent the user to a size refused as well
         # (a RANGE near 2^64 asked for ram = "17592186042369M"). The constant that placed the
         # pages there is what to change.
-        constants_set = raw.get("constants", {})
-        placing = [programs.PAGE_CONSTANTS.get(guest, "")] + [c for c in constants_set if c in _PLACING]
-        constant = next((c for c in placing if c in constants_set), None)
-        key, value = (f"{where}.constants.{constant}", constants_set[constant]) if constant \
-            else (f"{where}.ram", raw.get("ram", ram))
+        placing = [programs.PAGE_CONSTANTS.get(guest, "")] + list(_PLACING)
+        key, value = _set_constant(raw, where, source, placing) or (f"{where}.ram", raw.get("ram", ram))
         raise f.fail(key, value, f"pages that fit in the most RAM a realm can have: guest {raw['guest']!r} with "
                                  f"{recs} REC{'s' if recs > 1 else ''} touches {_kib(need)} of RAM, and ram is at "
                                  f"most {_kib(most)} (1 GiB, and what ipa_width {ipa_width} leaves above 2 GiB)")
@@ -360,22 +357,53 @@ def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, r
     if pages is None:
         return
     constant = programs.PAGE_CONSTANTS[guest]
-    constants = raw.get("constants", {})
-    key, value = (f"{where}.constants.{constant}", constants[constant]) if constant in constants \
-        else (f"{where}.guest", raw["guest"])
+    key, value = _set_constant(raw, where, source, [constant]) or (f"{where}.guest", raw["guest"])
     first = programs.RAM_BASE + pages[0]
+    at = f"{constant} (IPA {first:#x})"
+    if key.startswith(f"{where}.constants.") and not key.endswith(f".{constant}"):
+        at = f"{constant} (IPA {first:#x}, where {key.rsplit('.', 1)[1]} moves it)"  # how the key named is to blame
     if pages[0] % 4096:
         # The guests use these as pages: RSI_IPA_STATE_SET and ATTESTATION_TOKEN_CONTINUE refuse
         # an address that is not granule aligned (the realm then reports failure), and a store
         # that is not 8-byte aligned takes an alignment fault with no vector to take it.
-        raise f.fail(key, value, f"a page-aligned place for its pages: guest {guest!r} places them at {constant} "
-                                 f"(IPA {first:#x}), which must be a multiple of 4 KiB")
+        raise f.fail(key, value, f"a page-aligned place for its pages: guest {guest!r} places them at {at}, "
+                                 f"which must be a multiple of 4 KiB")
     if pages[0] >= image_end:
         return
     raise f.fail(key, value, f"pages in the realm's RAM after its image: guest {guest!r} places its pages at "
-                             f"{constant} (IPA {first:#x}), and they must start at or above "
+                             f"{at}, and they must start at or above "
                              f"{programs.RAM_BASE + image_end:#x} (RAM starts at {programs.RAM_BASE:#x}, "
                              f"the image takes {_kib(image_end)})")
+
+
+def _set_constant(raw: dict[str, Any], where: str, source: str, names: list[str]) -> tuple[str, object] | None:
+    """(key, value) of the first constant the workload sets among ``names`` and the .equ names
+    their values use in ``source`` (the guest with the workload's constants applied), nearest
+    first; None when it sets none of them. ripas-loop's and ripas-flip's RANGE is
+    ``IMAGE_BASE + 0x100000``: an IMAGE_BASE that moved the pages was reported as the guest
+    (``realm[0].guest = 'ripas-loop'``) or its ram, not as the constant that is wrong."""
+    constants = raw.get("constants", {})
+    if not isinstance(constants, dict):
+        return None
+    constant = next((c for c in equ_uses(source, names) if c in constants), None)
+    return (f"{where}.constants.{constant}", constants[constant]) if constant is not None else None
+
+
+def _unassembled(f: Fields, raw: dict[str, Any], where: str, text: str, source: str, exc: ValueError) -> ConfigError:
+    """The error for a guest that does not assemble with the workload's constants: named by the
+    constant the failing line depends on when the guest assembles with its own values (an
+    IMAGE_BASE near 2^64 made ripas-loop's 'mov x21, =RANGE' overflow, reported as
+    realm[0].guest), else by the guest."""
+    if isinstance(exc, AssemblerError) and raw.get("constants"):
+        blamed = _set_constant(raw, where, source, line_names(source, exc.line))
+        if blamed is not None:
+            try:
+                programs.image(text, {})
+            except (AssemblerError, ValueError):
+                blamed = None       # the guest is wrong on its own: the constants are not to blame
+        if blamed is not None:
+            return f.fail(blamed[0], blamed[1], f"a value with which guest {raw['guest']!r} assembles ({exc})")
+    return f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})")
 
 
 def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str]:

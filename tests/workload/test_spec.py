@@ -528,6 +528,32 @@ def test_guest_pages_must_be_page_aligned(tmp_path: Path, guest: str, constant: 
     assert f"guest '{guest}'" in err.expected and "multiple of 4 KiB" in err.expected
 
 
+@pytest.mark.parametrize("guest, value, expected", [
+    ("ripas-loop", 0, "pages in the realm's RAM after its image"),                  # RANGE at 1 MiB, below RAM
+    ("ripas-flip", 0, "pages in the realm's RAM after its image"),
+    ("ripas-loop", 0x8000_0008, "a page-aligned place for its pages"),
+    ("ripas-loop", 0xC000_0000, "pages that fit in the most RAM a realm can have"),  # RANGE past 1 GiB of RAM
+    ("ripas-loop", 0xFFFF_FFFF_FFFF_F000, "a value with which guest 'ripas-loop' assembles"),  # RANGE past 2^64
+])
+def test_an_image_base_that_moves_the_pages_is_named(tmp_path: Path, guest: str, value: int, expected: str) -> None:
+    """ripas-loop's and ripas-flip's RANGE is IMAGE_BASE + 1 MiB: a workload's IMAGE_BASE that
+    puts the pages RANGE places below RAM, off a page boundary, past the most RAM or past 2^64 is
+    refused at realm[0].constants.IMAGE_BASE, the key that is wrong. It was blamed on
+    realm[0].guest (or realm[0].ram), which the user had not got wrong."""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\nconstants = {{ IMAGE_BASE = {value} }}\n'
+    err = refused(tmp_path, text, 6, "realm[0].constants.IMAGE_BASE", value, expected)
+    if "pages" in expected:
+        assert "where IMAGE_BASE moves it" in err.expected or "1049616 KiB" in err.expected, str(err)
+
+
+def test_a_guest_wrong_on_its_own_is_not_blamed_on_a_constant(tmp_path: Path) -> None:
+    """A guest file that does not assemble even with its own .equ values is refused at
+    realm[0].guest, although the failing line uses a constant the workload sets."""
+    (tmp_path / "g.s").write_text(".equ N, 1\nmov x1, #N +\n")
+    text = HEAD + '[[realm]]\nname = "a"\nguest = "g.s"\nconstants = { N = 2 }\n'
+    refused(tmp_path, text, 5, "realm[0].guest", "g.s", "a guest that assembles (line 2:")
+
+
 def test_the_pages_the_constants_place_count_in_the_memory_bound(tmp_path: Path) -> None:
     """ripas-flip over 20,000 pages fits its 512 MiB of RAM, but not the host platform's 64 MiB
     of DRAM: refused before anything starts (it ran the host's allocator dry before)."""
