@@ -244,7 +244,31 @@ def _phases(f: Fields, value: object) -> tuple[PhaseSpec, ...]:
         activities = f.weights(raw["activities"], f"{where}.activities") if "activities" in raw else None
         phases.append(PhaseSpec(where, name, seconds, iterations, activities,
                                 _groups(f, raw.get("group", []), f"{where}.group")))
+        _phases_total(f, raw, phases)
     return tuple(phases)
+
+
+def _phases_total(f: Fields, raw: dict[str, Any], phases: list[PhaseSpec]) -> None:
+    """The phases' lengths so far must add up to no more than a run may last (MAX_SECONDS, or
+    MAX_ITERATIONS steps), the bound each phase and the top-level length have on their own:
+    two phases of a week each validated as a two-week run (and two of 10^12 steps as 2 * 10^12).
+    Raised at the phase that passes the bound, naming every phase and the sum."""
+    timed = phases[0].seconds is not None
+    lengths = [p.seconds if timed else p.iterations for p in phases]
+    total = sum(x or 0 for x in lengths)
+    limit, unit = (MAX_SECONDS, "s") if timed else (MAX_ITERATIONS, "steps")
+    if total <= limit:
+        return
+    key = "seconds" if timed else "iterations"
+    terms = " + ".join(f"{p.key} {p.name!r} {_amount(x or 0)}" for p, x in zip(phases, lengths))
+    most = "a week, 604,800 s" if timed else "10^12 steps per CPU"
+    raise f.fail(f"{phases[-1].key}.{key}", raw[key], f"{key} that keep the phases' total at most what a run may "
+                                                       f"last ({most}): {terms} = {_amount(total)} {unit}")
+
+
+def _amount(x: float) -> str:
+    """A length as a person reads it: 604,800 and 1,209,600.5, not 1.2096e+06."""
+    return f"{x:,.6f}".rstrip("0").rstrip(".")
 
 
 def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ...]:

@@ -678,6 +678,28 @@ def test_top_level_length_with_phases(tmp_path: Path) -> None:
     refused(tmp_path, text, 1, "seconds", 3, "no top-level length when the file has [[phase]] entries")
 
 
+@pytest.mark.parametrize("unit, length, total", [
+    ("seconds", 201600.5, "604,801.5 s"),                     # each a third of a week and half a second
+    ("iterations", 400_000_000_000, "1,200,000,000,000 steps"),
+])
+def test_phases_together_last_at_most_what_a_run_may(tmp_path: Path, unit: str, length: float, total: str) -> None:
+    """Three phases each within a run's limit (a week, 10^12 steps) but past it together are
+    refused at the phase that passes it, naming every phase, its length and the sum (they
+    validated: each phase was capped, the total not)."""
+    text = "activities = { delegate-churn = 1 }\n" + "".join(
+        f'[[phase]]\nname = "p{i}"\n{unit} = {length}\n' for i in range(3))
+    err = refused(tmp_path, text, 10, f"phase[2].{unit}", length, "keep the phases' total at most what a run may last")
+    assert f"phase[0] 'p0'" in err.expected and "phase[2] 'p2'" in err.expected, str(err)
+    assert err.expected.endswith(f"= {total}"), str(err)
+
+
+def test_phases_that_add_up_to_a_week_exactly_are_accepted(tmp_path: Path) -> None:
+    """Two phases of half a week each: exactly the limit, accepted."""
+    text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 302400\n'
+            '[[phase]]\nname = "b"\nseconds = 302400\n')
+    assert len(load(tmp_path, text).phases) == 2
+
+
 def test_duplicate_phase_names(tmp_path: Path) -> None:
     """Two phases with one name: the second is refused at its name's line."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
