@@ -30,7 +30,8 @@ from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
-from rmm_mp.workload.spec import MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights, WorkloadFile
+from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights, WorkloadFile,
+                                  base_directory, beside)
 
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
@@ -161,12 +162,12 @@ def _platform(file: WorkloadFile, option: str | None) -> Platform:
         # Read next to the workload file, not in the working directory: say where it was
         # looked for, as a guest file's error does (a mine.toml in the working directory made
         # a bare "no such file" read as wrong).
-        path = Path(file.source).resolve().parent / value
+        path = base_directory(file.source) / value
         why = why_not_a_file(path)
         if why is not None:
             # The path escaped where a character would act on the terminal (a NUL, an ESC:
             # "a\u001b[2J.toml" cleared the screen), as the value itself is.
-            where = "" if "\0" in value else f"looked for {shown_path(path)}: "
+            where = "" if "\0" in value else f"looked for {shown_path(path)}{beside(file.source)}: "
             raise file.fields.fail("platform", file.platform, f"a regular platform file that exists ({where}{why})")
         value = str(path)
     try:

@@ -168,7 +168,7 @@ def parse(text: str, source: str) -> WorkloadFile:
     f = Fields(text, source)
     raw = toml_loads(text, source)
     f.keys(raw, "", TOP_KEYS)
-    base_dir = Path(source).resolve().parent
+    base_dir = base_directory(source)
     seconds, iterations = _length(f, raw, "")
     realms = _realms(f, raw.get("realm", []), base_dir)
     phases = _phases(f, raw.get("phase", []))
@@ -190,6 +190,24 @@ def parse(text: str, source: str) -> WorkloadFile:
         activities=f.weights(raw["activities"], "activities") if "activities" in raw else None,
         groups=_groups(f, raw.get("group", []), "group"),
         realms=realms, phases=phases)
+
+
+def base_directory(source: str) -> Path:
+    """The directory a workload file's relative paths (guest files, platform) are read from:
+    that of the file itself, after symbolic links, not that of a link naming it. So a workload
+    kept with its guests and linked from elsewhere (ln -s ~/pack/w.toml .) finds them, and
+    /dev/stdin redirected from a file (/proc/self/fd/0 leads to it) reads them beside that file.
+    docs/workloads.md, "Top-level keys", says so."""
+    return Path(source).resolve().parent
+
+
+def beside(source: str) -> str:
+    """What an error about a relative path adds when the workload file was named through a
+    symbolic link: where the path was read relative to is not where the user named the file."""
+    real = Path(source).resolve()
+    if real == Path(os.path.abspath(source)):
+        return ""
+    return f", beside {shown_path(real)}, which {shown_path(source)} leads to through a symbolic link"
 
 
 def _length(f: Fields, table: dict[str, Any], prefix: str) -> tuple[float | None, int | None]:
@@ -449,7 +467,8 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         if not_a_file is not None:
             # The path escaped where a character would act on the terminal (the value is;
             # this text is printed as it is): "a\u001b[2J.s" cleared the screen.
-            raise f.fail(key, value, f"a regular .s file that exists (looked for {shown_path(path)}: {not_a_file})")
+            raise f.fail(key, value, f"a regular .s file that exists (looked for {shown_path(path)}{beside(f.source)}: "
+                                     f"{not_a_file})")
         try:
             return str(path), read_source(path, "guest")
         except InputTooLarge as exc:

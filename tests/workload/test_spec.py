@@ -308,6 +308,43 @@ def test_guest_path_in_a_symlink_loop(tmp_path: Path) -> None:
             "it cannot be looked up: Too many levels of symbolic links")
 
 
+def test_relative_paths_of_a_linked_workload_are_read_beside_its_target(tmp_path: Path) -> None:
+    """A workload file named through a symbolic link in another directory reads its guest file and
+    platform file beside the file the link leads to (where the workload is kept with them), not
+    beside the link: a guest of the same name beside the link is not the one read."""
+    pack, elsewhere = tmp_path / "pack", tmp_path / "elsewhere"
+    pack.mkdir()
+    elsewhere.mkdir()
+    (pack / "g.s").write_text("start:\n    b .\n")
+    (elsewhere / "g.s").write_text("start:\n    nop\n    b .\n")
+    (pack / "p.toml").write_text((ROOT / "platform" / "host.toml").read_text())
+    (pack / "w.toml").write_text('platform = "p.toml"\n' + HEAD + '[[realm]]\nname = "a"\nguest = "g.s"\n')
+    (elsewhere / "w.toml").symlink_to(pack / "w.toml")
+    workload = resolve(spec.load(str(elsewhere / "w.toml")))
+    assert workload.file.realms[0].guest == str(pack / "g.s") and len(workload.file.realms[0].image) == 8
+    assert workload.platform.source == str(pack / "p.toml")
+
+
+@pytest.mark.parametrize("line, key, value", [(6, "realm[0].guest", "gone.s"), (1, "platform", "gone.toml")])
+def test_a_missing_path_of_a_linked_workload_says_where_it_was_read(tmp_path: Path, line: int, key: str,
+                                                                      value: str) -> None:
+    """A guest or platform path missing beside a linked workload's target: the error says where
+    it looked, and that this is beside the file the link leads to (it named the target's directory
+    alone, which read as wrong to a user who had put the file beside the link)."""
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    guest = value if key == "realm[0].guest" else "hello"
+    platform = value if key == "platform" else "host"
+    (pack / "w.toml").write_text(f'platform = "{platform}"\n' + HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\n')
+    (tmp_path / "w.toml").symlink_to(pack / "w.toml")
+    with pytest.raises(ConfigError) as info:
+        resolve(spec.load(str(tmp_path / "w.toml")))
+    err = info.value
+    assert (err.line, err.key, err.value) == (line, key, value), str(err)
+    assert f"looked for {pack / value}, beside {pack / 'w.toml'}, which {tmp_path / 'w.toml'} leads to through a " \
+           "symbolic link: no such file" in err.expected, str(err)
+
+
 def test_guest_path_with_a_nul(tmp_path: Path) -> None:
     """A TOML string may hold a NUL; as a guest path it used to raise ValueError from
     Path.resolve. It is refused naming the field."""
