@@ -72,13 +72,34 @@ reaches the assembler), so they are kept equal: one limit whichever check sees t
 (tests/workload/test_spec.py checks)."""
 
 
-def assemble(text: str, base: int = 0) -> bytes:
+class ImageTooLarge(ValueError):
+    """An image larger than the caller's bound (assemble's ``most``): raised once the first pass
+    has sized it, before a byte of it is made. ``size`` is its size in bytes."""
+
+    def __init__(self, size: int, most: int) -> None:
+        super().__init__(f"the image would be {size:,} bytes; expected at most {most:,}")
+        self.size = size
+        self.most = most
+
+
+def assemble(text: str, base: int = 0, most: int | None = None) -> bytes:
     """Assemble ``text`` into an image to be loaded at IPA ``base``.
+
+    ``most``: the largest image the caller can take, in bytes. A larger one raises ImageTooLarge
+    after the first pass, which only sizes the lines: making a 1 GiB image takes seconds and
+    2 GiB of memory (its bytearray and the bytes returned), so a caller that would refuse it by
+    its size (workload.spec: the images of all instances must fit in DRAM) asks for the size
+    first rather than for the image.
 
     Raises:
         AssemblerError (a ValueError) naming the line and what was expected; a ValueError for
-        a base that is no 8-byte aligned 64-bit IPA.
+        a base that is no 8-byte aligned 64-bit IPA; ImageTooLarge (a ValueError).
     """
+    _check_input(text, base)
+    return _Assembler(text, base).run(most)
+
+
+def _check_input(text: str, base: int) -> None:
     if not 0 <= base < 1 << 64 or base % INSTRUCTION_SIZE:
         # Checked here, as no line is to blame: an unaligned base made line 1's instruction
         # 'not 8-byte aligned ... after data', and a negative one or one past 64 bits gave
@@ -91,7 +112,16 @@ def assemble(text: str, base: int = 0) -> bytes:
         line = text.count("\n", 0, MAX_SOURCE) + 1
         raise AssemblerError(line, f"the source is {len(text):,} characters; expected at most {MAX_SOURCE:,} "
                                    f"(1 MiB, the most a guest may be)")
-    return _Assembler(text, base).run()
+
+
+def symbols(text: str, base: int = 0) -> dict[str, int]:
+    """The labels and ``.equ`` names of ``text`` assembled at ``base``, with their values, from
+    the first pass alone (the image is not made; errors as assemble's, but only those the first
+    pass finds: an operand it does not encode is not checked)."""
+    _check_input(text, base)
+    assembler = _Assembler(text, base)
+    assembler.layout()
+    return dict(assembler.symbols)
 
 
 class _Assembler:
@@ -103,7 +133,19 @@ class _Assembler:
             {line.args[0] for line in self.lines if line.op == ".equ" and line.args}
         self.here = base
 
-    def run(self) -> bytes:
+    def run(self, most: int | None = None) -> bytes:
+        size = self.layout()
+        if most is not None and size > most:
+            raise ImageTooLarge(size, most)
+        out = bytearray()
+        for line in self.lines:
+            self.here = self.base + len(out)
+            if line.op is not None and line.op != ".equ":
+                out += self._emit(line, len(out))
+        return bytes(out)
+
+    def layout(self) -> int:
+        """The first pass: every label and .equ name its value; returns the image's size."""
         offset = 0
         later: list[tuple[_Line, int]] = []     # .equ lines that use names defined further down, with their '.'
         for line in self.lines:
@@ -124,12 +166,7 @@ class _Assembler:
                     raise AssemblerError(line.number, f"the image would be {_shown(offset)} bytes; expected at most "
                                                       f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM)")
         self._resolve(later)
-        out = bytearray()
-        for line in self.lines:
-            self.here = self.base + len(out)
-            if line.op is not None and line.op != ".equ":
-                out += self._emit(line, len(out))
-        return bytes(out)
+        return offset
 
     # -- pass 1 ------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import struct
 from pathlib import Path
 
 from rmm_mp.abi.cca_token import TOKEN_BUFFER_SIZE
-from rmm_mp.guest.assembler import assemble
+from rmm_mp.guest.assembler import assemble, symbols
 from rmm_mp.guest.equ import with_constants
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
 from rmm_mp.host.realm_entry import MAX_SHARED_PAGES
@@ -202,9 +202,10 @@ def guest_text(guest: str) -> str:
     return read_source(Path(guest), "guest")
 
 
-def image(text: str, constants: dict[str, int]) -> bytes:
-    """The program assembled at RAM_BASE; AssemblerError (a ValueError) if it does not assemble."""
-    return assemble(with_constants(text, constants), base=RAM_BASE)
+def image(text: str, constants: dict[str, int], most: int | None = None) -> bytes:
+    """The program assembled at RAM_BASE; AssemblerError (a ValueError) if it does not assemble,
+    ImageTooLarge (a ValueError) if it would be larger than ``most`` bytes (found before it is made)."""
+    return assemble(with_constants(text, constants), base=RAM_BASE, most=most)
 
 
 def min_ram(guest: str, recs: int, image_size: int, text: str = "") -> int:
@@ -298,12 +299,18 @@ PAGE_CONSTANTS = {"smp-boot": "PAGES", "ripas-flip": "RANGE", "attest": "BUFFER_
 
 @functools.lru_cache(maxsize=16)
 def _equ_values(text: str, names: tuple[str, ...]) -> tuple[int, ...]:
-    """What ``names`` evaluate to in ``text`` (assembled at RAM_BASE), read back from a copy of
-    it with their values appended as data: the assembler's own rules, no second parser.
+    """What ``names`` evaluate to in ``text`` (assembled at RAM_BASE), as a ``.quad`` of each
+    would hold them (a negative value in two's complement): the assembler's own symbol table,
+    no second parser. Read from its first pass (assembler.symbols), which does not make the
+    image: a probe that appended the ``.quad`` lines and assembled the whole guest took 2 s for
+    a 1 GiB image (ripas-loop with a MAX_RECS of millions), for each set of names asked.
+    A value no .quad holds is left to the probe, whose error names it.
 
     Cached: checking one realm asks for the same values three times (spec's page checks,
-    min_ram, backed_pages), and each probe assembles the whole guest, 2 s for a 1 GiB image
-    (ripas-loop with a MAX_RECS of millions)."""
+    min_ram, backed_pages)."""
+    values = symbols(text, base=RAM_BASE)
+    if all(name in values and -(1 << 63) <= values[name] < 1 << 64 for name in names):
+        return tuple(values[name] & ((1 << 64) - 1) for name in names)
     probe = assemble(text + "\n" + "\n".join(f".quad {name}" for name in names) + "\n", base=RAM_BASE)
     return struct.unpack_from(f"<{len(names)}Q", probe, len(probe) - 8 * len(names))
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmm_mp.guest.assembler import AssemblerError
+from rmm_mp.guest.assembler import AssemblerError, ImageTooLarge
 from rmm_mp.guest.equ import equ_names, equ_uses, line_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
@@ -303,26 +303,32 @@ def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ..
                      f"queue holds {MAX_REALMS} realms); this file has {len(raws)}")
     image_granules = 0
     for i, raw in enumerate(raws):
-        realm = _realm(f, raw, f"realm[{i}]", base_dir)
-        if any(r.name == realm.name for r in out):
-            raise f.fail(f"realm[{i}].name", realm.name, "a name no other realm has")
         # Every instance holds a copy of its image in DRAM, which no platform has more of than
         # MAX_DRAM_GRANULES (4 GiB): past that the memory check refuses the file on any
-        # platform. Checked here, as each entry is assembled, because the images are kept
-        # until then: 54 entries with 1 GiB images (a ripas-loop MAX_RECS of 4,000,000) took
-        # 42 GB and some 8 s each to be refused, and the validation was killed for memory.
+        # platform. Checked as each entry is assembled, because the images are kept until
+        # then (54 entries with 1 GiB images, a ripas-loop MAX_RECS of 4,000,000, took 42 GB
+        # and some 8 s each to be refused, and the validation was killed for memory), and by
+        # the image's size before it is made (_realm).
+        realm = _realm(f, raw, f"realm[{i}]", base_dir, i, image_granules)
+        if any(r.name == realm.name for r in out):
+            raise f.fail(f"realm[{i}].name", realm.name, "a name no other realm has")
         image_granules += -(-len(realm.image) // GRANULE) * realm.instances
-        if image_granules > MAX_DRAM_GRANULES:
-            entries = "realm[0]" if i == 0 else f"realm[0] to realm[{i}]"
-            raise f.fail(f"realm[{i}].guest", raw["guest"], f"guests whose images fit in DRAM: each instance "
-                         f"holds its realm's image, those of {entries} take "
-                         f"{image_granules * GRANULE / MiB:,.1f} MiB, and no platform has more than "
-                         f"{MAX_DRAM_GRANULES * GRANULE >> 30} GiB of DRAM")
         out.append(realm)
     return tuple(out)
 
 
-def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmTemplate:
+def _images_past_dram(f: Fields, raw: dict[str, Any], index: int, image_granules: int) -> ConfigError:
+    """The error for images of realm[0..index] that take ``image_granules`` in all, more than
+    any platform's DRAM."""
+    entries = "realm[0]" if index == 0 else f"realm[0] to realm[{index}]"
+    return f.fail(f"realm[{index}].guest", raw["guest"], f"guests whose images fit in DRAM: each instance "
+                  f"holds its realm's image, those of {entries} take {image_granules * GRANULE / MiB:,.1f} MiB, "
+                  f"and no platform has more than {MAX_DRAM_GRANULES * GRANULE >> 30} GiB of DRAM")
+
+
+def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: int,
+           image_granules: int) -> RealmTemplate:
+    """realm[index]; the images of the entries before it take ``image_granules`` of DRAM."""
     f.keys(raw, where, REALM_KEYS, ("name", "guest"))
     name = f.name(raw["name"], f"{where}.name")
     guest, text = _guest(f, raw["guest"], f"{where}.guest", base_dir)
@@ -339,16 +345,28 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         # The REM the guest compares with depends on the realm's hash (and its value): derived
         # here, as the attest guest's challenge is, so that a sha512 realm passes too.
         derived = programs.measure_expected(text, dict(constants), HASHES.index(hash_name))
+    instances = f.integer(raw.get("instances", 1), f"{where}.instances", 1, MAX_REALMS,
+                          f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)")
     source = with_constants(text, {**dict(constants), **derived})
+    # The largest image that is not refused by its size anyway, asked of the assembler so that
+    # a larger one is refused having been sized, not made: a 7 GB guest (1 GiB images, 7
+    # instances) was assembled whole, seconds and gigabytes, to be refused for its size.
+    dram_most = (MAX_DRAM_GRANULES - image_granules) // instances * GRANULE
+    image: bytes | None
     try:
-        image = programs.image(source, {})
+        image = programs.image(source, {}, most=min(dram_most, ram))
+        image_size = len(image)
+    except ImageTooLarge as exc:
+        if exc.size > dram_most:
+            raise _images_past_dram(f, raw, index, image_granules + -(-exc.size // GRANULE) * instances) from None
+        image, image_size = None, exc.size         # larger than ram: refused below, naming the key to blame
     except (AssemblerError, ValueError) as exc:
         raise _unassembled(f, raw, where, text, source, exc) from None
-    if not image:
+    if not image_size:
         raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
                                                      "the image, and this file assembles to nothing")
-    _pages_after_image(f, raw, where, guest, recs, len(image), source)
-    need = programs.min_ram(guest, recs, len(image), source)
+    _pages_after_image(f, raw, where, guest, recs, image_size, source)
+    need = programs.min_ram(guest, recs, image_size, source)
     most = min(par - programs.RAM_BASE, 1 << 30)
     if need > most:
         # No ram would do: saying "set ram = ..." sent the user to a size refused as well
@@ -365,6 +383,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         raise f.fail(f"{where}.ram", raw.get("ram", ram), f"at least {_kib(need)} for guest {raw['guest']!r} "
                                                            f"with {recs} REC{'s' if recs > 1 else ''} (its image and the pages "
                                                            f"it uses){unset}")
+    assert image is not None         # an image larger than ram needs more than ram, refused above
     lifecycle = f.boolean(raw.get("lifecycle", False), f"{where}.lifecycle")
     lifetime = None
     if "lifetime" in raw:
@@ -379,13 +398,12 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path) -> RealmT
         rpv=f.hex_bytes(raw.get("rpv", ""), f"{where}.rpv", 64),
         measure=f.boolean(raw.get("measure", True), f"{where}.measure"),
         constants=constants,
-        instances=f.integer(raw.get("instances", 1), f"{where}.instances", 1, MAX_REALMS,
-                            f"realms of this kind alive at once (the run queue holds {MAX_REALMS} realms)"),
+        instances=instances,
         lifecycle=lifecycle, lifetime=lifetime,
         teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image,
         cpus=f.cpu_set(raw["cpus"], f"{where}.cpus") if "cpus" in raw else None,
         cpus_written=tuple(raw["cpus"]) if isinstance(raw.get("cpus"), list) else raw.get("cpus", "all"),
-        backed=programs.backed_pages(guest, recs, len(image), source), shared=programs.shared_pages(guest, source))
+        backed=programs.backed_pages(guest, recs, image_size, source), shared=programs.shared_pages(guest, source))
 
 
 def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,

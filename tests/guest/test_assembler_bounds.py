@@ -53,3 +53,23 @@ def test_a_long_chain_of_equ_names_defined_further_down_is_resolved_at_once() ->
     except subprocess.TimeoutExpired:
         pytest.fail("resolving the chain took more than 20 s")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_most_refuses_an_image_by_its_size_before_making_it() -> None:
+    """assemble(most=N) raises ImageTooLarge with the image's size when the first pass sizes it
+    past N (a 512 MiB .zero is refused at once, its bytes never made), and assembles an image of
+    exactly N bytes."""
+    from rmm_mp.guest.assembler import ImageTooLarge, assemble
+    with pytest.raises(ImageTooLarge) as info:
+        assemble("nop\n.zero 0x20000000\n", most=4096)
+    assert (info.value.size, info.value.most) == (0x20000008, 4096)
+    assert len(assemble("nop\n.zero 4088\n", most=4096)) == 4096
+
+
+def test_symbols_are_the_first_pass_values() -> None:
+    """symbols() gives labels and .equ names (one defined further down too) the values the
+    image is assembled with, without making the image."""
+    from rmm_mp.guest.assembler import symbols
+    text = ".equ SIZE, end - start\nstart:\n    nop\n    .zero 0x3FF00000\nend:\n.equ AFTER, end + 8\n"
+    assert symbols(text, base=0x8000_0000) == {"start": 0x8000_0000, "end": 0x8000_0000 + 0x3FF00008,
+                                              "SIZE": 0x3FF00008, "AFTER": 0x8000_0000 + 0x3FF00010}

@@ -90,22 +90,48 @@ def test_images_beyond_any_platforms_dram_are_refused_before_the_next_realm_is_a
 
 def test_a_realm_is_assembled_once_and_probed_once_for_its_page_constants(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Checking a ripas-loop realm assembles its guest twice: the image, and one probe of the
-    constants that place its pages. Before, the probe was made again by each check that needs
-    them (the page placement, min_ram, backed_pages): four assemblies of the whole guest, 8 s
-    for a 1 GiB image."""
+    """Checking a ripas-loop realm assembles its guest once, for the image, and reads the
+    constants that place its pages once, from the assembler's first pass (symbols), which makes
+    no image. Before, the probe was made again by each check that needs them (the page
+    placement, min_ram, backed_pages): four assemblies of the whole guest, 8 s for a 1 GiB
+    image; then a whole assembly with .quad lines appended, 2 s more for such an image."""
     from rmm_mp.workload import programs
-    calls = 0
-    real = programs.assemble
+    calls = {"assemble": 0, "symbols": 0}
+    real_assemble, real_symbols = programs.assemble, programs.symbols
 
-    def counted(text: str, base: int) -> bytes:
-        nonlocal calls
-        calls += 1
-        return real(text, base=base)
+    def assemble(text: str, base: int, most: int | None = None) -> bytes:
+        calls["assemble"] += 1
+        return real_assemble(text, base=base, most=most)
 
-    monkeypatch.setattr(programs, "assemble", counted)
+    def symbols(text: str, base: int) -> dict[str, int]:
+        calls["symbols"] += 1
+        return real_symbols(text, base=base)
+
+    monkeypatch.setattr(programs, "assemble", assemble)
+    monkeypatch.setattr(programs, "symbols", symbols)
     getattr(programs._equ_values, "cache_clear", lambda: None)()   # a value cached by an earlier test
     path = tmp_path / "w.toml"
     path.write_text(TOP + REALM.format(guest="ripas-loop") + "constants = { PAGES = 3 }\n")
     spec.load(path)
-    assert calls == 2
+    assert calls == {"assemble": 1, "symbols": 1}
+
+
+@pytest.mark.parametrize("realm, key, expected", [
+    ('ram = "1G"\ninstances = 7\n', "realm[0].guest", "those of realm[0] take 7,161.0 MiB"),
+    ('ram = "2M"\n', "realm[0].ram", "at least 1047553 KiB for guest 'big.s'"),
+], ids=["past-dram", "past-ram"])
+def test_an_image_too_large_is_refused_by_its_size_before_it_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      realm: str, key: str, expected: str) -> None:
+    """A guest file that assembles to 1023 MiB, in 7 instances (7 GB of images, more DRAM than
+    any platform has) or in a realm of 2 MiB of RAM, is refused from the first pass's size:
+    no byte of the image is encoded (the test fails if one is). Before, the image was made
+    whole and then refused for its size: seconds and gigabytes (61 s reported for the 7 GB)."""
+    from rmm_mp.guest import assembler
+
+    def no_image(*args: object) -> bytes:
+        raise AssertionError("the image was made although its size alone refuses it")
+
+    monkeypatch.setattr(assembler._Assembler, "_emit", no_image)
+    (tmp_path / "big.s").write_text("start:\n    b start\n    .zero 0x3FF00000\n")
+    error = _refused(tmp_path, TOP + '[[realm]]\nname = "big"\nguest = "big.s"\n' + realm)
+    assert error.key == key and expected in error.expected, str(error)
