@@ -325,7 +325,7 @@ class _Assembler:
         assert op is not None
         if op in ("b", "bl"):
             self._arity(line, 1)
-            return encode(Op.B if op == "b" else Op.BL, imm=self._branch(line, args[0], pc))
+            return encode(Op.B if op == "b" else Op.BL, imm=self._branch(line, args[0], pc, repr(line.written)))
         if op.startswith("b."):
             self._arity(line, 1)
             try:
@@ -333,11 +333,12 @@ class _Assembler:
             except KeyError:
                 raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, "
                                                   f"got {line.written!r}") from None
-            return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc))
+            return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc,
+                                                               f"the condition in {line.written!r}"))
         if op in ("cbz", "cbnz"):
             self._arity(line, 2)
             return encode(Op.CBZ if op == "cbz" else Op.CBNZ, rn=self._reg(line, args[0]),
-                          imm=self._branch(line, args[1], pc))
+                          imm=self._branch(line, args[1], pc, f"the register of {line.written!r}"))
         if op == "ret":
             return self._arity(line, 0) or encode(Op.RET, rn=30)
         if op == "br":
@@ -497,8 +498,19 @@ class _Assembler:
     def _target(self, line: _Line, text: str) -> int:
         return self._value(line, text)
 
-    def _branch(self, line: _Line, text: str, pc: int) -> int:
-        target = self._target(line, text)
+    def _branch(self, line: _Line, text: str, pc: int, after: str) -> int:
+        """The offset of the branch target ``text``, which comes after ``after`` on the line."""
+        try:
+            target = self._target(line, text)
+        except AssemblerError as exc:
+            if not exc.message.startswith(expr.NOT_AN_EXPRESSION):
+                raise
+            # A target that is no expression at all: say that a label was expected where it
+            # stands ('b.eq :' said 'expected a number, a label or an expression', which did not
+            # say a branch needs its target there, nor that a label is used without its colon).
+            hint = " (a label is named without the ':' that defines it)" if ":" in text else ""
+            raise AssemblerError(line.number, f"expected a label (or an expression giving the target's address) "
+                                              f"after {after}, got {_short(text)!r}{hint}") from None
         offset = target - pc
         if not -(1 << 31) <= offset < (1 << 31):
             away = f"{offset:#x} bytes" if offset.bit_length() <= 64 else "far more than 2 GiB"

@@ -56,11 +56,15 @@ def evaluate(text: str, symbol: Callable[[str], int], here: int) -> int:
     return values[0]
 
 
+NOT_AN_EXPRESSION = "expected a number, a label or an expression"
+"""How an error about text that is no expression begins (the assembler tells a branch's apart)."""
+
+
 def postfix(text: str) -> list[int | str]:
     """The numbers (as ints), names, '.' and operators ("u-" for unary minus) of text in postfix
     order, so the whole syntax is checked before any name is looked up."""
     if not text.strip():
-        raise ExprError("expected a number, a label or an expression, got an empty value")
+        raise ExprError(f"{NOT_AN_EXPRESSION}, got an empty value")
     out: list[int | str] = []
     pending: list[str] = []     # operators not yet output: "(", binary ones, and unary ones as "u-"
     operand = True              # an operand (or a prefix operator) comes next, not an operator
@@ -91,7 +95,7 @@ def postfix(text: str) -> list[int | str]:
             break
         operand = False
     if operand or text[pos:].strip() or depth:
-        raise ExprError(f"expected a number, a label or an expression, got {short(text)!r}")
+        raise ExprError(f"{NOT_AN_EXPRESSION}, got {short(text)!r}")
     out.extend(reversed(pending))
     return out
 
@@ -105,7 +109,7 @@ def _number(token: str, text: str) -> int:
             raise ExprError(f"expected a number, got {token!r}: leading zeros are not allowed "
                             f"(GNU as would read it as octal; write 0o... for that)") from None
         if not re.fullmatch(r"[1-9](?:_?[0-9])*", token):
-            raise ExprError(f"expected a number, a label or an expression, got {short(text)!r}") from None
+            raise ExprError(f"{NOT_AN_EXPRESSION}, got {short(text)!r}") from None
         value = 1 << MAX_BITS      # more decimal digits than int() converts: past the bound anyway
     return _bounded(value, text)
 

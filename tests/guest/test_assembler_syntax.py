@@ -30,6 +30,27 @@ def test_label_with_a_dot_is_named_as_a_label(source: str) -> None:
         assemble(source)
 
 
+@pytest.mark.parametrize(("source", "after", "got"), [
+    ("b.eq :", "the condition in 'b.eq'", "':' (a label is named without the ':' that defines it)"),
+    ("B.NE start:", "the condition in 'B.NE'", "'start:' (a label is named without"),
+    ("b.lo #8", "the condition in 'b.lo'", "'#8'"),
+    ("b x1:", "'b'", "'x1:' (a label is named without"),
+    ("bl 1 +", "'bl'", "'1 +'"),
+    ("cbz x1, :", "the register of 'cbz'", "':' (a label is named without"),
+])
+def test_a_branch_without_a_target_says_a_label_was_expected_there(source: str, after: str, got: str) -> None:
+    """A branch whose target is no expression (`b.eq :`, a label written with its colon, an
+    immediate) is refused saying that a label was expected after the condition (or the
+    mnemonic, or cbz's register): it said only "expected a number, a label or an expression,
+    got ':'". A target that is an expression naming no label keeps its own message."""
+    with pytest.raises(AssemblerError) as info:
+        assemble("start:\n" + source)
+    assert str(info.value).startswith(f"line 2: expected a label (or an expression giving the target's address) "
+                                      f"after {after}, got {got}"), str(info.value)
+    with pytest.raises(AssemblerError, match="^line 1: unknown label or constant 'x1'$"):
+        assemble("b.eq x1")
+
+
 @pytest.mark.parametrize(("source", "column", "shown"), [
     ("mov\u00a0x1, #1", 4, r"'\xa0' (U+00A0 NO-BREAK SPACE)"),
     ("mov x1,\u2003#1", 8, r"'\u2003' (U+2003 EM SPACE)"),
