@@ -96,7 +96,8 @@ def check_blanks(number: int, text: str) -> None:
         if ch.isspace() and ch not in BLANKS:
             name = unicodedata.name(ch, "")
             raise AssemblerError(number, f"column {i + 1}: {ch!r} (U+{ord(ch):04X}{' ' + name if name else ''}) is "
-                                         "no blank here; expected a space or a tab between words (other "
+                                         "no blank here; expected a space, a tab, a form feed or a vertical tab "
+                                         "between words (other "
                                          "whitespace may stand only in a quoted string or a comment)")
 
 

@@ -67,9 +67,11 @@ def test_whitespace_other_than_blanks_is_refused(source: str, column: int, shown
     ...) outside a string is refused wherever it stands, naming its column and the character:
     it was a blank between a mnemonic and its operands (str.split) but not elsewhere, so
     'mov\\xa0x1, #1' assembled, 'foo\\xa0: nop' was "unknown instruction 'foo'" and
-    'mov x1, #\\xa01' an invalid expression."""
+    'mov x1, #\\xa01' an invalid expression. The message names the four blanks accepted (it
+    said "a space or a tab", though a form feed and a vertical tab are blanks too)."""
     with pytest.raises(AssemblerError, match=rf"^line 1: column {column}: {re.escape(shown)} is no blank here; "
-                                             r"expected a space or a tab"):
+                                             r"expected a space, a tab, a form feed or a vertical tab between "
+                                             r"words"):
         assemble(f"{source}\n")
 
 
