@@ -1,16 +1,49 @@
 """Click parameter types and checks the subcommands share.
 
-Owns only option parsing (a NaN-refusing FloatRange, and one that keeps an integer exact, shown
-as N|SECONDS; the refusal of options beside a listing flag); nothing here touches a machine.
+Owns only option parsing (numbers in ASCII digits only: Int, IntRange; a NaN-refusing
+FloatRange, and one that keeps an integer exact, shown as N|SECONDS; the refusal of options
+beside a listing flag); nothing here touches a machine.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Any
 
 import click
+
+
+def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
+    """Refuse a number typed with a character outside ASCII, naming the first one: Python's
+    int() and float() read any Unicode decimal digit (full-width '４', Arabic-Indic '٣',
+    Devanagari '७') and Unicode whitespace around it, so click's INT, IntRange and FLOAT took
+    `--cpus ４` for 4 without a word. A number on the command line is written in ASCII digits."""
+    if not isinstance(value, str) or value.isascii():
+        return
+    ch = next(c for c in value if not c.isascii())
+    name = unicodedata.name(ch, "")
+    raise click.BadParameter(f"{value!r}: expected {kind} in ASCII (digits 0-9), but {ch!r} (U+{ord(ch):04X}"
+                             f"{' ' + name if name else ''}) is not ASCII", ctx=ctx, param=param)
+
+
+class Int(click.ParamType):
+    """click's INT for ASCII digits only (refuse_non_ascii)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        refuse_non_ascii(value, "an integer", param, ctx)
+        return click.INT.convert(value, param, ctx)
+
+
+class IntRange(click.IntRange):
+    """click.IntRange for ASCII digits only (refuse_non_ascii)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        refuse_non_ascii(value, "an integer", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 class FloatRange(click.FloatRange):
@@ -18,9 +51,11 @@ class FloatRange(click.FloatRange):
     check lets it through, and a NaN deadline or timeout is never reached), and whose errors
     show the value as typed: click's showed the float it made of it, so `--seconds 0` was
     refused as "0.0 is not in the range", `1e999` as "inf" and `1e-400` as "0.0", values nobody
-    typed, and a value that is no number as "not a valid float range", without the range."""
+    typed, and a value that is no number as "not a valid float range", without the range. ASCII
+    only (refuse_non_ascii)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        refuse_non_ascii(value, "a number", param, ctx)
         if isinstance(value, str):
             try:
                 float(value)
@@ -63,11 +98,13 @@ class TypedFloat(float):
 
 class TypedFloatParam(click.ParamType):
     """click's FLOAT, giving a TypedFloat: for the options whose range the workload's resolution
-    checks (`run` and `workloads show` --seconds), so that its error shows the value as typed."""
+    checks (`run` and `workloads show` --seconds), so that its error shows the value as typed.
+    ASCII only (refuse_non_ascii)."""
 
     name = "float"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        refuse_non_ascii(value, "a number", param, ctx)
         if not isinstance(value, str):
             return value
         try:
@@ -107,6 +144,7 @@ class StepsOrSeconds(click.FloatRange):
         return "N|SECONDS"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        refuse_non_ascii(value, "a number", param, ctx)
         if isinstance(value, str):
             try:
                 float(value)

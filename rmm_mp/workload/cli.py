@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import click
 
-from rmm_mp.clitypes import TypedFloatParam
+from rmm_mp.clitypes import Int, TypedFloatParam
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -62,14 +62,14 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--platform", "platform_name", default=None,
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
                    "[default: the workload's, else host].")
-@click.option("--cpus", type=int, default=None,
+@click.option("--cpus", type=Int(), default=None,
               help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
                    "platform's, at most 64].")
 @click.option("--seconds", type=TypedFloatParam(), default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
-@click.option("--iterations", type=int, default=None,
+@click.option("--iterations", type=Int(), default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
-@click.option("--seed", type=int, default=None, help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
+@click.option("--seed", type=Int(), default=None, help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
 @click.option("--json", "json_path", type=_PATH, default=None, help="Also write the report as JSON (docs/report-schema.json).")
 @click.option("--csv", "csv_path", type=_PATH, default=None, help="Also write the latency records as CSV: the JSON's latency list, one row per call "
                    "and CPU (and \"all\"), header first, times in ns, their columns named with the unit (p50_ns, ...; "
@@ -192,10 +192,10 @@ def workloads_list() -> None:
 @workloads_group.command(name="show")
 @click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
-@click.option("--cpus", type=int, default=None, help="Show it resolved for this many CPUs.")
+@click.option("--cpus", type=Int(), default=None, help="Show it resolved for this many CPUs.")
 @click.option("--seconds", type=TypedFloatParam(), default=None, help="Show it resolved for this length.")
-@click.option("--iterations", type=int, default=None, help="Show it resolved for this many steps per CPU.")
-@click.option("--seed", type=int, default=None, help="Show it resolved with this seed.")
+@click.option("--iterations", type=Int(), default=None, help="Show it resolved for this many steps per CPU.")
+@click.option("--seed", type=Int(), default=None, help="Show it resolved with this seed.")
 def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,
                    iterations: int | None, seed: int | None) -> None:
     """Check WORKLOAD (a bundled name or a path to a workload TOML file) and show it fully

@@ -44,6 +44,27 @@ CASES = [
     ("show-iterations-minus-1", [*SHOW, "--iterations", "-1"], "--iterations = -1: expected"),
     ("show-seconds-0", [*SHOW, "--seconds", "0"], "--seconds = 0: expected"),
     ("show-cpus-past-u64", [*SHOW, "--cpus", str(U64 + 1)], f"--cpus = {U64 + 1} (0x10000000000000000): expected"),
+    # numbers in digits other than ASCII's, which Python's int() and float() read (U+FF14 is a
+    # full-width 4, U+0663 an Arabic-Indic 3, U+0967 a Devanagari 1): `--cpus ４` ran on 4 CPUs
+    ("run-cpus-full-width", [*RUN, "--cpus", "\uff14"], "Invalid value for '--cpus': '\uff14': expected an integer "
+                                                         "in ASCII (digits 0-9), but '\uff14' (U+FF14 FULLWIDTH DIGIT "
+                                                         "FOUR) is not ASCII"),
+    ("run-seed-arabic-indic", [*RUN, "--seed", "\u0663"], "Invalid value for '--seed': '\u0663': expected an integer"),
+    ("run-iterations-devanagari", ["run", "quickstart", "--iterations", "1\u0967"],
+     "Invalid value for '--iterations': '1\u0967': expected an integer"),
+    ("run-cpus-no-break-space", [*RUN, "--cpus", "\u00a02"], "Invalid value for '--cpus': '\\xa02': expected an "
+                                                              "integer in ASCII (digits 0-9), but '\\xa0' (U+00A0 "
+                                                              "NO-BREAK SPACE) is not ASCII"),
+    ("run-seconds-full-width", ["run", "quickstart", "--seconds", "\uff17"],
+     "Invalid value for '--seconds': '\uff17': expected a number in ASCII"),
+    ("show-cpus-full-width", [*SHOW, "--cpus", "\uff12"], "Invalid value for '--cpus': '\uff12': expected an integer"),
+    ("show-seconds-arabic-indic", [*SHOW, "--seconds", "\u0663.5"], "Invalid value for '--seconds': '\u0663.5'"),
+    ("stress-quiescent-every-full-width", [*STRESS, "--quiescent-every", "\uff15"],
+     "Invalid value for '--quiescent-every': '\uff15': expected a number in ASCII"),
+    ("check-wait-full-width", ["check", "rmm-mp-1-0badc0de", "--wait", "\uff14"],
+     "Invalid value for '--wait': '\uff14': expected a number in ASCII"),
+    ("explore-timeout-arabic-indic", ["explore", "--timeout", "\u0663"],
+     "Invalid value for '--timeout': '\u0663': expected a number in ASCII"),
     # run: paths that are empty, a directory, unwritable or missing
     ("run-json-empty", [*RUN, "--json", ""], "--json = '': expected a file that can be written"),
     ("run-csv-directory", [*RUN, "--csv", "{tmp}"], "Invalid value for '--csv': File '{tmp}' is a directory"),
