@@ -30,8 +30,8 @@ from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
-from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights, WorkloadFile,
-                                  base_directory, beside)
+from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights,
+                                  WorkloadFile, base_directory, beside)
 
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
