@@ -59,6 +59,14 @@ CASES = [
      "Invalid value for '--seconds': '\uff17': expected a number in ASCII"),
     ("show-cpus-full-width", [*SHOW, "--cpus", "\uff12"], "Invalid value for '--cpus': '\uff12': expected an integer"),
     ("show-seconds-arabic-indic", [*SHOW, "--seconds", "\u0663.5"], "Invalid value for '--seconds': '\u0663.5'"),
+    ("stress-cpus-full-width", [*STRESS, "--cpus", "\uff14"], "Invalid value for '--cpus': '\uff14': expected an "
+                                                                "integer in ASCII"),
+    ("stress-seed-arabic-indic", [*STRESS, "--seed", "\u0663"], "Invalid value for '--seed': '\u0663': expected an "
+                                                                  "integer in ASCII"),
+    ("stress-steps-devanagari", [*STRESS, "--steps", "1\u0967"], "Invalid value for '--steps': '1\u0967': expected "
+                                                                  "an integer in ASCII"),
+    ("stress-pct-depth-full-width", [*STRESS, "--pct-depth", "\uff13"], "Invalid value for '--pct-depth': '\uff13': "
+                                                                       "expected an integer in ASCII"),
     ("stress-quiescent-every-full-width", [*STRESS, "--quiescent-every", "\uff15"],
      "Invalid value for '--quiescent-every': '\uff15': expected a number in ASCII"),
     ("check-wait-full-width", ["check", "rmm-mp-1-0badc0de", "--wait", "\uff14"],
