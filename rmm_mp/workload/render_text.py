@@ -67,7 +67,7 @@ def _header(doc: dict[str, Any]) -> list[str]:
     if doc["seconds"] is not None:
         limit.append(f"{doc['seconds']:g} s")
     if doc["iterations"] is not None:
-        limit.append(f"{doc['iterations']:,} iterations")
+        limit.append(_count(doc["iterations"], "iteration"))
     host = doc["host"]
     lines = [
         f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",

@@ -56,6 +56,11 @@ def test_header_says_what_ran() -> None:
     # One CPU (the benchmark's and many a first run's) reads in the singular.
     one = format_report(hand_built(cpus=1, **GOOD)).splitlines()[1]
     assert one.startswith("platform host: 1 CPU on 2 host cores, seed 7,"), one
+    # So does a run limited to one iteration (--iterations 1, a quick check of a workload).
+    once = format_report(hand_built(seconds=None, iterations=1, **GOOD)).splitlines()[1]
+    assert once.endswith("ran 2.01 s (limit 1 iteration)"), once
+    both = format_report(hand_built(iterations=1_000, **GOOD)).splitlines()[1]
+    assert both.endswith("ran 2.01 s (limit 2 s or 1,000 iterations)"), both
 
 
 def test_header_shows_the_host_load() -> None:
