@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,10 @@ def _phases_total(f: Fields, raw: dict[str, Any], phases: list[PhaseSpec]) -> No
     Raised at the phase that passes the bound, naming every phase and the sum."""
     timed = phases[0].seconds is not None
     lengths = [p.seconds if timed else p.iterations for p in phases]
-    total = sum(x or 0 for x in lengths)
+    # Added as the decimals the file wrote (repr gives them back from the floats), not as
+    # floats: 76701.0 + 134898.4 + 271000.9 + 98284.9 + 23914.8 is exactly a week, but its float
+    # sum is 604,800.0000000001, which refused the file with a sum shown as "= 604,800 s".
+    total = sum(Decimal(repr(x or 0)) for x in lengths)
     limit, unit = (MAX_SECONDS, "s") if timed else (MAX_ITERATIONS, "steps")
     if total <= limit:
         return
@@ -284,9 +288,12 @@ def _phases_total(f: Fields, raw: dict[str, Any], phases: list[PhaseSpec]) -> No
                                                        f"last ({most}): {terms} = {_amount(total)} {unit}")
 
 
-def _amount(x: float) -> str:
-    """A length as a person reads it: 604,800 and 1,209,600.5, not 1.2096e+06."""
-    return f"{x:,.6f}".rstrip("0").rstrip(".")
+def _amount(x: float | Decimal) -> str:
+    """A length as a person reads it, every decimal the file wrote: 604,800 and 1,209,600.5, not
+    1.2096e+06; and 604,800.0000001, not 604,800 (six decimals showed a sum past the bound as the
+    bound itself)."""
+    text = f"{x if isinstance(x, Decimal) else Decimal(repr(x)):,f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _realms(f: Fields, value: object, base_dir: Path) -> tuple[RealmTemplate, ...]:

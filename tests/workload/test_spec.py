@@ -737,6 +737,22 @@ def test_phases_that_add_up_to_a_week_exactly_are_accepted(tmp_path: Path) -> No
     assert len(load(tmp_path, text).phases) == 2
 
 
+def test_phases_with_decimals_that_add_up_to_a_week_are_accepted_and_a_sum_past_it_is_shown_whole(
+        tmp_path: Path) -> None:
+    """Five phases of 76701.0, 134898.4, 271000.9, 98284.9 and 23914.8 s add up to exactly a week,
+    as one phase of a week is accepted; their float sum is 604,800.0000000001, and the file was
+    refused with the sum shown as "= 604,800 s", the bound itself. A total past the week by a
+    tenth of a microsecond is refused with that sum shown whole, not rounded to the bound."""
+    lengths = ("76701.0", "134898.4", "271000.9", "98284.9", "23914.8")
+    text = "activities = { delegate-churn = 1 }\n" + "".join(
+        f'[[phase]]\nname = "p{i}"\nseconds = {x}\n' for i, x in enumerate(lengths))
+    assert sum(load(tmp_path, text).phases[i].seconds for i in range(5)) > 604_800   # the float sum passes it
+    past = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 604800\n'
+            '[[phase]]\nname = "b"\nseconds = 0.0000001\n')
+    err = refused(tmp_path, past, 7, "phase[1].seconds", 1e-7, "keep the phases' total at most")
+    assert err.expected.endswith("phase[0] 'a' 604,800 + phase[1] 'b' 0.0000001 = 604,800.0000001 s"), str(err)
+
+
 def test_duplicate_phase_names(tmp_path: Path) -> None:
     """Two phases with one name: the second is refused at its name's line."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
