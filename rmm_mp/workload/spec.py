@@ -379,8 +379,8 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: in
         # No ram would do: saying "set ram = ..." sent the user to a size refused as well
         # (a RANGE near 2^64 asked for ram = "17592186042369M"). The constant that placed the
         # pages there is what to change.
-        placing = [programs.PAGE_CONSTANTS.get(guest, "")] + list(_PLACING)
-        key, value = _set_constant(raw, where, source, placing) or (f"{where}.ram", raw.get("ram", ram))
+        key, value = _placing_culprit(raw, where, guest, recs, image_size, text, dict(constants), derived, most) \
+            or (f"{where}.ram", raw.get("ram", ram))
         raise f.fail(key, value, f"pages that fit in the most RAM a realm can have: guest {raw['guest']!r} with "
                                  f"{recs} REC{'s' if recs > 1 else ''} touches {_kib(need)} of RAM, and ram is at "
                                  f"most {_kib(most)} (1 GiB, and what ipa_width {ipa_width} leaves above 2 GiB)")
@@ -449,11 +449,37 @@ def _set_constant(raw: dict[str, Any], where: str, source: str, names: list[str]
     first; None when it sets none of them. ripas-loop's and ripas-flip's RANGE is
     ``IMAGE_BASE + 0x100000``: an IMAGE_BASE that moved the pages was reported as the guest
     (``realm[0].guest = 'ripas-loop'``) or its ram, not as the constant that is wrong."""
+    named = _set_constants(raw, source, names)
+    return (f"{where}.constants.{named[0]}", raw["constants"][named[0]]) if named else None
+
+
+def _set_constants(raw: dict[str, Any], source: str, names: list[str]) -> list[str]:
+    """The constants the workload sets among ``names`` and the .equ names their values use in
+    ``source``, nearest first."""
     constants = raw.get("constants", {})
     if not isinstance(constants, dict):
-        return None
-    constant = next((c for c in equ_uses(source, names) if c in constants), None)
-    return (f"{where}.constants.{constant}", constants[constant]) if constant is not None else None
+        return []
+    return [c for c in equ_uses(source, names) if c in constants]
+
+
+def _placing_culprit(raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int, text: str,
+                     constants: dict[str, int], derived: dict[str, int], most: int) -> tuple[str, object] | None:
+    """(key, value) of the constant the workload sets that puts the pages ``guest`` touches past
+    ``most``: of those it sets among the placing constants and what their values use (nearest
+    first), the first without which (its .equ value the guest's own) the pages fit; else the
+    first of them; None when it sets none. The first set one alone blamed a harmless one: attest
+    with SHARED_OFFSET = 0x7FFF0000 and OFFSET = 0xC00 (its default) was refused at OFFSET."""
+    source = with_constants(text, {**constants, **derived})
+    named = _set_constants(raw, source, [programs.PAGE_CONSTANTS.get(guest, ""), *_PLACING])
+    for constant in named:
+        rest = {name: value for name, value in constants.items() if name != constant}
+        try:
+            need = programs.min_ram(guest, recs, image_size, with_constants(text, {**rest, **derived}))
+        except ValueError:      # AssemblerError too: without it the guest is wrong some other way
+            continue
+        if need <= most:
+            return f"{where}.constants.{constant}", raw["constants"][constant]
+    return (f"{where}.constants.{named[0]}", raw["constants"][named[0]]) if named else None
 
 
 def _unassembled(f: Fields, raw: dict[str, Any], where: str, text: str, source: str, exc: ValueError) -> ConfigError:

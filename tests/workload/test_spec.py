@@ -583,6 +583,19 @@ def test_an_image_base_that_moves_the_pages_is_named(tmp_path: Path, guest: str,
         assert "where IMAGE_BASE moves it" in err.expected or "1049616 KiB" in err.expected, str(err)
 
 
+@pytest.mark.parametrize("constants", ["SHARED_OFFSET = 0x7FFF0000, OFFSET = 0xC00",
+                                       "OFFSET = 0xC00, SHARED_OFFSET = 0x7FFF0000"])
+def test_pages_past_the_most_ram_are_blamed_on_the_constant_that_puts_them_there(tmp_path: Path,
+                                                                                 constants: str) -> None:
+    """attest with SHARED_OFFSET 2 GiB into RAM (its shared page past the most RAM a realm can
+    have) and OFFSET at its default 0xC00, in either order: refused at SHARED_OFFSET, without
+    which the pages fit. Both are placing constants, and the first set one in a fixed order
+    (OFFSET) was named, a value that is not wrong; earlier the first in the file's order."""
+    text = HEAD + f'[[realm]]\nname = "a"\nguest = "attest"\nram = "4M"\nconstants = {{ {constants} }}\n'
+    refused(tmp_path, text, 7, "realm[0].constants.SHARED_OFFSET", 0x7FFF0000,
+            "pages that fit in the most RAM a realm can have: guest 'attest'")
+
+
 def test_a_guest_wrong_on_its_own_is_not_blamed_on_a_constant(tmp_path: Path) -> None:
     """A guest file that does not assemble even with its own .equ values is refused at
     realm[0].guest, although the failing line uses a constant the workload sets."""
