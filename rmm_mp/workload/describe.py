@@ -6,6 +6,7 @@
                        set), each phase's weights per CPU (CPUs with the same weights share a
                        line) and the owner of every lifecycle instance
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
+    seconds_text(s)    seconds to 10 significant digits (the run report's header uses it too)
 
 This module owns these texts. It runs nothing.
 """
@@ -69,10 +70,17 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
     return lines
 
 
+def seconds_text(seconds: float) -> str:
+    """A length in seconds to 10 significant digits, "2.5", "604800", "134898.4": %g's six showed
+    a phase of 134898.4 s as 134898 s and one of 271000.9 s as 271001 s (a length of a week has 6
+    digits before the point). A share of a length set with --seconds, 10 / 3, reads 3.333333333."""
+    return f"{seconds:.10g}"
+
+
 def length(seconds: float | None, iterations: int | None) -> str:
     """A run's or a phase's length as people read it: "2.5 s", "1 step per CPU", "1,000 steps per CPU"."""
     if seconds is not None:
-        return f"{seconds:g} s"
+        return f"{seconds_text(seconds)} s"
     return f"{_count(iterations or 0, 'step')} per CPU"
 
 

@@ -24,6 +24,7 @@ from typing import Any, Collection, Sequence
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
+from rmm_mp.workload.describe import seconds_text
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
 
@@ -65,7 +66,7 @@ def _pct(part: int, whole: int) -> str:
 def _header(doc: dict[str, Any]) -> list[str]:
     limit = []
     if doc["seconds"] is not None:
-        limit.append(f"{doc['seconds']:g} s")
+        limit.append(f"{seconds_text(doc['seconds'])} s")
     if doc["iterations"] is not None:
         limit.append(_count(doc["iterations"], "iteration"))
     host = doc["host"]

@@ -61,6 +61,9 @@ def test_header_says_what_ran() -> None:
     assert once.endswith("ran 2.01 s (limit 1 iteration)"), once
     both = format_report(hand_built(iterations=1_000, **GOOD)).splitlines()[1]
     assert both.endswith("ran 2.01 s (limit 2 s or 1,000 iterations)"), both
+    # A limit of seconds is shown with its digits, not %g's six (100000.5 s read "limit 100000 s").
+    odd = format_report(hand_built(seconds=100_000.5, **GOOD)).splitlines()[1]
+    assert odd.endswith("(limit 100000.5 s)"), odd
 
 
 def test_header_shows_the_host_load() -> None:

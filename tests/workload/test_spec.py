@@ -766,6 +766,21 @@ def test_phases_with_decimals_that_add_up_to_a_week_are_accepted_and_a_sum_past_
     assert err.expected.endswith("phase[0] 'a' 604,800 + phase[1] 'b' 0.0000001 = 604,800.0000001 s"), str(err)
 
 
+def test_a_phase_length_is_shown_with_its_digits(tmp_path: Path) -> None:
+    """`workloads show` of phases of 134898.4 s and 271000.9 s shows those lengths (with %g they
+    read 134898 s and 271001 s), and the run's 405899.3 s; a share of `--seconds 10` over three
+    equal phases reads 3.333333333 s."""
+    from rmm_mp.workload.describe import describe
+    text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 134898.4\n'
+            '[[phase]]\nname = "b"\nseconds = 271000.9\n')
+    shown = describe(load(tmp_path, text)).splitlines()
+    assert "  a: 134898.4 s" in shown and "  b: 271000.9 s" in shown, shown
+    assert any(line.startswith("length 405899.3 s,") for line in shown), shown
+    thirds = text + '[[phase]]\nname = "c"\nseconds = 1\n'
+    shares = describe(load(tmp_path, thirds.replace("134898.4", "1").replace("271000.9", "1"), seconds=10))
+    assert "  a: 3.333333333 s" in shares.splitlines(), shares
+
+
 def test_duplicate_phase_names(tmp_path: Path) -> None:
     """Two phases with one name: the second is refused at its name's line."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
