@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, TextIO
 
 from rmm_mp.stats.histogram import total_count
 from rmm_mp.stats.report import read_stats
+from rmm_mp.words import count as _count
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
@@ -112,7 +113,8 @@ class Progress:
         # host activity steps too (the report's header says "N calls, REC runs and host steps");
         # labelled "calls" it claimed some 30 % more calls than were made. One word, so that 4
         # CPUs' rates still fit in 80 columns.
-        for piece in (f"  {total:,} records", f"  {_short(sum(self.rates.values()))}/s"):
+        # words.count: "1 record", as the report's header reads "1 iteration" and "1 CPU".
+        for piece in (f"  {_count(total, 'record')}", f"  {_short(sum(self.rates.values()))}/s"):
             if len(line) + len(piece) > width:
                 return line
             line += piece

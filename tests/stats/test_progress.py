@@ -152,3 +152,18 @@ def test_the_count_is_labelled_records_since_it_is_not_calls_alone() -> None:
         text = out.getvalue()
         assert "  3 records  6/s  per CPU 6" in text, text
         assert " calls" not in text, text
+
+
+def test_a_count_of_one_reads_in_the_singular() -> None:
+    """A bar whose CPUs have published one record between them says "1 record", not "1 records"
+    (the report's header says "1 iteration" and "1 CPU" likewise); 2 read "2 records"."""
+    with Machine.create("host", cpus=2) as m:
+        out = io.StringIO()
+        bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, width=120)
+        bar.counts = lambda: {0: 1, 1: 0}    # type: ignore[method-assign]
+        bar.tick(0.5)
+        bar.counts = lambda: {0: 1, 1: 1}    # type: ignore[method-assign]
+        bar.tick(1.0)
+        first, second = out.getvalue().split("\r")[1:]
+        assert "0.5/10 s  1 record  " in first, first
+        assert "1.0/10 s  2 records  " in second, second
