@@ -33,7 +33,7 @@ import struct
 from pathlib import Path
 
 from rmm_mp.abi.cca_token import TOKEN_BUFFER_SIZE
-from rmm_mp.guest.assembler import assemble, symbols
+from rmm_mp.guest.assembler import ImageTooLarge, assemble, symbols
 from rmm_mp.guest.equ import with_constants
 from rmm_mp.host.guests import DEFAULT_BASE, GUESTS, guest_source, measure_constants
 from rmm_mp.host.realm_entry import MAX_SHARED_PAGES
@@ -206,6 +206,15 @@ def image(text: str, constants: dict[str, int], most: int | None = None) -> byte
     """The program assembled at RAM_BASE; AssemblerError (a ValueError) if it does not assemble,
     ImageTooLarge (a ValueError) if it would be larger than ``most`` bytes (found before it is made)."""
     return assemble(with_constants(text, constants), base=RAM_BASE, most=most)
+
+
+def image_size(text: str) -> int:
+    """The size in bytes of the image of ``text`` (its constants applied), from the assembler's
+    first pass alone: the image is not made. AssemblerError as image's, for what that pass finds."""
+    try:
+        return len(assemble(text, base=RAM_BASE, most=0))
+    except ImageTooLarge as exc:
+        return exc.size
 
 
 def min_ram(guest: str, recs: int, image_size: int, text: str = "") -> int:

@@ -372,7 +372,7 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: in
     if not image_size:
         raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
                                                      "the image, and this file assembles to nothing")
-    _pages_after_image(f, raw, where, guest, recs, image_size, source)
+    _pages_after_image(f, raw, where, guest, recs, image_size, text, dict(constants), derived)
     need = programs.min_ram(guest, recs, image_size, source)
     most = min(par - programs.RAM_BASE, 1 << 30)
     if need > most:
@@ -414,21 +414,24 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: in
 
 
 def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,
-                       source: str) -> None:
+                       text: str, constants: dict[str, int], derived: dict[str, int]) -> None:
     """The pages a bundled guest touches beyond its image must start on a page boundary in its
     RAM after the image: below RAM the host backs nothing (the guest takes an SEA there, with no
     vector to take it, and loops on it for ever), and over the image the guest writes over its
     own code."""
+    source = with_constants(text, {**constants, **derived})
     pages = programs.guest_pages(guest, recs, source)
     image_end = -(-image_size // 4096) * 4096
-    if pages is None:
+    if pages is None or (pages[0] % 4096 == 0 and pages[0] >= image_end):
         return
     constant = programs.PAGE_CONSTANTS[guest]
-    key, value = _set_constant(raw, where, source, [constant]) or (f"{where}.guest", raw["guest"])
+    key, value = _pages_culprit(raw, where, guest, recs, text, constants, derived, [constant]) \
+        or (f"{where}.guest", raw["guest"])
     first = programs.RAM_BASE + pages[0]
     at = f"{constant} (IPA {first:#x})"
-    if key.startswith(f"{where}.constants.") and not key.endswith(f".{constant}"):
-        at = f"{constant} (IPA {first:#x}, where {key.rsplit('.', 1)[1]} moves it)"  # how the key named is to blame
+    blamed = key.rsplit(".", 1)[1] if key.startswith(f"{where}.constants.") else constant
+    if blamed != constant and blamed in _set_constants(raw, source, [constant]):
+        at = f"{constant} (IPA {first:#x}, where {blamed} moves it)"  # how the key named is to blame
     if pages[0] % 4096:
         # The guests use these as pages: RSI_IPA_STATE_SET and ATTESTATION_TOKEN_CONTINUE refuse
         # an address that is not granule aligned (the realm then reports failure), and a store
@@ -441,6 +444,26 @@ def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, r
                              f"{at}, and they must start at or above "
                              f"{programs.RAM_BASE + image_end:#x} (RAM starts at {programs.RAM_BASE:#x}, "
                              f"the image takes {_kib(image_end)})")
+
+
+def _pages_culprit(raw: dict[str, Any], where: str, guest: str, recs: int, text: str, constants: dict[str, int],
+                   derived: dict[str, int], chain: list[str]) -> tuple[str, object] | None:
+    """(key, value) of the constant the workload sets without which (its .equ value the guest's
+    own) the pages ``guest`` touches start on a page boundary after its image: of those the page
+    constant's value uses (``chain``, nearest first), then the others it sets, in the file's
+    order; else the first of the chain's; None when it sets none. A ripas-loop MAX_RECS of
+    400,000 grows the image past RANGE: it was blamed on realm[0].guest, which is not wrong."""
+    named = _set_constants(raw, with_constants(text, {**constants, **derived}), chain)
+    for candidate in [*named, *(c for c in constants if c not in named)]:
+        source = with_constants(text, {**{k: v for k, v in constants.items() if k != candidate}, **derived})
+        try:
+            pages = programs.guest_pages(guest, recs, source)
+            size = programs.image_size(source)
+        except ValueError:      # AssemblerError too: without it the guest is wrong some other way
+            continue
+        if pages is not None and pages[0] % 4096 == 0 and pages[0] >= -(-size // 4096) * 4096:
+            return f"{where}.constants.{candidate}", raw["constants"][candidate]
+    return (f"{where}.constants.{named[0]}", raw["constants"][named[0]]) if named else None
 
 
 def _set_constant(raw: dict[str, Any], where: str, source: str, names: list[str]) -> tuple[str, object] | None:

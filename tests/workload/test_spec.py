@@ -596,6 +596,16 @@ def test_pages_past_the_most_ram_are_blamed_on_the_constant_that_puts_them_there
             "pages that fit in the most RAM a realm can have: guest 'attest'")
 
 
+def test_an_image_grown_over_the_pages_is_blamed_on_the_constant_that_grows_it(tmp_path: Path) -> None:
+    """ripas-loop with a MAX_RECS of 5,000: its per-REC areas grow the image past RANGE (1 MiB into
+    RAM), where its pages start. Refused at realm[0].constants.MAX_RECS, without which the pages
+    lie after the image, not at realm[0].guest, which the user did not get wrong (and with no
+    "where MAX_RECS moves it": it does not move RANGE)."""
+    text = HEAD + '[[realm]]\nname = "a"\nguest = "ripas-loop"\nram = "8M"\nconstants = { MAX_RECS = 5000 }\n'
+    err = refused(tmp_path, text, 7, "realm[0].constants.MAX_RECS", 5000, "pages in the realm's RAM after its image")
+    assert "places its pages at RANGE (IPA 0x80100000), and" in err.expected, str(err)
+
+
 def test_a_guest_wrong_on_its_own_is_not_blamed_on_a_constant(tmp_path: Path) -> None:
     """A guest file that does not assemble even with its own .equ values is refused at
     realm[0].guest, although the failing line uses a constant the workload sets."""
