@@ -56,15 +56,18 @@ def _formatters() -> Any:
 
 def cdf(s: CallStats) -> tuple[list[float], list[float]]:
     """(x in us, share of calls <= x) at the upper edge of each non-empty bucket, capped at max
-    (CallStats.upper_edge, as the reported percentiles are)."""
+    (CallStats.upper_edge, as the reported percentiles are). The shares are of the calls the
+    buckets hold: a slot whose flush was cut off (CallStats.half_written) counts calls none of
+    them holds, and as shares of its count its curve, and "all" beside it, stopped short of 1."""
     xs: list[float] = []
     ys: list[float] = []
+    bucketed = sum(s.buckets)
     seen = 0
     for bucket, n in enumerate(s.buckets):
         if n:
             seen += n
             xs.append(s.upper_edge(bucket) / 1000)
-            ys.append(seen / s.count)
+            ys.append(seen / bucketed)
     return xs, ys
 
 
@@ -96,6 +99,9 @@ def _panel(ax: Any, slot: int, stats: dict[int, dict[int, CallStats]], total: Ca
             # no curve, but a legend entry, so that the CPU is not silently missing.
             ax.plot([], [], label=f"{label}: none in its histogram", color=color, linewidth=1.0)
             continue
+        bucketed = sum(s.buckets)
+        if bucketed != s.count:
+            label += f": {bucketed:,} of {s.count:,} in its histogram"
         # Start the step just below the first edge with nothing below it, so a single bucket still shows.
         ax.step([xs[0] * 0.97, *xs], [1e-4, *ys], where="post", label=label, color=color, linewidth=1.0)
         low, high = min(low or xs[0], xs[0] * 0.97), max(high, xs[-1])

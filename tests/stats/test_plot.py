@@ -4,7 +4,8 @@ Scenarios: a report's plot is a real PNG of some size; with more calls than pane
 busiest get one and the rest are named; the cumulative line steps at bucket upper edges (capped
 at the maximum) and reaches 1; x limits span whole decades; without matplotlib (its import made
 to fail) PlotUnavailable says how to install it and no file is written; a report without
-latency cannot be plotted; a call a killed flush left with no bucketed call is still plotted.
+latency cannot be plotted; a call a killed flush left with no bucketed call is still plotted;
+a CPU's curve, and "all", reach 1 when some of its calls are in no bucket.
 """
 
 from __future__ import annotations
@@ -116,11 +117,17 @@ def test_a_report_without_latency_cannot_be_plotted(tmp_path: Path) -> None:
         plot.write_plot({}, str(tmp_path / "x.png"))
 
 
-def _first_flush_cut_off(slot: int, samples: list[int], monkeypatch: pytest.MonkeyPatch) -> CallStats:
-    """The slot a CPU process leaves when it is killed in its first flush of ``slot``, after the
-    count, sum and maximum were written and before any bucket was (docs/latency.md, "Flushing")."""
+def _first_flush_cut_off(slot: int, samples: list[int], monkeypatch: pytest.MonkeyPatch,
+                         flushed: tuple[int, ...] = ()) -> CallStats:
+    """The slot a CPU process leaves when it is killed in its first flush of ``slot`` (after one
+    of ``flushed``, if any), after the count, sum and maximum were written and before any bucket
+    was (docs/latency.md, "Flushing")."""
     region = memoryview(bytearray(histogram.REGION_BYTES))
     recorder = histogram.Recorder(region)
+    if flushed:
+        for total in flushed:
+            recorder.appends[slot](total)
+        recorder.flush(0)
     for total in samples:
         recorder.appends[slot](total)
 
@@ -155,3 +162,23 @@ def test_a_slot_whose_first_flush_was_cut_off_is_still_plotted(tmp_path: Path,
     only_torn = tmp_path / "only-torn.png"
     plot.write_plot({0: {1: torn}}, str(only_torn), "t")
     assert only_torn.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_curves_reach_one_when_a_flush_left_calls_outside_the_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 flushed 10 DELEGATE calls of 1 us, then was killed in its next flush of 500 more: the
+    slot counts 510 calls and its buckets hold 10. Its curve and the "all" curve (CPU 0's 10
+    calls of 2 us beside them) are shares of the calls in the buckets, so both end at 1; as
+    shares of the counts they ended at 10/510 and 20/520, under the panel's 0.05 floor, so that
+    the "all" line of the panel could not be seen. The legend says how many of the CPU's calls
+    its histogram holds."""
+    torn = _first_flush_cut_off(1, [5000] * 500, monkeypatch, flushed=(1000,) * 10)
+    assert torn.count == 510 and sum(torn.buckets) == 10 and torn.half_written()
+    assert plot.cdf(torn) == ([1.007], [1.0])
+    both = torn.merged(stats_of(1, [2000] * 10))
+    assert plot.cdf(both)[1] == [0.5, 1.0]
+    figure_cls, _ = plot._matplotlib()
+    ax = figure_cls().add_subplot()
+    plot._panel(ax, 1, {0: {1: stats_of(1, [2000] * 10)}, 1: {1: torn}}, both)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["CPU 0", "CPU 1: 10 of 510 in its histogram", "all: 20 of 520 in its histogram"], labels
+    assert [list(line.get_ydata())[-1] for line in ax.get_lines()] == [1.0, 1.0, 1.0]
