@@ -11,6 +11,8 @@ Rules (each violation names its rule):
                   each DATA granule is named by exactly one entry
   rd-refcount     an RD's refcount equals the number of RECs whose owner it is
   rec-owner       every REC's owner is an RD; every REC_AUX granule is listed by exactly one REC
+  rec-index       the RECs of a realm have distinct indices, each below the realm's rec_index
+                  (REC_CREATE gives a REC the rec_index and increments it: B4.3.12)
   rec-running     no REC holds the running reference on a quiescent machine
   vmid            each realm's VMID is reserved, no two realms share one, no VMID is reserved
                   without a realm
@@ -173,6 +175,7 @@ def _count_data(scan: _Scan, table: int, desc: int, level: int, ipa: int) -> Non
 
 def _check_recs(scan: _Scan, rds: set[int]) -> None:
     owners: Counter[int] = Counter()
+    indices: dict[tuple[int, int], int] = {}     # (RD, REC index) -> the first REC found with it
     for idx, state in enumerate(scan.states):
         if state != GS.REC:
             continue
@@ -181,6 +184,8 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
         owners[owner] += 1
         if owner not in rds:
             scan.report("rec-owner", scan.pa(idx), f"REC's owner {rec.owner_rd:#x} is not an RD")
+        else:
+            _check_rec_index(scan, idx, owner, rec.rec_idx, indices)
         if scan.refcounts[idx]:
             scan.report("rec-running", scan.pa(idx), "REC still holds the running reference")
         for n, aux in enumerate(rec.aux()):
@@ -190,6 +195,21 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
     for rd in rds:
         if scan.refcounts[rd] != owners[rd]:
             scan.report("rd-refcount", scan.pa(rd), f"RD refcount {scan.refcounts[rd]} but {owners[rd]} RECs")
+
+
+def _check_rec_index(scan: _Scan, rec: int, rd: int, index: int, indices: dict[tuple[int, int], int]) -> None:
+    """A REC's index against its realm's: REC_CREATE succeeds only for the RD's rec_index, which
+    it then increments and nothing decrements, so indices are unique and below it. The RD
+    refcount rule cannot see a lost update of rec_index (two REC_CREATEs reading it without the
+    RD lock): both RECs are counted, with one index."""
+    after = Rd(scan.machine.memory, rd).rec_count
+    if index >= after:
+        scan.report("rec-index", scan.pa(rec), f"REC index {index} of RD {scan.pa(rd):#x}, whose next REC index "
+                                               f"is {after}: expected below it")
+    first = indices.setdefault((rd, index), rec)
+    if first != rec:
+        scan.report("rec-index", scan.pa(rec), f"REC index {index} of RD {scan.pa(rd):#x} is REC "
+                                               f"{scan.pa(first):#x}'s too: expected one REC per index")
 
 
 def _check_references(scan: _Scan) -> None:

@@ -22,7 +22,8 @@ from rmm_mp.hw.platform import load as load_platform
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.rmm import s2tt, vmid
 from rmm_mp.rmm.granule_state import GranuleState as GS
-from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, Rec
+from rmm_mp.rmm.realm_desc import OFF_REC_COUNT
+from rmm_mp.rmm.rec_desc import OFF_IDX, OFF_NUM_AUX, Rec
 
 GRANULE = 4096
 RD_LEVEL_START, RD_NUM_START = 0x10, 0x18
@@ -314,6 +315,36 @@ def test_a_rec_whose_owner_is_no_rd_is_a_violation(machine: Machine) -> None:
     assert _rules(machine) == [("rd-refcount", realm.rd), ("rec-owner", rec)]
     assert f"REC's owner {other:#x} is not an RD" in _details(machine)
     assert "RD refcount 1 but 0 RECs" in _details(machine)
+
+
+def test_two_recs_of_one_realm_with_one_index_are_a_violation(machine: Machine) -> None:
+    """REC_CREATE gives a REC the realm's rec_index and increments it (B4.3.12 mpidr_index), so two
+    RECs of one realm never share an index: the lost update of a REC_CREATE that reads rec_index
+    without the RD lock makes two RECs with index 0 while the RD refcount still counts both. REC 1's
+    index rewritten to 0: one rec-index violation on REC 1, naming REC 0 and the RD."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec0, rec1 = t.rec(realm), t.rec(realm)
+    assert invariants(machine).ok
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec1) * GRANULE + OFF_IDX, 0)
+    assert _rules(machine) == [("rec-index", max(rec0, rec1))]
+    first, second = sorted((rec0, rec1))
+    assert f"REC index 0 of RD {realm.rd:#x} is REC {first:#x}'s too" in _details(machine)
+
+
+def test_a_rec_index_at_or_past_the_realms_next_index_is_a_violation(machine: Machine) -> None:
+    """A realm whose REC 0 was destroyed and REC 1 created holds one REC with index 1 and a next
+    index of 2 (never decremented): valid. Its next index rewritten to 1 (a REC_CREATE whose
+    increment was lost): one rec-index violation on the REC, showing both numbers."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec0 = t.rec(realm)
+    assert t.smc(F.RMI_REC_DESTROY, rec0)[0] == 0
+    rec1 = t.rec(realm, index=1)
+    assert invariants(machine).ok
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + OFF_REC_COUNT, 1)
+    assert _rules(machine) == [("rec-index", rec1)]
+    assert f"REC index 1 of RD {realm.rd:#x}, whose next REC index is 1" in _details(machine)
 
 
 def test_an_rd_refcount_that_does_not_count_its_recs_is_a_violation(machine: Machine) -> None:
