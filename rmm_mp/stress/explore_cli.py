@@ -91,9 +91,17 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     with Interrupts(sigterm=False) as stop:
         try:
             reports, interrupted = _run(names, inject, timeout, stop)
-        except click.ClickException as exc:     # a pair that could not be set up, a machine not made
+        except _Stopped as exc:     # a pair that could not be set up, a machine not made
             message = exc.format_message()
             stop.step(lambda: echo(f"Error: {message}", err=True), read=True)
+            if json_path:
+                # Written all the same, with the pairs done and why the run stopped: a file left
+                # by an earlier run stayed in place, for a script to read as this run's verdict.
+                done, _ = stop.step(lambda: _write_json(json_path, exc.reports, inject, bool(stop.by), message),
+                                    read=True)
+                if not done:
+                    stop.step(lambda: echo(f"Error: the json report was not written to {shown_path(json_path)}: "
+                                           f"interrupted ({stop.by})", err=True), read=True)
             stop.decided(exc.exit_code)
         interrupted = interrupted or bool(stop.by)
         failed = interrupted or any(not r.ok for r in reports)
@@ -127,6 +135,15 @@ def _pair_hint(name: str) -> str:
     if name in BUGS:
         return f" (a bug of the catalogue: --inject {name})"
     return suggestion(name, PAIRS)
+
+
+class _Stopped(click.ClickException):
+    """What stopped the pairs before they were all explored (a pair that could not be set up, a
+    machine not made), with the reports of the pairs done by then, for the JSON."""
+
+    def __init__(self, message: str, reports: list[PairReport]) -> None:
+        super().__init__(message)
+        self.reports = reports
 
 
 class _CtrlC:
@@ -196,9 +213,9 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
         except KeyboardInterrupt:
             return reports, True
         except SetupError as exc:
-            raise click.ClickException(f"pair {name!r} could not be set up: {exc}") from None
+            raise _Stopped(f"pair {name!r} could not be set up: {exc}", reports) from None
         except MachineError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            raise _Stopped(f"{type(exc).__name__}: {exc}", reports) from None
         finally:
             patches.restore()
     return reports, ctrl_c.seen
@@ -307,9 +324,11 @@ def report_json(report: PairReport) -> dict[str, object]:
                             "a": _result_json(n.a), "b": _result_json(n.b)} for n in report.non_serial]}
 
 
-def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], interrupted: bool) -> bool:
-    document = {"ok": not interrupted and all(r.ok for r in reports), "inject": list(inject),
-                "interrupted": interrupted, "pairs": [report_json(r) for r in reports]}
+def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], interrupted: bool,
+                error: str | None = None) -> bool:
+    """The JSON report; ``error`` is what stopped the pairs before they were all explored."""
+    document = {"ok": not interrupted and error is None and all(r.ok for r in reports), "inject": list(inject),
+                "interrupted": interrupted, "error": error, "pairs": [report_json(r) for r in reports]}
     try:
         write_json(document, path)
     except OSError as exc:

@@ -932,3 +932,26 @@ def test_a_pair_whose_setup_fails_is_named_not_a_traceback(monkeypatch: pytest.M
     result = CliRunner().invoke(explore_command, [name])
     assert result.exit_code == 1 and not isinstance(result.exception, SetupError), result.output
     assert f"pair {name!r} could not be set up: RMI_GRANULE_DELEGATE answered" in result.output
+
+
+def test_a_pair_whose_setup_fails_still_gets_its_json_written(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """Two pairs with --json, the second's setup failing: the JSON is written all the same, with
+    the first pair's report, `ok` false and `error` naming the pair that could not be set up.
+    It was not written at all, and nothing said so: a file left by an earlier run (here one
+    saying `ok` true) stayed in place, for a script to read as this run's verdict."""
+    from rmm_mp.stress import explore_cli
+    from rmm_mp.stress.explore_setup import SetupError
+
+    def broken(machine):  # type: ignore[no-untyped-def]
+        raise SetupError("RMI_GRANULE_DELEGATE answered RMI_ERROR_INPUT")
+
+    good, bad = "rtt-create-vs-rtt-create", "data-destroy-vs-rtt-fold"
+    monkeypatch.setitem(explore_cli.PAIRS, bad, dataclasses.replace(PAIRS[bad], setup=broken))
+    path = tmp_path / "explore.json"
+    path.write_text('{"ok": true, "pairs": []}')
+    result = CliRunner().invoke(explore_command, [good, bad, "--json", str(path)])
+    assert result.exit_code == 1, result.output
+    data = json.loads(path.read_text())
+    assert data["ok"] is False and [p["pair"] for p in data["pairs"]] == [good]
+    assert data["error"] == f"pair {bad!r} could not be set up: RMI_GRANULE_DELEGATE answered RMI_ERROR_INPUT"
