@@ -14,8 +14,8 @@ Rules (each violation names its rule):
   rec-index       the RECs of a realm have distinct indices, each below the realm's rec_index
                   (REC_CREATE gives a REC the rec_index and increments it: B4.3.12)
   rec-running     no REC holds the running reference on a quiescent machine
-  vmid            each realm's VMID is reserved, no two realms share one, no VMID is reserved
-                  without a realm
+  vmid            each realm's VMID is one of the platform's and reserved, no two realms share
+                  one, no VMID is reserved without a realm
 
 The tables are read from the machine's memory without locks: run this on a quiescent machine.
 """
@@ -231,10 +231,16 @@ def _check_references(scan: _Scan) -> None:
 def _check_vmids(scan: _Scan, rds: list[int]) -> None:
     seen: Counter[int] = Counter()
     control = scan.machine.control
+    bits = scan.machine.platform.features.vmid_bits
     for rd in rds:
         v = Rd(scan.machine.memory, rd).params().vmid
         seen[v] += 1
-        if not vmid.in_use(control, v):
+        if not 0 <= v < 1 << bits:
+            # REALM_CREATE reserves no VMID out of range; and the bitmap has no bit for it (read
+            # at its place, it was other bytes of the control block, or past it: IndexError).
+            scan.report("vmid", scan.pa(rd), f"realm's VMID {v} is not one of the platform's "
+                                             f"{1 << bits:,} (vmid_bits {bits})")
+        elif not vmid.in_use(control, v):
             scan.report("vmid", scan.pa(rd), f"realm's VMID {v} is not reserved")
     for v, n in seen.items():
         if n > 1:

@@ -363,6 +363,23 @@ def test_a_realm_whose_vmid_is_not_reserved_is_a_violation(machine: Machine) -> 
     assert f"realm's VMID {realm.vmid} is not reserved" in _details(machine)
 
 
+@pytest.mark.parametrize("past_the_end", [True, False])
+def test_a_realm_whose_vmid_is_not_one_of_the_platforms_is_a_violation(machine: Machine, past_the_end: bool) -> None:
+    """An RD's VMID rewritten to the first past the platform's VMIDs (2^vmid_bits: 256 on `host`),
+    or to 2^63: a vmid violation on the RD saying so, and one for its old VMID, still reserved
+    with no realm using it. The bitmap was read at the VMID's bit wherever that fell: past the
+    control block (2^63), IndexError out of the checker that never raises; past the platform's
+    VMIDs, a bit REALM_CREATE never sets ("not reserved")."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    bits = machine.platform.features.vmid_bits
+    value = 1 << bits if past_the_end else 1 << 63
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + RD_VMID, value)
+    assert _rules(machine) == [("vmid", 0), ("vmid", realm.rd)]
+    assert f"realm's VMID {value} is not one of the platform's {1 << bits:,} (vmid_bits {bits})" in _details(machine)
+    assert f"VMID {realm.vmid} is reserved but no realm uses it" in _details(machine)
+
+
 def test_two_realms_with_one_vmid_are_a_violation(machine: Machine) -> None:
     """The second realm's VMID rewritten to the first's: one VMID used twice, one reserved for none."""
     t = Rmi(machine)
