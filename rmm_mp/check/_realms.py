@@ -82,9 +82,14 @@ def check_realms(machine: "Machine", states: list[int], refcounts: list[int], re
 
 def _check_realm(scan: _Scan, rd_idx: int) -> None:
     params = Rd(scan.machine.memory, rd_idx).params()
-    if not 0 <= params.rtt_level_start <= s2tt.PAGE_LEVEL or not 1 <= params.rtt_num_start <= _MAX_ROOTS:
-        scan.report("rtt-tree", scan.pa(rd_idx), f"RD holds start level {params.rtt_level_start} and "
-                                                 f"{params.rtt_num_start} root RTTs; expected 0..3 and 1..{_MAX_ROOTS}")
+    # The IPA width bounds the walk's arithmetic too: a corrupt one of 2^31 bits made it compute
+    # with integers of that many bits at every entry, for minutes (and 0 made it raise).
+    if not s2tt.MIN_IPA_BITS <= params.ipa_width <= s2tt.MAX_IPA_BITS \
+            or not 0 <= params.rtt_level_start <= s2tt.PAGE_LEVEL or not 1 <= params.rtt_num_start <= _MAX_ROOTS:
+        scan.report("rtt-tree", scan.pa(rd_idx), f"RD holds IPA width {params.ipa_width}, start level "
+                                                 f"{params.rtt_level_start} and {params.rtt_num_start} root RTTs; "
+                                                 f"expected {s2tt.MIN_IPA_BITS}..{s2tt.MAX_IPA_BITS}, 0..3 and "
+                                                 f"1..{_MAX_ROOTS}")
         return
     ctx = params.s2ctx()
     first = scan.idx(params.rtt_base)

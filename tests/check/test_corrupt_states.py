@@ -413,13 +413,34 @@ def test_rd_fields_just_out_of_range_are_a_violation(machine: Machine, offset: i
     assert shown in _details(machine)
 
 
-def test_a_realm_too_corrupt_to_walk_is_reported_with_its_rd(machine: Machine) -> None:
-    """An IPA width of 0 makes the walk itself fail: the failure is the finding."""
+def test_a_realm_too_corrupt_to_walk_is_reported_with_its_rd(machine: Machine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A walk that fails (forced: reading the realm's tables raises) is the finding, on the RD,
+    not a raise out of the checker."""
     t = Rmi(machine)
     realm = t.realm(s2sz=40)
-    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + RD_IPA_WIDTH, 0)
+
+    def unreadable(memory: object, idx: int) -> list[int]:
+        raise ValueError("the table cannot be read")
+
+    monkeypatch.setattr(s2tt, "entries", unreadable)
     assert ("rtt-tree", realm.rd) in _rules(machine)
-    assert "the realm's tables cannot be walked" in _details(machine)
+    assert "the realm's tables cannot be walked: ValueError: the table cannot be read" in _details(machine)
+
+
+@pytest.mark.parametrize("width", [0, s2tt.MIN_IPA_BITS - 1, s2tt.MAX_IPA_BITS + 1, 0x833F5003, (1 << 64) - 1])
+def test_an_ipa_width_no_realm_can_have_is_a_violation(machine: Machine, width: int) -> None:
+    """An RD's IPA width outside the 32..48 bits REALM_CREATE accepts: one rtt-tree violation on the
+    RD showing it, and its tables are not walked. A width of 0x833f5003 (found by fuzzing the RD)
+    made the walk compute with 2^0x833f5003 at every entry: the checker (and `rmm-mp check`,
+    holding its pause) ran for minutes; 0 made it raise inside the walk."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + RD_IPA_WIDTH, width)
+    # Its root RTTs, never reached, are each referenced 0 times (as for a bad start level).
+    assert _rules(machine) == sorted([("rtt-tree", realm.rd)] + [("rtt-tree", root) for root in realm.roots])
+    assert f"RD holds IPA width {width}, start level {realm.start_level} and {len(realm.roots)} root RTTs; " \
+           f"expected {s2tt.MIN_IPA_BITS}..{s2tt.MAX_IPA_BITS}, 0..3 and 1..16" in _details(machine)
 
 
 def test_the_report_shows_the_first_20_violations(machine: Machine) -> None:
