@@ -57,13 +57,31 @@ from rmm_mp.hw.cpuarea import binding_ended, binding_word
 
 LEASE_NS = 2_000_000_000
 """How long CPUs stay parked after the requester's last renewal."""
-_PARK_SLEEP_S = 0.0005
+PARK_SLEEP_FIRST_S = 0.0005
+"""A parked participant's first sleep between two looks at whether the pause is over."""
+PARK_SLEEP_MAX_S = 0.01
+"""Its longest sleep (see park_sleep): the most it can be late to see a pause end."""
 _SLOTS_BYTES = 8 * QUIESCE_SLOTS
 _NO_REQUEST = bytes(_SLOTS_BYTES)
 _PARKED = 8
 """Offset of the parked word in a participant entry."""
 _DEAD_LOOK_S = 0.02
 """How often a waiting requester looks whether the participants it waits for still live."""
+
+
+def park_sleep(looks: int) -> float:
+    """The seconds a parked participant sleeps after its ``looks``-th look (from 1) found the
+    pause still asked for: PARK_SLEEP_FIRST_S, doubling at each look, up to PARK_SLEEP_MAX_S.
+
+    Why not a fixed 0.5 ms: every parked participant wakes at that rate, and on a host with
+    fewer cores than participants they took the cores from those the pause still waited for
+    (each finishing its operation) and from the requester checking the machine. `rmm-mp stress
+    realms --cpus 64` on 2 cores: a CPU spent 62 % of the run parked, a pause waited 0.9 to
+    1.3 s for the last CPU and its 0.14 s invariant check took up to 5 s; see docs/stress.md,
+    "Reading a report". A pause lasts at least the check, tenths of a second, so a participant
+    that sees its end up to 10 ms late loses little, and a short one (a few CPUs) is still
+    seen within a millisecond or two."""
+    return min(PARK_SLEEP_FIRST_S * (1 << min(max(looks - 1, 0), 16)), PARK_SLEEP_MAX_S)
 
 
 class QuiesceError(RuntimeError):
@@ -191,9 +209,11 @@ class Participant:
                 # Exchanges, not plain stores: a full barrier between this word and the look
                 # at the slots that follows (the requester's side: claim its slot, then read).
                 view.exchange_u32(parked, 1)
+                looks = 0
                 try:
                     while _requested(view) and not self.control.stop_requested:
-                        time.sleep(_PARK_SLEEP_S)
+                        looks += 1
+                        time.sleep(park_sleep(looks))
                 finally:
                     view.exchange_u32(parked, 0)
                 # Leave only if no pause is asked for once this participant no longer counts as

@@ -458,3 +458,31 @@ def test_two_joiners_racing_for_one_dead_entry_do_not_share_it(machine: Machine,
         quiesce._register(view, live)
     assert raced == [last]
     assert view.load_u64(last) == other and view.load_u32(last + 8) == 1
+
+
+def test_a_parked_participant_backs_off_between_looks(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A participant parked under a pause (a slot's deadline written straight into the control
+    block, as a requester claims it) sleeps 0.5 ms after its first look, doubling at each
+    look up to 10 ms, rather than 0.5 ms every time: on a host with fewer cores than CPU
+    processes, 63 parked CPUs waking every 0.5 ms starved the ones the pause waited for and
+    the requester's check. The pause ends after the ninth sleep (the fake sleep clears the
+    slot), and the participant leaves its point. One thread, no timing: the module's sleep is
+    replaced by one that records what it is asked for."""
+    view = machine.control.view
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 9:
+            view.store_u64(OFF_QUIESCE_SLOTS, 0)   # the requester's pause ends
+
+    fake = types.SimpleNamespace(monotonic_ns=time.monotonic_ns, monotonic=time.monotonic, sleep=sleep)
+    monkeypatch.setattr(quiesce, "time", fake)
+    view.store_u64(OFF_QUIESCE_SLOTS, time.monotonic_ns() + LONG_LEASE_NS)
+    try:
+        with Participant(machine.control) as part:
+            part.point()
+    finally:
+        view.store_u64(OFF_QUIESCE_SLOTS, 0)
+    assert slept == pytest.approx([0.0005, 0.001, 0.002, 0.004, 0.008, 0.01, 0.01, 0.01, 0.01])
+    assert [quiesce.park_sleep(n) for n in (1, 2, 6, 100)] == pytest.approx([0.0005, 0.001, 0.01, 0.01])
