@@ -177,3 +177,27 @@ def test_the_json_report_names_the_population() -> None:
     assert StressReport(StressConfig(), (), "time", 1.0, {0: 1}).to_json()["population"] == 2
     old = StressConfig(schedule="random", steps=50, population=1)
     assert StressReport(old, (), "budget", 1.0, {0: 1}).to_json()["population"] == 1
+
+
+def test_guest_specs_assemble_the_guests_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU relaunching a finished guest asks population.guest_specs for its spec: three calls
+    (the population's build and two relaunches) assemble each guest program at most once in the
+    process, not all four at every call (each relaunch read and assembled all four, 9 to 14 ms
+    of CPU time, for the one spec it used), and hand back the same image; the mapping is
+    read-only, so no caller can change the specs the others get."""
+    from rmm_mp.stress import population
+
+    loads: list[str] = []
+    real = population.load_guest
+
+    def counting(name: str, **constants: int) -> bytes:
+        loads.append(name)
+        return real(name, **constants)
+
+    monkeypatch.setattr(population, "load_guest", counting)
+    first = population.guest_specs()
+    assert population.guest_specs()["attest"] is first["attest"]
+    assert population.guest_specs()["smp-boot"].image == first["smp-boot"].image
+    assert len(loads) <= len(FIRST_GUESTS) and len(set(loads)) == len(loads)
+    with pytest.raises(TypeError):
+        first["attest"] = first["measure"]  # type: ignore[index]
