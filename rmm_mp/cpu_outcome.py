@@ -86,6 +86,11 @@ class RunResult:
     """CPU -> what went wrong in its process after its result had been sent (closing its
     machine handle failed): not a failure, since the result arrived and counts; the CPU
     process also wrote it, with its traceback, to its standard error."""
+    not_started: tuple[int, ...] = ()
+    """The CPUs whose process a Ctrl-C or SIGTERM found still starting up, before it had bound
+    its CPU (rmm_mp.cpu_start): killed then (SIGKILL; exit_codes says so), having touched
+    nothing of the machine. Neither in ``results`` nor in ``failures``: such a CPU did nothing,
+    so a caller counts it neither as one that reported nor as one lost."""
 
     @property
     def ok(self) -> bool:

@@ -1,11 +1,14 @@
 """CPU processes: one OS process per simulated CPU, each running a callable on its bound CPU.
 
 ``run_cpus`` starts the processes from an explicit ``spawn`` or ``forkserver`` context (never the
-platform default, which changes between Python versions). Each child attaches the machine by
-name, binds its CPU, runs ``target(cpu, *args)`` and sends back its return value. The parent
-waits, calls ``on_tick`` for progress, asks every CPU to stop (the control block's stop flag)
-when time is up, when ``on_tick`` says so, on Ctrl-C, or when one CPU dies, and then collects a
-report.
+platform default, which changes between Python versions). Each child, once up, waits for the
+parent's go (rmm_mp.cpu_start), then attaches the machine by name, binds its CPU, runs
+``target(cpu, *args)`` and sends back its return value. The parent waits, calls ``on_tick``
+for progress, asks every CPU to stop (the control block's stop flag) when time is up, when
+``on_tick`` says so, on Ctrl-C, or when one CPU dies, and then collects a report. A Ctrl-C or
+SIGTERM kills the CPU processes that have not had their go yet, still starting up and holding
+nothing of the machine, and reports them as never started (RunResult.not_started), rather than
+waiting for each start-up to end before it sees the stop.
 
 When a CPU dies (an exception, a non-zero exit, a signal such as SIGKILL), or exits normally
 but its result does not reach the parent (lost, or one that cannot be unpickled there:
@@ -34,23 +37,21 @@ operations), so no handler is interrupted half-way (with ``sigterm_stops``, whic
 tools ask for, the parent takes SIGTERM as it takes Ctrl-C while it waits). Children start
 with both blocked: one sent while a child is still importing waits, and is discarded once the
 child ignores them. Children end once their result is sent (with os._exit, after the atexit
-handlers and a flush of the standard streams: _end_process); one that does not stop within
+handlers and a flush of the standard streams: cpu_exit.end_process); one that does not stop within
 the grace time is killed (SIGKILL, since it ignores SIGTERM); one whose result has already
 arrived, killed while its process was still ending, is no failure (it did return), nor is
 one whose closing of the machine failed after its result was sent (a warning:
-RunResult.warnings; _close_machine says why the machine is not damaged by it).
+RunResult.warnings; cpu_exit.close_machine says why the machine is not damaged by it).
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.resource_tracker
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -58,7 +59,7 @@ from typing import Any, Callable, Sequence
 
 import psutil
 
-from rmm_mp import cpu_args
+from rmm_mp import cpu_args, cpu_exit, cpu_start
 from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult, own_usage
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.interrupts import forget_signals, repeated_signal
@@ -147,13 +148,13 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
               by_spawn: tuple[Any, ...], conn: multiprocessing.connection.Connection,
               lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
     _set_parent_death_signal()
-    # The args come down the lifeline (cpu_args.feed), before the watcher takes any message on it as
-    # the parent's end. End-of-file instead of them: the parent died while this process started.
+    # The args come down the lifeline (cpu_args.feed), then the go (cpu_start), before the watcher
+    # takes any message on it as the parent's end. End-of-file instead of them: the parent died
+    # while this process started.
     try:
         pickled = lifeline.recv_bytes()
     except (EOFError, OSError):
         os._exit(LIFELINE_EXIT)
-    threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     # Ignored before Machine.attach, whose SIGTERM handler would otherwise end the process at
     # once (it leaves an ignored signal alone). The parent started this process with both
     # blocked, so one sent while it was starting up is pending: ignoring discards it.
@@ -161,6 +162,11 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     pinned = _pin(cpu_id, pin_cores) if pin_cores is not None else None
+    # Up, and nothing of the machine touched yet: the parent's go comes down the lifeline
+    # (cpu_start). Withheld after a Ctrl-C or SIGTERM, which kills this process instead.
+    if not cpu_start.await_go(conn, lifeline):
+        os._exit(LIFELINE_EXIT)
+    threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
     try:
         machine = Machine.attach(name)
     except MachineError:
@@ -182,89 +188,11 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
             conn.send(("ok", result, own_usage(pinned)))
         except BaseException as exc:  # report everything, RmmInternalError included, then exit
             code = 1
-            _send(conn, ("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
-        _close_machine(machine, cpu_id, conn, code)
+            cpu_exit.send(conn, ("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
+        cpu_exit.close_machine(machine, cpu_id, conn, code)
     finally:
         conn.close()
-    _end_process(code)
-
-
-def _send(conn: multiprocessing.connection.Connection, message: tuple[Any, ...]) -> None:
-    """Send ``message`` to the parent if it still listens (a parent gone is the lifeline's
-    business)."""
-    try:
-        conn.send(message)
-    except (OSError, ValueError):
-        pass
-
-
-def _close_machine(machine: Machine, cpu_id: int, conn: multiprocessing.connection.Connection, code: int) -> None:
-    """Close this CPU process's machine handle once its result or error is sent.
-
-    A failure here is reported, but it does not change the CPU's outcome, which already
-    reached the parent: a CPU that returned stays one that returned (status 0, its result
-    kept), the failure sent as a warning (RunResult.warnings) and written to this process's
-    standard error. Closing only releases what this process holds of the machine: its CPU
-    binding (one a dead process holds is taken back by the next claim, cpu_handle.claim), its
-    statistics (flushed before the result was sent) and its mappings (gone with the process).
-    It touches no granule, lock or table, so a close cut short leaves the machine as sound as
-    the CPU left it; the parent still looks for granule locks a failed CPU held, and the
-    caller's invariant check sees any damage the target did. Before, the exception escaped
-    into multiprocessing's bootstrap: the process exited 1 and the parent reported the CPU as
-    failed although its result had arrived."""
-    try:
-        machine.close()
-    except Exception as exc:    # children ignore SIGINT and SIGTERM: nothing else to let through
-        what = f"closing its machine handle failed after its {'result' if code == 0 else 'error'} was sent: " \
-               f"{type(exc).__name__}: {exc}"
-        tb = traceback.format_exc()
-        print(f"rmm-mp: warning: CPU {cpu_id} {what}\n{tb}", end="", file=sys.stderr)
-        if code == 0:
-            _send(conn, ("warning", what, tb))
-
-
-def _end_process(code: int) -> None:
-    """End a CPU process whose result or error is sent and whose machine is closed, with
-    status ``code``, without the interpreter's teardown.
-
-    Returning instead (multiprocessing's bootstrap, then sys.exit) tears down the 380 or so
-    modules a CPU process has imported and frees its objects: 0.06 to 0.09 s of CPU each,
-    which 32 or 64 CPU processes on 2 cores spent after their results had arrived, so that a
-    run or stress command waited 1 to 4 s longer for them (docs/performance.md). What that
-    exit did that matters is done here: threading's shutdown (its atexit hooks, such as the one
-    ending an idle thread pool, then the non-daemon threads the target left are waited for),
-    the atexit handlers run (multiprocessing's finalizers, logging's flush, Machine's
-    close_all, the target's own), and the standard streams are flushed (os._exit does not,
-    and standard output is block-buffered when it is a pipe or a file). What is skipped is
-    the modules' teardown and the last garbage collection: __del__ methods of objects still
-    alive; rmm_mp has none, and everything a CPU process writes to a file it closes itself.
-    A forkserver child ended with os._exit after the bootstrap already (multiprocessing's
-    forkserver does), skipping the atexit handlers; they run here for both contexts."""
-    try:
-        # threading's own shutdown, as the interpreter's exit calls it: the hooks registered
-        # with threading._register_atexit first (concurrent.futures wakes its idle pool workers
-        # there so that they end; joined before it, a pool the target left open never ended and
-        # the process hung until the parent killed it), then every non-daemon thread is joined,
-        # one a joined thread started included.
-        shutdown = getattr(threading, "_shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        else:
-            current = threading.current_thread()
-            for thread in threading.enumerate():
-                if thread is not current and not thread.daemon:
-                    thread.join()
-        # CPython's own call for the atexit handlers (typeshed has it; there is no public one):
-        # a handler that raises is reported on stderr and the others still run, as at exit.
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except (OSError, ValueError):  # a reader gone (EPIPE), a stream the target closed
-                pass
-        os._exit(code)
+    cpu_exit.end_process(code)
 
 
 def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,
@@ -371,8 +299,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                                       daemon=True)
             feeder.start()
             feeders.append(feeder)
+        gate = cpu_start.StartGate(dict(zip(ids, lifelines)), dict(zip(ids, feeders)))
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
-                           on_end).wait()
+                           on_end, gate).wait()
     finally:
         try:
             for proc in procs.values():
@@ -422,8 +351,10 @@ class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
                  on_tick: Callable[[float], str | None] | None, tick_s: float, timeout_s: float | None,
                  grace_s: float, mask: set[int | signal.Signals] | None = None, sigterm_stops: bool = False,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None, gate: cpu_start.StartGate | None = None) -> None:
         self.machine = machine
+        self.gate = cpu_start.StartGate() if gate is None else gate
+        """Each CPU's go, and the CPUs killed on an interrupt before they had theirs."""
         self.on_end = on_end
         self.sigterm_stops = sigterm_stops
         self.mask = mask
@@ -484,12 +415,20 @@ class _Supervisor:
                     if not exc.args and repeated_signal(signal.SIGINT):
                         continue
                     what = exc.args[0] if exc.args else "Ctrl-C"
+                    cut_short = bool(live)
+                    if not self.interrupted and self.stop_at is None:
+                        # Not yet bound to the machine: nothing to stop cleanly, and waiting for
+                        # its start-up to end took seconds (cpu_start). Only when the interrupt
+                        # is what stops the run: in the grace time after another stop (time is
+                        # up: a CPU stuck in its start-up), the CPUs are dealt with as that stop
+                        # has them, and one stuck is reported as such, not as never started.
+                        self.gate.kill_waiting(live)
                     if self.interrupted:
                         self._terminate(live, f"was killed by a second {what} before it had stopped", True)
                     self.interrupted_by = self.interrupted_by or what
                     self.interrupted = True
                     # With every CPU gone already, the run was not cut short: only what follows it.
-                    self.stop(f"interrupted ({what})" if live else f"interrupted after the run ({what})")
+                    self.stop(f"interrupted ({what})" if cut_short else f"interrupted after the run ({what})")
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -498,21 +437,21 @@ class _Supervisor:
         elapsed = time.monotonic() - start
         codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
         return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes,
-                         dict(self.usage), self.interrupted_by, dict(self.warnings))
+                         dict(self.usage), self.interrupted_by, dict(self.warnings), tuple(self.gate.not_started))
 
     def _step(self, live: dict[int, Any], start: float) -> None:
         waitables = [p.sentinel for p in live.values()] + [self.pipes[c] for c in live if not self.pipes[c].closed]
         multiprocessing.connection.wait(waitables, timeout=self.tick_s)
         for cpu, pipe in self.pipes.items():
             if cpu in live and not pipe.closed and pipe.poll():
-                self._receive(cpu, pipe)
+                self._read(cpu, pipe)
         for cpu, proc in list(live.items()):
             if proc.exitcode is None:
                 continue
             proc.join()
             pipe = self.pipes[cpu]
             while not pipe.closed and pipe.poll():
-                self._receive(cpu, pipe)
+                self._read(cpu, pipe)
             del live[cpu]
             if proc.exitcode == 0 and cpu not in self.errors and cpu not in self.results:
                 # Exited normally, yet neither a result nor an error arrived: _cpu_main sends
@@ -536,6 +475,23 @@ class _Supervisor:
             self.stop("time is up")
         if self.stop_at is not None and now - self.stop_at > self.grace_s:
             self._terminate(live, f"did not stop within {self.grace_s:g} s of being asked and was terminated")
+
+    def _read(self, cpu: int, pipe: Any) -> None:
+        """Take one message from CPU ``cpu``'s pipe: first its start-up's UP (cpu_start), raw
+        bytes, then what it reports (_receive)."""
+        if cpu in self.gate.heard:
+            self._receive(cpu, pipe)
+            return
+        try:
+            raw = pipe.recv_bytes()
+        except (EOFError, OSError):
+            pipe.close()
+            return
+        self.gate.heard.add(cpu)
+        if raw == cpu_start.UP:
+            self.gate.up(cpu)
+        else:   # not _cpu_main's: it says UP before anything else
+            self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
 
     def _receive(self, cpu: int, pipe: Any) -> None:
         try:

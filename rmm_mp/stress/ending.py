@@ -21,6 +21,7 @@ from rmm_mp.stress.shared import ABSENT, END_ABORT, StressSegment
 from rmm_mp.stress.watchdog import owner_cpu, snapshots
 from rmm_mp.stress.worker import CpuResult
 from rmm_mp.interrupts import Interrupts
+from rmm_mp import words
 
 if TYPE_CHECKING:
     from rmm_mp.stress.runner import _Supervisor
@@ -85,13 +86,19 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # did not stop within 30 s of being asked and was terminated", as a stuck CPU's does.
     still_starting = starting + [f for f in waited if seg.status(f.cpu) == ABSENT]
     turn_waiters = [f for f in waited if f not in still_starting]
-    if by_interrupt and sup.ready_at is None and (starting or (waited and not sup.started)):
+    # The CPUs the interrupt killed before they had bound their CPU (runtime's not_started):
+    # never READY, as ``starting``, but killed at once rather than after the grace time, and
+    # never bound, so no call of theirs was cut off either: the final invariant check stays.
+    unstarted = result.not_started
+    if by_interrupt and sup.ready_at is None and (starting or unstarted or (waited and not sup.started)):
         not_done.append(f"the start-up not finished, {result.stopped_by}: {cpus_ready(seg, config)} of "
                         f"{config.cpus} CPUs had become ready by the run's end"
                         + (f"; {_still_starting(still_starting, 'interrupted')}" if still_starting else ""))
     elif still_starting:
         # A deterministic run stopped by another CPU's death before its first step.
         not_done.append(_still_starting(still_starting, "stopped"))
+    if unstarted:
+        not_done.append(words.never_started(unstarted, result.interrupted_by))
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn after the run was stopped, so this is no "
                     "finding of its own" for f in turn_waiters)
@@ -109,7 +116,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # "aborted", the word for a run a failure stopped. Only when the interrupt is what stopped
     # the run (``by_interrupt``, as for ``starting``): one during the grace time after the
     # --seconds limit leaves the run "timeout".
-    if (killed or starting or (waited and by_interrupt)) and not findings:
+    if (killed or starting or unstarted or (waited and by_interrupt)) and not findings:
         ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
     if killed and config.on("invariants"):
         not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")
@@ -139,7 +146,8 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         tuple(edges.values()), _total(r.counts for r in results.values()),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
                         result.interrupted or bool(stop.by), sup.startup_s, tuple(not_done),
-                        tuple(c for c in range(config.cpus) if c not in results) if sup.plan is not None else (),
+                        tuple(c for c in range(config.cpus) if c not in results and c not in unstarted)
+                        if sup.plan is not None else (),
                         tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
                         _total(r.bug_calls for r in results.values()),
                         (result.interrupted_by if result.interrupted else "") or stop.by,
@@ -215,23 +223,8 @@ def _still_starting(failures: list[CpuFailure], how_stopped: str) -> str:
     if len(cpus) == 1:
         return (f"CPU {cpus[0]} was still starting up when the run was {how_stopped}: it {how}, before its first "
                 "operation, so this is no finding of its own")
-    return (f"{_cpus_text(cpus)} ({len(cpus)}) were still starting up when the run was {how_stopped}: each {how}, "
+    return (f"{words.cpus(cpus)} ({len(cpus)}) were still starting up when the run was {how_stopped}: each {how}, "
             "before its first operation, so this is no finding of theirs")
-
-
-def _cpus_text(cpus: list[int]) -> str:
-    """"CPUs 3, 5 to 9 and 12" for sorted ``cpus`` (two or more): runs of three or more in a
-    range, so that 40 CPUs of a 64-CPU start-up take a few words."""
-    runs: list[list[int]] = []
-    for cpu in cpus:
-        if runs and cpu == runs[-1][-1] + 1:
-            runs[-1].append(cpu)
-        else:
-            runs.append([cpu])
-    parts: list[str] = []
-    for run_ in runs:
-        parts.extend([f"{run_[0]} to {run_[-1]}"] if len(run_) >= 3 else map(str, run_))
-    return "CPUs " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
 
 
 def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult]) -> tuple[str, ...]:

@@ -1,10 +1,12 @@
 """What a report says of the realms and tokens only a CPU that returned no result knew (a CPU
 process killed, or one that raised): its lifecycle instances and private ripas-churn realm, read
 from the lifecycle tally it published as it went (hw.cpuarea, 0x800), and the CPUs each realm's
-vCPUs were kept to (RealmOutcome.cpus).
+vCPUs were kept to (RealmOutcome.cpus). And what the parent set aside for a CPU that was never
+started (RunResult.not_started: a Ctrl-C or SIGTERM during the start-up), which the parent's
+teardown takes back as it takes back what a returning CPU hands it (``unstarted_share``).
 
-This module owns those rows. It reads a lost CPU's area; it must not touch a CPU that returned
-its result, nor the machine's realms."""
+This module owns those rows and that share. It reads a lost CPU's area; it must not touch a CPU
+that returned its result, nor the machine's realms."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import dataclasses
 from rmm_mp.hw.cpuarea import LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.machine import Machine
 from rmm_mp.workload import realms
-from rmm_mp.workload.cpustate import CpuPart
+from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart
 from rmm_mp.workload.report import RealmOutcome
-from rmm_mp.workload.resolve import Workload
+from rmm_mp.workload.realms import Instance
+from rmm_mp.workload.resolve import RIPAS_CHURN_ROOTS, Workload, root_count
 
 
 def kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
@@ -80,3 +83,24 @@ def unreported(machine: Machine, w: Workload, parts: tuple[CpuPart, ...],
             lost_realm = realms.unreported(f"ripas-churn.cpu{cpu}", 1, cpu, "what it did is unknown")
             out.append(dataclasses.replace(lost_realm, cpus=kept_to(w, -1, cpu)))
     return out, tokens, unsaved
+
+
+def unstarted_share(w: Workload, parts: tuple[CpuPart, ...],
+                    cpus: tuple[int, ...]) -> tuple[list[Instance], list[int]]:
+    """What run._prepare set aside for ``cpus``, CPUs never started (killed in their start-up,
+    before they bound their CPU: they did nothing): the lifecycle instances each owned, still
+    in their generation #0, which the parent built (to be torn down with the live realms), and
+    the NS granules each held, to be freed after the teardown as a CPU's CpuResult.leftovers
+    are: its rtt-churn windows' 2 MiB runs and its root runs (its lifecycle instances' and its
+    ripas-churn realm's, which it never built). Its delegate-churn pool is freed with the
+    others' (it never delegated any of it)."""
+    owned: list[Instance] = []
+    pages: list[int] = []
+    for cpu in cpus:
+        part = parts[cpu]
+        owned += part.owned
+        pages += [run + i * 4096 for run in part.backings for i in range(WINDOW_GRANULES)]
+        for (realm, _), base in part.roots:
+            count = root_count(w.realms[realm]) if realm >= 0 else RIPAS_CHURN_ROOTS
+            pages += [base + i * 4096 for i in range(count)]
+    return owned, pages

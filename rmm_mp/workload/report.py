@@ -186,7 +186,9 @@ class RunReport:
     not_done: tuple[str, ...] = ()
     """What a Ctrl-C or SIGTERM outside the CPUs' run left undone, each with why ("invariants not
     checked: interrupted (Ctrl-C)"): the build (the CPUs then never start), or the work after
-    the run (figures, realm outcomes, invariant check, teardown); the run is then interrupted."""
+    the run (figures, realm outcomes, invariant check, teardown); the run is then interrupted.
+    Also the CPUs one during the run killed in their start-up, before they bound to the machine
+    (runtime's RunResult.not_started: "CPUs 5 to 15 (11) were never started: ...")."""
     cpu_warnings: dict[int, str] = field(default_factory=dict)
     """Per CPU whose process failed to close its machine handle after its result had been sent
     (runtime's RunResult.warnings): the result counts; this says what went wrong after it."""

@@ -54,6 +54,7 @@ from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import RunResult
 from rmm_mp.printable import shown_path
+from rmm_mp import words
 from rmm_mp.runtime import STARTUP_S, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
 from rmm_mp.stats.progress import Progress
@@ -61,7 +62,7 @@ from rmm_mp.stats.trace_export import dropped, write_trace
 from rmm_mp.workload import programs, realms
 from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart, CpuResult, RunPlan
 from rmm_mp.workload.engine import cpu_main
-from rmm_mp.workload.lost import kept_to, unreported
+from rmm_mp.workload.lost import kept_to, unreported, unstarted_share
 from rmm_mp.workload.realms import Finished, Instance
 from rmm_mp.workload.report import RealmOutcome, RunReport, collect_locks
 from rmm_mp.workload.resolve import (
@@ -252,7 +253,14 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         locks = {}
         not_done.append(f"lock figures not read: interrupted ({stop.by})")
     outputs: dict[str, str] = {}
-    live = list(resident) + [i for r in results.values() for i in r.live]
+    # CPUs a Ctrl-C or SIGTERM killed in their start-up did nothing: their lifecycle instances
+    # are still the parent's generation #0, torn down with the others, and what was set aside
+    # for them is freed after the teardown. They are neither CPUs that reported nor lost ones.
+    unstarted = result.not_started
+    if unstarted:
+        not_done.append(words.never_started(unstarted, result.interrupted_by))
+    unstarted_owned, unstarted_pages = unstarted_share(w, parts, unstarted)
+    live = list(resident) + [i for r in results.values() for i in r.live] + unstarted_owned
     finished = [f for r in results.values() for f in r.finished]
     output_errors: list[str] = []
     trace_dropped: dict[int, int] = {}
@@ -289,10 +297,12 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         problems.append(f"the RMM crashed: {machine.dead_reason}")
     with Participant(machine.control) as part:
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
-            machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console)
+            machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console,
+            (unstarted_pages, len(unstarted)))
     not_done += undone
     lost_outcomes, lost_tokens, lost_unsaved = unreported(machine, w, parts,
-                                                           [cpu for cpu in ids if cpu not in results])
+                                                           [cpu for cpu in ids if cpu not in results
+                                                            and cpu not in unstarted])
     outcomes += lost_outcomes
     tokens_saved += lost_tokens     # files in --save-tokens' directory all the same
     if lost_unsaved:
@@ -307,8 +317,9 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         output_errors.append(f"could not save {unsaved[0]} of {unsaved[0] + tokens_saved} tokens to "
                              f"{shown_path(options.tokens_dir or '')} (the first: {unsaved[1]})")
     problems += teardown_problems
-    if healthy and ran and len(results) < len(ids):
-        problems.append(f"only {len(results)} of {len(ids)} CPUs reported back")
+    if healthy and ran and len(results) + len(unstarted) < len(ids):
+        problems.append(f"only {len(results)} of {len(ids) - len(unstarted)} CPUs reported back"
+                        + (f" ({len(unstarted)} more never started)" if unstarted else ""))
     if stop.by and not result.interrupted:
         result = dataclasses.replace(result, interrupted=True, stopped_by=f"interrupted after the run ({stop.by})")
     report = _report(machine, w, options, result, stats, locks, outputs, tuple(outcomes), problems, checked,
@@ -394,12 +405,14 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
-            healthy: bool, part: Participant, stop: Interrupts, console: bool = False
+            healthy: bool, part: Participant, stop: Interrupts, console: bool = False,
+            unstarted: tuple[list[int], int] = ([], 0)
             ) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None, list[str]]:
     """Outcomes of every instance (with their guest output when they failed, or, ``console``,
     for every live one), how many tokens were saved and (count, first reason) of
     those that could not be; then, on a healthy machine, the teardown and its checks. Last,
-    what an interruption (``stop``) left undone."""
+    what an interruption (``stop``) left undone. ``unstarted``: the granules set aside for the
+    CPUs never started, and how many they were (lost.unstarted_share)."""
     problems: list[str] = []
     not_done: list[str] = []
     queue = RunQueue(machine)
@@ -449,7 +462,7 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
         cpu = machine.cpu(0)
         try:
             cpu.set_recording(False)
-            return _teardown(cpu, w, live, results, pools, part)
+            return _teardown(cpu, w, live, results, pools, part, unstarted)
         except Exception as exc:    # the RMM crashed or refused a teardown step: a finding, not a crash
             return [f"teardown stopped: {type(exc).__name__}: {exc}"]
         finally:
@@ -463,9 +476,11 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
 
 
 def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],
-              pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]], part: Participant) -> list[str]:
-    """Drain the run queue, destroy every live realm, free what the churn held, settle the
-    delegate-churn balance; then check for leaks."""
+              pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]], part: Participant,
+              unstarted: tuple[list[int], int] = ([], 0)) -> list[str]:
+    """Drain the run queue, destroy every live realm, free what the churn held and what was set
+    aside for the CPUs never started (``unstarted``: those granules, and how many CPUs), settle
+    the delegate-churn balance; then check for leaks."""
     problems: list[str] = []
     machine = cpu.machine
     queue, alloc = RunQueue(machine), NsAllocator(machine, 0)
@@ -482,11 +497,15 @@ def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, 
     for r in results.values():
         for pa in r.leftovers:
             alloc.free(pa)
+    spare, never_started = unstarted
+    for pa in spare:
+        alloc.free(pa)
     shared, private = pools
     if shared:
         mine = tuple(pa for pool in private.values() for pa in pool)
         outs = [ChurnResult(c, *r.delegate) for c, r in results.items() if r.delegate is not None]
-        problems += settle(cpu, shared, mine, outs, complete=len(results) == w.cpus)
+        # A CPU never started made no DELEGATE or UNDELEGATE: the counts that came are all there were.
+        problems += settle(cpu, shared, mine, outs, complete=len(results) + never_started == w.cpus)
         for pa in shared + mine:
             alloc.free(pa)
     return problems + _leaks(machine, alloc)

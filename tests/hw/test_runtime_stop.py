@@ -58,6 +58,31 @@ def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
     return 1 + _until_stopped(cpu)
 
 
+def _all_bound(m: Machine) -> bool:
+    """Whether every CPU of ``m`` is bound to its process: each has had the parent's go
+    (rmm_mp.cpu_start), so a Ctrl-C now stops it through the stop flag, where one before kills
+    it as never started."""
+    for cpu in range(m.cpus):
+        area = m.cpu_area(cpu)
+        try:
+            if not area.binding():
+                return False
+        finally:
+            area.release()
+    return True
+
+
+def _ticks_once_bound(m: Machine) -> Callable[[], int]:
+    """A counter of on_tick calls from the first at which every CPU of ``m`` is bound (0 before)."""
+    ticks: list[int] = []
+
+    def count() -> int:
+        if ticks or _all_bound(m):
+            ticks.append(1)
+        return len(ticks)
+    return count
+
+
 @pytest.mark.multiprocess
 def test_a_cpu_that_does_not_stop_is_killed_after_the_grace_time() -> None:
     """Two CPUs that never look at the stop flag: when the time is up each is reported as not stopping
@@ -144,19 +169,20 @@ def test_a_second_ctrl_c_kills_the_cpus_and_says_so() -> None:
     "did not stop within 10 s" (the grace time had not run out). A Ctrl-C that never raises
     (SIGINT ignored) ends the run after 30 s with another reason, and the test fails: it hung,
     the run having no time limit, when pytest was started with SIGINT ignored."""
-    ticks = []
-
-    def on_tick(elapsed: float) -> str | None:
-        ticks.append(elapsed)
-        if len(ticks) in (3, 6):       # Ctrl-C, then Ctrl-C again while the CPUs are stopping
-            os.kill(os.getpid(), signal.SIGINT)
-        return "no Ctrl-C came" if elapsed >= 30 else None
-
     with Machine.create("host", cpus=2) as m:
+        ticks = _ticks_once_bound(m)
+        seen = []
+
+        def on_tick(elapsed: float) -> str | None:
+            seen.append(ticks())
+            if seen[-1] in (3, 6):       # Ctrl-C, then Ctrl-C again while the CPUs are stopping
+                os.kill(os.getpid(), signal.SIGINT)
+            return "no Ctrl-C came" if elapsed >= 30 else None
+
         result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=10.0)
         # No bound on the elapsed time: a CPU killed when the grace time ran out is told apart
         # by its message, which the next lines check.
-        assert len(ticks) >= 6 and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
+        assert max(seen) >= 6 and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)"
         assert [f.how for f in result.failures] == ["was killed by a second Ctrl-C before it had stopped"] * 2
         assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
 
@@ -167,17 +193,17 @@ def test_the_first_of_two_signals_is_the_one_that_interrupted_the_run() -> None:
     handlers raise them): the result says the run was interrupted by SIGTERM (interrupted_by,
     stopped_by), the first signal, and the CPUs were killed by the second, a Ctrl-C. The stress
     report's "interrupted (...)" comes from interrupted_by: a later signal must not replace it."""
-    ticks = []
-
-    def on_tick(elapsed: float) -> str | None:
-        ticks.append(elapsed)
-        if len(ticks) == 3:
-            raise KeyboardInterrupt("SIGTERM")
-        if len(ticks) == 6:
-            raise KeyboardInterrupt("Ctrl-C")
-        return "no signal came" if elapsed >= 30 else None
-
     with Machine.create("host", cpus=2) as m:
+        ticks = _ticks_once_bound(m)
+
+        def on_tick(elapsed: float) -> str | None:
+            tick = ticks()
+            if tick == 3:
+                raise KeyboardInterrupt("SIGTERM")
+            if tick == 6:
+                raise KeyboardInterrupt("Ctrl-C")
+            return "no signal came" if elapsed >= 30 else None
+
         result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=10.0)
     assert result.interrupted and result.interrupted_by == "SIGTERM", result
     assert result.stopped_by == "interrupted (SIGTERM)"
@@ -233,12 +259,14 @@ def test_sigterm_stops_the_run_when_asked_and_its_handler_comes_back() -> None:
     in place before is in place again afterwards."""
     with Machine.create("host", cpus=2) as m:
         before = signal.getsignal(signal.SIGTERM)
-        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-        timer.start()
-        try:
-            result = run_cpus(m, _until_stopped, timeout_s=60, sigterm_stops=True)
-        finally:
-            timer.cancel()
+        ticks = _ticks_once_bound(m)
+
+        def on_tick(elapsed: float) -> str | None:
+            if ticks() == 1:     # once both are bound: before, each would be killed as never started
+                os.kill(os.getpid(), signal.SIGTERM)
+            return None
+
+        result = run_cpus(m, _until_stopped, timeout_s=60, on_tick=on_tick, sigterm_stops=True)
         assert result.interrupted and result.stopped_by == "interrupted (SIGTERM)"
         assert not result.failures and sorted(result.results) == [0, 1]
         assert signal.getsignal(signal.SIGTERM) is before
@@ -264,20 +292,21 @@ def test_sigterm_sent_twice_by_timeout_is_one_request(tmp_path, monkeypatch: pyt
     from rmm_mp import interrupts
     monkeypatch.setattr(interrupts, "REPEAT_S", 3600.0)
     release = tmp_path / "release"
-    ticks: list[float] = []
-
-    def on_tick(elapsed: float) -> str | None:
-        ticks.append(elapsed)
-        if len(ticks) in (3, 4):      # the copy lands on the tick after the first was handled
-            os.kill(os.getpid(), signal.SIGTERM)
-        if len(ticks) == 5:
-            release.touch()
-        return "no SIGTERM came" if elapsed >= 30 else None
-
     with Machine.create("host", cpus=2) as m:
+        ticks = _ticks_once_bound(m)
+        seen = []
+
+        def on_tick(elapsed: float) -> str | None:
+            seen.append(ticks())
+            if seen[-1] in (3, 4):      # the copy lands on the tick after the first was handled
+                os.kill(os.getpid(), signal.SIGTERM)
+            if seen[-1] == 5:
+                release.touch()
+            return "no SIGTERM came" if elapsed >= 30 else None
+
         result = run_cpus(m, _stop_when_asked_and_released, args=(str(release),), on_tick=on_tick, tick_s=0.05,
                           sigterm_stops=True)
-        assert len(ticks) >= 5 and result.interrupted and result.stopped_by == "interrupted (SIGTERM)"
+        assert max(seen) >= 5 and result.interrupted and result.stopped_by == "interrupted (SIGTERM)"
         assert not result.failures, [f.describe() for f in result.failures]
         assert sorted(result.results) == [0, 1]
 
@@ -303,16 +332,17 @@ def test_a_sigint_within_copy_s_of_the_last_taken_is_its_copy(monkeypatch: pytes
     interrupts.forget_signals()
 
 
-def _sigint_the_parent_on_ticks(gaps: tuple[int, ...], release: Path):  # type: ignore[no-untyped-def]
-    """An on_tick that sends this process SIGINT at each tick in ``gaps`` (1-based), releases
-    the CPUs (the file ``release``) two ticks after the last, and gives up after 30 s."""
-    ticks: list[float] = []
+def _sigint_the_parent_on_ticks(gaps: tuple[int, ...], release: Path, m: Machine):  # type: ignore[no-untyped-def]
+    """An on_tick that sends this process SIGINT at each tick in ``gaps`` (1-based, counted from
+    the first at which every CPU of ``m`` is bound), releases the CPUs (the file ``release``) two
+    ticks after the last, and gives up after 30 s."""
+    ticks = _ticks_once_bound(m)
 
     def on_tick(elapsed: float) -> str | None:
-        ticks.append(elapsed)
-        if len(ticks) in gaps:
+        tick = ticks()
+        if tick in gaps:
             os.kill(os.getpid(), signal.SIGINT)
-        if len(ticks) == max(gaps) + 2:
+        if tick == max(gaps) + 2:
             release.touch()
         return "no Ctrl-C came" if elapsed >= 30 else None
     return on_tick
@@ -333,8 +363,8 @@ def test_sigint_sent_twice_by_timeout_is_one_request(tmp_path: Path, monkeypatch
     from rmm_mp import interrupts
     monkeypatch.setattr(interrupts, "COPY_S", 3600.0)
     release = tmp_path / "release"
-    on_tick = _sigint_the_parent_on_ticks((3, 4), release)
     with Machine.create("host", cpus=2) as m:
+        on_tick = _sigint_the_parent_on_ticks((3, 4), release, m)
         def run(on_end: Callable[[], None] | None = None) -> RunResult:
             return run_cpus(m, _stop_when_asked_and_released, args=(str(release),), on_tick=on_tick, tick_s=0.05,
                             on_end=on_end)
@@ -358,8 +388,8 @@ def test_a_second_ctrl_c_past_copy_s_still_kills_the_cpus_under_the_guard(tmp_pa
     for a copy and kills them, each reported as killed by a second Ctrl-C."""
     from rmm_mp import interrupts
     release = tmp_path / "release"
-    on_tick = _sigint_the_parent_on_ticks((3, 6), release)
     with Machine.create("host", cpus=2) as m:
+        on_tick = _sigint_the_parent_on_ticks((3, 6), release, m)
         with interrupts.Interrupts(sigterm=False) as stop:
             ran, result = stop.passthrough(
                 lambda: run_cpus(m, _stop_when_asked_and_released, args=(str(release),), on_tick=on_tick,
@@ -781,3 +811,48 @@ def test_a_thread_that_cannot_be_started_leaves_nothing_behind(monkeypatch: pyte
     assert len(started) == 2 and alive == [], f"left running: {alive}"
     assert left == {}, f"left open: {left}"
     assert not blocked, f"still blocked: {blocked}"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_before_a_cpu_had_its_go_kills_it_as_never_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four CPUs; the parent gives only CPU 0 its go (the others wait, up or still starting up,
+    as 15 of 16 CPUs did in a slow start-up), and a Ctrl-C comes once CPU 0 is bound. CPU 0
+    stops through the stop flag and returns; CPUs 1 to 3 are killed at once (SIGKILL), never
+    having bound their CPU, and reported as never started: neither failures nor results. The
+    run ends well within the minute of grace time those three would have had before (each
+    first finished its start-up and binding, then saw the stop), and its shared memory goes."""
+    from rmm_mp import cpu_start
+    from rmm_mp.hw import segment
+    give = cpu_start.StartGate.up
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: give(self, cpu) if cpu == 0 else None)
+    sent: list[float] = []
+
+    with Machine.create("host", cpus=4) as m:
+        def on_tick(elapsed: float) -> str | None:
+            area = m.cpu_area(0)
+            try:
+                bound = area.binding() != 0
+            finally:
+                area.release()
+            if bound and not sent:
+                sent.append(time.monotonic())
+                os.kill(os.getpid(), signal.SIGINT)
+            return "CPU 0 never bound" if elapsed >= 60 else None
+
+        result = run_cpus(m, _until_stopped, on_tick=on_tick, tick_s=0.05, grace_s=60.0)
+        ended = time.monotonic()
+        assert sent and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
+        assert result.not_started == (1, 2, 3) and not result.failures, result
+        assert sorted(result.results) == [0] and not result.ok
+        assert result.exit_codes == {0: 0, 1: -signal.SIGKILL, 2: -signal.SIGKILL, 3: -signal.SIGKILL}
+        assert ended - sent[0] < 30, "the unstarted CPUs were waited for"
+        for cpu in (1, 2, 3):
+            area = m.cpu_area(cpu)
+            try:
+                assert area.binding() == 0
+            finally:
+                area.release()
+        parts = [segment.segment_path(m.name, part) for part in segment.MACHINE_PARTS]
+        assert all(os.path.exists(path) for path in parts)
+    assert not [path for path in parts if os.path.exists(path)]

@@ -260,3 +260,45 @@ def test_the_tokens_a_cpu_saved_before_it_returned_nothing_are_counted(tmp_path:
     files = sorted(p.name for p in tokens.iterdir())
     assert any(name.startswith("att-1-") for name in files), "CPU 1 must have saved a token for the test to mean anything"
     assert report.tokens_saved == len(files), files
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_before_a_cpu_started_tears_down_its_realms_and_counts_it_as_never_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPUs, each owning a lifecycle instance (generation #0 built by the parent) and doing
+    rtt-churn, ripas-churn and delegate-churn (granules set aside for each). The parent withholds
+    CPU 1's go (rmm_mp.cpu_start), as when CPU 1 is slow to start, and a Ctrl-C comes once CPU 0
+    has bound its CPU: CPU 1 is killed as never started. The report says so in a line of its
+    own; CPU 1 is no failure, nor one that did not report ("only 1 of 2 CPUs reported back"), nor
+    are its realms "not reported": its vm[1]#0, which it never touched, is read and torn down with
+    the others, what was set aside for it is freed, and the leak checks after the teardown and
+    the invariant check find nothing."""
+    from rmm_mp import cpu_start
+    give = cpu_start.StartGate.up
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: give(self, cpu) if cpu == 0 else None)
+
+    def ctrl_c_once_cpu0_is_bound(machine: Machine, released: threading.Event) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not released.is_set():
+            area = machine.cpu_area(0)
+            try:
+                pid = area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+            if pid not in (0, os.getpid()):     # the parent binds CPU 0 while it builds the realms
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    workload = ('seconds = 30\ncpus = 2\n'
+                'activities = { run = 4, lifecycle = 2, rtt-churn = 1, ripas-churn = 1, delegate-churn = 1 }\n'
+                '[[realm]]\nname = "vm"\nguest = "ripas-loop"\nlifecycle = true\ninstances = 2\n')
+    report = _run_with_a_stopper(tmp_path, monkeypatch, ctrl_c_once_cpu0_is_bound, workload=workload, grace_s=30.0)
+    assert report.interrupted and report.host["stopped_by"] == "interrupted (Ctrl-C)", report.host
+    assert not report.failures and not report.problems, (report.failures, report.problems)
+    assert ("CPU 1 was never started: the run was interrupted (Ctrl-C) during its start-up, before it bound to "
+            "the machine, so it made no call") in report.not_done, report.not_done
+    assert not [r for r in report.realms if "not reported" in r.detail], [r.detail for r in report.realms]
+    assert "vm[1]#0" in [r.name for r in report.realms], [r.name for r in report.realms]
+    assert report.invariants is not None and report.invariants.ok
+    assert "never started" in render.format_report(report)

@@ -1,0 +1,48 @@
+"""A Ctrl-C while a stress run's CPU processes start up: those that had not had the parent's go
+(rmm_mp.cpu_start) are killed at once and named in one "never started" line, where each used to
+finish its start-up first, or be killed after the grace time as one "still starting up"."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from rmm_mp import cpu_start
+from rmm_mp.stress import runner
+from rmm_mp.stress.config import StressConfig
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.usefixtures("ctrl_c")]
+
+
+@pytest.mark.parametrize("schedule", ["free", "random"])
+def test_a_ctrl_c_before_the_cpus_had_their_go_names_them_as_never_started(
+        monkeypatch: pytest.MonkeyPatch, schedule: str) -> None:
+    """Two CPUs, neither given its go (the parent withholds it, as a CPU still starting up has not
+    asked for it), and a Ctrl-C at the first tick, with a minute of grace time: both are killed
+    at once, the run ends interrupted in well under that minute, with no finding. The report
+    says how far the start-up had come (0 of 2 ready) and, in a line of its own, that CPUs 0 and
+    1 were never started; a deterministic run does not list them as CPUs that returned no
+    result; and the invariants are still checked at the end (no CPU made a call)."""
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: None)
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 60.0)
+    monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 60.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
+    sent: list[float] = []
+
+    def first_tick(elapsed: float, seg: object) -> None:
+        if not sent:
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+    report = runner.run(StressConfig(workload="tables", seconds=60, schedule=schedule), on_tick=first_tick)
+    assert sent and time.monotonic() - sent[0] < 30, "the CPUs were waited for"
+    assert report.interrupted and report.ended == "interrupted" and report.findings == (), report.text()
+    assert report.not_done[0] == ("the start-up not finished, interrupted (Ctrl-C): 0 of 2 CPUs had become "
+                                  "ready by the run's end"), report.not_done
+    assert report.not_done[1] == ("CPUs 0 and 1 (2) were never started: the run was interrupted (Ctrl-C) during "
+                                  "their start-up, before they bound to the machine, so none made a call")
+    assert not any(line.startswith("invariants not checked") for line in report.not_done), report.not_done
+    assert report.unreported == ()
