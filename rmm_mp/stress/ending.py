@@ -89,16 +89,16 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # The CPUs the interrupt killed before they had bound their CPU (runtime's not_started):
     # never READY, as ``starting``, but killed at once rather than after the grace time, and
     # never bound, so no call of theirs was cut off either: the final invariant check stays.
-    unstarted = result.not_started
-    if by_interrupt and sup.ready_at is None and (starting or unstarted or (waited and not sup.started)):
+    never_bound = result.not_started
+    if by_interrupt and sup.ready_at is None and (starting or never_bound or (waited and not sup.started)):
         not_done.append(f"the start-up not finished, {result.stopped_by}: {cpus_ready(seg, config)} of "
                         f"{config.cpus} CPUs had become ready by the run's end"
                         + (f"; {_still_starting(still_starting, 'interrupted')}" if still_starting else ""))
     elif still_starting:
         # A deterministic run stopped by another CPU's death before its first step.
         not_done.append(_still_starting(still_starting, "stopped"))
-    if unstarted:
-        not_done.append(words.never_started(unstarted, result.interrupted_by))
+    if never_bound:
+        not_done.append(words.never_started(never_bound, result.interrupted_by))
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn after the run was stopped, so this is no "
                     "finding of its own" for f in turn_waiters)
@@ -116,7 +116,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # "aborted", the word for a run a failure stopped. Only when the interrupt is what stopped
     # the run (``by_interrupt``, as for ``starting``): one during the grace time after the
     # --seconds limit leaves the run "timeout".
-    if (killed or starting or unstarted or (waited and by_interrupt)) and not findings:
+    if (killed or starting or never_bound or (waited and by_interrupt)) and not findings:
         ended = "interrupted"     # not "aborted": the tick that saw the killed CPUs gone aborted the run
     if killed and config.on("invariants"):
         not_done.append(f"invariants not checked at the end: CPU {killed[0].cpu} {killed[0].how}")
@@ -146,7 +146,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         tuple(edges.values()), _total(r.counts for r in results.values()),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
                         result.interrupted or bool(stop.by), sup.startup_s, tuple(not_done),
-                        tuple(c for c in range(config.cpus) if c not in results and c not in unstarted)
+                        tuple(c for c in range(config.cpus) if c not in results and c not in never_bound)
                         if sup.plan is not None else (),
                         tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
                         _total(r.bug_calls for r in results.values()),

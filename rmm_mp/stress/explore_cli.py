@@ -92,12 +92,12 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
         try:
             reports, interrupted = _run(names, inject, timeout, stop)
         except _Stopped as exc:     # a pair that could not be set up, a machine not made
-            message = exc.format_message()
+            message, done_before = exc.format_message(), exc.reports
             stop.step(lambda: echo(f"Error: {message}", err=True), read=True)
             if json_path:
                 # Written all the same, with the pairs done and why the run stopped: a file left
                 # by an earlier run stayed in place, for a script to read as this run's verdict.
-                done, _ = stop.step(lambda: _write_json(json_path, exc.reports, inject, bool(stop.by), message),
+                done, _ = stop.step(lambda: _write_json(json_path, done_before, inject, bool(stop.by), message),
                                     read=True)
                 if not done:
                     stop.step(lambda: echo(f"Error: the json report was not written to {shown_path(json_path)}: "

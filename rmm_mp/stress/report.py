@@ -99,7 +99,7 @@ class StressReport:
     locks were never contended tested no race on them."""
     cpu_warnings: dict[int, str] = field(default_factory=dict)
     """Per CPU whose closing of its machine handle failed after its result was sent
-    (rmm_mp.runtime._close_machine, RunResult.warnings): what failed. The CPU counts as returned
+    (rmm_mp.cpu_exit.close_machine, RunResult.warnings): what failed. The CPU counts as returned
     (its result arrived); its process wrote the traceback to its standard error."""
 
     def warnings(self) -> list[str]:

@@ -200,7 +200,7 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
             not_done.append(f"the CPUs' run not begun: interrupted ({by}) as their processes were being started, "
                             "before any of them was ready, so none made a call")
     report = ending.report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
-    # A CPU whose machine handle failed to close after it sent its result (runtime._close_machine):
+    # A CPU whose machine handle failed to close after it sent its result (cpu_exit.close_machine):
     # the report says so, as `rmm-mp run`'s does; it was on the CPU's stderr only.
     return dataclasses.replace(report, cpu_warnings=dict(result.warnings)) if result.warnings else report
 

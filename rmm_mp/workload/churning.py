@@ -24,7 +24,7 @@ This module owns these activities. It speaks SMC only (through the host library)
 from __future__ import annotations
 
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.host.churn import PRIVATE_ROUNDS, SHARED_DELEGATED, ChurnStep
+from rmm_mp.host.churn import PRIVATE_ROUNDS, ChurnStep
 from rmm_mp.host.realm import create_rtt_levels, delegated_granule, map_unprotected, release_granule
 from rmm_mp.workload.cpustate import Host, Window
 from rmm_mp.workload.plan import activity_rng

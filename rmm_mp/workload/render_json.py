@@ -73,7 +73,7 @@ def warnings(report: RunReport) -> list[str]:
             out.append(f"CPU {cpus} died without publishing {its} lock figures (with --no-latency they are published "
                        f"only at the end): the lock table has none of {its} locks")
     out.extend(_half_written_warnings(report))
-    # A close that failed after the result arrived: the CPU counts as returned (runtime._close_machine).
+    # A close that failed after the result arrived: the CPU counts as returned (cpu_exit.close_machine).
     out.extend(f"CPU {cpu}: {what} (its result arrived and counts; its process wrote the traceback to stderr)"
                for cpu, what in sorted(report.cpu_warnings.items()))
     looping = [r for r in report.realms if r.exception_loop]

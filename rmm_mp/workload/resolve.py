@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from rmm_mp.host.nsalloc import WORD_BITS
 from rmm_mp.host.realm import num_roots, start_level

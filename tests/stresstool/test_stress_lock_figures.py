@@ -135,7 +135,7 @@ def test_a_cpu_process_takes_no_granule_lock_before_the_stress_set_up(machine: M
 def test_a_cpus_failed_close_is_a_warning_in_the_text_and_the_json(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic 2-CPU run whose run_cpus result carries CPU 1's close failure
     (RunResult.warnings: its machine handle failed to close after its result was sent,
-    runtime._close_machine; simulated in the parent, as a real one needs a broken process) has a
+    cpu_exit.close_machine; simulated in the parent, as a real one needs a broken process) has a
     WARNING line under its summary, wrapped within 118 columns, and the JSON's ``warnings``
     names it; the run stays ok (the CPU's result arrived). Before, the stress report dropped
     RunResult.warnings: the failure was on the CPU's stderr only, where `rmm-mp run` reports it."""
