@@ -78,9 +78,11 @@ def park_sleep(looks: int) -> float:
     (each finishing its operation) and from the requester checking the machine. `rmm-mp stress
     realms --cpus 64` on 2 cores: a CPU spent 62 % of the run parked, a pause waited 0.9 to
     1.3 s for the last CPU and its 0.14 s invariant check took up to 5 s; see docs/stress.md,
-    "Reading a report". A pause lasts at least the check, tenths of a second, so a participant
-    that sees its end up to 10 ms late loses little, and a short one (a few CPUs) is still
-    seen within a millisecond or two."""
+    "Reading a report". A participant parked from a pause's start sees it end less than its
+    length plus 0.5 ms late, and never more than 10 ms late. A pause lasts at least its check:
+    tenths of a second for a 64-CPU stress run, where that is little; 20 to 30 ms for
+    `rmm-mp check` of a 4-CPU `rmm-mp run` machine, whose end a participant can then see up to
+    10 ms late (it looks 15.5, 25.5 and 35.5 ms after parking), not within a millisecond."""
     return min(PARK_SLEEP_FIRST_S * (1 << min(max(looks - 1, 0), 16)), PARK_SLEEP_MAX_S)
 
 
