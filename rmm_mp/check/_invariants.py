@@ -1,7 +1,7 @@
 """The invariant checker: what must hold on a quiescent machine, granule by granule.
 
 Rules checked granule by granule here (each violation names its rule), then the realm
-structure rules of check/_realms.py (RTT trees, refcounts, REC ownership, VMIDs):
+structure rules of check/_realms.py (RTT trees, refcounts, REC ownership and indices, VMIDs):
   lock-free       no granule lock is held
   state-known     the state field holds a GranuleState value
   gpt             NS granules are in the NS PAS (or Secure, for the platform's Secure
