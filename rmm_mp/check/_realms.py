@@ -1,19 +1,22 @@
 """Invariants over realm structures: what every RD, RTT, DATA, REC and REC_AUX granule must agree on.
 
-Rules (each violation names its rule):
-  rtt-tree        every RTT granule belongs to exactly one realm's tree (a root, or named by
-                  exactly one TABLE entry), and every TABLE entry names an RTT granule
+Rules (each violation names its rule), in the order the scan reaches them: each realm's
+tables walked, then the RECs, then every RTT, DATA and REC_AUX granule's reference, the VMIDs:
+  rtt-tree        an RD's IPA width (32..48 bits), start level (0..3) and root RTT count
+                  (1..16) are in range, else its tables are not walked; every RTT granule
+                  belongs to exactly one realm's tree (a root, or named by exactly one TABLE
+                  entry), and every TABLE entry names an RTT granule
   rtt-entry       every entry's state fits where it is (DEN0137 A5.5.2): UNASSIGNED or ASSIGNED
                   at a Protected IPA, UNASSIGNED_NS or ASSIGNED_NS at an Unprotected one (TABLE
                   at either), and no ASSIGNED or ASSIGNED_NS entry in a level-0 RTT
   rtt-refcount    an RTT's refcount equals its live entries (TABLE and protected ASSIGNED)
   data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
                   each DATA granule is named by exactly one entry
-  rd-refcount     an RD's refcount equals the number of RECs whose owner it is
   rec-owner       every REC's owner is an RD; every REC_AUX granule is listed by exactly one REC
   rec-index       the RECs of a realm have distinct indices, each below the realm's rec_index
                   (REC_CREATE gives a REC the rec_index and increments it: B4.3.12)
   rec-running     no REC holds the running reference on a quiescent machine
+  rd-refcount     an RD's refcount equals the number of RECs whose owner it is
   vmid            each realm's VMID is one of the platform's and reserved, no two realms share
                   one, no VMID is reserved without a realm
 
