@@ -4,11 +4,12 @@ The invariants (rmm_mp.check) hold only on a machine where no CPU is inside a ca
 check` on a running machine and the stress tool's periodic checks get one this way: a
 *requester* asks for a pause; every *participant* (a CPU process's workload loop, the stress
 worker, the host run loop, the parent while it builds or tears down realms) calls ``point()``
-between calls, and parks there while a pause is asked for. The requester waits until every
-participant is parked, inspects, and lets them go on. A participant leaves its point only
-after it has cleared its parked word and then found no pause asked for: a requester reads the
-parked words after claiming its slot, so one that claims as the participant leaves either sees
-it gone or is seen by it (and it parks again).
+between calls, and parks there while a pause is asked for (looking whether it is over after
+PARK_SLEEP_FIRST_S, then twice as long each time up to PARK_SLEEP_MAX_S: park_sleep). The
+requester waits until every participant is parked, inspects, and lets them go on. A
+participant leaves its point only after it has cleared its parked word and then found no pause
+asked for: a requester reads the parked words after claiming its slot, so one that claims as
+the participant leaves either sees it gone or is seen by it (and it parks again).
 
 Words in the control block (hw.control owns the offsets):
 

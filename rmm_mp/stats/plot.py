@@ -4,8 +4,11 @@ Each panel shows, for one call, the share of calls that took at most x microseco
 drawn from the histogram buckets (stats.histogram): a step at each non-empty bucket's upper
 edge, as the reported percentiles are. The y axis is a logit scale, so p50, p90, p99 and p99.9
 sit evenly spaced and the tail is as visible as the median. With more than one CPU an "all"
-line (black) sums them. Only the ``max_calls`` busiest calls get a panel; the figure's title
-names the ones left out.
+line (black) sums them. A CPU whose flush was cut off (a half-written slot, which counts calls
+its buckets do not hold) is drawn as shares of the calls its buckets hold, its legend entry
+saying how many ("CPU 1: 10 of 510 in its histogram"), or, with none, as a legend entry alone
+("CPU 1: none in its histogram"). Only the ``max_calls`` busiest calls get a panel; the
+figure's title names the ones left out.
 
 matplotlib is an optional dependency (the `plot` extra): it is imported only when a plot is
 drawn, and its absence raises PlotUnavailable with the command that installs it. The figure is

@@ -102,8 +102,9 @@ def guest_specs() -> Mapping[str, RealmSpec]:
     Built once per process and kept (read-only): every relaunch of a finished guest (stress.ops)
     asked for it, and each call read and assembled all four guest programs, 9 to 14 ms of CPU
     time, for the one spec it used (a 10 s `realms` run relaunches hundreds to thousands of
-    guests: 290 to 960 at 16 and 64 CPUs, docs/stress.md; 2,887 at 4 CPUs, seed 2). The specs
-    depend on nothing that changes during a run."""
+    guests: 290 to 960 at 16 and 64 CPUs on a loaded 2-core host, docs/stress.md; 2,887 at 4
+    CPUs, seed 2; 1,981 on 2 CPUs, seed 0, on a lightly loaded one). The specs depend on
+    nothing that changes during a run."""
     ram = 2 * MiB
     return MappingProxyType({
         "smp-boot": RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=ram, num_recs=3,
