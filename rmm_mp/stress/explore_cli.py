@@ -4,8 +4,8 @@
 
 Exit status: 0 every interleaving of every pair gave a reference outcome (a serial one, or for
 a REC_ENTER one with the other call run while the REC runs); 1 some did not (or a reference run
-did not complete or broke the pair's overlap rule, or the run was interrupted, or the JSON could
-not be written); 2 bad usage (an unknown pair, an unwritable --json path, two --inject bugs that replace
+did not complete or broke the pair's overlap rule, or a pair's setup failed, or the run was
+interrupted, or the JSON could not be written); 2 bad usage (an unknown pair, an unwritable --json path, two --inject bugs that replace
 the same code).
 
 This module parses and prints; the work is in stress.explore, the pairs in stress.explore_pairs.
@@ -44,7 +44,7 @@ from rmm_mp.stress.probe import Patches
               help="Switch a catalogued bug on (repeatable, but not two that replace the same code; "
                    "`rmm-mp stress --list-bugs` lists them).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the results as JSON.")
+              help="Write the results as JSON (also when a pair could not be set up: the file's 'error' says why).")
 @click.option("--timeout", type=FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds one call may run without finishing or waiting for a lock before the run is "
                    "abandoned (and reported).")
