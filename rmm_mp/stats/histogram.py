@@ -297,7 +297,8 @@ def read_region(region: memoryview) -> dict[int, CallStats]:
 
 
 def total_count(region: memoryview) -> int:
-    """Calls recorded in a region over all slots (as of the writer's last flush)."""
+    """Records in a region over all slots (as of the writer's last flush): RMI, RSI and PSCI
+    calls, REC runs and host activity steps, each a record of its slot."""
     q = region.cast("Q")
     try:
         return sum(q[H_COUNT::SLOT_Q])

@@ -56,7 +56,7 @@ class Progress:
                  counted: bool = True, ready: Callable[[], int] | None = None) -> None:
         self.machine = machine
         self.counted = counted
-        """Whether the CPUs count their calls (they do while they record latency)."""
+        """Whether the CPUs count their records (they do while they record latency)."""
         self.width = width
         """Characters a line may take; None: the columns of the stream's terminal - 1, read at
         each redraw."""
@@ -106,7 +106,7 @@ class Progress:
         self._draw(self._fitted(head, total, width))
 
     def _fitted(self, head: str, total: int, width: int) -> str:
-        """The line, with only whole figures: a figure cut short ("calls  38" for 385.9k/s)
+        """The line, with only whole figures: a figure cut short ("records  38" for 385.9k/s)
         would read as another number, so one that does not fit is left out, with what follows."""
         line = head
         # "records", not "calls": the count is every record of the latency tables, REC runs and
