@@ -16,6 +16,12 @@ spawned child only as file descriptors passed then, and multiprocessing's locks,
 queues and shared values, whose reductions refuse to work at any other time (or copy the
 value). The pickled args refer to them by position (pickle's persistent IDs).
 
+A CPU's own args (run_cpus' ``own_args``: what only some CPUs need, such as the guest image of
+a realm only they rebuild) follow the shared ones down its lifeline, each distinct object among
+them pickled once for all the CPUs that get it (a bytes object goes as it is, and is the
+message the child receives: one copy, not a pickled and an unpickled one), so that no CPU
+process receives (and holds twice) what it never reads.
+
 This module owns the pickling split and the feed. It must not start or watch processes
 (rmm_mp.runtime does).
 """
@@ -103,10 +109,50 @@ def unpickle_args(pickled: bytes, by_spawn: tuple[Any, ...]) -> tuple[Any, ...]:
     return result
 
 
-def feed(payload: bytes, life_writer: multiprocessing.connection.Connection) -> None:
-    """Write the pickled ``args`` down one child's lifeline (a feeder thread of the parent: a
-    write of more than a pipe's buffer waits for the child to read it)."""
+RAW = b"r"
+"""An own arg that is a bytes object goes down the lifeline as it is: the child's received
+message is the object, where a pickled one would be unpickled into a second copy (a 144 MiB
+guest image held twice)."""
+PICKLED = b"p"
+
+
+def pickle_own(obj: Any) -> tuple[bytes, bytes]:
+    """One of a CPU's own args (run_cpus' ``own_args``) made ready for the lifeline: (RAW, the
+    object) for a bytes object, (PICKLED, it pickled) for anything else. They go down the
+    lifeline only, so what only multiprocessing can pickle (pickle_args' ``by_spawn``) is
+    refused."""
+    if type(obj) is bytes:
+        return RAW, obj
+    buf = io.BytesIO()
+    pickler = _ArgsPickler(buf)
+    pickler.dump(obj)
+    if pickler.by_spawn:
+        raise ValueError(f"own_args: {type(pickler.by_spawn[0]).__name__} in a CPU's own args can only reach a "
+                         f"CPU process with the process object: expected it in the shared args")
+    return PICKLED, buf.getvalue()
+
+
+def unpickle_own(kind: bytes, data: bytes) -> Any:
+    return data if kind == RAW else pickle.loads(data)
+
+
+def feed(payload: bytes, life_writer: multiprocessing.connection.Connection,
+         own: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Write the pickled shared ``args``, then the kinds of the CPU's own args (one byte each,
+    RAW or PICKLED) and each of them (pickle_own), down one child's lifeline (a feeder thread
+    of the parent: a write of more than a pipe's buffer waits for the child to read it)."""
     try:
         life_writer.send_bytes(payload)
+        life_writer.send_bytes(b"".join(kind for kind, _ in own))
+        for _, data in own:
+            life_writer.send_bytes(data)
     except OSError:     # the child died before it read them (EPIPE): the supervisor reports it
         pass
+
+
+def receive(lifeline: multiprocessing.connection.Connection) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
+    """What feed wrote: the pickled shared args and the CPU's own args as (kind, data), for
+    unpickle_own. EOFError or OSError: the lifeline ended first (the parent died)."""
+    payload = lifeline.recv_bytes()
+    kinds = lifeline.recv_bytes()
+    return payload, tuple((kinds[n:n + 1], lifeline.recv_bytes()) for n in range(len(kinds)))

@@ -55,7 +55,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import psutil
 
@@ -152,7 +152,7 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
     # takes any message on it as the parent's end. End-of-file instead of them: the parent died
     # while this process started.
     try:
-        pickled = lifeline.recv_bytes()
+        pickled, own = cpu_args.receive(lifeline)
     except (EOFError, OSError):
         os._exit(LIFELINE_EXIT)
     # Ignored before Machine.attach, whose SIGTERM handler would otherwise end the process at
@@ -182,7 +182,9 @@ def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
             cpu = machine.cpu(cpu_id)
             if tracing:
                 cpu.set_tracing(True)
-            args = cpu_args.unpickle_args(pickled, by_spawn)   # here, so that a failure is reported as the target's
+            # Here, so that a failure is reported as the target's.
+            args = cpu_args.unpickle_args(pickled, by_spawn) + tuple(cpu_args.unpickle_own(*one) for one in own)
+            del pickled, own    # the pickled shared args: not held for the whole run
             result = target(cpu, *args)
             cpu.flush_statistics()
             conn.send(("ok", result, own_usage(pinned)))
@@ -200,8 +202,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
              on_tick: Callable[[float], str | None] | None = None, tick_s: float = 0.1,
              timeout_s: float | None = None, grace_s: float = 10.0, pin: bool = False,
              tracing: bool = False, sigterm_stops: bool = False,
-             on_end: Callable[[], None] | None = None) -> RunResult:
-    """Run ``target(cpu, *args)`` on one process per CPU and wait for all of them.
+             on_end: Callable[[], None] | None = None,
+             own_args: Mapping[int, tuple[Any, ...]] | None = None) -> RunResult:
+    """Run ``target(cpu, *args, *own_args[cpu])`` on one process per CPU and wait for all of them.
 
     Args:
         machine: a machine this process created or attached.
@@ -210,6 +213,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         cpus: CPU ids to use (default: all of the machine's).
         args: picklable; they may hold multiprocessing's pipe ends, locks, events, queues and
             shared values (of ``context``), which reach the CPUs as with a Process's args.
+            Pickled once for all the CPUs.
+        own_args: per CPU id, args only that CPU gets, after ``args`` (none for a CPU not in
+            it): what would cost every other CPU process memory for nothing (a realm's guest
+            image only its owners rebuild). Each distinct object among them (by identity) is
+            pickled once however many CPUs get it, a bytes object not at all (it arrives as
+            the message that carried it: one copy in the CPU process, not two); they cannot
+            hold what only multiprocessing can pickle (ValueError naming the type).
         context: "spawn" or "forkserver".
         on_tick: called about every tick_s seconds with the elapsed time, for progress; it may
             return a reason to stop the CPUs (a run that times itself from a point only the
@@ -264,6 +274,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     # outright, not restoring the mask it found.
     multiprocessing.resource_tracker.ensure_running()
     payload, by_spawn = cpu_args.pickle_args(tuple(args))
+    # Each distinct object of the CPUs' own args pickled once, however many CPUs get it.
+    pickled_own: dict[int, tuple[bytes, bytes]] = {}
+    for cpu_id in ids:
+        for obj in (own_args or {}).get(cpu_id, ()):
+            if id(obj) not in pickled_own:
+                pickled_own[id(obj)] = cpu_args.pickle_own(obj)
+    own_payloads = {cpu_id: tuple(pickled_own[id(obj)] for obj in (own_args or {}).get(cpu_id, ())) for cpu_id in ids}
     feeders: list[threading.Thread] = []
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
@@ -295,8 +312,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         # One per child, so that a child that does not read holds up no other's args.
         # Listed once started: the cleanup joins each, and joining one that never started raises.
         for cpu_id, life_writer in zip(ids, lifelines):
-            feeder = threading.Thread(target=cpu_args.feed, args=(payload, life_writer), name=f"rmm-mp-args{cpu_id}",
-                                      daemon=True)
+            feeder = threading.Thread(target=cpu_args.feed, args=(payload, life_writer, own_payloads[cpu_id]),
+                                      name=f"rmm-mp-args{cpu_id}", daemon=True)
             feeder.start()
             feeders.append(feeder)
         gate = cpu_start.StartGate(dict(zip(ids, lifelines)), dict(zip(ids, feeders)))

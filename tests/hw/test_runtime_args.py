@@ -192,3 +192,40 @@ def test_a_cpu_stuck_before_it_reads_its_args_does_not_hold_the_others(monkeypat
         result = run_cpus(m, _count_and_return, args=(BIG, done), timeout_s=30, grace_s=0.5, on_tick=on_tick)
     assert result.results == {1: 1, 2: 2}, result
     assert [(f.cpu, f.terminated) for f in result.failures] == [(0, True)], result.failures
+
+
+def _own_digests(cpu, payload: bytes, *own: bytes) -> tuple[int, int, list[tuple[int, str]]]:  # type: ignore[no-untyped-def]
+    """The CPU's id, the length of the shared args and the length and SHA-256 of each own arg."""
+    return int(cpu.id), len(payload), [(len(o), hashlib.sha256(o).hexdigest()) for o in own]
+
+
+@pytest.mark.multiprocess
+def test_own_args_reach_only_their_cpu_and_a_shared_one_is_pickled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_cpus on 3 CPUs with shared args of 3 bytes and own_args giving CPUs 0 and 2 the same
+    1 MiB object and CPU 1 nothing: CPUs 0 and 2 get the shared args then the 1 MiB, CPU 1 the
+    shared args only, and the 1 MiB was pickled once for both (what keeps a guest image several
+    CPUs own from costing the parent one pickled copy per CPU)."""
+    import rmm_mp.cpu_args as cpu_args
+    pickled: list[int] = []
+    real = cpu_args.pickle_own
+
+    def counting(obj: Any) -> bytes:
+        pickled.append(len(obj))
+        return real(obj)
+
+    monkeypatch.setattr(cpu_args, "pickle_own", counting)
+    with Machine.create("host", cpus=3) as m:
+        result = run_cpus(m, _own_digests, args=(b"abc",), own_args={0: (BIG,), 2: (BIG,)}, timeout_s=60)
+    big = (len(BIG), hashlib.sha256(BIG).hexdigest())
+    assert result.ok and result.results == {0: (0, 3, [big]), 1: (1, 3, []), 2: (2, 3, [big])}, result
+    assert pickled == [len(BIG)]
+
+
+def test_own_args_refuse_what_only_a_process_start_can_pickle() -> None:
+    """An event in a CPU's own args (which go down the lifeline only, not with the process
+    object) is refused with a ValueError naming its type and where it belongs, before any
+    CPU process is started."""
+    ev = multiprocessing.get_context("spawn").Event()
+    with Machine.create("host", cpus=1) as m:
+        with pytest.raises(ValueError, match="own_args: Event .* expected it in the shared args"):
+            run_cpus(m, _own_digests, args=(b"",), own_args={0: (ev,)}, timeout_s=30)
