@@ -20,7 +20,7 @@ def run_cpu0(m: Machine, w: Workload, after: Callable[[Any], None] | None = None
         plan, parts, _ = run._prepare(m, w, run.RunOptions(progress=False), part)
     cpu = m.cpu(0)
     try:
-        result = engine.cpu_main(cpu, plan, parts)
+        result = engine.cpu_main(cpu, plan, *run._own_args(w, parts)[0])
         if after is not None:
             after(cpu)
         return result

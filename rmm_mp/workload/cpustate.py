@@ -3,8 +3,8 @@
     RunPlan    what the parent gives every CPU: the phases, the realm templates, the resident
                realms, the shared delegate-churn pool, the run options
     CpuPart    what it gives one CPU: the lifecycle instances it owns (built by the parent), its
-               private delegate-churn pool, the 2 MiB runs that back its rtt-churn windows and
-               the root runs of the realms it builds
+               private delegate-churn pool, the 2 MiB runs that back its rtt-churn windows,
+               the root runs of the realms it builds and which guest images follow it
     CpuJob     both, as one CPU sees them
     CpuResult  what the CPU returns: counters, the instances it tore down (Finished), the ones
                it leaves alive, vCPU errors it saw, pages to free after the final teardown
@@ -61,8 +61,9 @@ class RunPlan:
     cpus: int
     phases: tuple[Phase, ...]
     realms: tuple[RealmTemplate, ...]
-    """The workload's [[realm]] templates; a resident realm's without its image (run._prepare:
-    the parent built every resident instance, and no CPU reads it)."""
+    """The workload's [[realm]] templates, without their images (run._prepare: the parent built
+    every resident instance; a lifecycle realm's image goes only to the CPUs owning one of its
+    instances, with their CpuPart: job puts it back)."""
     resident: tuple[Instance, ...]
     delegate_shared: tuple[int, ...] = ()
     ripas_template: RealmTemplate | None = None
@@ -74,8 +75,15 @@ class RunPlan:
     queues: tuple[int, ...] = ()
     """Per [[realm]] entry: the run queue its instances' vCPUs go into (empty: all queue 0)."""
 
-    def job(self, cpu: int, part: "CpuPart") -> "CpuJob":
-        return CpuJob(cpu, self.seed, self.cpus, self.phases, self.realms, part.owned, self.resident,
+    def job(self, cpu: int, part: "CpuPart", images: tuple[bytes, ...] = ()) -> "CpuJob":
+        """CPU ``cpu``'s job; ``images``: the guest images of the realms ``part.images`` names, in
+        that order, which go back into their templates."""
+        if len(images) != len(part.images):
+            raise ValueError(f"images: {len(images)} guest images for the {len(part.images)} realms "
+                             f"CpuPart.images names ({part.images}): expected one each")
+        own = dict(zip(part.images, images))
+        templates = tuple(replace(t, image=own[r]) if r in own else t for r, t in enumerate(self.realms))
+        return CpuJob(cpu, self.seed, self.cpus, self.phases, templates, part.owned, self.resident,
                       self.delegate_shared if part.delegate_private else (), part.delegate_private,
                       self.ripas_template, self.recording, self.tokens_dir, self.platform_key, self.phase_counts,
                       part.backings, part.roots, self.queues, part.serve)
@@ -96,6 +104,11 @@ class CpuPart:
     CPU across generations (run._prepare: a fragmented allocator may have no aligned run left)."""
     serve: tuple[int, ...] = (0,)
     """The run queues this CPU takes vCPUs from (resolve.Workload.served_by)."""
+    images: tuple[int, ...] = ()
+    """The [[realm]] numbers of the lifecycle realms this CPU owns an instance of (not attest
+    ones, whose image realms.build assembles anew for each generation's challenge): it rebuilds
+    them, and gets their guest images (the plan has none) as its own args after this part
+    (run._own_args, RunPlan.job)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The CPU target of a workload run: one CPU process follows its seeded plan, phase by phase.
 
-``cpu_main(cpu, plan, parts)`` (run by rmm_mp.runtime.run_cpus in each CPU process) makes its
-CpuJob from the common RunPlan and its own CpuPart, waits at a start barrier until every CPU process has started (spawned processes start up to
+``cpu_main(cpu, plan, part, *images)`` (run by rmm_mp.runtime.run_cpus in each CPU process) makes
+its CpuJob from the common RunPlan, its own CpuPart and the guest images of the lifecycle realms it
+owns instances of, waits at a start barrier until every CPU process has started (spawned processes start up to
 seconds apart; the phases are timed from the moment all have arrived), then for each phase picks
 an activity per step (plan.Chooser), runs one unit of it and counts it, until the stop flag is
 set, the phase's time is up (phases are timed from the common start, so CPUs change phase
@@ -48,12 +49,14 @@ FACTORIES: dict[str, Callable[[Host], object]] = {
 }
 
 
-def cpu_main(cpu: "Cpu", plan: RunPlan, parts: tuple[CpuPart, ...]) -> CpuResult:
-    """Run this CPU's part of the workload (a CPU target for rmm_mp.runtime.run_cpus)."""
+def cpu_main(cpu: "Cpu", plan: RunPlan, own: CpuPart, *images: bytes) -> CpuResult:
+    """Run this CPU's part of the workload (a CPU target for rmm_mp.runtime.run_cpus): the plan
+    every CPU gets, then this CPU's own args (run._own_args): its part and the guest images of
+    the lifecycle realms it rebuilds."""
     control = cpu.machine.control
     with Participant(control) as part:
         part.point()
-        return _run(cpu, plan.job(cpu.id, parts[cpu.id]), part)
+        return _run(cpu, plan.job(cpu.id, own, images), part)
 
 
 def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:

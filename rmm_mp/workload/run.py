@@ -220,9 +220,9 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         started = True
         try:
             _note_load(load, LOAD_KEYS[0])
-            done = run_cpus(machine, cpu_main, ids, args=(plan, parts), context=options.context, on_tick=tick,
-                            grace_s=GRACE_S * slack, pin=options.pin, tracing=options.trace_path is not None,
-                            sigterm_stops=options.sigterm_stops, on_end=stop.run_over)
+            done = run_cpus(machine, cpu_main, ids, args=(plan,), own_args=_own_args(w, parts),
+                            context=options.context, on_tick=tick, grace_s=GRACE_S * slack, pin=options.pin,
+                            tracing=options.trace_path is not None, sigterm_stops=options.sigterm_stops, on_end=stop.run_over)
             stop.passing = False    # from here on a signal is the work after the run's
             return done
         finally:
@@ -387,20 +387,31 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
     platform_key = AttestationKeys(w.platform).platform_public_key_pem() if any(t.attest for t in w.realms) else None
     ripas = ripas_template() if w.uses("ripas-churn") else None
     resident = tuple(i for i in built if not w.realms[i.realm].lifecycle)
-    # The plan is pickled to every CPU process, which unpickles a copy of it: a resident realm's
-    # image (up to 1 GiB) is dropped, as the parent has built every resident instance and no CPU
-    # reads it. Sent, it cost each CPU process twice its size (a 144 MiB guest made every CPU
-    # 310 MiB), and a workload the memory check accepts (4 GiB of images on 'large', 64 CPUs)
-    # could not start. A lifecycle realm's owner rebuilds it from its image.
-    templates = tuple(t if t.lifecycle else dataclasses.replace(t, image=b"") for t in w.realms)
+    # The plan is pickled to every CPU process, which unpickles a copy of it: no image (up to
+    # 1 GiB each) goes in it. Sent, one cost each CPU process twice its size (a 144 MiB guest
+    # made every CPU 310 MiB), and a workload the memory check accepts (4 GiB of images on
+    # 'large', 64 CPUs) could not start. The parent has built every resident instance, and no
+    # CPU reads its image; a lifecycle realm's image goes only to the CPUs owning one of its
+    # instances (CpuPart.images, _own_args), which rebuild it; an attest realm's to none, as
+    # realms.build assembles each generation's image anew with its challenge.
+    templates = tuple(dataclasses.replace(t, image=b"") for t in w.realms)
     plan = RunPlan(w.seed, w.cpus, w.phases, templates, resident, shared, ripas, options.recording, options.tokens_dir,
                    platform_key, phase_counts=bool(w.file.phases), queues=w.queues)
     parts = tuple(CpuPart(tuple(i for i in built if w.owner(i.realm, i.index) == c), private.get(c, ()),
                           backings.get(c, ()),
                           tuple((k, pa) for k, pa in roots.items()
-                                if (w.owner(*k) if k[0] >= 0 else k[1]) == c), w.served_by(c))
+                                if (w.owner(*k) if k[0] >= 0 else k[1]) == c), w.served_by(c),
+                          tuple(r for r, t in enumerate(w.realms) if t.lifecycle and not t.attest
+                                and any(w.owner(r, i) == c for i in range(t.instances))))
                   for c in range(w.cpus))
     return plan, parts, (shared, private)
+
+
+def _own_args(w: Workload, parts: tuple[CpuPart, ...]) -> dict[int, tuple[Any, ...]]:
+    """Each CPU's own args after the plan (run_cpus' own_args, engine.cpu_main): its CpuPart
+    and the guest images of the realms it names (CpuPart.images), each the parent's own bytes
+    object, which run_cpus sends as it is (not pickled, nor copied per owner)."""
+    return {c: (part, *(w.realms[r].image for r in part.images)) for c, part in enumerate(parts)}
 
 
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],

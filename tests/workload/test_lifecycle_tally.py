@@ -43,7 +43,7 @@ def test_a_saved_token_is_counted_before_the_rest_of_its_teardown(tmp_path: Path
         cpu = m.cpu(0)
         try:
             with pytest.raises(_Killed):
-                engine.cpu_main(cpu, plan, parts)
+                engine.cpu_main(cpu, plan, *run._own_args(w, parts)[0])
             built, ok, failed, saved = cpu.area.lifecycle_tally(1)[0]
         finally:
             cpu.close()
