@@ -97,7 +97,7 @@ class Progress:
         if self.seconds:
             size = BAR if width >= WIDE else NARROW_BAR
             done = int(min(1.0, ran / self.seconds) * size)
-            head = f"[{'#' * done}{'.' * (size - done)}] {ran:5.1f}/{self.seconds:g} s"
+            head = f"[{'#' * done}{'.' * (size - done)}] {ran:5.1f}/{self.seconds:.10g} s"
         else:
             head = f"{ran:6.1f} s"
         if not self.counted:

@@ -167,3 +167,14 @@ def test_a_count_of_one_reads_in_the_singular() -> None:
         first, second = out.getvalue().split("\r")[1:]
         assert "0.5/10 s  1 record  " in first, first
         assert "1.0/10 s  2 records  " in second, second
+
+
+def test_the_run_s_length_is_shown_with_its_digits() -> None:
+    """A run of --seconds 100000.5 reads "/100000.5 s" on the bar, as in the report's header and
+    `workloads show` (10 significant digits), not %g's "/100000 s"."""
+    with Machine.create("host", cpus=1) as m:
+        out = io.StringIO()
+        bar = Progress(m, [0], 100_000.5, stream=out, enabled=True, width=120)
+        bar.tick(0.5)
+        bar.close()
+        assert "   0.5/100000.5 s  " in out.getvalue(), out.getvalue()
