@@ -856,3 +856,45 @@ def test_a_ctrl_c_before_a_cpu_had_its_go_kills_it_as_never_started(monkeypatch:
         parts = [segment.segment_path(m.name, part) for part in segment.MACHINE_PARTS]
         assert all(os.path.exists(path) for path in parts)
     assert not [path for path in parts if os.path.exists(path)]
+
+
+class _SigintBeforeTheGo:
+    """A CPU's lifeline end whose first write is preceded by a Ctrl-C to this process: the
+    interrupt lands as the parent gives that CPU its go (StartGate.up), after it noted the go
+    as given and before the bytes are written."""
+
+    def __init__(self, lifeline: Any) -> None:
+        self.lifeline = lifeline
+        self.sent = False
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        self.lifeline.send_bytes(data)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_as_a_cpu_is_given_its_go_neither_strands_nor_kills_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One CPU; a Ctrl-C comes just as the parent gives it its go, between noting the go as
+    given and writing it down the lifeline. The go is written all the same and the interrupt
+    taken right after: the CPU binds, sees the stop flag and returns; it is neither killed as
+    never started (it had its go) nor left waiting for a go that never came until the grace
+    time killed it as a CPU that "did not stop" (which the interrupt, raised between the two,
+    used to do)."""
+    from rmm_mp import cpu_start
+    made = cpu_start.StartGate.__init__
+
+    def init(self: Any, lifelines: Any = None, feeders: Any = None) -> None:
+        made(self, {cpu: _SigintBeforeTheGo(end) for cpu, end in (lifelines or {}).items()}, feeders)
+
+    monkeypatch.setattr(cpu_start.StartGate, "__init__", init)
+    with Machine.create("host", cpus=2) as m:
+        start = time.monotonic()
+        result = run_cpus(m, _until_stopped, cpus=[0], grace_s=20.0, timeout_s=60.0)
+        took = time.monotonic() - start
+    assert result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
+    assert not result.failures and result.not_started == (), result
+    assert sorted(result.results) == [0] and result.exit_codes == {0: 0}, result
+    assert took < 15, f"the CPU waited for its go until the grace time: {took:.1f} s"
