@@ -265,11 +265,14 @@ class RunSummary:
     stopped_by: str = ""
     exits: tuple[int, ...] = field(default=(0,) * EXIT_SLOTS)
     """REC exits per reason over all CPUs (then failed entries)."""
+    not_started: tuple[int, ...] = ()
+    """The CPUs a Ctrl-C or SIGTERM found still starting up (RunResult.not_started): neither in
+    ``loops`` nor in ``failures``, they ran nothing."""
 
     @property
     def ok(self) -> bool:
-        """No CPU failed, every realm is DONE and no vCPU failed."""
-        return (not self.failures and all(r.state == "DONE" for r in self.realms)
+        """No CPU failed or was never started, every realm is DONE and no vCPU failed."""
+        return (not self.failures and not self.not_started and all(r.state == "DONE" for r in self.realms)
                 and not any(s.errors for s in self.loops.values()))
 
 
@@ -329,4 +332,4 @@ def run_realms(machine: "Machine", realms: Sequence[HostRealm], cpus: int | Sequ
     loops: dict[int, LoopSummary] = dict(result.results)
     exits = tuple(sum(loop.exits[r] for loop in loops.values()) for r in range(EXIT_SLOTS))
     return RunSummary(slots, loops, tuple(realm_status(queue, s) for s in slots), result.failures,
-                      result.elapsed_s, result.stopped_by, exits)
+                      result.elapsed_s, result.stopped_by, exits, result.not_started)

@@ -1,5 +1,6 @@
 """rmm_mp.host.run_realms's start-up bound: a CPU process that never reaches the start barrier
-(stopped with SIGSTOP while it starts up) does not hold the call for ever."""
+(stopped with SIGSTOP while it starts up) does not hold the call for ever; CPUs a Ctrl-C found
+still starting up are in its summary."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from children import cpu_children
 
 from rmm_mp import Machine
+from rmm_mp.cpu_outcome import RunResult
 from rmm_mp.host import runloop, run_realms
 from rmm_mp.host.runqueue import OFF_ARRIVED
 
@@ -83,3 +85,16 @@ def test_a_cpu_stopped_before_the_start_barrier_ends_the_run_after_the_start_up_
     assert len(failed) == 1 or not other_at_barrier.is_set(), (failed, "the other CPU was at the barrier")
     assert len(failed) + len(summary.loops) == 2, (failed, summary.loops)
     assert not stopped[0].is_running() or stopped[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_cpus_a_ctrl_c_found_starting_up_are_in_the_summary(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_cpus reports CPUs 0 and 1 as never started (a Ctrl-C during their start-up, stood in
+    for here): run_realms's summary lists them and is not ok. Before, it dropped them, and a
+    caller saw no loop, no failure and nothing to say why."""
+    def interrupted(*_: object, **__: object) -> RunResult:
+        return RunResult({}, (), True, 0.1, "interrupted (Ctrl-C)", interrupted_by="Ctrl-C", not_started=(0, 1))
+
+    monkeypatch.setattr(runloop, "run_cpus", interrupted)
+    summary = run_realms(machine, [], cpus=2)
+    assert summary.not_started == (0, 1) and not summary.loops and not summary.failures
+    assert summary.stopped_by == "interrupted (Ctrl-C)" and not summary.ok
