@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from rmm_mp.guest.asmlines import strip_comment
+
 # A line starts after \n, \r\n or a lone \r, as the assembler's lines do (re.M's ^ knows only
 # \n, and '.' matches \r, so a source with \r line ends lost every line after a rewritten
 # .equ, and its later .equ names were not found).
@@ -47,30 +49,13 @@ _EQU_LINE = re.compile(rf"{_BLANK}*(?:[A-Za-z_]\w*{_BLANK}*:{_BLANK}*)?(?i:\.equ
 _NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*", re.ASCII)
 
 
-def _uncommented(line: str) -> str:
-    """The line without a // or ; comment outside a quoted string (asmlines.strip_comment's
-    rule, kept here so that this module reads text without the assembler's line parser)."""
-    quoted = escaped = False
-    for i, ch in enumerate(line):
-        if escaped:
-            escaped = False
-        elif quoted:
-            escaped = ch == "\\"
-            quoted = ch != '"'
-        elif ch == '"':
-            quoted = True
-        elif ch == ";" or line.startswith("//", i):
-            return line[:i]
-    return line
-
-
 def line_names(text: str, number: int) -> list[str]:
     """The names (labels, .equ names, and words such as mnemonics and registers alike) written
     on line ``number`` (from 1, as AssemblerError counts) of ``text``, its comment left out."""
     lines = _LINE_BREAK.split(text)
     if not 1 <= number <= len(lines):
         return []
-    return _NAME.findall(_uncommented(lines[number - 1]))
+    return _NAME.findall(strip_comment(lines[number - 1]))
 
 
 def equ_uses(text: str, names: list[str]) -> list[str]:
@@ -80,7 +65,7 @@ def equ_uses(text: str, names: list[str]) -> list[str]:
     and an error about those pages must name IMAGE_BASE when that is the constant it set."""
     uses: dict[str, list[str]] = {}
     for line in _LINE_BREAK.split(text):
-        match = _EQU_LINE.match(_uncommented(line))
+        match = _EQU_LINE.match(strip_comment(line))
         if match:
             uses.setdefault(match.group(1), _NAME.findall(match.group(2)))
     out: list[str] = []
