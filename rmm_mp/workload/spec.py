@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rmm_mp.guest.assembler import AssemblerError, ImageTooLarge
-from rmm_mp.guest.equ import equ_names, equ_uses, line_names, with_constants
+from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.platform import MAX_DRAM_GRANULES
@@ -33,7 +33,7 @@ from rmm_mp.hw.tomlsrc import (ConfigError, InputTooLarge, bundled_dir, bundled_
                                read_source, suggestion, why_not_a_file)
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import shown_path
-from rmm_mp.workload import programs
+from rmm_mp.workload import blame, programs
 from rmm_mp.workload.fields import U64, Fields, is_int
 
 Weights = tuple[tuple[str, float], ...]
@@ -368,28 +368,28 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: in
             raise _images_past_dram(f, raw, index, image_granules + -(-exc.size // GRANULE) * instances) from None
         image, image_size = None, exc.size         # larger than ram: refused below, naming the key to blame
     except (AssemblerError, ValueError) as exc:
-        raise _unassembled(f, raw, where, text, source, exc) from None
+        raise blame.unassembled(f, raw, where, text, source, exc) from None
     if not image_size:
         raise f.fail(f"{where}.guest", raw["guest"], "a guest with code in it: REC 0 starts at the first byte of "
                                                      "the image, and this file assembles to nothing")
-    _pages_after_image(f, raw, where, guest, recs, image_size, text, dict(constants), derived)
+    blame.pages_after_image(f, raw, where, guest, recs, image_size, text, dict(constants), derived)
     need = programs.min_ram(guest, recs, image_size, source)
     most = min(par - programs.RAM_BASE, 1 << 30)
     if need > most:
         # No ram would do: saying "set ram = ..." sent the user to a size refused as well
         # (a RANGE near 2^64 asked for ram = "17592186042369M"). The constant that placed the
         # pages there is what to change.
-        key, value = _placing_culprit(raw, where, guest, recs, image_size, text, dict(constants), derived, most) \
+        key, value = blame.placing_culprit(raw, where, guest, recs, image_size, text, dict(constants), derived, most) \
             or (f"{where}.ram", raw.get("ram", ram))
         raise f.fail(key, value, f"pages that fit in the most RAM a realm can have: guest {raw['guest']!r} with "
-                                 f"{recs} REC{'s' if recs > 1 else ''} touches {_kib(need)} of RAM, and ram is at "
-                                 f"most {_kib(most)} (1 GiB, and what ipa_width {ipa_width} leaves above 2 GiB)")
+                                 f"{recs} REC{'s' if recs > 1 else ''} touches {blame.kib(need)} of RAM, and ram is at "
+                                 f"most {blame.kib(most)} (1 GiB, and what ipa_width {ipa_width} leaves above 2 GiB)")
     if ram < need:
         unset = "" if "ram" in raw else \
             f"; ram is not set, and its default, 2M, is less: set ram = \"{-(-need // MiB)}M\" or more"
-        raise f.fail(f"{where}.ram", raw.get("ram", ram), f"at least {_kib(need)} for guest {raw['guest']!r} "
-                                                           f"with {recs} REC{'s' if recs > 1 else ''} (its image and the pages "
-                                                           f"it uses){unset}")
+        raise f.fail(f"{where}.ram", raw.get("ram", ram),
+                     f"at least {blame.kib(need)} for guest {raw['guest']!r} with {recs} REC{'s' if recs > 1 else ''} "
+                     f"(its image and the pages it uses){unset}")
     assert image is not None         # an image larger than ram needs more than ram, refused above
     lifecycle = f.boolean(raw.get("lifecycle", False), f"{where}.lifecycle")
     lifetime = None
@@ -411,115 +411,6 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: in
         cpus=f.cpu_set(raw["cpus"], f"{where}.cpus") if "cpus" in raw else None,
         cpus_written=tuple(raw["cpus"]) if isinstance(raw.get("cpus"), list) else raw.get("cpus", "all"),
         backed=programs.backed_pages(guest, recs, image_size, source), shared=programs.shared_pages(guest, source))
-
-
-def _pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,
-                       text: str, constants: dict[str, int], derived: dict[str, int]) -> None:
-    """The pages a bundled guest touches beyond its image must start on a page boundary in its
-    RAM after the image: below RAM the host backs nothing (the guest takes an SEA there, with no
-    vector to take it, and loops on it for ever), and over the image the guest writes over its
-    own code."""
-    source = with_constants(text, {**constants, **derived})
-    pages = programs.guest_pages(guest, recs, source)
-    image_end = -(-image_size // 4096) * 4096
-    if pages is None or (pages[0] % 4096 == 0 and pages[0] >= image_end):
-        return
-    constant = programs.PAGE_CONSTANTS[guest]
-    key, value = _pages_culprit(raw, where, guest, recs, text, constants, derived, [constant]) \
-        or (f"{where}.guest", raw["guest"])
-    first = programs.RAM_BASE + pages[0]
-    at = f"{constant} (IPA {first:#x})"
-    blamed = key.rsplit(".", 1)[1] if key.startswith(f"{where}.constants.") else constant
-    if blamed != constant and blamed in _set_constants(raw, source, [constant]):
-        at = f"{constant} (IPA {first:#x}, where {blamed} moves it)"  # how the key named is to blame
-    if pages[0] % 4096:
-        # The guests use these as pages: RSI_IPA_STATE_SET and ATTESTATION_TOKEN_CONTINUE refuse
-        # an address that is not granule aligned (the realm then reports failure), and a store
-        # that is not 8-byte aligned takes an alignment fault with no vector to take it.
-        raise f.fail(key, value, f"a page-aligned place for its pages: guest {guest!r} places them at {at}, "
-                                 f"which must be a multiple of 4 KiB")
-    if pages[0] >= image_end:
-        return
-    raise f.fail(key, value, f"pages in the realm's RAM after its image: guest {guest!r} places its pages at "
-                             f"{at}, and they must start at or above "
-                             f"{programs.RAM_BASE + image_end:#x} (RAM starts at {programs.RAM_BASE:#x}, "
-                             f"the image takes {_kib(image_end)})")
-
-
-def _pages_culprit(raw: dict[str, Any], where: str, guest: str, recs: int, text: str, constants: dict[str, int],
-                   derived: dict[str, int], chain: list[str]) -> tuple[str, object] | None:
-    """(key, value) of the constant the workload sets without which (its .equ value the guest's
-    own) the pages ``guest`` touches start on a page boundary after its image: of those the page
-    constant's value uses (``chain``, nearest first), then the others it sets, in the file's
-    order; else the first of the chain's; None when it sets none. A ripas-loop MAX_RECS of
-    400,000 grows the image past RANGE: it was blamed on realm[0].guest, which is not wrong."""
-    named = _set_constants(raw, with_constants(text, {**constants, **derived}), chain)
-    for candidate in [*named, *(c for c in constants if c not in named)]:
-        source = with_constants(text, {**{k: v for k, v in constants.items() if k != candidate}, **derived})
-        try:
-            pages = programs.guest_pages(guest, recs, source)
-            size = programs.image_size(source)
-        except ValueError:      # AssemblerError too: without it the guest is wrong some other way
-            continue
-        if pages is not None and pages[0] % 4096 == 0 and pages[0] >= -(-size // 4096) * 4096:
-            return f"{where}.constants.{candidate}", raw["constants"][candidate]
-    return (f"{where}.constants.{named[0]}", raw["constants"][named[0]]) if named else None
-
-
-def _set_constant(raw: dict[str, Any], where: str, source: str, names: list[str]) -> tuple[str, object] | None:
-    """(key, value) of the first constant the workload sets among ``names`` and the .equ names
-    their values use in ``source`` (the guest with the workload's constants applied), nearest
-    first; None when it sets none of them. ripas-loop's and ripas-flip's RANGE is
-    ``IMAGE_BASE + 0x100000``: an IMAGE_BASE that moved the pages was reported as the guest
-    (``realm[0].guest = 'ripas-loop'``) or its ram, not as the constant that is wrong."""
-    named = _set_constants(raw, source, names)
-    return (f"{where}.constants.{named[0]}", raw["constants"][named[0]]) if named else None
-
-
-def _set_constants(raw: dict[str, Any], source: str, names: list[str]) -> list[str]:
-    """The constants the workload sets among ``names`` and the .equ names their values use in
-    ``source``, nearest first."""
-    constants = raw.get("constants", {})
-    if not isinstance(constants, dict):
-        return []
-    return [c for c in equ_uses(source, names) if c in constants]
-
-
-def _placing_culprit(raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int, text: str,
-                     constants: dict[str, int], derived: dict[str, int], most: int) -> tuple[str, object] | None:
-    """(key, value) of the constant the workload sets that puts the pages ``guest`` touches past
-    ``most``: of those it sets among the placing constants and what their values use (nearest
-    first), the first without which (its .equ value the guest's own) the pages fit; else the
-    first of them; None when it sets none. The first set one alone blamed a harmless one: attest
-    with SHARED_OFFSET = 0x7FFF0000 and OFFSET = 0xC00 (its default) was refused at OFFSET."""
-    source = with_constants(text, {**constants, **derived})
-    named = _set_constants(raw, source, [programs.PAGE_CONSTANTS.get(guest, ""), *_PLACING])
-    for constant in named:
-        rest = {name: value for name, value in constants.items() if name != constant}
-        try:
-            need = programs.min_ram(guest, recs, image_size, with_constants(text, {**rest, **derived}))
-        except ValueError:      # AssemblerError too: without it the guest is wrong some other way
-            continue
-        if need <= most:
-            return f"{where}.constants.{constant}", raw["constants"][constant]
-    return (f"{where}.constants.{named[0]}", raw["constants"][named[0]]) if named else None
-
-
-def _unassembled(f: Fields, raw: dict[str, Any], where: str, text: str, source: str, exc: ValueError) -> ConfigError:
-    """The error for a guest that does not assemble with the workload's constants: named by the
-    constant the failing line depends on when the guest assembles with its own values (an
-    IMAGE_BASE near 2^64 made ripas-loop's 'mov x21, =RANGE' overflow, reported as
-    realm[0].guest), else by the guest."""
-    if isinstance(exc, AssemblerError) and raw.get("constants"):
-        blamed = _set_constant(raw, where, source, line_names(source, exc.line))
-        if blamed is not None:
-            try:
-                programs.image(text, {})
-            except (AssemblerError, ValueError):
-                blamed = None       # the guest is wrong on its own: the constants are not to blame
-        if blamed is not None:
-            return f.fail(blamed[0], blamed[1], f"a value with which guest {raw['guest']!r} assembles ({exc})")
-    return f.fail(f"{where}.guest", raw["guest"], f"a guest that assembles ({exc})")
 
 
 def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str]:
@@ -554,9 +445,6 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
                                      f"{has})") from None
     raise f.fail(key, value, expected + suggestion(value, names))
 
-
-_PLACING = ("RANGE", "RANGE_PAGES", "PAGES", "MAX_RECS", "BUFFER_OFFSET", "OFFSET", "SHARED_OFFSET")
-"""Constants of the bundled guests that move the pages they touch (docs/workloads.md)."""
 
 _BOUNDED = {
     # The guest would ask for 0 bytes at a time for ever: its realm never finishes.
@@ -610,7 +498,3 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
             raise f.fail(f"{key}.{name}", number, bound[2])
         out.append((name, number))
     return tuple(out)
-
-
-def _kib(n: int) -> str:
-    return f"{n // MiB} MiB" if n % MiB == 0 else f"{(n + 1023) // 1024} KiB"
