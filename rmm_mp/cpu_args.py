@@ -133,6 +133,8 @@ def pickle_own(obj: Any) -> tuple[bytes, bytes]:
 
 
 def unpickle_own(kind: bytes, data: bytes) -> Any:
+    """In the CPU process: one own arg from what pickle_own made of it (its kind and data, as
+    receive read them): a RAW one is the received bytes object itself."""
     return data if kind == RAW else pickle.loads(data)
 
 

@@ -219,7 +219,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             image only its owners rebuild). Each distinct object among them (by identity) is
             pickled once however many CPUs get it, a bytes object not at all (it arrives as
             the message that carried it: one copy in the CPU process, not two); they cannot
-            hold what only multiprocessing can pickle (ValueError naming the type).
+            hold what only multiprocessing can pickle (ValueError naming the type and the
+            CPU), nor name a CPU not run (ValueError).
         context: "spawn" or "forkserver".
         on_tick: called about every tick_s seconds with the elapsed time, for progress; it may
             return a reason to stop the CPUs (a run that times itself from a point only the
@@ -276,10 +277,16 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     payload, by_spawn = cpu_args.pickle_args(tuple(args))
     # Each distinct object of the CPUs' own args pickled once, however many CPUs get it.
     pickled_own: dict[int, tuple[bytes, bytes]] = {}
+    for cpu_id in own_args or {}:
+        if cpu_id not in ids:   # its args would reach no CPU, and the target not miss them
+            raise ValueError(f"own_args: {cpu_id!r} is not one of the CPUs run ({', '.join(map(str, ids))})")
     for cpu_id in ids:
         for obj in (own_args or {}).get(cpu_id, ()):
             if id(obj) not in pickled_own:
-                pickled_own[id(obj)] = cpu_args.pickle_own(obj)
+                try:
+                    pickled_own[id(obj)] = cpu_args.pickle_own(obj)
+                except ValueError as exc:
+                    raise ValueError(f"{exc} (it was in CPU {cpu_id}'s own args)") from None
     own_payloads = {cpu_id: tuple(pickled_own[id(obj)] for obj in (own_args or {}).get(cpu_id, ())) for cpu_id in ids}
     feeders: list[threading.Thread] = []
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

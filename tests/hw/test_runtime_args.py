@@ -223,9 +223,19 @@ def test_own_args_reach_only_their_cpu_and_a_shared_one_is_pickled_once(monkeypa
 
 def test_own_args_refuse_what_only_a_process_start_can_pickle() -> None:
     """An event in a CPU's own args (which go down the lifeline only, not with the process
-    object) is refused with a ValueError naming its type and where it belongs, before any
-    CPU process is started."""
+    object) is refused with a ValueError naming its type, where it belongs and the CPU it was
+    given to, before any CPU process is started."""
     ev = multiprocessing.get_context("spawn").Event()
     with Machine.create("host", cpus=1) as m:
-        with pytest.raises(ValueError, match="own_args: Event .* expected it in the shared args"):
+        with pytest.raises(ValueError, match=r"own_args: Event .* expected it in the shared args "
+                                             r"\(it was in CPU 0's own args\)"):
             run_cpus(m, _own_digests, args=(b"",), own_args={0: (ev,)}, timeout_s=30)
+
+
+def test_own_args_for_a_cpu_not_run_are_refused() -> None:
+    """own_args naming CPU 3 in a run of CPUs 0 and 1: a ValueError naming it and the CPUs run,
+    before any CPU process is started (they were dropped, and a caller that meant them for a
+    CPU it forgot to run was not told)."""
+    with Machine.create("host", cpus=4) as m:
+        with pytest.raises(ValueError, match=r"own_args: 3 is not one of the CPUs run \(0, 1\)"):
+            run_cpus(m, _own_digests, [0, 1], args=(b"",), own_args={0: (b"x",), 3: (b"y",)}, timeout_s=30)
