@@ -64,6 +64,15 @@ def raw_point(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 
+def raw_point_problem(data: bytes) -> str | None:
+    """Why the 97 bytes `data` are no uncompressed point 04 || X || Y (SEC 1 2.3.3), or None.
+    Curve membership is not checked here."""
+    if data[:1] != b"\x04":
+        found = f"{data[0]:#04x}" if data else "nothing"
+        return f"its first byte is {found}; expected 0x04 (an uncompressed point, SEC 1 2.3.3)"
+    return None
+
+
 def cose_key_problems(data: bytes) -> list[str]:
     """What keeps `data` from being an RMM 1.0 RAK COSE_Key (EC2, P-384, 48-byte x and y, no
     private part); empty when it is one. Curve membership is not checked here."""
@@ -94,7 +103,11 @@ def rak_public_key(claim: bytes) -> ec.EllipticCurvePublicKey:
     Raises:
         ValueError: neither form, or the point is not on P-384.
     """
-    if len(claim) == RAW_POINT_SIZE and claim[:1] == b"\x04":
+    if len(claim) == RAW_POINT_SIZE:
+        # No COSE_Key of P-384 is 97 bytes long: this can only be meant as a raw point.
+        problem = raw_point_problem(claim)
+        if problem:
+            raise ValueError(f"RAK claim 44237 is {RAW_POINT_SIZE} bytes, the size of a raw P-384 point, but {problem}")
         try:
             return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP384R1(), claim)
         except ValueError:

@@ -8,7 +8,8 @@ Rules `check_realm_claims` applies (the veraison verifiers' rules, made explicit
   the RIM);
 * profile (265) is optional: present it must be "tag:arm.com,2023:realm#1.0.0", whose RAK is a
   COSE_Key (EC2, P-384); absent, the RAK is a COSE_Key too (A7.2.3.1.7 ties its form to no
-  profile) or, in a legacy token, a 97-byte raw point;
+  profile) or, in a legacy token, a 97-byte raw point 04 || X || Y (its first byte must be 0x04;
+  whether the point is on P-384 is left to the realm signature check);
 * claim labels are integers (a float label such as 10.0, or a rational or decimal 10, is refused);
 * claims this profile does not define are ignored (upstream decodes them successfully).
 
@@ -31,7 +32,7 @@ from rmm_mp.abi.cca_token import (REALM_CHALLENGE, REALM_CLAIM_ORDER, REALM_EXTE
 from rmm_mp.attest._claim_rules import bstr_problem, describe, label_problems, missing, rule_problems, tstr_problem
 from rmm_mp.attest._cbor import is_array, is_map, to_json
 from rmm_mp.attest.digest import HASH_ALGORITHMS
-from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems
+from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems, raw_point_problem
 
 CHALLENGE_SIZE: Final = 64
 RPV_SIZE: Final = 64
@@ -95,7 +96,10 @@ def _rak_problems(rak: Any, form: str) -> list[str]:
         return [f"{what} must be a byte string, found {describe(rak)}"]
     if form == "either":
         if len(rak) == RAW_POINT_SIZE:
-            return []
+            # Its length alone does not make a raw point (no P-384 COSE_Key is 97 bytes long).
+            problem = raw_point_problem(rak)
+            return [f"{what} of a token without profile claim is {RAW_POINT_SIZE} bytes, the size of a raw "
+                    f"P-384 point, but {problem}"] if problem else []
         return [f"{what} of a token without profile claim must be a COSE_Key or, in a legacy token, a "
                 f"{RAW_POINT_SIZE}-byte raw P-384 point: {p}" for p in cose_key_problems(rak)]
     return [f"{what} of profile {REALM_PROFILE_1_0!r} must be a COSE_Key: {p}" for p in cose_key_problems(rak)]

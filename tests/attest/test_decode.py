@@ -248,6 +248,26 @@ def test_the_rak_of_a_token_without_profile_claim_may_be_a_cose_key(sample_rak: 
     assert checks["realm claims"] is True and checks["realm signature"] is True, checks
 
 
+@pytest.mark.parametrize("first", [0x05, 0x02, 0x00, 0xA4])
+def test_a_97_byte_rak_that_is_no_uncompressed_point_fails_the_claims_check(
+        first: int, sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes,
+        realm_claims: Callable[..., bytes]) -> None:
+    """A legacy token's claim 44237 of 97 bytes whose first byte is not 0x04 (SEC 1 2.3.3: an
+    uncompressed point starts with 0x04; 0x02 is a compressed prefix, 0xA4 a CBOR map head) was
+    passed as well formed because of its length alone, and the realm signature check then
+    blamed the bytes for not being one CBOR item. Now the claims check fails naming the claim,
+    the byte found and the 0x04 expected, and the realm signature reason says the same."""
+    claims = dict(cbor2.loads(realm_claims(profile=None)))
+    claims[44237] = bytes([first]) + sample_rak.public_key().public_numbers().x.to_bytes(48, "big") + bytes(48)
+    expected = f"first byte is {first:#04x}; expected 0x04"
+    problems = check_realm_claims(claims)
+    assert len(problems) == 1 and "44237 (public_key)" in problems[0] and expected in problems[0], problems
+    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
+    assert result.check("realm claims").passed is False
+    signature = result.check("realm signature")
+    assert signature.passed is False and expected in signature.reason, signature
+
+
 def test_claim_labels_are_integers() -> None:
     """A float label equals the integer in Python (10.0 == 10): it is refused by name, for the
     realm and the platform claims; a float alg in the protected header is no COSE alg."""
