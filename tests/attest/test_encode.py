@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from pycose.keys.curves import P384
 from pycose.keys.ec2 import EC2Key
 from pycose.messages import Sign1Message
@@ -238,3 +238,48 @@ def test_random_platform_claims_round_trip(implementation_id: bytes, instance: b
         "instance_id": (b"\x01" + instance).hex(), "config": config.hex(), "lifecycle": lifecycle,
         "sw_components": [{names[k]: (v.hex() if isinstance(v, bytes) else v) for k, v in c.items()} for c in components],
         **({} if service is None else {"verification_service": service}), "hash_algo_id": hash_algo}
+
+
+P384_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973
+SHORT_X, SHORT_Y = 197, 176
+"""Private scalars whose public x (resp. y) is below 2^376: a leading zero byte that a
+minimal-length encoding would drop (the drawn scalars almost never give one)."""
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(scalar=st.integers(1, P384_ORDER - 1), payload=st.binary(max_size=64),
+       alg=st.sampled_from(sorted(cose.ALGORITHMS)))
+@example(scalar=1, payload=b"", alg=COSE_ALG_ES384)
+@example(scalar=SHORT_X, payload=b"\xa0", alg=COSE_ALG_ES256)
+@example(scalar=SHORT_Y, payload=b"\x00" * 64, alg=COSE_ALG_ES384)
+@example(scalar=P384_ORDER - 1, payload=b"\xff", alg=-36)
+def test_random_keys_encode_to_fixed_size_claims_and_sign1_round_trips(scalar: int, payload: bytes, alg: int) -> None:
+    """For any P-384 private scalar (the ends of its range and the two with a short coordinate
+    included): encode_cose_key gives the 107 bytes {1: 2, -1: 2, -2: x, -3: y} with 48-byte
+    coordinates and raw_point the 97 bytes 04 || X || Y, both read back by rak_public_key as
+    the same key and both accepted by check_realm_claims. A COSE_Sign1 over any payload, with a
+    key of any supported algorithm's curve, decodes to that payload and algorithm and verifies;
+    with one signature byte flipped it does not."""
+    from rmm_mp.attest import check_realm_claims
+    from rmm_mp.attest.errors import SignatureError
+    from rmm_mp.attest.rak import rak_public_key
+    public = private_key_from_scalar(scalar.to_bytes(48, "big")).public_key()
+    numbers = public.public_numbers()
+    claim, point = encode_cose_key(public), raw_point(public)
+    assert len(claim) == 107 and cbor2.loads(claim) == {1: 2, -1: 2, -2: numbers.x.to_bytes(48, "big"),
+                                                        -3: numbers.y.to_bytes(48, "big")}
+    assert len(point) == 97 and point == b"\x04" + numbers.x.to_bytes(48, "big") + numbers.y.to_bytes(48, "big")
+    for form, profile in ((claim, REALM_PROFILE_1_0), (claim, None), (point, None)):
+        assert rak_public_key(form).public_numbers() == numbers
+        claims = {10: bytes(64), 44235: bytes(64), 44237: form, 44236: "sha-256", 44240: "sha-256",
+                  44238: bytes(32), 44239: [bytes(32)] * 4, **({265: profile} if profile else {})}
+        assert check_realm_claims(claims) == []
+    # Below 2^240 + 1 is a valid scalar of P-256, P-384 and P-521 alike.
+    key = ec.derive_private_key(scalar % (1 << 240) + 1, cose.ALGORITHMS[alg].curve)
+    message = decode_sign1(sign_cose_sign1(payload, key, alg), "token")
+    assert (message.payload, message.alg, message.unprotected) == (payload, alg, {})
+    verify_sign1(message, key.public_key())
+    tampered = cose.Sign1(message.protected, message.alg, message.unprotected, message.payload,
+                          bytes([message.signature[0] ^ 1]) + message.signature[1:])
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_sign1(tampered, key.public_key())
