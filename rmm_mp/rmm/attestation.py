@@ -19,7 +19,7 @@ be finished on another (the REC carries it). The first holds:
 
 and the second the CCA token itself: a whole granule, the TOKEN_BUFFER_SIZE bytes INIT promises
 the realm. A token that would be longer cannot be returned: CONTINUE fails with
-RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`) and drops it.
+RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`) and leaves the state as it was.
 
 Signing is done in SIGNING_STEPS steps of STEP_COST guest-instruction equivalents each, taken
 from the REC's time slice: when the slice runs out in the middle, the REC exits with IRQ and

@@ -938,23 +938,33 @@ def _two_continues() -> str:
 def test_a_token_over_the_promised_size_fails_with_error_unknown(tmp_path: Path) -> None:
     """A CCA token longer than the 4096 bytes INIT promised cannot be produced: CONTINUE returns
     RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`: generation failed for an IMPDEF reason), X1 = 0,
-    nothing is written, the token is dropped (the next CONTINUE gives RSI_ERROR_STATE) and the
-    RMM lives on; it used to raise RmmInternalError (the machine died)."""
+    nothing is written and the RMM lives on; it used to raise RmmInternalError (the machine
+    died). The failed call changes nothing (B1.6: a failing command is aborted): the REC's token
+    state (aux granules 0 and 1) is as before it, so the token is still in progress and the next
+    CONTINUE fails the same way, RSI_ERROR_UNKNOWN, not RSI_ERROR_STATE (the token used to be
+    dropped)."""
     path = long_named_platform(tmp_path, 3400)
-    program = _two_continues()
+    program = _two_continues().replace(f"mov x1, ={BUF}", f"first: wfi\nmov x1, ={BUF}", 1)
+    program = program.replace("mov x18, x1\n", "mov x18, x1\nbetween: wfi\n", 1)
     with Machine.create(path, cpus=1, time_slice=SLICE) as m:
         with Guest.build(m, program) as g:
-            stop_at(g, "done")
-            assert not m.dead
-            assert (g.gpr(17), g.gpr(18), g.gpr(0)) == (UNKNOWN, 0, STATE)
+            stop_at(g, "first")
+            aux = g.realm.recs[0].aux[:2]
+            before = snapshot(m, *aux)
+            for label in ("between", "done"):
+                assert g.changes(lambda: stop_at(g, label)) == {"rec0"}, label
+                assert not m.dead
+                assert (g.gpr(17), g.gpr(18)) == (UNKNOWN, 0)
+                assert snapshot(m, *aux).diff(before) == [], label
+            assert (g.gpr(0), g.gpr(1)) == (UNKNOWN, 0)
             assert g.peek(BUF, GRANULE) == PATTERN.to_bytes(8, "little") * (GRANULE // 8)
         ok(m)
 
 
 def test_error_unknown_counts_as_an_error_in_the_histograms(tmp_path: Path) -> None:
     """The latency histograms counted only RSI_ERROR_INPUT and RSI_ERROR_STATE as errors, so the
-    CONTINUE that fails with RSI_ERROR_UNKNOWN (a token over INIT's bound) showed as a success;
-    it is a failure too. The second CONTINUE's ERROR_STATE counts as before."""
+    CONTINUEs that fail with RSI_ERROR_UNKNOWN (a token over INIT's bound) showed as successes;
+    they are failures too."""
     from rmm_mp.stats import calls
     from rmm_mp.stats.report import collect
 

@@ -6,7 +6,8 @@ CONTINUE first finishes signing, step by step out of the REC's time slice (an IR
 X0 = RSI_INCOMPLETE when the slice runs out; the realm calls again, on whatever CPU runs it
 next), then copies the CCA token out: min(X3, bytes left) at IPA X1 + X2, X1 = bytes written,
 X0 = RSI_INCOMPLETE until the last byte, then RSI_SUCCESS and the token is done. A token longer
-than the TOKEN_BUFFER_SIZE bytes INIT promised fails with RSI_ERROR_UNKNOWN and is dropped.
+than the TOKEN_BUFFER_SIZE bytes INIT promised fails with RSI_ERROR_UNKNOWN, changing nothing
+(every later CONTINUE fails so too, until an INIT starts another token).
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
             return Exit({"exit_reason": _EXIT_IRQ})
         built = state.build(attestation.material(call.rmm))
         if built is None:
-            # B5.3.1.2 `unknown`: the realm sized its buffer by INIT's bound; a retry would fail
-            # the same way, so the token is dropped (TF-RMM rel0 returns RSI_ERROR_INPUT).
-            state.set_head(PHASE_NONE, 0, 0, 0, algo)
+            # B5.3.1.2 `unknown`: the realm sized its buffer by INIT's bound (TF-RMM rel0 returns
+            # RSI_ERROR_INPUT). A failing command is aborted (B1.6): the token state is left as
+            # the call found it (this call's signing steps were never stored), so the token is
+            # still in progress and a retry fails the same way, as in TF-RMM.
             return (_UNKNOWN,)
         state.set_head(PHASE_COPYING, steps, built, 0, algo)
     return _copy_out(call, state, ipa, offset, size)
