@@ -1,7 +1,7 @@
 """RSI_ATTESTATION_TOKEN_INIT and RSI_ATTESTATION_TOKEN_CONTINUE called by running realms
 (DEN0137 1.0-rel0 B5.3.2, B5.3.1, A7.2; rsi-attest.md sections 1.7, 3 and 4).
 
-Three groups of scenarios:
+Four groups of scenarios:
 
 1. The commands, with small guest programs (tests/realm_guests.py) on a machine whose time slice
    is long enough that nothing is interrupted: INIT's outputs (it has no failure conditions);
@@ -27,10 +27,14 @@ Three groups of scenarios:
    alternately from two CPU handles, has its signing interrupted several times (counted: IRQ
    exits taken with the REC just after its CONTINUE, X0 = RSI_INCOMPLETE and X1 = 0) and still
    produces a token byte for byte equal to the one an uninterrupted run produces.
+4. The copy-out protocol against a model (hypothesis): drawn sequences of CONTINUEs (page,
+   offset, size: valid, zero, at the last byte, past the granule, wrapping) give the model's
+   X0 and X1 call by call and leave exactly the model's bytes in the buffer pages.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import Phase, given, settings, strategies as st
 
 import rmm_mp
 from footprint import snapshot
@@ -979,3 +984,78 @@ def test_error_unknown_counts_as_an_error_in_the_histograms(tmp_path: Path) -> N
     counted = {calls.name(slot): (s.count, s.errors) for slot, s in stats.items()
                if calls.name(slot).startswith("RSI_ATTESTATION")}
     assert counted == {"RSI_ATTESTATION_TOKEN_INIT": (1, 0), "RSI_ATTESTATION_TOKEN_CONTINUE": (2, 2)}
+
+
+# == 4. The copy-out protocol against a model (hypothesis) =============================================
+
+@functools.cache
+def host_token_length() -> int:
+    """Bytes of the CCA token a realm of the "host" platform gets (deterministic signing and a
+    fixed-size signature: the same for every challenge and machine)."""
+    program = init_code(CHALLENGE) + copy_loop("out", BUF, 4096) + "end: wfi\nb end\n" + pattern_pages()
+    with Machine.create("host", cpus=1, time_slice=SLICE) as m:
+        with Guest.build(m, program) as g:
+            stop_at(g, "end")
+            return len(token_after(g))
+
+
+def _draw_size(data: st.DataObject, offset: int, left: int) -> int:
+    """A CONTINUE size for ``offset`` with ``left`` token bytes not yet copied: small, any valid
+    one, one beside ``left`` (the last byte and its neighbours), or an invalid one (offset +
+    size = 4097, or offset + size wrapping past 2^64)."""
+    room = GRANULE - offset
+    near = [n for n in (left - 1, left, left + 1) if 0 <= n <= room] or [0]
+    return data.draw(st.integers(0, min(300, room)) | st.integers(0, room) | st.sampled_from(near)
+                     | st.sampled_from([room + 1, (1 << 64) - offset + 1, (1 << 64) - 1]))
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])
+@given(data=st.data())
+def test_continue_calls_follow_the_copy_out_model(data: st.DataObject) -> None:
+    """After INIT, a drawn sequence of CONTINUEs, each into one of two pattern pages at a drawn
+    offset with a drawn size (small, any valid one, one beside the bytes left, offset + size =
+    4097, or offset + size wrapping past 2^64), behaves as this model of B5.3.1 and rsi-attest
+    1.7 says, call by call: a size that breaks size_bound or size_overflow gives
+    RSI_ERROR_INPUT, X1 = 0 and changes nothing; a valid one copies min(size, bytes left) of
+    the token to page + offset, X1 = that count, X0 = RSI_INCOMPLETE while bytes are left (size
+    0 included) and RSI_SUCCESS on the last; after it every call gives RSI_ERROR_STATE. The
+    token is the one a second INIT with the same challenge then copies out whole (it verifies);
+    both pages hold exactly the model's bytes. (No shrinking: a failing draw is reported as
+    found, rather than after minutes of shrinking.)"""
+    length = host_token_length()
+    calls, expected, copied = [], [], 0
+    for _ in range(data.draw(st.integers(1, 12))):
+        page, offset = data.draw(st.sampled_from([0, 1])), data.draw(st.integers(0, GRANULE - 1))
+        size = _draw_size(data, offset, length - copied)
+        calls.append((page, offset, size))
+        if offset + size > GRANULE:
+            expected.append((INPUT, 0))
+        elif copied == length:
+            expected.append((STATE, 0))
+        else:
+            n = min(size, length - copied)
+            copied += n
+            expected.append((SUCCESS if copied == length else INCOMPLETE, n))
+    lines = [init_code(CHALLENGE)]
+    for page, offset, size in calls:
+        lines += [f"mov x1, ={BUF + page * GRANULE}", f"mov x2, ={offset}", f"mov x3, ={size}",
+                  "mov x0, =RSI_ATTESTATION_TOKEN_CONTINUE", "smc #0", "str x0, [x24]", "str x1, [x24, #8]",
+                  "add x24, x24, #16"]
+    program = (f"mov x24, ={LOG}\n" + "\n".join(lines) + "\n" + init_code(CHALLENGE)
+               + copy_loop("whole", BUF + 2 * GRANULE, 4096) + "end: wfi\nb end\n" + pattern_pages(pages=4))
+    with Machine.create("host", cpus=1, time_slice=SLICE) as m:
+        with Guest.build(m, program) as g:
+            g.fault_in(LOG)
+            stop_at(g, "end")
+            token = token_after(g, BUF + 2 * GRANULE)
+            check_token(g, token)
+            assert len(token) == length
+            assert call_log(g, len(calls)) == expected
+            pages = bytearray(struct.pack("<Q", PATTERN) * (2 * GRANULE // 8))
+            done = 0
+            for (page, offset, _), (status, n) in zip(calls, expected):
+                if status in (SUCCESS, INCOMPLETE):
+                    pages[page * GRANULE + offset:page * GRANULE + offset + n] = token[done:done + n]
+                    done += n
+            assert realm_bytes(g, BUF, 2 * GRANULE) == bytes(pages)
+        ok(m)
