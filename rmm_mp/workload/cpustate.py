@@ -26,7 +26,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.host import HostError, RunLoop
@@ -38,7 +38,7 @@ from rmm_mp.hw.cpuarea import LIFECYCLE_TOKENS, LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.workload import realms
 from rmm_mp.workload.realms import Finished, Folded, Instance
 from rmm_mp.workload.report import MAX_ERRORS_PER_CPU, MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU
-from rmm_mp.workload.resolve import Phase, root_count
+from rmm_mp.workload.resolve import RIPAS_CHURN_ROOTS, Phase, root_count
 from rmm_mp.workload.spec import RealmTemplate
 
 if TYPE_CHECKING:
@@ -109,6 +109,18 @@ class CpuPart:
     ones, whose image realms.build assembles anew for each generation's challenge): it rebuilds
     them, and gets their guest images (the plan has none) as its own args after this part
     (run._own_args, RunPlan.job)."""
+
+    def reserved(self, templates: Sequence[RealmTemplate]) -> list[int]:
+        """The NS granules of its window runs (``backings``) and root runs (``roots``), which
+        ``templates`` (the run's [[realm]] entries) size: what the parent frees after the final
+        teardown, whether the CPU returned them (CpuResult.leftovers, where ``backings`` are the
+        runs no window holds then) or was never started (lost.unstarted_share)."""
+        pages = [run + i * 4096 for run in self.backings for i in range(WINDOW_GRANULES)]
+        for (realm, _), base in self.roots:
+            # realm -1: the CPU's ripas-churn realm (run.ripas_template), of RIPAS_CHURN_ROOTS.
+            count = root_count(templates[realm]) if realm >= 0 else RIPAS_CHURN_ROOTS
+            pages += [base + i * 4096 for i in range(count)]
+        return pages
 
 
 @dataclass(frozen=True)
@@ -402,9 +414,9 @@ class Host:
     def result(self, started_ns: int, ended_ns: int, cpu_ns: int, stopped: bool = False) -> CpuResult:
         live = [i for i in self.owned.values() if i is not None] + self.private
         leftovers = [pa for win in self.windows.values() for pa in win.leftovers()]
-        leftovers += [run + i * 4096 for run in self.backings for i in range(WINDOW_GRANULES)]
-        # The root runs: live instances' are freed after the parent has torn them down.
-        leftovers += [pa for key, base in self.roots.items() for pa in _root_run(self.job, key, base)]
+        # The runs no window holds, and the root runs: live instances' are freed after the
+        # parent has torn them down.
+        leftovers += CpuPart(backings=tuple(self.backings), roots=tuple(self.roots.items())).reserved(self.job.realms)
         counters = dict(self.counters)
         counters["REC entries"] = self.loop.entries
         # Past MAX_ERRORS_PER_CPU only counted: the report says how many lines it does not show.
@@ -414,9 +426,3 @@ class Host:
                          tuple(self.errors), tuple(leftovers), self.delegate, started_ns, ended_ns, cpu_ns, off,
                          tuple(self.folded[k] for k in sorted(self.folded)), self.errors_dropped, stopped)
 
-
-def _root_run(job: CpuJob, key: tuple[int, int], base: int) -> list[int]:
-    """The granules of the root run ``base`` of instance ``key`` (realm -1: the ripas-churn realm)."""
-    t = job.ripas_template if key[0] < 0 else job.realms[key[0]]
-    assert t is not None
-    return [base + i * 4096 for i in range(root_count(t))]

@@ -15,10 +15,10 @@ import dataclasses
 from rmm_mp.hw.cpuarea import LIFECYCLE_UNSAVED_SHIFT
 from rmm_mp.machine import Machine
 from rmm_mp.workload import realms
-from rmm_mp.workload.cpustate import WINDOW_GRANULES, CpuPart
+from rmm_mp.workload.cpustate import CpuPart
 from rmm_mp.workload.report import RealmOutcome
 from rmm_mp.workload.realms import Instance
-from rmm_mp.workload.resolve import RIPAS_CHURN_ROOTS, Workload, root_count
+from rmm_mp.workload.resolve import Workload
 
 
 def kept_to(w: Workload, realm: int, index: int) -> tuple[int, ...] | None:
@@ -97,10 +97,6 @@ def unstarted_share(w: Workload, parts: tuple[CpuPart, ...],
     owned: list[Instance] = []
     pages: list[int] = []
     for cpu in cpus:
-        part = parts[cpu]
-        owned += part.owned
-        pages += [run + i * 4096 for run in part.backings for i in range(WINDOW_GRANULES)]
-        for (realm, _), base in part.roots:
-            count = root_count(w.realms[realm]) if realm >= 0 else RIPAS_CHURN_ROOTS
-            pages += [base + i * 4096 for i in range(count)]
+        owned += parts[cpu].owned
+        pages += parts[cpu].reserved(w.realms)
     return owned, pages
