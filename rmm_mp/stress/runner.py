@@ -259,6 +259,11 @@ class _Supervisor:
         self._next_pause = (config.quiescent_every or 0.0) if config.on("invariants") else 0.0
         self._hang: tuple[int, int, float] | None = None
         self.timed_out = False
+        self.stopping: str | None = None
+        """Why this supervisor stopped the run itself (a finding's abort, a broken invariant's
+        drain), for run_cpus: the stop flag alone, set behind its back, started no grace time,
+        and a CPU that did not leave (stopped, or stuck in a call: a stuck-call finding) was
+        waited for until the run's time was up, or run_cpus's limit."""
         self.ready_at: float | None = None
         """The tick time at which every CPU was first seen ready (free-running: READY or DONE;
         deterministic: registered, when the first CPU is given its turn)."""
@@ -267,12 +272,13 @@ class _Supervisor:
         elapsed time is. Taken from the ticks' clock, it left out the CPU processes' spawning."""
 
     def tick(self, elapsed: float) -> str | None:
-        """run_cpus's on_tick: "time is up" once a free-running run's time is (run_cpus then
-        gives the CPUs its grace time and kills one that does not stop); None otherwise."""
+        """run_cpus's on_tick: why this supervisor stopped the run (``stopping``), or "time is
+        up" once a free-running run's time is (run_cpus then gives the CPUs its grace time and
+        kills one that does not stop); None otherwise."""
         seg = self.seg
         why = None
         if seg.end != END_ABORT and self._a_cpu_died():
-            self._abort()
+            self._abort("a CPU process died")
         if self.plan is not None:
             self._deterministic(elapsed)
         else:
@@ -287,7 +293,7 @@ class _Supervisor:
             self.timed_out = True
         if self.on_tick is not None:
             self.on_tick(elapsed, seg)
-        return why
+        return self.stopping or why
 
     def _a_cpu_died(self) -> bool:
         """Whether a CPU process that bound its CPU is gone (the runtime reports how) without
@@ -306,8 +312,10 @@ class _Supervisor:
                 return True
         return False
 
-    def _abort(self) -> None:
-        """End the run now: spinning CPUs leave their call, parked ones wake up and leave."""
+    def _abort(self, why: str) -> None:
+        """End the run now: spinning CPUs leave their call, parked ones wake up and leave; the
+        next tick tells run_cpus ``why``, whose grace time then bounds a CPU that does not."""
+        self.stopping = self.stopping or f"aborted ({why})"
         self.seg.set_end(END_ABORT)
         self.machine.control.request_stop()
         for wake in self.wakes:
@@ -363,7 +371,7 @@ class _Supervisor:
             self.findings.append(Finding("watchdog", "stuck-call", f"CPU {turn} used {used - self._hang[2]:.0f} s "
                                          "of CPU time without reaching a schedule point", turn,
                                          snaps[turn].call, "", tuple(s.describe() for s in snaps), step))
-            self._abort()
+            self._abort("watchdog: stuck-call")
 
     def _free_length(self, elapsed: float) -> str | None:
         """End a free-running run ``seconds`` after every CPU is ready (READY or already DONE):
@@ -385,7 +393,7 @@ class _Supervisor:
             finding = self.watchdog.tick()
             if finding is not None:
                 self.findings.append(finding)
-                self._abort()
+                self._abort(f"watchdog: {finding.rule}")
 
     def _maybe_pause(self, elapsed: float) -> None:
         """A quiescent invariant check when one is due (never after an abort or a finding)."""
@@ -408,6 +416,7 @@ class _Supervisor:
             for v in report.violations[:8]:
                 self.findings.append(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",)))
             if report.violations:
+                self.stopping = self.stopping or "stopped (invariants broken at a quiescent point)"
                 self.seg.set_end(END_DRAIN)
                 m.control.request_stop()
 

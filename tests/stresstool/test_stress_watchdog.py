@@ -25,6 +25,7 @@ from rmm_mp.hw.granule import host_owner
 from rmm_mp.runtime import run_cpus
 from rmm_mp.stress import StressConfig, instrument, run
 from rmm_mp.stress import schedule as schedule_file
+from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.probe import StressAbort
 from rmm_mp.stress.shared import END_ABORT, MODE_FREE, StressSegment
 from rmm_mp.stress.watchdog import Watchdog, snapshots
@@ -387,3 +388,55 @@ def test_a_cpu_died_finding_names_the_cpus_stuck_behind_it(machine: Machine) -> 
     assert finding.details[0] == (f"CPU 0 was stuck behind it: it waited for {pa:#x}, which CPU 1 held, in "
                                   "RMI_GRANULE_DELEGATE(0x1000), and left its call when the run was aborted")
     assert ending._stuck_behind(0, machine, results) == ()
+
+
+class _FindsOnce:
+    """A stand-in for the free-running Watchdog: one leaked-lock finding at the first look after
+    ``armed`` holds something (the test's tick arms it)."""
+
+    armed: list[object] = []
+
+    def __init__(self, machine: Machine) -> None:
+        self.fired = False
+
+    def tick(self) -> Finding | None:
+        if self.fired or not self.armed:
+            return None
+        self.fired = True
+        return Finding("watchdog", "leaked-lock", "a lock left held (test)", 0, "", "", ())
+
+
+def test_a_cpu_that_does_not_stop_after_a_watchdog_abort_is_killed_after_the_grace_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free-running run of 60 s whose CPU 1 is stopped (SIGSTOP) once it works, and the
+    watchdog then reports a finding, which aborts the run: CPU 1, which does not leave, is killed
+    after the grace time (1 s here) and reported as one that did not stop, and the run ends
+    within seconds. The abort set the stop flag behind run_cpus's back, so no grace time ran
+    from it: CPU 1 was waited for until the run's 60 s were up (a CPU stuck in a call, the
+    watchdog's stuck-call finding, likewise). CPU 1 is let go (SIGCONT) after 20 s, so that such
+    code fails the test rather than holds it a minute."""
+    from rmm_mp.stress import runner
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
+    monkeypatch.setattr(runner, "Watchdog", _FindsOnce)
+    monkeypatch.setattr(_FindsOnce, "armed", [])
+    done = threading.Event()
+
+    def tick(elapsed: float, seg: StressSegment) -> None:
+        if _FindsOnce.armed or seg.ops(1) < 1:
+            return
+        pid = _cpu_pid(seg, 1)
+        os.kill(pid, signal.SIGSTOP)
+        _FindsOnce.armed.append(pid)
+        threading.Thread(target=lambda: done.wait(20) or os.kill(pid, signal.SIGCONT), daemon=True).start()
+
+    start = time.monotonic()
+    try:
+        report = run(StressConfig(workload="tables", seed=1, seconds=60), on_tick=tick)
+    finally:
+        done.set()
+    assert _FindsOnce.armed
+    assert time.monotonic() - start < 15, report.text()
+    assert report.ended == "aborted", report.text()
+    died = [f for f in report.findings if f.rule == "cpu-died" and f.cpu == 1]
+    assert died and "did not stop within 1 s of being asked and was terminated" in died[0].message, report.text()
