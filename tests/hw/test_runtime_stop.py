@@ -898,3 +898,49 @@ def test_a_ctrl_c_as_a_cpu_is_given_its_go_neither_strands_nor_kills_it(monkeypa
     assert not result.failures and result.not_started == (), result
     assert sorted(result.results) == [0] and result.exit_codes == {0: 0}, result
     assert took < 15, f"the CPU waited for its go until the grace time: {took:.1f} s"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_second_ctrl_c_while_the_unstarted_cpus_are_killed_is_held_until_they_are(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four CPUs, only CPU 0 given its go; a Ctrl-C once CPU 0 is bound, and a second one
+    (past COPY_S, so no copy) while the parent kills and reaps CPUs 1 to 3, which never had
+    theirs. The second is held until that is done and then taken as a second Ctrl-C: run_cpus
+    returns its result, CPUs 1 to 3 never started, CPU 0 killed on request (or returned, had it
+    already). It used to escape run_cpus as a KeyboardInterrupt, and every result with it."""
+    from rmm_mp import cpu_start
+    give = cpu_start.StartGate.up
+    kill = cpu_start.StartGate.kill_waiting
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: give(self, cpu) if cpu == 0 else None)
+    second: list[float] = []
+
+    def kill_waiting(self: Any, live: Any) -> list[int]:
+        time.sleep(0.1)     # past COPY_S after the first
+        second.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)    # the handler, unless held back, runs here
+        return kill(self, live)
+
+    monkeypatch.setattr(cpu_start.StartGate, "kill_waiting", kill_waiting)
+    sent: list[float] = []
+
+    with Machine.create("host", cpus=4) as m:
+        def on_tick(elapsed: float) -> str | None:
+            area = m.cpu_area(0)
+            try:
+                bound = area.binding() != 0
+            finally:
+                area.release()
+            if bound and not sent:
+                sent.append(time.monotonic())
+                os.kill(os.getpid(), signal.SIGINT)
+            return "CPU 0 never bound" if elapsed >= 60 else None
+
+        try:
+            result = run_cpus(m, _until_stopped, on_tick=on_tick, tick_s=0.05, grace_s=60.0)
+        except KeyboardInterrupt:
+            pytest.fail("the second Ctrl-C escaped run_cpus")
+    assert sent and second and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
+    assert result.not_started == (1, 2, 3), result
+    assert sorted(result.results) == [0] or [(f.cpu, f.on_request) for f in result.failures] == [(0, True)], result
