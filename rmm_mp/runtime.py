@@ -417,11 +417,6 @@ class _Supervisor:
         try:
             while True:
                 try:
-                    # First: a signal held back meanwhile (the start, this loop's handling of
-                    # an interrupt) is taken here, inside the try, even with every CPU gone.
-                    if self.mask is not None:
-                        mask, self.mask = self.mask, None
-                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     if not live:
                         # Every CPU is gone: from here a signal must not raise (the results
                         # would be lost), so SIGTERM gets its handler back and the caller's
@@ -433,17 +428,11 @@ class _Supervisor:
                         if self.on_end is not None:
                             self.on_end()
                         break
+                    if self.mask is not None:
+                        mask, self.mask = self.mask, None
+                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
-                    # Held back while it is handled, and taken at the top of the loop: a second
-                    # Ctrl-C while the CPUs without their go were killed and reaped (a few ms,
-                    # more on a loaded host), or the live ones terminated, raised out of this
-                    # clause and escaped run_cpus with every result (the stress runner then
-                    # reported the CPUs' run as not begun, or their results as not received).
-                    # Only one that lands before this line, microseconds after the first, can
-                    # still raise here: a copy (GNU timeout's), which our handlers ignore;
-                    # Python's own SIGINT handler, with no guard, does not.
-                    self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
                     # Without an argument it is Python's own SIGINT handler's (a caller with no
                     # Interrupts guard), which knows no copies: the copy rule is applied here.
                     # Our handlers (Interrupts', _sigterm_as_interrupt) applied it already.

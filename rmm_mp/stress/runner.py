@@ -182,10 +182,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     if not ran:
         # The signal escaped run_cpus, which killed and reaped the CPU processes it had started:
         # it came as run_cpus began, before it blocks Ctrl-C and SIGTERM to start the processes
-        # (starting the resource tracker, pickling the CPUs' plan); a second one while it
-        # handles the first is held until that is done, and no longer escapes (it did until
-        # 2026-11, rarely: within the ms of killing the CPUs that had not had their go).
-        # Noted as a signal after the run, it skipped the final
+        # (starting the resource tracker, pickling the CPUs' plan), or, rarely, as a second one
+        # while it handled the first. Noted as a signal after the run, it skipped the final
         # invariant check ("invariants not checked at the end: interrupted"), and the report
         # said the CPUs' results were not received, of CPUs that never ran. When no CPU got
         # past its set-up (each sets READY before its first call, in both modes), none made a
