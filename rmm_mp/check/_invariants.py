@@ -34,13 +34,17 @@ _MAX_REFCOUNT = {GranuleState.REC: 1, GranuleState.RTT: 512}
 
 @dataclass(frozen=True)
 class Violation:
-    """One broken invariant at one granule."""
+    """One broken invariant at one granule, or (``pa`` None) at none: a VMID reserved in the
+    control block's bitmap with no realm using it is no granule's (it was shown at "granule
+    0x0", an address that is not even DRAM)."""
 
     rule: str
-    pa: int
+    pa: int | None
     detail: str
 
     def __str__(self) -> str:
+        if self.pa is None:
+            return f"[{self.rule}] {self.detail}"
         return f"[{self.rule}] granule {self.pa:#x}: {self.detail}"
 
 

@@ -18,7 +18,8 @@ tables walked, then the RECs, then every RTT, DATA and REC_AUX granule's referen
   rec-running     no REC holds the running reference on a quiescent machine
   rd-refcount     an RD's refcount equals the number of RECs whose owner it is
   vmid            each realm's VMID is one of the platform's and reserved, no two realms share
-                  one, no VMID is reserved without a realm
+                  one (reported at the first RD, naming every RD), no VMID is reserved without a
+                  realm (reported at no granule: PA None)
 
 The tables are read from the machine's memory without locks: run this on a quiescent machine.
 """
@@ -40,7 +41,8 @@ from rmm_mp.rmm.s2tt import Kind
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
 
-Report = Callable[[str, int, str], None]
+Report = Callable[[str, "int | None", str], None]
+"""(rule, the granule's PA or None when the violation is no granule's, detail)."""
 
 _MAX_ROOTS = 16
 """Concatenated root RTTs a realm may have (RMI_REALM_CREATE rtt_num_start)."""
@@ -237,12 +239,12 @@ def _check_references(scan: _Scan) -> None:
 
 
 def _check_vmids(scan: _Scan, rds: list[int]) -> None:
-    seen: Counter[int] = Counter()
+    seen: dict[int, list[int]] = {}     # VMID -> the RDs using it, in address order
     control = scan.machine.control
     bits = scan.machine.platform.features.vmid_bits
     for rd in rds:
         v = Rd(scan.machine.memory, rd).params().vmid
-        seen[v] += 1
+        seen.setdefault(v, []).append(rd)
         if not 0 <= v < 1 << bits:
             # REALM_CREATE reserves no VMID out of range; and the bitmap has no bit for it (read
             # at its place, it was other bytes of the control block, or past it: IndexError).
@@ -250,13 +252,16 @@ def _check_vmids(scan: _Scan, rds: list[int]) -> None:
                                              f"{1 << bits:,} (vmid_bits {bits})")
         elif not vmid.in_use(control, v):
             scan.report("vmid", scan.pa(rd), f"realm's VMID {v} is not reserved")
-    for v, n in seen.items():
-        if n > 1:
-            scan.report("vmid", 0, f"VMID {v} is used by {n} realms")
+    for v, users in seen.items():
+        if len(users) > 1:
+            # At the first RD, naming them all: the realms are what a reader must look at.
+            scan.report("vmid", scan.pa(users[0]), f"VMID {v} is used by {len(users)} realms, the RDs "
+                                                   f"{', '.join(f'{scan.pa(rd):#x}' for rd in users)}")
     bitmap = int.from_bytes(control.buf[OFF_VMID_BITMAP:OFF_VMID_BITMAP + VMID_BITMAP_BYTES], "little")
     v = 0
     while bitmap:
         if bitmap & 1 and v not in seen:
-            scan.report("vmid", 0, f"VMID {v} is reserved but no realm uses it")
+            # No granule: the bit is the control block's (the detail names the VMID).
+            scan.report("vmid", None, f"VMID {v} is reserved but no realm uses it")
         bitmap >>= 1
         v += 1

@@ -34,7 +34,7 @@ def _idx(m: Machine, pa: int) -> int:
     return (pa - m.dram_base) // GRANULE
 
 
-def _violations(m: Machine) -> list[tuple[str, int, str]]:
+def _violations(m: Machine) -> list[tuple[str, int | None, str]]:
     return [(v.rule, v.pa, v.detail) for v in invariants(m).violations]
 
 
@@ -140,8 +140,9 @@ RD_IPA_WIDTH, RD_VMID = 0x08, 0x28
 """Offsets in the RD of ipa_width and vmid (rmm/realm_desc.py)."""
 
 
-def _rules(m: Machine) -> list[tuple[str, int]]:
-    return sorted((rule, pa) for rule, pa, _ in _violations(m))
+def _rules(m: Machine) -> list[tuple[str, int | None]]:
+    """(rule, PA) of each violation, sorted; a violation of no granule (PA None) first."""
+    return sorted(((rule, pa) for rule, pa, _ in _violations(m)), key=lambda v: (v[0], -1 if v[1] is None else v[1]))
 
 
 def _details(m: Machine) -> str:
@@ -375,28 +376,32 @@ def test_a_realm_whose_vmid_is_not_one_of_the_platforms_is_a_violation(machine: 
     bits = machine.platform.features.vmid_bits
     value = 1 << bits if past_the_end else 1 << 63
     struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + RD_VMID, value)
-    assert _rules(machine) == [("vmid", 0), ("vmid", realm.rd)]
+    assert _rules(machine) == [("vmid", None), ("vmid", realm.rd)]
     assert f"realm's VMID {value} is not one of the platform's {1 << bits:,} (vmid_bits {bits})" in _details(machine)
     assert f"VMID {realm.vmid} is reserved but no realm uses it" in _details(machine)
 
 
 def test_two_realms_with_one_vmid_are_a_violation(machine: Machine) -> None:
-    """The second realm's VMID rewritten to the first's: one VMID used twice, one reserved for none."""
+    """The second realm's VMID rewritten to the first's: one VMID used twice, reported at the
+    first RD and naming both RDs, and one reserved for none, which is no granule's (PA None,
+    shown without one). Both were "granule 0x0", an address that is not even DRAM."""
     t = Rmi(machine)
     a, b = t.realm(s2sz=40), t.realm(s2sz=40)
     struct.pack_into("<Q", machine.memory.buf, _idx(machine, b.rd) * GRANULE + RD_VMID, a.vmid)
-    assert _rules(machine) == [("vmid", 0), ("vmid", 0)]
-    details = _details(machine)
-    assert f"VMID {a.vmid} is used by 2 realms" in details
-    assert f"VMID {b.vmid} is reserved but no realm uses it" in details
+    first, second = sorted((a.rd, b.rd))
+    assert _rules(machine) == [("vmid", None), ("vmid", first)]
+    shown = str(invariants(machine)).splitlines()
+    assert f"[vmid] granule {first:#x}: VMID {a.vmid} is used by 2 realms, the RDs {first:#x}, {second:#x}" in shown
+    assert f"[vmid] VMID {b.vmid} is reserved but no realm uses it" in shown
 
 
 def test_a_vmid_reserved_without_a_realm_is_a_violation(machine: Machine) -> None:
-    """VMID 77 reserved while the only realm uses another: one vmid violation naming VMID 77."""
+    """VMID 77 reserved while the only realm uses another: one vmid violation naming VMID 77 and
+    no granule (it said "granule 0x0")."""
     Rmi(machine).realm(s2sz=40)
     assert vmid.reserve(machine.control, 77, 16)
-    assert _rules(machine) == [("vmid", 0)]
-    assert "VMID 77 is reserved but no realm uses it" in _details(machine)
+    assert _rules(machine) == [("vmid", None)]
+    assert str(invariants(machine)).splitlines()[1] == "[vmid] VMID 77 is reserved but no realm uses it"
 
 
 @pytest.mark.parametrize("offset, value, shown", [
