@@ -13,6 +13,10 @@ tables walked, then the RECs, then every RTT, DATA and REC_AUX granule's referen
   data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
                   each DATA granule is named by exactly one entry
   rec-owner       every REC's owner is an RD; every REC_AUX granule is listed by exactly one REC
+  rec-aux         an RD's aux granule count is RMI_REC_AUX_COUNT's answer (NUM_REC_AUX, set by
+                  REALM_CREATE and never changed), and each REC lists that many aux granules
+                  (B4.3.12 REC_CREATE: num_aux must equal RecAuxCount(rd), and the REC keeps
+                  params.aux, RecAuxCount(rd) of them, each REC_AUX: the rec-owner rule above)
   rec-index       the RECs of a realm have distinct indices, each below the realm's rec_index
                   (REC_CREATE gives a REC the rec_index and increments it: B4.3.12)
   rec-running     no REC holds the running reference on a quiescent machine
@@ -26,6 +30,7 @@ The tables are read from the machine's memory without locks: run this on a quies
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -34,8 +39,8 @@ from rmm_mp.hw.control import OFF_VMID_BITMAP, VMID_BITMAP_BYTES
 from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.rmm import s2tt, vmid
 from rmm_mp.rmm.granule_state import GranuleState as GS
-from rmm_mp.rmm.realm_desc import Rd
-from rmm_mp.rmm.rec_desc import Rec
+from rmm_mp.rmm.realm_desc import NUM_REC_AUX, Rd
+from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX, Rec
 from rmm_mp.rmm.s2tt import Kind
 
 if TYPE_CHECKING:
@@ -196,6 +201,7 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
             scan.report("rec-owner", scan.pa(idx), f"REC's owner {rec.owner_rd:#x} is not an RD")
         else:
             _check_rec_index(scan, idx, owner, rec.rec_idx, indices)
+            _check_num_aux(scan, rec, idx, owner)
         if scan.refcounts[idx]:
             scan.report("rec-running", scan.pa(idx), "REC still holds the running reference")
         for n, aux in enumerate(rec.aux()):
@@ -205,6 +211,21 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
     for rd in rds:
         if scan.refcounts[rd] != owners[rd]:
             scan.report("rd-refcount", scan.pa(rd), f"RD refcount {scan.refcounts[rd]} but {owners[rd]} RECs")
+        if (expected := Rd(scan.machine.memory, rd).num_rec_aux) != NUM_REC_AUX:
+            scan.report("rec-aux", scan.pa(rd), f"RD's aux granule count is {expected}: expected {NUM_REC_AUX}, "
+                                                "RMI_REC_AUX_COUNT's answer, which REALM_CREATE stores")
+
+
+def _check_num_aux(scan: _Scan, desc: Rec, rec: int, rd: int) -> None:
+    """A REC's aux granule count against its realm's: REC_CREATE refuses a num_aux other than
+    RecAuxCount(rd) and nothing changes either later. The count is read raw: Rec.aux() keeps at
+    most AUX_MAX entries, so a count past them was read as AUX_MAX and went unseen."""
+    num_aux = struct.unpack_from("<Q", scan.machine.memory.buf, desc.offset + OFF_NUM_AUX)[0]
+    expected = Rd(scan.machine.memory, rd).num_rec_aux
+    if num_aux != expected:
+        past = f" (at most {AUX_MAX} fit in a REC)" if num_aux > AUX_MAX else ""
+        scan.report("rec-aux", scan.pa(rec), f"REC lists {num_aux} aux granules{past} but its RD "
+                                             f"{scan.pa(rd):#x} says {expected}: expected as many")
 
 
 def _check_rec_index(scan: _Scan, rec: int, rd: int, index: int, indices: dict[tuple[int, int], int]) -> None:

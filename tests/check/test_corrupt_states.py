@@ -404,6 +404,40 @@ def test_a_vmid_reserved_without_a_realm_is_a_violation(machine: Machine) -> Non
     assert str(invariants(machine)).splitlines()[1] == "[vmid] VMID 77 is reserved but no realm uses it"
 
 
+RD_NUM_REC_AUX = 0x40
+"""Offset in the RD of num_rec_aux, RMI_REC_AUX_COUNT's answer (rmm/realm_desc.py)."""
+
+
+@pytest.mark.parametrize("num_aux", [15, 17, 1 << 40])
+def test_a_rec_listing_other_than_its_realms_aux_count_is_a_violation(machine: Machine, num_aux: int) -> None:
+    """REC_CREATE refuses a num_aux other than RecAuxCount(rd) (B4.3.12), so a REC lists as many
+    aux granules as its realm's count (16). Its count rewritten: a rec-aux violation on the REC
+    naming both counts. Past 16 it went unseen (Rec.aux() keeps 16 entries); at 15, the one left
+    out is also a REC_AUX granule no REC lists (rec-owner)."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec = t.rec(realm)
+    assert invariants(machine).ok
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec) * GRANULE + OFF_NUM_AUX, num_aux)
+    assert ("rec-aux", rec) in _rules(machine)
+    past = " (at most 16 fit in a REC)" if num_aux > 16 else ""
+    assert f"REC lists {num_aux} aux granules{past} but its RD {realm.rd:#x} says 16: expected as many" \
+        in _details(machine)
+    assert [r for r in _rules(machine) if r[0] != "rec-owner"] == [("rec-aux", rec)]
+
+
+def test_an_rd_whose_aux_count_is_not_rec_aux_counts_answer_is_a_violation(machine: Machine) -> None:
+    """An RD's num_rec_aux rewritten from 16 (what RMI_REC_AUX_COUNT answers and REALM_CREATE
+    stores) to 3: a rec-aux violation on the RD, and one on its REC, which lists 16. It went
+    unseen: nothing compared the counts."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec = t.rec(realm)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, realm.rd) * GRANULE + RD_NUM_REC_AUX, 3)
+    assert _rules(machine) == sorted([("rec-aux", realm.rd), ("rec-aux", rec)])
+    assert "RD's aux granule count is 3: expected 16, RMI_REC_AUX_COUNT's answer" in _details(machine)
+
+
 @pytest.mark.parametrize("offset, value, shown", [
     (RD_LEVEL_START, (1 << 64) - 1, "start level -1"),
     (RD_NUM_START, 0, "0 root RTTs"),
