@@ -4,7 +4,8 @@ park its CPUs at a quiescent point (hw.quiesce) and run the invariant checker on
     rmm-mp check MACHINE_NAME [--json F] [--wait S] [--no-pause]
 
 Exit status: 0 the invariants hold, 1 they do not, 3 violations on a machine that was not
-quiescent, 2 no such machine or a --json file that could not be written, 130 Ctrl-C. Standard
+quiescent, 4 they hold on a machine that is not live (an orphan, or its RMM dead), 2 no such
+machine or a --json file that could not be written, 130 Ctrl-C. Standard
 output closed early (`| head -1`) changes neither (outpaths.echo).
 
 This module parses and prints; the checking is rmm_mp.check's, the pausing hw.quiesce's, and
@@ -66,8 +67,10 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
     that was not quiescent (not parked in time, or --no-pause), so they may be calls in
     progress or changes made during the scan (or, on an orphan whose creator was killed, or
-    with a dead participant, calls cut off); 2 no such machine, a bad option, every pause
-    slot taken, or the --json file could not be written (or names a machine's shared-memory
+    with a dead participant, calls cut off); 4 the invariants hold but the machine is not
+    live: an orphan (nothing runs on it any more: the run that made it was killed) or one
+    whose RMM is dead (every SMC fails), which a loop `while rmm-mp check NAME` would
+    otherwise watch for ever; 2 no such machine, a bad option, every pause slot taken, or the --json file could not be written (or names a machine's shared-memory
     segment); 130 interrupted by Ctrl-C (no
     verdict: any pause it held is released and the CPUs go on); SIGTERM before the verdict
     ends it by the signal's default action (143 in a shell; a pause it held lapses within its
@@ -186,8 +189,12 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held),
                       "dead": s.status == DEAD} for s in snaps]}
         settled = quiescent and not died
-        status = 0 if report.ok else 1 if settled or not (no_pause or participants or died or creator is not None) \
-            else 3
+        # Not live: nothing will run on it again (an orphan), or every SMC fails (its RMM died).
+        # Exit 0 said only "the invariants hold", and a script watching a run that was killed
+        # with its reaper (`while rmm-mp check NAME`) went on watching the corpse for ever.
+        live = creator is None and not machine.dead
+        status = (0 if live else 4) if report.ok \
+            else 1 if settled or not (no_pause or participants or died or creator is not None) else 3
         # Still attached: the machine is closed as decided's SystemExit leaves the block, by
         # then with Ctrl-C and SIGTERM ignored (ends_with_command). Decided after the close, a
         # signal as it detached said "no verdict" (130) or killed the process (143) after the

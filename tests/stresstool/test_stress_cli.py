@@ -1292,6 +1292,66 @@ def test_check_of_an_orphaned_machine_says_so(tmp_path: Path, monkeypatch: pytes
                 os.unlink(os.path.join(segment.SHM_DIR, entry))
 
 
+# A creator killed between calls, with its reaper: an orphan whose invariants hold.
+_CREATOR_DIES_IDLE = r"""
+import os, signal
+from rmm_mp import Machine
+from rmm_mp.hw import reaper
+m = Machine.create("host", cpus=1)
+print(m.name, flush=True)
+os.kill(reaper.pid(), signal.SIGKILL)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.multiprocess
+def test_check_of_an_orphan_whose_invariants_hold_exits_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An orphan (its creator and the reaper killed between calls) holds its invariants: the
+    check says so and that it is orphaned, and exits 4 (not live), not 0. Before, exit 0: a
+    script looping `while rmm-mp check NAME` (docs/stress.md) over a run killed this way
+    watched the dead machine for ever. In a segment directory of its own, as the orphan test
+    above."""
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    monkeypatch.setattr(segment, "SHM_DIR", str(shm_dir))
+    proc = subprocess.Popen([sys.executable, "-c", _CREATOR_DIES_IDLE], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "RMM_MP_SHM_DIR": str(shm_dir)})
+    out, err = proc.communicate(timeout=60)
+    name = out.decode().strip()
+    try:
+        assert proc.returncode == -signal.SIGKILL and re.fullmatch(r"rmm-mp-\d+-[0-9a-f]{8}", name), err
+        res = CliRunner().invoke(check, [name, "--json", str(tmp_path / "c.json")])
+        assert res.exit_code == 4, res.output
+        assert res.output.startswith(f"orphaned: its creator (pid {proc.pid}) is gone"), res.output
+        assert "invariants hold over" in res.output
+        data = json.loads((tmp_path / "c.json").read_text())
+        assert data["ok"] and data["orphan"]
+    finally:
+        for entry in os.listdir(segment.SHM_DIR):
+            if entry.startswith(name + ".") and name:
+                os.unlink(os.path.join(segment.SHM_DIR, entry))
+
+
+def test_check_of_a_machine_whose_rmm_is_dead_exits_4(machine: Machine, tmp_path: Path) -> None:
+    """A machine whose RMM crashed (the dead flag: every SMC now fails) while its invariants
+    hold: the check names the crash and exits 4 (not live), JSON ok and dead; it exited 0. A
+    lock left held is still a violation: exit 1, as on a live machine."""
+    machine.control.mark_dead("RMM bug on CPU 0 in FID 0xc4000150(): a test's crash")
+    res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 4, res.output
+    assert "invariants hold over" in res.output
+    assert "the machine is dead: RMM bug on CPU 0 in FID 0xc4000150(): a test's crash" in res.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["ok"] and data["dead"]
+    table = machine.granule_table(1)
+    table.lock(500)
+    try:
+        res = CliRunner().invoke(check, [machine.name])
+    finally:
+        table.unlock(500)
+    assert res.exit_code == 1 and "[lock-free]" in res.output, res.output
+
+
 @pytest.mark.parametrize("closes", [False, True])
 def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
