@@ -3,8 +3,8 @@ park its CPUs at a quiescent point (hw.quiesce) and run the invariant checker on
 
     rmm-mp check MACHINE_NAME [--json F] [--wait S] [--no-pause]
 
-Exit status: 0 the invariants hold, 1 they do not, 3 violations on a machine that was not
-quiescent, 4 they hold on a machine that is not live (an orphan, or its RMM dead), 2 no such
+Exit status: 0 the invariants hold, 1 they do not (on a quiescent machine, or one where nothing
+takes part in pauses), 3 violations on a machine that was not quiescent, 4 they hold on a machine that is not live (an orphan, or its RMM dead), 2 no such
 machine or a --json file that could not be written, 130 Ctrl-C. Standard
 output closed early (`| head -1`) changes neither (outpaths.echo).
 
@@ -64,9 +64,11 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     "CPU n (its process is dead)", as does, on an orphan, the line of each CPU that no live
     process is bound to (its process died with the creator).
 
-    Exit status: 0 the invariants hold; 1 they do not; 3 violations were seen on a machine
-    that was not quiescent (not parked in time, or --no-pause), so they may be calls in
-    progress or changes made during the scan (or, on an orphan whose creator was killed, or
+    Exit status: 0 the invariants hold; 1 they do not, on a quiescent machine or on one where
+    nothing takes part in pauses ("nothing to pause": no run's CPU is at work, so it is
+    checked as it is, its JSON quiescent false); 3 violations were seen on a machine that
+    was not quiescent (not parked in time, or --no-pause), so they may be calls in progress
+    or changes made during the scan (or, on an orphan whose creator was killed, or
     with a dead participant, calls cut off); 4 the invariants hold but the machine is not
     live: an orphan (nothing runs on it any more: the run that made it was killed) or one
     whose RMM is dead (every SMC fails), which a loop `while rmm-mp check NAME` would

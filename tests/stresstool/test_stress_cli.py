@@ -994,6 +994,18 @@ def test_check_of_a_machine_whose_cpus_publish_no_calls_does_not_say_between_cal
     assert json.loads((tmp_path / "s.json").read_text())["calls_published"] is True
 
 
+def test_check_help_gives_the_exit_status_of_a_machine_where_nothing_takes_part() -> None:
+    """A machine where nothing takes part in pauses exits 1 on a violation (its JSON quiescent
+    false): --help says so, as docs/stress.md does. It said only "3 violations were seen on a
+    machine that was not quiescent (not parked in time, or --no-pause)", which a reader of
+    quiescent false took for 3."""
+    res = CliRunner().invoke(check, ["--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert ('1 they do not, on a quiescent machine or on one where nothing takes part in pauses ("nothing to '
+            'pause": no run\'s CPU is at work, so it is checked as it is, its JSON quiescent false)') in text, text
+
+
 def test_check_says_when_the_machine_is_not_quiescent(machine: Machine, tmp_path: Path) -> None:
     """A participant that never reaches a quiescent point: after --wait the check runs anyway
     and says the machine was NOT quiescent (JSON quiescent false, 0 of 1 parked); with
