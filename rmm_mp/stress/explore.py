@@ -180,6 +180,9 @@ class PairReport:
     broken_rules: tuple[str, ...] = ()
     """Runs at a run point whose outcome broke the pair's overlap rule: "B at A's ...: why"
     (left out of the references)."""
+    capped: int = 0
+    """The cap on lock events (explore's max_events) when A had more than it, whose later lock
+    events were not tried; 0 when every one was."""
 
     @property
     def ok(self) -> bool:
@@ -505,9 +508,15 @@ def end_state(machine: Machine, dram_end: int) -> tuple[tuple[str, str], ...]:
 
 # -- a pair ------------------------------------------------------------------------------------
 
-def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = 10_000) -> PairReport:
+MAX_EVENTS = 10_000
+"""Lock events of A at which B is inserted, at most (a bound on a pair's time, not a limit any
+catalogued pair reaches: their A takes a few dozen)."""
+
+
+def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = MAX_EVENTS) -> PairReport:
     """Run ``pair`` serially both ways, each call whole at every run point of the other, and B at
-    every lock event of A; report what no serial order (nor a call at a run point) gives."""
+    every lock event of A up to ``max_events`` of them; report what no serial order (nor a call
+    at a run point) gives, and (``capped``) whether A had lock events past the cap."""
     start = time.monotonic()
     first = run_once(pair, None, timeout=timeout)
     second = run_once(pair, None, b_first=True, timeout=timeout)
@@ -525,8 +534,11 @@ def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = 10
         why = verdict(run.outcome, references)
         if why:
             found.append(NonSerial(k, run.inserted, run.outcome.a, run.outcome.b, why, run.outcome.seen))
+    # Every one of max_events tried: one run more says whether A had a lock event past them,
+    # which the report must name (the cap was reached silently: "every one serial" of a part).
+    capped = max_events if tried == max_events and run_once(pair, max_events, timeout=timeout).inserted else 0
     return PairReport(pair.name, *first.calls, serial, tried, tuple(found), time.monotonic() - start, troubles,
-                      during, tuple(f"{label}: {why}" for label, why in broken.items()))
+                      during, tuple(f"{label}: {why}" for label, why in broken.items()), capped)
 
 
 def _during(pair: Pair, serial: tuple[Run, Run], timeout: float) -> tuple[dict[str, Outcome], dict[str, str]]:

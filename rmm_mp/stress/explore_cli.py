@@ -297,6 +297,10 @@ def report_text(report: PairReport) -> str:
         good = f"FAILED: {why} (above), so matching it proves nothing"
     lines.append(f"  {report.tried} interleaving(s) tried in {report.seconds:.2f} s: "
                  + (f"{bad} NON-SERIAL" if bad else good))
+    if report.capped:
+        # Said, not failed: the interleavings tried stand, but "every one serial" is of a part.
+        lines.append(f"  stopped at the cap of {report.capped:,} lock events: A has more, and B was not "
+                     "inserted at any of them")
     for n in report.non_serial:
         lines.append(f"    lock event {n.event} ({n.where}): A -> {result_text(n.a)}; B -> {result_text(n.b)}"
                      f"{_seen_text(n.seen)}: {n.why}")
@@ -318,7 +322,7 @@ def report_json(report: PairReport) -> dict[str, object]:
             "serial": {order: _outcome_json(o) for order, o in report.serial.items()},
             "during": {label: _outcome_json(o) for label, o in report.during.items()},
             "serial_trouble": list(report.serial_trouble), "broken_rules": list(report.broken_rules),
-            "tried": report.tried,
+            "tried": report.tried, "capped": report.capped or None,
             "seconds": round(report.seconds, 3),
             "non_serial": [{"event": n.event, "where": n.where, "why": n.why, "seen": dict(n.seen),
                             "a": _result_json(n.a), "b": _result_json(n.b)} for n in report.non_serial]}

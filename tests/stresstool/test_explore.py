@@ -340,6 +340,23 @@ def test_a_pair_whose_a_takes_no_lock_says_so_rather_than_every_one_serial() -> 
     assert _my_segments() == []
 
 
+def test_a_pair_stopped_at_the_lock_event_cap_says_so() -> None:
+    """rtt-create-vs-rtt-create with the cap on lock events lowered to 2 (its A has more): the
+    report tries 2 and says, under its count, that it stopped at the cap of 2 lock events
+    (JSON capped 2), without failing the pair. It said "2 interleaving(s) tried ...: every
+    one serial" and nothing else, the cap hit silently. With a cap of exactly A's 8 lock
+    events, every one is tried and nothing is said (JSON capped null)."""
+    from rmm_mp.stress.explore_cli import report_json, report_text
+    report = explore(PAIRS["rtt-create-vs-rtt-create"], timeout=2.0, max_events=2)
+    assert report.tried == 2 and report.capped == 2 and report.ok, report
+    lines = report_text(report).splitlines()
+    assert lines[-1] == "  stopped at the cap of 2 lock events: A has more, and B was not inserted at any of them", lines
+    assert report_json(report)["capped"] == 2
+    whole = explore(PAIRS["rtt-create-vs-rtt-create"], timeout=2.0, max_events=8)
+    assert whole.tried == 8 and whole.capped == 0 and "cap" not in report_text(whole) and report_json(whole)["capped"] is None
+    assert _my_segments() == []
+
+
 def test_a_copy_under_the_rd_is_reported() -> None:
     """data-create-copy-under-rd: DATA_CREATE from its own source page (data = source), with
     B's DELEGATE of that page inserted before A locked it as its data granule: A's copy under
