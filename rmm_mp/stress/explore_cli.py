@@ -59,8 +59,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
     the run was interrupted (Ctrl-C), or the JSON could not be written; 2 bad usage (an
-    unknown pair, an unwritable --json path or one naming a machine's shared-memory segment,
-    two --inject bugs that replace the same code). A reader of the output that leaves early
+    unknown pair, a pair named twice, an unwritable --json path or one naming a machine's
+    shared-memory segment, two --inject bugs that replace the same code). A reader of the output that leaves early
     (`| head`) ends the printing quietly; the JSON is still written and the status stays the
     verdict."""
     if list_pairs:
@@ -74,13 +74,19 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
         raise click.UsageError(f"unknown pair{'s' if len(unknown) > 1 else ''} "
                                f"{', '.join(repr(u) + _pair_hint(u) for u in unknown)}: "
                                "see `rmm-mp explore --list`")
+    # Refused as --inject refuses a bug named twice: running it once silently hid that the
+    # command line was not what it seemed (a script that meant another pair there).
+    twice = [p for p in dict.fromkeys(pairs) if pairs.count(p) > 1]
+    if twice:
+        raise click.UsageError(f"PAIR = {' '.join(pairs)}: {', '.join(twice)} named more than once; "
+                               "expected each pair at most once")
     if problem := inject_problem(inject):
         raise click.UsageError(f"--inject = {', '.join(inject)}: {problem[0]}; expected {problem[1]}")
     try:
         check_outputs((("--json", json_path),))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    names = tuple(dict.fromkeys(pairs)) or tuple(PAIRS)
+    names = pairs or tuple(PAIRS)
     # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
     # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
     # (the command ends interrupted) and ends the JSON's writing if it lands there; one from

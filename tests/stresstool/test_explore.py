@@ -679,6 +679,17 @@ def test_unknown_pair_is_a_usage_error() -> None:
     assert "rtt-create-vs-rtt-create:" not in res.output      # nothing ran
 
 
+def test_a_pair_named_twice_is_a_usage_error() -> None:
+    """`explore P Q P`: exit 2 naming P and what was expected, before any pair runs, as --inject
+    refuses a bug named twice. P was explored once, silently."""
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "data-create-vs-delegate-src",
+                                               "rtt-create-vs-rtt-create"])
+    assert res.exit_code == 2, res.output
+    assert ("PAIR = rtt-create-vs-rtt-create data-create-vs-delegate-src rtt-create-vs-rtt-create: "
+            "rtt-create-vs-rtt-create named more than once; expected each pair at most once") in res.output
+    assert "serial A;B" not in res.output      # nothing ran
+
+
 def test_a_misspelt_pair_or_a_bug_given_as_a_pair_is_named_with_what_was_meant() -> None:
     """A pair's name with one letter missing and a catalogued bug's name given as a PAIR: exit 2,
     the first with the pair it is closest to ("did you mean"), the second with the option it
