@@ -42,6 +42,7 @@ from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.realm_desc import NUM_REC_AUX, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX, Rec
 from rmm_mp.rmm.s2tt import Kind
+from rmm_mp.words import count
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
@@ -153,7 +154,7 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
             _count_data(scan, idx, desc, level, ipa)
     if scan.refcounts[idx] != live:
         scan.report("rtt-refcount", scan.pa(idx), f"level {level} RTT has refcount {scan.refcounts[idx]} "
-                                                  f"but {live} live entries")
+                                                  f"but {count(live, 'live entry', 'live entries')}")
     if misplaced:
         # One report per table: an unfolded block of the wrong kind would be 512 of them.
         scan.report("rtt-entry", scan.pa(idx), misplaced[0] + (f" ({len(misplaced)} such entries)"
@@ -174,12 +175,12 @@ def _misplaced(kind: Kind, level: int, ipa: int, ctx: s2tt.S2Ctx) -> str | None:
 
 def _count_data(scan: _Scan, table: int, desc: int, level: int, ipa: int) -> None:
     base = scan.idx(s2tt.output_address(desc, level))
-    count = s2tt.block_size(level) // GRANULE_SIZE
-    if base >= 0 and base + count > len(scan.states):
+    granules = s2tt.block_size(level) // GRANULE_SIZE
+    if base >= 0 and base + granules > len(scan.states):
         scan.report("data-mapping", scan.pa(table), f"IPA {ipa:#x} maps a level-{level} block from "
                                                     f"{scan.pa(base):#x} that runs past the end of DRAM")
-        count = len(scan.states) - base
-    for idx in range(base, base + count) if base >= 0 else ():
+        granules = len(scan.states) - base
+    for idx in range(base, base + granules) if base >= 0 else ():
         scan.data_refs[idx] += 1
         if scan.states[idx] != GS.DATA:
             scan.report("data-mapping", scan.pa(table), f"IPA {ipa:#x} maps {scan.pa(idx):#x}, which is "
@@ -210,7 +211,7 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
             scan.aux_refs[scan.idx(aux)] += 1
     for rd in rds:
         if scan.refcounts[rd] != owners[rd]:
-            scan.report("rd-refcount", scan.pa(rd), f"RD refcount {scan.refcounts[rd]} but {owners[rd]} RECs")
+            scan.report("rd-refcount", scan.pa(rd), f"RD refcount {scan.refcounts[rd]} but {count(owners[rd], 'REC')}")
         if (expected := Rd(scan.machine.memory, rd).num_rec_aux) != NUM_REC_AUX:
             scan.report("rec-aux", scan.pa(rd), f"RD's aux granule count is {expected}: expected {NUM_REC_AUX}, "
                                                 "RMI_REC_AUX_COUNT's answer, which REALM_CREATE stores")
@@ -224,7 +225,7 @@ def _check_num_aux(scan: _Scan, desc: Rec, rec: int, rd: int) -> None:
     expected = Rd(scan.machine.memory, rd).num_rec_aux
     if num_aux != expected:
         past = f" (at most {AUX_MAX} fit in a REC)" if num_aux > AUX_MAX else ""
-        scan.report("rec-aux", scan.pa(rec), f"REC lists {num_aux} aux granules{past} but its RD "
+        scan.report("rec-aux", scan.pa(rec), f"REC lists {count(num_aux, 'aux granule')}{past} but its RD "
                                              f"{scan.pa(rd):#x} says {expected}: expected as many")
 
 

@@ -243,7 +243,7 @@ def test_an_rtt_refcount_that_does_not_count_its_live_entries_is_a_violation(mac
     root = realm.roots[0]
     machine.granule_table(0).refcount_add(_idx(machine, root), 1)
     assert _rules(machine) == [("rtt-refcount", root)]
-    assert f"level {realm.start_level} RTT has refcount 2 but 1 live entries" in _details(machine)
+    assert f"level {realm.start_level} RTT has refcount 2 but 1 live entry" in _details(machine)
 
 
 @pytest.mark.parametrize("state, rule", [(GS.RTT, "rtt-tree"), (GS.DATA, "data-mapping"),
@@ -348,6 +348,25 @@ def test_a_rec_index_at_or_past_the_realms_next_index_is_a_violation(machine: Ma
     assert f"REC index 1 of RD {realm.rd:#x}, whose next REC index is 1" in _details(machine)
 
 
+def test_counts_in_violations_are_written_in_the_singular_for_one(machine: Machine) -> None:
+    """An RD refcount of 2 with one REC, a level-0 RTT with one TABLE entry and refcount 2, and a
+    REC listing one aux granule read "1 REC", "1 live entry", "1 aux granule": they read "1
+    RECs", "1 live entries", "1 aux granules"."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    t.rtts(realm, 0, 1)
+    rec = t.rec(realm)
+    table = machine.granule_table(0)
+    table.refcount_add(_idx(machine, realm.rd), 1)
+    root = realm.roots[0]
+    table.refcount_add(_idx(machine, root), 1)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec) * GRANULE + OFF_NUM_AUX, 1)
+    details = _details(machine)
+    assert "RD refcount 2 but 1 REC\n" in details + "\n", details
+    assert "RTT has refcount 2 but 1 live entry\n" in details + "\n", details
+    assert "REC lists 1 aux granule but its RD" in details, details
+
+
 def test_an_rd_refcount_that_does_not_count_its_recs_is_a_violation(machine: Machine) -> None:
     """An RD with no REC given refcount 1: exactly one rd-refcount violation on the RD."""
     realm = Rmi(machine).realm(s2sz=40)
@@ -421,7 +440,7 @@ def test_a_rec_listing_other_than_its_realms_aux_count_is_a_violation(machine: M
     struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec) * GRANULE + OFF_NUM_AUX, num_aux)
     assert ("rec-aux", rec) in _rules(machine)
     past = " (at most 16 fit in a REC)" if num_aux > 16 else ""
-    assert f"REC lists {num_aux} aux granules{past} but its RD {realm.rd:#x} says 16: expected as many" \
+    assert f"REC lists {num_aux:,} aux granules{past} but its RD {realm.rd:#x} says 16: expected as many" \
         in _details(machine)
     assert [r for r in _rules(machine) if r[0] != "rec-owner"] == [("rec-aux", rec)]
 
