@@ -65,6 +65,8 @@ class _Scan:
     rtt_owners: Counter[int] = field(default_factory=Counter)
     data_refs: Counter[int] = field(default_factory=Counter)
     aux_refs: Counter[int] = field(default_factory=Counter)
+    aux_listers: dict[int, list[int]] = field(default_factory=dict)
+    """Each aux granule's index -> the RECs (granule indices) listing it, to name them."""
 
     def pa(self, idx: int) -> int:
         return self.machine.dram_base + idx * GRANULE_SIZE
@@ -209,6 +211,7 @@ def _check_recs(scan: _Scan, rds: set[int]) -> None:
             if scan.idx(aux) < 0:
                 scan.report("rec-owner", scan.pa(idx), f"REC's aux granule {n} is {aux:#x}, not DRAM")
             scan.aux_refs[scan.idx(aux)] += 1
+            scan.aux_listers.setdefault(scan.idx(aux), []).append(idx)
     for rd in rds:
         if scan.refcounts[rd] != owners[rd]:
             scan.report("rd-refcount", scan.pa(rd), f"RD refcount {scan.refcounts[rd]} but {count(owners[rd], 'REC')}")
@@ -251,13 +254,23 @@ def _check_references(scan: _Scan) -> None:
     for idx, state in enumerate(scan.states):
         refs = expected.get(state)
         if refs is not None and refs[idx] != 1:
-            scan.report(rules[state], scan.pa(idx), f"{GS.name(state)} granule is referenced {refs[idx]} times, "
-                                                    "expected once")
+            scan.report(rules[state], scan.pa(idx), f"{GS.name(state)} granule is referenced {refs[idx]} times"
+                                                    f"{_listed_by(scan, idx, state)}, expected once")
     for state, refs in expected.items():
         for idx, n in refs.items():
             if n and 0 <= idx < len(scan.states) and scan.states[idx] != state and state != GS.DATA:
-                scan.report(rules[state], scan.pa(idx), f"referenced as {GS.name(state)} but is "
+                scan.report(rules[state], scan.pa(idx), f"referenced as {GS.name(state)}"
+                                                        f"{_listed_by(scan, idx, state)} but is "
                                                         f"{GS.name(scan.states[idx])}")
+
+
+def _listed_by(scan: _Scan, idx: int, state: int) -> str:
+    """" (listed by REC 0x...)" for an aux granule that RECs list: the RECs a reader must look
+    at (the count alone left them to be searched for); "" for any other."""
+    recs = scan.aux_listers.get(idx, []) if state == GS.REC_AUX else []
+    if not recs:
+        return ""
+    return f" (listed by {'REC' if len(recs) == 1 else 'RECs'} {', '.join(f'{scan.pa(r):#x}' for r in recs)})"
 
 
 def _check_vmids(scan: _Scan, rds: list[int]) -> None:

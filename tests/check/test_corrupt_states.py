@@ -257,6 +257,28 @@ def test_an_internal_granule_nothing_references_is_a_violation(machine: Machine,
     assert f"{GS.name(state)} granule is referenced 0 times, expected once" in _details(machine)
 
 
+def test_an_aux_granule_two_recs_list_or_that_is_no_rec_aux_names_the_recs(machine: Machine) -> None:
+    """REC 1's aux granule 3 rewritten to REC 0's, and REC 0's aux granule 5 to a DELEGATED
+    granule: rec-owner violations that name the RECs listing each granule (REC 0's aux 3 listed
+    by both RECs, the DELEGATED one by REC 0), beside the two REC_AUX granules no REC lists
+    any more. They said only "referenced 2 times" and "referenced as REC_AUX", leaving the
+    RECs to be searched for."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec0, rec1 = t.rec(realm), t.rec(realm)
+    shared = Rec(machine.memory, _idx(machine, rec0)).aux()[3]
+    delegated = t.delegate()
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec1) * GRANULE + OFF_NUM_AUX + 8 * 4, shared)
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec0) * GRANULE + OFF_NUM_AUX + 8 * 6, delegated)
+    assert {rule for rule, _ in _rules(machine)} == {"rec-owner"}
+    details = _details(machine).splitlines()
+    first, second = sorted((rec0, rec1))
+    assert f"REC_AUX granule is referenced 2 times (listed by RECs {first:#x}, {second:#x}), expected once" \
+        in details, details
+    assert f"referenced as REC_AUX (listed by REC {rec0:#x}) but is DELEGATED" in details, details
+    assert sum(d == "REC_AUX granule is referenced 0 times, expected once" for d in details) == 2, details
+
+
 def test_a_table_entry_naming_a_granule_that_is_no_rtt_is_a_violation(machine: Machine) -> None:
     """The granule named is the first of DRAM (index 0: no edge of the index range skips it)."""
     t = Rmi(machine)
