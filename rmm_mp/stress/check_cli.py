@@ -4,9 +4,10 @@ park its CPUs at a quiescent point (hw.quiesce) and run the invariant checker on
     rmm-mp check MACHINE_NAME [--json F] [--wait S] [--no-pause]
 
 Exit status: 0 the invariants hold, 1 they do not (on a quiescent machine, or one where nothing
-takes part in pauses), 3 violations on a machine that was not quiescent, 4 they hold on a machine that is not live (an orphan, or its RMM dead), 2 no such
-machine or a --json file that could not be written, 130 Ctrl-C. Standard
-output closed early (`| head -1`) changes neither (outpaths.echo).
+takes part in pauses), 3 violations on a machine that was not quiescent, 4 they hold on a
+machine that is not live (an orphan, or its RMM dead), 2 no such machine or a --json file that
+could not be written, 130 Ctrl-C. Standard output closed early (`| head -1`) changes neither
+(outpaths.echo).
 
 This module parses and prints; the checking is rmm_mp.check's, the pausing hw.quiesce's, and
 the per-CPU lines stress.watchdog's snapshots. It must not change the machine it looks at.
@@ -68,17 +69,16 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     nothing takes part in pauses ("nothing to pause": no run's CPU is at work, so it is
     checked as it is, its JSON quiescent false); 3 violations were seen on a machine that
     was not quiescent (not parked in time, or --no-pause), so they may be calls in progress
-    or changes made during the scan (or, on an orphan whose creator was killed, or
-    with a dead participant, calls cut off); 4 the invariants hold but the machine is not
-    live: an orphan (nothing runs on it any more: the run that made it was killed) or one
-    whose RMM is dead (every SMC fails), which a loop `while rmm-mp check NAME` would
-    otherwise watch for ever; 2 no such machine, a bad option, every pause slot taken, or the --json file could not be written (or names a machine's shared-memory
-    segment); 130 interrupted by Ctrl-C (no
-    verdict: any pause it held is released and the CPUs go on); SIGTERM before the verdict
-    ends it by the signal's default action (143 in a shell; a pause it held lapses within its
-    2 s lease). A reader of the output that
-    leaves early (`rmm-mp check NAME | head -1`) ends the printing quietly; the status is
-    still the verdict.
+    or changes made during the scan (or, on an orphan whose creator was killed, or with a
+    dead participant, calls cut off); 4 the invariants hold but the machine is not live: an
+    orphan (nothing runs on it any more: the run that made it was killed) or one whose RMM
+    is dead (every SMC fails), which a loop `while rmm-mp check NAME` would otherwise watch
+    for ever; 2 no such machine, a bad option, every pause slot taken, or the --json file
+    could not be written (or names a machine's shared-memory segment); 130 interrupted by
+    Ctrl-C (no verdict: any pause it held is released and the CPUs go on); SIGTERM before
+    the verdict ends it by the signal's default action (143 in a shell; a pause it held
+    lapses within its 2 s lease). A reader of the output that leaves early (`rmm-mp check
+    NAME | head -1`) ends the printing quietly; the status is still the verdict.
     """
     try:
         _check(machine_name, json_path, wait_s, no_pause)
