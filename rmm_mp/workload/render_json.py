@@ -76,6 +76,7 @@ def warnings(report: RunReport) -> list[str]:
     # A close that failed after the result arrived: the CPU counts as returned (cpu_exit.close_machine).
     out.extend(f"CPU {cpu}: {what} (its result arrived and counts; its process wrote the traceback to stderr)"
                for cpu, what in sorted(report.cpu_warnings.items()))
+    out.extend(report.close_warnings)
     looping = [r for r in report.realms if r.exception_loop]
     if looping:
         # A row of folded lifecycle instances names how many of them looped, each judged alone.

@@ -192,6 +192,10 @@ class RunReport:
     cpu_warnings: dict[int, str] = field(default_factory=dict)
     """Per CPU whose process failed to close its machine handle after its result had been sent
     (runtime's RunResult.warnings): the result counts; this says what went wrong after it."""
+    close_warnings: tuple[str, ...] = ()
+    """What went wrong as the parent closed the machine after the run, when nothing was left
+    behind (run.closed): the figures and checks were all made before. A close that left shared
+    memory files is a problem instead."""
 
     @property
     def ok(self) -> bool:

@@ -49,6 +49,7 @@ from rmm_mp.host import HostError, NsAllocator, RunQueue, RunQueueError
 from rmm_mp.host.churn import ChurnResult, settle
 from rmm_mp.host.realm_entry import RUNNING
 from rmm_mp.host.runqueue import OFF_ARRIVED
+from rmm_mp.hw import segment
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
@@ -156,17 +157,54 @@ def run_workload(w: Workload, options: RunOptions = RunOptions(),
     if options.tokens_dir is not None:
         os.makedirs(options.tokens_dir, exist_ok=True)
     ids = list(range(w.cpus))
-    with Machine.create(w.platform, w.cpus, time_slice=w.time_slice,
-                        trace_capacity=TRACE_CAPACITY if options.trace_path else 0) as machine:
-        if on_machine is not None:
-            on_machine(machine)
-        with Interrupts(options.sigterm_stops) as stop:
-            report = _run(machine, w, options, ids, stop)
-            # Closed while the guard still holds: a signal as the segments go is only noted,
-            # where after the guard it raised out of here (Ctrl-C) or killed the process
-            # (SIGTERM) and the report was lost.
-            machine.close()
+    report: RunReport | None = None
+    close_failed = False
+    try:
+        with Machine.create(w.platform, w.cpus, time_slice=w.time_slice,
+                            trace_capacity=TRACE_CAPACITY if options.trace_path else 0) as machine:
+            if on_machine is not None:
+                on_machine(machine)
+            with Interrupts(options.sigterm_stops) as stop:
+                report = _run(machine, w, options, ids, stop)
+                # Closed while the guard still holds: a signal as the segments go is only noted,
+                # where after the guard it raised out of here (Ctrl-C) or killed the process
+                # (SIGTERM) and the report was lost.
+                report, close_failed = closed(report, machine)
+    except Exception:
+        # The with's own close after a close that failed in closed(): it may fail the same way
+        # again, and the report already says so.
+        if report is None or not close_failed:
+            raise
     return interrupted_after_run(report, stop.by)
+
+
+def closed(report: RunReport, machine: Machine) -> tuple[RunReport, bool]:
+    """``report`` once ``machine`` is closed. A close that raised (its segments' unlink refused,
+    a handle that would not close) used to escape from run_workload and the whole report was
+    lost with it: the run's figures and checks are complete by then, so the report is kept,
+    the segments are unlinked once more (segment.unlink_parts) and the report says what
+    happened. A warning when no segment is left (nothing leaked; the result stands); a problem,
+    so the run is not OK, when some are, naming them: they hold the platform's DRAM in
+    /dev/shm until removed."""
+    try:
+        machine.close()
+        return report, False
+    except Exception as exc:    # anything: the report must come out all the same
+        failure = f"{type(exc).__name__}: {exc}"
+    try:
+        segment.unlink_parts(machine.name)
+    except OSError:
+        pass    # what is still there is listed below
+    left = [path for path in (segment.segment_path(machine.name, part) for part in segment.PARTS)
+            if os.path.lexists(path)]
+    if not left:
+        return dataclasses.replace(report, close_warnings=(
+            f"closing the machine after the run failed ({failure}); its shared memory was removed all the same, "
+            f"and every figure and check above was made before",)), True
+    return dataclasses.replace(report, problems=report.problems + (
+        f"closing the machine after the run failed ({failure}) and {words.count(len(left), 'shared memory file')} "
+        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(left)}; `rmm-mp clean` removes "
+        f"{'it' if len(left) == 1 else 'them'} once this process has ended",)), True
 
 
 def interrupted_after_run(report: RunReport, by: str) -> RunReport:
