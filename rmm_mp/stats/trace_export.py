@@ -20,6 +20,15 @@ wait inside the call that waited, which is what X events allow. A ring keeps the
 ``trace_capacity`` records, so a long run's file shows its end; "otherData" says how many
 records each CPU dropped.
 
+A CPU process killed while it wrote a record (SIGKILL after a stop it did not obey, a crash)
+may leave that record torn: hw.trace writes the record, then the head, so the torn one is the
+slot after the last counted record, which only a full ring (head >= capacity) still reads, as
+its oldest record. Its fields are then part the new record's and part the old one's: a lock
+wait's kind with an RSI call's slot as its class used to raise ValueError here, and the run's
+whole report was lost with it. So the oldest record of a full ring of each CPU named
+``killed`` is left out, and any record whose kind or code is not one the export knows is left
+out too (never raised); "otherData.left_out" says how many of each CPU's records were.
+
 This module owns the export. It must not change the machine or interpret ring layouts beyond
 hw.trace's documented header (u64 head: records written so far).
 """
@@ -28,6 +37,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rmm_mp.hw import trace
@@ -103,16 +114,36 @@ def dropped(machine: "Machine", cpu: int) -> int:
 
 
 def track(records: list[tuple[int, int, int, int, int]], cpu: int, t0_ns: int,
-          realms: dict[int, str], named_from: dict[int, int] | None = None) -> list[dict[str, Any]]:
-    """One CPU's events by start time; at equal starts the longer (enclosing) event first."""
-    events = [event(r, TID_BASE + cpu, t0_ns, realms, named_from) for r in records]
+          realms: dict[int, str], named_from: dict[int, int] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """One CPU's events by start time, at equal starts the longer (enclosing) event first; and
+    how many records were left out as unreadable (a kind or code event() refuses: torn)."""
+    events = []
+    unreadable = 0
+    for r in records:
+        try:
+            events.append(event(r, TID_BASE + cpu, t0_ns, realms, named_from))
+        except ValueError:
+            unreadable += 1
     events.sort(key=lambda e: (e["ts"], -e["dur"]))
-    return events
+    return events, unreadable
+
+
+@dataclass(frozen=True)
+class TraceWritten:
+    """What write_trace wrote."""
+
+    events: int
+    """X events in the file."""
+    left_out: dict[int, int]
+    """CPU -> records of its ring not in the file (possibly torn, or unreadable); only CPUs
+    with at least one."""
 
 
 def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
-                realms: dict[int, str] | None = None, named_from: dict[int, int] | None = None) -> int:
-    """Write the rings of ``cpus`` as a Trace Event Format JSON file; returns the number of X events.
+                realms: dict[int, str] | None = None, named_from: dict[int, int] | None = None,
+                killed: Collection[int] = ()) -> TraceWritten:
+    """Write the rings of ``cpus`` as a Trace Event Format JSON file; returns how many X events
+    it holds and how many records of each CPU were left out.
 
     Args:
         machine: a machine made with trace_capacity > 0, its CPUs stopped (or at least quiet).
@@ -123,6 +154,9 @@ def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
         named_from: PA -> perf_counter_ns from which its name in ``realms`` holds (the realm's
             build); a record that starts earlier is not labelled, since the granule may then
             have been another realm's. None: the names hold for every record.
+        killed: the CPUs whose process may have been killed while writing a record (those
+            that returned no result): the oldest record of such a CPU's full ring is left out,
+            since it may be torn (see the module docstring).
 
     Raises:
         MachineError: the machine has no trace rings.
@@ -131,15 +165,23 @@ def write_trace(machine: "Machine", cpus: list[int], path: str, t0_ns: int,
     events = _metadata(cpus)
     written = 0
     lost: dict[str, int] = {}
+    left_out: dict[int, int] = {}
     for cpu in cpus:
-        cpu_events = track(machine.read_trace(cpu), cpu, t0_ns, names, named_from)
+        records = machine.read_trace(cpu)
+        torn = 0
+        if cpu in killed and records and len(records) == machine.trace_capacity:
+            records, torn = records[1:], 1      # the slot its next record was written to
+        cpu_events, unreadable = track(records, cpu, t0_ns, names, named_from)
         events.extend(cpu_events)
         written += len(cpu_events)
         lost[str(cpu)] = dropped(machine, cpu)
+        if torn + unreadable:
+            left_out[cpu] = torn + unreadable
     doc = {"traceEvents": events, "displayTimeUnit": "ns",
            "otherData": {"format": FORMAT, "machine": machine.name, "platform": machine.platform.name,
-                         "t0_ns": str(t0_ns), "capacity": machine.trace_capacity, "dropped": lost}}
+                         "t0_ns": str(t0_ns), "capacity": machine.trace_capacity, "dropped": lost,
+                         "left_out": {str(cpu): n for cpu, n in left_out.items()}}}
     with replacing(path) as temp, open(temp, "w", encoding="utf-8") as out:
         json.dump(doc, out, separators=(",", ":"))
         out.write("\n")
-    return written
+    return TraceWritten(written, left_out)

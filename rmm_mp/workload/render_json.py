@@ -94,6 +94,11 @@ def warnings(report: RunReport) -> list[str]:
         out.append(f"the trace holds only the newest {report.trace_capacity:,} records of each CPU, so its timeline "
                    f"starts late; older records were overwritten ({lost}; the file's otherData.dropped); to trace "
                    f"a run from its start, make it shorter (--seconds or --iterations)")
+    if report.trace_left_out:
+        left = ", ".join(f"CPU {cpu} {n:,}" for cpu, n in sorted(report.trace_left_out.items()))
+        out.append(f"the trace leaves out {_count(sum(report.trace_left_out.values()), 'record')} that may be torn "
+                   f"({left}; the file's otherData.left_out): a CPU process killed while writing one leaves it "
+                   f"half old, half new")
     return out
 
 

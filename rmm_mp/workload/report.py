@@ -178,6 +178,9 @@ class RunReport:
     trace_dropped: dict[int, int] = field(default_factory=dict)
     """Per CPU whose trace ring overflowed: the oldest records it lost (the trace file holds the
     newest trace_capacity of each CPU's records)."""
+    trace_left_out: dict[int, int] = field(default_factory=dict)
+    """Per CPU with any: the records of its trace ring the trace file leaves out, as possibly
+    torn (its process was killed, maybe while writing one) or unreadable (trace_export)."""
     trace_capacity: int = 0
     """Records each CPU's trace ring holds (0: no trace was written)."""
     output_errors: list[str] = field(default_factory=list)

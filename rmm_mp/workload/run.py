@@ -302,14 +302,18 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     finished = [f for r in results.values() for f in r.finished]
     output_errors: list[str] = []
     trace_dropped: dict[int, int] = {}
+    trace_left_out: dict[int, int] = {}
     if options.trace_path:
         names, named_from = _pa_names(live)
         trace_path = options.trace_path
 
         def trace() -> str:
             try:
-                write_trace(machine, ids, trace_path,
-                            min((r.started_ns for r in results.values()), default=t0), names, named_from)
+                # A CPU that returned no result may have been killed as it wrote a record.
+                written = write_trace(machine, ids, trace_path,
+                                      min((r.started_ns for r in results.values()), default=t0), names, named_from,
+                                      killed=[cpu for cpu in ids if cpu not in results])
+                trace_left_out.update(written.left_out)
                 return ""
             except OSError as exc:  # checked before the run; a disk can still fill up meanwhile
                 return exc.strerror or str(exc)
@@ -364,6 +368,8 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
                      output_errors, not_done, tokens_saved, load)
     if trace_dropped:
         report = dataclasses.replace(report, trace_dropped=trace_dropped, trace_capacity=machine.trace_capacity)
+    if trace_left_out:
+        report = dataclasses.replace(report, trace_left_out=trace_left_out)
     return report
 
 

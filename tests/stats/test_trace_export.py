@@ -5,7 +5,8 @@ CPU 1 delegates, undelegates and waits for a contended RTT lock, all traced; the
 JSON with the process and one named track per CPU, every ring record as an X event with its spec
 name and arguments, sorted by start, and calls nested as they happened (REC runs inside
 RMI_REC_ENTER, RSI and PSCI calls inside REC runs). A ring that wrapped yields only its capacity
-of events, and the file says how many were dropped. One record converts with exact ns (ts and
+of events, and the file says how many were dropped. A torn record (a CPU killed mid-write) is
+left out and counted, never raised. One record converts with exact ns (ts and
 dur in us, three decimals, relative to t0), and an unknown kind is refused.
 """
 
@@ -70,7 +71,7 @@ def test_trace_of_a_realm_run_and_a_lock_wait(tmp_path: Path) -> None:
         _contended_rtt_lock(m, cpu1, 91)
         cpu1.set_tracing(False)
         records = {cpu: len(m.read_trace(cpu)) for cpu in (0, 1)}
-        written = write_trace(m, [0, 1], str(tmp_path / "t.json"), t0, realms)
+        written = write_trace(m, [0, 1], str(tmp_path / "t.json"), t0, realms).events
     doc = _load(tmp_path / "t.json")
     meta = [(e["name"], e["tid"], e["args"]) for e in doc["traceEvents"] if e["ph"] == "M"]
     assert ("process_name", 1, {"name": "rmm-mp machine"}) in meta
@@ -115,9 +116,66 @@ def test_a_wrapped_ring_yields_at_most_its_capacity(tmp_path: Path) -> None:
         written = write_trace(m, [0], str(tmp_path / "t.json"), 0)
     doc = _load(tmp_path / "t.json")
     events = _track(doc, 1)
-    assert written == len(events) == 8
+    assert written.events == len(events) == 8 and written.left_out == {} and doc["otherData"]["left_out"] == {}
     assert doc["otherData"]["dropped"] == {"0": 32} and doc["otherData"]["capacity"] == 8
     assert events[-1]["name"] == "RMI_GRANULE_UNDELEGATE" and events[-1]["ts"] == round(last[0] / 1000, 3)
+
+
+def _full_ring_with_a_torn_oldest(m: Machine) -> None:
+    """CPU 0 makes 10 calls into m's 8-record ring; then its oldest record (the slot the next
+    write goes to) gets a lock wait's kind and an RSI call's slot as its code: what a process
+    killed between those fields of a lock wait written over an RSI_IPA_STATE_GET leaves."""
+    cpu = m.cpu(0)
+    cpu.set_tracing(True)
+    pa = m.dram_base + 90 * m.granule_size
+    for _ in range(5):
+        cpu.smc(DELEGATE, pa)
+        cpu.smc(UNDELEGATE, pa)
+    cpu.set_tracing(False)
+    region = m.trace_region(0)
+    try:
+        head = int.from_bytes(region[:8], "little")
+        kind = trace.HEADER + (head % m.trace_capacity) * trace.RECORD_SIZE + 16
+        region[kind:kind + 4] = trace.KIND_LOCK_WAIT.to_bytes(2, "little") + (40).to_bytes(2, "little")
+    finally:
+        region.release()
+
+
+def test_a_torn_record_is_left_out_and_counted(tmp_path: Path) -> None:
+    """A full ring whose oldest record is torn into a lock wait of class 40 (no such class):
+    the file is written without it (7 events), and otherData.left_out counts it; the export
+    used to raise ValueError, and the run's report was lost with it."""
+    with Machine.create("host", cpus=1, trace_capacity=8) as m:
+        _full_ring_with_a_torn_oldest(m)
+        written = write_trace(m, [0], str(tmp_path / "t.json"), 0)
+    doc = _load(tmp_path / "t.json")
+    assert written.events == len(_track(doc, 1)) == 7
+    assert written.left_out == {0: 1} and doc["otherData"]["left_out"] == {"0": 1}
+    assert not any(e["name"].startswith("lock wait") for e in _track(doc, 1))
+
+
+def test_a_killed_cpus_oldest_record_of_a_full_ring_is_left_out(tmp_path: Path) -> None:
+    """For a CPU named killed, the oldest record of its full ring is left out even when it
+    reads as valid (a torn record can mix two valid ones); a CPU not killed keeps it, and a
+    killed CPU whose ring is not full keeps all (the slot it wrote last is not read)."""
+    with Machine.create("host", cpus=2, trace_capacity=8) as m:
+        cpu = m.cpu(0)
+        cpu.set_tracing(True)
+        pa = m.dram_base + 90 * m.granule_size
+        for _ in range(5):
+            cpu.smc(DELEGATE, pa)
+            cpu.smc(UNDELEGATE, pa)
+        cpu.set_tracing(False)
+        other = m.cpu(1)
+        other.set_tracing(True)
+        other.smc(DELEGATE, pa + m.granule_size)
+        other.set_tracing(False)
+        oldest = m.read_trace(0)[0]
+        kept = write_trace(m, [0, 1], str(tmp_path / "kept.json"), 0)
+        killed = write_trace(m, [0, 1], str(tmp_path / "killed.json"), 0, killed=[0, 1])
+    assert kept.events == 9 and kept.left_out == {}
+    assert killed.events == 8 and killed.left_out == {0: 1}
+    assert round(oldest[0] / 1000, 3) not in [e["ts"] for e in _track(_load(tmp_path / "killed.json"), 1)]
 
 
 def test_one_record_converts_with_exact_ns() -> None:

@@ -647,3 +647,12 @@ def test_the_written_line_wraps_within_the_width_and_keeps_each_name_whole() -> 
     assert any("json /tmp/run report.json" in line for line in written), written
     short = format_report(hand_built(outputs={"json": "out/report.json", "trace": "out/trace.json"}))
     assert "\nWritten: json out/report.json, trace out/trace.json\n" in short
+
+
+def test_trace_records_left_out_are_warned_about() -> None:
+    """A trace that left out records (trace_left_out: CPU 1's possibly torn oldest record) gets
+    a warning naming the CPU, the count and otherData.left_out; none without."""
+    warned = [w for w in to_json(hand_built(trace_left_out={1: 1}))["warnings"] if "left_out" in w]
+    assert warned == ["the trace leaves out 1 record that may be torn (CPU 1 1; the file's otherData.left_out): a "
+                      "CPU process killed while writing one leaves it half old, half new"]
+    assert not [w for w in to_json(hand_built())["warnings"] if "left_out" in w]
