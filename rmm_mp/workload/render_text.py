@@ -220,22 +220,83 @@ def _processes(doc: dict[str, Any]) -> list[str]:
                    rows), *notes]
 
 
-def _counters(values: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in values.items()) or "-"
+DETAIL_MIN, COUNTERS_MIN = 30, 20
+"""The realm table's narrowest detail column and the columns it leaves the counters at least
+(when the realm names are not so long that these cannot both fit in WIDTH)."""
 
 
-def _clip(line: str, start: int) -> str:
-    """``line`` cut to the width after its last whole counter (counters begin at column
-    ``start`` and are separated by ", "), so that no figure is cut short: "faults 1,6..." would
-    read as a smaller number. When not even the first counter fits (a long realm name and
-    detail push the counters to the width's edge), the line keeps all before the counters and
-    runs past the width, as the header above it does: cut at the width, it ended inside the
-    detail, "(detail 0xffffffff..." reading as another value, and the realm's outcome is what
-    the clipping must keep. A realm with no counters keeps its "-"."""
-    if len(line) <= WIDTH or line[start:] == "-":
-        return line
-    cut = line.rfind(", ", start, WIDTH - 4)
-    return line[:cut] + ", ..." if cut > start else line[:start] + "..."
+def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[str]:
+    """The counters of a realm's row, each whole ("faults 1,6..." would read as a smaller
+    number), in lines of at most ``width`` columns (a single counter wider stays whole);
+    ``clipped`` (an ok realm): one line, ending with ", ..." after the last counter that fits
+    when not all do ("..." when none does)."""
+    items = [f"{k} {v:,}" for k, v in values.items()]
+    if not items:
+        return ["-"]
+    if clipped:
+        whole = ", ".join(items)
+        if len(whole) <= width:
+            return [whole]
+        kept: list[str] = []
+        for item in items:
+            if len(", ".join([*kept, item, "..."])) > width:
+                break
+            kept.append(item)
+        return [", ".join([*kept, "..."])]
+    lines: list[str] = []
+    line = ""
+    for n, item in enumerate(items):
+        piece = item if n == len(items) - 1 else item + ","
+        if line and len(line) + 1 + len(piece) > width:
+            lines.append(line)
+            line = piece
+        else:
+            line = f"{line} {piece}" if line else piece
+    return [*lines, line]
+
+
+def _realm_table(shown: list[dict[str, Any]]) -> list[str]:
+    """Header, rule and rows of the realm table, every line within WIDTH columns (when the
+    names leave DETAIL_MIN for the detail): the detail is wrapped in its column, capped so that
+    the counters keep COUNTERS_MIN columns; a failed realm's counters are wrapped in theirs, all
+    of them; an ok realm's are cut after the last whole counter that fits, ", ..." saying that
+    more were cut. The detail (how the realm ended) is never cut. Before, a failed realm's row
+    was printed on one line in full and widened the whole table with it, header and rule too
+    (a 150-character error reason made every row and the header run to over 200 columns)."""
+    heads = ("realm", "RECs", "exceptions", "result")
+    cells = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}",
+              "ok" if r["ok"] else "FAILED") for r in shown]
+    widths = [max(len(row[i]) for row in (heads, *cells)) for i in range(len(heads))]
+    lefts = (0, 3)
+
+    def fmt(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i in lefts else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    prefix = sum(widths) + 2 * len(widths)
+    details = [r["detail"] or "-" for r in shown]
+    detail_width = min(max(len("detail"), *map(len, details)), max(DETAIL_MIN, WIDTH - prefix - 2 - COUNTERS_MIN))
+    start = prefix + detail_width + 2
+    counters_width = max(WIDTH - start, len("counters"))
+    rows: list[list[str]] = []
+    longest = len("counters")
+    for r, cell, detail in zip(shown, cells, details):
+        # Words whole, as in the warnings: a path or value cut in two reads as two. A word wider
+        # than the column (a long path) runs into the counters' and that line takes none.
+        parts = textwrap.wrap(detail, detail_width, break_long_words=False, break_on_hyphens=False) or ["-"]
+        counted = _counter_lines(r["counters"], counters_width, clipped=bool(r["ok"]))
+        longest = max(longest, *map(len, counted))
+        lines = []
+        n = 0
+        while n < len(parts) or counted:
+            part = parts[n] if n < len(parts) else ""
+            beside = counted.pop(0) if counted and len(part) <= detail_width else ""
+            first = fmt(cell) if n == 0 else " " * (prefix - 2)
+            lines.append(f"{first}  {part.ljust(detail_width)}  {beside}".rstrip())
+            n += 1
+        rows.append(lines)
+    head = f"{fmt(heads)}  {'detail'.ljust(detail_width)}  counters"
+    rule = "  ".join("-" * w for w in (*widths, detail_width, min(longest, counters_width)))
+    return [head, rule, *(line for lines in rows for line in lines)]
 
 
 def _realms(doc: dict[str, Any]) -> list[str]:
@@ -249,18 +310,9 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     # even when ok: they say that only their number is known, which the count above relies on.
     shown = [r for r in realms if not r["ok"]] + [r for r in realms if r["ok"] and r["exceptions"] is None] \
         + [r for r in realms if r["ok"] and r["exceptions"] is not None][:MAX_OK_REALMS]
-    # The detail (how the realm ended) comes before the counters, so that clipping an ok realm's
-    # line to the width cuts the tail of its counter list, not its outcome.
-    rows = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}",
-             "ok" if r["ok"] else "FAILED", r["detail"] or "-", _counters(r["counters"])) for r in shown]
-    head, rule, *body = table(("realm", "RECs", "exceptions", "result", "detail", "counters"), rows, (0, 3, 4, 5))
-    start = head.index("counters")
-    # The rule spans the widest counter list, which an ok realm's line is clipped short of: cut
-    # to the width, or it ran on for hundreds of columns under lines that end at 118. A failed
-    # realm's row, printed in full, can push the header past the width: the rule then ends with
-    # the header, so that every heading ("counters" too) is underlined.
-    out = ["", f"Realms: {total - failed:,} of {total:,} ok", head, rule[:max(WIDTH, len(head))].rstrip(),
-           *(line if not r["ok"] else _clip(line, start) for r, line in zip(shown, body))]
+    # The detail (how the realm ended) comes before the counters, so that what an ok realm's
+    # row leaves out is the tail of its counter list, not its outcome.
+    out = ["", f"Realms: {total - failed:,} of {total:,} ok", *_realm_table(shown)]
     if len(realms) > len(shown):
         hidden = sum(r["instances"] for r in realms) - sum(r["instances"] for r in shown)
         out += textwrap.wrap(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's "

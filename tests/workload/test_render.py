@@ -20,6 +20,7 @@ from rmm_mp.cpu_outcome import CpuFailure, ProcessUsage
 from rmm_mp.workload import realms as workload_realms
 from rmm_mp.workload.render import format_report, to_json
 from rmm_mp.workload.report import GuestOutput, RealmOutcome
+from realm_table import realm_rows
 from stats.report_samples import hand_built
 from stats.schema_subset import errors
 
@@ -203,36 +204,55 @@ def test_realms_are_capped_with_the_rest_counted() -> None:
     """30 ok realms and one failed: the failed one and 20 ok ones are shown, 10 are counted in a
     note wrapped to the report's 118 columns."""
     realms = tuple(RealmOutcome(f"vm#{n}", 1, True, "SYSTEM_OFF", {"exits": n}) for n in range(30))
-    failed = RealmOutcome("vm#bad", 1, False, "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + "x" * 150)
+    reason = "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + " ".join(["xxxxxxxxxx"] * 15)
+    failed = RealmOutcome("vm#bad", 1, False, reason)
     section = _section(format_report(hand_built(realms=(*realms, failed))), "Realms: 30 of 31 ok")
-    names = [line.split()[0] for line in section[3:]]
-    assert names[0] == "vm#bad" and names[1:21] == [f"vm#{n}" for n in range(20)]
+    rows = realm_rows(section)
+    names = [cells[0] for cells, _, _ in rows]
+    assert names[0] == "vm#bad" and names[1:21] == [f"vm#{n}" for n in range(20)] and len(names) == 21
     assert " ".join(line.strip() for line in section[-2:]) == (
         "... and 10 more realms, all ok (in the JSON report: one row each, but a CPU's lifecycle "
         "instances after its first 128 of each outcome share a row per realm)")
     # The note is wrapped to the width: on one line it took 159 columns in a lifecycle run's report.
     assert all(len(line) <= 118 for line in section[-2:]) and section[-1].startswith("    "), section[-2:]
-    assert "x" * 150 in section[3]  # a failed realm's detail is never clipped
+    assert rows[0][1] == reason  # a failed realm's detail is never clipped (wrapped in its column)
 
 
-def test_the_realm_tables_rule_underlines_every_heading_when_a_failed_row_is_wide() -> None:
-    """A failed realm with a 110-character detail (printed in full) next to an ok realm with a
-    long counter list: the header follows the failed row's columns past the 118-column width, and
-    the dashed rule under it is as long as the header, each heading over its own dashes (the
-    "counters" heading too). Before, the rule was cut at 118 columns inside the detail's dashes
-    while the header ran to 154, so "counters" had none. With no wide row the rule still ends at
-    118, under the ok realms' lines clipped there."""
-    failed = RealmOutcome("vm#bad", 1, False, "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + "x" * 60,
-                          {"entries": 3, "exits": 5})
-    ok = RealmOutcome("vm0", 2, True, "SYSTEM_OFF", {f"counter{n}": 1000 + n for n in range(30)})
+def test_a_wide_failed_realm_row_wraps_within_the_width() -> None:
+    """A failed realm with a 110-character detail and a realm name of 32 characters plus
+    instance and generation, next to an ok realm with a long counter list: every line of the
+    table (header and rule too) is at most 118 columns; the failed realm's detail and all its
+    counters are wrapped in their columns and put together give them whole; each heading is
+    over its own dashes. Before, the failed row was printed on one line, 160-odd columns, and
+    the header and rule followed it past the width."""
+    name = "r-very-long-name-of-32-chars-abc[1]#123"
+    reason = "REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) " + " ".join(["xxxxxxxxxx"] * 5) + " /tmp/a/path"
+    many = {f"counter{n}": 1000 + n for n in range(30)}
+    failed = RealmOutcome(name, 1, False, reason, {"entries": 3, "exits": 5, **many})
+    ok = RealmOutcome("vm0", 2, True, "SYSTEM_OFF", many)
     section = _section(format_report(hand_built(realms=(failed, ok))), "Realms: 1 of 2 ok")
+    assert all(len(line) <= 118 for line in section), [len(line) for line in section]
     head, rule = section[1], section[2]
-    assert len(head) > 118 and len(rule) == len(head), (len(head), len(rule))
     for heading in head.split():
         start = head.index(heading)
         assert rule[start:start + len(heading)] == "-" * len(heading), heading
+    (cells, detail, counters), (ok_cells, ok_detail, ok_counters) = realm_rows(section)
+    assert cells == [name, "1", "0", "FAILED"] and detail == reason
+    assert counters == ", ".join(f"{k} {v:,}" for k, v in failed.counters.items())
+    assert ok_cells == ["vm0", "2", "0", "ok"] and ok_detail == "SYSTEM_OFF" and ok_counters.endswith(", ...")
     section = _section(format_report(hand_built(realms=(ok,))), "Realms: 1 of 1 ok")
-    assert len(section[2]) == 118 and len(section[3]) <= 118, section
+    assert len(section[2]) <= 118 and len(section[3]) <= 118, section
+
+
+def test_a_detail_word_wider_than_its_column_stays_whole() -> None:
+    """A failed realm whose detail has a path wider than the detail column: the path is kept
+    whole on a line of its own, which takes no counters (they go on the lines around it)."""
+    path = "/tmp/" + "d" * 70 + "/att256-0-000000.cbor"
+    failed = RealmOutcome("vm#bad", 1, False, f"saving the token failed: {path}: No such file", {"entries": 3})
+    section = _section(format_report(hand_built(realms=(failed,))), "Realms: 0 of 1 ok")
+    assert any(path in line for line in section)
+    (_, detail, counters), = realm_rows(section)
+    assert detail == failed.detail and counters == "entries 3"
 
 
 def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
@@ -251,23 +271,22 @@ def test_an_ok_realms_clipped_line_keeps_its_detail() -> None:
     assert value == f"{counters[name]:,}", line
 
 
-def test_an_ok_realm_whose_counters_start_past_the_width_keeps_its_whole_detail() -> None:
+def test_an_ok_realm_with_a_long_name_keeps_its_whole_detail() -> None:
     """An ok lifecycle instance of a 32-character name whose detail ends with a 64-bit value:
-    its counters column starts beyond the 118 columns, so no counter fits. Its line keeps the
-    whole detail, ended by "..." where the counters would be (a realm with no counters keeps its
-    "-"); it was cut at the width inside the detail's value ("(detail 0xffffffff..."), which
-    reads as another value, and lost its outcome."""
+    its detail is wrapped in its column, whole ("(detail 0xffffffff..." cut at the width read as
+    another value), every line within 118 columns, its counters after it cut after a whole
+    counter or to "..." (a realm with no counters keeps its "-")."""
     detail = "turned itself off, reported pass (detail 0xffffffffffffffff)"
-    realm = RealmOutcome("r-very-long-name-of-32-chars-abc[1]#123", 1, True, detail, {"entries": 57, "mmio_writes": 52})
+    realm = RealmOutcome("r-very-long-name-of-32-chars-abc[1]#123", 1, True, detail,
+                         {"entries": 57, "mmio_writes": 52, "mmio_reads": 1234567})
     section = _section(format_report(hand_built(realms=(realm,))), "Realms: 1 of 1 ok")
-    start = section[1].index("counters")
-    assert start > 118
-    line = section[3]
-    assert line.rstrip(". ").endswith(detail) and line == line[:start] + "...", line
-    assert "entries" not in line
+    assert all(len(line) <= 118 for line in section), section
+    (_, got, counters), = realm_rows(section)
+    assert got == detail and "0xffffffffffffffff)" in "".join(section)
+    assert counters.endswith("...") and "mmio_reads" not in counters
     bare = RealmOutcome(realm.name, 1, True, detail, {})
-    line = _section(format_report(hand_built(realms=(bare,))), "Realms: 1 of 1 ok")[3]
-    assert line.endswith(detail + "  -"), line      # no counters: not "..." as if some were cut
+    (_, got, counters), = realm_rows(_section(format_report(hand_built(realms=(bare,))), "Realms: 1 of 1 ok"))
+    assert got == detail and counters == "-"      # no counters: not "..." as if some were cut
 
 
 def test_exceptions_are_shown_and_a_realm_in_an_exception_loop_is_warned_about() -> None:
@@ -335,8 +354,9 @@ def test_a_realm_not_reported_shows_its_exceptions_as_unknown() -> None:
     assert [r["exceptions"] for r in doc["realms"]] == [None, 0]
     assert not [w for w in doc["warnings"] if "exception loop" in w]
     section = _section(format_report(report), "Realms: 1 of 2 ok")
-    assert section[3].split()[:4] == ["lost", "2", "?", "FAILED"], section
-    assert section[4].split()[:4] == ["calm", "1", "0", "ok"], section
+    rows = realm_rows(section)
+    assert rows[0][0] == ["lost", "2", "?", "FAILED"], section
+    assert rows[1][0] == ["calm", "1", "0", "ok"], section
 
 
 def test_long_console_lines_are_cut_into_pieces_within_the_width() -> None:
@@ -627,7 +647,8 @@ def test_a_realm_row_says_its_token_was_not_saved_and_why() -> None:
                                   f"(the first: {why})"), folded.detail
     doc = to_json(hand_built(realms=(unsaved, folded)))
     assert [r["detail"] for r in doc["realms"]] == [unsaved.detail, folded.detail]
-    assert f"but saving it failed: {why}" in format_report(hand_built(realms=(unsaved,)))
+    (_, detail, _), = realm_rows(_section(format_report(hand_built(realms=(unsaved,))), "Realms: 1 of 1 ok"))
+    assert detail.endswith(f"but saving it failed: {why}")
 
 
 def test_the_written_line_wraps_within_the_width_and_keeps_each_name_whole() -> None:
