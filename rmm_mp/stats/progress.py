@@ -30,6 +30,9 @@ BAR = 24
 NARROW_BAR = 10
 WIDE = 110
 """Lines narrower than this get the narrow bar."""
+UNCOUNTED = "records not counted (--no-latency), so no rates"
+"""What follows the time on the line of a run without latency recording (Progress.counted
+False): the CPUs then count nothing the bar could show."""
 
 
 def _short(rate: float) -> str:
@@ -101,7 +104,13 @@ class Progress:
         else:
             head = f"{ran:6.1f} s"
         if not self.counted:
-            self._draw(f"{head}  calls not counted (--no-latency)")
+            # In the bar's own word: what it counts otherwise is "records" (calls, REC runs and
+            # host steps), and none is made; "calls not counted" named a third of them, and not
+            # why the line has no rates.
+            # Whole words only, as the figures: on a narrow line the reason goes, then the note.
+            width = self._width()
+            note = next((n for n in (UNCOUNTED, UNCOUNTED.split(",")[0]) if len(head) + 2 + len(n) <= width), "")
+            self._draw(f"{head}  {note}" if note else head)
             return
         self._draw(self._fitted(head, total, width))
 

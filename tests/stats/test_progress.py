@@ -91,15 +91,24 @@ def test_the_line_fits_the_terminal() -> None:
         assert len(cut) == 56               # ... but not past the (narrower) width
 
 
-def test_a_run_without_latency_recording_says_its_calls_are_not_counted() -> None:
-    """The CPUs count calls in their latency histograms: with --no-latency the bar shows the
-    time and says the calls are not counted, instead of 0 calls at 0/s."""
+def test_a_run_without_latency_recording_says_its_records_are_not_counted() -> None:
+    """The CPUs count their records (calls, REC runs, host steps) in their latency histograms:
+    with --no-latency the bar shows the time and says, in the word the bar uses for them,
+    that the records are not counted and so there are no rates, instead of 0 records at 0/s.
+    It said "calls not counted": not the bar's figure, and not why the rates were missing."""
     with Machine.create("host", cpus=2) as m:
         out = io.StringIO()
         bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, width=120, counted=False)
         bar.tick(0.5)
         bar.close()
-        assert out.getvalue() == "\r[#.......................]   0.5/10 s  calls not counted (--no-latency)\n"
+        assert out.getvalue() == ("\r[#.......................]   0.5/10 s  records not counted (--no-latency), "
+                                  "so no rates\n")
+    for width, shown in ((60, "  records not counted (--no-latency)"), (45, "")):
+        with Machine.create("host", cpus=2) as m:
+            out = io.StringIO()
+            bar = Progress(m, [0, 1], 10.0, stream=out, enabled=True, width=width, counted=False)
+            bar.tick(0.5)
+            assert out.getvalue() == f"\r[..........]   0.5/10 s{shown}", (width, out.getvalue())
 
 
 def test_a_narrow_line_leaves_out_whole_figures() -> None:
