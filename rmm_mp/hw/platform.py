@@ -372,7 +372,7 @@ class _Validator:
         if ns < MIN_NS_DRAM:
             raise self.fail(f"secure[{len(secure) - 1}].size", raw["secure"][-1]["size"],
                             f"Secure ranges that leave at least {MIN_NS_DRAM >> 20} MiB of DRAM to the Non-secure "
-                            f"PAS, for the host's pages (they leave {ns >> 10} KiB)")
+                            f"PAS, for the host's pages (they leave {ns >> 10:,} KiB)")
         features = self.features(raw["features"], pa_bits)
         attestation = self.attestation(raw["attestation"])
         time_slice = raw.get("rec_time_slice", 10_000)

@@ -33,8 +33,10 @@ _PLACING = ("RANGE", "RANGE_PAGES", "PAGES", "MAX_RECS", "BUFFER_OFFSET", "OFFSE
 
 
 def kib(n: int) -> str:
-    """``n`` bytes as whole MiB, else KiB rounded up: the sizes of the RAM errors."""
-    return f"{n // MiB} MiB" if n % MiB == 0 else f"{(n + 1023) // 1024} KiB"
+    """``n`` bytes as whole MiB, else KiB rounded up, with thousands separators as every other
+    figure of the tool (hw.platform.size_text: "16,388 KiB"): the sizes of the RAM errors.
+    They read "1201024 KiB" until 2026-11."""
+    return f"{n // MiB:,} MiB" if n % MiB == 0 else f"{(n + 1023) // 1024:,} KiB"
 
 
 def pages_after_image(f: Fields, raw: dict[str, Any], where: str, guest: str, recs: int, image_size: int,

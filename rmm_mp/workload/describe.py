@@ -26,7 +26,7 @@ def summary(file: WorkloadFile) -> str:
 
 
 def _size(n: int) -> str:
-    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB"
+    return f"{n >> 20:,} MiB" if n % (1 << 20) == 0 else f"{n >> 10:,} KiB"
 
 
 def _cpu_list(cpus: list[int]) -> str:

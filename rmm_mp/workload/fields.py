@@ -209,8 +209,9 @@ def cpu_set_text(cpus: "Iterable[int]") -> str:
 
 
 def _mib(n: int) -> str:
+    """``n`` bytes in the largest of GiB, MiB and KiB that divides it, with thousands separators."""
     if n % (1 << 30) == 0:
-        return f"{n >> 30} GiB"
+        return f"{n >> 30:,} GiB"
     if n % (1 << 20) == 0:
-        return f"{n >> 20} MiB"
-    return f"{n >> 10} KiB"
+        return f"{n >> 20:,} MiB"
+    return f"{n >> 10:,} KiB"

@@ -118,7 +118,7 @@ def test_a_realm_is_assembled_once_and_probed_once_for_its_page_constants(tmp_pa
 
 @pytest.mark.parametrize("realm, key, expected", [
     ('ram = "1G"\ninstances = 7\n', "realm[0].guest", "those of realm[0] take 7,161.0 MiB"),
-    ('ram = "2M"\n', "realm[0].ram", "at least 1047553 KiB for guest 'big.s'"),
+    ('ram = "2M"\n', "realm[0].ram", "at least 1,047,553 KiB for guest 'big.s'"),
 ], ids=["past-dram", "past-ram"])
 def test_an_image_too_large_is_refused_by_its_size_before_it_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       realm: str, key: str, expected: str) -> None:

@@ -461,7 +461,7 @@ def test_guest_constants_its_rsi_calls_refuse(tmp_path: Path, guest: str, consta
 def test_ram_too_small_for_the_guest(tmp_path: Path) -> None:
     """attest needs its buffer and shared copy 1 and 2 MiB into RAM."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\n', 3, "realm[0].ram", 2 << 20,
-            "at least 2052 KiB for guest 'attest' with 1 REC")
+            "at least 2,052 KiB for guest 'attest' with 1 REC")
 
 
 def test_ram_too_small_says_when_ram_is_the_default(tmp_path: Path) -> None:
@@ -470,16 +470,16 @@ def test_ram_too_small_says_when_ram_is_the_default(tmp_path: Path) -> None:
     unset = "ram is not set, and its default, 2M, is less: set ram = \"3M\" or more"
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\n', 3, "realm[0].ram", 2 << 20, unset)
     err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "attest"\nram = "2M"\n', 6, "realm[0].ram",
-                  "2M", "at least 2052 KiB")
+                  "2M", "at least 2,052 KiB")
     assert "not set" not in str(err)
 
 
 @pytest.mark.parametrize("guest, ram, constants, need", [
-    ("ripas-flip", "2M", "{ RANGE_PAGES = 100000 }", "401024 KiB"),           # RANGE + 100,000 pages
-    ("ripas-flip", "2M", "{ RANGE = 0x801FE000 }", "2056 KiB"),                # 4 pages from 2040 KiB in
-    ("smp-boot", "2M", "{ PAGES = 0x801FF000 }", "2056 KiB"),                  # 3 RECs' pages past 2 MiB
-    ("attest", "4M", "{ SHARED_OFFSET = 0x40_0000 }", "4100 KiB"),
-    ("attest", "4M", "{ BUFFER_OFFSET = 0x3F_F000 }", "4099 KiB"),             # + OFFSET 3 KiB + 4 KiB
+    ("ripas-flip", "2M", "{ RANGE_PAGES = 100000 }", "401,024 KiB"),          # RANGE + 100,000 pages
+    ("ripas-flip", "2M", "{ RANGE = 0x801FE000 }", "2,056 KiB"),               # 4 pages from 2040 KiB in
+    ("smp-boot", "2M", "{ PAGES = 0x801FF000 }", "2,056 KiB"),                 # 3 RECs' pages past 2 MiB
+    ("attest", "4M", "{ SHARED_OFFSET = 0x40_0000 }", "4,100 KiB"),
+    ("attest", "4M", "{ BUFFER_OFFSET = 0x3F_F000 }", "4,099 KiB"),            # + OFFSET 3 KiB + 4 KiB
 ])
 def test_ram_must_hold_what_the_constants_make_the_guest_touch(tmp_path: Path, guest: str, ram: str,
                                                                constants: str, need: str) -> None:
@@ -495,10 +495,10 @@ def test_ram_must_hold_what_the_constants_make_the_guest_touch(tmp_path: Path, g
 
 
 @pytest.mark.parametrize("guest, extra, constant, value, need", [
-    ("ripas-loop", "", "RANGE", 0xFFFF_FFFF_FFFF_F000, "18014398507384844 KiB"),
-    ("ripas-loop", "", "PAGES", 300_000, "1201024 KiB"),
-    ("ripas-flip", 'ram = "4M"\n', "RANGE_PAGES", 300_000, "1201024 KiB"),
-    ("attest", 'ram = "4M"\n', "SHARED_OFFSET", 0x4000_0000, "1048580 KiB"),
+    ("ripas-loop", "", "RANGE", 0xFFFF_FFFF_FFFF_F000, "18,014,398,507,384,844 KiB"),
+    ("ripas-loop", "", "PAGES", 300_000, "1,201,024 KiB"),
+    ("ripas-flip", 'ram = "4M"\n', "RANGE_PAGES", 300_000, "1,201,024 KiB"),
+    ("attest", 'ram = "4M"\n', "SHARED_OFFSET", 0x4000_0000, "1,048,580 KiB"),
 ])
 def test_guest_pages_beyond_any_ram_name_the_constant(tmp_path: Path, guest: str, extra: str, constant: str,
                                                       value: int, need: str) -> None:
@@ -509,15 +509,15 @@ def test_guest_pages_beyond_any_ram_name_the_constant(tmp_path: Path, guest: str
     text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\n{extra}constants = {{ {constant} = {value} }}\n'
     err = refused(tmp_path, text, 6 + bool(extra), f"realm[0].constants.{constant}", value,
                   f"pages that fit in the most RAM a realm can have: guest '{guest}' with 1 REC touches {need} of "
-                  "RAM, and ram is at most 1024 MiB")
+                  "RAM, and ram is at most 1,024 MiB")
     assert "set ram" not in str(err)
 
 
 @pytest.mark.parametrize("recs, ram, constants, need", [
-    (32, "1280K", "{ WORK = 0 }", "1536 KiB"),             # RECs 16..31 too: 1 MiB + 32 x 4 pages
+    (32, "1280K", "{ WORK = 0 }", "1,536 KiB"),            # RECs 16..31 too: 1 MiB + 32 x 4 pages
     (2, "2M", "{ PAGES = 256 }", "3 MiB"),                  # REC 1's 256 pages end 3 MiB in
-    (1, "2M", "{ RANGE = 0x8030_0000 }", "3088 KiB"),        # 4 pages from 3 MiB in
-    (1, "2M", "{ RANGE = 0x801F_F000, MAX_RECS = 1 }", "2060 KiB"),  # REC 0 alone
+    (1, "2M", "{ RANGE = 0x8030_0000 }", "3,088 KiB"),       # 4 pages from 3 MiB in
+    (1, "2M", "{ RANGE = 0x801F_F000, MAX_RECS = 1 }", "2,060 KiB"),  # REC 0 alone
 ])
 def test_ripas_loop_ram_follows_its_recs_and_constants(tmp_path: Path, recs: int, ram: str, constants: str,
                                                        need: str) -> None:
@@ -580,7 +580,7 @@ def test_an_image_base_that_moves_the_pages_is_named(tmp_path: Path, guest: str,
     text = HEAD + f'[[realm]]\nname = "a"\nguest = "{guest}"\nconstants = {{ IMAGE_BASE = {value} }}\n'
     err = refused(tmp_path, text, 6, "realm[0].constants.IMAGE_BASE", value, expected)
     if "pages" in expected:
-        assert "where IMAGE_BASE moves it" in err.expected or "1049616 KiB" in err.expected, str(err)
+        assert "where IMAGE_BASE moves it" in err.expected or "1,049,616 KiB" in err.expected, str(err)
 
 
 @pytest.mark.parametrize("constants", ["SHARED_OFFSET = 0x7FFF0000, OFFSET = 0xC00",
