@@ -7,9 +7,10 @@ RMM 1.0 realm profile puts its public half in claim 44237 as a COSE_Key (RFC 905
 The platform token's challenge is a hash of these exact bytes (4.5), so `encode_cose_key`
 must reproduce TF-RMM's bytes, and verifiers must hash the claim as received.
 
-Structure (`cose_key_problems`) and curve membership (`rak_public_key`) are checked
-separately: the first is a claim-set rule, the second is needed only to verify the realm
-signature.
+`raw_point_problem` and `cose_key_problems` say what keeps a claim from being a P-384 public
+key in its form, curve membership included (the realm claims check); `rak_public_key` returns
+the key (the realm signature check). A point that is not on P-384 is a malformed claim, as veraison's validator
+(ccatoken realm ValidateRealmPubKey) treats a raw one: no signature can make it good.
 """
 
 from __future__ import annotations
@@ -65,17 +66,28 @@ def raw_point(public_key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def raw_point_problem(data: bytes) -> str | None:
-    """Why the 97 bytes `data` are no uncompressed point 04 || X || Y (SEC 1 2.3.3), or None.
-    Curve membership is not checked here."""
+    """Why the 97 bytes `data` are no uncompressed P-384 point 04 || X || Y (SEC 1 2.3.3), or
+    None: a first byte other than 0x04, or X, Y that are not a point on P-384."""
     if data[:1] != b"\x04":
         found = f"{data[0]:#04x}" if data else "nothing"
         return f"its first byte is {found}; expected 0x04 (an uncompressed point, SEC 1 2.3.3)"
+    size = P384_COORDINATE_SIZE
+    x, y = int.from_bytes(data[1:1 + size], "big"), int.from_bytes(data[1 + size:], "big")
+    return point_problem(x, y)
+
+
+def point_problem(x: int, y: int) -> str | None:
+    """Why (x, y) is no P-384 public key (off the curve, or a coordinate >= p), or None."""
+    try:
+        ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
+    except ValueError:
+        return f"its point (x={x:#x}, y={y:#x}) is not on P-384; expected a P-384 public key"
     return None
 
 
 def cose_key_problems(data: bytes) -> list[str]:
-    """What keeps `data` from being an RMM 1.0 RAK COSE_Key (EC2, P-384, 48-byte x and y, no
-    private part); empty when it is one. Curve membership is not checked here."""
+    """What keeps `data` from being an RMM 1.0 RAK COSE_Key (EC2, P-384, 48-byte x and y that
+    are a point on P-384, no private part); empty when it is one."""
     try:
         key = loads_exact(data, "realm claim 44237 (RAK COSE_Key)")
     except TokenFormatError as exc:
@@ -94,6 +106,11 @@ def cose_key_problems(data: bytes) -> list[str]:
             problems.append(f"RAK COSE_Key {what} must be a {P384_COORDINATE_SIZE}-byte string, got {_shape(value)}")
     if COSE_KEY_D in key:
         problems.append("RAK COSE_Key carries a private key d (-4); a token must hold the public key only")
+    if not problems:
+        # Only a well-formed key has coordinates to test.
+        problem = point_problem(*(int.from_bytes(key[label], "big") for label in (COSE_KEY_X, COSE_KEY_Y)))
+        if problem:
+            problems.append(f"RAK COSE_Key: {problem}")
     return problems
 
 
@@ -108,20 +125,14 @@ def rak_public_key(claim: bytes) -> ec.EllipticCurvePublicKey:
         problem = raw_point_problem(claim)
         if problem:
             raise ValueError(f"RAK claim 44237 is {RAW_POINT_SIZE} bytes, the size of a raw P-384 point, but {problem}")
-        try:
-            return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP384R1(), claim)
-        except ValueError:
-            raise ValueError(f"RAK claim 44237 (raw point {claim.hex()}) is not on P-384") from None
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP384R1(), claim)
     problems = cose_key_problems(claim)
     if problems:
         raise ValueError("RAK claim 44237 is neither a 97-byte P-384 point nor a valid COSE_Key: "
                          + "; ".join(problems))
     key = cbor2.loads(claim)
     x, y = (int.from_bytes(key[label], "big") for label in (COSE_KEY_X, COSE_KEY_Y))
-    try:
-        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
-    except ValueError:
-        raise ValueError(f"RAK COSE_Key point (x={x:#x}, y={y:#x}) is not on P-384") from None
+    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
 
 
 def _shape(value: object) -> str:

@@ -8,8 +8,9 @@ Rules `check_realm_claims` applies (the veraison verifiers' rules, made explicit
   the RIM);
 * profile (265) is optional: present it must be "tag:arm.com,2023:realm#1.0.0", whose RAK is a
   COSE_Key (EC2, P-384); absent, the RAK is a COSE_Key too (A7.2.3.1.7 ties its form to no
-  profile) or, in a legacy token, a 97-byte raw point 04 || X || Y (its first byte must be 0x04;
-  whether the point is on P-384 is left to the realm signature check);
+  profile) or, in a legacy token, a 97-byte raw point 04 || X || Y (its first byte must be
+  0x04); in either form the point must be on P-384 (veraison's ValidateRealmPubKey tests a raw
+  point so), so a RAK that is no public key fails here and not only the realm signature check;
 * claim labels are integers (a float label such as 10.0, or a rational or decimal 10, is refused);
 * claims this profile does not define are ignored (upstream decodes them successfully).
 
@@ -96,7 +97,8 @@ def _rak_problems(rak: Any, form: str) -> list[str]:
         return [f"{what} must be a byte string, found {describe(rak)}"]
     if form == "either":
         if len(rak) == RAW_POINT_SIZE:
-            # Its length alone does not make a raw point (no P-384 COSE_Key is 97 bytes long).
+            # Its length alone does not make a raw point (no P-384 COSE_Key is 97 bytes long):
+            # the 0x04 prefix and the curve equation are checked too.
             problem = raw_point_problem(rak)
             return [f"{what} of a token without profile claim is {RAW_POINT_SIZE} bytes, the size of a raw "
                     f"P-384 point, but {problem}"] if problem else []

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.attest import (TokenFormatError, check_realm_claims, decode_cca_token, decode_sign1, encode_cca_token,
-                           sign_cose_sign1, verify_token)
+                           raw_point, sign_cose_sign1, verify_token)
 
 
 def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None, unprotected: Any = None,
@@ -241,7 +241,7 @@ def test_the_rak_of_a_token_without_profile_claim_may_be_a_cose_key(sample_rak: 
     veraison vectors). Only the binding to the sample platform token fails here."""
     assert check_realm_claims(cbor2.loads(realm_claims(profile=None))) == []
     raw = dict(cbor2.loads(realm_claims(profile=None)))
-    raw[44237] = b"\x04" + b"\x01" * 96
+    raw[44237] = raw_point(sample_rak.public_key())
     assert check_realm_claims(raw) == []
     token = encode_cca_token(sample_platform_token, sign_cose_sign1(realm_claims(profile=None), sample_rak))
     checks = {c.name: c.passed for c in verify_token(token).checks}
@@ -338,6 +338,29 @@ def _rak_cose_key(key: ec.EllipticCurvePrivateKey, **changes: Any) -> bytes:
     fields.update(changes.get("values", {}))
     return cbor2.dumps(fields)
 
+
+
+@pytest.mark.parametrize("form", ["raw point", "COSE_Key"])
+def test_a_rak_that_is_not_on_p384_fails_the_claims_check(form: str, sample_rak: ec.EllipticCurvePrivateKey,
+                                                          sample_platform_token: bytes,
+                                                          realm_claims: Callable[..., bytes]) -> None:
+    """Claim 44237 shaped right (97 bytes starting 0x04, or a well-formed EC2/P-384 COSE_Key) but
+    whose point is not on P-384 (the sample RAK's y plus one) passed the realm claims check and
+    failed only the realm signature, while veraison's validator refuses such a raw point as a
+    claim. Now the claims check fails naming the claim and the point, and the realm signature
+    check still fails with the same words."""
+    numbers = sample_rak.public_key().public_numbers()
+    x, y = numbers.x.to_bytes(48, "big"), (numbers.y + 1).to_bytes(48, "big")
+    rak = b"\x04" + x + y if form == "raw point" else cbor2.dumps({1: 2, -1: 2, -2: x, -3: y})
+    claims = dict(cbor2.loads(realm_claims(profile=None)))
+    claims[44237] = rak
+    expected = f"(x={numbers.x:#x}, y={numbers.y + 1:#x}) is not on P-384; expected a P-384 public key"
+    problems = check_realm_claims(claims)
+    assert len(problems) == 1 and "realm claim 44237 (public_key)" in problems[0] and expected in problems[0], problems
+    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
+    assert result.check("realm claims").passed is False
+    signature = result.check("realm signature")
+    assert signature.passed is False and expected in signature.reason, signature
 
 @pytest.mark.parametrize("changes, phrase", [
     ({"values": {1: 2.0}}, "kty (1) is 2.0, expected 2"),

@@ -120,7 +120,7 @@ TAMPERING = {
     "realm payload": (lambda t, p, r, pc, rc: _at(t, r.payload, rc[44235], 9),
                       {"realm signature"}, "does not verify"),
     "realm RAK claim": (lambda t, p, r, pc, rc: _at(t, r.payload, rc[44237], len(rc[44237]) - 60),
-                        {"realm signature", "binding"}, "not on P-384"),
+                        {"realm claims", "realm signature", "binding"}, "not on P-384"),
 }
 
 
