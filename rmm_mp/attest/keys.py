@@ -6,6 +6,8 @@
   cca_platform.pem; only its public half is kept), or the same in binary DER;
 * one JWK object (RFC 7518 section 6.2: kty "EC", crv P-256/P-384/P-521, x, y; a private
   "d" is ignored), e.g. cpak.json, testIAK.jwk;
+* a JWK Set (RFC 7517 section 5: {"keys": [JWK, ...]}, as JWKS endpoints publish keys): every
+  key in it is a trust anchor for any platform, tried in turn like the entries of a list;
 * a veraison trust-anchor list: a JSON array of objects with a "pkey" JWK and optional
   "implementation-id" / "instance-id" hex strings (ta-tfa.json, ta-02-ok.json);
 * hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
@@ -128,12 +130,39 @@ def _json_anchors(text: str, name: str) -> tuple[TrustAnchor, ...]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlatformKeyError(f"platform key invalid: {name}: not valid JSON ({exc})") from None
+    if isinstance(doc, dict) and "keys" in doc and "kty" not in doc:
+        return _jwk_set_anchors(doc["keys"], name)
     if isinstance(doc, dict) and "pkey" not in doc:
         return (TrustAnchor(jwk_public_key(doc, name), f"{name} (JWK)"),)
     entries = doc if isinstance(doc, list) else [doc]
     if not entries:
         raise PlatformKeyError(f"platform key invalid: {name} is an empty trust-anchor list")
     return tuple(_anchor(entry, f"{name} trust anchor {i}") for i, entry in enumerate(entries))
+
+
+def _jwk_set_anchors(keys: object, name: str) -> tuple[TrustAnchor, ...]:
+    """The keys of a JWK Set, each a trust anchor for any platform. A set with one bad member
+    is refused whole, as a trust-anchor list is."""
+    if not isinstance(keys, list) or not keys:
+        found = "an empty array" if isinstance(keys, list) else f"a JSON {_json_type(keys)}"
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK Set \"keys\" is {found}; expected an array "
+                               "of at least one EC JWK")
+    anchors = []
+    for i, jwk in enumerate(keys):
+        what = f"{name} JWK Set key {i}"
+        if not isinstance(jwk, dict):
+            raise PlatformKeyError(f"platform key invalid: {what} is a JSON {_json_type(jwk)}; expected a JWK object")
+        anchors.append(TrustAnchor(jwk_public_key(jwk, what), f"{name} (JWK Set key {i})"))
+    return tuple(anchors)
+
+
+def _json_type(value: object) -> str:
+    """JSON's name for the type of a decoded value, for messages."""
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number"}[type(value)]
 
 
 def _anchor(entry: object, name: str) -> TrustAnchor:

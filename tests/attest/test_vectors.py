@@ -221,6 +221,31 @@ def test_unreadable_platform_keys_are_refused_with_the_reason(content: bytes, ph
     assert phrase in str(info.value)
 
 
+def test_a_jwk_set_gives_each_of_its_keys_as_a_trust_anchor() -> None:
+    """A JWK Set (RFC 7517 section 5, {"keys": [...]}) holding testAltIAK (wrong key) and then
+    testIAK: testGoodCCAToken's platform signature verifies with the second member, named in
+    the reason. It was read as one JWK and refused with 'JWK kty is None'."""
+    keys = [json.loads(_read(f"{TEST_COMMON}/{f}")) for f in ("testAltIAK.jwk", "testIAK.jwk")]
+    jwk_set = json.dumps({"keys": keys}).encode()
+    assert len(load_trust_anchors(jwk_set, "k")) == 2
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
+        "platform signature")
+    assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ({"keys": []}, 'JWK Set "keys" is an empty array; expected an array of at least one EC JWK'),
+    ({"keys": {"kty": "EC"}}, 'JWK Set "keys" is a JSON object; expected an array'),
+    ({"keys": ["x"]}, "k JWK Set key 0 is a JSON string; expected a JWK object"),
+    ({"keys": [{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]}, "k JWK Set key 0: JWK x decodes to 1 bytes"),
+])
+def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phrase: str) -> None:
+    """An empty JWK Set, a "keys" that is no array, or a bad member: PlatformKeyError naming
+    the set or the member index, what it holds and what was expected."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(json.dumps(content).encode(), "k")
+    assert phrase in str(info.value)
+
 def test_bad_unwrapped_tokens_are_refused() -> None:
     """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
     byte string) is not a CCA token: TokenFormatError naming the entry and the expected form."""
