@@ -13,8 +13,9 @@
 * hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
 
 Every failure raises PlatformKeyError with a message starting "platform key invalid:", including
-a point that is not on its curve (ta-02-bad.json): a broken trust anchor is a failed
-verification, never a crash. A list with one bad entry is refused whole, because quietly
+a point that is not on its curve (ta-02-bad.json) and a PEM or DER key of another kind (RSA,
+Ed25519) or on another curve (P-192), named as such ("an RSA private key of 2048 bits"): a
+broken trust anchor is a failed verification, never a crash. A list with one bad entry is refused whole, because quietly
 using the others would hide a corrupted trust store.
 """
 
@@ -28,13 +29,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
 from rmm_mp.attest.errors import PlatformKeyError
 
 JWK_CURVES: Final = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 POINT_CURVES: Final = {65: ec.SECP256R1(), 97: ec.SECP384R1(), 133: ec.SECP521R1()}
 """Length of an uncompressed point 04 || X || Y -> its curve."""
+EXPECTED_KEY: Final = ("an EC public key on P-256, P-384 or P-521 (or such a private key, whose public half is "
+                       "used; an RMM 1.0 platform's CPAK is P-384)")
+EXPECTED_FORMATS: Final = ("a PEM or DER EC key, a JWK, a JWK Set ({\"keys\": [JWK, ...]}), a trust-anchor list "
+                           "(JSON array of {\"pkey\": JWK}) or a hex EC point")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ def load_trust_anchors(data: bytes, name: str = "platform key") -> tuple[TrustAn
     """
     raw = bytes(data)
     text = raw.decode("ascii", errors="replace").strip()
+    if not text:
+        raise PlatformKeyError(f"platform key invalid: {name} is {'empty' if not raw else 'blank'}; expected "
+                               f"{EXPECTED_FORMATS}")
     if text.startswith("-----BEGIN"):
         return (TrustAnchor(_pem_key(text.encode(), name), f"{name} (PEM)"),)
     if text[:1] in ("{", "["):
@@ -96,33 +104,63 @@ def _hex_point(text: str, name: str) -> ec.EllipticCurvePublicKey:
 
 
 def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
+    first = pem.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
+    label = first.removeprefix("-----BEGIN ").removesuffix("-----")
+    private = label.endswith("PRIVATE KEY")
     try:
-        if b"PRIVATE KEY-----" in pem.split(b"\n", 1)[0]:
-            key: Any = serialization.load_pem_private_key(pem, password=None).public_key()
-        else:
-            key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as exc:
-        raise PlatformKeyError(f"platform key invalid: {name}: unreadable PEM ({exc})") from None
-    return _ec_only(key, name)
+        key: Any = (serialization.load_pem_private_key(pem, password=None) if private
+                    else serialization.load_pem_public_key(pem))
+    except TypeError:
+        # cryptography's TypeError here: an encrypted key and no password (none is asked for).
+        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is encrypted; expected an "
+                               "unencrypted key (no password is asked for)") from None
+    except ValueError as exc:
+        if not private and label != "PUBLIC KEY":
+            # A certificate, CSR, parameters...: no key cryptography reads as such.
+            raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is no key; expected a "
+                                   "'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY' block") from None
+        raise PlatformKeyError(f"platform key invalid: {name}: unreadable PEM {label!r} block ({exc})") from None
+    return _ec_only(key, private, name, "PEM")
 
 
 def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:
     try:
-        key: Any = serialization.load_der_public_key(der)
+        return _ec_only(serialization.load_der_public_key(der), False, name, "DER")
+    except PlatformKeyError:
+        raise   # a ValueError too, but it is the answer: the DER holds a key of the wrong kind
     except ValueError:
-        try:
-            key = serialization.load_der_private_key(der, password=None).public_key()
-        except (ValueError, TypeError):
-            raise PlatformKeyError(f"platform key invalid: {name} is not a PEM or DER key, a JWK, a trust-anchor "
-                                   "list (JSON array of {\"pkey\": JWK}) or a hex EC point") from None
-    return _ec_only(key, name)
+        pass
+    try:
+        key: Any = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError):
+        raise PlatformKeyError(f"platform key invalid: {name} is none of {EXPECTED_FORMATS}") from None
+    return _ec_only(key, True, name, "DER")
 
 
-def _ec_only(key: Any, name: str) -> ec.EllipticCurvePublicKey:
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise PlatformKeyError(f"platform key invalid: {name} holds a {type(key).__name__}; "
-                               "CCA platform keys are EC (P-256, P-384 or P-521)")
-    return key
+def _ec_only(key: Any, private: bool, name: str, encoding: str) -> ec.EllipticCurvePublicKey:
+    """The EC public key of a loaded public or private key on a supported curve."""
+    public = key.public_key() if private else key
+    if not isinstance(public, ec.EllipticCurvePublicKey) or not any(
+            isinstance(public.curve, type(curve)) for curve in JWK_CURVES.values()):
+        raise PlatformKeyError(f"platform key invalid: {name} holds {_key_kind(public, private)} ({encoding}); "
+                               f"expected {EXPECTED_KEY}")
+    return public
+
+
+def _key_kind(public: Any, private: bool) -> str:
+    """'an RSA private key of 2048 bits', 'an EC public key on secp192r1', ...: what a key file
+    holds, in the terms its owner knows it by (not the Python class)."""
+    half = "private" if private else "public"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return f"an EC {half} key on {public.curve.name}"
+    for kind, article, bits in ((rsa.RSAPublicKey, "an RSA", True), (dsa.DSAPublicKey, "a DSA", True),
+                                (ed25519.Ed25519PublicKey, "an Ed25519", False),
+                                (ed448.Ed448PublicKey, "an Ed448", False), (x25519.X25519PublicKey, "an X25519", False),
+                                (x448.X448PublicKey, "an X448", False)):
+        if isinstance(public, kind):
+            return f"{article} {half} key" + (f" of {public.key_size} bits" if bits else "")
+    # Diffie-Hellman among them: naming its class here would set off cryptography's FFDH warning.
+    return f"a {half} key of type {type(public).__name__}"
 
 
 def _json_anchors(text: str, name: str) -> tuple[TrustAnchor, ...]:
@@ -186,11 +224,16 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
         PlatformKeyError: not an EC JWK, unknown crv, bad base64url, wrong coordinate
             length, or a point that is not on the curve.
     """
+    if "kty" not in jwk:
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK has no \"kty\" member; expected \"EC\"")
     if jwk.get("kty") != "EC":
         raise PlatformKeyError(f"platform key invalid: {name}: JWK kty is {jwk.get('kty')!r}, expected \"EC\"")
     crv = jwk.get("crv")
     # JSON may give a list or an object here: unhashable, so only text is looked up.
     curve = JWK_CURVES.get(crv) if isinstance(crv, str) else None
+    if "crv" not in jwk:
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK has no \"crv\" member; expected one of "
+                               f"{', '.join(JWK_CURVES)}")
     if curve is None:
         raise PlatformKeyError(f"platform key invalid: {name}: JWK crv is {jwk.get('crv')!r}, "
                                f"expected one of {', '.join(JWK_CURVES)}")

@@ -16,6 +16,7 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from rmm_mp.attest import (PlatformKeyError, TokenFormatError, VerificationResult, check_platform_claims,
                            check_realm_claims, decode_cca_token, decode_sign1, inspect_token, load_trust_anchors,
@@ -208,10 +209,10 @@ def test_every_key_format_loads_the_same_cpak() -> None:
 
 
 @pytest.mark.parametrize("content, phrase", [
-    (b"not a key", "not a PEM or DER key"), (b'{"kty": "RSA"}', "kty is 'RSA'"),
+    (b"not a key", "is none of a PEM or DER EC key"), (b'{"kty": "RSA"}', "kty is 'RSA'"),
     (b'{"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}', "crv is 'P-192'"),
     (b"[]", "empty trust-anchor list"), (b'[{"key": {}}]', '"pkey" JWK'), (b"04" + b"00" * 96, "not on curve"),
-    (b"0400", "65, 97 or 133 bytes"), (b"\x30\x03\x02\x01\x00", "not a PEM or DER key"), (b"041", "even number"),
+    (b"0400", "65, 97 or 133 bytes"), (b"\x30\x03\x02\x01\x00", "is none of a PEM or DER EC key"), (b"041", "even number"),
 ])
 def test_unreadable_platform_keys_are_refused_with_the_reason(content: bytes, phrase: str) -> None:
     """Key files that are not an EC public key in a supported format raise PlatformKeyError
@@ -244,6 +245,50 @@ def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phr
     the set or the member index, what it holds and what was expected."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(json.dumps(content).encode(), "k")
+    assert phrase in str(info.value)
+
+def _key_file(kind: str) -> bytes:
+    """A key file of the named kind, made here (no such file is among the vectors)."""
+    enc, fmt = serialization.Encoding, serialization.PrivateFormat
+    plain = serialization.NoEncryption()
+    if kind == "rsa-private-pem":
+        return rsa.generate_private_key(65537, 1024).private_bytes(enc.PEM, fmt.TraditionalOpenSSL, plain)
+    if kind == "rsa-private-der":
+        return rsa.generate_private_key(65537, 1024).private_bytes(enc.DER, fmt.PKCS8, plain)
+    if kind == "rsa-public-pem":
+        return rsa.generate_private_key(65537, 1024).public_key().public_bytes(
+            enc.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if kind == "ed25519-private-pem":
+        return ed25519.Ed25519PrivateKey.generate().private_bytes(enc.PEM, fmt.PKCS8, plain)
+    if kind == "p192-private-pem":
+        return ec.generate_private_key(ec.SECP192R1()).private_bytes(enc.PEM, fmt.PKCS8, plain)
+    if kind == "encrypted-p384-pem":
+        return ec.generate_private_key(ec.SECP384R1()).private_bytes(
+            enc.PEM, fmt.PKCS8, serialization.BestAvailableEncryption(b"pw"))
+    return {"certificate": b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n", "empty": b"",
+            "jwk-without-kty": b'{"crv": "P-384"}', "jwk-without-crv": b'{"kty": "EC"}'}[kind]
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("rsa-private-pem", "k holds an RSA private key of 1024 bits (PEM); expected an EC public key on P-256, P-384 or P-521"),
+    ("rsa-private-der", "k holds an RSA private key of 1024 bits (DER); expected an EC public key"),
+    ("rsa-public-pem", "k holds an RSA public key of 1024 bits (PEM); expected an EC public key"),
+    ("ed25519-private-pem", "k holds an Ed25519 private key (PEM); expected an EC public key"),
+    ("p192-private-pem", "k holds an EC private key on secp192r1 (PEM); expected an EC public key on P-256, P-384"),
+    ("encrypted-p384-pem", "PEM block 'ENCRYPTED PRIVATE KEY' is encrypted; expected an unencrypted key"),
+    ("certificate", "PEM block 'CERTIFICATE' is no key; expected a 'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY'"),
+    ("empty", "k is empty; expected a PEM or DER EC key, a JWK, a JWK Set"),
+    ("jwk-without-kty", 'JWK has no "kty" member; expected "EC"'),
+    ("jwk-without-crv", 'JWK has no "crv" member; expected one of P-256, P-384, P-521'),
+])
+def test_a_key_file_of_the_wrong_kind_is_named_for_what_it_holds(kind: str, phrase: str) -> None:
+    """Key files that hold no usable EC key: the message says what the file holds (an RSA
+    private key was called 'a RSAPublicKey', the Python class of its public half; an Ed25519
+    key 'a Ed25519PublicKey'), and what was expected. A P-192 key was loaded and failed only
+    at the signature; an empty file was 'not a PEM or DER key'; a JWK without kty had 'kty is
+    None'."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(_key_file(kind), "k")
     assert phrase in str(info.value)
 
 def test_bad_unwrapped_tokens_are_refused() -> None:
