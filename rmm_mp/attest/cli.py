@@ -118,6 +118,10 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
 
     TOKEN and the key file hold at most 64 KiB each (a token is a few KB).
 
+    A WARNING line names what the RMM spec rules out but veraison's verifiers accept (a RIM
+    whose length is not the digest length of the realm hash algorithm, claim 44236); it does
+    not change the exit status.
+
     TOKEN is read as strict CBOR: exactly one item (no bytes after it), no map key or set
     member twice, no value-sharing or string-reference tag, no bignum that fits an integer,
     nothing nested deeper than 32 levels; any of these is a usage error, or inside a platform
@@ -184,6 +188,8 @@ def _print_result(token: str, size: int, result: VerificationResult) -> None:
     click.echo("\nChecks")
     for check in result.checks:
         click.echo(f"  {_status(check):<12} {check.name:<20} {check.reason}")
+        for warning in check.warnings:
+            click.echo(f"  {'WARNING':<12} {check.name:<20} {warning}")
     click.echo("")
     click.echo(_summary(result))
 
@@ -194,7 +200,8 @@ def _status(check: Check) -> str:
 
 def _summary(result: VerificationResult) -> str:
     if result.verdict == "ok":
-        return "Result: VERIFIED (every check passed)"
+        warned = sum(len(c.warnings) for c in result.checks)
+        return "Result: VERIFIED (every check passed" + (f"; {count(warned, 'warning')} above)" if warned else ")")
     if result.verdict == "failed":
         failed = ", ".join(c.name for c in result.checks if c.passed is False)
         return f"Result: FAILED ({failed})"

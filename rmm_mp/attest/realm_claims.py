@@ -14,9 +14,12 @@ Rules `check_realm_claims` applies (the veraison verifiers' rules, made explicit
 * claim labels are integers (a float label such as 10.0, or a rational or decimal 10, is refused);
 * claims this profile does not define are ignored (upstream decodes them successfully).
 
-The RIM's length is not tied to claim 44236: veraison's own valid vectors pair "sha-256" with
-64-byte measurements, so the verifier accepts that (the RMM side always produces matching
-lengths).
+The RIM's length is not tied to claim 44236 by a rule: A7.2.3.1.6 has that algorithm calculate
+every hash value in the realm token (so a "sha-512" realm's RIM is 64 bytes), but veraison's own
+valid vectors (cca-token-02.cbor, testGoodCCAToken.cbor) pair "sha-256" with 64-byte
+measurements and its verifiers accept them. `realm_claims_warnings` reports the mismatch
+instead, without failing the check (docs/deviations.md); the RMM side always produces matching
+lengths.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from rmm_mp.abi.cca_token import (REALM_CHALLENGE, REALM_CLAIM_ORDER, REALM_EXTE
                                   REALM_PUBLIC_KEY_HASH_ALGO_ID)
 from rmm_mp.attest._claim_rules import bstr_problem, describe, label_problems, missing, rule_problems, tstr_problem
 from rmm_mp.attest._cbor import is_array, is_map, to_json
-from rmm_mp.attest.digest import HASH_ALGORITHMS
+from rmm_mp.attest.digest import DIGEST_SIZES, HASH_ALGORITHMS
 from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems, raw_point_problem
 
 CHALLENGE_SIZE: Final = 64
@@ -80,6 +83,24 @@ def check_realm_claims(claims: Any) -> list[str]:
     if REALM_PUBLIC_KEY in claims:
         problems += _rak_problems(claims[REALM_PUBLIC_KEY], rak_form(claims))
     return problems
+
+
+def realm_claims_warnings(claims: Any) -> list[str]:
+    """What in well-formed `claims` the spec rules out but verifiers in use accept: a RIM whose
+    length is not the digest length of the algorithm claim 44236 names (A7.2.3.1.6)."""
+    if not is_map(claims):
+        return []
+    algo, rim = claims.get(REALM_HASH_ALGO_ID), claims.get(REALM_INITIAL_MEASUREMENT)
+    # A claim may be an array or a map: unhashable, so test the type before the lookup.
+    if not isinstance(algo, str) or algo not in DIGEST_SIZES or not isinstance(rim, bytes):
+        return []
+    size = DIGEST_SIZES[algo]
+    if len(rim) == size or len(rim) not in MEASUREMENT_SIZES:
+        return []       # matching, or a length the claims check already refuses
+    return [f"realm claim {REALM_INITIAL_MEASUREMENT} (initial_measurement) is {len(rim)} bytes, but realm claim "
+            f"{REALM_HASH_ALGO_ID} (hash_algo_id) names {algo!r}, whose digests are {size} bytes (RMM spec "
+            f"A7.2.3.1.6: it calculates every hash value in the realm token); accepted, as veraison's verifiers "
+            f"accept it"]
 
 
 def _rem_problems(rems: Any, rim: Any) -> list[str]:

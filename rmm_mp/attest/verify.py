@@ -9,7 +9,8 @@ binding):
 2. platform signature: verified with a trust anchor whose identities match the token. With
    no platform key the check is *not performed* (passed None): the realm side may be
    perfect and the platform token still forged, so the result is not ok;
-3. realm claims: realm_claims.py's rules;
+3. realm claims: realm_claims.py's rules (and its warnings: a RIM whose length does not fit
+   the realm hash algorithm passes, with a warning on the check);
 4. realm signature: verified with the RAK of realm claim 44237;
 5. binding: platform challenge (claim 10) == hash of the exact bytes of realm claim 44237,
    with the algorithm realm claim 44240 names (DEN0137 A7.2.3.1; rsi-attest.md 4.5);
@@ -39,7 +40,7 @@ from rmm_mp.attest.errors import PlatformKeyError, SignatureError, TokenFormatEr
 from rmm_mp.attest.keys import TrustAnchor, load_trust_anchors
 from rmm_mp.attest.platform_claims import check_platform_claims, platform_claims_json
 from rmm_mp.attest.rak import rak_public_key
-from rmm_mp.attest.realm_claims import check_realm_claims, realm_claims_json
+from rmm_mp.attest.realm_claims import check_realm_claims, realm_claims_json, realm_claims_warnings
 from rmm_mp.words import count
 
 PLATFORM_CLAIMS: Final = "platform claims"
@@ -55,11 +56,13 @@ CHECK_NAMES: Final = (PLATFORM_CLAIMS, PLATFORM_SIGNATURE, REALM_CLAIMS, REALM_S
 @dataclass(frozen=True)
 class Check:
     """One verification step: passed True / False, or None when it could not be performed
-    (the reason says why, starting "not checked:")."""
+    (the reason says why, starting "not checked:"). `warnings` name what the spec rules out
+    but the check accepts (realm_claims_warnings); they never change `passed`."""
 
     name: str
     passed: bool | None
     reason: str
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class VerificationResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "verdict": self.verdict, "tag": self.tag,
-                "checks": [{"name": c.name, "passed": c.passed, "reason": c.reason} for c in self.checks],
+                "checks": [{"name": c.name, "passed": c.passed, "reason": c.reason, "warnings": list(c.warnings)}
+                           for c in self.checks],
                 "platform_claims": self.platform_claims, "realm_claims": self.realm_claims}
 
 
@@ -138,7 +142,7 @@ def verify_token(token: bytes, platform_key: bytes | ec.EllipticCurvePublicKey |
     realm = _decode_part(envelope.realm_token, "realm token")
     checks = [_claims_check(PLATFORM_CLAIMS, platform, check_platform_claims),
               _platform_signature_check(platform, platform_key, key_name),
-              _claims_check(REALM_CLAIMS, realm, check_realm_claims),
+              _claims_check(REALM_CLAIMS, realm, check_realm_claims, realm_claims_warnings),
               _realm_signature_check(realm),
               _binding_check(platform, realm)]
     if expected_challenge is not None:
@@ -161,13 +165,14 @@ def _decode_part(data: bytes, name: str) -> _Part:
         return _Part(name, sign1, None, str(exc))
 
 
-def _claims_check(name: str, part: _Part, rules: Callable[[Any], list[str]]) -> Check:
+def _claims_check(name: str, part: _Part, rules: Callable[[Any], list[str]],
+                  warnings: Callable[[Any], list[str]] = lambda claims: []) -> Check:
     if part.error:
         return Check(name, False, part.error)
-    problems = rules(part.claims)
+    problems, noted = rules(part.claims), tuple(warnings(part.claims))
     if problems:
-        return Check(name, False, "; ".join(problems))
-    return Check(name, True, f"all mandatory claims present and well formed ({len(part.claims)} claims)")
+        return Check(name, False, "; ".join(problems), noted)
+    return Check(name, True, f"all mandatory claims present and well formed ({len(part.claims)} claims)", noted)
 
 
 def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurvePublicKey | None,

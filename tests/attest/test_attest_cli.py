@@ -57,6 +57,26 @@ def test_verify_without_platform_key_is_not_success() -> None:
     assert "NOT VERIFIED" in result.output and "give --platform-key" in result.output
 
 
+def test_a_rim_not_as_long_as_the_realm_hash_is_a_warning_not_a_failure() -> None:
+    """verify cca-token-02.cbor with ta-02-ok.json (veraison's valid vector: claim 44236 says
+    "sha-256", the RIM is 64 bytes): it passed silently although A7.2.3.1.6 has that algorithm
+    make every hash in the realm token. Now every check still passes and the exit status is
+    0, but a WARNING line under realm claims names both claims, the sizes and the spec
+    section, the summary counts it, and --json lists it; a token whose RIM fits (ffm-00) has
+    none."""
+    token, key = TESTDATA / "cca-token-02.cbor", TESTDATA / "ta-02-ok.json"
+    result = _run("verify", token, "--platform-key", key)
+    assert result.exit_code == EXIT_OK, result.output
+    warning = ("realm claim 44238 (initial_measurement) is 64 bytes, but realm claim 44236 (hash_algo_id) names "
+               "'sha-256', whose digests are 32 bytes (RMM spec A7.2.3.1.6")
+    assert f"  WARNING      realm claims         {warning}" in result.output
+    assert "Result: VERIFIED (every check passed; 1 warning above)" in result.output
+    checks = json.loads(_run("verify", token, "--platform-key", key, "--json").output)["checks"]
+    assert [len(c["warnings"]) for c in checks] == [0, 0, 1, 0, 0] and warning in checks[2]["warnings"][0]
+    fits = _run("verify", FFM, "--platform-key", TA_TFA)
+    assert "WARNING" not in fits.output and "Result: VERIFIED (every check passed)" in fits.output
+
+
 def test_verify_json() -> None:
     """--json prints one JSON document: ok, verdict, every check with name/passed/reason, and
     the claims with bytes as hex; the exit status is the same as without --json."""

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.attest import (TokenFormatError, check_realm_claims, decode_cca_token, decode_sign1, encode_cca_token,
                            raw_point, sign_cose_sign1, verify_token)
+from rmm_mp.attest.realm_claims import realm_claims_warnings
 
 
 def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None, unprotected: Any = None,
@@ -361,6 +362,26 @@ def test_a_rak_that_is_not_on_p384_fails_the_claims_check(form: str, sample_rak:
     assert result.check("realm claims").passed is False
     signature = result.check("realm signature")
     assert signature.passed is False and expected in signature.reason, signature
+
+
+@pytest.mark.parametrize("algo, rim_size, warned", [
+    ("sha-512", 32, True), ("sha-256", 64, True), ("sha-384", 64, True), ("sha-512", 64, False),
+    ("sha-256", 32, False), ("sha-512", 31, False), ("sha-1", 32, False),
+])
+def test_realm_claims_warn_when_the_rim_does_not_fit_the_realm_hash(algo: str, rim_size: int, warned: bool,
+                                                                    realm_claims: Callable[..., bytes]) -> None:
+    """realm_claims_warnings: a RIM of a valid size that is not the digest size of the
+    algorithm claim 44236 names gives one warning naming both claims and sizes; a fitting
+    RIM gives none, and so do a RIM or an algorithm the claims check already refuses (no
+    warning on top of a failure)."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[44236], claims[44238] = algo, b"\x11" * rim_size
+    warnings = realm_claims_warnings(claims)
+    if not warned:
+        assert warnings == []
+        return
+    assert len(warnings) == 1 and f"44238 (initial_measurement) is {rim_size} bytes" in warnings[0]
+    assert f"44236 (hash_algo_id) names {algo!r}" in warnings[0], warnings
 
 @pytest.mark.parametrize("changes, phrase", [
     ({"values": {1: 2.0}}, "kty (1) is 2.0, expected 2"),
