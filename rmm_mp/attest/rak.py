@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rmm_mp.abi.cca_token import (COSE_CRV_P384, COSE_KEY_CRV, COSE_KEY_KTY, COSE_KEY_X, COSE_KEY_Y,
                                   COSE_KTY_EC2)
 from rmm_mp.attest._cbor import is_map, loads_exact
-from rmm_mp.attest._claim_rules import label_problems
+from rmm_mp.attest._claim_rules import describe, label_problems
 from rmm_mp.attest.errors import TokenFormatError
 
 P384_COORDINATE_SIZE: Final = 48
@@ -93,17 +93,19 @@ def cose_key_problems(data: bytes) -> list[str]:
     except TokenFormatError as exc:
         return [str(exc)]
     if not is_map(key):
-        return [f"realm claim 44237 (RAK) must encode a COSE_Key map, found {type(key).__name__}"]
+        return [f"realm claim 44237 (RAK) must encode a COSE_Key map, found {describe(key)}"]
     problems = label_problems(key, "RAK COSE_Key", "label")
     for label, expected, what in ((COSE_KEY_KTY, COSE_KTY_EC2, "kty (1)"), (COSE_KEY_CRV, COSE_CRV_P384, "crv (-1)")):
         # type(), not ==: 2.0 and True compare equal to integers but are no COSE values.
         if type(key.get(label)) is not int or key.get(label) != expected:
-            problems.append(f"RAK COSE_Key {what} is {key.get(label)!r}, expected {expected} "
+            found = f"is {key[label]!r}" if label in key else "is missing"
+            problems.append(f"RAK COSE_Key {what} {found}, expected {expected} "
                             f"({'EC2' if label == COSE_KEY_KTY else 'P-384'})")
     for label, what in ((COSE_KEY_X, "x (-2)"), (COSE_KEY_Y, "y (-3)")):
         value = key.get(label)
         if not isinstance(value, bytes) or len(value) != P384_COORDINATE_SIZE:
-            problems.append(f"RAK COSE_Key {what} must be a {P384_COORDINATE_SIZE}-byte string, got {_shape(value)}")
+            found = "it is missing" if label not in key else f"found {describe(value)}"
+            problems.append(f"RAK COSE_Key {what} must be a {P384_COORDINATE_SIZE}-byte string, {found}")
     if COSE_KEY_D in key:
         problems.append("RAK COSE_Key carries a private key d (-4); a token must hold the public key only")
     if not problems:
@@ -133,9 +135,3 @@ def rak_public_key(claim: bytes) -> ec.EllipticCurvePublicKey:
     key = cbor2.loads(claim)
     x, y = (int.from_bytes(key[label], "big") for label in (COSE_KEY_X, COSE_KEY_Y))
     return ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
-
-
-def _shape(value: object) -> str:
-    if isinstance(value, bytes):
-        return f"{len(value)} bytes"
-    return "nothing" if value is None else type(value).__name__

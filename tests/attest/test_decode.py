@@ -340,7 +340,6 @@ def _rak_cose_key(key: ec.EllipticCurvePrivateKey, **changes: Any) -> bytes:
     return cbor2.dumps(fields)
 
 
-
 @pytest.mark.parametrize("form", ["raw point", "COSE_Key"])
 def test_a_rak_that_is_not_on_p384_fails_the_claims_check(form: str, sample_rak: ec.EllipticCurvePrivateKey,
                                                           sample_platform_token: bytes,
@@ -395,6 +394,24 @@ def test_rak_cose_key_fields_are_integers(changes: dict[str, Any], phrase: str, 
     no RFC 9052 COSE_Key; it passed the realm claims check and the realm signature verified."""
     claims = dict(cbor2.loads(realm_claims()))
     claims[44237] = _rak_cose_key(sample_rak, **changes)
+    problems = check_realm_claims(claims)
+    assert any(phrase in p for p in problems), problems
+
+
+@pytest.mark.parametrize("rak, phrase", [
+    (cbor2.dumps([1, 2]), "must encode a COSE_Key map, found an array of 2"),
+    (cbor2.dumps({1: 2, -2: b"\0" * 48, -3: b"\0" * 48}), "crv (-1) is missing, expected 2 (P-384)"),
+    (cbor2.dumps({-1: 2, -2: b"\0" * 48, -3: b"\0" * 48}), "kty (1) is missing, expected 2 (EC2)"),
+    (cbor2.dumps({1: 2, -1: 2, -2: [1], -3: b"\0" * 48}), "x (-2) must be a 48-byte string, found an array of 1"),
+    (cbor2.dumps({1: 2, -1: 2, -2: b"\0" * 48, -3: 5}), "y (-3) must be a 48-byte string, found the integer 5"),
+    (cbor2.dumps({1: 2, -1: 2, -2: b"\0" * 48}), "y (-3) must be a 48-byte string, it is missing"),
+], ids=["array", "no-crv", "no-kty", "x-array", "y-int", "no-y"])
+def test_a_bad_rak_cose_key_names_what_it_holds(rak: bytes, phrase: str, realm_claims: Callable[..., bytes]) -> None:
+    """A claim 44237 COSE_Key that is an array, lacks kty, crv or y, or has a coordinate of the
+    wrong type: the problem says what was found in the CBOR data model. It said 'found list',
+    'crv (-1) is None', 'got int' and 'got nothing' (Python's words, and None for absent)."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[44237] = rak
     problems = check_realm_claims(claims)
     assert any(phrase in p for p in problems), problems
 
