@@ -204,8 +204,12 @@ def _json_type(value: object) -> str:
 
 
 def _anchor(entry: object, name: str) -> TrustAnchor:
-    if not isinstance(entry, dict) or not isinstance(entry.get("pkey"), dict):
-        raise PlatformKeyError(f"platform key invalid: {name} must be an object with a \"pkey\" JWK")
+    if not isinstance(entry, dict):
+        raise PlatformKeyError(f"platform key invalid: {name} is a JSON {_json_type(entry)}; expected an object "
+                               "with a \"pkey\" JWK")
+    if not isinstance(entry.get("pkey"), dict):
+        found = f"is a JSON {_json_type(entry['pkey'])}" if "pkey" in entry else "is missing"
+        raise PlatformKeyError(f"platform key invalid: {name}: \"pkey\" {found}; expected a JWK object")
     ids = {}
     for field in ("implementation-id", "instance-id"):
         value = entry.get(field)

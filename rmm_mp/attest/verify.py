@@ -191,7 +191,7 @@ def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurv
     if not candidates:
         return Check(PLATFORM_SIGNATURE, False, f"no trust anchor in {key_name} is for this platform "
                      f"(instance id {_hex(part.claim(PLATFORM_INSTANCE_ID))}, implementation id "
-                     f"{_hex(part.claim(PLATFORM_IMPLEMENTATION_ID))})")
+                     f"{_hex(part.claim(PLATFORM_IMPLEMENTATION_ID))}); its anchors are for {_anchor_ids(anchors)}")
     errors = []
     for anchor in candidates:
         try:
@@ -201,6 +201,15 @@ def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurv
         else:
             return Check(PLATFORM_SIGNATURE, True, f"{part.sign1.algorithm.name} signature verified with {anchor.source}")
     return Check(PLATFORM_SIGNATURE, False, "; ".join(errors))
+
+
+def _anchor_ids(anchors: tuple[TrustAnchor, ...], shown: int = 3) -> str:
+    """The platforms `anchors` are for, the first `shown` of them, for a reason: a trust store
+    may list many."""
+    ids = [f"instance id {_hex(a.instance_id) if a.instance_id is not None else 'any'}, implementation id "
+           f"{_hex(a.implementation_id) if a.implementation_id is not None else 'any'}" for a in anchors[:shown]]
+    more = f" and {count(len(anchors) - shown, 'other')}" if len(anchors) > shown else ""
+    return "; ".join(f"({i})" for i in ids) + more
 
 
 def _anchor_matches(anchor: TrustAnchor, part: _Part) -> bool:

@@ -197,6 +197,19 @@ def test_trust_anchor_for_another_platform_is_not_used() -> None:
     assert check.passed is False and "no trust anchor" in check.reason and "0102020202" in check.reason
 
 
+def test_no_matching_trust_anchor_names_the_platforms_the_anchors_are_for() -> None:
+    """ta.json (one anchor, instance 01AA..AA) against cca-token-02.cbor: the reason named only
+    the token's ids, not which platforms the file's anchors are for. Now it lists them ('any'
+    for an id an anchor leaves open, at most three and a count of the others)."""
+    check = verify_token(_read(f"{TESTDATA}/cca-token-02.cbor"), _read(f"{TESTDATA}/ta.json")).check("platform signature")
+    assert f"its anchors are for (instance id 01{'aa' * 32}, implementation id {'aa' * 32})" in check.reason, check
+    entry = json.loads(_read(f"{TESTDATA}/ta.json"))[0]
+    five = json.dumps([entry, {"pkey": entry["pkey"], "instance-id": "01" + "bb" * 32}] + [entry] * 3).encode()
+    check = verify_token(_read(f"{TESTDATA}/cca-token-02.cbor"), five).check("platform signature")
+    assert (f"; (instance id 01{'bb' * 32}, implementation id any); (instance id 01{'aa' * 32}, "
+            f"implementation id {'aa' * 32}) and 2 others") in check.reason, check
+
+
 def test_every_key_format_loads_the_same_cpak() -> None:
     """SPKI PEM, SEC1 private PEM, JWK, trust-anchor list, private JWK, DER and a hex point of
     the TF-M/FVP platform key all give the same public key."""
@@ -211,7 +224,9 @@ def test_every_key_format_loads_the_same_cpak() -> None:
 @pytest.mark.parametrize("content, phrase", [
     (b"not a key", "is none of a PEM or DER EC key"), (b'{"kty": "RSA"}', "kty is 'RSA'"),
     (b'{"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}', "crv is 'P-192'"),
-    (b"[]", "empty trust-anchor list"), (b'[{"key": {}}]', '"pkey" JWK'), (b"04" + b"00" * 96, "not on curve"),
+    (b"[]", "empty trust-anchor list"), (b'[{"key": {}}]', 'k trust anchor 0: "pkey" is missing; expected a JWK object'),
+    (b'[3]', 'k trust anchor 0 is a JSON number; expected an object with a "pkey" JWK'),
+    (b'[{"pkey": "x"}]', '"pkey" is a JSON string; expected a JWK object'), (b"04" + b"00" * 96, "not on curve"),
     (b"0400", "65, 97 or 133 bytes"), (b"\x30\x03\x02\x01\x00", "is none of a PEM or DER EC key"), (b"041", "even number"),
 ])
 def test_unreadable_platform_keys_are_refused_with_the_reason(content: bytes, phrase: str) -> None:
