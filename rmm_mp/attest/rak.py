@@ -30,6 +30,8 @@ from rmm_mp.attest.errors import TokenFormatError
 P384_COORDINATE_SIZE: Final = 48
 COSE_KEY_SIZE: Final = 107
 RAW_POINT_SIZE: Final = 1 + 2 * P384_COORDINATE_SIZE
+P384_ORDER: Final = 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973
+"""n, the order of P-384's base point (SEC 2 2.5.1; FIPS 186-4 D.1.2.4)."""
 COSE_KEY_D: Final = -4
 """COSE_Key label of an EC2 private key; it must never appear in a token."""
 
@@ -42,7 +44,12 @@ def private_key_from_scalar(scalar: bytes) -> ec.EllipticCurvePrivateKey:
     """
     if len(scalar) != P384_COORDINATE_SIZE:
         raise ValueError(f"RAK private scalar must be {P384_COORDINATE_SIZE} bytes (P-384), got {len(scalar)}")
-    return ec.derive_private_key(int.from_bytes(scalar, "big"), ec.SECP384R1())
+    value = int.from_bytes(scalar, "big")
+    if not 0 < value < P384_ORDER:
+        # cryptography's own words ("key out of range, infinity, etc.") name neither value nor range.
+        raise ValueError(f"RAK private scalar {scalar.hex()} is not a P-384 private key; expected "
+                         f"1 <= scalar < the group order n = {P384_ORDER:#x}")
+    return ec.derive_private_key(value, ec.SECP384R1())
 
 
 def encode_cose_key(public_key: ec.EllipticCurvePublicKey) -> bytes:

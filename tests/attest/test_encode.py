@@ -150,6 +150,21 @@ def test_producer_helpers_reject_bad_inputs(sample_rak: ec.EllipticCurvePrivateK
         realm_claims(hash_algo_id="sha-1")
 
 
+P384_ORDER = 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973
+"""n of P-384 (SEC 2 2.5.1), written out here rather than taken from rak.py."""
+
+
+@pytest.mark.parametrize("scalar", [bytes(48), b"\xff" * 48, P384_ORDER.to_bytes(48, "big")], ids=["zero", "ones", "n"])
+def test_a_rak_scalar_out_of_range_names_the_value_and_the_range(scalar: bytes) -> None:
+    """private_key_from_scalar with 0, n (P-384's group order) or 2^384 - 1: the error gives the
+    scalar and the range 1 <= scalar < n. It used to be cryptography's 'private_value must be a
+    positive integer' or 'Invalid EC key (key out of range, infinity, etc.)'."""
+    with pytest.raises(ValueError, match=f"RAK private scalar {scalar.hex()} is not a P-384 private key; "
+                                         r"expected 1 <= scalar < the group order n = 0xffff"):
+        private_key_from_scalar(scalar)
+    assert private_key_from_scalar((P384_ORDER - 1).to_bytes(48, "big")).private_numbers().private_value == P384_ORDER - 1
+
+
 def test_missing_deterministic_ecdsa_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
                                                      sample_rak: ec.EllipticCurvePrivateKey) -> None:
     """With a cryptography whose ECDSA has no deterministic_signing (simulated: the constructor
