@@ -318,6 +318,11 @@ def _ripas_change(h: ExitContext, vcpu: int, realm: HostRealm, base: int, top: i
     while addr < end:
         x0, done = smc(SET_RIPAS, realm.rd, rec, addr, end)[:2]
         if x0 == SUCCESS:
+            # B4.3.21: base < top <= the requested top. Taken on trust, no progress would call
+            # for ever, and a top past the request would DATA_DESTROY pages the realm kept.
+            if not addr < done <= end:
+                raise HostError(SET_RIPAS, (realm.rd, rec, addr, end), x0,
+                                f"progress lies in ({addr:#x}, {end:#x}], X1 is {done:#x}")
             if value == RIPAS_EMPTY:
                 _destroy_private(h, slot, realm, addr, done)
             addr = done

@@ -1234,6 +1234,40 @@ def test_ripas_change_to_empty_outside_ram_fails_the_vcpu(machine: Machine, firs
     b.finish()
 
 
+@pytest.mark.parametrize("progress", ["none", "past-top"])
+def test_ripas_change_progress_out_of_range_is_a_host_error(machine: Machine, progress: str) -> None:
+    """A RIPAS change to EMPTY of [page, page + 4 KiB) whose RMI_RTT_SET_RIPAS answers SUCCESS with
+    an output top that a correct RMM cannot give (B4.3.21: base < top <= the requested top):
+    "none", top == base; "past-top", top two pages on. The host raises HostError naming the call,
+    as it does for RTT_INIT_RIPAS, DATA_DESTROY and RTT_DESTROY. It used to take the output as
+    progress: with no progress it called RTT_SET_RIPAS for ever, and past the top it
+    DATA_DESTROYed the realm's page after the requested range, which the realm never gave up."""
+    page = BASE + MiB
+    b = boot(machine, program("mov x19, #0\nb report"))
+    after_pa = fault_in(b.cpu, b.alloc, b.realm, page + G)  # type: ignore[arg-type]
+    assert after_pa is not None
+    ctx = ExitContext(b.cpu, b.alloc, b.queue)  # type: ignore[arg-type]
+    real_smc, calls = ctx.smc, []
+
+    def smc(fid: int, *args: int) -> tuple[int, ...]:
+        if fid == F.RMI_RTT_SET_RIPAS:
+            calls.append(args)
+            assert len(calls) < 50, "the host keeps calling RTT_SET_RIPAS without progress"
+            return (0, args[2] if progress == "none" else args[2] + 2 * G, 0, 0, 0)
+        return real_smc(fid, *args)  # type: ignore[no-any-return]
+
+    ctx.smc = smc  # type: ignore[assignment]
+    ex = [0] * len(EXIT.unpack(bytes(EXIT.size)))
+    ex[0], ex[35], ex[36], ex[37] = RIPAS_CHANGE, page, page + G, EMPTY
+    with pytest.raises(HostError, match=r"RMI_RTT_SET_RIPAS\(.*returned X0 = 0x0 \(RMI_SUCCESS\)"):
+        handle_exit(ctx, 0, tuple(ex))
+    assert len(calls) == 1
+    assert b.entry(page + G)[1::2] == (ASSIGNED, RAM)       # the page after the range is the realm's still
+    b.run()
+    assert b.status().passed
+    b.finish()
+
+
 def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
     """QUERY 1..3 give the realm's slot, device window and shared bit; QUERY 9 and imm 7 answer
     all ones; each answer comes back through enter.gprs into the RsiHostCall. (The loop keeps its
