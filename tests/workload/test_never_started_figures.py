@@ -1,0 +1,55 @@
+"""`rmm-mp run`'s figures when CPUs never started: a Ctrl-C or SIGTERM in the CPU processes'
+start-up kills those not yet given their go (RunResult.not_started). The parent's own realm
+build on CPU 0 must not pass for CPU 0's figures, and a report of CPUs none of which ran says
+that it has no figures, not that no call was made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rmm_mp.cpu_outcome import RunResult
+from rmm_mp.hw.granule import CLASSES
+from rmm_mp.machine import Machine
+from rmm_mp.workload import run, spec
+from rmm_mp.workload.report import RunReport
+from rmm_mp.workload.resolve import resolve
+from rmm_mp.workload.run import RunOptions, run_workload
+
+WORKLOAD = ('seconds = 10\ncpus = 2\nactivities = { run = 1 }\n'
+            '[[realm]]\nname = "vm"\nguest = "hello"\n')
+"""Two CPUs and one realm the parent builds on CPU 0 before the CPUs start (taking granule locks)."""
+
+
+def _run_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_started: tuple[int, ...],
+              seen: dict[int, list[tuple[int, int, int, int]]] | None = None) -> RunReport:
+    """WORKLOAD run with run_cpus replaced by one that starts no process and returns what a
+    Ctrl-C in the start-up of CPUs ``not_started`` returns; it first notes every CPU's published
+    lock figures in ``seen`` (what the CPU processes would have found in their areas)."""
+    def interrupted(machine: Machine, *_: Any, **__: Any) -> RunResult:
+        for cpu in range(machine.cpus):
+            area = machine.cpu_area(cpu)
+            try:
+                if seen is not None:
+                    seen[cpu] = area.lock_class_stats(CLASSES)
+            finally:
+                area.release()
+        return RunResult({}, (), True, 0.1, "interrupted (Ctrl-C)", interrupted_by="Ctrl-C", not_started=not_started)
+
+    monkeypatch.setattr(run, "run_cpus", interrupted)
+    path = tmp_path / "w.toml"
+    path.write_text(WORKLOAD)
+    return run_workload(resolve(spec.load(str(path))), RunOptions(progress=False))
+
+
+def test_the_parent_s_build_leaves_no_lock_figures_in_cpu_0_s_area(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent builds realm vm on CPU 0 (latency recording off), then the CPU processes would
+    start: CPU 0's area holds no lock acquisition by then. It used to hold the build's (closing
+    the parent's handle published them), which CPU 0's row of the lock table showed as its own
+    when its process died before its first flush, or bound no CPU at all."""
+    seen: dict[int, list[tuple[int, int, int, int]]] = {}
+    _run_with(tmp_path, monkeypatch, (0, 1), seen)
+    assert seen[0] == [(0, 0, 0, 0)] * CLASSES, seen[0]
