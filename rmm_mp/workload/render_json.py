@@ -210,6 +210,7 @@ def to_json(report: RunReport) -> dict[str, Any]:
         "outputs": dict(report.outputs),
         "output_errors": list(report.output_errors),
         "not_done": list(report.not_done),
+        "not_started": list(report.not_started),
     }
 
 

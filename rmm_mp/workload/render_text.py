@@ -23,7 +23,7 @@ from typing import Any, Collection, Sequence
 
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.printable import shown_path
-from rmm_mp.words import count as _count
+from rmm_mp.words import count as _count, cpus as _cpus
 from rmm_mp.workload.describe import seconds_text
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
@@ -135,7 +135,7 @@ def _latency(doc: dict[str, Any]) -> list[str]:
     records = _without_lone_totals(doc["latency"], "call")
     if not records:
         unread = _unread(doc, "latency")
-        return ["", f"Latency: no figures ({unread})." if unread else "No calls were made."]
+        return _no_figures("Latency", unread) if unread else ["", "No calls were made."]
     out = ["", "Latency per call and CPU in us; percentiles are upper edges of histogram buckets "
                "(at most ~3 % above the true value)"]
     for kind, title in _KIND_TITLES.items():
@@ -179,16 +179,29 @@ def _time_split(doc: dict[str, Any]) -> list[str]:
 
 def _unread(doc: dict[str, Any], figures: str) -> str:
     """Why the run's ``figures`` ("latency", "lock") were not read, if the report says so: an
-    empty table then means nothing about the calls or locks."""
-    return next((n for n in doc["not_done"]
-                 if n.startswith(f"{figures} figures not read") or n.startswith("the CPUs were not started")), "")
+    empty table then means nothing about the calls or locks. That is so too when every CPU was
+    killed in its start-up (never started: no CPU had a figure to read), where the report used
+    to say that no call was made and no lock taken."""
+    skipped = next((n for n in doc["not_done"]
+                    if n.startswith(f"{figures} figures not read") or n.startswith("the CPUs were not started")), "")
+    if skipped or not doc["not_started"] or len(doc["not_started"]) < doc["cpus"]:
+        return skipped
+    return next((n for n in doc["not_done"] if n.startswith(f"{_cpus(doc['not_started'])} ")
+                 and " never started: " in n), "")
+
+
+def _no_figures(title: str, unread: str) -> list[str]:
+    """"``title``: no figures (``unread``)." wrapped to the width on whole words: the reason for
+    CPUs never started alone is some 150 columns."""
+    return ["", *textwrap.wrap(f"{title}: no figures ({unread}).", WIDTH, subsequent_indent="    ",
+                               break_long_words=False, break_on_hyphens=False)]
 
 
 def _locks(doc: dict[str, Any]) -> list[str]:
     if not doc["locks"]:
         unread = _unread(doc, "lock")
-        return ["", f"Lock contention: no figures ({unread})." if unread else
-                "Lock contention: no granule lock was taken."]
+        return _no_figures("Lock contention", unread) if unread else \
+            ["", "Lock contention: no granule lock was taken."]
     rows = [("all classes" if r["class"] == "all" else r["class"], str(r["cpu"]), f"{r['acquired']:,}",
              f"{r['contended']:,}", f"{100 * r['contended_share']:.2f}", us(r["wait_ns"]), us(r["max_wait_ns"]))
             for r in _without_lone_totals(doc["locks"], "class")]

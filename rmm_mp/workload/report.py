@@ -154,9 +154,10 @@ class RunReport:
     elapsed_s: float
     latency_recorded: bool
     stats: dict[int, dict[int, CallStats]]
-    """{cpu: {slot: CallStats}} as stats.report.collect reads them."""
+    """{cpu: {slot: CallStats}} as stats.report.collect reads them, for every CPU started."""
     locks: dict[int, dict[int, LockClassStats]]
-    """{cpu: {lock class: figures}} for every class with at least one acquisition."""
+    """{cpu: {lock class: figures}} for every CPU started and every class with at least one
+    acquisition."""
     usage: dict[int, ProcessUsage]
     host_cores: int
     pinned: bool
@@ -195,6 +196,11 @@ class RunReport:
     cpu_warnings: dict[int, str] = field(default_factory=dict)
     """Per CPU whose process failed to close its machine handle after its result had been sent
     (runtime's RunResult.warnings): the result counts; this says what went wrong after it."""
+    not_started: tuple[int, ...] = ()
+    """The CPUs that were never started, which have no figures (``stats`` and ``locks`` leave
+    them out): every CPU when the run was interrupted before the CPU processes were started
+    (not_done: "the CPUs were not started: ..."), else those a Ctrl-C or SIGTERM killed in their
+    start-up (runtime's RunResult.not_started; not_done: "CPUs 5 to 15 (11) were never started")."""
     close_warnings: tuple[str, ...] = ()
     """What went wrong as the parent closed the machine after the run, when nothing was left
     behind (run.closed): the figures and checks were all made before. A close that left shared

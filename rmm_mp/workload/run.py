@@ -228,11 +228,12 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         # written, as after a signal later on, rather than left out without a word.
         skipped = [f"could not write the trace to {options.trace_path}: interrupted ({stop.by})"] \
             if options.trace_path else []
-        return _report(machine, w, options, RunResult({}, (), True, 0.0, f"interrupted before the run ({stop.by})"),
-                       {}, {}, {},
-                       (), [], None, skipped, [f"the CPUs were not started: interrupted ({stop.by}) {when}",
-                                               f"invariants not checked: interrupted ({stop.by})",
-                                               f"teardown not done: interrupted ({stop.by})"], 0)
+        report = _report(machine, w, options, RunResult({}, (), True, 0.0, f"interrupted before the run ({stop.by})"),
+                         {}, {}, {},
+                         (), [], None, skipped, [f"the CPUs were not started: interrupted ({stop.by}) {when}",
+                                                 f"invariants not checked: interrupted ({stop.by})",
+                                                 f"teardown not done: interrupted ({stop.by})"], 0)
+        return dataclasses.replace(report, not_started=tuple(ids))
     built, prepared = stop.step(prepare)
     not_done: list[str] = []
     if not built:
@@ -284,11 +285,15 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         # cut short, and "stopped before its end" beside a complete run's figures misled.
         result = dataclasses.replace(result, stopped_by=f"interrupted after the run ({result.interrupted_by})")
     # After the run, each step reads or checks the stopped machine; an interruption skips the rest.
-    ok, stats = stop.step(lambda: latency.collect(machine, ids), read=True)
+    # The figures are read of the CPUs that were started only: a CPU never started has none, and
+    # an empty row of its own read as a CPU that ran and made no call.
+    unstarted = result.not_started
+    started_ids = [cpu for cpu in ids if cpu not in unstarted]
+    ok, stats = stop.step(lambda: latency.collect(machine, started_ids), read=True)
     if not ok:
         stats = {}
         not_done.append(f"latency figures not read: interrupted ({stop.by})")
-    ok, locks = stop.step(lambda: collect_locks(machine, ids), read=True)
+    ok, locks = stop.step(lambda: collect_locks(machine, started_ids), read=True)
     if not ok:
         locks = {}
         not_done.append(f"lock figures not read: interrupted ({stop.by})")
@@ -296,7 +301,6 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     # CPUs a Ctrl-C or SIGTERM killed in their start-up did nothing: their lifecycle instances
     # are still the parent's generation #0, torn down with the others, and what was set aside
     # for them is freed after the teardown. They are neither CPUs that reported nor lost ones.
-    unstarted = result.not_started
     if unstarted:
         not_done.append(words.never_started(unstarted, result.interrupted_by))
     unstarted_owned, unstarted_pages = unstarted_share(w, parts, unstarted)
@@ -389,7 +393,8 @@ def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResul
         realms=outcomes, failures=result.failures, problems=tuple(problems), invariants=checked,
         interrupted=result.interrupted, outputs=outputs, host={**_host_facts(machine, w, result.stopped_by), **(load or {})},
         window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
-        output_errors=output_errors, not_done=tuple(not_done), cpu_warnings=dict(result.warnings))
+        output_errors=output_errors, not_done=tuple(not_done), cpu_warnings=dict(result.warnings),
+        not_started=tuple(result.not_started))
 
 
 def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],

@@ -13,7 +13,7 @@ import pytest
 from rmm_mp.cpu_outcome import RunResult
 from rmm_mp.hw.granule import CLASSES
 from rmm_mp.machine import Machine
-from rmm_mp.workload import run, spec
+from rmm_mp.workload import render, run, spec
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, run_workload
@@ -53,3 +53,36 @@ def test_the_parent_s_build_leaves_no_lock_figures_in_cpu_0_s_area(tmp_path: Pat
     seen: dict[int, list[tuple[int, int, int, int]]] = {}
     _run_with(tmp_path, monkeypatch, (0, 1), seen)
     assert seen[0] == [(0, 0, 0, 0)] * CLASSES, seen[0]
+
+
+def test_a_run_whose_cpus_never_started_has_no_figures_and_says_why(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPUs were killed in their start-up (never started): the report has no lock or latency
+    figures of theirs (no empty row per CPU), the JSON lists them in not_started, and the text's
+    latency and lock sections say that there are no figures and why, naming the CPUs never
+    started, where they said "No calls were made." and "no granule lock was taken"."""
+    report = _run_with(tmp_path, monkeypatch, (0, 1))
+    assert report.not_started == (0, 1)
+    assert report.locks == {} and report.stats == {}, (report.locks, report.stats)
+    text = render.format_report(report)
+    assert "Latency: no figures (CPUs 0 and 1 (2) were never started: " in text, text
+    assert "Lock contention: no figures (CPUs 0 and 1 (2) were never started: " in text, text
+    assert "No calls were made" not in text and "no granule lock was taken" not in text, text
+    sections = text[text.index("Latency: "):text.index("Realms: ")]
+    assert max(len(line) for line in sections.splitlines()) <= 118, sections
+    doc = render.to_json(report)
+    assert doc["locks"] == [] and doc["latency"] == [] and doc["time_split"] == [{
+        "cpu": "all", "calls": 0, "total_ns": 0, "el3_ns": 0, "rmm_ns": 0, "lock_wait_ns": 0}], doc
+    assert doc["not_started"] == [0, 1], doc["not_started"]
+
+
+def test_cpus_that_ran_keep_their_figures_beside_one_never_started(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of 2 CPUs, CPU 1 never started (CPU 0, as stood in for here, returned nothing): the
+    figures are read of CPU 0 alone, and the latency and lock sections do not claim that there
+    were no figures (CPU 0 ran)."""
+    report = _run_with(tmp_path, monkeypatch, (1,))
+    assert list(report.stats) == [0] and list(report.locks) == [0], (report.stats, report.locks)
+    text = render.format_report(report)
+    assert "No calls were made." in text and "Lock contention: no granule lock was taken." in text, text
+    assert render.to_json(report)["not_started"] == [1]
