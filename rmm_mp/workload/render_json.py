@@ -44,7 +44,11 @@ def oversubscription_warning(report: RunReport) -> str:
     # Says what to do as well as what is wrong: the p50 hardly moves (docs/latency.md,
     # "Oversubscription"); the tails need as many cores as CPU processes.
     fits = "1" if report.host_cores == 1 else f"{report.host_cores} or fewer"
-    return (f"{_count(report.cpus, 'simulated CPU')} on {_count(report.host_cores, 'host core')}: latency "
+    # The CPUs started, which ran on the cores (RunReport.oversubscribed): of how many, when some
+    # never started.
+    ran = _count(report.started_cpus, 'simulated CPU') + (f" (of {report.cpus}; {len(report.not_started)} never started)"
+                                                          if report.not_started else "")
+    return (f"{ran} on {_count(report.host_cores, 'host core')}: latency "
             f"includes time a CPU process was not scheduled (the tails and means more than the p50s); for tail "
             f"figures, run with --cpus {fits}")
 

@@ -24,8 +24,8 @@ WORKLOAD = ('seconds = 10\ncpus = 2\nactivities = { run = 1 }\n'
 
 
 def _run_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_started: tuple[int, ...],
-              seen: dict[int, list[tuple[int, int, int, int]]] | None = None) -> RunReport:
-    """WORKLOAD run with run_cpus replaced by one that starts no process and returns what a
+              seen: dict[int, list[tuple[int, int, int, int]]] | None = None, workload: str = WORKLOAD) -> RunReport:
+    """``workload`` run with run_cpus replaced by one that starts no process and returns what a
     Ctrl-C in the start-up of CPUs ``not_started`` returns; it first notes every CPU's published
     lock figures in ``seen`` (what the CPU processes would have found in their areas)."""
     def interrupted(machine: Machine, *_: Any, **__: Any) -> RunResult:
@@ -40,7 +40,7 @@ def _run_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_started: tupl
 
     monkeypatch.setattr(run, "run_cpus", interrupted)
     path = tmp_path / "w.toml"
-    path.write_text(WORKLOAD)
+    path.write_text(workload)
     return run_workload(resolve(spec.load(str(path))), RunOptions(progress=False))
 
 
@@ -86,3 +86,19 @@ def test_cpus_that_ran_keep_their_figures_beside_one_never_started(tmp_path: Pat
     text = render.format_report(report)
     assert "No calls were made." in text and "Lock contention: no granule lock was taken." in text, text
     assert render.to_json(report)["not_started"] == [1]
+
+
+@pytest.mark.parametrize("not_started, warned", [
+    ((0, 1, 2), ""),
+    ((2,), "2 simulated CPUs (of 3; 1 never started) on 1 host core: latency includes time"),
+], ids=["none-started", "two-of-three"])
+def test_only_the_cpus_started_count_for_the_oversubscription_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_started: tuple[int, ...], warned: str) -> None:
+    """3 CPUs on a host of one core, some never started (killed in their start-up): the
+    oversubscription warning counts the CPUs started only. None started: no warning (no CPU ran,
+    yet it warned of 3 CPUs on 1 core); two started: a warning naming those two of the 3."""
+    monkeypatch.setattr(run, "host_cores", lambda: [0])
+    report = _run_with(tmp_path, monkeypatch, not_started, workload=WORKLOAD.replace("cpus = 2", "cpus = 3"))
+    assert report.oversubscribed == bool(warned)
+    shown = [w for w in render.warnings(report) if "host core" in w]
+    assert [w[:len(warned)] for w in shown] == ([warned] if warned else []), shown
