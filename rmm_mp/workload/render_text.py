@@ -103,7 +103,9 @@ def _header(doc: dict[str, Any]) -> list[str]:
     if doc["interrupted"]:
         stopped_by = host.get("stopped_by", "")
         how = stopped_by[stopped_by.find("("):] if stopped_by.startswith("interrupted") else "(Ctrl-C)"
-        if stopped_by.startswith("interrupted before the run"):
+        # Every CPU killed in its start-up (never started) is no run cut short either.
+        if stopped_by.startswith("interrupted before the run") or (
+                stopped_by.startswith("interrupted (") and len(doc["not_started"]) == doc["cpus"]):
             lines.append(f"INTERRUPTED: stopped before the CPUs started {how}: see 'Not done' below")
         elif stopped_by.startswith("interrupted after the run") and not doc["not_done"]:
             # The signal came as the CPUs or the machine were ending: there is no "Not done".

@@ -102,3 +102,13 @@ def test_only_the_cpus_started_count_for_the_oversubscription_warning(
     assert report.oversubscribed == bool(warned)
     shown = [w for w in render.warnings(report) if "host core" in w]
     assert [w[:len(warned)] for w in shown] == ([warned] if warned else []), shown
+
+
+def test_a_run_whose_cpus_never_started_is_said_to_have_stopped_before_they_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPUs were killed in their start-up: the header says that the run stopped before the
+    CPUs started, as for an interrupt during the realms' build, where it said "the run was
+    stopped before its end", as of a run cut short."""
+    text = render.format_report(_run_with(tmp_path, monkeypatch, (0, 1)))
+    assert "INTERRUPTED: stopped before the CPUs started (Ctrl-C): see 'Not done' below" in text, text
+    assert "stopped before its end" not in text, text
