@@ -534,7 +534,11 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
     if report.output_errors:
         out += ["", "Report files not written"] + [f"  {e}" for e in report.output_errors]
     if report.not_done:
-        out += ["", "Not done (the run was interrupted)"] + [f"  {n}" for n in report.not_done]
+        # Wrapped as a warning is: the line naming CPUs never started alone is some 150 columns.
+        out += ["", "Not done (the run was interrupted)"] + [
+            line for n in report.not_done
+            for line in textwrap.wrap(n, WIDTH, initial_indent="  ", subsequent_indent="    ",
+                                      break_long_words=False, break_on_hyphens=False)]
     skipped = next((n for n in report.not_done if n.startswith("invariants not checked: ")), "")
     out += ["", f"invariants: not checked: {skipped.removeprefix('invariants not checked: ')}" if skipped
             else "invariants: not checked (the run did not end cleanly)" if report.invariants is None

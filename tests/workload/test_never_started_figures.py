@@ -112,3 +112,14 @@ def test_a_run_whose_cpus_never_started_is_said_to_have_stopped_before_they_star
     text = render.format_report(_run_with(tmp_path, monkeypatch, (0, 1)))
     assert "INTERRUPTED: stopped before the CPUs started (Ctrl-C): see 'Not done' below" in text, text
     assert "stopped before its end" not in text, text
+
+
+def test_the_never_started_line_of_not_done_is_wrapped_to_the_report_s_width(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPUs were killed in their start-up: every line of the text report, the "Not done"
+    line naming them included (some 150 columns in one line before), stays within the width
+    of 118 columns, a wrapped line indented under its first."""
+    text = render.format_report(_run_with(tmp_path, monkeypatch, (0, 1)))
+    assert max(len(line) for line in text.splitlines()) <= 118, text
+    assert "\n  CPUs 0 and 1 (2) were never started: the run was interrupted (Ctrl-C) during their start-up, before they bound to\n" \
+           "    the machine, so none made a call\n" in text, text
