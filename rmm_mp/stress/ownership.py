@@ -10,9 +10,11 @@ exceptions, each a documented lock-free access of the code:
   - refcount_add is atomic (REC exit, REC_DESTROY's decrement of the RD) and racy_state is the
     declared lock-free state read (nsbuf.still_ns: the NS look at a params page
     once the locks are held);
-  - an RD's state and REC count are atomic loads (realm_desc: read lock-free under a REC
-    reference); its parameters, RPV and aux count never change after REALM_CREATE and may be
-    read by a CPU running one of the realm's RECs.
+  - an RD's state and REC count are atomic loads, read lock-free by a CPU that holds one of
+    the realm's RECs locked (REC_ENTER's entry checks: the REC's owner field names the RD) or
+    running (realm_desc: a REC reference keeps the RD alive); its parameters, RPV and aux
+    count never change after REALM_CREATE and may be read by a CPU running one of the
+    realm's RECs.
 
 Checked accesses (wrapped at start-up in the CPU process, only when the checker is on):
 GranuleTable state / refcount / word / set_state, Granule.unlock_transition, PhysicalMemory
@@ -41,6 +43,7 @@ from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, OFF_OWNER, Rec
+from rmm_mp.stress import classes
 from rmm_mp.stress.findings import site
 
 if TYPE_CHECKING:
@@ -55,6 +58,8 @@ _RUNNING = {GS.REC: "the REC's running reference", GS.REC_AUX: "its REC's runnin
 """What else makes a CPU the owner of a granule in these states (Ownership.owns)."""
 _RD_RUNNING = "a running reference to one of its realm's RECs"
 """What else lets a CPU read an RD's immutable fields (RD_IMMUTABLE)."""
+_RD_REC = "a lock or running reference on one of its realm's RECs"
+"""What else lets a CPU read an RD's atomic fields (RD_ATOMIC)."""
 _AUX = struct.Struct("<Q16Q")
 _Q = struct.Struct("<Q")
 
@@ -132,8 +137,24 @@ class Ownership:
             for aux_idx in [a for a, rec in self.aux_of.items() if rec == idx]:
                 del self.aux_of[aux_idx]
 
+    def holds_rec_of(self, rd_idx: int) -> bool:
+        """This CPU holds the lock of a REC whose owner field names the RD (read raw: the REC's
+        fields are its lock holder's)."""
+        rd_pa = self.base + (rd_idx << 12)
+        buf = self.memory.buf
+        return any(h.cls == classes.REC and _Q.unpack_from(buf, (h.idx << 12) + OFF_OWNER)[0] == rd_pa
+                   for h in self.probe.held)
+
     def rd_access(self, rd: Rd, name: str) -> None:
-        if not self.probe.checking or name in RD_ATOMIC:
+        if not self.probe.checking:
+            return
+        if name in RD_ATOMIC:
+            # Lock-free, but only under a reference that keeps the RD alive: without one,
+            # REALM_DESTROY may run meanwhile and the granule be handed back (docs/locking.md,
+            # "Reads made without the lock"). It used to be accepted from any CPU at all.
+            if rd.idx in self.probe.running.values() or self.holds_rec_of(rd.idx):
+                return
+            self.access(rd.idx, f"RD field {name}", write=False, running=_RD_REC)
             return
         if name in RD_IMMUTABLE and rd.idx in self.probe.running.values():
             return

@@ -21,7 +21,7 @@ from rmm_mp.hw.memory import PhysicalMemory
 from rmm_mp.rmm import dispatch, s2tt
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.realm_desc import Rd
-from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, Rec
+from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, OFF_OWNER, Rec
 from rmm_mp.stress import bugs, bugs_rmi, classes, findings, instrument, lockdep, ownership
 from rmm_mp.stress.lockdep import LockOrder, cycles, violation
 from rmm_mp.stress.probe import Held, Probe
@@ -284,6 +284,41 @@ def test_unlocked_access_names_only_what_would_have_owned_the_granule(machine: M
                      f"{table.addr(RTT_IDX):#x} without its lock",
                      f"{table.addr(RD_IDX):#x} without its lock or a running reference to one of its realm's RECs",
                      f"{table.addr(RD_IDX):#x} without its lock"]
+
+
+def test_an_rds_lock_free_fields_are_read_only_under_a_reference_that_keeps_it(machine: Machine,
+                                                                              probe: Probe) -> None:
+    """An RD's state and REC count are atomic loads, read lock-free only by a CPU holding one
+    of its realm's RECs, locked (REC_ENTER's entry checks) or running (PSCI's rec_count), which
+    keeps the RD alive (docs/locking.md, "Reads made without the lock"). Read with no lock at
+    all, or holding only a REC of another realm, each read is reported, naming the field, the
+    RD and what would have let the CPU make it; under the RD lock, a REC of its own realm, or
+    that REC's running reference, none is. Before, every such read passed unchecked."""
+    table, memory = probe.cpu.granules, machine.memory
+    other_rd, other_rec = 404, 405
+    for idx, state in ((RD_IDX, GS.RD), (REC_IDX, GS.REC), (other_rd, GS.RD), (other_rec, GS.REC)):
+        _set_state(table, idx, state)          # white-box, before the checker is on
+    struct.pack_into("<Q", memory.buf, (REC_IDX << 12) + OFF_OWNER, table.addr(RD_IDX))
+    struct.pack_into("<Q", memory.buf, (other_rec << 12) + OFF_OWNER, table.addr(other_rd))
+    ownership.install(probe)
+    rd = Rd(memory, RD_IDX)
+    rd.state                                                         # 1: nothing held
+    rd.rec_count                                                     # 2: nothing held
+    with table.lock_known(other_rec, GS.REC):
+        rd.state                                                     # 3: another realm's REC
+    with table.lock_known(RD_IDX, GS.RD):
+        rd.state, rd.rec_count                                       # its lock
+    with table.lock_known(REC_IDX, GS.REC) as g:
+        rd.state, rd.rec_count                                       # a REC of its realm, locked
+        g.refcount_add(1)
+    rd.state, rd.rec_count                                           # that REC running
+    table.refcount_add(REC_IDX, -1)
+    found = [(f.rule, f.message) for f in probe.findings.items]
+    tail = (f"of RD granule {table.addr(RD_IDX):#x} without its lock or a lock or running reference on one of "
+            "its realm's RECs")
+    assert found == [("unlocked read", f"read of RD field state {tail}"),
+                     ("unlocked read", f"read of RD field rec_count {tail}"),
+                     ("unlocked read", f"read of RD field state {tail}")], found
 
 
 def test_a_findings_held_locks_of_one_class_share_a_line(machine: Machine, probe: Probe) -> None:
