@@ -232,6 +232,53 @@ def test_child_table_entry_is_read_from_the_parent_in_a_cpu(machine: Machine, pr
         assert found == ([expected] if expected else []), (slot, [f.text() for f in probe.findings.items])
 
 
+def test_lock_two_a_walk_and_releases_in_another_order_in_a_cpu(machine: Machine, probe: Probe) -> None:
+    """The checker in a CPU on the real lock_two and s2tt.walk: two RECs locked by lock_two in
+    either argument order, a walk from root 0 through the second concatenated root down a
+    level-2 and a level-3 table (hand over hand), and a lock_two pair released higher first
+    with a granule between them then locked are all fine; released lower first, the granule
+    between taken under the higher one is rule 2. The edges are REC -> REC (address order,
+    out of the cycle search), REC -> DELEGATED and root -> root -> L2 -> L3, with no cycle."""
+    C = classes
+    probe.lockdep = LockOrder(probe)
+    table, memory = probe.cpu.granules, machine.memory
+    low, mid, high = 430, 435, 440
+    roots, l2, l3 = (450, 451), 460, 470
+    for idx, state in ((low, GS.REC), (mid, GS.DELEGATED), (high, GS.REC), (roots[0], GS.RTT),
+                       (roots[1], GS.RTT), (l2, GS.RTT), (l3, GS.RTT)):
+        _set_state(table, idx, state)
+    ctx = s2tt.S2Ctx(40, 1, 2, table.addr(roots[0]))
+    ipa = (1 << 39) | (5 << 30) | (7 << 21)                          # root 1, entry 5; entry 7
+    struct.pack_into("<Q", memory.buf, (roots[1] << 12) + 5 * 8, s2tt.table(table.addr(l2)))
+    struct.pack_into("<Q", memory.buf, (l2 << 12) + 7 * 8, s2tt.table(table.addr(l3)))
+    for a, b in ((low, high), (high, low)):
+        pair = table.lock_two(table.addr(a), GS.REC, table.addr(b), GS.REC)
+        assert pair is not None
+        for g in pair:
+            g.unlock()
+    first, second = table.lock_two(table.addr(low), GS.REC, table.addr(high), GS.REC) or ()
+    second.unlock()                                                  # higher first: fine
+    with table.find_lock(table.addr(mid), GS.DELEGATED) or contextlib.nullcontext():
+        pass
+    first.unlock()
+    first, second = table.lock_two(table.addr(low), GS.REC, table.addr(high), GS.REC) or ()
+    first.unlock()                                                   # lower first
+    with table.find_lock(table.addr(mid), GS.DELEGATED) or contextlib.nullcontext():
+        pass                                                         # rule 2
+    second.unlock()
+    root0 = table.lock_known(roots[0], GS.RTT, s2tt.root_hint(ctx))
+    walk = s2tt.walk(table, memory, ctx, root0, ipa, 3)
+    assert (walk.llt.idx, walk.level) == (l3, 3) and [h.idx for h in probe.held] == [l3]
+    walk.llt.unlock()
+    found = [(f.rule, f.message) for f in probe.findings.items]
+    assert found == [("rule 2", f"DELEGATED {table.addr(mid):#x} taken while holding REC {table.addr(high):#x} at a "
+                                "higher address")], found
+    edges = set(probe.lockdep.edges)
+    assert edges == {(C.REC, C.REC), (C.REC, C.DELEGATED), (C.RTT_L0 + 1, C.RTT_L0 + 1),
+                     (C.RTT_L0 + 1, C.RTT_L0 + 2), (C.RTT_L0 + 2, C.RTT_L0 + 3)}, edges
+    assert cycles(edges) == [] and not probe.held
+
+
 def test_cycles_ignore_address_ordered_edges() -> None:
     """Edges between two external classes and within one class are ordered by address, so
     they never make a cycle; an internal -> external edge closes one."""
