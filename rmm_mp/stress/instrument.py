@@ -154,9 +154,13 @@ def _self_deadlock(probe: Probe, table: GranuleTable, idx: int) -> None:
     """This CPU waits for a lock it holds itself: on hardware it spins for ever. Report it as
     the watchdog would (naming the holder) and leave the call."""
     pa = table.base + (idx << 12)
-    who = "its host process" if table is not probe.cpu.granules else "itself"
-    probe.finding("watchdog", "leaked-lock", f"CPU {probe.cpu_id} waits for {pa:#x}, which {who} holds: a lock "
-                                             "leaked by an earlier call")
+    lock = next((h.describe() for h in probe.held if h.idx == idx), f"{pa:#x}")
+    # The Probe does not know which call took the lock: a handler taking one granule twice
+    # waits here as well as one whose earlier call leaked it (with the watchdog on, that call's
+    # return was reported already). This used to blame an earlier call alone.
+    how = ("which its host process holds" if table is not probe.cpu.granules
+           else "which it holds itself: taken again in this call, or leaked by an earlier one")
+    probe.finding("watchdog", "leaked-lock", f"CPU {probe.cpu_id} waits for {lock}, {how}")
     if probe.sched is not None:
         probe.sched.abort_all()
     raise StressAbort(f"CPU {probe.cpu_id} waits for a lock it holds")

@@ -24,7 +24,7 @@ from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import OFF_NUM_AUX, OFF_OWNER, Rec
 from rmm_mp.stress import bugs, bugs_rmi, classes, findings, instrument, lockdep, ownership
 from rmm_mp.stress.lockdep import LockOrder, cycles, violation
-from rmm_mp.stress.probe import Held, Probe
+from rmm_mp.stress.probe import Held, Probe, StressAbort
 
 RD_IDX, RTT_IDX, REC_IDX, NS_IDX = 400, 401, 402, 403
 
@@ -277,6 +277,28 @@ def test_lock_two_a_walk_and_releases_in_another_order_in_a_cpu(machine: Machine
     assert edges == {(C.REC, C.REC), (C.REC, C.DELEGATED), (C.RTT_L0 + 1, C.RTT_L0 + 1),
                      (C.RTT_L0 + 1, C.RTT_L0 + 2), (C.RTT_L0 + 2, C.RTT_L0 + 3)}, edges
     assert cycles(edges) == [] and not probe.held
+
+
+def test_a_cpu_waiting_for_a_lock_it_holds_is_named_with_the_lock_and_both_causes(machine: Machine) -> None:
+    """With the watchdog on, a CPU asking again for an RD lock it holds (here within one call,
+    as a handler locking one granule twice would) leaves with StressAbort and one leaked-lock
+    finding naming the CPU, the lock by its class and address, and both ways it can come about:
+    taken again in this call, or leaked by an earlier one. It used to read "CPU 0 waits for
+    0x..., which itself holds: a lock leaked by an earlier call", which named no class and
+    blamed an earlier call that did not exist."""
+    cpu = machine.cpu(0)
+    probe = instrument.install(cpu, SimpleNamespace(end=0), watchdog=True)  # type: ignore[arg-type]
+    table = cpu.granules
+    try:
+        _set_state(table, RD_IDX, GS.RD)
+        with table.lock_known(RD_IDX, GS.RD):
+            with pytest.raises(StressAbort):
+                table.lock_known(RD_IDX, GS.RD)
+    finally:
+        instrument.uninstall(probe)
+    found = [(f.checker, f.rule, f.message) for f in probe.findings.items]
+    assert found == [("watchdog", "leaked-lock", f"CPU 0 waits for RD {table.addr(RD_IDX):#x}, which it holds itself: "
+                                                 "taken again in this call, or leaked by an earlier one")], found
 
 
 def test_cycles_ignore_address_ordered_edges() -> None:
