@@ -1,6 +1,6 @@
 """Click parameter types and checks the subcommands share.
 
-Owns only option parsing (numbers in ASCII digits only: Int, IntRange; a NaN-refusing
+Owns only option parsing (numbers in ASCII digits only, with no '_' in them: Int, IntRange; a NaN-refusing
 FloatRange, and one that keeps an integer exact, shown as N|SECONDS; the refusal of options
 beside a listing flag); nothing here touches a machine.
 """
@@ -28,21 +28,39 @@ def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: 
                              f"{' ' + name if name else ''}) is not ASCII", ctx=ctx, param=param)
 
 
+def refuse_odd_number(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
+    """refuse_non_ascii, and refuse a number with an underscore in it: Python's int() and
+    float() skip one between two digits (`--cpus 1_0` ran on 10 CPUs, `--seconds 1_0.5` for
+    10.5 s), as no other command-line tool does, and as the numbers a workload or platform file
+    writes in a string ("4M", "0-3", "64 MiB") do not either. StepsOrSeconds read `1_0` as 10
+    seconds' worth of float while it read `10` as an exact count of steps. A sign (`+4`, `-1`)
+    and blanks around the number are read as before."""
+    refuse_non_ascii(value, kind, param, ctx)
+    if isinstance(value, str) and "_" in value:
+        bare = value.strip().replace("_", "")
+        try:
+            float(bare)
+            hint = f" (write {bare})" if bare else ""
+        except ValueError:
+            hint = ""
+        raise click.BadParameter(f"{value!r}: expected {kind} in digits without '_'{hint}", ctx=ctx, param=param)
+
+
 class Int(click.ParamType):
-    """click's INT for ASCII digits only (refuse_non_ascii)."""
+    """click's INT for ASCII digits only, without '_' (refuse_odd_number)."""
 
     name = "integer"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_non_ascii(value, "an integer", param, ctx)
+        refuse_odd_number(value, "an integer", param, ctx)
         return click.INT.convert(value, param, ctx)
 
 
 class IntRange(click.IntRange):
-    """click.IntRange for ASCII digits only (refuse_non_ascii)."""
+    """click.IntRange for ASCII digits only, without '_' (refuse_odd_number)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_non_ascii(value, "an integer", param, ctx)
+        refuse_odd_number(value, "an integer", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -52,10 +70,10 @@ class FloatRange(click.FloatRange):
     show the value as typed: click's showed the float it made of it, so `--seconds 0` was
     refused as "0.0 is not in the range", `1e999` as "inf" and `1e-400` as "0.0", values nobody
     typed, and a value that is no number as "not a valid float range", without the range. ASCII
-    only (refuse_non_ascii)."""
+    only, without '_' (refuse_odd_number)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_non_ascii(value, "a number", param, ctx)
+        refuse_odd_number(value, "a number", param, ctx)
         if isinstance(value, str):
             try:
                 float(value)
@@ -99,12 +117,12 @@ class TypedFloat(float):
 class TypedFloatParam(click.ParamType):
     """click's FLOAT, giving a TypedFloat: for the options whose range the workload's resolution
     checks (`run` and `workloads show` --seconds), so that its error shows the value as typed.
-    ASCII only (refuse_non_ascii)."""
+    ASCII only, without '_' (refuse_odd_number)."""
 
     name = "float"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_non_ascii(value, "a number", param, ctx)
+        refuse_odd_number(value, "a number", param, ctx)
         if not isinstance(value, str):
             return value
         try:
@@ -144,7 +162,7 @@ class StepsOrSeconds(click.FloatRange):
         return "N|SECONDS"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        refuse_non_ascii(value, "a number", param, ctx)
+        refuse_odd_number(value, "a number", param, ctx)
         if isinstance(value, str):
             try:
                 float(value)

@@ -73,6 +73,20 @@ CASES = [
      "Invalid value for '--wait': '\uff14': expected a number in ASCII"),
     ("explore-timeout-arabic-indic", ["explore", "--timeout", "\u0663"],
      "Invalid value for '--timeout': '\u0663': expected a number in ASCII"),
+    # numbers with an underscore, which Python's int() and float() skip between two digits:
+    # `--cpus 1_0` ran on 10 CPUs, and `--quiescent-every 1_0` was a float where `10` was steps
+    ("run-cpus-underscore", [*RUN, "--cpus", "1_0"], "Invalid value for '--cpus': '1_0': expected an integer in "
+                                                     "digits without '_' (write 10)"),
+    ("show-seconds-underscore", [*SHOW, "--seconds", "1_0.5"], "Invalid value for '--seconds': '1_0.5': expected a "
+                                                              "number in digits without '_' (write 10.5)"),
+    ("stress-steps-underscore", [*STRESS, "--steps", "20_000"], "Invalid value for '--steps': '20_000': expected an "
+                                                               "integer in digits without '_' (write 20000)"),
+    ("stress-quiescent-every-underscore", [*STRESS, "--quiescent-every", "1_0"],
+     "Invalid value for '--quiescent-every': '1_0': expected a number in digits without '_'"),
+    ("check-wait-underscore", ["check", "rmm-mp-1-0badc0de", "--wait", "1_0"],
+     "Invalid value for '--wait': '1_0': expected a number in digits without '_'"),
+    ("explore-timeout-underscore", ["explore", "--timeout", "1_0"],
+     "Invalid value for '--timeout': '1_0': expected a number in digits without '_'"),
     # run: paths that are empty, a directory, unwritable or missing
     ("run-json-empty", [*RUN, "--json", ""], "--json = '': expected a file that can be written"),
     ("run-csv-directory", [*RUN, "--csv", "{tmp}"], "Invalid value for '--csv': File '{tmp}' is a directory"),
