@@ -391,6 +391,11 @@ def loads(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        twice = _defined_twice(text, str(exc))
+        if twice is not None:
+            key, written, line, reason = twice
+            raise ConfigError(source, key, written, "each key and table defined once (the TOML parser: "
+                                                    f"{reason})", line) from None
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
     except RecursionError:
@@ -407,6 +412,67 @@ def loads(text: str, source: str) -> dict[str, Any]:
         line = _long_decimal_line(text)
         raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
                           f"{sys.get_int_max_str_digits()} digits", line) from None
+
+
+_TWICE = re.compile(r"(Cannot overwrite a value|Cannot declare .* twice|Cannot mutate immutable namespace .*"
+                    r"|Duplicate inline table key .*) \(at (?:line (\d+), column \d+|end of document)\)")
+
+
+class _Written:
+    """A value as the file writes it (the text after a key's ``=``, or a table header), shown
+    unquoted in an error."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _defined_twice(text: str, message: str) -> tuple[str, _Written, int, str] | None:
+    """For tomllib's refusal of a key or table defined twice (``message``), the key path of the
+    statement it is about, as the file writes it, the statement's value, its line and the
+    parser's reason; None for any other error, or when no statement is found. tomllib names
+    neither the key nor, when the statement is the file's last one with no newline after it, a
+    line ("Cannot overwrite a value (at end of document)"): its position is where the statement
+    ends, so the statement is the last key line or table header at or before it (code_lines:
+    not one inside a multi-line string)."""
+    match = _TWICE.fullmatch(message)
+    if match is None:
+        return None
+    lines = code_lines(text)
+    end = int(match.group(2)) if match.group(2) else len(lines)
+    table = ""
+    seen: dict[str, int] = {}
+    found: tuple[str, _Written, int] | None = None
+    for number, line in enumerate(lines[:end], start=1):
+        header = HEADER.match(line)
+        if header:
+            name = ".".join(key_part(_unquoted(p)) for p in re.findall(_PART, header.group(2)))
+            if header.group(1) == "[[":
+                seen[name] = seen.get(name, -1) + 1
+                table = f"{name}[{seen[name]}]"
+            else:
+                table = name
+            found = (table, _Written(_without_comment(line).strip()), number)
+            continue
+        keyed = line_key(line)
+        if keyed is not None:
+            key = ".".join([table] * bool(table) + [key_part(part) for part in keyed[0]])
+            found = (key, _Written(_without_comment(line[keyed[1]:]).strip()), number)
+    if found is None:
+        return None
+    return (*found, match.group(1))
+
+
+def _without_comment(text: str) -> str:
+    """``text`` (the rest of a line) up to a ``#`` that starts a comment (not one in a string)."""
+    i = 0
+    while i < len(text):
+        if text[i] == "#":
+            return text[:i]
+        i = after_string(text, i) if text[i] in "\"'" else i + 1
+    return text
 
 
 def _deepest_nesting(text: str) -> tuple[int | None, int]:

@@ -168,3 +168,31 @@ def test_a_long_key_is_shown_by_its_start_and_its_length(tmp_path: Path) -> None
     assert info.value.key == "k" * 4000
     short = ConfigError("w.toml", 'realm[0]."a.b"', 1, "no such key", 3)
     assert str(short) == 'w.toml:3: realm[0]."a.b" = 1: expected no such key'
+
+
+@pytest.mark.parametrize("kind, last, key", [
+    ("workload", "seconds = 2", "seconds"),
+    ("platform", "rak_seed = 'x'", "attestation.rak_seed"),
+    ("workload", "activities.run = 2", "activities.run"),
+    ("workload", "[[realm]]\nname = \"a\"\nguest = \"hello\"\nname = \"b\"", "realm[0].name"),
+    ("platform", "[features]", "features"),
+], ids=["workload-key", "platform-key-in-a-table", "dotted-key-into-an-inline-table", "key-in-an-array-of-tables",
+        "table-declared-twice"])
+def test_a_key_defined_twice_is_named_with_its_line(tmp_path: Path, kind: str, last: str, key: str) -> None:
+    """A key (or table) a valid file defines a second time, as its last statement with no
+    newline after it: the error names the key path, the value as written and the line of the
+    second definition. tomllib's error named neither the key nor, at the end of the file, any
+    line ("(file) = 'Cannot overwrite a value (at end of document)': expected valid TOML")."""
+    if kind == "workload":
+        text, load = WORKLOAD + "seconds = 1\n" * ("seconds" not in WORKLOAD), spec.load
+    else:
+        text, load = (plat.platform_dir() / "host.toml").read_text(), plat.load
+    text = text + last                                  # no newline after the last line
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    written = text.splitlines()[-1].split(" = ")[-1]
+    assert (info.value.key, info.value.line) == (key, len(text.splitlines())), str(info.value)
+    assert str(info.value).startswith(f"{path}:{info.value.line}: {key} = {written}: expected each key and table "
+                                      "defined once (the TOML parser: C"), str(info.value)

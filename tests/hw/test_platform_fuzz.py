@@ -146,7 +146,7 @@ def test_a_mutated_platform_file_loads_or_names_the_key_its_value_and_line(data:
     Platform, or a ConfigError whose message is 'file[:line]: key = value: expected ...' for a
     key the file holds (or a required one it lacks), with the value the file gives that key
     and, for a key the file holds, the line. A file that is no valid TOML or no UTF-8 is
-    refused naming the file and the line. Any other exception is a traceback for the user."""
+    refused naming the file and the line (and a key or table defined twice, its key path). Any other exception is a traceback for the user."""
     path = tmp_path / "fuzz.toml"
     path.write_bytes(_mutated(data))
     try:
@@ -157,7 +157,12 @@ def test_a_mutated_platform_file_loads_or_names_the_key_its_value_and_line(data:
         if err.key == "(file)":
             assert err.line is not None, message
             return
-        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        except tomllib.TOMLDecodeError:
+            # A key or table defined twice: named by its key path, at its line (tomlsrc.loads).
+            assert "expected each key and table defined once" in message and err.line is not None, message
+            return
         value = _value_at(doc, err.key)
         assert f" {err.key} = " in message, message
         if err.value is MISSING:
