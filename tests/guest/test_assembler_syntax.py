@@ -104,3 +104,13 @@ def test_memory_operands_read_as_the_old_regular_expression_read_them() -> None:
         if old is not None and (not old[0].strip() or (old[1] is not None and not old[1].strip())):
             old = None
         assert _memory_operand(text) == old, text
+
+
+@pytest.mark.parametrize("source", ["b :", "b\t:", "b:", "b :  // no target"])
+def test_a_label_may_have_blanks_before_its_colon_so_b_colon_is_a_label(source: str) -> None:
+    """`b :` is the label `b`, not a branch missing its target (docs/guest-isa.md, "Directives"):
+    blanks may stand between a label and its colon, and a label may be named like a mnemonic,
+    as GNU as reads both (`b.eq :` is refused: `b.eq` can be no label). The label is placed
+    where it stands and a branch to it assembles; the line alone makes no bytes."""
+    assert assemble(source) == b""
+    assert assemble(f"nop\n{source}\nb b") == assemble("nop\nhere:\nb here")
