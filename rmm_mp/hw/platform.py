@@ -27,7 +27,7 @@ from typing import Any
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, key_part, key_path_parts, locate
-from rmm_mp.hw.tomlsrc import choice_list, read_source, suggestion
+from rmm_mp.hw.tomlsrc import choice_list, read_source, suggestion, top_level_hint
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import not_one_printable_line
 
@@ -43,6 +43,8 @@ MAX_DRAM_GRANULES = HOST_GRANULES_BYTES * 8
 more DRAM would pass here and then fail the first CPU's NsAllocator, after the machine is made."""
 HASH_NAMES = ("sha-256", "sha-512")
 KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
+_TOP_KEYS = frozenset({"name", "description", "cpus", "pa_bits", "dram", "mmio", "secure", "features", "attestation",
+                       "rec_time_slice"})
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB|TiB)?\s*$", re.ASCII)
 """ASCII digits only: \\d alone takes any Unicode digit, which int() reads as its value."""
@@ -267,7 +269,8 @@ class _Validator:
                 where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)
                 # A misspelt key is named with the one meant, as a workload file's is (fields.keys).
                 raise self.fail(where, table[key], f"no such key{suggestion(key, sorted(allowed))}; "
-                                                   f"known keys here: {', '.join(sorted(allowed))}")
+                                                   f"known keys here: {', '.join(sorted(allowed))}"
+                                                   f"{top_level_hint(key, prefix, _TOP_KEYS)}")
         for key in sorted(required - table.keys()):
             where = f"{prefix}.{key}" if prefix else key
             raise self.fail(where, MISSING, "a value: the key is required")
@@ -319,9 +322,7 @@ class _Validator:
         return region
 
     def platform(self, raw: dict[str, Any]) -> Platform:
-        top = {"name", "description", "cpus", "pa_bits", "dram", "mmio", "secure", "features", "attestation",
-               "rec_time_slice"}
-        self.keys(raw, "", top, {"name", "cpus", "pa_bits", "dram", "features", "attestation"})
+        self.keys(raw, "", _TOP_KEYS, {"name", "cpus", "pa_bits", "dram", "features", "attestation"})
         name = raw["name"]
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
             raise self.fail("name", name, "a lower-case identifier such as 'host'")

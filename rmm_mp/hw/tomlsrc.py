@@ -333,6 +333,22 @@ def suggestion(word: str, known: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+def top_level_hint(key: str, table: str, top: Iterable[str]) -> str:
+    """For a key unknown in ``table`` (a key path: ``realm[0]``, ``phase[1].group[0]``,
+    ``attestation``) that is a top-level key of the file (one of ``top``): why it landed there,
+    as the end of a "no such key" error; else ''. TOML has no end of a table: every key below a
+    ``[[realm]]`` header belongs to that realm, so a top-level key written after the tables
+    (``seconds = 10`` at the end of a workload file) was refused as "realm[0].seconds: expected
+    no such key; keys here: name, guest, ..." with nothing to say that it is the place, not
+    the key, that is wrong."""
+    if not table or key not in top:
+        return ""
+    name = re.sub(r"\[\d+\]", "", table)
+    header = f"[[{name}]]" if table.endswith("]") else f"[{name}]"
+    return (f"; {key} is a top-level key, and a key below the {header} header belongs to {table} "
+            "(a table goes on to the next header): write it above the first table")
+
+
 MAX_INPUT = 1 << 20
 """Most bytes an input file (workload, platform, guest source) may hold. The bundled ones are a
 few KiB; a 30 MB TOML file took 13 s to parse before its first mistake was reported, so a

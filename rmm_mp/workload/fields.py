@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, suggestion
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 from rmm_mp.workload.locate import locate
 
@@ -63,13 +63,18 @@ class Fields:
         line = locate(self.text, key) if self.text else None
         return ConfigError(self.source, key, value, expected, line)
 
-    def keys(self, table: dict[str, Any], prefix: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+    def keys(self, table: dict[str, Any], prefix: str, allowed: Iterable[str], required: Iterable[str] = (),
+             top: Iterable[str] = ()) -> None:
+        """Refuse a key of ``table`` (at key path ``prefix``) not in ``allowed``, then a missing
+        one of ``required``. ``top``: the file's top-level keys, for a table below whose header
+        one of them may have been written by mistake (tomlsrc.top_level_hint)."""
         allowed = tuple(allowed)
         for key in table:
             if key not in allowed:
                 where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)
                 raise self.fail(where, table[key], f"no such key{suggestion(key, allowed)}; "
-                                                   f"keys here: {', '.join(allowed)}")
+                                                   f"keys here: {', '.join(allowed)}"
+                                                   f"{top_level_hint(key, prefix, top)}")
         for key in required:
             if key not in table:
                 where = f"{prefix}.{key}" if prefix else key

@@ -232,7 +232,7 @@ def _groups(f: Fields, value: object, key: str) -> tuple[Group, ...]:
     claimed: dict[int, str] = {}
     for i, raw in enumerate(_array(f, value, key)):
         where = f"{key}[{i}]"
-        f.keys(raw, where, GROUP_KEYS, GROUP_KEYS)
+        f.keys(raw, where, GROUP_KEYS, GROUP_KEYS, top=TOP_KEYS)
         cpus = f.cpu_set(raw["cpus"], f"{where}.cpus")
         for cpu in sorted(cpus) if cpus is not None else ():
             if cpu in claimed:
@@ -249,7 +249,7 @@ def _phases(f: Fields, value: object) -> tuple[PhaseSpec, ...]:
     phases: list[PhaseSpec] = []
     for i, raw in enumerate(_array(f, value, "phase")):
         where = f"phase[{i}]"
-        f.keys(raw, where, PHASE_KEYS, ("name",))
+        f.keys(raw, where, PHASE_KEYS, ("name",), top=TOP_KEYS)
         name = f.name(raw["name"], f"{where}.name")
         if any(p.name == name for p in phases):
             raise f.fail(f"{where}.name", name, "a name no other phase has")
@@ -336,7 +336,7 @@ def _images_past_dram(f: Fields, raw: dict[str, Any], index: int, image_granules
 def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: int,
            image_granules: int) -> RealmTemplate:
     """realm[index]; the images of the entries before it take ``image_granules`` of DRAM."""
-    f.keys(raw, where, REALM_KEYS, ("name", "guest"))
+    f.keys(raw, where, REALM_KEYS, ("name", "guest"), top=TOP_KEYS)
     name = f.name(raw["name"], f"{where}.name")
     guest, text = _guest(f, raw["guest"], f"{where}.guest", base_dir)
     recs = f.integer(raw.get("recs", 1), f"{where}.recs", 1, MAX_VCPUS,

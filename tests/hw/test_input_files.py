@@ -196,3 +196,32 @@ def test_a_key_defined_twice_is_named_with_its_line(tmp_path: Path, kind: str, l
     assert (info.value.key, info.value.line) == (key, len(text.splitlines())), str(info.value)
     assert str(info.value).startswith(f"{path}:{info.value.line}: {key} = {written}: expected each key and table "
                                       "defined once (the TOML parser: C"), str(info.value)
+
+
+@pytest.mark.parametrize("kind, tail, key, header", [
+    ("workload", '[[realm]]\nname = "vm"\nguest = "hello"\nseed = 4\n', "realm[0].seed", "[[realm]]"),
+    ("workload", '[[phase]]\nname = "a"\nseconds = 1\n[[phase.group]]\ncpus = [0]\nactivities = { run = 1 }\n'
+                 'platform = "host"\n', "phase[0].group[0].platform", "[[phase.group]]"),
+    ("platform", "rec_time_slice = 5\n", "attestation.rec_time_slice", "[attestation]"),
+], ids=["workload-realm", "workload-phase-group", "platform-attestation"])
+def test_a_top_level_key_below_a_table_says_where_it_belongs(tmp_path: Path, kind: str, tail: str, key: str,
+                                                            header: str) -> None:
+    """A top-level key written at the end of a file, below a table's header (TOML has no end of
+    a table, so it is that table's key): the "no such key" error goes on to say that it is a
+    top-level key, which table it landed in and where to write it. It said only "expected no
+    such key; keys here: name, guest, ...", which reads as if the key itself were wrong."""
+    if kind == "workload":
+        text, load = 'cpus = 1\nactivities = { run = 1 }\n' + tail, spec.load
+    else:
+        host = (plat.platform_dir() / "host.toml").read_text()
+        text, load = "\n".join(line for line in host.splitlines() if not line.startswith("rec_time_slice")) + \
+            "\n" + tail, plat.load
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    name = key.rsplit(".", 1)[1]
+    assert info.value.key == key and ": expected no such key" in str(info.value), str(info.value)
+    assert str(info.value).endswith(f"; {name} is a top-level key, and a key below the {header} header belongs to "
+                                    f"{key.rsplit('.', 1)[0]} (a table goes on to the next header): write it above "
+                                    "the first table"), str(info.value)
