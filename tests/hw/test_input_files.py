@@ -1,10 +1,12 @@
 """Input files as a whole (rmm_mp.inputfile, rmm_mp.hw.tomlsrc): the size bound every workload,
-platform and guest file is read under, and how an error message shows a value too long to print
-whole."""
+platform and guest file is read under, how an error message shows a value too long to print
+whole, and the time an error takes to make for a file with a pathological line."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -225,3 +227,42 @@ def test_a_top_level_key_below_a_table_says_where_it_belongs(tmp_path: Path, kin
     assert str(info.value).endswith(f"; {name} is a top-level key, and a key below the {header} header belongs to "
                                     f"{key.rsplit('.', 1)[0]} (a table goes on to the next header): write it above "
                                     "the first table"), str(info.value)
+
+
+_LOAD = ("import sys\nfrom rmm_mp.hw import platform\nfrom rmm_mp.hw.tomlsrc import ConfigError\n"
+         "from rmm_mp.workload import spec\n"
+         "try:\n    (spec if sys.argv[1] == 'workload' else platform).load(sys.argv[2])\n"
+         "except ConfigError as exc:\n    print(exc.key)\n")
+
+
+def _refused_within(kind: str, path: Path, seconds: float) -> str:
+    """The key of the error loading ``path`` (a ``kind`` file) in a child gives, failing the test
+    if the child takes longer than ``seconds`` (so that a regression fails instead of hanging
+    the suite)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        proc = subprocess.run([sys.executable, "-c", _LOAD, kind, str(path)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)}, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"refusing {path.name} took more than {seconds} s")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("kind, key", [("workload", "x"), ("platform", "cpus")])
+def test_an_error_in_a_file_with_a_long_bracketed_line_is_made_at_once(tmp_path: Path, kind: str, key: str) -> None:
+    """A file holding an array over several lines, one of them `[`, 20,000 spaces and `1, 2]`
+    (an array in the array: no table header), with a mistake (the array under a key a
+    workload does not know; a platform's as its rec_time_slice, and its `cpus` left out): refused at once
+    naming the key. Finding the mistake's line matched the lines against the table-header
+    pattern, which took time cubic in a run of blanks on a line that is no header: 3,000
+    spaces took 16 s, these 20,000 would take hours."""
+    if kind == "workload":
+        text = "x = [\n[" + " " * 20_000 + "1, 2],\n]\n" + WORKLOAD
+    else:
+        host = (plat.platform_dir() / "host.toml").read_text()
+        kept = "\n".join(line for line in host.splitlines() if not line.startswith(("cpus =", "rec_time_slice =")))
+        text = "rec_time_slice = [\n[" + " " * 20_000 + "1, 2],\n]\n" + kept
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(text)
+    assert _refused_within(kind, path, 20) == key
