@@ -207,9 +207,14 @@ def _open_at_end(line: str, closing: str | None) -> str | None:
                 i += 2
                 continue
             if line.startswith(closing, i):
-                # up to two more quotes just before the delimiter belong to the string
-                run = len(line[i:]) - len(line[i:].lstrip(closing[0]))
-                i += min(run, 5)
+                # up to two more quotes just before the delimiter belong to the string: the run
+                # of quotes counted up to 5 only, as no more count (counted whole, on a copy of
+                # the rest of the line, a line of many empty strings `"""""", ...` took time
+                # quadratic in its length)
+                run = 3
+                while run < 5 and line.startswith(closing[0], i + run):
+                    run += 1
+                i += run
                 closing = None
                 continue
             i += 1

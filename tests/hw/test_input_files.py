@@ -266,3 +266,25 @@ def test_an_error_in_a_file_with_a_long_bracketed_line_is_made_at_once(tmp_path:
     path = tmp_path / f"{kind}.toml"
     path.write_text(text)
     assert _refused_within(kind, path, 20) == key
+
+
+@pytest.mark.parametrize("kind, key", [("workload", "x"), ("platform", "cpus")])
+def test_an_error_in_a_file_with_a_line_of_many_multiline_strings_is_made_at_once(tmp_path: Path, kind: str,
+                                                                                 key: str) -> None:
+    """A file holding a line of 130,000 empty multi-line strings (`x = ["""""", """""", ...]`,
+    about 1 MiB, valid TOML) with a mistake (the array under a key a workload does not know; a
+    platform's as its rec_time_slice, its `cpus` left out): refused at once naming the key.
+    Telling the lines inside multi-line strings from the others counted the quotes at each
+    string's end on a copy of the rest of the line, time quadratic in the line: some 25 s per
+    look at a 1 MiB line, and a platform error looks up to three times."""
+    array = "[" + ", ".join(['""""""'] * 130_000) + "]\n"
+    if kind == "workload":
+        text = "x = " + array + WORKLOAD
+    else:
+        host = (plat.platform_dir() / "host.toml").read_text()
+        kept = "\n".join(line for line in host.splitlines() if not line.startswith(("cpus =", "rec_time_slice =")))
+        text = "rec_time_slice = " + array + kept
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(text)
+    assert len(text.encode()) <= MAX_INPUT
+    assert _refused_within(kind, path, 10) == key
