@@ -781,6 +781,39 @@ def test_phases_with_decimals_that_add_up_to_a_week_are_accepted_and_a_sum_past_
     assert err.expected.endswith("phase[0] 'a' 604,800 + phase[1] 'b' 0.0000001 = 604,800.0000001 s"), str(err)
 
 
+def test_phases_past_the_total_are_named_by_the_first_and_last_four(tmp_path: Path) -> None:
+    """Sixteen phases of 40,000 s pass the week at the sixteenth: the error names the first four
+    and the last four phases, how many it leaves out between them, and the sum. It named every
+    phase: 6,049 phases of 100 s made a message of 150 KB."""
+    text = "activities = { delegate-churn = 1 }\n" + "".join(
+        f'[[phase]]\nname = "p{i}"\nseconds = 40000\n' for i in range(16))
+    err = refused(tmp_path, text, 49, "phase[15].seconds", 40000, "keep the phases' total at most")
+    first = " + ".join(f"phase[{i}] 'p{i}' 40,000" for i in range(4))
+    last = " + ".join(f"phase[{i}] 'p{i}' 40,000" for i in range(12, 16))
+    assert err.expected.endswith(f"{first} + ... (8 phases more) + {last} = 640,000 s"), str(err)
+
+
+def test_fifteen_thousand_phases_are_checked_at_once(tmp_path: Path) -> None:
+    """A file of 15,000 phases (under the 1 MiB a file may hold) is checked in a second or
+    two. Each phase's name was compared with every name before it, and the phases' total
+    added up again from the first phase at each: 45 s. Loaded in a child with a 15 s limit, so
+    that a regression fails rather than hangs."""
+    import subprocess
+    import sys
+    path = tmp_path / "w.toml"
+    text = "".join(f'[[phase]]\nname="p{i}"\nseconds=1\nactivities={{delegate-churn=1}}\n' for i in range(15_000))
+    assert len(text) <= 1 << 20          # what a workload file may hold
+    path.write_text(text)
+    root = Path(__file__).resolve().parents[2]
+    check = "import sys\nfrom rmm_mp.workload import spec\nprint(len(spec.load(sys.argv[1]).phases))\n"
+    try:
+        proc = subprocess.run([sys.executable, "-c", check, str(path)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)}, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("checking 15,000 phases took more than 15 s")
+    assert (proc.returncode, proc.stdout) == (0, "15000\n"), proc.stderr
+
+
 def test_a_phase_length_is_shown_with_its_digits(tmp_path: Path) -> None:
     """`workloads show` of phases of 134898.4 s and 271000.9 s shows those lengths (with %g they
     read 134898 s and 271001 s), and the run's 405899.3 s; a share of `--seconds 10` over three
