@@ -16,6 +16,7 @@ This module owns resolution and the limits. It must not create a machine.
 
 from __future__ import annotations
 
+import heapq
 import os
 from dataclasses import dataclass
 
@@ -223,12 +224,26 @@ def _apportion(steps: int, shares: list[float]) -> tuple[int, ...]:
     total = sum(shares)
     exact = [steps * share / total for share in shares]
     parts = [max(1, int(e)) for e in exact]
-    while sum(parts) < steps:
-        i = max(range(len(parts)), key=lambda n: (exact[n] - parts[n], -n))
-        parts[i] += 1
-    while sum(parts) > steps:        # only when a minimum of 1 lifted a part above its share
-        i = max((n for n in range(len(parts)) if parts[n] > 1), key=lambda n: (parts[n] - exact[n], -n))
-        parts[i] -= 1
+    # One step at a time to the part whose key is largest, as before, but the keys in a heap
+    # (smallest first, so negated) and the sum kept: looking for the largest over all parts and
+    # adding the parts up again for each step took time quadratic in the phases (15,000 phases
+    # and `--iterations 1000000000000`: 36 s).
+    left = steps - sum(parts)
+    if left > 0:
+        up = [(parts[n] - exact[n], n) for n in range(len(parts))]       # -(exact - parts), then n: -n largest
+        heapq.heapify(up)
+        for _ in range(left):
+            _, i = heapq.heappop(up)
+            parts[i] += 1
+            heapq.heappush(up, (parts[i] - exact[i], i))
+    elif left < 0:                    # only when a minimum of 1 lifted a part above its share
+        down = [(exact[n] - parts[n], n) for n in range(len(parts)) if parts[n] > 1]
+        heapq.heapify(down)
+        for _ in range(-left):
+            _, i = heapq.heappop(down)
+            parts[i] -= 1
+            if parts[i] > 1:
+                heapq.heappush(down, (exact[i] - parts[i], i))
     return tuple(parts)
 
 

@@ -1239,6 +1239,26 @@ def test_apportion_adds_up_and_stays_within_a_step(shares: list[int], extra: int
         assert all(abs(part - e) < 1 for part, e in zip(parts, exact))
 
 
+def test_apportion_over_fifteen_thousand_phases_is_made_at_once() -> None:
+    """10^12 steps (`--iterations`' most) over 15,000 equal phases: 66,666,666 or 66,666,667 each,
+    the 10,000 extra steps to the first 10,000 phases (earlier first on a tie), in well under a
+    second. The extra steps were handed out one at a time, each after a search of every phase
+    and a new sum of the parts: 36 s for `rmm-mp workloads show` of such a file. Run in a child
+    with a 10 s limit, so that a regression fails rather than hangs."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    check = ("from rmm_mp.workload.resolve import _apportion\n"
+             "parts = _apportion(10**12, [1.0] * 15_000)\n"
+             "print(sum(parts), parts[:10_000] == (66_666_667,) * 10_000, set(parts[10_000:]))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)}, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("apportioning took more than 10 s")
+    assert (proc.returncode, proc.stdout) == (0, "1000000000000 True {66666666}\n"), proc.stderr
+
+
 def test_lifecycle_instances_are_shared_round_robin(tmp_path: Path) -> None:
     """Lifecycle instances go to the CPUs with a lifecycle weight, in turn; attest ones to the
     CPUs with an attest weight."""
