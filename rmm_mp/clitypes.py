@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import unicodedata
 from typing import Any
 
 import click
+
+from rmm_mp.hw.tomlsrc import abbreviated
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -46,6 +49,28 @@ def refuse_odd_number(value: Any, kind: str, param: click.Parameter | None, ctx:
         raise click.BadParameter(f"{value!r}: expected {kind} in digits without '_'{hint}", ctx=ctx, param=param)
 
 
+def refuse_long_integer(value: Any, param: click.Parameter | None, ctx: click.Context | None) -> None:
+    """Refuse an integer of more digits than Python's int() converts (sys.get_int_max_str_digits(),
+    4300), as a TOML file's is refused (tomlsrc.loads): click said "'999...' is not a valid
+    integer", which it is, after the whole of it (5,000 digits) where `--seed` with 100 digits
+    is refused as out of range. Shown abbreviated, as a file's long value is."""
+    most = sys.get_int_max_str_digits()
+    m = _DECIMAL_INTEGER.fullmatch(value) if isinstance(value, str) else None
+    if m is not None and most and len(m.group(1).lstrip("0")) > most:
+        raise click.BadParameter(f"{typed(value)}: expected an integer of at most {most} digits (every option's "
+                                 "range ends far below)", ctx=ctx, param=param)
+
+
+_DECIMAL_INTEGER = re.compile(r"\s*[+-]?([0-9]+)\s*", re.ASCII)
+
+
+def typed(value: str) -> str:
+    """``value`` as typed, without the blanks around it, for an error: abbreviated past 240
+    characters as a file's value is (tomlsrc.abbreviated), so that 5,000 digits pasted by
+    mistake do not bury the message."""
+    return abbreviated(value.strip())
+
+
 class Int(click.ParamType):
     """click's INT for ASCII digits only, without '_' (refuse_odd_number)."""
 
@@ -53,6 +78,7 @@ class Int(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
+        refuse_long_integer(value, param, ctx)
         return click.INT.convert(value, param, ctx)
 
 
@@ -61,6 +87,7 @@ class IntRange(click.IntRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
+        refuse_long_integer(value, param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -84,16 +111,17 @@ class FloatRange(click.FloatRange):
         except click.BadParameter:
             if not isinstance(value, str):
                 raise
-            self.fail(f"{value.strip()} is not in the range {_range_text(self)}.", param, ctx)
+            self.fail(f"{typed(value)} is not in the range {_range_text(self)}.", param, ctx)
         if isinstance(number, float) and math.isnan(number):
             self.fail(f"{value!r} is not a number of seconds; expected {_range_text(self)}", param, ctx)
         return number
 
 
 class TypedFloat(float):
-    """A float that keeps the text it was typed as (``text``) and shows itself (repr) as that
-    text, for an error about an option's number made after the option's parsing (a workload's
-    resolution, the stress run's configuration): `--seconds 0` is "--seconds = 0: expected ...",
+    """A float that keeps the text it was typed as (``text``, abbreviated past 240 characters:
+    typed) and shows itself (repr) as that text, for an error about an option's number made
+    after the option's parsing (a workload's resolution, the stress run's configuration):
+    `--seconds 0` is "--seconds = 0: expected ...",
     not the float made of it (0.0, -1.0, inf for 1e400). The value itself is the float's; the
     checks turn it into a plain float once it is accepted."""
 
@@ -126,7 +154,7 @@ class TypedFloatParam(click.ParamType):
         if not isinstance(value, str):
             return value
         try:
-            return TypedFloat(float(value), value.strip())
+            return TypedFloat(float(value), typed(value))
         except ValueError:
             self.fail(f"{value!r} is not a valid float.", param, ctx)
 
@@ -173,18 +201,18 @@ class StepsOrSeconds(click.FloatRange):
         except click.BadParameter:
             if not isinstance(value, str):
                 raise
-            self.fail(f"{value.strip()} is not in the range {_range_text(self)}.", param, ctx)
+            self.fail(f"{typed(value)} is not in the range {_range_text(self)}.", param, ctx)
         if isinstance(value, str) and self._INTEGER.fullmatch(value):
             return int(value)
         if isinstance(value, str) and number == 0 and re.search(r"[1-9]", value.lower().partition("e")[0]):
             # 1e-400 reads as 0.0, which means "no checks": a value typed as more than 0 must not
             # turn the checks off without a word.
-            self.fail(f"{value.strip()} reads as 0, which turns the checks off; expected 0 for no checks or a "
+            self.fail(f"{typed(value)} reads as 0, which turns the checks off; expected 0 for no checks or a "
                       f"number a float holds as more than 0", param, ctx)
         if isinstance(value, str) and isinstance(number, float):
             # Kept as typed for the checks after the parsing (the run's configuration): they
             # showed `1e999` as "inf" and `1e20` as "1e+20".
-            return TypedFloat(number, value.strip())
+            return TypedFloat(number, typed(value))
         return number
 
 

@@ -58,7 +58,7 @@ class ConfigError(ValueError):
         shown = _show(value)
         # A key is shown as the file writes it, and a quoted one may be as long as its line:
         # abbreviated as a value is, or a pasted key buries the message as a pasted value did.
-        super().__init__(f"{where}: {_abbreviated(key)} = {shown}: expected {expected}")
+        super().__init__(f"{where}: {abbreviated(key)} = {shown}: expected {expected}")
         self.source = source
         self.key = key
         self.value = value
@@ -73,10 +73,10 @@ def _show(value: object) -> str:
         return f"{value} ({value:#x})"
     if value is _MISSING:
         return "(missing)"
-    return _abbreviated(_toml(value))
+    return abbreviated(_toml(value))
 
 
-def _abbreviated(shown: str) -> str:
+def abbreviated(shown: str) -> str:
     """``shown`` (a value or key as the file writes it), or, when longer than _SHOWN_MAX, its
     start and how long it is: a value pasted by mistake (a whole file in a string, a huge
     array) would bury the message."""

@@ -87,6 +87,18 @@ CASES = [
      "Invalid value for '--wait': '1_0': expected a number in digits without '_'"),
     ("explore-timeout-underscore", ["explore", "--timeout", "1_0"],
      "Invalid value for '--timeout': '1_0': expected a number in digits without '_'"),
+    # numbers of 5,000 digits: past the 4,300 Python's int() converts, refused as an integer was
+    # ("'999...' is not a valid integer", all 5,000 digits shown), and a float's shown whole
+    ("run-seed-5000-digits", [*RUN, "--seed", "9" * 5000], "Invalid value for '--seed': " + "9" * 120 + "... (5,000 "
+                                                           "characters in all): expected an integer of at most 4300 "
+                                                           "digits"),
+    ("stress-cpus-5000-digits", [*STRESS, "--cpus", "9" * 5000], "Invalid value for '--cpus': " + "9" * 120 + "... "
+                                                                 "(5,000 characters in all): expected an integer of at "
+                                                                 "most 4300 digits"),
+    ("stress-seconds-5000-digits", [*STRESS, "--seconds", "9" * 5000],
+     "Invalid value for '--seconds': " + "9" * 120 + "... (5,000 characters in all) is not in the range 0<x<=86400"),
+    ("stress-quiescent-every-5000-digits", [*STRESS, "--quiescent-every", "9" * 5000],
+     "--quiescent-every = " + "9" * 120 + "... (5,000 characters in all): expected a finite number >= 0"),
     # run: paths that are empty, a directory, unwritable or missing
     ("run-json-empty", [*RUN, "--json", ""], "--json = '': expected a file that can be written"),
     ("run-csv-directory", [*RUN, "--csv", "{tmp}"], "Invalid value for '--csv': File '{tmp}' is a directory"),
