@@ -32,6 +32,8 @@ COSE_KEY_SIZE: Final = 107
 RAW_POINT_SIZE: Final = 1 + 2 * P384_COORDINATE_SIZE
 P384_ORDER: Final = 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973
 """n, the order of P-384's base point (SEC 2 2.5.1; FIPS 186-4 D.1.2.4)."""
+P384_PRIME: Final = 2**384 - 2**128 - 2**96 + 2**32 - 1
+"""p, the prime of P-384's field (SEC 2 2.5.1): a coordinate must be below it."""
 COSE_KEY_D: Final = -4
 """COSE_Key label of an EC2 private key; it must never appear in a token."""
 
@@ -74,7 +76,7 @@ def raw_point(public_key: ec.EllipticCurvePublicKey) -> bytes:
 
 def raw_point_problem(data: bytes) -> str | None:
     """Why the 97 bytes `data` are no uncompressed P-384 point 04 || X || Y (SEC 1 2.3.3), or
-    None: a first byte other than 0x04, or X, Y that are not a point on P-384."""
+    None: a first byte other than 0x04, a coordinate not below p, or X, Y not on P-384."""
     if data[:1] != b"\x04":
         found = f"{data[0]:#04x}" if data else "nothing"
         return f"its first byte is {found}; expected 0x04 (an uncompressed point, SEC 1 2.3.3)"
@@ -84,7 +86,14 @@ def raw_point_problem(data: bytes) -> str | None:
 
 
 def point_problem(x: int, y: int) -> str | None:
-    """Why (x, y) is no P-384 public key (off the curve, or a coordinate >= p), or None."""
+    """Why (x, y) is no P-384 public key (a coordinate >= p, or off the curve), or None."""
+    for name, value in (("x", x), ("y", y)):
+        # 48 bytes hold values up to p + 2^128 + 2^96 - 2^32: such a coordinate is no field
+        # element (SEC 1 2.3.4 refuses it, as Go's elliptic.Unmarshal does), and cryptography
+        # would reduce it mod p and take another encoding of a point as the key.
+        if not 0 <= value < P384_PRIME:
+            return (f"its {name} coordinate {value:#x} is not below the field prime p = {P384_PRIME:#x}; "
+                    "expected a P-384 public key, whose coordinates are field elements (SEC 1 2.3.4)")
     try:
         ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
     except ValueError:

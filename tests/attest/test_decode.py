@@ -363,6 +363,37 @@ def test_a_rak_that_is_not_on_p384_fails_the_claims_check(form: str, sample_rak:
     assert signature.passed is False and expected in signature.reason, signature
 
 
+P384_P = 2**384 - 2**128 - 2**96 + 2**32 - 1
+P384_B = 0xb3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef
+"""p and b of P-384 (SEC 2 2.5.1), written out here rather than taken from rak.py."""
+
+
+@pytest.mark.parametrize("form", ["raw point", "COSE_Key"])
+def test_a_rak_coordinate_not_below_p_fails_the_claims_check(form: str, sample_rak: ec.EllipticCurvePrivateKey,
+                                                             sample_platform_token: bytes,
+                                                             realm_claims: Callable[..., bytes]) -> None:
+    """Claim 44237 whose x is 2 + p, where (2, y) is a point of P-384: 48 bytes hold it, but it
+    is no field element (SEC 1 2.3.4 refuses a coordinate >= p, as veraison's elliptic.Unmarshal
+    does). cryptography reduces it mod p, so the COSE_Key form passed the claims check and was
+    read as the key (2, y); the raw form passed the claims check too and failed the realm
+    signature with only "Invalid EC key.". Now both forms fail the claims check naming the
+    coordinate and p, and the realm signature check gives the same reason."""
+    x = 2
+    y = pow(x ** 3 - 3 * x + P384_B, (P384_P + 1) // 4, P384_P)     # p = 3 mod 4: a square root
+    assert (y * y - (x ** 3 - 3 * x + P384_B)) % P384_P == 0, "(2, y) must be on P-384 for this test"
+    big_x, y_bytes = (x + P384_P).to_bytes(48, "big"), y.to_bytes(48, "big")
+    rak = b"\x04" + big_x + y_bytes if form == "raw point" else cbor2.dumps({1: 2, -1: 2, -2: big_x, -3: y_bytes})
+    claims = dict(cbor2.loads(realm_claims(profile=None)))
+    claims[44237] = rak
+    expected = f"its x coordinate {x + P384_P:#x} is not below the field prime p = {P384_P:#x}"
+    problems = check_realm_claims(claims)
+    assert len(problems) == 1 and "realm claim 44237 (public_key)" in problems[0] and expected in problems[0], problems
+    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
+    assert result.check("realm claims").passed is False
+    signature = result.check("realm signature")
+    assert signature.passed is False and expected in signature.reason, signature
+
+
 @pytest.mark.parametrize("algo, rim_size, warned", [
     ("sha-512", 32, True), ("sha-256", 64, True), ("sha-384", 64, True), ("sha-512", 64, False),
     ("sha-256", 32, False), ("sha-512", 31, False), ("sha-1", 32, False),
