@@ -413,6 +413,7 @@ def test_realm_claims_warn_when_the_rim_does_not_fit_the_realm_hash(algo: str, r
     assert len(warnings) == 1 and f"44238 (initial_measurement) is {rim_size} bytes" in warnings[0]
     assert f"44236 (hash_algo_id) names {algo!r}" in warnings[0], warnings
 
+
 @pytest.mark.parametrize("changes, phrase", [
     ({"values": {1: 2.0}}, "kty (1) is 2.0, expected 2"),
     ({"values": {-1: 2.0}}, "crv (-1) is 2.0, expected 2"),

@@ -255,7 +255,6 @@ def test_random_platform_claims_round_trip(implementation_id: bytes, instance: b
         **({} if service is None else {"verification_service": service}), "hash_algo_id": hash_algo}
 
 
-P384_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973
 SHORT_X, SHORT_Y = 197, 176
 """Private scalars whose public x (resp. y) is below 2^376: a leading zero byte that a
 minimal-length encoding would drop (the drawn scalars almost never give one)."""

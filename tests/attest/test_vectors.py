@@ -262,6 +262,7 @@ def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phr
         load_trust_anchors(json.dumps(content).encode(), "k")
     assert phrase in str(info.value)
 
+
 def _key_file(kind: str) -> bytes:
     """A key file of the named kind, made here (no such file is among the vectors)."""
     enc, fmt = serialization.Encoding, serialization.PrivateFormat
@@ -305,6 +306,7 @@ def test_a_key_file_of_the_wrong_kind_is_named_for_what_it_holds(kind: str, phra
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(_key_file(kind), "k")
     assert phrase in str(info.value)
+
 
 def test_bad_unwrapped_tokens_are_refused() -> None:
     """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
