@@ -171,9 +171,13 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             said.append(f"dead, not waited for: {names}: ended without leaving the machine (killed?); a call "
                         "in progress there was cut off where it died, and its locks stay held")
         said.append(str(report))
+        # Read once: the line, the JSON and the exit status must agree. Read for each, an RMM
+        # that crashed between them (a live run's) gave exit 4 under output that said nothing
+        # of it.
+        rmm_dead = machine.dead
         if closed:
             said.append("the machine was closed while it was checked (its run ended): this is what it held then")
-        if machine.dead:
+        if rmm_dead:
             said.append(f"the machine is dead: {machine.dead_reason}")
         said.extend(s.describe() for s in busy)
         # All but the last line as before: Ctrl-C there is "no verdict" (130). The last line is
@@ -185,7 +189,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
             "parked": parked, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
             "granules": report.granules,
-            "state_counts": report.state_counts, "dead": machine.dead, "closed": closed, "orphan": creator is not None,
+            "state_counts": report.state_counts, "dead": rmm_dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
             "calls_published": published,
             "cpus": [{"cpu": s.cpu, "call": s.call, "held": list(s.held), "host_held": list(s.host_held),
@@ -194,7 +198,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # Not live: nothing will run on it again (an orphan), or every SMC fails (its RMM died).
         # Exit 0 said only "the invariants hold", and a script watching a run that was killed
         # with its reaper (`while rmm-mp check NAME`) went on watching the corpse for ever.
-        live = creator is None and not machine.dead
+        live = creator is None and not rmm_dead
         status = (0 if live else 4) if report.ok \
             else 1 if settled or not (no_pause or participants or died or creator is not None) else 3
         # Still attached: the machine is closed as decided's SystemExit leaves the block, by

@@ -1364,6 +1364,27 @@ def test_check_of_a_machine_whose_rmm_is_dead_exits_4(machine: Machine, tmp_path
     assert res.exit_code == 1 and "[lock-free]" in res.output, res.output
 
 
+def test_check_of_an_rmm_that_dies_as_it_is_checked_says_one_thing(machine: Machine, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RMM of a live machine crashes after the check printed its lines but before it chose
+    its exit status (the dead flag reads false, then true). The status, the lines and the JSON
+    must tell one story: exit 0 with no "the machine is dead" line and JSON dead false, or exit
+    4 with both. The flag was read three times (the line, the JSON, the status), so this run
+    exited 4 while its output and JSON said nothing of a dead RMM."""
+    reads: list[bool] = []
+
+    def flips(self: Machine) -> bool:
+        reads.append(True)
+        return len(reads) > 1       # alive at the first read, dead from the second on
+    monkeypatch.setattr(Machine, "dead", property(flips))
+    monkeypatch.setattr(Machine, "dead_reason", property(lambda self: "a test's crash"))
+    res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "c.json")])
+    data = json.loads((tmp_path / "c.json").read_text())
+    said_dead = "the machine is dead: a test's crash" in res.output
+    assert (res.exit_code, said_dead, data["dead"]) in ((0, False, False), (4, True, True)), (res.exit_code,
+                                                                                             res.output, data)
+
+
 @pytest.mark.parametrize("closes", [False, True])
 def test_check_of_a_run_that_stops_or_ends_while_checked(closes: bool, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
