@@ -377,14 +377,23 @@ class Machine:
         A granule lock that can never be released ends the wait for it (hw.memory.HostLockWaiter):
         RmmInternalError when the RMM has crashed, MachineError when the holder's process ended.
         """
-        self._check_open()
-        return self._host_ns.read(_int_arg("pa", pa), _int_arg("size", size))
+        # _check_open and _int_arg written out for the common case (the run loop copies a run
+        # page in and out on every REC entry): the helpers run only when a check would fail
+        # or a fork has to be noticed, so their errors and effects are the same.
+        if self._closed or self._generation != cpu_handle._fork_generation:
+            self._check_open()
+        if pa.__class__ is not int:
+            _int_arg("pa", pa)
+        if size.__class__ is not int:
+            _int_arg("size", size)
+        return self._host_ns.read(pa, size)
 
     def ns_write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         """The host writing NS memory; GranuleProtectionFault (and no change) if any byte is not NS DRAM.
 
         A lock that can never be released raises as for ns_read, and nothing is written."""
-        self._check_open()
+        if self._closed or self._generation != cpu_handle._fork_generation:     # as in ns_read
+            self._check_open()
         if not isinstance(data, (bytes, bytearray)):
             if not isinstance(data, memoryview):
                 raise TypeError(f"data: expected bytes-like, got {type(data).__name__}")
@@ -395,7 +404,9 @@ class Machine:
                     raise TypeError(f"data: expected a contiguous memoryview, got one of shape {data.shape} "
                                     f"and strides {data.strides}")
                 data = data.cast("B")
-        self._host_ns.write(_int_arg("pa", pa), data)
+        if pa.__class__ is not int:
+            _int_arg("pa", pa)
+        self._host_ns.write(pa, data)
 
     # -- lifetime -------------------------------------------------------------------------
 
