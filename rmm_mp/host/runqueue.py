@@ -133,6 +133,18 @@ class QueueStats:
     realms: int
 
 
+class _VcpuOffsets(dict[int, int]):
+    """vCPU -> offset of its entry in the control block, computed on first use (``__missing__``)
+    and remembered."""
+
+    def __missing__(self, vcpu: int) -> int:
+        slot, index = divmod(vcpu, MAX_VCPUS)
+        if not 0 <= slot < MAX_REALMS:
+            raise RunQueueError(f"vCPU {vcpu}: no such vCPU (realm slot {slot} out of 0..{MAX_REALMS - 1})")
+        off = self[vcpu] = _REALMS + slot * REALM_BYTES + R_VCPUS + index * VCPU_BYTES
+        return off
+
+
 class RunQueue:
     """One process's handle on the machine's run queue and realm table.
 
@@ -159,7 +171,7 @@ class RunQueue:
         self._next = 0
         self._enq, self._deq, self._ring = self._served[0]
         self._realms: dict[int, tuple[int, HostRealm]] = {}
-        self._offsets: dict[int, int] = {}
+        self._offsets = _VcpuOffsets()
         self._initialise()
 
     def _initialise(self) -> None:
@@ -265,14 +277,9 @@ class RunQueue:
     # -- vCPU transitions -------------------------------------------------------------------
 
     def _vcpu(self, vcpu: int) -> int:
-        """Offset of the vCPU's entry (remembered: every step of the run loop asks several times)."""
-        off = self._offsets.get(vcpu)
-        if off is None:
-            slot, index = divmod(vcpu, MAX_VCPUS)
-            if not 0 <= slot < MAX_REALMS:
-                raise RunQueueError(f"vCPU {vcpu}: no such vCPU (realm slot {slot} out of 0..{MAX_REALMS - 1})")
-            off = self._offsets[vcpu] = _REALMS + slot * REALM_BYTES + R_VCPUS + index * VCPU_BYTES
-        return off
+        """Offset of the vCPU's entry. The methods below index ``_offsets`` themselves: every
+        step of the run loop asks several times, and a subscript of a known vCPU makes no call."""
+        return self._offsets[vcpu]
 
     def _take_turn(self) -> int | None:
         """A vCPU from the served queues, trying them in turn from the one after the queue last
@@ -288,11 +295,11 @@ class RunQueue:
         return None
 
     def vcpu_state(self, vcpu: int) -> int:
-        return self.view.load_u32(self._vcpu(vcpu) + VF_STATE)
+        return self.view.load_u32(self._offsets[vcpu] + VF_STATE)
 
     def vcpu_pages(self, vcpu: int) -> tuple[int, int]:
         """(REC PA, run page PA) of a vCPU."""
-        off = self._vcpu(vcpu)
+        off = self._offsets[vcpu]
         return self.view.load_u64(off + VF_REC), self.view.load_u64(off + VF_RUN)
 
     def start(self, vcpu: int, maybe_on: bool = False) -> bool:
@@ -303,7 +310,7 @@ class RunQueue:
         may have turned itself off since, so an OFF vCPU is queued marked as woken, and
         ERROR_REC on its next entry means its REC is off (runloop.py), as for RUNNING -> WOKEN.
         """
-        view, off = self.view, self._vcpu(vcpu) + VF_STATE
+        view, off = self.view, self._offsets[vcpu] + VF_STATE
         while True:
             state = view.load_u32(off)
             if state == V_DONE:
@@ -327,7 +334,7 @@ class RunQueue:
         vcpu = self._take_turn() if self._multi else self._dequeue(self._deq, self._ring)
         if vcpu is None:
             return None
-        prev = self.view.cas_u32(self._vcpu(vcpu) + VF_STATE, V_QUEUED, V_RUNNING)
+        prev = self.view.cas_u32(self._offsets[vcpu] + VF_STATE, V_QUEUED, V_RUNNING)
         if prev != V_QUEUED:
             raise RunQueueError(f"vCPU {vcpu} came out of the queue in state {VCPU_STATES[prev]}, not QUEUED")
         return vcpu
@@ -337,13 +344,13 @@ class RunQueue:
         on another CPU, that is a migration of its realm. Counted here, not when the vCPU is
         taken: a vCPU taken only to be drained (its realm went off) or whose entry failed did
         not run anywhere."""
-        last = self.view.exchange_u32(self._vcpu(vcpu) + VF_CPU, cpu + 1)
+        last = self.view.exchange_u32(self._offsets[vcpu] + VF_CPU, cpu + 1)
         if last != cpu + 1 and last:
             self.count(vcpu // MAX_VCPUS, "migrations")
 
     def _leave_running(self, vcpu: int, to: int) -> int:
         """RUNNING or WOKEN -> ``to``; returns the state it left."""
-        view, off = self.view, self._vcpu(vcpu) + VF_STATE
+        view, off = self.view, self._offsets[vcpu] + VF_STATE
         while True:
             state = view.load_u32(off)
             if state not in (V_RUNNING, V_WOKEN):
@@ -354,7 +361,7 @@ class RunQueue:
     def requeue(self, vcpu: int) -> None:
         """Put a vCPU that is still runnable, taken through this handle, back at the tail of its
         queue."""
-        view, off = self.view, self._vcpu(vcpu)
+        view, off = self.view, self._offsets[vcpu]
         if view.cas_u32(off + VF_STATE, V_RUNNING, V_QUEUED) != V_RUNNING:    # WOKEN, or misused
             if self._leave_running(vcpu, V_QUEUED) == V_WOKEN:
                 view.store_u32(off + VF_WOKEN, 1)
@@ -365,7 +372,7 @@ class RunQueue:
 
     def stop(self, vcpu: int) -> None:
         """The vCPU turned itself off (PSCI CPU_OFF): OFF, or back in the queue if it was woken."""
-        view, off = self.view, self._vcpu(vcpu) + VF_STATE
+        view, off = self.view, self._offsets[vcpu] + VF_STATE
         while True:
             state = view.load_u32(off)
             if state == V_RUNNING and view.cas_u32(off, V_RUNNING, V_OFF) == V_RUNNING:
@@ -380,21 +387,21 @@ class RunQueue:
     def end(self, vcpu: int, reason: int) -> None:
         """The vCPU will not run again (VEND_*)."""
         self._leave_running(vcpu, V_DONE)
-        self.view.store_u32(self._vcpu(vcpu) + VF_END, reason)
+        self.view.store_u32(self._offsets[vcpu] + VF_END, reason)
         if reason == VEND_ERROR:
             self.count(vcpu // MAX_VCPUS, "vcpu_errors")
         self._retire(vcpu // MAX_VCPUS)
 
     def take_woken(self, vcpu: int) -> bool:
         """Whether the vCPU was requeued by a start while it ran; clears the mark."""
-        return self.view.exchange_u32(self._vcpu(vcpu) + VF_WOKEN, 0) != 0
+        return self.view.exchange_u32(self._offsets[vcpu] + VF_WOKEN, 0) != 0
 
     def enter_flags(self, vcpu: int) -> int:
         """The RmiRecEnter flags the vCPU's run page holds now (devices written by the host)."""
-        return self.view.load_u32(self._vcpu(vcpu) + VF_FLAGS)
+        return self.view.load_u32(self._offsets[vcpu] + VF_FLAGS)
 
     def set_enter_flags(self, vcpu: int, flags: int) -> None:
-        self.view.store_u32(self._vcpu(vcpu) + VF_FLAGS, flags)
+        self.view.store_u32(self._offsets[vcpu] + VF_FLAGS, flags)
 
     def _retire(self, slot: int) -> None:
         """One fewer active vCPU; the last one marks the realm DONE."""
