@@ -367,8 +367,10 @@ class GranuleTable:
         """
         if addr_a == addr_b:
             return None
-        idx_a, idx_b = self.find(addr_a), self.find(addr_b)
-        if idx_a < 0 or idx_b < 0:
+        # find() of both, written out (hot path: REC_ENTER locks the REC and its run page here).
+        base, end = self.base, self.end
+        if (addr_a & (GRANULE_SIZE - 1) or not base <= addr_a < end
+                or addr_b & (GRANULE_SIZE - 1) or not base <= addr_b < end):
             return None
         if addr_a < addr_b:
             first = self.find_lock(addr_a, state_a)

@@ -255,12 +255,13 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if pair is None:        # run_align, run_bound, run_pas, rec_align, rec_bound, rec_gran_state
         raise RmiError.input()
     g, run_g = pair
+    granules = rmm.granules     # the guards' unlock and refcount, through the table: one call each
     raw = read_held_ns(rmm, run_g, RMI_REC_ENTER.size)
-    run_g.unlock()
+    granules.unlock(run_g.idx)
     if raw is None:         # run_pas: NS in the granule table, not in the NS PAS
         g.unlock()
         raise RmiError.input()
-    if g.refcount != 0:     # running on another CPU
+    if granules.refcount(g.idx) != 0:     # running on another CPU
         g.unlock()
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
@@ -271,7 +272,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         g.unlock()
         raise refusal
     g.refcount_add(1)
-    g.unlock()
+    granules.unlock(g.idx)
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
