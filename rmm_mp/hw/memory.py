@@ -238,32 +238,31 @@ class NsAccess:
                     table.unlock(held)
                 raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
 
-    def _lock_single(self, offset: int, size: int) -> int:
-        """For an access of ``size`` bytes at ``offset`` into DRAM that lies inside one granule
-        (the common case: a run page, a host-call page, a structure), _lock_checked of that
-        granule without building a range of indices: its index. -1 for any other access, which
-        takes the general path."""
-        if not (0 < size and 0 <= offset and offset + size <= self.memory.end - self.memory.base
-                and offset >> 12 == (offset + size - 1) >> 12):
-            return -1
-        idx = offset >> 12
-        table = self.table
-        table.lock(idx)
-        pas = self.gpt.pas(idx)
-        if pas != Pas.NS:
-            table.unlock(idx)
-            raise GranuleProtectionFault(self.memory.base + offset, f"granule is in the {Pas(pas).name} PAS")
-        return idx
+    def _single_fault(self, pa: int, idx: int, pas: int) -> GranuleProtectionFault:
+        """The one-granule path's fault (read, write) for an access at ``pa``: its granule
+        ``idx``, whose lock the caller holds, is in PAS ``pas``, not NS; the lock is released."""
+        self.table.unlock(idx)
+        return GranuleProtectionFault(pa, f"granule is in the {Pas(pas).name} PAS")
 
     def read(self, pa: int, size: int) -> bytes:
         memory = self.memory
         offset = pa - memory.base
-        idx = self._lock_single(offset, size)
-        if idx >= 0:
+        # An access inside one granule (the common case: a run page, a host-call page, a
+        # structure) locks and checks that granule without building a range of indices; the
+        # general path (_granules, _lock_checked) takes any other. Written out here and in
+        # write, not a helper: the run loop makes these copies on every REC entry.
+        if 0 < size and 0 <= offset and offset + size <= memory.end - memory.base \
+                and offset >> 12 == (offset + size - 1) >> 12:
+            idx = offset >> 12
+            table = self.table
+            table.lock(idx)
+            pas = self.gpt.pas(idx)
+            if pas != Pas.NS:
+                raise self._single_fault(pa, idx, pas)
             try:
                 return bytes(memory.buf[offset:offset + size])
             finally:
-                self.table.unlock(idx)
+                table.unlock(idx)
         indices = self._granules(pa, size)
         self._lock_checked(pa, indices)
         try:
@@ -275,12 +274,18 @@ class NsAccess:
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         memory = self.memory
         offset, size = pa - memory.base, len(data)
-        idx = self._lock_single(offset, size)
-        if idx >= 0:
+        if 0 < size and 0 <= offset and offset + size <= memory.end - memory.base \
+                and offset >> 12 == (offset + size - 1) >> 12:      # one granule: as in read
+            idx = offset >> 12
+            table = self.table
+            table.lock(idx)
+            pas = self.gpt.pas(idx)
+            if pas != Pas.NS:
+                raise self._single_fault(pa, idx, pas)
             try:
                 memory.buf[offset:offset + size] = data
             finally:
-                self.table.unlock(idx)
+                table.unlock(idx)
             return
         indices = self._granules(pa, size)
         self._lock_checked(pa, indices)
