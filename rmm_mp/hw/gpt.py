@@ -11,6 +11,7 @@ GTSI service does) nor touch memory contents.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import atomicshm
 
@@ -27,7 +28,7 @@ class Pas(enum.IntEnum):
 class Gpt:
     """GPT entries of the DRAM granules, indexed like the granule table."""
 
-    __slots__ = ("view", "buf", "count", "_load", "_cas", "_store")
+    __slots__ = ("view", "buf", "count", "pas", "_load", "_cas", "_store")
 
     def __init__(self, view: atomicshm.AtomicView, buf: memoryview, count: int) -> None:
         self.view = view
@@ -36,9 +37,9 @@ class Gpt:
         self._load = view.load_u8
         self._cas = view.cas_u8
         self._store = view.store_u8
-
-    def pas(self, idx: int) -> int:
-        return self._load(idx)
+        self.pas: Callable[[int], int] = view.load_u8
+        """pas(idx): granule idx's PAS. The view's own load, not a method that calls it: every
+        NS copy (the granule protection check) asks, four times per REC round trip."""
 
     def transition(self, idx: int, old: int, new: int) -> bool:
         """Atomically move granule idx from PAS old to new; False if it was not in old."""
