@@ -148,7 +148,16 @@ class Bus(Protocol):
         ...
 
 
-_decoded: dict[int, tuple[int, int, int, int, int, int]] = {}
+class _DecodeCache(dict[int, tuple[int, int, int, int, int, int]]):
+    """Instruction word -> its decoding; a word not seen yet is decoded (``_decode``, which
+    remembers it) by ``__missing__``, so that ``run`` looks a word up with a subscript: no call
+    for the words it has seen, on every instruction."""
+
+    def __missing__(self, word: int) -> tuple[int, int, int, int, int, int]:
+        return _decode(word)
+
+
+_decoded = _DecodeCache()
 _DECODE_CACHE_MAX = 1 << 16
 _KNOWN = frozenset(int(op) for op in Op)
 _AUX_LIMIT = {int(Op.BCOND): 15, int(Op.LDR): 3, int(Op.STR): 3, int(Op.MOVK): 3, int(Op.LDP): 0, int(Op.STP): 0}
@@ -316,10 +325,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                         return Event(ABORT, executed, fault=Fault(pc, False, 3, 0, True, fault.reason,
                                                                   getattr(fault, "level", 0)))
             word = words[(base + offset) >> 3]
-            ins = decoded.get(word)
-            if ins is None:
-                ins = _decode(word)
-            op, rd, rn, rm, aux, imm = ins
+            op, rd, rn, rm, aux, imm = decoded[word]
             executed += 1
             if op <= _MOV:
                 if op == _MOVI:
