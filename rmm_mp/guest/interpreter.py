@@ -302,7 +302,9 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
             if not 0 <= offset < 4096:
                 # A sync point (module docstring): the first instruction, a PC that moved other
                 # than by +8, or the next page of straight-line code.
-                if sync():
+                # Before the first instruction the caches are empty (an entry is only made
+                # right before an instruction counts): nothing to drop then.
+                if sync() and executed:
                     fetch_pages.clear()
                     read_pages.clear()
                     write_pages.clear()
