@@ -46,6 +46,7 @@ from rmm_mp.rmm import gic, stage2
 from rmm_mp.rmm.realm_call import (
     EMPTY, RAM, RSI_RESULT_REGS, RSI_ZEROS, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit,
 )
+from rmm_mp.rmm.memo import BoundedMemo
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd, count_exception
 from rmm_mp.rmm.rec_desc import (
     H_HOST_CALL, H_IDX, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
@@ -94,14 +95,14 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     recorder, tracer = rmm.el3.recorder, rmm.el3.tracer
     start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
     v = rec.run_state()
-    state = GuestState(v[R_GPRS:R_PC], v[R_PC], v[R_PSTATE], (*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_el1(v[H_IDX])))
+    state = GuestState(v[R_GPRS:R_PC], v[R_PC], v[R_PSTATE], (*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]))
     call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, Rec.s2ctx_of(v), enter["flags"])
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:
         _complete_entry(call, enter, v)
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
-    fields.update(_gic_exit_state(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"]))
+    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # _gic_exit_state
     if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
@@ -111,31 +112,24 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
     return fields
 
 
-_mpidr_cache: dict[int, int] = {}
-_gic_cache: dict[tuple[int, int, tuple[int, ...]], dict[str, Any]] = {}
 _CACHE_MAX = 1024
+_mpidr_cache: BoundedMemo[int, int] = BoundedMemo(lambda rec_index: rec_index_to_mpidr_el1(rec_index) | MPIDR_RES1,
+                                                  _CACHE_MAX)
+"""REC index -> MPIDR_EL1 as its realm reads it (a pure function; run_rec subscripts it)."""
+_gic_cache: BoundedMemo[tuple[int, int, tuple[int, ...]], dict[str, Any]] = BoundedMemo(
+    lambda key: gic.gic_exit_state(key[1], key[2], key[0]), _CACHE_MAX)
+"""(num_lrs, hcr, lrs) -> gic.gic_exit_state: a host re-enters with the same GIC state entry
+after entry, and the answer depends on nothing else. Callers copy it (run_rec subscripts it)."""
 
 
 def _mpidr_el1(rec_index: int) -> int:
     """MPIDR_EL1 of REC ``rec_index`` as its realm reads it (memoised: a pure function)."""
-    value = _mpidr_cache.get(rec_index)
-    if value is None:
-        if len(_mpidr_cache) >= _CACHE_MAX:
-            _mpidr_cache.clear()
-        value = _mpidr_cache[rec_index] = rec_index_to_mpidr_el1(rec_index) | MPIDR_RES1
-    return value
+    return _mpidr_cache[rec_index]
 
 
 def _gic_exit_state(num_lrs: int, hcr: int, lrs: tuple[int, ...]) -> dict[str, Any]:
-    """gic.gic_exit_state for this CPU's number of LRs, memoised: a host re-enters with the
-    same GIC state entry after entry, and the answer depends on nothing else. Callers copy it."""
-    key = (num_lrs, hcr, lrs)
-    fields = _gic_cache.get(key)
-    if fields is None:
-        if len(_gic_cache) >= _CACHE_MAX:
-            _gic_cache.clear()
-        fields = _gic_cache[key] = gic.gic_exit_state(hcr, lrs, num_lrs)
-    return fields
+    """gic.gic_exit_state for this CPU's number of LRs, memoised (_gic_cache). Callers copy it."""
+    return _gic_cache[(num_lrs, hcr, lrs)]
 
 
 # -- 1. entry completions ---------------------------------------------------------------------

@@ -36,6 +36,7 @@ from __future__ import annotations
 import struct
 
 from rmm_mp.hw.memory import PhysicalMemory
+from rmm_mp.rmm.memo import BoundedMemo
 from rmm_mp.rmm.s2tt import S2Ctx
 
 GPRS = 31
@@ -77,8 +78,10 @@ H_RIPAS_BASE, H_RIPAS_TOP, H_RIPAS_ADDR, H_RIPAS_VALUE, H_RIPAS_DESTROYED = 6, 7
 H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR = 11, 12, 13
 R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS = 14, 45, 46, 47, 51
 
-_s2ctx_cache: dict[tuple[int, int, int, int], S2Ctx] = {}
 _S2CTX_CACHE_MAX = 1024
+_s2ctx_cache: BoundedMemo[tuple[int, int, int, int], S2Ctx] = BoundedMemo(lambda key: S2Ctx(*key), _S2CTX_CACHE_MAX)
+"""(ipa_width, level, num, base) -> its S2Ctx: S2Ctx is immutable, and making one costs more
+than finding it."""
 
 
 class Rec:
@@ -202,7 +205,7 @@ class Rec:
     @staticmethod
     def s2ctx_of(run_state: tuple[int, ...]) -> S2Ctx:
         """s2ctx() from a run_state() tuple."""
-        return _s2ctx(*run_state[R_S2:R_S2 + 4])
+        return _s2ctx_cache[run_state[R_S2:R_S2 + 4]]     # _s2ctx of them
 
     @property
     def hash_algo(self) -> int:
@@ -210,11 +213,5 @@ class Rec:
 
 
 def _s2ctx(ipa_width: int, level: int, num: int, base: int) -> S2Ctx:
-    """The S2Ctx of these values: S2Ctx is immutable, and making one costs more than finding it."""
-    key = (ipa_width, level, num, base)
-    ctx = _s2ctx_cache.get(key)
-    if ctx is None:
-        if len(_s2ctx_cache) >= _S2CTX_CACHE_MAX:
-            _s2ctx_cache.clear()
-        ctx = _s2ctx_cache[key] = S2Ctx(ipa_width, level, num, base)
-    return ctx
+    """The S2Ctx of these values (memoised: _s2ctx_cache)."""
+    return _s2ctx_cache[(ipa_width, level, num, base)]
