@@ -85,7 +85,7 @@ class Cpu:
         ns = NsAccess(machine.memory, self.granules, machine.gpt)
         self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
                           plat, machine.gpt, self.tlb, machine.control.time_slice)
-        self.monitor.rmm = self.rmm.handle_rmi
+        self.monitor.rmm = self.rmm.rmi_entry()
         self.recorder: Recorder | None = Recorder(area.stats_region())
         self.monitor.recorder = self.recorder
         self.tracer: trace.Tracer | None = None

@@ -6,7 +6,9 @@ Everything here is per CPU and per process; the state it works on lives in share
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.el3.monitor import Monitor, Result
@@ -48,5 +50,10 @@ class RmmCpu:
         self.log = log.isEnabledFor(logging.DEBUG)
 
     def handle_rmi(self, fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
-        """The RMM's RMI entry point (what EL3 enters); returns REQ_COMPLETE's X1..X5."""
+        """The RMM's RMI entry point; returns REQ_COMPLETE's X1..X5."""
         return dispatch(self, fid, x1, x2, x3, x4, x5, x6)
+
+    def rmi_entry(self) -> "Callable[[int, int, int, int, int, int, int], Result]":
+        """What EL3 enters (Monitor.rmm): handle_rmi without its Python frame, dispatch bound to
+        this CPU by functools.partial, which EL3 calls on every RMI call."""
+        return functools.partial(dispatch, self)
