@@ -39,6 +39,7 @@ from rmm_mp.abi.structs import (
     RmiRecEnterFlags, mpidr_to_rec_index,
 )
 from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.rmm import gic, realm_run
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
@@ -99,10 +100,11 @@ FAILURE_CONDITIONS = {
 
 def _index(rmm: "RmmCpu", pa: int) -> int:
     """Granule index of a PA the RMM stored itself (a REC's RD or aux): not finding it is a bug."""
-    idx = rmm.granules.find(pa)
-    if idx < 0:
+    granules = rmm.granules
+    # granules.find(pa), written out: REC_ENTER asks for its RD's index on every entry.
+    if pa & (GRANULE_SIZE - 1) or not granules.base <= pa < granules.end:
         raise RmmInternalError(f"CPU {rmm.cpu}: REC metadata names {pa:#x}, which is not a DRAM granule")
-    return idx
+    return (pa - granules.base) >> 12
 
 
 # -- REC_CREATE ---------------------------------------------------------------------------------
@@ -239,7 +241,8 @@ def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any]) -> Rm
         return RmiError.rec()
     if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], rmm.num_lrs):
         return RmiError.rec()
-    if not _emul_mmio_allowed(rec, enter["flags"]):
+    flags = enter["flags"]
+    if flags & _EMUL_MMIO and not _emul_mmio_allowed(rec, flags):     # no EMUL_MMIO: allowed, no call
         return RmiError.rec()
     return None
 
