@@ -90,9 +90,14 @@ class Stage2Bus:
         tlb = self._tlb
         count_exception(tlb.dram, tlb.executing_rd - self._base)
 
-    def _walk(self, ipa: int) -> tuple[int, int]:
-        """(level, entry) where the lock-free walk for ``ipa`` (< 2^ipa_width) stops."""
-        sl_index = (ipa & self._sl_mask) >> self._sl_shift
+    def translate(self, page: int, write: bool, fetch: bool) -> int:
+        """DRAM offset of IPA ``page``, or WalkFault (see the reasons above)."""
+        if page >= self._ipa_size:
+            raise WalkFault(page, OUT_OF_RANGE, self._start)
+        # The lock-free walk: where it stops for ``page`` (< 2^ipa_width), as (level, desc).
+        # Written out, not a helper: every translation the interpreter misses in its caches
+        # walks (the fetch page at least once per REC entry).
+        sl_index = (page & self._sl_mask) >> self._sl_shift
         table = self._root + (sl_index >> s2tt.STRIDE)
         index = sl_index & (s2tt.ENTRIES - 1)
         level = self._start
@@ -100,16 +105,10 @@ class Stage2Bus:
         while True:
             desc = load((table << 12) + (index << 3))
             if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != _DESC_TABLE:
-                return level, desc
+                break
             table = ((desc & _OA_MASK) - self._base) >> 12
             level += 1
-            index = (ipa >> _SHIFTS[level]) & (s2tt.ENTRIES - 1)
-
-    def translate(self, page: int, write: bool, fetch: bool) -> int:
-        """DRAM offset of IPA ``page``, or WalkFault (see the reasons above)."""
-        if page >= self._ipa_size:
-            raise WalkFault(page, OUT_OF_RANGE, self._start)
-        level, desc = self._walk(page)
+            index = (page >> _SHIFTS[level]) & (s2tt.ENTRIES - 1)
         if page < self._par_size and desc & _DESC_TYPE_MASK and not desc & _NS \
                 and (level < _PAGE_LEVEL or desc & _DESC_TYPE_MASK == _PAGE_DESC):
             # A valid protected page or block: ASSIGNED, RIPAS RAM (s2tt.decode).
