@@ -157,12 +157,14 @@ class RunLoop:
         self._count(ex[X_REASON])
         action, flags, gprs, error = handle_exit(self.ctx, vcpu, ex)
         if gprs is not None:
+            if len(gprs) != 31:     # a host call's answer has all 31: no _padded call then
+                gprs = _padded(gprs)
             # Only the registers the RMM reads back change; the flags are written with them
             # when they change (the run page keeps the last ones: RunQueue.enter_flags).
             if flags == q.enter_flags(vcpu):
-                machine.ns_write(run + _GPRS_OFFSET, _ENTER_GPRS.pack(*_padded(gprs)))
+                machine.ns_write(run + _GPRS_OFFSET, _ENTER_GPRS.pack(*gprs))
             else:
-                machine.ns_write(run, _ENTER_FULL.pack(flags, *_padded(gprs)))
+                machine.ns_write(run, _ENTER_FULL.pack(flags, *gprs))
                 q.set_enter_flags(vcpu, flags)
         elif flags != q.enter_flags(vcpu):
             machine.ns_write(run, _ENTER_FLAGS.pack(flags))
