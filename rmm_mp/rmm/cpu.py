@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.el3.monitor import Monitor, Result
@@ -20,12 +21,15 @@ from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform
 from rmm_mp.rmm.dispatch import dispatch, log
 
+if TYPE_CHECKING:
+    from rmm_mp.rmm.stage2 import Stage2Bus
+
 
 class RmmCpu:
     """Per-CPU RMM context: what a handler may use."""
 
     __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "num_lrs", "control", "log", "pa_bits",
-                 "vmid_bits", "platform", "gpt", "tlb", "time_slice", "attest_material")
+                 "vmid_bits", "platform", "gpt", "tlb", "time_slice", "attest_material", "buses")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
                  el3: Monitor, features0: int, control: Control, platform: Platform, gpt: Gpt, tlb: Tlb,
@@ -35,6 +39,10 @@ class RmmCpu:
         self.tlb = tlb
         self.time_slice = time_slice
         self.attest_material: object = None
+        self.buses: dict[int, Stage2Bus] = {}
+        """realm_run's Stage2Bus of each S2Ctx this CPU has run a REC of, by id(ctx): a bus holds
+        nothing but what its CPU and ctx give it, so one serves every entry; and it holds its ctx,
+        so an id found here is that of a live ctx, never one reused by another object."""
         """rmm.attestation.Material once this CPU's RMM has fetched it from EL3 (first token)."""
         self.platform = platform
         self.pa_bits = platform.pa_bits

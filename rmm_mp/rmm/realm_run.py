@@ -206,7 +206,13 @@ def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
     pending host call, copied in first."""
     rmm, state = call.rmm, call.state
     tlb = rmm.tlb
-    bus = stage2.Stage2Bus(rmm, call.ctx, tlb)
+    ctx = call.ctx
+    buses = rmm.buses       # the CPU's bus for this stage 2, made once (RmmCpu.buses)
+    bus = buses.get(id(ctx))
+    if bus is None:
+        if len(buses) >= _CACHE_MAX:
+            buses.clear()
+        bus = buses[id(ctx)] = stage2.Stage2Bus(rmm, ctx, tlb)
     generation = (call.rd.idx << 12) + OFF_TLB_GENERATION
     budget = rmm.time_slice
     while True:
