@@ -39,11 +39,11 @@ class RmmCpu:
         self.tlb = tlb
         self.time_slice = time_slice
         self.attest_material: object = None
+        """rmm.attestation.Material once this CPU's RMM has fetched it from EL3 (first token)."""
         self.buses: dict[int, Stage2Bus] = {}
         """realm_run's Stage2Bus of each S2Ctx this CPU has run a REC of, by id(ctx): a bus holds
         nothing but what its CPU and ctx give it, so one serves every entry; and it holds its ctx,
         so an id found here is that of a live ctx, never one reused by another object."""
-        """rmm.attestation.Material once this CPU's RMM has fetched it from EL3 (first token)."""
         self.platform = platform
         self.pa_bits = platform.pa_bits
         self.vmid_bits = platform.features.vmid_bits
