@@ -237,7 +237,8 @@ def _processes(doc: dict[str, Any]) -> list[str]:
 
 DETAIL_MIN, COUNTERS_MIN = 30, 20
 """The realm table's narrowest detail column and the columns it leaves the counters at least
-(when the realm names are not so long that these cannot both fit in WIDTH)."""
+(when the realm names are not so long that these cannot both fit in WIDTH); more when a failed
+realm's widest counter needs more, since all of a failed realm's counters are shown."""
 
 
 def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[str]:
@@ -289,7 +290,12 @@ def _realm_table(shown: list[dict[str, Any]]) -> list[str]:
 
     prefix = sum(widths) + 2 * len(widths)
     details = [r["detail"] or "-" for r in shown]
-    detail_width = min(max(len("detail"), *map(len, details)), max(DETAIL_MIN, WIDTH - prefix - 2 - COUNTERS_MIN))
+    # A failed realm's counters are all shown, one per line at least: the column is as wide as
+    # its widest counter with its comma ("ripas_changes 54,321," is 21), else that line ran past
+    # WIDTH beside a detail at its cap.
+    counters_min = max([COUNTERS_MIN] + [len(f"{k} {v:,},") for r in shown if not r["ok"]
+                                         for k, v in r["counters"].items()])
+    detail_width = min(max(len("detail"), *map(len, details)), max(DETAIL_MIN, WIDTH - prefix - 2 - counters_min))
     start = prefix + detail_width + 2
     counters_width = max(WIDTH - start, len("counters"))
     rows: list[list[str]] = []

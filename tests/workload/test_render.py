@@ -244,6 +244,21 @@ def test_a_wide_failed_realm_row_wraps_within_the_width() -> None:
     assert len(section[2]) <= 118 and len(section[3]) <= 118, section
 
 
+def test_a_failed_realms_counter_wider_than_the_least_counters_column_fits() -> None:
+    """A failed realm with a long detail (the detail column at its cap) and a counter wider than
+    COUNTERS_MIN with its comma ("ripas_changes 54,321," is 21 columns): the detail column
+    narrows so that the widest counter fits, and every line stays within 118 columns. It used
+    to leave the counters 20 columns, and that line ran to 119."""
+    reason = ("REC 0: RMI_REC_ENTER returned ERROR_REC (index 0) after the realm asked for a RIPAS change "
+              "of 0x80000000")
+    failed = RealmOutcome("ripas[0]#3", 1, False, reason, {"entries": 123456, "ripas_changes": 54321,
+                                                            "ripas_destroyed": 12})
+    section = _section(format_report(hand_built(realms=(failed,))), "Realms: 0 of 1 ok")
+    assert all(len(line) <= 118 for line in section), [len(line) for line in section]
+    (_, detail, counters), = realm_rows(section)
+    assert detail == reason and counters == "entries 123,456, ripas_changes 54,321, ripas_destroyed 12"
+
+
 def test_a_detail_word_wider_than_its_column_stays_whole() -> None:
     """A failed realm whose detail has a path wider than the detail column: the path is kept
     whole on a line of its own, which takes no counters (they go on the lines around it)."""
