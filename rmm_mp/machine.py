@@ -516,8 +516,8 @@ def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:
     free = segment.free_bytes()
     if needed > free:
         raise MachineError(
-            f"platform {plat.name!r} needs {needed / 2**20:.0f} MiB of shared memory but {segment.SHM_DIR} "
-            f"has {free / 2**20:.0f} MiB free: remove leftovers with `rmm-mp clean`, use a smaller "
+            f"platform {plat.name!r} needs {needed / 2**20:,.0f} MiB of shared memory but {segment.SHM_DIR} "
+            f"has {free / 2**20:,.0f} MiB free: remove leftovers with `rmm-mp clean`, use a smaller "
             f"platform or fewer CPUs, or enlarge {segment.SHM_DIR}")
 
 

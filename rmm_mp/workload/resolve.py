@@ -417,9 +417,9 @@ def _capacity(w: Workload) -> None:
     plat = w.platform
     usable = plat.granule_count - sum(r.size // GRANULE for r in plat.secure) - reserve(w.cpus)
     if need > usable:
-        mib = f"{need * GRANULE / (1 << 20):.1f} MiB"
-        shown = ", ".join(f"{k} {v * GRANULE / (1 << 20):.1f} MiB" for k, v in parts.items() if v)
-        room = f"the {usable * GRANULE / (1 << 20):.1f} MiB of NS DRAM platform {plat.name!r} has"
+        mib = f"{need * GRANULE / (1 << 20):,.1f} MiB"
+        shown = ", ".join(f"{k} {v * GRANULE / (1 << 20):,.1f} MiB" for k, v in parts.items() if v)
+        room = f"the {usable * GRANULE / (1 << 20):,.1f} MiB of NS DRAM platform {plat.name!r} has"
         if biggest is None:
             # No realm to blame: the activities' own pages (delegate-churn pools, ripas-churn
             # realms) are what does not fit.

@@ -502,3 +502,14 @@ def test_create_fails_clearly_when_dev_shm_is_full(monkeypatch: pytest.MonkeyPat
     assert needed and int(needed.group(1)) >= 64, text
     assert re.search(r"\b3 MiB", text), text
     assert my_entries() == before
+
+
+def test_the_space_error_has_thousands_separators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 4 GiB `large` platform with 1,500 MiB free: the error gives both sizes with thousands
+    separators, as every other size of the tool ("needs 4,1.. MiB", "has 1,500 MiB free"); they
+    read "4113 MiB" and "1500 MiB"."""
+    monkeypatch.setattr(segment, "free_bytes", lambda: 1500 << 20)
+    with pytest.raises(MachineError) as info:
+        Machine.create("large", cpus=1)
+    assert re.search(r"needs 4,\d{3} MiB of shared memory", str(info.value)), str(info.value)
+    assert "has 1,500 MiB free" in str(info.value), str(info.value)

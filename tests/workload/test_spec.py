@@ -980,6 +980,17 @@ def test_too_much_memory_for_the_platform(tmp_path: Path) -> None:
     assert "the run would need up to 163.5 MiB (" in err.expected and "rtt-churn windows 161.2 MiB" in err.expected
 
 
+def test_too_much_memory_for_a_large_platform_has_thousands_separators(tmp_path: Path) -> None:
+    """40 realms churned by the 64 CPUs of the 4 GiB `large` platform need some 5 GiB of
+    rtt-churn windows: the sizes of the error have thousands separators, as every other size
+    of the tool ("4,079.5 MiB"); they read "4079.5 MiB" and "5164.5 MiB"."""
+    text = ('platform = "large"\nseconds = 1\nactivities = { run = 1, rtt-churn = 1 }\n' + OK_REALM
+            + "instances = 40\n")
+    err = refused(tmp_path, text, 7, "realm[0].instances", 40, "realms that fit in the 4,079.5 MiB of NS DRAM "
+                                                                "platform 'large' has")
+    assert "the run would need up to 5,164.5 MiB (realms 4.5 MiB, rtt-churn windows 5,160.0 MiB)" in err.expected
+
+
 def holes_platform(tmp_path: Path, dram: str, secure: list[int]) -> None:
     """`host` as holes.toml with this [dram] table and a 4 KiB Secure range at each PA of ``secure``."""
     text = (ROOT / "platform" / "host.toml").read_text().replace('name = "host"', 'name = "holes"')
