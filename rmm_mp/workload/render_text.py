@@ -528,6 +528,14 @@ def _written(report: RunReport, doc: dict[str, Any]) -> list[str]:
                                                                 break_long_words=False, break_on_hyphens=False)]
 
 
+def _entries(entries: Sequence[str]) -> list[str]:
+    """The lines of a section's ``entries``, each wrapped to WIDTH on whole words, indented by 2
+    and its further lines by 4."""
+    return [line for entry in entries
+            for line in textwrap.wrap(entry, WIDTH, initial_indent="  ", subsequent_indent="    ",
+                                      break_long_words=False, break_on_hyphens=False)]
+
+
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if report.failures:
@@ -535,16 +543,15 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
         stopped_by = report.host.get("stopped_by", "")
         why = [f"  the CPUs were asked to stop: {stopped_by}"] if stopped_by.startswith("time is up") else []
         out += ["", "CPU failures", *why] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
+    # Each entry wrapped as a warning is, on whole words (a path cut in two reads as two): the
+    # line naming CPUs never started alone is some 150 columns, and the problem naming the
+    # shared memory files a failed close left (run.closed) some 400.
     if report.problems:
-        out += ["", "Problems found by the workload's checks"] + [f"  {p}" for p in report.problems]
+        out += ["", "Problems found by the workload's checks", *_entries(report.problems)]
     if report.output_errors:
-        out += ["", "Report files not written"] + [f"  {e}" for e in report.output_errors]
+        out += ["", "Report files not written", *_entries(report.output_errors)]
     if report.not_done:
-        # Wrapped as a warning is: the line naming CPUs never started alone is some 150 columns.
-        out += ["", "Not done (the run was interrupted)"] + [
-            line for n in report.not_done
-            for line in textwrap.wrap(n, WIDTH, initial_indent="  ", subsequent_indent="    ",
-                                      break_long_words=False, break_on_hyphens=False)]
+        out += ["", "Not done (the run was interrupted)", *_entries(report.not_done)]
     skipped = next((n for n in report.not_done if n.startswith("invariants not checked: ")), "")
     out += ["", f"invariants: not checked: {skipped.removeprefix('invariants not checked: ')}" if skipped
             else "invariants: not checked (the run did not end cleanly)" if report.invariants is None

@@ -692,3 +692,24 @@ def test_trace_records_left_out_are_warned_about() -> None:
     assert warned == ["the trace leaves out 1 record that may be torn (CPU 1 1; the file's otherData.left_out): a "
                       "CPU process killed while writing one leaves it half old, half new"]
     assert not [w for w in to_json(hand_built())["warnings"] if "left_out" in w]
+
+
+def test_problems_and_report_file_errors_are_wrapped_to_the_width() -> None:
+    """A problem naming the shared memory files a failed close left (run.closed: six paths,
+    some 400 columns) and a report file error with a long reason: each is wrapped on whole
+    words within 118 columns, its further lines indented under it, every path whole. Both were
+    printed on one line (the "Not done" entries already wrapped)."""
+    paths = [f"/dev/shm/rmm-mp-12345-0a1b2c3d.{part}" for part in ("ctl", "granules", "gpt", "dram", "cpus", "trace")]
+    problem = (f"closing the machine after the run failed (PermissionError: [Errno 13] Permission denied) and 6 "
+               f"shared memory files of it are left: {', '.join(paths)}; `rmm-mp clean` removes them once this "
+               f"process has ended")
+    error = ("could not save 3 of 3 tokens to /tmp/tokens (the first: [Errno 13] Permission denied: "
+             "'/tmp/tokens/att256-0-000000.cbor')")
+    text = format_report(hand_built(problems=(problem,), output_errors=[error]))
+    assert all(len(line) <= 118 for line in text.splitlines()), max(len(line) for line in text.splitlines())
+    for title, whole in (("Problems found by the workload's checks", problem), ("Report files not written", error)):
+        section = _section(text, title)
+        assert section[1].startswith("  ") and not section[1].startswith("   ") and len(section) > 2, section
+        assert all(line.startswith("    ") for line in section[2:]), section
+        assert " ".join(line.strip() for line in section[1:]) == whole
+    assert all(any(path + sep in line for line in text.splitlines()) for path, sep in zip(paths, [","] * 5 + [";"]))
