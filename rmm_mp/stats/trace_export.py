@@ -26,8 +26,10 @@ slot after the last counted record, which only a full ring (head >= capacity) st
 its oldest record. Its fields are then part the new record's and part the old one's: a lock
 wait's kind with an RSI call's slot as its class used to raise ValueError here, and the run's
 whole report was lost with it. So the oldest record of a full ring of each CPU named
-``killed`` is left out, and any record whose kind or code is not one the export knows is left
-out too (never raised); "otherData.left_out" says how many of each CPU's records were.
+``killed`` is left out, and any record event() refuses (a kind it does not know, a lock wait
+of no lock class) is left out too (never raised); "otherData.left_out" says how many of each
+CPU's records were. A call or exit code it has no name for is no reason: it is shown as its
+slot, SLOT_n, as in the latency tables.
 
 This module owns the export. It must not change the machine or interpret ring layouts beyond
 hw.trace's documented header (u64 head: records written so far).
@@ -116,7 +118,7 @@ def dropped(machine: "Machine", cpu: int) -> int:
 def track(records: list[tuple[int, int, int, int, int]], cpu: int, t0_ns: int,
           realms: dict[int, str], named_from: dict[int, int] | None = None) -> tuple[list[dict[str, Any]], int]:
     """One CPU's events by start time, at equal starts the longer (enclosing) event first; and
-    how many records were left out as unreadable (a kind or code event() refuses: torn)."""
+    how many records were left out as unreadable (a kind or lock class event() refuses: torn)."""
     events = []
     unreadable = 0
     for r in records:
