@@ -249,10 +249,10 @@ class NsAllocator:
     def _exhausted(self, count: int, align: int) -> OutOfGranules:
         s = self.statistics()
         return OutOfGranules(
-            f"NS allocator (CPU {self.cpu}): no free run of {count} granule(s) aligned to {align} granule(s) "
-            f"({align * GRANULE // 1024} KiB); {s.granules_in_use} of {s.granules_total - s.granules_reserved} usable "
-            f"granules are in use and {s.granules_free} free (too few, or no aligned run among them). Free what "
-            f"finished realms hold, or use a platform with more DRAM")
+            f"NS allocator (CPU {self.cpu}): no free run of {count:,} granule(s) aligned to {align:,} granule(s) "
+            f"({align * GRANULE // 1024:,} KiB); {s.granules_in_use:,} of {s.granules_total - s.granules_reserved:,} "
+            f"usable granules are in use and {s.granules_free:,} free (too few, or no aligned run among them). "
+            f"Free what finished realms hold, or use a platform with more DRAM")
 
     def free(self, pa: int, count: int = 1) -> None:
         """Return ``count`` granules starting at ``pa`` (any subset of earlier allocations).
