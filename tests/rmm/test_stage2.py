@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from realm_guests import Guest
 from rmi_helpers import Realm, Rmi
 from rmm_mp import Machine
 from rmm_mp.rmm import s2tt, stage2
@@ -130,3 +131,24 @@ def test_invalidate_bumps_the_realms_generation_and_names_its_rd(machine: Machin
     stage2.invalidate(SimpleNamespace(tlb=RecordingTlb(), memory=rmm.memory), rd_idx)  # type: ignore[arg-type]
     assert calls == [(realm.rd, generation)]
     assert machine.memory.view.load_u64(generation) == before + 1
+
+
+def test_a_cpus_kept_bus_serves_only_its_own_stage_2(machine: Machine) -> None:
+    """A CPU keeps one Stage2Bus per S2Ctx (RmmCpu.buses) across REC entries. Two live realms
+    entered in turn on CPU 0 each run their own code; once both are destroyed, a realm made at
+    one of their RD addresses with another IPA width runs through its own RTTs. A bus kept by RD
+    (or one per CPU) walked the old realm's tables: the wrong code, or the RMM crashed."""
+    program = "mov x0, ={}\ndone:\n    wfi\n    b done\n"
+    a = Guest.build(machine, program.format(0x1111))
+    b = Guest.build(machine, program.format(0x2222))
+    for guest, value in ((a, 0x1111), (b, 0x2222), (a, 0x1111)):
+        assert guest.enter()[0] == 0
+        assert guest.gpr(0) == value
+    old_rds = {a.realm.rd, b.realm.rd}
+    a.destroy()
+    b.destroy()
+    c = Guest.build(machine, program.format(0x3333), ipa_width=36)
+    assert c.realm.rd in old_rds, "the test needs the RD address used again"
+    assert c.enter()[0] == 0
+    assert c.gpr(0) == 0x3333
+    c.destroy()
