@@ -28,6 +28,7 @@ from rmm_mp.abi.rmi import RMI_ABI_VERSION, RmiFid, RmiStatus
 from rmm_mp.hw import cpuarea, process, reaper, segment
 from rmm_mp.hw.cpuarea import OFF_NS_CTX
 from rmm_mp.hw.gpt import Gpt
+from rmm_mp.hw.granule import host_owner
 from rmm_mp.hw.platform import platform_dir
 from rmm_mp.rmm import dispatch
 
@@ -447,6 +448,47 @@ def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
     assert cpu0.smc(VERSION, V10)[0] == SUCCESS
     assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
+
+
+@pytest.mark.parametrize("first", ["ns_read", "ns_write"])
+def test_a_forked_childs_first_ns_copy_locks_as_the_child(machine: Machine, first: str) -> None:
+    """ns_read and ns_write test for a fork in place (a closed flag and a generation compare)
+    before their copy: a forked child's first NS copy, whichever it is, must notice the fork
+    and lock the granule as the child (host_owner of its pid), not with the parent's identity,
+    and still copy the bytes. The parent's own copies keep the parent's identity."""
+    pa = machine.dram_base + 50 * machine.granule_size
+    machine.ns_write(pa, b"parent")
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        try:
+            os.close(reader)
+            report: dict[str, object] = {}
+            try:
+                if first == "ns_read":
+                    report["read"] = machine.ns_read(pa, 6).decode()
+                else:
+                    machine.ns_write(pa, b"child!")
+                report["owner"] = machine._host_ns.table.owner == host_owner(os.getpid())
+            except BaseException as exc:
+                report["error"] = f"{type(exc).__name__}: {exc}"
+            os.write(writer, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    chunks = []
+    while chunk := os.read(reader, 65536):
+        chunks.append(chunk)
+    os.close(reader)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    report = json.loads(b"".join(chunks))
+    assert report.get("owner") is True, report
+    if first == "ns_read":
+        assert report["read"] == "parent", report
+    else:
+        assert machine.ns_read(pa, 6) == b"child!"
+    assert machine._host_ns.table.owner == host_owner(os.getpid())
 
 # -- smc arguments and results -----------------------------------------------------------------
 
