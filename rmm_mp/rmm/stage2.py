@@ -58,7 +58,9 @@ _NS_PAS = int(Pas.NS)
 
 
 class Stage2Bus:
-    """The Bus (rmm_mp.guest.interpreter) of one REC run.
+    """The Bus (rmm_mp.guest.interpreter) of one stage-2 context on one CPU, kept across REC
+    entries (RmmCpu.buses, by its S2Ctx): it holds only what its CPU and its S2Ctx give it, so
+    nothing in it may change from one entry to the next.
 
     ``translate`` handles the common case inline (a valid protected page or block: RAM) and
     leaves everything else to the general classification (``_classify``).
