@@ -19,7 +19,9 @@ be finished on another (the REC carries it). The first holds:
 
 and the second the CCA token itself: a whole granule, the TOKEN_BUFFER_SIZE bytes INIT promises
 the realm. A token that would be longer cannot be returned: CONTINUE fails with
-RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`) and leaves the state as it was.
+RSI_ERROR_UNKNOWN (B5.3.1.2 `unknown`) and leaves the state as it was. The signed token is
+stored only once the realm's buffer has been walked and found writable, so a CONTINUE that
+fails on its buffer (RIPAS EMPTY) or exits for it (not mapped) keeps nothing of its signing.
 
 Signing is done in SIGNING_STEPS steps of STEP_COST guest-instruction equivalents each, taken
 from the REC's time slice: when the slice runs out in the middle, the REC exits with IRQ and
@@ -124,9 +126,9 @@ class TokenState:
         buf[base + 0x200:base + 0x240] = rpv
         self.set_head(PHASE_SIGNING, 0, 0, 0, hash_algo)
 
-    def build(self, mat: Material) -> int | None:
-        """Sign the realm token from the saved inputs and store the CCA token; returns its
-        length, or None (nothing stored) when it is longer than TOKEN_CAPACITY."""
+    def sign(self, mat: Material) -> bytes | None:
+        """The CCA token for the saved inputs (the realm token signed), or None when it is
+        longer than TOKEN_CAPACITY; stores nothing (store() does, once the buffer is known good)."""
         buf, base = self.memory.buf, self.offset
         algo = self.head()[4]
         size = HASH_SIZES[algo]
@@ -138,8 +140,11 @@ class TokenState:
         token = encode_cca_token(mat.platform_token, sign_cose_sign1(payload, mat.rak, T.COSE_ALG_ES384))
         if len(token) > TOKEN_CAPACITY:
             return None     # a platform token this large: more than INIT told the realm to expect
-        buf[self.token_offset:self.token_offset + len(token)] = token
-        return len(token)
+        return token
+
+    def store(self, token: bytes) -> None:
+        """Keep a signed CCA token (at most TOKEN_CAPACITY bytes) in the second aux granule."""
+        self.memory.buf[self.token_offset:self.token_offset + len(token)] = token
 
     def token(self, start: int, size: int) -> bytes:
         begin = self.token_offset + start

@@ -7,7 +7,9 @@ X0 = RSI_INCOMPLETE when the slice runs out; the realm calls again, on whatever 
 next), then copies the CCA token out: min(X3, bytes left) at IPA X1 + X2, X1 = bytes written,
 X0 = RSI_INCOMPLETE until the last byte, then RSI_SUCCESS and the token is done. A token longer
 than the TOKEN_BUFFER_SIZE bytes INIT promised fails with RSI_ERROR_UNKNOWN, changing nothing
-(every later CONTINUE fails so too, until an INIT starts another token).
+(every later CONTINUE fails so too, until an INIT starts another token). The buffer is walked
+after signing, and the signed token kept only if it is writable: a RIPAS EMPTY buffer
+(RSI_ERROR_INPUT) or an unmapped one (stage-2 abort exit) leaves the token state as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import attestation
 from rmm_mp.rmm.attestation import PHASE_COPYING, PHASE_NONE, PHASE_SIGNING, SIGNING_STEPS, STEP_COST, TokenState
 from rmm_mp.rmm.realm_call import (
-    EMPTY, FAULT, WHY_RD_ALONE, WHY_WALK, Exit, RealmCall, lock_realm_page, set_rsi_results, stage2_abort_exit,
+    EMPTY, FAULT, RAM, WHY_RD_ALONE, WHY_WALK, Exit, RealmCall, RealmPage, lock_realm_page, set_rsi_results,
+    stage2_abort_exit,
 )
 from rmm_mp.rmm.granule_state import GranuleState
 
@@ -79,22 +82,30 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
             # The IRQ exit carries the call's result (TF-RMM's UPDATE_REC_EXIT_TO_HOST).
             set_rsi_results(x, (_INCOMPLETE,))
             return Exit({"exit_reason": _EXIT_IRQ})
-        built = state.build(attestation.material(call.rmm))
-        if built is None:
+        token = state.sign(attestation.material(call.rmm))
+        if token is None:
             # B5.3.1.2 `unknown`: the realm sized its buffer by INIT's bound (TF-RMM rel0 returns
             # RSI_ERROR_INPUT). A failing command is aborted (B1.6): the token state is left as
             # the call found it (this call's signing steps were never stored), so the token is
             # still in progress and a retry fails the same way, as in TF-RMM.
             return (_UNKNOWN,)
-        state.set_head(PHASE_COPYING, steps, built, 0, algo)
-    return _copy_out(call, state, ipa, offset, size)
+        # The buffer is walked once signing is done (TF-RMM rel0's order) but before anything
+        # is stored: a RIPAS EMPTY buffer fails and an unmapped one exits to the host with the
+        # token state as the call found it (a failing call changes nothing, B1.6); the retry
+        # signs again.
+        page = lock_realm_page(call, ipa)
+        if page.kind == RAM:
+            state.store(token)
+            state.set_head(PHASE_COPYING, steps, len(token), 0, algo)
+        return _copy_out(call, state, ipa, offset, size, page)
+    return _copy_out(call, state, ipa, offset, size, lock_realm_page(call, ipa))
 
 
-def _copy_out(call: RealmCall, state: TokenState, ipa: int, offset: int, size: int) -> "tuple[int, ...] | Exit":
-    phase, steps, length, copied, algo = state.head()
+def _copy_out(call: RealmCall, state: TokenState, ipa: int, offset: int, size: int,
+              page: RealmPage) -> "tuple[int, ...] | Exit":
+    """Copy into the buffer ``page`` (walked by the caller; a RAM page comes locked)."""
     # The buffer is walked before the size is looked at (TF-RMM rel0): an unmapped buffer exits
     # to the host and an EMPTY one fails even when X3 = 0.
-    page = lock_realm_page(call, ipa)
     if page.kind == EMPTY:
         return (_INPUT,)
     if page.kind == FAULT:
@@ -102,6 +113,7 @@ def _copy_out(call: RealmCall, state: TokenState, ipa: int, offset: int, size: i
     if size == 0:
         page.release()
         return _INCOMPLETE, 0
+    phase, steps, length, copied, algo = state.head()
     count = min(size, length - copied)
     start = page.pa - call.rmm.memory.base + offset
     call.rmm.memory.buf[start:start + count] = state.token(copied, count)
