@@ -13,7 +13,8 @@
 * hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
 
 Every failure raises PlatformKeyError with a message starting "platform key invalid:", including
-a point that is not on its curve (ta-02-bad.json) and a PEM or DER key of another kind (RSA,
+a point that is not on its curve (ta-02-bad.json), a JWK coordinate not below the curve's field
+prime (cryptography would reduce it and accept another encoding of a key) and a PEM or DER key of another kind (RSA,
 Ed25519) or on another curve (P-192), named as such ("an RSA private key of 2048 bits"): a
 broken trust anchor is a failed verification, never a crash. A list with one bad entry is refused whole, because quietly
 using the others would hide a corrupted trust store.
@@ -34,6 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from rmm_mp.attest.errors import PlatformKeyError
 
 JWK_CURVES: Final = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+FIELD_PRIMES: Final = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1,
+                       "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1, "P-521": 2**521 - 1}
+"""p of each JWK curve's field (SEC 2 2.4.2, 2.5.1, 2.6.1): a coordinate must be below it."""
 POINT_CURVES: Final = {65: ec.SECP256R1(), 97: ec.SECP384R1(), 133: ec.SECP521R1()}
 """Length of an uncompressed point 04 || X || Y -> its curve."""
 EXPECTED_KEY: Final = ("an EC public key on P-256, P-384 or P-521 (or such a private key, whose public half is "
@@ -226,7 +230,7 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
 
     Raises:
         PlatformKeyError: not an EC JWK, unknown crv, bad base64url, wrong coordinate
-            length, or a point that is not on the curve.
+            length, a coordinate not below the field prime, or a point that is not on the curve.
     """
     if "kty" not in jwk:
         raise PlatformKeyError(f"platform key invalid: {name}: JWK has no \"kty\" member; expected \"EC\"")
@@ -243,6 +247,14 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
                                f"expected one of {', '.join(JWK_CURVES)}")
     size = (curve.key_size + 7) // 8
     x, y = (_b64url(jwk.get(c), f"{name}: JWK {c}", size) for c in ("x", "y"))
+    prime = FIELD_PRIMES[crv]
+    for member, value in (("x", x), ("y", y)):
+        # The coordinate's bytes hold values from p up: such a value is no field element (SEC 1
+        # 2.3.4), and cryptography would reduce it mod p and take another encoding of a point
+        # as this key (rak.point_problem refuses the same in a RAK).
+        if value >= prime:
+            raise PlatformKeyError(f"platform key invalid: {name}: JWK {member} is {value:#x}, not below the field "
+                                   f"prime p = {prime:#x} of {crv}; expected a coordinate of a point on {crv}")
     try:
         return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
     except ValueError:

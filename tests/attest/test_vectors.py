@@ -263,6 +263,53 @@ def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phr
     assert phrase in str(info.value)
 
 
+FIELD_PRIMES = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1, "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
+                "P-521": 2**521 - 1}
+CURVE_B = {"P-256": 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b,
+           "P-384": 0xb3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef}
+JWK_CURVE_OBJECTS = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+
+
+def _b64(value: int, size: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes(size, "big")).rstrip(b"=").decode()
+
+
+def _small_x_point(crv: str) -> tuple[int, int]:
+    """A point of ``crv`` (P-256 or P-384) with a small x, so that x + p still fits the
+    coordinate's bytes: y = sqrt(x^3 - 3x + b) (p = 3 mod 4), checked by cryptography."""
+    p, b = FIELD_PRIMES[crv], CURVE_B[crv]
+    for x in range(1, 100):
+        rhs = (x ** 3 - 3 * x + b) % p
+        y = pow(rhs, (p + 1) // 4, p)
+        if y * y % p == rhs:
+            ec.EllipticCurvePublicNumbers(x, y, JWK_CURVE_OBJECTS[crv]).public_key()
+            return x, y
+    raise AssertionError(f"no point with x < 100 on {crv}")
+
+
+@pytest.mark.parametrize("crv, coordinate", [("P-256", "x"), ("P-384", "x"), ("P-521", "x"), ("P-521", "y")])
+def test_a_jwk_coordinate_not_below_the_field_prime_is_refused(crv: str, coordinate: str) -> None:
+    """A JWK whose x (or y) is a point's coordinate plus the field prime p (it still fits the
+    coordinate's bytes): cryptography reduced it mod p and took the point as the key, so two
+    encodings named one key; such a value is no field element (SEC 1 2.3.4, RFC 7518 6.2.1.2
+    asks for the coordinate's full-length octet string). It is refused, naming the member, the
+    value and p, as the RAK check does. The same point with its coordinates below p loads."""
+    curve = JWK_CURVE_OBJECTS[crv]
+    size = (curve.key_size + 7) // 8
+    if crv == "P-521":
+        numbers = ec.generate_private_key(curve).public_key().public_numbers()
+        x, y = numbers.x, numbers.y
+    else:
+        x, y = _small_x_point(crv)
+    good = {"kty": "EC", "crv": crv, "x": _b64(x, size), "y": _b64(y, size)}
+    assert load_trust_anchors(json.dumps(good).encode(), "k")[0].key.public_numbers().x == x
+    bad = dict(good, **{coordinate: _b64((x if coordinate == "x" else y) + FIELD_PRIMES[crv], size)})
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(json.dumps(bad).encode(), "k")
+    assert f"k: JWK {coordinate} is " in str(info.value)
+    assert f"not below the field prime p = {FIELD_PRIMES[crv]:#x} of {crv}" in str(info.value)
+
+
 def _key_file(kind: str) -> bytes:
     """A key file of the named kind, made here (no such file is among the vectors)."""
     enc, fmt = serialization.Encoding, serialization.PrivateFormat
