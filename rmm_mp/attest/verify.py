@@ -10,7 +10,8 @@ binding):
    no platform key the check is *not performed* (passed None): the realm side may be
    perfect and the platform token still forged, so the result is not ok;
 3. realm claims: realm_claims.py's rules (and its warnings: a RIM whose length does not fit
-   the realm hash algorithm passes, with a warning on the check);
+   the realm hash algorithm passes, with a warning on the check; a check that fails for
+   another reason carries no warning);
 4. realm signature: verified with the RAK of realm claim 44237;
 5. binding: platform challenge (claim 10) == hash of the exact bytes of realm claim 44237,
    with the algorithm realm claim 44240 names (DEN0137 A7.2.3.1; rsi-attest.md 4.5);
@@ -57,7 +58,8 @@ CHECK_NAMES: Final = (PLATFORM_CLAIMS, PLATFORM_SIGNATURE, REALM_CLAIMS, REALM_S
 class Check:
     """One verification step: passed True / False, or None when it could not be performed
     (the reason says why, starting "not checked:"). `warnings` name what the spec rules out
-    but the check accepts (realm_claims_warnings); they never change `passed`."""
+    but the check accepts (realm_claims_warnings); they never change `passed`, and only a
+    passing check has any (a failed one accepted nothing)."""
 
     name: str
     passed: bool | None
@@ -169,10 +171,13 @@ def _claims_check(name: str, part: _Part, rules: Callable[[Any], list[str]],
                   warnings: Callable[[Any], list[str]] = lambda claims: []) -> Check:
     if part.error:
         return Check(name, False, part.error)
-    problems, noted = rules(part.claims), tuple(warnings(part.claims))
+    problems = rules(part.claims)
     if problems:
-        return Check(name, False, "; ".join(problems), noted)
-    return Check(name, True, f"all mandatory claims present and well formed ({len(part.claims)} claims)", noted)
+        # A warning says what the check accepts ("accepted, as veraison's verifiers accept
+        # it"): a check that failed accepted nothing, so it carries none.
+        return Check(name, False, "; ".join(problems))
+    return Check(name, True, f"all mandatory claims present and well formed ({len(part.claims)} claims)",
+                 tuple(warnings(part.claims)))
 
 
 def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurvePublicKey | None,

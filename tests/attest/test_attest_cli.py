@@ -9,9 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Callable
+
 import cbor2
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from rmm_mp.attest import encode_cca_token, sign_cose_sign1
 
 from rmm_mp.attest.cli import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE, attest_group
 
@@ -75,6 +80,32 @@ def test_a_rim_not_as_long_as_the_realm_hash_is_a_warning_not_a_failure() -> Non
     assert [len(c["warnings"]) for c in checks] == [0, 0, 1, 0, 0] and warning in checks[2]["warnings"][0]
     fits = _run("verify", FFM, "--platform-key", TA_TFA)
     assert "WARNING" not in fits.output and "Result: VERIFIED (every check passed)" in fits.output
+
+
+def test_a_failed_realm_claims_check_carries_no_warning(tmp_path: Path, realm_claims: Callable[..., bytes],
+                                                        sample_rak: ec.EllipticCurvePrivateKey,
+                                                        sample_platform_token: bytes) -> None:
+    """A realm token whose claims fail (a 63-byte personalization value) and whose RIM is 64
+    bytes under "sha-256": the RIM-length warning ("... accepted, as veraison's verifiers
+    accept it") was attached to the FAILed check and printed under it, though the check
+    accepted nothing. A warning names what a passing check accepts: the failed check has
+    none, neither in the output nor in --json; the same token with a good personalization
+    value passes with the warning."""
+    def token(rpv: bytes) -> Path:
+        claims = dict(cbor2.loads(realm_claims(initial_measurement=b"\x11" * 64,
+                                               extensible_measurements=[bytes([i]) * 64 for i in range(4)])))
+        claims[44235] = rpv
+        path = tmp_path / f"token-{len(rpv)}.cbor"
+        path.write_bytes(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
+        return path
+
+    bad = _run("verify", token(b"\x5a" * 63))
+    assert "FAIL         realm claims" in bad.output and "44235" in bad.output, bad.output
+    assert "WARNING" not in bad.output and "warning" not in bad.output
+    checks = json.loads(_run("verify", token(b"\x5a" * 63), "--json").output)["checks"]
+    assert [c["warnings"] for c in checks] == [[]] * 5
+    good = _run("verify", token(b"\x5a" * 64))
+    assert "PASS         realm claims" in good.output and "  WARNING      realm claims" in good.output, good.output
 
 
 def test_verify_json() -> None:
