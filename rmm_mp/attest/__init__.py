@@ -21,7 +21,7 @@ from rmm_mp.attest.cose import Sign1, decode_sign1, sign_cose_sign1, verify_sign
 from rmm_mp.attest.digest import HASH_ALGORITHMS, digest
 from rmm_mp.attest.envelope import CcaToken, decode_cca_token, encode_cca_token
 from rmm_mp.attest.errors import AttestError, PlatformKeyError, SignatureError, TokenFormatError, UnsupportedCryptoError
-from rmm_mp.attest.keys import TrustAnchor, load_trust_anchors
+from rmm_mp.attest.keys import TrustAnchor, TrustAnchorFile, load_trust_anchors, read_trust_anchors
 from rmm_mp.attest.platform_claims import check_platform_claims, encode_platform_claims, platform_claims_json
 from rmm_mp.attest.rak import encode_cose_key, private_key_from_scalar, rak_public_key, raw_point
 from rmm_mp.attest.realm_claims import check_realm_claims, encode_realm_claims, realm_claims_json
@@ -43,7 +43,9 @@ __all__ = [
     "TokenFormatError",
     "UnsupportedCryptoError",
     "TrustAnchor",
+    "TrustAnchorFile",
     "load_trust_anchors",
+    "read_trust_anchors",
     "check_platform_claims",
     "encode_platform_claims",
     "platform_claims_json",

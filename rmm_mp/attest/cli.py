@@ -91,8 +91,9 @@ def attest_group() -> None:
 @click.argument("token", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--platform-key", type=click.Path(exists=True, dir_okay=False, readable=True), default=None,
               help="Platform key (trust anchor): PEM public/private key, DER, JWK, JWK Set (each of its "
-                   "keys is tried), veraison trust-anchor list JSON, or a hex EC point. Without it the "
-                   "platform signature is not verified.")
+                   "EC keys is tried; keys of other types are skipped, and the platform signature "
+                   "check names them), veraison trust-anchor list JSON, or a hex EC point. Without it "
+                   "the platform signature is not verified.")
 @click.option("--challenge", callback=_hex_bytes, metavar="HEX",
               help="The challenge the realm was given; realm claim 10 must equal it. A shorter one "
                    "than 64 bytes is zero-padded to 64, as RMM spec A7.2.2 has the relying party do "

@@ -7,7 +7,11 @@
 * one JWK object (RFC 7518 section 6.2: kty "EC", crv P-256/P-384/P-521, x, y; a private
   "d" is ignored), e.g. cpak.json, testIAK.jwk;
 * a JWK Set (RFC 7517 section 5: {"keys": [JWK, ...]}, as JWKS endpoints publish keys): every
-  key in it is a trust anchor for any platform, tried in turn like the entries of a list;
+  EC key in it is a trust anchor for any platform, tried in turn like the entries of a list;
+  members of another key type (kty "RSA", "OKP", "oct"...: none can verify a CCA platform
+  token, and JWKS endpoints publish them beside EC keys) are skipped, and read_trust_anchors
+  notes which (the platform signature check's reason names them); a set with no EC key left
+  is refused;
 * a veraison trust-anchor list: a JSON array of objects with a "pkey" JWK and optional
   "implementation-id" / "instance-id" hex strings (ta-tfa.json, ta-02-ok.json);
 * hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
@@ -16,8 +20,10 @@ Every failure raises PlatformKeyError with a message starting "platform key inva
 a point that is not on its curve (ta-02-bad.json), a JWK coordinate not below the curve's field
 prime (cryptography would reduce it and accept another encoding of a key) and a PEM or DER key of another kind (RSA,
 Ed25519) or on another curve (P-192), named as such ("an RSA private key of 2048 bits"): a
-broken trust anchor is a failed verification, never a crash. A list with one bad entry is refused whole, because quietly
-using the others would hide a corrupted trust store.
+broken trust anchor is a failed verification, never a crash. A list or JWK Set with one bad
+entry (a broken EC key, a member without kty) is refused whole, because quietly using the
+others would hide a corrupted trust store; a JWK Set member of another key type is not broken,
+just of no use here, so it is skipped with a note.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ class TrustAnchor:
 
 
 def load_trust_anchors(data: bytes, name: str = "platform key") -> tuple[TrustAnchor, ...]:
-    """Parse a platform key file in any of the module's formats.
+    """Parse a platform key file in any of the module's formats (read_trust_anchors without
+    its notes).
 
     Args:
         data: the file's bytes.
@@ -68,18 +75,33 @@ def load_trust_anchors(data: bytes, name: str = "platform key") -> tuple[TrustAn
         PlatformKeyError: unknown format, not an EC key, unsupported curve, bad field, or a
             point that is not on its curve.
     """
+    return read_trust_anchors(data, name).anchors
+
+
+@dataclass(frozen=True)
+class TrustAnchorFile:
+    """What a platform key file holds: its trust anchors, and notes on what was left out
+    (members of a JWK Set that are no EC key), for the reader of a verification report."""
+
+    anchors: tuple[TrustAnchor, ...]
+    notes: tuple[str, ...] = ()
+
+
+def read_trust_anchors(data: bytes, name: str = "platform key") -> TrustAnchorFile:
+    """Parse a platform key file in any of the module's formats, with notes on what was
+    skipped (load_trust_anchors: its arguments and errors)."""
     raw = bytes(data)
     text = raw.decode("ascii", errors="replace").strip()
     if not text:
         raise PlatformKeyError(f"platform key invalid: {name} is {'empty' if not raw else 'blank'}; expected "
                                f"{EXPECTED_FORMATS}")
     if text.startswith("-----BEGIN"):
-        return (TrustAnchor(_pem_key(text.encode(), name), f"{name} (PEM)"),)
+        return TrustAnchorFile((TrustAnchor(_pem_key(text.encode(), name), f"{name} (PEM)"),))
     if text[:1] in ("{", "["):
-        return _json_anchors(text, name)
+        return TrustAnchorFile(*_json_anchors(text, name))
     if text and all(c in string.hexdigits or c.isspace() for c in text):
-        return (TrustAnchor(_hex_point(text, name), f"{name} (hex point)"),)
-    return (TrustAnchor(_der_key(raw, name), f"{name} (DER)"),)
+        return TrustAnchorFile((TrustAnchor(_hex_point(text, name), f"{name} (hex point)"),))
+    return TrustAnchorFile((TrustAnchor(_der_key(raw, name), f"{name} (DER)"),))
 
 
 def public_key_from_point(point: bytes, name: str = "platform key") -> ec.EllipticCurvePublicKey:
@@ -167,7 +189,7 @@ def _key_kind(public: Any, private: bool) -> str:
     return f"a {half} key of type {type(public).__name__}"
 
 
-def _json_anchors(text: str, name: str) -> tuple[TrustAnchor, ...]:
+def _json_anchors(text: str, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...]]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -175,27 +197,39 @@ def _json_anchors(text: str, name: str) -> tuple[TrustAnchor, ...]:
     if isinstance(doc, dict) and "keys" in doc and "kty" not in doc:
         return _jwk_set_anchors(doc["keys"], name)
     if isinstance(doc, dict) and "pkey" not in doc:
-        return (TrustAnchor(jwk_public_key(doc, name), f"{name} (JWK)"),)
+        return (TrustAnchor(jwk_public_key(doc, name), f"{name} (JWK)"),), ()
     entries = doc if isinstance(doc, list) else [doc]
     if not entries:
         raise PlatformKeyError(f"platform key invalid: {name} is an empty trust-anchor list")
-    return tuple(_anchor(entry, f"{name} trust anchor {i}") for i, entry in enumerate(entries))
+    return tuple(_anchor(entry, f"{name} trust anchor {i}") for i, entry in enumerate(entries)), ()
 
 
-def _jwk_set_anchors(keys: object, name: str) -> tuple[TrustAnchor, ...]:
-    """The keys of a JWK Set, each a trust anchor for any platform. A set with one bad member
-    is refused whole, as a trust-anchor list is."""
+def _jwk_set_anchors(keys: object, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...]]:
+    """The EC keys of a JWK Set, each a trust anchor for any platform, and a note naming the
+    members of another key type (RSA, OKP, oct...), which are skipped: JWKS endpoints publish
+    such keys beside EC ones, and none of them can verify a CCA platform token. A broken member
+    (an EC key that does not load, or one without kty) is refused whole, as a trust-anchor list
+    is, and so is a set left without an EC key."""
     if not isinstance(keys, list) or not keys:
         found = "an empty array" if isinstance(keys, list) else f"a JSON {_json_type(keys)}"
         raise PlatformKeyError(f"platform key invalid: {name}: JWK Set \"keys\" is {found}; expected an array "
                                "of at least one EC JWK")
-    anchors = []
+    anchors, skipped = [], []
     for i, jwk in enumerate(keys):
         what = f"{name} JWK Set key {i}"
         if not isinstance(jwk, dict):
             raise PlatformKeyError(f"platform key invalid: {what} is a JSON {_json_type(jwk)}; expected a JWK object")
+        kty = jwk.get("kty")
+        if isinstance(kty, str) and kty != "EC":
+            skipped.append(f"key {i} (kty {kty!r})")
+            continue
         anchors.append(TrustAnchor(jwk_public_key(jwk, what), f"{name} (JWK Set key {i})"))
-    return tuple(anchors)
+    if not anchors:
+        held = ", ".join(s.replace(" (kty ", " has kty ").removesuffix(")") for s in skipped)
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK Set holds no EC key ({held}); expected at least "
+                               "one EC JWK")
+    notes = (f"{name} JWK Set keys skipped, as no EC key: {', '.join(skipped)}",) if skipped else ()
+    return tuple(anchors), notes
 
 
 def _json_type(value: object) -> str:

@@ -38,7 +38,7 @@ from rmm_mp.attest.cose import Sign1, decode_sign1, verify_sign1
 from rmm_mp.attest.digest import HASH_ALGORITHMS, digest
 from rmm_mp.attest.envelope import decode_cca_token
 from rmm_mp.attest.errors import PlatformKeyError, SignatureError, TokenFormatError
-from rmm_mp.attest.keys import TrustAnchor, load_trust_anchors
+from rmm_mp.attest.keys import TrustAnchor, TrustAnchorFile, read_trust_anchors
 from rmm_mp.attest.platform_claims import check_platform_claims, platform_claims_json
 from rmm_mp.attest.rak import rak_public_key
 from rmm_mp.attest.realm_claims import check_realm_claims, realm_claims_json, realm_claims_warnings
@@ -188,15 +188,20 @@ def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurv
         return Check(PLATFORM_SIGNATURE, None, "not checked: no platform key (trust anchor) was given, so "
                      "nothing shows that a genuine platform issued the platform token")
     try:
-        anchors = (load_trust_anchors(platform_key, key_name) if isinstance(platform_key, (bytes, bytearray))
-                   else (TrustAnchor(platform_key, key_name),))
+        found = (read_trust_anchors(platform_key, key_name) if isinstance(platform_key, (bytes, bytearray))
+                 else TrustAnchorFile((TrustAnchor(platform_key, key_name),)))
     except PlatformKeyError as exc:
         return Check(PLATFORM_SIGNATURE, False, str(exc))
+    anchors = found.anchors
+    # What the key file's reader left out (JWK Set members that are no EC key) goes with every
+    # outcome: a failure may be explained by a key that was skipped.
+    noted = "".join(f"; {note}" for note in found.notes)
     candidates = [a for a in anchors if _anchor_matches(a, part)]
     if not candidates:
         return Check(PLATFORM_SIGNATURE, False, f"no trust anchor in {key_name} is for this platform "
                      f"(instance id {_hex(part.claim(PLATFORM_INSTANCE_ID))}, implementation id "
-                     f"{_hex(part.claim(PLATFORM_IMPLEMENTATION_ID))}); its anchors are for {_anchor_ids(anchors)}")
+                     f"{_hex(part.claim(PLATFORM_IMPLEMENTATION_ID))}); its anchors are for {_anchor_ids(anchors)}"
+                     + noted)
     errors = []
     for anchor in candidates:
         try:
@@ -204,8 +209,9 @@ def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurv
         except SignatureError as exc:
             errors.append(f"{exc} ({anchor.source})")
         else:
-            return Check(PLATFORM_SIGNATURE, True, f"{part.sign1.algorithm.name} signature verified with {anchor.source}")
-    return Check(PLATFORM_SIGNATURE, False, "; ".join(errors))
+            return Check(PLATFORM_SIGNATURE, True,
+                         f"{part.sign1.algorithm.name} signature verified with {anchor.source}" + noted)
+    return Check(PLATFORM_SIGNATURE, False, "; ".join(errors) + noted)
 
 
 def _anchor_ids(anchors: tuple[TrustAnchor, ...], shown: int = 3) -> str:

@@ -249,15 +249,49 @@ def test_a_jwk_set_gives_each_of_its_keys_as_a_trust_anchor() -> None:
     assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
 
 
+RSA_JWK = {"kty": "RSA", "kid": "jwt-signing", "use": "sig", "n": "sXch", "e": "AQAB"}
+OKP_JWK = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+
+
+def test_a_jwk_set_skips_members_that_are_no_ec_key_and_says_so() -> None:
+    """A JWK Set as JWKS endpoints publish them: an RSA key and an Ed25519 (OKP) key around
+    testIAK. The whole set was refused ('JWK kty is 'RSA', expected "EC"'), so such a file
+    could not be used at all. Now the EC member is the one trust anchor (named by its index in
+    the set) and testGoodCCAToken's platform signature verifies with it; the check's reason
+    names each skipped member and its kty."""
+    iak = json.loads(_read(f"{TEST_COMMON}/testIAK.jwk"))
+    jwk_set = json.dumps({"keys": [RSA_JWK, iak, OKP_JWK]}).encode()
+    anchors = load_trust_anchors(jwk_set, "k")
+    assert [a.source for a in anchors] == ["k (JWK Set key 1)"]
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
+        "platform signature")
+    assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
+    assert ("set.json JWK Set keys skipped, as no EC key: key 0 (kty 'RSA'), key 2 (kty 'OKP')"
+            in check.reason), check
+
+
+def test_a_jwk_set_without_an_ec_key_is_refused_naming_its_members() -> None:
+    """A JWK Set whose members are all of other key types: no trust anchor is left, so
+    PlatformKeyError says the set holds no EC key and names each member's kty."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(json.dumps({"keys": [RSA_JWK, OKP_JWK]}).encode(), "k")
+    assert ("k: JWK Set holds no EC key (key 0 has kty 'RSA', key 1 has kty 'OKP'); expected at least one "
+            "EC JWK") in str(info.value)
+
+
 @pytest.mark.parametrize("content, phrase", [
     ({"keys": []}, 'JWK Set "keys" is an empty array; expected an array of at least one EC JWK'),
     ({"keys": {"kty": "EC"}}, 'JWK Set "keys" is a JSON object; expected an array'),
     ({"keys": ["x"]}, "k JWK Set key 0 is a JSON string; expected a JWK object"),
     ({"keys": [{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]}, "k JWK Set key 0: JWK x decodes to 1 bytes"),
+    ({"keys": [RSA_JWK, {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]},
+     "k JWK Set key 1: JWK x decodes to 1 bytes"),
+    ({"keys": [{"crv": "P-384"}]}, 'k JWK Set key 0: JWK has no "kty" member; expected "EC"'),
 ])
 def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phrase: str) -> None:
-    """An empty JWK Set, a "keys" that is no array, or a bad member: PlatformKeyError naming
-    the set or the member index, what it holds and what was expected."""
+    """An empty JWK Set, a "keys" that is no array, or a bad member (a broken EC key, even
+    beside a skipped RSA one, or a member without kty): PlatformKeyError naming the set or
+    the member index, what it holds and what was expected."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(json.dumps(content).encode(), "k")
     assert phrase in str(info.value)
