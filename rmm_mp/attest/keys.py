@@ -145,8 +145,33 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
             # A certificate, CSR, parameters...: no key cryptography reads as such.
             raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is no key; expected a "
                                    "'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY' block") from None
-        raise PlatformKeyError(f"platform key invalid: {name}: unreadable PEM {label!r} block ({exc})") from None
+        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is corrupt: "
+                               f"{_pem_damage(pem, label)}") from None
     return _ec_only(key, private, name, "PEM")
+
+
+PEM_STRUCTURES: Final = {"PUBLIC KEY": "SubjectPublicKeyInfo (RFC 5280 4.1.2.7)",
+                         "EC PRIVATE KEY": "ECPrivateKey (SEC 1 C.4, RFC 5915)",
+                         "PRIVATE KEY": "PrivateKeyInfo (PKCS #8, RFC 5208 5)"}
+"""The DER structure each key block label holds (RFC 7468 13, 11; RFC 5915 4)."""
+
+
+def _pem_damage(pem: bytes, label: str) -> str:
+    """What is wrong with a key PEM block that cryptography refused, in a phrase: no END line,
+    a body that is not base64, or DER that is not the structure its label promises.
+    (cryptography's own text is a paragraph of guesses, a link and Rust debug output.)"""
+    lines = pem.decode("ascii", errors="replace").splitlines()[1:]
+    end = f"-----END {label}-----"
+    if end not in (line.strip() for line in lines):
+        return f"it has no {end!r} line"
+    # RFC 1421 headers ("Proc-Type: ...") may precede a traditional key's body.
+    body = "".join(line.strip() for line in lines[:[line.strip() for line in lines].index(end)] if ":" not in line)
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return "its body is not base64 (RFC 7468)"
+    structure = PEM_STRUCTURES.get(label, "DER structure")
+    return f"its {len(der)} bytes are not the {structure} a {label!r} block holds"
 
 
 def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:

@@ -389,6 +389,31 @@ def test_a_key_file_of_the_wrong_kind_is_named_for_what_it_holds(kind: str, phra
     assert phrase in str(info.value)
 
 
+@pytest.mark.parametrize("pem, phrase", [
+    (b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n",
+     "k.pem: PEM block 'PUBLIC KEY' is corrupt: its 27 bytes are not the SubjectPublicKeyInfo (RFC 5280 4.1.2.7) a "
+     "'PUBLIC KEY' block holds"),
+    (b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+     "k.pem: PEM block 'EC PRIVATE KEY' is corrupt: its 3 bytes are not the ECPrivateKey (SEC 1 C.4, RFC 5915) a "
+     "'EC PRIVATE KEY' block holds"),
+    (b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
+     "k.pem: PEM block 'PRIVATE KEY' is corrupt: its body is not base64 (RFC 7468)"),
+    (b"-----BEGIN PUBLIC KEY-----\nMFkw\n",
+     "k.pem: PEM block 'PUBLIC KEY' is corrupt: it has no '-----END PUBLIC KEY-----' line"),
+], ids=["truncated-spki", "bad-ecprivatekey", "not-base64", "no-end-line"])
+def test_a_corrupt_pem_key_block_is_named_shortly(pem: bytes, phrase: str) -> None:
+    """A PEM block with a key's label but a corrupt body (truncated, not the expected DER
+    structure, not base64, no END line): the message showed cryptography's whole text in
+    brackets ('Could not deserialize key data. The data may be in an incorrect format, it may
+    be encrypted with...', a link to its FAQ, 'MalformedFraming'). Now it names the file, the
+    block, what is wrong and what the block should hold, in a line."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(pem, "k.pem")
+    message = str(info.value)
+    assert phrase in message
+    assert "Could not deserialize" not in message and "cryptography.io" not in message and len(message) < 240, message
+
+
 def test_bad_unwrapped_tokens_are_refused() -> None:
     """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
     byte string) is not a CCA token: TokenFormatError naming the entry and the expected form."""
