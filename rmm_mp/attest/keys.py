@@ -18,12 +18,13 @@
 
 Every failure raises PlatformKeyError with a message starting "platform key invalid:", including
 a point that is not on its curve (ta-02-bad.json), a JWK coordinate not below the curve's field
-prime (cryptography would reduce it and accept another encoding of a key) and a PEM or DER key of another kind (RSA,
-Ed25519) or on another curve (P-192), named as such ("an RSA private key of 2048 bits"): a
-broken trust anchor is a failed verification, never a crash. A list or JWK Set with one bad
-entry (a broken EC key, a member without kty) is refused whole, because quietly using the
-others would hide a corrupted trust store; a JWK Set member of another key type is not broken,
-just of no use here, so it is skipped with a note.
+prime (cryptography would reduce it and accept another encoding of a key) and a PEM or DER key
+of another kind (RSA, Ed25519) or on another curve (P-192), named as such ("an RSA private key
+of 2048 bits"), or of an algorithm cryptography cannot read (its OID is named): a broken trust
+anchor is a failed verification, never a crash. A list or JWK Set with one bad entry (a broken
+EC key, a member without kty) is refused whole, because quietly using the others would hide a
+corrupted trust store; a JWK Set member of another key type is not broken, just of no use here,
+so it is skipped with a note.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
@@ -136,6 +138,8 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
     try:
         key: Any = (serialization.load_pem_private_key(pem, password=None) if private
                     else serialization.load_pem_public_key(pem))
+    except UnsupportedAlgorithm as exc:
+        raise _unknown_key_type(exc, private, name, "PEM") from None
     except TypeError:
         # cryptography's TypeError here: an encrypted key and no password (none is asked for).
         raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is encrypted; expected an "
@@ -179,13 +183,25 @@ def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:
         return _ec_only(serialization.load_der_public_key(der), False, name, "DER")
     except PlatformKeyError:
         raise   # a ValueError too, but it is the answer: the DER holds a key of the wrong kind
+    except UnsupportedAlgorithm as exc:
+        raise _unknown_key_type(exc, False, name, "DER") from None
     except ValueError:
         pass
     try:
         key: Any = serialization.load_der_private_key(der, password=None)
+    except UnsupportedAlgorithm as exc:
+        raise _unknown_key_type(exc, True, name, "DER") from None
     except (ValueError, TypeError):
         raise PlatformKeyError(f"platform key invalid: {name} is none of {EXPECTED_FORMATS}") from None
     return _ec_only(key, True, name, "DER")
+
+
+def _unknown_key_type(exc: UnsupportedAlgorithm, private: bool, name: str, encoding: str) -> PlatformKeyError:
+    """A well-formed key of an algorithm cryptography does not know (a post-quantum key, an
+    unknown OID): cryptography raises UnsupportedAlgorithm, no ValueError, so it needs its own
+    catch to be a failed verification and not a traceback."""
+    return PlatformKeyError(f"platform key invalid: {name} holds a {'private' if private else 'public'} key of a "
+                            f"type cryptography cannot read ({exc}) ({encoding}); expected {EXPECTED_KEY}")
 
 
 def _ec_only(key: Any, private: bool, name: str, encoding: str) -> ec.EllipticCurvePublicKey:

@@ -414,6 +414,25 @@ def test_a_corrupt_pem_key_block_is_named_shortly(pem: bytes, phrase: str) -> No
     assert "Could not deserialize" not in message and "cryptography.io" not in message and len(message) < 240, message
 
 
+@pytest.mark.parametrize("encoding", ["PEM", "DER"])
+def test_a_key_of_an_unknown_algorithm_fails_verification_without_a_traceback(encoding: str) -> None:
+    """A well-formed SubjectPublicKeyInfo whose algorithm OID cryptography does not know
+    (1.2.3.4 here; a post-quantum key is one in practice): cryptography raises
+    UnsupportedAlgorithm, which is no ValueError, so it escaped load_trust_anchors and
+    verify_token as a traceback. Now it is a PlatformKeyError naming the file, the OID and
+    what was expected, and the platform signature check fails with it."""
+    body = bytes.fromhex("300506032a0304030400010203")       # SEQUENCE {OID 1.2.3.4}, BIT STRING
+    der = bytes([0x30, len(body)]) + body
+    key = (der if encoding == "DER"
+           else b"-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(der) + b"\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(key, "k")
+    assert (f"k holds a public key of a type cryptography cannot read (Unknown key type: 1.2.3.4) ({encoding}); "
+            "expected an EC public key") in str(info.value)
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), key, key_name="k").check("platform signature")
+    assert check.passed is False and "Unknown key type: 1.2.3.4" in check.reason, check
+
+
 def test_bad_unwrapped_tokens_are_refused() -> None:
     """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
     byte string) is not a CCA token: TokenFormatError naming the entry and the expected form."""
