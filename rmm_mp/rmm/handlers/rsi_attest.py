@@ -38,7 +38,9 @@ LOCK_SEQUENCES = {
     "RSI_ATTESTATION_TOKEN_INIT": ("the RD, while the measurements are copied (the token state is kept in the "
                                    "REC's aux granules, owned through the running reference)", WHY_RD_ALONE),
     "RSI_ATTESTATION_TOKEN_CONTINUE": ("root RTT 0; walk hand over hand to the buffer's last-level table, held "
-                                       "while the token bytes are copied into the page", WHY_WALK),
+                                       "while the token bytes are copied into the page (and, on the call that "
+                                       "finishes signing, while the signed token is stored in the REC's second "
+                                       "aux granule)", WHY_WALK),
 }
 
 
