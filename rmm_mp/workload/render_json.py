@@ -48,6 +48,14 @@ def oversubscription_warning(report: RunReport) -> str:
     # never started.
     ran = _count(report.started_cpus, 'simulated CPU') + (f" (of {report.cpus}; {len(report.not_started)} never started)"
                                                           if report.not_started else "")
+    if not report.latency_recorded:
+        # No latency was recorded (--no-latency): "latency includes ... for tail figures" spoke of
+        # figures the report does not have. What was recorded and is skewed: the lock waits (a
+        # holder's process waiting for a core holds its lock meanwhile) and the work done per
+        # second of the run.
+        return (f"{ran} on {_count(report.host_cores, 'host core')}: the lock waits include time a lock "
+                f"holder's process was not scheduled, and each CPU did less work in the run's time; for figures "
+                f"free of that, run with --cpus {fits}")
     return (f"{ran} on {_count(report.host_cores, 'host core')}: latency "
             f"includes time a CPU process was not scheduled (the tails and means more than the p50s); for tail "
             f"figures, run with --cpus {fits}")

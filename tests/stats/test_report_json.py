@@ -120,6 +120,18 @@ def test_warnings_for_oversubscription_and_impossible_pinning() -> None:
         "and means more than the p50s); for tail figures, run with --cpus 1"]
 
 
+def test_the_oversubscription_warning_without_latency_names_what_was_recorded() -> None:
+    """4 simulated CPUs on 2 host cores with --no-latency: the warning speaks of the lock waits and
+    the work done, which were recorded, not of latency tails, which were not (it said "latency
+    includes time a CPU process was not scheduled ...; for tail figures", beside "Latency was not
+    recorded"), and still says what to do."""
+    (warned,) = render.warnings(hand_built(cpus=4, host_cores=2, latency_recorded=False, stats={}))
+    assert warned == ("4 simulated CPUs on 2 host cores: the lock waits include time a lock holder's process was "
+                      "not scheduled, and each CPU did less work in the run's time; for figures free of that, run "
+                      "with --cpus 2 or fewer")
+    assert "latency" not in warned and "tail" not in warned
+
+
 def test_the_pinning_warning_counts_its_cpus() -> None:
     """Pinning asked but not possible for one CPU, then for two: the warning reads "for CPU 1: it
     ran unpinned" and "for CPUs 0, 1: they ran unpinned" (it said "CPU 1: they" and "CPU 0, 1")."""
