@@ -338,10 +338,11 @@ class Errors:
         return self.by_instance.get((f.slot, f.gen), [])
 
 
-def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
+def outcome(f: Finished, errors: list[str], running: bool, not_run: str = "") -> RealmOutcome:
     """The report's record of one instance: failed if a vCPU failed, the guest REPORTed a
     failure or its last REPORT was cut short by a killed CPU, or an attest realm's token is
-    missing or does not verify."""
+    missing or does not verify. ``not_run``: why none of its vCPUs could have run (the CPUs
+    that run them were never started), for its detail."""
     problems = []
     if errors or f.counters.get("vcpu_errors") or f.end == "ERROR":
         problems.append("a vCPU failed: "
@@ -362,6 +363,10 @@ def outcome(f: Finished, errors: list[str], running: bool) -> RealmOutcome:
     entries = _count(f.counters.get("entries", 0), "REC entry", "REC entries")
     if f.turned_off:
         detail = f"turned off by the lifecycle after {entries}"
+    elif not_run:
+        # "running when the run ended (0 REC entries)" read as a realm the CPUs had left
+        # waiting, in a run whose CPUs were killed in their start-up, before any could enter it.
+        detail = f"not run: {not_run}"
     elif running:
         detail = f"running when the run ended ({entries})"
     elif f.end == "SYSTEM_OFF":

@@ -70,11 +70,15 @@ def _header(doc: dict[str, Any]) -> list[str]:
     if doc["iterations"] is not None:
         limit.append(_count(doc["iterations"], "iteration"))
     host = doc["host"]
+    # Every CPU killed in its start-up, or the run stopped before they were started: "ran 0.53 s"
+    # (the start-up's time) read as a run of that length.
+    none_ran = len(doc["not_started"]) == doc["cpus"]
+    ran = "not run: the CPUs never started" if none_ran else f"ran {doc['elapsed_s']:.2f} s"
     lines = [
         f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
         f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
         f"seed {doc['seed']}, "
-        f"ran {doc['elapsed_s']:.2f} s (limit {' or '.join(limit) or 'none'})",
+        f"{ran} (limit {' or '.join(limit) or 'none'})",
     ]
     # total_calls counts every record of the latency tables: REC runs (each beside its
     # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and
@@ -84,8 +88,9 @@ def _header(doc: dict[str, Any]) -> list[str]:
     # pinning then goes on a line of its own, indented as a wrapped line is, never a phrase cut
     # in two.
     latency = "latency recorded: " + (
-        f"yes ({doc['total_calls']:,} calls, REC runs and host steps, {doc['calls_per_second']:,.0f}/s)"
-        if doc["latency_recorded"] else "no (--no-latency): calls not counted")
+        "no (--no-latency): calls not counted" if not doc["latency_recorded"]
+        else "asked, but no CPU ran: no calls" if none_ran
+        else f"yes ({doc['total_calls']:,} calls, REC runs and host steps, {doc['calls_per_second']:,.0f}/s)")
     pinning = f"pinning: {'asked (cores in the CPU process table)' if doc['pin_requested'] else 'off'}"
     if len(latency) + 2 + len(pinning) <= WIDTH:
         lines.append(f"{latency}; {pinning}")

@@ -346,7 +346,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     with Participant(machine.control) as part:
         outcomes, teardown_problems, tokens_saved, unsaved, undone = _finish(
             machine, w, plan, live, finished, errors, results, pools, healthy, part, stop, options.console,
-            (unstarted_pages, len(unstarted)))
+            (unstarted_pages, len(unstarted)), unstarted)
     not_done += undone
     lost_outcomes, lost_tokens, lost_unsaved = unreported(machine, w, parts,
                                                            [cpu for cpu in ids if cpu not in results
@@ -474,13 +474,14 @@ def _own_args(w: Workload, parts: tuple[CpuPart, ...]) -> dict[int, tuple[Any, .
 def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
             errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
             healthy: bool, part: Participant, stop: Interrupts, console: bool = False,
-            unstarted: tuple[list[int], int] = ([], 0)
+            unstarted: tuple[list[int], int] = ([], 0), never_started: tuple[int, ...] = ()
             ) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None, list[str]]:
     """Outcomes of every instance (with their guest output when they failed, or, ``console``,
     for every live one), how many tokens were saved and (count, first reason) of
     those that could not be; then, on a healthy machine, the teardown and its checks. Last,
     what an interruption (``stop``) left undone. ``unstarted``: the granules set aside for the
-    CPUs never started, and how many they were (lost.unstarted_share)."""
+    CPUs never started, and how many they were (lost.unstarted_share); ``never_started``: those
+    CPUs, whose realms (every CPU that runs their vCPUs among them) are said not to have run."""
     problems: list[str] = []
     not_done: list[str] = []
     queue = RunQueue(machine)
@@ -513,7 +514,8 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
             folds.setdefault((fold.realm, fold.ok), realms.Folded(fold.realm, fold.name, fold.recs, fold.ok)).merge(fold)
     # Sorted by order, (template, instance, generation), the instance of a private realm being
     # its CPU; a template's folded rows come after its listed instances (ok first, then failed).
-    rows = [(f.order, dataclasses.replace(realms.outcome(f, errors.of(f), running), cpus=kept_to(w, *f.order[:2])))
+    rows = [(f.order, dataclasses.replace(realms.outcome(f, errors.of(f), running, _not_run(w, never_started, *f.order[:2])),
+                                          cpus=kept_to(w, *f.order[:2])))
             for f, running in ended]
     rows += [((realm, 1 << 62, int(not ok)), dataclasses.replace(realms.folded_outcome(fold), cpus=kept_to(w, realm, 0)))
              for (realm, ok), fold in folds.items()]
@@ -541,6 +543,19 @@ def _finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], 
     else:
         not_done.append(f"teardown not done: interrupted ({stop.by}); the leak checks after it were not made")
     return outcomes, problems, saved, unsaved, not_done
+
+
+def _not_run(w: Workload, never_started: tuple[int, ...], realm: int, index: int) -> str:
+    """Why an instance of template ``realm`` (``index``: its instance, or the CPU of a private
+    ripas-churn realm) never ran, when every CPU that runs its vCPUs is one of ``never_started``
+    (killed in its start-up); "" when one of them was started."""
+    on = w.runs_on(realm) if 0 <= realm < len(w.realms) else (index,)
+    if not never_started or not set(on) <= set(never_started):
+        return ""
+    if len(never_started) == w.cpus:
+        return "the CPUs never started"
+    return (f"{words.cpus(on)}, the only one to run its vCPUs, never started" if len(on) == 1
+            else f"{words.cpus(on)}, the only ones to run its vCPUs, never started")
 
 
 def _teardown(cpu: "Cpu", w: Workload, live: list[Instance], results: dict[int, CpuResult],

@@ -123,3 +123,31 @@ def test_the_never_started_line_of_not_done_is_wrapped_to_the_report_s_width(
     assert max(len(line) for line in text.splitlines()) <= 118, text
     assert "\n  CPUs 0 and 1 (2) were never started: the run was interrupted (Ctrl-C) during their start-up, before they bound to\n" \
            "    the machine, so none made a call\n" in text, text
+
+
+def test_a_run_whose_cpus_never_started_says_so_in_its_header_and_realm_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPUs were killed in their start-up: the header says the CPUs never ran, where it said
+    "ran 0.10 s" (the start-up's time, read as a run's length) and "latency recorded: yes (0 calls
+    ...)"; realm vm's row says it was not run, where it said "running when the run ended (0 REC
+    entries)", as of a realm the CPUs had left waiting."""
+    report = _run_with(tmp_path, monkeypatch, (0, 1))
+    text = render.format_report(report)
+    assert ", not run: the CPUs never started (limit 10 s)" in text.splitlines()[1], text
+    assert "latency recorded: asked, but no CPU ran: no calls" in text, text
+    assert " ran 0." not in text and "0 calls" not in text, text
+    (vm,) = report.realms
+    assert vm.ok and vm.detail == "not run: the CPUs never started", vm
+
+
+def test_a_realm_kept_to_a_cpu_never_started_says_it_was_not_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of 2 CPUs, CPU 1 was killed in its start-up: realm kept (cpus = [1]) says it was not run,
+    naming CPU 1; realm any, which CPU 0 could have run, is still "running when the run ended",
+    and the header gives the run's time, as a CPU did run."""
+    workload = WORKLOAD + '[[realm]]\nname = "kept"\nguest = "hello"\ncpus = [1]\n'
+    report = _run_with(tmp_path, monkeypatch, (1,), workload=workload)
+    details = {r.name: r.detail for r in report.realms}
+    assert details == {"vm": "running when the run ended (0 REC entries)",
+                       "kept": "not run: CPU 1, the only one to run its vCPUs, never started"}, details
+    assert ", ran 0.10 s (limit 10 s)" in render.format_report(report), report
