@@ -427,9 +427,26 @@ class Machine:
             return
         inherited = self._generation != cpu_handle.fork_generation()
         if self._creator_pid == os.getpid() and not inherited:
-            self._unlink()
+            try:
+                self._unlink()
+            except Exception:
+                # An unlink refused (EACCES, EROFS, EBUSY ...): the close is finished all the same
+                # and the error raised to the caller, who reports it (run.closed names the files
+                # left). Left open and in _live, the machine was closed again by the at-exit hook,
+                # whose unlink failed the same way: a traceback after the report, "Exception
+                # ignored in atexit callback". The reaper still holds the paths (_unlink tells it
+                # to forget them only once all are gone) and tries them once this process ends.
+                # A KeyboardInterrupt is no Exception: that close stays for the hooks to finish.
+                if not self._closed:
+                    self._close_mappings(inherited)
+                raise
             if self._closed:    # a signal handler's close_all() closed it meanwhile
                 return
+        self._close_mappings(inherited)
+
+    def _close_mappings(self, inherited: bool) -> None:
+        """Mark this machine closed, take it out of the at-exit list and release this process's
+        CPU bindings, views and mappings (close, after the creator's unlink)."""
         self._closed = True
         _live.discard(self)
         if not inherited:
@@ -442,8 +459,8 @@ class Machine:
             try:
                 seg.close()
             except BufferError:
-                # A view someone kept alive pins the mapping; the files are already unlinked
-                # and the memory goes when this process does.
+                # A view someone kept alive pins the mapping; the files are unlinked (or, after
+                # an unlink refused, left to the reaper) and the memory goes when this process does.
                 pass
 
     def _unlink(self) -> None:

@@ -187,7 +187,9 @@ def closed(report: RunReport, machine: Machine) -> tuple[RunReport, bool]:
     the segments are unlinked once more (segment.unlink_parts) and the report says what
     happened. A warning when no segment is left (nothing leaked; the result stands); a problem,
     so the run is not OK, when some are, naming them: they hold the platform's DRAM in
-    /dev/shm until removed."""
+    /dev/shm until removed. The machine is closed all the same (Machine.close finishes a close
+    whose unlink failed), so the exit hook does not try it again; the reaper, which still has
+    the paths, does as the process ends."""
     try:
         machine.close()
         return report, False
@@ -205,8 +207,9 @@ def closed(report: RunReport, machine: Machine) -> tuple[RunReport, bool]:
             f"and every figure and check above was made before",)), True
     return dataclasses.replace(report, problems=report.problems + (
         f"closing the machine after the run failed ({failure}) and {words.count(len(left), 'shared memory file')} "
-        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(left)}; `rmm-mp clean` removes "
-        f"{'it' if len(left) == 1 else 'them'} once this process has ended",)), True
+        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(left)}; this process's reaper tries "
+        f"{'it' if len(left) == 1 else 'them'} again as the process ends, and `rmm-mp clean` removes what it "
+        f"could not",)), True
 
 
 def interrupted_after_run(report: RunReport, by: str) -> RunReport:

@@ -4,12 +4,16 @@ is still returned and says what happened, and no shared memory is left without a
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from rmm_mp import Machine
-from rmm_mp.hw import segment
+from rmm_mp import machine as machine_module
+from rmm_mp.hw import reaper, segment
 from rmm_mp.workload import render, render_json, spec
 from rmm_mp.workload.resolve import resolve
 from rmm_mp.workload.run import RunOptions, run_workload
@@ -82,3 +86,73 @@ def test_a_close_that_leaves_segments_is_a_problem(tmp_path: Path, monkeypatch: 
     assert all(path in problem for path in left) and "rmm-mp clean" in problem
     assert "result: FAILED: 1 problem" in render.format_report(report)
     assert _segments(machines[0]) == []
+
+
+def test_a_close_whose_unlink_is_refused_is_finished_and_left_to_the_reaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every unlink of the machine's segments is refused (PermissionError): close() raises it, but
+    the machine is closed all the same, out of the at-exit list (machine._live), so that the
+    process's exit hook does not close it again; its segments are still registered with the
+    reaper, which unlinks them when the process ends. Before, the machine stayed open and in
+    _live, and the exit hook's close failed the same way: a traceback after the report."""
+    def refusing(path: str) -> None:
+        raise PermissionError(13, "Permission denied", path)
+
+    m = Machine.create("host", cpus=1)
+    monkeypatch.setattr(segment, "_unlink_quietly", refusing)
+    try:
+        with pytest.raises(PermissionError):
+            m.close()
+        assert m not in machine_module._live and repr(m).endswith(" closed>"), repr(m)
+        assert m.name in reaper.registered(), "the segments left must stay the reaper's to unlink"
+        m.close()   # idempotent: nothing is tried again
+    finally:
+        monkeypatch.undo()
+        segment.unlink_parts(m.name)
+        reaper.forget(m.name)
+    assert _segments(m) == []
+
+
+# A run whose close cannot unlink the segments; prints the report's problem and the machine's name.
+REFUSED_RUN = r"""
+import os, sys
+from rmm_mp.hw import segment
+from rmm_mp.workload import render, spec
+from rmm_mp.workload.resolve import resolve
+from rmm_mp.workload.run import RunOptions, run_workload
+
+def refusing(path):
+    raise PermissionError(13, "Permission denied", path)
+
+if __name__ == "__main__":
+    names = []
+    run = resolve(spec.load(sys.argv[1]))
+    segment._unlink_quietly = refusing
+    report = run_workload(run, RunOptions(progress=False), lambda m: names.append(m.name))
+    print(render.format_report(report))
+    print("NAME", names[0])
+"""
+
+
+def test_a_run_whose_segments_cannot_be_unlinked_exits_quietly(tmp_path: Path) -> None:
+    """A run in a process of its own whose every unlink is refused: the report names the files
+    left, each once, the process exits with no traceback (its exit hook used to close the
+    machine again and print "Exception ignored in atexit callback" with one), and once it has
+    ended its reaper, which no patch reaches, unlinks the files."""
+    path = tmp_path / "w.toml"
+    path.write_text("iterations = 3\ncpus = 1\nactivities = { delegate-churn = 1 }\n")
+    script = tmp_path / "refused_run.py"
+    script.write_text(REFUSED_RUN)
+    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, \
+        done.stderr
+    name = done.stdout.rsplit("NAME ", 1)[1].strip()
+    files = [segment.segment_path(name, part) for part in ("ctl", "dram")]
+    text = done.stdout.replace("\n    ", " ")
+    left = text[text.index("are left: ") + len("are left: "):].split(";")[0].split(", ")
+    assert sorted(left) == sorted(segment.segment_path(name, p) for p in segment.MACHINE_PARTS), left
+    assert text.count("are left: ") == 1 and text.count(files[1]) == 1, text
+    assert "result: FAILED: 1 problem" in done.stdout, done.stdout
+    deadline = time.monotonic() + 10
+    while any(os.path.lexists(f) for f in files) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.lexists(f) for f in files), "the reaper did not unlink the files left"
