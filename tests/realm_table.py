@@ -7,15 +7,22 @@ from __future__ import annotations
 def realm_rows(section: list[str]) -> list[tuple[list[str], str, str]]:
     """Each row of a realm table section (title, header, rule, rows, notes): the words of its
     cells before the detail (name, possibly several words, RECs, exceptions, result), its whole detail and its whole counters, each put together from
-    the row's lines (a row goes on in lines that start with spaces)."""
+    the row's lines (a row goes on in lines whose RECs, exceptions and result are blank; a long
+    name goes on in its column, put together as a space or a cut before "[" or "#" left it)."""
     head = section[1]
     d, c = head.index("detail"), head.index("counters")
+    named = section[2].index(" ")      # the realm column's width: its dashes
     rows: list[tuple[list[str], list[str], list[str]]] = []
     for line in section[3:]:
         if line.startswith("...") or not line:
             break
-        if not line.startswith(" "):
+        if line[named:d].strip():       # a row's first line: its RECs, exceptions and result
             rows.append((line[:d].split(), [], []))
+        elif line[:named].strip():      # a long name goes on below, in its column
+            cells, more = rows[-1][0], line[:named].split()
+            if not line.startswith("("):    # cut before "[" or "#", or within the name: no space
+                cells[-4] += more.pop(0)
+            cells[-3:-3] = more
         if len(line) > c - 2 and line[c - 2] != " ":     # a word wider than the detail column
             detail, counters = line[d:].strip(), ""
         else:

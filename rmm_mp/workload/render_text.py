@@ -240,10 +240,11 @@ def _processes(doc: dict[str, Any]) -> list[str]:
                    rows), *notes]
 
 
-DETAIL_MIN, COUNTERS_MIN = 30, 20
+DETAIL_MIN, COUNTERS_MIN, NAME_MIN = 30, 20, 12
 """The realm table's narrowest detail column and the columns it leaves the counters at least
-(when the realm names are not so long that these cannot both fit in WIDTH); more when a failed
-realm's widest counter needs more, since all of a failed realm's counters are shown."""
+(more when a failed realm's widest counter needs more, since all of a failed realm's counters
+are shown); the realm column is narrowed for them, to NAME_MIN at the least, a longer name
+going on in the lines below."""
 
 
 def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[str]:
@@ -276,9 +277,29 @@ def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[st
     return [*lines, line]
 
 
+def _name_lines(name: str, width: int) -> list[str]:
+    """A realm's ``name`` in lines of at most ``width``: broken at a space (a folded row's
+    " (1,234 instances)"), else before an instance's "[" or a generation's "#", else, the
+    template's own name being too long, cut at the width."""
+    lines: list[str] = []
+    while len(name) > width:
+        space = name.rfind(" ", 1, width + 1)
+        mark = max(name.rfind("[", 1, width + 1), name.rfind("#", 1, width + 1))
+        if space >= mark and space > 0:
+            lines.append(name[:space])
+            name = name[space + 1:]
+        else:
+            cut = mark if mark > 0 else width
+            lines.append(name[:cut])
+            name = name[cut:]
+    return [*lines, name]
+
+
 def _realm_table(shown: list[dict[str, Any]]) -> list[str]:
-    """Header, rule and rows of the realm table, every line within WIDTH columns (when the
-    names leave DETAIL_MIN for the detail): the detail is wrapped in its column, capped so that
+    """Header, rule and rows of the realm table, every line within WIDTH columns (but for one
+    holding a word of the detail wider than all the line, kept whole): the realm column narrowed
+    so that the detail keeps DETAIL_MIN and the counters their least (_name_lines); the detail
+    is wrapped in its column, capped so that
     the counters keep COUNTERS_MIN columns; a failed realm's counters are wrapped in theirs, all
     of them; an ok realm's are cut after the last whole counter that fits, ", ..." saying that
     more were cut. The detail (how the realm ended) is never cut. Before, a failed realm's row
@@ -293,30 +314,38 @@ def _realm_table(shown: list[dict[str, Any]]) -> list[str]:
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(c.ljust(w) if i in lefts else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
-    prefix = sum(widths) + 2 * len(widths)
     details = [r["detail"] or "-" for r in shown]
     # A failed realm's counters are all shown, one per line at least: the column is as wide as
     # its widest counter with its comma ("ripas_changes 54,321," is 21), else that line ran past
     # WIDTH beside a detail at its cap.
     counters_min = max([COUNTERS_MIN] + [len(f"{k} {v:,},") for r in shown if not r["ok"]
                                          for k, v in r["counters"].items()])
+    # The realm column leaves the detail and the counters their least: a name may have 32
+    # characters and more after them ("[63]#1234567", " (1,234,567 instances)" of a folded
+    # row), which with the detail at DETAIL_MIN ran the lines to 139 columns. A longer name
+    # goes on below, cut at the column's width where it has no space.
+    widths[0] = min(widths[0], max(NAME_MIN, WIDTH - sum(widths[1:]) - 2 * len(widths) - DETAIL_MIN - 2 - counters_min))
+    prefix = sum(widths) + 2 * len(widths)
     detail_width = min(max(len("detail"), *map(len, details)), max(DETAIL_MIN, WIDTH - prefix - 2 - counters_min))
     start = prefix + detail_width + 2
     counters_width = max(WIDTH - start, len("counters"))
     rows: list[list[str]] = []
     longest = len("counters")
     for r, cell, detail in zip(shown, cells, details):
+        names = _name_lines(cell[0], widths[0])
         # Words whole, as in the warnings: a path or value cut in two reads as two. A word wider
-        # than the column (a long path) runs into the counters' and that line takes none.
+        # than the column (a long path) runs into the counters' and that line takes none; one
+        # wider than all the line has left runs past the width, as a long path in a warning does.
         parts = textwrap.wrap(detail, detail_width, break_long_words=False, break_on_hyphens=False) or ["-"]
         counted = _counter_lines(r["counters"], counters_width, clipped=bool(r["ok"]))
         longest = max(longest, *map(len, counted))
         lines = []
         n = 0
-        while n < len(parts) or counted:
+        while n < len(parts) or counted or n < len(names):
             part = parts[n] if n < len(parts) else ""
             beside = counted.pop(0) if counted and len(part) <= detail_width else ""
-            first = fmt(cell) if n == 0 else " " * (prefix - 2)
+            name = names[n] if n < len(names) else ""
+            first = fmt((name, *cell[1:])) if n == 0 else name.ljust(prefix - 2)
             lines.append(f"{first}  {part.ljust(detail_width)}  {beside}".rstrip())
             n += 1
         rows.append(lines)

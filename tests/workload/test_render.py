@@ -713,3 +713,26 @@ def test_problems_and_report_file_errors_are_wrapped_to_the_width() -> None:
         assert all(line.startswith("    ") for line in section[2:]), section
         assert " ".join(line.strip() for line in section[1:]) == whole
     assert all(any(path + sep in line for line in text.splitlines()) for path, sep in zip(paths, [","] * 5 + [";"]))
+
+
+def test_long_realm_names_are_wrapped_in_their_column_within_the_width() -> None:
+    """Names as long as a workload file allows (32 characters) with an instance and generation
+    ("[63]#1234567"), and a folded row's " (1,234,567 instances)", beside a failed row whose
+    counters need 21 columns and ten-digit exception counts: every line of the realm table stays
+    within 118 columns, the realm column narrowed and each long name going on below it, broken
+    at its space or before its "[" (it ran to 139 columns); the name put together again is
+    whole, and the detail and counters are whole too."""
+    n = "r" * 32
+    counters = {"entries": 123_456_789, "faults": 1_234_567, "ripas_changes": 54_321, "vcpu_errors": 3}
+    failed = RealmOutcome(f"{n} (1,234,567 instances)", 64, False, "all failed; the first, " + "x " * 40, counters,
+                          exceptions=1_234_567_890, instances=1_234_567)
+    ok = RealmOutcome(f"{n}[63]#1234567", 64, True, "running when the run ended (123,456,789 REC entries)",
+                      counters, exceptions=1_234_567_890)
+    section = _section(format_report(hand_built(realms=(failed, ok))), "Realms: 1 of 1,234,568 ok")
+    assert max(len(line) for line in section) <= 118, section
+    assert f"\n{n}" in "\n".join(section) and "\n(1,234,567 instances)" in "\n".join(section) \
+        and "\n[63]#1234567" in "\n".join(section), section
+    (cells, detail, got), (ok_cells, ok_detail, _) = realm_rows(section)
+    assert cells == [n, "(1,234,567", "instances)", "64", "1,234,567,890", "FAILED"], cells
+    assert detail == failed.detail.strip() and got == ", ".join(f"{k} {v:,}" for k, v in counters.items())
+    assert ok_cells == [ok.name, "64", "1,234,567,890", "ok"] and ok_detail == ok.detail, ok_cells
