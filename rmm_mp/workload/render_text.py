@@ -73,7 +73,11 @@ def _header(doc: dict[str, Any]) -> list[str]:
     # Every CPU killed in its start-up, or the run stopped before they were started: "ran 0.53 s"
     # (the start-up's time) read as a run of that length.
     none_ran = len(doc["not_started"]) == doc["cpus"]
-    ran = "not run: the CPUs never started" if none_ran else f"ran {doc['elapsed_s']:.2f} s"
+    # A run of a few iterations takes well under 10 ms: "ran 0.00 s" beside a rate of 33,356/s
+    # read as a run of no time at all; it gets milliseconds.
+    elapsed = doc["elapsed_s"]
+    ran = ("not run: the CPUs never started" if none_ran
+           else f"ran {elapsed:.2f} s" if elapsed >= 0.01 else f"ran {elapsed * 1000:.2f} ms")
     lines = [
         f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
         f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "

@@ -67,6 +67,15 @@ def test_header_says_what_ran() -> None:
     assert odd.endswith("(limit 100000.5 s)"), odd
 
 
+def test_a_run_of_under_10_ms_gives_its_time_in_ms() -> None:
+    """A run of 3 iterations that took 0.27 ms: the header says "ran 0.27 ms", where it said
+    "ran 0.00 s" beside a rate of thousands of calls a second; 0.01 s and more stays in s."""
+    short = format_report(hand_built(seconds=None, iterations=3, elapsed_s=0.000272)).splitlines()[1]
+    assert short.endswith(", ran 0.27 ms (limit 3 iterations)"), short
+    edge = format_report(hand_built(elapsed_s=0.01)).splitlines()[1]
+    assert ", ran 0.01 s (limit" in edge, edge
+
+
 def test_header_shows_the_host_load() -> None:
     """With the host's load averages recorded at the start and the end of the CPUs' run, the
     header's fifth line gives both, and stays within the 118 columns even with three-digit
