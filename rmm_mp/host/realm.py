@@ -317,12 +317,20 @@ def create_rtt_levels(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: i
 def fault_in(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int) -> int | None:
     """Back the protected page at ``ipa`` with a new zero page (KVM realm_map_protected, 4 KiB).
 
-    DELEGATE + DATA_CREATE_UNKNOWN; missing RTTs are created down to level 3. If DELEGATE fails,
-    or the entry is already assigned, another vCPU won the race for this fault: the page is
-    given back and None returned, as KVM re-enters the vCPU.
+    A fresh page from the allocator, DELEGATE, DATA_CREATE_UNKNOWN; missing RTTs are created down
+    to level 3. If DATA_CREATE_UNKNOWN finds the entry already assigned ((RMI_ERROR_RTT, 3)),
+    another vCPU won the race for this fault: the page is undelegated and freed and None returned,
+    and the caller re-enters the vCPU, as KVM does. KVM meets that race at DELEGATE instead (both
+    vCPUs hold the same guest_memfd page); here every fault has a page of its own, so a DELEGATE
+    that fails points at an RMM or allocator bug and raises HostError (naming the PA and X0)
+    rather than sending the vCPU round the same fault (docs/deviations.md).
 
     Returns:
         The PA of the DATA granule now mapped at ``ipa``, or None if another CPU mapped it.
+
+    Raises:
+        HostError if the RMM answers what a correct RMM cannot (DELEGATE of the fresh page
+        failing among them); OutOfGranules when the allocator has no page or table left.
     """
     return map_protected(cpu, alloc, realm, ipa)[0]
 
@@ -335,10 +343,7 @@ def map_protected(cpu: "Cpu", alloc: "NsAllocator", realm: HostRealm, ipa: int) 
     """
     if ipa % GRANULE or not 0 <= ipa < realm.par_size:
         raise ValueError(f"fault_in(ipa={ipa:#x}): expected a 4 KiB aligned protected IPA below {realm.par_size:#x}")
-    pa = alloc.alloc()
-    if cpu.smc(DELEGATE, pa)[0] != SUCCESS:
-        alloc.free(pa)
-        return None, 0
+    pa = delegated_granule(cpu, alloc)
     made = 0
     x0 = cpu.smc(DATA_CREATE_UNKNOWN, realm.rd, pa, ipa)[0]
     if status(x0) == ERROR_RTT and index(x0) < PAGE_LEVEL:

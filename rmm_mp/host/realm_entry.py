@@ -32,8 +32,8 @@ COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "sh
             "ripas_changes", "ripas_destroyed", "ripas_rejects", "cpu_on", "cpu_on_denied", "affinity_info",
             "host_calls", "vcpu_errors", "rtts_created", "migrations")
 """Per realm, what the host did for it (host.exits): among them fault_races, faults another vCPU
-had already backed; ripas_rejects, RAM requests answered REJECT (an EMPTY request cut short is
-answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
+had already backed (DATA_CREATE_UNKNOWN found the entry assigned); ripas_rejects, RAM requests
+answered REJECT (an EMPTY request cut short is answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
 faults, shared pages and RIPAS changes alike (not those the map-shared and rtt-churn activities
 make; rtt-churn's are in its CPU's 'tables created'); migrations, REC_ENTERs that ran a vCPU on
 another CPU than its previous run (RunQueue.ran_on: a vCPU taken only to be drained is no move)."""

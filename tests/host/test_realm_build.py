@@ -242,6 +242,33 @@ def test_run_time_mappings_are_torn_down(machine: Machine, order: str) -> None:
     _all_ns_and_empty(machine, alloc)
 
 
+def test_a_fault_whose_fresh_page_will_not_delegate_is_a_host_error(machine: Machine) -> None:
+    """The allocator hands a fault a page that is already delegated (an allocator bug, made here
+    by freeing a delegated page): fault_in's DELEGATE fails, which in this model no race can
+    cause (every fault takes a fresh page), so it raises HostError naming the PA and X0 instead
+    of answering None ("another vCPU won"), which would send the vCPU round the same fault for
+    ever. The entry stays unassigned and the page is back in the allocator."""
+    cpu, alloc = machine.cpu(0), NsAllocator(machine, 0)
+    realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_size=4 * MiB, image=IMAGE[:G]))
+    ipa = 0x8000_0000 + 2 * MiB
+    assert fault_in(cpu, alloc, realm, ipa + G)         # the level-3 table exists: DELEGATE comes first
+    bad = alloc.alloc()
+    assert cpu.smc(F.RMI_GRANULE_DELEGATE, bad)[0] == 0
+    alloc.free(bad)
+    peek = alloc.alloc()
+    alloc.free(peek)
+    assert peek == bad, "the test needs the allocator to hand the freed page out next"
+    before = alloc.in_use
+    with pytest.raises(HostError) as err:
+        fault_in(cpu, alloc, realm, ipa)
+    assert f"RMI_GRANULE_DELEGATE({bad:#x}) returned X0 = 0x1 (RMI_ERROR_INPUT)" in str(err.value)
+    assert err.value.command == "RMI_GRANULE_DELEGATE" and err.value.arguments == (bad,)
+    assert _read(cpu, realm, ipa)[2] == 0 and alloc.in_use == before   # UNASSIGNED; nothing leaked
+    assert cpu.smc(F.RMI_GRANULE_UNDELEGATE, bad)[0] == 0
+    destroy_realm(cpu, alloc, realm, "v12")
+    _all_ns_and_empty(machine, alloc)
+
+
 def test_teardown_splits_a_folded_block(machine: Machine) -> None:
     """A 2 MiB range backed by 512 contiguous, 2 MiB aligned data pages and folded into one
     level-2 block (KVM's huge-page path): DATA_DESTROY reports the block, teardown splits it with
