@@ -26,8 +26,8 @@ from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, decimal, find_toml, key_part, key_path_parts, locate
-from rmm_mp.hw.tomlsrc import choice_list, read_source, suggestion, top_level_hint
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts, locate
+from rmm_mp.hw.tomlsrc import choice_list, read_source, size_expected, size_value, suggestion, top_level_hint
 from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import not_one_printable_line
 
@@ -46,9 +46,7 @@ KEY_SOURCES = ("seeds", "tf-a-fvp-sample")
 _TOP_KEYS = frozenset({"name", "description", "cpus", "pa_bits", "dram", "mmio", "secure", "features", "attestation",
                        "rec_time_slice"})
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB|TiB)?\s*$", re.ASCII)
-"""ASCII digits only: \\d alone takes any Unicode digit, which int() reads as its value."""
-_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
 
 def size_text(size: int) -> str:
@@ -288,12 +286,11 @@ class _Validator:
         return value
 
     def size(self, value: object, where: str) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-            number = decimal(m.group(1)) * _UNITS[m.group(2)]
-        else:
-            raise self.fail(where, value, "a size: an integer number of bytes or a string such as '256 MiB'")
+        # The workload files' size syntax (tomlsrc.size_value): a size copied from one ("64M")
+        # reads the same here.
+        number = size_value(value)
+        if number is None:
+            raise self.fail(where, value, size_expected(value))
         if number <= 0 or number % GRANULE_SIZE:
             raise self.fail(where, value, "a positive multiple of the 4 KiB granule size")
         return number

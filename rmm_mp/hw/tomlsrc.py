@@ -10,7 +10,8 @@ It also finds a bundled TOML file by name (platforms, workloads): the installed 
 else the source checkout's, and reads input files as UTF-8 text (read_source).
 
 This module owns error wording, key location, finding bundled files and reading input files
-(their integers too: ``decimal`` reads the digits of a string value whatever their count).
+(their integers too: ``decimal`` reads the digits of a string value whatever their count), and
+the size syntax platform and workload files share (``size_value``: "64M", "2 MiB").
 It must not know any schema.
 """
 
@@ -536,6 +537,37 @@ def decimal(digits: str) -> int:
     significant = digits.lstrip("0") or "0"
     most = sys.get_int_max_str_digits()
     return 10 ** most if most and len(significant) > most else int(significant)
+
+
+# ASCII only: \d would take any Unicode digit ("\uff12M", fullwidth) and int() read it as 2.
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGTkmgt])(?:i?B)?)?\s*$", re.ASCII)
+_SIZE_BITS = re.compile(r"^\s*\d+\s*[KMGTkmgt]i?b\s*$", re.ASCII)
+_SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+"""T too: "1 TiB" of RAM is then refused for its size (by the caller's range), not as no size."""
+SIZE_SYNTAX = ('a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB" '
+               '(a number and K, M, G or T)')
+"""What size_value's callers expect: the one size syntax of platform and workload files."""
+
+
+def size_value(value: object) -> int | None:
+    """The bytes a size in a platform or workload file stands for, or None if it is no size: an
+    integer (not a bool), or a string of ASCII digits and one of the binary units K, M, G and T
+    in either case, optionally followed by B or iB ("64M", "64 MiB", "2MB", "512kB"; all binary,
+    as memory sizes are). A lower-case b, bits, is refused (size_expected says so). The range
+    and granule checks are the caller's."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return decimal(m.group(1)) * (_SIZE_UNITS[m.group(2).upper()] if m.group(2) else 1)
+    return None
+
+
+def size_expected(value: object) -> str:
+    """The "expected" text for a ``value`` that size_value refused: SIZE_SYNTAX, and for a
+    string such as "64mb" why (a b after the unit is bits, not bytes)."""
+    if isinstance(value, str) and _SIZE_BITS.match(value):
+        return f'{SIZE_SYNTAX}; a lower-case b is bits: write "B", "iB" or no suffix'
+    return SIZE_SYNTAX
 
 
 _DECIMAL = re.compile(r"(?<![\w.])[+-]?\d[\d_]*")

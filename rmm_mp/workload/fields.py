@@ -6,8 +6,9 @@ naming the file and line, the key, the value and what was expected.
     .integer .number .boolean .string .name .size .hex_bytes .cpu_set .weights
     cpu_set_text(ids)      a CPU set written back as the files write it ("0-1", "0,2,4-5")
 
-This module owns value syntax (sizes such as "4M", CPU sets such as "0-3", weight tables). It
-knows nothing of what a workload does with the values.
+This module owns value syntax (CPU sets such as "0-3", weight tables; sizes such as "4M" are
+tomlsrc.size_value's, shared with platform files). It knows nothing of what a workload does
+with the values.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, suggestion, top_level_hint
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected, size_value, suggestion
+from rmm_mp.hw.tomlsrc import top_level_hint
 from rmm_mp.printable import not_one_printable_line
 from rmm_mp.workload.locate import locate
 
@@ -24,10 +26,6 @@ ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-sha
 """Host activities a CPU can be given, in the order reports list them (docs/workloads.md)."""
 
 GRANULE = 4096
-# ASCII only: \d would take any Unicode digit ("\uff12M", fullwidth) and int() read it as 2.
-_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGTkmgt])(?:i?B)?)?\s*$", re.ASCII)
-_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-"""T too, as platform files have TiB: "1 TiB" of RAM is then refused for its size, not as no size."""
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 """Matched whole (fullmatch): a pattern ending in $ would let a final newline through."""
 _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", re.ASCII)
@@ -128,15 +126,11 @@ class Fields:
         return value
 
     def size(self, value: object, key: str, lo: int, hi: int) -> int:
-        """Bytes: an integer, or a string such as "4M", "512K", "2 MiB" (binary units K to T), a
-        multiple of 4 KiB in lo..hi."""
-        if is_int(value):
-            number = value
-        elif isinstance(value, str) and (m := _SIZE.match(value)):
-            number = decimal(m.group(1)) * _UNITS[m.group(2).upper() if m.group(2) else None]
-        else:
-            raise self.fail(key, value, 'a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB" '
-                                        '(a number and K, M, G or T)')
+        """Bytes: an integer, or a string such as "4M", "512K", "2 MiB" (binary units K to T;
+        tomlsrc.size_value, which platform files share), a multiple of 4 KiB in lo..hi."""
+        number = size_value(value)
+        if number is None:
+            raise self.fail(key, value, size_expected(value))
         if number % GRANULE or not lo <= number <= hi:
             raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}")
         return number

@@ -21,6 +21,7 @@ from rmm_mp.hw import platform as plat
 from rmm_mp.hw import segment
 from rmm_mp.hw.platform import Platform, load
 from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.workload.fields import Fields
 
 HOST_TOML = plat.platform_dir() / "host.toml"
 GRANULE = 4096
@@ -158,7 +159,8 @@ BAD = [
      "features.sve_vector_length", "false"),
     ("unaligned-dram-base", r"base = 0x8000_0000", "base = 0x8000_0800", "dram.base", "2147485696 (0x80000800)"),
     ("unaligned-mmio-base", r"base = 0x1C09_0000", "base = 0x1C09_0100", "mmio[0].base", "470352128 (0x1c090100)"),
-    ("size-1-MB", r'size = "64 MiB"', 'size = "1 MB"', "dram.size", "'1 MB'"),
+    # "1 MB" was here as no size; platform files now take the workload syntax, where it is 1 MiB.
+    ("size-1-Mb-bits", r'size = "64 MiB"', 'size = "1 Mb"', "dram.size", "'1 Mb'"),
     ("size-negative", r'size = "64 MiB"', 'size = "-4 KiB"', "dram.size", "'-4 KiB'"),
     ("size-4097", r'size = "64 MiB"', "size = 4097", "dram.size", "4097 (0x1001)"),
     ("size-fullwidth-digits", r'size = "64 MiB"', 'size = "\uff16\uff14 MiB"', "dram.size", "'\uff16\uff14 MiB'"),
@@ -240,6 +242,37 @@ def test_bad_platform_file(tmp_path: Path, case: str, pattern: str, replacement:
     assert f"{key} = {shown}:" in message
     assert "expected" in message
     assert (err.source, err.key, err.line) == (str(path), key, line)
+
+
+SIZE_SPELLINGS = ["64 MiB", "64M", "64m", "64MB", "64 MiB ", "65536K", "65536 KiB", "65536kB", "67108864"]
+
+
+@pytest.mark.parametrize("spelling", SIZE_SPELLINGS)
+def test_sizes_take_the_workload_files_syntax(tmp_path: Path, spelling: str) -> None:
+    """dram.size written as a workload file's ram may be ("64M", "64MB", "65536K": binary units
+    K to T in either case, B or iB after them optional) loads as 64 MiB, as the workload parser
+    reads it too. Platform files took only "64 MiB"-style units, so a size copied from a
+    workload file ("64M") was refused as no size at all."""
+    path, _ = _write_bad(tmp_path, r'size = "64 MiB"', f'size = "{spelling}"')
+    assert load(path).dram.size == 64 << 20
+    assert Fields("", "w").size(spelling, "ram", GRANULE, 1 << 30) == 64 << 20
+
+
+@pytest.mark.parametrize("spelling", ["64 Mb", "64mb", "64 mib", "64 PiB", "64 megabytes", "0x4000000"])
+def test_a_size_that_is_none_is_refused_alike_by_platform_and_workload_files(tmp_path: Path, spelling: str) -> None:
+    """A string that is no size is refused by both parsers with the same "expected" text, which
+    shows the syntax; one ending in a lower-case b (bits) says so, as "64mb" is no typo of
+    "64MB" the parser could guess at."""
+    path, _ = _write_bad(tmp_path, r'size = "64 MiB"', f'size = "{spelling}"')
+    with pytest.raises(ConfigError) as platform_err:
+        load(path)
+    with pytest.raises(ConfigError) as workload_err:
+        Fields("", "w").size(spelling, "ram", GRANULE, 1 << 30)
+    assert platform_err.value.key == "dram.size"
+    expected = platform_err.value.expected
+    assert expected == workload_err.value.expected
+    assert '"4M", "512K" or "2 MiB"' in expected
+    assert ("lower-case b" in expected) == spelling.endswith("b")
 
 
 @pytest.mark.parametrize("pattern, added, key", [
