@@ -6,7 +6,7 @@
                        set), each phase's weights per CPU (CPUs with the same weights share a
                        line) and the owner of every lifecycle instance
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
-    seconds_text(s)    seconds to 10 significant digits (the run report's header uses it too)
+    seconds_text(s)    seconds to 10 significant digits, digits grouped (the run report's header too)
 
 This module owns these texts. It runs nothing.
 """
@@ -71,10 +71,12 @@ def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
 
 
 def seconds_text(seconds: float) -> str:
-    """A length in seconds to 10 significant digits, "2.5", "604800", "134898.4": %g's six showed
-    a phase of 134898.4 s as 134898 s and one of 271000.9 s as 271001 s (a length of a week has 6
-    digits before the point). A share of a length set with --seconds, 10 / 3, reads 3.333333333."""
-    return f"{seconds:.10g}"
+    """A length in seconds to 10 significant digits with thousands separators, "2.5", "604,800",
+    "134,898.4", as counts of steps are shown ("15,000 steps"; seconds read "15000 s" beside
+    them): %g's six showed a phase of 134898.4 s as 134898 s and one of 271000.9 s as 271001 s
+    (a length of a week has 6 digits before the point). A share of a length set with --seconds,
+    10 / 3, reads 3.333333333."""
+    return f"{seconds:,.10g}"
 
 
 def length(seconds: float | None, iterations: int | None) -> str:

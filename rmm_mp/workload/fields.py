@@ -89,9 +89,10 @@ class Fields:
         return value
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:
-        """A positive int or float in (lo, hi]."""
+        """A positive int or float in (lo, hi]; the bounds in the error grouped as lengths are
+        shown ("at most 604,800", the phases' sum error's "604,800 + ... s")."""
         if not is_finite_number(value) or not lo < value <= hi:
-            raise self.fail(key, value, f"{what}, a number greater than {lo:g} and at most {hi:g}")
+            raise self.fail(key, value, f"{what}, a number greater than {lo:,g} and at most {hi:,g}")
         return float(value)
 
     def boolean(self, value: object, key: str) -> bool:

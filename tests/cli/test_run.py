@@ -356,6 +356,23 @@ def test_workloads_validate_exit_status(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["workloads", "validate"]).exit_code == 2
 
 
+def test_workloads_validate_and_show_group_the_digits_of_seconds_as_of_steps(tmp_path: Path) -> None:
+    """A run of 15000 seconds reads "15,000 s" in `validate`'s line and `show`'s length, as one
+    of 15000 steps reads "15,000 steps per CPU" (seconds were "15000 s"); a fraction keeps its
+    digits after the point ("15,000.25 s"), and lengths below 1000 have no separator."""
+    timed = tmp_path / "timed.toml"
+    timed.write_text('cpus = 1\nseconds = 15000\nactivities = { run = 1 }\n[[realm]]\nname = "r"\nguest = "hello"\n')
+    counted = tmp_path / "counted.toml"
+    counted.write_text(timed.read_text().replace("seconds = 15000", "iterations = 15000"))
+    result = CliRunner().invoke(main, ["workloads", "validate", str(timed), str(counted)])
+    assert result.output == (f"{timed}: valid (1 realm kind, 1 CPU, 1 phase, 15,000 s)\n"
+                             f"{counted}: valid (1 realm kind, 1 CPU, 1 phase, 15,000 steps per CPU)\n"), result.output
+    shown = CliRunner().invoke(main, ["workloads", "show", str(timed), "--seconds", "15000.25"]).output
+    assert "length 15,000.25 s, seed" in shown and "  main: 15,000.25 s\n" in shown, shown
+    short = CliRunner().invoke(main, ["workloads", "show", str(timed), "--seconds", "999.5"]).output
+    assert "length 999.5 s, seed" in short, short
+
+
 def test_run_help_names_every_option() -> None:
     """`run --help` shows every option `run` takes, --progress / --no-progress as one flag pair."""
     result = CliRunner().invoke(main, ["run", "--help"])

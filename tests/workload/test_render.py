@@ -62,9 +62,10 @@ def test_header_says_what_ran() -> None:
     assert once.endswith("ran 2.01 s (limit 1 iteration)"), once
     both = format_report(hand_built(iterations=1_000, **GOOD)).splitlines()[1]
     assert both.endswith("ran 2.01 s (limit 2 s or 1,000 iterations)"), both
-    # A limit of seconds is shown with its digits, not %g's six (100000.5 s read "limit 100000 s").
+    # A limit of seconds is shown with its digits, not %g's six (100000.5 s read "limit 100000 s"),
+    # grouped as the iterations are.
     odd = format_report(hand_built(seconds=100_000.5, **GOOD)).splitlines()[1]
-    assert odd.endswith("(limit 100000.5 s)"), odd
+    assert odd.endswith("(limit 100,000.5 s)"), odd
 
 
 def test_a_run_of_under_10_ms_gives_its_time_in_ms() -> None:

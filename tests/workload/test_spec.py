@@ -656,7 +656,7 @@ def test_weight_beyond_a_float(tmp_path: Path) -> None:
 def test_seconds_beyond_a_float(tmp_path: Path) -> None:
     """seconds (and a phase's) no float can hold is out of range, not an OverflowError."""
     refused(tmp_path, f"seconds = {HUGE}\nactivities = {{ run = 1 }}\n" + OK_REALM, 1, "seconds", HUGE,
-            "a duration in seconds, a number greater than 0 and at most 604800")
+            "a duration in seconds, a number greater than 0 and at most 604,800")
     refused(tmp_path, f'activities = {{ run = 1 }}\n{OK_REALM}[[phase]]\nname = "p"\nseconds = {HUGE}\n', 7,
             "phase[0].seconds", HUGE, "a duration in seconds")
 
@@ -816,14 +816,14 @@ def test_fifteen_thousand_phases_are_checked_at_once(tmp_path: Path) -> None:
 
 def test_a_phase_length_is_shown_with_its_digits(tmp_path: Path) -> None:
     """`workloads show` of phases of 134898.4 s and 271000.9 s shows those lengths (with %g they
-    read 134898 s and 271001 s), and the run's 405899.3 s; a share of `--seconds 10` over three
-    equal phases reads 3.333333333 s."""
+    read 134898 s and 271001 s) with thousands separators, and the run's 405,899.3 s; a share of
+    `--seconds 10` over three equal phases reads 3.333333333 s."""
     from rmm_mp.workload.describe import describe
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 134898.4\n'
             '[[phase]]\nname = "b"\nseconds = 271000.9\n')
     shown = describe(load(tmp_path, text)).splitlines()
-    assert "  a: 134898.4 s" in shown and "  b: 271000.9 s" in shown, shown
-    assert any(line.startswith("length 405899.3 s,") for line in shown), shown
+    assert "  a: 134,898.4 s" in shown and "  b: 271,000.9 s" in shown, shown
+    assert any(line.startswith("length 405,899.3 s,") for line in shown), shown
     thirds = text + '[[phase]]\nname = "c"\nseconds = 1\n'
     shares = describe(load(tmp_path, thirds.replace("134898.4", "1").replace("271000.9", "1"), seconds=10))
     assert "  a: 3.333333333 s" in shares.splitlines(), shares
