@@ -21,8 +21,10 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           Anywhere else: INJECT_SEA.
     SYNC, data abort at a protected IPA (unassigned RAM, a DESTROYED entry, or the
           buffer of an RSI call): fault_in (DELEGATE + DATA_CREATE_UNKNOWN, RTTs created
-          lazily). A lost race (another vCPU mapped it) re-enters; if the entry turns out to
-          be DESTROYED (RMI_RTT_READ_ENTRY), the vCPU fails, since no page can be given there.
+          lazily). A lost race (DATA_CREATE_UNKNOWN finds the entry assigned: another vCPU
+          mapped it) re-enters; if the entry turns out to be DESTROYED (RMI_RTT_READ_ENTRY),
+          the vCPU fails, since no page can be given there. A DELEGATE of the fault's fresh
+          page that fails is no race but an RMM bug: HostError.
           An IPA outside the realm's RAM fails the vCPU (no memslot: KVM has no page for it),
           whatever RIPAS the realm gave it.
     SYNC, WFx: re-enter. SYNC, anything else (an instruction abort included): the vCPU fails,
