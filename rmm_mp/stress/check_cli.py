@@ -71,9 +71,10 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     was not quiescent (not parked in time, or --no-pause), so they may be calls in progress
     or changes made during the scan (or, on an orphan whose creator was killed, or with a
     dead participant, calls cut off); 4 the invariants hold but the machine is not live: an
-    orphan (nothing runs on it any more: the run that made it was killed) or one whose RMM
-    is dead (every SMC fails), which a loop `while rmm-mp check NAME` would otherwise watch
-    for ever; 2 no such machine, a bad option, every pause slot taken, or the --json file
+    orphan (nothing runs on it any more: the run that made it was killed with its reaper),
+    which a loop `while rmm-mp check NAME` would otherwise watch for ever, or one whose RMM
+    is dead (every SMC fails: a run still live on it ends, so such a loop would get exit 2
+    soon after anyway); 2 no such machine, a bad option, every pause slot taken, or the --json file
     could not be written (or names a machine's shared-memory segment); 130 interrupted by
     Ctrl-C (no verdict: any pause it held is released and the CPUs go on); SIGTERM before
     the verdict ends it by the signal's default action (143 in a shell; a pause it held
