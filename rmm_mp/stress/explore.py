@@ -517,6 +517,11 @@ def explore(pair: Pair, timeout: float = DEFAULT_TIMEOUT_S, max_events: int = MA
     """Run ``pair`` serially both ways, each call whole at every run point of the other, and B at
     every lock event of A up to ``max_events`` of them; report what no serial order (nor a call
     at a run point) gives, and (``capped``) whether A had lock events past the cap."""
+    if max_events < 1:
+        # With 0 nothing is tried and the one run that looks past the cap is at event 0: the
+        # report said capped=0, "every lock event tried", of a pair whose A took locks.
+        raise ValueError(f"max_events = {max_events!r}: expected 1 or more (the lock events of A at which B is "
+                         "inserted, at most)")
     start = time.monotonic()
     first = run_once(pair, None, timeout=timeout)
     second = run_once(pair, None, b_first=True, timeout=timeout)

@@ -252,9 +252,22 @@ def summary_text(reports: list[PairReport], inject: tuple[str, ...], timeout: fl
     ended with the last pair's own line, often `every one serial`, under an exit status of 1,
     and the pairs that failed had to be searched for."""
     failed = [r.pair for r in reports if not r.ok]
+    # A pair stopped at the cap passes on the interleavings tried: the summary says which
+    # pairs those were. It said "every one gave a reference outcome" with the cap line
+    # hundreds of lines up, inside the pair's block.
+    capped = [r for r in reports if r.capped]
+    cap = ""
+    if capped:
+        caps = sorted({r.capped for r in capped})
+        cap = (f"{len(capped)} stopped at the cap of {' or '.join(f'{c:,}' for c in caps)} lock events "
+               f"({', '.join(r.pair for r in capped)}): B was not inserted at A's later ones")
     if not failed:
+        if cap:
+            return (f"{len(reports)} pairs explored: every interleaving tried gave a reference outcome, "
+                    f"but {cap}")
         return f"{len(reports)} pairs explored: every one gave a reference outcome"
-    return (f"{len(reports)} pairs explored: {len(failed)} FAILED ({', '.join(failed)})\n"
+    return (f"{len(reports)} pairs explored: {len(failed)} FAILED ({', '.join(failed)})"
+            + (f"; {cap}" if cap else "") + "\n"
             f"explore {'it' if len(failed) == 1 else 'them'} alone: {_again(failed, inject, timeout)}")
 
 

@@ -359,6 +359,30 @@ def test_a_pair_stopped_at_the_lock_event_cap_says_so() -> None:
     assert _my_segments() == []
 
 
+def test_a_cap_below_one_lock_event_is_refused() -> None:
+    """explore(..., max_events=0): a ValueError naming max_events and its value. It tried no
+    interleaving and reported capped 0 ("every lock event tried") of a pair whose A takes 8."""
+    with pytest.raises(ValueError, match=r"max_events = 0: expected 1 or more"):
+        explore(PAIRS["rtt-create-vs-rtt-create"], timeout=2.0, max_events=0)
+    assert _my_segments() == []
+
+
+def test_the_summary_of_several_pairs_names_the_ones_stopped_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pairs explored with the cap lowered to 2 lock events, which both pairs' A pass: exit
+    0, and the summary says every interleaving tried gave a reference outcome but names both
+    pairs as stopped at the cap. It said "every one gave a reference outcome", the cap lines
+    being inside the pairs' blocks far above."""
+    from rmm_mp.stress import explore_cli
+    monkeypatch.setattr(explore_cli, "explore_pair", functools.partial(explore, max_events=2))
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "rtt-destroy-vs-undelegate-table"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("stopped at the cap of 2 lock events: A has more") >= 1, res.output
+    assert res.output.splitlines()[-1] == (
+        "2 pairs explored: every interleaving tried gave a reference outcome, but 2 stopped at the cap of 2 lock "
+        "events (rtt-create-vs-rtt-create, rtt-destroy-vs-undelegate-table): B was not inserted at A's later "
+        "ones"), res.output
+
+
 def test_a_copy_under_the_rd_is_reported() -> None:
     """data-create-copy-under-rd: DATA_CREATE from its own source page (data = source), with
     B's DELEGATE of that page inserted before A locked it as its data granule: A's copy under
