@@ -270,7 +270,18 @@ def _listed_by(scan: _Scan, idx: int, state: int) -> str:
     recs = scan.aux_listers.get(idx, []) if state == GS.REC_AUX else []
     if not recs:
         return ""
-    return f" (listed by {'REC' if len(recs) == 1 else 'RECs'} {', '.join(f'{scan.pa(r):#x}' for r in recs)})"
+    # Each REC once, with how often it lists the granule: a REC whose aux list names it twice
+    # (corrupted memory) read "listed by RECs 0xA, 0xA", two RECs where there is one.
+    times = Counter(recs)
+    if len(times) == 1:
+        return f" (listed by REC {scan.pa(recs[0]):#x}{_times(times[recs[0]])})"
+    named = ", ".join(f"{scan.pa(r):#x}" + (f" ({_times(n).lstrip()})" if n > 1 else "") for r, n in times.items())
+    return f" (listed by RECs {named})"
+
+
+def _times(n: int) -> str:
+    """" twice", " 3 times" ...; "" for once."""
+    return "" if n == 1 else " twice" if n == 2 else f" {n} times"
 
 
 def _check_vmids(scan: _Scan, rds: list[int]) -> None:

@@ -279,6 +279,25 @@ def test_an_aux_granule_two_recs_list_or_that_is_no_rec_aux_names_the_recs(machi
     assert sum(d == "REC_AUX granule is referenced 0 times, expected once" for d in details) == 2, details
 
 
+def test_an_aux_granule_one_rec_lists_twice_names_that_rec_once(machine: Machine) -> None:
+    """REC 0's aux granule 5 rewritten to its aux granule 3: the rec-owner violation of aux 3
+    names REC 0 once and says it lists the granule twice ("listed by REC 0x... twice"), beside
+    aux 5 now listed by no REC. It read "listed by RECs 0xA, 0xA", two RECs where there is one.
+    With REC 1 listing it too, each REC is named once, REC 0 with "(twice)"."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    rec0, rec1 = t.rec(realm), t.rec(realm)
+    shared = Rec(machine.memory, _idx(machine, rec0)).aux()[3]
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec0) * GRANULE + OFF_NUM_AUX + 8 * 6, shared)
+    details = _details(machine).splitlines()
+    assert f"REC_AUX granule is referenced 2 times (listed by REC {rec0:#x} twice), expected once" in details, details
+    assert sum(d == "REC_AUX granule is referenced 0 times, expected once" for d in details) == 1, details
+    struct.pack_into("<Q", machine.memory.buf, _idx(machine, rec1) * GRANULE + OFF_NUM_AUX + 8 * 4, shared)
+    details = _details(machine).splitlines()
+    named = ", ".join(f"{pa:#x} (twice)" if pa == rec0 else f"{pa:#x}" for pa in sorted((rec0, rec1)))
+    assert f"REC_AUX granule is referenced 3 times (listed by RECs {named}), expected once" in details, details
+
+
 def test_a_table_entry_naming_a_granule_that_is_no_rtt_is_a_violation(machine: Machine) -> None:
     """The granule named is the first of DRAM (index 0: no edge of the index range skips it)."""
     t = Rmi(machine)
