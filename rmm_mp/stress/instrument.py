@@ -154,7 +154,9 @@ def _self_deadlock(probe: Probe, table: GranuleTable, idx: int) -> None:
     """This CPU waits for a lock it holds itself: on hardware it spins for ever. Report it as
     the watchdog would (naming the holder) and leave the call."""
     pa = table.base + (idx << 12)
-    lock = next((h.describe() for h in probe.held if h.idx == idx), f"{pa:#x}")
+    # By table too: the host's NS-copy table and the CPU's own index the same granules, and an
+    # entry of the other table (one whose lock word was overwritten under it) named the wrong class.
+    lock = next((h.describe() for h in probe.held if h.idx == idx and h.owner == table.owner), f"{pa:#x}")
     # The Probe does not know which call took the lock: a handler taking one granule twice
     # waits here as well as one whose earlier call leaked it (with the watchdog on, that call's
     # return was reported already). This used to blame an earlier call alone.

@@ -56,6 +56,10 @@ class Held:
     sub: int
     addr: int
     root: bool
+    owner: int = 0
+    """The lock word of the table that took it (GranuleTable.owner): the CPU's own, or its host
+    process's for an NS copy. Both tables index the same granules, so an index alone does not
+    say which of the two took a lock."""
 
     def describe(self) -> str:
         return f"{classes.name(self.cls)} {self.addr:#x}"
@@ -125,15 +129,15 @@ class Probe(Patches):
         self.next_cls, self.next_sub = classes.NS_COPY, NO_SUB
         root = classes.is_rtt(cls) and (classes.is_root_hint(sub)
                                          or (sub < 0 and not any(classes.is_rtt(h.cls) for h in self.held)))
-        held = Held(idx, cls, sub, table.base + (idx << 12), root)
+        held = Held(idx, cls, sub, table.base + (idx << 12), root, table.owner)
         if self.lockdep is not None and self.checking:
             self.lockdep.check(held, self.held)
         self.held.append(held)
 
     def released(self, table: "GranuleTable", idx: int) -> None:
-        held = self.held
+        held, owner = self.held, table.owner
         for i in range(len(held) - 1, -1, -1):
-            if held[i].idx == idx:
+            if held[i].idx == idx and held[i].owner == owner:
                 del held[i]
                 return
 

@@ -301,6 +301,30 @@ def test_a_cpu_waiting_for_a_lock_it_holds_is_named_with_the_lock_and_both_cause
                                                  "taken again in this call, or leaked by an earlier one")], found
 
 
+def test_a_host_copy_waiting_for_its_own_lock_names_the_host_copys_class(machine: Machine) -> None:
+    """The CPU holds RD_IDX as an RD in its own table, the lock word is then cleared under it
+    (corrupted memory), its host process takes the granule for an NS copy and asks for it
+    again: the leaked-lock finding names the NS copy's lock, the one the host holds, not the
+    CPU's RD entry of the same granule index. The lock was looked up in the CPU's held list by
+    index alone, and the first entry of that index, the RD, was named."""
+    cpu = machine.cpu(0)
+    probe = instrument.install(cpu, SimpleNamespace(end=0), watchdog=True)  # type: ignore[arg-type]
+    table, host = cpu.granules, machine._host_ns.table
+    try:
+        _set_state(table, RD_IDX, GS.RD)
+        table.lock_known(RD_IDX, GS.RD)
+        assert table._cas(RD_IDX << 3, table.owner, 0) == table.owner
+        host.lock(RD_IDX)
+        with pytest.raises(StressAbort):
+            host.lock(RD_IDX)
+        host.unlock(RD_IDX)
+    finally:
+        instrument.uninstall(probe)
+    found = [f.message for f in probe.findings.items]
+    ns_copy = classes.name(classes.NS_COPY)
+    assert found == [f"CPU 0 waits for {ns_copy} {table.addr(RD_IDX):#x}, which its host process holds"], found
+
+
 def test_cycles_ignore_address_ordered_edges() -> None:
     """Edges between two external classes and within one class are ordered by address, so
     they never make a cycle; an internal -> external edge closes one."""
