@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import atomicshm
 
@@ -148,14 +148,18 @@ class Census:
     dead: tuple[int, ...]
     """The process words (pid in bits [31:0], as a CPU binding word) of participants whose
     process died without leaving, parked or not: none of them is awaited."""
+    live: tuple[tuple[int, bool], ...] = field(default=(), compare=False)
+    """(process word, parked) of each live participant: a report can tell the machine's
+    creator (a run's parent building or tearing down realms) from its CPU processes. Left out
+    of comparisons: the counts above are the census, this says whose they are."""
 
 
 def census(control: Control) -> Census:
     """Count the participants, looking up whether each one's process lives (tens of µs each:
     for reports, not for a polling loop)."""
     view = control.view
-    live = parked = 0
     dead: list[int] = []
+    live: list[tuple[int, bool]] = []
     for i in range(view.load_u32(OFF_QUIESCE_USED)):
         off = OFF_PARTICIPANTS + PARTICIPANT_SIZE * i
         word = view.load_u64(off)
@@ -164,9 +168,8 @@ def census(control: Control) -> Census:
         if _dead(word):
             dead.append(word)
             continue
-        live += 1
-        parked += view.load_u32(off + _PARKED) != 0
-    return Census(live, parked, tuple(dead))
+        live.append((word, view.load_u32(off + _PARKED) != 0))
+    return Census(len(live), sum(parked for _, parked in live), tuple(dead), tuple(live))
 
 
 def _requested(view: atomicshm.AtomicView) -> bool:

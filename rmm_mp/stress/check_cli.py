@@ -31,6 +31,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.quiesce import Pause, QuiesceError, census
 from rmm_mp.interrupts import Interrupts, decided
 from rmm_mp.outpaths import check_output, echo, write_files, write_json
+from rmm_mp.words import count
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
@@ -111,6 +112,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
     with machine, ExitStack() as stack:
         quiescent = lapsed = stopped = False
         participants = parked = 0
+        parent: tuple[int, bool] | None = None
         dead: tuple[int, ...] = ()
         paused_at = time.monotonic()
         if not no_pause and creator is None:
@@ -122,6 +124,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             quiescent = pause.wait(wait_s)
             found = pause.census()
             participants, parked, dead = found.participants, found.parked, found.dead
+            parent = _parent(machine, found.live)
         elif creator is None:
             dead = census(machine.control).dead
         report = invariants(machine)
@@ -159,9 +162,10 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         elif stopped:
             state = f"NOT quiescent: the run was stopping (its stop flag is set), so its CPUs did not stay parked; {_UNSETTLED}"
         elif quiescent:
-            state = f"quiescent: {parked} of {participants} CPUs parked between calls (paused for {paused_ms:.0f} ms)"
+            state = (f"quiescent: {_parked_text(parked, participants, parent, 'between calls')} "
+                     f"(paused for {paused_ms:.0f} ms)")
         else:
-            state = (f"NOT quiescent: {parked} of {participants} CPUs parked after {wait_s:g} s; "
+            state = (f"NOT quiescent: {_parked_text(parked, participants, parent, f'after {wait_s:g} s')}; "
                      f"{_UNSETTLED}")
         busy = [s for s in snaps if s.call or s.held]
         said = [state]
@@ -188,7 +192,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             echo(head)
         document = {
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
-            "parked": parked, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
+            "parked": parked, "parent_participant": parent[0] if parent else None, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
             "granules": report.granules,
             "state_counts": report.state_counts, "dead": rmm_dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
@@ -227,6 +231,31 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
                     stop.decided(2)
             # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
             stop.decided(status)
+
+
+def _parent(machine: "Machine", live: tuple[tuple[int, bool], ...]) -> tuple[int, bool] | None:
+    """(pid, parked) of the machine's creator if it is a live participant: a run's parent,
+    while it builds the stress population or builds and tears down `rmm-mp run`'s realm
+    instances (hw.quiesce); None if it is not one."""
+    creator_pid = machine.control.creator[0]
+    for word, parked in live:
+        if word & 0xFFFF_FFFF == creator_pid:
+            return creator_pid, parked
+    return None
+
+
+def _parked_text(parked: int, participants: int, parent: tuple[int, bool] | None, when: str) -> str:
+    """"K of N CPUs parked WHEN", or, when the run's parent is among the participants, "K of N
+    participants parked WHEN: the machine's creator (pid P ...": "1 of 1 CPUs parked" was
+    said of the stress parent building its population, with no CPU process at work."""
+    if parent is None:
+        return f"{parked} of {participants} CPUs parked {when}"
+    pid, parent_parked = parent
+    others = participants - 1
+    who = (f"the machine's creator (pid {pid}{'' if parent_parked else ', not parked'}: a run's parent process, "
+           "which builds and tears down its realms)")
+    rest = f", and {count(others, 'other')}" if others else "; no CPU process takes part"
+    return f"{parked} of {count(participants, 'participant')} parked {when}: {who}{rest}"
 
 
 def _dead_participants(machine: "Machine", words: tuple[int, ...]) -> list[tuple[int, int | None]]:

@@ -1008,7 +1008,8 @@ def test_check_help_gives_the_exit_status_of_a_machine_where_nothing_takes_part(
 
 def test_check_says_when_the_machine_is_not_quiescent(machine: Machine, tmp_path: Path) -> None:
     """A participant that never reaches a quiescent point: after --wait the check runs anyway
-    and says the machine was NOT quiescent (JSON quiescent false, 0 of 1 parked); with
+    and says the machine was NOT quiescent (JSON quiescent false, 0 of 1 parked), naming the
+    participant as the machine's creator (a thread of this process; it was "0 of 1 CPUs"); with
     --no-pause it does not ask; on a machine where nothing takes part it says so. Violations
     seen without a quiescent machine exit 3, not 1."""
     stop = threading.Event()
@@ -1028,11 +1029,16 @@ def test_check_says_when_the_machine_is_not_quiescent(machine: Machine, tmp_path
     try:
         res = runner.invoke(check, [machine.name, "--wait", "0.2", "--json", str(tmp_path / "c.json")])
         assert res.exit_code == 0, res.output
-        assert res.output.startswith("NOT quiescent: 0 of 1 CPUs parked after 0.2 s; a violation may be a call "
+        # The participant is a thread of this process, the machine's creator: named as such,
+        # not counted as a CPU.
+        assert res.output.startswith(f"NOT quiescent: 0 of 1 participant parked after 0.2 s: the machine's creator "
+                                     f"(pid {os.getpid()}, not parked: a run's parent process, which builds and "
+                                     "tears down its realms); no CPU process takes part; a violation may be a call "
                                      "in progress, or a change made while the check read the machine (the scan "
                                      "is not atomic)\ninvariants hold"), res.output
         data = json.loads((tmp_path / "c.json").read_text())
         assert data["ok"] and not data["quiescent"] and (data["participants"], data["parked"]) == (1, 0)
+        assert data["parent_participant"] == os.getpid()
         res = runner.invoke(check, [machine.name, "--no-pause"])
         assert res.exit_code == 0 and res.output.startswith("not paused (--no-pause)"), res.output
         table = machine.granule_table(3)
@@ -1622,7 +1628,8 @@ def test_check_does_not_wait_for_a_participant_killed_between_points(machine: Ma
         # a speed limit (the check takes a fraction of a second, more on a loaded host).
         assert time.monotonic() - t0 < 30.0, res.output
         assert res.exit_code == 0, res.output
-        assert res.output.startswith("quiescent: 1 of 1 CPUs parked between calls"), res.output
+        assert res.output.startswith(f"quiescent: 1 of 1 participant parked between calls: the machine's creator "
+                                     f"(pid {os.getpid()}: "), res.output
         assert (f"dead, not waited for: CPU 1 (pid {child.pid}): ended without leaving the machine (killed?)"
                 in res.output)
         data = json.loads((tmp_path / "c.json").read_text())
