@@ -18,7 +18,9 @@ In each CPU process (``LockOrder.check``, called by the Probe for every acquisit
       rule 5  an RTT below the root taken without its parent table held (hand over hand: a
               held table one level up with a table entry pointing to it, so within one tree),
               or while a table at its level or deeper is held; roots out of address order; a
-              second DATA granule
+              root other than root 0 taken without root 0 held, outside REALM_DESTROY (root 0
+              from the RD held, or the running REC's RD; unknown, not checked); a second DATA
+              granule
       rule 8  an NS memory copy holding any other lock, or its pages out of address order
       counted in  any lock taken while the CPU is counted in as executing realm code
               (hw/tlb.py): a TLB or GPT invalidation made holding that lock would wait for
@@ -45,7 +47,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_EXEC_RD, OFF_LOCK_EDGES
+from rmm_mp.abi.rmi import RmiFid
+from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_CALL, OFF_EXEC_RD, OFF_LOCK_EDGES
 from rmm_mp.hw.granule import STATE_MASK, STATE_SHIFT
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX
@@ -59,6 +62,11 @@ if TYPE_CHECKING:
 _ROW = LOCK_EDGES.size // 16
 _AUX = struct.Struct(f"<Q{AUX_MAX}Q")
 _DESC = struct.Struct("<Q")
+_ROOTS = struct.Struct("<QQ")
+"""An RD's rtt_num_start and rtt_base, adjacent from _OFF_RTT_NUM_START (rmm.realm_desc's layout)."""
+_OFF_RTT_NUM_START = 0x018
+_CALL_HEAD = struct.Struct("<IxxxxQ")
+"""The first two fields of a CPU area's published call (hw.cpuarea CALL): in a call, FID."""
 _TABLE_BYTES = 4096
 
 AuxOf = Callable[[int], "tuple[int, ...]"]
@@ -119,6 +127,8 @@ class LockOrder:
         problem = None
         if held or new.cls in C.REACHED or (C.is_rtt(new.cls) and not new.root):
             problem = violation(new, held, self._aux_of, self._points_to)
+        if problem is None and new.root and C.is_rtt(new.cls):
+            problem = self._root_zero_first(new, held)
         if problem is None and self._mismatched:
             problem = self._after_mismatch(new, held)
         if problem is None and self._view.load_u64(self._exec_rd):
@@ -128,6 +138,34 @@ class LockOrder:
             rule, message = problem
             self.probe.finding("lockdep", rule, message, site())
         self._note_mismatch(new)
+
+    def _root_zero_first(self, new: "Held", held: "list[Held]") -> tuple[str, str] | None:
+        """Rule 5's root 0 first: a root RTT other than root 0 is taken only while root 0 of the
+        same realm is held (the walk's hand-over), or by REALM_DESTROY, which holds the RD and
+        no table. The realm is the RD held, else the one of the REC this CPU runs (its running
+        reference, which only the ownership checker records); unknown, nothing is checked.
+        Root 0 and the number of roots are the RD's rtt_base and rtt_num_start, fixed from
+        REALM_CREATE on (read raw, as the checkers' other reads)."""
+        rd = next((h.idx for h in held if h.cls == C.RD), None)
+        if rd is None:
+            realms = set(self.probe.running.values())
+            if len(realms) != 1:
+                return None
+            rd = realms.pop()
+        num_roots, rtt_base = _ROOTS.unpack_from(self._memory, (rd << 12) + _OFF_RTT_NUM_START)
+        root = (new.addr - rtt_base) >> 12
+        if new.addr < rtt_base or root >= num_roots or root == 0:
+            return None     # root 0, or another realm's table (not this realm's concern)
+        if any(h.addr == rtt_base and C.is_rtt(h.cls) for h in held):
+            return None
+        in_call, fid = _CALL_HEAD.unpack_from(self.probe.buf, OFF_CALL)
+        if not in_call:
+            return None     # no call published (a checker test's bare locks): no exception known
+        if fid & 0xFFFF_FFFF == RmiFid.RMI_REALM_DESTROY and not any(C.is_rtt(h.cls) for h in held):
+            return None
+        return "rule 5", (f"root {new.describe()} (root {root} of RD {self._table.addr(rd):#x}) taken without "
+                          f"its root 0 {rtt_base:#x} held: a walk locks root 0 first, then the root covering "
+                          "its IPA before releasing root 0")
 
     def _aux_of(self, rec_idx: int) -> tuple[int, ...]:
         count, *aux = _AUX.unpack_from(self._memory, (rec_idx << 12) + OFF_NUM_AUX)

@@ -325,6 +325,45 @@ def test_a_host_copy_waiting_for_its_own_lock_names_the_host_copys_class(machine
     assert found == [f"CPU 0 waits for {ns_copy} {table.addr(RD_IDX):#x}, which its host process holds"], found
 
 
+ROOT0_IDX = 410
+"""Root 0 of a realm with two concatenated roots (410, 411) in the root-0-first test."""
+
+
+@pytest.mark.parametrize("call, order, found", [
+    (dispatch.RmiFid.RMI_RTT_READ_ENTRY, ("rd", "root1"), True),
+    (dispatch.RmiFid.RMI_RTT_READ_ENTRY, ("rd", "root0", "root1"), False),
+    (dispatch.RmiFid.RMI_REALM_DESTROY, ("rd", "root1"), False),
+    (None, ("rd", "root1"), False),
+], ids=["read-entry-root-1-alone", "read-entry-root-0-first", "realm-destroy-root-1", "no-call-root-1"])
+def test_a_root_other_than_root_0_taken_without_root_0_breaks_rule_5(
+        machine: Machine, probe: Probe, call: "dispatch.RmiFid | None", order: tuple[str, ...], found: bool) -> None:
+    """An RD whose rtt_base names root 0 (granule 410) of two concatenated roots: taking root 1
+    with the RD held and root 0 not, in RMI_RTT_READ_ENTRY, is a rule 5 finding naming root 1,
+    the RD and root 0; taking root 0 first (the walk's hand-over), or root 1 under the RD in
+    RMI_REALM_DESTROY (which locks each root directly), or with no call published (no exception
+    known), is none. Lockdep checked only that roots were taken in address order, and a walk
+    that went to the IPA's root without root 0 passed."""
+    probe.lockdep = LockOrder(probe)
+    table = probe.cpu.granules
+    _set_state(table, RD_IDX, GS.RD)
+    for idx in (ROOT0_IDX, ROOT0_IDX + 1):
+        _set_state(table, idx, GS.RTT)
+    struct.pack_into("<QQ", machine.memory.buf, (RD_IDX << 12) + 0x18, 2, table.addr(ROOT0_IDX))
+    if call is not None:
+        CALL.pack_into(probe.buf, OFF_CALL, 1, int(call), table.addr(RD_IDX), 0, 0, 0, 0, 0)
+    locks = {"rd": (RD_IDX, GS.RD, -1), "root0": (ROOT0_IDX, GS.RTT, 1 | SUB_ROOT),
+             "root1": (ROOT0_IDX + 1, GS.RTT, 1 | SUB_ROOT)}
+    with contextlib.ExitStack() as stack:
+        for name in order:
+            idx, state, sub = locks[name]
+            stack.enter_context(table.lock_known(idx, state, sub) if sub >= 0 else table.lock_known(idx, state))
+    rules = [(f.rule, f.message) for f in probe.findings.items]
+    expected = [("rule 5", f"root RTT[L1] {table.addr(ROOT0_IDX + 1):#x} (root 1 of RD {table.addr(RD_IDX):#x}) taken "
+                           f"without its root 0 {table.addr(ROOT0_IDX):#x} held: a walk locks root 0 first, then "
+                           "the root covering its IPA before releasing root 0")]
+    assert rules == (expected if found else []), rules
+
+
 def test_cycles_ignore_address_ordered_edges() -> None:
     """Edges between two external classes and within one class are ordered by address, so
     they never make a cycle; an internal -> external edge closes one."""
