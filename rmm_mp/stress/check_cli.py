@@ -192,7 +192,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             echo(head)
         document = {
             "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
-            "parked": parked, "parent_participant": parent[0] if parent else None, "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
+            "parked": parked, "parent_participant": parent[0] if parent else None,
+            "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
             "granules": report.granules,
             "state_counts": report.state_counts, "dead": rmm_dead, "closed": closed, "orphan": creator is not None,
             "violations": [{"rule": v.rule, "pa": v.pa, "detail": v.detail} for v in report.violations],
