@@ -8,8 +8,9 @@ next), then copies the CCA token out: min(X3, bytes left) at IPA X1 + X2, X1 = b
 X0 = RSI_INCOMPLETE until the last byte, then RSI_SUCCESS and the token is done. A token longer
 than the TOKEN_BUFFER_SIZE bytes INIT promised fails with RSI_ERROR_UNKNOWN, changing nothing
 (every later CONTINUE fails so too, until an INIT starts another token). The buffer is walked
-after signing, and the signed token kept only if it is writable: a RIPAS EMPTY buffer
-(RSI_ERROR_INPUT) or an unmapped one (stage-2 abort exit) leaves the token state as it was.
+after signing, and the signed token kept unless it is RIPAS EMPTY (RSI_ERROR_INPUT, leaving the
+token state as it was); an unmapped one (a stage-2 abort exit, after which the realm repeats the
+call) keeps it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rmm_mp.abi.structs import RmiRecExitReason
 from rmm_mp.rmm import attestation
 from rmm_mp.rmm.attestation import PHASE_COPYING, PHASE_NONE, PHASE_SIGNING, SIGNING_STEPS, STEP_COST, TokenState
 from rmm_mp.rmm.realm_call import (
-    EMPTY, FAULT, RAM, WHY_RD_ALONE, WHY_WALK, Exit, RealmCall, RealmPage, lock_realm_page, set_rsi_results,
+    EMPTY, FAULT, WHY_RD_ALONE, WHY_WALK, Exit, RealmCall, RealmPage, lock_realm_page, set_rsi_results,
     stage2_abort_exit,
 )
 from rmm_mp.rmm.granule_state import GranuleState
@@ -92,11 +93,13 @@ def rsi_attestation_token_continue(call: RealmCall) -> "tuple[int, ...] | Exit":
             # still in progress and a retry fails the same way, as in TF-RMM.
             return (_UNKNOWN,)
         # The buffer is walked once signing is done (TF-RMM rel0's order) but before anything
-        # is stored: a RIPAS EMPTY buffer fails and an unmapped one exits to the host with the
-        # token state as the call found it (a failing call changes nothing, B1.6); the retry
-        # signs again.
+        # is stored: a RIPAS EMPTY buffer fails with the token state as the call found it (a
+        # failing call changes nothing, B1.6), and the retry signs again. An unmapped one is no
+        # failure: the REC exits for the host to map it and the realm repeats the call, so the
+        # signed token is kept, as TF-RMM keeps it (signing again on every lazily faulted-in
+        # buffer doubled the signing cost of a KVM-like host's attestations).
         page = lock_realm_page(call, ipa)
-        if page.kind == RAM:
+        if page.kind != EMPTY:
             state.store(token)
             state.set_head(PHASE_COPYING, steps, len(token), 0, algo)
         return _copy_out(call, state, ipa, offset, size, page)
