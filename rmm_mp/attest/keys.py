@@ -144,7 +144,7 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
         # cryptography's TypeError here: an encrypted key and no password (none is asked for).
         raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is encrypted; expected an "
                                "unencrypted key (no password is asked for)") from None
-    except ValueError as exc:
+    except ValueError:
         if not private and label != "PUBLIC KEY":
             # A certificate, CSR, parameters...: no key cryptography reads as such.
             raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is no key; expected a "
@@ -220,12 +220,13 @@ def _key_kind(public: Any, private: bool) -> str:
     half = "private" if private else "public"
     if isinstance(public, ec.EllipticCurvePublicKey):
         return f"an EC {half} key on {public.curve.name}"
-    for kind, article, bits in ((rsa.RSAPublicKey, "an RSA", True), (dsa.DSAPublicKey, "a DSA", True),
-                                (ed25519.Ed25519PublicKey, "an Ed25519", False),
-                                (ed448.Ed448PublicKey, "an Ed448", False), (x25519.X25519PublicKey, "an X25519", False),
-                                (x448.X448PublicKey, "an X448", False)):
+    if isinstance(public, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
+        article = "an RSA" if isinstance(public, rsa.RSAPublicKey) else "a DSA"
+        return f"{article} {half} key of {public.key_size} bits"
+    for kind, article in ((ed25519.Ed25519PublicKey, "an Ed25519"), (ed448.Ed448PublicKey, "an Ed448"),
+                          (x25519.X25519PublicKey, "an X25519"), (x448.X448PublicKey, "an X448")):
         if isinstance(public, kind):
-            return f"{article} {half} key" + (f" of {public.key_size} bits" if bits else "")
+            return f"{article} {half} key"
     # Diffie-Hellman among them: naming its class here would set off cryptography's FFDH warning.
     return f"a {half} key of type {type(public).__name__}"
 
@@ -322,7 +323,7 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
                                f"expected one of {', '.join(JWK_CURVES)}")
     size = (curve.key_size + 7) // 8
     x, y = (_b64url(jwk.get(c), f"{name}: JWK {c}", size) for c in ("x", "y"))
-    prime = FIELD_PRIMES[crv]
+    prime = FIELD_PRIMES[str(crv)]     # text: JWK_CURVES found it
     for member, value in (("x", x), ("y", y)):
         # The coordinate's bytes hold values from p up: such a value is no field element (SEC 1
         # 2.3.4), and cryptography would reduce it mod p and take another encoding of a point

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,7 @@ class _Validator:
             line = locate(self.text, indexed.group(1))
         return ConfigError(self.source, key, value, expected, line)
 
-    def keys(self, table: dict[str, Any], prefix: str, allowed: set[str], required: set[str]) -> None:
+    def keys(self, table: dict[str, Any], prefix: str, allowed: AbstractSet[str], required: set[str]) -> None:
         for key in table:
             if key not in allowed:
                 where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)

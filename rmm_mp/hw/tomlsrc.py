@@ -420,25 +420,25 @@ def loads(text: str, source: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         twice = _defined_twice(text, str(exc))
         if twice is not None:
-            key, written, line, reason = twice
+            key, written, twice_line, reason = twice
             raise ConfigError(source, key, written, "each key and table defined once (the TOML parser: "
-                                                    f"{reason})", line) from None
+                                                    f"{reason})", twice_line) from None
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
     except RecursionError:
         # tomllib parses arrays and inline tables recursively: a few hundred levels of them
         # use up Python's recursion limit, and its RecursionError ended the command with a
         # traceback.
-        line, depth = _deepest_nesting(text)
+        deep_line, depth = _deepest_nesting(text)
         raise ConfigError(source, "(file)", f"arrays and inline tables nested {depth} deep",
                           "valid TOML with arrays and inline tables nested less deeply (Python's TOML parser "
-                          "reads each level by recursion, and ran out of it)", line) from None
+                          "reads each level by recursion, and ran out of it)", deep_line) from None
     except ValueError as exc:
         # tomllib converts a decimal integer with int(), which refuses more digits than
         # sys.get_int_max_str_digits() (4300) with a plain ValueError that names no line.
-        line = _long_decimal_line(text)
+        long_line = _long_decimal_line(text)
         raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
-                          f"{sys.get_int_max_str_digits()} digits", line) from None
+                          f"{sys.get_int_max_str_digits()} digits", long_line) from None
 
 
 _TWICE = re.compile(r"(Cannot overwrite a value|Cannot declare .* twice|Cannot mutate immutable namespace .*"
