@@ -481,19 +481,20 @@ def _defined_twice(text: str, message: str) -> tuple[str, _Written, int, str] | 
                 table = f"{name}[{seen[name]}]"
             else:
                 table = name
-            found = (table, _Written(_without_comment(line).strip()), number)
+            found = (table, _Written(without_comment(line).strip()), number)
             continue
         keyed = line_key(line)
         if keyed is not None:
             key = ".".join([table] * bool(table) + [key_part(part) for part in keyed[0]])
-            found = (key, _Written(_without_comment(line[keyed[1]:]).strip()), number)
+            found = (key, _Written(without_comment(line[keyed[1]:]).strip()), number)
     if found is None:
         return None
     return (*found, match.group(1))
 
 
-def _without_comment(text: str) -> str:
-    """``text`` (the rest of a line) up to a ``#`` that starts a comment (not one in a string)."""
+def without_comment(text: str) -> str:
+    """``text`` (a line, or the rest of one) up to a ``#`` that starts a comment (a ``#`` inside
+    a basic or a literal string is kept)."""
     i = 0
     while i < len(text):
         if text[i] == "#":

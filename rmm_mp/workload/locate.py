@@ -20,17 +20,7 @@ from __future__ import annotations
 
 import re
 
-from rmm_mp.hw.tomlsrc import HEADER, after_string, code_lines, line_key, unquoted_part
-
-
-def _strip_comment(raw: str) -> str:
-    """The line without a trailing comment (a # inside a basic or a literal string is kept)."""
-    i = 0
-    while i < len(raw):
-        if raw[i] == "#":
-            return raw[:i]
-        i = after_string(raw, i) if raw[i] in "\"'" else i + 1
-    return raw
+from rmm_mp.hw.tomlsrc import HEADER, after_string, code_lines, line_key, unquoted_part, without_comment
 
 
 def _parts(key: str) -> list[str]:
@@ -44,7 +34,7 @@ def _table_paths(text: str) -> list[tuple[int, str]]:
     counts: dict[str, int] = {}
     out: list[tuple[int, str]] = []
     for number, raw in enumerate(code_lines(text), start=1):
-        match = HEADER.match(_strip_comment(raw))
+        match = HEADER.match(without_comment(raw))
         if not match:
             continue
         names = [n.strip().strip("\"'") for n in match.group(2).split(".")]
@@ -103,7 +93,7 @@ def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: lis
     if bounds is None:
         return None
     for number in range(bounds[0], bounds[1] + 1):
-        line = _strip_comment(lines[number - 1])
+        line = without_comment(lines[number - 1])
         found = line_key(line)
         if found is None or found[0] != [name]:
             continue
@@ -112,7 +102,7 @@ def _inline_element(lines: list[str], headers: list[tuple[int, str]], parts: lis
         # error had no line) and comments, and count the inline tables at its top level.
         depth, seen = 0, -1
         for at in range(number, len(lines) + 1):
-            text = _strip_comment(lines[at - 1]) if at > number else line[found[1]:]
+            text = without_comment(lines[at - 1]) if at > number else line[found[1]:]
             i = 0
             while i < len(text):
                 ch = text[i]
@@ -158,7 +148,7 @@ def _find_key(lines: list[str], headers: list[tuple[int, str]], table: str, rest
     first, last = bounds
     wanted = [unquoted_part(part) for part in rest]
     for number in range(first, last + 1):
-        line = _strip_comment(lines[number - 1])
+        line = without_comment(lines[number - 1])
         found = line_key(line)
         if found is None:
             continue
