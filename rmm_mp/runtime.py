@@ -62,6 +62,7 @@ import psutil
 from rmm_mp import cpu_args, cpu_exit, cpu_start
 from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult, own_usage
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.interrupt_hold import InterruptHold
 from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -379,6 +380,8 @@ class _Supervisor:
         self.machine = machine
         self.gate = cpu_start.StartGate() if gate is None else gate
         """Each CPU's go, and the CPUs killed on an interrupt before they had theirs."""
+        self.hold = InterruptHold()
+        """Ctrl-C and SIGTERM noted, not raised, while an interrupt is handled."""
         self.on_end = on_end
         self.sigterm_stops = sigterm_stops
         self.mask = mask
@@ -417,6 +420,7 @@ class _Supervisor:
         try:
             while True:
                 try:
+                    self.hold.end()     # one noted as the handlers came back is raised here
                     if not live:
                         # Every CPU is gone: from here a signal must not raise (the results
                         # would be lost), so SIGTERM gets its handler back and the caller's
@@ -433,27 +437,20 @@ class _Supervisor:
                         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
+                    # First: one more signal while this one is handled (kill_waiting reaps for
+                    # ms) escaped run_cpus with every result; now noted, taken below (interrupt_hold).
+                    self.hold.begin()
                     # Without an argument it is Python's own SIGINT handler's (a caller with no
                     # Interrupts guard), which knows no copies: the copy rule is applied here.
                     # Our handlers (Interrupts', _sigterm_as_interrupt) applied it already.
                     if not exc.args and repeated_signal(signal.SIGINT):
                         continue
                     what = exc.args[0] if exc.args else "Ctrl-C"
-                    cut_short = bool(live)
-                    if not self.interrupted and self.stop_at is None:
-                        # Not yet bound to the machine: nothing to stop cleanly, and waiting for
-                        # its start-up to end took seconds (cpu_start). Only when the interrupt
-                        # is what stops the run: in the grace time after another stop (time is
-                        # up: a CPU stuck in its start-up), the CPUs are dealt with as that stop
-                        # has them, and one stuck is reported as such, not as never started.
-                        self.gate.kill_waiting(live)
-                    if self.interrupted:
-                        self._terminate(live, f"was killed by a second {what} before it had stopped", True)
-                    self.interrupted_by = self.interrupted_by or what
-                    self.interrupted = True
-                    # With every CPU gone already, the run was not cut short: only what follows it.
-                    self.stop(f"interrupted ({what})" if cut_short else f"interrupted after the run ({what})")
+                    while what:
+                        self._interrupt(live, what)
+                        what = self.hold.next()
         finally:
+            self.hold.end(take=False)   # left by an exception out of the loop
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         for pipe in self.pipes.values():
@@ -462,6 +459,23 @@ class _Supervisor:
         codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
         return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes,
                          dict(self.usage), self.interrupted_by, dict(self.warnings), tuple(self.gate.not_started))
+
+    def _interrupt(self, live: dict[int, Any], what: str) -> None:
+        """Take a Ctrl-C or SIGTERM (``what``): the first stops the run, a second kills the CPUs."""
+        cut_short = bool(live)
+        if not self.interrupted and self.stop_at is None:
+            # Not yet bound to the machine: nothing to stop cleanly, and waiting for
+            # its start-up to end took seconds (cpu_start). Only when the interrupt
+            # is what stops the run: in the grace time after another stop (time is
+            # up: a CPU stuck in its start-up), the CPUs are dealt with as that stop
+            # has them, and one stuck is reported as such, not as never started.
+            self.gate.kill_waiting(live)
+        if self.interrupted:
+            self._terminate(live, f"was killed by a second {what} before it had stopped", True)
+        self.interrupted_by = self.interrupted_by or what
+        self.interrupted = True
+        # With every CPU gone already, the run was not cut short: only what follows it.
+        self.stop(f"interrupted ({what})" if cut_short else f"interrupted after the run ({what})")
 
     def _step(self, live: dict[int, Any], start: float) -> None:
         waitables = [p.sentinel for p in live.values()] + [self.pipes[c] for c in live if not self.pipes[c].closed]

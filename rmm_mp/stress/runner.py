@@ -182,8 +182,9 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     if not ran:
         # The signal escaped run_cpus, which killed and reaped the CPU processes it had started:
         # it came as run_cpus began, before it blocks Ctrl-C and SIGTERM to start the processes
-        # (starting the resource tracker, pickling the CPUs' plan), or, rarely, as a second one
-        # while it handled the first. Noted as a signal after the run, it skipped the final
+        # (starting the resource tracker, pickling the CPUs' plan). (Until 2026-11 a second one
+        # while it handled the first escaped too; now noted and taken: interrupt_hold.) Noted
+        # as a signal after the run, it skipped the final
         # invariant check ("invariants not checked at the end: interrupted"), and the report
         # said the CPUs' results were not received, of CPUs that never ran. When no CPU got
         # past its set-up (each sets READY before its first call, in both modes), none made a

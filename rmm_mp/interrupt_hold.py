@@ -1,0 +1,89 @@
+"""Ctrl-C and SIGTERM that come while run_cpus handles an interrupt (rmm_mp.runtime's supervisor:
+killing and reaping the CPU processes that have not had their go, killing the started ones on a
+second interrupt, setting the stop flag; a few ms, more with 16 CPUs on a loaded host).
+
+Raised there, out of the supervisor's ``except KeyboardInterrupt`` clause, such a signal escaped
+run_cpus and took every result with it. So while the supervisor handles one, the Python-level
+handlers of SIGINT and SIGTERM are wrapped (``InterruptHold.begin``): the wrapper runs the
+handler as it came (so its own rules still apply: the copy rule of rmm_mp.interrupts'
+``repeated_signal``, ignoring a signal once a command has decided) and notes the
+KeyboardInterrupt it raises instead of letting it out. Python's own SIGINT handler knows no
+copies; for it the wrapper applies the copy rule, as the supervisor does for one raised while
+it waits. So each signal is judged as it arrives: a copy that `timeout -s INT` sends a moment
+after the first is ignored then, and not taken as a second Ctrl-C once the handling is done,
+however long that took; a real second one is noted, and the supervisor acts on it then
+(``next``). ``end`` puts the handlers back as they were.
+
+Not a signal mask: blocking holds a signal back for the calling thread only, and a process with
+another thread (a pytest-xdist worker's execnet thread) gets a process-directed one there, whose
+Python handler CPython then runs on the main thread all the same; and a signal held by a mask is
+judged when it is let through, which turned the copy into a second Ctrl-C. Python handlers run
+on the main thread only, whichever thread the kernel gave the signal to. Off the main thread
+(no handlers can be set there) nothing is wrapped.
+
+This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
+It must not know what the supervisor does with an interrupt.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from rmm_mp.interrupts import repeated_signal
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class InterruptHold:
+    """The wrapped handlers of one supervisor, and the interrupts they noted meanwhile."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[int, Any] = {}
+        """Signal -> its handler as it was, while this hold's wrapper stands in for it."""
+        self.noted: list[str] = []
+        """What each interrupt that came meanwhile was ("Ctrl-C", "SIGTERM"), oldest first."""
+
+    def begin(self) -> None:
+        """Wrap the handlers of SIGINT and SIGTERM (those set from Python: one ignored, left to
+        its default action, or set outside Python is left as it is). Again while wrapped: no-op."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in _STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if callable(handler) and handler != self._wrapper:
+                # Noted before it is set: signal.signal runs the handler of one already come
+                # first (the old one), and ``end`` must find what to put back all the same.
+                self.handlers[signum] = handler
+                signal.signal(signum, self._wrapper)
+
+    def _wrapper(self, signum: int, frame: Any) -> None:
+        try:
+            self.handlers[signum](signum, frame)
+        except KeyboardInterrupt as exc:
+            # Without an argument it is Python's own SIGINT handler's, which knows no copies
+            # (runtime's supervisor applies the same rule to one raised while it waits).
+            if exc.args:
+                self.noted.append(str(exc.args[0]))
+            elif not repeated_signal(signal.SIGINT):
+                self.noted.append("Ctrl-C")
+
+    def next(self) -> str:
+        """The oldest interrupt noted and not yet taken ("Ctrl-C", "SIGTERM"), or "" if none."""
+        return self.noted.pop(0) if self.noted else ""
+
+    def end(self, take: bool = True) -> None:
+        """Put every wrapped handler back as it was (unless it was changed since: that stays).
+        With ``take``, an interrupt noted and not yet taken (one that came as the handling
+        ended) is then raised, KeyboardInterrupt("Ctrl-C" or "SIGTERM"), for the caller to take
+        as it takes any; without, it is dropped. A signal that comes once a handler is back
+        meets that handler, which may raise here too."""
+        for signum in list(self.handlers):
+            if signal.getsignal(signum) == self._wrapper:
+                # A signal already come meets the wrapper first (signal.signal runs it).
+                signal.signal(signum, self.handlers[signum])
+            del self.handlers[signum]
+        noted, self.noted = self.noted, []
+        if noted and take:
+            raise KeyboardInterrupt(noted[0])
