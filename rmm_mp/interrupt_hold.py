@@ -12,17 +12,20 @@ copies; for it the wrapper applies the copy rule, as the supervisor does for one
 it waits. So each signal is judged as it arrives: a copy that `timeout -s INT` sends a moment
 after the first is ignored then, and not taken as a second Ctrl-C once the handling is done,
 however long that took; a real second one is noted, and the supervisor acts on it then
-(``next``). ``end`` puts the handlers back as they were.
+(``next``). ``end`` puts the handlers back as they were. The supervisor holds them so too from
+reading a CPU's UP to writing its go (rmm_mp.cpu_start), and takes one noted there at ``end``.
 
 Not a signal mask: blocking holds a signal back for the calling thread only, and a process with
 another thread (a pytest-xdist worker's execnet thread) gets a process-directed one there, whose
 Python handler CPython then runs on the main thread all the same; and a signal held by a mask is
 judged when it is let through, which turned the copy into a second Ctrl-C. Python handlers run
-on the main thread only, whichever thread the kernel gave the signal to. Off the main thread
-(no handlers can be set there) nothing is wrapped.
+on the main thread only, whichever thread the kernel gave the signal to; with nothing blocked
+there, the kernel gives a process-directed one to the main thread first, which cuts short a
+wait it is in (reaping a CPU process), so the handler runs as the signal arrives. Off the main
+thread (no handlers can be set there) nothing is wrapped.
 
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
-It must not know what the supervisor does with an interrupt.
+It must not know what the supervisor does with an interrupt, nor when it holds them.
 """
 
 from __future__ import annotations

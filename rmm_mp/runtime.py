@@ -520,18 +520,16 @@ class _Supervisor:
         if cpu in self.gate.heard:
             self._receive(cpu, pipe)
             return
-        # Ctrl-C and SIGTERM held back from taking the UP to writing the go, and raised (the
-        # handlers run as the mask is put back) once both are done. Raised in between, the
-        # interrupt left the CPU waiting for a go that never came: marked as given, so not
-        # killed as never started, it was killed after the grace time as one that "did not
-        # stop" (or, its UP taken and not yet marked, after a stop by time in whose grace time
-        # the interrupt came). Held for this thread: the rmm-mp parent has no other thread that
-        # takes these signals while its CPUs run (the args feeders block them too). The mask is
-        # read first and blocked inside the try: pthread_sigmask runs the handlers of signals
-        # already come, so the blocking call itself may raise, and must not leave them blocked.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        # Ctrl-C and SIGTERM noted, not raised, from taking the UP to writing the go, and
+        # raised once both are done (interrupt_hold). Raised in between, the interrupt left the
+        # CPU waiting for a go that never came: marked as given, so not killed as never started,
+        # it was killed after the grace time as one that "did not stop" (or, its UP taken and
+        # not yet marked, after a stop by time in whose grace time the interrupt came). Until
+        # 2026-11 a signal mask held them back, for this thread only: with another thread alive
+        # that does not block them (pytest-xdist's execnet thread, a queue's feeder) the kernel
+        # gave one to that thread and CPython raised it here all the same.
+        self.hold.begin()
         try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 raw = pipe.recv_bytes()
             except (EOFError, OSError):
@@ -543,7 +541,7 @@ class _Supervisor:
             else:   # not _cpu_main's: it says UP before anything else
                 self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            self.hold.end()
 
     def _receive(self, cpu: int, pipe: Any) -> None:
         try:
