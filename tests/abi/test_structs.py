@@ -91,6 +91,29 @@ def test_unpack_and_values_read_what_get_reads(layout: Layout, data: st.DataObje
     assert list(layout.values(raw, base)) == flat
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: lay.name)
+@FIXED
+@given(data=st.data())
+def test_pack_values_with_whole_arrays_matches_the_reference(layout: Layout, data: st.DataObject) -> None:
+    """pack_values(dict) of any subset of fields with every array at its full length (the
+    one-call path a REC exit takes) and the same with the arrays cut short (the padding path):
+    the reference bytes, as pack(**values) gives them; an integer one past a full array
+    field's range is refused naming that field."""
+    values = data.draw(field_values(layout))
+    whole = {name: tuple(value) + (0,) * (layout.fields[name].count - len(value))    # type: ignore[arg-type]
+             if layout.fields[name].count > 1 else value for name, value in values.items()}
+    for chosen in (whole, values):
+        packed = layout.pack_values(chosen)
+        assert isinstance(packed, bytearray) and bytes(packed) == reference(layout, chosen)
+        assert packed == layout.pack(**chosen)
+    arrays = sorted(name for name in whole if layout.fields[name].count > 1 and layout.fields[name].fmt != "q")
+    if arrays:
+        name = data.draw(st.sampled_from(arrays))
+        fld = layout.fields[name]
+        with pytest.raises(LayoutError, match=rf"^{layout.name}\.{name}\b"):
+            layout.pack_values({**whole, name: (0,) * (fld.count - 1) + (1 << BITS[fld.fmt],)})
+
+
 def test_pack_refuses_what_it_cannot_place() -> None:
     """A field the layout does not have is a KeyError; an array longer than the field is a
     struct.error; neither is silently dropped."""
