@@ -83,7 +83,8 @@ _SEA_REASONS = frozenset({stage2.EMPTY, stage2.NS_NO_MEMORY})
 _EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
 
-def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str, Any]:
+def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
+            v: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero).
 
     Args:
@@ -91,10 +92,13 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any]) -> dict[str,
         rec: the REC, owned through its running reference (refcount 1, lock not held).
         rd: its realm's RD, alive while the reference is held.
         enter: RmiRecEnter as REC_ENTER read and validated it.
+        v: rec.run_state() if the caller read it since the REC last changed (REC_ENTER reads it
+            under the REC's lock for its checks); read here if None.
     """
     recorder, tracer = rmm.el3.recorder, rmm.el3.tracer
     start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
-    v = rec.run_state()
+    if v is None:
+        v = rec.run_state()
     state = GuestState(v[R_GPRS:R_PC], v[R_PC], v[R_PSTATE], (*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]))
     call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, Rec.s2ctx_of(v), enter["flags"])
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:

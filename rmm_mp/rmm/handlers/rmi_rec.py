@@ -46,7 +46,7 @@ from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
 from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
-from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
+from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, H_PSCI, H_RUNNABLE, Rec
 
 if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
@@ -224,20 +224,25 @@ def _emul_mmio_allowed(rec: Rec, flags: int) -> bool:
     return (esr >> ESR_EC_SHIFT) & 0x3F == ESR_EC_DATA_ABORT_LOWER and bool(esr & ESR_ISV)
 
 
-def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any]) -> RmiError | None:
+def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any],
+                   head: tuple[int, ...] | None = None) -> RmiError | None:
     """realm_new, system_off, rec_runnable, rec_psci, rec_gicv3, rec_mmio. Checked with the REC
     locked, before the running reference is taken: a REC_ENTER bound to fail must never hold
     one, even for a moment. RMI_PSCI_COMPLETE counts a REC with a reference as on (it made a
     concurrent CPU_ON complete with ALREADY_ON and the target never start), and REC_DESTROY or
     another REC_ENTER of the REC fail rec_state while it is held (both commands then failed,
     which no serial order gives). TF-RMM rel0 takes the reference before all of these checks.
-    The RD is kept alive by the REC; its state is an atomic load."""
+    The RD is kept alive by the REC; its state is an atomic load. ``head``: the REC's
+    Rec.run_state(), read under its lock, when the caller has it (else the fields are read here)."""
     state = rd.state
     if state == _NEW:
         return RmiError.realm(0)
     if state == _SYSTEM_OFF:
         return RmiError.realm(1)
-    if not rec.runnable or rec.psci_pending:
+    if head is None:
+        if not rec.runnable or rec.psci_pending:
+            return RmiError.rec()
+    elif not head[H_RUNNABLE] or head[H_PSCI]:
         return RmiError.rec()
     if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], rmm.num_lrs):
         return RmiError.rec()
@@ -268,16 +273,20 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         g.unlock()
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
-    rd = Rd(rmm.memory, _index(rmm, rec.owner_rd))
+    # The REC's words, read once under its lock for the checks and the run: only a command that
+    # holds the lock and sees no running reference writes them (REC_DESTROY, PSCI_COMPLETE,
+    # RTT_SET_RIPAS), so the run reads what it would read after the unlock.
+    head = rec.run_state()
+    rd = Rd(rmm.memory, _index(rmm, head[H_OWNER]))
     enter = RMI_REC_ENTER.unpack(raw)
-    refusal = _entry_refusal(rmm, rd, rec, enter)
+    refusal = _entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
         g.unlock()
         raise refusal
     g.refcount_add(1)
     granules.unlock(g.idx)
     try:
-        fields = realm_run.run_rec(rmm, rec, rd, enter)
+        fields = realm_run.run_rec(rmm, rec, rd, enter, head)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
         if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack_values(fields), REC_EXIT_OFFSET):
             raise RmiError.input()
