@@ -70,6 +70,8 @@ class Layout:
         self._strings = frozenset(f.name for f in fields if f.fmt.endswith("s"))
         self._whole, self._items = _whole_struct(sorted(fields, key=lambda f: f.offset))
         self._as_dict = _dict_maker(self._items)
+        self.extent = self._whole.size
+        """Bytes from the start to the end of the last field: all that unpack and values read."""
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def offset(self, name: str) -> int:

@@ -57,6 +57,9 @@ REC, REC_AUX = GranuleState.REC, GranuleState.REC_AUX
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
+_ENTER_EXTENT = RMI_REC_ENTER.extent
+"""What REC_ENTER copies of the enter half: up to its last field (0x388 of 0x800 bytes), all that
+RMI_REC_ENTER.unpack reads; the rest is SBZ padding the RMM ignores."""
 
 ESR_EC_SHIFT = 26
 ESR_EC_DATA_ABORT_LOWER = 0x24
@@ -264,7 +267,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.input()
     g, run_g = pair
     granules = rmm.granules     # the guards' unlock and refcount, through the table: one call each
-    raw = read_held_ns(rmm, run_g, RMI_REC_ENTER.size)
+    raw = read_held_ns(rmm, run_g, _ENTER_EXTENT)
     granules.unlock(run_g.idx)
     if raw is None:         # run_pas: NS in the granule table, not in the NS PAS
         g.unlock()
