@@ -44,6 +44,7 @@ from rmm_mp.rmm import gic, realm_run
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
+from rmm_mp.rmm.memo import BoundedMemo
 from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, H_PSCI, H_RUNNABLE, Rec
@@ -57,6 +58,10 @@ REC, REC_AUX = GranuleState.REC, GranuleState.REC_AUX
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
+_gic_valid: BoundedMemo[tuple[int, int, tuple[int, ...]], bool] = BoundedMemo(
+    lambda key: gic.gic_state_valid(key[1], key[2], key[0]), 1024)
+"""(num_lrs, hcr, lrs) -> gic.gic_state_valid: a pure function, and a host re-enters with the same
+GIC state entry after entry; a lookup costs about half of checking the LRs again."""
 _ENTER_EXTENT = RMI_REC_ENTER.extent
 """What REC_ENTER copies of the enter half: up to its last field (0x388 of 0x800 bytes), all that
 RMI_REC_ENTER.unpack reads; the rest is SBZ padding the RMM ignores."""
@@ -247,7 +252,7 @@ def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any],
             return RmiError.rec()
     elif not head[H_RUNNABLE] or head[H_PSCI]:
         return RmiError.rec()
-    if not gic.gic_state_valid(enter["gicv3_hcr"], enter["gicv3_lrs"], rmm.num_lrs):
+    if not _gic_valid[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])]:     # gic.gic_state_valid
         return RmiError.rec()
     flags = enter["flags"]
     if flags & _EMUL_MMIO and not _emul_mmio_allowed(rec, flags):     # no EMUL_MMIO: allowed, no call
