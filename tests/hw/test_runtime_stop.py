@@ -916,11 +916,22 @@ def test_a_ctrl_c_as_a_cpu_is_given_its_go_neither_strands_nor_kills_it(
 
 
 def _interrupt_once_cpu_0_is_bound(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], None],
-                                   sigterm_stops: bool = False) -> RunResult:
+                                   sigterm_stops: bool = False) -> tuple[RunResult, list[str]]:
     """Four CPUs, only CPU 0 given its go; a Ctrl-C once CPU 0 is bound; ``meanwhile`` runs
     inside StartGate.kill_waiting, before it kills and reaps CPUs 1 to 3 (which never had
-    theirs). The handlers of SIGINT and SIGTERM are checked to be back as they were."""
-    from rmm_mp import cpu_start
+    theirs). The handlers of SIGINT and SIGTERM are checked to be back as they were. Returns
+    the result and each interrupt the supervisor took ("Ctrl-C", "SIGTERM"), in order: what
+    CPU 0 went through cannot tell a second one taken from one dropped, since a CPU killed by
+    it may have returned first on a loaded host."""
+    from rmm_mp import cpu_start, runtime
+    taken: list[str] = []
+    interrupt = runtime._Supervisor._interrupt
+
+    def record(self: Any, live: Any, what: str) -> None:
+        taken.append(what)
+        interrupt(self, live, what)
+
+    monkeypatch.setattr(runtime._Supervisor, "_interrupt", record)
     give = cpu_start.StartGate.up
     kill = cpu_start.StartGate.kill_waiting
     monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: give(self, cpu) if cpu == 0 else None)
@@ -953,7 +964,7 @@ def _interrupt_once_cpu_0_is_bound(monkeypatch: pytest.MonkeyPatch, meanwhile: C
         assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
     assert sent and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
     assert result.not_started == (1, 2, 3), result
-    return result
+    return result, taken
 
 
 @pytest.mark.multiprocess
@@ -963,8 +974,9 @@ def test_a_second_ctrl_c_while_the_unstarted_cpus_are_killed_is_taken_once_they_
     """Four CPUs, only CPU 0 given its go; a Ctrl-C once CPU 0 is bound, and a second one
     (past COPY_S, so no copy) while the parent kills and reaps CPUs 1 to 3, which never had
     theirs. The second is noted as it comes and taken as a second Ctrl-C once that is done:
-    run_cpus returns its result, CPUs 1 to 3 never started, CPU 0 killed on request (or
-    returned, had it already). It used to escape run_cpus as a KeyboardInterrupt, and every
+    the supervisor takes two Ctrl-Cs (a hold that dropped what it noted passed the checks of
+    CPU 0 alone), run_cpus returns its result, CPUs 1 to 3 never started, CPU 0 killed on
+    request (or returned, had it already). It used to escape run_cpus as a KeyboardInterrupt, and every
     result with it. Also under pytest-xdist, whose worker has a thread that is not Python's:
     the fix holds no signal by a mask, which that thread would have taken."""
     second: list[float] = []
@@ -975,8 +987,9 @@ def test_a_second_ctrl_c_while_the_unstarted_cpus_are_killed_is_taken_once_they_
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)    # the handler, unless it only notes the signal, raises here
 
-    result = _interrupt_once_cpu_0_is_bound(monkeypatch, ctrl_c_again)
+    result, taken = _interrupt_once_cpu_0_is_bound(monkeypatch, ctrl_c_again)
     assert second, result
+    assert taken == ["Ctrl-C", "Ctrl-C"], f"the second Ctrl-C was not taken: {taken}"
     assert sorted(result.results) == [0] or [(f.cpu, f.on_request) for f in result.failures] == [(0, True)], result
     assert sorted(result.results) == [0] or result.failures[0].how.startswith("was killed by a second Ctrl-C"), result
 
@@ -1002,8 +1015,9 @@ def test_a_ctrl_c_copy_while_the_unstarted_cpus_are_killed_is_no_second_ctrl_c(
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.6)     # the killing takes longer than COPY_S
 
-    result = _interrupt_once_cpu_0_is_bound(monkeypatch, copy, sigterm_stops=True)
+    result, taken = _interrupt_once_cpu_0_is_bound(monkeypatch, copy, sigterm_stops=True)
     assert copied and copied[0] < 0.4, f"the copy came {copied} s after the first: no copy"
+    assert taken == ["Ctrl-C"], f"the copy was taken as an interrupt of its own: {taken}"
     assert sorted(result.results) == [0] and not result.failures, result
     assert result.exit_codes[0] == 0, result
 
