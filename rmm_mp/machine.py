@@ -547,16 +547,39 @@ def _register(machine: Machine) -> None:
 
 def close_all() -> None:
     """Close every machine this process created or attached (atexit and signal path), and
-    unlink the segments of one it is creating."""
+    unlink the segments of one it is creating. Each is tried: an unlink refused for one (the
+    error Machine.close raises, having closed it all the same) is raised once every other has
+    been closed; stopping at the first left the others open, their segments in place."""
+    failed: Exception | None = None
     for prefix in list(_creating):
-        segment.unlink_parts(prefix)
+        try:
+            segment.unlink_parts(prefix)
+        except Exception as exc:    # the reaper, still told of the paths, tries them at the end
+            failed = failed or exc
+            continue
         reaper.forget(prefix)
     for machine in list(_live):
-        machine.close()
+        try:
+            machine.close()
+        except Exception as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    close_all()
+    try:
+        close_all()
+    except Exception as exc:
+        # An unlink refused (close_all closed every machine all the same): raised out of the
+        # handler, the error went into the code the signal interrupted, which went on, its
+        # report file not removed and the signal's default action never taken. Said, and the
+        # reaper, still told of the paths, tries them as this process ends.
+        try:
+            os.write(2, f"rmm-mp: closing the machines on {signal.Signals(signum).name} failed ({exc}); "
+                        "this process's reaper tries the files left as it ends\n".encode(errors="replace"))
+        except OSError:
+            pass
     outpaths.remove_unfinished()    # a report file half written: the process dies before its except clause
     previous = _previous_handlers.get(signum, signal.SIG_DFL)
     if callable(previous):

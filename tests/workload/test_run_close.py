@@ -4,6 +4,7 @@ is still returned and says what happened, and no shared memory is left without a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -156,3 +157,43 @@ def test_a_run_whose_segments_cannot_be_unlinked_exits_quietly(tmp_path: Path) -
     while any(os.path.lexists(f) for f in files) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(os.path.lexists(f) for f in files), "the reaper did not unlink the files left"
+
+
+# Two machines whose every unlink is refused; then close_all() or a SIGTERM (argv[1]).
+REFUSED_TWO = r"""
+import os, signal, sys, time
+from rmm_mp import Machine, machine
+from rmm_mp.hw import segment
+
+def refusing(path):
+    raise PermissionError(13, "Permission denied", path)
+
+if __name__ == "__main__":
+    machines = [Machine.create("host", cpus=1) for _ in range(2)]
+    segment._unlink_quietly = refusing
+    if sys.argv[1] == "close_all":
+        try:
+            machine.close_all()
+        except PermissionError:
+            print("RAISED")
+        print("OPEN", sum(m in machine._live for m in machines), flush=True)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+        print("STILL ALIVE", flush=True)
+"""
+
+
+def test_refused_unlinks_stop_neither_close_all_nor_a_sigterm(tmp_path: Path) -> None:
+    """Two machines in a process of their own, every unlink refused. close_all() (the at-exit
+    hook's and the SIGTERM handler's) closes both and then raises the error: it used to stop at
+    the first, leaving the other open. A SIGTERM then still ends the process by that signal:
+    the error used to escape the handler into the code it interrupted, which went on (exit
+    status 1 and a traceback), with the report file being written not removed."""
+    script = tmp_path / "refused_two.py"
+    script.write_text(REFUSED_TWO)
+    done = subprocess.run([sys.executable, str(script), "close_all"], capture_output=True, text=True, timeout=60)
+    assert "RAISED" in done.stdout and "OPEN 0" in done.stdout, (done.stdout, done.stderr)
+    done = subprocess.run([sys.executable, str(script), "sigterm"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM and "STILL ALIVE" not in done.stdout, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
