@@ -78,15 +78,18 @@ class InterruptHold:
 
     def end(self, take: bool = True) -> None:
         """Put every wrapped handler back as it was (unless it was changed since: that stays).
-        With ``take``, an interrupt noted and not yet taken (one that came as the handling
-        ended) is then raised, KeyboardInterrupt("Ctrl-C" or "SIGTERM"), for the caller to take
-        as it takes any; without, it is dropped. A signal that comes once a handler is back
-        meets that handler, which may raise here too."""
+        With ``take``, the oldest interrupt noted and not yet taken (one that came as the
+        handling ended, or while a CPU was given its go) is then raised, KeyboardInterrupt("Ctrl-C"
+        or "SIGTERM"), for the caller to take as it takes any, and any later one stays noted for
+        ``next`` (the supervisor takes each: dropped, a real second Ctrl-C was lost); without,
+        all are dropped. A signal that comes once a handler is back meets that handler, which
+        may raise here too."""
         for signum in list(self.handlers):
             if signal.getsignal(signum) == self._wrapper:
                 # A signal already come meets the wrapper first (signal.signal runs it).
                 signal.signal(signum, self.handlers[signum])
             del self.handlers[signum]
-        noted, self.noted = self.noted, []
-        if noted and take:
-            raise KeyboardInterrupt(noted[0])
+        if not take:
+            self.noted = []
+        elif self.noted:
+            raise KeyboardInterrupt(self.noted.pop(0))

@@ -1057,3 +1057,35 @@ def test_the_interrupt_hold_notes_sigterm_and_ctrl_c_as_they_come_and_puts_the_h
         assert signal.getsignal(signal.SIGTERM) is _sigterm_as_interrupt and not hold.noted
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_an_interrupt_hold_ending_with_two_noted_raises_the_first_and_keeps_the_second() -> None:
+    """No CPU processes: a SIGTERM (taken as Ctrl-C, runtime's handler) and then a Ctrl-C
+    (Python's own handler) both noted by an InterruptHold that ends before the supervisor took
+    either (as when both come while the parent gives a CPU its go). ``end`` raises the SIGTERM
+    and keeps the Ctrl-C for ``next``, as the supervisor takes each noted one after the one
+    raised (a second interrupt kills the CPUs still stopping); it used to drop every one but
+    the first. ``end(take=False)`` still drops what is left."""
+    from rmm_mp.interrupt_hold import InterruptHold
+    from rmm_mp.interrupts import forget_signals
+    from rmm_mp.runtime import _sigterm_as_interrupt
+    term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        forget_signals()
+        hold = InterruptHold()
+        hold.begin()
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            hold.end()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert hold.next() == "Ctrl-C" and hold.next() == ""
+        forget_signals()
+        hold.begin()
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+        hold.end(take=False)
+        assert hold.next() == ""
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
