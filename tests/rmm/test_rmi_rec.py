@@ -947,6 +947,23 @@ def test_rec_enter_rec_gicv3_valid(machine: Machine, t: Rmi, hcr: int, lrs: tupl
     _ok(machine)
 
 
+@pytest.mark.parametrize("first", [3, 4], ids=lambda n: f"num-lrs-{n}-first")
+def test_rec_gicv3_answer_depends_on_num_lrs_whatever_was_asked_before(first: int) -> None:
+    """rec_gicv3 remembers its answers (a memo, as REC_ENTER sees the same GIC state entry after
+    entry), so the memo must tell the implemented LRs apart: the same ICH_HCR and LRs, LR4
+    holding a pending LR with HW set, are accepted with GICV3_NUM_LRS 3 (LR4 not implemented)
+    and refused with 4, asked in either order in one process, a value not seen before. A memo
+    keyed without GICV3_NUM_LRS gives the second question the first one's answer."""
+    lrs = (0, 0, 0, 0, _P | 1 << 61 | 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, first)    # LR15: not seen before
+    enter = {"flags": 0, "gicv3_hcr": 0, "gicv3_lrs": lrs}
+    head = [0] * (rec_desc.H_PSCI + 1)
+    head[rec_desc.H_RUNNABLE] = 1
+    rd = mock.Mock(state=RealmState.ACTIVE)
+    for num_lrs in (first, 7 - first):
+        refusal = rmi_rec._entry_refusal(mock.Mock(num_lrs=num_lrs), rd, mock.Mock(), enter, tuple(head))
+        assert (refusal is None) == (num_lrs == 3), num_lrs
+
+
 @pytest.mark.parametrize("why", ["not-runnable", "psci-pending", "realm-new", "system-off"])
 def test_rec_enter_refused_by_the_rec_or_realm_never_holds_the_running_reference(machine: Machine, t: Rmi,
                                                                                  why: str) -> None:
