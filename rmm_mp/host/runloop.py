@@ -68,7 +68,7 @@ _YIELDS_BEFORE_SLEEP = 32
 _IDLE_SLEEP_S = 0.0002
 
 
-def _padded(gprs: "Sequence[int]") -> "Sequence[int]":
+def _padded(gprs: "tuple[int, ...] | list[int]") -> "tuple[int, ...] | list[int]":
     """enter.gprs: the values given, then zeros up to 31."""
     return gprs if len(gprs) == 31 else [*gprs, *[0] * (31 - len(gprs))]
 

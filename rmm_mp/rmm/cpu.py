@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.el3.monitor import Monitor, Result
+from rmm_mp.el3.monitor import Monitor, Result, RmmEntry
 from rmm_mp.hw.control import Control
 from rmm_mp.hw.gpt import Gpt
 from rmm_mp.hw.granule import GranuleTable
@@ -61,7 +60,7 @@ class RmmCpu:
         """The RMM's RMI entry point; returns REQ_COMPLETE's X1..X5."""
         return dispatch(self, fid, x1, x2, x3, x4, x5, x6)
 
-    def rmi_entry(self) -> "Callable[[int, int, int, int, int, int, int], Result]":
+    def rmi_entry(self) -> RmmEntry:
         """What EL3 enters (Monitor.rmm): handle_rmi without its Python frame, dispatch bound to
         this CPU by functools.partial, which EL3 calls on every RMI call."""
         return functools.partial(dispatch, self)

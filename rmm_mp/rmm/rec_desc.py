@@ -79,7 +79,7 @@ H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR = 11, 12, 13
 R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS = 14, 45, 46, 47, 51
 
 _S2CTX_CACHE_MAX = 1024
-_s2ctx_cache: BoundedMemo[tuple[int, int, int, int], S2Ctx] = BoundedMemo(lambda key: S2Ctx(*key), _S2CTX_CACHE_MAX)
+_s2ctx_cache: BoundedMemo[tuple[int, ...], S2Ctx] = BoundedMemo(lambda key: S2Ctx(*key), _S2CTX_CACHE_MAX)
 """(ipa_width, level, num, base) -> its S2Ctx: S2Ctx is immutable, and making one costs more
 than finding it."""
 
