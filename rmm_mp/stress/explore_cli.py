@@ -53,8 +53,10 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     """Run each PAIR of RMI calls (default: every pair) serially both ways and interleaved at every
     lock event of the first, and report each interleaving whose results or end state neither
     serial order gives (nor, where a call is a REC_ENTER, the other call run while the REC runs:
-    docs/stress.md, "The interleaving explorer"). Several pairs end with a summary line, and,
-    when some failed, the command that explores those alone (the same bugs and --timeout).
+    docs/stress.md, "The interleaving explorer"). The lock events tried stop at 10,000: a pair
+    whose first call has more says so ("stopped at the cap"), which does not fail it. Several
+    pairs end with a summary line (naming those stopped at the cap), and, when some failed, the
+    command that explores those alone (the same bugs and --timeout).
 
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
