@@ -13,12 +13,12 @@ tables walked, then the RECs, then every RTT, DATA and REC_AUX granule's referen
   data-mapping    every protected ASSIGNED entry names DATA granules (a block: all of them),
                   each DATA granule is named by exactly one entry
   rec-owner       every REC's owner is an RD; every REC_AUX granule is listed by exactly one REC
+  rec-index       the RECs of a realm have distinct indices, each below the realm's rec_index
+                  (REC_CREATE gives a REC the rec_index and increments it: B4.3.12)
   rec-aux         an RD's aux granule count is RMI_REC_AUX_COUNT's answer (NUM_REC_AUX, set by
                   REALM_CREATE and never changed), and each REC lists that many aux granules
                   (B4.3.12 REC_CREATE: num_aux must equal RecAuxCount(rd), and the REC keeps
                   params.aux, RecAuxCount(rd) of them, each REC_AUX: the rec-owner rule above)
-  rec-index       the RECs of a realm have distinct indices, each below the realm's rec_index
-                  (REC_CREATE gives a REC the rec_index and increments it: B4.3.12)
   rec-running     no REC holds the running reference on a quiescent machine
   rd-refcount     an RD's refcount equals the number of RECs whose owner it is
   vmid            each realm's VMID is one of the platform's and reserved, no two realms share
