@@ -41,7 +41,8 @@ LOCK_SEQUENCES = {
     "RSI_ATTESTATION_TOKEN_CONTINUE": ("root RTT 0; walk hand over hand to the buffer's last-level table, held "
                                        "while the token bytes are copied into the page (and, on the call that "
                                        "finishes signing, while the signed token is stored in the REC's second "
-                                       "aux granule)", WHY_WALK),
+                                       "aux granule; for an unmapped buffer the walk releases every table "
+                                       "before the token is stored and the REC exits)", WHY_WALK),
 }
 
 
