@@ -1,8 +1,9 @@
 """Click parameter types and checks the subcommands share.
 
-Owns only option parsing (numbers in ASCII digits only, with no '_' in them: Int, IntRange; a NaN-refusing
-FloatRange, and one that keeps an integer exact, shown as N|SECONDS; the refusal of options
-beside a listing flag); nothing here touches a machine.
+Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
+more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
+one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
+flag); nothing here touches a machine.
 """
 
 from __future__ import annotations
