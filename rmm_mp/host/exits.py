@@ -41,7 +41,8 @@ entry carries (RmiRecEnter flags and, when they matter, gprs), and what becomes 
           UNDELEGATE). A change that cannot complete (an entry without RIPAS, DESTROYED without
           the realm's permission, or an IPA outside the realm's RAM) stops there; for RAM the
           next entry says REJECT (RIPAS_RESPONSE). EMPTY cannot be rejected (A5.4): an EMPTY
-          request that starts outside RAM fails the vCPU.
+          request that starts outside RAM fails the vCPU. A SUCCESS whose output top is not in
+          (base, requested top] (B4.3.21) is no answer of a correct RMM: HostError.
     HOST_CALL: the host-call service (devices.py); its gprs go in enter.gprs.
     SERROR, anything else: the vCPU fails.
 
