@@ -1009,3 +1009,11 @@ def test_a_pair_whose_setup_fails_still_gets_its_json_written(monkeypatch: pytes
     data = json.loads(path.read_text())
     assert data["ok"] is False and [p["pair"] for p in data["pairs"]] == [good]
     assert data["error"] == f"pair {bad!r} could not be set up: RMI_GRANULE_DELEGATE answered RMI_ERROR_INPUT"
+
+
+def test_the_help_gives_the_lock_event_cap_explore_uses() -> None:
+    """`rmm-mp explore --help` names the cap on lock events tried (its docstring writes the number
+    out): it must be explore.MAX_EVENTS, so that changing the cap without the help fails here."""
+    from rmm_mp.stress.explore import MAX_EVENTS
+    text = " ".join(CliRunner().invoke(explore_command, ["--help"]).output.split())
+    assert f"The lock events tried stop at {MAX_EVENTS:,}:" in text, text
