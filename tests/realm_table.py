@@ -1,4 +1,4 @@
-"""Reading the realm table of a text run report (render_text._realm_table) back: a row's detail
+"""Reading the realm table of a text run report (render_realms.realm_table) back: a row's detail
 and counters may be wrapped over several lines, each in its column."""
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output
 with --console), one line naming those whose guest wrote nothing, and a note naming the failed realms whose output was not kept; host activity
 counters per CPU; failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
-This module owns the layout. It must not compute figures the document does not have.
+This module owns the layout, but for the realm table's columns and wrapping (render_realms). It
+must not compute figures the document does not have.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
 from rmm_mp.workload.describe import seconds_text
 from rmm_mp.workload.render_json import to_json
+from rmm_mp.workload.render_realms import realm_table
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
 
 MAX_OK_REALMS = 20
@@ -244,120 +246,6 @@ def _processes(doc: dict[str, Any]) -> list[str]:
                    rows), *notes]
 
 
-DETAIL_MIN, COUNTERS_MIN, NAME_MIN = 30, 20, 12
-"""The realm table's narrowest detail column and the columns it leaves the counters at least
-(more when a failed realm's widest counter needs more, since all of a failed realm's counters
-are shown); the realm column is narrowed for them, to NAME_MIN at the least, a longer name
-going on in the lines below."""
-
-
-def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[str]:
-    """The counters of a realm's row, each whole ("faults 1,6..." would read as a smaller
-    number), in lines of at most ``width`` columns (a single counter wider stays whole);
-    ``clipped`` (an ok realm): one line, ending with ", ..." after the last counter that fits
-    when not all do ("..." when none does)."""
-    items = [f"{k} {v:,}" for k, v in values.items()]
-    if not items:
-        return ["-"]
-    if clipped:
-        whole = ", ".join(items)
-        if len(whole) <= width:
-            return [whole]
-        kept: list[str] = []
-        for item in items:
-            if len(", ".join([*kept, item, "..."])) > width:
-                break
-            kept.append(item)
-        return [", ".join([*kept, "..."])]
-    lines: list[str] = []
-    line = ""
-    for n, item in enumerate(items):
-        piece = item if n == len(items) - 1 else item + ","
-        if line and len(line) + 1 + len(piece) > width:
-            lines.append(line)
-            line = piece
-        else:
-            line = f"{line} {piece}" if line else piece
-    return [*lines, line]
-
-
-def _name_lines(name: str, width: int) -> list[str]:
-    """A realm's ``name`` in lines of at most ``width``: broken at a space (a folded row's
-    " (1,234 instances)"), else before an instance's "[" or a generation's "#", else, the
-    template's own name being too long, cut at the width."""
-    lines: list[str] = []
-    while len(name) > width:
-        space = name.rfind(" ", 1, width + 1)
-        mark = max(name.rfind("[", 1, width + 1), name.rfind("#", 1, width + 1))
-        if space >= mark and space > 0:
-            lines.append(name[:space])
-            name = name[space + 1:]
-        else:
-            cut = mark if mark > 0 else width
-            lines.append(name[:cut])
-            name = name[cut:]
-    return [*lines, name]
-
-
-def _realm_table(shown: list[dict[str, Any]]) -> list[str]:
-    """Header, rule and rows of the realm table, every line within WIDTH columns (but for one
-    holding a word of the detail wider than all the line, kept whole): the realm column narrowed
-    so that the detail keeps DETAIL_MIN and the counters their least (_name_lines); the detail
-    is wrapped in its column, capped so that
-    the counters keep COUNTERS_MIN columns; a failed realm's counters are wrapped in theirs, all
-    of them; an ok realm's are cut after the last whole counter that fits, ", ..." saying that
-    more were cut. The detail (how the realm ended) is never cut. Before, a failed realm's row
-    was printed on one line in full and widened the whole table with it, header and rule too
-    (a 150-character error reason made every row and the header run to over 200 columns)."""
-    heads = ("realm", "RECs", "exceptions", "result")
-    cells = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}",
-              "ok" if r["ok"] else "FAILED") for r in shown]
-    widths = [max(len(row[i]) for row in (heads, *cells)) for i in range(len(heads))]
-    lefts = (0, 3)
-
-    def fmt(row: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i in lefts else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    details = [r["detail"] or "-" for r in shown]
-    # A failed realm's counters are all shown, one per line at least: the column is as wide as
-    # its widest counter with its comma ("ripas_changes 54,321," is 21), else that line ran past
-    # WIDTH beside a detail at its cap.
-    counters_min = max([COUNTERS_MIN] + [len(f"{k} {v:,},") for r in shown if not r["ok"]
-                                         for k, v in r["counters"].items()])
-    # The realm column leaves the detail and the counters their least: a name may have 32
-    # characters and more after them ("[63]#1234567", " (1,234,567 instances)" of a folded
-    # row), which with the detail at DETAIL_MIN ran the lines to 139 columns. A longer name
-    # goes on below, cut at the column's width where it has no space.
-    widths[0] = min(widths[0], max(NAME_MIN, WIDTH - sum(widths[1:]) - 2 * len(widths) - DETAIL_MIN - 2 - counters_min))
-    prefix = sum(widths) + 2 * len(widths)
-    detail_width = min(max(len("detail"), *map(len, details)), max(DETAIL_MIN, WIDTH - prefix - 2 - counters_min))
-    start = prefix + detail_width + 2
-    counters_width = max(WIDTH - start, len("counters"))
-    rows: list[list[str]] = []
-    longest = len("counters")
-    for r, cell, detail in zip(shown, cells, details):
-        names = _name_lines(cell[0], widths[0])
-        # Words whole, as in the warnings: a path or value cut in two reads as two. A word wider
-        # than the column (a long path) runs into the counters' and that line takes none; one
-        # wider than all the line has left runs past the width, as a long path in a warning does.
-        parts = textwrap.wrap(detail, detail_width, break_long_words=False, break_on_hyphens=False) or ["-"]
-        counted = _counter_lines(r["counters"], counters_width, clipped=bool(r["ok"]))
-        longest = max(longest, *map(len, counted))
-        lines = []
-        n = 0
-        while n < len(parts) or counted or n < len(names):
-            part = parts[n] if n < len(parts) else ""
-            beside = counted.pop(0) if counted and len(part) <= detail_width else ""
-            name = names[n] if n < len(names) else ""
-            first = fmt((name, *cell[1:])) if n == 0 else name.ljust(prefix - 2)
-            lines.append(f"{first}  {part.ljust(detail_width)}  {beside}".rstrip())
-            n += 1
-        rows.append(lines)
-    head = f"{fmt(heads)}  {'detail'.ljust(detail_width)}  counters"
-    rule = "  ".join("-" * w for w in (*widths, detail_width, min(longest, counters_width)))
-    return [head, rule, *(line for lines in rows for line in lines)]
-
-
 def _realms(doc: dict[str, Any]) -> list[str]:
     """Failed realms in full; realms that succeeded clipped to the width, at most MAX_OK_REALMS."""
     realms = doc["realms"]
@@ -371,7 +259,7 @@ def _realms(doc: dict[str, Any]) -> list[str]:
         + [r for r in realms if r["ok"] and r["exceptions"] is not None][:MAX_OK_REALMS]
     # The detail (how the realm ended) comes before the counters, so that what an ok realm's
     # row leaves out is the tail of its counter list, not its outcome.
-    out = ["", f"Realms: {total - failed:,} of {total:,} ok", *_realm_table(shown)]
+    out = ["", f"Realms: {total - failed:,} of {total:,} ok", *realm_table(shown, WIDTH)]
     if len(realms) > len(shown):
         hidden = sum(r["instances"] for r in realms) - sum(r["instances"] for r in shown)
         out += textwrap.wrap(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's "
