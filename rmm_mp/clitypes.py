@@ -52,7 +52,7 @@ def refuse_odd_number(value: Any, kind: str, param: click.Parameter | None, ctx:
 
 def refuse_long_integer(value: Any, param: click.Parameter | None, ctx: click.Context | None) -> None:
     """Refuse an integer of more digits than Python's int() converts (sys.get_int_max_str_digits(),
-    4300), as a TOML file's is refused (tomlsrc.loads): click said "'999...' is not a valid
+    4300), as a TOML file's is refused (tomlparse.loads): click said "'999...' is not a valid
     integer", which it is, after the whole of it (5,000 digits) where `--seed` with 100 digits
     is refused as out of range. Shown abbreviated, as a file's long value is."""
     most = sys.get_int_max_str_digits()

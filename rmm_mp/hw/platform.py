@@ -27,9 +27,9 @@ from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
+from rmm_mp.hw.tomlparse import loads as toml_loads
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts, locate
 from rmm_mp.hw.tomlsrc import choice_list, read_source, size_expected, size_value, suggestion, top_level_hint
-from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import not_one_printable_line
 
 GRANULE_SIZE = 4096

@@ -12,7 +12,8 @@ else the source checkout's, and reads input files as UTF-8 text (read_source).
 This module owns error wording, key location, finding bundled files and reading input files
 (their integers too: ``decimal`` reads the digits of a string value whatever their count), and
 the size syntax platform and workload files share (``size_value``: "64M", "2 MiB").
-It must not know any schema.
+It must not know any schema. Parsing a file's text, and saying why tomllib refused it, is
+tomlparse's (loads), which stands on this module's line scanning: this module must not import it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import stat
 import sys
 import tomllib
 from collections.abc import Iterable
-from typing import Any
 from importlib import resources
 from pathlib import Path
 
@@ -257,6 +257,12 @@ def _unquoted(part: str) -> str:
     return unquoted_part(part) if part[:1] == '"' else part[1:-1] if part[:1] == "'" else part
 
 
+def header_key(name: str) -> list[str]:
+    """The key a table header's name (HEADER's second group: ``a."b c".d``) spells out, as its
+    parts with quotes dropped (line_key's, for a header): [a, b c, d]."""
+    return [_unquoted(p) for p in re.findall(_PART, name)]
+
+
 def locate(text: str, key: str) -> int | None:
     """Line number (1-based) of dotted ``key`` in TOML ``text``, or None.
 
@@ -412,86 +418,6 @@ def bundled_dir(package_dir: str, checkout_dir: str) -> Path:
     return Path(__file__).resolve().parents[2] / checkout_dir
 
 
-def loads(text: str, source: str) -> dict[str, Any]:
-    """tomllib.loads, with a syntax error as ConfigError(source, "(file)", ...) at the line the
-    parser names, so that it reads 'file:line: ...' like every other mistake in the file."""
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        twice = _defined_twice(text, str(exc))
-        if twice is not None:
-            key, written, twice_line, reason = twice
-            raise ConfigError(source, key, written, "each key and table defined once (the TOML parser: "
-                                                    f"{reason})", twice_line) from None
-        found = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
-    except RecursionError:
-        # tomllib parses arrays and inline tables recursively: a few hundred levels of them
-        # use up Python's recursion limit, and its RecursionError ended the command with a
-        # traceback.
-        deep_line, depth = _deepest_nesting(text)
-        raise ConfigError(source, "(file)", f"arrays and inline tables nested {depth} deep",
-                          "valid TOML with arrays and inline tables nested less deeply (Python's TOML parser "
-                          "reads each level by recursion, and ran out of it)", deep_line) from None
-    except ValueError as exc:
-        # tomllib converts a decimal integer with int(), which refuses more digits than
-        # sys.get_int_max_str_digits() (4300) with a plain ValueError that names no line.
-        long_line = _long_decimal_line(text)
-        raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
-                          f"{sys.get_int_max_str_digits()} digits", long_line) from None
-
-
-_TWICE = re.compile(r"(Cannot overwrite a value|Cannot declare .* twice|Cannot mutate immutable namespace .*"
-                    r"|Duplicate inline table key .*) \(at (?:line (\d+), column \d+|end of document)\)")
-
-
-class _Written:
-    """A value as the file writes it (the text after a key's ``=``, or a table header), shown
-    unquoted in an error."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def _defined_twice(text: str, message: str) -> tuple[str, _Written, int, str] | None:
-    """For tomllib's refusal of a key or table defined twice (``message``), the key path of the
-    statement it is about, as the file writes it, the statement's value, its line and the
-    parser's reason; None for any other error, or when no statement is found. tomllib names
-    neither the key nor, when the statement is the file's last one with no newline after it, a
-    line ("Cannot overwrite a value (at end of document)"): its position is where the statement
-    ends, so the statement is the last key line or table header at or before it (code_lines:
-    not one inside a multi-line string)."""
-    match = _TWICE.fullmatch(message)
-    if match is None:
-        return None
-    lines = code_lines(text)
-    end = int(match.group(2)) if match.group(2) else len(lines)
-    table = ""
-    seen: dict[str, int] = {}
-    found: tuple[str, _Written, int] | None = None
-    for number, line in enumerate(lines[:end], start=1):
-        header = HEADER.match(line)
-        if header:
-            name = ".".join(key_part(_unquoted(p)) for p in re.findall(_PART, header.group(2)))
-            if header.group(1) == "[[":
-                seen[name] = seen.get(name, -1) + 1
-                table = f"{name}[{seen[name]}]"
-            else:
-                table = name
-            found = (table, _Written(without_comment(line).strip()), number)
-            continue
-        keyed = line_key(line)
-        if keyed is not None:
-            key = ".".join([table] * bool(table) + [key_part(part) for part in keyed[0]])
-            found = (key, _Written(without_comment(line[keyed[1]:]).strip()), number)
-    if found is None:
-        return None
-    return (*found, match.group(1))
-
-
 def without_comment(text: str) -> str:
     """``text`` (a line, or the rest of one) up to a ``#`` that starts a comment (a ``#`` inside
     a basic or a literal string is kept)."""
@@ -501,32 +427,6 @@ def without_comment(text: str) -> str:
             return text[:i]
         i = after_string(text, i) if text[i] in "\"'" else i + 1
     return text
-
-
-def _deepest_nesting(text: str) -> tuple[int | None, int]:
-    """The first line where arrays and inline tables (``[`` and ``{`` in values, and in table
-    headers, which close on their line) are nested deepest, and that depth; strings and comments
-    skipped (code_lines: lines inside a multi-line string are blank; the rest of the line that
-    opens one is skipped)."""
-    depth = deepest = 0
-    where: int | None = None
-    for number, line in enumerate(code_lines(text), start=1):
-        i = 0
-        while i < len(line):
-            ch = line[i]
-            if ch == "#" or line.startswith(('"""', "'''"), i):
-                break
-            if ch in "\"'":
-                i = after_string(line, i)
-                continue
-            if ch in "[{":
-                depth += 1
-                if depth > deepest:
-                    deepest, where = depth, number
-            elif ch in "]}":
-                depth = max(depth - 1, 0)
-            i += 1
-    return where, deepest
 
 
 def decimal(digits: str) -> int:
@@ -569,19 +469,6 @@ def size_expected(value: object) -> str:
     if isinstance(value, str) and _SIZE_BITS.match(value):
         return f'{SIZE_SYNTAX}; a lower-case b is bits: write "B", "iB" or no suffix'
     return SIZE_SYNTAX
-
-
-_DECIMAL = re.compile(r"(?<![\w.])[+-]?\d[\d_]*")
-
-
-def _long_decimal_line(text: str) -> int | None:
-    """The first line holding a decimal integer longer than Python converts (code_lines: not
-    one inside a multi-line string), or None."""
-    most = sys.get_int_max_str_digits()
-    for number, line in enumerate(code_lines(text), start=1):
-        if any(len(m.group().replace("_", "").lstrip("+-")) > most for m in _DECIMAL.finditer(line)):
-            return number
-    return None
 
 
 def bundled_names(directory: Path) -> list[str]:

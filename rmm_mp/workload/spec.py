@@ -29,9 +29,9 @@ from rmm_mp.guest.equ import equ_names, with_constants
 from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.platform import MAX_DRAM_GRANULES
+from rmm_mp.hw.tomlparse import loads as toml_loads
 from rmm_mp.hw.tomlsrc import (ConfigError, InputTooLarge, bundled_dir, bundled_names, find_toml, key_part,
                                read_source, suggestion, why_not_a_file)
-from rmm_mp.hw.tomlsrc import loads as toml_loads
 from rmm_mp.printable import shown_path
 from rmm_mp.workload import blame, programs
 from rmm_mp.workload.fields import U64, Fields, is_int

@@ -160,7 +160,7 @@ def test_a_mutated_platform_file_loads_or_names_the_key_its_value_and_line(data:
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))
         except tomllib.TOMLDecodeError:
-            # A key or table defined twice: named by its key path, at its line (tomlsrc.loads).
+            # A key or table defined twice: named by its key path, at its line (tomlparse.loads).
             assert "expected each key and table defined once" in message and err.line is not None, message
             return
         value = _value_at(doc, err.key)

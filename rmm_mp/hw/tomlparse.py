@@ -1,0 +1,142 @@
+"""Parsing a TOML file's text, and saying why the parser refused it (loads).
+
+tomllib's refusals name a line at best, and some name nothing: a key or table defined twice is
+"Cannot overwrite a value" (which key?), a statement at the end of a file with no newline after
+it is "at end of document", arrays nested a few hundred deep end in a RecursionError and a
+decimal integer of more than 4,300 digits in a ValueError, neither naming a line. loads turns
+each into a ConfigError at the line it is about, naming the key, the table or what is wrong.
+
+This module owns that diagnosis: it finds the statement, the nesting or the integer again in
+the source text with tomlsrc's line scanning (code_lines, line_key, HEADER, after_string,
+without_comment). It must not know any schema, nor word other errors: error wording, key
+location and reading files stay in tomlsrc, which must not import this module (tomlsrc is
+imported by it).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from typing import Any
+
+from rmm_mp.hw.tomlsrc import HEADER, ConfigError, after_string, code_lines, header_key, key_part, line_key, without_comment
+
+
+def loads(text: str, source: str) -> dict[str, Any]:
+    """tomllib.loads, with a syntax error as ConfigError(source, "(file)", ...) at the line the
+    parser names, so that it reads 'file:line: ...' like every other mistake in the file."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        twice = _defined_twice(text, str(exc))
+        if twice is not None:
+            key, written, twice_line, reason = twice
+            raise ConfigError(source, key, written, "each key and table defined once (the TOML parser: "
+                                                    f"{reason})", twice_line) from None
+        found = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
+    except RecursionError:
+        # tomllib parses arrays and inline tables recursively: a few hundred levels of them
+        # use up Python's recursion limit, and its RecursionError ended the command with a
+        # traceback.
+        deep_line, depth = _deepest_nesting(text)
+        raise ConfigError(source, "(file)", f"arrays and inline tables nested {depth} deep",
+                          "valid TOML with arrays and inline tables nested less deeply (Python's TOML parser "
+                          "reads each level by recursion, and ran out of it)", deep_line) from None
+    except ValueError as exc:
+        # tomllib converts a decimal integer with int(), which refuses more digits than
+        # sys.get_int_max_str_digits() (4300) with a plain ValueError that names no line.
+        long_line = _long_decimal_line(text)
+        raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
+                          f"{sys.get_int_max_str_digits()} digits", long_line) from None
+
+
+_TWICE = re.compile(r"(Cannot overwrite a value|Cannot declare .* twice|Cannot mutate immutable namespace .*"
+                    r"|Duplicate inline table key .*) \(at (?:line (\d+), column \d+|end of document)\)")
+
+
+class _Written:
+    """A value as the file writes it (the text after a key's ``=``, or a table header), shown
+    unquoted in an error."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _defined_twice(text: str, message: str) -> tuple[str, _Written, int, str] | None:
+    """For tomllib's refusal of a key or table defined twice (``message``), the key path of the
+    statement it is about, as the file writes it, the statement's value, its line and the
+    parser's reason; None for any other error, or when no statement is found. tomllib names
+    neither the key nor, when the statement is the file's last one with no newline after it, a
+    line ("Cannot overwrite a value (at end of document)"): its position is where the statement
+    ends, so the statement is the last key line or table header at or before it (code_lines:
+    not one inside a multi-line string)."""
+    match = _TWICE.fullmatch(message)
+    if match is None:
+        return None
+    lines = code_lines(text)
+    end = int(match.group(2)) if match.group(2) else len(lines)
+    table = ""
+    seen: dict[str, int] = {}
+    found: tuple[str, _Written, int] | None = None
+    for number, line in enumerate(lines[:end], start=1):
+        header = HEADER.match(line)
+        if header:
+            name = ".".join(key_part(p) for p in header_key(header.group(2)))
+            if header.group(1) == "[[":
+                seen[name] = seen.get(name, -1) + 1
+                table = f"{name}[{seen[name]}]"
+            else:
+                table = name
+            found = (table, _Written(without_comment(line).strip()), number)
+            continue
+        keyed = line_key(line)
+        if keyed is not None:
+            key = ".".join([table] * bool(table) + [key_part(part) for part in keyed[0]])
+            found = (key, _Written(without_comment(line[keyed[1]:]).strip()), number)
+    if found is None:
+        return None
+    return (*found, match.group(1))
+
+
+def _deepest_nesting(text: str) -> tuple[int | None, int]:
+    """The first line where arrays and inline tables (``[`` and ``{`` in values, and in table
+    headers, which close on their line) are nested deepest, and that depth; strings and comments
+    skipped (code_lines: lines inside a multi-line string are blank; the rest of the line that
+    opens one is skipped)."""
+    depth = deepest = 0
+    where: int | None = None
+    for number, line in enumerate(code_lines(text), start=1):
+        i = 0
+        while i < len(line):
+            ch = line[i]
+            if ch == "#" or line.startswith(('"""', "'''"), i):
+                break
+            if ch in "\"'":
+                i = after_string(line, i)
+                continue
+            if ch in "[{":
+                depth += 1
+                if depth > deepest:
+                    deepest, where = depth, number
+            elif ch in "]}":
+                depth = max(depth - 1, 0)
+            i += 1
+    return where, deepest
+
+
+_DECIMAL = re.compile(r"(?<![\w.])[+-]?\d[\d_]*")
+
+
+def _long_decimal_line(text: str) -> int | None:
+    """The first line holding a decimal integer longer than Python converts (code_lines: not
+    one inside a multi-line string), or None."""
+    most = sys.get_int_max_str_digits()
+    for number, line in enumerate(code_lines(text), start=1):
+        if any(len(m.group().replace("_", "").lstrip("+-")) > most for m in _DECIMAL.finditer(line)):
+            return number
+    return None
