@@ -42,7 +42,7 @@ from rmm_mp.hw.segment import Segment
 # The process-wide clean-up (the at-exit hook, the SIGTERM/SIGHUP handler) is machine_exit's;
 # its names stay reachable here, where callers and tests have always found them.
 from rmm_mp.machine_exit import _creating, _live, _register
-from rmm_mp.machine_exit import close_all as close_all, install_handlers as install_handlers
+from rmm_mp.machine_exit import install_handlers as install_handlers
 from rmm_mp.stats.histogram import REGION_BYTES
 
 

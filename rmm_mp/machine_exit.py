@@ -5,7 +5,8 @@ at-exit hook and by the SIGTERM/SIGHUP handler (``_on_signal``) that ``install_h
 puts in place.
 
 rmm_mp.machine adds and removes machines here (Machine.create, attach and close) and
-re-exports these names (``machine.close_all``, ``machine._live`` ...). This module owns those
+re-exports ``install_handlers`` (and imports ``_live``, ``_creating``); ``close_all`` is
+called from here. This module owns those
 lists and hooks. It must not make, attach or map segments, nor touch a machine other than
 through Machine.close; it is on no call path of a running machine (smc, ns_read, ns_write).
 """

@@ -1081,12 +1081,12 @@ def test_signal_handler_inside_close_unlinks_every_segment(monkeypatch: pytest.M
     """SIGTERM/SIGHUP arriving inside close(): their handler runs close_all() and then kills the
     process, so close_all() alone must remove everything. Before, the machine being closed was
     skipped (already marked closed) and its segments leaked."""
-    from rmm_mp import machine as machine_module
+    from rmm_mp import machine_exit
     m = Machine.create("host", cpus=1)
     left: list[set[str]] = []
 
     def handler() -> None:
-        machine_module.close_all()
+        machine_exit.close_all()
         left.append(entries_of(m.name))     # what the process would leave if it died now
     _interrupt_first_unlink(monkeypatch, handler)
     try:
@@ -1100,7 +1100,7 @@ def test_signal_handler_inside_close_unlinks_every_segment(monkeypatch: pytest.M
 def test_a_close_interrupted_twice_is_finished_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C in close()'s unlink and again in its sweep of the machine's name: what is left is
     unlinked by the at-exit hook (close_all), which still knows the machine."""
-    from rmm_mp import machine as machine_module
+    from rmm_mp import machine_exit
     m = Machine.create("host", cpus=1)
 
     def ctrl_c() -> None:
@@ -1116,7 +1116,7 @@ def test_a_close_interrupted_twice_is_finished_at_exit(monkeypatch: pytest.Monke
             m.close()
         assert entries_of(m.name)
         monkeypatch.undo()
-        machine_module.close_all()
+        machine_exit.close_all()
         assert not entries_of(m.name)
     finally:
         unlink_parts(m.name)

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from rmm_mp import machine
+from rmm_mp import machine, machine_exit
 from rmm_mp.hw import segment
 
 
@@ -29,7 +29,7 @@ def test_a_forked_child_leaves_the_parents_half_made_machine_alone() -> None:
         pid = os.fork()
         if pid == 0:        # the child: what its atexit hook does, then out without pytest's teardown
             try:
-                machine.close_all()
+                machine_exit.close_all()
             finally:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)

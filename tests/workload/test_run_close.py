@@ -162,7 +162,7 @@ def test_a_run_whose_segments_cannot_be_unlinked_exits_quietly(tmp_path: Path) -
 # Two machines whose every unlink is refused; then close_all() or a SIGTERM (argv[1]).
 REFUSED_TWO = r"""
 import os, signal, sys, time
-from rmm_mp import Machine, machine
+from rmm_mp import Machine, machine, machine_exit
 from rmm_mp.hw import segment
 
 def refusing(path):
@@ -173,7 +173,7 @@ if __name__ == "__main__":
     segment._unlink_quietly = refusing
     if sys.argv[1] == "close_all":
         try:
-            machine.close_all()
+            machine_exit.close_all()
         except PermissionError:
             print("RAISED")
         print("OPEN", sum(m in machine._live for m in machines), flush=True)
