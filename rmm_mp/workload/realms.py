@@ -67,7 +67,7 @@ class Instance:
     challenge: bytes | None = None
     built_ns: int = 0
     """time.perf_counter_ns when its build ended: from then until it is destroyed its RD and
-    REC granules are its own (the trace names them only from then: run._pa_names)."""
+    REC granules are its own (the trace names them only from then: aftermath.pa_names)."""
 
 
 @dataclass(frozen=True)

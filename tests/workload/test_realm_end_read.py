@@ -1,4 +1,4 @@
-"""How a resident realm ended, as the parent reads it at the end of a run (run._finish), when its
+"""How a resident realm ended, as the parent reads it at the end of a run (aftermath.finish), when its
 guest turned it off but a vCPU of it was still queued: the realm is off (SYSTEM_OFF), not yet
 DONE (the teardown drains that vCPU), and its row must say how it ended, not "running when the
 run ended".
@@ -18,7 +18,7 @@ from rmm_mp.host import RunLoop
 from rmm_mp.host.realm_entry import DONE, END_NONE, RUNNING, SYSTEM_OFF
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
-from rmm_mp.workload import realms, run, spec
+from rmm_mp.workload import aftermath, realms, run, spec
 from rmm_mp.workload.report import RealmOutcome
 from rmm_mp.workload.resolve import resolve
 
@@ -76,7 +76,7 @@ def ended(tmp_path: Path, guest: str, race_only: bool = False) -> RealmOutcome:
             assert loop.queue.realm_state(inst.slot) != DONE
         finally:
             cpu.close()
-        outcomes, problems, *_ = run._finish(machine, w, plan, [inst], [], realms.Errors(), {}, pools, False, part,
+        outcomes, problems, *_ = aftermath.finish(machine, w, plan, [inst], [], realms.Errors(), {}, pools, False, part,
                                              stop)
     assert problems == []
     (outcome,) = outcomes

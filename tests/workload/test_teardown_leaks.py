@@ -1,7 +1,7 @@
 """The checks after a run's teardown notice a granule the teardown did not give back.
 
 The invariant checker alone cannot: a DELEGATED granule nobody owns is a valid state (and an
-undelegated granule the host forgot to free is NS). run._leaks adds what must hold once every
+undelegated granule the host forgot to free is NS). aftermath._leaks adds what must hold once every
 realm is gone: every granule NS and the host allocator empty. These tests make the parent's
 teardown (which runs in the test's process) skip one step of one granule, as a bug would.
 """
