@@ -449,7 +449,8 @@ def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
     assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
 
-
+# As above: the child runs rmm_mp code and os._exit only, none of another thread's.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 @pytest.mark.parametrize("first", ["ns_read", "ns_write"])
 def test_a_forked_childs_first_ns_copy_locks_as_the_child(machine: Machine, first: str) -> None:
     """ns_read and ns_write test for a fork in place (a closed flag and a generation compare)
