@@ -249,6 +249,20 @@ def test_the_rak_of_a_token_without_profile_claim_may_be_a_cose_key(sample_rak: 
     assert checks["realm claims"] is True and checks["realm signature"] is True, checks
 
 
+def _assert_rak_refused_by_both_checks(rak: bytes, expected: str, named: str, realm_claims: Callable[..., bytes],
+                                       sample_platform_token: bytes, sample_rak: ec.EllipticCurvePrivateKey) -> None:
+    """Claim 44237 set to ``rak``: the realm claims check fails with one problem naming ``named``
+    and saying ``expected``, and so does the realm signature check of a token carrying it."""
+    claims = dict(cbor2.loads(realm_claims(profile=None)))
+    claims[44237] = rak
+    problems = check_realm_claims(claims)
+    assert len(problems) == 1 and named in problems[0] and expected in problems[0], problems
+    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
+    assert result.check("realm claims").passed is False
+    signature = result.check("realm signature")
+    assert signature.passed is False and expected in signature.reason, signature
+
+
 @pytest.mark.parametrize("first", [0x05, 0x02, 0x00, 0xA4])
 def test_a_97_byte_rak_that_is_no_uncompressed_point_fails_the_claims_check(
         first: int, sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes,
@@ -258,15 +272,9 @@ def test_a_97_byte_rak_that_is_no_uncompressed_point_fails_the_claims_check(
     passed as well formed because of its length alone, and the realm signature check then
     blamed the bytes for not being one CBOR item. Now the claims check fails naming the claim,
     the byte found and the 0x04 expected, and the realm signature reason says the same."""
-    claims = dict(cbor2.loads(realm_claims(profile=None)))
-    claims[44237] = bytes([first]) + sample_rak.public_key().public_numbers().x.to_bytes(48, "big") + bytes(48)
-    expected = f"first byte is {first:#04x}; expected 0x04"
-    problems = check_realm_claims(claims)
-    assert len(problems) == 1 and "44237 (public_key)" in problems[0] and expected in problems[0], problems
-    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
-    assert result.check("realm claims").passed is False
-    signature = result.check("realm signature")
-    assert signature.passed is False and expected in signature.reason, signature
+    rak = bytes([first]) + sample_rak.public_key().public_numbers().x.to_bytes(48, "big") + bytes(48)
+    _assert_rak_refused_by_both_checks(rak, f"first byte is {first:#04x}; expected 0x04", "44237 (public_key)",
+                                       realm_claims, sample_platform_token, sample_rak)
 
 
 def test_claim_labels_are_integers() -> None:
@@ -352,15 +360,9 @@ def test_a_rak_that_is_not_on_p384_fails_the_claims_check(form: str, sample_rak:
     numbers = sample_rak.public_key().public_numbers()
     x, y = numbers.x.to_bytes(48, "big"), (numbers.y + 1).to_bytes(48, "big")
     rak = b"\x04" + x + y if form == "raw point" else cbor2.dumps({1: 2, -1: 2, -2: x, -3: y})
-    claims = dict(cbor2.loads(realm_claims(profile=None)))
-    claims[44237] = rak
     expected = f"(x={numbers.x:#x}, y={numbers.y + 1:#x}) is not on P-384; expected a P-384 public key"
-    problems = check_realm_claims(claims)
-    assert len(problems) == 1 and "realm claim 44237 (public_key)" in problems[0] and expected in problems[0], problems
-    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
-    assert result.check("realm claims").passed is False
-    signature = result.check("realm signature")
-    assert signature.passed is False and expected in signature.reason, signature
+    _assert_rak_refused_by_both_checks(rak, expected, "realm claim 44237 (public_key)",
+                                       realm_claims, sample_platform_token, sample_rak)
 
 
 P384_P = 2**384 - 2**128 - 2**96 + 2**32 - 1
@@ -383,15 +385,9 @@ def test_a_rak_coordinate_not_below_p_fails_the_claims_check(form: str, sample_r
     assert (y * y - (x ** 3 - 3 * x + P384_B)) % P384_P == 0, "(2, y) must be on P-384 for this test"
     big_x, y_bytes = (x + P384_P).to_bytes(48, "big"), y.to_bytes(48, "big")
     rak = b"\x04" + big_x + y_bytes if form == "raw point" else cbor2.dumps({1: 2, -1: 2, -2: big_x, -3: y_bytes})
-    claims = dict(cbor2.loads(realm_claims(profile=None)))
-    claims[44237] = rak
     expected = f"its x coordinate {x + P384_P:#x} is not below the field prime p = {P384_P:#x}"
-    problems = check_realm_claims(claims)
-    assert len(problems) == 1 and "realm claim 44237 (public_key)" in problems[0] and expected in problems[0], problems
-    result = verify_token(encode_cca_token(sample_platform_token, sign_cose_sign1(cbor2.dumps(claims), sample_rak)))
-    assert result.check("realm claims").passed is False
-    signature = result.check("realm signature")
-    assert signature.passed is False and expected in signature.reason, signature
+    _assert_rak_refused_by_both_checks(rak, expected, "realm claim 44237 (public_key)",
+                                       realm_claims, sample_platform_token, sample_rak)
 
 
 @pytest.mark.parametrize("algo, rim_size, warned", [

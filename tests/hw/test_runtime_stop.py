@@ -813,6 +813,22 @@ def test_a_thread_that_cannot_be_started_leaves_nothing_behind(monkeypatch: pyte
     assert not blocked, f"still blocked: {blocked}"
 
 
+def _sigint_once_cpu0_is_bound(m: Machine, sent: list[float]) -> Callable[[float], str | None]:
+    """run_cpus' on_tick: a Ctrl-C to this process at the first tick CPU 0 is bound (its time
+    noted in ``sent``), and a stop after 60 s if it never is."""
+    def on_tick(elapsed: float) -> str | None:
+        area = m.cpu_area(0)
+        try:
+            bound = area.binding() != 0
+        finally:
+            area.release()
+        if bound and not sent:
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+        return "CPU 0 never bound" if elapsed >= 60 else None
+    return on_tick
+
+
 @pytest.mark.multiprocess
 @pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_before_a_cpu_had_its_go_kills_it_as_never_started(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -829,17 +845,7 @@ def test_a_ctrl_c_before_a_cpu_had_its_go_kills_it_as_never_started(monkeypatch:
     sent: list[float] = []
 
     with Machine.create("host", cpus=4) as m:
-        def on_tick(elapsed: float) -> str | None:
-            area = m.cpu_area(0)
-            try:
-                bound = area.binding() != 0
-            finally:
-                area.release()
-            if bound and not sent:
-                sent.append(time.monotonic())
-                os.kill(os.getpid(), signal.SIGINT)
-            return "CPU 0 never bound" if elapsed >= 60 else None
-
+        on_tick = _sigint_once_cpu0_is_bound(m, sent)
         result = run_cpus(m, _until_stopped, on_tick=on_tick, tick_s=0.05, grace_s=60.0)
         ended = time.monotonic()
         assert sent and result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
@@ -944,17 +950,7 @@ def _interrupt_once_cpu_0_is_bound(monkeypatch: pytest.MonkeyPatch, meanwhile: C
     sent: list[float] = []
     with Machine.create("host", cpus=4) as m:
         handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-        def on_tick(elapsed: float) -> str | None:
-            area = m.cpu_area(0)
-            try:
-                bound = area.binding() != 0
-            finally:
-                area.release()
-            if bound and not sent:
-                sent.append(time.monotonic())
-                os.kill(os.getpid(), signal.SIGINT)
-            return "CPU 0 never bound" if elapsed >= 60 else None
+        on_tick = _sigint_once_cpu0_is_bound(m, sent)
 
         try:
             result = run_cpus(m, _until_stopped, on_tick=on_tick, tick_s=0.05, grace_s=60.0,
