@@ -121,10 +121,8 @@ def test_a_wrapped_ring_yields_at_most_its_capacity(tmp_path: Path) -> None:
     assert events[-1]["name"] == "RMI_GRANULE_UNDELEGATE" and events[-1]["ts"] == round(last[0] / 1000, 3)
 
 
-def _full_ring_with_a_torn_oldest(m: Machine) -> None:
-    """CPU 0 makes 10 calls into m's 8-record ring; then its oldest record (the slot the next
-    write goes to) gets a lock wait's kind and an RSI call's slot as its code: what a process
-    killed between those fields of a lock wait written over an RSI_IPA_STATE_GET leaves."""
+def _ten_calls_on_cpu0(m: Machine) -> int:
+    """CPU 0 traced through 5 DELEGATE and UNDELEGATE pairs of one granule (10 records); its PA."""
     cpu = m.cpu(0)
     cpu.set_tracing(True)
     pa = m.dram_base + 90 * m.granule_size
@@ -132,6 +130,14 @@ def _full_ring_with_a_torn_oldest(m: Machine) -> None:
         cpu.smc(DELEGATE, pa)
         cpu.smc(UNDELEGATE, pa)
     cpu.set_tracing(False)
+    return pa
+
+
+def _full_ring_with_a_torn_oldest(m: Machine) -> None:
+    """CPU 0 makes 10 calls into m's 8-record ring; then its oldest record (the slot the next
+    write goes to) gets a lock wait's kind and an RSI call's slot as its code: what a process
+    killed between those fields of a lock wait written over an RSI_IPA_STATE_GET leaves."""
+    _ten_calls_on_cpu0(m)
     region = m.trace_region(0)
     try:
         head = int.from_bytes(region[:8], "little")
@@ -159,13 +165,7 @@ def test_a_killed_cpus_oldest_record_of_a_full_ring_is_left_out(tmp_path: Path) 
     reads as valid (a torn record can mix two valid ones); a CPU not killed keeps it, and a
     killed CPU whose ring is not full keeps all (the slot it wrote last is not read)."""
     with Machine.create("host", cpus=2, trace_capacity=8) as m:
-        cpu = m.cpu(0)
-        cpu.set_tracing(True)
-        pa = m.dram_base + 90 * m.granule_size
-        for _ in range(5):
-            cpu.smc(DELEGATE, pa)
-            cpu.smc(UNDELEGATE, pa)
-        cpu.set_tracing(False)
+        pa = _ten_calls_on_cpu0(m)
         other = m.cpu(1)
         other.set_tracing(True)
         other.smc(DELEGATE, pa + m.granule_size)
