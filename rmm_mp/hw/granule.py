@@ -178,6 +178,14 @@ class LockStats:
         self.max_wait_ns = 0
         self.max_wait_idx = -1
 
+    def reset(self) -> None:
+        """Every counter back to 0, in place: the granule table and its CPU's EL3 share this
+        object, and the table keeps ``acquired`` itself (its lock fast path counts there)."""
+        for counters in (self.acquired, self.contended_by_class, self.wait_by_class, self.max_wait_by_class):
+            counters[:] = [0] * CLASSES
+        self.contended = self.wait_ns = self.max_wait_ns = 0
+        self.max_wait_idx = -1
+
     def count_contended(self, idx: int, cls: int, waited: int) -> None:
         """One contended acquisition of granule ``idx`` (lock class ``cls``) that waited
         ``waited`` ns: GranuleTable._lock_contended's, and the stress tool's replacements of it,

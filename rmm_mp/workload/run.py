@@ -50,7 +50,6 @@ from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.host import NsAllocator, RunQueue
 from rmm_mp.host.runqueue import OFF_ARRIVED
 from rmm_mp.hw import segment
-from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
@@ -438,7 +437,7 @@ def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participa
         # and for ever when it never does (killed in its start-up, or dying before it binds).
         # Some 200 acquisitions of the quickstart's build showed so in the lock table of a run
         # whose CPUs were never started. Zero counts are published instead.
-        cpu.monitor.lock_stats = LockStats()
+        cpu.monitor.lock_stats.reset()
         cpu.close()
     platform_key = AttestationKeys(w.platform).platform_public_key_pem() if any(t.attest for t in w.realms) else None
     ripas = ripas_template() if w.uses("ripas-churn") else None
