@@ -39,6 +39,16 @@ from rmm_mp.interrupts import repeated_signal
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def interrupt_of(exc: KeyboardInterrupt) -> str:
+    """What interrupt ``exc`` is ("Ctrl-C", "SIGTERM"), or "" for a copy of the last one taken.
+    Our handlers (Interrupts', runtime's SIGTERM one) raise it with what it is and have applied
+    the copy rule already; without an argument it is Python's own SIGINT handler's (a caller
+    with no Interrupts guard), which knows no copies, so the rule is applied here."""
+    if exc.args:
+        return str(exc.args[0])
+    return "" if repeated_signal(signal.SIGINT) else "Ctrl-C"
+
+
 class InterruptHold:
     """The wrapped handlers of one supervisor, and the interrupts they noted meanwhile."""
 
@@ -65,12 +75,9 @@ class InterruptHold:
         try:
             self.handlers[signum](signum, frame)
         except KeyboardInterrupt as exc:
-            # Without an argument it is Python's own SIGINT handler's, which knows no copies
-            # (runtime's supervisor applies the same rule to one raised while it waits).
-            if exc.args:
-                self.noted.append(str(exc.args[0]))
-            elif not repeated_signal(signal.SIGINT):
-                self.noted.append("Ctrl-C")
+            what = interrupt_of(exc)
+            if what:
+                self.noted.append(what)
 
     def next(self) -> str:
         """The oldest interrupt noted and not yet taken ("Ctrl-C", "SIGTERM"), or "" if none."""

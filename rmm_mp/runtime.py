@@ -62,7 +62,7 @@ import psutil
 from rmm_mp import cpu_args, cpu_exit, cpu_start
 from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult, own_usage
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.interrupt_hold import InterruptHold
+from rmm_mp.interrupt_hold import InterruptHold, interrupt_of
 from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -440,12 +440,7 @@ class _Supervisor:
                     # First: one more signal while this one is handled (kill_waiting reaps for
                     # ms) escaped run_cpus with every result; now noted, taken below (interrupt_hold).
                     self.hold.begin()
-                    # Without an argument it is Python's own SIGINT handler's (a caller with no
-                    # Interrupts guard), which knows no copies: the copy rule is applied here.
-                    # Our handlers (Interrupts', _sigterm_as_interrupt) applied it already.
-                    if not exc.args and repeated_signal(signal.SIGINT):
-                        continue
-                    what = exc.args[0] if exc.args else "Ctrl-C"
+                    what = interrupt_of(exc)    # "" for a copy (the copy rule)
                     while what:
                         self._interrupt(live, what)
                         what = self.hold.next()
