@@ -19,13 +19,17 @@ from rmm_mp.attest._cbor import is_array, is_map
 
 
 def describe(value: Any) -> str:
-    """'a 31-byte string', 'text "sha-1"', 'an array of 2', ... for problem messages."""
+    """'a 31-byte string', 'text "sha-1"', 'an array of 2', ... for problem messages. CBOR's
+    null, true and false are named as CBOR diagnostic notation and JSON write them (RFC 8949
+    8), not as Python's None, True and False: the token's author knows no Python."""
     if isinstance(value, bytes):
         return f"a {len(value)}-byte string"
     if isinstance(value, str):
         return f"text {value!r}"
-    if isinstance(value, bool) or value is None:
-        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, cbor2.CBORSimpleValue):
         return f"the simple value {value.value}"
     if value is cbor2.undefined:
@@ -43,6 +47,17 @@ def describe(value: Any) -> str:
     if is_map(value):
         return f"a map of {len(value)} entries"
     return f"a {type(value).__name__}"
+
+
+def shown(value: Any) -> str:
+    """A decoded scalar as written in a message: null, true, false and undefined in CBOR
+    diagnostic notation (RFC 8949 8), a number or text as Python writes it (2, 2.0, 'sha-1'),
+    anything larger as `describe` says it (no claim's whole value in a line)."""
+    if value is None or isinstance(value, bool) or value is cbor2.undefined:
+        return describe(value)
+    if isinstance(value, (int, float, str)):
+        return repr(value)
+    return describe(value)
 
 
 def is_integer_lookalike(value: Any) -> bool:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.abi.cca_token import COSE_ALG_ES256, COSE_ALG_ES384, COSE_ALG_ES512, TAG_COSE_SIGN1
 from rmm_mp.attest._cbor import is_array, is_map, loads_exact
-from rmm_mp.attest._claim_rules import describe, is_integer_lookalike
+from rmm_mp.attest._claim_rules import describe, is_integer_lookalike, shown
 from rmm_mp.attest.errors import SignatureError, TokenFormatError, UnsupportedCryptoError
 
 HEADER_ALG: Final = 1
@@ -112,7 +112,7 @@ def _protected_alg(protected: bytes, what: str) -> int:
     if not is_map(header):
         raise TokenFormatError(f"{what}: protected header must encode a map, found {describe(header)}")
     if HEADER_CRIT in header:
-        raise TokenFormatError(f"{what}: protected header has crit (2) = {header[HEADER_CRIT]!r}; "
+        raise TokenFormatError(f"{what}: protected header has crit (2) = {shown(header[HEADER_CRIT])}; "
                                "no critical header parameter is supported")
     if any(is_integer_lookalike(label) for label in header):
         # 1.0 or a rational 30([1, 1]) equals 1 in Python, so header.get(1) would find it as alg.
@@ -121,7 +121,8 @@ def _protected_alg(protected: bytes, what: str) -> int:
     alg = header.get(HEADER_ALG)
     if type(alg) is not int or alg not in ALGORITHMS:      # -35.0 == -35, but is no COSE alg
         names = ", ".join(f"{a.name} ({i})" for i, a in ALGORITHMS.items())
-        raise TokenFormatError(f"{what}: protected header alg (1) is {alg!r}; expected one of {names}")
+        found = shown(alg) if HEADER_ALG in header else "missing"
+        raise TokenFormatError(f"{what}: protected header alg (1) is {found}; expected one of {names}")
     return alg
 
 

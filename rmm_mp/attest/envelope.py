@@ -17,7 +17,7 @@ import cbor2
 
 from rmm_mp.abi.cca_token import (CMW_CONTENT_FORMAT_EAT, KEY_PLATFORM_TOKEN, KEY_REALM_TOKEN, TAG_CCA_TOKEN,
                                   TAG_CCA_TOKEN_CMW)
-from rmm_mp.attest._claim_rules import describe
+from rmm_mp.attest._claim_rules import describe, shown
 from rmm_mp.attest._cbor import is_array, is_map, loads_exact
 from rmm_mp.attest.errors import TokenFormatError
 
@@ -67,10 +67,10 @@ def _entry(tag: int, value: Any, name: str) -> bytes:
         return value
     if (not is_array(value) or len(value) != 2 or type(value[0]) is not int or value[0] != CMW_CONTENT_FORMAT_EAT
             or not isinstance(value[1], bytes)):
-        shown = (f"[{value[0]!r}, {describe(value[1])}]" if is_array(value) and len(value) == 2
+        found = (f"[{shown(value[0])}, {describe(value[1])}]" if is_array(value) and len(value) == 2
                  else describe(value))
         raise TokenFormatError(f"CCA token: the {name} entry of a tag {tag} token must be "
-                               f"[{CMW_CONTENT_FORMAT_EAT}, byte string wrapping a COSE_Sign1], found {shown}")
+                               f"[{CMW_CONTENT_FORMAT_EAT}, byte string wrapping a COSE_Sign1], found {found}")
     return value[1]
 
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rmm_mp.abi.cca_token import (COSE_CRV_P384, COSE_KEY_CRV, COSE_KEY_KTY, COSE_KEY_X, COSE_KEY_Y,
                                   COSE_KTY_EC2)
 from rmm_mp.attest._cbor import is_map, loads_exact
-from rmm_mp.attest._claim_rules import describe, label_problems
+from rmm_mp.attest._claim_rules import describe, label_problems, shown
 from rmm_mp.attest.errors import TokenFormatError
 
 P384_COORDINATE_SIZE: Final = 48
@@ -119,7 +119,7 @@ def cose_key_problems(data: bytes) -> list[str]:
     for label, expected, what in ((COSE_KEY_KTY, COSE_KTY_EC2, "kty (1)"), (COSE_KEY_CRV, COSE_CRV_P384, "crv (-1)")):
         # type(), not ==: 2.0 and True compare equal to integers but are no COSE values.
         if type(key.get(label)) is not int or key.get(label) != expected:
-            found = f"is {key[label]!r}" if label in key else "is missing"
+            found = f"is {shown(key[label])}" if label in key else "is missing"
             problems.append(f"RAK COSE_Key {what} {found}, expected {expected} "
                             f"({'EC2' if label == COSE_KEY_KTY else 'P-384'})")
     for label, what in ((COSE_KEY_X, "x (-2)"), (COSE_KEY_Y, "y (-3)")):

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.attest import (TokenFormatError, check_realm_claims, decode_cca_token, decode_sign1, encode_cca_token,
-                           raw_point, sign_cose_sign1, verify_token)
+                           encode_cose_key, raw_point, sign_cose_sign1, verify_token)
 from rmm_mp.attest.realm_claims import realm_claims_warnings
 
 
@@ -155,7 +155,7 @@ COSE_DEFECTS = {
     "untagged": (dict(tag=None), "expected a COSE_Sign1 with tag 18, found an array of 4"),
     "wrong tag": (dict(tag=17), "found tag 17"),
     "unknown alg": (dict(protected={1: -37}), "alg (1) is -37; expected one of ES256 (-7), ES384 (-35), ES512 (-36)"),
-    "no alg": (dict(protected={}), "alg (1) is None"),
+    "no alg": (dict(protected={}), "alg (1) is missing"),
     "crit": (dict(protected={1: -35, 2: [99]}), "crit (2)"),
     "alg also unprotected": (dict(unprotected={1: -35}), "protected header only"),
     "unprotected not a map": (dict(unprotected=[]), "unprotected header must be a map, found an array of 0"),
@@ -181,7 +181,7 @@ def test_realm_cose_defects_fail_the_realm_claims_check(defect: str, sample_rak:
 def test_detached_payload_is_refused(sample_rak: ec.EllipticCurvePrivateKey) -> None:
     """A COSE_Sign1 with a nil payload (detached content) is not a CCA token part."""
     message = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35}), {}, None, b"\x00" * 96]))
-    with pytest.raises(TokenFormatError, match=r"payload must be a byte string, found None \(a detached payload, nil, is not supported\)"):
+    with pytest.raises(TokenFormatError, match=r"payload must be a byte string, found null \(a detached payload, nil, is not supported\)"):
         decode_sign1(message, "realm token")
 
 
@@ -539,3 +539,43 @@ def test_a_protected_header_label_that_only_equals_1_is_refused(sample_rak: ec.E
     protected = bytes.fromhex("a1d81e8201013822")
     with pytest.raises(TokenFormatError, match=r"protected header labels must be integers or text, found \[Fraction"):
         decode_sign1(cbor2.dumps(cbor2.CBORTag(18, [protected, {}, b"", bytes(96)])), "realm token")
+
+
+@pytest.mark.parametrize("value, text", [(None, "null"), (True, "true"), (False, "false"), (cbor2.undefined, "undefined"),
+                                         (2.0, "2.0"), ("sha-1", "'sha-1'"), (b"ab", "a 2-byte string")])
+def test_cbor_null_true_and_false_are_named_as_cbor_writes_them(value: Any, text: str) -> None:
+    """describe(None) said "None" and describe(True) "True": Python's words for CBOR's null
+    and true (RFC 8949 8 writes null, true, false), though a token's author knows CBOR or JSON,
+    not Python (found by an attestation audit). `shown`, for a header or COSE_Key field's
+    value, names them the same way and keeps a number or text as written."""
+    from rmm_mp.attest._claim_rules import describe, shown
+    if value is None or isinstance(value, bool) or value is cbor2.undefined:
+        assert describe(value) == text
+    assert shown(value) == text
+
+
+@pytest.mark.parametrize("message, phrase", [
+    (cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35}), {}, None, b"\0" * 96])), "payload must be a byte string, found null ("),
+    (cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: None}), {}, b"\xa0", b"\0" * 96])), "protected header alg (1) is null; expected"),
+    (cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({4: b"k"}), {}, b"\xa0", b"\0" * 96])), "protected header alg (1) is missing; expected"),
+    (cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -35, 2: [True]}), {}, b"\xa0", b"\0" * 96])), "crit (2) = an array of 1;"),
+])
+def test_a_null_header_value_or_payload_is_called_null(message: bytes, phrase: str) -> None:
+    """A COSE_Sign1 with a null payload, a null alg, no alg at all, or a crit parameter: the
+    message named a null 'None' and a missing alg 'None' too (nothing told them apart)."""
+    with pytest.raises(TokenFormatError) as info:
+        decode_sign1(message, "realm token")
+    assert phrase in str(info.value), str(info.value)
+
+
+def test_a_null_rak_cose_key_field_and_cmw_content_format_are_called_null(
+        sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """A RAK COSE_Key whose kty is null fails the realm claims check saying 'kty (1) is null';
+    a tag 907 entry [null, bstr] is refused saying 'found [null, a ...'."""
+    key = cbor2.loads(encode_cose_key(sample_rak.public_key()))
+    key[1] = None
+    problems = check_realm_claims(cbor2.loads(realm_claims()) | {44237: cbor2.dumps(key)})
+    assert any("RAK COSE_Key kty (1) is null, expected 2 (EC2)" in p for p in problems), problems
+    token = cbor2.dumps(cbor2.CBORTag(907, {44234: [None, sample_platform_token], 44241: [263, b"\xa0"]}))
+    with pytest.raises(TokenFormatError, match=r"found \[null, a \d+-byte string\]"):
+        decode_cca_token(token)
