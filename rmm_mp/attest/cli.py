@@ -92,8 +92,9 @@ def attest_group() -> None:
 @click.option("--platform-key", type=click.Path(exists=True, dir_okay=False, readable=True), default=None,
               help="Platform key (trust anchor): an EC key on P-256, P-384 or P-521 (of a private "
                    "key only the public half is used) as PEM (public or private), DER, JWK, JWK Set "
-                   "(each of its EC keys is tried; keys of other types are skipped, and the platform "
-                   "signature check names them), veraison trust-anchor list JSON, or a hex EC point. "
+                   "(each of its EC keys on those curves is tried; keys of other types or on other "
+                   "curves are skipped, as RFC 7517 section 5 advises, and the platform signature "
+                   "check names them), veraison trust-anchor list JSON, or a hex EC point. "
                    "A file holding no such key (an RSA key, a P-192 key, a point not on its curve), or "
                    "a list or JWK Set with a broken entry, fails the platform signature check (exit 1), "
                    "naming what it holds. Without it the platform signature is not verified.")

@@ -7,11 +7,13 @@
 * one JWK object (RFC 7518 section 6.2: kty "EC", crv P-256/P-384/P-521, x, y; a private
   "d" is ignored), e.g. cpak.json, testIAK.jwk;
 * a JWK Set (RFC 7517 section 5: {"keys": [JWK, ...]}, as JWKS endpoints publish keys): every
-  EC key in it is a trust anchor for any platform, tried in turn like the entries of a list;
-  members of another key type (kty "RSA", "OKP", "oct"...: none can verify a CCA platform
-  token, and JWKS endpoints publish them beside EC keys) are skipped, and read_trust_anchors
-  notes which (the platform signature check's reason names them); a set with no EC key left
-  is refused;
+  EC key on P-256, P-384 or P-521 in it is a trust anchor for any platform, tried in turn like
+  the entries of a list; members of another key type (kty "RSA", "OKP", "oct"...: none can
+  verify a CCA platform token, and JWKS endpoints publish them beside EC keys) and EC members
+  on another curve (crv "secp256k1", "P-192"...) are skipped, as RFC 7517 section 5 has a
+  reader ignore a kty it does not understand or a value out of its supported range, and
+  read_trust_anchors notes which (the platform signature check's reason names them); a set
+  with no usable EC key left is refused;
 * a veraison trust-anchor list: a JSON array of objects with a "pkey" JWK and optional
   "implementation-id" / "instance-id" hex strings (ta-tfa.json, ta-02-ok.json);
 * hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
@@ -22,9 +24,9 @@ prime (cryptography would reduce it and accept another encoding of a key) and a 
 of another kind (RSA, Ed25519) or on another curve (P-192), named as such ("an RSA private key
 of 2048 bits"), or of an algorithm cryptography cannot read (its OID is named): a broken trust
 anchor is a failed verification, never a crash. A list or JWK Set with one bad entry (a broken
-EC key, a member without kty) is refused whole, because quietly using the others would hide a
-corrupted trust store; a JWK Set member of another key type is not broken, just of no use here,
-so it is skipped with a note.
+EC key, a member without kty or crv) is refused whole, because quietly using the others would
+hide a corrupted trust store; a JWK Set member of another key type or on another curve is not
+broken, just of no use here, so it is skipped with a note.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def load_trust_anchors(data: bytes, name: str = "platform key") -> tuple[TrustAn
 @dataclass(frozen=True)
 class TrustAnchorFile:
     """What a platform key file holds: its trust anchors, and notes on what was left out
-    (members of a JWK Set that are no EC key), for the reader of a verification report."""
+    (members of a JWK Set that are no EC key on a supported curve), for the reader of a verification report."""
 
     anchors: tuple[TrustAnchor, ...]
     notes: tuple[str, ...] = ()
@@ -247,11 +249,13 @@ def _json_anchors(text: str, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[
 
 
 def _jwk_set_anchors(keys: object, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...]]:
-    """The EC keys of a JWK Set, each a trust anchor for any platform, and a note naming the
-    members of another key type (RSA, OKP, oct...), which are skipped: JWKS endpoints publish
-    such keys beside EC ones, and none of them can verify a CCA platform token. A broken member
-    (an EC key that does not load, or one without kty) is refused whole, as a trust-anchor list
-    is, and so is a set left without an EC key."""
+    """The EC keys on a JWK_CURVES curve of a JWK Set, each a trust anchor for any platform, and
+    a note naming the members of another key type (RSA, OKP, oct...) or on another curve
+    (secp256k1, P-192, ...), which are skipped: JWKS endpoints publish such keys beside the ones
+    a CCA platform token is signed with, and RFC 7517 section 5 has a reader ignore a kty it
+    does not understand or a value out of its supported range. A broken member (an EC key that
+    does not load, one without kty or crv, a crv that is not text) is refused whole, as a
+    trust-anchor list is, and so is a set left without a usable EC key."""
     if not isinstance(keys, list) or not keys:
         found = "an empty array" if isinstance(keys, list) else f"a JSON {_json_type(keys)}"
         raise PlatformKeyError(f"platform key invalid: {name}: JWK Set \"keys\" is {found}; expected an array "
@@ -261,17 +265,25 @@ def _jwk_set_anchors(keys: object, name: str) -> tuple[tuple[TrustAnchor, ...], 
         what = f"{name} JWK Set key {i}"
         if not isinstance(jwk, dict):
             raise PlatformKeyError(f"platform key invalid: {what} is a JSON {_json_type(jwk)}; expected a JWK object")
-        kty = jwk.get("kty")
+        kty, crv = jwk.get("kty"), jwk.get("crv")
         if isinstance(kty, str) and kty != "EC":
-            skipped.append(f"key {i} (kty {kty!r})")
+            skipped.append((i, f"kty {kty!r}"))
+            continue
+        if kty == "EC" and isinstance(crv, str) and crv not in JWK_CURVES:
+            skipped.append((i, f"kty 'EC', crv {crv!r}"))
             continue
         anchors.append(TrustAnchor(jwk_public_key(jwk, what), f"{name} (JWK Set key {i})"))
     if not anchors:
-        held = ", ".join(s.replace(" (kty ", " has kty ").removesuffix(")") for s in skipped)
-        raise PlatformKeyError(f"platform key invalid: {name}: JWK Set holds no EC key ({held}); expected at least "
-                               "one EC JWK")
-    notes = (f"{name} JWK Set keys skipped, as no EC key: {', '.join(skipped)}",) if skipped else ()
+        held = ", ".join(f"key {i} has {what}" for i, what in skipped)
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK Set holds no EC key on {_CURVE_LIST} ({held}); "
+                               f"expected at least one EC JWK on one of them")
+    listed = ", ".join(f"key {i} ({what})" for i, what in skipped)
+    notes = (f"{name} JWK Set keys skipped, as no EC key on {_CURVE_LIST}: {listed}",) if skipped else ()
     return tuple(anchors), notes
+
+
+_CURVE_LIST: Final = ", ".join(list(JWK_CURVES)[:-1]) + f" or {list(JWK_CURVES)[-1]}"
+"""'P-256, P-384 or P-521', for messages."""
 
 
 def _json_type(value: object) -> str:

@@ -193,7 +193,8 @@ def _platform_signature_check(part: _Part, platform_key: bytes | ec.EllipticCurv
     except PlatformKeyError as exc:
         return Check(PLATFORM_SIGNATURE, False, str(exc))
     anchors = found.anchors
-    # What the key file's reader left out (JWK Set members that are no EC key) goes with every
+    # What the key file's reader left out (JWK Set members that are no EC key on a supported
+    # curve) goes with every
     # outcome: a failure may be explained by a key that was skipped.
     noted = "".join(f"; {note}" for note in found.notes)
     candidates = [a for a in anchors if _anchor_matches(a, part)]

@@ -266,8 +266,8 @@ def test_a_jwk_set_skips_members_that_are_no_ec_key_and_says_so() -> None:
     check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
         "platform signature")
     assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
-    assert ("set.json JWK Set keys skipped, as no EC key: key 0 (kty 'RSA'), key 2 (kty 'OKP')"
-            in check.reason), check
+    assert ("set.json JWK Set keys skipped, as no EC key on P-256, P-384 or P-521: key 0 (kty 'RSA'), "
+            "key 2 (kty 'OKP')" in check.reason), check
 
 
 def test_a_jwk_set_without_an_ec_key_is_refused_naming_its_members() -> None:
@@ -275,8 +275,44 @@ def test_a_jwk_set_without_an_ec_key_is_refused_naming_its_members() -> None:
     PlatformKeyError says the set holds no EC key and names each member's kty."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(json.dumps({"keys": [RSA_JWK, OKP_JWK]}).encode(), "k")
-    assert ("k: JWK Set holds no EC key (key 0 has kty 'RSA', key 1 has kty 'OKP'); expected at least one "
-            "EC JWK") in str(info.value)
+    assert ("k: JWK Set holds no EC key on P-256, P-384 or P-521 (key 0 has kty 'RSA', key 1 has kty 'OKP'); "
+            "expected at least one EC JWK on one of them") in str(info.value)
+
+
+SECP256K1_JWK = {"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"}
+P192_JWK = {"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}
+
+
+def test_a_jwk_set_skips_ec_members_on_an_unsupported_curve_and_says_so() -> None:
+    """A JWK Set with an EC key on secp256k1 (as Ethereum-style JWKS publish) and one on P-192
+    beside testIAK: the whole set was refused ("JWK crv is 'secp256k1', expected one of P-256,
+    P-384, P-521"), although RFC 7517 section 5 has a reader ignore members whose values are
+    out of its supported range, and testIAK verifies the token. Now both are skipped (named in
+    the platform signature check's reason with their crv) and the signature verifies with
+    testIAK; a set of such keys only is refused, naming each member's curve."""
+    iak = json.loads(_read(f"{TEST_COMMON}/testIAK.jwk"))
+    jwk_set = json.dumps({"keys": [SECP256K1_JWK, iak, RSA_JWK, P192_JWK]}).encode()
+    assert [a.source for a in load_trust_anchors(jwk_set, "k")] == ["k (JWK Set key 1)"]
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
+        "platform signature")
+    assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
+    assert ("set.json JWK Set keys skipped, as no EC key on P-256, P-384 or P-521: key 0 (kty 'EC', crv "
+            "'secp256k1'), key 2 (kty 'RSA'), key 3 (kty 'EC', crv 'P-192')") in check.reason, check
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(json.dumps({"keys": [SECP256K1_JWK, P192_JWK]}).encode(), "k")
+    assert ("k: JWK Set holds no EC key on P-256, P-384 or P-521 (key 0 has kty 'EC', crv 'secp256k1', key 1 has "
+            "kty 'EC', crv 'P-192')") in str(info.value)
+
+
+def test_a_jwk_set_member_whose_skip_leaves_the_token_unverified_is_named_in_the_failure() -> None:
+    """A JWK Set of testAltIAK (the wrong P-256 key) and a secp256k1 key: the set loads, the
+    signature fails with testAltIAK, and the failure names the skipped member, which may be
+    the key the user meant."""
+    alt = json.loads(_read(f"{TEST_COMMON}/testAltIAK.jwk"))
+    jwk_set = json.dumps({"keys": [alt, SECP256K1_JWK]}).encode()
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
+        "platform signature")
+    assert check.passed is False and "key 1 (kty 'EC', crv 'secp256k1')" in check.reason, check
 
 
 @pytest.mark.parametrize("content, phrase", [
@@ -287,6 +323,8 @@ def test_a_jwk_set_without_an_ec_key_is_refused_naming_its_members() -> None:
     ({"keys": [RSA_JWK, {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]},
      "k JWK Set key 1: JWK x decodes to 1 bytes"),
     ({"keys": [{"crv": "P-384"}]}, 'k JWK Set key 0: JWK has no "kty" member; expected "EC"'),
+    ({"keys": [{"kty": "EC", "x": "AA", "y": "AA"}]}, 'k JWK Set key 0: JWK has no "crv" member'),
+    ({"keys": [{"kty": "EC", "crv": ["P-384"], "x": "AA", "y": "AA"}]}, "k JWK Set key 0: JWK crv is ['P-384']"),
 ])
 def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phrase: str) -> None:
     """An empty JWK Set, a "keys" that is no array, or a bad member (a broken EC key, even
