@@ -22,7 +22,11 @@ Every failure raises PlatformKeyError with a message starting "platform key inva
 a point that is not on its curve (ta-02-bad.json), a JWK coordinate not below the curve's field
 prime (cryptography would reduce it and accept another encoding of a key) and a PEM or DER key
 of another kind (RSA, Ed25519) or on another curve (P-192), named as such ("an RSA private key
-of 2048 bits"), or of an algorithm cryptography cannot read (its OID is named): a broken trust
+of 2048 bits"), or of an algorithm cryptography cannot read (its OID is named). A PEM block
+cryptography refuses is told apart as corrupt (no END line, not base64, DER that is no key
+structure), mislabelled (a PKCS #8 key in an 'EC PRIVATE KEY' block) or a well-formed key whose
+values are no key (a point off its curve, a private scalar of 0 or >= n, a public half that is
+not the private scalar's), and so is such a DER file: a broken trust
 anchor is a failed verification, never a crash. A list or JWK Set with one bad entry (a broken
 EC key, a member without kty or crv) is refused whole, because quietly using the others would
 hide a corrupted trust store; a JWK Set member of another key type or on another curve is not
@@ -151,8 +155,7 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
             # A certificate, CSR, parameters...: no key cryptography reads as such.
             raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is no key; expected a "
                                    "'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY' block") from None
-        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is corrupt: "
-                               f"{_pem_damage(pem, label)}") from None
+        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} {_pem_problem(pem, label)}") from None
     return _ec_only(key, private, name, "PEM")
 
 
@@ -161,23 +164,167 @@ PEM_STRUCTURES: Final = {"PUBLIC KEY": "SubjectPublicKeyInfo (RFC 5280 4.1.2.7)"
                          "PRIVATE KEY": "PrivateKeyInfo (PKCS #8, RFC 5208 5)"}
 """The DER structure each key block label holds (RFC 7468 13, 11; RFC 5915 4)."""
 
+CURVE_OIDS: Final = {"1.2.840.10045.3.1.7": "P-256", "1.3.132.0.34": "P-384", "1.3.132.0.35": "P-521"}
+"""Named-curve OID (RFC 5480 2.1.1.1) -> JWK_CURVES name."""
+KEY_ALGORITHM_OIDS: Final = {"1.2.840.10045.2.1": "EC", "1.2.840.113549.1.1.1": "RSA", "1.2.840.113549.1.1.10": "RSA-PSS",
+                             "1.2.840.10040.4.1": "DSA", "1.2.840.10046.2.1": "DH", "1.3.101.110": "X25519",
+                             "1.3.101.111": "X448", "1.3.101.112": "Ed25519", "1.3.101.113": "Ed448"}
+"""AlgorithmIdentifier OID of a key (RFC 5480 2.1.1, RFC 8017 A.1, RFC 3279 2.3, RFC 8410 3) -> its name."""
+_ID_EC_PUBLIC_KEY: Final = "1.2.840.10045.2.1"
 
-def _pem_damage(pem: bytes, label: str) -> str:
-    """What is wrong with a key PEM block that cryptography refused, in a phrase: no END line,
-    a body that is not base64, or DER that is not the structure its label promises.
-    (cryptography's own text is a paragraph of guesses, a link and Rust debug output.)"""
+
+def _pem_problem(pem: bytes, label: str) -> str:
+    """What is wrong with a key PEM block that cryptography refused with a ValueError, as the
+    rest of a sentence after "PEM block 'LABEL'": corrupt (no END line, a body that is not
+    base64, DER that is no key structure), mislabelled (the DER is the structure of another
+    key label), or well formed with key values that are no key (a point not on its curve, a
+    private scalar out of range: `_der_problem`). cryptography's ValueError covers all of these,
+    and its text is a paragraph of guesses, a link and Rust debug output."""
     lines = pem.decode("ascii", errors="replace").splitlines()[1:]
     end = f"-----END {label}-----"
     if end not in (line.strip() for line in lines):
-        return f"it has no {end!r} line"
+        return f"is corrupt: it has no {end!r} line"
     # RFC 1421 headers ("Proc-Type: ...") may precede a traditional key's body.
     body = "".join(line.strip() for line in lines[:[line.strip() for line in lines].index(end)] if ":" not in line)
     try:
         der = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
-        return "its body is not base64 (RFC 7468)"
+        return "is corrupt: its body is not base64 (RFC 7468)"
     structure = PEM_STRUCTURES.get(label, "DER structure")
-    return f"its {len(der)} bytes are not the {structure} a {label!r} block holds"
+    found = _der_structure(der)
+    if found is not None and label in PEM_STRUCTURES and found.label != label:
+        article = "an" if PEM_STRUCTURES[found.label][0] in "AEIOU" else "a"
+        return (f"is mislabelled: its {len(der)} bytes are {article} {PEM_STRUCTURES[found.label]}, which a "
+                f"{found.label!r} block holds, not the {structure} a {label!r} block holds")
+    problem = _der_problem(found) if found is not None else None
+    if problem is not None:
+        return problem
+    return f"is corrupt: its {len(der)} bytes are not the {structure} a {label!r} block holds"
+
+
+@dataclass(frozen=True)
+class _DerKey:
+    """The parts of a key's DER structure a diagnosis needs (`_der_structure`)."""
+
+    label: str                  # the PEM label of the structure (a PEM_STRUCTURES key)
+    algorithm: str | None       # the key's algorithm OID (None: ECPrivateKey, EC implied)
+    curve: str | None           # a named curve's OID, from the parameters
+    point: bytes | None         # an EC public key's encoded point
+    scalar: bytes | None        # an EC private key's private scalar
+
+
+def _der_tlvs(data: bytes) -> list[tuple[int, bytes]] | None:
+    """The DER (tag, contents) items that `data` is made of, all of it, or None when it is not
+    a sequence of DER items with single-byte tags and definite lengths (X.690 8.1, 10.1)."""
+    items, pos = [], 0
+    while pos < len(data):
+        if pos + 2 > len(data) or data[pos] & 0x1F == 0x1F:
+            return None
+        tag, size, pos = data[pos], data[pos + 1], pos + 2
+        if size & 0x80:
+            octets = size & 0x7F
+            if not 1 <= octets <= 4 or pos + octets > len(data):
+                return None
+            size, pos = int.from_bytes(data[pos:pos + octets], "big"), pos + octets
+        if pos + size > len(data):
+            return None
+        items.append((tag, data[pos:pos + size]))
+        pos += size
+    return items
+
+
+def _der_oid(contents: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's contents (X.690 8.19)."""
+    arcs, value = [], 0
+    for byte in contents:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs:
+        return ""
+    first = min(arcs[0] // 40, 2)
+    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
+
+
+def _der_algorithm(contents: bytes) -> tuple[str | None, str | None]:
+    """(algorithm OID, named-curve OID or None) of an AlgorithmIdentifier's contents."""
+    parts = _der_tlvs(contents) or []
+    algorithm = _der_oid(parts[0][1]) if parts and parts[0][0] == 0x06 else None
+    curve = _der_oid(parts[1][1]) if len(parts) > 1 and parts[1][0] == 0x06 else None
+    return algorithm, curve
+
+
+def _der_structure(der: bytes) -> _DerKey | None:
+    """Which key structure `der` is, by its shape alone (no value is checked): an SPKI
+    SEQUENCE {AlgorithmIdentifier, BIT STRING}, an ECPrivateKey SEQUENCE {1, OCTET STRING,
+    [0] curve, [1] public key}, a PrivateKeyInfo SEQUENCE {0 or 1, AlgorithmIdentifier, OCTET
+    STRING, ...}; None for anything else."""
+    top = _der_tlvs(der)
+    if not top or len(top) != 1 or top[0][0] != 0x30:
+        return None
+    parts = _der_tlvs(top[0][1])
+    if not parts:
+        return None
+    tags = [tag for tag, _ in parts]
+    if tags == [0x30, 0x03] and parts[1][1][:1] == b"\0":
+        algorithm, curve = _der_algorithm(parts[0][1])
+        return _DerKey("PUBLIC KEY", algorithm, curve, parts[1][1][1:], None)
+    if tags[:2] == [0x02, 0x04] and parts[0][1] == b"\x01":
+        curve = point = None
+        for tag, contents in parts[2:]:
+            inner = _der_tlvs(contents) or []
+            if tag == 0xA0 and inner and inner[0][0] == 0x06:
+                curve = _der_oid(inner[0][1])
+            elif tag == 0xA1 and inner and inner[0][0] == 0x03 and inner[0][1][:1] == b"\0":
+                point = inner[0][1][1:]
+        return _DerKey("EC PRIVATE KEY", None, curve, point, parts[1][1])
+    if tags[:3] == [0x02, 0x30, 0x04] and parts[0][1] in (b"\0", b"\x01"):
+        algorithm, curve = _der_algorithm(parts[1][1])
+        inner = _der_structure(parts[2][1]) if algorithm == _ID_EC_PUBLIC_KEY else None
+        if inner is not None and inner.label == "EC PRIVATE KEY":
+            return _DerKey("PRIVATE KEY", algorithm, inner.curve or curve, inner.point, inner.scalar)
+        return _DerKey("PRIVATE KEY", algorithm, curve, None, None)
+    return None
+
+
+def _der_problem(found: _DerKey) -> str | None:
+    """Why cryptography refused a well-formed key structure, as the rest of a sentence after
+    "PEM block 'LABEL'" or "NAME": a key of another algorithm it cannot use, an EC public
+    point not on its curve, a private scalar outside 1..n-1, a public key that is not the
+    private scalar's; None when none of these is it."""
+    half = "private" if found.label.endswith("PRIVATE KEY") else "public"
+    if found.algorithm is not None and found.algorithm != _ID_EC_PUBLIC_KEY:
+        kind = KEY_ALGORITHM_OIDS.get(found.algorithm, "unknown")
+        return (f"holds a well-formed {found.label!r} structure of a {kind} {half} key (algorithm OID "
+                f"{found.algorithm}) whose key values cryptography refuses; expected {EXPECTED_KEY}")
+    curve_name = CURVE_OIDS.get(found.curve or "")
+    if curve_name is None:
+        return None     # another curve is UnsupportedAlgorithm, not a ValueError: nothing known to add
+    curve = JWK_CURVES[curve_name]
+    key = f"an EC {half} key on {curve_name}"
+    if found.scalar is not None:
+        value = int.from_bytes(found.scalar, "big")
+        try:
+            private = ec.derive_private_key(value, curve)
+        except ValueError:
+            return (f"holds {key} whose private scalar ({len(found.scalar)} bytes) is "
+                    f"{'0' if value == 0 else 'not below the order n of the curve'}; expected 1 <= scalar < n "
+                    "(SEC 1 3.2.1)")
+        if found.point is not None and found.point != private.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint):
+            # A compressed copy would differ in its bytes too; cryptography refuses any mismatch.
+            return (f"holds {key} whose public key ([1], {len(found.point)} bytes) is not the public key of its "
+                    "private scalar; expected the two halves of one key pair (SEC 1 C.4)")
+        return None
+    if found.point is not None:
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(curve, found.point)
+        except ValueError:
+            first = f"starting {found.point[:1].hex()}" if found.point else "empty"
+            return (f"holds {key} whose point ({len(found.point)} bytes, {first}) is not a point on {curve_name}; "
+                    "expected an encoded point of the curve (SEC 1 2.3.3)")
+    return None
 
 
 def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:
@@ -194,6 +341,12 @@ def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:
     except UnsupportedAlgorithm as exc:
         raise _unknown_key_type(exc, True, name, "DER") from None
     except (ValueError, TypeError):
+        # A well-formed SPKI, ECPrivateKey or PKCS #8 key whose values are no key is named so,
+        # not called a file of no known format.
+        found = _der_structure(der)
+        problem = _der_problem(found) if found is not None else None
+        if problem is not None:
+            raise PlatformKeyError(f"platform key invalid: {name} (DER) {problem}") from None
         raise PlatformKeyError(f"platform key invalid: {name} is none of {EXPECTED_FORMATS}") from None
     return _ec_only(key, True, name, "DER")
 

@@ -452,6 +452,89 @@ def test_a_corrupt_pem_key_block_is_named_shortly(pem: bytes, phrase: str) -> No
     assert "Could not deserialize" not in message and "cryptography.io" not in message and len(message) < 240, message
 
 
+def _p384_pair() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:
+    """A fresh P-384 key, its SEC 1 ECPrivateKey DER and its SPKI DER."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    sec1 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key, sec1, spki
+
+
+def _as_pem(label: str, der: bytes) -> bytes:
+    return f"-----BEGIN {label}-----\n{base64.encodebytes(der).decode()}-----END {label}-----\n".encode()
+
+
+def _well_formed_bad_key(kind: str) -> tuple[str, bytes]:
+    """(PEM label or "DER", key DER) of a well-formed key structure whose values are no key."""
+    key, sec1, spki = _p384_pair()
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    scalar = key.private_numbers().private_value.to_bytes(48, "big")
+    off_curve = spki[:-1] + bytes([spki[-1] ^ 1])
+    if kind in ("off-curve-spki", "off-curve-spki-der"):
+        return ("DER" if kind.endswith("der") else "PUBLIC KEY"), off_curve
+    if kind == "zero-scalar-sec1":
+        return "EC PRIVATE KEY", sec1.replace(scalar, bytes(48))
+    if kind == "big-scalar-sec1":
+        return "EC PRIVATE KEY", sec1.replace(scalar, b"\xff" * 48)
+    if kind == "zero-scalar-pkcs8":
+        pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+        return "PRIVATE KEY", pkcs8.replace(scalar, bytes(48))
+    other = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return "EC PRIVATE KEY", sec1.replace(point, other)      # "mismatched-public-sec1"
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("off-curve-spki", "k.pem: PEM block 'PUBLIC KEY' holds an EC public key on P-384 whose point (97 bytes, starting "
+                       "04) is not a point on P-384; expected an encoded point of the curve"),
+    ("off-curve-spki-der", "k.pem (DER) holds an EC public key on P-384 whose point (97 bytes, starting 04) is not a "
+                           "point on P-384"),
+    ("zero-scalar-sec1", "PEM block 'EC PRIVATE KEY' holds an EC private key on P-384 whose private scalar (48 bytes) "
+                         "is 0; expected 1 <= scalar < n"),
+    ("big-scalar-sec1", "PEM block 'EC PRIVATE KEY' holds an EC private key on P-384 whose private scalar (48 bytes) "
+                        "is not below the order n of the curve; expected 1 <= scalar < n"),
+    ("zero-scalar-pkcs8", "PEM block 'PRIVATE KEY' holds an EC private key on P-384 whose private scalar"),
+    ("mismatched-public-sec1", "PEM block 'EC PRIVATE KEY' holds an EC private key on P-384 whose public key ([1], "
+                               "97 bytes) is not the public key of its private scalar"),
+])
+def test_a_well_formed_key_whose_values_are_no_key_is_not_called_corrupt(kind: str, phrase: str) -> None:
+    """A PEM or DER key whose structure is sound but whose values cryptography refuses (a
+    point off its curve, a private scalar of 0 or >= n, a public half that is not the private
+    scalar's): every ValueError of cryptography was reported as 'PEM block ... is corrupt: its
+    120 bytes are not the SubjectPublicKeyInfo', and a DER one as 'none of a PEM or DER EC
+    key...', though the bytes are exactly that structure (found by an attestation audit). The
+    message now names the key, its curve and what about it is wrong."""
+    label, der = _well_formed_bad_key(kind)
+    data = der if label == "DER" else _as_pem(label, der)
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(data, "k.pem")
+    assert phrase in str(info.value) and "corrupt" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("label, structure, holder", [
+    ("EC PRIVATE KEY", "pkcs8", "a PrivateKeyInfo (PKCS #8, RFC 5208 5), which a 'PRIVATE KEY' block holds, not the "
+                                "ECPrivateKey (SEC 1 C.4, RFC 5915) a 'EC PRIVATE KEY' block holds"),
+    ("PUBLIC KEY", "sec1", "an ECPrivateKey (SEC 1 C.4, RFC 5915), which a 'EC PRIVATE KEY' block holds, not the "
+                           "SubjectPublicKeyInfo"),
+    ("PRIVATE KEY", "spki", "a SubjectPublicKeyInfo (RFC 5280 4.1.2.7), which a 'PUBLIC KEY' block holds, not the "
+                            "PrivateKeyInfo"),
+])
+def test_a_pem_key_under_another_keys_label_is_called_mislabelled(label: str, structure: str, holder: str) -> None:
+    """A sound key under the label of another key structure (a PKCS #8 key in an 'EC PRIVATE
+    KEY' block, a SEC 1 key in a 'PUBLIC KEY' block...) was called corrupt; the message now
+    says which structure the bytes are and which label holds it."""
+    key, sec1, spki = _p384_pair()
+    pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    der = {"pkcs8": pkcs8, "sec1": sec1, "spki": spki}[structure]
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(_as_pem(label, der), "k.pem")
+    assert f"k.pem: PEM block {label!r} is mislabelled: its {len(der)} bytes are {holder}" in str(info.value), \
+        str(info.value)
+
+
 @pytest.mark.parametrize("encoding", ["PEM", "DER"])
 def test_a_key_of_an_unknown_algorithm_fails_verification_without_a_traceback(encoding: str) -> None:
     """A well-formed SubjectPublicKeyInfo whose algorithm OID cryptography does not know
