@@ -18,6 +18,7 @@ tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,24 +85,78 @@ def is_map(value: object) -> TypeGuard[Mapping[Any, Any]]:
 
 def to_json(value: Any) -> Any:
     """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
-    strings, tags {"tag": n, "value": ...}, simple values {"simple": n}, NaN and the infinities
-    {"float": "nan" | "inf" | "-inf"} (json.dumps would write NaN or Infinity, which JSON has
-    no token for); ints, text, bools, finite floats and None stay."""
+    strings (an integer or text key as itself, any other key in CBOR diagnostic notation,
+    `diag`), tags {"tag": n, "value": ...}, a set (tag 258, which cbor2 builds as a frozenset)
+    {"tag": 258, "value": [...]}, simple values {"simple": n} (undefined is simple value 23),
+    NaN and the infinities {"float": "nan" | "inf" | "-inf"} (json.dumps would write NaN or
+    Infinity, which JSON has no token for); ints, text, bools, finite floats and None stay."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     if is_map(value):
-        return {str(k): to_json(v) for k, v in value.items()}
+        return {key_text(k): to_json(v) for k, v in value.items()}
     if is_array(value):
         return [to_json(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {"tag": SET_TAG, "value": [to_json(v) for v in value]}
     if isinstance(value, cbor2.CBORTag):
         return {"tag": value.tag, "value": to_json(value.value)}
     if isinstance(value, cbor2.CBORSimpleValue):
         return {"simple": value.value}
+    if value is cbor2.undefined:
+        return {"simple": _UNDEFINED}
     if isinstance(value, float) and not math.isfinite(value):
         return {"float": repr(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
+
+
+_UNDEFINED: Final = 23
+"""The simple value undefined (RFC 8949 3.3)."""
+
+
+def key_text(key: Any) -> str:
+    """A decoded map key as a JSON object key or a name: an integer or text key as itself
+    (claim 10 is "10"), any other in CBOR diagnostic notation (`diag`): str() of a key cbor2
+    built would be Python's repr (b'\\x00', (0,), FrozenDict({...}))."""
+    return str(key) if type(key) is int or isinstance(key, str) else diag(key)
+
+
+def label_text(key: Any) -> str:
+    """A claim or field label as a name ("unknown claim 1234567", "unknown claim 'x'"): text
+    quoted, any other non-integer label in CBOR diagnostic notation (`key_text`)."""
+    return repr(key) if isinstance(key, str) else key_text(key)
+
+
+def diag(value: Any) -> str:
+    """`value` in CBOR diagnostic notation (RFC 8949 8, with RFC 8610 G's h'' for bytes): what a
+    token's author can read, whatever decoder they use; a value cbor2 built from a tag it
+    knows (a date, a UUID, a rational...) that this cannot write back is named by its type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is cbor2.undefined:
+        return "undefined"
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, float):
+        return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(repr(value), repr(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (bytes, bytearray)):
+        return f"h'{bytes(value).hex()}'"
+    if isinstance(value, cbor2.CBORSimpleValue):
+        return f"simple({value.value})"
+    if isinstance(value, cbor2.CBORTag):
+        return f"{value.tag}({diag(value.value)})"
+    if is_array(value):
+        return "[" + ", ".join(diag(v) for v in value) + "]"
+    if is_map(value):
+        return "{" + ", ".join(f"{diag(k)}: {diag(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (set, frozenset)):
+        return f"{SET_TAG}([" + ", ".join(diag(v) for v in value) + "])"
+    return f"<a {type(value).__name__}>"
 
 
 def loads_exact(data: bytes, what: str, marker: bool = False) -> Any:

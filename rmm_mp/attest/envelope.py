@@ -18,7 +18,7 @@ import cbor2
 from rmm_mp.abi.cca_token import (CMW_CONTENT_FORMAT_EAT, KEY_PLATFORM_TOKEN, KEY_REALM_TOKEN, TAG_CCA_TOKEN,
                                   TAG_CCA_TOKEN_CMW)
 from rmm_mp.attest._claim_rules import describe, shown
-from rmm_mp.attest._cbor import is_array, is_map, loads_exact
+from rmm_mp.attest._cbor import diag, is_array, is_map, loads_exact
 from rmm_mp.attest.errors import TokenFormatError
 
 _PARTS = {KEY_PLATFORM_TOKEN: "platform token", KEY_REALM_TOKEN: "realm token"}
@@ -52,7 +52,7 @@ def decode_cca_token(data: bytes) -> CcaToken:
         elif not item.value:
             keys = "an empty map"
         else:
-            keys = "keys " + ", ".join(sorted(map(repr, item.value)))
+            keys = "keys " + ", ".join(sorted(map(diag, item.value)))     # h'00', not Python's bytes repr
         raise TokenFormatError(f"CCA token: tag {item.tag} must hold a map with exactly the keys "
                                f"{KEY_PLATFORM_TOKEN} (platform) and {KEY_REALM_TOKEN} (realm), found {keys}")
     parts = {key: _entry(item.tag, item.value[key], name) for key, name in _PARTS.items()}

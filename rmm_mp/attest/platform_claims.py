@@ -31,7 +31,7 @@ from rmm_mp.abi.cca_token import (LIFECYCLE_RANGES, PLATFORM_CHALLENGE, PLATFORM
                                   PLATFORM_SW_COMPONENTS, PLATFORM_VERIFICATION_SERVICE, SW_MEASUREMENT_DESCRIPTION,
                                   SW_MEASUREMENT_TYPE, SW_MEASUREMENT_VALUE, SW_SIGNER_ID, SW_VERSION)
 from rmm_mp.attest._claim_rules import bstr_problem, describe, label_problems, missing, rule_problems, tstr_problem
-from rmm_mp.attest._cbor import is_array, is_map, to_json
+from rmm_mp.attest._cbor import is_array, is_map, label_text, to_json
 from rmm_mp.attest.digest import HASH_ALGORITHMS
 
 CHALLENGE_SIZES: Final = (32, 48, 64)
@@ -153,14 +153,14 @@ def platform_claims_json(claims: Mapping[Any, Any]) -> dict[str, Any]:
     components = claims.get(PLATFORM_SW_COMPONENTS)
     if is_array(components):
         out["sw_components"] = [_component_json(c) for c in components]
-    out.update({f"unknown claim {key!r}": to_json(v) for key, v in claims.items() if key not in PLATFORM_CLAIM_NAMES})
+    out.update({f"unknown claim {label_text(key)}": to_json(v) for key, v in claims.items() if key not in PLATFORM_CLAIM_NAMES})
     return out
 
 
 def _component_json(component: Any) -> Any:
     if not is_map(component):
         return to_json(component)
-    named = {SW_COMPONENT_NAMES.get(k, f"unknown field {k!r}"): to_json(v) for k, v in component.items()}
+    named = {SW_COMPONENT_NAMES.get(k, f"unknown field {label_text(k)}"): to_json(v) for k, v in component.items()}
     return {**{n: named[n] for n in SW_COMPONENT_NAMES.values() if n in named},
             **{n: v for n, v in named.items() if n not in SW_COMPONENT_NAMES.values()}}
 

@@ -34,7 +34,7 @@ from rmm_mp.abi.cca_token import (REALM_CHALLENGE, REALM_CLAIM_ORDER, REALM_EXTE
                                   REALM_PROFILE, REALM_PROFILE_1_0, REALM_PUBLIC_KEY,
                                   REALM_PUBLIC_KEY_HASH_ALGO_ID)
 from rmm_mp.attest._claim_rules import bstr_problem, describe, label_problems, missing, rule_problems, tstr_problem
-from rmm_mp.attest._cbor import is_array, is_map, to_json
+from rmm_mp.attest._cbor import is_array, is_map, label_text, to_json
 from rmm_mp.attest.digest import DIGEST_SIZES, HASH_ALGORITHMS
 from rmm_mp.attest.rak import RAW_POINT_SIZE, cose_key_problems, raw_point_problem
 
@@ -133,7 +133,7 @@ def realm_claims_json(claims: Mapping[Any, Any]) -> dict[str, Any]:
     profile does not define follow as "unknown claim <key>"."""
     out = {name: to_json(claims[key]) for key, name in
            sorted(REALM_CLAIM_NAMES.items(), key=lambda kv: REALM_CLAIM_ORDER.index(kv[0])) if key in claims}
-    out.update({f"unknown claim {key!r}": to_json(v) for key, v in claims.items() if key not in REALM_CLAIM_NAMES})
+    out.update({f"unknown claim {label_text(key)}": to_json(v) for key, v in claims.items() if key not in REALM_CLAIM_NAMES})
     return out
 
 

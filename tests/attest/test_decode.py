@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.attest import (TokenFormatError, check_realm_claims, decode_cca_token, decode_sign1, encode_cca_token,
-                           encode_cose_key, raw_point, sign_cose_sign1, verify_token)
+                           encode_cose_key, inspect_token, raw_point, sign_cose_sign1, verify_token)
 from rmm_mp.attest.realm_claims import realm_claims_warnings
 
 
@@ -579,3 +579,34 @@ def test_a_null_rak_cose_key_field_and_cmw_content_format_are_called_null(
     token = cbor2.dumps(cbor2.CBORTag(907, {44234: [None, sample_platform_token], 44241: [263, b"\xa0"]}))
     with pytest.raises(TokenFormatError, match=r"found \[null, a \d+-byte string\]"):
         decode_cca_token(token)
+
+
+@pytest.mark.parametrize("payload, key, value", [
+    ("a2 8100 00 0a 40", "unknown claim [0]", 0),
+    ("a2 0a 40 a100 00 01", "unknown claim {0: 0}", 1),
+    ("a2 0a 40 4100 02", "unknown claim h'00'", 2),
+    ("a1 0a d90102 81 80", "challenge", {"tag": 258, "value": [[]]}),
+    ("a1 0a a1 a100 00 00", "challenge", {"{0: 0}": 0}),
+    ("a1 0a f7", "challenge", {"simple": 23}),
+])
+def test_claims_json_shows_non_text_keys_and_sets_in_cbor_notation(
+        payload: str, key: str, value: Any, sample_platform_token: bytes, sample_rak: ec.EllipticCurvePrivateKey) -> None:
+    """inspect_token's JSON of a realm token whose claims have an array, map or byte-string
+    label, or a value that is a set (tag 258), a map keyed by a map, or undefined: the names
+    and values were Python's reprs ("unknown claim (0,)", "{FrozenDict({})}", "b'\\x00'",
+    "undefined" as if it were text), found by an attestation audit feeding the CLI odd
+    tokens. Now labels are in CBOR diagnostic notation, a set is {"tag": 258, "value": [...]}
+    as on the wire, and undefined is simple value 23."""
+    realm = sign_cose_sign1(bytes.fromhex(payload.replace(" ", "")), sample_rak)
+    claims = inspect_token(encode_cca_token(sample_platform_token, realm))["realm"]["claims"]
+    assert claims[key] == value, claims
+
+
+def test_an_envelope_with_keys_of_other_types_names_them_in_cbor_notation() -> None:
+    """A tag 399 map keyed by a byte string, an array or a float: the message listed Python
+    reprs (b'\\x00', (0,)); it now names them as CBOR writes them."""
+    for encoded, phrase in (("d9018fa1 4100 00", "found keys h'00'"), ("d9018fa1 8100 00", "found keys [0]"),
+                            ("d9018fa2 fb40e5994000000000 40 19acd1 40", "found keys 44234.0, 44241")):
+        with pytest.raises(TokenFormatError) as info:
+            decode_cca_token(bytes.fromhex(encoded.replace(" ", "")))
+        assert phrase in str(info.value), str(info.value)
