@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import cbor2
 
-from rmm_mp.attest._cbor import is_array, is_map
+from rmm_mp.attest._cbor import diag, is_array, is_map
 
 
 def describe(value: Any) -> str:
@@ -36,6 +36,8 @@ def describe(value: Any) -> str:
         return "undefined"
     if isinstance(value, int):
         return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the float {diag(value)}"
     if isinstance(value, Fraction):
         return f"the rational {value} (CBOR tag 30)"
     if isinstance(value, Decimal):

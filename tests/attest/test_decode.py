@@ -610,3 +610,16 @@ def test_an_envelope_with_keys_of_other_types_names_them_in_cbor_notation() -> N
         with pytest.raises(TokenFormatError) as info:
             decode_cca_token(bytes.fromhex(encoded.replace(" ", "")))
         assert phrase in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("value, text", [(float("nan"), "the float NaN"), (1.5, "the float 1.5"),
+                                         (float("-inf"), "the float -Infinity"), (10.0, "the float 10.0")])
+def test_a_float_is_described_with_its_value(value: float, text: str) -> None:
+    """describe(1.5) said only 'a float' (its fallback, a Python type name): 'platform claim
+    2395 (lifecycle) must be an unsigned integer, found a float' did not name the value, as an
+    error for bad input must (found probing verify with a NaN lifecycle). It is now named in
+    CBOR diagnostic notation."""
+    from rmm_mp.attest._claim_rules import describe
+    assert describe(value) == text
+    problems = check_realm_claims({10: value})
+    assert f"realm claim 10 (challenge) must be a byte string, found {text}" in problems, problems
