@@ -387,10 +387,7 @@ def _key_kind(public: Any, private: bool) -> str:
 
 
 def _json_anchors(text: str, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...]]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlatformKeyError(f"platform key invalid: {name}: not valid JSON ({exc})") from None
+    doc = _parse_json(text, name)
     if isinstance(doc, dict) and "keys" in doc and "kty" not in doc:
         return _jwk_set_anchors(doc["keys"], name)
     if isinstance(doc, dict) and "pkey" not in doc:
@@ -399,6 +396,36 @@ def _json_anchors(text: str, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[
     if not entries:
         raise PlatformKeyError(f"platform key invalid: {name} is an empty trust-anchor list")
     return tuple(_anchor(entry, f"{name} trust anchor {i}") for i, entry in enumerate(entries)), ()
+
+
+MAX_JSON_DIGITS: Final = 100
+"""Longest integer a key file's JSON may hold. No member of a JWK or trust-anchor entry is a
+number (coordinates and ids are strings); Python refuses to convert an integer of more than
+4,300 digits (sys.get_int_max_str_digits) with a ValueError that would escape as a traceback."""
+
+
+def _parse_json(text: str, name: str) -> Any:
+    """The JSON document of a key file, or PlatformKeyError for what RFC 8259 or Python's parser
+    refuses: a syntax error, NaN / Infinity (Python's json reads them, JSON has no such token),
+    an integer too long to convert, nesting deeper than the parser's recursion allows."""
+    def no_constant(token: str) -> Any:
+        raise PlatformKeyError(f"platform key invalid: {name}: not valid JSON: {token} is no JSON value (RFC 8259 "
+                               "6 has no NaN or Infinity); expected a JWK, a JWK Set or a trust-anchor list")
+
+    def bounded_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_JSON_DIGITS:
+            raise PlatformKeyError(f"platform key invalid: {name}: holds a JSON number of {len(digits.lstrip('-'))} "
+                                   f"digits; expected none longer than {MAX_JSON_DIGITS} (no member of a JWK or a "
+                                   "trust anchor is a number)")
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_constant=no_constant, parse_int=bounded_int)
+    except json.JSONDecodeError as exc:
+        raise PlatformKeyError(f"platform key invalid: {name}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PlatformKeyError(f"platform key invalid: {name}: JSON nested deeper than the parser can follow; "
+                               "expected a JWK, a JWK Set or a trust-anchor list (3 levels deep at most)") from None
 
 
 def _jwk_set_anchors(keys: object, name: str) -> tuple[tuple[TrustAnchor, ...], tuple[str, ...]]:

@@ -680,3 +680,25 @@ def test_json_sw_component_with_broken_base64_is_rejected() -> None:
     doc = json.loads(_read("veraison-ccatoken/platform/testvectors/json/test-sw-components-invalid-combo.json"))
     with pytest.raises(binascii.Error):
         _from_json(doc, PLATFORM_JSON)
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ('{"keys":' + "[" * 30000 + "]" * 30000 + "}", "JSON nested deeper than the parser can follow"),
+    ('{"kty": "EC", "crv": "P-256", "x": ' + "9" * 5000 + ', "y": 1}', "holds a JSON number of 5000 digits; expected "
+                                                                          "none longer than 100"),
+    ('{"kty": "EC", "crv": NaN}', "not valid JSON: NaN is no JSON value"),
+    ('[{"pkey": {"kty": "EC"}, "instance-id": -Infinity}]', "not valid JSON: -Infinity is no JSON value"),
+])
+def test_a_key_file_json_that_python_cannot_read_is_a_failed_check_not_a_traceback(content: str, phrase: str) -> None:
+    """A --platform-key JSON file nested 30,000 deep, or with a 5,000-digit number: json.loads
+    raised RecursionError / ValueError ('Exceeds the limit (4300 digits)'), which escaped
+    `rmm-mp attest verify` as a traceback (found by an attestation audit feeding odd key files).
+    NaN and -Infinity, which Python's json reads but JSON has no token for, were taken as
+    values ('JWK crv is nan'). Each is now a PlatformKeyError, so verify_token fails the
+    platform signature check with the reason."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(content.encode(), "k.json")
+    assert f"k.json: {phrase}" in str(info.value), str(info.value)
+    check = verify_token(_read(f"{TESTDATA}/cca-token-draft-ffm-00.cbor"), content.encode(),
+                         key_name="k.json").check("platform signature")
+    assert check.passed is False and phrase in check.reason
