@@ -216,7 +216,8 @@ class _DerKey:
 def _der_tlvs(data: bytes) -> list[tuple[int, bytes]] | None:
     """The DER (tag, contents) items that `data` is made of, all of it, or None when it is not
     a sequence of DER items with single-byte tags and definite lengths (X.690 8.1, 10.1)."""
-    items, pos = [], 0
+    items: list[tuple[int, bytes]] = []
+    pos = 0
     while pos < len(data):
         if pos + 2 > len(data) or data[pos] & 0x1F == 0x1F:
             return None
