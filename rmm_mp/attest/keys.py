@@ -282,9 +282,9 @@ def _der_structure(der: bytes) -> _DerKey | None:
         return _DerKey("EC PRIVATE KEY", None, curve, point, parts[1][1])
     if tags[:3] == [0x02, 0x30, 0x04] and parts[0][1] in (b"\0", b"\x01"):
         algorithm, curve = _der_algorithm(parts[1][1])
-        inner = _der_structure(parts[2][1]) if algorithm == _ID_EC_PUBLIC_KEY else None
-        if inner is not None and inner.label == "EC PRIVATE KEY":
-            return _DerKey("PRIVATE KEY", algorithm, inner.curve or curve, inner.point, inner.scalar)
+        nested = _der_structure(parts[2][1]) if algorithm == _ID_EC_PUBLIC_KEY else None
+        if nested is not None and nested.label == "EC PRIVATE KEY":
+            return _DerKey("PRIVATE KEY", algorithm, nested.curve or curve, nested.point, nested.scalar)
         return _DerKey("PRIVATE KEY", algorithm, curve, None, None)
     return None
 
