@@ -105,7 +105,10 @@ def _header(doc: dict[str, Any]) -> list[str]:
     facts = [f"{label}{host[k]}" for k, label in (("machine", ""), ("python", "Python "), ("date", "")) if k in host]
     if facts:
         lines.append("host: " + ", ".join(facts))
-    if "load_start" in host and "load_end" in host:
+    # The averages are taken around the CPU processes' start-up and run; with every CPU killed in
+    # its start-up, "as the CPUs started ... as they ended" told of CPUs that never started (the
+    # JSON keeps the two figures, measured all the same).
+    if "load_start" in host and "load_end" in host and not none_ran:
         def averages(key: str) -> str:
             return " ".join(f"{v:.2f}" for v in host[key])
         lines.extend(textwrap.wrap(f"host load (1, 5, 15-minute averages): {averages('load_start')} as the CPUs "

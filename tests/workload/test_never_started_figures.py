@@ -151,3 +151,18 @@ def test_a_realm_kept_to_a_cpu_never_started_says_it_was_not_run(
     assert details == {"vm": "running when the run ended (0 REC entries)",
                        "kept": "not run: CPU 1, the only one to run its vCPUs, never started"}, details
     assert ", ran 0.10 s (limit 10 s)" in render.format_report(report), report
+
+
+def test_a_run_whose_cpus_never_started_claims_no_load_as_they_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CPUs were killed in their start-up (the header says "not run"): the text has no host
+    load line, which said "... as the CPUs started, ... as they ended" of CPUs that never started
+    or ended. The JSON keeps the two averages (measured, and documented as present then); one CPU
+    of two started: the line is there."""
+    monkeypatch.setattr(run.os, "getloadavg", lambda: (0.5, 0.25, 0.125))
+    report = _run_with(tmp_path, monkeypatch, (0, 1))
+    assert report.host["load_start"] == [0.5, 0.25, 0.12], report.host
+    text = render.format_report(report)
+    assert "not run: the CPUs never started" in text and "host load" not in text, text
+    one_ran = render.format_report(_run_with(tmp_path, monkeypatch, (1,)))
+    assert "host load (1, 5, 15-minute averages): 0.50 0.25 0.12 as the CPUs started" in one_ran, one_ran
