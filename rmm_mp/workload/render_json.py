@@ -164,7 +164,10 @@ def _split_record(cpu: int | str, split: latency.TimeSplit) -> dict[str, Any]:
 
 
 def time_split_records(report: RunReport) -> list[dict[str, Any]]:
-    if not report.latency_recorded:
+    """Per CPU whose figures were read, then "all"; empty when there are none: latency not
+    recorded (--no-latency), or no CPU's figures read (every CPU never started, or a signal
+    skipped the read), where one "all" row of zeros read as a measured split of no calls."""
+    if not report.latency_recorded or not report.stats:
         return []
     out = [_split_record(cpu, latency.time_split(report.stats[cpu])) for cpu in sorted(report.stats)]
     out.append(_split_record("all", latency.time_split(latency.merged(report.stats))))

@@ -149,6 +149,14 @@ def test_without_latency_the_latency_parts_are_empty() -> None:
     assert doc["locks"]  # lock statistics do not depend on latency recording
 
 
+def test_without_latency_figures_the_time_split_is_empty_as_with_no_latency() -> None:
+    """Latency was recorded but no CPU's figures were read (every CPU never started, or a signal
+    skipped the read): the time split is empty, as with --no-latency, where it held one "all" row
+    of zeros beside an empty latency list; the document still validates."""
+    doc = _valid(render.to_json(hand_built(stats={})))
+    assert doc["latency_recorded"] is True and doc["latency"] == [] and doc["time_split"] == [], doc["time_split"]
+
+
 def test_write_json_and_csv(tmp_path: Path) -> None:
     """write_json writes to_json's document; the CSV has the record columns and one row per record."""
     report = hand_built()

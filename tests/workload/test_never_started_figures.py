@@ -58,7 +58,8 @@ def test_the_parent_s_build_leaves_no_lock_figures_in_cpu_0_s_area(tmp_path: Pat
 def test_a_run_whose_cpus_never_started_has_no_figures_and_says_why(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Both CPUs were killed in their start-up (never started): the report has no lock or latency
-    figures of theirs (no empty row per CPU), the JSON lists them in not_started, and the text's
+    figures of theirs (no empty row per CPU, and no time split: not one "all" row of zeros, as
+    with --no-latency), the JSON lists them in not_started, and the text's
     latency and lock sections say that there are no figures and why, naming the CPUs never
     started, where they said "No calls were made." and "no granule lock was taken"."""
     report = _run_with(tmp_path, monkeypatch, (0, 1))
@@ -71,8 +72,7 @@ def test_a_run_whose_cpus_never_started_has_no_figures_and_says_why(tmp_path: Pa
     sections = text[text.index("Latency: "):text.index("Realms: ")]
     assert max(len(line) for line in sections.splitlines()) <= 118, sections
     doc = render.to_json(report)
-    assert doc["locks"] == [] and doc["latency"] == [] and doc["time_split"] == [{
-        "cpu": "all", "calls": 0, "total_ns": 0, "el3_ns": 0, "rmm_ns": 0, "lock_wait_ns": 0}], doc
+    assert doc["locks"] == [] and doc["latency"] == [] and doc["time_split"] == [], doc
     assert doc["not_started"] == [0, 1], doc["not_started"]
 
 
