@@ -161,7 +161,7 @@ def platform_show(name: str, public_key: bool) -> None:
     # pmu = false) must not show up as if RMI_FEATURES reported it.
     f = plat.features
     click.echo(f"RMI_FEATURES register 0 = {f.register0():#018x}: {FeatureRegister0.describe(f.register0())}")
-    click.echo(f"vmid_bits {f.vmid_bits} (VMIDs 0..{(1 << f.vmid_bits) - 1})")
+    click.echo(f"vmid_bits {f.vmid_bits} (VMIDs 0..{(1 << f.vmid_bits) - 1:,})")
     a = plat.attestation
     seeds = (f" (rak_seed {toml_string(a.rak_seed)}, platform_key_seed {toml_string(a.platform_key_seed)})"
              if a.keys == "seeds" else "")

@@ -277,7 +277,7 @@ class _Validator:
     def integer(self, table: dict[str, Any], key: str, where: str, lo: int, hi: int, what: str) -> int:
         value = table[key]
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise self.fail(where, value, f"{what}, an integer in {lo}..{hi}")
+            raise self.fail(where, value, f"{what}, an integer in {lo:,}..{hi:,}")
         return value
 
     def boolean(self, table: dict[str, Any], key: str, where: str) -> bool:
@@ -377,7 +377,7 @@ class _Validator:
         time_slice = raw.get("rec_time_slice", 10_000)
         if isinstance(time_slice, bool) or not isinstance(time_slice, int) or not 1 <= time_slice <= 10**9:
             raise self.fail("rec_time_slice", time_slice, "the number of guest instructions a REC runs before it "
-                                                          "exits with IRQ, an integer in 1..1000000000")
+                                                          "exits with IRQ, an integer in 1..1,000,000,000")
         platform = Platform(name, self.source, description, cpus, pa_bits, dram, mmio, secure, features,
                             attestation, time_slice)
         self.fits_control_block(platform)

@@ -85,7 +85,8 @@ class Fields:
 
     def integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int:
         if not is_int(value) or not lo <= value <= hi:
-            raise self.fail(key, value, f"{what}, an integer in {lo}..{hi}")
+            # Grouped as the tool's other numbers are: 1..1000000000000 was hard to read.
+            raise self.fail(key, value, f"{what}, an integer in {lo:,}..{hi:,}")
         return value
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:

@@ -134,7 +134,7 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
                                                ("--iterations", iterations), ("--seed", seed)) if value is not None)
     plat = _platform(file, platform)
     limit = min(plat.cpus, MAX_CPUS)
-    expected = f"an integer in 1..{limit} (platform {plat.name!r} has {_count(plat.cpus, 'CPU')})"
+    expected = f"an integer in 1..{limit:,} (platform {plat.name!r} has {_count(plat.cpus, 'CPU')})"
     if cpus is not None:
         cpus = cl.integer(cpus, "--cpus", 1, limit, f"the number of CPU processes (platform {plat.name!r} has "
                                                     f"{_count(plat.cpus, 'CPU')})")

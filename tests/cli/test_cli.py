@@ -68,7 +68,8 @@ def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     pmu = false the register has PMU_EN 0 and PMU_NUM_CTRS 0 (REALM_CREATE refuses a PMU), so
     no counters are shown (a file's pmu_counters = 5 beside pmu = false, once shown as 5
     counters, is now refused: tests/hw/test_platform.py); and it names the VMID width, which
-    decides REALM_CREATE's vmid_valid but is in no feature register."""
+    decides REALM_CREATE's vmid_valid but is in no feature register, their range grouped as the
+    tool's other numbers are (fvp: VMIDs 0..65,535)."""
     text = (ROOT / "platform" / "host.toml").read_text()
     for old, new in (("pmu = true", "pmu = false"), ("pmu_counters = 31", "pmu_counters = 0")):
         assert old in text
@@ -80,6 +81,8 @@ def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     assert "= 0x0000028f00314030:" in shown.output   # host's 0x28ffc314030 without bits 31:26
     assert "pmu false," in shown.output and "counters" not in shown.output
     assert "vmid_bits 8 (VMIDs 0..255)" in shown.output
+    fvp = CliRunner().invoke(main, ["platform", "show", "fvp"]).output
+    assert "vmid_bits 16 (VMIDs 0..65,535)" in fvp, fvp
     host = CliRunner().invoke(main, ["platform", "show", "host"]).output
     assert "pmu true (31 counters)" in host and "6 breakpoints, 4 watchpoints" in host
     assert "4 GIC list registers" in host

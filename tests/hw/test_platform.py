@@ -598,12 +598,14 @@ def test_many_regions_are_checked_for_overlap_in_one_sweep(tmp_path: Path, monke
      "DRAM below 2^48 = 0x1000000000000: without FEAT_LPA2"),
     ({"secure": (plat.Region(0x1000_0000, 1 << 20),)}, "secure[0].base", "a Secure range inside DRAM"),
     ({"cpus": 0}, "cpus", "the number of CPUs, an integer in 1..256"),
+    ({"rec_time_slice": 0}, "rec_time_slice", "exits with IRQ, an integer in 1..1,000,000,000"),
     ({"dram": (0x8000_0000, 64 << 20)}, "dram", "a table with keys base and size"),
 ])
 def test_machine_create_checks_a_platform_object_as_the_loader_does(change: dict[str, object], key: str,
                                                                     expected: str) -> None:
     """Machine.create of a Platform object built in Python (dataclasses.replace of `host`) that
-    no platform file could describe: DRAM past 2^48, a Secure range outside DRAM, 0 CPUs, DRAM
+    no platform file could describe: DRAM past 2^48, a Secure range outside DRAM, 0 CPUs, a REC
+    time slice of 0 (its range's bound grouped, 1..1,000,000,000, as the tool's other numbers are), DRAM
     that is no Region. Each is the loader's ConfigError (a ValueError) for the key, from
     "Platform object 'host'", and no shared memory is made. Before, the object was used as it
     was, though the docstring promised a ValueError for an invalid platform: the machine was

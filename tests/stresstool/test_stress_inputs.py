@@ -85,7 +85,7 @@ TAMPERED = [
     # A missing required key is an error, not a default (no seed used to replay seed 0).
     (("config", "seed"), DELETE, "config.seed = (missing): expected a value: the key is required"),
     # Types: these raised TypeError in config.py, or failed in the run after the machine was made.
-    (("config", "steps"), None, "config.steps = null: expected a step budget, an integer in 1..100000000"),
+    (("config", "steps"), None, "config.steps = null: expected a step budget, an integer in 1..100,000,000"),
     (("config", "pct_depth"), "3", "config.pct_depth = '3': expected a PCT bug depth, an integer in 1..64"),
     (("config", "quiescent_every"), "x", "config.quiescent_every = 'x': expected a whole number of steps >= 0"),
     (("config", "quiescent_every"), 0.5, "config.quiescent_every = 0.5: expected a whole number of steps >= 0"),
@@ -98,15 +98,15 @@ TAMPERED = [
     (("config", "inject"), None, "config.inject = null: expected a list of bug names"),
     (("config", "guests"), 1, "config.guests = 1: expected true or false"),
     (("config", "time_slice"), 0, "config.time_slice = 0: expected a number of guest instructions per REC entry, "
-                                  "an integer in 1..1000000000"),
+                                  "an integer in 1..1,000,000,000"),
     (("config", "time_slice"), -1, "config.time_slice = -1: expected a number of guest instructions"),
     (("config", "time_slice"), "400", "config.time_slice = '400': expected a number of guest instructions"),
-    (("config", "seed"), "1", f"config.seed = '1': expected a seed, an integer in 0..{U64}"),
-    (("config", "seed"), 1.0, f"config.seed = 1.0: expected a seed, an integer in 0..{U64}"),
-    (("config", "seed"), True, f"config.seed = true: expected a seed, an integer in 0..{U64}"),
+    (("config", "seed"), "1", f"config.seed = '1': expected a seed, an integer in 0..{U64:,}"),
+    (("config", "seed"), 1.0, f"config.seed = 1.0: expected a seed, an integer in 0..{U64:,}"),
+    (("config", "seed"), True, f"config.seed = true: expected a seed, an integer in 0..{U64:,}"),
     # Values that used to be accepted silently.
-    (("config", "seed"), -5, f"config.seed = -5: expected a seed, an integer in 0..{U64}"),
-    (("config", "seed"), 2**70, f"config.seed = {2**70} ({2**70:#x}): expected a seed, an integer in 0..{U64}"),
+    (("config", "seed"), -5, f"config.seed = -5: expected a seed, an integer in 0..{U64:,}"),
+    (("config", "seed"), 2**70, f"config.seed = {2**70} ({2**70:#x}): expected a seed, an integer in 0..{U64:,}"),
     (("config", "strategy"), "xyz", "config.strategy = 'xyz': expected one of 'random', 'pct' or 'replay' (a replay "
                                     "follows the switches of a deterministic run)"),
     (("config", "strategy"), "free", "config.strategy = 'free': expected one of 'random', 'pct' or 'replay'"),
