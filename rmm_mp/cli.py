@@ -16,6 +16,7 @@ import click
 
 from rmm_mp import __version__, interrupts, outpaths
 from rmm_mp.abi.rmi import FeatureRegister0
+from rmm_mp.clitypes import usage_error
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
@@ -144,6 +145,8 @@ def platform_show(name: str, public_key: bool) -> None:
             # NAME is an argument, as run's --platform is an option: say so, not "platform: platform = ..."
             raise ConfigError("command line", "NAME", exc.value, exc.expected) from None
         plat = platforms.load(path)      # a resolved path resolves to itself
+    except ConfigError as exc:
+        raise usage_error(exc) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if public_key:

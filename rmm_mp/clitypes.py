@@ -3,7 +3,7 @@
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
 one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
-flag); nothing here touches a machine.
+flag; a bad input file's error, usage_error); nothing here touches a machine.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import abbreviated
+from rmm_mp.hw.tomlsrc import ConfigError, abbreviated
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -262,3 +262,22 @@ def refuse_beside_listing(ctx: click.Context, flag: str) -> None:
                           for param in given)
         raise click.UsageError(f"{flag} lists the catalog and exits: it takes no other option or argument "
                                f"(given: {shown})")
+
+
+class BadInputFile(click.ClickException):
+    """A workload or platform file (or one it names) that is not acceptable: "Error: FILE:LINE:
+    key = value: expected ...", exit status 2 as for a usage error, without click's usage block
+    ("Usage: ... Try '... --help'"), which tells of a wrong invocation: the command line was
+    right, the file's content was not."""
+
+    exit_code = 2
+
+
+def usage_error(exc: ConfigError) -> click.ClickException:
+    """The click error for ``exc``: a usage error (usage block first) when the command line
+    itself was wrong (an argument or option: source "command line"), else BadInputFile. Both
+    exit with status 2 (docs/workloads.md); before, a bad file's content came after the usage
+    block too."""
+    if exc.source == "command line":
+        return click.UsageError(str(exc))
+    return BadInputFile(str(exc))

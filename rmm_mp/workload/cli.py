@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import click
 
-from rmm_mp.clitypes import Int, TypedFloatParam
+from rmm_mp.clitypes import Int, TypedFloatParam, usage_error
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -54,7 +54,7 @@ def _resolve(workload: str, **options: object) -> Workload:
     try:
         return resolve(spec.load(workload), **options)  # type: ignore[arg-type]
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise usage_error(exc) from None
 
 
 @click.command()

@@ -588,3 +588,44 @@ def test_a_typed_float_survives_pickling_and_copying() -> None:
     typed = TypedFloat(1.5, "1.50")
     for made in (pickle.loads(pickle.dumps(typed)), copy.copy(typed), copy.deepcopy(typed)):
         assert type(made) is TypedFloat and made == 1.5 and repr(made) == "1.50", repr(made)
+
+
+BAD_PLATFORM = 'name = "x"\ncpus = 0\n'
+"""A platform file missing its attestation table (the first error the loader names)."""
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda bad, wl: ["platform", "show", bad],
+    lambda bad, wl: ["workloads", "show", "quickstart", "--platform", bad],
+    lambda bad, wl: ["workloads", "show", wl],
+    lambda bad, wl: ["run", wl],
+], ids=["platform-show", "workloads-show-platform", "workloads-show-file", "run-file"])
+def test_a_bad_input_file_is_an_error_line_without_the_usage_block(tmp_path: Path, make_args: Any) -> None:
+    """A bad platform file, named by `platform show`, by `--platform` or by a workload file's
+    platform key, and a workload file with a TOML syntax error: exit status 2 and the error
+    naming the file, the key, the value and what was expected, with no click usage block
+    ("Usage: ... Try '... --help'"): the invocation was right, the file's content was not. Every
+    one of these printed the usage block before the error."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_PLATFORM)
+    wl = tmp_path / "w.toml"
+    wl.write_text(f'seconds = 1\nplatform = "{bad}"\nactivities = {{ run = 1 }}\n'
+                  '[[realm]]\nname = "vm"\nguest = "hello"\n')
+    result = CliRunner().invoke(main, make_args(str(bad), str(wl)))
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: {bad}: attestation = (missing): expected a value: the key is required\n", \
+        result.output
+    wl.write_text("x = [1\n")
+    syntax = CliRunner().invoke(main, ["workloads", "show", str(wl)])
+    assert syntax.exit_code == 2 and syntax.output.startswith(f"Error: {wl}: "), syntax.output
+
+
+@pytest.mark.parametrize("args", [["platform", "show", "no-such-platform"], ["run", "quickstart", "--cpus", "999"]],
+                         ids=["platform-name", "run-cpus"])
+def test_a_bad_argument_or_option_keeps_the_usage_block(args: list[str]) -> None:
+    """A bad argument or option (no such platform name, more CPUs than the platform has) is an
+    error of the invocation: exit status 2 with click's usage block before the error, whose
+    source is "command line"."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Usage: ") and "Error: command line: " in result.output, result.output
