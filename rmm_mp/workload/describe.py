@@ -6,12 +6,15 @@
                        set), each phase's weights per CPU (CPUs with the same weights share a
                        line) and the owner of every lifecycle instance
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
-    seconds_text(s)    seconds to 10 significant digits, digits grouped (the run report's header too)
+    seconds_text(s)    seconds to 10 significant digits, digits grouped, no exponent (the run
+                       report's header too)
 
 This module owns these texts. It runs nothing.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
@@ -75,8 +78,13 @@ def seconds_text(seconds: float) -> str:
     "134,898.4", as counts of steps are shown ("15,000 steps"; seconds read "15000 s" beside
     them): %g's six showed a phase of 134898.4 s as 134898 s and one of 271000.9 s as 271001 s
     (a length of a week has 6 digits before the point). A share of a length set with --seconds,
-    10 / 3, reads 3.333333333."""
-    return f"{seconds:,.10g}"
+    10 / 3, reads 3.333333333. No exponent either: %g wrote `--seconds 1e-7` as "1e-07" and
+    0.000015 as "1.5e-05", where the phases' sum error (spec) and the stress report write plain
+    decimals; "0.0000001". Below a nanosecond (the tool's clock unit: no run honours such a
+    length, which only a typo gives) to 3 digits with an exponent, rather than hundreds of zeros."""
+    if 0 < seconds < 1e-9:
+        return f"{seconds:.3g}"
+    return f"{Decimal(f'{seconds:.10g}'):,f}"
 
 
 def length(seconds: float | None, iterations: int | None) -> str:

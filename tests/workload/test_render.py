@@ -77,6 +77,13 @@ def test_a_run_of_under_10_ms_gives_its_time_in_ms() -> None:
     assert ", ran 0.01 s (limit" in edge, edge
 
 
+def test_header_limit_of_a_tenth_of_a_microsecond_has_no_exponent() -> None:
+    """A run limited to `--seconds 1e-7`: the header's limit reads "0.0000001 s", as the other
+    lengths the tool shows, where it read "1e-07 s"."""
+    head = format_report(hand_built(seconds=1e-7)).splitlines()[1]
+    assert head.endswith("(limit 0.0000001 s)"), head
+
+
 def test_header_shows_the_host_load() -> None:
     """With the host's load averages recorded at the start and the end of the CPUs' run, the
     header's fifth line gives both, and stays within the 118 columns even with three-digit

@@ -829,6 +829,21 @@ def test_a_phase_length_is_shown_with_its_digits(tmp_path: Path) -> None:
     assert "  a: 3.333333333 s" in shares.splitlines(), shares
 
 
+def test_a_length_under_a_tenth_of_a_millisecond_is_shown_without_an_exponent(tmp_path: Path) -> None:
+    """`workloads show` of a run of `--seconds 1e-7`, and of phases of 0.000015 s and 1e-9 s:
+    each length reads as a plain decimal, as the tool writes the phases' sum in its error and the
+    stress report its waits ("0.00002 s"); %g showed "1e-07 s" and "1.5e-05 s"."""
+    from rmm_mp.workload.describe import describe
+    text = 'activities = { delegate-churn = 1 }\nseconds = 1\n'
+    shown = describe(load(tmp_path, text, seconds=1e-7)).splitlines()
+    assert any(line.startswith("length 0.0000001 s,") for line in shown), shown
+    assert "  main: 0.0000001 s" in shown, shown
+    phases = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 0.000015\n'
+              '[[phase]]\nname = "b"\nseconds = 1e-9\n')
+    shown = describe(load(tmp_path, phases)).splitlines()
+    assert "  a: 0.000015 s" in shown and "  b: 0.000000001 s" in shown, shown
+
+
 def test_duplicate_phase_names(tmp_path: Path) -> None:
     """Two phases with one name: the second is refused at its name's line."""
     text = ('activities = { delegate-churn = 1 }\n[[phase]]\nname = "a"\nseconds = 1\n'
