@@ -31,8 +31,8 @@ def loads(text: str, source: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         twice = _defined_twice(text, str(exc))
         if twice is not None:
-            key, written, twice_line, reason = twice
-            raise ConfigError(source, key, written, "each key and table defined once (the TOML parser: "
+            key, written, twice_line, reason, already = twice
+            raise ConfigError(source, key, written, f"each key and table defined once{already} (the TOML parser: "
                                                     f"{reason})", twice_line) from None
         found = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
@@ -67,40 +67,90 @@ class _Written:
         return self.text
 
 
-def _defined_twice(text: str, message: str) -> tuple[str, _Written, int, str] | None:
+def _defined_twice(text: str, message: str) -> tuple[str, _Written, int, str, str] | None:
     """For tomllib's refusal of a key or table defined twice (``message``), the key path of the
-    statement it is about, as the file writes it, the statement's value, its line and the
-    parser's reason; None for any other error, or when no statement is found. tomllib names
-    neither the key nor, when the statement is the file's last one with no newline after it, a
-    line ("Cannot overwrite a value (at end of document)"): its position is where the statement
-    ends, so the statement is the last key line or table header at or before it (code_lines:
-    not one inside a multi-line string)."""
+    statement it is about, as the file writes it, the statement's value, its line, the
+    parser's reason and what the key already was (": x is already ..." or ""); None for any
+    other error, or when no statement is found. tomllib names neither the key nor, when the
+    statement is the file's last one with no newline after it, a line ("Cannot overwrite a value
+    (at end of document)"): its position is where the statement ends, so the statement is the
+    last key line or table header at or before it (code_lines: not one inside a multi-line
+    string).
+
+    A [[header]] refused because a `key = value` line defined its key (or a key above it) is
+    about that key: `x = [1]` then `[[x]]` was named x[0], as if an entry of [[x]] were defined
+    twice, beside "Cannot mutate immutable namespace ('x',)"; it is named x, with what x is
+    (an array of values, an inline table, a value) and the line defining it."""
     match = _TWICE.fullmatch(message)
     if match is None:
         return None
     lines = code_lines(text)
     end = int(match.group(2)) if match.group(2) else len(lines)
     table = ""
+    indexed: list[str] = []         # the current table's parts, an array of tables' with its index
     seen: dict[str, int] = {}
+    values: dict[str, tuple[int, str]] = {}     # key (indexed) -> its line and statement, for `key = value` lines
     found: tuple[str, _Written, int] | None = None
+    already = ""
     for number, line in enumerate(lines[:end], start=1):
         header = HEADER.match(line)
         if header:
-            name = ".".join(key_part(p) for p in header_key(header.group(2)))
+            parts = header_key(header.group(2))
+            name = ".".join(key_part(p) for p in parts)
             if header.group(1) == "[[":
+                defined = _defined_above(parts, seen, values)
                 seen[name] = seen.get(name, -1) + 1
                 table = f"{name}[{seen[name]}]"
             else:
+                defined = None
                 table = name
-            found = (table, _Written(without_comment(line).strip()), number)
+            indexed = _indexed(parts, seen)
+            written = without_comment(line).strip()
+            found = (table, _Written(written), number)
+            if defined is not None:
+                key, (at, statement) = defined
+                what = statement.split("=", 1)[1].strip()
+                kind = ("an array of values" if what.startswith("[") else
+                        "an inline table" if what.startswith("{") else "a value")
+                found = (key, _Written(written), number)
+                already = f": {key} is already {kind} at line {at} ({statement}), to which {written} cannot add a table"
+            else:
+                already = ""
             continue
         keyed = line_key(line)
         if keyed is not None:
             key = ".".join([table] * bool(table) + [key_part(part) for part in keyed[0]])
             found = (key, _Written(without_comment(line[keyed[1]:]).strip()), number)
+            already = ""
+            values[".".join(indexed + [key_part(part) for part in keyed[0]])] = (number, without_comment(line).strip())
     if found is None:
         return None
-    return (*found, match.group(1))
+    return (*found, match.group(1), already)
+
+
+def _indexed(parts: list[str], seen: dict[str, int]) -> list[str]:
+    """A table header's key ``parts`` as key_part writes them, each part that names an array of
+    tables so far (``seen``, by the plain dotted name) with the index of its last entry."""
+    out: list[str] = []
+    plain: list[str] = []
+    for part in parts:
+        plain.append(key_part(part))
+        name = ".".join(plain)
+        out.append(f"{key_part(part)}[{seen[name]}]" if name in seen else key_part(part))
+    return out
+
+
+def _defined_above(parts: list[str], seen: dict[str, int],
+                   values: dict[str, tuple[int, str]]) -> tuple[str, tuple[int, str]] | None:
+    """The longest key of a [[header]]'s key ``parts`` (itself, or one above it) that a `key =
+    value` line defined (``values``), with that line and statement; None if there is none. Each
+    part above it is indexed as _indexed does; the key itself is not (a value is no array of
+    tables)."""
+    for i in range(len(parts), 0, -1):
+        key = ".".join([*_indexed(parts[:i - 1], seen), key_part(parts[i - 1])])
+        if key in values:
+            return key, values[key]
+    return None
 
 
 def _deepest_nesting(text: str) -> tuple[int | None, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rmm_mp.hw import platform as plat
+from rmm_mp.hw.tomlparse import loads
 from rmm_mp.hw.tomlsrc import MAX_INPUT, ConfigError, InputTooLarge, read_source
 from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.workload import spec
@@ -198,6 +199,27 @@ def test_a_key_defined_twice_is_named_with_its_line(tmp_path: Path, kind: str, l
     assert (info.value.key, info.value.line) == (key, len(text.splitlines())), str(info.value)
     assert str(info.value).startswith(f"{path}:{info.value.line}: {key} = {written}: expected each key and table "
                                       "defined once (the TOML parser: C"), str(info.value)
+
+
+@pytest.mark.parametrize("text, key, line, already", [
+    ('realm = [1]\n[[realm]]\nname = "vm"\n', "realm", 2, "realm is already an array of values at line 1 (realm = [1])"),
+    ("x = 1\n[[x]]\n", "x", 2, "x is already a value at line 1 (x = 1)"),
+    ("x = { a = 1 }\n[[x]]\n", "x", 2, "x is already an inline table at line 1 (x = { a = 1 })"),
+    ("[t]\nx = [1]\n[[t.x]]\n", "t.x", 3, "t.x is already an array of values at line 2 (x = [1])"),
+    ("x = [1]\n[[x.y]]\n", "x", 2, "x is already an array of values at line 1 (x = [1])"),
+], ids=["array-of-values", "value", "inline-table", "in-a-table", "below-an-array"])
+def test_an_array_of_tables_over_a_key_s_value_names_that_key(text: str, key: str, line: int, already: str) -> None:
+    """A [[header]] for a key (or below one) that a `key = value` line already defined: the
+    error names that key, what it already is and where, at the header's line. It named the
+    header's first table, realm[0], as if an entry of [[realm]] were defined twice, beside
+    tomllib's "Cannot mutate immutable namespace ('realm',)"."""
+    with pytest.raises(ConfigError) as info:
+        loads(text, "w.toml")
+    assert (info.value.key, info.value.line) == (key, line), str(info.value)
+    header = text.splitlines()[line - 1]
+    assert str(info.value).startswith(f"w.toml:{line}: {key} = {header}: expected each key and table defined "
+                                      f"once: {already}, to which {header} cannot add a table (the TOML parser: "
+                                      "Cannot "), str(info.value)
 
 
 @pytest.mark.parametrize("kind, tail, key, header", [
