@@ -109,7 +109,8 @@ def clean(dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     for machine in found:
         count = len(machine.paths)
-        click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, {count} segment{'' if count == 1 else 's'})")
+        click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, "
+                   f"{count} segment{'' if count == 1 else 's'})")
     for machine, why in failed:
         click.echo(f"error: could not remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
     if not found and not failed:

@@ -124,3 +124,19 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_no_platform_package_shadows_the_standard_library() -> None:
     """platform/ is data: an __init__.py there would shadow the standard `platform` module."""
     assert not (ROOT / "platform" / "__init__.py").exists()
+
+
+LINE_LIMIT = 120
+"""The source's line width (the report, CLI and input-file modules are held to it below)."""
+WITHIN_LIMIT = ("cli.py", "clitypes.py", "inputfile.py", "hw/platform.py", "hw/tomlparse.py", "hw/tomlsrc.py",
+                "workload/*.py")
+
+
+def test_the_report_cli_and_input_modules_keep_to_the_line_width() -> None:
+    """Every line of the run report's, the command line's and the input files' modules (cli,
+    clitypes, inputfile, hw's platform and TOML readers, workload/) is at most 120 characters:
+    some 30 of them ran to 121-152 (an import, a click option's help, a docstring line)."""
+    long = [f"{path.relative_to(ROOT)}:{number}: {len(line)}"
+            for pattern in WITHIN_LIMIT for path in sorted(PACKAGE.glob(pattern))
+            for number, line in enumerate(path.read_text().splitlines(), start=1) if len(line) > LINE_LIMIT]
+    assert long == [], long

@@ -4,7 +4,8 @@ A platform is a TOML file (platform/NAME.toml in the repository, shipped in the 
 rmm_mp/platforms/). Loading validates every key before anything is created; an error names the
 file, the line (of the key, or of its table when the key is missing, or of the array a region
 written inline is in; none for a missing top-level key), the key, the value and what was
-expected (ConfigError, a ValueError). A key TOML allows only quoted (``"a[b]" = 1``, ``"" = 1``) is named quoted, as the file writes it.
+expected (ConfigError, a ValueError). A key TOML allows only quoted (``"a[b]" = 1``, ``"" = 1``)
+is named quoted, as the file writes it.
 A Platform object built in Python gets the same checks through ``check`` (Machine.create calls
 it), as the file it would be.
 
@@ -28,7 +29,8 @@ from typing import Any
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlparse import loads as toml_loads
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts, locate
+from rmm_mp.hw.tomlsrc import (MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts,
+                                locate)
 from rmm_mp.hw.tomlsrc import choice_list, read_source, size_expected, size_value, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 
@@ -223,8 +225,8 @@ def check(platform: Platform) -> Platform:
     a = platform.attestation
     if isinstance(a, Attestation):
         # An empty seed is the dataclass's "none" (keys = "tf-a-fvp-sample"): as a missing key.
-        raw["attestation"] = {"keys": a.keys, **{k: v for k, v in (("rak_seed", a.rak_seed),
-                                                                  ("platform_key_seed", a.platform_key_seed)) if v != ""}}
+        seeds = (("rak_seed", a.rak_seed), ("platform_key_seed", a.platform_key_seed))
+        raw["attestation"] = {"keys": a.keys, **{k: v for k, v in seeds if v != ""}}
     else:
         raw["attestation"] = a
     _Validator("", f"Platform object {platform.name!r}").platform(raw)
@@ -333,7 +335,8 @@ class _Validator:
         cpus = self.integer(raw, "cpus", "cpus", 1, 256, "the number of CPUs")
         pa_bits = raw["pa_bits"]
         if type(pa_bits) is not int or pa_bits not in PA_WIDTHS:     # 48.0 == 48, but is no width
-            raise self.fail("pa_bits", pa_bits, f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {choice_list(PA_WIDTHS)}")
+            raise self.fail("pa_bits", pa_bits,
+                            f"a physical address width ID_AA64MMFR0_EL1.PARange can encode: {choice_list(PA_WIDTHS)}")
         dram = self.region(raw["dram"], "dram", pa_bits)
         if dram.end > 1 << REALM_PA_BITS:
             # pa_bits = 52 allows such DRAM, but RTT_CREATE, DATA_CREATE ... refuse its PAs
@@ -417,8 +420,8 @@ class _Validator:
             if reach is not None and regions[k].base < regions[reach].end:
                 i, j = max(k, reach), min(k, reach)
                 other = regions[j]
-                raise self.fail(f"{where}[{i}].base", regions[i].base, f"{what} that does not overlap "
-                                                                       f"{where}[{j}] [{other.base:#x}, {other.end:#x})")
+                raise self.fail(f"{where}[{i}].base", regions[i].base,
+                                f"{what} that does not overlap {where}[{j}] [{other.base:#x}, {other.end:#x})")
             if reach is None or regions[k].end > regions[reach].end:
                 reach = k
 
@@ -438,11 +441,13 @@ class _Validator:
                                                    "start level -1); see docs/deviations.md")
         s2sz = self.integer(raw, "s2sz", "features.s2sz", 32, 48, "the maximum realm IPA width in bits")
         if s2sz > pa_bits:
-            raise self.fail("features.s2sz", s2sz, f"at most pa_bits ({pa_bits}): TF-RMM derives S2SZ from the PA range")
+            raise self.fail("features.s2sz", s2sz,
+                            f"at most pa_bits ({pa_bits}): TF-RMM derives S2SZ from the PA range")
         sve = self.boolean(raw, "sve", "features.sve")
         vl = raw.get("sve_vector_length", 128 if sve else 0)
         if sve and (not isinstance(vl, int) or isinstance(vl, bool) or vl % 128 or not 128 <= vl <= 2048):
-            raise self.fail("features.sve_vector_length", vl, "the maximum SVE vector length in bits, a multiple of 128 in 128..2048")
+            raise self.fail("features.sve_vector_length", vl,
+                            "the maximum SVE vector length in bits, a multiple of 128 in 128..2048")
         if not sve and (type(vl) is not int or vl != 0):     # 0.0 and false == 0, but are no length
             raise self.fail("features.sve_vector_length", vl, "0 (or no key) when sve = false")
         pmu = self.boolean(raw, "pmu", "features.pmu")

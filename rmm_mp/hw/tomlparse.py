@@ -20,7 +20,8 @@ import sys
 import tomllib
 from typing import Any
 
-from rmm_mp.hw.tomlsrc import HEADER, ConfigError, after_string, code_lines, header_key, key_part, line_key, without_comment
+from rmm_mp.hw.tomlsrc import (HEADER, ConfigError, after_string, code_lines, header_key, key_part, line_key,
+                                without_comment)
 
 
 def loads(text: str, source: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 tomllib returns plain dicts without positions, so a key's line is found again in the source
 text: table headers are tracked ([a.b] and [[a]] with their occurrence count) and the first
 ``key =`` line inside the right table wins (a dotted ``a.key =`` counts as the key it spells
-out; lines inside a multi-line string are skipped: code_lines). That covers the files we accept (no inline tables spanning lines for keys we report on),
-and keeps the parser in the standard library.
+out; lines inside a multi-line string are skipped: code_lines). That covers the files we accept
+(no inline tables spanning lines for keys we report on), and keeps the parser in the standard
+library.
 
 It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
 else the source checkout's, and reads input files as UTF-8 text (read_source).

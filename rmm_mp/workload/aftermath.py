@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 
 def finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], finished: list[Finished],
-            errors: realms.Errors, results: dict[int, CpuResult], pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
+            errors: realms.Errors, results: dict[int, CpuResult],
+           pools: tuple[tuple[int, ...], dict[int, tuple[int, ...]]],
             healthy: bool, part: Participant, stop: Interrupts, console: bool = False,
             unstarted: tuple[list[int], int] = ([], 0), never_started: tuple[int, ...] = ()
             ) -> tuple[list[RealmOutcome], list[str], int, tuple[int, str] | None, list[str]]:
@@ -81,13 +82,16 @@ def finish(machine: Machine, w: Workload, plan: RunPlan, live: list[Instance], f
     folds: dict[tuple[int, bool], realms.Folded] = {}
     for cpu in sorted(results):
         for fold in results[cpu].folded:
-            folds.setdefault((fold.realm, fold.ok), realms.Folded(fold.realm, fold.name, fold.recs, fold.ok)).merge(fold)
+            folds.setdefault((fold.realm, fold.ok),
+                             realms.Folded(fold.realm, fold.name, fold.recs, fold.ok)).merge(fold)
     # Sorted by order, (template, instance, generation), the instance of a private realm being
     # its CPU; a template's folded rows come after its listed instances (ok first, then failed).
-    rows = [(f.order, dataclasses.replace(realms.outcome(f, errors.of(f), running, _not_run(w, never_started, *f.order[:2])),
-                                          cpus=kept_to(w, *f.order[:2])))
+    rows = [(f.order, dataclasses.replace(
+                realms.outcome(f, errors.of(f), running, _not_run(w, never_started, *f.order[:2])),
+                cpus=kept_to(w, *f.order[:2])))
             for f, running in ended]
-    rows += [((realm, 1 << 62, int(not ok)), dataclasses.replace(realms.folded_outcome(fold), cpus=kept_to(w, realm, 0)))
+    rows += [((realm, 1 << 62, int(not ok)),
+              dataclasses.replace(realms.folded_outcome(fold), cpus=kept_to(w, realm, 0)))
              for (realm, ok), fold in folds.items()]
     outcomes = [o for _, o in sorted(rows, key=lambda row: row[0])]
     saved = sum(1 for f, _ in ended if f.token_file) + sum(fold.tokens_saved for fold in folds.values())

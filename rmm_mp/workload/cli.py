@@ -69,9 +69,12 @@ def _resolve(workload: str, **options: object) -> Workload:
               help="Run for this long instead of the workload's length (phases keep their proportions).")
 @click.option("--iterations", type=Int(), default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
-@click.option("--seed", type=Int(), default=None, help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
-@click.option("--json", "json_path", type=_PATH, default=None, help="Also write the report as JSON (docs/report-schema.json).")
-@click.option("--csv", "csv_path", type=_PATH, default=None, help="Also write the latency records as CSV: the JSON's latency list, one row per call "
+@click.option("--seed", type=Int(), default=None,
+              help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
+@click.option("--json", "json_path", type=_PATH, default=None,
+              help="Also write the report as JSON (docs/report-schema.json).")
+@click.option("--csv", "csv_path", type=_PATH, default=None,
+              help="Also write the latency records as CSV: the JSON's latency list, one row per call "
                    "and CPU (and \"all\"), header first, times in ns, their columns named with the unit (p50_ns, ...; "
                    "docs/latency.md).")
 @click.option("--plot", "plot_path", type=_PATH, default=None,
@@ -90,7 +93,8 @@ def _resolve(workload: str, **options: object) -> Workload:
               help="Show every realm's guest output (the last 1 KiB of its console and its last 8 LOG records), "
                    "not only that of the realms that failed (a lifecycle instance torn down during the run: only "
                    "when it failed).")
-@click.option("--progress/--no-progress", default=None, help="Show the progress bar [default: when stderr is a terminal].")
+@click.option("--progress/--no-progress", default=None,
+              help="Show the progress bar [default: when stderr is a terminal].")
 def run(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None, iterations: int | None,
         seed: int | None, json_path: str | None, csv_path: str | None, plot_path: str | None, trace_path: str | None,
         no_latency: bool, pin: bool, tokens_dir: str | None, console: bool, progress: bool | None) -> None:

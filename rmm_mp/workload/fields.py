@@ -17,8 +17,8 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected, size_value, suggestion
-from rmm_mp.hw.tomlsrc import top_level_hint
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected, size_value
+from rmm_mp.hw.tomlsrc import suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 from rmm_mp.workload.locate import locate
 

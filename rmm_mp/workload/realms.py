@@ -255,7 +255,8 @@ def _finish(machine: "Machine", st: RealmStatus, inst: Instance, t: RealmTemplat
     # the report, as the invariant checker reads every granule; the realm is not destroyed yet.
     exceptions = Rd(machine.memory, (inst.host.rd - machine.memory.base) >> 12).exceptions
     base = Finished(inst.name, len(inst.host.recs), inst.slot, inst.gen, st.state, st.end, st.reports, st.result,
-                    counters, turned_off, order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation),
+                    counters, turned_off,
+                    order=(inst.realm if inst.realm >= 0 else 1 << 30, inst.index, inst.generation),
                     exceptions=exceptions, report_cut_short=st.report_cut_short)
     if t is None or not t.attest:
         return base

@@ -46,8 +46,8 @@ def oversubscription_warning(report: RunReport) -> str:
     fits = "1" if report.host_cores == 1 else f"{report.host_cores} or fewer"
     # The CPUs started, which ran on the cores (RunReport.oversubscribed): of how many, when some
     # never started.
-    ran = _count(report.started_cpus, 'simulated CPU') + (f" (of {report.cpus}; {len(report.not_started)} never started)"
-                                                          if report.not_started else "")
+    ran = _count(report.started_cpus, 'simulated CPU') + (
+        f" (of {report.cpus}; {len(report.not_started)} never started)" if report.not_started else "")
     if not report.latency_recorded:
         # No latency was recorded (--no-latency): "latency includes ... for tail figures" spoke of
         # figures the report does not have. What was recorded and is skewed: the lock waits (a

@@ -8,8 +8,9 @@ Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, 
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
 split of RMI calls, rowed the same way, and its totals per CPU; lock contention per class; CPU
 processes; realms (every failed one, the counted rows of a CPU that returned no result, and at
-most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown realm that has one (a failed realm's; every realm's
-with --console), one line naming those whose guest wrote nothing, and a note naming the failed realms whose output was not kept; host activity
+most MAX_OK_REALMS that succeeded: the JSON has them all), then the guest output of each shown
+realm that has one (a failed realm's; every realm's with --console), one line naming those whose
+guest wrote nothing, and a note naming the failed realms whose output was not kept; host activity
 counters per CPU; failures, problems, what an interruption left undone, invariants; files written; the verdict.
 
 This module owns the layout, but for the realm table's columns and wrapping (render_realms). It
@@ -245,8 +246,8 @@ def _processes(doc: dict[str, Any]) -> list[str]:
              "-" if p["pinned_core"] is None else str(p["pinned_core"])) for p in doc["processes"]]
     return ["", "CPU processes (CPU time in s; MiB: peak RSS with the shared memory it touched, private at the end; "
                 "core if pinned)",
-            *table(("cpu", "user s", "system s", "involuntary switches", "voluntary switches", "peak RSS", "private", "core"),
-                   rows), *notes]
+            *table(("cpu", "user s", "system s", "involuntary switches", "voluntary switches", "peak RSS", "private",
+                    "core"), rows), *notes]
 
 
 def _realms(doc: dict[str, Any]) -> list[str]:

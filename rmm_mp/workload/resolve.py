@@ -96,7 +96,9 @@ class Workload:
 
     @property
     def iterations(self) -> int | None:
-        return sum(p.iterations for p in self.phases) if self.phases[0].iterations is not None else None  # type: ignore[misc]
+        if self.phases[0].iterations is None:
+            return None
+        return sum(p.iterations for p in self.phases)  # type: ignore[misc]
 
     def queue_of(self, realm: int) -> int:
         """The run queue the vCPUs of [[realm]] entry ``realm`` go into."""
@@ -297,10 +299,10 @@ def _owners(file: WorkloadFile, phases: tuple[Phase, ...], cpus: int) -> tuple[t
         activity = "attest" if realm.attest else "lifecycle"
         able = [c for c in range(cpus) if any(activity in dict(p.weights[c]) for p in phases)]
         if not able:
-            raise file.fields.fail(f"{realm.key}.lifecycle", True, f"a CPU with a weight for {activity!r} to "
-                                                                  f"build, run and destroy it (the run has {cpus} CPU"
-                                                                  f"{'s' * (cpus != 1)} and none has one; group CPU ids "
-                                                                  f"from {cpus} up are ignored)")
+            raise file.fields.fail(f"{realm.key}.lifecycle", True,
+                                   f"a CPU with a weight for {activity!r} to build, run and destroy it (the run has "
+                                   f"{cpus} CPU{'s' * (cpus != 1)} and none has one; group CPU ids from {cpus} up "
+                                   "are ignored)")
         for index in range(realm.instances):
             owners.append(((r, index), able[turn[activity] % len(able)]))
             turn[activity] += 1
@@ -374,7 +376,8 @@ def _targets(w: Workload) -> None:
                     why = "no realm with guest = 'attest' has lifecycle = true"
                 elif activity == "run" and cpu not in {c for r in range(len(w.realms)) for c in w.runs_on(r)}:
                     why = (f"CPU {cpu} may run no realm's vCPUs (every realm's cpus leaves it out: "
-                           + ", ".join(f"{t.name} on {cpu_set_text(list(w.runs_on(r)))}" for r, t in enumerate(w.realms))
+                           + ", ".join(f"{t.name} on {cpu_set_text(list(w.runs_on(r)))}"
+                                       for r, t in enumerate(w.realms))
                            + ")")
                 elif activity in ("rtt-churn", "map-shared") and not resident and cpu not in owned:
                     why = (f"CPU {cpu} may only churn resident realms (lifecycle = false) or lifecycle realms it "

@@ -261,7 +261,8 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
             _note_load(load, LOAD_KEYS[0])
             done = run_cpus(machine, cpu_main, ids, args=(plan,), own_args=_own_args(w, parts),
                             context=options.context, on_tick=tick, grace_s=GRACE_S * slack, pin=options.pin,
-                            tracing=options.trace_path is not None, sigterm_stops=options.sigterm_stops, on_end=stop.run_over)
+                            tracing=options.trace_path is not None, sigterm_stops=options.sigterm_stops,
+                            on_end=stop.run_over)
             stop.passing = False    # from here on a signal is the work after the run's
             return done
         finally:
@@ -389,14 +390,15 @@ def _report(machine: Machine, w: Workload, options: RunOptions, result: RunResul
         stats=stats, locks=locks, usage=dict(result.usage), host_cores=len(host_cores()), pinned=options.pin,
         counters={cpu: dict(sorted(results[cpu].counters.items())) for cpu in sorted(results)},
         realms=outcomes, failures=result.failures, problems=tuple(problems), invariants=checked,
-        interrupted=result.interrupted, outputs=outputs, host={**_host_facts(machine, w, result.stopped_by), **(load or {})},
+        interrupted=result.interrupted, outputs=outputs,
+        host={**_host_facts(machine, w, result.stopped_by), **(load or {})},
         window_cpu_s={cpu: results[cpu].cpu_ns / 1e9 for cpu in sorted(results)}, tokens_saved=tokens_saved,
         output_errors=output_errors, not_done=tuple(not_done), cpu_warnings=dict(result.warnings),
         not_started=tuple(result.not_started))
 
 
-def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant) -> tuple[RunPlan, tuple[CpuPart, ...],
-                                                                          tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
+def _prepare(machine: Machine, w: Workload, options: RunOptions, part: Participant
+             ) -> tuple[RunPlan, tuple[CpuPart, ...], tuple[tuple[int, ...], dict[int, tuple[int, ...]]]]:
     """Allocate the rtt-churn windows' runs, build every instance and the delegate-churn pools
     on CPU 0 (recording off, lock counts not published); the plan."""
     cpu = machine.cpu(0)
