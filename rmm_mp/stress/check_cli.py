@@ -112,7 +112,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
     with machine, ExitStack() as stack:
         quiescent = lapsed = stopped = False
         participants = parked = 0
-        parent: tuple[int, bool] | None = None
+        parent: tuple[int, int, int] | None = None
         dead: tuple[int, ...] = ()
         paused_at = time.monotonic()
         if not no_pause and creator is None:
@@ -234,26 +234,34 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             stop.decided(status)
 
 
-def _parent(machine: "Machine", live: tuple[tuple[int, bool], ...]) -> tuple[int, bool] | None:
-    """(pid, parked) of the machine's creator if it is a live participant: a run's parent,
-    while it builds the stress population or builds and tears down `rmm-mp run`'s realm
-    instances (hw.quiesce); None if it is not one."""
+def _parent(machine: "Machine", live: tuple[tuple[int, bool], ...]) -> tuple[int, int, int] | None:
+    """(pid, entries, parked entries) of the machine's creator if it is a live participant: a
+    run's parent, while it builds the stress population or builds and tears down `rmm-mp run`'s
+    realm instances (hw.quiesce); None if it is not one. A process may take part through several
+    entries (a library caller's threads, each a Participant): all of them are the creator's, and
+    counting only the first called the second "1 other"."""
     creator_pid = machine.control.creator[0]
-    for word, parked in live:
-        if word & 0xFFFF_FFFF == creator_pid:
-            return creator_pid, parked
-    return None
+    mine = [parked for word, parked in live if word & 0xFFFF_FFFF == creator_pid]
+    if not mine:
+        return None
+    return creator_pid, len(mine), sum(mine)
 
 
-def _parked_text(parked: int, participants: int, parent: tuple[int, bool] | None, when: str) -> str:
+def _parked_text(parked: int, participants: int, parent: tuple[int, int, int] | None, when: str) -> str:
     """"K of N CPUs parked WHEN", or, when the run's parent is among the participants, "K of N
     participants parked WHEN: the machine's creator (pid P ...": "1 of 1 CPUs parked" was
-    said of the stress parent building its population, with no CPU process at work."""
+    said of the stress parent building its population, with no CPU process at work. The
+    creator's entries are all counted as its own; the others are the participants left."""
     if parent is None:
         return f"{parked} of {participants} CPUs parked {when}"
-    pid, parent_parked = parent
-    others = participants - 1
-    who = (f"the machine's creator (pid {pid}{'' if parent_parked else ', not parked'}: a run's parent process, "
+    pid, entries, parent_parked = parent
+    others = participants - entries
+    if entries == 1:
+        how = "" if parent_parked else ", not parked"
+    else:
+        how = f", {entries} participant entries" + (f", {entries - parent_parked} of them not parked"
+                                                   if parent_parked < entries else "")
+    who = (f"the machine's creator (pid {pid}{how}: a run's parent process, "
            "which builds and tears down its realms)")
     rest = f", and {count(others, 'other')}" if others else "; no CPU process takes part"
     return f"{parked} of {count(participants, 'participant')} parked {when}: {who}{rest}"

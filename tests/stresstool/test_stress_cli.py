@@ -1054,6 +1054,37 @@ def test_check_says_when_the_machine_is_not_quiescent(machine: Machine, tmp_path
         thread.join(10)
 
 
+def test_check_counts_two_entries_of_the_creator_as_the_creators(machine: Machine) -> None:
+    """The machine's creator takes part through two participant entries (two threads of this
+    process, neither reaching a point): the check names the creator with both its entries, not
+    parked, and counts no other participant and no CPU process. It said "the machine's
+    creator (pid P, not parked: ...), and 1 other", the creator's second entry taken for
+    another participant."""
+    stop = threading.Event()
+    entered = [threading.Event(), threading.Event()]
+
+    def busy(n: int) -> None:
+        with Participant(machine.control):
+            entered[n].set()
+            stop.wait(30)
+
+    threads = [threading.Thread(target=busy, args=(n,), daemon=True) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert all(e.wait(5) for e in entered)
+        res = CliRunner().invoke(check, [machine.name, "--wait", "0.2"])
+        assert res.exit_code == 0, res.output
+        assert res.output.startswith(f"NOT quiescent: 0 of 2 participants parked after 0.2 s: the machine's creator "
+                                     f"(pid {os.getpid()}, 2 participant entries, 2 of them not parked: a run's "
+                                     "parent process, which builds and tears down its realms); no CPU process "
+                                     "takes part;"), res.output
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+
 @pytest.mark.multiprocess
 def test_sigterm_to_the_process_group_stops_the_run_cleanly(tmp_path: Path) -> None:
     """`timeout` ends a free-running stress run with SIGTERM to its process group, as soon as
