@@ -2,7 +2,8 @@
 refcount or contents must be made by a CPU that owns it at that moment.
 
 Owning a granule means holding its lock (the Probe's list of held locks, which covers the
-host's NS copies too), or, for a REC and its auxiliary granules, holding the REC's running
+host's NS copies too; an access through one table is owned by a lock taken through that table,
+the CPU's for the RMM, the host's for its NS copies, and only while the lock word names it), or, for a REC and its auxiliary granules, holding the REC's running
 reference (refcount 1, taken under the REC lock by REC_ENTER: the Probe notes it when this CPU
 raises a REC's refcount while holding its lock, and forgets it when the CPU drops it). Declared
 exceptions, each a documented lock-free access of the code:
@@ -79,9 +80,12 @@ class Ownership:
 
     # -- who owns what ----------------------------------------------------------------------
 
-    def owns(self, idx: int) -> bool:
+    def owns(self, idx: int, owner: int | None) -> bool:
+        """``owner``: the lock word of the table the access goes through (GranuleTable's own; the
+        CPU's for the RMM's accessors of RDs, RECs and RTTs), None for PhysicalMemory's, which
+        the host's NS copy uses as well as the RMM."""
         probe = self.probe
-        return probe.holds(idx) or idx in probe.running or self.aux_of.get(idx, -1) in probe.running
+        return probe.holds(idx, owner) or idx in probe.running or self.aux_of.get(idx, -1) in probe.running
 
     def _word(self, idx: int) -> int:
         return self.table._load((idx << 3) + 4)
@@ -89,11 +93,14 @@ class Ownership:
     def report(self, rule: str, message: str) -> None:
         self.probe.finding("ownership", rule, message, site())
 
-    def access(self, idx: int, what: str, write: bool, running: str | None = None) -> None:
+    def access(self, idx: int, what: str, write: bool, running: str | None = None, owner: int | None = -1) -> None:
         """Report an access by a CPU that does not own the granule. ``running``: what besides its
         lock would have let this CPU make it, when that is no REC or aux granule's running
-        reference (an RD's immutable fields: one of its realm's RECs running)."""
-        if not self.probe.checking or self.owns(idx):
+        reference (an RD's immutable fields: one of its realm's RECs running). ``owner``: the
+        lock word of the table it goes through (owns); -1, the default, the CPU's own."""
+        if owner == -1:
+            owner = self.table.owner
+        if not self.probe.checking or self.owns(idx, owner):
             return
         state = (self._word(idx) >> STATE_SHIFT) & STATE_MASK
         verb = "write" if write else "read"
@@ -104,12 +111,13 @@ class Ownership:
         self.report(f"unlocked {verb}", f"{verb} of {what} of {GS.name(state)} granule {self.base + (idx << 12):#x} "
                                         f"without its lock" + (f" or {other}" if other else ""))
 
-    def transition(self, idx: int, new: int) -> None:
-        """A state change: owner, no references to what it was (rule 6), and the GPT agrees."""
+    def transition(self, idx: int, new: int, owner: int) -> None:
+        """A state change through the table whose lock word is ``owner``: owner, no references
+        to what it was (rule 6), and the GPT agrees."""
         if not self.probe.checking:
             return
         pa = self.base + (idx << 12)
-        if not self.probe.holds(idx):
+        if not self.probe.holds(idx, owner):
             self.report("rule 6", f"state of {pa:#x} changed to {GS.name(new)} without its lock")
         word = self._word(idx)
         old = (word >> STATE_SHIFT) & STATE_MASK
@@ -121,13 +129,13 @@ class Ownership:
             self.report("transition", f"{pa:#x} becomes {GS.name(new)} while the GPT has it in the "
                                       f"{Pas(pas).name} PAS")
 
-    def running_changed(self, idx: int, delta: int) -> None:
+    def running_changed(self, idx: int, delta: int, owner: int) -> None:
         """refcount_add on a REC: this CPU takes (under the lock) or drops its running reference."""
         if (self._word(idx) >> STATE_SHIFT) & STATE_MASK != GS.REC:
             return
         probe = self.probe
         offset = idx << 12
-        if delta > 0 and probe.holds(idx):
+        if delta > 0 and probe.holds(idx, owner):
             probe.running[idx] = self.table.find(_Q.unpack_from(self.memory.buf, offset + OFF_OWNER)[0])
             count, *aux = _AUX.unpack_from(self.memory.buf, offset + OFF_NUM_AUX)
             for pa in aux[:count]:
@@ -180,28 +188,28 @@ def _wrap_table(probe: "Probe", own: Ownership) -> None:
     unlock_transition = Granule.unlock_transition
 
     def c_state(self: GranuleTable, idx: int) -> int:
-        own.access(idx, "the state", False)
+        own.access(idx, "the state", False, owner=self.owner)
         return state(self, idx)
 
     def c_refcount(self: GranuleTable, idx: int) -> int:
-        own.access(idx, "the refcount", False)
+        own.access(idx, "the refcount", False, owner=self.owner)
         return refcount(self, idx)
 
     def c_word(self: GranuleTable, idx: int) -> int:
-        own.access(idx, "the state word", False)
+        own.access(idx, "the state word", False, owner=self.owner)
         return word(self, idx)
 
     def c_set_state(self: GranuleTable, idx: int, new: int) -> None:
-        own.transition(idx, new)
+        own.transition(idx, new, self.owner)
         set_state(self, idx, new)
 
     def c_refcount_add(self: GranuleTable, idx: int, delta: int) -> int:
         old = refcount_add(self, idx, delta)
-        own.running_changed(idx, delta)
+        own.running_changed(idx, delta, self.owner)
         return old
 
     def c_unlock_transition(self: Granule, new_state: int) -> None:
-        own.transition(self.idx, new_state)
+        own.transition(self.idx, new_state, self.table.owner)
         unlock_transition(self, new_state)
 
     probe.patch(T, "state", c_state)
@@ -220,18 +228,18 @@ def _wrap_memory(probe: "Probe", own: Ownership) -> None:
         first = (pa - memory.base) >> 12
         last = (pa + max(size, 1) - 1 - memory.base) >> 12
         for idx in range(first, last + 1):
-            own.access(idx, f"the contents ({verb} {size} bytes at {pa:#x})", verb == "write")
+            own.access(idx, f"the contents ({verb} {size} bytes at {pa:#x})", verb == "write", owner=None)
 
     def c_granule(self: PhysicalMemory, idx: int) -> memoryview:
-        own.access(idx, "the contents", True)
+        own.access(idx, "the contents", True, owner=None)
         return granule(self, idx)
 
     def c_zero(self: PhysicalMemory, idx: int) -> None:
-        own.access(idx, "the contents (zeroing)", True)
+        own.access(idx, "the contents (zeroing)", True, owner=None)
         zero(self, idx)
 
     def c_is_zero(self: PhysicalMemory, idx: int) -> bool:
-        own.access(idx, "the contents", False)
+        own.access(idx, "the contents", False, owner=None)
         return is_zero(self, idx)
 
     def c_read(self: PhysicalMemory, pa: int, size: int) -> bytes:

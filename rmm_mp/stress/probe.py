@@ -141,10 +141,21 @@ class Probe(Patches):
                 del held[i]
                 return
 
-    def holds(self, idx: int) -> bool:
+    def holds(self, idx: int, owner: int | None = None) -> bool:
+        """Whether this process holds granule ``idx``'s lock, taken through the table whose lock
+        word is ``owner`` (None: through either of its tables, for an access that may be the
+        host's NS copy or the RMM's, PhysicalMemory's), and the lock word still names it.
+
+        Matched by index alone, an access the RMM made through the CPU's table counted as its
+        own while only the host's NS copy held the granule, and an entry whose lock word was
+        cleared under it (so another CPU may hold the granule now) still counted: both hid an
+        unlocked access. The granule's state is not matched: a lock stays its holder's across
+        the state changes it makes."""
         for h in self.held:
-            if h.idx == idx:
-                return True
+            if h.idx == idx and (owner is None or h.owner == owner):
+                table = self.cpu.granules
+                if table.holder(idx) == h.owner:
+                    return True
         return False
 
     # -- what this CPU is doing -------------------------------------------------------------

@@ -399,6 +399,33 @@ def test_ownership_of_state_contents_and_running_references(machine: Machine, pr
                      ("transition", f"{table.addr(NS_IDX):#x} becomes DELEGATED while the GPT has it in the NS PAS")]
 
 
+def test_a_lock_owns_a_granule_only_through_its_table_and_while_its_word_names_it(machine: Machine,
+                                                                                  probe: Probe) -> None:
+    """Two accesses the Probe's held list matched by granule index alone: the RMM reads a REC
+    field and the state (through the CPU's table) while only the host's NS copy holds the
+    granule (host table), and it reads the REC field again once its own lock word was cleared
+    under it (another CPU may hold the granule then). Each is an unlocked read; the host's own
+    read through its table under its lock, and the RMM's under its lock, are not."""
+    table, memory, host = probe.cpu.granules, machine.memory, machine._host_ns.table
+    _set_state(table, REC_IDX, GS.REC)         # white-box, before the checker is on
+    ownership.install(probe)
+    rec = Rec(memory, REC_IDX)
+    host.lock(REC_IDX)
+    host.state(REC_IDX)                                              # the host's, under its lock
+    rec.runnable                                                     # 1: the RMM's, host-locked
+    table.state(REC_IDX)                                             # 2
+    host.unlock(REC_IDX)
+    with table.lock_known(REC_IDX, GS.REC):
+        rec.runnable                                                 # under its lock
+        assert table._cas(REC_IDX << 3, table.owner, 0) == table.owner
+        rec.pc                                                       # 3: its lock word cleared
+        assert table._cas(REC_IDX << 3, 0, table.owner) == 0
+    found = [f.message.split(" without")[0] for f in probe.findings.items]
+    pa = f"{table.addr(REC_IDX):#x}"
+    assert found == [f"read of REC field runnable of REC granule {pa}", f"read of the state of REC granule {pa}",
+                     f"read of REC field pc of REC granule {pa}"], found
+
+
 def test_unlocked_access_names_only_what_would_have_owned_the_granule(machine: Machine, probe: Probe) -> None:
     """An unlocked read names the running reference only where one makes a CPU the owner: a
     REC field (the REC's), an RD's immutable parameters (one of its realm's RECs); an RTT
