@@ -131,8 +131,9 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "Without the invariants checker in --checkers there is no check at all, not even at the "
                    "end, and a value above 0 is refused.")
 @click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Replay a schedule file and compare with its recorded findings (--json: the verdict "
-                   "under replay.verdict).")
+              help="Replay a schedule file and compare with its recorded findings, their text without line "
+                   "numbers: a file recorded before the tool worded a finding otherwise diverges; --save-schedule "
+                   "records it again (--json: the verdict under replay.verdict).")
 @click.option("--shrink", "do_shrink", is_flag=True, help="Shrink a failing deterministic run's schedule.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
               help="Write the (shrunk) failing interleaving as a Trace Event Format timeline (marked incomplete "
@@ -140,7 +141,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--save-schedule", type=click.Path(dir_okay=False), default=None,
               help="Where a deterministic run writes its schedule (default: "
                    "stress-WORKLOAD-SCHEDULE-SEED[-BUG+BUG...].schedule.json "
-                   "when it found something; for --replay NAME.schedule.json --shrink, NAME-shrunk.schedule.json, "
+                   "when it found something; for --replay NAME.schedule.json --shrink, NAME-shrunk.schedule.json; "
+                   "for --replay given this option, the replayed schedule with this rmm-mp's findings; "
                    "never the file replayed; never one that cannot replay the run: no step taken, or a dead CPU's "
                    "switches lost).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")

@@ -32,6 +32,7 @@ This module owns the format. It must not run anything.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
 )
 from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
-from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.findings import Finding, without_lines
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATIONS
 from rmm_mp.stress.report import StressReport
@@ -205,6 +206,10 @@ class ReplayVerdict:
         seen: the replay's own findings.
         moved: reproduced, but some at other source lines than recorded (the code was edited
             since: findings are compared without line numbers).
+        reworded: diverged, but each finding has the recorded one's checker, rule, CPU, step and
+            site (its file and function): only the text differs, as after the tool changed how it
+            words a finding. Still a divergence (the text names the granules and calls, which a
+            replay must match too); the printed verdict says so and how to record the file again.
     """
 
     file: str
@@ -212,6 +217,7 @@ class ReplayVerdict:
     recorded: tuple[Finding, ...]
     seen: tuple[Finding, ...]
     moved: bool = False
+    reworded: bool = False
 
     @property
     def reproduced(self) -> bool:
@@ -226,7 +232,13 @@ class ReplayVerdict:
         head = {"interrupted": "replay interrupted before it reproduced the recorded findings:",
                 "timeout": "replay stopped by its time limit (--seconds) before it reproduced the recorded findings:",
                 }.get(self.verdict, "replay DIVERGED from the recorded findings:")
-        return "\n".join([head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"]))
+        lines = [head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"])
+        if self.reworded:
+            lines.append("(the same checkers, rules, CPUs, steps and sites as recorded: only their text differs, "
+                         "as when the tool words a finding otherwise than when the file was saved; "
+                         f"`rmm-mp stress --replay {shlex.quote(self.file)} --save-schedule NEW` records it again with the "
+                         "text of this rmm-mp)")
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "verdict": self.verdict, "moved_lines": self.moved,
@@ -251,7 +263,15 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     else:
         verdict = "diverged"
     moved = verdict == "reproduced" and [f.text() for f in recorded] != [f.text() for f in report.findings]
-    return ReplayVerdict(file, verdict, recorded, report.findings, moved)
+    reworded = verdict == "diverged" and bool(recorded) and [_identity(f) for f in recorded] == [
+        _identity(f) for f in report.findings]
+    return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
+
+
+def _identity(finding: Finding) -> tuple[object, ...]:
+    """What a finding is apart from its wording: checker, rule, CPU, step and site without line
+    numbers (ReplayVerdict.reworded)."""
+    return finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site)
 
 
 def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:

@@ -418,6 +418,35 @@ def test_a_replay_compares_findings_without_their_line_numbers() -> None:
     assert verdict().verdict == "diverged" and verdict(*recorded, *recorded).verdict == "diverged"
 
 
+def test_a_replay_that_differs_only_in_wording_diverges_and_says_how_to_record_it_again() -> None:
+    """A recorded finding whose message and held-lock line were worded otherwise (the tool's
+    text changed since the file was saved) against the replay's, same checker, rule, CPU, step
+    and site: the replay diverges (the text names granules a replay must match too), and its
+    verdict says only the text differs and gives the command that records the file again. A
+    finding at another step is a plain divergence. The verdict gave no hint: an old schedule
+    just DIVERGED after any rewording."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(message: str, step: int = 17, held: str = "holding DELEGATED 0x82000000") -> Finding:
+        return Finding("lockdep", "rule 2", message, 1, "RMI_RTT_CREATE(0x8008f000)",
+                       "rmm_mp/stress/bugs_rmi.py:76 (lock_two_unordered)", (held,), step)
+
+    seen = finding("RD 0x8008f000 taken while holding DELEGATED 0x82000000 at a higher address")
+
+    def verdict(*recorded: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+        return schedule_file.compare("my s.json", recorded, report)
+
+    old = verdict(finding("RD 0x8008f000 locked after DELEGATED 0x82000000", held="holding 0x82000000"))
+    assert old.verdict == "diverged" and old.reworded, old.text()
+    assert old.text().endswith("only their text differs, as when the tool words a finding otherwise than when "
+                               "the file was saved; `rmm-mp stress --replay 'my s.json' --save-schedule NEW` "
+                               "records it again with the text of this rmm-mp)"), old.text()
+    for other in (verdict(finding(seen.message, step=18)), verdict(), verdict(seen, seen)):
+        assert other.verdict == "diverged" and not other.reworded and "only their text" not in other.text()
+    assert not verdict(seen).reworded
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
