@@ -19,8 +19,9 @@ In each CPU process (``LockOrder.check``, called by the Probe for every acquisit
               held table one level up with a table entry pointing to it, so within one tree),
               or while a table at its level or deeper is held; roots out of address order; a
               root other than root 0 taken without root 0 held, outside REALM_DESTROY (root 0
-              from the RD held, or the running REC's RD; unknown, not checked); a second DATA
-              granule
+              from the RD held, the running REC's RD, or the RD taken earlier in the call in
+              progress; unknown, not checked; which roots REALM_DESTROY takes is not checked);
+              a second DATA granule
       rule 8  an NS memory copy holding any other lock, or its pages out of address order
       counted in  any lock taken while the CPU is counted in as executing realm code
               (hw/tlb.py): a TLB or GPT invalidation made holding that lock would wait for
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.hw.cpuarea import LOCK_EDGES, OFF_CALL, OFF_EXEC_RD, OFF_LOCK_EDGES
+from rmm_mp.hw.cpuarea import CALL, LOCK_EDGES, OFF_CALL, OFF_EXEC_RD, OFF_LOCK_EDGES
 from rmm_mp.hw.granule import STATE_MASK, STATE_SHIFT
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX
@@ -117,6 +118,10 @@ class LockOrder:
         self._mismatched: list[tuple["Held", int]] = []
         """Locks held whose granule's state did not match their class when taken, with the
         state found (rule 3)."""
+        self._call_rd: tuple[bytes, int] | None = None
+        """(the published call, as bytes; the RD's granule index) of the last RD this CPU took
+        in a call: an RMI walk locks root 0 under the RD and releases the RD before it goes on,
+        so a root it takes later has no RD held to tell its realm (_root_zero_first)."""
 
     def check(self, new: "Held", held: "list[Held]") -> None:
         rows = self.rows
@@ -138,20 +143,36 @@ class LockOrder:
             rule, message = problem
             self.probe.finding("lockdep", rule, message, site())
         self._note_mismatch(new)
+        if new.cls == C.RD:
+            call = self._published_call()
+            if int.from_bytes(call[:4], "little"):
+                self._call_rd = call, new.idx
+
+    def _published_call(self) -> bytes:
+        """The call this CPU's EL3 published (its first word non-zero in a call): the same
+        bytes name the same call in progress, its FID and arguments."""
+        return bytes(self.probe.buf[OFF_CALL:OFF_CALL + CALL.size])
 
     def _root_zero_first(self, new: "Held", held: "list[Held]") -> tuple[str, str] | None:
         """Rule 5's root 0 first: a root RTT other than root 0 is taken only while root 0 of the
         same realm is held (the walk's hand-over), or by REALM_DESTROY, which holds the RD and
         no table. The realm is the RD held, else the one of the REC this CPU runs (its running
-        reference, which only the ownership checker records); unknown, nothing is checked.
+        reference, which only the ownership checker records), else the RD this CPU took earlier
+        in the call in progress (an RMI walk goes on after releasing it: a root taken then
+        without root 0 went unchecked); unknown, nothing is checked. The call is known by its
+        published FID and arguments: the same call made again with the same arguments names
+        the same RD, so an RD from an earlier such call is the same realm's.
         Root 0 and the number of roots are the RD's rtt_base and rtt_num_start, fixed from
         REALM_CREATE on (read raw, as the checkers' other reads)."""
         rd = next((h.idx for h in held if h.cls == C.RD), None)
         if rd is None:
             realms = set(self.probe.running.values())
-            if len(realms) != 1:
+            if len(realms) == 1:
+                rd = realms.pop()
+            elif not realms and self._call_rd is not None and self._call_rd[0] == self._published_call():
+                rd = self._call_rd[1]
+            else:
                 return None
-            rd = realms.pop()
         num_roots, rtt_base = _ROOTS.unpack_from(self._memory, (rd << 12) + _OFF_RTT_NUM_START)
         root = (new.addr - rtt_base) >> 12
         if new.addr < rtt_base or root >= num_roots or root == 0:

@@ -364,6 +364,38 @@ def test_a_root_other_than_root_0_taken_without_root_0_breaks_rule_5(
     assert rules == (expected if found else []), rules
 
 
+@pytest.mark.parametrize("then, found", [("same", True), ("other", False), ("none", False)],
+                         ids=["same-call", "another-call", "no-call"])
+def test_a_root_taken_after_the_call_released_its_rd_is_checked_against_that_rds_root_0(
+        machine: Machine, probe: Probe, then: str, found: bool) -> None:
+    """RMI_RTT_READ_ENTRY locks the RD (whose rtt_base names root 0, granule 410, of two
+    roots) and releases it, then takes root 1 alone, as a walk that skipped root 0 after
+    releasing the RD would: a rule 5 finding naming root 1, the RD and root 0. The same root
+    taken in another call (other arguments), or with no call published, is not checked against
+    that RD. It went unchecked: with no RD held and no REC running, the realm was unknown."""
+    probe.lockdep = LockOrder(probe)
+    table = probe.cpu.granules
+    _set_state(table, RD_IDX, GS.RD)
+    for idx in (ROOT0_IDX, ROOT0_IDX + 1):
+        _set_state(table, idx, GS.RTT)
+    struct.pack_into("<QQ", machine.memory.buf, (RD_IDX << 12) + 0x18, 2, table.addr(ROOT0_IDX))
+    read_entry = int(dispatch.RmiFid.RMI_RTT_READ_ENTRY)
+    CALL.pack_into(probe.buf, OFF_CALL, 1, read_entry, table.addr(RD_IDX), 0x1000, 1, 0, 0, 0)
+    with table.lock_known(RD_IDX, GS.RD):
+        pass
+    if then == "other":
+        CALL.pack_into(probe.buf, OFF_CALL, 1, read_entry, table.addr(RD_IDX), 0x2000, 1, 0, 0, 0)
+    elif then == "none":
+        CALL.pack_into(probe.buf, OFF_CALL, 0, 0, 0, 0, 0, 0, 0, 0)
+    with table.lock_known(ROOT0_IDX + 1, GS.RTT, 1 | SUB_ROOT):
+        pass
+    rules = [(f.rule, f.message) for f in probe.findings.items]
+    expected = [("rule 5", f"root RTT[L1] {table.addr(ROOT0_IDX + 1):#x} (root 1 of RD {table.addr(RD_IDX):#x}) taken "
+                           f"without its root 0 {table.addr(ROOT0_IDX):#x} held: a walk locks root 0 first, then "
+                           "the root covering its IPA before releasing root 0")]
+    assert rules == (expected if found else []), rules
+
+
 def test_cycles_ignore_address_ordered_edges() -> None:
     """Edges between two external classes and within one class are ordered by address, so
     they never make a cycle; an internal -> external edge closes one."""
