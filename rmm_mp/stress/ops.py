@@ -156,7 +156,12 @@ class Operations:
         self.loop.step(vcpu)
         if len(self.loop.errors) > self.errors_seen:
             self.errors_seen = len(self.loop.errors)
-            raise Unexpected(Finding("functional", "vcpu", f"a vCPU failed: {self.loop.errors[-1]}", self.cpu.id))
+            # Named by its REC and run page too, the REC_ENTER that failed: the run loop's error
+            # names the vCPU by its realm slot and REC index alone, which no other finding,
+            # lock line or invariant uses.
+            rec, run = self.queue.vcpu_pages(vcpu)
+            raise Unexpected(Finding("functional", "vcpu", f"a vCPU failed (REC {rec:#x}): {self.loop.errors[-1]}",
+                                     self.cpu.id, call_text(F.RMI_REC_ENTER, (rec, run), 2)))
 
     def _relaunch(self) -> bool:
         """Rebuild a finished guest realm whose slot this CPU owns (after checking its result);
@@ -166,8 +171,9 @@ class Operations:
                 continue
             status = realm_status(self.queue, slot)
             if not status.passed:
-                raise Unexpected(Finding("functional", "realm", f"guest {name} (slot {slot}) ended {status.end} "
-                                         f"with result {status.result} and vCPUs {status.vcpu_ends}", self.cpu.id))
+                raise Unexpected(Finding("functional", "realm", f"guest {name} (slot {slot}, RD {realm.rd:#x}) ended "
+                                         f"{status.end} with result {status.result} and vCPUs {status.vcpu_ends}",
+                                         self.cpu.id))
             destroy_realm(self.cpu, self.alloc, realm)
             self.queue.release_realm(self.alloc, slot)
             fresh = create_realm(self.cpu, self.alloc, guest_specs()[name])

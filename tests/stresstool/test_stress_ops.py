@@ -115,3 +115,28 @@ def test_wrong_keeps_its_run_page_at_pa_0(monkeypatch: pytest.MonkeyPatch) -> No
         ops.wrong(_Choose(1))
         ops.wrong(_Choose(1))
         assert handed == [0] and ops.run_page == 0
+
+
+def test_a_failed_vcpu_is_named_by_its_rec_and_its_rec_enter(machine: Machine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vCPU the run loop fails (as on REC_ENTER's ERROR_REALM): the `vcpu` finding names the
+    REC's PA in its message and the REC_ENTER (REC and run page) as its call. It said only
+    "realm slot S REC n: ...", with no call: no granule a reader could find in a lock line,
+    an invariant or the trace."""
+    pop = population.build(machine, guests=True)
+    ops = Operations(machine.cpu(1), pop, _Hint())  # type: ignore[arg-type]
+    failed: list[int] = []
+
+    def step(vcpu: int) -> None:
+        failed.append(vcpu)
+        ops.loop._fail(vcpu, "REC_ENTER returned ERROR_REALM")
+
+    monkeypatch.setattr(ops.loop, "step", step)
+    with pytest.raises(Unexpected) as info:
+        for _ in range(50):         # until the run queue hands this CPU a vCPU
+            ops.vcpu(random.Random(0))
+    finding = info.value.finding
+    rec, run = ops.queue.vcpu_pages(failed[-1])
+    assert (finding.cpu, finding.call) == (1, f"RMI_REC_ENTER({rec:#x}, {run:#x})"), finding
+    assert finding.message.startswith(f"a vCPU failed (REC {rec:#x}): realm slot "), finding.message
+    assert finding.message.endswith("REC_ENTER returned ERROR_REALM"), finding.message
