@@ -267,6 +267,15 @@ class StressReport:
                 hint = "; more --steps or --seconds may reach it"
             lines.append(f"injected {name} never ran: this run made no call of {bug.target_text()}, so it "
                          f"tested nothing of the bug{hint}")
+        if self.ok:
+            for name in self.config.inject:
+                bug = BUGS[name]
+                # "no findings" read as the bug not being caught, where the checker that
+                # catches it was not on (`--inject rec-create-no-rd-lock --checkers lockdep`).
+                if self.bug_calls.get(name) and bug.checker not in self.config.checkers:
+                    lines.append(f"injected {name} ran, but the checker that catches it, {bug.checker} "
+                                 f"({bug.rule}), was off (checkers: {', '.join(self.config.checkers) or 'none'}), "
+                                 "so \"no findings\" says nothing of the bug")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

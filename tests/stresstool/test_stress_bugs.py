@@ -104,6 +104,27 @@ def test_a_run_that_never_reaches_the_injected_code_says_so() -> None:
             "tested nothing of the bug; its own workload is lifecycle") in report.text()
 
 
+@pytest.mark.parametrize("checkers, calls, said", [
+    (("lockdep",), 4, True), (("ownership",), 4, False), ((), 4, True), (("lockdep",), 0, False),
+], ids=["its-checker-off", "its-checker-on", "no-checker", "never-ran"])
+def test_a_clean_run_whose_bug_ran_without_its_checker_says_so(checkers: tuple[str, ...], calls: int,
+                                                               said: bool) -> None:
+    """rec-create-no-rd-lock (caught by ownership) injected, its code run 4 times, no finding
+    (a made-up report, no CPU run): with ownership off (lockdep alone, or no checker) the report
+    says the checker that catches it was off, so "no findings" says nothing of the bug; with
+    ownership on, or when the bug never ran (the never-ran line covers that), it does not.
+    `--inject rec-create-no-rd-lock --checkers lockdep` said "no findings" alone, exit 0."""
+    from rmm_mp.stress.report import StressReport
+
+    cfg = StressConfig(workload="lifecycle", cpus=2, seed=0, schedule="random", steps=3000, seconds=120,
+                       inject=("rec-create-no-rd-lock",), checkers=checkers)
+    report = StressReport(cfg, (), "budget", 1.0, {0: 1, 1: 1}, steps=3000,
+                          bug_calls={"rec-create-no-rd-lock": calls})
+    line = f"injected rec-create-no-rd-lock ran, but the checker that catches it, ownership (unlocked read), was off " \
+           f"(checkers: {', '.join(checkers) or 'none'}), so \"no findings\" says nothing of the bug"
+    assert (line in report.text().splitlines()) is said, report.text()
+
+
 ALONE = ("; the run ended at a finding before it got there (`rmm-mp stress --inject map-unprotected-leaks-lock` "
          "runs it alone)")
 
