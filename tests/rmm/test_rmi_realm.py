@@ -582,6 +582,30 @@ def test_create_reads_the_params_once(machine: Machine, monkeypatch: pytest.Monk
     assert report.ok, str(report)
 
 
+def test_create_reads_each_field_at_the_spec_width(machine: Machine) -> None:
+    """docs/deviations.md rows "host structures" and "RmiRealmParams s2sz, sve_vl, ...": every
+    byte of RmiRealmParams past a field's width (B4.4.12: s2sz, sve_vl, num_bps, num_wps,
+    pmu_num_ctrs and hash_algo UInt8 in 8-byte slots, vmid UInt16, rtt_num_start UInt32) holds
+    0xA5 junk. REALM_CREATE succeeds (no failure condition names an SBZ bit) and the RD holds
+    the fields' own values; the RIM is that of the fields alone. Reading num_bps as 32 bits, as
+    TF-RMM rel0 does, would fail params_supp with RMI_ERROR_INPUT."""
+    t = Rmi(machine)
+    rd, base, fields = _inputs(t, s2sz=40, flags=int(RmiRealmFlags.PMU), pmu_num_ctrs=2, num_bps=2, num_wps=3)
+    image = bytearray(RMI_REALM_PARAMS.pack(**fields))
+    junk = [(offset + 1, 7) for offset in (0x08, 0x10, 0x18, 0x20, 0x28, 0x30)] + [(0x802, 6), (0x81C, 4)]
+    for start, length in junk:
+        assert image[start:start + length] == bytes(length)    # the SBZ bytes of the one field
+        image[start:start + length] = b"\xa5" * length
+    assert t.smc(F.RMI_REALM_CREATE, rd, t.ns_page(bytes(image)), X3, X4) == (SUCCESS, 0, 0, 0, 0)
+    r = Rd(machine.memory, _idx(machine, rd))
+    p = r.params()
+    assert (p.ipa_width, p.sve_vl, p.num_bps, p.num_wps, p.pmu_num_ctrs, p.hash_algo, p.vmid, p.rtt_num_start) == (
+        40, 0, 2, 3, 2, 0, 100, fields["rtt_num_start"])
+    assert r.measurement(0) == hashlib.sha256(_rim_image(int(RmiRealmFlags.PMU), 40, 0, 2, 3, 2, 0)).digest() + bytes(32)
+    report = invariants(machine)
+    assert report.ok, str(report)
+
+
 # -- RMI_REALM_CREATE: success (B4.3.9.3) --------------------------------------------------------
 
 
