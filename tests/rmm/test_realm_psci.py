@@ -13,6 +13,7 @@ nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 import pytest
@@ -21,6 +22,7 @@ from realm_guests import CODE, UNPROTECTED, X4, Guest, smc_call as call
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.check import invariants
+from rmm_mp.host.realm_teardown import destroy_recs
 from rmm_mp.rmm.realm_desc import RealmState
 
 U64 = (1 << 64) - 1
@@ -418,6 +420,27 @@ def test_affinity_info_target_match(machine: Machine, fid: int) -> None:
     with Guest.build(machine, call(fid, 2, 0), num_recs=2) as g:
         finish(g)
         answered(g, INVALID_PARAMETERS)
+
+
+@pytest.mark.parametrize("fid", [*CPU_ON, *AFFINITY_INFO])
+def test_destroyed_rec_still_counts_as_used(machine: Machine, fid: int) -> None:
+    """docs/deviations.md row "PSCI CPU_ON / AFFINITY_INFO naming a REC the host has destroyed":
+    REC 1 is destroyed (REC_DESTROY, its granules undelegated) before REC 0 names it. Its index
+    is below the RD's REC count, so the call is no INVALID_PARAMETERS (B3.24 MpidrIsUsed would
+    give that) but a PSCI exit naming it; the host cannot complete it (PSCI_COMPLETE's target
+    is no REC: RMI_ERROR_INPUT), so REC 0's entries fail with RMI_ERROR_REC, the request still
+    pending."""
+    args = (1, "entry1", CONTEXT) if fid in CPU_ON else (1, 0)
+    with Guest.build(machine, call(fid, *args) + ENTRY1, num_recs=2) as g:
+        rec1 = g.realm.recs[1]
+        destroy_recs(g.cpu, g.alloc, replace(g.realm, recs=(rec1,)))
+        g.realm = replace(g.realm, recs=g.realm.recs[:1])     # the teardown leaves REC 1 alone
+        psci_exit(g, (fid, 1))
+        assert g.smc(F.RMI_PSCI_COMPLETE, g.rec_pa(0), rec1.rec, SUCCESS)[0] == RMI_INPUT
+        assert g.rec(0).psci_pending
+        assert g.enter()[0] == RMI_REC
+        assert g.rec(0).psci_pending
+    ok(machine)
 
 
 @pytest.mark.parametrize("fid", AFFINITY_INFO)
