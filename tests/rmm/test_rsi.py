@@ -822,6 +822,44 @@ def test_host_call_page_destroyed_before_completion(machine: Machine) -> None:
         assert g.gpr(0) == 0xC400_0199 and g.rec().host_call_pending
 
 
+def test_host_call_page_made_empty_before_completion(machine: Machine) -> None:
+    """docs/deviations.md row "RSI_HOST_CALL completed after the structure's page became RIPAS
+    EMPTY": REC 0's HOST_CALL exits; REC 1 then asks for its structure's page to become EMPTY
+    (RSI_IPA_STATE_SET) and the host's RTT_SET_RIPAS makes it ASSIGNED EMPTY. The entry that
+    completes REC 0's call finds the page mapped but EMPTY: no abort exit (A4.2.2 asks for one
+    only for an unmapped IPA), X0 = SUCCESS, and nothing is written into the structure."""
+    page = CODE + 0x1000
+    rec1 = f"""
+rec1:
+    mov x0, =0xC4000197
+    mov x1, ={page}
+    mov x2, ={page + GRANULE}
+    mov x3, #{EMPTY}
+    mov x4, #0
+    smc #0
+rec1_done:
+    wfi
+    b rec1_done
+"""
+    program = call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA).replace("b done\n", "b done\n" + rec1, 1)
+    with Guest.build(machine, program, num_recs=2) as g:
+        hc = g.label("hc")
+        assert hc & ~0xFFF == page
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        g.rec(1).pc = g.label("rec1")
+        g.rec(1).runnable = True
+        x0, ex = g.enter(rec=1)
+        assert (x0, ex["exit_reason"], ex["ripas_base"], ex["ripas_top"]) == (SUCCESS, EXIT_RIPAS_CHANGE, page,
+                                                                              page + GRANULE)
+        assert g.smc(F.RMI_RTT_SET_RIPAS, g.realm.rd, g.rec_pa(1), page, page + GRANULE)[:2] == (SUCCESS,
+                                                                                               page + GRANULE)
+        assert g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, page, 3)[1:5] == (3, 1, g.page_pa(page), EMPTY)
+        finish(g, gprs=HOST_GPRS)
+        assert g.gpr(0) == SUCCESS and not g.rec().host_call_pending
+        assert g.peek(hc + 8, 248) == struct.pack("<31Q", *REALM_GPRS)
+    ok(machine)
+
+
 def rtt_locks(g: Guest) -> int:
     """RTT lock acquisitions so far on the Guest's host CPU (hw.granule counts them per class)."""
     return g.cpu.granules.stats.acquired[GranuleState.RTT]
