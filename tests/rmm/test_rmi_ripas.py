@@ -437,6 +437,19 @@ def test_set_ripas_no_progress_block(machine: Machine) -> None:
     _expect_failure(t, realm, F.RMI_RTT_SET_RIPAS, (realm.rd, rec, BASE, BASE + GRANULE), rtt_error(2), rec)
 
 
+@pytest.mark.parametrize("base, top", [(BASE + GRANULE, BASE + 2 * L2_SIZE), (BASE, BASE + GRANULE)],
+                         ids=["base_align", "no_progress"])
+def test_set_ripas_refuses_a_block_already_of_the_target_ripas(machine: Machine, base: int, top: int) -> None:
+    """docs/deviations.md row "RTT_SET_RIPAS base_align / no_progress": B4.3.21 exempts an entry
+    whose RIPAS is already the target from both conditions, but rmm-mp (as TF-RMM rel0) does not.
+    The walk stops at a level-2 UNASSIGNED EMPTY block and the request is EMPTY: base inside the
+    block, or top inside it, still gives (RTT, 2) with nothing changed, so the host splits the
+    block (with the exemption SUCCESS would report top at or below base)."""
+    t, realm, rec = _set_setup(machine, level=2, base=base, top=top, ripas=EMPTY)
+    assert _entries(t, realm, BASE, 1, level=2) == [(UNASSIGNED, EMPTY)]
+    _expect_failure(t, realm, F.RMI_RTT_SET_RIPAS, (realm.rd, rec, base, top), rtt_error(2), rec)
+
+
 def test_set_ripas_no_progress_destroyed(machine: Machine) -> None:
     """no_progress: the entry at base is DESTROYED and the realm did not allow changing it:
     (RTT, 3) (B4.3.21 walk_top with stop_at_destroyed)."""
