@@ -303,12 +303,12 @@ def _delegate_on(other: Rmi, pa: int) -> None:
 
 
 def test_data_create_source_delegated_before_the_locks(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another CPU delegates the source after the lock-free src_pas check and before the first
-    lock (where the command once copied it): the source is locked with the data granule and
-    the RD and found DELEGATED, so src_pas is true when the command takes effect: INPUT, and
-    nothing changes. A success would let the delegated page become another DATA granule of the
-    realm first, the RIM recording that DATA_CREATE before this one, though this one had to
-    precede the DELEGATE."""
+    """Another CPU delegates the source just before the command's first lock (where the command
+    once copied it, after a lock-free src_pas look it no longer makes): the source is locked
+    with the data granule and the RD and found DELEGATED, so src_pas is true when the command
+    takes effect: INPUT, and nothing changes. A success would let the delegated page become
+    another DATA granule of the realm first, the RIM recording that DATA_CREATE before this one,
+    though this one had to precede the DELEGATE."""
     t, realm = _setup(machine)
     other = Rmi(machine, cpu=1)
     src, data = t.ns_page(PATTERN), t.delegate()
@@ -341,8 +341,8 @@ def test_data_create_source_as_its_data_granule(machine: Machine, delegated: boo
 @pytest.mark.parametrize("then", ["delegate-data", "create-another-page"])
 def test_data_create_copies_the_source_as_it_is_when_it_takes_effect(
         machine: Machine, monkeypatch: pytest.MonkeyPatch, then: str) -> None:
-    """The host rewrites the source while DATA_CREATE runs (after its lock-free checks, before
-    its first lock), then, on another CPU, either delegates the data granule (NS until then) or
+    """The host rewrites the source while DATA_CREATE runs (before its first lock, which the
+    source is one of), then, on another CPU, either delegates the data granule (NS until then) or
     creates another page of the realm with a measured DATA_CREATE. The command succeeds after
     that second step (DATA_CREATE fails data_state before the DELEGATE; the RIM records the
     other page first), which follows the rewrite: the DATA granule and the RIM must hold the new

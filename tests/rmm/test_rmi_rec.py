@@ -1175,12 +1175,12 @@ def test_rec_enter_exit_write_fault(machine: Machine, t: Rmi, monkeypatch: pytes
 
 def test_rec_enter_run_page_delegated_before_the_locks(machine: Machine, t: Rmi,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_pas again: another CPU delegates the run page after REC_ENTER's lock-free look at it
-    and before its locks. The page is locked with the REC as an NS granule, so the command fails
-    (INPUT) before the REC runs and nothing changes but the other CPU's DELEGATE. (Older code
-    ran the REC and then failed to write the exit, which no serial order gives: DELEGATE first
-    fails run_pas with no footprint, REC_ENTER first succeeds. TF-RMM rel0's copy, made after
-    taking the REC's reference, faults here before the run.)"""
+    """run_pas again: another CPU delegates the run page while REC_ENTER runs, before its locks
+    (it makes no lock-free look at the page any more). The page is locked with the REC as an NS
+    granule, so the command fails (INPUT) before the REC runs and nothing changes but the other
+    CPU's DELEGATE. (Older code ran the REC and then failed to write the exit, which no serial
+    order gives: DELEGATE first fails run_pas with no footprint, REC_ENTER first succeeds.
+    TF-RMM rel0's copy, made after taking the REC's reference, faults here before the run.)"""
     e = Enter(t)
     _rec(machine, e.rec).set_last_exit(_DABT_ISV, 0, 0)
     other = Rmi(machine, cpu=1)
@@ -1203,7 +1203,7 @@ def _delegate(rmi: Rmi, page: int) -> None:
 def test_rec_enter_reads_the_run_page_as_it_is_when_it_takes_effect(
         machine: Machine, t: Rmi, monkeypatch: pytest.MonkeyPatch) -> None:
     """The host rewrites the run page's enter half (gicv3_hcr with TALL0, bit 11, set: rec_gicv3
-    fails) after REC_ENTER's lock-free look at the page and before its locks: the entry sees the
+    fails) while REC_ENTER runs, before its locks: the entry sees the
     rewrite (RMI_ERROR_REC, nothing changes). The enter half used to be copied before any lock,
     so the entry ran with the old contents: with the REC made runnable after such a rewrite (a
     PSCI_COMPLETE of a CPU_ON), that is an entry no serial order gives; the page is now read
