@@ -444,6 +444,35 @@ def test_a_bad_rak_cose_key_names_what_it_holds(rak: bytes, phrase: str, realm_c
     assert any(phrase in p for p in problems), problems
 
 
+@pytest.mark.parametrize("label, value, named", [
+    (44236, "sha-1", "44236"), (44236, "SHA-256", "44236"), (44240, "md5", "44240"),
+    (44239, [b"\x21" * 48] * 4, "44239"), (44239, [b"\x21" * 32] * 3 + [b"\x24" * 64], "44239"),
+], ids=["realm-hash-sha-1", "realm-hash-upper-case", "rak-hash-md5", "rems-48-with-rim-32", "one-rem-64"])
+def test_realm_claims_refuse_a_hash_name_no_rmm_uses_and_rems_not_as_long_as_the_rim(
+        label: int, value: object, named: str, realm_claims: Callable[..., bytes]) -> None:
+    """docs/deviations.md row "`rmm-mp attest verify`: realm claims 44236, 44240 and 2402": the
+    realm claims check fails a hash algorithm name other than "sha-256", "sha-384" and
+    "sha-512" (the claims are text in the CDDL) and a REM whose length is not the RIM's (the
+    CDDL ties them to no length but 32, 48 or 64), naming the claim."""
+    claims = dict(cbor2.loads(realm_claims()))
+    assert check_realm_claims(claims) == []
+    claims[label] = value
+    problems = check_realm_claims(claims)
+    assert len(problems) >= 1 and all(named in p for p in problems), problems
+
+
+@pytest.mark.parametrize("value", ["sha-1", "sha3-256", "SHA-256"])
+def test_platform_claims_refuse_a_hash_name_no_rmm_uses(value: str, sample_platform_token: bytes) -> None:
+    """The same row for platform claim 2402 (platform hash algorithm): only "sha-256",
+    "sha-384" and "sha-512" pass the platform claims check."""
+    from rmm_mp.attest import check_platform_claims
+    claims = dict(cbor2.loads(decode_sign1(sample_platform_token, "platform token").payload))
+    assert check_platform_claims(claims) == []
+    claims[2402] = value
+    problems = check_platform_claims(claims)
+    assert len(problems) == 1 and "2402" in problems[0], problems
+
+
 def test_software_component_labels_are_integers(sample_platform_token: bytes) -> None:
     """{2.0: measurement, 5.0: signer id} looked like a complete software component."""
     from rmm_mp.attest import check_platform_claims
