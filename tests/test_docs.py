@@ -480,8 +480,14 @@ def _doc_facts() -> list[tuple[str, str]]:
     from rmm_mp.hw.quiesce import LEASE_NS
     from rmm_mp.rmm.attestation import SIGNING_STEPS, STEP_COST
     from rmm_mp.stats.histogram import FLUSH_INTERVAL_NS
+    from rmm_mp.host.devices import _GONE_LOOK_EVERY
+    from rmm_mp.hw import cpuarea
+    from rmm_mp.hw.memory import HostLockWaiter
+    from rmm_mp.hw.quiesce import PARK_SLEEP_FIRST_S, PARK_SLEEP_MAX_S
+    from rmm_mp.machine import REGION_BYTES
     words = {6: "Six", 7: "Seven", 8: "Eight"}
     arch, lock, dev, readme = "docs/architecture.md", "docs/locking.md", "docs/deviations.md", "README.md"
+    plat = "docs/platforms.md"
     return [
         (arch, f"| `ctl` | {control.SIZE >> 20} MiB (sparse) |"),
         (arch, f"quiescent points, {control.PARTICIPANTS_MAX:,} entries at {control.OFF_PARTICIPANTS:#x})"),
@@ -505,16 +511,25 @@ def _doc_facts() -> list[tuple[str, str]]:
         (dev, f"SIGNING_STEPS ({SIGNING_STEPS}) steps, each charged STEP_COST ({STEP_COST:,}) guest instructions"),
         (dev, f"longer than INIT's bound ({TOKEN_BUFFER_SIZE} bytes"),
         (dev, f"| refcount field | {granule.REFCOUNT_MASK.bit_length()} bits |"),
+        (arch, f"looking whether it is over after {PARK_SLEEP_FIRST_S * 1000:g} ms, then twice as long each time "
+               f"up to {PARK_SLEEP_MAX_S * 1000:g} ms"),
+        (arch, f"looks at the holder's process every {_GONE_LOOK_EVERY} tries"),
+        (lock, f"backoff plus one look, every {HostLockWaiter.LIVENESS_EVERY} tries once the wait sleeps"),
+        (plat, f"must fit the machine's control block ({control.PLATFORM_MAX >> 10} KiB"),
+        (plat, f"plus about {cpuarea.area_size(REGION_BYTES) / (1 << 20):.1f} MiB per CPU and "
+               f"{control.SIZE >> 20} MiB of control block"),
+        (plat, f"plus {granule.DESCRIPTOR_SIZE} bytes of granule descriptor"),
     ]
 
 
 def test_hand_written_numbers_of_the_docs_are_the_code_constants() -> None:
-    """The numbers that README.md, docs/architecture.md, docs/locking.md and docs/deviations.md
-    give for constants of the code (the control block's size and offsets, the participant table's
-    and the pause slots' counts, the quiesce lease, the start-up allowance and its cap, the
-    signal repeat windows, the latency flush interval and split sampling, the host lock word, the
-    lock backoff's longest sleep, the attestation signing steps, the token bound, the refcount
-    width) are written by hand: each phrase, rebuilt from the constant, is in its doc (line
+    """The numbers that README.md, docs/architecture.md, docs/locking.md, docs/deviations.md and
+    docs/platforms.md give for constants of the code (the control block's size and offsets, the
+    participant table's and the pause slots' counts, the quiesce lease and a parked CPU's sleeps,
+    the start-up allowance and its cap, the signal repeat windows, the latency flush interval and
+    split sampling, the host lock word, the lock backoff's longest sleep and its liveness looks,
+    the output lock's, the attestation signing steps, the token bound, the refcount width, the
+    platform JSON's room and the shared memory per CPU) are written by hand: each phrase, rebuilt from the constant, is in its doc (line
     breaks read as spaces), so a constant changed without the doc fails here. Found in step by
     a docs audit that checked them one by one."""
     missing = []
