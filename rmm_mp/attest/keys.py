@@ -256,11 +256,14 @@ def _der_algorithm(contents: bytes) -> tuple[str | None, str | None]:
     return algorithm, curve
 
 
-def _der_structure(der: bytes) -> _DerKey | None:
+def _der_structure(der: bytes, in_pkcs8: bool = False) -> _DerKey | None:
     """Which key structure `der` is, by its shape alone (no value is checked): an SPKI
     SEQUENCE {AlgorithmIdentifier, BIT STRING}, an ECPrivateKey SEQUENCE {1, OCTET STRING,
     [0] curve, [1] public key}, a PrivateKeyInfo SEQUENCE {0 or 1, AlgorithmIdentifier, OCTET
-    STRING, ...}; None for anything else."""
+    STRING, ...}; None for anything else. `in_pkcs8`: `der` is a PrivateKeyInfo's privateKey,
+    which holds an ECPrivateKey (RFC 5915 3) and is not read as another PrivateKeyInfo:
+    following one into the next would recurse as deep as a hostile file nests them
+    (RecursionError)."""
     top = _der_tlvs(der)
     if not top or len(top) != 1 or top[0][0] != 0x30:
         return None
@@ -280,9 +283,9 @@ def _der_structure(der: bytes) -> _DerKey | None:
             elif tag == 0xA1 and inner and inner[0][0] == 0x03 and inner[0][1][:1] == b"\0":
                 point = inner[0][1][1:]
         return _DerKey("EC PRIVATE KEY", None, curve, point, parts[1][1])
-    if tags[:3] == [0x02, 0x30, 0x04] and parts[0][1] in (b"\0", b"\x01"):
+    if not in_pkcs8 and tags[:3] == [0x02, 0x30, 0x04] and parts[0][1] in (b"\0", b"\x01"):
         algorithm, curve = _der_algorithm(parts[1][1])
-        nested = _der_structure(parts[2][1]) if algorithm == _ID_EC_PUBLIC_KEY else None
+        nested = _der_structure(parts[2][1], True) if algorithm == _ID_EC_PUBLIC_KEY else None
         if nested is not None and nested.label == "EC PRIVATE KEY":
             return _DerKey("PRIVATE KEY", algorithm, nested.curve or curve, nested.point, nested.scalar)
         return _DerKey("PRIVATE KEY", algorithm, curve, None, None)

@@ -554,6 +554,44 @@ def test_a_key_of_an_unknown_algorithm_fails_verification_without_a_traceback(en
     assert check.passed is False and "Unknown key type: 1.2.3.4" in check.reason, check
 
 
+def _tlv(tag: int, contents: bytes) -> bytes:
+    """A DER item: tag, definite length (short or long form), contents."""
+    size = len(contents)
+    if size < 0x80:
+        return bytes([tag, size]) + contents
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets + contents
+
+
+def _pkcs8_nested(depth: int) -> bytes:
+    """An ECPrivateKey wrapped in `depth` PrivateKeyInfo structures (id-ecPublicKey, no curve)."""
+    der = _tlv(0x30, _tlv(0x02, b"\x01") + _tlv(0x04, b"\x01" * 48))
+    ec_algorithm = _tlv(0x30, bytes.fromhex("06072a8648ce3d0201"))
+    for _ in range(depth):
+        der = _tlv(0x30, _tlv(0x02, b"\x00") + ec_algorithm + _tlv(0x04, der))
+    return der
+
+
+@pytest.mark.parametrize("encoding", ["PEM", "DER"])
+def test_a_private_key_info_nested_deep_is_corrupt_not_a_traceback(encoding: str) -> None:
+    """A 'PRIVATE KEY' (or DER) file of 1,200 PrivateKeyInfo structures each wrapping the next
+    (27 KB, within the CLI's 64 KiB bound for a key file): the structure reader that tells a
+    corrupt key from a mislabelled or invalid one followed each PrivateKeyInfo's privateKey
+    into the next, recursively, and raised RecursionError, which escaped `rmm-mp attest
+    verify` as a traceback (found by an attestation audit feeding hostile DER). A
+    PrivateKeyInfo holds an ECPrivateKey, never another PrivateKeyInfo, so the reader looks
+    one level in; the file is refused as corrupt and the platform signature check fails."""
+    der = _pkcs8_nested(1200)
+    key = der if encoding == "DER" else _as_pem("PRIVATE KEY", der)
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(key, "k")
+    phrase = ("k is none of a PEM or DER EC key" if encoding == "DER"
+              else "k: PEM block 'PRIVATE KEY' is corrupt: its ")
+    assert phrase in str(info.value), str(info.value)
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), key, key_name="k").check("platform signature")
+    assert check.passed is False and phrase in check.reason, check
+
+
 def test_bad_unwrapped_tokens_are_refused() -> None:
     """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
     byte string) is not a CCA token: TokenFormatError naming the entry and the expected form."""
