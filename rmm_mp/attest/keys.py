@@ -234,11 +234,28 @@ def _der_tlvs(data: bytes) -> list[tuple[int, bytes]] | None:
     return items
 
 
+MAX_OID_ARC_BITS: Final = 128
+"""Widest OBJECT IDENTIFIER arc `_der_oid` reads: a UUID arc (2.25.N, ITU-T X.667) is 128 bits
+and the algorithm and curve OIDs of keys far narrower. A wider arc is no OID of a key, and
+Python refuses to write one of more than 4,300 decimal digits (about 14,300 bits) in decimal
+(ValueError, sys.get_int_max_str_digits)."""
+
+
+class _NotDer(Exception):
+    """A key structure's item that `_der_structure` cannot read (an OID arc too wide)."""
+
+
 def _der_oid(contents: bytes) -> str:
-    """The dotted form of an OBJECT IDENTIFIER's contents (X.690 8.19)."""
+    """The dotted form of an OBJECT IDENTIFIER's contents (X.690 8.19).
+
+    Raises:
+        _NotDer: an arc wider than MAX_OID_ARC_BITS.
+    """
     arcs, value = [], 0
     for byte in contents:
         value = (value << 7) | (byte & 0x7F)
+        if value.bit_length() > MAX_OID_ARC_BITS:
+            raise _NotDer(f"OID arc wider than {MAX_OID_ARC_BITS} bits")
         if not byte & 0x80:
             arcs.append(value)
             value = 0
@@ -260,10 +277,18 @@ def _der_structure(der: bytes, in_pkcs8: bool = False) -> _DerKey | None:
     """Which key structure `der` is, by its shape alone (no value is checked): an SPKI
     SEQUENCE {AlgorithmIdentifier, BIT STRING}, an ECPrivateKey SEQUENCE {1, OCTET STRING,
     [0] curve, [1] public key}, a PrivateKeyInfo SEQUENCE {0 or 1, AlgorithmIdentifier, OCTET
-    STRING, ...}; None for anything else. `in_pkcs8`: `der` is a PrivateKeyInfo's privateKey,
-    which holds an ECPrivateKey (RFC 5915 3) and is not read as another PrivateKeyInfo:
-    following one into the next would recurse as deep as a hostile file nests them
-    (RecursionError)."""
+    STRING, ...}; None for anything else, an OID it cannot read among it. `in_pkcs8`: `der` is
+    a PrivateKeyInfo's privateKey, which holds an ECPrivateKey (RFC 5915 3) and is not read as
+    another PrivateKeyInfo: following one into the next would recurse as deep as a hostile
+    file nests them (RecursionError)."""
+    try:
+        return _der_shape(der, in_pkcs8)
+    except _NotDer:
+        return None
+
+
+def _der_shape(der: bytes, in_pkcs8: bool) -> _DerKey | None:
+    """`_der_structure` without its catch of _NotDer."""
     top = _der_tlvs(der)
     if not top or len(top) != 1 or top[0][0] != 0x30:
         return None
@@ -285,7 +310,7 @@ def _der_structure(der: bytes, in_pkcs8: bool = False) -> _DerKey | None:
         return _DerKey("EC PRIVATE KEY", None, curve, point, parts[1][1])
     if not in_pkcs8 and tags[:3] == [0x02, 0x30, 0x04] and parts[0][1] in (b"\0", b"\x01"):
         algorithm, curve = _der_algorithm(parts[1][1])
-        nested = _der_structure(parts[2][1], True) if algorithm == _ID_EC_PUBLIC_KEY else None
+        nested = _der_shape(parts[2][1], True) if algorithm == _ID_EC_PUBLIC_KEY else None
         if nested is not None and nested.label == "EC PRIVATE KEY":
             return _DerKey("PRIVATE KEY", algorithm, nested.curve or curve, nested.point, nested.scalar)
         return _DerKey("PRIVATE KEY", algorithm, curve, None, None)

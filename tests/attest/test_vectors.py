@@ -592,6 +592,40 @@ def test_a_private_key_info_nested_deep_is_corrupt_not_a_traceback(encoding: str
     assert check.passed is False and phrase in check.reason, check
 
 
+def _with_huge_oid(structure: str) -> bytes:
+    """A key structure with an OBJECT IDENTIFIER whose second arc is 3,000 bytes of 0xff (21,000
+    bits: more than 4,300 decimal digits), where the algorithm or the named curve goes."""
+    huge = _tlv(0x06, b"\x2a" + b"\xff" * 3000 + b"\x01")
+    ec_algorithm = bytes.fromhex("06072a8648ce3d0201")
+    point = _tlv(0x03, b"\x00\x04" + b"\x01" * 96)
+    if structure == "spki-algorithm":
+        return _tlv(0x30, _tlv(0x30, huge) + point)
+    if structure == "spki-curve":
+        return _tlv(0x30, _tlv(0x30, ec_algorithm + huge) + point)
+    if structure == "pkcs8-algorithm":
+        return _tlv(0x30, _tlv(0x02, b"\x00") + _tlv(0x30, huge) + _tlv(0x04, b"\x00"))
+    return _tlv(0x30, _tlv(0x02, b"\x01") + _tlv(0x04, b"\x01" * 48) + _tlv(0xA0, huge))     # "sec1-curve"
+
+
+@pytest.mark.parametrize("label", ["PUBLIC KEY", "PRIVATE KEY", "EC PRIVATE KEY", "DER"])
+@pytest.mark.parametrize("structure", ["spki-algorithm", "spki-curve", "pkcs8-algorithm", "sec1-curve"])
+def test_a_key_structure_with_a_huge_oid_arc_is_corrupt_not_a_traceback(structure: str, label: str) -> None:
+    """A key whose algorithm or curve OID has an arc of 21,000 bits: the structure reader wrote
+    the arc in decimal, and Python refuses to convert an integer of more than 4,300 digits
+    (ValueError 'Exceeds the limit'), raised while handling cryptography's ValueError, so it
+    escaped `rmm-mp attest verify` as a traceback (found by an attestation audit). Such an
+    OID is malformed for this reader (no algorithm or curve OID has an arc near that size), so
+    the file is refused as corrupt or of no known format, and the platform signature check
+    fails with that reason."""
+    der = _with_huge_oid(structure)
+    key = der if label == "DER" else _as_pem(label, der)
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(key, "k")
+    assert "Exceeds the limit" not in str(info.value) and len(str(info.value)) < 400, str(info.value)
+    check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), key, key_name="k").check("platform signature")
+    assert check.passed is False and check.reason == str(info.value), check
+
+
 def test_bad_unwrapped_tokens_are_refused() -> None:
     """testBadUnwrappedTokens.cbor (tag 907 whose entries hold a COSE_Sign1 array instead of a
     byte string) is not a CCA token: TokenFormatError naming the entry and the expected form."""
