@@ -3,7 +3,9 @@
 `load_trust_anchors` reads any of:
 
 * a PEM public key (SPKI, e.g. cca_platform.pub) or PEM private key (SEC1 or PKCS#8, e.g.
-  cca_platform.pem; only its public half is kept), or the same in binary DER;
+  cca_platform.pem; only its public half is kept), or the same in binary DER; the first PEM
+  block whose label names a key is read, so the 'EC PARAMETERS' block `openssl ecparam -genkey`
+  writes before its key, or a certificate before a key, is passed over;
 * one JWK object (RFC 7518 section 6.2: kty "EC", crv P-256/P-384/P-521, x, y; a private
   "d" is ignored), e.g. cpak.json, testIAK.jwk;
 * a JWK Set (RFC 7517 section 5: {"keys": [JWK, ...]}, as JWKS endpoints publish keys): every
@@ -38,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import string
 from dataclasses import dataclass
 from typing import Any, Final
@@ -137,7 +140,17 @@ def _hex_point(text: str, name: str) -> ec.EllipticCurvePublicKey:
     return public_key_from_point(bytes.fromhex(digits), name)
 
 
+_PEM_KEY_BEGIN: Final = re.compile(rb"^-----BEGIN [^\r\n]*KEY-----", re.MULTILINE)
+"""The BEGIN line of a PEM block whose label names a key ('PUBLIC KEY', 'EC PRIVATE KEY', ...)."""
+
+
 def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
+    # `openssl ecparam -genkey` writes an 'EC PARAMETERS' block (the curve's OID) before the
+    # 'EC PRIVATE KEY' block, and a PEM bundle may hold a certificate first: the key is the first
+    # block whose label names one. Without such a block the first block is named in the error.
+    keyed = _PEM_KEY_BEGIN.search(pem)
+    if keyed is not None:
+        pem = pem[keyed.start():]
     first = pem.split(b"\n", 1)[0].decode("ascii", errors="replace").strip()
     label = first.removeprefix("-----BEGIN ").removesuffix("-----")
     private = label.endswith("PRIVATE KEY")

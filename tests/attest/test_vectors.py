@@ -535,6 +535,30 @@ def test_a_pem_key_under_another_keys_label_is_called_mislabelled(label: str, st
         str(info.value)
 
 
+@pytest.mark.parametrize("before, after", [
+    ("-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n", ""),
+    ("", "-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n"),
+    ("-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n", ""),
+], ids=["ecparam-genkey", "parameters-after", "certificate-first"])
+def test_a_pem_key_after_another_block_is_read(before: str, after: str) -> None:
+    """`openssl ecparam -name secp384r1 -genkey` writes an 'EC PARAMETERS' block (the curve's
+    OID) and then the 'EC PRIVATE KEY' block: such a file, the most common way to make an EC
+    key, was refused as "PEM block 'EC PARAMETERS' is no key", because only the first block's
+    label was looked at (found by an attestation audit). The first block whose label names a
+    key is now the key, wherever it is; the key loads as its public half."""
+    key, sec1, _ = _p384_pair()
+    pem = before.encode() + _as_pem("EC PRIVATE KEY", sec1) + after.encode()
+    (anchor,) = load_trust_anchors(pem, "k.pem")
+    assert anchor.key.public_numbers() == key.public_key().public_numbers()
+
+
+def test_a_pem_file_of_ec_parameters_alone_is_no_key() -> None:
+    """An 'EC PARAMETERS' block with no key block after it is still refused, naming the block."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(b"-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n", "k.pem")
+    assert "k.pem: PEM block 'EC PARAMETERS' is no key; expected a 'PUBLIC KEY'" in str(info.value), str(info.value)
+
+
 @pytest.mark.parametrize("encoding", ["PEM", "DER"])
 def test_a_key_of_an_unknown_algorithm_fails_verification_without_a_traceback(encoding: str) -> None:
     """A well-formed SubjectPublicKeyInfo whose algorithm OID cryptography does not know
