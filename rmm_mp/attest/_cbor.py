@@ -87,9 +87,10 @@ def to_json(value: Any) -> Any:
     """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
     strings (an integer or text key as itself, any other key in CBOR diagnostic notation,
     `diag`), tags {"tag": n, "value": ...}, a set (tag 258, which cbor2 builds as a frozenset)
-    {"tag": 258, "value": [...]}, simple values {"simple": n} (undefined is simple value 23),
-    NaN and the infinities {"float": "nan" | "inf" | "-inf"} (json.dumps would write NaN or
-    Infinity, which JSON has no token for); ints, text, bools, finite floats and None stay."""
+    {"tag": 258, "value": [...]} (members in `set_members`' order), simple values {"simple":
+    n} (undefined is simple value 23), NaN and the infinities {"float": "nan" | "inf" |
+    "-inf"} (json.dumps would write NaN or Infinity, which JSON has no token for); ints, text,
+    bools, finite floats and None stay."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     if is_map(value):
@@ -97,7 +98,7 @@ def to_json(value: Any) -> Any:
     if is_array(value):
         return [to_json(v) for v in value]
     if isinstance(value, (set, frozenset)):
-        return {"tag": SET_TAG, "value": [to_json(v) for v in value]}
+        return {"tag": SET_TAG, "value": [to_json(v) for v in set_members(value)]}
     if isinstance(value, cbor2.CBORTag):
         return {"tag": value.tag, "value": to_json(value.value)}
     if isinstance(value, cbor2.CBORSimpleValue):
@@ -109,6 +110,19 @@ def to_json(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
+
+
+def set_members(value: set[Any] | frozenset[Any]) -> list[Any]:
+    """The members of a decoded set (tag 258) in one order whatever the token's: RFC 8949
+    4.2.1's, bytewise by their deterministic encoding. cbor2 keeps no order, and a Python
+    set's depends on the order its members were added in and, for text and bytes, on the
+    process's hash seed, so the same token was shown differently from run to run."""
+    def encoding(member: Any) -> bytes:
+        try:
+            return cbor2.dumps(member, canonical=True)
+        except (cbor2.CBOREncodeError, TypeError, ValueError):
+            return diag(member).encode()    # a value cbor2 built but cannot write back: its notation
+    return sorted(value, key=encoding)
 
 
 _UNDEFINED: Final = 23
@@ -155,7 +169,7 @@ def diag(value: Any) -> str:
     if is_map(value):
         return "{" + ", ".join(f"{diag(k)}: {diag(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (set, frozenset)):
-        return f"{SET_TAG}([" + ", ".join(diag(v) for v in value) + "])"
+        return f"{SET_TAG}([" + ", ".join(diag(v) for v in set_members(value)) + "])"
     return f"<a {type(value).__name__}>"
 
 

@@ -652,3 +652,20 @@ def test_a_float_is_described_with_its_value(value: float, text: str) -> None:
     assert describe(value) == text
     problems = check_realm_claims({10: value})
     assert f"realm claim 10 (challenge) must be a byte string, found {text}" in problems, problems
+
+
+@pytest.mark.parametrize("members", ["10 08 00", "00 08 10", "08 10 00"])
+def test_a_set_is_shown_in_one_order_whatever_the_order_of_its_members(
+        members: str, sample_platform_token: bytes, sample_rak: ec.EllipticCurvePrivateKey) -> None:
+    """A set (tag 258) keeps no order, and cbor2 decodes one to a Python set, whose iteration
+    order depends on the order its members were added in and, for text, on the process's hash
+    seed: 258([16, 8, 0]) was shown as [16, 8, 0] and 258([0, 8, 16]) as [0, 8, 16], and a set
+    of text came out in another order in each run of `rmm-mp attest inspect` (found by an
+    attestation audit). Members are now listed in RFC 8949 4.2.1's order, bytewise by their
+    deterministic encoding, in the JSON and in CBOR diagnostic notation alike."""
+    from rmm_mp.attest._cbor import diag
+    payload = bytes.fromhex(f"a1 0a d90102 83 {members}".replace(" ", ""))      # {10: 258([...])}
+    realm = sign_cose_sign1(payload, sample_rak)
+    claims = inspect_token(encode_cca_token(sample_platform_token, realm))["realm"]["claims"]
+    assert claims["challenge"] == {"tag": 258, "value": [0, 8, 16]}, claims
+    assert diag(cbor2.loads(bytes.fromhex(f"d90102 83 {members}".replace(" ", "")))) == "258([0, 8, 16])"
