@@ -469,7 +469,8 @@ class _Validator:
         order = raw.get("max_recs_order", 10)
         if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= 10:
             raise self.fail("features.max_recs_order", order,
-                            "an integer in 1..10 (MAX_RECS = 2^order - 1; TF-RMM's bound, whose refcount field has 10 bits)")
+                            "an integer in 1..10 (MAX_RECS = 2^order - 1; TF-RMM's bound, whose refcount field has "
+                            "10 bits)")
         vmid_bits = raw.get("vmid_bits", 16)
         if type(vmid_bits) is not int or vmid_bits not in (8, 16):
             raise self.fail("features.vmid_bits", vmid_bits, "8 or 16 (VMIDs a realm may use: 0..2^vmid_bits - 1)")
