@@ -265,10 +265,10 @@ def refuse_beside_listing(ctx: click.Context, flag: str) -> None:
 
 
 class BadInputFile(click.ClickException):
-    """A workload or platform file (or one it names) that is not acceptable: "Error: FILE:LINE:
-    key = value: expected ...", exit status 2 as for a usage error, without click's usage block
-    ("Usage: ... Try '... --help'"), which tells of a wrong invocation: the command line was
-    right, the file's content was not."""
+    """A workload or platform file (or one it names), or a stress --replay schedule file, that is
+    not acceptable: "Error: FILE:LINE: key = value: expected ...", exit status 2 as for a usage
+    error, without click's usage block ("Usage: ... Try '... --help'"), which tells of a wrong
+    invocation: the command line was right, the file's content was not."""
 
     exit_code = 2
 

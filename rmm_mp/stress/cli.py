@@ -23,7 +23,8 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import CatalogChoice, FloatRange, IntRange, StepsOrSeconds, TypedFloat, refuse_beside_listing
+from rmm_mp.clitypes import (BadInputFile, CatalogChoice, FloatRange, IntRange, StepsOrSeconds, TypedFloat,
+                             refuse_beside_listing)
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.interrupts import Interrupts
@@ -518,7 +519,12 @@ def _config(workload: str | None, cpus: int, seconds: float | None, seed: int, s
             replay: str | None, trace_path: str | None) -> tuple[StressConfig, tuple[Finding, ...] | None]:
     if replay is not None:
         # Every value of the file is checked here, before a machine exists (stress.schedule).
-        recorded = schedule_file.read(replay)
+        try:
+            recorded = schedule_file.read(replay)
+        except ValueError as exc:
+            # The invocation was right, the file's content was not: the error alone, without
+            # click's usage block, as for a bad workload or platform file (exit status 2 too).
+            raise BadInputFile(str(exc)) from None
         limit = seconds if seconds is not None else DETERMINISTIC_SECONDS
         return schedule_file.replay_config(recorded, seconds=limit, log_points=bool(trace_path)), recorded.findings
     if problem := inject_problem(inject):

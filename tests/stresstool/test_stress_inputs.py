@@ -147,13 +147,35 @@ TAMPERED = [
 def test_a_tampered_schedule_file_is_a_usage_error(tmp_path: Path, path: tuple[str | int, ...], value: object,
                                                    message: str) -> None:
     """--replay of a schedule file with one value tampered: exit 2 with `FILE: field = value:
-    expected ...`, no traceback, and no run (so no machine)."""
+    expected ...` alone, without click's usage block (the invocation was right, the file's
+    content was not, as for a bad workload or platform file), no traceback, and no run (so no
+    machine)."""
     sched = tmp_path / "s.json"
     sched.write_text(json.dumps(_tampered(path, value)))
     res = CliRunner().invoke(stress, ["--replay", str(sched), "--seconds", "20"])
     assert res.exit_code == 2, (res.output, res.exception)
-    assert f"Error: {sched}: {message}" in res.output, res.output
+    assert res.output.startswith(f"Error: {sched}: {message}"), res.output
     assert "Traceback" not in res.output and "machine rmm-mp" not in res.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not a readable schedule file (Expecting property name"),
+    ('{"format": "other"}', "not an rmm-mp-schedule file"),
+], ids=["not-json", "not-a-schedule"])
+def test_a_replay_file_that_is_no_schedule_file_is_an_error_without_the_usage_block(
+        tmp_path: Path, text: str, message: str) -> None:
+    """--replay of a file that is no JSON, or JSON of another format: exit 2 with the error
+    naming the file alone. It came after click's usage block ("Usage: ... Try '... --help'"),
+    which tells of a wrong invocation, where `rmm-mp run` of a bad workload file prints none.
+    An option the replay would not use is still a usage error, with the block."""
+    sched = tmp_path / "s.json"
+    sched.write_text(text)
+    res = CliRunner().invoke(stress, ["--replay", str(sched), "--seconds", "20"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert res.output.startswith(f"Error: {sched}: {message}"), res.output
+    sched.write_text(json.dumps(VALID))
+    res = CliRunner().invoke(stress, ["--replay", str(sched), "--cpus", "3"])
+    assert res.exit_code == 2 and res.output.startswith("Usage: "), res.output
 
 
 def test_schedule_values_are_shown_briefly(tmp_path: Path) -> None:
@@ -376,8 +398,8 @@ def test_a_schedule_file_over_its_bound_is_refused_before_it_is_parsed(tmp_path:
         big.truncate(schedule_file.MAX_FILE + 1)
     res = CliRunner().invoke(stress, ["--replay", str(sched), "--seconds", "20"])
     assert res.exit_code == 2, (res.output, res.exception)
-    assert (f"Error: {sched}: (file) = 'more than 67,108,864 bytes': expected a schedule file of at most "
-            f"67,108,864 bytes (64 MiB)") in res.output, res.output
+    assert res.output.startswith(f"Error: {sched}: (file) = 'more than 67,108,864 bytes': expected a schedule file "
+                                 "of at most 67,108,864 bytes (64 MiB)"), res.output
     assert "Traceback" not in res.output and "machine rmm-mp" not in res.output
     text = json.dumps(VALID)
     sched.write_text(text + " " * (schedule_file.MAX_FILE - len(text)))
