@@ -241,7 +241,7 @@ class ReplayVerdict:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "verdict": self.verdict, "moved_lines": self.moved,
+        return {"file": self.file, "verdict": self.verdict, "moved_lines": self.moved, "reworded": self.reworded,
                 "recorded": [f.to_json() for f in self.recorded], "seen": [f.to_json() for f in self.seen]}
 
 

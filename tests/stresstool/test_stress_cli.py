@@ -388,7 +388,7 @@ def test_the_json_of_a_replay_gives_its_verdict(tmp_path: Path) -> None:
     assert ran["replay"] is None
     res, data = _replayed(sched, tmp_path / "same.json")
     assert res.exit_code == 1 and "replay reproduced the recorded findings" in res.stdout, res.output
-    assert data["replay"] == {"file": str(sched), "verdict": "reproduced", "moved_lines": False,
+    assert data["replay"] == {"file": str(sched), "verdict": "reproduced", "moved_lines": False, "reworded": False,
                               "recorded": ran["findings"], "seen": data["findings"]}
     assert data["findings"] == ran["findings"]
     recording = json.loads(sched.read_text())
@@ -398,6 +398,7 @@ def test_the_json_of_a_replay_gives_its_verdict(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "replay DIVERGED from the recorded findings" in res.stdout, res.output
     assert data["replay"]["verdict"] == "diverged" and data["replay"]["seen"] == ran["findings"]
     assert data["replay"]["recorded"] == recording["result"]["findings"]
+    assert data["replay"]["reworded"] is True     # only the message differs
 
 
 @pytest.mark.multiprocess

@@ -424,7 +424,8 @@ def test_a_replay_that_differs_only_in_wording_diverges_and_says_how_to_record_i
     and site: the replay diverges (the text names granules a replay must match too), and its
     verdict says only the text differs and gives the command that records the file again. A
     finding at another step is a plain divergence. The verdict gave no hint: an old schedule
-    just DIVERGED after any rewording."""
+    just DIVERGED after any rewording. The JSON verdict (`replay.reworded`) says so too: it
+    had only the text's line to tell a rewording from a divergence."""
     from rmm_mp.stress.findings import Finding
 
     def finding(message: str, step: int = 17, held: str = "holding DELEGATED 0x82000000") -> Finding:
@@ -439,6 +440,7 @@ def test_a_replay_that_differs_only_in_wording_diverges_and_says_how_to_record_i
 
     old = verdict(finding("RD 0x8008f000 locked after DELEGATED 0x82000000", held="holding 0x82000000"))
     assert old.verdict == "diverged" and old.reworded, old.text()
+    assert old.to_json()["reworded"] is True and verdict(seen).to_json()["reworded"] is False
     assert old.text().endswith("only their text differs, as when the tool words a finding otherwise than when "
                                "the file was saved; `rmm-mp stress --replay 'my s.json' --save-schedule NEW` "
                                "records it again with the text of this rmm-mp)"), old.text()
