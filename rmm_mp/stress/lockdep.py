@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.hw.cpuarea import CALL, LOCK_EDGES, OFF_CALL, OFF_EXEC_RD, OFF_LOCK_EDGES
+from rmm_mp.hw.cpuarea import CALL, LOCK_EDGES, OFF_CALL, OFF_CALLS_STARTED, OFF_EXEC_RD, OFF_LOCK_EDGES
 from rmm_mp.hw.granule import STATE_MASK, STATE_SHIFT
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.rec_desc import AUX_MAX, OFF_NUM_AUX
@@ -149,9 +149,12 @@ class LockOrder:
                 self._call_rd = call, new.idx
 
     def _published_call(self) -> bytes:
-        """The call this CPU's EL3 published (its first word non-zero in a call): the same
-        bytes name the same call in progress, its FID and arguments."""
-        return bytes(self.probe.buf[OFF_CALL:OFF_CALL + CALL.size])
+        """The call this CPU's EL3 published (its first word non-zero in a call), its FID and
+        arguments, then the CPU's count of calls started: the same bytes name the same call in
+        progress. The count tells apart two calls with the same FID and arguments: REC_ENTER(rec,
+        run) once the REC was destroyed and made again in another realm is another realm's."""
+        buf = self.probe.buf
+        return bytes(buf[OFF_CALL:OFF_CALL + CALL.size]) + bytes(buf[OFF_CALLS_STARTED:OFF_CALLS_STARTED + 8])
 
     def _root_zero_first(self, new: "Held", held: "list[Held]") -> tuple[str, str] | None:
         """Rule 5's root 0 first: a root RTT other than root 0 is taken only while root 0 of the
@@ -160,8 +163,8 @@ class LockOrder:
         reference, which only the ownership checker records), else the RD this CPU took earlier
         in the call in progress (an RMI walk goes on after releasing it: a root taken then
         without root 0 went unchecked); unknown, nothing is checked. The call is known by its
-        published FID and arguments: the same call made again with the same arguments names
-        the same RD, so an RD from an earlier such call is the same realm's.
+        published FID and arguments and the count of calls started (an earlier call with the
+        same arguments may name another realm's RD: the REC of a REC_ENTER made again elsewhere).
         Root 0 and the number of roots are the RD's rtt_base and rtt_num_start, fixed from
         REALM_CREATE on (read raw, as the checkers' other reads)."""
         rd = next((h.idx for h in held if h.cls == C.RD), None)

@@ -15,7 +15,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.hw import points
-from rmm_mp.hw.cpuarea import CALL, OFF_CALL
+from rmm_mp.hw.cpuarea import CALL, OFF_CALL, OFF_CALLS_STARTED
 from rmm_mp.hw.granule import SUB_ROOT, Granule, GranuleTable
 from rmm_mp.hw.memory import PhysicalMemory
 from rmm_mp.rmm import dispatch, s2tt
@@ -364,15 +364,19 @@ def test_a_root_other_than_root_0_taken_without_root_0_breaks_rule_5(
     assert rules == (expected if found else []), rules
 
 
-@pytest.mark.parametrize("then, found", [("same", True), ("other", False), ("none", False)],
-                         ids=["same-call", "another-call", "no-call"])
+@pytest.mark.parametrize("then, found", [("same", True), ("other", False), ("none", False), ("again", False)],
+                         ids=["same-call", "another-call", "no-call", "same-arguments-later-call"])
 def test_a_root_taken_after_the_call_released_its_rd_is_checked_against_that_rds_root_0(
         machine: Machine, probe: Probe, then: str, found: bool) -> None:
     """RMI_RTT_READ_ENTRY locks the RD (whose rtt_base names root 0, granule 410, of two
     roots) and releases it, then takes root 1 alone, as a walk that skipped root 0 after
     releasing the RD would: a rule 5 finding naming root 1, the RD and root 0. The same root
     taken in another call (other arguments), or with no call published, is not checked against
-    that RD. It went unchecked: with no RD held and no REC running, the realm was unknown."""
+    that RD. It went unchecked: with no RD held and no REC running, the realm was unknown. Nor
+    is it in a later call with the same FID and arguments (the CPU's count of calls started
+    moved on): one REC_ENTER(rec, run) and the next, after the REC was destroyed and made again
+    in another realm, publish the same bytes, and the RD remembered from the first was checked
+    as the second's."""
     probe.lockdep = LockOrder(probe)
     table = probe.cpu.granules
     _set_state(table, RD_IDX, GS.RD)
@@ -387,6 +391,9 @@ def test_a_root_taken_after_the_call_released_its_rd_is_checked_against_that_rds
         CALL.pack_into(probe.buf, OFF_CALL, 1, read_entry, table.addr(RD_IDX), 0x2000, 1, 0, 0, 0)
     elif then == "none":
         CALL.pack_into(probe.buf, OFF_CALL, 0, 0, 0, 0, 0, 0, 0, 0)
+    elif then == "again":
+        started = struct.unpack_from("<Q", probe.buf, OFF_CALLS_STARTED)[0]
+        struct.pack_into("<Q", probe.buf, OFF_CALLS_STARTED, started + 1)
     with table.lock_known(ROOT0_IDX + 1, GS.RTT, 1 | SUB_ROOT):
         pass
     rules = [(f.rule, f.message) for f in probe.findings.items]
