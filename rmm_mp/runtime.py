@@ -525,18 +525,25 @@ class _Supervisor:
         # gave one to that thread and CPython raised it here all the same.
         self.hold.begin()
         try:
+            raw: bytes | None
             try:
                 raw = pipe.recv_bytes()
             except (EOFError, OSError):
                 pipe.close()
-                return
-            self.gate.heard.add(cpu)
-            if raw == cpu_start.UP:
-                self.gate.up(cpu)
-            else:   # not _cpu_main's: it says UP before anything else
-                self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
-        finally:
-            self.hold.end()
+                raw = None
+            if raw is not None:
+                self.gate.heard.add(cpu)
+                if raw == cpu_start.UP:
+                    self.gate.up(cpu)
+                else:   # not _cpu_main's: it says UP before anything else
+                    self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
+        except BaseException:
+            # An error here wins over an interrupt noted meanwhile, which is dropped with the
+            # run the error ends: raised by ``end``, it replaced the error, which the supervisor
+            # then took for a plain Ctrl-C and lost.
+            self.hold.end(take=False)
+            raise
+        self.hold.end()
 
     def _receive(self, cpu: int, pipe: Any) -> None:
         try:
