@@ -90,13 +90,40 @@ class InterruptHold:
         or "SIGTERM"), for the caller to take as it takes any, and any later one stays noted for
         ``next`` (the supervisor takes each: dropped, a real second Ctrl-C was lost); without,
         all are dropped. A signal that comes once a handler is back meets that handler, which
-        may raise here too."""
-        for signum in list(self.handlers):
-            if signal.getsignal(signum) == self._wrapper:
-                # A signal already come meets the wrapper first (signal.signal runs it).
-                signal.signal(signum, self.handlers[signum])
-            del self.handlers[signum]
+        may raise here too: every handler is put back first (put_back), and that interrupt is
+        then noted after the others (``take``) or raised (without)."""
+        try:
+            put_back(self.handlers, self._wrapper)
+        except KeyboardInterrupt as exc:
+            if not take:
+                self.noted = []
+                raise
+            what = interrupt_of(exc)
+            if what:
+                self.noted.append(what)
         if not take:
             self.noted = []
         elif self.noted:
             raise KeyboardInterrupt(self.noted.pop(0))
+
+
+def put_back(handlers: dict[int, Any], replaced: Any = None) -> None:
+    """Set each signal's handler in ``handlers`` again (where ``replaced`` is given, only if that
+    is still the signal's handler: one changed since stays), emptying ``handlers``. A
+    KeyboardInterrupt raised meanwhile (a signal that meets a handler already put back:
+    signal.signal runs the handlers of the signals already come before it changes anything) is
+    raised once every handler is back, not at once: raised at once, it left the rest in place,
+    SIGTERM wrapped by a supervisor whose run was over. Only the first is raised."""
+    interrupted: KeyboardInterrupt | None = None
+    while handlers:
+        try:
+            while handlers:
+                signum, handler = next(iter(handlers.items()))
+                if replaced is None or signal.getsignal(signum) == replaced:
+                    # A signal already come meets the handler being replaced first.
+                    signal.signal(signum, handler)
+                del handlers[signum]
+        except KeyboardInterrupt as exc:
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted

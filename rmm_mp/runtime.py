@@ -62,7 +62,7 @@ import psutil
 from rmm_mp import cpu_args, cpu_exit, cpu_start
 from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult, own_usage
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.interrupt_hold import InterruptHold, interrupt_of
+from rmm_mp.interrupt_hold import InterruptHold, interrupt_of, put_back
 from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -445,9 +445,13 @@ class _Supervisor:
                         self._interrupt(live, what)
                         what = self.hold.next()
         finally:
-            self.hold.end(take=False)   # left by an exception out of the loop
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            # Left by an exception out of the loop: SIGTERM's handler is put back even when a
+            # signal lands as the hold puts its own back (which raises it).
+            try:
+                self.hold.end(take=False)
+            finally:
+                if previous is not None:
+                    put_back({signal.SIGTERM: previous})
         for pipe in self.pipes.values():
             pipe.close()
         elapsed = time.monotonic() - start
