@@ -1,19 +1,24 @@
-"""Ctrl-C and SIGTERM that come while run_cpus handles an interrupt (rmm_mp.runtime's supervisor:
-killing and reaping the CPU processes that have not had their go, killing the started ones on a
-second interrupt, setting the stop flag; a few ms, more with 16 CPUs on a loaded host).
+"""Ctrl-C and SIGTERM while run_cpus's supervisor waits for its CPUs (rmm_mp.runtime): held back
+while it handles an interrupt (killing and reaping the CPU processes that have not had their go,
+killing the started ones on a second interrupt, setting the stop flag; a few ms, more with 16
+CPUs on a loaded host) or gives a CPU its go, and raised as they come while it waits.
 
 Raised there, out of the supervisor's ``except KeyboardInterrupt`` clause, such a signal escaped
-run_cpus and took every result with it. So while the supervisor handles one, the Python-level
-handlers of SIGINT and SIGTERM are wrapped (``InterruptHold.begin``): the wrapper runs the
-handler as it came (so its own rules still apply: the copy rule of rmm_mp.interrupts'
-``repeated_signal``, ignoring a signal once a command has decided) and notes the
-KeyboardInterrupt it raises instead of letting it out. Python's own SIGINT handler knows no
-copies; for it the wrapper applies the copy rule, as the supervisor does for one raised while
+run_cpus and took every result with it. So from the start of the supervisor's wait to its end,
+the Python-level handlers of SIGINT and SIGTERM are wrapped (``InterruptHold.begin``): the
+wrapper runs the handler as it came, or the one the runtime gives in its place (SIGTERM taken
+as Ctrl-C), so its own rules still apply (the copy rule of rmm_mp.interrupts' ``repeated_signal``,
+ignoring a signal once a command has decided). Holding, it notes the KeyboardInterrupt that
+handler raises instead of letting it out; not holding (the supervisor waits: ``release``), it
+raises the first, holding from before the handler runs, so that a second one landing in the
+first bytecodes of the supervisor's ``except`` clause is noted too (holding began only in that
+clause, and the few bytecodes before it let such a one out). Python's own SIGINT handler knows
+no copies; for it the wrapper applies the copy rule, as the supervisor does for one raised while
 it waits. So each signal is judged as it arrives: a copy that `timeout -s INT` sends a moment
 after the first is ignored then, and not taken as a second Ctrl-C once the handling is done,
 however long that took; a real second one is noted, and the supervisor acts on it then
-(``next``). ``end`` puts the handlers back as they were. The supervisor holds them so too from
-reading a CPU's UP to writing its go (rmm_mp.cpu_start), and takes one noted there at ``end``.
+(``next``). ``end`` puts the handlers back as they were, every one of them even if a signal
+lands meanwhile (``put_back``).
 
 Not a signal mask: blocking holds a signal back for the calling thread only, and a process with
 another thread (a pytest-xdist worker's execnet thread) gets a process-directed one there, whose
@@ -21,8 +26,12 @@ Python handler CPython then runs on the main thread all the same; and a signal h
 judged when it is let through, which turned the copy into a second Ctrl-C. Python handlers run
 on the main thread only, whichever thread the kernel gave the signal to; with nothing blocked
 there, the kernel gives a process-directed one to the main thread first, which cuts short a
-wait it is in (reaping a CPU process), so the handler runs as the signal arrives. Off the main
-thread (no handlers can be set there) nothing is wrapped.
+wait it is in (reaping a CPU process), so the handler runs as the signal arrives. Off the main thread (no handlers can be set there) nothing is wrapped.
+
+What no Python-level handler can hold: a second signal landing as the wrapper is entered for
+the first, before its first line marks the hold (CPython checks for signals as a function
+begins). The nested call of the wrapper takes that second one (raised, as the first would have
+been) and the first is lost, as is any signal within a copy window of another.
 
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
 It must not know what the supervisor does with an interrupt, nor when it holds them.
@@ -50,34 +59,82 @@ def interrupt_of(exc: KeyboardInterrupt) -> str:
 
 
 class InterruptHold:
-    """The wrapped handlers of one supervisor, and the interrupts they noted meanwhile."""
+    """The wrapped handlers of one supervisor, and the interrupts they noted meanwhile.
+
+    Holding (from ``begin`` up to ``release``), the wrapper notes each interrupt. Not holding,
+    it raises the first that comes, KeyboardInterrupt("Ctrl-C" or "SIGTERM"), holding again
+    from before its handler runs: a second signal that lands while the supervisor begins to
+    handle the first (its ``except`` clause, before any call of it could begin a hold) is
+    noted like any other, where Python's own handler, still standing, raised it out of
+    run_cpus."""
 
     def __init__(self) -> None:
         self.handlers: dict[int, Any] = {}
-        """Signal -> its handler as it was, while this hold's wrapper stands in for it."""
+        """Signal -> its handler to put back, while this hold's wrapper stands in for it."""
+        self.inner: dict[int, Any] = {}
+        """Signal -> the handler the wrapper runs: its own, or the one given ``begin`` for it."""
         self.noted: list[str] = []
         """What each interrupt that came meanwhile was ("Ctrl-C", "SIGTERM"), oldest first."""
+        self.holding = False
+        """Interrupts are noted, not raised (``begin`` up to ``release``)."""
 
-    def begin(self) -> None:
-        """Wrap the handlers of SIGINT and SIGTERM (those set from Python: one ignored, left to
-        its default action, or set outside Python is left as it is). Again while wrapped: no-op."""
+    def begin(self, instead: dict[int, Any] | None = None) -> None:
+        """Hold from now on: wrap the handlers of SIGINT and SIGTERM (those set from Python:
+        one ignored, left to its default action, or set outside Python is left as it is), and
+        note each interrupt that comes. ``instead``: a signal's handler to run in place of its
+        own while wrapped (runtime's SIGTERM taken as Ctrl-C), for a signal not ignored (its
+        own, or its default action, is put back at ``end``). Again while wrapped: the wrapped
+        ones stay as they are."""
+        self.holding = True
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in _STOP_SIGNALS:
             handler = signal.getsignal(signum)
-            if callable(handler) and handler != self._wrapper:
-                # Noted before it is set: signal.signal runs the handler of one already come
-                # first (the old one), and ``end`` must find what to put back all the same.
-                self.handlers[signum] = handler
-                signal.signal(signum, self._wrapper)
+            if handler == self._wrapper:
+                continue
+            if instead and signum in instead and handler != signal.SIG_IGN:
+                inner = instead[signum]
+            elif callable(handler):
+                inner = handler
+            else:
+                continue
+            # Noted before it is set: signal.signal runs the handler of one already come
+            # first (the old one), and ``end`` must find what to put back all the same.
+            self.handlers[signum] = signal.SIG_DFL if handler is None else handler
+            self.inner[signum] = inner
+            signal.signal(signum, self._wrapper)
+
+    def _what(self, signum: int, frame: Any) -> str:
+        """Run the handler the wrapper stands for: what interrupt it raised, "" for none (a
+        copy, ignored by the copy rule, or a handler that only noted it)."""
+        try:
+            self.inner[signum](signum, frame)
+        except KeyboardInterrupt as exc:
+            return interrupt_of(exc)
+        return ""
 
     def _wrapper(self, signum: int, frame: Any) -> None:
-        try:
-            self.handlers[signum](signum, frame)
-        except KeyboardInterrupt as exc:
-            what = interrupt_of(exc)
+        if self.holding:
+            what = self._what(signum, frame)
             if what:
                 self.noted.append(what)
+            return
+        # Held before the handler runs: one more signal from here on is noted.
+        self.holding = True
+        what = self._what(signum, frame) or self.next()
+        if not what:
+            self.holding = False
+            return
+        raise KeyboardInterrupt(what)
+
+    def release(self) -> None:
+        """The supervisor takes an interrupt as it comes again: the oldest noted and not yet
+        taken is raised (KeyboardInterrupt, still holding), or else the hold ends until the
+        next interrupt, which the wrapper raises. Handlers stay wrapped."""
+        what = self.next()
+        if what:
+            raise KeyboardInterrupt(what)
+        self.holding = False
 
     def next(self) -> str:
         """The oldest interrupt noted and not yet taken ("Ctrl-C", "SIGTERM"), or "" if none."""
@@ -92,6 +149,7 @@ class InterruptHold:
         all are dropped. A signal that comes once a handler is back meets that handler, which
         may raise here too: every handler is put back first (put_back), and that interrupt is
         then noted after the others (``take``) or raised (without)."""
+        self.holding = True     # up to the handlers' return: a signal meanwhile is noted
         try:
             put_back(self.handlers, self._wrapper)
         except KeyboardInterrupt as exc:
@@ -101,6 +159,8 @@ class InterruptHold:
             what = interrupt_of(exc)
             if what:
                 self.noted.append(what)
+        finally:
+            self.holding = False
         if not take:
             self.noted = []
         elif self.noted:

@@ -62,7 +62,7 @@ import psutil
 from rmm_mp import cpu_args, cpu_exit, cpu_start
 from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult, own_usage
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.interrupt_hold import InterruptHold, interrupt_of, put_back
+from rmm_mp.interrupt_hold import InterruptHold, interrupt_of
 from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -355,21 +355,16 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt("SIGTERM")
 
 
-def _take_sigterm() -> Any:
+def _sigterm_taken() -> dict[int, Any]:
     """Take SIGTERM (`timeout`, a cancelled job, `kill`) as Ctrl-C while the supervisor waits
-    (run_cpus's sigterm_stops): the CPUs stop where their target looks at the stop flag (a run
-    between activity steps, a stress run between operations) and the caller gets its report,
-    where the machine's own handler would free everything and end the process at once.
-    A SIGTERM ignored when the run began stays ignored, as rmm_mp.interrupts leaves it before
-    and after the run (`nohup`-style: whoever started the process asked for that).
-    Returns the handler to put back (None off the main thread, where none can be set, and
-    when SIGTERM is ignored)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        return None
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    return signal.SIG_DFL if previous is None else previous
+    (run_cpus's sigterm_stops): the CPUs stop where their target looks at the
+    stop flag (a run between activity steps, a stress run between operations) and the caller
+    gets its report, where the machine's own handler would free everything and end the process
+    at once. The handler for InterruptHold.begin to run in place of SIGTERM's own, which it
+    puts back at its end; a SIGTERM ignored when the run began stays ignored (the hold leaves
+    it), as rmm_mp.interrupts leaves it before and after the run (`nohup`-style: whoever
+    started the process asked for that)."""
+    return {signal.SIGTERM: _sigterm_as_interrupt}
 
 
 class _Supervisor:
@@ -381,7 +376,8 @@ class _Supervisor:
         self.gate = cpu_start.StartGate() if gate is None else gate
         """Each CPU's go, and the CPUs killed on an interrupt before they had theirs."""
         self.hold = InterruptHold()
-        """Ctrl-C and SIGTERM noted, not raised, while an interrupt is handled."""
+        """Ctrl-C and SIGTERM: raised as they come while the supervisor waits, noted while it
+        handles one."""
         self.on_end = on_end
         self.sigterm_stops = sigterm_stops
         self.mask = mask
@@ -416,42 +412,37 @@ class _Supervisor:
         start = time.monotonic()
         live = dict(self.procs)
         forget_signals()
-        previous = _take_sigterm() if self.sigterm_stops else None
         try:
+            self.hold.begin(_sigterm_taken() if self.sigterm_stops else None)
             while True:
                 try:
-                    self.hold.end()     # one noted as the handlers came back is raised here
+                    if self.mask is not None:
+                        # One held back meanwhile on this thread meets the hold's wrapper: noted.
+                        mask, self.mask = self.mask, None
+                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     if not live:
                         # Every CPU is gone: from here a signal must not raise (the results
-                        # would be lost), so SIGTERM gets its handler back and the caller's
-                        # handlers hear that the CPUs' run is over, each at most once more if a
-                        # signal lands first (this except clause takes it, and the loop returns).
-                        if previous is not None:
-                            signal.signal(signal.SIGTERM, previous)
-                            previous = None
+                        # would be lost), so the handlers are put back (SIGTERM's own too) and
+                        # the caller's handlers hear that the CPUs' run is over, each at most
+                        # once more if a signal lands first (this except clause takes it, and
+                        # the loop returns). One noted and not taken is raised by ``end``.
+                        self.hold.end()
                         if self.on_end is not None:
                             self.on_end()
                         break
-                    if self.mask is not None:
-                        mask, self.mask = self.mask, None
-                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                    self.hold.release()     # one noted is raised here; then each as it comes
                     self._step(live, start)
                 except KeyboardInterrupt as exc:
-                    # First: one more signal while this one is handled (kill_waiting reaps for
-                    # ms) escaped run_cpus with every result; now noted, taken below (interrupt_hold).
+                    # The hold's wrapper raised it holding already, so that one more signal
+                    # from its first bytecode here is noted (it escaped run_cpus with every
+                    # result), and taken below; begin holds for one raised otherwise.
                     self.hold.begin()
                     what = interrupt_of(exc)    # "" for a copy (the copy rule)
                     while what:
                         self._interrupt(live, what)
                         what = self.hold.next()
         finally:
-            # Left by an exception out of the loop: SIGTERM's handler is put back even when a
-            # signal lands as the hold puts its own back (which raises it).
-            try:
-                self.hold.end(take=False)
-            finally:
-                if previous is not None:
-                    put_back({signal.SIGTERM: previous})
+            self.hold.end(take=False)   # left by an exception out of the loop
         for pipe in self.pipes.values():
             pipe.close()
         elapsed = time.monotonic() - start
@@ -527,27 +518,22 @@ class _Supervisor:
         # 2026-11 a signal mask held them back, for this thread only: with another thread alive
         # that does not block them (pytest-xdist's execnet thread, a queue's feeder) the kernel
         # gave one to that thread and CPython raised it here all the same.
+        # An error on the way leaves the hold on: it wins over an interrupt noted meanwhile,
+        # which the supervisor drops as the error ends the run (its end(take=False)). Ended by
+        # ``release`` in a finally clause, the interrupt replaced the error, which the supervisor
+        # then took for a plain Ctrl-C and lost.
         self.hold.begin()
         try:
-            raw: bytes | None
-            try:
-                raw = pipe.recv_bytes()
-            except (EOFError, OSError):
-                pipe.close()
-                raw = None
-            if raw is not None:
-                self.gate.heard.add(cpu)
-                if raw == cpu_start.UP:
-                    self.gate.up(cpu)
-                else:   # not _cpu_main's: it says UP before anything else
-                    self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
-        except BaseException:
-            # An error here wins over an interrupt noted meanwhile, which is dropped with the
-            # run the error ends: raised by ``end``, it replaced the error, which the supervisor
-            # then took for a plain Ctrl-C and lost.
-            self.hold.end(take=False)
-            raise
-        self.hold.end()
+            raw = pipe.recv_bytes()
+        except (EOFError, OSError):
+            pipe.close()
+        else:
+            self.gate.heard.add(cpu)
+            if raw == cpu_start.UP:
+                self.gate.up(cpu)
+            else:   # not _cpu_main's: it says UP before anything else
+                self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
+        self.hold.release()
 
     def _receive(self, cpu: int, pipe: Any) -> None:
         try:

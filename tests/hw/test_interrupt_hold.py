@@ -36,19 +36,32 @@ def test_an_error_while_a_cpu_is_given_its_go_wins_over_a_ctrl_c_that_came_meanw
         machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ctrl-C comes while the supervisor gives a CPU its go (held: noted), and giving it fails
     with an error that is no interrupt (here a RuntimeError, as a feeder thread that cannot be
-    joined raises). The error leaves _read as it was raised, and the handlers are back; the
-    Ctrl-C noted is dropped with it. It used to be replaced by the KeyboardInterrupt raised by
-    the hold's closing ``end``, which the supervisor then took as a plain Ctrl-C: the error was
-    lost and the run went on as if only interrupted."""
+    joined raises). The error leaves wait() as it was raised, no interrupt is taken, and the
+    handlers are back. It used to be replaced by the KeyboardInterrupt that ended the hold
+    around the go, which the supervisor then took as a plain Ctrl-C: the error was lost and
+    the run ended as if only interrupted."""
+    from types import SimpleNamespace
+    taken: list[str] = []
+
     def up(self: Any, cpu: int) -> None:
         signal.raise_signal(signal.SIGINT)
         raise RuntimeError("the go could not be given")
 
+    def step(self: Any, live: Any, start: float) -> None:
+        self._read(0, _UpPipe())
+
+    def interrupt(self: Any, live: Any, what: str) -> None:
+        taken.append(what)
+        live.clear()        # its CPU gone: the run ends
+
     monkeypatch.setattr(cpu_start.StartGate, "up", up)
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    monkeypatch.setattr(_Supervisor, "_interrupt", interrupt)
     forget_signals()
-    supervisor = _Supervisor(machine, {}, {}, None, 0.01, None, 1.0)
-    raised = _raised_by(lambda: supervisor._read(0, _UpPipe()))
+    supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=0)}, {}, None, 0.01, None, 1.0)
+    raised = _raised_by(supervisor.wait)
     assert isinstance(raised, RuntimeError), repr(raised)
+    assert taken == [], taken
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert supervisor.hold.next() == "" and not supervisor.hold.handlers
 
@@ -64,12 +77,11 @@ def test_a_ctrl_c_as_the_handlers_are_put_back_after_an_error_leaves_none_of_the
     leaves wait(), the RuntimeError its context, and SIGTERM has the handler it had before
     wait(). It used to stay wrapped by the hold's wrapper around runtime's SIGTERM-as-Ctrl-C
     handler, so a later SIGTERM (a test's, a script's) was taken by a run long over."""
-    from rmm_mp.runtime import _sigterm_as_interrupt
     real_signal = signal.signal
     landed: list[int] = []
 
     def set_handler(signum: int, handler: Any) -> Any:
-        if signum == signal.SIGTERM and handler is _sigterm_as_interrupt and not landed:
+        if signum == signal.SIGTERM and not landed:     # putting SIGTERM's handler back
             landed.append(signum)
             signal.raise_signal(signal.SIGINT)  # meets SIGINT's handler, back already
         return real_signal(signum, handler)
@@ -98,3 +110,48 @@ def test_a_ctrl_c_as_the_handlers_are_put_back_after_an_error_leaves_none_of_the
     assert term == before, f"SIGTERM left with {term!r}"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert not supervisor.hold.handlers
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_second_ctrl_c_as_the_supervisor_begins_to_handle_the_first_is_taken_not_raised(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C reaches the supervisor while it waits for its CPU (raised in _step), and a
+    second one (COPY_S made 0: no copy) lands in the first bytecodes of the supervisor's
+    ``except KeyboardInterrupt`` clause, before its hold can have begun there (simulated by
+    raising SIGINT at the entry of InterruptHold.begin called while the first is handled).
+    Both are taken, in order, and wait() returns its result. The second used to escape wait()
+    and run_cpus as a KeyboardInterrupt, every result with it: the hold began only in that
+    clause, so Python's own handler still stood for the few bytecodes before."""
+    import sys
+    from rmm_mp import interrupts
+    from rmm_mp.interrupt_hold import InterruptHold
+    from types import SimpleNamespace
+    monkeypatch.setattr(interrupts, "COPY_S", 0.0)
+    taken: list[str] = []
+    sent: list[int] = []
+    begin = InterruptHold.begin
+
+    def begin_late(self: InterruptHold, *args: Any) -> None:
+        if sys.exc_info()[0] is KeyboardInterrupt and not sent:
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        begin(self, *args)
+
+    def step(self: Any, live: Any, start: float) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    def interrupt(self: Any, live: Any, what: str) -> None:
+        taken.append(what)
+        live.clear()        # its CPU gone: the run ends once both are taken
+
+    monkeypatch.setattr(InterruptHold, "begin", begin_late)
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    monkeypatch.setattr(_Supervisor, "_interrupt", interrupt)
+    forget_signals()
+    supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=0)}, {}, None, 0.01, None, 1.0)
+    outcome: list[Any] = []
+    raised = _raised_by(lambda: outcome.append(supervisor.wait()))
+    assert sent, "the second Ctrl-C was never sent"
+    assert raised is None and outcome, f"escaped wait(): {raised!r}"
+    assert taken == ["Ctrl-C", "Ctrl-C"], taken
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
