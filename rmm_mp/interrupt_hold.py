@@ -1,10 +1,11 @@
-"""Ctrl-C and SIGTERM while run_cpus's supervisor waits for its CPUs (rmm_mp.runtime): held back
-while it handles an interrupt (killing and reaping the CPU processes that have not had their go,
-killing the started ones on a second interrupt, setting the stop flag; a few ms, more with 16
-CPUs on a loaded host) or gives a CPU its go, and raised as they come while it waits.
+"""Ctrl-C and SIGTERM while run_cpus runs its CPUs (rmm_mp.runtime): held back while it starts
+them and while its supervisor handles an interrupt (killing and reaping the CPU processes that
+have not had their go, killing the started ones on a second interrupt, setting the stop flag; a
+few ms, more with 16 CPUs on a loaded host) or gives a CPU its go, and raised as they come while
+it waits.
 
 Raised there, out of the supervisor's ``except KeyboardInterrupt`` clause, such a signal escaped
-run_cpus and took every result with it. So from the start of the supervisor's wait to its end,
+run_cpus and took every result with it. So from the start of the CPUs to the supervisor's end,
 the Python-level handlers of SIGINT and SIGTERM are wrapped (``InterruptHold.begin``): the
 wrapper runs the handler as it came, or the one the runtime gives in its place (SIGTERM taken
 as Ctrl-C), so its own rules still apply (the copy rule of rmm_mp.interrupts' ``repeated_signal``,
@@ -26,7 +27,12 @@ Python handler CPython then runs on the main thread all the same; and a signal h
 judged when it is let through, which turned the copy into a second Ctrl-C. Python handlers run
 on the main thread only, whichever thread the kernel gave the signal to; with nothing blocked
 there, the kernel gives a process-directed one to the main thread first, which cuts short a
-wait it is in (reaping a CPU process), so the handler runs as the signal arrives. Off the main thread (no handlers can be set there) nothing is wrapped.
+wait it is in (reaping a CPU process), so the handler runs as the signal arrives. (run_cpus
+still blocks both while it starts the CPUs, for the CPU processes and threads it starts to
+inherit: one that reaches the main thread waits there, and meets the wrapper once the
+supervisor lets it through; one given to another thread, such as pytest-xdist's, is noted as
+it comes, where it was raised in the middle of the start.) Off the main thread (no handlers can
+be set there) nothing is wrapped.
 
 What no Python-level handler can hold: a second signal landing as the wrapper is entered for
 the first, before its first line marks the hold (CPython checks for signals as a function

@@ -232,10 +232,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         pin: pin CPU process i to the i-th host core this process may use (wrapping round);
             a process that cannot be pinned runs unpinned (its usage says pinned_core None).
         tracing: switch every CPU's trace ring on (the machine needs trace_capacity > 0).
-        sigterm_stops: while waiting, take SIGTERM as Ctrl-C (stop the CPUs, return a result
-            marked interrupted) instead of letting it end the process (the machine's handler):
-            what a command-line tool wants, so that it can still report what ran. A SIGTERM
-            ignored when the run began stays ignored.
+        sigterm_stops: while starting the CPUs and waiting, take SIGTERM as Ctrl-C (stop the
+            CPUs, return a result marked interrupted) instead of letting it end the process (the
+            machine's handler): what a command-line tool wants, so that it can still report
+            what ran. A SIGTERM ignored when the run began stays ignored.
         on_end: called once every CPU process is gone, before the results are gathered: a
             caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
             passthrough) turns that off here, so that a signal from then on cannot take the
@@ -247,12 +247,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             raised, e.g. fork or spawn failing with EAGAIN or ENOMEM, or EMFILE); it names the
             CPU and the cause. Any other exception there propagates as it is.
             The processes already started are killed and reaped and every pipe end is closed
-            before it is raised; a Ctrl-C (held back by the signal mask) that came while the CPUs were being
-            started is raised instead once that is done, the CpuStartError its context. The mask
-            is the calling thread's: in a process with other threads that do not block SIGINT
-            (the rmm-mp program has none then; a pytest-xdist worker has one), the kernel may
-            give a process-directed Ctrl-C to one of them, and CPython raises it on the main
-            thread at once, in the middle of that cleanup.
+            before it is raised; a Ctrl-C (or, with ``sigterm_stops``, a SIGTERM) that came while
+            the CPUs were being started is raised instead once that is done, as a
+            KeyboardInterrupt, the CpuStartError its context. It is held back meanwhile by its
+            handler (rmm_mp.interrupt_hold) as well as by the signal mask, which holds the
+            calling thread only: in a process with another thread that does not block it (a
+            pytest-xdist worker's execnet thread), one the kernel gave to that thread was raised
+            on the main thread at once, in the middle of the start or of that cleanup.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -290,8 +291,16 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                     raise ValueError(f"{exc} (it was in CPU {cpu_id}'s own args)") from None
     own_payloads = {cpu_id: tuple(pickled_own[id(obj)] for obj in (own_args or {}).get(cpu_id, ())) for cpu_id in ids}
     feeders: list[threading.Thread] = []
+    hold = InterruptHold()
+    forget_signals()    # a new run: no signal taken before it is repeated by one that comes now
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
+        # Held by their handlers too, from here to the supervisor's first wait: the mask holds
+        # this thread only, and a process-directed signal given to another thread that does not
+        # block it (a pytest-xdist worker's execnet thread) had CPython raise it here, in the
+        # middle of the start, all the same. Noted, it is taken as one that comes as the CPUs
+        # start: the supervisor kills those that have not had their go.
+        hold.begin(_sigterm_taken() if sigterm_stops else None)
         for cpu_id in ids:
             ends: list[multiprocessing.connection.Connection] = []
             try:
@@ -326,7 +335,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             feeders.append(feeder)
         gate = cpu_start.StartGate(dict(zip(ids, lifelines)), dict(zip(ids, feeders)))
         return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
-                           on_end, gate).wait()
+                           on_end, gate, hold).wait()
     finally:
         try:
             for proc in procs.values():
@@ -342,10 +351,14 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
                 proc.close()
         finally:
-            # Last: the supervisor restored the mask already, unless the start failed before it
-            # ran; then a Ctrl-C held back meanwhile is raised here, once nothing is left open,
-            # not from the first line of this clause, which left the started CPUs and their pipes.
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            # Last: the supervisor restored the mask and ended the hold already, unless the
+            # start failed before it ran; then a Ctrl-C held back meanwhile (pending on this
+            # thread, noted by the hold) is raised here, once nothing is left open, not from
+            # the first line of this clause, which left the started CPUs and their pipes.
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            finally:
+                hold.end()
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
@@ -356,8 +369,8 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 
 def _sigterm_taken() -> dict[int, Any]:
-    """Take SIGTERM (`timeout`, a cancelled job, `kill`) as Ctrl-C while the supervisor waits
-    (run_cpus's sigterm_stops): the CPUs stop where their target looks at the
+    """Take SIGTERM (`timeout`, a cancelled job, `kill`) as Ctrl-C from the CPUs' start to the
+    supervisor's end (run_cpus's sigterm_stops): the CPUs stop where their target looks at the
     stop flag (a run between activity steps, a stress run between operations) and the caller
     gets its report, where the machine's own handler would free everything and end the process
     at once. The handler for InterruptHold.begin to run in place of SIGTERM's own, which it
@@ -371,13 +384,14 @@ class _Supervisor:
     def __init__(self, machine: Machine, procs: dict[int, Any], pipes: dict[int, Any],
                  on_tick: Callable[[float], str | None] | None, tick_s: float, timeout_s: float | None,
                  grace_s: float, mask: set[int | signal.Signals] | None = None, sigterm_stops: bool = False,
-                 on_end: Callable[[], None] | None = None, gate: cpu_start.StartGate | None = None) -> None:
+                 on_end: Callable[[], None] | None = None, gate: cpu_start.StartGate | None = None,
+                 hold: InterruptHold | None = None) -> None:
         self.machine = machine
         self.gate = cpu_start.StartGate() if gate is None else gate
         """Each CPU's go, and the CPUs killed on an interrupt before they had theirs."""
-        self.hold = InterruptHold()
+        self.hold = InterruptHold() if hold is None else hold
         """Ctrl-C and SIGTERM: raised as they come while the supervisor waits, noted while it
-        handles one."""
+        handles one, and, begun by run_cpus, while the CPUs were started."""
         self.on_end = on_end
         self.sigterm_stops = sigterm_stops
         self.mask = mask
@@ -411,8 +425,8 @@ class _Supervisor:
     def wait(self) -> RunResult:
         start = time.monotonic()
         live = dict(self.procs)
-        forget_signals()
         try:
+            # Begun by run_cpus before the CPUs started (this wraps nothing more then), or here.
             self.hold.begin(_sigterm_taken() if self.sigterm_stops else None)
             while True:
                 try:

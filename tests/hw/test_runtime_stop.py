@@ -1085,3 +1085,53 @@ def test_an_interrupt_hold_ending_with_two_noted_raises_the_first_and_keeps_the_
         assert hold.next() == ""
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
+
+
+@pytest.mark.multiprocess
+def test_a_ctrl_c_given_to_another_thread_while_the_cpus_start_is_taken_as_an_interrupt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPUs; as CPU 0's process has started, a Ctrl-C reaches another thread of this
+    process that does not block SIGINT (where the kernel puts a process-directed one while the
+    main thread blocks it: a pytest-xdist worker's execnet thread), and its handler (here one
+    that raises as Interrupts' does while the CPUs run) runs on the main thread in the middle
+    of the start. run_cpus starts CPU 1 all the same and returns a result interrupted by that
+    Ctrl-C, neither CPU ever started (both killed before their go); the handler is back. The
+    start held SIGINT back by a signal mask only, which holds the main thread alone: the
+    KeyboardInterrupt escaped run_cpus from the middle of the start, with no result."""
+    import multiprocessing.context
+    arrived: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        arrived.append(signum)
+        raise KeyboardInterrupt("Ctrl-C")
+
+    real_start = multiprocessing.context.SpawnProcess.start
+    done = threading.Event()
+    other = threading.Thread(target=done.wait, name="takes SIGINT", daemon=True)
+
+    def start(self: Any) -> None:
+        real_start(self)
+        if not arrived:
+            assert other.ident is not None
+            signal.pthread_kill(other.ident, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while not arrived:      # the handler runs here, on the main thread
+                assert time.monotonic() < deadline, "the Ctrl-C never arrived"
+                time.sleep(0.001)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    previous = signal.signal(signal.SIGINT, handler)
+    other.start()
+    try:
+        with Machine.create("host", cpus=2) as m:
+            try:
+                result = run_cpus(m, _until_stopped, grace_s=20.0, timeout_s=60.0)
+            except KeyboardInterrupt as exc:
+                pytest.fail(f"the Ctrl-C escaped run_cpus: {exc!r}")
+            assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        done.set()
+        signal.signal(signal.SIGINT, previous)
+    assert arrived == [signal.SIGINT]
+    assert result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
+    assert result.not_started == (0, 1) and not result.failures and not result.results, result
