@@ -135,7 +135,10 @@ class Interrupts:
         """Signals that reached a handler while held back, to be taken at ``take``."""
         self.borrowed: dict[int, Any] = {}
         """Held signals this guard does not take (explore's SIGTERM) -> their own handler,
-        replaced by this guard's while held back."""
+        replaced by this guard's (``_holding``) while held back."""
+        self.displaced: dict[int, Any] = {}
+        """Signals this guard takes whose handler was another's when ``held`` began (explore's
+        SIGINT handler inside its guard) -> that handler, replaced by ``_holding`` meanwhile."""
         self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
         self.previous: dict[int, Any] = {}
         self.continues = continues
@@ -169,15 +172,31 @@ class Interrupts:
         if _guards and _guards[-1] is self:
             _guards.pop()
 
+    def _holding(self, signum: int, frame: object) -> None:
+        """This guard's handler standing in for another's while held back (``held``): a distinct
+        function, so that ``take`` gives back only what is still replaced (a nested handler's
+        own clean-up may have put this guard's back since)."""
+        self._handler(signum, frame)
+
     def _handler(self, signum: int, frame: object) -> None:
-        if self.holding:
-            # Blocked on this thread, but delivered to another one (a queue's feeder thread, a
-            # pause's lease renewal): CPython runs the handler here all the same.
+        if self.holding and signum in self.borrowed:
+            # Its own handler judges it, at ``take``.
             if signum not in self.held_back:
                 self.held_back.append(signum)
             return
         if self.final or repeated_signal(signum):
             return
+        if self.holding:
+            # Judged as it arrives (the copy rule, above), taken at ``take``: judged only then,
+            # a copy that arrived within its window was taken as a second request when the
+            # held piece took longer than the window to write.
+            if signum not in self.held_back:
+                self.held_back.append(signum)
+            return
+        self._take(signum)
+
+    def _take(self, signum: int) -> None:
+        """This guard's signal ``signum``, judged no copy, taken: raised, or noted."""
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.passing:
             raise KeyboardInterrupt(what)
@@ -213,8 +232,8 @@ class Interrupts:
 
     def held(self, fn: Callable[[], Any]) -> Any:
         """fn() (a piece of the command's last output: the report's last line, a note after
-        it) with Ctrl-C and SIGTERM held back (blocked) from its start: one that comes
-        meanwhile or after it waits for the next step, which takes it as between two steps,
+        it) with Ctrl-C and SIGTERM held back (by their handlers) from its start: one that
+        comes meanwhile or after it waits for the next step, which takes it as between two steps,
         or, if ``decided`` comes first, is ignored. So a signal sent the moment the last line
         appears (a script that reacts to it) no longer lands while the write of that line is
         still returning, as one that cut the printing short and gave exit status 1 after every
@@ -226,19 +245,28 @@ class Interrupts:
         it would have while the command worked. Off the main thread (no signal handlers there)
         fn() simply runs.
 
-        Blocking the signals (pthread_sigmask) covers this thread only: with another thread
-        alive the kernel gives a process-directed signal to that one, and CPython runs the
-        handler on this thread anyway. So the handlers hold it back too (``held_back``): this
-        guard's own, and for a held signal it does not take, this guard's in place of that
-        signal's handler (or default action) up to ``take``."""
+        The handlers hold them back (``held_back``): this guard's own, which judges each as it
+        arrives (the copy rule: a copy of the signal the run took is ignored however long the
+        piece takes), and for a held signal it does not take, or one another handler has taken
+        inside this guard (explore's SIGINT one), this guard's in place of that handler (or
+        default action) up to ``take``. Not a signal mask: blocking covers this thread only
+        (with another thread alive the kernel gives a process-directed signal to that one, and
+        CPython runs the handler on this thread anyway), and a signal blocked is judged only
+        when let through, which took a copy that came at once for a second request when the
+        piece took longer than the copy window."""
         if not self.holding and threading.current_thread() is threading.main_thread():
             self.holding = True
             for signum in _HELD:
                 current = signal.getsignal(signum)
-                if signum not in self.signals and current not in (signal.SIG_IGN, None):
+                if current in (signal.SIG_IGN, None) or current == self._handler:
+                    continue
+                if signum in self.signals:
+                    # Another handler inside this guard (explore's SIGINT one): held back here
+                    # all the same, as this guard's, where it raised in the middle of the line.
+                    self.displaced[signum] = current
+                else:
                     self.borrowed[signum] = current
-                    signal.signal(signum, self._handler)
-            signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+                signal.signal(signum, self._holding)
         return fn()
 
     def give(self, text: str, write: Callable[[str], Any]) -> bool:
@@ -258,30 +286,22 @@ class Interrupts:
         if not self.holding:
             return
         borrowed, self.borrowed = self.borrowed, {}
-
-        def give_back() -> None:
-            for signum, handler in borrowed.items():
-                # Unless decided has set it ignored since (command_over): that stays.
-                if signal.getsignal(signum) == self._handler:
-                    signal.signal(signum, handler)
+        replaced = {**borrowed, **self.displaced}
+        self.displaced = {}
+        for signum, handler in replaced.items():
+            # Unless changed since (decided set it ignored: command_over; a nested handler's
+            # clean-up put this guard's back): that stays.
+            if signal.getsignal(signum) == self._holding:
+                signal.signal(signum, handler)
         self.holding = False
-        # CPython runs the Python-level handler of a signal that was pending before this
-        # call returns (pthread_sigmask checks for signals), so it is taken here. Once
-        # decided, a borrowed signal pending on this thread meets this guard's handler (which
-        # ignores it, as one held back on another thread is) before its own is given back;
-        # before, its own handler is back first and takes it.
-        if not self.final:
-            give_back()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
-        if self.final:
-            give_back()
         held_back, self.held_back = self.held_back, []
         for signum in held_back:
+            if self.final:
+                continue
             if signum in borrowed:
-                if not self.final:
-                    signal.raise_signal(signum)
+                signal.raise_signal(signum)
             else:
-                self._handler(signum, None)
+                self._take(signum)
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal

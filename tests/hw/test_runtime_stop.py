@@ -566,13 +566,45 @@ def test_a_signal_held_back_after_the_last_output_waits_for_the_next_step_or_is_
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
 
 
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_copy_held_back_with_the_last_output_is_judged_as_it_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run took a SIGTERM (GNU timeout's); its copy lands while the report's guard holds the
+    last line back (Interrupts.held, ``continues``), and that line takes longer than REPEAT_S
+    to write (a slow terminal, a full pipe): the clock of the copy rule is stepped past
+    REPEAT_S inside the held piece. The copy is judged as it arrives, within REPEAT_S of the
+    first, and ignored: the next step runs (the report is not cut short). It used to be
+    blocked and judged only when let through, past REPEAT_S, and so taken as a second SIGTERM
+    that skipped the rest of the report."""
+    from types import SimpleNamespace
+    from rmm_mp import interrupts
+    monkeypatch.setattr(interrupts, "_process_ends_with_command", False)
+    now = [1000.0]
+    monkeypatch.setattr(interrupts, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    term_before = signal.getsignal(signal.SIGTERM)
+
+    def the_last_line() -> str:
+        _to_this_thread(signal.SIGTERM)     # the copy, at once
+        now[0] += 2 * interrupts.REPEAT_S   # the line takes its time
+        return "written"
+
+    try:
+        interrupts.forget_signals()
+        assert not interrupts.repeated_signal(signal.SIGTERM)  # the run takes the first
+        with interrupts.Interrupts(sigterm=True, continues=True) as stop:
+            assert stop.held(the_last_line) == "written"
+            assert stop.step(lambda: "next") == (True, "next") and stop.by == "", stop.by
+        assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term_before is None else term_before)
+
+
 def _to_this_thread(signum: int) -> None:
-    """Send ``signum`` to the main thread only (pthread_kill), which blocks it inside
-    Interrupts.held or run_cpus's start: it stays pending there until the mask is restored.
-    Sent to the process (os.kill), the kernel may hand it to another thread that does not block
-    it (pytest-xdist's execnet thread, in a worker), and CPython then runs the handler on the
-    main thread at once, whatever its mask: a clean-clone CI run failed so, the step after the
-    held output running as if no signal had come."""
+    """Send ``signum`` to the main thread only (pthread_kill): inside run_cpus's start, which
+    blocks it, it stays pending there until the mask is restored; inside Interrupts.held (which
+    blocks nothing) its handler runs at once. Sent to the process (os.kill), the kernel may
+    hand it to another thread (pytest-xdist's execnet thread, in a worker), whose handler
+    CPython then runs on the main thread only a moment later: a clean-clone CI run failed so,
+    the step after the held output running before the signal had come."""
     signal.pthread_kill(threading.main_thread().ident or 0, signum)
 
 
