@@ -79,6 +79,7 @@ FSC_GPF = 0x28
 holds when a stage-2 output address fails the granule protection check (TF-RMM's
 ESR_EL2_ABORT_FSC_GPF)."""
 MPIDR_RES1 = 1 << 31
+_new_state = object.__new__
 _SEA_REASONS = frozenset({stage2.EMPTY, stage2.NS_NO_MEMORY})
 _EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
@@ -99,7 +100,14 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
     if v is None:
         v = rec.run_state()
-    state = GuestState(v[R_GPRS:R_PC], v[R_PC], v[R_PSTATE], (*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]))
+    # GuestState(gprs, pc, pstate, sysregs) without its __init__, which pads short lists (the
+    # REC's words always have X0..X30 and the four saved system registers; MPIDR_EL1 is the
+    # fifth): one entry's state, made with a quarter fewer instructions.
+    state = _new_state(GuestState)
+    state.x = [*v[R_GPRS:R_PC], 0]      # x[31]: the zero register
+    state.pc = v[R_PC]
+    state.nzcv = (v[R_PSTATE] >> 28) & 0xF
+    state.sysregs = [*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]]
     call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, Rec.s2ctx_of(v), enter["flags"])
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:
         _complete_entry(call, enter, v)
