@@ -21,6 +21,7 @@ from rmm_mp.hw.platform import Platform
 from rmm_mp.rmm.dispatch import dispatch, log
 
 if TYPE_CHECKING:
+    from rmm_mp.rmm.realm_call import RealmCall
     from rmm_mp.rmm.stage2 import Stage2Bus
 
 
@@ -28,7 +29,8 @@ class RmmCpu:
     """Per-CPU RMM context: what a handler may use."""
 
     __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "num_lrs", "control", "log", "pa_bits",
-                 "vmid_bits", "platform", "gpt", "tlb", "time_slice", "attest_material", "buses")
+                 "vmid_bits", "platform", "gpt", "tlb", "time_slice", "attest_material", "buses",
+                 "realm_call")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
                  el3: Monitor, features0: int, control: Control, platform: Platform, gpt: Gpt, tlb: Tlb,
@@ -43,6 +45,11 @@ class RmmCpu:
         """realm_run's Stage2Bus of each S2Ctx this CPU has run a REC of, by id(ctx): a bus holds
         nothing but what its CPU and ctx give it, so one serves every entry; and it holds its ctx,
         so an id found here is that of a live ctx, never one reused by another object."""
+        self.realm_call: RealmCall | None = None
+        """realm_run's RealmCall (with its GuestState) for the REC this CPU runs, made at the first
+        entry and refilled whole by every entry, field by field: making both costs more than
+        setting them. A CPU runs one REC at a time, and nothing keeps them past the entry
+        (handlers use them while called), so no entry sees another's values."""
         self.platform = platform
         self.pa_bits = platform.pa_bits
         self.vmid_bits = platform.features.vmid_bits

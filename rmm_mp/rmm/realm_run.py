@@ -100,15 +100,25 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     start = time.perf_counter_ns() if recorder is not None or tracer is not None else 0
     if v is None:
         v = rec.run_state()
+    # This CPU's RealmCall and GuestState (RmmCpu.realm_call), every field set anew below: no
+    # value of an earlier entry, or of one that raised, survives into this one.
+    call = rmm.realm_call
+    if call is None:
+        call = rmm.realm_call = RealmCall(rmm, rec, rd, 0, _new_state(GuestState), Rec.s2ctx_of(v))
     # GuestState(gprs, pc, pstate, sysregs) without its __init__, which pads short lists (the
     # REC's words always have X0..X30 and the four saved system registers; MPIDR_EL1 is the
-    # fifth): one entry's state, made with a quarter fewer instructions.
-    state = _new_state(GuestState)
+    # fifth). New lists: the interpreter writes them in place.
+    state = call.state
     state.x = [*v[R_GPRS:R_PC], 0]      # x[31]: the zero register
     state.pc = v[R_PC]
     state.nzcv = (v[R_PSTATE] >> 28) & 0xF
     state.sysregs = [*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]]
-    call = RealmCall(rmm, rec, rd, rmm.memory.base + (rd.idx << 12), state, Rec.s2ctx_of(v), enter["flags"])
+    call.rec = rec
+    call.rd = rd
+    call.rd_pa = rmm.memory.base + (rd.idx << 12)
+    call.ctx = Rec.s2ctx_of(v)
+    call.enter_flags = enter["flags"]
+    call.extra.clear()
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:
         _complete_entry(call, enter, v)
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)

@@ -755,3 +755,55 @@ def test_invalidation_by_another_cpu_is_seen_at_the_next_sync_point(change: str)
                 assert ex["far"] == ipa & 0xFFF
         report = invariants(m)
         assert report.ok, str(report)
+
+
+def test_entries_of_two_realms_on_one_cpu_see_only_their_own_state(machine: Machine) -> None:
+    """Each CPU runs its RECs on one RealmCall and GuestState (RmmCpu.realm_call), refilled by
+    every entry: realm A sets every register, the four saved system registers and the flags,
+    and exits with a host call; realm B, entered next on the same CPU, reads its system
+    registers and branches on Z: it saves only its own values (zero, Z clear). A, entered again
+    with the host's results, goes on with its own registers (X17..X30) and flags."""
+    regs = "\n".join(f"mov x{n}, ={0xA000 + n}" for n in range(31))
+    with Guest.build(machine, f"""
+            adr x9, vectors
+            msr vbar, x9
+            mov x9, =0x1234
+            msr elr, x9
+            msr esr, x9
+            msr far, x9
+            {regs}
+            mov x1, =host_call
+            mov x0, =RSI_HOST_CALL
+            cmp x0, x0          // Z set
+            smc #0
+            b.ne done           // not taken while A's Z survives
+            mov x0, =7
+        done:
+            wfi
+            b done
+            .org 0x800
+        vectors:
+            b vectors
+            .org 0x1000
+        host_call:              // RsiHostCall, in the image's second page
+            .quad 0
+        """) as a, Guest.build(machine, """
+            mrs x1, vbar
+            mrs x2, elr
+            mrs x3, esr
+            mrs x4, far
+            b.eq done           // taken if Z leaked from A
+            mov x5, =5
+        done:
+            wfi
+            b done
+        """) as b:
+        x0, ex = a.enter()
+        assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_HOST_CALL), ex
+        x0, ex = b.enter()
+        stopped_at(b, "done", x0, ex)
+        assert [b.gpr(n) for n in range(31)] == [0] * 5 + [5] + [0] * 25
+        assert b.rec().pstate >> 28 == 0
+        x0, ex = a.enter()
+        stopped_at(a, "done", x0, ex)
+        assert [a.gpr(n) for n in (0, *range(17, 31))] == [7, *(0xA000 + n for n in range(17, 31))]
