@@ -83,8 +83,14 @@ class Layout:
         return self.pack_values(values)
 
     def pack_values(self, values: dict[str, Any]) -> bytearray:
-        """pack(**values), from a dict the caller already has (REC_ENTER's exit fields): the
-        same bytes and errors, without the keyword arguments' copy of the dict.
+        """pack(**values), from a dict the caller already has: the same bytes and errors,
+        without the keyword arguments' copy of the dict (pack_bytes, in a bytearray)."""
+        return bytearray(self.pack_bytes(values))
+
+    def pack_bytes(self, values: dict[str, Any]) -> bytes:
+        """pack_values' bytes as an immutable bytes object, for a caller that only copies them
+        on (REC_ENTER writes a RmiRecExit into the run page on every REC exit): no copy of the
+        whole structure into a bytearray.
 
         One struct per set of field names (compiled the first time that set is packed: the
         fields in offset order, zero pad bytes between and after) packs the whole structure in
@@ -105,7 +111,7 @@ class Layout:
             except struct.error:
                 raise self._refusal(values) from None
             if packed is not None:
-                return bytearray(packed)
+                return packed
         for name in strings:
             self._check_length(name, values[name])
         args: list[Any] = []
@@ -119,7 +125,7 @@ class Layout:
                 args += value
                 args += [0] * (count - len(value))
         try:
-            return bytearray(packer.pack(*args))
+            return packer.pack(*args)
         except struct.error:
             raise self._refusal(values) from None
 
@@ -208,7 +214,7 @@ def _direct_packer(packer: struct.Struct,
                    order: tuple[tuple[str, int], ...]) -> "Callable[[dict[str, Any]], bytes | None]":
     """For one set of field names without byte strings: a function of the values dict that
     packs them with one call when every array has exactly its field's length (the usual case:
-    a REC exit's gprs), and returns None otherwise (pack_values' loop pads shorter ones and
+    a REC exit's gprs), and returns None otherwise (pack_bytes' loop pads shorter ones and
     refuses longer ones). Generated as source, as dataclasses makes its __init__: one
     expression with each field's value in place, with no Python loop over the fields per pack
     (REC_ENTER packs a RmiRecExit on every REC exit)."""

@@ -97,8 +97,8 @@ def test_unpack_and_values_read_what_get_reads(layout: Layout, data: st.DataObje
 def test_pack_values_with_whole_arrays_matches_the_reference(layout: Layout, data: st.DataObject) -> None:
     """pack_values(dict) of any subset of fields with every array at its full length (the
     one-call path a REC exit takes) and the same with the arrays cut short (the padding path):
-    the reference bytes, as pack(**values) gives them; an integer one past a full array
-    field's range is refused naming that field."""
+    the reference bytes, as pack(**values) and pack_bytes (as bytes) give them; an integer one
+    past a full array field's range is refused naming that field, by both."""
     values = data.draw(field_values(layout))
     whole = {name: tuple(value) + (0,) * (layout.fields[name].count - len(value))    # type: ignore[arg-type]
              if layout.fields[name].count > 1 else value for name, value in values.items()}
@@ -106,12 +106,15 @@ def test_pack_values_with_whole_arrays_matches_the_reference(layout: Layout, dat
         packed = layout.pack_values(chosen)
         assert isinstance(packed, bytearray) and bytes(packed) == reference(layout, chosen)
         assert packed == layout.pack(**chosen)
+        raw = layout.pack_bytes(chosen)
+        assert type(raw) is bytes and raw == packed
     arrays = sorted(name for name in whole if layout.fields[name].count > 1 and layout.fields[name].fmt != "q")
     if arrays:
         name = data.draw(st.sampled_from(arrays))
         fld = layout.fields[name]
-        with pytest.raises(LayoutError, match=rf"^{layout.name}\.{name}\b"):
-            layout.pack_values({**whole, name: (0,) * (fld.count - 1) + (1 << BITS[fld.fmt],)})
+        for pack in (layout.pack_values, layout.pack_bytes):
+            with pytest.raises(LayoutError, match=rf"^{layout.name}\.{name}\b"):
+                pack({**whole, name: (0,) * (fld.count - 1) + (1 << BITS[fld.fmt],)})
 
 
 def test_pack_refuses_what_it_cannot_place() -> None:

@@ -296,7 +296,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter, head)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
-        if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack_values(fields), REC_EXIT_OFFSET):
+        if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack_bytes(fields), REC_EXIT_OFFSET):
             raise RmiError.input()
     finally:
         rmm.granules.refcount_add(g.idx, -1)
