@@ -20,6 +20,8 @@ from rmm_mp.rmm.realm_call import (
 
 _INPUT = int(RsiStatus.RSI_ERROR_INPUT)
 _EXIT_HOST_CALL = int(RmiRecExitReason.RMI_EXIT_HOST_CALL)
+_IMM, _IMM_OFFSET = RSI_HOST_CALL.fields["imm"].struct, RSI_HOST_CALL.offset("imm")
+_GPRS, _GPRS_OFFSET = RSI_HOST_CALL.fields["gprs"].struct, RSI_HOST_CALL.offset("gprs")
 
 LOCK_SEQUENCES = {
     "RSI_HOST_CALL": ("root RTT 0; walk hand over hand to the structure's last-level table, held while "
@@ -39,7 +41,10 @@ def rsi_host_call(call: RealmCall) -> "tuple[int, ...] | Exit":
         return (_INPUT,)
     if page.kind == FAULT:
         return stage2_abort_exit(ipa, page.level)
-    values = RSI_HOST_CALL.values(call.rmm.memory.buf, page.pa - call.rmm.memory.base + (ipa & 0xFFF))
+    buf, at = call.rmm.memory.buf, page.pa - call.rmm.memory.base + (ipa & 0xFFF)
+    # imm and gprs with a struct each (RSI_HOST_CALL.get without its lookups): the 31 gprs come
+    # out as the exit's tuple, not as a slice of one tuple of all 32 values.
+    imm, gprs = _IMM.unpack_from(buf, at + _IMM_OFFSET)[0], _GPRS.unpack_from(buf, at + _GPRS_OFFSET)
     page.release()
     call.rec.set_host_call(ipa, page.pa, generation)
-    return Exit({"exit_reason": _EXIT_HOST_CALL, "imm": values[0], "gprs": values[1:]})     # imm, gprs[31]
+    return Exit({"exit_reason": _EXIT_HOST_CALL, "imm": imm, "gprs": gprs})
