@@ -50,7 +50,7 @@ from rmm_mp.rmm.memo import BoundedMemo
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd, count_exception
 from rmm_mp.rmm.rec_desc import (
     H_HOST_CALL, H_IDX, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
-    R_GPRS, R_PC, R_PSTATE, R_SYSREGS, SYSREGS, Rec,
+    R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS, SYSREGS, Rec, s2ctx_memo,
 )
 from rmm_mp.rmm.rsi_dispatch import handle_smc
 from rmm_mp.stats.calls import EXIT_BASE
@@ -116,7 +116,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     call.rec = rec
     call.rd = rd
     call.rd_pa = rmm.memory.base + (rd.idx << 12)
-    call.ctx = Rec.s2ctx_of(v)
+    call.ctx = s2ctx_memo[v[R_S2:R_S2 + 4]]        # Rec.s2ctx_of(v)
     call.enter_flags = enter["flags"]
     call.extra.clear()
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:

@@ -82,6 +82,9 @@ _S2CTX_CACHE_MAX = 1024
 _s2ctx_cache: BoundedMemo[tuple[int, ...], S2Ctx] = BoundedMemo(lambda key: S2Ctx(*key), _S2CTX_CACHE_MAX)
 """(ipa_width, level, num, base) -> its S2Ctx: S2Ctx is immutable, and making one costs more
 than finding it."""
+s2ctx_memo = _s2ctx_cache
+"""The same memo, for run_rec to subscript with run_state()[R_S2:R_S2 + 4] (Rec.s2ctx_of without
+its call, once per REC entry)."""
 
 
 class Rec:
