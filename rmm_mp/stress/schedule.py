@@ -32,6 +32,7 @@ This module owns the format. It must not run anything.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +208,9 @@ class ReplayVerdict:
         moved: reproduced, but some at other source lines than recorded (the code was edited
             since: findings are compared without line numbers).
         reworded: diverged, but each finding has the recorded one's checker, rule, CPU, step and
-            site (its file and function): only the text differs, as after the tool changed how it
-            words a finding. Still a divergence (the text names the granules and calls, which a
+            site (its file and function), and its text the same numbers in the same order (the
+            granule addresses, indexes, CPU numbers and counts it names): only the wording
+            differs, as after the tool changed how it words a finding. Still a divergence (the text names the granules and calls, which a
             replay must match too); the printed verdict says so and how to record the file again.
     """
 
@@ -234,7 +236,7 @@ class ReplayVerdict:
                 }.get(self.verdict, "replay DIVERGED from the recorded findings:")
         lines = [head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"])
         if self.reworded:
-            lines.append("(the same checkers, rules, CPUs, steps and sites as recorded: only their text differs, "
+            lines.append("(the same checkers, rules, CPUs, steps, sites and numbers as recorded: only their text differs, "
                          "as when the tool words a finding otherwise than when the file was saved; "
                          f"`rmm-mp stress --replay {shlex.quote(self.file)} --save-schedule NEW` records it again with the "
                          "text of this rmm-mp)")
@@ -268,10 +270,26 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
 
 
+# A hex or a decimal number, the latter possibly grouped (1,000,000): the numbers a finding's
+# text names. A digit inside a word (s2tt, x86) is no number of its own.
+_NUMBER = re.compile(r"\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d{3})+|\d+))\b")
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    """The numbers ``text`` names, in order, as values (0x10 and 16 are the same number)."""
+    return tuple(int(m.group(1), 16) if m.group(1) is not None else int(m.group(2).replace(",", ""))
+                 for m in _NUMBER.finditer(text))
+
+
 def _identity(finding: Finding) -> tuple[object, ...]:
     """What a finding is apart from its wording: checker, rule, CPU, step and site without line
-    numbers (ReplayVerdict.reworded)."""
-    return finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site)
+    numbers, and the numbers its message, call and details name (ReplayVerdict.reworded). A
+    finding at the same step naming another granule or address is another finding, not a
+    rewording of the recorded one; source line numbers (in a traceback) are left out, as a
+    replay leaves them out."""
+    text = without_lines("\n".join((finding.message, finding.call, *finding.details)))
+    return (finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site),
+            _numbers(text))
 
 
 def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:

@@ -449,6 +449,47 @@ def test_a_replay_that_differs_only_in_wording_diverges_and_says_how_to_record_i
     assert not verdict(seen).reworded
 
 
+def test_a_replay_naming_other_numbers_at_the_same_step_is_no_rewording() -> None:
+    """A recorded finding with the replay's checker, rule, CPU, step and site but naming another
+    granule (0x82001000 for 0x82000000), another address in its call, or another count in a
+    detail line: a real divergence, no `reworded` and no hint to record the file again. The
+    same numbers worded otherwise (hex for decimal, the held lock described otherwise, a
+    traceback's line number moved) is still a rewording. Found by review: `reworded` compared
+    checker, rule, CPU, step and site only, so the hint called another granule a rewording."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(message: str, call: str = "RMI_RTT_CREATE(0x8008f000)",
+                details: tuple[str, ...] = ("holding DELEGATED 0x82000000", "2 waiters")) -> Finding:
+        return Finding("lockdep", "rule 2", message, 1, call, "rmm_mp/stress/bugs_rmi.py:76 (lock_two_unordered)",
+                       details, 17)
+
+    seen = finding("RD 0x8008f000 taken while holding DELEGATED 0x82000000 at a higher address")
+
+    def verdict(recorded: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+        return schedule_file.compare("s.json", (recorded,), report)
+
+    for other in (finding("RD 0x8008f000 taken while holding DELEGATED 0x82001000 at a higher address"),
+                  finding(seen.message, call="RMI_RTT_CREATE(0x8008e000)"),
+                  finding(seen.message, details=("holding DELEGATED 0x82000000", "3 waiters")),
+                  finding(seen.message, details=("holding DELEGATED 0x82000000",))):
+        v = verdict(other)
+        assert v.verdict == "diverged" and not v.reworded, other
+        assert v.to_json()["reworded"] is False and "only their text" not in v.text()
+    for same in (finding("RD 2148069376 locked after DELEGATED 0x82000000"),
+                 finding(seen.message, details=("holding 0x82000000", "waiters: 2")),
+                 finding(seen.message, details=("holding DELEGATED 0x82000000", "2 waiters",
+                                                'File "/x/rmm_mp/rmm/rd.py", line 40, in get'))):
+        if same.details[2:]:
+            seen_tb = finding(seen.message, details=(*seen.details, 'File "/y/rmm_mp/rmm/rd.py", line 43, in get'))
+            report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen_tb,), "finding",
+                                  0.0, {})
+            v = schedule_file.compare("s.json", (same,), report)
+        else:
+            v = verdict(same)
+        assert v.verdict == "diverged" and v.reworded and "numbers as recorded" in v.text(), same
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
