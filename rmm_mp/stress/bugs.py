@@ -42,6 +42,9 @@ class Bug:
         workload: a bundled workload that reaches the buggy code quickly.
         target: what is swapped: ("handler", fid) or (owner, attribute name).
         replacement: the buggy function.
+        also: the other checkers that report it on their own (`--checkers NAME`), each with
+            what it reports: ``(checker, rule)``. A clean run with ``checker`` off but one of
+            these on tested the bug all the same (StressReport.text's checker-off line).
     """
 
     name: str
@@ -51,6 +54,11 @@ class Bug:
     workload: str
     target: tuple[Any, Any]
     replacement: Callable[..., Any]
+    also: tuple[tuple[str, str], ...] = ()
+
+    def catchers(self) -> tuple[str, ...]:
+        """Every checker that reports the bug on its own: ``checker``, then ``also``'s."""
+        return (self.checker, *(checker for checker, _ in self.also))
 
     def install(self, probe: "Patches", calls: dict[str, int] | None = None) -> None:
         """Swap the buggy copy in; with ``calls``, count in ``calls[name]`` how often it runs
@@ -102,13 +110,15 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
     Bug("rd-refcount-plain-rmw", "REC_DESTROY drops the RD's refcount with a plain read and store, not an atomic",
         "ownership", "unlocked read", "lifecycle", ("handler", F.RMI_REC_DESTROY), B.rec_destroy_plain_rmw),
     Bug("rtt-create-parent-released-early", "RTT_CREATE releases the parent table before it writes the TABLE entry",
-        "invariants", "rtt-refcount", "rtts", ("handler", F.RMI_RTT_CREATE), B.rtt_create_parent_released_early),
+        "invariants", "rtt-refcount", "rtts", ("handler", F.RMI_RTT_CREATE), B.rtt_create_parent_released_early,
+        also=(("ownership", "unlocked write"),)),
     Bug("data-create-copy-under-rd", "DATA_CREATE copies the NS source page while it holds the RD",
         "lockdep", "rule 8", "lifecycle", ("handler", F.RMI_DATA_CREATE), B.data_create_copy_under_rd),
     Bug("map-unprotected-leaks-lock", "RTT_MAP_UNPROTECTED returns with the table still locked when the entry is taken",
         "watchdog", "leaked-lock", "tables", ("handler", F.RMI_RTT_MAP_UNPROTECTED), B.map_unprotected_leaks_lock),
     Bug("data-create-rtt-before-rd", "DATA_CREATE_UNKNOWN locks root RTT 0 before the RD and the DATA granule",
-        "lockdep", "rule 1", "tables", ("handler", F.RMI_DATA_CREATE_UNKNOWN), B.data_create_unknown_rtt_first),
+        "lockdep", "rule 1", "tables", ("handler", F.RMI_DATA_CREATE_UNKNOWN), B.data_create_unknown_rtt_first,
+        also=(("watchdog", "deadlock"), ("ownership", "unlocked read"))),
     Bug("data-destroy-wipe-after-rtt", "DATA_DESTROY releases the level-3 table before it locks and wipes the DATA granule",
         "lockdep", "rule 4", "tables", ("handler", F.RMI_DATA_DESTROY), B.data_destroy_wipe_after_rtt),
     Bug("rec-destroy-aux-after-rec", "REC_DESTROY releases the REC before it scrubs and releases its aux granules",

@@ -125,6 +125,30 @@ def test_a_clean_run_whose_bug_ran_without_its_checker_says_so(checkers: tuple[s
     assert (line in report.text().splitlines()) is said, report.text()
 
 
+@pytest.mark.parametrize("checkers, said", [
+    (("ownership",), False), (("invariants",), False), (("lockdep", "watchdog"), True),
+], ids=["other-catcher-on", "catalogue-checker-on", "all-catchers-off"])
+def test_a_clean_run_whose_bug_has_two_catchers_names_both_only_when_both_are_off(
+        checkers: tuple[str, ...], said: bool) -> None:
+    """rtt-create-parent-released-early, which invariants (rtt-refcount, the catalogue's checker)
+    and ownership (unlocked write) each catch on their own, injected, its code run, no finding
+    (a made-up report, no CPU run): with ownership on and invariants off the run tested the bug
+    and no checker-off line is printed; with neither on, the line names both. Found by review:
+    the line named only the catalogue's checker, so `--checkers ownership` was told the
+    bug's checker was off."""
+    from rmm_mp.stress.report import StressReport
+
+    cfg = StressConfig(workload="rtts", cpus=2, seed=0, schedule="random", steps=3000, seconds=120,
+                       inject=("rtt-create-parent-released-early",), checkers=checkers)
+    report = StressReport(cfg, (), "budget", 1.0, {0: 1, 1: 1}, steps=3000,
+                          bug_calls={"rtt-create-parent-released-early": 2})
+    said_off = [line for line in report.text().splitlines() if "was off" in line or "were off" in line]
+    expected = ["injected rtt-create-parent-released-early ran, but the checkers that catch it, invariants "
+                "(rtt-refcount) and ownership (unlocked write), were off (checkers: lockdep, watchdog), so "
+                "\"no findings\" says nothing of the bug"]
+    assert said_off == (expected if said else []), report.text()
+
+
 ALONE = ("; the run ended at a finding before it got there (`rmm-mp stress --inject map-unprotected-leaks-lock` "
          "runs it alone)")
 
