@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, abbreviated
+from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, int_range
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -84,12 +84,20 @@ class Int(click.ParamType):
 
 
 class IntRange(click.IntRange):
-    """click.IntRange for ASCII digits only, without '_' (refuse_odd_number)."""
+    """click.IntRange for ASCII digits only, without '_' (refuse_odd_number), whose range, in
+    --help and in its error, is worded as every other integer range (tomlsrc.int_range:
+    `0..18,446,744,073,709,551,615`, where click wrote `0<=x<=18446744073709551615`)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
         refuse_long_integer(value, param, ctx)
         return super().convert(value, param, ctx)
+
+    def _describe_range(self) -> str:
+        # click's hook for the range text of both its error and --help (click 8.0 to 8.x).
+        if self.min is None or self.max is None or self.min_open or self.max_open:
+            return super()._describe_range()
+        return int_range(self.min, self.max)
 
 
 class FloatRange(click.FloatRange):

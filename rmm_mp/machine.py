@@ -39,6 +39,7 @@ from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, host_
 from rmm_mp.hw.memory import HostLockWaiter, NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, check as platform_check, load as load_platform
 from rmm_mp.hw.segment import Segment
+from rmm_mp.hw.tomlsrc import int_range
 # The process-wide clean-up (the at-exit hook, the SIGTERM/SIGHUP handler) is machine_exit's;
 # its names stay reachable here, where callers and tests have always found them.
 from rmm_mp.machine_exit import _creating, _live, _register
@@ -122,13 +123,15 @@ class Machine:
         if cpus is None:
             cpus = plat.cpus
         if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= plat.cpus:
-            raise ValueError(f"cpus = {cpus!r}: expected an integer in 1..{plat.cpus} "
+            raise ValueError(f"cpus = {cpus!r}: expected an integer in {int_range(1, plat.cpus)} "
                              f"(platform {plat.name!r} has {plat.cpus} CPUs)")
         if time_slice is not None and (isinstance(time_slice, bool) or not isinstance(time_slice, int)
                                        or not 1 <= time_slice <= 10**9):
-            raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in 1..1000000000")
+            raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in "
+                             f"{int_range(1, 10**9)}")
         if isinstance(trace_capacity, bool) or not isinstance(trace_capacity, int) or not 0 <= trace_capacity <= 1 << 24:
-            raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in 0..16777216")
+            raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in "
+                             f"{int_range(0, 1 << 24)}")
         check_shm_dir()
         orphans.remove_orphans()
         sizes = _segment_sizes(plat, cpus, trace_capacity)

@@ -31,7 +31,7 @@ from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlparse import loads as toml_loads
 from rmm_mp.hw.tomlsrc import (MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts,
                                 locate)
-from rmm_mp.hw.tomlsrc import choice_list, read_source, size_expected, size_value, suggestion, top_level_hint
+from rmm_mp.hw.tomlsrc import choice_list, int_range, read_source, size_expected, size_value, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 
 GRANULE_SIZE = 4096
@@ -279,7 +279,7 @@ class _Validator:
     def integer(self, table: dict[str, Any], key: str, where: str, lo: int, hi: int, what: str) -> int:
         value = table[key]
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise self.fail(where, value, f"{what}, an integer in {lo:,}..{hi:,}")
+            raise self.fail(where, value, f"{what}, an integer in {int_range(lo, hi)}")
         return value
 
     def boolean(self, table: dict[str, Any], key: str, where: str) -> bool:

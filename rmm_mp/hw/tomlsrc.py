@@ -152,6 +152,13 @@ def choice_list(values: Iterable[object]) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
+def int_range(lo: int, hi: int) -> str:
+    """An integer range as every error words it, digits grouped: "1..1,000,000,000,000"
+    (1..1000000000000 was hard to read). Input-file checks (workload.fields, hw.platform),
+    the stress options (clitypes.IntRange), StressConfig and Machine.create all use this."""
+    return f"{lo:,}..{hi:,}"
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "(missing)"

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from rmm_mp.hw.tomlsrc import int_range
 from rmm_mp.printable import shown_path
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATION, POPULATIONS
@@ -120,7 +121,7 @@ class StressConfig:
         for name, (lo, hi, what) in INTEGERS.items():
             value = getattr(self, name)
             if not is_int(value) or not lo <= value <= hi:
-                raise ValueError(f"{name} = {value!r}: expected {what}, an integer in {lo}..{hi}")
+                raise ValueError(f"{name} = {value!r}: expected {what}, an integer in {int_range(lo, hi)}")
         if not is_finite_number(self.seconds) or not 0 < self.seconds <= 86_400:
             raise ValueError(f"seconds = {self.seconds!r}: expected a duration in (0, 86400]")
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:

@@ -18,7 +18,7 @@ import re
 from typing import Any, Iterable, TypeGuard
 
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected, size_value
-from rmm_mp.hw.tomlsrc import suggestion, top_level_hint
+from rmm_mp.hw.tomlsrc import int_range, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 from rmm_mp.workload.locate import locate
 
@@ -85,8 +85,7 @@ class Fields:
 
     def integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int:
         if not is_int(value) or not lo <= value <= hi:
-            # Grouped as the tool's other numbers are: 1..1000000000000 was hard to read.
-            raise self.fail(key, value, f"{what}, an integer in {lo:,}..{hi:,}")
+            raise self.fail(key, value, f"{what}, an integer in {int_range(lo, hi)}")
         return value
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:

@@ -757,10 +757,10 @@ def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
     (["--save-schedule", "s.json"], "--save-schedule needs a deterministic run"),
     (["--shrink"], "--shrink needs a deterministic run"),
     (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0<x<=86400"),
-    (["--cpus", "1"], "Invalid value for '--cpus': 1 is not in the range 2<=x<=64"),
+    (["--cpus", "1"], "Invalid value for '--cpus': 1 is not in the range 2..64"),
     # One past the most the stress segment and the host run queue hold (stress.shared.MAX_CPUS).
-    (["--cpus", "65"], "Invalid value for '--cpus': 65 is not in the range 2<=x<=64"),
-    (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0<=x<=18446744073709551615"),
+    (["--cpus", "65"], "Invalid value for '--cpus': 65 is not in the range 2..64"),
+    (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range 0..18,446,744,073,709,551,615"),
     (["--quiescent-every", "-1"], "Invalid value for '--quiescent-every': -1 is not in the range x>=0."),
     # An option the run would not use is refused, not ignored.
     (["--checkers", ""], "--checkers = '': expected a comma-separated subset of lockdep, ownership, invariants, "

@@ -229,11 +229,11 @@ def test_good_checkers_lists_get_to_the_run(monkeypatch: pytest.MonkeyPatch, val
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("seed", "1", f"seed = '1': expected a seed, an integer in 0..{U64}"),
+    ("seed", "1", f"seed = '1': expected a seed, an integer in 0..{U64:,}"),
     ("seed", -1, "seed = -1: expected a seed"),
     ("time_slice", 0, "time_slice = 0: expected a number of guest instructions per REC entry, an integer in "
-                      "1..1000000000"),
-    ("steps", None, "steps = None: expected a step budget, an integer in 1..100000000"),
+                      "1..1,000,000,000"),
+    ("steps", None, "steps = None: expected a step budget, an integer in 1..100,000,000"),
     ("cpus", True, "cpus = True: expected a number of CPU processes"),
     ("inject", "lock-two-unordered", "inject = 'lock-two-unordered': expected a tuple of bug names"),
     ("inject", ("lock-two-check-late", "lock-two-unordered"), "inject = ('lock-two-check-late', "
