@@ -86,7 +86,7 @@ def is_map(value: object) -> TypeGuard[Mapping[Any, Any]]:
 def to_json(value: Any) -> Any:
     """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
     strings (an integer or text key as itself, any other key in CBOR diagnostic notation,
-    `diag`), tags {"tag": n, "value": ...}, a set (tag 258, which cbor2 builds as a frozenset)
+    `diag`; `json_keys` when two would read the same), tags {"tag": n, "value": ...}, a set (tag 258, which cbor2 builds as a frozenset)
     {"tag": 258, "value": [...]} (members in `set_members`' order), simple values {"simple":
     n} (undefined is simple value 23), NaN and the infinities {"float": "nan" | "inf" |
     "-inf"} (json.dumps would write NaN or Infinity, which JSON has no token for); ints, text,
@@ -94,7 +94,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     if is_map(value):
-        return {key_text(k): to_json(v) for k, v in value.items()}
+        return {name: to_json(v) for name, v in zip(json_keys(value), value.values())}
     if is_array(value):
         return [to_json(v) for v in value]
     if isinstance(value, (set, frozenset)):
@@ -134,6 +134,22 @@ def key_text(key: Any) -> str:
     (claim 10 is "10"), any other in CBOR diagnostic notation (`diag`): str() of a key cbor2
     built would be Python's repr (b'\\x00', (0,), FrozenDict({...}))."""
     return str(key) if type(key) is int or isinstance(key, str) else diag(key)
+
+
+def json_keys(value: Mapping[Any, Any]) -> list[str]:
+    """The JSON object keys of a decoded map, in its order: each `key_text`, unless two keys
+    would read the same there (the integer 1 and the text "1"; the array [0] and the text
+    "[0]"), where one JSON key would keep one value and silently drop the other. Then every key
+    of that map is written in CBOR diagnostic notation (`diag`: 1 and "\"1\"", text always
+    quoted), which tells them apart; two keys even that cannot (two values of a type `diag`
+    only names) are told apart by their position in the map, `#N` after the key."""
+    names = [key_text(k) for k in value]
+    if len(set(names)) == len(names):
+        return names
+    names = [diag(k) for k in value]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{name} #{i}" for i, name in enumerate(names)]
 
 
 def label_text(key: Any) -> str:

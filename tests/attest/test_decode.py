@@ -631,6 +631,25 @@ def test_claims_json_shows_non_text_keys_and_sets_in_cbor_notation(
     assert claims[key] == value, claims
 
 
+@pytest.mark.parametrize("value, shown", [
+    ("a2 01 00 6131 01", {"1": 0, '"1"': 1}),
+    ("a3 8100 00 635b305d 01 02 02", {"[0]": 0, '"[0]"': 1, "2": 2}),
+    ("a2 01 00 6178 01", {"1": 0, "x": 1}),
+])
+def test_claims_json_keeps_apart_keys_that_would_read_the_same(
+        value: str, shown: dict[str, int], sample_platform_token: bytes,
+        sample_rak: ec.EllipticCurvePrivateKey) -> None:
+    """A realm token whose challenge claim is a map keyed by the integer 1 and the text "1" (or
+    by the array [0] and the text "[0]"): the JSON made both the key "1", so one value was
+    silently dropped (found by review). Now every key of such a map is in CBOR diagnostic
+    notation, text quoted, and both values are shown; a map whose keys read apart stays as
+    before (1 and "x" are "1" and "x")."""
+    payload = "a1 0a " + value
+    realm = sign_cose_sign1(bytes.fromhex(payload.replace(" ", "")), sample_rak)
+    claims = inspect_token(encode_cca_token(sample_platform_token, realm))["realm"]["claims"]
+    assert claims["challenge"] == shown, claims
+
+
 def test_an_envelope_with_keys_of_other_types_names_them_in_cbor_notation() -> None:
     """A tag 399 map keyed by a byte string, an array or a float: the message listed Python
     reprs (b'\\x00', (0,)); it now names them as CBOR writes them."""
