@@ -161,14 +161,14 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
         raise _unknown_key_type(exc, private, name, "PEM") from None
     except TypeError:
         # cryptography's TypeError here: an encrypted key and no password (none is asked for).
-        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is encrypted; expected an "
+        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} is encrypted; expected an "
                                "unencrypted key (no password is asked for)") from None
     except ValueError:
         if not private and label != "PUBLIC KEY":
             # A certificate, CSR, parameters...: no key cryptography reads as such.
-            raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} is no key; expected a "
+            raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} is no key; expected a "
                                    "'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY' block") from None
-        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {label!r} {_pem_problem(pem, label)}") from None
+        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} {_pem_problem(pem, label)}") from None
     return _ec_only(key, private, name, "PEM")
 
 
@@ -196,7 +196,7 @@ def _pem_problem(pem: bytes, label: str) -> str:
     lines = pem.decode("ascii", errors="replace").splitlines()[1:]
     end = f"-----END {label}-----"
     if end not in (line.strip() for line in lines):
-        return f"is corrupt: it has no {end!r} line"
+        return f"is corrupt: it has no {_shown(end)} line"
     # RFC 1421 headers ("Proc-Type: ...") may precede a traditional key's body.
     body = "".join(line.strip() for line in lines[:[line.strip() for line in lines].index(end)] if ":" not in line)
     try:
@@ -208,11 +208,11 @@ def _pem_problem(pem: bytes, label: str) -> str:
     if found is not None and label in PEM_STRUCTURES and found.label != label:
         article = "an" if PEM_STRUCTURES[found.label][0] in "AEIOU" else "a"
         return (f"is mislabelled: its {len(der)} bytes are {article} {PEM_STRUCTURES[found.label]}, which a "
-                f"{found.label!r} block holds, not the {structure} a {label!r} block holds")
+                f"{found.label!r} block holds, not the {structure} a {_shown(label)} block holds")
     problem = _der_problem(found) if found is not None else None
     if problem is not None:
         return problem
-    return f"is corrupt: its {len(der)} bytes are not the {structure} a {label!r} block holds"
+    return f"is corrupt: its {len(der)} bytes are not the {structure} a {_shown(label)} block holds"
 
 
 @dataclass(frozen=True)
@@ -489,10 +489,10 @@ def _jwk_set_anchors(keys: object, name: str) -> tuple[tuple[TrustAnchor, ...], 
             raise PlatformKeyError(f"platform key invalid: {what} is a JSON {_json_type(jwk)}; expected a JWK object")
         kty, crv = jwk.get("kty"), jwk.get("crv")
         if isinstance(kty, str) and kty != "EC":
-            skipped.append((i, f"kty {kty!r}"))
+            skipped.append((i, f"kty {_shown(kty)}"))
             continue
         if kty == "EC" and isinstance(crv, str) and crv not in JWK_CURVES:
-            skipped.append((i, f"kty 'EC', crv {crv!r}"))
+            skipped.append((i, f"kty 'EC', crv {_shown(crv)}"))
             continue
         anchors.append(TrustAnchor(jwk_public_key(jwk, what), f"{name} (JWK Set key {i})"))
     if not anchors:
@@ -517,6 +517,28 @@ def _json_type(value: object) -> str:
     return {dict: "object", list: "array", str: "string", int: "number", float: "number"}[type(value)]
 
 
+_SHOWN_MAX: Final = 240
+"""Longest value of a key file's JSON a message shows whole (as tomlsrc's errors do)."""
+_SHOWN_TEXT: Final = 100
+"""Characters of a longer string a message shows before it elides the rest."""
+
+
+def _shown(value: object) -> str:
+    """A member of a key file's JSON as a message shows it: as Python writes it ('RSA',
+    ['P-384']) when that is short; a longer string as its start and its length, a longer array
+    or object by its size, as the token side's `shown` names a claim value too large for a line.
+    A member pasted by mistake (a 60 KB "kty") made a 60 KB line."""
+    text = repr(value)
+    if len(text) <= _SHOWN_MAX:
+        return text
+    if isinstance(value, str):
+        return f"{value[:_SHOWN_TEXT]!r}... ({len(value):,} characters in all)"
+    if isinstance(value, (list, dict)):
+        noun = "member" if isinstance(value, dict) else "value"
+        return f"a JSON {_json_type(value)} of {len(value):,} {noun}{'' if len(value) == 1 else 's'}"
+    return f"{text[:_SHOWN_TEXT]}... ({len(text):,} characters in all)"
+
+
 def _anchor(entry: object, name: str) -> TrustAnchor:
     if not isinstance(entry, dict):
         raise PlatformKeyError(f"platform key invalid: {name} is a JSON {_json_type(entry)}; expected an object "
@@ -531,7 +553,7 @@ def _anchor(entry: object, name: str) -> TrustAnchor:
             ids[field] = None if value is None else bytes.fromhex(value)
         except (TypeError, ValueError):
             raise PlatformKeyError(f"platform key invalid: {name}: \"{field}\" must be a hex string, "
-                                   f"got {value!r}") from None
+                                   f"got {_shown(value)}") from None
     return TrustAnchor(jwk_public_key(entry["pkey"], name), name, ids["implementation-id"], ids["instance-id"])
 
 
@@ -545,7 +567,7 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
     if "kty" not in jwk:
         raise PlatformKeyError(f"platform key invalid: {name}: JWK has no \"kty\" member; expected \"EC\"")
     if jwk.get("kty") != "EC":
-        raise PlatformKeyError(f"platform key invalid: {name}: JWK kty is {jwk.get('kty')!r}, expected \"EC\"")
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK kty is {_shown(jwk.get('kty'))}, expected \"EC\"")
     crv = jwk.get("crv")
     # JSON may give a list or an object here: unhashable, so only text is looked up.
     curve = JWK_CURVES.get(crv) if isinstance(crv, str) else None
@@ -553,7 +575,7 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
         raise PlatformKeyError(f"platform key invalid: {name}: JWK has no \"crv\" member; expected one of "
                                f"{', '.join(JWK_CURVES)}")
     if curve is None:
-        raise PlatformKeyError(f"platform key invalid: {name}: JWK crv is {jwk.get('crv')!r}, "
+        raise PlatformKeyError(f"platform key invalid: {name}: JWK crv is {_shown(jwk.get('crv'))}, "
                                f"expected one of {', '.join(JWK_CURVES)}")
     size = (curve.key_size + 7) // 8
     x, y = (_b64url(jwk.get(c), f"{name}: JWK {c}", size) for c in ("x", "y"))
@@ -574,11 +596,11 @@ def jwk_public_key(jwk: dict[str, Any], name: str = "JWK") -> ec.EllipticCurvePu
 
 def _b64url(value: object, what: str, size: int) -> int:
     if not isinstance(value, str):
-        raise PlatformKeyError(f"platform key invalid: {what} must be a base64url string, got {value!r}")
+        raise PlatformKeyError(f"platform key invalid: {what} must be a base64url string, got {_shown(value)}")
     try:
         raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise PlatformKeyError(f"platform key invalid: {what} is not base64url: {value!r}") from None
+        raise PlatformKeyError(f"platform key invalid: {what} is not base64url: {_shown(value)}") from None
     if len(raw) != size:
         raise PlatformKeyError(f"platform key invalid: {what} decodes to {len(raw)} bytes, expected {size}")
     return int.from_bytes(raw, "big")

@@ -335,6 +335,32 @@ def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phr
     assert phrase in str(info.value)
 
 
+BIG = "A" * 60_000
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ({"kty": BIG}, "JWK kty is 'AAAA"),
+    ({"kty": "EC", "crv": BIG}, "JWK crv is 'AAAA"),
+    ({"kty": "EC", "crv": "P-256", "x": [BIG], "y": "AA"}, "JWK x must be a base64url string, got a JSON array of 1 value"),
+    ({"kty": "EC", "crv": "P-256", "x": "!" + BIG, "y": "AA"}, "JWK x is not base64url: '!AAA"),
+    ([{"pkey": {"kty": "EC"}, "instance-id": "z" + BIG}], '"instance-id" must be a hex string, got \'zAAA'),
+    ({"keys": [{"kty": BIG}]}, "key 0 has kty 'AAAA"),
+    ({"keys": [{"kty": "EC", "crv": BIG}]}, "key 0 has kty 'EC', crv 'AAAA"),
+    (b"-----BEGIN " + BIG.encode() + b"-----\nAAAA\n", "k: PEM block 'AAAA"),
+])
+def test_a_key_file_message_shows_a_long_member_shortly(content: Any, phrase: str) -> None:
+    """A JWK or trust-anchor member of 60,000 characters (a kty, a crv, a coordinate that is
+    no base64url or no string, an id that is no hex, a JWK Set member's kty or crv, a PEM
+    block's label): the
+    PlatformKeyError names it by its start and its length, in a line of a few hundred
+    characters. Found by review: the message held the whole value, a 60 KB line."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(content if isinstance(content, bytes) else json.dumps(content).encode(), "k")
+    text = str(info.value)
+    assert phrase in text and len(text) < 600, text[:1000]
+    assert "characters in all" in text or "JSON array" in text, text[:1000]
+
+
 FIELD_PRIMES = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1, "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
                 "P-521": 2**521 - 1}
 CURVE_B = {"P-256": 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b,
