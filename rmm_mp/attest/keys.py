@@ -108,6 +108,12 @@ def read_trust_anchors(data: bytes, name: str = "platform key") -> TrustAnchorFi
                                f"{EXPECTED_FORMATS}")
     if text.startswith("-----BEGIN"):
         return TrustAnchorFile((TrustAnchor(_pem_key(text.encode(), name), f"{name} (PEM)"),))
+    # RFC 7468 5.2: explanatory text may precede the encapsulation boundary (`openssl x509
+    # -text` writes the decoded certificate, a key bundle its comments). Such a file was taken
+    # for DER and refused as none of the formats. No JSON, hex point or EC key DER holds a line
+    # starting with a BEGIN boundary.
+    if (begin := _PEM_BEGIN.search(raw)) is not None:
+        return TrustAnchorFile((TrustAnchor(_pem_key(raw[begin.start():], name), f"{name} (PEM)"),))
     if text[:1] in ("{", "["):
         return TrustAnchorFile(*_json_anchors(text, name))
     if text and all(c in string.hexdigits or c.isspace() for c in text):
@@ -140,6 +146,8 @@ def _hex_point(text: str, name: str) -> ec.EllipticCurvePublicKey:
     return public_key_from_point(bytes.fromhex(digits), name)
 
 
+_PEM_BEGIN: Final = re.compile(rb"^-----BEGIN [^\r\n]*-----", re.MULTILINE)
+"""The BEGIN line of any PEM block (RFC 7468 3), at the start of a line."""
 _PEM_KEY_BEGIN: Final = re.compile(rb"^-----BEGIN [^\r\n]*KEY-----", re.MULTILINE)
 """The BEGIN line of a PEM block whose label names a key ('PUBLIC KEY', 'EC PRIVATE KEY', ...)."""
 

@@ -578,6 +578,25 @@ def test_a_pem_key_after_another_block_is_read(before: str, after: str) -> None:
     assert anchor.key.public_numbers() == key.public_key().public_numbers()
 
 
+@pytest.mark.parametrize("before", [
+    "Subject: CN=test platform\nexplanatory text, RFC 7468 section 5.2\n\n",
+    "[a comment]\n",
+    "  \u00e9t\u00e9 \u2014 text that is not ASCII\n",
+], ids=["explanatory-text", "bracketed", "non-ascii"])
+def test_a_pem_key_after_explanatory_text_is_read(before: str) -> None:
+    """A PEM 'EC PRIVATE KEY' file with explanatory text before its BEGIN line, which RFC 7468
+    section 5.2 allows (`openssl x509 -text` writes such files): it was taken for DER and
+    refused as "none of a PEM or DER EC key ..." (found by review). The BEGIN line is now
+    found wherever its line is and the key loads; a PEM block that is no key after such text
+    is still named as one."""
+    key, sec1, _ = _p384_pair()
+    (anchor,) = load_trust_anchors(before.encode() + _as_pem("EC PRIVATE KEY", sec1), "k.pem")
+    assert anchor.key.public_numbers() == key.public_key().public_numbers()
+    with pytest.raises(PlatformKeyError) as info:
+        load_trust_anchors(before.encode() + b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n", "k.pem")
+    assert "k.pem: PEM block 'CERTIFICATE' is no key" in str(info.value), str(info.value)
+
+
 def test_a_pem_file_of_ec_parameters_alone_is_no_key() -> None:
     """An 'EC PARAMETERS' block with no key block after it is still refused, naming the block."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
