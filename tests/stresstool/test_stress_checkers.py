@@ -329,6 +329,18 @@ ROOT0_IDX = 410
 """Root 0 of a realm with two concatenated roots (410, 411) in the root-0-first test."""
 
 
+def _rd_with_two_roots(machine: Machine, probe: Probe) -> GranuleTable:
+    """Lockdep on; an RD (granule RD_IDX) whose rtt_base names root 0 (ROOT0_IDX) of two
+    concatenated roots. Returns the CPU's granule table."""
+    probe.lockdep = LockOrder(probe)
+    table = probe.cpu.granules
+    _set_state(table, RD_IDX, GS.RD)
+    for idx in (ROOT0_IDX, ROOT0_IDX + 1):
+        _set_state(table, idx, GS.RTT)
+    struct.pack_into("<QQ", machine.memory.buf, (RD_IDX << 12) + 0x18, 2, table.addr(ROOT0_IDX))
+    return table
+
+
 @pytest.mark.parametrize("call, order, found", [
     (dispatch.RmiFid.RMI_RTT_READ_ENTRY, ("rd", "root1"), True),
     (dispatch.RmiFid.RMI_RTT_READ_ENTRY, ("rd", "root0", "root1"), False),
@@ -343,12 +355,7 @@ def test_a_root_other_than_root_0_taken_without_root_0_breaks_rule_5(
     RMI_REALM_DESTROY (which locks each root directly), or with no call published (no exception
     known), is none. Lockdep checked only that roots were taken in address order, and a walk
     that went to the IPA's root without root 0 passed."""
-    probe.lockdep = LockOrder(probe)
-    table = probe.cpu.granules
-    _set_state(table, RD_IDX, GS.RD)
-    for idx in (ROOT0_IDX, ROOT0_IDX + 1):
-        _set_state(table, idx, GS.RTT)
-    struct.pack_into("<QQ", machine.memory.buf, (RD_IDX << 12) + 0x18, 2, table.addr(ROOT0_IDX))
+    table = _rd_with_two_roots(machine, probe)
     if call is not None:
         CALL.pack_into(probe.buf, OFF_CALL, 1, int(call), table.addr(RD_IDX), 0, 0, 0, 0, 0)
     locks = {"rd": (RD_IDX, GS.RD, -1), "root0": (ROOT0_IDX, GS.RTT, 1 | SUB_ROOT),
@@ -377,12 +384,7 @@ def test_a_root_taken_after_the_call_released_its_rd_is_checked_against_that_rds
     moved on): one REC_ENTER(rec, run) and the next, after the REC was destroyed and made again
     in another realm, publish the same bytes, and the RD remembered from the first was checked
     as the second's."""
-    probe.lockdep = LockOrder(probe)
-    table = probe.cpu.granules
-    _set_state(table, RD_IDX, GS.RD)
-    for idx in (ROOT0_IDX, ROOT0_IDX + 1):
-        _set_state(table, idx, GS.RTT)
-    struct.pack_into("<QQ", machine.memory.buf, (RD_IDX << 12) + 0x18, 2, table.addr(ROOT0_IDX))
+    table = _rd_with_two_roots(machine, probe)
     read_entry = int(dispatch.RmiFid.RMI_RTT_READ_ENTRY)
     CALL.pack_into(probe.buf, OFF_CALL, 1, read_entry, table.addr(RD_IDX), 0x1000, 1, 0, 0, 0)
     with table.lock_known(RD_IDX, GS.RD):
