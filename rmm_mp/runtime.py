@@ -254,6 +254,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             calling thread only: in a process with another thread that does not block it (a
             pytest-xdist worker's execnet thread), one the kernel gave to that thread was raised
             on the main thread at once, in the middle of the start or of that cleanup.
+        Any other error while the CPUs run (the supervisor's) is raised as it is, once the CPU
+        processes are killed and reaped, with Ctrl-C and SIGTERM held back meanwhile and then
+        dropped: the error wins over them.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -292,6 +295,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     own_payloads = {cpu_id: tuple(pickled_own[id(obj)] for obj in (own_args or {}).get(cpu_id, ())) for cpu_id in ids}
     feeders: list[threading.Thread] = []
     hold = InterruptHold()
+    supervisor: _Supervisor | None = None
+    error_wins = False
     forget_signals()    # a new run: no signal taken before it is repeated by one that comes now
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
@@ -334,8 +339,19 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             feeder.start()
             feeders.append(feeder)
         gate = cpu_start.StartGate(dict(zip(ids, lifelines)), dict(zip(ids, feeders)))
-        return _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
-                           on_end, gate, hold).wait()
+        supervisor = _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
+                                 on_end, gate, hold)
+        return supervisor.wait()
+    except Exception:
+        if supervisor is not None:
+            # The supervisor failed (an error, not an interrupt) and put the handlers back on
+            # its way out: held again while the CPU processes it left are killed and reaped
+            # below, and a Ctrl-C meanwhile dropped at the end, the error winning as it does
+            # over one that came while a CPU was given its go. Not held, the Ctrl-C was raised
+            # from the first join, left the other CPU processes running, and hid the error.
+            error_wins = True
+            hold.begin(_sigterm_taken() if sigterm_stops else None)
+        raise
     finally:
         try:
             for proc in procs.values():
@@ -358,7 +374,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             finally:
-                hold.end()
+                hold.end(take=not error_wins)
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

@@ -1167,3 +1167,47 @@ def test_a_ctrl_c_given_to_another_thread_while_the_cpus_start_is_taken_as_an_in
     assert arrived == [signal.SIGINT]
     assert result.interrupted and result.stopped_by == "interrupted (Ctrl-C)", result
     assert result.not_started == (0, 1) and not result.failures and not result.results, result
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_while_run_cpus_cleans_up_after_a_supervisor_error_neither_cuts_the_cleanup_short_nor_hides_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPUs, both up and running; the supervisor then fails with an error that is no
+    interrupt (here its wait step raises a RuntimeError), and a Ctrl-C lands as run_cpus kills
+    and reaps the CPU processes on the way out (simulated by raising SIGINT as the first of them
+    is joined). Every CPU process is killed and reaped all the same, the RuntimeError leaves
+    run_cpus as it was raised (the error wins, as it does over a Ctrl-C while a CPU is given its
+    go) and the handler is back. The supervisor had ended the hold already: the Ctrl-C was raised
+    out of the first join, the other CPU processes left running, and the KeyboardInterrupt hid
+    the error (a caller taking it for a plain Ctrl-C said "interrupted")."""
+    import multiprocessing.process
+    from rmm_mp.runtime import _Supervisor
+    real_step, real_join = _Supervisor._step, multiprocessing.process.BaseProcess.join
+    procs: list[Any] = []
+    sent: list[int] = []
+
+    def step(self: Any, live: Any, start: float) -> None:
+        real_step(self, live, start)
+        if len(self.gate.heard) == len(self.procs):     # both have had their go
+            procs.extend(self.procs.values())
+            raise RuntimeError("the supervisor failed")
+
+    def join(self: Any, timeout: float | None = None) -> None:
+        if procs and not sent:
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        real_join(self, timeout)
+
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "join", join)
+    with Machine.create("host", cpus=2) as m:
+        raised: BaseException | None = None
+        try:
+            run_cpus(m, _until_stopped, grace_s=20.0, timeout_s=60.0)
+        except BaseException as exc:     # noqa: BLE001 - a KeyboardInterrupt too, not ending pytest's run
+            raised = exc
+    assert isinstance(raised, RuntimeError) and str(raised) == "the supervisor failed", repr(raised)
+    assert sent, "the Ctrl-C was never sent"
+    assert len(procs) == 2 and all(p._closed for p in procs), procs     # each reaped, then closed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
