@@ -270,14 +270,18 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
 
 
-# A hex or a decimal number, the latter possibly grouped (1,000,000): the numbers a finding's
-# text names. A digit inside a word (s2tt, x86) is no number of its own.
-_NUMBER = re.compile(r"\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d{3})+|\d+))\b")
+# A hex or a decimal number, the latter possibly grouped (1,000,000), with its sign: the
+# numbers a finding's text names. A digit inside a word (s2tt, x86) is no number of its own, and
+# a '-' after a word character (a range, 0x1000-0x2000; CPUs 0-1) is no sign: -2 and 2 are two
+# numbers (an EL3 status, a delta), which read without the sign were one.
+_NUMBER = re.compile(r"(?:(?<![\w-])(-))?\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d{3})+|\d+))\b")
 
 
 def _numbers(text: str) -> tuple[int, ...]:
-    """The numbers ``text`` names, in order, as values (0x10 and 16 are the same number)."""
-    return tuple(int(m.group(1), 16) if m.group(1) is not None else int(m.group(2).replace(",", ""))
+    """The numbers ``text`` names, in order, as values (0x10 and 16 are the same number, -2
+    and 2 are not)."""
+    return tuple((-1 if m.group(1) else 1) * (int(m.group(2), 16) if m.group(2) is not None
+                                              else int(m.group(3).replace(",", "")))
                  for m in _NUMBER.finditer(text))
 
 

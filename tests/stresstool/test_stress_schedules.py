@@ -490,6 +490,31 @@ def test_a_replay_naming_other_numbers_at_the_same_step_is_no_rewording() -> Non
         assert v.verdict == "diverged" and v.reworded and "numbers as recorded" in v.text(), same
 
 
+def test_a_replay_naming_a_number_with_another_sign_is_no_rewording() -> None:
+    """A recorded crash finding whose message names EL3's status -2 where the replay's names 2
+    (same checker, rule, CPU, step and site): a real divergence, no `reworded`. The numbers were
+    read without their sign, so -2 and 2 were the same number and the hint called another value
+    a rewording (found by review). A '-' between two numbers (a range, 0x1000-0x2000) is no
+    sign: that worded as "0x1000 to 0x2000" is still a rewording."""
+    from rmm_mp.stress.findings import Finding
+
+    def verdict(recorded: str, seen: str) -> schedule_file.ReplayVerdict:
+        def finding(message: str) -> Finding:
+            return Finding("functional", "crash", message, 0, "RMI_GRANULE_UNDELEGATE(0x82000000)", "", (), 9)
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (finding(seen),), "finding",
+                              0.0, {})
+        return schedule_file.compare("s.json", (finding(recorded),), report)
+
+    for recorded, seen in (("EL3 refused it: -2", "EL3 refused it: 2"), ("status -0x2", "status is 2"),
+                           ("delta (-1)", "delta (1)")):
+        v = verdict(recorded, seen)
+        assert v.verdict == "diverged" and not v.reworded, (recorded, seen)
+    for recorded, seen in (("EL3 refused it: -2", "EL3 answered -2"), ("range 0x1000-0x2000", "0x1000 to 0x2000"),
+                           ("CPUs 0-1", "CPU 0 and CPU 1")):
+        v = verdict(recorded, seen)
+        assert v.verdict == "diverged" and v.reworded, (recorded, seen)
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
