@@ -111,8 +111,12 @@ def read_trust_anchors(data: bytes, name: str = "platform key") -> TrustAnchorFi
     # RFC 7468 5.2: explanatory text may precede the encapsulation boundary (`openssl x509
     # -text` writes the decoded certificate, a key bundle its comments). Such a file was taken
     # for DER and refused as none of the formats. No JSON, hex point or EC key DER holds a line
-    # starting with a BEGIN boundary.
-    if (begin := _PEM_BEGIN.search(raw)) is not None:
+    # starting with a BEGIN boundary. A broken JSON file can (a PEM key pasted into a string with
+    # its line breaks): text before it that starts as JSON does, with a '"' (a member name or
+    # string value) on the way, is no explanatory text, and the file is refused as JSON, not
+    # read as its key alone with the entry's implementation and instance ids dropped.
+    if (begin := _PEM_BEGIN.search(raw)) is not None and not (
+            text[:1] in ("{", "[") and b'"' in raw[:begin.start()]):
         return TrustAnchorFile((TrustAnchor(_pem_key(raw[begin.start():], name), f"{name} (PEM)"),))
     if text[:1] in ("{", "["):
         return TrustAnchorFile(*_json_anchors(text, name))

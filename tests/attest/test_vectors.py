@@ -597,6 +597,22 @@ def test_a_pem_key_after_explanatory_text_is_read(before: str) -> None:
     assert "k.pem: PEM block 'CERTIFICATE' is no key" in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("start", ['[{"implementation-id": "00", "instance-id": "01", "pkey": "',
+                                   '{"keys": ["'], ids=["trust-anchor-list", "jwk-set"])
+def test_a_broken_json_file_holding_a_pem_key_is_still_refused_as_json(start: str) -> None:
+    """A JSON trust-anchor list (or JWK Set) whose string holds a PEM key with raw line breaks,
+    which JSON does not allow: it is refused as not valid JSON, as before explanatory text
+    before a BEGIN line was passed over. Found by review: the BEGIN line made it a PEM file, so
+    the key loaded alone and the entry's implementation and instance ids were silently dropped
+    (the key then verified any platform's token). Text before the BEGIN line that starts as JSON
+    does (`{` or `[`, and a `"` before the line) is no explanatory text."""
+    _, sec1, _ = _p384_pair()
+    doc = start.encode() + b"\n" + _as_pem("EC PRIVATE KEY", sec1) + b'"}]\n'
+    with pytest.raises(PlatformKeyError) as info:
+        load_trust_anchors(doc, "k.json")
+    assert "k.json: not valid JSON (" in str(info.value), str(info.value)
+
+
 def test_a_pem_file_of_ec_parameters_alone_is_no_key() -> None:
     """An 'EC PARAMETERS' block with no key block after it is still refused, naming the block."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
