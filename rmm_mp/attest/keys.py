@@ -50,6 +50,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 
 from rmm_mp.attest.errors import PlatformKeyError
+from rmm_mp.attest.keyder import (CURVE_OIDS, ID_EC_PUBLIC_KEY, KEY_ALGORITHM_OIDS, PEM_STRUCTURES, DerKey,
+                                  der_structure)
 
 JWK_CURVES: Final = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 FIELD_PRIMES: Final = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1,
@@ -184,20 +186,6 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
     return _ec_only(key, private, name, "PEM")
 
 
-PEM_STRUCTURES: Final = {"PUBLIC KEY": "SubjectPublicKeyInfo (RFC 5280 4.1.2.7)",
-                         "EC PRIVATE KEY": "ECPrivateKey (SEC 1 C.4, RFC 5915)",
-                         "PRIVATE KEY": "PrivateKeyInfo (PKCS #8, RFC 5208 5)"}
-"""The DER structure each key block label holds (RFC 7468 13, 11; RFC 5915 4)."""
-
-CURVE_OIDS: Final = {"1.2.840.10045.3.1.7": "P-256", "1.3.132.0.34": "P-384", "1.3.132.0.35": "P-521"}
-"""Named-curve OID (RFC 5480 2.1.1.1) -> JWK_CURVES name."""
-KEY_ALGORITHM_OIDS: Final = {"1.2.840.10045.2.1": "EC", "1.2.840.113549.1.1.1": "RSA", "1.2.840.113549.1.1.10": "RSA-PSS",
-                             "1.2.840.10040.4.1": "DSA", "1.2.840.10046.2.1": "DH", "1.3.101.110": "X25519",
-                             "1.3.101.111": "X448", "1.3.101.112": "Ed25519", "1.3.101.113": "Ed448"}
-"""AlgorithmIdentifier OID of a key (RFC 5480 2.1.1, RFC 8017 A.1, RFC 3279 2.3, RFC 8410 3) -> its name."""
-_ID_EC_PUBLIC_KEY: Final = "1.2.840.10045.2.1"
-
-
 def _pem_problem(pem: bytes, label: str) -> str:
     """What is wrong with a key PEM block that cryptography refused with a ValueError, as the
     rest of a sentence after "PEM block 'LABEL'": corrupt (no END line, a body that is not
@@ -216,7 +204,7 @@ def _pem_problem(pem: bytes, label: str) -> str:
     except (binascii.Error, ValueError):
         return "is corrupt: its body is not base64 (RFC 7468)"
     structure = PEM_STRUCTURES.get(label, "DER structure")
-    found = _der_structure(der)
+    found = der_structure(der)
     if found is not None and label in PEM_STRUCTURES and found.label != label:
         article = "an" if PEM_STRUCTURES[found.label][0] in "AEIOU" else "a"
         return (f"is mislabelled: its {len(der)} bytes are {article} {PEM_STRUCTURES[found.label]}, which a "
@@ -227,128 +215,13 @@ def _pem_problem(pem: bytes, label: str) -> str:
     return f"is corrupt: its {len(der)} bytes are not the {structure} a {_shown(label)} block holds"
 
 
-@dataclass(frozen=True)
-class _DerKey:
-    """The parts of a key's DER structure a diagnosis needs (`_der_structure`)."""
-
-    label: str                  # the PEM label of the structure (a PEM_STRUCTURES key)
-    algorithm: str | None       # the key's algorithm OID (None: ECPrivateKey, EC implied)
-    curve: str | None           # a named curve's OID, from the parameters
-    point: bytes | None         # an EC public key's encoded point
-    scalar: bytes | None        # an EC private key's private scalar
-
-
-def _der_tlvs(data: bytes) -> list[tuple[int, bytes]] | None:
-    """The DER (tag, contents) items that `data` is made of, all of it, or None when it is not
-    a sequence of DER items with single-byte tags and definite lengths (X.690 8.1, 10.1)."""
-    items: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 2 > len(data) or data[pos] & 0x1F == 0x1F:
-            return None
-        tag, size, pos = data[pos], data[pos + 1], pos + 2
-        if size & 0x80:
-            octets = size & 0x7F
-            if not 1 <= octets <= 4 or pos + octets > len(data):
-                return None
-            size, pos = int.from_bytes(data[pos:pos + octets], "big"), pos + octets
-        if pos + size > len(data):
-            return None
-        items.append((tag, data[pos:pos + size]))
-        pos += size
-    return items
-
-
-MAX_OID_ARC_BITS: Final = 128
-"""Widest OBJECT IDENTIFIER arc `_der_oid` reads: a UUID arc (2.25.N, ITU-T X.667) is 128 bits
-and the algorithm and curve OIDs of keys far narrower. A wider arc is no OID of a key, and
-Python refuses to write one of more than 4,300 decimal digits (about 14,300 bits) in decimal
-(ValueError, sys.get_int_max_str_digits)."""
-
-
-class _NotDer(Exception):
-    """A key structure's item that `_der_structure` cannot read (an OID arc too wide)."""
-
-
-def _der_oid(contents: bytes) -> str:
-    """The dotted form of an OBJECT IDENTIFIER's contents (X.690 8.19).
-
-    Raises:
-        _NotDer: an arc wider than MAX_OID_ARC_BITS.
-    """
-    arcs, value = [], 0
-    for byte in contents:
-        value = (value << 7) | (byte & 0x7F)
-        if value.bit_length() > MAX_OID_ARC_BITS:
-            raise _NotDer(f"OID arc wider than {MAX_OID_ARC_BITS} bits")
-        if not byte & 0x80:
-            arcs.append(value)
-            value = 0
-    if not arcs:
-        return ""
-    first = min(arcs[0] // 40, 2)
-    return ".".join(map(str, [first, arcs[0] - 40 * first, *arcs[1:]]))
-
-
-def _der_algorithm(contents: bytes) -> tuple[str | None, str | None]:
-    """(algorithm OID, named-curve OID or None) of an AlgorithmIdentifier's contents."""
-    parts = _der_tlvs(contents) or []
-    algorithm = _der_oid(parts[0][1]) if parts and parts[0][0] == 0x06 else None
-    curve = _der_oid(parts[1][1]) if len(parts) > 1 and parts[1][0] == 0x06 else None
-    return algorithm, curve
-
-
-def _der_structure(der: bytes, in_pkcs8: bool = False) -> _DerKey | None:
-    """Which key structure `der` is, by its shape alone (no value is checked): an SPKI
-    SEQUENCE {AlgorithmIdentifier, BIT STRING}, an ECPrivateKey SEQUENCE {1, OCTET STRING,
-    [0] curve, [1] public key}, a PrivateKeyInfo SEQUENCE {0 or 1, AlgorithmIdentifier, OCTET
-    STRING, ...}; None for anything else, an OID it cannot read among it. `in_pkcs8`: `der` is
-    a PrivateKeyInfo's privateKey, which holds an ECPrivateKey (RFC 5915 3) and is not read as
-    another PrivateKeyInfo: following one into the next would recurse as deep as a hostile
-    file nests them (RecursionError)."""
-    try:
-        return _der_shape(der, in_pkcs8)
-    except _NotDer:
-        return None
-
-
-def _der_shape(der: bytes, in_pkcs8: bool) -> _DerKey | None:
-    """`_der_structure` without its catch of _NotDer."""
-    top = _der_tlvs(der)
-    if not top or len(top) != 1 or top[0][0] != 0x30:
-        return None
-    parts = _der_tlvs(top[0][1])
-    if not parts:
-        return None
-    tags = [tag for tag, _ in parts]
-    if tags == [0x30, 0x03] and parts[1][1][:1] == b"\0":
-        algorithm, curve = _der_algorithm(parts[0][1])
-        return _DerKey("PUBLIC KEY", algorithm, curve, parts[1][1][1:], None)
-    if tags[:2] == [0x02, 0x04] and parts[0][1] == b"\x01":
-        curve = point = None
-        for tag, contents in parts[2:]:
-            inner = _der_tlvs(contents) or []
-            if tag == 0xA0 and inner and inner[0][0] == 0x06:
-                curve = _der_oid(inner[0][1])
-            elif tag == 0xA1 and inner and inner[0][0] == 0x03 and inner[0][1][:1] == b"\0":
-                point = inner[0][1][1:]
-        return _DerKey("EC PRIVATE KEY", None, curve, point, parts[1][1])
-    if not in_pkcs8 and tags[:3] == [0x02, 0x30, 0x04] and parts[0][1] in (b"\0", b"\x01"):
-        algorithm, curve = _der_algorithm(parts[1][1])
-        nested = _der_shape(parts[2][1], True) if algorithm == _ID_EC_PUBLIC_KEY else None
-        if nested is not None and nested.label == "EC PRIVATE KEY":
-            return _DerKey("PRIVATE KEY", algorithm, nested.curve or curve, nested.point, nested.scalar)
-        return _DerKey("PRIVATE KEY", algorithm, curve, None, None)
-    return None
-
-
-def _der_problem(found: _DerKey) -> str | None:
+def _der_problem(found: DerKey) -> str | None:
     """Why cryptography refused a well-formed key structure, as the rest of a sentence after
     "PEM block 'LABEL'" or "NAME": a key of another algorithm it cannot use, an EC public
     point not on its curve, a private scalar outside 1..n-1, a public key that is not the
     private scalar's; None when none of these is it."""
     half = "private" if found.label.endswith("PRIVATE KEY") else "public"
-    if found.algorithm is not None and found.algorithm != _ID_EC_PUBLIC_KEY:
+    if found.algorithm is not None and found.algorithm != ID_EC_PUBLIC_KEY:
         kind = KEY_ALGORITHM_OIDS.get(found.algorithm, "unknown")
         return (f"holds a well-formed {found.label!r} structure of a {kind} {half} key (algorithm OID "
                 f"{found.algorithm}) whose key values cryptography refuses; expected {EXPECTED_KEY}")
@@ -397,7 +270,7 @@ def _der_key(der: bytes, name: str) -> ec.EllipticCurvePublicKey:
     except (ValueError, TypeError):
         # A well-formed SPKI, ECPrivateKey or PKCS #8 key whose values are no key is named so,
         # not called a file of no known format.
-        found = _der_structure(der)
+        found = der_structure(der)
         problem = _der_problem(found) if found is not None else None
         if problem is not None:
             raise PlatformKeyError(f"platform key invalid: {name} (DER) {problem}") from None

@@ -2,7 +2,7 @@
 
 Properties:
 
-1. `_der_structure`, the shape reader that tells a corrupt key file from a mislabelled or an
+1. `der_structure`, the shape reader that tells a corrupt key file from a mislabelled or an
    invalid one, and `_der_problem`, which names what is wrong with a structure it found, never
    raise, whatever the bytes: random bytes, and random trees of DER items whose lengths are in
    short form, long form with leading zero octets, indefinite form, or wrong (truncated or past
@@ -12,7 +12,7 @@ Properties:
 2. `read_trust_anchors` on the same bytes, as DER and in a PEM block of each key label, gives
    trust anchors or raises PlatformKeyError, never anything else (the CLI would show a traceback).
 3. Real keys made by cryptography, on each supported curve, as SPKI, SEC 1 and PKCS #8 in DER
-   and PEM, load as the key they are, and `_der_structure` reads their structure, curve, point
+   and PEM, load as the key they are, and `der_structure` reads their structure, curve, point
    and private scalar; the same keys with one byte changed or cut short load or raise
    PlatformKeyError.
 """
@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmm_mp.attest import PlatformKeyError
-from rmm_mp.attest.keys import CURVE_OIDS, _der_problem, _der_structure, read_trust_anchors
+from rmm_mp.attest.keyder import CURVE_OIDS, der_structure
+from rmm_mp.attest.keys import _der_problem, read_trust_anchors
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -88,7 +89,7 @@ def _leaf(draw: st.DrawFn) -> bytes:
 def _key_skeleton(draw: st.DrawFn) -> bytes:
     """The shape of an SPKI, an ECPrivateKey or a PrivateKeyInfo, with random OIDs (arcs of
     thousands of bits among them), points, scalars and length forms: random trees seldom
-    take a key's shape, and these reach every branch of `_der_structure` and `_der_problem`."""
+    take a key's shape, and these reach every branch of `der_structure` and `_der_problem`."""
     right = draw(st.booleans())     # lengths all right, so that the shape is found
 
     def item(tag: int, contents: bytes) -> bytes:
@@ -178,23 +179,23 @@ def _loads_or_refuses(data: bytes) -> None:
 
 
 def _structure_read(der: bytes) -> None:
-    """`_der_structure(der)` and `_der_problem` of what it finds raise nothing, and give a
+    """`der_structure(der)` and `_der_problem` of what it finds raise nothing, and give a
     structure of a key label or None and a sentence or None."""
     def read() -> None:
-        found = _der_structure(der)
+        found = der_structure(der)
         assert found is None or found.label in LABELS
         problem = _der_problem(found) if found is not None else None
         assert problem is None or isinstance(problem, str)
     error = _raised(read)
     if error is not None:
-        pytest.fail(f"_der_structure / _der_problem raised {error}", pytrace=False)
+        pytest.fail(f"der_structure / _der_problem raised {error}", pytrace=False)
 
 
 @FUZZ
 @given(HOSTILE)
 def test_the_der_structure_reader_never_raises(der: bytes) -> None:
     """Property 1: random bytes, random DER trees (every length form, key OIDs among random
-    ones) and such trees cut short: `_der_structure` returns a structure or None and
+    ones) and such trees cut short: `der_structure` returns a structure or None and
     `_der_problem` a sentence or None; neither raises (a RecursionError or ValueError here
     escaped `rmm-mp attest verify` as a traceback)."""
     _structure_read(der)
@@ -226,7 +227,7 @@ def _encoded(key: ec.EllipticCurvePrivateKey, label: str) -> bytes:
 @pytest.mark.parametrize("label", LABELS)
 def test_real_keys_load_and_their_structure_is_read(curve: str, label: str) -> None:
     """Property 3: a key cryptography made, on each curve, as SPKI, SEC 1 and PKCS #8, in DER
-    and in PEM: read_trust_anchors gives exactly its public key, and _der_structure finds the
+    and in PEM: read_trust_anchors gives exactly its public key, and der_structure finds the
     structure of the label, the curve's OID, its public point and (for a private key) its
     private scalar, and _der_problem finds nothing wrong."""
     key = ec.generate_private_key(CURVES[curve])
@@ -235,7 +236,7 @@ def test_real_keys_load_and_their_structure_is_read(curve: str, label: str) -> N
     for data in (der, _as_pem(label, der)):
         (anchor,) = read_trust_anchors(data, "k").anchors
         assert anchor.key.public_numbers() == key.public_key().public_numbers()
-    found = _der_structure(der)
+    found = der_structure(der)
     assert found is not None and found.label == label
     assert CURVE_OIDS.get(found.curve or "") == curve
     assert found.point == point
@@ -252,7 +253,7 @@ def test_real_keys_load_and_their_structure_is_read(curve: str, label: str) -> N
 def test_a_real_key_with_a_byte_changed_or_cut_loads_or_is_refused(curve: str, label: str, data: st.DataObject) -> None:
     """Property 3: a real key's DER with one byte set to another value, or cut short, as DER
     and as PEM under its label: read_trust_anchors gives anchors or raises PlatformKeyError,
-    and _der_structure / _der_problem do not raise."""
+    and der_structure / _der_problem do not raise."""
     der = _encoded(ec.generate_private_key(CURVES[curve]), label)
     if data.draw(st.booleans(), "cut"):
         der = der[:data.draw(st.integers(0, len(der) - 1), "length")]
