@@ -20,7 +20,8 @@ OSError from ``Process.start``: EAGAIN, ENOMEM) raises CpuStartError, naming the
 cause, once the processes already started are killed and reaped and every pipe end is closed.
 
 This sits beside machine.py rather than in hw/: a CPU process runs the whole stack (host, EL3,
-RMM), so its runtime must be able to attach a Machine.
+RMM), so its runtime must be able to attach a Machine. What one child does, from its start to
+its exit, is rmm_mp.cpu_main's.
 
 Children die with the process that started them: each holds the read end of a lifeline pipe
 whose only writer is the parent, and a watcher thread blocked on it ends the child when it sees
@@ -46,11 +47,9 @@ RunResult.warnings; cpu_exit.close_machine says why the machine is not damaged b
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.resource_tracker
-import os
 import signal
 import threading
 import time
@@ -59,16 +58,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import psutil
 
-from rmm_mp import cpu_args, cpu_exit, cpu_start
-from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult, own_usage
-from rmm_mp.hw.faults import MachineError
+from rmm_mp import cpu_args, cpu_main, cpu_start
+from rmm_mp.cpu_main import STOP_SIGNALS
+from rmm_mp.cpu_outcome import CpuFailure, CpuStartError, ProcessUsage, RunResult
 from rmm_mp.interrupt_hold import InterruptHold, interrupt_of
 from rmm_mp.interrupts import forget_signals, repeated_signal
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
 
 CONTEXTS = ("spawn", "forkserver")
-_PR_SET_PDEATHSIG = 1
 
 
 def host_cores() -> list[int]:
@@ -99,103 +97,6 @@ def oversubscription(cpus: int) -> float:
     at most, and a start-up allowance (STARTUP_S, and the stress tool's free-running one, the
     same) to 6 minutes."""
     return min(SLACK_CAP, max(1.0, cpus / max(1, len(host_cores()))))
-
-
-def _pin(cpu_id: int, cores: list[int]) -> int | None:
-    """Pin this process to one host core (CPU i -> the i-th allowed core, wrapping); None if we cannot."""
-    if not cores:
-        return None
-    core = cores[cpu_id % len(cores)]
-    try:
-        psutil.Process().cpu_affinity([core])
-    except (AttributeError, psutil.Error, OSError):
-        return None
-    return core
-
-
-def _set_parent_death_signal() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the stop flag still ends the run
-        pass
-
-
-STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
-"""What a terminal (Ctrl-C) and `timeout` send to the whole process group: the parent handles
-them, CPU processes ignore them."""
-
-LIFELINE_EXIT = 70
-"""Exit status of a CPU process whose parent died under it."""
-
-
-def _watch_lifeline(lifeline: multiprocessing.connection.Connection) -> None:
-    try:
-        lifeline.recv()
-    except (EOFError, OSError):
-        pass
-    os._exit(LIFELINE_EXIT)
-
-
-def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
-    """Whether the lifeline is at end-of-file (its only writer, the parent, is gone)."""
-    try:
-        return lifeline.poll()
-    except (EOFError, OSError):
-        return True
-
-
-def _cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
-              by_spawn: tuple[Any, ...], conn: multiprocessing.connection.Connection,
-              lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
-    _set_parent_death_signal()
-    # The args come down the lifeline (cpu_args.feed), then the go (cpu_start), before the watcher
-    # takes any message on it as the parent's end. End-of-file instead of them: the parent died
-    # while this process started.
-    try:
-        pickled, own = cpu_args.receive(lifeline)
-    except (EOFError, OSError):
-        os._exit(LIFELINE_EXIT)
-    # Ignored before Machine.attach, whose SIGTERM handler would otherwise end the process at
-    # once (it leaves an ignored signal alone). The parent started this process with both
-    # blocked, so one sent while it was starting up is pending: ignoring discards it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    pinned = _pin(cpu_id, pin_cores) if pin_cores is not None else None
-    # Up, and nothing of the machine touched yet: the parent's go comes down the lifeline
-    # (cpu_start). Withheld after a Ctrl-C or SIGTERM, which kills this process instead.
-    if not cpu_start.await_go(conn, lifeline):
-        os._exit(LIFELINE_EXIT)
-    threading.Thread(target=_watch_lifeline, args=(lifeline,), name="lifeline", daemon=True).start()
-    try:
-        machine = Machine.attach(name)
-    except MachineError:
-        # A parent that died while this process started up (SIGHUP, or SIGTERM outside
-        # sigterm_stops) unlinked the machine first: not this CPU's failure to report with a
-        # traceback. The watcher ends such a process too, but this thread may get here first.
-        if _parent_gone(lifeline):
-            os._exit(LIFELINE_EXIT)
-        raise
-    code = 0
-    try:
-        try:
-            cpu = machine.cpu(cpu_id)
-            if tracing:
-                cpu.set_tracing(True)
-            # Here, so that a failure is reported as the target's.
-            args = cpu_args.unpickle_args(pickled, by_spawn) + tuple(cpu_args.unpickle_own(*one) for one in own)
-            del pickled, own    # the pickled shared args: not held for the whole run
-            result = target(cpu, *args)
-            cpu.flush_statistics()
-            conn.send(("ok", result, own_usage(pinned)))
-        except BaseException as exc:  # report everything, RmmInternalError included, then exit
-            code = 1
-            cpu_exit.send(conn, ("error", f"raised {type(exc).__name__}: {exc}", traceback.format_exc()))
-        cpu_exit.close_machine(machine, cpu_id, conn, code)
-    finally:
-        conn.close()
-    cpu_exit.end_process(code)
 
 
 def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] | None = None,
@@ -314,7 +215,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 life_reader, life_writer = ctx.Pipe(duplex=False)
                 ends += (life_reader, life_writer)
                 # typeshed's BaseContext (get_context of a str) lacks Process; every context has it.
-                proc = ctx.Process(target=_cpu_main, name=f"rmm-mp-cpu{cpu_id}",  # type: ignore[attr-defined]
+                proc = ctx.Process(target=cpu_main.cpu_main, name=f"rmm-mp-cpu{cpu_id}",  # type: ignore[attr-defined]
                                    args=(machine.name, cpu_id, target, by_spawn, writer, life_reader, cores, tracing),
                                    daemon=True)
                 proc.start()
@@ -512,7 +413,7 @@ class _Supervisor:
                 self._read(cpu, pipe)
             del live[cpu]
             if proc.exitcode == 0 and cpu not in self.errors and cpu not in self.results:
-                # Exited normally, yet neither a result nor an error arrived: _cpu_main sends
+                # Exited normally, yet neither a result nor an error arrived: cpu_main sends
                 # its result before it exits 0, so it was lost on the way. A caller must not
                 # read the missing result as a CPU that ran and had nothing to say.
                 self.errors[cpu] = ("exited normally (status 0), but its result never reached the parent", "")
@@ -561,7 +462,7 @@ class _Supervisor:
             self.gate.heard.add(cpu)
             if raw == cpu_start.UP:
                 self.gate.up(cpu)
-            else:   # not _cpu_main's: it says UP before anything else
+            else:   # not cpu_main's: it says UP before anything else
                 self.errors[cpu] = (f"sent {raw[:16]!r} where its start-up's UP was due", "")
         self.hold.release()
 
@@ -599,7 +500,7 @@ class _Supervisor:
         table = self.machine.granule_table(cpu_owner(cpu))
         held = tuple(table.addr(idx) for idx in table.held_by(cpu_owner(cpu)))
         ours = cpu in self.terminated and cpu not in self.errors
-        # _cpu_main flushes a CPU's statistics before it sends a result, and closes its handle
+        # cpu_main flushes a CPU's statistics before it sends a result, and closes its handle
         # (which flushes them) after it sends an error: a CPU with neither died first.
         unpublished = cpu not in self.errors and cpu not in self.results
         return CpuFailure(cpu, how, tb, held, ours and cpu in self.on_request, ours, unpublished,

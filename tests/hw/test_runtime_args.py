@@ -124,15 +124,15 @@ def test_multiprocessing_objects_among_the_args_are_shared_with_the_cpu(context:
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("sent", [b"", (1 << 20).to_bytes(4, "big") + b"0123456789"])
 def test_a_cpu_whose_parent_died_before_its_args_came_exits_quietly(sent: bytes) -> None:
-    """runtime._cpu_main started as run_cpus starts it, but its lifeline ends before the args
+    """cpu_main.cpu_main started as run_cpus starts it, but its lifeline ends before the args
     came down it (nothing, or a header announcing 1 MiB and 10 bytes of it): the parent died
     while the process started. It exits with LIFELINE_EXIT, sends nothing and attaches no
     machine (its name names none), rather than reporting a failure of its own."""
-    from rmm_mp.runtime import LIFELINE_EXIT, _cpu_main
+    from rmm_mp.cpu_main import LIFELINE_EXIT, cpu_main
     ctx = multiprocessing.get_context("spawn")
     reader, writer = ctx.Pipe(duplex=False)
     life_reader, life_writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_cpu_main,
+    proc = ctx.Process(target=cpu_main,
                        args=("rmm-mp-1-00000000", 0, _digest, (), writer, life_reader, None, False))
     try:
         proc.start()

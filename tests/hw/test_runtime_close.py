@@ -41,7 +41,7 @@ def test_a_close_failure_after_the_result_was_sent_is_a_warning_not_a_failure(ca
     """Both CPUs return their id, then closing their machine handle raises OSError. Both results
     count: no failure, exit status 0, the run ok, and RunResult.warnings names each CPU's close
     failure (also written to the CPU process's stderr). Before, the exception escaped
-    _cpu_main: each process exited 1 and was reported failed although its result had arrived."""
+    cpu_main: each process exited 1 and was reported failed although its result had arrived."""
     with Machine.create("host", cpus=2) as m:
         result = run_cpus(m, _close_fails_then_return, timeout_s=30)
     assert result.results == {0: 0, 1: 1}, result

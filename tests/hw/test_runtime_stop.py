@@ -20,7 +20,8 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.cpu_outcome import RunResult
-from rmm_mp.runtime import LIFELINE_EXIT, run_cpus
+from rmm_mp.cpu_main import LIFELINE_EXIT
+from rmm_mp.runtime import run_cpus
 
 VERSION = 0xC4000150
 
@@ -438,11 +439,11 @@ def test_a_ctrl_c_once_every_cpu_is_gone_is_after_the_run(machine: Machine) -> N
 
 
 def _cpu_main_before_its_watcher(*args) -> None:  # type: ignore[no-untyped-def]
-    """runtime._cpu_main with the lifeline watcher switched off: a CPU process whose main thread
+    """cpu_main with the lifeline watcher switched off: a CPU process whose main thread
     reaches Machine.attach before the watcher thread has seen its parent's end."""
-    from rmm_mp import runtime
-    runtime._watch_lifeline = lambda lifeline: None
-    runtime._cpu_main(*args)
+    from rmm_mp import cpu_main
+    cpu_main._watch_lifeline = lambda lifeline: None
+    cpu_main.cpu_main(*args)
 
 
 @pytest.mark.multiprocess
