@@ -72,10 +72,23 @@ class Layout:
         self._as_dict = _dict_maker(self._items)
         self.extent = self._whole.size
         """Bytes from the start to the end of the last field: all that unpack and values read."""
+        self.whole = self._whole
+        """The struct that values() unpacks with, for a caller that reads one in its own loop."""
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def offset(self, name: str) -> int:
         return self.fields[name].offset
+
+    def raw(self, name: str) -> "Layout":
+        """This layout with integer array ``name`` taken as its bytes: unpack gives them as one
+        bytes object, pack takes one (a shorter one padded with zero bytes, as a shorter array
+        is with zeros). The RMM copies the host call's registers between RsiHostCall and the
+        run page this way, without making 31 ints of them and packing them again."""
+        fld = self.fields[name]
+        if fld.count <= 1 or fld.fmt.endswith("s"):
+            raise ValueError(f"{self.name}.{name}: not an integer array")
+        raw = Field(name, fld.offset, f"{fld.size}s")
+        return Layout(self.name, self.size, tuple(raw if f.name == name else f for f in self.fields.values()))
 
     def pack(self, **values: Any) -> bytearray:
         """A zero-filled structure with the given fields set (arrays as sequences, shorter ones
@@ -109,7 +122,13 @@ class Layout:
             try:
                 packed = direct(values)
             except struct.error:
-                raise self._refusal(values) from None
+                if not strings:
+                    raise self._refusal(values) from None
+                packed = None       # the loop below refuses them as it always did
+            except TypeError:       # len() of a value that is no byte string: the loop refuses it
+                if not strings:
+                    raise
+                packed = None
             if packed is not None:
                 return packed
         for name in strings:
@@ -136,7 +155,8 @@ class Layout:
         packer = struct.Struct(whole.format + (f"{pad}x" if pad else ""))
         order = tuple((f.name, self._packers[f.name][2]) for f in chosen)
         strings = tuple(f.name for f in chosen if f.name in self._strings)
-        plan = (packer, order, strings, None if strings else _direct_packer(packer, order))
+        sizes = tuple((name, self.fields[name].size) for name in strings)
+        plan = (packer, order, strings, _direct_packer(packer, order, sizes))
         if len(self._plans) < 64:   # callers use a handful of sets; never grow without bound
             self._plans[names] = plan
         return plan
@@ -195,7 +215,7 @@ class Layout:
 _Plan = tuple[struct.Struct, tuple[tuple[str, int], ...], tuple[str, ...],
               "Callable[[dict[str, Any]], bytes | None] | None"]
 """(struct of the whole structure, (name, array length or 0) per field in offset order, the
-byte-string fields among them, its direct packer or None: _direct_packer)."""
+byte-string fields among them, its direct packer: _direct_packer)."""
 
 
 def _dict_maker(items: tuple[tuple[str, int, int], ...]) -> "Callable[[tuple[Any, ...]], dict[str, Any]]":
@@ -210,15 +230,18 @@ def _dict_maker(items: tuple[tuple[str, int, int], ...]) -> "Callable[[tuple[Any
     return namespace["as_dict"]  # type: ignore[no-any-return]
 
 
-def _direct_packer(packer: struct.Struct,
-                   order: tuple[tuple[str, int], ...]) -> "Callable[[dict[str, Any]], bytes | None]":
-    """For one set of field names without byte strings: a function of the values dict that
-    packs them with one call when every array has exactly its field's length (the usual case:
-    a REC exit's gprs), and returns None otherwise (pack_bytes' loop pads shorter ones and
-    refuses longer ones). Generated as source, as dataclasses makes its __init__: one
-    expression with each field's value in place, with no Python loop over the fields per pack
-    (REC_ENTER packs a RmiRecExit on every REC exit)."""
-    lengths = " and ".join(f"len(v[{name!r}]) == {count}" for name, count in order if count) or "True"
+def _direct_packer(packer: struct.Struct, order: tuple[tuple[str, int], ...],
+                   strings: tuple[tuple[str, int], ...] = ()) -> "Callable[[dict[str, Any]], bytes | None]":
+    """For one set of field names: a function of the values dict that packs them with one call
+    when every array has exactly its field's length (the usual case: a REC exit's gprs) and no
+    byte string (``strings``: name and size) is longer than its field, and returns None
+    otherwise (pack_bytes' loop pads shorter arrays and refuses longer ones, and refuses a long
+    byte string, which struct would cut short). Generated as source, as dataclasses makes its
+    __init__: one expression with each field's value in place, with no Python loop over the
+    fields per pack (REC_ENTER packs a RmiRecExit on every REC exit)."""
+    checks = [f"len(v[{name!r}]) == {count}" for name, count in order if count]
+    checks += [f"len(v[{name!r}]) <= {size}" for name, size in strings]
+    lengths = " and ".join(checks) or "True"
     args = ", ".join(f"*v[{name!r}]" if count else f"v[{name!r}]" for name, count in order)
     namespace: dict[str, Any] = {"pack": packer.pack}
     exec(f"def direct(v):\n    return pack({args}) if {lengths} else None\n", namespace)
@@ -323,6 +346,13 @@ RSI_HOST_CALL = Layout("RsiHostCall", 0x100, (
     Field("imm", 0x000, "H"),
     Field("gprs", 0x008, "Q", 31),
 ))
+
+# The RMM's views of the two halves of the run page and of RsiHostCall with gprs as their bytes
+# (Layout.raw): a host call's registers go from RsiHostCall to RmiRecExit, and from RmiRecEnter
+# back into RsiHostCall, as bytes copied, never as 31 ints (the same bytes either way).
+RMI_REC_ENTER_RAW = RMI_REC_ENTER.raw("gprs")
+RMI_REC_EXIT_RAW = RMI_REC_EXIT.raw("gprs")
+RSI_HOST_CALL_RAW = RSI_HOST_CALL.raw("gprs")
 
 
 class RmiRealmFlags(enum.IntFlag):

@@ -31,12 +31,13 @@ owns the realm side, holding no lock:
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
 from rmm_mp.abi.psci import rec_index_to_mpidr_el1
 from rmm_mp.abi.rsi import RsiResponse, RsiRipas, RsiStatus
-from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecEnterFlags, RmiRecExitReason
+from rmm_mp.abi.structs import RSI_HOST_CALL_RAW, RmiRecEnterFlags, RmiRecExitReason
 from rmm_mp.guest import interpreter
 from rmm_mp.guest.interpreter import ABORT, HVC, IL, PAIR_SIZE_LOG2, SLICE, SMC, WFE, WFI, Fault, GuestState
 from rmm_mp.guest.isa import INSTRUCTION_SIZE
@@ -64,8 +65,9 @@ _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.
 _TRAP_WFI, _TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFI), int(RmiRecEnterFlags.TRAP_WFE)
 _RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
 assert RsiStatus.RSI_SUCCESS == 0, "a host call completes by zeroing X0..X16"
-_HOST_CALL_GPRS = RSI_HOST_CALL.fields["gprs"].struct
-_HOST_CALL_GPRS_OFFSET = RSI_HOST_CALL.offset("gprs")
+_HOST_CALL_GPRS = RSI_HOST_CALL_RAW.fields["gprs"].struct     # the 31 registers as their bytes
+_HOST_CALL_GPRS_OFFSET = RSI_HOST_CALL_RAW.offset("gprs")
+_Q = struct.Struct("<Q")
 
 EC_WFX, EC_IABT_LOW, EC_IABT_CUR, EC_DABT_LOW, EC_DABT_CUR = 0x01, 0x20, 0x21, 0x24, 0x25
 ESR_ISV = 1 << 24
@@ -86,13 +88,15 @@ _EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
 def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
             v: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero).
+    """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero), gprs as
+    their bytes (RMI_REC_EXIT_RAW packs them).
 
     Args:
         rmm: the CPU running the REC.
         rec: the REC, owned through its running reference (refcount 1, lock not held).
         rd: its realm's RD, alive while the reference is held.
-        enter: RmiRecEnter as REC_ENTER read and validated it.
+        enter: RmiRecEnter as REC_ENTER read (RMI_REC_ENTER_RAW: gprs as their bytes) and
+            validated it.
         v: rec.run_state() if the caller read it since the REC last changed (REC_ENTER reads it
             under the REC's lock for its checks); read here if None.
     """
@@ -173,7 +177,7 @@ def _complete_entry(call: RealmCall, enter: dict[str, Any], head: tuple[int, ...
         elif flags & _EMUL_MMIO and iss & ESR_ISV:
             register, size_log2 = (iss >> 16) & 31, (iss >> 22) & 3
             if not iss & ESR_WNR and register != 31:
-                state.x[register] = enter["gprs"][0] & ((1 << (8 << size_log2)) - 1)
+                state.x[register] = _Q.unpack_from(enter["gprs"])[0] & ((1 << (8 << size_log2)) - 1)
             state.pc += INSTRUCTION_SIZE
     if esr or head[H_LAST_FAR] or head[H_LAST_HPFAR]:
         rec.set_last_exit(0, 0, 0)
@@ -190,9 +194,9 @@ def _complete_ripas(call: RealmCall, head: tuple[int, ...]) -> None:
     call.rec.set_ripas_request(0, 0, 0, 0, 0)
 
 
-def _complete_host_call(call: RealmCall, gprs: tuple[int, ...], generation: int) -> Exit | None:
-    """Copy the host's gprs back into RsiHostCall (B5.3.4), counted in as executing the realm;
-    if the page is gone, report it first (returning the exit, counted out).
+def _complete_host_call(call: RealmCall, gprs: bytes, generation: int) -> Exit | None:
+    """Copy the host's gprs (RmiRecEnter's bytes) back into RsiHostCall (B5.3.4), counted in as
+    executing the realm; if the page is gone, report it first (returning the exit, counted out).
 
     While the realm's TLB generation is the one rsi_host_call read before its locked walk, the
     mapping that walk found is still in place (realm_call.py, "one walk per host call"), and
@@ -205,13 +209,13 @@ def _complete_host_call(call: RealmCall, gprs: tuple[int, ...], generation: int)
     memory = rmm.memory
     ipa, pa, seen = rec.host_call()
     if memory.view.load_u64(generation) == seen:    # type: ignore[union-attr]
-        _HOST_CALL_GPRS.pack_into(memory.buf, pa - memory.base + (ipa & 0xFFF) + _HOST_CALL_GPRS_OFFSET, *gprs)
+        _HOST_CALL_GPRS.pack_into(memory.buf, pa - memory.base + (ipa & 0xFFF) + _HOST_CALL_GPRS_OFFSET, gprs)
     else:
         rmm.tlb.leave()
         page = lock_realm_page(call, ipa)
         if page.kind == RAM:
             _HOST_CALL_GPRS.pack_into(memory.buf, page.pa - memory.base + (ipa & 0xFFF) + _HOST_CALL_GPRS_OFFSET,
-                                      *gprs)
+                                      gprs)
             page.release()
         elif page.kind != EMPTY:
             return stage2_abort_exit(ipa, page.level)
@@ -223,9 +227,9 @@ def _complete_host_call(call: RealmCall, gprs: tuple[int, ...], generation: int)
 
 # -- 2. execution ---------------------------------------------------------------------------
 
-def _execute(call: RealmCall, host_call_gprs: tuple[int, ...] | None) -> Exit:
+def _execute(call: RealmCall, host_call_gprs: bytes | None) -> Exit:
     """Run the REC's code for its time slice; ``host_call_gprs`` are the host's results of a
-    pending host call, copied in first."""
+    pending host call (RmiRecEnter's bytes), copied in first."""
     rmm, state = call.rmm, call.state
     tlb = rmm.tlb
     ctx = call.ctx
@@ -343,7 +347,7 @@ def _abort(call: RealmCall, fault: Fault) -> Exit | None:
     # The emulatable exit's esr: the access syndrome without SRT (A4.3.4.3 does not pass it on).
     esr = (EC_DABT_LOW << 26) | (iss & ~(31 << 16)) | fsc
     value = state.x[fault.register] & ((1 << (8 << fault.size_log2)) - 1) if fault.write else 0
-    return _exit_abort(call, esr, ipa, ipa & 0xFFF, (value,))
+    return _exit_abort(call, esr, ipa, ipa & 0xFFF, _Q.pack(value))
 
 
 def _access_iss(fault: Fault) -> int:
@@ -367,8 +371,9 @@ def _data_sea_esr(iss: int) -> int:
     return (EC_DABT_CUR << 26) | IL | iss | ESR_EA | FSC_SEA
 
 
-def _exit_abort(call: RealmCall, esr: int, ipa: int, far: int, gprs: tuple[int, ...] = ()) -> Exit:
-    """A SYNC exit for a stage-2 abort; the REC keeps the syndrome for the next entry."""
+def _exit_abort(call: RealmCall, esr: int, ipa: int, far: int, gprs: bytes = b"") -> Exit:
+    """A SYNC exit for a stage-2 abort; the REC keeps the syndrome for the next entry. ``gprs``:
+    the exit's registers as their bytes (a write's value in gprs[0]; the rest zero)."""
     hpfar = (ipa >> 8) & ~0xF
     call.rec.set_last_exit(esr, far, hpfar)
     return Exit({"exit_reason": _EXIT_SYNC, "esr": esr, "far": far, "hpfar": hpfar, "gprs": gprs},

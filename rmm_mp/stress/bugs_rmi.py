@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW, RMI_REC_PARAMS
 from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_SHIFT, Granule, GranuleTable
 from rmm_mp.rmm import realm_run, s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
@@ -116,13 +116,13 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
     rd = Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd))
-    enter = RMI_REC_ENTER.unpack(raw)
+    enter = RMI_REC_ENTER_RAW.unpack(raw)   # gprs as their bytes, as run_rec takes them
     refusal = rmi_rec._entry_refusal(rmm, rd, rec, enter)
     g.unlock()                                  # BUG: released without raising the refcount
     if refusal is not None:
         raise refusal
     fields = realm_run.run_rec(rmm, rec, rd, enter)
-    if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack(**fields), REC_EXIT_OFFSET):
+    if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack(**fields), REC_EXIT_OFFSET):
         raise RmiError.input()
 
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmm_mp.abi.structs import (
-    RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_PARAMS, RSI_HOST_CALL, RSI_REALM_CONFIG, Field, Layout,
-    LayoutError,
+    RMI_REALM_PARAMS, RMI_REC_ENTER, RMI_REC_ENTER_RAW, RMI_REC_EXIT, RMI_REC_EXIT_RAW, RMI_REC_PARAMS, RSI_HOST_CALL,
+    RSI_HOST_CALL_RAW, RSI_REALM_CONFIG, Field, Layout, LayoutError,
 )
 
 FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=60)
@@ -179,3 +179,25 @@ def test_the_refusal_says_what_was_expected() -> None:
         RSI_REALM_CONFIG.pack(ipa_width=40, rpv=bytes(65))
     with pytest.raises(LayoutError, match=r"^RmiRealmParams\.rpv = 'abc': expected bytes"):
         RMI_REALM_PARAMS.pack(rpv="abc")
+
+
+@pytest.mark.parametrize("layout, raw", [(RMI_REC_ENTER, RMI_REC_ENTER_RAW), (RMI_REC_EXIT, RMI_REC_EXIT_RAW),
+                                         (RSI_HOST_CALL, RSI_HOST_CALL_RAW)])
+def test_a_raw_array_is_its_bytes(layout: Layout, raw: Layout) -> None:
+    """Layout.raw("gprs") (how the RMM copies a host call's registers): unpack gives the array's
+    little-endian bytes and the other fields as the plain layout does; pack takes those bytes, or
+    fewer (zero-padded as a shorter array is), and writes what the plain layout writes for the
+    ints; more bytes than the field holds are refused naming the field."""
+    rng = random.Random(7)
+    gprs = tuple(rng.getrandbits(64) for _ in range(31))
+    others = {name: 1 for name, fld in layout.fields.items() if fld.count == 1 and name != "gprs"}
+    image = layout.pack(**others, gprs=gprs)
+    as_bytes = struct.pack("<31Q", *gprs)
+    assert raw.unpack(image) == {**layout.unpack(image), "gprs": as_bytes}
+    assert raw.pack(**others, gprs=as_bytes) == image
+    assert raw.pack_bytes({**others, "gprs": as_bytes[:16]}) == layout.pack_bytes({**others, "gprs": gprs[:2]})
+    assert raw.extent == layout.extent and raw.size == layout.size
+    with pytest.raises(LayoutError, match=rf"^{layout.name}\.gprs is 256 bytes; expected at most 248$"):
+        raw.pack(gprs=as_bytes + bytes(8))
+    with pytest.raises(ValueError, match="imm: not an integer array"):
+        RSI_HOST_CALL.raw("imm")

@@ -15,6 +15,8 @@ rel0 reads all 64 bits (docs/deviations.md).
 
 from __future__ import annotations
 
+import struct
+
 from rmm_mp.abi.psci import (
     PSCI_VERSION_1_1, SMCCC_VERSION_1_2, AffinityInfo, PsciFid, PsciReturn, mpidr_el1_to_rec_index,
     rec_index_to_mpidr_el1, u64,
@@ -27,6 +29,8 @@ from rmm_mp.rmm.granule_state import GranuleState
 
 F = PsciFid
 _EXIT_PSCI = int(RmiRecExitReason.RMI_EXIT_PSCI)
+_FID_TARGET = struct.Struct("<2Q")
+"""gprs[0..1] of a PSCI exit as their bytes: Exit carries gprs as RmiRecExit's bytes (RMI_REC_EXIT_RAW)."""
 _SUCCESS = u64(PsciReturn.PSCI_SUCCESS)
 _NOT_SUPPORTED = u64(PsciReturn.PSCI_NOT_SUPPORTED)
 _INVALID_PARAMETERS = u64(PsciReturn.PSCI_INVALID_PARAMETERS)
@@ -50,7 +54,7 @@ LOCK_SEQUENCES = {
 
 def _notify(fid: int, target: int = 0) -> Exit:
     """The PSCI exit: the host sees the function ID (and a target MPIDR), nothing else."""
-    return Exit({"exit_reason": _EXIT_PSCI, "gprs": (fid, target)})
+    return Exit({"exit_reason": _EXIT_PSCI, "gprs": _FID_TARGET.pack(fid, target)})
 
 
 def _forward(call: RealmCall, fid: int, index: int) -> Exit:

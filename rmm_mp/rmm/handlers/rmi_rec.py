@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmm_mp.abi.rmi import FeatureRegister0 as FR0
 from rmm_mp.abi.structs import (
-    REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, RmiRecCreateFlags,
+    REC_EXIT_OFFSET, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, RmiRecCreateFlags,
     RmiRecEnterFlags, mpidr_to_rec_index,
 )
 from rmm_mp.hw.faults import RmmInternalError
@@ -62,9 +62,9 @@ _gic_valid: BoundedMemo[tuple[int, int, tuple[int, ...]], bool] = BoundedMemo(
     lambda key: gic.gic_state_valid(key[1], key[2], key[0]), 1024)
 """(num_lrs, hcr, lrs) -> gic.gic_state_valid: a pure function, and a host re-enters with the same
 GIC state entry after entry; a lookup costs about half of checking the LRs again."""
-_ENTER_EXTENT = RMI_REC_ENTER.extent
+_ENTER_EXTENT = RMI_REC_ENTER_RAW.extent
 """What REC_ENTER copies of the enter half: up to its last field (0x388 of 0x800 bytes), all that
-RMI_REC_ENTER.unpack reads; the rest is SBZ padding the RMM ignores."""
+RMI_REC_ENTER_RAW.unpack reads; the rest is SBZ padding the RMM ignores."""
 
 ESR_EC_SHIFT = 26
 ESR_EC_DATA_ABORT_LOWER = 0x24
@@ -286,7 +286,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     # RTT_SET_RIPAS), so the run reads what it would read after the unlock.
     head = rec.run_state()
     rd = Rd(rmm.memory, _index(rmm, head[H_OWNER]))
-    enter = RMI_REC_ENTER.unpack(raw)
+    enter = RMI_REC_ENTER_RAW.unpack(raw)     # gprs as their bytes: only a host call's completion copies them
     refusal = _entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
         g.unlock()
@@ -296,7 +296,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter, head)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
-        if not write_ns(rmm, run_ptr, RMI_REC_EXIT.pack_bytes(fields), REC_EXIT_OFFSET):
+        if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack_bytes(fields), REC_EXIT_OFFSET):
             raise RmiError.input()
     finally:
         rmm.granules.refcount_add(g.idx, -1)

@@ -13,15 +13,15 @@ write the results without a second walk while no invalidation happened in betwee
 from __future__ import annotations
 
 from rmm_mp.abi.rsi import RsiStatus
-from rmm_mp.abi.structs import RSI_HOST_CALL, RmiRecExitReason
+from rmm_mp.abi.structs import RSI_HOST_CALL_RAW, RmiRecExitReason
 from rmm_mp.rmm.realm_call import (
     EMPTY, FAULT, WHY_WALK, Exit, RealmCall, lock_realm_page, realm_generation, stage2_abort_exit,
 )
 
 _INPUT = int(RsiStatus.RSI_ERROR_INPUT)
 _EXIT_HOST_CALL = int(RmiRecExitReason.RMI_EXIT_HOST_CALL)
-_IMM, _IMM_OFFSET = RSI_HOST_CALL.fields["imm"].struct, RSI_HOST_CALL.offset("imm")
-_GPRS, _GPRS_OFFSET = RSI_HOST_CALL.fields["gprs"].struct, RSI_HOST_CALL.offset("gprs")
+_IMM_GPRS = RSI_HOST_CALL_RAW.whole
+"""imm and gprs, the registers as their bytes: what the exit passes on (RMI_REC_EXIT_RAW)."""
 
 LOCK_SEQUENCES = {
     "RSI_HOST_CALL": ("root RTT 0; walk hand over hand to the structure's last-level table, held while "
@@ -42,9 +42,9 @@ def rsi_host_call(call: RealmCall) -> "tuple[int, ...] | Exit":
     if page.kind == FAULT:
         return stage2_abort_exit(ipa, page.level)
     buf, at = call.rmm.memory.buf, page.pa - call.rmm.memory.base + (ipa & 0xFFF)
-    # imm and gprs with a struct each (RSI_HOST_CALL.get without its lookups): the 31 gprs come
-    # out as the exit's tuple, not as a slice of one tuple of all 32 values.
-    imm, gprs = _IMM.unpack_from(buf, at + _IMM_OFFSET)[0], _GPRS.unpack_from(buf, at + _GPRS_OFFSET)
+    # imm and gprs in one unpack (RSI_HOST_CALL_RAW.values without its call): the 31 gprs as
+    # their bytes, which RmiRecExit carries unchanged; the RMM never looks at them.
+    imm, gprs = _IMM_GPRS.unpack_from(buf, at)
     page.release()
     call.rec.set_host_call(ipa, page.pa, generation)
     return Exit({"exit_reason": _EXIT_HOST_CALL, "imm": imm, "gprs": gprs})
