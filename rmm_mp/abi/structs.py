@@ -125,7 +125,11 @@ class Layout:
                 if not strings:
                     raise self._refusal(values) from None
                 packed = None       # the loop below refuses them as it always did
-            except TypeError:       # len() of a value that is no byte string: the loop refuses it
+            except Exception:
+                # len() of a byte-string field's value failed (no byte string: TypeError; a
+                # range too long for a C ssize_t: OverflowError): the loop refuses it naming the
+                # field, as before the direct packer served byte strings. Without byte strings
+                # the error is the caller's, as it always was.
                 if not strings:
                     raise
                 packed = None

@@ -181,6 +181,21 @@ def test_the_refusal_says_what_was_expected() -> None:
         RMI_REALM_PARAMS.pack(rpv="abc")
 
 
+def test_a_byte_string_whose_length_cannot_be_taken_is_refused_naming_its_field() -> None:
+    """A byte-string field given a value whose len() fails with something other than TypeError
+    (a range too long for a C ssize_t: OverflowError) is refused as any other non-bytes value
+    is, a LayoutError naming the field and what was expected, by pack and pack_bytes alike, and
+    the second time too (the cached plan). pack_bytes' one-call packer takes len() of byte
+    strings too since it serves them; it let that OverflowError out instead of falling back to
+    the loop that names the field."""
+    huge = range(1 << 70)
+    for _ in range(2):
+        with pytest.raises(LayoutError, match=r"^RmiRealmParams\.rpv = range\(0, \d+\): expected bytes, at most 64"):
+            RMI_REALM_PARAMS.pack(rpv=huge)
+        with pytest.raises(LayoutError, match=r"^RsiRealmConfig\.rpv = range\(0, \d+\): expected bytes, at most 64"):
+            RSI_REALM_CONFIG.pack_bytes({"ipa_width": 40, "rpv": huge})
+
+
 @pytest.mark.parametrize("layout, raw", [(RMI_REC_ENTER, RMI_REC_ENTER_RAW), (RMI_REC_EXIT, RMI_REC_EXIT_RAW),
                                          (RSI_HOST_CALL, RSI_HOST_CALL_RAW)])
 def test_a_raw_array_is_its_bytes(layout: Layout, raw: Layout) -> None:
