@@ -15,7 +15,7 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -399,6 +399,28 @@ def test_attaching_a_machine_of_another_layout_says_so(machine: Machine) -> None
     Machine.attach(machine.name).close()
 
 
+def _in_forked_child(child: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """Run ``child`` in an os.fork child and return the report it made (JSON through a pipe).
+    The child never returns into pytest: it leaves with os._exit(0), which the parent checks."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(reader)
+            os.write(writer, json.dumps(child()).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    chunks = []
+    while chunk := os.read(reader, 65536):
+        chunks.append(chunk)
+    os.close(reader)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    report: dict[str, object] = json.loads(b"".join(chunks))
+    return report
+
+
 # Python 3.12+ warns at os.fork in a process with more than one thread; under pytest-xdist the
 # worker has execnet's I/O threads (plain pytest has none). The child only calls smc, writes
 # to a pipe and leaves with os._exit, so the warning is noise in every `pytest -n` run.
@@ -409,36 +431,25 @@ def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
     use it. The parent's handle keeps working, and after the child exits CPU 1 binds here."""
     cpu0 = machine.cpu(0)
     assert cpu0.smc(VERSION, V10)[0] == SUCCESS
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
+
+    def child() -> dict[str, object]:
+        report: dict[str, object] = {}
         try:
-            os.close(reader)
-            report: dict[str, object] = {}
-            try:
-                report["parent_handle"] = ["returned", list(cpu0.smc(VERSION, V10))]
-            except BaseException as exc:
-                report["parent_handle"] = [type(exc).__name__, str(exc)]
-            try:
-                machine.cpu(0)
-                report["cpu0"] = ["bound", ""]
-            except BaseException as exc:
-                report["cpu0"] = [type(exc).__name__, str(exc)]
-            try:
-                report["cpu1"] = ["ok", list(machine.cpu(1).smc(VERSION, V10))]
-            except BaseException as exc:
-                report["cpu1"] = [type(exc).__name__, str(exc)]
-            os.write(writer, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    chunks = []
-    while chunk := os.read(reader, 65536):
-        chunks.append(chunk)
-    os.close(reader)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    report = json.loads(b"".join(chunks))
+            report["parent_handle"] = ["returned", list(cpu0.smc(VERSION, V10))]
+        except BaseException as exc:
+            report["parent_handle"] = [type(exc).__name__, str(exc)]
+        try:
+            machine.cpu(0)
+            report["cpu0"] = ["bound", ""]
+        except BaseException as exc:
+            report["cpu0"] = [type(exc).__name__, str(exc)]
+        try:
+            report["cpu1"] = ["ok", list(machine.cpu(1).smc(VERSION, V10))]
+        except BaseException as exc:
+            report["cpu1"] = [type(exc).__name__, str(exc)]
+        return report
+
+    report = _in_forked_child(child)
     kind, detail = report["parent_handle"]
     assert kind not in ("returned", "RmmInternalError"), report
     kind, detail = report["cpu0"]
@@ -459,31 +470,20 @@ def test_a_forked_childs_first_ns_copy_locks_as_the_child(machine: Machine, firs
     and still copy the bytes. The parent's own copies keep the parent's identity."""
     pa = machine.dram_base + 50 * machine.granule_size
     machine.ns_write(pa, b"parent")
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
+
+    def child() -> dict[str, object]:
+        report: dict[str, object] = {}
         try:
-            os.close(reader)
-            report: dict[str, object] = {}
-            try:
-                if first == "ns_read":
-                    report["read"] = machine.ns_read(pa, 6).decode()
-                else:
-                    machine.ns_write(pa, b"child!")
-                report["owner"] = machine._host_ns.table.owner == host_owner(os.getpid())
-            except BaseException as exc:
-                report["error"] = f"{type(exc).__name__}: {exc}"
-            os.write(writer, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    chunks = []
-    while chunk := os.read(reader, 65536):
-        chunks.append(chunk)
-    os.close(reader)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    report = json.loads(b"".join(chunks))
+            if first == "ns_read":
+                report["read"] = machine.ns_read(pa, 6).decode()
+            else:
+                machine.ns_write(pa, b"child!")
+            report["owner"] = machine._host_ns.table.owner == host_owner(os.getpid())
+        except BaseException as exc:
+            report["error"] = f"{type(exc).__name__}: {exc}"
+        return report
+
+    report = _in_forked_child(child)
     assert report.get("owner") is True, report
     if first == "ns_read":
         assert report["read"] == "parent", report
