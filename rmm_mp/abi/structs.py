@@ -68,12 +68,12 @@ class Layout:
         self._packers = {f.name: (f.struct, f.offset, f.count if f.count > 1 and f.fmt != "s" else 0)
                          for f in fields}
         self._strings = frozenset(f.name for f in fields if f.fmt.endswith("s"))
-        self._whole, self._items = _whole_struct(sorted(fields, key=lambda f: f.offset))
+        self.whole, self._items = _whole_struct(sorted(fields, key=lambda f: f.offset))
+        """The struct of all the fields in offset order: what values() unpacks with, for a caller
+        that reads one in its own code (RSI_HOST_CALL's imm and gprs)."""
         self._as_dict = _dict_maker(self._items)
-        self.extent = self._whole.size
+        self.extent = self.whole.size
         """Bytes from the start to the end of the last field: all that unpack and values read."""
-        self.whole = self._whole
-        """The struct that values() unpacks with, for a caller that reads one in its own loop."""
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def offset(self, name: str) -> int:
@@ -209,11 +209,11 @@ class Layout:
 
     def values(self, buf: Any, base: int = 0) -> tuple[Any, ...]:
         """Every field's values in offset order, flat (arrays spread out), in one unpack."""
-        return self._whole.unpack_from(buf, base)
+        return self.whole.unpack_from(buf, base)
 
     def unpack(self, buf: Any, base: int = 0) -> dict[str, Any]:
         """Every field, read with one unpack of the structure up to its last field."""
-        return self._as_dict(self._whole.unpack_from(buf, base))
+        return self._as_dict(self.whole.unpack_from(buf, base))
 
 
 _Plan = tuple[struct.Struct, tuple[tuple[str, int], ...], tuple[str, ...],
