@@ -822,12 +822,35 @@ def test_host_call_page_destroyed_before_completion(machine: Machine) -> None:
         assert g.gpr(0) == 0xC400_0199 and g.rec().host_call_pending
 
 
+def test_host_call_completion_abort_exit_reports_the_entrys_gic_state(machine: Machine) -> None:
+    """docs/deviations.md row "REC exit due to Data Abort from the entry that completes a host
+    call": the structure's page is destroyed after the HOST_CALL exit, and the host enters again
+    with UIE and VGrp1DIE set in gicv3_hcr and a pending vINTID 27 in LR 0. The abort exit that
+    entry returns carries that GIC state (A6.1, as every exit does): gicv3_hcr and gicv3_lrs[0]
+    as entered, gicv3_misr U (at most one valid LR) and VGrp1D (group 1 off); TF-RMM rel0
+    leaves all three 0 on this path."""
+    ipa = UNASSIGNED_L3 + 0x200
+    hcr, lr0 = (1 << 1) | (1 << 7), (1 << 62) | (1 << 60) | 27     # UIE, VGrp1DIE; LR 0: pending, group 1
+    with Guest.build(machine, call_program("RSI_HOST_CALL", {1: ipa})) as g:
+        g.fault_in(ipa)
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        x0, pa = g.smc(F.RMI_DATA_DESTROY, g.realm.rd, ipa & ~0xFFF)[:2]
+        assert x0 == SUCCESS and g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == SUCCESS
+        g.alloc.free(pa)
+        x0, ex = g.enter(gprs=HOST_GPRS, gicv3_hcr=hcr, gicv3_lrs=(lr0,))
+        assert x0 == SUCCESS
+        abort_exit(ex, ipa, 3)
+        assert (ex["gicv3_hcr"], ex["gicv3_lrs"][0], ex["gicv3_misr"]) == (hcr, lr0, (1 << 1) | (1 << 7))
+        assert g.rec().host_call_pending
+
+
 def test_host_call_page_made_empty_before_completion(machine: Machine) -> None:
     """docs/deviations.md row "RSI_HOST_CALL completed after the structure's page became RIPAS
     EMPTY": REC 0's HOST_CALL exits; REC 1 then asks for its structure's page to become EMPTY
     (RSI_IPA_STATE_SET) and the host's RTT_SET_RIPAS makes it ASSIGNED EMPTY. The entry that
     completes REC 0's call finds the page mapped but EMPTY: no abort exit (A4.2.2 asks for one
-    only for an unmapped IPA), X0 = SUCCESS, and nothing is written into the structure."""
+    only for an unmapped IPA), X0 = SUCCESS with X1..X16 zero (the TF-RMM table's row), and
+    nothing is written into the structure."""
     page = CODE + 0x1000
     rec1 = f"""
 rec1:
@@ -855,7 +878,8 @@ rec1_done:
                                                                                                page + GRANULE)
         assert g.smc(F.RMI_RTT_READ_ENTRY, g.realm.rd, page, 3)[1:5] == (3, 1, g.page_pa(page), EMPTY)
         finish(g, gprs=HOST_GPRS)
-        assert g.gpr(0) == SUCCESS and not g.rec().host_call_pending
+        results(g, SUCCESS)     # TF-RMM rel0: X0 stays the FID, X1.. as passed
+        assert not g.rec().host_call_pending
         assert g.peek(hc + 8, 248) == struct.pack("<31Q", *REALM_GPRS)
     ok(machine)
 
