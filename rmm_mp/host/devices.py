@@ -148,8 +148,18 @@ def mmio(queue: "RunQueue", slot: int, offset: int, write: bool, size_log2: int,
 
 
 def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int, ...]") -> list[int]:
-    """Serve host call ``imm`` of REC ``rec``; returns the 31 gprs to hand back."""
-    out = list(gprs)
+    """Serve host call ``imm`` of REC ``rec``; returns the 31 gprs to hand back (``gprs``: the
+    31 values of the exit, each in 0..2^64-1). host_call_raw with the registers as ints."""
+    return list(_GPRS.unpack(host_call_raw(queue, slot, rec, imm, _GPRS.pack(*gprs))))
+
+
+def host_call_raw(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: bytes) -> bytes:
+    """Serve host call ``imm`` of REC ``rec`` with the registers as the run page holds them
+    (``gprs``: exit.gprs, 248 bytes, X0 first, each little-endian); returns the 248 bytes of
+    enter.gprs. The run loop passes the exit's bytes in and writes the answer out as it is: a
+    service reads only the registers it uses (at most X0..X3) and answers with the exit's bytes
+    themselves (LOG, REPORT) or with a new X0 before the exit's X1..X30 (QUERY, an unknown
+    service), so the 31 registers are never made into ints and back."""
     base = queue.realm_offset(slot)
     view = queue.view
     queue.count(slot, "host_calls")
@@ -157,13 +167,16 @@ def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int
         _lock_output(view, base)           # the record before the count, as a console byte
         try:
             n = view.load_u64(base + R_LOG)
-            struct.pack_into("<5Q", queue.buf, base + R_LOG + 8 + LOG_RECORD * (n % LOG_RECORDS), rec, *gprs[:4])
+            # (REC index, X0..X3): X0..X3 are the first 32 bytes of gprs, copied as they are.
+            _LOG_RECORD.pack_into(queue.buf, base + R_LOG + 8 + LOG_RECORD * (n % LOG_RECORDS), rec, gprs[:32])
             view.store_u64(base + R_LOG, n + 1)
         finally:
             view.store_u64(base + _OUTPUT_LOCK, 0)
-    elif imm == HOST_CALL_QUERY:
-        out[0] = _query(queue, slot, gprs[0])
-    elif imm == HOST_CALL_REPORT:
+        return gprs
+    if imm == HOST_CALL_QUERY:
+        return _X0.pack(_query(queue, slot, _X0.unpack_from(gprs)[0])) + gprs[8:]
+    if imm == HOST_CALL_REPORT:
+        code, detail = _X0_X1.unpack_from(gprs)
         # Two RECs of a realm may report at once, on two CPUs: the code and the detail are one
         # report, so they are stored under the output lock (else a reader could see one REC's
         # code with the other's detail, which no order of the two reports gives). A CPU killed
@@ -175,14 +188,21 @@ def host_call(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: "tuple[int
             n = view.load_u64(base + R_RESULT) & ~_REPORT_WRITING
             view.store_u64(base + R_RESULT, n | _REPORT_WRITING)
             cell = _report_cell(base, n + 1)
-            view.store_u64(cell, gprs[0])
-            view.store_u64(cell + 8, gprs[1])
+            view.store_u64(cell, code)
+            view.store_u64(cell + 8, detail)
             view.store_u64(base + R_RESULT, n + 1)
         finally:
             view.store_u64(base + _OUTPUT_LOCK, 0)
-    else:
-        out[0] = ALL_ONES
-    return out
+        return gprs
+    return _ALL_ONES_X0 + gprs[8:]
+
+
+_GPRS = struct.Struct("<31Q")
+_X0 = struct.Struct("<Q")
+_X0_X1 = struct.Struct("<2Q")
+_LOG_RECORD = struct.Struct("<Q32s")
+"""A LOG record: the REC index, then X0..X3 as the exit's bytes (the same bytes as "<5Q")."""
+_ALL_ONES_X0 = _X0.pack(ALL_ONES)
 
 
 _OUTPUT_LOCK = R_RESULT + 24

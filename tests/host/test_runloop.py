@@ -1329,6 +1329,82 @@ def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
     b.finish()
 
 
+_SERVICES: tuple[tuple[int, int | None], ...] = (
+    (1, None), (2, 0), (2, 1), (2, 2), (2, 3), (2, 9), (2, 0xF00D_0000_0000_0002), (3, None), (0, None), (4, None),
+    (0xFFFF, None), (1, None))
+"""(imm, X0) of each host call test_host_call_answers_reach_the_run_page_and_the_realm_bytewise
+makes: LOG, QUERY of every selector and two unknown ones, REPORT, three unknown services, LOG
+again; X0 None: a value from the call's pseudo-random registers."""
+
+
+def _host_call_registers(k: int, x0: int | None) -> tuple[int, ...]:
+    """X0..X30 of the ``k``-th host call: distinct 64-bit values with the top and low bits set."""
+    words = tuple(int.from_bytes(hashlib.sha256(b"hc%d.%d" % (k, i)).digest()[:8], "little") | 1 << 63 | 1
+                  for i in range(31))
+    return words if x0 is None else (x0, *words[1:])
+
+
+def test_host_call_answers_reach_the_run_page_and_the_realm_bytewise(machine: Machine) -> None:
+    """A guest makes a host call of every service (LOG, QUERY of selectors 0..3 and two unknown
+    ones, REPORT, imm 0, 4 and 0xFFFF, LOG again), each with 31 distinct 64-bit registers, and
+    reads the device's ID register (an emulated MMIO read: the next entry's flags are
+    EMUL_MMIO) before the first call and the seventh. Stepping the run loop one exit at a time:
+    after each host-call exit the run page's enter half holds flags 0 and, in enter.gprs, the
+    exit's 248 bytes with only X0 replaced, for QUERY by its answer (1 vCPU, the slot, the device
+    window, the shared bit, all ones) and for an unknown service by all ones; LOG and REPORT hand
+    every register back as it was. At the end each RsiHostCall in the realm's memory holds
+    those answers (imm untouched), the log holds the two LOG calls' (REC 0, X0..X3), the result
+    is the REPORT's (X0, X1) and host_calls counts 12. The host's answer path for a host call
+    (RunLoop.step without handle_exit, devices.host_call_raw) must give exactly what handle_exit
+    and devices.host_call gave."""
+    from rmm_mp.host.devices import ALL_ONES, DOORBELL_ID, LogRecord
+    from rmm_mp.rmm.s2tt import output_address
+    calls = [(imm, _host_call_registers(k, x0)) for k, (imm, x0) in enumerate(_SERVICES)]
+    structures = [struct.pack("<H6x31Q", imm, *regs) for imm, regs in calls]
+    mmio_read = f"mov x5, ={PAR + DEVICE_OFFSET + DOORBELL_ID:#x}\n    ldr x6, [x5]\n"
+    body = "".join((mmio_read if k in (0, 6) else "") + f"    adr x1, hc{k}\n    mov x0, =RSI_HOST_CALL\n    smc #0\n"
+                   for k in range(len(calls)))
+    data = "".join(f"    .align 256\nhc{k}:\n    .half {imm}\n    .zero 6\n    .quad {', '.join(map(str, regs))}\n"
+                   for k, (imm, regs) in enumerate(calls))
+    image = assemble(PRELUDE + "\n" + body + "    mov x0, =PSCI_SYSTEM_OFF\n    smc #0\n    b .\n" + data, base=BASE)
+    b = boot(machine, image)
+    loop, q = RunLoop(b.cpu), b.queue  # type: ignore[arg-type]
+    v = b.slot * MAX_VCPUS
+    run = q.vcpu_pages(v)[1]
+    answers: list[bytes] = []
+    while (taken := q.take(0)) is not None:
+        assert taken == v
+        loop.step(v)
+        page = machine.ns_read(run, 2 * G)
+        exit_half = page[0x800:]
+        if exit_half[0] != HOST_CALL:
+            continue
+        imm, regs = calls[len(answers)]
+        assert struct.unpack_from("<H", exit_half, 0x600)[0] == imm
+        assert exit_half[0x200:0x2F8] == struct.pack("<31Q", *regs)
+        x0 = regs[0]
+        if imm == 2:
+            x0 = {0: 1, 1: b.slot, 2: PAR + DEVICE_OFFSET, 3: PAR}.get(regs[0], ALL_ONES)
+        elif imm not in (1, 3):
+            x0 = ALL_ONES
+        expected = struct.pack("<31Q", x0, *regs[1:])
+        assert struct.unpack_from("<Q", page, 0)[0] == 0, f"call {len(answers)}: enter.flags"
+        assert page[0x200:0x2F8] == expected, f"call {len(answers)} (imm {imm:#x}): enter.gprs"
+        answers.append(expected)
+    assert len(answers) == len(calls)
+    assert loop.exits[SYNC] == 2 and loop.exits[HOST_CALL] == len(calls), loop.exits
+    for k, (structure, answer) in enumerate(zip(structures, answers)):
+        ipa = BASE + image.index(structure)
+        pa = output_address(b.entry(ipa & ~(G - 1))[2], 3) + (ipa & (G - 1))
+        seen = bytes(machine.memory.buf[pa - machine.dram_base:pa - machine.dram_base + 256])
+        assert seen == structure[:8] + answer + bytes(256 - 8 - 248), f"RsiHostCall {k} in the realm's memory"
+    st = b.status()
+    assert st.log == (LogRecord(0, calls[0][1][:4]), LogRecord(0, calls[-1][1][:4])), st.log
+    assert (st.reports, st.result) == (1, calls[7][1][:2]), (st.reports, st.result)
+    assert st.counters["host_calls"] == len(calls) and st.state == "DONE", (st.counters, st.state)
+    b.finish()
+
+
 class _PausingView:
     """The run queue's view, but the first store of a report's code waits for ``go`` once."""
 
