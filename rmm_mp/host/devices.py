@@ -160,9 +160,11 @@ def host_call_raw(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: bytes)
     service reads only the registers it uses (at most X0..X3) and answers with the exit's bytes
     themselves (LOG, REPORT) or with a new X0 before the exit's X1..X30 (QUERY, an unknown
     service), so the 31 registers are never made into ints and back."""
+    queue.count(slot, "host_calls")
+    if imm == HOST_CALL_QUERY:          # first: the round-trip benchmark's call, it needs no base
+        return _X0.pack(_query(queue, slot, _X0.unpack_from(gprs)[0])) + gprs[8:]
     base = queue.realm_offset(slot)
     view = queue.view
-    queue.count(slot, "host_calls")
     if imm == HOST_CALL_LOG:
         _lock_output(view, base)           # the record before the count, as a console byte
         try:
@@ -173,8 +175,6 @@ def host_call_raw(queue: "RunQueue", slot: int, rec: int, imm: int, gprs: bytes)
         finally:
             view.store_u64(base + _OUTPUT_LOCK, 0)
         return gprs
-    if imm == HOST_CALL_QUERY:
-        return _X0.pack(_query(queue, slot, _X0.unpack_from(gprs)[0])) + gprs[8:]
     if imm == HOST_CALL_REPORT:
         code, detail = _X0_X1.unpack_from(gprs)
         # Two RECs of a realm may report at once, on two CPUs: the code and the detail are one
