@@ -149,6 +149,29 @@ def test_a_clean_run_whose_bug_has_two_catchers_names_both_only_when_both_are_of
     assert said_off == (expected if said else []), report.text()
 
 
+def test_a_clean_run_of_rd_refcount_plain_rmw_with_invariants_on_has_no_checker_off_line() -> None:
+    """rd-refcount-plain-rmw injected, its code run, no finding, invariants the only checker on
+    (a made-up report, no CPU run): the lost update breaks the rd-refcount invariant, which
+    invariants reports on its own (`--checkers invariants --schedule random --seed 5` at step
+    13,290; free-running within seconds), so the run tested the bug and no checker-off line is
+    printed. With lockdep alone on, the line names ownership and invariants. Found by review:
+    the bug's `also` was empty, so `--checkers invariants` was told the checker that catches
+    it was off."""
+    from rmm_mp.stress.report import StressReport
+
+    def off_lines(checkers: tuple[str, ...]) -> list[str]:
+        cfg = StressConfig(workload="lifecycle", cpus=2, seed=0, schedule="random", steps=3000, seconds=120,
+                           inject=("rd-refcount-plain-rmw",), checkers=checkers)
+        report = StressReport(cfg, (), "budget", 1.0, {0: 1, 1: 1}, steps=3000,
+                              bug_calls={"rd-refcount-plain-rmw": 3})
+        return [line for line in report.text().splitlines() if line.startswith("injected ")]
+
+    assert off_lines(("invariants",)) == []
+    assert off_lines(("lockdep",)) == [
+        "injected rd-refcount-plain-rmw ran, but the checkers that catch it, ownership (unlocked read) and "
+        "invariants (rd-refcount), were off (checkers: lockdep), so \"no findings\" says nothing of the bug"]
+
+
 ALONE = ("; the run ended at a finding before it got there (`rmm-mp stress --inject map-unprotected-leaks-lock` "
          "runs it alone)")
 
