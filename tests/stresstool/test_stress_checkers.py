@@ -405,6 +405,30 @@ def test_a_root_taken_after_the_call_released_its_rd_is_checked_against_that_rds
     assert rules == (expected if found else []), rules
 
 
+def test_a_host_copy_waiting_for_its_own_lock_is_a_finding_with_the_watchdog_off(machine: Machine) -> None:
+    """Free-running with the watchdog off, the CPU's host process takes a granule for an NS
+    copy and asks for it again: the copy leaves with StressAbort and one leaked-lock finding
+    naming the NS copy's lock, as with the watchdog on. The plain path's recursive-lock
+    RmmInternalError was raised instead, in the host's code: the RMM did not die of it, so the
+    worker made no crash finding of it, and the run ended "aborted" with "no findings", exit
+    status 0 (seen with an NS copy made to lock its first page twice, `rmm-mp stress running
+    --checkers lockdep,ownership,invariants`)."""
+    cpu = machine.cpu(0)
+    probe = instrument.install(cpu, SimpleNamespace(end=0), watchdog=False)  # type: ignore[arg-type]
+    host = machine._host_ns.table
+    try:
+        host.lock(RD_IDX)
+        with pytest.raises(StressAbort):
+            host.lock(RD_IDX)
+        host.unlock(RD_IDX)
+    finally:
+        instrument.uninstall(probe)
+    found = [(f.checker, f.rule, f.message) for f in probe.findings.items]
+    ns_copy = classes.name(classes.NS_COPY)
+    assert found == [("watchdog", "leaked-lock",
+                      f"CPU 0 waits for {ns_copy} {host.addr(RD_IDX):#x}, which its host process holds")], found
+
+
 def test_cycles_ignore_address_ordered_edges() -> None:
     """Edges between two external classes and within one class are ordered by address, so
     they never make a cycle; an internal -> external edge closes one."""
