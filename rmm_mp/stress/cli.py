@@ -133,7 +133,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "end, and a value above 0 is refused.")
 @click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Replay a schedule file and compare with its recorded findings, their text without line "
-                   "numbers: a file recorded before the tool worded a finding otherwise diverges; --save-schedule "
+                   "numbers or the watchdog's times and pids: a file recorded before the tool worded a finding otherwise diverges; --save-schedule "
                    "records it again (--json: the verdict under replay.verdict).")
 @click.option("--shrink", "do_shrink", is_flag=True, help="Shrink a failing deterministic run's schedule.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,

@@ -2,9 +2,9 @@
 
 A Finding is one problem one checker saw: which checker and rule, on which CPU, in which call
 (RMI command or realm call with its arguments), at which source line, with detail lines (held
-locks, the edges of a cycle, ...). Its text holds nothing that changes between two runs of the
-same schedule (no pid, no time, no machine name), so a replay's report can be compared with
-the original's line for line.
+locks, the edges of a cycle, ...). Its text holds no machine name, and no pid or time but the
+few the watchdog's findings name, which a replay leaves out as it compares (without_run_values):
+so a replay's report can be compared with the original's line for line.
 
 This module owns the Finding record and call naming. It must not check anything.
 """
@@ -66,8 +66,14 @@ class Finding:
         return "\n".join(lines)
 
     def replay_text(self) -> str:
-        """The text without source line numbers: what a replay compares (see without_lines)."""
-        return without_lines(self.text())
+        """The text without source line numbers and the values only one run has: what a replay
+        compares (see without_lines, without_run_values)."""
+        return without_run_values(without_lines(self.text()))
+
+    def run_free_text(self) -> str:
+        """The text without the values only one run has (times, pids), line numbers kept: two
+        replays that differ in these alone differ in no source line."""
+        return without_run_values(self.text())
 
     def to_json(self) -> dict[str, Any]:
         return {"checker": self.checker, "rule": self.rule, "message": self.message, "cpu": self.cpu,
@@ -88,6 +94,27 @@ def without_lines(text: str) -> str:
     its line and nothing else, so a schedule file recorded before it is compared without them
     (stress.schedule.compare); the file, the function and everything else still count."""
     return _SOURCE_LINE.sub(lambda m: (m.group(1) or m.group(2)) + "?", text)
+
+
+_RUN_VALUES = (
+    (re.compile(r"(\bused )\d+(?:\.\d+)?( s of CPU time)"), r"\1?\2"),
+    (re.compile(r"(\bwithin )\d+(?:\.\d+)?( s of being asked)"), r"\1?\2"),
+    (re.compile(r"(\bhost process )\d+\b"), r"\1?"),
+)
+"""Each value only one run has, as a pattern and its replacement (the words around it kept)."""
+
+
+def without_run_values(text: str) -> str:
+    """``text`` with the values that differ between two runs of one schedule replaced by ``?``,
+    the words around them kept: the CPU time a stuck CPU used (``used 21 s of CPU time``: its
+    bound is crossed at a tick of the parent, on a host loaded as it happens to be), the grace
+    time a CPU that did not stop was given (``did not stop within 2 s of being asked``: scaled
+    by the simulated CPUs per host core) and a host process's pid (``host process 4242``: a lock word of a host
+    that is no CPU of the run). With them a replay of such a finding could never reproduce it,
+    nor be told a rewording (its numbers differ); the printed finding keeps them."""
+    for pattern, replacement in _RUN_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 @dataclass

@@ -47,7 +47,7 @@ from rmm_mp.stress.config import (
     CHECKERS, INTEGERS, SCHEDULES, StressConfig, quiescent_every_problem,
 )
 from rmm_mp.stress.findings import CHECKERS as FINDING_CHECKERS
-from rmm_mp.stress.findings import Finding, without_lines
+from rmm_mp.stress.findings import Finding, without_lines, without_run_values
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATIONS
 from rmm_mp.stress.report import StressReport
@@ -251,7 +251,9 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     """The verdict on ``report``, the replay of the schedule file ``file`` that recorded
     ``recorded``. Findings are compared without source line numbers (Finding.replay_text): any
     edit that moves a line would otherwise make every schedule file recorded before it diverge,
-    though it found the same problem in the same function."""
+    though it found the same problem in the same function. Nor with the values only one run has
+    (the CPU time of a stuck call, a grace time, a host's pid: without_run_values), which no
+    replay of such a finding could match."""
     same = [f.replay_text() for f in recorded] == [f.replay_text() for f in report.findings]
     # A finding stops a run, so an interrupted replay that made the recorded ones got that far;
     # one of a run that found nothing stopped before it could tell (an empty list is no proof).
@@ -264,7 +266,9 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
         verdict = "timeout"
     else:
         verdict = "diverged"
-    moved = verdict == "reproduced" and [f.text() for f in recorded] != [f.text() for f in report.findings]
+    # Times and pids differ on every run: only another line number is "moved".
+    moved = verdict == "reproduced" and [f.run_free_text() for f in recorded] != [
+        f.run_free_text() for f in report.findings]
     reworded = verdict == "diverged" and bool(recorded) and [_identity(f) for f in recorded] == [
         _identity(f) for f in report.findings]
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
@@ -289,9 +293,9 @@ def _identity(finding: Finding) -> tuple[object, ...]:
     """What a finding is apart from its wording: checker, rule, CPU, step and site without line
     numbers, and the numbers its message, call and details name (ReplayVerdict.reworded). A
     finding at the same step naming another granule or address is another finding, not a
-    rewording of the recorded one; source line numbers (in a traceback) are left out, as a
-    replay leaves them out."""
-    text = without_lines("\n".join((finding.message, finding.call, *finding.details)))
+    rewording of the recorded one; source line numbers (in a traceback) and the values only one
+    run has (times, pids) are left out, as a replay leaves them out."""
+    text = without_run_values(without_lines("\n".join((finding.message, finding.call, *finding.details))))
     return (finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site),
             _numbers(text))
 

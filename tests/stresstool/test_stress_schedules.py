@@ -515,6 +515,42 @@ def test_a_replay_naming_a_number_with_another_sign_is_no_rewording() -> None:
         assert v.verdict == "diverged" and v.reworded, (recorded, seen)
 
 
+def test_a_replay_of_a_watchdog_finding_leaves_out_its_times_and_pids() -> None:
+    """A recorded deterministic stuck-call (``used 21 s of CPU time``), the stuck CPU's cpu-died
+    finding (``did not stop within 2 s of being asked``) and a leaked lock held by ``host process
+    4242``, against a replay's with 23 s, 4 s (a host with fewer cores) and pid 5151: the replay
+    reproduced them, at no other source line, and the printed findings keep their own values.
+    The comparison took those values as the text, so a replay of such a finding could only
+    diverge (and, the numbers differing, not even as a rewording). The same findings naming
+    another CPU or granule still diverge, and are no rewording."""
+    from rmm_mp.stress.findings import Finding
+
+    def findings(used: str, grace: str, pid: str, cpu: int = 1, pa: str = "0x82000000") -> tuple[Finding, ...]:
+        snapshot = f"CPU {cpu} (running): RMI_RTT_CREATE(0x8008f000); holds RD 0x8008f000"
+        return (Finding("watchdog", "stuck-call", f"CPU {cpu} used {used} s of CPU time without reaching a schedule "
+                        "point", cpu, "RMI_RTT_CREATE(0x8008f000)", "", (snapshot,), 40),
+                Finding("watchdog", "cpu-died", f"CPU {cpu} did not stop within {grace} s of being asked and was "
+                        "terminated; locks it still held: 0x8008f000", cpu, "", "", (snapshot,)),
+                Finding("watchdog", "leaked-lock", f"CPU 0 waits for {pa}, held by host process {pid}, which is no "
+                        "CPU of this run", 0, "", "", (), 41))
+
+    recorded = findings("21", "2", "4242")
+
+    def verdict(seen: tuple[Finding, ...]) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), seen, "finding", 0.0, {})
+        return schedule_file.compare("s.json", recorded, report)
+
+    seen = findings("23", "4", "5151")
+    v = verdict(seen)
+    assert v.reproduced and not v.moved, v.text()
+    assert v.text() == "replay reproduced the recorded findings"
+    assert "used 23 s of CPU time" in seen[0].text() and "host process 5151" in seen[2].text()
+    assert "used 21 s" in recorded[0].text() and "within 2 s of being asked" in recorded[1].text()
+    for other in (findings("23", "4", "5151", cpu=0), findings("23", "4", "5151", pa="0x82001000")):
+        v = verdict(other)
+        assert v.verdict == "diverged" and not v.reworded, v.text()
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
