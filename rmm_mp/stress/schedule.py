@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,15 +201,16 @@ class ReplayVerdict:
 
     Attributes:
         file: the schedule file replayed, as named on the command line.
-        verdict: "reproduced" (the same findings), "diverged" (others), "interrupted" (Ctrl-C or
+        verdict: "reproduced" (the same findings, in any order), "diverged" (others), "interrupted" (Ctrl-C or
             SIGTERM stopped the replay before it gave the recorded findings: it neither
             reproduced nor contradicted them), "timeout" (the same, its time limit stopped it).
         recorded: the findings the file recorded.
         seen: the replay's own findings.
         moved: reproduced, but some at other source lines than recorded (the code was edited
             since: findings are compared without line numbers).
-        reworded: diverged, but each finding has the recorded one's checker, rule, CPU, step and
-            site (its file and function), and its text the same numbers in the same order (the
+        reworded: diverged, but each finding has a recorded one's (in any order of the
+            findings) checker, rule, CPU, step and site (its file and function), and its text
+            the same numbers in the same order (the
             granule addresses, indexes, CPU numbers and counts it names): only the wording
             differs, as after the tool changed how it words a finding. Still a divergence (the text names the granules and calls, which a
             replay must match too); the printed verdict says so and how to record the file again.
@@ -253,8 +255,11 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     edit that moves a line would otherwise make every schedule file recorded before it diverge,
     though it found the same problem in the same function. Nor with the values only one run has
     (the CPU time of a stuck call, a grace time, a host's pid: without_run_values), which no
-    replay of such a finding could match."""
-    same = [f.replay_text() for f in recorded] == [f.replay_text() for f in report.findings]
+    replay of such a finding could match. Nor in their order: the report sorts findings by step
+    and CPU, and those at the same step and CPU (or none: a cycle, a violation at the run's end)
+    come in the order the checkers made them, which the tool may change as it may change a
+    wording; the same findings in another order are the same findings."""
+    same = Counter(f.replay_text() for f in recorded) == Counter(f.replay_text() for f in report.findings)
     # A finding stops a run, so an interrupted replay that made the recorded ones got that far;
     # one of a run that found nothing stopped before it could tell (an empty list is no proof).
     if same and (recorded or not report.interrupted):
@@ -267,10 +272,10 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     else:
         verdict = "diverged"
     # Times and pids differ on every run: only another line number is "moved".
-    moved = verdict == "reproduced" and [f.run_free_text() for f in recorded] != [
-        f.run_free_text() for f in report.findings]
-    reworded = verdict == "diverged" and bool(recorded) and [_identity(f) for f in recorded] == [
-        _identity(f) for f in report.findings]
+    moved = verdict == "reproduced" and Counter(f.run_free_text() for f in recorded) != Counter(
+        f.run_free_text() for f in report.findings)
+    reworded = verdict == "diverged" and bool(recorded) and Counter(_identity(f) for f in recorded) == Counter(
+        _identity(f) for f in report.findings)
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
 
 

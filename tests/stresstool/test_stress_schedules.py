@@ -551,6 +551,39 @@ def test_a_replay_of_a_watchdog_finding_leaves_out_its_times_and_pids() -> None:
         assert v.verdict == "diverged" and not v.reworded, v.text()
 
 
+def test_a_replay_compares_the_findings_in_any_order() -> None:
+    """Two recorded findings at the same step on the same CPU (a lockdep and an ownership one,
+    which the report keeps in the order the checkers made them), against a replay that made
+    them in the other order: reproduced, not moved. The same two reworded, in the other order:
+    diverged, but reworded. A replay missing one, or with one twice, still diverges. The lists
+    were compared position by position, so the same findings in another order diverged, and
+    with their text reworded too were no rewording."""
+    from rmm_mp.stress.findings import Finding
+
+    def lockdep(message: str = "RD 0x8008f000 taken while holding DELEGATED 0x82000000 at a higher address") -> Finding:
+        return Finding("lockdep", "rule 2", message, 1, "RMI_RTT_CREATE(0x8008f000)",
+                       "rmm_mp/stress/bugs_rmi.py:76 (lock_two_unordered)", ("holding DELEGATED 0x82000000",), 17)
+
+    def ownership(message: str = "read of the state of RD granule 0x8008f000 without its lock") -> Finding:
+        return Finding("ownership", "unlocked read", message, 1, "RMI_RTT_CREATE(0x8008f000)",
+                       "rmm_mp/rmm/s2tt.py:40 (walk)", (), 17)
+
+    recorded = (lockdep(), ownership())
+
+    def verdict(*seen: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), seen, "finding", 0.0, {})
+        return schedule_file.compare("s.json", recorded, report)
+
+    swapped = verdict(ownership(), lockdep())
+    assert swapped.reproduced and not swapped.moved, swapped.text()
+    reworded = verdict(ownership("RD 0x8008f000's state read without its lock"),
+                       lockdep("RD 0x8008f000 locked after DELEGATED 0x82000000"))
+    assert reworded.verdict == "diverged" and reworded.reworded, reworded.text()
+    for other in (verdict(ownership()), verdict(ownership(), lockdep(), lockdep()),
+                  verdict(ownership(), ownership())):
+        assert other.verdict == "diverged" and not other.reworded, other.text()
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
