@@ -210,8 +210,8 @@ class ReplayVerdict:
             since: findings are compared without line numbers).
         reworded: diverged, but each finding has a recorded one's (in any order of the
             findings) checker, rule, CPU, step and site (its file and function), and its text
-            the same numbers in the same order (the
-            granule addresses, indexes, CPU numbers and counts it names): only the wording
+            the same numbers in the same order (the granule addresses, with or without 0x,
+            indexes, CPU numbers and counts it names): only the wording
             differs, as after the tool changed how it words a finding. Still a divergence (the text names the granules and calls, which a
             replay must match too); the printed verdict says so and how to record the file again.
     """
@@ -274,35 +274,82 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     # Times and pids differ on every run: only another line number is "moved".
     moved = verdict == "reproduced" and Counter(f.run_free_text() for f in recorded) != Counter(
         f.run_free_text() for f in report.findings)
-    reworded = verdict == "diverged" and bool(recorded) and Counter(_identity(f) for f in recorded) == Counter(
-        _identity(f) for f in report.findings)
+    reworded = verdict == "diverged" and bool(recorded) and _pair_up([_identity(f) for f in recorded],
+                                                                     [_identity(f) for f in report.findings])
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
 
 
-# A hex or a decimal number, the latter possibly grouped (1,000,000), with its sign: the
-# numbers a finding's text names. A digit inside a word (s2tt, x86) is no number of its own, and
-# a '-' after a word character (a range, 0x1000-0x2000; CPUs 0-1) is no sign: -2 and 2 are two
-# numbers (an EL3 status, a delta), which read without the sign were one.
-_NUMBER = re.compile(r"(?:(?<![\w-])(-))?\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d{3})+|\d+))\b")
+# A number a finding's text names, with its sign: hex with 0x; decimal, possibly grouped
+# (1,000,000); or a bare run of at least 8 hex digits (an address without its 0x, 8008f000). A
+# digit inside a word (s2tt, x86) is no number of its own, and a '-' after a word character (a
+# range, 0x1000-0x2000; CPUs 0-1) is no sign: -2 and 2 are two numbers (an EL3 status, a
+# delta), which read without the sign were one.
+_BARE_HEX_DIGITS = 8
+"""The fewest digits a number without 0x may be read as hex: a granule address's (the DRAM base
+0x80000000), not a count's or an index's, whose 10 and 16 must stay two numbers."""
+_NUMBER = re.compile(r"(?:(?<![\w-])(-))?\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d{3})+)"
+                     rf"|(?=[0-9a-fA-F]*\d)([0-9a-fA-F]{{{_BARE_HEX_DIGITS},}})|(\d+))\b")
 
 
-def _numbers(text: str) -> tuple[int, ...]:
-    """The numbers ``text`` names, in order, as values (0x10 and 16 are the same number, -2
-    and 2 are not)."""
-    return tuple((-1 if m.group(1) else 1) * (int(m.group(2), 16) if m.group(2) is not None
-                                              else int(m.group(3).replace(",", "")))
-                 for m in _NUMBER.finditer(text))
+def _numbers(text: str) -> tuple[frozenset[int], ...]:
+    """The numbers ``text`` names, in order, each as the values it may be: 0x10 and 16 are the
+    same number, -2 and 2 are not; a bare run of 8 or more digits may be decimal or an address
+    written without its 0x (82000000 is 82,000,000 or 0x82000000), one with a letter is hex
+    (8008f000)."""
+    out = []
+    for m in _NUMBER.finditer(text):
+        sign = -1 if m.group(1) else 1
+        hexed, grouped, bare, plain = m.group(2), m.group(3), m.group(4), m.group(5)
+        if hexed is not None:
+            values = {int(hexed, 16)}
+        elif grouped is not None:
+            values = {int(grouped.replace(",", ""))}
+        elif bare is not None:
+            values = {int(bare, 16)} | ({int(bare)} if bare.isdigit() else set())
+        else:
+            values = {int(plain)}
+        out.append(frozenset(sign * v for v in values))
+    return tuple(out)
 
 
-def _identity(finding: Finding) -> tuple[object, ...]:
+_Identity = tuple[tuple[object, ...], tuple[frozenset[int], ...]]
+
+
+def _identity(finding: Finding) -> _Identity:
     """What a finding is apart from its wording: checker, rule, CPU, step and site without line
     numbers, and the numbers its message, call and details name (ReplayVerdict.reworded). A
     finding at the same step naming another granule or address is another finding, not a
     rewording of the recorded one; source line numbers (in a traceback) and the values only one
     run has (times, pids) are left out, as a replay leaves them out."""
     text = without_run_values(without_lines("\n".join((finding.message, finding.call, *finding.details))))
-    return (finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site),
+    return ((finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site)),
             _numbers(text))
+
+
+def _same_identity(a: _Identity, b: _Identity) -> bool:
+    """Two findings that may be one worded twice: the same checker, rule, CPU, step and site,
+    and numbers that may be the same values, one by one in order."""
+    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(x & y for x, y in zip(a[1], b[1]))
+
+
+def _pair_up(recorded: list[_Identity], seen: list[_Identity]) -> bool:
+    """Whether each recorded finding can be paired with a seen one of its identity, each seen
+    one used once (in any order: a bipartite matching, by augmenting paths). A number read
+    both ways may match more than one finding, so the first that fits is not always right."""
+    if len(recorded) != len(seen):
+        return False
+    partner: list[int] = [-1] * len(seen)     # the recorded finding each seen one is paired with
+
+    def place(r: int, tried: set[int]) -> bool:
+        for s, identity in enumerate(seen):
+            if s not in tried and _same_identity(recorded[r], identity):
+                tried.add(s)
+                if partner[s] < 0 or place(partner[s], tried):
+                    partner[s] = r
+                    return True
+        return False
+
+    return all(place(r, set()) for r in range(len(recorded)))
 
 
 def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:

@@ -584,6 +584,36 @@ def test_a_replay_compares_the_findings_in_any_order() -> None:
         assert other.verdict == "diverged" and not other.reworded, other.text()
 
 
+def test_a_replay_naming_an_address_without_its_0x_is_a_rewording() -> None:
+    """A recorded finding naming its granules without 0x (`RD 8008f000 locked after DELEGATED
+    82000000`) against the replay's `0x8008f000` and `0x82000000`, same checker, rule, CPU, step
+    and site: a rewording. A bare run of 8 digits or more may be decimal too (82000000 is also
+    82,000,000), and the pairing of findings finds the one way that fits both: the recorded
+    `82000000` and `0x82000000` against the replay's `0x82000000` and `82,000,000`. Another
+    address without 0x (8008e000), or a short number (10 is not 0x10), is no rewording. Bare
+    hex was read as decimal (82000000) or not at all (8008f000, a word), so such a rewording
+    was a plain divergence."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(message: str) -> Finding:
+        return Finding("lockdep", "rule 2", message, 1, "RMI_RTT_CREATE(0x8008f000)",
+                       "rmm_mp/stress/bugs_rmi.py:76 (lock_two_unordered)", (), 17)
+
+    def verdict(recorded: tuple[str, ...], seen: tuple[str, ...]) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)),
+                              tuple(finding(m) for m in seen), "finding", 0.0, {})
+        return schedule_file.compare("s.json", tuple(finding(m) for m in recorded), report)
+
+    seen = "RD 0x8008f000 taken while holding DELEGATED 0x82000000 at a higher address"
+    for recorded, replayed, reworded in (
+            (("RD 8008f000 locked after DELEGATED 82000000",), (seen,), True),
+            (("granule 82000000", "granule 0x82000000"), ("granule 0x82000000", "granule 82,000,000"), True),
+            (("RD 8008e000 locked after DELEGATED 82000000",), (seen,), False),
+            (("10 waiters",), ("0x10 waiters",), False)):
+        v = verdict(recorded, replayed)
+        assert v.verdict == "diverged" and v.reworded is reworded, (recorded, replayed)
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
