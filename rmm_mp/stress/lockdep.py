@@ -86,6 +86,11 @@ class Edge:
     call: str
     site: str
     step: int | None = None
+    src_pa: int | None = None
+    dst_pa: int | None = None
+    """The granules of the held and the taken lock when the edge was first seen (None for an
+    edge only a CPU's shared matrix shows: a CPU that died before returning its records). A
+    cycle of classes named no granule, where every other finding names its locks."""
 
     def describe(self) -> str:
         where = f"first seen on CPU {self.cpu}" if self.cpu is not None else "seen"
@@ -93,11 +98,16 @@ class Edge:
             where += f" at step {self.step}"
         call = f" in {self.call}" if self.call else ""
         at = f" at {self.site}" if self.site else ""
-        return f"{C.name(self.src)} -> {C.name(self.dst)}: {where}{call}{at}"
+        return f"{_lock(self.src, self.src_pa)} -> {_lock(self.dst, self.dst_pa)}: {where}{call}{at}"
 
     def to_json(self) -> dict[str, object]:
-        return {"from": C.name(self.src), "to": C.name(self.dst), "cpu": self.cpu, "call": self.call,
-                "site": self.site, "step": self.step}
+        return {"from": C.name(self.src), "to": C.name(self.dst), "from_pa": self.src_pa, "to_pa": self.dst_pa,
+                "cpu": self.cpu, "call": self.call, "site": self.site, "step": self.step}
+
+
+def _lock(cls: int, pa: int | None) -> str:
+    """``RD 0x8008f000``, as a held lock is named; the class alone when the granule is unknown."""
+    return C.name(cls) if pa is None else f"{C.name(cls)} {pa:#x}"
 
 
 class LockOrder:
@@ -128,7 +138,7 @@ class LockOrder:
         bit = 1 << new.cls
         for h in held:
             if not rows[h.cls] & bit:
-                self._edge(h.cls, new.cls)
+                self._edge(h, new)
         problem = None
         if held or new.cls in C.REACHED or (C.is_rtt(new.cls) and not new.root):
             problem = violation(new, held, self._aux_of, self._points_to)
@@ -227,12 +237,13 @@ class LockOrder:
         return "rule 3", (f"{new.describe()} taken while holding {found}, whose state did not match when it was "
                           "locked (on a mismatch, unlock and take nothing more)")
 
-    def _edge(self, src: int, dst: int) -> None:
+    def _edge(self, held: "Held", new: "Held") -> None:
+        src, dst = held.cls, new.cls
         self.rows[src] |= 1 << dst
         self._view.store_u16(self._base + _ROW * src, self.rows[src])
         sched = self.probe.sched
         self.edges[(src, dst)] = Edge(src, dst, self.probe.cpu_id, self.probe.current_call(), site(),
-                                      sched.step if sched is not None else None)
+                                      sched.step if sched is not None else None, held.addr, new.addr)
 
 
 def violation(new: "Held", held: "list[Held]", aux_of: "AuxOf | None" = None,

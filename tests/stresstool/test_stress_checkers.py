@@ -49,7 +49,7 @@ def test_constructed_inversion_is_reported_though_it_never_deadlocked(machine: M
     """One CPU takes RD then a root RTT, later a root RTT then the RD (one after the other, so
     nothing ever waits): the second order breaks rule 1 at once, both edges reach the CPU's
     matrix in the shared area, and the merged graph has the cycle RD -> RTT[L1] -> RD with the
-    call site of each edge (this file)."""
+    call site of each edge (this file) and the two granules it was first seen with."""
     probe.lockdep = LockOrder(probe)
     table = probe.cpu.granules
     _set_state(table, RD_IDX, GS.RD)
@@ -70,6 +70,16 @@ def test_constructed_inversion_is_reported_though_it_never_deadlocked(machine: M
     assert len(cycle) == 1 and cycle[0].rule == "cycle", cycle
     assert "RD -> RTT[L1] -> RD" in cycle[0].message
     assert all("first seen on CPU 0" in d and "test_stress_checkers.py" in d for d in cycle[0].details)
+    # Each edge names the granules it was first seen with, as a held lock is named: the class
+    # alone said nothing of which RD and which table. A bare matrix edge (a CPU that died before
+    # returning its records) has no granules: its classes alone.
+    rd, rtt = table.addr(RD_IDX), table.addr(RTT_IDX)
+    assert [d.split(":")[0] for d in cycle[0].details] == [f"RD {rd:#x} -> RTT[L1] {rtt:#x}",
+                                                           f"RTT[L1] {rtt:#x} -> RD {rd:#x}"], cycle[0].details
+    assert [(e["from_pa"], e["to_pa"]) for e in (merged[p].to_json() for p in sorted(merged))] in (
+        [(rd, rtt), (rtt, rd)], [(rtt, rd), (rd, rtt)])
+    bare = lockdep.analyse(lockdep.merge([], {0: rows}))
+    assert [d.split(":")[0] for d in bare[0].details] == ["RD -> RTT[L1]", "RTT[L1] -> RD"], bare[0].details
 
 
 def _held(cls: int, addr: int, sub: int = -1, root: bool = False) -> Held:
