@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, int_range
+from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, number_range
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -85,8 +85,9 @@ class Int(click.ParamType):
 
 class IntRange(click.IntRange):
     """click.IntRange for ASCII digits only, without '_' (refuse_odd_number), whose range, in
-    --help and in its error, is worded as every other integer range (tomlsrc.int_range:
-    `0..18,446,744,073,709,551,615`, where click wrote `0<=x<=18446744073709551615`)."""
+    --help and in its error, is worded as every other integer range (tomlsrc.number_range:
+    `0..18,446,744,073,709,551,615`, where click wrote `0<=x<=18446744073709551615`; an open or
+    endless one in click's notation, digits grouped)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "an integer", param, ctx)
@@ -95,9 +96,7 @@ class IntRange(click.IntRange):
 
     def _describe_range(self) -> str:
         # click's hook for the range text of both its error and --help (click 8.0 to 8.x).
-        if self.min is None or self.max is None or self.min_open or self.max_open:
-            return super()._describe_range()
-        return int_range(self.min, self.max)
+        return number_range(self.min, self.max, self.min_open, self.max_open)
 
 
 class FloatRange(click.FloatRange):
@@ -124,6 +123,11 @@ class FloatRange(click.FloatRange):
         if isinstance(number, float) and math.isnan(number):
             self.fail(f"{value!r} is not a number of seconds; expected {_range_text(self)}", param, ctx)
         return number
+
+    def _describe_range(self) -> str:
+        # click's hook for the range text of --help ("[default: 20; 0.1..3,600]"), worded as
+        # this type's errors word it (_range_text).
+        return _range_text(self)
 
 
 class TypedFloat(float):
@@ -168,15 +172,12 @@ class TypedFloatParam(click.ParamType):
             self.fail(f"{value!r} is not a valid float.", param, ctx)
 
 
-def _range_text(number_range: click.FloatRange) -> str:
-    """The range as click's own messages write it ('x>=0', '0.1<=x<=3600'), made here rather
-    than with click's private helper for it."""
-    r = number_range
-    low = "" if r.min is None else f"{r.min}{'<' if r.min_open else '<='}"
-    high = "" if r.max is None else f"{'<' if r.max_open else '<='}{r.max}"
-    if not low:
-        return f"x{high}"
-    return f"{low}x{high}" if high else f"x{'>' if r.min_open else '>='}{r.min}"
+def _range_text(number_range_type: click.FloatRange) -> str:
+    """The range as --help and the errors write it, as an integer range is ('0.1..3,600',
+    '0<x<=86,400', 'x>=0': tomlsrc.number_range), made here rather than with click's private
+    helper for it."""
+    r = number_range_type
+    return number_range(r.min, r.max, r.min_open, r.max_open)
 
 
 class StepsOrSeconds(click.FloatRange):
@@ -197,6 +198,9 @@ class StepsOrSeconds(click.FloatRange):
         # ctx is optional: click 8.1 (pyproject allows it) calls get_metavar(param) alone, and
         # with ctx required `rmm-mp stress --help` ended in a TypeError.
         return "N|SECONDS"
+
+    def _describe_range(self) -> str:
+        return _range_text(self)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "a number", param, ctx)

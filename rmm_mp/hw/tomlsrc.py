@@ -159,6 +159,31 @@ def int_range(lo: int, hi: int) -> str:
     return f"{lo:,}..{hi:,}"
 
 
+def grouped_number(number: float) -> str:
+    """``number`` with its digits grouped as int_range groups them: 86400 -> "86,400", a float
+    with no fraction as the integer it is (3600.0 -> "3,600"), any other float as Python
+    writes it, grouped (0.1, 1e-05, 12,345.5)."""
+    if isinstance(number, float) and number.is_integer() and abs(number) < 1e16:
+        number = int(number)
+    return f"{number:,}"
+
+
+def number_range(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> str:
+    """A range of numbers (an option's, integer or float) as --help and its errors word it: a
+    closed range as int_range does ("0.1..3,600", "2..64"); one open at an end, or with no end,
+    in click's notation, digits grouped ("0<x<=86,400", "x>=0"), as ".." cannot say that an
+    end is left out. Written by hand for click's FloatRange, "0<x<=86400" and "0.1<=x<=3600"
+    read unlike every integer range beside them."""
+    if lo is not None and hi is not None and not lo_open and not hi_open:
+        return f"{grouped_number(lo)}..{grouped_number(hi)}"
+    below = f"{'<' if hi_open else '<='}{grouped_number(hi)}" if hi is not None else ""
+    if lo is None:
+        return f"x{below}"
+    if hi is None:
+        return f"x{'>' if lo_open else '>='}{grouped_number(lo)}"
+    return f"{grouped_number(lo)}{'<' if lo_open else '<='}x{below}"
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "(missing)"

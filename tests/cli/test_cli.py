@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from rmm_mp import __version__
 from rmm_mp.cli import SUBCOMMANDS, main
-from rmm_mp.clitypes import FloatRange, TypedFloat
+from rmm_mp.clitypes import FloatRange, IntRange, TypedFloat
 from rmm_mp.hw import platform as platforms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -443,10 +443,10 @@ def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("args, typed, message", [
-    (["explore", "--timeout"], "0", "0 is not in the range 0.1<=x<=3600."),
-    (["explore", "--timeout"], "1e400", "1e400 is not in the range 0.1<=x<=3600."),
-    (["explore", "--timeout"], "abc", "'abc' is not a number of seconds; expected 0.1<=x<=3600"),
-    (["stress", "--seconds"], "-1", "-1 is not in the range 0<x<=86400."),
+    (["explore", "--timeout"], "0", "0 is not in the range 0.1..3,600."),
+    (["explore", "--timeout"], "1e400", "1e400 is not in the range 0.1..3,600."),
+    (["explore", "--timeout"], "abc", "'abc' is not a number of seconds; expected 0.1..3,600"),
+    (["stress", "--seconds"], "-1", "-1 is not in the range 0<x<=86,400."),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "-2.50", "-2.50 is not in the range x>=0.")],
     ids=["explore-timeout-0", "explore-timeout-1e400", "explore-timeout-word", "stress-seconds", "check-wait"])
 def test_seconds_out_of_range_are_refused_as_typed(args: list[str], typed: str, message: str) -> None:
@@ -461,14 +461,44 @@ def test_seconds_out_of_range_are_refused_as_typed(args: list[str], typed: str, 
 
 @pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),
                                     dict(min=0, max=1, min_open=True, max_open=True), dict(min=0, min_open=True)])
-def test_nan_refusal_writes_the_range_as_click_does(bounds: dict[str, Any]) -> None:
-    """clitypes.FloatRange's NaN refusal names the range in click's own notation ('x>=0',
-    '0.1<=x<=3600', '0<x<1'), written by rmm-mp rather than by a private click helper."""
-    expected = {"{'min': 0}": "x>=0", "{'min': 0.1, 'max': 3600}": "0.1<=x<=3600", "{'max': 5}": "x<=5",
+def test_nan_refusal_writes_the_range_as_integer_ranges_are(bounds: dict[str, Any]) -> None:
+    """clitypes.FloatRange's NaN refusal names the range as an integer range is named ('0.1..3,600'
+    when closed; else click's notation: 'x>=0', '0<x<1'), written by rmm-mp rather than by a
+    private click helper."""
+    expected = {"{'min': 0}": "x>=0", "{'min': 0.1, 'max': 3600}": "0.1..3,600", "{'max': 5}": "x<=5",
                 "{'min': 0, 'max': 1, 'min_open': True, 'max_open': True}": "0<x<1",
                 "{'min': 0, 'min_open': True}": "x>0"}[str(bounds)]
     with pytest.raises(click.BadParameter, match=rf"'nan' is not a number of seconds; expected {re.escape(expected)}$"):
         FloatRange(**bounds).convert("nan", None, None)
+
+
+@pytest.mark.parametrize("args, option, shown", [
+    (["stress"], "--seconds", "0<x<=86,400"),
+    (["explore"], "--timeout", "0.1..3,600"),
+    (["check"], "--wait", "x>=0")], ids=["stress-seconds", "explore-timeout", "check-wait"])
+def test_float_ranges_read_as_integer_ranges_in_help(args: list[str], option: str, shown: str) -> None:
+    """Each float-range option's --help shows its range as the integer options beside it do
+    (`--cpus ... [default: 2; 2..64]`): a closed range with '..', digits grouped. click wrote
+    '0<x<=86400' and '0.1<=x<=3600' there, unlike every integer range."""
+    result = CliRunner().invoke(main, [*args, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.lstrip().startswith(option))
+    assert line.rstrip().endswith(f"{shown}]"), line
+
+
+@pytest.mark.parametrize("kind, bounds, expected", [
+    (IntRange, dict(min=10_000), "x>=10,000"),
+    (IntRange, dict(min=0, max=100_000, max_open=True), "0<=x<100,000"),
+    (FloatRange, dict(min=0, max=86_400, min_open=True), "0<x<=86,400"),
+    (FloatRange, dict(min=0.5, max=12_345.25), "0.5..12,345.25"),
+    (FloatRange, dict(max=1e6), "x<=1,000,000")])
+def test_open_and_float_ranges_group_their_digits(kind: type[click.ParamType], bounds: dict[str, Any],
+                                                  expected: str) -> None:
+    """An open or endless range, integer or float, groups its digits as a closed integer range
+    does (click's notation kept only where '..' cannot say an end is left out); IntRange left an
+    open range to click ('x>=10000')."""
+    with pytest.raises(click.BadParameter, match=rf"is not in the range {re.escape(expected)}\.?$"):
+        kind(**bounds).convert("-99999999" if "min" in bounds else "99999999", None, None)
 
 
 _WRITE_AFTER_A_REPORT = ("import sys\nfrom rmm_mp.outpaths import write_json\n"

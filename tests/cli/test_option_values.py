@@ -96,7 +96,7 @@ CASES = [
                                                                  "(5,000 characters in all): expected an integer of at "
                                                                  "most 4300 digits"),
     ("stress-seconds-5000-digits", [*STRESS, "--seconds", "9" * 5000],
-     "Invalid value for '--seconds': " + "9" * 120 + "... (5,000 characters in all) is not in the range 0<x<=86400"),
+     "Invalid value for '--seconds': " + "9" * 120 + "... (5,000 characters in all) is not in the range 0<x<=86,400"),
     ("stress-quiescent-every-5000-digits", [*STRESS, "--quiescent-every", "9" * 5000],
      "--quiescent-every = " + "9" * 120 + "... (5,000 characters in all): expected a finite number >= 0"),
     # run: paths that are empty, a directory, unwritable or missing
@@ -131,7 +131,7 @@ CASES = [
     ("stress-pct-depth-0", ["stress", "lifecycle", "--schedule", "pct", "--pct-depth", "0"],
      "Invalid value for '--pct-depth': 0 is not in the range 1..64"),
     ("stress-seconds-minus-1", ["stress", "lifecycle", "--seconds", "-1"],
-     "Invalid value for '--seconds': -1 is not in the range 0<x<=86400"),
+     "Invalid value for '--seconds': -1 is not in the range 0<x<=86,400"),
     ("stress-seconds-empty", ["stress", "lifecycle", "--seconds", ""], "Invalid value for '--seconds': ''"),
     ("stress-replay-directory", ["stress", "--replay", "{tmp}"], "Invalid value for '--replay': File '{tmp}' is a "
                                                                  "directory"),
@@ -150,9 +150,9 @@ CASES = [
     ("check-json-directory", ["check", "rmm-mp-1-0badc0de", "--json", "{tmp}"],
      "Invalid value for '--json': File '{tmp}' is a directory"),
     ("explore-timeout-0", ["explore", "--timeout", "0"], "Invalid value for '--timeout': 0 is not in the range "
-                                                         "0.1<=x<=3600"),
+                                                         "0.1..3,600"),
     ("explore-timeout-past-a-float", ["explore", "--timeout", "1e400"], "Invalid value for '--timeout': 1e400 is not "
-                                                                        "in the range 0.1<=x<=3600"),
+                                                                        "in the range 0.1..3,600"),
     ("explore-json-empty", ["explore", "--json", ""], "--json = '': expected a file that can be written"),
     # attest: a directory or nothing for a file, an empty hex value
     ("attest-token-directory", ["attest", "inspect", "{tmp}"], "Invalid value for 'TOKEN': File '{tmp}' is a "

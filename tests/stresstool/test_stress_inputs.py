@@ -355,10 +355,10 @@ def test_a_quiescent_interval_past_a_u64_is_named_as_typed() -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0<x<=86400."),
-    (["--seconds", "1e-400"], "Invalid value for '--seconds': 1e-400 is not in the range 0<x<=86400."),
-    (["--seconds", "1e999"], "Invalid value for '--seconds': 1e999 is not in the range 0<x<=86400."),
-    (["--seconds", "ten"], "Invalid value for '--seconds': 'ten' is not a number of seconds; expected 0<x<=86400"),
+    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0<x<=86,400."),
+    (["--seconds", "1e-400"], "Invalid value for '--seconds': 1e-400 is not in the range 0<x<=86,400."),
+    (["--seconds", "1e999"], "Invalid value for '--seconds': 1e999 is not in the range 0<x<=86,400."),
+    (["--seconds", "ten"], "Invalid value for '--seconds': 'ten' is not a number of seconds; expected 0<x<=86,400"),
     (["--quiescent-every", "1e999"], "--quiescent-every = 1e999: expected a finite number >= 0 (0 for no checks)"),
     (["--schedule", "random", "--quiescent-every", "2.50"],
      "--quiescent-every = 2.50: a deterministic run checks every N steps; expected a whole number of steps"),
@@ -384,7 +384,7 @@ def test_a_nan_duration_is_refused_naming_the_option(args: list[str]) -> None:
     for the other NaN-refusing options (clitypes.FloatRange: check --wait, explore --timeout)."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2, (res.output, res.exception)
-    assert "Invalid value for '--seconds': 'nan' is not a number of seconds; expected 0<x<=86400" in res.output, \
+    assert "Invalid value for '--seconds': 'nan' is not a number of seconds; expected 0<x<=86,400" in res.output, \
         res.output
     assert "machine rmm-mp" not in res.output
 
