@@ -3,7 +3,8 @@
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
 one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
-flag; a bad input file's error, usage_error); nothing here touches a machine.
+flag; a bad input file's error, usage_error) and how --help shows an option's default (Option);
+nothing here touches a machine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, number_range
+from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, grouped_number, number_range
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -229,6 +230,22 @@ class StepsOrSeconds(click.FloatRange):
         return number
 
 
+
+
+class Option(click.Option):
+    """click.Option whose --help shows a numeric default with its digits grouped as the range
+    beside it is ("[default: 20,000; 1..100,000,000]", where click wrote 20000) and a float
+    default as the number it is ("[default: 20; 0.1..3,600]", not 20.0): every option with
+    show_default=True is declared with cls=Option. click before 8.2 has no get_help_extra and
+    shows the default as click does."""
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        if "default" in extra and self.show_default is True:
+            value = self.get_default(ctx, call=False)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                extra["default"] = grouped_number(value)
+        return extra
 
 
 class CatalogChoice(click.Choice):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rmm_mp.check import invariants
-from rmm_mp.clitypes import FloatRange
+from rmm_mp.clitypes import FloatRange, Option
 from rmm_mp.hw import orphans, segment
 from rmm_mp.hw.cpuarea import binding_ended
 from rmm_mp.hw.faults import MachineError
@@ -43,7 +43,7 @@ _UNSETTLED = ("a violation may be a call in progress, or a change made while the
 @click.command()
 @click.argument("machine_name")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
-@click.option("--wait", "wait_s", type=FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--wait", "wait_s", type=FloatRange(min=0), default=5.0, show_default=True, cls=Option,
               help="Seconds to wait for every CPU to park at a quiescent point before checking anyway "
                    "(inf: no limit; Ctrl-C still ends the wait).")
 @click.option("--no-pause", is_flag=True, help="Check without parking the CPUs (a running machine's violations may "

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import (BadInputFile, CatalogChoice, FloatRange, IntRange, StepsOrSeconds, TypedFloat,
+from rmm_mp.clitypes import (BadInputFile, CatalogChoice, FloatRange, IntRange, Option, StepsOrSeconds, TypedFloat,
                              refuse_beside_listing)
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -104,20 +104,20 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 
 @click.command()
 @click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)), metavar="[WORKLOAD]")
-@click.option("--cpus", type=IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True,
+@click.option("--cpus", type=IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True, cls=Option,
               help="CPU processes.")
 @click.option("--seconds", type=FloatRange(0, 86_400, min_open=True), default=None,
               help="Free-running: how long to run, from when every CPU process is ready (default 10). "
                    "Deterministic: a safety limit (default 600).")
-@click.option("--seed", type=IntRange(*INTEGERS["seed"][:2]), default=0, show_default=True,
+@click.option("--seed", type=IntRange(*INTEGERS["seed"][:2]), default=0, show_default=True, cls=Option,
               help="Drives the operations and the schedule.")
 @click.option("--schedule", "schedule", type=click.Choice([s for s in SCHEDULES if s != "replay"]), default="free",
-              show_default=True, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
+              show_default=True, cls=Option, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
                                       "replayable.")
-@click.option("--steps", type=IntRange(*INTEGERS["steps"][:2]), default=20_000, show_default=True,
+@click.option("--steps", type=IntRange(*INTEGERS["steps"][:2]), default=20_000, show_default=True, cls=Option,
               help="Step budget of a deterministic run: once spent, no CPU starts another operation, "
                    "but the ones under way finish, so the run takes more steps (the summary says how many).")
-@click.option("--pct-depth", type=IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True,
+@click.option("--pct-depth", type=IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True, cls=Option,
               help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
 @click.option("--inject", multiple=True,
               type=CatalogChoice(sorted(BUGS), "BUG", "catalogued bug", "rmm-mp stress --list-bugs"), help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
@@ -127,7 +127,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
               help=f"Comma-separated subset of {', '.join(CHECKERS)}, 'all' (the default) or 'none' (the "
                    "operations alone, e.g. to measure what the checkers cost).")
 @click.option("--quiescent-every", type=StepsOrSeconds(min=0), default=None,
-              help="Invariant checks at quiescent points every N steps (deterministic, default 2000) or "
+              help="Invariant checks at quiescent points every N steps (deterministic, default 2,000) or "
                    "seconds (free-running, default 2); 0 for none but the check at the end of the run. "
                    "Without the invariants checker in --checkers there is no check at all, not even at the "
                    "end, and a value above 0 is refused.")

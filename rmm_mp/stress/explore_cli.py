@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.clitypes import CatalogChoice, FloatRange, refuse_beside_listing
+from rmm_mp.clitypes import CatalogChoice, FloatRange, Option, refuse_beside_listing
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import suggestion
@@ -45,7 +45,7 @@ from rmm_mp.stress.probe import Patches
                    "`rmm-mp stress --list-bugs` lists them).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the results as JSON (also when a pair could not be set up: the file's 'error' says why).")
-@click.option("--timeout", type=FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", type=FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True, cls=Option,
               help="Seconds one call may run without finishing or waiting for a lock before the run is "
                    "abandoned (and reported).")
 def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], json_path: str | None,

@@ -501,6 +501,36 @@ def test_open_and_float_ranges_group_their_digits(kind: type[click.ParamType], b
         kind(**bounds).convert("-99999999" if "min" in bounds else "99999999", None, None)
 
 
+def _every_command(group: click.Group, path: list[str]) -> list[list[str]]:
+    """The command paths under ``group`` (["stress"], ["attest", "verify"], ...), its own included."""
+    paths = [path]
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            paths += _every_command(command, [*path, name])
+        else:
+            paths.append([*path, name])
+    return paths
+
+
+def test_help_shows_numeric_defaults_grouped() -> None:
+    """Every command's --help shows each default with its digits grouped, as the ranges beside
+    them are: `stress --steps` read "[default: 20000; 1..100,000,000]" and `explore --timeout`
+    "[default: 20.0; ...]"; the sweep covers every command, so an option added with
+    show_default=True but without clitypes.Option is caught."""
+    shown = {}
+    for path in _every_command(main, []):
+        result = CliRunner().invoke(main, [*path, "--help"], terminal_width=400)
+        assert result.exit_code == 0, (path, result.output)
+        for default in re.findall(r"\[default: ([^;\]]*)", result.output):
+            assert not re.search(r"[0-9]{4}|\.0\b", default), (path, default)
+            shown[" ".join(path)] = default
+    assert "[default: 20,000; 1..100,000,000]" in CliRunner().invoke(main, ["stress", "--help"],
+                                                                     terminal_width=400).output
+    assert len(shown) >= 3, shown       # the sweep saw the stress, explore and check defaults
+
+
 _WRITE_AFTER_A_REPORT = ("import sys\nfrom rmm_mp.outpaths import write_json\n"
                          "print('the report', flush=True)\nwrite_json({'ok': True}, sys.argv[1])\n")
 
