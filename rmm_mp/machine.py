@@ -211,7 +211,8 @@ class Machine:
         except FileNotFoundError:
             for seg in attached.values():
                 seg.close()
-            raise MachineError(f"no machine named {name!r} in {segment.SHM_DIR} (it was closed, or never existed)") from None
+            raise MachineError(f"no machine named {name!r} in {segment.shown_shm_dir()} "
+                               "(it was closed, or never existed)") from None
         except (OSError, ValueError) as exc:
             # A name too long for the file system, an unreadable or empty (truncated) segment:
             # no machine to attach to either, and the message says which and why.
@@ -219,7 +220,7 @@ class Machine:
                 seg.close()
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise MachineError(f"no machine named {name!r} can be attached: its {part} segment in "
-                               f"{segment.SHM_DIR}: {why}") from None
+                               f"{segment.shown_shm_dir()}: {why}") from None
         view = atomicshm.AtomicView(attached["ctl"].buf)
         try:
             control = Control(attached["ctl"].buf, view)
@@ -232,7 +233,8 @@ class Machine:
             view.close()
             for seg in attached.values():
                 seg.close()
-            raise MachineError(f"no machine named {name!r} in {segment.SHM_DIR} (it was closed, or never existed)") from None
+            raise MachineError(f"no machine named {name!r} in {segment.shown_shm_dir()} "
+                               "(it was closed, or never existed)") from None
         except ValueError as exc:
             view.close()
             for seg in attached.values():
@@ -497,7 +499,7 @@ def check_shm_dir(create: bool = True) -> None:
     anything looks in it. Without ``create`` (`rmm-mp clean`, which only looks for and removes
     segments) the error says the segments cannot be looked for there: finding nothing in a
     directory that does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
-    where = segment.SHM_DIR
+    where = segment.shown_shm_dir()
     if "RMM_MP_SHM_DIR" in os.environ:
         # Set but empty (`RMM_MP_SHM_DIR= rmm-mp clean`), it named nothing visible: "looked for in
         # (RMM_MP_SHM_DIR)", with the value missing between two spaces.
@@ -517,6 +519,7 @@ def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:
     free = segment.free_bytes()
     if needed > free:
         raise MachineError(
-            f"platform {plat.name!r} needs {needed / 2**20:,.0f} MiB of shared memory but {segment.SHM_DIR} "
+            f"platform {plat.name!r} needs {needed / 2**20:,.0f} MiB of shared memory but "
+            f"{segment.shown_shm_dir()} "
             f"has {free / 2**20:,.0f} MiB free: remove leftovers with `rmm-mp clean`, use a smaller "
-            f"platform or fewer CPUs, or enlarge {segment.SHM_DIR}")
+            f"platform or fewer CPUs, or enlarge {segment.shown_shm_dir()}")

@@ -166,7 +166,8 @@ def check_output(option: str, path: str | None, directory: bool = False) -> None
         # Written through ``replacing``, the report would take the segment's name: every later
         # `rmm-mp check` of that machine found a JSON file where its control block was.
         raise ConfigError("command line", option, path,
-                          f"a path that is not an rmm-mp machine's shared memory segment in {segment.SHM_DIR}")
+                          "a path that is not an rmm-mp machine's shared memory segment in "
+                          f"{segment.shown_shm_dir()}")
     try:
         if directory:
             os.makedirs(path, exist_ok=True)

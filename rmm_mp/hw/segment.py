@@ -21,10 +21,21 @@ import os
 import re
 from dataclasses import dataclass
 
+from rmm_mp.printable import shown_path
+
 SHM_DIR = os.environ.get("RMM_MP_SHM_DIR", "/dev/shm")
 """Where segments live: /dev/shm, or the directory RMM_MP_SHM_DIR names (a tmpfs keeps them in
 memory; any directory works, at the cost of disk writes; every process of a machine must see the
 same one, which children inherit through the environment)."""
+
+
+def shown_shm_dir() -> str:
+    """SHM_DIR as a message names it: as every user-supplied path is (printable.shown_path),
+    since RMM_MP_SHM_DIR is the user's and may hold an ESC, a newline or bytes that are not
+    UTF-8, which a message printed raw, acting on the terminal."""
+    return shown_path(SHM_DIR)
+
+
 NAME_PREFIX = "rmm-mp-"
 MACHINE_PARTS = ("ctl", "granules", "gpt", "dram", "cpus")
 """The parts every machine has, control block first (docs/architecture.md): Machine.create makes

@@ -18,6 +18,7 @@ from rmm_mp import __version__
 from rmm_mp.cli import SUBCOMMANDS, main
 from rmm_mp.clitypes import FloatRange, IntRange, TypedFloat
 from rmm_mp.hw import platform as platforms
+from rmm_mp.printable import basic_string
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -391,6 +392,27 @@ def test_an_empty_segment_directory_is_shown_as_empty(monkeypatch: pytest.Monkey
     assert result.exit_code == 1, result.output
     assert "in '' (RMM_MP_SHM_DIR, set to an empty string): found nothing, expected a directory" in result.stderr, \
         result.output
+
+
+@pytest.mark.parametrize("command", [["clean"], ["run", "quickstart"], ["check", "rmm-mp-1-0badc0de"],
+                                     ["check", "rmm-mp-1-0badc0de", "--json", "{shm}/rmm-mp-1-0badc0de.ctl"]],
+                         ids=["clean", "run", "check", "check-json"])
+def test_a_segment_directory_with_control_characters_is_shown_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     command: list[str]) -> None:
+    """RMM_MP_SHM_DIR holding an ESC sequence and a newline: every message naming it (`clean`
+    and `run` with no such directory, `check` of a machine not there, a --json path naming a
+    segment) shows it escaped, as every other user-supplied path is (printable.shown_path),
+    and nothing reaches the terminal raw. They printed it as it was."""
+    from rmm_mp.hw import segment
+    where = tmp_path / "shm\x1b[2J\nx"
+    if command[0] == "check":
+        where.mkdir()
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    result = CliRunner().invoke(main, [arg.replace("{shm}", str(where)) for arg in command])
+    assert result.exit_code in (1, 2), result.output
+    assert "\x1b" not in result.stderr, result.stderr
+    assert basic_string(str(where)) in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("command", ["check", "explore"])
