@@ -189,6 +189,24 @@ def test_invalid_platform_key_fails_verification() -> None:
     assert result.exit_code == EXIT_FAILED and "platform key invalid" in result.output
 
 
+def test_a_key_file_with_no_key_is_a_failed_check_with_a_json_report_as_help_says(tmp_path: Path) -> None:
+    """A --platform-key file holding no key at all (a line of text) is a failed platform
+    signature check, exit 1, not a usage error (exit 2, as a workload file with bad content
+    is): --json still gives the report, verdict "failed" and the check's reason, and verify's
+    --help exit-status list says that such a file is exit 1 (it said only "a check failed",
+    leaving a key file that is no key looking like a usage error's "file")."""
+    key = _write(tmp_path / "garbage.key", b"garbage\n")
+    result = _run("verify", FFM, "--platform-key", key, "--json")
+    assert result.exit_code == EXIT_FAILED, result.output
+    report = json.loads(result.output)
+    check = next(c for c in report["checks"] if c["name"] == "platform signature")
+    assert report["verdict"] == "failed" and check["passed"] is False
+    assert check["reason"].startswith(f"platform key invalid: {key} is none of")
+    help_text = " ".join(_run("verify", "--help").output.split())
+    assert "1 a check failed; its reason is printed (and is in --json): a --platform-key file that holds no " \
+           "usable key is one" in help_text, help_text
+
+
 @pytest.mark.parametrize("crv", [["P-384"], {"P-384": 1}], ids=["array", "map"])
 def test_jwk_whose_crv_is_not_text_fails_verification(tmp_path: Path, crv: object) -> None:
     """A JWK platform key whose "crv" is a JSON array or object was looked up in the curve
