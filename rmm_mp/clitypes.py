@@ -3,7 +3,8 @@
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
 one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
-flag; a bad input file's error, usage_error) and how --help shows an option's default (Option);
+flag; a refused name shown abbreviated: Choice, CatalogChoice; a bad input file's error,
+usage_error) and how --help shows an option's default (Option);
 nothing here touches a machine.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, grouped_number, number_range
+from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, grouped_number, number_range, shown_text
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -273,7 +274,22 @@ class CatalogChoice(click.Choice):
         names = {str(c).casefold(): str(c) for c in self.choices}
         close = [names[m] for m in difflib.get_close_matches(str(value).casefold(), list(names), n=1)]
         hint = f"did you mean {close[0]!r}? " if close else ""
-        self.fail(f"{value!r} is no {self.what}; {hint}`{self.listing}` lists them", param, ctx)
+        self.fail(f"{shown_text(str(value))} is no {self.what}; {hint}`{self.listing}` lists them", param, ctx)
+
+
+class Choice(click.Choice):
+    """click.Choice whose refusal shows the value as every other refused value is shown
+    (tomlsrc.shown_text: abbreviated past 240 characters, escaped if not printable): click's
+    showed the whole of it, 5,000 characters pasted by mistake and then the choices."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            if not isinstance(value, str):
+                raise
+            names = ", ".join(repr(str(c)) for c in self.choices)
+            self.fail(f"{shown_text(value)} is not one of {names}.", param, ctx)
 
 
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:

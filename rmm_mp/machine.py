@@ -39,7 +39,7 @@ from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, host_
 from rmm_mp.hw.memory import HostLockWaiter, NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, check as platform_check, load as load_platform
 from rmm_mp.hw.segment import Segment
-from rmm_mp.hw.tomlsrc import int_range
+from rmm_mp.hw.tomlsrc import int_range, shown_text
 # The process-wide clean-up (the at-exit hook, the SIGTERM/SIGHUP handler) is machine_exit's;
 # its names stay reachable here, where callers and tests have always found them.
 from rmm_mp.machine_exit import _creating, _live, _register
@@ -182,13 +182,16 @@ class Machine:
             ValueError if name is not a machine name (not of the rmm-mp-<pid>-<hex> form);
             MachineError if no such machine exists or it cannot be attached.
         """
+        # The name as a message shows it (shown_text: abbreviated past 240 characters, escaped
+        # if not printable): a long word pasted as the name was printed whole in every refusal.
+        shown = shown_text(name) if isinstance(name, str) else repr(name)
         if not isinstance(name, str) or not name.startswith(segment.NAME_PREFIX) or "/" in name:
-            raise ValueError(f"name = {name!r}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
+            raise ValueError(f"name = {shown}: expected a machine name such as 'rmm-mp-1234-0a1b2c3d'")
         if segment.is_segment_name(name):
             # A segment's file name, copied from a listing of the segment directory: "no machine
             # named 'rmm-mp-1234-0a1b2c3d.ctl'" read as if the machine were gone.
             machine_name, part = name.rsplit(".", 1)
-            raise ValueError(f"name = {name!r}: expected a machine name, not the file name of one of its segments "
+            raise ValueError(f"name = {shown}: expected a machine name, not the file name of one of its segments "
                              f"(its .{part}): {machine_name!r}")
         attached: dict[str, Segment] = {}
         part = ""
@@ -205,13 +208,13 @@ class Machine:
             # (another user's, hidepid) is alive, not "died", which sent the user to a clean
             # that then removed nothing.
             if pid.isdigit() and process.ended(int(pid), lambda start_ms: True):
-                raise MachineError(f"machine {name!r} was never finished: its creator (pid {pid}) died while making "
+                raise MachineError(f"machine {shown} was never finished: its creator (pid {pid}) died while making "
                                    "it (`rmm-mp clean` removes it)") from None
-            raise MachineError(f"machine {name!r} is still being created: try again in a moment") from None
+            raise MachineError(f"machine {shown} is still being created: try again in a moment") from None
         except FileNotFoundError:
             for seg in attached.values():
                 seg.close()
-            raise MachineError(f"no machine named {name!r} in {segment.shown_shm_dir()} "
+            raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
                                "(it was closed, or never existed)") from None
         except (OSError, ValueError) as exc:
             # A name too long for the file system, an unreadable or empty (truncated) segment:
@@ -219,7 +222,7 @@ class Machine:
             for seg in attached.values():
                 seg.close()
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise MachineError(f"no machine named {name!r} can be attached: its {part} segment in "
+            raise MachineError(f"no machine named {shown} can be attached: its {part} segment in "
                                f"{segment.shown_shm_dir()}: {why}") from None
         view = atomicshm.AtomicView(attached["ctl"].buf)
         try:
@@ -233,13 +236,13 @@ class Machine:
             view.close()
             for seg in attached.values():
                 seg.close()
-            raise MachineError(f"no machine named {name!r} in {segment.shown_shm_dir()} "
+            raise MachineError(f"no machine named {shown} in {segment.shown_shm_dir()} "
                                "(it was closed, or never existed)") from None
         except ValueError as exc:
             view.close()
             for seg in attached.values():
                 seg.close()
-            raise MachineError(f"{name!r}: {exc}") from None
+            raise MachineError(f"{shown}: {exc}") from None
         view.close()
         machine = cls(name, plat, cpus, attached, creator=False)
         _register(machine)

@@ -144,6 +144,14 @@ def toml_string(text: str) -> str:
     return basic_string(text)
 
 
+def shown_text(text: str) -> str:
+    """``text`` a user typed (a name, a command-line word) as a message shows it: as a TOML
+    string (toml_string: 'quickstart', or with escapes for a character that is not printable),
+    abbreviated past 240 characters as a file's value is, so that a pasted paragraph does not
+    bury the message in which it is refused."""
+    return abbreviated(toml_string(text))
+
+
 def choice_list(values: Iterable[object]) -> str:
     """The values an error offers as choices, each as the file writes it, as text: "32, 36 or
     40", "'sha256' or 'sha512'" (not Python's tuple or list repr). Every error listing a fixed

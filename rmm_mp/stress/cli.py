@@ -23,10 +23,10 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import (BadInputFile, CatalogChoice, FloatRange, IntRange, Option, StepsOrSeconds, TypedFloat,
-                             refuse_beside_listing)
+from rmm_mp.clitypes import (BadInputFile, CatalogChoice, Choice, FloatRange, IntRange, Option, StepsOrSeconds,
+                             TypedFloat, refuse_beside_listing)
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, shown_text
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, echo, write_files, write_json
@@ -62,18 +62,19 @@ def _checkers(value: str | None, inject: tuple[str, ...]) -> tuple[str, ...]:
         return ()
     expected = f"expected a comma-separated subset of {', '.join(CHECKERS)}, 'all' or 'none'"
     if not any(named):
-        raise ValueError(f"--checkers = {value!r}: {expected}")
+        raise ValueError(f"--checkers = {shown_text(value)}: {expected}")
     # Refused, not skipped: "lockdep,,ownership" is a list with a name missing (a typo or an
     # empty shell variable), and the run would not check what was meant.
     if not all(named):
-        raise ValueError(f"--checkers = {value!r}: {expected} (item {named.index('') + 1} is empty)")
+        raise ValueError(f"--checkers = {shown_text(value)}: {expected} (item {named.index('') + 1} is empty)")
     special = [c for c in named if c in ("all", "none")]
     if special:
-        raise ValueError(f"--checkers = {value!r}: '{special[0]}' stands alone and cannot be combined with other "
-                         f"names; {expected}")
+        raise ValueError(f"--checkers = {shown_text(value)}: '{special[0]}' stands alone and cannot be combined "
+                         f"with other names; {expected}")
     unknown = [c for c in named if c not in CHECKERS]
     if unknown:
-        raise ValueError(f"--checkers = {value!r}: unknown {', '.join(map(shown_path, unknown))}; {expected}")
+        raise ValueError(f"--checkers = {shown_text(value)}: unknown "
+                         f"{', '.join(abbreviated(shown_path(u)) for u in unknown)}; {expected}")
     return tuple(named)
 
 
@@ -103,7 +104,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 
 
 @click.command()
-@click.argument("workload", required=False, type=click.Choice(sorted(WORKLOADS)), metavar="[WORKLOAD]")
+@click.argument("workload", required=False, type=Choice(sorted(WORKLOADS)), metavar="[WORKLOAD]")
 @click.option("--cpus", type=IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True, cls=Option,
               help="CPU processes.")
 @click.option("--seconds", type=FloatRange(0, 86_400, min_open=True), default=None,
@@ -111,7 +112,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "Deterministic: a safety limit (default 600).")
 @click.option("--seed", type=IntRange(*INTEGERS["seed"][:2]), default=0, show_default=True, cls=Option,
               help="Drives the operations and the schedule.")
-@click.option("--schedule", "schedule", type=click.Choice([s for s in SCHEDULES if s != "replay"]), default="free",
+@click.option("--schedule", "schedule", type=Choice([s for s in SCHEDULES if s != "replay"]), default="free",
               show_default=True, cls=Option, help="free: the OS schedules the CPUs; random or pct: one CPU at a time, "
                                       "replayable.")
 @click.option("--steps", type=IntRange(*INTEGERS["steps"][:2]), default=20_000, show_default=True, cls=Option,

@@ -23,7 +23,7 @@ import click
 from rmm_mp.clitypes import CatalogChoice, FloatRange, Option, refuse_beside_listing
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.hw.tomlsrc import suggestion
+from rmm_mp.hw.tomlsrc import shown_text, suggestion
 from rmm_mp.interrupts import Interrupts, repeated_signal
 from rmm_mp.outpaths import check_outputs, echo, write_json
 from rmm_mp.printable import shown_path
@@ -74,7 +74,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
         raise click.UsageError(f"unknown pair{'s' if len(unknown) > 1 else ''} "
-                               f"{', '.join(repr(u) + _pair_hint(u) for u in unknown)}: "
+                               f"{', '.join(shown_text(u) + _pair_hint(u) for u in unknown)}: "
                                "see `rmm-mp explore --list`")
     # Refused as --inject refuses a bug named twice: running it once silently hid that the
     # command line was not what it seemed (a script that meant another pair there).

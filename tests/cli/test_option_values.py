@@ -186,3 +186,23 @@ def test_an_odd_option_value_is_a_usage_error_naming_it(tmp_path: Path, monkeypa
     assert "Traceback" not in result.output
     assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
     assert _no_segments_of(os.getpid())
+
+
+LONG = "x" * 5000
+
+
+@pytest.mark.parametrize("args", [
+    ["stress", LONG], ["stress", "--schedule", LONG], ["stress", "--inject", LONG], ["stress", "--checkers", LONG],
+    ["explore", LONG], ["explore", "--inject", LONG], ["check", LONG], ["check", "rmm-mp-" + LONG]],
+    ids=["stress-workload", "stress-schedule", "stress-inject", "stress-checkers", "explore-pair", "explore-inject",
+         "check-name", "check-prefixed-name"])
+def test_a_long_word_is_refused_abbreviated(args: list[str]) -> None:
+    """A 5,000-character word where a name is expected (a stress workload, schedule, bug or
+    checker, an explore pair, a machine name) is refused with exit 2 showing its start and its
+    length, as a long number or a file's long value is: these refusals printed it whole (5,000
+    characters, twice for --checkers), burying the message."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "characters in all)" in result.output, result.output[-400:]
+    assert len(result.output) < 1500, len(result.output)
