@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpus", type=int, default=2, help="CPU processes of every run (default 2)")
     ap.add_argument("--hunts", type=int, default=3, help="hunts per bug and schedule in (a) (default 3)")
-    ap.add_argument("--limit", type=float, default=60.0, help="seconds a hunt in (a) may take, more than 1 (default 60)")
-    ap.add_argument("--steps", type=int, default=20_000, help="steps per deterministic run in (a) and (b) (default 20000)")
+    ap.add_argument("--limit", type=float, default=60.0,
+                    help="seconds a hunt in (a) may take, more than 1 (default 60)")
+    ap.add_argument("--steps", type=int, default=20_000,
+                    help="steps per deterministic run in (a) and (b) (default 20,000)")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of a slowdown run in (c), s (default 5)")
     ap.add_argument("--only", default="a,b,c", help="comma-separated sections to run (default a,b,c)")
     ap.add_argument("--bugs", default="", help="comma-separated bugs for (a) (default all)")
