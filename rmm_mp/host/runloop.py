@@ -170,12 +170,12 @@ class RunLoop:
             # registers it needs, and its answer goes to enter.gprs as 248 bytes (flags 0).
             # Unpacking the 39 words of EXIT and packing 31 answers back cost about 7,000
             # instructions of a 334,000-instruction round trip (docs/performance.md).
-            gprs = host_call_raw(q, slot, vcpu % MAX_VCPUS, _EXIT_IMM.unpack_from(data, _IMM_AT)[0],
-                                 data[_EXIT_GPRS_AT:_EXIT_GPRS_END])
+            answer = host_call_raw(q, slot, vcpu % MAX_VCPUS, _EXIT_IMM.unpack_from(data, _IMM_AT)[0],
+                                   data[_EXIT_GPRS_AT:_EXIT_GPRS_END])
             if q.enter_flags(vcpu) == 0:
-                machine.ns_write(run + _GPRS_OFFSET, gprs)
+                machine.ns_write(run + _GPRS_OFFSET, answer)
             else:
-                machine.ns_write(run, _ENTER_FLAGS_0_AND_GPRS.pack(0, gprs))
+                machine.ns_write(run, _ENTER_FLAGS_0_AND_GPRS.pack(0, answer))
                 q.set_enter_flags(vcpu, 0)
             q.requeue(vcpu)
             return
