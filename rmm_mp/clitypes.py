@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, grouped_number, number_range, shown_text
+from rmm_mp.hw.tomlsrc import ConfigError, grouped_number, number_range, shown_text
+from rmm_mp.printable import abbreviated
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -69,7 +70,7 @@ _DECIMAL_INTEGER = re.compile(r"\s*[+-]?([0-9]+)\s*", re.ASCII)
 
 def typed(value: str) -> str:
     """``value`` as typed, without the blanks around it, for an error: abbreviated past 240
-    characters as a file's value is (tomlsrc.abbreviated), so that 5,000 digits pasted by
+    characters as a file's value is (printable.abbreviated), so that 5,000 digits pasted by
     mistake do not bury the message."""
     return abbreviated(value.strip())
 

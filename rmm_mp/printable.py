@@ -7,8 +7,9 @@ string names it through ``shown_path``: as it is when it is one line of printabl
 always), else as a TOML basic string whose escapes show each character that is not, so that it
 can still be read back exactly.
 
-This module owns that escaping (TOML's basic string: ``basic_string``) and the test for one
-printable line (``not_one_printable_line``). It imports nothing of rmm_mp, so that every layer
+This module owns that escaping (TOML's basic string: ``basic_string``), the test for one
+printable line (``not_one_printable_line``) and the shortening of a value too long for a message
+(``abbreviated``: a value pasted by mistake, a whole file in a string, would bury the message). It imports nothing of rmm_mp, so that every layer
 may use it (hw, attest, outpaths, stress, the CLI).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import unicodedata
+from typing import Final
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
@@ -79,3 +81,45 @@ def shell_word(text: str) -> str:
         else:
             out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
     return "$'" + "".join(out) + "'"
+
+
+SHOWN_MAX: Final = 240
+"""Longest value (as a message writes it) that a message shows whole."""
+
+
+def abbreviated(shown: str, escaped_in: str = '"') -> str:
+    """``shown`` (a value as a message writes it: TOML, JSON, Python's repr), or, when longer
+    than SHOWN_MAX, its first SHOWN_MAX // 2 characters and how long it is ("'AAAA... (60,002
+    characters in all)"): a value pasted by mistake would bury the message it is named in.
+
+    The cut never splits a backslash escape inside a string quoted by one of ``escaped_in``
+    (``"``: TOML basic strings and JSON; ``"'``: Python's repr, whose strings of either quote
+    hold escapes): cut inside one, "\\u001B" showed as "\\u001", which reads as no character,
+    and a lone backslash before the "...". Inside any other quote (a TOML literal string) a
+    backslash is itself."""
+    if len(shown) <= SHOWN_MAX:
+        return shown
+    return f"{shown[:_escape_boundary(shown, SHOWN_MAX // 2, escaped_in)]}... ({len(shown):,} characters in all)"
+
+
+_ESCAPE_LENGTHS: Final = {"u": 6, "U": 10, "x": 4}
+"""Characters of a backslash escape by its letter (TOML and JSON \\uXXXX, TOML \\UXXXXXXXX,
+Python \\xXX); any other escape is two (\\n, \\")."""
+
+
+def _escape_boundary(shown: str, end: int, escaped_in: str) -> int:
+    """The last index up to ``end`` at which ``shown`` may be cut without splitting a backslash
+    escape of a string quoted by one of ``escaped_in`` (``abbreviated``)."""
+    cut = 0
+    i = 0
+    quote = ""
+    while i < end:
+        cut = i
+        char = shown[i]
+        if quote and quote in escaped_in and char == "\\":
+            i += _ESCAPE_LENGTHS.get(shown[i + 1:i + 2], 2)
+            continue
+        if char in "\"'" and quote in ("", char):
+            quote = "" if quote else char
+        i += 1
+    return i if i == end else cut

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from rmm_mp.attest.errors import PlatformKeyError
 from rmm_mp.attest.keyder import (CURVE_OIDS, ID_EC_PUBLIC_KEY, KEY_ALGORITHM_OIDS, PEM_STRUCTURES, DerKey,
                                   der_structure)
+from rmm_mp.printable import SHOWN_MAX, abbreviated
 
 JWK_CURVES: Final = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 FIELD_PRIMES: Final = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1,
@@ -402,26 +403,17 @@ def _json_type(value: object) -> str:
     return {dict: "object", list: "array", str: "string", int: "number", float: "number"}[type(value)]
 
 
-_SHOWN_MAX: Final = 240
-"""Longest value of a key file's JSON a message shows whole (as tomlsrc's errors do)."""
-_SHOWN_TEXT: Final = 100
-"""Characters of a longer string a message shows before it elides the rest."""
-
-
 def _shown(value: object) -> str:
     """A member of a key file's JSON as a message shows it: as Python writes it ('RSA',
-    ['P-384']) when that is short; a longer string as its start and its length, a longer array
-    or object by its size, as the token side's `shown` names a claim value too large for a line.
-    A member pasted by mistake (a 60 KB "kty") made a 60 KB line."""
+    ['P-384']), abbreviated past printable.SHOWN_MAX characters as a TOML file's value is
+    (its start and its length), except that a longer array or object is named by its size,
+    as the token side's `shown` names a claim value too large for a line. A member pasted by
+    mistake (a 60 KB "kty") made a 60 KB line."""
     text = repr(value)
-    if len(text) <= _SHOWN_MAX:
-        return text
-    if isinstance(value, str):
-        return f"{value[:_SHOWN_TEXT]!r}... ({len(value):,} characters in all)"
-    if isinstance(value, (list, dict)):
+    if len(text) > SHOWN_MAX and isinstance(value, (list, dict)):
         noun = "member" if isinstance(value, dict) else "value"
         return f"a JSON {_json_type(value)} of {len(value):,} {noun}{'' if len(value) == 1 else 's'}"
-    return f"{text[:_SHOWN_TEXT]}... ({len(text):,} characters in all)"
+    return abbreviated(text, escaped_in="\"'")
 
 
 def _anchor(entry: object, name: str) -> TrustAnchor:

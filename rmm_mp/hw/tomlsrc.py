@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from rmm_mp.inputfile import TooLarge, read_at_most
-from rmm_mp.printable import basic_string, shown_path
+from rmm_mp.printable import abbreviated, basic_string, shown_path
 
 HEADER = re.compile(r"^\s*+(\[\[?+)\s*+([A-Za-z0-9_.\-\"']++(?: ++[A-Za-z0-9_.\-\"']++)*+)\s*+\]\]?+\s*+(#.*)?$")
 """A table header line (``[dram]``, ``[[realm]]``), also read by workload.locate: the bracket(s),
@@ -76,38 +76,6 @@ def _show(value: object) -> str:
     if value is _MISSING:
         return "(missing)"
     return abbreviated(_toml(value))
-
-
-def abbreviated(shown: str) -> str:
-    """``shown`` (a value or key as the file writes it), or, when longer than _SHOWN_MAX, its
-    start and how long it is: a value pasted by mistake (a whole file in a string, a huge
-    array) would bury the message."""
-    if len(shown) > _SHOWN_MAX:
-        return f"{shown[:_escape_boundary(shown, _SHOWN_MAX // 2)]}... ({len(shown):,} characters in all)"
-    return shown
-
-
-def _escape_boundary(shown: str, end: int) -> int:
-    """The last index up to ``end`` at which ``shown`` (TOML as _toml and key_part write it) may
-    be cut without splitting an escape of a basic string: cut inside one, a "\\u001B" showed
-    as "\\u001", which reads as no character at all, and a lone backslash before the "..."."""
-    cut = 0
-    i = 0
-    quote = ""
-    while i < end:
-        cut = i
-        char = shown[i]
-        if quote == '"' and char == "\\":
-            i += {"u": 6, "U": 10}.get(shown[i + 1:i + 2], 2)
-            continue
-        if char in "\"'" and quote in ("", char):
-            quote = "" if quote else char
-        i += 1
-    return i if i == end else cut
-
-
-_SHOWN_MAX = 240
-"""Longest value or key an error message shows whole."""
 
 
 def _toml(value: object) -> str:

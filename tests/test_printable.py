@@ -1,0 +1,51 @@
+"""printable.abbreviated: the one rule by which a message shortens a value too long for a line."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmm_mp.attest.errors import PlatformKeyError
+from rmm_mp.attest.keys import load_trust_anchors
+from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.printable import SHOWN_MAX, abbreviated
+
+
+def test_a_short_value_is_shown_whole() -> None:
+    """A value of SHOWN_MAX characters as written is returned as it is."""
+    assert abbreviated("x" * SHOWN_MAX) == "x" * SHOWN_MAX
+
+
+@pytest.mark.parametrize("shown, escaped_in", [
+    ('"' + "\\u001B" * 100 + '"', '"'),       # TOML basic string / JSON
+    (repr("\x1b" * 100), "\"'"),             # Python's repr, single quotes, \xXX escapes
+    (repr("'\x1b" * 100), "\"'"),            # Python's repr, double quotes
+    (repr("\U0001F600\u202e" * 100), "\"'"),   # \U and \u escapes (U+1F600 is printable, U+202E is not)
+])
+def test_a_long_value_is_cut_between_escapes(shown: str, escaped_in: str) -> None:
+    """A value longer than SHOWN_MAX written with backslash escapes is cut at or before
+    SHOWN_MAX // 2 characters, never inside an escape (which would show a lone backslash or
+    "\\u001", no character at all), and followed by its length."""
+    out = abbreviated(shown, escaped_in)
+    start, _, rest = out.partition("... (")
+    assert rest == f"{len(shown):,} characters in all)", out
+    assert SHOWN_MAX // 2 - 10 <= len(start) <= SHOWN_MAX // 2, out
+    assert shown.startswith(start), out
+    # Every string above is a run of escapes and single characters: a cut between two of them
+    # leaves the next one whole, starting with its backslash or being that character.
+    assert shown[len(start)] in "\\'\U0001F600", out
+
+
+def test_a_key_file_and_a_toml_file_shorten_a_long_value_alike() -> None:
+    """A 60,000-character member of a JWK (its kty) and a 60,000-character value of a
+    platform file are shown the same way: their first characters as written, then '... (60,002
+    characters in all)'. The key file counted the characters of the value (60,000) and cut it at
+    100, where the TOML message counted what it writes (with its quotes) and cut at 120: two
+    rules for one thing, in two near-duplicate helpers."""
+    big = "A" * 60_000
+    with pytest.raises(PlatformKeyError) as info:
+        load_trust_anchors(('{"kty": "' + big + '"}').encode(), "k")
+    toml = str(ConfigError("p.toml", "name", big, "text"))
+    toml_shown = toml.split(" = ", 1)[1].split(": expected", 1)[0]
+    key_shown = str(info.value).split("JWK kty is ", 1)[1].split(", expected", 1)[0]
+    for shown in (toml_shown, key_shown):
+        assert shown[1:] == "A" * (SHOWN_MAX // 2 - 1) + "... (60,002 characters in all)", shown
