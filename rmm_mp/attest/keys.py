@@ -182,14 +182,14 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
         if not private and label != "PUBLIC KEY":
             # A certificate, CSR, parameters...: no key cryptography reads as such.
             raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} is no key; expected a "
-                                   "'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY' block") from None
+                                   "\"PUBLIC KEY\", \"EC PRIVATE KEY\" or \"PRIVATE KEY\" block") from None
         raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} {_pem_problem(pem, label)}") from None
     return _ec_only(key, private, name, "PEM")
 
 
 def _pem_problem(pem: bytes, label: str) -> str:
     """What is wrong with a key PEM block that cryptography refused with a ValueError, as the
-    rest of a sentence after "PEM block 'LABEL'": corrupt (no END line, a body that is not
+    rest of a sentence after 'PEM block "LABEL"': corrupt (no END line, a body that is not
     base64, DER that is no key structure), mislabelled (the DER is the structure of another
     key label), or well formed with key values that are no key (a point not on its curve, a
     private scalar out of range: `_der_problem`). cryptography's ValueError covers all of these,
@@ -209,7 +209,7 @@ def _pem_problem(pem: bytes, label: str) -> str:
     if found is not None and label in PEM_STRUCTURES and found.label != label:
         article = "an" if PEM_STRUCTURES[found.label][0] in "AEIOU" else "a"
         return (f"is mislabelled: its {len(der)} bytes are {article} {PEM_STRUCTURES[found.label]}, which a "
-                f"{found.label!r} block holds, not the {structure} a {_shown(label)} block holds")
+                f"{_shown(found.label)} block holds, not the {structure} a {_shown(label)} block holds")
     problem = _der_problem(found) if found is not None else None
     if problem is not None:
         return problem
@@ -218,13 +218,13 @@ def _pem_problem(pem: bytes, label: str) -> str:
 
 def _der_problem(found: DerKey) -> str | None:
     """Why cryptography refused a well-formed key structure, as the rest of a sentence after
-    "PEM block 'LABEL'" or "NAME": a key of another algorithm it cannot use, an EC public
+    'PEM block "LABEL"' or "NAME": a key of another algorithm it cannot use, an EC public
     point not on its curve, a private scalar outside 1..n-1, a public key that is not the
     private scalar's; None when none of these is it."""
     half = "private" if found.label.endswith("PRIVATE KEY") else "public"
     if found.algorithm is not None and found.algorithm != ID_EC_PUBLIC_KEY:
         kind = KEY_ALGORITHM_OIDS.get(found.algorithm, "unknown")
-        return (f"holds a well-formed {found.label!r} structure of a {kind} {half} key (algorithm OID "
+        return (f"holds a well-formed {_shown(found.label)} structure of a {kind} {half} key (algorithm OID "
                 f"{found.algorithm}) whose key values cryptography refuses; expected {EXPECTED_KEY}")
     curve_name = CURVE_OIDS.get(found.curve or "")
     if curve_name is None:
@@ -378,7 +378,7 @@ def _jwk_set_anchors(keys: object, name: str) -> tuple[tuple[TrustAnchor, ...], 
             skipped.append((i, f"kty {_shown(kty)}"))
             continue
         if kty == "EC" and isinstance(crv, str) and crv not in JWK_CURVES:
-            skipped.append((i, f"kty 'EC', crv {_shown(crv)}"))
+            skipped.append((i, f"kty \"EC\", crv {_shown(crv)}"))
             continue
         anchors.append(TrustAnchor(jwk_public_key(jwk, what), f"{name} (JWK Set key {i})"))
     if not anchors:
@@ -404,16 +404,36 @@ def _json_type(value: object) -> str:
 
 
 def _shown(value: object) -> str:
-    """A member of a key file's JSON as a message shows it: as Python writes it ('RSA',
-    ['P-384']), abbreviated past printable.SHOWN_MAX characters as a TOML file's value is
-    (its start and its length), except that a longer array or object is named by its size,
-    as the token side's `shown` names a claim value too large for a line. A member pasted by
-    mistake (a 60 KB "kty") made a 60 KB line."""
-    text = repr(value)
+    """A member of a key file's JSON (or a PEM label) as a message shows it: as JSON writes it
+    ("RSA", ["P-384"], null), as a platform file's value is shown as TOML writes it and as the
+    same messages write the JSON they expect ('expected "EC"'); Python's repr showed 'RSA' and,
+    for JSON's null, true and false, None, True and False, which the file's author never wrote.
+    A character that is not printable (ESC, a bidi override) is shown as its \\uXXXX escape.
+    Abbreviated past printable.SHOWN_MAX characters as a TOML file's value is (its start and
+    its length), except that a longer array or object is named by its size, as the token
+    side's `shown` names a claim value too large for a line: a member pasted by mistake (a 60 KB
+    "kty") made a 60 KB line."""
+    text = _json_text(value)
     if len(text) > SHOWN_MAX and isinstance(value, (list, dict)):
         noun = "member" if isinstance(value, dict) else "value"
         return f"a JSON {_json_type(value)} of {len(value):,} {noun}{'' if len(value) == 1 else 's'}"
-    return abbreviated(text, escaped_in="\"'")
+    return abbreviated(text)
+
+
+def _json_text(value: object) -> str:
+    """``value`` (decoded JSON, or a string) as JSON text on one line, every character that is
+    not printable as its JSON escape: json.dumps escapes the C0 controls but leaves DEL, the C1
+    controls and a bidi override raw, which would act on the terminal."""
+    out = []
+    for char in json.dumps(value, ensure_ascii=False):
+        if char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:       # JSON has no \\U: a UTF-16 surrogate pair (RFC 8259 7)
+            high, low = divmod(ord(char) - 0x10000, 0x400)
+            out.append(f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}")
+    return "".join(out)
 
 
 def _anchor(entry: object, name: str) -> TrustAnchor:

@@ -222,8 +222,8 @@ def test_every_key_format_loads_the_same_cpak() -> None:
 
 
 @pytest.mark.parametrize("content, phrase", [
-    (b"not a key", "is none of a PEM or DER EC key"), (b'{"kty": "RSA"}', "kty is 'RSA'"),
-    (b'{"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}', "crv is 'P-192'"),
+    (b"not a key", "is none of a PEM or DER EC key"), (b'{"kty": "RSA"}', "kty is \"RSA\""),
+    (b'{"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}', "crv is \"P-192\""),
     (b"[]", "empty trust-anchor list"), (b'[{"key": {}}]', 'k trust anchor 0: "pkey" is missing; expected a JWK object'),
     (b'[3]', 'k trust anchor 0 is a JSON number; expected an object with a "pkey" JWK'),
     (b'[{"pkey": "x"}]', '"pkey" is a JSON string; expected a JWK object'), (b"04" + b"00" * 96, "not on curve"),
@@ -266,8 +266,8 @@ def test_a_jwk_set_skips_members_that_are_no_ec_key_and_says_so() -> None:
     check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
         "platform signature")
     assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
-    assert ("set.json JWK Set keys skipped, as no EC key on P-256, P-384 or P-521: key 0 (kty 'RSA'), "
-            "key 2 (kty 'OKP')" in check.reason), check
+    assert ("set.json JWK Set keys skipped, as no EC key on P-256, P-384 or P-521: key 0 (kty \"RSA\"), "
+            "key 2 (kty \"OKP\")" in check.reason), check
 
 
 def test_a_jwk_set_without_an_ec_key_is_refused_naming_its_members() -> None:
@@ -275,7 +275,7 @@ def test_a_jwk_set_without_an_ec_key_is_refused_naming_its_members() -> None:
     PlatformKeyError says the set holds no EC key and names each member's kty."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(json.dumps({"keys": [RSA_JWK, OKP_JWK]}).encode(), "k")
-    assert ("k: JWK Set holds no EC key on P-256, P-384 or P-521 (key 0 has kty 'RSA', key 1 has kty 'OKP'); "
+    assert ("k: JWK Set holds no EC key on P-256, P-384 or P-521 (key 0 has kty \"RSA\", key 1 has kty \"OKP\"); "
             "expected at least one EC JWK on one of them") in str(info.value)
 
 
@@ -296,12 +296,12 @@ def test_a_jwk_set_skips_ec_members_on_an_unsupported_curve_and_says_so() -> Non
     check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
         "platform signature")
     assert check.passed is True and "set.json (JWK Set key 1)" in check.reason, check
-    assert ("set.json JWK Set keys skipped, as no EC key on P-256, P-384 or P-521: key 0 (kty 'EC', crv "
-            "'secp256k1'), key 2 (kty 'RSA'), key 3 (kty 'EC', crv 'P-192')") in check.reason, check
+    assert ("set.json JWK Set keys skipped, as no EC key on P-256, P-384 or P-521: key 0 (kty \"EC\", crv "
+            "\"secp256k1\"), key 2 (kty \"RSA\"), key 3 (kty \"EC\", crv \"P-192\")") in check.reason, check
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(json.dumps({"keys": [SECP256K1_JWK, P192_JWK]}).encode(), "k")
-    assert ("k: JWK Set holds no EC key on P-256, P-384 or P-521 (key 0 has kty 'EC', crv 'secp256k1', key 1 has "
-            "kty 'EC', crv 'P-192')") in str(info.value)
+    assert ("k: JWK Set holds no EC key on P-256, P-384 or P-521 (key 0 has kty \"EC\", crv \"secp256k1\", key 1 has "
+            "kty \"EC\", crv \"P-192\")") in str(info.value)
 
 
 def test_a_jwk_set_member_whose_skip_leaves_the_token_unverified_is_named_in_the_failure() -> None:
@@ -312,7 +312,7 @@ def test_a_jwk_set_member_whose_skip_leaves_the_token_unverified_is_named_in_the
     jwk_set = json.dumps({"keys": [alt, SECP256K1_JWK]}).encode()
     check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), jwk_set, key_name="set.json").check(
         "platform signature")
-    assert check.passed is False and "key 1 (kty 'EC', crv 'secp256k1')" in check.reason, check
+    assert check.passed is False and "key 1 (kty \"EC\", crv \"secp256k1\")" in check.reason, check
 
 
 @pytest.mark.parametrize("content, phrase", [
@@ -324,7 +324,7 @@ def test_a_jwk_set_member_whose_skip_leaves_the_token_unverified_is_named_in_the
      "k JWK Set key 1: JWK x decodes to 1 bytes"),
     ({"keys": [{"crv": "P-384"}]}, 'k JWK Set key 0: JWK has no "kty" member; expected "EC"'),
     ({"keys": [{"kty": "EC", "x": "AA", "y": "AA"}]}, 'k JWK Set key 0: JWK has no "crv" member'),
-    ({"keys": [{"kty": "EC", "crv": ["P-384"], "x": "AA", "y": "AA"}]}, "k JWK Set key 0: JWK crv is ['P-384']"),
+    ({"keys": [{"kty": "EC", "crv": ["P-384"], "x": "AA", "y": "AA"}]}, "k JWK Set key 0: JWK crv is [\"P-384\"]"),
 ])
 def test_a_bad_jwk_set_is_refused_naming_the_member(content: dict[str, Any], phrase: str) -> None:
     """An empty JWK Set, a "keys" that is no array, or a bad member (a broken EC key, even
@@ -339,14 +339,14 @@ BIG = "A" * 60_000
 
 
 @pytest.mark.parametrize("content, phrase", [
-    ({"kty": BIG}, "JWK kty is 'AAAA"),
-    ({"kty": "EC", "crv": BIG}, "JWK crv is 'AAAA"),
+    ({"kty": BIG}, "JWK kty is \"AAAA"),
+    ({"kty": "EC", "crv": BIG}, "JWK crv is \"AAAA"),
     ({"kty": "EC", "crv": "P-256", "x": [BIG], "y": "AA"}, "JWK x must be a base64url string, got a JSON array of 1 value"),
-    ({"kty": "EC", "crv": "P-256", "x": "!" + BIG, "y": "AA"}, "JWK x is not base64url: '!AAA"),
-    ([{"pkey": {"kty": "EC"}, "instance-id": "z" + BIG}], '"instance-id" must be a hex string, got \'zAAA'),
-    ({"keys": [{"kty": BIG}]}, "key 0 has kty 'AAAA"),
-    ({"keys": [{"kty": "EC", "crv": BIG}]}, "key 0 has kty 'EC', crv 'AAAA"),
-    (b"-----BEGIN " + BIG.encode() + b"-----\nAAAA\n", "k: PEM block 'AAAA"),
+    ({"kty": "EC", "crv": "P-256", "x": "!" + BIG, "y": "AA"}, "JWK x is not base64url: \"!AAA"),
+    ([{"pkey": {"kty": "EC"}, "instance-id": "z" + BIG}], '"instance-id" must be a hex string, got "zAAA'),
+    ({"keys": [{"kty": BIG}]}, "key 0 has kty \"AAAA"),
+    ({"keys": [{"kty": "EC", "crv": BIG}]}, "key 0 has kty \"EC\", crv \"AAAA"),
+    (b"-----BEGIN " + BIG.encode() + b"-----\nAAAA\n", "k: PEM block \"AAAA"),
 ])
 def test_a_key_file_message_shows_a_long_member_shortly(content: Any, phrase: str) -> None:
     """A JWK or trust-anchor member of 60,000 characters (a kty, a crv, a coordinate that is
@@ -359,6 +359,26 @@ def test_a_key_file_message_shows_a_long_member_shortly(content: Any, phrase: st
     text = str(info.value)
     assert phrase in text and len(text) < 600, text[:1000]
     assert "characters in all" in text or "JSON array" in text, text[:1000]
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ({"kty": None}, 'JWK kty is null, expected "EC"'),
+    ({"kty": "EC", "crv": False}, "JWK crv is false, expected one of P-256, P-384, P-521"),
+    ({"kty": "EC", "crv": "P-256", "x": True, "y": "AA"}, "JWK x must be a base64url string, got true"),
+    ({"kty": "EC", "crv": {"name": "P-384"}}, 'JWK crv is {"name": "P-384"}, expected one of'),
+    ({"kty": "it's"}, 'JWK kty is "it\'s", expected "EC"'),
+    ({"kty": "\u202eCE"}, 'JWK kty is "\\u202eCE", expected "EC"'),
+    ([{"pkey": {"kty": "EC"}, "instance-id": 1.5}], '"instance-id" must be a hex string, got 1.5'),
+])
+def test_a_key_file_message_shows_a_member_as_json_writes_it(content: Any, phrase: str) -> None:
+    """A JWK or trust-anchor member is shown in the message as the JSON file writes it, in the
+    double quotes of the 'expected "EC"' beside it: null, true and false, not Python's None,
+    True and False ('JWK kty is None'), which the file's author never wrote; an object as JSON
+    ({"name": ...}), text with a quote or a character that is not printable (a bidi override)
+    as a JSON string with escapes. Found by review: key-file messages used Python's repr."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(json.dumps(content).encode(), "k")
+    assert phrase in str(info.value) and str(info.value).isprintable(), str(info.value)
 
 
 FIELD_PRIMES = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1, "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
@@ -436,8 +456,8 @@ def _key_file(kind: str) -> bytes:
     ("rsa-public-pem", "k holds an RSA public key of 1024 bits (PEM); expected an EC public key"),
     ("ed25519-private-pem", "k holds an Ed25519 private key (PEM); expected an EC public key"),
     ("p192-private-pem", "k holds an EC private key on secp192r1 (PEM); expected an EC public key on P-256, P-384"),
-    ("encrypted-p384-pem", "PEM block 'ENCRYPTED PRIVATE KEY' is encrypted; expected an unencrypted key"),
-    ("certificate", "PEM block 'CERTIFICATE' is no key; expected a 'PUBLIC KEY', 'EC PRIVATE KEY' or 'PRIVATE KEY'"),
+    ("encrypted-p384-pem", "PEM block \"ENCRYPTED PRIVATE KEY\" is encrypted; expected an unencrypted key"),
+    ("certificate", "PEM block \"CERTIFICATE\" is no key; expected a \"PUBLIC KEY\", \"EC PRIVATE KEY\" or \"PRIVATE KEY\""),
     ("empty", "k is empty; expected a PEM or DER EC key, a JWK, a JWK Set"),
     ("jwk-without-kty", 'JWK has no "kty" member; expected "EC"'),
     ("jwk-without-crv", 'JWK has no "crv" member; expected one of P-256, P-384, P-521'),
@@ -455,15 +475,15 @@ def test_a_key_file_of_the_wrong_kind_is_named_for_what_it_holds(kind: str, phra
 
 @pytest.mark.parametrize("pem, phrase", [
     (b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n",
-     "k.pem: PEM block 'PUBLIC KEY' is corrupt: its 27 bytes are not the SubjectPublicKeyInfo (RFC 5280 4.1.2.7) a "
-     "'PUBLIC KEY' block holds"),
+     "k.pem: PEM block \"PUBLIC KEY\" is corrupt: its 27 bytes are not the SubjectPublicKeyInfo (RFC 5280 4.1.2.7) a "
+     "\"PUBLIC KEY\" block holds"),
     (b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
-     "k.pem: PEM block 'EC PRIVATE KEY' is corrupt: its 3 bytes are not the ECPrivateKey (SEC 1 C.4, RFC 5915) a "
-     "'EC PRIVATE KEY' block holds"),
+     "k.pem: PEM block \"EC PRIVATE KEY\" is corrupt: its 3 bytes are not the ECPrivateKey (SEC 1 C.4, RFC 5915) a "
+     "\"EC PRIVATE KEY\" block holds"),
     (b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n",
-     "k.pem: PEM block 'PRIVATE KEY' is corrupt: its body is not base64 (RFC 7468)"),
+     "k.pem: PEM block \"PRIVATE KEY\" is corrupt: its body is not base64 (RFC 7468)"),
     (b"-----BEGIN PUBLIC KEY-----\nMFkw\n",
-     "k.pem: PEM block 'PUBLIC KEY' is corrupt: it has no '-----END PUBLIC KEY-----' line"),
+     "k.pem: PEM block \"PUBLIC KEY\" is corrupt: it has no \"-----END PUBLIC KEY-----\" line"),
 ], ids=["truncated-spki", "bad-ecprivatekey", "not-base64", "no-end-line"])
 def test_a_corrupt_pem_key_block_is_named_shortly(pem: bytes, phrase: str) -> None:
     """A PEM block with a key's label but a corrupt body (truncated, not the expected DER
@@ -513,16 +533,16 @@ def _well_formed_bad_key(kind: str) -> tuple[str, bytes]:
 
 
 @pytest.mark.parametrize("kind, phrase", [
-    ("off-curve-spki", "k.pem: PEM block 'PUBLIC KEY' holds an EC public key on P-384 whose point (97 bytes, starting "
+    ("off-curve-spki", "k.pem: PEM block \"PUBLIC KEY\" holds an EC public key on P-384 whose point (97 bytes, starting "
                        "04) is not a point on P-384; expected an encoded point of the curve"),
     ("off-curve-spki-der", "k.pem (DER) holds an EC public key on P-384 whose point (97 bytes, starting 04) is not a "
                            "point on P-384"),
-    ("zero-scalar-sec1", "PEM block 'EC PRIVATE KEY' holds an EC private key on P-384 whose private scalar (48 bytes) "
+    ("zero-scalar-sec1", "PEM block \"EC PRIVATE KEY\" holds an EC private key on P-384 whose private scalar (48 bytes) "
                          "is 0; expected 1 <= scalar < n"),
-    ("big-scalar-sec1", "PEM block 'EC PRIVATE KEY' holds an EC private key on P-384 whose private scalar (48 bytes) "
+    ("big-scalar-sec1", "PEM block \"EC PRIVATE KEY\" holds an EC private key on P-384 whose private scalar (48 bytes) "
                         "is not below the order n of the curve; expected 1 <= scalar < n"),
-    ("zero-scalar-pkcs8", "PEM block 'PRIVATE KEY' holds an EC private key on P-384 whose private scalar"),
-    ("mismatched-public-sec1", "PEM block 'EC PRIVATE KEY' holds an EC private key on P-384 whose public key ([1], "
+    ("zero-scalar-pkcs8", "PEM block \"PRIVATE KEY\" holds an EC private key on P-384 whose private scalar"),
+    ("mismatched-public-sec1", "PEM block \"EC PRIVATE KEY\" holds an EC private key on P-384 whose public key ([1], "
                                "97 bytes) is not the public key of its private scalar"),
 ])
 def test_a_well_formed_key_whose_values_are_no_key_is_not_called_corrupt(kind: str, phrase: str) -> None:
@@ -540,11 +560,11 @@ def test_a_well_formed_key_whose_values_are_no_key_is_not_called_corrupt(kind: s
 
 
 @pytest.mark.parametrize("label, structure, holder", [
-    ("EC PRIVATE KEY", "pkcs8", "a PrivateKeyInfo (PKCS #8, RFC 5208 5), which a 'PRIVATE KEY' block holds, not the "
-                                "ECPrivateKey (SEC 1 C.4, RFC 5915) a 'EC PRIVATE KEY' block holds"),
-    ("PUBLIC KEY", "sec1", "an ECPrivateKey (SEC 1 C.4, RFC 5915), which a 'EC PRIVATE KEY' block holds, not the "
+    ("EC PRIVATE KEY", "pkcs8", "a PrivateKeyInfo (PKCS #8, RFC 5208 5), which a \"PRIVATE KEY\" block holds, not the "
+                                "ECPrivateKey (SEC 1 C.4, RFC 5915) a \"EC PRIVATE KEY\" block holds"),
+    ("PUBLIC KEY", "sec1", "an ECPrivateKey (SEC 1 C.4, RFC 5915), which a \"EC PRIVATE KEY\" block holds, not the "
                            "SubjectPublicKeyInfo"),
-    ("PRIVATE KEY", "spki", "a SubjectPublicKeyInfo (RFC 5280 4.1.2.7), which a 'PUBLIC KEY' block holds, not the "
+    ("PRIVATE KEY", "spki", "a SubjectPublicKeyInfo (RFC 5280 4.1.2.7), which a \"PUBLIC KEY\" block holds, not the "
                             "PrivateKeyInfo"),
 ])
 def test_a_pem_key_under_another_keys_label_is_called_mislabelled(label: str, structure: str, holder: str) -> None:
@@ -557,7 +577,7 @@ def test_a_pem_key_under_another_keys_label_is_called_mislabelled(label: str, st
     der = {"pkcs8": pkcs8, "sec1": sec1, "spki": spki}[structure]
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(_as_pem(label, der), "k.pem")
-    assert f"k.pem: PEM block {label!r} is mislabelled: its {len(der)} bytes are {holder}" in str(info.value), \
+    assert f"k.pem: PEM block \"{label}\" is mislabelled: its {len(der)} bytes are {holder}" in str(info.value), \
         str(info.value)
 
 
@@ -594,7 +614,7 @@ def test_a_pem_key_after_explanatory_text_is_read(before: str) -> None:
     assert anchor.key.public_numbers() == key.public_key().public_numbers()
     with pytest.raises(PlatformKeyError) as info:
         load_trust_anchors(before.encode() + b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n", "k.pem")
-    assert "k.pem: PEM block 'CERTIFICATE' is no key" in str(info.value), str(info.value)
+    assert "k.pem: PEM block \"CERTIFICATE\" is no key" in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("start", ['[{"implementation-id": "00", "instance-id": "01", "pkey": "',
@@ -617,7 +637,7 @@ def test_a_pem_file_of_ec_parameters_alone_is_no_key() -> None:
     """An 'EC PARAMETERS' block with no key block after it is still refused, naming the block."""
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(b"-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n", "k.pem")
-    assert "k.pem: PEM block 'EC PARAMETERS' is no key; expected a 'PUBLIC KEY'" in str(info.value), str(info.value)
+    assert "k.pem: PEM block \"EC PARAMETERS\" is no key; expected a \"PUBLIC KEY\"" in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("encoding", ["PEM", "DER"])
@@ -671,7 +691,7 @@ def test_a_private_key_info_nested_deep_is_corrupt_not_a_traceback(encoding: str
     with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
         load_trust_anchors(key, "k")
     phrase = ("k is none of a PEM or DER EC key" if encoding == "DER"
-              else "k: PEM block 'PRIVATE KEY' is corrupt: its ")
+              else "k: PEM block \"PRIVATE KEY\" is corrupt: its ")
     assert phrase in str(info.value), str(info.value)
     check = verify_token(_read(f"{TEST_COMMON}/testGoodCCAToken.cbor"), key, key_name="k").check("platform signature")
     assert check.passed is False and phrase in check.reason, check
