@@ -16,6 +16,7 @@ from typing import Any, Callable
 import cbor2
 
 from rmm_mp.attest._cbor import diag, is_array, is_map
+from rmm_mp.printable import abbreviated
 
 
 def describe(value: Any) -> str:
@@ -25,7 +26,7 @@ def describe(value: Any) -> str:
     if isinstance(value, bytes):
         return f"a {len(value)}-byte string"
     if isinstance(value, str):
-        return f"text {value!r}"
+        return f"text {quoted(value)}"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -53,13 +54,24 @@ def describe(value: Any) -> str:
 
 def shown(value: Any) -> str:
     """A decoded scalar as written in a message: null, true, false and undefined in CBOR
-    diagnostic notation (RFC 8949 8), a number or text as Python writes it (2, 2.0, 'sha-1'),
-    anything larger as `describe` says it (no claim's whole value in a line)."""
+    diagnostic notation (RFC 8949 8), a number or text as Python writes it (2, 2.0, 'sha-1'; long
+    text abbreviated, `quoted`), anything larger as `describe` says it (no claim's whole value
+    in a line)."""
     if value is None or isinstance(value, bool) or value is cbor2.undefined:
         return describe(value)
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, str):
+        return quoted(value)
+    if isinstance(value, (int, float)):
         return repr(value)
     return describe(value)
+
+
+def quoted(text: str) -> str:
+    """Text from a token as a message writes it: quoted as Python writes it ('sha-1', with
+    escapes for characters that are not printable), abbreviated past printable.SHOWN_MAX
+    characters to its start and its length, as a key file's or a platform file's long value
+    is: a claim of 60,000 characters made a 60,000-character reason."""
+    return abbreviated(repr(text), escaped_in="\"'")
 
 
 def is_integer_lookalike(value: Any) -> bool:
@@ -103,7 +115,7 @@ def tstr_problem(value: Any, what: str, allowed: Iterable[str] | None = None) ->
     if not isinstance(value, str):
         return f"{what} must be a text string, found {describe(value)}"
     if choices is not None and value not in choices:
-        return f"{what} is {value!r}; expected one of {', '.join(repr(c) for c in choices)}"
+        return f"{what} is {quoted(value)}; expected one of {', '.join(repr(c) for c in choices)}"
     if not value:
         return f"{what} must not be empty"
     return None

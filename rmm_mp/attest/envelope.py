@@ -20,6 +20,7 @@ from rmm_mp.abi.cca_token import (CMW_CONTENT_FORMAT_EAT, KEY_PLATFORM_TOKEN, KE
 from rmm_mp.attest._claim_rules import describe, shown
 from rmm_mp.attest._cbor import diag, is_array, is_map, loads_exact
 from rmm_mp.attest.errors import TokenFormatError
+from rmm_mp.printable import abbreviated
 
 _PARTS = {KEY_PLATFORM_TOKEN: "platform token", KEY_REALM_TOKEN: "realm token"}
 
@@ -52,7 +53,9 @@ def decode_cca_token(data: bytes) -> CcaToken:
         elif not item.value:
             keys = "an empty map"
         else:
-            keys = "keys " + ", ".join(sorted(map(diag, item.value)))     # h'00', not Python's bytes repr
+            # h'00', not Python's bytes repr; a key of 30,000 characters, or a list of
+            # thousands, is shown by its start and its length.
+            keys = "keys " + abbreviated(", ".join(abbreviated(key) for key in sorted(map(diag, item.value))))
         raise TokenFormatError(f"CCA token: tag {item.tag} must hold a map with exactly the keys "
                                f"{KEY_PLATFORM_TOKEN} (platform) and {KEY_REALM_TOKEN} (realm), found {keys}")
     parts = {key: _entry(item.tag, item.value[key], name) for key, name in _PARTS.items()}

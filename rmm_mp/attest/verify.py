@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rmm_mp.abi.cca_token import (PLATFORM_CHALLENGE, PLATFORM_IMPLEMENTATION_ID, PLATFORM_INSTANCE_ID,
                                   REALM_CHALLENGE, REALM_INITIAL_MEASUREMENT, REALM_PUBLIC_KEY,
                                   REALM_PUBLIC_KEY_HASH_ALGO_ID)
-from rmm_mp.attest._claim_rules import describe
+from rmm_mp.attest._claim_rules import describe, quoted
 from rmm_mp.attest._cbor import is_map, loads_exact
 from rmm_mp.attest.cose import Sign1, decode_sign1, verify_sign1
 from rmm_mp.attest.digest import HASH_ALGORITHMS, digest
@@ -258,7 +258,7 @@ def _binding_check(platform: _Part, realm: _Part) -> Check:
                          f"{part.shown(key)}")
     # A decoded claim may be an array or a map: unhashable, so test the type before the lookup.
     if not isinstance(algo, str) or algo not in HASH_ALGORITHMS:
-        named = (f"names hash {algo!r}" if isinstance(algo, str)
+        named = (f"names hash {quoted(algo)}" if isinstance(algo, str)
                  else f"is {realm.shown(REALM_PUBLIC_KEY_HASH_ALGO_ID)}")
         return Check(BINDING, None, f"not checked: realm claim {REALM_PUBLIC_KEY_HASH_ALGO_ID} {named}, "
                      f"not one of {', '.join(HASH_ALGORITHMS)}")

@@ -688,3 +688,31 @@ def test_a_set_is_shown_in_one_order_whatever_the_order_of_its_members(
     claims = inspect_token(encode_cca_token(sample_platform_token, realm))["realm"]["claims"]
     assert claims["challenge"] == {"tag": 258, "value": [0, 8, 16]}, claims
     assert diag(cbor2.loads(bytes.fromhex(f"d90102 83 {members}".replace(" ", "")))) == "258([0, 8, 16])"
+
+
+@pytest.mark.parametrize("label", [44236, 44240, 265, 10], ids=["hash_algo_id", "rak-hash", "profile", "challenge"])
+def test_a_long_text_claim_is_shown_abbreviated_in_the_reasons(label: int, sample_rak: ec.EllipticCurvePrivateKey,
+                                                               sample_platform_token: bytes,
+                                                               realm_claims: Callable[..., bytes]) -> None:
+    """A realm claim holding 30,000 characters of text where a hash name, the profile or a byte
+    string belongs: the realm claims check and the binding reason name it by its start and its
+    length ("... (30,002 characters in all)"), as a key file's or a platform file's long value is.
+    The claims-failure reason printed the whole text, a 30 KB line (the last stop's known gaps)."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[label] = "x" * 30_000
+    result = verify_token(encode_cca_token(sample_platform_token, _cose(cbor2.dumps(claims), sample_rak)))
+    reasons = [result.check("realm claims").reason] + ([result.check("binding").reason] if label == 44240 else [])
+    for reason in reasons:
+        assert f"'{'x' * 100}" in reason and "... (30,002 characters in all)" in reason, reason[:400]
+        assert len(reason) < 600, reason[:400]
+
+
+def test_a_long_envelope_key_is_shown_abbreviated() -> None:
+    """A CCA token whose map has a text key of 30,000 characters beside 44234 and 44241: the
+    envelope error names the keys it found by their start and their length, not the whole key."""
+    token = cbor2.dumps(cbor2.CBORTag(399, {44234: b"", 44241: b"", "x" * 30_000: b""}))
+    with pytest.raises(TokenFormatError) as info:
+        decode_cca_token(token)
+    assert '"xxx' in str(info.value) and "... (30,002 characters in all), 44234, 44241" in str(info.value), \
+        str(info.value)[:400]
+    assert len(str(info.value)) < 600, str(info.value)[:400]
