@@ -8,9 +8,10 @@ always), else as a TOML basic string whose escapes show each character that is n
 can still be read back exactly.
 
 This module owns that escaping (TOML's basic string: ``basic_string``), the test for one
-printable line (``not_one_printable_line``) and the shortening of a value too long for a message
-(``abbreviated``: a value pasted by mistake, a whole file in a string, would bury the message). It imports nothing of rmm_mp, so that every layer
-may use it (hw, attest, outpaths, stress, the CLI).
+printable line (``not_one_printable_line``) and the shortening of a value too long for a
+message (``abbreviated``: a value pasted by mistake, a whole file in a string, would bury the
+message). It imports nothing of rmm_mp, so that every layer may use it (hw, attest, outpaths,
+stress, the CLI).
 """
 
 from __future__ import annotations
