@@ -26,6 +26,7 @@ from typing import Any, Final, TypeGuard
 
 import cbor2
 
+from rmm_mp.attest._cbor_tags import content_error
 from rmm_mp.attest.errors import TokenFormatError
 
 MAX_DEPTH: Final = 32
@@ -227,17 +228,20 @@ def loads_exact(data: bytes, what: str, marker: bool = False) -> Any:
 
 
 def _build(data: bytes, what: str) -> Any:
-    """cbor2's value for `data` (already walked by `_skip`); what cbor2 cannot build is a TokenFormatError."""
+    """cbor2's value for `data` (already walked by `_skip`); what cbor2 cannot build is a
+    TokenFormatError naming the tag it refused (`_cbor_tags.content_error`)."""
     try:
         return cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError) as exc:
-        raise TokenFormatError(f"{what}: not valid CBOR ({exc})") from None
-    except ArithmeticError as exc:
-        # A decimal fraction or bigfloat (tags 4, 5) with a huge exponent: cbor2's Decimal
-        # arithmetic raises decimal.Overflow / InvalidOperation, whose str() is a class list.
-        raise TokenFormatError(f"{what}: not valid CBOR (a decimal fraction or bigfloat, tag 4 or 5, whose "
-                               f"value cannot be represented: {type(exc).__name__}); expected no such "
-                               "number in an attestation token") from None
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        # ArithmeticError: a decimal fraction or bigfloat (tags 4, 5) with a huge exponent, for
+        # which cbor2's Decimal arithmetic raises decimal.Overflow / InvalidOperation.
+        raise TokenFormatError(_build_error(data, what, exc)) from None
+
+
+def _build_error(data: bytes, what: str, exc: Exception) -> str:
+    """Why cbor2 refused well-formed `data`: the tag it refused, where and holding what; cbor2's
+    own words only if no tag alone is refused."""
+    return content_error(data, what) or f"{what}: CBOR that cbor2 cannot build ({type(exc).__name__}: {exc})"
 
 
 def _head(data: bytes, pos: int, what: str) -> tuple[int, int | None, int]:
@@ -370,7 +374,7 @@ def _skip_distinct(data: bytes, pos: int, count: int | None, what: str, depth: i
     while (done < count) if count is not None else (pos < len(data) and data[pos] != _BREAK):
         item_start = pos
         pos = _skip(data, pos, what, depth + 1)
-        item = _key_identity(data[item_start:pos], what, role)
+        item = _key_identity(data, item_start, pos, what, role)
         if item in seen:
             raise TokenFormatError(twice(_shown_item(item, data[item_start:pos]), item_start))
         seen.add(item)
@@ -396,10 +400,10 @@ def _shown_item(item: object, encoded: bytes) -> str:
     return f"encoded {encoded.hex()}"
 
 
-def _key_identity(encoded: bytes, what: str, role: str) -> object:
-    """What cbor2 makes of `encoded` as a map key (or set member: cbor2 builds those the same
-    way, immutable), so that 1 and a non-minimal 1, or [1] and an indefinite-length [1], count
-    as one key.
+def _key_identity(data: bytes, start: int, end: int, what: str, role: str) -> object:
+    """What cbor2 makes of the item from `start` to `end` in `data` as a map key (or set
+    member, `role`: cbor2 builds those the same way, immutable), so that 1 and a non-minimal
+    1, or [1] and an indefinite-length [1], count as one key.
 
     The key is built inside a one-entry map, where cbor2 builds keys immutable (arrays as
     tuples, maps as FrozenDicts): built alone, an array key is an unhashable list, and hashing
@@ -407,9 +411,16 @@ def _key_identity(encoded: bytes, what: str, role: str) -> object:
     tag at that address fails to hash with a RuntimeError.
     """
     # The same decoding (and the same refusals) as a whole item: a key is built before the
-    # item it belongs to, so an error missed here would escape as a traceback.
-    entry = _build(b"\xa1" + encoded + b"\xf6", f"{what}: {role} {encoded.hex()}")
-    (key,) = entry
+    # item it belongs to, so an error missed here would escape as a traceback. The refusal
+    # names the tag by its byte in `data`, not in the one-entry map; only the key is known to
+    # be well formed yet, so the tag is looked for in the key alone.
+    encoded = data[start:end]
+    try:
+        (key,) = cbor2.loads(b"\xa1" + encoded + b"\xf6")
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        raise TokenFormatError(content_error(encoded, what, start, f"a {role}") or
+                               f"{what}: {role} {encoded.hex()} at byte {start}: CBOR that cbor2 cannot build "
+                               f"({type(exc).__name__}: {exc})") from None
     return _comparable(key)
 
 

@@ -10,6 +10,7 @@ into a usage error; anything else is a traceback).
 from __future__ import annotations
 
 import io
+import re
 import struct
 from typing import Any
 
@@ -315,3 +316,70 @@ def test_a_long_repeated_text_key_is_elided() -> None:
     with pytest.raises(TokenFormatError) as refused:
         loads_exact(b"\xa2" + key + b"\x00" + key + b"\x01", "payload")
     assert f"map has key '{'k' * 40}...' (CBOR {key.hex()}) more than once" in str(refused.value)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("c005", "payload: CBOR tag 0 (date/time string) at byte 0 holds 5; expected a text string in RFC 3339 "
+             "date-time form"),
+    ("c1c105", "payload: CBOR tag 1 (epoch-based date/time) at byte 0 holds 1(5); expected an integer or a float"),
+    ("d82541aa", "payload: CBOR tag 37 (UUID) at byte 0 holds h'aa'; expected a 16-byte string"),
+    ("d81e820100", "payload: CBOR tag 30 (rational number) at byte 0 holds [1, 0]; expected an array [numerator, "
+                   "denominator] of two integers, the denominator positive"),
+    ("d9010205", "payload: CBOR tag 258 (set) at byte 0 holds 5; expected an array of distinct members"),
+    ("a2 0a 40 19acce 82 40 c0 05", "payload: CBOR tag 0 (date/time string) at byte 8 (item 1 of the value of map key "
+                                    "44238) holds 5"),
+    ("d2 84 40 a1 01 d86461 78 40 40", "payload: CBOR tag 100 (days since 1970-01-01) at byte 5 (the value of map "
+                                        "key 1 of item 1 of the content of tag 18) holds \"x\"; expected an integer"),
+    ("a1 c1 61 78 00", "payload: CBOR tag 1 (epoch-based date/time) at byte 1 (a map key) holds \"x\""),
+    ("a1 01 d90102 81 c0 01", "payload: CBOR tag 0 (date/time string) at byte 6 (a set member) holds 1"),
+    ("c0 78 1b 1b5b324a" + "41" * 23, "holds \"\\u001b[2JAAAAAAAAAAAAAAAAAAAAAAA\"; expected a text string"),
+], ids=["datetime", "nested-epoch", "uuid", "rational", "set", "claim", "in-cose-sign1", "map-key", "set-member",
+        "escaped-text"])
+def test_a_tag_cbor2_refuses_is_named_with_its_place_and_content(item: str, message: str) -> None:
+    """A tag cbor2 turns into a value (a date, a UUID, a rational, a set...) holding what is not
+    its content, on its own, inside another tag, as a claim's value, in a COSE_Sign1's header, as
+    a map key or a set member: the TokenFormatError names the tag, its name, its byte, where it
+    stands, what it holds in CBOR diagnostic notation (text escaped) and what it must hold. It
+    came out in cbor2's words ('not valid CBOR (invalid datetime value: 5)', 'error decoding
+    UUID value', 'invalid timestamp value datetime.datetime(...)'), naming none of them."""
+    with pytest.raises(TokenFormatError) as info:
+        loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
+    assert message in str(info.value) and str(info.value).isprintable(), str(info.value)
+    assert "not valid CBOR" not in str(info.value), str(info.value)
+
+
+SEMANTIC_TAGS = (0, 1, 4, 5, 30, 35, 37, 100, 258, 260, 261, 1004, 43000)
+"""Tags cbor2 builds into values (all of _cbor_tags.TAG_CONTENT but 36, MIME, whose parser
+accepts any text)."""
+
+
+@FIXED
+@given(tag=st.sampled_from(SEMANTIC_TAGS), content=trees(), draw=st.data(),
+       wrap=st.sampled_from(["alone", "claim", "key", "item"]))
+def test_every_tag_cbor2_refuses_is_named_at_its_byte(tag: int, content: Tree, draw: st.DataObject,
+                                                       wrap: str) -> None:
+    """A semantic tag around a drawn content, alone, as a claim's value, as a map key or an
+    array item: accepted, or refused with a TokenFormatError that (when cbor2 refused a tag)
+    names a tag cbor2 builds, at a byte where that tag's head stands, in one printable line."""
+    tagged = ("tag", tag, content)
+    tree = {"alone": tagged, "claim": ("map", [(("uint", 10), tagged)]), "key": ("map", [(tagged, ("uint", 0))]),
+            "item": ("array", [("uint", 1), tagged])}[wrap]
+    data = encode(tree, draw.draw)
+    try:
+        loads_exact(data, "payload")
+    except TokenFormatError as exc:
+        message = str(exc)
+        assert message.isprintable() and len(message) < 1000, message
+        found = re.search(r"CBOR tag (\d+) \([^)]*\) at byte (\d+)", message)
+        if found is None:
+            return      # refused by the walk (a duplicate key, a set member twice...), not by cbor2
+        number, at = int(found[1]), int(found[2])
+        assert data[at] >> 5 == 6 and _tag_number(data, at) == number, (message, data.hex())
+
+
+def _tag_number(data: bytes, at: int) -> int:
+    info = data[at] & 31
+    if info < 24:
+        return info
+    size = 1 << (info - 24)
+    return int.from_bytes(data[at + 1:at + 1 + size], "big")

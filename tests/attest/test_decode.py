@@ -47,9 +47,10 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
     (bytes.fromhex("d9018fd81ca101d81d00"), "tag 28 (shareable value) at byte 3 is not allowed"),
     (bytes.fromhex("d9018fd90100a219acca4301020319acd1d81900"), "tag 256 (string-reference namespace) at byte 3"),
     (bytes.fromhex("d9018fa219acca4301020319acd1d81900"), "tag 25 (string reference) at byte 14"),
-    (bytes.fromhex("d9018fc4821b7fffffffffffffff01"), "decimal fraction or bigfloat, tag 4 or 5"),
-    (bytes.fromhex("d9018fc5821b7fffffffffffffff01"), "decimal fraction or bigfloat, tag 4 or 5"),
-    (bytes.fromhex("d9018fa1c4821b7fffffffffffffff0101"), "map key c4821b7fffffffffffffff01: not valid CBOR (a decimal"),
+    (bytes.fromhex("d9018fc4821b7fffffffffffffff01"), "CBOR tag 4 (decimal fraction) at byte 3 (the content of "
+                                                        "tag 399) holds [9223372036854775807, 1]; expected an array"),
+    (bytes.fromhex("d9018fc5821b7fffffffffffffff01"), "CBOR tag 5 (bigfloat) at byte 3 (the content of tag 399)"),
+    (bytes.fromhex("d9018fa1c4821b7fffffffffffffff0101"), "CBOR tag 4 (decimal fraction) at byte 4 (a map key) holds "),
     (bytes.fromhex("d9018fc259080000") + b"\xff" * 0x800, "tag 2 (unsigned bignum) at byte 3 holds a 2048-byte"),
     (bytes.fromhex("d9018fc35f590400") + b"\x01" * 0x400 + bytes.fromhex("41ffff"), "holds a 1025-byte number"),
     (bytes.fromhex("d9018fc21903e8"), "tag 2 (unsigned bignum) at byte 3 holds a CBOR item of major type 0; expected a byte"),

@@ -1,0 +1,170 @@
+"""Why cbor2 could not build a well-formed CBOR item: which tag, where, holding what.
+
+`_cbor.loads_exact` walks an item's heads first, then has cbor2 build its value. cbor2 turns
+some tags into Python values (a date, a rational, a UUID, an IP address...) and refuses content
+that is not theirs in its own words ("invalid datetime value: 5", "error decoding UUID value",
+"invalid timestamp value datetime.datetime(1970, ...)"), which name neither the tag, nor where
+it stands, nor what it should hold. `content_error` finds the tag cbor2 refused and says so:
+the tag and its name, its byte offset, where it stands in the item (item 1 of the value of map
+key 44239), what it holds in CBOR diagnostic notation (abbreviated) and what it should hold.
+
+cbor2 builds an item depth first, so the tag it refused is the first, in the order the tags
+end (an inner tag before the one around it), that it refuses on its own. The walk here reads
+bytes `_cbor._skip` has already found well formed, so it checks nothing; it keeps its own head
+reader because `_cbor` imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+import cbor2
+
+from rmm_mp.printable import abbreviated
+
+TAG_CONTENT: Final[dict[int, tuple[str, str]]] = {
+    0: ("date/time string", 'a text string in RFC 3339 date-time form, such as "2013-03-21T20:04:00Z" '
+        "(RFC 8949 3.4.1)"),
+    1: ("epoch-based date/time", "an integer or a float, seconds since 1970-01-01T00:00Z, of a time in the years "
+        "1 to 9999 (RFC 8949 3.4.2)"),
+    4: ("decimal fraction", "an array [exponent, mantissa] of two integers (RFC 8949 3.4.4) whose value can be "
+        "represented; no claim of a CCA token is such a number"),
+    5: ("bigfloat", "an array [exponent, mantissa] of two integers (RFC 8949 3.4.4) whose value can be "
+        "represented; no claim of a CCA token is such a number"),
+    30: ("rational number", "an array [numerator, denominator] of two integers, the denominator positive"),
+    35: ("regular expression", "a text string holding a regular expression (RFC 8949 3.4.5.3)"),
+    36: ("MIME message", "a text string holding a MIME message (RFC 8949 3.4.5.3)"),
+    37: ("UUID", "a 16-byte string (RFC 9562)"),
+    100: ("days since 1970-01-01", "an integer, days since 1970-01-01 of a date in the years 1 to 9999 "
+          "(RFC 8943)"),
+    258: ("set", "an array of distinct members"),
+    260: ("network address", "a byte string of 4 or 16 bytes (an IPv4 or IPv6 address) or of 6 (a MAC "
+          "address) (RFC 9164)"),
+    261: ("network address prefix", "a map of one entry, an address byte string of 4 or 16 bytes to its prefix "
+          "length"),
+    1004: ("full-date string", 'a text string in RFC 3339 full-date form, such as "1940-10-09" (RFC 8943)'),
+    43000: ("complex number", "an array [real, imaginary] of two numbers"),
+}
+"""The tags cbor2 builds into values, and can therefore refuse: tag -> (name, what it must hold).
+Bignums (2, 3) are checked by the walk itself, value-sharing and string references (25, 28,
+29, 256) refused by it, and 55799 is a marker cbor2 drops."""
+
+_KEY_SHOWN: Final = 40
+"""Characters of a map key a place names before it elides the rest."""
+
+_BREAK: Final = 0xFF
+
+
+def content_error(data: bytes, what: str, offset: int = 0, place: str = "") -> str | None:
+    """The message for the tag cbor2 refuses in well-formed `data` (the part named `what`), or
+    None when it refuses no tag on its own. `data` may be one item from inside another, a map
+    key: then `offset` is where it starts there and `place` what it is ("a map key")."""
+    tags: list[tuple[int, int, int, int, str]] = []
+    _walk(data, 0, place, tags)
+    for start, content, end, tag, place in sorted(tags, key=lambda t: (t[2], -t[0])):
+        if tag not in TAG_CONTENT:
+            continue
+        try:
+            cbor2.loads(data[start:end])
+        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError):
+            name, expected = TAG_CONTENT[tag]
+            where = f" ({place})" if place else ""
+            return (f"{what}: CBOR tag {tag} ({name}) at byte {offset + start}{where} holds "
+                    f"{abbreviated(diag_at(data, content)[0])}; expected {expected}")
+    return None
+
+
+def _head(data: bytes, pos: int) -> tuple[int, int, int | None, int]:
+    """(major type, additional information, argument or None for indefinite length, position
+    after the head) of the well-formed head at `pos`."""
+    major, info = data[pos] >> 5, data[pos] & 0x1F
+    if info < 24:
+        return major, info, info, pos + 1
+    if info <= 27:
+        size = 1 << (info - 24)
+        return major, info, int.from_bytes(data[pos + 1:pos + 1 + size], "big"), pos + 1 + size
+    return major, info, None, pos + 1
+
+
+def _within(segment: str, place: str) -> str:
+    return f"{segment} of {place}" if place else segment
+
+
+def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int, str]]) -> int:
+    """Position after the item at `pos` (standing at `place`), adding each tag in it to `tags`
+    as (start, content start, end, tag number, place)."""
+    start = pos
+    major, _, arg, pos = _head(data, pos)
+    if major in (2, 3):
+        return _string(data, pos, arg)[1]
+    if major == 4:
+        count = 0
+        while (count < arg) if arg is not None else data[pos] != _BREAK:
+            pos = _walk(data, pos, _within(f"item {count}", place), tags)
+            count += 1
+        return pos if arg is not None else pos + 1
+    if major == 5:
+        count = 0
+        while (count < arg) if arg is not None else data[pos] != _BREAK:
+            key_start = pos
+            pos = _walk(data, pos, _within("a map key", place), tags)
+            key = diag_at(data, key_start)[0]
+            key = key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "..."
+            pos = _walk(data, pos, _within(f"the value of map key {key}", place), tags)
+            count += 1
+        return pos if arg is not None else pos + 1
+    if major == 6:
+        assert arg is not None      # a tag's head always has an argument
+        end = _walk(data, pos, _within(f"the content of tag {arg}", place), tags)
+        tags.append((start, pos, end, arg, place))
+        return end
+    return pos
+
+
+def _string(data: bytes, pos: int, length: int | None) -> tuple[bytes, int]:
+    """The bytes of the string whose content starts at `pos` (an indefinite one's chunks
+    joined), and the position after it."""
+    if length is not None:
+        return data[pos:pos + length], pos + length
+    chunks = []
+    while data[pos] != _BREAK:
+        _, _, size, pos = _head(data, pos)
+        chunk, pos = _string(data, pos, size)
+        chunks.append(chunk)
+    return b"".join(chunks), pos + 1
+
+
+def diag_at(data: bytes, pos: int) -> tuple[str, int]:
+    """The well-formed item at `pos` in CBOR diagnostic notation (RFC 8949 8) as its bytes
+    write it, tags as tags (cbor2 would have built them into values), and the position after
+    it. Text is escaped as JSON with ASCII only, so that nothing in it acts on a terminal."""
+    start = pos
+    major, info, arg, pos = _head(data, pos)
+    if major == 0:
+        return str(arg), pos
+    if major == 1:
+        assert arg is not None
+        return str(-1 - arg), pos
+    if major in (2, 3):
+        raw, pos = _string(data, pos, arg)
+        return (f"h'{raw.hex()}'" if major == 2 else json.dumps(raw.decode("utf-8", errors="replace"))), pos
+    if major in (4, 5):
+        items = []
+        count = 0
+        while (count < arg) if arg is not None else data[pos] != _BREAK:
+            item, pos = diag_at(data, pos)
+            if major == 5:
+                value, pos = diag_at(data, pos)
+                item = f"{item}: {value}"
+            items.append(item)
+            count += 1
+        pos = pos if arg is not None else pos + 1
+        return ("[" + ", ".join(items) + "]" if major == 4 else "{" + ", ".join(items) + "}"), pos
+    if major == 6:
+        content, pos = diag_at(data, pos)
+        return f"{arg}({content})", pos
+    if info >= 25:      # a float: what cbor2 reads from its head alone
+        value = cbor2.loads(data[start:pos])
+        return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(repr(value), repr(value)), pos
+    return {20: "false", 21: "true", 22: "null", 23: "undefined"}.get(arg or 0, f"simple({arg})"), pos
