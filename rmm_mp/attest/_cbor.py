@@ -201,12 +201,12 @@ def loads_exact(data: bytes, what: str, marker: bool = False) -> Any:
             (a COSE payload or header, an inner token), where the marker means nothing.
 
     Raises:
-        TokenFormatError: truncated or malformed input, bytes after the item, nesting
-            deeper than MAX_DEPTH, a map with the same key twice, a set (tag 258) with the
-            same member twice, a REFUSED_TAGS tag, tag 55799 anywhere but in front of a
-            ``marker`` item, a bignum longer than MAX_BIGNUM_BYTES or whose value fits a
-            major type 0/1 integer, or a tag cbor2 cannot turn into a value (a decimal
-            fraction whose exponent overflows, a bad date, ...).
+        TokenFormatError: truncated or malformed input, text that is not UTF-8, bytes after
+            the item, nesting deeper than MAX_DEPTH, a map with the same key twice, a set (tag
+            258) with the same member twice, a REFUSED_TAGS tag, tag 55799 anywhere but in
+            front of a ``marker`` item, a bignum longer than MAX_BIGNUM_BYTES or whose value
+            fits a major type 0/1 integer, or a tag cbor2 cannot turn into a value (a decimal
+            fraction whose exponent overflows, a bad date, ...: `_cbor_tags.content_error`).
     """
     if not isinstance(data, (bytes, bytearray)):
         raise TokenFormatError(f"{what}: expected CBOR bytes, got {type(data).__name__}")
@@ -329,6 +329,8 @@ def _skip_string(data: bytes, pos: int, major: int, arg: int | None, what: str) 
         if pos + arg > len(data):
             raise TokenFormatError(f"{what}: truncated CBOR: string at byte {pos} claims {arg} bytes, "
                                    f"{len(data) - pos} remain")
+        if major == 3:
+            _check_utf8(data, pos, arg, what)
         return pos + arg
     while pos < len(data) and data[pos] != _BREAK:
         chunk_major, size, pos = _head(data, pos, what)
@@ -337,6 +339,20 @@ def _skip_string(data: bytes, pos: int, major: int, arg: int | None, what: str) 
                                    "is not a definite string of the same type")
         pos = _skip_string(data, pos, major, size, what)
     return _expect_break(data, pos, what)
+
+
+def _check_utf8(data: bytes, pos: int, length: int, what: str) -> None:
+    """Refuse the text string (or chunk of one) of `length` bytes at `pos` unless it is UTF-8
+    (RFC 8949 3.1, major type 3; 3.2.3: each chunk on its own). Checked in the walk, where the
+    byte is known: cbor2 said only 'error decoding unicode string'."""
+    try:
+        data[pos:pos + length].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = data[pos + exc.start:pos + exc.end]
+        raise TokenFormatError(f"{what}: text string at byte {pos} is not valid UTF-8 ({exc.reason}: "
+                               f"{' '.join(f'{b:#04x}' for b in bad)} at byte {pos + exc.start}); expected UTF-8 text "
+                               "(RFC 8949 3.1: major type 3 is UTF-8, each chunk of an indefinite-length "
+                               "one on its own)") from None
 
 
 def _skip_items(data: bytes, pos: int, count: int | None, what: str, depth: int) -> int:
