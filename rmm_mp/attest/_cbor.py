@@ -256,7 +256,13 @@ def _head(data: bytes, pos: int, what: str) -> tuple[int, int | None, int]:
         size = 1 << (info - 24)
         if pos + 1 + size > len(data):
             raise TokenFormatError(f"{what}: truncated CBOR: head at byte {pos} needs {size} more bytes")
-        return major, int.from_bytes(data[pos + 1:pos + 1 + size], "big"), pos + 1 + size
+        arg = int.from_bytes(data[pos + 1:pos + 1 + size], "big")
+        if major == 7 and info == 24 and arg < 32:
+            # RFC 8949 3.3 and appendix F.1: not well formed. cbor2 reads f8 14 as simple(20),
+            # distinct from false (f4), where a decoder that takes it for false sees a key twice.
+            raise TokenFormatError(f"{what}: malformed CBOR: simple value {arg} at byte {pos} in two bytes (f8 "
+                                   f"{arg:02x}); expected one below 32 in one byte ({0xE0 | arg:02x}), RFC 8949 3.3")
+        return major, arg, pos + 1 + size
     if info == 31 and major in (2, 3, 4, 5, 7):
         return major, None, pos + 1
     raise TokenFormatError(f"{what}: malformed CBOR: byte {data[pos]:#04x} at {pos} uses reserved "

@@ -400,3 +400,15 @@ def test_text_that_is_not_utf8_is_named_at_its_byte(item: str, message: str) -> 
     with pytest.raises(TokenFormatError) as info:
         loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
     assert message in str(info.value) and "cbor2" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("item, byte", [("f814", 0), ("f800", 0), ("a2 f814 00 f4 01", 1), ("82 01 f81f", 2)])
+def test_a_simple_value_below_32_in_two_bytes_is_malformed(item: str, byte: int) -> None:
+    """f8 00 to f8 1f (a simple value below 32 in the two-byte form) is not well formed (RFC
+    8949 3.3, appendix F.1), and it was accepted: cbor2 reads f8 14 as simple(20), a key distinct
+    from false (f4), where a decoder that reads it as false sees one key twice. Refused, naming
+    the value, its byte and its one-byte form; f8 20 (simple value 32) is still read."""
+    with pytest.raises(TokenFormatError) as info:
+        loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
+    assert "malformed CBOR: simple value" in str(info.value) and f"at byte {byte} in two bytes" in str(info.value)
+    assert loads_exact(bytes.fromhex("f820"), "payload") == cbor2.CBORSimpleValue(32)
