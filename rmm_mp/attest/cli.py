@@ -130,9 +130,11 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     not change the exit status.
 
     TOKEN is read as strict CBOR: exactly one item (no bytes after it), no map key or set
-    member twice, no value-sharing or string-reference tag, no bignum that fits an integer,
-    nothing nested deeper than 32 levels; any of these is a usage error, or inside a platform
-    or realm token a failed claims check. Other well-formed CBOR (RFC 8949) is read:
+    member twice, no text that is not UTF-8, no simple value below 32 in two bytes, no
+    value-sharing or string-reference tag, no bignum that fits an integer, no tag holding what
+    is not its content (a date tag holding a number), nothing nested deeper than 32 levels;
+    any of these is a usage error naming its byte, or inside a platform or realm token a
+    failed claims check. Other well-formed CBOR (RFC 8949) is read:
     indefinite-length strings, arrays and maps and integer heads longer than needed have one
     value each, and signatures cover the bytes as sent. A text claim that is not one line of
     printable characters is shown quoted, with escapes.
