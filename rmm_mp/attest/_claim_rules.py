@@ -7,11 +7,16 @@ printing all of it.
 
 from __future__ import annotations
 
+import datetime
+import email.message
+import ipaddress
 import numbers
+import re
+import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 import cbor2
 
@@ -49,7 +54,27 @@ def describe(value: Any) -> str:
         return f"an array of {len(value)}"
     if is_map(value):
         return f"a map of {len(value)} entries"
+    if isinstance(value, cbor2.CBORTag):
+        return f"tag {value.tag} holding {describe(value.value)}"
+    if isinstance(value, (set, frozenset)):
+        return f"a set of {len(value)} (CBOR tag 258)"
+    for kind, name in _BUILT_FROM_TAGS:
+        if isinstance(value, kind):
+            return name
     return f"a {type(value).__name__}"
+
+
+_BUILT_FROM_TAGS: Final = (
+    (datetime.datetime, "a date/time (CBOR tag 0 or 1)"),
+    (datetime.date, "a date (CBOR tag 100 or 1004)"),
+    (uuid.UUID, "a UUID (CBOR tag 37)"),
+    ((ipaddress.IPv4Address, ipaddress.IPv6Address), "an IP address (CBOR tag 260)"),
+    ((ipaddress.IPv4Network, ipaddress.IPv6Network), "an IP network (CBOR tag 261)"),
+    (re.Pattern, "a regular expression (CBOR tag 35)"),
+    (email.message.Message, "a MIME message (CBOR tag 36)"),
+)
+"""The Python values cbor2 builds from tags it knows, as `describe` names them: by the CBOR
+tag the token's author wrote, not by the Python class ('a CBORTag', 'a IPv4Address' before)."""
 
 
 def shown(value: Any) -> str:
@@ -87,8 +112,10 @@ def label_problems(claims: Mapping[Any, Any], what: str, noun: str = "claim labe
     """Claim labels are CBOR integers (A7.2.3), and so are the labels of a software component
     and of a COSE_Key: a label that only equals an integer (is_integer_lookalike: 10.0, True,
     a rational or decimal 10) would otherwise pass for claim 10."""
-    return [f"{what} {noun} {key!r} must be an integer, found {describe(key)}"
-            for key in claims if is_integer_lookalike(key)]
+    # A float or bool label as CBOR writes it (10.0, true; Python's repr wrote True); any other
+    # is named once, by what it is (a rational 10, CBOR tag 30).
+    return [f"{what} {noun}{f' {diag(key)}' if isinstance(key, (bool, float)) else ''} must be an integer, "
+            f"found {describe(key)}" for key in claims if is_integer_lookalike(key)]
 
 
 def missing(claims: Mapping[Any, Any], mandatory: Mapping[int, str], what: str) -> list[str]:

@@ -117,7 +117,7 @@ def _protected_alg(protected: bytes, what: str) -> int:
     if any(is_integer_lookalike(label) for label in header):
         # 1.0 or a rational 30([1, 1]) equals 1 in Python, so header.get(1) would find it as alg.
         raise TokenFormatError(f"{what}: protected header labels must be integers or text, found "
-                               f"{[label for label in header if is_integer_lookalike(label)]!r}")
+                               f"{', '.join(describe(label) for label in header if is_integer_lookalike(label))}")
     alg = header.get(HEADER_ALG)
     if type(alg) is not int or alg not in ALGORITHMS:      # -35.0 == -35, but is no COSE alg
         names = ", ".join(f"{a.name} ({i})" for i, a in ALGORITHMS.items())

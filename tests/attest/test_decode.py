@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from rmm_mp.attest import (TokenFormatError, check_realm_claims, decode_cca_token, decode_sign1, encode_cca_token,
                            encode_cose_key, inspect_token, raw_point, sign_cose_sign1, verify_token)
+from rmm_mp.attest._cbor import loads_exact
 from rmm_mp.attest.realm_claims import realm_claims_warnings
 
 
@@ -567,7 +568,8 @@ def test_a_protected_header_label_that_only_equals_1_is_refused(sample_rak: ec.E
     """A protected header {30([1, 1]): -35}: the rational equals alg's label 1, so the header was
     read as ES384; it is refused as a label that is neither an integer nor text."""
     protected = bytes.fromhex("a1d81e8201013822")
-    with pytest.raises(TokenFormatError, match=r"protected header labels must be integers or text, found \[Fraction"):
+    with pytest.raises(TokenFormatError, match=r"protected header labels must be integers or text, found the "
+                                              r"rational 1 \(CBOR tag 30\)$"):
         decode_sign1(cbor2.dumps(cbor2.CBORTag(18, [protected, {}, b"", bytes(96)])), "realm token")
 
 
@@ -717,3 +719,29 @@ def test_a_long_envelope_key_is_shown_abbreviated() -> None:
     assert '"xxx' in str(info.value) and "... (30,002 characters in all), 44234, 44241" in str(info.value), \
         str(info.value)[:400]
     assert len(str(info.value)) < 600, str(info.value)[:400]
+
+
+@pytest.mark.parametrize("value, found", [
+    ("d903e88101", "tag 1000 holding an array of 1"),
+    ("d9010282 01 02", "a set of 2 (CBOR tag 258)"),
+    ("d82550" + "00" * 16, "a UUID (CBOR tag 37)"),
+    ("c1 00", "a date/time (CBOR tag 0 or 1)"),
+    ("d864 00", "a date (CBOR tag 100 or 1004)"),
+    ("d90104 44 0a000001", "an IP address (CBOR tag 260)"),
+    ("d90105 a1 44 0a000000 18 18", "an IP network (CBOR tag 261)"),
+    ("d823 61 61", "a regular expression (CBOR tag 35)"),
+], ids=["tag", "set", "uuid", "datetime", "date", "ip-address", "ip-network", "regexp"])
+def test_a_claim_holding_a_tag_is_named_by_the_tag(value: str, found: str) -> None:
+    """Realm claim 10 (challenge) holding a tag: kept as a tag by cbor2 (1000), or built into a
+    Python value (a set, a UUID, a date, an IP address, a regular expression). The claims check
+    names it by the CBOR tag its author wrote; it said 'a CBORTag', 'a IPv4Address', 'a UUID',
+    Python's class names (found by feeding odd claim values to the verifier)."""
+    payload = bytes.fromhex("a10a" + value.replace(" ", ""))       # {10: value}
+    problems = check_realm_claims(loads_exact(payload, "realm token payload"))
+    assert f"realm claim 10 (challenge) must be a byte string, found {found}" in problems, problems
+
+
+def test_a_claim_label_true_is_named_as_cbor_writes_it() -> None:
+    """A claim label true (which Python finds equal to 1): named 'true', as CBOR writes it, not
+    Python's 'True'."""
+    assert "realm claim label true must be an integer, found true" in check_realm_claims({True: b""})
