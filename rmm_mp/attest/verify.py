@@ -42,6 +42,7 @@ from rmm_mp.attest.keys import TrustAnchor, TrustAnchorFile, read_trust_anchors
 from rmm_mp.attest.platform_claims import check_platform_claims, platform_claims_json
 from rmm_mp.attest.rak import rak_public_key
 from rmm_mp.attest.realm_claims import check_realm_claims, realm_claims_json, realm_claims_warnings
+from rmm_mp.printable import abbreviated
 from rmm_mp.words import count
 
 PLATFORM_CLAIMS: Final = "platform claims"
@@ -266,7 +267,7 @@ def _binding_check(platform: _Part, realm: _Part) -> Check:
     what = f"{algo}(realm claim {REALM_PUBLIC_KEY}, {len(rak)} bytes)"
     if challenge == expected:
         return Check(BINDING, True, f"platform challenge == {what} = {expected.hex()}")
-    return Check(BINDING, False, f"platform challenge {challenge.hex()} != {what} = {expected.hex()}: the "
+    return Check(BINDING, False, f"platform challenge {_hex(challenge)} != {what} = {expected.hex()}: the "
                  "platform token was not issued for this realm token's RAK")
 
 
@@ -274,13 +275,15 @@ def _expected_check(name: str, realm: _Part, key: int, expected: bytes) -> Check
     actual = realm.claim(key)
     what = f"realm claim {key} ({'challenge' if key == REALM_CHALLENGE else 'initial_measurement'})"
     if actual == expected:
-        return Check(name, True, f"{what} equals the expected {expected.hex()}")
-    shown = f"{actual.hex()} ({count(len(actual), 'byte')})" if isinstance(actual, bytes) else realm.shown(key)
-    return Check(name, False, f"{what} is {shown}; expected {expected.hex()} ({count(len(expected), 'byte')})")
+        return Check(name, True, f"{what} equals the expected {_hex(expected)}")
+    shown = f"{_hex(actual)} ({count(len(actual), 'byte')})" if isinstance(actual, bytes) else realm.shown(key)
+    return Check(name, False, f"{what} is {shown}; expected {_hex(expected)} ({count(len(expected), 'byte')})")
 
 
 def _hex(value: Any) -> str:
-    return value.hex() if isinstance(value, bytes) else describe(value)
+    """A claim's bytes in hex for a reason, abbreviated past printable.SHOWN_MAX digits as a long
+    text claim is (a 5,000-byte challenge made a 10,000-digit reason); `describe` of another value."""
+    return abbreviated(value.hex()) if isinstance(value, bytes) else describe(value)
 
 
 def inspect_token(token: bytes) -> dict[str, Any]:

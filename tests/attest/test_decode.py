@@ -745,3 +745,23 @@ def test_a_claim_label_true_is_named_as_cbor_writes_it() -> None:
     """A claim label true (which Python finds equal to 1): named 'true', as CBOR writes it, not
     Python's 'True'."""
     assert "realm claim label true must be an integer, found true" in check_realm_claims({True: b""})
+
+
+def test_a_long_claim_is_shown_abbreviated_in_the_binding_and_expected_value_reasons(
+        sample_rak: ec.EllipticCurvePrivateKey, sample_platform_token: bytes, realm_claims: Callable[..., bytes]) -> None:
+    """A realm challenge (claim 10) of 5,000 bytes checked against --challenge, and a platform
+    challenge of 5,000 bytes in the binding: the reasons show the bytes' hex by its start and its
+    length, not 10,000 hex digits (found by feeding the verifier claims of odd values)."""
+    claims = dict(cbor2.loads(realm_claims()))
+    claims[10] = bytes(5000)
+    result = verify_token(encode_cca_token(sample_platform_token, _cose(cbor2.dumps(claims), sample_rak)),
+                          expected_challenge=bytes(range(64)))
+    reason = result.check("challenge").reason
+    assert "is " + "0" * 120 + "... (10,000 characters in all) (5,000 bytes); expected 000102" in reason, reason[:400]
+    platform = decode_sign1(sample_platform_token, "platform token")
+    platform_claims = dict(cbor2.loads(platform.payload))
+    platform_claims[10] = bytes(5000)
+    token = encode_cca_token(_cose(cbor2.dumps(platform_claims), sample_rak), _cose(realm_claims(), sample_rak))
+    binding = verify_token(token).check("binding").reason
+    assert binding.startswith("platform challenge " + "0" * 120 + "... (10,000 characters in all) != "), binding[:400]
+    assert len(reason) < 600 and len(binding) < 600
