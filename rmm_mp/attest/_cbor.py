@@ -26,7 +26,7 @@ from typing import Any, Final, TypeGuard
 
 import cbor2
 
-from rmm_mp.attest._cbor_tags import content_error
+from rmm_mp.attest._cbor_tags import as_tag, content_error
 from rmm_mp.attest.errors import TokenFormatError
 
 MAX_DEPTH: Final = 32
@@ -87,11 +87,13 @@ def is_map(value: object) -> TypeGuard[Mapping[Any, Any]]:
 def to_json(value: Any) -> Any:
     """A JSON-friendly copy of a decoded CBOR value: bytes become hex strings, map keys
     strings (an integer or text key as itself, any other key in CBOR diagnostic notation,
-    `diag`; `json_keys` when two would read the same), tags {"tag": n, "value": ...}, a set (tag 258, which cbor2 builds as a frozenset)
-    {"tag": 258, "value": [...]} (members in `set_members`' order), simple values {"simple":
-    n} (undefined is simple value 23), NaN and the infinities {"float": "nan" | "inf" |
-    "-inf"} (json.dumps would write NaN or Infinity, which JSON has no token for); ints, text,
-    bools, finite floats and None stay."""
+    `diag`; `json_keys` when two would read the same), tags {"tag": n, "value": ...}, a set
+    (tag 258, which cbor2 builds as a frozenset) {"tag": 258, "value": [...]} (members in
+    `set_members`' order), a value cbor2 built from another tag it knows (a date, a UUID, a
+    rational...) as that tag again (`_cbor_tags.as_tag`), simple values {"simple": n}
+    (undefined is simple value 23), NaN and the infinities {"float": "nan" | "inf" | "-inf"}
+    (json.dumps would write NaN or Infinity, which JSON has no token for); ints, text, bools,
+    finite floats and None stay."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
     if is_map(value):
@@ -110,7 +112,8 @@ def to_json(value: Any) -> Any:
         return {"float": repr(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    return repr(value)
+    tagged = as_tag(value)
+    return to_json(tagged) if tagged is not None else f"<a {type(value).__name__}>"
 
 
 def set_members(value: set[Any] | frozenset[Any]) -> list[Any]:
@@ -162,7 +165,8 @@ def label_text(key: Any) -> str:
 def diag(value: Any) -> str:
     """`value` in CBOR diagnostic notation (RFC 8949 8, with RFC 8610 G's h'' for bytes): what a
     token's author can read, whatever decoder they use; a value cbor2 built from a tag it
-    knows (a date, a UUID, a rational...) that this cannot write back is named by its type."""
+    knows (a date, a UUID, a rational...) is written as that tag again (`_cbor_tags.as_tag`),
+    one it cannot write back is named by its type."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -187,7 +191,8 @@ def diag(value: Any) -> str:
         return "{" + ", ".join(f"{diag(k)}: {diag(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (set, frozenset)):
         return f"{SET_TAG}([" + ", ".join(diag(v) for v in set_members(value)) + "])"
-    return f"<a {type(value).__name__}>"
+    tagged = as_tag(value)
+    return diag(tagged) if tagged is not None else f"<a {type(value).__name__}>"
 
 
 def loads_exact(data: bytes, what: str, marker: bool = False) -> Any:

@@ -168,3 +168,22 @@ def diag_at(data: bytes, pos: int) -> tuple[str, int]:
         value = cbor2.loads(data[start:pos])
         return {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(repr(value), repr(value)), pos
     return {20: "false", 21: "true", 22: "null", 23: "undefined"}.get(arg or 0, f"simple({arg})"), pos
+
+
+def as_tag(value: object) -> cbor2.CBORTag | None:
+    """A value cbor2 built from a tag it knows (a date/time, a UUID, an IP address, a rational,
+    a decimal fraction, a complex number, a regular expression, a MIME message...) as that tag
+    again, the way cbor2 writes it: 37(h'...'), 260(h'0a000001'), 30([1, 3]). The JSON and
+    diagnostic forms of a claim show this instead of the Python value's repr ("UUID('...')", or
+    a MIME message's "<email.message.Message object at 0x7f...>", which changed from run to run).
+    It is the value, not always the bytes the token has: a date/time of tag 1 (epoch) comes back
+    as tag 0 (text), a bigfloat (tag 5) as the decimal fraction (tag 4) of the same value.
+    None for a value cbor2 does not write as a tag."""
+    try:
+        encoded = cbor2.dumps(value)
+    except (cbor2.CBOREncodeError, TypeError, ValueError, OverflowError, ArithmeticError):
+        return None
+    major, _, tag, content = _head(encoded, 0)
+    if major != 6 or tag is None:
+        return None
+    return cbor2.CBORTag(tag, cbor2.loads(encoded[content:]))

@@ -765,3 +765,23 @@ def test_a_long_claim_is_shown_abbreviated_in_the_binding_and_expected_value_rea
     binding = verify_token(token).check("binding").reason
     assert binding.startswith("platform challenge " + "0" * 120 + "... (10,000 characters in all) != "), binding[:400]
     assert len(reason) < 600 and len(binding) < 600
+
+
+@pytest.mark.parametrize("value, json_form", [
+    ("d82550" + "00" * 16, {"tag": 37, "value": "00" * 16}),
+    ("c100", {"tag": 0, "value": "1970-01-01T00:00:00Z"}),                   # epoch 0: written back as tag 0
+    ("d86400", {"tag": 1004, "value": "1970-01-01"}),
+    ("d90104440a000001", {"tag": 260, "value": "0a000001"}),
+    ("d81e820103", {"tag": 30, "value": [1, 3]}),
+    ("d8246161", {"tag": 36, "value": "\na"}),
+], ids=["uuid", "epoch-time", "days", "ip-address", "rational", "mime"])
+def test_a_claim_cbor2_built_from_a_tag_is_shown_as_that_tag(value: str, json_form: Any) -> None:
+    """An unknown realm claim holding a value cbor2 builds from a tag it knows (a UUID, a
+    date/time, a date, an IP address, a rational, a MIME message): the claims JSON (what
+    `attest inspect --json` prints) holds it as {"tag": N, "value": ...}, the same on every run.
+    It held Python's repr ("UUID('...')", "datetime.datetime(1970, ...)") and, for a MIME
+    message, '<email.message.Message object at 0x7f...>', an address that changed from run to run
+    (found by feeding the verifier claims of odd values)."""
+    from rmm_mp.attest.realm_claims import realm_claims_json
+    claims = loads_exact(bytes.fromhex("a11903e7" + value), "realm token payload")     # {999: value}
+    assert realm_claims_json(claims) == {"unknown claim 999": json_form}
