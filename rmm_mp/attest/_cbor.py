@@ -26,7 +26,7 @@ from typing import Any, Final, TypeGuard
 
 import cbor2
 
-from rmm_mp.attest._cbor_tags import as_tag, content_error
+from rmm_mp.attest._cbor_tags import CBOR2_REFUSALS, as_tag, content_error
 from rmm_mp.attest.errors import TokenFormatError
 
 MAX_DEPTH: Final = 32
@@ -237,9 +237,7 @@ def _build(data: bytes, what: str) -> Any:
     TokenFormatError naming the tag it refused (`_cbor_tags.content_error`)."""
     try:
         return cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-        # ArithmeticError: a decimal fraction or bigfloat (tags 4, 5) with a huge exponent, for
-        # which cbor2's Decimal arithmetic raises decimal.Overflow / InvalidOperation.
+    except CBOR2_REFUSALS as exc:
         raise TokenFormatError(_build_error(data, what, exc)) from None
 
 
@@ -444,7 +442,7 @@ def _key_identity(data: bytes, start: int, end: int, what: str, role: str) -> ob
     encoded = data[start:end]
     try:
         (key,) = cbor2.loads(b"\xa1" + encoded + b"\xf6")
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+    except CBOR2_REFUSALS as exc:
         raise TokenFormatError(content_error(encoded, what, start, f"a {role}") or
                                f"{what}: {role} {encoded.hex()} at byte {start}: CBOR that cbor2 cannot build "
                                f"({type(exc).__name__}: {exc})") from None

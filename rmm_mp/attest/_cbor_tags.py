@@ -33,7 +33,8 @@ TAG_CONTENT: Final[dict[int, tuple[str, str]]] = {
     5: ("bigfloat", "an array [exponent, mantissa] of two integers (RFC 8949 3.4.4) whose value can be "
         "represented; no claim of a CCA token is such a number"),
     30: ("rational number", "an array [numerator, denominator] of two integers, the denominator positive"),
-    35: ("regular expression", "a text string holding a regular expression (RFC 8949 3.4.5.3)"),
+    35: ("regular expression", "a text string holding a regular expression (RFC 8949 3.4.5.3) that Python's "
+         "re module compiles (not nested too deep for it)"),
     36: ("MIME message", "a text string holding a MIME message (RFC 8949 3.4.5.3)"),
     37: ("UUID", "a 16-byte string (RFC 9562)"),
     100: ("days since 1970-01-01", "an integer, days since 1970-01-01 of a date in the years 1 to 9999 "
@@ -49,6 +50,13 @@ TAG_CONTENT: Final[dict[int, tuple[str, str]]] = {
 """The tags cbor2 builds into values, and can therefore refuse: tag -> (name, what it must hold).
 Bignums (2, 3) are checked by the walk itself, value-sharing and string references (25, 28,
 29, 256) refused by it, and 55799 is a marker cbor2 drops."""
+
+CBOR2_REFUSALS: Final = (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError,
+                         RecursionError)
+"""What cbor2 raises for a tag whose content it cannot build. ArithmeticError: a decimal fraction
+or bigfloat (tags 4, 5) with a huge exponent (decimal.Overflow / InvalidOperation). RecursionError:
+a regular expression (tag 35) nested a thousand parentheses deep, which Python's re module parses
+recursively; it escaped as a traceback."""
 
 _KEY_SHOWN: Final = 40
 """Characters of a map key a place names before it elides the rest."""
@@ -67,7 +75,7 @@ def content_error(data: bytes, what: str, offset: int = 0, place: str = "") -> s
             continue
         try:
             cbor2.loads(data[start:end])
-        except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, ArithmeticError):
+        except CBOR2_REFUSALS:
             name, expected = TAG_CONTENT[tag]
             where = f" ({place})" if place else ""
             return (f"{what}: CBOR tag {tag} ({name}) at byte {offset + start}{where} holds "
@@ -181,7 +189,9 @@ def as_tag(value: object) -> cbor2.CBORTag | None:
     None for a value cbor2 does not write as a tag."""
     try:
         encoded = cbor2.dumps(value)
-    except (cbor2.CBOREncodeError, TypeError, ValueError, OverflowError, ArithmeticError):
+    except (cbor2.CBOREncodeError, TypeError, ValueError, OverflowError, ArithmeticError, RecursionError):
+        # RecursionError: a MIME message of multiparts nested a few hundred deep, which the
+        # email package parsed but writes back recursively.
         return None
     major, _, tag, content = _head(encoded, 0)
     if major != 6 or tag is None:

@@ -412,3 +412,32 @@ def test_a_simple_value_below_32_in_two_bytes_is_malformed(item: str, byte: int)
         loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
     assert "malformed CBOR: simple value" in str(info.value) and f"at byte {byte} in two bytes" in str(info.value)
     assert loads_exact(bytes.fromhex("f820"), "payload") == cbor2.CBORSimpleValue(32)
+
+
+@pytest.mark.parametrize("depth", [1000, 20_000])
+def test_a_regular_expression_nested_too_deep_is_refused_not_a_traceback(depth: int) -> None:
+    """A regular expression tag (35) holding parentheses nested 1,000 or 20,000 deep, alone or as
+    a map key: cbor2 compiles it with Python's re module, which parses it recursively, and the
+    RecursionError escaped loads_exact as a traceback (found by probing the tags cbor2 builds).
+    It is now a TokenFormatError naming the tag and its byte."""
+    pattern = "(" * depth + ")" * depth
+    for item in (cbor2.CBORTag(35, pattern), {cbor2.CBORTag(35, pattern): 0}):
+        with pytest.raises(TokenFormatError) as info:
+            loads_exact(cbor2.dumps(item), "payload")
+        assert "CBOR tag 35 (regular expression) at byte " in str(info.value), str(info.value)[:300]
+        assert "... (" in str(info.value) and len(str(info.value)) < 600, str(info.value)[:300]
+
+
+def test_a_mime_message_nested_deep_is_shown_without_a_traceback() -> None:
+    """A MIME message tag (36) of multiparts nested 300 deep, which the email package parses
+    but writes back recursively: the claims JSON and diagnostic notation name it as a MIME
+    message instead of raising RecursionError (as_tag writes such values back as their tag);
+    one nested 1,500 deep is refused as a TokenFormatError naming the tag."""
+    from rmm_mp.attest._cbor import diag, to_json
+
+    def nested(depth: int) -> str:
+        return "".join(f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n" for i in range(depth))
+    value = loads_exact(cbor2.dumps({1: cbor2.CBORTag(36, nested(300))}), "payload")[1]
+    assert to_json(value) == "<a Message>" and diag(value) == "<a Message>"
+    with pytest.raises(TokenFormatError, match=r"^payload: CBOR tag 36 \(MIME message\) at byte 0 holds "):
+        loads_exact(cbor2.dumps(cbor2.CBORTag(36, nested(1500))), "payload")
