@@ -124,8 +124,10 @@ def set_members(value: set[Any] | frozenset[Any]) -> list[Any]:
     def encoding(member: Any) -> bytes:
         try:
             return cbor2.dumps(member, canonical=True)
-        except (cbor2.CBOREncodeError, TypeError, ValueError):
-            return diag(member).encode()    # a value cbor2 built but cannot write back: its notation
+        except (cbor2.CBOREncodeError, TypeError, ValueError, RecursionError):
+            # A value cbor2 built but cannot write back (a MIME message of multiparts nested
+            # hundreds deep, which the email package writes recursively): its notation.
+            return diag(member).encode()
     return sorted(value, key=encoding)
 
 

@@ -441,3 +441,14 @@ def test_a_mime_message_nested_deep_is_shown_without_a_traceback() -> None:
     assert to_json(value) == "<a Message>" and diag(value) == "<a Message>"
     with pytest.raises(TokenFormatError, match=r"^payload: CBOR tag 36 \(MIME message\) at byte 0 holds "):
         loads_exact(cbor2.dumps(cbor2.CBORTag(36, nested(1500))), "payload")
+
+
+def test_a_set_holding_a_mime_message_nested_deep_is_shown_without_a_traceback() -> None:
+    """A set (tag 258) holding a MIME message of multiparts nested 300 deep and the integer 1:
+    the claims JSON orders the set's members by their encoding, which cbor2 writes recursively
+    for such a message; the RecursionError escaped to_json as a traceback. The message is now
+    ordered by its notation."""
+    from rmm_mp.attest._cbor import to_json
+    nested = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n" for i in range(300))
+    value = loads_exact(cbor2.dumps(cbor2.CBORTag(258, [cbor2.CBORTag(36, nested), 1])), "payload")
+    assert to_json(value) == {"tag": 258, "value": [1, "<a Message>"]}
