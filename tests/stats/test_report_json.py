@@ -247,6 +247,26 @@ def test_a_cpu_that_died_unpublished_shows_no_lock_figures_of_an_earlier_handle(
     assert locks == {0: {}}
 
 
+def test_lock_rows_are_the_classes_taken_and_the_json_keeps_every_all_row() -> None:
+    """docs/latency.md, "Lock contention": a CPU that only delegated and undelegated a granule
+    published lock figures of the classes it took (NS for DELEGATE, DELEGATED for UNDELEGATE)
+    and no row of any other class; in the JSON of a two-CPU report a class only CPU 1 took
+    (DATA) has its CPU 1 row and an "all" row, none of CPU 0, while the text leaves that
+    lone "all" row out."""
+    with Machine.create("host", cpus=1) as m:
+        cpu = m.cpu(0)
+        delegate_rounds(cpu, 3)
+        cpu.close()
+        locks = collect_locks(m, [0])
+    assert sorted(latency.lock_class_name(cls) for cls in locks[0]) == ["DELEGATED", "NS"]
+    assert all(s.acquired > 0 for s in locks[0].values())
+    doc = _valid(render.to_json(hand_built()))
+    assert [r["cpu"] for r in doc["locks"] if r["class"] == "DATA"] == [1, "all"]
+    text = render.format_report(hand_built())
+    assert any(line.split()[:2] == ["DATA", "1"] for line in text.splitlines())
+    assert not any(line.split()[:2] == ["DATA", "all"] for line in text.splitlines())
+
+
 def test_a_plot_of_a_run_without_calls_is_an_output_error_not_a_crash(tmp_path: Path) -> None:
     """A run stopped before any call was recorded (Ctrl-C or SIGTERM while the CPUs start) with
     --plot: write_plot has nothing to draw and says so (ValueError). That is one report file not
