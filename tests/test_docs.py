@@ -485,9 +485,20 @@ def _doc_facts() -> list[tuple[str, str]]:
     from rmm_mp.hw.memory import HostLockWaiter
     from rmm_mp.hw.quiesce import PARK_SLEEP_FIRST_S, PARK_SLEEP_MAX_S
     from rmm_mp.machine import REGION_BYTES
+    from rmm_mp.host.realm_entry import CONSOLE_BYTES, LOG_RECORDS
+    from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
+    from rmm_mp.stats import calls, histogram
+    from rmm_mp.stats.plot import MAX_CALLS
+    from rmm_mp.workload import churning, report, resolve
+    from rmm_mp.workload.cpustate import _IDLE_SLEEP_S
+    from rmm_mp.workload.render_json import MAX_LOOPING_NAMED, MAX_VIOLATIONS
+    from rmm_mp.workload.render_text import MAX_OK_REALMS, WIDTH
+    from rmm_mp.workload.run import GRACE_S, OVERRUN_S, TRACE_CAPACITY
     words = {6: "Six", 7: "Seven", 8: "Eight"}
     arch, lock, dev, readme = "docs/architecture.md", "docs/locking.md", "docs/deviations.md", "README.md"
     plat = "docs/platforms.md"
+    wl, lat = "docs/workloads.md", "docs/latency.md"
+    listed = report.MAX_LISTED_PER_CPU
     return [
         (arch, f"| `ctl` | {control.SIZE >> 20} MiB (sparse) |"),
         (arch, f"quiescent points, {control.PARTICIPANTS_MAX:,} entries at {control.OFF_PARTICIPANTS:#x})"),
@@ -519,19 +530,59 @@ def _doc_facts() -> list[tuple[str, str]]:
         (plat, f"plus about {cpuarea.area_size(REGION_BYTES) / (1 << 20):.1f} MiB per CPU and "
                f"{control.SIZE >> 20} MiB of control block"),
         (plat, f"plus {granule.DESCRIPTOR_SIZE} bytes of granule descriptor"),
+        (wl, f"a second Ctrl-C, {interrupts.COPY_S * 1000:g} ms or more after the first"),
+        (wl, f"still running {OVERRUN_S:g} s after a timed run's end is stuck"),
+        (wl, f"kills any that has not returned {GRACE_S:g} s later"),
+        (wl, f"the start barrier {runtime.STARTUP_S:g} s after they were started"),
+        (wl, f"simulated CPUs per host core (1 to {runtime.SLACK_CAP:g})"),
+        (wl, f"at most {MAX_OK_REALMS} that succeeded"),
+        (wl, f"its first {listed} that succeeded and its first {listed} that failed one by one (`MAX_LISTED_PER_CPU`)"),
+        (wl, f"each CPU keeps the first {report.MAX_ERRORS_PER_CPU:,} vCPU errors' messages (`MAX_ERRORS_PER_CPU`)"),
+        (wl, f"output of the first {report.MAX_OUTPUTS_PER_CPU} that failed (`MAX_OUTPUTS_PER_CPU`"),
+        (wl, f"**at least {report.EXCEPTION_LOOP_MIN} exceptions and more than {report.EXCEPTION_LOOP_FACTOR} per REC "
+             f"entry**"),
+        (wl, f"(the first {MAX_LOOPING_NAMED} such realms, and how many more)"),
+        (wl, f"**last {CONSOLE_BYTES >> 10} KiB** ({CONSOLE_BYTES:,} bytes, `CONSOLE_BYTES`"),
+        (wl, f"the **last {LOG_RECORDS}** LOG records"),
+        (wl, f"then the **last {report.LOG_SHOWN}** LOG records"),
+        (wl, f"within the report's {WIDTH} columns"),
+        (wl, f"an empty queue is an idle poll (yield, then {_IDLE_SLEEP_S * 1000:g} ms sleeps)"),
+        (wl, f"at most {MAX_CPUS} CPUs; at most {MAX_REALMS} realms alive at once"),
+        (wl, f"at most {MAX_VCPUS} RECs per realm; at most {MAX_QUEUES - 1} distinct realm `cpus` sets"),
+        (wl, f"(the host's {MAX_QUEUES} run queues)"),
+        (wl, f"a reserve of {resolve.reserve(1)} granules, or {resolve.HELD_PER_CPU} per CPU above "
+             f"{resolve.reserve(1) // resolve.HELD_PER_CPU} CPUs"),
+        (wl, f"{resolve.WINDOW_RUN * resolve.GRANULE >> 20} MiB and {resolve.CHURN_WINDOW_GRANULES - resolve.WINDOW_RUN} "
+             f"tables per CPU and churnable realm for `rtt-churn`"),
+        (wl, f"{churning.MAP_PAGES} pages and {resolve.MAP_WINDOW_GRANULES - churning.MAP_PAGES} tables per CPU and "
+             f"realm for `map-shared`"),
+        (wl, f"{resolve.DELEGATE_SHARED} + {resolve.DELEGATE_PRIVATE} per CPU granules for `delegate-churn`"),
+        (lat, f"into {calls.SLOTS} slots by function ID"),
+        (lat, f"one per value below {histogram.LINEAR} ns, then {1 << histogram.SUB_BITS} per power of two"),
+        (lat, f"A sample whose EL3 part is {histogram.EL3_SAMPLE_LIMIT_NS // 1000} us or more (`EL3_SAMPLE_LIMIT_NS`"),
+        (lat, f"{FLUSH_INTERVAL_NS // 1_000_000} ms (`FLUSH_INTERVAL_NS`)"),
+        (lat, f"the trace holds only the newest {TRACE_CAPACITY:,} records of each CPU"),
+        (lat, f"for the {MAX_CALLS} calls with the most calls"),
+        (lat, f"at most {MAX_VIOLATIONS} violations listed"),
     ]
 
 
 def test_hand_written_numbers_of_the_docs_are_the_code_constants() -> None:
-    """The numbers that README.md, docs/architecture.md, docs/locking.md, docs/deviations.md and
-    docs/platforms.md give for constants of the code (the control block's size and offsets, the
+    """The numbers that README.md, docs/architecture.md, docs/locking.md, docs/deviations.md,
+    docs/platforms.md, docs/workloads.md and docs/latency.md give for constants of the code (the
+    control block's size and offsets, the
     participant table's and the pause slots' counts, the quiesce lease and a parked CPU's sleeps,
     the start-up allowance and its cap, the signal repeat windows, the latency flush interval and
     split sampling, the host lock word, the lock backoff's longest sleep and its liveness looks,
     the output lock's, the attestation signing steps, the token bound, the refcount width, the
-    platform JSON's room and the shared memory per CPU) are written by hand: each phrase, rebuilt from the constant, is in its doc (line
+    platform JSON's room and the shared memory per CPU; a run's overrun and grace times, the
+    report's bounds on realms, vCPU errors, guest output and exception-loop warnings, its width,
+    the run queue's limits, the memory bound's reserve and activity pools, the histogram's slots
+    and buckets, the EL3 sample limit, the trace ring, the plot's panels and the violations
+    listed) are written by hand: each phrase, rebuilt from the constant, is in its doc (line
     breaks read as spaces), so a constant changed without the doc fails here. Found in step by
-    a docs audit that checked them one by one."""
+    docs audits that checked them one by one (but the rtt-churn and map-shared windows' tables,
+    which docs/workloads.md's memory bound left out)."""
     missing = []
     for doc, phrase in _doc_facts():
         text = re.sub(r"\s+", " ", (ROOT / doc).read_text())
