@@ -679,6 +679,16 @@ def test_integer_longer_than_python_converts(tmp_path: Path) -> None:
     assert "group[0].cpus = [0xffffffff...ffff (an integer of 20000 bits)]: expected" in str(err)
 
 
+def test_an_integer_above_4096_is_shown_in_decimal_and_hex(tmp_path: Path) -> None:
+    """docs/workloads.md, "How a run goes": an error shows an integer above 4,096 in decimal and
+    in hex (a RAM size of 4097 bytes as `4097 (0x1001)`), and one of 4,096 or less in decimal
+    alone (a REC count of 4096)."""
+    err = refused(tmp_path, HEAD + OK_REALM + "ram = 4097\n", 6, "realm[0].ram", 4097, "a multiple of 4 KiB")
+    assert "realm[0].ram = 4097 (0x1001): expected" in str(err)
+    err = refused(tmp_path, HEAD + OK_REALM + "recs = 4096\n", 6, "realm[0].recs", 4096, "an integer in 1..32")
+    assert "realm[0].recs = 4096: expected" in str(err)
+
+
 @pytest.mark.parametrize("value, depth, line", [
     ("[" * 3000 + "]" * 3000, 3000, 3),
     ("{ a = " * 3000 + "1" + " }" * 3000, 3000, 3),
