@@ -204,7 +204,8 @@ def workloads_show(workload: str, platform_name: str | None, cpus: int | None, s
                    iterations: int | None, seed: int | None) -> None:
     """Check WORKLOAD (a bundled name or a path to a workload TOML file) and show it fully
     resolved: every realm with every value, each phase's activity weights per CPU and the owner
-    of every lifecycle realm (the options are those of `rmm-mp run`)."""
+    of every lifecycle realm (--platform, --cpus, --seconds, --iterations and --seed mean what
+    they mean to `rmm-mp run`)."""
     click.echo(describe(_resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds,
                                  iterations=iterations, seed=seed)))
 
