@@ -26,11 +26,11 @@ import click
 from rmm_mp.clitypes import (BadInputFile, CatalogChoice, Choice, FloatRange, IntRange, Option, StepsOrSeconds,
                              TypedFloat, refuse_beside_listing)
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.hw.tomlsrc import ConfigError, abbreviated, shown_text
+from rmm_mp.hw.tomlsrc import ConfigError, shown_text
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, echo, write_files, write_json
-from rmm_mp.printable import shown_path
+from rmm_mp.printable import abbreviated, shown_path
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text, inject_problem
