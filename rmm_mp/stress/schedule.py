@@ -291,28 +291,47 @@ _NUMBER = re.compile(r"(?:(?<![\w-])(-))?\b(?:0[xX]([0-9a-fA-F]+)|(\d{1,3}(?:,\d
                      rf"|(?=[0-9a-fA-F]*\d)([0-9a-fA-F]{{{_BARE_HEX_DIGITS},}})|(\d+))\b")
 
 
-def _numbers(text: str) -> tuple[frozenset[int], ...]:
+@dataclass(frozen=True)
+class _Number:
+    """A number a finding's text names: the values it may be, and, for a bare run of hex digits
+    (no 0x), its value read as hex."""
+
+    values: frozenset[int]
+    bare: int | None = None
+
+    def may_be(self, other: "_Number") -> bool:
+        """Whether the two may be one number. Two bare runs are in one notation, so they are
+        read alike: one number only if their digits are (12345678 read as hex is 305419896, but
+        a replay's 305419896 is that decimal, not 0x12345678 written without its 0x)."""
+        if self.bare is not None and other.bare is not None:
+            return self.bare == other.bare
+        return bool(self.values & other.values)
+
+
+def _numbers(text: str) -> tuple[_Number, ...]:
     """The numbers ``text`` names, in order, each as the values it may be: 0x10 and 16 are the
     same number, -2 and 2 are not; a bare run of 8 or more digits may be decimal or an address
     written without its 0x (82000000 is 82,000,000 or 0x82000000), one with a letter is hex
-    (8008f000)."""
+    (8008f000); two bare runs are read alike (_Number.may_be)."""
     out = []
     for m in _NUMBER.finditer(text):
         sign = -1 if m.group(1) else 1
         hexed, grouped, bare, plain = m.group(2), m.group(3), m.group(4), m.group(5)
+        bare_value = None
         if hexed is not None:
             values = {int(hexed, 16)}
         elif grouped is not None:
             values = {int(grouped.replace(",", ""))}
         elif bare is not None:
+            bare_value = sign * int(bare, 16)
             values = {int(bare, 16)} | ({int(bare)} if bare.isdigit() else set())
         else:
             values = {int(plain)}
-        out.append(frozenset(sign * v for v in values))
+        out.append(_Number(frozenset(sign * v for v in values), bare_value))
     return tuple(out)
 
 
-_Identity = tuple[tuple[object, ...], tuple[frozenset[int], ...]]
+_Identity = tuple[tuple[object, ...], tuple[_Number, ...]]
 
 
 def _identity(finding: Finding) -> _Identity:
@@ -329,7 +348,7 @@ def _identity(finding: Finding) -> _Identity:
 def _same_identity(a: _Identity, b: _Identity) -> bool:
     """Two findings that may be one worded twice: the same checker, rule, CPU, step and site,
     and numbers that may be the same values, one by one in order."""
-    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(x & y for x, y in zip(a[1], b[1]))
+    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(x.may_be(y) for x, y in zip(a[1], b[1]))
 
 
 def _pair_up(recorded: list[_Identity], seen: list[_Identity]) -> bool:

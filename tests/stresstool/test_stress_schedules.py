@@ -614,6 +614,38 @@ def test_a_replay_naming_an_address_without_its_0x_is_a_rewording() -> None:
         assert v.verdict == "diverged" and v.reworded is reworded, (recorded, replayed)
 
 
+def test_two_bare_numbers_are_read_alike_in_a_rewording() -> None:
+    """Recorded and replayed findings (same checker, rule, CPU, step and site) each naming a
+    bare run of 8 or more digits, worded otherwise: the two runs are in one notation, so they
+    are one number only if their digits are. Recorded `at step 12345678` against a replay's
+    `at step 305419896` (0x12345678 in decimal), or `RD 8008f000` against `RD 2148069376`
+    (0x8008f000 in decimal), is no rewording: the recorded run was read as hex, the replayed
+    one as decimal, and the two different numbers were taken for one. The same digits worded
+    otherwise still are a rewording, as a bare run against the same value with 0x or grouped
+    is."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(message: str) -> Finding:
+        return Finding("lockdep", "rule 2", message, 1, "RMI_RTT_CREATE(0x8008f000)",
+                       "rmm_mp/stress/bugs_rmi.py:76 (lock_two_unordered)", (), 17)
+
+    def verdict(recorded: str, seen: str) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (finding(seen),),
+                              "finding", 0.0, {})
+        return schedule_file.compare("s.json", (finding(recorded),), report)
+
+    for recorded, seen, reworded in (
+            ("first seen at step 12345678", "seen first at step 305419896", False),
+            ("RD 8008f000 locked", "RD 2148069376 taken", False),
+            ("RD 2148069376 locked", "RD 8008f000 taken", False),
+            ("first seen at step 12345678", "seen first at step 12345678", True),
+            ("RD 8008f000 locked", "RD 8008F000 taken", True),
+            ("granule 82000000", "granule 0x82000000 held", True),
+            ("granule 82000000", "granule 82,000,000 held", True)):
+        v = verdict(recorded, seen)
+        assert v.verdict == "diverged" and v.reworded is reworded, (recorded, seen)
+
+
 def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     """A short deterministic run of the `running` workload (3 CPUs, every checker): the CPUs run
     the guests' vCPUs and, on the guest realms they own, create and destroy pages and tables
