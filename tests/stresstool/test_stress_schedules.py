@@ -584,6 +584,27 @@ def test_a_replay_compares_the_findings_in_any_order() -> None:
         assert other.verdict == "diverged" and not other.reworded, other.text()
 
 
+def test_a_replayed_finding_is_paired_with_one_recorded_finding_only() -> None:
+    """Two recorded findings that are one worded alike (same checker, rule, CPU, step, site
+    and numbers), against a replay with one rewording of it and another finding (another
+    granule): diverged and no rewording, since the one replayed rewording cannot stand for
+    both recorded findings. A pairing that let a replayed finding serve twice called it a
+    rewording (no test caught that)."""
+    from rmm_mp.stress.findings import Finding
+
+    def finding(message: str) -> Finding:
+        return Finding("lockdep", "rule 2", message, 1, "RMI_RTT_CREATE(0x8008f000)",
+                       "rmm_mp/stress/bugs_rmi.py:76 (lock_two_unordered)", (), 17)
+
+    recorded = (finding("RD 0x8008f000 locked after 0x82000000"), finding("RD 0x8008f000 taken after 0x82000000"))
+    one = finding("RD 0x8008f000 held after 0x82000000")
+    for seen, reworded in (((one, finding("RD 0x8008f000 held after 0x82001000")), False),
+                           ((one, finding("RD 0x8008f000 got after 0x82000000")), True)):
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), seen, "finding", 0.0, {})
+        v = schedule_file.compare("s.json", recorded, report)
+        assert v.verdict == "diverged" and v.reworded is reworded, [f.message for f in seen]
+
+
 def test_a_replay_naming_an_address_without_its_0x_is_a_rewording() -> None:
     """A recorded finding naming its granules without 0x (`RD 8008f000 locked after DELEGATED
     82000000`) against the replay's `0x8008f000` and `0x82000000`, same checker, rule, CPU, step
