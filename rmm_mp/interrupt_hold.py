@@ -39,6 +39,12 @@ the first, before its first line marks the hold (CPython checks for signals as a
 begins). The nested call of the wrapper takes that second one (raised, as the first would have
 been) and the first is lost, as is any signal within a copy window of another.
 
+A hold is owned by whoever began it (``begin`` says whether the call began it), and only its
+owner ends it on an error: run_cpus begins one before it starts the CPUs and hands it to the
+supervisor, which holds again with it and leaves it standing when it fails, for run_cpus to end
+once it has reaped the CPU processes. The run's end (every CPU gone) ends it whoever began it:
+what it held for is over, and the caller's handlers must be back before run_cpus' on_end.
+
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
 It must not know what the supervisor does with an interrupt, nor when it holds them.
 """
@@ -83,17 +89,28 @@ class InterruptHold:
         """What each interrupt that came meanwhile was ("Ctrl-C", "SIGTERM"), oldest first."""
         self.holding = False
         """Interrupts are noted, not raised (``begin`` up to ``release``)."""
+        self.standing = False
+        """The hold stands: begun and not yet ended (``begin`` up to ``end``), whether holding or
+        released meanwhile. Whoever began it owns it and alone ends it (``begin``'s value)."""
 
-    def begin(self, instead: dict[int, Any] | None = None) -> None:
+    def begin(self, instead: dict[int, Any] | None = None) -> bool:
         """Hold from now on: wrap the handlers of SIGINT and SIGTERM (those set from Python:
         one ignored, left to its default action, or set outside Python is left as it is), and
         note each interrupt that comes. ``instead``: a signal's handler to run in place of its
         own while wrapped (runtime's SIGTERM taken as Ctrl-C), for a signal not ignored (its
         own, or its default action, is put back at ``end``). Again while wrapped: the wrapped
-        ones stay as they are."""
+        ones stay as they are.
+
+        Whether this call began the hold (it was not standing): its caller then owns it and is
+        the one to ``end`` it. A caller handed a hold that stands (the supervisor, by run_cpus)
+        holds again with ``begin`` but leaves the ending to its owner: ended by the inner one on
+        its way out of an error, the hold was gone while the owner still killed and reaped the
+        CPU processes, and a Ctrl-C there replaced the error."""
+        began = not self.standing
+        self.standing = True
         self.holding = True
         if threading.current_thread() is not threading.main_thread():
-            return
+            return began
         for signum in _STOP_SIGNALS:
             handler = signal.getsignal(signum)
             if handler == self._wrapper:
@@ -109,6 +126,7 @@ class InterruptHold:
             self.handlers[signum] = signal.SIG_DFL if handler is None else handler
             self.inner[signum] = inner
             signal.signal(signum, self._wrapper)
+        return began
 
     def _what(self, signum: int, frame: Any) -> str:
         """Run the handler the wrapper stands for: what interrupt it raised, "" for none (a
@@ -167,6 +185,7 @@ class InterruptHold:
                 self.noted.append(what)
         finally:
             self.holding = False
+            self.standing = False
         if not take:
             self.noted = []
         elif self.noted:

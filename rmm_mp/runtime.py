@@ -245,13 +245,16 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         return supervisor.wait()
     except Exception:
         if supervisor is not None:
-            # The supervisor failed (an error, not an interrupt) and put the handlers back on
-            # its way out: held again while the CPU processes it left are killed and reaped
-            # below, and a Ctrl-C meanwhile dropped at the end, the error winning as it does
-            # over one that came while a CPU was given its go. Not held, the Ctrl-C was raised
-            # from the first join, left the other CPU processes running, and hid the error.
+            # The supervisor failed (an error, not an interrupt): it left this function's hold
+            # standing and holding (it ends only a hold it began itself), so the CPU processes
+            # it left are killed and reaped below with Ctrl-C and SIGTERM held, and one that
+            # came meanwhile is dropped at the end, the error winning as it does over one that
+            # came while a CPU was given its go. Not held, the Ctrl-C was raised from the first
+            # join, left the other CPU processes running, and hid the error; ended by the
+            # supervisor and begun again here, a Ctrl-C between the two did the same.
             error_wins = True
-            hold.begin(_sigterm_taken() if sigterm_stops else None)
+            if not hold.standing:   # ended as every CPU was gone, and then an error (on_end's)
+                hold.begin(_sigterm_taken() if sigterm_stops else None)
         raise
     finally:
         try:
@@ -342,9 +345,11 @@ class _Supervisor:
     def wait(self) -> RunResult:
         start = time.monotonic()
         live = dict(self.procs)
+        owned = False
         try:
-            # Begun by run_cpus before the CPUs started (this wraps nothing more then), or here.
-            self.hold.begin(_sigterm_taken() if self.sigterm_stops else None)
+            # Begun by run_cpus before the CPUs started (this wraps nothing more then, and
+            # run_cpus owns it), or here (this supervisor owns it).
+            owned = self.hold.begin(_sigterm_taken() if self.sigterm_stops else None)
             while True:
                 try:
                     if self.mask is not None:
@@ -357,6 +362,7 @@ class _Supervisor:
                         # the caller's handlers hear that the CPUs' run is over, each at most
                         # once more if a signal lands first (this except clause takes it, and
                         # the loop returns). One noted and not taken is raised by ``end``.
+                        # Ended whoever began it (run_cpus, mostly): the run it held for is over.
                         self.hold.end()
                         if self.on_end is not None:
                             self.on_end()
@@ -373,7 +379,13 @@ class _Supervisor:
                         self._interrupt(live, what)
                         what = self.hold.next()
         finally:
-            self.hold.end(take=False)   # left by an exception out of the loop
+            # Left by an exception out of the loop (every CPU gone, the hold has ended). Only a
+            # hold this supervisor began is ended here; one begun by run_cpus stands, held, for
+            # it to end once it has killed and reaped the CPU processes left (its own end).
+            if owned:
+                self.hold.end(take=False)
+            elif self.hold.standing:
+                self.hold.begin()
         for pipe in self.pipes.values():
             pipe.close()
         elapsed = time.monotonic() - start

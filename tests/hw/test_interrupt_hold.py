@@ -155,3 +155,58 @@ def test_a_second_ctrl_c_as_the_supervisor_begins_to_handle_the_first_is_taken_n
     assert raised is None and outcome, f"escaped wait(): {raised!r}"
     assert taken == ["Ctrl-C", "Ctrl-C"], taken
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_supervisor_leaving_with_an_error_leaves_a_hold_it_did_not_begin_standing(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold begun by the caller (as run_cpus begins it before the CPUs start) is handed to the
+    supervisor, which fails while it waits (here _step raises a RuntimeError). The hold still
+    stands, holding, once wait() has raised: a Ctrl-C then is noted, not raised, and dropped
+    when the caller ends the hold (the error wins), which puts SIGINT's handler back. The
+    supervisor used to end the caller's hold on its way out, and run_cpus begin it again a few
+    bytecodes later: a Ctrl-C between the two was raised and replaced the error, out of the
+    middle of the killing and reaping of the CPU processes."""
+    from rmm_mp.interrupt_hold import InterruptHold
+    from types import SimpleNamespace
+
+    def step(self: Any, live: Any, start: float) -> None:
+        raise RuntimeError("the CPUs could not be waited for")
+
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    forget_signals()
+    hold = InterruptHold()
+    assert hold.begin() is True
+    supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=None)}, {}, None, 0.01, None, 1.0, hold=hold)
+    try:
+        raised = _raised_by(supervisor.wait)
+        standing = hold.standing
+        sent = _raised_by(lambda: signal.raise_signal(signal.SIGINT))
+    finally:
+        ended = _raised_by(lambda: hold.end(take=False))
+    assert isinstance(raised, RuntimeError), repr(raised)
+    assert standing, "the supervisor ended a hold it did not begin"
+    assert sent is None, f"a Ctrl-C after the supervisor's error was raised: {sent!r}"
+    assert ended is None, repr(ended)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not hold.handlers and hold.next() == ""
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_supervisor_ends_the_hold_it_began_when_it_leaves_with_an_error(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor given no hold begins its own, and fails while it waits (a RuntimeError out
+    of _step): the error leaves wait(), the hold has ended and SIGINT's handler is back (the
+    owner of a hold ends it; only a hold begun by another is left standing)."""
+    from types import SimpleNamespace
+
+    def step(self: Any, live: Any, start: float) -> None:
+        raise RuntimeError("the CPUs could not be waited for")
+
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    forget_signals()
+    supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=None)}, {}, None, 0.01, None, 1.0)
+    raised = _raised_by(supervisor.wait)
+    assert isinstance(raised, RuntimeError), repr(raised)
+    assert not supervisor.hold.standing and not supervisor.hold.handlers
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -846,6 +846,56 @@ def test_a_thread_that_cannot_be_started_leaves_nothing_behind(monkeypatch: pyte
     assert not blocked, f"still blocked: {blocked}"
 
 
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_as_the_supervisor_fails_does_not_replace_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two CPUs run; the supervisor fails while it waits (a RuntimeError from its first step)
+    and a Ctrl-C lands just as its wait() leaves with that error, before run_cpus kills and
+    reaps the CPU processes. The RuntimeError leaves run_cpus, both CPU processes are gone and
+    SIGINT has its handler back. Before, the supervisor ended run_cpus' hold on its way out
+    and run_cpus began it again only in its except clause: the Ctrl-C in between was raised
+    (KeyboardInterrupt) and replaced the error."""
+    import multiprocessing.context
+    from rmm_mp import runtime
+    started: list[Any] = []
+    sent: list[int] = []
+    real_process_start = multiprocessing.context.SpawnProcess.start
+    real_wait = runtime._Supervisor.wait
+
+    def process_start(self: Any) -> None:
+        real_process_start(self)
+        started.append(self)
+
+    def step(self: Any, live: Any, start: float) -> None:
+        raise RuntimeError("the CPUs could not be waited for")
+
+    def wait(self: Any) -> RunResult:
+        try:
+            return real_wait(self)
+        except RuntimeError:
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            raise
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", process_start)
+    monkeypatch.setattr(runtime._Supervisor, "_step", step)
+    monkeypatch.setattr(runtime._Supervisor, "wait", wait)
+    with Machine.create("host", cpus=2) as m:
+        try:
+            try:
+                run_cpus(m, _until_stopped)
+            except BaseException as exc:    # noqa: BLE001 - a KeyboardInterrupt is the bug
+                raised: BaseException | None = exc
+            else:
+                raised = None
+        finally:
+            alive = _kill_left_running(started)
+    assert sent, "the Ctrl-C was never sent"
+    assert isinstance(raised, RuntimeError), repr(raised)
+    assert len(started) == 2 and alive == [], f"left running: {alive}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def _sigint_once_cpu0_is_bound(m: Machine, sent: list[float]) -> Callable[[float], str | None]:
     """run_cpus' on_tick: a Ctrl-C to this process at the first tick CPU 0 is bound (its time
     noted in ``sent``), and a stop after 60 s if it never is."""
