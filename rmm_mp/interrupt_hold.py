@@ -42,8 +42,10 @@ been) and the first is lost, as is any signal within a copy window of another.
 A hold is owned by whoever began it (``begin`` says whether the call began it), and only its
 owner ends it on an error: run_cpus begins one before it starts the CPUs and hands it to the
 supervisor, which holds again with it and leaves it standing when it fails, for run_cpus to end
-once it has reaped the CPU processes. The run's end (every CPU gone) ends it whoever began it:
-what it held for is over, and the caller's handlers must be back before run_cpus' on_end.
+once it has reaped the CPU processes. The run's end (every CPU gone) ends it whoever began it,
+what it held for being over: after run_cpus' on_end (the caller's handlers hear that the run is
+over while it still holds), with ``finish``, which raises nothing and gives what was noted for
+the supervisor to take as interrupts after the run.
 
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
 It must not know what the supervisor does with an interrupt, nor when it holds them.
@@ -190,6 +192,27 @@ class InterruptHold:
             self.noted = []
         elif self.noted:
             raise KeyboardInterrupt(self.noted.pop(0))
+
+
+    def finish(self) -> list[str]:
+        """End the hold at the run's end: put every wrapped handler back as ``end`` does, and
+        return every interrupt noted and not yet taken, oldest first (one that meets a handler
+        already put back and raises is noted after them), raising none. Raised as ``end`` raises
+        it, the first left a window, from that raise to the caller's next hold, in which a
+        second signal met the handler put back and was raised out of the caller's handling of
+        the first."""
+        self.holding = True     # up to the handlers' return: a signal meanwhile is noted
+        try:
+            put_back(self.handlers, self._wrapper)
+        except KeyboardInterrupt as exc:
+            what = interrupt_of(exc)
+            if what:
+                self.noted.append(what)
+        finally:
+            self.holding = False
+            self.standing = False
+        noted, self.noted = self.noted, []
+        return noted
 
 
 def put_back(handlers: dict[int, Any], replaced: Any = None) -> None:

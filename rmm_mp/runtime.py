@@ -137,11 +137,12 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             CPUs, return a result marked interrupted) instead of letting it end the process (the
             machine's handler): what a command-line tool wants, so that it can still report
             what ran. A SIGTERM ignored when the run began stays ignored.
-        on_end: called once every CPU process is gone, before the results are gathered: a
-            caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
+        on_end: called once every CPU process is gone, before the results are gathered and
+            while Ctrl-C and SIGTERM are still held (noted, taken after it as interrupts after
+            the run): a caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
             passthrough) turns that off here, so that a signal from then on cannot take the
             results with it (a KeyboardInterrupt that escaped run_cpus after its CPUs had ended
-            lost them all).
+            lost them all). Only then are the handlers put back.
 
     Raises:
         CpuStartError: a CPU's pipes or process could not be made (an OSError: ``Process.start``
@@ -358,14 +359,21 @@ class _Supervisor:
                         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     if not live:
                         # Every CPU is gone: from here a signal must not raise (the results
-                        # would be lost), so the handlers are put back (SIGTERM's own too) and
-                        # the caller's handlers hear that the CPUs' run is over, each at most
-                        # once more if a signal lands first (this except clause takes it, and
-                        # the loop returns). One noted and not taken is raised by ``end``.
-                        # Ended whoever began it (run_cpus, mostly): the run it held for is over.
-                        self.hold.end()
+                        # would be lost). The caller's handlers hear that the CPUs' run is over
+                        # while the hold still stands (a signal meanwhile is noted), and only
+                        # then are the handlers put back (SIGTERM's own too): a signal from then
+                        # on meets a caller's handler that no longer raises (Interrupts'
+                        # run_over). The interrupts noted up to there are taken here, oldest
+                        # first, none raised: ``end`` raised the first, and a second signal
+                        # landing in this except clause's first bytecodes, before it could hold
+                        # again, met the caller's handler still raising, and escaped run_cpus
+                        # with every result. Ended whoever began it (run_cpus, mostly): the run
+                        # it held for is over.
+                        self.hold.begin()       # held again, if released before the last step
                         if self.on_end is not None:
                             self.on_end()
+                        for what in self.hold.finish():
+                            self._interrupt(live, what)
                         break
                     self.hold.release()     # one noted is raised here; then each as it comes
                     self._step(live, start)

@@ -6,6 +6,7 @@ exact point (signal.raise_signal, a patched function), not timed."""
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -210,3 +211,81 @@ def test_a_supervisor_ends_the_hold_it_began_when_it_leaves_with_an_error(
     assert isinstance(raised, RuntimeError), repr(raised)
     assert not supervisor.hold.standing and not supervisor.hold.handlers
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _two_signals_at_call(k: int, sent: list[int]) -> Any:
+    """A profile function that, at the k-th function call it sees (Python or C), makes SIGINT and
+    SIGTERM arrive together (both sent while blocked, then let through: CPython runs SIGINT's
+    handler first, SIGTERM's at its next check), and then profiles no more."""
+    import sys
+    seen = [0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event not in ("call", "c_call"):
+            return
+        seen[0] += 1
+        if seen[0] < k:
+            return
+        sys.setprofile(None)
+        sent.append(k)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+    return profile
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_two_signals_together_at_any_point_of_the_runs_end_are_both_taken_none_raised(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPUs' run ends (the last CPU gone) under a command's guard (Interrupts with SIGTERM,
+    passthrough around the wait, on_end its run_over, SIGTERM taken as Ctrl-C), and a Ctrl-C and
+    a SIGTERM arrive together at one point of the supervisor's end: swept over every function
+    call from the last step to wait()'s return. At every point wait() returns its result (no
+    KeyboardInterrupt escapes), and neither signal is lost: each is taken by the supervisor (an
+    interrupt after the run) or noted by the guard (the hold's end puts SIGINT's handler back
+    first, so the guard may note the Ctrl-C and the supervisor take the SIGTERM), and the
+    supervisor takes two in the order they came (the Ctrl-C's handler runs first). Before, the
+    hold's end raised the first one noted and the supervisor took the other from its list
+    afterwards, or met it in its except clause before it held again: at some points it took
+    the SIGTERM before the Ctrl-C, at others the SIGTERM was lost."""
+    import sys
+    from types import SimpleNamespace
+    from rmm_mp.interrupts import Interrupts
+
+    def step(self: Any, live: Any, start: float) -> None:
+        live.clear()            # the last CPU has ended
+        sys.setprofile(self.profile)
+
+    taken: list[str] = []
+
+    def interrupt(self: Any, live: Any, what: str) -> None:
+        taken.append(what)
+
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    monkeypatch.setattr(_Supervisor, "_interrupt", interrupt)
+    k = 1
+    while True:
+        taken.clear()
+        sent: list[int] = []
+        forget_signals()
+        with Interrupts(sigterm=True) as stop:
+            supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=0)}, {}, None, 0.01, None, 1.0,
+                                     sigterm_stops=True, on_end=stop.run_over)
+            supervisor.profile = _two_signals_at_call(k, sent)  # type: ignore[attr-defined]
+            outcome: list[Any] = []
+            try:
+                done, _ = stop.passthrough(lambda: outcome.append(supervisor.wait()))
+            finally:
+                sys.setprofile(None)
+            by = stop.by
+        if not sent:
+            break               # past wait()'s end: every point was tried
+        assert done and outcome, f"call {k}: a signal escaped wait() ({taken}, guard noted {by!r})"
+        # The guard keeps only the first it noted (``by``): a SIGTERM behind its Ctrl-C is in it.
+        assert "Ctrl-C" in taken or by == "Ctrl-C", f"call {k}: Ctrl-C lost ({taken}, guard noted {by!r})"
+        assert "SIGTERM" in taken or by, f"call {k}: SIGTERM lost ({taken}, guard noted {by!r})"
+        assert taken != ["SIGTERM", "Ctrl-C"], f"call {k}: taken out of order"
+        assert not supervisor.hold.standing and not supervisor.hold.handlers
+        k += 1
+    assert k > 5, k
