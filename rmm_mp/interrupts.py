@@ -161,16 +161,21 @@ class Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.take()
-        # After ``decided``, in a process that ends with the command: a signal from here to the
-        # process's end has nothing left to stop, and the handlers put back turned it into
-        # click's "Aborted!" and exit status 1, a KeyboardInterrupt traceback from an atexit
-        # function, or death by the signal (130, 143), instead of the status decided.
-        late = self.final and _process_ends_with_command
-        for signum, previous in self.previous.items():
-            signal.signal(signum, signal.SIG_IGN if late else previous)
-        if _guards and _guards[-1] is self:
-            _guards.pop()
+        try:
+            # May raise: a held-back signal this guard does not take goes to its own handler.
+            self.take()
+        finally:
+            # Even then: raised at once, the guard's handler stayed SIGINT's, taking every later
+            # Ctrl-C for a guard long gone. After ``decided``, in a process that ends with the
+            # command: a signal from here to the process's end has nothing left to stop, and the
+            # handlers put back turned it into click's "Aborted!" and exit status 1, a
+            # KeyboardInterrupt traceback from an atexit function, or death by the signal (130,
+            # 143), instead of the status decided.
+            late = self.final and _process_ends_with_command
+            for signum, previous in self.previous.items():
+                signal.signal(signum, signal.SIG_IGN if late else previous)
+            if _guards and _guards[-1] is self:
+                _guards.pop()
 
     def _holding(self, signum: int, frame: object) -> None:
         """This guard's handler standing in for another's while held back (``held``): a distinct
@@ -206,9 +211,11 @@ class Interrupts:
             raise KeyboardInterrupt(what)
 
     def step(self, fn: Callable[[], Any], read: bool = False) -> tuple[bool, Any]:
-        """(True, fn()) or, when interrupted during it (or before it, unless ``read``), (False, None)."""
-        self.take()
+        """(True, fn()) or, when interrupted during it (or before it, unless ``read``), (False, None).
+        A signal held back and not taken by this guard, whose own handler raises as ``take``
+        gives it to it, skips the step as one during it would (it escaped as it was)."""
         try:
+            self.take()
             self.armed = True
             if self.by and not read:
                 raise KeyboardInterrupt(self.by)
@@ -282,7 +289,10 @@ class Interrupts:
     def take(self) -> None:
         """Ctrl-C and SIGTERM held back by ``held`` come in again: one that waited is taken
         now (noted, or ignored once ``decided``; one this guard does not take goes to its own
-        handler, unless ``decided``), before anything else runs."""
+        handler, unless ``decided``), before anything else runs. Both held back: each is taken,
+        in the order they came, and the first is what interrupted (``by``, or what its own
+        handler raised: raised here once both are taken, and the guard's handlers are put back
+        all the same when this runs as the guard is left)."""
         if not self.holding:
             return
         borrowed, self.borrowed = self.borrowed, {}
@@ -295,13 +305,24 @@ class Interrupts:
                 signal.signal(signum, handler)
         self.holding = False
         held_back, self.held_back = self.held_back, []
+        # Each in the order they came, every one of them even when a handler raises: the first
+        # exception (the first signal that came and raised) is raised once all are taken, any
+        # later one dropped, so a Ctrl-C held back behind a SIGTERM whose own handler raises is
+        # still noted (``by``). Raised at once, it lost the rest, and left __exit__ before the
+        # handlers were put back.
+        raised: BaseException | None = None
         for signum in held_back:
             if self.final:
                 continue
-            if signum in borrowed:
-                signal.raise_signal(signum)
-            else:
-                self._take(signum)
+            try:
+                if signum in borrowed:
+                    signal.raise_signal(signum)
+                else:
+                    self._take(signum)
+            except BaseException as exc:    # the handler's, as it would have been raised
+                raised = raised or exc
+        if raised is not None:
+            raise raised
 
     def run_over(self) -> None:
         """The CPUs' run inside ``passthrough`` is over (run_cpus's on_end): from now on a signal
@@ -314,8 +335,8 @@ class Interrupts:
         one was noted before (between steps, such as after the build the CPUs were to run on):
         fn is then not called, as a step is skipped, where it started the CPUs and ran them to
         their end (a timed run's full length) as if no signal had come."""
-        self.take()
         try:
+            self.take()         # one held back whose own handler raises skips fn, as in ``step``
             self.passing = True
             if self.by:
                 raise KeyboardInterrupt(self.by)
