@@ -34,6 +34,11 @@ supervisor lets it through; one given to another thread, such as pytest-xdist's,
 it comes, where it was raised in the middle of the start.) Off the main thread (no handlers can
 be set there) nothing is wrapped.
 
+Not held either: a handler for SIGINT or SIGTERM installed while the hold stands (by an
+on_tick or on_end of the caller's) takes a signal as it does, up to the next ``begin`` (the
+supervisor's next handling of an interrupt, or of a CPU's go), which wraps it in turn; and
+``end`` leaves it in place. Nothing in the simulator installs one there.
+
 What no Python-level handler can hold: a second signal landing as the wrapper is entered for
 the first, before its first line marks the hold (CPython checks for signals as a function
 begins). The nested call of the wrapper takes that second one (raised, as the first would have

@@ -244,8 +244,12 @@ class Interrupts:
         or, if ``decided`` comes first, is ignored. So a signal sent the moment the last line
         appears (a script that reacts to it) no longer lands while the write of that line is
         still returning, as one that cut the printing short and gave exit status 1 after every
-        line was out. The piece is not cut short by a signal: keep it small (a line or two),
-        as a write that blocks (a full pipe) delays the signal too. SIGTERM is held back too
+        line was out. What it cannot hold: a handler for SIGINT or SIGTERM that fn itself
+        installs (Machine.create's SIGTERM one, the first time a process makes a machine) takes
+        a signal from then on as that handler does, not held back (nothing short of wrapping
+        signal.signal would see it), and stays once fn is over: fn must install none (the
+        pieces given here write output only). The piece is not cut short by a signal: keep it
+        small (a line or two), as a write that blocks (a full pipe) delays the signal too. SIGTERM is held back too
         when this guard leaves it to its handler (``sigterm`` False: `rmm-mp explore`, whose
         SIGTERM ends it by the default action): one sent as the last line appears then waits
         for ``decided``, which ignores it, or for the next step, where it ends the command as
