@@ -1331,10 +1331,11 @@ def test_host_call_queries_and_unknown_services(machine: Machine) -> None:
 
 _SERVICES: tuple[tuple[int, int | None], ...] = (
     (1, None), (2, 0), (2, 1), (2, 2), (2, 3), (2, 9), (2, 0xF00D_0000_0000_0002), (3, None), (0, None), (4, None),
-    (0xFFFF, None), (1, None))
+    (0xFFFF, None), (0x0102, 0), (0x0301, None), (1, None))
 """(imm, X0) of each host call test_host_call_answers_reach_the_run_page_and_the_realm_bytewise
-makes: LOG, QUERY of every selector and two unknown ones, REPORT, three unknown services, LOG
-again; X0 None: a value from the call's pseudo-random registers."""
+makes: LOG, QUERY of every selector and two unknown ones, REPORT, five unknown services (0x0102
+and 0x0301 have QUERY's and REPORT's imm in their low byte: imm is 16 bits), LOG again; X0 None:
+a value from the call's pseudo-random registers."""
 
 
 def _host_call_registers(k: int, x0: int | None) -> tuple[int, ...]:
@@ -1346,17 +1347,19 @@ def _host_call_registers(k: int, x0: int | None) -> tuple[int, ...]:
 
 def test_host_call_answers_reach_the_run_page_and_the_realm_bytewise(machine: Machine) -> None:
     """A guest makes a host call of every service (LOG, QUERY of selectors 0..3 and two unknown
-    ones, REPORT, imm 0, 4 and 0xFFFF, LOG again), each with 31 distinct 64-bit registers, and
-    reads the device's ID register (an emulated MMIO read: the next entry's flags are
-    EMUL_MMIO) before the first call and the seventh. Stepping the run loop one exit at a time:
+    ones, REPORT, imm 0, 4, 0xFFFF, 0x0102 and 0x0301, LOG again), each with 31 distinct 64-bit
+    registers, and reads the device's ID register (an emulated MMIO read: the next entry's flags
+    are EMUL_MMIO) before the first call and the seventh. Stepping the run loop one exit at a time:
     after each host-call exit the run page's enter half holds flags 0 and, in enter.gprs, the
     exit's 248 bytes with only X0 replaced, for QUERY by its answer (1 vCPU, the slot, the device
     window, the shared bit, all ones) and for an unknown service by all ones; LOG and REPORT hand
     every register back as it was. At the end each RsiHostCall in the realm's memory holds
     those answers (imm untouched), the log holds the two LOG calls' (REC 0, X0..X3), the result
-    is the REPORT's (X0, X1) and host_calls counts 12. The host's answer path for a host call
-    (RunLoop.step without handle_exit, devices.host_call_raw) must give exactly what handle_exit
-    and devices.host_call gave."""
+    is the REPORT's (X0, X1), host_calls counts 14, and the CPU's published exit counts are the
+    loop's. The host's answer path for a host call (RunLoop.step without handle_exit,
+    devices.host_call_raw) must give exactly what handle_exit and devices.host_call gave; an
+    entry it leaves wrong (say EMUL_MMIO lost, so the guest repeats its MMIO read for ever)
+    fails the test after a bounded number of steps instead of hanging it."""
     from rmm_mp.host.devices import ALL_ONES, DOORBELL_ID, LogRecord
     from rmm_mp.rmm.s2tt import output_address
     calls = [(imm, _host_call_registers(k, x0)) for k, (imm, x0) in enumerate(_SERVICES)]
@@ -1372,7 +1375,9 @@ def test_host_call_answers_reach_the_run_page_and_the_realm_bytewise(machine: Ma
     v = b.slot * MAX_VCPUS
     run = q.vcpu_pages(v)[1]
     answers: list[bytes] = []
-    while (taken := q.take(0)) is not None:
+    for _ in range(4 * len(calls)):     # 17 exits when all is well
+        if (taken := q.take(0)) is None:
+            break
         assert taken == v
         loop.step(v)
         page = machine.ns_read(run, 2 * G)
@@ -1391,8 +1396,12 @@ def test_host_call_answers_reach_the_run_page_and_the_realm_bytewise(machine: Ma
         assert struct.unpack_from("<Q", page, 0)[0] == 0, f"call {len(answers)}: enter.flags"
         assert page[0x200:0x2F8] == expected, f"call {len(answers)} (imm {imm:#x}): enter.gprs"
         answers.append(expected)
+    else:
+        pytest.fail(f"the realm still runs after {4 * len(calls)} exits ({len(answers)} host calls answered): "
+                    f"{loop.exits}")
     assert len(answers) == len(calls)
     assert loop.exits[SYNC] == 2 and loop.exits[HOST_CALL] == len(calls), loop.exits
+    assert exit_counts(q, 0) == tuple(loop.exits), (exit_counts(q, 0), loop.exits)
     for k, (structure, answer) in enumerate(zip(structures, answers)):
         ipa = BASE + image.index(structure)
         pa = output_address(b.entry(ipa & ~(G - 1))[2], 3) + (ipa & (G - 1))
