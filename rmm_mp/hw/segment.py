@@ -168,13 +168,15 @@ def list_machines() -> list[MachineSegments]:
 
 def unlink_machine(segments: MachineSegments) -> list[str]:
     """Unlink every entry of ``segments``; returns a line for each one that could not be
-    (path and reason), after trying all."""
+    (path and reason), after trying all. The path is named as a message names every path
+    (printable.shown_path): it is in RMM_MP_SHM_DIR, the user's, which may hold an ESC or a
+    newline that `rmm-mp clean`'s error line printed raw."""
     problems = []
     for path in segments.paths:
         try:
             _unlink_quietly(path)
         except OSError as exc:
-            problems.append(f"{path}: {exc.strerror or exc}")
+            problems.append(f"{shown_path(path)}: {exc.strerror or exc}")
     return problems
 
 

@@ -415,6 +415,26 @@ def test_a_segment_directory_with_control_characters_is_shown_escaped(tmp_path: 
     assert basic_string(str(where)) in result.stderr, result.stderr
 
 
+def test_an_orphan_that_cannot_be_removed_is_named_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RMM_MP_SHM_DIR holding an ESC sequence and a newline, with a dead creator's entry there
+    that cannot be unlinked (a directory with a segment's name): `rmm-mp clean`'s "could not
+    remove" line names the entry escaped, as every message naming the segment directory does
+    (printable.shown_path), and prints no ESC. It named the entry's path raw."""
+    from rmm_mp.hw import segment
+    where = tmp_path / "shm\x1b[2J\nx"
+    where.mkdir()
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    dead = _never_a_pid()
+    stuck = where / f"rmm-mp-{dead}-0000abcf.ctl"
+    stuck.mkdir()
+    result = CliRunner().invoke(main, ["clean"])
+    assert result.exit_code == 1, result.output
+    assert "\x1b" not in result.stderr, result.stderr
+    assert f"{basic_string(str(stuck))}: Is a directory" in result.stderr, result.stderr
+    assert stuck.is_dir()
+
+
 @pytest.mark.parametrize("command", ["check", "explore"])
 def test_a_report_is_not_written_over_a_live_machines_segment(command: str) -> None:
     """`check NAME --json <segment dir>/NAME.ctl` (or explore's --json there) is a usage error
