@@ -192,7 +192,7 @@ class Machine:
             # named 'rmm-mp-1234-0a1b2c3d.ctl'" read as if the machine were gone.
             machine_name, part = name.rsplit(".", 1)
             raise ValueError(f"name = {shown}: expected a machine name, not the file name of one of its segments "
-                             f"(its .{part}): {machine_name!r}")
+                             f"(its .{part}): {shown_text(machine_name)}")
         attached: dict[str, Segment] = {}
         part = ""
         try:
