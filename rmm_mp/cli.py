@@ -16,7 +16,7 @@ import click
 
 from rmm_mp import __version__, interrupts, outpaths
 from rmm_mp.abi.rmi import FeatureRegister0
-from rmm_mp.clitypes import usage_error
+from rmm_mp.clitypes import Group, usage_error
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
@@ -42,8 +42,10 @@ engine, the explorer, the shrinker and the attestation verifier, none of which a
 of them on a 2-core host: 6 to 9 s of CPU, 3 to 4 s of the start-up)."""
 
 
-class _Commands(click.Group):
-    """The rmm-mp group, whose SUBCOMMANDS are imported as they are first asked for."""
+class _Commands(Group):
+    """The rmm-mp group, whose SUBCOMMANDS are imported as they are first asked for (and offered
+    for a misspelt command: Group offers the closest of list_commands, which names them all,
+    where click offered only those it had loaded, so `rmm-mp exlpore` got no suggestion)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *SUBCOMMANDS})
@@ -53,22 +55,6 @@ class _Commands(click.Group):
             module, attr = SUBCOMMANDS[cmd_name]
             self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
         return self.commands.get(cmd_name)
-
-    def resolve_command(self, ctx: click.Context,
-                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
-        # click suggests a command close to a misspelt one ("Did you mean 'clean'?") from the
-        # commands it has, which are only those defined here until a SUBCOMMANDS one is asked
-        # for: `rmm-mp exlpore` or `rmm-mp stres` got no suggestion. Every command is offered
-        # (by rmm-mp, not by click's NoSuchCommand, which click before 8.2 does not have).
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
-            import difflib      # here: this module is every CPU process's main module too (SUBCOMMANDS)
-            message = exc.format_message()
-            close = difflib.get_close_matches(str(args[0]), self.list_commands(ctx), n=1) if args else []
-            if not close or "Did you mean" in message or not message.startswith("No such command"):
-                raise
-            raise click.UsageError(f"{message} Did you mean {close[0]!r}?", ctx) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,7 +105,7 @@ def clean(dry_run: bool) -> None:
         raise SystemExit(1)
 
 
-@main.group(name="platform")
+@main.group(name="platform", cls=Group)
 def platform_group() -> None:
     """List and show platform descriptions."""
 

@@ -3,7 +3,7 @@
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
 one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
-flag; a refused name shown abbreviated: Choice, CatalogChoice; a bad input file's error,
+flag; a refused name shown abbreviated: Choice, CatalogChoice, Group; a bad input file's error,
 usage_error) and how --help shows an option's default (Option);
 nothing here touches a machine.
 """
@@ -291,6 +291,29 @@ class Choice(click.Choice):
                 raise
             names = ", ".join(repr(str(c)) for c in self.choices)
             self.fail(f"{shown_text(value)} is not one of {names}.", param, ctx)
+
+
+class Group(click.Group):
+    """click.Group whose refusal of an unknown command shows the word as every other refused
+    name is (tomlsrc.shown_text: abbreviated past 240 characters, escaped if not printable;
+    click's "No such command" showed the whole of a 5,000-character word) and offers the
+    closest of every command it lists (list_commands), "Did you mean 'explore'?", rather than
+    click's choice among the commands it has loaded (rmm-mp's own imports its subcommands on
+    demand, cli._Commands)."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            # Matched by its text: click before 8.4 has no NoSuchCommand (ctx.fail made it).
+            if not args or not exc.format_message().startswith("No such command"):
+                raise
+            import difflib      # here: cli.py, which imports this module, is every CPU process's main module
+            name = str(args[0])
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise click.UsageError(f"No such command {shown_text(name)}.{hint}", ctx) from None
 
 
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:

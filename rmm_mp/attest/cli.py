@@ -20,6 +20,7 @@ from rmm_mp.attest.errors import TokenFormatError
 from rmm_mp.attest.platform_claims import lifecycle_state
 from rmm_mp.attest.realm_claims import CHALLENGE_SIZE, MEASUREMENT_SIZES
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
+from rmm_mp.clitypes import Group
 from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.printable import basic_string, not_one_printable_line, shown_path
 from rmm_mp.words import count
@@ -78,7 +79,7 @@ def _read_token(path: str) -> bytes:
     return data
 
 
-@click.group("attest", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("attest", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 def attest_group() -> None:
     """Verify and inspect Arm CCA attestation tokens.
 

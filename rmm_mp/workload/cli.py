@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import click
 
-from rmm_mp.clitypes import Int, TypedFloatParam, usage_error
+from rmm_mp.clitypes import Group, Int, TypedFloatParam, usage_error
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -181,7 +181,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
         stop.decided(0 if report.ok and not stop.by else 1)
 
 
-@click.group(name="workloads")
+@click.group(name="workloads", cls=Group)
 def workloads_group() -> None:
     """List, show and check workload files (docs/workloads.md)."""
 

@@ -194,15 +194,18 @@ LONG = "x" * 5000
 @pytest.mark.parametrize("args", [
     ["stress", LONG], ["stress", "--schedule", LONG], ["stress", "--inject", LONG], ["stress", "--checkers", LONG],
     ["explore", LONG], ["explore", "--inject", LONG], ["check", LONG], ["check", "rmm-mp-" + LONG],
-    ["check", "rmm-mp-" + "1" * 5000 + "-0a1b2c3d.ctl"]],
+    ["check", "rmm-mp-" + "1" * 5000 + "-0a1b2c3d.ctl"], [LONG], ["platform", LONG], ["attest", LONG],
+    ["workloads", LONG]],
     ids=["stress-workload", "stress-schedule", "stress-inject", "stress-checkers", "explore-pair", "explore-inject",
-         "check-name", "check-prefixed-name", "check-segment-file-name"])
+         "check-name", "check-prefixed-name", "check-segment-file-name", "command", "platform-command",
+         "attest-command", "workloads-command"])
 def test_a_long_word_is_refused_abbreviated(args: list[str]) -> None:
     """A 5,000-character word where a name is expected (a stress workload, schedule, bug or
     checker, an explore pair, a machine name, a segment's file name given as one, whose refusal
-    names the machine too) is refused with exit 2 showing its start and its length, as a long
-    number or a file's long value is: these refusals printed it whole (5,000 characters, twice
-    for --checkers and for the segment's file name, whose machine name was still shown whole)."""
+    names the machine too, a command of rmm-mp or of one of its groups) is refused with exit 2
+    showing its start and its length, as a long number or a file's long value is: these
+    refusals printed it whole (5,000 characters, twice for --checkers and for the segment's
+    file name, whose machine name was still shown whole; click's "No such command")."""
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
