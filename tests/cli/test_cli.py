@@ -409,7 +409,8 @@ def test_a_segment_directory_with_control_characters_is_shown_escaped(tmp_path: 
         where.mkdir()
     monkeypatch.setattr(segment, "SHM_DIR", str(where))
     monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
-    result = CliRunner().invoke(main, [arg.replace("{shm}", str(where)) for arg in command])
+    # color=True: CliRunner otherwise strips ANSI sequences, and the ESC check below could not fail
+    result = CliRunner().invoke(main, [arg.replace("{shm}", str(where)) for arg in command], color=True)
     assert result.exit_code in (1, 2), result.output
     assert "\x1b" not in result.stderr, result.stderr
     assert basic_string(str(where)) in result.stderr, result.stderr
@@ -428,7 +429,7 @@ def test_an_orphan_that_cannot_be_removed_is_named_escaped(tmp_path: Path, monke
     dead = _never_a_pid()
     stuck = where / f"rmm-mp-{dead}-0000abcf.ctl"
     stuck.mkdir()
-    result = CliRunner().invoke(main, ["clean"])
+    result = CliRunner().invoke(main, ["clean"], color=True)    # color: ANSI kept, see above
     assert result.exit_code == 1, result.output
     assert "\x1b" not in result.stderr, result.stderr
     assert f"{basic_string(str(stuck))}: Is a directory" in result.stderr, result.stderr
