@@ -173,13 +173,37 @@ def site(depth: int = 1) -> str:
     innermost command or realm-call handler if it is another frame: ``rmm_mp/rmm/s2tt.py:298
     (walk) <- rmm_mp/rmm/handlers/rmi_rtt.py:135 (rmi_rtt_destroy)``. Costly (a frame walk):
     call it only when something new is recorded."""
-    frame: FrameType | None = sys._getframe(depth)
+    return _site_from(sys._getframe(depth))
+
+
+def raised_at(exc: BaseException) -> str:
+    """The site (as ``site`` words it) of the frame that raised ``exc``: from the innermost frame
+    of its traceback outwards, the first outside the lock API, the accessors and the stress
+    tool, then the innermost command or realm-call handler. "" if it has no traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    # A frame the exception left says the line it was at as the traceback does (tb_lineno);
+    # its f_lineno is where it stands now, which for the catching frame is the handler.
+    lines: dict[int, int] = {}
+    while True:
+        lines[id(tb.tb_frame)] = tb.tb_lineno
+        if tb.tb_next is None:
+            break
+        tb = tb.tb_next
+    return _site_from(tb.tb_frame, lines)
+
+
+def _site_from(frame: FrameType | None, lines: dict[int, int] | None = None) -> str:
+    """``site`` from ``frame`` outwards; ``lines``: the line to name of some frames (by id), a
+    traceback's, in place of their f_lineno."""
     inner = None
     handler = None
     while frame is not None and handler is None:
         path = frame.f_code.co_filename
         if not path.startswith(_SKIP_FILES):
-            here = f"{_short(path)}:{frame.f_lineno} ({frame.f_code.co_name})"
+            line = lines.get(id(frame), frame.f_lineno) if lines else frame.f_lineno
+            here = f"{_short(path)}:{line} ({frame.f_code.co_name})"
             if inner is None:
                 inner = here
             if _is_handler(frame.f_code, path):

@@ -38,9 +38,9 @@ class StressReport:
     Attributes:
         ended: why the run ended: "time" (free-running time was up), "budget" (the step budget
             was spent and the CPUs finished their operation), "finding" (a finding stopped it),
-            "aborted" (deadlock, crash or watchdog), "timeout" (a deterministic run hit its
-            safety limit in seconds), "interrupted" (Ctrl-C or SIGTERM stopped it before its
-            end, without a finding).
+            "aborted" (deadlock, crash, internal error or watchdog), "timeout" (a deterministic
+            run hit its safety limit in seconds), "interrupted" (Ctrl-C or SIGTERM stopped it
+            before its end, without a finding).
         schedule: context switches (step, CPU to run next) of a deterministic run.
         points: per CPU, every schedule point (step, kind, argument) when the run logged them.
     """

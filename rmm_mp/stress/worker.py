@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -33,7 +34,7 @@ from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.findings import Finding, raised_at
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population
@@ -266,17 +267,44 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
     except Unexpected as exc:
         probe.findings.add(dataclasses.replace(exc.finding, step=_step(sched)))
     except RmmInternalError as exc:
-        reason = cpu.machine.control.dead_reason() or str(exc)
-        if f"on CPU {cpu.id} " in reason:
-            probe.findings.add(Finding("functional", "crash", reason, cpu.id, probe.current_call(), "",
-                                       (f"{type(exc.__cause__).__name__ if exc.__cause__ else 'RmmInternalError'}",),
-                                       _step(sched)))
+        finding = _internal_error(cpu, probe, exc, _step(sched))
+        if finding is not None:
+            probe.findings.add(finding)
         _abort(seg, sched)
         return "crashed"
     except (HostError, RunQueueError, AllocatorError) as exc:
         probe.findings.add(Finding("functional", type(exc).__name__, str(exc), cpu.id, "", "", (), _step(sched)))
     _stop(cpu, seg)
     return "finding"
+
+
+_MONITOR_CRASH = re.compile(r"(?:RMM bug|RMM crashed) on CPU \d+ in FID ")
+"""How the monitor words the RmmInternalError of a crash inside the RMM (el3.monitor _crash)."""
+
+
+def _internal_error(cpu: "Cpu", probe: Probe, exc: RmmInternalError, step: int | None) -> Finding | None:
+    """The finding an RmmInternalError that ended this CPU's run makes, if any:
+
+    - the RMM crashed on this CPU (the machine's dead reason names it): ``crash``, with that
+      reason;
+    - the RMM crashed on another CPU, and this error is that crash seen from here (an smc on the
+      dead machine, a host wait for a lock the crashed CPU holds: its text holds the dead
+      reason) or a crash of this CPU's RMM after it (its state half done by the first): none,
+      as the crashing CPU reports the crash;
+    - otherwise the machine was alive when the error was raised (a host-side lock release of a
+      lock word that is not the host's, a refcount out of range outside the RMM): the RMM did
+      not die of it, but the model's state broke, so it is ``internal-error``, with the error's
+      text and where it was raised. Ending with no finding, the run said "no findings" and
+      exit status 0 after an internal error."""
+    text = str(exc)
+    dead = cpu.machine.control.dead_reason()
+    if dead and f"on CPU {cpu.id} " in dead:
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "RmmInternalError"
+        return Finding("functional", "crash", dead, cpu.id, probe.current_call(), "", (cause,), step)
+    if dead and (dead in text or _MONITOR_CRASH.match(text)):
+        return None
+    return Finding("functional", "internal-error", text, cpu.id, probe.current_call(), raised_at(exc),
+                   ("RmmInternalError raised while the machine was alive: not a crash of the RMM",), step)
 
 
 def _await_the_others(seg: StressSegment, control: "Control", part: Participant) -> None:
