@@ -2,9 +2,10 @@
 
 A Finding is one problem one checker saw: which checker and rule, on which CPU, in which call
 (RMI command or realm call with its arguments), at which source line, with detail lines (held
-locks, the edges of a cycle, ...). Its text holds no machine name, and no pid or time but the
-few the watchdog's findings name, which a replay leaves out as it compares (without_run_values):
-so a replay's report can be compared with the original's line for line.
+locks, the edges of a cycle, ...). Its text holds no pid or time but the few the watchdog's
+findings name, and no path or machine name but those of a CPU's traceback and the error it
+raised, which a replay leaves out as it compares (without_run_values): so a replay's report can
+be compared with the original's line for line, made in another checkout too.
 
 This module owns the Finding record and call naming. It must not check anything.
 """
@@ -16,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, Callable
 
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
@@ -110,11 +111,39 @@ def without_run_values(text: str) -> str:
     bound is crossed at a tick of the parent, on a host loaded as it happens to be), the grace
     time a CPU that did not stop was given (``did not stop within 2 s of being asked``: scaled
     by the simulated CPUs per host core) and a host process's pid (``host process 4242``: a lock word of a host
-    that is no CPU of the run). With them a replay of such a finding could never reproduce it,
-    nor be told a rewording (its numbers differ); the printed finding keeps them."""
+    that is no CPU of the run); and where the run was made (without_run_place). With them a
+    replay of such a finding could never reproduce it, nor be told a rewording (its numbers
+    differ); the printed finding keeps them."""
+    text = without_run_place(text)
     for pattern, replacement in _RUN_VALUES:
         text = pattern.sub(replacement, text)
     return text
+
+
+_PACKAGE_DIR = "rmm_mp/"
+_TRACEBACK_FILE = re.compile(r'(File ")([^"]+)(")')
+_MACHINE_NAME = re.compile(r"\brmm-mp-\d+-[0-9a-f]{8}\b")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[\w.+~@%-]+(?:/[\w.+~@%-]+)+/?")
+
+
+def _placeless(path: str, outside: Callable[[str], str]) -> str:
+    """``path`` from its package directory on (``rmm_mp/rmm/s2tt.py``, whichever checkout it
+    was in), or ``outside(path)`` for a file outside the package."""
+    at = path.rfind("/" + _PACKAGE_DIR)
+    return path[at + 1:] if at >= 0 else outside(path)
+
+
+def without_run_place(text: str) -> str:
+    """``text`` without what names where its run was made: a source file's directories (a
+    traceback's ``File "/work/main/rmm_mp/rmm/s2tt.py"`` reads ``File "rmm_mp/rmm/s2tt.py"``,
+    one outside the package, of the Python install, its file name alone), a machine's name
+    (``rmm-mp-4242-0a1b2c3d``: the creator's pid and a random tag) and any other absolute path
+    (the segment directory, RMM_MP_SHM_DIR, the working directory: ``?``). A schedule file
+    replayed from another checkout, a clean clone elsewhere or another host's install named
+    other paths in the same traceback, and diverged."""
+    text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
+    text = _ABSOLUTE_PATH.sub(lambda m: _placeless(m.group(0), lambda _: "?"), text)
+    return _MACHINE_NAME.sub("rmm-mp-?", text)
 
 
 @dataclass

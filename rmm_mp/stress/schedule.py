@@ -254,8 +254,9 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     ``recorded``. Findings are compared without source line numbers (Finding.replay_text): any
     edit that moves a line would otherwise make every schedule file recorded before it diverge,
     though it found the same problem in the same function. Nor with the values only one run has
-    (the CPU time of a stuck call, a grace time, a host's pid: without_run_values), which no
-    replay of such a finding could match. Nor in their order: the report sorts findings by step
+    (the CPU time of a stuck call, a grace time, a host's pid, and where the run was made: a
+    traceback's directories, a machine's name: without_run_values), which no replay of such a
+    finding could match, or none made from another checkout. Nor in their order: the report sorts findings by step
     and CPU, and those at the same step and CPU (or none: a cycle, a violation at the run's end)
     come in the order the checkers made them, which the tool may change as it may change a
     wording; the same findings in another order are the same findings."""
@@ -271,7 +272,7 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
         verdict = "timeout"
     else:
         verdict = "diverged"
-    # Times and pids differ on every run: only another line number is "moved".
+    # Times, pids and paths differ between runs: only another line number is "moved".
     moved = verdict == "reproduced" and Counter(f.run_free_text() for f in recorded) != Counter(
         f.run_free_text() for f in report.findings)
     reworded = verdict == "diverged" and bool(recorded) and _pair_up([_identity(f) for f in recorded],
@@ -339,7 +340,7 @@ def _identity(finding: Finding) -> _Identity:
     numbers, and the numbers its message, call and details name (ReplayVerdict.reworded). A
     finding at the same step naming another granule or address is another finding, not a
     rewording of the recorded one; source line numbers (in a traceback) and the values only one
-    run has (times, pids) are left out, as a replay leaves them out."""
+    run has (times, pids, paths) are left out, as a replay leaves them out."""
     text = without_run_values(without_lines("\n".join((finding.message, finding.call, *finding.details))))
     return ((finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site)),
             _numbers(text))

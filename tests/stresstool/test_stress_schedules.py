@@ -454,7 +454,7 @@ def test_a_replay_naming_other_numbers_at_the_same_step_is_no_rewording() -> Non
     granule (0x82001000 for 0x82000000), another address in its call, or another count in a
     detail line: a real divergence, no `reworded` and no hint to record the file again. The
     same numbers worded otherwise (hex for decimal, the held lock described otherwise, a
-    traceback's line number moved) is still a rewording. Found by review: `reworded` compared
+    traceback's line number moved and its function renamed) is still a rewording. Found by review: `reworded` compared
     checker, rule, CPU, step and site only, so the hint called another granule a rewording."""
     from rmm_mp.stress.findings import Finding
 
@@ -481,7 +481,7 @@ def test_a_replay_naming_other_numbers_at_the_same_step_is_no_rewording() -> Non
                  finding(seen.message, details=("holding DELEGATED 0x82000000", "2 waiters",
                                                 'File "/x/rmm_mp/rmm/rd.py", line 40, in get'))):
         if same.details[2:]:
-            seen_tb = finding(seen.message, details=(*seen.details, 'File "/y/rmm_mp/rmm/rd.py", line 43, in get'))
+            seen_tb = finding(seen.message, details=(*seen.details, 'File "/y/rmm_mp/rmm/rd.py", line 43, in rd_get'))
             report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen_tb,), "finding",
                                   0.0, {})
             v = schedule_file.compare("s.json", (same,), report)
@@ -549,6 +549,56 @@ def test_a_replay_of_a_watchdog_finding_leaves_out_its_times_and_pids() -> None:
     for other in (findings("23", "4", "5151", cpu=0), findings("23", "4", "5151", pa="0x82001000")):
         v = verdict(other)
         assert v.verdict == "diverged" and not v.reworded, v.text()
+
+
+def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> None:
+    """A cpu-died finding of a CPU that raised MachineError naming a machine and its segment
+    directory, with its traceback (as ending._failure makes it; the traceback a real one of this
+    checkout, through Python's json module), recorded in a schedule file made elsewhere: its JSON rewritten
+    with the source files under another checkout (/elsewhere/clone/rmm_mp/...), Python's own
+    files under another install, another machine name and another RMM_MP_SHM_DIR. The replay
+    reproduced it, at no other source line, and the printed findings keep their own paths.
+    The comparison took the paths as the text, so a schedule file replayed from another
+    checkout or a clean clone diverged. Another file or function in the package still
+    diverges, as a rewording (the same numbers)."""
+    import traceback
+
+    from rmm_mp import Machine
+    from rmm_mp.hw.faults import MachineError
+    from rmm_mp.stress.findings import Finding
+
+    try:
+        # Through Python's json module: the traceback has frames of Python's own files too.
+        json.loads("{}", object_hook=lambda _: Machine.attach("rmm-mp-4242-0a1b2c3d"))
+    except MachineError as exc:
+        how, tb = f"raised MachineError: {exc}", traceback.format_exc()
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    python = os.path.dirname(json.__file__)
+    assert f'File "{here}/rmm_mp/machine.py"' in tb and f'File "{python}/decoder.py"' in tb, tb
+    seen = Finding("watchdog", "cpu-died", f"CPU 1 {how}; locks it still held: none", 1, "", "",
+                   ("CPU 1 (dead): between calls; holds none", *tb.rstrip().splitlines()), 12)
+
+    def elsewhere(finding: Finding, package: str = "rmm_mp/machine.py") -> Finding:
+        text = json.dumps(finding.to_json())
+        text = text.replace(f"{here}/rmm_mp/machine.py", f"/elsewhere/clone/{package}")
+        text = text.replace(python, "/opt/python/lib/python3.12/json")
+        text = text.replace("rmm-mp-4242-0a1b2c3d", "rmm-mp-77-ffff0000")
+        from rmm_mp.hw import segment
+        text = text.replace(segment.shown_shm_dir(), "/run/user/1000/rmm")
+        return Finding.from_json(json.loads(text))
+
+    def verdict(recorded: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+        return schedule_file.compare("s.json", (recorded,), report)
+
+    recorded = elsewhere(seen)
+    assert recorded.text() != seen.text() and "/elsewhere/clone/rmm_mp/machine.py" in recorded.text()
+    assert "rmm-mp-77-ffff0000" in recorded.message and "/run/user/1000/rmm" in recorded.message
+    v = verdict(recorded)
+    assert v.reproduced and not v.moved, v.text()
+    assert f'File "{here}/rmm_mp/machine.py"' in v.seen[0].text()
+    other = verdict(elsewhere(seen, package="rmm_mp/hw/segment.py"))
+    assert other.verdict == "diverged" and other.reworded, other.text()
 
 
 def test_a_replay_compares_the_findings_in_any_order() -> None:
