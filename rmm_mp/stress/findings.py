@@ -101,6 +101,7 @@ _RUN_VALUES = (
     (re.compile(r"(\bused )\d+(?:\.\d+)?( s of CPU time)"), r"\1?\2"),
     (re.compile(r"(\bwithin )\d+(?:\.\d+)?( s of being asked)"), r"\1?\2"),
     (re.compile(r"(\bhost process )\d+\b"), r"\1?"),
+    (re.compile(r"(<[^<>]* at )0x[0-9a-fA-F]+(>)"), r"\1?\2"),
 )
 """Each value only one run has, as a pattern and its replacement (the words around it kept)."""
 
@@ -110,10 +111,12 @@ def without_run_values(text: str) -> str:
     the words around them kept: the CPU time a stuck CPU used (``used 21 s of CPU time``: its
     bound is crossed at a tick of the parent, on a host loaded as it happens to be), the grace
     time a CPU that did not stop was given (``did not stop within 2 s of being asked``: scaled
-    by the simulated CPUs per host core) and a host process's pid (``host process 4242``: a lock word of a host
-    that is no CPU of the run); and where the run was made (without_run_place). With them a
-    replay of such a finding could never reproduce it, nor be told a rewording (its numbers
-    differ); the printed finding keeps them."""
+    by the simulated CPUs per host core), a host process's pid (``host process 4242``: a lock
+    word of a host that is no CPU of the run), a Python object's address in its default repr
+    (``<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>``, in an exception's text: the
+    process's heap, another on every run), and where the run was made (without_run_place).
+    With them a replay of such a finding could never reproduce it, nor be told a rewording
+    (its numbers differ); the printed finding keeps them."""
     text = without_run_place(text)
     for pattern, replacement in _RUN_VALUES:
         text = pattern.sub(replacement, text)

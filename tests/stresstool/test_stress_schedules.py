@@ -601,6 +601,33 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
     assert other.verdict == "diverged" and other.reworded, other.text()
 
 
+def test_a_replay_leaves_out_a_python_objects_address() -> None:
+    """A recorded crash finding whose reason shows a Python object by its default repr, with its
+    address (`<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>`, as a TypeError or KeyError
+    inside a handler names it), against a replay whose object is at another address: reproduced,
+    not moved, the printed findings keeping their address. The address is the process's heap
+    (another on every run, address space randomised), so a replay of such a finding diverged,
+    and, the numbers differing, not even as a rewording. Another class still diverges."""
+    from rmm_mp.stress.findings import Finding
+
+    def crash(shown: str) -> Finding:
+        return Finding("functional", "crash", "RMM crashed on CPU 0 in FID 0xc400015a(0x80091000): TypeError: "
+                       f"unsupported operand type(s) for +: '{shown}' and 'int'", 0, "RMI_REC_DESTROY(0x80091000)",
+                       "", ("TypeError",), 31)
+
+    def verdict(recorded: Finding, seen: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+        return schedule_file.compare("s.json", (recorded,), report)
+
+    recorded = crash("<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>")
+    seen = crash("<rmm_mp.rmm.rec_desc.Rec object at 0x7f0011aa2b10>")
+    v = verdict(recorded, seen)
+    assert v.reproduced and not v.moved, v.text()
+    assert "at 0x7f0011aa2b10>" in v.seen[0].text() and "at 0x7f3a2c1d5e50>" in v.recorded[0].text()
+    other = verdict(recorded, crash("<rmm_mp.rmm.realm_desc.Rd object at 0x7f0011aa2b10>"))
+    assert other.verdict == "diverged", other.text()
+
+
 def test_a_replay_compares_the_findings_in_any_order() -> None:
     """Two recorded findings at the same step on the same CPU (a lockdep and an ownership one,
     which the report keeps in the order the checkers made them), against a replay that made
