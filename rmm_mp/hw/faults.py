@@ -23,10 +23,13 @@ class GranuleProtectionFault(Exception):
 
 
 class RmmInternalError(Exception):
-    """The RMM hit a bug: an exception inside a handler or a broken internal invariant.
+    """The RMM hit a bug: an exception inside a handler or a broken internal invariant; or the
+    host broke a lock rule of the shared tables (a lock word it does not hold released, an NS
+    page it holds asked for again).
 
-    It is never mapped to an RMI status. Once raised, the machine is dead and every later smc
-    on any CPU raises it again.
+    It is never mapped to an RMI status. Raised inside the RMM, it kills the machine: every
+    later smc on any CPU raises it again. Raised on the host's side, outside any smc, it
+    leaves the machine alive (rmm-mp stress reports it as an internal-error finding).
     """
 
 
