@@ -386,6 +386,13 @@ class _Supervisor:
                     while what:
                         self._interrupt(live, what)
                         what = self.hold.next()
+        except BaseException:
+            # Left by an error, mostly while released (waiting: _step): held from here on, by
+            # setting the flag, not by a call. CPython checks for signals as a function begins,
+            # so a Ctrl-C landing from the raise to the first call of the clean-up below
+            # (begin, or end) met the wrapper still raising, and replaced the error.
+            self.hold.holding = True
+            raise
         finally:
             # Left by an exception out of the loop (every CPU gone, the hold has ended). Only a
             # hold this supervisor began is ended here; one begun by run_cpus stands, held, for

@@ -289,3 +289,56 @@ def test_two_signals_together_at_any_point_of_the_runs_end_are_both_taken_none_r
         assert not supervisor.hold.standing and not supervisor.hold.handlers
         k += 1
     assert k > 5, k
+
+
+@pytest.mark.parametrize("owner", ["caller", "supervisor"])
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_as_the_supervisor_begins_its_clean_up_after_an_error_does_not_replace_it(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, owner: str) -> None:
+    """The supervisor fails while it waits, released (a RuntimeError out of _step), and a Ctrl-C
+    lands as its clean-up makes its first call (simulated by raising SIGINT at the entry of
+    InterruptHold.begin or end called while the error is handled: CPython checks for signals as
+    a function begins). The hold is the caller's (as run_cpus hands it over: the clean-up holds
+    again with begin) or the supervisor's own (it ends it with end). The RuntimeError leaves
+    wait(), the Ctrl-C is noted (dropped: the error wins), and SIGINT has its handler back once
+    the hold has ended. Before, the hold was released up to that first call: the Ctrl-C met the
+    wrapper still raising, and its KeyboardInterrupt replaced the error."""
+    import sys
+    from types import SimpleNamespace
+    from rmm_mp.interrupt_hold import InterruptHold
+    sent: list[int] = []
+    begin, end = InterruptHold.begin, InterruptHold.end
+
+    def landing() -> None:
+        if sys.exc_info()[0] is RuntimeError and not sent:
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+    def begin_late(self: InterruptHold, *args: Any) -> bool:
+        landing()
+        return begin(self, *args)
+
+    def end_late(self: InterruptHold, take: bool = True) -> None:
+        landing()
+        end(self, take)
+
+    def step(self: Any, live: Any, start: float) -> None:
+        raise RuntimeError("the CPUs could not be waited for")
+
+    monkeypatch.setattr(InterruptHold, "begin", begin_late)
+    monkeypatch.setattr(InterruptHold, "end", end_late)
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    forget_signals()
+    hold = InterruptHold() if owner == "caller" else None
+    if hold is not None:
+        hold.begin()
+    supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=None)}, {}, None, 0.01, None, 1.0, hold=hold)
+    try:
+        raised = _raised_by(supervisor.wait)
+    finally:
+        ended = _raised_by(lambda: end(supervisor.hold, take=False))
+    assert sent, "the Ctrl-C was never sent"
+    assert isinstance(raised, RuntimeError), repr(raised)
+    assert ended is None, repr(ended)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not supervisor.hold.standing and not supervisor.hold.handlers
