@@ -112,7 +112,9 @@ class InterruptHold:
         the one to ``end`` it. A caller handed a hold that stands (the supervisor, by run_cpus)
         holds again with ``begin`` but leaves the ending to its owner: ended by the inner one on
         its way out of an error, the hold was gone while the owner still killed and reaped the
-        CPU processes, and a Ctrl-C there replaced the error."""
+        CPU processes, and a Ctrl-C there replaced the error. begin may raise once the hold
+        stands (a signal that meets a handler not yet wrapped: signal.signal runs it first), so
+        an owner that must end the hold all the same reads ``standing`` before the call."""
         began = not self.standing
         self.standing = True
         self.holding = True

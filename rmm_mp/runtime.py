@@ -346,11 +346,14 @@ class _Supervisor:
     def wait(self) -> RunResult:
         start = time.monotonic()
         live = dict(self.procs)
-        owned = False
+        # Begun by run_cpus before the CPUs started (begin below wraps nothing more then, and
+        # run_cpus owns it), or by begin below (this supervisor owns it). Known before the call:
+        # a Ctrl-C that meets a handler still unwrapped raises out of begin once the hold stands,
+        # and, begin's value never returned, the clean-up took the hold for run_cpus' and left
+        # it standing, SIGINT wrapped for good.
+        owned = not self.hold.standing
         try:
-            # Begun by run_cpus before the CPUs started (this wraps nothing more then, and
-            # run_cpus owns it), or here (this supervisor owns it).
-            owned = self.hold.begin(_sigterm_taken() if self.sigterm_stops else None)
+            self.hold.begin(_sigterm_taken() if self.sigterm_stops else None)
             while True:
                 try:
                     if self.mask is not None:

@@ -342,3 +342,37 @@ def test_a_ctrl_c_as_the_supervisor_begins_its_clean_up_after_an_error_does_not_
     assert ended is None, repr(ended)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert not supervisor.hold.standing and not supervisor.hold.handlers
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_supervisor_whose_own_hold_is_cut_short_as_it_begins_still_ends_it(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor given no hold begins its own, and a Ctrl-C that has just come meets SIGINT's
+    own handler (Python's, which raises) as begin wraps it (signal.signal runs the handler of a
+    signal already come before it changes anything: simulated by raising SIGINT there). The
+    KeyboardInterrupt leaves wait(), the hold the supervisor began has ended, and SIGINT has
+    its own handler. Before, begin had not returned, so the supervisor did not know it owned
+    the hold: it left it standing and its clean-up wrapped SIGINT again, for good."""
+    from types import SimpleNamespace
+    real_signal = signal.signal
+    landed: list[int] = []
+
+    def set_handler(signum: int, handler: Any) -> Any:
+        if signum == signal.SIGINT and not landed:
+            landed.append(signum)
+            signal.raise_signal(signal.SIGINT)  # meets Python's handler, still SIGINT's
+        return real_signal(signum, handler)
+
+    monkeypatch.setattr(signal, "signal", set_handler)
+    forget_signals()
+    supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=None)}, {}, None, 0.01, None, 1.0)
+    try:
+        raised = _raised_by(supervisor.wait)
+    finally:
+        monkeypatch.setattr(signal, "signal", real_signal)
+        left = signal.getsignal(signal.SIGINT)
+        real_signal(signal.SIGINT, signal.default_int_handler)
+    assert landed, "the Ctrl-C was never sent"
+    assert isinstance(raised, KeyboardInterrupt), repr(raised)
+    assert left is signal.default_int_handler, f"SIGINT left with {left!r}"
+    assert not supervisor.hold.standing and not supervisor.hold.handlers
