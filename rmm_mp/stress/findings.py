@@ -101,7 +101,9 @@ _RUN_VALUES = (
     (re.compile(r"(\bused )\d+(?:\.\d+)?( s of CPU time)"), r"\1?\2"),
     (re.compile(r"(\bwithin )\d+(?:\.\d+)?( s of being asked)"), r"\1?\2"),
     (re.compile(r"(\bhost process )\d+\b"), r"\1?"),
-    (re.compile(r"(<[^<>]* at )0x[0-9a-fA-F]+(>)"), r"\1?\2"),
+    # A default repr's name may hold <locals> or <lambda> (a function or class defined in a
+    # function: ``<function f.<locals>.g at 0x7f...>``), a bracketed word of its own.
+    (re.compile(r"(<(?:[^<>]|<[\w.-]+>)* at )0x[0-9a-fA-F]+(>)"), r"\1?\2"),
 )
 """Each value only one run has, as a pattern and its replacement (the words around it kept)."""
 
@@ -113,8 +115,9 @@ def without_run_values(text: str) -> str:
     time a CPU that did not stop was given (``did not stop within 2 s of being asked``: scaled
     by the simulated CPUs per host core), a host process's pid (``host process 4242``: a lock
     word of a host that is no CPU of the run), a Python object's address in its default repr
-    (``<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>``, in an exception's text: the
-    process's heap, another on every run), and where the run was made (without_run_place).
+    (``<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>``, ``<function f.<locals>.g at
+    0x7f3a2c1d5e50>``, in an exception's text: the process's heap, another on every run), and
+    where the run was made (without_run_place).
     With them a replay of such a finding could never reproduce it, nor be told a rewording
     (its numbers differ); the printed finding keeps them."""
     text = without_run_place(text)

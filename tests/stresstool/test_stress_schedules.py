@@ -628,6 +628,44 @@ def test_a_replay_leaves_out_a_python_objects_address() -> None:
     assert other.verdict == "diverged", other.text()
 
 
+def test_a_replay_leaves_out_the_address_of_a_local_function_or_class() -> None:
+    """A crash reason that names, by its default repr, a function or an object of a class
+    defined inside a function, made from this process's own objects: `<function f.<locals>.g
+    at 0x...>`, `<...f.<locals>.C object at 0x...>`, also in a lambda's `<locals>.<lambda>`.
+    Recorded with other addresses, the replay reproduced it; the printed findings keep their
+    addresses. The mask allowed no `<` or `>` between the repr's `<` and its address, so a
+    `<locals>` in the name kept the address, and the replay diverged. Another function's name
+    still diverges."""
+    from rmm_mp.stress.findings import Finding
+
+    def made_here() -> tuple[object, ...]:
+        def g() -> None:
+            pass
+
+        class C:
+            pass
+        return g, C(), lambda: 0
+
+    def crash(shown: str) -> Finding:
+        return Finding("functional", "crash", f"RMM crashed on CPU 0 in FID 0xc4000150(0x10000): KeyError: {shown}",
+                       0, "RMI_VERSION(0x10000)", "", ("KeyError",), 7)
+
+    def verdict(recorded: Finding, seen: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+        return schedule_file.compare("s.json", (recorded,), report)
+
+    for obj in made_here():
+        shown = repr(obj)
+        assert ".<locals>." in shown and " at 0x" in shown, shown
+        address = shown[shown.rindex(" at 0x") + 4:-1]
+        elsewhere = shown.replace(address, "0x7f0011aa2b10" if address != "0x7f0011aa2b10" else "0x7f3a2c1d5e50")
+        v = verdict(crash(elsewhere), crash(shown))
+        assert v.reproduced and not v.moved, v.text()
+        assert address in v.seen[0].text() and address not in v.recorded[0].text()
+        other = verdict(crash(elsewhere.replace("<locals>", "<locals>.other")), crash(shown))
+        assert other.verdict == "diverged", other.text()
+
+
 def test_a_replay_compares_the_findings_in_any_order() -> None:
     """Two recorded findings at the same step on the same CPU (a lockdep and an ownership one,
     which the report keeps in the order the checkers made them), against a replay that made
