@@ -67,6 +67,8 @@ OFF_REASON, REASON_MAX = 0x1000, 0x1000
 REASON_WAIT_S = 1.0
 """How long dead_reason waits for a crash being recorded (a few stores away, unless the
 recording CPU died between them)."""
+UNRECORDED_REASON = "(the crashing CPU has not recorded its reason; it may have died doing so)"
+"""dead_reason once REASON_WAIT_S has passed with the crash still being recorded."""
 OFF_PLATFORM, PLATFORM_MAX = 0x2000, 0x6000
 OFF_VMID_BITMAP, VMID_BITMAP_BYTES = 0x8000, 0x2000
 OFF_HOST_VMIDS, HOST_VMIDS_BYTES = 0x10000, 0x2000
@@ -176,7 +178,7 @@ class Control:
             deadline = time.monotonic() + REASON_WAIT_S
             while (state := self.view.load_u32(OFF_DEAD)) == 2:
                 if time.monotonic() > deadline:
-                    return "(the crashing CPU has not recorded its reason; it may have died doing so)"
+                    return UNRECORDED_REASON
                 os.sched_yield()
         length = self.view.load_u32(OFF_DEAD_LEN)
         return bytes(self.buf[OFF_REASON:OFF_REASON + length]).decode(errors="replace")

@@ -29,6 +29,7 @@ from rmm_mp.host.nsalloc import AllocatorError
 from rmm_mp.host.realm import HostError
 from rmm_mp.host.runqueue import RunQueueError
 from rmm_mp.hw import points
+from rmm_mp.hw.control import UNRECORDED_REASON
 from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
@@ -289,7 +290,7 @@ def _internal_error(cpu: "Cpu", probe: Probe, exc: RmmInternalError, step: int |
       reason;
     - the RMM crashed on another CPU, and this error is that crash seen from here (an smc on the
       dead machine, a host wait for a lock the crashed CPU holds: its text holds the dead
-      reason) or a crash of this CPU's RMM after it (its state half done by the first): none,
+      reason, or says it was not recorded yet) or a crash of this CPU's RMM after it (its state half done by the first): none,
       as the crashing CPU reports the crash;
     - otherwise the machine was alive when the error was raised (a host-side lock release of a
       lock word that is not the host's, a refcount out of range outside the RMM): the RMM did
@@ -301,7 +302,9 @@ def _internal_error(cpu: "Cpu", probe: Probe, exc: RmmInternalError, step: int |
     if dead and f"on CPU {cpu.id} " in dead:
         cause = type(exc.__cause__).__name__ if exc.__cause__ else "RmmInternalError"
         return Finding("functional", "crash", dead, cpu.id, probe.current_call(), "", (cause,), step)
-    if dead and (dead in text or _MONITOR_CRASH.match(text)):
+    # UNRECORDED_REASON: the machine was dead already, its reason not yet written when this
+    # CPU gave up waiting for it (dead_reason), and written by now.
+    if dead and (dead in text or UNRECORDED_REASON in text or _MONITOR_CRASH.match(text)):
         return None
     return Finding("functional", "internal-error", text, cpu.id, probe.current_call(), raised_at(exc),
                    ("RmmInternalError raised while the machine was alive: not a crash of the RMM",), step)

@@ -122,3 +122,36 @@ def test_this_cpus_crash_is_a_crash_finding(machine: Machine, run_one: Callable[
     result, end = run_one(crash)
     assert [(f.checker, f.rule, f.message) for f in result.findings] == [("functional", "crash", reason)], \
         [f.text() for f in result.findings]
+
+
+def test_a_crash_seen_before_its_reason_was_recorded_is_no_finding(machine: Machine,
+                                                                   run_one: Callable[..., tuple[CpuResult, int]],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1's RMM crashed and has claimed the machine's dead word, but has not yet written its
+    reason when CPU 0's smc sees the machine dead: CPU 0's wait for the reason runs out
+    (REASON_WAIT_S, made short here), so its RmmInternalError reads the "not recorded" text;
+    CPU 1 then records its reason. CPU 0 makes no finding: the machine was dead, and CPU 1
+    reports the crash. Before, the dead reason (by then recorded) was not in CPU 0's text, so
+    CPU 0 reported an internal-error with the "not recorded" text, a second report of one
+    crash, worded as if the machine had been alive."""
+    from rmm_mp.hw import control as hw_control
+
+    reason = "RMM bug on CPU 1 in FID 0xc4000150(0x80000000): refcount of granule 3 would go from 0 to -1"
+    monkeypatch.setattr(hw_control, "REASON_WAIT_S", 0.01)
+
+    def crash_recorded_late(m: Machine) -> None:
+        view = m.control.view
+        assert view.cas_u32(hw_control.OFF_DEAD, 0, 2) == 0     # CPU 1's mark_dead, first half
+        try:
+            m.cpu(0).smc(0xC4000150, 0x80000000)
+        finally:
+            # ... and its second half, after CPU 0 gave up waiting for it
+            data = reason.encode()
+            m.control.buf[hw_control.OFF_REASON:hw_control.OFF_REASON + len(data)] = data
+            view.store_u32(hw_control.OFF_DEAD_LEN, len(data))
+            view.store_u32(hw_control.OFF_DEAD, 1)
+
+    result, end = run_one(crash_recorded_late)
+    assert machine.control.dead_reason() == reason
+    assert result.ended == "crashed" and end == END_ABORT, (result.ended, end)
+    assert result.findings == [], [f.text() for f in result.findings]
