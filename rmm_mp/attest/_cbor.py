@@ -283,7 +283,7 @@ def _skip(data: bytes, pos: int, what: str, depth: int) -> int:
     if major in (0, 1):
         return pos
     if major in (2, 3):
-        return _skip_string(data, pos, major, arg, what)
+        return _skip_string(data, start, pos, major, arg, what)
     if major == 4:
         return _skip_items(data, pos, arg, what, depth)
     if major == 5:
@@ -335,32 +335,40 @@ def _check_bignum(data: bytes, tag: int, start: int, pos: int, what: str) -> Non
                                "an int, to other decoders")
 
 
-def _skip_string(data: bytes, pos: int, major: int, arg: int | None, what: str) -> int:
+def _skip_string(data: bytes, start: int, pos: int, major: int, arg: int | None, what: str,
+                 chunk_of: int | None = None) -> int:
+    """Position after the byte or text string whose head is at `start` and content at `pos`
+    (`chunk_of`: the head of the indefinite-length string it is a chunk of)."""
     if arg is not None:
         if pos + arg > len(data):
             raise TokenFormatError(f"{what}: truncated CBOR: string at byte {pos} claims {arg} bytes, "
                                    f"{len(data) - pos} remain")
         if major == 3:
-            _check_utf8(data, pos, arg, what)
+            _check_utf8(data, start, pos, arg, what, chunk_of)
         return pos + arg
     while pos < len(data) and data[pos] != _BREAK:
+        chunk_start = pos
         chunk_major, size, pos = _head(data, pos, what)
         if chunk_major != major or size is None:
             raise TokenFormatError(f"{what}: malformed CBOR: indefinite string chunk before byte {pos} "
                                    "is not a definite string of the same type")
-        pos = _skip_string(data, pos, major, size, what)
+        pos = _skip_string(data, chunk_start, pos, major, size, what, chunk_of=start)
     return _expect_break(data, pos, what)
 
 
-def _check_utf8(data: bytes, pos: int, length: int, what: str) -> None:
-    """Refuse the text string (or chunk of one) of `length` bytes at `pos` unless it is UTF-8
-    (RFC 8949 3.1, major type 3; 3.2.3: each chunk on its own). Checked in the walk, where the
-    byte is known: cbor2 said only 'error decoding unicode string'."""
+def _check_utf8(data: bytes, start: int, pos: int, length: int, what: str, chunk_of: int | None) -> None:
+    """Refuse the text string (or chunk of one, `chunk_of`) whose head is at `start` and whose
+    `length` bytes are at `pos` unless it is UTF-8 (RFC 8949 3.1, major type 3; 3.2.3: each
+    chunk on its own). Checked in the walk, where the byte is known: cbor2 said only 'error
+    decoding unicode string'. The string is named by its head's byte, as every other item a
+    message names is (a tag, a map key): its first content byte read as the string's own."""
     try:
         data[pos:pos + length].decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = data[pos + exc.start:pos + exc.end]
-        raise TokenFormatError(f"{what}: text string at byte {pos} is not valid UTF-8 ({exc.reason}: "
+        where = (f"text string at byte {start}" if chunk_of is None else
+                 f"chunk at byte {start} of the indefinite-length text string at byte {chunk_of}")
+        raise TokenFormatError(f"{what}: {where} is not valid UTF-8 ({exc.reason}: "
                                f"{' '.join(f'{b:#04x}' for b in bad)} at byte {pos + exc.start}); expected UTF-8 text "
                                "(RFC 8949 3.1: major type 3 is UTF-8, each chunk of an indefinite-length "
                                "one on its own)") from None

@@ -386,17 +386,22 @@ def _tag_number(data: bytes, at: int) -> int:
 
 
 @pytest.mark.parametrize("item, message", [
-    ("62ff41", "payload: text string at byte 1 is not valid UTF-8 (invalid start byte: 0xff at byte 1)"),
-    ("a1 0a 63 41c328", "payload: text string at byte 3 is not valid UTF-8 (invalid continuation byte: 0xc3 at "
+    ("62ff41", "payload: text string at byte 0 is not valid UTF-8 (invalid start byte: 0xff at byte 1)"),
+    ("a1 0a 63 41c328", "payload: text string at byte 2 is not valid UTF-8 (invalid continuation byte: 0xc3 at "
                         "byte 4)"),
-    ("a1 63 41ed a080 00", "payload: text string at byte 2 is not valid UTF-8"),        # a UTF-16 surrogate, as a key
-    ("7f 61c3 61a9 ff", "payload: text string at byte 2 is not valid UTF-8 (unexpected end of data: 0xc3 at byte 2)"),
-], ids=["alone", "claim", "map-key", "split-chunks"])
+    ("a1 63 41ed a080 00", "payload: text string at byte 1 is not valid UTF-8"),        # a UTF-16 surrogate, as a key
+    ("7f 61c3 61a9 ff", "payload: chunk at byte 1 of the indefinite-length text string at byte 0 is not valid UTF-8 "
+                        "(unexpected end of data: 0xc3 at byte 2)"),
+    ("82 00 7f 6161 6241ff ff", "payload: chunk at byte 5 of the indefinite-length text string at byte 2 is not "
+                                "valid UTF-8 (invalid start byte: 0xff at byte 7)"),
+], ids=["alone", "claim", "map-key", "split-chunks", "second-chunk"])
 def test_text_that_is_not_utf8_is_named_at_its_byte(item: str, message: str) -> None:
     """A text string (major type 3) that is not UTF-8, alone, as a claim, as a map key, or
     split between two chunks of an indefinite-length string (each chunk must be UTF-8 on its
-    own, RFC 8949 3.2.3): the TokenFormatError names the string's byte, the bad byte and why.
-    cbor2 said only 'error decoding unicode string' (found by fuzzing the vectors)."""
+    own, RFC 8949 3.2.3): the TokenFormatError names the byte of the string's head (and of the
+    chunk's), the bad byte and why. cbor2 said only 'error decoding unicode string' (found by
+    fuzzing the vectors); the string was then named by its first content byte, one past its
+    head, unlike every other item a message names (found by reading the offsets against the hex)."""
     with pytest.raises(TokenFormatError) as info:
         loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
     assert message in str(info.value) and "cbor2" not in str(info.value), str(info.value)
