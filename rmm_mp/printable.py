@@ -96,7 +96,9 @@ def abbreviated(shown: str, escaped_in: str = '"') -> str:
     The cut never splits a backslash escape inside a string quoted by one of ``escaped_in``
     (``"``: TOML basic strings and JSON; ``"'``: Python's repr, whose strings of either quote
     hold escapes): cut inside one, "\\u001B" showed as "\\u001", which reads as no character,
-    and a lone backslash before the "...". Inside any other quote (a TOML literal string) a
+    and a lone backslash before the "...". Nor does it split the two escapes of a UTF-16
+    surrogate pair (JSON's "\\ud83d\\ude00", one character): the first alone is half a
+    character, which a JSON reader refuses. Inside any other quote (a TOML literal string) a
     backslash is itself."""
     if len(shown) <= SHOWN_MAX:
         return shown
@@ -118,9 +120,23 @@ def _escape_boundary(shown: str, end: int, escaped_in: str) -> int:
         cut = i
         char = shown[i]
         if quote and quote in escaped_in and char == "\\":
-            i += _ESCAPE_LENGTHS.get(shown[i + 1:i + 2], 2)
+            i += 12 if _surrogate_pair_at(shown, i) else _ESCAPE_LENGTHS.get(shown[i + 1:i + 2], 2)
             continue
         if char in "\"'" and quote in ("", char):
             quote = "" if quote else char
         i += 1
     return i if i == end else cut
+
+
+def _surrogate_pair_at(shown: str, i: int) -> bool:
+    """True when ``shown`` has at ``i`` a high-surrogate escape (\\uD800-\\uDBFF) followed by
+    a low-surrogate one (\\uDC00-\\uDFFF): JSON's escape of one character beyond U+FFFF
+    (RFC 8259 7), which ``_escape_boundary`` keeps whole."""
+    def unit(at: int) -> int | None:
+        text = shown[at:at + 6]
+        digits = text[2:]
+        if len(text) != 6 or text[:2] != "\\u" or not all(c in "0123456789abcdefABCDEF" for c in digits):
+            return None
+        return int(digits, 16)
+    high, low = unit(i), unit(i + 6)
+    return high is not None and low is not None and 0xD800 <= high <= 0xDBFF and 0xDC00 <= low <= 0xDFFF

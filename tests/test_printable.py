@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rmm_mp.attest.errors import PlatformKeyError
@@ -49,3 +51,16 @@ def test_a_key_file_and_a_toml_file_shorten_a_long_value_alike() -> None:
     key_shown = str(info.value).split("JWK kty is ", 1)[1].split(", expected", 1)[0]
     for shown in (toml_shown, key_shown):
         assert shown[1:] == "A" * (SHOWN_MAX // 2 - 1) + "... (60,002 characters in all)", shown
+
+
+@pytest.mark.parametrize("lead", range(6))
+def test_a_long_value_is_not_cut_between_the_halves_of_a_surrogate_pair(lead: int) -> None:
+    """A long JSON string of characters beyond U+FFFF, each written as a UTF-16 surrogate pair
+    of escapes ("\\ud83d\\ude00", as json.dumps and CBOR diagnostic notation write them), after
+    0 to 5 other characters, so that the cut point falls at several places in a pair: the shown
+    start ends with a whole pair, never with a high surrogate alone (half a character, which a
+    JSON reader refuses). It ended with "\\ud83d" for every lead below 6."""
+    shown = json.dumps("a" * lead + "\U0001F600" * 100)
+    start = abbreviated(shown).partition("... (")[0]
+    assert start.endswith("\\ude00") and shown.startswith(start), start[-30:]
+    assert json.loads(start + '"') == "a" * lead + "\U0001F600" * ((len(start) - 1 - lead) // 12), start[-30:]
