@@ -18,6 +18,7 @@ tags. `is_array` / `is_map` accept both, so the checks do not depend on the cbor
 
 from __future__ import annotations
 
+import email.message
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -488,7 +489,8 @@ def _comparable(key: object) -> object:
     """`key` with every NaN in it replaced by _NAN, so that equal keys compare equal. Tags and
     maps become their own types, so a tag or map key never equals an array key. What Python
     already treats as equal stays equal (1 and true, 0.0 and -0.0): cbor2 would build one dict
-    entry from two such keys, so they must count as a duplicate too."""
+    entry from two such keys, so they must count as a duplicate too. A MIME message (tag 36),
+    which Python compares by identity, is compared by its text."""
     if isinstance(key, float):
         return _NAN if math.isnan(key) else key
     if isinstance(key, complex):
@@ -506,6 +508,14 @@ def _comparable(key: object) -> object:
         return _MapKey(frozenset((_comparable(k), _comparable(v)) for k, v in key.items()))
     if is_array(key):
         return tuple(_comparable(item) for item in key)
+    if isinstance(key, email.message.Message):
+        # cbor2 builds tag 36 (a MIME message) as an email Message, which equals only itself:
+        # 36("a") twice was two keys to cbor2's dict, where a tag-keeping decoder sees one key
+        # twice. It is compared as the tag cbor2 writes it back as (as_tag), so two texts the
+        # email package reads as one message count as one key, as two dates of one instant do.
+        # One nested too deep to write back (hundreds of multiparts) stays itself.
+        tagged = as_tag(key)
+        return _TagKey(tagged.tag, tagged.value) if tagged is not None else key
     return key
 
 

@@ -457,3 +457,21 @@ def test_a_set_holding_a_mime_message_nested_deep_is_shown_without_a_traceback()
     nested = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n" for i in range(300))
     value = loads_exact(cbor2.dumps(cbor2.CBORTag(258, [cbor2.CBORTag(36, nested), 1])), "payload")
     assert to_json(value) == {"tag": 258, "value": [1, "<a Message>"]}
+
+
+@pytest.mark.parametrize("item, message", [
+    ("a2 d8246161 01 d8246161 02", "map has key encoded d8246161 more than once (at byte 6)"),
+    ("a2 81d8246161 01 81d8246161 02", "map has key encoded 81d8246161 more than once (at byte 7)"),
+    ("d90102 82 d8246161 d8246161", "set (CBOR tag 258 at byte 0) has member encoded d8246161 more than once "
+                                    "(at byte 8)"),
+], ids=["map-key", "in-array-key", "set-member"])
+def test_a_mime_message_key_twice_is_refused(item: str, message: str) -> None:
+    """A map with the MIME message key 36("a") twice (alone or inside an array key), and a set
+    with that member twice: refused as any key or member twice is. cbor2 builds tag 36 as an
+    email Message, which equals only itself, so the two were two keys to cbor2's dict where a
+    tag-keeping decoder sees one key twice (found by probing each tag cbor2 builds as a map key
+    twice). Two different messages are still two keys."""
+    with pytest.raises(TokenFormatError) as info:
+        loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
+    assert message in str(info.value), str(info.value)
+    assert len(loads_exact(bytes.fromhex("a2 d8246161 01 d8246162 02".replace(" ", "")), "payload")) == 2
