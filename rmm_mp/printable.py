@@ -102,7 +102,15 @@ def abbreviated(shown: str, escaped_in: str = '"') -> str:
     backslash is itself."""
     if len(shown) <= SHOWN_MAX:
         return shown
-    return f"{shown[:_escape_boundary(shown, SHOWN_MAX // 2, escaped_in)]}... ({len(shown):,} characters in all)"
+    return f"{start_of(shown, SHOWN_MAX // 2, escaped_in)}... ({len(shown):,} characters in all)"
+
+
+def start_of(shown: str, end: int, escaped_in: str = '"') -> str:
+    """The first ``end`` characters of ``shown`` or fewer, cut where ``abbreviated`` would cut:
+    never inside a backslash escape of a string quoted by one of ``escaped_in``, nor between
+    the halves of a surrogate pair. For a message that shortens a value to a length of its
+    own (a map key naming a place: 40 characters)."""
+    return shown[:_escape_boundary(shown, end, escaped_in)]
 
 
 _ESCAPE_LENGTHS: Final = {"u": 6, "U": 10, "x": 4}

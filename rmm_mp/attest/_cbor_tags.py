@@ -21,7 +21,7 @@ from typing import Final
 
 import cbor2
 
-from rmm_mp.printable import abbreviated
+from rmm_mp.printable import abbreviated, start_of
 
 TAG_CONTENT: Final[dict[int, tuple[str, str]]] = {
     0: ("date/time string", 'a text string in RFC 3339 date-time form, such as "2013-03-21T20:04:00Z" '
@@ -118,7 +118,8 @@ def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int
             key_start = pos
             pos = _walk(data, pos, _within("a map key", place), tags)
             key = diag_at(data, key_start)[0]
-            key = key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "..."
+            # Cut between escapes: key[:40] of "\u001b..." ended in "\u0" or a lone backslash.
+            key = key if len(key) <= _KEY_SHOWN else start_of(key, _KEY_SHOWN) + "..."
             pos = _walk(data, pos, _within(f"the value of map key {key}", place), tags)
             count += 1
         return pos if arg is not None else pos + 1

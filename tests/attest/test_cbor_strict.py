@@ -475,3 +475,19 @@ def test_a_mime_message_key_twice_is_refused(item: str, message: str) -> None:
         loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
     assert message in str(info.value), str(info.value)
     assert len(loads_exact(bytes.fromhex("a2 d8246161 01 d8246162 02".replace(" ", "")), "payload")) == 2
+
+
+@pytest.mark.parametrize("key, shown", [
+    ("\x1b" * 10, '"' + "\\u001b" * 6 + "..."),
+    ("ab" + "\x1b" * 10, '"ab' + "\\u001b" * 6 + "..."),
+    ("\U0001F600" * 5, '"' + "\\ud83d\\ude00" * 3 + "..."),
+], ids=["escapes", "escapes-after-two", "surrogate-pairs"])
+def test_a_long_map_key_naming_a_place_is_cut_between_escapes(key: str, shown: str) -> None:
+    """A tag cbor2 refuses as the value of a text map key whose notation is longer than 40
+    characters and all escapes (ESC, or characters beyond U+FFFF as surrogate pairs): the place
+    names the key by its start, cut between two escapes. It was cut at 40 characters whatever
+    stood there, ending in '\\u0' or a lone backslash before the '...' (found by reading the
+    places of the new tag messages for escaped keys)."""
+    with pytest.raises(TokenFormatError) as info:
+        loads_exact(cbor2.dumps({key: cbor2.CBORTag(0, 5)}), "payload")
+    assert f"(the value of map key {shown}) holds 5" in str(info.value), str(info.value)
