@@ -24,8 +24,9 @@ import cbor2
 from rmm_mp.printable import abbreviated, start_of
 
 TAG_CONTENT: Final[dict[int, tuple[str, str]]] = {
-    0: ("date/time string", 'a text string in RFC 3339 date-time form, such as "2013-03-21T20:04:00Z" '
-        "(RFC 8949 3.4.1)"),
+    0: ("date/time string", 'a text string in RFC 3339 date-time form, such as "2013-03-21T20:04:00Z", its T '
+        "and Z upper case (RFC 8949 3.4.1, as RFC 4287 3.3 refines RFC 3339) and with no leap second (:60), "
+        "which Python's datetime cannot hold"),
     1: ("epoch-based date/time", "an integer or a float, seconds since 1970-01-01T00:00Z, of a time in the years "
         "1 to 9999 (RFC 8949 3.4.2)"),
     4: ("decimal fraction", "an array [exponent, mantissa] of two integers (RFC 8949 3.4.4) whose value can be "
@@ -45,7 +46,8 @@ TAG_CONTENT: Final[dict[int, tuple[str, str]]] = {
     261: ("network address prefix", "a map of one entry, an address byte string of 4 or 16 bytes to its prefix "
           "length"),
     1004: ("full-date string", 'a text string in RFC 3339 full-date form, such as "1940-10-09" (RFC 8943)'),
-    43000: ("complex number", "an array [real, imaginary] of two numbers"),
+    43000: ("complex number", "an array [real, imaginary] of two floats (cbor2 reads no integer part: [1.0, "
+            "2.0], not [1, 2])"),
 }
 """The tags cbor2 builds into values, and can therefore refuse: tag -> (name, what it must hold).
 Bignums (2, 3) are checked by the walk itself, value-sharing and string references (25, 28,

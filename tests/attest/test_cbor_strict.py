@@ -491,3 +491,23 @@ def test_a_long_map_key_naming_a_place_is_cut_between_escapes(key: str, shown: s
     with pytest.raises(TokenFormatError) as info:
         loads_exact(cbor2.dumps({key: cbor2.CBORTag(0, 5)}), "payload")
     assert f"(the value of map key {shown}) holds 5" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("item, expected, accepted", [
+    (cbor2.CBORTag(43000, [1, 2]), "expected an array [real, imaginary] of two floats",
+     cbor2.CBORTag(43000, [1.0, 2.0])),
+    (cbor2.CBORTag(0, "2013-03-21t20:04:00z"), "its T and Z upper case", cbor2.CBORTag(0, "2013-03-21T20:04:00Z")),
+    (cbor2.CBORTag(0, "2016-12-31T23:59:60Z"), "no leap second (:60)", cbor2.CBORTag(0, "2016-12-31T23:59:59Z")),
+], ids=["complex-of-integers", "lower-case-t-z", "leap-second"])
+def test_a_refused_tag_expects_what_cbor2_accepts(item: cbor2.CBORTag, expected: str,
+                                                  accepted: cbor2.CBORTag) -> None:
+    """A complex number (tag 43000) of two integers, and a date/time string (tag 0) with a lower
+    case t and z or a leap second: cbor2 refuses each, and the message said what it holds was
+    what the tag must hold ('holds [1, 2]; expected ... two numbers', 'expected a text string in
+    RFC 3339 date-time form', which allows both). It now names what cbor2 reads (two floats; T
+    and Z upper case, as RFC 4287 3.3 requires of RFC 8949's date/time; no :60), and the
+    corrected item is read (found by feeding each tag edge values of its content)."""
+    with pytest.raises(TokenFormatError) as info:
+        loads_exact(cbor2.dumps(item), "payload")
+    assert expected in str(info.value), str(info.value)
+    loads_exact(cbor2.dumps(accepted), "payload")
