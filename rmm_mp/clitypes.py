@@ -3,7 +3,8 @@
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
 one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
-flag; a refused name shown abbreviated: Choice, CatalogChoice, Group; a bad input file's error,
+flag; a refused name shown abbreviated: Choice, CatalogChoice, Group; any word of the command line
+shown abbreviated and escaped in click's own refusals: Command; a bad input file's error,
 usage_error) and how --help shows an option's default (Option);
 nothing here touches a machine.
 """
@@ -18,8 +19,8 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, grouped_number, number_range, shown_text
-from rmm_mp.printable import abbreviated
+from rmm_mp.hw.tomlsrc import ConfigError, grouped_number, number_range, shown_text, toml_string
+from rmm_mp.printable import SHOWN_MAX, abbreviated, basic_string, not_one_printable_line
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -293,13 +294,80 @@ class Choice(click.Choice):
             self.fail(f"{shown_text(value)} is not one of {names}.", param, ctx)
 
 
-class Group(click.Group):
+def _typed_words(args: list[str]) -> list[str]:
+    """The words of ``args`` a click message may name, longest first (so that a word is shown
+    before a shorter one inside it): each argument, and for an option with its value in the
+    same argument (`--name=value`, `-cVALUE`) the option and the value apart."""
+    words = set(args)
+    for arg in args:
+        if arg.startswith("--") and "=" in arg:
+            words.update(arg.split("=", 1))
+        elif arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            words.update((arg[:2], arg[2:]))
+    return sorted(words, key=len, reverse=True)
+
+
+def _escaped_controls(text: str) -> str:
+    """``text`` with every character that is not printable but a newline written as its escape
+    (\\u001B): the last guard for a character of the command line that a message names in a
+    form _shown_words does not know (click 8.1's NoSuchOption names `-h<ESC>`'s second option as
+    -<ESC>, a word that was never typed)."""
+    if text.replace("\n", "").isprintable():
+        return text
+    return "".join(c if c == "\n" or c.isprintable() or unicodedata.category(c) == "Zs"
+                   else basic_string(c)[1:-1] for c in text)
+
+
+def _shown_words(message: str, args: list[str]) -> str:
+    """``message`` (one of click's, or ours, refusing the command line ``args``) with each word
+    of it that is too long to show whole or not one printable line shown as every other refused
+    value is (tomlsrc.shown_text: abbreviated past 240 characters, escaped), in the two forms
+    click names a word in: repr ("No such option '--x'", "'x' is not a valid integer", "File 'x'
+    does not exist", with a path's undecodable bytes as U+FFFD) or as typed ("No such option:
+    --x" before click 8.2, "Got unexpected extra argument (x)", whose ESC reached the terminal).
+    A message that names the word already shown is left as it is."""
+    for word in _typed_words(args):
+        if not_one_printable_line(word) is None and len(toml_string(word)) <= SHOWN_MAX:
+            continue
+        shown = shown_text(word)
+        for form in (repr(word), repr(click.utils.format_filename(word)), word):
+            message = message.replace(form, shown)
+    return _escaped_controls(message)
+
+
+class Command(click.Command):
+    """click.Command whose refusal of its command line shows a word of it as every other refused
+    value is shown (_shown_words: abbreviated past 240 characters, escaped if not printable),
+    whichever of click's messages refuses it: an unknown option, an extra argument, a value an
+    option type refuses (click.Path's "File '...' does not exist", click.INT's "'...' is not a
+    valid integer"). click printed the word whole, 5,000 characters pasted by mistake, and an
+    extra argument raw, so that an ESC in it acted on the terminal.
+
+    Every rmm-mp command is one of these (a Group is one too, and makes its subcommands ones):
+    its own parse_args is where all of its parameters are parsed and converted, so it is the one
+    place that sees both the words and every refusal of them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        typed_args = list(args)     # click's parser consumes the list it is given
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:     # BadParameter and NoSuchOption too
+            if exc.message:
+                exc.message = _shown_words(exc.message, typed_args)
+            raise
+
+
+class Group(Command, click.Group):
     """click.Group whose refusal of an unknown command shows the word as every other refused
     name is (tomlsrc.shown_text: abbreviated past 240 characters, escaped if not printable;
     click's "No such command" showed the whole of a 5,000-character word) and offers the
     closest of every command it lists (list_commands), "Did you mean 'explore'?", rather than
     click's choice among the commands it has loaded (rmm-mp's own imports its subcommands on
-    demand, cli._Commands)."""
+    demand, cli._Commands). Its own options are refused as a Command's are, and the commands
+    and groups declared with its decorators are a Command and a group of its own class."""
+
+    command_class = Command
+    group_class = type
 
     def resolve_command(self, ctx: click.Context,
                         args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:

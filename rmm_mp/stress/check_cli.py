@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import click
 
 from rmm_mp.check import invariants
-from rmm_mp.clitypes import FloatRange, Option
+from rmm_mp.clitypes import Command, FloatRange, Option
 from rmm_mp.hw import orphans, segment
 from rmm_mp.hw.cpuarea import binding_ended
 from rmm_mp.hw.faults import MachineError
@@ -40,7 +40,7 @@ _UNSETTLED = ("a violation may be a call in progress, or a change made while the
               "(the scan is not atomic)")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("machine_name")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @click.option("--wait", "wait_s", type=FloatRange(min=0), default=5.0, show_default=True, cls=Option,

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import click
 
-from rmm_mp.clitypes import (BadInputFile, CatalogChoice, Choice, FloatRange, IntRange, Option, StepsOrSeconds,
+from rmm_mp.clitypes import (BadInputFile, CatalogChoice, Choice, Command, FloatRange, IntRange, Option, StepsOrSeconds,
                              TypedFloat, refuse_beside_listing)
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError, shown_text
@@ -103,7 +103,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
         raise ValueError(f"--pct-depth applies to --schedule pct only (this run's schedule is {schedule})")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("workload", required=False, type=Choice(sorted(WORKLOADS)), metavar="[WORKLOAD]")
 @click.option("--cpus", type=IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True, cls=Option,
               help="CPU processes.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.clitypes import CatalogChoice, FloatRange, Option, refuse_beside_listing
+from rmm_mp.clitypes import CatalogChoice, Command, FloatRange, Option, refuse_beside_listing
 from rmm_mp.host.realm import describe_x0
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import shown_text, suggestion
@@ -36,7 +36,7 @@ from rmm_mp.stress.findings import call_text
 from rmm_mp.stress.probe import Patches
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("pairs", nargs=-1, metavar="[PAIR]...")
 @click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit (given alone: no other option or PAIR).")
 @click.option("--inject", multiple=True,

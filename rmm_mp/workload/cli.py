@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import click
 
-from rmm_mp.clitypes import Group, Int, TypedFloatParam, usage_error
+from rmm_mp.clitypes import Command, Group, Int, TypedFloatParam, usage_error
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -57,7 +57,7 @@ def _resolve(workload: str, **options: object) -> Workload:
         raise usage_error(exc) from None
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None,
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "

@@ -195,19 +195,73 @@ LONG = "x" * 5000
     ["stress", LONG], ["stress", "--schedule", LONG], ["stress", "--inject", LONG], ["stress", "--checkers", LONG],
     ["explore", LONG], ["explore", "--inject", LONG], ["check", LONG], ["check", "rmm-mp-" + LONG],
     ["check", "rmm-mp-" + "1" * 5000 + "-0a1b2c3d.ctl"], [LONG], ["platform", LONG], ["attest", LONG],
-    ["workloads", LONG]],
+    ["workloads", LONG], ["stress", "--" + LONG], ["--" + LONG], ["attest", "--" + LONG + "=1"],
+    ["platform", "show", "fvp", LONG], ["attest", "inspect", "/tmp/" + LONG], ["stress", "--replay", "/tmp/" + LONG],
+    ["check", "rmm-mp-1-0badc0de", "--json", "/" + LONG], ["run", "quickstart", "--cpus", LONG],
+    ["run", "--seed=" + LONG, "quickstart"], ["stress", "--cpus", LONG], ["explore", "--timeout", LONG]],
     ids=["stress-workload", "stress-schedule", "stress-inject", "stress-checkers", "explore-pair", "explore-inject",
          "check-name", "check-prefixed-name", "check-segment-file-name", "command", "platform-command",
-         "attest-command", "workloads-command"])
+         "attest-command", "workloads-command", "stress-unknown-option", "rmm-mp-unknown-option",
+         "attest-unknown-option-with-a-value", "platform-show-extra-argument", "attest-inspect-missing-token",
+         "stress-replay-missing", "check-json-in-a-missing-directory", "run-cpus-not-an-integer",
+         "run-seed-not-an-integer-after-equals", "stress-cpus-not-an-integer", "explore-timeout-not-a-number"])
 def test_a_long_word_is_refused_abbreviated(args: list[str]) -> None:
     """A 5,000-character word where a name is expected (a stress workload, schedule, bug or
     checker, an explore pair, a machine name, a segment's file name given as one, whose refusal
     names the machine too, a command of rmm-mp or of one of its groups) is refused with exit 2
     showing its start and its length, as a long number or a file's long value is: these
     refusals printed it whole (5,000 characters, twice for --checkers and for the segment's
-    file name, whose machine name was still shown whole; click's "No such command")."""
+    file name, whose machine name was still shown whole; click's "No such command"). So is
+    such a word as an unknown option (of a command or a group, alone or with `=value`), an extra
+    argument, a path click.Path refuses, or a value click's INT or FLOAT refuses (as --NAME or
+    --NAME=VALUE): click's own messages named it whole (clitypes.Command)."""
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "characters in all)" in result.output, result.output[-400:]
     assert len(result.output) < 1500, len(result.output)
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["stress", "lifecycle", "a\x1bcb"], 'Got unexpected extra argument ("a\\u001Bcb")'),
+    (["platform", "show", "fvp", "a", "\r\x1bc"], 'Got unexpected extra arguments (a "\\r\\u001Bc")'),
+    (["stress", "--a\x1bc"], '"--a\\u001Bc"'),
+    (["-\x1bc"], '"-\\u001B"'),
+    (["attest", "inspect", "/tmp/no\x1bc"], 'File "/tmp/no\\u001Bc" does not exist'),
+    (["stress", "--replay", "/tmp/no\x1bc\udcff"], 'File "/tmp/no\\u001Bc\\uDCFF" does not exist')],
+    ids=["stress-extra-argument", "platform-show-extra-arguments", "stress-unknown-option", "rmm-mp-unknown-option",
+         "attest-inspect-missing-token", "stress-replay-missing-with-an-undecodable-byte"])
+def test_a_word_with_control_characters_is_refused_escaped(args: list[str], shown: str) -> None:
+    """A word holding ESC c (a terminal reset) or CR that click refuses, as an extra argument, an
+    unknown option or a path that does not exist (one with a byte that is not UTF-8, as Python
+    gives it, surrogate-escaped), is named with TOML's escapes (exit 2) and no ESC reaches the
+    output: click printed an extra argument and, before 8.2, an unknown option raw. color=True:
+    CliRunner otherwise strips ANSI sequences, and the ESC check could not fail."""
+    result = CliRunner().invoke(main, args, color=True)
+    assert result.exit_code == 2, result.output
+    assert "\x1b" not in result.output and "\r" not in result.output, repr(result.output)
+    assert shown in result.output, result.output
+
+
+def test_every_command_refuses_its_command_line_as_clitypes_command() -> None:
+    """Every command and group rmm-mp has, however deep, is a clitypes.Command (a Group is one),
+    whose parse_args shows a refused word abbreviated and escaped: a command declared with
+    click's own class would print a long or unprintable word whole again."""
+    import click
+
+    from rmm_mp.clitypes import Command
+
+    def walk(group: click.Group, path: str) -> list[tuple[str, click.Command]]:
+        ctx = click.Context(group)
+        found: list[tuple[str, click.Command]] = []
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, f"{path} {name}"
+            found.append((f"{path} {name}", command))
+            if isinstance(command, click.Group):
+                found += walk(command, f"{path} {name}")
+        return found
+
+    commands = [("rmm-mp", main), *walk(main, "rmm-mp")]
+    assert len(commands) >= 15, [path for path, _ in commands]
+    assert [path for path, command in commands if not isinstance(command, Command)] == []
