@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +260,22 @@ def test_every_tool_runs_its_main_through_tool_main() -> None:
     for tool in sorted(TOOLS.glob("bench_*.py")):
         tail = tool.read_text(encoding="utf-8").rstrip().splitlines()[-2:]
         assert tail == ['if __name__ == "__main__":', "    tool_main(main)"], (tool.name, tail)
+
+
+@pytest.mark.parametrize("tool", sorted(p.stem for p in TOOLS.glob("bench_*.py")))
+def test_a_tools_help_writes_its_defaults_digits_grouped(tool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A benchmark's --help writes each option's default as rmm-mp's own --help does, digits
+    grouped ("(default 200,000)") and not in an exponent ("1e6"): bench_lock said 200000,
+    bench_delegate 20000, bench_run 8000, bench_attest 4096 and bench_rec 1e6."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        module = importlib.import_module(tool)
+    finally:
+        sys.path.remove(str(TOOLS))
+    with pytest.raises(SystemExit) as ended:
+        module.main(["--help"])
+    assert ended.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())      # argparse wraps a help line anywhere
+    defaults = re.findall(r"\(default[^)]*\)", text)
+    assert defaults, text
+    assert [d for d in defaults if re.search(r"(?<![\d.,])\d{4,}|\de\d", d)] == []

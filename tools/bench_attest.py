@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=200, help="timed tokens per run (default 200)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed tokens first (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration, each on a fresh machine (default 3)")
-    ap.add_argument("--chunk", type=int, default=4096, help="X3 upper bound per CONTINUE, bytes (default 4096)")
+    ap.add_argument("--chunk", type=int, default=4096, help="X3 upper bound per CONTINUE, bytes (default 4,096)")
     ap.add_argument("--short-slice", type=int, default=2500, help="the short time slice, instructions (default 2,500)")
     ap.add_argument("--platforms", default="fvp,host", help="comma-separated platforms (default fvp,host)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="steady-state window of each throughput run (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs per CPU count (default 3)")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up of each CPU before the window, s (default 0.5)")
-    ap.add_argument("--calls", type=int, default=20_000, help="latency: round trips per repeat (default 20000)")
+    ap.add_argument("--calls", type=int, default=20_000, help="latency: round trips per repeat (default 20,000)")
     ap.add_argument("--latency-repeat", type=int, default=5, help="latency repeats (default 5)")
     ap.add_argument("--granules", type=int, default=16, help="private granules per CPU (default 16)")
     ap.add_argument("--layout", choices=("spread", "interleaved"), default="spread",

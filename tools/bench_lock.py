@@ -85,7 +85,7 @@ def summary(values: list[float]) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7, help="timed runs (default 7)")
-    ap.add_argument("--pairs", type=int, default=200_000, help="lock/unlock pairs per run (default 200000)")
+    ap.add_argument("--pairs", type=int, default=200_000, help="lock/unlock pairs per run (default 200,000)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     if args.runs < 1 or args.pairs < 1:

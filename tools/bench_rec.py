@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trips", type=int, default=20_000, help="timed round trips per repeat (default 20,000)")
     ap.add_argument("--warmup", type=int, default=2_000, help="untimed round trips first (default 2,000)")
     ap.add_argument("--repeat", type=int, default=5, help="repeats of (a), each on a fresh machine (default 5)")
-    ap.add_argument("--slice", type=int, default=1_000_000, help="time slice for (b), instructions (default 1e6)")
+    ap.add_argument("--slice", type=int, default=1_000_000, help="time slice for (b), instructions (default 1,000,000)")
     ap.add_argument("--entries", type=int, default=5, help="REC entries (time slices) timed in (b) (default 5)")
     ap.add_argument("--cost-trips", type=int, default=5_000, help="round trips per block in (c) (default 5,000)")
     ap.add_argument("--cost-repeat", type=int, default=9, help="blocks of each variant in (c) (default 9)")

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", default="quickstart", help="workload of (a) (default quickstart)")
     ap.add_argument("--overhead-cpus", type=int, default=1, help="CPUs of (a) (default 1)")
-    ap.add_argument("--iterations", type=int, default=8000, help="steps per CPU in (a) (default 8000)")
+    ap.add_argument("--iterations", type=int, default=8000, help="steps per CPU in (a) (default 8,000)")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each run in (b) (default 5)")
     ap.add_argument("--large-seconds", type=float, default=10.0, help="length of (c) (default 10)")
     ap.add_argument("--overhead-repeat", type=int, default=21, help="runs of each variant in (a) (default 21)")
