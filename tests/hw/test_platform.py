@@ -686,3 +686,15 @@ def test_a_file_name_with_a_control_character_is_shown_escaped(tmp_path: Path) -
     plain, _ = _write_bad(tmp_path, r"cpus = 4", "cpus = 0")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(plain))}:\d+: cpus = 0: "):
         load(plain)
+
+
+@pytest.mark.parametrize("written, parsed", [("4.000000000000000001", "4.0"), ("1e400", "inf"), ("-1e-400", "-0.0")])
+def test_a_float_is_refused_as_its_line_writes_it(tmp_path: Path, written: str, parsed: str) -> None:
+    """`cpus = 1e400` (and a float that reads as another number) is refused naming the value as
+    the file writes it, not as tomllib read it: the error said `cpus = inf`, `cpus = 4.0` and
+    `cpus = -0.0`, values nobody wrote (tomlsrc.float_as_written)."""
+    path, _ = _write_bad(tmp_path, r"cpus = \d+", f"cpus = {written}")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert f"cpus = {written}: expected" in str(info.value), str(info.value)
+    assert repr(info.value.value) == parsed

@@ -128,6 +128,44 @@ def test_value_is_shown_as_toml_writes_it(tmp_path: Path, line: str, shown: str)
 
 
 @pytest.mark.parametrize("line, shown", [
+    ("seconds = 1e-400", "seconds = 1e-400:"),
+    ("seconds = -1e-400  # 1e-400 reads as 0.0", "seconds = -1e-400:"),
+    ("seconds = 1E4_00", "seconds = 1E4_00:"),
+    ("seconds = -0.000_000_000_000_000_000_01", "seconds = -0.000_000_000_000_000_000_01:"),
+    ("seconds = 0.0", "seconds = 0.0:"),
+], ids=["underflow", "negative-underflow-and-a-comment", "overflow", "underscores", "zero-as-written"])
+def test_a_float_is_shown_as_its_line_writes_it(tmp_path: Path, line: str, shown: str) -> None:
+    """A refused float is shown as the file writes it, not as tomllib read it: `seconds =
+    1e-400` was refused as `seconds = 0.0` (the parsed value, greater than 0 as written),
+    -1e-400 as -0.0, 1E4_00 as inf and -0.000_000_000_000_000_000_01 as -1e-20
+    (tomlsrc.float_as_written; a number in the line's comment is not taken for it)."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, line + "\nactivities = { run = 1 }\n" + OK_REALM)
+    assert f"w.toml:1: {shown} expected a duration in seconds" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("line, value, written", [
+    ("seconds = 1e-400", 0.0, "1e-400"),
+    ("seconds = [1e-400, 0.0]", 0.0, None),             # two numbers read as 0.0: which is unknown
+    ("seconds = [1e-400, 1e-401]", 0.0, None),
+    ("w = { 'a1e-400' = 1e-400 }", 0.0, "1e-400"),     # the one in a quoted key is no number
+    ("a = '1e-400' # 1e-400", 0.0, None),              # in a string and a comment only
+    ("s2sz = 1e400", float("inf"), "1e400"),
+    ("run = 2.5", 2.5, None),                           # written as it is shown anyway
+    ("run = 3", 3, None),                               # an integer is shown as it is
+], ids=["one", "two-readings", "two-writings", "quoted-key", "string-and-comment", "key-with-digits", "as-shown",
+        "integer"])
+def test_float_as_written_finds_the_one_number_that_reads_as_the_value(line: str, value: object,
+                                                                       written: str | None) -> None:
+    """float_as_written names the one number of the line, outside strings and the comment,
+    that reads as the refused float, and nothing when none or two different ones do, or when
+    it is written as the value is shown."""
+    from rmm_mp.hw.tomlsrc import float_as_written
+    assert float_as_written("x = 1\n" + line + "\n", 2, value) == written
+    assert float_as_written("x = 1\n" + line + "\n", None, value) is None
+
+
+@pytest.mark.parametrize("line, shown", [
     ("seconds = '5'", "'5'"),
     ("seconds = 'a\\b'", "'a\\b'"),
     ('seconds = "it\'s"', '"it\'s"'),
