@@ -353,7 +353,9 @@ class Command(click.Command):
             return super().parse_args(ctx, args)
         except click.UsageError as exc:     # BadParameter and NoSuchOption too
             if exc.message:
-                exc.message = _shown_words(exc.message, typed_args)
+                # click types message Final, but it is a plain attribute its format_message
+                # reads; editing it keeps BadParameter's param hint and the exception's class.
+                exc.message = _shown_words(exc.message, typed_args)  # type: ignore[misc]
             raise
 
 
