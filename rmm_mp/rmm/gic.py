@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rmm_mp.abi.structs import RMI_REC_EXIT
+
 ICH_HCR_NS_MASK = 0x40FE
 """ICH_HCR_EL2 bits the host controls (A6.1): UIE, LRENPIE, NPIE, VGrp0EIE, VGrp0DIE, VGrp1EIE,
 VGrp1DIE (bits 1..7) and TDIR (bit 14). REC_ENTER refuses any other bit set."""
@@ -30,6 +32,8 @@ GIC_PRIORITY_RES0 = (1 << (8 - GIC_PRIORITY_BITS)) - 1
 GIC_MAX_VINTID = (1 << 16) - 1
 """16 virtual INTID bits (ICH_VTR_EL2.IDbits = 0); no extended INTID range (ICC_CTLR_EL1.ExtRange 0)."""
 _MAX_SPI, _MIN_LPI = 1019, 8192
+EXIT_LRS = RMI_REC_EXIT.fields["gicv3_lrs"].count
+"""RmiRecExit's gicv3_lrs[16]: gic_exit_state gives all of them, the unimplemented ones 0."""
 
 
 def _vintid_valid(intid: int) -> bool:
@@ -76,10 +80,14 @@ def _misr(hcr: int, lrs: tuple[int, ...]) -> int:
 
 
 def gic_exit_state(hcr: int, lrs: tuple[int, ...], num_lrs: int) -> dict[str, Any]:
-    """The gicv3_* exit fields when the interface holds what the entry programmed (A6.1)."""
+    """The gicv3_* exit fields when the interface holds what the entry programmed (A6.1):
+    gicv3_lrs as the whole array of RmiRecExit, the LRs above num_lrs 0 (as the host reads
+    them). The whole array, not the implemented LRs alone: the exit's layout packs its fields
+    with one call only when every array has its full length (structs.Layout.pack_bytes), and
+    REC_ENTER packs these on every exit."""
     implemented = tuple(lrs[:num_lrs + 1])
     host_bits = hcr & ICH_HCR_NS_MASK
-    return {"gicv3_hcr": host_bits, "gicv3_lrs": implemented, "gicv3_misr": _misr(host_bits, implemented),
-            "gicv3_vmcr": 0}
+    return {"gicv3_hcr": host_bits, "gicv3_lrs": implemented + (0,) * (EXIT_LRS - len(implemented)),
+            "gicv3_misr": _misr(host_bits, implemented), "gicv3_vmcr": 0}
 
 
