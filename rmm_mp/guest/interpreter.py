@@ -18,17 +18,19 @@ ELR/ESR/FAR set, as an EL1 exception would on hardware. Each such exception is t
 (``exception_taken``, which counts it for the run report), from the exception's own branch:
 nothing on the per-instruction path pays for the count.
 
-Translations are cached per page and kind of access (fetch, read, write) for the length of one
-``run``, as a TLB caches them. ``Bus.sync`` is the only place where the cache learns of a TLB
-invalidation: it returns True when one happened since the last call (the caches are then
-dropped), and it is how this CPU acknowledges the invalidation to the CPU that issued it (hw.tlb:
-that CPU's RMI command does not return before every CPU executing the realm has synced). So
-whatever the sync points, no translation cached before an invalidation is used after the command
-that invalidated returned: the acknowledgement and the drop are one step. The sync points only
-decide how long the invalidating CPU waits; they are:
+Translations are cached per page and kind of access (fetch, read, write) in dicts the Bus
+holds (``fetch_pages``, ``read_pages``, ``write_pages``), as a TLB caches them; they outlive a
+``run`` (the RMM's bus keeps them across REC entries: rmm.stage2, hw.tlb). ``Bus.sync`` is the
+only place where the cache learns of a TLB invalidation: it returns True when one happened
+since the last call (the caches are then dropped), and it is how this CPU acknowledges the
+invalidation to the CPU that issued it (hw.tlb: that CPU's RMI command does not return before
+every CPU executing the realm has synced). So whatever the sync points, no translation cached
+before an invalidation is used after the command that invalidated returned: the
+acknowledgement and the drop are one step. The sync points only decide how long the
+invalidating CPU waits; they are:
 
-- before the first instruction of every ``run`` (the caches are new, but the RMM also needs the
-  generations published: hw.tlb counts a CPU as behind until it syncs);
+- before the first instruction of every ``run`` (the caches may hold what an earlier run cached,
+  and the RMM also needs the generations published: hw.tlb counts a CPU as behind until it syncs);
 - before the instruction after any change of PC other than +8: a taken branch, bl, ret, br,
   eret, or an exception taken in the realm;
 - when sequential execution crosses into another page (a new instruction fetch translation).
@@ -124,15 +126,20 @@ class Event:
 class Bus(Protocol):
     """Stage-2 translation for the interpreter: IPA page -> offset of its page in ``memory``.
 
-    The interpreter caches translations per page and calls ``sync`` at the sync points the
-    module docstring lists: it returns True when a TLB invalidation happened since the last
-    call, and the caches are dropped. ``sync`` is also where the Bus tells invalidating CPUs
-    that this CPU has dropped what it cached before (their TLBI completes only then, as a DSB
-    after TLBI would).
+    The interpreter caches translations per page in the Bus's three dicts, across runs, and
+    calls ``sync`` at the sync points the module docstring lists: it returns True when a TLB
+    invalidation happened since the last call (or since the caches were filled, for the first
+    call of a run), and the caches are dropped. ``sync`` is also where the Bus tells
+    invalidating CPUs that this CPU has dropped what it cached before (their TLBI completes only
+    then, as a DSB after TLBI would).
     """
 
     memory: memoryview
     """Guest-visible memory, a whole number of 8-byte words long."""
+    fetch_pages: dict[int, int]
+    read_pages: dict[int, int]
+    write_pages: dict[int, int]
+    """Translation caches, IPA page -> offset, for fetches, loads and stores (kept across runs)."""
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
         """Byte offset of IPA ``page`` (4 KiB aligned) in ``memory``; MemoryFault if it does not
@@ -288,9 +295,9 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
     translate = bus.translate
     sync = bus.sync
     decoded = _decoded
-    fetch_pages: dict[int, int] = {}
-    read_pages: dict[int, int] = {}
-    write_pages: dict[int, int] = {}
+    fetch_pages = bus.fetch_pages
+    read_pages = bus.read_pages
+    write_pages = bus.write_pages
     pc = state.pc
     nzcv = state.nzcv
     page = _NO_PAGE
@@ -302,9 +309,8 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
             if not 0 <= offset < 4096:
                 # A sync point (module docstring): the first instruction, a PC that moved other
                 # than by +8, or the next page of straight-line code.
-                # Before the first instruction the caches are empty (an entry is only made
-                # right before an instruction counts): nothing to drop then.
-                if sync() and executed:
+                # The caches outlive a run: the first instruction's sync may drop them too.
+                if sync():
                     fetch_pages.clear()
                     read_pages.clear()
                     write_pages.clear()

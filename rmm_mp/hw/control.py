@@ -10,7 +10,8 @@ Layout of the ``ctl`` segment (little-endian; 1 MiB, sparse):
     0x0030  creator start time, ms since boot u64 (hw.process: no clock step moves it)
     0x0040  dead flag u32 (0 alive, 1 dead), dead reason length u32
     0x0080  run control: stop flag u32
-    0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64 (hw.tlb)
+    0x00C0  invalidation: GPT generation u64, CPUs executing realm code u64, stage-2 epoch u64
+            (the realms destroyed so far) (hw.tlb)
     0x0100  REC time slice: guest instructions a REC runs before an IRQ exit u64
     0x0108  trace ring capacity per CPU (records) u64 (hw.trace)
     0x0110  ready u32: 1 once Machine.create has made the whole machine (attach refuses it before)
@@ -44,7 +45,7 @@ import time
 import atomicshm
 
 MAGIC = b"RMMMPCTL"
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 SIZE = 1 << 20
 
 _HEADER = struct.Struct("<8sII")
@@ -58,6 +59,7 @@ OFF_DEAD_LEN = 0x44
 OFF_STOP = 0x80
 OFF_GPT_GENERATION = 0xC0
 OFF_EXECUTING = 0xC8
+OFF_STAGE2_EPOCH = 0xD0
 OFF_TIME_SLICE = 0x100
 OFF_TRACE_CAPACITY = 0x108
 OFF_READY = 0x110

@@ -17,6 +17,14 @@ using the old translation. The protocol:
 - an invalidating CPU bumps the generation, then waits until every other CPU executing that
   realm (or, for the GPT, any realm) has seen the new value. Nothing is waited for while no CPU
   executes realm code (one load), which keeps DELEGATE cheap.
+- a CPU keeps its cached translations from one entry to the next (as a TLB keeps entries
+  tagged with a VMID across exits) while it enters the same realm and nothing moved: it
+  publishes at entry the generations it last saw, which its caches reflect, and its first sync
+  drops them if either generation moved since. A realm's generation lives in its RD and starts
+  again at 0 when a new realm is made there, so a generation alone does not tell two realms
+  built on the same granules apart: REALM_DESTROY bumps the machine's stage-2 epoch
+  (end_stage2), and a CPU that finds the epoch moved, or enters another realm than last time,
+  starts with nothing cached (generations seen -1, published as 0).
 
 Publishing a generation and dropping what was cached before it are one step (sync), so when the
 invalidating CPU's command returns, no CPU uses a translation cached before its change, however
@@ -45,7 +53,7 @@ from collections.abc import Callable
 
 import atomicshm
 
-from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION
+from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION, OFF_STAGE2_EPOCH
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB, binding_ended
 from rmm_mp.hw.granule import backoff, look_due
 
@@ -53,7 +61,8 @@ class Tlb:
     """One CPU's view of the invalidation protocol."""
 
     __slots__ = ("cpu", "ctl", "cpus", "dram", "area_size", "count", "_mine", "_rd", "_gen_off",
-                 "_seen_tlb", "_seen_gpt", "_load_dram", "_load_ctl", "_store_cpu", "_off_rd", "_off_tlb", "_off_gpt")
+                 "_seen_tlb", "_seen_gpt", "_kept_rd", "_kept_epoch", "_load_dram", "_load_ctl", "_store_cpu",
+                 "_off_rd", "_off_tlb", "_off_gpt")
 
     def __init__(self, cpu: int, ctl: atomicshm.AtomicView, cpus: atomicshm.AtomicView, dram: atomicshm.AtomicView,
                  area_size: int, count: int) -> None:
@@ -70,6 +79,8 @@ class Tlb:
         self._gen_off = 0
         self._seen_tlb = -1
         self._seen_gpt = -1
+        self._kept_rd = -1      # the realm (RD PA) and stage-2 epoch the seen generations belong to
+        self._kept_epoch = -1
         self._load_dram = dram.load_u64
         self._load_ctl = ctl.load_u64
         self._store_cpu = cpus.store_u64
@@ -78,11 +89,22 @@ class Tlb:
 
     def enter(self, rd_pa: int, generation_offset: int) -> None:
         """Start executing code of the realm whose TLB generation word is at ``generation_offset``
-        (a DRAM offset)."""
+        (a DRAM offset). The translations cached at the last entry are kept if this is the same
+        realm and no realm was destroyed since (module docstring); the first sync drops them if
+        a generation moved."""
         store = self._store_cpu
         self.ctl.fetch_add_u64(OFF_EXECUTING, 1)
-        store(self._off_tlb, 0)     # before the RD: a stale value must never look like an acknowledgement
-        store(self._off_gpt, 0)
+        epoch = self._load_ctl(OFF_STAGE2_EPOCH)
+        if rd_pa != self._kept_rd or epoch != self._kept_epoch:
+            # Another realm's translations, or a realm destroyed since (this RD may hold a new
+            # realm, whose generation started again at 0): nothing cached may count.
+            self._kept_rd, self._kept_epoch = rd_pa, epoch
+            self._seen_tlb = self._seen_gpt = -1
+        # The generations the caches reflect (0 for none), published before the RD: a value above
+        # them must never look like an acknowledgement.
+        seen_tlb, seen_gpt = self._seen_tlb, self._seen_gpt
+        store(self._off_tlb, seen_tlb if seen_tlb > 0 else 0)
+        store(self._off_gpt, seen_gpt if seen_gpt > 0 else 0)
         # Bit 0 (free: an RD is granule aligned) marks the word as set: a platform's DRAM may
         # start at PA 0, and an RD there published as 0 read as "not executing": leave() did not
         # count the CPU out, and invalidate_realm(0) waited for every idle CPU.
@@ -90,7 +112,6 @@ class Tlb:
         store(self._off_rd, published)
         self._rd = published
         self._gen_off = generation_offset
-        self._seen_tlb = self._seen_gpt = -1
 
     @property
     def executing_rd(self) -> int:
@@ -117,6 +138,13 @@ class Tlb:
         self._store_cpu(self._off_rd, 0)
         self.ctl.fetch_sub_u64(OFF_EXECUTING, 1)
         self._rd = 0
+
+    def end_stage2(self) -> None:
+        """A realm's stage 2 has ended (REALM_DESTROY, once the realm has no mapping left): every
+        CPU starts its next entry with nothing cached, since a new realm made on the same RD and
+        tables starts its TLB generation again from 0 (module docstring). No wait: no CPU can be
+        executing the destroyed realm, and others' translations stay correct until then."""
+        self.ctl.fetch_add_u64(OFF_STAGE2_EPOCH, 1)
 
     def count_out_dead_holder(self) -> None:
         """On binding this CPU: count out a holder that died counted in (killed between enter

@@ -60,14 +60,17 @@ _NS_PAS = int(Pas.NS)
 class Stage2Bus:
     """The Bus (rmm_mp.guest.interpreter) of one stage-2 context on one CPU, kept across REC
     entries (RmmCpu.buses, by its S2Ctx): it holds only what its CPU and its S2Ctx give it, so
-    nothing in it may change from one entry to the next.
+    nothing in it may change from one entry to the next, and the interpreter's translation
+    caches (``fetch_pages``, ``read_pages``, ``write_pages``), which outlive an entry as a TLB's
+    entries do: the CPU's Tlb decides at entry whether they still hold (hw/tlb.py), and the
+    interpreter drops them whenever ``sync`` says so.
 
     ``translate`` handles the common case inline (a valid protected page or block: RAM) and
     leaves everything else to the general classification (``_classify``).
     """
 
     __slots__ = ("memory", "sync", "_load", "_base", "_ctx", "_root", "_gpt", "_ipa_size", "_par_size", "_start",
-                 "_sl_shift", "_sl_mask", "_tlb")
+                 "_sl_shift", "_sl_mask", "_tlb", "fetch_pages", "read_pages", "write_pages")
 
     def __init__(self, rmm: "RmmCpu", ctx: S2Ctx, tlb: "Tlb") -> None:
         self.memory = rmm.memory.buf
@@ -77,6 +80,9 @@ class Stage2Bus:
         self._ctx = ctx
         self._gpt = rmm.gpt
         self.sync = tlb.sync        # the interpreter calls it at its sync points: no wrapper
+        self.fetch_pages: dict[int, int] = {}
+        self.read_pages: dict[int, int] = {}
+        self.write_pages: dict[int, int] = {}
         self._tlb = tlb             # for exception_taken only
         self._root = (ctx.rtt_base - base) >> 12
         self._start = ctx.start_level

@@ -59,6 +59,9 @@ class RamBus:
         self.always_invalidate = False
         self.absent: set[int] = set()
         self.exceptions = 0
+        self.fetch_pages: dict[int, int] = {}      # the interpreter's translation caches (Bus)
+        self.read_pages: dict[int, int] = {}
+        self.write_pages: dict[int, int] = {}
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
         self.translations.append((page, write, fetch))

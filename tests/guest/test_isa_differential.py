@@ -89,6 +89,9 @@ class SplitBus:
     def __init__(self, ram: bytearray) -> None:
         self.ram = ram
         self.memory = memoryview(ram)
+        self.fetch_pages: dict[int, int] = {}      # the interpreter's translation caches (Bus)
+        self.read_pages: dict[int, int] = {}
+        self.write_pages: dict[int, int] = {}
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
         if fetch:

@@ -1,5 +1,6 @@
-"""hw.tlb's invalidating side: how it waits for a CPU that executes realm code (the executing
-side and its sync points are tested through the guest, tests/rmm/test_stage2.py)."""
+"""hw.tlb's invalidating side: how it waits for a CPU that executes realm code; and what a CPU
+keeps from one entry to the next (the executing side's sync points are tested through the guest,
+tests/rmm/test_stage2.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import os
 import threading
 import time
 
+import pytest
+
 from rmm_mp import Machine
 from rmm_mp.hw import process
-from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, binding_word
+from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_TLB, binding_word
+from rmm_mp.hw.tlb import Tlb
 from children import finish, read_line, start_child
 
 RD_PA_OFFSET = 0x10_0000
@@ -113,3 +117,64 @@ def test_a_cpu_rebound_after_its_holder_died_counted_in_is_not_waited_for() -> N
             # Let a wait that did not end (the old code) end before the machine closes.
             rebound.tlb.cpus.store_u64(rebound.tlb.cpu * rebound.tlb.area_size + OFF_EXEC_RD, 0)
             worker.join(timeout=30)
+
+
+# -- translations kept across entries ----------------------------------------------------------
+
+RD2_PA_OFFSET = 0x20_0000
+"""A second RD-like PA, of another realm."""
+
+
+def _published_seen(tlb: Tlb) -> int:
+    """The TLB generation CPU ``tlb.cpu`` has published as seen (what invalidators wait on)."""
+    return tlb.cpus.load_u64(tlb.cpu * tlb.area_size + OFF_SEEN_TLB)
+
+
+def test_a_cpu_keeps_its_translations_across_entries_while_nothing_moves() -> None:
+    """CPU 0 enters a realm whose TLB generation is 1, syncs, leaves and enters again: it
+    publishes generation 1 as seen at entry (its caches reflect it) and its first sync keeps
+    the caches (False). Before, every entry started from nothing (published 0, first sync True),
+    so a REC's re-entry translated its code page again (about 14,000 instructions a trip)."""
+    with Machine.create("host", cpus=2) as m:
+        tlb, other = m.cpu(0).tlb, m.cpu(1).tlb
+        rd = m.platform.dram.base + RD_PA_OFFSET
+        other.invalidate_realm(rd, RD_PA_OFFSET)        # generation 1; nobody executes: no wait
+        tlb.enter(rd, RD_PA_OFFSET)
+        assert tlb.sync(), "the first entry has nothing cached"
+        tlb.leave()
+        tlb.enter(rd, RD_PA_OFFSET)
+        assert _published_seen(tlb) == 1
+        assert not tlb.sync()
+        tlb.leave()
+
+
+@pytest.mark.parametrize("between", ["invalidation", "other-realm", "realm-destroyed"])
+def test_kept_translations_are_dropped_when_anything_moved_between_entries(between: str) -> None:
+    """CPU 0 leaves a realm with its caches in sync, then, while it is counted out: CPU 1
+    invalidates that realm's stage 2; or CPU 0 runs another realm; or CPU 1 destroys some realm
+    (end_stage2: a realm made again on the same RD restarts its generation from 0, so equal
+    generations would prove nothing). Its next entry's first sync drops the caches (True);
+    before a sync, the CPU publishes only a generation it has seen for this realm (never one
+    from the other realm's word), or 0."""
+    with Machine.create("host", cpus=2) as m:
+        tlb, other = m.cpu(0).tlb, m.cpu(1).tlb
+        base = m.platform.dram.base
+        rd, rd2 = base + RD_PA_OFFSET, base + RD2_PA_OFFSET
+        other.invalidate_realm(rd, RD_PA_OFFSET)
+        for _ in range(3):
+            other.invalidate_realm(rd2, RD2_PA_OFFSET)  # the other realm's generation: 3
+        tlb.enter(rd, RD_PA_OFFSET)
+        tlb.sync()
+        tlb.leave()
+        if between == "invalidation":
+            other.invalidate_realm(rd, RD_PA_OFFSET)
+        elif between == "other-realm":
+            tlb.enter(rd2, RD2_PA_OFFSET)
+            tlb.sync()
+            tlb.leave()
+        else:
+            other.end_stage2()
+        tlb.enter(rd, RD_PA_OFFSET)
+        assert _published_seen(tlb) == (1 if between == "invalidation" else 0)
+        assert tlb.sync()
+        tlb.leave()

@@ -32,6 +32,7 @@ from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.structs import RMI_REALM_PARAMS, RmiRealmFlags
 from rmm_mp.check import invariants
+from rmm_mp.hw.control import OFF_STAGE2_EPOCH
 from rmm_mp.hw.granule import GranuleTable, host_owner
 from rmm_mp.rmm import s2tt, vmid
 from rmm_mp.rmm.handlers import rmi_realm
@@ -888,6 +889,25 @@ def test_destroy_realm_live_rtt(machine: Machine, s2sz: int, level: int, ipa: in
     assert t.smc(F.RMI_RTT_DESTROY, realm.rd, ipa, level + 1)[:2] == (SUCCESS, rtt)
     _destroy(t, realm)
     _vmid_is_free(machine, t, 60)
+
+
+def test_destroy_moves_the_stage2_epoch_only_when_it_succeeds(machine: Machine) -> None:
+    """REALM_DESTROY ends the realm's stage 2 for every CPU's kept translations (hw/tlb.py: a
+    realm made again on the same RD restarts its TLB generation from 0, so the CPUs must not
+    trust an equal generation): the control block's stage-2 epoch moves by one on SUCCESS, and
+    not at all when the call fails (realm_live: a REC exists), which changes nothing."""
+    t = Rmi(machine)
+    realm = _create(t)
+    rec = _rec(t, realm)
+
+    def epoch() -> int:
+        return machine.control.view.load_u64(OFF_STAGE2_EPOCH)   # type: ignore[union-attr]
+    before = epoch()
+    _destroy_fails(machine, t, realm.rd, ERROR_REALM, *realm.roots, rec)
+    assert epoch() == before
+    assert t.smc(F.RMI_REC_DESTROY, rec)[0] == SUCCESS
+    _destroy(t, realm)
+    assert epoch() == before + 1
 
 
 def test_destroy_rd_state_before_realm_live(machine: Machine) -> None:

@@ -16,6 +16,7 @@ import pytest
 from realm_guests import Guest
 from rmi_helpers import Realm, Rmi
 from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid as F
 from rmm_mp.rmm import s2tt, stage2
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
 from rmm_mp.rmm.stage2 import Stage2Bus, WalkFault
@@ -152,3 +153,34 @@ def test_a_cpus_kept_bus_serves_only_its_own_stage_2(machine: Machine) -> None:
     assert c.enter()[0] == 0
     assert c.gpr(0) == 0x3333
     c.destroy()
+
+
+def test_a_rec_reentered_translates_nothing_again_until_its_stage_2_changes(machine: Machine,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU keeps its translations from one REC entry to the next (hw/tlb.py), as a TLB keeps
+    VMID-tagged entries across exits: a REC that loads from a data page and waits (WFI: an IRQ
+    exit) translates its code and data pages at its first entry and nothing at the second.
+    Then the host destroys the data page (DATA_DESTROY, the granule kept delegated: no GPT
+    change), which bumps the realm's TLB generation while no CPU executes it: the third entry
+    drops what it kept, and the load exits with a data abort at the DESTROYED IPA (a kept
+    translation would have read the old page and taken the WFI again)."""
+    data = 0x8001_0000
+    calls: list[tuple[int, bool, bool]] = []
+    translate = Stage2Bus.translate
+
+    def counted(bus: Stage2Bus, page: int, write: bool, fetch: bool) -> int:
+        calls.append((page, write, fetch))
+        return translate(bus, page, write, fetch)
+    monkeypatch.setattr(Stage2Bus, "translate", counted)
+    with Guest.build(machine, "loop:\n    ldr x1, [x2]\n    wfi\n    b loop\n", gprs=(0, 0, data)) as g:
+        pa = g.fault_in(data)
+        for expected in ([(0x8000_0000, False, True), (data, False, False)], []):
+            calls.clear()
+            x0, ex = g.enter()
+            assert (x0, ex["exit_reason"]) == (0, 1), ex
+            assert calls == expected
+        assert g.smc(F.RMI_DATA_DESTROY, g.realm.rd, data)[:2] == (0, pa)
+        x0, ex = g.enter()
+        assert (x0, ex["exit_reason"], ex["esr"] >> 26, ex["hpfar"]) == (0, 0, 0x24, (data >> 8) & ~0xF), ex
+        assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0
+        g.alloc.free(pa)
