@@ -30,6 +30,10 @@ from rmm_mp.hw.granule import (
 )
 
 ZERO_GRANULE = bytes(GRANULE_SIZE)
+_NS_PAS = Pas.NS
+"""Pas.NS read once: on CPython 3.11 every read of an enum class's attribute passes through
+EnumType's __getattr__ hook (about 1,000 instructions), and NS copies check it on every REC
+round trip (the run page in and out)."""
 
 
 class PhysicalMemory:
@@ -233,7 +237,7 @@ class NsAccess:
                     table.unlock(held)
                 raise
             pas = gpt.pas(idx)
-            if pas != Pas.NS:
+            if pas != _NS_PAS:
                 for held in indices[: n + 1]:
                     table.unlock(held)
                 raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
@@ -257,7 +261,7 @@ class NsAccess:
             table = self.table
             table.lock(idx)
             pas = self.gpt.pas(idx)
-            if pas != Pas.NS:
+            if pas != _NS_PAS:
                 raise self._single_fault(pa, idx, pas)
             try:
                 return bytes(memory.buf[offset:offset + size])
@@ -280,7 +284,7 @@ class NsAccess:
             table = self.table
             table.lock(idx)
             pas = self.gpt.pas(idx)
-            if pas != Pas.NS:
+            if pas != _NS_PAS:
                 raise self._single_fault(pa, idx, pas)
             try:
                 memory.buf[offset:offset + size] = data

@@ -22,6 +22,8 @@ from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.rmm.granule_state import GranuleState
 
+_NS_PAS = Pas.NS     # read once: an enum class attribute costs a hook call per read (hw/memory.py)
+
 if TYPE_CHECKING:
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
@@ -44,7 +46,7 @@ def read_held_ns(rmm: "RmmCpu", page: "Granule", size: int = GRANULE_SIZE) -> by
     page reads as NS in the granule table), where the copy would take a granule protection
     fault. No lock is taken: the caller's lock is the one NsAccess would take, and while it is
     held no DELEGATE and no host or RMM copy can touch the page."""
-    if rmm.gpt.pas(page.idx) != Pas.NS:
+    if rmm.gpt.pas(page.idx) != _NS_PAS:
         return None
     return rmm.memory.read(page.addr, size)
 

@@ -50,6 +50,9 @@ RAM, EMPTY, FAULT = "ram", "empty", "fault"
 _RTT = GranuleState.RTT
 _PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
+_ASSIGNED = Kind.ASSIGNED
+"""Read once: an enum class attribute costs a hook call per read on CPython 3.11 (hw/memory.py),
+and lock_realm_page compares with it on every RSI_HOST_CALL."""
 
 WHY_RD_ALONE = ("the realm's CPU holds no lock when the call starts (REC_ENTER released the REC); "
                 "the RD alone, never with an RTT")
@@ -124,10 +127,10 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     with the level where the walk stopped and nothing locked."""
     llt, level, desc = _walk_locked(call.rmm, call.ctx, ipa)
     if desc & _DESC_TYPE_MASK and not desc & s2tt.NS and (level < _PAGE_LEVEL or desc & _DESC_TYPE_MASK == _PAGE):
-        kind, ripas = Kind.ASSIGNED, s2tt.RIPAS_RAM     # a valid protected page or block (s2tt.decode)
+        kind, ripas = _ASSIGNED, s2tt.RIPAS_RAM     # a valid protected page or block (s2tt.decode)
     else:
         kind, ripas = s2tt.decode(desc, level)
-    if kind == Kind.ASSIGNED and ripas == s2tt.RIPAS_RAM:
+    if kind == _ASSIGNED and ripas == s2tt.RIPAS_RAM:
         size = 1 << _SHIFTS[level]
         return RealmPage(RAM, level, (desc & s2tt.OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF), llt)
     llt.unlock()

@@ -16,8 +16,11 @@ token calls are not covered here.
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import os
 import struct
+import sys
 from typing import Iterator
 
 import pytest
@@ -758,6 +761,34 @@ def test_host_call_exit_packs_in_one_call(machine: Machine, monkeypatch: pytest.
         x0, ex = g.enter(gicv3_lrs=lrs)
         assert x0 == SUCCESS
         assert (ex["exit_reason"], ex["gprs"], ex["gicv3_lrs"]) == (EXIT_HOST_CALL, REALM_GPRS, lrs[:4] + (0,) * 12)
+    ok(machine)
+
+
+def test_host_call_round_trip_reads_no_enum_member_through_its_class(machine: Machine) -> None:
+    """A REC round trip that completes one host call and makes the next (the host writing the
+    run page, REC_ENTER with its completion and locked walk, the host reading the exit back)
+    reads no enum member as an attribute of its class (Pas.NS, Kind.ASSIGNED): on CPython 3.11
+    each such read passes EnumType's __getattr__ hook, about 1,000 instructions, and the NS
+    copies and the walk made six of them per trip. Spied on the metaclass's __getattribute__
+    for the second entry only, for reads made by rmm_mp's code (the test's own are left out)."""
+    program = "loop:\n    mov x0, =RSI_HOST_CALL\n    adr x1, hc\n    smc #0\n    b loop\n" + HOST_CALL_DATA
+    seen: list[str] = []
+    plain = type.__getattribute__
+
+    def spy(cls: type, name: str) -> object:
+        caller = sys._getframe(1).f_code.co_filename
+        if not name.startswith("__") and f"{os.sep}rmm_mp{os.sep}" in caller:
+            seen.append(f"{cls.__name__}.{name} in {os.path.basename(caller)}")
+        return plain(cls, name)
+    with Guest.build(machine, program) as g:
+        assert g.enter()[1]["exit_reason"] == EXIT_HOST_CALL
+        enum.EnumType.__getattribute__ = spy     # type: ignore[method-assign]
+        try:
+            x0, ex = g.enter(gprs=HOST_GPRS)
+        finally:
+            del enum.EnumType.__getattribute__
+        assert (x0, ex["exit_reason"]) == (SUCCESS, EXIT_HOST_CALL)
+        assert seen == []
     ok(machine)
 
 
