@@ -129,7 +129,8 @@ class Machine:
                                        or not 1 <= time_slice <= 10**9):
             raise ValueError(f"time_slice = {time_slice!r}: expected a number of guest instructions in "
                              f"{int_range(1, 10**9)}")
-        if isinstance(trace_capacity, bool) or not isinstance(trace_capacity, int) or not 0 <= trace_capacity <= 1 << 24:
+        if (isinstance(trace_capacity, bool) or not isinstance(trace_capacity, int)
+                or not 0 <= trace_capacity <= 1 << 24):
             raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in "
                              f"{int_range(0, 1 << 24)}")
         check_shm_dir()

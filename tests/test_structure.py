@@ -127,16 +127,17 @@ def test_no_platform_package_shadows_the_standard_library() -> None:
 
 
 LINE_LIMIT = 120
-"""The source's line width (the report, CLI and input-file modules are held to it below)."""
-WITHIN_LIMIT = ("cli.py", "clitypes.py", "inputfile.py", "hw/platform.py", "hw/tomlparse.py", "hw/tomlsrc.py",
-                "workload/*.py")
+"""The source's line width (the package and tools/ are held to it below)."""
 
 
-def test_the_report_cli_and_input_modules_keep_to_the_line_width() -> None:
-    """Every line of the run report's, the command line's and the input files' modules (cli,
-    clitypes, inputfile, hw's platform and TOML readers, workload/) is at most 120 characters:
-    some 30 of them ran to 121-152 (an import, a click option's help, a docstring line)."""
+def test_the_package_and_tools_keep_to_the_line_width() -> None:
+    """Every line of every module of the package and of tools/ is at most 120 characters: first
+    only the report, CLI and input-file modules were held to it, and some 60 lines elsewhere ran
+    to 121-193 (a click option's help, a docstring line, a comment beside a constant). tests/
+    is not held to it (a test's expected message is often one long string)."""
+    files = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tools").rglob("*.py")])
+    assert len(files) > 100, files      # the whole package, not a pattern that matches nothing
     long = [f"{path.relative_to(ROOT)}:{number}: {len(line)}"
-            for pattern in WITHIN_LIMIT for path in sorted(PACKAGE.glob(pattern))
+            for path in files
             for number, line in enumerate(path.read_text().splitlines(), start=1) if len(line) > LINE_LIMIT]
     assert long == [], long

@@ -128,7 +128,8 @@ def private_granules(machine: Machine, cpus: int, per_cpu: int, layout: str) -> 
         idx = [[FIRST_GRANULE + c * SPREAD + i for i in range(per_cpu)] for c in range(cpus)]
     else:
         idx = [[FIRST_GRANULE + i * cpus + c for i in range(per_cpu)] for c in range(cpus)]
-    limit = min((r[0] - base) // gsize for r in machine.secure_regions) if machine.secure_regions else machine.granule_count
+    limit = (min((r[0] - base) // gsize for r in machine.secure_regions) if machine.secure_regions
+             else machine.granule_count)
     if max(max(i) for i in idx) >= limit:
         measurement_failed(f"--granules {per_cpu} does not fit below the Secure region of the host platform")
     return tuple(tuple(base + i * gsize for i in pool) for pool in idx)
@@ -323,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    median 2 CPUs: {med2:,.0f} calls/s")
         print(f"    ratio {ratio:.3f} (run by run: {', '.join(f'{x:.3f}' for x in pair_ratios)})")
         busy_windows = [r for r in runs1 + runs2
-                        if r["other_load_cores"] is not None and r["other_load_cores"] >= QUIET_CORES]  # type: ignore[operator]
+                        if r["other_load_cores"] is not None
+                        and r["other_load_cores"] >= QUIET_CORES]  # type: ignore[operator]
         if busy_windows:
             worst = max(r["other_load_cores"] for r in busy_windows)  # type: ignore[type-var]
             print(f"    WARNING: in {len(busy_windows)} of {len(runs1) + len(runs2)} windows other processes "
@@ -343,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({eff2 / eff1:.3f}: below 1 = the processes slow each other down)")
         passed = ratio >= SCALING_TARGET
         ok &= passed
-        print(f"    target 2 CPUs >= {SCALING_TARGET}x 1 CPU on 2 cores: {ratio:.2f}x -> {'PASS' if passed else 'MISS'}")
+        print(f"    target 2 CPUs >= {SCALING_TARGET}x 1 CPU on 2 cores: {ratio:.2f}x -> "
+              f"{'PASS' if passed else 'MISS'}")
 
     out["pass"] = ok
     if args.json:

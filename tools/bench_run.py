@@ -111,7 +111,8 @@ def interval(on: list[float], off: list[float], resamples: int = 2000) -> tuple[
     rng = random.Random(0)
     ratios = sorted(statistics.median(rng.choices(on, k=len(on))) / statistics.median(rng.choices(off, k=len(off)))
                     for _ in range(resamples))
-    return round((ratios[int(0.025 * resamples)] - 1) * 100, 2), round((ratios[int(0.975 * resamples) - 1] - 1) * 100, 2)
+    return (round((ratios[int(0.025 * resamples)] - 1) * 100, 2),
+            round((ratios[int(0.975 * resamples) - 1] - 1) * 100, 2))
 
 
 def throughput(seconds: float, repeat: int, seed: int) -> dict[int, dict[str, Any]]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Stress tool benchmarks (docs/performance.md ("Lock-correctness stress testing")): time to find each catalogued bug, deterministic
-scheduling speed, and what each checker costs a free-running run.
+"""Stress tool benchmarks (docs/performance.md ("Lock-correctness stress testing")): time to find
+each catalogued bug, deterministic scheduling speed, and what each checker costs a free-running
+run.
 
   (a) time to find, per bug, on --cpus CPU processes: a free-running hunt (runs of up to
       --limit seconds from fresh seeds, until the bug's named checker fires) and a
@@ -135,7 +136,8 @@ def step_rate(args: argparse.Namespace) -> dict[str, Any]:
 def slowdown(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for workload in ("mixed", "tables"):
-        print(f"\n(c) free-running slowdown per checker, {workload} workload, {args.cpus} CPUs, {args.seconds:g} s runs: "
+        print(f"\n(c) free-running slowdown per checker, {workload} workload, {args.cpus} CPUs, "
+              f"{args.seconds:g} s runs: "
               "operations per CPU second of the CPU processes (median of 3 rounds; the configurations take turns "
               "in each round, so load from other processes falls on all of them)")
         configs = [("none", ())] + [(c, (c,)) for c in CHECKERS] + [("all", CHECKERS)]

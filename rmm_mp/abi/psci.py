@@ -60,9 +60,11 @@ def u64(value: int) -> int:
 
 def mpidr_el1_to_rec_index(mpidr: int) -> int:
     """REC index of an MPIDR_EL1 value (Aff3 at [39:32]), as PSCI target MPIDRs are written."""
-    return (mpidr & 0xF) | (((mpidr >> 8) & 0xFF) << 4) | (((mpidr >> 16) & 0xFF) << 12) | (((mpidr >> 32) & 0xFF) << 20)
+    return ((mpidr & 0xF) | (((mpidr >> 8) & 0xFF) << 4) | (((mpidr >> 16) & 0xFF) << 12)
+            | (((mpidr >> 32) & 0xFF) << 20))
 
 
 def rec_index_to_mpidr_el1(index: int) -> int:
     """The MPIDR_EL1 value (Aff3 at [39:32]) a realm uses to name REC ``index``."""
-    return (index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16) | (((index >> 20) & 0xFF) << 32)
+    return ((index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16)
+            | (((index >> 20) & 0xFF) << 32))

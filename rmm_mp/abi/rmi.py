@@ -117,6 +117,7 @@ class FeatureRegister0:
         pmu = f"pmu true ({f('PMU_NUM_CTRS')} counters)" if f("PMU_EN") else "pmu false"
         hashes = [name for name, bit in (("sha-256", "HASH_SHA_256"), ("sha-512", "HASH_SHA_512")) if f(bit)]
         order = f("MAX_RECS_ORDER")
-        return (f"s2sz {f('S2SZ')}, lpa2 {'true' if f('LPA2') else 'false'}, {sve}, {pmu}, {f('NUM_BPS') + 1} breakpoints, "
-                f"{f('NUM_WPS') + 1} watchpoints, hashes {', '.join(hashes) or 'none'}, "
+        return (f"s2sz {f('S2SZ')}, lpa2 {'true' if f('LPA2') else 'false'}, {sve}, {pmu}, "
+                f"{f('NUM_BPS') + 1} breakpoints, {f('NUM_WPS') + 1} watchpoints, "
+                f"hashes {', '.join(hashes) or 'none'}, "
                 f"{f('GICV3_NUM_LRS') + 1} GIC list registers, max_recs_order {order} (MAX_RECS {(1 << order) - 1})")

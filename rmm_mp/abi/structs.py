@@ -416,12 +416,14 @@ class RmiResponse(enum.IntEnum):
 
 def mpidr_to_rec_index(mpidr: int) -> int:
     """REC index of an RmiRecMpidr value: Aff0[3:0] | Aff1 << 4 | Aff2 << 12 | Aff3 << 20."""
-    return (mpidr & 0xF) | (((mpidr >> 8) & 0xFF) << 4) | (((mpidr >> 16) & 0xFF) << 12) | (((mpidr >> 24) & 0xFF) << 20)
+    return ((mpidr & 0xF) | (((mpidr >> 8) & 0xFF) << 4) | (((mpidr >> 16) & 0xFF) << 12)
+            | (((mpidr >> 24) & 0xFF) << 20))
 
 
 def rec_index_to_mpidr(index: int) -> int:
     """The RmiRecMpidr value of REC ``index`` (inverse of mpidr_to_rec_index)."""
-    return (index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16) | (((index >> 20) & 0xFF) << 24)
+    return ((index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16)
+            | (((index >> 20) & 0xFF) << 24))
 
 
 RMI_REC_MPIDR_SBZ = 0xFFFF_FFFF_0000_00F0

@@ -143,10 +143,12 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     # A value no valid token can carry would only turn into a failed check (exit 1) that
     # blames the token; it is the command line that is wrong.
     if challenge is not None and len(challenge) > CHALLENGE_SIZE:
-        raise click.BadParameter(f"{count(len(challenge), 'byte')}; expected at most {CHALLENGE_SIZE} (RSI_ATTESTATION_TOKEN_INIT "
+        raise click.BadParameter(f"{count(len(challenge), 'byte')}; expected at most {CHALLENGE_SIZE} "
+                                 "(RSI_ATTESTATION_TOKEN_INIT "
                                  "takes a 64-byte challenge, shorter ones zero-padded)", param_hint="'--challenge'")
     if expect_rim is not None and len(expect_rim) not in MEASUREMENT_SIZES:
-        raise click.BadParameter(f"{count(len(expect_rim), 'byte')}; expected {', '.join(map(str, MEASUREMENT_SIZES[:-1]))} or "
+        raise click.BadParameter(f"{count(len(expect_rim), 'byte')}; expected "
+                                 f"{', '.join(map(str, MEASUREMENT_SIZES[:-1]))} or "
                                  f"{MEASUREMENT_SIZES[-1]} (a SHA-256, SHA-384 or SHA-512 RIM)",
                                  param_hint="'--expect-rim'")
     data = _read_token(token)

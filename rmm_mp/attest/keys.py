@@ -183,7 +183,8 @@ def _pem_key(pem: bytes, name: str) -> ec.EllipticCurvePublicKey:
             # A certificate, CSR, parameters...: no key cryptography reads as such.
             raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} is no key; expected a "
                                    "\"PUBLIC KEY\", \"EC PRIVATE KEY\" or \"PRIVATE KEY\" block") from None
-        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} {_pem_problem(pem, label)}") from None
+        raise PlatformKeyError(f"platform key invalid: {name}: PEM block {_shown(label)} "
+                               f"{_pem_problem(pem, label)}") from None
     return _ec_only(key, private, name, "PEM")
 
 

@@ -153,7 +153,8 @@ def platform_claims_json(claims: Mapping[Any, Any]) -> dict[str, Any]:
     components = claims.get(PLATFORM_SW_COMPONENTS)
     if is_array(components):
         out["sw_components"] = [_component_json(c) for c in components]
-    out.update({f"unknown claim {label_text(key)}": to_json(v) for key, v in claims.items() if key not in PLATFORM_CLAIM_NAMES})
+    out.update({f"unknown claim {label_text(key)}": to_json(v)
+                for key, v in claims.items() if key not in PLATFORM_CLAIM_NAMES})
     return out
 
 

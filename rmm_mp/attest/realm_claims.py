@@ -133,7 +133,8 @@ def realm_claims_json(claims: Mapping[Any, Any]) -> dict[str, Any]:
     profile does not define follow as "unknown claim <key>"."""
     out = {name: to_json(claims[key]) for key, name in
            sorted(REALM_CLAIM_NAMES.items(), key=lambda kv: REALM_CLAIM_ORDER.index(kv[0])) if key in claims}
-    out.update({f"unknown claim {label_text(key)}": to_json(v) for key, v in claims.items() if key not in REALM_CLAIM_NAMES})
+    out.update({f"unknown claim {label_text(key)}": to_json(v)
+                for key, v in claims.items() if key not in REALM_CLAIM_NAMES})
     return out
 
 

@@ -148,7 +148,8 @@ def _check_table(scan: _Scan, idx: int, level: int, first_ipa: int, ctx: s2tt.S2
             child = scan.idx(s2tt.output_address(desc, level))
             scan.rtt_owners[child] += 1
             if child < 0 or scan.states[child] != GS.RTT:
-                scan.report("rtt-tree", scan.pa(idx), f"entry for IPA {ipa:#x} names {desc & s2tt.OA_MASK:#x}, not an RTT")
+                scan.report("rtt-tree", scan.pa(idx),
+                            f"entry for IPA {ipa:#x} names {desc & s2tt.OA_MASK:#x}, not an RTT")
             elif scan.rtt_owners[child] == 1:
                 _check_table(scan, child, level + 1, ipa, ctx)
         elif kind == Kind.ASSIGNED:

@@ -207,7 +207,8 @@ class _Assembler:
 
     def _define(self, line: _Line, name: str, value: int) -> None:
         if name in self.symbols:
-            raise AssemblerError(line.number, f"{name!r} is already defined (labels and .equ names share one namespace)")
+            raise AssemblerError(line.number,
+                                 f"{name!r} is already defined (labels and .equ names share one namespace)")
         self.symbols[name] = value
 
     def _size(self, line: _Line, offset: int) -> int:
@@ -308,7 +309,8 @@ class _Assembler:
             shift = self._imm(line, args[2])
             if not 0 <= shift < 64:
                 raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]!r}")
-            return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]), imm=shift)]
+            return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]),
+                           imm=shift)]
         if op == "mul":
             self._arity(line, 3)
             return [encode(Op.MUL, self._reg(line, args[0]), self._reg(line, args[1]), self._reg(line, args[2]))]
@@ -478,7 +480,8 @@ class _Assembler:
         try:
             reg = SysReg[_ascii_upper(text.strip())]
         except KeyError:
-            raise AssemblerError(line.number, f"expected a system register (vbar, elr, esr, far, mpidr), got {text!r}") from None
+            raise AssemblerError(line.number,
+                                 f"expected a system register (vbar, elr, esr, far, mpidr), got {text!r}") from None
         if write and reg == SysReg.MPIDR:
             raise AssemblerError(line.number, "mpidr is read only; expected vbar, elr, esr or far")
         return int(reg)

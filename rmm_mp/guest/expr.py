@@ -34,7 +34,8 @@ _UNARY: dict[str, Callable[[int], int]] = {"-": operator.neg, "+": operator.pos,
 # operators (kept on the stack as "u-", "u+", "u~") bind tightest, then * %, + -, << >>, &, ^, |.
 _PRECEDENCE = {"|": 1, "^": 2, "&": 3, "<<": 4, ">>": 4, "+": 5, "-": 5, "*": 6, "%": 6, "u-": 7, "u+": 7, "u~": 7}
 # A number is ASCII only: int() would also read other scripts' digits, which Python's syntax does not.
-_TOKEN = re.compile(r"\s*(?:(?P<number>[0-9][0-9A-Za-z_]*)|(?P<name>[A-Za-z_]\w*)|(?P<op><<|>>|[-+*%&^|~().]))", re.ASCII)
+_TOKEN = re.compile(r"\s*(?:(?P<number>[0-9][0-9A-Za-z_]*)|(?P<name>[A-Za-z_]\w*)|(?P<op><<|>>|[-+*%&^|~().]))",
+                    re.ASCII)
 
 
 class ExprError(ValueError):

@@ -34,7 +34,8 @@ _COUNTERS = struct.Struct(f"<{COUNTERS}Q")
 BATCH = 64
 
 # Counter slots in the CPU area (also the fields of ChurnResult, in order).
-ITERATIONS, SHARED_DELEGATED, SHARED_DELEGATE_LOST, SHARED_UNDELEGATED, SHARED_UNDELEGATE_LOST, PRIVATE_ROUNDS = range(6)
+(ITERATIONS, SHARED_DELEGATED, SHARED_DELEGATE_LOST, SHARED_UNDELEGATED, SHARED_UNDELEGATE_LOST,
+ PRIVATE_ROUNDS) = range(6)
 
 
 class ChurnError(AssertionError):
@@ -108,7 +109,8 @@ class ChurnStep:
         if rng.random() < 0.5:
             counts[SHARED_DELEGATED if _raced(smc(DELEGATE, pa)[0], "DELEGATE", pa) else SHARED_DELEGATE_LOST] += 1
         else:
-            counts[SHARED_UNDELEGATED if _raced(smc(UNDELEGATE, pa)[0], "UNDELEGATE", pa) else SHARED_UNDELEGATE_LOST] += 1
+            counts[SHARED_UNDELEGATED if _raced(smc(UNDELEGATE, pa)[0], "UNDELEGATE", pa)
+                   else SHARED_UNDELEGATE_LOST] += 1
 
     def result(self) -> ChurnResult:
         return ChurnResult(self.cpu_id, *self.counts[:6])

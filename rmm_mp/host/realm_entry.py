@@ -17,11 +17,14 @@ R_RD, R_RTT_BASE, R_RAM_BASE, R_RAM_SIZE = 0x38, 0x40, 0x48, 0x50
 R_SHARED, MAX_SHARED_RANGES = 0x80, 4          # (base IPA, size) pairs of unprotected IPAs backed by NS pages
 R_COUNTERS = 0xC0                               # 20 u64, named by COUNTERS
 R_DEVICE = 0x160                                # device registers (devices.py), 4 u64
-R_RESULT = 0x180                                # host-call reports: count (bit 63: one being stored), odd reports' code, detail; the output lock word
+R_RESULT = 0x180                                # host-call reports: count (bit 63: one being stored), odd reports'
+                                                # code, detail; the output lock word
 R_LOG, LOG_RECORDS, LOG_RECORD = 0x1A0, 24, 40  # count u64, then (REC index, x0..x3) records
 R_PAGES, MAX_SHARED_PAGES = 0x580, 16           # count u64, then (IPA, NS PA) pairs
-R_TORN = 0x688                                  # LOG count + 1, console count + 1 at the last output-lock takeover (devices.py)
-R_ALT = 0x698                                   # second cells of two-cell registers (devices.py): the even reports' code, detail, the even doorbell rings' LAST
+R_TORN = 0x688                                  # LOG count + 1, console count + 1 at the last output-lock takeover
+                                                # (devices.py)
+R_ALT = 0x698                                   # second cells of two-cell registers (devices.py): the even reports'
+                                                # code, detail, the even doorbell rings' LAST
 R_VCPUS, VCPU_BYTES = 0x700, 40                 # per vCPU, VF_* below
 VF_STATE, VF_WOKEN, VF_REC, VF_RUN, VF_END, VF_FLAGS, VF_CPU = 0, 4, 8, 16, 24, 28, 32
 """vCPU entry: state u32, woken mark u32, REC PA u64, run page PA u64, end reason u32, the enter
@@ -33,9 +36,10 @@ COUNTERS = ("entries", "faults", "fault_races", "mmio_reads", "mmio_writes", "sh
             "host_calls", "vcpu_errors", "rtts_created", "migrations")
 """Per realm, what the host did for it (host.exits): among them fault_races, faults another vCPU
 had already backed (DATA_CREATE_UNKNOWN found the entry assigned); ripas_rejects, RAM requests
-answered REJECT (an EMPTY request cut short is answered ACCEPT and not counted); rtts_created, tables the exit handling (host.exits) made for
-faults, shared pages and RIPAS changes alike (not those the map-shared and rtt-churn activities
-make; rtt-churn's are in its CPU's 'tables created'); migrations, REC_ENTERs that ran a vCPU on
+answered REJECT (an EMPTY request cut short is answered ACCEPT and not counted); rtts_created,
+tables the exit handling (host.exits) made for faults, shared pages and RIPAS changes alike (not
+those the map-shared and rtt-churn activities make; rtt-churn's are in its CPU's 'tables
+created'); migrations, REC_ENTERs that ran a vCPU on
 another CPU than its previous run (RunQueue.ran_on: a vCPU taken only to be drained is no move)."""
 C = {name: i for i, name in enumerate(COUNTERS)}
 

@@ -92,7 +92,8 @@ class Control:
         self.buf = buf
         self.view = view
 
-    def initialise(self, cpus: int, creator_pid: int, creator_start_ms: int, area_size: int, platform_json: str) -> None:
+    def initialise(self, cpus: int, creator_pid: int, creator_start_ms: int, area_size: int,
+                   platform_json: str) -> None:
         data = platform_json.encode()
         if len(data) > PLATFORM_MAX:
             raise ValueError(f"platform description is {len(data)} bytes as JSON; at most {PLATFORM_MAX} fit")

@@ -5,7 +5,8 @@ granule contents through ``granule(idx)`` (a memoryview of those 4 KiB). Normal-
 (``ns_read``/``ns_write``, used by Machine and by the RMM when it copies a host structure) goes
 through the granule protection check, atomically against a concurrent DELEGATE: each granule of
 the range is locked in address order (the caller holds no other granule lock: locking rule 8
-of hw.granule), its GPT entry checked, the bytes copied, the lock released. A delegated granule therefore never ends up holding host bytes.
+of hw.granule), its GPT entry checked, the bytes copied, the lock released. A delegated granule
+therefore never ends up holding host bytes.
 
 The lock is the model's, not the hardware's: a real host access takes no RMM lock. So the host's
 table waits through ``HostLockWaiter``, which gives up on a holder that will never release the

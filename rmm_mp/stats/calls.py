@@ -2,9 +2,9 @@
 
 Slots are computed from the function ID by arithmetic so that recording needs no lookup:
 RMI function numbers 0x150..0x16E use slots 0..30 and every higher RMI number (no command in
-RMI 1.0) shares slot 31, RSI 0x190..0x1AF slots 32..63, PSCI
-function numbers 0x00..0x1E slots 64..94 (the SMC32 and SMC64 forms of a number share its slot), REC exit reasons slots 96..111, host activities
-112..127. Slot 95 is SMCCC_VERSION (0x8000_0000, which the RMM answers with PSCI): its function
+RMI 1.0) shares slot 31, RSI 0x190..0x1AF slots 32..63, PSCI function numbers 0x00..0x1E
+slots 64..94 (the SMC32 and SMC64 forms of a number share its slot), REC exit reasons slots
+96..111, host activities 112..127. Slot 95 is SMCCC_VERSION (0x8000_0000, which the RMM answers with PSCI): its function
 number 0 would otherwise make it PSCI_VERSION; PSCI leaves function number 0x1F unused, and a
 realm's call of it (NOT_SUPPORTED) is not recorded at all (psci_slot returns -1), as an SMC the
 RMM does not know is not.

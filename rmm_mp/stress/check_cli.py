@@ -154,13 +154,15 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         elif no_pause:
             state = f"not paused (--no-pause): {_UNSETTLED}"
         elif not participants:
-            state = "nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked as it is"
+            state = ("nothing to pause: no CPU of a workload or stress run is at work, so the machine is checked "
+                     "as it is")
             quiescent = False
         elif lapsed:
             state = (f"NOT quiescent: the pause lapsed (this check was held up for longer than its "
                      f"{pause.lease_ns / 1e9:g} s lease), so the CPUs went on meanwhile; {_UNSETTLED}")
         elif stopped:
-            state = f"NOT quiescent: the run was stopping (its stop flag is set), so its CPUs did not stay parked; {_UNSETTLED}"
+            state = ("NOT quiescent: the run was stopping (its stop flag is set), so its CPUs did not stay parked; "
+                     f"{_UNSETTLED}")
         elif quiescent:
             state = (f"quiescent: {_parked_text(parked, participants, parent, 'between calls')} "
                      f"(paused for {paused_ms:.0f} ms)")

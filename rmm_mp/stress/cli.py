@@ -121,7 +121,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--pct-depth", type=IntRange(*INTEGERS["pct_depth"][:2]), default=3, show_default=True, cls=Option,
               help="PCT bug depth d: d - 1 priority change points among the steps (d <= --steps + 1).")
 @click.option("--inject", multiple=True,
-              type=CatalogChoice(sorted(BUGS), "BUG", "catalogued bug", "rmm-mp stress --list-bugs"), help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
+              type=CatalogChoice(sorted(BUGS), "BUG", "catalogued bug", "rmm-mp stress --list-bugs"),
+              help="Switch a catalogued bug on (repeatable; not two that replace the same code, such as "
               "lock-two-unordered and lock-two-check-late). A run that never calls the code a bug "
               "replaces says so: its 'no findings' tests nothing of that bug.")
 @click.option("--checkers", default=None,
@@ -150,7 +151,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
                    "never the file replayed; never one that cannot replay the run: no step taken, or a dead CPU's "
                    "switches lost).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
-@click.option("--list-bugs", is_flag=True, help="List the bug-injection catalog and exit (given alone: no other option or WORKLOAD).")
+@click.option("--list-bugs", is_flag=True,
+              help="List the bug-injection catalog and exit (given alone: no other option or WORKLOAD).")
 def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, schedule: str, steps: int,
            pct_depth: int, inject: tuple[str, ...], checkers: str | None, quiescent_every: float | None,
            replay: str | None, do_shrink: bool, trace_path: str | None, save_schedule: str | None,
@@ -167,8 +169,8 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     recording with findings exits 1 either way: --json gives the verdict), or a report file
     that could not be written; 2 bad usage, found before the run starts (an option the run
     would not use, an output path that cannot be written or names a machine's shared-memory
-    segment, two --inject bugs that replace the
-    same code, a --replay file that is no schedule file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
+    segment, two --inject bugs that replace the same code, a --replay file that is no schedule
+    file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
     files are still written and the status stays the run's."""
     if list_bugs:
         refuse_beside_listing(click.get_current_context(), "--list-bugs")
@@ -402,7 +404,8 @@ def default_schedule_path(config: StressConfig, replay: str | None = None) -> st
         # (255 bytes): the run was refused, "File name too long". Their count and a digest of
         # their names keep such runs apart, as the names do.
         digest = hashlib.sha256("+".join(config.inject).encode()).hexdigest()[:8]
-        name = f"stress-{config.workload}-{config.schedule}-{config.seed}-{len(config.inject)}-bugs-{digest}.schedule.json"
+        name = (f"stress-{config.workload}-{config.schedule}-{config.seed}-{len(config.inject)}-bugs-{digest}"
+                ".schedule.json")
     return name
 
 

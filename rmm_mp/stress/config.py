@@ -131,14 +131,16 @@ class StressConfig:
             raise ValueError(f"inject = {self.inject!r}: expected a tuple of bug names")
         unknown = [b for b in self.inject if b not in BUGS]
         if unknown:
-            raise ValueError(f"inject: unknown bug(s) {', '.join(map(shown_path, unknown))}; `rmm-mp stress --list-bugs` lists them")
+            raise ValueError(f"inject: unknown bug(s) {', '.join(map(shown_path, unknown))}; "
+                             "`rmm-mp stress --list-bugs` lists them")
         if problem := inject_problem(self.inject):
             raise ValueError(f"inject = {self.inject!r}: {problem[0]}; expected {problem[1]}")
         if not _names(self.checkers):
             raise ValueError(f"checkers = {self.checkers!r}: expected a tuple of checker names")
         bad = [c for c in self.checkers if c not in CHECKERS]
         if bad:
-            raise ValueError(f"checkers: unknown {', '.join(map(shown_path, bad))}; expected some of {', '.join(CHECKERS)}")
+            raise ValueError(f"checkers: unknown {', '.join(map(shown_path, bad))}; "
+                             f"expected some of {', '.join(CHECKERS)}")
         if self.schedule == "pct" and (depth_problem := pct_depth_problem(self.pct_depth, self.steps)):
             raise ValueError(f"pct_depth = {self.pct_depth!r}: {depth_problem}")
         if self.schedule == "replay" and not self.switches:

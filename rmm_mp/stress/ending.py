@@ -187,7 +187,8 @@ def _unique(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-def _edges(machine: Machine, results: dict[int, CpuResult], config: StressConfig) -> dict[tuple[int, int], lockdep.Edge]:
+def _edges(machine: Machine, results: dict[int, CpuResult],
+           config: StressConfig) -> dict[tuple[int, int], lockdep.Edge]:
     if not config.on("lockdep"):
         return {}
     matrices = {}

@@ -5,8 +5,8 @@
 Exit status: 0 every interleaving of every pair gave a reference outcome (a serial one, or for
 a REC_ENTER one with the other call run while the REC runs); 1 some did not (or a reference run
 did not complete or broke the pair's overlap rule, or a pair's setup failed, or the run was
-interrupted, or the JSON could not be written); 2 bad usage (an unknown pair, an unwritable --json path, two --inject bugs that replace
-the same code).
+interrupted, or the JSON could not be written); 2 bad usage (an unknown pair, an unwritable
+--json path, two --inject bugs that replace the same code).
 
 This module parses and prints; the work is in stress.explore, the pairs in stress.explore_pairs.
 """
@@ -38,7 +38,8 @@ from rmm_mp.stress.probe import Patches
 
 @click.command(cls=Command)
 @click.argument("pairs", nargs=-1, metavar="[PAIR]...")
-@click.option("--list", "list_pairs", is_flag=True, help="List the catalog of pairs and exit (given alone: no other option or PAIR).")
+@click.option("--list", "list_pairs", is_flag=True,
+              help="List the catalog of pairs and exit (given alone: no other option or PAIR).")
 @click.option("--inject", multiple=True,
               type=CatalogChoice(sorted(BUGS), "BUG", "catalogued bug", "rmm-mp stress --list-bugs"),
               help="Switch a catalogued bug on (repeatable, but not two that replace the same code; "

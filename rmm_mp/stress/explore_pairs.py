@@ -23,8 +23,9 @@ This module owns the catalog (PAIRS) and the setups of the pairs of RMI commands
 which a REC runs a guest are stress.explore_pairs_rec's, built with stress.explore_guest's kit
 (which also gives those pairs their time slice and overlap rule). PAIRS takes in, after these,
 stress.explore_pairs_rmi's RMI_PAIRS (reads during changes and teardown, a granule two calls
-name, a PSCI target destroyed, a RIPAS change vs a fold) and stress.explore_pairs_rsi's RSI_PAIRS (a guest's RSI call or unprotected access vs
-the host's change of what it uses), which own their setups. It must not write the
+name, a PSCI target destroyed, a RIPAS change vs a fold) and stress.explore_pairs_rsi's RSI_PAIRS
+(a guest's RSI call or unprotected access vs the host's change of what it uses), which own their
+setups. It must not write the
 machine's shared memory other than through SMCs and Machine.ns_write.
 """
 

@@ -2,11 +2,13 @@
 unprotected mapping, meets a host command on what that call or access uses (stress.explore_pairs
 holds the catalog and takes these pairs from RSI_PAIRS): a load and store through an unprotected
 mapping vs DELEGATE of the mapped NS page (a granule protection fault: a REC exit with DFSC
-0x28), and a store to an unmapped unprotected IPA vs RTT_MAP_UNPROTECTED of a page there; a multi-call attestation token copied out (RSI_ATTESTATION_TOKEN_CONTINUE) vs
-REC_DESTROY of the REC or DATA_DESTROY of the buffer's page; RSI_IPA_STATE_GET vs RTT_SET_RIPAS
-answering another REC's request, DATA_DESTROY and RTT_FOLD of the range it reads; RSI_REALM_CONFIG
-vs DATA_DESTROY of its page; RSI_MEASUREMENT_READ of one REC vs another's RSI_MEASUREMENT_EXTEND. Their outcomes include views of the REC exit, the REC's registers
-(what the RSI call returned) and a page.
+0x28), and a store to an unmapped unprotected IPA vs RTT_MAP_UNPROTECTED of a page there; a
+multi-call attestation token copied out (RSI_ATTESTATION_TOKEN_CONTINUE) vs REC_DESTROY of the REC
+or DATA_DESTROY of the buffer's page; RSI_IPA_STATE_GET vs RTT_SET_RIPAS answering another REC's
+request, DATA_DESTROY and RTT_FOLD of the range it reads; RSI_REALM_CONFIG
+vs DATA_DESTROY of its page; RSI_MEASUREMENT_READ of one REC vs another's
+RSI_MEASUREMENT_EXTEND. Their outcomes include views of the REC exit, the REC's registers (what
+the RSI call returned) and a page.
 
 This module owns those setups and their Pairs. The guests are written and their realms built with
 stress.explore_guest's kit, which this module must not redefine. It must not write the machine's
@@ -285,8 +287,9 @@ RSI_PAIRS: tuple[Pair, ...] = (
     Pair("delegate-vs-unprotected-access",
          "DELEGATE of a mapped NS page vs REC_ENTER whose guest stores to, then loads from it",
          delegate_vs_unprotected_access, GUEST_SLICE),
-    Pair("store-unprotected-vs-map", "REC_ENTER whose guest stores to an unmapped unprotected IPA vs RTT_MAP_UNPROTECTED "
-         "of a page there", store_unprotected_vs_map, GUEST_SLICE),
+    Pair("store-unprotected-vs-map",
+         "REC_ENTER whose guest stores to an unmapped unprotected IPA vs RTT_MAP_UNPROTECTED of a page there",
+         store_unprotected_vs_map, GUEST_SLICE),
     Pair("token-continue-vs-rec-destroy",
          "REC_ENTER copying an attestation token out (CONTINUE, a chunk a call) vs REC_DESTROY of the REC",
          token_continue_vs_rec_destroy, GUEST_SLICE, fails_on_running_rec("REC_DESTROY")),

@@ -3,10 +3,11 @@ refcount or contents must be made by a CPU that owns it at that moment.
 
 Owning a granule means holding its lock (the Probe's list of held locks, which covers the
 host's NS copies too; an access through one table is owned by a lock taken through that table,
-the CPU's for the RMM, the host's for its NS copies, and only while the lock word names it), or, for a REC and its auxiliary granules, holding the REC's running
-reference (refcount 1, taken under the REC lock by REC_ENTER: the Probe notes it when this CPU
-raises a REC's refcount while holding its lock, and forgets it when the CPU drops it). Declared
-exceptions, each a documented lock-free access of the code:
+the CPU's for the RMM, the host's for its NS copies, and only while the lock word names it), or,
+for a REC and its auxiliary granules, holding the REC's running reference (refcount 1, taken under
+the REC lock by REC_ENTER: the Probe notes it when this CPU raises a REC's refcount while holding
+its lock, and forgets it when the CPU drops it). Declared exceptions, each a documented lock-free
+access of the code:
 
   - refcount_add is atomic (REC exit, REC_DESTROY's decrement of the RD) and racy_state is the
     declared lock-free state read (nsbuf.still_ns: the NS look at a params page

@@ -113,7 +113,8 @@ def guest_specs() -> Mapping[str, RealmSpec]:
                                 image=load_guest("ripas-flip")),
         "measure": RealmSpec(ipa_width=33, ram_base=GUEST_BASE, ram_size=ram,
                              image=load_guest("measure", **measure_constants(MEASURE_VALUE))),
-        "attest": RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=4 * MiB, image=load_guest("attest", EXTEND_REM=2)),
+        "attest": RealmSpec(ipa_width=40, ram_base=GUEST_BASE, ram_size=4 * MiB,
+                            image=load_guest("attest", EXTEND_REM=2)),
     })
 
 

@@ -3,7 +3,8 @@
 ``StressReport.text()`` is what `rmm-mp stress` prints. Its findings part
 (``findings_text``) holds nothing that differs between two runs of one schedule but a few
 watchdog times and pids, so a replay is checked by comparing it (stress.schedule.compare,
-without those values, nor source line numbers, which an edit of the code moves). ``to_json`` is the machine-readable form.
+without those values, nor source line numbers, which an edit of the code moves). ``to_json``
+is the machine-readable form.
 
 This module owns the report's shape and its text. It must not run anything.
 """

@@ -146,7 +146,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     plan = _sched_plan(config, seg)
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(config.cpus)] if plan is not None else []
-    cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes), tuple(w for _, w in pipes))  # type: ignore[arg-type]
+    cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes),  # type: ignore[arg-type]
+                       tuple(w for _, w in pipes))
     start = time.monotonic()
     sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick, origin=start)
 

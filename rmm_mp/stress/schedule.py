@@ -211,9 +211,10 @@ class ReplayVerdict:
         reworded: diverged, but each finding has a recorded one's (in any order of the
             findings) checker, rule, CPU, step and site (its file and function), and its text
             the same numbers in the same order (the granule addresses, with or without 0x,
-            indexes, CPU numbers and counts it names): only the wording
-            differs, as after the tool changed how it words a finding. Still a divergence (the text names the granules and calls, which a
-            replay must match too); the printed verdict says so and how to record the file again.
+            indexes, CPU numbers and counts it names): only the wording differs, as after the
+            tool changed how it words a finding. Still a divergence (the text names the granules
+            and calls, which a replay must match too); the printed verdict says so and how to
+            record the file again.
     """
 
     file: str
@@ -238,10 +239,10 @@ class ReplayVerdict:
                 }.get(self.verdict, "replay DIVERGED from the recorded findings:")
         lines = [head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"])
         if self.reworded:
-            lines.append("(the same checkers, rules, CPUs, steps, sites and numbers as recorded: only their text differs, "
-                         "as when the tool words a finding otherwise than when the file was saved; "
-                         f"`rmm-mp stress --replay {shlex.quote(self.file)} --save-schedule NEW` records it again with the "
-                         "text of this rmm-mp)")
+            lines.append("(the same checkers, rules, CPUs, steps, sites and numbers as recorded: only their text "
+                         "differs, as when the tool words a finding otherwise than when the file was saved; "
+                         f"`rmm-mp stress --replay {shlex.quote(self.file)} --save-schedule NEW` records it again "
+                         "with the text of this rmm-mp)")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

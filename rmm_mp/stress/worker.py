@@ -290,8 +290,8 @@ def _internal_error(cpu: "Cpu", probe: Probe, exc: RmmInternalError, step: int |
       reason;
     - the RMM crashed on another CPU, and this error is that crash seen from here (an smc on the
       dead machine, a host wait for a lock the crashed CPU holds: its text holds the dead
-      reason, or says it was not recorded yet) or a crash of this CPU's RMM after it (its state half done by the first): none,
-      as the crashing CPU reports the crash;
+      reason, or says it was not recorded yet) or a crash of this CPU's RMM after it (its state
+      half done by the first): none, as the crashing CPU reports the crash;
     - otherwise the machine was alive when the error was raised (a host-side lock release of a
       lock word that is not the host's, a refcount out of range outside the RMM): the RMM did
       not die of it, but the model's state broke, so it is ``internal-error``, with the error's

@@ -79,15 +79,15 @@ LOCK_SEQUENCES = {
                         "drops (atomic, without the RD lock), then the REC becomes DELEGATED",
                         "external before internal (rules 1, 4); the RD is never locked"),
     "RMI_REC_AUX_COUNT": ("the RD", "one lock"),
-    "RMI_REC_ENTER": ("the REC and the run page (NS) in ascending address order; the enter half read under the run "
-                      "page's lock, which is then released; with the REC held, the realm state read without a lock, the "
-                      "REC's runnable, PSCI, GIC and MMIO checks, then the refcount raised, lock released; during the run, "
-                      "each realm call takes its own locks (see Realm calls), and completing a host call may walk the RTTs "
-                      "as RSI_HOST_CALL does; the run page again (an NS copy) for the exit; the refcount dropped without "
-                      "the lock",
-                      "two externals in address order (rule 2); the run page is locked as an external granule, not by an "
-                      "NS copy (rule 8); the exit's NS copy is made holding no other lock; no lock is held across the "
-                      "run, so each realm call starts holding none"),
+    "RMI_REC_ENTER": ("the REC and the run page (NS) in ascending address order; the enter half read under the "
+                      "run page's lock, which is then released; with the REC held, the realm state read without a "
+                      "lock, the REC's runnable, PSCI, GIC and MMIO checks, then the refcount raised, lock released; "
+                      "during the run, each realm call takes its own locks (see Realm calls), and completing a host "
+                      "call may walk the RTTs as RSI_HOST_CALL does; the run page again (an NS copy) for the exit; the "
+                      "refcount dropped without the lock",
+                      "two externals in address order (rule 2); the run page is locked as an external granule, not by "
+                      "an NS copy (rule 8); the exit's NS copy is made holding no other lock; no lock is held across "
+                      "the run, so each realm call starts holding none"),
 }
 FAILURE_CONDITIONS = {
     "RMI_REC_CREATE": ("params_align", "params_bound", "params_pas", "num_aux", "aux_align", "aux_alias",
@@ -176,8 +176,8 @@ def rmi_rec_create(rmm: "RmmCpu", rd_addr: int, rec_addr: int, params_ptr: int) 
     params = rd.params()
     index = rd.rec_count
     runnable = bool(p["flags"] & _RUNNABLE)
-    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"] & ~RMI_REC_MPIDR_SBZ, runnable, p["pc"], p["gprs"], aux,
-                                          params.s2ctx(), params.hash_algo)
+    Rec(rmm.memory, rec_g.idx).initialise(rd_addr, index, p["mpidr"] & ~RMI_REC_MPIDR_SBZ, runnable, p["pc"],
+                                          p["gprs"], aux, params.s2ctx(), params.hash_algo)
     if runnable:    # B4.3.12.4: only a runnable REC is measured
         rim = rim_extend_rec(params.hash_algo, rd.measurement(RIM_SLOT), p["flags"], p["pc"], p["gprs"])
         rd.set_measurement(RIM_SLOT, rim)
