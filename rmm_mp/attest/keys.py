@@ -17,7 +17,8 @@
   read_trust_anchors notes which (the platform signature check's reason names them); a set
   with no usable EC key left is refused;
 * a veraison trust-anchor list: a JSON array of objects with a "pkey" JWK and optional
-  "implementation-id" / "instance-id" hex strings (ta-tfa.json, ta-02-ok.json);
+  "implementation-id" / "instance-id" hex strings (ta-tfa.json, ta-02-ok.json); JSON is read
+  as UTF-8 (RFC 8259 8.1), and a JSON file that is not UTF-8 is refused naming the byte;
 * hex text of an uncompressed point 04 || X || Y (65, 97 or 133 bytes: P-256, P-384, P-521).
 
 Every failure raises PlatformKeyError with a message starting "platform key invalid:", including
@@ -122,10 +123,28 @@ def read_trust_anchors(data: bytes, name: str = "platform key") -> TrustAnchorFi
             text[:1] in ("{", "[") and b'"' in raw[:begin.start()]):
         return TrustAnchorFile((TrustAnchor(_pem_key(raw[begin.start():], name), f"{name} (PEM)"),))
     if text[:1] in ("{", "["):
-        return TrustAnchorFile(*_json_anchors(text, name))
+        return TrustAnchorFile(*_json_anchors(_utf8_text(raw, name), name))
     if text and all(c in string.hexdigits or c.isspace() for c in text):
         return TrustAnchorFile((TrustAnchor(_hex_point(text, name), f"{name} (hex point)"),))
     return TrustAnchorFile((TrustAnchor(_der_key(raw, name), f"{name} (DER)"),))
+
+
+_ASCII_SPACE: Final = "".join(chr(c) for c in range(128) if chr(c).isspace())
+"""What str.strip() strips from the file's text as read for telling its format: the ASCII
+whitespace only, since that text has every other byte as U+FFFD."""
+
+
+def _utf8_text(raw: bytes, name: str) -> str:
+    """A JSON key file's text: UTF-8 (RFC 8259 8.1), strictly, and stripped as the text its
+    format was told from is. It was read as ASCII with replacement characters, so a member
+    written in UTF-8 (a "kid" in French, a kty in Cyrillic letters that look like "EC") was
+    shown as U+FFFD in a message and bytes that are not UTF-8 went unnoticed."""
+    try:
+        return raw.decode("utf-8").strip(_ASCII_SPACE)
+    except UnicodeDecodeError as exc:
+        bad = " ".join(f"{b:#04x}" for b in raw[exc.start:exc.end])
+        raise PlatformKeyError(f"platform key invalid: {name}: JSON that is not UTF-8 ({exc.reason}: {bad} at byte "
+                               f"{exc.start}); expected UTF-8 text (RFC 8259 8.1)") from None
 
 
 def public_key_from_point(point: bytes, name: str = "platform key") -> ec.EllipticCurvePublicKey:

@@ -381,6 +381,39 @@ def test_a_key_file_message_shows_a_member_as_json_writes_it(content: Any, phras
     assert phrase in str(info.value) and str(info.value).isprintable(), str(info.value)
 
 
+@pytest.mark.parametrize("content, phrase", [
+    ('{"kty": "\u0415\u0421"}', 'JWK kty is "\u0415\u0421", expected "EC"'),
+    ('{"kty": "EC", "crv": "P-256\u00a0"}', 'JWK crv is "P-256\\u00a0", expected one of'),
+    ('{"kid": "cl\u00e9", "kty": "\u202eCE"}', 'JWK kty is "\\u202eCE", expected "EC"'),
+    ('{"keys": [{"kid": "\u043a\u043b\u044e\u0447", "kty": "\u00c9C"}]}', 'key 0 has kty "\u00c9C"'),
+])
+def test_a_key_file_is_read_as_utf8_json(content: str, phrase: str) -> None:
+    """A JSON key file holding non-ASCII text written raw in UTF-8 (RFC 8259 8.1), not as
+    \\u escapes: a kty in Cyrillic letters that look like "EC", a crv ending in a no-break
+    space, a bidi override, a kid in French or Russian. The file was decoded as ASCII with
+    replacement, so each non-ASCII byte was shown as U+FFFD ('JWK kty is "\ufffd\ufffd..."'),
+    which hides what the file holds. Found by review. A printable character is now shown as
+    itself, one that is not (a no-break space, a bidi override) as its \\uXXXX escape."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(content.encode("utf-8"), "k")
+    assert phrase in str(info.value) and "\ufffd" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b'{"kty": "E\xffC"}', "k: JSON that is not UTF-8 (invalid start byte: 0xff at byte 10)"),
+    (b'{"kid": "\xc3", "kty": "EC"}', "k: JSON that is not UTF-8 (invalid continuation byte: 0xc3 at byte 9)"),
+    (b'{"kty": "EC"}\n\xe2\x82', "k: JSON that is not UTF-8 (unexpected end of data: 0xe2 0x82 at byte 14)"),
+])
+def test_a_json_key_file_that_is_not_utf8_is_refused_naming_the_byte(content: bytes, phrase: str) -> None:
+    """A JSON key file with bytes that are not UTF-8 (a stray 0xff, a sequence cut short, one
+    at the end of the file): JSON is UTF-8 (RFC 8259 8.1), and such a file was read as ASCII
+    with replacement characters, its bad bytes becoming U+FFFD in a member. It is refused,
+    naming the bytes and their offset in the file."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(content, "k")
+    assert phrase in str(info.value) and "expected UTF-8 text (RFC 8259 8.1)" in str(info.value), str(info.value)
+
+
 FIELD_PRIMES = {"P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1, "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
                 "P-521": 2**521 - 1}
 CURVE_B = {"P-256": 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b,
