@@ -454,7 +454,7 @@ def _key_identity(data: bytes, start: int, end: int, what: str, role: str) -> ob
     try:
         (key,) = cbor2.loads(b"\xa1" + encoded + b"\xf6")
     except CBOR2_REFUSALS as exc:
-        raise TokenFormatError(content_error(encoded, what, start, f"a {role}") or
+        raise TokenFormatError(content_error(encoded, what, start, f"a {role}", as_key=True) or
                                f"{what}: {role} {encoded.hex()} at byte {start}: CBOR that cbor2 cannot build "
                                f"({type(exc).__name__}: {exc})") from None
     return _comparable(key)

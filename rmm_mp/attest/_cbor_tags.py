@@ -64,24 +64,37 @@ _KEY_SHOWN: Final = 40
 """Characters of a map key a place names before it elides the rest."""
 
 _BREAK: Final = 0xFF
+_SET_TAG: Final = 258
 
 
-def content_error(data: bytes, what: str, offset: int = 0, place: str = "") -> str | None:
+def content_error(data: bytes, what: str, offset: int = 0, place: str = "", as_key: bool = False) -> str | None:
     """The message for the tag cbor2 refuses in well-formed `data` (the part named `what`), or
     None when it refuses no tag on its own. `data` may be one item from inside another, a map
-    key: then `offset` is where it starts there and `place` what it is ("a map key")."""
-    tags: list[tuple[int, int, int, int, str]] = []
-    _walk(data, 0, place, tags)
-    for start, content, end, tag, place in sorted(tags, key=lambda t: (t[2], -t[0])):
+    key or set member (`as_key`): then `offset` is where it starts there and `place` what it is
+    ("a map key")."""
+    tags: list[tuple[int, int, int, int, str, bool]] = []
+    _walk(data, 0, place, tags, as_key)
+    for start, content, end, tag, place, in_key in sorted(tags, key=lambda t: (t[2], -t[0])):
         if tag not in TAG_CONTENT:
             continue
+        name, expected = TAG_CONTENT[tag]
+        where = f" ({place})" if place else ""
+        holds = f"{what}: CBOR tag {tag} ({name}) at byte {offset + start}{where} holds " + abbreviated(
+            diag_at(data, content)[0])
         try:
             cbor2.loads(data[start:end])
         except CBOR2_REFUSALS:
-            name, expected = TAG_CONTENT[tag]
-            where = f" ({place})" if place else ""
-            return (f"{what}: CBOR tag {tag} ({name}) at byte {offset + start}{where} holds "
-                    f"{abbreviated(diag_at(data, content)[0])}; expected {expected}")
+            return f"{holds}; expected {expected}"
+        if not in_key:
+            continue
+        try:
+            # Inside a key cbor2 builds every array as a tuple and every map as a FrozenDict,
+            # and its C decoder's tag 261 takes a dict only: 261({h'0a000000': 24}) is built
+            # alone but refused there. The tag is built as a key to see it as cbor2 does.
+            cbor2.loads(b"\xa1" + data[start:end] + b"\xf6")
+        except CBOR2_REFUSALS:
+            return (f"{holds}, which cbor2 builds on its own but not inside a map key or set member, where it "
+                    f"builds maps and arrays immutable; expected no {name} in a map key or set member")
     return None
 
 
@@ -101,9 +114,11 @@ def _within(segment: str, place: str) -> str:
     return f"{segment} of {place}" if place else segment
 
 
-def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int, str]]) -> int:
-    """Position after the item at `pos` (standing at `place`), adding each tag in it to `tags`
-    as (start, content start, end, tag number, place)."""
+def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int, str, bool]],
+          in_key: bool = False) -> int:
+    """Position after the item at `pos` (standing at `place`; `in_key`: inside a map key or set
+    member, which cbor2 builds immutable), adding each tag in it to `tags` as (start, content
+    start, end, tag number, place, in_key)."""
     start = pos
     major, _, arg, pos = _head(data, pos)
     if major in (2, 3):
@@ -111,24 +126,26 @@ def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int
     if major == 4:
         count = 0
         while (count < arg) if arg is not None else data[pos] != _BREAK:
-            pos = _walk(data, pos, _within(f"item {count}", place), tags)
+            pos = _walk(data, pos, _within(f"item {count}", place), tags, in_key)
             count += 1
         return pos if arg is not None else pos + 1
     if major == 5:
         count = 0
         while (count < arg) if arg is not None else data[pos] != _BREAK:
             key_start = pos
-            pos = _walk(data, pos, _within("a map key", place), tags)
+            pos = _walk(data, pos, _within("a map key", place), tags, True)
             key = diag_at(data, key_start)[0]
             # Cut between escapes: key[:40] of "\u001b..." ended in "\u0" or a lone backslash.
             key = key if len(key) <= _KEY_SHOWN else start_of(key, _KEY_SHOWN) + "..."
-            pos = _walk(data, pos, _within(f"the value of map key {key}", place), tags)
+            pos = _walk(data, pos, _within(f"the value of map key {key}", place), tags, in_key)
             count += 1
         return pos if arg is not None else pos + 1
     if major == 6:
         assert arg is not None      # a tag's head always has an argument
-        end = _walk(data, pos, _within(f"the content of tag {arg}", place), tags)
-        tags.append((start, pos, end, arg, place))
+        # A set's members are built as map keys are (cbor2 makes a frozenset of them).
+        members = in_key or (arg == _SET_TAG and data[pos] >> 5 == 4)
+        end = _walk(data, pos, _within(f"the content of tag {arg}", place), tags, members)
+        tags.append((start, pos, end, arg, place, in_key))
         return end
     return pos
 
