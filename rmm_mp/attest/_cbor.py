@@ -27,7 +27,7 @@ from typing import Any, Final, TypeGuard
 
 import cbor2
 
-from rmm_mp.attest._cbor_tags import CBOR2_REFUSALS, as_tag, content_error
+from rmm_mp.attest._cbor_tags import CBOR2_REFUSALS, as_tag, content_error, place_of
 from rmm_mp.attest.errors import TokenFormatError
 
 MAX_DEPTH: Final = 32
@@ -448,15 +448,17 @@ def _key_identity(data: bytes, start: int, end: int, what: str, role: str) -> ob
     """
     # The same decoding (and the same refusals) as a whole item: a key is built before the
     # item it belongs to, so an error missed here would escape as a traceback. The refusal
-    # names the tag by its byte in `data`, not in the one-entry map; only the key is known to
-    # be well formed yet, so the tag is looked for in the key alone.
+    # names the tag by its byte in `data`, not in the one-entry map; only the key and what
+    # precedes it are known to be well formed yet, so the tag is looked for in the key alone,
+    # and the path to the key (place_of) in what precedes it.
     encoded = data[start:end]
     try:
         (key,) = cbor2.loads(b"\xa1" + encoded + b"\xf6")
     except CBOR2_REFUSALS as exc:
-        raise TokenFormatError(content_error(encoded, what, start, f"a {role}", as_key=True) or
-                               f"{what}: {role} {encoded.hex()} at byte {start}: CBOR that cbor2 cannot build "
-                               f"({type(exc).__name__}: {exc})") from None
+        place = place_of(data, start, f"a {role}")
+        raise TokenFormatError(content_error(encoded, what, start, place, as_key=True) or
+                               f"{what}: {role} {encoded.hex()} at byte {start} ({place}): CBOR that cbor2 cannot "
+                               f"build ({type(exc).__name__}: {exc})") from None
     return _comparable(key)
 
 

@@ -114,11 +114,36 @@ def _within(segment: str, place: str) -> str:
     return f"{segment} of {place}" if place else segment
 
 
+class _Reached(Exception):
+    """`_walk` came to the item at its `stop` offset, which stands at `place`."""
+
+    def __init__(self, place: str) -> None:
+        super().__init__(place)
+        self.place = place
+
+
+def place_of(data: bytes, target: int, fallback: str) -> str:
+    """Where the item at byte `target` of `data` stands (a map key of the value of map key
+    44238), `fallback` if no item starts there. Everything in `data` before `target` and the
+    item at it must be well formed: `_cbor._skip` has walked them when it builds a map key or
+    set member, not yet what follows, which this walk never reaches."""
+    try:
+        _walk(data, 0, "", [], stop=target)
+    except _Reached as reached:
+        return reached.place or fallback
+    except IndexError:      # no item starts at `target`: the walk ran into unchecked bytes
+        return fallback
+    return fallback
+
+
 def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int, str, bool]],
-          in_key: bool = False) -> int:
+          in_key: bool = False, stop: int = -1, members: bool = False) -> int:
     """Position after the item at `pos` (standing at `place`; `in_key`: inside a map key or set
-    member, which cbor2 builds immutable), adding each tag in it to `tags` as (start, content
-    start, end, tag number, place, in_key)."""
+    member, which cbor2 builds immutable; `members`: the array of a set), adding each tag in it
+    to `tags` as (start, content start, end, tag number, place, in_key). Raises _Reached with
+    the place of the item at `stop`, if it comes to one."""
+    if pos == stop:
+        raise _Reached(place)
     start = pos
     major, _, arg, pos = _head(data, pos)
     if major in (2, 3):
@@ -126,25 +151,26 @@ def _walk(data: bytes, pos: int, place: str, tags: list[tuple[int, int, int, int
     if major == 4:
         count = 0
         while (count < arg) if arg is not None else data[pos] != _BREAK:
-            pos = _walk(data, pos, _within(f"item {count}", place), tags, in_key)
+            segment = f"{'member' if members else 'item'} {count}"
+            pos = _walk(data, pos, _within(segment, place), tags, in_key, stop)
             count += 1
         return pos if arg is not None else pos + 1
     if major == 5:
         count = 0
         while (count < arg) if arg is not None else data[pos] != _BREAK:
             key_start = pos
-            pos = _walk(data, pos, _within("a map key", place), tags, True)
+            pos = _walk(data, pos, _within("a map key", place), tags, True, stop)
             key = diag_at(data, key_start)[0]
             # Cut between escapes: key[:40] of "\u001b..." ended in "\u0" or a lone backslash.
             key = key if len(key) <= _KEY_SHOWN else start_of(key, _KEY_SHOWN) + "..."
-            pos = _walk(data, pos, _within(f"the value of map key {key}", place), tags, in_key)
+            pos = _walk(data, pos, _within(f"the value of map key {key}", place), tags, in_key, stop)
             count += 1
         return pos if arg is not None else pos + 1
     if major == 6:
         assert arg is not None      # a tag's head always has an argument
         # A set's members are built as map keys are (cbor2 makes a frozenset of them).
-        members = in_key or (arg == _SET_TAG and data[pos] >> 5 == 4)
-        end = _walk(data, pos, _within(f"the content of tag {arg}", place), tags, members)
+        is_set = arg == _SET_TAG and data[pos] >> 5 == 4
+        end = _walk(data, pos, _within(f"the content of tag {arg}", place), tags, in_key or is_set, stop, is_set)
         tags.append((start, pos, end, arg, place, in_key))
         return end
     return pos

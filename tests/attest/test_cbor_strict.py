@@ -331,7 +331,8 @@ def test_a_long_repeated_text_key_is_elided() -> None:
     ("d2 84 40 a1 01 d86461 78 40 40", "payload: CBOR tag 100 (days since 1970-01-01) at byte 5 (the value of map "
                                         "key 1 of item 1 of the content of tag 18) holds \"x\"; expected an integer"),
     ("a1 c1 61 78 00", "payload: CBOR tag 1 (epoch-based date/time) at byte 1 (a map key) holds \"x\""),
-    ("a1 01 d90102 81 c0 01", "payload: CBOR tag 0 (date/time string) at byte 6 (a set member) holds 1"),
+    ("a1 01 d90102 81 c0 01", "payload: CBOR tag 0 (date/time string) at byte 6 (member 0 of the content of tag 258 "
+                              "of the value of map key 1) holds 1"),
     ("c0 78 1b 1b5b324a" + "41" * 23, "holds \"\\u001b[2JAAAAAAAAAAAAAAAAAAAAAAA\"; expected a text string"),
 ], ids=["datetime", "nested-epoch", "uuid", "rational", "set", "claim", "in-cose-sign1", "map-key", "set-member",
         "escaped-text"])
@@ -348,6 +349,28 @@ def test_a_tag_cbor2_refuses_is_named_with_its_place_and_content(item: str, mess
     assert "not valid CBOR" not in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("item, message", [
+    ("a2 0a 40 19acce a1 c1 61 78 00",
+     "payload: CBOR tag 1 (epoch-based date/time) at byte 7 (a map key of the value of map key 44238) holds \"x\""),
+    ("82 00 a1 82 01 c0 01 00",
+     "payload: CBOR tag 0 (date/time string) at byte 5 (item 1 of a map key of item 1) holds 1"),
+    ("a1 01 d90102 82 00 c0 01",
+     "payload: CBOR tag 0 (date/time string) at byte 7 (member 1 of the content of tag 258 of the value of map key "
+     "1) holds 1"),
+    ("a1 a1 d82541aa 00 00",
+     "payload: CBOR tag 37 (UUID) at byte 2 (a map key of a map key) holds h'aa'"),
+], ids=["key-in-claim", "key-in-array", "set-member-in-claim", "key-of-a-key"])
+def test_a_tag_refused_in_a_map_key_or_set_member_names_the_path_to_it(item: str, message: str) -> None:
+    """A tag cbor2 refuses inside a map key or set member that is itself inside a claim, an
+    array or another key: the place names the whole path to the key (a map key of the value of
+    map key 44238), as it does for a tag in a value. Only "(a map key)" or "(a set member)"
+    was named, so the reader could not tell which of a token's maps held the key. Found by
+    review."""
+    with pytest.raises(TokenFormatError) as info:
+        loads_exact(bytes.fromhex(item.replace(" ", "")), "payload")
+    assert message in str(info.value) and str(info.value).isprintable(), str(info.value)
+
+
 NETWORK_PREFIX = "d90105 a1 44 0a000000 18 18"
 """261({h'0a000000': 24}): the IPv4 network 10.0.0.0/24 (RFC 9164), which cbor2 builds alone."""
 
@@ -358,8 +381,8 @@ NETWORK_PREFIX = "d90105 a1 44 0a000000 18 18"
                                    "set member"),
     ("a1 81" + NETWORK_PREFIX + "01", "payload: CBOR tag 261 (network address prefix) at byte 2 (item 0 of a map "
                                       "key) holds {h'0a000000': 24}"),
-    ("d90102 81" + NETWORK_PREFIX, "payload: CBOR tag 261 (network address prefix) at byte 4 (a set member) holds "
-                                   "{h'0a000000': 24}"),
+    ("d90102 81" + NETWORK_PREFIX, "payload: CBOR tag 261 (network address prefix) at byte 4 (member 0 of the "
+                                   "content of tag 258) holds {h'0a000000': 24}"),
 ], ids=["map-key", "in-map-key", "set-member"])
 def test_a_network_prefix_in_a_map_key_or_set_member_is_refused_in_our_words(item: str, message: str) -> None:
     """A valid network address prefix (tag 261) as a map key, inside one, or as a set member:

@@ -51,7 +51,8 @@ def _cose(payload: bytes, key: ec.EllipticCurvePrivateKey, protected: Any = None
     (bytes.fromhex("d9018fc4821b7fffffffffffffff01"), "CBOR tag 4 (decimal fraction) at byte 3 (the content of "
                                                         "tag 399) holds [9223372036854775807, 1]; expected an array"),
     (bytes.fromhex("d9018fc5821b7fffffffffffffff01"), "CBOR tag 5 (bigfloat) at byte 3 (the content of tag 399)"),
-    (bytes.fromhex("d9018fa1c4821b7fffffffffffffff0101"), "CBOR tag 4 (decimal fraction) at byte 4 (a map key) holds "),
+    (bytes.fromhex("d9018fa1c4821b7fffffffffffffff0101"), "CBOR tag 4 (decimal fraction) at byte 4 (a map key of the "
+                                                          "content of tag 399) holds "),
     (bytes.fromhex("d9018fc259080000") + b"\xff" * 0x800, "tag 2 (unsigned bignum) at byte 3 holds a 2048-byte"),
     (bytes.fromhex("d9018fc35f590400") + b"\x01" * 0x400 + bytes.fromhex("41ffff"), "holds a 1025-byte number"),
     (bytes.fromhex("d9018fc21903e8"), "tag 2 (unsigned bignum) at byte 3 holds a CBOR item of major type 0; expected a byte"),
