@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import re
 import string
@@ -106,6 +107,9 @@ def read_trust_anchors(data: bytes, name: str = "platform key") -> TrustAnchorFi
     """Parse a platform key file in any of the module's formats, with notes on what was
     skipped (load_trust_anchors: its arguments and errors)."""
     raw = bytes(data)
+    # RFC 8259 8.1 lets a JSON reader ignore a UTF-8 byte order mark (editors on Windows write
+    # one); no PEM, DER or hex file starts with one either, so it is dropped for telling them apart.
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     text = raw.decode("ascii", errors="replace").strip()
     if not text:
         raise PlatformKeyError(f"platform key invalid: {name} is {'empty' if not raw else 'blank'}; expected "
@@ -138,13 +142,18 @@ def _utf8_text(raw: bytes, name: str) -> str:
     """A JSON key file's text: UTF-8 (RFC 8259 8.1), strictly, and stripped as the text its
     format was told from is. It was read as ASCII with replacement characters, so a member
     written in UTF-8 (a "kid" in French, a kty in Cyrillic letters that look like "EC") was
-    shown as U+FFFD in a message and bytes that are not UTF-8 went unnoticed."""
+    shown as U+FFFD in a message and bytes that are not UTF-8 went unnoticed. The leading
+    blanks stripped are given back as newlines and spaces (JSON's own whitespace), so that a
+    syntax error is placed at the line and column the file has it on."""
     try:
-        return raw.decode("utf-8").strip(_ASCII_SPACE)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = " ".join(f"{b:#04x}" for b in raw[exc.start:exc.end])
         raise PlatformKeyError(f"platform key invalid: {name}: JSON that is not UTF-8 ({exc.reason}: {bad} at byte "
                                f"{exc.start}); expected UTF-8 text (RFC 8259 8.1)") from None
+    body = text.lstrip(_ASCII_SPACE)
+    lead = "".join("\n" if c == "\n" else " " for c in text[:len(text) - len(body)])
+    return lead + body.rstrip(_ASCII_SPACE)
 
 
 def public_key_from_point(point: bytes, name: str = "platform key") -> ec.EllipticCurvePublicKey:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 from pathlib import Path
 from typing import Any
@@ -912,3 +913,27 @@ def test_a_key_file_json_that_python_cannot_read_is_a_failed_check_not_a_traceba
     check = verify_token(_read(f"{TESTDATA}/cca-token-draft-ffm-00.cbor"), content.encode(),
                          key_name="k.json").check("platform signature")
     assert check.passed is False and phrase in check.reason
+
+
+def test_a_json_key_files_syntax_error_is_placed_as_the_file_has_it() -> None:
+    """A JSON key file with blank lines and indentation before a syntax error on line 3: the
+    error names the line and column of the file. The text was stripped before it was parsed,
+    so the error was placed on line 1 (found by review)."""
+    with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+        load_trust_anchors(b'\n\n  {"kty": }\n', "k")
+    assert "line 3 column 11" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("good", [False, True], ids=["refused-as-json", "read"])
+def test_a_json_key_file_may_start_with_a_byte_order_mark(good: bool) -> None:
+    """A JSON key file starting with the UTF-8 byte order mark (EF BB BF), as some editors on
+    Windows write it: RFC 8259 8.1 lets a parser ignore it, and it is read as the same file
+    without it (an EC JWK of the vectors loads; a broken one is refused as JSON). It was taken
+    for DER and refused as none of the formats."""
+    data = codecs.BOM_UTF8 + (_read(f"{TEST_COMMON}/testRMMCPAK.jwk") if good else b'{"kty": "EC"}')
+    if good:
+        assert len(load_trust_anchors(data, "k")) == 1
+    else:
+        with pytest.raises(PlatformKeyError, match="^platform key invalid:") as info:
+            load_trust_anchors(data, "k")
+        assert "DER" not in str(info.value) and "JWK" in str(info.value), str(info.value)
