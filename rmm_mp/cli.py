@@ -47,6 +47,10 @@ class _Commands(Group):
     for a misspelt command: Group offers the closest of list_commands, which names them all,
     where click offered only those it had loaded, so `rmm-mp exlpore` got no suggestion)."""
 
+    # Group's group_class = type would make a group declared with @main.group() one of these,
+    # listing (and running) rmm-mp's own SUBCOMMANDS as its own: a subgroup is a plain Group.
+    group_class = Group
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *SUBCOMMANDS})
 

@@ -265,3 +265,23 @@ def test_every_command_refuses_its_command_line_as_clitypes_command() -> None:
     commands = [("rmm-mp", main), *walk(main, "rmm-mp")]
     assert len(commands) >= 15, [path for path, _ in commands]
     assert [path for path, command in commands if not isinstance(command, Command)] == []
+
+
+def test_a_group_declared_in_rmm_mps_group_is_a_plain_group() -> None:
+    """A group declared with ``@main.group()`` (no cls) is a clitypes.Group with no commands of
+    its own: Group's group_class = type made it a cli._Commands, which imports and lists
+    rmm-mp's own subcommands (run, stress, ...) as its own, so `rmm-mp GROUP run` would run."""
+    import click
+
+    from rmm_mp.cli import _Commands
+    from rmm_mp.clitypes import Group
+
+    top = _Commands(name="rmm-mp")
+
+    @top.group(name="sub")
+    def sub() -> None:
+        """A new group."""
+
+    assert type(sub) is Group
+    assert sub.list_commands(click.Context(sub)) == []
+    assert sub.get_command(click.Context(sub), "run") is None
