@@ -459,9 +459,9 @@ def test_data_destroy_of_a_page_the_running_guest_uses(seed: int, rsi: bool) -> 
     returned; entering again aborts at once at the same IPA. READ_ENTRY: ASSIGNED RAM before,
     UNASSIGNED DESTROYED after. The destroyed granule is DELEGATED and zero; the REC's other
     pages hold what its last (possibly partial) iteration stored; the guest reported nothing
-    (no wrong value, no access that succeeded after IPA_STATE_GET said DESTROYED). Without RSI
-    calls in the loop (which drop the guest's cached translations at every call) a missing
-    TLB invalidation would let it go on using the wiped page."""
+    (no wrong value, no access that succeeded after IPA_STATE_GET said DESTROYED). With or
+    without RSI calls in the loop, a missing TLB invalidation would let it go on using the wiped
+    page: the CPU keeps its cached translations across the calls, as across entries (hw/tlb.py)."""
     with Machine.create("host", cpus=3, time_slice=SLICE) as m:
         g, board = build(m, toucher(B_RECS, rsi=rsi), B_RECS)
         runs = (g.alloc.alloc(), g.alloc.alloc())
