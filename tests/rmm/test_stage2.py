@@ -14,11 +14,14 @@ from types import SimpleNamespace
 import pytest
 
 from realm_guests import Guest
-from rmi_helpers import Realm, Rmi
+from rmi_helpers import Realm, Rmi, start_level_for
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.abi.structs import RMI_REC_ENTER
+from rmm_mp.guest.assembler import assemble
 from rmm_mp.rmm import s2tt, stage2
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
+from rmm_mp.rmm.rec_desc import Rec
 from rmm_mp.rmm.stage2 import Stage2Bus, WalkFault
 
 GRANULE = 4096
@@ -184,3 +187,53 @@ def test_a_rec_reentered_translates_nothing_again_until_its_stage_2_changes(mach
         assert (x0, ex["exit_reason"], ex["esr"] >> 26, ex["hpfar"]) == (0, 0, 0x24, (data >> 8) & ~0xF), ex
         assert g.smc(F.RMI_GRANULE_UNDELEGATE, pa)[0] == 0
         g.alloc.free(pa)
+
+
+def test_a_realm_made_again_on_the_same_granules_runs_its_own_code(machine: Machine) -> None:
+    """REALM_DESTROY's stage-2 epoch, end to end (hw/tlb.py: a CPU keeps its translations across
+    entries while the realm and both generations are unchanged). Realm A runs on CPU 0 with no
+    invalidation before its run (TLB generation 0); the host tears it down keeping every granule
+    delegated (no GPT change), makes realm B on the same RD, root RTTs, lower RTTs and REC
+    granules (its generation starts again from 0), with other code in another DATA granule at the
+    same IPA, and enters B's REC on CPU 0: B runs its own code (x1 = 0x222). Without the epoch
+    the CPU kept A's fetch translation (same RD, generations 0 and unchanged) and ran the wiped
+    code page A had left."""
+    code_ipa = 0x8000_0000
+    t = Rmi(machine, first_granule=64)
+    program = "mov x1, #{:#x}\nloop:\n    wfi\n    b loop\n"
+    level = start_level_for(40)
+    count = s2tt.num_root_rtts(40, level)
+    first = t.ns_granules(count, align=count * GRANULE)
+    roots = tuple(t.delegate(first + i * GRANULE) for i in range(count))
+    rd, rec = t.delegate(), t.delegate()
+    aux = tuple(t.delegate() for _ in range(16))
+    rtts = {lvl: t.delegate() for lvl in range(level + 1, 4)}
+    codes = (t.delegate(), t.delegate())
+    run = t.ns_page()
+    rec_params = t.rec_params(0, True, code_ipa, (), aux)
+
+    def build_and_run(code: int, value: int) -> int:
+        assert t.smc(F.RMI_REALM_CREATE, rd, t.realm_params(40, rtt_base=roots[0], start_level=level,
+                                                            vmid=1))[0] == 0
+        for lvl, rtt in rtts.items():
+            base = code_ipa & ~(s2tt.block_size(lvl - 1) - 1)
+            assert t.smc(F.RMI_RTT_CREATE, rd, rtt, base, lvl)[0] == 0
+        src = t.ns_page(assemble(program.format(value), base=code_ipa))
+        assert t.smc(F.RMI_DATA_CREATE, rd, code, code_ipa, src, 0)[0] == 0
+        assert t.smc(F.RMI_REC_CREATE, rd, rec, rec_params)[0] == 0
+        assert t.smc(F.RMI_REALM_ACTIVATE, rd)[0] == 0
+        machine.ns_write(run, bytes(RMI_REC_ENTER.pack()))
+        assert t.smc(F.RMI_REC_ENTER, rec, run)[0] == 0
+        return Rec(machine.memory, _idx(machine, rec)).gpr(1)
+
+    def tear_down() -> None:
+        assert t.smc(F.RMI_REC_DESTROY, rec)[0] == 0
+        assert t.smc(F.RMI_DATA_DESTROY, rd, code_ipa)[0] == 0
+        for lvl in sorted(rtts, reverse=True):
+            assert t.smc(F.RMI_RTT_DESTROY, rd, code_ipa & ~(s2tt.block_size(lvl - 1) - 1), lvl)[0] == 0
+        assert t.smc(F.RMI_REALM_DESTROY, rd)[0] == 0
+
+    assert build_and_run(codes[0], 0x111) == 0x111
+    tear_down()
+    assert build_and_run(codes[1], 0x222) == 0x222
+    tear_down()
