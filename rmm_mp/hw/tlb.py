@@ -140,10 +140,12 @@ class Tlb:
         self._rd = 0
 
     def end_stage2(self) -> None:
-        """A realm's stage 2 has ended (REALM_DESTROY, once the realm has no mapping left): every
-        CPU starts its next entry with nothing cached, since a new realm made on the same RD and
-        tables starts its TLB generation again from 0 (module docstring). No wait: no CPU can be
-        executing the destroyed realm, and others' translations stay correct until then."""
+        """A realm's stage 2 has ended (REALM_DESTROY, once the realm has no REC and its root
+        RTTs are not live): every CPU starts its next entry with nothing cached, since a new
+        realm made on the same RD and tables starts its TLB generation again from 0 (module
+        docstring), and a root may still hold ASSIGNED_NS entries, which no unmap (so no
+        invalidation) ended: an RTT holding only those is not live (A5.5). No wait: no CPU can
+        be executing the destroyed realm, and others' translations stay correct until then."""
         self.ctl.fetch_add_u64(OFF_STAGE2_EPOCH, 1)
 
     def count_out_dead_holder(self) -> None:

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 
 from realm_guests import Guest
-from rmi_helpers import Realm, Rmi, start_level_for
+from rmi_helpers import Realm, Rmi
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
-from rmm_mp.abi.structs import RMI_REC_ENTER
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.rmm import s2tt, stage2
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
@@ -189,6 +189,60 @@ def test_a_rec_reentered_translates_nothing_again_until_its_stage_2_changes(mach
         g.alloc.free(pa)
 
 
+
+class _Reborn:
+    """One set of delegated granules (RD, root RTTs, the RTTs down to a code page at CODE_IPA, a
+    REC and its aux granules) that realms are made on, run once on CPU 0 and torn down again,
+    every granule kept delegated: no GPT change from one realm to the next (the stage-2 epoch
+    tests below)."""
+
+    CODE_IPA = 0x8000_0000
+    S2SZ, LEVEL = 40, 1          # two concatenated level-1 roots: a root entry maps 1 GiB
+
+    def __init__(self, machine: Machine) -> None:
+        self.m = machine
+        self.t = t = Rmi(machine, first_granule=64)
+        count = s2tt.num_root_rtts(self.S2SZ, self.LEVEL)
+        first = t.ns_granules(count, align=count * GRANULE)
+        self.roots = tuple(t.delegate(first + i * GRANULE) for i in range(count))
+        self.rd, self.rec = t.delegate(), t.delegate()
+        aux = tuple(t.delegate() for _ in range(16))
+        self.rtts = {lvl: t.delegate() for lvl in range(self.LEVEL + 1, s2tt.PAGE_LEVEL + 1)}
+        self.run = t.ns_page()
+        self.rec_params = t.rec_params(0, True, self.CODE_IPA, (), aux)
+
+    def build_and_run(self, code: int, program: str, maps: tuple[tuple[int, int, int], ...] = ()) -> dict:
+        """Make a realm with ``program`` in DATA granule ``code`` at CODE_IPA and the unprotected
+        mappings ``maps`` ((ipa, level, desc) each), enter its REC once; the exit."""
+        t, rd, ipa = self.t, self.rd, self.CODE_IPA
+        params = t.realm_params(self.S2SZ, rtt_base=self.roots[0], start_level=self.LEVEL, vmid=1)
+        assert t.smc(F.RMI_REALM_CREATE, rd, params)[0] == 0
+        for lvl, rtt in self.rtts.items():
+            assert t.smc(F.RMI_RTT_CREATE, rd, rtt, ipa & ~(s2tt.block_size(lvl - 1) - 1), lvl)[0] == 0
+        assert t.smc(F.RMI_DATA_CREATE, rd, code, ipa, t.ns_page(assemble(program, base=ipa)), 0)[0] == 0
+        for map_ipa, level, desc in maps:
+            assert t.smc(F.RMI_RTT_MAP_UNPROTECTED, rd, map_ipa, level, desc)[0] == 0
+        assert t.smc(F.RMI_REC_CREATE, rd, self.rec, self.rec_params)[0] == 0
+        assert t.smc(F.RMI_REALM_ACTIVATE, rd)[0] == 0
+        self.m.ns_write(self.run, bytes(RMI_REC_ENTER.pack()))
+        assert t.smc(F.RMI_REC_ENTER, self.rec, self.run)[0] == 0
+        return RMI_REC_EXIT.unpack(self.m.ns_read(self.run + REC_EXIT_OFFSET, RMI_REC_EXIT.size))
+
+    def gpr(self, n: int) -> int:
+        return Rec(self.m.memory, _idx(self.m, self.rec)).gpr(n)
+
+    def tear_down(self) -> None:
+        """REC_DESTROY, DATA_DESTROY of the code page, RTT_DESTROY of the RTTs, REALM_DESTROY
+        (whatever is mapped unprotected stays mapped: RTTs holding only ASSIGNED_NS entries
+        are not live, A5.5)."""
+        t, rd, ipa = self.t, self.rd, self.CODE_IPA
+        assert t.smc(F.RMI_REC_DESTROY, self.rec)[0] == 0
+        assert t.smc(F.RMI_DATA_DESTROY, rd, ipa)[0] == 0
+        for lvl in sorted(self.rtts, reverse=True):
+            assert t.smc(F.RMI_RTT_DESTROY, rd, ipa & ~(s2tt.block_size(lvl - 1) - 1), lvl)[0] == 0
+        assert t.smc(F.RMI_REALM_DESTROY, rd)[0] == 0
+
+
 def test_a_realm_made_again_on_the_same_granules_runs_its_own_code(machine: Machine) -> None:
     """REALM_DESTROY's stage-2 epoch, end to end (hw/tlb.py: a CPU keeps its translations across
     entries while the realm and both generations are unchanged). Realm A runs on CPU 0 with no
@@ -198,42 +252,36 @@ def test_a_realm_made_again_on_the_same_granules_runs_its_own_code(machine: Mach
     same IPA, and enters B's REC on CPU 0: B runs its own code (x1 = 0x222). Without the epoch
     the CPU kept A's fetch translation (same RD, generations 0 and unchanged) and ran the wiped
     code page A had left."""
-    code_ipa = 0x8000_0000
-    t = Rmi(machine, first_granule=64)
+    r = _Reborn(machine)
     program = "mov x1, #{:#x}\nloop:\n    wfi\n    b loop\n"
-    level = start_level_for(40)
-    count = s2tt.num_root_rtts(40, level)
-    first = t.ns_granules(count, align=count * GRANULE)
-    roots = tuple(t.delegate(first + i * GRANULE) for i in range(count))
-    rd, rec = t.delegate(), t.delegate()
-    aux = tuple(t.delegate() for _ in range(16))
-    rtts = {lvl: t.delegate() for lvl in range(level + 1, 4)}
-    codes = (t.delegate(), t.delegate())
-    run = t.ns_page()
-    rec_params = t.rec_params(0, True, code_ipa, (), aux)
+    codes = (r.t.delegate(), r.t.delegate())
+    for code, value in zip(codes, (0x111, 0x222)):
+        assert r.build_and_run(code, program.format(value))["exit_reason"] == 1
+        assert r.gpr(1) == value
+        r.tear_down()
 
-    def build_and_run(code: int, value: int) -> int:
-        assert t.smc(F.RMI_REALM_CREATE, rd, t.realm_params(40, rtt_base=roots[0], start_level=level,
-                                                            vmid=1))[0] == 0
-        for lvl, rtt in rtts.items():
-            base = code_ipa & ~(s2tt.block_size(lvl - 1) - 1)
-            assert t.smc(F.RMI_RTT_CREATE, rd, rtt, base, lvl)[0] == 0
-        src = t.ns_page(assemble(program.format(value), base=code_ipa))
-        assert t.smc(F.RMI_DATA_CREATE, rd, code, code_ipa, src, 0)[0] == 0
-        assert t.smc(F.RMI_REC_CREATE, rd, rec, rec_params)[0] == 0
-        assert t.smc(F.RMI_REALM_ACTIVATE, rd)[0] == 0
-        machine.ns_write(run, bytes(RMI_REC_ENTER.pack()))
-        assert t.smc(F.RMI_REC_ENTER, rec, run)[0] == 0
-        return Rec(machine.memory, _idx(machine, rec)).gpr(1)
 
-    def tear_down() -> None:
-        assert t.smc(F.RMI_REC_DESTROY, rec)[0] == 0
-        assert t.smc(F.RMI_DATA_DESTROY, rd, code_ipa)[0] == 0
-        for lvl in sorted(rtts, reverse=True):
-            assert t.smc(F.RMI_RTT_DESTROY, rd, code_ipa & ~(s2tt.block_size(lvl - 1) - 1), lvl)[0] == 0
-        assert t.smc(F.RMI_REALM_DESTROY, rd)[0] == 0
-
-    assert build_and_run(codes[0], 0x111) == 0x111
-    tear_down()
-    assert build_and_run(codes[1], 0x222) == 0x222
-    tear_down()
+def test_an_unprotected_root_mapping_left_at_realm_destroy_is_not_used_by_the_next_realm(
+        machine: Machine) -> None:
+    """REALM_DESTROY succeeds while a root RTT still holds an ASSIGNED_NS entry (an RTT with
+    only ASSIGNED_NS entries is not live, A5.5; TF-RMM rel0 does the same, and invalidates
+    nothing there): no unmap, so no TLB invalidation, ended that mapping. Realm A maps a 1 GiB
+    NS block at the first unprotected IPA from a root entry and loads a word through it on CPU 0;
+    realm B, made on the same granules with the same code in the same DATA granule but no
+    unprotected mapping, makes the same load on CPU 0: it exits with an emulatable data abort
+    (EC 0x24, ISV) at that IPA. Without the stage-2 epoch the CPU kept A's translation (same
+    RD, generations unchanged) and B read A's NS page."""
+    r = _Reborn(machine)
+    block = s2tt.block_size(r.LEVEL)
+    ns_page = r.t.ns_page((0x5A5A_0000_0000_0001).to_bytes(8, "little"))
+    block_pa = ns_page & ~(block - 1)
+    ipa = (1 << (r.S2SZ - 1)) + (ns_page - block_pa)
+    program = f"mov x2, ={ipa:#x}\nldr x1, [x2]\nloop:\n    wfi\n    b loop\n"
+    code = r.t.delegate()
+    ex = r.build_and_run(code, program, ((1 << (r.S2SZ - 1), r.LEVEL, block_pa | NORMAL_WB | S2AP_READ),))
+    assert (ex["exit_reason"], r.gpr(1)) == (1, 0x5A5A_0000_0000_0001)
+    r.tear_down()
+    ex = r.build_and_run(code, program)
+    assert (ex["exit_reason"], ex["esr"] >> 26, bool(ex["esr"] & (1 << 24))) == (0, 0x24, True), ex
+    assert ex["hpfar"] == (ipa >> 8) & ~0xF
+    r.tear_down()

@@ -151,8 +151,10 @@ def rmi_realm_destroy(rmm: "RmmCpu", rd_addr: int) -> None:
     vmid.free(rmm.control, params.vmid)
     # Before the RD and the roots can be reused: a CPU keeps its cached translations across REC
     # entries while the realm's TLB generation stays put, and a realm made on these granules
-    # would start that generation again from 0 (hw/tlb.py). TF-RMM needs no step here: its
-    # TLB entries are tagged with the VMID, which no TLB holds any more (all unmapped).
+    # would start that generation again from 0 (hw/tlb.py); a root may also still hold
+    # ASSIGNED_NS entries (not live, A5.5), whose translations no unmap invalidated. TF-RMM
+    # rel0 takes no step here: its TLB entries are tagged with the VMID, which it frees, taking
+    # every mapping for removed with its TLBI (a root's ASSIGNED_NS entries were not).
     rmm.tlb.end_stage2()
     for idx in roots:
         root = rmm.granules.lock_known(idx, RTT, s2tt.root_hint(params.s2ctx()))
