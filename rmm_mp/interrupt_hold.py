@@ -183,18 +183,7 @@ class InterruptHold:
         may raise here too: every handler is put back first (put_back), and that interrupt is
         then noted after the others (``take``) or raised (without)."""
         self.holding = True     # up to the handlers' return: a signal meanwhile is noted
-        try:
-            put_back(self.handlers, self._wrapper)
-        except KeyboardInterrupt as exc:
-            if not take:
-                self.noted = []
-                raise
-            what = interrupt_of(exc)
-            if what:
-                self.noted.append(what)
-        finally:
-            self.holding = False
-            self.standing = False
+        self._put_back(keep=take)
         if not take:
             self.noted = []
         elif self.noted:
@@ -209,17 +198,27 @@ class InterruptHold:
         second signal met the handler put back and was raised out of the caller's handling of
         the first."""
         self.holding = True     # up to the handlers' return: a signal meanwhile is noted
+        self._put_back(keep=True)
+        noted, self.noted = self.noted, []
+        return noted
+
+    def _put_back(self, keep: bool) -> None:
+        """end's and finish's last step, called with ``holding`` already set (so that a signal
+        as this call begins is noted, not raised): every wrapped handler put back, and the
+        hold over. An interrupt raised meanwhile by a handler already back is noted after the
+        others (``keep``) or, all noted ones dropped, raised."""
         try:
             put_back(self.handlers, self._wrapper)
         except KeyboardInterrupt as exc:
+            if not keep:
+                self.noted = []
+                raise
             what = interrupt_of(exc)
             if what:
                 self.noted.append(what)
         finally:
             self.holding = False
             self.standing = False
-        noted, self.noted = self.noted, []
-        return noted
 
 
 def put_back(handlers: dict[int, Any], replaced: Any = None) -> None:
