@@ -563,6 +563,7 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
     diverges, as a rewording (the same numbers)."""
     import traceback
 
+    import rmm_mp
     from rmm_mp import Machine
     from rmm_mp.hw.faults import MachineError
     from rmm_mp.stress.findings import Finding
@@ -572,7 +573,8 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
         json.loads("{}", object_hook=lambda _: Machine.attach("rmm-mp-4242-0a1b2c3d"))
     except MachineError as exc:
         how, tb = f"raised MachineError: {exc}", traceback.format_exc()
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # Where the imported package is: the checkout, or site-packages under `pip install .`.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(rmm_mp.__file__)))
     python = os.path.dirname(json.__file__)
     assert f'File "{here}/rmm_mp/machine.py"' in tb and f'File "{python}/decoder.py"' in tb, tb
     seen = Finding("watchdog", "cpu-died", f"CPU 1 {how}; locks it still held: none", 1, "", "",
