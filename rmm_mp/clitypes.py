@@ -369,7 +369,7 @@ class Group(Command, click.Group):
     and groups declared with its decorators are a Command and a group of its own class."""
 
     command_class = Command
-    group_class = type
+    group_class: "type[click.Group] | type[type] | None" = type     # click's own type for it
 
     def resolve_command(self, ctx: click.Context,
                         args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
