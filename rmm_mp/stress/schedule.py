@@ -203,7 +203,8 @@ class ReplayVerdict:
         file: the schedule file replayed, as named on the command line.
         verdict: "reproduced" (the same findings, in any order), "diverged" (others), "interrupted" (Ctrl-C or
             SIGTERM stopped the replay before it gave the recorded findings: it neither
-            reproduced nor contradicted them), "timeout" (the same, its time limit stopped it).
+            reproduced nor contradicted them; also when none were recorded and it found none),
+            "timeout" (the same, its time limit stopped it).
         recorded: the findings the file recorded.
         seen: the replay's own findings.
         moved: reproduced, but some at other source lines than recorded (the code was edited
@@ -264,7 +265,10 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     same = Counter(f.replay_text() for f in recorded) == Counter(f.replay_text() for f in report.findings)
     # A finding stops a run, so an interrupted replay that made the recorded ones got that far;
     # one of a run that found nothing stopped before it could tell (an empty list is no proof).
-    if same and (recorded or not report.interrupted):
+    # So did one its time limit stopped: a recorded run stopped early saved its budget as the
+    # step it stopped at, so a replay that ends "timeout" stopped short of the recorded run.
+    stopped_early = report.interrupted or report.ended == "timeout"
+    if same and (recorded or not stopped_early):
         verdict = "reproduced"
     elif report.interrupted:
         verdict = "interrupted"

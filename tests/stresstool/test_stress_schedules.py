@@ -386,6 +386,24 @@ def test_a_run_stopped_early_replays_up_to_where_it_stopped() -> None:
     assert (replay.steps, replay.schedule, replay.ops) == (report.steps, report.schedule, report.ops)
 
 
+def test_a_replay_of_an_empty_recording_stopped_by_its_time_limit_is_no_reproduction() -> None:
+    """The replay of a schedule file that recorded no findings, stopped by its --seconds before
+    its budget (ended "timeout", no finding yet): it ran part of the schedule, or none of it,
+    so it cannot tell whether the run finds nothing, as an interrupted replay cannot: verdict
+    "timeout", not "reproduced". It said "replay reproduced the recorded findings" (exit status
+    0) after 0 of 3,017 steps (found replaying a probe's files with --seconds 0.05). The same
+    replay that ran to its budget still reproduces."""
+    def verdict(ended: str) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (), ended, 0.0, {})
+        return schedule_file.compare("s.json", (), report)
+
+    stopped = verdict("timeout")
+    assert stopped.verdict == "timeout" and not stopped.reproduced, stopped.text()
+    assert stopped.text().startswith("replay stopped by its time limit (--seconds) before it reproduced")
+    assert "(no findings recorded)" in stopped.text()
+    assert verdict("budget").verdict == "reproduced"
+
+
 def test_a_replay_compares_findings_without_their_line_numbers() -> None:
     """The replay verdict ignores source line numbers (``file.py:N`` sites and edges, a
     traceback's ``line N``) and nothing else: the same problem at moved lines reproduces
