@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, grouped_number, number_range, shown_text, toml_string
+from rmm_mp.hw.tomlsrc import ConfigError, TypedFloat, grouped_number, number_range, shown_text, toml_string
 from rmm_mp.printable import SHOWN_MAX, abbreviated, basic_string, not_one_printable_line
 
 
@@ -132,31 +132,6 @@ class FloatRange(click.FloatRange):
         # click's hook for the range text of --help ("[default: 20; 0.1..3,600]"), worded as
         # this type's errors word it (_range_text).
         return _range_text(self)
-
-
-class TypedFloat(float):
-    """A float that keeps the text it was typed as (``text``, abbreviated past 240 characters:
-    typed) and shows itself (repr) as that text, for an error about an option's number made
-    after the option's parsing (a workload's resolution, the stress run's configuration):
-    `--seconds 0` is "--seconds = 0: expected ...",
-    not the float made of it (0.0, -1.0, inf for 1e400). The value itself is the float's; the
-    checks turn it into a plain float once it is accepted."""
-
-    text: str
-
-    def __new__(cls, number: float, text: str) -> "TypedFloat":
-        made = super().__new__(cls, number)
-        made.text = text
-        return made
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def __reduce__(self) -> tuple[type["TypedFloat"], tuple[float, str]]:
-        # What pickle and copy make it again with: float's own gives the number alone, and
-        # __new__ requires the text too (TypeError), so a config holding one could not be copied
-        # or sent to a spawned CPU process.
-        return TypedFloat, (float(self), self.text)
 
 
 class TypedFloatParam(click.ParamType):

@@ -47,6 +47,31 @@ _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 """A key line, its key plain or dotted (``features.s2sz =``)."""
 
 
+class TypedFloat(float):
+    """A float that keeps the text it was typed as (``text``, abbreviated past 240 characters:
+    clitypes.typed) and shows itself (repr) as that text, for an error about an option's number
+    made after the option's parsing (a workload's resolution, the stress run's configuration):
+    `--seconds 0` is "--seconds = 0: expected ...",
+    not the float made of it (0.0, -1.0, inf for 1e400). The value itself is the float's; the
+    checks turn it into a plain float once it is accepted."""
+
+    text: str
+
+    def __new__(cls, number: float, text: str) -> "TypedFloat":
+        made = super().__new__(cls, number)
+        made.text = text
+        return made
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __reduce__(self) -> tuple[type["TypedFloat"], tuple[float, str]]:
+        # What pickle and copy make it again with: float's own gives the number alone, and
+        # __new__ requires the text too (TypeError), so a config holding one could not be copied
+        # or sent to a spawned CPU process.
+        return TypedFloat, (float(self), self.text)
+
+
 class ConfigError(ValueError):
     """A value in a TOML file (or an argument standing in for one) is not acceptable.
 
