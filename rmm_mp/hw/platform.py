@@ -30,7 +30,7 @@ from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
 from rmm_mp.hw.tomlparse import loads as toml_loads
 from rmm_mp.hw.tomlsrc import (MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts,
-                                float_as_written, locate)
+                                locate)
 from rmm_mp.hw.tomlsrc import choice_list, int_range, read_source, size_expected, size_value, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 
@@ -262,7 +262,7 @@ class _Validator:
             # [[mmio]] header to find: the line that sets the array, as for a missing key its
             # table's header.
             line = locate(self.text, indexed.group(1))
-        return ConfigError(self.source, key, value, expected, line, float_as_written(self.text, line, value))
+        return ConfigError(self.source, key, value, expected, line)
 
     def keys(self, table: dict[str, Any], prefix: str, allowed: AbstractSet[str], required: set[str]) -> None:
         for key in table:

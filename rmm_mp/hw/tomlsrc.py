@@ -10,10 +10,11 @@ library.
 It also finds a bundled TOML file by name (platforms, workloads): the installed package's copy,
 else the source checkout's, and reads input files as UTF-8 text (read_source).
 
-This module owns error wording (a refused float as its line writes it: float_as_written), key
-location, finding bundled files and reading input files
-(their integers too: ``decimal`` reads the digits of a string value whatever their count), and
-the size syntax platform and workload files share (``size_value``: "64M", "2 MiB").
+This module owns error wording (a float as the file writes it: TypedFloat, which written_float,
+tomllib's parse_float hook, makes of each float literal), key location, finding bundled files and
+reading input files (their integers too: ``decimal`` reads the digits of a string value whatever
+their count), and the size syntax platform and workload files share (``size_value``: "64M",
+"2 MiB").
 It must not know any schema. Parsing a file's text, and saying why tomllib refused it, is
 tomlparse's (loads), which stands on this module's line scanning: this module must not import it.
 """
@@ -48,12 +49,16 @@ _KEYLINE = re.compile(rf"^\s*((?:{_PART})(?:\s*\.\s*(?:{_PART}))*)\s*=")
 
 
 class TypedFloat(float):
-    """A float that keeps the text it was typed as (``text``, abbreviated past 240 characters:
-    clitypes.typed) and shows itself (repr) as that text, for an error about an option's number
-    made after the option's parsing (a workload's resolution, the stress run's configuration):
-    `--seconds 0` is "--seconds = 0: expected ...",
-    not the float made of it (0.0, -1.0, inf for 1e400). The value itself is the float's; the
-    checks turn it into a plain float once it is accepted."""
+    """A float that keeps the text it was written as (``text``) and shows itself (repr, and an
+    error's value: ConfigError, inside an array or a table too) as that text, not as the float
+    made of it (0.0 for 1e-400, -0.0 for -1e-400, inf for 1e400, 0.1 for 0.1000000000000000001).
+
+    Two writers: every float of a TOML file, as tomllib reads it (written_float, its parse_float
+    hook: the literal as written, '_'s and all), and an option's number (clitypes, for an error
+    about it made after the option's parsing, a workload's resolution or the stress run's
+    configuration: `--seconds 0` is "--seconds = 0: expected ...", its text abbreviated past 240
+    characters). The value itself is the float's; the checks turn it into a plain float once it
+    is accepted, so that nothing past them (a report, `workloads show`) sees the text."""
 
     text: str
 
@@ -72,6 +77,13 @@ class TypedFloat(float):
         return TypedFloat, (float(self), self.text)
 
 
+def written_float(literal: str) -> TypedFloat:
+    """tomllib's parse_float: a TOML float literal (``1e-400``, ``-0.000_01``, ``+inf``) as the
+    float it reads as, keeping its text. tomllib hands over every float literal and nothing else,
+    in the form float() reads ('_' only between digits)."""
+    return TypedFloat(float(literal), literal)
+
+
 class ConfigError(ValueError):
     """A value in a TOML file (or an argument standing in for one) is not acceptable.
 
@@ -79,14 +91,13 @@ class ConfigError(ValueError):
     that is not printable), the line when known, the key, the value and what was expected.
     """
 
-    def __init__(self, source: str, key: str, value: object, expected: str, line: int | None = None,
-                 written: str | None = None) -> None:
+    def __init__(self, source: str, key: str, value: object, expected: str, line: int | None = None) -> None:
         # The file is named as it is, unless a character in its path would act on the terminal
         # (ESC, a newline): then as a TOML string with escapes, as a value is (printable.shown_path).
         where = f"{shown_path(source)}:{line}" if line else shown_path(source)
-        # ``written``: the value as its line writes it, when that is not how the parsed value
-        # reads (float_as_written: 1e-400 is 0.0).
-        shown = abbreviated(written) if written is not None else _show(value)
+        # A float, also inside an array or a table, as the file wrote it (TypedFloat: 1e-400,
+        # not the 0.0 it reads as).
+        shown = _show(value)
         # A key is shown as the file writes it, and a quoted one may be as long as its line:
         # abbreviated as a value is, or a pasted key buries the message as a pasted value did.
         super().__init__(f"{where}: {abbreviated(key)} = {shown}: expected {expected}")
@@ -126,6 +137,8 @@ def _toml(value: object) -> str:
         return "{ " + ", ".join(f"{key_part(str(k))} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
     if isinstance(value, str):
         return toml_string(value)
+    if isinstance(value, TypedFloat):
+        return value.text
     return repr(value)
 
 
@@ -454,47 +467,6 @@ def bundled_dir(package_dir: str, checkout_dir: str) -> Path:
     if packaged.is_dir() and any(Path(str(packaged)).glob("*.toml")):
         return Path(str(packaged))
     return Path(__file__).resolve().parents[2] / checkout_dir
-
-
-_FLOAT_LITERAL = re.compile(r"[+-]?(?:inf|nan|[0-9](?:_?[0-9])*(?:\.[0-9](?:_?[0-9])*)?"
-                            r"(?:[eE][+-]?[0-9](?:_?[0-9])*)?)", re.ASCII)
-"""A TOML float (or integer) literal, as float() reads it once its '_'s are dropped."""
-_WORD = re.compile(r"[A-Za-z0-9_.+-]", re.ASCII)
-"""A character that continues a literal or a bare key: a number next to one is part of a word."""
-
-
-def float_as_written(text: str, line: int | None, value: object) -> str | None:
-    """The float ``value`` as line ``line`` of TOML ``text`` writes it, where that is not how
-    ``value`` reads: tomllib reads 1e-400 as 0.0 and -1e-400 as -0.0, 1e400 as inf and
-    0.1000000000000000001 as 0.1, and an error showing the parsed value named one nobody wrote
-    ("seconds = 0.0: expected ... greater than 0" for a file saying 1e-400). The one number on
-    the line, outside its strings and comment, that reads as the same float; None when there
-    is no such number, more than one, or it is written as ``value`` is shown anyway."""
-    if not isinstance(value, float) or line is None:
-        return None
-    lines = code_lines(text)
-    if not 1 <= line <= len(lines):
-        return None
-    code = lines[line - 1]
-    found: set[str] = set()
-    i = 0
-    while i < len(code):
-        if code[i] == "#":
-            break
-        if code[i] in "\"'":
-            i = after_string(code, i)
-            continue
-        match = _FLOAT_LITERAL.match(code, i)
-        if match is None or (i and _WORD.match(code, i - 1)) or _WORD.match(code, match.end()):
-            i += 1
-            continue
-        if repr(float(match.group().replace("_", ""))) == repr(value):
-            found.add(match.group())
-        i = match.end()
-    if len(found) != 1:
-        return None
-    written = found.pop()
-    return None if written == _toml(value) else written
 
 
 def without_comment(text: str) -> str:

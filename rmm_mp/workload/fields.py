@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, float_as_written, key_part, size_expected
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected
 from rmm_mp.hw.tomlsrc import int_range, size_value, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 from rmm_mp.workload.locate import locate
@@ -59,7 +59,7 @@ class Fields:
 
     def fail(self, key: str, value: object, expected: str) -> ConfigError:
         line = locate(self.text, key) if self.text else None
-        return ConfigError(self.source, key, value, expected, line, float_as_written(self.text, line, value))
+        return ConfigError(self.source, key, value, expected, line)
 
     def keys(self, table: dict[str, Any], prefix: str, allowed: Iterable[str], required: Iterable[str] = (),
              top: Iterable[str] = ()) -> None:

@@ -692,9 +692,32 @@ def test_a_file_name_with_a_control_character_is_shown_escaped(tmp_path: Path) -
 def test_a_float_is_refused_as_its_line_writes_it(tmp_path: Path, written: str, parsed: str) -> None:
     """`cpus = 1e400` (and a float that reads as another number) is refused naming the value as
     the file writes it, not as tomllib read it: the error said `cpus = inf`, `cpus = 4.0` and
-    `cpus = -0.0`, values nobody wrote (tomlsrc.float_as_written)."""
+    `cpus = -0.0`, values nobody wrote (tomlsrc.TypedFloat)."""
     path, _ = _write_bad(tmp_path, r"cpus = \d+", f"cpus = {written}")
     with pytest.raises(ConfigError) as info:
         load(path)
     assert f"cpus = {written}: expected" in str(info.value), str(info.value)
-    assert repr(info.value.value) == parsed
+    assert repr(float(info.value.value)) == parsed      # the value is the number read, shown as written
+
+
+@pytest.mark.parametrize("regions, shown", [
+    ('mmio = [\n  { base = 1e400, size = "64 KiB" },\n]', "mmio[0].base = 1e400: expected"),
+    ('mmio = [{ base = 0x1C09_0000, size = "64 KiB", x = 1e-400, at = 00:00:00 }]',
+     "mmio[0].x = 1e-400: expected no such key"),
+    ('mmio = [\n  { base = 0x1C09_0000, size = "64 KiB", x = [1e-400, 0.0] },\n]',
+     "mmio[0].x = [1e-400, 0.0]: expected no such key"),
+    ('mmio = [\n  { base = 0x1C09_0000, size = [\n    1e-400,\n    -0.0,\n  ] },\n]',
+     "mmio[0].size = [1e-400, -0.0]: expected a size"),
+], ids=["float-below-the-key-line", "beside-a-time", "two-readings", "multi-line-array"])
+def test_a_float_in_a_region_array_is_shown_as_written(tmp_path: Path, regions: str, shown: str) -> None:
+    """A float in a region array written inline is named as written: when the error's line (the
+    `mmio = [` line: the key's own has no header to find) holds no number at all, when a time on
+    it holds an 00 that reads as 0.0 too, and inside an array that is the refused value. A
+    rescan of that line found nothing or two numbers, and showed the float read (inf, 0.0)."""
+    text = re.sub(r"(?ms)^\[\[(mmio|secure)\]\].*?(?=^\[[a-z])", "", HOST_TOML.read_text())
+    text = text.replace("[dram]", f"{regions}\n\n[dram]", 1)
+    path = tmp_path / "inline.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert f"inline.toml:{_line_of(text, 'mmio = ')}: {shown}" in str(info.value), str(info.value)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmm_mp.hw import platform as plat
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, code_lines, key_path_parts, line_key, unquoted_part
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, code_lines, key_path_parts, line_key, unquoted_part, written_float
 
 FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=200,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -132,10 +132,11 @@ def _value_at(doc: dict[str, Any], key: str) -> object:
 
 
 def _same(a: object, b: object) -> bool:
-    """``a`` is ``b`` as the file gives it: equal and of the same type (48.0 is no 48), nan as nan."""
+    """``a`` is ``b`` as the file gives it: equal and of the same type (48.0 is no 48), nan as nan,
+    a float written the same (both read keeping their text: tomlsrc.written_float)."""
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True
-    return type(a) is type(b) and a == b
+        return repr(a) == repr(b)
+    return type(a) is type(b) and a == b and (not isinstance(a, float) or repr(a) == repr(b))
 
 
 @FIXED
@@ -158,7 +159,7 @@ def test_a_mutated_platform_file_loads_or_names_the_key_its_value_and_line(data:
             assert err.line is not None, message
             return
         try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+            doc = tomllib.loads(path.read_text(encoding="utf-8-sig"), parse_float=written_float)
         except tomllib.TOMLDecodeError:
             # A key or table defined twice: named by its key path, at its line (tomlparse.loads).
             assert "expected each key and table defined once" in message and err.line is not None, message

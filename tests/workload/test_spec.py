@@ -138,31 +138,62 @@ def test_a_float_is_shown_as_its_line_writes_it(tmp_path: Path, line: str, shown
     """A refused float is shown as the file writes it, not as tomllib read it: `seconds =
     1e-400` was refused as `seconds = 0.0` (the parsed value, greater than 0 as written),
     -1e-400 as -0.0, 1E4_00 as inf and -0.000_000_000_000_000_000_01 as -1e-20
-    (tomlsrc.float_as_written; a number in the line's comment is not taken for it)."""
+    (tomlsrc.TypedFloat; a number in the line's comment is not taken for it)."""
     with pytest.raises(ConfigError) as info:
         load(tmp_path, line + "\nactivities = { run = 1 }\n" + OK_REALM)
     assert f"w.toml:1: {shown} expected a duration in seconds" in str(info.value), str(info.value)
 
 
-@pytest.mark.parametrize("line, value, written", [
-    ("seconds = 1e-400", 0.0, "1e-400"),
-    ("seconds = [1e-400, 0.0]", 0.0, None),             # two numbers read as 0.0: which is unknown
-    ("seconds = [1e-400, 1e-401]", 0.0, None),
-    ("w = { 'a1e-400' = 1e-400 }", 0.0, "1e-400"),     # the one in a quoted key is no number
-    ("a = '1e-400' # 1e-400", 0.0, None),              # in a string and a comment only
-    ("s2sz = 1e400", float("inf"), "1e400"),
-    ("run = 2.5", 2.5, None),                           # written as it is shown anyway
-    ("run = 3", 3, None),                               # an integer is shown as it is
-], ids=["one", "two-readings", "two-writings", "quoted-key", "string-and-comment", "key-with-digits", "as-shown",
-        "integer"])
-def test_float_as_written_finds_the_one_number_that_reads_as_the_value(line: str, value: object,
-                                                                       written: str | None) -> None:
-    """float_as_written names the one number of the line, outside strings and the comment,
-    that reads as the refused float, and nothing when none or two different ones do, or when
-    it is written as the value is shown."""
-    from rmm_mp.hw.tomlsrc import float_as_written
-    assert float_as_written("x = 1\n" + line + "\n", 2, value) == written
-    assert float_as_written("x = 1\n" + line + "\n", None, value) is None
+@pytest.mark.parametrize("text, line, shown", [
+    ("seconds = 1\nactivities = { runn = 1e-400, run = 0.0 }\n", 2, "activities.runn = 1e-400: expected a known"),
+    ("seconds = 1\nactivities = { run = 1e400, attest = 1e999 }\n", 2, "activities.run = 1e400: expected a weight"),
+    ("seconds = 1\nactivities = { run = 1e-400, attest = 0.0 }\n", 2,
+     "activities = { run = 1e-400, attest = 0.0 }: expected at least one weight"),
+    ("seconds = [1e-400, 0.0]\nactivities = { run = 1 }\n", 1, "seconds = [1e-400, 0.0]: expected a duration"),
+    ("seconds = 1\nactivities = { runn = 1e-400, at = 00:00:00 }\n", 2, "activities.runn = 1e-400: expected a known"),
+    ("seconds = 1\nactivities = { runn = 1e-400, at = 1979-05-27T00:00:00 }\n", 2,
+     "activities.runn = 1e-400: expected a known"),
+    ("seconds = 1\nactivities = { run = 1, runn = [\n  1e-400,\n  0.0,\n] }\n", 2,
+     "activities.runn = [1e-400, 0.0]: expected a known"),
+    ("seconds = [\n  1e-400,\n]\nactivities = { run = 1 }\n", 1, "seconds = [1e-400]: expected a duration"),
+], ids=["table-two-readings", "table-two-writings", "whole-table", "array-two-readings", "beside-a-time",
+        "beside-a-date-time", "multi-line-array-in-a-table", "multi-line-array"])
+def test_a_float_is_shown_as_written_wherever_it_is(tmp_path: Path, text: str, line: int, shown: str) -> None:
+    """A float is shown as the file writes it at any depth, as tomllib read it (its parse_float
+    keeps each literal's text): in an inline table or an array, also where two numbers of the
+    line read as the same float (1e-400 and 0.0, 1e400 and 1e999), beside a time whose 00 reads
+    as 0.0, and in a multi-line array. Found again by rescanning the key's line, each was shown
+    as the float read (0.0, inf), as was every float inside a refused array or table."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text + OK_REALM)
+    assert f"w.toml:{line}: {shown}" in str(info.value), str(info.value)
+
+
+def test_accepted_floats_are_plain_floats(tmp_path: Path) -> None:
+    """Every float of the file is read keeping its text (tomlsrc.TypedFloat, for errors), and
+    each one accepted is stored as a plain float: the workload resolved and shown, and the
+    reports, see 1.5 for `1.50`, not the text, at any depth (weights, phases, groups)."""
+    import dataclasses
+
+    def floats(value: object) -> list[object]:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return [f for field in dataclasses.fields(value) for f in floats(getattr(value, field.name))]
+        if isinstance(value, (tuple, list, frozenset)):
+            return [f for item in value for f in floats(item)]
+        if isinstance(value, dict):
+            return [f for item in value.values() for f in floats(item)]
+        return [value] if isinstance(value, float) else []
+
+    text = ("activities = { run = 1.50, attest = 0.0, rtt-churn = 2_5.0e-1 }\n"
+            "[[group]]\ncpus = '0-1'\nactivities = { run = 3.0e0, rtt-churn = 1E-2 }\n"
+            "[[group]]\ncpus = '2-3'\nactivities = { run = +0.5 }\n"
+            "[[phase]]\nname = 'a'\nseconds = 1.50\n[[phase]]\nname = 'b'\nseconds = 2.000_5\n" + OK_REALM)
+    path = tmp_path / "w.toml"
+    path.write_text(text)
+    file = spec.load(str(path))
+    found = floats(file) + floats(resolve(file))
+    assert {1.5, 2.5, 3.0, 0.01, 0.5, 2.0005} <= set(found), found
+    assert all(type(f) is float for f in found), [(f, type(f)) for f in found if type(f) is not float]
 
 
 @pytest.mark.parametrize("line, shown", [
