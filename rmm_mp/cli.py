@@ -102,7 +102,7 @@ def clean(dry_run: bool) -> None:
         click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, "
                    f"{count} segment{'' if count == 1 else 's'})")
     for machine, why in failed:
-        click.echo(f"error: could not remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
+        click.echo(f"Error: could not remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
     if not found and not failed:
         click.echo("no orphaned rmm-mp shared memory")
     if failed:

@@ -103,7 +103,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
     except (MachineError, ValueError) as exc:
         # Each error below that ends the check is its last output: decided, so that a signal
         # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
-        echo(f"error: {exc}", err=True)
+        echo(f"Error: {exc}", err=True)
         decided(2)
     # A machine whose creator was killed (SIGKILL) and whose segments its reaper did not unlink
     # (killed too, say: hw.reaper) is an orphan: nothing runs on it (its CPUs died with it), so
@@ -119,7 +119,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
             try:
                 pause = stack.enter_context(Pause(machine.control))
             except QuiesceError as exc:
-                echo(f"error: {exc}", err=True)
+                echo(f"Error: {exc}", err=True)
                 decided(2)      # detached as the SystemExit leaves the block, as after a verdict
             quiescent = pause.wait(wait_s)
             found = pause.census()
@@ -230,7 +230,7 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
                                               {}, errors))
                 if errors:
                     # checked before attaching; a disk can still fill up meanwhile
-                    stop.held(lambda: echo(f"error: {errors[0]}", err=True))
+                    stop.held(lambda: echo(f"Error: {errors[0]}", err=True))
                     stop.decided(2)
             # The verdict is given: a signal from here on must not turn it into 130 (Ctrl-C) or 143.
             stop.decided(status)

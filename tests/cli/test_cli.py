@@ -251,7 +251,7 @@ def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Pa
     done = CliRunner().invoke(main, ["clean"])
     assert isinstance(done.exception, SystemExit) and done.exit_code == 1, done.output
     assert f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n" in done.stdout
-    assert f"error: could not remove rmm-mp-{dead}-0000abcf (creator pid {dead}): {stuck}: Is a directory" \
+    assert f"Error: could not remove rmm-mp-{dead}-0000abcf (creator pid {dead}): {stuck}: Is a directory" \
         in done.stderr
     assert not plain.exists() and stuck.is_dir()
     with Machine.create("host", cpus=1) as m:
@@ -467,9 +467,19 @@ def test_check_of_a_segments_file_name_names_the_machine() -> None:
     with Machine.create("host", cpus=1) as m:
         result = CliRunner().invoke(main, ["check", f"{m.name}.ctl"])
         assert result.exit_code == 2, result.output
-        assert (f"error: name = '{m.name}.ctl': expected a machine name, not the file name of one of its "
+        assert (f"Error: name = '{m.name}.ctl': expected a machine name, not the file name of one of its "
                 f"segments (its .ctl): '{m.name}'") in result.stderr, result.output
         assert "no machine named" not in result.output
+
+
+def test_check_error_lines_are_worded_as_every_other_commands() -> None:
+    """`rmm-mp check` of no such machine says "Error: ..." as click says a usage error of any
+    command (`check --wait x`): it said "error: ..." in lower case, alone of the commands."""
+    missing = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de"])
+    usage = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de", "--wait", "x"])
+    assert missing.exit_code == usage.exit_code == 2, missing.output
+    assert missing.stderr.startswith("Error: no machine named 'rmm-mp-1-0badc0de'"), missing.stderr
+    assert "\nError: Invalid value for '--wait'" in usage.stderr, usage.stderr
 
 
 @pytest.mark.parametrize("args", [["check", "rmm-mp-1-0badc0de", "--wait"], ["explore", "--timeout"]],

@@ -936,7 +936,7 @@ def test_check_names_a_json_file_that_fails_when_written(machine: Machine, tmp_p
     target = tmp_path / "c.json"
     res = CliRunner().invoke(check, [machine.name, "--json", str(target)])
     assert res.exit_code == 2 and not isinstance(res.exception, OSError), res.output
-    assert f"error: could not write the json report to {target}: No space left on device" in res.stderr
+    assert f"Error: could not write the json report to {target}: No space left on device" in res.stderr
     assert not target.exists()
 
 
