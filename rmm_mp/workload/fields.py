@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from typing import Any, Iterable, TypeGuard
 
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected
@@ -89,10 +90,11 @@ class Fields:
         return value
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:
-        """A positive int or float in (lo, hi]; the bounds in the error grouped as lengths are
-        shown ("at most 604,800", the phases' sum error's "604,800 + ... s")."""
-        if not is_finite_number(value) or not lo < value <= hi:
-            raise self.fail(key, value, f"{what}, a number greater than {lo:,g} and at most {hi:,g}")
+        """A positive int or float in [lo, hi], lo > 0; the bounds in the error written as
+        lengths are shown ("at least 0.000000001", "at most 604,800", as the phases' sum error's
+        "604,800 + ... s")."""
+        if not is_finite_number(value) or not lo <= value <= hi:
+            raise self.fail(key, value, f"{what}, a number of at least {Decimal(repr(lo)):f} and at most {hi:,g}")
         return float(value)
 
     def boolean(self, value: object, key: str) -> bool:

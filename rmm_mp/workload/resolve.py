@@ -30,8 +30,8 @@ from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
-from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, PhaseSpec, RealmTemplate, Weights,
-                                  WorkloadFile, base_directory, beside)
+from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, MIN_SECONDS, SECONDS_WHAT, PhaseSpec,
+                                  RealmTemplate, Weights, WorkloadFile, base_directory, beside)
 
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
@@ -188,7 +188,18 @@ def _length(file: WorkloadFile, cl: Fields, seconds: float | None,
     if seconds is not None and iterations is not None:
         raise cl.fail("--iterations", iterations, "either --seconds or --iterations, not both")
     if seconds is not None:
-        return cl.number(seconds, "--seconds", 0, MAX_SECONDS, "a duration in seconds"), None, True
+        length = cl.number(seconds, "--seconds", MIN_SECONDS, MAX_SECONDS, SECONDS_WHAT)
+        shares = [p.seconds if p.seconds is not None else float(p.iterations or 0) for p in file.phases]
+        # The phases keep their proportions of it (_phases): a phase's share under a nanosecond
+        # is no time at all to the CPUs (MIN_SECONDS), as a shorter run is.
+        short = [(p, length * share / sum(shares)) for p, share in zip(file.phases, shares)
+                 if length * share / sum(shares) < MIN_SECONDS]
+        if short:
+            phase, sec = short[0]
+            raise cl.fail("--seconds", seconds, f"{SECONDS_WHAT} that gives each of the file's {len(shares)} phases "
+                                                f"at least 0.000000001 s ({phase.key} {phase.name!r} would last "
+                                                f"{sec:.3g} s)")
+        return length, None, True
     if iterations is not None:
         return None, cl.integer(iterations, "--iterations", 1, MAX_ITERATIONS, "activity steps per CPU"), True
     return file.seconds, file.iterations, False

@@ -48,6 +48,11 @@ PHASE_KEYS = ("name", "seconds", "iterations", "activities", "group")
 HASHES = ("sha256", "sha512")
 TEARDOWNS = TEARDOWN_ORDERS + ("alternate",)
 MAX_SECONDS = 7 * 24 * 3600.0
+MIN_SECONDS = 1e-9
+"""The shortest run or phase, a nanosecond: a CPU counts a run's time in whole nanoseconds
+(engine), so that a shorter length (a subnormal such as 1e-316, surely a typo) was a run of no
+time at all, with no call made, reported as a run of it."""
+SECONDS_WHAT = "a duration in seconds (a run counts whole nanoseconds)"
 MAX_ITERATIONS = 10**12
 MiB = 1 << 20
 GRANULE = 4096
@@ -215,7 +220,7 @@ def _length(f: Fields, table: dict[str, Any], prefix: str) -> tuple[float | None
     sk, ik = f"{prefix}seconds", f"{prefix}iterations"
     if "seconds" in table and "iterations" in table:
         raise f.fail(ik, table["iterations"], "either seconds or iterations, not both")
-    seconds = f.number(table["seconds"], sk, 0, MAX_SECONDS, "a duration in seconds") if "seconds" in table else None
+    seconds = f.number(table["seconds"], sk, MIN_SECONDS, MAX_SECONDS, SECONDS_WHAT) if "seconds" in table else None
     iterations = f.integer(table["iterations"], ik, 1, MAX_ITERATIONS, "activity steps per CPU") \
         if "iterations" in table else None
     return seconds, iterations

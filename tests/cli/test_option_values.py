@@ -43,6 +43,16 @@ CASES = [
     ("run-seconds-hex", ["run", "quickstart", "--seconds", "0x10"], "Invalid value for '--seconds': '0x10'"),
     ("show-iterations-minus-1", [*SHOW, "--iterations", "-1"], "--iterations = -1: expected"),
     ("show-seconds-0", [*SHOW, "--seconds", "0"], "--seconds = 0: expected"),
+    # Under a nanosecond, the step a run's time is counted in: 1e-316 (a subnormal) ran with no call
+    # made; 1e-9 split over churn's four phases left each none.
+    ("run-seconds-subnormal", ["run", "quickstart", "--seconds", "1e-316"],
+     "--seconds = 1e-316: expected a duration in seconds (a run counts whole nanoseconds), a number of at least "
+     "0.000000001 and at most 604,800"),
+    ("show-seconds-under-a-nanosecond", [*SHOW, "--seconds", "0.0000000009"],
+     "--seconds = 0.0000000009: expected a duration in seconds"),
+    ("run-seconds-a-phase-under-a-nanosecond", ["run", "churn", "--seconds", "2e-9"],
+     "--seconds = 2e-9: expected a duration in seconds (a run counts whole nanoseconds) that gives each of the "
+     "file's 4 phases at least 0.000000001 s (phase[0] 'tables' would last 6e-10 s)"),
     ("show-cpus-past-u64", [*SHOW, "--cpus", str(U64 + 1)], f"--cpus = {U64 + 1} (0x10000000000000000): expected"),
     # numbers in digits other than ASCII's, which Python's int() and float() read (U+FF14 is a
     # full-width 4, U+0663 an Arabic-Indic 3, U+0967 a Devanagari 1): `--cpus ４` ran on 4 CPUs

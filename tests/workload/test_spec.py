@@ -133,7 +133,8 @@ def test_value_is_shown_as_toml_writes_it(tmp_path: Path, line: str, shown: str)
     ("seconds = 1E4_00", "seconds = 1E4_00:"),
     ("seconds = -0.000_000_000_000_000_000_01", "seconds = -0.000_000_000_000_000_000_01:"),
     ("seconds = 0.0", "seconds = 0.0:"),
-], ids=["underflow", "negative-underflow-and-a-comment", "overflow", "underscores", "zero-as-written"])
+    ("seconds = 1e-316", "seconds = 1e-316:"),       # a subnormal: no time at all to a run (MIN_SECONDS)
+], ids=["underflow", "negative-underflow-and-a-comment", "overflow", "underscores", "zero-as-written", "subnormal"])
 def test_a_float_is_shown_as_its_line_writes_it(tmp_path: Path, line: str, shown: str) -> None:
     """A refused float is shown as the file writes it, not as tomllib read it: `seconds =
     1e-400` was refused as `seconds = 0.0` (the parsed value, greater than 0 as written),
@@ -725,7 +726,8 @@ def test_weight_beyond_a_float(tmp_path: Path) -> None:
 def test_seconds_beyond_a_float(tmp_path: Path) -> None:
     """seconds (and a phase's) no float can hold is out of range, not an OverflowError."""
     refused(tmp_path, f"seconds = {HUGE}\nactivities = {{ run = 1 }}\n" + OK_REALM, 1, "seconds", HUGE,
-            "a duration in seconds, a number greater than 0 and at most 604,800")
+            "a duration in seconds (a run counts whole nanoseconds), a number of at least 0.000000001 and at "
+            "most 604,800")
     refused(tmp_path, f'activities = {{ run = 1 }}\n{OK_REALM}[[phase]]\nname = "p"\nseconds = {HUGE}\n', 7,
             "phase[0].seconds", HUGE, "a duration in seconds")
 
@@ -1240,7 +1242,8 @@ def test_no_length_anywhere(tmp_path: Path) -> None:
 @pytest.mark.parametrize("options, key, value, expected", [
     ({"cpus": 9}, "--cpus", 9, "an integer in 1..4"),
     ({"cpus": 0}, "--cpus", 0, "an integer in 1..4"),
-    ({"seconds": 0.0}, "--seconds", 0.0, "a number greater than 0"),
+    ({"seconds": 0.0}, "--seconds", 0.0, "a number of at least 0.000000001"),
+    ({"seconds": 5e-324}, "--seconds", 5e-324, "a number of at least 0.000000001"),
     ({"iterations": 0}, "--iterations", 0, "an integer in 1..1,000,000,000,000"),
     ({"seconds": 1.0, "iterations": 5}, "--iterations", 5, "either --seconds or --iterations"),
     ({"seed": -1}, "--seed", -1, "an integer in 0..18,446,744,073,709,551,615"),
