@@ -348,17 +348,27 @@ class Group(Command, click.Group):
 
     def resolve_command(self, ctx: click.Context,
                         args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and not ctx.resilient_parsing and ctx.token_normalize_func is None:
+            name = str(args[0])
+            if name[:1] and not name[:1].isalnum() and self.get_command(ctx, name) is None:
+                # A word that looks like an option of another prefix (`rmm-mp +x`: the group's
+                # parser knows '-' only, so it came here as a command name): click 8.1 parsed the
+                # group's arguments after it again, none, and so printed the help with exit
+                # status 0; click 8.2 and later refuse it as no such command, as here.
+                raise self._no_such_command(ctx, name)
         try:
             return super().resolve_command(ctx, args)
         except click.UsageError as exc:
             # Matched by its text: click before 8.4 has no NoSuchCommand (ctx.fail made it).
             if not args or not exc.format_message().startswith("No such command"):
                 raise
-            import difflib      # here: cli.py, which imports this module, is every CPU process's main module
-            name = str(args[0])
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise click.UsageError(f"No such command {shown_text(name)}.{hint}", ctx) from None
+            raise self._no_such_command(ctx, str(args[0])) from None
+
+    def _no_such_command(self, ctx: click.Context, name: str) -> click.UsageError:
+        import difflib      # here: cli.py, which imports this module, is every CPU process's main module
+        close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return click.UsageError(f"No such command {shown_text(name)}.{hint}", ctx)
 
 
 def refuse_beside_listing(ctx: click.Context, flag: str) -> None:

@@ -675,6 +675,19 @@ def test_a_usage_error_with_stderr_closed_is_not_written_to_stdout(args: list[st
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
 
 
+@pytest.mark.parametrize("args", [["+x"], ["+"], ["platform", "+x"], ["attest", "++"], ["workloads", "+x", "y"]])
+def test_a_command_that_looks_like_an_option_is_no_such_command(args: list[str]) -> None:
+    """`rmm-mp +x` (a word the groups' parsers, which know '-' only, take for a command name):
+    exit 2, "No such command '+x'.", as click 8.2 and later say. Under click 8.1, which the
+    package allows, it printed the group's help and exited 0 (click parsed the arguments after
+    the word again, none, as a group with no arguments)."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    word = next(arg for arg in args if arg.startswith("+"))
+    assert f"Error: No such command '{word}'." in result.output, result.output
+    assert "Commands:" not in result.output, result.output
+
+
 @pytest.mark.parametrize("typed, meant", [("exlpore", "explore"), ("stres", "stress"), ("wokrloads", "workloads"),
                                           ("clen", "clean"), ("xyz", None)])
 def test_a_misspelt_command_is_named_with_the_command_meant(typed: str, meant: str | None) -> None:
