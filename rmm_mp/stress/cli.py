@@ -136,7 +136,8 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.option("--replay", "replay", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Replay a schedule file and compare with its recorded findings, their text without line "
                    "numbers, the watchdog's times and pids, Python objects' addresses or where the run was made "
-                   "(a traceback's directories, machine names, other absolute paths): a file recorded before the "
+                   "(a traceback's directories, machine names, the recording's and the replay's segment "
+                   "directories, other absolute paths): a file recorded before the "
                    "tool worded a finding otherwise diverges; --save-schedule records it again (--json: the "
                    "verdict under replay.verdict).")
 @click.option("--shrink", "do_shrink", is_flag=True, help="Shrink a failing deterministic run's schedule.")

@@ -47,6 +47,10 @@ class Finding:
     site: str = ""
     details: tuple[str, ...] = ()
     step: int | None = None
+    shm_dir: str = field(default="", compare=False)
+    """The segment directory (RMM_MP_SHM_DIR, as a message shows it) of the run that made the
+    finding when that was another process's run: a schedule file's recorded findings
+    (schedule.parse). Not part of the finding: only what a replay leaves out as it compares."""
 
     def key(self) -> tuple[str, str, str]:
         """What makes two findings the same problem (shrinking keeps it)."""
@@ -69,12 +73,17 @@ class Finding:
     def replay_text(self) -> str:
         """The text without source line numbers and the values only one run has: what a replay
         compares (see without_lines, without_run_values)."""
-        return without_run_values(without_lines(self.text()))
+        return without_run_values(without_lines(self.text()), self.shm_dirs())
 
     def run_free_text(self) -> str:
         """The text without the values only one run has (times, pids), line numbers kept: two
         replays that differ in these alone differ in no source line."""
-        return without_run_values(self.text())
+        return without_run_values(self.text(), self.shm_dirs())
+
+    def shm_dirs(self) -> tuple[str, ...]:
+        """The segment directories its text may name: this process's, and the recording run's."""
+        from rmm_mp.hw import segment      # here: findings are made in CPU processes, which have it loaded
+        return (segment.shown_shm_dir(), self.shm_dir)
 
     def to_json(self) -> dict[str, Any]:
         return {"checker": self.checker, "rule": self.rule, "message": self.message, "cpu": self.cpu,
@@ -108,7 +117,7 @@ _RUN_VALUES = (
 """Each value only one run has, as a pattern and its replacement (the words around it kept)."""
 
 
-def without_run_values(text: str) -> str:
+def without_run_values(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     """``text`` with the values that differ between two runs of one schedule replaced by ``?``,
     the words around them kept: the CPU time a stuck CPU used (``used 21 s of CPU time``: its
     bound is crossed at a tick of the parent, on a host loaded as it happens to be), the grace
@@ -117,10 +126,10 @@ def without_run_values(text: str) -> str:
     word of a host that is no CPU of the run), a Python object's address in its default repr
     (``<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>``, ``<function f.<locals>.g at
     0x7f3a2c1d5e50>``, in an exception's text: the process's heap, another on every run), and
-    where the run was made (without_run_place).
+    where the run was made (without_run_place, given the segment directories ``shm_dirs``).
     With them a replay of such a finding could never reproduce it, nor be told a rewording
     (its numbers differ); the printed finding keeps them."""
-    text = without_run_place(text)
+    text = without_run_place(text, shm_dirs)
     for pattern, replacement in _RUN_VALUES:
         text = pattern.sub(replacement, text)
     return text
@@ -139,14 +148,21 @@ def _placeless(path: str, outside: Callable[[str], str]) -> str:
     return path[at + 1:] if at >= 0 else outside(path)
 
 
-def without_run_place(text: str) -> str:
+def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     """``text`` without what names where its run was made: a source file's directories (a
     traceback's ``File "/work/main/rmm_mp/rmm/s2tt.py"`` reads ``File "rmm_mp/rmm/s2tt.py"``,
     one outside the package, of the Python install, its file name alone), a machine's name
-    (``rmm-mp-4242-0a1b2c3d``: the creator's pid and a random tag) and any other absolute path
-    (the segment directory, RMM_MP_SHM_DIR, the working directory: ``?``). A schedule file
-    replayed from another checkout, a clean clone elsewhere or another host's install named
-    other paths in the same traceback, and diverged."""
+    (``rmm-mp-4242-0a1b2c3d``: the creator's pid and a random tag), each of ``shm_dirs`` (segment
+    directories, RMM_MP_SHM_DIR as a message shows it) and any path in one, and any other
+    absolute path (the working directory: ``?``). A schedule file replayed from another
+    checkout, a clean clone elsewhere or another host's install named other paths in the same
+    traceback, and diverged. The segment directories are named, not found as absolute paths
+    are: one with a space in it (`/dev/shm/my runs`) read as a path and a word after it, and a
+    relative one (`RMM_MP_SHM_DIR=shm`) as no path at all, so a replay made with another one
+    diverged."""
+    for shm_dir in sorted({d for d in shm_dirs if d}, key=len, reverse=True):
+        # The whole path, as an absolute one is masked whole: the directory alone, or a segment in it.
+        text = re.sub(rf"(?<![\w.~/-]){re.escape(shm_dir)}(?:/[\w.+~@%-]+)*/?(?![\w.~-])", "?", text)
     text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
     text = _ABSOLUTE_PATH.sub(lambda m: _placeless(m.group(0), lambda _: "?"), text)
     return _MACHINE_NAME.sub("rmm-mp-?", text)

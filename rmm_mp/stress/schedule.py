@@ -2,12 +2,12 @@
 
 A schedule file is JSON:
 
-    {"format": "rmm-mp-schedule", "version": 2,
+    {"format": "rmm-mp-schedule", "version": 3,
      "config": {"workload": ..., "cpus": ..., "seed": ..., "strategy": ..., "steps": ...,
                 "pct_depth": ..., "inject": [...], "checkers": [...], "time_slice": ...,
                 "quiescent_every": ..., "guests": ..., "population": ...},
      "switches": [[step, cpu], ...],
-     "result": {"steps": ..., "preemptions": ..., "findings": [...]}}
+     "result": {"steps": ..., "preemptions": ..., "findings": [...], "shm_dir": ...}}
 
 ``switches`` lists every context switch of the run: after schedule point ``step`` CPU ``cpu``
 runs (step 0: the first CPU). The seed still matters on replay: it drives the operations each
@@ -15,8 +15,12 @@ CPU draws, and so does the population the run was built on: ``population`` names
 (stress.population.POPULATION). A file of version 1 has no ``population``: it was written when
 the population was the same four guests at any CPU count (population 1), which its replay
 builds, so that it replays as it ran. ``result`` is the recorded outcome a replay is compared
-with. ``steps`` in ``config`` is the budget a replay runs to: for a run stopped early (Ctrl-C, SIGTERM, its time
-limit) the step at which it stopped, so that its replay stops there too.
+with; ``shm_dir`` (version 3) the recording run's segment directory as its messages name it, which
+a replay leaves out of the recorded findings' text as it leaves out its own (without_run_place):
+a file of version 1 or 2 has none (a directory with a space in it, or a relative one, then made a
+replay under another one diverge). ``steps`` in ``config`` is the budget a replay runs to: for a
+run stopped early (Ctrl-C, SIGTERM, its time limit) the step at which it stopped, so that its
+replay stops there too.
 
 ``compare`` says whether a replay reproduced the recorded findings (``ReplayVerdict``: what
 `rmm-mp stress --replay` prints and writes under ``replay`` in its JSON).
@@ -31,6 +35,7 @@ This module owns the format. It must not run anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmm_mp.hw import segment
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, suggestion
 from rmm_mp.inputfile import TooLarge, read_at_most
 from rmm_mp.outpaths import write_json
@@ -55,14 +61,16 @@ from rmm_mp.stress.report import StressReport
 from rmm_mp.workload.fields import Fields, is_finite_number, is_int
 
 FORMAT = "rmm-mp-schedule"
-VERSION = 2
-VERSIONS = (1, 2)
-"""The versions read: version 1's config has no ``population`` key (population 1)."""
+VERSION = 3
+VERSIONS = (1, 2, 3)
+"""The versions read: version 1's config has no ``population`` key (population 1), and versions 1
+and 2 have no ``result.shm_dir``."""
 _KEYS = ("workload", "cpus", "seed", "steps", "pct_depth", "time_slice", "quiescent_every", "guests", "population")
 _CONFIG_KEYS = _KEYS + ("strategy", "inject", "checkers")
 _V1_CONFIG_KEYS = tuple(k for k in _CONFIG_KEYS if k != "population")
 _TOP_KEYS = ("format", "version", "config", "switches", "result")
-_RESULT_KEYS = ("steps", "preemptions", "findings")
+_V2_RESULT_KEYS = ("steps", "preemptions", "findings")
+_RESULT_KEYS = _V2_RESULT_KEYS + ("shm_dir",)
 _FINDING_KEYS = ("checker", "rule", "message", "cpu", "call", "site", "details", "step")
 STRATEGIES = tuple(s for s in SCHEDULES if s != "free")
 """What a recorded run's schedule may have been: a replay follows a deterministic one ("replay":
@@ -108,7 +116,7 @@ def to_json(report: StressReport) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "config": config,
             "switches": [list(s) for s in report.schedule],
             "result": {"steps": report.steps, "preemptions": report.preemptions,
-                       "findings": [f.to_json() for f in report.findings]}}
+                       "findings": [f.to_json() for f in report.findings], "shm_dir": segment.shown_shm_dir()}}
 
 
 def write(report: StressReport, path: "str | Path") -> Path:
@@ -149,7 +157,8 @@ def parse(data: object, source: str) -> Schedule:
         # Named with its value: a file of a later version (a newer rmm-mp's) was refused as "not
         # an rmm-mp-schedule file of version 1 or 2", which named no value.
         raise f.fail("version", data.get("version", MISSING),
-                     f"{' or '.join(map(str, VERSIONS))}, the versions of the {FORMAT} format this rmm-mp reads "
+                     f"{', '.join(map(str, VERSIONS[:-1]))} or {VERSIONS[-1]}, the versions of the {FORMAT} format "
+                     "this rmm-mp reads "
                      "(a later one is a newer rmm-mp's file)")
     f.record(data, "", _TOP_KEYS)
     c = f.record(data["config"], "config", _V1_CONFIG_KEYS if data["version"] == 1 else _CONFIG_KEYS)
@@ -171,10 +180,13 @@ def parse(data: object, source: str) -> Schedule:
     checkers = f.names(c["checkers"], "config.checkers", CHECKERS, "checker names",
                        f"a checker: one of {choice_list(CHECKERS)}")
     switches = f.switches(data["switches"], "switches", ints["cpus"])
-    r = f.record(data["result"], "result", _RESULT_KEYS)
+    r = f.record(data["result"], "result", _V2_RESULT_KEYS if data["version"] < 3 else _RESULT_KEYS)
     steps = f.integer(r["steps"], "result.steps", 0, _U64, "the steps the run took")
     preemptions = f.integer(r["preemptions"], "result.preemptions", 0, _U64, "the preemptions the run made")
     findings = f.findings(r["findings"], "result.findings", ints["cpus"])
+    if data["version"] >= 3:
+        shm_dir = f.string(r["shm_dir"], "result.shm_dir", "the recording run's segment directory, as a string")
+        findings = tuple(dataclasses.replace(finding, shm_dir=shm_dir) for finding in findings)
     try:
         config = StressConfig(workload=workload, cpus=ints["cpus"], seed=ints["seed"], schedule="replay",
                               steps=ints["steps"], pct_depth=ints["pct_depth"], inject=inject, checkers=checkers,
@@ -346,7 +358,8 @@ def _identity(finding: Finding) -> _Identity:
     finding at the same step naming another granule or address is another finding, not a
     rewording of the recorded one; source line numbers (in a traceback) and the values only one
     run has (times, pids, paths) are left out, as a replay leaves them out."""
-    text = without_run_values(without_lines("\n".join((finding.message, finding.call, *finding.details))))
+    text = without_run_values(without_lines("\n".join((finding.message, finding.call, *finding.details))),
+                              finding.shm_dirs())
     return ((finding.checker, finding.rule, finding.cpu, finding.step, without_lines(finding.site)),
             _numbers(text))
 

@@ -127,13 +127,13 @@ def test_old_recording_replays_as_it_ran() -> None:
     the recorded steps and preemptions: it builds that population again. Built with more guests
     (one per CPU, in a first draft of the change) it took 275 steps and 193 preemptions instead
     of 255 and 189. Saved again, the file
-    is of version 2 and names population 1."""
+    is of version 3 (2 before it recorded its segment directory) and names population 1."""
     report = run(schedule_file.replay_config(OLD_RECORDING, seconds=120))
     assert report.ok, report.text()
     assert (report.steps, report.preemptions) == (255, 189)
     assert report.counts.get("guest-tables-idle", 0) > 0        # CPUs 4 and 5 own no guest
     again = schedule_file.to_json(report)
-    assert again["version"] == 2 and again["config"]["population"] == 1
+    assert again["version"] == 3 and again["config"]["population"] == 1
 
 
 @pytest.mark.multiprocess
@@ -150,9 +150,9 @@ def test_six_cpus_find_vcpus_to_run() -> None:
     assert c.get("guest-tables-idle", 0) == 0 and c.get("rec-enter", 0) > 0
 
 
-@pytest.mark.parametrize("version", [3, 0, True, "2"])
+@pytest.mark.parametrize("version", [4, 0, True, "2"])
 def test_an_unknown_version_is_refused_naming_it(version: object) -> None:
-    """A schedule file of the right format but a version this rmm-mp does not read (3, as a
+    """A schedule file of the right format but a version this rmm-mp does not read (4, as a
     newer rmm-mp might write; 0; true, which equals 1 in Python; the string "2"): refused with
     the file's name, the key, the value as the file spells it and the versions read. It said
     only "not an rmm-mp-schedule file of version 1 or 2", which named no value and called a
@@ -160,7 +160,7 @@ def test_an_unknown_version_is_refused_naming_it(version: object) -> None:
     new = copy.deepcopy(OLD_RECORDING)
     new["version"] = version
     shown = {True: "true", "2": "'2'"}.get(version, str(version))     # type: ignore[call-overload]
-    with pytest.raises(ValueError, match=rf"^s.json: version = {shown}: expected 1 or 2, the versions of the "
+    with pytest.raises(ValueError, match=rf"^s.json: version = {shown}: expected 1, 2 or 3, the versions of the "
                                          r"rmm-mp-schedule format this rmm-mp reads \(a later one is a newer "
                                          r"rmm-mp's file\)$"):
         schedule_file.parse(new, "s.json")

@@ -621,6 +621,42 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
     assert other.verdict == "diverged" and other.reworded, other.text()
 
 
+@pytest.mark.parametrize("recorded_dir, replay_dir", [
+    ("/dev/shm/my runs", "/dev/shm/our tests"), ("shm-a", "shm-b"), ("/dev/shm/my runs", "/dev/shm"),
+    ("/dev/shm", "/tmp/rmm")], ids=["with-a-space", "relative", "space-then-default", "default-then-absolute"])
+def test_a_replay_under_another_segment_directory_leaves_it_out(monkeypatch: pytest.MonkeyPatch, recorded_dir: str,
+                                                                 replay_dir: str) -> None:
+    """A finding naming the segment directory (RMM_MP_SHM_DIR) and a segment in it, recorded in
+    a schedule file with one directory and replayed with another: reproduced, not moved, the
+    printed findings keeping their own directories; the words after it still count. Without the recording's directory in the
+    file, a directory with a space in it was masked as a path and a word after it (`? runs`),
+    and a relative one not at all, so the replay diverged."""
+    from rmm_mp.hw import segment
+    from rmm_mp.stress.findings import Finding
+
+    def finding() -> Finding:
+        where = segment.shown_shm_dir()
+        return Finding("watchdog", "cpu-died", f"CPU 1 raised MachineError: no machine named 'rmm-mp-4242-0a1b2c3d' "
+                       f"in {where} (it was closed, or never existed); locks it still held: none", 1, "", "",
+                       (f"segment {where}/rmm-mp-4242-0a1b2c3d.ctl: gone",), 12)
+
+    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
+    monkeypatch.setattr(segment, "SHM_DIR", recorded_dir)
+    recorded = StressReport(LOCK_TWO, (finding(),), "finding", 0.0, {}, steps=20, schedule=((0, 0), (5, 1)))
+    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
+    monkeypatch.setattr(segment, "SHM_DIR", replay_dir)
+    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
+                              StressReport(config, (finding(),), "finding", 0.0, {}))
+    assert v.reproduced and not v.moved, v.text()
+    assert f"in {recorded_dir} (it was" in v.recorded[0].text() and f"in {replay_dir} (it was" in v.seen[0].text()
+    other = Finding("watchdog", "cpu-died", f"CPU 1 raised MachineError: no machine named 'rmm-mp-4242-0a1b2c3d' "
+                    f"in {replay_dir} (it was removed); locks it still held: none", 1, "", "",
+                    (f"segment {replay_dir}/rmm-mp-4242-0a1b2c3d.ctl: gone",), 12)
+    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
+                              StressReport(config, (other,), "finding", 0.0, {}))
+    assert v.verdict == "diverged", v.text()
+
+
 def test_a_replay_leaves_out_a_python_objects_address() -> None:
     """A recorded crash finding whose reason shows a Python object by its default repr, with its
     address (`<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>`, as a TypeError or KeyError
