@@ -19,7 +19,7 @@ from footprint import snapshot
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid, RmiStatus, pack_return
 from rmm_mp.abi.smccc import SMC_UNKNOWN, SMCCC_SVE_HINT
-from rmm_mp.rmm.dispatch import COMMANDS
+from rmm_mp.rmm.dispatch import COMMANDS, failure_conditions
 from rmm_mp.rmm.granule_state import GranuleState
 
 SUCCESS = pack_return(RmiStatus.RMI_SUCCESS)
@@ -52,6 +52,50 @@ SIGNATURES = {
     RmiFid.RMI_REC_AUX_COUNT: (1, 1),
     RmiFid.RMI_RTT_INIT_RIPAS: (3, 1),
     RmiFid.RMI_RTT_SET_RIPAS: (4, 1),
+}
+
+# DEN0137 1.0-rel0 B4.3: the IDs of each command's failure conditions (B4.3.n.2), in the spec's
+# table order. VERSION and FEATURES have none.
+SPEC_FAILURE_CONDITIONS = {
+    "RMI_DATA_CREATE": ("src_align", "src_bound", "src_pas", "data_align", "data_bound", "data_state", "data_bound2",
+                        "rd_align", "rd_bound", "rd_state", "ipa_align", "ipa_bound", "realm_state", "rtt_walk",
+                        "rtte_state"),
+    "RMI_DATA_CREATE_UNKNOWN": ("data_align", "data_bound", "data_state", "data_bound2", "rd_align", "rd_bound",
+                                "rd_state", "ipa_align", "ipa_bound", "rtt_walk", "rtte_state"),
+    "RMI_DATA_DESTROY": ("rd_align", "rd_bound", "rd_state", "ipa_align", "ipa_bound", "rtt_walk", "rtte_state"),
+    "RMI_FEATURES": (),
+    "RMI_GRANULE_DELEGATE": ("gran_align", "gran_bound", "gran_state", "gran_gpt"),
+    "RMI_GRANULE_UNDELEGATE": ("gran_align", "gran_bound", "gran_state"),
+    "RMI_PSCI_COMPLETE": ("alias", "calling_align", "calling_bound", "calling_state", "target_align", "target_bound",
+                          "target_state", "pending", "owner", "target", "status"),
+    "RMI_REALM_ACTIVATE": ("rd_align", "rd_bound", "rd_state", "realm_state"),
+    "RMI_REALM_CREATE": ("params_align", "params_bound", "params_pas", "params_valid", "params_supp", "alias",
+                         "rd_align", "rd_bound", "rd_state", "rtt_align", "rtt_num_level", "rtt_state", "vmid_valid"),
+    "RMI_REALM_DESTROY": ("rd_align", "rd_bound", "rd_state", "realm_live"),
+    "RMI_REC_AUX_COUNT": ("rd_align", "rd_bound", "rd_state"),
+    "RMI_REC_CREATE": ("params_align", "params_bound", "params_pas", "rec_align", "rec_bound", "rec_state",
+                       "rd_align", "rd_bound", "rd_state", "realm_state", "num_recs", "mpidr_index", "num_aux",
+                       "aux_align", "aux_alias", "aux_state"),
+    "RMI_REC_DESTROY": ("rec_align", "rec_bound", "rec_gran_state", "rec_state"),
+    "RMI_REC_ENTER": ("run_align", "run_bound", "run_pas", "rec_align", "rec_bound", "rec_gran_state", "realm_new",
+                      "system_off", "rec_state", "rec_runnable", "rec_mmio", "rec_gicv3", "rec_psci"),
+    "RMI_RTT_CREATE": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound", "rtt_align",
+                       "rtt_bound", "rtt_state", "rtt_bound2", "rtt_walk", "rtte_state"),
+    "RMI_RTT_DESTROY": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound", "rtt_walk",
+                        "rtte_state", "rtt_live"),
+    "RMI_RTT_FOLD": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound", "rtt_walk",
+                     "rtte_state", "rtt_homo"),
+    "RMI_RTT_INIT_RIPAS": ("rd_align", "rd_bound", "rd_state", "size_valid", "top_bound", "realm_state",
+                           "base_align", "rtte_state", "top_gran_align", "no_progress"),
+    "RMI_RTT_MAP_UNPROTECTED": ("attr_valid", "rd_align", "rd_bound", "rd_state", "level_bound", "addr_align",
+                                "addr_bound", "ipa_align", "ipa_bound", "rtt_walk", "rtte_state"),
+    "RMI_RTT_READ_ENTRY": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound"),
+    "RMI_RTT_SET_RIPAS": ("rd_align", "rd_bound", "rd_state", "rec_align", "rec_bound", "rec_gran_state",
+                          "rec_state", "rec_owner", "size_valid", "base_bound", "top_bound", "base_align",
+                          "top_gran_align", "no_progress"),
+    "RMI_RTT_UNMAP_UNPROTECTED": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound",
+                                  "rtt_walk", "rtte_state"),
+    "RMI_VERSION": (),
 }
 
 # rmi.md section 1.1 / 2: the RMI 1.0 function IDs are 0xC4000150 + these offsets.
@@ -106,6 +150,16 @@ def test_table_signature(fid: RmiFid) -> None:
     """Each row's inputs/outputs match rmi.md section 2's handler signature table."""
     cmd = COMMANDS[fid]
     assert (cmd.inputs, cmd.outputs) == SIGNATURES[fid]
+
+
+def test_failure_conditions_name_every_spec_condition() -> None:
+    """Each handler module's FAILURE_CONDITIONS (the order it checks them in) names every failure
+    condition of its command's B4.3 definition and no other; a label may appear twice (a
+    condition checked at two moments, such as DATA_CREATE's src_pas)."""
+    declared = failure_conditions()
+    assert set(declared) == set(SPEC_FAILURE_CONDITIONS) == {f.name for f in RmiFid}
+    for name, spec in SPEC_FAILURE_CONDITIONS.items():
+        assert set(declared[name]) == set(spec), (name, sorted(set(spec) ^ set(declared[name])))
 
 
 def test_implemented_flag_matches_handler() -> None:

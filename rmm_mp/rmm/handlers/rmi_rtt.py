@@ -44,14 +44,14 @@ LOCK_SEQUENCES = {
 }
 FAILURE_CONDITIONS = {
     "RMI_RTT_CREATE": ("rtt_align", "rtt_bound", "rtt_state", "rd_align", "rd_bound", "rd_state",
-                       "level_bound", "ipa_align", "ipa_bound", "rtt_walk", "rtte_state"),
+                       "level_bound", "ipa_align", "ipa_bound", "rtt_bound2", "rtt_walk", "rtte_state"),
     "RMI_RTT_DESTROY": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound",
                         "rtt_walk", "rtte_state", "rtt_live"),
     "RMI_RTT_FOLD": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound",
                      "rtt_walk", "rtte_state", "rtt_homo"),
     "RMI_RTT_READ_ENTRY": ("rd_align", "rd_bound", "rd_state", "level_bound", "ipa_align", "ipa_bound"),
     "RMI_RTT_MAP_UNPROTECTED": ("level_bound", "rd_align", "rd_bound", "rd_state", "attr_valid", "addr_align",
-                                "ipa_align", "ipa_bound", "rtt_walk", "rtte_state"),
+                                "addr_bound", "ipa_align", "ipa_bound", "rtt_walk", "rtte_state"),
     "RMI_RTT_UNMAP_UNPROTECTED": ("level_bound", "rd_align", "rd_bound", "rd_state", "ipa_align", "ipa_bound",
                                   "rtt_walk", "rtte_state"),
 }
@@ -283,7 +283,8 @@ def _map_args_ok(ctx: S2Ctx, ipa: int, level: int) -> bool:
 
 
 def _host_desc_ok(desc: int, level: int) -> bool:
-    """attr_valid / addr_align: only OA bits of the level, MemAttr and S2AP; no reserved MemAttr."""
+    """attr_valid / addr_align / addr_bound: only OA bits of the level (below 2^48: OA_MASK), MemAttr
+    and S2AP; no reserved MemAttr."""
     allowed = (s2tt.OA_MASK & ~(s2tt.block_size(level) - 1)) | s2tt.NS_HOST_ATTRS
     return desc & ~allowed == 0 and desc & s2tt.MEMATTR_MASK != s2tt.MEMATTR_FWB_RESERVED
 
