@@ -469,6 +469,19 @@ def test_latency_doc_names_every_field_of_the_run_json() -> None:
         schema["properties"]["time_split"]["items"]["properties"])
 
 
+def _stress_shm(cpus: int) -> str:
+    """The shared memory of a `rmm-mp stress` machine of CPUS CPUs in MB: the `host` platform's DRAM with
+    its granule descriptors and GPT bytes, the control block, the CPU areas and the stress segment."""
+    from rmm_mp.hw import control, cpuarea, granule
+    from rmm_mp.hw.platform import load
+    from rmm_mp.machine import REGION_BYTES
+    from rmm_mp.stress import shared
+    granules = load("host").dram.size // granule.GRANULE_SIZE
+    total = (granules * (granule.GRANULE_SIZE + granule.DESCRIPTOR_SIZE + 1) + control.SIZE
+             + cpus * cpuarea.area_size(REGION_BYTES) + shared.SIZE)
+    return f"{total / 1e6:.1f}"
+
+
 def _doc_facts() -> list[tuple[str, str]]:
     """(doc, phrase) for each hand-written number of the prose docs that is a constant of the
     code, the phrase built from the constant as the doc words it."""
@@ -496,7 +509,7 @@ def _doc_facts() -> list[tuple[str, str]]:
     from rmm_mp.workload.run import GRACE_S, OVERRUN_S, TRACE_CAPACITY
     words = {6: "Six", 7: "Seven", 8: "Eight"}
     arch, lock, dev, readme = "docs/architecture.md", "docs/locking.md", "docs/deviations.md", "README.md"
-    plat = "docs/platforms.md"
+    plat, stress = "docs/platforms.md", "docs/stress.md"
     wl, lat = "docs/workloads.md", "docs/latency.md"
     listed = report.MAX_LISTED_PER_CPU
     return [
@@ -530,6 +543,8 @@ def _doc_facts() -> list[tuple[str, str]]:
         (plat, f"plus about {cpuarea.area_size(REGION_BYTES) / (1 << 20):.1f} MiB per CPU and "
                f"{control.SIZE >> 20} MiB of control block"),
         (plat, f"plus {granule.DESCRIPTOR_SIZE} bytes of granule descriptor"),
+        (stress, f"about {cpuarea.area_size(REGION_BYTES) / 1e6:.1f} MB per CPU ({_stress_shm(2)} MB in all at 2 CPUs, "
+                 f"{_stress_shm(16)} MB at 16, {_stress_shm(64)} MB at 64)"),
         (wl, f"a second Ctrl-C, {interrupts.COPY_S * 1000:g} ms or more after the first"),
         (wl, f"still running {OVERRUN_S:g} s after a timed run's end is stuck"),
         (wl, f"kills any that has not returned {GRACE_S:g} s later"),
@@ -569,13 +584,14 @@ def _doc_facts() -> list[tuple[str, str]]:
 
 def test_hand_written_numbers_of_the_docs_are_the_code_constants() -> None:
     """The numbers that README.md, docs/architecture.md, docs/locking.md, docs/deviations.md,
-    docs/platforms.md, docs/workloads.md and docs/latency.md give for constants of the code (the
-    control block's size and offsets, the
+    docs/platforms.md, docs/workloads.md, docs/latency.md and docs/stress.md give for constants
+    of the code (the control block's size and offsets, the
     participant table's and the pause slots' counts, the quiesce lease and a parked CPU's sleeps,
     the start-up allowance and its cap, the signal repeat windows, the latency flush interval and
     split sampling, the host lock word, the lock backoff's longest sleep and its liveness looks,
     the output lock's, the attestation signing steps, the token bound, the refcount width, the
-    platform JSON's room and the shared memory per CPU; a run's overrun and grace times, the
+    platform JSON's room and the shared memory per CPU, and a stress machine's in all; a run's
+    overrun and grace times, the
     report's bounds on realms, vCPU errors, guest output and exception-loop warnings, its width,
     the run queue's limits, the memory bound's reserve and activity pools, the histogram's slots
     and buckets, the EL3 sample limit, the trace ring, the plot's panels and the violations
