@@ -22,8 +22,9 @@ registered); a segment path containing a newline
 not fit in the pipe because the reaper is stopped (SIGSTOP) is dropped, never waited for.
 
 A forked child does not keep the pipe open (os.register_at_fork closes its copy): the reaper
-acts when the creator dies, even while a forked child of it (a CPU process of the fork
-context) still runs, exactly as the orphan sweep judges by the creator alone. A forked child
+acts when the creator dies, even while a forked child of it (os.fork or multiprocessing's fork
+context; run_cpus's CPU processes, spawn or forkserver, never inherit the pipe) still runs, exactly
+as the orphan sweep judges by the creator alone. A forked child
 that creates a machine starts a reaper of its own. Attachers (CPU processes) never start one.
 
 This module owns the reaper process and the lines sent to it. It must not know what the
