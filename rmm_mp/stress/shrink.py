@@ -29,6 +29,7 @@ from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.runner import run
 from rmm_mp.interrupts import Interrupts
+from rmm_mp.words import count
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,14 @@ class ShrinkResult:
         o, r = self.original, self.report
         f, g = o.first(), r.first()
         how = "shrinking interrupted after" if self.interrupted else "shrunk in"
-        return (f"{how} {self.attempts} replays ({self.accepted} kept): finding at step "
+        return (f"{how} {count(self.attempts, 'replay')} ({self.accepted} kept): finding at step "
                 f"{f.step if f else '?'} -> {g.step if g else '?'}, {o.switches} -> {r.switches} switches, "
                 f"{o.preemptions} -> {r.preemptions} preemptions")
 
 
     def unfinished(self) -> str:
         """What an interrupted search left undone (the report's ``not_done``)."""
-        return (f"shrinking interrupted after {self.attempts} replays ({self.accepted} kept): the smallest "
+        return (f"shrinking interrupted after {count(self.attempts, 'replay')} ({self.accepted} kept): the smallest "
                 "failing run found by then is the one reported")
 
     def to_json(self) -> dict[str, Any]:

@@ -573,7 +573,7 @@ def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatc
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
-    assert "shrinking interrupted after 1 replays (0 kept)" in res.stdout, res.output
+    assert "shrinking interrupted after 1 replay (0 kept)" in res.stdout, res.output
     # The timeline's summary, the shrunk report's, names the signal (it said "Ctrl-C or
     # SIGTERM": the search kept no name).
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
@@ -584,7 +584,7 @@ def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatc
                "preemptions": data["preemptions"]}
     assert data["shrink"] == {"replays": 1, "kept": 0, "interrupted": True, "original": figures, "shrunk": figures}
     assert data["interrupted"] is True and data["ended"] == "finding"
-    assert len(data["not_done"]) == 1 and data["not_done"][0].startswith("shrinking interrupted after 1 replays")
+    assert len(data["not_done"]) == 1 and data["not_done"][0].startswith("shrinking interrupted after 1 replay")
 
 
 @pytest.mark.multiprocess

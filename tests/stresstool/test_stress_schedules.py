@@ -179,7 +179,7 @@ def test_ctrl_c_ends_the_shrinking(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(replays) == 1 and result.attempts == 1 and not seen
     assert result.interrupted and result.report is report and result.accepted == 0
     assert result.interrupted_by == "Ctrl-C"      # heard by the replay's run, not by the search
-    assert result.describe().startswith("shrinking interrupted after 1 replays (0 kept)")
+    assert result.describe().startswith("shrinking interrupted after 1 replay (0 kept)")
 
 
 @pytest.mark.parametrize("where", ["between replays", "while a replay builds"])
@@ -214,7 +214,7 @@ def test_a_signal_outside_a_replays_cpus_ends_the_shrinking(monkeypatch: pytest.
     result = shrink(report, max_attempts=4, on_attempt=after_attempt, sigterm_stops=True)
     assert len(replays) == 1 and result.attempts == 1 and result.interrupted
     assert result.interrupted_by == ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
-    assert result.describe().startswith("shrinking interrupted after 1 replays")
+    assert result.describe().startswith("shrinking interrupted after 1 replay")
 
 
 def test_timeline_of_a_failing_run(tmp_path: Path) -> None:
