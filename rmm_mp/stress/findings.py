@@ -162,7 +162,11 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     diverged."""
     for shm_dir in sorted({d for d in shm_dirs if d}, key=len, reverse=True):
         # The whole path, as an absolute one is masked whole: the directory alone, or a segment in it.
-        text = re.sub(rf"(?<![\w.~/-]){re.escape(shm_dir)}(?:/[\w.+~@%-]+)*/?(?![\w.~-])", "?", text)
+        # Without its trailing '/'s: RMM_MP_SHM_DIR=shm-a/ names its segments shm-a/rmm-mp-... (os.path.join
+        # adds no second '/'), which the directory written with its '/' did not match, and stayed.
+        base = shm_dir.rstrip("/")
+        inside = "*" if base else "+"       # RMM_MP_SHM_DIR=/: a path in it, not every '/'
+        text = re.sub(rf"(?<![\w.~/-]){re.escape(base)}(?:/[\w.+~@%-]+){inside}/?(?![\w.~-])", "?", text)
     text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
     text = _ABSOLUTE_PATH.sub(lambda m: _placeless(m.group(0), lambda _: "?"), text)
     return _MACHINE_NAME.sub("rmm-mp-?", text)

@@ -274,7 +274,13 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     and CPU, and those at the same step and CPU (or none: a cycle, a violation at the run's end)
     come in the order the checkers made them, which the tool may change as it may change a
     wording; the same findings in another order are the same findings."""
-    same = Counter(f.replay_text() for f in recorded) == Counter(f.replay_text() for f in report.findings)
+    # The replay's findings are left without the recording's segment directory too, as the
+    # recorded ones are left without the replay's: masked on one side only, a directory named as
+    # a word (RMM_MP_SHM_DIR=run) made '?' of that word in the recorded findings alone, and the
+    # replay diverged.
+    recorded_dir = next((f.shm_dir for f in recorded if f.shm_dir), "")
+    seen = [dataclasses.replace(f, shm_dir=recorded_dir) for f in report.findings]
+    same = Counter(f.replay_text() for f in recorded) == Counter(f.replay_text() for f in seen)
     # A finding stops a run, so an interrupted replay that made the recorded ones got that far;
     # one of a run that found nothing stopped before it could tell (an empty list is no proof).
     # So did one its time limit stopped: a recorded run stopped early saved its budget as the
@@ -291,9 +297,9 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
         verdict = "diverged"
     # Times, pids and paths differ between runs: only another line number is "moved".
     moved = verdict == "reproduced" and Counter(f.run_free_text() for f in recorded) != Counter(
-        f.run_free_text() for f in report.findings)
+        f.run_free_text() for f in seen)
     reworded = verdict == "diverged" and bool(recorded) and _pair_up([_identity(f) for f in recorded],
-                                                                     [_identity(f) for f in report.findings])
+                                                                     [_identity(f) for f in seen])
     return ReplayVerdict(file, verdict, recorded, report.findings, moved, reworded)
 
 

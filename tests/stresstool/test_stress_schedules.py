@@ -623,7 +623,9 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
 
 @pytest.mark.parametrize("recorded_dir, replay_dir", [
     ("/dev/shm/my runs", "/dev/shm/our tests"), ("shm-a", "shm-b"), ("/dev/shm/my runs", "/dev/shm"),
-    ("/dev/shm", "/tmp/rmm")], ids=["with-a-space", "relative", "space-then-default", "default-then-absolute"])
+    ("/dev/shm", "/tmp/rmm"), ("shm-a/", "shm-b/"), ("/dev/shm/my runs/", "/dev/shm/our tests")],
+    ids=["with-a-space", "relative", "space-then-default", "default-then-absolute", "relative-with-a-slash",
+         "space-with-a-slash"])
 def test_a_replay_under_another_segment_directory_leaves_it_out(monkeypatch: pytest.MonkeyPatch, recorded_dir: str,
                                                                  replay_dir: str) -> None:
     """A finding naming the segment directory (RMM_MP_SHM_DIR) and a segment in it, recorded in
@@ -638,7 +640,7 @@ def test_a_replay_under_another_segment_directory_leaves_it_out(monkeypatch: pyt
         where = segment.shown_shm_dir()
         return Finding("watchdog", "cpu-died", f"CPU 1 raised MachineError: no machine named 'rmm-mp-4242-0a1b2c3d' "
                        f"in {where} (it was closed, or never existed); locks it still held: none", 1, "", "",
-                       (f"segment {where}/rmm-mp-4242-0a1b2c3d.ctl: gone",), 12)
+                       (f"segment {os.path.join(where, 'rmm-mp-4242-0a1b2c3d.ctl')}: gone",), 12)
 
     config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
     monkeypatch.setattr(segment, "SHM_DIR", recorded_dir)
@@ -651,9 +653,35 @@ def test_a_replay_under_another_segment_directory_leaves_it_out(monkeypatch: pyt
     assert f"in {recorded_dir} (it was" in v.recorded[0].text() and f"in {replay_dir} (it was" in v.seen[0].text()
     other = Finding("watchdog", "cpu-died", f"CPU 1 raised MachineError: no machine named 'rmm-mp-4242-0a1b2c3d' "
                     f"in {replay_dir} (it was removed); locks it still held: none", 1, "", "",
-                    (f"segment {replay_dir}/rmm-mp-4242-0a1b2c3d.ctl: gone",), 12)
+                    (f"segment {os.path.join(replay_dir, 'rmm-mp-4242-0a1b2c3d.ctl')}: gone",), 12)
     v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
                               StressReport(config, (other,), "finding", 0.0, {}))
+    assert v.verdict == "diverged", v.text()
+
+
+def test_a_segment_directory_named_as_a_word_is_left_out_of_both_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative segment directory that is also a word of a finding (RMM_MP_SHM_DIR=run, and a
+    finding saying "could not run"): recorded under it, replayed under another, reproduced. The
+    recording's directory was left out of the recorded findings only, so the word read '?' in
+    them and 'run' in the replay's, and the replay diverged. A finding that differs in another
+    word still diverges."""
+    from rmm_mp.hw import segment
+    from rmm_mp.stress.findings import Finding
+
+    def finding(word: str) -> Finding:
+        return Finding("functional", "rec-enter", f"REC 1 could not {word}: RMI_REC_ENTER returned 0x4", 1,
+                       "RMI_REC_ENTER(0x80091000)", "", (), 12)
+
+    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
+    monkeypatch.setattr(segment, "SHM_DIR", "run")
+    recorded = StressReport(LOCK_TWO, (finding("run"),), "finding", 0.0, {}, steps=20, schedule=((0, 0), (5, 1)))
+    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
+    monkeypatch.setattr(segment, "SHM_DIR", "shm-b")
+    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
+                              StressReport(config, (finding("run"),), "finding", 0.0, {}))
+    assert v.reproduced and not v.moved, v.text()
+    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
+                              StressReport(config, (finding("walk"),), "finding", 0.0, {}))
     assert v.verdict == "diverged", v.text()
 
 
