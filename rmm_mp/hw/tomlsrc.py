@@ -30,6 +30,7 @@ import stat
 import sys
 import tomllib
 from collections.abc import Iterable
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
@@ -179,10 +180,13 @@ def int_range(lo: int, hi: int) -> str:
 
 def grouped_number(number: float) -> str:
     """``number`` with its digits grouped as int_range groups them: 86400 -> "86,400", a float
-    with no fraction as the integer it is (3600.0 -> "3,600"), any other float as Python
-    writes it, grouped (0.1, 1e-05, 12,345.5)."""
+    with no fraction as the integer it is (3600.0 -> "3,600"), one below 0.0001 in its decimals
+    (1e-09 -> "0.000000001", as a workload's seconds error writes that bound, not in Python's
+    exponent form), any other float as Python writes it, grouped (0.1, 12,345.5)."""
     if isinstance(number, float) and number.is_integer() and abs(number) < 1e16:
         number = int(number)
+    if isinstance(number, float) and 0 < abs(number) < 1e-4:
+        return f"{Decimal(repr(number)):f}"
     return f"{number:,}"
 
 

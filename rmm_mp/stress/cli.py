@@ -45,6 +45,7 @@ from rmm_mp.stress.runner import run
 from rmm_mp.stress.shared import StressSegment
 from rmm_mp.stress.shrink import shrink
 from rmm_mp.workload.cli import announce
+from rmm_mp.workload.spec import MIN_SECONDS
 
 DETERMINISTIC_SECONDS = 600.0
 """The safety limit of a deterministic run when --seconds is not given (its budget is in steps)."""
@@ -107,7 +108,7 @@ def _refuse_ignored_options(ctx: click.Context, schedule: str, replay: str | Non
 @click.argument("workload", required=False, type=Choice(sorted(WORKLOADS)), metavar="[WORKLOAD]")
 @click.option("--cpus", type=IntRange(*INTEGERS["cpus"][:2]), default=2, show_default=True, cls=Option,
               help="CPU processes.")
-@click.option("--seconds", type=FloatRange(0, 86_400, min_open=True), default=None,
+@click.option("--seconds", type=FloatRange(MIN_SECONDS, 86_400), default=None,
               help="Free-running: how long to run, from when every CPU process is ready (default 10). "
                    "Deterministic: a safety limit (default 600).")
 @click.option("--seed", type=IntRange(*INTEGERS["seed"][:2]), default=0, show_default=True, cls=Option,

@@ -9,12 +9,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rmm_mp.hw.tomlsrc import int_range
+from rmm_mp.hw.tomlsrc import int_range, number_range
 from rmm_mp.printable import shown_path
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATION, POPULATIONS
 from rmm_mp.stress.shared import MAX_CPUS
 from rmm_mp.workload.fields import is_finite_number, is_int
+from rmm_mp.workload.spec import MIN_SECONDS
 
 INTEGERS: dict[str, tuple[int, int, str]] = {
     "cpus": (2, MAX_CPUS, "a number of CPU processes"),
@@ -122,8 +123,11 @@ class StressConfig:
             value = getattr(self, name)
             if not is_int(value) or not lo <= value <= hi:
                 raise ValueError(f"{name} = {value!r}: expected {what}, an integer in {int_range(lo, hi)}")
-        if not is_finite_number(self.seconds) or not 0 < self.seconds <= 86_400:
-            raise ValueError(f"seconds = {self.seconds!r}: expected a duration in (0, 86400]")
+        # At least a nanosecond, as `rmm-mp run`'s (workload.spec.MIN_SECONDS): a subnormal
+        # such as 1e-316 is surely a typo, and one tool's options should not disagree.
+        if not is_finite_number(self.seconds) or not MIN_SECONDS <= self.seconds <= 86_400:
+            raise ValueError(f"seconds = {self.seconds!r}: expected a duration in seconds, "
+                             f"{number_range(MIN_SECONDS, 86_400)}")
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ValueError(f"schedule = {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         # A string is iterable too: "lockdep" used to be read as the names l, o, c, ...

@@ -106,7 +106,7 @@ CASES = [
                                                                  "(5,000 characters in all): expected an integer of at "
                                                                  "most 4300 digits"),
     ("stress-seconds-5000-digits", [*STRESS, "--seconds", "9" * 5000],
-     "Invalid value for '--seconds': " + "9" * 120 + "... (5,000 characters in all) is not in the range 0<x<=86,400"),
+     "Invalid value for '--seconds': " + "9" * 120 + "... (5,000 characters in all) is not in the range 0.000000001..86,400"),
     ("stress-quiescent-every-5000-digits", [*STRESS, "--quiescent-every", "9" * 5000],
      "--quiescent-every = " + "9" * 120 + "... (5,000 characters in all): expected a finite number >= 0"),
     # run: paths that are empty, a directory, unwritable or missing
@@ -141,7 +141,7 @@ CASES = [
     ("stress-pct-depth-0", ["stress", "lifecycle", "--schedule", "pct", "--pct-depth", "0"],
      "Invalid value for '--pct-depth': 0 is not in the range 1..64"),
     ("stress-seconds-minus-1", ["stress", "lifecycle", "--seconds", "-1"],
-     "Invalid value for '--seconds': -1 is not in the range 0<x<=86,400"),
+     "Invalid value for '--seconds': -1 is not in the range 0.000000001..86,400"),
     ("stress-seconds-empty", ["stress", "lifecycle", "--seconds", ""], "Invalid value for '--seconds': ''"),
     ("stress-replay-directory", ["stress", "--replay", "{tmp}"], "Invalid value for '--replay': File '{tmp}' is a "
                                                                  "directory"),

@@ -756,7 +756,7 @@ def test_free_running_seconds_count_from_when_every_cpu_is_ready() -> None:
     (["--trace", "t.json"], "--trace needs a deterministic run (--schedule random or pct, or --replay)"),
     (["--save-schedule", "s.json"], "--save-schedule needs a deterministic run"),
     (["--shrink"], "--shrink needs a deterministic run"),
-    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0<x<=86,400"),
+    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0.000000001..86,400"),
     (["--cpus", "1"], "Invalid value for '--cpus': 1 is not in the range 2..64"),
     # One past the most the stress segment and the host run queue hold (stress.shared.MAX_CPUS).
     (["--cpus", "65"], "Invalid value for '--cpus': 65 is not in the range 2..64"),

@@ -240,7 +240,9 @@ def test_good_checkers_lists_get_to_the_run(monkeypatch: pytest.MonkeyPatch, val
      "'lock-two-unordered'): lock-two-check-late and lock-two-unordered both replace GranuleTable.lock_two"),
     ("checkers", "lockdep", "checkers = 'lockdep': expected a tuple of checker names"),
     ("quiescent_every", "x", "quiescent_every = 'x': expected a number >= 0"),
-    ("seconds", float("inf"), "seconds = inf: expected a duration in (0, 86400]"),
+    ("seconds", float("inf"), "seconds = inf: expected a duration in seconds, 0.000000001..86,400"),
+    # At least a nanosecond, as `rmm-mp run`'s length (workload.spec.MIN_SECONDS); 0 < 1e-316 passed.
+    ("seconds", 1e-316, "seconds = 1e-316: expected a duration in seconds, 0.000000001..86,400"),
     ("workload", ["tables"], "workload = ['tables']: expected one of mixed"),
     ("guests", "yes", "guests = 'yes': expected True or False"),
 ])
@@ -250,6 +252,13 @@ def test_stress_config_refuses_wrong_types(field: str, value: object, message: s
     raise a TypeError."""
     with pytest.raises(ValueError, match=re.escape(message)):
         StressConfig(**{field: value})
+
+
+def test_a_nanosecond_is_the_shortest_stress_run() -> None:
+    """The bound itself is a length StressConfig and --seconds take, as `rmm-mp run` takes it."""
+    assert StressConfig(seconds=1e-9).seconds == 1e-9
+    res = CliRunner().invoke(stress, ["--seconds", "0.000000001", "--list-bugs"])
+    assert "is not in the range" not in res.output and "--list-bugs lists the catalog" in res.output, res.output
 
 
 def test_an_unwritable_default_schedule_path_is_a_usage_error_before_the_run(tmp_path: Path,
@@ -355,10 +364,13 @@ def test_a_quiescent_interval_past_a_u64_is_named_as_typed() -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0<x<=86,400."),
-    (["--seconds", "1e-400"], "Invalid value for '--seconds': 1e-400 is not in the range 0<x<=86,400."),
-    (["--seconds", "1e999"], "Invalid value for '--seconds': 1e999 is not in the range 0<x<=86,400."),
-    (["--seconds", "ten"], "Invalid value for '--seconds': 'ten' is not a number of seconds; expected 0<x<=86,400"),
+    (["--seconds", "0"], "Invalid value for '--seconds': 0 is not in the range 0.000000001..86,400."),
+    (["--seconds", "1e-400"], "Invalid value for '--seconds': 1e-400 is not in the range 0.000000001..86,400."),
+    # Under a nanosecond, the shortest `rmm-mp run --seconds` takes too: it was accepted.
+    (["--seconds", "1e-316"], "Invalid value for '--seconds': 1e-316 is not in the range 0.000000001..86,400."),
+    (["--seconds", "9.99e-10"], "Invalid value for '--seconds': 9.99e-10 is not in the range 0.000000001..86,400."),
+    (["--seconds", "1e999"], "Invalid value for '--seconds': 1e999 is not in the range 0.000000001..86,400."),
+    (["--seconds", "ten"], "Invalid value for '--seconds': 'ten' is not a number of seconds; expected 0.000000001..86,400"),
     (["--quiescent-every", "1e999"], "--quiescent-every = 1e999: expected a finite number >= 0 (0 for no checks)"),
     (["--schedule", "random", "--quiescent-every", "2.50"],
      "--quiescent-every = 2.50: a deterministic run checks every N steps; expected a whole number of steps"),
@@ -384,7 +396,7 @@ def test_a_nan_duration_is_refused_naming_the_option(args: list[str]) -> None:
     for the other NaN-refusing options (clitypes.FloatRange: check --wait, explore --timeout)."""
     res = CliRunner().invoke(stress, args)
     assert res.exit_code == 2, (res.output, res.exception)
-    assert "Invalid value for '--seconds': 'nan' is not a number of seconds; expected 0<x<=86,400" in res.output, \
+    assert "Invalid value for '--seconds': 'nan' is not a number of seconds; expected 0.000000001..86,400" in res.output, \
         res.output
     assert "machine rmm-mp" not in res.output
 
