@@ -273,9 +273,12 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
     if not started:     # a signal noted after the build, before the CPUs' run: as one during it
         bar.close()
         return not_started("after the realms were built")
-    if not ran:     # a signal just as run_cpus ended (it had stopped or killed every CPU): no results
-        result = RunResult({}, (), True, 0.0, f"interrupted ({stop.by})")
-        not_done.append(f"the CPUs' results not received: interrupted ({stop.by})")
+    if not ran:
+        # The signal escaped run_cpus before it held Ctrl-C and SIGTERM (from then on it takes
+        # them itself and returns its result, the run's end included), or it came while the CPU
+        # processes were started and was raised once they were killed: either way no CPU had its
+        # go, so none ran. Reported as CPUs that returned no result, a realm of theirs FAILED.
+        return not_started("as their processes were being started")
     results: dict[int, CpuResult] = dict(result.results)
     if result.stopped_by == f"interrupted ({result.interrupted_by})" and not result.failures \
             and len(results) == len(ids) and not any(r.stopped for r in results.values()):

@@ -1093,6 +1093,27 @@ def test_a_signal_after_the_build_keeps_the_cpus_from_starting(tmp_path: Path, s
 
 
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("signame, what", [("SIGINT", "Ctrl-C"), ("SIGTERM", "SIGTERM")])
+def test_a_signal_as_run_cpus_begins_keeps_the_cpus_from_starting(tmp_path: Path, signame: str, what: str) -> None:
+    """Ctrl-C or SIGTERM inside run_cpus before it holds the signals (here as it pickles the
+    CPUs' args): it escapes run_cpus, whose CPUs never had their go, so none ran. The report
+    says the CPUs were not started, as for a signal just before the run, exit status 1, nothing
+    left in /dev/shm. It said "the CPUs' results not received" and "stopped before its end", and
+    a realm whose owner "returned no result" FAILED, of CPUs that never ran."""
+    j = tmp_path / "r.json"
+    proc = _run_with_hooks(tmp_path, [f"{signame}@rmm_mp.cpu_args:pickle_args"],
+                           ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress", "--json", str(j)])
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"the CPUs were not started: interrupted ({what}) as their processes were being started" in out, out
+    assert f"INTERRUPTED: stopped before the CPUs started ({what})" in out, out
+    assert "results not received" not in out and "returned no result" not in out, out
+    doc = json.loads(j.read_text())
+    assert doc["host"]["stopped_by"] == f"interrupted before the run ({what})", doc["host"]
+
+
+@pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
     then hangs; a second Ctrl-C stops the teardown, and the report is printed. The copy window
