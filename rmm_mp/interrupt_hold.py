@@ -49,8 +49,9 @@ owner ends it on an error: run_cpus begins one before it starts the CPUs and han
 supervisor, which holds again with it and leaves it standing when it fails, for run_cpus to end
 once it has reaped the CPU processes. The run's end (every CPU gone) ends it whoever began it,
 what it held for being over: after run_cpus' on_end (the caller's handlers hear that the run is
-over while it still holds), with ``finish``, which raises nothing and gives what was noted for
-the supervisor to take as interrupts after the run.
+over while it still holds; from just before it the stand-ins given ``begin`` give way to each
+signal's own handler: ``own_handlers``), with ``finish``, which raises nothing and gives what was
+noted for the supervisor to take as interrupts after the run.
 
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
 It must not know what the supervisor does with an interrupt, nor when it holds them.
@@ -136,6 +137,19 @@ class InterruptHold:
             self.inner[signum] = inner
             signal.signal(signum, self._wrapper)
         return began
+
+    def own_handlers(self) -> None:
+        """From now on each wrapped signal meets its own handler inside the wrapper, not the one
+        given ``begin`` in its place (where its own is set from Python; one left to its default
+        action keeps the stand-in up to the hold's end). For the run's end, as the caller's
+        handlers hear that the CPUs' run is over (run_cpus' on_end): a SIGTERM then goes where
+        a Ctrl-C goes, and a guard that takes both (Interrupts with SIGTERM) names the first of
+        them. Left to the stand-in, the SIGTERM was taken by the supervisor as the run's
+        interrupt and a Ctrl-C before it by the guard: the report named the later one."""
+        for signum, inner in self.inner.items():
+            own = self.handlers.get(signum)
+            if callable(own):
+                self.inner[signum] = own
 
     def _what(self, signum: int, frame: Any) -> str:
         """Run the handler the wrapper stands for: what interrupt it raised, "" for none (a

@@ -376,3 +376,40 @@ def test_a_supervisor_whose_own_hold_is_cut_short_as_it_begins_still_ends_it(
     assert isinstance(raised, KeyboardInterrupt), repr(raised)
     assert left is signal.default_int_handler, f"SIGINT left with {left!r}"
     assert not supervisor.hold.standing and not supervisor.hold.handlers
+
+
+@pytest.mark.parametrize("first, second", [(signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)],
+                         ids=["ctrl-c-then-sigterm", "sigterm-then-ctrl-c"])
+@pytest.mark.usefixtures("ctrl_c")
+def test_two_signals_after_the_callers_on_end_name_the_first(machine: Machine, monkeypatch: pytest.MonkeyPatch,
+                                                             first: int, second: int) -> None:
+    """Under a command's guard (Interrupts with SIGTERM, on_end its run_over, SIGTERM taken as
+    Ctrl-C while the CPUs run), the last CPU ends and two signals land once the guard has heard
+    that the run is over, before the hold's end: both meet the guard, which names the first
+    (what the report calls the interrupt after the run), and the supervisor takes neither. Before,
+    the Ctrl-C met the guard's handler and the SIGTERM the runtime's, which the supervisor took
+    as the run's interrupt: the report's header named the SIGTERM, sent second, and its 'not
+    done' the Ctrl-C (or the other way round)."""
+    from types import SimpleNamespace
+    from rmm_mp.interrupts import Interrupts
+
+    def step(self: Any, live: Any, start: float) -> None:
+        live.clear()            # the last CPU has ended
+
+    monkeypatch.setattr(_Supervisor, "_step", step)
+    forget_signals()
+    name = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+    with Interrupts(sigterm=True) as stop:
+        def on_end() -> None:
+            stop.run_over()
+            signal.raise_signal(first)
+            signal.raise_signal(second)
+
+        supervisor = _Supervisor(machine, {0: SimpleNamespace(exitcode=0)}, {}, None, 0.01, None, 1.0,
+                                 sigterm_stops=True, on_end=on_end)
+        done, result = stop.passthrough(supervisor.wait)
+        by = stop.by
+    machine.control.clear_stop()
+    assert done, "a signal escaped wait()"
+    assert by == name[first], by
+    assert not result.interrupted_by, result.stopped_by
