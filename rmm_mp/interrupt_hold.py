@@ -205,7 +205,8 @@ class InterruptHold:
 
 
     def finish(self) -> list[str]:
-        """End the hold at the run's end: put every wrapped handler back as ``end`` does, and
+        """End the hold at the run's end (or with a KeyboardInterrupt already on its way out of
+        run_cpus, which must not be replaced): put every wrapped handler back as ``end`` does, and
         return every interrupt noted and not yet taken, oldest first (one that meets a handler
         already put back and raises is noted after them), raising none. Raised as ``end`` raises
         it, the first left a window, from that raise to the caller's next hold, in which a

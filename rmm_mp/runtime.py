@@ -159,7 +159,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             handler (rmm_mp.interrupt_hold) as well as by the signal mask, which holds the
             calling thread only: in a process with another thread that does not block it (a
             pytest-xdist worker's execnet thread), one the kernel gave to that thread was raised
-            on the main thread at once, in the middle of the start or of that cleanup.
+            on the main thread at once, in the middle of the start or of that cleanup. One
+            raised as the start began (a signal already come that met a handler as it was
+            wrapped) leaves as it is, and one that comes during the cleanup is then dropped.
         Any other error while the CPUs run (the supervisor's) is raised as it is, once the CPU
         processes are killed and reaped, with Ctrl-C and SIGTERM held back meanwhile and then
         dropped: the error wins over them.
@@ -203,6 +205,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     hold = InterruptHold()
     supervisor: _Supervisor | None = None
     error_wins = False
+    interrupted = False
     forget_signals()    # a new run: no signal taken before it is repeated by one that comes now
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
@@ -248,6 +251,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         supervisor = _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                                  on_end, gate, hold)
         return supervisor.wait()
+    except KeyboardInterrupt:
+        # One that met a handler not yet wrapped (begin: signal.signal runs the handler of a
+        # signal already come first) leaves as it is: one noted during the clean-up below is a
+        # second interrupt with no CPU left to stop, dropped. Raised by the hold's end, it
+        # replaced the first, and the caller named the run's interrupt after the second.
+        interrupted = True
+        raise
     except Exception:
         if supervisor is not None:
             # The supervisor failed (an error, not an interrupt): it left this function's hold
@@ -283,7 +293,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             finally:
-                hold.end(take=not error_wins)
+                if interrupted:
+                    hold.finish()   # raises nothing: the one under way stays the one raised
+                else:
+                    hold.end(take=not error_wins)
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

@@ -1262,3 +1262,48 @@ def test_a_ctrl_c_while_run_cpus_cleans_up_after_a_supervisor_error_neither_cuts
     assert sent, "the Ctrl-C was never sent"
     assert len(procs) == 2 and all(p._closed for p in procs), procs     # each reaped, then closed
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_signal_as_run_cpus_cleans_up_after_an_interrupted_start_does_not_replace_the_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a command's guard (Interrupts with SIGTERM, SIGTERM taken as Ctrl-C), a SIGTERM
+    already come meets the guard's handler, which raises, as run_cpus wraps SIGTERM (signal.signal
+    runs the handler of a signal already come first: simulated by calling it there, as CPython
+    does for one the kernel gave to another thread while this one blocks it). The start is over
+    before any CPU process began; as run_cpus cleans up, a Ctrl-C lands (raised as it restores
+    the signal mask) and the hold notes it. The SIGTERM, the first, leaves run_cpus and is what
+    the guard names; the handlers are back. Before, the hold's end raised the noted Ctrl-C in
+    the SIGTERM's place: the run was reported as interrupted by the Ctrl-C, sent second."""
+    from rmm_mp.interrupts import Interrupts, forget_signals
+    real_signal, real_mask = signal.signal, signal.pthread_sigmask
+    sent: list[int] = []
+
+    def set_handler(signum: int, handler: Any) -> Any:
+        if signum == signal.SIGTERM and not sent:
+            sent.append(signum)
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)     # the guard's: raises
+        return real_signal(signum, handler)
+
+    def set_mask(how: int, mask: Any) -> Any:
+        old = real_mask(how, mask)
+        if how == signal.SIG_SETMASK and sent == [signal.SIGTERM]:
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)                          # unblocked now: meets the hold
+        return old
+
+    forget_signals()
+    with Machine.create("host", cpus=2) as m:
+        with Interrupts(sigterm=True) as stop:
+            monkeypatch.setattr(signal, "signal", set_handler)
+            monkeypatch.setattr(signal, "pthread_sigmask", set_mask)
+            try:
+                ran, _ = stop.passthrough(lambda: run_cpus(m, _until_stopped, sigterm_stops=True, timeout_s=60.0))
+            finally:
+                monkeypatch.setattr(signal, "signal", real_signal)
+                monkeypatch.setattr(signal, "pthread_sigmask", real_mask)
+            handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+            by = stop.by
+            guard = stop._handler
+    assert sent == [signal.SIGTERM, signal.SIGINT], sent
+    assert not ran and by == "SIGTERM", by
+    assert handlers == (guard, guard), handlers
