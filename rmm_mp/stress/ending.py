@@ -71,8 +71,12 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # for START_ALLOWANCE_S) a Ctrl-C during the grace time, or one after the run, must not
     # turn a CPU stuck at start-up into "no finding".
     by_interrupt = result.stopped_by.startswith("interrupted (")
+    # Likewise when another CPU's end stopped the run (its death or lost result: runtime's stop,
+    # or this tool's abort that saw it first): a CPU killed still starting up in the grace time
+    # after it is that end's doing, as in a deterministic run, not a cpu-died finding beside it.
+    by_death = result.stopped_by.startswith("CPU ") or result.stopped_by == "aborted (a CPU process died)"
     starting = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is None
-                and by_interrupt and seg.status(f.cpu) == ABSENT]
+                and (by_interrupt or by_death) and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
@@ -95,7 +99,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         f"{config.cpus} CPUs had become ready by the run's end"
                         + (f"; {_still_starting(still_starting, 'interrupted')}" if still_starting else ""))
     elif still_starting:
-        # A deterministic run stopped by another CPU's death before its first step.
+        # A run stopped by another CPU's death (deterministic: before its first step).
         not_done.append(_still_starting(still_starting, "stopped"))
     if never_bound:
         not_done.append(words.never_started(never_bound, result.interrupted_by))

@@ -46,3 +46,37 @@ def test_a_ctrl_c_before_the_cpus_had_their_go_names_them_as_never_started(
                                   "their start-up, before they bound to the machine, so none made a call")
     assert not any(line.startswith("invariants not checked") for line in report.not_done), report.not_done
     assert report.unreported == ()
+
+
+def test_a_cpu_still_starting_when_another_dies_is_no_finding_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free-running, two CPUs: CPU 1 never gets its go (the parent withholds it, as for a CPU whose
+    start-up outlasts the grace time on a loaded host), and CPU 0 is killed (SIGKILL) once it is
+    bound. The run is stopped by that death; CPU 1, killed after the 1 s grace time still
+    starting up, made no call: the death is the one finding, and CPU 1 is named in a line of its
+    own as still starting up when the run was stopped, as a deterministic run names such a CPU.
+    Before, it was a second cpu-died finding ("did not stop within 1 s of being asked")."""
+    real_up = cpu_start.StartGate.up
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: None if cpu == 1 else real_up(self, cpu))
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
+    machines: list[object] = []
+    killed: list[int] = []
+
+    def kill_cpu0_once_bound(elapsed: float, seg: object) -> None:
+        if killed or not machines:
+            return
+        area = machines[0].cpu_area(0)  # type: ignore[attr-defined]
+        try:
+            pid = area.binding() & 0xFFFF_FFFF
+        finally:
+            area.release()
+        if pid:
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
+
+    report = runner.run(StressConfig(workload="tables", seconds=60, cpus=2), on_tick=kill_cpu0_once_bound,
+                        on_machine=machines.append)
+    assert killed, "CPU 0 never bound"
+    assert [(f.rule, f.cpu) for f in report.findings] == [("cpu-died", 0)], report.text()
+    assert any(line.startswith("CPU 1 was still starting up when the run was stopped: it did not stop within 1 s")
+               for line in report.not_done), report.not_done
