@@ -49,8 +49,8 @@ owner ends it on an error: run_cpus begins one before it starts the CPUs and han
 supervisor, which holds again with it and leaves it standing when it fails, for run_cpus to end
 once it has reaped the CPU processes. The run's end (every CPU gone) ends it whoever began it,
 what it held for being over: after run_cpus' on_end (the caller's handlers hear that the run is
-over while it still holds; from just before it the stand-ins given ``begin`` give way to each
-signal's own handler: ``own_handlers``), with ``finish``, which raises nothing and gives what was
+over while it still holds; from just before it the stand-in given ``begin`` gives way to a
+guard's handler that takes both signals: ``own_handlers``), with ``finish``, which raises nothing and gives what was
 noted for the supervisor to take as interrupts after the run.
 
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
@@ -139,16 +139,20 @@ class InterruptHold:
         return began
 
     def own_handlers(self) -> None:
-        """From now on each wrapped signal meets its own handler inside the wrapper, not the one
-        given ``begin`` in its place (where its own is set from Python; one left to its default
-        action keeps the stand-in up to the hold's end). For the run's end, as the caller's
-        handlers hear that the CPUs' run is over (run_cpus' on_end): a SIGTERM then goes where
-        a Ctrl-C goes, and a guard that takes both (Interrupts with SIGTERM) names the first of
-        them. Left to the stand-in, the SIGTERM was taken by the supervisor as the run's
-        interrupt and a Ctrl-C before it by the guard: the report named the later one."""
-        for signum, inner in self.inner.items():
+        """From now on a wrapped signal whose own handler is SIGINT's too (a command's guard
+        that takes both: Interrupts with SIGTERM) meets it inside the wrapper, not the one given
+        ``begin`` in its place. For the run's end, as the caller's handlers hear that the CPUs'
+        run is over (run_cpus' on_end): a SIGTERM then goes where a Ctrl-C goes, and the guard
+        names the first of them. Left to the stand-in, the SIGTERM was taken by the supervisor
+        as the run's interrupt and a Ctrl-C before it by the guard: the report named the later
+        one. Any other keeps its stand-in up to the hold's end: SIGTERM's own handler is then
+        the machine's (rmm_mp.machine_exit), which closes every machine and ends the process,
+        and handed it, a SIGTERM in a library caller's on_end killed the process that had
+        asked for SIGTERM to be taken as Ctrl-C (sigterm_stops), its results lost."""
+        ctrl_c = self.handlers.get(signal.SIGINT)
+        for signum in self.inner:
             own = self.handlers.get(signum)
-            if callable(own):
+            if callable(own) and own == ctrl_c:
                 self.inner[signum] = own
 
     def _what(self, signum: int, frame: Any) -> str:

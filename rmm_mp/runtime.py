@@ -136,17 +136,19 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         sigterm_stops: while starting the CPUs and waiting, take SIGTERM as Ctrl-C (stop the
             CPUs, return a result marked interrupted) instead of letting it end the process (the
             machine's handler): what a command-line tool wants, so that it can still report
-            what ran. A SIGTERM ignored when the run began stays ignored. Up to on_end, if given:
-            from there SIGTERM meets its own handler (noted, as a Ctrl-C then is, if it raises).
+            what ran. A SIGTERM ignored when the run began stays ignored. Up to on_end, if given,
+            when the caller's SIGTERM handler is its SIGINT one (a guard that takes both): from
+            there SIGTERM meets that handler (noted, as a Ctrl-C then is, if it raises).
         on_end: called once every CPU process is gone, before the results are gathered and
             while Ctrl-C and SIGTERM are still held (noted, taken after it as interrupts after
             the run): a caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
             passthrough) turns that off here, so that a signal from then on cannot take the
             results with it (a KeyboardInterrupt that escaped run_cpus after its CPUs had ended
-            lost them all). Only then are the handlers put back. From just before it, SIGTERM
-            goes to its own handler (set from Python) as SIGINT does, no longer taken as Ctrl-C
+            lost them all). Only then are the handlers put back. From just before it, a SIGTERM
+            whose handler is SIGINT's too goes to it as SIGINT does, no longer taken as Ctrl-C
             by the runtime (sigterm_stops): a guard that takes both then names the first of two
-            that land there (InterruptHold.own_handlers).
+            that land there (InterruptHold.own_handlers). Another SIGTERM handler (the
+            machine's, which ends the process) is still stood in for up to the hold's end.
 
     Raises:
         CpuStartError: a CPU's pipes or process could not be made (an OSError: ``Process.start``
@@ -391,9 +393,10 @@ class _Supervisor:
                         # it held for is over.
                         self.hold.begin()       # held again, if released before the last step
                         if self.on_end is not None:
-                            # Its handlers take both signals from here: SIGTERM no longer as
-                            # the runtime's Ctrl-C (sigterm_stops), which named a SIGTERM sent
-                            # after a Ctrl-C the caller had noted as what came after the run.
+                            # A guard that takes both signals takes them from here: SIGTERM
+                            # no longer as the runtime's Ctrl-C (sigterm_stops), which named a
+                            # SIGTERM sent after a Ctrl-C the guard had noted as what came
+                            # after the run.
                             self.hold.own_handlers()
                             self.on_end()
                         for what in self.hold.finish():

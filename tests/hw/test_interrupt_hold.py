@@ -6,6 +6,8 @@ exact point (signal.raise_signal, a patched function), not timed."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -413,3 +415,36 @@ def test_two_signals_after_the_callers_on_end_name_the_first(machine: Machine, m
     assert done, "a signal escaped wait()"
     assert by == name[first], by
     assert not result.interrupted_by, result.stopped_by
+
+
+_LIBRARY_CALLER = """
+import signal
+from types import SimpleNamespace
+from rmm_mp import Machine
+from rmm_mp.runtime import _Supervisor
+
+def step(self, live, start):
+    live.clear()            # the last CPU has ended
+
+_Supervisor._step = step
+with Machine.create("host", cpus=1) as m:
+    own = signal.getsignal(signal.SIGTERM)
+    sup = _Supervisor(m, {0: SimpleNamespace(exitcode=0)}, {}, None, 0.01, None, 1.0, sigterm_stops=True,
+                      on_end=lambda: signal.raise_signal(signal.SIGTERM))
+    result = sup.wait()
+    m.control.clear_stop()
+    print(result.interrupted, result.stopped_by, signal.getsignal(signal.SIGTERM) is own, sep="|")
+"""
+
+
+def test_a_sigterm_in_a_library_callers_on_end_is_still_taken_as_ctrl_c() -> None:
+    """A library caller with no guard of its own (SIGTERM's handler the machine's, which closes
+    every machine and ends the process) asks for SIGTERM to be taken as Ctrl-C (sigterm_stops)
+    and gives an on_end; a SIGTERM lands in it. It is taken as a Ctrl-C there would be: an
+    interrupt after the run, the result returned, the machine's handler back afterwards. Since
+    SIGTERM met its own handler from on_end on (InterruptHold.own_handlers, meant for a guard
+    that takes both signals), the machine's handler killed the process (status -15), the run's
+    result lost. A subprocess: that handler would end pytest's."""
+    proc = subprocess.run([sys.executable, "-c", _LIBRARY_CALLER], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout.strip() == "True|interrupted after the run (SIGTERM)|True", proc.stdout + proc.stderr
