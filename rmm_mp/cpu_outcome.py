@@ -91,6 +91,10 @@ class RunResult:
     its CPU (rmm_mp.cpu_start): killed then (SIGKILL; exit_codes says so), having touched
     nothing of the machine. Neither in ``results`` nor in ``failures``: such a CPU did nothing,
     so a caller counts it neither as one that reported nor as one lost."""
+    stopped_by_cpu: int | None = None
+    """The CPU whose own end (its death, or its exit without a result that reached the parent)
+    is what stopped the run first (``stopped_by`` words it); None when something else did, or
+    nothing. For a caller that must tell such a stop from the others without reading words."""
 
     @property
     def ok(self) -> bool:

@@ -350,16 +350,19 @@ class _Supervisor:
         self.interrupted = False
         self.interrupted_by = ""
         self.stopped_by = ""
+        self.stopped_by_cpu: int | None = None
         self.stop_at: float | None = None
         self.terminated: dict[int, str] = {}
         """CPU -> why it was killed (the grace time ran out, or a second Ctrl-C or SIGTERM)."""
         self.on_request: set[int] = set()
         """The CPUs killed by a second Ctrl-C or SIGTERM (CpuFailure.on_request)."""
 
-    def stop(self, why: str) -> None:
+    def stop(self, why: str, cpu: int | None = None) -> None:
+        """Stop the run for ``why`` (``cpu``: the CPU whose end it is), unless already stopped."""
         if self.stop_at is None:
             self.machine.control.request_stop()
             self.stopped_by = why
+            self.stopped_by_cpu = cpu
             self.stop_at = time.monotonic()
 
     def wait(self) -> RunResult:
@@ -433,7 +436,8 @@ class _Supervisor:
         elapsed = time.monotonic() - start
         codes = {cpu: proc.exitcode for cpu, proc in self.procs.items()}
         return RunResult(dict(self.results), tuple(self.failures), self.interrupted, elapsed, self.stopped_by, codes,
-                         dict(self.usage), self.interrupted_by, dict(self.warnings), tuple(self.gate.not_started))
+                         dict(self.usage), self.interrupted_by, dict(self.warnings), tuple(self.gate.not_started),
+                         self.stopped_by_cpu)
 
     def _interrupt(self, live: dict[int, Any], what: str) -> None:
         """Take a Ctrl-C or SIGTERM (``what``): the first stops the run, a second kills the CPUs."""
@@ -478,7 +482,7 @@ class _Supervisor:
             returned = cpu in self.results and cpu not in self.errors and cpu in self.terminated
             if (proc.exitcode != 0 and not returned) or cpu in self.errors:
                 self.failures.append(self._failure(cpu, proc.exitcode))
-                self.stop(f"CPU {cpu} died" if proc.exitcode != 0 else f"CPU {cpu}'s result was lost")
+                self.stop(f"CPU {cpu} died" if proc.exitcode != 0 else f"CPU {cpu}'s result was lost", cpu)
         now = time.monotonic()
         if self.on_tick is not None:
             why = self.on_tick(now - start)

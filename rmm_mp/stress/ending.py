@@ -74,7 +74,9 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # Likewise when another CPU's end stopped the run (its death or lost result: runtime's stop,
     # or this tool's abort that saw it first): a CPU killed still starting up in the grace time
     # after it is that end's doing, as in a deterministic run, not a cpu-died finding beside it.
-    by_death = result.stopped_by.startswith("CPU ") or result.stopped_by == "aborted (a CPU process died)"
+    # Told by structured facts, not by matching stopped_by's words (which a rewording broke
+    # silently): the runtime's stopped_by_cpu, the abort's own flag and reason.
+    by_death = result.stopped_by_cpu is not None or (sup.stopping_for_death and result.stopped_by == sup.stopping)
     starting = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is None
                 and (by_interrupt or by_death) and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.

@@ -262,6 +262,9 @@ class _Supervisor:
         self._hang: tuple[int, int, float] | None = None
         self.timed_out = False
         self.stopping: str | None = None
+        self.stopping_for_death = False
+        """``stopping`` is a CPU process found dead (a structured fact for the report, which
+        must not tell it from the other reasons by their words)."""
         """Why this supervisor stopped the run itself (a finding's abort, a broken invariant's
         drain), for run_cpus: the stop flag alone, set behind its back, started no grace time,
         and a CPU that did not leave (stopped, or stuck in a call: a stuck-call finding) was
@@ -280,6 +283,7 @@ class _Supervisor:
         seg = self.seg
         why = None
         if seg.end != END_ABORT and self._a_cpu_died():
+            self.stopping_for_death = self.stopping is None
             self._abort("a CPU process died")
         if self.plan is not None:
             self._deterministic(elapsed)

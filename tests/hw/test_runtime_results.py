@@ -73,3 +73,25 @@ def test_a_result_lost_on_the_way_from_a_cpu_that_exited_normally_is_a_failure(m
         assert f.how == "exited normally (status 0), but its result never reached the parent", f
         assert f.result_lost and not f.unpublished
     assert not result.ok
+
+
+def _cpu1_dies(cpu) -> int:  # type: ignore[no-untyped-def]
+    """CPU 1 ends its process at once with status 3; the others return their id."""
+    if cpu.id == 1:
+        import os
+        os._exit(3)
+    return int(cpu.id)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("target, words", [(_cpu1_dies, "CPU 1 died"),
+                                           (_unreadable_on_cpu1, "CPU 1's result was lost")])
+def test_the_cpu_whose_end_stopped_the_run_is_named_by_a_field_not_only_in_words(target: Any, words: str) -> None:
+    """A run stopped by CPU 1's end (its death, its result lost) says which CPU in
+    RunResult.stopped_by_cpu, beside stopped_by's words: what a caller (the stress report) tells
+    such a stop by, rather than matching the words. A run nothing stopped has None."""
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, target)
+        plain = run_cpus(m, _its_id)
+    assert result.stopped_by == words and result.stopped_by_cpu == 1, (result.stopped_by, result.stopped_by_cpu)
+    assert plain.stopped_by == "" and plain.stopped_by_cpu is None, plain

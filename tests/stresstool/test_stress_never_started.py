@@ -80,3 +80,50 @@ def test_a_cpu_still_starting_when_another_dies_is_no_finding_of_its_own(monkeyp
     assert [(f.rule, f.cpu) for f in report.findings] == [("cpu-died", 0)], report.text()
     assert any(line.startswith("CPU 1 was still starting up when the run was stopped: it did not stop within 1 s")
                for line in report.not_done), report.not_done
+
+
+def test_a_cpu_still_starting_when_the_tools_abort_for_a_death_stopped_the_run_is_no_finding_of_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, but the stress tool's own tick sees CPU 0's death first (its abort, "a CPU
+    process died", is what stopped the run, before the runtime's "CPU 0 died"): made so by
+    killing CPU 0 inside that tick's look for dead CPUs and waiting until it is a zombie, after
+    the runtime's look of the same tick. CPU 1 is still no finding of its own. The report tells
+    this stop by the supervisor's flag, not by the abort's words."""
+    from rmm_mp.hw import process
+    real_up = cpu_start.StartGate.up
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: None if cpu == 1 else real_up(self, cpu))
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
+    real_died = runner._Supervisor._a_cpu_died
+    killed: list[int] = []
+
+    def kill_cpu0_then_look(self: runner._Supervisor) -> bool:
+        if not killed:
+            area = self.machine.cpu_area(0)
+            try:
+                pid = area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+            if pid:
+                killed.append(pid)
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 30.0
+                while process.alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        return real_died(self)
+
+    monkeypatch.setattr(runner._Supervisor, "_a_cpu_died", kill_cpu0_then_look)
+    stops: list[str] = []
+    real_report = runner.ending.report
+
+    def report(*args: object, **kwargs: object) -> object:
+        stops.append(args[3].stopped_by)     # type: ignore[attr-defined]
+        return real_report(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner.ending, "report", report)
+    report_ = runner.run(StressConfig(workload="tables", seconds=60, cpus=2))
+    assert killed, "CPU 0 never bound"
+    assert stops == ["aborted (a CPU process died)"], stops
+    assert [(f.rule, f.cpu) for f in report_.findings] == [("cpu-died", 0)], report_.text()
+    assert any(line.startswith("CPU 1 was still starting up when the run was stopped: it did not stop within 1 s")
+               for line in report_.not_done), report_.not_done
