@@ -152,6 +152,9 @@ SUB_ROOT = 0x10
 NO_SUB = -1
 """lock_known's hint when the caller names no subclass."""
 
+_GUARDS_MAX = 4096
+"""Guards a table keeps (GranuleTable._guard): 4096 granules cover 16 MiB of RTTs, RDs and RECs."""
+
 CLASSES = 16
 OTHER_CLASS = CLASSES - 1
 """Lock statistics are kept per lock class: the granule state the locker expects (an opaque
@@ -210,7 +213,7 @@ class GranuleTable:
 
     __slots__ = (
         "view", "buf", "base", "count", "end", "owner", "observer", "waiter", "stats", "tracer", "_acquired",
-        "_cas", "_load", "_xor", "_add",
+        "_cas", "_load", "_xor", "_add", "_guards",
     )
 
     def __init__(self, view: atomicshm.AtomicView, buf: memoryview, base: int, count: int, owner: int) -> None:
@@ -229,6 +232,7 @@ class GranuleTable:
         self._load = view.load_u32
         self._xor = view.fetch_xor_u32
         self._add = view.fetch_add_u32
+        self._guards: dict[int, Granule] = {}
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -365,7 +369,8 @@ class GranuleTable:
         if (self._load(offset + 4) >> STATE_SHIFT) & STATE_MASK != expected_state:
             self.unlock(idx)
             return None
-        return Granule(self, idx, addr)
+        guard = self._guards.get(idx)
+        return self._guard(idx) if guard is None else guard
 
     def lock_two(self, addr_a: int, state_a: int, addr_b: int, state_b: int) -> "tuple[Granule, Granule] | None":
         """Lock two external granules in ascending address order (rule 2), checking each state.
@@ -437,13 +442,29 @@ class GranuleTable:
         if found != state:
             self.unlock(idx)
             raise RmmInternalError(f"granule {self.base + (idx << 12):#x} reached as state {state} is in state {found}")
-        return Granule(self, idx, self.base + (idx << 12))
+        guard = self._guards.get(idx)
+        return self._guard(idx) if guard is None else guard
+
+    def _guard(self, idx: int) -> "Granule":
+        """Granule idx's guard, made once and kept (find_lock and lock_known look it up first).
+
+        A guard is an immutable (table, idx, addr) whose lock state lives in the shared table,
+        so one object serves every acquisition: making one per lock cost about 1,800
+        instructions, five times on each REC round trip (docs/performance.md). At most
+        _GUARDS_MAX are kept; the next is made after a fresh start."""
+        guards = self._guards
+        if len(guards) >= _GUARDS_MAX:
+            guards.clear()
+        guard = guards[idx] = Granule(self, idx, self.base + (idx << 12))
+        return guard
 
 
 class Granule:
-    """A locked granule: the guard find_lock and lock_two return.
+    """A locked granule: the guard find_lock, lock_two and lock_known return.
 
-    Use it as a context manager or call unlock()/unlock_transition() exactly once.
+    Use it as a context manager or call unlock()/unlock_transition() exactly once per
+    acquisition. Its table keeps one guard per granule and returns it on every acquisition
+    (GranuleTable._guard): a guard holds no state of its own, so no caller can tell.
     """
 
     __slots__ = ("table", "idx", "addr")

@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from rmm_mp import Machine, RmmInternalError
+from rmm_mp.hw import granule as granule_module
 from rmm_mp.hw.granule import GranuleTable, cpu_owner
 
 NS, DELEGATED, RD, REC = 0, 1, 2, 3  # opaque state ids, as the RMM would use them
@@ -614,3 +615,25 @@ def test_refcount_add_error_names_both_counts(machine: Machine) -> None:
     table.refcount_add(47, 3)
     with pytest.raises(RmmInternalError, match="from 3 to -1"):
         table.refcount_add(47, -4)
+
+
+def test_guards_are_kept_per_granule_and_bounded(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_lock and lock_known return the granule's one kept guard on every acquisition, each
+    naming its own granule; past the table's bound the kept guards start afresh and the new ones
+    still name the right granule and release it (test-only: the guard cache of granule.py)."""
+    monkeypatch.setattr(granule_module, "_GUARDS_MAX", 2)
+    table = _table(machine)
+    first = table.find_lock(_pa(machine, 20), NS)
+    assert first is not None
+    first.unlock()
+    again = table.lock_known(20, NS)
+    assert again is first and table.holder(20) == cpu_owner(0)
+    again.unlock()
+    for idx in (21, 22, 23):
+        with table.lock_known(idx, NS) as guard:
+            assert (guard.idx, guard.addr, table.holder(idx)) == (idx, _pa(machine, idx), cpu_owner(0))
+        assert table.holder(idx) == 0
+    fresh = table.find_lock(_pa(machine, 20), NS)
+    assert fresh is not None and (fresh.idx, fresh.addr) == (20, _pa(machine, 20))
+    fresh.unlock()
+    assert _nothing_held(machine)
