@@ -22,6 +22,8 @@ from rmm_mp.rmm.dispatch import dispatch, log
 
 if TYPE_CHECKING:
     from rmm_mp.rmm.realm_call import RealmCall
+    from rmm_mp.rmm.realm_desc import Rd
+    from rmm_mp.rmm.rec_desc import Rec
     from rmm_mp.rmm.stage2 import Stage2Bus
 
 
@@ -30,7 +32,7 @@ class RmmCpu:
 
     __slots__ = ("cpu", "granules", "memory", "ns", "el3", "features0", "num_lrs", "control", "log", "pa_bits",
                  "vmid_bits", "platform", "gpt", "tlb", "time_slice", "attest_material", "buses",
-                 "realm_call")
+                 "realm_call", "recs", "rds")
 
     def __init__(self, cpu: int, granules: GranuleTable, memory: PhysicalMemory, ns: NsAccess,
                  el3: Monitor, features0: int, control: Control, platform: Platform, gpt: Gpt, tlb: Tlb,
@@ -50,6 +52,10 @@ class RmmCpu:
         entry and refilled whole by every entry, field by field: making both costs more than
         setting them. A CPU runs one REC at a time, and nothing keeps them past the entry
         (handlers use them while called), so no entry sees another's values."""
+        self.recs: dict[int, Rec] = {}
+        self.rds: dict[int, Rd] = {}
+        """REC_ENTER's Rec and Rd of each granule index it entered (rmi_rec.py, bounded): a Rec or
+        Rd holds nothing but its memory and index, so one serves every entry of its granule."""
         self.platform = platform
         self.pa_bits = platform.pa_bits
         self.vmid_bits = platform.features.vmid_bits

@@ -1088,6 +1088,28 @@ def test_rec_enter_success_irq_exit(machine: Machine, t: Rmi) -> None:
     _ok(machine)
 
 
+def test_rec_enter_keeps_one_rec_and_rd_view_per_granule(machine: Machine, t: Rmi,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """REC_ENTER keeps the Rec and Rd it makes in its RmmCpu, by granule index, and looks them up
+    on the next entry; past the bound (here 1) it starts afresh, and every entry still runs the
+    REC it was given (test-only: the views kept by rmi_rec._kept)."""
+    monkeypatch.setattr(rmi_rec, "_KEPT_MAX", 1)
+    e = Enter(t, activate=False)
+    other = t.rec(e.realm, runnable=True, pc=0x2000)
+    assert t.smc(F.RMI_REALM_ACTIVATE, e.realm.rd)[0] == SUCCESS
+    rmm = t.cpu.rmm
+    for rec in (e.rec, e.rec, other, e.rec):
+        assert _call(t, F.RMI_REC_ENTER, rec, e.run) == (SUCCESS, 0, 0, 0, 0)
+        assert RMI_REC_EXIT.unpack(e.exit_half())["exit_reason"] == IRQ
+        assert [(v.idx, v.offset) for v in rmm.recs.values()] == [(_idx(machine, rec), _idx(machine, rec) << 12)]
+        assert [v.idx for v in rmm.rds.values()] == [_idx(machine, e.realm.rd)]
+        assert _refcount(machine, rec) == 0
+    kept = rmm.recs[_idx(machine, e.rec)]
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run)[0] == SUCCESS
+    assert rmm.recs[_idx(machine, e.rec)] is kept
+    _ok(machine)
+
+
 def test_rec_enter_exit_gic_state(machine: Machine, t: Rmi) -> None:
     """The IRQ exit reports the GIC virtual CPU interface as the entry programmed it (A6.1):
     gicv3_lrs[0..3] as entered (LRs above GICV3_NUM_LRS read 0), gicv3_hcr the host-controlled

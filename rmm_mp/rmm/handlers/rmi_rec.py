@@ -31,7 +31,7 @@ orders, except where the specification decides otherwise:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rmm_mp.abi.rmi import FeatureRegister0 as FR0
 from rmm_mp.abi.structs import (
@@ -260,6 +260,20 @@ def _entry_refusal(rmm: "RmmCpu", rd: Rd, rec: Rec, enter: dict[str, Any],
     return None
 
 
+_KEPT_MAX = 1024
+_View = TypeVar("_View", Rec, Rd)
+
+
+def _kept(views: dict[int, _View], view: _View) -> _View:
+    """Keep ``view`` in RmmCpu.recs or .rds (REC_ENTER looks its REC and RD up there: making a
+    Rec or Rd costs about 1,800 instructions, a dict lookup a tenth of that); past _KEPT_MAX
+    views the next miss starts afresh."""
+    if len(views) >= _KEPT_MAX:
+        views.clear()
+    views[view.idx] = view
+    return view
+
+
 def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     """Enter a REC; on SUCCESS the exit is in run_ptr + 0x800 (RmiRecExit)."""
     # The run page is locked with the REC, in address order (rule 2), and its enter half read
@@ -280,12 +294,17 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if granules.refcount(g.idx) != 0:     # running on another CPU
         g.unlock()
         raise RmiError.rec()
-    rec = Rec(rmm.memory, g.idx)
+    rec = rmm.recs.get(g.idx)
+    if rec is None:
+        rec = _kept(rmm.recs, Rec(rmm.memory, g.idx))
     # The REC's words, read once under its lock for the checks and the run: only a command that
     # holds the lock and sees no running reference writes them (REC_DESTROY, PSCI_COMPLETE,
     # RTT_SET_RIPAS), so the run reads what it would read after the unlock.
     head = rec.run_state()
-    rd = Rd(rmm.memory, _index(rmm, head[H_OWNER]))
+    rd_idx = _index(rmm, head[H_OWNER])
+    rd = rmm.rds.get(rd_idx)
+    if rd is None:
+        rd = _kept(rmm.rds, Rd(rmm.memory, rd_idx))
     enter = RMI_REC_ENTER_RAW.unpack(raw)     # gprs as their bytes: only a host call's completion copies them
     refusal = _entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
