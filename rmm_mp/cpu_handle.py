@@ -27,6 +27,7 @@ from rmm_mp.hw.memory import CpuLockWaiter, NsAccess
 from rmm_mp.hw.platform import Platform
 from rmm_mp.hw.tlb import Tlb
 from rmm_mp.rmm.cpu import RmmCpu
+from rmm_mp.stats.calls import RSI_BASE
 from rmm_mp.stats.histogram import Recorder
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Cpu:
         self.rmm = RmmCpu(cpu, self.granules, machine.memory, ns, self.monitor, machine._features0, machine.control,
                           plat, machine.gpt, self.tlb, machine.control.time_slice)
         self.monitor.rmm = self.rmm.rmi_entry()
-        self.recorder: Recorder | None = Recorder(area.stats_region())
+        self.recorder: Recorder | None = Recorder(area.stats_region(), RSI_BASE)
         self.monitor.recorder = self.recorder
         self.tracer: trace.Tracer | None = None
         self._dead = machine.control.view.load_u32
@@ -121,7 +122,7 @@ class Cpu:
     def set_recording(self, enabled: bool) -> None:
         """Switch latency recording on this CPU on or off (it is on by default)."""
         if enabled and self.recorder is None:
-            self.recorder = Recorder(self.area.stats_region())
+            self.recorder = Recorder(self.area.stats_region(), RSI_BASE)
         elif not enabled and self.recorder is not None:
             self.recorder.flush(0)
             self.recorder.release()

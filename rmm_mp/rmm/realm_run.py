@@ -132,7 +132,8 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
-            recorder.record(EXIT_BASE + fields["exit_reason"], elapsed, 0, 0, False)
+            # record(slot, elapsed, 0, 0, False) for an EL3-free slot (Recorder.el3_free_from)
+            recorder.appends[EXIT_BASE + fields["exit_reason"]](elapsed)
         if tracer is not None:
             tracer.record(KIND_REC_RUN, fields["exit_reason"], start, elapsed, rmm.memory.base + (rec.idx << 12))
     return fields

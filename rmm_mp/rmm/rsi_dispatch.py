@@ -79,7 +79,10 @@ def handle_smc(call: RealmCall) -> Exit | None:
                 error = out[0] >> 63 != 0      # type: ignore[index]
             else:
                 error = out[0] in _RSI_ERRORS      # type: ignore[index]
-            el3.recorder.record(slot, elapsed, 0, 0, error)
+            if error:
+                el3.recorder.record(slot, elapsed, 0, 0, True)
+            else:       # record(slot, elapsed, 0, 0, False) for an EL3-free slot (Recorder.el3_free_from)
+                el3.recorder.appends[slot](elapsed)
         if el3.tracer is not None:
             el3.tracer.record(KIND_RSI, slot, start, elapsed, x[1])
     if out.__class__ is Exit:

@@ -87,12 +87,17 @@ class Recorder:
     append: ``appends[slot](total)`` (the bound ``append`` of ``pending[slot]``) is the same as
     ``record`` for it, and EL3's smc_from_ns, which makes most of the calls, does that itself
     to save a Python call and two lookups.
+
+    ``el3_free_from``: the slots from this one on have no EL3 part at all (the CPU's creator
+    says which; this module does not know what the slots mean). Their EL3 sum is 0 whether or
+    not a call was recorded as measured, so a call there with no lock wait and no error needs
+    only the append as well (the RMM's RSI calls and REC runs do that).
     """
 
     __slots__ = ("_shared", "pending", "appends", "_el3", "_measured", "_el3_total", "_measured_total", "_lockwait",
-                 "_errors", "_estimated", "next_flush", "flush_ns")
+                 "_errors", "_estimated", "next_flush", "flush_ns", "el3_free_from")
 
-    def __init__(self, region: memoryview) -> None:
+    def __init__(self, region: memoryview, el3_free_from: int = SLOTS) -> None:
         self._shared = q = region.cast("Q")
         self.pending: list[array[int]] = [array("q") for _ in range(SLOTS)]
         self.appends = [pending.append for pending in self.pending]   # the arrays are emptied, never replaced
@@ -108,6 +113,7 @@ class Recorder:
         every flush recomputes for them, since the mean moves as other slots' samples come in."""
         self.next_flush = 0
         self.flush_ns = 0
+        self.el3_free_from = el3_free_from
         """Time spent in the flushes made inside calls (EL3 adds it up around each one), so that a
         measurement around many calls (a host step) can leave the recorder's own work out."""
 
@@ -164,7 +170,9 @@ class Recorder:
             base = slot * SLOT_Q
             count, total, lockwait = q[base + H_COUNT], q[base + H_SUM], q[base + H_LOCKWAIT]
             measured = self._measured_total[slot]
-            if measured:
+            if slot >= self.el3_free_from:
+                el3 = 0
+            elif measured:
                 el3 = self._el3_total[slot] * count // measured
                 estimated.discard(slot)
             else:

@@ -417,6 +417,31 @@ def test_new_recorder_counts_published_calls_as_measured() -> None:
     assert read_slot(region, 6).el3_ns == 400 * 3 // 2
 
 
+def test_el3_free_slots_have_no_el3_part_however_their_calls_were_recorded() -> None:
+    """Slots from ``el3_free_from`` on have an EL3 sum of 0 whether their calls were recorded
+    with record(el3=0) or only appended (appends[slot], as the RMM's RSI calls and REC runs
+    do), while other slots' calls were sampled: the same figures as record() gives them. A slot
+    below it that is only appended to still takes the CPU's mean (the estimate)."""
+    figures = []
+    for appended in (False, True):
+        region = _region()
+        rec = Recorder(region, el3_free_from=40)
+        rec.record(0, 2000, 500, 0, False)          # a sampled RMI call: the CPU's mean is 500
+        for total in (3000, 3001):
+            if appended:
+                rec.appends[40](total)
+                rec.appends[39](total)
+            else:
+                rec.record(40, total, 0, 0, False)
+                rec.record(39, total, None, 0, False)
+        rec.record(41, 700, 0, 0, True)             # an error goes through record
+        rec.flush(0)
+        rec.release()
+        figures.append([(s.count, s.sum_ns, s.el3_ns, s.handler_ns, s.errors)
+                        for s in (read_slot(region, n) for n in (39, 40, 41))])
+    assert figures[0] == figures[1] == [(2, 6001, 1000, 5001, 0), (2, 6001, 0, 6001, 0), (1, 700, 0, 700, 1)]
+
+
 EMPTY = CallStats(0, 0, 0, 0, 0, 0, 0, (0,) * BUCKETS)
 
 
