@@ -151,7 +151,7 @@ class RunLoop:
             q.end(vcpu, VEND_DRAINED)
             return
         rec, run = q.vcpu_pages(vcpu)
-        x0 = cpu.smc(REC_ENTER, rec, run)[0]
+        x0 = cpu.smc_u64(REC_ENTER, rec, run)[0]      # rec, run: u64 words of the run queue
         self.entries += 1
         q.count(slot, "entries")
         if x0 != SUCCESS:

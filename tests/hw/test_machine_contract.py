@@ -527,6 +527,18 @@ def test_smc_missing_registers_are_zero(cpu0: Cpu) -> None:
     assert cpu0.smc(VERSION) == (ERROR_INPUT, V10, V10, 0, 0)
 
 
+def test_smc_u64_is_smc_of_three_words(cpu0: Cpu) -> None:
+    """Cpu.smc_u64(fid, x1, x2), the run loop's entry for REC_ENTER, is smc(fid, x1, x2) for
+    values already in [0, 2^64): the same results, X3..X6 zero after a call that set them, and
+    the same Non-secure context saved."""
+    assert cpu0.smc(PSCI_VERSION, 5, 7, 8, 0x1234, 9, 10) == (SMC_UNKNOWN, 5, 7, 8, 0x1234)
+    assert cpu0.smc_u64(PSCI_VERSION, 5, U64) == cpu0.smc(PSCI_VERSION, 5, U64) == (SMC_UNKNOWN, 5, U64, 0, 0)
+    saved = cpu0.area.buf[OFF_NS_CTX:OFF_NS_CTX + 56].tobytes()
+    assert cpu0.smc_u64(VERSION, V10, 0) == cpu0.smc(VERSION, V10) == (SUCCESS, V10, V10, 0, 0)
+    assert cpu0.smc_u64(PSCI_VERSION, 5, U64) == (SMC_UNKNOWN, 5, U64, 0, 0)
+    assert cpu0.area.buf[OFF_NS_CTX:OFF_NS_CTX + 56].tobytes() == saved
+
+
 @pytest.mark.parametrize("bad", [1.0, "1", None, True, False, b"\x01", 1j])
 @pytest.mark.parametrize("position", [0, 1, 4, 6])
 def test_smc_rejects_non_int_registers_with_type_error(cpu0: Cpu, bad: object, position: int) -> None:
@@ -658,6 +670,8 @@ def test_handler_exception_is_rmm_internal_error_and_kills_the_machine(
                               (1, DELEGATE, (machine.dram_base,))):
         with pytest.raises(RmmInternalError):
             machine.cpu(cpu_id).smc(fid, *args)
+    with pytest.raises(RmmInternalError):      # the run loop's entry (REC_ENTER) checks it too
+        machine.cpu(0).smc_u64(DELEGATE, machine.dram_base, 0)
     other = Machine.attach(machine.name)
     try:
         assert other.dead
@@ -1041,6 +1055,8 @@ def test_close_is_idempotent_and_unlinks_everything() -> None:
         m.cpu(1)
     with pytest.raises(MachineError, match="^CPU 0 handle is closed$"):
         cpu.smc(VERSION, V10)
+    with pytest.raises(MachineError, match="^CPU 0 handle is closed$"):
+        cpu.smc_u64(VERSION, V10, 0)
 
 
 def _interrupt_first_unlink(monkeypatch: pytest.MonkeyPatch, then: "object") -> list[str]:
