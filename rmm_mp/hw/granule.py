@@ -153,7 +153,8 @@ NO_SUB = -1
 """lock_known's hint when the caller names no subclass."""
 
 _GUARDS_MAX = 4096
-"""Guards a table keeps (GranuleTable._guard): 4096 granules cover 16 MiB of RTTs, RDs and RECs."""
+"""Guards a table keeps (GranuleTable._guard): those of the last 4096 granules (16 MiB) it locked
+through find_lock or lock_known, of any state, at most."""
 
 CLASSES = 16
 OTHER_CLASS = CLASSES - 1
