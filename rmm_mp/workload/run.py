@@ -277,7 +277,9 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         # The signal escaped run_cpus before it held Ctrl-C and SIGTERM (from then on it takes
         # them itself and returns its result, the run's end included), or it came while the CPU
         # processes were started and was raised once they were killed: either way no CPU had its
-        # go, so none ran. Reported as CPUs that returned no result, a realm of theirs FAILED.
+        # go, so none ran: reported as CPUs not started, not as CPUs that returned no result
+        # (which made a realm of theirs FAILED). A signal in _note_load, before run_cpus, is
+        # told the same way, though no process was being started yet.
         return not_started("as their processes were being started")
     results: dict[int, CpuResult] = dict(result.results)
     if result.stopped_by == f"interrupted ({result.interrupted_by})" and not result.failures \
