@@ -128,7 +128,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
-    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # _gic_exit_state
+    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state, memoised
     if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
@@ -147,16 +147,6 @@ _gic_cache: BoundedMemo[tuple[int, int, tuple[int, ...]], dict[str, Any]] = Boun
     lambda key: gic.gic_exit_state(key[1], key[2], key[0]), _CACHE_MAX)
 """(num_lrs, hcr, lrs) -> gic.gic_exit_state: a host re-enters with the same GIC state entry
 after entry, and the answer depends on nothing else. Callers copy it (run_rec subscripts it)."""
-
-
-def _mpidr_el1(rec_index: int) -> int:
-    """MPIDR_EL1 of REC ``rec_index`` as its realm reads it (memoised: a pure function)."""
-    return _mpidr_cache[rec_index]
-
-
-def _gic_exit_state(num_lrs: int, hcr: int, lrs: tuple[int, ...]) -> dict[str, Any]:
-    """gic.gic_exit_state for this CPU's number of LRs, memoised (_gic_cache). Callers copy it."""
-    return _gic_cache[(num_lrs, hcr, lrs)]
 
 
 # -- 1. entry completions ---------------------------------------------------------------------
