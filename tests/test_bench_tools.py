@@ -279,3 +279,12 @@ def test_a_tools_help_writes_its_defaults_digits_grouped(tool: str, capsys: pyte
     defaults = re.findall(r"\(default[^)]*\)", text)
     assert defaults, text
     assert [d for d in defaults if re.search(r"(?<![\d.,])\d{4,}|\de\d", d)] == []
+
+
+def test_rec_profile_counts_the_run_loops_rmm_entry() -> None:
+    """bench_rec's profile splits a round trip into the RMM's REC_ENTER and the host's part by the
+    time inside the CPU handle's entry: the run loop enters through Cpu.smc_u64, not Cpu.smc, so
+    that entry must be counted, or the whole round trip is shown as the host's."""
+    rows, rmm_us, total_us = bench_rec.profile(30)
+    assert 0 < rmm_us < total_us, (rmm_us, total_us)
+    assert any(where.endswith("cpu_handle.py:smc_u64") for where, _, _ in rows)
