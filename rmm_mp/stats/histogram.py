@@ -111,9 +111,11 @@ class Recorder:
         self._estimated: set[int] = set()
         """Slots with calls but no measured one: their EL3 sum is the CPU's mean (_mean_el3), which
         every flush recomputes for them, since the mean moves as other slots' samples come in."""
+        self.el3_free_from = el3_free_from
+        """The first slot with no EL3 part (see the class docstring): flush gives it and every
+        later slot an EL3 sum of 0."""
         self.next_flush = 0
         self.flush_ns = 0
-        self.el3_free_from = el3_free_from
         """Time spent in the flushes made inside calls (EL3 adds it up around each one), so that a
         measurement around many calls (a host step) can leave the recorder's own work out."""
 
