@@ -19,14 +19,14 @@ import pytest
 
 from footprint import realm_snapshot, snapshot
 from rmi_helpers import (F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, before_the_first_lock,
-                         delegate_after_the_copy, host_rewrites_after_each_read)
+                         delegate_after_the_copy, host_rewrites_after_each_read, start_level_for)
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import Granule, GranuleTable, cpu_owner
 from rmm_mp.guest.isa import Op, encode
-from rmm_mp.rmm import realm_run, rec_desc
+from rmm_mp.rmm import realm_run, rec_desc, s2tt
 from rmm_mp.rmm.handlers import rmi_rec
 from rmm_mp.rmm.granule_state import GranuleState as S
 from rmm_mp.rmm.realm_desc import RealmState, Rd
@@ -1107,6 +1107,78 @@ def test_rec_enter_keeps_one_rec_and_rd_view_per_granule(machine: Machine, t: Rm
     kept = rmm.recs[_idx(machine, e.rec)]
     assert _call(t, F.RMI_REC_ENTER, e.rec, e.run)[0] == SUCCESS
     assert rmm.recs[_idx(machine, e.rec)] is kept
+    _ok(machine)
+
+
+def _realm_at(t: Rmi, rd: int, s2sz: int) -> Realm:
+    """REALM_CREATE with the RD at ``rd`` (DELEGATED) and fresh roots: a realm of ``s2sz`` bits."""
+    level = start_level_for(s2sz)
+    count = s2tt.num_root_rtts(s2sz, level)
+    first = t.ns_granules(count, align=count * t.m.granule_size)
+    roots = tuple(t.delegate(first + i * t.m.granule_size) for i in range(count))
+    vmid = t._vmid
+    params = t.realm_params(s2sz, rtt_base=roots[0], start_level=level)
+    assert t.smc(F.RMI_REALM_CREATE, rd, params)[0] == SUCCESS
+    return Realm(rd, roots, s2sz, level, 0, vmid)
+
+
+def _rec_at(t: Rmi, realm: Realm, rec: int, runnable: bool, pc: int) -> None:
+    """REC_CREATE of ``realm``'s next REC at ``rec`` (DELEGATED), with 16 fresh aux granules."""
+    aux = tuple(t.delegate() for _ in range(16))
+    params = t.rec_params(len(realm.recs), runnable, pc, (), aux)
+    assert t.smc(F.RMI_REC_CREATE, realm.rd, rec, params)[0] == SUCCESS
+    realm.recs.append((rec, aux))
+
+
+def _teardown(t: Rmi, realm: Realm) -> None:
+    for rec, _ in realm.recs:
+        assert t.smc(F.RMI_REC_DESTROY, rec)[0] == SUCCESS
+    assert t.smc(F.RMI_REALM_DESTROY, realm.rd)[0] == SUCCESS
+
+
+def test_rec_enter_after_its_granules_held_another_rec_and_rd(machine: Machine, t: Rmi) -> None:
+    """REC_ENTER's kept Rec and Rd views (rmi_rec._kept) are windows on their granules, not on the
+    objects once there: after REC_DESTROY and REALM_DESTROY, a new realm of other parameters with
+    its RD at the old RD's PA and a REC at the old REC's PA is entered as what it is now (a NEW
+    realm is refused; an ACTIVE one is run with its own stage 2 and the REC's MPIDR; a REC that is
+    not runnable is refused); and with the two PAs' roles swapped (the old REC granule an RD,
+    the old RD granule a REC) as well. Test-only: this held before and after the views were kept."""
+    rmm = t.cpu.rmm
+    old = t.realm(s2sz=40, activate=False)
+    rec_pa, rd_pa = t.delegate(), old.rd
+    _rec_at(t, old, rec_pa, True, 0x3000)
+    assert t.smc(F.RMI_REALM_ACTIVATE, rd_pa)[0] == SUCCESS
+    run = t.ns_page(Enter.page())
+    assert _call(t, F.RMI_REC_ENTER, rec_pa, run)[0] == SUCCESS
+    assert rmm.realm_call is not None and rmm.realm_call.ctx.ipa_width == 40
+    assert _idx(machine, rec_pa) in rmm.recs and _idx(machine, rd_pa) in rmm.rds
+    _teardown(t, old)
+
+    new = _realm_at(t, rd_pa, 36)
+    _rec_at(t, new, t.delegate(), False, 0x1000)        # REC index 0 elsewhere: the recycled one is index 1
+    _rec_at(t, new, rec_pa, True, 0x2000)
+    assert _call(t, F.RMI_REC_ENTER, rec_pa, run)[0] == REALM_ERR     # the realm is NEW now
+    assert t.smc(F.RMI_REALM_ACTIVATE, rd_pa)[0] == SUCCESS
+    assert _call(t, F.RMI_REC_ENTER, rec_pa, run)[0] == SUCCESS
+    call = rmm.realm_call
+    assert (call.ctx.ipa_width, call.ctx.rtt_base, call.rd_pa) == (36, new.roots[0], rd_pa)
+    assert call.state.sysregs[-1] & 0xFF == 1                           # MPIDR_EL1.Aff0: REC index 1
+    _teardown(t, new)
+
+    idle = _realm_at(t, rd_pa, 40)
+    _rec_at(t, idle, rec_pa, False, 0x2000)
+    assert t.smc(F.RMI_REALM_ACTIVATE, rd_pa)[0] == SUCCESS
+    assert _call(t, F.RMI_REC_ENTER, rec_pa, run)[0] == REC_ERR       # this REC is not runnable
+    _teardown(t, idle)
+
+    swapped = _realm_at(t, rec_pa, 40)                  # the old REC granule is an RD now
+    _rec_at(t, swapped, rd_pa, True, 0x2000)            # and the old RD granule a REC
+    assert t.smc(F.RMI_REALM_ACTIVATE, rec_pa)[0] == SUCCESS
+    assert _call(t, F.RMI_REC_ENTER, rd_pa, run)[0] == SUCCESS
+    call = rmm.realm_call
+    assert (call.ctx.rtt_base, call.rd_pa, call.rec.idx, call.rd.idx) == (
+        swapped.roots[0], rec_pa, _idx(machine, rd_pa), _idx(machine, rec_pa))
+    assert _call(t, F.RMI_REC_ENTER, rec_pa, run)[0] == INPUT           # an RD is no REC
     _ok(machine)
 
 
