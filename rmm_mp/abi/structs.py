@@ -353,9 +353,11 @@ RSI_HOST_CALL = Layout("RsiHostCall", 0x100, (
 
 # The RMM's views of the two halves of the run page and of RsiHostCall with gprs as their bytes
 # (Layout.raw): a host call's registers go from RsiHostCall to RmiRecExit, and from RmiRecEnter
-# back into RsiHostCall, as bytes copied, never as 31 ints (the same bytes either way).
-RMI_REC_ENTER_RAW = RMI_REC_ENTER.raw("gprs")
-RMI_REC_EXIT_RAW = RMI_REC_EXIT.raw("gprs")
+# back into RsiHostCall, as bytes copied, never as 31 ints (the same bytes either way). The run
+# page's gicv3_lrs too: every exit reports the LRs the entry programmed, so REC_ENTER keys its
+# GIC memos on their bytes and copies them (rmm.gic.LRS), never making 16 ints of them.
+RMI_REC_ENTER_RAW = RMI_REC_ENTER.raw("gprs").raw("gicv3_lrs")
+RMI_REC_EXIT_RAW = RMI_REC_EXIT.raw("gprs").raw("gicv3_lrs")
 RSI_HOST_CALL_RAW = RSI_HOST_CALL.raw("gprs")
 
 

@@ -6,6 +6,7 @@ the host programmed.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from rmm_mp.abi.structs import RMI_REC_EXIT
@@ -34,6 +35,9 @@ GIC_MAX_VINTID = (1 << 16) - 1
 _MAX_SPI, _MIN_LPI = 1019, 8192
 EXIT_LRS = RMI_REC_EXIT.fields["gicv3_lrs"].count
 """RmiRecExit's gicv3_lrs[16]: gic_exit_state gives all of them, the unimplemented ones 0."""
+LRS = struct.Struct(f"<{EXIT_LRS}Q")
+"""gicv3_lrs[16] as their bytes, as REC_ENTER carries them from RmiRecEnter to RmiRecExit
+(structs.RMI_REC_ENTER_RAW): the checks unpack them once per GIC state, through run_rec's memos."""
 
 
 def _vintid_valid(intid: int) -> bool:
@@ -91,3 +95,9 @@ def gic_exit_state(hcr: int, lrs: tuple[int, ...], num_lrs: int) -> dict[str, An
             "gicv3_misr": _misr(host_bits, implemented), "gicv3_vmcr": 0}
 
 
+def gic_exit_state_raw(hcr: int, lrs: bytes, num_lrs: int) -> dict[str, Any]:
+    """gic_exit_state of the LRs as their bytes (LRS), gicv3_lrs given back as bytes too: what
+    RMI_REC_EXIT_RAW packs."""
+    state = gic_exit_state(hcr, LRS.unpack(lrs), num_lrs)
+    state["gicv3_lrs"] = LRS.pack(*state["gicv3_lrs"])
+    return state

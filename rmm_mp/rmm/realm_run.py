@@ -128,7 +128,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
-    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state, memoised
+    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state_raw, memoised
     if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
@@ -143,10 +143,11 @@ _CACHE_MAX = 1024
 _mpidr_cache: BoundedMemo[int, int] = BoundedMemo(lambda rec_index: rec_index_to_mpidr_el1(rec_index) | MPIDR_RES1,
                                                   _CACHE_MAX)
 """REC index -> MPIDR_EL1 as its realm reads it (a pure function; run_rec subscripts it)."""
-_gic_cache: BoundedMemo[tuple[int, int, tuple[int, ...]], dict[str, Any]] = BoundedMemo(
-    lambda key: gic.gic_exit_state(key[1], key[2], key[0]), _CACHE_MAX)
-"""(num_lrs, hcr, lrs) -> gic.gic_exit_state: a host re-enters with the same GIC state entry
-after entry, and the answer depends on nothing else. Callers copy it (run_rec subscripts it)."""
+_gic_cache: BoundedMemo[tuple[int, int, bytes], dict[str, Any]] = BoundedMemo(
+    lambda key: gic.gic_exit_state_raw(key[1], key[2], key[0]), _CACHE_MAX)
+"""(num_lrs, hcr, lrs as their bytes) -> gic.gic_exit_state_raw: a host re-enters with the same
+GIC state entry after entry, and the answer depends on nothing else. Callers copy it (run_rec
+subscripts it)."""
 
 
 # -- 1. entry completions ---------------------------------------------------------------------

@@ -116,7 +116,7 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.rec()
     rec = Rec(rmm.memory, g.idx)
     rd = Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd))
-    enter = RMI_REC_ENTER_RAW.unpack(raw)   # gprs as their bytes, as run_rec takes them
+    enter = RMI_REC_ENTER_RAW.unpack(raw)   # gprs and gicv3_lrs as their bytes, as run_rec takes them
     refusal = rmi_rec._entry_refusal(rmm, rd, rec, enter)
     g.unlock()                                  # BUG: released without raising the refcount
     if refusal is not None:

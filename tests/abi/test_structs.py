@@ -199,17 +199,22 @@ def test_a_byte_string_whose_length_cannot_be_taken_is_refused_naming_its_field(
 @pytest.mark.parametrize("layout, raw", [(RMI_REC_ENTER, RMI_REC_ENTER_RAW), (RMI_REC_EXIT, RMI_REC_EXIT_RAW),
                                          (RSI_HOST_CALL, RSI_HOST_CALL_RAW)])
 def test_a_raw_array_is_its_bytes(layout: Layout, raw: Layout) -> None:
-    """Layout.raw("gprs") (how the RMM copies a host call's registers): unpack gives the array's
+    """Layout.raw("gprs") (how the RMM copies a host call's registers; the run page's halves take
+    gicv3_lrs as bytes too, raw("gprs").raw("gicv3_lrs")): unpack gives the arrays'
     little-endian bytes and the other fields as the plain layout does; pack takes those bytes, or
     fewer (zero-padded as a shorter array is), and writes what the plain layout writes for the
     ints; more bytes than the field holds are refused naming the field."""
     rng = random.Random(7)
     gprs = tuple(rng.getrandbits(64) for _ in range(31))
     others = {name: 1 for name, fld in layout.fields.items() if fld.count == 1 and name != "gprs"}
-    image = layout.pack(**others, gprs=gprs)
+    # The run page's halves take gicv3_lrs as their bytes too (REC_ENTER copies them to the exit).
+    lrs = tuple(rng.getrandbits(64) for _ in range(16)) if "gicv3_lrs" in layout.fields else None
+    arrays = {"gprs": gprs} if lrs is None else {"gprs": gprs, "gicv3_lrs": lrs}
+    image = layout.pack(**others, **arrays)
     as_bytes = struct.pack("<31Q", *gprs)
-    assert raw.unpack(image) == {**layout.unpack(image), "gprs": as_bytes}
-    assert raw.pack(**others, gprs=as_bytes) == image
+    raw_arrays = {"gprs": as_bytes} if lrs is None else {"gprs": as_bytes, "gicv3_lrs": struct.pack("<16Q", *lrs)}
+    assert raw.unpack(image) == {**layout.unpack(image), **raw_arrays}
+    assert raw.pack(**others, **raw_arrays) == image
     assert raw.pack_bytes({**others, "gprs": as_bytes[:16]}) == layout.pack_bytes({**others, "gprs": gprs[:2]})
     assert raw.extent == layout.extent and raw.size == layout.size
     with pytest.raises(LayoutError, match=rf"^{layout.name}\.gprs is 256 bytes; expected at most 248$"):

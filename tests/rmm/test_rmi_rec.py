@@ -26,7 +26,7 @@ from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import Granule, GranuleTable, cpu_owner
 from rmm_mp.guest.isa import Op, encode
-from rmm_mp.rmm import realm_run, rec_desc, s2tt
+from rmm_mp.rmm import gic, realm_run, rec_desc, s2tt
 from rmm_mp.rmm.handlers import rmi_rec
 from rmm_mp.rmm.granule_state import GranuleState as S
 from rmm_mp.rmm.realm_desc import RealmState, Rd
@@ -955,13 +955,26 @@ def test_rec_gicv3_answer_depends_on_num_lrs_whatever_was_asked_before(first: in
     and refused with 4, asked in either order in one process, a value not seen before. A memo
     keyed without GICV3_NUM_LRS gives the second question the first one's answer."""
     lrs = (0, 0, 0, 0, _P | 1 << 61 | 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, first)    # LR15: not seen before
-    enter = {"flags": 0, "gicv3_hcr": 0, "gicv3_lrs": lrs}
+    enter = {"flags": 0, "gicv3_hcr": 0, "gicv3_lrs": gic.LRS.pack(*lrs)}     # as RMI_REC_ENTER_RAW gives them
     head = [0] * (rec_desc.H_PSCI + 1)
     head[rec_desc.H_RUNNABLE] = 1
     rd = mock.Mock(state=RealmState.ACTIVE)
     for num_lrs in (first, 7 - first):
         refusal = rmi_rec._entry_refusal(mock.Mock(num_lrs=num_lrs), rd, mock.Mock(), enter, tuple(head))
         assert (refusal is None) == (num_lrs == 3), num_lrs
+
+
+@pytest.mark.parametrize("num_lrs", [0, 3, 15])
+def test_gic_exit_state_of_the_lrs_bytes_is_the_int_answer_packed(num_lrs: int) -> None:
+    """REC_ENTER keeps gicv3_lrs as their bytes from RmiRecEnter to RmiRecExit (RMI_REC_ENTER_RAW,
+    RMI_REC_EXIT_RAW): gic_exit_state_raw gives gic_exit_state's fields, the LRs packed (those
+    above num_lrs zero)."""
+    lrs = tuple((i + 1) << 56 | 1 << 41 | (32 + i) for i in range(16))
+    hcr = 0x40FE | 1 << 20           # a bit the host does not control: not reported back
+    state = gic.gic_exit_state(hcr, lrs, num_lrs)
+    packed = {**state, "gicv3_lrs": gic.LRS.pack(*state["gicv3_lrs"])}
+    assert gic.gic_exit_state_raw(hcr, gic.LRS.pack(*lrs), num_lrs) == packed
+    assert state["gicv3_lrs"] == lrs[:num_lrs + 1] + (0,) * (15 - num_lrs)
 
 
 @pytest.mark.parametrize("why", ["not-runnable", "psci-pending", "realm-new", "system-off"])

@@ -58,10 +58,11 @@ REC, REC_AUX = GranuleState.REC, GranuleState.REC_AUX
 _NEW, _SYSTEM_OFF = RealmState.NEW, RealmState.SYSTEM_OFF
 _RUNNABLE = int(RmiRecCreateFlags.RUNNABLE)
 _EMUL_MMIO, _INJECT_SEA = int(RmiRecEnterFlags.EMUL_MMIO), int(RmiRecEnterFlags.INJECT_SEA)
-_gic_valid: BoundedMemo[tuple[int, int, tuple[int, ...]], bool] = BoundedMemo(
-    lambda key: gic.gic_state_valid(key[1], key[2], key[0]), 1024)
-"""(num_lrs, hcr, lrs) -> gic.gic_state_valid: a pure function, and a host re-enters with the same
-GIC state entry after entry; a lookup costs about half of checking the LRs again."""
+_gic_valid: BoundedMemo[tuple[int, int, bytes], bool] = BoundedMemo(
+    lambda key: gic.gic_state_valid(key[1], gic.LRS.unpack(key[2]), key[0]), 1024)
+"""(num_lrs, hcr, lrs as their bytes: RMI_REC_ENTER_RAW) -> gic.gic_state_valid: a pure function,
+and a host re-enters with the same GIC state entry after entry; a lookup costs about half of
+checking the LRs again."""
 _ENTER_EXTENT = RMI_REC_ENTER_RAW.extent
 """What REC_ENTER copies of the enter half: up to its last field (0x388 of 0x800 bytes), all that
 RMI_REC_ENTER_RAW.unpack reads; the rest is SBZ padding the RMM ignores."""
@@ -305,7 +306,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     rd = rmm.rds.get(rd_idx)
     if rd is None:
         rd = _kept(rmm.rds, Rd(rmm.memory, rd_idx))
-    enter = RMI_REC_ENTER_RAW.unpack(raw)     # gprs as their bytes: only a host call's completion copies them
+    enter = RMI_REC_ENTER_RAW.unpack(raw)     # gprs and gicv3_lrs as their bytes: copied, not read as ints
     refusal = _entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
         g.unlock()
