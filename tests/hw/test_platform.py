@@ -645,6 +645,16 @@ def test_region_name_that_is_not_printable(tmp_path: Path) -> None:
     assert load("host").mmio[0].name == "uart" and load("host").secure[0].name == "tzc-carveout"
 
 
+def _inline_regions(tmp_path: Path, regions: str) -> tuple[Path, str]:
+    """host.toml with its [[mmio]] and [[secure]] tables replaced by ``regions`` (written inline,
+    before [dram]), saved as inline.toml: the file and its text."""
+    text = re.sub(r"(?ms)^\[\[(mmio|secure)\]\].*?(?=^\[[a-z])", "", HOST_TOML.read_text())
+    text = text.replace("[dram]", f"{regions}\n\n[dram]", 1)
+    path = tmp_path / "inline.toml"
+    path.write_text(text)
+    return path, text
+
+
 @pytest.mark.parametrize("regions, key", [
     ('mmio = [{ name = "uart", base = 0x1C09_0100, size = "64 KiB" }]', "mmio[0].base"),
     ("mmio = [5]", "mmio[0]"),
@@ -657,10 +667,7 @@ def test_region_array_written_inline_names_its_line(tmp_path: Path, regions: str
     ..., size = ... }]`, TOML the loader accepts) with a mistake in one element: the error names
     the line where the array is set (it gave no line at all: only [[mmio]] headers were
     looked for), as a missing key's error names its table's header."""
-    text = re.sub(r"(?ms)^\[\[(mmio|secure)\]\].*?(?=^\[[a-z])", "", HOST_TOML.read_text())
-    text = text.replace("[dram]", f"{regions}\n\n[dram]", 1)
-    path = tmp_path / "inline.toml"
-    path.write_text(text)
+    path, text = _inline_regions(tmp_path, regions)
     with pytest.raises(ConfigError) as info:
         load(path)
     err = info.value
@@ -714,10 +721,7 @@ def test_a_float_in_a_region_array_is_shown_as_written(tmp_path: Path, regions: 
     `mmio = [` line: the key's own has no header to find) holds no number at all, when a time on
     it holds an 00 that reads as 0.0 too, and inside an array that is the refused value. A
     rescan of that line found nothing or two numbers, and showed the float read (inf, 0.0)."""
-    text = re.sub(r"(?ms)^\[\[(mmio|secure)\]\].*?(?=^\[[a-z])", "", HOST_TOML.read_text())
-    text = text.replace("[dram]", f"{regions}\n\n[dram]", 1)
-    path = tmp_path / "inline.toml"
-    path.write_text(text)
+    path, text = _inline_regions(tmp_path, regions)
     with pytest.raises(ConfigError) as info:
         load(path)
     assert f"inline.toml:{_line_of(text, 'mmio = ')}: {shown}" in str(info.value), str(info.value)

@@ -48,6 +48,20 @@ def test_a_ctrl_c_before_the_cpus_had_their_go_names_them_as_never_started(
     assert report.unreported == ()
 
 
+def _kill_cpu0_if_bound(machine: object, killed: list[int]) -> int:
+    """SIGKILL CPU 0's process once it has bound the machine (its pid in its area's binding
+    word), noting it in ``killed``; the pid, or 0 while it has not bound yet."""
+    area = machine.cpu_area(0)  # type: ignore[attr-defined]
+    try:
+        pid = area.binding() & 0xFFFF_FFFF
+    finally:
+        area.release()
+    if pid:
+        killed.append(pid)
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def test_a_cpu_still_starting_when_another_dies_is_no_finding_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """Free-running, two CPUs: CPU 1 never gets its go (the parent withholds it, as for a CPU whose
     start-up outlasts the grace time on a loaded host), and CPU 0 is killed (SIGKILL) once it is
@@ -65,14 +79,7 @@ def test_a_cpu_still_starting_when_another_dies_is_no_finding_of_its_own(monkeyp
     def kill_cpu0_once_bound(elapsed: float, seg: object) -> None:
         if killed or not machines:
             return
-        area = machines[0].cpu_area(0)  # type: ignore[attr-defined]
-        try:
-            pid = area.binding() & 0xFFFF_FFFF
-        finally:
-            area.release()
-        if pid:
-            killed.append(pid)
-            os.kill(pid, signal.SIGKILL)
+        _kill_cpu0_if_bound(machines[0], killed)
 
     report = runner.run(StressConfig(workload="tables", seconds=60, cpus=2), on_tick=kill_cpu0_once_bound,
                         on_machine=machines.append)
@@ -99,14 +106,8 @@ def test_a_cpu_still_starting_when_the_tools_abort_for_a_death_stopped_the_run_i
 
     def kill_cpu0_then_look(self: runner._Supervisor) -> bool:
         if not killed:
-            area = self.machine.cpu_area(0)
-            try:
-                pid = area.binding() & 0xFFFF_FFFF
-            finally:
-                area.release()
+            pid = _kill_cpu0_if_bound(self.machine, killed)
             if pid:
-                killed.append(pid)
-                os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + 30.0
                 while process.alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.01)
