@@ -222,6 +222,10 @@ class StressReport:
             # A finding, an abort or a timeout keeps its end when a signal also came; without
             # this the text never said the run was interrupted, where the JSON did.
             line += f"; interrupted ({self.interrupted_by or 'Ctrl-C or SIGTERM'})"
+        elif self.ended == "interrupted" and self.interrupted_by:
+            # Which signal, as `rmm-mp run`'s header names it: "ended: interrupted" alone left the
+            # reader of a run stopped by a script's SIGTERM (or a `timeout`) to guess.
+            line += f" ({self.interrupted_by})"
         return line
 
     def text(self) -> str:

@@ -290,7 +290,7 @@ def test_a_signal_after_the_cpus_stopped_still_gives_the_report(monkeypatch: pyt
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--quiescent-every", "0"])
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     assert calls and res.exit_code == 1, res.output
-    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted\n", res.output), res.output
+    assert re.search(rf"; [1-9][\d,]* operations? in .*; ended: interrupted \({what}\)\n", res.output), res.output
     assert f"not done: invariants not checked at the end: interrupted ({what})" in res.output
     # This process's segments only: under xdist another worker's machines come and go meanwhile.
     assert not [e for e in os.listdir(segment.SHM_DIR) if e.startswith(f"rmm-mp-{os.getpid()}-")]
@@ -310,7 +310,7 @@ def test_a_signal_after_the_end_was_computed_makes_the_run_end_interrupted(
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "300", "--checkers", "lockdep",
                                       "--json", str(j)])
     assert calls and res.exit_code == 1, res.output
-    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted\n(lock contention: .*\n)?no findings\n", res.output), res.output
+    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted \((Ctrl-C|SIGTERM)\)\n(lock contention: .*\n)?no findings\n", res.output), res.output
     assert json.loads(j.read_text())["ended"] == "interrupted"
 
 
@@ -345,7 +345,7 @@ def test_a_signal_while_the_population_is_built_gives_a_report_of_nothing_run(
     res = CliRunner().invoke(stress, ["--seconds", "1"])
     what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     assert res.exit_code == 1, res.output
-    assert "0 operations in 0.0 s; checkers: lockdep, ownership, invariants, watchdog; ended: interrupted" \
+    assert f"0 operations in 0.0 s; checkers: lockdep, ownership, invariants, watchdog; ended: interrupted ({what})" \
         in res.output
     assert f"not done: the CPUs were not started: interrupted ({what}) while the population was built" \
         in res.output
@@ -519,7 +519,7 @@ def test_a_signal_as_the_report_is_printed_still_gives_it_marked_interrupted(
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert calls and isinstance(res.exception, SystemExit) and res.exit_code == 1, (res.output, res.exception)
-    assert len(re.findall(r"; [1-9][\d,]* operations? in .*; ended: interrupted\n(lock contention: .*\n)?no findings\n", res.stdout)) == 1, \
+    assert len(re.findall(r"; [1-9][\d,]* operations? in .*; ended: interrupted \((Ctrl-C|SIGTERM)\)\n(lock contention: .*\n)?no findings\n", res.stdout)) == 1, \
         res.stdout
     assert "ended: budget" not in res.stdout
     data = json.loads(j.read_text())
@@ -1106,7 +1106,7 @@ def test_sigterm_to_the_process_group_stops_the_run_cleanly(tmp_path: Path) -> N
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 1, stdout + stderr
-        assert "ended: interrupted" in stdout and "no findings" in stdout, stdout + stderr
+        assert "ended: interrupted (SIGTERM)" in stdout and "no findings" in stdout, stdout + stderr
         psutil.wait_procs(children, timeout=30)
         assert not [c for c in children if c.is_running()]
         assert not [name for name in os.listdir(segment.SHM_DIR) if name.startswith(prefix)]
@@ -1177,7 +1177,8 @@ def test_summary_says_a_run_that_kept_its_end_was_interrupted() -> None:
     """A run that ended on a finding, an abort or its time limit keeps that end when Ctrl-C or
     SIGTERM also came: the summary line adds the signal (as the JSON's `interrupted` does), the
     one the runner named or, when none was named, both; a run that ended "interrupted" says it
-    once, and one not interrupted says nothing of it."""
+    once, naming the signal as `rmm-mp run`'s report does (it said "ended: interrupted" alone,
+    found by a kill/interrupt campaign on the CLI), and one not interrupted says nothing of it."""
     from rmm_mp.stress.config import StressConfig
     from rmm_mp.stress.report import StressReport
     cfg = StressConfig(schedule="random", steps=10)
@@ -1189,7 +1190,10 @@ def test_summary_says_a_run_that_kept_its_end_was_interrupted() -> None:
     marked = StressReport(cfg, (), "finding", 1.0, {0: 1}).marked_interrupted(by="Ctrl-C").summary()
     assert marked.endswith("; ended: finding; interrupted (Ctrl-C)"), marked
     assert StressReport(cfg, (), "interrupted", 1.0, {0: 1}, interrupted=True,
-                        interrupted_by="Ctrl-C").summary().endswith("; ended: interrupted")
+                        interrupted_by="Ctrl-C").summary().endswith("; ended: interrupted (Ctrl-C)")
+    assert StressReport(cfg, (), "interrupted", 1.0, {0: 1}, interrupted=True).summary().endswith("; ended: interrupted")
+    assert StressReport(cfg, (), "budget", 1.0, {0: 1}).marked_interrupted(by="SIGTERM").summary().endswith(
+        "; ended: interrupted (SIGTERM)")
     assert StressReport(cfg, (), "finding", 1.0, {0: 1}).summary().endswith("; ended: finding")
 
 
@@ -1480,7 +1484,7 @@ def test_ctrl_c_as_the_machine_closes_still_gives_the_report(tmp_path: Path, mon
                                       "--json", str(j)])
     assert calls and res.exit_code == 1, res.output
     assert "Aborted!" not in res.output, res.output
-    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted\n(lock contention: .*\n)?no findings\n", res.output), res.output
+    assert re.search(r"; [1-9][\d,]* operations? in .*; ended: interrupted \((Ctrl-C|SIGTERM)\)\n(lock contention: .*\n)?no findings\n", res.output), res.output
     assert json.loads(j.read_text())["ended"] == "interrupted"
     assert not [e for e in os.listdir(segment.SHM_DIR) if e.startswith(f"rmm-mp-{os.getpid()}-")]
 
