@@ -512,7 +512,7 @@ def _rec_enter_reference_before_checks(rmm, rec_addr: int, run_ptr: int) -> None
     taken and the REC unlocked before realm_new, system_off, rec_runnable, ... are checked
     (docs/deviations.md). An entry that passes them is left to the real handler (the REC is
     not running: these pairs enter a REC on one CPU at a time)."""
-    from rmm_mp.abi.structs import RMI_REC_ENTER
+    from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_ENTER_RAW
     from rmm_mp.rmm.handlers import rmi_rec
     from rmm_mp.rmm.nsbuf import read_ns
     from rmm_mp.rmm.realm_desc import Rd
@@ -522,8 +522,10 @@ def _rec_enter_reference_before_checks(rmm, rec_addr: int, run_ptr: int) -> None
     g.refcount_add(1)
     g.unlock()
     rec = Rec(rmm.memory, g.idx)
+    # gprs and gicv3_lrs as their bytes, as the handler gives them to its checks (its GIC memo
+    # unpacks the LRs' bytes: the plain layout's ints made it raise TypeError)
     refusal = rmi_rec._entry_refusal(rmm, Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd)), rec,
-                                     RMI_REC_ENTER.unpack(raw))
+                                     RMI_REC_ENTER_RAW.unpack(raw))
     rmm.granules.refcount_add(g.idx, -1)
     if refusal is not None:
         raise refusal
