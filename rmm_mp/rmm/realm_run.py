@@ -26,7 +26,7 @@ owns the realm side, holding no lock:
    the host saw kept for every abort exit (EMUL_MMIO on the next entry needs it to have ISV:
    only an emulatable one has, as after TF-RMM's post-rel0 fix 303ee028), and for any data abort
    at an unprotected IPA the access syndrome and IPA that INJECT_SEA (and EMUL_MMIO) complete on
-   the next entry; the RmiRecExit fields returned with the GIC state (gic.gic_exit_state).
+   the next entry; the RmiRecExit fields returned with the GIC state (gic.gic_exit_state_raw).
 """
 
 from __future__ import annotations
@@ -88,15 +88,15 @@ _EMULATABLE = frozenset({stage2.UNMAPPED_NS, stage2.PERMISSION})
 
 def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
             v: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero), gprs as
-    their bytes (RMI_REC_EXIT_RAW packs them).
+    """Run ``rec`` until it exits; returns the RmiRecExit fields (the rest are zero), gprs and
+    gicv3_lrs as their bytes (RMI_REC_EXIT_RAW packs them).
 
     Args:
         rmm: the CPU running the REC.
         rec: the REC, owned through its running reference (refcount 1, lock not held).
         rd: its realm's RD, alive while the reference is held.
-        enter: RmiRecEnter as REC_ENTER read (RMI_REC_ENTER_RAW: gprs as their bytes) and
-            validated it.
+        enter: RmiRecEnter as REC_ENTER read (RMI_REC_ENTER_RAW: gprs and gicv3_lrs as their
+            bytes) and validated it.
         v: rec.run_state() if the caller read it since the REC last changed (REC_ENTER reads it
             under the REC's lock for its checks); read here if None.
     """
@@ -128,7 +128,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
-    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state_raw, memoised
+    fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state_raw memoised
     if start:
         elapsed = time.perf_counter_ns() - start
         if recorder is not None:
