@@ -895,25 +895,59 @@ def test_fifteen_thousand_phases_are_checked_at_once(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, "15000\n"), proc.stderr
 
 
-def test_seconds_over_many_phases_adds_the_total_up_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--seconds` over a file of 1,000 phases: each phase's share is checked against the
+class _CountedSeconds:
+    """A phase's seconds that counts each time its value is read as a number: by +, *, / (either
+    side), float() or anything that converts it (math.fsum, statistics, a Python loop). Not a
+    float subclass, whose value sum() and math.fsum read without calling anything."""
+
+    def __init__(self, value: float, reads: list[int]) -> None:
+        self.value, self.reads = value, reads
+
+    def __float__(self) -> float:
+        self.reads[0] += 1
+        return self.value
+
+    def __add__(self, other: object) -> float:
+        return float(self) + float(other)  # type: ignore[arg-type]
+
+    def __mul__(self, other: object) -> float:
+        return float(self) * float(other)  # type: ignore[arg-type]
+
+    def __truediv__(self, other: object) -> float:
+        return float(self) / float(other)  # type: ignore[arg-type]
+
+    def __rtruediv__(self, other: object) -> float:
+        return float(other) / float(self)  # type: ignore[arg-type]
+
+    __radd__, __rmul__ = __add__, __mul__
+
+
+def test_seconds_over_many_phases_adds_the_total_up_once(tmp_path: Path) -> None:
+    """`--seconds` over a file of many phases: each phase's share is checked against the
     shortest length (a nanosecond) with the phases' total added up once. It was added up again
     for each phase, twice, which made 15,000 phases (what 1 MiB holds) take 1 to 2 s. Counted,
-    not timed: resolve's calls of sum() are counted through a module global that shadows the
-    builtin."""
+    not timed: every phase's seconds counts the times it is read as a number, and 4,000 phases
+    may read them at most 8 times as often as 1,000 (a linear check: 4 times; one that adds the
+    total up per phase, by sum(), math.fsum or a loop: 16 times). A count of resolve's sum()
+    calls held it before, and missed math.fsum per phase."""
+    import dataclasses
+    from typing import Any
+
     from rmm_mp.workload import resolve
     from rmm_mp.workload.fields import Fields
-    calls: list[int] = []
+    one = spec.parse('activities = { run = 1 }\n[[phase]]\nname="p"\nseconds=1\n', str(tmp_path / "w.toml"))
 
-    def counting_sum(values, start=0):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return sum(values, start)
+    def reads(phases: int) -> int:
+        count = [0]
+        seconds: Any = _CountedSeconds(1.0, count)      # one object for every phase: reads counted together
+        file = dataclasses.replace(one, phases=tuple(dataclasses.replace(one.phases[0], name=f"p{i}", seconds=seconds)
+                                                     for i in range(phases)))
+        assert resolve._length(file, Fields("", "command line"), 100.0, None) == (100.0, None, True)
+        assert count[0] >= phases, "each phase's seconds read at least once: the check saw these values"
+        return count[0]
 
-    text = "activities = { run = 1 }\n" + "".join(f'[[phase]]\nname="p{i}"\nseconds=1\n' for i in range(1_000))
-    file = spec.parse(text, str(tmp_path / "w.toml"))
-    monkeypatch.setattr(resolve, "sum", counting_sum, raising=False)
-    assert resolve._length(file, Fields("", "command line"), 100.0, None) == (100.0, None, True)
-    assert len(calls) == 1, f"the phases' total was added up {len(calls)} times"
+    small, large = reads(1_000), reads(4_000)
+    assert large < 8 * small, f"1,000 phases' seconds read {small:,} times, 4,000 phases' {large:,} times"
 
 
 def test_a_phase_length_is_shown_with_its_digits(tmp_path: Path) -> None:
