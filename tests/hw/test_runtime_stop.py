@@ -1264,6 +1264,7 @@ def test_a_ctrl_c_while_run_cpus_cleans_up_after_a_supervisor_error_neither_cuts
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_a_second_signal_as_run_cpus_cleans_up_after_an_interrupted_start_does_not_replace_the_first(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a command's guard (Interrupts with SIGTERM, SIGTERM taken as Ctrl-C), a SIGTERM
