@@ -262,13 +262,13 @@ class _Supervisor:
         self._hang: tuple[int, int, float] | None = None
         self.timed_out = False
         self.stopping: str | None = None
-        self.stopping_for_death = False
-        """``stopping`` is a CPU process found dead (a structured fact for the report, which
-        must not tell it from the other reasons by their words)."""
         """Why this supervisor stopped the run itself (a finding's abort, a broken invariant's
         drain), for run_cpus: the stop flag alone, set behind its back, started no grace time,
         and a CPU that did not leave (stopped, or stuck in a call: a stuck-call finding) was
         waited for until the run's time was up, or run_cpus's limit."""
+        self.stopping_for_death = False
+        """``stopping`` is a CPU process found dead (a structured fact for the report, which
+        must not tell it from the other reasons by their words)."""
         self.ready_at: float | None = None
         """The tick time at which every CPU was first seen ready (free-running: READY or DONE;
         deterministic: registered, when the first CPU is given its turn)."""
