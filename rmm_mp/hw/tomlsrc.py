@@ -138,9 +138,7 @@ def _toml(value: object) -> str:
         return "{ " + ", ".join(f"{key_part(str(k))} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
     if isinstance(value, str):
         return toml_string(value)
-    if isinstance(value, TypedFloat):
-        return value.text
-    return repr(value)
+    return repr(value)      # a TypedFloat's repr is its text as the file writes it
 
 
 def toml_string(text: str) -> str:
