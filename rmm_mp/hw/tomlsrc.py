@@ -495,7 +495,7 @@ def decimal(digits: str) -> int:
 
 # ASCII only: \d would take any Unicode digit ("\uff12M", fullwidth) and int() read it as 2.
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGTkmgt])(?:i?B)?)?\s*$", re.ASCII)
-_SIZE_BITS = re.compile(r"^\s*\d+\s*[KMGTkmgt]i?b\s*$", re.ASCII)
+_SIZE_SUFFIX = re.compile(r"^\s*\d+\s*[KMGTkmgt]([iI]?)([bB])\s*$", re.ASCII)
 _SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 """T too: "1 TiB" of RAM is then refused for its size (by the caller's range), not as no size."""
 SIZE_SYNTAX = ('a size: bytes as an integer, or a string such as "4M", "512K" or "2 MiB" '
@@ -518,9 +518,13 @@ def size_value(value: object) -> int | None:
 
 def size_expected(value: object) -> str:
     """The "expected" text for a ``value`` that size_value refused: SIZE_SYNTAX, and for a
-    string such as "64mb" why (a b after the unit is bits, not bytes)."""
-    if isinstance(value, str) and _SIZE_BITS.match(value):
+    string such as "64mb" or "64MIB", a unit whose suffix alone is wrong, why (a b after the
+    unit is bits, not bytes; the i of iB is lower-case, as "2MIB" is no spelling of MiB)."""
+    m = _SIZE_SUFFIX.match(value) if isinstance(value, str) else None
+    if m and m.group(2) == "b":
         return f'{SIZE_SYNTAX}; a lower-case b is bits: write "B", "iB" or no suffix'
+    if m and m.group(1) == "I":
+        return f'{SIZE_SYNTAX}; the i of iB is lower-case: write "iB", "B" or no suffix'
     return SIZE_SYNTAX
 
 
