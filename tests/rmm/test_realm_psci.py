@@ -518,8 +518,14 @@ PSCI_FAILURES = {
     "cpu-on-entry-beyond-ipa-space": (CPU_ON[0], (1, 1 << 40, CONTEXT), INVALID_ADDRESS),
     "cpu-on-unknown-mpidr": (CPU_ON[0], (2, CODE, CONTEXT), INVALID_PARAMETERS),
     "cpu-on-itself": (CPU_ON[0], (0, CODE, CONTEXT), ALREADY_ON),
+    # B6.3.3.2 gives no order; as TF-RMM rel0, `entry` comes first: before `mpidr` and before
+    # `runnable` (the caller itself)
+    "cpu-on-entry-and-unknown-mpidr": (CPU_ON[0], (2, UNPROTECTED, CONTEXT), INVALID_ADDRESS),
+    "cpu-on-itself-entry-unprotected": (CPU_ON[0], (0, UNPROTECTED, CONTEXT), INVALID_ADDRESS),
     "affinity-info-unknown-target": (AFFINITY_INFO[0], (2, 0), INVALID_PARAMETERS),
     "affinity-info-level-1": (AFFINITY_INFO[1], (1, 1), INVALID_PARAMETERS),
+    # target_bound holds about the caller itself too: no ON answer for a level other than 0
+    "affinity-info-itself-level-1": (AFFINITY_INFO[0], (MPIDR_RES1, 1), INVALID_PARAMETERS),
     "psci-features-unknown-fid": (0x8400_000A, (0x8400_0005,), NOT_SUPPORTED),
     "psci-features-rsi-fid": (0x8400_000A, (0xC400_0190,), NOT_SUPPORTED),
     "unimplemented-function": (0x8400_0005, (1, 2, 3), NOT_SUPPORTED),

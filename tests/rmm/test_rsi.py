@@ -1182,6 +1182,13 @@ INPUT_FAILURES = {
     "measurement-extend-size-max": ("RSI_MEASUREMENT_EXTEND", {1: 1, 2: U64}, "", None),
     "measurement-read-index-7": ("RSI_MEASUREMENT_READ", {1: 7}, "", None),
     "measurement-read-index-8": ("RSI_MEASUREMENT_READ", {1: 8}, "", None),
+    # a failure condition of the spec (addr_align) comes before the buffer walk: a misaligned
+    # structure in a page the RMM could not reach (unassigned, DESTROYED) fails with
+    # ERROR_INPUT, no emulated abort exit (TF-RMM rel0 checks the address first too)
+    "realm-config-misaligned-unassigned": ("RSI_REALM_CONFIG", {1: UNASSIGNED_L3 + 8}, "", None),
+    "realm-config-misaligned-destroyed": ("RSI_REALM_CONFIG", {1: UNASSIGNED_L3 + 8}, "", "destroy"),
+    "host-call-misaligned-unassigned": ("RSI_HOST_CALL", {1: UNASSIGNED_L3 + 0x308}, "", None),
+    "host-call-misaligned-destroyed": ("RSI_HOST_CALL", {1: UNASSIGNED_L3 + 0x308}, "", "destroy"),
 }
 
 

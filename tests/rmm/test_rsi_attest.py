@@ -748,6 +748,14 @@ CONTINUE_FAILURES = {
     # id: (setup, X1..X3, result)
     "no-init": ("none", {}, STATE),
     "no-init-bad-buffer": ("none", {1: BUF + 8}, INPUT),
+    # B5.3.1.2 gives no order: the input conditions come before `state` (as in TF-RMM rel0), and
+    # `state` before the buffer walk, so no token in progress is ERROR_STATE, not an abort exit
+    "no-init-unprotected": ("none", {1: UNPROTECTED}, INPUT),
+    "no-init-offset-4096": ("none", {2: 4096, 3: 0}, INPUT),
+    "no-init-size-overflow": ("none", {2: 8, 3: 0xFFFF_FFFF_FFFF_FFFC}, INPUT),
+    "no-init-size-across-granule": ("none", {2: 4000, 3: 97}, INPUT),
+    "no-init-ripas-empty": ("none", {1: EMPTY_IPA}, STATE),
+    "no-init-unassigned": ("none", {1: UNASSIGNED_L3}, STATE),
     "addr-misaligned": ("init", {1: BUF + 8}, INPUT),
     "addr-unprotected": ("init", {1: UNPROTECTED}, INPUT),
     "addr-beyond-ipa-space": ("init", {1: 1 << 40}, INPUT),
