@@ -356,6 +356,19 @@ class _Supervisor:
         """CPU -> why it was killed (the grace time ran out, or a second Ctrl-C or SIGTERM)."""
         self.on_request: set[int] = set()
         """The CPUs killed by a second Ctrl-C or SIGTERM (CpuFailure.on_request)."""
+        self.ended = False
+        """on_end was called: once only, though it raised (a KeyboardInterrupt of its own is taken
+        as an interrupt after the run, and the loop came back to the run's end and called it again)."""
+
+    def end_run(self) -> None:
+        """Tell the caller the CPUs' run is over (on_end), once, with the hold holding. A guard that
+        takes both signals takes them from here: SIGTERM no longer as the runtime's Ctrl-C
+        (sigterm_stops), which named a SIGTERM sent after a Ctrl-C the guard had noted as what
+        came after the run."""
+        if self.on_end is not None and not self.ended:
+            self.ended = True
+            self.hold.own_handlers()
+            self.on_end()
 
     def stop(self, why: str, cpu: int | None = None) -> None:
         """Stop the run for ``why`` (``cpu``: the CPU whose end it is), unless already stopped."""
@@ -395,13 +408,7 @@ class _Supervisor:
                         # with every result. Ended whoever began it (run_cpus, mostly): the run
                         # it held for is over.
                         self.hold.begin()       # held again, if released before the last step
-                        if self.on_end is not None:
-                            # A guard that takes both signals takes them from here: SIGTERM
-                            # no longer as the runtime's Ctrl-C (sigterm_stops), which named a
-                            # SIGTERM sent after a Ctrl-C the guard had noted as what came
-                            # after the run.
-                            self.hold.own_handlers()
-                            self.on_end()
+                        self.end_run()
                         for what in self.hold.finish():
                             self._interrupt(live, what)
                         break
