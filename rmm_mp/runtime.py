@@ -166,7 +166,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             wrapped) leaves as it is, and one that comes during the cleanup is then dropped.
         Any other error while the CPUs run (the supervisor's) is raised as it is, once the CPU
         processes are killed and reaped, with Ctrl-C and SIGTERM held back meanwhile and then
-        dropped: the error wins over them.
+        dropped: the error wins over them. on_end is called then too (once, while they are
+        still held), so that a caller's handler that raises up to it no longer does once put
+        back: a Ctrl-C just after the hold's end replaced the error, and the caller took CPUs
+        that had run for CPUs never started.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -287,6 +290,12 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 reader.close()
             for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
                 proc.close()
+            if error_wins and supervisor is not None:
+                # Told while held (see the docstring, Raises); an error of on_end's: the first wins.
+                try:
+                    supervisor.end_run()
+                except Exception:
+                    pass
         finally:
             # Last: the supervisor restored the mask and ended the hold already, unless the
             # start failed before it ran; then a Ctrl-C held back meanwhile (pending on this

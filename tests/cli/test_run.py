@@ -1113,6 +1113,52 @@ def test_a_signal_as_run_cpus_begins_keeps_the_cpus_from_starting(tmp_path: Path
     assert doc["host"]["stopped_by"] == f"interrupted before the run ({what})", doc["host"]
 
 
+# The parent's tick raises once the CPUs are up (`rmm-mp run`: at the start barrier; stress: all
+# ready), and a Ctrl-C lands just as run_cpus puts the signal handlers back after that error.
+_TICK_FAILS_THEN_CTRL_C = r'''
+import os, signal, sys
+import rmm_mp.interrupt_hold as _ih
+import rmm_mp.stress.runner as _sr
+import rmm_mp.workload.run as _wr
+_time_up, _tick = _wr.TimeUp.__call__, _sr._Supervisor.tick
+def _call(self, elapsed):
+    if self.arrived():
+        raise RuntimeError("the parent's tick failed")
+    return _time_up(self, elapsed)
+def _stress_tick(self, elapsed):
+    if self.ready_at is not None:
+        raise RuntimeError("the parent's tick failed")
+    return _tick(self, elapsed)
+_wr.TimeUp.__call__, _sr._Supervisor.tick = _call, _stress_tick
+_put_back = _ih.put_back
+def _late_put_back(handlers, replaced=None):
+    _put_back(handlers, replaced)
+    if sys.exc_info()[0] is RuntimeError:
+        os.write(2, b"hook: SIGINT sent\n")
+        os.kill(os.getpid(), signal.SIGINT)
+_ih.put_back = _late_put_back
+'''
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args", [["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+                                  ["stress", "--cpus", "2", "--seconds", "1"]], ids=["run", "stress"])
+def test_a_ctrl_c_after_an_error_of_the_parent_during_the_run_does_not_replace_it(tmp_path: Path,
+                                                                                  args: list[str]) -> None:
+    """The parent's tick fails (a RuntimeError, a bug of the parent's) once the CPUs have started,
+    and a Ctrl-C lands as run_cpus puts the signal handlers back after killing the CPUs. The
+    error leaves the command (its traceback, exit status 1), as it does without the Ctrl-C, and
+    nothing is left in /dev/shm. Before, the Ctrl-C met the command's guard still raising and
+    replaced the error: `rmm-mp run` printed a report whose CPUs "were not started: interrupted
+    (Ctrl-C) as their processes were being started", of CPUs that had run, and hid the error."""
+    proc = _run_with_hooks(tmp_path, [], args, prelude=_TICK_FAILS_THEN_CTRL_C)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "hook: SIGINT sent" in proc.stderr, proc.stderr
+    assert "RuntimeError: the parent's tick failed" in proc.stderr.splitlines()[-1], proc.stdout + proc.stderr
+    assert "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert "not started" not in proc.stdout and "INTERRUPTED" not in proc.stdout, proc.stdout
+
+
 @pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
