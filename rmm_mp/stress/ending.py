@@ -71,14 +71,16 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     # for START_ALLOWANCE_S) a Ctrl-C during the grace time, or one after the run, must not
     # turn a CPU stuck at start-up into "no finding".
     by_interrupt = result.stopped_by.startswith("interrupted (")
-    # Likewise when another CPU's end stopped the run (its death or lost result: runtime's stop,
-    # or this tool's abort that saw it first): a CPU killed still starting up in the grace time
-    # after it is that end's doing, as in a deterministic run, not a cpu-died finding beside it.
-    # Told by structured facts, not by matching stopped_by's words (which a rewording broke
-    # silently): the runtime's stopped_by_cpu, the abort's own flag and reason.
-    by_death = result.stopped_by_cpu is not None or (sup.stopping_for_death and result.stopped_by == sup.stopping)
+    # Likewise when another CPU's end stopped the run (its death or lost result: runtime's stop)
+    # or this tool did, for a finding (its abort for a death or a watchdog finding, its drain
+    # for a broken invariant at a quiescent point): a CPU killed still starting up in the grace
+    # time after it is that stop's doing, as in a deterministic run, not a cpu-died finding
+    # beside the one that stopped the run (until 2026-11 it was one after a watchdog or
+    # invariants stop). Told by structured facts, not by matching stopped_by's words (which a
+    # rewording broke silently): the runtime's stopped_by_cpu, the supervisor's own reason.
+    by_stop = result.stopped_by_cpu is not None or (sup.stopping is not None and result.stopped_by == sup.stopping)
     starting = [f for f in result.failures if not f.on_request and f.terminated and sup.plan is None
-                and (by_interrupt or by_death) and seg.status(f.cpu) == ABSENT]
+                and (by_interrupt or by_stop) and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
@@ -101,7 +103,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         f"{config.cpus} CPUs had become ready by the run's end"
                         + (f"; {_still_starting(still_starting, 'interrupted')}" if still_starting else ""))
     elif still_starting:
-        # A run stopped by another CPU's death (deterministic: before its first step).
+        # A run stopped by another CPU's end or by a finding (deterministic: before its first step).
         not_done.append(_still_starting(still_starting, "stopped"))
     if never_bound:
         not_done.append(words.never_started(never_bound, result.interrupted_by))

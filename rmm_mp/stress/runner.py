@@ -266,9 +266,6 @@ class _Supervisor:
         drain), for run_cpus: the stop flag alone, set behind its back, started no grace time,
         and a CPU that did not leave (stopped, or stuck in a call: a stuck-call finding) was
         waited for until the run's time was up, or run_cpus's limit."""
-        self.stopping_for_death = False
-        """``stopping`` is a CPU process found dead (a structured fact for the report, which
-        must not tell it from the other reasons by their words)."""
         self.ready_at: float | None = None
         """The tick time at which every CPU was first seen ready (free-running: READY or DONE;
         deterministic: registered, when the first CPU is given its turn)."""
@@ -283,7 +280,6 @@ class _Supervisor:
         seg = self.seg
         why = None
         if seg.end != END_ABORT and self._a_cpu_died():
-            self.stopping_for_death = self.stopping is None
             self._abort("a CPU process died")
         if self.plan is not None:
             self._deterministic(elapsed)

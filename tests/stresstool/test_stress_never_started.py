@@ -128,3 +128,59 @@ def test_a_cpu_still_starting_when_the_tools_abort_for_a_death_stopped_the_run_i
     assert [(f.rule, f.cpu) for f in report_.findings] == [("cpu-died", 0)], report_.text()
     assert any(line.startswith("CPU 1 was still starting up when the run was stopped: it did not stop within 1 s")
                for line in report_.not_done), report_.not_done
+
+
+@pytest.mark.parametrize("stop", ["watchdog", "invariants"])
+def test_a_cpu_still_starting_when_a_finding_of_the_tools_stopped_the_run_is_no_finding_of_its_own(
+        monkeypatch: pytest.MonkeyPatch, stop: str) -> None:
+    """Free-running, two CPUs: CPU 1 never gets its go (as for a start-up that outlasts the grace
+    time), and once CPU 0 is ready the stress tool's own tick stops the run for a finding: the
+    watchdog's (its look made to find a stuck call: an abort) or a broken invariant at a
+    quiescent point (the check made to report one: a drain). CPU 1, killed after the 1 s grace
+    time still starting up, made no call: that finding is the only one, and CPU 1 is named in a
+    line of its own as still starting up when the run was stopped. Before, it was a cpu-died
+    finding of its own ("did not stop within 1 s of being asked"), as it was after another CPU's
+    death until that case was fixed."""
+    from rmm_mp.check import Violation
+    from rmm_mp.stress.findings import Finding
+    from rmm_mp.stress.shared import ABSENT
+    real_up = cpu_start.StartGate.up
+    monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: None if cpu == 1 else real_up(self, cpu))
+    monkeypatch.setattr(runner, "FREE_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)
+    segs: list[object] = []
+
+    def note_seg(elapsed: float, seg: object) -> None:
+        segs[:] = [seg]
+
+    def cpu0_ready() -> bool:
+        return bool(segs) and segs[0].status(0) != ABSENT      # type: ignore[attr-defined]
+
+    if stop == "watchdog":
+        found: list[Finding] = []
+
+        def tick(self: object) -> Finding | None:
+            if found or not cpu0_ready():
+                return None
+            found.append(Finding("watchdog", "stuck-call", "CPU 0 spun for ever (made so by the test)", 0))
+            return found[0]
+
+        monkeypatch.setattr(runner.Watchdog, "tick", tick)
+        config = StressConfig(workload="tables", seconds=60, cpus=2)
+        expected = [("stuck-call", 0)]
+    else:
+        real_invariants = runner.invariants
+
+        class Broken:
+            violations = [Violation("made-up", None, "broken by the test")]
+
+        def invariants(machine: object) -> object:
+            return Broken() if cpu0_ready() else real_invariants(machine)
+
+        monkeypatch.setattr(runner, "invariants", invariants)
+        config = StressConfig(workload="tables", seconds=60, cpus=2, quiescent_every=0.1)
+        expected = [("made-up", None)]
+    report = runner.run(config, on_tick=note_seg)
+    assert [(f.rule, f.cpu) for f in report.findings] == expected, report.text()
+    assert any(line.startswith("CPU 1 was still starting up when the run was stopped: it did not stop within 1 s")
+               for line in report.not_done), report.not_done
