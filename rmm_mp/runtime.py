@@ -169,7 +169,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         dropped: the error wins over them. on_end is called then too (once, while they are
         still held), so that a caller's handler that raises up to it no longer does once put
         back: a Ctrl-C just after the hold's end replaced the error, and the caller took CPUs
-        that had run for CPUs never started.
+        that had run for CPUs never started. An exception or KeyboardInterrupt of on_end's
+        there is dropped, the error winning, and named in a note of the error's (add_note).
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -209,7 +210,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     feeders: list[threading.Thread] = []
     hold = InterruptHold()
     supervisor: _Supervisor | None = None
-    error_wins = False
+    error: Exception | None = None  # the supervisor's, which wins over an interrupt
     interrupted = False
     forget_signals()    # a new run: no signal taken before it is repeated by one that comes now
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -263,7 +264,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         # replaced the first, and the caller named the run's interrupt after the second.
         interrupted = True
         raise
-    except Exception:
+    except Exception as exc:
         if supervisor is not None:
             # The supervisor failed (an error, not an interrupt): it left this function's hold
             # standing and holding (it ends only a hold it began itself), so the CPU processes
@@ -272,8 +273,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             # came while a CPU was given its go. Not held, the Ctrl-C was raised from the first
             # join, left the other CPU processes running, and hid the error; ended by the
             # supervisor and begun again here, a Ctrl-C between the two did the same.
-            error_wins = True
-            if not hold.standing:   # ended as every CPU was gone, and then an error (on_end's)
+            error = exc
+            if not hold.standing:   # ended as every CPU was gone (finish), and then an error
                 hold.begin(_sigterm_taken() if sigterm_stops else None)
         raise
     finally:
@@ -290,12 +291,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 reader.close()
             for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
                 proc.close()
-            if error_wins and supervisor is not None:
-                # Told while held (see the docstring, Raises); an error of on_end's: the first wins.
-                try:
-                    supervisor.end_run()
-                except Exception:
-                    pass
+            if error is not None and supervisor is not None:
+                supervisor.end_run(error)   # told while held (see the docstring, Raises)
         finally:
             # Last: the supervisor restored the mask and ended the hold already, unless the
             # start failed before it ran; then a Ctrl-C held back meanwhile (pending on this
@@ -307,7 +304,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 if interrupted:
                     hold.finish()   # raises nothing: the one under way stays the one raised
                 else:
-                    hold.end(take=not error_wins)
+                    hold.end(take=error is None)
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
@@ -369,15 +366,21 @@ class _Supervisor:
         """on_end was called: once only, though it raised (a KeyboardInterrupt of its own is taken
         as an interrupt after the run, and the loop came back to the run's end and called it again)."""
 
-    def end_run(self) -> None:
+    def end_run(self, error: Exception | None = None) -> None:
         """Tell the caller the CPUs' run is over (on_end), once, with the hold holding. A guard that
         takes both signals takes them from here: SIGTERM no longer as the runtime's Ctrl-C
         (sigterm_stops), which named a SIGTERM sent after a Ctrl-C the guard had noted as what
-        came after the run."""
+        came after the run. After ``error`` (run_cpus'), what on_end raises is a note of it: the
+        error wins, over a KeyboardInterrupt too (one let through replaced it, as a Ctrl-C did)."""
         if self.on_end is not None and not self.ended:
             self.ended = True
             self.hold.own_handlers()
-            self.on_end()
+            try:
+                self.on_end()
+            except (Exception, KeyboardInterrupt) as exc:
+                if error is None:
+                    raise
+                error.add_note(f"run_cpus: on_end raised too, dropped: {type(exc).__name__}: {exc}")
 
     def stop(self, why: str, cpu: int | None = None) -> None:
         """Stop the run for ``why`` (``cpu``: the CPU whose end it is), unless already stopped."""

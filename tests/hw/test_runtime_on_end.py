@@ -1,0 +1,118 @@
+"""run_cpus' on_end on the paths where the run ends by an error: called once, with every CPU
+process gone, and never letting what it raises replace the error that ended the run."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.runtime import run_cpus
+
+VERSION = 0xC4000150
+
+
+def _until_stopped(cpu) -> int:  # type: ignore[no-untyped-def]
+    """Call until asked to stop; the number of calls."""
+    calls = 0
+    while not cpu.machine.control.stop_requested:
+        cpu.smc(VERSION, 0x10000)
+        calls += 1
+        time.sleep(0.01)
+    return calls
+
+
+def _bound(m: Machine, cpus: list[int]) -> bool:
+    """Whether each of ``cpus`` is bound to its process (has had the parent's go)."""
+    for cpu in cpus:
+        area = m.cpu_area(cpu)
+        try:
+            if not area.binding():
+                return False
+        finally:
+            area.release()
+    return True
+
+
+def _cpu_children() -> list[str]:
+    return [p.name for p in multiprocessing.active_children() if p.name.startswith("rmm-mp-cpu")]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("raised", [None, ValueError("on_end's bug"), KeyboardInterrupt("Ctrl-C")],
+                         ids=["returns", "error", "keyboard-interrupt"])
+def test_an_error_of_the_parents_tells_on_end_once_and_wins_over_what_it_raises(machine: Machine,
+                                                                               raised: BaseException | None) -> None:
+    """The parent's tick raises once both CPUs have had their go. on_end is called once, after
+    every CPU process is gone, and the tick's error leaves run_cpus whatever on_end does: an
+    exception or a KeyboardInterrupt of its own is dropped and named in a note of the error's.
+    Before, a KeyboardInterrupt of on_end's left run_cpus in place of the error (a caller took
+    CPUs that had run for CPUs never started, as a Ctrl-C there did), and an exception of its
+    own was dropped without a word."""
+    calls: list[list[str]] = []
+
+    def on_tick(elapsed: float) -> str | None:
+        if _bound(machine, [0, 1]):
+            raise RuntimeError("the parent's tick failed")
+        if elapsed > 120:
+            return "the CPUs never bound"
+        return None
+
+    def on_end() -> None:
+        calls.append(_cpu_children())
+        if raised is not None:
+            raise raised
+
+    with pytest.raises(RuntimeError, match="the parent's tick failed") as err:
+        try:
+            run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05, on_end=on_end)
+        except KeyboardInterrupt as exc:    # not let through: it would end the whole session
+            pytest.fail(f"KeyboardInterrupt({exc}) left run_cpus in place of the error")
+    assert calls == [[]], calls
+    notes = getattr(err.value, "__notes__", [])
+    if raised is None:
+        assert notes == []
+    else:
+        assert notes == [f"run_cpus: on_end raised too, dropped: {type(raised).__name__}: {raised}"], notes
+
+
+@pytest.mark.multiprocess
+def test_an_error_of_on_ends_own_at_the_runs_end_leaves_once(machine: Machine) -> None:
+    """on_end raises at the run's end (every CPU returned): its error leaves run_cpus, unnoted,
+    and on_end is not called a second time by run_cpus' clean-up after that error."""
+    calls: list[int] = []
+
+    def on_end() -> None:
+        calls.append(1)
+        raise ValueError("on_end's bug")
+
+    with pytest.raises(ValueError, match="on_end's bug") as err:
+        run_cpus(machine, _until_stopped, [0, 1], timeout_s=0.5, tick_s=0.05, on_end=on_end)
+    assert calls == [1] and not getattr(err.value, "__notes__", [])
+
+
+@pytest.mark.multiprocess
+def test_a_cpu_process_that_cannot_be_started_tells_on_end_nothing(machine: Machine,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Process.start fails for the 2nd CPU: no run began (no CPU had its go), so on_end is not
+    called; CpuStartError leaves run_cpus."""
+    import multiprocessing.context
+    from rmm_mp.cpu_outcome import CpuStartError
+
+    real_start = multiprocessing.context.SpawnProcess.start
+    started: list[Any] = []
+
+    def start(self: Any) -> None:
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    calls: list[int] = []
+    with pytest.raises(CpuStartError):
+        run_cpus(machine, _until_stopped, [0, 1], on_end=lambda: calls.append(1))
+    assert calls == []
