@@ -521,11 +521,10 @@ def size_expected(value: object) -> str:
     string such as "64mb" or "64MIB", a unit whose suffix alone is wrong, why (a b after the
     unit is bits, not bytes; the i of iB is lower-case, as "2MIB" is no spelling of MiB)."""
     m = _SIZE_SUFFIX.match(value) if isinstance(value, str) else None
-    if m and m.group(2) == "b":
-        return f'{SIZE_SYNTAX}; a lower-case b is bits: write "B", "iB" or no suffix'
-    if m and m.group(1) == "I":
-        return f'{SIZE_SYNTAX}; the i of iB is lower-case: write "iB", "B" or no suffix'
-    return SIZE_SYNTAX
+    # Both at once for "64MIb": one hint at a time sent its writer round twice.
+    why = [text for wrong, text in ((m and m.group(2) == "b", "a lower-case b is bits"),
+                                    (m and m.group(1) == "I", "the i of iB is lower-case")) if wrong]
+    return f'{SIZE_SYNTAX}; {" and ".join(why)}: write "B", "iB" or no suffix' if why else SIZE_SYNTAX
 
 
 def bundled_names(directory: Path) -> list[str]:
