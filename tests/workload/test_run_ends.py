@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 from children import cpu_children
-from lost_cpu import LOST, drop_the_lost_cpus_result
+from lost_cpu import LOST, drop_the_lost_cpus_result, owned_where_run, pinned_realms
 
 from rmm_mp import Machine
 from rmm_mp.host.runqueue import OFF_ARRIVED
@@ -192,27 +192,27 @@ def test_the_realms_of_a_cpu_that_returned_nothing_are_reported_as_unknown(tmp_p
 
 def test_the_instances_a_cpu_tore_down_before_it_returned_nothing_are_counted(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """CPU 1 builds, runs and tears down generations of its lifecycle instance vm[1], then its result is
+    """CPU 1 builds, runs and tears down generations of its lifecycle realm vm1, then its result is
     dropped (as if its process were killed at the end). The instances it had torn down were in that result
     only, so "Realms: N of M" left them out; now the report has a row of them (from the tally CPU 1
     published as it went), the instance still built is named by its generation, and the report counts as
-    many instances, and as many ok, as CPU 1's result held."""
+    many instances, and as many ok, as CPU 1's result held. vm1 runs on CPU 1 alone, so CPU 1 tears
+    some down on every run (lost_cpu.pinned_realms)."""
     dropped = drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
-    path.write_text('iterations = 100\ncpus = 2\nactivities = { lifecycle = 1 }\n'
-                    '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
-    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False))
+    path.write_text('iterations = 100\ncpus = 2\nactivities = { lifecycle = 1 }\n' + pinned_realms("vm", "hello"))
+    report = run_workload(owned_where_run(resolve(spec.load(str(path)))), RunOptions(progress=False))
     lost = dropped[0]
     torn_down = len(lost.finished) + sum(f.instances for f in lost.folded)
     torn_down_ok = sum(not f.failed for f in lost.finished) + sum(f.instances for f in lost.folded if f.ok)
     assert torn_down >= 1, "CPU 1 must have torn down an instance for the test to mean anything"
-    rows = [r for r in report.realms if r.name.startswith("vm[1]")]
+    rows = [r for r in report.realms if r.name.startswith("vm1")]
     assert sum(r.instances for r in rows) == torn_down + len(lost.live)
     assert sum(r.instances for r in rows if r.ok) == torn_down_ok
     counted = [r for r in rows if "torn down by CPU 1" in r.detail]
     assert counted and all(r.exceptions is None and "only their number is known" in r.detail for r in counted)
-    assert [r.name for r in rows if "not reported" in r.detail] == [f"vm[1]#{torn_down}"] * len(lost.live)
-    assert f"vm[1] ({torn_down_ok} instance" in render.format_report(report)
+    assert [r.name for r in rows if "not reported" in r.detail] == [f"vm1#{torn_down}"] * len(lost.live)
+    assert f"vm1 ({torn_down_ok} instance" in render.format_report(report)
 
 
 def _kill_after_two_teardowns(machine: Machine, released: threading.Event) -> None:
@@ -235,14 +235,16 @@ def _kill_after_two_teardowns(machine: Machine, released: threading.Event) -> No
 def test_a_killed_cpu_s_torn_down_instances_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CPU 1 is killed with SIGKILL mid-run, after it has torn down two generations of its lifecycle
     instance: what it published as it went still counts them, so the report has a row of at least
-    two torn-down instances of vm[1] besides the CPU's failure."""
-    workload = ('iterations = 5000\ncpus = 2\nactivities = { lifecycle = 1 }\n'
-                '[[realm]]\nname = "vm"\nguest = "hello"\nlifecycle = true\ninstances = 2\n')
+    two torn-down instances of vm1 besides the CPU's failure. vm1 runs on CPU 1 alone, so CPU 1 tears
+    two down on every run (lost_cpu.pinned_realms)."""
+    workload = 'iterations = 5000\ncpus = 2\nactivities = { lifecycle = 1 }\n' + pinned_realms("vm", "hello")
+    (tmp_path / "pinned.toml").write_text(workload)
+    owned_where_run(resolve(spec.load(str(tmp_path / "pinned.toml"))))
     # The grace time is only waited for if CPU 0 fails to stop; 5 s was too short on a 2-core host at
     # a load average of 38 (CPU 0 was terminated too), so this is generous.
     report = _run_with_a_stopper(tmp_path, monkeypatch, _kill_after_two_teardowns, workload=workload, grace_s=30.0)
     assert [(f.cpu, f.how) for f in report.failures] == [(LOST, "was killed by SIGKILL")]
-    counted = [r for r in report.realms if r.name.startswith("vm[1] (") and "torn down by CPU 1" in r.detail]
+    counted = [r for r in report.realms if r.name.startswith("vm1 (") and "torn down by CPU 1" in r.detail]
     assert sum(r.instances for r in counted) >= 2, [r.name for r in report.realms]
 
 
@@ -250,15 +252,17 @@ def test_the_tokens_a_cpu_saved_before_it_returned_nothing_are_counted(tmp_path:
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Attest realms on 2 CPUs with --save-tokens; CPU 1's result is dropped (as if it were killed at
     the end). The tokens it saved are in the directory all the same: the report's count ("Written:
-    tokens DIR (N tokens)") is the number of files there, where it used to leave CPU 1's out."""
+    tokens DIR (N tokens)") is the number of files there, where it used to leave CPU 1's out. att1
+    runs on CPU 1 alone, so CPU 1 saves tokens on every run (lost_cpu.pinned_realms)."""
     drop_the_lost_cpus_result(monkeypatch)
     path = tmp_path / "w.toml"
     path.write_text('iterations = 120\ncpus = 2\nactivities = { attest = 1 }\n'
-                    '[[realm]]\nname = "att"\nguest = "attest"\nram = "3M"\nlifecycle = true\ninstances = 2\n')
+                    + pinned_realms("att", "attest", 'ram = "3M"\n'))
     tokens = tmp_path / "tokens"
-    report = run_workload(resolve(spec.load(str(path))), RunOptions(progress=False, tokens_dir=str(tokens)))
+    w = owned_where_run(resolve(spec.load(str(path))))
+    report = run_workload(w, RunOptions(progress=False, tokens_dir=str(tokens)))
     files = sorted(p.name for p in tokens.iterdir())
-    assert any(name.startswith("att-1-") for name in files), "CPU 1 must have saved a token for the test to mean anything"
+    assert any(name.startswith("att1-") for name in files), "CPU 1 must have saved a token for the test to mean anything"
     assert report.tokens_saved == len(files), files
 
 
