@@ -156,11 +156,12 @@ class Bus(Protocol):
 
 
 _decoded: dict[int, tuple[int, int, int, int, int, int]] = {}
-"""Instruction word -> its decoding, filled by ``_decode``. ``run`` subscripts it and decodes on
-a KeyError: no call for the words it has seen, on every instruction. A plain dict, not a dict
-subclass with ``__missing__``: CPython 3.11 specializes a subscript for an exact dict only, and
-a subclass's goes through ``slot_mp_subscript`` and a method call (about 240 instructions more
-per subscript under callgrind)."""
+"""Instruction word -> its decoding with its operands prepared (``_decode``), filled by
+``_decode``. ``run`` subscripts it and decodes on a KeyError: no call for the words it has seen,
+on every instruction. A plain dict, not a dict subclass with ``__missing__``: CPython 3.11
+specializes a subscript for an exact dict only, and a subclass's goes through
+``slot_mp_subscript`` and a method call (about 240 instructions more per subscript under
+callgrind)."""
 _DECODE_CACHE_MAX = 1 << 16
 _KNOWN = frozenset(int(op) for op in Op)
 _AUX_LIMIT = {int(Op.BCOND): 15, int(Op.LDR): 3, int(Op.STR): 3, int(Op.MOVK): 3, int(Op.LDP): 0, int(Op.STP): 0}
@@ -190,6 +191,8 @@ instruction takes the sync point and a fresh fetch translation."""
 _SIZES = tuple(_LOAD[n] for n in range(4))
 _SIZE_MASKS = tuple((1 << (8 << n)) - 1 for n in range(4))
 _STOPS = {_SMC: SMC, _HVC: HVC, _WFI: WFI, _WFE: WFE}
+_IMM64_OPS = frozenset({_MOVI, _ADDI, _SUBI, _ANDI, _ORRI, _EORI, _CMPI})
+"""Opcodes whose imm ``run`` only ever uses as a 64-bit value: ``_decode`` masks it once."""
 
 
 def _cond(nzcv: int, cond: int) -> bool:
@@ -224,17 +227,30 @@ def _flags(a: int, b: int) -> int:
 
 
 def _decode(word: int) -> tuple[int, int, int, int, int, int]:
-    """decode() through a bounded cache; an undefined opcode or aux value decodes as udf."""
+    """decode() through a bounded cache; an undefined opcode or aux value decodes as udf.
+
+    The operands that ``run`` would compute the same way every time the word runs are computed
+    here once, in the tuple's aux and imm: a movk's aux is the mask of the bits it keeps and its
+    imm the lane's new bits in place; the imm of movi, of the immediate ALU forms and of cmp #imm
+    is the 64-bit value it stands for (masked), and a shift's imm its amount (0..63). Every other
+    opcode's fields are decode()'s (a branch's or a load's offset stays signed)."""
     if len(_decoded) >= _DECODE_CACHE_MAX:
         _decoded.clear()
     ins = decode(word)
-    op, aux = ins[0], ins[4]
-    if op not in _KNOWN or aux > _AUX_LIMIT.get(op, 255) or (op == _LDP and ins[1] == ins[3]):
+    op, rd, rn, rm, aux, imm = ins
+    if op not in _KNOWN or aux > _AUX_LIMIT.get(op, 255) or (op == _LDP and rd == rm):
         # An undefined opcode, or a field with no defined meaning: a b.cond condition above
         # AArch64's 4 bits, a load/store size or movk shift above 3, an ldp/stp aux other than 0.
         # An ldp that loads one register twice is CONSTRAINED UNPREDICTABLE on AArch64; of the
         # behaviours it permits, this ISA picks UNDEFINED (the assembler refuses to write one).
         ins = (_UDF, 0, 0, 0, 0, 0)
+    elif op == _MOVK:
+        shift = 16 * aux
+        ins = (op, rd, rn, rm, ~(0xFFFF << shift) & MASK64, (imm & 0xFFFF) << shift)
+    elif op == _LSLI or op == _LSRI:
+        ins = (op, rd, rn, rm, aux, imm & 63)
+    elif op in _IMM64_OPS:
+        ins = (op, rd, rn, rm, aux, imm & MASK64)
     _decoded[word] = ins
     return ins
 
@@ -337,17 +353,16 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
             if op <= _MOV:
                 if op == _MOVI:
                     if rd != ZR:
-                        x[rd] = imm & MASK64
+                        x[rd] = imm
                 elif op == _MOVK:
                     if rd != ZR:
-                        shift = 16 * (aux & 3)
-                        x[rd] = (x[rd] & ~(0xFFFF << shift) & MASK64) | ((imm & 0xFFFF) << shift)
+                        x[rd] = x[rd] & aux | imm      # aux: the bits kept; imm: the lane's (_decode)
                 elif op == _MOV:
                     if rd != ZR:
                         x[rd] = x[rn]
                 pc += INSTRUCTION_SIZE
             elif op <= _ALU_LAST:            # ADD .. MUL (0x04..0x0F decode as udf: _KNOWN)
-                b = x[rm] if op & 1 == 0 else imm & MASK64
+                b = x[rm] if op & 1 == 0 else imm     # an immediate form's imm is masked (_decode)
                 a = x[rn]
                 if op <= _ADDI:
                     value = (a + b) & MASK64
@@ -360,9 +375,9 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 elif op <= _EORI:
                     value = a ^ b
                 elif op == _LSLI:
-                    value = (a << (imm & 63)) & MASK64
+                    value = (a << imm) & MASK64     # imm: the amount, 0..63 (_decode)
                 elif op == _LSRI:
-                    value = a >> (imm & 63)
+                    value = a >> imm
                 else:
                     value = (a * x[rm]) & MASK64
                 if rd != ZR:
@@ -372,7 +387,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 nzcv = _flags(x[rn], x[rm])
                 pc += INSTRUCTION_SIZE
             elif op == _CMPI:
-                nzcv = _flags(x[rn], imm & MASK64)
+                nzcv = _flags(x[rn], imm)
                 pc += INSTRUCTION_SIZE
             elif _B <= op <= _BR:
                 if op == _B or (op == _BCOND and _cond(nzcv, aux)) or (op == _CBZ and x[rn] == 0) \

@@ -1076,15 +1076,18 @@ def test_the_decode_cache_is_an_exact_dict_refilled_after_a_clear() -> None:
     """The decode cache is a plain dict (CPython 3.11 specializes a subscript of an exact dict
     only; a dict subclass with __missing__ cost about 240 instructions more per instruction
     executed), which ``run`` fills on a miss: emptied, a run still executes every word right
-    and leaves each word it ran decoded in the cache, as isa.decode decodes it."""
+    and leaves each word it ran decoded in the cache, as isa.decode decodes it but for the
+    operands prepared once (interpreter._decode): a movk's kept bits and new lane, a masked
+    movi or ALU immediate."""
     from rmm_mp.guest import interpreter
     assert type(interpreter._decoded) is dict
     interpreter._decoded.clear()
-    state = until_smc("""
-        mov x1, #5
-        add x2, x1, #3
-        smc #0
-    """)
-    assert (state.x[1], state.x[2]) == (5, 8)
-    words = [w for (w,) in struct.iter_unpack("<Q", assemble("mov x1, #5\nadd x2, x1, #3\nsmc #0", base=0))]
-    assert {w: interpreter._decoded[w] for w in words} == {w: decode(w) for w in words}
+    source = "mov x1, #5\nadd x2, x1, #3\nmovk x1, #0x1234, lsl #32\nmov x3, #-2\nsmc #0"
+    state = until_smc(source)
+    assert (state.x[1], state.x[2], state.x[3]) == (0x1234_0000_0005, 8, MASK64 - 1)
+    words = [w for (w,) in struct.iter_unpack("<Q", assemble(source, base=0))]
+    decoded = [decode(w) for w in words]
+    assert [d[0] for d in decoded] == [Op.MOVI, Op.ADDI, Op.MOVK, Op.MOVI, Op.SMC]
+    prepared = [decoded[0], decoded[1], (*decoded[2][:4], MASK64 ^ (0xFFFF << 32), 0x1234 << 32),
+                (*decoded[3][:5], MASK64 - 1), decoded[4]]
+    assert [interpreter._decoded[w] for w in words] == prepared
