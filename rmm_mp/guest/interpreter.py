@@ -186,8 +186,9 @@ _VBAR_MASK = MASK64 & ~0x7FF
 _MSR_WRITABLE = frozenset(int(r) for r in (SysReg.VBAR, SysReg.ELR, SysReg.ESR, SysReg.FAR))
 _PAGE_MASK = ~0xFFF
 _NO_PAGE = -1 << 80
-"""The current fetch page after a non-sequential PC change: no PC is in it, so the next
-instruction takes the sync point and a fresh fetch translation."""
+"""The end of the current fetch page after a non-sequential PC change: no PC (0 .. 2^64 - 1,
+or 2^64 after the last word) is below it, so the next instruction takes the sync point and a
+fresh fetch translation."""
 _SIZES = tuple(_LOAD[n] for n in range(4))
 _SIZE_MASKS = tuple((1 << (8 << n)) - 1 for n in range(4))
 _STOPS = {_SMC: SMC, _HVC: HVC, _WFI: WFI, _WFE: WFE}
@@ -312,13 +313,15 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
     write_pages = bus.write_pages
     pc = state.pc
     nzcv = state.nzcv
-    page = _NO_PAGE
-    base = 0
+    # Between two sync points PC only moves on by 8 (every other change sets page_end to
+    # _NO_PAGE), so it stays in the current fetch page while it is below the page's end; there
+    # ``words[(pc - delta) >> 3]`` is its instruction (delta: the page's IPA less its offset).
+    page_end = _NO_PAGE
+    delta = 0
     executed = 0
     try:
         while executed < budget:
-            offset = pc - page
-            if not 0 <= offset < 4096:
+            if pc >= page_end:
                 # A sync point (module docstring): the first instruction, a PC that moved other
                 # than by +8, or the next page of straight-line code.
                 # The caches outlive a run: the first instruction's sync may drop them too.
@@ -331,12 +334,11 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                     state.take_exception((EC_PC_ALIGN << 26) | IL, pc)
                     bus.exception_taken()
                     pc = state.pc
-                    page = _NO_PAGE
+                    page_end = _NO_PAGE
                     executed += 1
                     continue
                 page = pc & _PAGE_MASK
-                offset = pc - page
-                base = fetch_pages.get(page)    # type: ignore[assignment]
+                base = fetch_pages.get(page)
                 if base is None:
                     try:
                         base = fetch_pages[page] = translate(page, False, True)
@@ -344,7 +346,9 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                         state.pc, state.nzcv = pc, nzcv
                         return Event(ABORT, executed, fault=Fault(pc, False, 3, 0, True, fault.reason,
                                                                   getattr(fault, "level", 0)))
-            word = words[(base + offset) >> 3]
+                delta = page - base
+                page_end = page + 4096
+            word = words[(pc - delta) >> 3]
             try:
                 op, rd, rn, rm, aux, imm = decoded[word]
             except KeyError:                # a word not seen yet (or since the cache was cleared)
@@ -393,14 +397,14 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 if op == _B or (op == _BCOND and _cond(nzcv, aux)) or (op == _CBZ and x[rn] == 0) \
                         or (op == _CBNZ and x[rn] != 0):
                     pc = (pc + imm) & MASK64
-                    page = _NO_PAGE
+                    page_end = _NO_PAGE
                 elif op == _BL:
                     x[30] = pc + INSTRUCTION_SIZE
                     pc = (pc + imm) & MASK64
-                    page = _NO_PAGE
+                    page_end = _NO_PAGE
                 elif op == _RET or op == _BR:
                     pc = x[rn]
-                    page = _NO_PAGE
+                    page_end = _NO_PAGE
                 else:
                     pc += INSTRUCTION_SIZE
             elif op == _LDR or op == _STR:
@@ -411,7 +415,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                     state.take_exception((EC_DABT_CUR << 26) | IL | (ESR_WNR if op == _STR else 0) | DFSC_ALIGNMENT,
                                          ipa)
                     bus.exception_taken()
-                    pc, page = state.pc, _NO_PAGE
+                    pc, page_end = state.pc, _NO_PAGE
                     continue
                 write = op == _STR
                 cache = write_pages if write else read_pages
@@ -437,7 +441,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 return Event(_STOPS[op], executed, imm if op == _SMC or op == _HVC else 0)
             elif op == _ERET:
                 pc = state.sysregs[_ELR]
-                page = _NO_PAGE
+                page_end = _NO_PAGE
             elif op == _MRS and aux <= _MPIDR:
                 if rd != ZR:
                     x[rd] = state.sysregs[aux]
@@ -454,14 +458,14 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                     pc += INSTRUCTION_SIZE
                 elif done is True:                  # an alignment fault, taken in the realm
                     bus.exception_taken()
-                    pc, page = state.pc, _NO_PAGE
+                    pc, page_end = state.pc, _NO_PAGE
                 else:
                     return Event(ABORT, executed - 1, fault=done)
             else:
                 state.pc, state.nzcv = pc, nzcv
                 state.take_exception((EC_UNKNOWN << 26) | IL)
                 bus.exception_taken()
-                pc, page = state.pc, _NO_PAGE
+                pc, page_end = state.pc, _NO_PAGE
         state.pc, state.nzcv = pc, nzcv
         return Event(SLICE, executed)
     finally:
