@@ -153,12 +153,13 @@ class RunLoop:
         rec, run = q.vcpu_pages(vcpu)
         x0 = cpu.smc_u64(REC_ENTER, rec, run)[0]      # rec, run: u64 words of the run queue
         self.entries += 1
-        q.count(slot, "entries")
         if x0 != SUCCESS:
+            q.count(slot, "entries")
             self._count(FAILED_ENTRY)
             self._entry_failed(vcpu, rec, run, x0)
             return
-        q.take_woken(vcpu)
+        # Counts the entry too and clears the woken mark: one call where three cost about 1,200
+        # instructions more of a round trip.
         q.ran_on(vcpu, cpu.id)
         data = machine.ns_read(run + REC_EXIT_OFFSET, EXIT.size)
         reason = data[0]                # exit_reason, a byte at 0x000 (EXIT's first field)

@@ -113,6 +113,7 @@ RELEASE_LOOK_EVERY = 64
 (_check_release_wait: once the run is stopping, a /proc read per CPU)."""
 
 _COUNTER_OFFSETS = {name: 8 * i for i, name in enumerate(COUNTERS)}
+_ENTRIES, _MIGRATIONS = _COUNTER_OFFSETS["entries"], _COUNTER_OFFSETS["migrations"]
 _U32 = 0xFFFF_FFFF
 
 
@@ -340,13 +341,17 @@ class RunQueue:
         return vcpu
 
     def ran_on(self, vcpu: int, cpu: int) -> None:
-        """The vCPU's REC ran on CPU ``cpu`` (a REC_ENTER that entered the realm): if it last ran
-        on another CPU, that is a migration of its realm. Counted here, not when the vCPU is
-        taken: a vCPU taken only to be drained (its realm went off) or whose entry failed did
-        not run anywhere."""
-        last = self.view.exchange_u32(self._offsets[vcpu] + VF_CPU, cpu + 1)
+        """The vCPU's REC ran on CPU ``cpu`` (a REC_ENTER that entered the realm): the realm's
+        entries count it (the run loop counts a failed REC_ENTER itself), the woken mark is
+        cleared (take_woken), and if it last ran on another CPU, that is a migration of its
+        realm. The migration is counted here, not when the vCPU is taken: a vCPU taken only to
+        be drained (its realm went off) or whose entry failed did not run anywhere."""
+        view, off, counters = self.view, self._offsets[vcpu], _REALMS + vcpu // MAX_VCPUS * REALM_BYTES + R_COUNTERS
+        view.fetch_add_u64(counters + _ENTRIES, 1)
+        view.exchange_u32(off + VF_WOKEN, 0)
+        last = view.exchange_u32(off + VF_CPU, cpu + 1)
         if last != cpu + 1 and last:
-            self.count(vcpu // MAX_VCPUS, "migrations")
+            view.fetch_add_u64(counters + _MIGRATIONS, 1)
 
     def _leave_running(self, vcpu: int, to: int) -> int:
         """RUNNING or WOKEN -> ``to``; returns the state it left."""
