@@ -54,8 +54,9 @@ class RmmCpu:
         (handlers use them while called), so no entry sees another's values."""
         self.recs: dict[int, Rec] = {}
         self.rds: dict[int, Rd] = {}
-        """REC_ENTER's Rec and Rd of each granule index it entered (rmi_rec.py, bounded): a Rec or
-        Rd holds nothing but its memory and index, so one serves every entry of its granule."""
+        """REC_ENTER's Rec of each REC granule index, and Rd of each RD PA, it entered (rmi_rec.py,
+        bounded): a Rec or Rd holds nothing but its memory and index, so one serves every entry of
+        its granule."""
         self.platform = platform
         self.pa_bits = platform.pa_bits
         self.vmid_bits = platform.features.vmid_bits

@@ -50,7 +50,7 @@ from rmm_mp.rmm.realm_call import (
 from rmm_mp.rmm.memo import BoundedMemo
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd, count_exception
 from rmm_mp.rmm.rec_desc import (
-    H_HOST_CALL, H_IDX, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
+    H_HOST_CALL, H_IDX, H_OWNER, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
     R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS, SYSREGS, Rec, s2ctx_memo,
 )
 from rmm_mp.rmm.rsi_dispatch import handle_smc
@@ -119,7 +119,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     state.sysregs = [*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]]
     call.rec = rec
     call.rd = rd
-    call.rd_pa = rmm.memory.base + (rd.idx << 12)
+    call.rd_pa = v[H_OWNER]       # rd's PA, as the REC names its RD
     call.ctx = s2ctx_memo[v[R_S2:R_S2 + 4]]        # Rec.s2ctx_of(v)
     call.enter_flags = enter["flags"]
     call.extra.clear()

@@ -1103,8 +1103,8 @@ def test_rec_enter_success_irq_exit(machine: Machine, t: Rmi) -> None:
 
 def test_rec_enter_keeps_one_rec_and_rd_view_per_granule(machine: Machine, t: Rmi,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """REC_ENTER keeps the Rec and Rd it makes in its RmmCpu, by granule index, and looks them up
-    on the next entry; past the bound (here 1) it starts afresh, and every entry still runs the
+    """REC_ENTER keeps the Rec and Rd it makes in its RmmCpu, the Rec by granule index and the Rd by
+    PA, and looks them up on the next entry; past the bound (here 1) it starts afresh, and every entry still runs the
     REC it was given (test-only: the views kept by rmi_rec._kept)."""
     monkeypatch.setattr(rmi_rec, "_KEPT_MAX", 1)
     e = Enter(t, activate=False)
@@ -1115,7 +1115,7 @@ def test_rec_enter_keeps_one_rec_and_rd_view_per_granule(machine: Machine, t: Rm
         assert _call(t, F.RMI_REC_ENTER, rec, e.run) == (SUCCESS, 0, 0, 0, 0)
         assert RMI_REC_EXIT.unpack(e.exit_half())["exit_reason"] == IRQ
         assert [(v.idx, v.offset) for v in rmm.recs.values()] == [(_idx(machine, rec), _idx(machine, rec) << 12)]
-        assert [v.idx for v in rmm.rds.values()] == [_idx(machine, e.realm.rd)]
+        assert [(pa, v.idx) for pa, v in rmm.rds.items()] == [(e.realm.rd, _idx(machine, e.realm.rd))]
         assert _refcount(machine, rec) == 0
     kept = rmm.recs[_idx(machine, e.rec)]
     assert _call(t, F.RMI_REC_ENTER, e.rec, e.run)[0] == SUCCESS
@@ -1164,7 +1164,7 @@ def test_rec_enter_after_its_granules_held_another_rec_and_rd(machine: Machine, 
     run = t.ns_page(Enter.page())
     assert _call(t, F.RMI_REC_ENTER, rec_pa, run)[0] == SUCCESS
     assert rmm.realm_call is not None and rmm.realm_call.ctx.ipa_width == 40
-    assert _idx(machine, rec_pa) in rmm.recs and _idx(machine, rd_pa) in rmm.rds
+    assert _idx(machine, rec_pa) in rmm.recs and rd_pa in rmm.rds
     _teardown(t, old)
 
     new = _realm_at(t, rd_pa, 36)

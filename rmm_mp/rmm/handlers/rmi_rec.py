@@ -265,13 +265,14 @@ _KEPT_MAX = 1024
 _View = TypeVar("_View", Rec, Rd)
 
 
-def _kept(views: dict[int, _View], view: _View) -> _View:
-    """Keep ``view`` in RmmCpu.recs or .rds (REC_ENTER looks its REC and RD up there: making a
-    Rec or Rd costs about 1,800 instructions, a dict lookup a tenth of that); past _KEPT_MAX
-    views the next miss starts afresh."""
+def _kept(views: dict[int, _View], key: int, view: _View) -> _View:
+    """Keep ``view`` in RmmCpu.recs (under its granule index) or .rds (under its PA, the REC's
+    owner field) as ``key``: REC_ENTER looks its REC and RD up there (making a Rec or Rd costs
+    about 1,800 instructions, a dict lookup a tenth of that); past _KEPT_MAX views the next miss
+    starts afresh."""
     if len(views) >= _KEPT_MAX:
         views.clear()
-    views[view.idx] = view
+    views[key] = view
     return view
 
 
@@ -297,15 +298,14 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise RmiError.rec()
     rec = rmm.recs.get(g.idx)
     if rec is None:
-        rec = _kept(rmm.recs, Rec(rmm.memory, g.idx))
+        rec = _kept(rmm.recs, g.idx, Rec(rmm.memory, g.idx))
     # The REC's words, read once under its lock for the checks and the run: only a command that
     # holds the lock and sees no running reference writes them (REC_DESTROY, PSCI_COMPLETE,
     # RTT_SET_RIPAS), so the run reads what it would read after the unlock.
     head = rec.run_state()
-    rd_idx = _index(rmm, head[H_OWNER])
-    rd = rmm.rds.get(rd_idx)
+    rd = rmm.rds.get(head[H_OWNER])     # by PA: a hit needs no _index (a bad PA is never kept)
     if rd is None:
-        rd = _kept(rmm.rds, Rd(rmm.memory, rd_idx))
+        rd = _kept(rmm.rds, head[H_OWNER], Rd(rmm.memory, _index(rmm, head[H_OWNER])))
     enter = RMI_REC_ENTER_RAW.unpack(raw)     # gprs and gicv3_lrs as their bytes: copied, not read as ints
     refusal = _entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
