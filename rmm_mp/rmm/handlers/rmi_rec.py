@@ -311,7 +311,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if refusal is not None:
         g.unlock()
         raise refusal
-    g.refcount_add(1)
+    granules.refcount_add(g.idx, 1)
     granules.unlock(g.idx)
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter, head)
@@ -319,4 +319,4 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack_bytes(fields), REC_EXIT_OFFSET):
             raise RmiError.input()
     finally:
-        rmm.granules.refcount_add(g.idx, -1)
+        granules.refcount_add(g.idx, -1)
