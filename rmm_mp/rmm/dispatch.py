@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("rmm_mp.rmm")
 
 _SUCCESS = int(RmiStatus.RMI_SUCCESS)
+_FID_MASK = ~SMCCC_SVE_HINT
+"""ANDed with a function ID, clears the SVE hint: computed once, not per call (``~`` of a
+constant makes a new int each time)."""
 
 Handler = Callable[..., "tuple[int, ...] | None"]
 Result = tuple[int, int, int, int, int]
@@ -119,7 +122,7 @@ def failure_conditions() -> dict[str, tuple[str, ...]]:
 
 def dispatch(rmm: "RmmCpu", fid: int, x1: int, x2: int, x3: int, x4: int, x5: int, x6: int) -> Result:
     """Run one RMI call on ``rmm``'s CPU; returns X0..X4 (the REQ_COMPLETE arguments)."""
-    cmd = COMMANDS.get(fid & ~SMCCC_SVE_HINT)
+    cmd = COMMANDS.get(fid & _FID_MASK)
     if cmd is None or cmd.handler is None:
         return (SMC_UNKNOWN, 0, 0, 0, x4)
     handler = cmd.handler
