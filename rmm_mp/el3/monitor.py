@@ -110,8 +110,9 @@ class Monitor:
         if not RMI_FID_BASE <= decoded <= RMI_FID_LAST or rmm is None:
             _X0.pack_into(buf, OFF_NS_CTX, SMC_UNKNOWN)  # TF-A's SMC_RET1: X0 only
             return (SMC_UNKNOWN, x1, x2, x3, x4)
+        w0 = fid & 0xFFFF_FFFF      # once: the RMM's X0 here and below
         # Enter the Realm world: X0 = FID, X1..X7 = the Non-secure X1..X7.
-        _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
+        _CTX8.pack_into(buf, OFF_REALM_CTX, w0, x1, x2, x3, x4, x5, x6, 0)
         lock_stats = self.lock_stats
         wait0 = lock_stats.wait_ns
         recorder = self.recorder
@@ -121,7 +122,7 @@ class Monitor:
         split = recorder is not None and (not t0 & _SPLIT_MASK or t0 > recorder.next_flush)
         t1 = clock() if split else 0
         try:
-            result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
+            result = rmm(w0, x1, x2, x3, x4, x5, x6)
             t2 = clock() if split else 0
             # RMM_RMI_REQ_COMPLETE: Realm X1..X5 carry the results; EL3 restores the Non-secure
             # context with X0..X4 = those results (X5..X7 keep the caller's values). Inside the
@@ -162,9 +163,10 @@ class Monitor:
         if not RMI_FID_BASE <= fid & _W0_NO_SVE_HINT <= RMI_FID_LAST or rmm is None:
             _X0.pack_into(buf, OFF_NS_CTX, SMC_UNKNOWN)
             return (SMC_UNKNOWN, x1, x2, x3, x4)
-        _CTX8.pack_into(buf, OFF_REALM_CTX, fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6, 0)
+        w0 = fid & 0xFFFF_FFFF
+        _CTX8.pack_into(buf, OFF_REALM_CTX, w0, x1, x2, x3, x4, x5, x6, 0)
         try:
-            result = rmm(fid & 0xFFFF_FFFF, x1, x2, x3, x4, x5, x6)
+            result = rmm(w0, x1, x2, x3, x4, x5, x6)
             r0, r1, r2, r3, r4 = result
             _CTX6.pack_into(buf, OFF_REALM_CTX, _REQ_COMPLETE, r0, r1, r2, r3, r4)
             _RESULT5.pack_into(buf, OFF_NS_CTX, r0, r1, r2, r3, r4)
