@@ -51,7 +51,7 @@ from rmm_mp.rmm.memo import BoundedMemo
 from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION, Rd, count_exception
 from rmm_mp.rmm.rec_desc import (
     H_HOST_CALL, H_IDX, H_OWNER, H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR, H_RIPAS_ADDR, H_RIPAS_TOP, H_RIPAS_VALUE,
-    R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS, SYSREGS, Rec, s2ctx_memo,
+    R_GPRS, R_HOST_CALL, R_PC, R_PSTATE, R_S2, R_SYSREGS, SYSREGS, Rec, s2ctx_memo,
 )
 from rmm_mp.rmm.rsi_dispatch import handle_smc
 from rmm_mp.stats.calls import EXIT_BASE
@@ -125,7 +125,7 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     call.extra.clear()
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:
         _complete_entry(call, enter, v)
-    out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None)
+    out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None, v)
     rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
     fields = out.fields
     fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state_raw memoised
@@ -186,9 +186,10 @@ def _complete_ripas(call: RealmCall, head: tuple[int, ...]) -> None:
     call.rec.set_ripas_request(0, 0, 0, 0, 0)
 
 
-def _complete_host_call(call: RealmCall, gprs: bytes, generation: int) -> Exit | None:
+def _complete_host_call(call: RealmCall, gprs: bytes, generation: int, head: tuple[int, ...]) -> Exit | None:
     """Copy the host's gprs (RmiRecEnter's bytes) back into RsiHostCall (B5.3.4), counted in as
     executing the realm; if the page is gone, report it first (returning the exit, counted out).
+    ``head``: Rec.run_state(), whose R_HOST_CALL words say where rsi_host_call found the structure.
 
     While the realm's TLB generation is the one rsi_host_call read before its locked walk, the
     mapping that walk found is still in place (realm_call.py, "one walk per host call"), and
@@ -199,7 +200,7 @@ def _complete_host_call(call: RealmCall, gprs: bytes, generation: int) -> Exit |
     """
     rmm, rec = call.rmm, call.rec
     memory = rmm.memory
-    ipa, pa, seen = rec.host_call()
+    ipa, pa, seen = head[R_HOST_CALL], head[R_HOST_CALL + 1], head[R_HOST_CALL + 2]
     if memory.view.load_u64(generation) == seen:    # type: ignore[union-attr]
         _HOST_CALL_GPRS.pack_into(memory.buf, pa - memory.base + (ipa & 0xFFF) + _HOST_CALL_GPRS_OFFSET, gprs)
     else:
@@ -219,9 +220,10 @@ def _complete_host_call(call: RealmCall, gprs: bytes, generation: int) -> Exit |
 
 # -- 2. execution ---------------------------------------------------------------------------
 
-def _execute(call: RealmCall, host_call_gprs: bytes | None) -> Exit:
+def _execute(call: RealmCall, host_call_gprs: bytes | None, head: tuple[int, ...]) -> Exit:
     """Run the REC's code for its time slice; ``host_call_gprs`` are the host's results of a
-    pending host call (RmiRecEnter's bytes), copied in first."""
+    pending host call (RmiRecEnter's bytes), copied in first where ``head`` (Rec.run_state())
+    says the call's structure is."""
     rmm, state = call.rmm, call.state
     tlb = rmm.tlb
     ctx = call.ctx
@@ -241,7 +243,7 @@ def _execute(call: RealmCall, host_call_gprs: bytes | None) -> Exit:
         tlb.enter(call.rd_pa, generation)
         try:
             if host_call_gprs is not None:
-                out = _complete_host_call(call, host_call_gprs, generation)
+                out = _complete_host_call(call, host_call_gprs, generation, head)
                 host_call_gprs = None
                 if out is not None:
                     return out

@@ -50,7 +50,7 @@ _GPRS = struct.Struct("<31Q")              # 0x100 .. 0x1F8
 _PC_PSTATE = struct.Struct("<QQ")          # 0x1F8 .. 0x208
 _REALM = struct.Struct("<QqQQQ")           # 0x208 .. 0x230
 _CONTEXT = struct.Struct("<33Q")           # 0x100 .. 0x208: gprs, pc, pstate
-_RUN_STATE = struct.Struct("<14Q144x33QQqQQ216x4Q")   # 0x000 .. 0x320 (run_state): H_* and R_* below
+_RUN_STATE = struct.Struct("<14Q144x33QQqQQ216x4Q24x3Q")   # 0x000 .. 0x350 (run_state): H_* and R_* below
 
 OFF_OWNER, OFF_IDX, OFF_MPIDR, OFF_RUNNABLE, OFF_PSCI, OFF_HOST_CALL = 0x000, 0x008, 0x010, 0x018, 0x020, 0x028
 OFF_RIPAS_BASE, OFF_RIPAS_TOP, OFF_RIPAS_ADDR, OFF_RIPAS_VALUE, OFF_RIPAS_DESTROYED = 0x030, 0x038, 0x040, 0x048, 0x050
@@ -72,11 +72,12 @@ _RIPAS = struct.Struct("<5Q")
 _LAST_EXIT = struct.Struct("<3Q")
 
 # Positions in run_state(): the words 0x000 .. 0x070 (the head of the layout), then X0 .. X30,
-# pc, pstate, the stage-2 parameters (4 values) and the system registers.
+# pc, pstate, the stage-2 parameters (4 values), the system registers, and the pending host
+# call's IPA, PA and generation (R_HOST_CALL .. R_HOST_CALL + 2).
 H_OWNER, H_IDX, H_MPIDR, H_RUNNABLE, H_PSCI, H_HOST_CALL = 0, 1, 2, 3, 4, 5
 H_RIPAS_BASE, H_RIPAS_TOP, H_RIPAS_ADDR, H_RIPAS_VALUE, H_RIPAS_DESTROYED = 6, 7, 8, 9, 10
 H_LAST_ESR, H_LAST_FAR, H_LAST_HPFAR = 11, 12, 13
-R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS = 14, 45, 46, 47, 51
+R_GPRS, R_PC, R_PSTATE, R_S2, R_SYSREGS, R_HOST_CALL = 14, 45, 46, 47, 51, 55
 
 _S2CTX_CACHE_MAX = 1024
 _s2ctx_cache: BoundedMemo[tuple[int, ...], S2Ctx] = BoundedMemo(lambda key: S2Ctx(*key), _S2CTX_CACHE_MAX)
@@ -149,7 +150,9 @@ class Rec:
     def run_state(self) -> tuple[int, ...]:
         """What REC entry reads, in one unpack: the head (positions H_*), X0..X30 (R_GPRS), pc
         (R_PC), pstate (R_PSTATE), ipa_width, rtt_level_start, rtt_num_start, rtt_base (R_S2;
-        s2ctx_of() makes the S2Ctx) and the guest system registers (R_SYSREGS)."""
+        s2ctx_of() makes the S2Ctx), the guest system registers (R_SYSREGS) and the pending host
+        call's IPA, PA and realm TLB generation (R_HOST_CALL: what a host call's completion needs,
+        read here rather than by a second accessor call)."""
         return _RUN_STATE.unpack_from(self.memory.buf, self.offset)
 
     def save_context(self, gprs: "list[int] | tuple[int, ...]", pc: int, pstate: int,
@@ -186,10 +189,6 @@ class Rec:
 
     host_call_ipa = property(lambda self: self._get(OFF_HOST_CALL_IPA),
                              lambda self, ipa: self._set(OFF_HOST_CALL_IPA, ipa))
-
-    def host_call(self) -> tuple[int, int, int]:
-        """(IPA, PA, realm TLB generation) of the pending host call's RsiHostCall."""
-        return _HOST_CALL.unpack_from(self.memory.buf, self.offset + OFF_HOST_CALL_IPA)
 
     def clear_host_call(self) -> None:
         """The pending host call is complete."""
