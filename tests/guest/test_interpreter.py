@@ -241,6 +241,21 @@ def test_movk_replaces_one_lane(lane: int) -> None:
     assert s.x[1] == kept | 0xABCD << 16 * lane
 
 
+@pytest.mark.parametrize("lane", [0, 1, 2, 3])
+def test_movk_of_an_all_ones_or_all_zeros_lane_touches_that_lane_only(lane: int) -> None:
+    """movk #0 into an all-ones register clears its lane and nothing else; movk #0xffff into a
+    zero register sets its lane only; a movk of the lane's own bits changes nothing."""
+    shift = 16 * lane
+    s = until_smc(f"""
+        movk x1, #0, lsl #{shift}
+        movk x2, #0xffff, lsl #{shift}
+        movk x3, #0xffff, lsl #{shift}
+        movk x4, #0, lsl #{shift}
+        smc #0
+    """, {1: MASK64, 2: 0, 3: MASK64, 4: 0})
+    assert s.x[1:5] == [MASK64 ^ (0xFFFF << shift), 0xFFFF << shift, MASK64, 0]
+
+
 def _with_data(addr: int, data: bytes) -> RamBus:
     bus = RamBus()
     bus.ram[addr:addr + len(data)] = data
@@ -424,6 +439,40 @@ def test_fetches_loads_and_stores_use_the_translated_offset() -> None:
     assert state.x[2] == 77
     assert bus.ram[DATA + 16:DATA + 24] == struct.pack("<Q", 77)
     assert bus.translations == [(OUTSIDE + PAGE, False, True), (OUTSIDE, False, False), (OUTSIDE, True, False)]
+
+
+def test_straight_line_code_crosses_into_a_page_mapped_elsewhere() -> None:
+    """Code whose two IPA pages lie in RAM out of order (the second below the first, neither at
+    its IPA): falling through the page end, and branching back to the first page's last word
+    and falling through again, every instruction is the word translate() put there. (The fetch
+    finds a word from the page's translation, set at each sync point: a stale one would run
+    the decoy words at the IPA's identity offsets or the first page's.)"""
+    first, second = 0x1FF0, 0x2000      # IPA: the last two words of one page, the next page
+
+    class Scatter(RamBus):
+        def offset(self, page: int) -> int:
+            return {first & ~0xFFF: 0x5000, second: 0x1000}.get(page, page)
+
+    bus = Scatter()
+    decoy = encode(Op.SMC, imm=99)
+    for at in range(0, RAM, 8):
+        struct.pack_into("<Q", bus.ram, at, decoy)
+    code_a = [encode(Op.ADDI, rd=1, rn=1, imm=1), encode(Op.ADDI, rd=2, rn=2, imm=1)]  # at first, first + 8
+    code_b = [encode(Op.ADDI, rd=3, rn=3, imm=1),
+              encode(Op.CBZ, rn=4, imm=16),                     # x4 = 0 the first time: to the mov
+              encode(Op.SMC, imm=5),
+              encode(Op.MOVI, rd=4, imm=1),
+              encode(Op.B, imm=(first + 8) - (second + 32))]   # back to the first page's last word
+    for i, word in enumerate(code_a):
+        struct.pack_into("<Q", bus.ram, 0x5000 + (first & 0xFFF) + 8 * i, word)
+    for i, word in enumerate(code_b):
+        struct.pack_into("<Q", bus.ram, 0x1000 + 8 * i, word)
+    state = GuestState([0] * 31, first, 0, [VBAR, 0, 0, 0, MPIDR])
+    event = run(state, bus, 100)
+    assert (event.kind, event.imm, state.pc) == (SMC, 5, second + 16)
+    assert state.x[1:5] == [1, 2, 2, 1]
+    assert bus.translations == [(first & ~0xFFF, False, True), (second, False, True)]
+    assert bus.syncs == 1 + 1 + 1 + 1 + 1   # entry, crossing, cbz taken, b, crossing again
 
 
 # -- load/store pairs ---------------------------------------------------------------------------
