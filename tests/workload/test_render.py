@@ -753,3 +753,31 @@ def test_long_realm_names_are_wrapped_in_their_column_within_the_width() -> None
     assert cells == [n, "(1,234,567", "instances)", "64", "1,234,567,890", "FAILED"], cells
     assert detail == failed.detail.strip() and got == ", ".join(f"{k} {v:,}" for k, v in counters.items())
     assert ok_cells == [ok.name, "64", "1,234,567,890", "ok"] and ok_detail == ok.detail, ok_cells
+
+
+def test_a_latency_table_of_second_long_calls_keeps_to_the_width() -> None:
+    """Found by a campaign of random workloads: RSI_ATTESTATION_TOKEN_CONTINUE (30 characters, the
+    longest call name) with a p99 and max of about a second (a signing CPU descheduled on a loaded
+    host) made the RSI table 120 columns wide. The name is broken after an `_` and goes on below in
+    its column, as the realm table does with a long realm name; the figures stay whole and aligned."""
+    from rmm_mp.abi.rsi import RsiFid
+    from stats.report_samples import slot_of, stats_of
+
+    cont = slot_of(int(RsiFid.RSI_ATTESTATION_TOKEN_CONTINUE))
+    base = hand_built(**GOOD)
+    stats = {cpu: dict(per) for cpu, per in base.stats.items()}
+    stats[0][cont] = stats_of(cont, [14_000] * 30 + [589_000] * 12 + [1_060_700_000])
+    stats[1][cont] = stats_of(cont, [20_000, 2_100_000_000])
+    text = format_report(replace(base, stats=stats))
+    long = [line for line in text.splitlines() if len(line) > 118]
+    assert long == [], long
+    rsi = _section(text, "RSI calls from realms")
+    header = rsi[1]
+    assert header.split() == ["call", "cpu", "count", "errors", "p50", "p90", "p99", "p99.9", "max", "mean"]
+    first = next(i for i, line in enumerate(rsi) if line.startswith("RSI_ATTESTATION_"))
+    # The name's two pieces read back as the name; the continuation line holds nothing else.
+    assert rsi[first].split()[0] + rsi[first + 1] == "RSI_ATTESTATION_TOKEN_CONTINUE", rsi
+    row = rsi[first].split()
+    assert row[1:4] == ["0", "43", "0"] and row[-2] == "1,060,700.00", row
+    # Figures stay right-aligned under their headers.
+    assert rsi[first].rstrip().endswith(row[-1]) and len(rsi[first]) == len(header)
