@@ -103,11 +103,13 @@ def _header(doc: dict[str, Any]) -> list[str]:
     elapsed = doc["elapsed_s"]
     ran = ("not run: the CPUs never started" if none_ran
            else f"ran {elapsed:.2f} s" if elapsed >= 0.01 else f"ran {elapsed * 1000:.2f} ms")
+    # A platform's name is a lower-case identifier of any length: beside a seed near 2^64 a
+    # 36-character one made this line 133 columns. It wraps on whole words, as the load line does.
+    platform = (f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
+                f"seed {doc['seed']}, {ran} (limit {' or '.join(limit) or 'none'})")
     lines = [
         f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
-        f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
-        f"seed {doc['seed']}, "
-        f"{ran} (limit {' or '.join(limit) or 'none'})",
+        *textwrap.wrap(platform, WIDTH, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False),
     ]
     # total_calls counts every record of the latency tables: REC runs (each beside its
     # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and

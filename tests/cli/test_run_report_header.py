@@ -61,3 +61,21 @@ def test_the_header_excerpt_in_docs_latency_is_what_the_report_prints() -> None:
     first = next(i for i, line in enumerate(head) if line.startswith("latency recorded: "))
     printed = head[first:first + 1] + [line for line in head[first + 1:first + 2] if line.startswith("    pinning: ")]
     assert shown == printed, (shown, printed)
+
+
+def test_the_platform_line_is_wrapped_within_the_width() -> None:
+    """Found by a campaign of random accepted workloads: the platform line was never wrapped, so
+    a platform of a longer name (a lower-case identifier of any length) beside a seed near 2^64
+    passed 118 columns: here 133. It is wrapped on whole words, its later lines indented by 4, as
+    the host load line is; a short one stays one line."""
+    name = "acme-neoverse-reference-design-board"
+    report = hand_built(platform=name, seed=2**64 - 1, iterations=1_000_000_000_000, seconds=None)
+    head = format_report(report).splitlines()
+    at = next(i for i, line in enumerate(head) if line.startswith("platform "))
+    assert all(len(line) <= 118 for line in head[:at + 3]), [len(line) for line in head[:at + 3]]
+    whole = (f"platform {name}: 2 CPUs on 2 host cores, seed 18446744073709551615, ran 2.01 s "
+             "(limit 1,000,000,000,000 iterations)")
+    assert head[at + 1].startswith("    ") and f"{head[at]} {head[at + 1][4:]}" == whole, head
+    assert head[at + 2].startswith("latency recorded: "), head
+    short = format_report(hand_built()).splitlines()
+    assert short[1].startswith("platform host: ") and short[2].startswith("latency recorded: "), short[:3]
