@@ -41,7 +41,8 @@ CPU whose process is descheduled or stopped (SIGSTOP, a debugger) can take a lon
 a sync point, and a waiter that only yielded burnt a whole host core all that time. A CPU
 process that died counted in would stall the wait; once the wait sleeps, the CPU's binding is
 checked every few tens of milliseconds and a CPU whose process has ended (or whose pid now names
-another process) is skipped; a process that binds such a CPU afresh counts the dead holder out
+another process) is skipped, and skipped at once by this CPU's later waits while its binding word
+is the one found ended; a process that binds such a CPU afresh counts the dead holder out
 (count_out_dead_holder), or its RD would read as the new owner executing that realm.
 
 This module owns the protocol. It must not know what a realm or an RD is.
@@ -62,7 +63,7 @@ class Tlb:
 
     __slots__ = ("cpu", "ctl", "cpus", "dram", "area_size", "count", "_mine", "_rd", "_gen_off",
                  "_seen_tlb", "_seen_gpt", "_kept_rd", "_kept_epoch", "_load_dram", "_load_ctl", "_store_cpu",
-                 "_off_rd", "_off_tlb", "_off_gpt")
+                 "_off_rd", "_off_tlb", "_off_gpt", "_ended")
 
     def __init__(self, cpu: int, ctl: atomicshm.AtomicView, cpus: atomicshm.AtomicView, dram: atomicshm.AtomicView,
                  area_size: int, count: int) -> None:
@@ -84,6 +85,8 @@ class Tlb:
         self._load_dram = dram.load_u64
         self._load_ctl = ctl.load_u64
         self._store_cpu = cpus.store_u64
+        self._ended: dict[int, int] = {}
+        """CPU -> the binding word a wait found ended while that CPU was counted in (_wait)."""
 
     # -- the executing side -------------------------------------------------------------
 
@@ -175,13 +178,26 @@ class Tlb:
                        and self.cpus.load_u64(base + OFF_SEEN_GPT) < generation)
 
     def _wait(self, behind: Callable[[int], bool]) -> None:
+        ended = self._ended
         for cpu in range(self.count):
             if cpu == self.cpu:
                 continue
             base = cpu * self.area_size
             tries = 0
             while behind(base):
+                # A CPU whose process died counted in stays so until a process binds it afresh
+                # (count_out_dead_holder), which changes its binding word: every later wait
+                # skips it at once while the word is the one found ended. Looked at afresh each
+                # time, every DELEGATE and UNDELEGATE of the run's survivors backed off to the
+                # first look (about 600 tries, 512 of them sched_yield) again: on a 2-core host
+                # at a load average of 12, a CPU asked to stop in a realm's teardown after another
+                # CPU's SIGKILL took 13 to 48 s to stop (a run's grace time is 10 s per CPU per core).
+                if tries == 0 and cpu in ended and ended[cpu] == self.cpus.load_u64(base + OFF_BIND):
+                    break
                 tries += 1
                 backoff(tries)
-                if look_due(tries) and binding_ended(self.cpus.load_u64(base + OFF_BIND)):
-                    break
+                if look_due(tries):
+                    word = self.cpus.load_u64(base + OFF_BIND)
+                    if binding_ended(word):
+                        ended[cpu] = word
+                        break

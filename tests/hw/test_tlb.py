@@ -12,6 +12,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.hw import process
+from rmm_mp.hw import tlb as tlb_module
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_TLB, binding_word
 from rmm_mp.hw.tlb import Tlb
 from children import finish, read_line, start_child
@@ -117,6 +118,34 @@ def test_a_cpu_rebound_after_its_holder_died_counted_in_is_not_waited_for() -> N
             # Let a wait that did not end (the old code) end before the machine closes.
             rebound.tlb.cpus.store_u64(rebound.tlb.cpu * rebound.tlb.area_size + OFF_EXEC_RD, 0)
             worker.join(timeout=30)
+
+
+def test_a_cpu_that_died_counted_in_is_waited_for_once_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1's process dies counted in as executing realm code and nothing binds CPU 1 again (a
+    run whose CPU 1 was SIGKILLed): CPU 0's first invalidation backs off to its first look at
+    CPU 1's binding and goes on; every later one, GPT or realm, goes on without backing off at all.
+    Each used to back off to that look again (about 600 tries, 512 of them sched_yield): on a
+    loaded 2-core host CPU 0's teardown of one realm took up to 48 s, and CPU 0, asked to stop
+    after CPU 1's death, was terminated for not stopping within the run's 30 s of grace."""
+    tries: list[int] = []
+    monkeypatch.setattr(tlb_module, "backoff", tries.append)
+    with Machine.create("host", cpus=2) as m:
+        child = start_child(DIES_COUNTED_IN, m.name)
+        try:
+            assert read_line(child) == "counted in"
+            child.stdin.close()  # type: ignore[union-attr]
+            assert child.wait(30) == 0
+        finally:
+            finish(child)
+        waiter = m.cpu(0).tlb
+        base = m.platform.dram.base
+        waiter.invalidate_gpt()
+        assert tries, "the first invalidation must wait for CPU 1 for the test to mean anything"
+        tries.clear()
+        for _ in range(3):
+            waiter.invalidate_gpt()
+            waiter.invalidate_realm(base + RD_PA_OFFSET, RD_PA_OFFSET)
+        assert tries == [], f"the later invalidations backed off {len(tries)} times for a CPU known to be dead"
 
 
 # -- translations kept across entries ----------------------------------------------------------
