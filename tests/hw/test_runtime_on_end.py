@@ -4,25 +4,13 @@ process gone, and never letting what it raises replace the error that ended the 
 from __future__ import annotations
 
 import multiprocessing
-import time
 from typing import Any
 
 import pytest
 
 from rmm_mp import Machine
 from rmm_mp.runtime import run_cpus
-
-VERSION = 0xC4000150
-
-
-def _until_stopped(cpu) -> int:  # type: ignore[no-untyped-def]
-    """Call until asked to stop; the number of calls."""
-    calls = 0
-    while not cpu.machine.control.stop_requested:
-        cpu.smc(VERSION, 0x10000)
-        calls += 1
-        time.sleep(0.01)
-    return calls
+from test_runtime_stop import _until_stopped
 
 
 def _bound(m: Machine, cpus: list[int]) -> bool:
