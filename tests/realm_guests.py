@@ -71,13 +71,7 @@ PRELUDE = "\n".join(f".equ {fid.name}, {int(fid):#x}" for fid in (*RsiFid, *Psci
 """Names for every RSI and PSCI function ID, usable in guest programs (`mov x0, =RSI_HOST_CALL`)."""
 
 
-REPORT_TAIL = """
-report:                             // REPORT(x19, x20), SYSTEM_OFF
-    adr x1, hostcall
-    mov x2, #3
-    strh x2, [x1]
-    str x19, [x1, #8]
-    str x20, [x1, #16]
+HOST_CALL_THEN_OFF = """
     mov x0, =RSI_HOST_CALL
     smc #0
     mov x0, =PSCI_SYSTEM_OFF
@@ -87,6 +81,17 @@ report:                             // REPORT(x19, x20), SYSTEM_OFF
 hostcall:
     .zero 256
 """
+"""The end of a guest program (after PRELUDE): RSI_HOST_CALL with X1 as the code before it left it
+(the `hostcall` structure's address), then SYSTEM_OFF; the 256-byte aligned `hostcall` structure."""
+
+
+REPORT_TAIL = """
+report:                             // REPORT(x19, x20), SYSTEM_OFF
+    adr x1, hostcall
+    mov x2, #3
+    strh x2, [x1]
+    str x19, [x1, #8]
+    str x20, [x1, #16]""" + HOST_CALL_THEN_OFF
 """A `report` routine for guest programs (after PRELUDE): REPORT host call (imm 3) with code X19
 and detail X20 in its RsiHostCall (workload/programs.py's protocol), then SYSTEM_OFF."""
 

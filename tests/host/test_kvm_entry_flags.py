@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pytest
 
-from realm_guests import PRELUDE
+from realm_guests import HOST_CALL_THEN_OFF, PRELUDE
 from rmm_mp import Machine
 from rmm_mp.guest.assembler import assemble
 from test_linux_kvm_sequences import (
@@ -167,16 +167,7 @@ after:
     str x27, [x1, #40]              // FAR_EL1
     str x24, [x1, #48]
     adr x9, ldp_at
-    str x9, [x1, #56]
-    mov x0, =RSI_HOST_CALL
-    smc #0
-    mov x0, =PSCI_SYSTEM_OFF
-    smc #0
-    b .
-    .align 256
-hostcall:
-    .zero 256
-    .org 0x800
+    str x9, [x1, #56]""" + HOST_CALL_THEN_OFF + """    .org 0x800
 vectors:
     .org 0xA00                      // synchronous exception from the current EL
     mrs x20, esr
@@ -317,16 +308,7 @@ out:
     str x1, [x9, #16]
     str x2, [x9, #24]
     str x25, [x9, #32]
-    mov x1, x9
-    mov x0, =RSI_HOST_CALL
-    smc #0
-    mov x0, =PSCI_SYSTEM_OFF
-    smc #0
-    b .
-    .align 256
-hostcall:
-    .zero 256
-"""
+    mov x1, x9""" + HOST_CALL_THEN_OFF
 
 
 @pytest.mark.parametrize("budget", [0, 1])
