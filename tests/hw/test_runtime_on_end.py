@@ -10,19 +10,7 @@ import pytest
 
 from rmm_mp import Machine
 from rmm_mp.runtime import run_cpus
-from test_runtime_stop import _until_stopped
-
-
-def _bound(m: Machine, cpus: list[int]) -> bool:
-    """Whether each of ``cpus`` is bound to its process (has had the parent's go)."""
-    for cpu in cpus:
-        area = m.cpu_area(cpu)
-        try:
-            if not area.binding():
-                return False
-        finally:
-            area.release()
-    return True
+from test_runtime_stop import _all_bound, _until_stopped
 
 
 def _cpu_children() -> list[str]:
@@ -43,7 +31,7 @@ def test_an_error_of_the_parents_tells_on_end_once_and_wins_over_what_it_raises(
     calls: list[list[str]] = []
 
     def on_tick(elapsed: float) -> str | None:
-        if _bound(machine, [0, 1]):
+        if _all_bound(machine, [0, 1]):
             raise RuntimeError("the parent's tick failed")
         if elapsed > 120:
             return "the CPUs never bound"

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 import pytest
@@ -59,11 +59,11 @@ def _sigterm_myself_then_stop(cpu) -> int:  # type: ignore[no-untyped-def]
     return 1 + _until_stopped(cpu)
 
 
-def _all_bound(m: Machine) -> bool:
-    """Whether every CPU of ``m`` is bound to its process: each has had the parent's go
-    (rmm_mp.cpu_start), so a Ctrl-C now stops it through the stop flag, where one before kills
-    it as never started."""
-    for cpu in range(m.cpus):
+def _all_bound(m: Machine, cpus: Sequence[int] | None = None) -> bool:
+    """Whether every CPU of ``m`` (or each of ``cpus``) is bound to its process: each has had the
+    parent's go (rmm_mp.cpu_start), so a Ctrl-C now stops it through the stop flag, where one
+    before kills it as never started."""
+    for cpu in range(m.cpus) if cpus is None else cpus:
         area = m.cpu_area(cpu)
         try:
             if not area.binding():
