@@ -104,12 +104,14 @@ def _header(doc: dict[str, Any]) -> list[str]:
     ran = ("not run: the CPUs never started" if none_ran
            else f"ran {elapsed:.2f} s" if elapsed >= 0.01 else f"ran {elapsed * 1000:.2f} ms")
     # A platform's name is a lower-case identifier of any length: beside a seed near 2^64 a
-    # 36-character one made this line 133 columns. It wraps on whole words, as the load line does.
+    # 36-character one made this line 133 columns. It wraps on whole words, as the load line does,
+    # and a name wider than the line (the only word that can be) is broken at the width: kept
+    # whole, one of 150 characters made a line of 155.
     platform = (f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
                 f"seed {doc['seed']}, {ran} (limit {' or '.join(limit) or 'none'})")
     lines = [
         f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
-        *textwrap.wrap(platform, WIDTH, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False),
+        *textwrap.wrap(platform, WIDTH, subsequent_indent="    ", break_on_hyphens=False),
     ]
     # total_calls counts every record of the latency tables: REC runs (each beside its
     # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and

@@ -79,3 +79,17 @@ def test_the_platform_line_is_wrapped_within_the_width() -> None:
     assert head[at + 2].startswith("latency recorded: "), head
     short = format_report(hand_built()).splitlines()
     assert short[1].startswith("platform host: ") and short[2].startswith("latency recorded: "), short[:3]
+
+
+def test_a_platform_name_wider_than_the_line_is_broken_within_the_width() -> None:
+    """A platform's name may be longer than the report's width (a lower-case identifier of any
+    length; the campaign that found the unwrapped line ran one of 150 characters). Wrapped on whole
+    words only, it stayed one word of 151 columns on a line of 160: a name wider than the line is
+    broken at the width, its pieces on lines indented by 4, and read together they give it whole."""
+    name = "board-" + "x" * 144
+    head = format_report(hand_built(platform=name, seed=2**64 - 1)).splitlines()
+    at = next(i for i, line in enumerate(head) if line.startswith("platform"))
+    end = next(i for i, line in enumerate(head) if line.startswith("latency recorded: "))
+    assert all(len(line) <= 118 for line in head), [len(line) for line in head]
+    assert end - at >= 2 and all(line.startswith("    ") for line in head[at + 1:end]), head[at:end]
+    assert f"platform {name}: 2 CPUs" in head[at] + "".join(line[4:] for line in head[at + 1:end]), head[at:end]
