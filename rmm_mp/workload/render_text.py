@@ -104,14 +104,21 @@ def _header(doc: dict[str, Any]) -> list[str]:
     ran = ("not run: the CPUs never started" if none_ran
            else f"ran {elapsed:.2f} s" if elapsed >= 0.01 else f"ran {elapsed * 1000:.2f} ms")
     # A platform's name is a lower-case identifier of any length: beside a seed near 2^64 a
-    # 36-character one made this line 133 columns. It wraps on whole words, as the load line does,
-    # and a name wider than the line (the only word that can be) is broken at the width: kept
-    # whole, one of 150 characters made a line of 155.
-    platform = (f"platform {doc['platform']}: {_count(doc['cpus'], 'CPU')} on {_count(host['cores'], 'host core')}, "
-                f"seed {doc['seed']}, {ran} (limit {' or '.join(limit) or 'none'})")
+    # 36-character one made this line 133 columns. It wraps as the counters do, between phrases
+    # only (a phrase's spaces held as NUL): on every space it parted "(limit 2" from "s)", or
+    # "seed" from the seed, at one name length or another. "platform NAME:" is the only phrase
+    # that can be wider than the line, and is broken at the width: kept whole, a name of 150
+    # characters made a line of 155.
+    def held(phrase: str) -> str:
+        return phrase.replace(" ", "\0")
+
+    platform = (f"platform\0{doc['platform']}: {held(_count(doc['cpus'], 'CPU'))} on "
+                f"{held(_count(host['cores'], 'host core'))}, seed\0{doc['seed']}, {held(ran)} "
+                f"(limit\0{' or '.join(held(text) for text in limit) or 'none'})")
     lines = [
         f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
-        *textwrap.wrap(platform, WIDTH, subsequent_indent="    ", break_on_hyphens=False),
+        *(line.replace("\0", " ") for line in textwrap.wrap(platform, WIDTH, subsequent_indent="    ",
+                                                              break_on_hyphens=False)),
     ]
     # total_calls counts every record of the latency tables: REC runs (each beside its
     # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and

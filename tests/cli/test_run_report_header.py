@@ -93,3 +93,18 @@ def test_a_platform_name_wider_than_the_line_is_broken_within_the_width() -> Non
     assert all(len(line) <= 118 for line in head), [len(line) for line in head]
     assert end - at >= 2 and all(line.startswith("    ") for line in head[at + 1:end]), head[at:end]
     assert f"platform {name}: 2 CPUs" in head[at] + "".join(line[4:] for line in head[at + 1:end]), head[at:end]
+
+
+def test_the_platform_line_breaks_between_phrases_never_inside_one() -> None:
+    """Wrapped on every space, the platform line parted a figure from its unit or its label at
+    one name length or another: "(limit 2" then "    s)" (names of 35 to 37 characters), "ran
+    2.01" then "s", "seed" then the seed, "2 host" then "cores,", or "platform" alone above the
+    name. For every name length each such phrase is now on one line, and every line is within
+    the width."""
+    held = ("platform b", "2 CPUs", "2 host cores,", "seed 18446744073709551615,", "ran 2.01 s", "(limit 2 s)")
+    for n in range(1, 160):
+        head = format_report(hand_built(platform="b" * n, seed=2**64 - 1)).splitlines()
+        end = next(i for i, line in enumerate(head) if line.startswith("latency recorded: "))
+        lines = head[1:end]
+        assert all(len(line) <= 118 for line in lines), (n, lines)
+        assert all(any(phrase in line for line in lines) for phrase in held), (n, lines)
