@@ -46,11 +46,12 @@ _KIND_TITLES = {
 
 
 def _name_pieces(name: str, room: int) -> list[str]:
-    """``name`` in pieces of at most ``room`` characters, each cut after its last ``_`` when it has
-    one (RSI_ATTESTATION_ / TOKEN_CONTINUE), else at ``room``."""
+    """``name`` in pieces of at most ``room`` characters, each cut after its last ``_`` or space when
+    it has one (RSI_ATTESTATION_ / TOKEN_CONTINUE; the time split's "all RMI " / "calls", which
+    a cut at ``room`` alone parted mid-word), else at ``room``."""
     pieces = []
     while len(name) > room:
-        cut = name.rfind("_", 0, room) + 1 or room
+        cut = max(name.rfind("_", 0, room), name.rfind(" ", 0, room)) + 1 or room
         pieces.append(name[:cut])
         name = name[cut:]
     return [*pieces, name]
@@ -76,7 +77,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int | Coll
     out = [fmt(header), "  ".join("-" * w for w in widths)]
     for row in rows:
         first, *rest = _name_pieces(row[0], widths[0])
-        out += [fmt((first, *row[1:])), *rest]
+        out += [fmt((first, *row[1:])), *(piece.rstrip() for piece in rest)]
     return out
 
 

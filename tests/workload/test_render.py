@@ -781,3 +781,15 @@ def test_a_latency_table_of_second_long_calls_keeps_to_the_width() -> None:
     assert row[1:4] == ["0", "43", "0"] and row[-2] == "1,060,700.00", row
     # Figures stay right-aligned under their headers.
     assert rsi[first].rstrip().endswith(row[-1]) and len(rsi[first]) == len(header)
+
+
+def test_a_narrowed_call_column_breaks_the_time_split_s_total_row_between_words() -> None:
+    """The time split's total rows are labelled "all RMI calls", a name with spaces and no `_`: a
+    call column narrowed to 10 (figures of 10 s or more per call beside a 22-character call name)
+    cut it at 10, "all RMI ca" above "lls". It is broken after its last space that fits, as a call
+    name is after its last `_`, and the pieces read back as the label."""
+    from rmm_mp.workload.render_text import table
+
+    lines = table(("call", "cpu", "figure"), [("all RMI calls", "all", "9" * 101)], 2, narrow_first=True)
+    assert [len(line) for line in lines[:3]] == [118] * 3 and lines[2].startswith("all RMI  "), lines
+    assert lines[3:] == ["calls"], lines
