@@ -148,6 +148,40 @@ def test_a_cpu_that_died_counted_in_is_waited_for_once_only(monkeypatch: pytest.
         assert tries == [], f"the later invalidations backed off {len(tries)} times for a CPU known to be dead"
 
 
+def test_a_cpu_rebound_after_a_wait_found_its_holder_dead_is_waited_for_again() -> None:
+    """The other side of waiting once for a CPU that died counted in: CPU 0's first invalidation
+    finds CPU 1's holder dead and remembers its binding; then a live process (this one) binds CPU 1
+    afresh and executes realm code on it. CPU 0's next invalidation must wait for CPU 1's sync as
+    for any live CPU: the remembered binding is no longer CPU 1's, and skipping it would let the
+    invalidation complete while CPU 1 still used a translation cached before it."""
+    with Machine.create("host", cpus=2) as m:
+        child = start_child(DIES_COUNTED_IN, m.name)
+        try:
+            assert read_line(child) == "counted in"
+            child.stdin.close()  # type: ignore[union-attr]
+            assert child.wait(30) == 0
+        finally:
+            finish(child)
+        waiter = m.cpu(0).tlb
+        waiter.invalidate_gpt()     # finds CPU 1's holder dead, and remembers it
+        rebound = m.cpu(1).tlb
+        base = m.platform.dram.base
+        rebound.enter(base + RD_PA_OFFSET, RD_PA_OFFSET)
+        rebound.sync()
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (waiter.invalidate_gpt(), done.set()), daemon=True)
+        try:
+            worker.start()
+            assert not done.wait(LAG_S), "the invalidation went on while CPU 1's live owner had not synced"
+            rebound.sync()
+            worker.join(timeout=30)
+            assert done.is_set(), "the invalidation still waits after CPU 1's sync"
+        finally:
+            rebound.sync()
+            worker.join(timeout=30)
+            rebound.leave()
+
+
 # -- translations kept across entries ----------------------------------------------------------
 
 RD2_PA_OFFSET = 0x20_0000
