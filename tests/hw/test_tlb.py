@@ -93,19 +93,24 @@ os._exit(0)
 """A CPU process killed while it executes realm code: bound to CPU 1, counted in, never counted out."""
 
 
+def _cpu_1s_holder_dies_counted_in(m: Machine) -> None:
+    """A child process binds CPU 1 of ``m``, counts in as executing realm code and exits so."""
+    child = start_child(DIES_COUNTED_IN, m.name)
+    try:
+        assert read_line(child) == "counted in"
+        child.stdin.close()  # type: ignore[union-attr]
+        assert child.wait(30) == 0
+    finally:
+        finish(child)
+
+
 def test_a_cpu_rebound_after_its_holder_died_counted_in_is_not_waited_for() -> None:
     """CPU 1's process dies while counted in as executing realm code, and this process binds
     CPU 1 afresh without running any realm code on it: CPU 0's GPT invalidation returns. The
     dead holder's RD and generations stayed published, so once CPU 1 had a live owner again
     every invalidation waited for that owner to reach a sync point it never reaches."""
     with Machine.create("host", cpus=2) as m:
-        child = start_child(DIES_COUNTED_IN, m.name)
-        try:
-            assert read_line(child) == "counted in"
-            child.stdin.close()  # type: ignore[union-attr]
-            assert child.wait(30) == 0
-        finally:
-            finish(child)
+        _cpu_1s_holder_dies_counted_in(m)
         rebound = m.cpu(1)
         waiter = m.cpu(0).tlb
         done = threading.Event()
@@ -130,13 +135,7 @@ def test_a_cpu_that_died_counted_in_is_waited_for_once_only(monkeypatch: pytest.
     tries: list[int] = []
     monkeypatch.setattr(tlb_module, "backoff", tries.append)
     with Machine.create("host", cpus=2) as m:
-        child = start_child(DIES_COUNTED_IN, m.name)
-        try:
-            assert read_line(child) == "counted in"
-            child.stdin.close()  # type: ignore[union-attr]
-            assert child.wait(30) == 0
-        finally:
-            finish(child)
+        _cpu_1s_holder_dies_counted_in(m)
         waiter = m.cpu(0).tlb
         base = m.platform.dram.base
         waiter.invalidate_gpt()
@@ -155,13 +154,7 @@ def test_a_cpu_rebound_after_a_wait_found_its_holder_dead_is_waited_for_again() 
     for any live CPU: the remembered binding is no longer CPU 1's, and skipping it would let the
     invalidation complete while CPU 1 still used a translation cached before it."""
     with Machine.create("host", cpus=2) as m:
-        child = start_child(DIES_COUNTED_IN, m.name)
-        try:
-            assert read_line(child) == "counted in"
-            child.stdin.close()  # type: ignore[union-attr]
-            assert child.wait(30) == 0
-        finally:
-            finish(child)
+        _cpu_1s_holder_dies_counted_in(m)
         waiter = m.cpu(0).tlb
         waiter.invalidate_gpt()     # finds CPU 1's holder dead, and remembers it
         rebound = m.cpu(1).tlb
