@@ -81,7 +81,9 @@ def test_main_prints_each_variant_over_off_and_writes_its_json(tmp_path: Path, m
     """The tool end to end without valgrind (a run under it takes minutes): 'off' is measured
     even when not asked for, each variant's count is printed over 'off' as a share of the
     steps' instructions (the count of the run less that of a 1-step run), and the JSON holds
-    those figures; a variant that did other work than 'off' ends the tool with status 1."""
+    those figures; a variant that did other work than 'off' is a failed measurement: the figures
+    are still printed and written, and the tool ends with status 2 (docs/performance.md: 1 would
+    read as a missed target, and this tool has none)."""
     counts = {("on", 1000): 1_100, ("off", 1000): 1_000, ("off", 1): 200}
     work = {"on": {"0": {"steps": 1000}}, "off": {"0": {"steps": 1000}}}
 
@@ -99,8 +101,10 @@ def test_main_prints_each_variant_over_off_and_writes_its_json(tmp_path: Path, m
     assert figures["steps_ir"] == 800 and figures["same_work"] is True
     assert set(figures["variants"]) == {"on", "off"} and figures["variants"]["on"]["over_off_pct"] == 12.5
     work["on"] = {"0": {"steps": 999}}
-    assert tool.main(["--variants", "on"]) == 1
+    out.unlink()
+    assert tool.main(["--variants", "on", "--json", str(out)]) == 2
     assert "same work in every variant (activity counters): NO" in capsys.readouterr().out
+    assert json.loads(out.read_text(encoding="utf-8"))["same_work"] is False
 
 
 def test_without_valgrind_the_tool_ends_with_status_2(monkeypatch: pytest.MonkeyPatch,
