@@ -12,9 +12,10 @@ A realm on CPU 0 of a fresh machine runs a guest that makes tokens in a loop:
 
 The host (this process) enters the REC, answers the host calls and re-enters after IRQ exits.
 Token generation time is the wall time (time.perf_counter_ns) from just before the REC_ENTER
-that follows the "start" exit (the realm's next instruction is INIT) to just after the "done"
-exit was read (a few guest instructions after the last CONTINUE): INIT, signing, the copy-out,
-every IRQ exit and re-entry in between, and the host's run-loop work. CONTINUE calls per token
+that follows the "start" exit (the realm's next RSI call is INIT, after the instructions that
+load the challenge) to just after the "done" exit was read (a few guest instructions after the
+last CONTINUE): INIT, signing, the copy-out, every IRQ exit and re-entry in between, and the
+host's run-loop work. CONTINUE calls per token
 come from the guest, IRQ exits per token from the host's count between the two marks. The first
 --warmup tokens are not timed; the very first includes the RMM fetching the RAK and platform
 token from EL3 (once per machine, so in every run: the RMM keeps them on its per-CPU state), reported
@@ -152,7 +153,7 @@ def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: 
                     samples.append((clock() - t0, gprs[1], irqs, gprs[2]))
                 m.ns_write(run_page, bytes(RMI_REC_ENTER.pack(gprs=list(gprs))))
                 if gprs[0] == 0:
-                    t0 = clock()            # the realm's next instruction is INIT
+                    t0 = clock()            # the realm's next RSI call is INIT
         finally:
             gc.enable()
         cpu.flush_statistics()
