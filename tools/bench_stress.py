@@ -46,9 +46,10 @@ HUNT_MIN_LEFT = 1.0
 
 
 def run(cfg: StressConfig) -> StressReport:
-    """One stress run; Ctrl-C or SIGTERM during it ends the tool (the stress runner reports the
-    stop as a run that ended early, which a hunt would take for "not found yet" and go on with
-    the next seed, and a rate would take for a figure)."""
+    """One stress run; Ctrl-C during it ends the tool (the stress runner reports the stop as a
+    run that ended early, which a hunt would take for "not found yet" and go on with the next
+    seed, and a rate would take for a figure). SIGTERM is not taken (no sigterm_stops): it kills
+    the tool at once (docs/performance.md)."""
     report = stress_run(cfg)
     if report.interrupted:
         end_interrupted()

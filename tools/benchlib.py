@@ -118,8 +118,9 @@ def tool_main(main: Callable[[], int]) -> NoReturn:
 
 
 def end_interrupted(why: str = "") -> NoReturn:
-    """End the tool after Ctrl-C (or SIGTERM) cut a run short: the run's figures would be those
-    of a part-window, and exit status 1 would read as a missed target."""
+    """End the tool after Ctrl-C cut a run short: the run's figures would be those of a
+    part-window, and exit status 1 would read as a missed target. (No tool takes SIGTERM as a
+    stop: it kills a tool at once, docs/performance.md.)"""
     print(f"{why or 'interrupted (Ctrl-C)'}: no figures", file=sys.stderr)
     raise SystemExit(INTERRUPTED)
 
