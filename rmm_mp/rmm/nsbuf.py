@@ -67,9 +67,7 @@ def still_ns(rmm: "RmmCpu", pa: int) -> bool:
 def write_ns(rmm: "RmmCpu", pa: int, data: bytes | bytearray, offset: int = 0) -> bool:
     """Write ``data`` at ``offset`` into the NS granule at ``pa`` (granule aligned); False, with
     nothing written, if it is not NS DRAM."""
-    granules = rmm.granules
-    # granules.find(pa) >= 0, written out: REC_ENTER writes every REC exit here.
-    if pa & (GRANULE_SIZE - 1) or not granules.base <= pa < granules.end:
+    if rmm.granules.find(pa) < 0:
         return False
     try:
         rmm.ns.write(pa + offset, data)
