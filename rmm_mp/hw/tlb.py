@@ -39,10 +39,12 @@ deadlock with the locks the invalidating CPU holds. The wait backs off as a gran
 (hw.granule.backoff: spins, then yields, then sleeps of up to half a millisecond): a waited-for
 CPU whose process is descheduled or stopped (SIGSTOP, a debugger) can take a long time to reach
 a sync point, and a waiter that only yielded burnt a whole host core all that time. A CPU
-process that died counted in would stall the wait; once the wait sleeps, the CPU's binding is
-checked every few tens of milliseconds and a CPU whose process has ended (or whose pid now names
-another process) is skipped, and skipped at once by this CPU's later waits while its binding word
-is the one found ended; a process that binds such a CPU afresh counts the dead holder out
+process that died counted in would stall the wait; once the wait for a CPU has lasted a few
+milliseconds (LOOK_AFTER_NS: by the clock, since the backoff's yields alone can take seconds on a
+loaded host), the CPU's binding is looked at, then every few tens of milliseconds (LOOK_EVERY_NS),
+and a CPU whose process has ended (or whose pid now names another process) is skipped, and
+skipped at once by this CPU's later waits while its binding word is the one found ended; a
+process that binds such a CPU afresh counts the dead holder out
 (count_out_dead_holder), or its RD would read as the new owner executing that realm.
 
 This module owns the protocol. It must not know what a realm or an RD is.
@@ -51,12 +53,20 @@ This module owns the protocol. It must not know what a realm or an RD is.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic_ns
 
 import atomicshm
 
 from rmm_mp.hw.control import OFF_EXECUTING, OFF_GPT_GENERATION, OFF_STAGE2_EPOCH
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_GPT, OFF_SEEN_TLB, binding_ended
-from rmm_mp.hw.granule import backoff, look_due
+from rmm_mp.hw.granule import SPIN_TRIES, backoff
+
+LOOK_AFTER_NS = 3_000_000
+"""How long a wait for one CPU backs off before it first looks at that CPU's binding (a /proc
+read): a live CPU reaches its next sync point well within it unless its process is descheduled
+or stopped, and a dead one costs about this much once."""
+LOOK_EVERY_NS = 30_000_000
+"""Time between two later looks at a waited-for CPU whose process lives (descheduled, stopped)."""
 
 class Tlb:
     """One CPU's view of the invalidation protocol."""
@@ -184,6 +194,7 @@ class Tlb:
                 continue
             base = cpu * self.area_size
             tries = 0
+            look_at = 0
             while behind(base):
                 # A CPU whose process died counted in stays so until a process binds it afresh
                 # (count_out_dead_holder), which changes its binding word: every later wait
@@ -196,8 +207,17 @@ class Tlb:
                     break
                 tries += 1
                 backoff(tries)
-                if look_due(tries):
+                if tries <= SPIN_TRIES:
+                    continue        # a live CPU's short wait: no clock, no /proc
+                # Looks are due by the clock, not by the try count: the 512 sched_yield tries
+                # before the backoff's first sleep took up to 5 s on a loaded host (each yield
+                # gives the core away), so the first wait for a CPU that died counted in did too.
+                now = monotonic_ns()
+                if look_at == 0:
+                    look_at = now + LOOK_AFTER_NS
+                elif now >= look_at:
                     word = self.cpus.load_u64(base + OFF_BIND)
                     if binding_ended(word):
                         ended[cpu] = word
                         break
+                    look_at = now + LOOK_EVERY_NS

@@ -14,6 +14,7 @@ from rmm_mp import Machine
 from rmm_mp.hw import process
 from rmm_mp.hw import tlb as tlb_module
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_TLB, binding_word
+from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES
 from rmm_mp.hw.tlb import Tlb
 from children import finish, read_line, start_child
 
@@ -173,6 +174,71 @@ def test_a_cpu_rebound_after_a_wait_found_its_holder_dead_is_waited_for_again() 
             rebound.sync()
             worker.join(timeout=30)
             rebound.leave()
+
+
+class _FakeClock:
+    """hw.tlb's monotonic_ns, moved on STEP_NS a read: a wait's wall-clock schedule without sleeping."""
+
+    STEP_NS = 1_000_000
+
+    def __init__(self) -> None:
+        self.now = 1
+        self.reads = 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        self.now += self.STEP_NS
+        return self.now
+
+
+def test_a_cpu_that_died_counted_in_is_found_dead_after_a_few_ms_not_after_the_yields(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1's process dies counted in; CPU 0's first invalidation looks at CPU 1's binding once
+    it has waited LOOK_AFTER_NS by its clock (here a fake one, 1 ms a read, and a backoff that
+    only counts), a few tries into the yields. It looked only when the backoff began to sleep,
+    after all SPIN_TRIES + YIELD_TRIES (640 tries): each yield gives the core away, and on a
+    loaded host the first invalidation after a CPU's SIGKILL took 3 to 5 s (at 6 busy
+    processes on 2 cores), now 5 to 20 ms."""
+    tries: list[int] = []
+    clock = _FakeClock()
+    monkeypatch.setattr(tlb_module, "backoff", tries.append)
+    monkeypatch.setattr(tlb_module, "monotonic_ns", clock, raising=False)
+    with Machine.create("host", cpus=2) as m:
+        _cpu_1s_holder_dies_counted_in(m)
+        m.cpu(0).tlb.invalidate_gpt()
+    assert len(tries) < SPIN_TRIES + YIELD_TRIES, f"CPU 1 was found dead after all {len(tries)} tries of the backoff"
+    assert len(tries) == SPIN_TRIES + tlb_module.LOOK_AFTER_NS // _FakeClock.STEP_NS + 1
+
+
+def test_a_live_cpus_short_wait_reads_neither_clock_nor_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU 1 executes realm code and syncs while CPU 0 still spins (the common case, as in
+    DELEGATE's GPT invalidation): the wait reads no clock and looks at no binding (a /proc read).
+    Kept behind longer, it looks by the clock: first after LOOK_AFTER_NS, then every LOOK_EVERY_NS,
+    not at every try."""
+    looks: list[int] = []
+    clock = _FakeClock()
+    monkeypatch.setattr(tlb_module, "monotonic_ns", clock)
+    monkeypatch.setattr(tlb_module, "binding_ended", lambda word: looks.append(word) or False)
+    with Machine.create("host", cpus=2) as m:
+        waiter, live = m.cpu(0).tlb, m.cpu(1).tlb
+        live.enter(m.platform.dram.base + RD_PA_OFFSET, RD_PA_OFFSET)
+        live.sync()
+        step = _FakeClock.STEP_NS
+        # 200 fake ms after the spins: the first look 3 ms after the first read, then every 30 ms.
+        every_200 = 1 + (200 - (tlb_module.LOOK_AFTER_NS // step + 1)) // (tlb_module.LOOK_EVERY_NS // step)
+        for sync_at, looked in ((SPIN_TRIES // 2, 0), (SPIN_TRIES + 200, every_200)):
+            def backoff(tries: int, sync_at: int = sync_at) -> None:
+                if tries == sync_at:
+                    live.sync()
+            monkeypatch.setattr(tlb_module, "backoff", backoff)
+            looks.clear()
+            clock.reads = 0
+            waiter.invalidate_gpt()
+            if not looked:
+                assert (clock.reads, looks) == (0, []), "a wait that ended while spinning read the clock or /proc"
+            else:
+                assert len(looks) == looked == 7, f"{len(looks)} looks in 200 ms of waiting"
+        live.leave()
 
 
 # -- translations kept across entries ----------------------------------------------------------
