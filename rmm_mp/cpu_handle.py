@@ -241,12 +241,16 @@ def claim(area: CpuArea, cpu: int, pid: int, word: int) -> None:
             continue
         holder = current & 0xFFFF_FFFF
         if current == word:
-            raise CpuBusyError(cpu, pid, own=True)
+            # With no start time in the word (this process could not read its own), a dead
+            # process with this pid that could not either wrote the same word.
+            raise CpuBusyError(cpu, pid, own=True, unsure=word >> 32 == 0)
         # Our pid with another start time is a dead process whose pid this one reuses: it falls
         # through to the liveness check below, which finds it gone. A holder that could not read
         # its own start time (start part 0) is judged by its pid alone, and one that cannot be
         # looked at lives: a CPU is never taken from a live process.
         if not cpuarea.binding_ended(current):
-            raise CpuBusyError(cpu, holder)
+            # Our pid in another word is not this process, but one whose end could not be seen:
+            # "end that process" would name this one.
+            raise CpuBusyError(cpu, holder, unsure=holder == pid)
         if area.claim(current, word):
             return

@@ -39,15 +39,28 @@ class MachineError(Exception):
 
 class CpuBusyError(MachineError):
     """A simulated CPU is already bound to another live process, or to this process through
-    another Machine handle of the same machine (``own``)."""
+    another Machine handle of the same machine (``own``); or, when a start time that would tell
+    them apart is unknown (``unsure``), to a process with this process's pid that may have ended:
+    this process through another handle (``own``), or another process that had this pid."""
 
-    def __init__(self, cpu: int, pid: int, own: bool = False) -> None:
-        if own:
+    def __init__(self, cpu: int, pid: int, own: bool = False, unsure: bool = False) -> None:
+        if unsure and own:
+            # The same word as this process's: with no start time in it, a dead process that had
+            # this pid (and could not read its start time either) wrote it too.
+            text = (f"CPU {cpu} is bound to process {pid}, this process's pid: this process through another "
+                    "Machine handle, or an ended process that had this pid (this process cannot read its own "
+                    "start time, which would tell them apart); close that handle, or pick another CPU")
+        elif unsure:
+            # Not this process (its word differs), but ending "that process" would end this one.
+            text = (f"CPU {cpu} is bound to process {pid}, not this process but another that had its pid (the "
+                    "binding word differs from this process's), which cannot be told to have ended (a start time "
+                    "that would tell the two apart is unknown); pick another CPU")
+        elif own:
             # "End that process" would be advice to end oneself: say which handle holds it.
-            advice = ("(this process, through another Machine handle of the machine); use that handle's "
-                      "CPU, or close it first")
+            text = (f"CPU {cpu} is bound to live process {pid} (this process, through another Machine handle of "
+                    "the machine); use that handle's CPU, or close it first")
         else:
-            advice = "; pick another CPU or end that process"
-        super().__init__(f"CPU {cpu} is bound to live process {pid}{' ' if own else ''}{advice}")
+            text = f"CPU {cpu} is bound to live process {pid}; pick another CPU or end that process"
+        super().__init__(text)
         self.cpu = cpu
         self.pid = pid

@@ -349,6 +349,39 @@ def test_binding_of_a_dead_process_that_had_this_pid_is_reclaimed(machine: Machi
     assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
 
+def test_a_binding_of_this_pid_without_a_start_time_is_refused_naming_no_live_process(machine: Machine) -> None:
+    """CPU 1's binding word names this process's pid with no start time (start part 0): written
+    by a dead process that had this pid and could not read its start time. Its pid alone decides,
+    and it names this live process, so the CPU stays taken, but the error says that the holder is
+    not this process rather than telling it to end "that process", itself."""
+    area = machine.cpu_area(1)
+    try:
+        assert area.claim(0, cpuarea.binding_word(os.getpid(), 0))
+    finally:
+        area.release()
+    with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to process {os.getpid()}, not this process but "
+                                           "another that had its pid") as info:
+        machine.cpu(1)
+    assert "live process" not in str(info.value) and "end that process" not in str(info.value)
+
+
+def test_a_process_without_a_start_time_refused_its_own_word_says_it_may_be_a_dead_ones(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process cannot read its own start time (process.own_start_ms gives 0), and CPU 1's
+    binding word is the one it would write: a dead process that had this pid and could not read
+    its start time either wrote it, or this process did through another Machine handle; nothing
+    tells them apart. The error said that this process holds the CPU through another handle."""
+    monkeypatch.setattr(process, "own_start_ms", lambda: 0)
+    area = machine.cpu_area(1)
+    try:
+        assert area.claim(0, cpuarea.binding_word(os.getpid(), 0))
+    finally:
+        area.release()
+    with pytest.raises(CpuBusyError, match=f"^CPU 1 is bound to process {os.getpid()}, this process's pid: this "
+                                           "process through another Machine handle, or an ended process"):
+        machine.cpu(1)
+
+
 def test_closing_handles_releases_bindings_within_one_process(machine: Machine) -> None:
     """A second Machine object of the same machine in this process: CPU 1 bound through one is
     busy for the other (the error names this pid and says that it is this process, through
