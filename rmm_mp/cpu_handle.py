@@ -184,6 +184,14 @@ class Cpu:
         self._closed = True
         if self._generation == _fork_generation:
             self.flush_statistics()
+            # Not counted out of the TLB protocol (tlb.leave) if still counted in: realm code runs
+            # between enter and a leave in a finally (realm_run._execute), so only a close from a
+            # signal handler (machine_exit's SIGTERM close_all) or another thread finds the CPU
+            # counted in, and the code it interrupted may go on executing realm code with its
+            # cached translations, or be inside leave itself (counted out twice). Left counted
+            # in, the CPU is what a killed one is: waiters find its binding ended (0) at their
+            # first look and skip it, and the next process to bind it counts it out
+            # (Tlb.count_out_dead_holder).
             self.area.release_binding(self._word)
         if self.recorder is not None:
             self.recorder.release()

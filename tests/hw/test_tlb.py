@@ -13,6 +13,7 @@ import pytest
 from rmm_mp import Machine
 from rmm_mp.hw import process
 from rmm_mp.hw import tlb as tlb_module
+from rmm_mp.hw.control import OFF_EXECUTING
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_TLB, binding_word
 from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES
 from rmm_mp.hw.tlb import Tlb
@@ -174,6 +175,26 @@ def test_a_cpu_rebound_after_a_wait_found_its_holder_dead_is_waited_for_again() 
             rebound.sync()
             worker.join(timeout=30)
             rebound.leave()
+
+
+def test_a_cpu_closed_counted_in_is_skipped_then_counted_out_by_its_next_binder() -> None:
+    """CPU 1's handle is closed while it is counted in (a SIGTERM handler's close_all interrupting
+    realm code): close releases the binding but leaves the count (cpu_handle.Cpu.close says why).
+    CPU 0's invalidations go on (the released binding reads as ended), and binding CPU 1 again
+    counts it out, so nothing is left counted in."""
+    with Machine.create("host", cpus=2) as m:
+        waiter, closed = m.cpu(0).tlb, m.cpu(1)
+        closed.tlb.enter(m.platform.dram.base + RD_PA_OFFSET, RD_PA_OFFSET)
+        closed.tlb.sync()
+        closed.close()
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (waiter.invalidate_gpt(), done.set()), daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert done.is_set(), "the invalidation waits for a CPU whose handle was closed"
+        assert waiter.ctl.load_u64(OFF_EXECUTING) == 1
+        m.cpu(1)
+        assert waiter.ctl.load_u64(OFF_EXECUTING) == 0
 
 
 class _FakeClock:
