@@ -65,7 +65,10 @@ def test_benchmark_tool_runs(tool: str, options: list[str], verdict: bool, key: 
     if verdict:
         assert "PASS" in proc.stdout or "MISS" in proc.stdout, text
         assert (proc.returncode == 1) == ("MISS" in proc.stdout), text
-    figures = json.loads(out.read_text(encoding="utf-8"))
+    written = out.read_text(encoding="utf-8")
+    figures = json.loads(written)
+    # One format for every tool (benchlib.write_json): bench_stress wrote indent 1 and no final newline.
+    assert written == json.dumps(figures, indent=2) + "\n", f"{tool}'s --json is not indented by 2 with a final newline"
     assert key in figures
     assert figures.get("benchmark", tool.removesuffix(".py")) == tool.removesuffix(".py")
     if tool == "bench_run.py":

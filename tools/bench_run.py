@@ -34,7 +34,6 @@ Ctrl-C stopped a run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -42,7 +41,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import RUN_FAILED, end_interrupted, host_info, tool_main
+from benchlib import RUN_FAILED, end_interrupted, host_info, tool_main, write_json
 
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import spec
@@ -187,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         missed |= not out["large"]["progress"]
     out["load_average_after"] = os.getloadavg()
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2, default=str)
+        write_json(args.json, out, default=str)
     return 1 if missed else 0
 
 

@@ -23,7 +23,6 @@ run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import end_interrupted, host_info, measurement_failed, tool_main  # noqa: E402
+from benchlib import end_interrupted, host_info, measurement_failed, tool_main, write_json  # noqa: E402
 
 from rmm_mp.stress import BUGS, StressConfig, StressReport  # noqa: E402
 from rmm_mp.stress import run as stress_run  # noqa: E402
@@ -207,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if "c" in sections:
         result["slowdown"] = slowdown(args)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     return 0
 
 

@@ -1,6 +1,7 @@
 """What the benchmark tools in tools/ share: the host description every tool prints, /proc
 readings, histogram-slot helpers, the nearest-rank percentile, the exit statuses of a run that
-failed or was interrupted, and the steady-state window of the multi-process tools.
+failed or was interrupted, the --json file's format, and the steady-state window of the
+multi-process tools.
 
 steady_window runs inside a spawned CPU process: each CPU calls ``unit`` through a warm-up,
 marks itself ready in its CPU area's activity counters, keeps calling until every peer is ready,
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import datetime
 import gc
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import rmm_mp
 from rmm_mp import outpaths
@@ -105,6 +107,13 @@ def percentile(sorted_values: list[int], p: float) -> int:
     with at least p % of the samples at or below it, so the same rank CallStats.percentile
     (docs/latency.md) takes in a histogram; p50 of an even count is the lower middle value."""
     return sorted_values[nearest_rank(len(sorted_values), p) - 1]
+
+
+def write_json(path: str, figures: object, default: Callable[[Any], object] | None = None) -> None:
+    """Write a tool's --json file: indented by 2, ending in a newline (as `cat` and diff expect)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(figures, f, indent=2, default=default)
+        f.write("\n")
 
 
 def tool_main(main: Callable[[], int]) -> NoReturn:
