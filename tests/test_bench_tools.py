@@ -227,6 +227,51 @@ def test_bench_recording_ir_needs_two_steps(monkeypatch: pytest.MonkeyPatch) -> 
     assert ended.value.code == 2
 
 
+def _window(ncpus: int, calls_per_s: float, other_load_cores: float | None) -> dict[str, object]:
+    """A throughput window as bench_realm's and bench_delegate's throughput_run return it."""
+    return {"cpus": ncpus, "calls_per_s": calls_per_s, "realms_per_s": 1.0, "ms_per_realm": 1.0,
+            "per_cpu_calls_per_s": [calls_per_s / ncpus] * ncpus, "per_cpu_busy": [1.0] * ncpus,
+            "calls_per_cpu_s": [calls_per_s / ncpus] * ncpus, "window_realms": [1] * ncpus, "preempted": [0] * ncpus,
+            "host_idle_pct": None if other_load_cores is None else 0.0,
+            "host_steal_pct": None if other_load_cores is None else 0.0,
+            "other_load_cores": other_load_cores, "parent_cpu_s": 0.0}
+
+
+@pytest.mark.parametrize("tool", [bench_realm, bench_delegate], ids=["bench_realm", "bench_delegate"])
+def test_a_window_whose_proc_stat_was_not_read_counts_as_loaded(  # type: ignore[no-untyped-def]
+        tool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs each of 1 and 2 CPUs, one window of each with its /proc/stat read and quiet and one
+    not read (other_load_cores None, as throughput_run gives when benchlib.host_ticks returns []):
+    both tools warn that the load of 2 of 4 windows is unknown and take the quiet-only ratio from
+    the read windows alone (190 / 100). bench_realm counted an unread window as loaded (its warning
+    said other processes used >= 0.15 cores in it), bench_delegate as quiet (no warning at all)."""
+    loads = iter([(100.0, 0.0), (190.0, 0.0), (1000.0, None), (5000.0, None)])
+    monkeypatch.setattr(tool, "throughput_run", lambda n, args: _window(n, *next(loads)))
+    if tool is bench_realm:
+        monkeypatch.setattr(tool, "calls_per_realm", lambda order: {"build": 1, "teardown": 1})
+        options = ["--repeat", "2"]
+    else:
+        options = ["--repeat", "2", "--skip-latency"]
+    out = tmp_path / "figures.json"
+    tool.main([*options, "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "WARNING: in 2 of 4 windows /proc/stat could not be read (load unknown)" in text, text
+    assert "other processes used" not in text, text
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    quiet_ratio = figures["quiet_ratio"] if tool is bench_realm else figures["throughput"]["quiet_ratio"]
+    assert quiet_ratio == pytest.approx(1.9)
+
+
+def test_quiet_windows_are_judged_by_one_rule() -> None:
+    """benchlib.is_quiet and load_warning: quiet below QUIET_CORES of other load; unread (None) is loaded."""
+    assert benchlib.is_quiet(0.0) and benchlib.is_quiet(-0.1) and not benchlib.is_quiet(benchlib.QUIET_CORES)
+    assert not benchlib.is_quiet(None)
+    assert benchlib.load_warning([0.0, 0.1]) is None
+    assert benchlib.load_warning([0.0, 0.4, None]) == ("in 1 of 3 windows other processes used >= 0.15 cores "
+                                                       "(up to 0.40); in 1 of 3 windows /proc/stat could not be "
+                                                       "read (load unknown)")
+
+
 def test_split_cost_compares_the_sampled_calls_with_the_others() -> None:
     """bench_delegate's split cost from a trace ring: per RMI slot, the p50 of the calls whose t0 is
     a multiple of SPLIT_EVERY ns (EL3 / RMM split sampled) less the p50 of the others; records of

@@ -48,7 +48,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-from benchlib import check_cpus, host_info, measurement_failed, steady_window, tool_main
+from benchlib import (QUIET_HELP, check_cpus, host_info, is_quiet, load_warning, measurement_failed, steady_window,
+                      tool_main)
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.el3.monitor import SPLIT_EVERY
@@ -64,7 +65,6 @@ UNDELEGATE_SLOT = calls.rmi_slot(UNDELEGATE)
 
 P50_TARGET_NS = 5_000
 SCALING_TARGET = 1.85
-QUIET_CORES = 0.15          # a window is "quiet" when other processes used less than this many cores
 
 FIRST_GRANULE = 1024        # granule index of the first private granule (4 MiB into DRAM)
 SPREAD = 2048               # granules between two CPUs' pools with --layout spread (8 MiB)
@@ -246,7 +246,7 @@ def _us(ns: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=QUIET_HELP)
     ap.add_argument("--seconds", type=float, default=5.0, help="steady-state window of each throughput run (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs per CPU count (default 3)")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up of each CPU before the window, s (default 0.5)")
@@ -323,16 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    median 1 CPU : {med1:,.0f} calls/s")
         print(f"    median 2 CPUs: {med2:,.0f} calls/s")
         print(f"    ratio {ratio:.3f} (run by run: {', '.join(f'{x:.3f}' for x in pair_ratios)})")
-        busy_windows = [r for r in runs1 + runs2
-                        if r["other_load_cores"] is not None
-                        and r["other_load_cores"] >= QUIET_CORES]  # type: ignore[operator]
-        if busy_windows:
-            worst = max(r["other_load_cores"] for r in busy_windows)  # type: ignore[type-var]
-            print(f"    WARNING: in {len(busy_windows)} of {len(runs1) + len(runs2)} windows other processes "
-                  f"used >= {QUIET_CORES} cores (up to {worst:.2f}): the host was not quiet, the ratio above "
-                  f"includes that load")
-            quiet1 = [r["calls_per_s"] for r in runs1 if r not in busy_windows]
-            quiet2 = [r["calls_per_s"] for r in runs2 if r not in busy_windows]
+        warning = load_warning([r["other_load_cores"] for r in runs1 + runs2])  # type: ignore[misc]
+        if warning:
+            print(f"    WARNING: {warning}: the ratio above includes those windows")
+            quiet1 = [r["calls_per_s"] for r in runs1 if is_quiet(r["other_load_cores"])]  # type: ignore[arg-type]
+            quiet2 = [r["calls_per_s"] for r in runs2 if is_quiet(r["other_load_cores"])]  # type: ignore[arg-type]
             if quiet1 and quiet2:
                 q = statistics.median(quiet2) / statistics.median(quiet1)  # type: ignore[type-var,operator]
                 out["throughput"]["quiet_ratio"] = q  # type: ignore[index]

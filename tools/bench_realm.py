@@ -18,7 +18,9 @@ realm ("ms per realm" is a CPU's window divided by the realms it completed in it
 fresh machine; medians are reported, and the ratio is that of the medians from this run.
 Each window also records the share of it each CPU process was on a core, the cores' worth of
 time other processes used (from /proc/stat), and calls per CPU-second of each process, which
-tells lost CPU time (other load) from slower CPU time (the processes slowing each other).
+tells lost CPU time (other load) from slower CPU time (the processes slowing each other). A
+window is quiet as in tools/bench_delegate.py (benchlib.is_quiet): one whose /proc/stat could not
+be read counts as loaded.
 
     python tools/bench_realm.py [--seconds 5] [--repeat 3] [--json FILE]
 
@@ -35,7 +37,8 @@ import os
 import statistics
 from dataclasses import asdict, dataclass
 
-from benchlib import check_cpus, host_info, measurement_failed, steady_window, tool_main
+from benchlib import (QUIET_HELP, check_cpus, host_info, is_quiet, load_warning, measurement_failed, steady_window,
+                      tool_main)
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.machine import Cpu, Machine
@@ -44,7 +47,6 @@ from rmm_mp.stats import report
 
 PLATFORM = "fvp"
 IMAGE = bytes((i * 131 + 7) & 0xFF for i in range(64 * 1024))
-QUIET_CORES = 0.15          # a window is "quiet" when other processes used less than this many cores
 
 
 def realm_spec(order: str) -> RealmSpec:
@@ -145,7 +147,7 @@ def throughput_run(ncpus: int, args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=QUIET_HELP)
     ap.add_argument("--seconds", type=float, default=5.0, help="steady-state window of each run (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per CPU count (default 3)")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up of each CPU before the window, s (default 0.5)")
@@ -186,13 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     eff = {n: statistics.median(x for r in runs[n] for x in r["calls_per_cpu_s"]) for n in (1, 2)}  # type: ignore
     print(f"    calls per CPU-second of each CPU process (median): 1 CPU {eff[1]:,.0f}, 2 CPUs {eff[2]:,.0f} "
           f"({eff[2] / eff[1]:.3f}: below 1 = the processes slow each other down)")
-    quiet = {n: [r["calls_per_s"] for r in runs[n] if r["other_load_cores"] is not None
-                 and r["other_load_cores"] < QUIET_CORES] for n in (1, 2)}
-    loaded = sum(len(runs[n]) - len(quiet[n]) for n in (1, 2))
+    quiet = {n: [r["calls_per_s"] for r in runs[n] if is_quiet(r["other_load_cores"])]  # type: ignore[arg-type]
+             for n in (1, 2)}
+    warning = load_warning([r["other_load_cores"] for n in (1, 2) for r in runs[n]])  # type: ignore[misc]
     quiet_ratio = None
-    if loaded:
-        print(f"    WARNING: in {loaded} of {2 * args.repeat} windows other processes used >= {QUIET_CORES} cores: "
-              f"the ratio above includes that load")
+    if warning:
+        print(f"    WARNING: {warning}: the ratio above includes those windows")
         if quiet[1] and quiet[2]:
             quiet_ratio = statistics.median(quiet[2]) / statistics.median(quiet[1])  # type: ignore[type-var]
             print(f"    quiet windows only ({len(quiet[1])} x 1 CPU, {len(quiet[2])} x 2 CPUs): "

@@ -1,7 +1,7 @@
 """What the benchmark tools in tools/ share: the host description every tool prints, /proc
 readings, histogram-slot helpers, the nearest-rank percentile, the exit statuses of a run that
-failed or was interrupted, the --json file's format, and the steady-state window of the
-multi-process tools.
+failed or was interrupted, the --json file's format, what a quiet window is, and the
+steady-state window of the multi-process tools.
 
 steady_window runs inside a spawned CPU process: each CPU calls ``unit`` through a warm-up,
 marks itself ready in its CPU area's activity counters, keeps calling until every peer is ready,
@@ -85,6 +85,34 @@ def host_ticks() -> list[int]:
             return [int(x) for x in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return []
+
+
+QUIET_CORES = 0.15
+"""A measurement window is quiet when other processes used less than this many cores in it."""
+QUIET_HELP = (f"A window is quiet when other processes used less than {QUIET_CORES} cores in it (from /proc/stat); "
+              "a window whose /proc/stat could not be read is not known to be quiet and counts as loaded: it is "
+              "warned of and left out of the quiet-only ratio.")
+
+
+def is_quiet(other_load_cores: float | None) -> bool:
+    """Whether a window with ``other_load_cores`` of other load (None: /proc/stat could not be
+    read) was quiet. An unread window counts as loaded: a quiet-only figure must not hold a
+    window whose load nobody saw."""
+    return other_load_cores is not None and other_load_cores < QUIET_CORES
+
+
+def load_warning(loads: list[float | None]) -> str | None:
+    """What a tool warns of when not every window of ``loads`` (each window's other load, None
+    when unread) was quiet, or None when every one was."""
+    loaded = [x for x in loads if x is not None and x >= QUIET_CORES]
+    unread = sum(x is None for x in loads)
+    parts = []
+    if loaded:
+        parts.append(f"in {len(loaded)} of {len(loads)} windows other processes used >= {QUIET_CORES} cores "
+                     f"(up to {max(loaded):.2f})")
+    if unread:
+        parts.append(f"in {unread} of {len(loads)} windows /proc/stat could not be read (load unknown)")
+    return "; ".join(parts) or None
 
 
 def sched_counters() -> tuple[int, int]:
