@@ -1323,7 +1323,7 @@ def test_a_signal_after_every_cpu_reached_its_end_says_the_run_was_not_cut_short
     (found by Ctrl-Cs timed at the end of a 20 s kvm-lifecycle run: "ran 20.00 s (limit 20 s)",
     then "INTERRUPTED: the run was stopped before its end")."""
     j = tmp_path / "r.json"
-    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.runtime:_Supervisor._receive"],
+    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.cpu_supervisor:_Supervisor._receive"],
                            ["run", "quickstart", "--cpus", "1", "--iterations", "20", "--no-progress", "--json", str(j)])
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from rmm_mp import Machine, cpu_start
 from rmm_mp.interrupts import forget_signals
-from rmm_mp.runtime import _Supervisor
+from rmm_mp.cpu_supervisor import _Supervisor
 
 
 class _UpPipe:
@@ -421,7 +421,7 @@ _LIBRARY_CALLER = """
 import signal
 from types import SimpleNamespace
 from rmm_mp import Machine
-from rmm_mp.runtime import _Supervisor
+from rmm_mp.cpu_supervisor import _Supervisor
 
 def step(self, live, start):
     live.clear()            # the last CPU has ended

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rmm_mp import Machine, runtime
+from rmm_mp import Machine, cpu_supervisor
 from rmm_mp.runtime import run_cpus
 
 
@@ -64,7 +64,7 @@ def test_a_result_lost_on_the_way_from_a_cpu_that_exited_normally_is_a_failure(m
             pipe.recv()
         except (EOFError, OSError):
             pipe.close()
-    monkeypatch.setattr(runtime._Supervisor, "_receive", drop)
+    monkeypatch.setattr(cpu_supervisor._Supervisor, "_receive", drop)
     with Machine.create("host", cpus=2) as m:
         result = run_cpus(m, _its_id, timeout_s=30)
     assert result.results == {}

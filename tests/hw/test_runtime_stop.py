@@ -426,7 +426,7 @@ def test_a_ctrl_c_once_every_cpu_is_gone_is_after_the_run(machine: Machine) -> N
     stopped. It read 'interrupted (Ctrl-C)', as if the CPUs had been stopped before their end.
     on_end is called once: the supervisor's loop came back to the run's end after taking that
     interrupt and called it again (this test counted two calls until 2026-11)."""
-    from rmm_mp.runtime import _Supervisor
+    from rmm_mp.cpu_supervisor import _Supervisor
     calls: list[int] = []
 
     def on_end() -> None:
@@ -457,7 +457,7 @@ def test_a_cpu_process_whose_parent_died_before_it_attached_exits_quietly() -> N
     ctx = multiprocessing.get_context("spawn")
     reader, writer = ctx.Pipe(duplex=False)
     life_reader, life_writer = ctx.Pipe(duplex=False)
-    life_writer.send_bytes(pickle.dumps(()))    # the target's args (runtime._feed), then
+    life_writer.send_bytes(pickle.dumps(()))    # the target's args (cpu_args.feed), then
     life_writer.close()                         # the parent is gone
     proc = ctx.Process(target=_cpu_main_before_its_watcher,
                        args=("rmm-mp-1-00000000", 0, _until_stopped, (), writer, life_reader, None, False))
@@ -858,11 +858,11 @@ def test_a_ctrl_c_as_the_supervisor_fails_does_not_replace_its_error(monkeypatch
     and run_cpus began it again only in its except clause: the Ctrl-C in between was raised
     (KeyboardInterrupt) and replaced the error."""
     import multiprocessing.context
-    from rmm_mp import runtime
+    from rmm_mp import cpu_supervisor
     started: list[Any] = []
     sent: list[int] = []
     real_process_start = multiprocessing.context.SpawnProcess.start
-    real_wait = runtime._Supervisor.wait
+    real_wait = cpu_supervisor._Supervisor.wait
 
     def process_start(self: Any) -> None:
         real_process_start(self)
@@ -880,8 +880,8 @@ def test_a_ctrl_c_as_the_supervisor_fails_does_not_replace_its_error(monkeypatch
             raise
 
     monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", process_start)
-    monkeypatch.setattr(runtime._Supervisor, "_step", step)
-    monkeypatch.setattr(runtime._Supervisor, "wait", wait)
+    monkeypatch.setattr(cpu_supervisor._Supervisor, "_step", step)
+    monkeypatch.setattr(cpu_supervisor._Supervisor, "wait", wait)
     with Machine.create("host", cpus=2) as m:
         try:
             try:
@@ -1014,15 +1014,15 @@ def _interrupt_once_cpu_0_is_bound(monkeypatch: pytest.MonkeyPatch, meanwhile: C
     the result and each interrupt the supervisor took ("Ctrl-C", "SIGTERM"), in order: what
     CPU 0 went through cannot tell a second one taken from one dropped, since a CPU killed by
     it may have returned first on a loaded host."""
-    from rmm_mp import cpu_start, runtime
+    from rmm_mp import cpu_start, cpu_supervisor
     taken: list[str] = []
-    interrupt = runtime._Supervisor._interrupt
+    interrupt = cpu_supervisor._Supervisor._interrupt
 
     def record(self: Any, live: Any, what: str) -> None:
         taken.append(what)
         interrupt(self, live, what)
 
-    monkeypatch.setattr(runtime._Supervisor, "_interrupt", record)
+    monkeypatch.setattr(cpu_supervisor._Supervisor, "_interrupt", record)
     give = cpu_start.StartGate.up
     kill = cpu_start.StartGate.kill_waiting
     monkeypatch.setattr(cpu_start.StartGate, "up", lambda self, cpu: give(self, cpu) if cpu == 0 else None)
@@ -1113,7 +1113,7 @@ def test_the_interrupt_hold_notes_sigterm_and_ctrl_c_as_they_come_and_puts_the_h
     a second hold) it raises, the handlers back first."""
     from rmm_mp.interrupt_hold import InterruptHold
     from rmm_mp.interrupts import forget_signals
-    from rmm_mp.runtime import _sigterm_as_interrupt
+    from rmm_mp.cpu_supervisor import _sigterm_as_interrupt
     term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         forget_signals()
@@ -1150,7 +1150,7 @@ def test_an_interrupt_hold_ending_with_two_noted_raises_the_first_and_keeps_the_
     the first. ``end(take=False)`` still drops what is left."""
     from rmm_mp.interrupt_hold import InterruptHold
     from rmm_mp.interrupts import forget_signals
-    from rmm_mp.runtime import _sigterm_as_interrupt
+    from rmm_mp.cpu_supervisor import _sigterm_as_interrupt
     term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         forget_signals()
@@ -1235,7 +1235,7 @@ def test_a_ctrl_c_while_run_cpus_cleans_up_after_a_supervisor_error_neither_cuts
     out of the first join, the other CPU processes left running, and the KeyboardInterrupt hid
     the error (a caller taking it for a plain Ctrl-C said "interrupted")."""
     import multiprocessing.process
-    from rmm_mp.runtime import _Supervisor
+    from rmm_mp.cpu_supervisor import _Supervisor
     real_step, real_join = _Supervisor._step, multiprocessing.process.BaseProcess.join
     procs: list[Any] = []
     sent: list[int] = []

@@ -2231,14 +2231,14 @@ def test_a_run_whose_results_were_lost_is_no_pass(tmp_path: Path, monkeypatch: p
     and exited 0, a pass that had seen nothing. Now each CPU is a `result-lost` finding naming
     it (exit status 1), the snapshot does not call its process dead, and the schedule is not
     saved, with the reason worded for a result lost rather than a process that died."""
-    from rmm_mp import runtime
+    from rmm_mp import cpu_supervisor
 
     def drop(self: Any, cpu: int, pipe: Any) -> None:
         try:
             pipe.recv()
         except (EOFError, OSError):
             pipe.close()
-    monkeypatch.setattr(runtime._Supervisor, "_receive", drop)
+    monkeypatch.setattr(cpu_supervisor._Supervisor, "_receive", drop)
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(stress, ["tables", "--schedule", "random", "--steps", "30", "--json", "r.json"])
     assert res.exit_code == 1, res.output
