@@ -7,7 +7,7 @@ target and sends back the result or the error, then closes its handle and exits
 (rmm_mp.cpu_exit). CPU processes ignore Ctrl-C and SIGTERM (STOP_SIGNALS): the parent handles
 them and stops the run through the control block.
 
-This module owns the child's life. It must not supervise (runtime.py's _Supervisor) nor touch
+This module owns the child's life. It must not supervise (cpu_supervisor.py's _Supervisor) nor touch
 another CPU's process.
 """
 

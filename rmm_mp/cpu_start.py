@@ -69,7 +69,7 @@ class StartGate:
 
     def up(self, cpu: int) -> None:
         """CPU ``cpu`` says it is up: give it its go, unless the run was interrupted (it is then
-        killed, or about to be: kill_waiting). The caller holds Ctrl-C and SIGTERM back (runtime's
+        killed, or about to be: kill_waiting). The caller holds Ctrl-C and SIGTERM back (cpu_supervisor's
         _Supervisor._read): an interrupt between noting the go as given and writing it left the
         CPU waiting for it, neither killed here nor stopped by the flag."""
         if self.closed or cpu in self.given:

@@ -70,7 +70,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def interrupt_of(exc: KeyboardInterrupt) -> str:
     """What interrupt ``exc`` is ("Ctrl-C", "SIGTERM"), or "" for a copy of the last one taken.
-    Our handlers (Interrupts', runtime's SIGTERM one) raise it with what it is and have applied
+    Our handlers (Interrupts', cpu_supervisor's SIGTERM one) raise it with what it is and have applied
     the copy rule already; without an argument it is Python's own SIGINT handler's (a caller
     with no Interrupts guard), which knows no copies, so the rule is applied here."""
     if exc.args:
@@ -105,7 +105,7 @@ class InterruptHold:
         """Hold from now on: wrap the handlers of SIGINT and SIGTERM (those set from Python:
         one ignored, left to its default action, or set outside Python is left as it is), and
         note each interrupt that comes. ``instead``: a signal's handler to run in place of its
-        own while wrapped (runtime's SIGTERM taken as Ctrl-C), for a signal not ignored (its
+        own while wrapped (run_cpus' SIGTERM taken as Ctrl-C), for a signal not ignored (its
         own, or its default action, is put back at ``end``). Again while wrapped: the wrapped
         ones stay as they are.
 

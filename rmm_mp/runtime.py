@@ -21,7 +21,8 @@ cause, once the processes already started are killed and reaped and every pipe e
 
 This sits beside machine.py rather than in hw/: a CPU process runs the whole stack (host, EL3,
 RMM), so its runtime must be able to attach a Machine. What one child does, from its start to
-its exit, is rmm_mp.cpu_main's.
+its exit, is rmm_mp.cpu_main's; how the parent watches them while they run (the
+supervisor: their messages, the stop, interrupts, on_end, the report) is rmm_mp.cpu_supervisor's.
 
 Children die with the process that started them: each holds the read end of a lifeline pipe
 whose only writer is the parent, and a watcher thread blocked on it ends the child when it sees
