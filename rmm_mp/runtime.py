@@ -169,7 +169,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         still held), so that a caller's handler that raises up to it no longer does once put
         back: a Ctrl-C just after the hold's end replaced the error, and the caller took CPUs
         that had run for CPUs never started. An exception or KeyboardInterrupt of on_end's
-        there is dropped, the error winning, and named in a note of the error's (add_note).
+        there is dropped, the error winning, and named in a note of the error's (add_note); so
+        is one of run_cpus' own clean-up (killing and reaping the CPU processes, joining their
+        args' feeders, closing the pipes), whose other steps are still done, on_end then called.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -278,20 +280,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         raise
     finally:
         try:
-            for proc in procs.values():
-                if proc.exitcode is None:
-                    proc.kill()
-                    proc.join()
-            for feeder in feeders:  # every child is gone: a write one waited in has failed (EPIPE)
-                feeder.join()
-            for life_writer in lifelines:
-                life_writer.close()
-            for reader in pipes.values():   # the supervisor closed them, unless it never ran
-                reader.close()
-            for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
-                proc.close()
+            failed = _clean_up(procs, feeders, lifelines, pipes)
             if error is not None and supervisor is not None:
+                if failed is not None:  # the error wins, as over on_end's (end_run): not lost, named
+                    error.add_note(f"run_cpus: its clean-up raised too, dropped: {type(failed).__name__}: {failed}")
                 supervisor.end_run(error)   # told while held (see the docstring, Raises)
+            elif failed is not None:
+                raise failed
         finally:
             # Last: the supervisor restored the mask and ended the hold already, unless the
             # start failed before it ran; then a Ctrl-C held back meanwhile (pending on this
@@ -304,3 +299,36 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                     hold.finish()   # raises nothing: the one under way stays the one raised
                 else:
                     hold.end(take=error is None)
+
+
+def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: list[threading.Thread],
+              lifelines: list[multiprocessing.connection.Connection],
+              pipes: dict[int, multiprocessing.connection.Connection]) -> BaseException | None:
+    """Kill and reap the CPU processes left, join the args feeders, close every pipe end and
+    process: each step tried whatever an earlier one raised, the first exception returned, not
+    raised. Raised at once, it left the steps after it undone (CPU processes unreaped, pipes open
+    until the garbage collector came) and came before run_cpus told on_end after an error."""
+    failed: list[BaseException] = []
+
+    def attempt(step: Callable[..., object], *args: Any) -> None:
+        try:
+            step(*args)
+        except BaseException as exc:    # a KeyboardInterrupt too: the rest must still be done
+            failed.append(exc)
+
+    def reap(proc: multiprocessing.process.BaseProcess) -> None:
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+
+    for proc in procs.values():
+        attempt(reap, proc)
+    for feeder in feeders:  # every child is gone: a write one waited in has failed (EPIPE)
+        attempt(feeder.join)
+    for life_writer in lifelines:
+        attempt(life_writer.close)
+    for reader in pipes.values():   # the supervisor closed them, unless it never ran
+        attempt(reader.close)
+    for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
+        attempt(proc.close)
+    return failed[0] if failed else None

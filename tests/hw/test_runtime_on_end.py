@@ -92,3 +92,61 @@ def test_a_cpu_process_that_cannot_be_started_tells_on_end_nothing(machine: Mach
     with pytest.raises(CpuStartError):
         run_cpus(machine, _until_stopped, [0, 1], on_end=lambda: calls.append(1))
     assert calls == []
+
+
+def _fail_in_cleanup(monkeypatch: pytest.MonkeyPatch, where: str, armed: list[bool]) -> str:
+    """Once ``armed[0]``, make run_cpus' clean-up fail at ``where`` ("feeder join": joining an
+    args feeder thread; "process close": closing a reaped CPU process), after the real call has
+    done its work. Returns the note run_cpus is to write of it."""
+    import threading
+    import multiprocessing.process
+
+    if where == "feeder join":
+        real_join = threading.Thread.join
+
+        def join(self: threading.Thread, timeout: float | None = None) -> None:
+            real_join(self, timeout)
+            if armed[0] and self.name.startswith("rmm-mp-args"):
+                raise OSError(5, "feeder join failed")
+
+        monkeypatch.setattr(threading.Thread, "join", join)
+        return "run_cpus: its clean-up raised too, dropped: OSError: [Errno 5] feeder join failed"
+    real_close = multiprocessing.process.BaseProcess.close
+
+    def close(self: multiprocessing.process.BaseProcess) -> None:
+        real_close(self)
+        if armed[0]:
+            raise ValueError("process close failed")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "close", close)
+    return "run_cpus: its clean-up raised too, dropped: ValueError: process close failed"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("where", ["feeder join", "process close"])
+def test_a_cleanup_error_after_the_parents_error_still_tells_on_end_and_the_error_wins(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The parent's tick raises once both CPUs have had their go, and run_cpus' own clean-up
+    then fails too (``where``). on_end is still called once, with every CPU process gone, and
+    the tick's error leaves run_cpus with a note naming the clean-up's. Before, the clean-up's
+    error left run_cpus in place of the tick's and on_end was never called (a caller whose
+    Ctrl-C handler raised until on_end kept it raising after the run)."""
+    armed = [False]
+    note = _fail_in_cleanup(monkeypatch, where, armed)
+    calls: list[list[str]] = []
+
+    def on_tick(elapsed: float) -> str | None:
+        if _all_bound(machine, [0, 1]):
+            armed[0] = True
+            raise RuntimeError("the parent's tick failed")
+        if elapsed > 120:
+            return "the CPUs never bound"
+        return None
+
+    with pytest.raises(RuntimeError, match="the parent's tick failed") as err:
+        run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05,
+                 on_end=lambda: calls.append(_cpu_children()))
+    armed[0] = False
+    assert calls == [[]], calls
+    assert getattr(err.value, "__notes__", []) == [note]
+    assert _cpu_children() == []
