@@ -170,8 +170,12 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         back: a Ctrl-C just after the hold's end replaced the error, and the caller took CPUs
         that had run for CPUs never started. An exception or KeyboardInterrupt of on_end's
         there is dropped, the error winning, and named in a note of the error's (add_note); so
-        is one of run_cpus' own clean-up (killing and reaping the CPU processes, joining their
-        args' feeders, closing the pipes), whose other steps are still done, on_end then called.
+        is an error of run_cpus' own clean-up (below), on_end still called after it.
+        An error of run_cpus' own clean-up (killing and reaping the CPU processes, joining their
+        args' feeders, closing the pipe ends and processes) leaves nothing open: its other steps
+        are still done. Where something else leaves run_cpus (CpuStartError, a KeyboardInterrupt,
+        the supervisor's error) that wins, the clean-up's error named in a note of it; otherwise
+        (the run had ended) the clean-up's error is raised, the run's result lost with it.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -213,6 +217,7 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     supervisor: _Supervisor | None = None
     error: Exception | None = None  # the supervisor's, which wins over an interrupt
     interrupted = False
+    leaving: BaseException | None = None    # what leaves run_cpus: it wins over an error of the clean-up's
     forget_signals()    # a new run: no signal taken before it is repeated by one that comes now
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
@@ -258,14 +263,15 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         supervisor = _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                                  on_end, gate, hold)
         return supervisor.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # One that met a handler not yet wrapped (begin: signal.signal runs the handler of a
         # signal already come first) leaves as it is: one noted during the clean-up below is a
         # second interrupt with no CPU left to stop, dropped. Raised by the hold's end, it
         # replaced the first, and the caller named the run's interrupt after the second.
-        interrupted = True
+        interrupted, leaving = True, exc
         raise
     except Exception as exc:
+        leaving = exc
         if supervisor is not None:
             # The supervisor failed (an error, not an interrupt): it left this function's hold
             # standing and holding (it ends only a hold it began itself), so the CPU processes
@@ -281,12 +287,14 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     finally:
         try:
             failed = _clean_up(procs, feeders, lifelines, pipes)
+            if failed is not None:
+                if leaving is None:     # the run's result is lost to it, but nothing is left open
+                    raise failed
+                # What leaves wins (a CpuStartError, a Ctrl-C, the supervisor's error), as over
+                # on_end's (end_run): the clean-up's error is not lost, but named.
+                leaving.add_note(f"run_cpus: its clean-up raised too, dropped: {type(failed).__name__}: {failed}")
             if error is not None and supervisor is not None:
-                if failed is not None:  # the error wins, as over on_end's (end_run): not lost, named
-                    error.add_note(f"run_cpus: its clean-up raised too, dropped: {type(failed).__name__}: {failed}")
                 supervisor.end_run(error)   # told while held (see the docstring, Raises)
-            elif failed is not None:
-                raise failed
         finally:
             # Last: the supervisor restored the mask and ended the hold already, unless the
             # start failed before it ran; then a Ctrl-C held back meanwhile (pending on this

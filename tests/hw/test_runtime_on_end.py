@@ -1,5 +1,7 @@
 """run_cpus' on_end on the paths where the run ends by an error: called once, with every CPU
-process gone, and never letting what it raises replace the error that ended the run."""
+process gone, and never letting what it raises replace the error that ended the run. And an
+error of run_cpus' own clean-up: it skips neither on_end nor a step of the clean-up, and does
+not replace what else leaves run_cpus."""
 
 from __future__ import annotations
 
@@ -150,3 +152,72 @@ def test_a_cleanup_error_after_the_parents_error_still_tells_on_end_and_the_erro
     assert calls == [[]], calls
     assert getattr(err.value, "__notes__", []) == [note]
     assert _cpu_children() == []
+
+
+def _open_fds() -> int:
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("where", ["feeder join", "process close"])
+def test_a_cleanup_error_after_a_complete_run_is_raised_once_everything_is_closed(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Every CPU returned (time is up), then run_cpus' own clean-up fails (``where``): that error
+    leaves run_cpus, unnoted, once on_end was called (once) and every CPU process is reaped and
+    every pipe end and process closed: no file descriptor is left open. Before, the steps after
+    the failing one were left undone: the lifelines' and result pipes' ends and the processes'
+    sentinels stayed open for as long as the error's traceback held run_cpus' frame."""
+    import multiprocessing.resource_tracker
+    multiprocessing.resource_tracker.ensure_running()   # its pipe, once per process, is no leak
+    armed = [False]
+    _fail_in_cleanup(monkeypatch, where, armed)
+    calls: list[list[str]] = []
+
+    def on_end() -> None:
+        calls.append(_cpu_children())
+        armed[0] = True     # the clean-up comes after it
+
+    before = _open_fds()
+    with pytest.raises((OSError, ValueError), match="failed") as err:
+        run_cpus(machine, _until_stopped, [0, 1], timeout_s=0.3, tick_s=0.05, on_end=on_end)
+    armed[0] = False
+    assert calls == [[]] and _cpu_children() == []
+    assert not getattr(err.value, "__notes__", [])
+    assert _open_fds() == before, "a pipe end or a process sentinel was left open"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("raised", [OSError(12, "Cannot allocate memory"), KeyboardInterrupt("Ctrl-C")],
+                         ids=["cpu-start-error", "keyboard-interrupt"])
+def test_a_cleanup_error_after_a_failed_start_leaves_what_the_start_raised(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch, raised: BaseException) -> None:
+    """Process.start raises for the 2nd CPU (an OSError: CpuStartError; a KeyboardInterrupt, as a
+    Ctrl-C there is), and closing the 1st CPU's reaped process then fails: what the start raised
+    leaves run_cpus, with a note naming the clean-up's error, and nothing is left open.
+    Before, the clean-up's ValueError left run_cpus in its place (a command's Ctrl-C or its
+    'cannot start CPU' error became a traceback)."""
+    import multiprocessing.context
+    import multiprocessing.resource_tracker
+    from rmm_mp.cpu_outcome import CpuStartError
+
+    multiprocessing.resource_tracker.ensure_running()
+    real_start = multiprocessing.context.SpawnProcess.start
+    started: list[Any] = []
+    armed = [False]
+
+    def start(self: Any) -> None:
+        if started:
+            armed[0] = True
+            raise raised
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    note = _fail_in_cleanup(monkeypatch, "process close", armed)
+    before = _open_fds()
+    with pytest.raises(CpuStartError if isinstance(raised, OSError) else KeyboardInterrupt) as err:
+        run_cpus(machine, _until_stopped, [0, 1])
+    armed[0] = False
+    assert getattr(err.value, "__notes__", []) == [note]
+    assert _cpu_children() == [] and _open_fds() == before
