@@ -5,6 +5,7 @@ tests/rmm/test_stage2.py)."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -17,7 +18,7 @@ from rmm_mp.hw.control import OFF_EXECUTING
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_TLB, binding_word
 from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES
 from rmm_mp.hw.tlb import Tlb
-from children import finish, read_line, start_child
+from children import finish, read_line, start_child, tell
 
 RD_PA_OFFSET = 0x10_0000
 """An RD-like PA inside DRAM: the wait never reads the RD, only what the CPU publishes."""
@@ -104,6 +105,58 @@ def _cpu_1s_holder_dies_counted_in(m: Machine) -> None:
         assert child.wait(30) == 0
     finally:
         finish(child)
+
+
+STOPPED_COUNTED_IN = f"""
+import sys
+from rmm_mp import Machine
+m = Machine.attach(sys.argv[1])
+tlb = m.cpu(1).tlb
+tlb.enter(m.platform.dram.base + {RD_PA_OFFSET:#x}, {RD_PA_OFFSET:#x})
+tlb.sync()
+print("counted in", flush=True)
+sys.stdin.readline()
+tlb.sync()
+print("synced", flush=True)
+sys.stdin.readline()
+tlb.leave()
+m.close()
+"""
+"""A CPU process counted in that syncs once when told to, then leaves and ends."""
+
+
+def test_a_stopped_cpu_process_is_waited_for_until_it_runs_and_syncs() -> None:
+    """CPU 1's process executes realm code and is stopped (SIGSTOP) before its next sync point:
+    CPU 0's GPT invalidation looks at CPU 1's binding (first after LOOK_AFTER_NS, then every
+    LOOK_EVERY_NS) and finds its process alive, so it goes on waiting however long the stop lasts;
+    it returns once the process runs again (SIGCONT) and syncs. Guards the looks by the clock: a
+    stopped live process must never read as ended (it would finish an invalidation while CPU 1
+    still holds translations cached before it). Test only: it passed before that change too."""
+    with Machine.create("host", cpus=2) as m:
+        child = start_child(STOPPED_COUNTED_IN, m.name)
+        worker: threading.Thread | None = None
+        try:
+            assert read_line(child) == "counted in"
+            os.kill(child.pid, signal.SIGSTOP)
+            waiter = m.cpu(0).tlb
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (waiter.invalidate_gpt(), done.set()), daemon=True)
+            worker.start()
+            # Past the first look and several later ones.
+            assert not done.wait(LAG_S * 0.3), "the invalidation went on while CPU 1's stopped process had not synced"
+            os.kill(child.pid, signal.SIGCONT)
+            assert not done.wait(0.1), "the invalidation went on when CPU 1's process resumed, before its sync"
+            tell(child, "sync")
+            assert read_line(child) == "synced"
+            assert done.wait(30), "the invalidation still waits after CPU 1's sync"
+            tell(child, "leave")
+            assert child.wait(30) == 0
+        finally:
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGCONT)
+            finish(child)
+            if worker is not None:
+                worker.join(timeout=30)
 
 
 def test_a_cpu_rebound_after_its_holder_died_counted_in_is_not_waited_for() -> None:
