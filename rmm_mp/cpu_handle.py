@@ -178,21 +178,23 @@ class Cpu:
                            f"a forked child must Machine.attach({self.machine.name!r}) and bind its own CPU")
 
     def close(self) -> None:
-        """Release the binding. Idempotent."""
+        """Release the binding (kept, naming this process until it ends, when realm code still
+        runs on the CPU: a close from another thread or a signal handler). Idempotent."""
         if self._closed:
             return
         self._closed = True
         if self._generation == _fork_generation:
             self.flush_statistics()
-            # Not counted out of the TLB protocol (tlb.leave) if still counted in: realm code runs
-            # between enter and a leave in a finally (realm_run._execute), so only a close from a
-            # signal handler (machine_exit's SIGTERM close_all) or another thread finds the CPU
-            # counted in, and the code it interrupted may go on executing realm code with its
-            # cached translations, or be inside leave itself (counted out twice). Left counted
-            # in, the CPU is what a killed one is: waiters find its binding ended (0) at their
-            # first look and skip it, and the next process to bind it counts it out
-            # (Tlb.count_out_dead_holder).
-            self.area.release_binding(self._word)
+            # Realm code runs between tlb.enter and a leave in a finally (realm_run._execute), so
+            # only a close from a signal handler (machine_exit's SIGTERM close_all) or another
+            # thread finds the CPU counted in, and the code it interrupted may go on executing
+            # realm code with its cached translations. Neither counted out (that code may be in
+            # leave itself: counted out twice) nor unbound: a released binding reads as ended, so
+            # other CPUs' invalidations went on without that code's sync, and the next binder
+            # counted it out (count_out_dead_holder) while it ran. Kept, the binding names this
+            # live process, which holds the CPU until it ends (then it is a dead holder's).
+            if not self.tlb.counted_in:
+                self.area.release_binding(self._word)
         if self.recorder is not None:
             self.recorder.release()
             self.recorder = None

@@ -127,6 +127,11 @@ class Tlb:
         self._gen_off = generation_offset
 
     @property
+    def counted_in(self) -> bool:
+        """Whether this CPU is between enter and leave (executing realm code)."""
+        return self._rd != 0
+
+    @property
     def executing_rd(self) -> int:
         """PA of the RD of the realm this CPU executes (between enter and leave; else 0)."""
         return self._rd & ~1

@@ -16,6 +16,7 @@ from rmm_mp.hw import process
 from rmm_mp.hw import tlb as tlb_module
 from rmm_mp.hw.control import OFF_EXECUTING
 from rmm_mp.hw.cpuarea import OFF_BIND, OFF_EXEC_RD, OFF_SEEN_TLB, binding_word
+from rmm_mp.hw.faults import CpuBusyError
 from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES
 from rmm_mp.hw.tlb import Tlb
 from children import finish, read_line, start_child, tell
@@ -230,24 +231,46 @@ def test_a_cpu_rebound_after_a_wait_found_its_holder_dead_is_waited_for_again() 
             rebound.leave()
 
 
-def test_a_cpu_closed_counted_in_is_skipped_then_counted_out_by_its_next_binder() -> None:
-    """CPU 1's handle is closed while it is counted in (a SIGTERM handler's close_all interrupting
-    realm code): close releases the binding but leaves the count (cpu_handle.Cpu.close says why).
-    CPU 0's invalidations go on (the released binding reads as ended), and binding CPU 1 again
-    counts it out, so nothing is left counted in."""
+def test_a_cpu_closed_counted_in_stays_bound_and_is_waited_for() -> None:
+    """CPU 1's handle is closed while it is counted in (another thread closing it, or a SIGTERM
+    handler's close_all, while realm code runs on it): the code may go on executing realm code
+    with its cached translations, so close keeps the binding, which names this live process.
+    CPU 0's invalidation waits for CPU 1's sync, and CPU 1 cannot be bound afresh meanwhile.
+    Close released the binding: the invalidation read it as ended and went on while CPU 1 still
+    held translations cached before it, and binding CPU 1 again counted the running code out
+    (whose own leave then counted out the new holder)."""
     with Machine.create("host", cpus=2) as m:
         waiter, closed = m.cpu(0).tlb, m.cpu(1)
-        closed.tlb.enter(m.platform.dram.base + RD_PA_OFFSET, RD_PA_OFFSET)
-        closed.tlb.sync()
+        running = closed.tlb
+        running.enter(m.platform.dram.base + RD_PA_OFFSET, RD_PA_OFFSET)
+        running.sync()
         closed.close()
         done = threading.Event()
         worker = threading.Thread(target=lambda: (waiter.invalidate_gpt(), done.set()), daemon=True)
-        worker.start()
-        worker.join(timeout=30)
-        assert done.is_set(), "the invalidation waits for a CPU whose handle was closed"
-        assert waiter.ctl.load_u64(OFF_EXECUTING) == 1
-        m.cpu(1)
+        try:
+            worker.start()
+            assert not done.wait(LAG_S * 0.3), "the invalidation went on while CPU 1's running code had not synced"
+            with pytest.raises(CpuBusyError):
+                m.cpu(1)
+            assert waiter.ctl.load_u64(OFF_EXECUTING) == 1
+            running.sync()
+            assert done.wait(30), "the invalidation still waits after CPU 1's sync"
+        finally:
+            running.sync()
+            worker.join(timeout=30)
+            running.leave()
         assert waiter.ctl.load_u64(OFF_EXECUTING) == 0
+
+
+def test_a_cpu_closed_while_not_counted_in_is_free_again() -> None:
+    """The ordinary close (no realm code running on the CPU, as after a leave) releases the
+    binding at once: CPU 1 can be bound afresh."""
+    with Machine.create("host", cpus=2) as m:
+        cpu = m.cpu(1)
+        cpu.tlb.enter(m.platform.dram.base + RD_PA_OFFSET, RD_PA_OFFSET)
+        cpu.tlb.leave()
+        cpu.close()
+        assert m.cpu(1).area.binding() != 0
 
 
 class _FakeClock:
