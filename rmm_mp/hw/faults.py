@@ -39,9 +39,10 @@ class MachineError(Exception):
 
 class CpuBusyError(MachineError):
     """A simulated CPU is already bound to another live process, or to this process through
-    another Machine handle of the same machine (``own``); or, when a start time that would tell
-    them apart is unknown (``unsure``), to a process with this process's pid that may have ended:
-    this process through another handle (``own``), or another process that had this pid."""
+    another Machine handle of the same machine or a CPU handle closed while realm code ran on
+    it (``own``); or, when a start time that would tell them apart is unknown (``unsure``), to a
+    process with this process's pid that may have ended: this process through another handle
+    (``own``), or another process that had this pid."""
 
     def __init__(self, cpu: int, pid: int, own: bool = False, unsure: bool = False) -> None:
         if unsure and own:
@@ -57,8 +58,10 @@ class CpuBusyError(MachineError):
                     "that would tell the two apart is unknown); pick another CPU")
         elif own:
             # "End that process" would be advice to end oneself: say which handle holds it.
+            # A handle closed while realm code still ran on its CPU keeps the binding (Cpu.close).
             text = (f"CPU {cpu} is bound to live process {pid} (this process, through another Machine handle of "
-                    "the machine); use that handle's CPU, or close it first")
+                    "the machine, or a CPU handle closed while realm code still ran on it, which keeps the CPU "
+                    "until this process ends); use that handle's CPU, or close it first")
         else:
             text = f"CPU {cpu} is bound to live process {pid}; pick another CPU or end that process"
         super().__init__(text)
