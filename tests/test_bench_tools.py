@@ -336,3 +336,25 @@ def test_rec_profile_counts_the_run_loops_rmm_entry() -> None:
     rows, rmm_us, total_us = bench_rec.profile(30)
     assert 0 < rmm_us < total_us, (rmm_us, total_us)
     assert any(where.endswith("cpu_handle.py:smc_u64") for where, _, _ in rows)
+
+
+def test_bench_recording_ir_writes_its_json_as_the_other_tools_do(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_recording_ir (valgrind and its runs replaced by fixed figures) writes its --json as
+    every other bench tool does: indented by 2, a final newline, and a "benchmark" key naming the
+    tool. It had no "benchmark" key, the only tool without one, and no smoke case checked its file."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import bench_recording_ir  # noqa: E402
+    finally:
+        sys.path.remove(str(TOOLS))
+    monkeypatch.setattr(bench_recording_ir.shutil, "which", lambda name: "/usr/bin/valgrind")
+    monkeypatch.setattr(bench_recording_ir, "measure", lambda variant, args, site, iterations=None: {
+        "ir": 1_000 if iterations == 1 else 11_000 + 100 * (variant != "off"), "counters": {"0": 1}})
+    out = tmp_path / "figures.json"
+    assert bench_recording_ir.main(["--iterations", "2", "--variants", "on", "--json", str(out)]) == 0
+    written = out.read_text(encoding="utf-8")
+    figures = json.loads(written)
+    assert written == json.dumps(figures, indent=2) + "\n"
+    assert figures["benchmark"] == "bench_recording_ir"
+    assert figures["variants"]["on"]["over_off_pct"] == 1.0
