@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import struct
 import time
 
-from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window
+from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
@@ -227,10 +226,8 @@ def main(argv: list[str] | None = None) -> int:
           "INIT us / CONT. us: the RMM's time per call, histogram p50 (mean: CONTINUE's mean); "
           "1st ms: the first token of a run, which includes fetching the RAK and the platform token from EL3")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"benchmark": "bench_attest", "host": info, "options": vars(args), "figures": figures}, f,
-                      indent=2)
-            f.write("\n")
+        write_json(args.json, {"benchmark": "bench_attest", "host": info, "options": vars(args),
+                               "figures": figures})
     return 0
 
 

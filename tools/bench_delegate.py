@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
 import statistics
@@ -49,7 +48,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from benchlib import (QUIET_HELP, check_cpus, host_info, is_quiet, load_warning, measurement_failed, steady_window,
-                      tool_main)
+                      tool_main, write_json)
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.el3.monitor import SPLIT_EVERY
@@ -345,9 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out["pass"] = ok
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2, default=lambda o: asdict(o))
-            f.write("\n")
+        write_json(args.json, out, default=lambda o: asdict(o))
     return 0 if ok else 1
 
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import time
 
-from benchlib import host_info, measurement_failed, tool_main
+from benchlib import host_info, measurement_failed, tool_main, write_json
 
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -118,11 +117,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{lock_unlock['median_ns']:.1f} ns -> {'PASS' if ok else 'MISS'}")
 
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"benchmark": "bench_lock", "host": info, "runs": args.runs, "pairs": args.pairs,
-                       "lock_unlock": lock_unlock, "find_lock_unlock": find_unlock, "empty_loop": empty,
-                       "target_ns": TARGET_NS, "pass": ok}, f, indent=2)
-            f.write("\n")
+        write_json(args.json, {"benchmark": "bench_lock", "host": info, "runs": args.runs, "pairs": args.pairs,
+                               "lock_unlock": lock_unlock, "find_lock_unlock": find_unlock, "empty_loop": empty,
+                               "target_ns": TARGET_NS, "pass": ok})
     return 0 if ok else 1
 
 

@@ -32,13 +32,12 @@ re-import this file (as __mp_main__ when it is run as a script), so keep the mai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from dataclasses import asdict, dataclass
 
 from benchlib import (QUIET_HELP, check_cpus, host_info, is_quiet, load_warning, measurement_failed, steady_window,
-                      tool_main)
+                      tool_main, write_json)
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.machine import Cpu, Machine
@@ -202,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {"benchmark": "bench_realm", "host": info, "options": vars(args), "calls_per_realm": counts,
                "median": med, "ratio": ratio, "calls_per_cpu_s": eff, "quiet_ratio": quiet_ratio,
                "runs_1": runs[1], "runs_2": runs[2]}
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2, default=lambda o: asdict(o))
-            f.write("\n")
+        write_json(args.json, out, default=lambda o: asdict(o))
     return 0
 
 

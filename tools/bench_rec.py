@@ -38,14 +38,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import json
 import os
 import pstats
 import statistics
 import time
 from typing import Any
 
-from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window
+from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, RunQueue, create_realm
@@ -234,12 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         for where, own, cum in prof_rows[:20]:
             print(f"    {own:11.2f} us  {cum:8.2f} us  {where}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"benchmark": "bench_rec", "host": info, "options": vars(args), "runs": runs, "median": med,
-                       "verdict": verdict, "ips_runs": ips_runs, "ips": ips, "recording_cost": cost,
-                       "profile": [{"where": w, "own_us": o, "cum_us": c} for w, o, c in prof_rows[:40]]}, f,
-                      indent=2)
-            f.write("\n")
+        write_json(args.json, {"benchmark": "bench_rec", "host": info, "options": vars(args), "runs": runs,
+                               "median": med, "verdict": verdict, "ips_runs": ips_runs, "ips": ips,
+                               "recording_cost": cost,
+                               "profile": [{"where": w, "own_us": o, "cum_us": c} for w, o, c in prof_rows[:40]]})
     return 0 if verdict == "PASS" else 1
 
 
