@@ -159,7 +159,12 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     traceback, and diverged. The segment directories are named, not found as absolute paths
     are: one with a space in it (`/dev/shm/my runs`) read as a path and a word after it, and a
     relative one (`RMM_MP_SHM_DIR=shm`) as no path at all, so a replay made with another one
-    diverged."""
+    diverged. The package's files are named first: a segment directory that holds the checkout
+    (RMM_MP_SHM_DIR=/tmp, the checkout in /tmp/rmm-mp; or RMM_MP_SHM_DIR=/), masked first with
+    every path in it, made each source file '?', so a crash in another file reproduced the
+    recorded one, and one replayed from another checkout diverged."""
+    text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
+    text = _ABSOLUTE_PATH.sub(lambda m: _placeless(m.group(0), lambda path: path), text)
     for shm_dir in sorted({d for d in shm_dirs if d}, key=len, reverse=True):
         # The whole path, as an absolute one is masked whole: the directory alone, or a segment in it.
         # Without its trailing '/'s: RMM_MP_SHM_DIR=shm-a/ names its segments shm-a/rmm-mp-... (os.path.join
@@ -167,8 +172,7 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
         base = shm_dir.rstrip("/")
         inside = "*" if base else "+"       # RMM_MP_SHM_DIR=/: a path in it, not every '/'
         text = re.sub(rf"(?<![\w.~/-]){re.escape(base)}(?:/[\w.+~@%-]+){inside}/?(?![\w.~-])", "?", text)
-    text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
-    text = _ABSOLUTE_PATH.sub(lambda m: _placeless(m.group(0), lambda _: "?"), text)
+    text = _ABSOLUTE_PATH.sub("?", text)       # what is left: no package file's
     return _MACHINE_NAME.sub("rmm-mp-?", text)
 
 

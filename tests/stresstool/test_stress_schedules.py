@@ -621,6 +621,44 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
     assert other.verdict == "diverged" and other.reworded, other.text()
 
 
+@pytest.mark.parametrize("where", ["checkout-parent", "root"])
+def test_a_segment_directory_above_the_checkout_leaves_its_source_files_named(monkeypatch: pytest.MonkeyPatch,
+                                                                              where: str) -> None:
+    """A recording made with a segment directory that holds the checkout (RMM_MP_SHM_DIR=/tmp and
+    the checkout /tmp/rmm-mp; or RMM_MP_SHM_DIR=/), replayed with /dev/shm: a crash's traceback
+    still names its package file. The segment directory was masked first, with every path in it,
+    so the traceback's `File "/tmp/rmm-mp/rmm_mp/..."` read `File "?"`: a crash in another file
+    reproduced the recorded one (a real difference hidden), and the same crash replayed from
+    another checkout diverged."""
+    import rmm_mp
+    from rmm_mp.hw import segment
+    from rmm_mp.stress.findings import Finding
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(rmm_mp.__file__)))
+    recorded_dir = os.path.dirname(here) if where == "checkout-parent" else "/"
+
+    def crash(root: str, module: str) -> Finding:
+        return Finding("watchdog", "cpu-died", "CPU 1 raised KeyError: 3; locks it still held: none", 1, "", "",
+                       ("Traceback (most recent call last):", f'  File "{root}/rmm_mp/{module}.py", line 40, in walk',
+                        "KeyError: 3"), 12)
+
+    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
+    monkeypatch.setattr(segment, "SHM_DIR", recorded_dir)
+    recorded = StressReport(LOCK_TWO, (crash(here, "rmm/s2tt"),), "finding", 0.0, {}, steps=20,
+                            schedule=((0, 0), (5, 1)))
+    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
+    monkeypatch.setattr(segment, "SHM_DIR", "/dev/shm")
+
+    def verdict(seen: Finding) -> schedule_file.ReplayVerdict:
+        return schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
+                                     StressReport(config, (seen,), "finding", 0.0, {}))
+
+    v = verdict(crash("/elsewhere/clone", "rmm/s2tt"))
+    assert v.reproduced and not v.moved, v.text()
+    v = verdict(crash(here, "hw/granule"))
+    assert v.verdict == "diverged" and v.reworded, v.text()
+
+
 @pytest.mark.parametrize("recorded_dir, replay_dir", [
     ("/dev/shm/my runs", "/dev/shm/our tests"), ("shm-a", "shm-b"), ("/dev/shm/my runs", "/dev/shm"),
     ("/dev/shm", "/tmp/rmm"), ("shm-a/", "shm-b/"), ("/dev/shm/my runs/", "/dev/shm/our tests")],
