@@ -109,7 +109,9 @@ def without_lines(text: str) -> str:
 _RUN_VALUES = (
     (re.compile(r"(\bused )\d+(?:\.\d+)?( s of CPU time)"), r"\1?\2"),
     (re.compile(r"(\bwithin )\d+(?:\.\d+)?( s of being asked)"), r"\1?\2"),
-    (re.compile(r"(\bhost process )\d+\b"), r"\1?"),
+    # A pid, however a message words it: a lock word's ``host process 4242``, and rmm_mp's own
+    # errors in a crash's reason (``bound to live process 4242``, ``its creator (pid 4242)``).
+    (re.compile(r"(\b(?:process|pid) )\d+\b"), r"\1?"),
     # A default repr's name may hold <locals> or <lambda> (a function or class defined in a
     # function: ``<function f.<locals>.g at 0x7f...>``), a bracketed word of its own.
     (re.compile(r"(<(?:[^<>]|<[\w.-]+>)* at )0x[0-9a-fA-F]+(>)"), r"\1?\2"),
@@ -123,7 +125,8 @@ def without_run_values(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     bound is crossed at a tick of the parent, on a host loaded as it happens to be), the grace
     time a CPU that did not stop was given (``did not stop within 2 s of being asked``: scaled
     by the simulated CPUs per host core), a host process's pid (``host process 4242``: a lock
-    word of a host that is no CPU of the run), a Python object's address in its default repr
+    word of a host that is no CPU of the run; ``process 4242`` or ``pid 4242`` in an error's
+    text), a Python object's address in its default repr
     (``<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>``, ``<function f.<locals>.g at
     0x7f3a2c1d5e50>``, in an exception's text: the process's heap, another on every run), and
     where the run was made (without_run_place, given the segment directories ``shm_dirs``).

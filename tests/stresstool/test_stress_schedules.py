@@ -569,6 +569,30 @@ def test_a_replay_of_a_watchdog_finding_leaves_out_its_times_and_pids() -> None:
         assert v.verdict == "diverged" and not v.reworded, v.text()
 
 
+@pytest.mark.parametrize("said", ["CPU 2 is bound to live process {pid} (another run's CPU)",
+                                  "CPU 2 handle belongs to process {pid}; attach from it",
+                                  "machine rmm-mp-7-0a1b2c3d was never finished: its creator (pid {pid}) died"])
+def test_a_replay_leaves_out_a_pid_a_crash_reason_names(said: str) -> None:
+    """A crash reason naming a host process by its pid, as rmm_mp's own errors word one (a CPU
+    bound to a live process, a handle of another process, a machine's creator), recorded with
+    one pid and replayed with another: reproduced. Only `host process N` was left out, so the
+    replay diverged. Another CPU still diverges."""
+    from rmm_mp.stress.findings import Finding
+
+    def crash(pid: int, cpu: int = 1) -> Finding:
+        return Finding("watchdog", "cpu-died", f"CPU {cpu} raised MachineError: {said.format(pid=pid)}", cpu,
+                       "", "", (), 12)
+
+    def verdict(recorded: Finding, seen: Finding) -> schedule_file.ReplayVerdict:
+        report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+        return schedule_file.compare("s.json", (recorded,), report)
+
+    v = verdict(crash(4242), crash(5151))
+    assert v.reproduced and not v.moved, v.text()
+    assert "4242" in v.recorded[0].text() and "5151" in v.seen[0].text()
+    assert verdict(crash(4242), crash(5151, cpu=0)).verdict == "diverged"
+
+
 def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> None:
     """A cpu-died finding of a CPU that raised MachineError naming a machine and its segment
     directory, with its traceback (as ending._failure makes it; the traceback a real one of this
