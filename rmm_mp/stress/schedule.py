@@ -39,7 +39,7 @@ import dataclasses
 import json
 import re
 import shlex
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,24 +376,95 @@ def _same_identity(a: _Identity, b: _Identity) -> bool:
     return a[0] == b[0] and len(a[1]) == len(b[1]) and all(x.may_be(y) for x, y in zip(a[1], b[1]))
 
 
+_Kinds = Counter[tuple[_Number, ...]]
+"""Findings of one group (_pair_up) by their numbers: how many name each."""
+
+
 def _pair_up(recorded: list[_Identity], seen: list[_Identity]) -> bool:
     """Whether each recorded finding can be paired with a seen one of its identity, each seen
-    one used once (in any order: a bipartite matching, by augmenting paths). A number read
-    both ways may match more than one finding, so the first that fits is not always right."""
+    one used once (in any order: a bipartite matching). A number read both ways may match more
+    than one finding, so the first that fits is not always right. Only findings of one checker,
+    rule, CPU, step, site and count of numbers can pair, so each such group is matched alone,
+    and in it the findings of the same numbers as one kind with their count (_fills): augmenting
+    paths over every finding (up to 50 a CPU, 64 CPUs) took seconds for a few thousand, and
+    recursed past Python's limit for a thousand alike."""
     if len(recorded) != len(seen):
         return False
-    partner: list[int] = [-1] * len(seen)     # the recorded finding each seen one is paired with
+    groups: dict[tuple[object, ...], tuple[_Kinds, _Kinds]] = {}
+    for side, identities in enumerate((recorded, seen)):
+        for head, numbers in identities:
+            groups.setdefault((head, len(numbers)), (Counter(), Counter()))[side][numbers] += 1
+    return all(_fills(left, right) for left, right in groups.values())
 
-    def place(r: int, tried: set[int]) -> bool:
-        for s, identity in enumerate(seen):
-            if s not in tried and _same_identity(recorded[r], identity):
-                tried.add(s)
-                if partner[s] < 0 or place(partner[s], tried):
-                    partner[s] = r
-                    return True
+
+def _fills(left: _Kinds, right: _Kinds) -> bool:
+    """Whether the findings of ``left`` pair up one to one with those of ``right``, numbers that
+    may be the same values: a flow in which each kind carries its count, found greedily, then
+    completed by augmenting paths, breadth first."""
+    if sum(left.values()) != sum(right.values()):
         return False
+    lefts, rights = list(left), list(right)
 
-    return all(place(r, set()) for r in range(len(recorded)))
+    def firsts(numbers: tuple[_Number, ...]) -> frozenset[int]:
+        return numbers[0].values if numbers else frozenset((0,))
+
+    # Numbers that may be one share a value of their first number (two bare runs that are one
+    # share their value read as hex): an index by it finds the few kinds one may pair with.
+    by_value: dict[int, list[int]] = {}
+    for j, numbers in enumerate(rights):
+        for value in firsts(numbers):
+            by_value.setdefault(value, []).append(j)
+    edges = [[j for j in sorted({j for v in firsts(numbers) for j in by_value.get(v, ())})
+              if all(x.may_be(y) for x, y in zip(numbers, rights[j]))] for numbers in lefts]
+    into: list[list[int]] = [[] for _ in rights]    # the left kinds with an edge to each right one
+    for i, js in enumerate(edges):
+        for j in js:
+            into[j].append(i)
+    spare_l, spare_r = [left[n] for n in lefts], [right[n] for n in rights]
+    flow: dict[tuple[int, int], int] = {}
+    for i, js in enumerate(edges):
+        for j in js:
+            if n := min(spare_l[i], spare_r[j]):
+                flow[i, j] = n
+                spare_l[i] -= n
+                spare_r[j] -= n
+    for start in range(len(lefts)):
+        while spare_l[start]:
+            # From ``start`` to a right kind by any edge, from a right kind back to a left kind
+            # by an edge that carries flow, until a right kind with room. None: no pairing of
+            # all (a kind that no path leaves now, no augmentation elsewhere gives one).
+            came: dict[int, int] = {}       # a right kind: the left kind it was reached from
+            back: dict[int, int] = {start: -1}     # a left kind: the right kind it was reached from
+            queue, end = deque([start]), -1
+            while queue and end < 0:
+                i = queue.popleft()
+                for j in edges[i]:
+                    if j not in came:
+                        came[j] = i
+                        if spare_r[j]:
+                            end = j
+                            break
+                        for k in into[j]:
+                            if k not in back and flow.get((k, j), 0):
+                                back[k] = j
+                                queue.append(k)
+            if end < 0:
+                return False
+            path, j = [], end      # (left, right) pairs whose flow grows; then one that shrinks
+            while True:
+                i = came[j]
+                path.append((i, j))
+                if back[i] < 0:
+                    break
+                j = back[i]
+            n = min([spare_l[start], spare_r[end]] + [flow[i, back[i]] for i, _ in path if back[i] >= 0])
+            for i, j in path:
+                flow[i, j] = flow.get((i, j), 0) + n
+                if back[i] >= 0:
+                    flow[i, back[i]] -= n
+            spare_l[start] -= n
+            spare_r[end] -= n
+    return True
 
 
 def recorded_findings(schedule: "Schedule | dict[str, Any]") -> tuple[Finding, ...]:

@@ -938,3 +938,92 @@ def test_running_workload_works_on_the_tables_of_realms_that_run() -> None:
     assert report.ok, report.text()
     counts = report.to_json()["counts"]
     assert counts.get("guest-tables", 0) > 0 and counts.get("rec-enter", 0) > 0, counts
+
+
+def _pair_up_before(recorded: list[Any], seen: list[Any]) -> bool:
+    """schedule._pair_up as it was (augmenting paths over every finding, recursive): the oracle
+    its grouped form must agree with."""
+    if len(recorded) != len(seen):
+        return False
+    partner: list[int] = [-1] * len(seen)
+
+    def place(r: int, tried: set[int]) -> bool:
+        for s, identity in enumerate(seen):
+            if s not in tried and schedule_file._same_identity(recorded[r], identity):
+                tried.add(s)
+                if partner[s] < 0 or place(partner[s], tried):
+                    partner[s] = r
+                    return True
+        return False
+
+    return all(place(r, set()) for r in range(len(recorded)))
+
+
+# Numbers read more than one way (a bare run of 8 or more digits is decimal or hex: 12345678 may
+# be 0x12345678 or 12,345,678, which are not one; 305419896, bare too, is 0x12345678 but not the
+# bare 12345678), so that the first pairing that fits is not always one that pairs all.
+_TOKENS = ("12345678", "0x12345678", "12,345,678", "305419896", "16")
+
+
+def _identities(draw: Any, n: int) -> list[Any]:
+    from hypothesis import strategies as st
+    from rmm_mp.stress.findings import Finding
+    out = []
+    for _ in range(n):
+        count = draw(st.sampled_from((1, 1, 1, 2)))
+        numbers = draw(st.lists(st.sampled_from(_TOKENS), min_size=count, max_size=count))
+        out.append(schedule_file._identity(Finding("lockdep", draw(st.sampled_from(("cycle",) * 3 + ("order",))),
+                                                   " and ".join(numbers), 1, "", "", (), 5)))
+    return out
+
+
+def test_pairing_findings_agrees_with_the_augmenting_paths_it_replaced() -> None:
+    """_pair_up (ReplayVerdict.reworded) grouped by head and by numbers, on random lists of
+    findings whose numbers may be read more than one way: the same answer as the matching over
+    every finding that it replaced."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from rmm_mp.stress.findings import Finding
+
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None)   # fixed inputs (tests/README.md)
+    @given(st.data())
+    def check(data: Any) -> None:
+        n = data.draw(st.integers(0, 7))
+        recorded = _identities(data.draw, n)
+        if data.draw(st.sampled_from((True, False, False))):
+            seen = data.draw(st.permutations(recorded))
+            seen = [data.draw(st.sampled_from([s] + _identities(data.draw, 1))) for s in seen]
+        else:
+            seen = _identities(data.draw, data.draw(st.sampled_from((n, n, n, max(0, n - 1)))))
+        assert schedule_file._pair_up(recorded, seen) == _pair_up_before(recorded, seen)
+
+    check()
+    # One that the first fit does not pair: 12345678 (bare: 0x12345678 or 12,345,678) takes
+    # 0x12345678, which 305419896 needed, and must give it up for 12,345,678.
+    recorded, seen = ([schedule_file._identity(Finding("lockdep", "cycle", numbers, 1, "", "", (), 5))
+                       for numbers in both] for both in (("12345678", "305419896"), ("0x12345678", "12,345,678")))
+    assert schedule_file._pair_up(recorded, seen) and _pair_up_before(recorded, seen)
+
+
+def test_pairing_many_findings_alike_neither_recurses_nor_takes_long() -> None:
+    """1,200 findings of one head and numbers against as many, and 3,228 (the most a run can
+    make: 50 a CPU of 64, 8 at a quiescent check, 20 at the end) of one head and other numbers:
+    paired. The matching recursed once per finding, past Python's recursion limit for the
+    first (RecursionError), and took some 7 s for the second."""
+    import time
+
+    from rmm_mp.stress.findings import Finding
+
+    def identities(n: int, alike: bool) -> list[Any]:
+        return [schedule_file._identity(Finding("invariants", "rtte-state", f"granule 0x{0x80000000 + i * 4096:x} "
+                                                "is broken", None, "", "", ("at the end of the run",)))
+                for i in (range(n) if not alike else [0] * n)]
+
+    alike = identities(1200, True)
+    assert schedule_file._pair_up(alike, alike[::-1])
+    many = identities(3228, False)
+    began = time.monotonic()
+    assert schedule_file._pair_up(many, many[::-1])
+    assert not schedule_file._pair_up(many, many[1:] + identities(3229, False)[-1:])     # one granule more
+    assert time.monotonic() - began < 3.0
