@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW, RMI_REC_PARAMS
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW, RMI_REC_PARAMS
 from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_SHIFT, Granule, GranuleTable
 from rmm_mp.rmm import realm_run, s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
@@ -19,7 +19,7 @@ from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
 from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
 from rmm_mp.rmm.realm_desc import Rd
-from rmm_mp.rmm.rec_desc import AUX_MAX, Rec
+from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, Rec
 
 if TYPE_CHECKING:
     from rmm_mp.rmm.cpu import RmmCpu
@@ -106,23 +106,30 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if pair is None:
         raise RmiError.input()
     g, run_g = pair
-    raw = read_held_ns(rmm, run_g, RMI_REC_ENTER.size)
-    run_g.unlock()
+    granules = rmm.granules
+    raw = read_held_ns(rmm, run_g, rmi_rec._ENTER_EXTENT)
+    granules.unlock(run_g.idx)
     if raw is None:
         g.unlock()
         raise RmiError.input()
-    if g.refcount != 0:
+    if granules.refcount(g.idx) != 0:
         g.unlock()
         raise RmiError.rec()
-    rec = Rec(rmm.memory, g.idx)
-    rd = Rd(rmm.memory, rmi_rec._index(rmm, rec.owner_rd))
+    rec = rmm.recs.get(g.idx)
+    if rec is None:
+        rec = rmi_rec._kept(rmm.recs, g.idx, Rec(rmm.memory, g.idx))
+    head = rec.run_state()
+    rd = rmm.rds.get(head[H_OWNER])
+    if rd is None:
+        rd = rmi_rec._kept(rmm.rds, head[H_OWNER], Rd(rmm.memory, rmi_rec._index(rmm, head[H_OWNER])))
     enter = RMI_REC_ENTER_RAW.unpack(raw)   # gprs and gicv3_lrs as their bytes, as run_rec takes them
-    refusal = rmi_rec._entry_refusal(rmm, rd, rec, enter)
-    g.unlock()                                  # BUG: released without raising the refcount
+    refusal = rmi_rec._entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
+        g.unlock()
         raise refusal
-    fields = realm_run.run_rec(rmm, rec, rd, enter)
-    if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack(**fields), REC_EXIT_OFFSET):
+    granules.unlock(g.idx)                      # BUG: released without raising the refcount
+    fields = realm_run.run_rec(rmm, rec, rd, enter, head)
+    if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack_bytes(fields), REC_EXIT_OFFSET):
         raise RmiError.input()
 
 
