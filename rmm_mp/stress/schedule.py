@@ -77,9 +77,9 @@ STRATEGIES = tuple(s for s in SCHEDULES if s != "free")
 the file of a shrunk run, or of a replay)."""
 _U64 = (1 << 64) - 1
 MAX_FILE = 64 << 20
-"""Most bytes a schedule file may hold, read or written. A 30,000-step run's is about 228 KB
-(some 7.6 bytes a step), so this is about 8.8 million steps of a run switching as often, some
-15 minutes of a deterministic run at the ~10,000 steps per second it makes; JSON parsing keeps
+"""Most bytes a schedule file may hold, read or written. A switch takes some 24 bytes, so this is
+about 2.8 million switches: 7.6 to 15 million steps of a random-schedule run (4.5 to 8.8 bytes a
+step, docs/stress.md), several minutes of a deterministic run; JSON parsing keeps
 every switch as a Python list, so a larger file (up to the 100,000,000-step budget's GBs) would
 take seconds and GBs before its first check. write() refuses what read() would."""
 _SHOWN = 80
