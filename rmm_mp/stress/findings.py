@@ -166,9 +166,19 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     (RMM_MP_SHM_DIR=/tmp, the checkout in /tmp/rmm-mp; or RMM_MP_SHM_DIR=/), masked first with
     every path in it, made each source file '?', so a crash in another file reproduced the
     recorded one, and one replayed from another checkout diverged."""
+    dirs = sorted({d for d in shm_dirs if d}, key=len, reverse=True)
+    # A segment directory inside a package directory (RMM_MP_SHM_DIR=/work/rmm_mp/shm) is left
+    # to its own mask: named from the package on (rmm_mp/shm), it was no longer the directory
+    # that mask looks for, and a replay under another directory diverged.
+    inner = tuple(d.rstrip("/") + "/" for d in dirs if "/" + _PACKAGE_DIR in d.rstrip("/") + "/")
+
+    def named(m: re.Match[str]) -> str:
+        path = m.group(0)
+        return path if (path + "/").startswith(inner) else _placeless(path, lambda outside: outside)
+
     text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
-    text = _ABSOLUTE_PATH.sub(lambda m: _placeless(m.group(0), lambda path: path), text)
-    for shm_dir in sorted({d for d in shm_dirs if d}, key=len, reverse=True):
+    text = _ABSOLUTE_PATH.sub(named, text)
+    for shm_dir in dirs:
         # The whole path, as an absolute one is masked whole: the directory alone, or a segment in it.
         # Without its trailing '/'s: RMM_MP_SHM_DIR=shm-a/ names its segments shm-a/rmm-mp-... (os.path.join
         # adds no second '/'), which the directory written with its '/' did not match, and stayed.

@@ -685,9 +685,10 @@ def test_a_segment_directory_above_the_checkout_leaves_its_source_files_named(mo
 
 @pytest.mark.parametrize("recorded_dir, replay_dir", [
     ("/dev/shm/my runs", "/dev/shm/our tests"), ("shm-a", "shm-b"), ("/dev/shm/my runs", "/dev/shm"),
-    ("/dev/shm", "/tmp/rmm"), ("shm-a/", "shm-b/"), ("/dev/shm/my runs/", "/dev/shm/our tests")],
+    ("/dev/shm", "/tmp/rmm"), ("shm-a/", "shm-b/"), ("/dev/shm/my runs/", "/dev/shm/our tests"),
+    ("/work/main/rmm_mp/shm", "/dev/shm")],
     ids=["with-a-space", "relative", "space-then-default", "default-then-absolute", "relative-with-a-slash",
-         "space-with-a-slash"])
+         "space-with-a-slash", "inside-a-package"])
 def test_a_replay_under_another_segment_directory_leaves_it_out(monkeypatch: pytest.MonkeyPatch, recorded_dir: str,
                                                                  replay_dir: str) -> None:
     """A finding naming the segment directory (RMM_MP_SHM_DIR) and a segment in it, recorded in
