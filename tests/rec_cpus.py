@@ -12,17 +12,26 @@ from typing import Any, Callable
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
-from rmm_mp.hw.cpuarea import OFF_COUNTERS
+from rmm_mp.hw.cpuarea import COUNTERS, OFF_COUNTERS
 
 
 def counter(cpu: Any, owner: int, n: int) -> int:
     """Activity counter ``n`` that CPU ``owner`` published."""
+    _check_index(n)
     return cpu.area.view.load_u64(owner * cpu.machine.control.area_size + OFF_COUNTERS + 8 * n)
 
 
 def publish(cpu: Any, n: int, value: int) -> None:
     """Set this CPU's activity counter ``n``."""
+    _check_index(n)
     cpu.area.view.store_u64(cpu.id * cpu.machine.control.area_size + OFF_COUNTERS + 8 * n, value)
+
+
+def _check_index(n: int) -> None:
+    # Past the last counter lie other fields of the CPU area (the RD a TLB invalidation waits
+    # on): a test that wrote counter 8 once overwrote it unnoticed.
+    if not 0 <= n < COUNTERS:
+        raise IndexError(f"activity counter {n}: a CPU area has counters 0 to {COUNTERS - 1}")
 
 
 def wait_until(cpu: Any, done: Callable[[], object]) -> None:
