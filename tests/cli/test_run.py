@@ -1304,7 +1304,7 @@ def test_a_signal_as_the_cpus_run_ends_keeps_their_results(tmp_path: Path) -> No
     'the CPUs' results not received', 0 calls/s (found by the large-platform crash probe, in
     about 1 of 4 Ctrl-Cs timed at the run's end)."""
     j = tmp_path / "r.json"
-    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.runtime:RunResult"],
+    proc = _run_with_hooks(tmp_path, ["SIGINT@rmm_mp.cpu_supervisor:RunResult"],
                            ["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress", "--json", str(j)])
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
