@@ -247,10 +247,15 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 if isinstance(exc, OSError):    # the host's refusal (EMFILE; fork/spawn: EAGAIN, ENOMEM)
                     raise CpuStartError(cpu_id, exc, list(procs)) from exc
                 raise   # a bug (args multiprocessing cannot pickle) or a Ctrl-C: as it is
-            lifelines.append(life_writer)
-            writer.close()
-            life_reader.close()
+            # Registered as soon as it started, before anything else may fail: the clean-up then
+            # kills, reaps and closes it with its ends. Registered after the closes below, a
+            # failing close left it unkilled, unreaped and open until the garbage collector came.
             procs[cpu_id], pipes[cpu_id] = proc, reader
+            lifelines.append(life_writer)
+            try:    # the child's ends: it has its own copies now
+                writer.close()
+            finally:
+                life_reader.close()
         # Started with STOP_SIGNALS blocked, as the main thread has them: they never take them.
         # One per child, so that a child that does not read holds up no other's args.
         # Listed once started: the cleanup joins each, and joining one that never started raises.

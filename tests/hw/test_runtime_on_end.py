@@ -221,3 +221,45 @@ def test_a_cleanup_error_after_a_failed_start_leaves_what_the_start_raised(
     armed[0] = False
     assert getattr(err.value, "__notes__", []) == [note]
     assert _cpu_children() == [] and _open_fds() == before
+
+
+@pytest.mark.multiprocess
+def test_a_failure_just_after_a_cpu_process_started_leaves_it_killed_reaped_and_closed(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing the parent's copy of the child's pipe end fails just after CPU 0's process has
+    started (an OSError, after the real close). That error leaves run_cpus as it is, and the
+    started process is killed, reaped and closed, its pipe ends too: no file descriptor is left
+    open. Before, the process was registered only after those closes: run_cpus never killed,
+    reaped nor closed it, and its result pipe, its lifeline's read end and its sentinel stayed
+    open for as long as the error's traceback held run_cpus' frame."""
+    import multiprocessing.connection
+    import multiprocessing.context
+    import multiprocessing.resource_tracker
+
+    multiprocessing.resource_tracker.ensure_running()
+    real_start = multiprocessing.context.SpawnProcess.start
+    real_close = multiprocessing.connection.Connection.close
+    started: list[Any] = []
+    armed = [False]
+
+    def start(self: Any) -> None:
+        real_start(self)
+        started.append(self)
+        armed[0] = True
+
+    def close(self: multiprocessing.connection.Connection) -> None:
+        real_close(self)
+        if armed[0]:
+            armed[0] = False
+            raise OSError(5, "close failed")
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    monkeypatch.setattr(multiprocessing.connection.Connection, "close", close)
+    before = _open_fds()
+    with pytest.raises(OSError, match="close failed"):
+        run_cpus(machine, _until_stopped, [0, 1])
+    assert len(started) == 1
+    with pytest.raises(ValueError, match="closed"):
+        started[0].exitcode     # closed by run_cpus, so reaped first
+    assert _open_fds() == before, "a pipe end or a process sentinel was left open"
+    assert _cpu_children() == []
