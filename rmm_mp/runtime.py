@@ -172,8 +172,9 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         there is dropped, the error winning, and named in a note of the error's (add_note); so
         is an error of run_cpus' own clean-up (below), on_end still called after it.
         An error of run_cpus' own clean-up (killing and reaping the CPU processes, joining their
-        args' feeders, closing the pipe ends and processes) leaves nothing open: its other steps
-        are still done. Where something else leaves run_cpus (CpuStartError, a KeyboardInterrupt,
+        args' feeders, closing the pipe ends and processes) leaves nothing open (but a CPU
+        process that its kill did not end: waited for a while, then left): its other steps are
+        still done. Where something else leaves run_cpus (CpuStartError, a KeyboardInterrupt,
         the supervisor's error) that wins, the clean-up's error named in a note of it; otherwise
         (the run had ended) the clean-up's error is raised, the run's result lost with it.
     """
@@ -314,13 +315,19 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                     hold.end(take=error is None)
 
 
+KILL_FAILED_WAIT_S = 1.0
+"""How long run_cpus' clean-up waits for a CPU process whose kill raised to end anyway."""
+
+
 def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: list[threading.Thread],
               lifelines: list[multiprocessing.connection.Connection],
               pipes: dict[int, multiprocessing.connection.Connection]) -> BaseException | None:
     """Kill and reap the CPU processes left, join the args feeders, close every pipe end and
     process: each step tried whatever an earlier one raised, the first exception returned, not
     raised. Raised at once, it left the steps after it undone (CPU processes unreaped, pipes open
-    until the garbage collector came) and came before run_cpus told on_end after an error."""
+    until the garbage collector came) and came before run_cpus told on_end after an error. A
+    process whose kill raised is waited for KILL_FAILED_WAIT_S only, and, still running then,
+    left unclosed (closing it could only fail)."""
     failed: list[BaseException] = []
 
     def attempt(step: Callable[..., object], *args: Any) -> None:
@@ -331,8 +338,24 @@ def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: li
 
     def reap(proc: multiprocessing.process.BaseProcess) -> None:
         if proc.exitcode is None:
-            proc.kill()
+            try:
+                proc.kill()
+            except BaseException:
+                # Its kill's error is the one recorded; it is still waited for, for a while (the
+                # signal may have gone through), so as to be reaped and closed below. Not waited
+                # for, its close failed too ("still running"), a second error, and it was left
+                # unreaped. Bounded: a process that was not killed may never end by itself.
+                proc.join(KILL_FAILED_WAIT_S)
+                raise
+            # No timeout: SIGKILL can be neither caught, blocked nor ignored (a stopped process
+            # ends too), so the join returns once the kernel has ended the process. Only a
+            # process stuck in an uninterruptible kernel wait (D state) or a frozen cgroup
+            # could hold it, and then no wait would reap it, nor multiprocessing's at exit.
             proc.join()
+
+    def close(proc: multiprocessing.process.BaseProcess) -> None:
+        if proc.exitcode is not None:   # one still running (its kill failed) cannot be closed
+            proc.close()
 
     for proc in procs.values():
         attempt(reap, proc)
@@ -343,5 +366,5 @@ def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: li
     for reader in pipes.values():   # the supervisor closed them, unless it never ran
         attempt(reader.close)
     for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
-        attempt(proc.close)
+        attempt(close, proc)
     return failed[0] if failed else None

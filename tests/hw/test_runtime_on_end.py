@@ -263,3 +263,59 @@ def test_a_failure_just_after_a_cpu_process_started_leaves_it_killed_reaped_and_
         started[0].exitcode     # closed by run_cpus, so reaped first
     assert _open_fds() == before, "a pipe end or a process sentinel was left open"
     assert _cpu_children() == []
+
+
+@pytest.mark.multiprocess
+def test_a_kill_that_raises_in_the_clean_up_still_has_the_process_reaped_and_closed(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's tick raises once both CPUs have had their go, and killing them in run_cpus'
+    clean-up raises (EPERM; the SIGKILL lands 0.2 s later, as one that raised after all).
+    The tick's error leaves run_cpus with one note naming the kill's, and each CPU process is
+    still reaped and closed by run_cpus. Before, a process whose kill raised was not waited for:
+    closing it then failed ("still running", a second error dropped without a word) and it
+    was left unreaped and open."""
+    import multiprocessing.process
+    import os
+    import signal
+    import threading
+
+    armed = [False]
+    timers: list[threading.Timer] = []
+
+    def kill(self: multiprocessing.process.BaseProcess) -> None:
+        if not armed[0]:
+            raise AssertionError("killed before the tick's error")
+        pid = self.pid
+        assert pid is not None
+        timers.append(threading.Timer(0.2, os.kill, (pid, signal.SIGKILL)))
+        timers[-1].start()
+        raise OSError(1, "kill failed")
+
+    def on_tick(elapsed: float) -> str | None:
+        if _all_bound(machine, [0, 1]):
+            armed[0] = True
+            raise RuntimeError("the parent's tick failed")
+        if elapsed > 120:
+            return "the CPUs never bound"
+        return None
+
+    started: list[multiprocessing.process.BaseProcess] = []
+    real_start = multiprocessing.process.BaseProcess.start
+
+    def start(self: multiprocessing.process.BaseProcess) -> None:
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "kill", kill)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    with pytest.raises(RuntimeError, match="the parent's tick failed") as err:
+        run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05)
+    for timer in timers:    # each SIGKILL sent while its process is ours (unreaped), not later
+        timer.join()
+    assert getattr(err.value, "__notes__", []) == [
+        "run_cpus: its clean-up raised too, dropped: PermissionError: [Errno 1] kill failed"]
+    assert len(started) == 2
+    for proc in started:
+        with pytest.raises(ValueError, match="closed"):
+            proc.exitcode   # closed by run_cpus, so reaped first
+    assert _cpu_children() == []
