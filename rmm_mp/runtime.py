@@ -177,6 +177,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         still done. Where something else leaves run_cpus (CpuStartError, a KeyboardInterrupt,
         the supervisor's error) that wins, the clean-up's error named in a note of it; otherwise
         (the run had ended) the clean-up's error is raised, the run's result lost with it.
+        A request to exit (SystemExit: a SIGTERM handler's sys.exit) is never a note: one that
+        leaves run_cpus wins over a clean-up's error, and one raised during the clean-up leaves
+        in place of what else was leaving, once on_end is told (after an error) and the
+        interrupts held meanwhile are dropped.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -290,17 +294,29 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             if not hold.standing:   # ended as every CPU was gone (finish), and then an error
                 hold.begin(_sigterm_taken() if sigterm_stops else None)
         raise
+    except BaseException as exc:    # a request to exit (SystemExit): it leaves as it is
+        leaving = exc
+        raise
     finally:
+        exit_request = leaving if _asks_to_exit(leaving) else None
         try:
             failed = _clean_up(procs, feeders, lifelines, pipes)
             if failed is not None:
                 if leaving is None:     # the run's result is lost to it, but nothing is left open
                     raise failed
-                # What leaves wins (a CpuStartError, a Ctrl-C, the supervisor's error), as over
-                # on_end's (end_run): the clean-up's error is not lost, but named.
-                leaving.add_note(f"run_cpus: its clean-up raised too, dropped: {type(failed).__name__}: {failed}")
+                if exit_request is None and _asks_to_exit(failed):
+                    # A signal handler's sys.exit (reached through the machine's SIGTERM handler,
+                    # which has closed every machine by then): raised below, once on_end is
+                    # told, never a note. A note, it let the process go on, its machines closed.
+                    exit_request = failed
+                else:
+                    # What leaves wins (a CpuStartError, a Ctrl-C, the supervisor's error), as
+                    # over on_end's (end_run): the clean-up's error is not lost, but named.
+                    leaving.add_note(f"run_cpus: its clean-up raised too, dropped: {type(failed).__name__}: {failed}")
             if error is not None and supervisor is not None:
                 supervisor.end_run(error)   # told while held (see the docstring, Raises)
+            if exit_request is not None and exit_request is not leaving:
+                raise exit_request
         finally:
             # Last: the supervisor restored the mask and ended the hold already, unless the
             # start failed before it ran; then a Ctrl-C held back meanwhile (pending on this
@@ -312,7 +328,12 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 if interrupted:
                     hold.finish()   # raises nothing: the one under way stays the one raised
                 else:
-                    hold.end(take=error is None)
+                    hold.end(take=error is None and exit_request is None)
+
+
+def _asks_to_exit(exc: BaseException | None) -> bool:
+    """``exc`` is neither an error nor an interrupt (SystemExit, mostly): it must leave run_cpus."""
+    return exc is not None and not isinstance(exc, (Exception, KeyboardInterrupt))
 
 
 KILL_FAILED_WAIT_S = 1.0
@@ -367,4 +388,5 @@ def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: li
         attempt(reader.close)
     for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
         attempt(close, proc)
-    return failed[0] if failed else None
+    # A request to exit first (a SIGTERM handler's sys.exit as a step ran): it must not be a note.
+    return next((exc for exc in failed if _asks_to_exit(exc)), failed[0]) if failed else None

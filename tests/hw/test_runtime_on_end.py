@@ -319,3 +319,41 @@ def test_a_kill_that_raises_in_the_clean_up_still_has_the_process_reaped_and_clo
         with pytest.raises(ValueError, match="closed"):
             proc.exitcode   # closed by run_cpus, so reaped first
     assert _cpu_children() == []
+
+
+@pytest.mark.multiprocess
+def test_a_request_to_exit_during_the_clean_up_after_an_error_leaves_run_cpus(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's tick raises once both CPUs have had their go, and a SystemExit is raised
+    during run_cpus' clean-up (as a library caller's SIGTERM handler that calls sys.exit does,
+    reached through the machine's handler, which has closed every machine by then): the
+    SystemExit leaves run_cpus, once on_end was called and every CPU process is gone. Before,
+    the clean-up caught it as an error of its own and the tick's error left run_cpus with a
+    note naming it: the process went on, its machines closed, though asked to exit."""
+    import threading
+
+    real_join = threading.Thread.join
+    armed = [False]
+
+    def join(self: threading.Thread, timeout: float | None = None) -> None:
+        real_join(self, timeout)
+        if armed[0] and self.name.startswith("rmm-mp-args"):
+            armed[0] = False
+            raise SystemExit(143)
+
+    def on_tick(elapsed: float) -> str | None:
+        if _all_bound(machine, [0, 1]):
+            armed[0] = True
+            raise RuntimeError("the parent's tick failed")
+        if elapsed > 120:
+            return "the CPUs never bound"
+        return None
+
+    monkeypatch.setattr(threading.Thread, "join", join)
+    calls: list[list[str]] = []
+    with pytest.raises(SystemExit) as err:
+        run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05,
+                 on_end=lambda: calls.append(_cpu_children()))
+    assert err.value.code == 143
+    assert isinstance(err.value.__context__, RuntimeError)
+    assert calls == [[]] and _cpu_children() == []
