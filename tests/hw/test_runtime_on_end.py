@@ -357,3 +357,29 @@ def test_a_request_to_exit_during_the_clean_up_after_an_error_leaves_run_cpus(
     assert err.value.code == 143
     assert isinstance(err.value.__context__, RuntimeError)
     assert calls == [[]] and _cpu_children() == []
+
+
+@pytest.mark.multiprocess
+def test_a_request_to_exit_leaving_run_cpus_wins_over_a_cleanup_error(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's tick raises SystemExit once both CPUs have had their go (a SIGTERM handler's
+    sys.exit as it ran), and run_cpus' clean-up then fails (an args feeder's join): the
+    SystemExit leaves run_cpus, the clean-up's error named in a note of it, and every CPU
+    process is gone. Before, only an error or a Ctrl-C counted as leaving: the clean-up's
+    error was raised in place of the SystemExit."""
+    armed = [False]
+    note = _fail_in_cleanup(monkeypatch, "feeder join", armed)
+
+    def on_tick(elapsed: float) -> str | None:
+        if _all_bound(machine, [0, 1]):
+            armed[0] = True
+            raise SystemExit(143)
+        if elapsed > 120:
+            return "the CPUs never bound"
+        return None
+
+    with pytest.raises(SystemExit) as err:
+        run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05)
+    armed[0] = False
+    assert err.value.code == 143 and getattr(err.value, "__notes__", []) == [note]
+    assert _cpu_children() == []
