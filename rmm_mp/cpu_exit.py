@@ -2,8 +2,8 @@
 the parent (``send``), its machine handle closed (``close_machine``), and the process ended
 without the interpreter's teardown (``end_process``).
 
-rmm_mp.runtime's CPU process entry calls these in that order. This module owns that end. It
-must not start, watch or signal processes (rmm_mp.runtime does).
+rmm_mp.cpu_main's CPU process entry calls these in that order. This module owns that end. It
+must not start, watch or signal processes (rmm_mp.runtime and rmm_mp.cpu_supervisor do).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def test_a_ctrl_c_as_the_handlers_are_put_back_after_an_error_leaves_none_of_the
     back and before SIGTERM's is (signal.signal runs the handler of a signal already come
     before it changes anything: simulated by raising SIGINT just there). The KeyboardInterrupt
     leaves wait(), the RuntimeError its context, and SIGTERM has the handler it had before
-    wait(). It used to stay wrapped by the hold's wrapper around runtime's SIGTERM-as-Ctrl-C
+    wait(). It used to stay wrapped by the hold's wrapper around cpu_supervisor's SIGTERM-as-Ctrl-C
     handler, so a later SIGTERM (a test's, a script's) was taken by a run long over."""
     real_signal = signal.signal
     landed: list[int] = []

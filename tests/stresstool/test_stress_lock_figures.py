@@ -120,7 +120,7 @@ def test_a_cpu_process_takes_no_granule_lock_before_the_stress_set_up(machine: M
     """A CPU process's lock figures (stress.worker.CpuResult.locks) count from stress_cpu's
     set-up: the sums are taken from the figures there, but the longest wait cannot be, so it is
     the process's own. It is the run's, as docs/stress.md says, only while what the process does
-    before (attach the machine, bind its CPU: what rmm_mp.runtime's CPU main does) takes no
+    before (attach the machine, bind its CPU: what rmm_mp.cpu_main does) takes no
     granule lock: both tables' figures must still be all zeros then."""
     from rmm_mp.stress.worker import _lock_figures
     attached = Machine.attach(machine.name)
