@@ -162,6 +162,14 @@ def check_output(option: str, path: str | None, directory: bool = False) -> None
     as a file, or with ``directory`` as a directory that exists or can be created. None passes."""
     if path is None:
         return
+    if path == "-":
+        # Many tools read '-' as standard output; these options take paths, so it was written as
+        # a file named '-' in the working directory, and `--json - | python -m json.tool` got the
+        # text report while the JSON went where nobody looked.
+        what = "directory" if directory else "file"
+        where = "" if directory else "/dev/stdout to write it there, after the text, or "
+        raise ConfigError("command line", option, path,
+                          f"a {what} path; '-' is not standard output here (name {where}./- for a {what} named '-')")
     if segment.is_segment_path(path):
         # Written through ``replacing``, the report would take the segment's name: every later
         # `rmm-mp check` of that machine found a JSON file where its control block was.

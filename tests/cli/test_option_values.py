@@ -164,6 +164,17 @@ CASES = [
     ("explore-timeout-past-a-float", ["explore", "--timeout", "1e400"], "Invalid value for '--timeout': 1e400 is not "
                                                                         "in the range 0.1..3,600"),
     ("explore-json-empty", ["explore", "--json", ""], "--json = '': expected a file that can be written"),
+    # '-', which click's convention reads as standard output: these options take paths, and '-' was
+    # written as a file (or directory) named '-' in the working directory, so that `--json - |
+    # python -m json.tool` got the text report and the JSON went to a file nobody looked for
+    ("run-json-dash", [*RUN, "--json", "-"], "--json = '-': expected a file path; '-' is not standard output here"),
+    ("run-csv-dash", [*RUN, "--csv", "-"], "--csv = '-': expected a file path; '-' is not standard output here"),
+    ("run-save-tokens-dash", [*RUN, "--save-tokens", "-"], "--save-tokens = '-': expected a directory path; '-' is "
+                                                           "not standard output here"),
+    ("stress-json-dash", [*STRESS, "--json", "-"], "--json = '-': expected a file path; '-' is not standard output"),
+    ("stress-save-schedule-dash", [*STRESS, "--save-schedule", "-"], "--save-schedule = '-': expected a file path"),
+    ("check-json-dash", ["check", "rmm-mp-1-0badc0de", "--json", "-"], "--json = '-': expected a file path"),
+    ("explore-json-dash", ["explore", "--json", "-"], "--json = '-': expected a file path"),
     # attest: a directory or nothing for a file, an empty hex value
     ("attest-token-directory", ["attest", "inspect", "{tmp}"], "Invalid value for 'TOKEN': File '{tmp}' is a "
                                                                "directory"),
