@@ -504,8 +504,8 @@ def progress_text(elapsed: float, cpus: int, ready: int, ops: int, steps: int | 
     from there), then the operations done (and, deterministic, the steps taken)."""
     if ready < cpus:
         return f"  {elapsed:4.0f} s: starting CPUs: {ready} of {cpus} ready   "
-    step_text = f", {steps} steps" if steps is not None else ""
-    return f"  {elapsed:4.0f} s: {ops} operations{step_text}   "
+    step_text = f", {steps:,} steps" if steps is not None else ""
+    return f"  {elapsed:4.0f} s: {ops:,} operations{step_text}   "
 
 
 def _brief(report: StressReport) -> str:

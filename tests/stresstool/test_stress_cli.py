@@ -2339,3 +2339,12 @@ def test_the_progress_line_counts_the_cpus_ready_while_they_start(monkeypatch: p
     det(2.0, seg)       # type: ignore[arg-type]
     assert [d.rstrip() for d in capsys.readouterr().err.split("\r")[1:]] == [
         "     1 s: starting CPUs: 1 of 2 ready", "     2 s: 0 operations, 9 steps"]
+
+
+def test_the_progress_line_groups_the_thousands_as_the_report_does() -> None:
+    """The progress line's counts read as the summary line's do, with thousands separators: it
+    showed "5391 operations" above a summary of "6,631 operations", and a deterministic run's
+    "12853 steps" above "12,853 steps"."""
+    from rmm_mp.stress import cli
+    assert cli.progress_text(2.0, 2, 2, 5391, None).rstrip() == "     2 s: 5,391 operations"
+    assert cli.progress_text(2.0, 2, 2, 131, 12853).rstrip() == "     2 s: 131 operations, 12,853 steps"
