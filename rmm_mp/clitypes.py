@@ -2,7 +2,8 @@
 
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
-one that keeps an integer exact, shown as N|SECONDS; the refusal of options beside a listing
+one that keeps an integer exact, shown as N|SECONDS; a time option's word with a unit, `5s`,
+refused naming the number to write: not_seconds; the refusal of options beside a listing
 flag; a refused name shown abbreviated: Choice, CatalogChoice, Group; any word of the command line
 shown abbreviated and escaped in click's own refusals: Command; a bad input file's error,
 usage_error) and how --help shows an option's default (Option);
@@ -76,6 +77,25 @@ def typed(value: str) -> str:
     return abbreviated(value.strip())
 
 
+_TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60,
+               "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
+_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
+
+
+def not_seconds(value: str) -> str:
+    """The refusal of a time option's word that is no number, '... is not a number of seconds',
+    naming the number to write when it is one with a unit (`5s`, `500ms`, `2min`), as users of
+    other tools type it: click said "'5s' is not a valid float." and left the unit to guess."""
+    text = f"{value!r} is not a number of seconds"
+    m = _WITH_UNIT.fullmatch(value)
+    if m is None or m.group(2).lower() not in _TIME_UNITS:
+        return text
+    factor = _TIME_UNITS[m.group(2).lower()]
+    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457).
+    number = m.group(1) if factor == 1 else f"{float(m.group(1)) * factor:.12g}"
+    return f"{text} (without a unit: write {number})"
+
+
 class Int(click.ParamType):
     """click's INT for ASCII digits only, without '_' (refuse_odd_number)."""
 
@@ -117,7 +137,7 @@ class FloatRange(click.FloatRange):
             try:
                 float(value)
             except ValueError:
-                self.fail(f"{value!r} is not a number of seconds; expected {_range_text(self)}", param, ctx)
+                self.fail(f"{not_seconds(value)}; expected {_range_text(self)}", param, ctx)
         try:
             number = super().convert(value, param, ctx)
         except click.BadParameter:
@@ -148,7 +168,7 @@ class TypedFloatParam(click.ParamType):
         try:
             return TypedFloat(float(value), typed(value))
         except ValueError:
-            self.fail(f"{value!r} is not a valid float.", param, ctx)
+            self.fail(not_seconds(value), param, ctx)
 
 
 def _range_text(number_range_type: click.FloatRange) -> str:

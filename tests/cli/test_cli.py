@@ -512,6 +512,30 @@ def test_seconds_out_of_range_are_refused_as_typed(args: list[str], typed: str, 
     assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
 
 
+@pytest.mark.parametrize("args, typed, message", [
+    (["run", "quickstart", "--seconds"], "5s", "'5s' is not a number of seconds (without a unit: write 5)"),
+    (["run", "quickstart", "--seconds"], "500ms", "'500ms' is not a number of seconds (without a unit: write 0.5)"),
+    (["workloads", "show", "quickstart", "--seconds"], "2min", "'2min' is not a number of seconds (without a unit: "
+                                                               "write 120)"),
+    (["run", "quickstart", "--seconds"], "ten", "'ten' is not a number of seconds"),
+    (["stress", "--seconds"], "1.5s", "'1.5s' is not a number of seconds (without a unit: write 1.5); expected "
+                                      "0.000000001..86,400"),
+    (["explore", "--timeout"], "1h", "'1h' is not a number of seconds (without a unit: write 3600); expected "
+                                     "0.1..3,600"),
+    (["check", "rmm-mp-1-0badc0de", "--wait"], "250 ms", "'250 ms' is not a number of seconds (without a unit: "
+                                                         "write 0.25)")],
+    ids=["run-s", "run-ms", "show-min", "run-word", "stress-s", "explore-h", "check-ms"])
+def test_seconds_typed_with_a_unit_are_refused_naming_the_number_to_write(args: list[str], typed: str,
+                                                                          message: str) -> None:
+    """A time option given a unit, as a user used to other tools types it (`--seconds 5s`,
+    `--wait 250ms`): exit 2, saying the option takes seconds without a unit and which number to
+    write. `run --seconds 5s` said only "'5s' is not a valid float.", and the others named no
+    number to write."""
+    result = CliRunner().invoke(main, [*args, typed])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
+
+
 @pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),
                                     dict(min=0, max=1, min_open=True, max_open=True), dict(min=0, min_open=True)])
 def test_nan_refusal_writes_the_range_as_integer_ranges_are(bounds: dict[str, Any]) -> None:
