@@ -135,7 +135,11 @@ class Fields:
         if number is None:
             raise self.fail(key, value, size_expected(value))
         if number % GRANULE or not lo <= number <= hi:
-            raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}")
+            hint = ""
+            if isinstance(value, int) and 0 < value < GRANULE and lo <= value << 20 <= hi:
+                # `ram = 2` is most likely 2 MiB meant: say that an integer counts bytes.
+                hint = f' (an integer is bytes: "{value}M" is {value} MiB)'
+            raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}{hint}")
         return number
 
     def hex_bytes(self, value: object, key: str, most: int) -> bytes:

@@ -304,6 +304,17 @@ def test_bad_size(tmp_path: Path, ram: object, expected: str) -> None:
     refused(tmp_path, HEAD + OK_REALM + f"ram = {shown}\n", 6, "realm[0].ram", ram, expected)
 
 
+@pytest.mark.parametrize("ram, hint", [(2, ' (an integer is bytes: "2M" is 2 MiB)'),
+                                       (512, ' (an integer is bytes: "512M" is 512 MiB)'), (5000, ""), (2048, "")])
+def test_a_size_of_a_few_bytes_says_an_integer_is_bytes(tmp_path: Path, ram: int, hint: str) -> None:
+    """`ram = 2`, meant as 2 MiB, said only "expected a multiple of 4 KiB from 4 KiB to 1 GiB",
+    leaving its writer to guess that an integer counts bytes. Below 4 KiB the error says so,
+    with the string that is that many MiB when such a size is accepted (2048 MiB is past the
+    bound: no hint); 5000 bytes, no typo of MiB, has none either."""
+    err = refused(tmp_path, HEAD + OK_REALM + f"ram = {ram}\n", 6, "realm[0].ram", ram, "a multiple of 4 KiB")
+    assert err.expected == f"a multiple of 4 KiB from 4 KiB to 1 GiB{hint}", str(err)
+
+
 def test_a_boolean_is_shown_as_toml_spells_it(tmp_path: Path) -> None:
     """cpus = true is refused, and the message shows the value as `true`, as it was written, not
     Python's True."""
