@@ -553,6 +553,15 @@ def why_not_a_file(path: Path) -> str | None:
     return "it is not a regular file"
 
 
+def with_bundled_hint(why: str | None, path: Path, directory: Path, kind: str) -> str | None:
+    """``why`` (why_not_a_file's answer for ``path``), naming the bundled ``kind`` to write
+    instead when the missing file has a bundled one's name: `quickstart.toml`, or the
+    repository's workloads/quickstart.toml from another directory, said "no such file" alone."""
+    if why == "no such file" and path.stem in bundled_names(directory):
+        return f"{why}; for the bundled {kind}, write {path.stem}"
+    return why
+
+
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
     """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
     separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither."""
@@ -561,7 +570,7 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     text = os.fspath(name_or_path)
     if os.sep in text or text.endswith(".toml"):
         path = Path(text)
-        why = why_not_a_file(path)
+        why = with_bundled_hint(why_not_a_file(path), path, directory, kind)
         if why is not None:
             raise ConfigError(source, key, text, f"a regular {kind} file that exists ({why})")
         return path

@@ -25,7 +25,7 @@ from rmm_mp.host.realm import num_roots, start_level
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_QUEUES, MAX_REALMS
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file, with_bundled_hint
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
@@ -165,7 +165,7 @@ def _platform(file: WorkloadFile, option: str | None) -> Platform:
         # looked for, as a guest file's error does (a mine.toml in the working directory made
         # a bare "no such file" read as wrong).
         path = base_directory(file.source) / value
-        why = why_not_a_file(path)
+        why = with_bundled_hint(why_not_a_file(path), path, platforms.platform_dir(), "platform")
         if why is not None:
             # The path escaped where a character would act on the terminal (a NUL, an ESC:
             # "a\u001b[2J.toml" cleared the screen), as the value itself is.

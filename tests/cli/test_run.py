@@ -170,6 +170,14 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "/"], "WORKLOAD = '/': expected a regular workload file that exists (it is a directory)"),
     (["run", "no/such.toml"], "WORKLOAD = 'no/such.toml': expected a regular workload file that exists (no such file)"),
     (["run", "/dev/zero"], "WORKLOAD = '/dev/zero': expected a regular workload file that exists (it is not a regular file)"),
+    # A bundled name written as a file (the README names workloads/quickstart.toml): the error
+    # said "no such file" alone, not that the bundled one is named without a directory or .toml.
+    (["run", "quickstart.toml"], "WORKLOAD = 'quickstart.toml': expected a regular workload file that exists (no such "
+                                 "file; for the bundled workload, write quickstart)"),
+    (["run", "nowhere/kvm-lifecycle.toml"], "(no such file; for the bundled workload, write kvm-lifecycle)"),
+    (["run", "delegate-churn", "--platform", "fvp.toml"], "--platform = 'fvp.toml': expected a regular platform file "
+                                                          "that exists (no such file; for the bundled platform, write "
+                                                          "fvp)"),
     # Names longer than NAME_MAX (255): os.stat raises ENAMETOOLONG, which used to end in a traceback.
     (["run", "w" * 300], "a bundled workload (attestation-storm, churn"),
     (["run", f"/tmp/{'w' * 300}/x.toml"], "expected a regular workload file that exists (it cannot be looked up: File name "

@@ -275,6 +275,15 @@ def test_platform_path_not_found_says_where_it_was_looked_for(tmp_path: Path, mo
     assert segments() == []
 
 
+def test_a_platform_file_with_a_bundled_name_names_the_bundled_platform(tmp_path: Path) -> None:
+    """platform = "fvp.toml" with no such file beside the workload: the error says where it
+    looked and that the bundled platform is written `fvp` (it said "no such file" alone)."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, 'platform = "fvp.toml"\n' + HEAD + OK_REALM)
+    assert info.value.expected == (f"a regular platform file that exists (looked for {tmp_path / 'fvp.toml'}: no such "
+                                   "file; for the bundled platform, write fvp)"), str(info.value)
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     """A realm without a guest is refused at the realm's header line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\n', 3, "realm[0].guest", MISSING, "the key is required")
