@@ -451,6 +451,8 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.ELOOP)
             raise f.fail(key, value, f"a regular .s file that exists (it cannot be looked up: {why})") from None
         not_a_file = why_not_a_file(path)
+        if not_a_file == "no such file" and Path(value).stem in names:
+            not_a_file += f"; for the bundled guest, write {Path(value).stem}"
         if not_a_file is not None:
             # The path escaped where a character would act on the terminal (the value is;
             # this text is printed as it is): "a\u001b[2J.s" cleared the screen.

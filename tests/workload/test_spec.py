@@ -381,6 +381,14 @@ def test_guest_file_missing(tmp_path: Path) -> None:
             "a regular .s file that exists")
 
 
+def test_a_guest_file_with_a_bundled_name_names_the_bundled_guest(tmp_path: Path) -> None:
+    """guest = "ripas-loop.s" with no such file beside the workload: the error adds that the
+    bundled guest is written `ripas-loop` (it said "no such file" alone)."""
+    err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "ripas-loop.s"\n', 5, "realm[0].guest",
+                  "ripas-loop.s", "a regular .s file that exists")
+    assert err.expected.endswith(": no such file; for the bundled guest, write ripas-loop)"), str(err)
+
+
 def test_guest_path_the_system_cannot_look_up(tmp_path: Path) -> None:
     """A guest path with a name longer than the file system allows (NAME_MAX is 255 on Linux):
     os.stat raises ENAMETOOLONG there, which Path.is_file passed on as an OSError traceback."""
