@@ -117,12 +117,13 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     \b
     Exit status:
       0  every check passed
-      1  a check failed; its reason is printed (and is in --json): a --platform-key file
-         that holds no usable key is one, the platform signature check failed, not a
-         usage error
-      2  usage error: a file is unreadable, TOKEN is not a CCA token, or HEX is bad (not
-         hex, or a length no challenge / RIM has)
-      3  no check failed, but the platform signature was NOT verified (no --platform-key)
+      1  a check failed; its reason is printed (and is in --json): a
+         --platform-key file that holds no usable key is one, the platform
+         signature check failed, not a usage error
+      2  usage error: a file is unreadable, TOKEN is not a CCA token, or HEX is
+         bad (not hex, or a length no challenge / RIM has)
+      3  no check failed, but the platform signature was NOT verified (no
+         --platform-key)
 
     TOKEN and the key file hold at most 64 KiB each (a token is a few KB).
 

@@ -610,6 +610,17 @@ def test_help_shows_numeric_defaults_grouped() -> None:
     assert len(shown) >= 3, shown       # the sweep saw the stress, explore and check defaults
 
 
+def test_help_fits_an_80_column_terminal() -> None:
+    """Every command's --help, on an 80-column terminal, keeps to 80 columns: click wraps the
+    prose, but not a block marked \\b, and `attest verify`'s exit statuses ran to 87 columns,
+    each wrapping in the middle of a word."""
+    for path in _every_command(main, []):
+        result = CliRunner().invoke(main, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        wide = [line for line in result.output.splitlines() if len(line) > 80]
+        assert wide == [], (path, wide)
+
+
 _WRITE_AFTER_A_REPORT = ("import sys\nfrom rmm_mp.outpaths import write_json\n"
                          "print('the report', flush=True)\nwrite_json({'ok': True}, sys.argv[1])\n")
 
