@@ -19,7 +19,7 @@ PACKAGE = ROOT / "rmm_mp"
 # its command line), so EL3, the RMM and the CLI can all use it. inputfile.py (the bounded read of a file a user names) imports nothing of
 # rmm_mp, so that hw's TOML reader and attest's command line can both use it.
 LEVELS = {
-    "abi": 0, "inputfile": 0, "printable": 0, "hw": 1, "stats": 2, "attest": 2, "outpaths": 2, "clitypes": 2, "words": 2, "interrupts": 2, "el3": 3, "guest": 4, "rmm": 5, "check": 6,
+    "abi": 0, "inputfile": 0, "printable": 0, "timeunits": 0, "hw": 1, "stats": 2, "attest": 2, "outpaths": 2, "clitypes": 2, "words": 2, "interrupts": 2, "el3": 3, "guest": 4, "rmm": 5, "check": 6,
     "machine": 7, "machine_exit": 7, "cpu_handle": 7, "runtime": 7, "cpu_supervisor": 7, "cpu_main": 7, "cpu_args": 7, "cpu_outcome": 7, "cpu_start": 7, "cpu_exit": 7, "interrupt_hold": 7, "host": 8, "workload": 9, "stress": 9, "cli": 10, "launch": 10, "__main__": 10, "__init__": 10,
 }
 # The host speaks SMC only: it must not reach into the RMM or EL3.

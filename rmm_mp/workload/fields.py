@@ -21,6 +21,7 @@ from typing import Any, Iterable, TypeGuard
 from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected
 from rmm_mp.hw.tomlsrc import int_range, size_value, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
+from rmm_mp.timeunits import unit_hint
 from rmm_mp.workload.locate import locate
 
 ACTIVITIES = ("run", "lifecycle", "attest", "rtt-churn", "ripas-churn", "map-shared", "delegate-churn")
@@ -89,12 +90,15 @@ class Fields:
             raise self.fail(key, value, f"{what}, an integer in {int_range(lo, hi)}")
         return value
 
-    def number(self, value: object, key: str, lo: float, hi: float, what: str) -> float:
+    def number(self, value: object, key: str, lo: float, hi: float, what: str, seconds: bool = False) -> float:
         """A positive int or float in [lo, hi], lo > 0; the bounds in the error written as
         lengths are shown ("at least 0.000000001", "at most 604,800", as the phases' sum error's
-        "604,800 + ... s")."""
+        "604,800 + ... s"). With ``seconds``, a string such as "5s" is refused naming the number
+        to write, as `--seconds 5s` is (timeunits.unit_hint)."""
         if not is_finite_number(value) or not lo <= value <= hi:
-            raise self.fail(key, value, f"{what}, a number of at least {Decimal(repr(lo)):f} and at most {hi:,g}")
+            hint = unit_hint(value) if seconds and isinstance(value, str) else ""
+            raise self.fail(key, value, f"{what}, a number of at least {Decimal(repr(lo)):f} and at most {hi:,g}"
+                                        f"{hint}")
         return float(value)
 
     def boolean(self, value: object, key: str) -> bool:

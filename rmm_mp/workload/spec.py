@@ -220,7 +220,8 @@ def _length(f: Fields, table: dict[str, Any], prefix: str) -> tuple[float | None
     sk, ik = f"{prefix}seconds", f"{prefix}iterations"
     if "seconds" in table and "iterations" in table:
         raise f.fail(ik, table["iterations"], "either seconds or iterations, not both")
-    seconds = f.number(table["seconds"], sk, MIN_SECONDS, MAX_SECONDS, SECONDS_WHAT) if "seconds" in table else None
+    seconds = f.number(table["seconds"], sk, MIN_SECONDS, MAX_SECONDS, SECONDS_WHAT, seconds=True) \
+        if "seconds" in table else None
     iterations = f.integer(table["iterations"], ik, 1, MAX_ITERATIONS, "activity steps per CPU") \
         if "iterations" in table else None
     return seconds, iterations

@@ -294,6 +294,28 @@ def test_wrong_type(tmp_path: Path) -> None:
     refused(tmp_path, 'seconds = "1"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1", "a duration in seconds")
 
 
+@pytest.mark.parametrize("text, line, key, value, number", [
+    ('seconds = "5s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5s", "5"),
+    ('seconds = "500ms"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "500ms", "0.5"),
+    ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2 min"\n', 7, "phase[0].seconds",
+     "2 min", "120"),
+])
+def test_seconds_with_a_unit_names_the_number_to_write(tmp_path: Path, text: str, line: int, key: str, value: str,
+                                                        number: str) -> None:
+    """`seconds = "5s"` (a run's or a phase's) is refused naming the number to write, as
+    `--seconds 5s` is: the file said only "expected a duration in seconds" and left the unit
+    to guess."""
+    err = refused(tmp_path, text, line, key, value, "a duration in seconds")
+    assert err.expected.endswith(f" (without a unit: write {number})"), str(err)
+
+
+def test_seconds_as_a_string_without_a_unit_has_no_unit_hint(tmp_path: Path) -> None:
+    """A string that is no time with a unit gets no hint: there is no number to name."""
+    err = refused(tmp_path, 'seconds = "5 parsecs"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds",
+                  "5 parsecs", "a duration in seconds")
+    assert "without a unit" not in str(err), str(err)
+
+
 def test_out_of_range(tmp_path: Path) -> None:
     """More RECs than the run queue runs per realm (32)."""
     refused(tmp_path, HEAD + OK_REALM + "recs = 33\n", 6, "realm[0].recs", 33, "at most 32), an integer in 1..32")
