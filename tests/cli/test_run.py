@@ -513,31 +513,44 @@ def test_run_exits_1_when_an_invariant_breaks(monkeypatch: pytest.MonkeyPatch) -
 
 
 # Sends a signal to the process itself from inside a function of rmm_mp, at a defined point:
-# argv = [HOOK ...] -- rmm-mp args, each HOOK "SIGNAL@module:attr[:hang]" (attr may be
-# Class.method); with "hang" the hooked function then never returns (a teardown that hangs).
+# argv = [HOOK ...] -- rmm-mp args, each HOOK "SIGNAL@module:attr[:MODE ...]" (attr may be
+# Class.method); MODE "hang": the hooked function then never returns (a teardown that hangs);
+# MODE "maybe": the hook may not fire. A hook that never fired, one whose place was moved or is
+# not reached (a test that checks nothing), makes the driver exit 97 with a message on stderr.
 _DRIVER = r'''
 import importlib, os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
 import rmm_mp.cli
 split = sys.argv.index("--")
+_unfired = []
 for hook in sys.argv[1:split]:
     name, _, where = hook.partition("@")
     modname, attr, *mode = where.split(":")
+    assert set(mode) <= {"hang", "maybe"}, hook
     owner = importlib.import_module(modname)
     *path, last = attr.split(".")
     for part in path:
         owner = getattr(owner, part)
     real = getattr(owner, last)
+    if "maybe" not in mode:
+        _unfired.append(hook)
 
-    def wrapper(*a, _real=real, _sig=getattr(signal, name), _hang=mode == ["hang"], _fired=[], **k):
+    def wrapper(*a, _real=real, _sig=getattr(signal, name), _hang="hang" in mode, _fired=[], _hook=hook, **k):
         if not _fired:
             _fired.append(1)
+            if _hook in _unfired:
+                _unfired.remove(_hook)
             os.kill(os.getpid(), _sig)
             while _hang:
                 time.sleep(0.01)
         return _real(*a, **k)
     setattr(owner, last, wrapper)
-rmm_mp.cli.main(sys.argv[split + 1:], prog_name="rmm-mp")
+try:
+    rmm_mp.cli.main(sys.argv[split + 1:], prog_name="rmm-mp")
+finally:
+    if _unfired:  # raised here, it replaces the command's own exit
+        sys.stderr.write(f"test driver: hook(s) never fired: {', '.join(_unfired)}\n")
+        sys.exit(97)
 '''
 
 
@@ -546,10 +559,27 @@ def _run_with_hooks(tmp_path: Path, hooks: list[str], args: list[str],
     """rmm-mp ``args`` run by _DRIVER with ``hooks``, after the Python statements ``prelude``."""
     proc = subprocess.run([sys.executable, "-c", prelude + _DRIVER, *hooks, "--", *args], capture_output=True, text=True,
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert "test driver: " not in proc.stderr, proc.stderr
     pid = int(re.search(r"^machine rmm-mp-(\d+)-", proc.stderr, re.MULTILINE)[1])  # type: ignore[index]
     assert no_segments_of(pid) and not [p for p in psutil.process_iter(["cmdline"])
                                         if f"rmm-mp-{pid}-" in " ".join(p.info["cmdline"] or ())]
     return proc
+
+
+@pytest.mark.parametrize("mode", ["", ":maybe"])
+def test_the_drivers_hook_that_never_fires_fails_the_run(tmp_path: Path, mode: str) -> None:
+    """Test-only: a _DRIVER hook at a place the command never reaches (here `--help`, which
+    reads no JSON file) makes the driver exit 97 and name the hook on stderr, so that a test
+    whose hook was left behind by a module move fails instead of passing without a signal;
+    a hook marked "maybe" may stay unfired."""
+    hook = f"SIGTERM@rmm_mp.stress.check_cli:write_json{mode}"
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, hook, "--", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    if mode:
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    else:
+        assert proc.returncode == 97, proc.stdout + proc.stderr
+        assert proc.stderr == f"test driver: hook(s) never fired: {hook}\n", proc.stderr
 
 
 _START_FAILS_FOR_CPU_1 = r'''
