@@ -189,10 +189,18 @@ class Fields:
     def weights(self, value: object, key: str) -> tuple[tuple[str, float], ...]:
         """An activity table {name: weight >= 0}, at least one weight > 0; returned in ACTIVITIES
         order without the zero weights."""
-        table = self.table(value, key)
+        example = f"a table of activity weights, e.g. {{ run = 3, rtt-churn = 1 }}; activities: {', '.join(ACTIVITIES)}"
+        if not isinstance(value, dict):
+            # Activities named without weights, ["run"] or "run", are the likely slip: shown as the
+            # table to write, each with weight 1.
+            names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+            if names and all(isinstance(n, str) and n in ACTIVITIES for n in names) and len(set(names)) == len(names):
+                raise self.fail(key, value, f"a table of activity weights (write {{ {' = 1, '.join(names)} = 1 }}: "
+                                            "each activity with its weight)")
+            raise self.fail(key, value, example)
+        table = value
         if not table:
-            raise self.fail(key, value, f"a table of activity weights, e.g. {{ run = 3, rtt-churn = 1 }}; "
-                                        f"activities: {', '.join(ACTIVITIES)}")
+            raise self.fail(key, value, example)
         for name, weight in table.items():
             if name not in ACTIVITIES:
                 raise self.fail(f"{key}.{key_part(name)}", weight, f"a known activity{suggestion(name, ACTIVITIES)}; "

@@ -751,6 +751,28 @@ def test_unknown_activity(tmp_path: Path) -> None:
             'a known activity (did you mean "run"?)')
 
 
+@pytest.mark.parametrize("text, line, key, value, expected", [
+    ('seconds = 1\nactivities = ["run"]\n' + OK_REALM, 2, "activities", ["run"],
+     "a table of activity weights (write { run = 1 }: each activity with its weight)"),
+    ('seconds = 1\nactivities = "run"\n' + OK_REALM, 2, "activities", "run",
+     "a table of activity weights (write { run = 1 }: each activity with its weight)"),
+    ('seconds = 1\nactivities = { run = 1 }\n' + OK_REALM + '[[group]]\ncpus = [0]\nactivities = ["run", "attest"]\n',
+     8, "group[0].activities", ["run", "attest"],
+     "a table of activity weights (write { run = 1, attest = 1 }: each activity with its weight)"),
+    ('seconds = 1\nactivities = ["runn"]\n' + OK_REALM, 2, "activities", ["runn"],
+     "a table of activity weights, e.g. { run = 3, rtt-churn = 1 }; activities: run, lifecycle, "),
+    ('seconds = 1\nactivities = 3\n' + OK_REALM, 2, "activities", 3,
+     "a table of activity weights, e.g. { run = 3, rtt-churn = 1 }; activities: run, lifecycle, "),
+])
+def test_activities_that_are_no_table_are_refused_with_an_example(tmp_path: Path, text: str, line: int, key: str,
+                                                                 value: object, expected: str) -> None:
+    """`activities = ["run"]` (names without weights) is refused naming the table to write,
+    `{ run = 1 }`; any other value that is no table with an example and the activities. Both
+    said only "expected a table"."""
+    err = refused(tmp_path, text, line, key, value, expected)
+    assert err.expected.startswith(expected), str(err)
+
+
 def test_weights_all_zero(tmp_path: Path) -> None:
     """Activity weights all 0: refused at the table's line, since no step could choose any."""
     refused(tmp_path, "seconds = 1\nactivities = { run = 0, rtt-churn = 0 }\n" + OK_REALM, 2, "activities",
