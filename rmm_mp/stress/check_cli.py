@@ -100,7 +100,14 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         raise click.UsageError(str(exc)) from None
     try:
         machine = Machine.attach(machine_name)
-    except (MachineError, ValueError) as exc:
+    except ValueError as exc:
+        # attach refuses a word that is no machine name as "name = ...: expected ...", its API's
+        # wording: the argument was wrong, so said as run's WORKLOAD or platform show's NAME is.
+        if str(exc).startswith("name = "):
+            raise click.UsageError(f"command line: MACHINE_NAME = {str(exc).removeprefix('name = ')}") from None
+        echo(f"Error: {exc}", err=True)
+        decided(2)
+    except MachineError as exc:
         # Each error below that ends the check is its last output: decided, so that a signal
         # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
         echo(f"Error: {exc}", err=True)

@@ -467,9 +467,24 @@ def test_check_of_a_segments_file_name_names_the_machine() -> None:
     with Machine.create("host", cpus=1) as m:
         result = CliRunner().invoke(main, ["check", f"{m.name}.ctl"])
         assert result.exit_code == 2, result.output
-        assert (f"Error: name = '{m.name}.ctl': expected a machine name, not the file name of one of its "
-                f"segments (its .ctl): '{m.name}'") in result.stderr, result.output
+        assert (f"Error: command line: MACHINE_NAME = '{m.name}.ctl': expected a machine name, not the file name "
+                f"of one of its segments (its .ctl): '{m.name}'") in result.stderr, result.output
         assert "no machine named" not in result.output
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("BADNAME", "expected a machine name such as 'rmm-mp-1234-0a1b2c3d'"),
+    ("rmm-mp-1/x", "expected a machine name such as 'rmm-mp-1234-0a1b2c3d'"),
+])
+def test_check_of_a_word_that_is_no_machine_name_is_a_usage_error(name: str, expected: str) -> None:
+    """`rmm-mp check BADNAME` is refused as the command line's MACHINE_NAME, after the usage
+    block, as `rmm-mp run BADNAME` names its WORKLOAD: it said "Error: name = 'BADNAME': ..."
+    (Machine.attach's own wording) with no usage block."""
+    result = CliRunner().invoke(main, ["check", name])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Usage: ") and " check [OPTIONS] MACHINE_NAME\n" in result.stderr, result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == f"Error: command line: MACHINE_NAME = {name!r}: {expected}", \
+        result.stderr
 
 
 def test_check_error_lines_are_worded_as_every_other_commands() -> None:
