@@ -1303,6 +1303,33 @@ def test_rec_enter_run_page_delegated_before_the_locks(machine: Machine, t: Rmi,
     _ok(machine)
 
 
+def test_rec_enter_run_page_delegated_while_the_realm_runs(machine: Machine, t: Rmi,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A4.3.3: another CPU delegates the run page while the REC runs (after the entry, which
+    unlocked the page): the realm has run (the entry cleared the saved syndrome), but the exit
+    cannot be written, so REC_ENTER returns RMI_ERROR_INPUT, nothing lands in the delegated page
+    and no lock or running reference is left behind (the exit is written through
+    nsbuf.write_page_ns, by the run page's granule index)."""
+    e = Enter(t)
+    _rec(machine, e.rec).set_last_exit(_DABT_ISV, 0, 0)
+    other = Rmi(machine, cpu=1)
+    run_rec = realm_run.run_rec
+
+    def run_then_delegate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fields = run_rec(*args, **kwargs)
+        _delegate(other, e.run)
+        return fields
+
+    monkeypatch.setattr(realm_run, "run_rec", run_then_delegate)
+    assert _call(t, F.RMI_REC_ENTER, e.rec, e.run) == (INPUT, 0, 0, 0, 0)
+    monkeypatch.undo()
+    assert _rec(machine, e.rec).last_exit() == (0, 0, 0)        # the entry ran
+    assert _state(machine, e.run) == S.DELEGATED
+    assert machine.memory.is_zero(_idx(machine, e.run))         # no exit written into it
+    assert _refcount(machine, e.rec) == 0
+    _ok(machine)
+
+
 def _delegate(rmi: Rmi, page: int) -> None:
     assert rmi.smc(F.RMI_GRANULE_DELEGATE, page)[0] == SUCCESS
 

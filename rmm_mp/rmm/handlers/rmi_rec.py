@@ -45,7 +45,7 @@ from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
 from rmm_mp.rmm.memo import BoundedMemo
-from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
+from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_page_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, H_PSCI, H_RUNNABLE, Rec
 
@@ -287,9 +287,10 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if pair is None:        # run_align, run_bound, run_pas, rec_align, rec_bound, rec_gran_state
         raise RmiError.input()
     g, run_g = pair
+    run_idx = run_g.idx     # the exit is written there (write_page_ns): no second find of run_ptr
     granules = rmm.granules     # the guards' unlock and refcount, through the table: one call each
     raw = read_held_ns(rmm, run_g, _ENTER_EXTENT)
-    granules.unlock(run_g.idx)
+    granules.unlock(run_idx)
     if raw is None:         # run_pas: NS in the granule table, not in the NS PAS
         g.unlock()
         raise RmiError.input()
@@ -316,7 +317,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter, head)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
-        if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack_bytes(fields), REC_EXIT_OFFSET):
+        if not write_page_ns(rmm, run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW.pack_bytes(fields)):
             raise RmiError.input()
     finally:
         granules.refcount_add(g.idx, -1)
