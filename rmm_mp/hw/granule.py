@@ -343,10 +343,17 @@ class GranuleTable:
     # -- TF-RMM vocabulary: address lookup and guards ----------------------------------
 
     def find(self, addr: int) -> int:
-        """Index of the granule at PA addr, or -1 if addr is unaligned or not delegable DRAM."""
-        if addr & (GRANULE_SIZE - 1) or not self.base <= addr < self.end:
+        """Index of the granule at PA addr, or -1 if addr is unaligned or not delegable DRAM.
+
+        The tests are made on the offset from the (granule-aligned) DRAM base, not on the PA: on
+        CPython a PA at or above 2^30 is a multi-digit int, whose every operation costs several
+        times a one-digit int's, and an offset into the first GiB of DRAM is one digit (find_lock
+        and lock_two test the same way, on every REC entry)."""
+        pos = addr - self.base
+        idx = pos >> 12
+        if pos & 0xFFF or not 0 <= idx < self.count:
             return -1
-        return (addr - self.base) >> 12
+        return idx
 
     def addr(self, idx: int) -> int:
         return self.base + (idx << 12)
@@ -358,9 +365,10 @@ class GranuleTable:
         wrong-state address still contends for the lock. (Hot path: find, lock and state are
         written out inline.)
         """
-        if addr & (GRANULE_SIZE - 1) or not self.base <= addr < self.end:
+        pos = addr - self.base      # find()'s tests, on the offset from the DRAM base
+        idx = pos >> 12
+        if pos & 0xFFF or not 0 <= idx < self.count:
             return None
-        idx = (addr - self.base) >> 12
         offset = idx << 3
         self._acquired[expected_state] += 1
         if self._cas(offset, 0, self.owner) != 0:
@@ -381,12 +389,14 @@ class GranuleTable:
         """
         if addr_a == addr_b:
             return None
-        # find() of both, written out (hot path: REC_ENTER locks the REC and its run page here).
-        base, end = self.base, self.end
-        if (addr_a & (GRANULE_SIZE - 1) or not base <= addr_a < end
-                or addr_b & (GRANULE_SIZE - 1) or not base <= addr_b < end):
+        # find() of both, written out (hot path: REC_ENTER locks the REC and its run page here),
+        # on the offsets from the DRAM base as find() tests.
+        base, count = self.base, self.count
+        pos_a, pos_b = addr_a - base, addr_b - base
+        if (pos_a & 0xFFF or not 0 <= pos_a >> 12 < count
+                or pos_b & 0xFFF or not 0 <= pos_b >> 12 < count):
             return None
-        if addr_a < addr_b:
+        if pos_a < pos_b:
             first = self.find_lock(addr_a, state_a)
             if first is None:
                 return None

@@ -268,13 +268,25 @@ def test_lock_two_first_state_mismatch(machine: Machine) -> None:
     assert _nothing_held(machine)
 
 
-def test_lock_two_bad_address(machine: Machine) -> None:
-    """lock_two with one unaligned or out-of-range address: None, no lock taken."""
+@pytest.mark.parametrize("case", ["unaligned", "unaligned-below-dram", "below-dram", "past-dram", "beyond-pa"])
+@pytest.mark.parametrize("first", [False, True], ids=["bad-second", "bad-first"])
+def test_lock_two_bad_address(machine: Machine, case: str, first: bool) -> None:
+    """lock_two with one unaligned or out-of-range address, in either position: None, no lock
+    taken (its tests of both addresses, on their offsets from the DRAM base, come first)."""
     table = _table(machine)
+    end = machine.dram_base + machine.granule_count * machine.granule_size
+    bad = {
+        "unaligned": _pa(machine, 27) + 8,
+        "unaligned-below-dram": machine.dram_base - 8,
+        "below-dram": machine.dram_base - machine.granule_size,
+        "past-dram": end,
+        "beyond-pa": 1 << machine.pa_bits,
+    }[case]
+    good = end - machine.granule_size         # the last granule: in range
     obs = Observer()
     table.observer = obs
-    assert table.lock_two(_pa(machine, 26), NS, _pa(machine, 27) + 8, NS) is None
-    assert table.lock_two(machine.dram_base - machine.granule_size, NS, _pa(machine, 26), NS) is None
+    args = (bad, NS, good, NS) if first else (good, NS, bad, NS)
+    assert table.lock_two(*args) is None
     assert obs.events == []
     assert _nothing_held(machine)
 
