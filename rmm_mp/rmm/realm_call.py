@@ -50,6 +50,7 @@ RAM, EMPTY, FAULT = "ram", "empty", "fault"
 _RTT = GranuleState.RTT
 _PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
+_TABLE, _OA_MASK, _NS, _INDEX_MASK = s2tt.DESC_TABLE, s2tt.OA_MASK, s2tt.NS, s2tt.ENTRIES - 1
 _ASSIGNED = Kind.ASSIGNED
 """Read once: an enum class attribute costs a hook call per read on CPython 3.11 (hw/memory.py),
 and lock_realm_page compares with it on every RSI_HOST_CALL."""
@@ -126,13 +127,16 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     and the last-level table still locked (the caller releases it), EMPTY and unmapped ones
     with the level where the walk stopped and nothing locked."""
     llt, level, desc = _walk_locked(call.rmm, call.ctx, ipa)
-    if desc & _DESC_TYPE_MASK and not desc & s2tt.NS and (level < _PAGE_LEVEL or desc & _DESC_TYPE_MASK == _PAGE):
+    kind_bits = desc & _DESC_TYPE_MASK
+    if kind_bits and not desc & _NS and (level < _PAGE_LEVEL or kind_bits == _PAGE):
         kind, ripas = _ASSIGNED, s2tt.RIPAS_RAM     # a valid protected page or block (s2tt.decode)
     else:
         kind, ripas = s2tt.decode(desc, level)
     if kind == _ASSIGNED and ripas == s2tt.RIPAS_RAM:
+        if level == _PAGE_LEVEL:    # a page: its output address is the PA (no block offset to add)
+            return RealmPage(RAM, level, desc & _OA_MASK, llt)
         size = 1 << _SHIFTS[level]
-        return RealmPage(RAM, level, (desc & s2tt.OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF), llt)
+        return RealmPage(RAM, level, (desc & _OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF), llt)
     llt.unlock()
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
         return RealmPage(EMPTY, level, 0, None)
@@ -143,30 +147,36 @@ def _walk_locked(rmm: "RmmCpu", ctx: "S2Ctx", ipa: int) -> "tuple[Granule, int, 
     """(last-level table, locked; its level; ipa's entry in it): s2tt.walk from root 0 to the
     page level, the same locks in the same order with the same hints (locking rule 5: root 0,
     the root covering ipa, then each table, the child locked before its parent is released),
-    written out for this hot path (RSI_HOST_CALL walks once per call)."""
+    written out for this hot path (RSI_HOST_CALL walks once per call).
+
+    The arithmetic is arranged to work on one-digit ints where it can (granule indices, IPA bits
+    shifted down before they are masked): a PA or IPA at or above 2^30 is a multi-digit int on
+    CPython, whose every operation costs several times a one-digit one's."""
     granules = rmm.granules
     load = rmm.memory.view.load_u64  # type: ignore[union-attr]
-    base = granules.base
+    base_idx = granules.base >> 12
     level = ctx.start_level
-    table = (ctx.rtt_base - base) >> 12
+    table = (ctx.rtt_base >> 12) - base_idx
     held = granules.lock_known(table, _RTT, level | SUB_ROOT)
-    sl_index = (ipa & ((1 << ctx.ipa_width) - 1)) >> _SHIFTS[level]
+    shift = _SHIFTS[level]
+    # (ipa & (2^ipa_width - 1)) >> shift, shifted first: ipa_width > shift (s2tt.start_level_consistent)
+    sl_index = (ipa >> shift) & ((1 << (ctx.ipa_width - shift)) - 1)
     if sl_index >> s2tt.STRIDE:
         table += sl_index >> s2tt.STRIDE
         child = granules.lock_known(table, _RTT, level | SUB_ROOT)
         granules.unlock(held.idx)       # held.unlock(), one call fewer
         held = child
-    index = sl_index & (s2tt.ENTRIES - 1)
+    index = sl_index & _INDEX_MASK
     while True:
         desc = load((table << 12) + (index << 3))
-        if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != s2tt.DESC_TABLE:
+        if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != _TABLE:
             return held, level, desc
-        table = ((desc & s2tt.OA_MASK) - base) >> 12
+        table = ((desc & _OA_MASK) >> 12) - base_idx
         level += 1
         child = granules.lock_known(table, _RTT, level)
         granules.unlock(held.idx)
         held = child
-        index = (ipa >> _SHIFTS[level]) & (s2tt.ENTRIES - 1)
+        index = (ipa >> _SHIFTS[level]) & _INDEX_MASK
 
 
 def realm_generation(call: RealmCall) -> int:

@@ -1335,3 +1335,31 @@ def test_locked_walk_in_concatenated_roots(machine: Machine, ipa: int) -> None:
     assert page.llt is not None and page.llt.addr == realm.rtts[(ipa & ~0x1F_FFFF, 3)]
     page.release()
     assert invariants(machine).ok, invariants(machine)
+
+
+def test_locked_walk_to_a_block(machine: Machine) -> None:
+    """realm_call.lock_realm_page inside a 2 MiB RAM block (512 DATA pages folded): RAM at level
+    2, the PA of the page that holds the IPA (the block's PA plus the IPA's page offset in the
+    block), with the level-2 table locked; a level-3 page's PA is its entry's output address."""
+    t = Rmi(machine)
+    realm = t.realm(s2sz=40)
+    block_ipa = 3 * 0x20_0000
+    t.rtts(realm, block_ipa, 3)
+    assert t.smc(F.RMI_RTT_INIT_RIPAS, realm.rd, block_ipa, block_ipa + 0x20_0000)[0] == 0
+    first = t.ns_granules(512, align=0x20_0000)
+    for i in range(512):
+        data = t.delegate(first + i * GRANULE)
+        assert t.smc(F.RMI_DATA_CREATE_UNKNOWN, realm.rd, data, block_ipa + i * GRANULE)[0] == 0
+    rmm = machine.cpu(0).rmm
+    rd = Rd(machine.memory, (realm.rd - machine.dram_base) // GRANULE)
+    call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, rd.params().s2ctx())  # type: ignore[arg-type]
+    ipa = block_ipa + 0x1F5 * GRANULE + 0x123
+    page = realm_call.lock_realm_page(call, ipa)
+    assert (page.kind, page.level, page.pa) == (realm_call.RAM, 3, first + 0x1F5 * GRANULE)
+    page.release()
+    assert t.smc(F.RMI_RTT_FOLD, realm.rd, block_ipa, 3)[0] == 0
+    page = realm_call.lock_realm_page(call, ipa)
+    assert (page.kind, page.level, page.pa) == (realm_call.RAM, 2, first + 0x1F5 * GRANULE)
+    assert page.llt is not None and page.llt.addr == realm.rtts[(block_ipa & ~0x3FFF_FFFF, 2)]
+    page.release()
+    assert invariants(machine).ok, invariants(machine)
