@@ -107,7 +107,8 @@ class Machine:
                 trace segment and Cpu.set_tracing is then unavailable.
             check_platform: False skips those checks for a Platform object, for tests that
                 need a machine no platform file may describe (DRAM above 2^48, to reach the
-                RMI's *_bound2 conditions): such a platform may then fail anywhere, later.
+                RMI's *_bound2 conditions): such a platform may then fail anywhere, later. Its
+                DRAM base must still be 4 KiB aligned (ValueError, before anything is created).
 
         Raises:
             ValueError (ConfigError) for an unknown or invalid platform or a bad cpus value,
@@ -118,6 +119,12 @@ class Machine:
             # A Platform built in Python was used as it was: DRAM the loader refuses, a Secure
             # range outside DRAM ..., failing later in the machine, or never.
             plat = platform_check(platform) if check_platform else platform
+            base = getattr(getattr(plat, "dram", None), "base", 0)
+            if isinstance(base, int) and base % GRANULE_SIZE:
+                # Not even check_platform=False: the granule table's address tests (find, lock_two)
+                # and the RTT walk work on offsets from the base, which agree with the PA only then.
+                raise ValueError(f"dram.base = {base:#x}: expected a 4 KiB-aligned physical address "
+                                 "(a machine's DRAM starts at a granule boundary)")
         else:
             plat = load_platform(platform)
         if cpus is None:

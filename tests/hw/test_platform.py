@@ -636,6 +636,21 @@ def test_machine_create_can_skip_the_checks_for_a_test_platform() -> None:
         assert plat.check(load(name)) == load(name)
 
 
+def test_machine_create_refuses_an_unaligned_dram_base_even_unchecked() -> None:
+    """check_platform=False still refuses a DRAM base that is not 4 KiB aligned, before any
+    segment is made: GranuleTable.find / find_lock / lock_two and the realm calls' locked walk
+    test an address on its offset from the base, which agrees with the PA test (aligned, in
+    [base, end)) only for an aligned base. Such a machine was made, and the two tests disagreed
+    on it: find(base) named granule 0, which the PA test refused as unaligned, and find(base +
+    0x800) refused the aligned PA that the PA test took for granule 0."""
+    bad = dataclasses.replace(load("host"), dram=plat.Region(0x8000_0800, 64 << 20), secure=())
+    before = set(os.listdir(segment.SHM_DIR))
+    with pytest.raises(ValueError, match="dram.base = 0x80000800"):
+        with Machine.create(bad, cpus=1, check_platform=False):
+            pass
+    assert set(os.listdir(segment.SHM_DIR)) == before
+
+
 def test_region_name_that_is_not_printable(tmp_path: Path) -> None:
     """A region's name, which `rmm-mp platform show` prints, is one line of printable text as
     the description is: an escape sequence there is refused at its line, naming the key
