@@ -40,6 +40,10 @@ instructions (one page of straight-line code), or when ``run`` returns (end of s
 the invalidating CPU waits for a few instructions at most, not for a time slice. Between two sync
 points the interpreter checks nothing, which is what makes the per-instruction cost low.
 
+At a sync point, where a run of register-only instructions starts (blocks.py: nop, movi, movk,
+mov, the ALU forms, cmp), the run executes as one call of a function made from its words, if the
+slice has room for all of it; it ends before the next page, so the sync points stay the same.
+
 This module owns guest execution. It must not know realms, RTTs or the RMM.
 """
 
@@ -50,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
+from rmm_mp.guest import blocks
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, SYNC_VECTOR_OFFSET, ZR, Op, SysReg, decode
 
 MASK64: Final = (1 << 64) - 1
@@ -308,6 +313,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
     translate = bus.translate
     sync = bus.sync
     decoded = _decoded
+    find_block = blocks.find
     fetch_pages = bus.fetch_pages
     read_pages = bus.read_pages
     write_pages = bus.write_pages
@@ -348,6 +354,14 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                                                                   getattr(fault, "level", 0)))
                 delta = page - base
                 page_end = page + 4096
+                # Where a straight-line block starts (blocks.py), it runs in one call if the
+                # slice has room for all of it.
+                block = find_block(words, (pc - delta) >> 3, (page_end - delta) >> 3, _decode, _flags)
+                if block is not None and executed + block[0] <= budget:
+                    nzcv = block[1](x, nzcv)
+                    executed += block[0]
+                    pc += block[0] << 3
+                    continue
             word = words[(pc - delta) >> 3]
             try:
                 op, rd, rn, rm, aux, imm = decoded[word]

@@ -1,0 +1,184 @@
+"""Straight-line blocks for the guest interpreter: a run of register-only instructions made into
+one Python function, so that ``interpreter.run`` executes the run with one call instead of
+fetching, decoding and dispatching each of its words.
+
+A block starts where the interpreter stands at a sync point (a branch target, the first
+instruction of a run, the first word of a page) and is the longest run of at least
+``MIN_LENGTH`` register-only instructions from there (nop, movi, movk, mov, the ALU forms, cmp,
+cmp #imm) that stays in the word's 4 KiB page. Such an instruction reads and writes only the
+registers and the flags: it cannot fault, takes no exception, is no sync point and leaves PC at
+the next word, so nothing can tell executing the run one word at a time from executing it at
+once, and the block's function ``fn(x, nzcv) -> nzcv`` leaves registers and flags exactly as the
+interpreter's loop would (tests/guest/test_blocks.py compares the two on random programs).
+Inside a block, a register whose value is a constant of the block (a movi, a movk of one, an
+operation on constants) is computed when the block is made and written once, at the end or
+before an instruction that reads it through ``x``.
+
+``find`` looks a block up by the index of its first word in guest memory and compares the words
+the block was made from with what the memory holds now, so a block is used only while its words
+are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
+to get wrong. Where no block starts, the entry holds the first word, compared likewise. Made
+functions are shared by every place that holds the same words. Both caches are bounded (cleared
+when full, as the decode cache is).
+
+This module owns block making and lookup. It must not know realms, RTTs or the RMM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from rmm_mp.guest.isa import ZR, Op
+
+MIN_LENGTH: Final = 2
+"""A run of one instruction is left to the interpreter's loop: a call would cost it more."""
+_MASK64: Final = (1 << 64) - 1
+_NOP, _MOVI, _MOVK, _MOV = int(Op.NOP), int(Op.MOVI), int(Op.MOVK), int(Op.MOV)
+_ADDI, _SUBI, _ANDI, _ORRI, _EORI = int(Op.ADDI), int(Op.SUBI), int(Op.ANDI), int(Op.ORRI), int(Op.EORI)
+_LSLI, _LSRI, _MUL, _CMP, _CMPI = int(Op.LSLI), int(Op.LSRI), int(Op.MUL), int(Op.CMP), int(Op.CMPI)
+_LAST: Final = _CMPI
+"""The register-only opcodes are those up to cmp #imm (once decoded: undefined ones decode as udf)."""
+
+BlockFn = Callable[[list[int], int], int]
+Block = tuple[int, BlockFn]
+"""(instructions, function) of a block."""
+Decoder = Callable[[int], tuple[int, int, int, int, int, int]]
+
+BLOCKS: dict[int, "tuple[memoryview, Block] | int"] = {}
+"""First word's index in guest memory -> (the block's words, the block), or the word found there
+when no block starts at it."""
+_FUNCTIONS: dict[bytes, BlockFn] = {}
+"""A block's words (their bytes) -> its function."""
+_BLOCKS_MAX = 1 << 14
+_FUNCTIONS_MAX = 1 << 12
+
+
+def find(words: memoryview, start: int, end: int, decode: Decoder,
+         flags: Callable[[int, int], int]) -> Block | None:
+    """The block whose first word is ``words[start]`` (words up to ``end``, the index after the
+    page's last word), or None if no block starts there. ``decode``: the interpreter's decoder
+    (its operands prepared), ``flags``: its NZCV of a - b."""
+    entry = BLOCKS.get(start)
+    if entry is not None:
+        if entry.__class__ is int:
+            if entry == words[start]:
+                return None
+        elif entry[0] == words[start:start + entry[1][0]]:     # type: ignore[index]
+            return entry[1]                                    # type: ignore[index, return-value]
+    return _make(words, start, end, decode, flags)
+
+
+def _make(words: memoryview, start: int, end: int, decode: Decoder,
+          flags: Callable[[int, int], int]) -> Block | None:
+    if len(BLOCKS) >= _BLOCKS_MAX:
+        BLOCKS.clear()
+    stop = start
+    while stop < end and decode(words[stop])[0] <= _LAST:
+        stop += 1
+    if stop - start < MIN_LENGTH:
+        BLOCKS[start] = words[start]
+        return None
+    code = bytes(words[start:stop])
+    fn = _FUNCTIONS.get(code)
+    if fn is None:
+        if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
+            _FUNCTIONS.clear()
+        fn = _FUNCTIONS[code] = _compile([decode(words[i]) for i in range(start, stop)], flags)
+    block = (stop - start, fn)
+    BLOCKS[start] = (memoryview(code).cast("Q"), block)
+    return block
+
+
+def _value(op: int, a: int, b: int, imm: int) -> int:
+    """An ALU form's result as the interpreter computes it (b: x[rm] or the prepared imm)."""
+    if op <= _ADDI:
+        return (a + b) & _MASK64
+    if op <= _SUBI:
+        return (a - b) & _MASK64
+    if op <= _ANDI:
+        return a & b
+    if op <= _ORRI:
+        return a | b
+    if op <= _EORI:
+        return a ^ b
+    if op == _LSLI:
+        return (a << imm) & _MASK64
+    if op == _LSRI:
+        return a >> imm
+    return (a * b) & _MASK64
+
+
+def _expression(op: int, a: str, b: str, imm: int) -> str:
+    """_value as Python source, of operands given as source."""
+    if op <= _ADDI:
+        return f"({a} + {b}) & {_MASK64}"
+    if op <= _SUBI:
+        return f"({a} - {b}) & {_MASK64}"
+    if op <= _ANDI:
+        return f"{a} & {b}"
+    if op <= _ORRI:
+        return f"{a} | {b}"
+    if op <= _EORI:
+        return f"{a} ^ {b}"
+    if op == _LSLI:
+        return f"({a} << {imm}) & {_MASK64}"
+    if op == _LSRI:
+        return f"{a} >> {imm}"
+    return f"({a} * {b}) & {_MASK64}"
+
+
+def _compile(instructions: list[tuple[int, int, int, int, int, int]], flags: Callable[[int, int], int]) -> BlockFn:
+    """The function of a block of decoded register-only instructions (operands prepared as the
+    interpreter's decoder prepares them)."""
+    known: dict[int, int] = {}      # register -> its value, a constant of the block
+    pending: set[int] = set()       # known registers whose value is not written into x yet
+    lines: list[str] = []
+
+    def read(r: int) -> str:
+        return str(known[r]) if r in known else f"x[{r}]"
+
+    def write(rd: int, value: int | None, source: str = "") -> None:
+        if rd == ZR:                # the zero register ignores writes (and these have no other effect)
+            return
+        if value is not None:
+            known[rd] = value
+            pending.add(rd)
+        else:
+            lines.append(f"x[{rd}] = {source}")
+            known.pop(rd, None)
+            pending.discard(rd)
+
+    for op, rd, rn, rm, aux, imm in instructions:
+        if op == _NOP:
+            continue
+        if op == _MOVI:
+            write(rd, imm)
+        elif op == _MOVK:
+            if rd in known:
+                write(rd, known[rd] & aux | imm)
+            elif rd != ZR:
+                write(rd, None, f"x[{rd}] & {aux} | {imm}")
+        elif op == _MOV:
+            write(rd, known.get(rn), read(rn))
+        elif op == _CMP or op == _CMPI:
+            b_known = imm if op == _CMPI else known.get(rm)
+            if rn in known and b_known is not None:
+                lines.append(f"nzcv = {flags(known[rn], b_known)}")
+            else:
+                lines.append(f"nzcv = flags({read(rn)}, {imm if op == _CMPI else read(rm)})")
+        else:                       # an ALU form: an even opcode takes x[rm], an odd one its imm
+            b: int | None = known.get(rm) if op & 1 == 0 else imm
+            if op == _MUL or op & 1 == 0 and op != _LSLI and op != _LSRI:
+                b_source = read(rm)
+            else:
+                b_source = str(imm)
+            if rn in known and (b is not None or op == _LSLI or op == _LSRI):
+                write(rd, _value(op, known[rn], b if b is not None else 0, imm))
+            else:
+                write(rd, None, _expression(op, read(rn), b_source, imm))
+    lines.extend(f"x[{r}] = {known[r]}" for r in sorted(pending))
+    source = "def block(x, nzcv):\n" + "".join(f"    {line}\n" for line in lines) + "    return nzcv\n"
+    namespace: dict[str, object] = {"flags": flags}
+    exec(compile(source, "<guest block>", "exec"), namespace)     # source made of ints only
+    return namespace["block"]           # type: ignore[return-value]

@@ -1,0 +1,160 @@
+"""Straight-line blocks (rmm_mp/guest/blocks.py): the interpreter with blocks against itself without.
+
+Each program runs twice from the same state on the same kind of Bus: once as it is, once with
+``blocks.find`` replaced by a function that finds no block, so every word goes through the
+interpreter's loop. Registers, flags, PC, system registers, the event, every byte of memory and
+the Bus calls (each translate and sync, in order) must agree: a block changes how fast a run
+goes, never what it does or when it syncs. The programs are runs of register-only words (every
+opcode up to cmp #imm, the zero register, edge immediates, undefined aux values) ending in a
+branch, a store, an SMC or an undefined word, placed across a page end, run for budgets that end
+inside a run, then rewritten in part and run again with the block cache as the first run left it.
+
+Hypothesis runs derandomized with no example database (tests/README.md: fixed seeds).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmm_mp.guest import blocks
+from rmm_mp.guest.interpreter import GuestState, MemoryFault, run
+from rmm_mp.guest.isa import Op, encode
+
+FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=300)
+MASK64 = (1 << 64) - 1
+PAGE = 0x1000
+RAM = 0x4000
+VBAR = 0x3000
+REGISTER_ONLY = [Op.NOP, Op.MOVI, Op.MOVK, Op.MOV, Op.ADD, Op.ADDI, Op.SUB, Op.SUBI, Op.AND, Op.ANDI, Op.ORR,
+                 Op.ORRI, Op.EOR, Op.EORI, Op.LSLI, Op.LSRI, Op.MUL, Op.CMP, Op.CMPI]
+ENDS = [encode(Op.SMC, imm=5), encode(Op.BCOND, aux=1, imm=-16), encode(Op.B, imm=-24),
+        encode(Op.STR, rd=1, rn=2, aux=3), encode(Op.LDR, rd=3, rn=2, aux=3, imm=8), encode(Op.UDF)]
+
+
+class LogBus:
+    """Identity stage 2 over RAM; records every translate and sync call."""
+
+    def __init__(self, ram: bytes) -> None:
+        self.ram = bytearray(ram)
+        self.memory = memoryview(self.ram)
+        self.calls: list[tuple[Any, ...]] = []
+        self.fetch_pages: dict[int, int] = {}
+        self.read_pages: dict[int, int] = {}
+        self.write_pages: dict[int, int] = {}
+
+    def translate(self, page: int, write: bool, fetch: bool) -> int:
+        self.calls.append(("translate", page, write, fetch))
+        if not 0 <= page < RAM:
+            raise MemoryFault(page, "outside RAM")
+        return page
+
+    def sync(self) -> bool:
+        self.calls.append(("sync",))
+        return len(self.calls) % 5 == 0        # now and then an invalidation, dropping the caches
+
+    def exception_taken(self) -> None:
+        self.calls.append(("exception",))
+
+
+def _outcome(ram: bytes, regs: list[int], pc: int, nzcv: int, budget: int) -> tuple[Any, ...]:
+    bus = LogBus(ram)
+    state = GuestState(regs, pc, nzcv << 28, [VBAR, 0, 0, 0, 0x8000_0000])
+    event = run(state, bus, budget)
+    fault = event.fault and (event.fault.ipa, event.fault.write, event.fault.fetch, event.fault.reason)
+    return (event.kind, event.executed, event.imm, fault, state.x, state.pc, state.nzcv, state.sysregs,
+            bytes(bus.ram), bus.calls)
+
+
+def _both(ram: bytes, regs: list[int], pc: int, nzcv: int, budget: int) -> tuple[Any, ...]:
+    """The outcome with blocks, after checking it is the outcome without."""
+    with_blocks = _outcome(ram, regs, pc, nzcv, budget)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(blocks, "find", lambda *args: None)
+        without = _outcome(ram, regs, pc, nzcv, budget)
+    assert with_blocks == without
+    return with_blocks
+
+
+def _place(ram: bytearray, at: int, words: list[int]) -> None:
+    for i, word in enumerate(words):
+        struct.pack_into("<Q", ram, at + 8 * i, word)
+
+
+REGISTER = st.sampled_from([0, 1, 2, 31])
+IMM = st.sampled_from([0, 1, -1, 63, 64, 0xFFFF, -0x8000, 0x7FFF_FFFF, -0x8000_0000]) | st.integers(-2**31, 2**31 - 1)
+# movi and movk more often: constants of a block are folded, and a movk of one is the commonest case
+WORD = st.builds(lambda op, rd, rn, rm, aux, imm: encode(op, rd, rn, rm, aux, imm),
+                 st.sampled_from(REGISTER_ONLY + [Op.MOVI, Op.MOVK] * 4),
+                 REGISTER, REGISTER, REGISTER, st.sampled_from([0, 1, 2, 3, 4, 255]), IMM)
+VALUE = st.sampled_from([0, 1, MASK64, 1 << 63, 0x8000_0000, 0xFFFF]) | st.integers(0, MASK64)
+
+
+@FIXED
+@given(run_words=st.lists(WORD, max_size=32), end=st.sampled_from(ENDS), regs=st.lists(VALUE, min_size=31, max_size=31),
+       start=st.sampled_from([0x1000, 0x1F80, 0x1FE8, 0x1FF8]), nzcv=st.integers(0, 15),
+       budget=st.integers(1, 40), rewrite=st.lists(st.tuples(st.integers(0, 24), WORD | st.sampled_from(ENDS)),
+                                                   max_size=3))
+def test_a_run_with_blocks_is_the_run_without(run_words: list[int], end: int, regs: list[int], start: int, nzcv: int,
+                                              budget: int, rewrite: list[tuple[int, int]]) -> None:
+    ram = bytearray(RAM)
+    _place(ram, VBAR + 0x200, [encode(Op.SMC, imm=9)])
+    _place(ram, start, [*run_words, end])
+    _both(bytes(ram), regs, start, nzcv, budget)
+    for index, word in rewrite:         # the same places hold other words: no block made before may run
+        _place(ram, start + 8 * min(index, len(run_words)), [word])
+        _both(bytes(ram), regs, start, nzcv, budget)
+
+
+def test_a_block_runs_as_one_call_and_stops_short_of_the_budget() -> None:
+    """Six words made into one block (folded to two constants); a budget ending inside it runs
+    them one at a time up to the budget."""
+    ram = bytearray(RAM)
+    program = [encode(Op.MOVI, 0, imm=-0x3BFF_FE67), encode(Op.MOVK, 0, aux=2), encode(Op.MOVK, 0, aux=3),
+               encode(Op.MOVI, 1, imm=0x100), encode(Op.ADDI, 1, 1, imm=8), encode(Op.CMP, 31, 0, 1),
+               encode(Op.SMC)]
+    _place(ram, 0, program)
+    blocks.BLOCKS.clear()
+    outcome = _both(bytes(ram), [0] * 31, 0, 0, 100)
+    assert outcome[:3] == ("SMC", 7, 0) and outcome[4][:2] == [0xC400_0199, 0x108]
+    assert blocks.BLOCKS[0][1][0] == 6                  # type: ignore[index]
+    for budget in range(1, 7):
+        assert _both(bytes(ram), [0] * 31, 0, 0, budget)[:2] == ("SLICE", budget)
+
+
+def test_a_block_ends_at_its_page_end() -> None:
+    """The words of a run that goes on into the next page make two blocks, with a sync point
+    and a fetch translation between them as without blocks."""
+    ram = bytearray(RAM)
+    _place(ram, 0x1FF0, [encode(Op.ADDI, 2, 2, imm=1)] * 4 + [encode(Op.SMC)])
+    blocks.BLOCKS.clear()
+    outcome = _both(bytes(ram), [0] * 31, 0x1FF0, 0, 100)
+    assert outcome[4][2] == 4 and ("translate", 0x2000, False, True) in outcome[9]
+    assert blocks.BLOCKS[0x1FF0 >> 3][1][0] == 2 and blocks.BLOCKS[0x2000 >> 3][1][0] == 2   # type: ignore[index]
+
+
+def test_a_block_is_not_run_once_its_words_changed() -> None:
+    """A block made from words that memory no longer holds is not used: the same memory with
+    other words at the block's place runs them (code the realm, the host or another program
+    wrote there)."""
+    bus = LogBus(bytes(RAM))
+    _place(bus.ram, 0, [encode(Op.MOVI, 5, imm=1), encode(Op.MOVI, 6, imm=2), encode(Op.SMC)])
+    _place(bus.ram, VBAR + 0x200, [encode(Op.SMC, imm=9)])
+    blocks.BLOCKS.clear()
+
+    def again() -> tuple[GuestState, Any]:
+        state = GuestState([0] * 31, 0, 0, [VBAR, 0, 0, 0, 0])
+        return state, run(state, bus, 100)
+    state, event = again()
+    assert (event.kind, event.imm, state.x[5], state.x[6]) == ("SMC", 0, 1, 2) and 0 in blocks.BLOCKS
+    _place(bus.ram, 8, [encode(Op.MOVI, 6, imm=3)])
+    state, event = again()
+    assert (event.kind, event.imm, state.x[5], state.x[6]) == ("SMC", 0, 1, 3)
+    _place(bus.ram, 8, [encode(Op.UDF)])        # now a run of one word: no block, and udf's exception
+    state, event = again()
+    assert (event.kind, event.imm, state.x[5], state.x[6], state.pc) == ("SMC", 9, 1, 0, VBAR + 0x200)
+    assert blocks.BLOCKS[0] == encode(Op.MOVI, 5, imm=1)
