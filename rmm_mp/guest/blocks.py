@@ -3,23 +3,28 @@ one Python function, so that ``interpreter.run`` executes the run with one call 
 fetching, decoding and dispatching each of its words.
 
 A block starts where the interpreter stands at a sync point (a branch target, the first
-instruction of a run, the first word of a page) and is the longest run of at least
-``MIN_LENGTH`` register-only instructions from there (nop, movi, movk, mov, the ALU forms, cmp,
-cmp #imm) that stays in the word's 4 KiB page. Such an instruction reads and writes only the
-registers and the flags: it cannot fault, takes no exception, is no sync point and leaves PC at
-the next word, so nothing can tell executing the run one word at a time from executing it at
-once, and the block's function ``fn(x, nzcv) -> nzcv`` leaves registers and flags exactly as the
-interpreter's loop would (tests/guest/test_blocks.py compares the two on random programs).
-Inside a block, a register whose value is a constant of the block (a movi, a movk of one, an
-operation on constants) is computed when the block is made and written once, at the end or
-before an instruction that reads it through ``x``.
+instruction of a run, the first word of a page): the longest run of register-only instructions
+from there (nop, movi, movk, mov, the ALU forms, cmp, cmp #imm) that stays in the word's 4 KiB
+page, and the word that ends the run if it is in the page and one of b, smc, hvc, wfi, wfe,
+which the interpreter then executes from the block without decoding it (``last``, ``value``).
+A run of fewer than ``MIN_LENGTH`` words without such an end makes no block. A register-only
+instruction reads and writes only the registers and the flags: it cannot fault, takes no
+exception, is no sync point and leaves PC at the next word, so nothing can tell executing the
+run one word at a time from executing it at once, and the block's function
+``fn(x, nzcv) -> nzcv`` leaves registers and flags exactly as the interpreter's loop would
+(tests/guest/test_blocks.py compares the two on random programs). Inside a block, a register
+whose value is a constant of the block (a movi, a movk of one, an operation on constants) is
+computed when the block is made and written once, at the end or before an instruction that
+reads it through ``x``.
 
 ``find`` looks a block up by the index of its first word in guest memory and compares the words
 the block was made from with what the memory holds now, so a block is used only while its words
 are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
-to get wrong. Where no block starts, the entry holds the first word, compared likewise. Made
-functions are shared by every place that holds the same words. Both caches are bounded (cleared
-when full, as the decode cache is).
+to get wrong. (Its words are read when they are compared, before the block runs; as none of its
+instructions reaches memory, no other CPU can tell that from reading each just before it runs.)
+Where no block starts, the entry holds the first word, compared likewise. Made functions are
+shared by every place that holds the same run. Both caches are bounded (cleared when full, as
+the decode cache is).
 
 This module owns block making and lookup. It must not know realms, RTTs or the RMM.
 """
@@ -39,17 +44,23 @@ _ADDI, _SUBI, _ANDI, _ORRI, _EORI = int(Op.ADDI), int(Op.SUBI), int(Op.ANDI), in
 _LSLI, _LSRI, _MUL, _CMP, _CMPI = int(Op.LSLI), int(Op.LSRI), int(Op.MUL), int(Op.CMP), int(Op.CMPI)
 _LAST: Final = _CMPI
 """The register-only opcodes are those up to cmp #imm (once decoded: undefined ones decode as udf)."""
+_B, _SMC, _HVC = int(Op.B), int(Op.SMC), int(Op.HVC)
+_ENDS = frozenset({_B, _SMC, _HVC, int(Op.WFI), int(Op.WFE)})
+"""The words that may end a block: ``run`` executes them from their opcode and imm alone."""
+NO_END: Final = -1
 
 BlockFn = Callable[[list[int], int], int]
-Block = tuple[int, BlockFn]
-"""(instructions, function) of a block."""
+Block = tuple[int, "BlockFn | None", int, int]
+"""(n, fn, last, value): the n register-only instructions' function (None when n is 0); the
+opcode of the word after them if it ends the block (else NO_END), and its imm as the interpreter
+uses it (b's offset, smc's or hvc's imm; 0 for wfi and wfe)."""
 Decoder = Callable[[int], tuple[int, int, int, int, int, int]]
 
-BLOCKS: dict[int, "tuple[memoryview, Block] | int"] = {}
-"""First word's index in guest memory -> (the block's words, the block), or the word found there
-when no block starts at it."""
+BLOCKS: dict[int, "tuple[memoryview, int, Block] | int"] = {}
+"""First word's index in guest memory -> (the block's words, how many, the block), or the word
+found there when no block starts at it."""
 _FUNCTIONS: dict[bytes, BlockFn] = {}
-"""A block's words (their bytes) -> its function."""
+"""A block's register-only words (their bytes) -> its function."""
 _BLOCKS_MAX = 1 << 14
 _FUNCTIONS_MAX = 1 << 12
 
@@ -64,8 +75,8 @@ def find(words: memoryview, start: int, end: int, decode: Decoder,
         if entry.__class__ is int:
             if entry == words[start]:
                 return None
-        elif entry[0] == words[start:start + entry[1][0]]:     # type: ignore[index]
-            return entry[1]                                    # type: ignore[index, return-value]
+        elif entry[0] == words[start:start + entry[1]]:        # type: ignore[index]
+            return entry[2]                                    # type: ignore[index, return-value]
     return _make(words, start, end, decode, flags)
 
 
@@ -74,19 +85,29 @@ def _make(words: memoryview, start: int, end: int, decode: Decoder,
     if len(BLOCKS) >= _BLOCKS_MAX:
         BLOCKS.clear()
     stop = start
-    while stop < end and decode(words[stop])[0] <= _LAST:
+    last = value = NO_END
+    while stop < end:
+        op, _, _, _, _, imm = decode(words[stop])
+        if op > _LAST:
+            if op in _ENDS:
+                last, value = op, imm if op == _B or op == _SMC or op == _HVC else 0
+            break
         stop += 1
-    if stop - start < MIN_LENGTH:
+    n = stop - start
+    if n < MIN_LENGTH and last == NO_END:
         BLOCKS[start] = words[start]
         return None
-    code = bytes(words[start:stop])
-    fn = _FUNCTIONS.get(code)
-    if fn is None:
-        if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
-            _FUNCTIONS.clear()
-        fn = _FUNCTIONS[code] = _compile([decode(words[i]) for i in range(start, stop)], flags)
-    block = (stop - start, fn)
-    BLOCKS[start] = (memoryview(code).cast("Q"), block)
+    fn = None
+    if n:
+        run = bytes(words[start:stop])
+        fn = _FUNCTIONS.get(run)
+        if fn is None:
+            if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
+                _FUNCTIONS.clear()
+            fn = _FUNCTIONS[run] = _compile([decode(words[i]) for i in range(start, stop)], flags)
+    block = (n, fn, last, value)
+    length = n + (last != NO_END)
+    BLOCKS[start] = (memoryview(bytes(words[start:start + length])).cast("Q"), length, block)
     return block
 
 

@@ -42,7 +42,9 @@ points the interpreter checks nothing, which is what makes the per-instruction c
 
 At a sync point, where a run of register-only instructions starts (blocks.py: nop, movi, movk,
 mov, the ALU forms, cmp), the run executes as one call of a function made from its words, if the
-slice has room for all of it; it ends before the next page, so the sync points stay the same.
+slice has room for all of it, and a b, smc, hvc, wfi or wfe right after it (or at the sync point
+itself) executes without a fetch or a decode; a block ends before the next page, so the sync
+points stay the same.
 
 This module owns guest execution. It must not know realms, RTTs or the RMM.
 """
@@ -55,6 +57,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from rmm_mp.guest import blocks
+from rmm_mp.guest.blocks import NO_END
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, SYNC_VECTOR_OFFSET, ZR, Op, SysReg, decode
 
 MASK64: Final = (1 << 64) - 1
@@ -358,9 +361,19 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 # slice has room for all of it.
                 block = find_block(words, (pc - delta) >> 3, (page_end - delta) >> 3, _decode, _flags)
                 if block is not None and executed + block[0] <= budget:
-                    nzcv = block[1](x, nzcv)
-                    executed += block[0]
-                    pc += block[0] << 3
+                    n, fn, last, value = block
+                    if fn is not None:
+                        nzcv = fn(x, nzcv)
+                        executed += n
+                        pc += n << 3
+                    if last != NO_END and executed < budget:    # the word after the run, as below
+                        executed += 1
+                        if last == _B:
+                            pc = (pc + value) & MASK64
+                            page_end = _NO_PAGE
+                        else:
+                            state.pc, state.nzcv = pc, nzcv
+                            return Event(_STOPS[last], executed, value)
                     continue
             word = words[(pc - delta) >> 3]
             try:

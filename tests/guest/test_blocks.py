@@ -32,8 +32,9 @@ RAM = 0x4000
 VBAR = 0x3000
 REGISTER_ONLY = [Op.NOP, Op.MOVI, Op.MOVK, Op.MOV, Op.ADD, Op.ADDI, Op.SUB, Op.SUBI, Op.AND, Op.ANDI, Op.ORR,
                  Op.ORRI, Op.EOR, Op.EORI, Op.LSLI, Op.LSRI, Op.MUL, Op.CMP, Op.CMPI]
-ENDS = [encode(Op.SMC, imm=5), encode(Op.BCOND, aux=1, imm=-16), encode(Op.B, imm=-24),
-        encode(Op.STR, rd=1, rn=2, aux=3), encode(Op.LDR, rd=3, rn=2, aux=3, imm=8), encode(Op.UDF)]
+ENDS = [encode(Op.SMC, imm=5), encode(Op.HVC, imm=0xFFFF), encode(Op.WFI), encode(Op.WFE), encode(Op.B, imm=-24),
+        encode(Op.B, imm=0x1000), encode(Op.BCOND, aux=1, imm=-16), encode(Op.STR, rd=1, rn=2, aux=3),
+        encode(Op.LDR, rd=3, rn=2, aux=3, imm=8), encode(Op.UDF)]
 
 
 class LogBus:
@@ -111,8 +112,8 @@ def test_a_run_with_blocks_is_the_run_without(run_words: list[int], end: int, re
 
 
 def test_a_block_runs_as_one_call_and_stops_short_of_the_budget() -> None:
-    """Six words made into one block (folded to two constants); a budget ending inside it runs
-    them one at a time up to the budget."""
+    """Six words and the smc after them made into one block (the six folded to two constants); a
+    budget ending inside it runs them one at a time up to the budget."""
     ram = bytearray(RAM)
     program = [encode(Op.MOVI, 0, imm=-0x3BFF_FE67), encode(Op.MOVK, 0, aux=2), encode(Op.MOVK, 0, aux=3),
                encode(Op.MOVI, 1, imm=0x100), encode(Op.ADDI, 1, 1, imm=8), encode(Op.CMP, 31, 0, 1),
@@ -121,7 +122,7 @@ def test_a_block_runs_as_one_call_and_stops_short_of_the_budget() -> None:
     blocks.BLOCKS.clear()
     outcome = _both(bytes(ram), [0] * 31, 0, 0, 100)
     assert outcome[:3] == ("SMC", 7, 0) and outcome[4][:2] == [0xC400_0199, 0x108]
-    assert blocks.BLOCKS[0][1][0] == 6                  # type: ignore[index]
+    assert blocks.BLOCKS[0][2][0::2] == (6, int(Op.SMC))        # type: ignore[index]
     for budget in range(1, 7):
         assert _both(bytes(ram), [0] * 31, 0, 0, budget)[:2] == ("SLICE", budget)
 
@@ -134,7 +135,8 @@ def test_a_block_ends_at_its_page_end() -> None:
     blocks.BLOCKS.clear()
     outcome = _both(bytes(ram), [0] * 31, 0x1FF0, 0, 100)
     assert outcome[4][2] == 4 and ("translate", 0x2000, False, True) in outcome[9]
-    assert blocks.BLOCKS[0x1FF0 >> 3][1][0] == 2 and blocks.BLOCKS[0x2000 >> 3][1][0] == 2   # type: ignore[index]
+    assert blocks.BLOCKS[0x1FF0 >> 3][2][0::2] == (2, blocks.NO_END)         # type: ignore[index]
+    assert blocks.BLOCKS[0x2000 >> 3][2][0::2] == (2, int(Op.SMC))           # type: ignore[index]
 
 
 def test_a_block_is_not_run_once_its_words_changed() -> None:
