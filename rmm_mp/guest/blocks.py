@@ -22,8 +22,9 @@ the block was made from with what the memory holds now, so a block is used only 
 are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
 to get wrong. (Its words are read when they are compared, before the block runs; as none of its
 instructions reaches memory, no other CPU can tell that from reading each just before it runs.)
-Where no block starts, the entry holds the first word, compared likewise. Made functions are
-shared by every place that holds the same run. Both caches are bounded (cleared when full, as
+Where no block starts, the entry holds the first word, compared likewise. A function is made
+only for a run found ``HOT`` times at its place (the interpreter's loop runs it until then), and
+is shared by every place that holds the same run. Both caches are bounded (cleared when full, as
 the decode cache is).
 
 This module owns block making and lookup. It must not know realms, RTTs or the RMM.
@@ -38,6 +39,10 @@ from rmm_mp.guest.isa import ZR, Op
 
 MIN_LENGTH: Final = 2
 """A run of one instruction is left to the interpreter's loop: a call would cost it more."""
+HOT: Final = 16
+"""A block's function is made the HOT-th time the interpreter finds its run at that place (or
+at once if the same run has one already): making one costs about as much as running a few
+hundred instructions, which code run a few times would never earn back."""
 _MASK64: Final = (1 << 64) - 1
 _NOP, _MOVI, _MOVK, _MOV = int(Op.NOP), int(Op.MOVI), int(Op.MOVK), int(Op.MOV)
 _ADDI, _SUBI, _ANDI, _ORRI, _EORI = int(Op.ADDI), int(Op.SUBI), int(Op.ANDI), int(Op.ORRI), int(Op.EORI)
@@ -56,9 +61,10 @@ opcode of the word after them if it ends the block (else NO_END), and its imm as
 uses it (b's offset, smc's or hvc's imm; 0 for wfi and wfe)."""
 Decoder = Callable[[int], tuple[int, int, int, int, int, int]]
 
-BLOCKS: dict[int, "tuple[memoryview, int, Block] | int"] = {}
-"""First word's index in guest memory -> (the block's words, how many, the block), or the word
-found there when no block starts at it."""
+BLOCKS: dict[int, "tuple[memoryview, int, Block] | int | list[int]"] = {}
+"""First word's index in guest memory -> (the block's words, how many, the block); the word found
+there when no block starts at it; [the word, times found] for a block whose function is not
+made yet."""
 _FUNCTIONS: dict[bytes, BlockFn] = {}
 """A block's register-only words (their bytes) -> its function."""
 _BLOCKS_MAX = 1 << 14
@@ -71,17 +77,25 @@ def find(words: memoryview, start: int, end: int, decode: Decoder,
     page's last word), or None if no block starts there. ``decode``: the interpreter's decoder
     (its operands prepared), ``flags``: its NZCV of a - b."""
     entry = BLOCKS.get(start)
+    seen = 1
     if entry is not None:
-        if entry.__class__ is int:
+        kind = entry.__class__
+        if kind is tuple:
+            if entry[0] == words[start:start + entry[1]]:      # type: ignore[index]
+                return entry[2]                                # type: ignore[index, return-value]
+        elif kind is int:
             if entry == words[start]:
                 return None
-        elif entry[0] == words[start:start + entry[1]]:        # type: ignore[index]
-            return entry[2]                                    # type: ignore[index, return-value]
-    return _make(words, start, end, decode, flags)
+        elif entry[0] == words[start]:     # type: ignore[index]  # a run with no function yet: counted
+            seen = entry[1] = entry[1] + 1                     # type: ignore[index]
+            if seen < HOT:
+                return None
+    return _make(words, start, end, decode, flags, seen)
 
 
-def _make(words: memoryview, start: int, end: int, decode: Decoder,
-          flags: Callable[[int, int], int]) -> Block | None:
+def _make(words: memoryview, start: int, end: int, decode: Decoder, flags: Callable[[int, int], int],
+          seen: int) -> Block | None:
+    """find's block when there is none to reuse (``seen``: the times a run reached ``start``)."""
     if len(BLOCKS) >= _BLOCKS_MAX:
         BLOCKS.clear()
     stop = start
@@ -102,6 +116,9 @@ def _make(words: memoryview, start: int, end: int, decode: Decoder,
         run = bytes(words[start:stop])
         fn = _FUNCTIONS.get(run)
         if fn is None:
+            if seen < HOT:
+                BLOCKS[start] = [words[start], seen]
+                return None
             if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
                 _FUNCTIONS.clear()
             fn = _FUNCTIONS[run] = _compile([decode(words[i]) for i in range(start, stop)], flags)

@@ -41,10 +41,10 @@ the invalidating CPU waits for a few instructions at most, not for a time slice.
 points the interpreter checks nothing, which is what makes the per-instruction cost low.
 
 At a sync point, where a run of register-only instructions starts (blocks.py: nop, movi, movk,
-mov, the ALU forms, cmp), the run executes as one call of a function made from its words, if the
-slice has room for all of it, and a b, smc, hvc, wfi or wfe right after it (or at the sync point
-itself) executes without a fetch or a decode; a block ends before the next page, so the sync
-points stay the same.
+mov, the ALU forms, cmp) that has reached there blocks.HOT times, the run executes as one call of
+a function made from its words, if the slice has room for all of it, and a b, smc, hvc, wfi or
+wfe right after it (or at the sync point itself) executes without a fetch or a decode; a block
+ends before the next page, so the sync points stay the same.
 
 This module owns guest execution. It must not know realms, RTTs or the RMM.
 """

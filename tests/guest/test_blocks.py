@@ -8,6 +8,7 @@ goes, never what it does or when it syncs. The programs are runs of register-onl
 opcode up to cmp #imm, the zero register, edge immediates, undefined aux values) ending in a
 branch, a store, an SMC or an undefined word, placed across a page end, run for budgets that end
 inside a run, then rewritten in part and run again with the block cache as the first run left it.
+These tests make a block's function the first time its run is found (blocks.HOT = 1) but one.
 
 Hypothesis runs derandomized with no example database (tests/README.md: fixed seeds).
 """
@@ -60,6 +61,12 @@ class LogBus:
 
     def exception_taken(self) -> None:
         self.calls.append(("exception",))
+
+
+@pytest.fixture(autouse=True)
+def eager(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.function.__name__ != "test_a_function_is_made_the_hot_th_time":
+        monkeypatch.setattr(blocks, "HOT", 1)
 
 
 def _outcome(ram: bytes, regs: list[int], pc: int, nzcv: int, budget: int) -> tuple[Any, ...]:
@@ -160,3 +167,22 @@ def test_a_block_is_not_run_once_its_words_changed() -> None:
     state, event = again()
     assert (event.kind, event.imm, state.x[5], state.x[6], state.pc) == ("SMC", 9, 1, 0, VBAR + 0x200)
     assert blocks.BLOCKS[0] == encode(Op.MOVI, 5, imm=1)
+
+
+def test_a_function_is_made_the_hot_th_time() -> None:
+    """A run's function is made the HOT-th time a run reaches its place, not before (code run a
+    few times would not earn the making back); another place with the same run shares it."""
+    bus = LogBus(bytes(RAM))
+    program = [encode(Op.ADDI, 5, 5, imm=1), encode(Op.ADDI, 6, 6, imm=2), encode(Op.SMC)]
+    _place(bus.ram, 0, program)
+    _place(bus.ram, 0x800, program)
+    blocks.BLOCKS.clear()
+    blocks._FUNCTIONS.clear()
+    state = GuestState([0] * 31, 0, 0, [VBAR, 0, 0, 0, 0])
+    for n in range(1, blocks.HOT + 1):
+        state.pc = 0
+        assert run(state, bus, 100).kind == "SMC" and state.x[5:7] == [n, 2 * n]
+        assert blocks.BLOCKS[0].__class__ is (tuple if n == blocks.HOT else list)
+    state.pc = 0x800
+    assert run(state, bus, 100).kind == "SMC" and state.x[5:7] == [blocks.HOT + 1, 2 * blocks.HOT + 2]
+    assert blocks.BLOCKS[0x800 >> 3][2][1] is blocks.BLOCKS[0][2][1]          # type: ignore[index]
