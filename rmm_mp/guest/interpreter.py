@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from rmm_mp.guest import blocks
-from rmm_mp.guest.blocks import NO_END
+from rmm_mp.guest.blocks import NO_END, Block
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, SYNC_VECTOR_OFFSET, ZR, Op, SysReg, decode
 
 MASK64: Final = (1 << 64) - 1
@@ -317,6 +317,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
     sync = bus.sync
     decoded = _decoded
     find_block = blocks.find
+    block_at = blocks.BLOCKS.get
     fetch_pages = bus.fetch_pages
     read_pages = bus.read_pages
     write_pages = bus.write_pages
@@ -358,8 +359,16 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 delta = page - base
                 page_end = page + 4096
                 # Where a straight-line block starts (blocks.py), it runs in one call if the
-                # slice has room for all of it.
-                block = find_block(words, (pc - delta) >> 3, (page_end - delta) >> 3, _decode, _flags)
+                # slice has room for all of it. A made block whose words are still there is
+                # find's first case, tested here: a call less where code loops (2,100
+                # instructions of bench_rec's round trip, 0.9 %).
+                start = (pc - delta) >> 3
+                entry = block_at(start)
+                block: Block | None
+                if entry.__class__ is tuple and entry[0] == words[start:start + entry[1]]:
+                    block = entry[2]
+                else:
+                    block = find_block(words, start, (page_end - delta) >> 3, _decode, _flags)
                 if block is not None and executed + block[0] <= budget:
                     n, fn, last, value = block
                     if fn is not None:
