@@ -157,19 +157,25 @@ def echo(text: str, err: bool = False) -> bool:
     return _descriptor(stream) not in _gone
 
 
+def _refuse_dash(option: str, path: str | None, directory: bool) -> None:
+    """Raise ConfigError if ``path`` is '-': many tools read it as standard output; these
+    options take paths, so it was written as a file named '-' in the working directory, and
+    `--json - | python -m json.tool` got the text report while the JSON went where nobody looked."""
+    if path != "-":
+        return
+    what = "directory" if directory else "file"
+    # Not "after the text": `rmm-mp run` writes its files before it prints its report.
+    where = "" if directory else "/dev/stdout to write it to standard output too, with the text report, or "
+    raise ConfigError("command line", option, path,
+                      f"a {what} path; '-' is not standard output here (name {where}./- for a {what} named '-')")
+
+
 def check_output(option: str, path: str | None, directory: bool = False) -> None:
     """Raise ConfigError (naming ``option``, the path and why) if ``path`` cannot be written:
     as a file, or with ``directory`` as a directory that exists or can be created. None passes."""
     if path is None:
         return
-    if path == "-":
-        # Many tools read '-' as standard output; these options take paths, so it was written as
-        # a file named '-' in the working directory, and `--json - | python -m json.tool` got the
-        # text report while the JSON went where nobody looked.
-        what = "directory" if directory else "file"
-        where = "" if directory else "/dev/stdout to write it there, after the text, or "
-        raise ConfigError("command line", option, path,
-                          f"a {what} path; '-' is not standard output here (name {where}./- for a {what} named '-')")
+    _refuse_dash(option, path, directory)
     if segment.is_segment_path(path):
         # Written through ``replacing``, the report would take the segment's name: every later
         # `rmm-mp check` of that machine found a JSON file where its control block was.
@@ -208,6 +214,12 @@ def check_outputs(outputs: Iterable[tuple[str, str | None]],
     seen: dict[str, str] = {}
     read = {os.path.realpath(path): what for what, path in inputs}
     files, dirs = list(outputs), list(directories)
+    # '-' first: compared as a path, `--json - --csv -` was "a file of its own (--json writes
+    # it too)", which said nothing of why '-' is no standard output.
+    for option, path in files:
+        _refuse_dash(option, path, directory=False)
+    for option, path in dirs:
+        _refuse_dash(option, path, directory=True)
     for option, path in [*dirs, *files]:
         if path is None:
             continue

@@ -175,6 +175,13 @@ CASES = [
     ("stress-save-schedule-dash", [*STRESS, "--save-schedule", "-"], "--save-schedule = '-': expected a file path"),
     ("check-json-dash", ["check", "rmm-mp-1-0badc0de", "--json", "-"], "--json = '-': expected a file path"),
     ("explore-json-dash", ["explore", "--json", "-"], "--json = '-': expected a file path"),
+    # '-' twice: compared as paths first, it was "--csv = '-': expected a file of its own (--json
+    # writes it too)", which said nothing of '-'; and /dev/stdout puts the JSON among the text
+    # (`run` writes its files before its report), not "after the text" as the message said
+    ("run-json-csv-dash", [*RUN, "--json", "-", "--csv", "-"],
+     "--json = '-': expected a file path; '-' is not standard output here (name /dev/stdout to write it to "
+     "standard output too, with the text report, or ./- for a file named '-')"),
+    ("stress-trace-json-dash", [*STRESS, "--trace", "-", "--json", "-"], "--trace = '-': expected a file path"),
     # attest: a directory or nothing for a file, an empty hex value
     ("attest-token-directory", ["attest", "inspect", "{tmp}"], "Invalid value for 'TOKEN': File '{tmp}' is a "
                                                                "directory"),
