@@ -3,10 +3,10 @@
 Owns only option parsing (numbers in ASCII digits only, with no '_' in them, and an integer of
 more digits than Python converts refused as such: Int, IntRange; a NaN-refusing FloatRange, and
 one that keeps an integer exact, shown as N|SECONDS; a time option's word with a unit, `5s`,
-refused naming the number to write: not_seconds; the refusal of options beside a listing
-flag; a refused name shown abbreviated: Choice, CatalogChoice, Group; any word of the command line
-shown abbreviated and escaped in click's own refusals: Command; a bad input file's error,
-usage_error) and how --help shows an option's default (Option);
+refused naming the number to write if the option takes it: not_seconds, unit_hint; the refusal
+of options beside a listing flag; a refused name shown abbreviated: Choice, CatalogChoice, Group;
+any word of the command line shown abbreviated and escaped in click's own refusals: Command; a
+bad input file's error, usage_error) and how --help shows an option's default (Option);
 nothing here touches a machine.
 """
 
@@ -16,6 +16,7 @@ import math
 import re
 import sys
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -79,21 +80,48 @@ def typed(value: str) -> str:
 
 _TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60,
                "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
+# Units whose capitals mean something else: M is mega (or a month), MS a megasecond.
+_CASE_MATTERS = ("m", "ms")
 _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
 
 
-def not_seconds(value: str) -> str:
-    """The refusal of a time option's word that is no number, '... is not a number of seconds',
-    naming the number to write when it is one with a unit (`5s`, `500ms`, `2min`), as users of
-    other tools type it: click said "'5s' is not a valid float." and left the unit to guess."""
-    text = f"{value!r} is not a number of seconds"
+def unit_hint(value: str, accepts: Callable[[float], bool]) -> str:
+    """For a time option's word that is a number with a unit (`5s`, `500ms`, `2min`), as users
+    of other tools type it: " (without a unit: write N)", N the seconds it stands for, or, when
+    the option refuses N (``accepts`` False), " (without a unit it is N, outside the range)":
+    "write 7200" above "expected 0.1..3,600" named a number to write that is refused in turn.
+    Empty for any other word, and for a unit whose capitals mean something else (5M, 5MS)."""
     m = _WITH_UNIT.fullmatch(value)
-    if m is None or m.group(2).lower() not in _TIME_UNITS:
-        return text
-    factor = _TIME_UNITS[m.group(2).lower()]
-    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457).
-    number = m.group(1) if factor == 1 else f"{float(m.group(1)) * factor:.12g}"
-    return f"{text} (without a unit: write {number})"
+    if m is None:
+        return ""
+    unit, digits = m.group(2), m.group(1)
+    if unit.lower() not in _TIME_UNITS or (unit != unit.lower() and unit.lower() in _CASE_MATTERS):
+        return ""
+    factor = _TIME_UNITS[unit.lower()]
+    seconds = float(digits) * factor
+    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457), without a
+    # point at its end ("write 5." read as a sentence's end).
+    number = (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
+    if not accepts(seconds):
+        return f" (without a unit it is {number}, outside the range)"
+    return f" (without a unit: write {number})"
+
+
+def not_seconds(value: str, accepts: Callable[[float], bool]) -> str:
+    """The refusal of a time option's word that is no number, '... is not a number of seconds',
+    with its unit_hint: click said "'5s' is not a valid float." and left the unit to guess."""
+    return f"{value!r} is not a number of seconds{unit_hint(value, accepts)}"
+
+
+def _in_range(number_range_type: click.FloatRange) -> Callable[[float], bool]:
+    """Whether a number is in the range of ``number_range_type``."""
+    r = number_range_type
+
+    def accepts(x: float) -> bool:
+        above = r.min is None or (x > r.min if r.min_open else x >= r.min)
+        below = r.max is None or (x < r.max if r.max_open else x <= r.max)
+        return above and below
+    return accepts
 
 
 class Int(click.ParamType):
@@ -137,7 +165,7 @@ class FloatRange(click.FloatRange):
             try:
                 float(value)
             except ValueError:
-                self.fail(f"{not_seconds(value)}; expected {_range_text(self)}", param, ctx)
+                self.fail(f"{not_seconds(value, _in_range(self))}; expected {_range_text(self)}", param, ctx)
         try:
             number = super().convert(value, param, ctx)
         except click.BadParameter:
@@ -157,9 +185,14 @@ class FloatRange(click.FloatRange):
 class TypedFloatParam(click.ParamType):
     """click's FLOAT, giving a TypedFloat: for the options whose range the workload's resolution
     checks (`run` and `workloads show` --seconds), so that its error shows the value as typed.
-    ASCII only, without '_' (refuse_odd_number)."""
+    ASCII only, without '_' (refuse_odd_number). ``lo`` and ``hi``, that range, are named when
+    a word is no number (not_seconds), so that a unit's hint names no number refused later."""
 
     name = "float"
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo = lo
+        self.hi = hi
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "a number", param, ctx)
@@ -168,7 +201,8 @@ class TypedFloatParam(click.ParamType):
         try:
             return TypedFloat(float(value), typed(value))
         except ValueError:
-            self.fail(not_seconds(value), param, ctx)
+            expected = number_range(self.lo, self.hi, False, False)
+            self.fail(f"{not_seconds(value, lambda x: self.lo <= x <= self.hi)}; expected {expected}", param, ctx)
 
 
 def _range_text(number_range_type: click.FloatRange) -> str:
@@ -207,7 +241,10 @@ class StepsOrSeconds(click.FloatRange):
             try:
                 float(value)
             except ValueError:
-                self.fail(f"{value!r} is not a number: expected N steps or SECONDS, {_range_text(self)}", param, ctx)
+                # The unit's hint: a time with a unit (`5s`) is seconds, whatever the run.
+                hint = unit_hint(value, _in_range(self))
+                self.fail(f"{value!r} is not a number{hint}: expected N steps or SECONDS, {_range_text(self)}", param,
+                          ctx)
         try:
             number = super().convert(value, param, ctx)       # the range check, on the float
         except click.BadParameter:

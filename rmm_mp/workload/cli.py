@@ -28,6 +28,7 @@ from rmm_mp.workload.describe import describe, length, summary
 from rmm_mp.workload.resolve import Workload, resolve
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.run import RunOptions, interrupted_after_run, run_workload
+from rmm_mp.workload.spec import MAX_SECONDS, MIN_SECONDS
 
 _PATH = click.Path(dir_okay=False)
 
@@ -65,7 +66,7 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--cpus", type=Int(), default=None,
               help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
                    "platform's, at most 64].")
-@click.option("--seconds", type=TypedFloatParam(), default=None,
+@click.option("--seconds", type=TypedFloatParam(MIN_SECONDS, MAX_SECONDS), default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
 @click.option("--iterations", type=Int(), default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
@@ -197,7 +198,8 @@ def workloads_list() -> None:
 @click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
 @click.option("--cpus", type=Int(), default=None, help="Show it resolved for this many CPUs.")
-@click.option("--seconds", type=TypedFloatParam(), default=None, help="Show it resolved for this length.")
+@click.option("--seconds", type=TypedFloatParam(MIN_SECONDS, MAX_SECONDS), default=None,
+              help="Show it resolved for this length.")
 @click.option("--iterations", type=Int(), default=None, help="Show it resolved for this many steps per CPU.")
 @click.option("--seed", type=Int(), default=None, help="Show it resolved with this seed.")
 def workloads_show(workload: str, platform_name: str | None, cpus: int | None, seconds: float | None,

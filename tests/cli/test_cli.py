@@ -551,6 +551,37 @@ def test_seconds_typed_with_a_unit_are_refused_naming_the_number_to_write(args: 
     assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
 
 
+@pytest.mark.parametrize("args, typed, message", [
+    (["explore", "--timeout"], "2h", "'2h' is not a number of seconds (without a unit it is 7200, outside the range); "
+                                     "expected 0.1..3,600"),
+    (["explore", "--timeout"], "1ms", "'1ms' is not a number of seconds (without a unit it is 0.001, outside the range); "
+                                      "expected 0.1..3,600"),
+    (["stress", "--seconds"], "2000000s", "'2000000s' is not a number of seconds (without a unit it is 2000000, outside "
+                                          "the range); expected 0.000000001..86,400"),
+    (["run", "quickstart", "--seconds"], "200h", "'200h' is not a number of seconds (without a unit it is 720000, "
+                                                 "outside the range); expected 0.000000001..604,800"),
+    (["workloads", "show", "quickstart", "--seconds"], "0s", "'0s' is not a number of seconds (without a unit it is 0, "
+                                                             "outside the range); expected 0.000000001..604,800"),
+    (["run", "quickstart", "--seconds"], "5.s", "'5.s' is not a number of seconds (without a unit: write 5);"),
+    (["check", "rmm-mp-1-0badc0de", "--wait"], "5M", "'5M' is not a number of seconds; expected x>=0"),
+    (["check", "rmm-mp-1-0badc0de", "--wait"], "5MS", "'5MS' is not a number of seconds; expected x>=0"),
+    (["check", "rmm-mp-1-0badc0de", "--wait"], "5S", "'5S' is not a number of seconds (without a unit: write 5); "),
+    (["stress", "--quiescent-every"], "5s", "'5s' is not a number (without a unit: write 5): expected N steps or "
+                                            "SECONDS, x>=0")],
+    ids=["explore-2h", "explore-1ms", "stress-past-a-day", "run-past-a-week", "show-0s", "run-trailing-point",
+         "check-capital-m", "check-capital-ms", "check-capital-s", "stress-quiescent-every"])
+def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: str, message: str) -> None:
+    """The number a time typed with a unit stands for is offered as the one to write only when
+    the option takes it: `explore --timeout 2h` said "write 7200" and then "expected 0.1..3,600",
+    and `--seconds 0s` "write 0", which is refused in turn. A unit whose case changes its meaning
+    (M: minutes or mega; MS: milliseconds or megaseconds) gets no hint: "5MS" was "write 0.005".
+    "5.s" is "write 5", not "write 5." (a point that read as the sentence's); --quiescent-every,
+    seconds in a free-running run, had no hint at all."""
+    result = CliRunner().invoke(main, [*args, typed])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
+
+
 @pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),
                                     dict(min=0, max=1, min_open=True, max_open=True), dict(min=0, min_open=True)])
 def test_nan_refusal_writes_the_range_as_integer_ranges_are(bounds: dict[str, Any]) -> None:
