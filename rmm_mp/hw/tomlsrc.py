@@ -553,13 +553,21 @@ def why_not_a_file(path: Path) -> str | None:
     return "it is not a regular file"
 
 
-def with_bundled_hint(why: str | None, path: Path, directory: Path, kind: str) -> str | None:
+def bundled_hint(why: str | None, path: Path, names: Iterable[str], kind: str) -> str | None:
     """``why`` (why_not_a_file's answer for ``path``), naming the bundled ``kind`` to write
-    instead when the missing file has a bundled one's name: `quickstart.toml`, or the
-    repository's workloads/quickstart.toml from another directory, said "no such file" alone."""
-    if why == "no such file" and path.stem in bundled_names(directory):
-        return f"{why}; for the bundled {kind}, write {path.stem}"
-    return why
+    instead when the missing file has a bundled one's name (one of ``names``), in any capitals:
+    `quickstart.toml`, or the repository's workloads/quickstart.toml from another directory,
+    said "no such file" alone. Only a bundled name is printed, never the path's own stem."""
+    if why != "no such file":
+        return why
+    # Compared case-folded (QuickStart.toml): the bundled names themselves are matched exactly.
+    name = next((n for n in names if n.casefold() == path.stem.casefold()), None)
+    return why if name is None else f"{why}; for the bundled {kind}, write {name}"
+
+
+def with_bundled_hint(why: str | None, path: Path, directory: Path, kind: str) -> str | None:
+    """bundled_hint for the bundled ``kind``s of ``directory``."""
+    return bundled_hint(why, path, bundled_names(directory), kind)
 
 
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:

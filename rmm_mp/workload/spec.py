@@ -30,8 +30,8 @@ from rmm_mp.host.realm import TEARDOWN_ORDERS
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_REALMS, MAX_VCPUS
 from rmm_mp.hw.platform import MAX_DRAM_GRANULES
 from rmm_mp.hw.tomlparse import loads as toml_loads
-from rmm_mp.hw.tomlsrc import (ConfigError, InputTooLarge, bundled_dir, bundled_names, find_toml, key_part,
-                               read_source, suggestion, why_not_a_file)
+from rmm_mp.hw.tomlsrc import (ConfigError, InputTooLarge, bundled_dir, bundled_hint, bundled_names, find_toml,
+                               key_part, read_source, suggestion, why_not_a_file)
 from rmm_mp.printable import shown_path
 from rmm_mp.workload import blame, programs
 from rmm_mp.workload.fields import U64, Fields, is_int
@@ -451,9 +451,7 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         except (OSError, RuntimeError) as exc:  # a symbolic-link loop: RuntimeError before Python 3.13
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.ELOOP)
             raise f.fail(key, value, f"a regular .s file that exists (it cannot be looked up: {why})") from None
-        not_a_file = why_not_a_file(path)
-        if not_a_file == "no such file" and Path(value).stem in names:
-            not_a_file += f"; for the bundled guest, write {Path(value).stem}"
+        not_a_file = bundled_hint(why_not_a_file(path), Path(value), names, "guest")
         if not_a_file is not None:
             # The path escaped where a character would act on the terminal (the value is;
             # this text is printed as it is): "a\u001b[2J.s" cleared the screen.

@@ -178,6 +178,9 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     (["run", "delegate-churn", "--platform", "fvp.toml"], "--platform = 'fvp.toml': expected a regular platform file "
                                                           "that exists (no such file; for the bundled platform, write "
                                                           "fvp)"),
+    # ... or in other capitals (the bundled names are matched exactly: QuickStart is not one)
+    (["run", "QuickStart.toml"], "(no such file; for the bundled workload, write quickstart)"),
+    (["run", "delegate-churn", "--platform", "FVP.toml"], "(no such file; for the bundled platform, write fvp)"),
     # Names longer than NAME_MAX (255): os.stat raises ENAMETOOLONG, which used to end in a traceback.
     (["run", "w" * 300], "a bundled workload (attestation-storm, churn"),
     (["run", f"/tmp/{'w' * 300}/x.toml"], "expected a regular workload file that exists (it cannot be looked up: File name "

@@ -411,6 +411,14 @@ def test_a_guest_file_with_a_bundled_name_names_the_bundled_guest(tmp_path: Path
     assert err.expected.endswith(": no such file; for the bundled guest, write ripas-loop)"), str(err)
 
 
+def test_a_guest_file_with_a_bundled_name_in_other_capitals_names_the_bundled_guest(tmp_path: Path) -> None:
+    """guest = "Ripas-Loop.s": the hint names the bundled guest as it is written, ripas-loop (a
+    name differing only in case had none)."""
+    err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "Ripas-Loop.s"\n', 5, "realm[0].guest",
+                  "Ripas-Loop.s", "a regular .s file that exists")
+    assert err.expected.endswith(": no such file; for the bundled guest, write ripas-loop)"), str(err)
+
+
 def test_guest_path_the_system_cannot_look_up(tmp_path: Path) -> None:
     """A guest path with a name longer than the file system allows (NAME_MAX is 255 on Linux):
     os.stat raises ENAMETOOLONG there, which Path.is_file passed on as an OSError traceback."""
