@@ -358,3 +358,29 @@ def test_bench_recording_ir_writes_its_json_as_the_other_tools_do(tmp_path: Path
     assert written == json.dumps(figures, indent=2) + "\n"
     assert figures["benchmark"] == "bench_recording_ir"
     assert figures["variants"]["on"]["over_off_pct"] == 1.0
+
+
+@pytest.mark.parametrize("tool, options", [*((c[0], c[1]) for c in CASES),
+                                           ("bench_recording_ir.py", ["--iterations", "2"])],
+                         ids=[*(c[0] for c in CASES), "bench_recording_ir.py"])
+def test_a_json_path_of_dash_is_refused_before_anything_is_measured(tool: str, options: list[str],
+                                                                     tmp_path: Path) -> None:
+    """`--json -` is a usage error (exit 2) naming '-' as `rmm-mp run --json -` is
+    (outpaths.check_output), given before the tool measures anything: every tool ran its
+    benchmark and then wrote its figures to a file named '-' in the working directory."""
+    proc = subprocess.run([sys.executable, str(TOOLS / tool), *options, "--json", "-"],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--json = '-': expected a file path; '-' is not standard output here" in proc.stderr, proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "-").exists()
+
+
+def test_an_unwritable_json_path_is_refused_before_anything_is_measured(tmp_path: Path) -> None:
+    """A --json path in no directory is a usage error before the run, not a FileNotFoundError
+    traceback once the figures of a run of minutes are in (and lost)."""
+    out = tmp_path / "no" / "figures.json"
+    proc = subprocess.run([sys.executable, str(TOOLS / "bench_lock.py"), "--runs", "1", "--pairs", "2000", "--json",
+                           str(out)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"--json = '{out}': expected a file that can be written (No such file or directory)" in proc.stderr
+    assert proc.stdout == ""

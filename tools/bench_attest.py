@@ -41,7 +41,7 @@ import statistics
 import struct
 import time
 
-from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
+from benchlib import check_json, host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platforms", default="fvp,host", help="comma-separated platforms (default fvp,host)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     if min(args.tokens, args.repeat, args.warmup + 1) < 1 or not 1 <= args.chunk <= 4096:
         ap.error("--tokens and --repeat must be positive, --warmup not negative, --chunk in 1..4096")
     if args.short_slice < 1:

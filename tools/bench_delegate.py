@@ -47,8 +47,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-from benchlib import (QUIET_HELP, check_cpus, host_info, is_quiet, load_warning, measurement_failed, steady_window,
-                      tool_main, write_json)
+from benchlib import (QUIET_HELP, check_cpus, check_json, host_info, is_quiet, load_warning, measurement_failed,
+                      steady_window, tool_main, write_json)
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.el3.monitor import SPLIT_EVERY
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-throughput", action="store_true", help="only part (a)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     if args.seconds <= 0 or args.repeat < 1 or args.calls < 1 or args.granules < 1 or args.latency_repeat < 1:
         ap.error("--seconds, --repeat, --calls, --latency-repeat and --granules must be positive")
     if args.skip_latency and args.skip_throughput:

@@ -24,7 +24,7 @@ import gc
 import statistics
 import time
 
-from benchlib import host_info, measurement_failed, tool_main, write_json
+from benchlib import check_json, host_info, measurement_failed, tool_main, write_json
 
 from rmm_mp.hw.granule import cpu_owner
 from rmm_mp.machine import Machine
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=200_000, help="lock/unlock pairs per run (default 200,000)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     if args.runs < 1 or args.pairs < 1:
         ap.error("--runs and --pairs must be >= 1")
 

@@ -36,8 +36,8 @@ import os
 import statistics
 from dataclasses import asdict, dataclass
 
-from benchlib import (QUIET_HELP, check_cpus, host_info, is_quiet, load_warning, measurement_failed, steady_window,
-                      tool_main, write_json)
+from benchlib import (QUIET_HELP, check_cpus, check_json, host_info, is_quiet, load_warning, measurement_failed,
+                      steady_window, tool_main, write_json)
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.machine import Cpu, Machine
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="teardown order (default: alternate legacy and v12)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     if args.seconds <= 0 or args.repeat < 1 or args.warmup < 0:
         ap.error("--seconds and --repeat must be positive, --warmup not negative")
 

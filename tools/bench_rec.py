@@ -44,7 +44,7 @@ import statistics
 import time
 from typing import Any
 
-from benchlib import host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
+from benchlib import check_json, host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
 
 from rmm_mp.guest.assembler import assemble
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, RunQueue, create_realm
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-trips", type=int, default=5_000, help="round trips profiled (default 5,000)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     if min(args.trips, args.repeat, args.slice, args.entries, args.profile_trips, args.cost_trips,
            args.cost_repeat) < 1 or args.warmup < 0:
         ap.error("--trips, --repeat, --slice, --entries, --profile-trips, --cost-trips and --cost-repeat must be "

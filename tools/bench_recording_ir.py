@@ -45,7 +45,7 @@ import sys
 import tempfile
 from typing import Any
 
-from benchlib import RUN_FAILED, host_info, measurement_failed, tool_main, write_json
+from benchlib import RUN_FAILED, check_json, host_info, measurement_failed, tool_main, write_json
 
 VARIANTS = ("on", "off", "noflush", "norecord", "noappend")
 
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="flush interval under valgrind = 50 ms x this (default 80)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     # The start-up is a 1-step run: with --iterations 1 the steps' count, the shares' divisor,

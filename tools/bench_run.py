@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import RUN_FAILED, end_interrupted, host_info, tool_main, write_json
+from benchlib import RUN_FAILED, check_json, end_interrupted, host_info, tool_main, write_json
 
 from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.workload import spec
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-large", action="store_true", help="skip (c), the 64 CPUs on `large`")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     if min(args.overhead_cpus, args.iterations, args.overhead_repeat, args.repeat) < 1 \
             or min(args.seconds, args.large_seconds) <= 0:
         ap.error("--overhead-cpus, --iterations, --overhead-repeat, --repeat, --seconds and --large-seconds "

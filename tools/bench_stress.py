@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import end_interrupted, host_info, measurement_failed, tool_main, write_json  # noqa: E402
+from benchlib import check_json, end_interrupted, host_info, measurement_failed, tool_main, write_json  # noqa: E402
 
 from rmm_mp.stress import BUGS, StressConfig, StressReport  # noqa: E402
 from rmm_mp.stress import run as stress_run  # noqa: E402
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bugs", default="", help="comma-separated bugs for (a) (default all)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
+    check_json(ap, args.json)
     names = [b for b in args.bugs.split(",") if b] or list(BUGS)
     sections = set(args.only.split(","))
     if args.hunts < 1:

@@ -14,6 +14,7 @@ This module owns those helpers. It must not know what a tool measures.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import gc
 import json
@@ -28,6 +29,7 @@ from typing import Any, Callable, NoReturn
 import rmm_mp
 from rmm_mp import outpaths
 from rmm_mp.hw.cpuarea import OFF_COUNTERS
+from rmm_mp.hw.tomlsrc import ConfigError
 from rmm_mp.machine import Cpu
 from rmm_mp.cpu_outcome import RunResult
 from rmm_mp.stats import calls, report
@@ -135,6 +137,17 @@ def percentile(sorted_values: list[int], p: float) -> int:
     with at least p % of the samples at or below it, so the same rank CallStats.percentile
     (docs/latency.md) takes in a histogram; p50 of an even count is the lower middle value."""
     return sorted_values[nearest_rank(len(sorted_values), p) - 1]
+
+
+def check_json(ap: argparse.ArgumentParser, path: str | None) -> None:
+    """Refuse a --json path that cannot be written, or that is '-', as a usage error (exit 2)
+    before anything is measured, as `rmm-mp run` refuses its own (outpaths.check_output): a tool
+    wrote '-' as a file of that name, and an unwritable path ended the run of minutes in a
+    FileNotFoundError traceback with no figures kept."""
+    try:
+        outpaths.check_output("--json", path)
+    except ConfigError as exc:
+        ap.error(str(exc))
 
 
 def write_json(path: str, figures: object, default: Callable[[Any], object] | None = None) -> None:
