@@ -140,9 +140,12 @@ class Fields:
             raise self.fail(key, value, size_expected(value))
         if number % GRANULE or not lo <= number <= hi:
             hint = ""
-            if isinstance(value, int) and 0 < value < GRANULE and lo <= value << 20 <= hi:
-                # `ram = 2` is most likely 2 MiB meant: say that an integer counts bytes.
-                hint = f' (an integer is bytes: "{value}M" is {value} MiB)'
+            # A string of digits alone ("2") counts bytes too.
+            unitless = isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+            if unitless and 0 < number < GRANULE and lo <= number << 20 <= hi:
+                # `ram = 2` is most likely 2 MiB meant: say that a number without a unit counts bytes.
+                what = "an integer" if isinstance(value, int) else "a number without a unit"
+                hint = f' ({what} is bytes: "{number}M" is {number} MiB)'
             raise self.fail(key, value, f"a multiple of 4 KiB from {_mib(lo)} to {_mib(hi)}{hint}")
         return number
 

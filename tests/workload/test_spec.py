@@ -346,6 +346,14 @@ def test_a_size_of_a_few_bytes_says_an_integer_is_bytes(tmp_path: Path, ram: int
     assert err.expected == f"a multiple of 4 KiB from 4 KiB to 1 GiB{hint}", str(err)
 
 
+def test_a_size_string_of_a_few_bytes_without_a_unit_says_so(tmp_path: Path) -> None:
+    """`ram = "2"`, a string without a unit, counts bytes as an integer does: it had no hint,
+    while `ram = 2` says "2M" is 2 MiB."""
+    err = refused(tmp_path, HEAD + OK_REALM + 'ram = "2"\n', 6, "realm[0].ram", "2", "a multiple of 4 KiB")
+    assert err.expected == 'a multiple of 4 KiB from 4 KiB to 1 GiB (a number without a unit is bytes: "2M" is 2 MiB)', \
+        str(err)
+
+
 def test_a_boolean_is_shown_as_toml_spells_it(tmp_path: Path) -> None:
     """cpus = true is refused, and the message shows the value as `true`, as it was written, not
     Python's True."""
