@@ -85,12 +85,14 @@ _CASE_MATTERS = ("m", "ms")
 _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
 
 
-def unit_hint(value: str, accepts: Callable[[float], bool]) -> str:
+def unit_hint(value: str, accepts: Callable[[float], bool], whose: str = "") -> str:
     """For a time option's word that is a number with a unit (`5s`, `500ms`, `2min`), as users
     of other tools type it: " (without a unit: write N)", N the seconds it stands for, or, when
     the option refuses N (``accepts`` False), " (without a unit it is N, outside the range)":
     "write 7200" above "expected 0.1..3,600" named a number to write that is refused in turn.
-    Empty for any other word, and for a unit whose capitals mean something else (5M, 5MS)."""
+    Empty for any other word, and for a unit whose capitals mean something else (5M, 5MS).
+    ``whose`` goes first in the parentheses, for an option that takes seconds in one kind of
+    run alone."""
     m = _WITH_UNIT.fullmatch(value)
     if m is None:
         return ""
@@ -103,8 +105,8 @@ def unit_hint(value: str, accepts: Callable[[float], bool]) -> str:
     # point at its end ("write 5." read as a sentence's end).
     number = (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
     if not accepts(seconds):
-        return f" (without a unit it is {number}, outside the range)"
-    return f" (without a unit: write {number})"
+        return f" ({whose}without a unit it is {number}, outside the range)"
+    return f" ({whose}without a unit: write {number})"
 
 
 def not_seconds(value: str, accepts: Callable[[float], bool]) -> str:
@@ -241,8 +243,9 @@ class StepsOrSeconds(click.FloatRange):
             try:
                 float(value)
             except ValueError:
-                # The unit's hint: a time with a unit (`5s`) is seconds, whatever the run.
-                hint = unit_hint(value, _in_range(self))
+                # A time with a unit (`5s`) is seconds, which only a free-running run takes here:
+                # in a deterministic one, 5 is 5 steps.
+                hint = unit_hint(value, _in_range(self), "as a free-running run's seconds, ")
                 self.fail(f"{value!r} is not a number{hint}: expected N steps or SECONDS, {_range_text(self)}", param,
                           ctx)
         try:

@@ -566,8 +566,8 @@ def test_seconds_typed_with_a_unit_are_refused_naming_the_number_to_write(args: 
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5M", "'5M' is not a number of seconds; expected x>=0"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5MS", "'5MS' is not a number of seconds; expected x>=0"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5S", "'5S' is not a number of seconds (without a unit: write 5); "),
-    (["stress", "--quiescent-every"], "5s", "'5s' is not a number (without a unit: write 5): expected N steps or "
-                                            "SECONDS, x>=0")],
+    (["stress", "--quiescent-every"], "5s", "'5s' is not a number (as a free-running run's seconds, without a unit: "
+                                            "write 5): expected N steps or SECONDS, x>=0")],
     ids=["explore-2h", "explore-1ms", "stress-past-a-day", "run-past-a-week", "show-0s", "run-trailing-point",
          "check-capital-m", "check-capital-ms", "check-capital-s", "stress-quiescent-every"])
 def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: str, message: str) -> None:
@@ -576,7 +576,8 @@ def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: 
     and `--seconds 0s` "write 0", which is refused in turn. A unit whose case changes its meaning
     (M: minutes or mega; MS: milliseconds or megaseconds) gets no hint: "5MS" was "write 0.005".
     "5.s" is "write 5", not "write 5." (a point that read as the sentence's); --quiescent-every,
-    seconds in a free-running run, had no hint at all."""
+    seconds in a free-running run, had no hint at all (and its hint says so: 5 in a deterministic
+    run is 5 steps)."""
     result = CliRunner().invoke(main, [*args, typed])
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
