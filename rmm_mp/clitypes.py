@@ -23,6 +23,7 @@ import click
 
 from rmm_mp.hw.tomlsrc import ConfigError, TypedFloat, grouped_number, number_range, shown_text, toml_string
 from rmm_mp.printable import SHOWN_MAX, abbreviated, basic_string, not_one_printable_line
+from rmm_mp.timeunits import seconds_written
 
 
 def refuse_non_ascii(value: Any, kind: str, param: click.Parameter | None, ctx: click.Context | None) -> None:
@@ -78,13 +79,6 @@ def typed(value: str) -> str:
     return abbreviated(value.strip())
 
 
-_TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60,
-               "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
-# Units whose capitals mean something else: M is mega (or a month), MS a megasecond.
-_CASE_MATTERS = ("m", "ms")
-_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
-
-
 def unit_hint(value: str, accepts: Callable[[float], bool], whose: str = "") -> str:
     """For a time option's word that is a number with a unit (`5s`, `500ms`, `2min`), as users
     of other tools type it: " (without a unit: write N)", N the seconds it stands for, or, when
@@ -93,17 +87,10 @@ def unit_hint(value: str, accepts: Callable[[float], bool], whose: str = "") -> 
     Empty for any other word, and for a unit whose capitals mean something else (5M, 5MS).
     ``whose`` goes first in the parentheses, for an option that takes seconds in one kind of
     run alone."""
-    m = _WITH_UNIT.fullmatch(value)
-    if m is None:
+    written = seconds_written(value)
+    if written is None:
         return ""
-    unit, digits = m.group(2), m.group(1)
-    if unit.lower() not in _TIME_UNITS or (unit != unit.lower() and unit.lower() in _CASE_MATTERS):
-        return ""
-    factor = _TIME_UNITS[unit.lower()]
-    seconds = float(digits) * factor
-    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457), without a
-    # point at its end ("write 5." read as a sentence's end).
-    number = (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
+    seconds, number = written
     if not accepts(seconds):
         return f" ({whose}without a unit it is {number}, outside the range)"
     return f" ({whose}without a unit: write {number})"

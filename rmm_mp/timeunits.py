@@ -2,9 +2,10 @@
 
 rmm-mp takes a length of time as a bare number of seconds, on the command line and in a workload
 file; users of other tools type a unit after it. This module owns recognising such a word and
-the hint that names the number to write: ``seconds_written`` and ``unit_hint``. It refuses
-nothing itself (each caller words its own refusal) and imports nothing of rmm_mp, so that every
-layer may use it.
+the number it stands for: ``seconds_written``, and for a workload file's refusal ``unit_hint``
+(the command line's, which also knows each option's range, is clitypes.unit_hint, built on
+``seconds_written``). It refuses nothing itself (each caller words its own refusal) and imports
+nothing of rmm_mp, so that every layer may use it.
 """
 
 from __future__ import annotations
@@ -13,22 +14,30 @@ import re
 
 _TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60,
                "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
+# Units whose capitals mean something else: M is mega (or a month), MS a megasecond.
+_CASE_MATTERS = ("m", "ms")
 _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
 
 
-def seconds_written(value: str) -> str | None:
-    """The number of seconds that ``value``, a number and a time unit, stands for, as the number
-    to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"); None for any other text."""
+def seconds_written(value: str) -> tuple[float, str] | None:
+    """The seconds that ``value``, a number and a time unit, stands for, and that number as the
+    text to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"); None for any other text,
+    and for a unit whose capitals mean something else (5M, 5MS)."""
     m = _WITH_UNIT.fullmatch(value)
-    if m is None or m.group(2).lower() not in _TIME_UNITS:
+    if m is None:
         return None
-    factor = _TIME_UNITS[m.group(2).lower()]
-    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457).
-    return m.group(1) if factor == 1 else f"{float(m.group(1)) * factor:.12g}"
+    digits, unit = m.group(1), m.group(2)
+    if unit.lower() not in _TIME_UNITS or (unit != unit.lower() and unit.lower() in _CASE_MATTERS):
+        return None
+    factor = _TIME_UNITS[unit.lower()]
+    seconds = float(digits) * factor
+    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457), without a
+    # point at its end ("write 5." read as a sentence's end).
+    return seconds, (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
 
 
 def unit_hint(value: str) -> str:
     """" (without a unit: write N)" to follow a refusal of ``value`` when it is a time with a
     unit (seconds_written), else ""."""
-    number = seconds_written(value)
-    return "" if number is None else f" (without a unit: write {number})"
+    written = seconds_written(value)
+    return "" if written is None else f" (without a unit: write {written[1]})"

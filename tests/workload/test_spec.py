@@ -297,6 +297,7 @@ def test_wrong_type(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, line, key, value, number", [
     ('seconds = "5s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5s", "5"),
     ('seconds = "500ms"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "500ms", "0.5"),
+    ('seconds = "5.s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5.s", "5"),
     ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2 min"\n', 7, "phase[0].seconds",
      "2 min", "120"),
 ])
@@ -309,10 +310,12 @@ def test_seconds_with_a_unit_names_the_number_to_write(tmp_path: Path, text: str
     assert err.expected.endswith(f" (without a unit: write {number})"), str(err)
 
 
-def test_seconds_as_a_string_without_a_unit_has_no_unit_hint(tmp_path: Path) -> None:
-    """A string that is no time with a unit gets no hint: there is no number to name."""
-    err = refused(tmp_path, 'seconds = "5 parsecs"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds",
-                  "5 parsecs", "a duration in seconds")
+@pytest.mark.parametrize("value", ["5 parsecs", "5M", "5MS"])
+def test_seconds_as_a_string_without_a_unit_has_no_unit_hint(tmp_path: Path, value: str) -> None:
+    """A string that is no time with a unit gets no hint: there is no number to name; nor does a
+    unit whose capitals mean something else (M mega, MS a megasecond), as on the command line."""
+    err = refused(tmp_path, f'seconds = "{value}"\nactivities = {{ run = 1 }}\n' + OK_REALM, 1, "seconds",
+                  value, "a duration in seconds")
     assert "without a unit" not in str(err), str(err)
 
 
