@@ -167,14 +167,21 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     every path in it, made each source file '?', so a crash in another file reproduced the
     recorded one, and one replayed from another checkout diverged."""
     dirs = sorted({d for d in shm_dirs if d}, key=len, reverse=True)
-    # A segment directory inside a package directory (RMM_MP_SHM_DIR=/work/rmm_mp/shm) is left
-    # to its own mask: named from the package on (rmm_mp/shm), it was no longer the directory
-    # that mask looks for, and a replay under another directory diverged.
-    inner = tuple(d.rstrip("/") + "/" for d in dirs if "/" + _PACKAGE_DIR in d.rstrip("/") + "/")
+    prefixes = [d.rstrip("/") + "/" for d in dirs]
 
     def named(m: re.Match[str]) -> str:
+        # A path in a segment directory is named from the package on only if the package lies
+        # below that directory (RMM_MP_SHM_DIR=/tmp, the checkout /tmp/rmm-mp). One in a segment
+        # directory inside a package directory (RMM_MP_SHM_DIR=/work/rmm_mp/shm) is left to its
+        # mask: named (rmm_mp/shm/...), it was no longer the directory that mask looks for, and a
+        # replay under another directory diverged. A directory named rmm_mp that holds the
+        # checkout (RMM_MP_SHM_DIR=/home/u/rmm_mp) is no package directory: taken for one, its
+        # package paths were masked whole, and a message naming another file reproduced.
         path = m.group(0)
-        return path if (path + "/").startswith(inner) else _placeless(path, lambda outside: outside)
+        at = path.rfind("/" + _PACKAGE_DIR)
+        if any((path + "/").startswith(d) and at < len(d) - 1 for d in prefixes):
+            return path
+        return _placeless(path, lambda outside: outside)
 
     text = _TRACEBACK_FILE.sub(lambda m: m.group(1) + _placeless(m.group(2), os.path.basename) + m.group(3), text)
     text = _ABSOLUTE_PATH.sub(named, text)

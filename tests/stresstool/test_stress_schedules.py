@@ -683,6 +683,35 @@ def test_a_segment_directory_above_the_checkout_leaves_its_source_files_named(mo
     assert v.verdict == "diverged" and v.reworded, v.text()
 
 
+def test_a_segment_directory_named_rmm_mp_above_the_checkout_leaves_its_files_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recording made with RMM_MP_SHM_DIR=/home/u/rmm_mp, a directory that holds the checkout
+    /home/u/rmm_mp/rmm_mp, whose crash reason names a package file by its absolute path (not in a
+    traceback), replayed with /dev/shm: the file is still compared. The directory, named rmm_mp,
+    was taken for a package directory holding the segment directory, and each path in it left to
+    its mask, `?`: a crash naming another file reproduced the recorded one, and the same crash
+    replayed from another checkout diverged."""
+    from rmm_mp.hw import segment
+    from rmm_mp.stress.findings import Finding
+
+    def crash(path: str) -> Finding:
+        return Finding("watchdog", "cpu-died", f"CPU 1 raised OSError: cannot read {path}", 1, "", "", (), 12)
+
+    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
+    monkeypatch.setattr(segment, "SHM_DIR", "/home/u/rmm_mp")
+    recorded = StressReport(LOCK_TWO, (crash("/home/u/rmm_mp/rmm_mp/rmm/s2tt.py"),), "finding", 0.0, {}, steps=20,
+                            schedule=((0, 0), (5, 1)))
+    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
+    monkeypatch.setattr(segment, "SHM_DIR", "/dev/shm")
+
+    def verdict(seen: Finding) -> schedule_file.ReplayVerdict:
+        return schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
+                                     StressReport(config, (seen,), "finding", 0.0, {}))
+
+    assert verdict(crash("/elsewhere/clone/rmm_mp/rmm/s2tt.py")).reproduced
+    assert verdict(crash("/home/u/rmm_mp/rmm_mp/hw/granule.py")).verdict == "diverged"
+
+
 @pytest.mark.parametrize("recorded_dir, replay_dir", [
     ("/dev/shm/my runs", "/dev/shm/our tests"), ("shm-a", "shm-b"), ("/dev/shm/my runs", "/dev/shm"),
     ("/dev/shm", "/tmp/rmm"), ("shm-a/", "shm-b/"), ("/dev/shm/my runs/", "/dev/shm/our tests"),
