@@ -8,6 +8,8 @@
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
     seconds_text(s)    seconds to 10 significant digits, digits grouped, no exponent (the run
                        report's header too)
+    wrapped(text)      a line broken into lines of at most WIDTH columns between its phrases
+                       (`show`'s lines and the run report's header and verdict)
 
 This module owns these texts. It runs nothing.
 """
@@ -22,6 +24,48 @@ from rmm_mp.workload import programs
 from rmm_mp.workload.fields import cpu_set_text
 from rmm_mp.workload.resolve import Workload
 from rmm_mp.workload.spec import RealmTemplate, Weights, WorkloadFile
+
+
+WIDTH = 118
+"""Columns of `rmm-mp workloads show`'s lines and of `rmm-mp run`'s text report (render_text)."""
+
+KEEP = 4
+"""Characters a phrase wider than a line keeps in its last piece: a platform's name cut right at
+the width left its colon alone at the start of the next line, or one or two of its characters."""
+
+
+def held(phrase: str) -> str:
+    """``phrase`` with its spaces held (as NUL), so that wrapped never breaks the line inside it."""
+    return phrase.replace(" ", "\0")
+
+
+def wrapped(text: str, indent: str = "    ") -> list[str]:
+    """``text`` in lines of at most WIDTH columns, its later lines indented by ``indent``, broken
+    at its spaces only (those held by ``held`` are shown as spaces but never broken at). A word
+    wider than a line (a long path, a platform's name with its colon) is cut: it goes on from the
+    line it starts on, or from a new one when fewer than KEEP columns are left there, over
+    lines of their own, its last piece keeping at least KEEP characters; read together without
+    their indent, the pieces give it whole."""
+    lines: list[str] = []
+    line, fresh = "", True      # fresh: the line holds nothing yet but its indent
+    for word in text.split(" "):
+        if not word:
+            continue
+        space = "" if fresh else " "
+        room = WIDTH - len(line) - len(space)
+        if len(word) <= room:
+            line, fresh = line + space + word, False
+            continue
+        if not fresh and (len(word) <= WIDTH - len(indent) or room < KEEP):
+            lines.append(line)
+            line, space, room = indent, "", WIDTH - len(indent)
+        line += space
+        while len(word) > room:
+            cut = min(room, len(word) - KEEP)
+            lines.append(line + word[:cut])
+            word, line, room = word[cut:], indent, WIDTH - len(indent)
+        line, fresh = line + word, False
+    return [piece.replace("\0", " ") for piece in (*lines, *([] if fresh else [line]))]
 
 
 def summary(file: WorkloadFile) -> str:

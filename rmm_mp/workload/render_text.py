@@ -26,7 +26,7 @@ from typing import Any, Collection, Sequence
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
-from rmm_mp.workload.describe import seconds_text
+from rmm_mp.workload.describe import WIDTH, held, seconds_text, wrapped
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.render_realms import realm_table
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
@@ -34,7 +34,6 @@ from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunR
 MAX_OK_REALMS = 20
 MAX_DROPPED_NAMED = 5
 """Failed realms the note on guest output not kept names (a lifecycle run may fail thousands)."""
-WIDTH = 118
 
 _KIND_TITLES = {
     "RMI": "RMI calls (EL3 entry to EL3 exit)",
@@ -106,21 +105,16 @@ def _header(doc: dict[str, Any]) -> list[str]:
            else f"ran {elapsed:.2f} s" if elapsed >= 0.01 else f"ran {elapsed * 1000:.2f} ms")
     # A platform's name is a lower-case identifier of any length: beside a seed near 2^64 a
     # 36-character one made this line 133 columns. It wraps as the counters do, between phrases
-    # only (a phrase's spaces held as NUL): on every space it parted "(limit 2" from "s)", or
-    # "seed" from the seed, at one name length or another. "platform NAME:" is the only phrase
-    # that can be wider than the line, and is broken at the width: kept whole, a name of 150
-    # characters made a line of 155.
-    def held(phrase: str) -> str:
-        return phrase.replace(" ", "\0")
-
-    platform = (f"platform\0{doc['platform']}: {held(_count(doc['cpus'], 'CPU'))} on "
-                f"{held(_count(host['cores'], 'host core'))}, seed\0{doc['seed']}, {held(ran)} "
+    # only (describe.held): on every space it parted "(limit 2" from "s)", or "seed" from the
+    # seed, at one name length or another. "platform NAME:" is the only phrase that can be wider
+    # than the line, and is cut (describe.wrapped): kept whole, a name of 150 characters made a
+    # line of 155. The first line likewise: a workload file deep in a directory tree made it as
+    # wide as its path.
+    platform = (f"{held('platform ' + doc['platform'])}: {held(_count(doc['cpus'], 'CPU'))} on "
+                f"{held(_count(host['cores'], 'host core'))}, {held('seed ' + str(doc['seed']))}, {held(ran)} "
                 f"(limit\0{' or '.join(held(text) for text in limit) or 'none'})")
-    lines = [
-        f"workload {shown_path(doc['workload'])} ({shown_path(doc['source'])})",
-        *(line.replace("\0", " ") for line in textwrap.wrap(platform, WIDTH, subsequent_indent="    ",
-                                                              break_on_hyphens=False)),
-    ]
+    lines = [*wrapped(f"{held('workload ' + shown_path(doc['workload']))} ({held(shown_path(doc['source']))})"),
+             *wrapped(platform)]
     # total_calls counts every record of the latency tables: REC runs (each beside its
     # RMI_REC_ENTER) and host activity steps too. Labelled "calls", it read as RMI, RSI and
     # PSCI calls alone: 66,446 in a quickstart run that made 51,674 (docs/performance.md).
