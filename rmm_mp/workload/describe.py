@@ -17,6 +17,7 @@ This module owns these texts. It runs nothing.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Iterable
 
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
@@ -66,6 +67,12 @@ def wrapped(text: str, indent: str = "    ") -> list[str]:
             word, line, room = word[cut:], indent, WIDTH - len(indent)
         line, fresh = line + word, False
     return [piece.replace("\0", " ") for piece in (*lines, *([] if fresh else [line]))]
+
+
+def paragraph(phrases: Iterable[str], first: str = "", indent: str = "    ") -> list[str]:
+    """``first`` and the ``phrases`` after it, joined by ", ", as wrapped lines: the line breaks
+    between phrases, never inside one."""
+    return wrapped(first + ", ".join(held(p) for p in phrases), indent)
 
 
 def summary(file: WorkloadFile) -> str:

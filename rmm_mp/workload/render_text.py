@@ -26,7 +26,7 @@ from typing import Any, Collection, Sequence
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
-from rmm_mp.workload.describe import WIDTH, held, seconds_text, wrapped
+from rmm_mp.workload.describe import WIDTH, held, paragraph, seconds_text, wrapped
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.render_realms import realm_table
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
@@ -518,31 +518,39 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
             else f"invariants: {report.invariants}"]
     if doc["outputs"]:
         out += ["", *_written(report, doc)]
-    out += ["", _verdict(report, doc)]
+    out += ["", *_verdict(report, doc)]
     return out
 
 
-def _verdict(report: RunReport, doc: dict[str, Any]) -> str:
+def _verdict(report: RunReport, doc: dict[str, Any]) -> list[str]:
+    """The report's last line, `result: OK` or `result: FAILED: ` and its causes, which `tail -1`
+    gives whole. With every cause at once it ran to 126 columns and more: causes that do not fit
+    beside it are listed on the lines before it (`causes: ...`), and the verdict counts them and
+    names their kinds, in a line that always fits."""
     if doc["ok"]:
         warned = len(doc["warnings"])
-        return "result: OK" + (f" ({_count(warned, 'warning')} above)" if warned else "")
-    why = []
+        return ["result: OK" + (f" ({_count(warned, 'warning')} above)" if warned else "")]
+    why: list[tuple[str, str]] = []     # a cause, and its kind
     failed = sum(r.instances for r in report.realms if not r.ok)
     if failed:
-        why.append(_count(failed, "realm") + " failed")
+        why.append((_count(failed, "realm") + " failed", "realms"))
     if report.failures:
-        why.append(_count(len(report.failures), "CPU process", "CPU processes") + " failed")
+        why.append((_count(len(report.failures), "CPU process", "CPU processes") + " failed", "CPU processes"))
     if report.problems:
-        why.append(_count(len(report.problems), "problem"))
+        why.append((_count(len(report.problems), "problem"), "problems"))
     if report.invariants is None:
-        why.append("invariants not checked")
+        why.append(("invariants not checked", "invariants"))
     elif not report.invariants.ok:
-        why.append(_count(len(report.invariants.violations), "invariant violation"))
+        why.append((_count(len(report.invariants.violations), "invariant violation"), "invariants"))
     if report.interrupted:
-        why.append("interrupted")
+        why.append(("interrupted", "interrupted"))
     if report.output_errors:
-        why.append(_count(len(report.output_errors), "report file") + " not written")
-    return "result: FAILED: " + ", ".join(why)
+        why.append((_count(len(report.output_errors), "report file") + " not written", "report files"))
+    verdict = "result: FAILED: " + ", ".join(cause for cause, _ in why)
+    if len(verdict) <= WIDTH:
+        return [verdict]
+    return [*paragraph((cause for cause, _ in why), "causes: "),
+            f"result: FAILED: {len(why)} causes, counted above: " + ", ".join(kind for _, kind in why)]
 
 
 def format_report(report: RunReport) -> str:

@@ -1,13 +1,76 @@
 """The text report of `rmm-mp run` keeps every line within its 118 columns where the earlier fixes
-left a line whole or cut it oddly: the first line with a long workload path, and the platform
-line's colon after a name cut at the width (hand-built reports, tests/stats/report_samples.py)."""
+left a line whole or cut it oddly: the verdict with many causes, the first line with a long
+workload path, and the platform line's colon after a name cut at the width (hand-built reports,
+tests/stats/report_samples.py)."""
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
+from rmm_mp.check import InvariantReport, Violation
+from rmm_mp.cpu_outcome import CpuFailure
 from rmm_mp.workload.render import format_report
+from rmm_mp.workload.report import RealmOutcome
 from stats.report_samples import hand_built
 
 WIDTH = 118
+
+_CLEAN = dict(failures=(), problems=(), invariants=InvariantReport(4096, (), {"NS": 4096}), interrupted=False,
+              output_errors=(), realms=(RealmOutcome("vm0", 2, True, "SYSTEM_OFF", {"exits": 40}),))
+
+
+def _causes(many: bool) -> dict[str, dict[str, object]]:
+    """Each cause of a failed run as the fields that give it; ``many`` with counts of 5 to 8 digits."""
+    n = 12_345_678 if many else 1
+    failed = RealmOutcome("vm1 (12,345,678 instances)" if many else "vm1", 1, False, "it failed", {}, instances=n)
+    cpus = 128 if many else 1
+    violations = 12_345 if many else 1
+    return {
+        "realms": dict(realms=(failed,)),
+        "cpus": dict(failures=tuple(CpuFailure(c, "raised RuntimeError", "", ()) for c in range(cpus))),
+        "problems": dict(problems=tuple(f"problem {i}" for i in range(1_234 if many else 1))),
+        "invariants": dict(invariants=InvariantReport(4096, tuple(Violation("lock-held", 0x8801_2000 + i, "locked")
+                                                                  for i in range(violations)), {"NS": 4096})),
+        "unchecked": dict(invariants=None),
+        "interrupted": dict(interrupted=True),
+        "files": dict(output_errors=tuple(f"json /out/{i}.json: No space left on device"
+                                          for i in range(12 if many else 1))),
+    }
+
+
+def test_every_verdict_fits_the_width_and_is_the_last_line() -> None:
+    """Every combination of the verdict's causes (invariants violated or not checked, never
+    both), with counts of one and of many digits: the report's last line starts with "result:
+    FAILED" and no line is wider than 118 columns. The verdict was one line however many causes
+    it named: with all of them, 126 columns and more (one of each). When the causes do not fit, they are
+    listed whole on the lines before, and the verdict names their kinds: `tail -1` still gives
+    the whole verdict, and a short one is as it was."""
+    for many in (False, True):
+        causes = _causes(many)
+        for k in range(1, len(causes) + 1):
+            for chosen in itertools.combinations(causes, k):
+                if {"invariants", "unchecked"} <= set(chosen):
+                    continue
+                fields: dict[str, object] = dict(_CLEAN)
+                for name in chosen:
+                    fields.update(causes[name])
+                lines = format_report(hand_built(**fields)).splitlines()
+                assert lines[-1].startswith("result: FAILED: "), (chosen, lines[-3:])
+                wide = [line for line in lines if len(line) > WIDTH]
+                assert wide == [], (many, chosen, [len(line) for line in wide])
+    every = dict(_CLEAN)
+    for name in ("realms", "cpus", "problems", "invariants", "interrupted", "files"):
+        every.update(_causes(True)[name])
+    lines = format_report(hand_built(**every)).splitlines()
+    assert lines[-1] == ("result: FAILED: 6 causes, counted above: realms, CPU processes, problems, invariants, "
+                         "interrupted, report files"), lines[-1]
+    assert lines[-3].startswith("causes: 12,345,678 realms failed, 128 CPU processes failed, 1,234 problems,"), lines
+    assert " ".join(line.strip() for line in lines[-3:-1]) == (
+        "causes: 12,345,678 realms failed, 128 CPU processes failed, 1,234 problems, 12,345 invariant violations, "
+        "interrupted, 12 report files not written"), lines[-3:]
+    one = format_report(replace(hand_built(**_CLEAN), interrupted=True)).splitlines()
+    assert one[-1] == "result: FAILED: interrupted" and not one[-2].startswith("causes: "), one[-2:]
 
 
 def test_a_long_workload_path_is_wrapped_within_the_width() -> None:
