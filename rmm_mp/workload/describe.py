@@ -4,12 +4,14 @@
     describe(w)        the resolved workload: platform, length, seed, every realm with every
                        value filled in (and the CPUs that run its vCPUs when its `cpus` is
                        set), each phase's weights per CPU (CPUs with the same weights share a
-                       line) and the owner of every lifecycle instance
+                       line) and the owner of every lifecycle instance; each line wrapped
+                       to WIDTH between its phrases, as the run report is
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
     seconds_text(s)    seconds to 10 significant digits, digits grouped, no exponent (the run
                        report's header too)
     wrapped(text)      a line broken into lines of at most WIDTH columns between its phrases
-                       (`show`'s lines and the run report's header and verdict)
+                       (`show`'s lines and the run report's header and verdict; paragraph
+                       joins phrases for it)
 
 This module owns these texts. It runs nothing.
 """
@@ -40,15 +42,16 @@ def held(phrase: str) -> str:
     return phrase.replace(" ", "\0")
 
 
-def wrapped(text: str, indent: str = "    ") -> list[str]:
-    """``text`` in lines of at most WIDTH columns, its later lines indented by ``indent``, broken
+def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
+    """``text`` in lines of at most WIDTH columns, after ``start`` (the first line's indent), its
+    later lines indented by ``indent``, broken
     at its spaces only (those held by ``held`` are shown as spaces but never broken at). A word
     wider than a line (a long path, a platform's name with its colon) is cut: it goes on from the
     line it starts on, or from a new one when fewer than KEEP columns are left there, over
     lines of their own, its last piece keeping at least KEEP characters; read together without
     their indent, the pieces give it whole."""
     lines: list[str] = []
-    line, fresh = "", True      # fresh: the line holds nothing yet but its indent
+    line, fresh = start, True   # fresh: the line holds nothing yet but its indent
     for word in text.split(" "):
         if not word:
             continue
@@ -69,10 +72,10 @@ def wrapped(text: str, indent: str = "    ") -> list[str]:
     return [piece.replace("\0", " ") for piece in (*lines, *([] if fresh else [line]))]
 
 
-def paragraph(phrases: Iterable[str], first: str = "", indent: str = "    ") -> list[str]:
+def paragraph(phrases: Iterable[str], first: str = "", indent: str = "    ", start: str = "") -> list[str]:
     """``first`` and the ``phrases`` after it, joined by ", ", as wrapped lines: the line breaks
     between phrases, never inside one."""
-    return wrapped(first + ", ".join(held(p) for p in phrases), indent)
+    return wrapped(first + ", ".join(held(p) for p in phrases), indent, start)
 
 
 def summary(file: WorkloadFile) -> str:
@@ -93,34 +96,37 @@ def _weights(weights: Weights) -> str:
 
 
 def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
+    """The lines of realm ``r``: its values, then its rpv, constants, CPUs, lifetime and owners,
+    each wrapped between its phrases (a lifecycle realm's values made a line of some 150 columns)."""
     guest = t.guest if t.guest in programs.guest_names() else f"file {shown_path(t.guest)}"
     kind = "lifecycle" if t.lifecycle else "resident"
-    lines = [f"  {t.name}: {kind}, {t.instances} instance{'s' if t.instances > 1 else ''}, guest {guest}, "
-             f"{t.recs} REC{'s' if t.recs > 1 else ''}, RAM {_size(t.ram)} at {programs.RAM_BASE:#x}, "
-             f"IPA width {t.ipa_width}, {t.hash}, teardown {t.teardown}, image {len(t.image):,} bytes "
-             f"({'measured' if t.measure else 'not measured'})"]
+    lines = paragraph((kind, f"{t.instances} instance{'s' if t.instances > 1 else ''}", f"guest {guest}",
+                       f"{t.recs} REC{'s' if t.recs > 1 else ''}", f"RAM {_size(t.ram)} at {programs.RAM_BASE:#x}",
+                       f"IPA width {t.ipa_width}", t.hash, f"teardown {t.teardown}",
+                       f"image {len(t.image):,} bytes ({'measured' if t.measure else 'not measured'})"),
+                      held(f"{t.name}:") + " ", "      ", "  ")
     if t.rpv:
-        lines.append(f"    rpv {t.rpv.hex()}")
+        lines += wrapped(held(f"rpv {t.rpv.hex()}"), "      ", "    ")
     if t.constants:
         # As written in a workload file (decimal, usually), with hex beside large values.
-        lines.append("    constants " + ", ".join(f"{k} = {v}" + (f" ({v:#x})" if v > 4096 else "")
-                                                for k, v in t.constants))
+        lines += paragraph((f"{k} = {v}" + (f" ({v:#x})" if v > 4096 else "") for k, v in t.constants),
+                           "constants ", "      ", "    ")
     if t.cpus is not None:
         written = list(t.cpus_written) if isinstance(t.cpus_written, tuple) else f'"{t.cpus_written}"'
         ignored = sorted(c for c in t.cpus if c >= w.cpus)
         runs_on = list(w.runs_on(r))
         # A set holding every CPU of the run restricts nothing (the realm is in the common
         # queue, as without the key): "run on CPUs 0-3 only" read as a restriction.
-        where = (f"every CPU of this run ({_cpu_list(runs_on)}), as without the key" if len(runs_on) == w.cpus
-                 else f"{_cpu_list(runs_on)} only")
-        lines.append(f"    cpus {written}: its vCPUs run on {where}"
-                     + (f" ({_cpu_list(ignored)} not in this run)" if ignored else ""))
+        where = (f"every CPU of this run ({held(_cpu_list(runs_on))}), as without the key" if len(runs_on) == w.cpus
+                 else f"{held(_cpu_list(runs_on))} only")
+        lines += wrapped(f"cpus {written}: its vCPUs run on {where}"
+                         + (" " + held(f"({_cpu_list(ignored)} not in this run)") if ignored else ""), "      ", "    ")
     if t.lifetime:
-        lines.append(f"    lifetime {t.lifetime:,} REC entries")
+        lines += wrapped(held(f"lifetime {t.lifetime:,} REC entries"), "      ", "    ")
     if t.lifecycle:
         owners = [f"[{i}] CPU {w.owner(r, i)}" if t.instances > 1 else f"CPU {w.owner(r, i)}"
                   for i in range(t.instances)]
-        lines.append("    owned by " + ", ".join(owners))
+        lines += paragraph(owners, held("owned by") + " ", "      ", "    ")
     return lines
 
 
@@ -150,22 +156,26 @@ def describe(w: Workload) -> str:
     slice_ = w.time_slice or w.platform.rec_time_slice
     # The name and path escaped where a character would act on the terminal (click.echo
     # strips none of them on a terminal): a file named "w\x1b[2J.toml" cleared the screen.
-    lines = [f"workload {shown_path(w.name)} ({shown_path(f.source)})"]
+    lines = wrapped(f"{held('workload ' + shown_path(w.name))} ({held(shown_path(f.source))})")
     if f.description:
-        lines.append(f"  {f.description}")
-    lines += [f"platform {w.platform.name}: {w.cpus} of its {w.platform.cpus} CPUs, REC time slice "
-              f"{slice_:,} guest instructions",
-              f"length {length(w.seconds, w.iterations)}, seed {w.seed}"
-              + (f" (from the command line: {', '.join(w.overrides)})" if w.overrides else "")]
+        # Wrapped on its spaces, as it is prose; kept as written when it fits.
+        lines += [f"  {f.description}"] if len(f.description) + 2 <= WIDTH else wrapped(f.description, "    ", "  ")
+    # Each line wrapped between its phrases, as `rmm-mp run`'s report is: a platform's name (a
+    # lower-case identifier of any length) made its line as long as the name.
+    lines += paragraph((f"{w.cpus} of its {w.platform.cpus} CPUs", f"REC time slice {slice_:,} guest instructions"),
+                       held(f"platform {w.platform.name}:") + " ")
+    lines += wrapped(", ".join(held(p) for p in (f"length {length(w.seconds, w.iterations)}", f"seed {w.seed}"))
+                     + (f" ({held('from the command line:')} {', '.join(w.overrides)})" if w.overrides else ""))
     lines.append("realms:" if w.realms else "realms: none")
     for r, t in enumerate(w.realms):
         lines += _realm(w, r, t)
     lines.append("phases:")
     for phase in w.phases:
-        lines.append(f"  {phase.name}: {length(phase.seconds, phase.iterations)}")
+        lines += wrapped(held(f"{phase.name}: {length(phase.seconds, phase.iterations)}"), "      ", "  ")
         same: dict[Weights, list[int]] = {}
         for cpu, weights in enumerate(phase.weights):
             same.setdefault(weights, []).append(cpu)
         for weights, cpus in same.items():
-            lines.append(f"    CPU {cpu_set_text(cpus)}: {_weights(weights)}")
+            lines += paragraph((f"{name} {weight:g}" for name, weight in weights),
+                               held(f"CPU {cpu_set_text(cpus)}:") + " ", "      ", "    ")
     return "\n".join(lines)

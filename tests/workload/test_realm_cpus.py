@@ -142,8 +142,10 @@ def test_workloads_show_says_plainly_when_a_realms_cpus_cover_the_whole_run(tmp_
     """A realm whose cpus hold every CPU of the run ("0-3" of four, [0, 1, 2, 3, 9] with an id
     the run does not have, [0] on a one-CPU run): `workloads show` says every CPU of the run runs
     its vCPUs, as without the key, not "only". It said "its vCPUs run on CPUs 0-3 only", which
-    reads as a restriction that is not there."""
-    lines = describe(load(tmp_path, HEAD + realm("a", '"0-3"') + realm("b", "[0, 1, 2, 3, 9]"))).splitlines()
+    reads as a restriction that is not there. (A line wider than 118 columns goes on, indented
+    by 6: read here joined.)"""
+    lines = describe(load(tmp_path, HEAD + realm("a", '"0-3"') + realm("b", "[0, 1, 2, 3, 9]"))).replace(
+        "\n      ", " ").splitlines()
     assert '    cpus "0-3": its vCPUs run on every CPU of this run (CPUs 0-3), as without the key' in lines, lines
     assert ("    cpus [0, 1, 2, 3, 9]: its vCPUs run on every CPU of this run (CPUs 0-3), as without the key "
             "(CPU 9 not in this run)") in lines, lines

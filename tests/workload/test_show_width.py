@@ -1,0 +1,63 @@
+"""`rmm-mp workloads show` keeps its lines within 118 columns, as `rmm-mp run`'s report does
+(describe.describe): a long platform name, a workload file and a guest file deep in a directory
+tree, a full RPV, many constants and lifecycle instances, a long description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rmm_mp.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+WIDTH = 118
+
+
+def _files(tmp_path: Path, name: str) -> Path:
+    """A platform file of ``name`` (fvp's, renamed) and, deep below ``tmp_path``, a workload
+    using it with a guest file beside it."""
+    deep = tmp_path.joinpath(*(f"directory-{i:02}" for i in range(12)))
+    deep.mkdir(parents=True)
+    platform = (ROOT / "platform" / "fvp.toml").read_text().replace('name = "fvp"', f'name = "{name}"', 1)
+    (tmp_path / "board.toml").write_text(platform)
+    constants = ", ".join(f"C{i} = {1 << (i + 40)}" for i in range(12))
+    lines = "\n".join(f".equ C{i}, 0" for i in range(12))
+    (deep / "guest-with-a-rather-long-file-name.s").write_text(f"{lines}\nstart:\n    b start\n")
+    workload = deep / "my-workload-with-a-long-name.toml"
+    workload.write_text(
+        f'description = "{"a rather long description of what this workload does, " * 3}the end"\n'
+        f'platform = "{tmp_path / "board.toml"}"\nseconds = 604799.5\nseed = {2**64 - 1}\n'
+        'activities = { run = 1, lifecycle = 1 }\n'
+        '[[realm]]\nname = "realm-with-a-long-name"\nguest = "guest-with-a-rather-long-file-name.s"\n'
+        f'instances = 8\nlifecycle = true\nrecs = 2\nrpv = "0x{"ab" * 64}"\nconstants = {{ {constants} }}\n'
+        'cpus = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]\n'
+        'lifetime = 123456789\n')
+    return workload
+
+
+def test_workloads_show_keeps_its_lines_within_the_width(tmp_path: Path) -> None:
+    """With every value at its longest, no line of `rmm-mp workloads show` passes 118 columns:
+    each long line goes on, between its phrases, on lines indented by 4 more than it; a name or
+    path wider than a line is cut, its pieces read together giving it whole. Before, a
+    platform's name made its line as long as it is, and every bundled workload had a realm line
+    of some 150 columns."""
+    name = "acme-" + "x" * 150
+    workload = _files(tmp_path, name)
+    shown = CliRunner().invoke(main, ["workloads", "show", str(workload), "--seed", "1"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert max(len(line) for line in lines) <= WIDTH, [len(line) for line in lines]
+    at = next(i for i, line in enumerate(lines) if line.startswith("platform "))
+    assert lines[at + 1].startswith("    x") and lines[at + 1].endswith("instructions"), lines[at:at + 3]
+    assert lines[at][len("platform "):] + lines[at + 1][4:].split(":")[0] == name, lines[at:at + 2]
+    first = lines[0] + "".join(line[4:] for line in lines[1:next(i for i, line in enumerate(lines)
+                                                                    if line.startswith("  a rather"))])
+    assert first == f"workload my-workload-with-a-long-name ({workload})", lines[:4]
+    assert f"guest file {workload.parent / 'guest-with-a-rather-long-file-name.s'}".replace(" ", "") in \
+        "".join("".join(line.split()) for line in lines), lines
+    assert any(line.startswith("    rpv ") for line in lines) and "ab" * 64 in "".join(
+        line.removeprefix("    rpv ").strip() for line in lines if "abab" in line), lines
+    for workload_name in ("quickstart", "smp-realms", "kvm-lifecycle", "attestation-storm", "churn", "contention"):
+        bundled = CliRunner().invoke(main, ["workloads", "show", workload_name, "--platform", "large"]).output
+        assert max(len(line) for line in bundled.splitlines()) <= WIDTH, (workload_name, bundled)
