@@ -2,7 +2,8 @@
 
 Every figure comes from the JSON document (render_json.to_json) so that the terminal and the
 file agree; only the run's failure descriptions come from the RunReport itself. Lines stay
-within about 120 columns for the usual call names and figures.
+within WIDTH (118) columns, wrapped between phrases (describe.py's wrapper) or with their tables
+narrowed; docs/latency.md ("The text report") says where and how.
 
 Sections, in order: header and WARNING lines; latency per kind (RMI, RSI, PSCI, REC exits, host
 activities), one row per call and CPU plus an "all" row when more than one CPU ran; the time
