@@ -18,6 +18,7 @@ This module owns these texts. It runs nothing.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Iterable
 
@@ -48,8 +49,8 @@ def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
     at its spaces only (those held by ``held`` are shown as spaces but never broken at). A word
     wider than a line (a long path, a platform's name with its colon) is cut: it goes on from the
     line it starts on, or from a new one when fewer than KEEP columns are left there, over
-    lines of their own, its last piece keeping at least KEEP characters; read together without
-    their indent, the pieces give it whole."""
+    lines of their own, its last piece keeping at least KEEP characters, never cut inside an escape
+    or beside a held space (_cut); read together without their indent, the pieces give it whole."""
     lines: list[str] = []
     line, fresh = start, True   # fresh: the line holds nothing yet but its indent
     for word in text.split(" "):
@@ -65,11 +66,27 @@ def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
             line, space, room = indent, "", WIDTH - len(indent)
         line += space
         while len(word) > room:
-            cut = min(room, len(word) - KEEP)
+            cut = _cut(word, min(room, len(word) - KEEP))
             lines.append(line + word[:cut])
             word, line, room = word[cut:], indent, WIDTH - len(indent)
         line, fresh = line + word, False
     return [piece.replace("\0", " ") for piece in (*lines, *([] if fresh else [line]))]
+
+
+_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)", re.DOTALL)
+"""A backslash escape of printable.shown_path's TOML string (\\u001B, \\n, \\\\): one piece keeps it whole."""
+
+
+def _cut(word: str, at: int) -> int:
+    """Where to cut ``word`` at or before ``at``: never inside a backslash escape (a path shown
+    escaped was cut `\\u001` | `B`, a `\\\\` parted into two lone backslashes), nor beside a
+    held space (it ended its line as a trailing space, or began the next after the indent, unseen
+    either way when the pieces are read together). ``at`` itself when no such place is left."""
+    inside = {i for m in _ESCAPE.finditer(word) for i in range(m.start() + 1, m.end())}
+    cut = at
+    while cut > 0 and (cut in inside or word[cut - 1] == "\0" or word[cut] == "\0"):
+        cut -= 1
+    return cut or at
 
 
 def paragraph(phrases: Iterable[str], first: str = "", indent: str = "    ", start: str = "") -> list[str]:

@@ -6,10 +6,12 @@ tests/stats/report_samples.py)."""
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import replace
 
 from rmm_mp.check import InvariantReport, Violation
 from rmm_mp.cpu_outcome import CpuFailure
+from rmm_mp.printable import shown_path
 from rmm_mp.workload.render import format_report
 from rmm_mp.workload.report import RealmOutcome
 from stats.report_samples import hand_built
@@ -101,3 +103,25 @@ def test_the_platform_colon_never_starts_a_line() -> None:
         assert colon.startswith("platform ") or colon.startswith("    bbb"), (n, lines[1:end])
         assert "".join([lines[1][len("platform "):], *(line[4:] for line in lines[2:end])]).startswith(
             "b" * n + ":"), (n, lines[1:end])
+
+
+def test_a_cut_path_keeps_its_escapes_and_spaces_inside_a_piece() -> None:
+    """A workload path wider than the line, shown escaped (printable.shown_path) or holding
+    spaces, is cut between two of its plain characters: the cut fell inside an escape
+    (`\\u001` at a line's end, `B[2J` on the next) or beside one of its spaces, which then
+    ended a line as a trailing space or began the next after its indent, unseen either way when
+    the pieces are read together. Read together they still give the path whole."""
+    for n in range(80, 240):
+        for tail in ("\x1b[2J/r.toml", "\\\x01/w.toml", " a  b/w.toml", "\U0001F600\x7f.toml"):
+            raw = "/tmp/" + "d" * n + tail + "f" * (n % 37)
+            lines = format_report(hand_built(source=raw)).splitlines()
+            end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
+            shown = shown_path(raw)
+            assert lines[0] + "".join(line[4:] for line in lines[1:end]) in (
+                f"workload smp-realms ({shown})", f"workload smp-realms({shown})"), (n, tail, lines[:end])
+            for line in lines[:end]:
+                assert len(line) <= WIDTH and not line.endswith(" ") and not line[4:].startswith(" "), \
+                    (n, tail, lines[:end])
+            for line in lines[:end - 1]:
+                # An odd run of backslashes at the end, or a \u or \U short of its hex digits.
+                assert not re.search(r"(?<!\\)(\\\\)*\\(u[0-9A-F]{0,3}|U[0-9A-F]{0,7})?$", line), (n, tail, lines[:end])
