@@ -19,6 +19,7 @@ This module owns these texts. It runs nothing.
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal
 from typing import Iterable
 
@@ -44,7 +45,7 @@ def held(phrase: str) -> str:
 
 
 def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
-    """``text`` in lines of at most WIDTH columns, after ``start`` (the first line's indent), its
+    """``text`` in lines of at most WIDTH terminal columns (``columns``), after ``start`` (the first line's indent), its
     later lines indented by ``indent``, broken
     at its spaces only (those held by ``held`` are shown as spaces but never broken at). A word
     wider than a line (a long path, a platform's name with its colon) is cut: it goes on from the
@@ -57,20 +58,41 @@ def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
         if not word:
             continue
         space = "" if fresh else " "
-        room = WIDTH - len(line) - len(space)
-        if len(word) <= room:
+        room = WIDTH - columns(line) - len(space)
+        if columns(word) <= room:
             line, fresh = line + space + word, False
             continue
-        if not fresh and (len(word) <= WIDTH - len(indent) or room < KEEP):
+        if not fresh and (columns(word) <= WIDTH - len(indent) or room < KEEP):
             lines.append(line)
             line, space, room = indent, "", WIDTH - len(indent)
         line += space
-        while len(word) > room:
-            cut = _cut(word, min(room, len(word) - KEEP))
+        while columns(word) > room:
+            cut = _cut(word, min(_fitting(word, room), len(word) - KEEP))
             lines.append(line + word[:cut])
             word, line, room = word[cut:], indent, WIDTH - len(indent)
         line, fresh = line + word, False
     return [piece.replace("\0", " ") for piece in (*lines, *([] if fresh else [line]))]
+
+
+def _char_columns(c: str) -> int:
+    # A wide character (CJK, most emoji) takes two terminal columns, a mark on the character
+    # before it none: counted as characters, a line of 80 CJK characters was "89 columns" wide.
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 0 if unicodedata.category(c) in ("Mn", "Me") else 1
+
+
+def columns(text: str) -> int:
+    """The terminal columns ``text`` takes: two for a wide character, none for a combining mark."""
+    return len(text) if text.isascii() else sum(_char_columns(c) for c in text)
+
+
+def _fitting(word: str, room: int) -> int:
+    """How many of ``word``'s first characters fit in ``room`` columns."""
+    used = 0
+    for i, c in enumerate(word):
+        used += _char_columns(c)
+        if used > room:
+            return i
+    return len(word)
 
 
 _ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)", re.DOTALL)
@@ -81,10 +103,12 @@ def _cut(word: str, at: int) -> int:
     """Where to cut ``word`` at or before ``at``: never inside a backslash escape (a path shown
     escaped was cut `\\u001` | `B`, a `\\\\` parted into two lone backslashes), nor beside a
     held space (it ended its line as a trailing space, or began the next after the indent, unseen
-    either way when the pieces are read together). ``at`` itself when no such place is left."""
+    either way when the pieces are read together), nor before a mark that belongs to the character
+    before it. ``at`` itself when no such place is left."""
     inside = {i for m in _ESCAPE.finditer(word) for i in range(m.start() + 1, m.end())}
     cut = at
-    while cut > 0 and (cut in inside or word[cut - 1] == "\0" or word[cut] == "\0"):
+    while cut > 0 and (cut in inside or word[cut - 1] == "\0" or word[cut] == "\0"
+                       or unicodedata.category(word[cut]) in ("Mn", "Me", "Mc")):
         cut -= 1
     return cut or at
 
@@ -176,7 +200,7 @@ def describe(w: Workload) -> str:
     lines = wrapped(f"{held('workload ' + shown_path(w.name))} ({held(shown_path(f.source))})")
     if f.description:
         # Wrapped on its spaces, as it is prose; kept as written when it fits.
-        lines += [f"  {f.description}"] if len(f.description) + 2 <= WIDTH else wrapped(f.description, "    ", "  ")
+        lines += [f"  {f.description}"] if columns(f.description) + 2 <= WIDTH else wrapped(f.description, "    ", "  ")
     # Each line wrapped between its phrases, as `rmm-mp run`'s report is: a platform's name (a
     # lower-case identifier of any length) made its line as long as the name.
     lines += paragraph((f"{w.cpus} of its {w.platform.cpus} CPUs", f"REC time slice {slice_:,} guest instructions"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 from dataclasses import replace
 
 from rmm_mp.check import InvariantReport, Violation
@@ -110,9 +111,12 @@ def test_a_cut_path_keeps_its_escapes_and_spaces_inside_a_piece() -> None:
     spaces, is cut between two of its plain characters: the cut fell inside an escape
     (`\\u001` at a line's end, `B[2J` on the next) or beside one of its spaces, which then
     ended a line as a trailing space or began the next after its indent, unseen either way when
-    the pieces are read together. Read together they still give the path whole."""
+    the pieces are read together. Nor is a combining mark parted from its character, and a wide
+    (CJK) character counts two columns (counted as one, 70 of them made a line of 160). Read
+    together the pieces still give the path whole."""
     for n in range(80, 240):
-        for tail in ("\x1b[2J/r.toml", "\\\x01/w.toml", " a  b/w.toml", "\U0001F600\x7f.toml"):
+        for tail in ("\x1b[2J/r.toml", "\\\x01/w.toml", " a  b/w.toml", "\U0001F600\x7f.toml", "e\u0301" * 40,
+                     "漢" * 70):
             raw = "/tmp/" + "d" * n + tail + "f" * (n % 37)
             lines = format_report(hand_built(source=raw)).splitlines()
             end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
@@ -120,8 +124,16 @@ def test_a_cut_path_keeps_its_escapes_and_spaces_inside_a_piece() -> None:
             assert lines[0] + "".join(line[4:] for line in lines[1:end]) in (
                 f"workload smp-realms ({shown})", f"workload smp-realms({shown})"), (n, tail, lines[:end])
             for line in lines[:end]:
-                assert len(line) <= WIDTH and not line.endswith(" ") and not line[4:].startswith(" "), \
+                assert columns(line) <= WIDTH and not line.endswith(" ") and not line[4:].startswith(" "), \
                     (n, tail, lines[:end])
+                # A mark stays with the character it sits on.
+                assert unicodedata.category(line[4]) not in ("Mn", "Me", "Mc"), (n, tail, lines[:end])
             for line in lines[:end - 1]:
                 # An odd run of backslashes at the end, or a \u or \U short of its hex digits.
                 assert not re.search(r"(?<!\\)(\\\\)*\\(u[0-9A-F]{0,3}|U[0-9A-F]{0,7})?$", line), (n, tail, lines[:end])
+
+
+def columns(text: str) -> int:
+    """Terminal columns, counted here on their own: a wide character two, a combining mark none."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 0 if unicodedata.category(c) in ("Mn", "Me")
+               else 1 for c in text)

@@ -4,11 +4,13 @@ tree, a full RPV, many constants and lifecycle instances, a long description."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from rmm_mp.cli import main
+from rmm_mp.workload.describe import wrapped
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDTH = 118
@@ -61,3 +63,42 @@ def test_workloads_show_keeps_its_lines_within_the_width(tmp_path: Path) -> None
     for workload_name in ("quickstart", "smp-realms", "kvm-lifecycle", "attestation-storm", "churn", "contention"):
         bundled = CliRunner().invoke(main, ["workloads", "show", workload_name, "--platform", "large"]).output
         assert max(len(line) for line in bundled.splitlines()) <= WIDTH, (workload_name, bundled)
+
+
+def _columns(text: str) -> int:
+    """Terminal columns, counted here on their own: a wide character two, a combining mark none."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 0 if unicodedata.category(c) in ("Mn", "Me")
+               else 1 for c in text)
+
+
+def test_wide_characters_count_two_columns(tmp_path: Path) -> None:
+    """A description and a workload path in CJK characters (each two terminal columns) keep
+    their lines within 118 columns: counted as characters, a description of 60 of them was
+    "shown as written" in 122 columns and a path of 150 wrapped into lines of some 230. A
+    combining mark stays with its base character where a path is cut."""
+    deep = tmp_path / ("漢字" * 25) / ("e\u0301" * 70)
+    deep.mkdir(parents=True)
+    workload = deep / "w.toml"
+    description = "漢字の説明" * 12
+    workload.write_text(f'description = "{description}"\nseconds = 1\nactivities = {{ run = 1 }}\n'
+                        '[[realm]]\nname = "r"\nguest = "hello"\n')
+    shown = CliRunner().invoke(main, ["workloads", "show", str(workload)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert max(_columns(line) for line in lines) <= WIDTH, [_columns(line) for line in lines]
+    at = next(i for i, line in enumerate(lines) if line.startswith("  漢"))
+    assert lines[0] + "".join(line[4:] for line in lines[1:at]) in (f"workload w ({workload})",
+                                                                   f"workload w({workload})"), lines[:at]
+    assert not any(line[4:].startswith("\u0301") for line in lines[1:at]), lines[:at]
+    end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
+    assert "".join(line.strip() for line in lines[at:end]) == description, lines[at:end]
+
+
+def test_a_cut_never_parts_a_mark_from_its_character() -> None:
+    """describe.wrapped cuts a word wider than the line before a character, never before a mark
+    that sits on the one before it: keeping its last 4 characters, "x" * 116 + "e\\u0301abc" was
+    cut between the e and its accent, which then began the next line on its own."""
+    for word in ("x" * 116 + "e\u0301abc", "x" * 116 + "e\u0301\u0302ab"):
+        lines = wrapped(word)
+        assert lines[0] + "".join(line[4:] for line in lines[1:]) == word, lines
+        assert all(unicodedata.category(line[4]) not in ("Mn", "Me", "Mc") for line in lines[1:]), lines
