@@ -2,10 +2,10 @@
 
 rmm-mp takes a length of time as a bare number of seconds, on the command line and in a workload
 file; users of other tools type a unit after it. This module owns recognising such a word and
-the number it stands for: ``seconds_written``, and for a workload file's refusal ``unit_hint``
-(the command line's, which also knows each option's range, is clitypes.unit_hint, built on
-``seconds_written``). It refuses nothing itself (each caller words its own refusal) and imports
-nothing of rmm_mp, so that every layer may use it.
+the number it stands for: ``seconds_written``, and for a workload file's refusal ``unit_hint``,
+which knows the key's range (the command line's, which words an option's range its own way, is
+clitypes.unit_hint, built on ``seconds_written``). It refuses nothing itself (each caller words
+its own refusal) and imports nothing of rmm_mp, so that every layer may use it.
 """
 
 from __future__ import annotations
@@ -36,8 +36,15 @@ def seconds_written(value: str) -> tuple[float, str] | None:
     return seconds, (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
 
 
-def unit_hint(value: str) -> str:
+def unit_hint(value: str, lo: float, hi: float) -> str:
     """" (without a unit: write N)" to follow a refusal of ``value`` when it is a time with a
-    unit (seconds_written), else ""."""
+    unit (seconds_written), or " (without a unit it is N, outside the range)" when N is not in
+    [lo, hi] (`seconds = "200h"` was told "write 720000" beside "at most 604,800"), as the
+    command line's clitypes.unit_hint says it; else ""."""
     written = seconds_written(value)
-    return "" if written is None else f" (without a unit: write {written[1]})"
+    if written is None:
+        return ""
+    seconds, number = written
+    if not lo <= seconds <= hi:
+        return f" (without a unit it is {number}, outside the range)"
+    return f" (without a unit: write {number})"

@@ -96,7 +96,7 @@ class Fields:
         "604,800 + ... s"). With ``seconds``, a string such as "5s" is refused naming the number
         to write, as `--seconds 5s` is (timeunits.unit_hint)."""
         if not is_finite_number(value) or not lo <= value <= hi:
-            hint = unit_hint(value) if seconds and isinstance(value, str) else ""
+            hint = unit_hint(value, lo, hi) if seconds and isinstance(value, str) else ""
             raise self.fail(key, value, f"{what}, a number of at least {Decimal(repr(lo)):f} and at most {hi:,g}"
                                         f"{hint}")
         return float(value)

@@ -310,6 +310,17 @@ def test_seconds_with_a_unit_names_the_number_to_write(tmp_path: Path, text: str
     assert err.expected.endswith(f" (without a unit: write {number})"), str(err)
 
 
+@pytest.mark.parametrize("value, number", [("200h", "720000"), ("0us", "0"), ("1000000 minutes", "60000000")])
+def test_seconds_with_a_unit_outside_the_range_names_no_number_to_write(tmp_path: Path, value: str,
+                                                                        number: str) -> None:
+    """`seconds = "200h"` is 720,000 seconds, past the week a run may last: the hint said
+    "write 720000" beside "at most 604,800", a number refused in turn. It says the number is
+    outside the range, as `--seconds 200h` does."""
+    err = refused(tmp_path, f'seconds = "{value}"\nactivities = {{ run = 1 }}\n' + OK_REALM, 1, "seconds", value,
+                  "a duration in seconds")
+    assert err.expected.endswith(f" (without a unit it is {number}, outside the range)"), str(err)
+
+
 @pytest.mark.parametrize("value", ["5 parsecs", "5M", "5MS"])
 def test_seconds_as_a_string_without_a_unit_has_no_unit_hint(tmp_path: Path, value: str) -> None:
     """A string that is no time with a unit gets no hint: there is no number to name; nor does a
