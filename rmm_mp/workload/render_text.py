@@ -551,7 +551,7 @@ def _verdict(report: RunReport, doc: dict[str, Any]) -> list[str]:
     if len(verdict) <= WIDTH:
         return [verdict]
     return [*paragraph((cause for cause, _ in why), "causes: "),
-            f"result: FAILED: {len(why)} causes, counted above: " + ", ".join(kind for _, kind in why)]
+            f"result: FAILED: {len(why)} causes, listed above: " + ", ".join(kind for _, kind in why)]
 
 
 def format_report(report: RunReport) -> str:

@@ -66,7 +66,7 @@ def test_every_verdict_fits_the_width_and_is_the_last_line() -> None:
     for name in ("realms", "cpus", "problems", "invariants", "interrupted", "files"):
         every.update(_causes(True)[name])
     lines = format_report(hand_built(**every)).splitlines()
-    assert lines[-1] == ("result: FAILED: 6 causes, counted above: realms, CPU processes, problems, invariants, "
+    assert lines[-1] == ("result: FAILED: 6 causes, listed above: realms, CPU processes, problems, invariants, "
                          "interrupted, report files"), lines[-1]
     assert lines[-3].startswith("causes: 12,345,678 realms failed, 128 CPU processes failed, 1,234 problems,"), lines
     assert " ".join(line.strip() for line in lines[-3:-1]) == (
