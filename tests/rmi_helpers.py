@@ -15,16 +15,17 @@ from __future__ import annotations
 import dataclasses
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, RmiRecCreateFlags, rec_index_to_mpidr
+from rmm_mp.abi.structs import RMI_REALM_PARAMS, RMI_REC_PARAMS, Layout, RmiRecCreateFlags, rec_index_to_mpidr
 from rmm_mp.hw.granule import GranuleTable
 from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, Region
 from rmm_mp.hw.platform import load as load_platform
-from rmm_mp.rmm import s2tt
+from rmm_mp.rmm import nsbuf, s2tt
+from rmm_mp.rmm.handlers import rmi_rec
 from rmm_mp.rmm.realm_desc import Rd
 
 if TYPE_CHECKING:
@@ -120,13 +121,14 @@ def before_the_first_lock(monkeypatch: "pytest.MonkeyPatch", rmi: Rmi, action: C
 def host_rewrites_after_each_read(monkeypatch: "pytest.MonkeyPatch", machine: Machine, page: int,
                                   versions: list[bytes]) -> list[int]:
     """A racing host CPU, made deterministic: right after each read the RMM makes of NS ``page``
-    (an NS copy through NsAccess, or read_held_ns under the page's lock), the page's first bytes
+    (an NS copy through NsAccess, or read_held_ns or unpack_held_ns under the page's lock), the
+    page's first bytes
     become the next of ``versions`` (the last one stays). The store goes straight into DRAM,
     past the granule lock, as a real CPU's store would: hardware has no such lock. A handler
     that reads a field twice (validates one value, uses another) then sees two different
     values. Returns the list of the offsets of each read in the page, for counting them.
     ``monkeypatch.undo()`` ends it."""
-    ns_read, memory_read = NsAccess.read, PhysicalMemory.read
+    ns_read, memory_read, unpack_held = NsAccess.read, PhysicalMemory.read, nsbuf.unpack_held_ns
     reads: list[int] = []
     pending = list(versions)
 
@@ -152,8 +154,16 @@ def host_rewrites_after_each_read(monkeypatch: "pytest.MonkeyPatch", machine: Ma
             after_read(pa)
         return data
 
+    def unpack_then_rewrite(rmm: Any, held: Any, layout: Layout) -> dict[str, Any] | None:
+        values = unpack_held(rmm, held, layout)
+        if held.addr == page:
+            after_read(page)
+        return values
+
     monkeypatch.setattr(NsAccess, "read", ns_read_then_rewrite)
     monkeypatch.setattr(PhysicalMemory, "read", memory_read_then_rewrite)
+    for module in (nsbuf, rmi_rec):     # REC_ENTER calls it by the name it imported
+        monkeypatch.setattr(module, "unpack_held_ns", unpack_then_rewrite)
     return reads
 
 

@@ -8,15 +8,16 @@ while holding the granule's lock: the same outcomes, with no window.
 Locking rule 8: a handler makes these copies while it holds no other granule lock. The page's
 lock is the same lock other commands take when the page is DELEGATED (lock_two(page, RD) for
 RTT_CREATE, DATA_CREATE ...), and those hold it while they wait for an RD; a copy made while
-holding an RD could wait for them in turn. The one exception, read_held_ns, copies a page the
-handler locked itself as an external granule, in address order with its others (rule 2):
-DATA_CREATE's source, REC_ENTER's run page. write_page_ns writes into a page the command found
+holding an RD could wait for them in turn. The one exception, read_held_ns (and unpack_held_ns,
+which reads a structure's fields in place), copies a page the handler locked itself as an
+external granule, in address order with its others (rule 2): DATA_CREATE's source, REC_ENTER's
+run page. write_page_ns writes into a page the command found
 NS earlier (REC_ENTER's run page, at the exit), by its granule index, locking it as NsAccess would.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rmm_mp.hw.faults import GranuleProtectionFault
 from rmm_mp.hw.gpt import Pas
@@ -26,6 +27,7 @@ from rmm_mp.rmm.granule_state import GranuleState
 _NS_PAS = Pas.NS     # read once: an enum class attribute costs a hook call per read (hw/memory.py)
 
 if TYPE_CHECKING:
+    from rmm_mp.abi.structs import Layout
     from rmm_mp.hw.granule import Granule
     from rmm_mp.rmm.cpu import RmmCpu
 
@@ -50,6 +52,16 @@ def read_held_ns(rmm: "RmmCpu", page: "Granule", size: int = GRANULE_SIZE) -> by
     if rmm.gpt.pas(page.idx) != _NS_PAS:
         return None
     return rmm.memory.read(page.addr, size)
+
+
+def unpack_held_ns(rmm: "RmmCpu", page: "Granule", layout: "Layout") -> dict[str, Any] | None:
+    """``layout.unpack`` of the start of granule ``page``, held as read_held_ns's is, read in
+    place: the values are copied straight out of DRAM, with no bytes copy of the page made first
+    (REC_ENTER's enter half, on every entry: about 3,000 instructions fewer than unpacking a
+    read_held_ns copy). None if EL3 has the page outside the Non-secure PAS."""
+    if rmm.gpt.pas(page.idx) != _NS_PAS:
+        return None
+    return layout.unpack(rmm.memory.buf, page.idx << 12)
 
 
 def still_ns(rmm: "RmmCpu", pa: int) -> bool:

@@ -45,7 +45,7 @@ from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
 from rmm_mp.rmm.memo import BoundedMemo
-from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_page_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns, unpack_held_ns, write_page_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, H_PSCI, H_RUNNABLE, Rec
 
@@ -64,7 +64,7 @@ _gic_valid: BoundedMemo[tuple[int, int, bytes], bool] = BoundedMemo(
 and a host re-enters with the same GIC state entry after entry; a lookup costs about half of
 checking the LRs again."""
 _ENTER_EXTENT = RMI_REC_ENTER_RAW.extent
-"""What REC_ENTER copies of the enter half: up to its last field (0x388 of 0x800 bytes), all that
+"""What REC_ENTER reads of the enter half: up to its last field (0x388 of 0x800 bytes), all that
 RMI_REC_ENTER_RAW.unpack reads; the rest is SBZ padding the RMM ignores."""
 
 ESR_EC_SHIFT = 26
@@ -279,7 +279,7 @@ def _kept(views: dict[int, _View], key: int, view: _View) -> _View:
 def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     """Enter a REC; on SUCCESS the exit is in run_ptr + 0x800 (RmiRecExit)."""
     # The run page is locked with the REC, in address order (rule 2), and its enter half read
-    # under that lock (nsbuf.read_held_ns): the entry uses the page as it is when the command
+    # under that lock (nsbuf.unpack_held_ns): the entry uses the page as it is when the command
     # takes effect. A copy made before the REC's lock could be older than that: a host that
     # rewrote the page and then made the REC runnable (PSCI_COMPLETE) while this command ran
     # got an entry with the old contents, which no serial order gives.
@@ -289,9 +289,11 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     g, run_g = pair
     run_idx = run_g.idx     # the exit is written there (write_page_ns): no second find of run_ptr
     granules = rmm.granules     # the guards' unlock and refcount, through the table: one call each
-    raw = read_held_ns(rmm, run_g, _ENTER_EXTENT)
+    # Unpacked in place, gprs and gicv3_lrs as their bytes (copied, not read as ints): the dict
+    # holds values, nothing that still reads the page once it is unlocked.
+    enter = unpack_held_ns(rmm, run_g, RMI_REC_ENTER_RAW)
     granules.unlock(run_idx)
-    if raw is None:         # run_pas: NS in the granule table, not in the NS PAS
+    if enter is None:       # run_pas: NS in the granule table, not in the NS PAS
         g.unlock()
         raise RmiError.input()
     if granules.refcount(g.idx) != 0:     # running on another CPU
@@ -307,7 +309,6 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     rd = rmm.rds.get(head[H_OWNER])     # by PA: a hit needs no _index (a bad PA is never kept)
     if rd is None:
         rd = _kept(rmm.rds, head[H_OWNER], Rd(rmm.memory, _index(rmm, head[H_OWNER])))
-    enter = RMI_REC_ENTER_RAW.unpack(raw)     # gprs and gicv3_lrs as their bytes: copied, not read as ints
     refusal = _entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
         g.unlock()
