@@ -97,8 +97,10 @@ def test_unpack_and_values_read_what_get_reads(layout: Layout, data: st.DataObje
 def test_pack_values_with_whole_arrays_matches_the_reference(layout: Layout, data: st.DataObject) -> None:
     """pack_values(dict) of any subset of fields with every array at its full length (the
     one-call path a REC exit takes) and the same with the arrays cut short (the padding path):
-    the reference bytes, as pack(**values) and pack_bytes (as bytes) give them; an integer one
-    past a full array field's range is refused naming that field, by both."""
+    the reference bytes, as pack(**values) and pack_bytes (as bytes) give them, and as
+    pack_values_into writes them over whatever a buffer held (pad bytes zeroed, nothing outside
+    the structure touched); an integer one past a full array field's range is refused naming
+    that field, by all three."""
     values = data.draw(field_values(layout))
     whole = {name: tuple(value) + (0,) * (layout.fields[name].count - len(value))    # type: ignore[arg-type]
              if layout.fields[name].count > 1 else value for name, value in values.items()}
@@ -108,11 +110,15 @@ def test_pack_values_with_whole_arrays_matches_the_reference(layout: Layout, dat
         assert packed == layout.pack(**chosen)
         raw = layout.pack_bytes(chosen)
         assert type(raw) is bytes and raw == packed
+        buf = bytearray(b"\xa5" * (layout.size + 24))
+        layout.pack_values_into(memoryview(buf), 8, chosen)
+        assert buf[8:8 + layout.size] == packed and buf[:8] + buf[8 + layout.size:] == b"\xa5" * 24
     arrays = sorted(name for name in whole if layout.fields[name].count > 1 and layout.fields[name].fmt != "q")
     if arrays:
         name = data.draw(st.sampled_from(arrays))
         fld = layout.fields[name]
-        for pack in (layout.pack_values, layout.pack_bytes):
+        for pack in (layout.pack_values, layout.pack_bytes,
+                     lambda values: layout.pack_values_into(bytearray(layout.size), 0, values)):
             with pytest.raises(LayoutError, match=rf"^{layout.name}\.{name}\b"):
                 pack({**whole, name: (0,) * (fld.count - 1) + (1 << BITS[fld.fmt],)})
 
@@ -216,8 +222,12 @@ def test_a_raw_array_is_its_bytes(layout: Layout, raw: Layout) -> None:
     assert raw.unpack(image) == {**layout.unpack(image), **raw_arrays}
     assert raw.pack(**others, **raw_arrays) == image
     assert raw.pack_bytes({**others, "gprs": as_bytes[:16]}) == layout.pack_bytes({**others, "gprs": gprs[:2]})
+    into = bytearray(b"\xff" * layout.size)
+    raw.pack_values_into(into, 0, {**others, "gprs": as_bytes[:16]})     # short bytes: zero-padded in place
+    assert into == layout.pack_bytes({**others, "gprs": gprs[:2]})
     assert raw.extent == layout.extent and raw.size == layout.size
-    with pytest.raises(LayoutError, match=rf"^{layout.name}\.gprs is 256 bytes; expected at most 248$"):
-        raw.pack(gprs=as_bytes + bytes(8))
+    for pack in (lambda values: raw.pack(**values), lambda values: raw.pack_values_into(into, 0, values)):
+        with pytest.raises(LayoutError, match=rf"^{layout.name}\.gprs is 256 bytes; expected at most 248$"):
+            pack({"gprs": as_bytes + bytes(8)})
     with pytest.raises(ValueError, match="imm: not an integer array"):
         RSI_HOST_CALL.raw("imm")

@@ -45,7 +45,7 @@ from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
 from rmm_mp.rmm.memo import BoundedMemo
-from rmm_mp.rmm.nsbuf import read_ns, still_ns, unpack_held_ns, write_page_ns
+from rmm_mp.rmm.nsbuf import pack_page_ns, read_ns, still_ns, unpack_held_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, H_PSCI, H_RUNNABLE, Rec
 
@@ -287,7 +287,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if pair is None:        # run_align, run_bound, run_pas, rec_align, rec_bound, rec_gran_state
         raise RmiError.input()
     g, run_g = pair
-    run_idx = run_g.idx     # the exit is written there (write_page_ns): no second find of run_ptr
+    run_idx = run_g.idx     # the exit is written there (pack_page_ns): no second find of run_ptr
     granules = rmm.granules     # the guards' unlock and refcount, through the table: one call each
     # Unpacked in place, gprs and gicv3_lrs as their bytes (copied, not read as ints): the dict
     # holds values, nothing that still reads the page once it is unlocked.
@@ -318,7 +318,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter, head)
         # A4.3.3: the realm has run even if the exit cannot be delivered.
-        if not write_page_ns(rmm, run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW.pack_bytes(fields)):
+        if not pack_page_ns(rmm, run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, fields):
             raise RmiError.input()
     finally:
         granules.refcount_add(g.idx, -1)
