@@ -125,8 +125,43 @@ class RealmPage:
 def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     """Walk to ``ipa``'s entry holding locks hand over hand; RAM pages come back with their PA
     and the last-level table still locked (the caller releases it), EMPTY and unmapped ones
-    with the level where the walk stopped and nothing locked."""
-    llt, level, desc = _walk_locked(call.rmm, call.ctx, ipa)
+    with the level where the walk stopped and nothing locked.
+
+    The walk is s2tt.walk from root 0 to the page level, the same locks in the same order with
+    the same hints (locking rule 5: root 0, the root covering ipa, then each table, the child
+    locked before its parent is released), written out here for this hot path (RSI_HOST_CALL
+    walks once per call), in this function: a helper returning the table, level and entry cost a
+    call and a tuple per walk. The arithmetic is arranged to work on one-digit ints where it can
+    (granule indices, IPA bits shifted down before they are masked): a PA or IPA at or above
+    2^30 is a multi-digit int on CPython, whose every operation costs several times a one-digit
+    one's."""
+    rmm, ctx = call.rmm, call.ctx
+    granules = rmm.granules
+    load = rmm.memory.view.load_u64  # type: ignore[union-attr]
+    base_idx = granules.base >> 12
+    level = ctx.start_level
+    table = (ctx.rtt_base >> 12) - base_idx
+    llt = granules.lock_known(table, _RTT, level | SUB_ROOT)
+    shift = _SHIFTS[level]
+    # (ipa & (2^ipa_width - 1)) >> shift, shifted first: ipa_width > shift (s2tt.start_level_consistent)
+    sl_index = (ipa >> shift) & ((1 << (ctx.ipa_width - shift)) - 1)
+    if sl_index >> s2tt.STRIDE:
+        table += sl_index >> s2tt.STRIDE
+        child = granules.lock_known(table, _RTT, level | SUB_ROOT)
+        granules.unlock(llt.idx)       # llt.unlock(), one call fewer
+        llt = child
+    index = sl_index & _INDEX_MASK
+    while True:
+        desc = load((table << 12) + (index << 3))
+        if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != _TABLE:
+            break
+        table = ((desc & _OA_MASK) >> 12) - base_idx
+        level += 1
+        child = granules.lock_known(table, _RTT, level)
+        granules.unlock(llt.idx)
+        llt = child
+        index = (ipa >> _SHIFTS[level]) & _INDEX_MASK
+    # llt: the last-level table, locked; level: its level; desc: ipa's entry in it.
     kind_bits = desc & _DESC_TYPE_MASK
     if kind_bits and not desc & _NS and (level < _PAGE_LEVEL or kind_bits == _PAGE):
         kind, ripas = _ASSIGNED, s2tt.RIPAS_RAM     # a valid protected page or block (s2tt.decode)
@@ -141,42 +176,6 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
         return RealmPage(EMPTY, level, 0, None)
     return RealmPage(FAULT, level, 0, None)
-
-
-def _walk_locked(rmm: "RmmCpu", ctx: "S2Ctx", ipa: int) -> "tuple[Granule, int, int]":
-    """(last-level table, locked; its level; ipa's entry in it): s2tt.walk from root 0 to the
-    page level, the same locks in the same order with the same hints (locking rule 5: root 0,
-    the root covering ipa, then each table, the child locked before its parent is released),
-    written out for this hot path (RSI_HOST_CALL walks once per call).
-
-    The arithmetic is arranged to work on one-digit ints where it can (granule indices, IPA bits
-    shifted down before they are masked): a PA or IPA at or above 2^30 is a multi-digit int on
-    CPython, whose every operation costs several times a one-digit one's."""
-    granules = rmm.granules
-    load = rmm.memory.view.load_u64  # type: ignore[union-attr]
-    base_idx = granules.base >> 12
-    level = ctx.start_level
-    table = (ctx.rtt_base >> 12) - base_idx
-    held = granules.lock_known(table, _RTT, level | SUB_ROOT)
-    shift = _SHIFTS[level]
-    # (ipa & (2^ipa_width - 1)) >> shift, shifted first: ipa_width > shift (s2tt.start_level_consistent)
-    sl_index = (ipa >> shift) & ((1 << (ctx.ipa_width - shift)) - 1)
-    if sl_index >> s2tt.STRIDE:
-        table += sl_index >> s2tt.STRIDE
-        child = granules.lock_known(table, _RTT, level | SUB_ROOT)
-        granules.unlock(held.idx)       # held.unlock(), one call fewer
-        held = child
-    index = sl_index & _INDEX_MASK
-    while True:
-        desc = load((table << 12) + (index << 3))
-        if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != _TABLE:
-            return held, level, desc
-        table = ((desc & _OA_MASK) >> 12) - base_idx
-        level += 1
-        child = granules.lock_known(table, _RTT, level)
-        granules.unlock(held.idx)
-        held = child
-        index = (ipa >> _SHIFTS[level]) & _INDEX_MASK
 
 
 def realm_generation(call: RealmCall) -> int:
