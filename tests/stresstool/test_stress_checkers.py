@@ -555,6 +555,40 @@ def test_an_rds_lock_free_fields_are_read_only_under_a_reference_that_keeps_it(m
                      ("unlocked read", f"read of RD field state {tail}")], found
 
 
+def test_rec_enters_run_page_accesses_are_checked_where_rec_enter_looks_them_up(
+        machine: Machine, probe: Probe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """REC_ENTER reads its run page's enter half in place (nsbuf.unpack_held_ns) and packs the
+    exit straight into the page (nsbuf.pack_page_ns), both by the names rmi_rec imported, not
+    through PhysicalMemory.read / write. Made under the page's lock, neither is reported; the
+    enter half read with the lock not held, and the exit packed by a copy of pack_page_ns that
+    takes no lock (swapped in before the checker, as a catalogued bug is), are each an unlocked
+    access of the NS page's contents, with the message PhysicalMemory's wrappers gave for the
+    copies REC_ENTER made through them. Before, neither was seen."""
+    from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW
+    from rmm_mp.rmm import nsbuf
+    from rmm_mp.rmm.handlers import rmi_rec
+    table = probe.cpu.granules
+    rmm = SimpleNamespace(granules=table, memory=machine.memory, gpt=machine.gpt)
+
+    def pack_page_unlocked(rmm: SimpleNamespace, idx: int, offset: int, layout: object, values: dict) -> bool:
+        layout.pack_values_into(rmm.memory.buf, (idx << 12) + offset, values)  # type: ignore[attr-defined]
+        return True
+    for module in (nsbuf, rmi_rec):
+        monkeypatch.setattr(module, "pack_page_ns", pack_page_unlocked)
+    run = table.addr(NS_IDX)
+    ownership.install(probe)
+    with table.lock_known(NS_IDX, GS.NS) as page:
+        assert rmi_rec.unpack_held_ns(rmm, page, RMI_REC_ENTER_RAW) is not None     # under its lock
+    assert rmi_rec.unpack_held_ns(rmm, page, RMI_REC_ENTER_RAW) is not None         # 1: lock not held
+    exit_fields = RMI_REC_EXIT_RAW.unpack(bytes(RMI_REC_EXIT_RAW.size))
+    assert rmi_rec.pack_page_ns(rmm, NS_IDX, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, exit_fields)    # 2
+    found = [(f.rule, f.message) for f in probe.findings.items]
+    assert found == [("unlocked read", f"read of the contents (read {RMI_REC_ENTER_RAW.extent} bytes at {run:#x}) "
+                                       f"of NS granule {run:#x} without its lock"),
+                     ("unlocked write", f"write of the contents (write {RMI_REC_EXIT_RAW.size} bytes at "
+                                        f"{run + REC_EXIT_OFFSET:#x}) of NS granule {run:#x} without its lock")], found
+
+
 def test_a_findings_held_locks_of_one_class_share_a_line(machine: Machine, probe: Probe) -> None:
     """A finding made while holding two DELEGATED granules, an RD, then two more DELEGATED
     ones lists the held locks in the order taken, each run of one class on one line with its
