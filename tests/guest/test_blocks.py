@@ -1,8 +1,8 @@
 """Straight-line blocks (rmm_mp/guest/blocks.py): the interpreter with blocks against itself without.
 
 Each program runs twice from the same state on the same kind of Bus: once as it is, once with
-``blocks.find`` replaced by a function that finds no block, so every word goes through the
-interpreter's loop. Registers, flags, PC, system registers, the event, every byte of memory and
+``blocks.find`` replaced by a function that finds no block and an empty ``blocks.BLOCKS`` (run
+looks a made block up there itself), so every word goes through the interpreter's loop. Registers, flags, PC, system registers, the event, every byte of memory and
 the Bus calls (each translate and sync, in order) must agree: a block changes how fast a run
 goes, never what it does or when it syncs. The programs are runs of register-only words (every
 opcode up to cmp #imm, the zero register, edge immediates, undefined aux values) ending in a
@@ -15,6 +15,7 @@ Hypothesis runs derandomized with no example database (tests/README.md: fixed se
 
 from __future__ import annotations
 
+import random
 import struct
 from typing import Any
 
@@ -65,7 +66,8 @@ class LogBus:
 
 @pytest.fixture(autouse=True)
 def eager(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.function.__name__ != "test_a_function_is_made_the_hot_th_time":
+    if request.function.__name__ not in ("test_a_function_is_made_the_hot_th_time",
+                                         "test_looping_programs_that_rewrite_themselves_run_as_without_blocks"):
         monkeypatch.setattr(blocks, "HOT", 1)
 
 
@@ -82,7 +84,9 @@ def _both(ram: bytes, regs: list[int], pc: int, nzcv: int, budget: int) -> tuple
     """The outcome with blocks, after checking it is the outcome without."""
     with_blocks = _outcome(ram, regs, pc, nzcv, budget)
     with pytest.MonkeyPatch.context() as patch:
+        # No block at all: run also looks a made block up itself (BLOCKS), before calling find.
         patch.setattr(blocks, "find", lambda *args: None)
+        patch.setattr(blocks, "BLOCKS", {})
         without = _outcome(ram, regs, pc, nzcv, budget)
     assert with_blocks == without
     return with_blocks
@@ -186,3 +190,81 @@ def test_a_function_is_made_the_hot_th_time() -> None:
     state.pc = 0x800
     assert run(state, bus, 100).kind == "SMC" and state.x[5:7] == [blocks.HOT + 1, 2 * blocks.HOT + 2]
     assert blocks.BLOCKS[0x800 >> 3][2][1] is blocks.BLOCKS[0][2][1]          # type: ignore[index]
+
+
+class _LoopBus(LogBus):
+    """LogBus with IPA pages 0x1000 and 0x2000 swapped in RAM, when asked."""
+
+    def __init__(self, ram: bytes, swap: bool) -> None:
+        super().__init__(ram)
+        self.swap = {0x1000: 0x2000, 0x2000: 0x1000} if swap else {}
+
+    def translate(self, page: int, write: bool, fetch: bool) -> int:
+        return self.swap.get(page, super().translate(page, write, fetch))
+
+
+def _random_word(r: random.Random, at: int, low: int, high: int) -> int:
+    """Mostly register-only words on few registers (so that constants fold), branches into the
+    program, stores into it through x4 (code that rewrites itself), smc, hvc, wfi, wfe, bl, udf."""
+    def reg() -> int:
+        return r.choice([0, 1, 2, 3, 31])
+    k = r.random()
+    if k < 0.75:
+        imm = r.choice([0, 1, -1, 63, 64, 0xFFFF, -0x8000, 0x7FFF_FFFF, -0x8000_0000, r.randint(-2**31, 2**31 - 1),
+                        r.randint(-4, 70)])
+        return encode(r.choice(REGISTER_ONLY + [Op.MOVI, Op.MOVK, Op.CMP, Op.CMPI]), reg(), reg(), reg(),
+                      r.choice([0, 1, 2, 3, 3, 4]), imm)
+    target = r.randrange(low, high, 8) - at
+    for bound, word in ((0.80, lambda: encode(Op.B, imm=target)),
+                        (0.85, lambda: encode(Op.BCOND, aux=r.randint(0, 14), imm=target)),
+                        (0.88, lambda: encode(Op.CBNZ, rn=reg(), imm=target)),
+                        (0.91, lambda: encode(Op.SMC, imm=r.randint(0, 9))),
+                        (0.92, lambda: encode(Op.HVC, imm=r.randint(0, 9))),
+                        (0.93, lambda: encode(r.choice([Op.WFI, Op.WFE]))),
+                        (0.97, lambda: encode(Op.STR, rd=r.choice([5, 0, 1]), rn=4, aux=r.choice([3, 2, 0]),
+                                              imm=r.randrange(0, 64, 8))),
+                        (0.985, lambda: encode(Op.BL, imm=target))):
+        if k < bound:
+            return word()
+    return encode(Op.UDF)
+
+
+def _slices(ram: bytes, swap: bool, regs: list[int], pc: int, budgets: list[int]) -> tuple[Any, ...]:
+    """Run the program slice after slice (past each smc, hvc, wfi or wfe, as the RMM would)."""
+    bus = _LoopBus(ram, swap)
+    state = GuestState(regs, pc, 0, [VBAR, 0, 0, 0, 0x8000_0000])
+    events = []
+    for budget in budgets:
+        event = run(state, bus, budget)
+        events.append((event.kind, event.executed, event.imm, event.fault and event.fault.ipa, state.pc, state.nzcv,
+                       list(state.x), list(state.sysregs)))
+        if event.kind == "ABORT":
+            break
+        if event.kind != "SLICE":
+            state.pc += 8
+    return events, bytes(bus.ram), bus.calls
+
+
+@pytest.mark.parametrize("hot", [1, 16])
+def test_looping_programs_that_rewrite_themselves_run_as_without_blocks(hot: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeded random programs that loop (so blocks are made and reused, at blocks.HOT too),
+    rewrite their own words, cross from a page into another that is not next to it in RAM, and
+    run in slices of random budgets: with blocks as without, the cache left as each program
+    leaves it for the next, which has other words at the same places."""
+    monkeypatch.setattr(blocks, "HOT", hot)
+    for seed in range(1500):
+        r = random.Random(seed)
+        ram = bytearray(RAM)
+        low = r.choice([0x1000, 0x1F00, 0x1FC0])
+        high = min(low + 8 * r.randint(4, 60), 0x3000)
+        _place(ram, low, [_random_word(r, at, low, high) for at in range(low, high, 8)])
+        _place(ram, VBAR + 0x200, [encode(Op.SMC, imm=99)])
+        regs = [r.choice([0, 1, MASK64, 1 << 63, r.getrandbits(64)]) for _ in range(31)]
+        regs[4], regs[5] = r.randrange(low, high, 8), _random_word(r, 0, low, high)
+        swap, budgets = r.random() < 0.5, [r.choice([1, 2, 3, 5, 17, 100, 1000]) for _ in range(r.randint(1, 30))]
+        with_blocks = _slices(bytes(ram), swap, regs, low, budgets)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(blocks, "find", lambda *args: None)
+            patch.setattr(blocks, "BLOCKS", {})
+            without = _slices(bytes(ram), swap, regs, low, budgets)
+        assert with_blocks == without, f"seed {seed}"
