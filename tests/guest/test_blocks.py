@@ -246,7 +246,8 @@ def _slices(ram: bytes, swap: bool, regs: list[int], pc: int, budgets: list[int]
 
 
 @pytest.mark.parametrize("hot", [1, 16])
-def test_looping_programs_that_rewrite_themselves_run_as_without_blocks(hot: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_looping_programs_that_rewrite_themselves_run_as_without_blocks(hot: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Seeded random programs that loop (so blocks are made and reused, at blocks.HOT too),
     rewrite their own words, cross from a page into another that is not next to it in RAM, and
     run in slices of random budgets: with blocks as without, the cache left as each program
@@ -268,3 +269,20 @@ def test_looping_programs_that_rewrite_themselves_run_as_without_blocks(hot: int
             patch.setattr(blocks, "BLOCKS", {})
             without = _slices(bytes(ram), swap, regs, low, budgets)
         assert with_blocks == without, f"seed {seed}"
+
+
+def test_a_place_where_no_block_starts_costs_no_call_once_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop whose sync point starts no block (an ldr first) calls blocks.find there once, not
+    on every iteration: run knows the place from its entry in BLOCKS (the word found there),
+    as branch-heavy code pays for whatever run does at a sync point."""
+    bus = LogBus(bytes(RAM))
+    _place(bus.ram, 0x1000, [encode(Op.LDR, 1, 2, aux=3), encode(Op.SUBI, 3, 3, imm=1),
+                             encode(Op.CBNZ, rn=3, imm=-16), encode(Op.SMC)])
+    blocks.BLOCKS.clear()
+    calls = []
+    find = blocks.find
+    monkeypatch.setattr(blocks, "find", lambda *args: calls.append(args[1]) or find(*args))
+    state = GuestState([0] * 31, 0x1000, 0, [VBAR, 0, 0, 0, 0])
+    state.x[2], state.x[3] = 0x2000, 50
+    assert run(state, bus, 1000).kind == "SMC" and state.x[3] == 0
+    assert calls.count(0x1000 >> 3) == 1 and blocks.BLOCKS[0x1000 >> 3] == encode(Op.LDR, 1, 2, aux=3)
