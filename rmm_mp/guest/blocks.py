@@ -14,17 +14,19 @@ run one word at a time from executing it at once, and the block's function
 ``fn(x, nzcv) -> nzcv`` leaves registers and flags exactly as the interpreter's loop would
 (tests/guest/test_blocks.py compares the two on random programs). Inside a block, a register
 whose value is a constant of the block (a movi, a movk of one, an operation on constants) is
-computed when the block is made and written once, at the end or before an instruction that
-reads it through ``x``.
+computed when the block is made and written once, at the end (an instruction that reads it
+takes the constant).
 
 ``find`` looks a block up by the index of its first word in guest memory and compares the words
 the block was made from with what the memory holds now, so a block is used only while its words
 are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
 to get wrong. (Its words are read when they are compared, before the block runs; as none of its
 instructions reaches memory, no other CPU can tell that from reading each just before it runs.)
-Where no block starts, the entry holds the first word, compared likewise. A function is made
-only for a run found ``HOT`` times at its place (the interpreter's loop runs it until then), and
-is shared by every place that holds the same run. Both caches are bounded (cleared when full, as
+Where no block starts, the entry holds the first word, compared likewise (words after it that
+change into a run make no block there until the entry goes: a cost, never a difference). A
+function is made only for a run found ``HOT`` times at its place, its words and the word that
+ended it compared as a block's are (the interpreter's loop runs it until then), and is shared by
+every place that holds the same run. Both caches are bounded (cleared when full, as
 the decode cache is).
 
 This module owns block making and lookup. It must not know realms, RTTs or the RMM.
@@ -33,7 +35,7 @@ This module owns block making and lookup. It must not know realms, RTTs or the R
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from rmm_mp.guest.isa import ZR, Op
 
@@ -61,10 +63,11 @@ opcode of the word after them if it ends the block (else NO_END), and its imm as
 uses it (b's offset, smc's or hvc's imm; 0 for wfi and wfe)."""
 Decoder = Callable[[int], tuple[int, int, int, int, int, int]]
 
-BLOCKS: dict[int, "tuple[memoryview, int, Block] | int | list[int]"] = {}
+BLOCKS: dict[int, "tuple[memoryview, int, Block] | int | list[Any]"] = {}
 """First word's index in guest memory -> (the block's words, how many, the block); the word found
-there when no block starts at it; [the word, times found] for a block whose function is not
-made yet."""
+there when no block starts at it; [the run's words and the word that ended it, how many, times
+found] for a run whose function is not made yet (all of them: a rewritten run starts its count
+again, so no run gets a function before it ran HOT times, whatever its first word)."""
 _FUNCTIONS: dict[bytes, BlockFn] = {}
 """A block's register-only words (their bytes) -> its function."""
 _BLOCKS_MAX = 1 << 14
@@ -86,8 +89,8 @@ def find(words: memoryview, start: int, end: int, decode: Decoder,
         elif kind is int:
             if entry == words[start]:
                 return None
-        elif entry[0] == words[start]:     # type: ignore[index]  # a run with no function yet: counted
-            seen = entry[1] = entry[1] + 1                     # type: ignore[index]
+        elif entry[0] == words[start:start + entry[1]]:       # type: ignore[index]  # a run counted
+            seen = entry[2] = entry[2] + 1                     # type: ignore[index, operator]
             if seen < HOT:
                 return None
     return _make(words, start, end, decode, flags, seen)
@@ -117,7 +120,8 @@ def _make(words: memoryview, start: int, end: int, decode: Decoder, flags: Calla
         fn = _FUNCTIONS.get(run)
         if fn is None:
             if seen < HOT:
-                BLOCKS[start] = [words[start], seen]
+                length = n + (stop < end)
+                BLOCKS[start] = [memoryview(bytes(words[start:start + length])).cast("Q"), length, seen]
                 return None
             if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
                 _FUNCTIONS.clear()

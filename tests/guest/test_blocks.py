@@ -286,3 +286,31 @@ def test_a_place_where_no_block_starts_costs_no_call_once_known(monkeypatch: pyt
     state.x[2], state.x[3] = 0x2000, 50
     assert run(state, bus, 1000).kind == "SMC" and state.x[3] == 0
     assert calls.count(0x1000 >> 3) == 1 and blocks.BLOCKS[0x1000 >> 3] == encode(Op.LDR, 1, 2, aux=3)
+
+
+def test_a_rewritten_run_counts_from_one_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's function is made once that run, all its words, reached its place HOT times: a run
+    rewritten behind the same first word (here a two-word run made 511 words long at its 16th
+    reach) starts its count again, or code could get a long run made for the price of a short
+    one's reaches, again and again (making a 511-word function costs about 10 ms)."""
+    monkeypatch.setattr(blocks, "HOT", 16)
+    bus = LogBus(bytes(RAM))
+    short = [encode(Op.ADDI, 5, 5, imm=1), encode(Op.ADDI, 6, 6, imm=2), encode(Op.SMC)]
+    _place(bus.ram, 0x1000, short + [encode(Op.ADDI, 7, 7, imm=3)] * 508 + [encode(Op.SMC)])
+    blocks.BLOCKS.clear()
+    blocks._FUNCTIONS.clear()
+    made: list[int] = []
+    compile_ = blocks._compile
+    monkeypatch.setattr(blocks, "_compile", lambda ins, flags: made.append(len(ins)) or compile_(ins, flags))
+    state = GuestState([0] * 31, 0, 0, [VBAR, 0, 0, 0, 0])
+
+    def reach() -> None:
+        state.pc = 0x1000
+        assert run(state, bus, 1000).kind == "SMC"
+    for _ in range(blocks.HOT - 1):
+        reach()
+    _place(bus.ram, 0x1010, [encode(Op.ADDI, 7, 7, imm=3)])          # the smc after the two words goes
+    for n in range(blocks.HOT):
+        assert made == [], n
+        reach()
+    assert made == [511] and state.x[7] == 3 * 509 * blocks.HOT
