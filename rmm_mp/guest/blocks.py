@@ -26,8 +26,8 @@ Where no block starts, the entry holds the first word, compared likewise (words 
 change into a run make no block there until the entry goes: a cost, never a difference). A
 function is made only for a run found ``HOT`` times at its place, its words and the word that
 ended it compared as a block's are (the interpreter's loop runs it until then), and is shared by
-every place that holds the same run. Both caches are bounded (cleared when full, as
-the decode cache is).
+every place that holds the same run. Both caches are bounded, in entries and in the words
+they hold (cleared when full, as the decode cache is).
 
 This module owns block making and lookup. It must not know realms, RTTs or the RMM.
 """
@@ -72,6 +72,12 @@ _FUNCTIONS: dict[bytes, BlockFn] = {}
 """A block's register-only words (their bytes) -> its function."""
 _BLOCKS_MAX = 1 << 14
 _FUNCTIONS_MAX = 1 << 12
+_WORDS_MAX = 1 << 17
+"""The words both caches may hold, the copies in BLOCKS' entries and the runs of the functions
+(a function takes about 180 bytes a word: a 511-word one, 92 KiB): counted as they are stored,
+and both caches cleared past it (a function a BLOCKS entry holds goes only with the entry). The
+entry counts alone would let a realm with thousands of long runs hold gigabytes."""
+_held = 0
 
 
 def find(words: memoryview, start: int, end: int, decode: Decoder,
@@ -121,15 +127,29 @@ def _make(words: memoryview, start: int, end: int, decode: Decoder, flags: Calla
         if fn is None:
             if seen < HOT:
                 length = n + (stop < end)
+                _hold(length)
                 BLOCKS[start] = [memoryview(bytes(words[start:start + length])).cast("Q"), length, seen]
                 return None
             if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
                 _FUNCTIONS.clear()
+            _hold(n)
             fn = _FUNCTIONS[run] = _compile([decode(words[i]) for i in range(start, stop)], flags)
     block = (n, fn, last, value)
     length = n + (last != NO_END)
+    _hold(length)
     BLOCKS[start] = (memoryview(bytes(words[start:start + length])).cast("Q"), length, block)
     return block
+
+
+def _hold(count: int) -> None:
+    """Count ``count`` more words held by the caches, clearing both past _WORDS_MAX (an entry
+    replaced is not taken off the count: a clear comes early, never late)."""
+    global _held
+    _held += count
+    if _held > _WORDS_MAX:
+        BLOCKS.clear()
+        _FUNCTIONS.clear()
+        _held = count
 
 
 def _value(op: int, a: int, b: int, imm: int) -> int:

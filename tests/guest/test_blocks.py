@@ -314,3 +314,21 @@ def test_a_rewritten_run_counts_from_one_again(monkeypatch: pytest.MonkeyPatch) 
         assert made == [], n
         reach()
     assert made == [511] and state.x[7] == 3 * 509 * blocks.HOT
+
+
+def test_the_caches_hold_a_bounded_number_of_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks and functions are bounded by the words they hold, not only by their number: ten
+    long runs (sync points 8 bytes apart in one run of 400 words) hold no more than the bound
+    (here 2,000 words) and a last block's."""
+    monkeypatch.setattr(blocks, "_WORDS_MAX", 2000, raising=False)
+    bus = LogBus(bytes(RAM))
+    _place(bus.ram, 0x1000, [encode(Op.ADDI, 5, 5, imm=i) for i in range(400)] + [encode(Op.SMC)])
+    blocks.BLOCKS.clear()
+    blocks._FUNCTIONS.clear()
+    state = GuestState([0] * 31, 0, 0, [VBAR, 0, 0, 0, 0])
+    for k in range(10):
+        state.pc = 0x1000 + 8 * k
+        assert run(state, bus, 1000).kind == "SMC"
+        held = sum(entry[1] for entry in blocks.BLOCKS.values() if entry.__class__ is not int)   # type: ignore[index]
+        held += sum(len(run) // 8 for run in blocks._FUNCTIONS)
+        assert held <= 2000 + 2 * 401, k
