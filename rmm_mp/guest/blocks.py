@@ -102,12 +102,17 @@ def find(words: memoryview, start: int, end: int, decode: Decoder,
     return _make(words, start, end, decode, flags, seen)
 
 
-def _make(words: memoryview, start: int, end: int, decode: Decoder, flags: Callable[[int, int], int],
+def _make(memory: memoryview, start: int, end: int, decode: Decoder, flags: Callable[[int, int], int],
           seen: int) -> Block | None:
     """find's block when there is none to reuse (``seen``: the times a run reached ``start``)."""
     if len(BLOCKS) >= _BLOCKS_MAX:
         BLOCKS.clear()
-    stop = start
+    # The words from start to the page's end, read once: the scan, the function, its key and the
+    # entry all see the same words, though another CPU or the host may write them meanwhile (a
+    # function made from words other than its key's would run wherever its key's words are).
+    words = memoryview(bytes(memory[start:end])).cast("Q")
+    end = len(words)
+    stop = 0
     last = value = NO_END
     while stop < end:
         op, _, _, _, _, imm = decode(words[stop])
@@ -116,28 +121,28 @@ def _make(words: memoryview, start: int, end: int, decode: Decoder, flags: Calla
                 last, value = op, imm if op == _B or op == _SMC or op == _HVC else 0
             break
         stop += 1
-    n = stop - start
+    n = stop
     if n < MIN_LENGTH and last == NO_END:
-        BLOCKS[start] = words[start]
+        BLOCKS[start] = words[0]
         return None
     fn = None
     if n:
-        run = bytes(words[start:stop])
+        run = bytes(words[:stop])
         fn = _FUNCTIONS.get(run)
         if fn is None:
             if seen < HOT:
                 length = n + (stop < end)
                 _hold(length)
-                BLOCKS[start] = [memoryview(bytes(words[start:start + length])).cast("Q"), length, seen]
+                BLOCKS[start] = [memoryview(bytes(words[:length])).cast("Q"), length, seen]
                 return None
             if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
                 _FUNCTIONS.clear()
             _hold(n)
-            fn = _FUNCTIONS[run] = _compile([decode(words[i]) for i in range(start, stop)], flags)
+            fn = _FUNCTIONS[run] = _compile([decode(words[i]) for i in range(stop)], flags)
     block = (n, fn, last, value)
     length = n + (last != NO_END)
     _hold(length)
-    BLOCKS[start] = (memoryview(bytes(words[start:start + length])).cast("Q"), length, block)
+    BLOCKS[start] = (memoryview(bytes(words[:length])).cast("Q"), length, block)
     return block
 
 

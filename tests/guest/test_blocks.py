@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmm_mp.guest import blocks
+from rmm_mp.guest import blocks, interpreter
 from rmm_mp.guest.interpreter import GuestState, MemoryFault, run
 from rmm_mp.guest.isa import Op, encode
 
@@ -332,3 +332,28 @@ def test_the_caches_hold_a_bounded_number_of_words(monkeypatch: pytest.MonkeyPat
         held = sum(entry[1] for entry in blocks.BLOCKS.values() if entry.__class__ is not int)   # type: ignore[index]
         held += sum(len(run) // 8 for run in blocks._FUNCTIONS)
         assert held <= 2000 + 2 * 401, k
+
+
+def test_a_word_written_while_a_block_is_made_does_not_get_into_its_function() -> None:
+    """Another CPU (or the host) writing a run's word while its block is made: the function is
+    made from the words its key holds (those read first), or it would run, wrongly, for every
+    place that holds the key's words, in every realm of the process."""
+    ram = bytearray(RAM)
+    _place(ram, 0x1000, [encode(Op.MOVI, 5, imm=1), encode(Op.MOVI, 6, imm=2), encode(Op.SMC)])
+    run_words = bytes(ram[0x1000:0x1010])
+    blocks.BLOCKS.clear()
+    blocks._FUNCTIONS.clear()
+    decoded = 0
+
+    def decode(word: int) -> tuple[int, int, int, int, int, int]:
+        nonlocal decoded
+        decoded += 1
+        if decoded == 4:            # the three words scanned: the second one is written now
+            _place(ram, 0x1008, [encode(Op.MOVI, 6, imm=7)])
+        return interpreter._decode(word)
+    words = memoryview(ram).cast("Q")
+    block = blocks.find(words, 0x1000 >> 3, 0x2000 >> 3, decode, interpreter._flags)
+    words.release()
+    x = [0] * 32
+    assert block is not None and block[1] is blocks._FUNCTIONS[run_words] and block[1](x, 0) == 0
+    assert x[5:7] == [1, 2] and blocks.BLOCKS[0x1000 >> 3][0].tobytes() == run_words + ram[0x1010:0x1018]  # type: ignore[index]
