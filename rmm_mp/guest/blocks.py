@@ -17,7 +17,9 @@ whose value is a constant of the block (a movi, a movk of one, an operation on c
 computed when the block is made and written once, at the end (an instruction that reads it
 takes the constant).
 
-``find`` looks a block up by the index of its first word in guest memory and compares the words
+``find`` looks a block up by the index of its first word in guest memory (as a Bus gives pages
+at multiples of 4096 there, an index is in the same page, with the same end, whatever IPA maps
+it, in any realm or machine of the process) and compares the words
 the block was made from with what the memory holds now, so a block is used only while its words
 are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
 to get wrong. (Its words are read when they are compared, before the block runs; as none of its

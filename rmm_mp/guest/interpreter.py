@@ -150,8 +150,9 @@ class Bus(Protocol):
     """Translation caches, IPA page -> offset, for fetches, loads and stores (kept across runs)."""
 
     def translate(self, page: int, write: bool, fetch: bool) -> int:
-        """Byte offset of IPA ``page`` (4 KiB aligned) in ``memory``; MemoryFault if it does not
-        translate for this kind of access."""
+        """Byte offset of IPA ``page`` (4 KiB aligned) in ``memory``, itself a multiple of 4096
+        (blocks.py keys blocks by where they are in ``memory`` and ends them at the page's end
+        there); MemoryFault if it does not translate for this kind of access."""
         ...
 
     def sync(self) -> bool:
