@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import struct
+from typing import Any
 
 import atomicshm
 
@@ -384,6 +386,15 @@ class Machine:
         if size.__class__ is not int:
             _int_arg("size", size)
         return self._host_ns.read(pa, size)
+
+    def ns_unpack(self, pa: int, layout: struct.Struct) -> tuple[Any, ...]:
+        """``layout.unpack(self.ns_read(pa, layout.size))``, unpacked in place under the granule
+        lock (hw.memory.NsAccess.unpack): the same locks, check and errors as ns_read."""
+        if self._closed or self._generation != cpu_handle._fork_generation:     # as in ns_read
+            self._check_open()
+        if pa.__class__ is not int:
+            _int_arg("pa", pa)
+        return self._host_ns.unpack(pa, layout)
 
     def ns_write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         """The host writing NS memory; GranuleProtectionFault (and no change) if any byte is not NS DRAM.

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from rmm_mp.abi.rmi import RmiFid
-from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER, RMI_REC_EXIT
+from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER
 from rmm_mp.host.devices import RealmStatus, host_call_raw, realm_status
 from rmm_mp.host.exits import EXIT, EXIT_HOST_CALL, REQUEUE, STOP, ExitContext, handle_exit
 from rmm_mp.host.nsalloc import NsAllocator
@@ -64,10 +64,9 @@ _ENTER_FLAGS = struct.Struct("<Q")
 _ENTER_GPRS = struct.Struct("<31Q")
 _GPRS_OFFSET = RMI_REC_ENTER.offset("gprs")
 _ENTER_FLAGS_0_AND_GPRS = struct.Struct(f"<Q{_GPRS_OFFSET - 8}x{31 * 8}s")   # flags, then gprs as bytes
-_IMM_AT = RMI_REC_EXIT.offset("imm")
-_EXIT_IMM = struct.Struct("<H")
-_EXIT_GPRS_AT = RMI_REC_EXIT.offset("gprs")
-_EXIT_GPRS_END = _EXIT_GPRS_AT + 31 * 8
+_EXIT_RAW = struct.Struct(EXIT.format.replace("31Q", "248s"))
+"""EXIT with exit.gprs as 248 bytes: the same fields at the same offsets (one string for 31 words)."""
+assert _EXIT_RAW.size == EXIT.size
 
 _SYSTEM_OFF_RACE = ERROR_REALM | 1 << 8
 _REALM_NEW = ERROR_REALM
@@ -161,8 +160,10 @@ class RunLoop:
         # Counts the entry too and clears the woken mark: one call where three cost about 1,200
         # instructions more of a round trip.
         q.ran_on(vcpu, cpu.id)
-        data = machine.ns_read(run + REC_EXIT_OFFSET, EXIT.size)
-        reason = data[0]                # exit_reason, a byte at 0x000 (EXIT's first field)
+        # EXIT's bytes with gprs as one 248-byte string, unpacked in place under the lock: no
+        # 1.5 KiB copy, and a host call's registers stay bytes (see below).
+        reason, esr, far, hpfar, gprs_raw, ripas_base, ripas_top, ripas_value, imm = \
+            machine.ns_unpack(run + REC_EXIT_OFFSET, _EXIT_RAW)
         if reason == EXIT_HOST_CALL:
             # _count(EXIT_HOST_CALL) written out: a call less on every host call
             n = self.exits[EXIT_HOST_CALL] = self.exits[EXIT_HOST_CALL] + 1
@@ -171,8 +172,7 @@ class RunLoop:
             # registers it needs, and its answer goes to enter.gprs as 248 bytes (flags 0).
             # Unpacking the 39 words of EXIT and packing 31 answers back cost about 7,000
             # instructions of a 334,000-instruction round trip (docs/performance.md).
-            answer = host_call_raw(q, slot, vcpu % MAX_VCPUS, _EXIT_IMM.unpack_from(data, _IMM_AT)[0],
-                                   data[_EXIT_GPRS_AT:_EXIT_GPRS_END])
+            answer = host_call_raw(q, slot, vcpu % MAX_VCPUS, imm, gprs_raw)
             if q.enter_flags(vcpu) == 0:
                 machine.ns_write(run + _GPRS_OFFSET, answer)
             else:
@@ -181,7 +181,8 @@ class RunLoop:
             q.requeue(vcpu)
             return
         self._count(reason)
-        action, flags, gprs, error = handle_exit(self.ctx, vcpu, EXIT.unpack(data))
+        ex = (reason, esr, far, hpfar, *_ENTER_GPRS.unpack(gprs_raw), ripas_base, ripas_top, ripas_value, imm)
+        action, flags, gprs, error = handle_exit(self.ctx, vcpu, ex)     # ex: what EXIT.unpack gives
         if gprs is not None:
             if len(gprs) != 31:     # a host call's answer has all 31: no _padded call then
                 gprs = _padded(gprs)

@@ -2,10 +2,10 @@
 
 DRAM is one shared segment, granule_count * 4 KiB, mapped by every process. The RMM reaches
 granule contents through ``granule(idx)`` (a memoryview of those 4 KiB). Normal-world access
-(``ns_read``/``ns_write``, used by Machine and by the RMM when it copies a host structure) goes
+(NsAccess ``read``/``unpack``/``write``, used by Machine and by the RMM when it copies a host structure) goes
 through the granule protection check, atomically against a concurrent DELEGATE: each granule of
 the range is locked in address order (the caller holds no other granule lock: locking rule 8
-of hw.granule), its GPT entry checked, the bytes copied, the lock released. A delegated granule
+of hw.granule), its GPT entry checked, the bytes copied (or unpacked), the lock released. A delegated granule
 therefore never ends up holding host bytes.
 
 The lock is the model's, not the hardware's: a real host access takes no RMM lock. So the host's
@@ -18,6 +18,9 @@ This module owns byte access to DRAM. It must not change granule states or GPT e
 """
 
 from __future__ import annotations
+
+import struct
+from typing import Any
 
 import atomicshm
 
@@ -275,6 +278,26 @@ class NsAccess:
         finally:
             for idx in indices:
                 self.table.unlock(idx)
+
+    def unpack(self, pa: int, layout: struct.Struct) -> tuple[Any, ...]:
+        """``layout.unpack`` of the ``layout.size`` bytes at ``pa``, read as ``read`` reads them
+        (the same locks, the same check), unpacked in place under the lock: no copy of the bytes
+        is made first (the run loop reads a 1.5 KiB exit this way on every REC exit)."""
+        memory = self.memory
+        offset, size = pa - memory.base, layout.size
+        if 0 < size and 0 <= offset and offset + size <= memory.end - memory.base \
+                and offset >> 12 == (offset + size - 1) >> 12:      # one granule: as in read
+            idx = offset >> 12
+            table = self.table
+            table.lock(idx)
+            pas = self.gpt.pas(idx)
+            if pas != _NS_PAS:
+                raise self._single_fault(pa, idx, pas)
+            try:
+                return layout.unpack_from(memory.buf, offset)
+            finally:
+                table.unlock(idx)
+        return layout.unpack(self.read(pa, size))
 
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         memory = self.memory

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import threading
 from types import FrameType
 from typing import Iterator
@@ -102,6 +103,28 @@ def test_an_access_that_runs_into_a_realm_granule_faults(start: int, idx: int) -
             m.ns_write(pa, b"x" * size)
         assert read.value.pa == write.value.pa == realm
         assert m.ns_read(pa, realm - pa) == bytes(realm - pa)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, realm)[0] == 0
+
+
+@pytest.mark.parametrize("start, idx", [(0x800, 1), (0xFF8, 1), (0x1010, 2)])
+def test_ns_unpack_reads_and_faults_as_ns_read(start: int, idx: int) -> None:
+    """Machine.ns_unpack (the run loop's in-place read of an exit) gives what unpacking
+    ns_read's bytes gives, inside one granule and across two, and faults where ns_read faults,
+    holding no lock afterwards."""
+    layout = struct.Struct("<Q4sH")
+    with Machine.create("host", cpus=1) as m:
+        for pa in (m.dram_base + start, m.dram_base + 0x1FFC):
+            m.ns_write(pa, bytes(range(1, layout.size + 1)))
+            assert m.ns_unpack(pa, layout) == layout.unpack(m.ns_read(pa, layout.size))
+        realm = _pa(m, idx)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_DELEGATE, realm)[0] == 0
+        for pa in (realm + 16, realm - 8):
+            with pytest.raises(GranuleProtectionFault) as unpacked:
+                m.ns_unpack(pa, layout)
+            with pytest.raises(GranuleProtectionFault) as read:
+                m.ns_read(pa, layout.size)
+            assert unpacked.value.pa == read.value.pa
+        assert not m.granule_table(0).held_by(m._host_ns.table.owner)
         assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, realm)[0] == 0
 
 
