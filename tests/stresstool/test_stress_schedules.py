@@ -7,7 +7,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -645,6 +645,24 @@ def test_a_replay_from_another_checkout_leaves_out_where_its_run_was_made() -> N
     assert other.verdict == "diverged" and other.reworded, other.text()
 
 
+def _replayed_against(monkeypatch: pytest.MonkeyPatch, recorded_dir: str, replay_dir: str,
+                      recorded: Callable[[], Any]) -> Callable[[Any], schedule_file.ReplayVerdict]:
+    """A schedule file whose finding, ``recorded()``, was made with RMM_MP_SHM_DIR=recorded_dir,
+    read back as a replay reads it; then, with RMM_MP_SHM_DIR=replay_dir, the verdict on a
+    replay that found the finding it is given (made by the caller, under replay_dir)."""
+    from rmm_mp.hw import segment
+
+    monkeypatch.setattr(segment, "SHM_DIR", recorded_dir)
+    report = StressReport(LOCK_TWO, (recorded(),), "finding", 0.0, {}, steps=20, schedule=((0, 0), (5, 1)))
+    recording = schedule_file.recorded_findings(json.loads(json.dumps(schedule_file.to_json(report))))
+    monkeypatch.setattr(segment, "SHM_DIR", replay_dir)
+    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
+
+    def verdict(seen: Any) -> schedule_file.ReplayVerdict:
+        return schedule_file.compare("s.json", recording, StressReport(config, (seen,), "finding", 0.0, {}))
+    return verdict
+
+
 @pytest.mark.parametrize("where", ["checkout-parent", "root"])
 def test_a_segment_directory_above_the_checkout_leaves_its_source_files_named(monkeypatch: pytest.MonkeyPatch,
                                                                               where: str) -> None:
@@ -655,7 +673,6 @@ def test_a_segment_directory_above_the_checkout_leaves_its_source_files_named(mo
     reproduced the recorded one (a real difference hidden), and the same crash replayed from
     another checkout diverged."""
     import rmm_mp
-    from rmm_mp.hw import segment
     from rmm_mp.stress.findings import Finding
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(rmm_mp.__file__)))
@@ -666,17 +683,7 @@ def test_a_segment_directory_above_the_checkout_leaves_its_source_files_named(mo
                        ("Traceback (most recent call last):", f'  File "{root}/rmm_mp/{module}.py", line 40, in walk',
                         "KeyError: 3"), 12)
 
-    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
-    monkeypatch.setattr(segment, "SHM_DIR", recorded_dir)
-    recorded = StressReport(LOCK_TWO, (crash(here, "rmm/s2tt"),), "finding", 0.0, {}, steps=20,
-                            schedule=((0, 0), (5, 1)))
-    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
-    monkeypatch.setattr(segment, "SHM_DIR", "/dev/shm")
-
-    def verdict(seen: Finding) -> schedule_file.ReplayVerdict:
-        return schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
-                                     StressReport(config, (seen,), "finding", 0.0, {}))
-
+    verdict = _replayed_against(monkeypatch, recorded_dir, "/dev/shm", lambda: crash(here, "rmm/s2tt"))
     v = verdict(crash("/elsewhere/clone", "rmm/s2tt"))
     assert v.reproduced and not v.moved, v.text()
     v = verdict(crash(here, "hw/granule"))
@@ -691,23 +698,13 @@ def test_a_segment_directory_named_rmm_mp_above_the_checkout_leaves_its_files_na
     was taken for a package directory holding the segment directory, and each path in it left to
     its mask, `?`: a crash naming another file reproduced the recorded one, and the same crash
     replayed from another checkout diverged."""
-    from rmm_mp.hw import segment
     from rmm_mp.stress.findings import Finding
 
     def crash(path: str) -> Finding:
         return Finding("watchdog", "cpu-died", f"CPU 1 raised OSError: cannot read {path}", 1, "", "", (), 12)
 
-    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
-    monkeypatch.setattr(segment, "SHM_DIR", "/home/u/rmm_mp")
-    recorded = StressReport(LOCK_TWO, (crash("/home/u/rmm_mp/rmm_mp/rmm/s2tt.py"),), "finding", 0.0, {}, steps=20,
-                            schedule=((0, 0), (5, 1)))
-    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
-    monkeypatch.setattr(segment, "SHM_DIR", "/dev/shm")
-
-    def verdict(seen: Finding) -> schedule_file.ReplayVerdict:
-        return schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
-                                     StressReport(config, (seen,), "finding", 0.0, {}))
-
+    verdict = _replayed_against(monkeypatch, "/home/u/rmm_mp", "/dev/shm",
+                                lambda: crash("/home/u/rmm_mp/rmm_mp/rmm/s2tt.py"))
     assert verdict(crash("/elsewhere/clone/rmm_mp/rmm/s2tt.py")).reproduced
     assert verdict(crash("/home/u/rmm_mp/rmm_mp/hw/granule.py")).verdict == "diverged"
 
@@ -734,20 +731,14 @@ def test_a_replay_under_another_segment_directory_leaves_it_out(monkeypatch: pyt
                        f"in {where} (it was closed, or never existed); locks it still held: none", 1, "", "",
                        (f"segment {os.path.join(where, 'rmm-mp-4242-0a1b2c3d.ctl')}: gone",), 12)
 
-    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
-    monkeypatch.setattr(segment, "SHM_DIR", recorded_dir)
-    recorded = StressReport(LOCK_TWO, (finding(),), "finding", 0.0, {}, steps=20, schedule=((0, 0), (5, 1)))
-    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
-    monkeypatch.setattr(segment, "SHM_DIR", replay_dir)
-    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
-                              StressReport(config, (finding(),), "finding", 0.0, {}))
+    verdict = _replayed_against(monkeypatch, recorded_dir, replay_dir, finding)
+    v = verdict(finding())
     assert v.reproduced and not v.moved, v.text()
     assert f"in {recorded_dir} (it was" in v.recorded[0].text() and f"in {replay_dir} (it was" in v.seen[0].text()
     other = Finding("watchdog", "cpu-died", f"CPU 1 raised MachineError: no machine named 'rmm-mp-4242-0a1b2c3d' "
                     f"in {replay_dir} (it was removed); locks it still held: none", 1, "", "",
                     (f"segment {os.path.join(replay_dir, 'rmm-mp-4242-0a1b2c3d.ctl')}: gone",), 12)
-    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
-                              StressReport(config, (other,), "finding", 0.0, {}))
+    v = verdict(other)
     assert v.verdict == "diverged", v.text()
 
 
@@ -757,23 +748,16 @@ def test_a_segment_directory_named_as_a_word_is_left_out_of_both_sides(monkeypat
     recording's directory was left out of the recorded findings only, so the word read '?' in
     them and 'run' in the replay's, and the replay diverged. A finding that differs in another
     word still diverges."""
-    from rmm_mp.hw import segment
     from rmm_mp.stress.findings import Finding
 
     def finding(word: str) -> Finding:
         return Finding("functional", "rec-enter", f"REC 1 could not {word}: RMI_REC_ENTER returned 0x4", 1,
                        "RMI_REC_ENTER(0x80091000)", "", (), 12)
 
-    config = LOCK_TWO.replace(schedule="replay", switches=((0, 0),))
-    monkeypatch.setattr(segment, "SHM_DIR", "run")
-    recorded = StressReport(LOCK_TWO, (finding("run"),), "finding", 0.0, {}, steps=20, schedule=((0, 0), (5, 1)))
-    recording = json.loads(json.dumps(schedule_file.to_json(recorded)))
-    monkeypatch.setattr(segment, "SHM_DIR", "shm-b")
-    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
-                              StressReport(config, (finding("run"),), "finding", 0.0, {}))
+    verdict = _replayed_against(monkeypatch, "run", "shm-b", lambda: finding("run"))
+    v = verdict(finding("run"))
     assert v.reproduced and not v.moved, v.text()
-    v = schedule_file.compare("s.json", schedule_file.recorded_findings(recording),
-                              StressReport(config, (finding("walk"),), "finding", 0.0, {}))
+    v = verdict(finding("walk"))
     assert v.verdict == "diverged", v.text()
 
 
