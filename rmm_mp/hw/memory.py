@@ -257,8 +257,8 @@ class NsAccess:
         offset = pa - memory.base
         # An access inside one granule (the common case: a run page, a host-call page, a
         # structure) locks and checks that granule without building a range of indices; the
-        # general path (_granules, _lock_checked) takes any other. Written out here and in
-        # write, not a helper: the run loop makes these copies on every REC entry.
+        # general path (_granules, _lock_checked) takes any other. Written out here, in unpack
+        # and in write, not a helper: the run loop makes these copies on every REC entry.
         if 0 < size and 0 <= offset and offset + size <= memory.end - memory.base \
                 and offset >> 12 == (offset + size - 1) >> 12:
             idx = offset >> 12
