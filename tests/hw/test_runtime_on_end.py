@@ -6,7 +6,7 @@ not replace what else leaves run_cpus."""
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -96,6 +96,19 @@ def test_a_cpu_process_that_cannot_be_started_tells_on_end_nothing(machine: Mach
     assert calls == []
 
 
+def _tick_fails_once_bound(machine: Machine, armed: list[bool]) -> Callable[[float], str | None]:
+    """An on_tick that, once CPUs 0 and 1 are bound, arms the clean-up's failure (``armed``) and
+    fails as the supervisor's error; a run whose CPUs never bind is stopped after 120 s."""
+    def on_tick(elapsed: float) -> str | None:
+        if _all_bound(machine, [0, 1]):
+            armed[0] = True
+            raise RuntimeError("the parent's tick failed")
+        if elapsed > 120:
+            return "the CPUs never bound"
+        return None
+    return on_tick
+
+
 def _fail_in_cleanup(monkeypatch: pytest.MonkeyPatch, where: str, armed: list[bool]) -> str:
     """Once ``armed[0]``, make run_cpus' clean-up fail at ``where`` ("feeder join": joining an
     args feeder thread; "process close": closing a reaped CPU process), after the real call has
@@ -137,13 +150,7 @@ def test_a_cleanup_error_after_the_parents_error_still_tells_on_end_and_the_erro
     note = _fail_in_cleanup(monkeypatch, where, armed)
     calls: list[list[str]] = []
 
-    def on_tick(elapsed: float) -> str | None:
-        if _all_bound(machine, [0, 1]):
-            armed[0] = True
-            raise RuntimeError("the parent's tick failed")
-        if elapsed > 120:
-            return "the CPUs never bound"
-        return None
+    on_tick = _tick_fails_once_bound(machine, armed)
 
     with pytest.raises(RuntimeError, match="the parent's tick failed") as err:
         run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05,
@@ -291,13 +298,7 @@ def test_a_kill_that_raises_in_the_clean_up_still_has_the_process_reaped_and_clo
         timers[-1].start()
         raise OSError(1, "kill failed")
 
-    def on_tick(elapsed: float) -> str | None:
-        if _all_bound(machine, [0, 1]):
-            armed[0] = True
-            raise RuntimeError("the parent's tick failed")
-        if elapsed > 120:
-            return "the CPUs never bound"
-        return None
+    on_tick = _tick_fails_once_bound(machine, armed)
 
     started: list[multiprocessing.process.BaseProcess] = []
     real_start = multiprocessing.process.BaseProcess.start
@@ -341,13 +342,7 @@ def test_a_request_to_exit_during_the_clean_up_after_an_error_leaves_run_cpus(
             armed[0] = False
             raise SystemExit(143)
 
-    def on_tick(elapsed: float) -> str | None:
-        if _all_bound(machine, [0, 1]):
-            armed[0] = True
-            raise RuntimeError("the parent's tick failed")
-        if elapsed > 120:
-            return "the CPUs never bound"
-        return None
+    on_tick = _tick_fails_once_bound(machine, armed)
 
     monkeypatch.setattr(threading.Thread, "join", join)
     calls: list[list[str]] = []

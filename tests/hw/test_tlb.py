@@ -83,7 +83,7 @@ def test_a_cpu_whose_pid_names_another_process_is_not_waited_for() -> None:
             gone.leave()
 
 
-DIES_COUNTED_IN = f"""
+_COUNTED_IN = f"""
 import os, sys
 from rmm_mp import Machine
 m = Machine.attach(sys.argv[1])
@@ -92,8 +92,11 @@ tlb.enter(m.platform.dram.base + {RD_PA_OFFSET:#x}, {RD_PA_OFFSET:#x})
 tlb.sync()
 print("counted in", flush=True)
 sys.stdin.readline()
-os._exit(0)
 """
+"""A child's start: bound to CPU 1 of the machine named by its argument, counted in as executing
+realm code, then waiting for a line."""
+
+DIES_COUNTED_IN = _COUNTED_IN + "os._exit(0)\n"
 """A CPU process killed while it executes realm code: bound to CPU 1, counted in, never counted out."""
 
 
@@ -108,15 +111,7 @@ def _cpu_1s_holder_dies_counted_in(m: Machine) -> None:
         finish(child)
 
 
-STOPPED_COUNTED_IN = f"""
-import sys
-from rmm_mp import Machine
-m = Machine.attach(sys.argv[1])
-tlb = m.cpu(1).tlb
-tlb.enter(m.platform.dram.base + {RD_PA_OFFSET:#x}, {RD_PA_OFFSET:#x})
-tlb.sync()
-print("counted in", flush=True)
-sys.stdin.readline()
+STOPPED_COUNTED_IN = _COUNTED_IN + """\
 tlb.sync()
 print("synced", flush=True)
 sys.stdin.readline()
