@@ -83,8 +83,10 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                 and (by_interrupt or by_stop) and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
-    findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results))
-                    for f in result.failures if not f.on_request and f not in waited and f not in starting)
+    failed = [f for f in result.failures if not f.on_request and f not in waited and f not in starting]
+    behind = _terminated_behind(failed, machine, dead)
+    findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results, behind))
+                    for f in failed if f.cpu not in behind)
     killed = [f for f in result.failures if f.on_request]
     # The CPUs killed while they were still starting up (never READY: free-running, not past
     # their set-up; deterministic, not registered for a turn) are said in one line, with how
@@ -154,9 +156,8 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         tuple(edges.values()), _total(r.counts for r in results.values()),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
                         result.interrupted or bool(stop.by), sup.startup_s, tuple(not_done),
-                        tuple(c for c in range(config.cpus) if c not in results and c not in never_bound)
-                        if sup.plan is not None else (),
-                        tuple(f.cpu for f in result.failures if f.result_lost) if sup.plan is not None else (),
+                        tuple(c for c in range(config.cpus) if c not in results and c not in never_bound),
+                        tuple(f.cpu for f in result.failures if f.result_lost),
                         _total(r.bug_calls for r in results.values()),
                         (result.interrupted_by if result.interrupted else "") or stop.by,
                         {c: r.locks for c, r in sorted(results.items())})
@@ -236,18 +237,48 @@ def _still_starting(failures: list[CpuFailure], how_stopped: str) -> str:
             "before its first operation, so this is no finding of theirs")
 
 
-def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult]) -> tuple[str, ...]:
+def _terminated_behind(failed: list[CpuFailure], machine: Machine,
+                       dead: set[int]) -> dict[int, tuple[int, int, str, str]]:
+    """The CPUs of ``failed`` (those to be reported) that run_cpus terminated at the grace
+    time's end while waiting for a lock another CPU of ``failed`` held, that one waiting for
+    none held so: waiter -> (holder, PA, call, how). A waiter spins on until its holder lets
+    go, so when the holder never does (stopped with SIGSTOP, hung) the waiter "did not stop"
+    either: that is the holder's doing, not a finding of its own (free-running, 2 CPUs, CPU 0
+    stopped holding the RD CPU 1 waited for: two cpu-died findings). Its wait is read from
+    the machine (the lock it published, the lock word's owner): it returned no CpuResult. A
+    cycle of such waits has no holder to report it under, so each CPU in it stays a finding."""
+    snaps = {s.cpu: s for s in snapshots(machine, dead=dead)}
+    table = machine.granule_table(0)
+    reported = {f.cpu for f in failed if not f.result_lost}
+    waits: dict[int, tuple[int, int, str, str]] = {}
+    for f in failed:
+        snap = snaps.get(f.cpu)
+        if not f.terminated or snap is None or snap.waiting_for < 0:
+            continue
+        holder = owner_cpu(machine, table.holder(table.find(snap.waiting_for)))
+        if holder != f.cpu and holder in reported:
+            waits[f.cpu] = (holder, snap.waiting_for, snap.call, f.how)
+    return {cpu: wait for cpu, wait in waits.items() if wait[0] not in waits}
+
+
+def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult],
+                  behind: dict[int, tuple[int, int, str, str]] | None = None) -> tuple[str, ...]:
     """Lines naming every CPU that was waiting for a lock ``cpu`` held when the run was aborted
     (its death aborts it): without them the report showed such a CPU only as "running" in a
-    call, holding its own locks, as if it had been at work."""
-    out = []
+    call, holding its own locks, as if it had been at work. ``behind`` (``_terminated_behind``)
+    adds those terminated while they still waited, with how they ended."""
+    out: dict[int, str] = {}
     for other in sorted(results):
         waited = results[other].waited
         if other != cpu and waited is not None and owner_cpu(machine, waited[2]) == cpu:
             call, pa, _ = waited
-            out.append(f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
-                       + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
-    return tuple(out)
+            out[other] = (f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
+                          + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
+    for other, (holder, pa, call, how) in (behind or {}).items():
+        if holder == cpu:
+            out[other] = (f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
+                          + (f", in {call}" if call else "") + f", and {how}")
+    return tuple(out[c] for c in sorted(out))
 
 
 def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple[str, ...] = ()) -> Finding:

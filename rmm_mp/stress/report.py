@@ -59,7 +59,7 @@ class StressReport:
     points: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
     edges: tuple[Edge, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
-    """Operations and events by kind, over all CPUs (rec-enter, relaunch, ...)."""
+    """Operations and events by kind, over the CPUs that returned a result (rec-enter, relaunch, ...)."""
     cpu_seconds: float = 0.0
     """CPU time (user + system) the CPU processes used, as each measured itself at its end."""
     stopped_at: int | None = None
@@ -193,6 +193,10 @@ class StressReport:
         mode = "free-running" if not cfg.deterministic else f"deterministic ({cfg.schedule})"
         ops = sum(self.ops.values())
         line = f"stress {cfg.workload}: {cfg.cpus} CPUs, {mode}, seed {cfg.seed}; {_count(ops, 'operation')}"
+        if self.unreported:
+            # As the lock line: a CPU that returned no result took its count with it, and "0
+            # operations" of a run whose CPUs were all terminated read as if they did nothing.
+            line += " (over the CPUs that returned a result)"
         idle = self.idle_operations()
         if idle:
             # Operations that found nothing to do are cheap, so on more CPUs than the guests

@@ -27,7 +27,7 @@ from rmm_mp.stress import StressConfig, instrument, run
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.probe import StressAbort
-from rmm_mp.stress.shared import END_ABORT, MODE_FREE, StressSegment
+from rmm_mp.stress.shared import END_ABORT, MODE_FREE, RUNNING, StressSegment
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 
 pytestmark = pytest.mark.multiprocess
@@ -440,3 +440,40 @@ def test_a_cpu_that_does_not_stop_after_a_watchdog_abort_is_killed_after_the_gra
     assert report.ended == "aborted", report.text()
     died = [f for f in report.findings if f.rule == "cpu-died" and f.cpu == 1]
     assert died and "did not stop within 1 s of being asked and was terminated" in died[0].message, report.text()
+
+
+def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine: Machine) -> None:
+    """Free-running, CPU 0 stopped (SIGSTOP) holding a lock that CPU 1 spins on: neither stops
+    when the run's time is up, and both are terminated at the grace time's end. CPU 1 is no CPU
+    of its own that "did not stop": the cpu-died finding of CPU 0 names it as stuck behind it
+    (with how it ended), as for a waiter behind a holder that died before the grace time ended.
+    Before, CPU 1 was a second cpu-died finding. Neither returned a result, so the summary's
+    operations are over the CPUs that returned one (none here), and says so, as the lock line
+    does; before, "0 operations in ..." read as if the CPUs had done nothing."""
+    from rmm_mp.cpu_outcome import CpuFailure, RunResult
+    from rmm_mp.interrupts import Interrupts
+    from rmm_mp.stress import ending
+    how = "did not stop within 5 s of being asked and was terminated"
+    holder = machine.granule_table(1)       # CPU 0's lock word
+    holder.lock(LEAKED)
+    _publish_wait(machine, 1, LEAKED, 1000)
+    seg = StressSegment.create(machine.name, 2, MODE_FREE, 0, 0, 1)
+    sup = SimpleNamespace(plan=None, timed_out=False, started=False, stopping=None, findings=[], ready_at=0.0,
+                          first=-1, quiescent_checks=0, startup_s=0.6)
+    result = RunResult({}, (CpuFailure(0, how, "", (holder.addr(LEAKED),), terminated=True),
+                            CpuFailure(1, how, "", (), terminated=True)), False, 10.7, "time is up")
+    config = StressConfig(workload="mixed", cpus=2, seconds=5, checkers=("watchdog",))
+    try:
+        seg.set_status(0, RUNNING)
+        seg.set_status(1, RUNNING)
+        seg.set_end(END_ABORT)
+        report = ending.report(machine, seg, config, result, sup, 10.7, Interrupts(False), [])  # type: ignore[arg-type]
+    finally:
+        holder.unlock(LEAKED)
+        _publish_wait(machine, 1, -1, 0)
+        seg.close()
+    assert [(f.rule, f.cpu) for f in report.findings] == [("cpu-died", 0)], report.text()
+    stuck = f"CPU 1 was stuck behind it: it waited for {holder.addr(LEAKED):#x}, which CPU 0 held, and {how}"
+    assert report.findings[0].details[0] == stuck, report.text()
+    assert report.unreported == (0, 1), report.text()
+    assert "0 operations (over the CPUs that returned a result) in 10.7 s" in report.summary(), report.summary()
