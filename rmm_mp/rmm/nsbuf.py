@@ -77,18 +77,6 @@ def still_ns(rmm: "RmmCpu", pa: int) -> bool:
     return idx >= 0 and rmm.granules.racy_state(idx) == GranuleState.NS
 
 
-def write_ns(rmm: "RmmCpu", pa: int, data: bytes | bytearray, offset: int = 0) -> bool:
-    """Write ``data`` at ``offset`` into the NS granule at ``pa`` (granule aligned); False, with
-    nothing written, if it is not NS DRAM."""
-    if rmm.granules.find(pa) < 0:
-        return False
-    try:
-        rmm.ns.write(pa + offset, data)
-    except GranuleProtectionFault:
-        return False
-    return True
-
-
 def pack_page_ns(rmm: "RmmCpu", idx: int, offset: int, layout: "Layout", values: dict[str, Any]) -> bool:
     """Write ``layout`` packed with ``values`` at ``offset`` into granule ``idx`` (``offset`` +
     layout.size <= GRANULE_SIZE), which this command found to be an NS DRAM granule earlier and

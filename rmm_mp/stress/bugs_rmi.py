@@ -17,7 +17,7 @@ from rmm_mp.rmm import realm_run, s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
-from rmm_mp.rmm.nsbuf import read_held_ns, read_ns, still_ns, write_ns
+from rmm_mp.rmm.nsbuf import pack_page_ns, read_ns, still_ns, unpack_held_ns
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, Rec
 
@@ -106,10 +106,11 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if pair is None:
         raise RmiError.input()
     g, run_g = pair
+    run_idx = run_g.idx
     granules = rmm.granules
-    raw = read_held_ns(rmm, run_g, rmi_rec._ENTER_EXTENT)
-    granules.unlock(run_g.idx)
-    if raw is None:
+    enter = unpack_held_ns(rmm, run_g, RMI_REC_ENTER_RAW)   # gprs and gicv3_lrs as their bytes
+    granules.unlock(run_idx)
+    if enter is None:
         g.unlock()
         raise RmiError.input()
     if granules.refcount(g.idx) != 0:
@@ -122,14 +123,13 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     rd = rmm.rds.get(head[H_OWNER])
     if rd is None:
         rd = rmi_rec._kept(rmm.rds, head[H_OWNER], Rd(rmm.memory, rmi_rec._index(rmm, head[H_OWNER])))
-    enter = RMI_REC_ENTER_RAW.unpack(raw)   # gprs and gicv3_lrs as their bytes, as run_rec takes them
     refusal = rmi_rec._entry_refusal(rmm, rd, rec, enter, head)
     if refusal is not None:
         g.unlock()
         raise refusal
     granules.unlock(g.idx)                      # BUG: released without raising the refcount
     fields = realm_run.run_rec(rmm, rec, rd, enter, head)
-    if not write_ns(rmm, run_ptr, RMI_REC_EXIT_RAW.pack_bytes(fields), REC_EXIT_OFFSET):
+    if not pack_page_ns(rmm, run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, fields):
         raise RmiError.input()
 
 

@@ -63,9 +63,6 @@ _gic_valid: BoundedMemo[tuple[int, int, bytes], bool] = BoundedMemo(
 """(num_lrs, hcr, lrs as their bytes: RMI_REC_ENTER_RAW) -> gic.gic_state_valid: a pure function,
 and a host re-enters with the same GIC state entry after entry; a lookup costs about half of
 checking the LRs again."""
-_ENTER_EXTENT = RMI_REC_ENTER_RAW.extent
-"""What REC_ENTER reads of the enter half: up to its last field (0x388 of 0x800 bytes), all that
-RMI_REC_ENTER_RAW.unpack reads; the rest is SBZ padding the RMM ignores."""
 
 ESR_EC_SHIFT = 26
 ESR_EC_DATA_ABORT_LOWER = 0x24
