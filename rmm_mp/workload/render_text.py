@@ -459,12 +459,8 @@ def _cpu_counters(doc: dict[str, Any]) -> list[str]:
         if entry["values"] is None:
             out.append(f"cpu {entry['cpu']}: none: it returned no result (CPU failures below)")
         elif entry["values"]:
-            # Broken between counters only: textwrap would cut "rtt-churn steps 352" at its hyphen or
-            # part a name from its value. A counter's own spaces are held as NUL while wrapping.
-            whole = ", ".join(f"{k} {v:,}".replace(" ", "\0") for k, v in entry["values"].items())
-            out += [line.replace("\0", " ") for line in
-                    textwrap.wrap(f"cpu {entry['cpu']}: {whole}", WIDTH, subsequent_indent="    ",
-                                  break_long_words=False, break_on_hyphens=False)]
+            # Broken between counters only, never inside "rtt-churn steps 352".
+            out += paragraph((f"{k} {v:,}" for k, v in entry["values"].items()), f"cpu {entry['cpu']}: ")
     return ["", "Host activity counters per CPU", *out] if out else []
 
 
@@ -484,9 +480,7 @@ def _written(report: RunReport, doc: dict[str, Any]) -> list[str]:
     """The "Written:" line, wrapped to the width as a warning is. The tokens note alone is 96
     columns, so beside a JSON file (or a directory path of more than 10 characters) the line
     ran past 118: 129 in `rmm-mp run quickstart --save-tokens /tmp/wt_tok --json /tmp/r.json`."""
-    whole = "Written:\0" + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items())
-    return [line.replace("\0", " ") for line in textwrap.wrap(whole, WIDTH, subsequent_indent="    ",
-                                                                break_long_words=False, break_on_hyphens=False)]
+    return wrapped("Written:\0" + ", ".join(_output(kind, path, report) for kind, path in doc["outputs"].items()))
 
 
 def _entries(entries: Sequence[str]) -> list[str]:
