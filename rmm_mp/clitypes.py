@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from rmm_mp.hw.tomlsrc import ConfigError, TypedFloat, grouped_number, number_range, shown_text, toml_string
+from rmm_mp.hw.tomlnum import TypedFloat, grouped_number, number_range
+from rmm_mp.hw.tomlsrc import ConfigError, shown_text, toml_string
 from rmm_mp.printable import SHOWN_MAX, abbreviated, basic_string, not_one_printable_line
 from rmm_mp.timeunits import seconds_written
 

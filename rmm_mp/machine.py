@@ -41,7 +41,8 @@ from rmm_mp.hw.granule import DESCRIPTOR_SIZE, GRANULE_SIZE, GranuleTable, host_
 from rmm_mp.hw.memory import HostLockWaiter, NsAccess, PhysicalMemory
 from rmm_mp.hw.platform import Platform, check as platform_check, load as load_platform
 from rmm_mp.hw.segment import Segment
-from rmm_mp.hw.tomlsrc import int_range, shown_text
+from rmm_mp.hw.tomlnum import int_range
+from rmm_mp.hw.tomlsrc import shown_text
 # The process-wide clean-up (the at-exit hook, the SIGTERM/SIGHUP handler) is machine_exit's;
 # its names stay reachable here, where callers and tests have always found them.
 from rmm_mp.machine_exit import _creating, _live, _register

@@ -28,10 +28,11 @@ from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
+from rmm_mp.hw.tomlnum import int_range, size_expected, size_value
 from rmm_mp.hw.tomlparse import loads as toml_loads
 from rmm_mp.hw.tomlsrc import (MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts,
                                 locate)
-from rmm_mp.hw.tomlsrc import choice_list, int_range, read_source, size_expected, size_value, suggestion, top_level_hint
+from rmm_mp.hw.tomlsrc import choice_list, read_source, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 
 GRANULE_SIZE = 4096
@@ -289,7 +290,7 @@ class _Validator:
         return value
 
     def size(self, value: object, where: str) -> int:
-        # The workload files' size syntax (tomlsrc.size_value): a size copied from one ("64M")
+        # The workload files' size syntax (tomlnum.size_value): a size copied from one ("64M")
         # reads the same here.
         number = size_value(value)
         if number is None:

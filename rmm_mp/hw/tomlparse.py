@@ -20,14 +20,15 @@ import sys
 import tomllib
 from typing import Any
 
+from rmm_mp.hw.tomlnum import written_float
 from rmm_mp.hw.tomlsrc import (HEADER, ConfigError, after_string, code_lines, header_key, key_part, line_key,
-                                without_comment, written_float)
+                                without_comment)
 
 
 def loads(text: str, source: str) -> dict[str, Any]:
     """tomllib.loads, with a syntax error as ConfigError(source, "(file)", ...) at the line the
     parser names, so that it reads 'file:line: ...' like every other mistake in the file. Each
-    float is a TypedFloat (tomlsrc.written_float), which an error shows as the file writes it
+    float is a TypedFloat (tomlnum.written_float), which an error shows as the file writes it
     (1e-400, not the 0.0 it reads as), and which the checks that accept it make a plain float."""
     try:
         return tomllib.loads(text, parse_float=written_float)

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rmm_mp.hw.tomlsrc import int_range, number_range
+from rmm_mp.hw.tomlnum import int_range, number_range
 from rmm_mp.printable import shown_path
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import POPULATION, POPULATIONS

@@ -7,7 +7,7 @@ naming the file and line, the key, the value and what was expected.
     cpu_set_text(ids)      a CPU set written back as the files write it ("0-1", "0,2,4-5")
 
 This module owns value syntax (CPU sets such as "0-3", weight tables; sizes such as "4M" are
-tomlsrc.size_value's, shared with platform files). It knows nothing of what a workload does
+tomlnum.size_value's, shared with platform files). It knows nothing of what a workload does
 with the values.
 """
 
@@ -18,8 +18,8 @@ import re
 from decimal import Decimal
 from typing import Any, Iterable, TypeGuard
 
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, decimal, key_part, size_expected
-from rmm_mp.hw.tomlsrc import int_range, size_value, suggestion, top_level_hint
+from rmm_mp.hw.tomlnum import decimal, int_range, size_expected, size_value
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, choice_list, key_part, suggestion, top_level_hint
 from rmm_mp.printable import not_one_printable_line
 from rmm_mp.timeunits import unit_hint
 from rmm_mp.workload.locate import locate
@@ -134,7 +134,7 @@ class Fields:
 
     def size(self, value: object, key: str, lo: int, hi: int) -> int:
         """Bytes: an integer, or a string such as "4M", "512K", "2 MiB" (binary units K to T;
-        tomlsrc.size_value, which platform files share), a multiple of 4 KiB in lo..hi."""
+        tomlnum.size_value, which platform files share), a multiple of 4 KiB in lo..hi."""
         number = size_value(value)
         if number is None:
             raise self.fail(key, value, size_expected(value))

@@ -1244,7 +1244,7 @@ def test_a_machine_being_created_by_a_hidden_creator_is_not_said_to_be_dead(monk
 def test_machine_create_words_its_integer_ranges_as_the_other_errors_do(arguments: dict[str, int],
                                                                         message: str) -> None:
     """Machine.create with a time slice or trace capacity out of range: the ValueError groups
-    the range's digits, as an option's or an input file's error does (tomlsrc.int_range). Found
+    the range's digits, as an option's or an input file's error does (tomlnum.int_range). Found
     by review: it said 1..1000000000 and 0..16777216, where the rest said 1..1,000,000,000."""
     with pytest.raises(ValueError) as info:
         Machine.create("host", cpus=1, **arguments)  # type: ignore[arg-type]

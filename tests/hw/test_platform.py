@@ -177,7 +177,7 @@ BAD = [
     ("dram-base-past-pa-range", r"base = 0x8000_0000", "base = 0x1_0000_8000_0000", "dram.base",
      "281477124194304 (0x1000080000000)"),
     # More digits than int() converts (4300): its ValueError, with no file, line or key, was the
-    # whole message of `rmm-mp platform show` (tomlsrc.decimal).
+    # whole message of `rmm-mp platform show` (tomlnum.decimal).
     ("size-more-digits-than-int-converts", r'size = "64 MiB"', f'size = "{"9" * 5000} MiB"', "dram.size",
      f"'{'9' * 119}... (5,006 characters in all)"),   # too long to show whole: its start and length
     # More granules than the host allocator's bitmap holds: the file loaded, and `rmm-mp run`
@@ -717,7 +717,7 @@ def test_a_file_name_with_a_control_character_is_shown_escaped(tmp_path: Path) -
 def test_a_float_is_refused_as_its_line_writes_it(tmp_path: Path, written: str, parsed: str) -> None:
     """`cpus = 1e400` (and a float that reads as another number) is refused naming the value as
     the file writes it, not as tomllib read it: the error said `cpus = inf`, `cpus = 4.0` and
-    `cpus = -0.0`, values nobody wrote (tomlsrc.TypedFloat)."""
+    `cpus = -0.0`, values nobody wrote (tomlnum.TypedFloat)."""
     path, _ = _write_bad(tmp_path, r"cpus = \d+", f"cpus = {written}")
     with pytest.raises(ConfigError) as info:
         load(path)

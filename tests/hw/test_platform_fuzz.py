@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmm_mp.hw import platform as plat
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, code_lines, key_path_parts, line_key, unquoted_part, written_float
+from rmm_mp.hw.tomlnum import written_float
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError, code_lines, key_path_parts, line_key, unquoted_part
 
 FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=200,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -133,7 +134,7 @@ def _value_at(doc: dict[str, Any], key: str) -> object:
 
 def _same(a: object, b: object) -> bool:
     """``a`` is ``b`` as the file gives it: equal and of the same type (48.0 is no 48), nan as nan,
-    a float written the same (both read keeping their text: tomlsrc.written_float)."""
+    a float written the same (both read keeping their text: tomlnum.written_float)."""
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return repr(a) == repr(b)
     return type(a) is type(b) and a == b and (not isinstance(a, float) or repr(a) == repr(b))

@@ -139,7 +139,7 @@ def test_a_float_is_shown_as_its_line_writes_it(tmp_path: Path, line: str, shown
     """A refused float is shown as the file writes it, not as tomllib read it: `seconds =
     1e-400` was refused as `seconds = 0.0` (the parsed value, greater than 0 as written),
     -1e-400 as -0.0, 1E4_00 as inf and -0.000_000_000_000_000_000_01 as -1e-20
-    (tomlsrc.TypedFloat; a number in the line's comment is not taken for it)."""
+    (tomlnum.TypedFloat; a number in the line's comment is not taken for it)."""
     with pytest.raises(ConfigError) as info:
         load(tmp_path, line + "\nactivities = { run = 1 }\n" + OK_REALM)
     assert f"w.toml:1: {shown} expected a duration in seconds" in str(info.value), str(info.value)
@@ -171,7 +171,7 @@ def test_a_float_is_shown_as_written_wherever_it_is(tmp_path: Path, text: str, l
 
 
 def test_accepted_floats_are_plain_floats(tmp_path: Path) -> None:
-    """Every float of the file is read keeping its text (tomlsrc.TypedFloat, for errors), and
+    """Every float of the file is read keeping its text (tomlnum.TypedFloat, for errors), and
     each one accepted is stored as a plain float: the workload resolved and shown, and the
     reports, see 1.5 for `1.50`, not the text, at any depth (weights, phases, groups)."""
     import dataclasses
@@ -883,7 +883,7 @@ def test_values_nested_deeper_than_the_parser_recurses(tmp_path: Path, value: st
 def test_digit_strings_longer_than_python_converts(tmp_path: Path) -> None:
     """A ram size or a group's CPU range written as a string of more digits than int() converts
     (4300) is out of range, refused with its key and line: int() raised a ValueError that ended
-    `rmm-mp workloads validate` and `rmm-mp run` with a traceback (tomlsrc.decimal). Leading
+    `rmm-mp workloads validate` and `rmm-mp run` with a traceback (tomlnum.decimal). Leading
     zeros do not count: the range 0-0...01 is CPUs 0 and 1."""
     ram = "9" * 5000 + "M"
     refused(tmp_path, HEAD + OK_REALM + f'ram = "{ram}"\n', 6, "realm[0].ram", ram, "a multiple of 4 KiB")
