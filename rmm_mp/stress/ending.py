@@ -246,7 +246,9 @@ def _terminated_behind(failed: list[CpuFailure], machine: Machine,
     either: that is the holder's doing, not a finding of its own (free-running, 2 CPUs, CPU 0
     stopped holding the RD CPU 1 waited for: two cpu-died findings). Its wait is read from
     the machine (the lock it published, the lock word's owner): it returned no CpuResult. A
-    cycle of such waits has no holder to report it under, so each CPU in it stays a finding."""
+    chain of them (CPU 2 behind CPU 1 behind a stopped CPU 0) is folded whole under the CPU at
+    its head, which waits for no lock held so; a cycle of such waits has no head to report it
+    under, so each CPU in it stays a finding."""
     snaps = {s.cpu: s for s in snapshots(machine, dead=dead)}
     table = machine.granule_table(0)
     reported = {f.cpu for f in failed if not f.result_lost}
@@ -258,7 +260,20 @@ def _terminated_behind(failed: list[CpuFailure], machine: Machine,
         holder = owner_cpu(machine, table.holder(table.find(snap.waiting_for)))
         if holder != f.cpu and holder in reported:
             waits[f.cpu] = (holder, snap.waiting_for, snap.call, f.how)
-    return {cpu: wait for cpu, wait in waits.items() if wait[0] not in waits}
+
+    def headed(cpu: int) -> bool:
+        # Whether following cpu's waits reaches a CPU that waits for none (the chain's head),
+        # not one already passed (a cycle). Until 2026-11 only a waiter whose own holder waited
+        # for none was folded: in a chain, CPU 2 behind CPU 1 was a cpu-died finding of its own.
+        seen: set[int] = set()
+        while cpu in waits:
+            if cpu in seen:
+                return False
+            seen.add(cpu)
+            cpu = waits[cpu][0]
+        return True
+
+    return {cpu: wait for cpu, wait in waits.items() if headed(cpu)}
 
 
 def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult],
@@ -266,19 +281,33 @@ def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult],
     """Lines naming every CPU that was waiting for a lock ``cpu`` held when the run was aborted
     (its death aborts it): without them the report showed such a CPU only as "running" in a
     call, holding its own locks, as if it had been at work. ``behind`` (``_terminated_behind``)
-    adds those terminated while they still waited, with how they ended."""
-    out: dict[int, str] = {}
-    for other in sorted(results):
-        waited = results[other].waited
-        if other != cpu and waited is not None and owner_cpu(machine, waited[2]) == cpu:
-            call, pa, _ = waited
-            out[other] = (f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
-                          + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
-    for other, (holder, pa, call, how) in (behind or {}).items():
-        if holder == cpu:
-            out[other] = (f"CPU {other} was stuck behind it: it waited for {pa:#x}, which CPU {cpu} held"
-                          + (f", in {call}" if call else "") + f", and {how}")
-    return tuple(out[c] for c in sorted(out))
+    adds those terminated while they still waited, with how they ended, and after each such
+    CPU those that waited behind it in turn (named as stuck behind that CPU)."""
+    behind = behind or {}
+    lines: list[str] = []
+
+    def walk(holder: int, passed: set[int]) -> None:
+        # The CPUs waiting for a lock ``holder`` held, each followed by those behind it in
+        # turn (a chain of terminated waiters: ``behind`` holds no cycle, ``passed`` is a guard).
+        who = "it" if holder == cpu else f"CPU {holder}"
+        out: dict[int, str] = {}
+        for other in sorted(results):
+            waited = results[other].waited
+            if other != holder and waited is not None and owner_cpu(machine, waited[2]) == holder:
+                call, pa, _ = waited
+                out[other] = (f"CPU {other} was stuck behind {who}: it waited for {pa:#x}, which CPU {holder} held"
+                              + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
+        for other, (head, pa, call, how) in behind.items():
+            if head == holder:
+                out[other] = (f"CPU {other} was stuck behind {who}: it waited for {pa:#x}, which CPU {holder} held"
+                              + (f", in {call}" if call else "") + f", and {how}")
+        for other in sorted(out):
+            lines.append(out[other])
+            if other in behind and other not in passed:
+                walk(other, passed | {other})
+
+    walk(cpu, {cpu})
+    return tuple(lines)
 
 
 def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple[str, ...] = ()) -> Finding:

@@ -477,3 +477,43 @@ def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine:
     assert report.findings[0].details[0] == stuck, report.text()
     assert report.unreported == (0, 1), report.text()
     assert "0 operations (over the CPUs that returned a result) in 10.7 s" in report.summary(), report.summary()
+
+
+def test_a_chain_of_waiters_behind_a_stopped_holder_is_folded_whole(machine: Machine) -> None:
+    """Free-running, CPU 0 stopped (SIGSTOP) holding a lock CPU 1 spins on, while CPU 1 holds
+    one CPU 2 spins on: all three are terminated at the grace time's end. The cpu-died finding
+    of CPU 0 names CPU 1 as stuck behind it and then CPU 2 as stuck behind CPU 1; neither is a
+    finding of its own. Before, only CPU 1 was folded, and CPU 2 (its holder waiting itself)
+    was a second cpu-died finding."""
+    from rmm_mp.cpu_outcome import CpuFailure, RunResult
+    from rmm_mp.interrupts import Interrupts
+    from rmm_mp.stress import ending
+    how = "did not stop within 5 s of being asked and was terminated"
+    first, second = machine.granule_table(1), machine.granule_table(2)     # CPU 0's and CPU 1's lock words
+    first.lock(LEAKED)
+    second.lock(LEAKED + 1)
+    _publish_wait(machine, 1, LEAKED, 1000)
+    _publish_wait(machine, 2, LEAKED + 1, 1000)
+    seg = StressSegment.create(machine.name, 3, MODE_FREE, 0, 0, 1)
+    sup = SimpleNamespace(plan=None, timed_out=False, started=False, stopping=None, findings=[], ready_at=0.0,
+                          first=-1, quiescent_checks=0, startup_s=0.6)
+    result = RunResult({}, (CpuFailure(0, how, "", (first.addr(LEAKED),), terminated=True),
+                            CpuFailure(1, how, "", (second.addr(LEAKED + 1),), terminated=True),
+                            CpuFailure(2, how, "", (), terminated=True)), False, 10.7, "time is up")
+    config = StressConfig(workload="mixed", cpus=3, seconds=5, checkers=("watchdog",))
+    try:
+        for cpu in range(3):
+            seg.set_status(cpu, RUNNING)
+        seg.set_end(END_ABORT)
+        report = ending.report(machine, seg, config, result, sup, 10.7, Interrupts(False), [])  # type: ignore[arg-type]
+    finally:
+        first.unlock(LEAKED)
+        second.unlock(LEAKED + 1)
+        _publish_wait(machine, 1, -1, 0)
+        _publish_wait(machine, 2, -1, 0)
+        seg.close()
+    assert [(f.rule, f.cpu) for f in report.findings] == [("cpu-died", 0)], report.text()
+    assert report.findings[0].details[:2] == (
+        f"CPU 1 was stuck behind it: it waited for {first.addr(LEAKED):#x}, which CPU 0 held, and {how}",
+        f"CPU 2 was stuck behind CPU 1: it waited for {second.addr(LEAKED + 1):#x}, which CPU 1 held, and {how}",
+    ), report.text()
