@@ -190,8 +190,15 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
         # Without its trailing '/'s: RMM_MP_SHM_DIR=shm-a/ names its segments shm-a/rmm-mp-... (os.path.join
         # adds no second '/'), which the directory written with its '/' did not match, and stayed.
         base = shm_dir.rstrip("/")
-        inside = "*" if base else "+"       # RMM_MP_SHM_DIR=/: a path in it, not every '/'
+        inside = "*" if base and re.search(r"\w", base) else "+"     # RMM_MP_SHM_DIR=/: a path in it, not every '/'
         text = re.sub(rf"(?<![\w.~/-]){re.escape(base)}(?:/[\w.+~@%-]+){inside}/?(?![\w.~-])", "?", text)
+        if base and inside == "+":
+            # A directory with no word character in it (RMM_MP_SHM_DIR=.) alone is masked only
+            # where it stands as a whole path: between spaces or brackets, or in quotes of its
+            # own. Found as a word is, every lone '.' after a bracket or a quote ended its
+            # sentence with '?' ("(see above)." read "(see above)?").
+            text = re.sub(rf"(?:(?<=(['\"]))|(?<![^\s(\[{{<=,])){re.escape(base)}(?(1)(?=\1)|(?![^\s)\]}}>,:;]))",
+                          "?", text)
     text = _ABSOLUTE_PATH.sub("?", text)       # what is left: no package file's
     return _MACHINE_NAME.sub("rmm-mp-?", text)
 

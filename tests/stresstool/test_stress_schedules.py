@@ -761,6 +761,21 @@ def test_a_segment_directory_named_as_a_word_is_left_out_of_both_sides(monkeypat
     assert v.verdict == "diverged", v.text()
 
 
+@pytest.mark.parametrize("shm_dir", [".", "./", ".."])
+def test_a_segment_directory_of_dots_is_masked_only_as_a_whole_path(shm_dir: str) -> None:
+    """RMM_MP_SHM_DIR=. (or ..): the directory is left out where a message names it (alone, in
+    quotes, or with a segment in it), but a '.' that ends a sentence after a bracket or a quote
+    is no path and stays. It was masked as a word is, so "(see above)." read "(see above)?" and
+    "named 'x'." read "named 'x'?"."""
+    from rmm_mp.stress.findings import without_run_place
+    base = shm_dir.rstrip("/")
+    for text in ("CPU 1 crashed (see above).", "no machine named 'x'.", "wait... done", "a.b and .hidden"):
+        assert without_run_place(text, (shm_dir,)) == text
+    assert without_run_place(f"no machine in {base} (RMM_MP_SHM_DIR)", (shm_dir,)) == "no machine in ? (RMM_MP_SHM_DIR)"
+    assert without_run_place(f"cannot open '{base}'.", (shm_dir,)) == "cannot open '?'."
+    assert without_run_place(f"segment {base}/rmm-mp-4242-0a1b2c3d.ctl: gone", (shm_dir,)) == "segment ?: gone"
+
+
 def test_a_replay_leaves_out_a_python_objects_address() -> None:
     """A recorded crash finding whose reason shows a Python object by its default repr, with its
     address (`<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>`, as a TypeError or KeyError
