@@ -22,6 +22,7 @@ from typing import Any, Callable
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.printable import basic_string, not_one_printable_line
 
 CHECKERS = ("lockdep", "ownership", "invariants", "watchdog", "functional")
 """Every checker name a Finding may carry ("functional": a crash inside the RMM, or a status or
@@ -151,6 +152,35 @@ def _placeless(path: str, outside: Callable[[str], str]) -> str:
     return path[at + 1:] if at >= 0 else outside(path)
 
 
+_TOML_ESCAPE = re.compile(r'\\(?:u([0-9A-F]{4})|U([0-9A-F]{8})|(.))')
+_TOML_UNESCAPES = {"\\": "\\", '"': '"', "b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r"}
+
+
+def _quoted_forms(shown: str) -> tuple[tuple[str, str], ...]:
+    """The quoted forms a message may name the segment directory ``shown`` (as shown_path
+    shows it) in, when the directory is not one line of printable text or holds a quote or a
+    backslash: shown_path's TOML basic string, and Python's repr, in which a raw OSError names
+    its file ('/dev/shm/a\\x1bb/rmm-mp-...'). Each without its trailing '/'s, with what masks
+    a string in it: '?' for shown_path's, which the directory shown as it is (printable) is
+    masked to, quotes and all; '?' in single quotes for the repr's (in double quotes when the
+    directory holds a "'"), as a printable directory's mask leaves a repr, so a replay under
+    either kind of directory reads the same. Empty when neither
+    form differs from the directory in quotes."""
+    raw = shown
+    if len(shown) >= 2 and shown[0] == shown[-1] == '"':
+        def unescaped(m: re.Match[str]) -> str:
+            code = m.group(1) or m.group(2)
+            return chr(int(code, 16)) if code else _TOML_UNESCAPES.get(m.group(3), m.group(0))
+        text = _TOML_ESCAPE.sub(unescaped, shown[1:-1])
+        if not_one_printable_line(text) is not None and basic_string(text) == shown:
+            raw = text
+    base = raw.rstrip("/")
+    if not base:
+        return ()
+    forms = ((basic_string(base), "?"), (repr(base), "'?'"))
+    return tuple((form, masked) for form, masked in forms if form[1:-1] != base)
+
+
 def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     """``text`` without what names where its run was made: a source file's directories (a
     traceback's ``File "/work/main/rmm_mp/rmm/s2tt.py"`` reads ``File "rmm_mp/rmm/s2tt.py"``,
@@ -199,6 +229,14 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
             # sentence with '?' ("(see above)." read "(see above)?").
             text = re.sub(rf"(?:(?<=(['\"]))|(?<![^\s(\[{{<=,])){re.escape(base)}(?(1)(?=\1)|(?![^\s)\]}}>,:;]))",
                           "?", text)
+        for quoted, masked in _quoted_forms(shm_dir):
+            # A directory that must be escaped to be shown (RMM_MP_SHM_DIR with an ESC in it):
+            # shown_path names it, or a file in it, as a TOML string, and a raw OSError's text
+            # as Python's repr does. Each quoted string naming it or a path in it is masked
+            # whole; the mask above, of the text as shown alone, left the repr form as it was
+            # and a file in it half masked ("?\\u001Bb/rmm-mp-?.ctl").
+            q = re.escape(quoted[-1])
+            text = re.sub(rf"{re.escape(quoted[:-1])}(?:/(?:[^{q}\\]|\\.)*)?{q}", masked, text)
     text = _ABSOLUTE_PATH.sub("?", text)       # what is left: no package file's
     return _MACHINE_NAME.sub("rmm-mp-?", text)
 

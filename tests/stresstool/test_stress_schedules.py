@@ -776,6 +776,30 @@ def test_a_segment_directory_of_dots_is_masked_only_as_a_whole_path(shm_dir: str
     assert without_run_place(f"segment {base}/rmm-mp-4242-0a1b2c3d.ctl: gone", (shm_dir,)) == "segment ?: gone"
 
 
+@pytest.mark.parametrize("shm_dir", ["/dev/shm/a\x1bb", "shm\x1b/", "/dev/shm/a\udcffb", "/tmp/it's\x1b"],
+                         ids=["esc", "relative-with-a-slash", "not-utf8", "with-a-quote"])
+def test_an_unprintable_segment_directory_is_masked_in_both_quoted_forms(shm_dir: str) -> None:
+    """RMM_MP_SHM_DIR with an ESC (or a byte that is not UTF-8) in it: a message names it, or a
+    file in it, as shown_path shows it (a TOML string, "/dev/shm/a\\u001Bb/...") or, in a raw
+    OSError's text, as Python's repr does ('/dev/shm/a\\x1bb/...'). Both are masked whole, to
+    what the same message under a printable directory is masked to, so a replay under another
+    directory reproduces. The directory alone in shown_path's form was the only one masked:
+    the repr form kept it ('?\\x1bb'), a file in either was half masked."""
+    from rmm_mp.printable import shown_path
+    from rmm_mp.stress.findings import without_run_place
+
+    def texts(where: str) -> list[str]:
+        ctl = os.path.join(where, "rmm-mp-4242-0a1b2c3d.ctl")
+        return [f"no machine in {shown_path(where)} (RMM_MP_SHM_DIR)", f"segment {shown_path(ctl)}: gone",
+                str(FileNotFoundError(2, "No such file or directory", ctl)),
+                str(PermissionError(13, "Permission denied", where))]
+
+    masked = [without_run_place(t, (shown_path(shm_dir),)) for t in texts(shm_dir)]
+    assert masked == [without_run_place(t, ("/dev/shm",)) for t in texts("/dev/shm")], masked
+    assert masked == ["no machine in ? (RMM_MP_SHM_DIR)", "segment ?: gone",
+                      "[Errno 2] No such file or directory: '?'", "[Errno 13] Permission denied: '?'"], masked
+
+
 def test_a_replay_leaves_out_a_python_objects_address() -> None:
     """A recorded crash finding whose reason shows a Python object by its default repr, with its
     address (`<rmm_mp.rmm.rec_desc.Rec object at 0x7f3a2c1d5e50>`, as a TypeError or KeyError
