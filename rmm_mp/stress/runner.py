@@ -51,6 +51,13 @@ from rmm_mp.interrupts import Interrupts
 HANG_CPU_S = 20.0
 """A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
 
+STOPPED_START_S = 10.0
+"""Deterministic: how long a CPU process may be seen stopped (SIGSTOP, a debugger's stop) while
+the CPUs register for their turns before the run is ended as one that cannot begin. It waited
+for its --seconds limit instead, 600 s by default. Not scaled by the oversubscription: a stopped
+process is not a slow one. Seen at every look (each half second) in the time, so a Ctrl-Z that
+stops the whole process group, the parent too, is not taken for it."""
+
 
 def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None,
         sigterm_stops: bool = False, on_machine: Callable[[Machine], None] | None = None) -> StressReport:
@@ -260,6 +267,8 @@ class _Supervisor:
         # CPUs run the operations alone, as the deterministic path does.
         self._next_pause = (config.quiescent_every or 0.0) if config.on("invariants") else 0.0
         self._hang: tuple[int, int, float] | None = None
+        self._stopped: tuple[int, float, float] | None = None     # (CPU, first seen, last look)
+        self._next_stop_look = 0.0
         self.timed_out = False
         self.stopping: str | None = None
         """Why this supervisor stopped the run itself (a finding's abort, a broken invariant's
@@ -346,6 +355,7 @@ class _Supervisor:
                     os.write(wake.fileno(), b"\0")  # type: ignore[attr-defined]
                 return
             if seg.registered < self.config.cpus:
+                self._watch_stopped_start(elapsed)
                 return
             first = pick(plan.strategy, 0, list(range(self.config.cpus)), -1, seg, dict(plan.switches))
             self.started = True
@@ -356,6 +366,38 @@ class _Supervisor:
             os.write(self.wakes[first].fileno(), b"\0")  # type: ignore[attr-defined]
             return
         self._watch_hang()
+
+    def _watch_stopped_start(self, elapsed: float) -> None:
+        """Deterministic, before the first turn: end the run when a CPU process has been seen
+        stopped (state T) at every look for STOPPED_START_S. The others wait at their first
+        turn for it, and nothing ran out its CPU time, so the run waited for its --seconds
+        limit (600 s by default) with nothing said; the stopped CPU's finding names it now."""
+        if elapsed < self._next_stop_look or self.seg.end == END_ABORT:
+            return
+        self._next_stop_look = elapsed + 0.5
+        stopped = None
+        for proc in multiprocessing.active_children():
+            if not proc.name.startswith("rmm-mp-cpu") or proc.pid is None:
+                continue
+            try:
+                if psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED:
+                    stopped = int(proc.name.removeprefix("rmm-mp-cpu"))
+                    break
+            except (psutil.Error, ValueError):
+                continue
+        seen = self._stopped
+        # A look missed (this process stopped too: a Ctrl-Z of the whole group) starts over.
+        if stopped is None or seen is None or seen[0] != stopped or elapsed - seen[2] > 2.0:
+            self._stopped = None if stopped is None else (stopped, elapsed, elapsed)
+            return
+        self._stopped = (stopped, seen[1], elapsed)
+        if elapsed - seen[1] >= STOPPED_START_S:
+            self.findings.append(Finding(
+                "watchdog", "stopped-at-start-up",
+                f"CPU {stopped}'s process was stopped (SIGSTOP, or a debugger's stop) for {STOPPED_START_S:.0f} s "
+                f"while the CPUs registered for their turns ({self.seg.registered} of {self.config.cpus} had), "
+                "so the run could not begin; it was ended rather than left to its --seconds limit", stopped))
+            self._abort("watchdog: stopped-at-start-up")
 
     def _watch_hang(self) -> None:
         """The running CPU must reach a schedule point within HANG_CPU_S of its own CPU time."""

@@ -2225,6 +2225,35 @@ def test_a_cpu_stuck_as_it_starts_is_a_finding_when_the_time_limit_ends_the_run(
     assert report.not_done == () and other in report.ops and report.unreported == (died[0].cpu,), report.text()
 
 
+def test_a_cpu_stopped_as_it_starts_ends_a_deterministic_run_before_its_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run whose first CPU process is stopped (SIGSTOP) while it starts up, with
+    a --seconds limit of 60: the supervisor sees the process stopped for STOPPED_START_S (1 s
+    here) and ends the run, a stopped-at-start-up finding naming the CPU, instead of waiting out
+    the limit (600 s by default) and only then reporting it. The stopped CPU, killed after the
+    grace time, is no second finding. Before, the run took the whole 60 s and ended "timeout"."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.2)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
+    monkeypatch.setattr(runner, "STOPPED_START_S", 1.0)
+    done, stopped = threading.Event(), []
+    watcher = threading.Thread(target=_kill_the_first_cpu_as_it_starts, args=(done, stopped, signal.SIGSTOP),
+                               daemon=True)
+    watcher.start()
+    began = time.monotonic()
+    try:
+        report = runner.run(StressConfig(workload="tables", schedule="random", steps=2000, seconds=60))
+    finally:
+        done.set()
+        watcher.join(10)
+    took = time.monotonic() - began
+    assert stopped and report.ended == "aborted" and report.steps == 0, report.text()
+    assert [f.rule for f in report.findings] == ["stopped-at-start-up"], report.text()
+    assert "was stopped (SIGSTOP, or a debugger's stop) for 1 s" in report.findings[0].message, report.text()
+    assert took < 45, (took, report.text())
+
+
 def test_a_run_whose_results_were_lost_is_no_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A deterministic `stress` run in which the parent's receive drops every CPU's result (the
     CPU processes exit normally): before, it printed "no findings, but no operation completed"
