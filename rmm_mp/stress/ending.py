@@ -150,17 +150,19 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     if sup.plan is not None and sup.started:
         schedule = [(0, sup.first)] + sorted(s for r in results.values() for s in r.switches)
     stops = [r.stopped_at for r in results.values() if r.stopped_at is not None]
+    unreported = tuple(c for c in range(config.cpus) if c not in results and c not in never_bound)
     return StressReport(config, tuple(_unique(findings)), ended, elapsed, {c: r.ops for c, r in results.items()},
                         seg.step, seg.switches, seg.preemptions, seg.quiescent_checks + sup.quiescent_checks,
                         tuple(schedule), {c: r.points for c, r in results.items() if r.points},
                         tuple(edges.values()), _total(r.counts for r in results.values()),
                         sum(u.user_s + u.system_s for u in result.usage.values()), min(stops, default=None),
                         result.interrupted or bool(stop.by), sup.startup_s, tuple(not_done),
-                        tuple(c for c in range(config.cpus) if c not in results and c not in never_bound),
+                        unreported,
                         tuple(f.cpu for f in result.failures if f.result_lost),
                         _total(r.bug_calls for r in results.values()),
                         (result.interrupted_by if result.interrupted else "") or stop.by,
-                        {c: r.locks for c, r in sorted(results.items())})
+                        {c: r.locks for c, r in sorted(results.items())},
+                        unreported_ops={c: seg.ops(c) for c in unreported})
 
 
 END_VIOLATIONS = 20

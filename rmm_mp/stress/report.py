@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from rmm_mp import words
 from rmm_mp.printable import shell_word
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
@@ -102,6 +103,10 @@ class StressReport:
     """Per CPU whose closing of its machine handle failed after its result was sent
     (rmm_mp.cpu_exit.close_machine, RunResult.warnings): what failed. The CPU counts as returned
     (its result arrived); its process wrote the traceback to its standard error."""
+    unreported_ops: dict[int, int] = field(default_factory=dict)
+    """Per CPU of ``unreported``: the operations it had completed, read from its counter in the
+    stress segment (StressSegment.ops), which outlives its process. Only the total: the counts by
+    kind, the lock figures and the bug calls went with the process."""
 
     def warnings(self) -> list[str]:
         """The report's warnings: for now each CPU's failed close of its machine handle, worded as
@@ -196,7 +201,13 @@ class StressReport:
         if self.unreported:
             # As the lock line: a CPU that returned no result took its count with it, and "0
             # operations" of a run whose CPUs were all terminated read as if they did nothing.
-            line += " (over the CPUs that returned a result)"
+            # Its total is still in the stress segment, and is said beside.
+            line += " (over the CPUs that returned a result"
+            if self.unreported_ops:
+                gone = sorted(self.unreported_ops)
+                line += (f"; {sum(self.unreported_ops.values()):,} more counted in shared memory by "
+                         f"{words.cpus(gone)}, which returned none")
+            line += ")"
         idle = self.idle_operations()
         if idle:
             # Operations that found nothing to do are cheap, so on more CPUs than the guests
@@ -304,7 +315,7 @@ class StressReport:
             # ``ended`` keeps a finding's "finding" when a signal also came: this says it came.
             "ended": self.ended, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
             "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
-            "operations": self.ops,
+            "operations": self.ops, "operations_unreported": self.unreported_ops,
             "steps": self.steps, "switches": self.switches, "preemptions": self.preemptions,
             "quiescent_checks": self.quiescent_checks, "counts": self.counts,
             "cpu_seconds": round(self.cpu_seconds, 3),

@@ -449,7 +449,9 @@ def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine:
     (with how it ended), as for a waiter behind a holder that died before the grace time ended.
     Before, CPU 1 was a second cpu-died finding. Neither returned a result, so the summary's
     operations are over the CPUs that returned one (none here), and says so, as the lock line
-    does; before, "0 operations in ..." read as if the CPUs had done nothing."""
+    does; before, "0 operations in ..." read as if the CPUs had done nothing. The operations
+    they had completed (3 and 2 here) are read from their counters in the stress segment and
+    said beside; before, they were lost with the processes."""
     from rmm_mp.cpu_outcome import CpuFailure, RunResult
     from rmm_mp.interrupts import Interrupts
     from rmm_mp.stress import ending
@@ -466,6 +468,8 @@ def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine:
     try:
         seg.set_status(0, RUNNING)
         seg.set_status(1, RUNNING)
+        for cpu in (0, 0, 0, 1, 1):
+            seg.count_op(cpu)
         seg.set_end(END_ABORT)
         report = ending.report(machine, seg, config, result, sup, 10.7, Interrupts(False), [])  # type: ignore[arg-type]
     finally:
@@ -476,7 +480,10 @@ def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine:
     stuck = f"CPU 1 was stuck behind it: it waited for {holder.addr(LEAKED):#x}, which CPU 0 held, and {how}"
     assert report.findings[0].details[0] == stuck, report.text()
     assert report.unreported == (0, 1), report.text()
-    assert "0 operations (over the CPUs that returned a result) in 10.7 s" in report.summary(), report.summary()
+    assert report.unreported_ops == {0: 3, 1: 2}, report.text()
+    assert ("0 operations (over the CPUs that returned a result; 5 more counted in shared memory by CPUs 0 and 1, "
+            "which returned none) in 10.7 s") in report.summary(), report.summary()
+    assert report.to_json()["operations_unreported"] == {0: 3, 1: 2}
 
 
 def test_a_chain_of_waiters_behind_a_stopped_holder_is_folded_whole(machine: Machine) -> None:
