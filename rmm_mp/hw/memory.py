@@ -2,11 +2,12 @@
 
 DRAM is one shared segment, granule_count * 4 KiB, mapped by every process. The RMM reaches
 granule contents through ``granule(idx)`` (a memoryview of those 4 KiB). Normal-world access
-(NsAccess ``read``/``unpack``/``write``, used by Machine and by the RMM when it copies a host structure) goes
-through the granule protection check, atomically against a concurrent DELEGATE: each granule of
-the range is locked in address order (the caller holds no other granule lock: locking rule 8
-of hw.granule), its GPT entry checked, the bytes copied (or unpacked), the lock released. A delegated granule
-therefore never ends up holding host bytes.
+(NsAccess ``read``/``unpack``/``write``/``pack_values``, used by Machine and by the RMM when it
+copies a host structure) goes through the granule protection check, atomically against a
+concurrent DELEGATE: each granule of the range is locked in address order (the caller holds no
+other granule lock: locking rule 8 of hw.granule), its GPT entry checked, the bytes copied (or
+unpacked, or packed in place), the lock released. A delegated granule therefore never ends up
+holding host bytes.
 
 The lock is the model's, not the hardware's: a real host access takes no RMM lock. So the host's
 table waits through ``HostLockWaiter``, which gives up on a holder that will never release the
@@ -20,7 +21,7 @@ This module owns byte access to DRAM. It must not change granule states or GPT e
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import atomicshm
 
@@ -32,6 +33,9 @@ from rmm_mp.hw.gpt import Gpt, Pas
 from rmm_mp.hw.granule import (
     GRANULE_SIZE, HOST_OWNER_FLAG, SPIN_TRIES, YIELD_TRIES, GranuleTable, backoff, describe_owner, look_due,
 )
+
+if TYPE_CHECKING:
+    from rmm_mp.abi.structs import Layout
 
 ZERO_GRANULE = bytes(GRANULE_SIZE)
 _NS_PAS = Pas.NS
@@ -298,6 +302,22 @@ class NsAccess:
             finally:
                 table.unlock(idx)
         return layout.unpack(self.read(pa, size))
+
+    def pack_values(self, idx: int, offset: int, layout: "Layout", values: dict[str, Any]) -> None:
+        """``layout.pack_values_into`` at ``offset`` of granule ``idx`` (``offset`` + layout.size <=
+        GRANULE_SIZE), under the granule's lock and GPT check as ``write``'s one-granule path: for
+        a granule the caller found in DRAM earlier (REC_ENTER's run page, written at the exit),
+        with no second find from an address and no bytes object packed and copied.
+        GranuleProtectionFault, with nothing written, if the granule is outside the NS PAS."""
+        table = self.table
+        table.lock(idx)
+        pas = self.gpt.pas(idx)
+        if pas != _NS_PAS:
+            raise self._single_fault(self.memory.base + (idx << 12) + offset, idx, pas)
+        try:
+            layout.pack_values_into(self.memory.buf, (idx << 12) + offset, values)
+        finally:
+            table.unlock(idx)
 
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         memory = self.memory

@@ -11,8 +11,9 @@ RTT_CREATE, DATA_CREATE ...), and those hold it while they wait for an RD; a cop
 holding an RD could wait for them in turn. The one exception, read_held_ns (and unpack_held_ns,
 which reads a structure's fields in place), copies a page the handler locked itself as an
 external granule, in address order with its others (rule 2): DATA_CREATE's source, REC_ENTER's
-run page. pack_page_ns writes a structure into a page the command found NS earlier (REC_ENTER's
-run page, at the exit), by its granule index, locking it as NsAccess would.
+run page. REC_ENTER writes its exit into the run page, found NS by its lock_two earlier, through
+NsAccess.pack_values by the page's granule index: NsAccess's own lock and check, taken while the
+handler holds no other lock.
 """
 
 from __future__ import annotations
@@ -76,21 +77,3 @@ def still_ns(rmm: "RmmCpu", pa: int) -> bool:
     idx = rmm.granules.find(pa)
     return idx >= 0 and rmm.granules.racy_state(idx) == GranuleState.NS
 
-
-def pack_page_ns(rmm: "RmmCpu", idx: int, offset: int, layout: "Layout", values: dict[str, Any]) -> bool:
-    """Write ``layout`` packed with ``values`` at ``offset`` into granule ``idx`` (``offset`` +
-    layout.size <= GRANULE_SIZE), which this command found to be an NS DRAM granule earlier and
-    holds no lock on now (REC_ENTER's run page, found by lock_two, written at the exit): the same
-    lock and GPT check as NsAccess.write's one-granule path, without finding the granule from its
-    address again, and packed straight into the page (Layout.pack_values_into), with no bytes
-    object made and copied (one REC exit each). False, with nothing written, if EL3 has the page
-    outside the Non-secure PAS now."""
-    granules = rmm.granules
-    granules.lock(idx)      # NsAccess.write's lock: rule 8, no other lock is held
-    try:
-        if rmm.gpt.pas(idx) != _NS_PAS:
-            return False
-        layout.pack_values_into(rmm.memory.buf, (idx << 12) + offset, values)
-    finally:
-        granules.unlock(idx)
-    return True

@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW, RMI_REC_PARAMS
+from rmm_mp.hw.faults import GranuleProtectionFault
 from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_SHIFT, Granule, GranuleTable
 from rmm_mp.rmm import realm_run, s2tt, stage2
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.handlers import rmi_data, rmi_granule, rmi_psci, rmi_rec, rmi_rtt
-from rmm_mp.rmm.nsbuf import pack_page_ns, read_ns, still_ns, unpack_held_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns, unpack_held_ns
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, Rec
 
@@ -129,8 +130,10 @@ def rec_enter_not_running(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
         raise refusal
     granules.unlock(g.idx)                      # BUG: released without raising the refcount
     fields = realm_run.run_rec(rmm, rec, rd, enter, head)
-    if not pack_page_ns(rmm, run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, fields):
-        raise RmiError.input()
+    try:
+        rmm.ns.pack_values(run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, fields)
+    except GranuleProtectionFault:
+        raise RmiError.input() from None
 
 
 def rtt_destroy_refcount_unlocked(rmm: "RmmCpu", rd_addr: int, ipa: int, level: int) -> tuple[int, int]:

@@ -20,19 +20,19 @@ access of the code:
 
 Checked accesses (wrapped at start-up in the CPU process, only when the checker is on):
 GranuleTable state / refcount / word / set_state, Granule.unlock_transition, PhysicalMemory
-granule / zero / is_zero / read / write, nsbuf.unpack_held_ns and pack_page_ns (REC_ENTER's run
-page: the enter half read in place under the page's lock, the exit packed into it under the lock
-pack_page_ns takes, both straight in DRAM, not through PhysicalMemory, so each is checked as a
-PhysicalMemory read / write of the same bytes is; patched in every rmm_mp module that imported
-it by name, as rmi_rec does), every public accessor of Rd and Rec, and s2tt read / write /
+granule / zero / is_zero / read / write, nsbuf.unpack_held_ns and NsAccess.pack_values
+(REC_ENTER's run page: the enter half read in place under the page's lock, the exit packed into
+it under the lock pack_values takes, both straight in DRAM, not through PhysicalMemory, so each
+is checked as a PhysicalMemory read / write of the same bytes is; unpack_held_ns patched in every
+rmm_mp module that imported it by name, as rmi_rec does), every public accessor of Rd and Rec, and s2tt read / write /
 entries / fill / skip_non_live (an RTT's entries belong to its lock holder; the realm's own
 translation reads them lock-free through stage2, which is not an RMM access). A state change
 must also happen at refcount 0 (locking rule 6) and agree with the GPT: no granule leaves NS
 before EL3 moved it to the Realm PAS, and none becomes NS before it is back in the NS PAS.
 
 Limits: accesses through raw memoryviews (realm pages written by RSI handlers under their RTT
-lock, the attestation state in a REC's first two aux granules, NsAccess's one-granule copies, made
-under the lock NsAccess itself takes) and code outside the RMM's accessors are not seen, nor is
+lock, the attestation state in a REC's first two aux granules, NsAccess's one-granule read / unpack /
+write copies, made under the lock NsAccess itself takes) and code outside the RMM's accessors are not seen, nor is
 a module whose name for an nsbuf function was bound to something else than nsbuf's at start-up;
 a violation is reported once per rule and source line.
 
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 from rmm_mp.abi.structs import Layout
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import REFCOUNT_MASK, STATE_MASK, STATE_SHIFT, Granule, GranuleTable
-from rmm_mp.hw.memory import PhysicalMemory
+from rmm_mp.hw.memory import NsAccess, PhysicalMemory
 from rmm_mp.rmm import nsbuf, s2tt
 from rmm_mp.rmm.granule_state import GranuleState as GS
 from rmm_mp.rmm.realm_desc import Rd
@@ -188,7 +188,7 @@ def install(probe: "Probe") -> Ownership:
     _wrap_descriptor(probe, Rec, lambda obj, name: own.access(obj.idx, f"REC field {name}",
                                                               name.startswith("set_") or name == "initialise"))
     _wrap_rtt(probe, own)
-    _wrap_nsbuf(probe, own)
+    _wrap_run_page(probe, own)
     return own
 
 
@@ -274,8 +274,9 @@ def _patch_everywhere(probe: "Probe", name: str, original: Any, replacement: Any
 
 
 class _CheckedPack:
-    """The Layout pack_page_ns packs with: its write into DRAM is checked as PhysicalMemory.write's
-    wrapper checks one, at the moment it is made (inside pack_page_ns, under the lock it takes)."""
+    """The Layout NsAccess.pack_values packs with: its write into DRAM is checked as
+    PhysicalMemory.write's wrapper checks one, at the moment it is made (inside pack_values,
+    under the lock it takes)."""
 
     __slots__ = ("layout", "own")
 
@@ -291,16 +292,17 @@ class _CheckedPack:
                 own.access(idx, f"the contents (write {size} bytes at {pa:#x})", True, owner=None)
         layout.pack_values_into(buf, at, values)
 
-    def __getattr__(self, name: str) -> Any:     # anything else pack_page_ns may read of the layout
+    def __getattr__(self, name: str) -> Any:     # anything else pack_values may read of the layout
         return getattr(self.layout, name)
 
 
-def _wrap_nsbuf(probe: "Probe", own: Ownership) -> None:
+def _wrap_run_page(probe: "Probe", own: Ownership) -> None:
     """REC_ENTER's run page accesses made in place, not through PhysicalMemory.read / write: the
-    enter half unpacked under the page's lock (unpack_held_ns) and the exit packed into it under
-    the lock pack_page_ns takes. Each is checked as a PhysicalMemory read / write of its bytes is
-    (the enter half was read through PhysicalMemory.read until it was unpacked in place)."""
-    unpack_held, pack_page = nsbuf.unpack_held_ns, nsbuf.pack_page_ns
+    enter half unpacked under the page's lock (nsbuf.unpack_held_ns) and the exit packed into it
+    under the lock NsAccess.pack_values takes. Each is checked as a PhysicalMemory read / write
+    of its bytes is (the enter half was read through PhysicalMemory.read until it was unpacked in
+    place)."""
+    unpack_held, pack_values = nsbuf.unpack_held_ns, NsAccess.pack_values
 
     def c_unpack_held_ns(rmm: Any, page: Any, layout: Any) -> dict[str, Any] | None:
         values = unpack_held(rmm, page, layout)
@@ -308,12 +310,12 @@ def _wrap_nsbuf(probe: "Probe", own: Ownership) -> None:
             own.access(page.idx, f"the contents (read {layout.extent} bytes at {page.addr:#x})", False, owner=None)
         return values
 
-    def c_pack_page_ns(rmm: Any, idx: int, offset: int, layout: Any, values: dict[str, Any]) -> bool:
-        # A stand-in for the Layout: pack_values_into is all pack_page_ns calls on it.
-        return pack_page(rmm, idx, offset, cast(Layout, _CheckedPack(layout, own)), values)
+    def c_pack_values(self: NsAccess, idx: int, offset: int, layout: Any, values: dict[str, Any]) -> None:
+        # A stand-in for the Layout: pack_values_into is all pack_values calls on it.
+        pack_values(self, idx, offset, cast(Layout, _CheckedPack(layout, own)), values)
 
     _patch_everywhere(probe, "unpack_held_ns", unpack_held, c_unpack_held_ns)
-    _patch_everywhere(probe, "pack_page_ns", pack_page, c_pack_page_ns)
+    probe.patch(NsAccess, "pack_values", c_pack_values)
 
 
 def _wrap_descriptor(probe: "Probe", cls: type, check: Callable[[Any, str], None]) -> None:

@@ -128,6 +128,30 @@ def test_ns_unpack_reads_and_faults_as_ns_read(start: int, idx: int) -> None:
         assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, realm)[0] == 0
 
 
+@pytest.mark.parametrize("idx", [1, 5])
+def test_pack_values_writes_as_ns_write_and_faults_without_writing(idx: int) -> None:
+    """NsAccess.pack_values (REC_ENTER's exit into the run page, by granule index) leaves the
+    bytes ns_write of layout.pack_bytes leaves; in a delegated granule it faults at the
+    structure's first byte, writes nothing and holds no lock afterwards."""
+    from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT_RAW
+    from rmm_mp.hw.memory import NsAccess
+    values = RMI_REC_EXIT_RAW.unpack(bytes(range(256)) * 8)
+    with Machine.create("host", cpus=1) as m:
+        table = m.granule_table(cpu_owner(1))       # CPU 1's name in the lock words, as its RMM's
+        ns = NsAccess(m.memory, table, m.gpt)
+        pa = _pa(m, idx) + REC_EXIT_OFFSET
+        ns.pack_values(idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, values)
+        assert m.ns_read(pa, RMI_REC_EXIT_RAW.size) == RMI_REC_EXIT_RAW.pack_bytes(values)
+        m.ns_write(pa, bytes(RMI_REC_EXIT_RAW.size))
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_DELEGATE, _pa(m, idx))[0] == 0
+        with pytest.raises(GranuleProtectionFault) as fault:
+            ns.pack_values(idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, values)
+        assert fault.value.pa == pa
+        assert not table.held_by(table.owner)
+        assert m.memory.is_zero(idx)
+        assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, _pa(m, idx))[0] == 0
+
+
 # -- a lock nobody will release ----------------------------------------------------------------
 
 

@@ -1309,7 +1309,7 @@ def test_rec_enter_run_page_delegated_while_the_realm_runs(machine: Machine, t: 
     unlocked the page): the realm has run (the entry cleared the saved syndrome), but the exit
     cannot be written, so REC_ENTER returns RMI_ERROR_INPUT, nothing lands in the delegated page
     and no lock or running reference is left behind (the exit is written through
-    nsbuf.pack_page_ns, by the run page's granule index)."""
+    NsAccess.pack_values, by the run page's granule index)."""
     e = Enter(t)
     _rec(machine, e.rec).set_last_exit(_DABT_ISV, 0, 0)
     other = Rmi(machine, cpu=1)

@@ -556,34 +556,33 @@ def test_an_rds_lock_free_fields_are_read_only_under_a_reference_that_keeps_it(m
 
 
 def test_rec_enters_run_page_accesses_are_checked_where_rec_enter_looks_them_up(machine: Machine, probe: Probe) -> None:
-    """REC_ENTER reads its run page's enter half in place (nsbuf.unpack_held_ns) and packs the
-    exit straight into the page (nsbuf.pack_page_ns), both by the names rmi_rec imported, not
+    """REC_ENTER reads its run page's enter half in place (nsbuf.unpack_held_ns, by the name
+    rmi_rec imported) and packs the exit straight into the page (NsAccess.pack_values), neither
     through PhysicalMemory.read / write. Made under the page's lock, neither is reported; the
-    enter half read with the lock not held, and the exit packed by a copy of pack_page_ns that
+    enter half read with the lock not held, and the exit packed by a copy of pack_values that
     takes no lock (swapped in before the checker, as a catalogued bug is), are each an unlocked
     access of the NS page's contents, with the message PhysicalMemory's wrappers gave for the
     copies REC_ENTER made through them. Before, neither was seen."""
     from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW
-    from rmm_mp.rmm import nsbuf
+    from rmm_mp.hw.memory import NsAccess
     from rmm_mp.rmm.handlers import rmi_rec
     table = probe.cpu.granules
     rmm = SimpleNamespace(granules=table, memory=machine.memory, gpt=machine.gpt)
+    ns = NsAccess(machine.memory, table, machine.gpt)
 
-    def pack_page_unlocked(rmm: SimpleNamespace, idx: int, offset: int, layout: object, values: dict) -> bool:
-        layout.pack_values_into(rmm.memory.buf, (idx << 12) + offset, values)  # type: ignore[attr-defined]
-        return True
+    def pack_values_unlocked(self: NsAccess, idx: int, offset: int, layout: object, values: dict) -> None:
+        layout.pack_values_into(self.memory.buf, (idx << 12) + offset, values)  # type: ignore[attr-defined]
     # Swapped through the probe, as a catalogued bug is, so that it is undone after the checker's
     # wrappers (newest first): through monkeypatch, undone before them, the probe's restore put
     # the lock-less copy back for every later test in the process.
-    for module in (nsbuf, rmi_rec):
-        probe.patch(module, "pack_page_ns", pack_page_unlocked)
+    probe.patch(NsAccess, "pack_values", pack_values_unlocked)
     run = table.addr(NS_IDX)
     ownership.install(probe)
     with table.lock_known(NS_IDX, GS.NS) as page:
         assert rmi_rec.unpack_held_ns(rmm, page, RMI_REC_ENTER_RAW) is not None     # under its lock
     assert rmi_rec.unpack_held_ns(rmm, page, RMI_REC_ENTER_RAW) is not None         # 1: lock not held
     exit_fields = RMI_REC_EXIT_RAW.unpack(bytes(RMI_REC_EXIT_RAW.size))
-    assert rmi_rec.pack_page_ns(rmm, NS_IDX, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, exit_fields)    # 2
+    ns.pack_values(NS_IDX, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, exit_fields)                       # 2
     found = [(f.rule, f.message) for f in probe.findings.items]
     assert found == [("unlocked read", f"read of the contents (read {RMI_REC_ENTER_RAW.extent} bytes at {run:#x}) "
                                        f"of NS granule {run:#x} without its lock"),

@@ -38,14 +38,14 @@ from rmm_mp.abi.structs import (
     REC_EXIT_OFFSET, RMI_REC_ENTER_RAW, RMI_REC_EXIT_RAW, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, RmiRecCreateFlags,
     RmiRecEnterFlags, mpidr_to_rec_index,
 )
-from rmm_mp.hw.faults import RmmInternalError
+from rmm_mp.hw.faults import GranuleProtectionFault, RmmInternalError
 from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.rmm import gic, realm_run
 from rmm_mp.rmm.errors import RmiError
 from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.measurement import rim_extend_rec
 from rmm_mp.rmm.memo import BoundedMemo
-from rmm_mp.rmm.nsbuf import pack_page_ns, read_ns, still_ns, unpack_held_ns
+from rmm_mp.rmm.nsbuf import read_ns, still_ns, unpack_held_ns
 from rmm_mp.rmm.realm_desc import RIM_SLOT, RealmState, Rd
 from rmm_mp.rmm.rec_desc import AUX_MAX, H_OWNER, H_PSCI, H_RUNNABLE, Rec
 
@@ -284,7 +284,7 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     if pair is None:        # run_align, run_bound, run_pas, rec_align, rec_bound, rec_gran_state
         raise RmiError.input()
     g, run_g = pair
-    run_idx = run_g.idx     # the exit is written there (pack_page_ns): no second find of run_ptr
+    run_idx = run_g.idx     # the exit is written there (NsAccess.pack_values): no second find of run_ptr
     granules = rmm.granules     # the guards' unlock and refcount, through the table: one call each
     # Unpacked in place, gprs and gicv3_lrs as their bytes (copied, not read as ints): the dict
     # holds values, nothing that still reads the page once it is unlocked.
@@ -314,8 +314,11 @@ def rmi_rec_enter(rmm: "RmmCpu", rec_addr: int, run_ptr: int) -> None:
     granules.unlock(g.idx)
     try:
         fields = realm_run.run_rec(rmm, rec, rd, enter, head)
-        # A4.3.3: the realm has run even if the exit cannot be delivered.
-        if not pack_page_ns(rmm, run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, fields):
-            raise RmiError.input()
+        # A4.3.3: the realm has run even if the exit cannot be delivered. The page's lock is
+        # taken again (rule 8: no other lock is held), the run page found NS by lock_two above.
+        try:
+            rmm.ns.pack_values(run_idx, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, fields)
+        except GranuleProtectionFault:
+            raise RmiError.input() from None
     finally:
         granules.refcount_add(g.idx, -1)
