@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.abi.psci import PsciFid, PsciReturn, mpidr_el1_to_rec_index
 from rmm_mp.abi.rmi import RmiFid as F
-from rmm_mp.abi.structs import RMI_REC_EXIT, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
+from rmm_mp.abi.structs import RMI_REC_EXIT, Layout, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
 from rmm_mp.host import devices
 from rmm_mp.host.realm import (
     ERROR_RTT, GRANULE, PAGE_LEVEL, SUCCESS, HostError, HostRealm, create_rtt_levels, find_map_level, index,
@@ -106,19 +106,23 @@ access flag and permission faults. KVM also re-enters after an SEA, which this h
 RMM model makes no SEA exit)."""
 
 
-def _exit_struct() -> struct.Struct:
-    """The RmiRecExit fields the host reads, in one struct (offsets from RMI_REC_EXIT)."""
+def _exit_struct(layout: Layout) -> struct.Struct:
+    """The RmiRecExit fields the host reads, in one struct (offsets from ``layout``, RMI_REC_EXIT
+    or a raw() form of it)."""
     fmt, pos = "<", 0
     for name in ("exit_reason", "esr", "far", "hpfar", "gprs", "ripas_base", "ripas_top", "ripas_value", "imm"):
-        fld = RMI_REC_EXIT.fields[name]
+        fld = layout.fields[name]
         fmt += f"{fld.offset - pos}x" if fld.offset > pos else ""
         fmt += f"{fld.count}{fld.fmt}" if fld.count > 1 else fld.fmt
         pos = fld.offset + fld.size
     return struct.Struct(fmt)
 
 
-EXIT = _exit_struct()
+EXIT = _exit_struct(RMI_REC_EXIT)
 """Unpacks to (exit_reason, esr, far, hpfar, gprs[0..30], ripas_base, ripas_top, ripas_value, imm)."""
+EXIT_RAW = _exit_struct(RMI_REC_EXIT.raw("gprs"))
+"""EXIT with gprs as their 248 bytes (Layout.raw): the same fields at the same offsets, unpacking
+to (exit_reason, esr, far, hpfar, gprs, ripas_base, ripas_top, ripas_value, imm)."""
 X_REASON, X_ESR, X_FAR, X_HPFAR, X_GPRS, X_RIPAS_BASE, X_RIPAS_TOP, X_RIPAS_VALUE, X_IMM = 0, 1, 2, 3, 4, 35, 36, 37, 38
 HPFAR_FIPA = ((1 << 44) - 1) & ~0xF
 """HPFAR_EL2.FIPA, bits [43:4]."""

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Sequence
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER
 from rmm_mp.host.devices import RealmStatus, host_call_raw, realm_status
-from rmm_mp.host.exits import EXIT, EXIT_HOST_CALL, REQUEUE, STOP, ExitContext, handle_exit
+from rmm_mp.host.exits import EXIT_HOST_CALL, EXIT_RAW, REQUEUE, STOP, ExitContext, handle_exit
 from rmm_mp.host.nsalloc import NsAllocator
 from rmm_mp.host.realm import ERROR_REALM, ERROR_REC, SUCCESS, HostError, HostRealm
 from rmm_mp.host.realm_entry import END_NONE, RUNNING, VEND_DRAINED, VEND_ERROR, VEND_RACE, VEND_SYSTEM_OFF
@@ -64,9 +64,6 @@ _ENTER_FLAGS = struct.Struct("<Q")
 _ENTER_GPRS = struct.Struct("<31Q")
 _GPRS_OFFSET = RMI_REC_ENTER.offset("gprs")
 _ENTER_FLAGS_0_AND_GPRS = struct.Struct(f"<Q{_GPRS_OFFSET - 8}x{31 * 8}s")   # flags, then gprs as bytes
-_EXIT_RAW = struct.Struct(EXIT.format.replace("31Q", "248s"))
-"""EXIT with exit.gprs as 248 bytes: the same fields at the same offsets (one string for 31 words)."""
-assert _EXIT_RAW.size == EXIT.size
 
 _SYSTEM_OFF_RACE = ERROR_REALM | 1 << 8
 _REALM_NEW = ERROR_REALM
@@ -163,7 +160,7 @@ class RunLoop:
         # EXIT's bytes with gprs as one 248-byte string, unpacked in place under the lock: no
         # 1.5 KiB copy, and a host call's registers stay bytes (see below).
         reason, esr, far, hpfar, gprs_raw, ripas_base, ripas_top, ripas_value, imm = \
-            machine.ns_unpack(run + REC_EXIT_OFFSET, _EXIT_RAW)
+            machine.ns_unpack(run + REC_EXIT_OFFSET, EXIT_RAW)
         if reason == EXIT_HOST_CALL:
             # _count(EXIT_HOST_CALL) written out: a call less on every host call
             n = self.exits[EXIT_HOST_CALL] = self.exits[EXIT_HOST_CALL] + 1

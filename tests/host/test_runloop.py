@@ -33,7 +33,7 @@ from rmm_mp.host import (
     run_loop,
 )
 from rmm_mp.host.devices import DEVICE_ID, DEVICE_OFFSET
-from rmm_mp.host.exits import EXIT, ExitContext, handle_exit
+from rmm_mp.host.exits import EXIT, EXIT_RAW, ExitContext, handle_exit
 from rmm_mp.host import runloop
 from rmm_mp.host.runloop import RunLoop, exit_counts
 from rmm_mp.host.realm_entry import CONSOLE_BYTES, LOG_RECORDS, V_DONE, V_OFF, V_QUEUED, V_RUNNING, V_WOKEN
@@ -115,6 +115,21 @@ def test_every_bundled_guest_assembles_from_its_source() -> None:
         load_guest("nope")
     with pytest.raises(ValueError, match="NOT_THERE is not an .equ constant"):
         load_guest("hello", NOT_THERE=1)
+
+
+def test_the_raw_exit_struct_reads_rmi_rec_exits_fields_where_exit_does() -> None:
+    """EXIT_RAW (the run loop's in-place read of an exit) is EXIT with gprs as their 248 bytes,
+    both built from RmiRecExit's layout: the same size, and a page packed through RMI_REC_EXIT
+    with a distinct value in every field reads back the same through both (gprs as the bytes of
+    the 31 words), so neither can drift from the layout or from the other."""
+    from rmm_mp.abi.structs import RMI_REC_EXIT
+    gprs = [0x1111_0000_0000_0000 + n for n in range(31)]
+    page = RMI_REC_EXIT.pack(exit_reason=5, esr=0x2222, far=0x3333, hpfar=0x4444, gprs=gprs, ripas_base=0x5000,
+                             ripas_top=0x6000, ripas_value=1, imm=0x7777)
+    assert EXIT_RAW.size == EXIT.size <= RMI_REC_EXIT.size
+    assert EXIT.unpack_from(page) == (5, 0x2222, 0x3333, 0x4444, *gprs, 0x5000, 0x6000, 1, 0x7777)
+    assert EXIT_RAW.unpack_from(page) == (5, 0x2222, 0x3333, 0x4444, struct.pack("<31Q", *gprs), 0x5000, 0x6000, 1,
+                                          0x7777)
 
 
 def test_hello_reports_success_and_turns_itself_off(machine: Machine) -> None:
