@@ -262,7 +262,9 @@ class NsAccess:
         # An access inside one granule (the common case: a run page, a host-call page, a
         # structure) locks and checks that granule without building a range of indices; the
         # general path (_granules, _lock_checked) takes any other. Written out here, in unpack
-        # and in write, not a helper: the run loop makes these copies on every REC entry.
+        # and in write, not a helper: the run loop makes these copies on every REC entry, and
+        # one helper for the three (find, lock, check) measured about 1,000 instructions more of
+        # a 221,000-instruction host-call round trip (0.45 %).
         if 0 < size and 0 <= offset and offset + size <= memory.end - memory.base \
                 and offset >> 12 == (offset + size - 1) >> 12:
             idx = offset >> 12
