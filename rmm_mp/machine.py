@@ -397,6 +397,16 @@ class Machine:
             _int_arg("pa", pa)
         return self._host_ns.unpack(pa, layout)
 
+    def ns_access(self) -> NsAccess:
+        """This process's host NsAccess, the one ns_read / ns_unpack / ns_write copy through (its
+        lock words name this process), for a caller that copies on every step and has its own
+        guard against a closed machine or a fork: the run loop, whose REC_ENTER before each copy
+        raises through its CPU handle for either (the wrappers' checks and calls were about
+        2,400 instructions of a 221,000-instruction host-call round trip). Its read / unpack /
+        write take what the wrappers pass on: int addresses, bytes or bytearray data."""
+        self._check_open()
+        return self._host_ns
+
     def ns_write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         """The host writing NS memory; GranuleProtectionFault (and no change) if any byte is not NS DRAM.
 

@@ -133,6 +133,10 @@ class RunLoop:
         self.entries = 0
         self.errors: list[str] = []
         self._exit_counts = OFF_EXITS + cpu.id * 64
+        # The run page's copies go straight to this process's host NsAccess, not through
+        # Machine.ns_unpack / ns_write: step's REC_ENTER before them raises (cpu_handle) on a
+        # closed machine or in a forked child, the cases the wrappers' checks are for.
+        self._ns = cpu.machine.ns_access()
         # The CPU's line shows this loop's exits: an earlier loop's figures would stay for
         # every reason this one has not counted yet.
         for reason in range(EXIT_SLOTS):
@@ -140,8 +144,7 @@ class RunLoop:
 
     def step(self, vcpu: int) -> None:
         """One REC_ENTER of ``vcpu`` and its exit handling."""
-        q, cpu = self.queue, self.cpu
-        machine = cpu.machine
+        q, cpu, ns = self.queue, self.cpu, self._ns
         slot = vcpu // MAX_VCPUS
         if q.realm_state(slot) != RUNNING:
             q.end(vcpu, VEND_DRAINED)
@@ -160,7 +163,7 @@ class RunLoop:
         # EXIT's bytes with gprs as one 248-byte string, unpacked in place under the lock: no
         # 1.5 KiB copy, and a host call's registers stay bytes (see below).
         reason, esr, far, hpfar, gprs_raw, ripas_base, ripas_top, ripas_value, imm = \
-            machine.ns_unpack(run + REC_EXIT_OFFSET, EXIT_RAW)
+            ns.unpack(run + REC_EXIT_OFFSET, EXIT_RAW)
         if reason == EXIT_HOST_CALL:
             # _count(EXIT_HOST_CALL) written out: a call less on every host call
             n = self.exits[EXIT_HOST_CALL] = self.exits[EXIT_HOST_CALL] + 1
@@ -171,9 +174,9 @@ class RunLoop:
             # instructions of a 334,000-instruction round trip (docs/performance.md).
             answer = host_call_raw(q, slot, vcpu % MAX_VCPUS, imm, gprs_raw)
             if q.enter_flags(vcpu) == 0:
-                machine.ns_write(run + _GPRS_OFFSET, answer)
+                ns.write(run + _GPRS_OFFSET, answer)
             else:
-                machine.ns_write(run, _ENTER_FLAGS_0_AND_GPRS.pack(0, answer))
+                ns.write(run, _ENTER_FLAGS_0_AND_GPRS.pack(0, answer))
                 q.set_enter_flags(vcpu, 0)
             q.requeue(vcpu)
             return
@@ -186,12 +189,12 @@ class RunLoop:
             # Only the registers the RMM reads back change; the flags are written with them
             # when they change (the run page keeps the last ones: RunQueue.enter_flags).
             if flags == q.enter_flags(vcpu):
-                machine.ns_write(run + _GPRS_OFFSET, _ENTER_GPRS.pack(*gprs))
+                ns.write(run + _GPRS_OFFSET, _ENTER_GPRS.pack(*gprs))
             else:
-                machine.ns_write(run, _ENTER_FULL.pack(flags, *gprs))
+                ns.write(run, _ENTER_FULL.pack(flags, *gprs))
                 q.set_enter_flags(vcpu, flags)
         elif flags != q.enter_flags(vcpu):
-            machine.ns_write(run, _ENTER_FLAGS.pack(flags))
+            ns.write(run, _ENTER_FLAGS.pack(flags))
             q.set_enter_flags(vcpu, flags)
         if error:
             self._fail(vcpu, error)

@@ -495,12 +495,13 @@ def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
 
 # As above: the child runs rmm_mp code and os._exit only, none of another thread's.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
-@pytest.mark.parametrize("first", ["ns_read", "ns_write"])
+@pytest.mark.parametrize("first", ["ns_read", "ns_write", "ns_access"])
 def test_a_forked_childs_first_ns_copy_locks_as_the_child(machine: Machine, first: str) -> None:
     """ns_read and ns_write test for a fork in place (a closed flag and a generation compare)
     before their copy: a forked child's first NS copy, whichever it is, must notice the fork
     and lock the granule as the child (host_owner of its pid), not with the parent's identity,
-    and still copy the bytes. The parent's own copies keep the parent's identity."""
+    and still copy the bytes; so must ns_access (the NsAccess a run loop made in the child
+    copies through). The parent's own copies keep the parent's identity."""
     pa = machine.dram_base + 50 * machine.granule_size
     machine.ns_write(pa, b"parent")
 
@@ -509,6 +510,10 @@ def test_a_forked_childs_first_ns_copy_locks_as_the_child(machine: Machine, firs
         try:
             if first == "ns_read":
                 report["read"] = machine.ns_read(pa, 6).decode()
+            elif first == "ns_access":
+                ns = machine.ns_access()
+                ns.write(pa, b"child!")
+                report["same"] = ns is machine._host_ns
             else:
                 machine.ns_write(pa, b"child!")
             report["owner"] = machine._host_ns.table.owner == host_owner(os.getpid())
@@ -518,6 +523,7 @@ def test_a_forked_childs_first_ns_copy_locks_as_the_child(machine: Machine, firs
 
     report = _in_forked_child(child)
     assert report.get("owner") is True, report
+    assert report.get("same", True) is True, report
     if first == "ns_read":
         assert report["read"] == "parent", report
     else:

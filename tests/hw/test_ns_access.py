@@ -152,6 +152,25 @@ def test_pack_values_writes_as_ns_write_and_faults_without_writing(idx: int) -> 
         assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, _pa(m, idx))[0] == 0
 
 
+def test_ns_access_is_the_host_copies_nsaccess_and_refused_once_closed() -> None:
+    """Machine.ns_access gives the NsAccess ns_read / ns_write copy through (the run loop binds
+    it once and copies through it on every step): a copy through it is one ns_read sees; on a
+    closed machine it raises as ns_read does."""
+    m = Machine.create("host", cpus=1)
+    try:
+        ns = m.ns_access()
+        pa = _pa(m, 7) + 16
+        ns.write(pa, b"through")
+        assert m.ns_read(pa, 7) == b"through"
+        assert ns.unpack(pa, struct.Struct("<7s")) == (b"through",)
+    finally:
+        m.close()
+    with pytest.raises(MachineError, match="closed"):
+        m.ns_access()
+    with pytest.raises(MachineError, match="closed"):
+        m.ns_read(pa, 7)
+
+
 # -- a lock nobody will release ----------------------------------------------------------------
 
 
