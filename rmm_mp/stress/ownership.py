@@ -31,10 +31,10 @@ must also happen at refcount 0 (locking rule 6) and agree with the GPT: no granu
 before EL3 moved it to the Realm PAS, and none becomes NS before it is back in the NS PAS.
 
 Limits: accesses through raw memoryviews (realm pages written by RSI handlers under their RTT
-lock, the attestation state in a REC's first two aux granules, NsAccess's one-granule read / unpack /
-write copies, made under the lock NsAccess itself takes) and code outside the RMM's accessors are not seen, nor is
-a module whose name for an nsbuf function was bound to something else than nsbuf's at start-up;
-a violation is reported once per rule and source line.
+lock, the attestation state in a REC's first two aux granules, NsAccess's one-granule read /
+unpack / write copies, made under the lock NsAccess itself takes) and code outside the RMM's
+accessors are not seen, nor is a module whose name for an nsbuf function was bound to something
+else than nsbuf's at start-up; a violation is reported once per rule and source line.
 
 This module owns the ownership rules. It must not take locks.
 """
