@@ -174,7 +174,19 @@ def test_run_refuses_a_bad_file_with_exit_2(tmp_path: Path) -> None:
     # said "no such file" alone, not that the bundled one is named without a directory or .toml.
     (["run", "quickstart.toml"], "WORKLOAD = 'quickstart.toml': expected a regular workload file that exists (no such "
                                  "file; for the bundled workload, write quickstart)"),
-    (["run", "nowhere/kvm-lifecycle.toml"], "(no such file; for the bundled workload, write kvm-lifecycle)"),
+    # ... but not for a path written with its directory: it is not a bundled name written as a
+    # file, and the hint (meant for `quickstart.toml`) read as if the directory were ignored.
+    (["run", "nowhere/kvm-lifecycle.toml"], "WORKLOAD = 'nowhere/kvm-lifecycle.toml': expected a regular workload file "
+                                            "that exists (no such file)\n"),
+    (["run", "/abs/dir/quickstart.toml"], "WORKLOAD = '/abs/dir/quickstart.toml': expected a regular workload file "
+                                          "that exists (no such file)\n"),
+    (["workloads", "validate", "./quickstart.toml"], "expected a regular workload file that exists (no such file)\n"),
+    (["run", "delegate-churn", "--platform", "/abs/dir/fvp.toml"], "--platform = '/abs/dir/fvp.toml': expected a "
+                                                                   "regular platform file that exists (no such file)\n"),
+    (["platform", "show", "./fvp.toml"], "NAME = './fvp.toml': expected a regular platform file that exists "
+                                         "(no such file)\n"),
+    (["platform", "show", "fvp.toml"], "NAME = 'fvp.toml': expected a regular platform file that exists "
+                                       "(no such file; for the bundled platform, write fvp)"),
     (["run", "delegate-churn", "--platform", "fvp.toml"], "--platform = 'fvp.toml': expected a regular platform file "
                                                           "that exists (no such file; for the bundled platform, write "
                                                           "fvp)"),

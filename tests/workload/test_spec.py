@@ -284,6 +284,15 @@ def test_a_platform_file_with_a_bundled_name_names_the_bundled_platform(tmp_path
                                    "file; for the bundled platform, write fvp)"), str(info.value)
 
 
+def test_a_platform_path_with_a_directory_has_no_bundled_hint(tmp_path: Path) -> None:
+    """platform = "sub/fvp.toml" with no such file: "no such file" alone. The hint is for a
+    bare name written as a file; a path with its directory is not one."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, 'platform = "sub/fvp.toml"\n' + HEAD + OK_REALM)
+    assert info.value.expected == (f"a regular platform file that exists (looked for {tmp_path / 'sub' / 'fvp.toml'}: "
+                                   "no such file)"), str(info.value)
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     """A realm without a guest is refused at the realm's header line."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "a"\n', 3, "realm[0].guest", MISSING, "the key is required")
@@ -439,6 +448,13 @@ def test_a_guest_file_with_a_bundled_name_in_other_capitals_names_the_bundled_gu
     err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "Ripas-Loop.s"\n', 5, "realm[0].guest",
                   "Ripas-Loop.s", "a regular .s file that exists")
     assert err.expected.endswith(": no such file; for the bundled guest, write ripas-loop)"), str(err)
+
+
+def test_a_guest_path_with_a_directory_has_no_bundled_hint(tmp_path: Path) -> None:
+    """guest = "sub/ripas-loop.s" with no such file: "no such file" alone, as for a platform path."""
+    err = refused(tmp_path, HEAD + '[[realm]]\nname = "a"\nguest = "sub/ripas-loop.s"\n', 5, "realm[0].guest",
+                  "sub/ripas-loop.s", "a regular .s file that exists")
+    assert err.expected.endswith(": no such file)"), str(err)
 
 
 def test_guest_path_the_system_cannot_look_up(tmp_path: Path) -> None:
