@@ -3,19 +3,22 @@
 rmm-mp takes a length of time as a bare number of seconds, on the command line and in a workload
 file; users of other tools type a unit after it. This module owns recognising such a word and
 the number it stands for: ``seconds_written``, and for a workload file's refusal ``unit_hint``,
-which knows the key's range (the command line's, which words an option's range its own way, is
-clitypes.unit_hint, built on ``seconds_written``). It refuses nothing itself (each caller words
+which knows the key's range and also names the number a string without a unit holds
+(`seconds = "5"`). The command line's, which words an option's range its own way, is
+clitypes.unit_hint, built on ``seconds_written``. It refuses nothing itself (each caller words
 its own refusal) and imports nothing of rmm_mp, so that every layer may use it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 _TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "min": 60,
                "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
 # Units whose capitals mean something else: M is mega (or a month), MS a megasecond.
 _CASE_MATTERS = ("m", "ms")
+_PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?\s*", re.ASCII | re.IGNORECASE)
 _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
 
 
@@ -36,11 +39,30 @@ def seconds_written(value: str) -> tuple[float, str] | None:
     return seconds, (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
 
 
+def _toml_number(value: str) -> str | None:
+    """``value``, a plain number in a string ("5", " 0.5 ", ".5", "1e3"), as TOML writes it
+    ("5", "0.5", "0.5", "1000": TOML has no ".5" nor "5."); None for any other text."""
+    if _PLAIN_NUMBER.fullmatch(value) is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    text = repr(number)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def unit_hint(value: str, lo: float, hi: float) -> str:
     """" (without a unit: write N)" to follow a refusal of ``value`` when it is a time with a
     unit (seconds_written), or " (without a unit it is N, outside the range)" when N is not in
     [lo, hi] (`seconds = "200h"` was told "write 720000" beside "at most 604,800"), as the
-    command line's clitypes.unit_hint says it; else ""."""
+    command line's clitypes.unit_hint says it. A number in a string (`seconds = "5"`, which had
+    no hint beside "5s"'s) gets " (a number, not a string: write 5)", or " (as a number it is
+    N, outside the range)". Else ""."""
+    plain = _toml_number(value)
+    if plain is not None:
+        if not lo <= float(plain) <= hi:
+            return f" (as a number it is {plain}, outside the range)"
+        return f" (a number, not a string: write {plain})"
     written = seconds_written(value)
     if written is None:
         return ""

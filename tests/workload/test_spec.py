@@ -330,6 +330,23 @@ def test_seconds_with_a_unit_outside_the_range_names_no_number_to_write(tmp_path
     assert err.expected.endswith(f" (without a unit it is {number}, outside the range)"), str(err)
 
 
+@pytest.mark.parametrize("text, line, key, value, hint", [
+    ('seconds = "5"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5", "(a number, not a string: write 5)"),
+    ('seconds = ".5"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", ".5",
+     "(a number, not a string: write 0.5)"),
+    ('seconds = "1e6"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1e6",
+     "(as a number it is 1000000, outside the range)"),
+    ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2"\n', 7, "phase[0].seconds",
+     "2", "(a number, not a string: write 2)"),
+])
+def test_seconds_as_a_string_number_names_the_number_to_write(tmp_path: Path, text: str, line: int, key: str,
+                                                              value: str, hint: str) -> None:
+    """`seconds = "5"` had no hint while `seconds = "5s"` named the number to write: it names it
+    too, as TOML writes it (".5" is no TOML number), or says it is outside the range."""
+    err = refused(tmp_path, text, line, key, value, "a duration in seconds")
+    assert err.expected.endswith(f" {hint}"), str(err)
+
+
 @pytest.mark.parametrize("value", ["5 parsecs", "5M", "5MS"])
 def test_seconds_as_a_string_without_a_unit_has_no_unit_hint(tmp_path: Path, value: str) -> None:
     """A string that is no time with a unit gets no hint: there is no number to name; nor does a
