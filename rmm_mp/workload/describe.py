@@ -7,8 +7,8 @@
                        line) and the owner of every lifecycle instance; each line wrapped
                        to WIDTH between its phrases, as the run report is
     length(s, n)       a length: "2.5 s" or "1 step per CPU"
-    seconds_text(s)    seconds to 10 significant digits, digits grouped, no exponent (the run
-                       report's header too)
+    seconds_text(s)    seconds to 10 significant digits (to the nanosecond where those would
+                       round to another), digits grouped, no exponent (the run report's header too)
     wrapped(text)      a line broken into lines of at most WIDTH columns between its phrases
                        (`show`'s lines and the run report's header and verdict; paragraph
                        joins phrases for it)
@@ -179,10 +179,15 @@ def seconds_text(seconds: float) -> str:
     10 / 3, reads 3.333333333. No exponent either: %g wrote `--seconds 1e-7` as "1e-07" and
     0.000015 as "1.5e-05", where the phases' sum error (spec) and the stress report write plain
     decimals; "0.0000001". Below a nanosecond (the tool's clock unit: no run honours such a
-    length, which only a typo gives) to 3 digits with an exponent, rather than hundreds of zeros."""
+    length, which only a typo gives) to 3 digits with an exponent, rather than hundreds of zeros.
+    When 10 digits would read as another count of nanoseconds (the run's clock unit), to the
+    nanosecond: `--seconds 604799.999999999` showed "604,800", the limit, which it is not."""
     if 0 < seconds < 1e-9:
         return f"{seconds:.3g}"
-    return f"{Decimal(f'{seconds:.10g}'):,f}"
+    text = f"{seconds:.10g}"
+    if round(float(text) * 1e9) != round(seconds * 1e9):
+        text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{Decimal(text):,f}"
 
 
 def length(seconds: float | None, iterations: int | None) -> str:

@@ -1100,6 +1100,18 @@ def test_a_phase_length_is_shown_with_its_digits(tmp_path: Path) -> None:
     assert "  a: 3.333333333 s" in shares.splitlines(), shares
 
 
+def test_a_length_just_under_the_limit_does_not_read_as_the_limit(tmp_path: Path) -> None:
+    """`--seconds 604799.999999999`, a nanosecond under the week a run may last, read "604,800 s"
+    (10 digits), the limit itself: it is shown to the nanosecond. The limit reads 604,800."""
+    from rmm_mp.workload.describe import describe
+    text = 'activities = { delegate-churn = 1 }\nseconds = 1\n'
+    shown = describe(load(tmp_path, text, seconds=604799.999999999)).splitlines()
+    assert any(line.startswith("length 604,799.999999999 s,") for line in shown), shown
+    assert "  main: 604,799.999999999 s" in shown, shown
+    shown = describe(load(tmp_path, text, seconds=604800)).splitlines()
+    assert any(line.startswith("length 604,800 s,") for line in shown), shown
+
+
 def test_a_length_under_a_tenth_of_a_millisecond_is_shown_without_an_exponent(tmp_path: Path) -> None:
     """`workloads show` of a run of `--seconds 1e-7`, and of phases of 0.000015 s and 1e-9 s:
     each length reads as a plain decimal, as the tool writes the phases' sum in its error and the
