@@ -329,6 +329,25 @@ def test_a_tools_help_writes_its_defaults_digits_grouped(tool: str, capsys: pyte
     assert [d for d in defaults if re.search(r"(?<![\d.,])\d{4,}|\de\d", d)] == []
 
 
+@pytest.mark.parametrize("tool", sorted(p.stem for p in TOOLS.glob("bench_*.py")))
+def test_a_tools_help_fits_an_80_column_terminal(tool: str, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark's --help, on an 80-column terminal, keeps to 80 columns, as every rmm-mp
+    command's does (tests/cli/test_cli.py): bench_run printed its module docstring as written,
+    in lines of up to 113 columns (argparse rewraps no raw description)."""
+    monkeypatch.setenv("COLUMNS", "80")     # argparse's width (shutil.get_terminal_size)
+    sys.path.insert(0, str(TOOLS))
+    try:
+        module = importlib.import_module(tool)
+    finally:
+        sys.path.remove(str(TOOLS))
+    with pytest.raises(SystemExit) as ended:
+        module.main(["--help"])
+    assert ended.value.code == 0
+    wide = [line for line in capsys.readouterr().out.splitlines() if len(line) > 80]
+    assert wide == [], (tool, wide)
+
+
 def test_rec_profile_counts_the_run_loops_rmm_entry() -> None:
     """bench_rec's profile splits a round trip into the RMM's REC_ENTER and the host's part by the
     time inside the CPU handle's entry: the run loop enters through Cpu.smc_u64, not Cpu.smc, so

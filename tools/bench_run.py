@@ -1,34 +1,42 @@
 #!/usr/bin/env python3
-"""`rmm-mp run` benchmarks (issue 6): recording overhead, quickstart throughput, 64 CPUs on `large`.
+"""`rmm-mp run` benchmarks (issue 6): recording overhead, quickstart throughput,
+64 CPUs on `large`.
 
-(a) Recording overhead. The same workload (default quickstart on --overhead-cpus CPUs, default
-    1), bounded by --iterations steps per CPU, run with latency recording on and off
-    (RunOptions.recording, as `--no-latency`; off, EL3 and the REC run read no clock at all:
-    docs/latency.md), alternately, --overhead-repeat times each, each on a fresh machine. On
-    1 CPU both variants do exactly the same calls in the same order (the tool checks that every
-    run's activity counters are equal); on more CPUs, which CPU takes which REC from the shared
-    queue depends on timing, so the work itself differs from run to run. Two figures per run,
-    both over the CPUs' window (from the start barrier to the last CPU's end; process start-up
-    and teardown excluded): the elapsed time (RunReport.elapsed_s) and the CPU time the CPU
-    processes used in it (RunReport.window_cpu_s, time.process_time in each process, so time
-    the host gave to other processes does not count). The overhead is median(on) /
-    median(off) - 1 for each, from this invocation, with a 95 % bootstrap interval (how far it
-    could move between invocations). Target: <= 3 % on both, judged on the medians' ratio.
-(b) Throughput. quickstart for --seconds with 1, 2 and 4 CPUs (alternately, --repeat times
-    each): calls per second = RunReport.total_calls / elapsed, the `rmm-mp run` report's
-    calls/s: every record in the histograms, RMI, RSI and PSCI calls and also REC runs (by exit
-    reason) and host activities (about a fifth of a 1-CPU quickstart run's records).
-    On a 2-core host 4 CPUs are oversubscribed; that is the point of measuring it.
-(c) Scale. quickstart on the `large` platform with 64 CPU processes for --large-seconds: every
-    CPU must have made calls (progress); the run's time is shown beside the wall time with
-    the 64 processes' start-up and teardown.
+(a) Recording overhead. The same workload (default quickstart on
+    --overhead-cpus CPUs, default 1), bounded by --iterations steps per CPU,
+    run with latency recording on and off (RunOptions.recording, as
+    `--no-latency`; off, EL3 and the REC run read no clock at all:
+    docs/latency.md), alternately, --overhead-repeat times each, each on a
+    fresh machine. On 1 CPU both variants do exactly the same calls in the
+    same order (the tool checks that every run's activity counters are equal);
+    on more CPUs, which CPU takes which REC from the shared queue depends on
+    timing, so the work itself differs from run to run. Two figures per run,
+    both over the CPUs' window (from the start barrier to the last CPU's end;
+    process start-up and teardown excluded): the elapsed time
+    (RunReport.elapsed_s) and the CPU time the CPU processes used in it
+    (RunReport.window_cpu_s, time.process_time in each process, so time the
+    host gave to other processes does not count). The overhead is median(on) /
+    median(off) - 1 for each, from this invocation, with a 95 % bootstrap
+    interval (how far it could move between invocations). Target: <= 3 % on
+    both, judged on the medians' ratio.
+(b) Throughput. quickstart for --seconds with 1, 2 and 4 CPUs (alternately,
+    --repeat times each): calls per second = RunReport.total_calls / elapsed,
+    the `rmm-mp run` report's calls/s: every record in the histograms, RMI,
+    RSI and PSCI calls and also REC runs (by exit reason) and host activities
+    (about a fifth of a 1-CPU quickstart run's records). On a 2-core host 4
+    CPUs are oversubscribed; that is the point of measuring it.
+(c) Scale. quickstart on the `large` platform with 64 CPU processes for
+    --large-seconds: every CPU must have made calls (progress); the run's time
+    is shown beside the wall time with the 64 processes' start-up and
+    teardown.
     Skipped with --skip-large.
 
-    python tools/bench_run.py [--iterations 8000] [--overhead-repeat 21] [--seconds 5] [--repeat 5] [--json FILE]
+    python tools/bench_run.py [--iterations 8000] [--overhead-repeat 21]
+        [--seconds 5] [--repeat 5] [--json FILE]
 
-Everything runs through rmm_mp.workload.run.run_workload, exactly what `rmm-mp run` does.
-Exit status 1 if a target is missed ((a) on either figure, or (c)), 2 if a run failed, 130 if
-Ctrl-C stopped a run.
+Everything runs through rmm_mp.workload.run.run_workload, exactly what
+`rmm-mp run` does. Exit status 1 if a target is missed ((a) on either figure,
+or (c)), 2 if a run failed, 130 if Ctrl-C stopped a run.
 """
 
 from __future__ import annotations

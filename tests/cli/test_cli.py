@@ -660,7 +660,7 @@ def test_help_shows_numeric_defaults_grouped() -> None:
 def test_help_fits_an_80_column_terminal() -> None:
     """Every command's --help, on an 80-column terminal, keeps to 80 columns: click wraps the
     prose, but not a block marked \\b, and `attest verify`'s exit statuses ran to 87 columns,
-    each wrapping in the middle of a word."""
+    each wrapping in the middle of a word. (The tools' --help: tests/test_bench_tools.py.)"""
     for path in _every_command(main, []):
         result = CliRunner().invoke(main, [*path, "--help"], terminal_width=80)
         assert result.exit_code == 0, (path, result.output)
