@@ -71,6 +71,8 @@ def test_benchmark_tool_runs(tool: str, options: list[str], verdict: bool, key: 
     assert written == json.dumps(figures, indent=2) + "\n", f"{tool}'s --json is not indented by 2 with a final newline"
     assert key in figures
     assert figures.get("benchmark", tool.removesuffix(".py")) == tool.removesuffix(".py")
+    # Every tool writes the options it ran with (bench_lock and bench_stress wrote none).
+    assert figures["options"]["json"] == str(out), figures.get("options")
     if tool == "bench_run.py":
         # On 1 CPU recording must not change what the workload does, or (a) compares two works.
         assert figures["overhead"]["cpus"] == 1 and figures["overhead"]["same_work"], figures["overhead"]
@@ -376,6 +378,8 @@ def test_bench_recording_ir_writes_its_json_as_the_other_tools_do(tmp_path: Path
     figures = json.loads(written)
     assert written == json.dumps(figures, indent=2) + "\n"
     assert figures["benchmark"] == "bench_recording_ir"
+    # The options it ran with, as every tool writes them (it wrote only some of them).
+    assert figures["options"]["iterations"] == 2 and figures["options"]["variants"] == "on", figures.get("options")
     assert figures["variants"]["on"]["over_off_pct"] == 1.0
 
 

@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{lock_unlock['median_ns']:.1f} ns -> {'PASS' if ok else 'MISS'}")
 
     if args.json:
-        write_json(args.json, {"benchmark": "bench_lock", "host": info, "runs": args.runs, "pairs": args.pairs,
-                               "lock_unlock": lock_unlock, "find_lock_unlock": find_unlock, "empty_loop": empty,
-                               "target_ns": TARGET_NS, "pass": ok})
+        write_json(args.json, {"benchmark": "bench_lock", "host": info, "options": vars(args), "runs": args.runs,
+                               "pairs": args.pairs, "lock_unlock": lock_unlock, "find_lock_unlock": find_unlock,
+                               "empty_loop": empty, "target_ns": TARGET_NS, "pass": ok})
     return 0 if ok else 1
 
 

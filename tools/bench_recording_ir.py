@@ -170,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
               f"steps' instructions with recording off)")
     print(f"  the same work in every variant (activity counters): {'yes' if same else 'NO'}")
     if args.json:
-        write_json(args.json, {"benchmark": "bench_recording_ir", "host": info, "workload": args.workload,
-                               "iterations": args.iterations, "seed": args.seed, "slowdown": args.slowdown,
-                               "same_work": same, "fixed_ir": fixed, "steps_ir": steps, "variants": figures})
+        write_json(args.json, {"benchmark": "bench_recording_ir", "host": info, "options": vars(args),
+                               "workload": args.workload, "iterations": args.iterations, "seed": args.seed,
+                               "slowdown": args.slowdown, "same_work": same, "fixed_ir": fixed, "steps_ir": steps,
+                               "variants": figures})
     # Variants that did other work than "off" compare different runs: a failed measurement (status
     # 2), not a missed target (there is none), though the figures are printed and written.
     return 0 if same else RUN_FAILED

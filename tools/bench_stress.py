@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), "
           f"{info['implementation']} {info['python']}, {info['date']}, rmm_mp {info['revision']}")
-    result: dict[str, Any] = {"benchmark": "bench_stress", "host": info}
+    result: dict[str, Any] = {"benchmark": "bench_stress", "host": info, "options": vars(args)}
     if "a" in sections:
         result["time_to_find"] = time_to_find(args, names)
     if "b" in sections:
