@@ -35,6 +35,7 @@ import argparse
 import os
 import statistics
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 from benchlib import (QUIET_HELP, check_cpus, check_json, host_info, is_quiet, load_warning, measurement_failed,
                       steady_window, tool_main, write_json)
@@ -112,7 +113,21 @@ def calls_per_realm(order: str) -> dict[str, int]:
     return {"build": built - before, "teardown": done - built}
 
 
-def throughput_run(ncpus: int, args: argparse.Namespace) -> dict[str, object]:
+class Throughput(TypedDict):
+    """One throughput run's figures (throughput_run), as written to the JSON."""
+    cpus: int
+    calls_per_s: float
+    realms_per_s: float
+    ms_per_realm: float
+    per_cpu_calls_per_s: list[float]
+    per_cpu_busy: list[float]
+    calls_per_cpu_s: list[float]
+    other_load_cores: float | None
+    window_realms: list[int]
+    window_calls: list[int]
+
+
+def throughput_run(ncpus: int, args: argparse.Namespace) -> Throughput:
     with Machine.create(PLATFORM, cpus=ncpus) as m:
         plan = LoopPlan(tuple(range(ncpus)), args.seconds, args.warmup, args.order)
         result = run_cpus(m, realm_loop, args=(plan,), timeout_s=args.warmup + args.seconds + 120)
@@ -168,34 +183,35 @@ def main(argv: list[str] | None = None) -> int:
               f"total {c['build'] + c['teardown']}")
     print(f"\nthroughput, {args.seconds:g} s windows, {args.repeat} runs each, alternating 1 and 2 CPU processes, "
           f"teardown {args.order}")
-    runs: dict[int, list[dict[str, object]]] = {1: [], 2: []}
+    runs: dict[int, list[Throughput]] = {1: [], 2: []}
     for i in range(args.repeat):
         for n in (1, 2):
             r = throughput_run(n, args)
             runs[n].append(r)
-            busy = ", ".join(f"{b * 100:.0f}%" for b in r["per_cpu_busy"])  # type: ignore[union-attr]
+            busy = ", ".join(f"{b * 100:.0f}%" for b in r["per_cpu_busy"])
             other = "n/a" if r["other_load_cores"] is None else f"{r['other_load_cores']:.2f}"
             print(f"    run {i + 1} {n} CPU{'s' if n > 1 else ' '}: {r['calls_per_s']:>9,.0f} calls/s, "
                   f"{r['realms_per_s']:>6.1f} realms/s, {r['ms_per_realm']:.2f} ms per realm per CPU "
                   f"(realms {r['window_realms']}; on core {busy}; other load {other} cores)")
-    med = {n: {k: statistics.median(r[k] for r in runs[n]) for k in ("calls_per_s", "realms_per_s", "ms_per_realm")}
-           for n in (1, 2)}
+    med = {n: {"calls_per_s": statistics.median(r["calls_per_s"] for r in runs[n]),
+               "realms_per_s": statistics.median(r["realms_per_s"] for r in runs[n]),
+               "ms_per_realm": statistics.median(r["ms_per_realm"] for r in runs[n])} for n in (1, 2)}
     ratio = med[2]["calls_per_s"] / med[1]["calls_per_s"]
     for n in (1, 2):
         print(f"    median {n} CPU{'s' if n > 1 else ' '}: {med[n]['calls_per_s']:,.0f} RMI calls/s, "
               f"{med[n]['realms_per_s']:.1f} realms/s, {med[n]['ms_per_realm']:.2f} ms per realm")
     print(f"    ratio 2 CPUs / 1 CPU (calls/s): {ratio:.2f}")
-    eff = {n: statistics.median(x for r in runs[n] for x in r["calls_per_cpu_s"]) for n in (1, 2)}  # type: ignore
+    eff = {n: statistics.median(x for r in runs[n] for x in r["calls_per_cpu_s"]) for n in (1, 2)}
     print(f"    calls per CPU-second of each CPU process (median): 1 CPU {eff[1]:,.0f}, 2 CPUs {eff[2]:,.0f} "
           f"({eff[2] / eff[1]:.3f}: below 1 = the processes slow each other down)")
-    quiet = {n: [r["calls_per_s"] for r in runs[n] if is_quiet(r["other_load_cores"])]  # type: ignore[arg-type]
+    quiet = {n: [r["calls_per_s"] for r in runs[n] if is_quiet(r["other_load_cores"])]
              for n in (1, 2)}
-    warning = load_warning([r["other_load_cores"] for n in (1, 2) for r in runs[n]])  # type: ignore[misc]
+    warning = load_warning([r["other_load_cores"] for n in (1, 2) for r in runs[n]])
     quiet_ratio = None
     if warning:
         print(f"    WARNING: {warning}: the ratio above includes those windows")
         if quiet[1] and quiet[2]:
-            quiet_ratio = statistics.median(quiet[2]) / statistics.median(quiet[1])  # type: ignore[type-var]
+            quiet_ratio = statistics.median(quiet[2]) / statistics.median(quiet[1])
             print(f"    quiet windows only ({len(quiet[1])} x 1 CPU, {len(quiet[2])} x 2 CPUs): "
                   f"ratio {quiet_ratio:.2f}")
     if args.json:
