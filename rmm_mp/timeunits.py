@@ -67,6 +67,8 @@ def unit_hint(value: str, lo: float, hi: float) -> str:
     if written is None:
         return ""
     seconds, number = written
+    if number.startswith("."):      # ".5s": TOML has no .5 (the command line takes it)
+        number = "0" + number
     if not lo <= seconds <= hi:
         return f" (without a unit it is {number}, outside the range)"
     return f" (without a unit: write {number})"

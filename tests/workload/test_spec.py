@@ -307,6 +307,8 @@ def test_wrong_type(tmp_path: Path) -> None:
     ('seconds = "5s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5s", "5"),
     ('seconds = "500ms"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "500ms", "0.5"),
     ('seconds = "5.s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5.s", "5"),
+    # As TOML writes it: "write .5" led to a file TOML refuses.
+    ('seconds = ".5s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", ".5s", "0.5"),
     ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2 min"\n', 7, "phase[0].seconds",
      "2 min", "120"),
 ])
