@@ -17,10 +17,10 @@ whose value is a constant of the block (a movi, a movk of one, an operation on c
 computed when the block is made and written once, at the end (an instruction that reads it
 takes the constant).
 
-``find`` looks a block up by the index of its first word in guest memory (as a Bus gives pages
+Blocks are looked up by the index of their first word in guest memory (as a Bus gives pages
 at multiples of 4096 there, an index is in the same page, with the same end, whatever IPA maps
-it, in any realm or machine of the process) and compares the words
-the block was made from with what the memory holds now, so a block is used only while its words
+it, in any realm or machine of the process: ``interpreter.run`` looks up, ``find`` does the
+rest), comparing the words the block was made from with what the memory holds now, so a block is used only while its words
 are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
 to get wrong. (Its words are read when they are compared, before the block runs; as none of its
 instructions reaches memory, no other CPU can tell that from reading each just before it runs.)
@@ -85,22 +85,17 @@ _held = 0
 def find(words: memoryview, start: int, end: int, decode: Decoder,
          flags: Callable[[int, int], int]) -> Block | None:
     """The block whose first word is ``words[start]`` (words up to ``end``, the index after the
-    page's last word), or None if no block starts there. ``decode``: the interpreter's decoder
-    (its operands prepared), ``flags``: its NZCV of a - b."""
+    page's last word), or None if no block starts there, when ``run`` did not find it in BLOCKS
+    itself: ``run`` uses a made block's entry and a place's "no block" entry whose words are still
+    there without a call (the lookup is written there only), so this is the rest: a run still
+    counted toward HOT, or an entry missing or stale. ``decode``: the interpreter's decoder (its
+    operands prepared), ``flags``: its NZCV of a - b."""
     entry = BLOCKS.get(start)
     seen = 1
-    if entry is not None:
-        kind = entry.__class__
-        if kind is tuple:
-            if entry[0] == words[start:start + entry[1]]:      # type: ignore[index]
-                return entry[2]                                # type: ignore[index, return-value]
-        elif kind is int:
-            if entry == words[start]:
-                return None
-        elif entry[0] == words[start:start + entry[1]]:       # type: ignore[index]  # a run counted
-            seen = entry[2] = entry[2] + 1                     # type: ignore[index, operator]
-            if seen < HOT:
-                return None
+    if entry.__class__ is list and entry[0] == words[start:start + entry[1]]:   # type: ignore[index]
+        seen = entry[2] = entry[2] + 1                                          # type: ignore[index, operator]
+        if seen < HOT:
+            return None
     return _make(words, start, end, decode, flags, seen)
 
 

@@ -360,13 +360,13 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 delta = page - base
                 page_end = page + 4096
                 # Where a straight-line block starts (blocks.py), it runs in one call if the
-                # slice has room for all of it. find's first two cases are tested here, without
-                # its call: a made block whose words are still there (2,100 instructions of
-                # bench_rec's round trip, 0.9 %), and a place where no block starts whose word
-                # is still there (an int entry, the only kind an int equals), which is most
-                # sync points of branch-heavy code (callgrind, a loop of ldr, subi, cbnz: 4,300
-                # host instructions a sync point more than before blocks while find was called
-                # there, 2,200 now).
+                # slice has room for all of it. The lookup is here, not in blocks.find, which is
+                # called only for what it cannot tell: a made block whose words are still there
+                # (a call less is 2,100 instructions of bench_rec's round trip, 0.9 %), and a
+                # place where no block starts whose word is still there (an int entry, the only
+                # kind an int equals), which is most sync points of branch-heavy code (callgrind,
+                # a loop of ldr, subi, cbnz: 4,300 host instructions a sync point more than
+                # before blocks while find was called there, 2,200 now).
                 start = (pc - delta) >> 3
                 entry = block_at(start)
                 block: Block | None
