@@ -20,12 +20,14 @@ takes the constant).
 Blocks are looked up by the index of their first word in guest memory (as a Bus gives pages
 at multiples of 4096 there, an index is in the same page, with the same end, whatever IPA maps
 it, in any realm or machine of the process: ``interpreter.run`` looks up, ``find`` does the
-rest), comparing the words the block was made from with what the memory holds now, so a block is used only while its words
-are still there, whoever wrote them (the realm itself, the host, another CPU): no invalidation
-to get wrong. (Its words are read when they are compared, before the block runs; as none of its
-instructions reaches memory, no other CPU can tell that from reading each just before it runs.)
-Where no block starts, the entry holds the first word, compared likewise (words after it that
-change into a run make no block there until the entry goes: a cost, never a difference). A
+rest), comparing the words the block was made from with what the memory holds now, so a block
+is used only while its words are still there, whoever wrote them (the realm itself, the host,
+another CPU): no invalidation to get wrong. (Its words are read when they are compared, before
+the block runs; as none of its instructions reaches memory, no other CPU can tell that from
+reading each just before it runs.) Where the first word is one no block starts with (not in
+``STARTS``), there is no entry and no lookup. Where no block starts otherwise, the entry holds
+the first word, compared likewise (words after it that change into a run make no block there
+until the entry goes: a cost, never a difference). A
 function is made only for a run found ``HOT`` times at its place, its words and the word that
 ended it compared as a block's are (the interpreter's loop runs it until then), and is shared by
 every place that holds the same run. Both caches are bounded, in entries and in the words
@@ -56,6 +58,10 @@ _LAST: Final = _CMPI
 _B, _SMC, _HVC = int(Op.B), int(Op.SMC), int(Op.HVC)
 _ENDS = frozenset({_B, _SMC, _HVC, int(Op.WFI), int(Op.WFE)})
 """The words that may end a block: ``run`` executes them from their opcode and imm alone."""
+STARTS: Final = frozenset(range(_LAST + 1)) | _ENDS
+"""The opcodes a block may start with, as decoded: where the word at a sync point has another
+(a load, a store, a conditional branch, ...), no block starts whatever the words after it, and
+``interpreter.run`` neither looks the place up nor calls ``find``."""
 NO_END: Final = -1
 
 BlockFn = Callable[[list[int], int], int]

@@ -41,7 +41,7 @@ the invalidating CPU waits for a few instructions at most, not for a time slice.
 points the interpreter checks nothing, which is what makes the per-instruction cost low.
 
 At a sync point, where a run of register-only instructions starts (blocks.py: nop, movi, movk,
-mov, the ALU forms, cmp) that has reached there blocks.HOT times, the run executes as one call of
+mov, the ALU forms, cmp) that reached there blocks.HOT times before, the run executes as one call of
 a function made from its words, if the slice has room for all of it, and a b, smc, hvc, wfi or
 wfe right after it (or at the sync point itself) executes without a fetch or a decode; a block
 ends before the next page, so the sync points stay the same.
@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from rmm_mp.guest import blocks
-from rmm_mp.guest.blocks import NO_END, Block
+from rmm_mp.guest.blocks import NO_END
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, SYNC_VECTOR_OFFSET, ZR, Op, SysReg, decode
 
 MASK64: Final = (1 << 64) - 1
@@ -319,6 +319,7 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
     decoded = _decoded
     find_block = blocks.find
     block_at = blocks.BLOCKS.get
+    starts = blocks.STARTS
     fetch_pages = bus.fetch_pages
     read_pages = bus.read_pages
     write_pages = bus.write_pages
@@ -360,42 +361,45 @@ def run(state: GuestState, bus: Bus, budget: int) -> Event:
                 delta = page - base
                 page_end = page + 4096
                 # Where a straight-line block starts (blocks.py), it runs in one call if the
-                # slice has room for all of it. The lookup is here, not in blocks.find, which is
-                # called only for what it cannot tell: a made block whose words are still there
-                # (a call less is 2,100 instructions of bench_rec's round trip, 0.9 %), and a
-                # place where no block starts whose word is still there (an int entry, the only
-                # kind an int equals), which is most sync points of branch-heavy code (callgrind,
-                # a loop of ldr, subi, cbnz: 4,300 host instructions a sync point more than
-                # before blocks while find was called there, 2,200 now).
+                # slice has room for all of it. The lookup is here only: a made block whose words
+                # are still there runs without a call (2,100 instructions of bench_rec's round
+                # trip, 0.9 %). Otherwise the word is decoded, as the loop needs it anyway, and
+                # blocks.find is called only where a block may start (blocks.STARTS) and no
+                # entry says none does: most sync points of branch-heavy code hold a word no
+                # block starts with (an ldr, a conditional branch), known from its opcode alone.
+                # A block find makes runs from the next time (its words run in the loop now).
                 start = (pc - delta) >> 3
                 entry = block_at(start)
-                block: Block | None
                 if entry.__class__ is tuple and entry[0] == words[start:start + entry[1]]:
-                    block = entry[2]
-                elif entry == words[start]:
-                    block = None
-                else:
-                    block = find_block(words, start, (page_end - delta) >> 3, _decode, _flags)
-                if block is not None and executed + block[0] <= budget:
-                    n, fn, last, value = block
-                    if fn is not None:
-                        nzcv = fn(x, nzcv)
-                        executed += n
-                        pc += n << 3
-                    if last != NO_END and executed < budget:    # the word after the run, as below
-                        executed += 1
-                        if last == _B:
-                            pc = (pc + value) & MASK64
-                            page_end = _NO_PAGE
-                        else:
-                            state.pc, state.nzcv = pc, nzcv
-                            return Event(_STOPS[last], executed, value)
-                    continue
-            word = words[(pc - delta) >> 3]
-            try:
-                op, rd, rn, rm, aux, imm = decoded[word]
-            except KeyError:                # a word not seen yet (or since the cache was cleared)
-                op, rd, rn, rm, aux, imm = _decode(word)
+                    n, fn, last, value = entry[2]
+                    if executed + n <= budget:
+                        if fn is not None:
+                            nzcv = fn(x, nzcv)
+                            executed += n
+                            pc += n << 3
+                        if last != NO_END and executed < budget:    # the word after the run, as below
+                            executed += 1
+                            if last == _B:
+                                pc = (pc + value) & MASK64
+                                page_end = _NO_PAGE
+                            else:
+                                state.pc, state.nzcv = pc, nzcv
+                                return Event(_STOPS[last], executed, value)
+                        continue
+                    entry = words[start]        # no room in the slice: the loop runs its words
+                word = words[start]
+                try:
+                    op, rd, rn, rm, aux, imm = decoded[word]
+                except KeyError:
+                    op, rd, rn, rm, aux, imm = _decode(word)
+                if entry != word and op in starts:
+                    find_block(words, start, (page_end - delta) >> 3, _decode, _flags)
+            else:
+                word = words[(pc - delta) >> 3]
+                try:
+                    op, rd, rn, rm, aux, imm = decoded[word]
+                except KeyError:            # a word not seen yet (or since the cache was cleared)
+                    op, rd, rn, rm, aux, imm = _decode(word)
             executed += 1
             if op <= _MOV:
                 if op == _MOVI:

@@ -271,13 +271,16 @@ def test_looping_programs_that_rewrite_themselves_run_as_without_blocks(hot: int
         assert with_blocks == without, f"seed {seed}"
 
 
-def test_a_place_where_no_block_starts_costs_no_call_once_known(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A loop whose sync point starts no block (an ldr first) calls blocks.find there once, not
-    on every iteration: run knows the place from its entry in BLOCKS (the word found there),
-    as branch-heavy code pays for whatever run does at a sync point."""
+def test_a_place_whose_word_starts_no_block_costs_no_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop whose sync point holds a word no block starts with (an ldr first) never calls
+    blocks.find there nor gets an entry in BLOCKS: run knows the place from the word's decoding,
+    which it needs anyway, as branch-heavy code pays for whatever run does at a sync point. A
+    place whose first word may start one (a subi, then a cbnz that ends no block) is looked up
+    once, then known from its entry."""
     bus = LogBus(bytes(RAM))
     _place(bus.ram, 0x1000, [encode(Op.LDR, 1, 2, aux=3), encode(Op.SUBI, 3, 3, imm=1),
-                             encode(Op.CBNZ, rn=3, imm=-16), encode(Op.SMC)])
+                             encode(Op.CBNZ, rn=3, imm=-16), encode(Op.SMC),
+                             encode(Op.SUBI, 4, 4, imm=1), encode(Op.CBNZ, rn=4, imm=-8), encode(Op.SMC)])
     blocks.BLOCKS.clear()
     calls = []
     find = blocks.find
@@ -285,7 +288,10 @@ def test_a_place_where_no_block_starts_costs_no_call_once_known(monkeypatch: pyt
     state = GuestState([0] * 31, 0x1000, 0, [VBAR, 0, 0, 0, 0])
     state.x[2], state.x[3] = 0x2000, 50
     assert run(state, bus, 1000).kind == "SMC" and state.x[3] == 0
-    assert calls.count(0x1000 >> 3) == 1 and blocks.BLOCKS[0x1000 >> 3] == encode(Op.LDR, 1, 2, aux=3)
+    assert calls == [] and 0x1000 >> 3 not in blocks.BLOCKS
+    state.pc, state.x[4] = 0x1020, 30
+    assert run(state, bus, 1000).kind == "SMC" and state.x[4] == 0
+    assert calls == [0x1020 >> 3]
 
 
 def test_a_rewritten_run_counts_from_one_again(monkeypatch: pytest.MonkeyPatch) -> None:
