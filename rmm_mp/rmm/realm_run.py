@@ -111,12 +111,15 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
         call = rmm.realm_call = RealmCall(rmm, rec, rd, 0, _new_state(GuestState), Rec.s2ctx_of(v))
     # GuestState(gprs, pc, pstate, sysregs) without its __init__, which pads short lists (the
     # REC's words always have X0..X30 and the four saved system registers; MPIDR_EL1 is the
-    # fifth). New lists: the interpreter writes them in place.
+    # fifth). New lists: the interpreter writes them in place; the entry's are kept, unchanged,
+    # so that the exit rewrites only a block the run changed (Rec.save_context).
     state = call.state
-    state.x = [*v[R_GPRS:R_PC], 0]      # x[31]: the zero register
+    entry_x = [*v[R_GPRS:R_PC], 0]      # x[31]: the zero register
+    state.x = entry_x.copy()
     state.pc = v[R_PC]
     state.nzcv = (v[R_PSTATE] >> 28) & 0xF
-    state.sysregs = [*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]]
+    entry_sysregs = [*v[R_SYSREGS:R_SYSREGS + SYSREGS], _mpidr_cache[v[H_IDX]]]
+    state.sysregs = entry_sysregs.copy()
     call.rec = rec
     call.rd = rd
     call.rd_pa = v[H_OWNER]       # rd's PA, as the REC names its RD
@@ -126,7 +129,8 @@ def run_rec(rmm: "RmmCpu", rec: Rec, rd: Rd, enter: dict[str, Any],
     if v[H_LAST_ESR] or v[H_LAST_FAR] or v[H_LAST_HPFAR] or v[H_RIPAS_TOP]:
         _complete_entry(call, enter, v)
     out = _execute(call, enter["gprs"] if v[H_HOST_CALL] else None, v)
-    rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs)
+    rec.save_context(state.x, state.pc, (v[R_PSTATE] & ~(0xF << 28)) | (state.nzcv << 28), state.sysregs,
+                     entry_x, entry_sysregs)
     fields = out.fields
     fields.update(_gic_cache[(rmm.num_lrs, enter["gicv3_hcr"], enter["gicv3_lrs"])])   # gic.gic_exit_state_raw memoised
     if start:

@@ -18,13 +18,14 @@ from unittest import mock
 import pytest
 
 from footprint import realm_snapshot, snapshot
-from rmi_helpers import (F, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, before_the_first_lock,
+from rmi_helpers import (F, GRANULE, INPUT, REALM_ERR, REC_ERR, SUCCESS, Realm, Rmi, before_the_first_lock,
                          delegate_after_the_copy, host_rewrites_after_each_read, start_level_for)
 from rmm_mp import Machine
 from rmm_mp.abi.structs import RMI_REC_ENTER, RMI_REC_EXIT, RMI_REC_MPIDR_SBZ, RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.check import invariants
 from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import Granule, GranuleTable, cpu_owner
+from rmm_mp.hw.memory import PhysicalMemory
 from rmm_mp.guest.isa import Op, encode
 from rmm_mp.rmm import gic, realm_run, rec_desc, s2tt
 from rmm_mp.rmm.handlers import rmi_rec
@@ -1407,3 +1408,26 @@ def test_s2ctx_cache_is_bounded() -> None:
     finally:
         rec_desc._s2ctx_cache.clear()
         rec_desc._s2ctx_cache.update(saved)
+
+
+def test_save_context_rewrites_only_the_blocks_that_differ_from_the_held_lists() -> None:
+    """Rec.save_context with the lists the REC's words hold (run_rec: the registers at entry)
+    leaves a block equal to its list as it is, writes one that differs, and writes pc and
+    pstate whatever; without them it writes everything. The words are poked behind its back
+    so that a block left alone can be told from one rewritten with the same values."""
+    memory = PhysicalMemory(memoryview(bytearray(2 * GRANULE)), 0x8000_0000, 2)
+    rec = Rec(memory, 1)
+    held_x, held_sysregs = [0x8000_0000 + i for i in range(31)] + [0], [1, 2, 0x8000_1000, 4, 0x8000_0000]
+    sysregs_at = slice(rec_desc.R_SYSREGS, rec_desc.R_SYSREGS + rec_desc.SYSREGS)
+    rec.save_context(held_x, 0x10, 0x3C5, held_sysregs)
+    assert rec.gprs() == tuple(held_x[:31]) and (rec.pc, rec.pstate) == (0x10, 0x3C5)
+    assert rec.run_state()[sysregs_at] == tuple(held_sysregs[:4])
+    rec.set_gpr(5, 7)
+    struct.pack_into("<Q", memory.buf, (1 << 12) + rec_desc.OFF_SYSREGS, 9)
+    rec.save_context(list(held_x), 0x14, 0x3C6, list(held_sysregs), held_x, held_sysregs)
+    assert rec.gpr(5) == 7 and rec.run_state()[sysregs_at][0] == 9     # equal blocks: left alone
+    assert (rec.pc, rec.pstate) == (0x14, 0x3C6)
+    changed_x, changed_sysregs = [*held_x[:30], 0x1234, 0], [*held_sysregs[:3], 5, held_sysregs[4]]
+    rec.save_context(changed_x, 0x18, 0x3C5, changed_sysregs, held_x, held_sysregs)
+    assert rec.gprs() == tuple(changed_x[:31]) and (rec.pc, rec.pstate) == (0x18, 0x3C5)
+    assert rec.run_state()[sysregs_at] == tuple(changed_sysregs[:4])
