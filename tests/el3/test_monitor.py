@@ -95,6 +95,29 @@ def test_contexts_follow_each_call(machine: Machine, cpu0) -> None:  # type: ign
     assert _ctx(cpu0, OFF_REALM_CTX, 6) == (REQ_COMPLETE, *regs)
 
 
+@pytest.mark.parametrize("high", [0, 0xABCD_0000_0000_0000], ids=["w0", "x0-high-bits"])
+def test_contexts_as_the_rmm_is_entered(machine: Machine, cpu0, high: int) -> None:  # type: ignore[no-untyped-def]
+    """While the RMM runs the call: the NS context holds X0..X6 as the caller passed them (X0
+    with its bits [63:32]) and X7 = 0, the Realm context X0 = W0 and the NS X1..X7; after the
+    call the Realm context's X6 and X7 are still the entry's."""
+    monitor = cpu0.monitor
+    rmm, seen = monitor.rmm, []
+
+    def entered(*regs: int) -> tuple[int, ...]:
+        seen.append((_ctx(cpu0, OFF_NS_CTX, 8), _ctx(cpu0, OFF_REALM_CTX, 8)))
+        return rmm(*regs)
+
+    monitor.rmm = entered
+    try:
+        regs = cpu0.smc(high | RmiFid.RMI_VERSION, 0x10000, X2, X3, X4, X5, X6)
+    finally:
+        monitor.rmm = rmm
+    assert regs == (SUCCESS, 0x10000, 0x10000, 0, 0)
+    assert seen == [((high | RmiFid.RMI_VERSION, 0x10000, X2, X3, X4, X5, X6, 0),
+                     (int(RmiFid.RMI_VERSION), 0x10000, X2, X3, X4, X5, X6, 0))]
+    assert _ctx(cpu0, OFF_REALM_CTX, 8) == (REQ_COMPLETE, *regs, X6, 0)
+
+
 def test_contexts_are_per_cpu(machine: Machine) -> None:
     """A call on CPU 1 fills CPU 1's area only: CPU 0's saved contexts keep its own last call."""
     cpu0, cpu1 = machine.cpu(0), machine.cpu(1)
