@@ -371,17 +371,27 @@ def test_schedule_file_errors(tmp_path: Path) -> None:
 
 
 def test_a_run_stopped_early_replays_up_to_where_it_stopped() -> None:
-    """A deterministic run stopped before its budget by the stop flag (its time limit here;
-    Ctrl-C and SIGTERM raise the same flag): its schedule's budget is the step at which the
-    first CPU stopped between operations (StressReport.stopped_at), so the replay takes the same
-    steps, switches and operations and stops there too. With the original budget the replay used
-    to run on past that point, and still say it reproduced the run."""
-    cfg = StressConfig(workload="tables", seed=4, schedule="random", steps=100_000_000, seconds=3, checkers=())
-    report = run(cfg)
-    assert report.ended == "timeout" and report.stopped_at is not None, report.text()
+    """A deterministic run stopped before its budget by the stop flag (the flag its time limit,
+    Ctrl-C and SIGTERM raise; raised here by the parent's tick once the run is 200 steps in):
+    its schedule's budget is the step at which the first CPU stopped between operations
+    (StressReport.stopped_at), so the replay takes the same steps, switches and operations and
+    stops there too. With the original budget the replay used to run on past that point, and
+    still say it reproduced the run. It used a --seconds limit of 3, which on a loaded host
+    (load 11-13, the suite run with -n auto on 2 cores) ended the run before the CPUs had
+    registered: 0 steps, and no stopped_at. A step count does not depend on the host's speed."""
+    machines: list[Any] = []
+
+    def stop_after_200_steps(elapsed: float, seg: Any) -> None:
+        if seg.step >= 200 and not machines[0].control.stop_requested:
+            machines[0].control.request_stop()
+
+    cfg = StressConfig(workload="tables", seed=4, schedule="random", steps=100_000_000, seconds=600, checkers=())
+    report = run(cfg, on_tick=stop_after_200_steps, on_machine=machines.append)
+    assert report.stopped_at is not None and 200 <= report.stopped_at <= report.steps < cfg.steps, report.text()
+    assert report.ended != "timeout" and not report.findings, report.text()
     data = schedule_file.to_json(report)
     assert data["config"]["steps"] == report.stopped_at < cfg.steps
-    replay = run(schedule_file.replay_config(data, seconds=120))
+    replay = run(schedule_file.replay_config(data, seconds=600))
     assert replay.ended == "budget" and replay.stopped_at is None, replay.text()
     assert (replay.steps, replay.schedule, replay.ops) == (report.steps, report.schedule, report.ops)
 
