@@ -83,7 +83,10 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                 and (by_interrupt or by_stop) and seg.status(f.cpu) == ABSENT]
     # A CPU whose result was lost exited normally, having left the machine: not dead.
     dead = {f.cpu for f in result.failures if not f.result_lost}
-    failed = [f for f in result.failures if not f.on_request and f not in waited and f not in starting]
+    # The CPU a stopped-with-the-turn finding names, killed after the grace time: that finding.
+    named = [f for f in result.failures if f.terminated and f.cpu == sup.stopped_cpu and not f.on_request]
+    failed = [f for f in result.failures if not f.on_request and f not in waited and f not in starting
+              and f not in named]
     behind = _terminated_behind(failed, machine, dead)
     findings.extend(_failure(f, machine, dead, _stuck_behind(f.cpu, machine, results, behind))
                     for f in failed if f.cpu not in behind)
@@ -112,6 +115,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
     not_done.extend(f"CPU {f.cpu} {f.how}: what it was doing was cut off" for f in killed)
     not_done.extend(f"CPU {f.cpu} {f.how}: it was waiting for its turn after the run was stopped, so this is no "
                     "finding of its own" for f in turn_waiters)
+    not_done.extend(f"CPU {f.cpu} {f.how}: it was the CPU stopped with the turn (its finding)" for f in named)
     read, edges = stop.step(lambda: _edges(machine, results, config), read=True)
     analysed, cycles = stop.step(lambda: lockdep.analyse(edges), read=True) if read else (False, [])
     edges = edges if read else {}

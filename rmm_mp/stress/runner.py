@@ -52,11 +52,13 @@ HANG_CPU_S = 20.0
 """A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
 
 STOPPED_START_S = 10.0
-"""Deterministic: how long a CPU process may be seen stopped (SIGSTOP, a debugger's stop) while
-the CPUs register for their turns before the run is ended as one that cannot begin. It waited
-for its --seconds limit instead, 600 s by default. Not scaled by the oversubscription: a stopped
-process is not a slow one. Seen at every look (each half second) in the time, so a Ctrl-Z that
-stops the whole process group, the parent too, is not taken for it."""
+"""Deterministic: how long a CPU process may be seen stopped (SIGSTOP) while the CPUs register
+for their turns, or while it has the turn, before the run is ended as one that cannot go on. It
+waited for its --seconds limit instead, 600 s by default: a stopped CPU uses no CPU time, so the
+hang check (HANG_CPU_S) never fires. Not scaled by the oversubscription: a stopped process is not
+a slow one. Seen at every look (each half second) in the time, so a Ctrl-Z that stops the whole
+process group, the parent too, is not taken for it. A process stopped by a debugger (traced,
+state "t") is not counted: its user is looking at it."""
 
 
 def run(config: StressConfig, on_tick: Callable[[float, StressSegment], None] | None = None,
@@ -269,6 +271,9 @@ class _Supervisor:
         self._hang: tuple[int, int, float] | None = None
         self._stopped: tuple[int, float, float] | None = None     # (CPU, first seen, last look)
         self._next_stop_look = 0.0
+        self.stopped_cpu: int | None = None
+        """The CPU a stopped-with-the-turn finding names: killed after the grace time, it is no
+        cpu-died finding beside it (ending.report)."""
         self.timed_out = False
         self.stopping: str | None = None
         """Why this supervisor stopped the run itself (a finding's abort, a broken invariant's
@@ -366,6 +371,7 @@ class _Supervisor:
             os.write(self.wakes[first].fileno(), b"\0")  # type: ignore[attr-defined]
             return
         self._watch_hang()
+        self._watch_stopped_turn(elapsed)
 
     def _watch_stopped_start(self, elapsed: float) -> None:
         """Deterministic, before the first turn: end the run when a CPU process has been seen
@@ -379,25 +385,59 @@ class _Supervisor:
         for proc in multiprocessing.active_children():
             if not proc.name.startswith("rmm-mp-cpu") or proc.pid is None:
                 continue
-            try:
-                if psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED:
+            if _stopped(proc.pid):
+                try:
                     stopped = int(proc.name.removeprefix("rmm-mp-cpu"))
-                    break
-            except (psutil.Error, ValueError):
-                continue
+                except ValueError:
+                    continue
+                break
+        if self._stopped_long(stopped, elapsed):
+            assert stopped is not None
+            self.findings.append(Finding(
+                "watchdog", "stopped-at-start-up",
+                f"CPU {stopped}'s process was stopped (SIGSTOP) for {STOPPED_START_S:.0f} s "
+                f"while the CPUs registered for their turns ({self.seg.registered} of {self.config.cpus} had), "
+                "so the run could not begin; it was ended rather than left to its --seconds limit", stopped))
+            self._abort("watchdog: stopped-at-start-up")
+
+    def _watch_stopped_turn(self, elapsed: float) -> None:
+        """Deterministic, once begun: end the run when the CPU with the turn has been seen
+        stopped at every look for STOPPED_START_S. The others wait for their turns, and the
+        hang check measures CPU time, which a stopped process does not use: a CPU stopped
+        after it registered (before or after its first turn) held the run to its --seconds."""
+        seg = self.seg
+        if elapsed < self._next_stop_look or seg.end == END_ABORT:
+            return
+        self._next_stop_look = elapsed + 0.5
+        turn, step = seg.turn, seg.step
+        stopped = None
+        if turn < self.config.cpus:
+            area = self.machine.cpu_area(turn)
+            try:
+                pid = area.binding() & 0xFFFF_FFFF
+            finally:
+                area.release()
+            if pid and _stopped(pid):
+                stopped = turn
+        if self._stopped_long(stopped, elapsed):
+            self.findings.append(Finding(
+                "watchdog", "stopped-with-the-turn",
+                f"CPU {turn}'s process was stopped (SIGSTOP) for {STOPPED_START_S:.0f} s while it had the turn, "
+                "so the others waited for it and the run could not go on; it was ended rather than left to its "
+                "--seconds limit", turn, step=step))
+            self.stopped_cpu = turn
+            self._abort("watchdog: stopped-with-the-turn")
+
+    def _stopped_long(self, stopped: int | None, elapsed: float) -> bool:
+        """Note this look's stopped CPU (None: none); whether the same CPU has been seen stopped
+        at every look for STOPPED_START_S."""
         seen = self._stopped
         # A look missed (this process stopped too: a Ctrl-Z of the whole group) starts over.
         if stopped is None or seen is None or seen[0] != stopped or elapsed - seen[2] > 2.0:
             self._stopped = None if stopped is None else (stopped, elapsed, elapsed)
-            return
+            return False
         self._stopped = (stopped, seen[1], elapsed)
-        if elapsed - seen[1] >= STOPPED_START_S:
-            self.findings.append(Finding(
-                "watchdog", "stopped-at-start-up",
-                f"CPU {stopped}'s process was stopped (SIGSTOP, or a debugger's stop) for {STOPPED_START_S:.0f} s "
-                f"while the CPUs registered for their turns ({self.seg.registered} of {self.config.cpus} had), "
-                "so the run could not begin; it was ended rather than left to its --seconds limit", stopped))
-            self._abort("watchdog: stopped-at-start-up")
+        return elapsed - seen[1] >= STOPPED_START_S
 
     def _watch_hang(self) -> None:
         """The running CPU must reach a schedule point within HANG_CPU_S of its own CPU time."""
@@ -463,6 +503,14 @@ class _Supervisor:
                 self.stopping = self.stopping or "stopped (invariants broken at a quiescent point)"
                 self.seg.set_end(END_DRAIN)
                 m.control.request_stop()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (state T; not a debugger's "t")."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
 
 
 def _cpu_time(machine: Machine, cpu: int) -> float | None:

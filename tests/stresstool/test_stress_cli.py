@@ -2250,7 +2250,48 @@ def test_a_cpu_stopped_as_it_starts_ends_a_deterministic_run_before_its_limit(
     took = time.monotonic() - began
     assert stopped and report.ended == "aborted" and report.steps == 0, report.text()
     assert [f.rule for f in report.findings] == ["stopped-at-start-up"], report.text()
-    assert "was stopped (SIGSTOP, or a debugger's stop) for 1 s" in report.findings[0].message, report.text()
+    assert "was stopped (SIGSTOP) for 1 s" in report.findings[0].message, report.text()
+    assert took < 45, (took, report.text())
+
+
+def test_a_cpu_stopped_after_it_registered_ends_a_deterministic_run_before_its_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deterministic run of 2 CPUs whose CPU without the first turn is stopped (SIGSTOP) once
+    the first turn is given: registered, it waits for its turn, and when the schedule gives it
+    the turn the other CPU waits for it. A stopped process uses no CPU time, so the hang check
+    never fired, and the run waited out its --seconds limit (60 s here, 600 s by default). Now
+    the CPU with the turn seen stopped for STOPPED_START_S (1 s here) is a stopped-with-the-turn
+    finding and the run is aborted; the stopped CPU, killed after the grace time, is no second
+    (cpu-died) finding. Found by a review."""
+    from rmm_mp.stress import runner
+    from rmm_mp.stress.config import StressConfig
+    monkeypatch.setattr(runner, "DETERMINISTIC_GRACE_S", 0.2)
+    monkeypatch.setattr(runner, "oversubscription", lambda cpus: 1.0)    # the same on a 1-core host
+    monkeypatch.setattr(runner, "STOPPED_START_S", 1.0)
+    machines: list[Any] = []
+    stopped: list[int] = []
+
+    def stop_the_other_at_the_first_turn(elapsed: float, seg: Any) -> None:
+        if stopped or seg.turn >= 2:
+            return
+        cpu = 1 - seg.turn
+        area = machines[0].cpu_area(cpu)
+        try:
+            pid = area.binding() & 0xFFFF_FFFF
+        finally:
+            area.release()
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(cpu)
+
+    began = time.monotonic()
+    report = runner.run(StressConfig(workload="tables", schedule="random", steps=100_000, seconds=60),
+                        on_tick=stop_the_other_at_the_first_turn, on_machine=machines.append)
+    took = time.monotonic() - began
+    assert stopped and report.ended == "aborted", report.text()
+    assert [(f.rule, f.cpu) for f in report.findings] == [("stopped-with-the-turn", stopped[0])], report.text()
+    assert "was stopped (SIGSTOP) for 1 s while it had the turn" in report.findings[0].message, report.text()
+    assert any(line.startswith(f"CPU {stopped[0]} ") and "stopped with the turn" in line
+               for line in report.not_done), report.not_done
     assert took < 45, (took, report.text())
 
 
