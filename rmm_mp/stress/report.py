@@ -205,8 +205,12 @@ class StressReport:
             line += " (over the CPUs that returned a result"
             if self.unreported_ops:
                 gone = sorted(self.unreported_ops)
-                line += (f"; {sum(self.unreported_ops.values()):,} more counted in shared memory by "
-                         f"{words.cpus(gone)}, which returned none")
+                more = sum(self.unreported_ops.values())
+                if more:
+                    line += f"; {more:,} more counted in shared memory by {words.cpus(gone)}, which returned none"
+                else:
+                    # "0 more counted by" read as if those CPUs had added something.
+                    line += f"; {words.cpus(gone)}, which returned none, had counted none in shared memory"
             line += ")"
         idle = self.idle_operations()
         if idle:

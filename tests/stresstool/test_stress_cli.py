@@ -2418,3 +2418,17 @@ def test_the_progress_line_groups_the_thousands_as_the_report_does() -> None:
     from rmm_mp.stress import cli
     assert cli.progress_text(2.0, 2, 2, 5391, None).rstrip() == "     2 s: 5,391 operations"
     assert cli.progress_text(2.0, 2, 2, 131, 12853).rstrip() == "     2 s: 131 operations, 12,853 steps"
+
+
+def test_the_summary_says_plainly_when_cpus_that_returned_no_result_had_counted_nothing() -> None:
+    """CPUs that returned no result and whose counters in the stress segment read 0: the summary
+    says they counted none, not "0 more counted in shared memory by", which read as if they had
+    added something."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+    report = StressReport(StressConfig(), (), "time", 1.0, {}, unreported=(0, 1), unreported_ops={0: 0, 1: 0})
+    assert ("0 operations (over the CPUs that returned a result; CPUs 0 and 1, which returned none, had counted "
+            "none in shared memory) in 1.0 s") in report.summary(), report.summary()
+    some = StressReport(StressConfig(), (), "time", 1.0, {2: 4}, unreported=(0,), unreported_ops={0: 7})
+    assert "4 operations (over the CPUs that returned a result; 7 more counted in shared memory by CPU 0, which " \
+           "returned none) in 1.0 s" in some.summary(), some.summary()
