@@ -129,10 +129,8 @@ def platform_list() -> None:
                    "for `rmm-mp attest verify --platform-key`.")
 def platform_show(name: str, public_key: bool) -> None:
     """Validate and show platform NAME (a bundled name or a path)."""
-    from rmm_mp.workload.spec import refuse_missing_path     # imported when run, as the subcommands are
     try:
         try:
-            refuse_missing_path(name, "platform", "platform", "platform")
             path = platforms.resolve(name)
         except ConfigError as exc:
             # NAME is an argument, as run's --platform is an option: say so, not "platform: platform = ..."

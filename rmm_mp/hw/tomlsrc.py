@@ -435,21 +435,27 @@ def why_not_a_file(path: Path) -> str | None:
     return "it is not a regular file"
 
 
-def bundled_hint(why: str | None, path: Path, names: Iterable[str], kind: str) -> str | None:
-    """``why`` (why_not_a_file's answer for ``path``), naming the bundled ``kind`` to write
-    instead when the missing file has a bundled one's name (one of ``names``), in any capitals:
-    `quickstart.toml`, or the repository's workloads/quickstart.toml from another directory,
-    said "no such file" alone. Only a bundled name is printed, never the path's own stem."""
-    if why != "no such file":
+def bundled_hint(why: str | None, written: str | os.PathLike[str], names: Iterable[str], kind: str) -> str | None:
+    """``why`` (why_not_a_file's answer for the path ``written``, as the user wrote it), naming
+    the bundled ``kind`` to write instead when the missing file is a bare name (no directory
+    part) with a bundled one's name (one of ``names``), in any capitals: `quickstart.toml` or
+    `QuickStart.toml` is told to write quickstart. A path written with its directory
+    (/abs/dir/quickstart.toml, ./fvp.toml, sub/ripas-loop.s) is not a bundled name written as
+    a file, and the hint would read as if the directory were ignored: "no such file" alone.
+    Every caller (the CLI, hw.platform.resolve and so Machine.create, a workload's platform and
+    guest keys) gets this rule here. Only a bundled name is printed, never the path's own stem."""
+    text = os.fspath(written)
+    if why != "no such file" or os.sep in text:
         return why
     # Compared case-folded (QuickStart.toml): the bundled names themselves are matched exactly.
-    name = next((n for n in names if n.casefold() == path.stem.casefold()), None)
+    stem = Path(text).stem
+    name = next((n for n in names if n.casefold() == stem.casefold()), None)
     return why if name is None else f"{why}; for the bundled {kind}, write {name}"
 
 
-def with_bundled_hint(why: str | None, path: Path, directory: Path, kind: str) -> str | None:
+def with_bundled_hint(why: str | None, written: str | os.PathLike[str], directory: Path, kind: str) -> str | None:
     """bundled_hint for the bundled ``kind``s of ``directory``."""
-    return bundled_hint(why, path, bundled_names(directory), kind)
+    return bundled_hint(why, written, bundled_names(directory), kind)
 
 
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
@@ -460,7 +466,7 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     text = os.fspath(name_or_path)
     if os.sep in text or text.endswith(".toml"):
         path = Path(text)
-        why = with_bundled_hint(why_not_a_file(path), path, directory, kind)
+        why = with_bundled_hint(why_not_a_file(path), text, directory, kind)
         if why is not None:
             raise ConfigError(source, key, text, f"a regular {kind} file that exists ({why})")
         return path

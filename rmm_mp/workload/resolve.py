@@ -31,8 +31,7 @@ from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
 from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, MIN_SECONDS, SECONDS_WHAT, PhaseSpec,
-                                  RealmTemplate, Weights, WorkloadFile, base_directory, beside,
-                                  refuse_missing_path)
+                                  RealmTemplate, Weights, WorkloadFile, base_directory, beside)
 
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
@@ -166,17 +165,14 @@ def _platform(file: WorkloadFile, option: str | None) -> Platform:
         # looked for, as a guest file's error does (a mine.toml in the working directory made
         # a bare "no such file" read as wrong).
         path = base_directory(file.source) / value
-        why = why_not_a_file(path)
-        if os.sep not in value:      # the bundled-name hint for fvp.toml, not for sub/fvp.toml
-            why = with_bundled_hint(why, path, platforms.platform_dir(), "platform")
+        # The hint is judged on the value as written (fvp.toml gets one, sub/fvp.toml not).
+        why = with_bundled_hint(why_not_a_file(path), value, platforms.platform_dir(), "platform")
         if why is not None:
             # The path escaped where a character would act on the terminal (a NUL, an ESC:
             # "a\u001b[2J.toml" cleared the screen), as the value itself is.
             where = "" if "\0" in value else f"looked for {shown_path(path)}{beside(file.source)}: "
             raise file.fields.fail("platform", file.platform, f"a regular platform file that exists ({where}{why})")
         value = str(path)
-    elif option is not None:
-        refuse_missing_path(option, "command line", "--platform", "platform")
     try:
         return platforms.load(value)
     except ConfigError as exc:

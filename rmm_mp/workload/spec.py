@@ -159,20 +159,8 @@ def bundled() -> list[str]:
     return bundled_names(workload_dir())
 
 
-def refuse_missing_path(name_or_path: object, source: str, key: str, kind: str) -> None:
-    """ConfigError(source, key, ...) saying "no such file" alone if ``name_or_path`` has a
-    directory part (/abs/dir/quickstart.toml, ./fvp.toml) and names no file. find_toml's
-    bundled-name hint is for a bare name (quickstart.toml): a path written out with its
-    directory is not a bundled name written as a file."""
-    if isinstance(name_or_path, (str, os.PathLike)):
-        text = os.fspath(name_or_path)
-        if isinstance(text, str) and os.sep in text and why_not_a_file(Path(text)) == "no such file":
-            raise ConfigError(source, key, text, f"a regular {kind} file that exists (no such file)")
-
-
 def find(name_or_path: str | os.PathLike[str]) -> Path:
     """The file of a bundled workload name or of a path; ConfigError if there is none."""
-    refuse_missing_path(name_or_path, "command line", "WORKLOAD", "workload")
     return find_toml(name_or_path, workload_dir(), "command line", "WORKLOAD", "workload")
 
 
@@ -463,9 +451,7 @@ def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str
         except (OSError, RuntimeError) as exc:  # a symbolic-link loop: RuntimeError before Python 3.13
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.ELOOP)
             raise f.fail(key, value, f"a regular .s file that exists (it cannot be looked up: {why})") from None
-        # The bundled-name hint only for a bare name (ripas-loop.s), not for sub/ripas-loop.s.
-        hinted = names if os.sep not in value else ()
-        not_a_file = bundled_hint(why_not_a_file(path), Path(value), hinted, "guest")
+        not_a_file = bundled_hint(why_not_a_file(path), value, names, "guest")
         if not_a_file is not None:
             # The path escaped where a character would act on the terminal (the value is;
             # this text is printed as it is): "a\u001b[2J.s" cleared the screen.

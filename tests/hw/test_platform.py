@@ -503,6 +503,33 @@ def test_missing_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value) and "expected" in str(info.value)
 
 
+@pytest.mark.parametrize("written", ["/abs/dir/fvp.toml", "./fvp.toml", "no/such/FVP.toml", "sub/fvp"])
+def test_a_missing_platform_path_with_a_directory_has_no_bundled_hint(written: str) -> None:
+    """A path written with its directory (/abs/dir/fvp.toml, ./fvp.toml) that names no file is
+    "no such file" alone, from hw.platform.resolve and so from load and Machine.create as from
+    the command line: the hint (write fvp) is for a bare name written as a file, and read as if
+    the directory were ignored. Only the CLI's call sites had the rule."""
+    expected = "a regular platform file that exists (no such file)"
+    for call in (plat.resolve, load):
+        with pytest.raises(ConfigError) as info:
+            call(written)
+        assert (info.value.value, info.value.expected) == (written, expected), str(info.value)
+    before = {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()}
+    with pytest.raises(ConfigError) as info:
+        Machine.create(written, cpus=1)
+    assert info.value.expected == expected, str(info.value)
+    assert {m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()} == before
+
+
+@pytest.mark.parametrize("written", ["fvp.toml", "FVP.toml"])
+def test_a_missing_bare_platform_file_name_names_the_bundled_platform(written: str) -> None:
+    """A bare name written as a file (fvp.toml, in any capitals) keeps the hint, from the API too."""
+    with pytest.raises(ConfigError) as info:
+        Machine.create(written, cpus=1)
+    assert info.value.expected == ("a regular platform file that exists (no such file; "
+                                   "for the bundled platform, write fvp)"), str(info.value)
+
+
 def test_bad_file_is_rejected_before_create(tmp_path: Path) -> None:
     """Machine.create with a bad platform file raises the ConfigError and creates nothing."""
     path, text = _write_bad(tmp_path, r"pa_bits = 48", "pa_bits = 47")
