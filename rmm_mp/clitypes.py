@@ -127,7 +127,7 @@ class Int(click.ParamType):
 
 class IntRange(click.IntRange):
     """click.IntRange for ASCII digits only, without '_' (refuse_odd_number), whose range, in
-    --help and in its error, is worded as every other integer range (tomlsrc.number_range:
+    --help and in its error, is worded as every other integer range (tomlnum.number_range:
     `0..18,446,744,073,709,551,615`, where click wrote `0<=x<=18446744073709551615`; an open or
     endless one in click's notation, digits grouped)."""
 
@@ -197,7 +197,7 @@ class TypedFloatParam(click.ParamType):
 
 def _range_text(number_range_type: click.FloatRange) -> str:
     """The range as --help and the errors write it, as an integer range is ('0.1..3,600',
-    '0<x<=86,400', 'x>=0': tomlsrc.number_range), made here rather than with click's private
+    '0<x<=86,400', 'x>=0': tomlnum.number_range), made here rather than with click's private
     helper for it."""
     r = number_range_type
     return number_range(r.min, r.max, r.min_open, r.max_open)
