@@ -11,6 +11,7 @@ its own refusal) and imports nothing of rmm_mp, so that every layer may use it.
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 
@@ -33,10 +34,17 @@ def seconds_written(value: str) -> tuple[float, str] | None:
     if unit.lower() not in _TIME_UNITS or (unit != unit.lower() and unit.lower() in _CASE_MATTERS):
         return None
     factor = _TIME_UNITS[unit.lower()]
-    seconds = float(digits) * factor
-    # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457), without a
-    # point at its end ("write 5." read as a sentence's end).
-    return seconds, (digits.rstrip(".") or "0") if factor == 1 else f"{seconds:.12g}"
+    if factor == 1:
+        # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457), without
+        # a point at its end ("write 5." read as a sentence's end).
+        return float(digits), digits.rstrip(".") or "0"
+    # Another unit: the exact product, in decimals (0.1 min is 6, 1 us 0.000001, not 1e-06), and
+    # its seconds that product rounded once, as TOML reads the number written. A product rounded
+    # to 12 digits fell on a bound past which it lay: 10080.0000000001min was "604800, outside
+    # the range", a number the key takes.
+    exact = decimal.Context(prec=len(digits) + 8).multiply(decimal.Decimal(digits), decimal.Decimal(repr(factor)))
+    text = f"{exact:f}"
+    return float(exact), (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
 
 
 def _toml_number(value: str) -> str | None:

@@ -563,12 +563,15 @@ def test_seconds_typed_with_a_unit_are_refused_naming_the_number_to_write(args: 
     (["workloads", "show", "quickstart", "--seconds"], "0s", "'0s' is not a number of seconds (without a unit it is 0, "
                                                              "outside the range); expected 0.000000001..604,800"),
     (["run", "quickstart", "--seconds"], "5.s", "'5.s' is not a number of seconds (without a unit: write 5);"),
+    (["run", "quickstart", "--seconds"], "10080.0000000001min", "'10080.0000000001min' is not a number of seconds "
+                                                                "(without a unit it is 604800.000000006, outside the "
+                                                                "range)"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5M", "'5M' is not a number of seconds; expected x>=0"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5MS", "'5MS' is not a number of seconds; expected x>=0"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5S", "'5S' is not a number of seconds (without a unit: write 5); "),
     (["stress", "--quiescent-every"], "5s", "'5s' is not a number (as a free-running run's seconds, without a unit: "
                                             "write 5): expected N steps or SECONDS, x>=0")],
-    ids=["explore-2h", "explore-1ms", "stress-past-a-day", "run-past-a-week", "show-0s", "run-trailing-point",
+    ids=["explore-2h", "explore-1ms", "stress-past-a-day", "run-past-a-week", "show-0s", "run-trailing-point", "run-just-past-a-week",
          "check-capital-m", "check-capital-ms", "check-capital-s", "stress-quiescent-every"])
 def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: str, message: str) -> None:
     """The number a time typed with a unit stands for is offered as the one to write only when

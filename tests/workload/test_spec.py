@@ -309,6 +309,10 @@ def test_wrong_type(tmp_path: Path) -> None:
     ('seconds = "5.s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5.s", "5"),
     # As TOML writes it: "write .5" led to a file TOML refuses.
     ('seconds = ".5s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", ".5s", "0.5"),
+    # The exact product, in decimals as TOML writes them: 0.1 min is 6 s (not 6.000000000000001),
+    # 0.5 ms 0.0005 and 1 us 0.000001 (not 1e-06).
+    ('seconds = "0.1min"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "0.1min", "6"),
+    ('seconds = "1us"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1us", "0.000001"),
     ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2 min"\n', 7, "phase[0].seconds",
      "2 min", "120"),
 ])
@@ -321,7 +325,11 @@ def test_seconds_with_a_unit_names_the_number_to_write(tmp_path: Path, text: str
     assert err.expected.endswith(f" (without a unit: write {number})"), str(err)
 
 
-@pytest.mark.parametrize("value, number", [("200h", "720000"), ("0us", "0"), ("1000000 minutes", "60000000")])
+@pytest.mark.parametrize("value, number", [
+    ("200h", "720000"), ("0us", "0"), ("1000000 minutes", "60000000"),
+    # Just past a bound: the number is exact, not rounded to 12 digits onto the bound itself
+    # ("it is 604800, outside the range" named a number the key takes).
+    ("10080.0000000001min", "604800.000000006"), ("0.00099999999999999us", "0.00000000099999999999999")])
 def test_seconds_with_a_unit_outside_the_range_names_no_number_to_write(tmp_path: Path, value: str,
                                                                         number: str) -> None:
     """`seconds = "200h"` is 720,000 seconds, past the week a run may last: the hint said
