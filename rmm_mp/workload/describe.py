@@ -18,6 +18,7 @@ This module owns these texts. It runs nothing.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from decimal import Decimal
@@ -28,7 +29,7 @@ from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import cpu_set_text
 from rmm_mp.workload.resolve import Workload
-from rmm_mp.workload.spec import RealmTemplate, Weights, WorkloadFile
+from rmm_mp.workload.spec import RealmTemplate, Weights, WorkloadFile, nanoseconds
 
 
 WIDTH = 118
@@ -185,7 +186,9 @@ def seconds_text(seconds: float) -> str:
     if 0 < seconds < 1e-9:
         return f"{seconds:.3g}"
     text = f"{seconds:.10g}"
-    if round(float(text) * 1e9) != round(seconds * 1e9):
+    # Infinity, NaN and lengths past 1.8e299 s have no count of nanoseconds (round() raises):
+    # shown as before, to 10 digits.
+    if math.isfinite(seconds * 1e9) and nanoseconds(float(text)) != nanoseconds(seconds):
         text = f"{seconds:.9f}".rstrip("0").rstrip(".")
     return f"{Decimal(text):,f}"
 

@@ -32,6 +32,7 @@ from rmm_mp.workload.churning import DELEGATE_COUNTERS, DelegateChurn, MapShared
 from rmm_mp.workload.cpustate import CpuJob, CpuPart, CpuResult, Host, RunPlan
 from rmm_mp.workload.plan import Chooser
 from rmm_mp.workload.report import HOST_SLOTS
+from rmm_mp.workload.spec import nanoseconds
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
@@ -79,7 +80,7 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
     for i, phase in enumerate(job.phases):
         chooser = Chooser(job.seed, cpu.id, phase.name, phase.weights[cpu.id])
         limit = phase.iterations
-        deadline += int(phase.seconds * 1e9) if phase.seconds is not None else 0
+        deadline += nanoseconds(phase.seconds) if phase.seconds is not None else 0
         timed = phase.seconds is not None
         done = 0
         while not control.stop_requested:

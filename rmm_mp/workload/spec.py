@@ -53,6 +53,14 @@ MIN_SECONDS = 1e-9
 (engine), so that a shorter length (a subnormal such as 1e-316, surely a typo) was a run of no
 time at all, with no call made, reported as a run of it."""
 SECONDS_WHAT = "a duration in seconds (a run counts whole nanoseconds)"
+
+
+def nanoseconds(seconds: float) -> int:
+    """The whole nanoseconds a run or phase of ``seconds`` lasts (the engine's deadlines, and the
+    count `workloads show` keeps to): the float product rounded, not truncated. 0.000000015 is
+    14.999999999999998 ns as a float product, which int() made 14; up to a week (6 * 10^14 ns,
+    products exact to an eighth of one) rounding gives back every nanosecond a file writes."""
+    return round(seconds * 1e9)
 MAX_ITERATIONS = 10**12
 MiB = 1 << 20
 GRANULE = 4096

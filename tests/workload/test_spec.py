@@ -1688,3 +1688,28 @@ def test_every_bundled_workload_validates_and_describes() -> None:
         assert all(any(line.startswith(f"  {p.name}: ") for line in phases) for p in w.phases), text
         assert w.file.description
     assert segments() == []
+
+
+def test_a_run_counts_the_nanoseconds_its_length_writes() -> None:
+    """A length written to the nanosecond is that many nanoseconds to the CPUs (spec.nanoseconds,
+    which the engine's phase deadlines and `workloads show` use): the engine truncated the float
+    product, and 0.000000015 s (14.999999999999998 ns as a float product) ran 14 ns, as did about
+    one in 30 lengths written with nine decimals."""
+    import random
+    for written, ns in (("0.000000015", 15), ("1e-9", 1), ("0.000000247", 247), ("604799.999999999", 604799999999999),
+                        ("604800", 604800 * 10**9), ("3.3333333333", 3333333333)):
+        assert spec.nanoseconds(float(written)) == ns, written
+    rng = random.Random(16)
+    for _ in range(20000):
+        whole, fraction = rng.randrange(604800), rng.randrange(10**9)
+        assert spec.nanoseconds(float(f"{whole}.{fraction:09d}")) == whole * 10**9 + fraction, (whole, fraction)
+
+
+@pytest.mark.parametrize("seconds, shown", [(float("inf"), "Infinity"), (float("nan"), "NaN"),
+                                            (1e300, f"{10**300:,}"), (-5.0, "-5"), (0.0, "0")])
+def test_seconds_text_of_a_length_with_no_nanosecond_count(seconds: float, shown: str) -> None:
+    """describe.seconds_text of a length no run has (infinite, not a number, past 1.8e299 s)
+    reads as it did before the nanosecond check: that check's round() raised OverflowError and
+    ValueError on them."""
+    from rmm_mp.workload.describe import seconds_text
+    assert seconds_text(seconds) == shown
