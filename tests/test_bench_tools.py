@@ -215,6 +215,36 @@ def test_options_that_leave_nothing_to_measure_are_refused(tool, options: list[s
     assert ended.value.code == 2
 
 
+@pytest.mark.parametrize("tool, options", [
+    (bench_delegate, ["--skip-latency", "--seconds", "nan"]),
+    (bench_delegate, ["--skip-latency", "--seconds", "inf"]),
+    (bench_delegate, ["--skip-latency", "--warmup", "nan"]),
+    (bench_delegate, ["--skip-latency", "--warmup", "-1"]),
+    (bench_delegate, ["--skip-latency", "--tick", "0"]),
+    (bench_delegate, ["--skip-latency", "--tick", "nan"]),
+    (bench_realm, ["--seconds", "nan"]),
+    (bench_realm, ["--seconds", "inf"]),
+    (bench_realm, ["--warmup", "nan"]),
+    (bench_realm, ["--warmup", "inf"]),
+], ids=["delegate-seconds-nan", "delegate-seconds-inf", "delegate-warmup-nan", "delegate-warmup-negative",
+        "delegate-tick-0", "delegate-tick-nan", "realm-seconds-nan", "realm-seconds-inf", "realm-warmup-nan",
+        "realm-warmup-inf"])
+def test_a_length_that_is_no_positive_finite_number_is_refused_before_a_machine_is_made(
+        tool, options: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """NaN and infinity passed "<= 0" and "< 0": the machine was made and every CPU process
+    ended in a ValueError or OverflowError (int(seconds * 1e9)), a failed run (status 2) with
+    tracebacks; a negative --warmup or a --tick of 0 was taken. A usage error (status 2) now,
+    before any machine is made."""
+    class NoMachine:
+        @staticmethod
+        def create(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a machine was made for options that are refused")
+    monkeypatch.setattr(tool, "Machine", NoMachine)
+    with pytest.raises(SystemExit) as ended:
+        tool.main(options)
+    assert ended.value.code == 2
+
+
 def test_bench_recording_ir_needs_two_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """bench_recording_ir's start-up figure is a 1-step run, so --iterations 1 would divide by
     the difference of two identical runs: refused before valgrind is looked for."""

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import resource
 import statistics
@@ -279,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     check_json(ap, args.json)
-    if args.seconds <= 0 or args.repeat < 1 or args.calls < 1 or args.granules < 1 or args.latency_repeat < 1:
-        ap.error("--seconds, --repeat, --calls, --latency-repeat and --granules must be positive")
+    if args.repeat < 1 or args.calls < 1 or args.granules < 1 or args.latency_repeat < 1:
+        ap.error("--repeat, --calls, --latency-repeat and --granules must be positive")
+    # Written so that NaN fails them too ("<= 0" let it through, to a ValueError in every CPU process).
+    if not (0 < args.seconds < math.inf and 0 <= args.warmup < math.inf and 0 < args.tick < math.inf):
+        ap.error("--seconds and --tick must be positive finite numbers of seconds, --warmup one not negative")
     if args.skip_latency and args.skip_throughput:
         ap.error("--skip-latency and --skip-throughput together leave nothing to measure")
 

@@ -32,6 +32,7 @@ re-import this file (as __mp_main__ when it is run as a script), so keep the mai
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 from dataclasses import asdict, dataclass
@@ -170,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     check_json(ap, args.json)
-    if args.seconds <= 0 or args.repeat < 1 or args.warmup < 0:
-        ap.error("--seconds and --repeat must be positive, --warmup not negative")
+    # Written so that NaN and infinity fail it too ("<= 0" let them through, to a ValueError or an
+    # OverflowError in every CPU process).
+    if not (0 < args.seconds < math.inf and 0 <= args.warmup < math.inf) or args.repeat < 1:
+        ap.error("--seconds and --repeat must be positive, --warmup not negative, both seconds finite")
 
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), usable {info['usable_cpus']}, "
