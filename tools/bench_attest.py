@@ -40,6 +40,7 @@ import os
 import statistics
 import struct
 import time
+from typing import Any
 
 from benchlib import check_json, host_info, measurement_failed, percentile, slot_named, tool_main, window, write_json
 
@@ -115,8 +116,10 @@ def guest(chunk: int) -> bytes:
     return assemble(GUEST.format(chunk=chunk, challenge=regs, buffer=BUFFER), base=BASE)
 
 
-def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: int) -> dict[str, object]:
-    """One run on a fresh machine: ``warmup`` + ``tokens`` tokens; per-token figures."""
+def run(platform: str, time_slice: int | None, tokens: int, warmup: int, chunk: int) -> dict[str, Any]:
+    """One run on a fresh machine: ``warmup`` + ``tokens`` tokens; per-token figures (numbers,
+    and the platform's name and slice, a number or "platform": Any, as main takes medians of the
+    numbers by key)."""
     with Machine.create(platform, cpus=1, time_slice=time_slice) as m:
         cpu, alloc = m.cpu(0), NsAllocator(m, 0)
         realm = create_realm(cpu, alloc, RealmSpec(ipa_width=40, ram_base=BASE, ram_size=4 << 20, image=guest(chunk)))

@@ -23,6 +23,7 @@ import argparse
 import gc
 import statistics
 import time
+from typing import TypedDict
 
 from benchlib import check_json, host_info, measurement_failed, tool_main, write_json
 
@@ -76,7 +77,15 @@ def measure(fn, runs: int, pairs: int) -> list[float]:  # type: ignore[no-untype
     return out
 
 
-def summary(values: list[float]) -> dict[str, object]:
+class Summary(TypedDict):
+    """One measurement's figures, as written to the JSON."""
+    median_ns: float
+    best_ns: float
+    worst_ns: float
+    runs_ns: list[float]
+
+
+def summary(values: list[float]) -> Summary:
     return {"median_ns": statistics.median(values), "best_ns": min(values), "worst_ns": max(values),
             "runs_ns": [round(v, 1) for v in values]}
 

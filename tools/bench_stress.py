@@ -86,8 +86,9 @@ def hunt(name: str, schedule: str, cpus: int, first_seed: int, limit: float, ste
         report = run(cfg)
         runs += 1
         if _caught(report, bug):
+            first = report.first()
             return {"found": True, "seconds": round(time.monotonic() - start, 2), "runs": runs, "seed": seed,
-                    "step": report.first().step if report.first() else None}
+                    "step": first.step if first else None}
         if schedule == "free":
             seed += 1
         seed += 1
