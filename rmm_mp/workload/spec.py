@@ -183,13 +183,15 @@ def parse(text: str, source: str) -> WorkloadFile:
     raw = toml_loads(text, source)
     f.keys(raw, "", TOP_KEYS)
     base_dir = base_directory(source)
+    # Before the length's own value is checked: `seconds = "5s"` beside phases was told to write
+    # 5, which is refused in turn, here.
+    if isinstance(raw.get("phase"), list) and raw["phase"] and ("seconds" in raw or "iterations" in raw):
+        key = "seconds" if "seconds" in raw else "iterations"
+        raise f.fail(key, raw[key], "no top-level length when the file has [[phase]] entries: each phase "
+                                    "gives its own seconds or iterations")
     seconds, iterations = _length(f, raw, "")
     realms = _realms(f, raw.get("realm", []), base_dir)
     phases = _phases(f, raw.get("phase", []))
-    if phases and (seconds is not None or iterations is not None):
-        key = "seconds" if seconds is not None else "iterations"
-        raise f.fail(key, raw[key], "no top-level length when the file has [[phase]] entries: each phase "
-                                    "gives its own seconds or iterations")
     return WorkloadFile(
         name=Path(source).stem, source=source, text=text,
         description=f.line_of_text(raw.get("description", ""), "description"),

@@ -964,6 +964,17 @@ def test_top_level_length_with_phases(tmp_path: Path) -> None:
     refused(tmp_path, text, 1, "seconds", 3, "no top-level length when the file has [[phase]] entries")
 
 
+@pytest.mark.parametrize("value", ['"5s"', '"5"', "-1", '"ten"'])
+def test_top_level_length_with_phases_is_refused_as_such_whatever_its_value(tmp_path: Path, value: str) -> None:
+    """`seconds = "5s"` beside [[phase]] entries was told "(without a unit: write 5)", and 5 was
+    then refused as a top-level length beside phases: the hint named a number the file may not
+    hold. The length is refused for the phases first, whatever its value."""
+    text = f'seconds = {value}\nactivities = {{ delegate-churn = 1 }}\n[[phase]]\nname = "a"\nseconds = 1\n'
+    err = refused(tmp_path, text, 1, "seconds", tomllib.loads(f"x = {value}")["x"],
+                  "no top-level length when the file has [[phase]] entries")
+    assert "write" not in err.expected, str(err)
+
+
 @pytest.mark.parametrize("unit, length, total", [
     ("seconds", 201600.5, "604,801.5 s"),                     # each a third of a week and half a second
     ("iterations", 400_000_000_000, "1,200,000,000,000 steps"),
