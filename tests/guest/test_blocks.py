@@ -11,6 +11,10 @@ inside a run, then rewritten in part and run again with the block cache as the f
 and runs whose registers are mostly constants of the block (movi first), so that every ALU form
 is folded when its block is made, each checked to have made a block.
 These tests make a block's function the first time its run is found (blocks.HOT = 1) but one.
+run makes a block at one reach of its place and runs it from the next (the loop runs its words
+the first time), so a program is run twice where the block itself is under test, and the
+unit tests check that the block's function was called: a block that never runs passes every
+comparison with the loop.
 
 Hypothesis runs derandomized with no example database (tests/README.md: fixed seeds).
 """
@@ -99,6 +103,21 @@ def _place(ram: bytearray, at: int, words: list[int]) -> None:
         struct.pack_into("<Q", ram, at + 8 * i, word)
 
 
+def _calls_of(at: int) -> list[int]:
+    """The calls of the function of the block made at IPA ``at`` (identity Bus: its index is at >> 3)
+    from now on: its BLOCKS entry gets a counting copy, so a test can tell the block ran (run
+    makes a block at one reach and runs it from the next, its words going through the loop the
+    first time: an outcome equal to the loop's alone shows nothing of the block)."""
+    words, length, (n, fn, last, value) = blocks.BLOCKS[at >> 3]      # type: ignore[misc]
+    calls: list[int] = []
+
+    def counted(x: list[int], nzcv: int) -> int:
+        calls.append(at)
+        return fn(x, nzcv)
+    blocks.BLOCKS[at >> 3] = (words, length, (n, counted, last, value))
+    return calls
+
+
 REGISTER = st.sampled_from([0, 1, 2, 31])
 IMM = st.sampled_from([0, 1, -1, 63, 64, 0xFFFF, -0x8000, 0x7FFF_FFFF, -0x8000_0000]) | st.integers(-2**31, 2**31 - 1)
 # movi and movk more often: constants of a block are folded, and a movk of one is the commonest case
@@ -118,7 +137,8 @@ def test_a_run_with_blocks_is_the_run_without(run_words: list[int], end: int, re
     ram = bytearray(RAM)
     _place(ram, VBAR + 0x200, [encode(Op.SMC, imm=9)])
     _place(ram, start, [*run_words, end])
-    _both(bytes(ram), regs, start, nzcv, budget)
+    first = _both(bytes(ram), regs, start, nzcv, budget)
+    assert _both(bytes(ram), regs, start, nzcv, budget) == first       # the block made by the first run runs
     for index, word in rewrite:         # the same places hold other words: no block made before may run
         _place(ram, start + 8 * min(index, len(run_words)), [word])
         _both(bytes(ram), regs, start, nzcv, budget)
@@ -168,8 +188,11 @@ def test_a_block_runs_as_one_call_and_stops_short_of_the_budget() -> None:
     outcome = _both(bytes(ram), [0] * 31, 0, 0, 100)
     assert outcome[:3] == ("SMC", 7, 0) and outcome[4][:2] == [0xC400_0199, 0x108]
     assert blocks.BLOCKS[0][2][0::2] == (6, int(Op.SMC))        # type: ignore[index]
+    calls = _calls_of(0)
+    assert _both(bytes(ram), [0] * 31, 0, 0, 100) == outcome and calls == [0]
     for budget in range(1, 7):
         assert _both(bytes(ram), [0] * 31, 0, 0, budget)[:2] == ("SLICE", budget)
+        assert calls == [0] * (1 + (budget == 6)), budget        # 6: room for the six words, not the smc
 
 
 def test_a_block_ends_at_its_page_end() -> None:
@@ -182,6 +205,8 @@ def test_a_block_ends_at_its_page_end() -> None:
     assert outcome[4][2] == 4 and ("translate", 0x2000, False, True) in outcome[9]
     assert blocks.BLOCKS[0x1FF0 >> 3][2][0::2] == (2, blocks.NO_END)         # type: ignore[index]
     assert blocks.BLOCKS[0x2000 >> 3][2][0::2] == (2, int(Op.SMC))           # type: ignore[index]
+    first, second = _calls_of(0x1FF0), _calls_of(0x2000)
+    assert _both(bytes(ram), [0] * 31, 0x1FF0, 0, 100) == outcome and first == [0x1FF0] and second == [0x2000]
 
 
 def test_a_block_is_not_run_once_its_words_changed() -> None:
@@ -198,9 +223,12 @@ def test_a_block_is_not_run_once_its_words_changed() -> None:
         return state, run(state, bus, 100)
     state, event = again()
     assert (event.kind, event.imm, state.x[5], state.x[6]) == ("SMC", 0, 1, 2) and 0 in blocks.BLOCKS
+    calls = _calls_of(0)
+    state, event = again()
+    assert (event.kind, event.imm, state.x[5], state.x[6]) == ("SMC", 0, 1, 2) and calls == [0]   # the block ran
     _place(bus.ram, 8, [encode(Op.MOVI, 6, imm=3)])
     state, event = again()
-    assert (event.kind, event.imm, state.x[5], state.x[6]) == ("SMC", 0, 1, 3)
+    assert (event.kind, event.imm, state.x[5], state.x[6]) == ("SMC", 0, 1, 3) and calls == [0]
     _place(bus.ram, 8, [encode(Op.UDF)])        # now a run of one word: no block, and udf's exception
     state, event = again()
     assert (event.kind, event.imm, state.x[5], state.x[6], state.pc) == ("SMC", 9, 1, 0, VBAR + 0x200)
@@ -397,3 +425,23 @@ def test_a_word_written_while_a_block_is_made_does_not_get_into_its_function() -
     x = [0] * 32
     assert block is not None and block[1] is blocks._FUNCTIONS[run_words] and block[1](x, 0) == 0
     assert x[5:7] == [1, 2] and blocks.BLOCKS[0x1000 >> 3][0].tobytes() == run_words + ram[0x1010:0x1018]  # type: ignore[index]
+
+
+def test_starts_is_what_find_starts_a_block_with() -> None:
+    """run calls blocks.find at a sync point only when the word's decoded opcode is in
+    blocks.STARTS: a block find would start with another opcode would never be made (code
+    silently slower, every test still green). So STARTS must be exactly the opcodes find starts
+    a block with: every opcode value (0..255, with an aux that decodes and one that may not)
+    first, then register-only words and an smc, found with HOT at 1."""
+    words_after = [encode(Op.ADDI, 5, 5, imm=1), encode(Op.ADDI, 6, 6, imm=2), encode(Op.SMC)]
+    for op in range(256):
+        for aux in (0, 3, 255):
+            ram = bytearray(RAM)
+            first = encode(op, 1, 2, 3, aux, imm=8)
+            _place(ram, 0x1000, [first, *words_after])
+            blocks.BLOCKS.clear()
+            words = memoryview(ram).cast("Q")
+            block = blocks.find(words, 0x1000 >> 3, 0x2000 >> 3, interpreter._decode, interpreter._flags)
+            words.release()
+            decoded = interpreter._decode(first)[0]
+            assert (block is not None) == (decoded in blocks.STARTS), (hex(op), aux, decoded)
