@@ -310,7 +310,12 @@ class NsAccess:
         GRANULE_SIZE), under the granule's lock and GPT check as ``write``'s one-granule path: for
         a granule the caller found in DRAM earlier (REC_ENTER's run page, written at the exit),
         with no second find from an address and no bytes object packed and copied.
-        GranuleProtectionFault, with nothing written, if the granule is outside the NS PAS."""
+        GranuleProtectionFault, with nothing written, if the granule is outside the NS PAS;
+        ValueError, before any lock, for a structure not inside the granule (only its lock and
+        PAS are taken and checked: packed anyway, it would reach a neighbour without either)."""
+        if offset < 0 or offset + layout.size > GRANULE_SIZE:
+            raise ValueError(f"{layout.name} ({layout.size:#x} bytes) at offset {offset:#x}: "
+                             f"not inside one {GRANULE_SIZE:#x}-byte granule")
         table = self.table
         table.lock(idx)
         pas = self.gpt.pas(idx)

@@ -152,6 +152,45 @@ def test_pack_values_writes_as_ns_write_and_faults_without_writing(idx: int) -> 
         assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, _pa(m, idx))[0] == 0
 
 
+@pytest.mark.parametrize("offset", [-8, 0x808, 0x1000, 1 << 40])
+def test_pack_values_refuses_a_structure_outside_its_granule(offset: int) -> None:
+    """pack_values locks and checks one granule, so a structure that does not lie inside it (a
+    negative offset, one past REC_EXIT_OFFSET for a 2 KiB RmiRecExit, one at the granule's end)
+    is refused before anything is locked or written: packed anyway, it went into the neighbour
+    without that granule's lock or PAS check, here a delegated granule (Realm PAS), which must
+    never hold host bytes."""
+    from rmm_mp.abi.structs import RMI_REC_EXIT_RAW
+    from rmm_mp.hw.memory import NsAccess
+    values = RMI_REC_EXIT_RAW.unpack(bytes(range(1, 256)) * 8 + bytes(8))
+    with Machine.create("host", cpus=1) as m:
+        table = m.granule_table(cpu_owner(1))
+        ns = NsAccess(m.memory, table, m.gpt)
+        for neighbour in (4, 6):
+            assert m.cpu(0).smc(RmiFid.RMI_GRANULE_DELEGATE, _pa(m, neighbour))[0] == 0
+        with pytest.raises(ValueError, match="granule"):
+            ns.pack_values(5, offset, RMI_REC_EXIT_RAW, values)
+        assert not table.held_by(table.owner)
+        assert all(m.memory.is_zero(idx) for idx in (4, 5, 6))
+        for neighbour in (4, 6):
+            assert m.cpu(0).smc(RmiFid.RMI_GRANULE_UNDELEGATE, _pa(m, neighbour))[0] == 0
+
+
+def test_pack_values_releases_the_lock_when_a_value_does_not_fit() -> None:
+    """A value its field cannot hold raises LayoutError out of pack_values with the granule's
+    lock released (packed under it, in a try whose finally unlocks)."""
+    from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, LayoutError
+    from rmm_mp.hw.memory import NsAccess
+    values = RMI_REC_EXIT_RAW.unpack(bytes(RMI_REC_EXIT_RAW.size))
+    values["esr"] = 1 << 64
+    with Machine.create("host", cpus=1) as m:
+        table = m.granule_table(cpu_owner(1))
+        ns = NsAccess(m.memory, table, m.gpt)
+        with pytest.raises(LayoutError):
+            ns.pack_values(5, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, values)
+        assert not table.held_by(table.owner)
+        m.ns_write(_pa(m, 5), b"unlocked")       # the host's copy does not wait for a lock left held
+
+
 def test_ns_access_is_the_host_copies_nsaccess_and_refused_once_closed() -> None:
     """Machine.ns_access gives the NsAccess ns_read / ns_write copy through (the run loop binds
     it once and copies through it on every step): a copy through it is one ns_read sees; on a
