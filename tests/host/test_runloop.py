@@ -16,6 +16,8 @@ NS allocator is empty again.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -2170,4 +2172,63 @@ def test_exit_counts_are_the_current_loops(machine: Machine) -> None:
     assert sum(first.exits) >= 2 and exit_counts(first.queue, 0) == tuple(first.exits)
     second = RunLoop(b.cpu)  # type: ignore[arg-type]
     assert exit_counts(second.queue, 0) == tuple(second.exits) == (0,) * 8
+    b.finish()
+
+
+class _CopySpy:
+    """Stands in for a RunLoop's bound NsAccess: records each copy, then makes it."""
+
+    def __init__(self, ns: object) -> None:
+        self.ns = ns
+        self.copies: list[str] = []
+
+    def unpack(self, pa: int, layout: struct.Struct) -> tuple:
+        self.copies.append("unpack")
+        return self.ns.unpack(pa, layout)    # type: ignore[attr-defined, no-any-return]
+
+    def write(self, pa: int, data: bytes) -> None:
+        self.copies.append("write")
+        self.ns.write(pa, data)      # type: ignore[attr-defined]
+
+
+# As in tests/hw/test_machine_contract.py: the child runs rmm_mp code and os._exit only.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_forked_child_cannot_step_the_parents_run_loop(machine: Machine) -> None:
+    """RunLoop binds the host's NsAccess once (Machine.ns_access) and copies the run page through
+    it without Machine's open and fork checks, on the claim that step's REC_ENTER before the
+    copies refuses a forked child (the CPU handle's fork check). So a child of a process that
+    built the loop, stepping it, gets MachineError from the REC_ENTER and makes no copy with the
+    parent's lock identity; the parent then steps the same vCPU and runs the realm to its end."""
+    b = boot(machine, load_guest("hello"))
+    loop = RunLoop(b.cpu)        # type: ignore[arg-type]
+    spy = _CopySpy(loop._ns)
+    loop._ns = spy              # type: ignore[assignment]
+    vcpu = b.queue.take(0)
+    assert vcpu is not None
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report: dict[str, object] = {}
+        try:
+            os.close(reader)
+            try:
+                loop.step(vcpu)
+                report["raised"] = None
+            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
+                report["raised"] = f"{type(exc).__name__}: {exc}"
+            report["copies"] = spy.copies
+            report["entries"] = loop.entries
+            os.write(writer, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert str(child["raised"]).startswith("MachineError"), child
+    assert child["copies"] == [] and child["entries"] == 0, child
+    loop.step(vcpu)
+    assert spy.copies and spy.copies[0] == "unpack"
+    assert b.run().ended == "done" and b.status().state == "DONE"
     b.finish()
