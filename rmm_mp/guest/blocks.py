@@ -25,13 +25,14 @@ is used only while its words are still there, whoever wrote them (the realm itse
 another CPU): no invalidation to get wrong. (Its words are read when they are compared, before
 the block runs; as none of its instructions reaches memory, no other CPU can tell that from
 reading each just before it runs.) Where the first word is one no block starts with (not in
-``STARTS``), there is no entry and no lookup. Where no block starts otherwise, the entry holds
-the first word, compared likewise (words after it that change into a run make no block there
-until the entry goes: a cost, never a difference). A
-function is made only for a run found ``HOT`` times at its place, its words and the word that
-ended it compared as a block's are (the interpreter's loop runs it until then), and is shared by
-every place that holds the same run. Both caches are bounded, in entries and in the words
-they hold (cleared when full, as the decode cache is).
+``STARTS``), ``find`` is not called and no entry is made (``run``'s one lookup finds none, or
+one of words that were there before, which it does not use). Where no block starts otherwise,
+the entry holds the first word, compared likewise (words after it that change into a run make
+no block there until the entry goes: a cost, never a difference). A function is made only for a
+run found ``HOT`` times at its place, its words and the word that ended it compared as a
+block's are (the interpreter's loop runs it until then, and at the reach that makes it), and is
+shared by every place that holds the same run. Both caches are bounded, in entries and in the
+words they hold (cleared when full, as the decode cache is).
 
 This module owns block making and lookup. It must not know realms, RTTs or the RMM.
 """
@@ -61,7 +62,8 @@ _ENDS = frozenset({_B, _SMC, _HVC, int(Op.WFI), int(Op.WFE)})
 STARTS: Final = frozenset(range(_LAST + 1)) | _ENDS
 """The opcodes a block may start with, as decoded: where the word at a sync point has another
 (a load, a store, a conditional branch, ...), no block starts whatever the words after it, and
-``interpreter.run`` neither looks the place up nor calls ``find``."""
+``interpreter.run`` does not call ``find`` (its one BLOCKS lookup, made before the word is
+decoded, finds no block whose words are there)."""
 NO_END: Final = -1
 
 BlockFn = Callable[[list[int], int], int]
