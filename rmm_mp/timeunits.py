@@ -19,6 +19,8 @@ _TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-
                "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
 # Units whose capitals mean something else: M is mega (or a month), MS a megasecond.
 _CASE_MATTERS = ("m", "ms")
+_HINT_DIGITS = 40
+"""The longest number (its digits and point) that a hint names: no one means a longer one."""
 _PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?\s*", re.ASCII | re.IGNORECASE)
 _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
 
@@ -26,12 +28,16 @@ _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.A
 def seconds_written(value: str) -> tuple[float, str] | None:
     """The seconds that ``value``, a number and a time unit, stands for, and that number as the
     text to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"); None for any other text,
-    and for a unit whose capitals mean something else (5M, 5MS)."""
+    for a unit whose capitals mean something else (5M, 5MS) and for a number of more than
+    _HINT_DIGITS characters."""
     m = _WITH_UNIT.fullmatch(value)
     if m is None:
         return None
     digits, unit = m.group(1), m.group(2)
     if unit.lower() not in _TIME_UNITS or (unit != unit.lower() and unit.lower() in _CASE_MATTERS):
+        return None
+    if len(digits) > _HINT_DIGITS:
+        # The refusal shows such a value shortened; a hint would repeat all its digits.
         return None
     factor = _TIME_UNITS[unit.lower()]
     if factor == 1:

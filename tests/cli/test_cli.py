@@ -586,6 +586,19 @@ def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: 
     assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output
 
 
+def test_a_unit_hint_does_not_repeat_a_number_of_hundreds_of_digits() -> None:
+    """The refusal shows a 303-character `--seconds` value shortened; its unit hint repeated all
+    300 digits ("without a unit it is 111...111, outside the range"). A number of more than 40
+    characters gets no hint; one of 40 still does."""
+    result = CliRunner().invoke(main, ["run", "quickstart", "--seconds", "1" * 300 + "s"])
+    assert result.exit_code == 2, result.output
+    assert "is not a number of seconds; expected" in result.output, result.output
+    assert "1" * 200 not in result.output, result.output
+    forty = "0." + "0" * 37 + "1"
+    result = CliRunner().invoke(main, ["run", "quickstart", "--seconds", forty + "s"])
+    assert f"(without a unit it is {forty}, outside the range)" in result.output, result.output
+
+
 @pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),
                                     dict(min=0, max=1, min_open=True, max_open=True), dict(min=0, min_open=True)])
 def test_nan_refusal_writes_the_range_as_integer_ranges_are(bounds: dict[str, Any]) -> None:
