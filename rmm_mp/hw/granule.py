@@ -378,8 +378,10 @@ class GranuleTable:
         if (self._load(offset + 4) >> STATE_SHIFT) & STATE_MASK != expected_state:
             self.unlock(idx)
             return None
-        guard = self._guards.get(idx)
-        return self._guard(idx) if guard is None else guard
+        try:                # a subscript, not .get: no method call on the hit (the try costs nothing)
+            return self._guards[idx]
+        except KeyError:
+            return self._guard(idx)
 
     def lock_two(self, addr_a: int, state_a: int, addr_b: int, state_b: int) -> "tuple[Granule, Granule] | None":
         """Lock two external granules in ascending address order (rule 2), checking each state.
@@ -453,8 +455,10 @@ class GranuleTable:
         if found != state:
             self.unlock(idx)
             raise RmmInternalError(f"granule {self.base + (idx << 12):#x} reached as state {state} is in state {found}")
-        guard = self._guards.get(idx)
-        return self._guard(idx) if guard is None else guard
+        try:                # as in find_lock
+            return self._guards[idx]
+        except KeyError:
+            return self._guard(idx)
 
     def _guard(self, idx: int) -> "Granule":
         """Granule idx's guard, made once and kept (find_lock and lock_known look it up first).
