@@ -51,9 +51,9 @@ _RTT = GranuleState.RTT
 _PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
 _TABLE, _OA_MASK, _NS, _INDEX_MASK = s2tt.DESC_TABLE, s2tt.OA_MASK, s2tt.NS, s2tt.ENTRIES - 1
-_ASSIGNED = Kind.ASSIGNED
-"""Read once: an enum class attribute costs a hook call per read on CPython 3.11 (hw/memory.py),
-and lock_realm_page compares with it on every RSI_HOST_CALL."""
+_ASSIGNED_RAM = (Kind.ASSIGNED, s2tt.RIPAS_RAM)
+"""s2tt.decode of an ASSIGNED RAM entry, made once: an enum class attribute costs a hook call per
+read on CPython 3.11 (hw/memory.py)."""
 
 WHY_RD_ALONE = ("the realm's CPU holds no lock when the call starts (REC_ENTER released the REC); "
                 "the RD alone, never with an RTT")
@@ -145,33 +145,35 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     shift = _SHIFTS[level]
     # (ipa & (2^ipa_width - 1)) >> shift, shifted first: ipa_width > shift (s2tt.start_level_consistent)
     sl_index = (ipa >> shift) & ((1 << (ctx.ipa_width - shift)) - 1)
+    # Each parent is released by its index (``table``), not through its guard: one attribute
+    # load fewer a level, and ``llt`` is simply the last guard lock_known returned.
     if sl_index >> s2tt.STRIDE:
-        table += sl_index >> s2tt.STRIDE
-        child = granules.lock_known(table, _RTT, level | SUB_ROOT)
-        granules.unlock(llt.idx)       # llt.unlock(), one call fewer
-        llt = child
+        child = table + (sl_index >> s2tt.STRIDE)
+        llt = granules.lock_known(child, _RTT, level | SUB_ROOT)
+        granules.unlock(table)
+        table = child
     index = sl_index & _INDEX_MASK
     while True:
         desc = load((table << 12) + (index << 3))
         if level == _PAGE_LEVEL or desc & _DESC_TYPE_MASK != _TABLE:
             break
-        table = ((desc & _OA_MASK) >> 12) - base_idx
+        child = ((desc & _OA_MASK) >> 12) - base_idx
         level += 1
-        child = granules.lock_known(table, _RTT, level)
-        granules.unlock(llt.idx)
-        llt = child
+        llt = granules.lock_known(child, _RTT, level)
+        granules.unlock(table)
+        table = child
         index = (ipa >> _SHIFTS[level]) & _INDEX_MASK
-    # llt: the last-level table, locked; level: its level; desc: ipa's entry in it.
+    # llt: the last-level table (index ``table``), locked; level: its level; desc: ipa's entry in it.
     kind_bits = desc & _DESC_TYPE_MASK
-    if kind_bits and not desc & _NS and (level < _PAGE_LEVEL or kind_bits == _PAGE):
-        kind, ripas = _ASSIGNED, s2tt.RIPAS_RAM     # a valid protected page or block (s2tt.decode)
-    else:
-        kind, ripas = s2tt.decode(desc, level)
-    if kind == _ASSIGNED and ripas == s2tt.RIPAS_RAM:
+    # A valid protected page or block is ASSIGNED, RIPAS RAM without s2tt.decode; anything else
+    # is decoded, once more below if it is not ASSIGNED RAM either (EMPTY or a fault: rare).
+    if (kind_bits and not desc & _NS and (level < _PAGE_LEVEL or kind_bits == _PAGE)
+            or s2tt.decode(desc, level) == _ASSIGNED_RAM):
         if level == _PAGE_LEVEL:    # a page: its output address is the PA (no block offset to add)
             return RealmPage(RAM, level, desc & _OA_MASK, llt)
         size = 1 << _SHIFTS[level]
         return RealmPage(RAM, level, (desc & _OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF), llt)
+    kind, ripas = s2tt.decode(desc, level)
     llt.unlock()
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
         return RealmPage(EMPTY, level, 0, None)
