@@ -213,7 +213,7 @@ class GranuleTable:
     """
 
     __slots__ = (
-        "view", "buf", "base", "count", "end", "owner", "observer", "waiter", "stats", "tracer", "_acquired",
+        "view", "buf", "base", "count", "end", "span", "owner", "observer", "waiter", "stats", "tracer", "_acquired",
         "_cas", "_load", "_xor", "_add", "_guards",
     )
 
@@ -223,6 +223,7 @@ class GranuleTable:
         self.base = base
         self.count = count
         self.end = base + count * GRANULE_SIZE
+        self.span = count * GRANULE_SIZE     # end - base: lock_two tests offsets from base against it
         self.owner = owner
         self.observer: LockObserver | None = None
         self.waiter: LockWaiter | None = None
@@ -392,11 +393,11 @@ class GranuleTable:
         if addr_a == addr_b:
             return None
         # find() of both, written out (hot path: REC_ENTER locks the REC and its run page here),
-        # on the offsets from the DRAM base as find() tests.
-        base, count = self.base, self.count
+        # on the offsets from the DRAM base as find() tests: both aligned (one test of the two
+        # or'ed together) and both inside [0, span).
+        base, span = self.base, self.span
         pos_a, pos_b = addr_a - base, addr_b - base
-        if (pos_a & 0xFFF or not 0 <= pos_a >> 12 < count
-                or pos_b & 0xFFF or not 0 <= pos_b >> 12 < count):
+        if (pos_a | pos_b) & 0xFFF or not (0 <= pos_a < span and 0 <= pos_b < span):
             return None
         if pos_a < pos_b:
             first = self.find_lock(addr_a, state_a)

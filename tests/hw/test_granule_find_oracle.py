@@ -50,7 +50,7 @@ class _Recorded(GranuleTable):
 
 def _table(base: int, count: int) -> _Recorded:
     t = object.__new__(_Recorded)
-    t.base, t.count, t.end = base, count, base + count * GRANULE_SIZE
+    t.base, t.count, t.end, t.span = base, count, base + count * GRANULE_SIZE, count * GRANULE_SIZE
     t.calls = []    # type: ignore[attr-defined]
     return t
 
