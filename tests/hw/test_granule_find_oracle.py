@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -113,3 +114,53 @@ def test_lock_two_matches_the_pa_based_lock_two(data: Any, base: int, count: int
         got = t.lock_two(a, 0, b, 1)
         assert (got is None) == (expected is None), (hex(a), hex(b))
         assert t.calls == (expected or []), (hex(a), hex(b))
+
+
+def prev_lock_two(base: int, count: int, addr_a: int, addr_b: int) -> "list[int] | None":
+    """lock_two's offset tests before they were or'ed together and compared with the span (the
+    oracle of that change): each offset's alignment, then its granule index against count."""
+    if addr_a == addr_b:
+        return None
+    pos_a, pos_b = addr_a - base, addr_b - base
+    if (pos_a & 0xFFF or not 0 <= pos_a >> 12 < count
+            or pos_b & 0xFFF or not 0 <= pos_b >> 12 < count):
+        return None
+    return [addr_a, addr_b] if pos_a < pos_b else [addr_b, addr_a]
+
+
+def _edges(base: int, count: int) -> list[int]:
+    """Both ends of DRAM and each side of them, by a granule, a byte and half a granule; the
+    middle; negative and huge addresses (offsets below the base included)."""
+    end = base + count * GRANULE_SIZE
+    near = [a + d for a in (base, end - GRANULE_SIZE, end, base + (count // 2) * GRANULE_SIZE)
+            for d in (-GRANULE_SIZE, -0x800, -1, 0, 1, 0x800, GRANULE_SIZE)]
+    far = [0, -1, -GRANULE_SIZE, -(1 << 64), (1 << 64) - GRANULE_SIZE, 1 << 64, (1 << 64) + 1, 1 << 200,
+           -(1 << 200), base - (1 << 64), end + (1 << 64)]
+    return sorted(set(near + far))
+
+
+@pytest.mark.parametrize("base,count", [(0, 1), (0, 2), (0x8000_0000, 1), (0x8000_0000, 0x4000),
+                                        (0x3FFF_F000, 3), ((1 << 48) - (1 << 20), 256), (1 << 64, 5)])
+def test_lock_two_refuses_every_edge_pair_as_before(base: int, count: int) -> None:
+    """Every ordered pair of edge addresses: the same find_lock calls, in the same order, as the
+    two earlier versions (per-offset index tests, and PA tests), or the same refusal."""
+    edges = _edges(base, count)
+    for a in edges:
+        for b in edges:
+            t = _table(base, count)
+            got = t.lock_two(a, 0, b, 1)
+            want = prev_lock_two(base, count, a, b)
+            assert want == old_lock_two(base, t.end, a, b), (hex(a), hex(b))
+            assert (got is None) == (want is None) and t.calls == (want or []), (hex(a), hex(b))
+
+
+@FIXED
+@given(data=st.data(), base=bases, count=counts)
+def test_lock_two_matches_its_per_offset_version(data: Any, base: int, count: int) -> None:
+    for _ in range(8):
+        t = _table(base, count)
+        a = data.draw(address(base, count))
+        b = data.draw(st.one_of(address(base, count), st.just(a), st.just(a ^ 0x800), st.just(a + GRANULE_SIZE)))
+        want = prev_lock_two(base, count, a, b)
+        got = t.lock_two(a, 0, b, 1)
+        assert (got is None) == (want is None) and t.calls == (want or []), (hex(a), hex(b))
