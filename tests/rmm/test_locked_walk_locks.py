@@ -1,0 +1,117 @@
+"""realm_call.lock_realm_page on a real machine, every kind of entry at every level: the result
+s2tt.decode gives the entry, and the lock words after the call (the walk releases each parent
+by its index, so a wrong index would leave a table held or free another one).
+
+For each realm shape (start level 0, 1, and 2 with concatenated roots, the IPA in the second
+root) the RTTs down to level 3 are made, then the entry on the IPA's path at each level is
+overwritten in turn (invalid with each HIPAS/RIPAS, a valid protected page or block, ASSIGNED_NS,
+the reserved type bits), the walk run, and the entry put back. A RAM page comes back with exactly
+its last-level table locked by this CPU, anything else with nothing locked; once released, no
+lock is held and the machine's invariants hold.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from rmi_helpers import Rmi
+from rmm_mp import Machine
+from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.check import invariants
+from rmm_mp.rmm import realm_call, s2tt
+from rmm_mp.rmm.realm_desc import Rd
+from rmm_mp.rmm.s2tt import Kind
+
+GRANULE = 4096
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with Machine.create("host", cpus=1) as m:
+        yield m
+
+
+def entries(level: int, pa: int) -> dict[str, int]:
+    """Every kind of entry the walk can stop at, at ``level``, with output address ``pa``."""
+    return {
+        "invalid-0": 0,
+        "unassigned-empty": s2tt.UNASSIGNED_EMPTY,
+        "unassigned-ram": s2tt.UNASSIGNED_RAM,
+        "unassigned-destroyed": s2tt.UNASSIGNED_DESTROYED,
+        "unassigned-ns": s2tt.UNASSIGNED_NS,
+        "assigned-empty": s2tt.assigned(pa, level, s2tt.RIPAS_EMPTY),
+        "assigned-destroyed": s2tt.assigned(pa, level, s2tt.RIPAS_DESTROYED),
+        "assigned-invalid-ram": pa | s2tt.HIPAS_ASSIGNED | (s2tt.RIPAS_RAM << s2tt.RIPAS_SHIFT),
+        "assigned-ram": s2tt.assigned(pa, level, s2tt.RIPAS_RAM),
+        "assigned-ns": s2tt.assigned_ns(pa, level),
+        "type-01": pa | s2tt.PROTECTED_ATTRS | 0x1,     # a block below level 3, reserved at 3
+        "type-10": pa | s2tt.PROTECTED_ATTRS | 0x2,
+        "type-01-ns": pa | s2tt.NS | 0x1,
+    }
+
+
+def expected(desc: int, level: int, ipa: int) -> tuple[str, int]:
+    """(kind, pa) as s2tt.decode classifies the entry (the walk's contract)."""
+    kind, ripas = s2tt.decode(desc, level)
+    if (kind, ripas) == (Kind.ASSIGNED, s2tt.RIPAS_RAM):
+        size = s2tt.block_size(level)
+        return realm_call.RAM, (desc & s2tt.OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF)
+    if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
+        return realm_call.EMPTY, 0
+    return realm_call.FAULT, 0
+
+
+SHAPES = [(48, None, 0x12_3456_7000 + 0x123), (40, None, 0x45_6789_A000 + 0x8), (32, 2, (1 << 30) + 0x1234_5678)]
+
+
+@pytest.mark.parametrize("s2sz,start,ipa", SHAPES, ids=["sl0", "sl1", "sl2-concatenated"])
+def test_every_entry_kind_at_every_level_leaves_the_right_locks(machine: Machine, s2sz: int, start: "int | None",
+                                                                 ipa: int) -> None:
+    t = Rmi(machine)
+    realm = t.realm(s2sz=s2sz, start_level=start)
+    t.rtts(realm, ipa, 3)
+    rmm = machine.cpu(0).rmm
+    granules = rmm.granules
+    base = machine.dram_base
+    rd = Rd(machine.memory, (realm.rd - base) // GRANULE)
+    ctx = rd.params().s2ctx()
+    call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, ctx)  # type: ignore[arg-type]
+    # The table on ipa's path at each level, and ipa's index in it.
+    path: dict[int, tuple[int, int]] = {}
+    for level in range(realm.start_level, s2tt.PAGE_LEVEL + 1):
+        if level == realm.start_level:
+            sl_index = (ipa & ((1 << s2sz) - 1)) >> s2tt.level_shift(level)
+            table = realm.roots[sl_index >> s2tt.STRIDE]
+            if len(realm.roots) > 1:
+                assert table != realm.roots[0], "the IPA is meant to be past the first root"
+        else:
+            table = realm.rtts[(ipa & ~(s2tt.block_size(level - 1) - 1), level)]
+        path[level] = ((table - base) >> 12, s2tt.entry_index(ipa, level))
+    assert not granules.held_by(granules.owner)
+    for level, (table_idx, index) in path.items():
+        kept = s2tt.read(machine.memory, table_idx, index)
+        pa = (base + (64 << 20)) & ~(s2tt.block_size(level) - 1)    # any aligned OA: nothing is read there
+        for name, desc in entries(level, pa).items():
+            s2tt.write(machine.memory, table_idx, index, desc)
+            try:
+                page = realm_call.lock_realm_page(call, ipa)
+                held = granules.held_by(granules.owner)
+                want_kind, want_pa = expected(desc, level, ipa)
+                what = f"level {level} {name} {desc:#x}"
+                assert (page.kind, page.level, page.pa) == (want_kind, level, want_pa), what
+                if want_kind == realm_call.RAM:
+                    assert page.llt is not None and page.llt.idx == table_idx, what
+                    assert held == [table_idx], what
+                    page.release()
+                else:
+                    assert page.llt is None and held == [], (what, held)
+                assert not granules.held_by(granules.owner), what
+            finally:
+                s2tt.write(machine.memory, table_idx, index, kept)
+    # Every level walked through again, untouched: an unmapped page (UNASSIGNED, RIPAS EMPTY).
+    page = realm_call.lock_realm_page(call, ipa)
+    assert (page.kind, page.level) == (realm_call.EMPTY, 3) and not granules.held_by(granules.owner)
+    assert t.smc(F.RMI_RTT_INIT_RIPAS, realm.rd, ipa & ~0xFFF, (ipa & ~0xFFF) + GRANULE)[0] == 0
+    assert invariants(machine).ok, invariants(machine)
