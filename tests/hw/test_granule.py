@@ -649,3 +649,27 @@ def test_guards_are_kept_per_granule_and_bounded(machine: Machine, monkeypatch: 
     assert fresh is not None and (fresh.idx, fresh.addr) == (20, _pa(machine, 20))
     fresh.unlock()
     assert _nothing_held(machine)
+
+
+@pytest.mark.parametrize("how", ["find_lock", "lock_known"])
+def test_a_key_error_made_by_the_guard_is_not_taken_for_a_miss(machine: Machine, monkeypatch: pytest.MonkeyPatch,
+                                                               how: str) -> None:
+    """find_lock and lock_known catch the KeyError of their guard lookup only: one raised while
+    the guard is made reaches the caller as it is, after one attempt (test-only: the scope of the
+    try around the kept guard's subscript)."""
+    table = _table(machine)
+    made: list[int] = []
+
+    def failing(self: GranuleTable, idx: int) -> None:
+        made.append(idx)
+        raise KeyError("made")
+
+    monkeypatch.setattr(GranuleTable, "_guard", failing)
+    with pytest.raises(KeyError, match="made"):
+        if how == "find_lock":
+            table.find_lock(_pa(machine, 30), NS)
+        else:
+            table.lock_known(30, NS)
+    assert made == [30] and table.holder(30) == cpu_owner(0)    # the lock was taken, as before the guard
+    table.unlock(30)
+    assert _nothing_held(machine)
