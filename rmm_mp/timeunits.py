@@ -28,8 +28,8 @@ _WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.A
 def seconds_written(value: str) -> tuple[float, str] | None:
     """The seconds that ``value``, a number and a time unit, stands for, and that number as the
     text to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"); None for any other text,
-    for a unit whose capitals mean something else (5M, 5MS) and for a number of more than
-    _HINT_DIGITS characters."""
+    for a unit whose capitals mean something else (5M, 5MS) and where the number typed or the
+    one to write has more than _HINT_DIGITS characters."""
     m = _WITH_UNIT.fullmatch(value)
     if m is None:
         return None
@@ -50,7 +50,12 @@ def seconds_written(value: str) -> tuple[float, str] | None:
     # the range", a number the key takes.
     exact = decimal.Context(prec=len(digits) + 8).multiply(decimal.Decimal(digits), decimal.Decimal(repr(factor)))
     text = f"{exact:f}"
-    return float(exact), (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
+    number = (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
+    if len(number) > _HINT_DIGITS:
+        # The product may be longer than the digits typed (40 characters of microseconds have 6
+        # more places, 38 nines of hours 4 more digits): no hint names more than _HINT_DIGITS.
+        return None
+    return float(exact), number
 
 
 def _toml_number(value: str) -> str | None:

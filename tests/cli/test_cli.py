@@ -597,6 +597,11 @@ def test_a_unit_hint_does_not_repeat_a_number_of_hundreds_of_digits() -> None:
     forty = "0." + "0" * 37 + "1"
     result = CliRunner().invoke(main, ["run", "quickstart", "--seconds", forty + "s"])
     assert f"(without a unit it is {forty}, outside the range)" in result.output, result.output
+    # 40 characters typed, more to write: 46 in seconds for microseconds, 42 for 38 nines of hours.
+    for value in (forty + "us", "9" * 38 + "h"):
+        result = CliRunner().invoke(main, ["run", "quickstart", "--seconds", value])
+        assert result.exit_code == 2, result.output
+        assert f"{value!r} is not a number of seconds; expected" in result.output, result.output
 
 
 @pytest.mark.parametrize("bounds", [dict(min=0), dict(min=0.1, max=3600), dict(max=5),

@@ -340,6 +340,17 @@ def test_seconds_with_a_unit_outside_the_range_names_no_number_to_write(tmp_path
     assert err.expected.endswith(f" (without a unit it is {number}, outside the range)"), str(err)
 
 
+@pytest.mark.parametrize("value", ["0.00000000000000000000000000000000000001us", "9" * 38 + "h"],
+                         ids=["40-characters-of-microseconds", "38-nines-of-hours"])
+def test_a_unit_hint_names_no_number_of_more_than_40_characters(tmp_path: Path, value: str) -> None:
+    """A number typed in 40 characters or fewer may be longer in seconds (6 more places for
+    microseconds, 4 more digits for hours): the hint named a 46- and a 42-character number,
+    where none of more than 40 is named. No hint; the refusal is the same."""
+    err = refused(tmp_path, f'seconds = "{value}"\nactivities = {{ run = 1 }}\n' + OK_REALM, 1, "seconds", value,
+                  "a duration in seconds")
+    assert err.expected.endswith("at most 604,800"), str(err)
+
+
 @pytest.mark.parametrize("text, line, key, value, hint", [
     ('seconds = "5"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "5", "(a number, not a string: write 5)"),
     ('seconds = ".5"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", ".5",
