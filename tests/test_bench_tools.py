@@ -215,6 +215,34 @@ def test_options_that_leave_nothing_to_measure_are_refused(tool, options: list[s
     assert ended.value.code == 2
 
 
+@pytest.mark.parametrize("tool, options, shown", [
+    (bench_delegate, ["--skip-latency", "--tick", "1e10"], "--tick 1e+10: expected a number of seconds greater than 0 "
+                                                          "and at most 86,400"),
+    (bench_delegate, ["--skip-latency", "--seconds", "nan"], "--seconds nan: expected a number of seconds greater "
+                                                             "than 0"),
+    (bench_delegate, ["--skip-latency", "--warmup", "-1"], "--warmup -1: expected a number of seconds at least 0"),
+    (bench_realm, ["--warmup", "inf"], "--warmup inf: expected a number of seconds at least 0 and at most 86,400"),
+    (bench_realm, ["--seconds", "1e5"], "--seconds 100000: expected a number of seconds greater than 0 and at most"),
+], ids=["delegate-tick-past-the-wait-limit", "delegate-seconds-nan", "delegate-warmup-negative", "realm-warmup-inf",
+        "realm-seconds-past-a-day"])
+def test_a_refused_length_is_named_with_its_value(tool, options: list[str], shown: str,  # type: ignore[no-untyped-def]
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal names the option and the value, as bench_stress's do: it said "--seconds and
+    --tick must be positive finite numbers of seconds, --warmup one not negative" whichever was
+    wrong. A --tick past 2,147,483 s was taken, and the supervisor's wait raised OverflowError
+    after the machine was made."""
+    class NoMachine:
+        @staticmethod
+        def create(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a machine was made for options that are refused")
+    monkeypatch.setattr(tool, "Machine", NoMachine)
+    with pytest.raises(SystemExit) as ended:
+        tool.main(options)
+    assert ended.value.code == 2
+    assert f"error: {shown}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("tool, options", [
     (bench_delegate, ["--skip-latency", "--seconds", "nan"]),
     (bench_delegate, ["--skip-latency", "--seconds", "inf"]),

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import resource
 import statistics
@@ -49,8 +48,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TypedDict, cast
 
-from benchlib import (QUIET_HELP, check_cpus, check_json, host_info, is_quiet, load_warning, measurement_failed,
-                      steady_window, tool_main, write_json)
+from benchlib import (QUIET_HELP, check_cpus, check_json, check_seconds, host_info, is_quiet, load_warning,
+                      measurement_failed, steady_window, tool_main, write_json)
 
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.el3.monitor import SPLIT_EVERY
@@ -282,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     check_json(ap, args.json)
     if args.repeat < 1 or args.calls < 1 or args.granules < 1 or args.latency_repeat < 1:
         ap.error("--repeat, --calls, --latency-repeat and --granules must be positive")
-    # Written so that NaN fails them too ("<= 0" let it through, to a ValueError in every CPU process).
-    if not (0 < args.seconds < math.inf and 0 <= args.warmup < math.inf and 0 < args.tick < math.inf):
-        ap.error("--seconds and --tick must be positive finite numbers of seconds, --warmup one not negative")
+    check_seconds(ap, "seconds", args.seconds)
+    check_seconds(ap, "warmup", args.warmup, zero=True)
+    check_seconds(ap, "tick", args.tick)
     if args.skip_latency and args.skip_throughput:
         ap.error("--skip-latency and --skip-throughput together leave nothing to measure")
 

@@ -32,14 +32,13 @@ re-import this file (as __mp_main__ when it is run as a script), so keep the mai
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 from dataclasses import asdict, dataclass
 from typing import TypedDict
 
-from benchlib import (QUIET_HELP, check_cpus, check_json, host_info, is_quiet, load_warning, measurement_failed,
-                      steady_window, tool_main, write_json)
+from benchlib import (QUIET_HELP, check_cpus, check_json, check_seconds, host_info, is_quiet, load_warning,
+                      measurement_failed, steady_window, tool_main, write_json)
 
 from rmm_mp.host import NsAllocator, RealmSpec, create_realm, destroy_realm
 from rmm_mp.machine import Cpu, Machine
@@ -171,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = ap.parse_args(argv)
     check_json(ap, args.json)
-    # Written so that NaN and infinity fail it too ("<= 0" let them through, to a ValueError or an
-    # OverflowError in every CPU process).
-    if not (0 < args.seconds < math.inf and 0 <= args.warmup < math.inf) or args.repeat < 1:
-        ap.error("--seconds and --repeat must be positive, --warmup not negative, both seconds finite")
+    if args.repeat < 1:
+        ap.error("--repeat must be positive")
+    check_seconds(ap, "seconds", args.seconds)
+    check_seconds(ap, "warmup", args.warmup, zero=True)
 
     info = host_info()
     print(f"host: {info['machine']}, {info['cpu_count']} CPUs ({info['cpu_model']}), usable {info['usable_cpus']}, "

@@ -150,6 +150,23 @@ def check_json(ap: argparse.ArgumentParser, path: str | None) -> None:
         ap.error(str(exc))
 
 
+MAX_SECONDS = 86_400
+"""The longest --seconds, --warmup or --tick a tool takes: a day, as bench_stress's runs. A
+longer --tick made the supervisor's wait raise OverflowError (its limit is 2,147,483 s) after
+the machine was made."""
+
+
+def check_seconds(ap: argparse.ArgumentParser, option: str, value: float, zero: bool = False) -> None:
+    """Refuse ``value`` of --``option`` unless a number of seconds greater than 0 (at least 0
+    with ``zero``) and at most MAX_SECONDS, as a usage error naming the option and the value, as
+    bench_stress's are. Written so that NaN fails it ("<= 0" let NaN and infinity through, to a
+    ValueError or an OverflowError in every CPU process)."""
+    low = 0 <= value if zero else 0 < value
+    if not (low and value <= MAX_SECONDS):
+        ap.error(f"--{option} {value:g}: expected a number of seconds {'at least' if zero else 'greater than'} 0 "
+                 f"and at most {MAX_SECONDS:,}")
+
+
 def write_json(path: str, figures: object, default: Callable[[Any], object] | None = None) -> None:
     """Write a tool's --json file: indented by 2, ending in a newline (as `cat` and diff expect)."""
     with open(path, "w", encoding="utf-8") as f:
