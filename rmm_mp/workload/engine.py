@@ -32,7 +32,7 @@ from rmm_mp.workload.churning import DELEGATE_COUNTERS, DelegateChurn, MapShared
 from rmm_mp.workload.cpustate import CpuJob, CpuPart, CpuResult, Host, RunPlan
 from rmm_mp.workload.plan import Chooser
 from rmm_mp.workload.report import HOST_SLOTS
-from rmm_mp.workload.spec import nanoseconds
+from rmm_mp.workload.spec import phase_ends
 
 if TYPE_CHECKING:
     from rmm_mp.machine import Cpu
@@ -74,14 +74,16 @@ def _run(cpu: "Cpu", job: CpuJob, part: Participant) -> CpuResult:
         time.sleep(_BARRIER_SLEEP_S)
     started = time.perf_counter_ns()
     cpu_started = time.process_time_ns()
-    deadline = started
+    # Each timed phase ends at the running sum of the lengths, rounded once (spec.phase_ends), so
+    # the last ends at the run's length as `workloads show` counts it.
+    ends = phase_ends(p.seconds or 0.0 for p in job.phases)     # a counted phase: no end used
     counts = host.counters
     stopped = False
     for i, phase in enumerate(job.phases):
         chooser = Chooser(job.seed, cpu.id, phase.name, phase.weights[cpu.id])
         limit = phase.iterations
-        deadline += nanoseconds(phase.seconds) if phase.seconds is not None else 0
         timed = phase.seconds is not None
+        deadline = started + ends[i] if timed else started
         done = 0
         while not control.stop_requested:
             part.point()

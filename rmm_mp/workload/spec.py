@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from rmm_mp.guest.assembler import AssemblerError, ImageTooLarge
 from rmm_mp.guest.equ import equ_names, with_constants
@@ -61,6 +61,21 @@ def nanoseconds(seconds: float) -> int:
     14.999999999999998 ns as a float product, which int() made 14; up to a week (6 * 10^14 ns,
     products exact to an eighth of one) rounding gives back every nanosecond a file writes."""
     return round(seconds * 1e9)
+
+
+def phase_ends(lengths: Iterable[float]) -> list[int]:
+    """The nanoseconds after a timed run's start at which each of its phases of ``lengths``
+    seconds ends: the running sum of the lengths (added as Workload.seconds adds them), rounded
+    once (nanoseconds). The phases' own counts added up drifted from the run's length by up to
+    half a nanosecond a phase: `--seconds 10` over 3 equal phases ended 9,999,999,999 ns after
+    the start, where `workloads show` says 10 s; the last phase now ends at the length it says."""
+    ends, total = [], 0.0
+    for seconds in lengths:
+        total += seconds
+        ends.append(nanoseconds(total))
+    return ends
+
+
 MAX_ITERATIONS = 10**12
 MiB = 1 << 20
 GRANULE = 4096
