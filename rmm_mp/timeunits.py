@@ -66,7 +66,7 @@ def _toml_number(value: str) -> str | None:
     number = float(value)
     if not math.isfinite(number):
         return None
-    text = repr(number)
+    text = repr(number + 0.0)       # + 0.0: "-0" is 0 ("as a number it is -0" read oddly)
     return text[:-2] if text.endswith(".0") else text
 
 

@@ -359,6 +359,8 @@ def test_a_unit_hint_names_no_number_of_more_than_40_characters(tmp_path: Path, 
      "(as a number it is 1000000, outside the range)"),
     ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2"\n', 7, "phase[0].seconds",
      "2", "(a number, not a string: write 2)"),
+    ('seconds = "-0"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "-0",
+     "(as a number it is 0, outside the range)"),
 ])
 def test_seconds_as_a_string_number_names_the_number_to_write(tmp_path: Path, text: str, line: int, key: str,
                                                               value: str, hint: str) -> None:
