@@ -215,6 +215,19 @@ def test_options_that_leave_nothing_to_measure_are_refused(tool, options: list[s
     assert ended.value.code == 2
 
 
+def _refused_before_a_machine(tool, options: list[str],  # type: ignore[no-untyped-def]
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tool.main(options)`` ends in a usage error (status 2) without making a machine."""
+    class NoMachine:
+        @staticmethod
+        def create(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a machine was made for options that are refused")
+    monkeypatch.setattr(tool, "Machine", NoMachine)
+    with pytest.raises(SystemExit) as ended:
+        tool.main(options)
+    assert ended.value.code == 2
+
+
 @pytest.mark.parametrize("tool, options, shown", [
     (bench_delegate, ["--skip-latency", "--tick", "1e10"], "--tick 1e+10: expected a number of seconds greater than 0 "
                                                           "and at most 86,400"),
@@ -232,14 +245,7 @@ def test_a_refused_length_is_named_with_its_value(tool, options: list[str], show
     --tick must be positive finite numbers of seconds, --warmup one not negative" whichever was
     wrong. A --tick past 2,147,483 s was taken, and the supervisor's wait raised OverflowError
     after the machine was made."""
-    class NoMachine:
-        @staticmethod
-        def create(*args: object, **kwargs: object) -> None:
-            raise AssertionError("a machine was made for options that are refused")
-    monkeypatch.setattr(tool, "Machine", NoMachine)
-    with pytest.raises(SystemExit) as ended:
-        tool.main(options)
-    assert ended.value.code == 2
+    _refused_before_a_machine(tool, options, monkeypatch)
     assert f"error: {shown}" in capsys.readouterr().err
 
 
@@ -263,14 +269,7 @@ def test_a_length_that_is_no_positive_finite_number_is_refused_before_a_machine_
     ended in a ValueError or OverflowError (int(seconds * 1e9)), a failed run (status 2) with
     tracebacks; a negative --warmup or a --tick of 0 was taken. A usage error (status 2) now,
     before any machine is made."""
-    class NoMachine:
-        @staticmethod
-        def create(*args: object, **kwargs: object) -> None:
-            raise AssertionError("a machine was made for options that are refused")
-    monkeypatch.setattr(tool, "Machine", NoMachine)
-    with pytest.raises(SystemExit) as ended:
-        tool.main(options)
-    assert ended.value.code == 2
+    _refused_before_a_machine(tool, options, monkeypatch)
 
 
 def test_bench_recording_ir_needs_two_steps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -370,11 +369,8 @@ def test_every_tool_runs_its_main_through_tool_main() -> None:
         assert tail == ['if __name__ == "__main__":', "    tool_main(main)"], (tool.name, tail)
 
 
-@pytest.mark.parametrize("tool", sorted(p.stem for p in TOOLS.glob("bench_*.py")))
-def test_a_tools_help_writes_its_defaults_digits_grouped(tool: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """A benchmark's --help writes each option's default as rmm-mp's own --help does, digits
-    grouped ("(default 200,000)") and not in an exponent ("1e6"): bench_lock said 200000,
-    bench_delegate 20000, bench_run 8000, bench_attest 4096 and bench_rec 1e6."""
+def _help_of(tool: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``tools/<tool>.py --help`` writes (it must exit 0)."""
     sys.path.insert(0, str(TOOLS))
     try:
         module = importlib.import_module(tool)
@@ -383,7 +379,15 @@ def test_a_tools_help_writes_its_defaults_digits_grouped(tool: str, capsys: pyte
     with pytest.raises(SystemExit) as ended:
         module.main(["--help"])
     assert ended.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())      # argparse wraps a help line anywhere
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tool", sorted(p.stem for p in TOOLS.glob("bench_*.py")))
+def test_a_tools_help_writes_its_defaults_digits_grouped(tool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A benchmark's --help writes each option's default as rmm-mp's own --help does, digits
+    grouped ("(default 200,000)") and not in an exponent ("1e6"): bench_lock said 200000,
+    bench_delegate 20000, bench_run 8000, bench_attest 4096 and bench_rec 1e6."""
+    text = " ".join(_help_of(tool, capsys).split())      # argparse wraps a help line anywhere
     defaults = re.findall(r"\(default[^)]*\)", text)
     assert defaults, text
     assert [d for d in defaults if re.search(r"(?<![\d.,])\d{4,}|\de\d", d)] == []
@@ -396,15 +400,7 @@ def test_a_tools_help_fits_an_80_column_terminal(tool: str, capsys: pytest.Captu
     command's does (tests/cli/test_cli.py): bench_run printed its module docstring as written,
     in lines of up to 113 columns (argparse rewraps no raw description)."""
     monkeypatch.setenv("COLUMNS", "80")     # argparse's width (shutil.get_terminal_size)
-    sys.path.insert(0, str(TOOLS))
-    try:
-        module = importlib.import_module(tool)
-    finally:
-        sys.path.remove(str(TOOLS))
-    with pytest.raises(SystemExit) as ended:
-        module.main(["--help"])
-    assert ended.value.code == 0
-    wide = [line for line in capsys.readouterr().out.splitlines() if len(line) > 80]
+    wide = [line for line in _help_of(tool, capsys).splitlines() if len(line) > 80]
     assert wide == [], (tool, wide)
 
 
