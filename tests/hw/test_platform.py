@@ -623,6 +623,14 @@ def test_many_regions_are_checked_for_overlap_in_one_sweep(tmp_path: Path, monke
     assert reads < 20 * count
 
 
+def _my_segments() -> set[str]:
+    """The segment directory's entries of machines this test process made: other xdist
+    workers make and remove theirs in the same directory meanwhile (the whole listing compared
+    failed in CI when another worker's machine appeared between the two looks)."""
+    mine = f"{segment.NAME_PREFIX}{os.getpid()}-"
+    return {name for name in os.listdir(segment.SHM_DIR) if name.startswith(mine)}
+
+
 @pytest.mark.parametrize("change, key, expected", [
     ({"dram": plat.Region((1 << 48) - (32 << 20), 64 << 20), "pa_bits": 52}, "dram.size",
      "DRAM below 2^48 = 0x1000000000000: without FEAT_LPA2"),
@@ -641,13 +649,13 @@ def test_machine_create_checks_a_platform_object_as_the_loader_does(change: dict
     was, though the docstring promised a ValueError for an invalid platform: the machine was
     made (cpus = 0 and the tuple failed later, with another error)."""
     bad = dataclasses.replace(load("host"), **change)  # type: ignore[arg-type]
-    before = set(os.listdir(segment.SHM_DIR))
+    before = _my_segments()
     with pytest.raises(ConfigError) as info:
         with Machine.create(bad, cpus=1):
             pass
     assert info.value.key == key and expected in info.value.expected, str(info.value)
     assert str(info.value).startswith("Platform object 'host': ")
-    assert set(os.listdir(segment.SHM_DIR)) == before
+    assert _my_segments() == before
 
 
 def test_machine_create_can_skip_the_checks_for_a_test_platform() -> None:
@@ -671,11 +679,11 @@ def test_machine_create_refuses_an_unaligned_dram_base_even_unchecked() -> None:
     on it: find(base) named granule 0, which the PA test refused as unaligned, and find(base +
     0x800) refused the aligned PA that the PA test took for granule 0."""
     bad = dataclasses.replace(load("host"), dram=plat.Region(0x8000_0800, 64 << 20), secure=())
-    before = set(os.listdir(segment.SHM_DIR))
+    before = _my_segments()
     with pytest.raises(ValueError, match="dram.base = 0x80000800"):
         with Machine.create(bad, cpus=1, check_platform=False):
             pass
-    assert set(os.listdir(segment.SHM_DIR)) == before
+    assert _my_segments() == before
 
 
 def test_region_name_that_is_not_printable(tmp_path: Path) -> None:
