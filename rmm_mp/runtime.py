@@ -175,12 +175,13 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         args' feeders, closing the pipe ends and processes) leaves nothing open (but a CPU
         process that its kill did not end: waited for a while, then left): its other steps are
         still done. Where something else leaves run_cpus (CpuStartError, a KeyboardInterrupt,
-        the supervisor's error) that wins, the clean-up's error named in a note of it; otherwise
-        (the run had ended) the clean-up's error is raised, the run's result lost with it.
+        the supervisor's error) that wins, each of the clean-up's errors named in a note of it,
+        in the order they came; otherwise (the run had ended) the clean-up's first error is
+        raised, the run's result lost with it, and any later one named in a note of it.
         A request to exit (SystemExit: a SIGTERM handler's sys.exit) is never a note: one that
         leaves run_cpus wins over a clean-up's error, and one raised during the clean-up leaves
         in place of what else was leaving, once on_end is told (after an error) and the
-        interrupts held meanwhile are dropped.
+        interrupts held meanwhile are dropped, the clean-up's other errors named in notes of it.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context = {context!r}: expected one of {CONTEXTS}")
@@ -300,19 +301,22 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     finally:
         exit_request = leaving if _asks_to_exit(leaving) else None
         try:
-            failed = _clean_up(procs, feeders, lifelines, pipes)
-            if failed is not None:
+            failures = _clean_up(procs, feeders, lifelines, pipes)
+            if failures:
+                failed, later = failures[0], failures[1:]
                 if leaving is None:     # the run's result is lost to it, but nothing is left open
+                    _note_dropped(failed, later)
                     raise failed
                 if exit_request is None and _asks_to_exit(failed):
                     # A signal handler's sys.exit (reached through the machine's SIGTERM handler,
                     # which has closed every machine by then): raised below, once on_end is
                     # told, never a note. A note, it let the process go on, its machines closed.
                     exit_request = failed
+                    _note_dropped(failed, later)
                 else:
                     # What leaves wins (a CpuStartError, a Ctrl-C, the supervisor's error), as
-                    # over on_end's (end_run): the clean-up's error is not lost, but named.
-                    leaving.add_note(f"run_cpus: its clean-up raised too, dropped: {type(failed).__name__}: {failed}")
+                    # over on_end's (end_run): the clean-up's errors are not lost, but named.
+                    _note_dropped(leaving, failures)
             if error is not None and supervisor is not None:
                 supervisor.end_run(error)   # told while held (see the docstring, Raises)
             if exit_request is not None and exit_request is not leaving:
@@ -331,6 +335,12 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                     hold.end(take=error is None and exit_request is None)
 
 
+def _note_dropped(leaving: BaseException, dropped: Sequence[BaseException]) -> None:
+    """Name each of ``dropped`` (errors of run_cpus' clean-up) in a note of ``leaving``'s, in order."""
+    for exc in dropped:
+        leaving.add_note(f"run_cpus: its clean-up raised too, dropped: {type(exc).__name__}: {exc}")
+
+
 def _asks_to_exit(exc: BaseException | None) -> bool:
     """``exc`` is neither an error nor an interrupt (SystemExit, mostly): it must leave run_cpus."""
     return exc is not None and not isinstance(exc, (Exception, KeyboardInterrupt))
@@ -342,11 +352,14 @@ KILL_FAILED_WAIT_S = 1.0
 
 def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: list[threading.Thread],
               lifelines: list[multiprocessing.connection.Connection],
-              pipes: dict[int, multiprocessing.connection.Connection]) -> BaseException | None:
+              pipes: dict[int, multiprocessing.connection.Connection]) -> list[BaseException]:
     """Kill and reap the CPU processes left, join the args feeders, close every pipe end and
-    process: each step tried whatever an earlier one raised, the first exception returned, not
-    raised. Raised at once, it left the steps after it undone (CPU processes unreaped, pipes open
-    until the garbage collector came) and came before run_cpus told on_end after an error. A
+    process: each step tried whatever an earlier one raised, every exception returned, not
+    raised: first the one run_cpus raises or names first (the first, but a request to exit
+    before it), then the others in the order they came (only the first was kept, and a later
+    step's error was lost without a word). Raised at once, it left the steps after it undone
+    (CPU processes unreaped, pipes open until the garbage collector came) and came before
+    run_cpus told on_end after an error. A
     process whose kill raised is waited for KILL_FAILED_WAIT_S only, and, still running then,
     left unclosed (closing it could only fail)."""
     failed: list[BaseException] = []
@@ -389,4 +402,5 @@ def _clean_up(procs: dict[int, multiprocessing.process.BaseProcess], feeders: li
     for proc in procs.values():     # each is reaped: free its sentinel now, not at GC
         attempt(close, proc)
     # A request to exit first (a SIGTERM handler's sys.exit as a step ran): it must not be a note.
-    return next((exc for exc in failed if _asks_to_exit(exc)), failed[0]) if failed else None
+    first = next((exc for exc in failed if _asks_to_exit(exc)), failed[0]) if failed else None
+    return [first, *(exc for exc in failed if exc is not first)] if first is not None else []

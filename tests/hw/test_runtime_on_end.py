@@ -112,7 +112,8 @@ def _tick_fails_once_bound(machine: Machine, armed: list[bool]) -> Callable[[flo
 def _fail_in_cleanup(monkeypatch: pytest.MonkeyPatch, where: str, armed: list[bool]) -> str:
     """Once ``armed[0]``, make run_cpus' clean-up fail at ``where`` ("feeder join": joining an
     args feeder thread; "process close": closing a reaped CPU process), after the real call has
-    done its work. Returns the note run_cpus is to write of it."""
+    done its work: once per feeder or process, so a run of two CPUs fails there twice. Returns
+    the note run_cpus is to write of each failure."""
     import threading
     import multiprocessing.process
 
@@ -145,7 +146,8 @@ def test_a_cleanup_error_after_the_parents_error_still_tells_on_end_and_the_erro
     then fails too (``where``). on_end is still called once, with every CPU process gone, and
     the tick's error leaves run_cpus with a note naming the clean-up's. Before, the clean-up's
     error left run_cpus in place of the tick's and on_end was never called (a caller whose
-    Ctrl-C handler raised until on_end kept it raising after the run)."""
+    Ctrl-C handler raised until on_end kept it raising after the run). Each CPU's feeder or
+    process fails there: both failures are named, in order (before, only the first was)."""
     armed = [False]
     note = _fail_in_cleanup(monkeypatch, where, armed)
     calls: list[list[str]] = []
@@ -157,7 +159,7 @@ def test_a_cleanup_error_after_the_parents_error_still_tells_on_end_and_the_erro
                  on_end=lambda: calls.append(_cpu_children()))
     armed[0] = False
     assert calls == [[]], calls
-    assert getattr(err.value, "__notes__", []) == [note]
+    assert getattr(err.value, "__notes__", []) == [note, note]
     assert _cpu_children() == []
 
 
@@ -170,15 +172,16 @@ def _open_fds() -> int:
 @pytest.mark.parametrize("where", ["feeder join", "process close"])
 def test_a_cleanup_error_after_a_complete_run_is_raised_once_everything_is_closed(
         machine: Machine, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    """Every CPU returned (time is up), then run_cpus' own clean-up fails (``where``): that error
-    leaves run_cpus, unnoted, once on_end was called (once) and every CPU process is reaped and
+    """Every CPU returned (time is up), then run_cpus' own clean-up fails (``where``), once per
+    CPU: the first error leaves run_cpus, the second named in a note of it (before, it was lost
+    without a word), once on_end was called (once) and every CPU process is reaped and
     every pipe end and process closed: no file descriptor is left open. Before, the steps after
     the failing one were left undone: the lifelines' and result pipes' ends and the processes'
     sentinels stayed open for as long as the error's traceback held run_cpus' frame."""
     import multiprocessing.resource_tracker
     multiprocessing.resource_tracker.ensure_running()   # its pipe, once per process, is no leak
     armed = [False]
-    _fail_in_cleanup(monkeypatch, where, armed)
+    note = _fail_in_cleanup(monkeypatch, where, armed)
     calls: list[list[str]] = []
 
     def on_end() -> None:
@@ -190,7 +193,7 @@ def test_a_cleanup_error_after_a_complete_run_is_raised_once_everything_is_close
         run_cpus(machine, _until_stopped, [0, 1], timeout_s=0.3, tick_s=0.05, on_end=on_end)
     armed[0] = False
     assert calls == [[]] and _cpu_children() == []
-    assert not getattr(err.value, "__notes__", [])
+    assert getattr(err.value, "__notes__", []) == [note]
     assert _open_fds() == before, "a pipe end or a process sentinel was left open"
 
 
@@ -277,7 +280,8 @@ def test_a_kill_that_raises_in_the_clean_up_still_has_the_process_reaped_and_clo
         machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parent's tick raises once both CPUs have had their go, and killing them in run_cpus'
     clean-up raises (EPERM; the SIGKILL lands 0.2 s later, as one that raised after all).
-    The tick's error leaves run_cpus with one note naming the kill's, and each CPU process is
+    The tick's error leaves run_cpus with a note naming each CPU's kill's error (before, only the
+    first CPU's was named, the second's lost without a word), and each CPU process is
     still reaped and closed by run_cpus. Before, a process whose kill raised was not waited for:
     closing it then failed ("still running", a second error dropped without a word) and it
     was left unreaped and open."""
@@ -314,7 +318,7 @@ def test_a_kill_that_raises_in_the_clean_up_still_has_the_process_reaped_and_clo
     for timer in timers:    # each SIGKILL sent while its process is ours (unreaped), not later
         timer.join()
     assert getattr(err.value, "__notes__", []) == [
-        "run_cpus: its clean-up raised too, dropped: PermissionError: [Errno 1] kill failed"]
+        "run_cpus: its clean-up raised too, dropped: PermissionError: [Errno 1] kill failed"] * 2
     assert len(started) == 2
     for proc in started:
         with pytest.raises(ValueError, match="closed"):
@@ -359,7 +363,7 @@ def test_a_request_to_exit_leaving_run_cpus_wins_over_a_cleanup_error(
         machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parent's tick raises SystemExit once both CPUs have had their go (a SIGTERM handler's
     sys.exit as it ran), and run_cpus' clean-up then fails (an args feeder's join): the
-    SystemExit leaves run_cpus, the clean-up's error named in a note of it, and every CPU
+    SystemExit leaves run_cpus, the clean-up's errors (one per CPU) named in notes of it, and every CPU
     process is gone. Before, only an error or a Ctrl-C counted as leaving: the clean-up's
     error was raised in place of the SystemExit."""
     armed = [False]
@@ -376,5 +380,23 @@ def test_a_request_to_exit_leaving_run_cpus_wins_over_a_cleanup_error(
     with pytest.raises(SystemExit) as err:
         run_cpus(machine, _until_stopped, [0, 1], on_tick=on_tick, tick_s=0.05)
     armed[0] = False
-    assert err.value.code == 143 and getattr(err.value, "__notes__", []) == [note]
+    assert err.value.code == 143 and getattr(err.value, "__notes__", []) == [note, note]
+    assert _cpu_children() == []
+
+
+@pytest.mark.multiprocess
+def test_every_failing_step_of_the_clean_up_is_named_in_the_order_it_came(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's tick raises once both CPUs have had their go, and two different steps of
+    run_cpus' clean-up then fail: joining the args feeders, and later closing the reaped CPU
+    processes. The tick's error leaves run_cpus with a note for each failure, in the clean-up's
+    order (feeders before processes). Before, only the first failure was named; the later
+    ones, the process closes among them, were lost without a word."""
+    armed = [False]
+    joined = _fail_in_cleanup(monkeypatch, "feeder join", armed)
+    closed = _fail_in_cleanup(monkeypatch, "process close", armed)
+    with pytest.raises(RuntimeError, match="the parent's tick failed") as err:
+        run_cpus(machine, _until_stopped, [0, 1], on_tick=_tick_fails_once_bound(machine, armed), tick_s=0.05)
+    armed[0] = False
+    assert getattr(err.value, "__notes__", []) == [joined, joined, closed, closed]
     assert _cpu_children() == []
