@@ -25,6 +25,7 @@ import click
 
 from rmm_mp.clitypes import (BadInputFile, CatalogChoice, Choice, Command, FloatRange, IntRange, Option, StepsOrSeconds,
                              TypedFloat, refuse_beside_listing)
+from rmm_mp.cpu_outcome import error_text
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError, shown_text
 from rmm_mp.interrupts import Interrupts
@@ -208,7 +209,7 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
             # space): nothing was created, so there is nothing to report but why. Said as click
             # says an error, but ended by the guard, as `rmm-mp run` ends a failed build: a
             # signal after the line must not change exit status 1.
-            why = f"{type(exc).__name__}: {exc}"
+            why = error_text(exc)    # with its notes: a clean-up error of run_cpus' after a CpuStartError
             stop.step(lambda: echo(f"Error: {why}", err=True), read=True)
             stop.decided(1)
         stop.by = "" if report.interrupted else stop.by   # the run's signal is in its report

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import click
 
 from rmm_mp.clitypes import Command, Group, Int, TypedFloatParam, usage_error
+from rmm_mp.cpu_outcome import error_text
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError
@@ -157,7 +158,7 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
             # again). Said as click says an error, but ended by the guard: raised to click, the
             # error was printed after the guard had put the handlers back, and a signal then
             # turned exit status 1 into 143 (SIGTERM) or a KeyboardInterrupt traceback.
-            why = f"{type(exc).__name__}: {exc}"
+            why = error_text(exc)    # with its notes: a clean-up error of run_cpus' after a CpuStartError
             stop.step(lambda: echo(f"Error: {why}", err=True), read=True)
             stop.decided(1)
         # A signal noted after the run's guard (as the machine closed): the report says so, as

@@ -625,6 +625,36 @@ def test_a_cpu_process_that_cannot_be_started_is_an_error_with_exit_status_1(tmp
             "memory; the CPU process already started (CPU 0) killed") in proc.stderr.splitlines(), proc.stderr
 
 
+_CLOSE_FAILS_AFTER_THE_START_FAILED = r'''
+import multiprocessing.process
+_real_close, _close_armed = multiprocessing.process.BaseProcess.close, []
+def _close(self):
+    _real_close(self)
+    if _starts[1:] and not _close_armed:
+        _close_armed.append(self)
+        raise ValueError("process close failed")
+multiprocessing.process.BaseProcess.close = _close
+'''
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args", [["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+                                  ["stress", "--cpus", "2", "--seconds", "1"]],
+                         ids=["run", "stress"])
+def test_a_cleanup_error_after_a_cpu_process_that_cannot_be_started_is_said_too(tmp_path: Path,
+                                                                                 args: list[str]) -> None:
+    """As above, and run_cpus' clean-up then fails too (closing CPU 0's reaped process, the
+    first process close after the failed start): the `Error:` line is followed by the line
+    naming the clean-up's error (the note run_cpus wrote of it), still no traceback, exit
+    status 1. Before, the note was dropped: the clean-up's error was said nowhere."""
+    proc = _run_with_hooks(tmp_path, [], args, prelude=_START_FAILS_FOR_CPU_1 + _CLOSE_FAILS_AFTER_THE_START_FAILED)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    error = next(i for i, line in enumerate(lines) if line.startswith("Error: CpuStartError: CPU 1's process"))
+    assert lines[error + 1] == "run_cpus: its clean-up raised too, dropped: ValueError: process close failed", lines
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("signame, where, undone", [
     ("SIGINT", "rmm_mp.workload.realms:build", ["the CPUs were not started: interrupted (Ctrl-C) while the "
