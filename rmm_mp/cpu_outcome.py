@@ -3,11 +3,11 @@
 run_cpus (rmm_mp.runtime) builds these: RunResult with the results and CpuFailure of each CPU,
 ProcessUsage measured by each CPU process as it finishes (own_usage, peak_rss_bytes), and
 CpuStartError when a CPU process cannot be started at all. Their callers (`rmm-mp run`, the
-stress tool, the benchmarks, the host's run loop) read them; a command says a CpuStartError
-with the notes run_cpus wrote of it (error_text).
+stress tool, the benchmarks, the host's run loop) read them; a command says a CpuStartError,
+or another error that ends it before its CPUs run, with the notes written of it (error_text).
 
-This module owns those records, how a process measures itself, and how a command says a
-CpuStartError. It must not start, stop or signal processes, nor touch a machine.
+This module owns those records, how a process measures itself, and how a command says such an
+error. It must not start, stop or signal processes, nor touch a machine.
 """
 
 from __future__ import annotations
@@ -36,12 +36,11 @@ class CpuStartError(MachineError):
 
 
 def error_text(exc: BaseException) -> str:
-    """``exc`` as a command's `Error:` line says it (its type and message), and, for a
-    CpuStartError, each of its notes on a line of its own: the errors of run_cpus' clean-up it
-    dropped for it, which a command that printed the message alone never said (another error's
-    notes, none of run_cpus', are left as they were: unsaid)."""
-    notes = getattr(exc, "__notes__", ()) if isinstance(exc, CpuStartError) else ()
-    return "\n".join([f"{type(exc).__name__}: {exc}", *notes])
+    """``exc`` as a command's `Error:` line says it (its type and message), and each of its notes
+    on a line of its own, which a command that printed the message alone never said: for a
+    CpuStartError the errors of run_cpus' clean-up dropped for it, for a HostError of a realm's
+    build that the partial realm's rollback failed too (host.realm_build)."""
+    return "\n".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", ())])
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,18 @@ def test_the_cpu_whose_end_stopped_the_run_is_named_by_a_field_not_only_in_words
         plain = run_cpus(m, _its_id)
     assert result.stopped_by == words and result.stopped_by_cpu == 1, (result.stopped_by, result.stopped_by_cpu)
     assert plain.stopped_by == "" and plain.stopped_by_cpu is None, plain
+
+
+def test_a_commands_error_line_gives_every_note_of_the_error_not_only_a_cpu_start_errors() -> None:
+    """error_text: `rmm-mp run` and stress print a build's HostError as one `Error:` line; the
+    note host.realm_build adds when the partial realm's rollback failed too was left unsaid
+    (only a CpuStartError's notes were given)."""
+    from rmm_mp.cpu_outcome import error_text
+    from rmm_mp.hw.faults import MachineError
+    from rmm_mp.host.realm import HostError
+    build = HostError("RMI_DATA_CREATE", (0x1000,), 1, "expected RMI_SUCCESS")
+    build.add_note("rolling the partial realm back failed too: RMI_RTT_DESTROY failed")
+    assert error_text(build) == (f"HostError: {build}\n"
+                                 "rolling the partial realm back failed too: RMI_RTT_DESTROY failed")
+    plain = MachineError("no such machine")
+    assert error_text(plain) == "MachineError: no such machine"
