@@ -45,6 +45,19 @@ _KIND_TITLES = {
 }
 
 
+_WHITESPACE = str.maketrans("\t\n\v\f\r", "     ")
+
+
+def _wrap(text: str, start: str = "") -> list[str]:
+    """``text`` as the report's prose lines are wrapped (describe.wrapped): at most WIDTH terminal
+    columns a line, the first after ``start``, later ones indented by 4, broken at spaces only; a
+    word wider than the line (a long path) is cut, never inside an escape such as ``\\u001B``.
+    textwrap counted characters, so a CJK name or path took a line past the width, and it kept
+    such a word whole. Other whitespace is a space, as textwrap read it: a newline inside a
+    message would break the line without the wrapper knowing."""
+    return wrapped(text.translate(_WHITESPACE), "    ", start)
+
+
 def _name_pieces(name: str, room: int) -> list[str]:
     """``name`` in pieces of at most ``room`` characters, each cut after its last ``_`` or space when
     it has one (RSI_ATTESTATION_ / TOKEN_CONTINUE; the time split's "all RMI " / "calls", which
@@ -141,9 +154,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
     if "load_start" in host and "load_end" in host and not none_ran:
         def averages(key: str) -> str:
             return " ".join(f"{v:.2f}" for v in host[key])
-        lines.extend(textwrap.wrap(f"host load (1, 5, 15-minute averages): {averages('load_start')} as the CPUs "
-                                   f"started, {averages('load_end')} as they ended", WIDTH,
-                                   subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
+        lines += _wrap(f"host load (1, 5, 15-minute averages): {averages('load_start')} as the CPUs "
+                       f"started, {averages('load_end')} as they ended")
     if doc["interrupted"]:
         stopped_by = host.get("stopped_by", "")
         how = stopped_by[stopped_by.find("("):] if stopped_by.startswith("interrupted") else "(Ctrl-C)"
@@ -159,10 +171,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"INTERRUPTED: the run was stopped before its end {how}")
     # Wrapped as the counters are: a warning naming realms or CPUs runs to hundreds of columns.
-    # Whole words only, so that a path or a name is never cut.
-    lines.extend(line for w in doc["warnings"]
-                 for line in textwrap.wrap(f"WARNING: {w}", WIDTH, subsequent_indent="    ",
-                                           break_long_words=False, break_on_hyphens=False))
+    # Broken at spaces: a path or a name is cut only when wider than a line (_wrap).
+    lines.extend(line for w in doc["warnings"] for line in _wrap(f"WARNING: {w}"))
     return lines
 
 
@@ -239,10 +249,9 @@ def _unread(doc: dict[str, Any], figures: str) -> str:
 
 
 def _no_figures(title: str, unread: str) -> list[str]:
-    """"``title``: no figures (``unread``)." wrapped to the width on whole words: the reason for
-    CPUs never started alone is some 150 columns."""
-    return ["", *textwrap.wrap(f"{title}: no figures ({unread}).", WIDTH, subsequent_indent="    ",
-                               break_long_words=False, break_on_hyphens=False)]
+    """"``title``: no figures (``unread``)." wrapped to the width (_wrap): the reason for CPUs
+    never started alone is some 150 columns."""
+    return ["", *_wrap(f"{title}: no figures ({unread}).")]
 
 
 def _locks(doc: dict[str, Any]) -> list[str]:
@@ -297,9 +306,8 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     out = ["", f"Realms: {total - failed:,} of {total:,} ok", *realm_table(shown, WIDTH)]
     if len(realms) > len(shown):
         hidden = sum(r["instances"] for r in realms) - sum(r["instances"] for r in shown)
-        out += textwrap.wrap(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's "
-                             f"lifecycle instances after its first {MAX_LISTED_PER_CPU} of each outcome share a row "
-                             f"per realm)", WIDTH, subsequent_indent="    ")
+        out += _wrap(f"... and {hidden:,} more realms, all ok (in the JSON report: one row each, but a CPU's "
+                     f"lifecycle instances after its first {MAX_LISTED_PER_CPU} of each outcome share a row per realm)")
     # A guest that wrote nothing (no console byte, no LOG record) gets no block of its own: a
     # lifecycle run's silent guests gave up to 16 blocks per CPU, each an empty title. They
     # are named in one line instead, which still says that their output was looked at.
@@ -310,17 +318,15 @@ def _realms(doc: dict[str, Any]) -> list[str]:
     if silent:
         named = ", ".join(silent[:MAX_DROPPED_NAMED]) + (
             f" and {len(silent) - MAX_DROPPED_NAMED:,} more" if len(silent) > MAX_DROPPED_NAMED else "")
-        out += ["", *textwrap.wrap(f"No guest output (no console byte, no LOG record) of "
-                                   f"{_count(len(silent), 'realm')}: {named}", WIDTH, subsequent_indent="    ",
-                                   break_long_words=False, break_on_hyphens=False)]
+        out += ["", *_wrap(f"No guest output (no console byte, no LOG record) of {_count(len(silent), 'realm')}: "
+                           f"{named}")]
     dropped = [r["name"] for r in realms if r["output_dropped"]]
     if dropped:
         named = ", ".join(dropped[:MAX_DROPPED_NAMED]) + (
             f" and {len(dropped) - MAX_DROPPED_NAMED:,} more" if len(dropped) > MAX_DROPPED_NAMED else "")
         count = sum(r["instances"] for r in realms if r["output_dropped"])
-        out += ["", *textwrap.wrap(f"Guest output not kept of {_count(count, 'failed realm')} (a CPU keeps "
-                                   f"it for the first {MAX_OUTPUTS_PER_CPU} lifecycle instances that fail on it): "
-                                   f"{named}", WIDTH, subsequent_indent="    ")]
+        out += ["", *_wrap(f"Guest output not kept of {_count(count, 'failed realm')} (a CPU keeps it for the first "
+                           f"{MAX_OUTPUTS_PER_CPU} lifecycle instances that fail on it): {named}")]
     return out
 
 
@@ -443,9 +449,8 @@ def _guest_output(name: str, out: dict[str, Any]) -> list[str]:
              + f"LOG ({_count(out['log_count'], 'record')}"
              + (f", the last {len(out['log'])} shown" if out["log_count"] > len(out["log"]) else "") + ")")
     # With both rings' "up to the last ... shown" the title alone is 118 columns and the name:
-    # wrapped as a warning is, on whole words, so that the name is never cut.
-    lines = ["", *textwrap.wrap(title, WIDTH, subsequent_indent="    ", break_long_words=False,
-                                break_on_hyphens=False)]
+    # wrapped as a warning is (_wrap), so that the name (at most 32 characters) is never cut.
+    lines = ["", *_wrap(title)]
     lines += _console_lines(out["console"])
     lines += [f"  LOG rec {entry['rec']}: " + " ".join(f"{v:#x}" for v in entry["values"]) for entry in out["log"]]
     return lines
@@ -484,11 +489,9 @@ def _written(report: RunReport, doc: dict[str, Any]) -> list[str]:
 
 
 def _entries(entries: Sequence[str]) -> list[str]:
-    """The lines of a section's ``entries``, each wrapped to WIDTH on whole words, indented by 2
-    and its further lines by 4."""
-    return [line for entry in entries
-            for line in textwrap.wrap(entry, WIDTH, initial_indent="  ", subsequent_indent="    ",
-                                      break_long_words=False, break_on_hyphens=False)]
+    """The lines of a section's ``entries``, each wrapped to WIDTH as a warning is (_wrap),
+    indented by 2 and its further lines by 4."""
+    return [line for entry in entries for line in _wrap(entry, start="  ")]
 
 
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
@@ -498,7 +501,8 @@ def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
         stopped_by = report.host.get("stopped_by", "")
         why = [f"  the CPUs were asked to stop: {stopped_by}"] if stopped_by.startswith("time is up") else []
         out += ["", "CPU failures", *why] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
-    # Each entry wrapped as a warning is, on whole words (a path cut in two reads as two): the
+    # Each entry wrapped as a warning is, broken at spaces (a path cut in two reads as two, so it
+    # is cut only when wider than a line, outside its escapes): the
     # line naming CPUs never started alone is some 150 columns, and the problem naming the
     # shared memory files a failed close left (run.closed) some 400.
     if report.problems:

@@ -710,7 +710,7 @@ def test_a_trace_skipped_by_a_signal_is_named_as_not_written(tmp_path: Path, whe
                             "--trace", str(t)])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     message = f"could not write the trace to {t}: interrupted (SIGTERM)"
-    # The text's entry is wrapped to the report's width (on whole words: the path stays whole).
+    # The text's entry is wrapped to the report's width at its spaces (the path, narrower than a line, whole).
     assert message in proc.stdout.replace("\n    ", " ") and f"Error: {message}" in proc.stderr, \
         proc.stdout + proc.stderr
     doc = json.loads(j.read_text())

@@ -14,7 +14,7 @@ from rmm_mp.check import InvariantReport, Violation
 from rmm_mp.cpu_outcome import CpuFailure
 from rmm_mp.printable import shown_path
 from rmm_mp.workload.render import format_report
-from rmm_mp.workload.report import RealmOutcome
+from rmm_mp.workload.report import GuestOutput, RealmOutcome
 from stats.report_samples import hand_built
 
 WIDTH = 118
@@ -137,3 +137,91 @@ def columns(text: str) -> int:
     """Terminal columns, counted here on their own: a wide character two, a combining mark none."""
     return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 0 if unicodedata.category(c) in ("Mn", "Me")
                else 1 for c in text)
+
+
+# The sections below were wrapped by textwrap, which counts characters: a CJK word (two terminal
+# columns a character) made their lines wider than 118 columns, and a word wider than the line
+# (a long escaped path) was kept whole. They are wrapped as the header is now (describe.wrapped).
+_WIDE = " ".join(f"共有メモリ{i:02}" for i in range(12))
+"""12 words of 5 wide characters and 2 digits: 7 characters but 12 columns each, 155 with their spaces."""
+_ESCAPED = "/tmp/" + "d" * 150 + "\x1b[2J/r.json"
+"""A path wider than the line whose shown form holds an escape (printable.shown_path)."""
+
+
+def _lines_of(report_lines: list[str], first: str) -> list[str]:
+    """The lines of the entry that starts with ``first``: it and the lines after it indented by 4."""
+    start = next(i for i, line in enumerate(report_lines) if line.startswith(first))
+    end = next((i for i in range(start + 1, len(report_lines)) if not report_lines[i].startswith("    ")),
+               len(report_lines))
+    return report_lines[start:end]
+
+
+def _fits(lines: list[str], text: str, joined_by: str = " ") -> None:
+    """``lines`` are within the width, and read together (later lines without their indent) give ``text``."""
+    assert all(columns(line) <= WIDTH for line in lines), [columns(line) for line in lines]
+    first = lines[0].lstrip()
+    assert first + "".join(joined_by + line.lstrip() for line in lines[1:]) == text, lines
+
+
+def test_a_wide_warning_fits_the_width() -> None:
+    """A WARNING naming a path of wide characters (a failed close of a shared-memory file under
+    a CJK directory) ran to 168 columns on one line."""
+    warning = f"closing /dev/shm/{_WIDE} failed: OSError"
+    lines = format_report(hand_built(close_warnings=(warning,))).splitlines()
+    _fits(_lines_of(lines, "WARNING: closing"), f"WARNING: {warning}")
+
+
+def test_a_wide_entry_of_problems_not_written_and_not_done_fits_the_width() -> None:
+    """The entries of "Problems found", "Report files not written" and "Not done": a JSON path of
+    wide characters made its entry's line 178 columns wide."""
+    entry = f"json /tmp/{_WIDE}/r.json: No space left on device"
+    for field, kept in (("problems", entry), ("output_errors", entry),
+                        ("not_done", f"invariants not checked: {entry}")):
+        lines = format_report(hand_built(**{field: (kept,)})).splitlines()
+        _fits(_lines_of(lines, "  " + kept[:12]), kept)
+
+
+def test_an_escaped_path_in_an_entry_is_cut_within_the_width_outside_its_escape() -> None:
+    """A path wider than the line in an entry was kept whole, on a line past the width; it is cut,
+    never inside its escape, and its pieces read together give it."""
+    entry = f"json {shown_path(_ESCAPED)}: No space left on device"
+    lines = _lines_of(format_report(hand_built(output_errors=(entry,))).splitlines(), "  json ")
+    assert len(lines) > 1 and all(columns(line) <= WIDTH for line in lines), [columns(line) for line in lines]
+    # Spaces aside (a break between two words drops theirs), the pieces give the entry.
+    assert "".join(line.strip() for line in lines).replace(" ", "") == entry.replace(" ", ""), lines
+    assert not any(re.search(r"\\(u[0-9A-F]{0,3})?$", line) for line in lines), lines
+
+
+def test_no_figures_with_a_wide_reason_fits_the_width() -> None:
+    """"Lock contention: no figures (REASON)." with a reason naming wide characters."""
+    reason = f"lock figures not read: {_WIDE}"
+    lines = format_report(hand_built(locks={}, not_done=(reason,))).splitlines()
+    _fits(_lines_of(lines, "Lock contention: no figures"), f"Lock contention: no figures ({reason}).")
+
+
+def test_the_guest_output_lines_with_wide_realm_names_fit_the_width() -> None:
+    """The guest output's title, the "No guest output" line and the "Guest output not kept" note
+    name realms: wide names made them wider than the width (hand-built: a workload's realm names
+    are ASCII, fields._NAME, but the report takes any)."""
+    names = ["領域" * 24, *(f"領域{i:02}" * 6 for i in range(1, 8))]
+    realms = tuple(RealmOutcome(name, 1, False, "it failed", {}, GuestOutput("", 0, (), 0) if i % 2 else
+                                GuestOutput("hi\n", 3, (), 0), output_dropped=i % 2 == 0)
+                   for i, name in enumerate(names))
+    lines = format_report(hand_built(realms=realms)).splitlines()
+    _fits(_lines_of(lines, f"Guest output of {names[0]}"),
+          f"Guest output of {names[0]}: console (3 bytes written), LOG (0 records)")
+    _fits(_lines_of(lines, "No guest output"),
+          "No guest output (no console byte, no LOG record) of 4 realms: " + ", ".join(names[1::2]))
+    _fits(_lines_of(lines, "Guest output not kept"), "Guest output not kept of 4 failed realms (a CPU keeps it for "
+          "the first 16 lifecycle instances that fail on it): " + ", ".join(names[0::2]))
+
+
+def test_guest_output_not_kept_never_cuts_a_realm_name_at_its_hyphen() -> None:
+    """textwrap broke that note at a hyphen: a realm named "lc-realm-07" ended a line as "lc-" and
+    went on "realm-07". The note now breaks between names only, as "No guest output" does."""
+    for n in range(1, 30):
+        realms = tuple(RealmOutcome("x" * n if i == 0 else f"lc-realm-{i:02}", 1, False, "it failed", {},
+                                    output_dropped=True) for i in range(5))
+        lines = _lines_of(format_report(hand_built(realms=realms)).splitlines(), "Guest output not kept")
+        assert not any(line.endswith("-") for line in lines), (n, lines)
+
