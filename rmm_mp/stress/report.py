@@ -11,7 +11,6 @@ This module owns the report's shape and its text. It must not run anything.
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -22,9 +21,9 @@ from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.lockdep import Edge
 from rmm_mp.words import count as _count
+from rmm_mp.workload.describe import wrapped
 
-WIDTH = 118
-"""Columns a WARNING line wraps at, as `rmm-mp run`'s report (workload.render_text.WIDTH)."""
+_WHITESPACE = str.maketrans("\t\n\v\f\r", "     ")
 
 
 def _figure(value: float) -> str:
@@ -252,10 +251,11 @@ class StressReport:
         # After the summary, as `rmm-mp run` puts its WARNING lines under its header: before, a
         # CPU's failed close was on stderr only (its traceback, from its process), so a report
         # or a JSON read later never showed it.
-        # Wrapped as `rmm-mp run` wraps them (118 columns, later lines indented by 4, whole words).
-        lines.extend(line for w in self.warnings()
-                     for line in textwrap.wrap(f"WARNING: {w}", WIDTH, subsequent_indent="    ",
-                                               break_long_words=False, break_on_hyphens=False))
+        # Wrapped as `rmm-mp run` wraps them (describe.wrapped: 118 terminal columns, a wide
+        # character counting two, later lines indented by 4, broken at spaces): textwrap counted
+        # characters, and a warning naming a CJK path ran past the width. Other whitespace is a
+        # space, as textwrap read it.
+        lines.extend(line for w in self.warnings() for line in wrapped(f"WARNING: {w}".translate(_WHITESPACE)))
         if self.locks:
             # Before the verdict: the verdict ends the report (the line a script reads last, and
             # the one interrupts.give holds back against a signal as it appears).

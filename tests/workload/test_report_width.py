@@ -225,3 +225,14 @@ def test_guest_output_not_kept_never_cuts_a_realm_name_at_its_hyphen() -> None:
         lines = _lines_of(format_report(hand_built(realms=realms)).splitlines(), "Guest output not kept")
         assert not any(line.endswith("-") for line in lines), (n, lines)
 
+
+def test_a_wide_stress_warning_fits_the_width() -> None:
+    """`rmm-mp stress` wraps its WARNING lines as `rmm-mp run` does, and counted characters too:
+    a CPU's failed close naming a CJK path ran to 162 columns."""
+    from rmm_mp.stress.config import StressConfig
+    from rmm_mp.stress.report import StressReport
+
+    what = f"closing /dev/shm/{_WIDE} failed: OSError"
+    report = StressReport(StressConfig(schedule="random", steps=10), (), "budget", 0.1, {0: 2, 1: 2}, steps=4,
+                          cpu_warnings={1: what})
+    _fits(_lines_of(report.text().splitlines(), "WARNING: CPU 1"), f"WARNING: {report.warnings()[0]}")
