@@ -107,9 +107,11 @@ def realm_table(shown: list[dict[str, Any]], width: int) -> list[str]:
     longest = len("counters")
     for r, cell, detail in zip(shown, cells, details):
         names = _name_lines(cell[0], widths[0])
-        # Words whole, as in the warnings: a path or value cut in two reads as two. A word wider
-        # than the column (a long path) runs into the counters' and that line takes none; one
-        # wider than all the line has left runs past the width, as a long path in a warning does.
+        # Words whole: a path or value cut in two reads as two. A word wider than the column (a
+        # long path) runs into the counters' and that line takes none; one wider than all the line
+        # has left runs past the width (a warning's is cut, outside its escapes). textwrap, not
+        # describe.wrapped: every width of this table counts characters (ljust, the columns), so
+        # the detail alone in terminal columns would not keep a wide character's row aligned.
         parts = textwrap.wrap(detail, detail_width, break_long_words=False, break_on_hyphens=False) or ["-"]
         counted = _counter_lines(r["counters"], counters_width, clipped=bool(r["ok"]))
         longest = max(longest, *map(len, counted))
