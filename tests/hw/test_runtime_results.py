@@ -110,3 +110,20 @@ def test_a_commands_error_line_gives_every_note_of_the_error_not_only_a_cpu_star
                                  "rolling the partial realm back failed too: RMI_RTT_DESTROY failed")
     plain = MachineError("no such machine")
     assert error_text(plain) == "MachineError: no such machine"
+
+
+def test_a_commands_error_line_escapes_a_note_that_is_not_one_printable_line() -> None:
+    """error_text: a note is printed on the user's terminal as the message is, but a note quotes
+    another error's text (run_cpus' clean-up, a realm's rollback) as it came: an ESC in a path it
+    names reached the terminal raw, and a newline in it split one note over two lines."""
+    from rmm_mp.cpu_outcome import error_text
+    from rmm_mp.host.realm import HostError
+    build = HostError("RMI_DATA_CREATE", (0x1000,), 1, "expected RMI_SUCCESS")
+    build.add_note("rolling the partial realm back failed too: /dev/shm/a\x1b[2J/x")
+    build.add_note("second\nline")
+    build.add_note("a plain note")
+    text = error_text(build)
+    assert "\x1b" not in text
+    assert text.splitlines() == [f"HostError: {build}",
+                                 '"rolling the partial realm back failed too: /dev/shm/a\\u001B[2J/x"',
+                                 '"second\\nline"', "a plain note"]
