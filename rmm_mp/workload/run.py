@@ -202,7 +202,7 @@ def closed(report: RunReport, machine: Machine) -> tuple[RunReport, bool]:
             f"and every figure and check above was made before",)), True
     return dataclasses.replace(report, problems=report.problems + (
         f"closing the machine after the run failed ({failure}) and {words.count(len(left), 'shared memory file')} "
-        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(left)}; this process's reaper tries "
+        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(map(shown_path, left))}; this process's reaper tries "
         f"{'it' if len(left) == 1 else 'them'} again as the process ends, and `rmm-mp clean` removes what it "
         f"could not",)), True
 

@@ -197,3 +197,38 @@ def test_refused_unlinks_stop_neither_close_all_nor_a_sigterm(tmp_path: Path) ->
     done = subprocess.run([sys.executable, str(script), "sigterm"], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGTERM and "STILL ALIVE" not in done.stdout, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_files_left_are_named_escaped_when_the_segment_directory_is_not_printable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RMM_MP_SHM_DIR may hold an ESC (segment.py shows it escaped everywhere else): the problem
+    naming the files a failed close left wrote their paths raw, so the escape reached the
+    terminal. They are shown as shown_path shows a path now."""
+    from rmm_mp.printable import shown_path
+    real, unlink_parts, real_path = Machine.close, segment.unlink_parts, segment.segment_path
+    odd = tmp_path / "shm\x1b[2Jdir"
+    odd.mkdir()
+
+    def refusing(self: Machine) -> None:
+        raise PermissionError(13, "Permission denied", "/dev/shm/x.ctl")
+
+    def odd_path(name: str, part: str) -> str:
+        real_path(name, part)       # its checks of name and part
+        return str(odd / f"{name}.{part}")
+
+    monkeypatch.setattr(Machine, "close", refusing)
+    monkeypatch.setattr(segment, "unlink_parts", lambda prefix: None)
+    monkeypatch.setattr(segment, "segment_path", odd_path)
+    machines: list[Machine] = []
+    try:
+        report = _run(tmp_path, machines)
+    finally:
+        monkeypatch.setattr(Machine, "close", real)
+        monkeypatch.setattr(segment, "unlink_parts", unlink_parts)
+        for machine in machines:
+            machine.close()
+        monkeypatch.setattr(segment, "segment_path", real_path)
+    assert not any(odd.iterdir()), list(odd.iterdir())
+    problem, = [p for p in report.problems if "closing the machine" in p]
+    assert "\x1b" not in problem, problem
+    assert shown_path(str(odd / f"{machines[0].name}.{segment.PARTS[0]}")) in problem, problem
