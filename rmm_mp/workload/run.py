@@ -202,9 +202,9 @@ def closed(report: RunReport, machine: Machine) -> tuple[RunReport, bool]:
             f"and every figure and check above was made before",)), True
     return dataclasses.replace(report, problems=report.problems + (
         f"closing the machine after the run failed ({failure}) and {words.count(len(left), 'shared memory file')} "
-        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(map(shown_path, left))}; this process's reaper tries "
-        f"{'it' if len(left) == 1 else 'them'} again as the process ends, and `rmm-mp clean` removes what it "
-        f"could not",)), True
+        f"of it {'is' if len(left) == 1 else 'are'} left: {', '.join(map(shown_path, left))}; this process's "
+        f"reaper tries {'it' if len(left) == 1 else 'them'} again as the process ends, and `rmm-mp clean` removes "
+        f"what it could not",)), True
 
 
 def interrupted_after_run(report: RunReport, by: str) -> RunReport:
