@@ -297,16 +297,19 @@ def _stuck_behind(cpu: int, machine: Machine, results: dict[int, CpuResult],
         # turn (a chain of terminated waiters: ``behind`` holds no cycle, ``passed`` is a guard).
         who = "it" if holder == cpu else f"CPU {holder}"
         out: dict[int, str] = {}
+
+        def stuck(other: int, pa: int, call: str, ended: str) -> None:
+            out[other] = (f"CPU {other} was stuck behind {who}: it waited for {pa:#x}, which CPU {holder} held"
+                          + (f", in {call}" if call else "") + f", and {ended}")
+
         for other in sorted(results):
             waited = results[other].waited
             if other != holder and waited is not None and owner_cpu(machine, waited[2]) == holder:
                 call, pa, _ = waited
-                out[other] = (f"CPU {other} was stuck behind {who}: it waited for {pa:#x}, which CPU {holder} held"
-                              + (f", in {call}" if call else "") + ", and left its call when the run was aborted")
+                stuck(other, pa, call, "left its call when the run was aborted")
         for other, (head, pa, call, how) in behind.items():
             if head == holder:
-                out[other] = (f"CPU {other} was stuck behind {who}: it waited for {pa:#x}, which CPU {holder} held"
-                              + (f", in {call}" if call else "") + f", and {how}")
+                stuck(other, pa, call, how)
         for other in sorted(out):
             lines.append(out[other])
             if other in behind and other not in passed:
