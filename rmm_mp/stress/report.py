@@ -23,8 +23,6 @@ from rmm_mp.stress.lockdep import Edge
 from rmm_mp.words import count as _count
 from rmm_mp.workload.describe import wrapped
 
-_WHITESPACE = str.maketrans("\t\n\v\f\r", "     ")
-
 
 def _figure(value: float) -> str:
     """``value`` to three significant digits in plain notation (1,230 and 0.00002): %g writes
@@ -255,7 +253,7 @@ class StressReport:
         # character counting two, later lines indented by 4, broken at spaces): textwrap counted
         # characters, and a warning naming a CJK path ran past the width. Other whitespace is a
         # space, as textwrap read it.
-        lines.extend(line for w in self.warnings() for line in wrapped(f"WARNING: {w}".translate(_WHITESPACE)))
+        lines.extend(line for w in self.warnings() for line in wrapped(f"WARNING: {w}"))
         if self.locks:
             # Before the verdict: the verdict ends the report (the line a script reads last, and
             # the one interrupts.give holds back against a signal as it appears).

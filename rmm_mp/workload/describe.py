@@ -40,6 +40,11 @@ KEEP = 4
 the width left its colon alone at the start of the next line, or one or two of its characters."""
 
 
+_WHITESPACE = str.maketrans("\t\n\v\f\r", "     ")
+"""Whitespace other than a space, read as one by ``wrapped``: a newline or a tab inside a message
+(an error's text) broke or widened the line without the wrapper knowing."""
+
+
 def held(phrase: str) -> str:
     """``phrase`` with its spaces held (as NUL), so that wrapped never breaks the line inside it."""
     return phrase.replace(" ", "\0")
@@ -52,10 +57,11 @@ def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
     wider than a line (a long path, a platform's name with its colon) is cut: it goes on from the
     line it starts on, or from a new one when fewer than KEEP columns are left there, over
     lines of their own, its last piece keeping at least KEEP characters, never cut inside an escape
-    or beside a held space (_cut); read together without their indent, the pieces give it whole."""
+    or beside a held space (_cut); read together without their indent, the pieces give it whole.
+    Other whitespace (a tab, a newline) is a space, as textwrap reads it."""
     lines: list[str] = []
     line, fresh = start, True   # fresh: the line holds nothing yet but its indent
-    for word in text.split(" "):
+    for word in text.translate(_WHITESPACE).split(" "):
         if not word:
             continue
         space = "" if fresh else " "

@@ -45,17 +45,13 @@ _KIND_TITLES = {
 }
 
 
-_WHITESPACE = str.maketrans("\t\n\v\f\r", "     ")
-
-
 def _wrap(text: str, start: str = "") -> list[str]:
     """``text`` as the report's prose lines are wrapped (describe.wrapped): at most WIDTH terminal
     columns a line, the first after ``start``, later ones indented by 4, broken at spaces only; a
     word wider than the line (a long path) is cut, never inside an escape such as ``\\u001B``.
     textwrap counted characters, so a CJK name or path took a line past the width, and it kept
-    such a word whole. Other whitespace is a space, as textwrap read it: a newline inside a
-    message would break the line without the wrapper knowing."""
-    return wrapped(text.translate(_WHITESPACE), "    ", start)
+    such a word whole. Other whitespace is a space (wrapped), as textwrap read it."""
+    return wrapped(text, "    ", start)
 
 
 def _name_pieces(name: str, room: int) -> list[str]:

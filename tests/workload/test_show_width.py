@@ -102,3 +102,12 @@ def test_a_cut_never_parts_a_mark_from_its_character() -> None:
         lines = wrapped(word)
         assert lines[0] + "".join(line[4:] for line in lines[1:]) == word, lines
         assert all(unicodedata.category(line[4]) not in ("Mn", "Me", "Mc") for line in lines[1:]), lines
+
+
+def test_the_wrapper_reads_other_whitespace_as_a_space() -> None:
+    """describe.wrapped breaks at spaces only: a newline or a tab inside a message broke or
+    widened a line without it knowing. Each is a space, as textwrap read them (the run and stress
+    reports' callers translated them themselves before)."""
+    assert wrapped("WARNING: a\nb\tc\rd\x0be\x0cf") == ["WARNING: a b c d e f"]
+    long = "word " * 30 + "\n" + "tail\ttext"
+    assert all("\n" not in line and "\t" not in line and len(line) <= 118 for line in wrapped(long))
