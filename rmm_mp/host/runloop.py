@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
+from rmm_mp import cpu_handle
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER
 from rmm_mp.host.devices import RealmStatus, host_call_raw, realm_status
@@ -145,6 +146,11 @@ class RunLoop:
     def step(self, vcpu: int) -> None:
         """One REC_ENTER of ``vcpu`` and its exit handling."""
         q, cpu, ns = self.queue, self.cpu, self._ns
+        # The CPU handle's own check (smc_u64's), before the queue is read: a forked child
+        # stepping its parent's loop would otherwise end a draining vCPU (q.end) in the shared
+        # queue before REC_ENTER refused it.
+        if cpu._generation != cpu_handle._fork_generation or cpu._closed:
+            cpu._unusable()
         slot = vcpu // MAX_VCPUS
         if q.realm_state(slot) != RUNNING:
             q.end(vcpu, VEND_DRAINED)

@@ -2232,3 +2232,40 @@ def test_a_forked_child_cannot_step_the_parents_run_loop(machine: Machine) -> No
     assert spy.copies and spy.copies[0] == "unpack"
     assert b.run().ended == "done" and b.status().state == "DONE"
     b.finish()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_forked_child_stepping_a_draining_vcpu_leaves_the_queue_alone(machine: Machine) -> None:
+    """The same fork, with the vCPU's realm already off: step's first move (before REC_ENTER) is
+    to read the realm's state in the shared queue and end a vCPU whose realm is not RUNNING. A
+    child stepping its parent's loop must be refused before that: the vCPU stays RUNNING (taken
+    by the parent), and the parent's own step then drains it."""
+    b = boot(machine, load_guest("hello"))
+    loop = RunLoop(b.cpu)        # type: ignore[arg-type]
+    vcpu = b.queue.take(0)
+    assert vcpu is not None
+    b.queue.system_off(vcpu // MAX_VCPUS, 0)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report: dict[str, object] = {}
+        try:
+            os.close(reader)
+            try:
+                loop.step(vcpu)
+                report["raised"] = None
+            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
+                report["raised"] = f"{type(exc).__name__}: {exc}"
+            os.write(writer, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert str(child["raised"]).startswith("MachineError"), child
+    assert b.queue.vcpu_state(vcpu) == V_RUNNING
+    loop.step(vcpu)
+    assert b.queue.vcpu_state(vcpu) == V_DONE
+    b.finish()
