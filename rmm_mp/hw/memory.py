@@ -237,23 +237,26 @@ class NsAccess:
         table's waiter abandons) hold nothing. The fault names the first byte of the access
         that failed: ``pa`` itself in the first granule, the granule's base in a later one."""
         table, gpt = self.table, self.gpt
-        for n, idx in enumerate(indices):
-            try:
+        held = 0
+        # One try around the whole loop, ``held`` counted right after each lock with no call in
+        # between: an exception anywhere (a KeyboardInterrupt at the loop's backward jump or in
+        # gpt.pas included) releases exactly the locks taken.
+        try:
+            for idx in indices:
                 table.lock(idx)
-            except BaseException:
-                for held in indices[:n]:
-                    table.unlock(held)
-                raise
-            pas = gpt.pas(idx)
-            if pas != _NS_PAS:
-                for held in indices[: n + 1]:
-                    table.unlock(held)
-                raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
+                held += 1
+                pas = gpt.pas(idx)
+                if pas != _NS_PAS:
+                    raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
+        except BaseException:
+            for idx in indices[:held]:
+                table.unlock(idx)
+            raise
 
-    def _single_fault(self, pa: int, idx: int, pas: int) -> GranuleProtectionFault:
-        """The one-granule path's fault (read, write) for an access at ``pa``: its granule
-        ``idx``, whose lock the caller holds, is in PAS ``pas``, not NS; the lock is released."""
-        self.table.unlock(idx)
+    @staticmethod
+    def _single_fault(pa: int, pas: int) -> GranuleProtectionFault:
+        """The one-granule path's fault (read, write) for an access at ``pa``: its granule is in
+        PAS ``pas``, not NS (raised inside the try whose finally releases the granule's lock)."""
         return GranuleProtectionFault(pa, f"granule is in the {Pas(pas).name} PAS")
 
     def read(self, pa: int, size: int) -> bytes:
@@ -264,16 +267,19 @@ class NsAccess:
         # general path (_granules, _lock_checked) takes any other. Written out here, in unpack
         # and in write, not a helper: the run loop makes these copies on every REC entry, and
         # one helper for the three (find, lock, check) measured about 1,000 instructions more of
-        # a 221,000-instruction host-call round trip (0.45 %).
+        # a 221,000-instruction host-call round trip (0.45 %). The PAS check is inside the try
+        # that unlocks: between lock's return and the try's first statement Python runs no
+        # signal handler, so a KeyboardInterrupt anywhere later (gpt.pas's call included) still
+        # releases the lock; one in the PAS check itself used to leave it held.
         if 0 < size and 0 <= offset and offset + size <= memory.end - memory.base \
                 and offset >> 12 == (offset + size - 1) >> 12:
             idx = offset >> 12
             table = self.table
             table.lock(idx)
-            pas = self.gpt.pas(idx)
-            if pas != _NS_PAS:
-                raise self._single_fault(pa, idx, pas)
             try:
+                pas = self.gpt.pas(idx)
+                if pas != _NS_PAS:
+                    raise self._single_fault(pa, pas)
                 return bytes(memory.buf[offset:offset + size])
             finally:
                 table.unlock(idx)
@@ -296,10 +302,10 @@ class NsAccess:
             idx = offset >> 12
             table = self.table
             table.lock(idx)
-            pas = self.gpt.pas(idx)
-            if pas != _NS_PAS:
-                raise self._single_fault(pa, idx, pas)
             try:
+                pas = self.gpt.pas(idx)
+                if pas != _NS_PAS:
+                    raise self._single_fault(pa, pas)
                 return layout.unpack_from(memory.buf, offset)
             finally:
                 table.unlock(idx)
@@ -318,10 +324,10 @@ class NsAccess:
                              f"not inside one {GRANULE_SIZE:#x}-byte granule")
         table = self.table
         table.lock(idx)
-        pas = self.gpt.pas(idx)
-        if pas != _NS_PAS:
-            raise self._single_fault(self.memory.base + (idx << 12) + offset, idx, pas)
         try:
+            pas = self.gpt.pas(idx)
+            if pas != _NS_PAS:
+                raise self._single_fault(self.memory.base + (idx << 12) + offset, pas)
             layout.pack_values_into(self.memory.buf, (idx << 12) + offset, values)
         finally:
             table.unlock(idx)
@@ -334,10 +340,10 @@ class NsAccess:
             idx = offset >> 12
             table = self.table
             table.lock(idx)
-            pas = self.gpt.pas(idx)
-            if pas != _NS_PAS:
-                raise self._single_fault(pa, idx, pas)
             try:
+                pas = self.gpt.pas(idx)
+                if pas != _NS_PAS:
+                    raise self._single_fault(pa, pas)
                 memory.buf[offset:offset + size] = data
             finally:
                 table.unlock(idx)

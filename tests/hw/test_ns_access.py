@@ -191,6 +191,50 @@ def test_pack_values_releases_the_lock_when_a_value_does_not_fit() -> None:
         m.ns_write(_pa(m, 5), b"unlocked")       # the host's copy does not wait for a lock left held
 
 
+class _InterruptingGpt:
+    """A GPT whose ``pas`` raises KeyboardInterrupt on its ``at``-th call: a Ctrl-C that arrives
+    at the first point after a granule's lock where Python runs signal handlers (the call of
+    gpt.pas is one), as it can on any copy."""
+
+    def __init__(self, real: object, at: int) -> None:
+        self.real = real
+        self.at = at
+        self.calls = 0
+
+    def pas(self, idx: int) -> int:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.real.pas(idx)       # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_an_interrupt_after_a_lock_leaves_no_lock_held(at: int) -> None:
+    """A KeyboardInterrupt raised between a copy's lock and its copy (here in the PAS check of
+    the first or second granule) reaches the caller with every lock the copy took released:
+    one-granule read / unpack / write / pack_values, and a range over two granules. Before,
+    the lock was taken outside the try that releases it, and stayed held for ever."""
+    from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_EXIT_RAW
+    from rmm_mp.hw.memory import NsAccess
+    values = RMI_REC_EXIT_RAW.unpack(bytes(RMI_REC_EXIT_RAW.size))
+    word = struct.Struct("<Q")
+    with Machine.create("host", cpus=1) as m:
+        table = m.granule_table(cpu_owner(1))
+        pa = _pa(m, 5)
+        copies = [("range read", lambda ns: ns.read(pa + 0xFF8, 16)),
+                  ("range write", lambda ns: ns.write(pa + 0xFF8, bytes(16)))]
+        if at == 1:
+            copies += [("read", lambda ns: ns.read(pa, 8)), ("unpack", lambda ns: ns.unpack(pa, word)),
+                       ("write", lambda ns: ns.write(pa, bytes(8))),
+                       ("pack_values", lambda ns: ns.pack_values(5, REC_EXIT_OFFSET, RMI_REC_EXIT_RAW, values))]
+        for name, copy in copies:
+            ns = NsAccess(m.memory, table, _InterruptingGpt(m.gpt, at))      # type: ignore[arg-type]
+            with pytest.raises(KeyboardInterrupt):
+                copy(ns)
+            assert not table.held_by(table.owner), name
+        assert m.ns_read(pa, 8) == bytes(8)
+
+
 def test_ns_access_is_the_host_copies_nsaccess_and_refused_once_closed() -> None:
     """Machine.ns_access gives the NsAccess ns_read / ns_write copy through (the run loop binds
     it once and copies through it on every step): a copy through it is one ns_read sees; on a
