@@ -8,8 +8,9 @@ goes, never what it does or when it syncs. The programs are runs of register-onl
 opcode up to cmp #imm, the zero register, edge immediates, undefined aux values) ending in a
 branch, a store, an SMC or an undefined word, placed across a page end, run for budgets that end
 inside a run, then rewritten in part and run again with the block cache as the first run left it;
-and runs whose registers are mostly constants of the block (movi first), so that every ALU form
-is folded when its block is made, each checked to have made a block.
+and runs whose registers are mostly constants of the block (movi first), so that ALU forms are
+folded when their block is made, each checked to have made a block; every ALU form, register and
+immediate, is also folded on its own (that property seldom folds a register form).
 These tests make a block's function the first time its run is found (blocks.HOT = 1) but one.
 run makes a block at one reach of its place and runs it from the next (the loop runs its words
 the first time), so a program is run twice where the block itself is under test, and the
@@ -145,8 +146,10 @@ def test_a_run_with_blocks_is_the_run_without(run_words: list[int], end: int, re
 
 
 # Blocks of many shapes: a few registers set to constants first (movi, movk of a constant's lanes),
-# then any register-only words on them, so that most operations have a constant operand or two
-# (folded when the block is made, every ALU form, eor included) and the rest read x (written out).
+# then any register-only words on them, so that many operations have a constant operand or two
+# (folded when the block is made) and the rest read x (written out). A register form folds only
+# when both its registers are constants, which these examples seldom make (register-form orr
+# never, eor twice): test_every_alu_form_folds_as_the_loop_computes folds each form for sure.
 SHAPE_REGISTER = st.sampled_from([0, 1, 2, 3, 4, 5, 31])
 CONSTANT = st.builds(lambda rd, imm: encode(Op.MOVI, rd, imm=imm), SHAPE_REGISTER, IMM)
 SHAPE_WORD = st.builds(lambda op, rd, rn, rm, aux, imm: encode(op, rd, rn, rm, aux, imm),
@@ -174,6 +177,32 @@ def test_blocks_of_many_shapes_run_as_without(constants: list[int], run_words: l
     if len(words) >= blocks.MIN_LENGTH:
         assert entry.__class__ is tuple and entry[2][0] == len(words)       # type: ignore[index]
     assert _both(bytes(ram), regs, 0x1000, nzcv, budget) == first
+
+
+ALU_FORMS = [op for op in REGISTER_ONLY if Op.ADD <= op <= Op.MUL]
+
+
+@pytest.mark.parametrize("op", ALU_FORMS, ids=lambda op: op.name)
+@settings(derandomize=True, database=None, deadline=None, max_examples=25)
+@given(a=IMM, b=IMM, imm=IMM, shift=st.integers(0, 63))
+def test_every_alu_form_folds_as_the_loop_computes(op: Op, a: int, b: int, imm: int, shift: int) -> None:
+    """Each ALU form, register and immediate, on operands that are constants of the block (movi
+    before it): the block folds it (blocks._value computes it when the block is made) and leaves
+    the registers the loop leaves. The many-shapes property alone seldom folds a register form."""
+    folded: list[int] = []
+    value = blocks._value
+    ram = bytearray(RAM)
+    _place(ram, VBAR + 0x200, [encode(Op.SMC, imm=9)])
+    _place(ram, 0x1000, [encode(Op.MOVI, 1, imm=a), encode(Op.MOVI, 2, imm=b),
+                         encode(op, 3, 1, 2, imm=shift if op in (Op.LSLI, Op.LSRI) else imm), encode(Op.SMC)])
+    blocks.BLOCKS.clear()
+    blocks._FUNCTIONS.clear()       # a function made for the same words earlier would be reused, not folded
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(blocks, "_value", lambda *args: folded.append(args[0]) or value(*args))
+        first = _both(bytes(ram), [0] * 31, 0x1000, 0, 100)
+    assert folded == [op]
+    calls = _calls_of(0x1000)
+    assert _both(bytes(ram), [0] * 31, 0x1000, 0, 100) == first and calls == [0x1000]
 
 
 def test_a_block_runs_as_one_call_and_stops_short_of_the_budget() -> None:
