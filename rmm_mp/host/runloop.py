@@ -146,13 +146,13 @@ class RunLoop:
     def step(self, vcpu: int) -> None:
         """One REC_ENTER of ``vcpu`` and its exit handling."""
         q, cpu, ns = self.queue, self.cpu, self._ns
-        # The CPU handle's own check (smc_u64's), before the queue is read: a forked child
-        # stepping its parent's loop would otherwise end a draining vCPU (q.end) in the shared
-        # queue before REC_ENTER refused it.
-        if cpu._generation != cpu_handle._fork_generation or cpu._closed:
-            cpu._unusable()
         slot = vcpu // MAX_VCPUS
         if q.realm_state(slot) != RUNNING:
+            # The CPU handle's own check (smc_u64's) before the only change to the shared queue
+            # made ahead of REC_ENTER: a forked child stepping its parent's loop would end a
+            # draining vCPU. Every later change follows REC_ENTER, which refuses such a child.
+            if cpu._generation != cpu_handle._fork_generation or cpu._closed:
+                cpu._unusable()
             q.end(vcpu, VEND_DRAINED)
             return
         rec, run = q.vcpu_pages(vcpu)
