@@ -22,7 +22,9 @@ _CASE_MATTERS = ("m", "ms")
 _HINT_DIGITS = 40
 """The longest number (its digits and point) that a hint names: no one means a longer one."""
 _PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?\s*", re.ASCII | re.IGNORECASE)
-_WITH_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]+)\s*", re.ASCII | re.IGNORECASE)
+# The number may have an exponent ("1e5min"), as a TOML float or a command-line number may.
+_WITH_UNIT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z]+)\s*",
+                        re.ASCII | re.IGNORECASE)
 
 
 def seconds_written(value: str) -> tuple[float, str] | None:
@@ -40,9 +42,15 @@ def seconds_written(value: str) -> tuple[float, str] | None:
         # The refusal shows such a value shortened; a hint would repeat all its digits.
         return None
     factor = _TIME_UNITS[unit.lower()]
-    if factor == 1:
+    exponent = decimal.Decimal(digits).adjusted()
+    if not -_HINT_DIGITS <= exponent <= _HINT_DIGITS:
+        # "1e999999999min": its decimals (below) would be a billion characters long, and any
+        # number past 40 digits either side of the point gets no hint anyway.
+        return None
+    if factor == 1 and "e" not in digits.lower():
         # In seconds, the number as typed (1.234567s is 1.234567, not a rounded 1.23457), without
-        # a point at its end ("write 5." read as a sentence's end).
+        # a point at its end ("write 5." read as a sentence's end). With an exponent ("1e5s"), the
+        # decimals below: TOML has no "1.e5" and 100000 is what it stands for.
         return float(digits), digits.rstrip(".") or "0"
     # Another unit: the exact product, in decimals (0.1 min is 6, 1 us 0.000001, not 1e-06), and
     # its seconds that product rounded once, as TOML reads the number written. A product rounded
@@ -76,8 +84,15 @@ def unit_hint(value: str, lo: float, hi: float) -> str:
     [lo, hi] (`seconds = "200h"` was told "write 720000" beside "at most 604,800"), as the
     command line's clitypes.unit_hint says it. A number in a string (`seconds = "5"`, which had
     no hint beside "5s"'s) gets " (a number, not a string: write 5)", or " (as a number it is
-    N, outside the range)". Else ""."""
+    N, outside the range)", or that it under- or overflows a float ("1e-400", "1e400"). Else ""."""
     plain = _toml_number(value)
+    if plain == "0" and re.search(r"[1-9]", value.lower().partition("e")[0]):
+        # "1e-400" is no 0 as written: it is too small for a float, which is what reads it as 0
+        # ("as a number it is 0" named a number nobody wrote).
+        return " (as a number it is too small: it underflows to 0, outside the range)"
+    if plain is None and _PLAIN_NUMBER.fullmatch(value) is not None:
+        # "1e400": past the largest float (about 1.8e308), not a number TOML can hold.
+        return " (as a number it is too large: it overflows, past about 1.8e308)"
     if plain is not None:
         if not lo <= float(plain) <= hi:
             return f" (as a number it is {plain}, outside the range)"

@@ -566,12 +566,14 @@ def test_seconds_typed_with_a_unit_are_refused_naming_the_number_to_write(args: 
     (["run", "quickstart", "--seconds"], "10080.0000000001min", "'10080.0000000001min' is not a number of seconds "
                                                                 "(without a unit it is 604800.000000006, outside the "
                                                                 "range)"),
+    (["run", "quickstart", "--seconds"], "1e2min", "'1e2min' is not a number of seconds (without a unit: write 6000);"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5M", "'5M' is not a number of seconds; expected x>=0"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5MS", "'5MS' is not a number of seconds; expected x>=0"),
     (["check", "rmm-mp-1-0badc0de", "--wait"], "5S", "'5S' is not a number of seconds (without a unit: write 5); "),
     (["stress", "--quiescent-every"], "5s", "'5s' is not a number (as a free-running run's seconds, without a unit: "
                                             "write 5): expected N steps or SECONDS, x>=0")],
     ids=["explore-2h", "explore-1ms", "stress-past-a-day", "run-past-a-week", "show-0s", "run-trailing-point", "run-just-past-a-week",
+         "run-exponent",
          "check-capital-m", "check-capital-ms", "check-capital-s", "stress-quiescent-every"])
 def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: str, message: str) -> None:
     """The number a time typed with a unit stands for is offered as the one to write only when
@@ -580,7 +582,7 @@ def test_a_unit_hint_names_no_number_the_option_refuses(args: list[str], typed: 
     (M: minutes or mega; MS: milliseconds or megaseconds) gets no hint: "5MS" was "write 0.005".
     "5.s" is "write 5", not "write 5." (a point that read as the sentence's); --quiescent-every,
     seconds in a free-running run, had no hint at all (and its hint says so: 5 in a deterministic
-    run is 5 steps)."""
+    run is 5 steps). A number with an exponent ("1e2min") gets one too: the unit pattern took none."""
     result = CliRunner().invoke(main, [*args, typed])
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{args[-1]}': {message}" in result.output, result.output

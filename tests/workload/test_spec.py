@@ -315,6 +315,11 @@ def test_wrong_type(tmp_path: Path) -> None:
     ('seconds = "1us"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1us", "0.000001"),
     ('activities = { run = 1 }\n' + OK_REALM + '[[phase]]\nname = "p"\nseconds = "2 min"\n', 7, "phase[0].seconds",
      "2 min", "120"),
+    # A number with an exponent, as TOML and the command line take one: the unit pattern took
+    # none, and "1e2min" had no hint. Written in decimals ("1.e2s": TOML has no "1.e2").
+    ('seconds = "1e2min"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1e2min", "6000"),
+    ('seconds = "1.e2s"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1.e2s", "100"),
+    ('seconds = "2.5E-3 min"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "2.5E-3 min", "0.15"),
 ])
 def test_seconds_with_a_unit_names_the_number_to_write(tmp_path: Path, text: str, line: int, key: str, value: str,
                                                         number: str) -> None:
@@ -326,7 +331,7 @@ def test_seconds_with_a_unit_names_the_number_to_write(tmp_path: Path, text: str
 
 
 @pytest.mark.parametrize("value, number", [
-    ("200h", "720000"), ("0us", "0"), ("1000000 minutes", "60000000"),
+    ("200h", "720000"), ("0us", "0"), ("1000000 minutes", "60000000"), ("1e5min", "6000000"),
     # Just past a bound: the number is exact, not rounded to 12 digits onto the bound itself
     # ("it is 604800, outside the range" named a number the key takes).
     ("10080.0000000001min", "604800.000000006"), ("0.00099999999999999us", "0.00000000099999999999999")])
@@ -340,8 +345,10 @@ def test_seconds_with_a_unit_outside_the_range_names_no_number_to_write(tmp_path
     assert err.expected.endswith(f" (without a unit it is {number}, outside the range)"), str(err)
 
 
-@pytest.mark.parametrize("value", ["0.00000000000000000000000000000000000001us", "9" * 38 + "h"],
-                         ids=["40-characters-of-microseconds", "38-nines-of-hours"])
+@pytest.mark.parametrize("value", ["0.00000000000000000000000000000000000001us", "9" * 38 + "h", "1e999999999min",
+                                   "1e-41s"],
+                         ids=["40-characters-of-microseconds", "38-nines-of-hours", "exponent-of-a-billion",
+                              "exponent-past-40-places"])
 def test_a_unit_hint_names_no_number_of_more_than_40_characters(tmp_path: Path, value: str) -> None:
     """A number typed in 40 characters or fewer may be longer in seconds (6 more places for
     microseconds, 4 more digits for hours): the hint named a 46- and a 42-character number,
@@ -361,6 +368,11 @@ def test_a_unit_hint_names_no_number_of_more_than_40_characters(tmp_path: Path, 
      "2", "(a number, not a string: write 2)"),
     ('seconds = "-0"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "-0",
      "(as a number it is 0, outside the range)"),
+    # Written as more than 0 and read as 0: "as a number it is 0" named a number nobody wrote.
+    ('seconds = "1e-400"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1e-400",
+     "(as a number it is too small: it underflows to 0, outside the range)"),
+    ('seconds = "1e400"\nactivities = { run = 1 }\n' + OK_REALM, 1, "seconds", "1e400",
+     "(as a number it is too large: it overflows, past about 1.8e308)"),
 ])
 def test_seconds_as_a_string_number_names_the_number_to_write(tmp_path: Path, text: str, line: int, key: str,
                                                               value: str, hint: str) -> None:
