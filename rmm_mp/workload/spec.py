@@ -199,7 +199,11 @@ def parse(text: str, source: str) -> WorkloadFile:
     f.keys(raw, "", TOP_KEYS)
     base_dir = base_directory(source)
     # Before the length's own value is checked: `seconds = "5s"` beside phases was told to write
-    # 5, which is refused in turn, here.
+    # 5, which is refused in turn, here. A `phase` that is no array of tables (`phase = [1]`) is
+    # refused first, as such: "no top-level length when the file has [[phase]] entries" named
+    # the length as the mistake, beside phases the file does not have.
+    if "phase" in raw and ("seconds" in raw or "iterations" in raw):
+        _array(f, raw["phase"], "phase")
     if isinstance(raw.get("phase"), list) and raw["phase"] and ("seconds" in raw or "iterations" in raw):
         key = "seconds" if "seconds" in raw else "iterations"
         raise f.fail(key, raw[key], "no top-level length when the file has [[phase]] entries: each phase "

@@ -1000,6 +1000,17 @@ def test_top_level_length_with_phases_is_refused_as_such_whatever_its_value(tmp_
     assert "write" not in err.expected, str(err)
 
 
+@pytest.mark.parametrize("value, shown", [("[1]", [1]), ('["a"]', ["a"]), ("[[1]]", [[1]]), ("5", 5)])
+@pytest.mark.parametrize("length", ["seconds = 5", "iterations = 5"])
+def test_a_wrong_typed_phase_beside_a_top_level_length_is_refused_as_such(tmp_path: Path, value: str,
+                                                                          shown: object, length: str) -> None:
+    """`phase = [1]` beside a top-level `seconds` was refused for the length ("no top-level
+    length when the file has [[phase]] entries"), naming as the mistake a key that is right
+    when there are no phases. The phase, which is no array of tables, is refused first."""
+    text = f'{length}\nactivities = {{ run = 1 }}\nphase = {value}\n' + OK_REALM
+    refused(tmp_path, text, 3, "phase", shown, "an array of tables ([[phase]] entries)")
+
+
 @pytest.mark.parametrize("unit, length, total", [
     ("seconds", 201600.5, "604,801.5 s"),                     # each a third of a week and half a second
     ("iterations", 400_000_000_000, "1,200,000,000,000 steps"),
