@@ -20,14 +20,13 @@ must not compute figures the document does not have.
 
 from __future__ import annotations
 
-import textwrap
 import unicodedata
 from typing import Any, Collection, Sequence
 
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
-from rmm_mp.workload.describe import WIDTH, held, paragraph, seconds_text, wrapped
+from rmm_mp.workload.describe import WIDTH, columns, held, paragraph, seconds_text, wrapped
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.render_realms import realm_table
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
@@ -490,13 +489,30 @@ def _entries(entries: Sequence[str]) -> list[str]:
     return [line for entry in entries for line in _wrap(entry, start="  ")]
 
 
+def _failure(text: str) -> list[str]:
+    """A CPU failure's lines (CpuFailure.describe: its line, then any traceback), indented by 2.
+    A line wider than the report (a long "how", an exception's message, a deep path in a
+    traceback) is wrapped as a warning is (_wrap: terminal columns, never inside an escape), its
+    own indent kept and its further lines 4 deeper; textwrap.indent let it run on. A line that
+    fits is kept as it is, blanks and all, so that a traceback's ^^^ marks stay under their code."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        lead = "  " + line[:len(line) - len(line.lstrip(" "))]
+        if 2 + columns(line) <= WIDTH:
+            out.append(f"  {line}".rstrip())
+        else:
+            out += wrapped(line, lead + "    ", lead)
+    return out
+
+
 def _outcome(report: RunReport, doc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if report.failures:
         # A CPU "did not stop ... of being asked": say why the parent asked (run.TimeUp's verdict).
         stopped_by = report.host.get("stopped_by", "")
-        why = [f"  the CPUs were asked to stop: {stopped_by}"] if stopped_by.startswith("time is up") else []
-        out += ["", "CPU failures", *why] + [textwrap.indent(f.describe(), "  ") for f in report.failures]
+        why = _wrap(f"the CPUs were asked to stop: {stopped_by}", start="  ") if stopped_by.startswith("time is up") \
+            else []
+        out += ["", "CPU failures", *why] + [line for f in report.failures for line in _failure(f.describe())]
     # Each entry wrapped as a warning is, broken at spaces (a path cut in two reads as two, so it
     # is cut only when wider than a line, outside its escapes): the
     # line naming CPUs never started alone is some 150 columns, and the problem naming the

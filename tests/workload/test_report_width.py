@@ -236,3 +236,27 @@ def test_a_wide_stress_warning_fits_the_width() -> None:
     report = StressReport(StressConfig(schedule="random", steps=10), (), "budget", 0.1, {0: 2, 1: 2}, steps=4,
                           cpu_warnings={1: what})
     _fits(_lines_of(report.text().splitlines(), "WARNING: CPU 1"), f"WARNING: {report.warnings()[0]}")
+
+
+def test_a_cpu_failure_wider_than_the_report_is_wrapped() -> None:
+    """A CPU failure's line and its traceback were indented by 2, never wrapped: an exception's
+    long message (here with CJK characters, two columns each) ran past the width. Each line wider
+    than the report is wrapped in terminal columns, its indent kept and its further lines 4 deeper;
+    a traceback line that fits is kept as it is, blanks and all (the ^^^ marks under its code),
+    and read without their indents the pieces give each line whole."""
+    message = "DELEGATE failed at " + ", ".join(f"{0x8800_0000 + i * 4096:#x}" for i in range(12)) + " 名前" * 30
+    traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g( 1,  2)\n"
+                 f"    ^^^^^^^^^\nRuntimeError: {message}\n")
+    failure = CpuFailure(1, f"raised RuntimeError: {message}", traceback, ())
+    lines = format_report(hand_built(**{**_CLEAN, "failures": (failure,)})).splitlines()
+    start = lines.index("CPU failures")
+    section = lines[start + 1:lines.index("", start)]
+    wide = [line for line in section if sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line) > WIDTH]
+    assert wide == [], wide
+    assert "      g( 1,  2)" in section and "      ^^^^^^^^^" in section, section
+    first = [line for line in section if not line.startswith("  Traceback")][:4]
+    assert first[0].startswith("  CPU 1 raised RuntimeError: DELEGATE failed at 0x88000000,"), first
+    assert all(line.startswith("      ") for line in first[1:3]), first
+    joined = " ".join(line.strip() for line in section)
+    assert f"CPU 1 raised RuntimeError: {message}; locks still held: none" in joined, joined
+    assert f"RuntimeError: {message}" in joined.split("Traceback", 1)[1], joined
