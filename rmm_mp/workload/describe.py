@@ -126,6 +126,15 @@ def paragraph(phrases: Iterable[str], first: str = "", indent: str = "    ", sta
     return wrapped(first + ", ".join(held(p) for p in phrases), indent, start)
 
 
+def _prose(text: str) -> list[str]:
+    """A description too long for a line, wrapped on its spaces with the spacing its writer gave
+    it: a line breaks at a space or at a run of spaces (dropped there), and every other run of
+    spaces is kept whole (two after a full stop, a gap lining words up), as the description is
+    shown when it fits. wrapped alone read each run as one space."""
+    spaced = re.sub(r" {2,}", lambda run: "\0" * (len(run.group()) - 1) + " ", text)
+    return [line.rstrip(" ") for line in wrapped(spaced, "    ", "  ")]
+
+
 def summary(file: WorkloadFile) -> str:
     return f"{file.name:18} {file.description}"
 
@@ -213,8 +222,9 @@ def describe(w: Workload) -> str:
     # strips none of them on a terminal): a file named "w\x1b[2J.toml" cleared the screen.
     lines = wrapped(f"{held('workload ' + shown_path(w.name))} ({held(shown_path(f.source))})")
     if f.description:
-        # Wrapped on its spaces, as it is prose; kept as written when it fits.
-        lines += [f"  {f.description}"] if columns(f.description) + 2 <= WIDTH else wrapped(f.description, "    ", "  ")
+        # Kept as written when it fits; else wrapped on its spaces, as it is prose (one line in
+        # the file: a newline is refused, so it has no breaks of its own to keep).
+        lines += [f"  {f.description}"] if columns(f.description) + 2 <= WIDTH else _prose(f.description)
     # Each line wrapped between its phrases, as `rmm-mp run`'s report is: a platform's name (a
     # lower-case identifier of any length) made its line as long as the name.
     lines += paragraph((f"{w.cpus} of its {w.platform.cpus} CPUs", f"REC time slice {slice_:,} guest instructions"),

@@ -111,3 +111,26 @@ def test_the_wrapper_reads_other_whitespace_as_a_space() -> None:
     assert wrapped("WARNING: a\nb\tc\rd\x0be\x0cf") == ["WARNING: a b c d e f"]
     long = "word " * 30 + "\n" + "tail\ttext"
     assert all("\n" not in line and "\t" not in line and len(line) <= 118 for line in wrapped(long))
+
+
+def test_a_long_description_keeps_its_spacing_when_wrapped(tmp_path: Path) -> None:
+    """A description is one line in the file (a newline is refused), shown as written when it
+    fits. One too long for a line was wrapped reading each run of spaces as one: two spaces after
+    a full stop, or a gap lining words up, were lost where a short description keeps them. Now a
+    line breaks at a space or a run of spaces, and every other run is kept whole."""
+    description = ("First sentence of a long description.  Second sentence, after two spaces as some write. "
+                   * 3) + "columns:   a   b   c"
+    workload = tmp_path / "w.toml"
+    workload.write_text(f'description = "{description}"\nseconds = 1\nactivities = {{ run = 1 }}\n'
+                        '[[realm]]\nname = "r"\nguest = "hello"\n')
+    shown = CliRunner().invoke(main, ["workloads", "show", str(workload)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
+    body = lines[1:end]
+    assert len(body) > 1 and body[0].startswith("  First") and all(line.startswith("    ") for line in body[1:]), body
+    assert max(_columns(line) for line in body) <= WIDTH and not any(line.endswith(" ") for line in body), body
+    assert body[-1].endswith("columns:   a   b   c"), body
+    # No break fell at a run of spaces here: read with a space at each break, the lines give the
+    # description back, its runs of spaces and all.
+    assert " ".join(line.strip() for line in body) == description, body
