@@ -80,27 +80,33 @@ def typed(value: str) -> str:
     return abbreviated(value.strip())
 
 
-def unit_hint(value: str, accepts: Callable[[float], bool], whose: str = "") -> str:
+def unit_hint(value: str, accepts: Callable[[float], bool], whose: str = "",
+              why_not: Callable[[float], str | None] | None = None) -> str:
     """For a time option's word that is a number with a unit (`5s`, `500ms`, `2min`), as users
     of other tools type it: " (without a unit: write N)", N the seconds it stands for, or, when
     the option refuses N (``accepts`` False), " (without a unit it is N, outside the range)":
     "write 7200" above "expected 0.1..3,600" named a number to write that is refused in turn.
     Empty for any other word, and for a unit whose capitals mean something else (5M, 5MS).
     ``whose`` goes first in the parentheses, for an option that takes seconds in one kind of
-    run alone."""
+    run alone. ``why_not`` says why the command refuses N within the range, if it does (a
+    workload whose phases N leaves too short), in place of "write N"."""
     written = seconds_written(value)
     if written is None:
         return ""
     seconds, number = written
     if not accepts(seconds):
         return f" ({whose}without a unit it is {number}, outside the range)"
+    why = why_not(seconds) if why_not is not None else None
+    if why:
+        return f" ({whose}without a unit it is {number}, {why})"
     return f" ({whose}without a unit: write {number})"
 
 
-def not_seconds(value: str, accepts: Callable[[float], bool]) -> str:
+def not_seconds(value: str, accepts: Callable[[float], bool],
+                why_not: Callable[[float], str | None] | None = None) -> str:
     """The refusal of a time option's word that is no number, '... is not a number of seconds',
     with its unit_hint: click said "'5s' is not a valid float." and left the unit to guess."""
-    return f"{value!r} is not a number of seconds{unit_hint(value, accepts)}"
+    return f"{value!r} is not a number of seconds{unit_hint(value, accepts, why_not=why_not)}"
 
 
 def _in_range(number_range_type: click.FloatRange) -> Callable[[float], bool]:
@@ -176,13 +182,17 @@ class TypedFloatParam(click.ParamType):
     """click's FLOAT, giving a TypedFloat: for the options whose range the workload's resolution
     checks (`run` and `workloads show` --seconds), so that its error shows the value as typed.
     ASCII only, without '_' (refuse_odd_number). ``lo`` and ``hi``, that range, are named when
-    a word is no number (not_seconds), so that a unit's hint names no number refused later."""
+    a word is no number (not_seconds), so that a unit's hint names no number refused later;
+    ``why_not``, given the context (the command's parameters parsed so far) and such a number,
+    says why the command refuses it within the range (a workload's phases), or None."""
 
     name = "float"
 
-    def __init__(self, lo: float, hi: float) -> None:
+    def __init__(self, lo: float, hi: float,
+                 why_not: Callable[[click.Context | None, float], str | None] | None = None) -> None:
         self.lo = lo
         self.hi = hi
+        self.why_not = why_not
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         refuse_odd_number(value, "a number", param, ctx)
@@ -192,7 +202,10 @@ class TypedFloatParam(click.ParamType):
             return TypedFloat(float(value), typed(value))
         except ValueError:
             expected = number_range(self.lo, self.hi, False, False)
-            self.fail(f"{not_seconds(value, lambda x: self.lo <= x <= self.hi)}; expected {expected}", param, ctx)
+            refuses = self.why_not
+            why_not = (lambda x: refuses(ctx, x)) if refuses is not None else None
+            self.fail(f"{not_seconds(value, lambda x: self.lo <= x <= self.hi, why_not)}; expected {expected}", param,
+                      ctx)
 
 
 def _range_text(number_range_type: click.FloatRange) -> str:

@@ -26,12 +26,37 @@ from rmm_mp.printable import shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import render, spec
 from rmm_mp.workload.describe import describe, length, summary
-from rmm_mp.workload.resolve import Workload, resolve
+from rmm_mp.workload.resolve import Workload, resolve, shortest_phase
 from rmm_mp.workload.report import RunReport
 from rmm_mp.workload.run import RunOptions, interrupted_after_run, run_workload
 from rmm_mp.workload.spec import MAX_SECONDS, MIN_SECONDS
 
 _PATH = click.Path(dir_okay=False)
+
+
+def _phases_refuse(ctx: click.Context | None, seconds: float) -> str | None:
+    """Why `--seconds` of ``seconds`` is refused for the workload named on the command line
+    although in its range, or None: a phase it leaves less than a nanosecond (resolve's
+    check). For the hint of `--seconds 2e-9s`, which said "write 0.000000002" where the file's 4
+    phases refuse it. WORKLOAD is eager, so it is known here wherever it is typed; a file that
+    cannot be read gets no such reason here (its own error follows once the option is right)."""
+    name = ctx.params.get("workload") if ctx is not None else None
+    if not isinstance(name, str):
+        return None
+    try:
+        phases = spec.load(name).phases
+    except ConfigError:
+        return None
+    short = shortest_phase(phases, seconds)
+    if short is None:
+        return None
+    phase, sec = short
+    return (f"too short for the file's {len(phases)} phases: {phase.key} {phase.name!r} would last {sec:.3g} s, "
+            "less than 0.000000001 s")
+
+
+_SECONDS = TypedFloatParam(MIN_SECONDS, MAX_SECONDS, _phases_refuse)
+"""`run` and `workloads show` --seconds: a unit's hint names no number the workload refuses."""
 
 
 def _write_outputs(report: RunReport, files: Sequence[tuple[str, str, Callable[[RunReport, str], None]]]) -> None:
@@ -60,14 +85,14 @@ def _resolve(workload: str, **options: object) -> Workload:
 
 
 @click.command(cls=Command)
-@click.argument("workload", metavar="WORKLOAD")
+@click.argument("workload", metavar="WORKLOAD", is_eager=True)
 @click.option("--platform", "platform_name", default=None,
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
                    "[default: the workload's, else host].")
 @click.option("--cpus", type=Int(), default=None,
               help="CPU processes, one per simulated CPU [default: the workload's, else all of the "
                    "platform's, at most 64].")
-@click.option("--seconds", type=TypedFloatParam(MIN_SECONDS, MAX_SECONDS), default=None,
+@click.option("--seconds", type=_SECONDS, default=None,
               help="Run for this long instead of the workload's length (phases keep their proportions).")
 @click.option("--iterations", type=Int(), default=None,
               help="Run this many activity steps per CPU instead (phases keep their proportions).")
@@ -196,10 +221,10 @@ def workloads_list() -> None:
 
 
 @workloads_group.command(name="show")
-@click.argument("workload", metavar="WORKLOAD")
+@click.argument("workload", metavar="WORKLOAD", is_eager=True)
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
 @click.option("--cpus", type=Int(), default=None, help="Show it resolved for this many CPUs.")
-@click.option("--seconds", type=TypedFloatParam(MIN_SECONDS, MAX_SECONDS), default=None,
+@click.option("--seconds", type=_SECONDS, default=None,
               help="Show it resolved for this length.")
 @click.option("--iterations", type=Int(), default=None, help="Show it resolved for this many steps per CPU.")
 @click.option("--seed", type=Int(), default=None, help="Show it resolved with this seed.")

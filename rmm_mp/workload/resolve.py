@@ -190,22 +190,27 @@ def _length(file: WorkloadFile, cl: Fields, seconds: float | None,
         raise cl.fail("--iterations", iterations, "either --seconds or --iterations, not both")
     if seconds is not None:
         length = cl.number(seconds, "--seconds", MIN_SECONDS, MAX_SECONDS, SECONDS_WHAT)
-        shares = [p.seconds if p.seconds is not None else float(p.iterations or 0) for p in file.phases]
-        # The phases keep their proportions of it (_phases, the same expression): a phase's
-        # share under a nanosecond is no time at all to the CPUs (MIN_SECONDS), as a shorter run
-        # is. The total added up once: added again for each phase, 15,000 phases took 1 to 2 s.
-        total = sum(shares)
-        short = next(((p, length * share / total) for p, share in zip(file.phases, shares)
-                      if length * share / total < MIN_SECONDS), None)
+        short = shortest_phase(file.phases, length)
         if short is not None:
             phase, sec = short
-            raise cl.fail("--seconds", seconds, f"{SECONDS_WHAT} that gives each of the file's {len(shares)} phases "
-                                                f"at least 0.000000001 s ({phase.key} {phase.name!r} would last "
-                                                f"{sec:.3g} s)")
+            raise cl.fail("--seconds", seconds, f"{SECONDS_WHAT} that gives each of the file's "
+                                                f"{len(file.phases)} phases at least 0.000000001 s ({phase.key} "
+                                                f"{phase.name!r} would last {sec:.3g} s)")
         return length, None, True
     if iterations is not None:
         return None, cl.integer(iterations, "--iterations", 1, MAX_ITERATIONS, "activity steps per CPU"), True
     return file.seconds, file.iterations, False
+
+
+def shortest_phase(phases: tuple[PhaseSpec, ...], length: float) -> tuple[PhaseSpec, float] | None:
+    """The first phase a run of ``length`` s (`--seconds`) gives less than MIN_SECONDS, and what
+    it gets; else None. The phases keep their proportions (_phases, the same expression): a share
+    under a nanosecond is no time to the CPUs. Also asked by `--seconds 2e-9s`'s unit hint."""
+    shares = [p.seconds if p.seconds is not None else float(p.iterations or 0) for p in phases]
+    # The total added up once: added again for each phase, 15,000 phases took 1 to 2 s.
+    total = sum(shares)
+    return next(((p, length * share / total) for p, share in zip(phases, shares)
+                 if length * share / total < MIN_SECONDS), None)
 
 
 def _phases(file: WorkloadFile, cpus: int, length: tuple[float | None, int | None, bool]) -> tuple[Phase, ...]:

@@ -862,3 +862,26 @@ def test_a_bad_argument_or_option_keeps_the_usage_block(args: list[str]) -> None
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Usage: ") and "Error: command line: " in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [["run"], ["workloads", "show"]])
+@pytest.mark.parametrize("workload_first", [True, False], ids=["workload-first", "option-first"])
+def test_a_unit_hint_knows_the_workloads_phases(command: list[str], workload_first: bool) -> None:
+    """`--seconds 2e-9s` with churn (4 phases) said "write 0.000000002", which the file's phases
+    refuse in turn (phase[0] would last 0.6 ns, less than the nanosecond a phase needs). The hint
+    now says so, wherever WORKLOAD is typed; a number the phases take is still offered
+    (1e-8s: write 0.00000001, which `workloads show churn` then accepts)."""
+    words = ["churn", "--seconds", "2e-9s"] if workload_first else ["--seconds", "2e-9s", "churn"]
+    result = CliRunner().invoke(main, [*command, *words])
+    assert result.exit_code == 2, result.output
+    assert ("'2e-9s' is not a number of seconds (without a unit it is 0.000000002, too short for the file's 4 "
+            "phases: phase[0] 'tables' would last 6e-10 s, less than 0.000000001 s); expected") in result.output, \
+        result.output
+    plain = CliRunner().invoke(main, ["workloads", "show", "churn", "--seconds", "0.000000002"])
+    assert plain.exit_code != 0 and "gives each of the file's 4 phases" in plain.output, plain.output
+    fits = CliRunner().invoke(main, [*command, "churn", "--seconds", "1e-8s"])
+    assert "(without a unit: write 0.00000001)" in fits.output, fits.output
+    assert CliRunner().invoke(main, ["workloads", "show", "churn", "--seconds", "0.00000001"]).exit_code == 0
+    # A file without phases takes any number in the range: the hint is as it was.
+    single = CliRunner().invoke(main, [*command, "quickstart", "--seconds", "2e-9s"])
+    assert "(without a unit: write 0.000000002)" in single.output, single.output
