@@ -17,7 +17,7 @@ from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import Finding
 from rmm_mp.stress.report import StressReport
-from rmm_mp.stress.shared import ABSENT, END_ABORT, StressSegment
+from rmm_mp.stress.shared import ABSENT, END_ABORT, END_RUNNING, StressSegment
 from rmm_mp.stress.watchdog import owner_cpu, snapshots
 from rmm_mp.stress.worker import CpuResult
 from rmm_mp.interrupts import Interrupts
@@ -123,7 +123,13 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
         findings.extend(cycles)
     elif config.on("lockdep"):
         not_done.append(f"lock order not analysed: interrupted ({stop.by})")
-    ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by))
+    # The stop flag raised by neither run_cpus (time, a signal, a CPU's end: its stopped_by) nor
+    # this tool (whose stops go through run_cpus too): by the caller's on_tick, or another process
+    # attached to the machine. The CPUs stop between operations as at their budget or time, which
+    # the run then said it reached ("budget", "time") though it was cut short. A deterministic
+    # run whose budget was spent first is draining (END_DRAIN): it did reach its budget.
+    flagged = not result.stopped_by and machine.control.stop_requested and seg.end == END_RUNNING
+    ended = _ended(seg, config, results, sup, findings, result.interrupted or bool(stop.by), flagged)
     # A deterministic run's CPUs killed while they waited for their turn or started up, after a
     # Ctrl-C or SIGTERM stopped the run, are the interrupt's doing too (``waited``): at 64 CPUs
     # on a loaded 2-core host the start-up outlasts the grace time, and a Ctrl-C during it ended
@@ -148,7 +154,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                 findings.extend(_end_findings(report.violations, findings))
             else:
                 not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
-                ended = _ended(seg, config, results, sup, findings, True)
+                ended = _ended(seg, config, results, sup, findings, True, flagged)
     findings.sort(key=lambda f: (f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
     schedule: list[tuple[int, int]] = []
     if sup.plan is not None and sup.started:
@@ -217,7 +223,7 @@ def _edges(machine: Machine, results: dict[int, CpuResult],
 
 
 def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResult], sup: _Supervisor,
-           findings: list[Finding], interrupted: bool) -> str:
+           findings: list[Finding], interrupted: bool, flagged: bool = False) -> str:
     if sup.timed_out:
         return "timeout"
     if seg.end == END_ABORT or any(r.ended in ("aborted", "crashed") for r in results.values()):
@@ -226,6 +232,8 @@ def _ended(seg: StressSegment, config: StressConfig, results: dict[int, CpuResul
         return "finding"
     if interrupted:
         return "interrupted"
+    if flagged:
+        return "stopped"
     return "budget" if config.deterministic else "time"
 
 

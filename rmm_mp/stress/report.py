@@ -39,7 +39,9 @@ class StressReport:
             was spent and the CPUs finished their operation), "finding" (a finding stopped it),
             "aborted" (deadlock, crash, internal error or watchdog), "timeout" (a deterministic
             run hit its safety limit in seconds), "interrupted" (Ctrl-C or SIGTERM stopped it
-            before its end, without a finding).
+            before its end, without a finding), "stopped" (its stop flag was raised by neither the
+            run nor a signal, but from outside: the caller's on_tick, another process attached to
+            the machine; the CPUs stopped between operations before the budget or time).
         schedule: context switches (step, CPU to run next) of a deterministic run.
         points: per CPU, every schedule point (step, kind, argument) when the run logged them.
     """

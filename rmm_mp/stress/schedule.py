@@ -216,7 +216,8 @@ class ReplayVerdict:
         verdict: "reproduced" (the same findings, in any order), "diverged" (others), "interrupted" (Ctrl-C or
             SIGTERM stopped the replay before it gave the recorded findings: it neither
             reproduced nor contradicted them; also when none were recorded and it found none),
-            "timeout" (the same, its time limit stopped it).
+            "timeout" (the same, its time limit stopped it), "stopped" (the same, its stop flag
+            raised from outside the run stopped it: StressReport.ended "stopped").
         recorded: the findings the file recorded.
         seen: the replay's own findings.
         moved: reproduced, but some at other source lines than recorded (the code was edited
@@ -249,6 +250,8 @@ class ReplayVerdict:
                 " (some at other source lines: the code has changed since they were recorded)" if self.moved else "")
         head = {"interrupted": "replay interrupted before it reproduced the recorded findings:",
                 "timeout": "replay stopped by its time limit (--seconds) before it reproduced the recorded findings:",
+                "stopped": "replay stopped by its stop flag (raised from outside the run) before it reproduced the "
+                           "recorded findings:",
                 }.get(self.verdict, "replay DIVERGED from the recorded findings:")
         lines = [head] + ([f.text() for f in self.recorded] or ["(no findings recorded)"])
         if self.reworded:
@@ -285,7 +288,8 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     # one of a run that found nothing stopped before it could tell (an empty list is no proof).
     # So did one its time limit stopped: a recorded run stopped early saved its budget as the
     # step it stopped at, so a replay that ends "timeout" stopped short of the recorded run.
-    stopped_early = report.interrupted or report.ended == "timeout"
+    # Likewise one stopped by its stop flag from outside the run (ended "stopped").
+    stopped_early = report.interrupted or report.ended in ("timeout", "stopped")
     if same and (recorded or not stopped_early):
         verdict = "reproduced"
     elif report.interrupted:
@@ -293,6 +297,8 @@ def compare(file: str, recorded: tuple[Finding, ...], report: StressReport) -> R
     elif report.ended == "timeout":
         # Stopped part-way as an interrupted one is: a slow host is no divergence.
         verdict = "timeout"
+    elif report.ended == "stopped":
+        verdict = "stopped"
     else:
         verdict = "diverged"
     # Times, pids and paths differ between runs: only another line number is "moved".

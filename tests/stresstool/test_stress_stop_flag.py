@@ -1,0 +1,61 @@
+"""A stress run stopped through the machine's stop flag by something other than the run itself
+(its caller's on_tick, another process attached to the machine): the report's ``ended``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rmm_mp.stress import StressConfig, run
+from rmm_mp.stress import schedule as schedule_file
+from rmm_mp.stress.findings import Finding
+
+
+def _stopper(machines: list[Any], when: Any) -> Any:
+    def tick(elapsed: float, seg: Any) -> None:
+        if when(elapsed, seg) and not machines[0].control.stop_requested:
+            machines[0].control.request_stop()
+    return tick
+
+
+def test_a_deterministic_run_stopped_by_the_flag_ends_stopped() -> None:
+    """Stopped 200 steps in, far from its budget and its --seconds: "stopped", not "budget" (the
+    CPUs stop between operations as at a spent budget, and the run said it had spent it)."""
+    machines: list[Any] = []
+    cfg = StressConfig(workload="tables", seed=4, schedule="random", steps=100_000_000, seconds=600, checkers=())
+    report = run(cfg, on_tick=_stopper(machines, lambda _, seg: seg.step >= 200), on_machine=machines.append)
+    assert report.ended == "stopped" and not report.interrupted, report.text()
+    assert report.stopped_at is not None and report.steps < cfg.steps, report.text()
+    assert "ended: stopped" in report.summary()
+    assert report.to_json()["ended"] == "stopped"
+
+
+def test_a_free_running_run_stopped_by_the_flag_ends_stopped() -> None:
+    """Stopped once every CPU is at work, long before its --seconds: "stopped", not "time"."""
+    machines: list[Any] = []
+    cfg = StressConfig(workload="tables", seed=1, cpus=2, seconds=600, checkers=())
+    report = run(cfg, on_tick=_stopper(machines, lambda _, seg: seg.ops(0) + seg.ops(1) >= 20),
+                 on_machine=machines.append)
+    assert report.ended == "stopped" and not report.interrupted, report.text()
+    assert report.elapsed_s < 60, report.text()
+
+
+def test_a_run_that_reaches_its_budget_still_ends_budget() -> None:
+    """Nothing raised the flag: the run reached its budget, and says so."""
+    cfg = StressConfig(workload="tables", seed=4, schedule="random", steps=300, seconds=600, checkers=())
+    report = run(cfg)
+    assert report.ended == "budget", report.text()
+
+
+def test_a_replay_stopped_by_the_flag_is_no_reproduction() -> None:
+    """A replay of a recording that found nothing, stopped by the flag before its end, proves
+    nothing either way, as an interrupted one or one its time limit stopped."""
+    cfg = StressConfig(workload="tables", seed=4, schedule="replay", steps=3000, seconds=600, checkers=(),
+                       switches=((0, 0),))
+    from rmm_mp.stress.report import StressReport
+    stopped = StressReport(cfg, (), "stopped", 1.0, {0: 3}, steps=200, stopped_at=200)
+    verdict = schedule_file.compare("s.json", (), stopped)
+    assert verdict.verdict == "stopped" and not verdict.reproduced, verdict.text()
+    assert verdict.text().startswith("replay stopped by its stop flag"), verdict.text()
+    found = Finding("invariants", "x", "broken", None)
+    stopped = StressReport(cfg, (found,), "finding", 1.0, {0: 3}, steps=200)
+    assert schedule_file.compare("s.json", (found,), stopped).reproduced
