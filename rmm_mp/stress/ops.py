@@ -126,6 +126,9 @@ class Operations:
     def count(self, what: str) -> None:
         """One more operation of kind ``what`` completed, or one more event (``"rec-enter"``, ...)."""
         self.counts[what] = self.counts.get(what, 0) + 1
+        # Also in the stress segment, which outlives this process: a CPU killed or dead returns
+        # no result, and its counts by kind were lost with it.
+        self.seg.count(self.cpu.id, what)
 
     def call(self, fid: int, allowed: "set[int] | frozenset[int]", *args: int) -> tuple[int, ...]:
         regs = self.smc(fid, *args)

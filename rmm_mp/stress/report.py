@@ -104,8 +104,12 @@ class StressReport:
     (its result arrived); its process wrote the traceback to its standard error."""
     unreported_ops: dict[int, int] = field(default_factory=dict)
     """Per CPU of ``unreported``: the operations it had completed, read from its counter in the
-    stress segment (StressSegment.ops), which outlives its process. Only the total: the counts by
-    kind, the lock figures and the bug calls went with the process."""
+    stress segment (StressSegment.ops), which outlives its process. Its lock figures and bug
+    calls went with the process (kept there only); its counts by kind are ``unreported_counts``."""
+    unreported_counts: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Per CPU of ``unreported``: its operations by kind and its events, as ``counts`` holds them for
+    the CPUs that returned a result, read from its counters in the stress segment
+    (StressSegment.counts); not added to ``counts``."""
 
     def warnings(self) -> list[str]:
         """The report's warnings: for now each CPU's failed close of its machine handle, worded as
@@ -325,6 +329,7 @@ class StressReport:
             "ended": self.ended, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
             "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
             "operations": self.ops, "operations_unreported": self.unreported_ops,
+            "counts_unreported": self.unreported_counts,
             "steps": self.steps, "switches": self.switches, "preemptions": self.preemptions,
             "quiescent_checks": self.quiescent_checks, "counts": self.counts,
             "cpu_seconds": round(self.cpu_seconds, 3),

@@ -20,9 +20,10 @@ Little-endian; every word is read and written with atomic loads and stores:
            next REC_CREATE: CPUs race to create index + 1)
     0x0B0  quiescent check pending u32 (deterministic: CPUs park between operations until all
            are there); 0x0B8 step at which the next quiescent check is due u64
-    0x100  per CPU (MAX_CPUS of them), 64 bytes each: status u32, blocked-on u32 (granule
+    0x100  per CPU (MAX_CPUS of them), 128 bytes each: status u32, blocked-on u32 (granule
            index + 1), last point kind u32, op count u32, last point argument u64, priority u64,
-           steps run u64
+           steps run u64; at +0x40, a u32 per name of COUNTED (operations by kind, then events),
+           the CPU's own copy of its report's counts, read for a CPU that returned no result
 
 This module owns the layout. It must not decide anything.
 """
@@ -37,12 +38,19 @@ from rmm_mp.host.runqueue import MAX_CPUS as RUNQUEUE_MAX_CPUS
 from rmm_mp.hw.segment import STRESS_PART, Segment
 
 MAGIC: Final = b"RMMSTRSS"
-VERSION: Final = 1
+VERSION: Final = 2
 PART: Final = STRESS_PART
 MAX_CPUS: Final = RUNQUEUE_MAX_CPUS
 """The most CPUs a stress run has: the host run queue's (host.runqueue.MAX_CPUS, 64), which
 every stress CPU's run loop uses; `rmm-mp run` has the same limit. The segment used to be one
 page, which held 60 CPUs' words: the one limit on the CPU count the stress tool had of its own."""
+
+COUNTED: Final = ("vcpu", "tables", "data", "map", "recs", "measured", "delegate", "wrong", "lifecycle",
+                  "guest-tables", "rec-enter", "vcpu-idle", "relaunch", "guest-tables-idle")
+"""Every name a CPU's counts (stress.ops.Operations.counts) may hold: the operation kinds, then the
+events. Each has a counter per CPU here, which the CPU adds to as it counts, so that the counts of
+a CPU that returned no result (killed, died) are still known, as its operation total is."""
+_COUNT_INDEX: Final = {name: i for i, name in enumerate(COUNTED)}
 
 MODE_FREE, MODE_DETERMINISTIC = 0, 1
 STRATEGIES: Final = ("random", "pct", "replay")
@@ -60,10 +68,11 @@ _STEP, _TURN, _END, _RNG, _BUDGET = 0x20, 0x28, 0x2C, 0x30, 0x38
 _SWITCHES, _PREEMPTIONS, _END_STEP, _QUIESCENT = 0x40, 0x48, 0x50, 0x58
 _REC_HINT = 0xA8
 _QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
-_CPU, _CPU_SIZE = 0x100, 64
+_CPU, _CPU_SIZE = 0x100, 128
 SIZE: Final = (_CPU + _CPU_SIZE * MAX_CPUS + 0xFFF) & ~0xFFF
-"""Whole pages, holding MAX_CPUS CPUs' words (two pages for 64)."""
-C_STATUS, C_BLOCKED, C_KIND, C_OPS, C_ARG, C_PRIORITY, C_STEPS = 0, 4, 8, 12, 16, 24, 32
+"""Whole pages, holding MAX_CPUS CPUs' words (three pages for 64)."""
+C_STATUS, C_BLOCKED, C_KIND, C_OPS, C_ARG, C_PRIORITY, C_STEPS, C_COUNTS = 0, 4, 8, 12, 16, 24, 32, 64
+assert C_COUNTS + 4 * len(COUNTED) <= _CPU_SIZE
 
 
 class StressSegment:
@@ -255,3 +264,13 @@ class StressSegment:
 
     def ops(self, cpu: int) -> int:
         return self.view.load_u32(self._cpu(cpu) + C_OPS)
+
+    def count(self, cpu: int, name: str) -> None:
+        """One more of ``name`` (a name of COUNTED) on ``cpu``."""
+        self.view.fetch_add_u32(self._cpu(cpu) + C_COUNTS + 4 * _COUNT_INDEX[name], 1)
+
+    def counts(self, cpu: int) -> dict[str, int]:
+        """``cpu``'s counts by name, those not 0, as its report's counts hold them."""
+        base = self._cpu(cpu) + C_COUNTS
+        read = {name: self.view.load_u32(base + 4 * i) for i, name in enumerate(COUNTED)}
+        return {name: n for name, n in read.items() if n}

@@ -15,10 +15,14 @@ from rmm_mp.stress.worker import IDLE_PAUSE_FIRST_S, IDLE_PAUSE_MAX_S, idle_paus
 
 
 class _Hint:
-    """The one part of the stress segment the operations here may use: the REC index hint."""
+    """The one part of the stress segment the operations here may use: the REC index hint (and the
+    per-CPU counters, which Operations.count adds to: not looked at here)."""
 
     def rec_hint(self) -> int:
         return 1
+
+    def count(self, cpu: int, name: str) -> None:
+        pass
 
     def advance_rec_hint(self, index: int) -> None:
         pass

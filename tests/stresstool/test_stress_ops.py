@@ -16,13 +16,17 @@ from rmm_mp.stress.ops import MY_RECS, Operations, Unexpected
 
 
 class _Hint:
-    """The one part of the stress segment that `recs` uses: the shared REC index hint."""
+    """The one part of the stress segment that `recs` uses: the shared REC index hint (and the
+    per-CPU counters, which Operations.count adds to: not looked at here)."""
 
     def __init__(self) -> None:
         self.last = 0
 
     def rec_hint(self) -> int:
         return self.last + 1
+
+    def count(self, cpu: int, name: str) -> None:
+        pass
 
     def advance_rec_hint(self, index: int) -> None:
         if index == self.last + 1:

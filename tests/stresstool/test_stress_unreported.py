@@ -33,3 +33,40 @@ def test_cpus_that_all_counted_nothing_are_said_to_have_counted_none() -> None:
     line = _summary({3: 2}, {0: 0, 1: 0})
     assert ("2 operations (over the CPUs that returned a result; CPUs 0 and 1, which returned none, had counted none "
             "in shared memory) in 1.0 s") in line, line
+
+
+def test_a_killed_cpus_counts_by_kind_are_read_from_the_stress_segment() -> None:
+    """CPU 1 killed (SIGKILL) once it has completed some operations: its counts by kind and its
+    events are in the report (JSON ``counts_unreported``), read from its counters in the stress
+    segment, and they add up to its operation total there. They went with its process: only
+    the total was known."""
+    import os
+    import signal
+    from typing import Any
+
+    from rmm_mp.stress import run
+    from rmm_mp.stress.ops import WORKLOADS
+
+    machines: list[Any] = []
+    killed: list[int] = []
+
+    def kill_cpu_1(elapsed: float, seg: Any) -> None:
+        if killed or seg.ops(1) < 5:
+            return
+        area = machines[0].cpu_area(1)
+        try:
+            pid = area.binding() & 0xFFFF_FFFF
+        finally:
+            area.release()
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    cfg = StressConfig(workload="mixed", seed=3, cpus=2, seconds=30, checkers=("watchdog",))
+    report = run(cfg, on_tick=kill_cpu_1, on_machine=machines.append)
+    assert killed and report.unreported == (1,), report.text()
+    counts = report.unreported_counts[1]
+    # The kind is counted just before the total (stress.worker): a kill between the two leaves
+    # the kinds one ahead.
+    kinds = sum(n for k, n in counts.items() if k in WORKLOADS["mixed"])
+    assert report.unreported_ops[1] >= 5 and kinds - report.unreported_ops[1] in (0, 1), (counts, report.unreported_ops)
+    assert report.to_json()["counts_unreported"] == {1: counts}
