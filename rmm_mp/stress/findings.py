@@ -181,6 +181,15 @@ def _quoted_forms(shown: str) -> tuple[tuple[str, str], ...]:
     return tuple((form, masked) for form, masked in forms if form[1:-1] != base)
 
 
+_WORD_DIR_AS_PATH = (r"(?:(?<=(['\"]))<dir>(?=\1)"
+                     r"|(?<=\bin )<dir>(?= \(|:)|(?<=\benlarge )<dir>(?![\w.~/-])"
+                     r"|(?<![\w.~/-])<dir>(?= has \d| \(RMM_MP_SHM_DIR))")
+"""Where a message names a segment directory that is one relative name (``<dir>``) alone, as a path: in
+quotes of its own, and as rmm_mp.machine's errors name it (``no machine named ... in <dir> (it was
+closed, ...)``, ``its ctl segment in <dir>: ...``, ``<dir> has 5 MiB free``, ``enlarge <dir>``,
+``<dir> (RMM_MP_SHM_DIR)``). Anywhere else the name is a word of the message, and stays."""
+
+
 def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
     """``text`` without what names where its run was made: a source file's directories (a
     traceback's ``File "/work/main/rmm_mp/rmm/s2tt.py"`` reads ``File "rmm_mp/rmm/s2tt.py"``,
@@ -220,9 +229,16 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
         # Without its trailing '/'s: RMM_MP_SHM_DIR=shm-a/ names its segments shm-a/rmm-mp-... (os.path.join
         # adds no second '/'), which the directory written with its '/' did not match, and stayed.
         base = shm_dir.rstrip("/")
-        inside = "*" if base and re.search(r"\w", base) else "+"     # RMM_MP_SHM_DIR=/: a path in it, not every '/'
+        # A relative directory of one name with a word character in it (RMM_MP_SHM_DIR=tables) is
+        # also a word: alone, it is masked only where it stands as a path (_WORD_DIR_AS_PATH);
+        # masked wherever it stood, "the tables workload" read "the ? workload".
+        # With its trailing '/'s, as the directory is shown when it was given with them.
+        word = bool(re.search(r"\w", base)) and "/" not in base
+        inside = "*" if base and re.search(r"\w", base) and not word else "+"   # RMM_MP_SHM_DIR=/: not every '/'
         text = re.sub(rf"(?<![\w.~/-]){re.escape(base)}(?:/[\w.+~@%-]+){inside}/?(?![\w.~-])", "?", text)
-        if base and inside == "+":
+        if word:
+            text = re.sub(_WORD_DIR_AS_PATH.replace("<dir>", re.escape(base) + "/*"), "?", text)
+        if base and inside == "+" and not word:
             # A directory with no word character in it (RMM_MP_SHM_DIR=.) alone is masked only
             # where it stands as a whole path: between spaces or brackets, or in quotes of its
             # own. Found as a word is, every lone '.' after a bracket or a quote ended its
