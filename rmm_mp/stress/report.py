@@ -210,15 +210,15 @@ class StressReport:
                 # The CPUs that added to "N more" are named beside it, those that counted 0 apart:
                 # named all together, a CPU that had counted nothing read as one that added some.
                 counted = sorted(c for c, n in self.unreported_ops.items() if n)
-                idle = sorted(c for c, n in self.unreported_ops.items() if not n)
+                nothing = sorted(c for c, n in self.unreported_ops.items() if not n)
                 if counted:
                     line += (f"; {sum(self.unreported_ops.values()):,} more counted in shared memory by "
                              f"{words.cpus(counted)}, which returned none")
-                    if idle:
-                        line += f"; {words.cpus(idle)}, which returned none too, had counted none"
+                    if nothing:
+                        line += f"; {words.cpus(nothing)}, which returned none too, had counted none"
                 else:
                     # "0 more counted by" read as if those CPUs had added something.
-                    line += f"; {words.cpus(idle)}, which returned none, had counted none in shared memory"
+                    line += f"; {words.cpus(nothing)}, which returned none, had counted none in shared memory"
             line += ")"
         idle = self.idle_operations()
         if idle:
