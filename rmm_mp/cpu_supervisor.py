@@ -141,11 +141,19 @@ class _Supervisor:
                         # first, none raised: ``end`` raised the first, and a second signal
                         # landing in this except clause's first bytecodes, before it could hold
                         # again, met the caller's handler still raising, and escaped run_cpus
-                        # with every result. Ended whoever began it (run_cpus, mostly): the run
-                        # it held for is over.
+                        # with every result. The handlers are put back here only if this
+                        # supervisor began the hold; one run_cpus began stands, holding, until
+                        # run_cpus' clean-up is done, and run_cpus ends it then, raising one
+                        # noted meanwhile. Put back here, a Ctrl-C between two of the clean-up's
+                        # steps met Python's own handler and skipped the steps after it.
                         self.hold.begin()       # held again, if released before the last step
                         self.end_run()
-                        for what in self.hold.finish():
+                        if owned:
+                            noted = self.hold.finish()
+                        else:
+                            noted = self.hold.noted
+                            self.hold.noted = []
+                        for what in noted:
                             self._interrupt(live, what)
                         break
                     self.hold.release()     # one noted is raised here; then each as it comes
@@ -167,9 +175,9 @@ class _Supervisor:
             self.hold.holding = True
             raise
         finally:
-            # Left by an exception out of the loop (every CPU gone, the hold has ended). Only a
-            # hold this supervisor began is ended here; one begun by run_cpus stands, held, for
-            # it to end once it has killed and reaped the CPU processes left (its own end).
+            # Left by an exception, or by the loop (every CPU gone). Only a hold this supervisor
+            # began is ended here; one begun by run_cpus stands, held, for it to end once it
+            # has killed and reaped the CPU processes left and closed what it made (its own end).
             if owned:
                 self.hold.end(take=False)
             elif self.hold.standing:

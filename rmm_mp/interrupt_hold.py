@@ -47,11 +47,12 @@ been) and the first is lost, as is any signal within a copy window of another.
 A hold is owned by whoever began it (``begin`` says whether the call began it), and only its
 owner ends it on an error: run_cpus begins one before it starts the CPUs and hands it to the
 supervisor, which holds again with it and leaves it standing when it fails, for run_cpus to end
-once it has reaped the CPU processes. The run's end (every CPU gone) ends it whoever began it,
-what it held for being over: after run_cpus' on_end (the caller's handlers hear that the run is
-over while it still holds; from just before it the stand-in given ``begin`` gives way to a
-guard's handler that takes both signals: ``own_handlers``), with ``finish``, which raises nothing and gives what was
-noted for the supervisor to take as interrupts after the run.
+once it has reaped the CPU processes. At the run's end (every CPU gone), after run_cpus' on_end
+(the caller's handlers hear that the run is over while it still holds; from just before it the
+stand-in given ``begin`` gives way to a guard's handler that takes both signals:
+``own_handlers``), the supervisor takes what was noted as interrupts after the run, none
+raised, and ends a hold it began itself with ``finish``; one run_cpus began stands, holding,
+through run_cpus' clean-up, whose ``end`` then raises one noted there.
 
 This module owns that hold: which handlers are wrapped, what they noted, and putting them back.
 It must not know what the supervisor does with an interrupt, nor when it holds them.

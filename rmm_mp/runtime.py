@@ -143,10 +143,11 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             the run): a caller whose Ctrl-C handler raises while the CPUs run (rmm_mp.interrupts'
             passthrough) turns that off here, so that a signal from then on cannot take the
             results with it (a KeyboardInterrupt that escaped run_cpus after its CPUs had ended
-            lost them all). Only then are the handlers put back. From just before it, a SIGTERM
-            whose handler is SIGINT's too goes to it as SIGINT does, no longer taken as Ctrl-C
-            by the runtime (sigterm_stops): a guard that takes both then names the first of two
-            that land there (InterruptHold.own_handlers). Another SIGTERM handler (the
+            lost them all). The handlers are put back only once run_cpus' clean-up is done (a
+            signal there is noted, and raised after it: Raises). From just before on_end, a
+            SIGTERM whose handler is SIGINT's too goes to it as SIGINT does, no longer taken as
+            Ctrl-C by the runtime (sigterm_stops): a guard that takes both then names the first
+            of two that land there (InterruptHold.own_handlers). Another SIGTERM handler (the
             machine's, which ends the process) is still stood in for up to the hold's end.
 
     Raises:
@@ -178,6 +179,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         the supervisor's error) that wins, each of the clean-up's errors named in a note of it,
         in the order they came; otherwise (the run had ended) the clean-up's first error is
         raised, the run's result lost with it, and any later one named in a note of it.
+        A Ctrl-C (or, with ``sigterm_stops``, a SIGTERM) during the clean-up after a run that had
+        ended is held, and raised once every step is done (KeyboardInterrupt), the result lost.
         A request to exit (SystemExit: a SIGTERM handler's sys.exit) is never a note: one that
         leaves run_cpus wins over a clean-up's error, and one raised during the clean-up leaves
         in place of what else was leaving, once on_end is told (after an error) and the
