@@ -180,7 +180,11 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         in the order they came; otherwise (the run had ended) the clean-up's first error is
         raised, the run's result lost with it, and any later one named in a note of it.
         A Ctrl-C (or, with ``sigterm_stops``, a SIGTERM) during the clean-up after a run that had
-        ended is held, and raised once every step is done (KeyboardInterrupt), the result lost.
+        ended is held, and raised once every step is done (KeyboardInterrupt), the result lost,
+        each of the clean-up's errors named in a note of it; one held as the CPUs were started and
+        raised in place of a CpuStartError (or another error of the start's) names that error, then
+        the clean-up's, in notes of its own. A clean-up error that loses a run interrupted (its
+        CPUs killed in their start-up, mostly) says so in a note, before those of the later errors.
         A request to exit (SystemExit: a SIGTERM handler's sys.exit) is never a note: one that
         leaves run_cpus wins over a clean-up's error, and one raised during the clean-up leaves
         in place of what else was leaving, once on_end is told (after an error) and the
@@ -227,6 +231,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
     error: Exception | None = None  # the supervisor's, which wins over an interrupt
     interrupted = False
     leaving: BaseException | None = None    # what leaves run_cpus: it wins over an error of the clean-up's
+    failures: list[BaseException] = []      # the clean-up's errors, first the one raised or named first
+    result: RunResult | None = None
     forget_signals()    # a new run: no signal taken before it is repeated by one that comes now
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
@@ -276,7 +282,8 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
         gate = cpu_start.StartGate(dict(zip(ids, lifelines)), dict(zip(ids, feeders)))
         supervisor = _Supervisor(machine, procs, pipes, on_tick, tick_s, timeout_s, grace_s, mask, sigterm_stops,
                                  on_end, gate, hold)
-        return supervisor.wait()
+        result = supervisor.wait()
+        return result
     except KeyboardInterrupt as exc:
         # One that met a handler not yet wrapped (begin: signal.signal runs the handler of a
         # signal already come first) leaves as it is: one noted during the clean-up below is a
@@ -308,6 +315,10 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
             if failures:
                 failed, later = failures[0], failures[1:]
                 if leaving is None:     # the run's result is lost to it, but nothing is left open
+                    if result is not None and result.interrupted:
+                        # Else an interrupted run (its CPUs killed in their start-up, mostly)
+                        # became an error that did not say the run had been interrupted at all.
+                        failed.add_note(_lost_to_it(result))
                     _note_dropped(failed, later)
                     raise failed
                 if exit_request is None and _asks_to_exit(failed):
@@ -335,13 +346,38 @@ def run_cpus(machine: Machine, target: Callable[..., Any], cpus: Sequence[int] |
                 if interrupted:
                     hold.finish()   # raises nothing: the one under way stays the one raised
                 else:
-                    hold.end(take=error is None and exit_request is None)
+                    try:
+                        hold.end(take=error is None and exit_request is None)
+                    except KeyboardInterrupt as exc:
+                        # Noted as the CPUs started or as the clean-up ran, it leaves in place of
+                        # what else was to (the result, a CpuStartError, the clean-up's error):
+                        # that, and each error of the clean-up, named in notes of it, as they are
+                        # of any other that leaves. Its context alone, they went unsaid by a
+                        # command that reports an interrupt's CPUs as not started.
+                        _note_interrupted(exc, leaving, failures)
+                        raise
 
 
 def _note_dropped(leaving: BaseException, dropped: Sequence[BaseException]) -> None:
     """Name each of ``dropped`` (errors of run_cpus' clean-up) in a note of ``leaving``'s, in order."""
     for exc in dropped:
         leaving.add_note(f"run_cpus: its clean-up raised too, dropped: {type(exc).__name__}: {exc}")
+
+
+def _lost_to_it(result: RunResult) -> str:
+    """A note for the clean-up's error that an interrupted run's ``result`` is lost to."""
+    unstarted = f"; CPUs never started: {', '.join(map(str, result.not_started))}" if result.not_started else ""
+    return (f"run_cpus: the run had been interrupted ({result.interrupted_by}){unstarted}; "
+            "its result is lost to this error")
+
+
+def _note_interrupted(interrupt: KeyboardInterrupt, leaving: BaseException | None,
+                      failures: Sequence[BaseException]) -> None:
+    """Name in notes of ``interrupt`` (a Ctrl-C or SIGTERM held while the CPUs started or run_cpus
+    cleaned up, raised once that was done) the error it replaces, if any, then the clean-up's."""
+    if leaving is not None:
+        interrupt.add_note(f"run_cpus: dropped for this interrupt: {type(leaving).__name__}: {leaving}")
+    _note_dropped(interrupt, failures)
 
 
 def _asks_to_exit(exc: BaseException | None) -> bool:

@@ -1,6 +1,7 @@
 """A Ctrl-C during run_cpus' own clean-up (killing and reaping the CPU processes, joining the args
 feeders, closing every pipe end and process) after the run ended: every step is still done, and
-the interrupt is raised once they are. Each test checks that no CPU process, file descriptor nor
+the interrupt is raised once they are. And one as the CPUs start: what it replaces, and the
+clean-up's errors, are said. Each test checks that no CPU process, file descriptor nor
 shared-memory segment is left."""
 
 from __future__ import annotations
@@ -174,6 +175,126 @@ def test_a_ctrl_c_inside_a_clean_up_step_after_a_complete_run_skips_none_and_is_
     assert _cpu_children() == []
     assert _open_fds() == before_fds, "a pipe end or a process sentinel was left open"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert _segments() == before_segments
+
+
+def _ctrl_c_as_cpu_1_starts(monkeypatch: pytest.MonkeyPatch, armed: list[bool],
+                            fails: BaseException | None = None) -> list[int]:
+    """Send this process SIGINT as CPU 1's process is started (blocked there: the hold notes it
+    once run_cpus lets it through), arming ``armed``, then start it or raise ``fails``."""
+    real_start = multiprocessing.process.BaseProcess.start
+    sent: list[int] = []
+
+    def start(self: multiprocessing.process.BaseProcess) -> None:
+        if self.name == "rmm-mp-cpu1":
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            armed[0] = True
+            if fails is not None:
+                raise fails
+        real_start(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    return sent
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_as_the_cpus_start_then_a_start_error_and_a_cleanup_error_are_all_said(
+        started: list[multiprocessing.process.BaseProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C comes as CPU 1's process is started, whose start then fails (ENOMEM: a
+    CpuStartError), and closing CPU 0's reaped process in run_cpus' clean-up fails too. The Ctrl-C
+    leaves run_cpus (a command reports its CPUs as not started), with a note naming the
+    CpuStartError it was raised in place of and one naming the clean-up's error, and nothing is
+    left open. Before, the KeyboardInterrupt had no note: both were only in its context's
+    (the CpuStartError's) notes, which a command that takes the interrupt never said."""
+    from rmm_mp.cpu_outcome import CpuStartError
+    from test_runtime_on_end import _fail_in_cleanup
+    armed = [False]
+    sent = _ctrl_c_as_cpu_1_starts(monkeypatch, armed, OSError(12, "Cannot allocate memory"))
+    closed = _fail_in_cleanup(monkeypatch, "process close", armed)
+    before_fds, before_segments = _open_fds(), _segments()
+    with Machine.create("host", cpus=2) as m:
+        raised: BaseException | None = None
+        try:
+            run_cpus(m, _until_stopped, timeout_s=60.0)
+        except BaseException as exc:     # noqa: BLE001
+            raised = exc
+        armed[0] = False
+    assert sent == [signal.SIGINT]
+    assert isinstance(raised, KeyboardInterrupt) and raised.args == ("Ctrl-C",), repr(raised)
+    assert isinstance(raised.__context__, CpuStartError)
+    assert getattr(raised, "__notes__", []) == [
+        "run_cpus: dropped for this interrupt: CpuStartError: CPU 1's process could not be started: OSError: "
+        "[Errno 12] Cannot allocate memory; the CPU process already started (CPU 0) killed", closed]
+    assert len(started) == 1 and _cpu_children() == []
+    assert _open_fds() == before_fds, "a pipe end or a process sentinel was left open"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert _segments() == before_segments
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_cleanup_error_after_a_ctrl_c_as_the_cpus_started_says_the_run_was_interrupted(
+        started: list[multiprocessing.process.BaseProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C comes as CPU 1's process is started: both are killed as never started (the
+    run's result: interrupted, not_started (0, 1)); closing each reaped process in run_cpus'
+    clean-up then fails. The first close's error leaves run_cpus, the result lost to it, with a
+    note saying that the run had been interrupted and which CPUs never started, then one naming
+    the second close's error; nothing is left open. Before, the error said nothing of the
+    interrupt: a command reported a plain error where the user had pressed Ctrl-C."""
+    from test_runtime_on_end import _fail_in_cleanup
+    armed = [False]
+    sent = _ctrl_c_as_cpu_1_starts(monkeypatch, armed)
+    closed = _fail_in_cleanup(monkeypatch, "process close", armed)
+    before_fds, before_segments = _open_fds(), _segments()
+    with Machine.create("host", cpus=2) as m:
+        raised: BaseException | None = None
+        try:
+            run_cpus(m, _until_stopped, timeout_s=60.0)
+        except BaseException as exc:     # noqa: BLE001
+            raised = exc
+        armed[0] = False
+    assert sent == [signal.SIGINT]
+    assert isinstance(raised, ValueError) and str(raised) == "process close failed", repr(raised)
+    assert getattr(raised, "__notes__", []) == [
+        "run_cpus: the run had been interrupted (Ctrl-C); CPUs never started: 0, 1; its result is lost to this error",
+        closed]
+    assert len(started) == 2 and _cpu_children() == []
+    assert _open_fds() == before_fds, "a pipe end or a process sentinel was left open"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert _segments() == before_segments
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_between_the_clean_ups_steps_names_the_clean_ups_errors(
+        started: list[multiprocessing.process.BaseProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above (the Ctrl-C landing as the lifelines are closed), and joining each args feeder
+    failed before it: the KeyboardInterrupt leaves run_cpus once every step is done, with a note
+    naming each join's error, in order (before, it skipped the rest and named none)."""
+    from test_runtime_on_end import _fail_in_cleanup
+    armed = [False]
+    joined = _fail_in_cleanup(monkeypatch, "feeder join", armed)
+    line = _line_of(runtime._clean_up, "for life_writer in lifelines:")
+    sent: list[int] = []
+    before_fds, before_segments = _open_fds(), _segments()
+    with Machine.create("host", cpus=2) as m:
+        raised: BaseException | None = None
+        sys.settrace(_sigint_at(runtime._clean_up.__code__, line, sent))
+        try:
+            run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05, on_end=lambda: armed.__setitem__(0, True))
+        except BaseException as exc:     # noqa: BLE001
+            raised = exc
+        finally:
+            sys.settrace(None)
+            armed[0] = False
+    assert sent == [line]
+    assert isinstance(raised, KeyboardInterrupt), repr(raised)
+    assert getattr(raised, "__notes__", []) == [joined, joined]
+    assert len(started) == 2 and all(p._closed for p in started), started     # type: ignore[attr-defined]
+    assert _cpu_children() == []
+    assert _open_fds() == before_fds, "a pipe end or a process sentinel was left open"
     assert _segments() == before_segments
 
 
