@@ -282,11 +282,17 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
     return it is released unless it is the table the walk stopped in, which is returned locked.
     The walk stops early at the first entry that is not a table. Each lock names the table's
     level as its subclass (hw.granule: lock-order checkers read it; the lock ignores it).
+    If a lock fails (a table entry naming a granule that is not an RTT), the walk releases the
+    table it holds, ``root0`` included, before the error propagates.
     """
     root_no, index = ctx.root_slot(ipa)
     current = root0
     if root_no:
-        current = granules.lock_known(root0.idx + root_no, _RTT_STATE, ctx.start_level | SUB_ROOT)
+        try:
+            current = granules.lock_known(root0.idx + root_no, _RTT_STATE, ctx.start_level | SUB_ROOT)
+        except BaseException:
+            root0.unlock()
+            raise
         root0.unlock()
     level = ctx.start_level
     view = memory.view
@@ -295,7 +301,15 @@ def walk(granules: "GranuleTable", memory: "PhysicalMemory", ctx: S2Ctx, root0: 
         desc = view.load_u64((current.idx << GRANULE_SHIFT) + (index << 3))
         if desc & DESC_TYPE_MASK != DESC_TABLE:
             break
-        child = granules.lock_known(((desc & OA_MASK) - granules.base) >> GRANULE_SHIFT, _RTT_STATE, level + 1)
+        try:
+            child = granules.lock_known(((desc & OA_MASK) - granules.base) >> GRANULE_SHIFT, _RTT_STATE,
+                                        level + 1)
+        except BaseException:
+            # A table entry naming a granule that is not an RTT (lock_known: an RMM bug, which
+            # kills the machine): the parent is released first, so the post-mortem lock check
+            # and report do not see it held by a walk that is over.
+            current.unlock()
+            raise
         current.unlock()
         current = child
         level += 1

@@ -8,6 +8,9 @@ overwritten in turn (invalid with each HIPAS/RIPAS, a valid protected page or bl
 the reserved type bits), the walk run, and the entry put back. A RAM page comes back with exactly
 its last-level table locked by this CPU, anything else with nothing locked; once released, no
 lock is held and the machine's invariants hold.
+
+A table entry naming a granule that is not an RTT is an RMM bug (lock_known raises): the walk
+releases the table it holds before the error propagates, in lock_realm_page and s2tt.walk.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import pytest
 from rmi_helpers import Rmi
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid as F
+from rmm_mp.hw.faults import RmmInternalError
 from rmm_mp.check import invariants
 from rmm_mp.rmm import realm_call, s2tt
+from rmm_mp.rmm.granule_state import GranuleState
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.rmm.s2tt import Kind
 
@@ -115,3 +120,37 @@ def test_every_entry_kind_at_every_level_leaves_the_right_locks(machine: Machine
     assert (page.kind, page.level) == (realm_call.EMPTY, 3) and not granules.held_by(granules.owner)
     assert t.smc(F.RMI_RTT_INIT_RIPAS, realm.rd, ipa & ~0xFFF, (ipa & ~0xFFF) + GRANULE)[0] == 0
     assert invariants(machine).ok, invariants(machine)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("walker", ["lock_realm_page", "s2tt.walk"])
+def test_a_table_entry_to_a_granule_that_is_not_an_rtt_leaves_nothing_locked(machine: Machine, level: int,
+                                                                               walker: str) -> None:
+    """The level-``level`` table's entry on the IPA's path made to point at the RD (a granule in
+    another state): the walk's lock_known raises RmmInternalError, and no lock is left held,
+    the parent table's included."""
+    t = Rmi(machine)
+    ipa = 0x45_6789_A000
+    realm = t.realm(s2sz=40)
+    t.rtts(realm, ipa, 3)
+    rmm = machine.cpu(0).rmm
+    granules = rmm.granules
+    base = machine.dram_base
+    rd = Rd(machine.memory, (realm.rd - base) // GRANULE)
+    ctx = rd.params().s2ctx()
+    table = realm.roots[0] if level == realm.start_level else realm.rtts[(ipa & ~(s2tt.block_size(level - 1) - 1),
+                                                                          level)]
+    table_idx, index = (table - base) >> 12, s2tt.entry_index(ipa, level)
+    kept = s2tt.read(machine.memory, table_idx, index)
+    s2tt.write(machine.memory, table_idx, index, s2tt.table(realm.rd))
+    try:
+        with pytest.raises(RmmInternalError):
+            if walker == "lock_realm_page":
+                call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, ctx)  # type: ignore[arg-type]
+                realm_call.lock_realm_page(call, ipa)
+            else:
+                root0 = granules.lock_known((ctx.rtt_base - base) >> 12, GranuleState.RTT, s2tt.root_hint(ctx))
+                s2tt.walk(granules, machine.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
+        assert not granules.held_by(granules.owner)
+    finally:
+        s2tt.write(machine.memory, table_idx, index, kept)
