@@ -48,12 +48,14 @@ if TYPE_CHECKING:
 
 RAM, EMPTY, FAULT = "ram", "empty", "fault"
 _RTT = GranuleState.RTT
-_PAGE_LEVEL, _DESC_TYPE_MASK, _PAGE = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK, s2tt.DESC_PAGE
+_PAGE_LEVEL, _DESC_TYPE_MASK = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
 _TABLE, _OA_MASK, _NS, _INDEX_MASK = s2tt.DESC_TABLE, s2tt.OA_MASK, s2tt.NS, s2tt.ENTRIES - 1
-_ASSIGNED_RAM = (Kind.ASSIGNED, s2tt.RIPAS_RAM)
-"""s2tt.decode of an ASSIGNED RAM entry, made once: an enum class attribute costs a hook call per
-read on CPython 3.11 (hw/memory.py)."""
+_RAM_TYPE = (-1, s2tt.DESC_BLOCK, s2tt.DESC_BLOCK, s2tt.DESC_PAGE)
+"""By level, the descriptor type of a valid protected entry, the only encoding of ASSIGNED RAM
+(spec A5.3.1: TTD.VALID is 1; TF-RMM's s2tte_is_assigned_ram): a block at levels 1 and 2, a page
+at level 3, none at level 0. An invalid entry is never RAM, whatever its HIPAS and RIPAS bits say
+(stage2.translate agrees)."""
 
 WHY_RD_ALONE = ("the realm's CPU holds no lock when the call starts (REC_ENTER released the REC); "
                 "the RD alone, never with an RTT")
@@ -175,11 +177,10 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
         table = child
         index = (ipa >> _SHIFTS[level]) & _INDEX_MASK
     # llt: the last-level table (index ``table``), locked; level: its level; desc: ipa's entry in it.
-    kind_bits = desc & _DESC_TYPE_MASK
-    # A valid protected page or block is ASSIGNED, RIPAS RAM without s2tt.decode; anything else
-    # is decoded, once more below if it is not ASSIGNED RAM either (EMPTY or a fault: rare).
-    if (kind_bits and not desc & _NS and (level < _PAGE_LEVEL or kind_bits == _PAGE)
-            or s2tt.decode(desc, level) == _ASSIGNED_RAM):
+    # A valid protected page or block is ASSIGNED, RIPAS RAM; anything else is decoded below
+    # (EMPTY, or a fault: an invalid entry whose bits say HIPAS ASSIGNED, RIPAS RAM is one, as
+    # no RMM command writes it and the hardware would not translate through it).
+    if desc & _DESC_TYPE_MASK == _RAM_TYPE[level] and not desc & _NS:
         if level == _PAGE_LEVEL:    # a page: its output address is the PA (no block offset to add)
             return RealmPage(RAM, level, desc & _OA_MASK, llt)
         size = 1 << _SHIFTS[level]

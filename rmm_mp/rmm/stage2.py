@@ -50,10 +50,12 @@ class WalkFault(MemoryFault):
         self.level = level
 
 
-_DESC_TYPE_MASK, _DESC_TABLE, _PAGE_DESC = s2tt.DESC_TYPE_MASK, s2tt.DESC_TABLE, s2tt.DESC_PAGE
+_DESC_TYPE_MASK, _DESC_TABLE = s2tt.DESC_TYPE_MASK, s2tt.DESC_TABLE
 _OA_MASK, _PAGE_LEVEL = s2tt.OA_MASK, s2tt.PAGE_LEVEL
 _NS = s2tt.NS
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
+_RAM_TYPE = (-1, s2tt.DESC_BLOCK, s2tt.DESC_BLOCK, s2tt.DESC_PAGE)
+"""By level, the descriptor type of a valid protected page or block (realm_call._RAM_TYPE)."""
 _NS_PAS = int(Pas.NS)
 
 
@@ -117,9 +119,8 @@ class Stage2Bus:
             table = ((desc & _OA_MASK) - self._base) >> 12
             level += 1
             index = (page >> _SHIFTS[level]) & (s2tt.ENTRIES - 1)
-        if page < self._par_size and desc & _DESC_TYPE_MASK and not desc & _NS \
-                and (level < _PAGE_LEVEL or desc & _DESC_TYPE_MASK == _PAGE_DESC):
-            # A valid protected page or block: ASSIGNED, RIPAS RAM (s2tt.decode).
+        if page < self._par_size and desc & _DESC_TYPE_MASK == _RAM_TYPE[level] and not desc & _NS:
+            # A valid protected page or block: ASSIGNED, RIPAS RAM, the only encoding of it.
             size = 1 << _SHIFTS[level]
             return (desc & _OA_MASK & ~(size - 1)) + (page & (size - 1)) - self._base
         return self._classify(page, write, fetch, level, desc)
@@ -129,8 +130,9 @@ class Stage2Bus:
         ctx = self._ctx
         kind, ripas = s2tt.decode(desc, level)
         if ctx.in_par(page):
-            if kind == Kind.ASSIGNED and ripas == s2tt.RIPAS_RAM:
-                return s2tt.output_address(desc, level) + (page & (s2tt.block_size(level) - 1)) - self._base
+            # A valid protected page or block took translate's fast path: what is left here with
+            # HIPAS ASSIGNED and RIPAS RAM is an invalid entry (never written by the RMM), which
+            # the hardware faults on and the RMM reports like lock_realm_page's FAULT.
             if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
                 raise WalkFault(page, EMPTY, level)
             raise WalkFault(page, DESTROYED if ripas == s2tt.RIPAS_DESTROYED else UNASSIGNED, level)

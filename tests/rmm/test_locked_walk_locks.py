@@ -7,7 +7,7 @@ root) the RTTs down to level 3 are made, then the entry on the IPA's path at eac
 overwritten in turn (invalid with each HIPAS/RIPAS, a valid protected page or block, ASSIGNED_NS,
 the reserved type bits), the walk run, and the entry put back. A RAM page comes back with exactly
 its last-level table locked by this CPU, anything else with nothing locked; once released, no
-lock is held and the machine's invariants hold.
+lock is held and the machine's invariants hold. An invalid entry is never RAM, whatever its bits.
 
 A table entry naming a granule that is not an RTT is an RMM bug (lock_known raises): the walk
 releases the table it holds before the error propagates, in lock_realm_page and s2tt.walk.
@@ -58,9 +58,14 @@ def entries(level: int, pa: int) -> dict[str, int]:
 
 
 def expected(desc: int, level: int, ipa: int) -> tuple[str, int]:
-    """(kind, pa) as s2tt.decode classifies the entry (the walk's contract)."""
+    """(kind, pa) the walk's contract gives the entry: RAM for a valid protected entry only (a
+    block at level 1 or 2, a page at level 3: spec A5.3.1, TTD.VALID is 1; TF-RMM's
+    s2tte_is_assigned_ram), else as s2tt.decode classifies it."""
     kind, ripas = s2tt.decode(desc, level)
-    if (kind, ripas) == (Kind.ASSIGNED, s2tt.RIPAS_RAM):
+    valid_ram = not desc & s2tt.NS and desc & s2tt.DESC_TYPE_MASK == (s2tt.DESC_PAGE if level == s2tt.PAGE_LEVEL
+                                                                      else s2tt.DESC_BLOCK if level else -1)
+    if valid_ram:
+        assert (kind, ripas) == (Kind.ASSIGNED, s2tt.RIPAS_RAM)
         size = s2tt.block_size(level)
         return realm_call.RAM, (desc & s2tt.OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF)
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):

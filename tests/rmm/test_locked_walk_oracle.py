@@ -5,7 +5,8 @@ start level), DRAM bases below and above 2^32 and IPAs in and past the IPA space
 takes the same locks in the same order with the same hints, loads the same entries and returns
 the same RealmPage.
 
-The oracle is the earlier code, kept here. The RMM is a stand-in: a granule table that records
+The oracle is the earlier code, kept here, with one later rule: only a valid protected entry is RAM
+(an invalid one whose bits decode as ASSIGNED RAM is not). The RMM is a stand-in: a granule table that records
 lock_known/unlock and a memory whose entries are drawn as the walk loads them.
 """
 
@@ -34,13 +35,13 @@ def old_lock_realm_page(rmm: Any, ctx: Any, ipa: int) -> RealmPage:
     """lock_realm_page before the level-3 shortcut (the oracle)."""
     llt, level, desc = old_walk_locked(rmm, ctx, ipa)
     kind_bits = desc & s2tt.DESC_TYPE_MASK
-    if kind_bits and not desc & s2tt.NS and (level < s2tt.PAGE_LEVEL or kind_bits == s2tt.DESC_PAGE):
-        kind, ripas = Kind.ASSIGNED, s2tt.RIPAS_RAM
-    else:
-        kind, ripas = s2tt.decode(desc, level)
-    if kind == Kind.ASSIGNED and ripas == s2tt.RIPAS_RAM:
+    # RAM only for a valid protected entry (a block at level 1 or 2, a page at level 3): the
+    # rule both walks follow since an invalid entry decoding as ASSIGNED RAM stopped being RAM.
+    if not desc & s2tt.NS and kind_bits == (s2tt.DESC_PAGE if level == s2tt.PAGE_LEVEL
+                                            else s2tt.DESC_BLOCK if level else -1):
         size = 1 << _SHIFTS[level]
         return RealmPage(RAM, level, (desc & s2tt.OA_MASK & ~(size - 1)) + (ipa & (size - 1) & ~0xFFF), llt)
+    kind, ripas = s2tt.decode(desc, level)
     llt.unlock()
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
         return RealmPage(EMPTY, level, 0, None)

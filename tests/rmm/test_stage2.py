@@ -73,6 +73,10 @@ def test_a_walk_that_stops_above_level_3_faults_with_the_entrys_ripas(machine: M
     (s2tt.UNASSIGNED_DESTROYED, stage2.DESTROYED),
     (s2tt.assigned(0x8100_0000, 3, s2tt.RIPAS_EMPTY), stage2.EMPTY),
     (s2tt.assigned(0x8100_0000, 3, s2tt.RIPAS_DESTROYED), stage2.DESTROYED),
+    # Invalid entries whose bits would decode as ASSIGNED RAM: never RAM (A5.3.1: TTD.VALID is 1).
+    (0x8100_0000 | s2tt.HIPAS_ASSIGNED | (s2tt.RIPAS_RAM << s2tt.RIPAS_SHIFT), stage2.UNASSIGNED),
+    (0x8100_0000 | s2tt.PROTECTED_ATTRS | 0x1, stage2.UNASSIGNED),     # a block's type, reserved at level 3
+    (0x8100_0000 | s2tt.PROTECTED_ATTRS | 0x2, stage2.UNASSIGNED),     # bit 0 clear: invalid
 ])
 def test_a_protected_page_that_is_not_ram_faults(machine: Machine, desc: int, reason: str) -> None:
     """A level-3 entry that is UNASSIGNED (any RIPAS) or ASSIGNED with RIPAS EMPTY or DESTROYED: translating
@@ -81,6 +85,26 @@ def test_a_protected_page_that_is_not_ram_faults(machine: Machine, desc: int, re
     l3 = t.rtts(realm, 0, 3)[-1]
     s2tt.write(machine.memory, _idx(machine, l3), 5, desc)
     assert _fault(bus, 0x5000) == (reason, 3)
+
+
+@pytest.mark.parametrize("desc", [
+    0x8100_0000 | s2tt.HIPAS_ASSIGNED | (s2tt.RIPAS_RAM << s2tt.RIPAS_SHIFT),
+    0x8100_0000 | s2tt.PROTECTED_ATTRS | 0x2,
+], ids=["assigned-invalid-ram", "type-10"])
+def test_an_invalid_entry_is_ram_for_neither_walk(machine: Machine, desc: int) -> None:
+    """An invalid level-2 entry that s2tt.decode reads as ASSIGNED RAM (no RMM command writes
+    one): the realm's translation faults as for an unmapped RAM page, and the RMM's locked walk
+    (lock_realm_page, RSI_HOST_CALL's) reports a fault too, with nothing left locked."""
+    from rmm_mp.rmm import realm_call
+    t, realm, bus = _setup(machine)
+    l2 = t.rtts(realm, 0, 2)[-1]
+    s2tt.write(machine.memory, _idx(machine, l2), 1, desc)
+    assert _fault(bus, 0x20_5000) == (stage2.UNASSIGNED, 2)
+    rmm = machine.cpu(0).rmm
+    call = SimpleNamespace(rmm=rmm, ctx=realm.ctx)
+    page = realm_call.lock_realm_page(call, 0x20_5000)  # type: ignore[arg-type]
+    assert (page.kind, page.level, page.llt) == (realm_call.FAULT, 2, None)
+    assert not rmm.granules.held_by(rmm.granules.owner)
 
 
 def test_protected_pages_and_blocks_translate_to_their_output_address(machine: Machine) -> None:
