@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from rmm_mp.hw.granule import SUB_ROOT
 from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.granule_state import GranuleState
-from rmm_mp.rmm.realm_desc import OFF_TLB_GENERATION
 from rmm_mp.rmm.s2tt import Kind
 
 if TYPE_CHECKING:
@@ -190,13 +189,6 @@ def lock_realm_page(call: RealmCall, ipa: int) -> RealmPage:
     if ripas == s2tt.RIPAS_EMPTY and kind in (Kind.ASSIGNED, Kind.UNASSIGNED):
         return RealmPage(EMPTY, level, 0, None)
     return RealmPage(FAULT, level, 0, None)
-
-
-def realm_generation(call: RealmCall) -> int:
-    """The realm's TLB generation (bumped by every invalidation of its stage 2)."""
-    memory = call.rmm.memory
-    assert memory.view is not None
-    return memory.view.load_u64((call.rd.idx << 12) + OFF_TLB_GENERATION)
 
 
 def stage2_abort_exit(ipa: int, level: int) -> Exit:

@@ -968,7 +968,7 @@ def test_host_call_completion_reuses_the_walk_after_an_earlier_invalidation(mach
     """The realm's TLB generation has moved before the call (the host destroyed another page of
     the realm first), and not between the call and its completion: the completion still trusts
     the call's walk (no RTT lock), because the generation the call kept is the realm's current
-    one, read from the RD (realm_call.realm_generation), not any other value. (Built from CPU
+    one, read from the RD (rsi_host_call reads it there), not any other value. (Built from CPU
     1's end of the allocator, so that the RD is not DRAM granule 0.)"""
     other = UNASSIGNED_L3 + 0x5000
     with Guest.build(machine, call_program("RSI_HOST_CALL", {1: "hc"}, HOST_CALL_DATA), cpu=1) as g:
