@@ -29,6 +29,7 @@ from rmm_mp.hw.faults import MachineError
 from rmm_mp.machine import Machine
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
 def _pin(cpu_id: int, cores: list[int]) -> int | None:
@@ -43,10 +44,15 @@ def _pin(cpu_id: int, cores: list[int]) -> int | None:
     return core
 
 
-def _set_parent_death_signal() -> None:
+def _set_parent_death_signal(cpu_id: int) -> None:
+    """Die with the parent, and go by the CPU's name (``rmm-mp-cpuN``, run_cpus' Process.name)
+    outside Python too: ps, top, pgrep and perf show the kernel's name of the process, which
+    was the interpreter's, the same for the parent and every CPU."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # At most 15 bytes: "rmm-mp-cpu" and up to 5 digits.
+        libc.prctl(_PR_SET_NAME, f"rmm-mp-cpu{cpu_id}".encode(), 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the stop flag still ends the run
         pass
 
@@ -78,7 +84,7 @@ def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
 def cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
              by_spawn: tuple[Any, ...], conn: multiprocessing.connection.Connection,
              lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
-    _set_parent_death_signal()
+    _set_parent_death_signal(cpu_id)
     # The args come down the lifeline (cpu_args.feed), then the go (cpu_start), before the watcher
     # takes any message on it as the parent's end. End-of-file instead of them: the parent died
     # while this process started.

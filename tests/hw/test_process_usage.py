@@ -46,3 +46,18 @@ def test_peak_rss_is_read_whatever_the_process_name() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 0
+
+
+def _kernel_name(cpu) -> str:  # type: ignore[no-untyped-def]
+    with open("/proc/self/comm", "rb") as comm:
+        return comm.read().decode().strip()
+
+
+def test_a_cpu_process_goes_by_its_name_outside_python() -> None:
+    """ps, top, pgrep and perf name a process by the kernel's name (/proc/PID/comm), not by
+    multiprocessing's Process.name: every CPU process showed the interpreter's name, the same
+    as its parent's, so none could be told apart or found as rmm-mp-cpuN from outside."""
+    with Machine.create("host", cpus=2) as m:
+        result = run_cpus(m, _kernel_name)
+    assert result.ok, [f.describe() for f in result.failures]
+    assert result.results == {0: "rmm-mp-cpu0", 1: "rmm-mp-cpu1"}
