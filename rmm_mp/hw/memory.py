@@ -249,8 +249,26 @@ class NsAccess:
                 if pas != _NS_PAS:
                     raise GranuleProtectionFault(max(pa, table.addr(idx)), f"granule is in the {Pas(pas).name} PAS")
         except BaseException:
-            for idx in indices[:held]:
+            self._unlock_all(indices[:held])
+            raise
+
+    def _unlock_all(self, indices: range) -> None:
+        """Release the locks of ``indices``, all held by this table's owner. An exception in the
+        loop (a KeyboardInterrupt at its backward jump, or in an unlock after its release) still
+        releases the rest, each one still held, before it propagates: a plain loop left them
+        held for ever."""
+        table = self.table
+        done = 0
+        try:
+            for idx in indices:
                 table.unlock(idx)
+                done += 1
+        except BaseException:
+            # indices[done]'s unlock may have raised after its release: the lock word says.
+            owner = table.owner
+            for idx in indices[done:]:
+                if table.holder(idx) == owner:
+                    table.unlock(idx)
             raise
 
     @staticmethod
@@ -288,8 +306,7 @@ class NsAccess:
         try:
             return memory.read(pa, size)
         finally:
-            for idx in indices:
-                self.table.unlock(idx)
+            self._unlock_all(indices)
 
     def unpack(self, pa: int, layout: struct.Struct) -> tuple[Any, ...]:
         """``layout.unpack`` of the ``layout.size`` bytes at ``pa``, read as ``read`` reads them
@@ -353,5 +370,4 @@ class NsAccess:
         try:
             memory.write(pa, data)
         finally:
-            for idx in indices:
-                self.table.unlock(idx)
+            self._unlock_all(indices)

@@ -22,6 +22,7 @@ import pytest
 from rmm_mp import GranuleProtectionFault, Machine, RmmInternalError
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.hw.faults import MachineError
+from rmm_mp.hw.gpt import Pas
 from rmm_mp.hw.granule import SPIN_TRIES, YIELD_TRIES, cpu_owner
 from rmm_mp.rmm import dispatch
 from rmm_mp.rmm.granule_state import GranuleState
@@ -233,6 +234,57 @@ def test_an_interrupt_after_a_lock_leaves_no_lock_held(at: int) -> None:
                 copy(ns)
             assert not table.held_by(table.owner), name
         assert m.ns_read(pa, 8) == bytes(8)
+
+
+class _InterruptingTable:
+    """A granule table whose ``unlock`` raises KeyboardInterrupt right after its first release:
+    a Ctrl-C at the release loop's backward jump, as the caller sees it. Every other call goes
+    to the real table."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.owner = real.owner         # type: ignore[attr-defined]
+        self.released = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def unlock(self, idx: int) -> None:
+        self.real.unlock(idx)           # type: ignore[attr-defined]
+        self.released += 1
+        if self.released == 1:
+            raise KeyboardInterrupt
+
+
+class _NotNsAt:
+    """A GPT that puts granule ``idx`` in the Realm PAS and leaves the rest to the real one."""
+
+    def __init__(self, real: object, idx: int) -> None:
+        self.real = real
+        self.idx = idx
+
+    def pas(self, idx: int) -> int:
+        return int(Pas.REALM) if idx == self.idx else self.real.pas(idx)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.parametrize("case", ["range read", "range write", "fault in the third granule"])
+def test_an_interrupt_in_the_release_loop_leaves_no_lock_held(case: str) -> None:
+    """A KeyboardInterrupt after the first of three releases (the loop that ends a range copy,
+    or the one that undoes its locks when the third granule is not NS) reaches the caller with
+    the other two locks released as well. Before, they stayed held for ever."""
+    from rmm_mp.hw.memory import NsAccess
+    with Machine.create("host", cpus=1) as m:
+        table = m.granule_table(cpu_owner(1))
+        pa = _pa(m, 5) + 0xFF8
+        size = 2 * 4096 + 16                     # granules 5, 6 and 7
+        gpt = _NotNsAt(m.gpt, 7) if case == "fault in the third granule" else m.gpt
+        ns = NsAccess(m.memory, _InterruptingTable(table), gpt)  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            if case == "range write":
+                ns.write(pa, bytes(size))
+            else:
+                ns.read(pa, size)
+        assert not table.held_by(table.owner)
 
 
 def test_ns_access_is_the_host_copies_nsaccess_and_refused_once_closed() -> None:
