@@ -159,3 +159,39 @@ def test_a_table_entry_to_a_granule_that_is_not_an_rtt_leaves_nothing_locked(mac
         assert not granules.held_by(granules.owner)
     finally:
         s2tt.write(machine.memory, table_idx, index, kept)
+
+
+@pytest.mark.parametrize("walker", ["lock_realm_page", "s2tt.walk"])
+def test_a_concatenated_root_that_is_not_an_rtt_leaves_root_0_unlocked(machine: Machine, walker: str) -> None:
+    """The root covering the IPA is the second of two concatenated roots, and its granule is
+    made DELEGATED: the walk's lock_known of that root (after root 0's) raises RmmInternalError,
+    and root 0 is released too."""
+    t = Rmi(machine)
+    ipa = (1 << 30) + 0x1234_5000       # IPA width 32, start level 2: root 1
+    realm = t.realm(s2sz=32, start_level=2)
+    rmm = machine.cpu(0).rmm
+    granules = rmm.granules
+    base = machine.dram_base
+    rd = Rd(machine.memory, (realm.rd - base) // GRANULE)
+    ctx = rd.params().s2ctx()
+    assert ctx.root_slot(ipa)[0] == 1
+    root1 = (realm.roots[1] - base) >> 12
+
+    def set_state(state: GranuleState) -> None:
+        granules.lock(root1)
+        granules.set_state(root1, int(state))
+        granules.unlock(root1)
+
+    set_state(GranuleState.DELEGATED)
+    try:
+        with pytest.raises(RmmInternalError):
+            if walker == "lock_realm_page":
+                call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, ctx)  # type: ignore[arg-type]
+                realm_call.lock_realm_page(call, ipa)
+            else:
+                root0 = granules.lock_known((ctx.rtt_base - base) >> 12, GranuleState.RTT, s2tt.root_hint(ctx))
+                s2tt.walk(granules, machine.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
+        assert not granules.held_by(granules.owner)
+    finally:
+        set_state(GranuleState.RTT)
+    assert invariants(machine).ok, invariants(machine)
