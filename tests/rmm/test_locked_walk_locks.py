@@ -195,3 +195,43 @@ def test_a_concatenated_root_that_is_not_an_rtt_leaves_root_0_unlocked(machine: 
     finally:
         set_state(GranuleState.RTT)
     assert invariants(machine).ok, invariants(machine)
+
+
+@pytest.mark.parametrize("s2sz,start,ipa", SHAPES, ids=["sl0", "sl1", "sl2-concatenated"])
+def test_the_two_walks_agree_on_every_entry_kind_at_every_level(machine: Machine, s2sz: int, start: "int | None",
+                                                                 ipa: int) -> None:
+    """For every entry kind at every level of ipa's path, the RMM's locked walk (lock_realm_page)
+    and the realm's translation (stage2.Stage2Bus.translate) agree: RAM at the same PA, EMPTY
+    for both, or a fault (UNASSIGNED or DESTROYED for the realm) at the same level."""
+    from rmm_mp.rmm import stage2
+    t = Rmi(machine)
+    realm = t.realm(s2sz=s2sz, start_level=start)
+    t.rtts(realm, ipa, 3)
+    rmm = machine.cpu(0).rmm
+    base = machine.dram_base
+    rd = Rd(machine.memory, (realm.rd - base) // GRANULE)
+    ctx = rd.params().s2ctx()
+    call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, ctx)  # type: ignore[arg-type]
+    bus = stage2.Stage2Bus(rmm, ctx, rmm.tlb)
+    for level in range(realm.start_level, s2tt.PAGE_LEVEL + 1):
+        if level == realm.start_level:
+            table = realm.roots[((ipa & ((1 << s2sz) - 1)) >> s2tt.level_shift(level)) >> s2tt.STRIDE]
+        else:
+            table = realm.rtts[(ipa & ~(s2tt.block_size(level - 1) - 1), level)]
+        table_idx, index = (table - base) >> 12, s2tt.entry_index(ipa, level)
+        kept = s2tt.read(machine.memory, table_idx, index)
+        pa = (base + (64 << 20)) & ~(s2tt.block_size(level) - 1)
+        for name, desc in entries(level, pa).items():
+            s2tt.write(machine.memory, table_idx, index, desc)
+            try:
+                page = realm_call.lock_realm_page(call, ipa)
+                page.release()
+                try:
+                    realm_sees: tuple[str, int] = ("ram", bus.translate(ipa & ~0xFFF, False, False) + base)
+                except stage2.WalkFault as fault:
+                    realm_sees = (fault.reason, fault.level)
+                want = {realm_call.RAM: [("ram", page.pa)], realm_call.EMPTY: [(stage2.EMPTY, level)],
+                        realm_call.FAULT: [(stage2.UNASSIGNED, level), (stage2.DESTROYED, level)]}[page.kind]
+                assert page.level == level and realm_sees in want, (level, name, hex(desc), page.kind, realm_sees)
+            finally:
+                s2tt.write(machine.memory, table_idx, index, kept)
