@@ -127,6 +127,11 @@ class RunLoop:
     def __init__(self, cpu: "Cpu", serve: "Sequence[int]" = (0,)) -> None:
         if cpu.id >= MAX_CPUS:
             raise ValueError(f"CPU {cpu.id}: the run queue counts exits for CPUs 0..{MAX_CPUS - 1}")
+        # The CPU handle's own check (smc_u64's) before the shared queue is touched: a forked
+        # child (or a closed handle) would zero the CPU's exit counts below and, in run_loop,
+        # take a vCPU it can never enter, leaving it RUNNING for ever.
+        if cpu._generation != cpu_handle._fork_generation or cpu._closed:
+            cpu._unusable()
         self.cpu = cpu
         self.queue = RunQueue(cpu.machine, serve)
         self.ctx = ExitContext(cpu, NsAllocator.for_cpu(cpu), self.queue)

@@ -2235,6 +2235,45 @@ def test_a_forked_child_cannot_step_the_parents_run_loop(machine: Machine) -> No
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_forked_child_running_the_parents_cpu_leaves_the_queue_alone(machine: Machine) -> None:
+    """run_loop in a forked child with its parent's CPU handle is refused before it touches the
+    shared run queue: the CPU's exit counts are not zeroed (RunLoop's constructor) and no vCPU is
+    taken (it would stay RUNNING, never entered, for ever); the parent then runs the realm to
+    its end."""
+    b = boot(machine, load_guest("hello"))
+    loop = RunLoop(b.cpu)        # type: ignore[arg-type]
+    vcpu = b.queue.take(0)
+    assert vcpu is not None
+    loop.step(vcpu)             # one exit counted, the vCPU queued again
+    counts = exit_counts(b.queue, 0)
+    assert any(counts) and b.queue.vcpu_state(vcpu) == V_QUEUED
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report: dict[str, object] = {}
+        try:
+            os.close(reader)
+            try:
+                runloop.run_loop(b.cpu, runloop.LoopPlan(budget=1))     # type: ignore[arg-type]
+                report["raised"] = None
+            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
+                report["raised"] = f"{type(exc).__name__}: {exc}"
+            os.write(writer, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert str(child["raised"]).startswith("MachineError"), child
+    assert exit_counts(b.queue, 0) == counts
+    assert b.queue.vcpu_state(vcpu) == V_QUEUED
+    assert b.run().ended == "done" and b.status().state == "DONE"
+    b.finish()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_a_forked_child_stepping_a_draining_vcpu_leaves_the_queue_alone(machine: Machine) -> None:
     """The same fork, with the vCPU's realm already off: step's first move (before REC_ENTER) is
     to read the realm's state in the shared queue and end a vCPU whose realm is not RUNNING. A
