@@ -183,7 +183,7 @@ class TypedFloatParam(click.ParamType):
     checks (`run` and `workloads show` --seconds), so that its error shows the value as typed.
     ASCII only, without '_' (refuse_odd_number). ``lo`` and ``hi``, that range, are named when
     a word is no number (not_seconds), so that a unit's hint names no number refused later;
-    ``why_not``, given the context (the command's parameters parsed so far) and such a number,
+    ``why_not``, given the context (typed_word reads its command line) and such a number,
     says why the command refuses it within the range (a workload's phases), or None."""
 
     name = "float"
@@ -371,6 +371,26 @@ def _shown_words(message: str, args: list[str]) -> str:
     return _escaped_controls(message)
 
 
+_TYPED_ARGS = "rmm_mp.typed_args"
+"""ctx.meta's key for the words of the command line that Command.parse_args was given."""
+
+
+def typed_word(ctx: click.Context | None, name: str) -> str | None:
+    """The word typed for parameter ``name`` (a positional argument, say) on ``ctx``'s command
+    line, before any parameter is converted, or None: for an option type's message that needs
+    an argument click converts only after the options (it parses positional arguments last).
+    Making the argument eager instead had "Missing argument" hide an option's own refusal."""
+    args = ctx.meta.get(_TYPED_ARGS) if ctx is not None else None
+    if ctx is None or args is None:
+        return None
+    try:
+        opts, _, _ = ctx.command.make_parser(ctx).parse_args(args=list(args))
+    except click.UsageError:
+        return None     # the real parse refuses the same words in its turn
+    word = opts.get(name)
+    return word if isinstance(word, str) else None
+
+
 class Command(click.Command):
     """click.Command whose refusal of its command line shows a word of it as every other refused
     value is shown (_shown_words: abbreviated past 240 characters, escaped if not printable),
@@ -385,6 +405,7 @@ class Command(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         typed_args = list(args)     # click's parser consumes the list it is given
+        ctx.meta[_TYPED_ARGS] = tuple(typed_args)
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:     # BadParameter and NoSuchOption too

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import click
 
-from rmm_mp.clitypes import Command, Group, Int, TypedFloatParam, usage_error
+from rmm_mp.clitypes import Command, Group, Int, TypedFloatParam, typed_word, usage_error
 from rmm_mp.cpu_outcome import error_text
 from rmm_mp.host import AllocatorError, HostError, RunQueueError
 from rmm_mp.hw.faults import MachineError
@@ -38,10 +38,11 @@ def _phases_refuse(ctx: click.Context | None, seconds: float) -> str | None:
     """Why `--seconds` of ``seconds`` is refused for the workload named on the command line
     although in its range, or None: a phase it leaves less than a nanosecond (resolve's
     check). For the hint of `--seconds 2e-9s`, which said "write 0.000000002" where the file's 4
-    phases refuse it. WORKLOAD is eager, so it is known here wherever it is typed; a file that
-    cannot be read gets no such reason here (its own error follows once the option is right)."""
-    name = ctx.params.get("workload") if ctx is not None else None
-    if not isinstance(name, str):
+    phases refuse it. WORKLOAD is read as typed (typed_word), wherever it is typed: click converts
+    it after the options; a file that cannot be read gets no such reason here (its own error
+    follows once the option is right)."""
+    name = typed_word(ctx, "workload")
+    if name is None:
         return None
     try:
         phases = spec.load(name).phases
@@ -85,7 +86,7 @@ def _resolve(workload: str, **options: object) -> Workload:
 
 
 @click.command(cls=Command)
-@click.argument("workload", metavar="WORKLOAD", is_eager=True)
+@click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None,
               help="Platform: a bundled name (rmm-mp platform list) or a path to a platform TOML file "
                    "[default: the workload's, else host].")
@@ -221,7 +222,7 @@ def workloads_list() -> None:
 
 
 @workloads_group.command(name="show")
-@click.argument("workload", metavar="WORKLOAD", is_eager=True)
+@click.argument("workload", metavar="WORKLOAD")
 @click.option("--platform", "platform_name", default=None, help="Show it resolved for this platform.")
 @click.option("--cpus", type=Int(), default=None, help="Show it resolved for this many CPUs.")
 @click.option("--seconds", type=_SECONDS, default=None,

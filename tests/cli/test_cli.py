@@ -885,3 +885,20 @@ def test_a_unit_hint_knows_the_workloads_phases(command: list[str], workload_fir
     # A file without phases takes any number in the range: the hint is as it was.
     single = CliRunner().invoke(main, [*command, "quickstart", "--seconds", "2e-9s"])
     assert "(without a unit: write 0.000000002)" in single.output, single.output
+
+
+@pytest.mark.parametrize("command", [["run"], ["workloads", "show"]])
+@pytest.mark.parametrize("words, refused", [
+    (["--seconds", "5s"], "'5s' is not a number of seconds (without a unit: write 5); expected"),
+    (["--seconds", "abc"], "'abc' is not a number of seconds; expected"),
+    (["--cpus", "x"], "'x' is not a valid integer"),
+])
+def test_a_bad_option_is_refused_before_a_missing_workload(command: list[str], words: list[str], refused: str) -> None:
+    """With WORKLOAD left out, a refused option is told first, as it was before the unit hint
+    came to know the workload's phases: making WORKLOAD an eager argument (to know it wherever it
+    is typed) had "Missing argument 'WORKLOAD'" hide the option's own refusal."""
+    result = CliRunner().invoke(main, [*command, *words])
+    assert result.exit_code == 2, result.output
+    assert refused in result.output and "Missing argument" not in result.output, result.output
+    missing = CliRunner().invoke(main, [*command, "--seconds", "5"])
+    assert missing.exit_code == 2 and "Missing argument 'WORKLOAD'" in missing.output, missing.output
