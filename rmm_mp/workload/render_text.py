@@ -489,15 +489,21 @@ def _entries(entries: Sequence[str]) -> list[str]:
     return [line for entry in entries for line in _wrap(entry, start="  ")]
 
 
+_MAX_LEAD = WIDTH // 2
+"""The widest indent a wrapped CPU failure line keeps (its further lines are 4 deeper)."""
+
+
 def _failure(text: str) -> list[str]:
     """A CPU failure's lines (CpuFailure.describe: its line, then any traceback), indented by 2.
     A line wider than the report (a long "how", an exception's message, a deep path in a
     traceback) is wrapped as a warning is (_wrap: terminal columns, never inside an escape), its
     own indent kept and its further lines 4 deeper; textwrap.indent let it run on. A line that
-    fits is kept as it is, blanks and all, so that a traceback's ^^^ marks stay under their code."""
+    fits is kept as it is, blanks and all, so that a traceback's ^^^ marks stay under their code.
+    An indent kept is at most _MAX_LEAD columns: one near the width (text an exception's message
+    quotes, indented deep) left its wrapped lines no room for a character, and the wrap never ended."""
     out: list[str] = []
     for line in text.split("\n"):
-        lead = "  " + line[:len(line) - len(line.lstrip(" "))]
+        lead = "  " + line[:min(len(line) - len(line.lstrip(" ")), _MAX_LEAD - 2)]
         if 2 + columns(line) <= WIDTH:
             out.append(f"  {line}".rstrip())
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import signal
 import unicodedata
 from dataclasses import replace
 
@@ -260,3 +261,29 @@ def test_a_cpu_failure_wider_than_the_report_is_wrapped() -> None:
     joined = " ".join(line.strip() for line in section)
     assert f"CPU 1 raised RuntimeError: {message}; locks still held: none" in joined, joined
     assert f"RuntimeError: {message}" in joined.split("Traceback", 1)[1], joined
+
+
+def test_a_cpu_failure_line_indented_past_the_width_is_wrapped_and_ends() -> None:
+    """A failure line indented near or past the report's width (an exception's message that
+    quotes deeply indented text) kept its whole indent as the indent of its wrapped lines, which
+    left no room for a character: the report never came out (the wrap went on forever). Its
+    indent is cut short so that the line's words still fit, and read without their indents the
+    pieces give the line's words whole."""
+    words = " ".join(f"word{i}" for i in range(40))
+    cases = [" " * 130 + words, " " * 113 + "x" * 20, " " * 117 + "y", "\t" * 3 + " " * 120 + "z" * 200]
+    def endless(signum: int, frame: object) -> None:
+        raise TimeoutError("the report took over 20 s: its wrap never ended")
+
+    previous = signal.signal(signal.SIGALRM, endless)
+    signal.alarm(20)
+    try:
+        for line in cases:
+            failure = CpuFailure(1, "raised RuntimeError: deep", f"RuntimeError: deep\n{line}\n", ())
+            lines = format_report(hand_built(**{**_CLEAN, "failures": (failure,)})).splitlines()
+            start = lines.index("CPU failures")
+            section = lines[start + 1:lines.index("", start)]
+            assert all(len(piece) <= WIDTH for piece in section), section
+            assert "".join("".join(piece.split()) for piece in section[2:]) == "".join(line.split()), section
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
