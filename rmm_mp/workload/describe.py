@@ -130,9 +130,27 @@ def _prose(text: str) -> list[str]:
     """A description too long for a line, wrapped on its spaces with the spacing its writer gave
     it: a line breaks at a space or at a run of spaces (dropped there), and every other run of
     spaces is kept whole (two after a full stop, a gap lining words up), as the description is
-    shown when it fits. wrapped alone read each run as one space."""
-    spaced = re.sub(r" {2,}", lambda run: "\0" * (len(run.group()) - 1) + " ", text)
-    return [line.rstrip(" ") for line in wrapped(spaced, "    ", "  ")]
+    shown when it fits. wrapped alone read each run as one space. Each word is placed with the
+    run before it, which counts only where no break falls: held to the word before it instead, a
+    run made that word wider, and one that fit a line alone was cut in two. A word wider than a
+    line is cut as wrapped cuts it, going on from the line it starts on."""
+    lines: list[str] = []
+    line, fresh = "  ", True    # fresh: the line holds nothing yet but its indent
+    for gap, word in re.findall(r"( *)([^ ]+)", text):
+        # The first line keeps a description's leading spaces, as it is shown when it fits,
+        # unless they leave no room for a word.
+        sep = "" if fresh and (lines or columns(line + gap) > WIDTH - KEEP) else gap
+        if not fresh and columns(line + sep + word) > WIDTH and (
+                columns(word) <= WIDTH - 4 or WIDTH - columns(line + sep) < KEEP):
+            lines.append(line)
+            line, fresh, sep = "    ", True, ""
+        if columns(line + sep + word) <= WIDTH:
+            line, fresh = line + sep + word, False
+            continue
+        *done, line = wrapped(word, "    ", line + sep)
+        lines += done
+        fresh = False
+    return lines if fresh else [*lines, line]
 
 
 def summary(file: WorkloadFile) -> str:

@@ -134,3 +134,22 @@ def test_a_long_description_keeps_its_spacing_when_wrapped(tmp_path: Path) -> No
     # No break fell at a run of spaces here: read with a space at each break, the lines give the
     # description back, its runs of spaces and all.
     assert " ".join(line.strip() for line in body) == description, body
+
+
+def test_a_run_of_spaces_at_a_break_is_dropped_whole(tmp_path: Path) -> None:
+    """Where a line of a wrapped description breaks at a run of spaces, the run is dropped there
+    whole. The run was held to the end of the word before it, which made that word wider: a
+    word that fits a line alone (110 columns) was cut in two, its end and the run of spaces
+    starting the next line; and a run wider than a line left a blank line and a line of spaces."""
+    cases = [("w" * 110 + " " * 8 + "z" * 20, ["  " + "w" * 110, "    " + "z" * 20]),
+             ("a" + " " * 300 + "b c", ["  a", "    b c"]),
+             ("lead " + "x" * 105 + "   " + "y" * 10 + "  tail", ["  lead " + "x" * 105, "    " + "y" * 10 + "  tail"])]
+    for description, expected in cases:
+        workload = tmp_path / "w.toml"
+        workload.write_text(f'description = "{description}"\nseconds = 1\nactivities = {{ run = 1 }}\n'
+                            '[[realm]]\nname = "r"\nguest = "hello"\n')
+        shown = CliRunner().invoke(main, ["workloads", "show", str(workload)])
+        assert shown.exit_code == 0, shown.output
+        lines = shown.output.splitlines()
+        end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
+        assert lines[1:end] == expected, lines[1:end]
