@@ -24,7 +24,7 @@ import unicodedata
 from typing import Any, Collection, Sequence
 
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
-from rmm_mp.printable import shown_path
+from rmm_mp.printable import basic_string, not_one_printable_line, shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
 from rmm_mp.workload.describe import WIDTH, columns, held, paragraph, seconds_text, wrapped
 from rmm_mp.workload.render_json import to_json
@@ -500,9 +500,14 @@ def _failure(text: str) -> list[str]:
     own indent kept and its further lines 4 deeper; textwrap.indent let it run on. A line that
     fits is kept as it is, blanks and all, so that a traceback's ^^^ marks stay under their code.
     An indent kept is at most _MAX_LEAD columns: one near the width (text an exception's message
-    quotes, indented deep) left its wrapped lines no room for a character, and the wrap never ended."""
+    quotes, indented deep) left its wrapped lines no room for a character, and the wrap never ended.
+    A line holding a character that is not printable (an ESC in an exception's message, which
+    came from the CPU raw) is shown as a TOML basic string, as an error's notes are
+    (cpu_outcome.error_text); a tab alone is read as a space by the wrap."""
     out: list[str] = []
     for line in text.split("\n"):
+        if not_one_printable_line(line.replace("\t", " ")) is not None:
+            line = basic_string(line)
         lead = "  " + line[:min(len(line) - len(line.lstrip(" ")), _MAX_LEAD - 2)]
         if 2 + columns(line) <= WIDTH:
             out.append(f"  {line}".rstrip())

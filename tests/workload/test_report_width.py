@@ -287,3 +287,21 @@ def test_a_cpu_failure_line_indented_past_the_width_is_wrapped_and_ends() -> Non
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_cpu_failure_with_a_control_character_reaches_the_terminal_escaped() -> None:
+    """A CPU failure's line and traceback come from the CPU process as the exception said them:
+    an ESC in its message (a path it names, a guest's bytes) reached the terminal raw, and
+    then the wrap could split the terminal sequence over two lines. Such a line is shown as a
+    TOML basic string, its ESC as \\u001B; a line without one is as it was."""
+    message = "bad path /tmp/\x1b[2J/x " + "word " * 30
+    traceback = f"Traceback (most recent call last):\nRuntimeError: {message}\n"
+    failure = CpuFailure(1, f"raised RuntimeError: {message}", traceback, ())
+    text = format_report(hand_built(**{**_CLEAN, "failures": (failure,)}))
+    assert "\x1b" not in text
+    lines = text.splitlines()
+    start = lines.index("CPU failures")
+    section = lines[start + 1:lines.index("", start)]
+    assert section[0].startswith('  "CPU 1 raised RuntimeError: bad path /tmp/\\u001B[2J/x word'), section
+    assert "  Traceback (most recent call last):" in section, section
+    assert all(len(line) <= WIDTH for line in section), section
