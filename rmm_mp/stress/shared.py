@@ -20,10 +20,12 @@ Little-endian; every word is read and written with atomic loads and stores:
            next REC_CREATE: CPUs race to create index + 1)
     0x0B0  quiescent check pending u32 (deterministic: CPUs park between operations until all
            are there); 0x0B8 step at which the next quiescent check is due u64
-    0x100  per CPU (MAX_CPUS of them), 128 bytes each: status u32, blocked-on u32 (granule
-           index + 1), last point kind u32, op count u32, last point argument u64, priority u64,
-           steps run u64; at +0x40, a u32 per name of COUNTED (operations by kind, then events),
-           the CPU's own copy of its report's counts, read for a CPU that returned no result
+    0x100  per CPU (MAX_CPUS of them), 192 bytes each: status u32, blocked-on u32 (granule
+           index + 1), last point kind u32, reserved u32, last point argument u64, priority u64,
+           steps run u64, op count u64; at +0x40, a u64 per name of COUNTED (operations by kind,
+           then events), the CPU's own copy of its report's counts, read for a CPU that returned
+           no result. The counters are u64: a day's run (--seconds 86,400) of one CPU at some
+           50,000 operations a second passes 2**32, where a u32 wrapped to 0 (layout version 2).
 
 This module owns the layout. It must not decide anything.
 """
@@ -38,7 +40,9 @@ from rmm_mp.host.runqueue import MAX_CPUS as RUNQUEUE_MAX_CPUS
 from rmm_mp.hw.segment import STRESS_PART, Segment
 
 MAGIC: Final = b"RMMSTRSS"
-VERSION: Final = 2
+VERSION: Final = 3
+"""The layout's version, checked on attach (3: u64 counters, 192 bytes a CPU; 2: u32 counters by kind,
+128 bytes; 1: 64 bytes a CPU, its operation count only)."""
 PART: Final = STRESS_PART
 MAX_CPUS: Final = RUNQUEUE_MAX_CPUS
 """The most CPUs a stress run has: the host run queue's (host.runqueue.MAX_CPUS, 64), which
@@ -68,11 +72,11 @@ _STEP, _TURN, _END, _RNG, _BUDGET = 0x20, 0x28, 0x2C, 0x30, 0x38
 _SWITCHES, _PREEMPTIONS, _END_STEP, _QUIESCENT = 0x40, 0x48, 0x50, 0x58
 _REC_HINT = 0xA8
 _QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
-_CPU, _CPU_SIZE = 0x100, 128
+_CPU, _CPU_SIZE = 0x100, 192
 SIZE: Final = (_CPU + _CPU_SIZE * MAX_CPUS + 0xFFF) & ~0xFFF
-"""Whole pages, holding MAX_CPUS CPUs' words (three pages for 64)."""
-C_STATUS, C_BLOCKED, C_KIND, C_OPS, C_ARG, C_PRIORITY, C_STEPS, C_COUNTS = 0, 4, 8, 12, 16, 24, 32, 64
-assert C_COUNTS + 4 * len(COUNTED) <= _CPU_SIZE
+"""Whole pages, holding MAX_CPUS CPUs' words (four pages for 64)."""
+C_STATUS, C_BLOCKED, C_KIND, C_ARG, C_PRIORITY, C_STEPS, C_OPS, C_COUNTS = 0, 4, 8, 16, 24, 32, 40, 64
+assert C_COUNTS + 8 * len(COUNTED) <= _CPU_SIZE
 
 
 class StressSegment:
@@ -109,6 +113,13 @@ class StressSegment:
         if bytes(segment.buf[0:8]) != MAGIC:
             segment.close()
             raise ValueError(f"{prefix}.{PART} is not a stress segment")
+        version = int.from_bytes(segment.buf[8:12], "little")
+        if version != VERSION or segment.size < SIZE:
+            # Read at this layout's offsets, another's words were misread and overwritten silently
+            # (a CPU process that imported an rmm_mp edited while the run started up).
+            segment.close()
+            raise ValueError(f"{prefix}.{PART} is a stress segment of layout version {version} and "
+                             f"{segment.size} bytes; expected {VERSION} and {SIZE} bytes (another rmm-mp made it)")
         return cls(segment, creator=False)
 
     def close(self) -> None:
@@ -260,17 +271,17 @@ class StressSegment:
         self.view.store_u64(self._cpu(cpu) + C_PRIORITY, value)
 
     def count_op(self, cpu: int) -> None:
-        self.view.fetch_add_u32(self._cpu(cpu) + C_OPS, 1)
+        self.view.fetch_add_u64(self._cpu(cpu) + C_OPS, 1)
 
     def ops(self, cpu: int) -> int:
-        return self.view.load_u32(self._cpu(cpu) + C_OPS)
+        return self.view.load_u64(self._cpu(cpu) + C_OPS)
 
     def count(self, cpu: int, name: str) -> None:
         """One more of ``name`` (a name of COUNTED) on ``cpu``."""
-        self.view.fetch_add_u32(self._cpu(cpu) + C_COUNTS + 4 * _COUNT_INDEX[name], 1)
+        self.view.fetch_add_u64(self._cpu(cpu) + C_COUNTS + 8 * _COUNT_INDEX[name], 1)
 
     def counts(self, cpu: int) -> dict[str, int]:
         """``cpu``'s counts by name, those not 0, as its report's counts hold them."""
         base = self._cpu(cpu) + C_COUNTS
-        read = {name: self.view.load_u32(base + 4 * i) for i, name in enumerate(COUNTED)}
+        read = {name: self.view.load_u64(base + 8 * i) for i, name in enumerate(COUNTED)}
         return {name: n for name, n in read.items() if n}

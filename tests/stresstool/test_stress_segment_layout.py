@@ -1,0 +1,55 @@
+"""The stress segment's layout (stress.shared): the last CPU's words inside the pages made, the
+per-CPU counters on a long run, and a segment of another layout version refused on attach."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from rmm_mp.stress import shared
+from rmm_mp.stress.shared import COUNTED, MAX_CPUS, StressSegment
+
+
+@pytest.fixture
+def seg() -> Iterator[StressSegment]:
+    s = StressSegment.create(f"rmm-mp-test-layout-{os.getpid()}", MAX_CPUS, shared.MODE_FREE, 0, 0, 1)
+    yield s
+    s.close()
+
+
+def test_the_last_cpus_words_lie_inside_the_segment(seg: StressSegment) -> None:
+    """At MAX_CPUS (64), the last CPU's every counter is written and read back, up to the last
+    byte of its words, and the segment is whole pages; the CPU before it is not touched."""
+    assert shared.SIZE % 4096 == 0 and len(seg.segment.buf) == shared.SIZE
+    last = MAX_CPUS - 1
+    assert seg._cpu(last) + shared._CPU_SIZE <= shared.SIZE
+    for i, name in enumerate(COUNTED):
+        for _ in range(i + 1):
+            seg.count(last, name)
+    seg.count_op(last)
+    assert seg.counts(last) == {name: i + 1 for i, name in enumerate(COUNTED)}
+    assert seg.ops(last) == 1
+    assert seg.counts(last - 1) == {} and seg.ops(last - 1) == 0
+
+
+def test_the_counters_do_not_wrap_at_32_bits(seg: StressSegment) -> None:
+    """A day's run (--seconds 86,400) of one CPU at some 50,000 idle operations a second counts past
+    2**32: a u32 counter wrapped to 0 and the CPU's counts read as none. Failed before the counters
+    were u64 (the operation count read 0, the count by kind was left out)."""
+    base = seg._cpu(0)
+    seg.view.store_u32(base + shared.C_OPS, 0xFFFF_FFFF)
+    seg.view.store_u32(base + shared.C_COUNTS, 0xFFFF_FFFF)
+    seg.count_op(0)
+    seg.count(0, COUNTED[0])
+    assert seg.ops(0) == 1 << 32
+    assert seg.counts(0) == {COUNTED[0]: 1 << 32}
+
+
+def test_a_segment_of_another_layout_version_is_refused(seg: StressSegment) -> None:
+    """The version word was written but never read: a CPU process of another layout (rmm_mp
+    edited while the run started up) read and wrote its words at other offsets, silently."""
+    seg.view.store_u32(0x08, shared.VERSION - 1)
+    with pytest.raises(ValueError, match=f"layout version {shared.VERSION - 1}.*expected {shared.VERSION}"):
+        StressSegment.attach(seg.machine_name)
