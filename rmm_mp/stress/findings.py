@@ -182,12 +182,15 @@ def _quoted_forms(shown: str) -> tuple[tuple[str, str], ...]:
 
 
 _WORD_DIR_AS_PATH = (r"(?:(?<=(['\"]))<dir>(?=\1)"
-                     r"|(?<=\bin )<dir>(?= \(|:)|(?<=\benlarge )<dir>(?![\w.~/-])"
-                     r"|(?<![\w.~/-])<dir>(?= has \d| \(RMM_MP_SHM_DIR))")
+                     r"|(?<=\bin )<dir>(?= \(it was closed)|(?<=\bsegment in )<dir>(?![\w.~/-])"
+                     r"|(?<=\bor enlarge )<dir>(?![\w.~/-])"
+                     r"|(?<![\w.~/-])<dir>(?= has [\d,]+ MiB free| \(RMM_MP_SHM_DIR))")
 """Where a message names a segment directory that is one relative name (``<dir>``) alone, as a path: in
-quotes of its own, and as rmm_mp.machine's errors name it (``no machine named ... in <dir> (it was
-closed, ...)``, ``its ctl segment in <dir>: ...``, ``<dir> has 5 MiB free``, ``enlarge <dir>``,
-``<dir> (RMM_MP_SHM_DIR)``). Anywhere else the name is a word of the message, and stays."""
+quotes of its own, and as rmm_mp.machine's and rmm_mp.outpaths' errors name it (``no machine named ... in
+<dir> (it was closed, ...)``, ``its ctl segment in <dir>: ...``, ``<dir> has 5 MiB free``, ``or enlarge
+<dir>``, ``<dir> (RMM_MP_SHM_DIR)``), each form with the words of its message: a looser ``WORD has N``
+masked host.exits's "the realm has 2 RECs" with RMM_MP_SHM_DIR=realm. Anywhere else the name is a word
+of the message, and stays."""
 
 
 def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:

@@ -30,3 +30,30 @@ def test_a_word_segment_directory_is_masked_only_where_it_stands_as_a_path(shm_d
     }
     for text, masked in named.items():
         assert without_run_place(text, (shm_dir,)) == masked, text
+
+
+@pytest.mark.parametrize("shm_dir", ["realm", "lock", "in", "CPU", "tables/"])
+def test_a_word_directory_is_not_masked_in_message_forms_that_only_look_like_a_path(shm_dir: str) -> None:
+    """The forms the masking took as a path matched more than rmm_mp.machine's errors: any "WORD has
+    N" (host.exits's "the realm has 2 RECs", with RMM_MP_SHM_DIR=realm, read "the ? has 2 RECs"), any
+    "in WORD:" or "in WORD (" and any "enlarge WORD". Failed before each form was tied to its message."""
+    word = shm_dir.rstrip("/")
+    for text in (f"a PSCI exit naming MPIDR 0x1 (REC 3); the {word} has 2 RECs",
+                 f"error: {word} has 3 waiters", f"blocked in {word}: X0 = 0x4", f"a call in {word} (REC 0x8000)",
+                 f"enlarge {word} to 64 MiB", f"in in {word} (it was"):
+        assert without_run_place(text, (shm_dir,)) == text, text
+    shown = shm_dir
+    named = {
+        f"no machine named 'rmm-mp-?' in {shown} (it was closed, or never existed)":
+            "no machine named 'rmm-mp-?' in ? (it was closed, or never existed)",
+        f"platform 'x' needs 9 MiB of shared memory but {shown} has 1,024 MiB free: remove leftovers with "
+        f"`rmm-mp clean`, use a smaller platform or fewer CPUs, or enlarge {shown}":
+            "platform 'x' needs 9 MiB of shared memory but ? has 1,024 MiB free: remove leftovers with "
+            "`rmm-mp clean`, use a smaller platform or fewer CPUs, or enlarge ?",
+        f"a path that is not an rmm-mp machine's shared memory segment in {shown}":
+            "a path that is not an rmm-mp machine's shared memory segment in ?",
+        f"shared memory cannot be made in {shown} (RMM_MP_SHM_DIR): expected a directory":
+            "shared memory cannot be made in ? (RMM_MP_SHM_DIR): expected a directory",
+    }
+    for text, masked in named.items():
+        assert without_run_place(text, (shm_dir,)) == masked, text
