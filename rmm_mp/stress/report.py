@@ -177,6 +177,12 @@ class StressReport:
                        interrupted_by=self.interrupted_by or by)
 
     @property
+    def cut_short(self) -> bool:
+        """Stopped before its budget or time by a signal or by its stop flag from outside (ended
+        "stopped"): its length did not end it, so more --seconds or --steps is no advice for it."""
+        return self.interrupted or self.ended == "stopped"
+
+    @property
     def ok(self) -> bool:
         return not self.findings
 
@@ -272,7 +278,7 @@ class StressReport:
         if self.ok and not sum(self.ops.values()):
             # As pytest says when it collected nothing: a pass that tested nothing is not one.
             lines.append("no findings, but no operation completed: nothing was tested"
-                         + ("" if self.interrupted else " (give the run more --seconds or --steps)"))
+                         + ("" if self.cut_short else " (give the run more --seconds or --steps)"))
         elif self.ok:
             lines.append("no findings")
         else:
@@ -294,7 +300,7 @@ class StressReport:
                 # the same finding again: the bug has to run without the one found first.
                 hint = (f"; the run ended at a finding before it got there (`rmm-mp stress --inject {name}` "
                         "runs it alone)")
-            elif self.interrupted:
+            elif self.cut_short:
                 hint = ""
             else:
                 hint = "; more --steps or --seconds may reach it"

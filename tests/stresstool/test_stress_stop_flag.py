@@ -59,3 +59,15 @@ def test_a_replay_stopped_by_the_flag_is_no_reproduction() -> None:
     found = Finding("invariants", "x", "broken", None)
     stopped = StressReport(cfg, (found,), "finding", 1.0, {0: 3}, steps=200)
     assert schedule_file.compare("s.json", (found,), stopped).reproduced
+
+
+def test_a_stopped_run_is_not_told_to_run_longer() -> None:
+    """A run stopped from outside was cut short, as an interrupted one is: "give the run more
+    --seconds or --steps" and "more --steps or --seconds may reach it" gave advice its length had no
+    part in. Failed before "stopped" was taken as a cut-short end there (both hints were given)."""
+    from rmm_mp.stress.report import StressReport
+    cfg = StressConfig(workload="tables", inject=("data-create-rtt-before-rd",))
+    idle = StressReport(cfg, (), "stopped", 1.0, {}).text()
+    assert "nothing was tested" in idle and "give the run more" not in idle, idle
+    some = StressReport(cfg, (), "stopped", 1.0, {0: 3}).text()
+    assert "data-create-rtt-before-rd" in some and "may reach it" not in some, some
