@@ -169,8 +169,9 @@ class StressReport:
 
     def marked_interrupted(self, not_done: tuple[str, ...] = (), by: str = "") -> "StressReport":
         """This report with Ctrl-C or SIGTERM noted: ``interrupted``, and ``ended`` "interrupted"
-        where it said the run reached its end ("budget", "time"); a finding, an abort or a
-        timeout keep their end, as they do when the signal stops the CPUs. ``not_done`` is
+        where it said the run reached its end ("budget", "time"); a finding, an abort, a
+        timeout or its stop flag ("stopped") keep their end, as they do when the signal stops
+        the CPUs. ``not_done`` is
         added to what was left undone; ``by`` names the signal, unless one was named before."""
         ended = "interrupted" if self.ended in ("budget", "time") else self.ended
         return replace(self, ended=ended, interrupted=True, not_done=self.not_done + not_done,
