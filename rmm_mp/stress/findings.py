@@ -36,6 +36,11 @@ _SKIP_FILES = tuple(os.path.join(_PACKAGE_ROOT, "hw", name) for name in ("granul
 first frame outside them (the catalogued bugs in stress/bugs_rmi.py count as RMM code)."""
 
 
+def _shown(line: str) -> str:
+    """``line`` as a report prints it: as it is, or escaped when a character of it is not printable."""
+    return line if not_one_printable_line(line.replace("\t", " ")) is None else basic_string(line)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One problem a checker saw."""
@@ -63,12 +68,16 @@ class Finding:
         return f"[{self.checker}: {self.rule}] {where}{step}: {self.message}"
 
     def text(self) -> str:
-        lines = [self.headline()]
+        """The finding as the report prints it: its headline, then its call, site and details
+        indented. A line holding a character that is not printable (a CPU failure's exception
+        message or traceback, as the CPU said it: an ESC in a path) is shown as a TOML basic
+        string (rmm_mp.printable), as the run report shows such a line; a tab alone stays."""
+        lines = [_shown(self.headline())]
         if self.call:
-            lines.append(f"    in {self.call}")
+            lines.append(f"    in {_shown(self.call)}")
         if self.site:
-            lines.append(f"    at {self.site}")
-        lines.extend(f"    {line}" for line in self.details)
+            lines.append(f"    at {_shown(self.site)}")
+        lines.extend(f"    {_shown(line)}" for line in self.details)
         return "\n".join(lines)
 
     def replay_text(self) -> str:

@@ -524,3 +524,16 @@ def test_a_chain_of_waiters_behind_a_stopped_holder_is_folded_whole(machine: Mac
         f"CPU 1 was stuck behind it: it waited for {first.addr(LEAKED):#x}, which CPU 0 held, and {how}",
         f"CPU 2 was stuck behind CPU 1: it waited for {second.addr(LEAKED + 1):#x}, which CPU 1 held, and {how}",
     ), report.text()
+
+
+def test_a_finding_line_with_a_control_character_is_printed_escaped() -> None:
+    """A CPU failure's finding quotes its exception's message and the last lines of its
+    traceback as the CPU process said them: an ESC there (a path, a guest's bytes) reached the
+    terminal raw in the stress report. Such a line is shown as a TOML basic string; a line
+    without one, and a tab, are as they were."""
+    finding = Finding("watchdog", "cpu-died", "CPU 1 raised OSError: /tmp/\x1b[2J", 1, "RMI_DATA_CREATE", "",
+                      ("CPU 0: idle", "OSError: /tmp/\x1b[2J/x", "\tat x"))
+    lines = finding.text().splitlines()
+    assert "\x1b" not in finding.text()
+    assert lines[0] == '"[watchdog: cpu-died] CPU 1: CPU 1 raised OSError: /tmp/\\u001B[2J"', lines
+    assert lines[1:] == ["    in RMI_DATA_CREATE", "    CPU 0: idle", '    "OSError: /tmp/\\u001B[2J/x"', "    \tat x"], lines
