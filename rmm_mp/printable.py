@@ -53,6 +53,14 @@ def not_one_printable_line(text: str) -> str | None:
     return None
 
 
+def shown_line(text: str) -> str:
+    """A line of another's text (an exception's message, a traceback's line, an error's note) as
+    a report prints it: as it is when it is printable (a tab included, which the reports' wraps
+    read as a space), else as a TOML basic string whose escapes show the characters that are
+    not: an ESC in a path the text names must not act on the terminal."""
+    return text if not_one_printable_line(text.replace("\t", " ")) is None else basic_string(text)
+
+
 def shown_path(path: str | os.PathLike[str]) -> str:
     """``path`` (a file's path, "command line", a name a user typed) as a message names it: as
     it is when it is one line of printable text, else as a TOML basic string whose escapes show

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.rsi import RsiFid
-from rmm_mp.printable import basic_string, not_one_printable_line
+from rmm_mp.printable import basic_string, not_one_printable_line, shown_line
 
 CHECKERS = ("lockdep", "ownership", "invariants", "watchdog", "functional")
 """Every checker name a Finding may carry ("functional": a crash inside the RMM, or a status or
@@ -34,11 +34,6 @@ _SKIP_FILES = tuple(os.path.join(_PACKAGE_ROOT, "hw", name) for name in ("granul
     _STRESS + name for name in ("instrument.py", "ownership.py", "lockdep.py", "probe.py", "sched.py", "findings.py"))
 """Frames of the lock API, the accessors and the stress tool's own machinery; a site is the
 first frame outside them (the catalogued bugs in stress/bugs_rmi.py count as RMM code)."""
-
-
-def _shown(line: str) -> str:
-    """``line`` as a report prints it: as it is, or escaped when a character of it is not printable."""
-    return line if not_one_printable_line(line.replace("\t", " ")) is None else basic_string(line)
 
 
 @dataclass(frozen=True)
@@ -72,12 +67,12 @@ class Finding:
         indented. A line holding a character that is not printable (a CPU failure's exception
         message or traceback, as the CPU said it: an ESC in a path) is shown as a TOML basic
         string (rmm_mp.printable), as the run report shows such a line; a tab alone stays."""
-        lines = [_shown(self.headline())]
+        lines = [shown_line(self.headline())]
         if self.call:
-            lines.append(f"    in {_shown(self.call)}")
+            lines.append(f"    in {shown_line(self.call)}")
         if self.site:
-            lines.append(f"    at {_shown(self.site)}")
-        lines.extend(f"    {_shown(line)}" for line in self.details)
+            lines.append(f"    at {shown_line(self.site)}")
+        lines.extend(f"    {shown_line(line)}" for line in self.details)
         return "\n".join(lines)
 
     def replay_text(self) -> str:

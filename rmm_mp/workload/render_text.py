@@ -24,7 +24,7 @@ import unicodedata
 from typing import Any, Collection, Sequence
 
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
-from rmm_mp.printable import basic_string, not_one_printable_line, shown_path
+from rmm_mp.printable import shown_line, shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
 from rmm_mp.workload.describe import WIDTH, columns, held, paragraph, seconds_text, wrapped
 from rmm_mp.workload.render_json import to_json
@@ -506,8 +506,7 @@ def _failure(text: str) -> list[str]:
     (cpu_outcome.error_text); a tab alone is read as a space by the wrap."""
     out: list[str] = []
     for line in text.split("\n"):
-        if not_one_printable_line(line.replace("\t", " ")) is not None:
-            line = basic_string(line)
+        line = shown_line(line)
         lead = "  " + line[:min(len(line) - len(line.lstrip(" ")), _MAX_LEAD - 2)]
         if 2 + columns(line) <= WIDTH:
             out.append(f"  {line}".rstrip())
