@@ -125,6 +125,9 @@ class Interrupts:
     def __init__(self, sigterm: bool, continues: bool = False) -> None:
         self.by = ""
         """What interrupted a step ("Ctrl-C", "SIGTERM"); "" if none did."""
+        self.notes: tuple[str, ...] = ()
+        """The notes of the KeyboardInterrupt that escaped ``passthrough``'s fn (run_cpus names
+        there an error the interrupt replaced and its clean-up's errors), for the report."""
         self.final = False
         """The command has given all its output and its exit status (``decided``)."""
         self.armed = False
@@ -338,7 +341,8 @@ class Interrupts:
         sets ``passing`` False as soon as it can); (False, None) when one escapes fn, or when
         one was noted before (between steps, such as after the build the CPUs were to run on):
         fn is then not called, as a step is skipped, where it started the CPUs and ran them to
-        their end (a timed run's full length) as if no signal had come."""
+        their end (a timed run's full length) as if no signal had come. The escaping interrupt's
+        notes are kept in ``notes``."""
         try:
             self.take()         # one held back whose own handler raises skips fn, as in ``step``
             self.passing = True
@@ -347,6 +351,7 @@ class Interrupts:
             return True, fn()
         except KeyboardInterrupt as exc:
             self.by = self.by or (exc.args[0] if exc.args else "Ctrl-C")
+            self.notes = tuple(getattr(exc, "__notes__", ()))
             return False, None
         finally:        # whatever fn raised: the steps after it take signals as steps again
             self.passing = False

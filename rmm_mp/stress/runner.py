@@ -47,6 +47,7 @@ from rmm_mp.stress.shared import (
 from rmm_mp.stress.watchdog import Watchdog, snapshots
 from rmm_mp.stress.worker import CpuPlan, stress_cpu
 from rmm_mp.interrupts import Interrupts
+from rmm_mp.printable import shown_line
 
 HANG_CPU_S = 20.0
 """A deterministic run whose running CPU uses this much CPU time without a schedule point hangs."""
@@ -210,6 +211,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
             stop.by = ""
             not_done.append(f"the CPUs' run not begun: interrupted ({by}) as their processes were being started, "
                             "before any of them was ready, so none made a call")
+        # What run_cpus noted on the interrupt: an error it replaced, its clean-up's errors.
+        not_done.extend(shown_line(note) for note in stop.notes)
     report = ending.report(machine, seg, config, result, sup, time.monotonic() - start, stop, not_done)
     # A CPU whose machine handle failed to close after it sent its result (cpu_exit.close_machine):
     # the report says so, as `rmm-mp run`'s does; it was on the CPU's stderr only.

@@ -54,7 +54,7 @@ from rmm_mp.hw.quiesce import Participant
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import RunResult
-from rmm_mp.printable import shown_path
+from rmm_mp.printable import shown_line, shown_path
 from rmm_mp import words
 from rmm_mp.runtime import STARTUP_S, host_cores, oversubscription, run_cpus
 from rmm_mp.stats import report as latency
@@ -229,6 +229,7 @@ def _run(machine: Machine, w: Workload, options: RunOptions, ids: list[int], sto
         report = _report(machine, w, options, RunResult({}, (), True, 0.0, f"interrupted before the run ({stop.by})"),
                          {}, {}, {},
                          (), [], None, skipped, [f"the CPUs were not started: interrupted ({stop.by}) {when}",
+                                                 *(shown_line(note) for note in stop.notes),
                                                  f"invariants not checked: interrupted ({stop.by})",
                                                  f"teardown not done: interrupted ({stop.by})"], 0)
         return dataclasses.replace(report, not_started=tuple(ids))

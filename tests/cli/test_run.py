@@ -1242,6 +1242,37 @@ def test_a_ctrl_c_after_an_error_of_the_parent_during_the_run_does_not_replace_i
     assert "not started" not in proc.stdout and "INTERRUPTED" not in proc.stdout, proc.stdout
 
 
+# run_cpus as it leaves on a Ctrl-C during its CPUs' start-up that replaced a CPU's start
+# error and met a clean-up error (runtime.py notes both on the interrupt), its CPUs never run.
+_RUN_CPUS_INTERRUPTED_WITH_NOTES = r'''
+import rmm_mp.stress.runner as _sr
+import rmm_mp.workload.run as _wr
+def _run_cpus(*args, **kwargs):
+    exc = KeyboardInterrupt("Ctrl-C")
+    exc.add_note("run_cpus: dropped for this interrupt: CpuStartError: CPU 1 failed to start")
+    exc.add_note("run_cpus: clean-up: joining the feeder of CPU 1 failed: OSError: /tmp/\x1b[2J")
+    raise exc
+_wr.run_cpus = _sr.run_cpus = _run_cpus
+'''
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args", [["run", "quickstart", "--cpus", "2", "--iterations", "20", "--no-progress"],
+                                  ["stress", "--cpus", "2", "--seconds", "1"]], ids=["run", "stress"])
+def test_the_notes_of_an_interrupt_that_left_run_cpus_are_in_the_report(tmp_path: Path, args: list[str]) -> None:
+    """A Ctrl-C during the CPUs' start-up leaves run_cpus with notes naming what it replaced (a
+    CPU's start error) and its clean-up's errors. The command's guard took the interrupt and
+    dropped its notes: the report said only that the CPUs were not started. Its "not done" list
+    names them now, each on a line, escaped where a character is not printable."""
+    proc = _run_with_hooks(tmp_path, [], args, prelude=_RUN_CPUS_INTERRUPTED_WITH_NOTES)
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "run_cpus: dropped for this interrupt: CpuStartError: CPU 1 failed to start" in out, out
+    assert '"run_cpus: clean-up: joining the feeder of CPU 1 failed: OSError: /tmp/\\u001B[2J"' in out, out
+    assert "\x1b" not in out
+
+
 @pytest.mark.multiprocess
 def test_a_second_ctrl_c_stops_a_hung_teardown(tmp_path: Path) -> None:
     """The first Ctrl-C stops the CPUs (at the supervisor's first tick); the teardown after it
