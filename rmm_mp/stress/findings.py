@@ -67,23 +67,29 @@ class Finding:
         indented. A line holding a character that is not printable (a CPU failure's exception
         message or traceback, as the CPU said it: an ESC in a path) is shown as a TOML basic
         string (rmm_mp.printable), as the run report shows such a line; a tab alone stays."""
-        lines = [shown_line(self.headline())]
+        return self._text(shown_line)
+
+    def _text(self, shown: Callable[[str], str] = str) -> str:
+        """The finding's lines, each of its own text as ``shown`` shows it (as it is by default)."""
+        lines = [shown(self.headline())]
         if self.call:
-            lines.append(f"    in {shown_line(self.call)}")
+            lines.append(f"    in {shown(self.call)}")
         if self.site:
-            lines.append(f"    at {shown_line(self.site)}")
-        lines.extend(f"    {shown_line(line)}" for line in self.details)
+            lines.append(f"    at {shown(self.site)}")
+        lines.extend(f"    {shown(line)}" for line in self.details)
         return "\n".join(lines)
 
     def replay_text(self) -> str:
         """The text without source line numbers and the values only one run has: what a replay
-        compares (see without_lines, without_run_values)."""
-        return without_run_values(without_lines(self.text()), self.shm_dirs())
+        compares (see without_lines, without_run_values). Of the text as the CPU said it, not as
+        printed: a line printed escaped (a TOML string, ``File \\"...\\", line 40``) was no
+        traceback line to the masks, and its source path and line number stayed."""
+        return without_run_values(without_lines(self._text()), self.shm_dirs())
 
     def run_free_text(self) -> str:
         """The text without the values only one run has (times, pids), line numbers kept: two
-        replays that differ in these alone differ in no source line."""
-        return without_run_values(self.text(), self.shm_dirs())
+        replays that differ in these alone differ in no source line. Unescaped, as replay_text."""
+        return without_run_values(self._text(), self.shm_dirs())
 
     def shm_dirs(self) -> tuple[str, ...]:
         """The segment directories its text may name: this process's, and the recording run's."""

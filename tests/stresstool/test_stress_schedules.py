@@ -1122,3 +1122,24 @@ def test_pairing_many_findings_alike_neither_recurses_nor_takes_long() -> None:
     assert schedule_file._pair_up(many, many[::-1])
     assert not schedule_file._pair_up(many, many[1:] + identities(3229, False)[-1:])     # one granule more
     assert time.monotonic() - began < 3.0
+
+
+def test_a_replay_masks_a_traceback_line_that_is_printed_escaped() -> None:
+    """A cpu-died finding's traceback from a checkout whose path holds a character that is not
+    printable (an ESC): the report prints that line as a TOML basic string, but a replay compares
+    the text as the CPU said it, so the traceback's source path and line number are still left
+    out. Compared as printed, ``File \\"...\\", line N`` was no traceback line to the masks: a
+    replay from another checkout, or after an edit above the raising line, diverged."""
+    from rmm_mp.stress.findings import Finding
+
+    def crash(checkout: str, line: int) -> Finding:
+        return Finding("watchdog", "cpu-died", "CPU 1 raised ValueError: bad; locks it still held: none", 1, "", "",
+                       ("CPU 1 (dead): between calls; holds none",
+                        f'  File "{checkout}/rmm_mp/rmm/rd.py", line {line}, in put', "ValueError: bad"), 12)
+
+    recorded, seen = crash("/work/a\x1bb", 40), crash("/home/u/clone", 43)
+    assert "\x1b" not in recorded.text() and '"  File \\"/work/a\\u001Bb/rmm_mp/rmm/rd.py\\"' in recorded.text()
+    report = StressReport(LOCK_TWO.replace(schedule="replay", switches=((0, 0),)), (seen,), "finding", 0.0, {})
+    v = schedule_file.compare("s.json", (recorded,), report)
+    assert v.reproduced and v.moved, v.text()
+    assert "\x1b" not in v.text()
