@@ -342,7 +342,9 @@ class Interrupts:
         one was noted before (between steps, such as after the build the CPUs were to run on):
         fn is then not called, as a step is skipped, where it started the CPUs and ran them to
         their end (a timed run's full length) as if no signal had come. The escaping interrupt's
-        notes are kept in ``notes``."""
+        notes are kept in ``notes``, which each call clears first: a later call's report must
+        not list an earlier interrupt's."""
+        self.notes = ()
         try:
             self.take()         # one held back whose own handler raises skips fn, as in ``step``
             self.passing = True

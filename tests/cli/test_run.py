@@ -1497,3 +1497,23 @@ def test_workloads_validate_keeps_its_verdict_for_a_reader_that_leaves_or_a_late
     assert proc.stderr == "", proc.stderr
     if how != "reader-gone":
         assert said.count(": valid (") == 2, said
+
+
+def test_an_interrupts_notes_are_those_of_its_last_passthrough() -> None:
+    """Interrupts.notes names what the interrupt that escaped passthrough's fn carried. A later
+    passthrough on the same guard (shrink's replays run one after another) that ran to its end,
+    or was skipped for a signal noted before it, kept the notes of the earlier one, which a
+    report of the later run would then list as its own."""
+    from rmm_mp.interrupts import Interrupts
+
+    def noted() -> None:
+        exc = KeyboardInterrupt("Ctrl-C")
+        exc.add_note("run_cpus: dropped for this interrupt: CpuStartError: CPU 1 failed to start")
+        raise exc
+
+    with Interrupts(sigterm=False) as stop:
+        assert stop.passthrough(noted) == (False, None)
+        assert stop.notes == ("run_cpus: dropped for this interrupt: CpuStartError: CPU 1 failed to start",)
+        stop.by = ""
+        assert stop.passthrough(lambda: 7) == (True, 7)
+        assert stop.notes == ()
