@@ -31,7 +31,7 @@ from rmm_mp.hw.tomlsrc import ConfigError, shown_text
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.machine import install_handlers
 from rmm_mp.outpaths import check_output, check_outputs, echo, write_files, write_json
-from rmm_mp.printable import abbreviated, shown_path
+from rmm_mp.printable import abbreviated, shown_line, shown_path, start_of
 from rmm_mp.stress import schedule as schedule_file
 from rmm_mp.stress import timeline
 from rmm_mp.stress.bugs import BUGS, catalog_text, inject_problem
@@ -511,7 +511,8 @@ def progress_text(elapsed: float, cpus: int, ready: int, ops: int, steps: int | 
 
 def _brief(report: StressReport) -> str:
     f = report.first()
-    return f"{f.headline()[:100]}" if f is not None else "no finding"
+    # Escaped as the report prints it (an ESC in a CPU's exception message), cut outside an escape.
+    return start_of(shown_line(f.headline()), 100) if f is not None else "no finding"
 
 
 def _typed(number: float) -> str:

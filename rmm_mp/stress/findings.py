@@ -69,6 +69,11 @@ class Finding:
         string (rmm_mp.printable), as the run report shows such a line; a tab alone stays."""
         return self._text(shown_line)
 
+    def raw_text(self) -> str:
+        """``text`` with every line as the checker or the CPU said it, not escaped: for the
+        JSON outputs (the --trace file), whose strings carry any character escaped by JSON."""
+        return self._text()
+
     def _text(self, shown: Callable[[str], str] = str) -> str:
         """The finding's lines, each of its own text as ``shown`` shows it (as it is by default)."""
         lines = [shown(self.headline())]

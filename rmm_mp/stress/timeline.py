@@ -182,7 +182,7 @@ def events(report: StressReport) -> list[dict[str, Any]]:
     for f in report.findings:
         tid = TID_BASE + (f.cpu if f.cpu is not None else 0)
         out.append({"name": f"{f.checker}: {f.rule}", "cat": "finding", "ph": "i", "s": "g", "pid": PID, "tid": tid,
-                    "ts": f.step if f.step is not None else last, "args": {"finding": f.text()}})
+                    "ts": f.step if f.step is not None else last, "args": {"finding": f.raw_text()}})
     return out
 
 

@@ -1143,3 +1143,21 @@ def test_a_replay_masks_a_traceback_line_that_is_printed_escaped() -> None:
     v = schedule_file.compare("s.json", (recorded,), report)
     assert v.reproduced and v.moved, v.text()
     assert "\x1b" not in v.text()
+
+
+def test_a_finding_with_a_control_character_is_raw_in_the_trace_and_escaped_in_shrink_lines() -> None:
+    """The --trace file is JSON, whose strings carry any character escaped by JSON: a finding
+    there is its text as the checker or the CPU said it, as before findings were printed
+    escaped (Finding.text); the shrink attempts' lines on stderr print a finding's headline as
+    the report does, escaped, cut short of 100 characters outside an escape (it was cut at 100
+    raw: an ESC reached the terminal)."""
+    from rmm_mp.stress.cli import _brief
+    from rmm_mp.stress.findings import Finding
+    finding = Finding("watchdog", "cpu-died", "CPU 1 raised OSError: /tmp/\x1b[2J" + "x" * 100, 1)
+    cfg = StressConfig(workload="tables", schedule="random", steps=100)
+    report = StressReport(cfg, (finding,), "finding", 0.0, {}, steps=3)
+    [shown] = [e["args"]["finding"] for e in timeline.events(report) if e.get("cat") == "finding"]
+    assert shown == finding.raw_text() and "\x1b" in shown
+    brief = _brief(report)
+    assert "\x1b" not in brief and len(brief) <= 100, brief
+    assert brief.startswith('"[watchdog: cpu-died] CPU 1: CPU 1 raised OSError: /tmp/\\u001B[2J'), brief
