@@ -44,7 +44,7 @@ def _pin(cpu_id: int, cores: list[int]) -> int | None:
     return core
 
 
-def _set_parent_death_signal(cpu_id: int) -> None:
+def _set_process_attributes(cpu_id: int) -> None:
     """Die with the parent, and go by the CPU's name (``rmm-mp-cpuN``, run_cpus' Process.name)
     outside Python too: ps, top, pgrep and perf show the kernel's name of the process, which
     was the interpreter's, the same for the parent and every CPU."""
@@ -84,7 +84,7 @@ def _parent_gone(lifeline: multiprocessing.connection.Connection) -> bool:
 def cpu_main(name: str, cpu_id: int, target: Callable[..., Any],
              by_spawn: tuple[Any, ...], conn: multiprocessing.connection.Connection,
              lifeline: multiprocessing.connection.Connection, pin_cores: list[int] | None, tracing: bool) -> None:
-    _set_parent_death_signal(cpu_id)
+    _set_process_attributes(cpu_id)
     # The args come down the lifeline (cpu_args.feed), then the go (cpu_start), before the watcher
     # takes any message on it as the parent's end. End-of-file instead of them: the parent died
     # while this process started.
