@@ -21,6 +21,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 import pytest
 
@@ -2192,6 +2193,32 @@ class _CopySpy:
 
 
 # As in tests/hw/test_machine_contract.py: the child runs rmm_mp code and os._exit only.
+def _in_a_forked_child(act: Callable[[], object], **after: Callable[[], object]) -> dict[str, object]:
+    """Run ``act`` in a forked child; what it raised ("Type: message", None if nothing) as
+    "raised", and each of ``after``'s values as the child saw it then, under its name."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        report: dict[str, object] = {}
+        try:
+            os.close(reader)
+            try:
+                act()
+                report["raised"] = None
+            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
+                report["raised"] = f"{type(exc).__name__}: {exc}"
+            report.update((name, value()) for name, value in after.items())
+            os.write(writer, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child: dict[str, object] = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return child
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_a_forked_child_cannot_step_the_parents_run_loop(machine: Machine) -> None:
     """RunLoop binds the host's NsAccess once (Machine.ns_access) and copies the run page through
@@ -2205,27 +2232,7 @@ def test_a_forked_child_cannot_step_the_parents_run_loop(machine: Machine) -> No
     loop._ns = spy              # type: ignore[assignment]
     vcpu = b.queue.take(0)
     assert vcpu is not None
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        report: dict[str, object] = {}
-        try:
-            os.close(reader)
-            try:
-                loop.step(vcpu)
-                report["raised"] = None
-            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
-                report["raised"] = f"{type(exc).__name__}: {exc}"
-            report["copies"] = spy.copies
-            report["entries"] = loop.entries
-            os.write(writer, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        child = json.loads(pipe.read())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    child = _in_a_forked_child(lambda: loop.step(vcpu), copies=lambda: spy.copies, entries=lambda: loop.entries)
     assert str(child["raised"]).startswith("MachineError"), child
     assert child["copies"] == [] and child["entries"] == 0, child
     loop.step(vcpu)
@@ -2247,25 +2254,7 @@ def test_a_forked_child_running_the_parents_cpu_leaves_the_queue_alone(machine: 
     loop.step(vcpu)             # one exit counted, the vCPU queued again
     counts = exit_counts(b.queue, 0)
     assert any(counts) and b.queue.vcpu_state(vcpu) == V_QUEUED
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        report: dict[str, object] = {}
-        try:
-            os.close(reader)
-            try:
-                runloop.run_loop(b.cpu, runloop.LoopPlan(budget=1))     # type: ignore[arg-type]
-                report["raised"] = None
-            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
-                report["raised"] = f"{type(exc).__name__}: {exc}"
-            os.write(writer, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        child = json.loads(pipe.read())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    child = _in_a_forked_child(lambda: runloop.run_loop(b.cpu, runloop.LoopPlan(budget=1)))  # type: ignore[arg-type]
     assert str(child["raised"]).startswith("MachineError"), child
     assert exit_counts(b.queue, 0) == counts
     assert b.queue.vcpu_state(vcpu) == V_QUEUED
@@ -2284,25 +2273,7 @@ def test_a_forked_child_stepping_a_draining_vcpu_leaves_the_queue_alone(machine:
     vcpu = b.queue.take(0)
     assert vcpu is not None
     b.queue.system_off(vcpu // MAX_VCPUS, 0)
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        report: dict[str, object] = {}
-        try:
-            os.close(reader)
-            try:
-                loop.step(vcpu)
-                report["raised"] = None
-            except BaseException as exc:    # noqa: BLE001 - reported to the parent, whatever it is
-                report["raised"] = f"{type(exc).__name__}: {exc}"
-            os.write(writer, json.dumps(report).encode())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        child = json.loads(pipe.read())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    child = _in_a_forked_child(lambda: loop.step(vcpu))
     assert str(child["raised"]).startswith("MachineError"), child
     assert b.queue.vcpu_state(vcpu) == V_RUNNING
     loop.step(vcpu)
