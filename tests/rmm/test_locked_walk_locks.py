@@ -138,11 +138,9 @@ def test_a_table_entry_to_a_granule_that_is_not_an_rtt_leaves_nothing_locked(mac
     ipa = 0x45_6789_A000
     realm = t.realm(s2sz=40)
     t.rtts(realm, ipa, 3)
-    rmm = machine.cpu(0).rmm
-    granules = rmm.granules
+    granules = machine.cpu(0).rmm.granules
     base = machine.dram_base
     rd = Rd(machine.memory, (realm.rd - base) // GRANULE)
-    ctx = rd.params().s2ctx()
     table = realm.roots[0] if level == realm.start_level else realm.rtts[(ipa & ~(s2tt.block_size(level - 1) - 1),
                                                                           level)]
     table_idx, index = (table - base) >> 12, s2tt.entry_index(ipa, level)
@@ -150,15 +148,24 @@ def test_a_table_entry_to_a_granule_that_is_not_an_rtt_leaves_nothing_locked(mac
     s2tt.write(machine.memory, table_idx, index, s2tt.table(realm.rd))
     try:
         with pytest.raises(RmmInternalError):
-            if walker == "lock_realm_page":
-                call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, ctx)  # type: ignore[arg-type]
-                realm_call.lock_realm_page(call, ipa)
-            else:
-                root0 = granules.lock_known((ctx.rtt_base - base) >> 12, GranuleState.RTT, s2tt.root_hint(ctx))
-                s2tt.walk(granules, machine.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
+            _walk(walker, machine, rd, realm.rd, ipa)
         assert not granules.held_by(granules.owner)
     finally:
         s2tt.write(machine.memory, table_idx, index, kept)
+
+
+def _walk(walker: str, machine: Machine, rd: Rd, rd_pa: int, ipa: int) -> None:
+    """Walk to ``ipa`` the way ``walker`` names: the RSI path's lock_realm_page, or s2tt.walk from
+    root 0 locked as the RMI handlers do."""
+    rmm = machine.cpu(0).rmm
+    ctx = rd.params().s2ctx()
+    if walker == "lock_realm_page":
+        call = realm_call.RealmCall(rmm, None, rd, rd_pa, None, ctx)  # type: ignore[arg-type]
+        realm_call.lock_realm_page(call, ipa)
+    else:
+        granules = rmm.granules
+        root0 = granules.lock_known((ctx.rtt_base - machine.dram_base) >> 12, GranuleState.RTT, s2tt.root_hint(ctx))
+        s2tt.walk(granules, machine.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
 
 
 @pytest.mark.parametrize("walker", ["lock_realm_page", "s2tt.walk"])
@@ -169,12 +176,10 @@ def test_a_concatenated_root_that_is_not_an_rtt_leaves_root_0_unlocked(machine: 
     t = Rmi(machine)
     ipa = (1 << 30) + 0x1234_5000       # IPA width 32, start level 2: root 1
     realm = t.realm(s2sz=32, start_level=2)
-    rmm = machine.cpu(0).rmm
-    granules = rmm.granules
+    granules = machine.cpu(0).rmm.granules
     base = machine.dram_base
     rd = Rd(machine.memory, (realm.rd - base) // GRANULE)
-    ctx = rd.params().s2ctx()
-    assert ctx.root_slot(ipa)[0] == 1
+    assert rd.params().s2ctx().root_slot(ipa)[0] == 1
     root1 = (realm.roots[1] - base) >> 12
 
     def set_state(state: GranuleState) -> None:
@@ -185,12 +190,7 @@ def test_a_concatenated_root_that_is_not_an_rtt_leaves_root_0_unlocked(machine: 
     set_state(GranuleState.DELEGATED)
     try:
         with pytest.raises(RmmInternalError):
-            if walker == "lock_realm_page":
-                call = realm_call.RealmCall(rmm, None, rd, realm.rd, None, ctx)  # type: ignore[arg-type]
-                realm_call.lock_realm_page(call, ipa)
-            else:
-                root0 = granules.lock_known((ctx.rtt_base - base) >> 12, GranuleState.RTT, s2tt.root_hint(ctx))
-                s2tt.walk(granules, machine.memory, ctx, root0, ipa, s2tt.PAGE_LEVEL)
+            _walk(walker, machine, rd, realm.rd, ipa)
         assert not granules.held_by(granules.owner)
     finally:
         set_state(GranuleState.RTT)

@@ -113,13 +113,9 @@ def test_the_wrapper_reads_other_whitespace_as_a_space() -> None:
     assert all("\n" not in line and "\t" not in line and len(line) <= 118 for line in wrapped(long))
 
 
-def test_a_long_description_keeps_its_spacing_when_wrapped(tmp_path: Path) -> None:
-    """A description is one line in the file (a newline is refused), shown as written when it
-    fits. One too long for a line was wrapped reading each run of spaces as one: two spaces after
-    a full stop, or a gap lining words up, were lost where a short description keeps them. Now a
-    line breaks at a space or a run of spaces, and every other run is kept whole."""
-    description = ("First sentence of a long description.  Second sentence, after two spaces as some write. "
-                   * 3) + "columns:   a   b   c"
+def _description_shown(tmp_path: Path, description: str) -> list[str]:
+    """The lines `workloads show` gives a one-realm workload's ``description`` (those before
+    its platform line)."""
     workload = tmp_path / "w.toml"
     workload.write_text(f'description = "{description}"\nseconds = 1\nactivities = {{ run = 1 }}\n'
                         '[[realm]]\nname = "r"\nguest = "hello"\n')
@@ -127,7 +123,17 @@ def test_a_long_description_keeps_its_spacing_when_wrapped(tmp_path: Path) -> No
     assert shown.exit_code == 0, shown.output
     lines = shown.output.splitlines()
     end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
-    body = lines[1:end]
+    return lines[1:end]
+
+
+def test_a_long_description_keeps_its_spacing_when_wrapped(tmp_path: Path) -> None:
+    """A description is one line in the file (a newline is refused), shown as written when it
+    fits. One too long for a line was wrapped reading each run of spaces as one: two spaces after
+    a full stop, or a gap lining words up, were lost where a short description keeps them. Now a
+    line breaks at a space or a run of spaces, and every other run is kept whole."""
+    description = ("First sentence of a long description.  Second sentence, after two spaces as some write. "
+                   * 3) + "columns:   a   b   c"
+    body = _description_shown(tmp_path, description)
     assert len(body) > 1 and body[0].startswith("  First") and all(line.startswith("    ") for line in body[1:]), body
     assert max(_columns(line) for line in body) <= WIDTH and not any(line.endswith(" ") for line in body), body
     assert body[-1].endswith("columns:   a   b   c"), body
@@ -145,11 +151,5 @@ def test_a_run_of_spaces_at_a_break_is_dropped_whole(tmp_path: Path) -> None:
              ("a" + " " * 300 + "b c", ["  a", "    b c"]),
              ("lead " + "x" * 105 + "   " + "y" * 10 + "  tail", ["  lead " + "x" * 105, "    " + "y" * 10 + "  tail"])]
     for description, expected in cases:
-        workload = tmp_path / "w.toml"
-        workload.write_text(f'description = "{description}"\nseconds = 1\nactivities = {{ run = 1 }}\n'
-                            '[[realm]]\nname = "r"\nguest = "hello"\n')
-        shown = CliRunner().invoke(main, ["workloads", "show", str(workload)])
-        assert shown.exit_code == 0, shown.output
-        lines = shown.output.splitlines()
-        end = next(i for i, line in enumerate(lines) if line.startswith("platform "))
-        assert lines[1:end] == expected, lines[1:end]
+        shown = _description_shown(tmp_path, description)
+        assert shown == expected, shown
