@@ -53,3 +53,13 @@ def test_a_segment_of_another_layout_version_is_refused(seg: StressSegment) -> N
     seg.view.store_u32(0x08, shared.VERSION - 1)
     with pytest.raises(ValueError, match=f"layout version {shared.VERSION - 1}.*expected {shared.VERSION}"):
         StressSegment.attach(seg.machine_name)
+
+
+def test_every_operation_kind_has_a_counter() -> None:
+    """A CPU counts each operation it completes by kind in the segment too (Operations.count),
+    at COUNTED's index for the kind: a kind a workload draws that COUNTED lacks would raise
+    KeyError in every CPU that drew it. The events are there as well."""
+    from rmm_mp.stress.ops import WORKLOADS
+    kinds = {kind for weights in WORKLOADS.values() for kind in weights}
+    assert kinds <= set(COUNTED), sorted(kinds - set(COUNTED))
+    assert {"rec-enter", "vcpu-idle", "relaunch", "guest-tables-idle"} <= set(COUNTED)
