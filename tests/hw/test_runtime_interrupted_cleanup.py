@@ -39,7 +39,11 @@ def _open_fds() -> list[str]:
 
 
 def _segments() -> list[str]:
-    return sorted(os.listdir(segment.SHM_DIR)) if os.path.isdir(segment.SHM_DIR) else []
+    """This process's shared memory files: the directory also holds other xdist workers'
+    machines, made and closed meanwhile, and orphans that a Machine.create reaps."""
+    mine = f"{segment.NAME_PREFIX}{os.getpid()}-"
+    names = os.listdir(segment.SHM_DIR) if os.path.isdir(segment.SHM_DIR) else []
+    return sorted(name for name in names if name.startswith(mine))
 
 
 def _line_of(func: Callable[..., Any], text: str) -> int:
@@ -299,6 +303,7 @@ def test_a_ctrl_c_between_the_clean_ups_steps_names_the_clean_ups_errors(
 
 
 @pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
 def test_a_ctrl_c_between_the_clean_ups_steps_under_a_commands_guard_is_noted_by_it(
         started: list[multiprocessing.process.BaseProcess]) -> None:
     """Under a command's guard (Interrupts, its run_over as on_end, as `rmm-mp run` has it), a
@@ -322,7 +327,7 @@ def test_a_ctrl_c_between_the_clean_ups_steps_under_a_commands_guard_is_noted_by
             guard = stop._handler
             handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert sent == [line]
-    assert ran and by == "Ctrl-C", (ran, by)
+    assert ran and by == "Ctrl-C", (ran, by, result, handlers, guard)
     assert sorted(result.results) == [0, 1] and not result.interrupted, result
     assert handlers == (guard, guard), handlers
     assert len(started) == 2 and all(p._closed for p in started), started     # type: ignore[attr-defined]
