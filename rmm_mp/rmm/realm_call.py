@@ -50,11 +50,7 @@ _RTT = GranuleState.RTT
 _PAGE_LEVEL, _DESC_TYPE_MASK = s2tt.PAGE_LEVEL, s2tt.DESC_TYPE_MASK
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
 _TABLE, _OA_MASK, _NS, _INDEX_MASK = s2tt.DESC_TABLE, s2tt.OA_MASK, s2tt.NS, s2tt.ENTRIES - 1
-_RAM_TYPE = (-1, s2tt.DESC_BLOCK, s2tt.DESC_BLOCK, s2tt.DESC_PAGE)
-"""By level, the descriptor type of a valid protected entry, the only encoding of ASSIGNED RAM
-(spec A5.3.1: TTD.VALID is 1; TF-RMM's s2tte_is_assigned_ram): a block at levels 1 and 2, a page
-at level 3, none at level 0. An invalid entry is never RAM, whatever its HIPAS and RIPAS bits say
-(stage2.translate agrees)."""
+_RAM_TYPE = s2tt.RAM_DESC_TYPE
 
 WHY_RD_ALONE = ("the realm's CPU holds no lock when the call starts (REC_ENTER released the REC); "
                 "the RD alone, never with an RTT")

@@ -51,6 +51,11 @@ DESC_INVALID = 0x0
 DESC_BLOCK = 0x1
 DESC_TABLE = 0x3
 DESC_PAGE = 0x3
+RAM_DESC_TYPE = (-1, DESC_BLOCK, DESC_BLOCK, DESC_PAGE)
+"""By level, the descriptor type of a valid protected entry, the only encoding of ASSIGNED RAM
+(spec A5.3.1: TTD.VALID is 1; TF-RMM's s2tte_is_assigned_ram): a block at levels 1 and 2, a page
+at level 3, none at level 0. An invalid entry is never RAM, whatever its HIPAS and RIPAS bits say:
+both walks (realm_call.lock_realm_page, stage2.Stage2Bus.translate) take RAM from this alone."""
 HIPAS_SHIFT = 2
 HIPAS_MASK = 0x7 << HIPAS_SHIFT
 HIPAS_ASSIGNED = 1 << HIPAS_SHIFT

@@ -54,8 +54,7 @@ _DESC_TYPE_MASK, _DESC_TABLE = s2tt.DESC_TYPE_MASK, s2tt.DESC_TABLE
 _OA_MASK, _PAGE_LEVEL = s2tt.OA_MASK, s2tt.PAGE_LEVEL
 _NS = s2tt.NS
 _SHIFTS = tuple(s2tt.level_shift(level) for level in range(s2tt.PAGE_LEVEL + 1))
-_RAM_TYPE = (-1, s2tt.DESC_BLOCK, s2tt.DESC_BLOCK, s2tt.DESC_PAGE)
-"""By level, the descriptor type of a valid protected page or block (realm_call._RAM_TYPE)."""
+_RAM_TYPE = s2tt.RAM_DESC_TYPE
 _NS_PAS = int(Pas.NS)
 
 
