@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import psutil
 
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.printable import basic_string, not_one_printable_line
+from rmm_mp.printable import shown_line
 
 
 class CpuStartError(MachineError):
@@ -41,11 +41,10 @@ def error_text(exc: BaseException) -> str:
     on a line of its own, which a command that printed the message alone never said: for a
     CpuStartError the errors of run_cpus' clean-up dropped for it, for a HostError of a realm's
     build that the partial realm's rollback failed too (host.realm_build). A note that is not one
-    line of printable text is shown as a TOML basic string (rmm_mp.printable): it quotes another
-    error's text as it came, so an ESC in a path it names would act on the terminal, and a
-    newline would split the note over two lines."""
-    notes = [note if not_one_printable_line(note) is None else basic_string(note)
-             for note in getattr(exc, "__notes__", ())]
+    line of printable text is shown as a TOML basic string (rmm_mp.printable.shown_line, as the
+    reports show another's text): it quotes another error's text as it came, so an ESC in a path
+    it names would act on the terminal, and a newline would split the note over two lines."""
+    notes = [shown_line(note) for note in getattr(exc, "__notes__", ())]
     return "\n".join([f"{type(exc).__name__}: {exc}", *notes])
 
 
