@@ -1,6 +1,6 @@
 """Helpers for tests that drive a child Python process line by line (machine lifetime tests):
 start it, read what it prints with a deadline, tell it what to do, reap it; and for tests that
-find the CPU processes a run spawned (cpu_children, wait_for_cpus), or kill a creator's reaper
+find the CPU processes a run spawned (cpu_children, wait_for_cpus, bound_pid), or kill a creator's reaper
 (kill_reaper) so that the creator killed next leaves an orphan; and a segment directory of a
 test's own (private_shm_dir, entries_in)."""
 
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 import psutil
 
@@ -93,6 +93,16 @@ def finish(proc: subprocess.Popen[bytes]) -> None:
         proc.communicate(timeout=CHILD_TIMEOUT_S)
     except (ValueError, OSError):
         proc.wait(CHILD_TIMEOUT_S)
+
+
+def bound_pid(machine: Any, cpu: int) -> int:
+    """The pid of the process bound to ``cpu`` of ``machine`` (its CPU area's binding word), or
+    0 while none is."""
+    area = machine.cpu_area(cpu)
+    try:
+        return int(area.binding() & 0xFFFF_FFFF)
+    finally:
+        area.release()
 
 
 def cpu_children(pid: int | None = None) -> list[psutil.Process]:

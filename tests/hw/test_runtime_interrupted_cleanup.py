@@ -46,6 +46,15 @@ def _segments() -> list[str]:
     return sorted(name for name in names if name.startswith(mine))
 
 
+def _raised(run: Callable[[], object]) -> BaseException | None:
+    """What ``run`` raised (a KeyboardInterrupt too, kept from ending pytest's run), or None."""
+    try:
+        run()
+    except BaseException as exc:     # noqa: BLE001
+        return exc
+    return None
+
+
 def _line_of(func: Callable[..., Any], text: str) -> int:
     """The number of the line of ``func``'s source that starts with ``text`` (stripped)."""
     lines, first = inspect.getsourcelines(func)
@@ -121,8 +130,8 @@ def test_a_ctrl_c_between_the_clean_ups_steps_after_a_complete_run_skips_none_an
         started: list[multiprocessing.process.BaseProcess], func: Callable[..., Any], where: str) -> None:
     """Every CPU returned (time is up); a Ctrl-C then lands between two steps of run_cpus' clean-up
     (its handler run at ``where``, Python's own: a library caller with no guard), or as the
-    supervisor ends or the clean-up begins. The steps after it are still done (every CPU process reaped and closed, every pipe end closed: no file
-    descriptor left) and the KeyboardInterrupt leaves run_cpus once they are, the handler back.
+    supervisor ends or the clean-up begins. The steps after it are still done (every CPU process
+    reaped and closed, every pipe end closed: no file descriptor left) and the KeyboardInterrupt leaves run_cpus once they are, the handler back.
     Before, the supervisor had put the handlers back at the run's end: the interrupt was raised
     out of the clean-up at once (as it began: none of its steps done), the lifelines' write ends
     and the processes' sentinels left open for as long as its traceback held run_cpus' frame (the
@@ -132,12 +141,9 @@ def test_a_ctrl_c_between_the_clean_ups_steps_after_a_complete_run_skips_none_an
     sent: list[int] = []
     before_fds, before_segments = _open_fds(), _segments()
     with Machine.create("host", cpus=2) as m:
-        raised: BaseException | None = None
         sys.settrace(_sigint_at(func.__code__, line, sent))
         try:
-            run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05)
-        except BaseException as exc:     # noqa: BLE001 - a KeyboardInterrupt too, not ending pytest's run
-            raised = exc
+            raised = _raised(lambda: run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05))
         finally:
             sys.settrace(None)
     assert sent == [line], "the Ctrl-C was never sent"
@@ -167,11 +173,7 @@ def test_a_ctrl_c_inside_a_clean_up_step_after_a_complete_run_skips_none_and_is_
     before_fds, before_segments = _open_fds(), _segments()
     with Machine.create("host", cpus=2) as m:
         monkeypatch.setattr(threading.Thread, "join", join)
-        raised: BaseException | None = None
-        try:
-            run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05)
-        except BaseException as exc:     # noqa: BLE001
-            raised = exc
+        raised = _raised(lambda: run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05))
         monkeypatch.setattr(threading.Thread, "join", real_join)
     assert sent, "the Ctrl-C was never sent"
     assert isinstance(raised, KeyboardInterrupt), repr(raised)
@@ -219,11 +221,7 @@ def test_a_ctrl_c_as_the_cpus_start_then_a_start_error_and_a_cleanup_error_are_a
     closed = _fail_in_cleanup(monkeypatch, "process close", armed)
     before_fds, before_segments = _open_fds(), _segments()
     with Machine.create("host", cpus=2) as m:
-        raised: BaseException | None = None
-        try:
-            run_cpus(m, _until_stopped, timeout_s=60.0)
-        except BaseException as exc:     # noqa: BLE001
-            raised = exc
+        raised = _raised(lambda: run_cpus(m, _until_stopped, timeout_s=60.0))
         armed[0] = False
     assert sent == [signal.SIGINT]
     assert isinstance(raised, KeyboardInterrupt) and raised.args == ("Ctrl-C",), repr(raised)
@@ -253,11 +251,7 @@ def test_a_cleanup_error_after_a_ctrl_c_as_the_cpus_started_says_the_run_was_int
     closed = _fail_in_cleanup(monkeypatch, "process close", armed)
     before_fds, before_segments = _open_fds(), _segments()
     with Machine.create("host", cpus=2) as m:
-        raised: BaseException | None = None
-        try:
-            run_cpus(m, _until_stopped, timeout_s=60.0)
-        except BaseException as exc:     # noqa: BLE001
-            raised = exc
+        raised = _raised(lambda: run_cpus(m, _until_stopped, timeout_s=60.0))
         armed[0] = False
     assert sent == [signal.SIGINT]
     assert isinstance(raised, ValueError) and str(raised) == "process close failed", repr(raised)
@@ -284,12 +278,10 @@ def test_a_ctrl_c_between_the_clean_ups_steps_names_the_clean_ups_errors(
     sent: list[int] = []
     before_fds, before_segments = _open_fds(), _segments()
     with Machine.create("host", cpus=2) as m:
-        raised: BaseException | None = None
         sys.settrace(_sigint_at(runtime._clean_up.__code__, line, sent))
         try:
-            run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05, on_end=lambda: armed.__setitem__(0, True))
-        except BaseException as exc:     # noqa: BLE001
-            raised = exc
+            raised = _raised(lambda: run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05,
+                                              on_end=lambda: armed.__setitem__(0, True)))
         finally:
             sys.settrace(None)
             armed[0] = False
@@ -375,12 +367,9 @@ def test_a_sigterm_or_a_second_signal_in_the_clean_up_with_sigterm_stops_is_one_
     with Machine.create("host", cpus=2) as m:
         term_handler = signal.getsignal(signal.SIGTERM)
         assert callable(term_handler) and term_handler is not signal.default_int_handler
-        raised: BaseException | None = None
         sys.settrace(_signals_at(runtime._clean_up.__code__, line, list(signums), sent))
         try:
-            run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05, sigterm_stops=True)
-        except BaseException as exc:     # noqa: BLE001 - a KeyboardInterrupt too, not ending pytest's run
-            raised = exc
+            raised = _raised(lambda: run_cpus(m, _until_stopped, timeout_s=0.3, tick_s=0.05, sigterm_stops=True))
         finally:
             sys.settrace(None)
         assert signal.getsignal(signal.SIGTERM) is term_handler

@@ -20,7 +20,7 @@ import psutil
 
 import click
 import pytest
-from children import cpu_children, wait_for_cpus
+from children import bound_pid, cpu_children, wait_for_cpus
 from click.testing import CliRunner
 
 from rmm_mp import Machine
@@ -2275,12 +2275,7 @@ def test_a_cpu_stopped_after_it_registered_ends_a_deterministic_run_before_its_l
         if stopped or seg.turn >= 2:
             return
         cpu = 1 - seg.turn
-        area = machines[0].cpu_area(cpu)
-        try:
-            pid = area.binding() & 0xFFFF_FFFF
-        finally:
-            area.release()
-        os.kill(pid, signal.SIGSTOP)
+        os.kill(bound_pid(machines[0], cpu), signal.SIGSTOP)
         stopped.append(cpu)
 
     began = time.monotonic()

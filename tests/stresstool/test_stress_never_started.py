@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from children import bound_pid
 from rmm_mp import cpu_start
 from rmm_mp.stress import runner
 from rmm_mp.stress.config import StressConfig
@@ -51,11 +52,7 @@ def test_a_ctrl_c_before_the_cpus_had_their_go_names_them_as_never_started(
 def _kill_cpu0_if_bound(machine: object, killed: list[int]) -> int:
     """SIGKILL CPU 0's process once it has bound the machine (its pid in its area's binding
     word), noting it in ``killed``; the pid, or 0 while it has not bound yet."""
-    area = machine.cpu_area(0)  # type: ignore[attr-defined]
-    try:
-        pid = area.binding() & 0xFFFF_FFFF
-    finally:
-        area.release()
+    pid = bound_pid(machine, 0)
     if pid:
         killed.append(pid)
         os.kill(pid, signal.SIGKILL)

@@ -3,6 +3,7 @@ their counters in the stress segment added, and which of them added nothing."""
 
 from __future__ import annotations
 
+from children import bound_pid
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.report import StressReport
 
@@ -53,11 +54,7 @@ def test_a_killed_cpus_counts_by_kind_are_read_from_the_stress_segment() -> None
     def kill_cpu_1(elapsed: float, seg: Any) -> None:
         if killed or seg.ops(1) < 5:
             return
-        area = machines[0].cpu_area(1)
-        try:
-            pid = area.binding() & 0xFFFF_FFFF
-        finally:
-            area.release()
+        pid = bound_pid(machines[0], 1)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 

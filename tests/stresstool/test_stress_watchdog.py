@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from children import bound_pid
 from rmm_mp import Machine
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.hw.cpuarea import OFF_WAIT_SPINS, OFF_WAITING_FOR
@@ -187,11 +188,7 @@ def test_watchdog_does_not_take_a_slow_host_copy_for_a_leaked_lock(machine: Mach
 def _cpu_pid(seg: StressSegment, cpu: int) -> int:
     """The pid of the process bound to ``cpu`` of the stress run's machine."""
     with Machine.attach(seg.machine_name) as m:
-        area = m.cpu_area(cpu)
-        try:
-            return area.binding() & 0xFFFF_FFFF
-        finally:
-            area.release()
+        return bound_pid(m, cpu)
 
 
 def test_a_cpu_process_that_dies_is_reported_and_the_run_ends() -> None:

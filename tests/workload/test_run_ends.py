@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from children import cpu_children
+from children import bound_pid, cpu_children
 from lost_cpu import LOST, drop_the_lost_cpus_result, owned_where_run, pinned_realms
 
 from rmm_mp import Machine
@@ -35,11 +35,7 @@ def _stop_once_running(machine: Machine, released: threading.Event) -> None:
     deadline = time.monotonic() + 60
     pid = 0
     while time.monotonic() < deadline and not released.is_set():
-        area = machine.cpu_area(STUCK)
-        try:
-            pid = area.binding() & 0xFFFF_FFFF
-        finally:
-            area.release()
+        pid = bound_pid(machine, STUCK)
         if pid and machine.control.view.load_u64(OFF_ARRIVED) >= machine.cpus:
             try:
                 os.kill(pid, signal.SIGSTOP)
@@ -284,11 +280,7 @@ def test_a_ctrl_c_before_a_cpu_started_tears_down_its_realms_and_counts_it_as_ne
     def ctrl_c_once_cpu0_is_bound(machine: Machine, released: threading.Event) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not released.is_set():
-            area = machine.cpu_area(0)
-            try:
-                pid = area.binding() & 0xFFFF_FFFF
-            finally:
-                area.release()
+            pid = bound_pid(machine, 0)
             if pid not in (0, os.getpid()):     # the parent binds CPU 0 while it builds the realms
                 os.kill(os.getpid(), signal.SIGINT)
                 return
