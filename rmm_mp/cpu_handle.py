@@ -171,6 +171,14 @@ class Cpu:
             self.recorder.flush(0)
         self.monitor.publish_lock_stats()
 
+    def check_usable(self) -> None:
+        """Raise MachineError, as an SMC through this handle would, if the handle is closed or
+        this is a forked child of the process that bound it: for a caller that changes shared
+        state on the CPU's behalf before its first SMC (the host run loop). smc and smc_u64 make
+        the same test written out, a call less on every SMC."""
+        if self._generation != _fork_generation or self._closed:
+            self._unusable()
+
     def _unusable(self) -> None:
         if self._closed:
             raise MachineError(f"CPU {self.id} handle is closed")

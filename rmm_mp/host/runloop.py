@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from rmm_mp import cpu_handle
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import REC_EXIT_OFFSET, RMI_REC_ENTER
 from rmm_mp.host.devices import RealmStatus, host_call_raw, realm_status
@@ -127,11 +126,10 @@ class RunLoop:
     def __init__(self, cpu: "Cpu", serve: "Sequence[int]" = (0,)) -> None:
         if cpu.id >= MAX_CPUS:
             raise ValueError(f"CPU {cpu.id}: the run queue counts exits for CPUs 0..{MAX_CPUS - 1}")
-        # The CPU handle's own check (smc_u64's) before the shared queue is touched: a forked
-        # child (or a closed handle) would zero the CPU's exit counts below and, in run_loop,
-        # take a vCPU it can never enter, leaving it RUNNING for ever.
-        if cpu._generation != cpu_handle._fork_generation or cpu._closed:
-            cpu._unusable()
+        # The CPU handle's own check (Cpu.check_usable, smc_u64's test) before the shared queue is
+        # touched: a forked child (or a closed handle) would zero the CPU's exit counts below and,
+        # in run_loop, take a vCPU it can never enter, leaving it RUNNING for ever.
+        cpu.check_usable()
         self.cpu = cpu
         self.queue = RunQueue(cpu.machine, serve)
         self.ctx = ExitContext(cpu, NsAllocator.for_cpu(cpu), self.queue)
@@ -153,11 +151,10 @@ class RunLoop:
         q, cpu, ns = self.queue, self.cpu, self._ns
         slot = vcpu // MAX_VCPUS
         if q.realm_state(slot) != RUNNING:
-            # The CPU handle's own check (smc_u64's) before the only change to the shared queue
-            # made ahead of REC_ENTER: a forked child stepping its parent's loop would end a
-            # draining vCPU. Every later change follows REC_ENTER, which refuses such a child.
-            if cpu._generation != cpu_handle._fork_generation or cpu._closed:
-                cpu._unusable()
+            # The CPU handle's own check (Cpu.check_usable) before the only change to the shared
+            # queue made ahead of REC_ENTER: a forked child stepping its parent's loop would end
+            # a draining vCPU. Every later change follows REC_ENTER, which refuses such a child.
+            cpu.check_usable()
             q.end(vcpu, VEND_DRAINED)
             return
         rec, run = q.vcpu_pages(vcpu)
