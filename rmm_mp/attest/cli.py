@@ -1,7 +1,8 @@
 """`rmm-mp attest`: verify or inspect a CCA attestation token from the command line.
 
-The lead's CLI adds the group with `main.add_command(attest_group)`. The commands parse,
-call verify.py, print, and choose the exit status; all logic lives in the package.
+rmm_mp.cli imports this module and adds `attest_group` when the command line names `attest`
+(its SUBCOMMANDS). The commands parse, call verify.py, print, and choose the exit status; all
+logic lives in the package.
 
 A token whose realm side checks out but whose platform signature could not be checked (no
 --platform-key) must not look like success: it exits 3, not 0.
