@@ -12,7 +12,7 @@ samples the histograms were built from; the test recomputes, independently of rm
   as the sum of the RMI records; per CPU and lock class, the contended count, total and longest
   wait against the trace's lock-wait events; total_calls;
 - the CSV rows are the JSON records (same columns, ns); the JSON validates against
-  docs/report-schema.json; every text latency row is its JSON record in us (two decimals);
+  docs/report-schema.json; every text latency row is its JSON record in us (two decimals, a tie rounded up);
 - the trace: one track per CPU, X events sorted by start, events of a track nested, never
   partly overlapping;
 - what the trace cannot show: HOST step records against the CPUs' step counters, and REC runs
@@ -167,8 +167,8 @@ def test_csv_json_and_text_agree(outputs: dict[str, Any]) -> None:
             shown.add((m[2], m[1]))
             assert [int(m[3].replace(",", "")), int(m[4].replace(",", ""))] == [r["count"], r["errors"]], line
             for shown_us, key in zip(m.groups()[4:], ("p50", "p90", "p99", "p999", "max", "mean")):
-                # Two decimals of us: within 5 ns (a value ending in 5 ns may round either way).
-                assert abs(Fraction(shown_us.replace(",", "")) * 1000 - r[key]) <= 5, (line, key, r)
+                # Two decimals of us: the nearest 10 ns, a value ending in 5 ns rounded up.
+                assert Fraction(shown_us.replace(",", "")) * 1000 == (r[key] + 5) // 10 * 10, (line, key, r)
     cpus_of = defaultdict(int)
     for cpu, call in records:
         cpus_of[call] += cpu != "all"
