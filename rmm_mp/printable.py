@@ -118,6 +118,8 @@ def start_of(shown: str, end: int, escaped_in: str = '"') -> str:
     never inside a backslash escape of a string quoted by one of ``escaped_in``, nor between
     the halves of a surrogate pair. For a message that shortens a value to a length of its
     own (a map key naming a place: 40 characters)."""
+    if len(shown) <= end:
+        return shown    # whole: the cut's scan reads up to ``end`` and would run past the text's end
     return shown[:_escape_boundary(shown, end, escaped_in)]
 
 

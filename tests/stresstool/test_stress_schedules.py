@@ -1161,3 +1161,18 @@ def test_a_finding_with_a_control_character_is_raw_in_the_trace_and_escaped_in_s
     brief = _brief(report)
     assert "\x1b" not in brief and len(brief) <= 100, brief
     assert brief.startswith('"[watchdog: cpu-died] CPU 1: CPU 1 raised OSError: /tmp/\\u001B[2J'), brief
+
+
+def test_a_shrink_line_of_a_short_finding_is_the_whole_headline() -> None:
+    """A shrink attempt's line for a finding whose headline is shorter than the 100 characters
+    it is cut to (a deterministic deadlock, `--inject data-create-rtt-before-rd --checkers
+    watchdog --schedule random --shrink`: "[watchdog: deadlock] CPU 0 at step 2436: CPUs wait
+    for each other's locks: ...") shows it whole: the cut read past the headline's end, and the
+    IndexError ended the shrinking with a traceback."""
+    from rmm_mp.stress.cli import _brief
+    from rmm_mp.stress.findings import Finding
+    cfg = StressConfig(workload="tables", schedule="random", steps=100)
+    for message in ("CPUs wait for each other's locks: CPU 0 -> CPU 1 -> CPU 0", "", "x" * 50):
+        finding = Finding("watchdog", "deadlock", message, 0, step=2436)
+        report = StressReport(cfg, (finding,), "aborted", 0.0, {}, steps=2436)
+        assert _brief(report) == finding.headline(), message
