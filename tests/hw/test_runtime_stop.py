@@ -212,6 +212,37 @@ def test_the_first_of_two_signals_is_the_one_that_interrupted_the_run() -> None:
 
 
 @pytest.mark.multiprocess
+@pytest.mark.usefixtures("ctrl_c")
+def test_a_ctrl_c_then_a_real_sigterm_kills_the_stopping_cpus_at_once() -> None:
+    """A campaign's hang (a Ctrl-C near a run's end, then SIGTERM up to 1.5 s later) as the
+    runtime meets it: both sent to this process (os.kill), SIGTERM taken through sigterm_stops'
+    own handler, not raised from on_tick. The SIGTERM is no copy of the Ctrl-C (the copy rule
+    is per signal) but a second interrupt: the CPUs still stopping (a minute each) are killed
+    then, well before the 60 s grace time, and the run ends. The elapsed bound tells a kill by
+    the second signal from one by the grace time."""
+    with Machine.create("host", cpus=2) as m:
+        ticks = _ticks_once_bound(m)
+        before = signal.getsignal(signal.SIGTERM)
+
+        def on_tick(elapsed: float) -> str | None:
+            tick = ticks()
+            if tick == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            if tick == 6:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return "no signal came" if elapsed >= 50 else None
+
+        t0 = time.monotonic()
+        result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=60.0, sigterm_stops=True)
+        took = time.monotonic() - t0
+    assert result.interrupted and result.interrupted_by == "Ctrl-C", result
+    assert [f.how for f in result.failures] == ["was killed by a second SIGTERM before it had stopped"] * 2
+    assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
+    assert took < 40, took
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.multiprocess
 def test_a_cpu_process_ignores_sigterm_and_stops_when_asked() -> None:
     """Each CPU process sends itself SIGTERM: both go on running, make calls, and return when the run asks
     them to stop; the run is OK. The grace time is only a safety limit here (2 minutes): on a
