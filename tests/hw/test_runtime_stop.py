@@ -218,8 +218,8 @@ def test_a_ctrl_c_then_a_real_sigterm_kills_the_stopping_cpus_at_once() -> None:
     runtime meets it: both sent to this process (os.kill), SIGTERM taken through sigterm_stops'
     own handler, not raised from on_tick. The SIGTERM is no copy of the Ctrl-C (the copy rule
     is per signal) but a second interrupt: the CPUs still stopping (a minute each) are killed
-    then, well before the 60 s grace time, and the run ends. The elapsed bound tells a kill by
-    the second signal from one by the grace time."""
+    then, well before the 60 s grace time, and the run ends. The failures' wording tells a kill
+    by the second signal from one by the grace time (no clock is read)."""
     with Machine.create("host", cpus=2) as m:
         ticks = _ticks_once_bound(m)
         before = signal.getsignal(signal.SIGTERM)
@@ -232,13 +232,10 @@ def test_a_ctrl_c_then_a_real_sigterm_kills_the_stopping_cpus_at_once() -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
             return "no signal came" if elapsed >= 50 else None
 
-        t0 = time.monotonic()
         result = run_cpus(m, _slow_to_stop, on_tick=on_tick, tick_s=0.05, grace_s=60.0, sigterm_stops=True)
-        took = time.monotonic() - t0
     assert result.interrupted and result.interrupted_by == "Ctrl-C", result
     assert [f.how for f in result.failures] == ["was killed by a second SIGTERM before it had stopped"] * 2
     assert result.exit_codes == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
-    assert took < 40, took
     assert signal.getsignal(signal.SIGTERM) is before
 
 
