@@ -121,7 +121,7 @@ class Fields:
 
     def name(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not _NAME.fullmatch(value):
-            raise self.fail(key, value, "a name of 1..32 letters, digits, '-' or '_', starting with a letter")
+            raise self.fail(key, value, "a name of 1..32 ASCII letters, digits, '-' or '_', starting with a letter")
         return value
 
     def choice(self, value: object, key: str, choices: tuple[str, ...], why: str = "") -> str:

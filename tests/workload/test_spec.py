@@ -1265,9 +1265,19 @@ def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
     final newline): the realm ran, its report rows broke across lines and --save-tokens wrote
     files named "vm\\n-0-000001.cbor". A phase name had the same hole."""
     refused(tmp_path, HEAD + '[[realm]]\nname = "vm\\n"\nguest = "hello"\n', 4, "realm[0].name", "vm\n",
-            "a name of 1..32 letters")
+            "a name of 1..32 ASCII letters")
     text = OK_REALM + '[[phase]]\nname = "p\\n"\nseconds = 1\nactivities = { run = 1 }\n'
-    refused(tmp_path, text, 5, "phase[0].name", "p\n", "a name of 1..32 letters")
+    refused(tmp_path, text, 5, "phase[0].name", "p\n", "a name of 1..32 ASCII letters")
+
+
+@pytest.mark.parametrize("name", ["vm\u00e9", "\u00e9t\u00e9", "vm\uff11"])
+def test_a_name_with_a_letter_beyond_ascii_says_ascii(tmp_path: Path, name: str) -> None:
+    """A realm or phase name is ASCII: 'vm\u00e9' was refused as "a name of 1..32 letters, ...",
+    which it is, so the error (and the doc) now say ASCII letters."""
+    realm = HEAD + f'[[realm]]\nname = "{name}"\nguest = "hello"\n'
+    refused(tmp_path, realm, 4, "realm[0].name", name, "a name of 1..32 ASCII letters, digits")
+    phase = OK_REALM + f'[[phase]]\nname = "{name}"\nseconds = 1\nactivities = {{ run = 1 }}\n'
+    refused(tmp_path, phase, 5, "phase[0].name", name, "a name of 1..32 ASCII letters, digits")
 
 
 @pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65, "0x_", "_", "_ab", "ab_", "a__b", "0x_ab"])
