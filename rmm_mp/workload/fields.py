@@ -158,8 +158,14 @@ class Fields:
                 digits = written.replace("_", "")
                 if len(digits) % 2 == 0 and len(digits) // 2 <= most:
                     return bytes.fromhex(digits)
+        hint = ""
+        if is_int(value) and value >= 0:
+            # TOML read `rpv = 0x12` as the integer 18, shown so: name the string to write instead.
+            digits = f"{value:x}"
+            digits = digits.zfill(len(digits) + len(digits) % 2)
+            hint = f'; an integer is no hex string: write it in quotes, "0x{digits}"'
         raise self.fail(key, value, f'a hex string of at most {most} bytes (an even number of digits), '
-                                    f'e.g. "0x5265616c6d"')
+                                    f'e.g. "0x5265616c6d"{hint}')
 
     def cpu_set(self, value: object, key: str) -> frozenset[int] | None:
         """CPU ids: a list of integers, or a string such as "0-3", "0,2,5-7" or "all" (None)."""

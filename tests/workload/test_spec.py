@@ -1280,6 +1280,17 @@ def test_a_name_with_a_letter_beyond_ascii_says_ascii(tmp_path: Path, name: str)
     refused(tmp_path, phase, 5, "phase[0].name", name, "a name of 1..32 ASCII letters, digits")
 
 
+@pytest.mark.parametrize(("written", "value", "hint"), [("0x12", 18, '"0x12"'), ("0x123", 0x123, '"0x0123"'),
+                                                   ("0", 0, '"0x00"')])
+def test_an_rpv_written_as_an_integer_names_the_string_to_write(tmp_path: Path, written: str, value: int,
+                                                                hint: str) -> None:
+    """rpv = 0x12 is a TOML integer, shown as 18: the error said only that a hex string was expected,
+    leaving the reader to find why 18 is there; it now names the quoted string to write."""
+    text = HEAD + f'[[realm]]\nname = "vm"\nguest = "hello"\nrpv = {written}\n'
+    err = refused(tmp_path, text, 6, "realm[0].rpv", value, "a hex string of at most 64 bytes")
+    assert err.expected.endswith(f"an integer is no hex string: write it in quotes, {hint}"), str(err)
+
+
 @pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65, "0x_", "_", "_ab", "ab_", "a__b", "0x_ab"])
 def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
     """An RPV with an odd number of hex digits, one that is not hex, or one of 65 bytes: refused.
