@@ -36,6 +36,21 @@ MAX_CPU_ID = 255
 U64 = (1 << 64) - 1
 
 
+def _integer_hint(value: object, lo: int, hi: int) -> str:
+    """What to write for an integer key given one in a string (`recs = "2"`) or as a whole float
+    (`recs = 2.0`, `1e1`), as `seconds = "5"` is told; "" for any other value, and for one of
+    more than 20 digits (`1e300` is no typo for an integer worth writing out)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,20}\s*", value, re.ASCII):
+        number, how = int(value), "a number, not a string"
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e20:
+        number, how = int(value), "an integer, not a float"
+    else:
+        return ""
+    if not lo <= number <= hi:
+        return f" (as {how.split(',')[0]} it is {number}, outside the range)"
+    return f" ({how}: write {number})"
+
+
 def is_int(value: object) -> TypeGuard[int]:
     """An integer, not a bool (TOML's and JSON's true would pass isinstance(value, int))."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -55,9 +70,12 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
 class Fields:
     """Checks for one workload file (or for command-line options, with text "")."""
 
-    def __init__(self, text: str, source: str) -> None:
+    def __init__(self, text: str, source: str, integer_hints: bool = False) -> None:
         self.text = text
         self.source = source
+        # A workload's integer errors name the integer to write (_integer_hint); the stress
+        # tool's schedule checks, a subclass, keep their own messages.
+        self.integer_hints = integer_hints
 
     def fail(self, key: str, value: object, expected: str) -> ConfigError:
         line = locate(self.text, key) if self.text else None
@@ -87,7 +105,8 @@ class Fields:
 
     def integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int:
         if not is_int(value) or not lo <= value <= hi:
-            raise self.fail(key, value, f"{what}, an integer in {int_range(lo, hi)}")
+            hint = _integer_hint(value, lo, hi) if self.integer_hints else ""
+            raise self.fail(key, value, f"{what}, an integer in {int_range(lo, hi)}{hint}")
         return value
 
     def number(self, value: object, key: str, lo: float, hi: float, what: str, seconds: bool = False) -> float:

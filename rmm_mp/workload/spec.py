@@ -170,7 +170,7 @@ class WorkloadFile:
 
     @property
     def fields(self) -> Fields:
-        return Fields(self.text, self.source)
+        return Fields(self.text, self.source, integer_hints=True)
 
 
 def workload_dir() -> Path:
@@ -194,7 +194,7 @@ def load(name_or_path: str | os.PathLike[str]) -> WorkloadFile:
 
 def parse(text: str, source: str) -> WorkloadFile:
     """Check workload ``text`` read from ``source`` (a path: guest paths are relative to its directory)."""
-    f = Fields(text, source)
+    f = Fields(text, source, integer_hints=True)
     raw = toml_loads(text, source)
     f.keys(raw, "", TOP_KEYS)
     base_dir = base_directory(source)

@@ -1280,6 +1280,26 @@ def test_a_name_with_a_letter_beyond_ascii_says_ascii(tmp_path: Path, name: str)
     refused(tmp_path, phase, 5, "phase[0].name", name, "a name of 1..32 ASCII letters, digits")
 
 
+@pytest.mark.parametrize(("line", "key", "written", "value", "hint"), [
+    (6, "realm[0].recs", '"2"', "2", "(a number, not a string: write 2)"),
+    (6, "realm[0].recs", '" +3 "', " +3 ", "(a number, not a string: write 3)"),
+    (6, "realm[0].recs", '"40"', "40", "(as a number it is 40, outside the range)"),
+    (6, "realm[0].recs", "2.0", 2.0, "(an integer, not a float: write 2)"),
+    (6, "realm[0].instances", "1e1", 10.0, "(an integer, not a float: write 10)"),
+    (6, "realm[0].instances", "1e3", 1000.0, "(as an integer it is 1000, outside the range)"),
+    (1, "iterations", '"100"', "100", "(a number, not a string: write 100)"),
+])
+def test_an_integer_written_as_a_string_or_float_names_the_integer_to_write(
+        tmp_path: Path, line: int, key: str, written: str, value: object, hint: str) -> None:
+    """seconds = "5" was told `(a number, not a string: write 5)`, but recs = "2", iterations =
+    "100" or recs = 2.0 only that an integer was expected, beside a value that reads as one."""
+    top, _, sub = key.rpartition(".")
+    head = f"iterations = {written}\nactivities = {{ run = 1 }}\n" if not top else HEAD
+    text = head + '[[realm]]\nname = "vm"\nguest = "hello"\n' + (f"{sub} = {written}\n" if top else "")
+    err = refused(tmp_path, text, line, key, value, "an integer in 1..")
+    assert err.expected.endswith(hint), str(err)
+
+
 @pytest.mark.parametrize(("written", "value", "hint"), [("0x12", 18, '"0x12"'), ("0x123", 0x123, '"0x0123"'),
                                                    ("0", 0, '"0x00"')])
 def test_an_rpv_written_as_an_integer_names_the_string_to_write(tmp_path: Path, written: str, value: int,
