@@ -448,9 +448,15 @@ def _capacity(w: Workload) -> None:
             used = ", ".join(a for a in ACTIVITIES if w.uses(a))
             raise f.fail("activities", used, f"activities whose pages fit in {room}; the run would need up to "
                                              f"{mib} ({shown}); use fewer CPUs, or a bigger platform")
-        raise f.fail(where, biggest.instances,
-                     f"realms that fit in {room}; the run would need up to {mib} ({shown}); use fewer or smaller "
-                     f"realms, or a bigger platform")
+        # Blame the kind that holds the most: by its instances, or, for a lone instance of a
+        # guest file (whose RAM is counted whole), by its ram, which is then what does not fit.
+        heaviest = max(w.realms, key=lambda r: r.instances * realm_granules(r))
+        remedy = "use fewer or smaller realms, or a bigger platform"
+        key, value = f"{heaviest.key}.instances", heaviest.instances
+        if heaviest.instances == 1 and os.sep in heaviest.guest:
+            key, value = f"{heaviest.key}.ram", heaviest.ram
+            remedy = "a guest file's RAM is counted whole: use a smaller ram, or a bigger platform"
+        raise f.fail(key, value, f"realms that fit in {room}; the run would need up to {mib} ({shown}); {remedy}")
     runs = sum(churn_targets(w, c) for c in range(w.cpus) if w.uses("rtt-churn", c))
     have = window_runs(plat)
     if runs > have and biggest is not None:     # rtt-churn needs a realm to churn (_targets)

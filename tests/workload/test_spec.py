@@ -1280,6 +1280,19 @@ def test_a_name_with_a_letter_beyond_ascii_says_ascii(tmp_path: Path, name: str)
     refused(tmp_path, phase, 5, "phase[0].name", name, "a name of 1..32 ASCII letters, digits")
 
 
+def test_a_guest_file_realm_too_big_for_memory_is_refused_at_its_ram(tmp_path: Path) -> None:
+    """One realm of a guest file with ram = "64M" on host (62.8 MiB of NS DRAM): a guest file's
+    RAM is counted whole, so its ram is what does not fit; the error named realm[0].instances = 1
+    (not written, and already the least) and said "use fewer or smaller realms"."""
+    (tmp_path / "g.s").write_text("start:\n    b .\n")
+    text = HEAD + '[[realm]]\nname = "vm"\nguest = "g.s"\nram = "64M"\n'
+    err = refused(tmp_path, text, 6, "realm[0].ram", 64 << 20, "realms that fit in the 62.8 MiB of NS DRAM")
+    assert "a guest file's RAM is counted whole: use a smaller ram" in err.expected, str(err)
+    # Two instances of a smaller one: fewer instances is the remedy, and is named.
+    text = HEAD + '[[realm]]\nname = "vm"\nguest = "g.s"\nram = "40M"\ninstances = 2\n'
+    refused(tmp_path, text, 7, "realm[0].instances", 2, "use fewer or smaller realms")
+
+
 @pytest.mark.parametrize(("line", "key", "written", "value", "hint"), [
     (6, "realm[0].recs", '"2"', "2", "(a number, not a string: write 2)"),
     (6, "realm[0].recs", '" +3 "', " +3 ", "(a number, not a string: write 3)"),
