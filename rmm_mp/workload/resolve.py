@@ -448,17 +448,12 @@ def _capacity(w: Workload) -> None:
             used = ", ".join(a for a in ACTIVITIES if w.uses(a))
             raise f.fail("activities", used, f"activities whose pages fit in {room}; the run would need up to "
                                              f"{mib} ({shown}); use fewer CPUs, or a bigger platform")
-        # Blame the kind that holds the most: by its instances, or, for a lone instance of a
-        # guest file (whose RAM is counted whole), by its ram, which is then what does not fit.
-        heaviest = max(w.realms, key=lambda r: r.instances * realm_granules(r))
-        remedy = "use fewer or smaller realms, or a bigger platform"
-        key, value = f"{heaviest.key}.instances", heaviest.instances
-        if heaviest.instances == 1 and os.sep in heaviest.guest:
-            key, value = f"{heaviest.key}.ram", heaviest.ram
-            remedy = "a guest file's RAM is counted whole: use a smaller ram, or a bigger platform"
-        raise f.fail(key, value, f"realms that fit in {room}; the run would need up to {mib} ({shown}); {remedy}")
-    runs = sum(churn_targets(w, c) for c in range(w.cpus) if w.uses("rtt-churn", c))
-    have = window_runs(plat)
+        big = max(w.realms, key=lambda r: r.instances * realm_granules(r))   # the kind holding the most
+        ram = big.instances == 1 and os.sep in big.guest    # a lone guest file's: its RAM is counted whole
+        fix = "a guest file's RAM is counted whole: use a smaller ram" if ram else "use fewer or smaller realms"
+        text = f"realms that fit in {room}; the run would need up to {mib} ({shown}); {fix}, or a bigger platform"
+        raise f.fail(f"{big.key}.{'ram' if ram else 'instances'}", big.ram if ram else big.instances, text)
+    runs, have = sum(churn_targets(w, c) for c in range(w.cpus) if w.uses("rtt-churn", c)), window_runs(plat)
     if runs > have and biggest is not None:     # rtt-churn needs a realm to churn (_targets)
         raise f.fail(where, biggest.instances,
                      f"realms whose rtt-churn windows fit in platform {plat.name!r}: each needs a 2 MiB run of NS "
@@ -514,8 +509,7 @@ def window_runs(plat: Platform) -> int:
     bitmap words (256 KiB), where it hands out no run longer than a word (NsAllocator.alloc).
     Counting granules is not enough: Secure ranges, or DRAM not aligned to 2 MiB, can leave
     room for a window's granules but no aligned run of them."""
-    size = WINDOW_RUN * GRANULE
-    dram = plat.dram
+    size, dram = WINDOW_RUN * GRANULE, plat.dram
     if dram.base % (WORD_BITS * GRANULE):
         return 0
     first = -(-dram.base // size) * size
