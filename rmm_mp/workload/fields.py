@@ -36,19 +36,25 @@ MAX_CPU_ID = 255
 U64 = (1 << 64) - 1
 
 
-def _integer_hint(value: object, lo: int, hi: int) -> str:
-    """What to write for an integer key given one in a string (`recs = "2"`) or as a whole float
-    (`recs = 2.0`, `1e1`), as `seconds = "5"` is told; "" for any other value, and for one of
-    more than 20 digits (`1e300` is no typo for an integer worth writing out)."""
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,20}\s*", value, re.ASCII):
-        number, how = int(value), "a number, not a string"
+def integer_hint(value: object, lo: int, hi: int) -> str:
+    """What to write for an integer key given one in a string (`recs = "2"`, a constant's
+    `"0x10"`, kept in hex) or as a whole float (`recs = 2.0`, `1e1`), as `seconds = "5"` is told;
+    "" for any other value, and for one of more than 20 digits (`1e300` is no typo for an
+    integer worth writing out)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if re.fullmatch(r"0[xX][0-9a-fA-F]{1,16}", text, re.ASCII):
+        number, how, written = int(text, 16), "a number, not a string", "0x" + text[2:]
+    elif re.fullmatch(r"[+-]?[0-9]{1,20}", text, re.ASCII):
+        number, how = int(text), "a number, not a string"
+        written = str(number)
     elif isinstance(value, float) and value.is_integer() and abs(value) < 1e20:
         number, how = int(value), "an integer, not a float"
+        written = str(number)
     else:
         return ""
     if not lo <= number <= hi:
         return f" (as {how.split(',')[0]} it is {number}, outside the range)"
-    return f" ({how}: write {number})"
+    return f" ({how}: write {written})"
 
 
 def is_int(value: object) -> TypeGuard[int]:
@@ -73,7 +79,7 @@ class Fields:
     def __init__(self, text: str, source: str, integer_hints: bool = False) -> None:
         self.text = text
         self.source = source
-        # A workload's integer errors name the integer to write (_integer_hint); the stress
+        # A workload's integer errors name the integer to write (integer_hint); the stress
         # tool's schedule checks, a subclass, keep their own messages.
         self.integer_hints = integer_hints
 
@@ -105,7 +111,7 @@ class Fields:
 
     def integer(self, value: object, key: str, lo: int, hi: int, what: str) -> int:
         if not is_int(value) or not lo <= value <= hi:
-            hint = _integer_hint(value, lo, hi) if self.integer_hints else ""
+            hint = integer_hint(value, lo, hi) if self.integer_hints else ""
             raise self.fail(key, value, f"{what}, an integer in {int_range(lo, hi)}{hint}")
         return value
 

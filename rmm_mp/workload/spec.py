@@ -34,7 +34,7 @@ from rmm_mp.hw.tomlsrc import (ConfigError, InputTooLarge, bundled_dir, bundled_
                                key_part, read_source, suggestion, why_not_a_file)
 from rmm_mp.printable import shown_path
 from rmm_mp.workload import blame, programs
-from rmm_mp.workload.fields import U64, Fields, is_int
+from rmm_mp.workload.fields import U64, Fields, integer_hint, is_int
 
 Weights = tuple[tuple[str, float], ...]
 TOP_KEYS = ("description", "platform", "cpus", "seconds", "iterations", "seed", "time_slice", "activities",
@@ -544,7 +544,7 @@ def _constants(f: Fields, value: object, key: str, guest: str, text: str) -> tup
             raise f.fail(f"{key}.{name}", number, "no EXPECTED constant: the engine computes EXPECTED0..7 from the "
                                                   "realm's hash and VALUE0..7 and SIZE")
         if not is_int(number) or not 0 <= number <= U64:
-            raise f.fail(f"{key}.{name}", number, "an integer in 0..2^64-1")
+            raise f.fail(f"{key}.{name}", number, f"an integer in 0..2^64-1{integer_hint(number, 0, U64)}")
         bound = _BOUNDED.get((guest, name))
         if bound is not None and not bound[0] <= number <= bound[1]:
             raise f.fail(f"{key}.{name}", number, bound[2])

@@ -1280,6 +1280,18 @@ def test_a_name_with_a_letter_beyond_ascii_says_ascii(tmp_path: Path, name: str)
     refused(tmp_path, phase, 5, "phase[0].name", name, "a name of 1..32 ASCII letters, digits")
 
 
+@pytest.mark.parametrize(("written", "value", "hint"), [('"0x10"', "0x10", "(a number, not a string: write 0x10)"),
+                                                   ('"16"', "16", "(a number, not a string: write 16)"),
+                                                   ("16.0", 16.0, "(an integer, not a float: write 16)")])
+def test_a_constant_written_as_a_string_names_the_number_to_write(tmp_path: Path, written: str, value: object,
+                                                                  hint: str) -> None:
+    """constants = { WORK = "0x10" }, as an assembler writes it, was told only "an integer in
+    0..2^64-1"; it now names the TOML number to write, unquoted (hex as written)."""
+    text = HEAD + f'[[realm]]\nname = "vm"\nguest = "ripas-loop"\nconstants = {{ WORK = {written} }}\n'
+    err = refused(tmp_path, text, 6, "realm[0].constants.WORK", value, "an integer in 0..2^64-1")
+    assert err.expected.endswith(hint), str(err)
+
+
 def test_a_guest_file_realm_too_big_for_memory_is_refused_at_its_ram(tmp_path: Path) -> None:
     """One realm of a guest file with ram = "64M" on host (62.8 MiB of NS DRAM): a guest file's
     RAM is counted whole, so its ram is what does not fit; the error named realm[0].instances = 1
