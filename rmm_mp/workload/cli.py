@@ -139,8 +139,10 @@ def run(workload: str, platform_name: str | None, cpus: int | None, seconds: flo
     peak RSS; what every realm did; and the invariant check (docs/latency.md).
 
     Exit status: 0 when every CPU finished, every realm is fine, every check passed and the
-    invariants hold; 1 when a CPU failed, a realm failed, a check or invariant broke, the run
-    was interrupted, or a report file could not be written; 2 for a bad workload file or bad
+    invariants hold; 1 when the machine could not be made (its segment directory, /dev/shm or
+    RMM_MP_SHM_DIR, missing or full) or the file's realms could not be built, a CPU failed, a
+    realm failed, a check or invariant broke, the run was interrupted, or a report file could
+    not be written; 2 for a bad workload file or bad
     options (an output path that cannot be written is one: in a directory that does not exist,
     or in one that is not writable unless the file is there already and writable; and so is one
     file named by two options, an output path naming a file the run reads, or a machine's
