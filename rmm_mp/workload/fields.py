@@ -39,15 +39,15 @@ U64 = (1 << 64) - 1
 def integer_hint(value: object, lo: int, hi: int) -> str:
     """What to write for an integer key given one in a string (`recs = "2"`, a constant's
     `"0x10"`, kept in hex) or as a whole float (`recs = 2.0`, `1e1`), as `seconds = "5"` is told;
-    "" for any other value, and for one of more than 20 digits (`1e300` is no typo for an
-    integer worth writing out)."""
+    "" for any other value, for a string of more than 20 digits, and for a float of 2^53 or more,
+    which may not hold the integer written (12345678901234567890.0 reads as ...7168)."""
     text = value.strip() if isinstance(value, str) else ""
     if re.fullmatch(r"0[xX][0-9a-fA-F]{1,16}", text, re.ASCII):
         number, how, written = int(text, 16), "a number, not a string", "0x" + text[2:]
     elif re.fullmatch(r"[+-]?[0-9]{1,20}", text, re.ASCII):
         number, how = int(text), "a number, not a string"
         written = str(number)
-    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e20:
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         number, how = int(value), "an integer, not a float"
         written = str(number)
     else:
@@ -184,7 +184,7 @@ class Fields:
                 if len(digits) % 2 == 0 and len(digits) // 2 <= most:
                     return bytes.fromhex(digits)
         hint = ""
-        if is_int(value) and value >= 0:
+        if is_int(value) and 0 <= value < 1 << 8 * most:     # a string that fits, not one refused in turn
             # TOML read `rpv = 0x12` as the integer 18, shown so: name the string to write instead.
             digits = f"{value:x}"
             digits = digits.zfill(len(digits) + len(digits) % 2)

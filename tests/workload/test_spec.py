@@ -1826,3 +1826,28 @@ def test_seconds_text_of_a_length_with_no_nanosecond_count(seconds: float, shown
     ValueError on them."""
     from rmm_mp.workload.describe import seconds_text
     assert seconds_text(seconds) == shown
+
+
+@pytest.mark.parametrize(("key", "written", "value"), [("seed", "12345678901234567890.0", 12345678901234567890.0),
+                                                      ("seed", "9007199254740993.0", float(2**53)),
+                                                      ("iterations", "1e19", 1e19)])
+def test_a_float_past_2_to_the_53_gets_no_integer_to_write(tmp_path: Path, key: str, written: str,
+                                                           value: float) -> None:
+    """A float beyond 2^53 no longer holds every integer: seed = 12345678901234567890.0 reads as
+    ...7168, and the error told the reader to write 12345678901234567168, a number not written."""
+    err = refused(tmp_path, f"{key} = {written}\nactivities = {{ run = 1 }}\n" + OK_REALM, 1, key, value,
+                  "an integer in ")
+    assert "write" not in err.expected and "it is" not in err.expected, str(err)
+
+
+def test_an_rpv_integer_too_long_for_the_string_gets_no_string_to_write(tmp_path: Path) -> None:
+    """rpv = 0x<65 bytes> as a TOML integer: the hint named a 65-byte hex string to write, which
+    is refused in turn (at most 64 bytes); only an integer that fits is told its string."""
+    written = "0x" + "ab" * 65
+    text = HEAD + f'[[realm]]\nname = "vm"\nguest = "hello"\nrpv = {written}\n'
+    err = refused(tmp_path, text, 6, "realm[0].rpv", int(written, 16), "a hex string of at most 64 bytes")
+    assert "write it in quotes" not in err.expected, str(err)
+    fits = "0x" + "ab" * 64
+    err = refused(tmp_path, HEAD + f'[[realm]]\nname = "vm"\nguest = "hello"\nrpv = {fits}\n', 6, "realm[0].rpv",
+                  int(fits, 16), "a hex string of at most 64 bytes")
+    assert err.expected.endswith(f'write it in quotes, "{fits}"'), str(err)
