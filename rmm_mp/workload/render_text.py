@@ -90,9 +90,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int | Coll
 
 
 def us(ns: int) -> str:
-    """``ns`` (>= 0) in us with two decimals, rounded to the nearest 10 ns, a tie (a value ending in
+    """``ns`` in us with two decimals, rounded to the nearest 10 ns, a tie (a value ending in
     5 ns) up. In integers: through a float, a tie went up or down by the float's binary error
     (15 ns read 0.01 us, 25 ns 0.03 us), so the text did not follow from the JSON by one rule."""
+    if ns < 0:  # none is (the handler part is clamped at 0), but floor division would read -7 as -1.99
+        return f"-{us(-ns)}"
     tens = (ns + 5) // 10
     return f"{tens // 100:,}.{tens % 100:02d}"
 

@@ -27,3 +27,11 @@ def test_us_is_exact_for_every_tie_below_a_millisecond() -> None:
     """Every value ending in 5 ns below 1 ms reads 5 ns above it: the rule holds, not a sample."""
     for ns in range(5, 1_000_000, 10):
         assert us(ns) == f"{(ns + 5) // 1000:,}.{(ns + 5) // 10 % 100:02d}", ns
+
+
+@pytest.mark.parametrize(("ns", "shown"), [(-5, "-0.01"), (-7, "-0.01"), (-1_235, "-1.24")])
+def test_us_of_a_negative_is_the_positive_with_a_sign(ns: int, shown: str) -> None:
+    """No report figure is negative (a mean per call, a lock wait on a monotonic clock, the handler
+    part clamped at 0), but a negative must not read as another number: through floor division
+    -7 ns read -1.99 us (tens -1: -1 // 100 and -1 % 100)."""
+    assert us(ns) == shown
