@@ -1,4 +1,4 @@
-"""printable.abbreviated: the one rule by which a message shortens a value too long for a line."""
+"""printable.abbreviated and start_of: the one rule by which a message shortens a value too long for a line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from rmm_mp.attest.errors import PlatformKeyError
 from rmm_mp.attest.keys import load_trust_anchors
 from rmm_mp.hw.tomlsrc import ConfigError
-from rmm_mp.printable import SHOWN_MAX, abbreviated
+from rmm_mp.printable import SHOWN_MAX, abbreviated, start_of
 
 
 def test_a_short_value_is_shown_whole() -> None:
@@ -64,3 +64,17 @@ def test_a_long_value_is_not_cut_between_the_halves_of_a_surrogate_pair(lead: in
     start = abbreviated(shown).partition("... (")[0]
     assert start.endswith("\\ude00") and shown.startswith(start), start[-30:]
     assert json.loads(start + '"') == "a" * lead + "\U0001F600" * ((len(start) - 1 - lead) // 12), start[-30:]
+
+
+@pytest.mark.parametrize(("shown", "end", "cut"), [
+    ("", 40, ""), ("abc", 40, "abc"), ("abc", 3, "abc"), ("abcd", 3, "abc"),
+    ('"a\\u001B"', 9, '"a\\u001B"'),      # exactly ``end`` long, ending in an escape: whole
+    ('"ab\\u00', 7, '"ab\\u00'),          # exactly ``end`` long, a cut-off escape: whole, not cut before it
+    ('"a\\u001B"x', 5, '"a'), ('"a\\u001B"x', 8, '"a\\u001B'),
+    ('"\\ud83d\\ude00"', 8, '"'),         # never between a surrogate pair's halves
+])
+def test_start_of_cuts_only_a_longer_text_and_never_inside_an_escape(shown: str, end: int, cut: str) -> None:
+    """start_of keeps a text of at most ``end`` characters whole (a shorter one crashed the cut's
+    scan: stress --shrink of a deadlock's short headline), and cuts a longer one before an escape
+    it would split."""
+    assert start_of(shown, end) == cut
