@@ -52,10 +52,17 @@ class Finding:
     """The segment directory (RMM_MP_SHM_DIR, as a message shows it) of the run that made the
     finding when that was another process's run: a schedule file's recorded findings
     (schedule.parse). Not part of the finding: only what a replay leaves out as it compares."""
+    identity: str = field(default="", compare=False)
+    """For a finding with no site, what tells it from others of its checker and rule where the
+    site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity). Not in
+    its text (a replay compares the text, so files recorded before it was added replay as they
+    did), nor in its JSON or a schedule file: only ``key`` reads it."""
 
     def key(self) -> tuple[str, str, str]:
-        """What makes two findings the same problem (shrinking keeps it)."""
-        return self.checker, self.rule, self.site
+        """What makes two findings the same problem (shrinking keeps it): checker, rule and
+        site, or, with no site, the ``identity`` (without it every deadlock was one problem, and
+        a shrinking could keep another deadlock than the one it was shrinking)."""
+        return self.checker, self.rule, self.site or self.identity
 
     def headline(self) -> str:
         where = f"CPU {self.cpu}" if self.cpu is not None else "machine"
@@ -277,8 +284,8 @@ def without_run_place(text: str, shm_dirs: tuple[str, ...] = ()) -> str:
 
 @dataclass
 class FindingLog:
-    """Findings of one process, each problem once (by checker, rule and site; a broken
-    invariant, which has no site, by its message too: ``add``'s ``by_message``)."""
+    """Findings of one process, each problem once (by ``Finding.key``: checker, rule and site, or
+    identity; a broken invariant, which has no site, by its message too: ``add``'s ``by_message``)."""
 
     limit: int = 50
     items: list[Finding] = field(default_factory=list)

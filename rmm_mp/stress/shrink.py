@@ -1,7 +1,8 @@
 """Shrinking a failing deterministic run: a schedule with fewer preemptions (then an earlier
 finding, then fewer switches) that still produces the same finding.
 
-The target is the first finding's key (checker, rule, source site). A candidate schedule is the
+The target is the first finding's key (checker, rule, source site; for a deadlock, which has no
+site, its calls and the kinds of lock they wait for: Finding.identity). A candidate schedule is the
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
@@ -136,6 +137,9 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             found = candidate.first()
             if found is None:
                 verdict = "not kept: no finding"
+            elif found.key() != target and found.identity and first.identity and found.key()[:2] == target[:2]:
+                # The headlines of two deadlocks read alike: say how they differ.
+                verdict = f"not kept: another deadlock ({found.identity}) than the one being shrunk ({first.identity})"
             elif found.key() != target:
                 verdict = "not kept: another finding than the one being shrunk"
             elif not _smaller(candidate, best):

@@ -26,6 +26,7 @@ This module owns the stuck analysis and the snapshots. It must not change the ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -183,6 +184,24 @@ def wait_cycle(machine: "Machine", snaps: list[CpuSnapshot]) -> list[int]:
     return []
 
 
+_ARGUMENTS = re.compile(r"\([^()]*\)")
+
+
+def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...]) -> str:
+    """What tells one deadlock from another (Finding.identity): each CPU of the ``cycle``'s call
+    without its arguments and the state of the granule it waits for, in sorted order
+    (``RMI_DATA_CREATE_UNKNOWN waits for RD and RMI_DATA_DESTROY waits for RTT``). No CPU number,
+    which CPU comes first, granule address or step: a shrinking that replays the run with fewer
+    switches changes those (the same two calls on the CPUs the other way round, another data
+    granule), not the calls and lock roles that deadlock."""
+    parts = []
+    for cpu in cycle:
+        s = snaps[cpu]
+        call = _ARGUMENTS.sub("", s.call) or "between calls"
+        parts.append(f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}")
+    return " and ".join(sorted(parts))
+
+
 def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
     """Deterministic mode: no CPU can run while some are blocked. Deadlock or leaked lock."""
     snaps = snapshots(machine, seg)
@@ -191,7 +210,7 @@ def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
     if cycle:
         chain = " -> ".join(f"CPU {c}" for c in cycle + cycle[:1])
         return Finding("watchdog", "deadlock", f"CPUs wait for each other's locks: {chain}", cycle[0], "", "",
-                       details, step)
+                       details, step, identity=cycle_identity(snaps, cycle))
     blocked = [s for s in snaps if s.waiting_for >= 0]
     victim = blocked[0] if blocked else snaps[0]
     word, holder = _holder(machine, victim.waiting_for) if blocked else (0, -1)
@@ -265,7 +284,7 @@ class Watchdog:
         if kind == "deadlock":
             chain = " -> ".join(f"CPU {c}" for c in cpus + cpus[:1])
             return Finding("watchdog", "deadlock", f"CPUs wait for each other's locks: {chain}", cpus[0], "", "",
-                           details)
+                           details, identity=cycle_identity(snaps, cpus))
         victim = snaps[cpus[0]]
         word, _ = _holder(self.machine, victim.waiting_for)
         return Finding("watchdog", "leaked-lock", f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by "
