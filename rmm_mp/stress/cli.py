@@ -6,7 +6,8 @@ stress.check_cli).
                   [--trace F.json] [--save-schedule F] [--json F] [--list-bugs]
 
 Exit status: 0 no finding, 1 findings (or an interrupted run, a replay that did not reproduce
-its recording, an output file that could not be written), 2 bad usage. A replay of a recording
+its recording, an output file that could not be written, a machine that could not be made or a
+CPU process that could not be started), 2 bad usage. A replay of a recording
 with findings exits 1 whether it reproduced them or not: its verdict is in the JSON
 (``replay.verdict``). Standard output closed early (`| head -1`) changes neither
 (outpaths.echo).
@@ -170,11 +171,14 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     Exit status: 0 no finding; 1 findings, an interrupted run (Ctrl-C or SIGTERM: the report of
     what ran is still printed), a replay that did not reproduce its recording (a replay of a
     recording with findings exits 1 either way: --json gives the verdict), or a report file
-    that could not be written; 2 bad usage, found before the run starts (an option the run
-    would not use, an output path that cannot be written or names a machine's shared-memory
-    segment, two --inject bugs that replace the same code, a --replay file that is no schedule
-    file). A reader of the output that leaves early (`| head`) ends the printing quietly; the
-    files are still written and the status stays the run's."""
+    that could not be written; 1 also, with no report but an `Error:` line saying why, when the
+    machine could not be made (RMM_MP_SHM_DIR no usable directory, not enough free space in it:
+    MachineError) or a CPU process could not be started (CpuStartError); 2 bad usage, found
+    before the run starts (an option the run would not use, an output path that cannot be
+    written or names a machine's shared-memory segment, two --inject bugs that replace the same
+    code, a --replay file that is no schedule file). A reader of the output that leaves early
+    (`| head`) ends the printing quietly; the files are still written and the status stays the
+    run's."""
     if list_bugs:
         refuse_beside_listing(click.get_current_context(), "--list-bugs")
         click.echo(catalog_text())

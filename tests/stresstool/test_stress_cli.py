@@ -95,6 +95,20 @@ def test_help_names_every_workload() -> None:
     assert f"one of {', '.join(names[:-1])} and {names[-1]}" in text
 
 
+def test_help_gives_exit_status_1_for_a_machine_that_could_not_be_made(tmp_path: Path) -> None:
+    """RMM_MP_SHM_DIR naming no directory: `rmm-mp stress` prints `Error: MachineError: ...` and
+    exits 1, with no report; --help's exit-status paragraph says so (it named findings, an
+    interrupted run, a replay and a report file for 1, not a machine that could not be made)."""
+    env = {**os.environ, "RMM_MP_SHM_DIR": str(tmp_path / "missing")}
+    res = subprocess.run([sys.executable, "-m", "rmm_mp", "stress", "--seconds", "1"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and res.stderr.startswith("Error: MachineError: "), res.stderr
+    assert "finding" not in res.stdout, res.stdout
+    text = " ".join(CliRunner().invoke(stress, ["--help"]).output.split())
+    assert ("1 also, with no report but an `Error:` line saying why, when the machine could not be made "
+            "(RMM_MP_SHM_DIR no usable directory, not enough free space in it: MachineError)") in text, text
+
+
 def test_help_says_quiescent_every_needs_the_invariants_checker() -> None:
     """64b104b refuses --quiescent-every above 0 without the invariants checker; --help still
     described the option as if any --checkers would do."""
