@@ -254,8 +254,9 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
         say(verdict.text())
         failed = failed or not verdict.reproduced
     searched: dict[str, object] | None = None
+    limit = ""
     if do_shrink and report.first() is not None:
-        report, searched = _shrunk(stop, report, say)
+        report, searched, limit = _shrunk(stop, report, say)
     unreplayable = report.unreplayable() if config.deterministic else ""
     saved = bool(config.deterministic and (save_schedule or (report.first() is not None
                                                              and (recorded is None or do_shrink))))
@@ -313,6 +314,11 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     # the exit status, as the report's last line is.
     if "schedule" in written:
         tell(f"schedule: {shown_path(written['schedule'])}\nreplay: {report.replay_command(written['schedule'])}")
+        if limit:
+            # The search's bounds stopped it with cuts left to try: a search of the saved
+            # schedule goes on from where it stopped (its shrunk schedule saved beside it).
+            tell(f"shrink further: {report.replay_command(written['schedule'])} --shrink (the search stopped at "
+                 f"its limit of {limit})")
     if not config.deterministic and report.first() is not None and not report.interrupted:
         # No `replay:` line can follow a free-running finding: say why, and what run saves one.
         tell("not replayable (a free-running run keeps no schedule); a deterministic run saves one when it finds "
@@ -347,37 +353,39 @@ def _deterministic_command(config: StressConfig) -> str:
 
 
 def _shrunk(stop: Interrupts, report: StressReport,
-            say: Callable[[str], object]) -> tuple[StressReport, dict[str, object] | None]:
-    """--shrink of a run with a finding: the report to go on with, the shrunk run's, and what
-    the search did (for the JSON; None when none ran). A search that did not run or did not
+            say: Callable[[str], object]) -> tuple[StressReport, dict[str, object] | None, str]:
+    """--shrink of a run with a finding: the report to go on with, the shrunk run's, what the
+    search did (for the JSON; None when none ran), and the limit that stopped a search with cuts
+    left to try ("" if none did: ShrinkResult.limit). A search that did not run or did not
     finish leaves the report marked interrupted, with what was left undone in ``not_done``
     (the JSON's too: an interrupted search used to look like a finished one there)."""
     if report.interrupted:
         # Skipped, not begun: up to two minutes of replays after the user asked to stop.
         say("not shrunk: the run was interrupted")
-        return report.marked_interrupted(("not shrunk: the run was interrupted",)), None
+        return report.marked_interrupted(("not shrunk: the run was interrupted",)), None, ""
     if not report.schedule or not report.steps:
         # A finding before the first step (a CPU process killed while it started up): there is
         # no schedule to replay, and shrink refused it with a traceback.
         say("not shrunk: the run took no step, so it has no schedule to shrink")
-        return report, None
+        return report, None, ""
     why = report.unreplayable()
     if why:
         # A CPU that died took its switches with it: every replay would follow another
         # interleaving, and the search would shrink nothing.
         say(f"not shrunk: {why}")
-        return report, None
+        return report, None, ""
     shrunk, result = stop.step(lambda: shrink(report, on_attempt=lambda n, r, verdict: echo(
         f"  shrink attempt {n}: {_brief(r)} ({verdict})", err=True), sigterm_stops=True))
     if not shrunk:
         undone = f"not shrunk: interrupted ({stop.by})"
         say(undone)
-        return report.marked_interrupted((undone,), by=stop.by), None
+        return report.marked_interrupted((undone,), by=stop.by), None, ""
     say(result.describe())
     say(result.report.findings_text())
     if result.interrupted:
-        return result.report.marked_interrupted((result.unfinished(),), by=result.interrupted_by), result.to_json()
-    return result.report, result.to_json()
+        return (result.report.marked_interrupted((result.unfinished(),), by=result.interrupted_by), result.to_json(),
+                "")
+    return result.report, result.to_json(), result.limit
 
 
 def _write_json(report: StressReport, extra: Mapping[str, object], written: dict[str, str], errors: list[str],

@@ -45,12 +45,17 @@ class ShrinkResult:
     """Ctrl-C or SIGTERM ended the search before it was done."""
     interrupted_by: str = ""
     """With ``interrupted``, the signal that ended it ("Ctrl-C", "SIGTERM")."""
+    limit: str = ""
+    """The limit that ended the search before it had tried every cut ("40 replays", "120 s"):
+    a search of the result's schedule may cut more. "" when it was done (or interrupted)."""
 
     def describe(self) -> str:
         o, r = self.original, self.report
         f, g = o.first(), r.first()
         how = "shrinking interrupted after" if self.interrupted else "shrunk in"
-        return (f"{how} {count(self.attempts, 'replay')} ({self.accepted} kept): finding at step "
+        # A search cut short by its bounds read as a finished one: say so, and (cli) how to go on.
+        limited = f", stopped at its limit of {self.limit} with cuts left to try" if self.limit else ""
+        return (f"{how} {count(self.attempts, 'replay')} ({self.accepted} kept){limited}: finding at step "
                 f"{f.step if f else '?'} -> {g.step if g else '?'}, {o.switches} -> {r.switches} switches, "
                 f"{o.preemptions} -> {r.preemptions} preemptions")
 
@@ -108,6 +113,7 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         best = report
         attempts = accepted = 0
         interrupted = False
+        done = False        # every cut tried (or none left): no limit stopped the search
         by = ""     # the signal a replay's run took: the search's own guard does not hear it
         deadline = time.monotonic() + max_seconds
 
@@ -166,11 +172,13 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
         while not over():
             switches = best.schedule[1:]
             if not switches:
+                done = True
                 break
             size = max(1, len(switches) // chunks)
-            removed = False
+            removed = cut_short = False
             for start in range(len(switches) - size, -1, -size) if size else ():
                 if over():
+                    cut_short = True
                     break
                 kept = best.schedule[:1] + switches[:start] + switches[start + size:]
                 if attempt(kept):
@@ -181,10 +189,15 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             if removed:
                 chunks = max(2, chunks - 1)
             elif size == 1:
+                done = not cut_short        # every single switch tried, none could go
                 break
             else:
                 chunks = min(len(switches), chunks * 2)
-        return ShrinkResult(report, best, attempts, accepted, interrupted or bool(stop.by), by or stop.by)
+        stopped = interrupted or bool(stop.by)
+        limit = ""
+        if not done and not stopped and best.schedule[1:]:
+            limit = count(max_attempts, "replay") if attempts >= max_attempts else f"{max_seconds:g} s"
+        return ShrinkResult(report, best, attempts, accepted, stopped, by or stop.by, limit)
 
 
 def _replay_config(cfg: StressConfig, switches: tuple[tuple[int, int], ...], step: int | None) -> StressConfig:

@@ -602,6 +602,37 @@ def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.multiprocess
+def test_a_shrinking_stopped_at_its_limit_says_so_and_how_to_go_on(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search its bound of replays stops with cuts left to try (here 2 replays, each stubbed to
+    give the run being shrunk again, so none is kept): its summary line says it stopped at its
+    limit, and after the schedule's lines one gives the command that shrinks on from the saved
+    schedule. The summary read "shrunk in 40 replays" as after a finished search (`--inject
+    data-create-rtt-before-rd --checkers watchdog --schedule random --shrink`, seed 0: 40
+    replays, 1,106 -> 17 preemptions, single switches not yet tried)."""
+    from rmm_mp.stress import cli as stress_cli
+    from rmm_mp.stress import shrink as shrinking
+
+    original: list[object] = []
+
+    def same_run(cfg: object, **kwargs: object) -> object:
+        return original[0]
+
+    def shrink_twice(report: Any, **kwargs: Any) -> Any:
+        original.append(report)
+        return shrinking.shrink(report, **{**kwargs, "max_attempts": 2})
+
+    monkeypatch.setattr(shrinking, "run", same_run)
+    monkeypatch.setattr(stress_cli, "shrink", shrink_twice)
+    sched = tmp_path / "s.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(sched)])
+    assert res.exit_code == 1 and sched.exists(), res.output
+    assert "shrunk in 2 replays (0 kept), stopped at its limit of 2 replays with cuts left to try: " in res.stdout
+    assert res.stdout.endswith(f"schedule: {sched}\nreplay: rmm-mp stress --replay {sched}\nshrink further: "
+                               f"rmm-mp stress --replay {sched} --shrink (the search stopped at its limit of 2 "
+                               "replays)\n"), res.stdout
+
+
 def test_a_finished_shrinking_is_in_the_json(tmp_path: Path) -> None:
     """--shrink that ran to its end: `shrink` gives the replays made and kept, `interrupted`
     false, the original run's figures and the shrunk run's (the report's); nothing is left
@@ -1634,8 +1665,8 @@ def test_shrink_of_a_finding_before_the_first_step_is_skipped_not_a_traceback() 
     report = StressReport(StressConfig(schedule="random", steps=3000), (died,), "aborted", 0.5, {})
     said: list[str] = []
     with Interrupts(sigterm=False) as stop:
-        kept, searched = _shrunk(stop, report, said.append)
-    assert kept is report and searched is None
+        kept, searched, limit = _shrunk(stop, report, said.append)
+    assert kept is report and searched is None and limit == ""
     assert said == ["not shrunk: the run took no step, so it has no schedule to shrink"]
 
 
@@ -1777,8 +1808,8 @@ def test_a_schedule_missing_a_dead_cpus_switches_is_neither_written_nor_shrunk(t
     assert not (tmp_path / "s.json").exists()
     said: list[str] = []
     with Interrupts(sigterm=False) as stop:
-        kept, searched = _shrunk(stop, report, said.append)
-    assert kept is report and searched is None and said[0].startswith(f"not shrunk: {why}"), said
+        kept, searched, limit = _shrunk(stop, report, said.append)
+    assert kept is report and searched is None and limit == "" and said[0].startswith(f"not shrunk: {why}"), said
 
 
 def test_the_timeline_of_a_run_whose_cpu_died_says_it_is_incomplete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -122,9 +122,29 @@ def test_shrink_keeps_a_run_without_preemptions_whose_finding_comes_later(monkey
     result = shrink(original, max_attempts=6)
     assert (result.report.first().step, result.report.preemptions) == (130, 0)  # type: ignore[union-attr]
     assert (result.attempts, result.accepted) == (1, 1)
+    # Nothing left to cut: no limit stopped it, whatever the bound of replays.
+    assert result.limit == "" and "limit" not in result.describe()
     assert shrinking._smaller(report(120, 0, 3), report(130, 0, 0))
     assert not shrinking._smaller(report(140, 0, 0), report(130, 0, 1))
     assert not shrinking._smaller(report(50, 1, 1), report(130, 0, 0))
+
+
+@pytest.mark.parametrize("bound, limit", [(40, ""), (3, "3 replays")])
+def test_a_shrinking_says_whether_its_bound_stopped_it(monkeypatch: pytest.MonkeyPatch, bound: int, limit: str) -> None:
+    """Replays stubbed with made-up reports, none smaller, of a run with 2 switches: the search
+    tries no preemption on each CPU, then each single switch dropped (4 replays) and is done, no
+    limit named; bounded to 3 replays it stops with a cut left to try, and its summary says it
+    stopped at its limit (it read "shrunk in 40 replays" as a finished search)."""
+    from rmm_mp.stress.findings import Finding
+
+    finding = Finding("lockdep", "rule 2", "m", cpu=0, site="x.py:1 (f)", step=100)
+    original = StressReport(LOCK_TWO, (finding,), "finding", 0.0, {}, steps=105, switches=2, preemptions=2,
+                            schedule=((0, 0), (10, 1), (20, 0)))
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: original)
+    result = shrink(original, max_attempts=bound)
+    assert (result.attempts, result.limit) == (min(bound, 4), limit)
+    said = result.describe()
+    assert (f", stopped at its limit of {limit} with cuts left to try: " in said) == bool(limit), said
 
 
 def test_each_shrink_attempt_says_why_it_was_kept_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
