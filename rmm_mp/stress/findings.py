@@ -54,9 +54,10 @@ class Finding:
     (schedule.parse). Not part of the finding: only what a replay leaves out as it compares."""
     identity: str = field(default="", compare=False)
     """For a finding with no site, what tells it from others of its checker and rule where the
-    site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity). Not in
-    its text (a replay compares the text, so files recorded before it was added replay as they
-    did), nor in its JSON or a schedule file: only ``key`` reads it."""
+    site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity), a
+    lockdep cycle's classes (lockdep.analyse). Not in its text (a replay compares the text, so
+    files recorded before it was added replay as they did), nor in its JSON or a schedule file:
+    only ``key`` reads it."""
 
     def key(self) -> tuple[str, str, str]:
         """What makes two findings the same problem (shrinking keeps it): checker, rule and

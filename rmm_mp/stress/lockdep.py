@@ -384,7 +384,10 @@ def analyse(edges: dict[tuple[int, int], Edge]) -> list[Finding]:
         pairs = list(zip(cycle, cycle[1:] + cycle[:1]))
         names = " -> ".join(C.name(c) for c in cycle + cycle[:1])
         details = tuple(edges[p].describe() for p in pairs)
-        out.append(Finding("lockdep", "cycle", f"lock classes can deadlock: {names}", None, "", "", details))
+        # A cycle has no site: its classes (rotated to the smallest by ``cycles``) tell it from
+        # another cycle when a shrinking compares findings (Finding.key).
+        out.append(Finding("lockdep", "cycle", f"lock classes can deadlock: {names}", None, "", "", details,
+                           identity=names))
     return out
 
 

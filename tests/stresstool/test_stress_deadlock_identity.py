@@ -129,3 +129,23 @@ def test_a_deadlock_schedule_recorded_before_the_identity_still_replays(tmp_path
     assert recorded.findings[0].identity == ""
     # Saved again, it is the same file (the identity is not written).
     assert schedule_file.to_json(report)["result"]["findings"] == OLD_SCHEDULE["result"]["findings"]
+
+
+def test_two_lockdep_cycles_are_two_problems_and_one_cycle_found_twice_is_one() -> None:
+    """A lockdep cycle has no site either: its classes are its identity, so a shrinking of a run
+    whose first finding is one cycle does not keep a run that found another (every cycle had the
+    key ("lockdep", "cycle", "")), while the same cycle seen at other granules or steps is kept."""
+    from rmm_mp.stress import classes, lockdep
+    from rmm_mp.stress.lockdep import Edge
+
+    def cycle_of(a: int, b: int, step: int) -> Finding:
+        edges = {(a, b): Edge(a, b, 0, "RMI_X", "here.py:1", step, 0x1000 * step, 0x2000),
+                 (b, a): Edge(b, a, 1, "RMI_Y", "there.py:2", step + 1, 0x2000, 0x1000 * step)}
+        [found] = lockdep.analyse(edges)
+        return found
+
+    rd_l1 = cycle_of(classes.RD, classes.RTT_L0 + 1, 5)
+    again = cycle_of(classes.RTT_L0 + 1, classes.RD, 90)
+    rd_l2 = cycle_of(classes.RD, classes.RTT_L0 + 2, 5)
+    assert rd_l1.key() == again.key(), (rd_l1.key(), again.key())
+    assert rd_l1.key() != rd_l2.key(), rd_l1.key()
