@@ -3,8 +3,11 @@
 tomllib's refusals name a line at best, and some name nothing: a key or table defined twice is
 "Cannot overwrite a value" (which key?), a statement at the end of a file with no newline after
 it is "at end of document", arrays nested a few hundred deep end in a RecursionError and a
-decimal integer of more than 4,300 digits in a ValueError, neither naming a line. loads turns
-each into a ConfigError at the line it is about, naming the key, the table or what is wrong.
+decimal integer of more than 4,300 digits in a ValueError, neither naming a line; a string,
+array or inline table left open is refused at the end of the document (or, a one-line string, at
+the newline that cuts it), not where it opens. loads turns each into a ConfigError at the line it
+is about, naming the key, the table or what is wrong, and words the parser's other refusals as
+every other mistake reads: the line once, the reason in plain words, the column.
 
 This module owns that diagnosis: it finds the statement, the nesting or the integer again in
 the source text with tomlsrc's line scanning (code_lines, line_key, HEADER, after_string,
@@ -27,7 +30,8 @@ from rmm_mp.hw.tomlsrc import (HEADER, ConfigError, after_string, code_lines, he
 
 def loads(text: str, source: str) -> dict[str, Any]:
     """tomllib.loads, with a syntax error as ConfigError(source, "(file)", ...) at the line the
-    parser names, so that it reads 'file:line: ...' like every other mistake in the file. Each
+    parser names (or where the string, array or inline table it found open opens: _syntax_error),
+    so that it reads 'file:line: ...' like every other mistake in the file. Each
     float is a TypedFloat (tomlnum.written_float), which an error shows as the file writes it
     (1e-400, not the 0.0 it reads as), and which the checks that accept it make a plain float."""
     try:
@@ -38,8 +42,8 @@ def loads(text: str, source: str) -> dict[str, Any]:
             key, written, twice_line, reason, already = twice
             raise ConfigError(source, key, written, f"each key and table defined once{already} (the TOML parser: "
                                                     f"{reason})", twice_line) from None
-        found = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(source, "(file)", str(exc), "valid TOML", int(found.group(1)) if found else None) from None
+        reason, line, expected = _syntax_error(text, str(exc))
+        raise ConfigError(source, "(file)", _Written(reason), expected, line) from None
     except RecursionError:
         # tomllib parses arrays and inline tables recursively: a few hundred levels of them
         # use up Python's recursion limit, and its RecursionError ended the command with a
@@ -54,6 +58,107 @@ def loads(text: str, source: str) -> dict[str, Any]:
         long_line = _long_decimal_line(text)
         raise ConfigError(source, "(file)", str(exc).split(";")[0], "valid TOML with integers of at most "
                           f"{sys.get_int_max_str_digits()} digits", long_line) from None
+
+
+_AT = re.compile(r"(.*) \(at (?:line (\d+), column (\d+)|end of document)\)", re.DOTALL)
+
+
+def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
+    """tomllib's refusal ``message`` in plain words, its line and what was expected. tomllib
+    says "Reason (at line L, column C)" or "(at end of document)": the reason is shown with its
+    first letter in lower case, "Expected X" as "missing X" (the error goes on to say what was
+    expected), the column after it, and the line is said once, by the error's FILE:LINE. A
+    string, array or inline table left open (tomllib names the newline that cuts a string, or the
+    end of the document, where nothing is to be seen) is named at the line where it opens, and
+    the expected text says where it opened and what closes it; any other refusal at the end of
+    the document is at the file's last line of code."""
+    match = _AT.fullmatch(message)
+    if match is None:
+        return message, None, "valid TOML"
+    said = match.group(1)
+    reason = (f"missing {said.removeprefix('Expected ')}" if said.startswith("Expected ")
+              else said[:1].lower() + said[1:])
+    lines = code_lines(text)
+    line: int | None
+    if match.group(2):
+        line, column = int(match.group(2)), int(match.group(3))
+        stop = sum(len(s) + 1 for s in text.split("\n")[:line - 1]) + column - 1
+        reason += f" at column {column}"
+    else:
+        line = next((n for n in range(len(lines), 0, -1) if without_comment(lines[n - 1]).strip()), None)
+        stop = len(text)
+        reason += " at the end of the file"
+    opened = _left_open(text, stop, brackets=match.group(2) is None or reason.startswith("unclosed "))
+    if opened is None:
+        return reason, line, "valid TOML"
+    what, opener, at, opened_column = opened
+    if match.group(2) and at != line:       # the parser's column is on another line than the error's
+        reason = reason.replace(" at column ", f" at line {line}, column ")
+    closer = {"[": "]", "{": "}"}.get(opener, opener)
+    where = {'"': _ONE_LINE_STRING, "'": _ONE_LINE_STRING,
+             "{": " on its line (TOML writes an inline table on one line)"}.get(opener, "")
+    return reason, at, f"valid TOML: the {what} opened by {opener} at column {opened_column} closed by {closer}{where}"
+
+
+_ONE_LINE_STRING = """ on its line (a string of several lines opens and closes with \"\"\" or ''')"""
+
+
+def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int] | None:
+    """The string left open at ``text[stop]`` (or cut by a newline before it), else when
+    ``brackets`` the outermost array or inline table still open there: what it is ("string",
+    "array", "inline table"), what opens it, and the line and column where it does; None if
+    nothing is. Comments are skipped, and a backslash escape in a basic string."""
+    line, start = 1, 0          # the line of text[i] and where that line starts
+    open_at: list[tuple[str, int, int]] = []
+    i = 0
+    while i < len(text) and i <= stop:
+        ch = text[i]
+        if ch == "\n":
+            line, start = line + 1, i + 1
+        elif ch == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif ch in "\"'":
+            opener = text[i:i + 3] if text.startswith(ch * 3, i) else ch
+            end, closed = _string_end(text, i + len(opener), opener)
+            if not closed and end <= stop:
+                return "string", opener, line, i - start + 1
+            if end > stop:          # tomllib stopped inside the string, for another reason
+                return None
+            line += text.count("\n", i, end)
+            start = text.rfind("\n", 0, end) + 1 if "\n" in text[i:end] else start
+            i = end
+            continue
+        elif ch in "[{":
+            open_at.append((ch, line, i - start + 1))
+        elif ch in "]}" and open_at:
+            open_at.pop()
+        i += 1
+    if brackets and open_at:
+        opener, at, column = open_at[0]
+        return "array" if opener == "[" else "inline table", opener, at, column
+    return None
+
+
+def _string_end(text: str, i: int, opener: str) -> tuple[int, bool]:
+    """Where the string opened by ``opener``, its text starting at ``text[i]``, ends (after its
+    closing quotes; a multi-line one's up to two more quotes before them are its own), and True;
+    or where it is cut, by a newline (a one-line string) or the end of the text, and False."""
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and opener[0] == '"':
+            i += 2
+            continue
+        if ch == "\n" and len(opener) == 1:
+            return i, False
+        if text.startswith(opener, i):
+            end = i + len(opener)
+            while len(opener) == 3 and end < len(text) and end - i < 5 and text[end] == opener[0]:
+                end += 1
+            return end, True
+        i += 1
+    return len(text), False
 
 
 _TWICE = re.compile(r"(Cannot overwrite a value|Cannot declare .* twice|Cannot mutate immutable namespace .*"

@@ -437,11 +437,11 @@ def test_a_boolean_is_shown_as_toml_spells_it(tmp_path: Path) -> None:
 
 
 def test_toml_syntax_error_names_its_line(tmp_path: Path) -> None:
-    """An unclosed inline table: tomllib's message, at the line it names."""
+    """An unclosed inline table: tomllib's reason, at the line where the table opens."""
     with pytest.raises(ConfigError) as info:
         load(tmp_path, "seconds = 1\nactivities = { run = 1\n")
     err = info.value
-    assert err.line == 2 and err.key == "(file)" and "Unclosed inline table" in str(err.value)
+    assert err.line == 2 and err.key == "(file)" and "unclosed inline table" in str(err.value)
     assert str(err).startswith(f"{tmp_path / 'w.toml'}:2: ")
     assert segments() == []
 

@@ -1,0 +1,104 @@
+"""How a TOML syntax error in a workload or platform file reads (rmm_mp.hw.tomlparse.loads):
+``FILE:LINE: (file) = <the parser's reason>: expected <what>``, the line once, the reason in
+plain words with a character escaped once, and an unterminated string, array or inline table
+named at the line where it opens (tomllib names the end of the document)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rmm_mp.hw import platform as plat
+from rmm_mp.hw.tomlparse import loads
+from rmm_mp.hw.tomlsrc import ConfigError
+from rmm_mp.workload import spec
+
+
+def _refused(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        loads(text, "f.toml")
+    return info.value
+
+
+def test_an_illegal_newline_in_a_string_reads_once_escaped_with_its_column() -> None:
+    """tomllib's "Illegal character '\\n' (at line 4, column 9)" was shown as a quoted value, its
+    backslash doubled and its line said twice; the string's opening column is named."""
+    err = _refused('seconds = 1\n\n[x]\na = "abc\nb = 1\n')
+    assert err.line == 4 and err.key == "(file)"
+    assert str(err) == ("f.toml:4: (file) = illegal character '\\n' at column 9: expected valid TOML: the string "
+                        "opened by \" at column 5 closed by \" on its line (a string of several lines opens and "
+                        "closes with \"\"\" or ''')")
+    assert "line 4" not in str(err) and "\\\\" not in str(err)
+
+
+@pytest.mark.parametrize("text, line, opener, column", [
+    ('seconds = 1\ndescription = """abc\nmore\n', 2, '"""', 15),
+    ("seconds = 1\ndescription = '''abc\n\nmore", 2, "'''", 15),
+    ("seconds = 1\nx = 'abc\ny = 2\n", 2, "'", 5),
+    ('seconds = 1\nx = "abc', 2, '"', 5),
+], ids=["multi-line-basic", "multi-line-literal", "literal", "basic-at-the-end"])
+def test_an_unterminated_string_is_named_at_the_line_where_it_opens(text: str, line: int, opener: str,
+                                                                     column: int) -> None:
+    """tomllib says "Unterminated string (at end of document)" or 'Expected "\\'"' there, with
+    no line: the line where the string opened is the one that helps."""
+    err = _refused(text)
+    assert err.line == line, str(err)
+    assert str(err).startswith(f"f.toml:{line}: (file) = "), str(err)
+    assert f"the string opened by {opener} at column {column} closed by {opener}" in str(err), str(err)
+    assert "end of document" not in str(err)
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ("seconds = 1\nx = [1,\n2,\n", 2, "the array opened by [ at column 5 closed by ]"),
+    ("seconds = 1\nx = [[1, 2],\n  [3,\n", 2, "the array opened by [ at column 5 closed by ]"),
+    ("seconds = 1\nx = { a = 1", 2, "the inline table opened by { at column 5 closed by } on its line"),
+    ("seconds = 1\nx = { a = 1\ny = 2\n", 2, "the inline table opened by { at column 5 closed by } on its line"),
+], ids=["array", "nested-array", "inline-table-at-the-end", "inline-table"])
+def test_an_unclosed_array_or_inline_table_is_named_at_its_line(text: str, line: int, what: str) -> None:
+    err = _refused(text)
+    assert err.line == line, str(err)
+    assert what in str(err), str(err)
+
+
+def test_the_parsers_column_on_another_line_is_named_with_its_line() -> None:
+    """An array that is not closed where the next statement starts: named at the line it opens,
+    the parser's column (line 4's) with its line."""
+    err = _refused("seconds = 1\nx = [1,\n  2\ny = 3\n")
+    assert str(err) == ("f.toml:2: (file) = unclosed array at line 4, column 1: expected valid TOML: the array "
+                        "opened by [ at column 5 closed by ]"), str(err)
+
+
+def test_a_value_missing_at_the_end_of_the_file_is_at_the_last_line() -> None:
+    err = _refused("seconds = 1\n\n# a comment\nx =  ")
+    assert str(err) == "f.toml:4: (file) = invalid value at the end of the file: expected valid TOML"
+
+
+def test_the_parsers_expected_is_not_said_twice() -> None:
+    """"Expected newline ... after a statement" is the reason; the message does not read
+    "expected ...: expected valid TOML"."""
+    err = _refused("x = 1 2\n")
+    assert str(err) == ("f.toml:1: (file) = missing newline or end of document after a statement at column 7: "
+                        "expected valid TOML")
+
+
+def test_an_unescaped_backslash_is_shown_once() -> None:
+    """The column is the parser's; a string is not called open where the parser stopped in it."""
+    err = _refused('x = "a\\q"\n')
+    assert str(err) == "f.toml:1: (file) = unescaped '\\' in a string at column 9: expected valid TOML"
+
+
+def test_a_backslash_in_a_string_does_not_hide_where_a_later_string_opens() -> None:
+    """An escaped quote (\\") and a comment's quote do not open or close a string."""
+    err = _refused('a = "x\\"y" # it\'s\nb = "abc\n')
+    assert err.line == 2 and "the string opened by \" at column 5" in str(err), str(err)
+
+
+@pytest.mark.parametrize("kind", ["workload", "platform"])
+def test_a_workload_and_a_platform_file_read_alike(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"{kind}.toml"
+    path.write_text('description = """abc\n')
+    with pytest.raises(ConfigError) as info:
+        (spec.load if kind == "workload" else plat.load)(path)
+    assert str(info.value).startswith(f"{path}:1: (file) = unterminated string at the end of the file: expected "
+                                      "valid TOML: the string opened by \"\"\" at column 15"), str(info.value)
