@@ -850,7 +850,7 @@ def test_a_bad_input_file_is_an_error_line_without_the_usage_block(tmp_path: Pat
         result.output
     wl.write_text("x = [1\n")
     syntax = CliRunner().invoke(main, ["workloads", "show", str(wl)])
-    assert syntax.exit_code == 2 and syntax.output.startswith(f"Error: {wl}: "), syntax.output
+    assert syntax.exit_code == 2 and syntax.output.startswith(f"Error: {wl}:1: "), syntax.output
 
 
 @pytest.mark.parametrize("args", [["platform", "show", "no-such-platform"], ["run", "quickstart", "--cpus", "999"]],
