@@ -458,9 +458,14 @@ def with_bundled_hint(why: str | None, written: str | os.PathLike[str], director
     return bundled_hint(why, written, bundled_names(directory), kind)
 
 
-def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str) -> Path:
+def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str,
+              said: bool = False) -> Path:
     """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
-    separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither."""
+    separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither,
+    and, when ``said`` (a name from the command line, whose paths are the working directory's),
+    what the name is there: a directory, or a file of another suffix (_what_it_is). A platform's
+    name is not told so: platform.resolve also finds a workload file's ``platform``, whose path
+    would be read beside the workload file, not in the working directory."""
     if not isinstance(name_or_path, (str, os.PathLike)):     # e.g. Machine.create(123)
         raise ConfigError(source, key, name_or_path, f"a bundled {kind} name or the path of a .toml file")
     text = os.fspath(name_or_path)
@@ -474,5 +479,18 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     if why_not_a_file(path) is not None:
         names = bundled_names(directory)
         raise ConfigError(source, key, text, f"a bundled {kind} ({', '.join(names)}){suggestion(text, names)} "
-                                             "or a path to a .toml file")
+                                             f"or a path to a .toml file{_what_it_is(text, kind) if said else ''}")
     return path
+
+
+def _what_it_is(text: str, kind: str) -> str:
+    """For a name that is neither a bundled ``kind`` nor a path (find_toml), what it names in
+    the working directory, if anything: a directory, or a file whose name does not end in
+    .toml, which find_toml reads when it is written with its directory (./w.txt)."""
+    why = why_not_a_file(Path(text))
+    if why == "it is a directory":
+        return f" ({shown_text(text)} is a directory)"
+    if why is None:
+        return (f" ({shown_text(text)} is a file whose name does not end in .toml: write "
+                f"{shown_text(os.path.join(os.curdir, text))} to read it as a {kind} file)")
+    return ""

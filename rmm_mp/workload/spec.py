@@ -183,8 +183,9 @@ def bundled() -> list[str]:
 
 
 def find(name_or_path: str | os.PathLike[str]) -> Path:
-    """The file of a bundled workload name or of a path; ConfigError if there is none."""
-    return find_toml(name_or_path, workload_dir(), "command line", "WORKLOAD", "workload")
+    """The file of a bundled workload name or of a path; ConfigError if there is none (saying
+    what the name is in the working directory, when it is a directory or a file without .toml)."""
+    return find_toml(name_or_path, workload_dir(), "command line", "WORKLOAD", "workload", said=True)
 
 
 def load(name_or_path: str | os.PathLike[str]) -> WorkloadFile:

@@ -135,3 +135,22 @@ def test_an_image_too_large_is_refused_by_its_size_before_it_is_made(tmp_path: P
     (tmp_path / "big.s").write_text("start:\n    b start\n    .zero 0x3FF00000\n")
     error = _refused(tmp_path, TOP + '[[realm]]\nname = "big"\nguest = "big.s"\n' + realm)
     assert error.key == key and expected in error.expected, str(error)
+
+
+@pytest.mark.parametrize("name, why", [
+    ("d", "('d' is a directory)"),
+    ("w.txt", "('w.txt' is a file whose name does not end in .toml: write './w.txt' to read it as a workload "
+              "file)"),
+], ids=["directory", "another-suffix"])
+def test_a_directory_or_a_file_of_another_suffix_is_named_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             name: str, why: str) -> None:
+    """`rmm-mp workloads show d` (a directory) and `rmm-mp run w.txt` (a file without .toml)
+    said only "expected a bundled workload ... or a path to a .toml file": what the name is,
+    and for the file how to read it, are said."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "w.txt").write_text(TOP)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        spec.find(name)
+    assert str(info.value).endswith(f"or a path to a .toml file {why}"), str(info.value)
+    assert spec.load("./w.txt").seconds == 1        # the path the hint names is read
