@@ -158,7 +158,12 @@ def summary(file: WorkloadFile) -> str:
 
 
 def _size(n: int) -> str:
-    return f"{n >> 20:,} MiB" if n % (1 << 20) == 0 else f"{n >> 10:,} KiB"
+    """A RAM size in the largest binary unit it is a whole number of: 1 GiB (not 1,024 MiB),
+    3 MiB, 1,028 KiB (RAM is a multiple of 4 KiB)."""
+    for shift, unit in ((30, "GiB"), (20, "MiB")):
+        if n % (1 << shift) == 0:
+            return f"{n >> shift:,} {unit}"
+    return f"{n >> 10:,} KiB"
 
 
 def _cpu_list(cpus: list[int]) -> str:
@@ -167,7 +172,15 @@ def _cpu_list(cpus: list[int]) -> str:
 
 
 def _weights(weights: Weights) -> str:
-    return ", ".join(f"{name} {weight:g}" for name, weight in weights)
+    return ", ".join(f"{name} {_weight(weight)}" for name, weight in weights)
+
+
+def _weight(weight: float) -> str:
+    """A weight as the shortest decimal that reads back as it (repr), a whole one without its
+    ".0" (3, 2.5, 1e-320): %g's 6 digits showed 1e-320, a subnormal float, as 9.99989e-321
+    (which reads back as the same float: a subnormal has few digits) and 0.333333333333 as
+    0.333333."""
+    return repr(weight).removesuffix(".0")
 
 
 def _realm(w: Workload, r: int, t: RealmTemplate) -> list[str]:
@@ -259,6 +272,6 @@ def describe(w: Workload) -> str:
         for cpu, weights in enumerate(phase.weights):
             same.setdefault(weights, []).append(cpu)
         for weights, cpus in same.items():
-            lines += paragraph((f"{name} {weight:g}" for name, weight in weights),
+            lines += paragraph((f"{name} {_weight(weight)}" for name, weight in weights),
                                held(f"CPU {cpu_set_text(cpus)}:") + " ", "      ", "    ")
     return "\n".join(lines)

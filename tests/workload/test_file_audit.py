@@ -154,3 +154,28 @@ def test_a_directory_or_a_file_of_another_suffix_is_named_so(tmp_path: Path, mon
         spec.find(name)
     assert str(info.value).endswith(f"or a path to a .toml file {why}"), str(info.value)
     assert spec.load("./w.txt").seconds == 1        # the path the hint names is read
+
+
+@pytest.mark.parametrize("ram, shown", [('"1G"', "RAM 1 GiB at"), ('"2M"', "RAM 2 MiB at"),
+                                        ('"1028K"', "RAM 1,028 KiB at"), ('"3M"', "RAM 3 MiB at")],
+                         ids=["1G", "2M", "1028K", "3M"])
+def test_show_names_a_whole_gib_of_ram_in_gib(tmp_path: Path, ram: str, shown: str) -> None:
+    """`workloads show` of ram = "1G" printed "RAM 1,024 MiB": a size of whole GiB is in GiB."""
+    from rmm_mp.workload.describe import describe
+    path = tmp_path / "w.toml"
+    path.write_text(TOP + REALM.format(guest="hello") + f"ram = {ram}\n")
+    assert shown in describe(resolve(spec.load(path)))
+
+
+@pytest.mark.parametrize("weight, shown", [("1e-320", "1e-320"), ("0.333333333333", "0.333333333333"), ("3", "3"),
+                                           ("2.5", "2.5"), ("1e300", "1e+300")],
+                         ids=["subnormal", "twelve-digits", "integer", "decimal", "large"])
+def test_show_writes_a_weight_as_the_number_it_is(tmp_path: Path, weight: str, shown: str) -> None:
+    """A weight was shown to 6 digits (%g): 1e-320, a subnormal float, as 9.99989e-321, and
+    0.333333333333 as 0.333333; each is shown as the shortest text that reads back as it."""
+    from rmm_mp.workload.describe import describe
+    path = tmp_path / "w.toml"
+    activities = f"{{ run = 1, delegate-churn = {weight} }}"
+    path.write_text(TOP.replace("{ run = 1 }", activities) + REALM.format(guest="hello"))
+    text = describe(resolve(spec.load(path)))
+    assert f" run 1, delegate-churn {shown}\n" in text + "\n", text
