@@ -144,14 +144,15 @@ def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int
 def _string_end(text: str, i: int, opener: str) -> tuple[int, bool]:
     """Where the string opened by ``opener``, its text starting at ``text[i]``, ends (after its
     closing quotes; a multi-line one's up to two more quotes before them are its own), and True;
-    or where it is cut, by a newline (a one-line string) or the end of the text, and False."""
+    or where it is cut, by a newline, \n or \r\n (a one-line string), or the end of the text, and
+    False."""
     while i < len(text):
         ch = text[i]
         if ch == "\\" and opener[0] == '"':
             i += 2
             continue
-        if ch == "\n" and len(opener) == 1:
-            return i, False
+        if len(opener) == 1 and (ch == "\n" or text.startswith("\r\n", i)):
+            return i, False         # (tomllib names the \r of a \r\n that cuts a string)
         if text.startswith(opener, i):
             end = i + len(opener)
             while len(opener) == 3 and end < len(text) and end - i < 5 and text[end] == opener[0]:

@@ -37,7 +37,8 @@ def test_an_illegal_newline_in_a_string_reads_once_escaped_with_its_column() -> 
     ("seconds = 1\ndescription = '''abc\n\nmore", 2, "'''", 15),
     ("seconds = 1\nx = 'abc\ny = 2\n", 2, "'", 5),
     ('seconds = 1\nx = "abc', 2, '"', 5),
-], ids=["multi-line-basic", "multi-line-literal", "literal", "basic-at-the-end"])
+    ('seconds = 1\r\nx = "abc\r\ny = 2\r\n', 2, '"', 5),
+], ids=["multi-line-basic", "multi-line-literal", "literal", "basic-at-the-end", "basic-crlf"])
 def test_an_unterminated_string_is_named_at_the_line_where_it_opens(text: str, line: int, opener: str,
                                                                      column: int) -> None:
     """tomllib says "Unterminated string (at end of document)" or 'Expected "\\'"' there, with
