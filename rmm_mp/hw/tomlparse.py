@@ -83,21 +83,22 @@ def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
     if match.group(2):
         line, column = int(match.group(2)), int(match.group(3))
         stop = sum(len(s) + 1 for s in text.split("\n")[:line - 1]) + column - 1
-        reason += f" at column {column}"
     else:
         line = next((n for n in range(len(lines), 0, -1) if without_comment(lines[n - 1]).strip()), None)
         stop = len(text)
-        reason += " at the end of the file"
+    where = f"column {column}" if match.group(2) else "the end of the file"
     opened = _left_open(text, stop, brackets=match.group(2) is None or reason.startswith("unclosed "))
     if opened is None:
-        return reason, line, "valid TOML"
+        return f"{reason} at {where}", line, "valid TOML"
     what, opener, at, opened_column = opened
     if match.group(2) and at != line:       # the parser's column is on another line than the error's
-        reason = reason.replace(" at column ", f" at line {line}, column ")
+        where = f"line {line}, {where}"
+    reason = f"{reason} at {where}"
     closer = {"[": "]", "{": "}"}.get(opener, opener)
-    where = {'"': _ONE_LINE_STRING, "'": _ONE_LINE_STRING,
-             "{": " on its line (TOML writes an inline table on one line)"}.get(opener, "")
-    return reason, at, f"valid TOML: the {what} opened by {opener} at column {opened_column} closed by {closer}{where}"
+    on_its_line = {'"': _ONE_LINE_STRING, "'": _ONE_LINE_STRING,
+                   "{": " on its line (TOML writes an inline table on one line)"}.get(opener, "")
+    return reason, at, (f"valid TOML: the {what} opened by {opener} at column {opened_column} closed by "
+                        f"{closer}{on_its_line}")
 
 
 _ONE_LINE_STRING = """ on its line (a string of several lines opens and closes with \"\"\" or ''')"""
@@ -127,7 +128,8 @@ def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int
             if end > stop:          # tomllib stopped inside the string, for another reason
                 return None
             line += text.count("\n", i, end)
-            start = text.rfind("\n", 0, end) + 1 if "\n" in text[i:end] else start
+            last = text.rfind("\n", i, end)
+            start = last + 1 if last >= 0 else start
             i = end
             continue
         elif ch in "[{":
@@ -144,15 +146,14 @@ def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int
 def _string_end(text: str, i: int, opener: str) -> tuple[int, bool]:
     """Where the string opened by ``opener``, its text starting at ``text[i]``, ends (after its
     closing quotes; a multi-line one's up to two more quotes before them are its own), and True;
-    or where it is cut, by a newline, \n or \r\n (a one-line string), or the end of the text, and
-    False."""
+    or where it is cut, by a line end (a one-line string) or the end of the text, and False."""
     while i < len(text):
         ch = text[i]
         if ch == "\\" and opener[0] == '"':
             i += 2
             continue
         if len(opener) == 1 and (ch == "\n" or text.startswith("\r\n", i)):
-            return i, False         # (tomllib names the \r of a \r\n that cuts a string)
+            return i, False         # at the \r of a \r\n, which tomllib names (it reads \r\n as \n)
         if text.startswith(opener, i):
             end = i + len(opener)
             while len(opener) == 3 and end < len(text) and end - i < 5 and text[end] == opener[0]:
