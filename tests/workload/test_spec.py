@@ -1231,6 +1231,17 @@ def test_activity_with_nothing_to_work_on(tmp_path: Path) -> None:
             "an activity with something to work on")
 
 
+@pytest.mark.parametrize("written, shown", [("3", 3), ("3.0", 3), ("1e300", 1e300)])
+def test_a_weight_with_nothing_to_work_on_is_shown_as_a_number_not_a_huge_integer(
+        tmp_path: Path, written: str, shown: object) -> None:
+    """A whole weight is named as an integer, but one past 2^53 as the float it is: 1e300 was
+    named as an integer of 997 bits (its hex digits)."""
+    err = refused(tmp_path, f"seconds = 1\nactivities = {{ run = 1, lifecycle = {written} }}\n" + OK_REALM, 2,
+                  "activities.lifecycle", shown, "an activity with something to work on")
+    assert type(err.value) is type(shown), str(err)    # int(1e300) == 1e300: the type tells them apart
+    assert len(str(err)) < 400, str(err)
+
+
 def test_lifecycle_realm_without_an_owner(tmp_path: Path) -> None:
     """A lifecycle realm when no CPU has a lifecycle weight: refused at its lifecycle key."""
     refused(tmp_path, HEAD + OK_REALM + "lifecycle = true\n", 6, "realm[0].lifecycle", True,
