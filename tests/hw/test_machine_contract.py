@@ -578,11 +578,22 @@ def test_smc_u64_is_smc_of_three_words(cpu0: Cpu) -> None:
     assert cpu0.area.buf[OFF_NS_CTX:OFF_NS_CTX + 56].tobytes() == saved
 
 
-@pytest.mark.parametrize("bad", [1.0, "1", None, True, False, b"\x01", 1j])
+class _IndexOnly:
+    """An integer-like object that is no int (as numpy's int64 and uint64 are): it has __index__."""
+
+    def __index__(self) -> int:
+        return 5
+
+    def __repr__(self) -> str:
+        return "_IndexOnly()"
+
+
+@pytest.mark.parametrize("bad", [1.0, "1", None, True, False, b"\x01", 1j, _IndexOnly()])
 @pytest.mark.parametrize("position", [0, 1, 4, 6])
 def test_smc_rejects_non_int_registers_with_type_error(cpu0: Cpu, bad: object, position: int) -> None:
     """A register (the FID or any of X1..X6) that is not an int - float, str, None, bool,
-    bytes, complex - raises TypeError and the machine stays alive."""
+    bytes, complex, an integer-like object with __index__ - raises TypeError and the machine
+    stays alive."""
     regs: list[object] = [VERSION, V10, 0, 0, 0, 0, 0]
     regs[position] = bad
     with pytest.raises(TypeError):
