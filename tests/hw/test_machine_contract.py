@@ -987,6 +987,38 @@ def test_ns_access_works_again_after_undelegate(machine: Machine) -> None:
     assert machine.ns_read(pa, 10) == b"mine again"
 
 
+def test_ns_access_of_no_bytes_faults_nowhere_and_changes_nothing(machine: Machine) -> None:
+    """The fault rule is about bytes ("if any byte lies outside DRAM or outside the Non-secure
+    PAS"): an access of no bytes has none outside, so ns_read(pa, 0) returns b"" and
+    ns_write(pa, b"") returns wherever pa is - NS DRAM, Secure, MMIO, a delegated granule, past
+    DRAM, a negative or a 65-bit PA - and neither changes any lock, state, GPT entry or byte."""
+    g = machine.granule_size
+    delegated = machine.dram_base + 60 * g
+    assert machine.cpu(0).smc(DELEGATE, delegated)[0] == SUCCESS
+    places = [machine.dram_base, machine.secure_regions[0][0], machine.mmio_regions[0][0], delegated,
+              machine.dram_base + machine.granule_count * g, -1, 1 << 64]
+    for pa in places:
+        before = snapshot(machine, delegated)
+        assert machine.ns_read(pa, 0) == b"", hex(pa)
+        assert machine.ns_write(pa, b"") is None, hex(pa)
+        assert before.diff(snapshot(machine, delegated)) == [], hex(pa)
+
+
+def test_ns_access_at_a_negative_pa_faults_and_a_negative_size_is_a_value_error(machine: Machine) -> None:
+    """A negative PA lies outside DRAM: ns_read and ns_write there raise GranuleProtectionFault
+    (not an IndexError or a wrapped-around address). A negative size is no byte count at all:
+    ValueError naming it, from ns_read; nothing is read."""
+    for pa, size in ((-1, 1), (-5, 8), (-(1 << 63), 4096)):
+        with pytest.raises(GranuleProtectionFault):
+            machine.ns_read(pa, size)
+        with pytest.raises(GranuleProtectionFault):
+            machine.ns_write(pa, b"\xEE" * size)
+    with pytest.raises(ValueError, match=r"^size = -1: expected a byte count >= 0$"):
+        machine.ns_read(machine.dram_base + 4096, -1)
+    machine.ns_write(machine.dram_base + 61 * 4096, b"still")
+    assert machine.ns_read(machine.dram_base + 61 * 4096, 5) == b"still"
+
+
 # -- attach and lifetime ------------------------------------------------------------------------
 
 def test_attach_in_the_same_process_shares_memory_and_unlinks_nothing(machine: Machine) -> None:
