@@ -182,7 +182,9 @@ class Cpu:
     def _unusable(self) -> None:
         if self._closed:
             raise MachineError(f"CPU {self.id} handle is closed")
-        raise MachineError(f"CPU {self.id} handle belongs to process {self.machine._creator_pid or 'parent'}; "
+        # The binding word names the process that bound this handle; the machine's creator pid
+        # is another process's for an attached machine, and a forked child clears it.
+        raise MachineError(f"CPU {self.id} handle belongs to process {self._word & 0xFFFF_FFFF}; "
                            f"a forked child must Machine.attach({self.machine.name!r}) and bind its own CPU")
 
     def close(self) -> None:

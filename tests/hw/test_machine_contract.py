@@ -493,6 +493,35 @@ def test_forked_child_cannot_use_the_parents_handle(machine: Machine) -> None:
     assert machine.cpu(1).smc(VERSION, V10)[0] == SUCCESS
 
 
+# As above: the child runs rmm_mp code and os._exit only.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+@pytest.mark.parametrize("how", ["attached", "creator-after-child-touched-the-machine"])
+def test_a_forked_childs_refusal_names_the_pid_that_bound_the_handle(machine: Machine, how: str) -> None:
+    """The refusal of a parent's CPU handle in a forked child names the process that bound it
+    (this one), for a handle of an attached machine too, and whatever the child did first. (It
+    named the machine's creator pid, or the word 'parent' for an attached machine or once the
+    child had used the machine handle: "belongs to process parent".)"""
+    m = Machine.attach(machine.name) if how == "attached" else machine
+    try:
+        cpu = m.cpu(2)
+        assert cpu.smc(VERSION, V10)[0] == SUCCESS
+
+        def child() -> dict[str, object]:
+            if how != "attached":
+                m.ns_read(m.dram_base, 1)
+            try:
+                cpu.smc(VERSION, V10)
+                return {"error": ""}
+            except MachineError as exc:
+                return {"error": str(exc)}
+
+        error = str(_in_forked_child(child)["error"])
+        assert error.startswith(f"CPU 2 handle belongs to process {os.getpid()}; a forked child must "), error
+    finally:
+        if m is not machine:
+            m.close()
+
+
 # As above: the child runs rmm_mp code and os._exit only, none of another thread's.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 @pytest.mark.parametrize("first", ["ns_read", "ns_write", "ns_access"])
