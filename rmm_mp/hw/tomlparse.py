@@ -70,8 +70,10 @@ def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
     expected), the column after it, and the line is said once, by the error's FILE:LINE. A
     string, array or inline table left open (tomllib names the newline that cuts a string, or the
     end of the document, where nothing is to be seen) is named at the line where it opens, and
-    the expected text says where it opened and what closes it; any other refusal at the end of
-    the document is at the file's last line of code."""
+    the expected text says where it opened and what closes it, unless the array or inline table
+    tomllib calls unclosed at a column is closed further on (a comma missing): that one is named
+    at tomllib's line; any other refusal at the end of the document is at the file's last line
+    of code."""
     match = _AT.fullmatch(message)
     if match is None:
         return message, None, "valid TOML"
@@ -87,14 +89,23 @@ def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
         line = next((n for n in range(len(lines), 0, -1) if without_comment(lines[n - 1]).strip()), None)
         stop = len(text)
     where = f"column {column}" if match.group(2) else "the end of the file"
-    opened = _left_open(text, stop, brackets=match.group(2) is None or reason.startswith("unclosed "))
+    at_column = match.group(2) is not None
+    # At a column, tomllib's "unclosed" names the array or table it is reading there: the
+    # innermost open one; at the end of the document every open one is unclosed: the outermost.
+    opened = _left_open(text, stop, brackets=not at_column or reason.startswith("unclosed "), innermost=at_column)
     if opened is None:
         return f"{reason} at {where}", line, "valid TOML"
-    what, opener, at, opened_column = opened
+    what, opener, at, opened_column, index = opened
+    closer = {"[": "]", "{": "}"}.get(opener, opener)
+    if at_column and opener in ("[", "{") and _closed_later(text, index):
+        # Closed further on (a comma missing between two values): the mistake is where tomllib
+        # stopped, not at the line the array or table opens.
+        opened_at = f"line {at}, column {opened_column}" if at != line else f"column {opened_column}"
+        return (f"{reason} at {where}", line,
+                f"valid TOML: , or {closer} at {where}, in the {what} opened by {opener} at {opened_at}")
     if match.group(2) and at != line:       # the parser's column is on another line than the error's
         where = f"line {line}, {where}"
     reason = f"{reason} at {where}"
-    closer = {"[": "]", "{": "}"}.get(opener, opener)
     on_its_line = {'"': _ONE_LINE_STRING, "'": _ONE_LINE_STRING,
                    "{": " on its line (TOML writes an inline table on one line)"}.get(opener, "")
     return reason, at, (f"valid TOML: the {what} opened by {opener} at column {opened_column} closed by "
@@ -104,15 +115,37 @@ def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
 _ONE_LINE_STRING = """ on its line (a string of several lines opens and closes with \"\"\" or ''')"""
 
 
-def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int] | None:
+def _left_open(text: str, stop: int, brackets: bool,
+               innermost: bool = False) -> tuple[str, str, int, int, int] | None:
     """The string left open at ``text[stop]`` (or cut by a newline before it), else when
-    ``brackets`` the outermost array or inline table still open there: what it is ("string",
-    "array", "inline table"), what opens it, and the line and column where it does; None if
-    nothing is. Comments are skipped, and a backslash escape in a basic string."""
+    ``brackets`` the outermost (or ``innermost``) array or inline table still open there: what
+    it is ("string", "array", "inline table"), what opens it, the line and column where it does
+    and its index in ``text``; None if nothing is. Comments are skipped, and a backslash escape
+    in a basic string."""
+    found = _scan(text, stop)
+    if found is None or isinstance(found, tuple):
+        return found
+    if brackets and found:
+        opener, at, column, index = found[-1 if innermost else 0]
+        return "array" if opener == "[" else "inline table", opener, at, column, index
+    return None
+
+
+def _closed_later(text: str, index: int) -> bool:
+    """Whether the array or inline table opened at ``text[index]`` is closed further on, as far
+    as brackets, strings and comments tell (not when a string is left open after it)."""
+    found = _scan(text, len(text))
+    return isinstance(found, list) and all(i != index for _, _, _, i in found)
+
+
+def _scan(text: str, stop: int) -> tuple[str, str, int, int, int] | list[tuple[str, int, int, int]] | None:
+    """_left_open's scan of ``text`` up to ``stop``: the string left open there (as _left_open
+    gives it), None when the scan stopped inside a closed string, else the arrays and inline
+    tables open there, outermost first (opener, line, column, index)."""
     line, start = 1, 0          # the line of text[i] and where that line starts
-    open_at: list[tuple[str, int, int]] = []
+    open_at: list[tuple[str, int, int, int]] = []
     i = 0
-    while i < len(text) and i <= stop:
+    while i < len(text) and i < stop:      # text[stop] is where tomllib stopped: not read
         ch = text[i]
         if ch == "\n":
             line, start = line + 1, i + 1
@@ -124,7 +157,7 @@ def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int
             opener = text[i:i + 3] if text.startswith(ch * 3, i) else ch
             end, closed = _string_end(text, i + len(opener), opener)
             if not closed and end <= stop:
-                return "string", opener, line, i - start + 1
+                return "string", opener, line, i - start + 1, i
             if end > stop:          # tomllib stopped inside the string, for another reason
                 return None
             line += text.count("\n", i, end)
@@ -133,14 +166,11 @@ def _left_open(text: str, stop: int, brackets: bool) -> tuple[str, str, int, int
             i = end
             continue
         elif ch in "[{":
-            open_at.append((ch, line, i - start + 1))
+            open_at.append((ch, line, i - start + 1, i))
         elif ch in "]}" and open_at:
             open_at.pop()
         i += 1
-    if brackets and open_at:
-        opener, at, column = open_at[0]
-        return "array" if opener == "[" else "inline table", opener, at, column
-    return None
+    return open_at
 
 
 def _string_end(text: str, i: int, opener: str) -> tuple[int, bool]:

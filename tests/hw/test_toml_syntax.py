@@ -70,6 +70,35 @@ def test_the_parsers_column_on_another_line_is_named_with_its_line() -> None:
                         "opened by [ at column 5 closed by ]"), str(err)
 
 
+@pytest.mark.parametrize("text, what", [
+    ("a = { b = [1, 2 }\n", "the array opened by [ at column 11"),
+    ("a = [ {b = 1 ]\n", "the inline table opened by { at column 7"),
+    ("a = [[1, 2], [3 4]]\n", "the array opened by [ at column 14"),
+    ("a = [[1] [2]]\n", "the array opened by [ at column 5"),
+], ids=["array-in-inline-table", "inline-table-in-array", "inner-array", "at-an-opening-bracket"])
+def test_the_parsers_unclosed_array_or_table_is_the_innermost_open_one(text: str, what: str) -> None:
+    """tomllib's "Unclosed array" at a column is about the array it is reading there, the
+    innermost open one: naming the outermost called a closed inline table the unclosed array."""
+    err = _refused(text)
+    assert err.line == 1 and what in str(err), str(err)
+
+
+def test_an_array_closed_later_is_named_at_the_parsers_line() -> None:
+    """A comma missing between two values of an array that is closed (tomllib: "Unclosed array"
+    at the second value): the mistake is at the parser's line, not the line the array opens."""
+    err = _refused("seconds = 1\nb = [3,\n4,\n5 6]\n")
+    assert str(err) == ("f.toml:4: (file) = unclosed array at column 3: expected valid TOML: , or ] at column 3, "
+                        "in the array opened by [ at line 2, column 5"), str(err)
+
+
+def test_a_string_where_the_parser_stopped_does_not_hide_the_array() -> None:
+    """tomllib stops at the opening quote of a string that follows another without a comma: the
+    array is still named (the scan read the string as one tomllib had stopped inside)."""
+    err = _refused('a = [\n"x" "y"]\n')
+    assert str(err) == ('f.toml:2: (file) = unclosed array at column 5: expected valid TOML: , or ] at column 5, '
+                        "in the array opened by [ at line 1, column 5"), str(err)
+
+
 def test_a_value_missing_at_the_end_of_the_file_is_at_the_last_line() -> None:
     err = _refused("seconds = 1\n\n# a comment\nx =  ")
     assert str(err) == "f.toml:4: (file) = invalid value at the end of the file: expected valid TOML"
