@@ -129,12 +129,13 @@ def test_shrink_keeps_a_run_without_preemptions_whose_finding_comes_later(monkey
     assert not shrinking._smaller(report(50, 1, 1), report(130, 0, 0))
 
 
-@pytest.mark.parametrize("bound, limit", [(40, ""), (3, "3 replays")])
+@pytest.mark.parametrize("bound, limit", [(40, ""), (4, ""), (3, "3 replays")])
 def test_a_shrinking_says_whether_its_bound_stopped_it(monkeypatch: pytest.MonkeyPatch, bound: int, limit: str) -> None:
     """Replays stubbed with made-up reports, none smaller, of a run with 2 switches: the search
     tries no preemption on each CPU, then each single switch dropped (4 replays) and is done, no
-    limit named; bounded to 3 replays it stops with a cut left to try, and its summary says it
-    stopped at its limit (it read "shrunk in 40 replays" as a finished search)."""
+    limit named (also when bounded to exactly those 4: its last replay was its last cut); bounded
+    to 3 replays it stops with a cut left to try, and its summary says it stopped at its limit
+    (it read "shrunk in 40 replays" as a finished search)."""
     from rmm_mp.stress.findings import Finding
 
     finding = Finding("lockdep", "rule 2", "m", cpu=0, site="x.py:1 (f)", step=100)
