@@ -487,6 +487,8 @@ def _what_it_is(text: str, kind: str) -> str:
     """For a name that is neither a bundled ``kind`` nor a path (find_toml), what it names in
     the working directory, if anything: a directory, or a file whose name does not end in
     .toml, which find_toml reads when it is written with its directory (./w.txt)."""
+    if not text:
+        return ""       # Path("") is the working directory, which the empty name does not name
     why = why_not_a_file(Path(text))
     if why == "it is a directory":
         return f" ({shown_text(text)} is a directory)"

@@ -179,3 +179,12 @@ def test_show_writes_a_weight_as_the_number_it_is(tmp_path: Path, weight: str, s
     path.write_text(TOP.replace("{ run = 1 }", activities) + REALM.format(guest="hello"))
     text = describe(resolve(spec.load(path)))
     assert f" run 1, delegate-churn {shown}\n" in text + "\n", text
+
+
+def test_an_empty_workload_name_is_not_called_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rmm-mp run ""`: the empty name is no directory, though Path("") is the working one
+    (it read "('' is a directory)")."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        spec.find("")
+    assert str(info.value).endswith("or a path to a .toml file"), str(info.value)
