@@ -144,8 +144,9 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             if found is None:
                 verdict = "not kept: no finding"
             elif found.key() != target and found.identity and first.identity and found.key()[:2] == target[:2]:
-                # The headlines of two deadlocks read alike: say how they differ.
-                verdict = f"not kept: another deadlock ({found.identity}) than the one being shrunk ({first.identity})"
+                # The headlines of two deadlocks (or leaks, or lockdep cycles) read alike: say how they differ.
+                kind = {"cycle": "lock-order cycle", "leaked-lock": "leaked lock"}.get(found.rule, found.rule)
+                verdict = f"not kept: another {kind} ({found.identity}) than the one being shrunk ({first.identity})"
             elif found.key() != target:
                 verdict = "not kept: another finding than the one being shrunk"
             elif not _smaller(candidate, best):

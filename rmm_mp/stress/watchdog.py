@@ -194,12 +194,14 @@ def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...])
     which CPU comes first, granule address or step: a shrinking that replays the run with fewer
     switches changes those (the same two calls on the CPUs the other way round, another data
     granule), not the calls and lock roles that deadlock."""
-    parts = []
-    for cpu in cycle:
-        s = snaps[cpu]
-        call = _ARGUMENTS.sub("", s.call) or "between calls"
-        parts.append(f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}")
-    return " and ".join(sorted(parts))
+    return " and ".join(sorted(wait_identity(snaps[cpu]) for cpu in cycle))
+
+
+def wait_identity(s: CpuSnapshot) -> str:
+    """One CPU's part of an identity: its call without arguments and the state of the granule
+    it waits for (``RMI_DATA_DESTROY waits for RTT``); alone, a leaked lock's identity."""
+    call = _ARGUMENTS.sub("", s.call) or "between calls"
+    return f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}"
 
 
 def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
@@ -217,7 +219,7 @@ def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
     return Finding("watchdog", "leaked-lock",
                    f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by {owner_text(machine, word)}, "
                    f"which {'is not in a call' if holder >= 0 else 'is no CPU of this run'}",
-                   victim.cpu, victim.call, "", details, step)
+                   victim.cpu, victim.call, "", details, step, identity=wait_identity(victim))
 
 
 _Suspect = tuple[str, tuple[int, ...], tuple[tuple[int, int], ...]]

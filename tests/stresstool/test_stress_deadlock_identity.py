@@ -149,3 +149,24 @@ def test_two_lockdep_cycles_are_two_problems_and_one_cycle_found_twice_is_one() 
     rd_l2 = cycle_of(classes.RD, classes.RTT_L0 + 2, 5)
     assert rd_l1.key() == again.key(), (rd_l1.key(), again.key())
     assert rd_l1.key() != rd_l2.key(), rd_l1.key()
+
+
+def test_a_leaked_locks_identity_is_the_waiting_call_and_the_lock_it_waits_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leaked lock has no site either (watchdog.stuck_finding): its identity is the waiting
+    CPU's call and the kind of lock it waits for, so a shrinking keeps the same leak seen by
+    another CPU at another granule, and refuses a leak met by another call (every leaked lock had
+    the key ("watchdog", "leaked-lock", ""))."""
+    from rmm_mp.stress import watchdog
+
+    def leak(snap: CpuSnapshot) -> Finding:
+        monkeypatch.setattr(watchdog, "snapshots", lambda machine, seg: [snap])
+        monkeypatch.setattr(watchdog, "wait_cycle", lambda machine, snaps: [])
+        monkeypatch.setattr(watchdog, "_holder", lambda machine, pa: (1, 1))
+        monkeypatch.setattr(watchdog, "owner_text", lambda machine, word: "CPU 1")
+        return watchdog.stuck_finding(None, None, 50)  # type: ignore[arg-type]
+
+    first = leak(_snap(0, CREATE, RD, RTT))
+    again = leak(_snap(1, "RMI_DATA_CREATE_UNKNOWN(0x8008f000, 0x8054b000, 0x4034b000)", RD, RTT))
+    other = leak(_snap(0, DESTROY, RTT, RD))
+    assert first.rule == "leaked-lock" and first.key() == again.key(), (first.key(), again.key())
+    assert first.key() != other.key(), first.key()
