@@ -53,6 +53,7 @@ _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl"
 # character in an .ascii string would cut it in two.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
+_NAMED_CONDITIONS = ", ".join(c.name.lower() for c in list(Cond)[:-1]) + f" and {list(Cond)[-1].name.lower()}"
 MAX_IMAGE = 1 << 30
 """Largest image (bytes): a workload realm's RAM is at most 1 GiB, and a bigger .zero or .org
 would only be a typo that allocates it all."""
@@ -303,12 +304,13 @@ class _Assembler:
             rd, rn = self._reg(line, args[0]), self._reg(line, args[1])
             if args[2].startswith("#"):
                 return [encode(_ALU[op][1], rd, rn, imm=self._imm(line, args[2]))]
-            return [encode(_ALU[op][0], rd, rn, self._reg(line, args[2]))]
+            return [encode(_ALU[op][0], rd, rn, self._reg(line, args[2], or_imm=True))]
         if op in ("lsl", "lsr"):
             self._arity(line, 3)
             shift = self._imm(line, args[2])
             if not 0 <= shift < 64:
-                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]!r}")
+                value = "" if args[2][1:].strip() == str(shift) else f" = {shift}"   # '#N' alone hid N's value
+                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]!r}{value}")
             return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]),
                            imm=shift)]
         if op == "mul":
@@ -319,7 +321,7 @@ class _Assembler:
             rn = self._reg(line, args[0])
             if args[1].startswith("#"):
                 return [encode(Op.CMPI, rn=rn, imm=self._imm(line, args[1]))]
-            return [encode(Op.CMP, rn=rn, rm=self._reg(line, args[1]))]
+            return [encode(Op.CMP, rn=rn, rm=self._reg(line, args[1], or_imm=True))]
         return [self._control(line, pc)]
 
     def _control(self, line: _Line, pc: int) -> int:
@@ -333,8 +335,8 @@ class _Assembler:
             try:
                 cond = Cond[_ascii_upper(op[2:])]
             except KeyError:
-                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, "
-                                                  f"got {line.written!r}") from None
+                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got {line.written!r} "
+                                                  f"(the assembler names {_NAMED_CONDITIONS})") from None
             return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc,
                                                                f"the condition in {line.written!r}"))
         if op in ("cbz", "cbnz"):
@@ -379,7 +381,7 @@ class _Assembler:
         if src.startswith("#"):
             value = self._imm(line, src)
             return [encode(Op.MOVI, rd, imm=value)]
-        return [encode(Op.MOV, rd, self._reg(line, src))]
+        return [encode(Op.MOV, rd, self._reg(line, src, or_imm=True))]
 
     def _movk(self, line: _Line) -> int:
         args = line.args
@@ -467,10 +469,13 @@ class _Assembler:
         return line.args[0]
 
     @staticmethod
-    def _reg(line: _Line, text: str) -> int:
+    def _reg(line: _Line, text: str, or_imm: bool = False) -> int:
+        # or_imm: '#imm' may stand here too, so a bare number (GNU as takes `mov x1, 1`) is told its '#'
         written, text = text.strip(), text.strip().lower()
         if not _REG.fullmatch(text):
-            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}")
+            number = or_imm and re.match(r"[-+~(0-9]", text)
+            hint = f" (an immediate is written with '#': '#{written}')" if number else ""
+            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}{hint}")
         if text == "xzr":
             return ZR
         return 30 if text == "lr" else int(text[1:])

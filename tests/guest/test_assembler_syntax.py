@@ -114,3 +114,45 @@ def test_a_label_may_have_blanks_before_its_colon_so_b_colon_is_a_label(source: 
     where it stands and a branch to it assembles; the line alone makes no bytes."""
     assert assemble(source) == b""
     assert assemble(f"nop\n{source}\nb b") == assemble("nop\nhere:\nb here")
+
+
+@pytest.mark.parametrize(("source", "got"), [
+    ("lsl x0, x1, #N\n.equ N, 64", "'#N' = 64"),
+    ("lsr x0, x1, #1 - 2", "'#1 - 2' = -1"),
+    ("lsl x0, x1, #0x40", "'#0x40' = 64"),
+])
+def test_a_shift_out_of_range_names_its_value(source: str, got: str) -> None:
+    """A shift amount outside 0..63 written as a name or an expression is refused naming its value,
+    as an immediate out of range is: the message quoted only '#N', leaving the reader to find N."""
+    with pytest.raises(AssemblerError, match=rf"^line 1: expected a shift amount in #0\.\.#63, got {re.escape(got)}$"):
+        assemble(source)
+
+
+@pytest.mark.parametrize("source", ["mov x1, 1", "add x1, x2, 5", "cmp x1, -1", "orr x0, x0, (1 << 4)"])
+def test_an_immediate_without_its_hash_is_named_so(source: str) -> None:
+    """An operand that may be a register or an immediate, written as a number without its '#'
+    (GNU as takes `mov x1, 1`), is refused saying the immediate needs it: the message said only
+    that a register was expected, as if no immediate were allowed there."""
+    operand = source.split(", ")[-1]
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert str(info.value) == (f"line 1: expected a register x0..x30, lr or xzr, got {operand!r} "
+                               f"(an immediate is written with '#': '#{operand}')"), str(info.value)
+
+
+@pytest.mark.parametrize("source", ["br 8", "ldr x1, [8]", "mov 1, x2"])
+def test_no_hash_hint_where_no_immediate_is_allowed(source: str) -> None:
+    """The '#' hint is given only where an immediate could stand."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert "(an immediate is written with" not in str(info.value)
+
+
+@pytest.mark.parametrize("cond", ["cs", "CC", "vs", "vc", "nv", "xx"])
+def test_an_unnamed_condition_is_refused_listing_the_named_ones(cond: str) -> None:
+    """A condition the assembler does not name (AArch64's cs and cc aliases, vs, vc, nv) is refused
+    with the list of those it does: the message gave only b.eq and b.ne as examples."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(f"x: b.{cond} x")
+    assert str(info.value) == (f"line 1: expected a condition such as b.eq or b.ne, got 'b.{cond}' (the assembler "
+                               f"names eq, ne, hs, lo, mi, pl, hi, ls, ge, lt, gt, le and al)"), str(info.value)
