@@ -35,8 +35,7 @@ class _NotYet(AssemblerError):
 
 
 _REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
-_ALU = {"add": (Op.ADD, Op.ADDI), "sub": (Op.SUB, Op.SUBI), "and": (Op.AND, Op.ANDI),
-        "orr": (Op.ORR, Op.ORRI), "eor": (Op.EOR, Op.EORI)}
+_ALU = {name: (Op[name.upper()], Op[name.upper() + "I"]) for name in ("add", "sub", "and", "orr", "eor")}
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
 # The escapes Python reads without a warning (an octal one at most \377), and a double-quoted
 # string made of them, so that ast.literal_eval gives its text or a SyntaxError, nothing else.
@@ -164,8 +163,10 @@ class _Assembler:
                 except _NotYet as exc:
                     raise AssemblerError(exc.line, exc.message) from None
                 if offset > MAX_IMAGE:
+                    why = (f"; .org takes an offset from the image's first byte, and '.' and labels are addresses "
+                           f"(base {self.base:#x} + offset)") if line.op == ".org" and 0 < self.base <= offset else ""
                     raise AssemblerError(line.number, f"the image would be {_shown(offset)} bytes; expected at most "
-                                                      f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM)")
+                                                      f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM){why}")
         self._resolve(later)
         return offset
 
@@ -379,8 +380,7 @@ class _Assembler:
         if src.startswith("="):
             return self._load_constant(rd, self._fit64(line, "mov", src, self._value(line, src[1:])))
         if src.startswith("#"):
-            value = self._imm(line, src)
-            return [encode(Op.MOVI, rd, imm=value)]
+            return [encode(Op.MOVI, rd, imm=self._imm(line, src))]
         return [encode(Op.MOV, rd, self._reg(line, src, or_imm=True))]
 
     def _movk(self, line: _Line) -> int:

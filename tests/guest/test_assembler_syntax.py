@@ -156,3 +156,16 @@ def test_an_unnamed_condition_is_refused_listing_the_named_ones(cond: str) -> No
         assemble(f"x: b.{cond} x")
     assert str(info.value) == (f"line 1: expected a condition such as b.eq or b.ne, got 'b.{cond}' (the assembler "
                                f"names eq, ne, hs, lo, mi, pl, hi, ls, ge, lt, gt, le and al)"), str(info.value)
+
+
+@pytest.mark.parametrize("source", [".zero 8\n.org . + 8\nnop", "start: nop\n.org start + 0x100"])
+def test_an_org_to_an_address_says_that_org_takes_an_offset(source: str) -> None:
+    """`.org . + 8` (GNU as's idiom, where '.' is section-relative) at a workload's base names an
+    address, since '.' and labels are addresses here, while .org takes an offset from the image's
+    first byte: it was refused as an image of 2 GiB with no word of why."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source, base=0x8000_0000)
+    assert str(info.value).endswith("(1 GiB, the largest realm RAM); .org takes an offset from the image's first "
+                                    "byte, and '.' and labels are addresses (base 0x80000000 + offset)"), str(info.value)
+    with pytest.raises(AssemblerError, match=r"\(1 GiB, the largest realm RAM\)$"):
+        assemble(".org (1 << 30) + 8")             # base 0: an offset and an address are one
