@@ -169,3 +169,11 @@ def test_an_org_to_an_address_says_that_org_takes_an_offset(source: str) -> None
                                     "byte, and '.' and labels are addresses (base 0x80000000 + offset)"), str(info.value)
     with pytest.raises(AssemblerError, match=r"\(1 GiB, the largest realm RAM\)$"):
         assemble(".org (1 << 30) + 8")             # base 0: an offset and an address are one
+
+
+def test_zero_written_with_leading_zeros_is_zero() -> None:
+    """docs/guest-isa.md: a decimal number has no leading zeros, but zero alone may be written 00 or
+    0_0 (Python's rule, and GNU as reads them as 0 too): test-only, the doc now says so."""
+    assert assemble(".quad 00, 0_0") == bytes(16)
+    with pytest.raises(AssemblerError, match="leading zeros are not allowed"):
+        assemble(".quad 007")
