@@ -8,12 +8,12 @@ end of the first pass; only sizes (.zero, .org, .align) must be known where they
 name the line and what was expected. Integer expressions are rmm_mp.guest.expr's.
 
 This module owns the text syntax (labels, directives, operands; rmm_mp.guest.asmlines cuts a
-line into them). It must not execute anything.
+line into them, rmm_mp.guest.asmstrings reads the quoted text of .ascii and .asciz). It must not
+execute anything.
 """
 
 from __future__ import annotations
 
-import ast
 import heapq
 import re
 import struct
@@ -21,6 +21,7 @@ import struct
 from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, memory_operand as _memory_operand
 from rmm_mp.guest.asmlines import parse_line as _parse
+from rmm_mp.guest.asmstrings import string_bytes
 from rmm_mp.guest.expr import short as _short
 from rmm_mp.guest.expr import shown as _shown
 from rmm_mp.guest.isa import INSTRUCTION_SIZE, ZR, Cond, Op, SysReg, encode
@@ -37,13 +38,6 @@ class _NotYet(AssemblerError):
 _REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 _ALU = {name: (Op[name.upper()], Op[name.upper() + "I"]) for name in ("add", "sub", "and", "orr", "eor")}
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
-# The escapes Python reads without a warning (an octal one at most \377), and a double-quoted
-# string made of them, so that ast.literal_eval gives its text or a SyntaxError, nothing else.
-_ESCAPE = (r'\\(?:[\\\'"abfnrtv]|[0-3][0-7]{2}|[0-7]{1,2}(?![0-7])|x[0-9A-Fa-f]{2}'
-           r'|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]+\})')
-_STRING = re.compile(rf'"(?:[^"\\]|{_ESCAPE})*"')
-_ESCAPE_AT = re.compile(_ESCAPE)
-_RAW_UNPARSABLE = re.compile("[\x00\ud800-\udfff]")
 # GNU as directives that place code in sections or describe symbols for a linker: an image is one
 # section in source order and nothing links it, so they are refused by name rather than as typos.
 _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl", ".type", ".size"})
@@ -535,26 +529,8 @@ class _Assembler:
         return offset
 
     def _string(self, line: _Line) -> bytes:
-        if len(line.args) != 1:
-            raise AssemblerError(line.number, f"expected {line.op} \"text\"")
-        text = line.args[0]
-        value = None
-        if _STRING.fullmatch(text):
-            # Python's parser refuses a raw NUL or lone surrogate in its source, where the text
-            # takes any other character as it is: given as the escapes they stand for, a NUL is
-            # a byte 0 like a raw \x01 is a byte 1, and a surrogate is refused below as '\ud800'
-            # is, not as 'expected a quoted string'. (Outside an escape, as _STRING has matched.)
-            parsable = _RAW_UNPARSABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-            try:
-                value = ast.literal_eval(parsable)
-            except (ValueError, SyntaxError):        # such as an unknown \N{name}
-                pass
-        if not isinstance(value, str):
-            raise AssemblerError(line.number, f"expected a quoted string, got {_short(text)!r}{_bad_escape(text)}")
-        try:
-            return value.encode()
-        except UnicodeEncodeError:                  # a lone surrogate, such as \ud800
-            raise AssemblerError(line.number, f"expected text that UTF-8 can encode, got {_short(text)!r}") from None
+        assert line.op is not None
+        return string_bytes(line.number, line.op, line.args)
 
     def _value(self, line: _Line, text: str) -> int:
         """An integer expression over numbers, labels, .equ names and '.' (this address)."""
@@ -571,25 +547,6 @@ class _Assembler:
                                            f"be known where it stands", name)
             raise AssemblerError(line.number, f"unknown label or constant {name!r}")
         return self.symbols[name]
-
-
-def _bad_escape(text: str) -> str:
-    """': '\\q' is no escape' for the first backslash in a "..." text that starts none of
-    Python's escapes (as _STRING reads them), so the message says what to fix; else ''."""
-    if not (len(text) >= 2 and text[0] == text[-1] == '"'):
-        return ""
-    body, i = text[1:-1], 0
-    while (i := body.find("\\", i)) >= 0:
-        match = _ESCAPE_AT.match(body, i)
-        if match is None:
-            if i == len(body) - 1:
-                return ": its closing quote is escaped (\\\"), so the string does not end"
-            bad = re.match(r"\\(?:[0-7]{1,3}|N\{[^}]*\}?|.)", body[i:], re.DOTALL)
-            assert bad is not None
-            return (f": {_short(bad.group())!r} is no escape (expected one of Python's, such as \\n, \\x41, "
-                    f"\\u00e9, or \\\\ for a backslash)")
-        i = match.end()
-    return ""
 
 
 def _ascii_upper(name: str) -> str:
