@@ -161,6 +161,13 @@ class _Assembler:
                            f"(base {self.base:#x} + offset)") if line.op == ".org" and 0 < self.base <= offset else ""
                     raise AssemblerError(line.number, f"the image would be {_shown(offset)} bytes; expected at most "
                                                       f"{MAX_IMAGE:#x} (1 GiB, the largest realm RAM){why}")
+                if self.base + offset > 1 << 64:
+                    # Its last bytes would have no IPA: a word 'at 2^64' was emitted, and '.' and labels there
+                    # were addresses no instruction can reach.
+                    raise AssemblerError(line.number, f"the image would end at {self.base + offset:#x} (base "
+                                                      f"{self.base:#x} + {offset:#x} bytes), past the 64-bit address "
+                                                      f"space; expected it to end at 2^64 (0x10000000000000000) at "
+                                                      f"the latest")
         self._resolve(later)
         return offset
 
@@ -290,8 +297,7 @@ class _Assembler:
             return self._mov(line)
         if op == "adr":
             self._arity(line, 2)
-            return self._load_constant(self._reg(line, args[0]), self._fit64(line, "adr", args[1],
-                                                                              self._target(line, args[1])))
+            return self._load_constant(self._reg(line, args[0]), self._target(line, args[1], "adr target"))
         if op == "movk":
             return [self._movk(line)]
         if op in _ALU:
@@ -497,13 +503,20 @@ class _Assembler:
                                               f"bits; expected #-0x80000000..#0x7fffffff{alternative}")
         return value
 
-    def _target(self, line: _Line, text: str) -> int:
-        return self._value(line, text)
+    def _target(self, line: _Line, text: str, what: str) -> int:
+        """The address ``text`` gives (``what``: how an error names it). One outside 0..2^64 - 1 is
+        refused: the PC wraps at 2^64 when a branch runs, but a target written below 0 or past
+        the top (`b . - 8` at 0) is a mistake, as a .quad of it is."""
+        target = self._value(line, text)
+        if not 0 <= target < 1 << 64:
+            raise AssemblerError(line.number, f"{what} {_short(text)!r} = {_shown(target)} is outside the 64-bit "
+                                              f"address space; expected an address in 0..{(1 << 64) - 1:#x}")
+        return target
 
     def _branch(self, line: _Line, text: str, pc: int, after: str) -> int:
         """The offset of the branch target ``text``, which comes after ``after`` on the line."""
         try:
-            target = self._target(line, text)
+            target = self._target(line, text, "branch target")
         except AssemblerError as exc:
             if not exc.message.startswith(expr.NOT_AN_EXPRESSION):
                 raise
