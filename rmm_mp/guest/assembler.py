@@ -46,6 +46,10 @@ _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl"
 # character in an .ascii string would cut it in two.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
+# The end of an error about a GNU as memory operand that writes its address back to the base: no
+# form of this ISA does (docs/guest-isa.md).
+_WRITEBACK = ": the {}-index form '{}' (which writes xn + imm back to xn) is not in the ISA; add to xn in an " \
+             "instruction of its own"
 _NAMED_CONDITIONS = ", ".join(c.name.lower() for c in list(Cond)[:-1]) + f" and {list(Cond)[-1].name.lower()}"
 MAX_IMAGE = 1 << 30
 """Largest image (bytes): a workload realm's RAM is at most 1 GiB, and a bigger .zero or .org
@@ -429,12 +433,7 @@ class _Assembler:
     def _memory(self, line: _Line) -> int:
         op, args = line.op, line.args
         assert op is not None
-        if len(args) != 2:
-            raise AssemblerError(line.number, f"expected '{op} xd, [xn{{, #offset}}]'")
-        operand = _memory_operand(args[1])
-        if operand is None:
-            raise AssemblerError(line.number, f"expected a memory operand such as [x1] or [x1, #8], got {args[1]!r}")
-        base, imm = operand
+        base, imm = self._address_operand(line, 1)
         offset = self._imm(line, imm) if imm is not None else 0
         kind = Op.LDR if op.startswith("ldr") else Op.STR
         return encode(kind, self._reg(line, args[0]), self._reg(line, base), aux=_SIZES[op], imm=offset)
@@ -442,11 +441,7 @@ class _Assembler:
     def _pair(self, line: _Line) -> int:
         op, args = line.op, line.args
         assert op is not None
-        if len(args) != 3:
-            raise AssemblerError(line.number, f"expected '{op} xd, xe, [xn{{, #offset}}]'")
-        operand = _memory_operand(args[2])
-        if operand is None:
-            raise AssemblerError(line.number, f"expected a memory operand such as [x1] or [x1, #16], got {args[2]!r}")
+        operand = self._address_operand(line, 2)
         first, second = self._reg(line, args[0]), self._reg(line, args[1])
         if op == "ldp" and first == second:
             # CONSTRAINED UNPREDICTABLE on AArch64 (GNU as refuses it too); the interpreter runs
@@ -458,6 +453,33 @@ class _Assembler:
         return encode(Op.LDP if op == "ldp" else Op.STP, first, self._reg(line, base), second, imm=offset)
 
     # -- operands ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _address_operand(line: _Line, registers: int) -> tuple[str, str | None]:
+        """(base, offset or None) of the memory operand of a load or store, which follows its
+        ``registers`` registers (1, or 2 for a pair). GNU as's forms that this ISA lacks are told
+        as such rather than as a misspelt register or operand count."""
+        args = line.args
+        if len(args) != registers + 1:
+            got = repr(", ".join(args)) if args else "no operand"
+            post = len(args) == registers + 2 and _memory_operand(args[registers]) is not None \
+                and args[-1].startswith("#")
+            raise AssemblerError(line.number, f"expected '{line.op} xd, {'xe, ' * (registers - 1)}[xn{{, #offset}}]', "
+                                              f"got {got}{_WRITEBACK.format('post', '[xn], #imm') if post else ''}")
+        text = args[registers]
+        operand = _memory_operand(text)
+        if operand is None:
+            pre = text.endswith("!") and _memory_operand(text[:-1].rstrip()) is not None
+            raise AssemblerError(line.number, f"expected a memory operand such as [x1] or [x1, #{8 * registers}], got "
+                                              f"{text!r}{_WRITEBACK.format('pre', '[xn, #imm]!') if pre else ''}")
+        # '[x2 #8]': a register, then an offset with no ',' before it (which _reg would call a misspelt register)
+        unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
+        if operand[1] is None and unseparated and _REG.fullmatch(unseparated.group(1).lower()):
+            meant = f"[{unseparated.group(1)}, {unseparated.group(2)}]"
+            raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
+                                              f"operand, as in {meant!r}, got {text!r}")
+        return operand
+
 
     def _arity(self, line: _Line, count: int) -> int:
         if len(line.args) != count:

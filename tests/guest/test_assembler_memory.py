@@ -1,0 +1,69 @@
+"""What the guest assembler says of a memory operand written as GNU as would take it but this
+ISA does not: a ',' left out between the base register and the offset, and the post-index
+('[xn], #imm') and pre-index ('[xn, #imm]!') forms, which write the address back to xn and are
+not in the ISA (docs/guest-isa.md). Each error names the line, what it got and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmm_mp.guest.assembler import AssemblerError, assemble
+
+
+def _message(text: str) -> str:
+    with pytest.raises(AssemblerError) as info:
+        assemble(text)
+    assert info.value.line == 1, info.value
+    return info.value.message
+
+
+@pytest.mark.parametrize(("text", "operand", "meant"), [
+    ("ldr x1, [x2 #8]", "[x2 #8]", "[x2, #8]"),
+    ("strb x1, [x2#8]", "[x2#8]", "[x2, #8]"),
+    ("ldr x1, [lr  #-8]", "[lr  #-8]", "[lr, #-8]"),
+    ("ldp x1, x3, [x2 #16]", "[x2 #16]", "[x2, #16]"),
+    ("stp x1, x3, [X2 8]", "[X2 8]", "[X2, 8]"),
+])
+def test_a_missing_comma_in_a_memory_operand_is_named(text: str, operand: str, meant: str) -> None:
+    """It said 'expected a register ..., got 'x2 #8'', as if the register were misspelt."""
+    message = _message(text)
+    assert message == (f"expected a ',' between the base register and the offset of a memory operand, as in "
+                       f"{meant!r}, got {operand!r}"), message
+
+
+def test_a_base_that_is_no_register_is_still_told_so() -> None:
+    assert "expected a register x0..x30, lr or xzr, got 'x1x #8'" in _message("ldr x0, [x1x #8]")
+
+
+@pytest.mark.parametrize(("text", "shape"), [
+    ("ldr x1, [x2], #8", "ldr xd, [xn{, #offset}]"),
+    ("strw x1, [x2], #4", "strw xd, [xn{, #offset}]"),
+    ("ldp x1, x2, [x3], #16", "ldp xd, xe, [xn{, #offset}]"),
+])
+def test_a_post_index_form_is_said_not_to_be_in_the_isa(text: str, shape: str) -> None:
+    """It said only the expected shape, not what it got nor that the form is missing."""
+    got = text.split(" ", 1)[1]
+    message = _message(text)
+    assert message == (f"expected '{shape}', got {got!r}: the post-index form '[xn], #imm' (which writes "
+                       f"xn + imm back to xn) is not in the ISA; add to xn in an instruction of its own"), message
+
+
+@pytest.mark.parametrize(("text", "operand", "example"), [
+    ("ldr x1, [x2, #8]!", "[x2, #8]!", "[x1, #8]"),
+    ("stp x1, x2, [sp, #-16]!", "[sp, #-16]!", "[x1, #16]"),
+])
+def test_a_pre_index_form_is_said_not_to_be_in_the_isa(text: str, operand: str, example: str) -> None:
+    message = _message(text)
+    assert message == (f"expected a memory operand such as [x1] or {example}, got {operand!r}: the pre-index form "
+                       f"'[xn, #imm]!' (which writes xn + imm back to xn) is not in the ISA; add to xn in an "
+                       f"instruction of its own"), message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ldr x1", "expected 'ldr xd, [xn{, #offset}]', got 'x1'"),
+    ("str x1, [x2], x3", "expected 'str xd, [xn{, #offset}]', got 'x1, [x2], x3'"),   # no #imm: no post-index
+    ("ldr", "expected 'ldr xd, [xn{, #offset}]', got no operand"),
+    ("ldp x1, [x2]", "expected 'ldp xd, xe, [xn{, #offset}]', got 'x1, [x2]'"),
+])
+def test_a_wrong_operand_count_says_what_it_got(text: str, expected: str) -> None:
+    assert _message(text) == expected
