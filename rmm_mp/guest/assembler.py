@@ -475,7 +475,12 @@ class _Assembler:
         # '[x2 #8]': a register, then an offset with no ',' before it (which _reg would call a misspelt register)
         unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
         if operand[1] is None and unseparated and _REG.fullmatch(unseparated.group(1).lower()):
-            meant = f"[{unseparated.group(1)}, {unseparated.group(2)}]"
+            base, rest = unseparated.groups()
+            # The operand suggested must assemble: there is no register offset, and an offset takes its '#'.
+            if _REG.fullmatch(rest.strip().lower()):
+                raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
+                                                  f"offset), got {text!r}")
+            meant = f"[{base}, {rest if rest.startswith('#') else '#' + rest}]"
             raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
                                               f"operand, as in {meant!r}, got {text!r}")
         return operand

@@ -22,13 +22,27 @@ def _message(text: str) -> str:
     ("strb x1, [x2#8]", "[x2#8]", "[x2, #8]"),
     ("ldr x1, [lr  #-8]", "[lr  #-8]", "[lr, #-8]"),
     ("ldp x1, x3, [x2 #16]", "[x2 #16]", "[x2, #16]"),
-    ("stp x1, x3, [X2 8]", "[X2 8]", "[X2, 8]"),
+    ("stp x1, x3, [X2 8]", "[X2 8]", "[X2, #8]"),       # the '#' it lacks too: '[X2, 8]' is refused
+    ("ldr x1, [x2 - 8]", "[x2 - 8]", "[x2, #- 8]"),
 ])
 def test_a_missing_comma_in_a_memory_operand_is_named(text: str, operand: str, meant: str) -> None:
     """It said 'expected a register ..., got 'x2 #8'', as if the register were misspelt."""
     message = _message(text)
     assert message == (f"expected a ',' between the base register and the offset of a memory operand, as in "
                        f"{meant!r}, got {operand!r}"), message
+
+
+@pytest.mark.parametrize("text", ["ldr x1, [x2 8]", "ldr x1, [x2 + 8]", "stp x1, x3, [x2 16]"])
+def test_the_operand_a_missing_comma_message_suggests_assembles(text: str) -> None:
+    """The suggestion is a valid operand: it was '[x2, 8]', which is refused for its missing '#'."""
+    meant = _message(text).split("as in ")[1].split(", got")[0].strip("'")
+    assemble(text.replace(text[text.index("["):], meant))
+
+
+def test_a_register_offset_is_not_suggested() -> None:
+    """'[x2 x3]' was told to be written '[x2, x3]', which the ISA has not either (no register offset)."""
+    message = _message("ldr x1, [x2 x3]")
+    assert message == "expected a memory operand [xn] or [xn, #imm] (no register offset), got '[x2 x3]'", message
 
 
 def test_a_base_that_is_no_register_is_still_told_so() -> None:
