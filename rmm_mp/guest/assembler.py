@@ -500,7 +500,8 @@ class _Assembler:
         # or_imm: '#imm' may stand here too, so a bare number (GNU as takes `mov x1, 1`) is told its '#'
         written, text = text.strip(), text.strip().lower()
         if not _REG.fullmatch(text):
-            number = or_imm and re.match(r"[-+~(0-9]", text)
+            # (Not for '-x2' or '(x3)': no immediate names a register.)
+            number = or_imm and re.match(r"[-+~(0-9]", text) and not re.search(r"\b(?:x[0-9]+|xzr|lr)\b", text)
             hint = f" (an immediate is written with '#': '#{written}')" if number else ""
             raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}{hint}")
         if text == "xzr":

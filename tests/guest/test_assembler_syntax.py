@@ -140,9 +140,11 @@ def test_an_immediate_without_its_hash_is_named_so(source: str) -> None:
                                f"(an immediate is written with '#': '#{operand}')"), str(info.value)
 
 
-@pytest.mark.parametrize("source", ["br 8", "ldr x1, [8]", "mov 1, x2"])
+@pytest.mark.parametrize("source", ["br 8", "ldr x1, [8]", "mov 1, x2", "mov x1, -x2", "add x1, x2, (x3)",
+                                    "cmp x1, ~xzr"])
 def test_no_hash_hint_where_no_immediate_is_allowed(source: str) -> None:
-    """The '#' hint is given only where an immediate could stand."""
+    """The '#' hint is given only where an immediate could stand, and not for a register operand that
+    is no register ('#-x2' was suggested for '-x2', which is no immediate either)."""
     with pytest.raises(AssemblerError) as info:
         assemble(source)
     assert "(an immediate is written with" not in str(info.value)
