@@ -55,7 +55,8 @@ class Finding:
     identity: str = field(default="", compare=False)
     """For a finding with no site, what tells it from others of its checker and rule where the
     site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity), a
-    lockdep cycle's classes (lockdep.analyse). Not in its text (a replay compares the text, so
+    leaked lock's waiting call and the lock it waits for (watchdog.wait_identity), a lockdep
+    cycle's classes (lockdep.analyse). Not in its text (a replay compares the text, so
     files recorded before it was added replay as they did), nor in its JSON or a schedule file:
     only ``key`` reads it."""
 

@@ -291,7 +291,7 @@ class Watchdog:
         word, _ = _holder(self.machine, victim.waiting_for)
         return Finding("watchdog", "leaked-lock", f"CPU {victim.cpu} waits for {victim.waiting_for:#x}, held by "
                        f"{owner_text(self.machine, word)}, which is not in a call", victim.cpu, victim.call, "",
-                       details)
+                       details, identity=wait_identity(victim))
 
     def _stuck_call(self, snaps: list[CpuSnapshot]) -> Finding | None:
         for s in snaps:

@@ -170,3 +170,19 @@ def test_a_leaked_locks_identity_is_the_waiting_call_and_the_lock_it_waits_for(m
     other = leak(_snap(0, DESTROY, RTT, RD))
     assert first.rule == "leaked-lock" and first.key() == again.key(), (first.key(), again.key())
     assert first.key() != other.key(), first.key()
+
+
+def test_the_free_running_watchdogs_leaked_lock_has_the_same_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free-running Watchdog's leaked lock is one problem with the deterministic scheduler's
+    (stuck_finding's) when the same call waits for the same kind of lock: it had no identity, so
+    every leaked lock it found had the key ("watchdog", "leaked-lock", "")."""
+    from rmm_mp.stress import watchdog
+
+    monkeypatch.setattr(watchdog, "_holder", lambda machine, pa: (1, 1))
+    monkeypatch.setattr(watchdog, "owner_text", lambda machine, word: "CPU 1")
+    dog = watchdog.Watchdog(None)  # type: ignore[arg-type]
+    create, destroy = _snap(0, CREATE, RD, RTT), _snap(0, DESTROY, RTT, RD)
+    found = dog._finding(("leaked-lock", (0,), ((RD, 1),)), [create])
+    other = dog._finding(("leaked-lock", (0,), ((RTT, 1),)), [destroy])
+    assert found.identity == watchdog.wait_identity(create) != "", found.identity
+    assert found.key() != other.key(), found.key()
