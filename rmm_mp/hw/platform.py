@@ -310,7 +310,15 @@ class _Validator:
         if why:     # `rmm-mp platform show` prints it, as it prints the description
             raise self.fail(f"{where}.name", name, f"one line of printable text ({why})")
         base = raw["base"]
-        if not isinstance(base, int) or isinstance(base, bool) or base < 0 or base % GRANULE_SIZE:
+        # Each mistake named as what it is: "0x0" and -4096 are 4 KiB-aligned as numbers.
+        if isinstance(base, str):
+            raise self.fail(f"{where}.base", base, "a physical address, an integer such as 0x8000_0000, not a "
+                                                   "string: write the address without quotes")
+        if not isinstance(base, int) or isinstance(base, bool):
+            raise self.fail(f"{where}.base", base, "a physical address, an integer such as 0x8000_0000")
+        if base < 0:
+            raise self.fail(f"{where}.base", base, "a physical address, an address of 0 or more")
+        if base % GRANULE_SIZE:
             raise self.fail(f"{where}.base", base, "a 4 KiB-aligned physical address")
         if base >= 1 << pa_bits:
             # No size can help then: the base is the mistake (or pa_bits is).

@@ -52,3 +52,21 @@ def test_a_range_crossing_the_edge_of_dram_is_shown_with_its_end(tmp_path: Path,
         _load_edited(tmp_path, pattern, replacement)
     assert expected in str(info.value)
     assert info.value.line is not None
+
+
+@pytest.mark.parametrize("replacement, shown, expected", [
+    ('base = "0x8000_0000"', "dram.base = '0x8000_0000'",
+     'an integer such as 0x8000_0000, not a string: write the address without quotes'),
+    ("base = 2147483648.0", "dram.base = 2147483648.0", "an integer such as 0x8000_0000"),
+    ("base = -4096", "dram.base = -4096", "an address of 0 or more"),
+], ids=["string", "float", "negative"])
+def test_a_base_that_is_no_address_is_told_what_an_address_is(tmp_path: Path, replacement: str, shown: str,
+                                                               expected: str) -> None:
+    """A region base written as a string (a hex address in quotes, as a size may be written), or
+    as a negative number, was told it was not "a 4 KiB-aligned physical address": -4096 and "0x0"
+    are 4 KiB-aligned as numbers, so the expectation named the wrong mistake."""
+    with pytest.raises(ConfigError) as info:
+        _load_edited(tmp_path, r"^base = 0x8000_0000", replacement)
+    assert f"{shown}: expected" in str(info.value), str(info.value)
+    assert expected in str(info.value), str(info.value)
+    assert info.value.line == 14 and info.value.key == "dram.base"
