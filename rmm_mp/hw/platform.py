@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,6 +249,39 @@ class _Summary:
         return f"({self.text})"
 
 
+# RmiFeatureRegister0's fields (B4.4.6) whose names are not this schema's keys: the key, what it
+# takes, and its value from the field's (None: not a number). docs/platforms.md gives each key's field.
+_REGISTER_FIELDS: dict[str, tuple[str, str, Callable[[int], int] | None]] = {
+    "sve_en": ("sve", "", None),
+    "pmu_en": ("pmu", "", None),
+    "pmu_num_ctrs": ("pmu_counters", "", lambda n: n),
+    "num_bps": ("breakpoints", "the count, ", lambda n: n + 1),
+    "num_wps": ("watchpoints", "the count, ", lambda n: n + 1),
+    "gicv3_num_lrs": ("gic_list_registers", "the count, ", lambda n: n + 1),
+    "sve_vl": ("sve_vector_length", "the length in bits, ", lambda n: (n + 1) * 128),
+    "hash_sha_256": ("hash_algorithms", "the list of hashes, ", None),
+    "hash_sha_512": ("hash_algorithms", "the list of hashes, ", None),
+}
+
+
+def register_field_hint(key: str, value: object) -> str:
+    """': FIELD is the register field: write KEY = VALUE' for a features key that names a field of
+    RmiFeatureRegister0 instead of this schema's key (NUM_BPS = 5 is breakpoints = 6), else ''."""
+    field_name = key.lower()
+    if field_name not in _REGISTER_FIELDS:
+        return ""
+    name, what, convert = _REGISTER_FIELDS[field_name]
+    if field_name.startswith("hash_"):
+        shown = f'["sha-{field_name[-3:]}"]'
+    elif convert is None:       # SVE_EN, PMU_EN
+        shown = ("true" if value else "false") if isinstance(value, bool) else "true or false"
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        shown = str(convert(value))
+    else:
+        shown = "..."
+    return f": {key.upper()} is the register field: write {what}{name} = {shown}"
+
+
 class _Validator:
     def __init__(self, text: str, source: str) -> None:
         self.text = text
@@ -269,8 +303,10 @@ class _Validator:
         for key in table:
             if key not in allowed:
                 where = f"{prefix}.{key_part(key)}" if prefix else key_part(key)
-                # A misspelt key is named with the one meant, as a workload file's is (fields.keys).
-                raise self.fail(where, table[key], f"no such key{suggestion(key, sorted(allowed))}; "
+                # A misspelt key is named with the one meant, as a workload file's is (fields.keys);
+                # a feature written by its register field's name, with the key and the count it takes.
+                hint = register_field_hint(key, table[key]) if prefix == "features" else ""
+                raise self.fail(where, table[key], f"no such key{hint or suggestion(key, sorted(allowed))}; "
                                                    f"known keys here: {', '.join(sorted(allowed))}"
                                                    f"{top_level_hint(key, prefix, _TOP_KEYS)}")
         for key in sorted(required - table.keys()):

@@ -70,3 +70,27 @@ def test_a_base_that_is_no_address_is_told_what_an_address_is(tmp_path: Path, re
     assert f"{shown}: expected" in str(info.value), str(info.value)
     assert expected in str(info.value), str(info.value)
     assert info.value.line == 14 and info.value.key == "dram.base"
+
+
+@pytest.mark.parametrize("key_line, written, expected", [
+    (r"^breakpoints = 6", "NUM_BPS = 5", "NUM_BPS is the register field: write the count, breakpoints = 6"),
+    (r"^watchpoints = 4", "num_wps = 3", "NUM_WPS is the register field: write the count, watchpoints = 4"),
+    (r"^gic_list_registers = 4", "gicv3_num_lrs = 3",
+     "GICV3_NUM_LRS is the register field: write the count, gic_list_registers = 4"),
+    (r"^pmu_counters = 31", "pmu_num_ctrs = 31", "PMU_NUM_CTRS is the register field: write pmu_counters = 31"),
+    (r"^pmu = true", "pmu_en = true", "PMU_EN is the register field: write pmu = true"),
+    (r"^sve = false", "sve_en = false", "SVE_EN is the register field: write sve = false"),
+    (r"^sve = false", "sve = true\nsve_vl = 3",
+     "SVE_VL is the register field: write the length in bits, sve_vector_length = 512"),
+    (r'^hash_algorithms = \["sha-256", "sha-512"\]', 'hash_sha_256 = true',
+     'HASH_SHA_256 is the register field: write the list of hashes, hash_algorithms = ["sha-256"]'),
+], ids=["NUM_BPS", "num_wps", "gicv3_num_lrs", "pmu_num_ctrs", "pmu_en", "sve_en", "sve_vl", "hash_sha_256"])
+def test_a_feature_written_by_its_register_field_name_is_told_the_key(tmp_path: Path, key_line: str, written: str,
+                                                                       expected: str) -> None:
+    """An SoC team reading RmiFeatureRegister0 (B4.4.6; docs/platforms.md lists each key's field)
+    may write a field's name and its encoding: NUM_BPS = 5 for 6 breakpoints. That was "no such
+    key" with no key named (or a suggestion alone, pmu_counters for pmu_num_ctrs, with no word of
+    the count the key takes where the field holds count - 1)."""
+    with pytest.raises(ConfigError) as info:
+        _load_edited(tmp_path, key_line, written)
+    assert "no such key" in str(info.value) and expected in str(info.value), str(info.value)
