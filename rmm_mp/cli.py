@@ -144,7 +144,8 @@ def platform_show(name: str, public_key: bool) -> None:
         click.echo(AttestationKeys(plat).platform_public_key_pem().decode(), nl=False)
         return
     # Every key of the model, so that what is shown is what a machine runs with.
-    click.echo(f"{plat.name}: {plat.description}\nsource: {shown_path(plat.source)}")
+    # No trailing ': ' after the name of a platform whose file gives no description.
+    click.echo(f"{plat.name}{': ' + plat.description if plat.description else ''}\nsource: {shown_path(plat.source)}")
     click.echo(f"cpus {plat.cpus}, pa_bits {plat.pa_bits}, rec_time_slice {plat.rec_time_slice:,} guest instructions")
     for kind, regions in (("dram", (plat.dram,)), ("mmio", plat.mmio), ("secure", plat.secure)):
         for region in regions:

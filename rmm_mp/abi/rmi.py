@@ -114,10 +114,11 @@ class FeatureRegister0:
             return FeatureRegister0.field(value, name)
 
         sve = f"sve true (vectors up to {(f('SVE_VL') + 1) * 128} bits)" if f("SVE_EN") else "sve false"
-        pmu = f"pmu true ({f('PMU_NUM_CTRS')} counters)" if f("PMU_EN") else "pmu false"
+        ctrs, lrs = f("PMU_NUM_CTRS"), f("GICV3_NUM_LRS") + 1
+        pmu = f"pmu true ({ctrs} counter{'' if ctrs == 1 else 's'})" if f("PMU_EN") else "pmu false"
         hashes = [name for name, bit in (("sha-256", "HASH_SHA_256"), ("sha-512", "HASH_SHA_512")) if f(bit)]
         order = f("MAX_RECS_ORDER")
         return (f"s2sz {f('S2SZ')}, lpa2 {'true' if f('LPA2') else 'false'}, {sve}, {pmu}, "
                 f"{f('NUM_BPS') + 1} breakpoints, {f('NUM_WPS') + 1} watchpoints, "
-                f"hashes {', '.join(hashes) or 'none'}, "
-                f"{f('GICV3_NUM_LRS') + 1} GIC list registers, max_recs_order {order} (MAX_RECS {(1 << order) - 1})")
+                f"hashes {', '.join(hashes) or 'none'}, {lrs} GIC list register{'' if lrs == 1 else 's'}, "
+                f"max_recs_order {order} (MAX_RECS {(1 << order) - 1})")

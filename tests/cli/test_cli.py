@@ -89,6 +89,22 @@ def test_platform_show_decodes_the_register(tmp_path: Path) -> None:
     assert "4 GIC list registers" in host
 
 
+def test_platform_show_says_one_in_the_singular_and_no_colon_without_a_description(tmp_path: Path) -> None:
+    """A platform with one PMU counter and one GIC list register, and no description: `platform
+    show` read "pmu true (1 counters)", "1 GIC list registers" and began "NAME: " with nothing after."""
+    text = (ROOT / "platform" / "host.toml").read_text()
+    for old, new in (("pmu_counters = 31", "pmu_counters = 1"), ("gic_list_registers = 4", "gic_list_registers = 1")):
+        assert old in text
+        text = text.replace(old, new)
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("description ="))
+    path = tmp_path / "single.toml"
+    path.write_text(text + "\n")
+    shown = CliRunner().invoke(main, ["platform", "show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "pmu true (1 counter)," in shown.output and ", 1 GIC list register," in shown.output, shown.output
+    assert shown.output.splitlines()[0] == "host", shown.output    # the file's name key
+
+
 def _odd_host(tmp_path: Path) -> Path:
     """host.toml with 4,097 granules of DRAM (16 MiB + 4 KiB), rec_time_slice 1234 and a
     second, named MMIO range, as platform/odd.toml under tmp_path."""
