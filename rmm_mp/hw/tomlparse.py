@@ -94,6 +94,14 @@ def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
     # innermost open one; at the end of the document every open one is unclosed: the outermost.
     opened = _left_open(text, stop, brackets=not at_column or reason.startswith("unclosed "), innermost=at_column)
     if opened is None:
+        inside = _scan(text, stop) if at_column else None
+        if isinstance(inside, list) and inside and inside[-1][1] != line:
+            # Inside an array or inline table opened on an earlier line: where a ']' left out
+            # makes the next key "an invalid value" of the array, the error names that line only.
+            opener, at, opened_column, _ = inside[-1]
+            what, closer = ("array", "]") if opener == "[" else ("inline table", "}")
+            return (f"{reason} at {where}", line, f"valid TOML: a value, or {closer}, of the {what} opened by "
+                                                  f"{opener} at line {at}, column {opened_column}")
         return f"{reason} at {where}", line, "valid TOML"
     what, opener, at, opened_column, index = opened
     closer = {"[": "]", "{": "}"}.get(opener, opener)

@@ -132,3 +132,18 @@ def test_a_workload_and_a_platform_file_read_alike(tmp_path: Path, kind: str) ->
         (spec.load if kind == "workload" else plat.load)(path)
     assert str(info.value).startswith(f"{path}:1: (file) = unterminated string at the end of the file: expected "
                                       "valid TOML: the string opened by \"\"\" at column 15"), str(info.value)
+
+
+@pytest.mark.parametrize("text, line, expected", [
+    ('cpus = 2\nhash = ["sha-256",\nbreakpoints = 6\n[attestation]\nx = 1\n', 3,
+     "valid TOML: a value, or ], of the array opened by [ at line 2, column 8"),
+    ("x = [\n  1,\n  foo ]\n", 3, "valid TOML: a value, or ], of the array opened by [ at line 1, column 5"),
+    ("x = [1, foo]\n", 1, "valid TOML"),
+], ids=["bracket-left-out", "bad-value-in-a-long-array", "same-line"])
+def test_an_invalid_value_inside_an_array_opened_lines_above_names_the_array(text: str, line: int,
+                                                                            expected: str) -> None:
+    """An array whose ']' was left out takes the next key for one of its values: tomllib's
+    "Invalid value" names that key's line only (a later '[table]' header closes the array as far
+    as brackets tell), and nothing said an array was open. Named when it opened on another line."""
+    err = _refused(text)
+    assert err.line == line and err.expected == expected, str(err)
