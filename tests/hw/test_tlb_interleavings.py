@@ -6,7 +6,8 @@ load, store or read-modify-write is a scheduling point: a scheduler lets exactly
 from one point to its next, in an order it chooses. The invalidating wait's backoff is a point
 too, at which the waiter stays parked until another CPU has taken a step (a spin that nothing
 can end is reported as a hang). The schedules are explored exhaustively up to a bound on
-preemptions (switching away from a CPU that could have gone on), depth first.
+preemptions (switching away from a CPU that could have gone on), depth first (the scheduler is
+tests/interleave.py's).
 
 Each scenario models a stage-2 mapping (or a GPT entry) as a version a CPU that executes realm
 code copies into its cached translation after a sync point that dropped its caches (a walk), and
@@ -19,12 +20,13 @@ translations" rule), so a cache made before the change can cross a leave and an 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import atomicshm
 import pytest
+import interleave
+from interleave import Actors, Stepped, point as _point, spin as _spin
 
 from rmm_mp.hw import process
 from rmm_mp.hw import tlb as tlb_module
@@ -42,172 +44,9 @@ PREEMPTIONS = 2
 MAX_STEPS = 400
 
 
-class Hang(AssertionError):
-    """Every CPU left is spinning: nothing can end the wait."""
-
-
-class _Stop(BaseException):
-    """Raised in a CPU's thread at its next point when a run is torn down."""
-
-
-class Scheduler:
-    """Runs ``actors`` one step at a time in the order ``prefix`` gives, then without preemption
-    (the running actor goes on while it can, else the first one that can); records the choices."""
-
-    def __init__(self, actors: dict[str, Callable[[], None]], prefix: Sequence[str]) -> None:
-        self.actors = actors
-        self.prefix = prefix
-        self.trace: list[tuple[tuple[str, ...], str]] = []
-        self.state = dict.fromkeys(actors, "ready")
-        self._turn = {name: threading.Semaphore(0) for name in actors}
-        self._back = threading.Semaphore(0)
-        self._local = threading.local()
-        self._stop = False
-        self.error: BaseException | None = None
-        self._writes = dict.fromkeys(actors, False)
-        """Actor -> whether the step it is granted next starts with a write."""
-        self._dirty = dict.fromkeys(actors, False)
-        """Actor -> whether another wrote since its last spin (what it loaded may be stale)."""
-
-    def point(self, write: bool = True) -> None:
-        """Before a shared access (a write unless ``write`` is False): hand the turn back and
-        wait for the next one."""
-        name = self._local.name
-        self._writes[name] = write
-        self._back.release()
-        self._turn[name].acquire()
-        if self._stop:
-            raise _Stop
-
-    def spin(self) -> None:
-        """A waiter backs off: unless another actor wrote since its last spin, it is parked until
-        one does (running it again would only load the same values)."""
-        name = self._local.name
-        if self._dirty[name]:
-            self._dirty[name] = False
-        else:
-            self.state[name] = "spinning"
-        self.point(write=False)
-
-    def _body(self, name: str) -> None:
-        self._local.name = name
-        self._turn[name].acquire()
-        try:
-            if not self._stop:
-                self.actors[name]()
-        except _Stop:
-            pass
-        except BaseException as e:  # noqa: BLE001 - handed to the scheduler, which raises it
-            if self.error is None:
-                self.error = e
-        finally:
-            self.state[name] = "done"
-            self._back.release()
-
-    def run(self) -> None:
-        threads = [threading.Thread(target=self._body, args=(name,), daemon=True) for name in self.actors]
-        for t in threads:
-            t.start()
-        current = ""
-        try:
-            while self.error is None:
-                enabled = tuple(n for n in self.actors if self.state[n] == "ready")
-                if not enabled:
-                    spinning = [n for n in self.actors if self.state[n] == "spinning"]
-                    if spinning:
-                        raise Hang(f"{spinning} spin with no one left to end the wait: {self.choices()}")
-                    break
-                i = len(self.trace)
-                choice = self.prefix[i] if i < len(self.prefix) else current if current in enabled else enabled[0]
-                self.trace.append((enabled, choice))
-                if len(self.trace) > MAX_STEPS:
-                    raise AssertionError(f"more than {MAX_STEPS} steps: {self.choices()}")
-                current = choice
-                wrote, self._writes[choice] = self._writes[choice], False
-                self._turn[choice].release()
-                self._back.acquire()
-                if wrote:
-                    for n in self.actors:
-                        if n != choice and self.state[n] == "spinning":
-                            self.state[n], self._dirty[n] = "ready", False
-                        elif n != choice:
-                            self._dirty[n] = True
-            if self.error is not None:
-                raise self.error
-        finally:
-            self._stop = True
-            for name in self.actors:
-                self._turn[name].release()
-            for t in threads:
-                t.join(timeout=10)
-
-    def choices(self) -> list[str]:
-        return [c for _, c in self.trace]
-
-
-def explore(make: Callable[[], dict[str, Callable[[], None]]], bound: int = PREEMPTIONS) -> int:
-    """Runs every schedule of the actors ``make()`` returns (fresh ones for each run) with at most
-    ``bound`` preemptions, depth first; the actors check the invariants as they go. Returns the
-    number of schedules run."""
-    stack: list[list[str]] = [[]]
-    runs = 0
-    while stack:
-        prefix = stack.pop()
-        sched = Scheduler(make(), prefix)
-        _current.sched = sched
-        try:
-            sched.run()
-        finally:
-            _current.sched = None
-        runs += 1
-        preempted = 0
-        for i, (enabled, chosen) in enumerate(sched.trace):
-            prev = sched.trace[i - 1][1] if i else ""
-            if i >= len(prefix):
-                for alt in enabled:
-                    extra = prev in enabled and alt != prev
-                    if alt != chosen and preempted + extra <= bound:
-                        stack.append(sched.choices()[:i] + [alt])
-            preempted += prev in enabled and chosen != prev
-    return runs
-
-
-class _Current:
-    sched: Scheduler | None = None
-
-
-_current = _Current()
-
-
-class Stepped:
-    """An AtomicView whose every operation is a scheduling point of the current run."""
-
-    def __init__(self, view: atomicshm.AtomicView) -> None:
-        self._view = view
-
-    def __getattr__(self, name: str) -> Callable[..., int | None]:
-        op = getattr(self._view, name)
-
-        write = not name.startswith("load")
-
-        def stepped(*args: int) -> int | None:
-            sched = _current.sched
-            assert sched is not None
-            sched.point(write)
-            return op(*args)          # type: ignore[no-any-return]
-        return stepped
-
-
-def _point() -> None:
-    sched = _current.sched
-    assert sched is not None
-    sched.point()
-
-
-def _spin() -> None:
-    sched = _current.sched
-    assert sched is not None
-    sched.spin()
+def explore(make: Callable[[], Actors], bound: int = PREEMPTIONS) -> int:
+    """Every schedule of ``make``'s actors with at most ``bound`` preemptions (interleave.explore)."""
+    return interleave.explore(make, bound, max_steps=MAX_STEPS)
 
 
 @pytest.fixture(autouse=True)
@@ -295,9 +134,6 @@ def _changer(world: World, tlb: Tlb, key: Key) -> Callable[[], None]:
             tlb.invalidate_realm(int(key), GEN_X if key == RD_X else GEN_Y)
         world.done[key] = world.version[key]
     return run
-
-
-Actors = dict[str, Callable[[], None]]
 
 
 @pytest.mark.parametrize("after_first_entry", [False, True], ids=["anytime", "after-first-entry"])
