@@ -249,36 +249,50 @@ class _Summary:
         return f"({self.text})"
 
 
-# RmiFeatureRegister0's fields (B4.4.6) whose names are not this schema's keys: the key, what it
-# takes, and its value from the field's (None: not a number). docs/platforms.md gives each key's field.
-_REGISTER_FIELDS: dict[str, tuple[str, str, Callable[[int], int] | None]] = {
-    "sve_en": ("sve", "", None),
-    "pmu_en": ("pmu", "", None),
-    "pmu_num_ctrs": ("pmu_counters", "", lambda n: n),
-    "num_bps": ("breakpoints", "the count, ", lambda n: n + 1),
-    "num_wps": ("watchpoints", "the count, ", lambda n: n + 1),
-    "gicv3_num_lrs": ("gic_list_registers", "the count, ", lambda n: n + 1),
-    "sve_vl": ("sve_vector_length", "the length in bits, ", lambda n: (n + 1) * 128),
-    "hash_sha_256": ("hash_algorithms", "the list of hashes, ", None),
-    "hash_sha_512": ("hash_algorithms", "the list of hashes, ", None),
+# RmiFeatureRegister0's fields (B4.4.6) by name, for a key written as one: the key, what it takes,
+# its value from the field's (None: a flag), and the values the key accepts (the checks below, as
+# docs/platforms.md gives them), so that no value is suggested that the key then refuses.
+_REGISTER_FIELDS: dict[str, tuple[str, str, Callable[[int], int] | None, Callable[[object], bool], str]] = {
+    "s2sz": ("s2sz", "", lambda n: n, lambda v: v in range(32, 49), "32..48"),
+    "lpa2": ("lpa2", "", None, lambda v: v is False, "false only"),
+    "sve_en": ("sve", "", None, lambda v: True, ""),
+    "sve_vl": ("sve_vector_length", "the length in bits, ", lambda n: (n + 1) * 128,
+               lambda v: v in range(128, 2049, 128), "a multiple of 128 in 128..2048"),
+    "num_bps": ("breakpoints", "the count, ", lambda n: n + 1, lambda v: v in range(2, 65), "2..64"),
+    "num_wps": ("watchpoints", "the count, ", lambda n: n + 1, lambda v: v in range(2, 65), "2..64"),
+    "pmu_en": ("pmu", "", None, lambda v: True, ""),
+    "pmu_num_ctrs": ("pmu_counters", "", lambda n: n, lambda v: v in range(32), "0..31"),
+    "gicv3_num_lrs": ("gic_list_registers", "the count, ", lambda n: n + 1, lambda v: v in range(1, 17), "1..16"),
+    "max_recs_order": ("max_recs_order", "", lambda n: n, lambda v: v in range(1, 11), "1..10"),
 }
 
 
 def register_field_hint(key: str, value: object) -> str:
     """': FIELD is the register field: write KEY = VALUE' for a features key that names a field of
-    RmiFeatureRegister0 instead of this schema's key (NUM_BPS = 5 is breakpoints = 6), else ''."""
+    RmiFeatureRegister0 instead of this schema's key (NUM_BPS = 5 is breakpoints = 6, S2SZ = 48 is
+    s2sz = 48), else ''. A value the key would refuse is shown as '... (what it accepts)'."""
     field_name = key.lower()
+    # A flag as the register holds it (1 or 0) or as TOML writes it; anything else is no flag.
+    flag = value if isinstance(value, bool) else bool(value) if value in (0, 1) else None
+    if field_name in ("hash_sha_256", "hash_sha_512"):
+        hash_name = f"sha-{field_name[-3:]}"
+        told = (f' = ["{hash_name}"]' if flag else f', without "{hash_name}"' if flag is False
+                else ' = ["sha-256", "sha-512"] (those the platform has)')
+        return f": {key.upper()} is the register field: write the list of hashes, hash_algorithms{told}"
     if field_name not in _REGISTER_FIELDS:
         return ""
-    name, what, convert = _REGISTER_FIELDS[field_name]
-    if field_name.startswith("hash_"):
-        shown = f'["sha-{field_name[-3:]}"]'
-    elif convert is None:       # SVE_EN, PMU_EN
-        shown = ("true" if value else "false") if isinstance(value, bool) else "true or false"
+    name, what, convert, accepts, accepted = _REGISTER_FIELDS[field_name]
+    converted: object = None
+    if convert is None:         # LPA2, SVE_EN, PMU_EN
+        converted = flag
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        shown = str(convert(value))
+        converted = convert(value)
+    if converted is None:
+        shown = "true or false" if convert is None and not accepted else f"... ({accepted})"
+    elif accepts(converted):
+        shown = str(converted).lower() if isinstance(converted, bool) else str(converted)
     else:
-        shown = "..."
+        shown = f"... ({accepted})"
     return f": {key.upper()} is the register field: write {what}{name} = {shown}"
 
 
@@ -306,7 +320,10 @@ class _Validator:
                 # A misspelt key is named with the one meant, as a workload file's is (fields.keys);
                 # a feature written by its register field's name, with the key and the count it takes.
                 hint = register_field_hint(key, table[key]) if prefix == "features" else ""
-                raise self.fail(where, table[key], f"no such key{hint or suggestion(key, sorted(allowed))}; "
+                # difflib minds case: VMID_BITS is not close to vmid_bits for it.
+                hint = hint or (f' (did you mean "{key.lower()}"?)' if key.lower() in allowed
+                                else suggestion(key, sorted(allowed)))
+                raise self.fail(where, table[key], f"no such key{hint}; "
                                                    f"known keys here: {', '.join(sorted(allowed))}"
                                                    f"{top_level_hint(key, prefix, _TOP_KEYS)}")
         for key in sorted(required - table.keys()):

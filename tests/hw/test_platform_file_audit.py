@@ -94,3 +94,32 @@ def test_a_feature_written_by_its_register_field_name_is_told_the_key(tmp_path: 
     with pytest.raises(ConfigError) as info:
         _load_edited(tmp_path, key_line, written)
     assert "no such key" in str(info.value) and expected in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("key_line, written, expected, not_said", [
+    (r'^hash_algorithms = \["sha-256", "sha-512"\]', 'hash_algorithms = ["sha-512"]\nhash_sha_256 = false',
+     'write the list of hashes, hash_algorithms, without "sha-256"', '["sha-256"]'),
+    (r"^breakpoints = 6", "NUM_BPS = 100", "write the count, breakpoints = ... (2..64)", "= 101"),
+    (r"^breakpoints = 6", "NUM_BPS = 0", "write the count, breakpoints = ... (2..64)", "= 1;"),
+    (r"^gic_list_registers = 4", "gicv3_num_lrs = 16", "gic_list_registers = ... (1..16)", "= 17"),
+    (r"^sve = false", "sve = true\nsve_vl = 16", "sve_vector_length = ... (a multiple of 128 in 128..2048)",
+     "2176"),
+    (r"^pmu_counters = 31", "pmu_num_ctrs = 40", "write pmu_counters = ... (0..31)", "= 40;"),
+    (r"^pmu = true", "pmu_en = 1", "PMU_EN is the register field: write pmu = true", "true or false"),
+    (r"^s2sz = (\d+)", r"S2SZ = \1", "S2SZ is the register field: write s2sz = ", "no such key;"),
+    (r"^lpa2 = false", "LPA2 = 0", "LPA2 is the register field: write lpa2 = false", "no such key;"),
+    (r"^lpa2 = false", "LPA2 = true", "LPA2 is the register field: write lpa2 = ... (false only)", "no such key;"),
+    (r"^\[features\]", "[features]\nMAX_RECS_ORDER = 3", "MAX_RECS_ORDER is the register field: write "
+     "max_recs_order = 3", "no such key;"),
+    (r"^\[features\]", "[features]\nVMID_BITS = 16", '(did you mean "vmid_bits"?)', "no such key;"),
+], ids=["hash_false", "bps_100", "bps_0", "lrs_16", "sve_vl_16", "ctrs_40", "pmu_en_1", "S2SZ", "LPA2_0",
+        "LPA2_true", "MAX_RECS_ORDER", "VMID_BITS"])
+def test_a_register_field_hint_names_no_value_the_key_refuses(tmp_path: Path, key_line: str, written: str,
+                                                               expected: str, not_said: str) -> None:
+    """The register field hint told hash_sha_256 = false to write hash_algorithms = ["sha-256"]
+    (the opposite), NUM_BPS = 100 to write breakpoints = 101 (refused: 2..64), and said nothing
+    (not even a suggestion: difflib minds case) for S2SZ, LPA2 and MAX_RECS_ORDER, the fields
+    whose key is their name in lower case."""
+    with pytest.raises(ConfigError) as info:
+        _load_edited(tmp_path, key_line, written)
+    assert expected in str(info.value) and not_said not in str(info.value), str(info.value)
