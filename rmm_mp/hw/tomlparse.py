@@ -100,8 +100,19 @@ def _syntax_error(text: str, message: str) -> tuple[str, int | None, str]:
             # makes the next key "an invalid value" of the array, the error names that line only.
             opener, at, opened_column, _ = inside[-1]
             what, closer = ("array", "]") if opener == "[" else ("inline table", "}")
-            return (f"{reason} at {where}", line, f"valid TOML: a value, or {closer}, of the {what} opened by "
+            items = "a value" if opener == "[" else "a key = value"
+            return (f"{reason} at {where}", line, f"valid TOML: {items}, or {closer}, of the {what} opened by "
                                                   f"{opener} at line {at}, column {opened_column}")
+        opens = inside if isinstance(inside, list) else []
+        earlier = [o for o in opens if o[1] != line]
+        if earlier and earlier[-1][0] == "[" and len(opens) > len(earlier) and opens[len(earlier)][0] == "[":
+            # A table header after an array whose ']' was left out: its '[' opens an array inside
+            # that one, the innermost open one on this line, and the array above was not named.
+            _, at, opened_column, _ = earlier[-1]
+            return (f"{reason} at {where}", line, f"valid TOML: the array opened by [ at line {at}, column "
+                                                  f"{opened_column} is still open (a ] left out?): the [ at column "
+                                                  f"{opens[len(earlier)][2]} of this line is read as an array "
+                                                  "inside it")
         return f"{reason} at {where}", line, "valid TOML"
     what, opener, at, opened_column, index = opened
     closer = {"[": "]", "{": "}"}.get(opener, opener)

@@ -147,3 +147,22 @@ def test_an_invalid_value_inside_an_array_opened_lines_above_names_the_array(tex
     as brackets tell), and nothing said an array was open. Named when it opened on another line."""
     err = _refused(text)
     assert err.line == line and err.expected == expected, str(err)
+
+
+@pytest.mark.parametrize("text, line, expected", [
+    ('x = [1,\n[attestation]\nkeys = "seeds"\n', 2,
+     "valid TOML: the array opened by [ at line 1, column 5 is still open (a ] left out?): the [ at column 1 "
+     "of this line is read as an array inside it"),
+    ('x = [1,\n[[realm]]\n', 2,
+     "valid TOML: the array opened by [ at line 1, column 5 is still open (a ] left out?): the [ at column 1 "
+     "of this line is read as an array inside it"),
+    ('t = {a = [1,\n2], !}\n', 2,
+     "valid TOML: a key = value, or }, of the inline table opened by { at line 1, column 5"),
+], ids=["header", "array-of-tables-header", "inline-table-key"])
+def test_a_header_read_inside_an_array_left_open_names_the_array(text: str, line: int, expected: str) -> None:
+    """A table header after an array whose ']' was left out is read as an array inside it: its
+    '[' was the innermost open one, on the error's own line, so the array opened lines above
+    went unnamed ("expected valid TOML" alone). And an inline table holds key = value pairs:
+    "a value, or }" was wrong where a key was expected."""
+    err = _refused(text)
+    assert err.line == line and err.expected == expected, str(err)
