@@ -249,22 +249,45 @@ class _Summary:
         return f"({self.text})"
 
 
-# RmiFeatureRegister0's fields (B4.4.6) by name, for a key written as one: the key, what it takes,
-# its value from the field's (None: a flag), and the values the key accepts (the checks below, as
-# docs/platforms.md gives them), so that no value is suggested that the key then refuses.
-_REGISTER_FIELDS: dict[str, tuple[str, str, Callable[[int], int] | None, Callable[[object], bool], str]] = {
-    "s2sz": ("s2sz", "", lambda n: n, lambda v: v in range(32, 49), "32..48"),
-    "lpa2": ("lpa2", "", None, lambda v: v is False, "false only"),
-    "sve_en": ("sve", "", None, lambda v: True, ""),
-    "sve_vl": ("sve_vector_length", "the length in bits, ", lambda n: (n + 1) * 128,
-               lambda v: v in range(128, 2049, 128), "a multiple of 128 in 128..2048"),
-    "num_bps": ("breakpoints", "the count, ", lambda n: n + 1, lambda v: v in range(2, 65), "2..64"),
-    "num_wps": ("watchpoints", "the count, ", lambda n: n + 1, lambda v: v in range(2, 65), "2..64"),
-    "pmu_en": ("pmu", "", None, lambda v: True, ""),
-    "pmu_num_ctrs": ("pmu_counters", "", lambda n: n, lambda v: v in range(32), "0..31"),
-    "gicv3_num_lrs": ("gic_list_registers", "the count, ", lambda n: n + 1, lambda v: v in range(1, 17), "1..16"),
-    "max_recs_order": ("max_recs_order", "", lambda n: n, lambda v: v in range(1, 11), "1..10"),
+# The [features] keys' ranges, for their checks (_Validator.features) and for the register-field
+# hint below, which must suggest no value the key then refuses.
+_BOUNDS: dict[str, tuple[int, int]] = {
+    "s2sz": (32, 48), "sve_vector_length": (128, 2048), "pmu_counters": (0, 31), "breakpoints": (2, 64),
+    "watchpoints": (2, 64), "gic_list_registers": (1, 16), "max_recs_order": (1, 10)}
+
+# RmiFeatureRegister0's fields (B4.4.6) by name, for a key written as one: the key, what it takes
+# and its value from the field's (None: a flag).
+_REGISTER_FIELDS: dict[str, tuple[str, str, Callable[[int], int] | None]] = {
+    "s2sz": ("s2sz", "", lambda n: n),
+    "lpa2": ("lpa2", "", None),
+    "sve_en": ("sve", "", None),
+    "sve_vl": ("sve_vector_length", "the length in bits, ", lambda n: (n + 1) * 128),
+    "num_bps": ("breakpoints", "the count, ", lambda n: n + 1),
+    "num_wps": ("watchpoints", "the count, ", lambda n: n + 1),
+    "pmu_en": ("pmu", "", None),
+    "pmu_num_ctrs": ("pmu_counters", "", lambda n: n),
+    "gicv3_num_lrs": ("gic_list_registers", "the count, ", lambda n: n + 1),
+    "max_recs_order": ("max_recs_order", "", lambda n: n),
 }
+
+
+def _accepted(name: str) -> str:
+    """What key ``name`` accepts, as the hint shows it ('' for a flag that takes either)."""
+    if name == "lpa2":
+        return "false only"
+    if name not in _BOUNDS:
+        return ""
+    lo, hi = _BOUNDS[name]
+    return f"a multiple of 128 in {lo}..{hi}" if name == "sve_vector_length" else f"{lo}..{hi}"
+
+
+def _accepts(name: str, value: object) -> bool:
+    if name == "lpa2":
+        return value is False
+    if name not in _BOUNDS:
+        return True
+    lo, hi = _BOUNDS[name]
+    return isinstance(value, int) and lo <= value <= hi and (name != "sve_vector_length" or value % 128 == 0)
 
 
 def register_field_hint(key: str, value: object) -> str:
@@ -281,7 +304,8 @@ def register_field_hint(key: str, value: object) -> str:
         return f": {key.upper()} is the register field: write the list of hashes, hash_algorithms{told}"
     if field_name not in _REGISTER_FIELDS:
         return ""
-    name, what, convert, accepts, accepted = _REGISTER_FIELDS[field_name]
+    name, what, convert = _REGISTER_FIELDS[field_name]
+    accepted = _accepted(name)
     converted: object = None
     if convert is None:         # LPA2, SVE_EN, PMU_EN
         converted = flag
@@ -289,7 +313,7 @@ def register_field_hint(key: str, value: object) -> str:
         converted = convert(value)
     if converted is None:
         shown = "true or false" if convert is None and not accepted else f"... ({accepted})"
-    elif accepts(converted):
+    elif _accepts(name, converted):
         shown = str(converted).lower() if isinstance(converted, bool) else str(converted)
     else:
         shown = f"... ({accepted})"
@@ -501,38 +525,39 @@ class _Validator:
         if lpa2:
             raise self.fail("features.lpa2", lpa2, "false: rmm-mp does not model FEAT_LPA2 (52-bit IPAs, "
                                                    "start level -1); see docs/deviations.md")
-        s2sz = self.integer(raw, "s2sz", "features.s2sz", 32, 48, "the maximum realm IPA width in bits")
+        s2sz = self.integer(raw, "s2sz", "features.s2sz", *_BOUNDS["s2sz"], "the maximum realm IPA width in bits")
         if s2sz > pa_bits:
             raise self.fail("features.s2sz", s2sz,
                             f"at most pa_bits ({pa_bits}): TF-RMM derives S2SZ from the PA range")
         sve = self.boolean(raw, "sve", "features.sve")
         vl = raw.get("sve_vector_length", 128 if sve else 0)
-        if sve and (not isinstance(vl, int) or isinstance(vl, bool) or vl % 128 or not 128 <= vl <= 2048):
+        if sve and (isinstance(vl, bool) or not _accepts("sve_vector_length", vl)):
             raise self.fail("features.sve_vector_length", vl,
-                            "the maximum SVE vector length in bits, a multiple of 128 in 128..2048")
+                            f"the maximum SVE vector length in bits, {_accepted('sve_vector_length')}")
         if not sve and (type(vl) is not int or vl != 0):     # 0.0 and false == 0, but are no length
             raise self.fail("features.sve_vector_length", vl, "0 (or no key) when sve = false")
         pmu = self.boolean(raw, "pmu", "features.pmu")
-        counters = self.integer(raw, "pmu_counters", "features.pmu_counters", 0, 31, "the number of PMU event counters")
+        counters = self.integer(raw, "pmu_counters", "features.pmu_counters", *_BOUNDS["pmu_counters"],
+                                   "the number of PMU event counters")
         if not pmu and counters:
             # as for sve_vector_length: the register would say PMU_NUM_CTRS = 0 and drop them
             raise self.fail("features.pmu_counters", counters, "0 when pmu = false")
-        bps = self.integer(raw, "breakpoints", "features.breakpoints", 2, 64,
+        bps = self.integer(raw, "breakpoints", "features.breakpoints", *_BOUNDS["breakpoints"],
                            "a count of breakpoints (NUM_BPS = count - 1; 0 is reserved)")
-        wps = self.integer(raw, "watchpoints", "features.watchpoints", 2, 64,
+        wps = self.integer(raw, "watchpoints", "features.watchpoints", *_BOUNDS["watchpoints"],
                            "a count of watchpoints (NUM_WPS = count - 1; 0 is reserved)")
         hashes = raw["hash_algorithms"]
         if (not isinstance(hashes, list) or not hashes or any(h not in HASH_NAMES for h in hashes)
                 or len(set(hashes)) != len(hashes)):
             raise self.fail("features.hash_algorithms", hashes,
                             f"a non-empty list of distinct hash names, each {choice_list(HASH_NAMES)}")
-        lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", 1, 16,
+        lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", *_BOUNDS["gic_list_registers"],
                            "a count of GICv3 list registers (GICV3_NUM_LRS = count - 1)")
         order = raw.get("max_recs_order", 10)
-        if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= 10:
+        if isinstance(order, bool) or not _accepts("max_recs_order", order):
             raise self.fail("features.max_recs_order", order,
-                            "an integer in 1..10 (MAX_RECS = 2^order - 1; TF-RMM's bound, whose refcount field has "
-                            "10 bits)")
+                            f"an integer in {_accepted('max_recs_order')} (MAX_RECS = 2^order - 1; TF-RMM's bound, "
+                            "whose refcount field has 10 bits)")
         vmid_bits = raw.get("vmid_bits", 16)
         if type(vmid_bits) is not int or vmid_bits not in (8, 16):
             raise self.fail("features.vmid_bits", vmid_bits, "8 or 16 (VMIDs a realm may use: 0..2^vmid_bits - 1)")
