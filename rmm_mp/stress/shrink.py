@@ -1,8 +1,9 @@
 """Shrinking a failing deterministic run: a schedule with fewer preemptions (then an earlier
 finding, then fewer switches) that still produces the same finding.
 
-The target is the first finding's key (checker, rule, source site; for a deadlock, which has no
-site, its calls and the kinds of lock they wait for: Finding.identity). A candidate schedule is the
+The target is the first finding's key (checker, rule, source site; for a deadlock, a leaked lock
+or a lockdep cycle, which have no site, Finding.identity: the calls and the kinds of lock they
+wait for, or the cycle's classes). A candidate schedule is the
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
