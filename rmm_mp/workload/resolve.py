@@ -401,18 +401,16 @@ def _targets(w: Workload) -> None:
                 elif activity in ("rtt-churn", "map-shared") and not resident and cpu not in owned:
                     why = (f"CPU {cpu} may only churn resident realms (lifecycle = false) or lifecycle realms it "
                            f"owns, and there are none")
-                if why:
-                    shown = int(weight) if weight.is_integer() and weight < 2**53 else weight
-                    raise f.fail(f"{_weights(w.file, spec, cpu)[1]}.{activity}", shown, f"an activity with "
-                                 f"something to work on: {why}")
+                # ripas-churn's realm is the engine's, not the file's: _fits_platform never sees it,
+                # and the CPUs failed at run time with RealmSpec's ValueError.
                 unfit = _ripas_churn_unfit(w.platform) if activity == "ripas-churn" else ""
-                if unfit:
-                    # Its realm is the engine's, not the file's: _fits_platform never sees it,
-                    # and the CPUs failed at run time with RealmSpec's ValueError.
+                if why or unfit:
+                    # A whole weight as an integer, unless past 2^53 (1e300 read as a 997-bit one).
                     shown = int(weight) if weight.is_integer() and weight < 2**53 else weight
-                    raise f.fail(f"{_weights(w.file, spec, cpu)[1]}.{activity}", shown, "an activity the platform "
-                                 f"can run: ripas-churn builds each CPU a realm of ipa_width {RIPAS_CHURN_IPA_WIDTH} "
-                                 f"measured with SHA-256, and {unfit}")
+                    raise f.fail(f"{_weights(w.file, spec, cpu)[1]}.{activity}", shown,
+                                 f"an activity with something to work on: {why}" if why else
+                                 f"an activity the platform can run: ripas-churn builds each CPU a realm of ipa_width "
+                                 f"{RIPAS_CHURN_IPA_WIDTH} measured with SHA-256, and {unfit}")
 
 
 def _ripas_churn_unfit(plat: Platform) -> str:
