@@ -485,7 +485,6 @@ class _Assembler:
                                               f"operand, as in {meant!r}, got {text!r}")
         return operand
 
-
     def _arity(self, line: _Line, count: int) -> int:
         if len(line.args) != count:
             raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}")

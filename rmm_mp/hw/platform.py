@@ -13,7 +13,8 @@ Counts versus encodings: the file states breakpoints, watchpoints and GIC list r
 counts, as a board description would; RMI_FEATURES reports them "minus one"
 (FeatureRegister0.NUM_BPS = breakpoints - 1). The SVE vector length is given in bits.
 
-This module owns the schema and the derived feature register. It must not create memory.
+This module owns the schema and the derived feature register (the [features] keys' ranges and
+the register fields' names for them are rmm_mp.hw.feature_keys'). It must not create memory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 
 from rmm_mp.abi.rmi import FeatureRegister0
 from rmm_mp.hw.control import HOST_GRANULES_BYTES, PLATFORM_MAX
+from rmm_mp.hw.feature_keys import BOUNDS, accepted, accepts, register_field_hint
 from rmm_mp.hw.tomlnum import int_range, size_expected, size_value
 from rmm_mp.hw.tomlparse import loads as toml_loads
 from rmm_mp.hw.tomlsrc import (MISSING, ConfigError, bundled_dir, bundled_names, find_toml, key_part, key_path_parts,
@@ -249,77 +250,6 @@ class _Summary:
         return f"({self.text})"
 
 
-# The [features] keys' ranges, for their checks (_Validator.features) and for the register-field
-# hint below, which must suggest no value the key then refuses.
-_BOUNDS: dict[str, tuple[int, int]] = {
-    "s2sz": (32, 48), "sve_vector_length": (128, 2048), "pmu_counters": (0, 31), "breakpoints": (2, 64),
-    "watchpoints": (2, 64), "gic_list_registers": (1, 16), "max_recs_order": (1, 10)}
-
-# RmiFeatureRegister0's fields (B4.4.6) by name, for a key written as one: the key, what it takes
-# and its value from the field's (None: a flag).
-_REGISTER_FIELDS: dict[str, tuple[str, str, Callable[[int], int] | None]] = {
-    "s2sz": ("s2sz", "", lambda n: n),
-    "lpa2": ("lpa2", "", None),
-    "sve_en": ("sve", "", None),
-    "sve_vl": ("sve_vector_length", "the length in bits, ", lambda n: (n + 1) * 128),
-    "num_bps": ("breakpoints", "the count, ", lambda n: n + 1),
-    "num_wps": ("watchpoints", "the count, ", lambda n: n + 1),
-    "pmu_en": ("pmu", "", None),
-    "pmu_num_ctrs": ("pmu_counters", "", lambda n: n),
-    "gicv3_num_lrs": ("gic_list_registers", "the count, ", lambda n: n + 1),
-    "max_recs_order": ("max_recs_order", "", lambda n: n),
-}
-
-
-def _accepted(name: str) -> str:
-    """What key ``name`` accepts, as the hint shows it ('' for a flag that takes either)."""
-    if name == "lpa2":
-        return "false only"
-    if name not in _BOUNDS:
-        return ""
-    lo, hi = _BOUNDS[name]
-    return f"a multiple of 128 in {lo}..{hi}" if name == "sve_vector_length" else f"{lo}..{hi}"
-
-
-def _accepts(name: str, value: object) -> bool:
-    if name == "lpa2":
-        return value is False
-    if name not in _BOUNDS:
-        return True
-    lo, hi = _BOUNDS[name]
-    return isinstance(value, int) and lo <= value <= hi and (name != "sve_vector_length" or value % 128 == 0)
-
-
-def register_field_hint(key: str, value: object) -> str:
-    """': FIELD is the register field: write KEY = VALUE' for a features key that names a field of
-    RmiFeatureRegister0 instead of this schema's key (NUM_BPS = 5 is breakpoints = 6, S2SZ = 48 is
-    s2sz = 48), else ''. A value the key would refuse is shown as '... (what it accepts)'."""
-    field_name = key.lower()
-    # A flag as the register holds it (1 or 0) or as TOML writes it; anything else is no flag.
-    flag = value if isinstance(value, bool) else bool(value) if value in (0, 1) else None
-    if field_name in ("hash_sha_256", "hash_sha_512"):
-        hash_name = f"sha-{field_name[-3:]}"
-        told = (f' = ["{hash_name}"]' if flag else f', without "{hash_name}"' if flag is False
-                else ' = ["sha-256", "sha-512"] (those the platform has)')
-        return f": {key.upper()} is the register field: write the list of hashes, hash_algorithms{told}"
-    if field_name not in _REGISTER_FIELDS:
-        return ""
-    name, what, convert = _REGISTER_FIELDS[field_name]
-    accepted = _accepted(name)
-    converted: object = None
-    if convert is None:         # LPA2, SVE_EN, PMU_EN
-        converted = flag
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        converted = convert(value)
-    if converted is None:
-        shown = "true or false" if convert is None and not accepted else f"... ({accepted})"
-    elif _accepts(name, converted):
-        shown = str(converted).lower() if isinstance(converted, bool) else str(converted)
-    else:
-        shown = f"... ({accepted})"
-    return f": {key.upper()} is the register field: write {what}{name} = {shown}"
-
-
 class _Validator:
     def __init__(self, text: str, source: str) -> None:
         self.text = text
@@ -525,38 +455,38 @@ class _Validator:
         if lpa2:
             raise self.fail("features.lpa2", lpa2, "false: rmm-mp does not model FEAT_LPA2 (52-bit IPAs, "
                                                    "start level -1); see docs/deviations.md")
-        s2sz = self.integer(raw, "s2sz", "features.s2sz", *_BOUNDS["s2sz"], "the maximum realm IPA width in bits")
+        s2sz = self.integer(raw, "s2sz", "features.s2sz", *BOUNDS["s2sz"], "the maximum realm IPA width in bits")
         if s2sz > pa_bits:
             raise self.fail("features.s2sz", s2sz,
                             f"at most pa_bits ({pa_bits}): TF-RMM derives S2SZ from the PA range")
         sve = self.boolean(raw, "sve", "features.sve")
         vl = raw.get("sve_vector_length", 128 if sve else 0)
-        if sve and (isinstance(vl, bool) or not _accepts("sve_vector_length", vl)):
+        if sve and (isinstance(vl, bool) or not accepts("sve_vector_length", vl)):
             raise self.fail("features.sve_vector_length", vl,
-                            f"the maximum SVE vector length in bits, {_accepted('sve_vector_length')}")
+                            f"the maximum SVE vector length in bits, {accepted('sve_vector_length')}")
         if not sve and (type(vl) is not int or vl != 0):     # 0.0 and false == 0, but are no length
             raise self.fail("features.sve_vector_length", vl, "0 (or no key) when sve = false")
         pmu = self.boolean(raw, "pmu", "features.pmu")
-        counters = self.integer(raw, "pmu_counters", "features.pmu_counters", *_BOUNDS["pmu_counters"],
+        counters = self.integer(raw, "pmu_counters", "features.pmu_counters", *BOUNDS["pmu_counters"],
                                    "the number of PMU event counters")
         if not pmu and counters:
             # as for sve_vector_length: the register would say PMU_NUM_CTRS = 0 and drop them
             raise self.fail("features.pmu_counters", counters, "0 when pmu = false")
-        bps = self.integer(raw, "breakpoints", "features.breakpoints", *_BOUNDS["breakpoints"],
+        bps = self.integer(raw, "breakpoints", "features.breakpoints", *BOUNDS["breakpoints"],
                            "a count of breakpoints (NUM_BPS = count - 1; 0 is reserved)")
-        wps = self.integer(raw, "watchpoints", "features.watchpoints", *_BOUNDS["watchpoints"],
+        wps = self.integer(raw, "watchpoints", "features.watchpoints", *BOUNDS["watchpoints"],
                            "a count of watchpoints (NUM_WPS = count - 1; 0 is reserved)")
         hashes = raw["hash_algorithms"]
         if (not isinstance(hashes, list) or not hashes or any(h not in HASH_NAMES for h in hashes)
                 or len(set(hashes)) != len(hashes)):
             raise self.fail("features.hash_algorithms", hashes,
                             f"a non-empty list of distinct hash names, each {choice_list(HASH_NAMES)}")
-        lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", *_BOUNDS["gic_list_registers"],
+        lrs = self.integer(raw, "gic_list_registers", "features.gic_list_registers", *BOUNDS["gic_list_registers"],
                            "a count of GICv3 list registers (GICV3_NUM_LRS = count - 1)")
         order = raw.get("max_recs_order", 10)
-        if isinstance(order, bool) or not _accepts("max_recs_order", order):
+        if isinstance(order, bool) or not accepts("max_recs_order", order):
             raise self.fail("features.max_recs_order", order,
-                            f"an integer in {_accepted('max_recs_order')} (MAX_RECS = 2^order - 1; TF-RMM's bound, "
+                            f"an integer in {accepted('max_recs_order')} (MAX_RECS = 2^order - 1; TF-RMM's bound, "
                             "whose refcount field has 10 bits)")
         vmid_bits = raw.get("vmid_bits", 16)
         if type(vmid_bits) is not int or vmid_bits not in (8, 16):
