@@ -11,6 +11,15 @@ what was set aside for the CPUs never started, settles the delegate-churn balanc
 checks that every granule is NS again and the host's allocator empty. Each step runs under the
 run's Interrupts: a signal ends the step under way and the rest is named as not done.
 
+A signal that cuts a step between a granule lock and its unlock (even right after the lock's
+compare-and-swap) leaves that lock held by this live process for good, so no later step may
+wait for it: the parent would wait on itself for ever. Hence, after the CPUs' run, only two
+kinds of step lock granules: each instance's read (as the host, Machine.ns_read of that
+instance's own shared pages, which no other live instance has; reads go on after a signal)
+and the teardown (as CPU 0; skipped once any step was cut, and the last step that locks at
+all; a signal inside an RMM call also marks the machine crashed, which ends the host's waits).
+A new post-run step that locks must keep this (tests/workload/test_aftermath_interrupt.py).
+
 Split from run.py, which owns the run sequence and calls these after the CPUs' run. This
 module must not start or stop CPU processes, read the CPUs' figures or render anything; it
 touches the machine only from the parent, on CPU 0, at a quiescent point between instances.
