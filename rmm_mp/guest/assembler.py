@@ -19,8 +19,9 @@ import re
 import struct
 
 from rmm_mp.guest import expr
-from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, memory_operand as _memory_operand
+from rmm_mp.guest.asmlines import AssemblerError, Line as _Line
 from rmm_mp.guest.asmlines import parse_line as _parse
+from rmm_mp.guest.asmoperands import REG as _REG, address_operand, immediate_hint
 from rmm_mp.guest.asmstrings import string_bytes
 from rmm_mp.guest.expr import short as _short
 from rmm_mp.guest.expr import shown as _shown
@@ -35,7 +36,6 @@ class _NotYet(AssemblerError):
         self.name = name
 
 
-_REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 _ALU = {name: (Op[name.upper()], Op[name.upper() + "I"]) for name in ("add", "sub", "and", "orr", "eor")}
 _SIZES = {"ldr": 3, "ldrw": 2, "ldrh": 1, "ldrb": 0, "str": 3, "strw": 2, "strh": 1, "strb": 0}
 # GNU as directives that place code in sections or describe symbols for a linker: an image is one
@@ -46,10 +46,6 @@ _UNNEEDED = frozenset({".text", ".data", ".bss", ".section", ".global", ".globl"
 # character in an .ascii string would cut it in two.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DATA = {".quad": 8, ".word": 4, ".half": 2, ".byte": 1}
-# The end of an error about a GNU as memory operand that writes its address back to the base: no
-# form of this ISA does (docs/guest-isa.md).
-_WRITEBACK = ": the {}-index form '{}' (which writes xn + imm back to xn) is not in the ISA; add to xn in an " \
-             "instruction of its own"
 _NAMED_CONDITIONS = ", ".join(c.name.lower() for c in list(Cond)[:-1]) + f" and {list(Cond)[-1].name.lower()}"
 MAX_IMAGE = 1 << 30
 """Largest image (bytes): a workload realm's RAM is at most 1 GiB, and a bigger .zero or .org
@@ -433,7 +429,7 @@ class _Assembler:
     def _memory(self, line: _Line) -> int:
         op, args = line.op, line.args
         assert op is not None
-        base, imm = self._address_operand(line, 1)
+        base, imm = address_operand(line, 1, self.declared)
         offset = self._imm(line, imm) if imm is not None else 0
         kind = Op.LDR if op.startswith("ldr") else Op.STR
         return encode(kind, self._reg(line, args[0]), self._reg(line, base), aux=_SIZES[op], imm=offset)
@@ -441,7 +437,7 @@ class _Assembler:
     def _pair(self, line: _Line) -> int:
         op, args = line.op, line.args
         assert op is not None
-        operand = self._address_operand(line, 2)
+        operand = address_operand(line, 2, self.declared)
         first, second = self._reg(line, args[0]), self._reg(line, args[1])
         if op == "ldp" and first == second:
             # CONSTRAINED UNPREDICTABLE on AArch64 (GNU as refuses it too); the interpreter runs
@@ -454,37 +450,6 @@ class _Assembler:
 
     # -- operands ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _address_operand(line: _Line, registers: int) -> tuple[str, str | None]:
-        """(base, offset or None) of the memory operand of a load or store, which follows its
-        ``registers`` registers (1, or 2 for a pair). GNU as's forms that this ISA lacks are told
-        as such rather than as a misspelt register or operand count."""
-        args = line.args
-        if len(args) != registers + 1:
-            got = repr(", ".join(args)) if args else "no operand"
-            post = len(args) == registers + 2 and _memory_operand(args[registers]) is not None \
-                and args[-1].startswith("#")
-            raise AssemblerError(line.number, f"expected '{line.op} xd, {'xe, ' * (registers - 1)}[xn{{, #offset}}]', "
-                                              f"got {got}{_WRITEBACK.format('post', '[xn], #imm') if post else ''}")
-        text = args[registers]
-        operand = _memory_operand(text)
-        if operand is None:
-            pre = text.endswith("!") and _memory_operand(text[:-1].rstrip()) is not None
-            raise AssemblerError(line.number, f"expected a memory operand such as [x1] or [x1, #{8 * registers}], got "
-                                              f"{text!r}{_WRITEBACK.format('pre', '[xn, #imm]!') if pre else ''}")
-        # '[x2 #8]': a register, then an offset with no ',' before it (which _reg would call a misspelt register)
-        unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
-        if operand[1] is None and unseparated and _REG.fullmatch(unseparated.group(1).lower()):
-            base, rest = unseparated.groups()
-            # The operand suggested must assemble: there is no register offset, and an offset takes its '#'.
-            if _REG.fullmatch(rest.strip().lower()):
-                raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
-                                                  f"offset), got {text!r}")
-            meant = f"[{base}, {rest if rest.startswith('#') else '#' + rest}]"
-            raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                              f"operand, as in {meant!r}, got {text!r}")
-        return operand
-
     def _arity(self, line: _Line, count: int) -> int:
         if len(line.args) != count:
             raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}")
@@ -494,14 +459,11 @@ class _Assembler:
         self._arity(line, 1)
         return line.args[0]
 
-    @staticmethod
-    def _reg(line: _Line, text: str, or_imm: bool = False) -> int:
+    def _reg(self, line: _Line, text: str, or_imm: bool = False) -> int:
         # or_imm: '#imm' may stand here too, so a bare number (GNU as takes `mov x1, 1`) is told its '#'
         written, text = text.strip(), text.strip().lower()
         if not _REG.fullmatch(text):
-            # (Not for '-x2' or '(x3)': no immediate names a register.)
-            number = or_imm and re.match(r"[-+~(0-9]", text) and not re.search(r"\b(?:x[0-9]+|xzr|lr)\b", text)
-            hint = f" (an immediate is written with '#': '#{written}')" if number else ""
+            hint = immediate_hint(written, self.declared) if or_imm else ""
             raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}{hint}")
         if text == "xzr":
             return ZR

@@ -81,3 +81,33 @@ def test_a_pre_index_form_is_said_not_to_be_in_the_isa(text: str, operand: str, 
 ])
 def test_a_wrong_operand_count_says_what_it_got(text: str, expected: str) -> None:
     assert _message(text) == expected
+
+
+@pytest.mark.parametrize(("text", "operand", "meant"), [
+    ("ldr x1, [x2 #8]!", "[x2 #8]!", "[x2, #8]"),
+    ("stp x1, x3, [x2 16]!", "[x2 16]!", "[x2, #16]"),
+])
+def test_a_pre_index_form_missing_its_comma_says_what_was_expected(text: str, operand: str, meant: str) -> None:
+    """'[x2 #8]!' was told only that the pre-index form is not in the ISA, with '[x1, #8]' as the
+    example: the ',' it lacks went unnamed, to be found at the next try."""
+    message = _message(text)
+    assert message == (f"expected a memory operand such as {meant} (a ',' between the base register and the offset, "
+                       f"and no '!'), got {operand!r}: the pre-index form '[xn, #imm]!' (which writes xn + imm back "
+                       f"to xn) is not in the ISA; add to xn in an instruction of its own"), message
+    assemble(text.replace(operand, meant))
+
+
+@pytest.mark.parametrize(("text", "shape", "offset"), [
+    ("ldr x1, [x2], 8", "ldr xd, [xn{, #offset}]", "8"),
+    ("ldp x1, x3, [x2], 16", "ldp xd, xe, [xn{, #offset}]", "16"),
+    ("strb x1, [x2], -1", "strb xd, [xn{, #offset}]", "-1"),
+    ("str x1, [x2], STEP\n.equ STEP, 8", "str xd, [xn{, #offset}]", "STEP"),
+])
+def test_a_post_index_offset_without_its_hash_is_told_both(text: str, shape: str, offset: str) -> None:
+    """'[x2], 8' was told only the expected shape: neither that the post-index form is not in the
+    ISA (given for '[x2], #8' alone) nor that its offset lacks the '#'."""
+    got = text.split("\n")[0].split(" ", 1)[1]
+    message = _message(text)
+    assert message == (f"expected '{shape}', got {got!r} (an immediate is written with '#': '#{offset}'): the "
+                       f"post-index form '[xn], #imm' (which writes xn + imm back to xn) is not in the ISA; add to "
+                       f"xn in an instruction of its own"), message

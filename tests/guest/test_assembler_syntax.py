@@ -93,7 +93,7 @@ def test_memory_operands_read_as_the_old_regular_expression_read_them() -> None:
     or refuses what it refused. Only a base or offset of blanks alone, which the expression
     took and the register or immediate reader then refused, is refused at once as no memory
     operand."""
-    from rmm_mp.guest.assembler import _memory_operand
+    from rmm_mp.guest.asmlines import memory_operand as _memory_operand
     pieces = ["[", "]", ",", " ", "\t", "\x0b", "\x0c", "\xa0", "\u2003", "x1", "#8", "a", '"', "#", "-", "("]
     rng = random.Random(5)
     for _ in range(50_000):
@@ -138,6 +138,26 @@ def test_an_immediate_without_its_hash_is_named_so(source: str) -> None:
         assemble(source)
     assert str(info.value) == (f"line 1: expected a register x0..x30, lr or xzr, got {operand!r} "
                                f"(an immediate is written with '#': '#{operand}')"), str(info.value)
+
+
+@pytest.mark.parametrize(("source", "operand"), [
+    ("mov x1, . + 8", ". + 8"), ("cmp x1, .", "."), (".equ SIZE, 16\nadd x1, x2, SIZE", "SIZE"),
+    ("sub x1, x1, STEP * 2\n.equ STEP, 8", "STEP * 2"), ("here:\nmov x1, here - 8", "here - 8"),
+])
+def test_an_expression_of_dot_or_names_without_its_hash_is_named_so(source: str, operand: str) -> None:
+    """'mov x1, . + 8' and 'add x1, x2, SIZE' (an .equ name) got no '#' hint: only an operand
+    starting with a digit, a sign, '~' or '(' did."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert info.value.message == (f"expected a register x0..x30, lr or xzr, got {operand!r} "
+                                  f"(an immediate is written with '#': '#{operand}')"), str(info.value)
+
+
+@pytest.mark.parametrize("source", ["mov x1, foo", "mov x1, x31", "add x1, x2, x3 + 1", "mov x1, .x2"])
+def test_no_hash_hint_for_an_unknown_name_or_a_register(source: str) -> None:
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert "(an immediate is written with" not in str(info.value)
 
 
 @pytest.mark.parametrize("source", ["br 8", "ldr x1, [8]", "mov 1, x2", "mov x1, -x2", "add x1, x2, (x3)",

@@ -1,0 +1,85 @@
+"""The guest assembler's reading of a load's or store's memory operand, and what to tell an
+author who wrote an operand as GNU as would (a post- or pre-index form, a ',' or a '#' left
+out). rmm_mp.guest.assembler encodes what these functions return.
+
+This module owns those operand shapes and their messages. It must not evaluate an expression
+nor encode anything (both are the assembler's)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from rmm_mp.guest.asmlines import AssemblerError, Line, memory_operand
+
+REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
+"""A register's name, in lower case."""
+
+# The end of an error about a GNU as memory operand that writes its address back to the base: no
+# form of this ISA does (docs/guest-isa.md).
+_WRITEBACK = ": the {}-index form '{}' (which writes xn + imm back to xn) is not in the ISA; add to xn in an " \
+             "instruction of its own"
+
+
+def immediate_hint(text: str, declared: Collection[str]) -> str:
+    """' (an immediate is written with '#': '#text')' if ``text``, found where a register or an
+    immediate may stand, reads as an immediate without its '#' (a number, an expression, '.'
+    or a name the source defines, as GNU as's `mov x1, 1` or `add x1, x2, SIZE`); else ''.
+    No hint for text naming a register ('-x2' or '(x3)' is no immediate either)."""
+    written = text.strip()
+    lowered = written.lower()
+    first = re.match(r"[A-Za-z_]\w*", written, re.ASCII)
+    looks = re.match(r"[-+~(.0-9]", written) or (first is not None and first.group() in declared)
+    if not looks or re.search(r"\b(?:x[0-9]+|xzr|lr)\b", lowered):
+        return ""
+    return f" (an immediate is written with '#': '#{written}')"
+
+
+def address_operand(line: Line, registers: int, declared: Collection[str]) -> tuple[str, str | None]:
+    """(base, offset or None) of the memory operand of a load or store, which follows its
+    ``registers`` registers (1, or 2 for a pair). GNU as's forms that this ISA lacks are told
+    as such rather than as a misspelt register or operand count; ``declared``: the names the
+    source defines (a post-index offset written without its '#' may be one)."""
+    args = line.args
+    if len(args) != registers + 1:
+        got = repr(", ".join(args)) if args else "no operand"
+        post = ""
+        if len(args) == registers + 2 and memory_operand(args[registers]) is not None:
+            # '[x2], 8' as well as '[x2], #8': the '#' it lacks is named too, not left for the next try
+            hint = "" if args[-1].startswith("#") else immediate_hint(args[-1], declared)
+            if args[-1].startswith("#") or hint:
+                post = hint + _WRITEBACK.format("post", "[xn], #imm")
+        raise AssemblerError(line.number, f"expected '{line.op} xd, {'xe, ' * (registers - 1)}[xn{{, #offset}}]', "
+                                          f"got {got}{post}")
+    text = args[registers]
+    operand = memory_operand(text)
+    if operand is None:
+        inner = memory_operand(text[:-1].rstrip()) if text.endswith("!") else None
+        example = f"[x1] or [x1, #{8 * registers}]"
+        if inner is not None and (meant := _separated(inner)):
+            # '[x2 #8]!': the ',' it lacks is named as for '[x2 #8]', not only the '!'
+            example = f"{meant} (a ',' between the base register and the offset, and no '!')"
+        raise AssemblerError(line.number, f"expected a memory operand such as {example}, got "
+                                          f"{text!r}{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
+    meant = _separated(operand)
+    if meant == "":
+        raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
+                                          f"offset), got {text!r}")
+    if meant is not None:
+        raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
+                                          f"operand, as in {meant!r}, got {text!r}")
+    return operand
+
+
+def _separated(operand: tuple[str, str | None]) -> str | None:
+    """For '[x2 #8]' (a register, then an offset with no ',' before it, which the register check
+    would call a misspelt register): the operand meant, '[x2, #8]'; '' if what follows the
+    register is a register too (there is no register offset to suggest); None for any other."""
+    unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
+    if operand[1] is not None or not unseparated or not REG.fullmatch(unseparated.group(1).lower()):
+        return None
+    base, rest = unseparated.groups()
+    # The operand suggested must assemble: there is no register offset, and an offset takes its '#'.
+    if REG.fullmatch(rest.strip().lower()):
+        return ""
+    return f"[{base}, {rest if rest.startswith('#') else '#' + rest}]"
