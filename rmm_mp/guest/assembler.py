@@ -175,7 +175,9 @@ class _Assembler:
 
     def _equ(self, line: _Line) -> None:
         if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0], re.ASCII):
-            raise AssemblerError(line.number, "expected '.equ NAME, value'")
+            got = f", got {', '.join(line.args)!r}" if line.args else ", got no operand"
+            raise AssemblerError(line.number, f"expected '.equ NAME, value' (a NAME starts with an ASCII letter or _ "
+                                              f"and goes on with ASCII letters, digits or _){got}")
         self._define(line, line.args[0], self._value(line, line.args[1]))
 
     def _resolve(self, later: list[tuple[_Line, int]]) -> None:
@@ -372,6 +374,15 @@ class _Assembler:
         if op in _UNNEEDED:
             raise AssemblerError(line.number, f"{op} is a GNU as directive this assembler does not need (an image is "
                                               "one section, in source order, with no linker); remove it")
+        if op in (".balign", ".p2align"):
+            # GNU as's names of .align: ours counts bytes, as .balign does (.align 3 would be refused)
+            given = line.args[0] if len(line.args) == 1 else ""
+            if op == ".balign":
+                count = given or "n"
+            else:
+                count = str(1 << int(given)) if re.fullmatch(r"[0-9]|[1-5][0-9]|6[0-3]", given) else "2^n"
+            raise AssemblerError(line.number, f"{line.written!r} is GNU as's; expected '.align {count}' (a number of "
+                                              f"bytes, a power of two: this assembler's .align is GNU as's .balign)")
         raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
 
     def _mov(self, line: _Line) -> list[int]:
@@ -452,7 +463,9 @@ class _Assembler:
 
     def _arity(self, line: _Line, count: int) -> int:
         if len(line.args) != count:
-            raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}")
+            # The operands quoted: 'mov x1 #1' (a ',' left out) or a trailing ',' shows there.
+            got = f": {', '.join(line.args)!r}" if line.args else ""
+            raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}{got}")
         return 0
 
     def _one(self, line: _Line) -> str:
@@ -464,6 +477,8 @@ class _Assembler:
         written, text = text.strip(), text.strip().lower()
         if not _REG.fullmatch(text):
             hint = immediate_hint(written, self.declared) if or_imm else ""
+            if re.fullmatch(r"w([0-9]|[12][0-9]|30)|wzr", text):
+                hint = f" (there are no 32-bit w registers: write 'x{text[1:]}'; ldrw and strw move 32 bits)"
             raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}{hint}")
         if text == "xzr":
             return ZR

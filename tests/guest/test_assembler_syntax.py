@@ -199,3 +199,54 @@ def test_zero_written_with_leading_zeros_is_zero() -> None:
     assert assemble(".quad 00, 0_0") == bytes(16)
     with pytest.raises(AssemblerError, match="leading zeros are not allowed"):
         assemble(".quad 007")
+
+
+@pytest.mark.parametrize(("source", "register"), [("mov w1, #1", "w1"), ("add x1, w30, x2", "w30"),
+                                                  ("ldrw wzr, [x1]", "wzr"), ("str x1, [w2]", "w2")])
+def test_a_w_register_is_told_its_x_name(source: str, register: str) -> None:
+    """An AArch64 author's 'w1' was refused as any misspelt register, not saying that the ISA has
+    no 32-bit register names and which name to write."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert info.value.message == (f"expected a register x0..x30, lr or xzr, got {register!r} (there are no 32-bit w "
+                                  f"registers: write 'x{register[1:]}'; ldrw and strw move 32 bits)"), str(info.value)
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("mov x1 #1", "mov takes 2 operand(s), got 1: 'x1 #1'"),
+    ("mov x1, #1,", "mov takes 2 operand(s), got 3: 'x1, #1, '"),
+    ("cmp x1", "cmp takes 2 operand(s), got 1: 'x1'"),
+    ("ret", None),
+    ("nop\nret x1", "ret takes 0 operand(s), got 1: 'x1'"),
+    ("b", "b takes 1 operand(s), got 0"),
+])
+def test_a_wrong_operand_count_quotes_the_operands(source: str, says: str | None) -> None:
+    """'mov x1 #1' (a ',' left out) said only 'got 1', not the text at fault."""
+    if says is None:
+        assemble(source)
+        return
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert info.value.message == says, str(info.value)
+
+
+@pytest.mark.parametrize(("source", "got"), [(".equ 9X, 5", "'9X, 5'"), (".equ X 5", "'X 5'"),
+                                             (".equ", "no operand")])
+def test_a_bad_equ_line_says_what_it_got_and_what_a_name_is(source: str, got: str) -> None:
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert info.value.message == ("expected '.equ NAME, value' (a NAME starts with an ASCII letter or _ and goes on "
+                                  f"with ASCII letters, digits or _), got {got}"), str(info.value)
+
+
+@pytest.mark.parametrize(("source", "meant"), [(".balign 8", ".align 8"), (".p2align 3", ".align 8"),
+                                               (".P2ALIGN 12", ".align 4096"), (".p2align N", ".align 2^n")])
+def test_gnu_as_align_names_are_told_the_align_to_write(source: str, meant: str) -> None:
+    """docs/guest-isa.md says our .align is GNU as's .balign, yet '.balign 8' was an 'unknown
+    instruction', as was '.p2align 3'."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert info.value.message == (f"{source.split()[0]!r} is GNU as's; expected {meant!r} (a number of bytes, a "
+                                  f"power of two: this assembler's .align is GNU as's .balign)"), str(info.value)
+    if "^" not in meant:
+        assert assemble(f"{meant}\nnop") == assemble("nop")
