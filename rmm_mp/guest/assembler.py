@@ -299,6 +299,10 @@ class _Assembler:
             return self._mov(line)
         if op == "adr":
             self._arity(line, 2)
+            if args[1].startswith("#"):
+                raise AssemblerError(line.number, f"expected a label (or an expression giving an address) after "
+                                                  f"'{line.written} {args[0]},', got {_short(args[1])!r}: adr takes no "
+                                                  f"'#' (for a value, write 'mov xd, =value')")
             return self._load_constant(self._reg(line, args[0]), self._target(line, args[1], "adr target"))
         if op == "movk":
             return [self._movk(line)]
@@ -562,7 +566,10 @@ class _Assembler:
                 raise _NotYet(line.number, f"{name!r} has no value yet here (it is defined further down, or "
                                            f"from names that are), but a size (.zero, .org, .align) must "
                                            f"be known where it stands", name)
-            raise AssemblerError(line.number, f"unknown label or constant {name!r}")
+            # 'mov x1, =x2', 'b x1': a register where only a value can stand (a label may be named x2 too)
+            hint = " (a register: an expression takes numbers, labels, .equ names and '.')" \
+                if _REG.fullmatch(name.lower()) else ""
+            raise AssemblerError(line.number, f"unknown label or constant {name!r}{hint}")
         return self.symbols[name]
 
 

@@ -47,7 +47,7 @@ def test_a_branch_without_a_target_says_a_label_was_expected_there(source: str, 
         assemble("start:\n" + source)
     assert str(info.value).startswith(f"line 2: expected a label (or an expression giving the target's address) "
                                       f"after {after}, got {got}"), str(info.value)
-    with pytest.raises(AssemblerError, match="^line 1: unknown label or constant 'x1'$"):
+    with pytest.raises(AssemblerError, match=r"^line 1: unknown label or constant 'x1' \(a register: "):
         assemble("b.eq x1")
 
 
@@ -250,3 +250,24 @@ def test_gnu_as_align_names_are_told_the_align_to_write(source: str, meant: str)
                                   f"power of two: this assembler's .align is GNU as's .balign)"), str(info.value)
     if "^" not in meant:
         assert assemble(f"{meant}\nnop") == assemble("nop")
+
+
+@pytest.mark.parametrize(("source", "name"), [("mov x1, =x2", "x2"), ("b x1", "x1"), ("add x1, x1, #LR", "LR"),
+                                              (".quad xzr", "xzr")])
+def test_a_register_in_an_expression_is_named_a_register(source: str, name: str) -> None:
+    """'mov x1, =x2' said only "unknown label or constant 'x2'", as if a label were misspelt."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    assert info.value.message == (f"unknown label or constant {name!r} (a register: an expression takes numbers, "
+                                  f"labels, .equ names and '.')"), str(info.value)
+    assemble(f"{source}\n{name}:")          # a label may be named as a register
+
+
+@pytest.mark.parametrize("source", ["adr x1, #8", "adr x1, #buf\nbuf:"])
+def test_adr_with_a_hash_says_it_takes_a_label(source: str) -> None:
+    """'adr x1, #8' said "expected a number, a label or an expression, got '#8'"."""
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    got = source.split(", ")[1].split("\n")[0]
+    assert info.value.message == (f"expected a label (or an expression giving an address) after 'adr x1,', got "
+                                  f"{got!r}: adr takes no '#' (for a value, write 'mov xd, =value')"), str(info.value)
