@@ -5,7 +5,7 @@ stress.check_cli).
                   [--steps N] [--inject BUG]... [--checkers LIST] [--replay FILE] [--shrink]
                   [--trace F.json] [--save-schedule F] [--json F] [--list-bugs]
 
-Exit status: 0 no finding, 1 findings (or an interrupted run, a replay that did not reproduce
+Exit status: 0 no finding, 1 findings (or an interrupted or stopped run, a replay that did not reproduce
 its recording, an output file that could not be written, a machine that could not be made or a
 CPU process that could not be started), 2 bad usage. A replay of a recording
 with findings exits 1 whether it reproduced them or not: its verdict is in the JSON
@@ -169,8 +169,9 @@ def stress(workload: str | None, cpus: int, seconds: float | None, seed: int, sc
     own workload (rmm-mp stress --list-bugs).
 
     Exit status: 0 no finding; 1 findings, an interrupted run (Ctrl-C or SIGTERM: the report of
-    what ran is still printed), a replay that did not reproduce its recording (a replay of a
-    recording with findings exits 1 either way: --json gives the verdict), or a report file
+    what ran is still printed) or one whose stop flag another process raised (ended: stopped),
+    a replay that did not reproduce its recording (a replay of a recording with findings exits
+    1 either way: --json gives the verdict), or a report file
     that could not be written; 1 also, with no report but an `Error:` line saying why, when the
     machine could not be made (RMM_MP_SHM_DIR no usable directory, not enough free space in it:
     MachineError) or a CPU process could not be started (CpuStartError); 2 bad usage, found
@@ -247,7 +248,9 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
     shown, text = stop.step(report.text, read=True)
     if shown:
         shown = stop.give(text, echo)
-    failed = not report.ok or report.interrupted
+    # A run cut short before its limit (a signal, or its stop flag raised from outside: ended
+    # "stopped") is no pass of the run asked for, whatever it found by then.
+    failed = not report.ok or report.cut_short
     verdict = None
     if replay is not None and recorded is not None:
         verdict = schedule_file.compare(replay, recorded, report)

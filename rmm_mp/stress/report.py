@@ -280,6 +280,11 @@ class StressReport:
             # As pytest says when it collected nothing: a pass that tested nothing is not one.
             lines.append("no findings, but no operation completed: nothing was tested"
                          + ("" if self.cut_short else " (give the run more --seconds or --steps)"))
+        elif self.ok and self.ended == "stopped":
+            # Its stop flag, raised from outside, ended it before its budget or time: a bare "no
+            # findings" read as a clean pass of the whole run asked for (exit status 1, as cli says).
+            lines.append("no findings, but the run was stopped from outside (its stop flag) before its "
+                         + ("step budget" if self.config.deterministic else "time") + " was up: no pass")
         elif self.ok:
             lines.append("no findings")
         else:

@@ -71,3 +71,31 @@ def test_a_stopped_run_is_not_told_to_run_longer() -> None:
     assert "nothing was tested" in idle and "give the run more" not in idle, idle
     some = StressReport(cfg, (), "stopped", 1.0, {0: 3}).text()
     assert "data-create-rtt-before-rd" in some and "may reach it" not in some, some
+
+
+def test_the_command_fails_a_run_stopped_by_the_flag(monkeypatch: Any) -> None:
+    """`rmm-mp stress` whose run is stopped through the flag from outside, 200 steps into a
+    budget of 100,000,000, with no finding: it tested a sliver of what was asked, as an
+    interrupted run did, so it exits 1 and says it was cut short, not a bare "no findings"
+    (until 2026-11 it exited 0: a script took the stop for a clean pass of the whole budget)."""
+    from click.testing import CliRunner
+    from rmm_mp.stress import cli as stress_cli
+
+    real_run = stress_cli.run
+
+    def stopped_run(config: Any, **kwargs: Any) -> Any:
+        machines: list[Any] = []
+        announce = kwargs["on_machine"]
+
+        def on_machine(machine: Any) -> None:
+            machines.append(machine)
+            announce(machine)
+        return real_run(config, **{**kwargs, "on_machine": on_machine,
+                                   "on_tick": _stopper(machines, lambda _, seg: seg.step >= 200)})
+
+    monkeypatch.setattr(stress_cli, "run", stopped_run)
+    res = CliRunner().invoke(stress_cli.stress, ["tables", "--seed", "4", "--schedule", "random",
+                                                "--steps", "100000000", "--checkers", "none"])
+    assert res.exit_code == 1, res.output
+    assert "ended: stopped" in res.output, res.output
+    assert "no findings, but the run was stopped from outside" in res.output, res.output
