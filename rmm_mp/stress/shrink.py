@@ -68,9 +68,10 @@ class ShrinkResult:
 
     def to_json(self) -> dict[str, Any]:
         """The search for the JSON report: replays made and kept, whether it was interrupted,
+        the limit that stopped it with cuts left to try (``limit``'s text, null when none did),
         and the original and shrunk runs' figures."""
         return {"replays": self.attempts, "kept": self.accepted, "interrupted": self.interrupted,
-                "original": _figures(self.original), "shrunk": _figures(self.report)}
+                "limit": self.limit or None, "original": _figures(self.original), "shrunk": _figures(self.report)}
 
 
 def _figures(report: StressReport) -> dict[str, int | None]:

@@ -596,7 +596,8 @@ def test_a_signal_during_the_shrinking_is_in_the_json(tmp_path: Path, monkeypatc
     data = json.loads(j.read_text())
     figures = {"finding_step": data["findings"][0]["step"], "steps": data["steps"], "switches": data["switches"],
                "preemptions": data["preemptions"]}
-    assert data["shrink"] == {"replays": 1, "kept": 0, "interrupted": True, "original": figures, "shrunk": figures}
+    assert data["shrink"] == {"replays": 1, "kept": 0, "interrupted": True, "limit": None, "original": figures,
+                              "shrunk": figures}
     assert data["interrupted"] is True and data["ended"] == "finding"
     assert len(data["not_done"]) == 1 and data["not_done"][0].startswith("shrinking interrupted after 1 replay")
 
@@ -625,9 +626,11 @@ def test_a_shrinking_stopped_at_its_limit_says_so_and_how_to_go_on(tmp_path: Pat
     monkeypatch.setattr(shrinking, "run", same_run)
     monkeypatch.setattr(stress_cli, "shrink", shrink_twice)
     sched = tmp_path / "s.json"
-    res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(sched)])
+    j = tmp_path / "r.json"
+    res = CliRunner().invoke(stress, [*_FAILING, "--shrink", "--save-schedule", str(sched), "--json", str(j)])
     assert res.exit_code == 1 and sched.exists(), res.output
     assert "shrunk in 2 replays (0 kept), stopped at its limit of 2 replays with cuts left to try: " in res.stdout
+    assert json.loads(j.read_text())["shrink"]["limit"] == "2 replays"
     assert res.stdout.endswith(f"schedule: {sched}\nreplay: rmm-mp stress --replay {sched}\nshrink further: "
                                f"rmm-mp stress --replay {sched} --shrink (the search stopped at its limit of 2 "
                                "replays)\n"), res.stdout
@@ -644,6 +647,7 @@ def test_a_finished_shrinking_is_in_the_json(tmp_path: Path) -> None:
     data = json.loads(j.read_text())
     searched = data["shrink"]
     assert searched["interrupted"] is False and searched["replays"] >= searched["kept"] >= 1, searched
+    assert searched["limit"] is None or searched["limit"] in ("40 replays", "120 s"), searched
     assert searched["shrunk"] == {"finding_step": data["findings"][0]["step"], "steps": data["steps"],
                                   "switches": data["switches"], "preemptions": data["preemptions"]}
     assert searched["original"]["preemptions"] > searched["shrunk"]["preemptions"]

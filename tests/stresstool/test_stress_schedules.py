@@ -135,7 +135,8 @@ def test_a_shrinking_says_whether_its_bound_stopped_it(monkeypatch: pytest.Monke
     tries no preemption on each CPU, then each single switch dropped (4 replays) and is done, no
     limit named (also when bounded to exactly those 4: its last replay was its last cut); bounded
     to 3 replays it stops with a cut left to try, and its summary says it stopped at its limit
-    (it read "shrunk in 40 replays" as a finished search)."""
+    (it read "shrunk in 40 replays" as a finished search), as its JSON's ``limit`` does (which
+    was not there before)."""
     from rmm_mp.stress.findings import Finding
 
     finding = Finding("lockdep", "rule 2", "m", cpu=0, site="x.py:1 (f)", step=100)
@@ -146,6 +147,8 @@ def test_a_shrinking_says_whether_its_bound_stopped_it(monkeypatch: pytest.Monke
     assert (result.attempts, result.limit) == (min(bound, 4), limit)
     said = result.describe()
     assert (f", stopped at its limit of {limit} with cuts left to try: " in said) == bool(limit), said
+    # The JSON says it too (it had no word of the limit): the limit's text, null when none stopped it.
+    assert result.to_json()["limit"] == (limit or None)
 
 
 def test_each_shrink_attempt_says_why_it_was_kept_or_not(monkeypatch: pytest.MonkeyPatch) -> None:
