@@ -15,10 +15,10 @@ from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import CpuFailure, RunResult
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.findings import Finding, failure_kind, raised_in
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shared import ABSENT, END_ABORT, END_RUNNING, StressSegment
-from rmm_mp.stress.watchdog import owner_cpu, snapshots
+from rmm_mp.stress.watchdog import call_identity, owner_cpu, snapshots
 from rmm_mp.stress.worker import CpuResult
 from rmm_mp.interrupts import Interrupts
 from rmm_mp import words
@@ -336,6 +336,13 @@ def _failure(failure: CpuFailure, machine: Machine, dead: set[int], stuck: tuple
     snaps = snapshots(machine, dead=dead)
     held = ", ".join(f"{pa:#x}" for pa in failure.held_locks) or "none"
     rule = "result-lost" if failure.result_lost else "cpu-died"
+    snap = snaps[failure.cpu] if failure.cpu < len(snaps) else None
+    # Its identity (Finding.identity): how it failed, in which call holding which kinds of lock,
+    # and the frame an exception came from; without it a shrinking took any dead CPU for it.
+    where = raised_in(failure.traceback)
+    identity = (f"{failure_kind(failure.how)} in {call_identity(snap) if snap else 'an unknown call'}"
+                + (f" at {where}" if where else ""))
     return Finding("watchdog", rule, f"CPU {failure.cpu} {failure.how}; locks it still held: {held}",
-                   failure.cpu, snaps[failure.cpu].call if failure.cpu < len(snaps) else "", "",
-                   stuck + tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]))
+                   failure.cpu, snap.call if snap else "", "",
+                   stuck + tuple(s.describe() for s in snaps) + tuple(failure.traceback.rstrip().splitlines()[-6:]),
+                   identity=identity)

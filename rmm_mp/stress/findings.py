@@ -56,7 +56,11 @@ class Finding:
     """For a finding with no site, what tells it from others of its checker and rule where the
     site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity), a
     leaked lock's waiting call and the lock it waits for (watchdog.wait_identity), a lockdep
-    cycle's classes (lockdep.analyse). Not in its text (a replay compares the text, so
+    cycle's classes (lockdep.analyse), a stuck call's call and the kinds of lock it waits for
+    and holds (watchdog.call_identity), a dead CPU's kind of failure (failure_kind), that call
+    part and the frame it raised in (raised_in), a crash's cause and call, an exception a CPU
+    ended on (HostError, ...) where it was raised, without line numbers. No CPU number, address
+    or step: a shrunk run's replay has others. Not in its text (a replay compares the text, so
     files recorded before it was added replay as they did), nor in its JSON or a schedule file:
     only ``key`` reads it."""
 
@@ -306,6 +310,35 @@ class FindingLog:
         self._seen.add(key)
         self.items.append(finding)
         return True
+
+
+_ARGUMENTS = re.compile(r"\([^()]*\)")
+_TRACEBACK_FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
+
+
+def call_name(call: str) -> str:
+    """``call`` without its arguments (``RMI_DATA_DESTROY`` for ``RMI_DATA_DESTROY(0x8008f000,
+    0x402db000)``, the realm call inside a REC_ENTER too): what an identity names of a call, its
+    addresses being others on a shrunk run's replay."""
+    return _ARGUMENTS.sub("", call)
+
+
+def failure_kind(how: str) -> str:
+    """How a CPU process failed (CpuFailure.how), without what one run has: ``raised ValueError``
+    without the error's text (it may name addresses, pids, paths), ``was killed by SIGKILL``, ``did
+    not stop within ? s of being asked and was terminated`` (without_run_values)."""
+    raised = re.match(r"raised \w+", how)
+    return raised.group(0) if raised else without_run_values(how.split(":")[0])
+
+
+def raised_in(traceback_text: str) -> str:
+    """The innermost frame of a traceback's text, as ``rmm_mp/rmm/s2tt.py (walk)``: no line
+    number (an edit above it moves it) and no directory but the package's; "" with no frame."""
+    frames = _TRACEBACK_FRAME.findall(traceback_text)
+    if not frames:
+        return ""
+    path, function = frames[-1]
+    return f"{_placeless(path, os.path.basename)} ({function})"
 
 
 def fid_name(fid: int) -> str:

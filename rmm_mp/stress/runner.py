@@ -44,7 +44,7 @@ from rmm_mp.stress.shared import (
     ABSENT, DONE, END_ABORT, END_DRAIN, END_RUNNING, MODE_DETERMINISTIC, MODE_FREE, NO_FIRST_TURN, STRATEGIES,
     StressSegment,
 )
-from rmm_mp.stress.watchdog import Watchdog, snapshots
+from rmm_mp.stress.watchdog import Watchdog, call_identity, snapshots
 from rmm_mp.stress.worker import CpuPlan, stress_cpu
 from rmm_mp.interrupts import Interrupts
 from rmm_mp.printable import shown_line
@@ -457,7 +457,8 @@ class _Supervisor:
             snaps = snapshots(self.machine, seg)
             self.findings.append(Finding("watchdog", "stuck-call", f"CPU {turn} used {used - self._hang[2]:.0f} s "
                                          "of CPU time without reaching a schedule point", turn,
-                                         snaps[turn].call, "", tuple(s.describe() for s in snaps), step))
+                                         snaps[turn].call, "", tuple(s.describe() for s in snaps), step,
+                                         identity=call_identity(snaps[turn])))
             self._abort("watchdog: stuck-call")
 
     def _free_length(self, elapsed: float) -> str | None:

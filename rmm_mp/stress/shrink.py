@@ -1,9 +1,10 @@
 """Shrinking a failing deterministic run: a schedule with fewer preemptions (then an earlier
 finding, then fewer switches) that still produces the same finding.
 
-The target is the first finding's key (checker, rule, source site; for a deadlock, a leaked lock
-or a lockdep cycle, which have no site, Finding.identity: the calls and the kinds of lock they
-wait for, or the cycle's classes). A candidate schedule is the
+The target is the first finding's key (checker, rule, source site; for a finding with no site,
+a deadlock, a leaked lock, a lockdep cycle, a stuck call, a dead CPU, a crash or an exception a
+CPU ended on, Finding.identity: the calls and the kinds of lock they wait for or hold, the
+cycle's classes, how the CPU failed and where). A candidate schedule is the
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
@@ -146,8 +147,10 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
             if found is None:
                 verdict = "not kept: no finding"
             elif found.key() != target and found.identity and first.identity and found.key()[:2] == target[:2]:
-                # The headlines of two deadlocks (or leaks, or lockdep cycles) read alike: say how they differ.
-                kind = {"cycle": "lock-order cycle", "leaked-lock": "leaked lock"}.get(found.rule, found.rule)
+                # The headlines of two deadlocks (or leaks, lockdep cycles, stuck calls, dead CPUs, ...)
+                # read alike: say how they differ.
+                kind = {"cycle": "lock-order cycle", "leaked-lock": "leaked lock", "stuck-call": "stuck call",
+                        "cpu-died": "dead CPU", "result-lost": "lost result"}.get(found.rule, found.rule)
                 verdict = f"not kept: another {kind} ({found.identity}) than the one being shrunk ({first.identity})"
             elif found.key() != target:
                 verdict = "not kept: another finding than the one being shrunk"

@@ -26,7 +26,6 @@ This module owns the stuck analysis and the snapshots. It must not change the ma
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ import psutil
 
 from rmm_mp.hw.granule import HOST_OWNER_FLAG, STATE_MASK, STATE_SHIFT, describe_owner
 from rmm_mp.rmm.granule_state import GranuleState as GS
-from rmm_mp.stress.findings import Finding
+from rmm_mp.stress.findings import Finding, call_name
 from rmm_mp.stress.probe import describe_call
 from rmm_mp.stress.shared import BLOCKED, STATUS_NAMES, StressSegment
 
@@ -184,9 +183,6 @@ def wait_cycle(machine: "Machine", snaps: list[CpuSnapshot]) -> list[int]:
     return []
 
 
-_ARGUMENTS = re.compile(r"\([^()]*\)")
-
-
 def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...]) -> str:
     """What tells one deadlock from another (Finding.identity): each CPU of the ``cycle``'s call
     without its arguments and the state of the granule it waits for, in sorted order
@@ -200,8 +196,17 @@ def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...])
 def wait_identity(s: CpuSnapshot) -> str:
     """One CPU's part of an identity: its call without arguments and the state of the granule
     it waits for (``RMI_DATA_DESTROY waits for RTT``); alone, a leaked lock's identity."""
-    call = _ARGUMENTS.sub("", s.call) or "between calls"
+    call = call_name(s.call) or "between calls"
     return f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}"
+
+
+def call_identity(s: CpuSnapshot) -> str:
+    """A stuck call's identity, and a dead CPU's after how it failed: the call without its
+    arguments, the kind of lock it waits for if it waits (wait_identity), and the kinds it
+    holds, each once, sorted (``RMI_RTT_CREATE holding RD, RTT``). No CPU number or address."""
+    held = sorted({dict(s.states).get(pa) or "a granule" for pa in s.held})
+    head = wait_identity(s) if s.waiting_for >= 0 else (call_name(s.call) or "between calls")
+    return head + (f" holding {', '.join(held)}" if held else "")
 
 
 def stuck_finding(machine: "Machine", seg: StressSegment, step: int) -> Finding:
@@ -309,7 +314,8 @@ class Watchdog:
                 self._calls[s.cpu] = (started, used)
             elif used - first[1] > self.cpu_bound_s:
                 return Finding("watchdog", "stuck-call", f"CPU {s.cpu} used {used - first[1]:.1f} s of CPU time in "
-                               "one call without returning", s.cpu, s.call, "", tuple(x.describe() for x in snaps))
+                               "one call without returning", s.cpu, s.call, "", tuple(x.describe() for x in snaps),
+                               identity=call_identity(s))
         return None
 
     def _cpu_time(self, cpu: int, pid: int) -> float | None:

@@ -35,7 +35,7 @@ from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding, raised_at
+from rmm_mp.stress.findings import Finding, call_name, raised_at, without_lines
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population
@@ -274,9 +274,17 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
         _abort(seg, sched)
         return "crashed"
     except (HostError, RunQueueError, AllocatorError) as exc:
-        probe.findings.add(Finding("functional", type(exc).__name__, str(exc), cpu.id, "", "", (), _step(sched)))
+        probe.findings.add(exception_finding(exc, cpu.id, _step(sched)))
     _stop(cpu, seg)
     return "finding"
+
+
+def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
+    """The finding of an error of the host side that ended this CPU's run (HostError, ...): its
+    type is the rule. No site in its text (a schedule file recorded before keeps replaying), but
+    where it was raised, without line numbers, tells it from another of its type (its identity)."""
+    return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step,
+                   identity=without_lines(raised_at(exc)))
 
 
 _MONITOR_CRASH = re.compile(r"(?:RMM bug|RMM crashed) on CPU \d+ in FID ")
@@ -301,7 +309,11 @@ def _internal_error(cpu: "Cpu", probe: Probe, exc: RmmInternalError, step: int |
     dead = cpu.machine.control.dead_reason()
     if dead and f"on CPU {cpu.id} " in dead:
         cause = type(exc.__cause__).__name__ if exc.__cause__ else "RmmInternalError"
-        return Finding("functional", "crash", dead, cpu.id, probe.current_call(), "", (cause,), step)
+        call = probe.current_call()
+        # Its identity (no site in its text): the cause, in which call, raised where (no line numbers).
+        where = without_lines(raised_at(exc.__cause__)) if exc.__cause__ else ""
+        return Finding("functional", "crash", dead, cpu.id, call, "", (cause,), step,
+                       identity=f"{cause} in {call_name(call) or 'no call'}" + (f" at {where}" if where else ""))
     # UNRECORDED_REASON: the machine was dead already, its reason not yet written when this
     # CPU gave up waiting for it (dead_reason), and written by now.
     if dead and (dead in text or UNRECORDED_REASON in text or _MONITOR_CRASH.match(text)):

@@ -1,0 +1,129 @@
+"""The identity of a stuck call, a dead CPU, a crash and an exception a CPU ended on: findings with
+no site, whose key (checker, rule, site) was the same for every one of a rule, so a shrinking could
+keep another stuck call (another dead CPU, ...) than the one it was shrinking. (Deadlocks, leaked
+locks and lockdep cycles: test_stress_deadlock_identity.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.cpu_outcome import CpuFailure
+from rmm_mp.stress import StressConfig
+from rmm_mp.stress import ending
+from rmm_mp.stress import shrink as shrinking
+from rmm_mp.stress import worker
+from rmm_mp.stress.findings import Finding, failure_kind, raised_in
+from rmm_mp.stress.report import StressReport
+from rmm_mp.stress.shrink import shrink
+from rmm_mp.stress.watchdog import CpuSnapshot, Watchdog, call_identity
+
+RD, RTT, DATA = 0x8008F000, 0x80090000, 0x804DF000
+CFG = StressConfig(workload="tables", seed=0, schedule="random", steps=3000, seconds=120, checkers=("watchdog",))
+
+
+def _snap(cpu: int, call: str, holds: tuple[int, ...], waits: int = -1) -> CpuSnapshot:
+    names = {RD: "RD", RTT: "RTT", DATA: "DATA"}
+    states = tuple((pa, names[pa]) for pa in holds + ((waits,) if waits >= 0 else ()))
+    return CpuSnapshot(cpu, "running", call, waits, holds, (), states)
+
+
+def test_a_stuck_calls_identity_is_its_call_and_the_kinds_of_lock() -> None:
+    """The call without its arguments, what it waits for and the kinds it holds, each once and
+    sorted: the same on another CPU, at other addresses, with its locks taken in another order."""
+    one = call_identity(_snap(0, "RMI_RTT_CREATE(0x8008f000, 0x80091000, 0x0, 0x1)", (RTT, RD)))
+    assert one == "RMI_RTT_CREATE holding RD, RTT"
+    assert call_identity(_snap(1, "RMI_RTT_CREATE(0x8008f000, 0x80095000, 0x200000, 0x2)", (RD, RTT, RTT))) == one
+    assert call_identity(_snap(0, "RMI_RTT_CREATE(0x8008f000, 0x80091000, 0x0, 0x1)", (RD,))) != one
+    assert call_identity(_snap(0, "RMI_DATA_DESTROY(0x8008f000, 0x402db000)", (RD,), RTT)) == \
+        "RMI_DATA_DESTROY waits for RTT holding RD"
+    assert call_identity(_snap(0, "", ())) == "between calls"
+
+
+def test_the_watchdogs_stuck_call_has_the_identity() -> None:
+    """Free-running: the watchdog's stuck-call finding carries call_identity of the stuck CPU
+    (CPU time stubbed: 0 s at the first look, 20 s at the second, in the same call)."""
+    with Machine.create("host", cpus=2) as m:
+        dog = Watchdog(m, cpu_bound_s=10.0)
+        times = iter([0.0, 0.0, 20.0, 0.0])
+        dog._cpu_time = lambda cpu, pid: next(times)  # type: ignore[method-assign]
+        snaps = [_snap(0, "RMI_RTT_CREATE(0x8008f000, 0x80091000, 0x0, 0x1)", (RD, RTT)), _snap(1, "", ())]
+        assert dog._stuck_call(snaps) is None
+        found = dog._stuck_call(snaps)
+    assert found is not None and found.rule == "stuck-call", found
+    assert found.key() == ("watchdog", "stuck-call", "RMI_RTT_CREATE holding RD, RTT")
+
+
+def test_a_dead_cpus_identity_is_how_it_failed_where_and_in_which_call() -> None:
+    """cpu-died: the kind of failure (an exception's type, not its text), the call and locks of
+    the CPU's snapshot, and the innermost frame of its traceback, without line number or the
+    checkout's directory; the finding's text is as it was."""
+    tb = ('Traceback (most recent call last):\n  File "/work/x/rmm_mp/stress/worker.py", line 90, in stress_cpu\n'
+          '  File "/work/x/rmm_mp/rmm/s2tt.py", line 298, in walk\nValueError: bad level 0x8008f000\n')
+    moved = tb.replace("/work/x/", "/home/y/").replace("298", "301").replace("0x8008f000", "0x80091000")
+    assert raised_in(tb) == raised_in(moved) == "rmm_mp/rmm/s2tt.py (walk)"
+    assert failure_kind("raised ValueError: bad level 0x8008f000") == "raised ValueError"
+    assert failure_kind("did not stop within 2 s of being asked and was terminated") == \
+        failure_kind("did not stop within 12 s of being asked and was terminated")
+    with Machine.create("host", cpus=2) as m:
+        died = ending._failure(CpuFailure(1, "raised ValueError: bad level 0x8008f000", tb, ()), m, {1})
+        killed = ending._failure(CpuFailure(0, "was killed by SIGKILL", "", ()), m, {0})
+        again = ending._failure(CpuFailure(0, "raised ValueError: bad level 0x80091000", moved, ()), m, {0})
+    assert died.identity == "raised ValueError in between calls at rmm_mp/rmm/s2tt.py (walk)", died.identity
+    assert died.key() == again.key() != killed.key()
+    assert killed.identity == "was killed by SIGKILL in between calls"
+    assert died.identity not in died.text()
+
+
+def test_an_exception_a_cpu_ended_on_is_known_by_where_it_was_raised() -> None:
+    """functional: RunQueueError (HostError, AllocatorError): its identity is where it was
+    raised, line numbers left out; two of one type raised in two places are two problems."""
+    from rmm_mp.host.runqueue import RunQueueError
+
+    def here() -> None:
+        raise RunQueueError("one")
+
+    def there() -> None:
+        raise RunQueueError("two")
+
+    def finding(raiser: Any) -> Finding:
+        try:
+            raiser()
+        except RunQueueError as exc:
+            return worker.exception_finding(exc, 0, 3)
+        raise AssertionError("not raised")
+    a, b = finding(here), finding(there)
+    assert a.identity.endswith("(here)") and ":?" in a.identity, a.identity
+    assert a.key() != b.key()
+
+
+def _stuck(call: str, holds: tuple[int, ...], cpu: int, step: int) -> Finding:
+    snap = _snap(cpu, call, holds)
+    return Finding("watchdog", "stuck-call", f"CPU {cpu} used 21 s of CPU time without reaching a schedule point",
+                   cpu, call, "", (snap.describe(),), step, identity=call_identity(snap))
+
+
+def _report(finding: Finding, preemptions: int, switches: int) -> StressReport:
+    assert finding.step is not None
+    schedule = tuple((i * 10, i % 2) for i in range(switches + 1))
+    return StressReport(CFG, (finding,), "aborted", 0.0, {}, steps=finding.step, switches=switches,
+                        preemptions=preemptions, schedule=schedule)
+
+
+def test_shrinking_a_stuck_call_never_keeps_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays stubbed with made-up reports: shrinking a stuck RTT_CREATE refuses a candidate
+    stuck in DATA_DESTROY (though it has no preemption at all), and keeps the same stuck call on
+    the other CPU at other addresses with fewer preemptions. Every stuck call had the key
+    (watchdog, stuck-call, ""), so the other was kept."""
+    original = _report(_stuck("RMI_RTT_CREATE(0x8008f000, 0x80091000, 0x0, 0x1)", (RD, RTT), 0, 500), 30, 40)
+    other = _report(_stuck("RMI_DATA_DESTROY(0x8008f000, 0x402db000)", (RD, RTT), 1, 100), 0, 1)
+    same = _report(_stuck("RMI_RTT_CREATE(0x8008f000, 0x80095000, 0x200000, 0x2)", (RTT, RD), 1, 400), 10, 20)
+    replies = iter([other, same] + [original] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    verdicts: list[str] = []
+    result = shrink(original, max_attempts=4, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    assert verdicts[:2] == ["not kept: another stuck call (RMI_DATA_DESTROY holding RD, RTT) than the one being "
+                            "shrunk (RMI_RTT_CREATE holding RD, RTT)", "kept"], verdicts
+    assert result.report is same
