@@ -172,7 +172,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         _total(r.bug_calls for r in results.values()),
                         (result.interrupted_by if result.interrupted else "") or stop.by,
                         {c: r.locks for c, r in sorted(results.items())},
-                        unreported_ops={c: seg.ops(c) for c in unreported},
+                        unreported_ops={c: seg.completed(c) for c in unreported},
                         unreported_counts={c: seg.counts(c) for c in unreported})
 
 

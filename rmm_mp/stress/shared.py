@@ -55,6 +55,8 @@ COUNTED: Final = ("vcpu", "tables", "data", "map", "recs", "measured", "delegate
 events. Each has a counter per CPU here, which the CPU adds to as it counts, so that the counts of
 a CPU that returned no result (killed, died) are still known, as its operation total is."""
 _COUNT_INDEX: Final = {name: i for i, name in enumerate(COUNTED)}
+OPERATION_KINDS: Final = COUNTED[:_COUNT_INDEX["rec-enter"]]
+"""The names of COUNTED that are operation kinds (the rest are events)."""
 
 MODE_FREE, MODE_DETERMINISTIC = 0, 1
 STRATEGIES: Final = ("random", "pct", "replay")
@@ -275,6 +277,14 @@ class StressSegment:
 
     def ops(self, cpu: int) -> int:
         return self.view.load_u64(self._cpu(cpu) + C_OPS)
+
+    def completed(self, cpu: int) -> int:
+        """``cpu``'s operations completed, as the sum of its counters of the operation kinds: the
+        total given for a CPU that returned no result, which its counts by kind add up to. Its op
+        count (``ops``, for the progress line) is another word, added to just after the kind's
+        counter: read for such a CPU, killed between the two adds, it was one short of them."""
+        base = self._cpu(cpu) + C_COUNTS
+        return sum(self.view.load_u64(base + 8 * _COUNT_INDEX[name]) for name in OPERATION_KINDS)
 
     def count(self, cpu: int, name: str) -> None:
         """One more of ``name`` (a name of COUNTED) on ``cpu``."""
