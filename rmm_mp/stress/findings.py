@@ -55,7 +55,8 @@ class Finding:
     identity: str = field(default="", compare=False)
     """For a finding with no site, what tells it from others of its checker and rule where the
     site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity), a
-    leaked lock's waiting call and the lock it waits for (watchdog.wait_identity), a lockdep
+    leaked lock's call that returned holding it and the classes left held (stress.instrument),
+    or, seen from its waiter, the waiting call and the lock it waits for (watchdog.wait_identity), a lockdep
     cycle's classes (lockdep.analyse), a stuck call's call and the kinds of lock it waits for
     and holds (watchdog.call_identity), a dead CPU's kind of failure (failure_kind), that call
     part and the frame it raised in (raised_in), a crash's cause and call, an exception a CPU

@@ -37,7 +37,7 @@ from rmm_mp.rmm import s2tt
 from rmm_mp.rmm.realm_desc import Rd
 from rmm_mp.stress import classes
 from rmm_mp.rmm.dispatch import COMMANDS
-from rmm_mp.stress.findings import Finding, call_text
+from rmm_mp.stress.findings import Finding, call_text, fid_name
 from rmm_mp.stress.probe import Probe, StressAbort
 from rmm_mp.stress.shared import END_ABORT, StressSegment
 
@@ -178,11 +178,15 @@ def _leak_checked_enter(probe: Probe, enter: Any) -> Any:
         if probe.held and probe.checking:
             held = ", ".join(h.describe() for h in probe.held)
             cmd = COMMANDS.get(fid & 0xFFFF_FFFF)
+            # Its identity (Finding.identity): the leaking call, here known for sure, and the
+            # classes of the locks it left held, without addresses or CPU.
+            kinds = ", ".join(sorted({classes.name(h.cls) for h in probe.held}))
             probe.findings.add(Finding(
                 "watchdog", "leaked-lock", f"{call_text(fid, (x1, x2, x3, x4, x5, x6), cmd.inputs if cmd else None)} "
                 f"returned holding {held}: held by CPU {probe.cpu_id}, which is not in a call any more",
                 probe.cpu_id, call_text(fid, (x1, x2, x3, x4, x5, x6), cmd.inputs if cmd else None), "", (),
-                probe.sched.step if probe.sched is not None else None))
+                probe.sched.step if probe.sched is not None else None,
+                identity=f"{fid_name(fid)} returned holding {kinds}"))
             if probe.on_finding is not None:
                 probe.on_finding()
         return result

@@ -195,7 +195,10 @@ def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...])
 
 def wait_identity(s: CpuSnapshot) -> str:
     """One CPU's part of an identity: its call without arguments and the state of the granule
-    it waits for (``RMI_DATA_DESTROY waits for RTT``); alone, a leaked lock's identity."""
+    it waits for (``RMI_DATA_DESTROY waits for RTT``); alone, the identity of a leaked lock seen
+    from its waiter. Not the leaking call's: the lock word names only the holding CPU, whose
+    area keeps its last call, not necessarily the one that took the lock. (A call that returns
+    holding a lock is caught at its return, named by it: stress.instrument.)"""
     call = call_name(s.call) or "between calls"
     return f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}"
 

@@ -127,3 +127,18 @@ def test_shrinking_a_stuck_call_never_keeps_another(monkeypatch: pytest.MonkeyPa
     assert verdicts[:2] == ["not kept: another stuck call (RMI_DATA_DESTROY holding RD, RTT) than the one being "
                             "shrunk (RMI_RTT_CREATE holding RD, RTT)", "kept"], verdicts
     assert result.report is same
+
+
+@pytest.mark.multiprocess
+def test_a_lock_leaked_by_a_call_is_known_by_that_call() -> None:
+    """map-unprotected-leaks-lock (seed 2, watchdog only): the call that returns holding a lock
+    is caught as it returns, so its identity names that call and the classes it left held, not
+    a call that waits for the lock later. It had none: every leaked lock found at a call's return
+    had the key (watchdog, leaked-lock, "")."""
+    from rmm_mp.stress import run
+    cfg = StressConfig(workload="tables", cpus=2, seed=2, schedule="random", steps=3000, seconds=120,
+                       inject=("map-unprotected-leaks-lock",), checkers=("watchdog",), quiescent_every=0)
+    first = run(cfg).first()
+    assert first is not None and first.rule == "leaked-lock", first
+    assert first.key() == ("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED returned holding RTT[L3]")
+    assert first.identity not in first.text()
