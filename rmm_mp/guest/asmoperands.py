@@ -3,14 +3,17 @@ author who wrote an operand as GNU as would (a post- or pre-index form, a ',' or
 out). rmm_mp.guest.assembler encodes what these functions return.
 
 This module owns those operand shapes and their messages. It must not evaluate an expression
-nor encode anything (both are the assembler's)."""
+nor encode anything (both are the assembler's); it parses one (expr.postfix) only to suggest no
+text that would not assemble."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection
 
+from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line, memory_operand
+from rmm_mp.guest.expr import short
 
 REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 """A register's name, in lower case."""
@@ -25,14 +28,28 @@ def immediate_hint(text: str, declared: Collection[str]) -> str:
     """' (an immediate is written with '#': '#text')' if ``text``, found where a register or an
     immediate may stand, reads as an immediate without its '#' (a number, an expression, '.'
     or a name the source defines, as GNU as's `mov x1, 1` or `add x1, x2, SIZE`); else ''.
-    No hint for text naming a register ('-x2' or '(x3)' is no immediate either)."""
+    No hint for text naming a register ('-x2' or '(x3)' is no immediate either) or for text that
+    '#' would not make an expression ('1 2', '.foo'): the text suggested must assemble."""
     written = text.strip()
-    lowered = written.lower()
-    first = re.match(r"[A-Za-z_]\w*", written, re.ASCII)
-    looks = re.match(r"[-+~(.0-9]", written) or (first is not None and first.group() in declared)
-    if not looks or re.search(r"\b(?:x[0-9]+|xzr|lr)\b", lowered):
+    if not expression(written, declared):
         return ""
-    return f" (an immediate is written with '#': '#{written}')"
+    # repr and shortened, as the text quoted before it: a '\v' between words is escaped, not printed
+    return f" (an immediate is written with '#': {short('#' + written)!r})"
+
+
+def expression(text: str, declared: Collection[str]) -> bool:
+    """Whether ``text`` is an expression whose names all are in ``declared`` (its value apart):
+    '#text' as an immediate assembles, if the value fits. A register's name is no such name
+    unless the source defines it as a label or .equ name (which it may)."""
+    try:
+        items = expr.postfix(text)
+    except expr.ExprError:
+        return False
+    return all(not isinstance(item, str) or not NAME.fullmatch(item) or item in declared for item in items)
+
+
+NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+"""A label's or .equ name's syntax (the operators expr.postfix returns never match it)."""
 
 
 def address_operand(line: Line, registers: int, declared: Collection[str]) -> tuple[str, str | None]:
@@ -56,12 +73,12 @@ def address_operand(line: Line, registers: int, declared: Collection[str]) -> tu
     if operand is None:
         inner = memory_operand(text[:-1].rstrip()) if text.endswith("!") else None
         example = f"[x1] or [x1, #{8 * registers}]"
-        if inner is not None and (meant := _separated(inner)):
+        if inner is not None and (meant := _separated(inner, declared)):
             # '[x2 #8]!': the ',' it lacks is named as for '[x2 #8]', not only the '!'
             example = f"{meant} (a ',' between the base register and the offset, and no '!')"
         raise AssemblerError(line.number, f"expected a memory operand such as {example}, got "
                                           f"{text!r}{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
-    meant = _separated(operand)
+    meant = _separated(operand, declared)
     if meant == "":
         raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
                                           f"offset), got {text!r}")
@@ -71,10 +88,12 @@ def address_operand(line: Line, registers: int, declared: Collection[str]) -> tu
     return operand
 
 
-def _separated(operand: tuple[str, str | None]) -> str | None:
+def _separated(operand: tuple[str, str | None], declared: Collection[str]) -> str | None:
     """For '[x2 #8]' (a register, then an offset with no ',' before it, which the register check
     would call a misspelt register): the operand meant, '[x2, #8]'; '' if what follows the
-    register is a register too (there is no register offset to suggest); None for any other."""
+    register is a register too (there is no register offset to suggest); None for any other,
+    and for an offset that is no expression of numbers, '.' and ``declared`` names ('[x2 a b]'
+    was told '[x2, #a b]', which does not assemble either)."""
     unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
     if operand[1] is not None or not unseparated or not REG.fullmatch(unseparated.group(1).lower()):
         return None
@@ -82,4 +101,5 @@ def _separated(operand: tuple[str, str | None]) -> str | None:
     # The operand suggested must assemble: there is no register offset, and an offset takes its '#'.
     if REG.fullmatch(rest.strip().lower()):
         return ""
-    return f"[{base}, {rest if rest.startswith('#') else '#' + rest}]"
+    offset = rest[1:] if rest.startswith("#") else rest
+    return f"[{base}, #{offset}]" if expression(offset, declared) else None

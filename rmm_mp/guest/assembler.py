@@ -482,8 +482,9 @@ class _Assembler:
         if not _REG.fullmatch(text):
             hint = immediate_hint(written, self.declared) if or_imm else ""
             if re.fullmatch(r"w([0-9]|[12][0-9]|30)|wzr", text):
-                hint = f" (there are no 32-bit w registers: write 'x{text[1:]}'; ldrw and strw move 32 bits)"
-            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {written!r}{hint}")
+                # (and a label or .equ name 'w1', which may stand as '#w1', keeps that hint too)
+                hint = f" (there are no 32-bit w registers: write 'x{text[1:]}'; ldrw and strw move 32 bits){hint}"
+            raise AssemblerError(line.number, f"expected a register x0..x30, lr or xzr, got {_short(written)!r}{hint}")
         if text == "xzr":
             return ZR
         return 30 if text == "lr" else int(text[1:])

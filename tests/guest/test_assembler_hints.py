@@ -1,0 +1,63 @@
+"""The guest assembler's hints (a '#' left out, a ',' left out of a memory operand, GNU as's
+.balign and .p2align, adr with a '#', a wrong operand count): each suggestion it makes must
+assemble, no hint may be given for text it would not fix, and quoted text is escaped and
+shortened as any other message's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rmm_mp.guest.assembler import AssemblerError, assemble
+
+
+def _message(source: str) -> str:
+    with pytest.raises(AssemblerError) as info:
+        assemble(source)
+    return info.value.message
+
+
+@pytest.mark.parametrize("source", ["mov x1, 1 2", "mov x1, .foo", "mov x1, . 8", "add x1, x2, SIZE SIZE\n.equ SIZE, 8",
+                                    "cmp x1, SIZE + nope\n.equ SIZE, 8", "mov x1, .\u00e9", "mov x1, 1 +",
+                                    "ldr x1, [x2], 1 2", "ldr x1, [x2], .foo"])
+def test_no_hash_hint_for_text_that_a_hash_would_not_make_an_immediate(source: str) -> None:
+    """'mov x1, 1 2' was told "'#1 2'" and 'mov x1, .foo' "'#.foo'": neither assembles."""
+    assert "(an immediate is written with" not in _message(source)
+
+
+@pytest.mark.parametrize(("source", "operand"), [("mov x1, x31\nx31: nop", "x31"), ("mov x1, -x2\nx2: nop", "-x2"),
+                                                 ("mov x1, lr2 + 8\nlr2: nop", "lr2 + 8")])
+def test_a_name_like_a_register_that_the_source_defines_is_told_its_hash(source: str, operand: str) -> None:
+    """A label named x31 (no register) or x2 is a value: '#x31' assembles, and the hint said nothing."""
+    assert _message(source).endswith(f"(an immediate is written with '#': '#{operand}')")
+    assemble(source.replace(operand, "#" + operand, 1))
+
+
+def test_a_w_register_that_is_also_a_label_keeps_the_hash_hint() -> None:
+    message = _message("mov x1, w1\nw1: nop")
+    assert message.endswith("ldrw and strw move 32 bits) (an immediate is written with '#': '#w1')"), message
+    assemble("mov x1, #w1\nw1: nop")
+
+
+def test_a_hash_hint_is_escaped_and_shortened() -> None:
+    """The hint printed its text raw (a '\\v' between words reached the terminal) and whole."""
+    assert _message("add x1, x2, 1\v+\v2").endswith("(an immediate is written with '#': '#1\\x0b+\\x0b2')")
+    long = "1 + " * 100 + "1"
+    message = _message(f"mov x1, {long}")
+    assert f"({len(long) + 1} characters)'" in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("source", ["ldr x1, [x2 foo bar]", "ldr x1, [x2 foo bar]!", "ldr x1, [x2 #]!",
+                                    "ldr x1, [x2 #]", "ldr x1, [x2 #nope]!"])
+def test_no_comma_suggestion_for_an_offset_that_is_no_expression(source: str) -> None:
+    """'[x2 foo bar]' was told "'[x2, #foo bar]'" and '[x2 #]!' "[x2, #]": neither assembles."""
+    message = _message(source)
+    assert "[x2, #" not in message, message
+
+
+@pytest.mark.parametrize(("source", "meant"), [("ldr x1, [x2 #8]!", "[x2, #8]"), ("ldr x1, [x2 SIZE]\n.equ SIZE, 8",
+                                                                                  "[x2, #SIZE]")])
+def test_a_comma_suggestion_assembles(source: str, meant: str) -> None:
+    assert meant in _message(source)
+    assemble(re.sub(r"\[.*\]!?", lambda _: meant, source, count=1))
