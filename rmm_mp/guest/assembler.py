@@ -380,14 +380,23 @@ class _Assembler:
                                               "one section, in source order, with no linker); remove it")
         if op in (".balign", ".p2align"):
             # GNU as's names of .align: ours counts bytes, as .balign does (.align 3 would be refused)
-            given = line.args[0] if len(line.args) == 1 else ""
-            if op == ".balign":
-                count = given or "n"
-            else:
-                count = str(1 << int(given)) if re.fullmatch(r"[0-9]|[1-5][0-9]|6[0-3]", given) else "2^n"
+            count = self._alignment(line)
             raise AssemblerError(line.number, f"{line.written!r} is GNU as's; expected '.align {count}' (a number of "
                                               f"bytes, a power of two: this assembler's .align is GNU as's .balign)")
         raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
+
+    def _alignment(self, line: _Line) -> str:
+        """The count of the .align that a .balign or .p2align line means: its value in bytes if its one
+        operand has a value that makes one (a power of two), else 'n' or '2^n'. Never the text as
+        written: '.balign 3' was told '.align 3', which is refused too, and a long operand was quoted whole."""
+        p2 = line.op == ".p2align"
+        try:
+            value = self._value(line, line.args[0]) if len(line.args) == 1 else -1
+        except AssemblerError:
+            value = -1
+        if p2:
+            return str(1 << value) if 0 <= value <= 63 else "2^n"
+        return str(value) if 0 < value < 1 << 64 and not value & (value - 1) else "n"
 
     def _mov(self, line: _Line) -> list[int]:
         self._arity(line, 2)

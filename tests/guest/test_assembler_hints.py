@@ -61,3 +61,18 @@ def test_no_comma_suggestion_for_an_offset_that_is_no_expression(source: str) ->
 def test_a_comma_suggestion_assembles(source: str, meant: str) -> None:
     assert meant in _message(source)
     assemble(re.sub(r"\[.*\]!?", lambda _: meant, source, count=1))
+
+
+@pytest.mark.parametrize(("source", "meant"), [(".balign 3", ".align n"), (".balign 8, 0", ".align n"),
+                                               (".balign 16 + 16", ".align 32"), (".balign SIZE\n.equ SIZE, 64",
+                                                                                  ".align 64"),
+                                               (".balign " + "x" * 300, ".align n"), (".p2align 1 + 2", ".align 8"),
+                                               (".p2align 64", ".align 2^n"), (".p2align -1", ".align 2^n"),
+                                               (".p2align 0", ".align 1")])
+def test_an_align_suggestion_assembles_or_names_no_count(source: str, meant: str) -> None:
+    """'.balign 3' was told '.align 3' (refused: no power of two) and '.balign <300 characters>' the
+    300 characters; '.p2align 1 + 2' got only '.align 2^n'."""
+    message = _message(source)
+    assert message.startswith(f"{source.split()[0]!r} is GNU as's; expected {meant!r} "), message
+    if "n" not in meant.split()[1]:
+        assemble(meant)
