@@ -175,7 +175,7 @@ class _Assembler:
 
     def _equ(self, line: _Line) -> None:
         if len(line.args) != 2 or not re.fullmatch(r"[A-Za-z_]\w*", line.args[0], re.ASCII):
-            got = f", got {', '.join(line.args)!r}" if line.args else ", got no operand"
+            got = f", got {_short(', '.join(line.args))!r}" if line.args else ", got no operand"
             raise AssemblerError(line.number, f"expected '.equ NAME, value' (a NAME starts with an ASCII letter or _ "
                                               f"and goes on with ASCII letters, digits or _){got}")
         self._define(line, line.args[0], self._value(line, line.args[1]))
@@ -299,11 +299,14 @@ class _Assembler:
             return self._mov(line)
         if op == "adr":
             self._arity(line, 2)
+            # The register first: the message below quotes it, so it must be one ('adr x9z, #8' was told
+            # only of its '#', and a blank such as '\v' in the register was printed as it stands)
+            rd = self._reg(line, args[0])
             if args[1].startswith("#"):
                 raise AssemblerError(line.number, f"expected a label (or an expression giving an address) after "
                                                   f"'{line.written} {args[0]},', got {_short(args[1])!r}: adr takes no "
                                                   f"'#' (for a value, write 'mov xd, =value')")
-            return self._load_constant(self._reg(line, args[0]), self._target(line, args[1], "adr target"))
+            return self._load_constant(rd, self._target(line, args[1], "adr target"))
         if op == "movk":
             return [self._movk(line)]
         if op in _ALU:
@@ -477,7 +480,7 @@ class _Assembler:
     def _arity(self, line: _Line, count: int) -> int:
         if len(line.args) != count:
             # The operands quoted: 'mov x1 #1' (a ',' left out) or a trailing ',' shows there.
-            got = f": {', '.join(line.args)!r}" if line.args else ""
+            got = f": {_short(', '.join(line.args))!r}" if line.args else ""
             raise AssemblerError(line.number, f"{line.op} takes {count} operand(s), got {len(line.args)}{got}")
         return 0
 

@@ -76,3 +76,18 @@ def test_an_align_suggestion_assembles_or_names_no_count(source: str, meant: str
     assert message.startswith(f"{source.split()[0]!r} is GNU as's; expected {meant!r} "), message
     if "n" not in meant.split()[1]:
         assemble(meant)
+
+
+@pytest.mark.parametrize("source", ["adr x9z, #8", "adr x1\v2, #8", "adr " + "q" * 300 + ", #8"])
+def test_adr_with_a_hash_and_a_bad_register_names_the_register(source: str) -> None:
+    """The '#' message came first and quoted the register raw and whole ('\\v' printed as such)."""
+    message = _message(source)
+    assert message.startswith("expected a register x0..x30, lr or xzr, got "), message
+    assert "\v" not in message and len(message) < 200, message
+
+
+@pytest.mark.parametrize("source", ["nop x1, " + "z" * 300, ".equ " + "9" * 300 + ", 5", "mov x1, " + "a" * 300])
+def test_quoted_operands_are_shortened(source: str) -> None:
+    """An operand count or .equ message quoted all the operands, a register message all the operand."""
+    message = _message(source)
+    assert "characters)'" in message and len(message) < 300, message
