@@ -463,9 +463,9 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
     separator or ends in .toml); ConfigError(source, key, ...) naming the choices if neither,
     and, when ``said`` (a name from the command line, whose paths are the working directory's),
-    what the name is there: a directory, or a file of another suffix (_what_it_is). A platform's
-    name is not told so: platform.resolve also finds a workload file's ``platform``, whose path
-    would be read beside the workload file, not in the working directory."""
+    what the name is there: a directory, or a file of another suffix (what_it_is). A platform's
+    name is told so by the callers that know where its path is read (workload.platform_of: a
+    workload file's ``platform`` beside the file; the CLI), not here: platform.resolve serves both."""
     if not isinstance(name_or_path, (str, os.PathLike)):     # e.g. Machine.create(123)
         raise ConfigError(source, key, name_or_path, f"a bundled {kind} name or the path of a .toml file")
     text = os.fspath(name_or_path)
@@ -479,20 +479,26 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     if why_not_a_file(path) is not None:
         names = bundled_names(directory)
         raise ConfigError(source, key, text, f"a bundled {kind} ({', '.join(names)}){suggestion(text, names)} "
-                                             f"or a path to a .toml file{_what_it_is(text, kind) if said else ''}")
+                                             f"or a path to a .toml file{what_it_is(text, kind) if said else ''}")
     return path
 
 
-def _what_it_is(text: str, kind: str) -> str:
-    """For a name that is neither a bundled ``kind`` nor a path (find_toml), what it names in
-    the working directory, if anything: a directory, or a file whose name does not end in
-    .toml, which find_toml reads when it is written with its directory (./w.txt)."""
+def what_it_is(text: str, kind: str, base: Path | None = None) -> str:
+    """For a name that is neither a bundled ``kind`` nor a path (find_toml), what it names, if
+    anything: a directory, or a file whose name does not end in .toml, which find_toml reads when
+    it is written with its directory (./w.txt). ``base`` None: a command-line word, looked up in
+    the working directory. Else the directory of the workload file whose key
+    it is (its ``platform``, named as ``kind``), whose hint names the line to write there."""
     if not text:
         return ""       # Path("") is the working directory, which the empty name does not name
-    why = why_not_a_file(Path(text))
+    path = Path(text) if base is None else base / text
+    why = why_not_a_file(path)
+    where = shown_text(text) if base is None else f"looked for {shown_path(path)}:"
     if why == "it is a directory":
-        return f" ({shown_text(text)} is a directory)"
+        return f" ({where} {'is' if base is None else 'it is'} a directory)"
     if why is None:
-        return (f" ({shown_text(text)} is a file whose name does not end in .toml: write "
-                f"{shown_text(os.path.join(os.curdir, text))} to read it as a {kind} file)")
+        written = os.path.join(os.curdir, text)
+        word = toml_string(written) if base is None else f"{kind} = {toml_string(written)}"
+        return (f" ({where} {'is' if base is None else 'it is'} a file whose name does not end in .toml: write "
+                f"{word} to read it as a {kind} file)")
     return ""

@@ -2,14 +2,14 @@
 
     resolve(file, platform=, cpus=, seconds=, iterations=, seed=) -> Workload
 
-Command-line options override the file and are checked the same way (their errors name the
-option, e.g. ``command line: --cpus = 9: expected ...``). Then what depends on the platform and
-the CPU count is checked: realm IPA widths, hash algorithms and REC counts against RMI_FEATURES;
-each CPU's activity weights in each phase; which CPU owns each lifecycle realm; that every
-activity has something to work on; which run queue each realm's vCPUs go into (its `cpus`) and
-which queues each CPU takes from; the run queue's capacity; and an upper bound of the host
-memory the run needs against the platform's DRAM. Every error is a ConfigError; nothing has
-been created yet.
+The platform is platform_of.py's. Command-line options override the file and are checked the
+same way (their errors name the option, e.g. ``command line: --cpus = 9: expected ...``). Then
+what depends on the platform and the CPU count is checked: realm IPA widths, hash algorithms and
+REC counts against RMI_FEATURES; each CPU's activity weights in each phase; which CPU owns each
+lifecycle realm; that every activity has something to work on; which run queue each realm's
+vCPUs go into (its `cpus`) and which queues each CPU takes from; the run queue's capacity; and
+an upper bound of the host memory the run needs against the platform's DRAM. Every error is a
+ConfigError; nothing has been created yet.
 
 This module owns resolution and the limits. It must not create a machine.
 """
@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from rmm_mp.host.nsalloc import WORD_BITS
 from rmm_mp.host.realm import num_roots, start_level
 from rmm_mp.host.runqueue import MAX_CPUS, MAX_QUEUES, MAX_REALMS
-from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
-from rmm_mp.hw.tomlsrc import MISSING, ConfigError, why_not_a_file, with_bundled_hint
-from rmm_mp.printable import shown_path
+from rmm_mp.hw.tomlsrc import MISSING, ConfigError
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import ACTIVITIES, U64, Fields, cpu_set_text
 from rmm_mp.workload.spec import (MAX_ITERATIONS, MAX_SECONDS, MIN_IPA_WIDTH, MIN_SECONDS, SECONDS_WHAT, PhaseSpec,
-                                  RealmTemplate, Weights, WorkloadFile, base_directory, beside)
+                                  RealmTemplate, Weights, WorkloadFile)
+from rmm_mp.workload.platform_of import platform_of
 
 GRANULE = 4096
 RIPAS_CHURN_IPA_WIDTH = 40
@@ -134,7 +133,7 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
     # Which options were given, before ``cpus`` takes the file's value when the option was not.
     overrides = tuple(name for name, value in (("--platform", platform), ("--cpus", cpus), ("--seconds", seconds),
                                                ("--iterations", iterations), ("--seed", seed)) if value is not None)
-    plat = _platform(file, platform)
+    plat = platform_of(file, platform)
     limit = min(plat.cpus, MAX_CPUS)
     expected = f"an integer in 1..{limit:,} (platform {plat.name!r} has {_count(plat.cpus, 'CPU')})"
     if cpus is not None:
@@ -156,31 +155,6 @@ def resolve(file: WorkloadFile, platform: str | None = None, cpus: int | None = 
     _targets(workload)
     _capacity(workload)
     return workload
-
-
-def _platform(file: WorkloadFile, option: str | None) -> Platform:
-    value = option if option is not None else file.platform if file.platform is not None else "host"
-    if option is None and file.platform is not None and (os.sep in value or value.endswith(".toml")):
-        # Read next to the workload file, not in the working directory: say where it was
-        # looked for, as a guest file's error does (a mine.toml in the working directory made
-        # a bare "no such file" read as wrong).
-        path = base_directory(file.source) / value
-        # The hint is judged on the value as written (fvp.toml gets one, sub/fvp.toml not).
-        why = with_bundled_hint(why_not_a_file(path), value, platforms.platform_dir(), "platform")
-        if why is not None:
-            # The path escaped where a character would act on the terminal (a NUL, an ESC:
-            # "a\u001b[2J.toml" cleared the screen), as the value itself is.
-            where = "" if "\0" in value else f"looked for {shown_path(path)}{beside(file.source)}: "
-            raise file.fields.fail("platform", file.platform, f"a regular platform file that exists ({where}{why})")
-        value = str(path)
-    try:
-        return platforms.load(value)
-    except ConfigError as exc:
-        if exc.source != "platform":     # a problem inside the platform file: its own message
-            raise
-        if option is not None:
-            raise ConfigError("command line", "--platform", option, exc.expected) from None
-        raise file.fields.fail("platform", file.platform, exc.expected) from None
 
 
 def _length(file: WorkloadFile, cl: Fields, seconds: float | None,

@@ -918,3 +918,13 @@ def test_a_bad_option_is_refused_before_a_missing_workload(command: list[str], w
     assert refused in result.output and "Missing argument" not in result.output, result.output
     missing = CliRunner().invoke(main, [*command, "--seconds", "5"])
     assert missing.exit_code == 2 and "Missing argument 'WORKLOAD'" in missing.output, missing.output
+
+
+def test_platform_show_names_a_directory_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rmm-mp platform show d`, d a directory, said only "expected a bundled platform ... or a
+    path to a .toml file", where `run d` is told "('d' is a directory)"."""
+    (tmp_path / "d").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["platform", "show", "d"])
+    assert result.exit_code == 2, result.output
+    assert "or a path to a .toml file ('d' is a directory)" in result.output, result.output

@@ -12,6 +12,7 @@ from rmm_mp.hw.tomlsrc import MAX_INPUT, ConfigError
 from rmm_mp.workload import spec
 from rmm_mp.workload.resolve import resolve
 
+ROOT = Path(__file__).resolve().parents[2]
 REALM = '[[realm]]\nname = "vm"\nguest = "{guest}"\n'
 TOP = "seconds = 1\nactivities = { run = 1 }\n"
 
@@ -154,6 +155,51 @@ def test_a_directory_or_a_file_of_another_suffix_is_named_so(tmp_path: Path, mon
         spec.find(name)
     assert str(info.value).endswith(f"or a path to a .toml file {why}"), str(info.value)
     assert spec.load("./w.txt").seconds == 1        # the path the hint names is read
+
+
+@pytest.mark.parametrize("name, why", [
+    ("d", "('d' is a directory)"),
+    ("p.txt", "('p.txt' is a file whose name does not end in .toml: write './p.txt' to read it as a platform "
+              "file)"),
+], ids=["directory", "another-suffix"])
+def test_a_platform_option_naming_a_directory_or_a_file_of_another_suffix_is_named_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, why: str) -> None:
+    """`--platform d` (a directory in the working directory) and `--platform p.txt` said only
+    "expected a bundled platform ... or a path to a .toml file", where a WORKLOAD named so is
+    told what it is: so is the option, and the path the hint names is read."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "p.txt").write_text((ROOT / "platform" / "host.toml").read_text())
+    path = tmp_path / "w.toml"
+    path.write_text(TOP + REALM.format(guest="hello"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        resolve(spec.load(path), platform=name)
+    assert info.value.key == "--platform"
+    assert str(info.value).endswith(f"or a path to a .toml file {why}"), str(info.value)
+    assert resolve(spec.load(path), platform="./p.txt").platform.name == "host"
+
+
+@pytest.mark.parametrize("name, why", [
+    ("d", "(looked for {dir}/d: it is a directory)"),
+    ("p.txt", "(looked for {dir}/p.txt: it is a file whose name does not end in .toml: write platform = './p.txt' "
+              "to read it as a platform file)"),
+], ids=["directory", "another-suffix"])
+def test_a_platform_key_naming_a_directory_or_a_file_of_another_suffix_beside_the_file_is_named_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, why: str) -> None:
+    """A workload file's `platform = "d"`, d a directory beside the file, is told so, looked up
+    beside the file (where its path would be read), not in the working directory, which holds a
+    d of its own that is a file."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "d").mkdir()
+    (sub / "p.txt").write_text((ROOT / "platform" / "host.toml").read_text())
+    (tmp_path / "d").write_text("")
+    monkeypatch.chdir(tmp_path)
+    error = _refused(sub, f'platform = "{name}"\n' + TOP + REALM.format(guest="hello"))
+    assert error.key == "platform" and error.line == 1
+    assert str(error).endswith(f"or a path to a .toml file {why.format(dir=sub)}"), str(error)
+    (sub / "w.toml").write_text('platform = "./p.txt"\n' + TOP + REALM.format(guest="hello"))
+    assert resolve(spec.load(sub / "w.toml")).platform.name == "host"
 
 
 @pytest.mark.parametrize("ram, shown", [('"1G"', "RAM 1 GiB at"), ('"2M"', "RAM 2 MiB at"),
