@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from rmm_mp.inputfile import TooLarge, read_at_most
-from rmm_mp.printable import abbreviated, basic_string, shown_path
+from rmm_mp.printable import abbreviated, basic_string, shell_word, shown_path
 
 HEADER = re.compile(r"^\s*+(\[\[?+)\s*+([A-Za-z0-9_.\-\"']++(?: ++[A-Za-z0-9_.\-\"']++)*+)\s*+\]\]?+\s*+(#.*)?$")
 """A table header line (``[dram]``, ``[[realm]]``), also read by workload.locate: the bracket(s),
@@ -487,7 +487,9 @@ def what_it_is(text: str, kind: str, base: Path | None = None) -> str:
     """For a name that is neither a bundled ``kind`` nor a path (find_toml), what it names, if
     anything: a directory, or a file whose name does not end in .toml, which find_toml reads when
     it is written with its directory (./w.txt). ``base`` None: a command-line word, looked up in
-    the working directory. Else the directory of the workload file whose key
+    the working directory, whose hint names the shell word to type (a name holding a control
+    character in $'...' quotes, printable.shell_word: the message's TOML escapes, "./a\\tb",
+    pasted into a shell named another file). Else the directory of the workload file whose key
     it is (its ``platform``, named as ``kind``), whose hint names the line to write there."""
     if not text:
         return ""       # Path("") is the working directory, which the empty name does not name
@@ -499,6 +501,12 @@ def what_it_is(text: str, kind: str, base: Path | None = None) -> str:
     if why is None:
         written = os.path.join(os.curdir, text)
         word = toml_string(written) if base is None else f"{kind} = {toml_string(written)}"
+        if base is None and not word.startswith("'"):
+            # Not a literal string, which a POSIX shell reads back as it is: a quote in the name,
+            # or a character that is not printable, which only $'...' can write.
+            word = shell_word(written)
+        note = "; the name holds control characters, which a POSIX shell writes in $'...' quotes" \
+            if base is None and word.startswith("$'") else ""
         return (f" ({where} {'is' if base is None else 'it is'} a file whose name does not end in .toml: write "
-                f"{word} to read it as a {kind} file)")
+                f"{word} to read it as a {kind} file{note})")
     return ""

@@ -171,3 +171,21 @@ def test_a_run_names_its_files_in_a_directory_with_control_characters_escaped(tm
     assert "\x1b" not in out and "\r" not in out, repr(out[-2000:])
     assert f'Written: tokens {SHOWN}/t"' in out and f'json {SHOWN}/r.json"' in out, out[-2000:]
     assert any(f'saved as {SHOWN}/t/att256-' in detail for _, detail, _ in realm_table(out)), out[-3000:]
+
+
+@pytest.mark.parametrize("name, word", [("w\tx", "$'./w\\x09x'"), ("w\x1bcx", "$'./w\\x1bcx'")], ids=["tab", "esc"])
+def test_the_hint_for_a_file_of_another_suffix_with_control_characters_is_a_shell_word(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, word: str) -> None:
+    """`rmm-mp run NAME`, NAME a file without .toml whose name holds a tab or an ESC, is told
+    the word to type to read it, in the shell's $'...' quotes, and that the name holds control
+    characters. The hint named it with the message's TOML escapes ("./w\\tx"), which a shell
+    reads as a backslash and a t: another file."""
+    (tmp_path / name).write_text('seconds = 1\nactivities = { run = 1 }\n[[realm]]\nname = "vm"\nguest = "hello"\n')
+    monkeypatch.chdir(tmp_path)
+    output = _cli("workloads", "validate", name)
+    assert f"write {word} to read it as a workload file; the name holds control characters" in output, output
+    assert "\x1b" not in output, repr(output)
+    typed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, check=True).stdout
+    assert typed == "./" + name
+    result = CliRunner().invoke(main, ["workloads", "validate", typed])
+    assert result.exit_code == 0 and "valid" in result.output, result.output
