@@ -189,8 +189,32 @@ class Fields:
             digits = f"{value:x}"
             digits = digits.zfill(len(digits) + len(digits) % 2)
             hint = f'; an integer is no hex string: write it in quotes, "0x{digits}"'
+            written = self._written(key)
+            if written is not None and re.fullmatch(r"\+?[0-9_]+", written):
+                # `rpv = 1234`, decimal: "write it in quotes, "0x04d2"" named a string nobody wrote
+                # with no word of where it came from. The value is bytes: say so, name the decimal's
+                # hex form, and the string of the digits as written, which is hex too when even.
+                typed = written.lstrip("+").replace("_", "")
+                pairs = [f"0x{typed[i:i + 2]}" for i in range(0, len(typed), 2)]
+                bytes_ = f"the byte{'s' if len(pairs) > 1 else ''} {', '.join(pairs)}" if len(pairs) <= 4 else \
+                    f"{len(pairs)} bytes, {', '.join(pairs[:2])}, ..."
+                as_digits = "" if len(typed) % 2 or len(pairs) > most else f' (and "{typed}" would be {bytes_})'
+                number = f"{value:,}" if len(typed) <= 20 else "the number"
+                hint = (f"; an integer is no hex string: the value is bytes, written as hex digits in quotes; "
+                        f'{number} in hex is "0x{digits}"{as_digits}')
         raise self.fail(key, value, f'a hex string of at most {most} bytes (an even number of digits), '
                                     f'e.g. "0x5265616c6d"{hint}')
+
+    def _written(self, key: str) -> str | None:
+        """The text of ``key``'s value on its line of the file, when the line writes it as a bare
+        word (a number: `rpv = 1234`, `rpv = 0x12`); None when the line is not found or the key
+        is not on it as ``name = word``."""
+        line = locate(self.text, key) if self.text else None
+        if line is None:
+            return None
+        name = re.escape(key.rpartition(".")[2])
+        found = re.search(rf"""(?:^|[\s{{,.])["']?{name}["']?\s*=\s*([^\s,}}#]+)""", self.text.splitlines()[line - 1])
+        return None if found is None else found.group(1)
 
     def cpu_set(self, value: object, key: str) -> frozenset[int] | None:
         """CPU ids: a list of integers, or a string such as "0-3", "0,2,5-7" or "all" (None)."""

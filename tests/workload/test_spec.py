@@ -1337,7 +1337,7 @@ def test_an_integer_written_as_a_string_or_float_names_the_integer_to_write(
 
 
 @pytest.mark.parametrize(("written", "value", "hint"), [("0x12", 18, '"0x12"'), ("0x123", 0x123, '"0x0123"'),
-                                                   ("0", 0, '"0x00"')])
+                                                   ("0x0", 0, '"0x00"')])
 def test_an_rpv_written_as_an_integer_names_the_string_to_write(tmp_path: Path, written: str, value: int,
                                                                 hint: str) -> None:
     """rpv = 0x12 is a TOML integer, shown as 18: the error said only that a hex string was expected,
@@ -1345,6 +1345,23 @@ def test_an_rpv_written_as_an_integer_names_the_string_to_write(tmp_path: Path, 
     text = HEAD + f'[[realm]]\nname = "vm"\nguest = "hello"\nrpv = {written}\n'
     err = refused(tmp_path, text, 6, "realm[0].rpv", value, "a hex string of at most 64 bytes")
     assert err.expected.endswith(f"an integer is no hex string: write it in quotes, {hint}"), str(err)
+
+
+@pytest.mark.parametrize(("written", "value", "hint"), [
+    ("1234", 1234, '1,234 in hex is "0x04d2" (and "1234" would be the bytes 0x12, 0x34)'),
+    ("123", 123, '123 in hex is "0x7b"'),
+    ("0", 0, '0 in hex is "0x00"'),
+    ("+1_2", 12, '12 in hex is "0x0c" (and "12" would be the byte 0x12)'),
+], ids=["even-digits", "odd-digits", "zero", "plus-underscore"])
+def test_an_rpv_written_as_a_decimal_integer_is_told_it_is_bytes_in_hex(tmp_path: Path, written: str, value: int,
+                                                                        hint: str) -> None:
+    """rpv = 1234 was told `write it in quotes, "0x04d2"`: a string that does not look like what
+    was written, with no word of why. A decimal is told the value is bytes written as hex digits,
+    the decimal's hex form, and what its digits in quotes would be when they are hex bytes."""
+    text = HEAD + f'[[realm]]\nname = "vm"\nguest = "hello"\nrpv = {written}\n'
+    err = refused(tmp_path, text, 6, "realm[0].rpv", value, "a hex string of at most 64 bytes")
+    assert err.expected.endswith("an integer is no hex string: the value is bytes, written as hex digits in quotes; "
+                                 + hint), str(err)
 
 
 @pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65, "0x_", "_", "_ab", "ab_", "a__b", "0x_ab"])
