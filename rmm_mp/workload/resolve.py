@@ -423,6 +423,10 @@ def _capacity(w: Workload) -> None:
         big = max(w.realms, key=lambda r: r.instances * realm_granules(r))   # the kind holding the most
         ram = big.instances == 1 and os.sep in big.guest    # a lone guest file's: its RAM is counted whole
         fix = "a guest file's RAM is counted whole: use a smaller ram" if ram else "use fewer or smaller realms"
+        if ram and not big.ram_written:
+            # Named on the [[realm]] header's line, "ram = 2097152" read as a line the file has.
+            fix = (f"a guest file's RAM is counted whole, and {big.key} does not set ram (the line named is the "
+                   f"realm's): its default, {big.ram >> 20}M, is counted; set a smaller ram in it")
         text = f"realms that fit in {room}; the run would need up to {mib} ({shown}); {fix}, or a bigger platform"
         raise f.fail(f"{big.key}.{'ram' if ram else 'instances'}", big.ram if ram else big.instances, text)
     runs, have = sum(churn_targets(w, c) for c in range(w.cpus) if w.uses("rtt-churn", c)), window_runs(plat)

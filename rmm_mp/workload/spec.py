@@ -116,6 +116,9 @@ class RealmTemplate:
     """NS pages the host can back at the unprotected alias of its RAM for the guest, its
     constants applied (programs.shared_pages: where an attest realm's SHARED_OFFSET puts its
     token's copy); None: not computed (resolve.realm_granules takes the guest's defaults)."""
+    ram_written: bool = True
+    """Whether the file sets `ram` (False: the default, 2M, which an error about ram says it is:
+    the key's line is the [[realm]] header's)."""
 
     @property
     def hash_algo(self) -> int:
@@ -463,7 +466,8 @@ def _realm(f: Fields, raw: dict[str, Any], where: str, base_dir: Path, index: in
         teardown=f.choice(raw.get("teardown", "v12"), f"{where}.teardown", TEARDOWNS), image=image,
         cpus=f.cpu_set(raw["cpus"], f"{where}.cpus") if "cpus" in raw else None,
         cpus_written=tuple(raw["cpus"]) if isinstance(raw.get("cpus"), list) else raw.get("cpus", "all"),
-        backed=programs.backed_pages(guest, recs, image_size, source), shared=programs.shared_pages(guest, source))
+        backed=programs.backed_pages(guest, recs, image_size, source), shared=programs.shared_pages(guest, source),
+        ram_written="ram" in raw)
 
 
 def _guest(f: Fields, value: object, key: str, base_dir: Path) -> tuple[str, str]:

@@ -1316,6 +1316,24 @@ def test_a_guest_file_realm_too_big_for_memory_is_refused_at_its_ram(tmp_path: P
     refused(tmp_path, text, 7, "realm[0].instances", 2, "use fewer or smaller realms")
 
 
+def test_a_guest_file_realm_too_big_for_memory_with_the_default_ram_says_ram_is_not_set(tmp_path: Path) -> None:
+    """A guest file's realm that does not set ram, on a platform of 3 MiB of DRAM (1 MiB of it
+    Secure): its default 2M is what does not fit. The error, on the [[realm]] header's line,
+    said "use a smaller ram" beside "realm[0].ram = 2097152", a line the file does not have;
+    it says ram is not set, that its default is counted, and where to set a smaller one."""
+    host = (ROOT / "platform" / "host.toml").read_text()
+    (tmp_path / "tiny.toml").write_text(host.replace('size = "64 MiB"', 'size = "3 MiB"')
+                                        .replace("base = 0x83F0_0000", "base = 0x8020_0000"))
+    (tmp_path / "g.s").write_text("start:\n    b .\n")
+    text = 'platform = "tiny.toml"\n' + HEAD + '[[realm]]\nname = "vm"\nguest = "g.s"\n'
+    err = refused(tmp_path, text, 4, "realm[0].ram", 2 << 20, "realms that fit in the 1.8 MiB of NS DRAM")
+    assert err.expected.endswith("a guest file's RAM is counted whole, and realm[0] does not set ram (the line named "
+                                 "is the realm's): its default, 2M, is counted; set a smaller ram in it, or a bigger "
+                                 "platform"), str(err)
+    text = text + 'ram = "1M"\n'
+    assert load(tmp_path, text).realms[0].ram == 1 << 20
+
+
 @pytest.mark.parametrize(("line", "key", "written", "value", "hint"), [
     (6, "realm[0].recs", '"2"', "2", "(a number, not a string: write 2)"),
     (6, "realm[0].recs", '" +3 "', " +3 ", "(a number, not a string: write 3)"),
