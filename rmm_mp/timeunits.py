@@ -21,6 +21,9 @@ _TIME_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "ms": 1e-
 _CASE_MATTERS = ("m", "ms")
 _HINT_DIGITS = 40
 """The longest number (its digits and point) that a hint names: no one means a longer one."""
+_EXPONENT_DIGITS = 20
+"""The longest number a hint names in decimals for a number written with an exponent (longer:
+named with an exponent)."""
 _PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?\s*", re.ASCII | re.IGNORECASE)
 # The number may have an exponent ("1e5min"), as a TOML float or a command-line number may.
 _WITH_UNIT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z]+)\s*",
@@ -29,7 +32,8 @@ _WITH_UNIT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)
 
 def seconds_written(value: str) -> tuple[float, str] | None:
     """The seconds that ``value``, a number and a time unit, stands for, and that number as the
-    text to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"); None for any other text,
+    text to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"; a number written with an
+    exponent that is long in decimals keeps one: "1e39s" is "1e39"); None for any other text,
     for a unit whose capitals mean something else (5M, 5MS) and where the number typed or the
     one to write has more than _HINT_DIGITS characters."""
     m = _WITH_UNIT.fullmatch(value)
@@ -59,6 +63,12 @@ def seconds_written(value: str) -> tuple[float, str] | None:
     exact = decimal.Context(prec=len(digits) + 8).multiply(decimal.Decimal(digits), decimal.Decimal(repr(factor)))
     text = f"{exact:f}"
     number = (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
+    if "e" in digits.lower() and len(number) > _EXPONENT_DIGITS:
+        # "1e39s" was "without a unit it is 1000...000" (40 digits): a number written with an
+        # exponent is named with one, as written in seconds (TOML has no "1.e39": "1e39"), else
+        # the product's ("1e39min" is 6e+40).
+        number = re.sub(r"\.(?=e|$)", "", digits.lower()) if factor == 1 else f"{exact.normalize():e}"
+        number = "0" + number if number.startswith(".") else number
     if len(number) > _HINT_DIGITS:
         # The product may be longer than the digits typed (40 characters of microseconds have 6
         # more places, 38 nines of hours 4 more digits): no hint names more than _HINT_DIGITS.
