@@ -11,8 +11,9 @@ document does not have.
 
 from __future__ import annotations
 
-import textwrap
 from typing import Any
+
+from rmm_mp.workload.describe import columns
 
 DETAIL_MIN, COUNTERS_MIN, NAME_MIN = 30, 20, 12
 """The realm table's narrowest detail column and the columns it leaves the counters at least
@@ -51,6 +52,28 @@ def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[st
     return [*lines, line]
 
 
+def _ljust(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns (describe.columns): str.ljust
+    counts characters, and a wide character (a CJK token directory in a detail's "saved as")
+    takes two columns, so that row's counters stood a column to the right per character."""
+    return text + " " * (width - columns(text))
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` terminal columns, broken between words, each word
+    whole (one wider than ``width`` on a line of its own): a path or value cut in two reads as
+    two. textwrap counted characters."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and columns(line) + 1 + columns(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line] if line else []
+
+
 def _name_lines(name: str, width: int) -> list[str]:
     """A realm's ``name`` in lines of at most ``width``: broken at a space (a folded row's
     " (1,234 instances)"), else before an instance's "[" or a generation's "#", else, the
@@ -82,11 +105,12 @@ def realm_table(shown: list[dict[str, Any]], width: int) -> list[str]:
     heads = ("realm", "RECs", "exceptions", "result")
     cells = [(r["name"], str(r["recs"]), "?" if r["exceptions"] is None else f"{r['exceptions']:,}",
               "ok" if r["ok"] else "FAILED") for r in shown]
-    widths = [max(len(row[i]) for row in (heads, *cells)) for i in range(len(heads))]
+    widths = [max(columns(row[i]) for row in (heads, *cells)) for i in range(len(heads))]
     lefts = (0, 3)
 
     def fmt(row: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i in lefts else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(_ljust(c, w) if i in lefts else " " * (w - columns(c)) + c
+                         for i, (c, w) in enumerate(zip(row, widths)))
 
     details = [r["detail"] or "-" for r in shown]
     # A failed realm's counters are all shown, one per line at least: the column is as wide as
@@ -100,7 +124,7 @@ def realm_table(shown: list[dict[str, Any]], width: int) -> list[str]:
     # goes on below, cut at the column's width where it has no space.
     widths[0] = min(widths[0], max(NAME_MIN, width - sum(widths[1:]) - 2 * len(widths) - DETAIL_MIN - 2 - counters_min))
     prefix = sum(widths) + 2 * len(widths)
-    detail_width = min(max(len("detail"), *map(len, details)), max(DETAIL_MIN, width - prefix - 2 - counters_min))
+    detail_width = min(max(len("detail"), *map(columns, details)), max(DETAIL_MIN, width - prefix - 2 - counters_min))
     start = prefix + detail_width + 2
     counters_width = max(width - start, len("counters"))
     rows: list[list[str]] = []
@@ -109,22 +133,22 @@ def realm_table(shown: list[dict[str, Any]], width: int) -> list[str]:
         names = _name_lines(cell[0], widths[0])
         # Words whole: a path or value cut in two reads as two. A word wider than the column (a
         # long path) runs into the counters' and that line takes none; one wider than all the line
-        # has left runs past the width (a warning's is cut, outside its escapes). textwrap, not
-        # describe.wrapped: every width of this table counts characters (ljust, the columns), so
-        # the detail alone in terminal columns would not keep a wide character's row aligned.
-        parts = textwrap.wrap(detail, detail_width, break_long_words=False, break_on_hyphens=False) or ["-"]
+        # has left runs past the width (a warning's is cut, outside its escapes). Every width of
+        # this table is in terminal columns (describe.columns), so a wide character's row stays
+        # aligned; realm names are ASCII (spec), details may not be (a --save-tokens path).
+        parts = _wrapped(detail, detail_width) or ["-"]
         counted = _counter_lines(r["counters"], counters_width, clipped=bool(r["ok"]))
         longest = max(longest, *map(len, counted))
         lines = []
         n = 0
         while n < len(parts) or counted or n < len(names):
             part = parts[n] if n < len(parts) else ""
-            beside = counted.pop(0) if counted and len(part) <= detail_width else ""
+            beside = counted.pop(0) if counted and columns(part) <= detail_width else ""
             name = names[n] if n < len(names) else ""
-            first = fmt((name, *cell[1:])) if n == 0 else name.ljust(prefix - 2)
-            lines.append(f"{first}  {part.ljust(detail_width)}  {beside}".rstrip())
+            first = fmt((name, *cell[1:])) if n == 0 else _ljust(name, prefix - 2)
+            lines.append(f"{first}  {_ljust(part, detail_width)}  {beside}".rstrip())
             n += 1
         rows.append(lines)
-    head = f"{fmt(heads)}  {'detail'.ljust(detail_width)}  counters"
+    head = f"{fmt(heads)}  {_ljust('detail', detail_width)}  counters"
     rule = "  ".join("-" * w for w in (*widths, detail_width, min(longest, counters_width)))
     return [head, rule, *(line for lines in rows for line in lines)]

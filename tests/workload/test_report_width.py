@@ -305,3 +305,32 @@ def test_a_cpu_failure_with_a_control_character_reaches_the_terminal_escaped() -
     assert section[0].startswith('  "CPU 1 raised RuntimeError: bad path /tmp/\\u001B[2J/x word'), section
     assert "  Traceback (most recent call last):" in section, section
     assert all(len(line) <= WIDTH for line in section), section
+
+
+def test_the_realm_table_aligns_a_detail_with_wide_and_combining_characters() -> None:
+    """A detail holding wide characters (a --save-tokens directory named in CJK) or combining
+    marks: the table counted characters (str.ljust, textwrap), so that row's counters stood one
+    column to the right per wide character and one to the left per mark. Every row's counters
+    now start at the header's "counters" column, in terminal columns."""
+    from rmm_mp.workload.describe import columns
+    from rmm_mp.workload.render_realms import realm_table
+
+    def row(name: str, detail: str) -> dict[str, object]:
+        return {"name": name, "recs": 1, "exceptions": 3, "ok": True, "detail": detail,
+                "counters": {"entries": 12, "faults": 3}}
+
+    shown = [row("plain", "turned itself off"),
+             row("wide", "turned itself off, saved as /tmp/トークン/wide-0-0.cbor"),
+             row("marks", "turned itself off, saved as /tmp/to\u0301ke\u0301ns/marks-0-0.cbor")]
+    lines = realm_table(shown, 118)
+    at = lines[0].index("counters")
+    for line in lines[2:]:
+        start = line.index("entries")
+        assert columns(line[:start]) == at, lines
+        assert columns(line) <= 118, line
+    # Wrapped in a narrow table, each line of the detail stays within its column.
+    narrow = realm_table(shown, 60)
+    at = narrow[0].index("counters")
+    for line in narrow[2:]:
+        if "entries" in line:
+            assert columns(line[:line.index("entries")]) == at, narrow
