@@ -189,12 +189,12 @@ class Fields:
             digits = f"{value:x}"
             digits = digits.zfill(len(digits) + len(digits) % 2)
             hint = f'; an integer is no hex string: write it in quotes, "0x{digits}"'
-            written = self._written(key)
-            if written is not None and re.fullmatch(r"\+?[0-9_]+", written):
+            as_typed = self._written(key)
+            if as_typed is not None and re.fullmatch(r"\+?[0-9_]+", as_typed):
                 # `rpv = 1234`, decimal: "write it in quotes, "0x04d2"" named a string nobody wrote
                 # with no word of where it came from. The value is bytes: say so, name the decimal's
                 # hex form, and the string of the digits as written, which is hex too when even.
-                typed = written.lstrip("+").replace("_", "")
+                typed = as_typed.lstrip("+").replace("_", "")
                 pairs = [f"0x{typed[i:i + 2]}" for i in range(0, len(typed), 2)]
                 bytes_ = f"the byte{'s' if len(pairs) > 1 else ''} {', '.join(pairs)}" if len(pairs) <= 4 else \
                     f"{len(pairs)} bytes, {', '.join(pairs[:2])}, ..."
