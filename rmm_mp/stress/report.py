@@ -103,8 +103,9 @@ class StressReport:
     (rmm_mp.cpu_exit.close_machine, RunResult.warnings): what failed. The CPU counts as returned
     (its result arrived); its process wrote the traceback to its standard error."""
     unreported_ops: dict[int, int] = field(default_factory=dict)
-    """Per CPU of ``unreported``: the operations it had completed, read from its counter in the
-    stress segment (StressSegment.ops), which outlives its process. Its lock figures and bug
+    """Per CPU of ``unreported``: the operations it had completed, the sum of its counters by
+    operation kind in the stress segment (StressSegment.completed), which outlives its process,
+    so that it is what ``unreported_counts``' operation kinds add up to. Its lock figures and bug
     calls went with the process (kept there only); its counts by kind are ``unreported_counts``."""
     unreported_counts: dict[int, dict[str, int]] = field(default_factory=dict)
     """Per CPU of ``unreported``: its operations by kind and its events, as ``counts`` holds them for
