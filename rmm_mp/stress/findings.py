@@ -60,7 +60,8 @@ class Finding:
     cycle's classes (lockdep.analyse), a stuck call's call and the kinds of lock it waits for
     and holds (watchdog.call_identity), a dead CPU's kind of failure (failure_kind), that call
     part and the frame it raised in (raised_in), a crash's cause and call, an exception a CPU
-    ended on (HostError, ...) where it was raised, without line numbers. No CPU number, address
+    ended on (HostError, ...) where it was raised, without line numbers, a wrong status (stress.ops)
+    the command and the status returned. No CPU number, address
     or step: a shrunk run's replay has others. Not in its text (a replay compares the text, so
     files recorded before it was added replay as they did), nor in its JSON or a schedule file:
     only ``key`` reads it."""

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Callable
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, create_realm, destroy_realm, realm_status
-from rmm_mp.host.realm import create_rtt_levels
+from rmm_mp.host.realm import create_rtt_levels, describe_x0
 from rmm_mp.host.realm_entry import DONE
-from rmm_mp.stress.findings import Finding, call_text
+from rmm_mp.stress.findings import Finding, call_text, fid_name
 from rmm_mp.stress.population import G, MiB, NEW_BASE, NEW_PAGES, TABLE_BASE, Population, guest_specs
 
 if TYPE_CHECKING:
@@ -134,8 +134,11 @@ class Operations:
         regs = self.smc(fid, *args)
         if regs[0] not in allowed:
             shown = ", ".join(f"{a:#x}" for a in sorted(allowed))
+            # Its identity (Finding.identity; it has no site): the command and the status, no
+            # arguments nor an RMI_ERROR_RTT's level, so a shrinking keeps no other command's.
             raise Unexpected(Finding("functional", "status", f"returned X0 = {regs[0]:#x}; a correct RMM answers one "
-                                     f"of {{{shown}}} here", self.cpu.id, call_text(fid, args, len(args))))
+                                     f"of {{{shown}}} here", self.cpu.id, call_text(fid, args, len(args)),
+                                     identity=f"{fid_name(fid)} returned {describe_x0(regs[0]).split(',')[0]}"))
         return regs
 
     def delegated(self) -> int:

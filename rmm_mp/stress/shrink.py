@@ -2,9 +2,9 @@
 finding, then fewer switches) that still produces the same finding.
 
 The target is the first finding's key (checker, rule, source site; for a finding with no site,
-a deadlock, a leaked lock, a lockdep cycle, a stuck call, a dead CPU, a crash or an exception a
-CPU ended on, Finding.identity: the calls and the kinds of lock they wait for or hold, the
-cycle's classes, how the CPU failed and where). A candidate schedule is the
+a deadlock, a leaked lock, a lockdep cycle, a stuck call, a dead CPU, a crash, an exception a
+CPU ended on or a wrong status, Finding.identity: the calls and the kinds of lock they wait for
+or hold, the cycle's classes, how the CPU failed and where, the command and status). A candidate schedule is the
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
@@ -150,7 +150,8 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
                 # The headlines of two deadlocks (or leaks, lockdep cycles, stuck calls, dead CPUs, ...)
                 # read alike: say how they differ.
                 kind = {"cycle": "lock-order cycle", "leaked-lock": "leaked lock", "stuck-call": "stuck call",
-                        "cpu-died": "dead CPU", "result-lost": "lost result"}.get(found.rule, found.rule)
+                        "cpu-died": "dead CPU", "result-lost": "lost result",
+                        "status": "wrong status"}.get(found.rule, found.rule)
                 verdict = f"not kept: another {kind} ({found.identity}) than the one being shrunk ({first.identity})"
             elif found.key() != target:
                 verdict = "not kept: another finding than the one being shrunk"

@@ -142,3 +142,28 @@ def test_a_lock_leaked_by_a_call_is_known_by_that_call() -> None:
     assert first is not None and first.rule == "leaked-lock", first
     assert first.key() == ("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED returned holding RTT[L3]")
     assert first.identity not in first.text()
+
+
+def test_a_wrong_status_is_known_by_its_call_and_status() -> None:
+    """functional: status (an RMI answered with a status a correct RMM cannot give there): its
+    identity is the command and the status returned, without arguments or the RTT level of an
+    RMI_ERROR_RTT. Every such finding had the key (functional, status, ""), so shrinking one
+    command's wrong status kept a candidate whose first finding was another command's."""
+    from types import SimpleNamespace
+
+    from rmm_mp.abi.rmi import RmiFid as F
+    from rmm_mp.stress.ops import Operations, Unexpected
+
+    def finding(fid: int, x0: int, *args: int) -> Finding:
+        fake = SimpleNamespace(smc=lambda fid, *a: (x0,), cpu=SimpleNamespace(id=1))
+        try:
+            Operations.call(fake, fid, {0}, *args)  # type: ignore[arg-type]
+        except Unexpected as exc:
+            return exc.finding
+        raise AssertionError("no finding")
+    data = finding(F.RMI_DATA_CREATE, 4 | 2 << 8, RD, DATA, 0x1000, 0x80000000, 0)
+    assert data.key() == ("functional", "status", "RMI_DATA_CREATE returned RMI_ERROR_RTT"), data.key()
+    assert finding(F.RMI_DATA_CREATE, 4 | 3 << 8, RD, DATA + 0x1000, 0x2000, 0x80001000, 0).key() == data.key()
+    assert finding(F.RMI_RTT_CREATE, 4 | 2 << 8, RD, RTT, 0x0, 2).key() != data.key()
+    assert finding(F.RMI_DATA_CREATE, 1, RD, DATA, 0x1000, 0x80000000, 0).key() != data.key()
+    assert data.identity not in data.text()
