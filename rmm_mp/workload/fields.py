@@ -190,11 +190,15 @@ class Fields:
             digits = digits.zfill(len(digits) + len(digits) % 2)
             hint = f'; an integer is no hex string: write it in quotes, "0x{digits}"'
             as_typed = self._written(key)
-            if as_typed is not None and re.fullmatch(r"\+?[0-9_]+", as_typed):
+            # The text must be this value: the line's first `rpv = ` may be inside a string
+            # (measure = "a rpv = 12 b", rpv = 0x1234 told "12" as what was written). A value that
+            # fits has at most 155 digits; int() refuses more than 4,300.
+            typed = "" if as_typed is None else as_typed.lstrip("+").replace("_", "")
+            if (as_typed is not None and re.fullmatch(r"\+?[0-9_]+", as_typed) and 0 < len(typed) <= 200
+                    and int(typed) == value):
                 # `rpv = 1234`, decimal: "write it in quotes, "0x04d2"" named a string nobody wrote
                 # with no word of where it came from. The value is bytes: say so, name the decimal's
                 # hex form, and the string of the digits as written, which is hex too when even.
-                typed = as_typed.lstrip("+").replace("_", "")
                 pairs = [f"0x{typed[i:i + 2]}" for i in range(0, len(typed), 2)]
                 bytes_ = f"the byte{'s' if len(pairs) > 1 else ''} {', '.join(pairs)}" if len(pairs) <= 4 else \
                     f"{len(pairs)} bytes, {', '.join(pairs[:2])}, ..."

@@ -1382,6 +1382,16 @@ def test_an_rpv_written_as_a_decimal_integer_is_told_it_is_bytes_in_hex(tmp_path
                                  + hint), str(err)
 
 
+@pytest.mark.parametrize("measure", ["a rpv = 12 b", "a rpv = _ b"], ids=["digits", "underscore"])
+def test_an_rpv_hint_does_not_take_text_inside_a_string_for_the_value(tmp_path: Path, measure: str) -> None:
+    """The decimal hint read the first `rpv = word` of the line, which may be inside another
+    key's string: rpv = 0x1234 was told '(and "12" would be the byte 0x12)', or '"" would be the
+    byte' for an underscore. The text is taken only when it is the value."""
+    text = HEAD + f'realm = [{{ name = "vm", guest = "hello", measure = "{measure}", rpv = 0x1234 }}]\n'
+    err = refused(tmp_path, text, 3, "realm[0].rpv", 0x1234, "a hex string of at most 64 bytes")
+    assert err.expected.endswith('an integer is no hex string: write it in quotes, "0x1234"'), str(err)
+
+
 @pytest.mark.parametrize("rpv", ["0x123", "zz", "0x" + "ab" * 65, "0x_", "_", "_ab", "ab_", "a__b", "0x_ab"])
 def test_bad_rpv(tmp_path: Path, rpv: str) -> None:
     """An RPV with an odd number of hex digits, one that is not hex, or one of 65 bytes: refused.
