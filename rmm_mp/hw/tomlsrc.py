@@ -505,8 +505,10 @@ def what_it_is(text: str, kind: str, base: Path | None = None) -> str:
             # Not a literal string, which a POSIX shell reads back as it is: a quote in the name,
             # or a character that is not printable, which only $'...' can write.
             word = shell_word(written)
-        note = "; the name holds control characters, which a POSIX shell writes in $'...' quotes" \
-            if base is None and word.startswith("$'") else ""
+        # Not "control characters": a zero-width space, a bidi override or a byte that is not
+        # UTF-8 get $'...' too. Not "a POSIX shell": dash (Debian's sh) reads $'a' as $a.
+        note = "; the name holds characters that are not printable, which bash, zsh and ksh write in $'...' " \
+            "quotes (dash does not)" if base is None and word.startswith("$'") else ""
         return (f" ({where} {'is' if base is None else 'it is'} a file whose name does not end in .toml: write "
                 f"{word} to read it as a {kind} file{note})")
     return ""

@@ -173,17 +173,21 @@ def test_a_run_names_its_files_in_a_directory_with_control_characters_escaped(tm
     assert any(f'saved as {SHOWN}/t/att256-' in detail for _, detail, _ in realm_table(out)), out[-3000:]
 
 
-@pytest.mark.parametrize("name, word", [("w\tx", "$'./w\\x09x'"), ("w\x1bcx", "$'./w\\x1bcx'")], ids=["tab", "esc"])
+@pytest.mark.parametrize("name, word", [("w\tx", "$'./w\\x09x'"), ("w\x1bcx", "$'./w\\x1bcx'"),
+                                        ("w\u200bx", "$'./w\\u200bx'")], ids=["tab", "esc", "zero-width-space"])
 def test_the_hint_for_a_file_of_another_suffix_with_control_characters_is_a_shell_word(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, word: str) -> None:
-    """`rmm-mp run NAME`, NAME a file without .toml whose name holds a tab or an ESC, is told
-    the word to type to read it, in the shell's $'...' quotes, and that the name holds control
-    characters. The hint named it with the message's TOML escapes ("./w\\tx"), which a shell
+    """`rmm-mp run NAME`, NAME a file without .toml whose name holds a tab, an ESC or a zero-width space, is told
+    the word to type to read it, in bash's $'...' quotes, and that the name holds characters
+    that are not printable. The hint named it with the message's TOML escapes ("./w\\tx"), which a shell
     reads as a backslash and a t: another file."""
     (tmp_path / name).write_text('seconds = 1\nactivities = { run = 1 }\n[[realm]]\nname = "vm"\nguest = "hello"\n')
     monkeypatch.chdir(tmp_path)
     output = _cli("workloads", "validate", name)
-    assert f"write {word} to read it as a workload file; the name holds control characters" in output, output
+    # Neither "control characters" (a zero-width space is none) nor "a POSIX shell": dash, the sh
+    # of Debian, reads $'...' as a $ and a quoted word.
+    assert (f"write {word} to read it as a workload file; the name holds characters that are not printable, which "
+            "bash, zsh and ksh write in $'...' quotes (dash does not)") in output, output
     assert "\x1b" not in output, repr(output)
     typed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, text=True, check=True).stdout
     assert typed == "./" + name
