@@ -11,6 +11,7 @@ document does not have.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rmm_mp.workload.describe import columns
@@ -62,15 +63,19 @@ def _ljust(text: str, width: int) -> str:
 def _wrapped(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` terminal columns, broken between words, each word
     whole (one wider than ``width`` on a line of its own): a path or value cut in two reads as
-    two. textwrap counted characters."""
+    two. textwrap counted characters. The spaces between two words on a line are kept as written,
+    as textwrap kept them: joined by one, a detail's "/tmp/my  tokens" named another directory."""
     lines: list[str] = []
     line = ""
-    for word in text.split():
-        if line and columns(line) + 1 + columns(word) > width:
+    # ASCII whitespace only, each a space (a tab expanded), as textwrap: str.split() also parted
+    # words at a no-break or an ideographic space.
+    for gap, word in re.findall(r"([ \t\n\r\v\f]*)([^ \t\n\r\v\f]+)", text.expandtabs()):
+        gap = " " * len(gap)
+        if line and columns(line) + len(gap) + columns(word) > width:
             lines.append(line)
             line = word
         else:
-            line = f"{line} {word}" if line else word
+            line = f"{line}{gap}{word}" if line else word
     return [*lines, line] if line else []
 
 

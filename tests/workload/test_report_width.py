@@ -334,3 +334,16 @@ def test_the_realm_table_aligns_a_detail_with_wide_and_combining_characters() ->
     for line in narrow[2:]:
         if "entries" in line:
             assert columns(line[:line.index("entries")]) == at, narrow
+
+
+def test_the_realm_table_keeps_the_spaces_of_a_detail_as_written() -> None:
+    """The table's detail, wrapped in terminal columns, joined its words with one space: a
+    --save-tokens directory "/tmp/my  tokens" (two spaces; shown_path does not quote it) was
+    shown as "/tmp/my tokens", another directory. textwrap, before, kept the spaces."""
+    from rmm_mp.workload.render_realms import realm_table
+
+    detail = f"turned itself off, saved as {shown_path('/tmp/my  tokens/t/att256-0.bin')}"
+    assert "my  tokens" in detail, detail
+    shown = [{"name": "vm", "recs": 1, "exceptions": 0, "ok": True, "detail": detail, "counters": {"entries": 1}}]
+    lines = realm_table(shown, 118)
+    assert "saved as /tmp/my  tokens/t/att256-0.bin" in lines[2], lines
