@@ -75,7 +75,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     orphan (nothing runs on it any more: the run that made it was killed with its reaper),
     which a loop `while rmm-mp check NAME` would otherwise watch for ever, or one whose RMM
     is dead (every SMC fails: a run still live on it ends, so such a loop would get exit 2
-    soon after anyway); 2 no such machine, a bad option, every pause slot taken, or the --json file
+    soon after anyway); 2 no such machine (or no segment directory to look in: RMM_MP_SHM_DIR
+    missing or not a directory), a bad option, every pause slot taken, or the --json file
     could not be written (or names a machine's shared-memory segment); 130 interrupted by
     Ctrl-C (no verdict: any pause it held is released and the CPUs go on); SIGTERM before
     the verdict ends it by the signal's default action (143 in a shell; a pause it held
@@ -92,7 +93,7 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 
 def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
     """The body of ``check`` (below click's handling of Ctrl-C)."""
-    from rmm_mp.machine import Machine
+    from rmm_mp.machine import Machine, check_shm_dir
     from rmm_mp.stress.watchdog import DEAD, snapshots
     try:
         check_output("--json", json_path)
@@ -108,6 +109,12 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         echo(f"Error: {exc}", err=True)
         decided(2)
     except MachineError as exc:
+        # A segment directory that is missing or no directory is named as `rmm-mp clean` names
+        # it: attach said "no machine named NAME in DIR (it was closed, or never existed)".
+        try:
+            check_shm_dir(create=False)
+        except MachineError as unusable:
+            exc = unusable
         # Each error below that ends the check is its last output: decided, so that a signal
         # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
         echo(f"Error: {exc}", err=True)

@@ -395,6 +395,27 @@ def test_clean_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: p
             "expected a directory") in result.stderr, result.output
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_check_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """`rmm-mp check NAME` with RMM_MP_SHM_DIR naming nothing or a file: no machine can be looked
+    for there, and it says so as `rmm-mp clean` does (exit 2, as for no such machine). It said "no
+    machine named NAME in DIR (it was closed, or never existed)", blaming the name or the run
+    for a mistyped directory (found by a lock-protocol reviewer's probe)."""
+    from rmm_mp.hw import segment
+    where = tmp_path / "shm"
+    if kind == "file":
+        where.write_bytes(b"not a directory")
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    result = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de"])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.output
+    assert "no machine named" not in result.output and "Traceback" not in result.output
+    found = "nothing" if kind == "missing" else "something that is not a directory"
+    assert result.stderr == (f"Error: shared memory cannot be looked for in {where} (RMM_MP_SHM_DIR): found {found}, "
+                             "expected a directory (a tmpfs such as /dev/shm keeps the machine in memory)\n"), \
+        result.output
+
+
 @pytest.mark.parametrize("command", [["clean"], ["clean", "--dry-run"], ["run", "quickstart"]],
                          ids=["clean", "dry-run", "run"])
 def test_an_empty_segment_directory_is_shown_as_empty(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
