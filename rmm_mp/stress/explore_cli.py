@@ -5,8 +5,9 @@
 Exit status: 0 every interleaving of every pair gave a reference outcome (a serial one, or for
 a REC_ENTER one with the other call run while the REC runs); 1 some did not (or a reference run
 did not complete or broke the pair's overlap rule, or a pair's setup failed, or the run was
-interrupted, or the JSON could not be written); 2 bad usage (an unknown pair, an unwritable
---json path, two --inject bugs that replace the same code).
+interrupted, or the JSON could not be written); 2 bad usage (an unknown pair, a pair named
+twice, an unwritable --json path or one naming a machine's segment, two --inject bugs that
+replace the same code).
 
 This module parses and prints; the work is in stress.explore, the pairs in stress.explore_pairs.
 """
@@ -51,7 +52,8 @@ from rmm_mp.stress.probe import Patches
                    "abandoned (and reported).")
 def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], json_path: str | None,
             timeout: float) -> None:
-    """Run each PAIR of RMI calls (default: every pair) serially both ways and interleaved at every
+    """Run each PAIR of RMI calls (a name from --list: a catalog of chosen pairs, not every pair of
+    commands; default: the whole catalog, some 15 s) serially both ways and interleaved at every
     lock event of the first, and report each interleaving whose results or end state neither
     serial order gives (nor, where a call is a REC_ENTER, the other call run while the REC runs:
     docs/stress.md, "The interleaving explorer"). The lock events tried stop at 10,000: a pair
