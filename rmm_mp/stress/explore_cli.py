@@ -59,7 +59,9 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     docs/stress.md, "The interleaving explorer"). The lock events tried stop at 10,000: a pair
     whose first call has more says so ("stopped at the cap"), which does not fail it. Several
     pairs end with a summary line (naming those stopped at the cap), and, when some failed, the
-    command that explores those alone (the same bugs and --timeout).
+    command that explores those alone (the same bugs and --timeout). An --inject bug whose code
+    no pair explored reached is named last ("injected BUG never ran"): the verdict says nothing
+    of it.
 
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
@@ -92,6 +94,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     names = pairs or tuple(PAIRS)
+    calls: dict[str, int] = {}      # each injected bug's calls, over every pair's runs
     # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
     # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
     # (the command ends interrupted) and ends the JSON's writing if it lands there; one from
@@ -101,15 +104,15 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     # ended) printed a traceback or made the process die of SIGINT.
     with Interrupts(sigterm=False) as stop:
         try:
-            reports, interrupted = _run(names, inject, timeout, stop)
+            reports, interrupted = _run(names, inject, timeout, stop, calls)
         except _Stopped as exc:     # a pair that could not be set up, a machine not made
             message, done_before = exc.format_message(), exc.reports
             stop.step(lambda: echo(f"Error: {message}", err=True), read=True)
             if json_path:
                 # Written all the same, with the pairs done and why the run stopped: a file left
                 # by an earlier run stayed in place, for a script to read as this run's verdict.
-                done, _ = stop.step(lambda: _write_json(json_path, done_before, inject, bool(stop.by), message),
-                                    read=True)
+                done, _ = stop.step(lambda: _write_json(json_path, done_before, inject, bool(stop.by), calls,
+                                                        message), read=True)
                 if not done:
                     stop.step(lambda: echo(f"Error: the json report was not written to {shown_path(json_path)}: "
                                            f"interrupted ({stop.by})", err=True), read=True)
@@ -121,7 +124,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
                                    + _failed_so_far(reports, inject, timeout)), read=True)
         if json_path:
             def write() -> bool:
-                return _write_json(json_path, reports, inject, interrupted)
+                return _write_json(json_path, reports, inject, interrupted, calls)
             if stop.holding:
                 # The output's last line was written held back (_run), nothing has taken the
                 # signals since: the file, written after it, is held back too, up to the exit
@@ -190,7 +193,7 @@ class _CtrlC:
 
 
 def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
-         stop: Interrupts) -> tuple[list[PairReport], bool]:
+         stop: Interrupts, calls: dict[str, int]) -> tuple[list[PairReport], bool]:
     """Explore each pair in turn with the bugs switched on; (reports, whether Ctrl-C cut it short).
     Every machine is closed by then (each run's own ``with``), and the bugs are switched off.
     The output's last line (the summary's, or a single pair's own) is written with Ctrl-C and
@@ -198,13 +201,13 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
     it appeared reached the command while its write was returning: "interrupted (Ctrl-C) after
     N of N pair(s)" with exit status 1, or death by SIGTERM, after every pair's report was out.
     One held back is ignored at the verdict; the --json file after that line is written with
-    them still held back."""
+    them still held back. Each bug's calls are counted in ``calls``, by name."""
     patches = Patches()
     reports: list[PairReport] = []
     with _CtrlC() as ctrl_c:
         try:
             for name in inject:
-                BUGS[name].install(patches)
+                BUGS[name].install(patches, calls)
             for name in names:
                 report = explore_pair(PAIRS[name], timeout=timeout)
                 if ctrl_c.seen:
@@ -217,6 +220,7 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
                 if len(names) > 1:
                     echo(text)
                     text = summary_text(reports, inject, timeout)
+                text += "".join(f"\n{line}" for line in never_ran_lines(inject, calls))
                 head, _, last = text.rpartition("\n")
                 if head:
                     echo(head)
@@ -248,6 +252,14 @@ def _failed_so_far(reports: list[PairReport], inject: tuple[str, ...], timeout: 
     if not failed:
         return ""
     return f"; {len(failed)} FAILED before it ({', '.join(failed)}): {_again(failed, inject, timeout)}"
+
+
+def never_ran_lines(inject: tuple[str, ...], calls: dict[str, int]) -> list[str]:
+    """A line for each injected bug whose code no run of the pairs explored reached (their
+    setups included): "every one serial" under exit status 0 then said nothing of the bug, and
+    read as the bug being tested and not found (`rmm-mp stress` says the same of its runs)."""
+    return [f"injected {name} never ran: no pair explored here reached {BUGS[name].target_text()}, "
+            "so this tested nothing of the bug" for name in inject if not calls.get(name)]
 
 
 def summary_text(reports: list[PairReport], inject: tuple[str, ...], timeout: float) -> str:
@@ -353,9 +365,10 @@ def report_json(report: PairReport) -> dict[str, object]:
 
 
 def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], interrupted: bool,
-                error: str | None = None) -> bool:
+                calls: dict[str, int], error: str | None = None) -> bool:
     """The JSON report; ``error`` is what stopped the pairs before they were all explored."""
     document = {"ok": not interrupted and error is None and all(r.ok for r in reports), "inject": list(inject),
+                "bug_calls": {name: calls.get(name, 0) for name in inject},
                 "interrupted": interrupted, "error": error, "pairs": [report_json(r) for r in reports]}
     try:
         write_json(document, path)

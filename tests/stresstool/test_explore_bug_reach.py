@@ -1,0 +1,36 @@
+"""`rmm-mp explore --inject BUG` says when no pair explored reached the bug's code, as `rmm-mp
+stress` says it of a run: a clean verdict then says nothing of the bug."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rmm_mp.stress.explore_cli import explore as explore_command
+
+
+def test_a_bug_no_pair_reached_is_named(tmp_path: Path) -> None:
+    """rtt-create-vs-rtt-create makes no REC_DESTROY, so rd-refcount-plain-rmw (which replaces
+    its handler) never runs: the output ends by saying so, and the JSON's bug_calls gives 0; the
+    exit status stays the verdict (0). It said "every one serial" alone, which a reviewer read
+    as the bug tested and not found (found by a lock-protocol reviewer's probe)."""
+    out = tmp_path / "e.json"
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "--inject", "rd-refcount-plain-rmw",
+                                               "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == (
+        "injected rd-refcount-plain-rmw never ran: no pair explored here reached the RMI_REC_DESTROY handler, "
+        "so this tested nothing of the bug"), res.output
+    assert json.loads(out.read_text())["bug_calls"] == {"rd-refcount-plain-rmw": 0}
+
+
+def test_a_bug_a_pair_reached_is_not_named(tmp_path: Path) -> None:
+    """A bug whose code ran gets no such line, and its calls are counted in the JSON."""
+    out = tmp_path / "e.json"
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "rtt-destroy-vs-undelegate-table",
+                                               "--inject", "walk-unlock-parent-first", "--json", str(out)])
+    assert "never ran" not in res.output, res.output
+    assert res.output.splitlines()[-1].startswith("2 pairs explored: "), res.output
+    assert json.loads(out.read_text())["bug_calls"]["walk-unlock-parent-first"] > 0
