@@ -47,7 +47,7 @@ _UNSETTLED = ("a violation may be a call in progress, or a change made while the
               help="Seconds to wait for every CPU to park at a quiescent point before checking anyway "
                    "(inf: no limit; Ctrl-C still ends the wait).")
 @click.option("--no-pause", is_flag=True, help="Check without parking the CPUs (a running machine's violations may "
-                                               "then be calls in progress).")
+                                               "then be calls in progress; not with --wait).")
 def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
     """Attach to a live machine and run the invariant checker on it.
 
@@ -83,6 +83,11 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     lapses within its 2 s lease). A reader of the output that leaves early (`rmm-mp check
     NAME | head -1`) ends the printing quietly; the status is still the verdict.
     """
+    if no_pause and click.get_current_context().get_parameter_source("wait_s") \
+            == click.core.ParameterSource.COMMANDLINE:
+        # Silently ignored, it read as a wait that had taken place.
+        raise click.UsageError(f"--wait = {wait_s:g}: there is nothing to wait for with --no-pause; "
+                               "expected one of the two")
     try:
         _check(machine_name, json_path, wait_s, no_pause)
     except KeyboardInterrupt:

@@ -534,6 +534,17 @@ def test_check_error_lines_are_worded_as_every_other_commands() -> None:
     assert "\nError: Invalid value for '--wait'" in usage.stderr, usage.stderr
 
 
+def test_check_refuses_wait_beside_no_pause() -> None:
+    """`rmm-mp check NAME --no-pause --wait 10` is a usage error (exit 2, before looking for the
+    machine): with no pause there is nothing to wait for, and --wait was silently ignored (found
+    by a lock-protocol reviewer's probe)."""
+    result = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de", "--no-pause", "--wait", "10"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        "Error: --wait = 10: there is nothing to wait for with --no-pause; expected one of the two"), result.stderr
+    assert "no machine named" not in result.output
+
+
 @pytest.mark.parametrize("args", [["check", "rmm-mp-1-0badc0de", "--wait"], ["explore", "--timeout"]],
                          ids=["check-wait", "explore-timeout"])
 def test_seconds_that_are_not_a_number_are_refused(args: list[str]) -> None:
