@@ -67,7 +67,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
     the run was interrupted (Ctrl-C), or the JSON could not be written; 2 bad usage (an
     unknown pair, a pair named twice, an unwritable --json path or one naming a machine's
-    shared-memory segment, two --inject bugs that replace the same code). A reader of the output that leaves early
+    shared-memory segment, two --inject bugs that replace the same code); SIGTERM ends it at once
+    by the signal's default action (143 in a shell; no --json file written). A reader of the output that leaves early
     (`| head`) ends the printing quietly; the JSON is still written and the status stays the
     verdict."""
     if list_pairs:
