@@ -385,6 +385,12 @@ class _Side:
     result: "tuple[int, ...] | str" = "not run"
 
 
+def in_pair_call() -> bool:
+    """Whether this thread runs one of a pair's two calls: a pair's setup runs in the caller's
+    thread, where nothing races it (explore_cli counts an injected bug's calls here only)."""
+    return getattr(_current, "side", None) is not None
+
+
 def _run_call(turns: _Turns, side: str, me: _Side, wait_first: bool) -> None:
     _current.turns, _current.side = turns, side
     try:

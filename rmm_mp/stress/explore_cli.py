@@ -30,7 +30,7 @@ from rmm_mp.outpaths import check_outputs, echo, write_json
 from rmm_mp.printable import shown_path
 from rmm_mp.rmm.dispatch import COMMANDS
 from rmm_mp.stress.bugs import BUGS, inject_problem
-from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair
+from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair, in_pair_call
 from rmm_mp.stress.explore_pairs import PAIRS
 from rmm_mp.stress.explore_setup import SetupError
 from rmm_mp.stress.findings import call_text
@@ -60,8 +60,8 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     whose first call has more says so ("stopped at the cap"), which does not fail it. Several
     pairs end with a summary line (naming those stopped at the cap), and, when some failed, the
     command that explores those alone (the same bugs and --timeout). An --inject bug whose code
-    no pair explored reached is named last ("injected BUG never ran"): the verdict says nothing
-    of it.
+    no pair's call reached (a setup's calls do not count: nothing races them) is named last
+    ("injected BUG never ran"): the verdict says nothing of it.
 
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
     reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
@@ -95,7 +95,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     names = pairs or tuple(PAIRS)
-    calls: dict[str, int] = {}      # each injected bug's calls, over every pair's runs
+    calls: dict[str, int] = _PairCalls()     # each injected bug's calls made by the pairs' calls
     # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
     # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
     # (the command ends interrupted) and ends the JSON's writing if it lands there; one from
@@ -202,7 +202,8 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
     it appeared reached the command while its write was returning: "interrupted (Ctrl-C) after
     N of N pair(s)" with exit status 1, or death by SIGTERM, after every pair's report was out.
     One held back is ignored at the verdict; the --json file after that line is written with
-    them still held back. Each bug's calls are counted in ``calls``, by name."""
+    them still held back. Each bug's calls made by a pair's two calls are counted in ``calls``
+    (a _PairCalls), by name."""
     patches = Patches()
     reports: list[PairReport] = []
     with _CtrlC() as ctrl_c:
@@ -255,12 +256,25 @@ def _failed_so_far(reports: list[PairReport], inject: tuple[str, ...], timeout: 
     return f"; {len(failed)} FAILED before it ({', '.join(failed)}): {_again(failed, inject, timeout)}"
 
 
+class _PairCalls(dict[str, int]):
+    """Each injected bug's calls (stress.bugs counts them with ``calls[name] += 1``), counting
+    only those a pair's two calls make: a setup's (an RTT_CREATE building the tables the calls
+    use) runs before anything races it, and counted, it hid the line saying the bug was never
+    explored."""
+
+    def __setitem__(self, name: str, value: int) -> None:
+        if in_pair_call():
+            super().__setitem__(name, value)
+
+
 def never_ran_lines(inject: tuple[str, ...], calls: dict[str, int]) -> list[str]:
-    """A line for each injected bug whose code no run of the pairs explored reached (their
-    setups included): "every one serial" under exit status 0 then said nothing of the bug, and
-    read as the bug being tested and not found (`rmm-mp stress` says the same of its runs)."""
-    return [f"injected {name} never ran: no pair explored here reached {BUGS[name].target_text()}, "
-            "so this tested nothing of the bug" for name in inject if not calls.get(name)]
+    """A line for each injected bug whose code no call of the pairs explored reached (their
+    setups' calls are not counted: nothing races them): "every one serial" under exit status 0
+    then said nothing of the bug, and read as the bug being tested and not found (`rmm-mp
+    stress` says the same of its runs)."""
+    return [f"injected {name} never ran: no pair's call explored here reached {BUGS[name].target_text()} "
+            "(a setup's calls are not explored), so this tested nothing of the bug"
+            for name in inject if not calls.get(name)]
 
 
 def summary_text(reports: list[PairReport], inject: tuple[str, ...], timeout: float) -> str:

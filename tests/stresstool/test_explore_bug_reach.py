@@ -21,8 +21,8 @@ def test_a_bug_no_pair_reached_is_named(tmp_path: Path) -> None:
                                                "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[-1] == (
-        "injected rd-refcount-plain-rmw never ran: no pair explored here reached the RMI_REC_DESTROY handler, "
-        "so this tested nothing of the bug"), res.output
+        "injected rd-refcount-plain-rmw never ran: no pair's call explored here reached the RMI_REC_DESTROY handler "
+        "(a setup's calls are not explored), so this tested nothing of the bug"), res.output
     assert json.loads(out.read_text())["bug_calls"] == {"rd-refcount-plain-rmw": 0}
 
 
@@ -34,3 +34,16 @@ def test_a_bug_a_pair_reached_is_not_named(tmp_path: Path) -> None:
     assert "never ran" not in res.output, res.output
     assert res.output.splitlines()[-1].startswith("2 pairs explored: "), res.output
     assert json.loads(out.read_text())["bug_calls"]["walk-unlock-parent-first"] > 0
+
+
+def test_a_bug_only_a_setup_reached_is_named(tmp_path: Path) -> None:
+    """data-destroy-vs-rtt-destroy's setup makes RTT_CREATEs, its two calls none: the calls of
+    rtt-create-parent-released-early were all in the setups, where nothing races them, so the bug
+    is named as never ran and bug_calls gives 0. Counted with the setups (26 calls), the verdict
+    "every one serial" came alone, read as the bug raced and not found (found in review)."""
+    out = tmp_path / "e.json"
+    res = CliRunner().invoke(explore_command, ["data-destroy-vs-rtt-destroy", "--inject",
+                                               "rtt-create-parent-released-early", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1].startswith("injected rtt-create-parent-released-early never ran: "), res.output
+    assert json.loads(out.read_text())["bug_calls"] == {"rtt-create-parent-released-early": 0}
