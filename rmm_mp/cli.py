@@ -86,15 +86,25 @@ def clean(dry_run: bool) -> None:
     a machine has, docs/architecture.md): any other file in the directory is left alone.
 
     An orphan that cannot be removed (another user's, or a directory with a segment's name) is
-    named on stderr with the reason, and the exit status is 1. So is a segment directory
+    named on stderr with the reason, and the exit status is 1; --dry-run names it so too ("would
+    not be able to remove"), with the same status, as it says what the real clean would do. So is a segment directory
     (/dev/shm, or RMM_MP_SHM_DIR) that is missing or not a directory, as `rmm-mp run` says it."""
     try:
         check_shm_dir(create=False)
     except MachineError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    found: list[segment.MachineSegments] = []
     failed: list[tuple[segment.MachineSegments, str]] = []
     if dry_run:
-        found = [m for m in segment.list_machines() if orphans.is_orphan(m)]
+        # Said as the real clean would say it, status included: an orphan it could not remove
+        # (a directory with a segment's name) read "would remove", exit status 0.
+        for machine in segment.list_machines():
+            if machine.creator_pid != os.getpid() and orphans.is_orphan(machine):
+                problems = orphans.unlink_problems(machine)
+                if problems:
+                    failed.append((machine, "; ".join(problems)))
+                else:
+                    found.append(machine)
     else:
         found, failed = orphans.remove_orphans()
     verb = "would remove" if dry_run else "removed"
@@ -103,7 +113,8 @@ def clean(dry_run: bool) -> None:
         click.echo(f"{verb} {machine.prefix} (creator pid {machine.creator_pid}, "
                    f"{count} segment{'' if count == 1 else 's'})")
     for machine, why in failed:
-        click.echo(f"Error: could not remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
+        could = "would not be able to" if dry_run else "could not"
+        click.echo(f"Error: {could} remove {machine.prefix} (creator pid {machine.creator_pid}): {why}", err=True)
     if not found and not failed:
         click.echo("no orphaned rmm-mp shared memory")
     if failed:

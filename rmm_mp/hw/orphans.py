@@ -11,12 +11,15 @@ This module owns orphan detection. It must not create machines.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 
 from rmm_mp.hw import process
 from rmm_mp.hw.control import LAYOUT_VERSION, MAGIC, OFF_CREATOR_START
 from rmm_mp.hw.segment import MachineSegments, list_machines, segment_path, unlink_machine
+from rmm_mp.printable import shown_path
 
 
 def creator_start_ms(prefix: str) -> int | None:
@@ -67,3 +70,35 @@ def remove_orphans() -> tuple[list[MachineSegments], list[tuple[MachineSegments,
             else:
                 removed.append(machine)
     return removed, failed
+
+
+def unlink_problems(machine: MachineSegments) -> list[str]:
+    """What unlink_machine would say of ``machine`` without unlinking anything (`rmm-mp clean
+    --dry-run`): a line for each entry it could not unlink, worded as it words them. Foreseen
+    are the two cases the real clean meets: a directory with a segment's name, and an entry the
+    directory's permissions keep (another user's in the sticky /dev/shm, or a directory this
+    user cannot write). The dry run said "would remove" of them, with exit status 0, where the
+    clean then failed."""
+    problems = []
+    euid = os.geteuid()
+    for path in machine.paths:
+        try:
+            entry = os.lstat(path)
+            parent = os.stat(os.path.dirname(path) or ".")
+        except FileNotFoundError:
+            continue        # gone already: the real clean passes over it too
+        except OSError as exc:
+            problems.append(f"{shown_path(path)}: {exc.strerror or exc}")
+            continue
+        if stat.S_ISDIR(entry.st_mode):
+            code = errno.EISDIR
+        elif euid == 0:
+            continue        # root may unlink any other entry (CAP_DAC_OVERRIDE, CAP_FOWNER)
+        elif not os.access(os.path.dirname(path) or ".", os.W_OK | os.X_OK):
+            code = errno.EACCES
+        elif parent.st_mode & stat.S_ISVTX and euid not in (entry.st_uid, parent.st_uid):
+            code = errno.EPERM
+        else:
+            continue
+        problems.append(f"{shown_path(path)}: {os.strerror(code)}")
+    return problems

@@ -261,9 +261,14 @@ def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Pa
     stuck.mkdir()
     plain = tmp_path / f"rmm-mp-{dead}-0000abce.ctl"
     plain.write_bytes(b"left by a SIGKILLed creator")
+    # The dry run says what the real one does, status included: it said "would remove" the
+    # directory with exit status 0, where the clean below fails on it with 1 (found in review).
     dry = CliRunner().invoke(main, ["clean", "--dry-run"])
-    assert dry.exception is None or isinstance(dry.exception, SystemExit), dry.output
-    assert dry.exit_code == 0 and f"would remove rmm-mp-{dead}-0000abcf" in dry.output
+    assert isinstance(dry.exception, SystemExit) and dry.exit_code == 1, dry.output
+    assert dry.stdout == f"would remove rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n", dry.output
+    assert dry.stderr == (f"Error: would not be able to remove rmm-mp-{dead}-0000abcf (creator pid {dead}): "
+                          f"{stuck}: Is a directory\n"), dry.output
+    assert plain.exists() and stuck.is_dir()
     done = CliRunner().invoke(main, ["clean"])
     assert isinstance(done.exception, SystemExit) and done.exit_code == 1, done.output
     assert f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n" in done.stdout
