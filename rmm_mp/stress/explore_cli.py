@@ -4,8 +4,9 @@
 
 Exit status: 0 every interleaving of every pair gave a reference outcome (a serial one, or for
 a REC_ENTER one with the other call run while the REC runs); 1 some did not (or a reference run
-did not complete or broke the pair's overlap rule, or a pair's setup failed, or the run was
-interrupted, or the JSON could not be written); 2 bad usage (an unknown pair, a pair named
+did not complete or broke the pair's overlap rule, or a pair's setup failed, or a machine could
+not be made (RMM_MP_SHM_DIR no usable directory, or full), or the run was interrupted, or the
+JSON could not be written); 2 bad usage (an unknown pair, a pair named
 twice, an unwritable --json path or one naming a machine's segment, two --inject bugs that
 replace the same code).
 
@@ -46,7 +47,8 @@ from rmm_mp.stress.probe import Patches
               help="Switch a catalogued bug on (repeatable, but not two that replace the same code; "
                    "`rmm-mp stress --list-bugs` lists them).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the results as JSON (also when a pair could not be set up: the file's 'error' says why).")
+              help="Write the results as JSON (also when a pair could not be set up or a machine not made: the "
+                   "file's 'error' says why).")
 @click.option("--timeout", type=FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True, cls=Option,
               help="Seconds one call may run without finishing or waiting for a lock before the run is "
                    "abandoned (and reported).")
@@ -64,8 +66,11 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     ("injected BUG never ran"): the verdict says nothing of it.
 
     Exit status: 0 every interleaving of every pair gave a reference outcome; 1 one did not, a
-    reference run did not complete or broke the pair's overlap rule, a pair's setup failed,
-    the run was interrupted (Ctrl-C), or the JSON could not be written; 2 bad usage (an
+    reference run did not complete or broke the pair's overlap rule, a pair's setup failed, a
+    machine could not be made (its segment directory, /dev/shm or RMM_MP_SHM_DIR, missing, not
+    a directory or full: an "Error: MachineError: ..." line, as `rmm-mp run` and `rmm-mp stress`
+    say it, with the same status), the run was interrupted (Ctrl-C), or the JSON could not be
+    written; 2 bad usage (an
     unknown pair, a pair named twice, an unwritable --json path or one naming a machine's
     shared-memory segment, two --inject bugs that replace the same code); SIGTERM ends it at once
     by the signal's default action (143 in a shell; no --json file written). A reader of the output that leaves early

@@ -1023,3 +1023,19 @@ def test_the_help_gives_the_lock_event_cap_explore_uses() -> None:
     from rmm_mp.stress.explore import MAX_EVENTS
     text = " ".join(CliRunner().invoke(explore_command, ["--help"]).output.split())
     assert f"The lock events tried stop at {MAX_EVENTS:,}:" in text, text
+
+
+def test_no_segment_directory_is_exit_status_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test-only: a missing RMM_MP_SHM_DIR is a machine that could not be made, exit status 1 with
+    the MachineError named, as for `rmm-mp run` and `rmm-mp stress` (its --help now lists it: it
+    fitted neither "bad usage" nor "a pair's setup failed"); the JSON says why the pairs stopped."""
+    where = tmp_path / "shm"
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    out = tmp_path / "e.json"
+    res = CliRunner().invoke(explore_command, ["rtt-create-vs-rtt-create", "--json", str(out)])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.startswith(f"Error: MachineError: shared memory cannot be made in {where} (RMM_MP_SHM_DIR): "
+                                 "found nothing"), res.output
+    document = json.loads(out.read_text())
+    assert document["ok"] is False and document["error"].startswith("MachineError: "), document

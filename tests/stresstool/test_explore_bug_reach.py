@@ -47,3 +47,4 @@ def test_a_bug_only_a_setup_reached_is_named(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[-1].startswith("injected rtt-create-parent-released-early never ran: "), res.output
     assert json.loads(out.read_text())["bug_calls"] == {"rtt-create-parent-released-early": 0}
+
