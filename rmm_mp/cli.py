@@ -88,11 +88,19 @@ def clean(dry_run: bool) -> None:
     An orphan that cannot be removed (another user's, or a directory with a segment's name) is
     named on stderr with the reason, and the exit status is 1; --dry-run names it so too ("would
     not be able to remove"), with the same status, as it says what the real clean would do. So is a segment directory
-    (/dev/shm, or RMM_MP_SHM_DIR) that is missing or not a directory, as `rmm-mp run` says it."""
+    (/dev/shm, or RMM_MP_SHM_DIR) that is missing, not a directory or not readable, as `rmm-mp
+    run` says it."""
     try:
         check_shm_dir(create=False)
     except MachineError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    try:
+        os.listdir(segment.SHM_DIR)
+    except OSError as exc:
+        # A directory this user cannot list (mode 0300) ended in a traceback from the listing.
+        where = f"{segment.shown_shm_dir()}{' (RMM_MP_SHM_DIR)' if 'RMM_MP_SHM_DIR' in os.environ else ''}"
+        raise click.ClickException(f"MachineError: shared memory cannot be looked for in {where}: "
+                                   f"{exc.strerror or exc}, expected a directory this user can read") from None
     found: list[segment.MachineSegments] = []
     failed: list[tuple[segment.MachineSegments, str]] = []
     if dry_run:

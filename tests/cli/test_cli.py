@@ -400,6 +400,30 @@ def test_clean_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: p
             "expected a directory") in result.stderr, result.output
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["clean", "dry-run"])
+def test_clean_in_an_unreadable_segment_directory_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           dry_run: list[str]) -> None:
+    """A segment directory this user cannot list (mode 0300 for a user who is not root; root
+    can list anything, so the refusal is simulated): `rmm-mp clean` says it cannot look there,
+    one line, exit 1, as for a missing one. It ended in a PermissionError traceback (found in
+    review)."""
+    from rmm_mp.hw import segment
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(tmp_path))
+    listdir = os.listdir
+
+    def refused(path: object = ".") -> list[str]:
+        if str(path) == str(tmp_path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)    # type: ignore[arg-type]
+    monkeypatch.setattr(os, "listdir", refused)
+    result = CliRunner().invoke(main, ["clean", *dry_run])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "no orphaned" not in result.stdout
+    assert result.stderr == (f"Error: MachineError: shared memory cannot be looked for in {tmp_path} (RMM_MP_SHM_DIR): "
+                             "Permission denied, expected a directory this user can read\n"), result.output
+
+
 @pytest.mark.parametrize("kind", ["missing", "file"])
 def test_check_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """`rmm-mp check NAME` with RMM_MP_SHM_DIR naming nothing or a file: no machine can be looked
