@@ -47,6 +47,7 @@ from rmm_mp.hw.tomlsrc import shown_text
 # its names stay reachable here, where callers and tests have always found them.
 from rmm_mp.machine_exit import _creating, _live, _register
 from rmm_mp.machine_exit import install_handlers as install_handlers
+from rmm_mp.printable import shown_path
 from rmm_mp.stats.histogram import REGION_BYTES
 
 
@@ -540,11 +541,17 @@ def check_shm_dir(create: bool = True) -> None:
     doing = "made" if create else "looked for"
     if not os.path.isdir(segment.SHM_DIR):
         found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"
+        if os.path.islink(segment.SHM_DIR):
+            # "something that is not a directory" for a link whose target is gone read as a file.
+            found = f"a symbolic link to {shown_path(os.readlink(segment.SHM_DIR))}, which " + \
+                ("names nothing" if not os.path.lexists(os.path.realpath(segment.SHM_DIR)) else "is not a directory")
         raise MachineError(f"shared memory cannot be {doing} in {where}: found {found}, expected a directory "
                            "(a tmpfs such as /dev/shm keeps the machine in memory)")
-    if create and not os.access(segment.SHM_DIR, os.W_OK | os.X_OK):
+    # Read too: Machine.create lists the directory (its sweep of orphans), which in a directory
+    # of mode 0300 ended in a PermissionError traceback.
+    if create and not os.access(segment.SHM_DIR, os.R_OK | os.W_OK | os.X_OK):
         raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
-                           "create files in")
+                           "list and create files in")
 
 
 def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:

@@ -344,7 +344,7 @@ def test_a_segment_part_not_in_the_list_is_refused() -> None:
         segment.unlink_parts(prefix)
 
 
-@pytest.mark.parametrize("kind", ["missing", "file", "read-only"])
+@pytest.mark.parametrize("kind", ["missing", "file", "read-only", "unreadable", "dangling", "link-to-file"])
 @pytest.mark.parametrize("command", [["run", "quickstart", "--cpus", "1", "--seconds", "1"],
                                      ["stress", "--cpus", "2", "--seconds", "1"]])
 def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -352,16 +352,24 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
     """RMM_MP_SHM_DIR naming nothing, a file, or a directory the user cannot write: `run` and
     `stress` exit 1 with one line naming the directory and what was expected, before any CPU
     starts (before: FileNotFoundError / NotADirectoryError tracebacks, and for stress a
-    MachineError traceback)."""
+    MachineError traceback). A directory this user cannot list (mode 0300; the sweep of orphans
+    lists it) is refused as one it cannot write is (it was let through to a PermissionError
+    traceback: found in review); a symbolic link is named as one, with where it points."""
     from rmm_mp.hw import segment
     where = tmp_path / "shm"
     if kind == "file":
         where.write_bytes(b"")
-    elif kind == "read-only":
+    elif kind == "dangling":
+        where.symlink_to(tmp_path / "gone")
+    elif kind == "link-to-file":
+        (tmp_path / "f").write_bytes(b"")
+        where.symlink_to(tmp_path / "f")
+    elif kind in ("read-only", "unreadable"):
         where.mkdir()
-        # root may write any directory, so the permission is what access(2) says for this one
+        # root may write and list any directory, so the permission is what access(2) says for this one
         real_access = os.access
-        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == where
+        denied = os.W_OK if kind == "read-only" else os.R_OK
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == where and mode & denied
                             else real_access(path, mode, **kw))
     monkeypatch.setattr(segment, "SHM_DIR", str(where))
     monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
@@ -370,10 +378,13 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
     assert "Traceback" not in result.output
     expected = {"missing": "found nothing, expected a directory",
                 "file": "found something that is not a directory",
-                "read-only": "expected a directory this user can create files in"}[kind]
+                "dangling": f"found a symbolic link to {tmp_path / 'gone'}, which names nothing, expected a directory",
+                "link-to-file": f"found a symbolic link to {tmp_path / 'f'}, which is not a directory, expected",
+                "read-only": "expected a directory this user can list and create files in",
+                "unreadable": "expected a directory this user can list and create files in"}[kind]
     assert f"shared memory cannot be made in {where} (RMM_MP_SHM_DIR)" in result.stderr
     assert expected in result.stderr
-    if kind == "read-only":
+    if kind in ("read-only", "unreadable"):
         assert list(where.iterdir()) == []
 
 
