@@ -44,7 +44,7 @@ import json, os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
 import rmm_mp.cli
 from rmm_mp import interrupts
-from rmm_mp.hw import granule
+from rmm_mp.hw import granule, segment
 cut_owner, cut_nth, record = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 after_run = []      # set once the CPUs' run is over (run_cpus's on_end: Interrupts.run_over)
 steps = []          # [name, read] of every Interrupts.step after the run
@@ -85,8 +85,10 @@ granule.GranuleTable.__init__ = _init
 try:
     rmm_mp.cli.main(sys.argv[5:], prog_name="rmm-mp")
 finally:
+    # Still in the process: what it left now, the reaper (hw.reaper) would unlink only after its end.
+    left = [m.prefix for m in segment.list_machines() if m.creator_pid == os.getpid()]
     with open(record, "w") as out:
-        json.dump({"steps": steps, "taken": taken, "fired": state["fired"], "pid": os.getpid()}, out)
+        json.dump({"steps": steps, "taken": taken, "fired": state["fired"], "pid": os.getpid(), "left": left}, out)
 '''
 
 
@@ -101,6 +103,7 @@ def _run(tmp_path: Path, cut_owner: str = "", cut_nth: int = 0,
                            *args], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     facts = json.loads(record.read_text())
+    assert facts["left"] == [], "shared memory left to the reaper: the run did not unlink it"
     assert not [m for m in segment.list_machines() if m.creator_pid == facts["pid"]], "shared memory left"
     return proc, facts
 
