@@ -148,7 +148,10 @@ def platform_list() -> None:
               help="Print only the key that verifies this platform's CCA platform tokens (SPKI PEM), "
                    "for `rmm-mp attest verify --platform-key`.")
 def platform_show(name: str, public_key: bool) -> None:
-    """Validate and show platform NAME (a bundled name or a path)."""
+    """Validate and show platform NAME (a bundled name or a path).
+
+    Exit status: 0 when NAME is a valid platform (shown); 2 when it is no bundled name and no
+    file, or the file is no valid platform (the first error is printed)."""
     try:
         try:
             path = platforms.resolve(name)

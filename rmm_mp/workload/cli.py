@@ -236,7 +236,11 @@ def workloads_show(workload: str, platform_name: str | None, cpus: int | None, s
     """Check WORKLOAD (a bundled name or a path to a workload TOML file) and show it fully
     resolved: every realm with every value, each phase's activity weights per CPU and the owner
     of every lifecycle realm (--platform, --cpus, --seconds, --iterations and --seed mean what
-    they mean to `rmm-mp run`)."""
+    they mean to `rmm-mp run`).
+
+    Exit status: 0 when WORKLOAD and the options are valid (shown); 2 when WORKLOAD is no bundled
+    name and no file, the file is no valid workload or an option is bad (the first error is
+    printed), as for `rmm-mp run`."""
     click.echo(describe(_resolve(workload, platform=platform_name, cpus=cpus, seconds=seconds,
                                  iterations=iterations, seed=seed)))
 

@@ -1,0 +1,45 @@
+"""What a CI script reads before it branches on rmm-mp's exit status: every command such a script
+runs says in its --help which statuses it ends with, and the status said for a bad file is the one
+it gives. In-process (click's runner): nothing here starts a CPU."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rmm_mp.cli import main
+
+# Each command a script would run, as typed after `rmm-mp`.
+COMMANDS = [
+    ["run"], ["stress"], ["explore"], ["check"], ["attest", "verify"], ["attest", "inspect"],
+    ["workloads", "validate"], ["workloads", "show"], ["platform", "show"], ["clean"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_help_says_the_exit_statuses(command: list[str]) -> None:
+    """`rmm-mp COMMAND --help` names its exit statuses: `workloads show` and `platform show`
+    said nothing of them, so a script could not tell which status a bad file gave."""
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\bexit (status|\d)", " ".join(result.output.split()).lower()), result.output
+
+
+@pytest.mark.parametrize("command", [["workloads", "show"], ["platform", "show"]], ids=["workloads", "platform"])
+def test_show_of_a_bad_file_gives_the_status_its_help_says(command: list[str], tmp_path: Path) -> None:
+    """A file that is no TOML, and one that does not exist, end `show` with the status --help gives
+    a bad file (2), and one that is fine with 0."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("x = [\n")
+    runner = CliRunner()
+    text = " ".join(runner.invoke(main, [*command, "--help"]).output.split())
+    assert "0 when" in text and "2 when" in text, text
+    for name in (str(bad), str(tmp_path / "missing.toml")):
+        result = runner.invoke(main, [*command, name])
+        assert result.exit_code == 2, result.output
+    good = "quickstart" if command[0] == "workloads" else "host"
+    assert runner.invoke(main, [*command, good]).exit_code == 0
+
