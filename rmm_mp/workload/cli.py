@@ -100,7 +100,10 @@ def _resolve(workload: str, **options: object) -> Workload:
 @click.option("--seed", type=Int(), default=None,
               help="Seed of every CPU's plan and choices [default: the workload's, else 0].")
 @click.option("--json", "json_path", type=_PATH, default=None,
-              help="Also write the report as JSON (docs/report-schema.json).")
+              help="Also write the report as JSON (docs/report-schema.json); a regular FILE is written whole or "
+                   "not at all (a temporary file renamed over it). Not written when the run ends with an `Error:` "
+                   "line and no report (the machine could not be made, the realms not built: exit status 1): a "
+                   "FILE already there is then left as it was.")
 @click.option("--csv", "csv_path", type=_PATH, default=None,
               help="Also write the latency records as CSV: the JSON's latency list, one row per call "
                    "and CPU (and \"all\"), header first, times in ns, their columns named with the unit (p50_ns, ...; "
