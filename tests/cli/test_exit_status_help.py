@@ -66,3 +66,15 @@ def test_run_with_no_report_leaves_its_json_file_as_it_was(tmp_path: Path) -> No
     assert out.read_text() == '{"earlier": true}\n'
     help_text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
     assert "a FILE already there is then left as it was" in help_text, help_text
+
+
+def test_check_with_no_verdict_leaves_its_json_file_as_it_was(tmp_path: Path) -> None:
+    """What `check --json`'s help says: with no verdict (exit status 2: here no such machine) no
+    JSON is written, and an earlier check's file is left as it was."""
+    out = tmp_path / "check.json"
+    out.write_text('{"earlier": true}\n')
+    result = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de", "--json", str(out)])
+    assert result.exit_code == 2 and "no machine named 'rmm-mp-1-0badc0de'" in result.output, result.output
+    assert out.read_text() == '{"earlier": true}\n'
+    help_text = " ".join(CliRunner().invoke(main, ["check", "--help"]).output.split())
+    assert "with 2 or 130 none is written, and a FILE already there is left as it was" in help_text, help_text
