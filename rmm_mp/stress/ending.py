@@ -15,7 +15,7 @@ from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import CpuFailure, RunResult
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding, failure_kind, raised_in
+from rmm_mp.stress.findings import Finding, failure_kind, invariant_finding, raised_in
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shared import ABSENT, END_ABORT, END_RUNNING, StressSegment
 from rmm_mp.stress.watchdog import call_identity, owner_cpu, snapshots
@@ -151,7 +151,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
         else:
             checked, report = stop.step(lambda: invariants(machine))
             if checked:
-                findings.extend(_end_findings(report.violations, findings))
+                findings.extend(_end_findings(machine, report.violations, findings))
             else:
                 not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
                 ended = _ended(seg, config, results, sup, findings, True, flagged)
@@ -180,7 +180,7 @@ END_VIOLATIONS = 20
 """How many broken invariants the check at a run's end reports, past those reported before."""
 
 
-def _end_findings(violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
+def _end_findings(machine: Machine, violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
     """The findings of the check at the run's end: its first END_VIOLATIONS ``violations`` that
     no ``earlier`` finding reported. A violation a quiescent check reported stopped the run; the
     CPUs only finished their operations since, so the end check sees it again, the same broken
@@ -188,7 +188,7 @@ def _end_findings(violations: Iterable[Violation], earlier: Iterable[Finding]) -
     new ones only: taken before them, it left out as many new ones as it took old ones."""
     seen = {f.message for f in earlier if f.checker == "invariants"}
     new = [v for v in violations if str(v) not in seen][:END_VIOLATIONS]
-    return [Finding("invariants", v.rule, str(v), None, "", "", ("at the end of the run",)) for v in new]
+    return [invariant_finding(machine, v, "at the end of the run") for v in new]
 
 
 def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:

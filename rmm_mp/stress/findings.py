@@ -17,12 +17,18 @@ import re
 import sys
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.rsi import RsiFid
+from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.printable import basic_string, not_one_printable_line, shown_line
+from rmm_mp.rmm.granule_state import GranuleState
+
+if TYPE_CHECKING:
+    from rmm_mp.check import Violation
+    from rmm_mp.machine import Machine
 
 CHECKERS = ("lockdep", "ownership", "invariants", "watchdog", "functional")
 """Every checker name a Finding may carry ("functional": a crash inside the RMM, or a status or
@@ -60,8 +66,9 @@ class Finding:
     cycle's classes (lockdep.analyse), a stuck call's call and the kinds of lock it waits for
     and holds (watchdog.call_identity), a dead CPU's kind of failure (failure_kind), that call
     part and the frame it raised in (raised_in), a crash's cause and call, an exception a CPU
-    ended on (HostError, ...) where it was raised, without line numbers, a wrong status (stress.ops)
-    the command and the status returned. No CPU number, address
+    ended on (HostError, ...) where it was raised, without line numbers, and the RMI status it
+    carries if any, a wrong status (stress.ops) the command and the status returned, a broken
+    invariant its rule and the kind of granule it broke at (invariant_finding). No CPU number, address
     or step: a shrunk run's replay has others. Not in its text (a replay compares the text, so
     files recorded before it was added replay as they did), nor in its JSON or a schedule file:
     only ``key`` reads it."""
@@ -312,6 +319,27 @@ class FindingLog:
         self._seen.add(key)
         self.items.append(finding)
         return True
+
+
+_RTT_LEVEL = re.compile(r"\blevel (-?\d+) RTT\b")
+
+
+def invariant_finding(machine: "Machine", violation: "Violation", where: str, step: int | None = None) -> Finding:
+    """The finding of a broken invariant seen by a check of ``machine`` (``where``: at a quiescent
+    point, at the end of the run). Its identity is its rule and the kind of granule it broke at, as
+    the check found it: the granule's state, and an RTT's level if the violation names it
+    (``rtt-refcount at RTT granule (level 2)``), or ``at no granule``. No address or count: a
+    shrunk run's replay breaks it at another address, by other counts. Without it every violation
+    of a rule was one problem, and shrinking an RTT's refcount kept a candidate whose first
+    violation of that rule was another granule's, of another kind."""
+    if violation.pa is None:
+        kind = "no granule"
+    else:
+        state = machine.granule_table(0).state((violation.pa - machine.dram_base) // GRANULE_SIZE)
+        level = _RTT_LEVEL.search(violation.detail) if state == GranuleState.RTT else None
+        kind = f"{GranuleState.name(state)} granule" + (f" (level {level.group(1)})" if level else "")
+    return Finding("invariants", violation.rule, str(violation), None, "", "", (where,), step,
+                   identity=f"{violation.rule} at {kind}")
 
 
 _ARGUMENTS = re.compile(r"\([^()]*\)")

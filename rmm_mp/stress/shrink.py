@@ -3,8 +3,9 @@ finding, then fewer switches) that still produces the same finding.
 
 The target is the first finding's key (checker, rule, source site; for a finding with no site,
 a deadlock, a leaked lock, a lockdep cycle, a stuck call, a dead CPU, a crash, an exception a
-CPU ended on or a wrong status, Finding.identity: the calls and the kinds of lock they wait for
-or hold, the cycle's classes, how the CPU failed and where, the command and status). A candidate schedule is the
+CPU ended on, a wrong status or a broken invariant, Finding.identity: the calls and the kinds of
+lock they wait for or hold, the cycle's classes, how the CPU failed and where, the command and
+status, the rule and the kind of granule). A candidate schedule is the
 recorded switch list with some switches removed (delta debugging: halves first, then quarters,
 down to single switches); it is replayed (stress.sched replay: where a removed switch leaves a
 CPU that cannot run, the next runnable CPU takes over), and kept if the replay reports the same
@@ -152,6 +153,8 @@ def shrink(report: StressReport, max_attempts: int = 40, max_seconds: float = 12
                 kind = {"cycle": "lock-order cycle", "leaked-lock": "leaked lock", "stuck-call": "stuck call",
                         "cpu-died": "dead CPU", "result-lost": "lost result",
                         "status": "wrong status"}.get(found.rule, found.rule)
+                if found.checker == "invariants":
+                    kind = "broken invariant"
                 verdict = f"not kept: another {kind} ({found.identity}) than the one being shrunk ({first.identity})"
             elif found.key() != target:
                 verdict = "not kept: another finding than the one being shrunk"

@@ -35,7 +35,7 @@ from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding, call_name, raised_at, without_lines
+from rmm_mp.stress.findings import Finding, call_name, invariant_finding, raised_at, without_lines
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population
@@ -206,8 +206,8 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
     # key, checker, rule and site, every violation of one rule was the same problem, so only the
     # first of them was kept, where the parent's check in a free-running run kept them all.
     for v in report.violations[:8]:
-        probe.findings.add(Finding("invariants", v.rule, str(v), None, "", "", ("at a quiescent point",),
-                                   probe.sched.step if probe.sched is not None else None), by_message=True)
+        probe.findings.add(invariant_finding(cpu.machine, v, "at a quiescent point",
+                                             probe.sched.step if probe.sched is not None else None), by_message=True)
     if report.violations:
         seg.set_end(END_DRAIN)
 

@@ -167,3 +167,38 @@ def test_a_wrong_status_is_known_by_its_call_and_status() -> None:
     assert finding(F.RMI_RTT_CREATE, 4 | 2 << 8, RD, RTT, 0x0, 2).key() != data.key()
     assert finding(F.RMI_DATA_CREATE, 1, RD, DATA, 0x1000, 0x80000000, 0).key() != data.key()
     assert data.identity not in data.text()
+
+
+def _invariant(machine: Machine, idx: int, state: int, rule: str, detail: str, step: int) -> Finding:
+    from rmm_mp.check import Violation
+    from rmm_mp.stress.findings import invariant_finding
+    machine.granule_table(0).set_state(idx, state)
+    pa = machine.dram_base + idx * 0x1000
+    return invariant_finding(machine, Violation(rule, pa, detail), "at a quiescent point", step)
+
+
+def test_a_broken_invariant_is_known_by_its_rule_and_the_kind_of_granule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken invariant's identity is its rule and the kind of granule it broke at (state, and
+    an RTT's level if the violation names it), not the address or the counts; shrinking a level 2
+    RTT's refcount refuses a candidate whose first violation is a level 3 RTT's (with no
+    preemption at all) and keeps the level 2 one at another address. Every violation of a rule
+    had the key (invariants, rule, ""), so the other granule's was kept."""
+    from rmm_mp.rmm.granule_state import GranuleState as GS
+    with Machine.create("host", cpus=2) as m:
+        l2 = _invariant(m, 700, GS.RTT, "rtt-refcount", "level 2 RTT has refcount 2 but 1 live entry", 500)
+        l2b = _invariant(m, 710, GS.RTT, "rtt-refcount", "level 2 RTT has refcount 5 but 4 live entries", 400)
+        l3 = _invariant(m, 720, GS.RTT, "rtt-refcount", "level 3 RTT has refcount 2 but 1 live entry", 100)
+        tree = _invariant(m, 730, GS.RTT, "rtt-tree", "RTT granule is referenced 0 times, expected once", 100)
+        ns = _invariant(m, 740, GS.NS, "refcount", "NS granule has refcount 1, expected 0", 100)
+    assert l2.identity == "rtt-refcount at RTT granule (level 2)", l2.identity
+    assert l2.key() == l2b.key() != l3.key()
+    assert tree.identity == "rtt-tree at RTT granule" and ns.identity == "refcount at NS granule"
+    assert l2.identity not in l2.text()
+    original, other, same = _report(l2, 30, 40), _report(l3, 0, 1), _report(l2b, 10, 20)
+    replies = iter([other, same] + [original] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    verdicts: list[str] = []
+    result = shrink(original, max_attempts=4, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    assert verdicts[:2] == ["not kept: another broken invariant (rtt-refcount at RTT granule (level 3)) than the "
+                            "one being shrunk (rtt-refcount at RTT granule (level 2))", "kept"], verdicts
+    assert result.report is same
