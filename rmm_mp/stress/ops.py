@@ -30,6 +30,7 @@ This module owns the operations and their allowed answers. It must not check loc
 from __future__ import annotations
 
 import random
+import re
 from typing import TYPE_CHECKING, Callable
 
 from rmm_mp.abi.rmi import RmiFid
@@ -78,6 +79,17 @@ MY_RECS = 8
 """RECs of realm N one CPU keeps alive at most. Creating is drawn more often than destroying
 (a REC_CREATE may be refused in a race), so without a bound a long run kept adding RECs, each
 with its aux granules, until the host ran out of memory (a false finding, OutOfGranules)."""
+
+
+_VCPU_VALUES = (re.compile(r"^realm slot \d+ REC \d+: "), re.compile(r"\b(IPA|ESR|PA|RD|REC) 0x[0-9a-fA-F]+"))
+
+
+def vcpu_identity(error: str) -> str:
+    """A failed vCPU's identity (Finding.identity; it has no site): the run loop's error without
+    the vCPU's realm slot and REC index and without the addresses and syndrome it names (``IPA ?``,
+    ``ESR ?``), which a shrunk run's replay has others of; what kind of exit failed stays (its
+    reason, an ESR's EC). Without it every failed vCPU was one problem to --shrink."""
+    return "RMI_REC_ENTER: " + _VCPU_VALUES[1].sub(r"\1 ?", _VCPU_VALUES[0].sub("", error))
 
 
 class Unexpected(Exception):
@@ -167,7 +179,8 @@ class Operations:
             # lock line or invariant uses.
             rec, run = self.queue.vcpu_pages(vcpu)
             raise Unexpected(Finding("functional", "vcpu", f"a vCPU failed (REC {rec:#x}): {self.loop.errors[-1]}",
-                                     self.cpu.id, call_text(F.RMI_REC_ENTER, (rec, run), 2)))
+                                     self.cpu.id, call_text(F.RMI_REC_ENTER, (rec, run), 2),
+                                     identity=vcpu_identity(self.loop.errors[-1])))
 
     def _relaunch(self) -> bool:
         """Rebuild a finished guest realm whose slot this CPU owns (after checking its result);
@@ -179,7 +192,11 @@ class Operations:
             if not status.passed:
                 raise Unexpected(Finding("functional", "realm", f"guest {name} (slot {slot}, RD {realm.rd:#x}) ended "
                                          f"{status.end} with result {status.result} and vCPUs {status.vcpu_ends}",
-                                         self.cpu.id))
+                                         self.cpu.id,
+                                         # Its identity: the guest, how it ended and its result code (not the
+                                         # detail: an address, a count), not its slot or RD, another on a replay.
+                                         identity=f"guest {name} ended {status.end} with result code "
+                                                  f"{status.result[0]}"))
             destroy_realm(self.cpu, self.alloc, realm)
             self.queue.release_realm(self.alloc, slot)
             fresh = create_realm(self.cpu, self.alloc, guest_specs()[name])
@@ -273,7 +290,8 @@ class Operations:
                     if out != pa:
                         raise Unexpected(Finding("functional", "output", f"DATA_DESTROY returned {out:#x}, but "
                                                  f"{pa:#x} was mapped there", self.cpu.id, call_text(F.RMI_DATA_DESTROY,
-                                                                                                     (rd, ipa))))
+                                                                                                     (rd, ipa)),
+                                                 identity="RMI_DATA_DESTROY returned another PA than was mapped"))
                     self.call(F.RMI_GRANULE_UNDELEGATE, {SUCCESS}, pa)
 
     def map(self, rng: random.Random) -> None:

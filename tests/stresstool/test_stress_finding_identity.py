@@ -202,3 +202,47 @@ def test_a_broken_invariant_is_known_by_its_rule_and_the_kind_of_granule(monkeyp
     assert verdicts[:2] == ["not kept: another broken invariant (rtt-refcount at RTT granule (level 3)) than the "
                             "one being shrunk (rtt-refcount at RTT granule (level 2))", "kept"], verdicts
     assert result.report is same
+
+
+def test_a_failed_vcpu_and_a_failed_guest_are_known_by_what_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """functional: vcpu (a vCPU the run loop failed) is known by the run loop's error without its
+    realm slot, REC index, addresses and syndrome; functional: realm (a guest that ended failing)
+    by the guest, how it ended and its result code. Both had no identity: every failed vCPU (every
+    failed guest) had the key (functional, vcpu, ""), so shrinking one kept another."""
+    from types import SimpleNamespace
+
+    from rmm_mp.stress import ops
+    from rmm_mp.stress.ops import Operations, Unexpected
+
+    def vcpu(error: str, rec: int) -> Finding:
+        loop = SimpleNamespace(step=lambda v: None, errors=[error])
+        queue = SimpleNamespace(take=lambda cpu: 3, vcpu_pages=lambda v: (rec, 0x80001000))
+        fake = SimpleNamespace(queue=queue, loop=loop, errors_seen=0, count=lambda what: None, cpu=SimpleNamespace(id=0))
+        try:
+            Operations.vcpu(fake, None)  # type: ignore[arg-type]
+        except Unexpected as exc:
+            return exc.finding
+        raise AssertionError("no finding")
+    abort = "SYNC exit with ESR {} (EC 0x24) at IPA {}: not a fault the host resolves"
+    one = vcpu("realm slot 0 REC 1: " + abort.format("0x92000046", "0x1000"), 0x80095000)
+    assert one.key() == ("functional", "vcpu", "RMI_REC_ENTER: " + abort.format("?", "?")), one.key()
+    assert vcpu("realm slot 2 REC 0: " + abort.format("0x92000047", "0x3000"), 0x80099000).key() == one.key()
+    assert vcpu("realm slot 0 REC 1: exit reason 3 (SError or unknown): the host cannot continue the vCPU",
+                0x80095000).key() != one.key()
+    assert one.identity not in one.text()
+
+    def realm(name: str, end: str, result: tuple[int, int], slot: int) -> Finding:
+        status = SimpleNamespace(passed=False, end=end, result=result, vcpu_ends=("error",))
+        monkeypatch.setattr(ops, "realm_status", lambda queue, slot: status)
+        fake = SimpleNamespace(guests={slot: (name, SimpleNamespace(rd=RD + slot * 0x1000))},
+                               queue=SimpleNamespace(realm_state=lambda slot: ops.DONE), cpu=SimpleNamespace(id=1))
+        try:
+            Operations._relaunch(fake)  # type: ignore[arg-type]
+        except Unexpected as exc:
+            return exc.finding
+        raise AssertionError("no finding")
+    failed = realm("memory", "SYSTEM_OFF", (3, 0x1000), 0)
+    assert failed.key() == ("functional", "realm", "guest memory ended SYSTEM_OFF with result code 3"), failed.key()
+    assert realm("memory", "SYSTEM_OFF", (3, 0x2000), 4).key() == failed.key()
+    assert realm("psci", "SYSTEM_OFF", (3, 0x1000), 0).key() != failed.key()
+    assert realm("memory", "SYSTEM_OFF", (5, 0x1000), 0).key() != failed.key()
