@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.check import invariants
 from rmm_mp.host.nsalloc import AllocatorError
-from rmm_mp.host.realm import HostError
+from rmm_mp.host.realm import HostError, describe_x0
 from rmm_mp.host.runqueue import RunQueueError
 from rmm_mp.hw import points
 from rmm_mp.hw.control import UNRECORDED_REASON
@@ -282,9 +282,15 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
 def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
     """The finding of an error of the host side that ended this CPU's run (HostError, ...): its
     type is the rule. No site in its text (a schedule file recorded before keeps replaying), but
-    where it was raised, without line numbers, tells it from another of its type (its identity)."""
-    return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step,
-                   identity=without_lines(raised_at(exc)))
+    where it was raised, without line numbers, tells it from another of its type (its identity),
+    with the command and the status it returned for an error that carries them (a HostError's
+    ``x0``, an RMI_ERROR_RTT's level left out): two wrong statuses one line of the host raises
+    on are two problems."""
+    identity = without_lines(raised_at(exc))
+    x0 = getattr(exc, "x0", None)
+    if isinstance(x0, int):
+        identity += f" ({getattr(exc, 'command', '?')} returned {describe_x0(x0).split(',')[0]})"
+    return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step, identity=identity)
 
 
 _MONITOR_CRASH = re.compile(r"(?:RMM bug|RMM crashed) on CPU \d+ in FID ")

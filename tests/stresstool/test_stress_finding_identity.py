@@ -246,3 +246,21 @@ def test_a_failed_vcpu_and_a_failed_guest_are_known_by_what_failed(monkeypatch: 
     assert realm("memory", "SYSTEM_OFF", (3, 0x2000), 4).key() == failed.key()
     assert realm("psci", "SYSTEM_OFF", (3, 0x1000), 0).key() != failed.key()
     assert realm("memory", "SYSTEM_OFF", (5, 0x1000), 0).key() != failed.key()
+
+
+def test_a_host_error_is_known_by_where_it_was_raised_and_the_status_it_carries() -> None:
+    """functional: HostError from one line of the host: two different statuses returned there are
+    two problems (the identity adds the command and status, an RMI_ERROR_RTT's level left out);
+    the same status at another index is the same one. Its identity was the raise site alone."""
+    from rmm_mp.abi.rmi import RmiFid as F
+    from rmm_mp.host.realm import HostError
+
+    def finding(x0: int) -> Finding:
+        try:
+            raise HostError(F.RMI_DATA_CREATE, (RD, DATA), x0, "expected RMI_SUCCESS")
+        except HostError as exc:
+            return worker.exception_finding(exc, 0, 3)
+    rtt2, rtt3, inp = finding(4 | 2 << 8), finding(4 | 3 << 8), finding(1)
+    assert rtt2.identity.endswith("(RMI_DATA_CREATE returned RMI_ERROR_RTT)"), rtt2.identity
+    assert rtt2.key() == rtt3.key() != inp.key()
+    assert rtt2.identity not in rtt2.text()
