@@ -198,7 +198,9 @@ def wait_identity(s: CpuSnapshot) -> str:
     it waits for (``RMI_DATA_DESTROY waits for RTT``); alone, the identity of a leaked lock seen
     from its waiter. Not the leaking call's: the lock word names only the holding CPU, whose
     area keeps its last call, not necessarily the one that took the lock. (A call that returns
-    holding a lock is caught at its return, named by it: stress.instrument.)"""
+    holding a lock is caught at its return, named by it: stress.instrument. The two never meet in
+    one shrinking: a deterministic run catches a CPU's leak at the return exactly when the
+    watchdog checker is on, and its replays have the same checkers.)"""
     call = call_name(s.call) or "between calls"
     return f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}"
 
