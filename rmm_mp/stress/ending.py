@@ -155,7 +155,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
             else:
                 not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
                 ended = _ended(seg, config, results, sup, findings, True, flagged)
-    findings.sort(key=lambda f: (f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
+    ordered(findings)
     schedule: list[tuple[int, int]] = []
     if sup.plan is not None and sup.started:
         schedule = [(0, sup.first)] + sorted(s for r in results.values() for s in r.switches)
@@ -180,6 +180,19 @@ END_VIOLATIONS = 20
 """How many broken invariants the check at a run's end reports, past those reported before."""
 
 
+AT_END = "at the end of the run"
+"""The detail line of a finding of the invariant check at the run's end."""
+
+
+def ordered(findings: list[Finding]) -> None:
+    """Sort ``findings`` as the report lists them: by step, then CPU (a machine's first), and the
+    end check's broken invariants after every other: a free-running run's findings have no step,
+    and a lock left held (``invariants: lock-free`` at the end) was listed before the
+    ``watchdog: leaked-lock`` that caused it, and taken for the run's first finding."""
+    findings.sort(key=lambda f: (f.checker == "invariants" and f.details == (AT_END,),
+                                 f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
+
+
 def _end_findings(machine: Machine, violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
     """The findings of the check at the run's end: its first END_VIOLATIONS ``violations`` that
     no ``earlier`` finding reported. A violation a quiescent check reported stopped the run; the
@@ -188,7 +201,7 @@ def _end_findings(machine: Machine, violations: Iterable[Violation], earlier: It
     new ones only: taken before them, it left out as many new ones as it took old ones."""
     seen = {f.message for f in earlier if f.checker == "invariants"}
     new = [v for v in violations if str(v) not in seen][:END_VIOLATIONS]
-    return [invariant_finding(machine, v, "at the end of the run") for v in new]
+    return [invariant_finding(machine, v, AT_END) for v in new]
 
 
 def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:

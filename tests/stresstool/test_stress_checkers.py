@@ -672,6 +672,24 @@ def test_the_end_check_reports_up_to_20_violations_no_quiescent_check_reported(m
     assert all(f.details == ("at the end of the run",) for f in end)
 
 
+def test_a_free_running_runs_end_check_findings_come_after_their_causes() -> None:
+    """Free-running (no steps): the end check's broken invariant (a lock still held) is listed
+    after the watchdog's leaked lock that caused it, and the leak is the run's first finding; by
+    step and CPU alone the machine's finding (no CPU) came first. With steps, by step and CPU."""
+    from rmm_mp.stress import ending
+    from rmm_mp.stress.findings import Finding
+    end = Finding("invariants", "lock-free", "[lock-free] granule 0x800a8000: lock held by CPU 1", None, "", "",
+                  ("at the end of the run",))
+    leak = Finding("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED(...) returned holding RTT[L3]", 1)
+    quiet = Finding("invariants", "refcount", "[refcount] ...", None, "", "", ("at a quiescent point",))
+    found = [end, leak, quiet]
+    ending.ordered(found)
+    assert found == [quiet, leak, end]
+    stepped = [Finding("ownership", "unlocked write", "w", 1, step=40), Finding("lockdep", "cycle", "c", 0, step=12)]
+    ending.ordered(stepped)
+    assert [f.step for f in stepped] == [12, 40]
+
+
 def test_published_call_and_restore(machine: Machine) -> None:
     """While installed, an RMI call is published in the CPU's area (in_call 0 after it returns,
     the FID and X1 kept); a bug swaps its handler. Uninstalling restores every class and module
