@@ -746,12 +746,16 @@ def test_a_free_running_finding_says_how_to_get_a_replayable_run() -> None:
     the same workload, CPUs, seed, bug and checkers, which saves a schedule when it finds one
     (the command is parsed by the stress command's own options, not run: such a run and its
     replay are tested by test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays).
-    A clean free-running run prints no such line (test_clean_free_running_run_exits_zero)."""
+    A clean free-running run prints no such line (test_clean_free_running_run_exits_zero). It
+    says that run may need more steps than its default budget: it interleaves the CPUs another
+    way (map-unprotected-leaks-lock, seed 1, needs some 32,000), and the bare command read as
+    one that finds the same bug."""
     res = CliRunner().invoke(stress, ["--inject", "lock-two-unordered", "--seconds", "1", "--checkers", "lockdep"])
     assert res.exit_code == 1, res.output
     lines = res.stdout.splitlines()
     assert lines[-1] == ("not replayable (a free-running run keeps no schedule); a deterministic run saves one "
-                         "when it finds something: rmm-mp stress tables --seed 0 --inject lock-two-unordered "
+                         "when it finds something (it interleaves the CPUs otherwise, so it may need more --steps "
+                         "than its 20,000): rmm-mp stress tables --seed 0 --inject lock-two-unordered "
                          "--checkers lockdep --schedule random"), lines[-3:]
     command = shlex.split(lines[-1].split(": ", 1)[1])
     assert command[:2] == ["rmm-mp", "stress"]
