@@ -466,6 +466,7 @@ def test_a_waiter_terminated_behind_a_stopped_holder_is_stuck_behind_it(machine:
         seg.set_status(0, RUNNING)
         seg.set_status(1, RUNNING)
         for cpu in (0, 0, 0, 1, 1):
+            seg.count(cpu, "tables")       # a worker counts its operation by kind, then count_op
             seg.count_op(cpu)
         seg.set_end(END_ABORT)
         report = ending.report(machine, seg, config, result, sup, 10.7, Interrupts(False), [])  # type: ignore[arg-type]
