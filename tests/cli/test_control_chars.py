@@ -100,7 +100,7 @@ def _explore_json(d: Path) -> str:
     # A path whose directory does not exist: the write fails with ENOENT.
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert not explore_write_json(str(d / "gone" / "e.json"), [], (), False)
+        assert not explore_write_json(str(d / "gone" / "e.json"), [], (), False, {})
     return err.getvalue()
 
 

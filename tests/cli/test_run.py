@@ -989,14 +989,14 @@ def test_a_signal_as_check_ends_keeps_its_verdict(tmp_path: Path, machine: Machi
      "Error: MachineError: shared memory cannot be made in"),
     ("SIGTERM", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"], 1,
      "Error: MachineError: shared memory cannot be made in"),
-    ("SIGTERM", ["check", "rmm-mp-1-0badc0de"], 2, "Error: no machine named 'rmm-mp-1-0badc0de'"),
+    ("SIGTERM", ["check", "rmm-mp-1-0badc0de"], 2, "Error: shared memory cannot be looked for in"),
     ("SIGINT", ["explore", "rtt-create-vs-rtt-create"], 0, "interleaving(s) tried in"),
 ], ids=["run-build-failed-sigint", "run-build-failed-sigterm", "check-no-machine-sigterm", "explore-sigint"])
 def test_a_signal_after_an_error_or_a_result_keeps_its_exit_status(tmp_path: Path, signame: str, args: list[str],
                                                                      status: int, last: str) -> None:
     """Ctrl-C or SIGTERM as the process ends, after `run` said its realms could not be built
-    (here: RMM_MP_SHM_DIR names no directory), after `check` said there is no such machine, or
-    after `explore` gave its results: the exit status stays the one given (1, 2, 0) and stderr
+    (here: RMM_MP_SHM_DIR names no directory), after `check` said it cannot look for a machine
+    there, or after `explore` gave its results: the exit status stays the one given (1, 2, 0) and stderr
     has no traceback. Those paths ended by click's ClickException or a bare SystemExit, not by
     interrupts.decided as the verdicts do: SIGTERM made the process die of it (143) and Ctrl-C
     printed a KeyboardInterrupt traceback (found by a review; the signal is sent from the last
