@@ -37,6 +37,11 @@ from rmm_mp.stress.explore_setup import SetupError
 from rmm_mp.stress.findings import call_text
 from rmm_mp.stress.probe import Patches
 
+SCHEMA = "rmm-mp-explore-report/1"
+"""The --json document's first key, "schema" (docs/stress.md): its number changes only with a change a
+reader of the document could break on (a key removed or renamed, a value's meaning or type changed), not
+when a key is added."""
+
 
 @click.command(cls=Command)
 @click.argument("pairs", nargs=-1, metavar="[PAIR]...")
@@ -387,7 +392,8 @@ def report_json(report: PairReport) -> dict[str, object]:
 def _write_json(path: str, reports: list[PairReport], inject: tuple[str, ...], interrupted: bool,
                 calls: dict[str, int], error: str | None = None) -> bool:
     """The JSON report; ``error`` is what stopped the pairs before they were all explored."""
-    document = {"ok": not interrupted and error is None and all(r.ok for r in reports), "inject": list(inject),
+    document = {"schema": SCHEMA, "ok": not interrupted and error is None and all(r.ok for r in reports),
+                "inject": list(inject),
                 "bug_calls": {name: calls.get(name, 0) for name in inject},
                 "interrupted": interrupted, "error": error, "pairs": [report_json(r) for r in reports]}
     try:

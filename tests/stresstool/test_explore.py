@@ -1017,6 +1017,35 @@ def test_a_pair_whose_setup_fails_still_gets_its_json_written(monkeypatch: pytes
     assert data["error"] == f"pair {bad!r} could not be set up: RMI_GRANULE_DELEGATE answered RMI_ERROR_INPUT"
 
 
+@pytest.mark.parametrize("outcome", ["ok", "finding", "interrupted", "error"])
+def test_explore_json_names_its_schema_in_every_outcome(outcome: str, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """`explore --json` opens with "schema": "rmm-mp-explore-report/1" whether every pair passed,
+    one gave a non-serial outcome, a Ctrl-C stopped the pairs or a pair could not be set up. The
+    document had no such key: a script could not tell it from the other commands' JSON (only
+    `run`'s named itself)."""
+    from rmm_mp.stress import explore_cli
+    from rmm_mp.stress.explore_setup import SetupError
+    name, options = "rtt-create-vs-rtt-create", []
+    if outcome == "finding":
+        options = ["--inject", "rtt-create-parent-released-early"]
+    elif outcome == "interrupted":
+        def stopped(pair, **kw):  # type: ignore[no-untyped-def]
+            raise KeyboardInterrupt
+        monkeypatch.setattr(explore_cli, "explore_pair", stopped)
+    elif outcome == "error":
+        def broken(machine):  # type: ignore[no-untyped-def]
+            raise SetupError("RMI_GRANULE_DELEGATE answered RMI_ERROR_INPUT")
+        monkeypatch.setitem(explore_cli.PAIRS, name, dataclasses.replace(PAIRS[name], setup=broken))
+    path = tmp_path / "explore.json"
+    result = CliRunner().invoke(explore_command, [name, *options, "--json", str(path)])
+    assert result.exit_code == (0 if outcome == "ok" else 1), result.output
+    document = json.loads(path.read_text())
+    assert next(iter(document.items())) == ("schema", "rmm-mp-explore-report/1"), document
+    assert (document["ok"], document["interrupted"], document["error"] is not None) == (
+        outcome == "ok", outcome == "interrupted", outcome == "error"), document
+
+
 def test_the_help_gives_the_lock_event_cap_explore_uses() -> None:
     """`rmm-mp explore --help` names the cap on lock events tried (its docstring writes the number
     out): it must be explore.MAX_EVENTS, so that changing the cap without the help fails here."""
