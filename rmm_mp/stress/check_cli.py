@@ -36,6 +36,10 @@ from rmm_mp.words import count
 if TYPE_CHECKING:
     from rmm_mp.machine import Machine
 
+SCHEMA = "rmm-mp-check-report/1"
+"""The --json document's first key, "schema" (docs/stress.md): its number changes only with a change a
+reader of the document could break on (a key removed or renamed, a value's meaning or type changed), not
+when a key is added."""
 _UNSETTLED = ("a violation may be a call in progress, or a change made while the check read the machine "
               "(the scan is not atomic)")
 
@@ -214,7 +218,8 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         if head:
             echo(head)
         document = {
-            "machine": machine_name, "ok": report.ok, "quiescent": quiescent, "participants": participants,
+            "schema": SCHEMA, "machine": machine_name, "ok": report.ok, "quiescent": quiescent,
+            "participants": participants,
             "parked": parked, "parent_participant": parent[0] if parent else None,
             "dead_participants": [{"pid": pid, "cpu": cpu} for pid, cpu in died],
             "granules": report.granules,

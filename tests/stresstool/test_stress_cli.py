@@ -1459,6 +1459,32 @@ def test_check_of_a_machine_whose_rmm_is_dead_exits_4(machine: Machine, tmp_path
     assert res.exit_code == 1 and "[lock-free]" in res.output, res.output
 
 
+def test_check_json_names_its_schema_in_every_verdict(machine: Machine, tmp_path: Path) -> None:
+    """`check --json` opens with "schema": "rmm-mp-check-report/1" whatever the verdict: the
+    invariants hold (0), a lock left held on a machine checked as it is (1), the same with
+    --no-pause while a CPU takes part in pauses (3), an RMM that is dead (4). The document had no
+    such key: a script could not tell it from the other commands' JSON (only `run`'s named itself)."""
+    runner, out = CliRunner(), tmp_path / "c.json"
+    seen: dict[int, object] = {}
+
+    def checked(*options: str) -> None:
+        res = runner.invoke(check, [machine.name, "--json", str(out), *options])
+        document = json.loads(out.read_text())
+        seen[res.exit_code] = next(iter(document.items()))
+    checked()
+    table = machine.granule_table(3)
+    table.lock(500)
+    try:
+        checked()
+        with Participant(machine.control):
+            checked("--no-pause")
+    finally:
+        table.unlock(500)
+    machine.control.mark_dead("RMM bug on CPU 0: a test's crash")
+    checked()
+    assert seen == {status: ("schema", "rmm-mp-check-report/1") for status in (0, 1, 3, 4)}, seen
+
+
 def test_check_of_an_rmm_that_dies_as_it_is_checked_says_one_thing(machine: Machine, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The RMM of a live machine crashes after the check printed its lines but before it chose
