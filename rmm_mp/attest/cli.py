@@ -31,6 +31,13 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNVERIFIED: Final = 3
 _EXIT_BY_VERDICT: Final = {"ok": EXIT_OK, "failed": EXIT_FAILED, "incomplete": EXIT_UNVERIFIED}
+VERIFY_SCHEMA: Final = "rmm-mp-attest-verify/1"
+INSPECT_SCHEMA: Final = "rmm-mp-attest-inspect/1"
+"""The first key, "schema", of `verify --json` and `inspect --json` (docs/attestation.md): the
+number changes only with a change a reader of the document could break on (a key removed or
+renamed, a value's meaning or type changed), not when a key is added. Inspect's sits beside
+"tag", "platform" and "realm", keys this command chooses; the token's own claims are one level
+down, under "claims", so none can clash with it."""
 _NAME_WIDTH: Final = 32
 MAX_FILE: Final = 64 << 10
 """Most bytes a TOKEN or --platform-key file may hold. A CCA token is 1 to 3 KB (this RMM's are
@@ -164,7 +171,7 @@ def verify_command(ctx: click.Context, token: str, platform_key: str | None, cha
     except TokenFormatError as exc:
         raise click.BadParameter(f"{shown_path(token)}: {exc}", param_hint="TOKEN") from None
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps({"schema": VERIFY_SCHEMA, **result.to_json()}, indent=2))
     else:
         _print_result(token, len(data), result)
     ctx.exit(_EXIT_BY_VERDICT[result.verdict])
@@ -186,7 +193,7 @@ def inspect_command(token: str, as_json: bool) -> None:
     except TokenFormatError as exc:
         raise click.BadParameter(f"{shown_path(token)}: {exc}", param_hint="TOKEN") from None
     if as_json:
-        click.echo(json.dumps(decoded, indent=2))
+        click.echo(json.dumps({"schema": INSPECT_SCHEMA, **decoded}, indent=2))
         return
     click.echo(f"CCA token {shown_path(token)}: tag {decoded['tag']}, {len(data)} bytes (NOT verified)")
     for side in ("platform", "realm"):

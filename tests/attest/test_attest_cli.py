@@ -231,6 +231,26 @@ def test_inspect_prints_claims_without_verifying() -> None:
     assert doc["platform"]["protected"] == "a1013822" and doc["realm"]["claims"]["hash_algo_id"] == "sha-512"
 
 
+@pytest.mark.parametrize("args, status, schema", [
+    (["verify", FFM, "--platform-key", TA_TFA], EXIT_OK, "rmm-mp-attest-verify/1"),
+    (["verify", TESTDATA / "cca-token-02.cbor", "--platform-key", TESTDATA / "ta-02-bad.json"], EXIT_FAILED,
+     "rmm-mp-attest-verify/1"),
+    (["verify", FFM], EXIT_UNVERIFIED, "rmm-mp-attest-verify/1"),
+    (["inspect", BUG33], EXIT_OK, "rmm-mp-attest-inspect/1")], ids=["verified", "failed", "unverified", "inspect"])
+def test_attest_json_names_its_schema(args: list[str | Path], status: int, schema: str) -> None:
+    """`attest verify --json` (each verdict that prints JSON: verified, a failed check, not
+    verified) and `attest inspect --json` open with a "schema" key naming the document. Neither
+    had one: a script could not tell them from the other commands' JSON (only `run`'s named
+    itself). Inspect's is beside "tag", "platform" and "realm", which the command chooses: the
+    token's own claims are under "claims", so no claim can clash with it."""
+    result = _run(*args, "--json")
+    assert result.exit_code == status, result.output
+    document = json.loads(result.output)
+    assert next(iter(document.items())) == ("schema", schema), document
+    if args[0] == "inspect":
+        assert list(document) == ["schema", "tag", "platform", "realm"]
+
+
 def test_inspect_json_is_strict_json_with_a_nan_claim(tmp_path: Path, sample_rak,  # type: ignore[no-untyped-def]
                                                      sample_platform_token: bytes, realm_claims) -> None:
     """An unknown realm claim holding NaN or an infinity (CBOR allows both): inspect --json
