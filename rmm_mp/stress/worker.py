@@ -196,18 +196,22 @@ def _scheduler(cpu: "Cpu", plan: CpuPlan, seg: StressSegment, probe: Probe) -> S
 
 def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
     """Every CPU is parked between operations: the invariants must hold now."""
+    step = probe.sched.step if probe.sched is not None else None
     probe.checking = False
     try:
         report = invariants(cpu.machine)
+        # The findings too, with no schedule point: each reads its granule's state (its identity),
+        # and a read with points on was a step, so a check's second violation was a step later than
+        # its first, and a switch there let the other CPUs change the states still to be read.
+        found = [invariant_finding(cpu.machine, v, "at a quiescent point", step) for v in report.violations[:8]]
     finally:
         probe.checking = True
     seg.count_quiescent()
     # Each violation (up to 8, as a free-running run's check reports them): by the FindingLog's
     # key, checker, rule and site, every violation of one rule was the same problem, so only the
     # first of them was kept, where the parent's check in a free-running run kept them all.
-    for v in report.violations[:8]:
-        probe.findings.add(invariant_finding(cpu.machine, v, "at a quiescent point",
-                                             probe.sched.step if probe.sched is not None else None), by_message=True)
+    for finding in found:
+        probe.findings.add(finding, by_message=True)
     if report.violations:
         seg.set_end(END_DRAIN)
 

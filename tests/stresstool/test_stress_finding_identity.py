@@ -264,3 +264,17 @@ def test_a_host_error_is_known_by_where_it_was_raised_and_the_status_it_carries(
     assert rtt2.identity.endswith("(RMI_DATA_CREATE returned RMI_ERROR_RTT)"), rtt2.identity
     assert rtt2.key() == rtt3.key() != inp.key()
     assert rtt2.identity not in rtt2.text()
+
+
+def test_a_quiescent_checks_violations_are_all_at_its_step() -> None:
+    """rtt-create-parent-released-early, seed 0: one quiescent check of a deterministic run finds
+    two violations (a level 2 RTT's refcount, an RTT referenced by none). Their identities read
+    each granule's state; read with the schedule's points on, each read was a step, so the second
+    violation was reported one step after the first (2012 and 2013), a step the check never took,
+    and the other CPU could run between the reads."""
+    from rmm_mp.stress import run
+    cfg = StressConfig(workload="rtts", cpus=2, seed=0, schedule="random", seconds=120,
+                       inject=("rtt-create-parent-released-early",), checkers=("invariants",), quiescent_every=2000)
+    found = [f for f in run(cfg).findings if f.details == ("at a quiescent point",)]
+    assert len(found) >= 2, found
+    assert len({f.step for f in found}) == 1, [f.text() for f in found]
