@@ -322,7 +322,7 @@ class FindingLog:
         return True
 
 
-_RTT_LEVEL = re.compile(r"\blevel (-?\d+) RTT\b")
+_RTT_LEVEL = re.compile(r"\blevel[ -](-?\d+) RTT\b")    # "level 2 RTT" (rtt-refcount), "a level-1 RTT" (rtt-entry)
 
 
 def invariant_finding(machine: "Machine", violation: "Violation", where: str, step: int | None = None) -> Finding:

@@ -278,3 +278,17 @@ def test_a_quiescent_checks_violations_are_all_at_its_step() -> None:
     found = [f for f in run(cfg).findings if f.details == ("at a quiescent point",)]
     assert len(found) >= 2, found
     assert len({f.step for f in found}) == 1, [f.text() for f in found]
+
+
+def test_a_misplaced_entrys_identity_has_the_level_its_violation_names() -> None:
+    """rtt-entry names its table's level as "a level-1 RTT": the identity took the level only from
+    "level 1 RTT" (rtt-refcount's wording), so an ASSIGNED entry in a level 1 table and one in a
+    level 0 table were one problem, though the violation names the level."""
+    from rmm_mp.rmm.granule_state import GranuleState as GS
+    with Machine.create("host", cpus=2) as m:
+        l1 = _invariant(m, 700, GS.RTT, "rtt-entry", "entry for IPA 0x40000000 is ASSIGNED in a level-1 RTT, "
+                                                     "which maps no blocks", 100)
+        l0 = _invariant(m, 710, GS.RTT, "rtt-entry", "entry for IPA 0x0 is ASSIGNED in a level-0 RTT, "
+                                                     "which maps no blocks", 100)
+    assert l1.identity == "rtt-entry at RTT granule (level 1)", l1.identity
+    assert l0.identity == "rtt-entry at RTT granule (level 0)", l0.identity
