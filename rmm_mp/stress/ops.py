@@ -42,6 +42,7 @@ from rmm_mp.stress.findings import Finding, call_text, fid_name
 from rmm_mp.stress.population import G, MiB, NEW_BASE, NEW_PAGES, TABLE_BASE, Population, guest_specs
 
 if TYPE_CHECKING:
+    from rmm_mp.host.devices import RealmStatus
     from rmm_mp.machine import Cpu
     from rmm_mp.stress.shared import StressSegment
 
@@ -90,6 +91,20 @@ def vcpu_identity(error: str) -> str:
     ``ESR ?``), which a shrunk run's replay has others of; what kind of exit failed stays (its
     reason, an ESR's EC). Without it every failed vCPU was one problem to --shrink."""
     return "RMI_REC_ENTER: " + _VCPU_VALUES[1].sub(r"\1 ?", _VCPU_VALUES[0].sub("", error))
+
+
+def _guest_identity(name: str, status: RealmStatus) -> str:
+    """A failed guest's identity: the guest, how it ended and its result code (not the detail: an
+    address, a count), not its slot or RD, another on a replay. A guest that never reported, or
+    whose last report was cut short, failed with its result code still 0 (RealmStatus.passed):
+    said so, or either was one problem with a guest that reported a pass and failed otherwise."""
+    if not status.reports:
+        how = "no report"
+    elif status.report_cut_short:
+        how = "its last report cut short"
+    else:
+        how = f"result code {status.result[0]}"
+    return f"guest {name} ended {status.end} with {how}"
 
 
 class Unexpected(Exception):
@@ -192,11 +207,7 @@ class Operations:
             if not status.passed:
                 raise Unexpected(Finding("functional", "realm", f"guest {name} (slot {slot}, RD {realm.rd:#x}) ended "
                                          f"{status.end} with result {status.result} and vCPUs {status.vcpu_ends}",
-                                         self.cpu.id,
-                                         # Its identity: the guest, how it ended and its result code (not the
-                                         # detail: an address, a count), not its slot or RD, another on a replay.
-                                         identity=f"guest {name} ended {status.end} with result code "
-                                                  f"{status.result[0]}"))
+                                         self.cpu.id, identity=_guest_identity(name, status)))
             destroy_realm(self.cpu, self.alloc, realm)
             self.queue.release_realm(self.alloc, slot)
             fresh = create_realm(self.cpu, self.alloc, guest_specs()[name])

@@ -231,8 +231,10 @@ def test_a_failed_vcpu_and_a_failed_guest_are_known_by_what_failed(monkeypatch: 
                 0x80095000).key() != one.key()
     assert one.identity not in one.text()
 
-    def realm(name: str, end: str, result: tuple[int, int], slot: int) -> Finding:
-        status = SimpleNamespace(passed=False, end=end, result=result, vcpu_ends=("error",))
+    def realm(name: str, end: str, result: tuple[int, int], slot: int, reports: int = 1,
+              cut_short: bool = False) -> Finding:
+        status = SimpleNamespace(passed=False, end=end, result=result, vcpu_ends=("error",), reports=reports,
+                                 report_cut_short=cut_short)
         monkeypatch.setattr(ops, "realm_status", lambda queue, slot: status)
         fake = SimpleNamespace(guests={slot: (name, SimpleNamespace(rd=RD + slot * 0x1000))},
                                queue=SimpleNamespace(realm_state=lambda slot: ops.DONE), cpu=SimpleNamespace(id=1))
@@ -246,6 +248,13 @@ def test_a_failed_vcpu_and_a_failed_guest_are_known_by_what_failed(monkeypatch: 
     assert realm("memory", "SYSTEM_OFF", (3, 0x2000), 4).key() == failed.key()
     assert realm("psci", "SYSTEM_OFF", (3, 0x1000), 0).key() != failed.key()
     assert realm("memory", "SYSTEM_OFF", (5, 0x1000), 0).key() != failed.key()
+    # A guest with no report, or whose last report was cut short, fails with its code still 0
+    # (RealmStatus.passed): each its own problem, not one with a pass that failed otherwise.
+    silent = realm("memory", "SYSTEM_OFF", (0, 0), 0, reports=0)
+    cut = realm("memory", "SYSTEM_OFF", (0, 0), 0, cut_short=True)
+    assert silent.identity == "guest memory ended SYSTEM_OFF with no report", silent.identity
+    assert cut.identity == "guest memory ended SYSTEM_OFF with its last report cut short", cut.identity
+    assert len({silent.key(), cut.key(), realm("memory", "SYSTEM_OFF", (0, 0), 0).key()}) == 3
 
 
 def test_a_host_error_is_known_by_where_it_was_raised_and_the_status_it_carries() -> None:
