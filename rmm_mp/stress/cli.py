@@ -395,14 +395,21 @@ def _shrunk(stop: Interrupts, report: StressReport,
     return result.report, result.to_json(), result.limit
 
 
+SCHEMA = "rmm-mp-stress-report/1"
+"""The JSON report's first key's value, the document's name and version (as `rmm-mp run`'s
+"rmm-mp-run-report/1"): the number changes only with an incompatible change."""
+
+
 def _write_json(report: StressReport, extra: Mapping[str, object], written: dict[str, str], errors: list[str],
                 path: str) -> None:
     """The report as JSON, written last, with ``extra`` (what the command did beyond the run:
     ``replay``, the verdict of a replay, null for a run of its own; ``shrink``, what a shrinking
-    did, null if none ran): ``outputs`` names the files
+    did, null if none ran), after its ``schema`` (SCHEMA: every outcome has it, so a script
+    can tell this document from another command's): ``outputs`` names the files
     written (this one included) and ``output_errors`` the ones that could not be, as
     `rmm-mp run`'s JSON does."""
-    write_json({**report.to_json(), **extra, "outputs": dict(written), "output_errors": list(errors)}, path)
+    write_json({"schema": SCHEMA, **report.to_json(), **extra, "outputs": dict(written), "output_errors": list(errors)},
+               path)
 
 
 def default_schedule_path(config: StressConfig, replay: str | None = None) -> str:

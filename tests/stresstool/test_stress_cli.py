@@ -146,6 +146,12 @@ def test_option_types_show_their_metavar_as_click_8_1_asks_for_it() -> None:
 
 
 @pytest.mark.multiprocess
+def _names_its_schema(data: dict[str, Any]) -> None:
+    """The stress JSON opens with its document's name and version, as run's, explore's and
+    check's do (it had none, so a CI script could not tell which document it read)."""
+    assert next(iter(data)) == "schema" and data["schema"] == "rmm-mp-stress-report/1", list(data)[:3]
+
+
 def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(tmp_path: Path) -> None:
     """An injected bug under the random schedule: exit 1, the finding and the replay command are
     printed, the schedule file, the timeline and the JSON report are written; --replay of the
@@ -161,6 +167,7 @@ def test_failing_deterministic_run_writes_schedule_trace_and_json_then_replays(t
     assert "finding(s) (lockdep's rules are numbered as in docs/locking.md):" in res.output
     data = json.loads(report.read_text())
     assert data["inject"] == ["walk-unlock-parent-first"] and data["findings"][0]["rule"] == "rule 5"
+    _names_its_schema(data)
     assert data["ok"] is False
     assert json.loads(trace.read_text())["traceEvents"]
     res = runner.invoke(stress, ["--replay", str(sched)])
@@ -343,6 +350,7 @@ def test_the_json_says_a_run_with_a_finding_was_interrupted(tmp_path: Path, monk
     assert calls and res.exit_code == 1, res.output
     data = json.loads(j.read_text())
     assert data["ended"] == "finding" and data["findings"] and data["not_done"] == []
+    _names_its_schema(data)
     assert data["interrupted"] is True
     assert re.search(r"; ended: finding; interrupted \(Ctrl-C\)\n(lock contention: .*\n)?[1-9]\d* finding\(s\)( \(lockdep's rules are numbered as in docs/locking\.md\))?:\n", res.output), res.output
     assert 0 < data["startup_s"] < data["elapsed_s"], data     # deterministic: until the first turn
@@ -405,6 +413,7 @@ def test_the_json_of_a_replay_gives_its_verdict(tmp_path: Path) -> None:
     assert data["replay"] == {"file": str(sched), "verdict": "reproduced", "moved_lines": False, "reworded": False,
                               "recorded": ran["findings"], "seen": data["findings"]}
     assert data["findings"] == ran["findings"]
+    _names_its_schema(data)
     recording = json.loads(sched.read_text())
     recording["result"]["findings"][0]["message"] += " (a finding the replay does not make)"
     sched.write_text(json.dumps(recording))
@@ -647,6 +656,7 @@ def test_a_finished_shrinking_is_in_the_json(tmp_path: Path) -> None:
     data = json.loads(j.read_text())
     searched = data["shrink"]
     assert searched["interrupted"] is False and searched["replays"] >= searched["kept"] >= 1, searched
+    _names_its_schema(data)
     assert searched["limit"] is None or searched["limit"] in ("40 replays", "120 s"), searched
     assert searched["shrunk"] == {"finding_step": data["findings"][0]["step"], "steps": data["steps"],
                                   "switches": data["switches"], "preemptions": data["preemptions"]}
@@ -730,6 +740,7 @@ def test_clean_free_running_run_exits_zero(tmp_path: Path) -> None:
     assert "free-running" in res.output and "no findings" in res.output
     data = json.loads(j.read_text())
     assert 0 < data["startup_s"] < data["elapsed_s"], data
+    _names_its_schema(data)
     # The JSON keeps 3 decimals, the text 1: compare within the text's rounding (1.4504 s is
     # "1.5" in the text and 1.45 in the JSON, which formats as "1.4": seen on CPython 3.12).
     shown = re.search(r" in (\d+\.\d) s \((\d+\.\d) s of it start-up\);", res.stdout)
