@@ -47,8 +47,8 @@ _UNSETTLED = ("a violation may be a call in progress, or a change made while the
 @click.command(cls=Command)
 @click.argument("machine_name")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the result as JSON, with a verdict (exit status 0, 1 or 3) only: with 2 or 130 none is "
-                   "written, and a FILE already there is left as it was.")
+              help="Write the result as JSON, with a verdict (exit status 0, 1, 3 or 4) only: with 2 or 130 none "
+                   "is written, and a FILE already there is left as it was.")
 @click.option("--wait", "wait_s", type=FloatRange(min=0), default=5.0, show_default=True, cls=Option,
               help="Seconds to wait for every CPU to park at a quiescent point before checking anyway "
                    "(inf: no limit; Ctrl-C still ends the wait).")
