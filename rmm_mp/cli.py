@@ -21,7 +21,7 @@ from rmm_mp.clitypes import Group, usage_error
 from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
-from rmm_mp.hw.tomlsrc import ConfigError, toml_string, what_it_is
+from rmm_mp.hw.tomlsrc import ConfigError, is_path, toml_string, what_it_is
 from rmm_mp.machine import check_shm_dir
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count
@@ -159,9 +159,8 @@ def platform_show(name: str, public_key: bool) -> None:
             # NAME is an argument, as run's --platform is an option: say so, not "platform: platform = ..."
             # and what a bare name is in the working directory (a directory, mine.txt), as run's
             # --platform and a WORKLOAD are told.
-            bare = os.sep not in name and not name.endswith(".toml")
             raise ConfigError("command line", "NAME", exc.value,
-                              exc.expected + (what_it_is(name, "platform") if bare else "")) from None
+                              exc.expected + ("" if is_path(name) else what_it_is(name, "platform"))) from None
         plat = platforms.load(path)      # a resolved path resolves to itself
     except ConfigError as exc:
         raise usage_error(exc) from None

@@ -458,6 +458,12 @@ def with_bundled_hint(why: str | None, written: str | os.PathLike[str], director
     return bundled_hint(why, written, bundled_names(directory), kind)
 
 
+def is_path(text: str) -> bool:
+    """Whether find_toml reads ``text`` as a path (it holds a separator or ends in .toml) rather
+    than as the name of a bundled file."""
+    return os.sep in text or text.endswith(".toml")
+
+
 def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str, key: str, kind: str,
               said: bool = False) -> Path:
     """The file of a bundled ``kind`` (a name in ``directory``) or of a path (it contains a
@@ -469,7 +475,7 @@ def find_toml(name_or_path: str | os.PathLike[str], directory: Path, source: str
     if not isinstance(name_or_path, (str, os.PathLike)):     # e.g. Machine.create(123)
         raise ConfigError(source, key, name_or_path, f"a bundled {kind} name or the path of a .toml file")
     text = os.fspath(name_or_path)
-    if os.sep in text or text.endswith(".toml"):
+    if is_path(text):
         path = Path(text)
         why = with_bundled_hint(why_not_a_file(path), text, directory, kind)
         if why is not None:

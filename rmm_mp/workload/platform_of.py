@@ -11,12 +11,11 @@ workload name on the command line is. Split from resolve.py, which calls it firs
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rmm_mp.hw import platform as platforms
 from rmm_mp.hw.platform import Platform
-from rmm_mp.hw.tomlsrc import ConfigError, what_it_is, why_not_a_file, with_bundled_hint
+from rmm_mp.hw.tomlsrc import ConfigError, is_path, what_it_is, why_not_a_file, with_bundled_hint
 from rmm_mp.printable import shown_path
 from rmm_mp.workload.spec import WorkloadFile, base_directory, beside
 
@@ -25,7 +24,7 @@ def platform_of(file: WorkloadFile, option: str | None) -> Platform:
     """The platform of ``file`` run with ``--platform option`` (None: not given); ConfigError
     naming the option, or the file's key and line, if there is none such."""
     value = option if option is not None else file.platform if file.platform is not None else "host"
-    if option is None and file.platform is not None and (os.sep in value or value.endswith(".toml")):
+    if option is None and file.platform is not None and is_path(value):
         # Read next to the workload file, not in the working directory: say where it was
         # looked for, as a guest file's error does (a mine.toml in the working directory made
         # a bare "no such file" read as wrong).
@@ -46,10 +45,9 @@ def platform_of(file: WorkloadFile, option: str | None) -> Platform:
         # A bare name that is no bundled platform (a path's refusal says what the path is):
         # `--platform mydir` or `platform = "mine"` beside a directory or a mine.txt said only
         # "expected a bundled platform ... or a path to a .toml file".
-        bare = os.sep not in value and not value.endswith(".toml")
         if option is not None:
             raise ConfigError("command line", "--platform", option,
-                              exc.expected + (what_it_is(option, "platform") if bare else "")) from None
+                              exc.expected + ("" if is_path(option) else what_it_is(option, "platform"))) from None
         base: Path | None = base_directory(file.source)
         raise file.fields.fail("platform", file.platform,
-                               exc.expected + (what_it_is(value, "platform", base) if bare else "")) from None
+                               exc.expected + ("" if is_path(value) else what_it_is(value, "platform", base))) from None
