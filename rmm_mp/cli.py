@@ -94,13 +94,6 @@ def clean(dry_run: bool) -> None:
         check_shm_dir(create=False)
     except MachineError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    try:
-        os.listdir(segment.SHM_DIR)
-    except OSError as exc:
-        # A directory this user cannot list (mode 0300) ended in a traceback from the listing.
-        where = f"{segment.shown_shm_dir()}{' (RMM_MP_SHM_DIR)' if 'RMM_MP_SHM_DIR' in os.environ else ''}"
-        raise click.ClickException(f"MachineError: shared memory cannot be looked for in {where}: "
-                                   f"{exc.strerror or exc}, expected a directory this user can read") from None
     found: list[segment.MachineSegments] = []
     failed: list[tuple[segment.MachineSegments, str]] = []
     if dry_run:

@@ -531,8 +531,9 @@ def check_shm_dir(create: bool = True) -> None:
     """Refuse a segment directory (RMM_MP_SHM_DIR) that is missing or not a directory, and with
     ``create`` one this user cannot create files in, with a MachineError naming it, before
     anything looks in it. Without ``create`` (`rmm-mp clean`, which only looks for and removes
-    segments) the error says the segments cannot be looked for there: finding nothing in a
-    directory that does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
+    segments, and `rmm-mp check`, which attaches) the error says the segments cannot be looked
+    for there, and one this user cannot list is refused too: finding nothing in a directory that
+    does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
     where = segment.shown_shm_dir()
     if "RMM_MP_SHM_DIR" in os.environ:
         # Set but empty (`RMM_MP_SHM_DIR= rmm-mp clean`), it named nothing visible: "looked for in
@@ -543,8 +544,7 @@ def check_shm_dir(create: bool = True) -> None:
         found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"
         if os.path.islink(segment.SHM_DIR):
             # "something that is not a directory" for a link whose target is gone read as a file.
-            found = f"a symbolic link to {shown_path(os.readlink(segment.SHM_DIR))}, which " + \
-                ("names nothing" if not os.path.lexists(os.path.realpath(segment.SHM_DIR)) else "is not a directory")
+            found = f"a symbolic link to {shown_path(os.readlink(segment.SHM_DIR))}, which {_link_end(segment.SHM_DIR)}"
         raise MachineError(f"shared memory cannot be {doing} in {where}: found {found}, expected a directory "
                            "(a tmpfs such as /dev/shm keeps the machine in memory)")
     # Read too: Machine.create lists the directory (its sweep of orphans), which in a directory
@@ -552,6 +552,25 @@ def check_shm_dir(create: bool = True) -> None:
     if create and not os.access(segment.SHM_DIR, os.R_OK | os.W_OK | os.X_OK):
         raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
                            "list and create files in")
+    if not create:
+        try:
+            os.listdir(segment.SHM_DIR)
+        except OSError as exc:
+            # A directory this user cannot list (mode 0300) ended clean's look in a traceback.
+            raise MachineError(f"shared memory cannot be looked for in {where}: {exc.strerror or exc}, expected "
+                               "a directory this user can read") from None
+
+
+def _link_end(path: str) -> str:
+    """Where the symbolic link ``path``, which is no directory, leads: to nothing, to something
+    else, or round in a loop."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "names nothing"
+    except OSError as exc:      # ELOOP: "Too many levels of symbolic links"
+        return f"cannot be followed ({exc.strerror or exc})"
+    return "is not a directory"
 
 
 def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:

@@ -344,7 +344,7 @@ def test_a_segment_part_not_in_the_list_is_refused() -> None:
         segment.unlink_parts(prefix)
 
 
-@pytest.mark.parametrize("kind", ["missing", "file", "read-only", "unreadable", "dangling", "link-to-file"])
+@pytest.mark.parametrize("kind", ["missing", "file", "read-only", "unreadable", "dangling", "link-to-file", "loop"])
 @pytest.mark.parametrize("command", [["run", "quickstart", "--cpus", "1", "--seconds", "1"],
                                      ["stress", "--cpus", "2", "--seconds", "1"]])
 def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -361,6 +361,8 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
         where.write_bytes(b"")
     elif kind == "dangling":
         where.symlink_to(tmp_path / "gone")
+    elif kind == "loop":
+        where.symlink_to(where)
     elif kind == "link-to-file":
         (tmp_path / "f").write_bytes(b"")
         where.symlink_to(tmp_path / "f")
@@ -380,6 +382,8 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
                 "file": "found something that is not a directory",
                 "dangling": f"found a symbolic link to {tmp_path / 'gone'}, which names nothing, expected a directory",
                 "link-to-file": f"found a symbolic link to {tmp_path / 'f'}, which is not a directory, expected",
+                "loop": f"found a symbolic link to {where}, which cannot be followed (Too many levels of symbolic "
+                        "links), expected a directory",
                 "read-only": "expected a directory this user can list and create files in",
                 "unreadable": "expected a directory this user can list and create files in"}[kind]
     assert f"shared memory cannot be made in {where} (RMM_MP_SHM_DIR)" in result.stderr
