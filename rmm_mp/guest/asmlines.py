@@ -2,8 +2,9 @@
 blanks allowed between words, and a memory operand's brackets; AssemblerError, which names the
 line. rmm_mp.guest.assembler sizes and encodes what these functions split.
 
-This module owns how a line is cut into words. It must not give any word a meaning (mnemonics,
-registers, expressions and directives are the assembler's)."""
+This module owns how a line is cut into words, and their case folding (ASCII's only). It must
+not give any word a meaning (mnemonics, registers, expressions and directives are the
+assembler's)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def parse_line(number: int, raw: str) -> Line:
         return Line(number, label, None, [])
     parts = text.split(None, 1)
     # Case folding is ASCII's only: str.lower() would turn the Kelvin sign into k ('MOV\u212a'
-    # assembled as movk), as str.upper() turns ı and ſ into I and S (_ascii_upper).
+    # assembled as movk), as str.upper() turns ı and ſ into I and S (ascii_upper).
     op = parts[0].lower() if parts[0].isascii() else parts[0]
     args = split_args(parts[1]) if len(parts) > 1 else []
     return Line(number, label, op, args, parts[0])
@@ -133,3 +134,10 @@ def split_args(text: str) -> list[str]:
             start = i + 1
     args.append(text[start:].strip())
     return args
+
+
+def ascii_upper(name: str) -> str:
+    """name in upper case if it is ASCII, else unchanged (so that no enum member matches it):
+    str.upper() maps the non-ASCII ı, ſ and ß onto I, S and SS, which made 'b.mı' b.mi and
+    'eſr' esr."""
+    return name.upper() if name.isascii() else name

@@ -3,13 +3,13 @@ author who wrote an operand as GNU as would (a post- or pre-index form, a ',' or
 out). rmm_mp.guest.assembler encodes what these functions return.
 
 This module owns those operand shapes and their messages. It must not evaluate an expression
-nor encode anything (both are the assembler's); it parses one (expr.postfix) only to suggest no
-text that would not assemble."""
+nor encode anything (both are the assembler's); it parses one (expr.postfix), and asks the
+assembler for its value where known, only to suggest no text that would not assemble."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line, memory_operand
@@ -18,23 +18,44 @@ from rmm_mp.guest.expr import short
 REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 """A register's name, in lower case."""
 
+Value = Callable[[str], int | None]
+"""The value of an expression, or None where the assembler does not know it (yet)."""
+
+IMM_RANGE = range(-(1 << 31), 1 << 31)
+"""The values a '#imm' operand or offset takes (32 bits, signed)."""
+
+
+def _quoted(text: str) -> str:
+    """text for a message: shortened as expr.short does, and escaped (a '\\v' is not printed raw)."""
+    return repr(short(text))
+
 # The end of an error about a GNU as memory operand that writes its address back to the base: no
 # form of this ISA does (docs/guest-isa.md).
 _WRITEBACK = ": the {}-index form '{}' (which writes xn + imm back to xn) is not in the ISA; add to xn in an " \
              "instruction of its own"
 
 
-def immediate_hint(text: str, declared: Collection[str]) -> str:
+def immediate_hint(text: str, declared: Collection[str], value: Value, op: str | None = None) -> str:
     """' (an immediate is written with '#': '#text')' if ``text``, found where a register or an
     immediate may stand, reads as an immediate without its '#' (a number, an expression, '.'
     or a name the source defines, as GNU as's `mov x1, 1` or `add x1, x2, SIZE`); else ''.
     No hint for text naming a register ('-x2' or '(x3)' is no immediate either) or for text that
-    '#' would not make an expression ('1 2', '.foo'): the text suggested must assemble."""
+    '#' would not make an expression ('1 2', '.foo'): the text suggested must assemble. So a
+    value known (``value``) to be outside IMM_RANGE is not told its '#', which would be refused
+    next as too big: ``op`` mov is told its '=' instead, any other instruction to load the value
+    with one ('mov x1, 0x100000000' was told '#0x100000000')."""
     written = text.strip()
     if not expression(written, declared):
         return ""
+    known = value(written)
+    if known is not None and known not in IMM_RANGE:
+        if not -(1 << 63) <= known < 1 << 64:
+            return ""
+        if op == "mov":
+            return f" (a value past 32 signed bits is written with '=': {_quoted('=' + written)})"
+        return f" ({_quoted('#' + written)} would not fit 32 signed bits: load it with 'mov xd, =value' first)"
     # repr and shortened, as the text quoted before it: a '\v' between words is escaped, not printed
-    return f" (an immediate is written with '#': {short('#' + written)!r})"
+    return f" (an immediate is written with '#': {_quoted('#' + written)})"
 
 
 def expression(text: str, declared: Collection[str]) -> bool:
@@ -52,18 +73,19 @@ NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 """A label's or .equ name's syntax (the operators expr.postfix returns never match it)."""
 
 
-def address_operand(line: Line, registers: int, declared: Collection[str]) -> tuple[str, str | None]:
+def address_operand(line: Line, registers: int, declared: Collection[str], value: Value) -> tuple[str, str | None]:
     """(base, offset or None) of the memory operand of a load or store, which follows its
     ``registers`` registers (1, or 2 for a pair). GNU as's forms that this ISA lacks are told
     as such rather than as a misspelt register or operand count; ``declared``: the names the
-    source defines (a post-index offset written without its '#' may be one)."""
+    source defines (a post-index offset written without its '#' may be one); ``value``: an
+    expression's value where known, so that no offset is suggested that is too big for one."""
     args = line.args
     if len(args) != registers + 1:
-        got = repr(", ".join(args)) if args else "no operand"
+        got = _quoted(", ".join(args)) if args else "no operand"
         post = ""
         if len(args) == registers + 2 and memory_operand(args[registers]) is not None:
             # '[x2], 8' as well as '[x2], #8': the '#' it lacks is named too, not left for the next try
-            hint = "" if args[-1].startswith("#") else immediate_hint(args[-1], declared)
+            hint = "" if args[-1].startswith("#") else immediate_hint(args[-1], declared, value)
             if args[-1].startswith("#") or hint:
                 post = hint + _WRITEBACK.format("post", "[xn], #imm")
         raise AssemblerError(line.number, f"expected '{line.op} xd, {'xe, ' * (registers - 1)}[xn{{, #offset}}]', "
@@ -73,33 +95,43 @@ def address_operand(line: Line, registers: int, declared: Collection[str]) -> tu
     if operand is None:
         inner = memory_operand(text[:-1].rstrip()) if text.endswith("!") else None
         example = f"[x1] or [x1, #{8 * registers}]"
-        if inner is not None and (meant := _separated(inner, declared)):
-            # '[x2 #8]!': the ',' it lacks is named as for '[x2 #8]', not only the '!'
-            example = f"{meant} (a ',' between the base register and the offset, and no '!')"
+        if inner is not None and (meant := _separated(inner, declared, value)):
+            # '[x2 #8]!': the ',' it lacks is named as for '[x2 #8]', not only the '!'; quoted (and so
+            # escaped: an offset holding a '\v' was printed raw) as the operand it got
+            example = f"{_quoted(meant)} (a ',' between the base register and the offset, and no '!')"
         raise AssemblerError(line.number, f"expected a memory operand such as {example}, got "
-                                          f"{text!r}{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
-    meant = _separated(operand, declared)
+                                          f"{_quoted(text)}{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
+    meant = _separated(operand, declared, value)
     if meant == "":
         raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
-                                          f"offset), got {text!r}")
+                                          f"offset), got {_quoted(text)}")
     if meant is not None:
         raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                          f"operand, as in {meant!r}, got {text!r}")
+                                          f"operand, as in {_quoted(meant)}, got {_quoted(text)}")
+    if _separated(operand, declared, lambda _: None):
+        # '[x2 #0x100000000]': the ',' is named still, but no operand is suggested, as none would assemble
+        raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
+                                          f"operand and an offset in #-0x80000000..#0x7fffffff, got {_quoted(text)}")
     return operand
 
 
-def _separated(operand: tuple[str, str | None], declared: Collection[str]) -> str | None:
+def _separated(operand: tuple[str, str | None], declared: Collection[str], value: Value) -> str | None:
     """For '[x2 #8]' (a register, then an offset with no ',' before it, which the register check
     would call a misspelt register): the operand meant, '[x2, #8]'; '' if what follows the
     register is a register too (there is no register offset to suggest); None for any other,
     and for an offset that is no expression of numbers, '.' and ``declared`` names ('[x2 a b]'
-    was told '[x2, #a b]', which does not assemble either)."""
+    was told '[x2, #a b]', which does not assemble either) or one whose ``value`` is known to be
+    outside IMM_RANGE ('[x2, #0x100000000]' is refused as too big). A name the source defines
+    ('[x2 x3]' with a label x3) is an offset, not a register."""
     unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
     if operand[1] is not None or not unseparated or not REG.fullmatch(unseparated.group(1).lower()):
         return None
     base, rest = unseparated.groups()
     # The operand suggested must assemble: there is no register offset, and an offset takes its '#'.
-    if REG.fullmatch(rest.strip().lower()):
+    if REG.fullmatch(rest.strip().lower()) and rest.strip() not in declared:
         return ""
     offset = rest[1:] if rest.startswith("#") else rest
-    return f"[{base}, #{offset}]" if expression(offset, declared) else None
+    if not expression(offset, declared):
+        return None
+    known = value(offset.strip())
+    return f"[{base}, #{offset}]" if known is None or known in IMM_RANGE else None

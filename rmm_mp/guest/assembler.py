@@ -19,7 +19,7 @@ import re
 import struct
 
 from rmm_mp.guest import expr
-from rmm_mp.guest.asmlines import AssemblerError, Line as _Line
+from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, ascii_upper as _ascii_upper
 from rmm_mp.guest.asmlines import parse_line as _parse
 from rmm_mp.guest.asmoperands import REG as _REG, address_operand, immediate_hint
 from rmm_mp.guest.asmstrings import string_bytes
@@ -320,7 +320,7 @@ class _Assembler:
             shift = self._imm(line, args[2])
             if not 0 <= shift < 64:
                 value = "" if args[2][1:].strip() == str(shift) else f" = {shift}"   # '#N' alone hid N's value
-                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {args[2]!r}{value}")
+                raise AssemblerError(line.number, f"expected a shift amount in #0..#63, got {_short(args[2])!r}{value}")
             return [encode(Op.LSLI if op == "lsl" else Op.LSRI, self._reg(line, args[0]), self._reg(line, args[1]),
                            imm=shift)]
         if op == "mul":
@@ -366,7 +366,8 @@ class _Assembler:
             self._arity(line, 1)
             imm = self._imm(line, args[0])
             if not 0 <= imm <= 0xFFFF:
-                raise AssemblerError(line.number, f"expected an immediate in #0..#0xFFFF for {op}, got {args[0]!r}")
+                raise AssemblerError(line.number, f"expected an immediate in #0..#0xFFFF for {op}, "
+                                                  f"got {_short(args[0])!r}")
             return encode(Op.SMC if op == "smc" else Op.HVC, imm=imm)
         if op in ("wfi", "wfe", "eret", "udf"):
             self._arity(line, 0)
@@ -416,7 +417,7 @@ class _Assembler:
             raise AssemblerError(line.number, "expected 'movk xd, #imm16[, lsl #0|16|32|48]'")
         if not args[1].startswith("#"):
             # Not _imm: its 32-bit limit would hide the 16-bit one that the message below names.
-            raise AssemblerError(line.number, f"expected an immediate such as #42, got {args[1]!r}")
+            raise AssemblerError(line.number, f"expected an immediate such as #42, got {_short(args[1])!r}")
         value = self._value(line, args[1][1:])
         shift = 0
         if len(args) == 3:
@@ -456,7 +457,7 @@ class _Assembler:
     def _memory(self, line: _Line) -> int:
         op, args = line.op, line.args
         assert op is not None
-        base, imm = address_operand(line, 1, self.declared)
+        base, imm = address_operand(line, 1, self.declared, self._known)
         offset = self._imm(line, imm) if imm is not None else 0
         kind = Op.LDR if op.startswith("ldr") else Op.STR
         return encode(kind, self._reg(line, args[0]), self._reg(line, base), aux=_SIZES[op], imm=offset)
@@ -464,7 +465,7 @@ class _Assembler:
     def _pair(self, line: _Line) -> int:
         op, args = line.op, line.args
         assert op is not None
-        operand = address_operand(line, 2, self.declared)
+        operand = address_operand(line, 2, self.declared, self._known)
         first, second = self._reg(line, args[0]), self._reg(line, args[1])
         if op == "ldp" and first == second:
             # CONSTRAINED UNPREDICTABLE on AArch64 (GNU as refuses it too); the interpreter runs
@@ -492,7 +493,7 @@ class _Assembler:
         # or_imm: '#imm' may stand here too, so a bare number (GNU as takes `mov x1, 1`) is told its '#'
         written, text = text.strip(), text.strip().lower()
         if not _REG.fullmatch(text):
-            hint = immediate_hint(written, self.declared) if or_imm else ""
+            hint = immediate_hint(written, self.declared, self._known, line.op) if or_imm else ""
             if re.fullmatch(r"w([0-9]|[12][0-9]|30)|wzr", text):
                 # (and a label or .equ name 'w1', which may stand as '#w1', keeps that hint too)
                 hint = f" (there are no 32-bit w registers: write 'x{text[1:]}'; ldrw and strw move 32 bits){hint}"
@@ -506,15 +507,15 @@ class _Assembler:
         try:
             reg = SysReg[_ascii_upper(text.strip())]
         except KeyError:
-            raise AssemblerError(line.number,
-                                 f"expected a system register (vbar, elr, esr, far, mpidr), got {text!r}") from None
+            raise AssemblerError(line.number, f"expected a system register (vbar, elr, esr, far, mpidr), "
+                                              f"got {_short(text)!r}") from None
         if write and reg == SysReg.MPIDR:
             raise AssemblerError(line.number, "mpidr is read only; expected vbar, elr, esr or far")
         return int(reg)
 
     def _imm(self, line: _Line, text: str) -> int:
         if not text.startswith("#"):
-            raise AssemblerError(line.number, f"expected an immediate such as #42, got {text!r}")
+            raise AssemblerError(line.number, f"expected an immediate such as #42, got {_short(text)!r}")
         value = self._value(line, text[1:])
         if not -(1 << 31) <= value < (1 << 31):
             # 'mov xd, =value' is the way out for mov only: an operand or an offset of another
@@ -573,6 +574,13 @@ class _Assembler:
         except expr.ExprError as exc:
             raise AssemblerError(line.number, str(exc)) from None
 
+    def _known(self, text: str) -> int | None:
+        """text's value, or None where it has none (yet): for a hint, which must not raise."""
+        try:
+            return expr.evaluate(text, lambda name: self.symbols[name], self.here)
+        except (expr.ExprError, KeyError):
+            return None
+
     def _symbol(self, line: _Line, name: str) -> int:
         if name not in self.symbols:
             if name in self.declared:
@@ -585,9 +593,3 @@ class _Assembler:
             raise AssemblerError(line.number, f"unknown label or constant {name!r}{hint}")
         return self.symbols[name]
 
-
-def _ascii_upper(name: str) -> str:
-    """name in upper case if it is ASCII, else unchanged (so that no enum member matches it):
-    str.upper() maps the non-ASCII ı, ſ and ß onto I, S and SS, which made 'b.mı' b.mi and
-    'eſr' esr."""
-    return name.upper() if name.isascii() else name

@@ -91,3 +91,24 @@ def test_quoted_operands_are_shortened(source: str) -> None:
     """An operand count or .equ message quoted all the operands, a register message all the operand."""
     message = _message(source)
     assert "characters)'" in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize(("source", "meant"), [("mov x1, 0x100000000", "mov x1, =0x100000000"),
+                                               ("mov x1, BIG\n.equ BIG, -0x80000001",
+                                                "mov x1, =BIG\n.equ BIG, -0x80000001"),
+                                               ("mov x1, 0xffffffffffffffff", "mov x1, =0xffffffffffffffff")])
+def test_a_mov_of_a_value_past_32_bits_is_told_its_equals_sign(source: str, meant: str) -> None:
+    """'mov x1, 0x100000000' was told '#0x100000000', refused next as too big for 32 bits."""
+    message = _message(source)
+    assert "'#" not in message and message.endswith(f"(a value past 32 signed bits is written with '=': "
+                                                    f"'{meant.split(', ')[1].split(chr(10))[0]}')"), message
+    assemble(meant)
+
+
+@pytest.mark.parametrize("source", ["add x1, x2, 0x100000000", "cmp x1, -0x80000001", "ldr x1, [x2], 0x80000000",
+                                    "mov x1, 0x10000000000000000"])
+def test_no_hash_hint_for_a_value_too_big_for_an_immediate(source: str) -> None:
+    message = _message(source)
+    assert "(an immediate is written with" not in message, message
+    if "0x1000000000000" not in source:
+        assert "would not fit 32 signed bits: load it with 'mov xd, =value' first)" in message, message

@@ -91,7 +91,7 @@ def test_a_pre_index_form_missing_its_comma_says_what_was_expected(text: str, op
     """'[x2 #8]!' was told only that the pre-index form is not in the ISA, with '[x1, #8]' as the
     example: the ',' it lacks went unnamed, to be found at the next try."""
     message = _message(text)
-    assert message == (f"expected a memory operand such as {meant} (a ',' between the base register and the offset, "
+    assert message == (f"expected a memory operand such as {meant!r} (a ',' between the base register and the offset, "
                        f"and no '!'), got {operand!r}: the pre-index form '[xn, #imm]!' (which writes xn + imm back "
                        f"to xn) is not in the ISA; add to xn in an instruction of its own"), message
     assemble(text.replace(operand, meant))
@@ -111,3 +111,38 @@ def test_a_post_index_offset_without_its_hash_is_told_both(text: str, shape: str
     assert message == (f"expected '{shape}', got {got!r} (an immediate is written with '#': '#{offset}'): the "
                        f"post-index form '[xn], #imm' (which writes xn + imm back to xn) is not in the ISA; add to "
                        f"xn in an instruction of its own"), message
+
+
+def test_memory_operand_messages_shorten_and_escape_what_they_quote() -> None:
+    """The operand (and the operands of a wrong count) were quoted whole, however long, where other
+    messages shorten them; the '[x2 ...]!' example was not quoted at all, so a '\\v' in its offset
+    was printed raw."""
+    long = "1 + " * 40 + "1"
+    for source in (f"ldr x1, [x2 {long}]", f"ldr x1, [x2 #{long}]!", f"ldr x1, [x2], #{long}",
+                   f"str x1, [x2, #8]!, {long}"):
+        message = _message(source)
+        assert "characters)'" in message and long not in message and len(message) < 400, message
+    message = _message("ldr x1, [x2 #8\v+1]!")
+    assert "\v" not in message and "such as '[x2, #8\\x0b+1]' (a ','" in message, message
+
+
+@pytest.mark.parametrize("source", ["ldr x1, [x2 x3]\nx3: nop", "ldr x1, [x2 x3]\n.equ x3, 8",
+                                    "stp x1, x4, [x2 X3]\n.equ X3, 16"])
+def test_a_name_like_a_register_that_the_source_defines_is_an_offset(source: str) -> None:
+    """'[x2 x3]' with a label or .equ name x3 was told 'no register offset', though '[x2, #x3]' assembles."""
+    operand = source[source.index("["):source.index("]") + 1]
+    meant = operand.replace(" ", ", #", 1)
+    message = _message(source)
+    assert f"as in {meant!r}, got {operand!r}" in message, message
+    assemble(source.replace(operand, meant))
+
+
+@pytest.mark.parametrize("source", ["ldr x1, [x2 #0x100000000]", "ldr x1, [x2 0x80000000]!",
+                                    "ldp x1, x3, [x2 BIG]\n.equ BIG, -0x80000001"])
+def test_no_offset_is_suggested_that_is_too_big_for_one(source: str) -> None:
+    """'[x2 #0x100000000]' was told '[x2, #0x100000000]', refused next as too big for 32 bits."""
+    message = _message(source)
+    assert "[x2, #" not in message, message
+    if "!" not in source:
+        assert message.startswith("expected a ',' between the base register and the offset of a memory operand and "
+                                  "an offset in #-0x80000000..#0x7fffffff, got '[x2 "), message
