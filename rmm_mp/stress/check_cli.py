@@ -78,11 +78,12 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     was not quiescent (not parked in time, or --no-pause), so they may be calls in progress
     or changes made during the scan (or, on an orphan whose creator was killed, or with a
     dead participant, calls cut off); 4 the invariants hold but the machine is not live: an
-    orphan (nothing runs on it any more: the run that made it was killed with its reaper),
-    which a loop `while rmm-mp check NAME` would otherwise watch for ever, or one whose RMM
-    is dead (every SMC fails: a run still live on it ends, so such a loop would get exit 2
-    soon after anyway); 2 no such machine (or no segment directory to look in: RMM_MP_SHM_DIR
-    missing or not a directory), a bad option, every pause slot taken, or the --json file
+    orphan (nothing runs on it any more: the run that made it was killed with its reaper,
+    before the check or during it, as the first line says), which a loop `while rmm-mp check
+    NAME` would otherwise watch for ever, or one whose RMM is dead (every SMC fails: a run
+    still live on it ends, so such a loop would get exit 2 soon after anyway); 2 no such
+    machine (or no segment directory to look in: RMM_MP_SHM_DIR missing or not a directory),
+    a bad option, every pause slot taken, or the --json file
     could not be written (or names a machine's shared-memory segment); 130 interrupted by
     Ctrl-C (no verdict: any pause it held is released and the CPUs go on); SIGTERM before
     the verdict ends it by the signal's default action (143 in a shell; a pause it held
@@ -153,6 +154,11 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         elif creator is None:
             dead = census(machine.control).dead
         report = invariants(machine)
+        # Decided again once the machine is scanned (a directory listing and one /proc look): a
+        # creator killed with its reaper during the pause or the scan left an orphan that the
+        # first look did not see, and the check said "quiescent" (exit 0) of a machine nothing
+        # runs on any more. An orphan stays one, so a later check sees it too.
+        late = creator is None and (creator := _dead_creator(machine_name)) is not None
         died = _dead_participants(machine, dead)
         # A dead CPU's line says so: "(running)" read as if its call and locks were in use. On
         # an orphan no participant is counted (nothing was paused), but its CPUs' processes died
@@ -161,7 +167,9 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # Only a stress run's CPUs publish their calls, and a stress run has its segment.
         published = os.path.exists(segment.segment_path(machine_name, segment.STRESS_PART))
         snaps = snapshots(machine, dead=gone, published=published)
-        if not no_pause and creator is None:
+        if late:
+            quiescent = False   # its CPUs died with the creator, during the check
+        elif not no_pause and creator is None:
             # A stop (the run ended) lets parked CPUs leave: then the check may have seen calls.
             # So does a lapsed lease (this process stopped or starved for longer than it): the
             # CPUs went on meanwhile, and may have parked again by now.
@@ -172,7 +180,11 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         closed = not os.path.exists(segment.segment_path(machine_name, "ctl"))
         stack.close()
         paused_ms = (time.monotonic() - paused_at) * 1000
-        if creator is not None:
+        if late:
+            state = (f"orphaned during this check: its creator (pid {creator}) ended while the machine was checked "
+                     "(killed with its reaper?), so nothing runs on it any more; this is the machine as its CPUs "
+                     "left it, and a violation may be a call cut off when they died (`rmm-mp clean` removes it)")
+        elif creator is not None:
             state = (f"orphaned: its creator (pid {creator}) is gone, so nothing runs on it and nothing was paused; "
                      "this is the machine as it was left, and a violation may be a call cut off when its CPUs "
                      "died (`rmm-mp clean` removes it)")

@@ -1450,6 +1450,27 @@ def test_check_of_an_orphan_whose_invariants_hold_exits_4(tmp_path: Path, monkey
                 os.unlink(os.path.join(segment.SHM_DIR, entry))
 
 
+def test_check_of_a_machine_orphaned_during_the_check_says_so_and_exits_4(machine: Machine, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A creator killed with its reaper while the check ran (here: its first look at the creator
+    finds it live, any later one gone): the orphan was decided once, at the start, so the check
+    said the machine was checked as it is and exited 0, its JSON orphan false. It decides again
+    once the machine is scanned: the first line says the machine became an orphan, exit 4."""
+    looks: list[str] = []
+
+    def dead_creator(name: str) -> int | None:
+        looks.append(name)
+        return None if len(looks) == 1 else 4242
+    monkeypatch.setattr(check_cli, "_dead_creator", dead_creator)
+    res = CliRunner().invoke(check, [machine.name, "--json", str(tmp_path / "c.json")])
+    assert res.exit_code == 4, res.output
+    assert res.output.startswith("orphaned during this check: its creator (pid 4242) ended while the machine was "
+                                 "checked"), res.output
+    assert "invariants hold over" in res.output
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["ok"] and data["orphan"] and not data["quiescent"]
+
+
 def test_check_of_a_machine_whose_rmm_is_dead_exits_4(machine: Machine, tmp_path: Path) -> None:
     """A machine whose RMM crashed (the dead flag: every SMC now fails) while its invariants
     hold: the check names the crash and exits 4 (not live), JSON ok and dead; it exited 0. A
