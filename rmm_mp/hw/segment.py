@@ -52,7 +52,13 @@ user's file) is not rmm-mp's to delete. A creator's reaper (hw.reaper) is told e
 paths before the machine's first segment exists. Segment.create refuses any other part, so that
 a new one cannot be made without being listed here (and then left behind by its SIGKILLed
 creator, its reaper not told of it)."""
-_NAME_RE = re.compile(rf"^rmm-mp-(?P<pid>\d+)-(?P<tag>[0-9a-f]{{8}})\.(?P<part>{'|'.join(PARTS)})$")
+_MACHINE = r"rmm-mp-(?P<pid>[1-9][0-9]*)-(?P<tag>[0-9a-f]{8})"
+"""A machine's name as machine_prefix makes it: the creator's pid in ASCII digits with no leading
+0, then 8 lower-case hex digits. The one pattern for it: `rmm-mp check` takes a machine name
+(is_machine_name) that `rmm-mp clean` would list (list_machines). \\d+ took a pid with a leading
+0 and non-ASCII digits (int() reads both), and check took any word after 'rmm-mp-'."""
+_MACHINE_RE = re.compile(_MACHINE, re.ASCII)
+_NAME_RE = re.compile(rf"{_MACHINE}\.(?P<part>{'|'.join(PARTS)})", re.ASCII)
 
 
 def machine_prefix(pid: int, tag: str) -> str:
@@ -136,9 +142,18 @@ class MachineSegments:
     paths: tuple[str, ...]
 
 
+def is_machine_name(name: str) -> bool:
+    """Whether ``name`` is a machine's name (``rmm-mp-<pid>-<8 hex>``, as machine_prefix makes it)."""
+    return _MACHINE_RE.fullmatch(name) is not None
+
+
+MACHINE_NAME_FORM = "rmm-mp-, its creator's pid (no leading 0), '-' and 8 lower-case hex digits"
+"""What is_machine_name takes, as a message says it."""
+
+
 def is_segment_name(name: str) -> bool:
     """Whether ``name`` is a segment's file name (``<prefix>.<part>``)."""
-    return _NAME_RE.match(name) is not None
+    return _NAME_RE.fullmatch(name) is not None
 
 
 def is_segment_path(path: str) -> bool:
@@ -158,7 +173,7 @@ def list_machines() -> list[MachineSegments]:
     except (FileNotFoundError, NotADirectoryError):
         return []   # no segment directory: no machine (Machine.create says why it cannot make one)
     for name in names:
-        match = _NAME_RE.match(name)
+        match = _NAME_RE.fullmatch(name)
         if match is None:
             continue
         prefix = name.rsplit(".", 1)[0]

@@ -309,6 +309,28 @@ def test_clean_and_create_leave_files_that_only_look_like_segments(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in foreign)
 
 
+def test_clean_takes_only_the_machine_names_check_takes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine name is the one segment.is_machine_name takes, for `rmm-mp clean` as for
+    `rmm-mp check`: files named with a pid written with a leading 0 or in non-ASCII digits are
+    no machine's (machine_prefix never makes them), so clean leaves them. Before, its \\d+ took
+    both (int() reads them) and removed them as the orphans of a dead pid, while check (which
+    refuses them now) looked for upper-case hex that clean never listed."""
+    from rmm_mp.hw import segment
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    dead = _never_a_pid()
+    odd = [tmp_path / f"rmm-mp-0{dead}-0000abcd.ctl", tmp_path / f"rmm-mp-{str(dead).translate(_ARABIC)}-0000abcd.ctl",
+           tmp_path / f"rmm-mp-{dead}-0000ABCD.ctl"]
+    for path in odd:
+        path.write_bytes(b"no machine's")
+        assert not segment.is_machine_name(path.name.removesuffix(".ctl"))
+    done = CliRunner().invoke(main, ["clean"])
+    assert done.exit_code == 0 and done.stdout == "no orphaned rmm-mp shared memory\n", done.output
+    assert all(path.exists() for path in odd), sorted(p.name for p in tmp_path.iterdir())
+
+
+_ARABIC = str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+
+
 def test_closing_a_machine_leaves_a_report_written_beside_its_segments(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`rmm-mp check NAME --json <segment directory>/NAME.json` of a live machine: the path is
@@ -553,9 +575,20 @@ def test_check_of_a_segments_file_name_names_the_machine() -> None:
         assert "no machine named" not in result.output
 
 
+_NAME_EXPECTED = ("expected a machine name such as 'rmm-mp-1234-0a1b2c3d' (rmm-mp-, its creator's pid (no leading 0), "
+                  "'-' and 8 lower-case hex digits, as machines are named and `rmm-mp clean` lists them)")
+
+
 @pytest.mark.parametrize("name, expected", [
-    ("BADNAME", "expected a machine name such as 'rmm-mp-1234-0a1b2c3d'"),
-    ("rmm-mp-1/x", "expected a machine name such as 'rmm-mp-1234-0a1b2c3d'"),
+    ("BADNAME", _NAME_EXPECTED),
+    ("rmm-mp-1/x", _NAME_EXPECTED),
+    # Names `rmm-mp clean` never lists: they were looked for ("no machine named ...", not a usage
+    # error), and a machine made by hand under one was checked.
+    ("rmm-mp-01-0badc0de", _NAME_EXPECTED),
+    ("rmm-mp-1-0BADC0DE", _NAME_EXPECTED),
+    ("rmm-mp-1-0badc0de0", _NAME_EXPECTED),
+    ("rmm-mp-\u0661-0badc0de", _NAME_EXPECTED),
+    ("rmm-mp-1-0badc0de.txt", _NAME_EXPECTED),
 ])
 def test_check_of_a_word_that_is_no_machine_name_is_a_usage_error(name: str, expected: str) -> None:
     """`rmm-mp check BADNAME` is refused as the command line's MACHINE_NAME, after the usage
