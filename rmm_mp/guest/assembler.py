@@ -385,17 +385,21 @@ class _Assembler:
         if op in (".balign", ".p2align"):
             # GNU as's names of .align: ours counts bytes, as .balign does (.align 3 would be refused)
             count = self._alignment(line)
+            # A fill or max-skip operand no longer hides the count ('.balign 8, 0' was told '.align n')
+            extra = "; .align has no fill or max-skip operand: it pads with zeros" if len(line.args) > 1 else ""
             raise AssemblerError(line.number, f"{line.written!r} is GNU as's; expected '.align {count}' (a number of "
-                                              f"bytes, a power of two: this assembler's .align is GNU as's .balign)")
+                                              f"bytes, a power of two: this assembler's .align is GNU as's .balign)"
+                                              f"{extra}")
         raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
 
     def _alignment(self, line: _Line) -> str:
-        """The count of the .align that a .balign or .p2align line means: its value in bytes if its one
-        operand has a value that makes one (a power of two), else 'n' or '2^n'. Never the text as
-        written: '.balign 3' was told '.align 3', which is refused too, and a long operand was quoted whole."""
+        """The count of the .align that a .balign or .p2align line means: its value in bytes if its first
+        operand (the alignment; a fill or max-skip may follow) has a value that makes one (a power of two),
+        else 'n' or '2^n'. Never the text as written: '.balign 3' was told '.align 3', which is refused too,
+        and a long operand was quoted whole."""
         p2 = line.op == ".p2align"
         try:
-            value = self._value(line, line.args[0]) if len(line.args) == 1 else -1
+            value = self._value(line, line.args[0]) if line.args else -1
         except AssemblerError:
             value = -1
         if p2:

@@ -63,7 +63,7 @@ def test_a_comma_suggestion_assembles(source: str, meant: str) -> None:
     assemble(re.sub(r"\[.*\]!?", lambda _: meant, source, count=1))
 
 
-@pytest.mark.parametrize(("source", "meant"), [(".balign 3", ".align n"), (".balign 8, 0", ".align n"),
+@pytest.mark.parametrize(("source", "meant"), [(".balign 3", ".align n"), (".balign 8, 0", ".align 8"),
                                                (".balign 16 + 16", ".align 32"), (".balign SIZE\n.equ SIZE, 64",
                                                                                   ".align 64"),
                                                (".balign " + "x" * 300, ".align n"), (".p2align 1 + 2", ".align 8"),
@@ -74,6 +74,20 @@ def test_an_align_suggestion_assembles_or_names_no_count(source: str, meant: str
     300 characters; '.p2align 1 + 2' got only '.align 2^n'."""
     message = _message(source)
     assert message.startswith(f"{source.split()[0]!r} is GNU as's; expected {meant!r} "), message
+    if "n" not in meant.split()[1]:
+        assemble(meant)
+
+
+@pytest.mark.parametrize(("source", "meant"), [(".balign 8, 0", ".align 8"), (".p2align 3,,7", ".align 8"),
+                                               (".balign 16, 0, 4", ".align 16"), (".p2align 2, 0", ".align 4"),
+                                               (".balign 3, 0", ".align n")])
+def test_an_align_with_fill_or_max_skip_gives_the_count_and_says_they_are_not_supported(source: str,
+                                                                                        meant: str) -> None:
+    """'.balign 8, 0' was told '.align n' and '.p2align 3,,7' '.align 2^n': a second or third operand
+    threw the first one's value away, and nothing said that .align takes neither."""
+    message = _message(source)
+    assert message.startswith(f"{source.split()[0]!r} is GNU as's; expected {meant!r} "), message
+    assert message.endswith("; .align has no fill or max-skip operand: it pads with zeros"), message
     if "n" not in meant.split()[1]:
         assemble(meant)
 
