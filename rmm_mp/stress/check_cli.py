@@ -130,14 +130,16 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         decided(2)
     except MachineError as exc:
         # A segment directory that is missing or no directory is named as `rmm-mp clean` names
-        # it: attach said "no machine named NAME in DIR (it was closed, or never existed)".
+        # it, prefix included ("Error: MachineError: ", as clean, run and explore print it):
+        # attach said "no machine named NAME in DIR (it was closed, or never existed)".
+        message = str(exc)
         try:
             check_shm_dir(create=False)
         except MachineError as unusable:
-            exc = unusable
+            message = f"{type(unusable).__name__}: {unusable}"
         # Each error below that ends the check is its last output: decided, so that a signal
         # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
-        echo(f"Error: {exc}", err=True)
+        echo(f"Error: {message}", err=True)
         decided(2)
     # A machine whose creator was killed (SIGKILL) and whose segments its reaper did not unlink
     # (killed too, say: hw.reaper) is an orphan: nothing runs on it (its CPUs died with it), so

@@ -466,7 +466,8 @@ def test_check_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: p
     """`rmm-mp check NAME` with RMM_MP_SHM_DIR naming nothing or a file: no machine can be looked
     for there, and it says so as `rmm-mp clean` does (exit 2, as for no such machine). It said "no
     machine named NAME in DIR (it was closed, or never existed)", blaming the name or the run
-    for a mistyped directory (found by a lock-protocol reviewer's probe)."""
+    for a mistyped directory (found by a lock-protocol reviewer's probe); then "Error: shared
+    memory ...", where clean, run and explore print "Error: MachineError: shared memory ..."."""
     from rmm_mp.hw import segment
     where = tmp_path / "shm"
     if kind == "file":
@@ -477,7 +478,8 @@ def test_check_with_no_segment_directory_names_it(tmp_path: Path, monkeypatch: p
     assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.output
     assert "no machine named" not in result.output and "Traceback" not in result.output
     found = "nothing" if kind == "missing" else "something that is not a directory"
-    assert result.stderr == (f"Error: shared memory cannot be looked for in {where} (RMM_MP_SHM_DIR): found {found}, "
+    assert result.stderr == (f"Error: MachineError: shared memory cannot be looked for in {where} (RMM_MP_SHM_DIR): "
+                             f"found {found}, "
                              "expected a directory (a tmpfs such as /dev/shm keeps the machine in memory)\n"), \
         result.output
 

@@ -989,7 +989,7 @@ def test_a_signal_as_check_ends_keeps_its_verdict(tmp_path: Path, machine: Machi
      "Error: MachineError: shared memory cannot be made in"),
     ("SIGTERM", ["run", "quickstart", "--cpus", "1", "--iterations", "3", "--no-progress"], 1,
      "Error: MachineError: shared memory cannot be made in"),
-    ("SIGTERM", ["check", "rmm-mp-1-0badc0de"], 2, "Error: shared memory cannot be looked for in"),
+    ("SIGTERM", ["check", "rmm-mp-1-0badc0de"], 2, "Error: MachineError: shared memory cannot be looked for in"),
     ("SIGINT", ["explore", "rtt-create-vs-rtt-create"], 0, "interleaving(s) tried in"),
 ], ids=["run-build-failed-sigint", "run-build-failed-sigterm", "check-no-machine-sigterm", "explore-sigint"])
 def test_a_signal_after_an_error_or_a_result_keeps_its_exit_status(tmp_path: Path, signame: str, args: list[str],
