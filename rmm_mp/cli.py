@@ -9,7 +9,6 @@ imported only when they are run or listed.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable
 
@@ -99,13 +98,12 @@ def clean(dry_run: bool) -> None:
     if dry_run:
         # Said as the real clean would say it, status included: an orphan it could not remove
         # (a directory with a segment's name) read "would remove", exit status 0.
-        for machine in segment.list_machines():
-            if machine.creator_pid != os.getpid() and orphans.is_orphan(machine):
-                problems = orphans.unlink_problems(machine)
-                if problems:
-                    failed.append((machine, "; ".join(problems)))
-                else:
-                    found.append(machine)
+        for machine in orphans.orphaned_machines():     # judged as the real clean judges them
+            problems = orphans.unlink_problems(machine)
+            if problems:
+                failed.append((machine, "; ".join(problems)))
+            else:
+                found.append(machine)
     else:
         found, failed = orphans.remove_orphans()
     verb = "would remove" if dry_run else "removed"

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import struct
+from collections.abc import Iterator
 
 from rmm_mp.hw import process
 from rmm_mp.hw.control import LAYOUT_VERSION, MAGIC, OFF_CREATOR_START
@@ -55,6 +56,15 @@ def is_orphan(machine: MachineSegments) -> bool:
     return process.ended(machine.creator_pid, lambda ms: not started or ms == started)
 
 
+def orphaned_machines() -> Iterator[MachineSegments]:
+    """Each machine in the segment directory whose creator has certainly ended (is_orphan),
+    never one of this process's own: what remove_orphans unlinks and `rmm-mp clean --dry-run`
+    lists, so that both judge alike. Each is judged as it is reached."""
+    for machine in list_machines():
+        if machine.creator_pid != os.getpid() and is_orphan(machine):
+            yield machine
+
+
 def remove_orphans() -> tuple[list[MachineSegments], list[tuple[MachineSegments, str]]]:
     """Unlink every orphaned machine; returns what was removed, and each orphan of which an
     entry could not be unlinked with why (another user's segment in the sticky /dev/shm, a
@@ -62,13 +72,12 @@ def remove_orphans() -> tuple[list[MachineSegments], list[tuple[MachineSegments,
     reports it (`rmm-mp clean`) or goes on (Machine.create), never raises."""
     removed: list[MachineSegments] = []
     failed: list[tuple[MachineSegments, str]] = []
-    for machine in list_machines():
-        if machine.creator_pid != os.getpid() and is_orphan(machine):
-            problems = unlink_machine(machine)
-            if problems:
-                failed.append((machine, "; ".join(problems)))
-            else:
-                removed.append(machine)
+    for machine in orphaned_machines():
+        problems = unlink_machine(machine)
+        if problems:
+            failed.append((machine, "; ".join(problems)))
+        else:
+            removed.append(machine)
     return removed, failed
 
 

@@ -280,6 +280,27 @@ def test_clean_and_create_get_past_an_orphan_that_cannot_be_removed(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [stuck.name]
 
 
+def test_clean_and_its_dry_run_judge_orphans_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`clean --dry-run` lists what `clean` removes (orphans.orphaned_machines serves both; the dry
+    run had a copy of the filter): never this process's own machine, even one is_orphan would
+    take for an orphan (a start time that no longer matches), and every other orphan."""
+    from rmm_mp.hw import orphans, segment
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    monkeypatch.setattr(orphans, "is_orphan", lambda machine: True)
+    dead = _never_a_pid()
+    own = tmp_path / f"rmm-mp-{os.getpid()}-0000abcd.ctl"
+    orphan = tmp_path / f"rmm-mp-{dead}-0000abce.ctl"
+    for path in (own, orphan):
+        path.write_bytes(b"a segment")
+    dry = CliRunner().invoke(main, ["clean", "--dry-run"])
+    assert dry.exit_code == 0 and dry.stdout == f"would remove rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n", \
+        dry.output
+    done = CliRunner().invoke(main, ["clean"])
+    assert done.exit_code == 0 and done.stdout == f"removed rmm-mp-{dead}-0000abce (creator pid {dead}, 1 segment)\n", \
+        done.output
+    assert own.exists() and not orphan.exists()
+
+
 def test_clean_and_create_leave_files_that_only_look_like_segments(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Files in the segment directory named like a dead creator's segments but with a part no
