@@ -19,7 +19,8 @@ REG = re.compile(r"^(x([0-9]|[12][0-9]|30)|xzr|lr)$")
 """A register's name, in lower case."""
 
 Value = Callable[[str], int | None]
-"""The value of an expression, or None where the assembler does not know it (yet)."""
+"""The value of an expression, or None where the assembler does not know it (yet); raises
+expr.ExprError where the expression has none ('8 % 0', '1 << 200'): '#' + it would be refused."""
 
 IMM_RANGE = range(-(1 << 31), 1 << 31)
 """The values a '#imm' operand or offset takes (32 bits, signed)."""
@@ -47,7 +48,10 @@ def immediate_hint(text: str, declared: Collection[str], value: Value, op: str |
     written = text.strip()
     if not expression(written, declared):
         return ""
-    known = value(written)
+    try:
+        known = value(written)
+    except expr.ExprError:
+        return ""   # '#8 % 0' would be refused too: it has no value
     if known is not None and known not in IMM_RANGE:
         if not -(1 << 63) <= known < 1 << 64:
             return ""
@@ -109,9 +113,11 @@ def address_operand(line: Line, registers: int, declared: Collection[str], value
         raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
                                           f"operand, as in {_quoted(meant)}, got {_quoted(text)}")
     if _separated(operand, declared, lambda _: None):
-        # '[x2 #0x100000000]': the ',' is named still, but no operand is suggested, as none would assemble
+        # '[x2 #0x100000000]' or '[x2 8 % 0]': the ',' is named still, but no operand is suggested, as
+        # none would assemble
         raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                          f"operand and an offset in #-0x80000000..#0x7fffffff, got {_quoted(text)}")
+                                          f"operand and an offset with a value in #-0x80000000..#0x7fffffff, "
+                                          f"got {_quoted(text)}")
     return operand
 
 
@@ -121,7 +127,7 @@ def _separated(operand: tuple[str, str | None], declared: Collection[str], value
     register is a register too (there is no register offset to suggest); None for any other,
     and for an offset that is no expression of numbers, '.' and ``declared`` names ('[x2 a b]'
     was told '[x2, #a b]', which does not assemble either) or one whose ``value`` is known to be
-    outside IMM_RANGE ('[x2, #0x100000000]' is refused as too big). A name the source defines
+    outside IMM_RANGE ('[x2, #0x100000000]' is refused as too big) or to have none. A name the source defines
     ('[x2 x3]' with a label x3) is an offset, not a register."""
     unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
     if operand[1] is not None or not unseparated or not REG.fullmatch(unseparated.group(1).lower()):
@@ -133,5 +139,8 @@ def _separated(operand: tuple[str, str | None], declared: Collection[str], value
     offset = rest[1:] if rest.startswith("#") else rest
     if not expression(offset, declared):
         return None
-    known = value(offset.strip())
+    try:
+        known = value(offset.strip())
+    except expr.ExprError:
+        return None     # no value ('[x2, #8 % 0]' is refused too)
     return f"[{base}, #{offset}]" if known is None or known in IMM_RANGE else None

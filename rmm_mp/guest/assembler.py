@@ -579,10 +579,10 @@ class _Assembler:
             raise AssemblerError(line.number, str(exc)) from None
 
     def _known(self, text: str) -> int | None:
-        """text's value, or None where it has none (yet): for a hint, which must not raise."""
+        """text's value, for a hint; None where a name has none yet; expr.ExprError where text has none."""
         try:
             return expr.evaluate(text, lambda name: self.symbols[name], self.here)
-        except (expr.ExprError, KeyError):
+        except KeyError:
             return None
 
     def _symbol(self, line: _Line, name: str) -> int:

@@ -145,4 +145,15 @@ def test_no_offset_is_suggested_that_is_too_big_for_one(source: str) -> None:
     assert "[x2, #" not in message, message
     if "!" not in source:
         assert message.startswith("expected a ',' between the base register and the offset of a memory operand and "
-                                  "an offset in #-0x80000000..#0x7fffffff, got '[x2 "), message
+                                  "an offset with a value in #-0x80000000..#0x7fffffff, got '[x2 "), message
+
+
+@pytest.mark.parametrize("source", ["ldr x1, [x2 8 % 0]", "ldr x1, [x2 #1 << 200]", "ldr x1, [x2 8 % 0]!"])
+def test_no_offset_is_suggested_that_has_no_value(source: str) -> None:
+    """'[x2 8 % 0]' was told '[x2, #8 % 0]', refused next as a modulo by zero ('1 << 200': more bits
+    than an expression may reach); the ',' is still named."""
+    message = _message(source)
+    assert "[x2, #" not in message, message
+    if "!" not in source:
+        assert message.startswith("expected a ',' between the base register and the offset of a memory operand and "
+                                  "an offset with a value in #-0x80000000..#0x7fffffff, got '[x2 "), message
