@@ -205,6 +205,11 @@ class Machine:
             machine_name, part = name.rsplit(".", 1)
             raise ValueError(f"name = {shown}: expected a machine name, not the file name of one of its segments "
                              f"(its .{part}): {shown_text(machine_name)}")
+        if not segment.is_machine_name(name):
+            # As `rmm-mp check` and `rmm-mp clean` judge a name: 'rmm-mp-01-...' or a pid in other
+            # digits was looked for, and "no machine named" read as if such a machine could be.
+            raise ValueError(f"name = {shown}: expected a machine name ({segment.MACHINE_NAME_FORM}), such as "
+                             "'rmm-mp-1234-0a1b2c3d'")
         attached: dict[str, Segment] = {}
         part = ""
         try:

@@ -1115,10 +1115,13 @@ def test_attach_of_an_unknown_name_raises(name: str) -> None:
     assert str(info.value).startswith(f"no machine named {name!r} "), str(info.value)
 
 
-@pytest.mark.parametrize("name", ["not-a-machine", "", "rmm-mp-1/x"])
+@pytest.mark.parametrize("name", ["not-a-machine", "", "rmm-mp-1/x", "rmm-mp-01-0a1b2c3d", "rmm-mp-1-0A1B2C3D",
+                                  "rmm-mp-\u0661-0a1b2c3d", "rmm-mp-x"])
 def test_attach_of_a_name_that_is_no_machine_name_is_a_value_error(name: str) -> None:
     """A name that is not of the rmm-mp-<pid>-<hex> form is a bad argument: ValueError naming
-    it, as Machine.create does for its arguments (no file is looked up)."""
+    it, as Machine.create does for its arguments (no file is looked up). The form is the one
+    `rmm-mp check` and `rmm-mp clean` take (a pid with a leading 0 or in other digits, or upper-case
+    hex was looked for: "no machine named")."""
     with pytest.raises(ValueError, match=re.escape(f"name = {name!r}: expected a machine name")):
         Machine.attach(name)
 
