@@ -33,9 +33,9 @@ _WITH_UNIT = re.compile(r"\s*((?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)
 def seconds_written(value: str) -> tuple[float, str] | None:
     """The seconds that ``value``, a number and a time unit, stands for, and that number as the
     text to write instead ("5s" is "5", "500ms" "0.5", "2min" "120"; a number written with an
-    exponent that is long in decimals keeps one: "1e39s" is "1e39"); None for any other text,
-    for a unit whose capitals mean something else (5M, 5MS) and where the number typed or the
-    one to write has more than _HINT_DIGITS characters."""
+    exponent that is long in decimals keeps one: "1e39s" is "1e39", "1e39min" "6e40"); None for
+    any other text, for a unit whose capitals mean something else (5M, 5MS) and where the number
+    typed or the one to write has more than _HINT_DIGITS characters."""
     m = _WITH_UNIT.fullmatch(value)
     if m is None:
         return None
@@ -65,15 +65,21 @@ def seconds_written(value: str) -> tuple[float, str] | None:
     number = (text.rstrip("0").rstrip(".") if "." in text else text) or "0"
     if "e" in digits.lower() and len(number) > _EXPONENT_DIGITS:
         # "1e39s" was "without a unit it is 1000...000" (40 digits): a number written with an
-        # exponent is named with one, as written in seconds (TOML has no "1.e39": "1e39"), else
-        # the product's ("1e39min" is 6e+40).
-        number = re.sub(r"\.(?=e|$)", "", digits.lower()) if factor == 1 else f"{exact.normalize():e}"
-        number = "0" + number if number.startswith(".") else number
+        # exponent is named with one, in one form whatever the unit ("1e39s" is 1e39, "1e39min"
+        # 6e40; it was 6e+40): TOML and the command line read it, with no "+" to wonder about.
+        number = _exponent_form(exact)
     if len(number) > _HINT_DIGITS:
         # The product may be longer than the digits typed (40 characters of microseconds have 6
         # more places, 38 nines of hours 4 more digits): no hint names more than _HINT_DIGITS.
         return None
     return float(exact), number
+
+
+def _exponent_form(number: decimal.Decimal) -> str:
+    """``number`` with an exponent, its fewest digits and no "+" nor leading zeros in the exponent
+    ("1e39", "6e40", "1.5e-39"): a form TOML's floats and Python's float() both take."""
+    mantissa, _, exponent = f"{number.normalize():e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _toml_number(value: str) -> str | None:

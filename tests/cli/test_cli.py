@@ -1063,12 +1063,14 @@ def test_platform_show_names_a_directory_so(tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("typed, named", [("1e39s", "1e39"), ("1.e39s", "1e39"), ("1e-39s", "1e-39"),
-                                          ("1e39min", "6e+40")], ids=["e39", "point-e39", "e-39", "minutes"])
+                                          ("1e39min", "6e40"), ("1e+39s", "1e39"), ("1e40us", "1e34")],
+                         ids=["e39", "point-e39", "e-39", "minutes", "plus-e39", "microseconds"])
 def test_a_unit_hint_names_a_number_written_with_an_exponent_with_one(tmp_path: Path, typed: str,
                                                                        named: str) -> None:
     """`--seconds 1e39s` (and a workload's `seconds = "1e39s"`) was "without a unit it is
     1000000000000000000000000000000000000000, outside the range": a 40-digit number nobody wrote.
-    It is named as written, with its exponent (another unit's product with one)."""
+    It is named as written, with its exponent (another unit's product with one), in one form
+    for every unit: "1e39min" was named "6e+40" where "1e39s" was "1e39"."""
     result = CliRunner().invoke(main, ["run", "quickstart", "--seconds", typed])
     assert result.exit_code == 2, result.output
     assert f"(without a unit it is {named}, outside the range)" in result.output, result.output
