@@ -354,12 +354,21 @@ def call_name(call: str) -> str:
     return _ARGUMENTS.sub("", call)
 
 
+_BRACKETED_ERROR = re.compile(r"\((\w+): .*\)", re.DOTALL)
+"""An exception in a bracket, ``(ValueError: its text)``, as the supervisor names one it raised
+reading a CPU's result: its type is the kind, its text one run's."""
+
+
 def failure_kind(how: str) -> str:
     """How a CPU process failed (CpuFailure.how), without what one run has: ``raised ValueError``
     without the error's text (it may name addresses, pids, paths), ``was killed by SIGKILL``, ``did
-    not stop within ? s of being asked and was terminated`` (without_run_values)."""
+    not stop within ? s of being asked and was terminated`` (without_run_values), ``sent a result
+    that the parent could not read (ValueError)`` without the error's text in its bracket (cut at
+    the first colon, it was cut inside the bracket, which was left open)."""
     raised = re.match(r"raised \w+", how)
-    return raised.group(0) if raised else without_run_values(how.split(":")[0])
+    if raised:
+        return raised.group(0)
+    return without_run_values(_BRACKETED_ERROR.sub(r"(\1)", how).split(":")[0])
 
 
 def raised_in(traceback_text: str) -> str:

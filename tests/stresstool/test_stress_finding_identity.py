@@ -65,6 +65,9 @@ def test_a_dead_cpus_identity_is_how_it_failed_where_and_in_which_call() -> None
     moved = tb.replace("/work/x/", "/home/y/").replace("298", "301").replace("0x8008f000", "0x80091000")
     assert raised_in(tb) == raised_in(moved) == "rmm_mp/rmm/s2tt.py (walk)"
     assert failure_kind("raised ValueError: bad level 0x8008f000") == "raised ValueError"
+    # An exception the parent raised reading the CPU's result: its type stays, in a closed bracket.
+    assert failure_kind("sent a result that the parent could not read (UnpicklingError: invalid load key, "
+                        "'\\x00' at 0x7f3a2c1d5e50)") == "sent a result that the parent could not read (UnpicklingError)"
     assert failure_kind("did not stop within 2 s of being asked and was terminated") == \
         failure_kind("did not stop within 12 s of being asked and was terminated")
     with Machine.create("host", cpus=2) as m:
