@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.structs import RMI_REC_PARAMS, rec_index_to_mpidr
 from rmm_mp.host import NsAllocator, RealmSpec, RunLoop, create_realm, destroy_realm, realm_status
-from rmm_mp.host.realm import create_rtt_levels, describe_x0
+from rmm_mp.host.realm import create_rtt_levels, status_name
 from rmm_mp.host.realm_entry import DONE
 from rmm_mp.stress.findings import Finding, call_text, fid_name
 from rmm_mp.stress.population import G, MiB, NEW_BASE, NEW_PAGES, TABLE_BASE, Population, guest_specs
@@ -165,7 +165,7 @@ class Operations:
             # arguments nor an RMI_ERROR_RTT's level, so a shrinking keeps no other command's.
             raise Unexpected(Finding("functional", "status", f"returned X0 = {regs[0]:#x}; a correct RMM answers one "
                                      f"of {{{shown}}} here", self.cpu.id, call_text(fid, args, len(args)),
-                                     identity=f"{fid_name(fid)} returned {describe_x0(regs[0]).split(',')[0]}"))
+                                     identity=f"{fid_name(fid)} returned {status_name(regs[0])}"))
         return regs
 
     def delegated(self) -> int:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from rmm_mp.check import invariants
 from rmm_mp.host.nsalloc import AllocatorError
-from rmm_mp.host.realm import HostError, describe_x0
+from rmm_mp.host.realm import HostError, status_name
 from rmm_mp.host.runqueue import RunQueueError
 from rmm_mp.hw import points
 from rmm_mp.hw.control import UNRECORDED_REASON
@@ -293,7 +293,7 @@ def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
     identity = without_lines(raised_at(exc))
     x0 = getattr(exc, "x0", None)
     if isinstance(x0, int):
-        identity += f" ({getattr(exc, 'command', '?')} returned {describe_x0(x0).split(',')[0]})"
+        identity += f" ({getattr(exc, 'command', '?')} returned {status_name(x0)})"
     return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step, identity=identity)
 
 

@@ -170,6 +170,10 @@ def test_a_wrong_status_is_known_by_its_call_and_status() -> None:
     assert finding(F.RMI_RTT_CREATE, 4 | 2 << 8, RD, RTT, 0x0, 2).key() != data.key()
     assert finding(F.RMI_DATA_CREATE, 1, RD, DATA, 0x1000, 0x80000000, 0).key() != data.key()
     assert data.identity not in data.text()
+    # An X0 that is no RMI 1.0 return code is named whole: RMI_SUCCESS with an index or a bit
+    # past 15 was named "returned RMI_SUCCESS", as if the command had succeeded.
+    for x0 in (0x100, 1 << 16, 0x7):
+        assert finding(F.RMI_DATA_CREATE, x0, RD, DATA).identity == f"RMI_DATA_CREATE returned X0 {x0:#x}"
 
 
 def _invariant(machine: Machine, idx: int, state: int, rule: str, detail: str, step: int) -> Finding:
@@ -276,6 +280,7 @@ def test_a_host_error_is_known_by_where_it_was_raised_and_the_status_it_carries(
     assert rtt2.identity.endswith("(RMI_DATA_CREATE returned RMI_ERROR_RTT)"), rtt2.identity
     assert rtt2.key() == rtt3.key() != inp.key()
     assert rtt2.identity not in rtt2.text()
+    assert finding(1 << 8).identity.endswith("(RMI_DATA_CREATE returned X0 0x100)"), finding(1 << 8).identity
 
 
 def test_a_quiescent_checks_violations_are_all_at_its_step() -> None:
