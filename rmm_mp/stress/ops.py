@@ -95,9 +95,11 @@ def vcpu_identity(error: str) -> str:
 
 def _guest_identity(name: str, status: RealmStatus) -> str:
     """A failed guest's identity: the guest, how it ended and its result code (not the detail: an
-    address, a count), not its slot or RD, another on a replay. A guest that never reported, or
-    whose last report was cut short, failed with its result code still 0 (RealmStatus.passed):
-    said so, or either was one problem with a guest that reported a pass and failed otherwise."""
+    address, a count), not its slot or RD, another on a replay. A guest that never reported failed
+    with a result code of 0 it never sent; one whose last report was cut short, with the code of
+    the report before it (RealmStatus.result), maybe 0, while what it reported last is unknown
+    (RealmStatus.passed): said so, or either was one problem with a guest that reported a pass and
+    failed otherwise, or with one whose whole last report sent that code."""
     if not status.reports:
         how = "no report"
     elif status.report_cut_short:
