@@ -82,7 +82,11 @@ MY_RECS = 8
 with its aux granules, until the host ran out of memory (a false finding, OutOfGranules)."""
 
 
-_VCPU_VALUES = (re.compile(r"^realm slot \d+ REC \d+: "), re.compile(r"\b(IPA|ESR|PA|RD|REC) 0x[0-9a-fA-F]+"))
+_VCPU_PREFIX = re.compile(r"^realm slot \d+ REC \d+: ")
+"""The vCPU a run-loop error names (RunLoop._fail), another on a replay."""
+_VCPU_VALUES = re.compile(r"\b(IPA|ESR) 0x[0-9a-fA-F]+")
+"""The address and syndrome a run-loop error names (host.exits): the only values it names after
+a word (no error of the run loop names a PA, an RD or a REC by address)."""
 
 
 def vcpu_identity(error: str) -> str:
@@ -90,7 +94,7 @@ def vcpu_identity(error: str) -> str:
     the vCPU's realm slot and REC index and without the addresses and syndrome it names (``IPA ?``,
     ``ESR ?``), which a shrunk run's replay has others of; what kind of exit failed stays (its
     reason, an ESR's EC). Without it every failed vCPU was one problem to --shrink."""
-    return "RMI_REC_ENTER: " + _VCPU_VALUES[1].sub(r"\1 ?", _VCPU_VALUES[0].sub("", error))
+    return "RMI_REC_ENTER: " + _VCPU_VALUES.sub(r"\1 ?", _VCPU_PREFIX.sub("", error))
 
 
 def _guest_identity(name: str, status: RealmStatus) -> str:

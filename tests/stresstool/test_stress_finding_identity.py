@@ -309,3 +309,15 @@ def test_a_misplaced_entrys_identity_has_the_level_its_violation_names() -> None
                                                      "which maps no blocks", 100)
     assert l1.identity == "rtt-entry at RTT granule (level 1)", l1.identity
     assert l0.identity == "rtt-entry at RTT granule (level 0)", l0.identity
+
+
+def test_a_failed_vcpus_identity_leaves_out_its_vcpu_address_and_syndrome() -> None:
+    """functional: vcpu: the run loop's error without the vCPU's slot and REC, the IPA and the
+    ESR it names; the kind of exit (the EC, a DFSC) stays."""
+    from rmm_mp.stress.ops import vcpu_identity
+
+    one = vcpu_identity("realm slot 3 REC 1: SYNC exit with ESR 0x92000046 (EC 0x24) at IPA 0x88000000: not a fault")
+    other = vcpu_identity("realm slot 5 REC 0: SYNC exit with ESR 0x92000047 (EC 0x24) at IPA 0x88001000: not a fault")
+    assert one == other == "RMI_REC_ENTER: SYNC exit with ESR ? (EC 0x24) at IPA ?: not a fault", one
+    assert vcpu_identity("realm slot 3 REC 1: data abort at IPA 0x1000 with DFSC 0x21: not a translation") \
+        != vcpu_identity("realm slot 3 REC 1: data abort at IPA 0x1000 with DFSC 0x22: not a translation")
