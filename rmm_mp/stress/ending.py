@@ -15,7 +15,7 @@ from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import CpuFailure, RunResult
 from rmm_mp.stress import lockdep
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding, failure_kind, invariant_finding, raised_in
+from rmm_mp.stress.findings import AT_END, Finding, failure_kind, invariant_finding, raised_in
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.shared import ABSENT, END_ABORT, END_RUNNING, StressSegment
 from rmm_mp.stress.watchdog import call_identity, owner_cpu, snapshots
@@ -178,10 +178,6 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
 
 END_VIOLATIONS = 20
 """How many broken invariants the check at a run's end reports, past those reported before."""
-
-
-AT_END = "at the end of the run"
-"""The detail line of a finding of the invariant check at the run's end."""
 
 
 def ordered(findings: list[Finding]) -> None:

@@ -325,9 +325,16 @@ class FindingLog:
 _RTT_LEVEL = re.compile(r"\blevel[ -](-?\d+) RTT\b")    # "level 2 RTT" (rtt-refcount), "a level-1 RTT" (rtt-entry)
 
 
+AT_QUIESCENT = "at a quiescent point"
+"""The detail line (``where``) of a finding of an invariant check at a quiescent point."""
+AT_END = "at the end of the run"
+"""The detail line of a finding of the invariant check at the run's end (ending.ordered lists
+them last by it)."""
+
+
 def invariant_finding(machine: "Machine", violation: "Violation", where: str, step: int | None = None) -> Finding:
-    """The finding of a broken invariant seen by a check of ``machine`` (``where``: at a quiescent
-    point, at the end of the run). Its identity is its rule and the kind of granule it broke at, as
+    """The finding of a broken invariant seen by a check of ``machine`` (``where``: AT_QUIESCENT
+    or AT_END). Its identity is its rule and the kind of granule it broke at, as
     the check found it: the granule's state, and an RTT's level if the violation names it
     (``rtt-refcount at RTT granule (level 2)``), or ``at no granule``. No address or count: a
     shrunk run's replay breaks it at another address, by other counts. Without it every violation

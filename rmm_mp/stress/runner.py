@@ -35,7 +35,7 @@ from rmm_mp.cpu_outcome import RunResult
 from rmm_mp.runtime import STARTUP_S, oversubscription, run_cpus
 from rmm_mp.stress import ending
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding, invariant_finding
+from rmm_mp.stress.findings import AT_QUIESCENT, Finding, invariant_finding
 from rmm_mp.stress.ops import WORKLOADS
 from rmm_mp.stress.population import build, guest_names
 from rmm_mp.stress.report import StressReport
@@ -502,7 +502,7 @@ class _Supervisor:
                 return      # the lease lapsed (this process starved past it): the CPUs went on
             self.quiescent_checks += 1
             for v in report.violations[:8]:
-                self.findings.append(invariant_finding(m, v, "at a quiescent point"))
+                self.findings.append(invariant_finding(m, v, AT_QUIESCENT))
             if report.violations:
                 self.stopping = self.stopping or "stopped (invariants broken at a quiescent point)"
                 self.seg.set_end(END_DRAIN)

@@ -35,7 +35,7 @@ from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import Finding, call_name, invariant_finding, raised_at, without_lines
+from rmm_mp.stress.findings import AT_QUIESCENT, Finding, call_name, invariant_finding, raised_at, without_lines
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population
@@ -203,7 +203,7 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
         # The findings too, with no schedule point: each reads its granule's state (its identity),
         # and a read with points on was a step, so a check's second violation was a step later than
         # its first, and a switch there let the other CPUs change the states still to be read.
-        found = [invariant_finding(cpu.machine, v, "at a quiescent point", step) for v in report.violations[:8]]
+        found = [invariant_finding(cpu.machine, v, AT_QUIESCENT, step) for v in report.violations[:8]]
     finally:
         probe.checking = True
     seg.count_quiescent()

@@ -677,11 +677,11 @@ def test_a_free_running_runs_end_check_findings_come_after_their_causes() -> Non
     after the watchdog's leaked lock that caused it, and the leak is the run's first finding; by
     step and CPU alone the machine's finding (no CPU) came first. With steps, by step and CPU."""
     from rmm_mp.stress import ending
-    from rmm_mp.stress.findings import Finding
+    from rmm_mp.stress.findings import AT_END, AT_QUIESCENT, Finding
     end = Finding("invariants", "lock-free", "[lock-free] granule 0x800a8000: lock held by CPU 1", None, "", "",
-                  ("at the end of the run",))
+                  (AT_END,))
     leak = Finding("watchdog", "leaked-lock", "RMI_RTT_MAP_UNPROTECTED(...) returned holding RTT[L3]", 1)
-    quiet = Finding("invariants", "refcount", "[refcount] ...", None, "", "", ("at a quiescent point",))
+    quiet = Finding("invariants", "refcount", "[refcount] ...", None, "", "", (AT_QUIESCENT,))
     found = [end, leak, quiet]
     ending.ordered(found)
     assert found == [quiet, leak, end]

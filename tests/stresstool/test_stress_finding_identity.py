@@ -178,10 +178,10 @@ def test_a_wrong_status_is_known_by_its_call_and_status() -> None:
 
 def _invariant(machine: Machine, idx: int, state: int, rule: str, detail: str, step: int) -> Finding:
     from rmm_mp.check import Violation
-    from rmm_mp.stress.findings import invariant_finding
+    from rmm_mp.stress.findings import AT_QUIESCENT, invariant_finding
     machine.granule_table(0).set_state(idx, state)
     pa = machine.dram_base + idx * 0x1000
-    return invariant_finding(machine, Violation(rule, pa, detail), "at a quiescent point", step)
+    return invariant_finding(machine, Violation(rule, pa, detail), AT_QUIESCENT, step)
 
 
 def test_a_broken_invariant_is_known_by_its_rule_and_the_kind_of_granule(monkeypatch: pytest.MonkeyPatch) -> None:
