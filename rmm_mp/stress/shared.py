@@ -49,14 +49,16 @@ MAX_CPUS: Final = RUNQUEUE_MAX_CPUS
 every stress CPU's run loop uses; `rmm-mp run` has the same limit. The segment used to be one
 page, which held 60 CPUs' words: the one limit on the CPU count the stress tool had of its own."""
 
-COUNTED: Final = ("vcpu", "tables", "data", "map", "recs", "measured", "delegate", "wrong", "lifecycle",
-                  "guest-tables", "rec-enter", "vcpu-idle", "relaunch", "guest-tables-idle")
-"""Every name a CPU's counts (stress.ops.Operations.counts) may hold: the operation kinds, then the
-events. Each has a counter per CPU here, which the CPU adds to as it counts, so that the counts of
-a CPU that returned no result (killed, died) are still known, as its operation total is."""
+OPERATION_KINDS: Final = ("vcpu", "tables", "data", "map", "recs", "measured", "delegate", "wrong", "lifecycle",
+                          "guest-tables")
+"""The operation kinds a CPU counts (stress.ops.Operations.counts), each operation it completes."""
+EVENTS: Final = ("rec-enter", "vcpu-idle", "relaunch", "guest-tables-idle")
+"""The vCPU events a CPU counts beside its operations (stress.ops.Operations.counts)."""
+COUNTED: Final = OPERATION_KINDS + EVENTS
+"""Every name a CPU's counts may hold: the operation kinds, then the events. Each has a counter
+per CPU here, which the CPU adds to as it counts, so that the counts of a CPU that returned no
+result (killed, died) are still known, as its operation total is."""
 _COUNT_INDEX: Final = {name: i for i, name in enumerate(COUNTED)}
-OPERATION_KINDS: Final = COUNTED[:_COUNT_INDEX["rec-enter"]]
-"""The names of COUNTED that are operation kinds (the rest are events)."""
 
 MODE_FREE, MODE_DETERMINISTIC = 0, 1
 STRATEGIES: Final = ("random", "pct", "replay")
