@@ -270,11 +270,18 @@ class _PairCalls(dict[str, int]):
     """Each injected bug's calls (stress.bugs counts them with ``calls[name] += 1``), counting
     only those a pair's two calls make: a setup's (an RTT_CREATE building the tables the calls
     use) runs before anything races it, and counted, it hid the line saying the bug was never
-    explored."""
+    explored. A pair's two calls run in two threads, and ``+=`` reads then writes: both could
+    read 3 and write 4, a call lost from --json's bug_calls. So each write, the ``+= 1``'s only
+    one, counts one call to what is stored, under a lock, whatever value it carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
 
     def __setitem__(self, name: str, value: int) -> None:
         if in_pair_call():
-            super().__setitem__(name, value)
+            with self._lock:
+                super().__setitem__(name, self.get(name, 0) + 1)
 
 
 def never_ran_lines(inject: tuple[str, ...], calls: dict[str, int]) -> list[str]:

@@ -48,3 +48,22 @@ def test_a_bug_only_a_setup_reached_is_named(tmp_path: Path) -> None:
     assert res.output.splitlines()[-1].startswith("injected rtt-create-parent-released-early never ran: "), res.output
     assert json.loads(out.read_text())["bug_calls"] == {"rtt-create-parent-released-early": 0}
 
+
+
+def test_a_bugs_calls_from_both_of_a_pairs_threads_are_all_counted() -> None:
+    """A pair's two calls run in two threads, each counting ``calls[name] += 1``: a read, then a
+    write. Interleaved (both read 0, then both write 1), one call was lost from bug_calls."""
+    from rmm_mp.stress import explore
+    from rmm_mp.stress.explore_cli import _PairCalls
+
+    calls = _PairCalls()
+    explore._current.side = "a"       # as a pair's call thread is (explore._run_call)
+    try:
+        first, second = calls.get("bug", 0), calls.get("bug", 0)
+        calls["bug"] = first + 1
+        calls["bug"] = second + 1
+    finally:
+        del explore._current.side
+    assert calls["bug"] == 2, calls
+    calls["bug"] = 7                   # a setup's call (no pair's thread): not counted
+    assert calls["bug"] == 2, calls
