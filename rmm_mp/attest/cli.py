@@ -32,12 +32,9 @@ EXIT_USAGE: Final = 2
 EXIT_UNVERIFIED: Final = 3
 _EXIT_BY_VERDICT: Final = {"ok": EXIT_OK, "failed": EXIT_FAILED, "incomplete": EXIT_UNVERIFIED}
 VERIFY_SCHEMA: Final = "rmm-mp-attest-verify/1"
+"""`verify --json`'s "schema" value; when its number changes: docs/latency.md, its JSON report section."""
 INSPECT_SCHEMA: Final = "rmm-mp-attest-inspect/1"
-"""The first key, "schema", of `verify --json` and `inspect --json` (docs/attestation.md): the
-number changes only with a change a reader of the document could break on (a key removed or
-renamed, a value's meaning or type changed), not when a key is added. Inspect's sits beside
-"tag", "platform" and "realm", keys this command chooses; the token's own claims are one level
-down, under "claims", so none can clash with it."""
+"""`inspect --json`'s "schema" value; when its number changes: docs/latency.md, its JSON report section."""
 _NAME_WIDTH: Final = 32
 MAX_FILE: Final = 64 << 10
 """Most bytes a TOKEN or --platform-key file may hold. A CCA token is 1 to 3 KB (this RMM's are

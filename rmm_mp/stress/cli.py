@@ -49,6 +49,8 @@ from rmm_mp.stress.shrink import shrink
 from rmm_mp.workload.cli import announce
 from rmm_mp.workload.spec import MIN_SECONDS
 
+SCHEMA = "rmm-mp-stress-report/1"
+"""The --json document's "schema" value; when its number changes: docs/latency.md, its JSON report section."""
 DETERMINISTIC_SECONDS = 600.0
 """The safety limit of a deterministic run when --seconds is not given (its budget is in steps)."""
 
@@ -393,11 +395,6 @@ def _shrunk(stop: Interrupts, report: StressReport,
         return (result.report.marked_interrupted((result.unfinished(),), by=result.interrupted_by), result.to_json(),
                 "")
     return result.report, result.to_json(), result.limit
-
-
-SCHEMA = "rmm-mp-stress-report/1"
-"""The JSON report's first key's value, the document's name and version (as `rmm-mp run`'s
-"rmm-mp-run-report/1"): the number changes only with an incompatible change."""
 
 
 def _write_json(report: StressReport, extra: Mapping[str, object], written: dict[str, str], errors: list[str],

@@ -38,9 +38,7 @@ from rmm_mp.stress.findings import call_text
 from rmm_mp.stress.probe import Patches
 
 SCHEMA = "rmm-mp-explore-report/1"
-"""The --json document's first key, "schema" (docs/stress.md): its number changes only with a change a
-reader of the document could break on (a key removed or renamed, a value's meaning or type changed), not
-when a key is added."""
+"""The --json document's "schema" value; when its number changes: docs/latency.md, its JSON report section."""
 
 
 @click.command(cls=Command)
