@@ -326,11 +326,11 @@ def _after_run(stop: Interrupts, report: StressReport, config: StressConfig, rep
                  f"its limit of {limit})")
     if not config.deterministic and report.first() is not None and not report.interrupted:
         # No `replay:` line can follow a free-running finding: say why, and what run saves one.
-        # It interleaves the CPUs otherwise, and may reach the bug only past its default budget
+        # A deterministic run interleaves the CPUs differently, and may reach the bug only past its default budget
         # (--inject map-unprotected-leaks-lock, seed 1: some 32,000 steps): say so, or a run that
         # found nothing read as the free-running finding being false.
         tell("not replayable (a free-running run keeps no schedule); a deterministic run saves one when it finds "
-             f"something (it interleaves the CPUs otherwise, so it may need more --steps than its "
+             f"something (a deterministic run interleaves the CPUs differently, so it may need more --steps than its "
              f"{StressConfig.steps:,}): {_deterministic_command(config)}")
     if "trace" in written:
         tell(f"timeline: {shown_path(written['trace'])} (Perfetto: ui.perfetto.dev)")

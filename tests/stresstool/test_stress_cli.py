@@ -765,7 +765,7 @@ def test_a_free_running_finding_says_how_to_get_a_replayable_run() -> None:
     assert res.exit_code == 1, res.output
     lines = res.stdout.splitlines()
     assert lines[-1] == ("not replayable (a free-running run keeps no schedule); a deterministic run saves one "
-                         "when it finds something (it interleaves the CPUs otherwise, so it may need more --steps "
+                         "when it finds something (a deterministic run interleaves the CPUs differently, so it may need more --steps "
                          "than its 20,000): rmm-mp stress tables --seed 0 --inject lock-two-unordered "
                          "--checkers lockdep --schedule random"), lines[-3:]
     command = shlex.split(lines[-1].split(": ", 1)[1])
