@@ -8,10 +8,11 @@ always), else as a TOML basic string whose escapes show each character that is n
 can still be read back exactly.
 
 This module owns that escaping (TOML's basic string: ``basic_string``), the test for one
-printable line (``not_one_printable_line``) and the shortening of a value too long for a
-message (``abbreviated``: a value pasted by mistake, a whole file in a string, would bury the
-message). It imports nothing of rmm_mp, so that every layer may use it (hw, attest, outpaths,
-stress, the CLI).
+printable line (``not_one_printable_line``), the shortening of a value too long for a message
+(``abbreviated``: a value pasted by mistake, a whole file in a string, would bury the message)
+and the terminal columns a text takes (``columns``: a wide character two, a combining mark
+none), which the reports' tables and wrapped lines measure by. It imports nothing of rmm_mp, so
+that every layer may use it (hw, attest, outpaths, stress, the CLI, the workload reports).
 """
 
 from __future__ import annotations
@@ -158,3 +159,15 @@ def _surrogate_pair_at(shown: str, i: int) -> bool:
         return int(digits, 16)
     high, low = unit(i), unit(i + 6)
     return high is not None and low is not None and 0xD800 <= high <= 0xDBFF and 0xDC00 <= low <= 0xDFFF
+
+
+def char_columns(c: str) -> int:
+    """The terminal columns character ``c`` takes: two for a wide one (CJK, most emoji: east Asian
+    width W or F), none for a mark on the character before it (Mn, Me), else one. Counted as
+    characters, a line of 80 CJK characters was "89 columns" wide."""
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 0 if unicodedata.category(c) in ("Mn", "Me") else 1
+
+
+def columns(text: str) -> int:
+    """The terminal columns ``text`` takes (``char_columns``, added up)."""
+    return len(text) if text.isascii() else sum(char_columns(c) for c in text)

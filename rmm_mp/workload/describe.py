@@ -24,7 +24,7 @@ import unicodedata
 from decimal import Decimal
 from typing import Iterable
 
-from rmm_mp.printable import shown_path
+from rmm_mp.printable import char_columns, columns, shown_path
 from rmm_mp.words import count as _count
 from rmm_mp.workload import programs
 from rmm_mp.workload.fields import cpu_set_text
@@ -81,22 +81,11 @@ def wrapped(text: str, indent: str = "    ", start: str = "") -> list[str]:
     return [piece.replace("\0", " ") for piece in (*lines, *([] if fresh else [line]))]
 
 
-def _char_columns(c: str) -> int:
-    # A wide character (CJK, most emoji) takes two terminal columns, a mark on the character
-    # before it none: counted as characters, a line of 80 CJK characters was "89 columns" wide.
-    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 0 if unicodedata.category(c) in ("Mn", "Me") else 1
-
-
-def columns(text: str) -> int:
-    """The terminal columns ``text`` takes: two for a wide character, none for a combining mark."""
-    return len(text) if text.isascii() else sum(_char_columns(c) for c in text)
-
-
 def _fitting(word: str, room: int) -> int:
     """How many of ``word``'s first characters fit in ``room`` columns."""
     used = 0
     for i, c in enumerate(word):
-        used += _char_columns(c)
+        used += char_columns(c)
         if used > room:
             return i
     return len(word)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rmm_mp.workload.describe import columns
+from rmm_mp.printable import columns
 
 DETAIL_MIN, COUNTERS_MIN, NAME_MIN = 30, 20, 12
 """The realm table's narrowest detail column and the columns it leaves the counters at least
@@ -54,7 +54,7 @@ def _counter_lines(values: dict[str, int], width: int, clipped: bool) -> list[st
 
 
 def _ljust(text: str, width: int) -> str:
-    """``text`` padded with spaces to ``width`` terminal columns (describe.columns): str.ljust
+    """``text`` padded with spaces to ``width`` terminal columns (printable.columns): str.ljust
     counts characters, and a wide character (a CJK token directory in a detail's "saved as")
     takes two columns, so that row's counters stood a column to the right per character."""
     return text + " " * (width - columns(text))
@@ -139,7 +139,7 @@ def realm_table(shown: list[dict[str, Any]], width: int) -> list[str]:
         # Words whole: a path or value cut in two reads as two. A word wider than the column (a
         # long path) runs into the counters' and that line takes none; one wider than all the line
         # has left runs past the width (a warning's is cut, outside its escapes). Every width of
-        # this table is in terminal columns (describe.columns), so a wide character's row stays
+        # this table is in terminal columns (printable.columns), so a wide character's row stays
         # aligned; realm names are ASCII (spec), details may not be (a --save-tokens path).
         parts = _wrapped(detail, detail_width) or ["-"]
         counted = _counter_lines(r["counters"], counters_width, clipped=bool(r["ok"]))

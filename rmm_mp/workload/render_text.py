@@ -24,9 +24,9 @@ import unicodedata
 from typing import Any, Collection, Sequence
 
 from rmm_mp.host.realm_entry import CONSOLE_BYTES
-from rmm_mp.printable import shown_line, shown_path
+from rmm_mp.printable import char_columns, columns, shown_line, shown_path
 from rmm_mp.words import count as _count, cpus as _cpus
-from rmm_mp.workload.describe import WIDTH, columns, held, paragraph, seconds_text, wrapped
+from rmm_mp.workload.describe import WIDTH, held, paragraph, seconds_text, wrapped
 from rmm_mp.workload.render_json import to_json
 from rmm_mp.workload.render_realms import realm_table
 from rmm_mp.workload.report import MAX_LISTED_PER_CPU, MAX_OUTPUTS_PER_CPU, RunReport
@@ -405,7 +405,7 @@ def _console_units(line: str) -> list[tuple[str, int]]:
             text, width = units[-1]
             units[-1] = (text + c, width + extra)
         elif shown == c:
-            extra = 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+            extra = max(1, char_columns(c))     # a mark with nothing to extend: one column
             units.append((c, extra))
         else:
             extra = len(shown)

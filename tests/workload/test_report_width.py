@@ -312,7 +312,7 @@ def test_the_realm_table_aligns_a_detail_with_wide_and_combining_characters() ->
     marks: the table counted characters (str.ljust, textwrap), so that row's counters stood one
     column to the right per wide character and one to the left per mark. Every row's counters
     now start at the header's "counters" column, in terminal columns."""
-    from rmm_mp.workload.describe import columns
+    from rmm_mp.printable import columns
     from rmm_mp.workload.render_realms import realm_table
 
     def row(name: str, detail: str) -> dict[str, object]:
