@@ -16,7 +16,7 @@ call. It may read RMM structures (layering rule of DESIGN.md section 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from rmm_mp.hw.gpt import Pas
@@ -41,6 +41,10 @@ class Violation:
     rule: str
     pa: int | None
     detail: str
+    state: int | None = field(default=None, compare=False)
+    """The granule's state field as the check's snapshot read it (None: no granule): whoever
+    names the violation (stress.findings' identity) reads no machine again, whose CPUs may have
+    gone on since."""
 
     def __str__(self) -> str:
         if self.pa is None:
@@ -102,7 +106,14 @@ def invariants(machine: "Machine") -> InvariantReport:
     states = [(w >> STATE_SHIFT) & STATE_MASK for w in words]
     refcounts = [w & REFCOUNT_MASK for w in words]
     check_realms(machine, states, refcounts, lambda rule, pa, detail: violations.append(Violation(rule, pa, detail)))
-    return InvariantReport(len(locks), tuple(violations), counts)
+    return InvariantReport(len(locks), tuple(_stated(v, base, states) for v in violations), counts)
+
+
+def _stated(violation: Violation, base: int, states: list[int]) -> Violation:
+    """``violation`` with its granule's state from the check's snapshot (see Violation.state)."""
+    if violation.pa is None or not 0 <= (violation.pa - base) // GRANULE_SIZE < len(states):
+        return violation
+    return replace(violation, state=states[(violation.pa - base) // GRANULE_SIZE])
 
 
 def _secure_indices(machine: "Machine") -> set[int]:

@@ -197,7 +197,7 @@ def _end_findings(machine: Machine, violations: Iterable[Violation], earlier: It
     new ones only: taken before them, it left out as many new ones as it took old ones."""
     seen = {f.message for f in earlier if f.checker == "invariants"}
     new = [v for v in violations if str(v) not in seen][:END_VIOLATIONS]
-    return [invariant_finding(machine, v, AT_END) for v in new]
+    return [invariant_finding(v, AT_END) for v in new]
 
 
 def _total(counts: Iterable[dict[str, int]]) -> dict[str, int]:

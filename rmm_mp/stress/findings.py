@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from rmm_mp.abi.psci import PsciFid
 from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.abi.rsi import RsiFid
-from rmm_mp.hw.granule import GRANULE_SIZE
 from rmm_mp.printable import basic_string, not_one_printable_line, shown_line
 from rmm_mp.rmm.granule_state import GranuleState
 
 if TYPE_CHECKING:
     from rmm_mp.check import Violation
-    from rmm_mp.machine import Machine
 
 CHECKERS = ("lockdep", "ownership", "invariants", "watchdog", "functional")
 """Every checker name a Finding may carry ("functional": a crash inside the RMM, or a status or
@@ -332,18 +330,19 @@ AT_END = "at the end of the run"
 them last by it)."""
 
 
-def invariant_finding(machine: "Machine", violation: "Violation", where: str, step: int | None = None) -> Finding:
-    """The finding of a broken invariant seen by a check of ``machine`` (``where``: AT_QUIESCENT
-    or AT_END). Its identity is its rule and the kind of granule it broke at, as
-    the check found it: the granule's state, and an RTT's level if the violation names it
-    (``rtt-refcount at RTT granule (level 2)``), or ``at no granule``. No address or count: a
+def invariant_finding(violation: "Violation", where: str, step: int | None = None) -> Finding:
+    """The finding of a broken invariant seen by a check (``where``: AT_QUIESCENT or AT_END).
+    Its identity is its rule and the kind of granule it broke at, as the check found it (the
+    state its snapshot read: Violation.state), and an RTT's level if the violation names it
+    (``rtt-refcount at RTT granule (level 2)``), or ``at no granule``; it read the state from the
+    machine again, after the check, when a lapsed pause could have let the CPUs change it. No address or count: a
     shrunk run's replay breaks it at another address, by other counts. Without it every violation
     of a rule was one problem, and shrinking an RTT's refcount kept a candidate whose first
     violation of that rule was another granule's, of another kind."""
-    if violation.pa is None:
-        kind = "no granule"
+    state = violation.state
+    if violation.pa is None or state is None:
+        kind = "no granule" if violation.pa is None else "a granule outside DRAM"
     else:
-        state = machine.granule_table(0).state((violation.pa - machine.dram_base) // GRANULE_SIZE)
         level = _RTT_LEVEL.search(violation.detail) if state == GranuleState.RTT else None
         kind = f"{GranuleState.name(state)} granule" + (f" (level {level.group(1)})" if level else "")
     return Finding("invariants", violation.rule, str(violation), None, "", "", (where,), step,

@@ -502,7 +502,7 @@ class _Supervisor:
                 return      # the lease lapsed (this process starved past it): the CPUs went on
             self.quiescent_checks += 1
             for v in report.violations[:8]:
-                self.findings.append(invariant_finding(m, v, AT_QUIESCENT))
+                self.findings.append(invariant_finding(v, AT_QUIESCENT))
             if report.violations:
                 self.stopping = self.stopping or "stopped (invariants broken at a quiescent point)"
                 self.seg.set_end(END_DRAIN)

@@ -203,7 +203,7 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
         # The findings too, with no schedule point: each reads its granule's state (its identity),
         # and a read with points on was a step, so a check's second violation was a step later than
         # its first, and a switch there let the other CPUs change the states still to be read.
-        found = [invariant_finding(cpu.machine, v, AT_QUIESCENT, step) for v in report.violations[:8]]
+        found = [invariant_finding(v, AT_QUIESCENT, step) for v in report.violations[:8]]
     finally:
         probe.checking = True
     seg.count_quiescent()

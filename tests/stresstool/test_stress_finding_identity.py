@@ -181,7 +181,28 @@ def _invariant(machine: Machine, idx: int, state: int, rule: str, detail: str, s
     from rmm_mp.stress.findings import AT_QUIESCENT, invariant_finding
     machine.granule_table(0).set_state(idx, state)
     pa = machine.dram_base + idx * 0x1000
-    return invariant_finding(machine, Violation(rule, pa, detail), AT_QUIESCENT, step)
+    return invariant_finding(Violation(rule, pa, detail, state), AT_QUIESCENT, step)
+
+
+def test_a_broken_invariants_identity_is_the_state_the_check_saw() -> None:
+    """The granule's state in a broken invariant's identity is the one the check's snapshot read
+    (Violation.state), not one read from the machine afterwards: the identity read the machine
+    again, after the check, where a pause that lapsed (the parent's check in a free-running run)
+    let the CPUs change the state first (found in a read of the stop's diff)."""
+    from rmm_mp.check import invariants
+    from rmm_mp.rmm.granule_state import GranuleState as GS
+    from rmm_mp.stress.findings import AT_QUIESCENT, invariant_finding
+    with Machine.create("host", cpus=1) as m:
+        table = m.granule_table(0)
+        table.set_state(900, GS.DELEGATED)       # its PAS is still NS: the gpt rule breaks
+        try:
+            (violation,) = [v for v in invariants(m).violations if v.pa == m.dram_base + 900 * 0x1000]
+            table.set_state(900, GS.RD)      # a CPU going on after the check
+            found = invariant_finding(violation, AT_QUIESCENT)
+        finally:
+            table.set_state(900, GS.NS)
+    assert violation.state == GS.DELEGATED
+    assert found.identity == "gpt at DELEGATED granule", found.identity
 
 
 def test_a_broken_invariant_is_known_by_its_rule_and_the_kind_of_granule(monkeypatch: pytest.MonkeyPatch) -> None:
