@@ -200,9 +200,8 @@ def _quiescent_check(cpu: "Cpu", probe: Probe, seg: StressSegment) -> None:
     probe.checking = False
     try:
         report = invariants(cpu.machine)
-        # The findings too, with no schedule point: each reads its granule's state (its identity),
-        # and a read with points on was a step, so a check's second violation was a step later than
-        # its first, and a switch there let the other CPUs change the states still to be read.
+        # The findings too: each names its granule's state as the check's snapshot read it
+        # (Violation.state), reading no machine and so reaching no schedule point.
         found = [invariant_finding(v, AT_QUIESCENT, step) for v in report.violations[:8]]
     finally:
         probe.checking = True
