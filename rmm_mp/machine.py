@@ -546,7 +546,7 @@ def check_shm_dir(create: bool = True) -> None:
         where = f"{where} (RMM_MP_SHM_DIR)" if where else "'' (RMM_MP_SHM_DIR, set to an empty string)"
     doing = "made" if create else "looked for"
     if not os.path.isdir(segment.SHM_DIR):
-        found = "nothing" if not os.path.lexists(segment.SHM_DIR) else "something that is not a directory"
+        found = "something that is not a directory" if os.path.lexists(segment.SHM_DIR) else _absent(segment.SHM_DIR)
         if os.path.islink(segment.SHM_DIR):
             # "something that is not a directory" for a link whose target is gone read as a file.
             found = f"a symbolic link to {shown_path(os.readlink(segment.SHM_DIR))}, which {_link_end(segment.SHM_DIR)}"
@@ -564,6 +564,16 @@ def check_shm_dir(create: bool = True) -> None:
             # A directory this user cannot list (mode 0300) ended clean's look in a traceback.
             raise MachineError(f"shared memory cannot be looked for in {where}: {exc.strerror or exc}, expected "
                                "a directory this user can read") from None
+
+
+def _absent(path: str) -> str:
+    """What is at ``path``, no entry: nothing, or a path that cannot be followed (a loop above it read "nothing")."""
+    try:
+        os.lstat(path)
+    except OSError as exc:      # ELOOP, or EACCES on a directory above it, is no "nothing"
+        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            return f"a path that cannot be followed ({exc.strerror or exc})"
+    return "nothing"
 
 
 def _link_end(path: str) -> str:

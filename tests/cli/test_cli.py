@@ -387,7 +387,8 @@ def test_a_segment_part_not_in_the_list_is_refused() -> None:
         segment.unlink_parts(prefix)
 
 
-@pytest.mark.parametrize("kind", ["missing", "file", "read-only", "unreadable", "dangling", "link-to-file", "loop"])
+@pytest.mark.parametrize("kind", ["missing", "file", "read-only", "unreadable", "dangling", "link-to-file", "loop",
+                                  "loop-above"])
 @pytest.mark.parametrize("command", [["run", "quickstart", "--cpus", "1", "--seconds", "1"],
                                      ["stress", "--cpus", "2", "--seconds", "1"]])
 def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -397,9 +398,14 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
     starts (before: FileNotFoundError / NotADirectoryError tracebacks, and for stress a
     MachineError traceback). A directory this user cannot list (mode 0300; the sweep of orphans
     lists it) is refused as one it cannot write is (it was let through to a PermissionError
-    traceback: found in review); a symbolic link is named as one, with where it points."""
+    traceback: found in review); a symbolic link is named as one, with where it points. A path
+    through a loop of links above it ('loop-above') is said not to be followable: it read "found
+    nothing", as if the path led somewhere with nothing there (found in review)."""
     from rmm_mp.hw import segment
     where = tmp_path / "shm"
+    if kind == "loop-above":
+        (tmp_path / "up").symlink_to(tmp_path / "up")
+        where = tmp_path / "up" / "shm"
     if kind == "file":
         where.write_bytes(b"")
     elif kind == "dangling":
@@ -427,6 +433,8 @@ def test_an_unusable_segment_directory_is_named_without_a_traceback(tmp_path: Pa
                 "link-to-file": f"found a symbolic link to {tmp_path / 'f'}, which is not a directory, expected",
                 "loop": f"found a symbolic link to {where}, which cannot be followed (Too many levels of symbolic "
                         "links), expected a directory",
+                "loop-above": "found a path that cannot be followed (Too many levels of symbolic links), expected a "
+                              "directory",
                 "read-only": "expected a directory this user can list and create files in",
                 "unreadable": "expected a directory this user can list and create files in"}[kind]
     assert f"shared memory cannot be made in {where} (RMM_MP_SHM_DIR)" in result.stderr
