@@ -21,7 +21,6 @@ from rmm_mp.el3.attest import AttestationKeys
 from rmm_mp.hw import orphans, platform as platforms, segment
 from rmm_mp.hw.faults import MachineError
 from rmm_mp.hw.tomlsrc import ConfigError, is_path, toml_string, what_it_is
-from rmm_mp.machine import check_shm_dir
 from rmm_mp.printable import shown_path
 from rmm_mp.words import count
 
@@ -90,7 +89,7 @@ def clean(dry_run: bool) -> None:
     (/dev/shm, or RMM_MP_SHM_DIR) that is missing, not a directory or not readable, as `rmm-mp
     run` says it."""
     try:
-        check_shm_dir(create=False)
+        segment.check_shm_dir(create=False)
     except MachineError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     found: list[segment.MachineSegments] = []

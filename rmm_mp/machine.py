@@ -47,7 +47,6 @@ from rmm_mp.hw.tomlsrc import shown_text
 # its names stay reachable here, where callers and tests have always found them.
 from rmm_mp.machine_exit import _creating, _live, _register
 from rmm_mp.machine_exit import install_handlers as install_handlers
-from rmm_mp.printable import shown_path
 from rmm_mp.stats.histogram import REGION_BYTES
 
 
@@ -144,7 +143,7 @@ class Machine:
                 or not 0 <= trace_capacity <= 1 << 24):
             raise ValueError(f"trace_capacity = {trace_capacity!r}: expected a number of records per CPU in "
                              f"{int_range(0, 1 << 24)}")
-        check_shm_dir()
+        segment.check_shm_dir()
         orphans.remove_orphans()
         sizes = _segment_sizes(plat, cpus, trace_capacity)
         _check_free_space(plat, sizes)
@@ -530,62 +529,6 @@ def _int_arg(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} = {value!r}: expected an int")
     return value
-
-
-def check_shm_dir(create: bool = True) -> None:
-    """Refuse a segment directory (RMM_MP_SHM_DIR) that is missing or not a directory, and with
-    ``create`` one this user cannot create files in, with a MachineError naming it, before
-    anything looks in it. Without ``create`` (`rmm-mp clean`, which only looks for and removes
-    segments, and `rmm-mp check`, which attaches) the error says the segments cannot be looked
-    for there, and one this user cannot list is refused too: finding nothing in a directory that
-    does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
-    where = segment.shown_shm_dir()
-    if "RMM_MP_SHM_DIR" in os.environ:
-        # Set but empty (`RMM_MP_SHM_DIR= rmm-mp clean`), it named nothing visible: "looked for in
-        # (RMM_MP_SHM_DIR)", with the value missing between two spaces.
-        where = f"{where} (RMM_MP_SHM_DIR)" if where else "'' (RMM_MP_SHM_DIR, set to an empty string)"
-    doing = "made" if create else "looked for"
-    if not os.path.isdir(segment.SHM_DIR):
-        found = "something that is not a directory" if os.path.lexists(segment.SHM_DIR) else _absent(segment.SHM_DIR)
-        if os.path.islink(segment.SHM_DIR):
-            # "something that is not a directory" for a link whose target is gone read as a file.
-            found = f"a symbolic link to {shown_path(os.readlink(segment.SHM_DIR))}, which {_link_end(segment.SHM_DIR)}"
-        raise MachineError(f"shared memory cannot be {doing} in {where}: found {found}, expected a directory "
-                           "(a tmpfs such as /dev/shm keeps the machine in memory)")
-    # Read too: Machine.create lists the directory (its sweep of orphans), which in a directory
-    # of mode 0300 ended in a PermissionError traceback.
-    if create and not os.access(segment.SHM_DIR, os.R_OK | os.W_OK | os.X_OK):
-        raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
-                           "list and create files in")
-    if not create:
-        try:
-            os.listdir(segment.SHM_DIR)
-        except OSError as exc:
-            # A directory this user cannot list (mode 0300) ended clean's look in a traceback.
-            raise MachineError(f"shared memory cannot be looked for in {where}: {exc.strerror or exc}, expected "
-                               "a directory this user can read") from None
-
-
-def _absent(path: str) -> str:
-    """What is at ``path``, no entry: nothing, or a path that cannot be followed (a loop above it read "nothing")."""
-    try:
-        os.lstat(path)
-    except OSError as exc:      # ELOOP, or EACCES on a directory above it, is no "nothing"
-        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-            return f"a path that cannot be followed ({exc.strerror or exc})"
-    return "nothing"
-
-
-def _link_end(path: str) -> str:
-    """Where the symbolic link ``path``, which is no directory, leads: to nothing, to something
-    else, or round in a loop."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return "names nothing"
-    except OSError as exc:      # ELOOP: "Too many levels of symbolic links"
-        return f"cannot be followed ({exc.strerror or exc})"
-    return "is not a directory"
 
 
 def _check_free_space(plat: Platform, sizes: dict[str, int]) -> None:

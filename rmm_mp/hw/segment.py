@@ -11,7 +11,8 @@ Names: every machine has a prefix ``rmm-mp-<creator pid>-<8 hex>``; its segments
 orphaned; the creator's start time, stored in the control segment by the caller, guards
 against pid reuse.
 
-This module owns /dev/shm naming and mapping. It must not know what the segments contain.
+This module owns /dev/shm naming and mapping, and the refusal of a segment directory that cannot
+serve (check_shm_dir). It must not know what the segments contain.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from rmm_mp.hw.faults import MachineError
 from rmm_mp.printable import shown_path
 
 SHM_DIR = os.environ.get("RMM_MP_SHM_DIR", "/dev/shm")
@@ -211,3 +213,59 @@ def free_bytes() -> int:
     """Bytes that can still be allocated in /dev/shm."""
     stat = os.statvfs(SHM_DIR)
     return stat.f_bavail * stat.f_frsize
+
+
+def check_shm_dir(create: bool = True) -> None:
+    """Refuse a segment directory (RMM_MP_SHM_DIR) that is missing or not a directory, and with
+    ``create`` one this user cannot create files in, with a MachineError naming it, before
+    anything looks in it. Without ``create`` (`rmm-mp clean`, which only looks for and removes
+    segments, and `rmm-mp check`, which attaches) the error says the segments cannot be looked
+    for there, and one this user cannot list is refused too: finding nothing in a directory that
+    does not exist said "no orphaned rmm-mp shared memory", as if it had looked."""
+    where = shown_shm_dir()
+    if "RMM_MP_SHM_DIR" in os.environ:
+        # Set but empty (`RMM_MP_SHM_DIR= rmm-mp clean`), it named nothing visible: "looked for in
+        # (RMM_MP_SHM_DIR)", with the value missing between two spaces.
+        where = f"{where} (RMM_MP_SHM_DIR)" if where else "'' (RMM_MP_SHM_DIR, set to an empty string)"
+    doing = "made" if create else "looked for"
+    if not os.path.isdir(SHM_DIR):
+        found = "something that is not a directory" if os.path.lexists(SHM_DIR) else _absent(SHM_DIR)
+        if os.path.islink(SHM_DIR):
+            # "something that is not a directory" for a link whose target is gone read as a file.
+            found = f"a symbolic link to {shown_path(os.readlink(SHM_DIR))}, which {_link_end(SHM_DIR)}"
+        raise MachineError(f"shared memory cannot be {doing} in {where}: found {found}, expected a directory "
+                           "(a tmpfs such as /dev/shm keeps the machine in memory)")
+    # Read too: Machine.create lists the directory (its sweep of orphans), which in a directory
+    # of mode 0300 ended in a PermissionError traceback.
+    if create and not os.access(SHM_DIR, os.R_OK | os.W_OK | os.X_OK):
+        raise MachineError(f"shared memory cannot be made in {where}: expected a directory this user can "
+                           "list and create files in")
+    if not create:
+        try:
+            os.listdir(SHM_DIR)
+        except OSError as exc:
+            # A directory this user cannot list (mode 0300) ended clean's look in a traceback.
+            raise MachineError(f"shared memory cannot be looked for in {where}: {exc.strerror or exc}, expected "
+                               "a directory this user can read") from None
+
+
+def _absent(path: str) -> str:
+    """What is at ``path``, no entry: nothing, or a path that cannot be followed (a loop above it read "nothing")."""
+    try:
+        os.lstat(path)
+    except OSError as exc:      # ELOOP, or EACCES on a directory above it, is no "nothing"
+        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            return f"a path that cannot be followed ({exc.strerror or exc})"
+    return "nothing"
+
+
+def _link_end(path: str) -> str:
+    """Where the symbolic link ``path``, which is no directory, leads: to nothing, to something
+    else, or round in a loop."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "names nothing"
+    except OSError as exc:      # ELOOP: "Too many levels of symbolic links"
+        return f"cannot be followed ({exc.strerror or exc})"
+    return "is not a directory"

@@ -106,7 +106,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
 
 def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bool) -> None:
     """The body of ``check`` (below click's handling of Ctrl-C)."""
-    from rmm_mp.machine import Machine, check_shm_dir
+    from rmm_mp.hw.segment import check_shm_dir
+    from rmm_mp.machine import Machine
     from rmm_mp.stress.watchdog import DEAD, snapshots
     try:
         check_output("--json", json_path)
