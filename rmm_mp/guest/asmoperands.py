@@ -1,6 +1,7 @@
 """The guest assembler's reading of a load's or store's memory operand, and what to tell an
 author who wrote an operand as GNU as would (a post- or pre-index form, a ',' or a '#' left
-out). rmm_mp.guest.assembler encodes what these functions return.
+out) or GNU as's names of .align (.balign, .p2align). rmm_mp.guest.assembler encodes what these
+functions return.
 
 This module owns those operand shapes and their messages. It must not evaluate an expression
 nor encode anything (both are the assembler's); it parses one (expr.postfix), and asks the
@@ -144,3 +145,18 @@ def _separated(operand: tuple[str, str | None], declared: Collection[str], value
     except expr.ExprError:
         return None     # no value ('[x2, #8 % 0]' is refused too)
     return f"[{base}, #{offset}]" if known is None or known in IMM_RANGE else None
+
+
+def gnu_alignment(line: Line, value: int) -> AssemblerError:
+    """The refusal of GNU as's .balign or .p2align (``value``: its first operand's, -1 if none is
+    known), whose .align this assembler's is: it counts bytes, as .balign does. The count named
+    is the one the line means, in bytes, if its value makes one (a power of two), else 'n' or
+    '2^n'; never the text as written ('.balign 3' was told '.align 3', refused too), and a fill
+    or max-skip operand does not hide it ('.balign 8, 0' was told '.align n')."""
+    if line.op == ".p2align":
+        count = str(1 << value) if 0 <= value <= 63 else "2^n"
+    else:
+        count = str(value) if 0 < value < 1 << 64 and not value & (value - 1) else "n"
+    extra = "; .align has no fill or max-skip operand: it pads with zeros" if len(line.args) > 1 else ""
+    return AssemblerError(line.number, f"{line.written!r} is GNU as's; expected '.align {count}' (a number of "
+                                       f"bytes, a power of two: this assembler's .align is GNU as's .balign){extra}")

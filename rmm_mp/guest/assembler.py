@@ -21,7 +21,7 @@ import struct
 from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line as _Line, ascii_upper as _ascii_upper
 from rmm_mp.guest.asmlines import parse_line as _parse
-from rmm_mp.guest.asmoperands import REG as _REG, address_operand, immediate_hint
+from rmm_mp.guest.asmoperands import REG as _REG, address_operand, gnu_alignment, immediate_hint
 from rmm_mp.guest.asmstrings import string_bytes
 from rmm_mp.guest.expr import short as _short
 from rmm_mp.guest.expr import shown as _shown
@@ -383,28 +383,15 @@ class _Assembler:
             raise AssemblerError(line.number, f"{op} is a GNU as directive this assembler does not need (an image is "
                                               "one section, in source order, with no linker); remove it")
         if op in (".balign", ".p2align"):
-            # GNU as's names of .align: ours counts bytes, as .balign does (.align 3 would be refused)
-            count = self._alignment(line)
-            # A fill or max-skip operand no longer hides the count ('.balign 8, 0' was told '.align n')
-            extra = "; .align has no fill or max-skip operand: it pads with zeros" if len(line.args) > 1 else ""
-            raise AssemblerError(line.number, f"{line.written!r} is GNU as's; expected '.align {count}' (a number of "
-                                              f"bytes, a power of two: this assembler's .align is GNU as's .balign)"
-                                              f"{extra}")
+            raise gnu_alignment(line, self._alignment_value(line))
         raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
 
-    def _alignment(self, line: _Line) -> str:
-        """The count of the .align that a .balign or .p2align line means: its value in bytes if its first
-        operand (the alignment; a fill or max-skip may follow) has a value that makes one (a power of two),
-        else 'n' or '2^n'. Never the text as written: '.balign 3' was told '.align 3', which is refused too,
-        and a long operand was quoted whole."""
-        p2 = line.op == ".p2align"
+    def _alignment_value(self, line: _Line) -> int:
+        """The value of a .balign's or .p2align's first operand (the alignment), -1 if it has none."""
         try:
-            value = self._value(line, line.args[0]) if line.args else -1
+            return self._value(line, line.args[0]) if line.args else -1
         except AssemblerError:
-            value = -1
-        if p2:
-            return str(1 << value) if 0 <= value <= 63 else "2^n"
-        return str(value) if 0 < value < 1 << 64 and not value & (value - 1) else "n"
+            return -1
 
     def _mov(self, line: _Line) -> list[int]:
         self._arity(line, 2)
