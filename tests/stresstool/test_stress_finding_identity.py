@@ -17,7 +17,7 @@ from rmm_mp.stress import shrink as shrinking
 from rmm_mp.stress import worker
 from rmm_mp.stress.findings import Finding, failure_kind, raised_in
 from rmm_mp.stress.report import StressReport
-from rmm_mp.stress.shrink import shrink
+from rmm_mp.stress.shrink import ShrinkResult, shrink
 from rmm_mp.stress.watchdog import CpuSnapshot, Watchdog, call_identity
 
 RD, RTT, DATA = 0x8008F000, 0x80090000, 0x804DF000
@@ -115,6 +115,18 @@ def _report(finding: Finding, preemptions: int, switches: int) -> StressReport:
                         preemptions=preemptions, schedule=schedule)
 
 
+def _shrunk_past(monkeypatch: pytest.MonkeyPatch, original: StressReport, other: StressReport,
+                 same: StressReport) -> tuple[list[str], ShrinkResult]:
+    """Shrink ``original`` with its replays stubbed: first ``other`` (another problem of the same
+    rule), then ``same`` (the same problem, fewer preemptions), then the original again; the
+    verdicts of the attempts, and the result."""
+    replies = iter([other, same] + [original] * 40)
+    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
+    verdicts: list[str] = []
+    result = shrink(original, max_attempts=4, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    return verdicts, result
+
+
 def test_shrinking_a_stuck_call_never_keeps_another(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replays stubbed with made-up reports: shrinking a stuck RTT_CREATE refuses a candidate
     stuck in DATA_DESTROY (though it has no preemption at all), and keeps the same stuck call on
@@ -123,10 +135,7 @@ def test_shrinking_a_stuck_call_never_keeps_another(monkeypatch: pytest.MonkeyPa
     original = _report(_stuck("RMI_RTT_CREATE(0x8008f000, 0x80091000, 0x0, 0x1)", (RD, RTT), 0, 500), 30, 40)
     other = _report(_stuck("RMI_DATA_DESTROY(0x8008f000, 0x402db000)", (RD, RTT), 1, 100), 0, 1)
     same = _report(_stuck("RMI_RTT_CREATE(0x8008f000, 0x80095000, 0x200000, 0x2)", (RTT, RD), 1, 400), 10, 20)
-    replies = iter([other, same] + [original] * 40)
-    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
-    verdicts: list[str] = []
-    result = shrink(original, max_attempts=4, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    verdicts, result = _shrunk_past(monkeypatch, original, other, same)
     assert verdicts[:2] == ["not kept: another stuck call (RMI_DATA_DESTROY holding RD, RTT) than the one being "
                             "shrunk (RMI_RTT_CREATE holding RD, RTT)", "kept"], verdicts
     assert result.report is same
@@ -223,10 +232,7 @@ def test_a_broken_invariant_is_known_by_its_rule_and_the_kind_of_granule(monkeyp
     assert tree.identity == "rtt-tree at RTT granule" and ns.identity == "refcount at NS granule"
     assert l2.identity not in l2.text()
     original, other, same = _report(l2, 30, 40), _report(l3, 0, 1), _report(l2b, 10, 20)
-    replies = iter([other, same] + [original] * 40)
-    monkeypatch.setattr(shrinking, "run", lambda cfg, **kwargs: next(replies))
-    verdicts: list[str] = []
-    result = shrink(original, max_attempts=4, on_attempt=lambda n, r, verdict: verdicts.append(verdict))
+    verdicts, result = _shrunk_past(monkeypatch, original, other, same)
     assert verdicts[:2] == ["not kept: another broken invariant (rtt-refcount at RTT granule (level 3)) than the "
                             "one being shrunk (rtt-refcount at RTT granule (level 2))", "kept"], verdicts
     assert result.report is same
