@@ -151,7 +151,7 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
         else:
             checked, report = stop.step(lambda: invariants(machine))
             if checked:
-                findings.extend(_end_findings(machine, report.violations, findings))
+                findings.extend(_end_findings(report.violations, findings))
             else:
                 not_done.append(f"invariants not checked at the end: interrupted ({stop.by})")
                 ended = _ended(seg, config, results, sup, findings, True, flagged)
@@ -189,7 +189,7 @@ def ordered(findings: list[Finding]) -> None:
                                  f.step if f.step is not None else 1 << 62, f.cpu if f.cpu is not None else -1))
 
 
-def _end_findings(machine: Machine, violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
+def _end_findings(violations: Iterable[Violation], earlier: Iterable[Finding]) -> list[Finding]:
     """The findings of the check at the run's end: its first END_VIOLATIONS ``violations`` that
     no ``earlier`` finding reported. A violation a quiescent check reported stopped the run; the
     CPUs only finished their operations since, so the end check sees it again, the same broken

@@ -58,17 +58,17 @@ class Finding:
     (schedule.parse). Not part of the finding: only what a replay leaves out as it compares."""
     identity: str = field(default="", compare=False)
     """For a finding with no site, what tells it from others of its checker and rule where the
-    site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity), a
+    site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity); a
     leaked lock's call that returned holding it and the classes left held (stress.instrument),
-    or, seen from its waiter, the waiting call and the lock it waits for (watchdog.wait_identity), a lockdep
-    cycle's classes (lockdep.analyse), a stuck call's call and the kinds of lock it waits for
-    and holds (watchdog.call_identity), a dead CPU's kind of failure (failure_kind), that call
-    part and the frame it raised in (raised_in), a crash's cause and call, an exception a CPU
-    ended on (HostError, ...) where it was raised, without line numbers, and the RMI status it
-    carries if any, a wrong status (stress.ops) the command and the status returned, a failed
-    vCPU or guest what failed and how, a broken invariant its rule and the kind of granule it broke
-    at (invariant_finding). No CPU number, address
-    or step: a shrunk run's replay has others. Not in its text (a replay compares the text, so
+    or, seen from its waiter, the waiting call and the lock it waits for (watchdog.wait_identity);
+    a lockdep cycle's classes (lockdep.analyse); a stuck call's call and the kinds of lock it
+    waits for and holds (watchdog.call_identity); a dead CPU's kind of failure (failure_kind),
+    its call and the frame it raised in (raised_in); a crash's cause and call; an exception a
+    CPU ended on (HostError, ...), where it was raised, without line numbers, and the RMI status
+    it carries if any; a wrong status (stress.ops), the command and the status returned; a
+    failed vCPU or guest, what failed and how; a broken invariant, its rule and the kind of
+    granule it broke at (invariant_finding). No CPU number, address or step: a shrunk run's
+    replay has others. Not in its text (a replay compares the text, so
     files recorded before it was added replay as they did), nor in its JSON or a schedule file:
     only ``key`` reads it."""
 
@@ -333,10 +333,10 @@ them last by it)."""
 def invariant_finding(violation: "Violation", where: str, step: int | None = None) -> Finding:
     """The finding of a broken invariant seen by a check (``where``: AT_QUIESCENT or AT_END).
     Its identity is its rule and the kind of granule it broke at, as the check found it (the
-    state its snapshot read: Violation.state), and an RTT's level if the violation names it
-    (``rtt-refcount at RTT granule (level 2)``), or ``at no granule``; it read the state from the
-    machine again, after the check, when a lapsed pause could have let the CPUs change it. No address or count: a
-    shrunk run's replay breaks it at another address, by other counts. Without it every violation
+    state its snapshot read, Violation.state: read from the machine again after the check, a
+    lapsed pause could have let the CPUs change it first), and an RTT's level if the violation
+    names it (``rtt-refcount at RTT granule (level 2)``), or ``at no granule``. No address or
+    count: a shrunk run's replay breaks it at another address, by other counts. Without it every violation
     of a rule was one problem, and shrinking an RTT's refcount kept a candidate whose first
     violation of that rule was another granule's, of another kind."""
     state = violation.state

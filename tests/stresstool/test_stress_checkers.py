@@ -665,7 +665,7 @@ def test_the_end_check_reports_up_to_20_violations_no_quiescent_check_reported(m
         probe = _quiescent_check(machine)
         violations = invariants(machine).violations
     quiescent = probe.findings.items
-    end = ending._end_findings(machine, violations, quiescent)
+    end = ending._end_findings(violations, quiescent)
     shown = [str(v) for v in violations]
     assert [f.message for f in quiescent] == shown[:8]
     assert [f.message for f in end] == shown[8:28]
