@@ -250,7 +250,8 @@ def check_shm_dir(create: bool = True) -> None:
 
 
 def _absent(path: str) -> str:
-    """What is at ``path``, no entry: nothing, or a path that cannot be followed (a loop above it read "nothing")."""
+    """What a ``path`` with no entry of its own leads to: nothing, or a path that cannot be
+    followed (a loop of links, or a directory this user cannot search, above it read "nothing")."""
     try:
         os.lstat(path)
     except OSError as exc:      # ELOOP, or EACCES on a directory above it, is no "nothing"

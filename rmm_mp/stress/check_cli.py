@@ -38,9 +38,7 @@ if TYPE_CHECKING:
     from rmm_mp.machine import Machine
 
 SCHEMA = "rmm-mp-check-report/1"
-"""The --json document's first key, "schema" (docs/stress.md): its number changes only with a change a
-reader of the document could break on (a key removed or renamed, a value's meaning or type changed), not
-when a key is added."""
+"""The --json document's "schema" value; when its number changes: docs/latency.md, its JSON report section."""
 _UNSETTLED = ("a violation may be a call in progress, or a change made while the check read the machine "
               "(the scan is not atomic)")
 
