@@ -60,13 +60,13 @@ class Bug:
         """Every checker that reports the bug on its own: ``checker``, then ``also``'s."""
         return (self.checker, *(checker for checker, _ in self.also))
 
-    def install(self, probe: "Patches", calls: dict[str, int] | None = None) -> None:
-        """Swap the buggy copy in; with ``calls``, count in ``calls[name]`` how often it runs
-        (a run whose workload never reaches the swapped code tests nothing of the bug)."""
+    def install(self, probe: "Patches", count: "Counter | None" = None) -> None:
+        """Swap the buggy copy in; with ``count``, call it with the bug's name each time the copy
+        runs (a run whose workload never reaches the swapped code tests nothing of the bug)."""
         owner, attr = self.target
         replacement = self.replacement
-        if calls is not None:
-            replacement = _counted(self.name, replacement, calls)
+        if count is not None:
+            replacement = _counted(self.name, replacement, count)
         if owner == "handler":
             previous = dispatch.replace_handler(attr, replacement)
             assert previous is not None
@@ -79,15 +79,26 @@ class Bug:
         return _target_text(self.target)
 
 
-def _counted(name: str, function: Callable[..., Any], calls: dict[str, int]) -> Callable[..., Any]:
-    """``function`` counting its calls in ``calls[name]``. A plain function, so that as a class
+Counter = Callable[[str], None]
+"""What a bug calls with its name each time its buggy copy runs (Bug.install): the counting is
+the caller's, a stress CPU's one thread (counter) or explore's two call threads of a pair, which
+count under a lock and only the pair's own calls (stress.explore_cli)."""
+
+
+def counter(calls: dict[str, int]) -> Counter:
+    """A Counter adding one to ``calls[name]``, for one thread (a read, then a write)."""
+    def count(name: str) -> None:
+        calls[name] = calls.get(name, 0) + 1
+    return count
+
+
+def _counted(name: str, function: Callable[..., Any], count: Counter) -> Callable[..., Any]:
+    """``function`` calling ``count(name)`` as it runs. A plain function, so that as a class
     attribute (GranuleTable.lock_two) it still binds as a method; it is no handler for a
     finding's site (stress.findings), which names the buggy copy it calls."""
-    calls.setdefault(name, 0)
-
     @functools.wraps(function)
     def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[name] += 1
+        count(name)
         return function(*args, **kwargs)
     return counted
 
@@ -160,9 +171,11 @@ def inject_problem(names: "tuple[str, ...] | list[str]") -> tuple[str, str] | No
 
 def install(names: "tuple[str, ...] | list[str]", probe: "Patches", calls: dict[str, int] | None = None) -> None:
     """Switch the named bugs on in this process (undone by probe.restore); with ``calls``,
-    count each one's calls there by name."""
+    count each one's calls there by name (0 for one that never runs)."""
     for name in names:
-        BUGS[name].install(probe, calls)
+        if calls is not None:
+            calls.setdefault(name, 0)
+        BUGS[name].install(probe, None if calls is None else counter(calls))
 
 
 def catalog_text() -> str:

@@ -30,7 +30,7 @@ from rmm_mp.interrupts import Interrupts, repeated_signal
 from rmm_mp.outpaths import check_outputs, echo, write_json
 from rmm_mp.printable import shown_path
 from rmm_mp.rmm.dispatch import COMMANDS
-from rmm_mp.stress.bugs import BUGS, inject_problem
+from rmm_mp.stress.bugs import BUGS, Counter, inject_problem
 from rmm_mp.stress.explore import DEFAULT_TIMEOUT_S, Call, Outcome, PairReport, explore as explore_pair, in_pair_call
 from rmm_mp.stress.explore_pairs import PAIRS
 from rmm_mp.stress.explore_setup import SetupError
@@ -103,7 +103,7 @@ def explore(pairs: tuple[str, ...], list_pairs: bool, inject: tuple[str, ...], j
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     names = pairs or tuple(PAIRS)
-    calls: dict[str, int] = _PairCalls()     # each injected bug's calls made by the pairs' calls
+    calls: dict[str, int] = {}     # each injected bug's calls made by the pairs' calls (_pair_counter)
     # The command's guard (rmm_mp.interrupts), held from before the first pair to the exit
     # status: a Ctrl-C while the pairs run is _run's (it stops them); one after them is noted
     # (the command ends interrupted) and ends the JSON's writing if it lands there; one from
@@ -211,13 +211,14 @@ def _run(names: tuple[str, ...], inject: tuple[str, ...], timeout: float,
     N of N pair(s)" with exit status 1, or death by SIGTERM, after every pair's report was out.
     One held back is ignored at the verdict; the --json file after that line is written with
     them still held back. Each bug's calls made by a pair's two calls are counted in ``calls``
-    (a _PairCalls), by name."""
+    (pair_counter), by name."""
     patches = Patches()
     reports: list[PairReport] = []
     with _CtrlC() as ctrl_c:
         try:
+            count = pair_counter(calls)
             for name in inject:
-                BUGS[name].install(patches, calls)
+                BUGS[name].install(patches, count)
             for name in names:
                 report = explore_pair(PAIRS[name], timeout=timeout)
                 if ctrl_c.seen:
@@ -264,22 +265,18 @@ def _failed_so_far(reports: list[PairReport], inject: tuple[str, ...], timeout: 
     return f"; {len(failed)} FAILED before it ({', '.join(failed)}): {_again(failed, inject, timeout)}"
 
 
-class _PairCalls(dict[str, int]):
-    """Each injected bug's calls (stress.bugs counts them with ``calls[name] += 1``), counting
-    only those a pair's two calls make: a setup's (an RTT_CREATE building the tables the calls
-    use) runs before anything races it, and counted, it hid the line saying the bug was never
-    explored. A pair's two calls run in two threads, and ``+=`` reads then writes: both could
-    read 3 and write 4, a call lost from --json's bug_calls. So each write, the ``+= 1``'s only
-    one, counts one call to what is stored, under a lock, whatever value it carries."""
+def pair_counter(calls: dict[str, int]) -> Counter:
+    """The Counter of each injected bug's calls in ``calls``, counting only those a pair's two
+    calls make: a setup's (an RTT_CREATE building the tables the calls use) runs before anything
+    races it, and counted, it hid the line saying the bug was never explored. A pair's two calls
+    run in two threads: a count is a read and a write, under a lock so that neither is lost."""
+    lock = threading.Lock()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def __setitem__(self, name: str, value: int) -> None:
+    def count(name: str) -> None:
         if in_pair_call():
-            with self._lock:
-                super().__setitem__(name, self.get(name, 0) + 1)
+            with lock:
+                calls[name] = calls.get(name, 0) + 1
+    return count
 
 
 def never_ran_lines(inject: tuple[str, ...], calls: dict[str, int]) -> list[str]:

@@ -51,19 +51,36 @@ def test_a_bug_only_a_setup_reached_is_named(tmp_path: Path) -> None:
 
 
 def test_a_bugs_calls_from_both_of_a_pairs_threads_are_all_counted() -> None:
-    """A pair's two calls run in two threads, each counting ``calls[name] += 1``: a read, then a
-    write. Interleaved (both read 0, then both write 1), one call was lost from bug_calls."""
-    from rmm_mp.stress import explore
-    from rmm_mp.stress.explore_cli import _PairCalls
+    """A pair's two calls run in two threads, each counting a call: a read, then a write.
+    Interleaved (both read 0, then both write 1), one call was lost from bug_calls: the count
+    holds a lock across the two (the read is held up here until the other thread has counted)."""
+    import threading
 
-    calls = _PairCalls()
-    explore._current.side = "a"       # as a pair's call thread is (explore._run_call)
-    try:
-        first, second = calls.get("bug", 0), calls.get("bug", 0)
-        calls["bug"] = first + 1
-        calls["bug"] = second + 1
-    finally:
-        del explore._current.side
+    from rmm_mp.stress import explore
+    from rmm_mp.stress.explore_cli import pair_counter
+
+    class Slow(dict[str, int]):
+        def get(self, key: str, default: int = 0) -> int:     # type: ignore[override]
+            value = super().get(key, default)
+            reading.set()
+            release.wait(0.5)       # the other thread's count would land here without the lock
+            return value
+
+    calls: dict[str, int] = Slow()
+    count = pair_counter(calls)
+    reading, release = threading.Event(), threading.Event()
+
+    def side(name: str) -> None:
+        explore._current.side = name       # as a pair's call thread is (explore._run_call)
+        count("bug")
+
+    threads = [threading.Thread(target=side, args=(n,)) for n in "ab"]
+    threads[0].start()
+    reading.wait(5)
+    threads[1].start()
+    release.set()
+    for t in threads:
+        t.join(5)
     assert calls["bug"] == 2, calls
-    calls["bug"] = 7                   # a setup's call (no pair's thread): not counted
+    count("bug")                        # a setup's call (no pair's thread): not counted
     assert calls["bug"] == 2, calls
