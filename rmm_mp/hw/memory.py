@@ -229,6 +229,16 @@ class NsAccess:
         if pa < memory.base or pa >= memory.end:
             raise GranuleProtectionFault(pa, "not DRAM")
         if pa + size > memory.end:
+            # The fault names the first failing byte: a non-NS granule before the end (the `host`
+            # platform's DRAM ends in its Secure region) comes first. Read without locks: the
+            # access faults whatever a concurrent DELEGATE does, and copies nothing.
+            first = (pa - memory.base) >> 12
+            entries = bytes(self.gpt.buf[first:self.gpt.count])
+            ns_run = len(entries) - len(entries.lstrip(bytes((_NS_PAS,))))
+            if ns_run < len(entries):
+                idx = first + ns_run
+                raise GranuleProtectionFault(max(pa, self.table.addr(idx)),
+                                             f"granule is in the {Pas(entries[ns_run]).name} PAS")
             raise GranuleProtectionFault(memory.end, "not DRAM (the access runs past the end of DRAM)")
         return range((pa - memory.base) >> 12, ((pa + size - 1 - memory.base) >> 12) + 1)
 
