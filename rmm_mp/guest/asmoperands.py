@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
+from typing import NamedTuple
 
 from rmm_mp.guest import expr
 from rmm_mp.guest.asmlines import AssemblerError, Line, memory_operand
@@ -89,9 +90,12 @@ def address_operand(line: Line, registers: int, declared: Collection[str], value
         got = _quoted(", ".join(args)) if args else "no operand"
         post = ""
         if len(args) == registers + 2 and memory_operand(args[registers]) is not None:
-            # '[x2], 8' as well as '[x2], #8': the '#' it lacks is named too, not left for the next try
-            hint = "" if args[-1].startswith("#") else immediate_hint(args[-1], declared, value)
-            if args[-1].startswith("#") or hint:
+            # '[x2], 8' as well as '[x2], #8': the '#' it lacks is named too, not left for the next try; and
+            # an offset with no value ('8 % 0') or none of this syntax ('8 / 0') is a post-index one still.
+            # Not a register ('[x2], x3'): '[xn], #imm' is not the form meant.
+            offset = args[-1].strip()
+            hint = "" if offset.startswith("#") else immediate_hint(offset, declared, value)
+            if not REG.fullmatch(offset.lower()) or offset in declared:
                 post = hint + _WRITEBACK.format("post", "[xn], #imm")
         raise AssemblerError(line.number, f"expected '{line.op} xd, {'xe, ' * (registers - 1)}[xn{{, #offset}}]', "
                                           f"got {got}{post}")
@@ -99,64 +103,105 @@ def address_operand(line: Line, registers: int, declared: Collection[str], value
     operand = memory_operand(text)
     if operand is None:
         inner = memory_operand(text[:-1].rstrip()) if text.endswith("!") else None
-        example = f"[x1] or [x1, #{8 * registers}]"
-        if inner is not None and (meant := _separated(inner, declared, value)):
+        example, detail = f"[x1] or [x1, #{8 * registers}]", ""
+        found = _unseparated(inner, declared, value) if inner is not None else None
+        if found is not None and found.meant:
             # '[x2 #8]!': the ',' it lacks is named as for '[x2 #8]', not only the '!'; quoted (and so
             # escaped: an offset holding a '\v' was printed raw) as the operand it got
-            example = f"{_quoted(meant)} (a ',' between the base register and the offset, and no '!')"
-        raise AssemblerError(line.number, f"expected a memory operand such as {example}, got "
-                                          f"{_quoted(text)}{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
-    meant = _separated(operand, declared, value)
-    if meant == "":
+            example = f"{_quoted(found.meant)} (a ',' between the base register and the offset, and no '!')"
+        elif found is not None and found.expected:
+            # '[x2 #0x100000000]!': the ',' is named too, but no operand suggested (none would assemble)
+            example, detail = f"[xn, #imm] (a ',' between the base register and the offset, {found.expected}, " \
+                              f"and no '!')", found.detail
+        raise AssemblerError(line.number, f"expected a memory operand such as {example}, got {_quoted(text)}{detail}"
+                                          f"{_WRITEBACK.format('pre', '[xn, #imm]!') if inner else ''}")
+    found = _unseparated(operand, declared, value)
+    if found is None:
+        return operand
+    if found.meant:
+        raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
+                                          f"operand, as in {_quoted(found.meant)}, got {_quoted(text)}")
+    if not found.expected:
         raise AssemblerError(line.number, f"expected a memory operand [xn] or [xn, #imm] (no register "
                                           f"offset), got {_quoted(text)}")
-    if meant is not None:
-        raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                          f"operand, as in {_quoted(meant)}, got {_quoted(text)}")
-    if _separated(operand, declared, lambda _: None):
-        # '[x2 #0x100000000]' or '[x2 8 % 0]': the ',' is named still, but no operand is suggested, as
-        # none would assemble
-        raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
-                                          f"operand and an offset with a value in #-0x80000000..#0x7fffffff, "
-                                          f"got {_quoted(text)}")
-    return operand
+    # '[x2 #0x100000000]', '[x2 8 % 0]' or '[x1 1/0]': the ',' is named still (the register check
+    # would call 'x1 1/0' a misspelt register), but no operand is suggested, as none would assemble
+    raise AssemblerError(line.number, f"expected a ',' between the base register and the offset of a memory "
+                                      f"operand and {found.expected}, got {_quoted(text)}{found.detail}")
 
 
-def _separated(operand: tuple[str, str | None], declared: Collection[str], value: Value) -> str | None:
+class _Unseparated(NamedTuple):
+    """What _unseparated makes of '[x2 ...]': the operand meant, or '' and what its offset lacks."""
+
+    meant: str
+    """'[x2, #8]' for '[x2 #8]', if it assembles; else ''."""
+    expected: str = ""
+    """Where meant is '': what the offset should be ('' if it is a register: no register offset)."""
+    detail: str = ""
+    """Where expected is not '': ' (why the offset is not that)', or ''."""
+
+
+_IN_RANGE = "an offset with a value in #-0x80000000..#0x7fffffff"
+
+
+def _unseparated(operand: tuple[str, str | None], declared: Collection[str], value: Value) -> _Unseparated | None:
     """For '[x2 #8]' (a register, then an offset with no ',' before it, which the register check
-    would call a misspelt register): the operand meant, '[x2, #8]'; '' if what follows the
-    register is a register too (there is no register offset to suggest); None for any other,
-    and for an offset that is no expression of numbers, '.' and ``declared`` names ('[x2 a b]'
-    was told '[x2, #a b]', which does not assemble either) or one whose ``value`` is known to be
-    outside IMM_RANGE ('[x2, #0x100000000]' is refused as too big) or to have none. A name the source defines
-    ('[x2 x3]' with a label x3) is an offset, not a register."""
+    would call a misspelt register): the operand meant, '[x2, #8]', if it would assemble; None for
+    any other operand. No operand is suggested ('[x2 a b]' was told '[x2, #a b]', which does not
+    assemble either) where what follows the register is a register too (there is no register
+    offset), or an offset that is no expression ('[x1 1/0]': there is no '/'), names a name the
+    source does not define, or whose ``value`` has none or is outside IMM_RANGE ('[x2, #0x100000000]'
+    is refused as too big): what the offset should be is said instead. A name the source
+    defines ('[x2 x3]' with a label x3) is an offset, not a register."""
     unseparated = re.fullmatch(r"(\w+)(?:\s+|(?=#))(.+)", operand[0], re.DOTALL | re.ASCII)
     if operand[1] is not None or not unseparated or not REG.fullmatch(unseparated.group(1).lower()):
         return None
     base, rest = unseparated.groups()
     # The operand suggested must assemble: there is no register offset, and an offset takes its '#'.
     if REG.fullmatch(rest.strip().lower()) and rest.strip() not in declared:
-        return ""
+        return _Unseparated("")
     offset = rest[1:] if rest.startswith("#") else rest
-    if not expression(offset, declared):
-        return None
+    try:
+        items = expr.postfix(offset)
+    except expr.ExprError:
+        division = " (there is no '/' operator)" if "/" in offset else ""
+        return _Unseparated("", "an offset that is an expression of numbers, labels, .equ names and '.'", division)
+    unknown = next((item for item in items if isinstance(item, str) and NAME.fullmatch(item)
+                    and item not in declared), None)
+    if unknown is not None:
+        return _Unseparated("", "an offset of numbers, labels, .equ names and '.'",
+                            f" (unknown label or constant {_quoted(unknown)})")
     try:
         known = value(offset.strip())
-    except expr.ExprError:
-        return None     # no value ('[x2, #8 % 0]' is refused too)
-    return f"[{base}, #{offset}]" if known is None or known in IMM_RANGE else None
+    except expr.ExprError as exc:
+        return _Unseparated("", _IN_RANGE, f" ({exc})")     # no value: '[x2, #8 % 0]' is refused too
+    if known is not None and known not in IMM_RANGE:
+        return _Unseparated("", _IN_RANGE, f" (its value is {expr.shown(known)})")
+    return _Unseparated(f"[{base}, #{offset}]")
 
 
-def gnu_alignment(line: Line, value: int) -> AssemblerError:
-    """The refusal of GNU as's .balign or .p2align (``value``: its first operand's, -1 if none is
-    known), whose .align this assembler's is: it counts bytes, as .balign does. The count named
-    is the one the line means, in bytes, if its value makes one (a power of two), else 'n' or
-    '2^n'; never the text as written ('.balign 3' was told '.align 3', refused too), and a fill
-    or max-skip operand does not hide it ('.balign 8, 0' was told '.align n')."""
-    if line.op == ".p2align":
-        count = str(1 << value) if 0 <= value <= 63 else "2^n"
-    else:
-        count = str(value) if 0 < value < 1 << 64 and not value & (value - 1) else "n"
+def gnu_alignment(line: Line, value: int | None, most: int) -> AssemblerError:
+    """The refusal of GNU as's .balign or .p2align (``value``: its first operand's, None if none
+    is known), whose .align this assembler's is: it counts bytes, as .balign does. The count named
+    is the one the line means, in bytes, if its value makes one (a power of two) of at most
+    ``most`` (a power of two: the largest image, past which no alignment means anything), else
+    'n' or '2^n' and, for a value out of that range, the range ('.p2align 40' was told
+    '.align 1099511627776'); never the text as written ('.balign 3' was told '.align 3', refused
+    too), and a fill or max-skip operand does not hide it ('.balign 8, 0' was told '.align n')."""
+    bits = most.bit_length() - 1
+    count, outside = ("2^n", "") if line.op == ".p2align" else ("n", "")
+    if value is not None and line.op == ".p2align":
+        if 0 <= value <= bits:
+            count = str(1 << value)
+        else:
+            outside = f"; its {expr.shown(value, 10)} is outside 0..{bits} (an alignment of at most {most:#x} " \
+                      f"bytes, the largest image)"
+    elif value is not None:
+        if 0 < value <= most and not value & (value - 1):
+            count = str(value)
+        elif not 0 < value <= most:
+            outside = f"; its {expr.shown(value, 10)} is outside 1..{most:#x} (the largest image)"
     extra = "; .align has no fill or max-skip operand: it pads with zeros" if len(line.args) > 1 else ""
-    return AssemblerError(line.number, f"{line.written!r} is GNU as's; expected '.align {count}' (a number of "
-                                       f"bytes, a power of two: this assembler's .align is GNU as's .balign){extra}")
+    return AssemblerError(line.number, f"{_quoted(line.written)} is GNU as's; expected '.align {count}' (a number "
+                                       f"of bytes, a power of two: this assembler's .align is GNU as's .balign)"
+                                       f"{outside}{extra}")

@@ -288,11 +288,11 @@ class _Assembler:
             # A label the line syntax did not take as one. Looked at first: 'b.eq:' (a label
             # named like a conditional branch) was taken for one, 'b.eq: takes 1 operand(s)'.
             if line.label is not None:
-                raise AssemblerError(line.number, f"a second label {line.written!r} after {line.label + ':'!r}: "
-                                                  "one label per line")
+                raise AssemblerError(line.number, f"a second label {_short(line.written)!r} after "
+                                                  f"{_short(line.label + ':')!r}: one label per line")
             dot = " (no '.', unlike GNU as's symbols)" if "." in op else ""
-            raise AssemblerError(line.number, f"{line.written!r} is no label: a label starts with an ASCII letter or "
-                                              f"_ and goes on with ASCII letters, digits or _{dot}")
+            raise AssemblerError(line.number, f"{_short(line.written)!r} is no label: a label starts with an ASCII "
+                                              f"letter or _ and goes on with ASCII letters, digits or _{dot}")
         if op == "nop":
             return [self._arity(line, 0) or encode(Op.NOP)]
         if op == "mov":
@@ -345,14 +345,15 @@ class _Assembler:
             try:
                 cond = Cond[_ascii_upper(op[2:])]
             except KeyError:
-                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got {line.written!r} "
-                                                  f"(the assembler names {_NAMED_CONDITIONS})") from None
+                raise AssemblerError(line.number, f"expected a condition such as b.eq or b.ne, got "
+                                                  f"{_short(line.written)!r} (the assembler names {_NAMED_CONDITIONS})"
+                                     ) from None
             return encode(Op.BCOND, aux=cond, imm=self._branch(line, args[0], pc,
-                                                               f"the condition in {line.written!r}"))
+                                                               f"the condition in {_short(line.written)!r}"))
         if op in ("cbz", "cbnz"):
             self._arity(line, 2)
             return encode(Op.CBZ if op == "cbz" else Op.CBNZ, rn=self._reg(line, args[0]),
-                          imm=self._branch(line, args[1], pc, f"the register of {line.written!r}"))
+                          imm=self._branch(line, args[1], pc, f"the register of {_short(line.written)!r}"))
         if op == "ret":
             return self._arity(line, 0) or encode(Op.RET, rn=30)
         if op == "br":
@@ -383,15 +384,17 @@ class _Assembler:
             raise AssemblerError(line.number, f"{op} is a GNU as directive this assembler does not need (an image is "
                                               "one section, in source order, with no linker); remove it")
         if op in (".balign", ".p2align"):
-            raise gnu_alignment(line, self._alignment_value(line))
-        raise AssemblerError(line.number, f"unknown instruction {line.written!r}; see docs/guest-isa.md for the list")
+            raise gnu_alignment(line, self._alignment_value(line), MAX_IMAGE)
+        # shortened and escaped as the operands quoted elsewhere: the op is all of a line with no blank
+        raise AssemblerError(line.number, f"unknown instruction {_short(line.written)!r}; see docs/guest-isa.md for "
+                                          "the list")
 
-    def _alignment_value(self, line: _Line) -> int:
-        """The value of a .balign's or .p2align's first operand (the alignment), -1 if it has none."""
+    def _alignment_value(self, line: _Line) -> int | None:
+        """The value of a .balign's or .p2align's first operand (the alignment), None if it has none."""
         try:
-            return self._value(line, line.args[0]) if line.args else -1
+            return self._value(line, line.args[0]) if line.args else None
         except AssemblerError:
-            return -1
+            return None
 
     def _mov(self, line: _Line) -> list[int]:
         self._arity(line, 2)

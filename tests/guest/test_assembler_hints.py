@@ -133,3 +133,71 @@ def test_no_hash_hint_for_a_value_too_big_for_an_immediate(source: str) -> None:
     assert "(an immediate is written with" not in message, message
     if "0x1000000000000" not in source:
         assert "would not fit 32 signed bits: load it with 'mov xd, =value' first)" in message, message
+
+
+@pytest.mark.parametrize(("source", "why"), [("ldr x1, [x2 #0x100000000]!", "(its value is 0x100000000)"),
+                                             ("stp x1, x3, [x2 8 % 0]!", "(modulo by zero in '8 % 0')")])
+def test_a_pre_index_operand_missing_its_comma_with_a_bad_offset_names_the_comma(source: str, why: str) -> None:
+    """'[x2 #0x100000000]!' was given the generic example '[x1] or [x1, #8]': neither its missing ','
+    nor its offset's range was named (without the '!' both were)."""
+    message = _message(source)
+    assert message.startswith("expected a memory operand such as [xn, #imm] (a ',' between the base register and "
+                              "the offset, an offset with a value in #-0x80000000..#0x7fffffff, and no '!'), got "), \
+        message
+    assert f"]!' {why}: the pre-index form '[xn, #imm]!'" in message, message
+
+
+@pytest.mark.parametrize("source", ["ldr x1, [x2], 8 % 0", "ldr x1, [x2], 8 / 0", "stp x1, x3, [x2], 1 << 200",
+                                    "str x1, [x2], nope"])
+def test_a_post_index_offset_with_no_value_is_told_the_post_index_form(source: str) -> None:
+    """'[x2], 8 % 0' got only the expected shape: a '#' hint is rightly not given (it would not
+    assemble), and with it went the post-index explanation that '[x2], 8' gets."""
+    message = _message(source)
+    assert message.endswith(": the post-index form '[xn], #imm' (which writes xn + imm back to xn) is not in the "
+                            "ISA; add to xn in an instruction of its own"), message
+    assert "(an immediate is written with" not in message, message
+
+
+@pytest.mark.parametrize(("source", "why"), [("str x0, [x1 1/0]", " (there is no '/' operator)"),
+                                             ("str x0, [x1 #1/0]", " (there is no '/' operator)"),
+                                             ("ldr x0, [x1 foo bar]", ""),
+                                             ("ldr x0, [x1 #nope]", " (unknown label or constant 'nope')")])
+def test_an_unseparated_offset_that_is_no_expression_is_told_its_comma_not_a_register(source: str, why: str) -> None:
+    """'[x1 1/0]' was told "expected a register x0..x30, lr or xzr, got 'x1 1/0'": it is a ','
+    left out and an offset that is no expression (there is no '/')."""
+    message = _message(source)
+    operand = source[source.index("["):]
+    assert message.startswith("expected a ',' between the base register and the offset of a memory operand and an "
+                              "offset "), message
+    assert message.endswith(f"got {operand!r}{why}"), message
+    assert "expected a register" not in message, message
+
+
+@pytest.mark.parametrize(("source", "outside"), [(".p2align 40", "; its 40 is outside 0..30 (an alignment of at most "
+                                                                 "0x40000000 bytes, the largest image)"),
+                                                 (".p2align -3", "; its -3 is outside 0..30"),
+                                                 (".balign 0x10000000000", "; its 1099511627776 is outside "
+                                                                           "1..0x40000000 (the largest image)")])
+def test_an_align_suggestion_past_the_largest_image_says_the_range(source: str, outside: str) -> None:
+    """'.p2align 40' was told '.align 1099511627776': a power of two, but an alignment past any
+    image (1 GiB), which .align refuses as soon as it pads."""
+    message = _message(source)
+    assert "'.align 2^n'" in message or "'.align n'" in message, message
+    assert outside in message, message
+    assert "1099511627776'" not in message, message
+
+
+def test_the_largest_align_suggested_assembles() -> None:
+    assert "'.align 1073741824'" in _message(".p2align 30")
+    assemble(".align 1073741824")    # at offset 0: no padding (a 1 GiB image would take seconds)
+
+
+@pytest.mark.parametrize("source", ["f" * 300, "f" * 300 + " x1", "b." + "q" * 300 + " 0", "x:" + "y" * 300 + ":"])
+def test_an_unknown_instruction_is_quoted_shortened(source: str) -> None:
+    """'unknown instruction' (and the condition and second-label messages) quoted the text whole."""
+    message = _message(source)
+    assert "characters)'" in message and len(message) < 250, message
+
+
+def test_an_unknown_instruction_is_escaped() -> None:
+    assert _message("foo\x07 x1") == "unknown instruction 'foo\\x07'; see docs/guest-isa.md for the list"
