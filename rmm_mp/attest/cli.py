@@ -18,7 +18,7 @@ from typing import Any, Final
 import click
 
 from rmm_mp.attest.errors import TokenFormatError
-from rmm_mp.attest.platform_claims import lifecycle_state
+from rmm_mp.attest.platform_claims import SHOWN_FIELD, lifecycle_state
 from rmm_mp.attest.realm_claims import CHALLENGE_SIZE, MEASUREMENT_SIZES
 from rmm_mp.attest.verify import Check, VerificationResult, inspect_token, verify_token
 from rmm_mp.clitypes import Group
@@ -247,7 +247,9 @@ def _claim_lines(name: str, value: Any) -> list[str]:
             lines.append(f"  {index:<{_NAME_WIDTH - 2}} {_scalar(item)}")
             continue
         for j, (key, field) in enumerate(item.items()):
-            lines.append(f"  {index if j == 0 else '':<5} {_text(key):<{_NAME_WIDTH - 8}} {_scalar(field)}")
+            # a software component's field by the CCA name (key 6: hash_algo_id), its JSON key apart
+            shown = SHOWN_FIELD.get(key, key) if name == "sw_components" else key
+            lines.append(f"  {index if j == 0 else '':<5} {_text(shown):<{_NAME_WIDTH - 8}} {_scalar(field)}")
     return lines
 
 

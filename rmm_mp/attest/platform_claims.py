@@ -10,8 +10,8 @@ EL3 model that signs its own platform token (with a seeded platform key) and for
 * platform config (2401): a byte string;
 * security lifecycle (2395): an unsigned integer inside one of the defined ranges;
 * software components (2399): a non-empty array of maps (integer labels), each with a measurement value (2,
-  32/48/64 bytes) and a signer id (5, a hash: 32/48/64 bytes, A7.2.3.2.6); type (1), version (4) and description
-  (6) are optional text;
+  32/48/64 bytes) and a signer id (5, a hash: 32/48/64 bytes, A7.2.3.2.6); type (1), version (4) and hash algorithm
+  id (6, A7.2.3.2.7; "measurement_description" in the JSON form) are optional text;
 * verification service (2400): optional, non-empty text;
 * platform hash algorithm (2402): "sha-256", "sha-384" or "sha-512".
 
@@ -65,6 +65,16 @@ SW_COMPONENT_NAMES: Final = {
     SW_SIGNER_ID: "signer_id",
     SW_MEASUREMENT_DESCRIPTION: "measurement_description",
 }
+"""A software component's field key -> its name in the JSON form (`attest inspect/verify --json`):
+kept as it was first published, PSA's name for key 6, so that readers of the JSON do not break."""
+
+SW_COMPONENT_SHOWN: Final = {**SW_COMPONENT_NAMES, SW_MEASUREMENT_DESCRIPTION: "hash_algo_id"}
+"""A software component's field key -> its name in the tables and messages: the CCA platform
+token's (RMM spec A7.2.3.2.7: key 6 is the component's hash algorithm ID, not PSA's measurement
+description; docs/deviations.md)."""
+
+SHOWN_FIELD: Final = {SW_COMPONENT_NAMES[key]: name for key, name in SW_COMPONENT_SHOWN.items()}
+"""A software component's field name in the JSON form -> its name in the tables."""
 
 MANDATORY: Final = {k: v for k, v in PLATFORM_CLAIM_NAMES.items() if k != PLATFORM_VERIFICATION_SERVICE}
 
@@ -135,10 +145,10 @@ def _sw_component_problem(component: Any, what: str) -> str | None:
         return labels[0]
     for key in (SW_MEASUREMENT_VALUE, SW_SIGNER_ID):
         if key not in component:
-            return f"{what} has no {SW_COMPONENT_NAMES[key]} ({key}); it is mandatory"
+            return f"{what} has no {SW_COMPONENT_SHOWN[key]} ({key}); it is mandatory"
     checks = [bstr_problem(component[SW_MEASUREMENT_VALUE], f"{what} measurement_value (2)", MEASUREMENT_SIZES),
               bstr_problem(component[SW_SIGNER_ID], f"{what} signer_id (5)", MEASUREMENT_SIZES)]
-    checks += [tstr_problem(component[key], f"{what} {SW_COMPONENT_NAMES[key]} ({key})")
+    checks += [tstr_problem(component[key], f"{what} {SW_COMPONENT_SHOWN[key]} ({key})")
                for key in (SW_MEASUREMENT_TYPE, SW_VERSION, SW_MEASUREMENT_DESCRIPTION) if key in component]
     return next((p for p in checks if p), None)
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rmm_mp.attest import encode_cca_token, sign_cose_sign1
 
 from rmm_mp.attest.cli import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE, attest_group
+from rmm_mp.attest.platform_claims import check_platform_claims
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "ccatoken"
 TESTDATA = VECTORS / "veraison-rust-ccatoken" / "testdata"
@@ -407,3 +408,23 @@ def test_indefinite_length_and_wide_heads_are_read_as_the_help_says(tmp_path: Pa
     token.write_bytes(rewritten + b"\x00")
     assert _run("verify", token, "--platform-key", TA_TFA).exit_code == EXIT_USAGE
     assert "indefinite-length strings, arrays and maps" in _run("verify", "--help").output
+
+
+@pytest.mark.parametrize("command", [("inspect",), ("verify", "--platform-key", TA_TFA)])
+def test_a_software_components_key_6_is_shown_as_its_hash_algorithm_id(command: tuple[str | Path, ...]) -> None:
+    """Key 6 of a CCA platform software component is its hash algorithm ID (RMM spec A7.2.3.2.7;
+    ffm-00's components hold 'sha-256' there); the tables showed PSA's name for it,
+    'measurement_description'. The JSON keeps that key (docs/deviations.md), the tables say hash_algo_id."""
+    text = _run(command[0], FFM, *command[1:]).output
+    assert "measurement_description" not in text, text
+    assert f"      hash_algo_id{' ' * 13}sha-256" in text, text
+    doc = json.loads(_run(command[0], FFM, *command[1:], "--json").output)
+    claims = doc["platform"]["claims"] if command[0] == "inspect" else doc["platform_claims"]
+    assert claims["sw_components"][0]["measurement_description"] == "sha-256"
+    assert "hash_algo_id" not in claims["sw_components"][0]
+
+
+def test_a_bad_key_6_is_named_by_its_cca_name() -> None:
+    """A check message named key 6 by PSA's name too."""
+    problems = check_platform_claims({2399: [{2: bytes(32), 5: bytes(32), 6: 7}]})
+    assert any("(sw_components)[0] hash_algo_id (6) must be" in p for p in problems), problems
