@@ -248,7 +248,7 @@ def _claim_lines(name: str, value: Any) -> list[str]:
             continue
         for j, (key, field) in enumerate(item.items()):
             # a software component's field by the CCA name (key 6: hash_algo_id), its JSON key apart
-            shown = SHOWN_FIELD.get(key, key) if name == "sw_components" else key
+            shown = SHOWN_FIELD[key] if name == "sw_components" and key in SHOWN_FIELD else key
             lines.append(f"  {index if j == 0 else '':<5} {_text(shown):<{_NAME_WIDTH - 8}} {_scalar(field)}")
     return lines
 

@@ -68,12 +68,12 @@ SW_COMPONENT_NAMES: Final = {
 """A software component's field key -> its name in the JSON form (`attest inspect/verify --json`):
 kept as it was first published, PSA's name for key 6, so that readers of the JSON do not break."""
 
-SW_COMPONENT_SHOWN: Final = {**SW_COMPONENT_NAMES, SW_MEASUREMENT_DESCRIPTION: "hash_algo_id"}
+SW_COMPONENT_SHOWN: Final[dict[int, str]] = {**SW_COMPONENT_NAMES, SW_MEASUREMENT_DESCRIPTION: "hash_algo_id"}
 """A software component's field key -> its name in the tables and messages: the CCA platform
 token's (RMM spec A7.2.3.2.7: key 6 is the component's hash algorithm ID, not PSA's measurement
 description; docs/deviations.md)."""
 
-SHOWN_FIELD: Final = {SW_COMPONENT_NAMES[key]: name for key, name in SW_COMPONENT_SHOWN.items()}
+SHOWN_FIELD: Final[dict[str, str]] = {SW_COMPONENT_NAMES[key]: name for key, name in SW_COMPONENT_SHOWN.items()}
 """A software component's field name in the JSON form -> its name in the tables."""
 
 MANDATORY: Final = {k: v for k, v in PLATFORM_CLAIM_NAMES.items() if k != PLATFORM_VERIFICATION_SERVICE}
