@@ -125,20 +125,21 @@ def _check(machine_name: str, json_path: str | None, wait_s: float, no_pause: bo
         # wording: the argument was wrong, so said as run's WORKLOAD or platform show's NAME is.
         if str(exc).startswith("name = "):
             raise click.UsageError(f"command line: MACHINE_NAME = {str(exc).removeprefix('name = ')}") from None
-        echo(f"Error: {exc}", err=True)
+        # Every other refusal is printed as clean, run and explore print theirs: "Error: " and its
+        # type ("MachineError: ..."); no such machine read "Error: no machine named ..." alone.
+        echo(f"Error: {type(exc).__name__}: {exc}", err=True)
         decided(2)
     except MachineError as exc:
         # A segment directory that is missing or no directory is named as `rmm-mp clean` names
-        # it, prefix included ("Error: MachineError: ", as clean, run and explore print it):
-        # attach said "no machine named NAME in DIR (it was closed, or never existed)".
-        message = str(exc)
+        # it: attach said "no machine named NAME in DIR (it was closed, or never existed)".
+        shown = exc
         try:
             check_shm_dir(create=False)
         except MachineError as unusable:
-            message = f"{type(unusable).__name__}: {unusable}"
+            shown = unusable
         # Each error below that ends the check is its last output: decided, so that a signal
         # after it does not turn exit status 2 into 130 or 143 (as after a verdict).
-        echo(f"Error: {message}", err=True)
+        echo(f"Error: {type(shown).__name__}: {shown}", err=True)
         decided(2)
     # A machine whose creator was killed (SIGKILL) and whose segments its reaper did not unlink
     # (killed too, say: hw.reaper) is an orphan: nothing runs on it (its CPUs died with it), so

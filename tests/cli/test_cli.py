@@ -638,7 +638,7 @@ def test_check_error_lines_are_worded_as_every_other_commands() -> None:
     missing = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de"])
     usage = CliRunner().invoke(main, ["check", "rmm-mp-1-0badc0de", "--wait", "x"])
     assert missing.exit_code == usage.exit_code == 2, missing.output
-    assert missing.stderr.startswith("Error: no machine named 'rmm-mp-1-0badc0de'"), missing.stderr
+    assert missing.stderr.startswith("Error: MachineError: no machine named 'rmm-mp-1-0badc0de'"), missing.stderr
     assert "\nError: Invalid value for '--wait'" in usage.stderr, usage.stderr
 
 

@@ -1284,7 +1284,7 @@ def test_a_machine_being_created_cannot_be_attached(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(Gpt, "set_range", early)
     with Machine.create("host", cpus=1) as m:
         assert m.platform.secure
-        assert seen == [(2, f"Error: machine '{m.name}' is still being created: try again in a moment\n")]
+        assert seen == [(2, f"Error: MachineError: machine '{m.name}' is still being created: try again in a moment\n")]
         with Machine.attach(m.name) as other:     # once made, it attaches
             assert other.control.ready
     # A control block whose creator died before it was made is not "being created". It is made

@@ -1,0 +1,62 @@
+"""`rmm-mp check NAME`: every refusal of Machine.attach is printed in one form, "Error: MachineError:
+...", with exit status 2 (check --help, docs/stress.md). Only a missing segment directory was
+printed so; no such machine, a segment that cannot be attached or a machine still being made
+read "Error: no machine named ...", without the type that clean, run and explore print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rmm_mp.cli import main
+from rmm_mp.hw import segment
+from rmm_mp.hw.faults import MachineError
+
+NAME = "rmm-mp-1-0badc0de"
+
+
+@pytest.fixture
+def shm_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty segment directory of this test's own."""
+    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _refusal(*args: str) -> str:
+    result = CliRunner().invoke(main, ["check", *args])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output, result.output
+    return result.stderr
+
+
+def test_no_such_machine_is_printed_as_a_machine_error(shm_dir: Path) -> None:
+    assert _refusal(NAME) == f"Error: MachineError: no machine named {NAME!r} in {shm_dir} (it was closed, or " \
+                             f"never existed)\n"
+
+
+def test_a_segment_that_cannot_be_attached_is_printed_as_a_machine_error(shm_dir: Path) -> None:
+    (shm_dir / f"{NAME}.ctl").write_bytes(b"")     # truncated: nothing to map
+    assert _refusal(NAME) == f"Error: MachineError: no machine named {NAME!r} can be attached: its ctl segment in " \
+                             f"{shm_dir}: cannot mmap an empty file\n"
+
+
+@pytest.mark.parametrize("refusal", [MachineError(f"machine {NAME!r} is still being created: try again in a moment"),
+                                     ValueError("a refusal that names no argument")])
+def test_any_other_attach_refusal_is_printed_in_the_same_form(shm_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              refusal: Exception) -> None:
+    from rmm_mp.machine import Machine
+
+    def attach(name: str) -> Machine:
+        raise refusal
+    monkeypatch.setattr(Machine, "attach", attach)
+    assert _refusal(NAME) == f"Error: {type(refusal).__name__}: {refusal}\n"
+
+
+def test_a_missing_segment_directory_keeps_its_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    where = tmp_path / "none"
+    monkeypatch.setattr(segment, "SHM_DIR", str(where))
+    monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
+    assert _refusal(NAME).startswith(f"Error: MachineError: shared memory cannot be looked for in {where} ")
