@@ -91,20 +91,21 @@ def describe_x0(x0: int) -> str:
 
 
 _STATUSES = frozenset(int(s) for s in RmiStatus)
-_INDEXED = frozenset({ERROR_REALM, ERROR_RTT})
-"""Statuses whose index RMI 1.0 sets (RMI_ERROR_REALM 0 or 1, RMI_ERROR_RTT the walk's level); the
-others come with index 0."""
+_INDEXED = {ERROR_REALM: 1, ERROR_RTT: 3}
+"""Statuses whose index RMI 1.0 sets, with the largest it sets (RMI_ERROR_REALM 0 or 1, RMI_ERROR_RTT
+the walk's level, 0 to 3 without LPA2); the others come with index 0."""
 
 
 def status_name(x0: int) -> str:
     """The status ``x0`` returns, as a finding's identity names it: the status's name, an index left
     out (an RMI_ERROR_RTT's level is another on a shrunk run's replay), ``SMC_UNKNOWN``, or the
     whole X0 (``X0 0x100``) when it is no return code of RMI 1.0: a status it does not define, an
-    index on a status that has none, or bits 63:16 set (MBZ). Taking describe_x0's first part, an
-    X0 of RMI_SUCCESS with other bits set was named RMI_SUCCESS, as if the command succeeded."""
+    index on a status that has none or above the largest its status has (RMI_ERROR_REALM 2, an
+    RMI_ERROR_RTT level 4), or bits 63:16 set (MBZ). Taking describe_x0's first part, an X0 of
+    RMI_SUCCESS with other bits set was named RMI_SUCCESS, as if the command succeeded."""
     if x0 == SMC_UNKNOWN:
         return "SMC_UNKNOWN"
-    if x0 >> 16 or status(x0) not in _STATUSES or (index(x0) and status(x0) not in _INDEXED):
+    if x0 >> 16 or status(x0) not in _STATUSES or index(x0) > _INDEXED.get(status(x0), 0):
         return f"X0 {x0:#x}"
     return RmiStatus(status(x0)).name
 

@@ -183,6 +183,11 @@ def test_a_wrong_status_is_known_by_its_call_and_status() -> None:
     # past 15 was named "returned RMI_SUCCESS", as if the command had succeeded.
     for x0 in (0x100, 1 << 16, 0x7):
         assert finding(F.RMI_DATA_CREATE, x0, RD, DATA).identity == f"RMI_DATA_CREATE returned X0 {x0:#x}"
+    # So is an index RMI 1.0 does not give its status: RMI_ERROR_REALM's is 0 or 1, RMI_ERROR_RTT's a
+    # level 0 to 3 (no LPA2). Named by the status alone, such an X0 read as a correct one.
+    assert finding(F.RMI_DATA_CREATE, 2 | 1 << 8, RD, DATA).identity == "RMI_DATA_CREATE returned RMI_ERROR_REALM"
+    for x0 in (2 | 2 << 8, 4 | 4 << 8, 4 | 0xFF << 8):
+        assert finding(F.RMI_DATA_CREATE, x0, RD, DATA).identity == f"RMI_DATA_CREATE returned X0 {x0:#x}"
 
 
 def _invariant(machine: Machine, idx: int, state: int, rule: str, detail: str, step: int) -> Finding:
