@@ -35,7 +35,8 @@ from rmm_mp.hw.granule import LockStats
 from rmm_mp.hw.quiesce import Participant
 from rmm_mp.stress import bugs, instrument, ownership
 from rmm_mp.stress.config import StressConfig
-from rmm_mp.stress.findings import AT_QUIESCENT, Finding, call_name, invariant_finding, raised_at, without_lines
+from rmm_mp.stress.findings import (AT_QUIESCENT, Finding, call_name, invariant_finding, raised_at, without_lines,
+                                    without_run_values)
 from rmm_mp.stress.lockdep import Edge, LockOrder
 from rmm_mp.stress.ops import WORKLOADS, Operations, Unexpected
 from rmm_mp.stress.population import Population
@@ -282,17 +283,27 @@ def _run(cpu: "Cpu", cfg: StressConfig, ops: Operations, seg: StressSegment, pro
     return "finding"
 
 
+_NUMBER = re.compile(r"(?<![\w.])-?(?:0x[0-9a-fA-F]+|\d+)\b")
+"""A number in an error's text (``vCPU 4097``, ``pa=0x80123000``, ``count=2``), not one inside a
+name (``RMI_ERROR_RTT``, ``L3``)."""
+
+
 def exception_finding(exc: Exception, cpu_id: int, step: int | None) -> Finding:
     """The finding of an error of the host side that ended this CPU's run (HostError, ...): its
     type is the rule. No site in its text (a schedule file recorded before keeps replaying), but
     where it was raised, without line numbers, tells it from another of its type (its identity),
     with the command and the status it returned for an error that carries them (a HostError's
     ``x0``, an RMI_ERROR_RTT's level left out): two wrong statuses one line of the host raises
-    on are two problems."""
+    on are two problems. An error that carries no status (RunQueueError, AllocatorError) adds
+    its text with every number masked (``vCPU ? is OFF: ...``): two raised at one line differ in
+    what they found (the state of a vCPU, a granule not allocated or freed twice), which the
+    text alone says; its vCPU, slot, PA and counts are others on a shrunk run's replay."""
     identity = without_lines(raised_at(exc))
     x0 = getattr(exc, "x0", None)
     if isinstance(x0, int):
         identity += f" ({getattr(exc, 'command', '?')} returned {status_name(x0)})"
+    else:
+        identity += f" ({without_run_values(_NUMBER.sub('?', str(exc)))})"
     return Finding("functional", type(exc).__name__, str(exc), cpu_id, "", "", (), step, identity=identity)
 
 

@@ -98,8 +98,34 @@ def test_an_exception_a_cpu_ended_on_is_known_by_where_it_was_raised() -> None:
             return worker.exception_finding(exc, 0, 3)
         raise AssertionError("not raised")
     a, b = finding(here), finding(there)
-    assert a.identity.endswith("(here)") and ":?" in a.identity, a.identity
+    assert ":? (here)" in a.identity, a.identity
     assert a.key() != b.key()
+
+
+def test_two_errors_raised_at_one_line_are_known_by_what_their_text_says_but_numbers() -> None:
+    """A RunQueueError (AllocatorError) carries no status: two raised at one line (a vCPU found
+    QUEUED, one found OFF) are told apart by their text with its numbers and addresses masked
+    (another vCPU, slot or PA on a shrunk run's replay). Their identity was the line alone."""
+    from rmm_mp.host.nsalloc import AllocatorError
+    from rmm_mp.host.runqueue import RunQueueError
+
+    def leave(vcpu: int, state: str) -> None:
+        raise RunQueueError(f"vCPU {vcpu} is {state}: only the CPU running it may put it back")
+
+    def free(pa: int, count: int) -> None:
+        raise AllocatorError(f"free(pa={pa:#x}, count={count}): granule {pa + 0x1000:#x} is not allocated")
+
+    def finding(raiser: Any, *args: Any) -> Finding:
+        try:
+            raiser(*args)
+        except (RunQueueError, AllocatorError) as exc:
+            return worker.exception_finding(exc, 0, 3)
+        raise AssertionError("not raised")
+    queued, off = finding(leave, 4096, "QUEUED"), finding(leave, 4096, "OFF")
+    assert queued.key() != off.key() == finding(leave, 8193, "OFF").key(), (queued.identity, off.identity)
+    assert queued.identity.endswith("(vCPU ? is QUEUED: only the CPU running it may put it back)"), queued.identity
+    assert finding(free, 0x80000000, 1).key() == finding(free, 0x80123000, 2).key()
+    assert queued.identity not in queued.text()
 
 
 def _stuck(call: str, holds: tuple[int, ...], cpu: int, step: int) -> Finding:
