@@ -65,12 +65,12 @@ class Finding:
     waits for and holds (watchdog.call_identity); a dead CPU's kind of failure (failure_kind),
     its call and the frame it raised in (raised_in); a crash's cause and call; an exception a
     CPU ended on (HostError, ...), where it was raised, without line numbers, and the RMI status
-    it carries, or with none its text with numbers masked (stress.worker.exception_finding); a wrong status (stress.ops), the command and the status returned; a
-    failed vCPU or guest, what failed and how; a broken invariant, its rule and the kind of
-    granule it broke at (invariant_finding). No CPU number, address or step: a shrunk run's
-    replay has others. Not in its text (a replay compares the text, so
-    files recorded before it was added replay as they did), nor in its JSON or a schedule file:
-    only ``key`` reads it."""
+    it carries, or with none its text with numbers masked (stress.worker.exception_finding); a
+    wrong status (stress.ops), the command and the status returned; a failed vCPU or guest, what
+    failed and how; a broken invariant, its rule and the kind of granule it broke at
+    (invariant_finding). No CPU number, address or step: a shrunk run's replay has others. Not in
+    its text (a replay compares the text, so files recorded before it was added replay as they
+    did), nor in its JSON or a schedule file: only ``key`` reads it."""
 
     def key(self) -> tuple[str, str, str]:
         """What makes two findings the same problem (shrinking keeps it): checker, rule and
