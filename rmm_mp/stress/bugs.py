@@ -23,6 +23,7 @@ from rmm_mp.abi.rmi import RmiFid
 from rmm_mp.hw.granule import GranuleTable
 from rmm_mp.rmm import dispatch, s2tt
 from rmm_mp.stress import bugs_rmi as B
+from rmm_mp.stress.shared import BUG_SLOTS
 
 if TYPE_CHECKING:
     from rmm_mp.stress.probe import Patches
@@ -92,6 +93,14 @@ def counter(calls: dict[str, int]) -> Counter:
     return count
 
 
+def _both(first: Counter, second: Counter) -> Counter:
+    """A Counter that counts with ``first``, then ``second``."""
+    def count(name: str) -> None:
+        first(name)
+        second(name)
+    return count
+
+
 def _counted(name: str, function: Callable[..., Any], count: Counter) -> Callable[..., Any]:
     """``function`` calling ``count(name)`` as it runs. A plain function, so that as a class
     attribute (GranuleTable.lock_two) it still binds as a method; it is no handler for a
@@ -141,6 +150,10 @@ BUGS: dict[str, Bug] = {b.name: b for b in (
     Bug("lock-two-check-late", "lock_two locks both granules before it checks either state",
         "lockdep", "rule 3", "mixed", (GranuleTable, "lock_two"), B.lock_two_check_late),
 )}
+BUG_INDEX: dict[str, int] = {name: i for i, name in enumerate(BUGS)}
+"""Each bug's index in the catalogue: where the stress segment counts its calls on a CPU
+(stress.shared C_BUGS), so that a CPU that returns no result still has them counted."""
+assert len(BUGS) <= BUG_SLOTS, "the stress segment counts the calls of BUG_SLOTS bugs: enlarge its CPU words"
 
 
 def _target_text(target: tuple[Any, Any]) -> str:
@@ -169,13 +182,18 @@ def inject_problem(names: "tuple[str, ...] | list[str]") -> tuple[str, str] | No
     return None
 
 
-def install(names: "tuple[str, ...] | list[str]", probe: "Patches", calls: dict[str, int] | None = None) -> None:
+def install(names: "tuple[str, ...] | list[str]", probe: "Patches", calls: dict[str, int] | None = None,
+            publish: Counter | None = None) -> None:
     """Switch the named bugs on in this process (undone by probe.restore); with ``calls``,
-    count each one's calls there by name (0 for one that never runs)."""
+    count each one's calls there by name (0 for one that never runs), and with ``publish`` too
+    (a stress CPU's count in the stress segment, which outlives its process)."""
+    count = None if calls is None else counter(calls)
+    if count is not None and publish is not None:
+        count = _both(count, publish)
     for name in names:
         if calls is not None:
             calls.setdefault(name, 0)
-        BUGS[name].install(probe, None if calls is None else counter(calls))
+        BUGS[name].install(probe, count)
 
 
 def catalog_text() -> str:

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Iterable
 from rmm_mp.check import Violation, invariants
 from rmm_mp.machine import Machine
 from rmm_mp.cpu_outcome import CpuFailure, RunResult
+from rmm_mp.hw.granule import CLASSES
 from rmm_mp.stress import lockdep
+from rmm_mp.stress.bugs import BUG_INDEX
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import AT_END, Finding, failure_kind, invariant_finding, raised_in
 from rmm_mp.stress.report import StressReport
@@ -173,7 +175,28 @@ def report(machine: Machine, seg: StressSegment, config: StressConfig, result: R
                         (result.interrupted_by if result.interrupted else "") or stop.by,
                         {c: r.locks for c, r in sorted(results.items())},
                         unreported_ops={c: seg.completed(c) for c in unreported},
-                        unreported_counts={c: seg.counts(c) for c in unreported})
+                        unreported_counts={c: seg.counts(c) for c in unreported},
+                        unreported_locks=_published_locks(machine, unreported),
+                        unreported_bug_calls={c: seg.bug_calls(c, {n: BUG_INDEX[n] for n in config.inject})
+                                              for c in unreported if config.inject})
+
+
+def _published_locks(machine: Machine, cpus: Iterable[int]) -> dict[int, tuple[int, int, int, int]]:
+    """The lock figures (acquired, contended, wait_ns, max_wait_ns) the CPUs' EL3 last published
+    in their CPU areas (el3.monitor publish_lock_stats), for those that returned no result: what
+    they had before they died, of their own granule locks (not their host's NS copies'). A CPU
+    that published no acquisition (it died before its first flush) has none."""
+    out = {}
+    for cpu in cpus:
+        area = machine.cpu_area(cpu)
+        try:
+            contended, wait_ns, max_wait_ns, _ = area.lock_stats()
+            acquired = sum(c[0] for c in area.lock_class_stats(CLASSES))
+        finally:
+            area.release()
+        if acquired:
+            out[cpu] = (acquired, contended, wait_ns, max_wait_ns)
+    return out
 
 
 END_VIOLATIONS = 20

@@ -105,12 +105,23 @@ class StressReport:
     unreported_ops: dict[int, int] = field(default_factory=dict)
     """Per CPU of ``unreported``: the operations it had completed, the sum of its counters by
     operation kind in the stress segment (StressSegment.completed), which outlives its process,
-    so that it is what ``unreported_counts``' operation kinds add up to. Its lock figures and bug
-    calls went with the process (kept there only); its counts by kind are ``unreported_counts``."""
+    so that it is what ``unreported_counts``' operation kinds add up to. Its counts by kind are
+    ``unreported_counts``, its lock figures ``unreported_locks`` and its bugs' calls
+    ``unreported_bug_calls``."""
     unreported_counts: dict[int, dict[str, int]] = field(default_factory=dict)
     """Per CPU of ``unreported``: its operations by kind and its events, as ``counts`` holds them for
     the CPUs that returned a result, read from its counters in the stress segment
     (StressSegment.counts); not added to ``counts``."""
+    unreported_locks: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    """Per CPU of ``unreported``: its lock figures as ``locks`` has them, but partial: those its
+    EL3 had last published in its CPU area (el3.monitor publish_lock_stats, at each flush of its
+    latency figures, some every 50 ms; none with recording off), of its own granule locks only,
+    not its host's NS copies'. Not added to ``locks``; without them a killed CPU's contention
+    was in no figure."""
+    unreported_bug_calls: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Per CPU of ``unreported``: each injected bug's calls on it, counted in the stress segment
+    as they happened (StressSegment.bug_calls: a kill between the CPU's own count and this one
+    leaves it one short). Not added to ``bug_calls``."""
 
     def warnings(self) -> list[str]:
         """The report's warnings: for now each CPU's failed close of its machine handle, worded as
@@ -119,9 +130,10 @@ class StressReport:
                 for cpu, what in sorted(self.cpu_warnings.items())]
 
     def lock_contention(self) -> str:
-        """The text line on lock contention ("" when no CPU returned its figures)."""
+        """The text line on lock contention ("" when no CPU returned its figures or published any)."""
         if not self.locks:
-            return ""
+            partial = self._partial_locks()
+            return f"lock contention: no CPU returned its figures{partial}" if partial else ""
         acquired = sum(v[0] for v in self.locks.values())
         contended = sum(v[1] for v in self.locks.values())
         line = f"lock contention: {contended:,} of {_count(acquired, 'lock acquisition')} contended"
@@ -134,8 +146,17 @@ class StressReport:
             longest = max(v[3] for v in self.locks.values())
             line += f", {_figure(wait_ns / 1e9)} s waited (longest {_figure(longest / 1e6)} ms)"
         if self.unreported:
-            line += " (over the CPUs that returned a result)"
+            line += " (over the CPUs that returned a result)" + self._partial_locks()
         return line
+
+    def _partial_locks(self) -> str:
+        """What the CPUs that returned no result had published of their lock figures: partial,
+        and said apart from the figures of those that did ("" when none had published)."""
+        if not self.unreported_locks:
+            return ""
+        parts = [f"CPU {c} {f[1]:,} of {f[0]:,}" for c, f in sorted(self.unreported_locks.items())]
+        return (f"; partial figures, as last published in shared memory by {words.cpus(sorted(self.unreported_locks))}"
+                f", which returned none: {', '.join(parts)} contended")
 
     def unreached(self) -> list[str]:
         """The injected bugs whose code never ran in this run, on any CPU (none when a CPU
@@ -273,7 +294,7 @@ class StressReport:
         # characters, and a warning naming a CJK path ran past the width. Other whitespace is a
         # space, as textwrap read it.
         lines.extend(line for w in self.warnings() for line in wrapped(f"WARNING: {w}"))
-        if self.locks:
+        if self.locks or self.unreported_locks:
             # Before the verdict: the verdict ends the report (the line a script reads last, and
             # the one interrupts.give holds back against a signal as it appears).
             lines.append(self.lock_contention())
@@ -352,6 +373,10 @@ class StressReport:
             # Over the CPUs that returned a result: 0 for a bug whose code the run never reached.
             "bug_calls": {name: self.bug_calls.get(name, 0) for name in cfg.inject},
             "locks": self._locks_json(),
+            # Per CPU that returned no result: what it had published, partial (see locks_unreported's docs).
+            "locks_unreported": {str(c): {**self._figures(*f), "partial": True}
+                                 for c, f in sorted(self.unreported_locks.items())},
+            "bug_calls_unreported": {str(c): calls for c, calls in sorted(self.unreported_bug_calls.items())},
             "warnings": self.warnings(),
         }
 
@@ -361,14 +386,17 @@ class StressReport:
         run, where waiting takes no real time."""
         if not self.locks:
             return None
-        timed = not self.config.deterministic
-
-        def figures(acquired: int, contended: int, wait_ns: int, max_wait_ns: int) -> dict[str, Any]:
-            return {"acquired": acquired, "contended": contended, "wait_ns": wait_ns if timed else None,
-                    "max_wait_ns": max_wait_ns if timed else None}
+        figures = self._figures
         v = self.locks.values()
         total = figures(sum(f[0] for f in v), sum(f[1] for f in v), sum(f[2] for f in v), max(f[3] for f in v))
         return {**total, "per_cpu": {str(c): figures(*f) for c, f in self.locks.items()}}
+
+    def _figures(self, acquired: int, contended: int, wait_ns: int, max_wait_ns: int) -> dict[str, Any]:
+        """One CPU's (or the total's) lock figures as the JSON has them: waits null in a
+        deterministic run."""
+        timed = not self.config.deterministic
+        return {"acquired": acquired, "contended": contended, "wait_ns": wait_ns if timed else None,
+                "max_wait_ns": max_wait_ns if timed else None}
 
     def replay_command(self, schedule_file: str) -> str:
         """The command that replays this run, quoted for a POSIX shell: a path with a space or

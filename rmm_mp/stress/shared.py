@@ -20,12 +20,15 @@ Little-endian; every word is read and written with atomic loads and stores:
            next REC_CREATE: CPUs race to create index + 1)
     0x0B0  quiescent check pending u32 (deterministic: CPUs park between operations until all
            are there); 0x0B8 step at which the next quiescent check is due u64
-    0x100  per CPU (MAX_CPUS of them), 192 bytes each: status u32, blocked-on u32 (granule
+    0x100  per CPU (MAX_CPUS of them), 320 bytes each: status u32, blocked-on u32 (granule
            index + 1), last point kind u32, reserved u32, last point argument u64, priority u64,
            steps run u64, op count u64; at +0x40, a u64 per name of COUNTED (operations by kind,
            then events), the CPU's own copy of its report's counts, read for a CPU that returned
            no result. The counters are u64: a day's run (--seconds 86,400) of one CPU at some
            50,000 operations a second passes 2**32, where a u32 wrapped to 0 (layout version 2).
+           At +0xB0, BUG_SLOTS u64s: the calls of each injected bug's code on this CPU, by the
+           bug's index in the catalogue (stress.bugs.BUGS), read for a CPU that returned no
+           result (layout version 4: until then they went with its process).
 
 This module owns the layout. It must not decide anything.
 """
@@ -40,9 +43,9 @@ from rmm_mp.host.runqueue import MAX_CPUS as RUNQUEUE_MAX_CPUS
 from rmm_mp.hw.segment import STRESS_PART, Segment
 
 MAGIC: Final = b"RMMSTRSS"
-VERSION: Final = 3
-"""The layout's version, checked on attach (3: u64 counters, 192 bytes a CPU; 2: u32 counters by kind,
-128 bytes; 1: 64 bytes a CPU, its operation count only)."""
+VERSION: Final = 4
+"""The layout's version, checked on attach (4: injected bugs' calls, 320 bytes a CPU; 3: u64 counters,
+192 bytes; 2: u32 counters by kind, 128 bytes; 1: 64 bytes a CPU, its operation count only)."""
 PART: Final = STRESS_PART
 MAX_CPUS: Final = RUNQUEUE_MAX_CPUS
 """The most CPUs a stress run has: the host run queue's (host.runqueue.MAX_CPUS, 64), which
@@ -76,11 +79,14 @@ _STEP, _TURN, _END, _RNG, _BUDGET = 0x20, 0x28, 0x2C, 0x30, 0x38
 _SWITCHES, _PREEMPTIONS, _END_STEP, _QUIESCENT = 0x40, 0x48, 0x50, 0x58
 _REC_HINT = 0xA8
 _QUIESCING, _QUIESCE_AT = 0xB0, 0xB8
-_CPU, _CPU_SIZE = 0x100, 192
+_CPU, _CPU_SIZE = 0x100, 320
 SIZE: Final = (_CPU + _CPU_SIZE * MAX_CPUS + 0xFFF) & ~0xFFF
-"""Whole pages, holding MAX_CPUS CPUs' words (four pages for 64)."""
+"""Whole pages, holding MAX_CPUS CPUs' words (six pages for 64)."""
 C_STATUS, C_BLOCKED, C_KIND, C_ARG, C_PRIORITY, C_STEPS, C_OPS, C_COUNTS = 0, 4, 8, 16, 24, 32, 40, 64
-assert C_COUNTS + 8 * len(COUNTED) <= _CPU_SIZE
+C_BUGS: Final = C_COUNTS + 8 * len(COUNTED)
+BUG_SLOTS: Final = (_CPU_SIZE - C_BUGS) // 8
+"""How many catalogued bugs the segment counts calls of (stress.bugs checks its catalogue fits)."""
+assert C_BUGS == 0xB0 and BUG_SLOTS >= 15
 
 
 class StressSegment:
@@ -291,6 +297,17 @@ class StressSegment:
     def count(self, cpu: int, name: str) -> None:
         """One more of ``name`` (a name of COUNTED) on ``cpu``."""
         self.view.fetch_add_u64(self._cpu(cpu) + C_COUNTS + 8 * _COUNT_INDEX[name], 1)
+
+    def count_bug(self, cpu: int, index: int) -> None:
+        """One more call of the bug at ``index`` in the catalogue on ``cpu``."""
+        if not 0 <= index < BUG_SLOTS:
+            raise ValueError(f"bug index {index}: the stress segment counts 0..{BUG_SLOTS - 1}")
+        self.view.fetch_add_u64(self._cpu(cpu) + C_BUGS + 8 * index, 1)
+
+    def bug_calls(self, cpu: int, indices: dict[str, int]) -> dict[str, int]:
+        """``cpu``'s calls of each bug of ``indices`` (name: its catalogue index), 0 for one never called."""
+        base = self._cpu(cpu) + C_BUGS
+        return {name: self.view.load_u64(base + 8 * i) for name, i in indices.items()}
 
     def counts(self, cpu: int) -> dict[str, int]:
         """``cpu``'s counts by name, those not 0, as its report's counts hold them."""

@@ -131,7 +131,7 @@ def stress_cpu(cpu: "Cpu", plan: CpuPlan) -> CpuResult:
     locks0 = _lock_figures(tables)
     try:
         probe.on_finding = lambda: _stop(cpu, seg)
-        bugs.install(cfg.inject, probe, result.bug_calls)
+        bugs.install(cfg.inject, probe, result.bug_calls, lambda name: seg.count_bug(cpu.id, bugs.BUG_INDEX[name]))
         if cfg.on("lockdep"):
             probe.lockdep = LockOrder(probe)
         if cfg.on("ownership"):

@@ -80,3 +80,19 @@ def test_a_killed_cpus_total_is_what_its_counts_by_kind_add_up_to(seg: StressSeg
     kinds = {k: n for k, n in seg.counts(3).items() if k in shared.OPERATION_KINDS}
     assert seg.completed(3) == sum(kinds.values()) == 3
     assert seg.ops(3) == 2                  # the progress word, one behind
+
+
+def test_the_last_cpus_bug_calls_lie_inside_its_words(seg: StressSegment) -> None:
+    """Every catalogued bug has a counter in each CPU's words (stress.bugs.BUG_INDEX), the last
+    CPU's inside the segment, another CPU's untouched; an index past them is refused."""
+    from rmm_mp.stress.bugs import BUG_INDEX
+    last = MAX_CPUS - 1
+    for name, i in BUG_INDEX.items():
+        for _ in range(i + 1):
+            seg.count_bug(last, i)
+    assert seg.bug_calls(last, BUG_INDEX) == {name: i + 1 for name, i in BUG_INDEX.items()}
+    assert not any(seg.bug_calls(last - 1, BUG_INDEX).values())
+    assert seg.counts(last) == {}
+    assert shared.C_BUGS + 8 * len(BUG_INDEX) <= shared._CPU_SIZE
+    with pytest.raises(ValueError):
+        seg.count_bug(last, shared.BUG_SLOTS)

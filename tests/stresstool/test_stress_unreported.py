@@ -67,3 +67,51 @@ def test_a_killed_cpus_counts_by_kind_are_read_from_the_stress_segment() -> None
     kinds = sum(n for k, n in counts.items() if k in WORKLOADS["mixed"])
     assert report.unreported_ops[1] >= 5 and kinds - report.unreported_ops[1] in (0, 1), (counts, report.unreported_ops)
     assert report.to_json()["counts_unreported"] == {1: counts}
+
+
+def test_a_killed_cpus_lock_figures_and_bug_calls_are_kept_as_it_published_them() -> None:
+    """CPU 1 killed (SIGKILL) once it has run the injected bug's code: the calls it counted in the
+    stress segment are in the report (JSON ``bug_calls_unreported``), and the lock figures its EL3
+    had published in its CPU area, marked partial in the text and the JSON (``locks_unreported``).
+    Both went with its process: the report had neither (the report's fields did not exist)."""
+    import os
+    import signal
+    from typing import Any
+
+    from rmm_mp.stress import run
+    from rmm_mp.stress.bugs import BUG_INDEX
+
+    bug = "rec-create-no-rd-lock"
+    machines: list[Any] = []
+    killed: list[int] = []
+
+    def kill_cpu_1(elapsed: float, seg: Any) -> None:
+        if killed or seg.ops(1) < 5 or not seg.bug_calls(1, {bug: BUG_INDEX[bug]})[bug]:
+            return
+        pid = bound_pid(machines[0], 1)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    cfg = StressConfig(workload="lifecycle", seed=3, cpus=2, seconds=30, checkers=("watchdog",), inject=(bug,))
+    report = run(cfg, on_tick=kill_cpu_1, on_machine=machines.append)
+    assert killed and report.unreported == (1,), report.text()
+    assert report.unreported_bug_calls[1][bug] >= 1, report.unreported_bug_calls
+    acquired, contended, _, _ = report.unreported_locks[1]
+    assert acquired > 0 and 0 <= contended <= acquired, report.unreported_locks
+    line = next(x for x in report.text().splitlines() if x.startswith("lock contention:"))
+    assert "partial figures, as last published in shared memory by CPU 1, which returned none" in line, line
+    doc = report.to_json()
+    assert doc["bug_calls_unreported"] == {"1": report.unreported_bug_calls[1]}
+    assert doc["locks_unreported"]["1"]["partial"] is True and doc["locks_unreported"]["1"]["acquired"] == acquired
+    assert "1" not in (doc["locks"] or {}).get("per_cpu", {})
+
+
+def test_partial_lock_figures_are_said_apart_even_when_no_cpu_returned_a_result() -> None:
+    """Every CPU killed: the line says no CPU returned its figures and gives what they published;
+    with nothing published there is no line, as before."""
+    report = StressReport(StressConfig(cpus=2), (), "interrupted", 1.0, {}, unreported=(0, 1),
+                          unreported_locks={0: (10, 2, 0, 0)})
+    assert report.lock_contention() == ("lock contention: no CPU returned its figures; partial figures, as last "
+                                        "published in shared memory by CPU 0, which returned none: CPU 0 2 of 10 "
+                                        "contended")
+    assert StressReport(StressConfig(cpus=2), (), "interrupted", 1.0, {}, unreported=(0, 1)).lock_contention() == ""
