@@ -57,20 +57,20 @@ class Finding:
     finding when that was another process's run: a schedule file's recorded findings
     (schedule.parse). Not part of the finding: only what a replay leaves out as it compares."""
     identity: str = field(default="", compare=False)
-    """For a finding with no site, what tells it from others of its checker and rule where the
-    site would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity); a
-    leaked lock's call that returned holding it and the classes left held (stress.instrument),
-    or, seen from its waiter, the waiting call and the lock it waits for (watchdog.wait_identity);
-    a lockdep cycle's classes (lockdep.analyse); a stuck call's call and the kinds of lock it
-    waits for and holds (watchdog.call_identity); a dead CPU's kind of failure (failure_kind),
-    its call and the frame it raised in (raised_in); a crash's cause and call; an exception a
-    CPU ended on (HostError, ...), where it was raised, without line numbers, and the RMI status
-    it carries, or with none its text with numbers masked (stress.worker.exception_finding); a
-    wrong status (stress.ops), the command and the status returned; a failed vCPU or guest, what
-    failed and how; a broken invariant, its rule and the kind of granule it broke at
-    (invariant_finding). No CPU number, address or step: a shrunk run's replay has others. Not in
-    its text (a replay compares the text, so files recorded before it was added replay as they
-    did), nor in its JSON or a schedule file: only ``key`` reads it."""
+    """For a finding with no site, what tells it from others of its checker and rule where the site
+    would: a deadlock's calls and the locks they wait for (watchdog.cycle_identity); a leaked lock's
+    call that returned holding it and the classes left held (stress.instrument), or, seen from its
+    waiter, the waiting call and the lock it waits for (watchdog.wait_identity); a lockdep cycle's
+    classes (lockdep.analyse); a stuck call's call and the kinds of lock it waits for and holds, and
+    the population's realm each is of if any (watchdog.call_identity); a dead CPU's kind of failure
+    (failure_kind), its call and the frame it raised in (raised_in); a crash's cause and call; an
+    exception a CPU ended on (HostError, ...), where it was raised, without line numbers, and the
+    RMI status it carries, or with none its text with numbers masked
+    (stress.worker.exception_finding); a wrong status (stress.ops), the command and the status
+    returned; a failed vCPU or guest, what failed and how; a broken invariant, its rule and the kind
+    of granule it broke at (invariant_finding). No CPU number, address or step: a shrunk run's
+    replay has others. Not in its text (a replay compares the text, so files recorded before it was
+    added replay as they did), nor in its JSON or a schedule file: only ``key`` reads it."""
 
     def key(self) -> tuple[str, str, str]:
         """What makes two findings the same problem (shrinking keeps it): checker, rule and

@@ -175,3 +175,19 @@ def build(machine: "Machine", guests: "bool | tuple[str, ...]" = True) -> Popula
     finally:
         cpu.close()
 
+
+def roles(population: Population) -> dict[int, str]:
+    """The population's realms by the PAs of their RD and root tables: ``realm T``, ``realm N``,
+    ``guest 0 (smp-boot)`` (by build order). The build places them the same way on every run of
+    a configuration (its replays included), which the granules the CPUs make as they race do
+    not; a guest rebuilt during the run (a relaunch) is at other PAs and has no role. What a
+    stuck call's identity names a realm by (watchdog.call_identity), where its PA would differ
+    on a shrunk run's replay."""
+    named = [(f"guest {i} ({name})", realm) for i, (name, _, realm) in enumerate(population.guests)]
+    named += [("realm T", population.table_realm), ("realm N", population.new_realm)]
+    out: dict[int, str] = {}
+    for label, realm in named:
+        out[realm.rd] = label
+        for root in range(realm.num_roots):
+            out[realm.rtt_base + root * G] = label
+    return out

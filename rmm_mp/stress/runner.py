@@ -37,7 +37,7 @@ from rmm_mp.stress import ending
 from rmm_mp.stress.config import StressConfig
 from rmm_mp.stress.findings import AT_QUIESCENT, Finding, invariant_finding
 from rmm_mp.stress.ops import WORKLOADS
-from rmm_mp.stress.population import build, guest_names
+from rmm_mp.stress.population import Population, build, guest_names, roles
 from rmm_mp.stress.report import StressReport
 from rmm_mp.stress.sched import SchedPlan, pick, splitmix64
 from rmm_mp.stress.shared import (
@@ -159,7 +159,8 @@ def _supervised(machine: Machine, seg: StressSegment, config: StressConfig, popu
     cpu_plan = CpuPlan(config, population, plan, tuple(r for r, _ in pipes),  # type: ignore[arg-type]
                        tuple(w for _, w in pipes))
     start = time.monotonic()
-    sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick, origin=start)
+    sup = _Supervisor(machine, seg, config, plan, tuple(w for _, w in pipes), on_tick, origin=start,
+                      roles=roles(population) if isinstance(population, Population) else {})
 
     started = False
 
@@ -255,8 +256,10 @@ class _Supervisor:
 
     def __init__(self, machine: Machine, seg: StressSegment, config: StressConfig, plan: SchedPlan | None,
                  wakes: tuple[object, ...], on_tick: Callable[[float, StressSegment], None] | None,
-                 origin: float | None = None) -> None:
+                 origin: float | None = None, roles: dict[int, str] | None = None) -> None:
         self.machine, self.seg, self.config, self.plan, self.wakes = machine, seg, config, plan, wakes
+        self.roles = roles or {}
+        """The population's roles (population.roles), which a stuck call's identity names."""
         self.origin = time.monotonic() if origin is None else origin
         """When the run began (time.monotonic), as the report's elapsed time counts it: before
         run_cpus spawned the CPU processes. The ticks' ``elapsed`` counts from after the
@@ -265,7 +268,7 @@ class _Supervisor:
         self.started = False
         self.first = -1
         self.findings: list[Finding] = []
-        self.watchdog = Watchdog(machine) if plan is None and config.on("watchdog") else None
+        self.watchdog = Watchdog(machine, roles=self.roles) if plan is None and config.on("watchdog") else None
         self.quiescent_checks = 0
         self._next_look = 0.5
         # Pauses are for the invariants checker: without it (--checkers none, lockdep ...) the
@@ -458,7 +461,7 @@ class _Supervisor:
             self.findings.append(Finding("watchdog", "stuck-call", f"CPU {turn} used {used - self._hang[2]:.0f} s "
                                          "of CPU time without reaching a schedule point", turn,
                                          snaps[turn].call, "", tuple(s.describe() for s in snaps), step,
-                                         identity=call_identity(snaps[turn])))
+                                         identity=call_identity(snaps[turn], self.roles)))
             self._abort("watchdog: stuck-call")
 
     def _free_length(self, elapsed: float) -> str | None:

@@ -26,7 +26,8 @@ This module owns the stuck analysis and the snapshots. It must not change the ma
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -193,7 +194,26 @@ def cycle_identity(snaps: list[CpuSnapshot], cycle: list[int] | tuple[int, ...])
     return " and ".join(sorted(wait_identity(snaps[cpu]) for cpu in cycle))
 
 
-def wait_identity(s: CpuSnapshot) -> str:
+_FIRST_ARGUMENT = re.compile(r"\w+\((0x[0-9a-fA-F]+)")
+
+
+def _call(s: CpuSnapshot, roles: Mapping[int, str]) -> str:
+    """The CPU's call without its arguments, and the realm of ``roles`` its first argument (an
+    RD for most commands) is: ``RMI_RTT_CREATE on realm T``."""
+    call = call_name(s.call) or "between calls"
+    first = _FIRST_ARGUMENT.match(s.call)
+    role = roles.get(int(first.group(1), 16)) if first else None
+    return f"{call} on {role}" if role else call
+
+
+def _kind(s: CpuSnapshot, pa: int, roles: Mapping[int, str]) -> str:
+    """The state of the granule at ``pa`` as the snapshot has it, and whose it is if ``roles``
+    names it: ``RD of realm T``."""
+    kind = dict(s.states).get(pa) or "a granule"
+    return f"{kind} of {roles[pa]}" if pa in roles else kind
+
+
+def wait_identity(s: CpuSnapshot, roles: Mapping[int, str] | None = None) -> str:
     """One CPU's part of an identity: its call without arguments and the state of the granule
     it waits for (``RMI_DATA_DESTROY waits for RTT``); alone, the identity of a leaked lock seen
     from its waiter. Not the leaking call's: the lock word names only the holding CPU, whose
@@ -201,16 +221,21 @@ def wait_identity(s: CpuSnapshot) -> str:
     holding a lock is caught at its return, named by it: stress.instrument. The two never meet in
     one shrinking: a deterministic run catches a CPU's leak at the return exactly when the
     watchdog checker is on, and its replays have the same checkers.)"""
-    call = call_name(s.call) or "between calls"
-    return f"{call} waits for {dict(s.states).get(s.waiting_for) or 'a granule'}"
+    roles = roles or {}
+    return f"{_call(s, roles)} waits for {_kind(s, s.waiting_for, roles)}"
 
 
-def call_identity(s: CpuSnapshot) -> str:
+def call_identity(s: CpuSnapshot, roles: Mapping[int, str] | None = None) -> str:
     """A stuck call's identity, and a dead CPU's after how it failed: the call without its
     arguments, the kind of lock it waits for if it waits (wait_identity), and the kinds it
-    holds, each once, sorted (``RMI_RTT_CREATE holding RD, RTT``). No CPU number or address."""
-    held = sorted({dict(s.states).get(pa) or "a granule" for pa in s.held})
-    head = wait_identity(s) if s.waiting_for >= 0 else (call_name(s.call) or "between calls")
+    holds, each once, sorted (``RMI_RTT_CREATE holding RD, RTT``). No CPU number or address.
+    With ``roles`` (population.roles: the stuck-call watchdogs have them), the realm its first
+    argument is and whose each granule of the population is (``RMI_RTT_CREATE on realm T
+    holding RD of realm T, RTT``): two stuck calls of one command holding the same kinds of lock
+    in two realms were one problem to shrinking. A granule the CPUs made has no role."""
+    roles = roles or {}
+    held = sorted({_kind(s, pa, roles) for pa in s.held})
+    head = wait_identity(s, roles) if s.waiting_for >= 0 else _call(s, roles)
     return head + (f" holding {', '.join(held)}" if held else "")
 
 
@@ -240,9 +265,11 @@ the granule PA it waits for and the lock word that holds it."""
 class Watchdog:
     """Free-running mode: the parent's periodic look at every CPU (see the module docstring)."""
 
-    def __init__(self, machine: "Machine", cpu_bound_s: float = 10.0) -> None:
+    def __init__(self, machine: "Machine", cpu_bound_s: float = 10.0, roles: Mapping[int, str] | None = None) -> None:
         self.machine = machine
         self.cpu_bound_s = cpu_bound_s
+        self.roles = roles or {}
+        """The population's roles (population.roles), which a stuck call's identity names."""
         self._suspect: _Suspect | None = None
         self._spins: dict[int, int] = {}
         self._calls: dict[int, tuple[int, float]] = {}
@@ -320,7 +347,7 @@ class Watchdog:
             elif used - first[1] > self.cpu_bound_s:
                 return Finding("watchdog", "stuck-call", f"CPU {s.cpu} used {used - first[1]:.1f} s of CPU time in "
                                "one call without returning", s.cpu, s.call, "", tuple(x.describe() for x in snaps),
-                               identity=call_identity(s))
+                               identity=call_identity(s, self.roles))
         return None
 
     def _cpu_time(self, cpu: int, pid: int) -> float | None:

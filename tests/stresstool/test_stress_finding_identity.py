@@ -42,6 +42,42 @@ def test_a_stuck_calls_identity_is_its_call_and_the_kinds_of_lock() -> None:
     assert call_identity(_snap(0, "", ())) == "between calls"
 
 
+def test_two_stuck_calls_holding_the_same_kinds_of_lock_are_told_apart_by_their_realm() -> None:
+    """Two RMI_RTT_CREATEs holding an RD and an RTT, one in realm T, one in realm N: with the
+    population's roles (population.roles: its realms' RDs and root tables, whose PAs the build
+    makes the same on every run of a configuration), each names its realm, its RD and a root
+    table by whose they are; a run-made RTT stays a kind. Both had the one identity "RMI_RTT_CREATE
+    holding RD, RTT", and a shrinking of one kept the other."""
+    T_RD, N_RD, N_ROOT = RD, 0x80200000, 0x80201000
+    roles = {T_RD: "realm T", N_RD: "realm N", N_ROOT: "realm N"}
+
+    def snap(rd: int, holds: tuple[int, ...], waits: int = -1) -> CpuSnapshot:
+        names = {T_RD: "RD", N_RD: "RD", N_ROOT: "RTT", RTT: "RTT"}
+        states = tuple((pa, names[pa]) for pa in holds + ((waits,) if waits >= 0 else ()))
+        return CpuSnapshot(0, "running", f"RMI_RTT_CREATE({rd:#x}, 0x80091000, 0x0, 0x1)", waits, holds, (), states)
+    in_t, in_n = snap(T_RD, (T_RD, RTT)), snap(N_RD, (N_RD, RTT))
+    assert call_identity(in_t, roles) == "RMI_RTT_CREATE on realm T holding RD of realm T, RTT"
+    assert call_identity(in_t, roles) != call_identity(in_n, roles)
+    assert call_identity(snap(N_RD, (N_RD,), N_ROOT), roles) == \
+        "RMI_RTT_CREATE on realm N waits for RTT of realm N holding RD of realm N"
+    # Without roles (a dead CPU's identity, a deadlock's), as before.
+    assert call_identity(in_t) == call_identity(in_n) == "RMI_RTT_CREATE holding RD, RTT"
+
+
+def test_the_populations_roles_are_the_same_on_every_build() -> None:
+    """The roles name PAs the population's build places the same way each time (a replay's
+    machine is built anew): T's and N's RD and root table, each guest's."""
+    from rmm_mp.stress.population import build, roles
+    found = []
+    for _ in range(2):
+        with Machine.create("host", cpus=2) as m:
+            pop = build(m, ("smp-boot",))
+            found.append(roles(pop))
+    assert found[0] == found[1]
+    assert found[0][pop.table_realm.rd] == "realm T" and found[0][pop.new_realm.rtt_base] == "realm N"
+    assert found[0][pop.guests[0][2].rd] == "guest 0 (smp-boot)"
+
+
 def test_the_watchdogs_stuck_call_has_the_identity() -> None:
     """Free-running: the watchdog's stuck-call finding carries call_identity of the stuck CPU
     (CPU time stubbed: 0 s at the first look, 20 s at the second, in the same call)."""

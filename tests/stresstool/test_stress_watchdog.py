@@ -393,7 +393,7 @@ class _FindsOnce:
 
     armed: list[object] = []
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, roles: object = None) -> None:
         self.fired = False
 
     def tick(self) -> Finding | None:
