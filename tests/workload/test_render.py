@@ -21,7 +21,7 @@ from rmm_mp.workload import realms as workload_realms
 from rmm_mp.workload.render import format_report, to_json
 from rmm_mp.workload.report import GuestOutput, RealmOutcome
 from realm_table import realm_rows
-from stats.report_samples import hand_built
+from stats.report_samples import DELEGATE, hand_built, slot_of, stats_of
 from stats.schema_subset import errors
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "report-schema.json"
@@ -793,3 +793,13 @@ def test_a_narrowed_call_column_breaks_the_time_split_s_total_row_between_words(
     lines = table(("call", "cpu", "figure"), [("all RMI calls", "all", "9" * 101)], 2, narrow_first=True)
     assert [len(line) for line in lines[:3]] == [118] * 3 and lines[2].startswith("all RMI  "), lines
     assert lines[3:] == ["calls"], lines
+
+
+def test_time_split_shares_round_a_tie_up_as_the_times_do() -> None:
+    """A share of exactly 38.65 % (773 ns of EL3 in a 2,000 ns call) reads 38.7, and the handler's
+    61.35 % reads 61.4, as us() rounds a 5 ns tie up: through a float, 38.65 is a little below
+    itself and read 38.6, so the text's shares did not follow from the JSON's ns by one rule."""
+    d = slot_of(DELEGATE)
+    report = hand_built(cpus=1, stats={0: {d: stats_of(d, [2000], el3=0.3865)}})
+    split = _section(format_report(report), "Time split of RMI calls")
+    assert _row(split, "RMI_GRANULE_DELEGATE", "0")[2:] == ["1", "2.00", "0.77", "38.7", "1.23", "61.4", "0.00", "0.0"]
