@@ -268,7 +268,7 @@ def _locks(doc: dict[str, Any]) -> list[str]:
         return _no_figures("Lock contention", unread) if unread else \
             ["", "Lock contention: no granule lock was taken."]
     rows = [("all classes" if r["class"] == "all" else r["class"], str(r["cpu"]), f"{r['acquired']:,}",
-             f"{r['contended']:,}", f"{100 * r['contended_share']:.2f}", us(r["wait_ns"]), us(r["max_wait_ns"]))
+             f"{r['contended']:,}", _pct(r["contended"], r["acquired"], 2), us(r["wait_ns"]), us(r["max_wait_ns"]))
             for r in _without_lone_totals(doc["locks"], "class")]
     return ["", "Lock contention per granule class (class = state the lock was taken for; OTHER = NS copies; "
                 "waits in us)",

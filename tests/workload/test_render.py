@@ -19,9 +19,9 @@ from rmm_mp.check import InvariantReport
 from rmm_mp.cpu_outcome import CpuFailure, ProcessUsage
 from rmm_mp.workload import realms as workload_realms
 from rmm_mp.workload.render import format_report, to_json
-from rmm_mp.workload.report import GuestOutput, RealmOutcome
+from rmm_mp.workload.report import GuestOutput, LockClassStats, RealmOutcome
 from realm_table import realm_rows
-from stats.report_samples import DELEGATE, hand_built, slot_of, stats_of
+from stats.report_samples import DELEGATE, RTT, hand_built, slot_of, stats_of
 from stats.schema_subset import errors
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "report-schema.json"
@@ -803,3 +803,13 @@ def test_time_split_shares_round_a_tie_up_as_the_times_do() -> None:
     report = hand_built(cpus=1, stats={0: {d: stats_of(d, [2000], el3=0.3865)}})
     split = _section(format_report(report), "Time split of RMI calls")
     assert _row(split, "RMI_GRANULE_DELEGATE", "0")[2:] == ["1", "2.00", "0.77", "38.7", "1.23", "61.4", "0.00", "0.0"]
+
+
+def test_lock_share_of_no_lock_is_a_dash_and_a_tie_rounds_up() -> None:
+    """CPU 1 took no lock: its "all classes" row counts 0 and shows "-" for the share, as the time
+    split does for a CPU without RMI calls, not 0.00 % of nothing (it read 0.00). 1 contended of 800,
+    0.125 %, reads 0.13, a tie up as the times (through the float it read 0.12)."""
+    locks = {0: {RTT: LockClassStats(800, 1, 900, 900)}, 1: {}}
+    lines = _section(format_report(hand_built(locks=locks)), "Lock contention per granule class")
+    assert _row(lines, "RTT", "0") == ["RTT", "0", "800", "1", "0.13", "0.90", "0.90"]
+    assert _row(lines, "all", "classes", "1") == ["all", "classes", "1", "0", "0", "-", "0.00", "0.00"]
