@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -461,3 +462,29 @@ def test_an_unwritable_json_path_is_refused_before_anything_is_measured(tmp_path
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"--json = '{out}': expected a file that can be written (No such file or directory)" in proc.stderr
     assert proc.stdout == ""
+
+
+def _records(slots: dict[int, int]) -> dict[int, Any]:
+    """{slot: a CallStats of ``n`` records} (count only: what bench_run's figures read)."""
+    return {slot: SimpleNamespace(count=n) for slot, n in slots.items()}
+
+
+def test_bench_run_counts_records_as_records_and_progress_by_calls(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """(b) labels its figure records/s: total_calls counts REC runs and host steps too, and read
+    "calls" it claimed some 30 % more calls than were made. (c) counts a CPU's calls (RMI, RSI,
+    PSCI) for progress: CPU 1 only polled an empty run queue (host steps, no call), and counted
+    as progress while the figure was every record."""
+    from rmm_mp.stats import calls
+    stats = {0: _records({0: 10, calls.RSI_BASE: 4, calls.EXIT_BASE: 3, calls.HOST_BASE: 5}),
+             1: _records({calls.HOST_BASE: 7})}
+    monkeypatch.setattr(bench_run, "_run", lambda *a, **k: SimpleNamespace(total_calls=29, elapsed_s=1.0,
+                                                                          stats=stats))
+    bench_run.throughput(1.0, 1, 1)
+    shown = capsys.readouterr().out
+    assert "29 records (calls, REC runs and host steps) in 1.00 s = 29 records/s" in shown, shown
+    assert "calls/s" not in shown
+    large = bench_run.large(1.0, 1)
+    assert (large["min_calls_per_cpu"], large["max_calls_per_cpu"], large["idle_cpus"], large["progress"]) == \
+        (0, 14, [1], False)
+    assert "calls (RMI, RSI, PSCI) per CPU min 0 max 14; CPUs without a call: [1]" in capsys.readouterr().out
