@@ -401,9 +401,10 @@ def test_estimate_is_capped_at_the_slots_time() -> None:
     assert (stats.sum_ns, stats.lockwait_ns, stats.el3_ns, stats.handler_ns) == (1900, 90, 1810, 0)
 
 
-def test_new_recorder_counts_published_calls_as_measured() -> None:
+def test_new_recorder_keeps_the_published_el3_sum() -> None:
     """A recorder over a region another recorder published into (recording switched off and on
-    again) takes the published calls as measured, with their EL3 sum."""
+    again) keeps the published calls' EL3 sum and, with no sample of its own yet, estimates its
+    own calls from the published mean."""
     region = _region()
     first = Recorder(region)
     first.record(6, 1000, 100, 0, False)
@@ -415,6 +416,27 @@ def test_new_recorder_counts_published_calls_as_measured() -> None:
     second.flush(0)
     second.release()
     assert read_slot(region, 6).el3_ns == 400 * 3 // 2
+
+
+def test_new_recorder_estimates_its_calls_from_its_own_samples() -> None:
+    """1,600 calls at 800 ns of EL3 (1 in 16 sampled), then, recording switched off and on, 1,600
+    at 400 ns: the EL3 mean reads 600 ns. The second recorder took the 1,600 published calls as
+    1,600 samples against its own 100, and read 776 ns; a slot of its own with no sample takes
+    its samples' mean, not the published one."""
+    region = _region()
+    first = Recorder(region)
+    for n in range(1600):
+        first.record(6, 3000, 800 if n % 16 == 0 else None, 0, False)
+    first.flush(0)
+    first.release()
+    second = Recorder(region)
+    for n in range(1600):
+        second.record(6, 3000, 400 if n % 16 == 0 else None, 0, False)
+    second.record(7, 3000, None, 0, False)
+    second.flush(0)
+    second.release()
+    assert read_slot(region, 6).el3_ns == 800 * 1600 + 400 * 1600
+    assert read_slot(region, 7).el3_ns == 400
 
 
 def test_el3_free_slots_have_no_el3_part_however_their_calls_were_recorded() -> None:
