@@ -92,10 +92,10 @@ def address_operand(line: Line, registers: int, declared: Collection[str], value
         if len(args) == registers + 2 and memory_operand(args[registers]) is not None:
             # '[x2], 8' as well as '[x2], #8': the '#' it lacks is named too, not left for the next try; and
             # an offset with no value ('8 % 0') or none of this syntax ('8 / 0') is a post-index one still.
-            # Not a register ('[x2], x3'): '[xn], #imm' is not the form meant.
+            # Not a register ('[x2], x3') nor nothing ('[x2],', a trailing ','): '[xn], #imm' is not the form meant.
             offset = args[-1].strip()
             hint = "" if offset.startswith("#") else immediate_hint(offset, declared, value)
-            if not REG.fullmatch(offset.lower()) or offset in declared:
+            if offset and (not REG.fullmatch(offset.lower()) or offset in declared):
                 post = hint + _WRITEBACK.format("post", "[xn], #imm")
         raise AssemblerError(line.number, f"expected '{line.op} xd, {'xe, ' * (registers - 1)}[xn{{, #offset}}]', "
                                           f"got {got}{post}")

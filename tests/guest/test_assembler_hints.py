@@ -158,6 +158,15 @@ def test_a_post_index_offset_with_no_value_is_told_the_post_index_form(source: s
     assert "(an immediate is written with" not in message, message
 
 
+@pytest.mark.parametrize("source", ["ldr x1, [x2],", "ldr x1, [x2], ", "ldp x0, x1, [x2],\t", "str x1, [x2],\v"])
+def test_a_trailing_comma_after_a_memory_operand_is_not_told_the_post_index_form(source: str) -> None:
+    """'ldr x1, [x2],' has no offset after the ',': nothing says a post-index form was meant, and
+    the explanation that '[x2], 8 % 0' gets was given to it too."""
+    message = _message(source)
+    assert "post-index" not in message, message
+    assert message.startswith("expected '"), message
+
+
 @pytest.mark.parametrize(("source", "why"), [("str x0, [x1 1/0]", " (there is no '/' operator)"),
                                              ("str x0, [x1 #1/0]", " (there is no '/' operator)"),
                                              ("ldr x0, [x1 foo bar]", ""),
