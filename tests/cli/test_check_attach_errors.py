@@ -60,3 +60,10 @@ def test_a_missing_segment_directory_keeps_its_form(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(segment, "SHM_DIR", str(where))
     monkeypatch.setenv("RMM_MP_SHM_DIR", str(where))
     assert _refusal(NAME).startswith(f"Error: MachineError: shared memory cannot be looked for in {where} ")
+
+
+def test_check_help_gives_exit_2_for_a_machine_that_cannot_be_attached() -> None:
+    """check --help said exit 2 for "no such machine" only, while a machine still being made and
+    a segment that cannot be mapped end with it too (the cases above)."""
+    text = " ".join(CliRunner().invoke(main, ["check", "--help"]).output.split())
+    assert "one that cannot be attached (still being made, a segment that cannot be mapped)" in text, text
