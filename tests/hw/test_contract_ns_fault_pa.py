@@ -8,6 +8,8 @@ Secure region, so a long access from NS DRAM reaches both.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rmm_mp import GranuleProtectionFault, Machine
@@ -55,3 +57,25 @@ def test_an_access_through_a_delegated_granule_past_dram_names_the_granule() -> 
         with pytest.raises(GranuleProtectionFault) as secure:
             m.ns_read(m.dram_base + 8, end - m.dram_base)
         assert secure.value.pa == m.secure_regions[0][0]
+
+
+def test_an_access_past_dram_through_ns_granules_only_faults_at_the_end(tmp_path: Path) -> None:
+    """The case the docstring above names but `host` cannot show (its DRAM ends in Secure): on a
+    platform whose Secure region is not at the end, an access from NS DRAM past the end faults
+    at the end of DRAM; one that crosses the Secure region first faults at the region."""
+    source = (Path(__file__).resolve().parents[2] / "platform" / "host.toml").read_text()
+    assert "base = 0x83F0_0000" in source
+    toml = tmp_path / "secure-low.toml"
+    toml.write_text(source.replace('name = "host"', 'name = "secure-low"').replace("base = 0x83F0_0000",
+                                                                                   "base = 0x8100_0000"))
+    with Machine.create(toml, cpus=1) as m:
+        end = m.dram_base + m.granule_count * m.granule_size
+        base, size = m.secure_regions[0]
+        assert base + size < end
+        for name, access in _accesses(m):
+            with pytest.raises(GranuleProtectionFault) as past:
+                access(end - 16, 17)     # type: ignore[operator]
+            assert past.value.pa == end and "past the end of DRAM" in past.value.reason, name
+            with pytest.raises(GranuleProtectionFault) as through:
+                access(base - 16, end + 1 - (base - 16))     # type: ignore[operator]
+            assert through.value.pa == base and "SECURE" in through.value.reason, name
