@@ -242,12 +242,18 @@ class Machine:
                                f"{segment.shown_shm_dir()}: {why}") from None
         view = atomicshm.AtomicView(attached["ctl"].buf)
         try:
+            _check_size(attached["ctl"], "ctl", ctl.SIZE)
             control = Control(attached["ctl"].buf, view)
             control.check_magic()
             plat = Platform.from_json(control.platform_json())
             cpus = control.cpus
             if control.trace_capacity:
                 attached[segment.TRACE_PART] = Segment.attach(name, segment.TRACE_PART)
+            # A segment shorter than its control block says (truncated by hand, or by a full
+            # /dev/shm) was mapped as it was, and `rmm-mp check` then died in a traceback on the
+            # first granule past its end, or called a cut DRAM's invariants holding.
+            for part, size in _segment_sizes(plat, cpus, control.trace_capacity).items():
+                _check_size(attached[part], part, size)
         except FileNotFoundError:   # its trace segment: unlinked as the machine closes
             view.close()
             for seg in attached.values():
@@ -512,6 +518,13 @@ class Machine:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("creator" if self.is_creator else "attached")
         return f"<Machine {self.name} platform={self.platform.name} cpus={self.cpus} {state}>"
+
+
+def _check_size(seg: Segment, part: str, expected: int) -> None:
+    """Refuse a segment smaller than the machine it belongs to needs (ValueError: attach words it)."""
+    if seg.size < expected:
+        raise ValueError(f"its {part} segment in {segment.shown_shm_dir()} holds {seg.size:,} bytes where the "
+                         f"machine needs {expected:,}: truncated, or not made by this version of rmm-mp")
 
 
 def _being_created(seg: Segment) -> bool:

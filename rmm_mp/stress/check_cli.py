@@ -82,8 +82,8 @@ def check(machine_name: str, json_path: str | None, wait_s: float, no_pause: boo
     NAME` would otherwise watch for ever, or one whose RMM is dead (every SMC fails: a run
     still live on it ends, so such a loop would get exit 2 soon after anyway); 2 no such
     machine (or no segment directory to look in: RMM_MP_SHM_DIR missing or not a directory),
-    one that cannot be attached (still being made, a segment that cannot be mapped), a bad
-    option, every pause slot taken, or the --json file
+    one that cannot be attached (still being made, a segment that cannot be mapped or is
+    shorter than the machine needs), a bad option, every pause slot taken, or the --json file
     could not be written (or names a machine's shared-memory segment); 130 interrupted by
     Ctrl-C (no verdict: any pause it held is released and the CPUs go on); SIGTERM before
     the verdict ends it by the signal's default action (143 in a shell; a pause it held

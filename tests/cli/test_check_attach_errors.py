@@ -64,6 +64,7 @@ def test_a_missing_segment_directory_keeps_its_form(tmp_path: Path, monkeypatch:
 
 def test_check_help_gives_exit_2_for_a_machine_that_cannot_be_attached() -> None:
     """check --help said exit 2 for "no such machine" only, while a machine still being made and
-    a segment that cannot be mapped end with it too (the cases above)."""
+    a segment that cannot be mapped or is cut short end with it too (the cases above,
+    tests/hw/test_attach_sizes.py)."""
     text = " ".join(CliRunner().invoke(main, ["check", "--help"]).output.split())
-    assert "one that cannot be attached (still being made, a segment that cannot be mapped)" in text, text
+    assert "one that cannot be attached (still being made, a segment that cannot be mapped or is shorter than the machine needs)" in text, text

@@ -1,0 +1,69 @@
+"""Machine.attach refuses a segment shorter than the machine its control block describes.
+
+A copy of a live machine's segments under another name, one of them cut short, stands for a
+machine truncated by hand or by a full /dev/shm (the live machine's own files are not cut: its
+creator's mappings would fault). Before, attach mapped what was there: `rmm-mp check` then died in
+a traceback on the first granule past the end, or called a cut DRAM's invariants holding.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmm_mp import Machine
+from rmm_mp.hw import segment
+from rmm_mp.hw.faults import MachineError
+
+
+def _copy(m: Machine, name: str, cut: str, size: int) -> list[Path]:
+    paths = []
+    for part in segment.MACHINE_PARTS:
+        dst = Path(segment.segment_path(name, part))
+        shutil.copyfile(segment.segment_path(m.name, part), dst)
+        paths.append(dst)
+        if part == cut:
+            os.truncate(dst, size)
+    return paths
+
+
+@pytest.mark.parametrize("cut, size", [("ctl", 100), ("granules", 10), ("gpt", 100), ("dram", 4096),
+                                       ("cpus", 8)])
+def test_a_cut_segment_is_refused_naming_it_and_its_sizes(cut: str, size: int) -> None:
+    name = "rmm-mp-1-5e65c0de"
+    with Machine.create("host", cpus=2) as m:
+        paths = _copy(m, name, cut, size)
+        try:
+            with pytest.raises(MachineError, match=(f"^'{name}': its {cut} segment in {re.escape(segment.SHM_DIR)} "
+                                                    f"holds {size:,} bytes where the machine needs [0-9,]+: "
+                                                    "truncated, or not made by this version of rmm-mp$")):
+                Machine.attach(name)
+            # Whole again, the same copy attaches: the refusal was the size's, not the copy's.
+            for part in segment.MACHINE_PARTS:
+                shutil.copyfile(segment.segment_path(m.name, part), segment.segment_path(name, part))
+            Machine.attach(name).close()
+        finally:
+            for path in paths:
+                path.unlink()
+
+
+def test_check_of_a_cut_machine_exits_2_with_the_refusal() -> None:
+    """`rmm-mp check` prints the refusal as every other attach refusal (exit 2), no traceback."""
+    name = "rmm-mp-1-5e65c0df"
+    with Machine.create("host", cpus=1) as m:
+        paths = _copy(m, name, "granules", 10)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "rmm_mp", "check", name, "--no-pause"],
+                                  capture_output=True, text=True, timeout=120)
+        finally:
+            for path in paths:
+                path.unlink()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"Error: MachineError: '{name}': its granules segment" in proc.stderr
